@@ -1,0 +1,142 @@
+"""The CLIP model: an image tower and a causal text tower meeting in a joint embedding space."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from clipforge.models.layers import LayerNorm, Transformer
+from clipforge.models.resnet import ModifiedResNet
+from clipforge.models.vit import VisionTransformer
+
+
+class CLIP(nn.Module):
+    """Constructor arguments are exactly those of OpenAI's reference `CLIP`, so configs
+    and checkpoints move between the two without translation."""
+
+    def __init__(self, embed_dim: int, image_resolution: int, vision_layers: int | tuple[int, ...] | list[int],
+                 vision_width: int, vision_patch_size: int | None, context_length: int, vocab_size: int,
+                 transformer_width: int, transformer_heads: int, transformer_layers: int) -> None:
+        super().__init__()
+        self.context_length = context_length
+        self.vocab_size = vocab_size
+        self.embed_dim = embed_dim
+        if isinstance(vision_layers, (tuple, list)):
+            self.visual: nn.Module = ModifiedResNet(
+                layers=tuple(vision_layers), output_dim=embed_dim, heads=vision_width * 32 // 64,
+                input_resolution=image_resolution, width=vision_width)
+        else:
+            if vision_patch_size is None:
+                raise ValueError("a ViT image tower needs vision_patch_size")
+            self.visual = VisionTransformer(
+                input_resolution=image_resolution, patch_size=vision_patch_size, width=vision_width,
+                layers=vision_layers, heads=vision_width // 64 if vision_width >= 64 else 1,
+                output_dim=embed_dim)
+        self.transformer = Transformer(transformer_width, transformer_layers, transformer_heads, causal=True)
+        self.token_embedding = nn.Embedding(vocab_size, transformer_width)
+        self.positional_embedding = nn.Parameter(torch.empty(context_length, transformer_width))
+        self.ln_final = LayerNorm(transformer_width)
+        self.text_projection = nn.Parameter(torch.empty(transformer_width, embed_dim))
+        self.logit_scale = nn.Parameter(torch.ones([]) * math.log(1 / 0.07))
+        self.initialize_parameters()
+
+    def initialize_parameters(self) -> None:
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        nn.init.normal_(self.positional_embedding, std=0.01)
+        nn.init.normal_(self.text_projection, std=self.transformer.width**-0.5)
+        self.transformer.init_weights()
+        if isinstance(self.visual, ModifiedResNet):
+            self.visual.init_weights()
+        else:
+            self.visual.transformer.init_weights()
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.visual.conv1.weight.dtype
+
+    @property
+    def image_size(self) -> int:
+        return self.visual.input_resolution
+
+    def encode_image(self, image: torch.Tensor) -> torch.Tensor:
+        return self.visual(image.to(self.dtype))
+
+    def encode_text(self, text: torch.Tensor) -> torch.Tensor:
+        """Text features at each sequence's EOT token (the highest id in the vocabulary).
+
+        Because the mask is causal, the EOT feature never depends on positions after it, so
+        the tower only runs on the first `max(eot) + 1` positions of the batch: identical
+        output, much less work for short prompts padded to 77.
+        """
+        eot = text.argmax(dim=-1)
+        length = int(eot.max().item()) + 1 if text.numel() else 1
+        x = self.token_embedding(text[:, :length]).to(self.dtype)
+        x = x + self.positional_embedding[:length].to(self.dtype)
+        x = self.ln_final(self.transformer(x))
+        return x[torch.arange(x.shape[0], device=x.device), eot] @ self.text_projection.to(x.dtype)
+
+    def forward(self, image: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        image_features = self.encode_image(image)
+        text_features = self.encode_text(text)
+        image_features = image_features / image_features.norm(dim=-1, keepdim=True)
+        text_features = text_features / text_features.norm(dim=-1, keepdim=True)
+        logits_per_image = self.logit_scale.exp() * image_features @ text_features.t()
+        return logits_per_image, logits_per_image.t()
+
+
+# Keys OpenAI's TorchScript archives carry beside the parameters; not part of the module.
+_NON_PARAMETER_KEYS = ("input_resolution", "context_length", "vocab_size")
+
+
+def config_from_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Infer the constructor arguments from tensor shapes, as OpenAI's `build_model` does."""
+    sd = state_dict
+    if "visual.proj" in sd:
+        vision_width = sd["visual.conv1.weight"].shape[0]
+        vision_layers: int | tuple[int, ...] = len(
+            [k for k in sd if k.startswith("visual.") and k.endswith(".attn.in_proj_weight")])
+        vision_patch_size: int | None = sd["visual.conv1.weight"].shape[-1]
+        grid = round((sd["visual.positional_embedding"].shape[0] - 1) ** 0.5)
+        image_resolution = vision_patch_size * grid
+    elif "visual.attnpool.positional_embedding" in sd:
+        vision_layers = tuple(
+            len({k.split(".")[2] for k in sd if k.startswith(f"visual.layer{i}.")}) for i in (1, 2, 3, 4))
+        vision_width = sd["visual.layer1.0.conv1.weight"].shape[0]
+        grid = round((sd["visual.attnpool.positional_embedding"].shape[0] - 1) ** 0.5)
+        vision_patch_size = None
+        image_resolution = grid * 32
+    else:
+        raise ValueError("state dict has neither `visual.proj` (ViT) nor `visual.attnpool` (ResNet): "
+                         "not a CLIP checkpoint in OpenAI layout")
+    transformer_width = sd["ln_final.weight"].shape[0]
+    return {
+        "embed_dim": sd["text_projection"].shape[1],
+        "image_resolution": int(image_resolution),
+        "vision_layers": vision_layers,
+        "vision_width": int(vision_width),
+        "vision_patch_size": None if vision_patch_size is None else int(vision_patch_size),
+        "context_length": sd["positional_embedding"].shape[0],
+        "vocab_size": sd["token_embedding.weight"].shape[0],
+        "transformer_width": int(transformer_width),
+        "transformer_heads": int(transformer_width // 64),
+        "transformer_layers": len({k.split(".")[2] for k in sd if k.startswith("transformer.resblocks.")}),
+    }
+
+
+def create_model_from_config(config: dict[str, Any]) -> CLIP:
+    return CLIP(**config)
+
+
+def build_model(state_dict: dict[str, torch.Tensor], config: dict[str, Any] | None = None) -> CLIP:
+    """Build a CLIP whose shape fits the state dict and load it strictly, in fp32, eval mode.
+
+    `config` overrides inference (needed only for heads counts that are not width // 64).
+    """
+    state_dict = {k: v for k, v in state_dict.items() if k not in _NON_PARAMETER_KEYS}
+    model = CLIP(**(config or config_from_state_dict(state_dict)))
+    floating = {k: (v.float() if v.is_floating_point() else v) for k, v in state_dict.items()}
+    model.load_state_dict(floating, strict=True)
+    return model.eval()

@@ -1,0 +1,82 @@
+"""Fixtures shared by the whole suite.
+
+The reference implementation (OpenAI's `clip/model.py` and `clip/simple_tokenizer.py`, from the
+PyPI package `clip-anytorch` installed with --no-deps) is imported by file path: its package
+`__init__` imports torchvision, which has no CPU build here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+def _reference_file(name: str) -> Path | None:
+    for entry in sys.path:
+        candidate = Path(entry) / "clip" / name
+        if candidate.is_file() and (Path(entry) / "clip" / "simple_tokenizer.py").is_file():
+            return candidate
+    return None
+
+
+def load_reference_module(name: str) -> ModuleType:
+    """Import `clip/<name>.py` from clip-anytorch without running its package __init__."""
+    path = _reference_file(f"{name}.py")
+    if path is None:
+        pytest.skip("reference clip-anytorch is not installed (pip install --no-deps clip-anytorch)")
+    key = f"_clip_reference_{name}"
+    if key not in sys.modules:
+        spec = importlib.util.spec_from_file_location(key, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[key] = module
+        spec.loader.exec_module(module)
+    return sys.modules[key]
+
+
+@pytest.fixture(scope="session")
+def reference_model_module() -> ModuleType:
+    return load_reference_module("model")
+
+
+@pytest.fixture(scope="session")
+def reference_tokenizer_module() -> ModuleType:
+    return load_reference_module("simple_tokenizer")
+
+
+def shared_data_dir(name: str) -> Path:
+    """Path to a folder of ../shared/data, or skip the test saying what is missing."""
+    path = SHARED_DATA / name
+    if not path.exists():
+        pytest.skip(f"real data {path} is absent (tests using ../shared/data skip without it)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.exists():
+        pytest.skip(f"{SHARED_DATA} is absent")
+    return SHARED_DATA
+
+
+@pytest.fixture()
+def tiny_vit():
+    from clipforge.models import create_model_from_config, get_config
+
+    torch.manual_seed(0)
+    return create_model_from_config(get_config("test-vit-tiny")).eval()
+
+
+@pytest.fixture()
+def tiny_rn():
+    from clipforge.models import create_model_from_config, get_config
+
+    torch.manual_seed(0)
+    return create_model_from_config(get_config("test-rn-tiny")).eval()
