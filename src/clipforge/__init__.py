@@ -1,0 +1,33 @@
+"""clipforge: a reference-exact CLIP with zero-shot, evaluation, training and image search.
+
+The surface mirrors openai/CLIP (`load`, `tokenize`, `available_models`) so migrating is a
+one-line import change. Names are resolved lazily: `import clipforge.models` (or the CLI's
+`--help`) must not pay for the tokenizer, the image stack or FAISS.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "load": "clipforge.api",
+    "create_model": "clipforge.api",
+    "available_models": "clipforge.api",
+    "tokenize": "clipforge.text",
+    "ZeroShotClassifier": "clipforge.zeroshot",
+    "Library": "clipforge.library",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'clipforge' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

@@ -1,0 +1,80 @@
+"""Image x text similarity tables and the heatmap from OpenAI's introductory notebook."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from clipforge.image import Preprocess, load_image
+from clipforge.models import CLIP
+from clipforge.text import tokenize
+
+
+@dataclass
+class SimilarityTable:
+    image_names: list[str]
+    texts: list[str]
+    cosine: torch.Tensor  # [images, texts]
+    probabilities: torch.Tensor  # softmax over texts, per image
+
+    def format(self) -> str:
+        width = max(12, *(len(t) for t in self.texts)) if self.texts else 12
+        name_width = max(5, *(len(n) for n in self.image_names))
+        lines = [" " * name_width + "  " + "  ".join(f"{t[:width]:>{width}}" for t in self.texts)]
+        for name, row in zip(self.image_names, self.probabilities.tolist(), strict=True):
+            lines.append(f"{name:<{name_width}}  " + "  ".join(f"{p:>{width}.4f}" for p in row))
+        return "\n".join(lines)
+
+
+@torch.no_grad()
+def compute_similarity(model: CLIP, preprocess: Preprocess, image_paths: Sequence[str | Path],
+                       texts: Sequence[str]) -> SimilarityTable:
+    """Cosine similarities and the per-image softmax over texts at the model's own logit scale."""
+    if not image_paths or not texts:
+        raise ValueError("need at least one image and one text")
+    device = next(model.parameters()).device
+    images = torch.stack([preprocess(load_image(p)) for p in image_paths]).to(device)
+    tokens = tokenize(list(texts), context_length=model.context_length, truncate=True).to(device)
+    image_features = model.encode_image(images).float()
+    text_features = model.encode_text(tokens).float()
+    image_features = image_features / image_features.norm(dim=-1, keepdim=True)
+    text_features = text_features / text_features.norm(dim=-1, keepdim=True)
+    cosine = image_features @ text_features.T
+    probabilities = (model.logit_scale.exp().float() * cosine).softmax(dim=-1)
+    return SimilarityTable([Path(p).name for p in image_paths], list(texts), cosine.cpu(), probabilities.cpu())
+
+
+def plot_similarity(table: SimilarityTable, image_paths: Sequence[str | Path], out: str | Path) -> Path:
+    """Texts down the side, image thumbnails along the top, cosine similarity in each cell."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n_images, n_texts = table.cosine.shape
+    fig, ax = plt.subplots(figsize=(2 + 1.6 * n_images, 2.5 + 0.6 * n_texts))
+    matrix = table.cosine.T.numpy()
+    ax.imshow(matrix, cmap="viridis", aspect="auto")
+    ax.set_yticks(range(n_texts), labels=table.texts, fontsize=10)
+    ax.set_xticks(range(n_images), labels=table.image_names, rotation=30, ha="right", fontsize=8)
+    for t in range(n_texts):
+        for i in range(n_images):
+            ax.text(i, t, f"{matrix[t, i]:.2f}", ha="center", va="center", fontsize=9, color="white")
+    for i, path in enumerate(image_paths):
+        thumb = load_image(path)
+        thumb.thumbnail((128, 128))
+        ax.imshow(thumb, extent=(i - 0.45, i + 0.45, -0.6, -1.6), origin="upper")
+    ax.set_ylim(n_texts - 0.5, -1.7)
+    ax.set_xlim(-0.5, n_images - 0.5)
+    ax.set_title("Cosine similarity between text and image features")
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(out)
+    return out

@@ -1,0 +1,73 @@
+"""Parity with OpenAI's reference `clip/model.py` on identical random weights.
+
+No real checkpoint can be downloaded here, so this is the proof that one will behave: the
+reference builds each of the nine architectures, its state dict goes through our
+`build_model` (shape inference + strict load) and both models see the same inputs.
+"""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+import torch
+
+from clipforge.models import OPENAI_MODELS, build_model, config_from_state_dict, get_config
+
+SLOW = {"RN50x16", "RN50x64", "ViT-L/14", "ViT-L/14@336px"}
+BATCH_ONE = {"RN50x64", "ViT-L/14@336px"}
+
+
+def _text_batch(batch: int, context: int = 77) -> torch.Tensor:
+    """Random token ids with EOT (49407) at different positions, one row using all 77."""
+    gen = torch.Generator().manual_seed(1)
+    tokens = torch.randint(1, 49406, (batch, context), generator=gen)
+    tokens[:, 0] = 49406
+    eot_positions = [context - 1, 9, 30, 4][:batch]
+    for row, pos in enumerate(eot_positions):
+        tokens[row, pos] = 49407
+        tokens[row, pos + 1:] = 0
+    return tokens
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    return x / x.norm(dim=-1, keepdim=True)
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in OPENAI_MODELS])
+def test_matches_reference_on_identical_weights(name: str, reference_model_module) -> None:
+    config = get_config(name)
+    torch.manual_seed(0)
+    reference = reference_model_module.CLIP(**config).eval()
+    state_dict = reference.state_dict()
+
+    inferred = config_from_state_dict(state_dict)
+    assert {**inferred, "vision_layers": inferred["vision_layers"]} == {
+        **config, "vision_layers": tuple(config["vision_layers"]) if isinstance(config["vision_layers"], list)
+        else config["vision_layers"]}
+
+    ours = build_model(state_dict)  # strict=True inside
+    batch = 1 if name in BATCH_ONE else 2
+    resolution = config["image_resolution"]
+    images = torch.randn(batch, 3, resolution, resolution, generator=torch.Generator().manual_seed(2))
+    text = _text_batch(batch)
+
+    with torch.no_grad():
+        ref_image = reference.encode_image(images)
+        ref_text = reference.encode_text(text)
+        ref_logits_image, ref_logits_text = reference(images, text)
+        del reference
+        gc.collect()
+        our_image = ours.encode_image(images)
+        our_text = ours.encode_text(text)
+        our_logits_image, our_logits_text = ours(images, text)
+
+    assert our_image.shape == (batch, config["embed_dim"])
+    torch.testing.assert_close(_unit(our_image), _unit(ref_image), atol=1e-5, rtol=0)
+    torch.testing.assert_close(_unit(our_text), _unit(ref_text), atol=1e-5, rtol=0)
+    # raw features agree relative to their own scale
+    assert (our_image - ref_image).abs().max() <= 1e-5 * ref_image.abs().max()
+    assert (our_text - ref_text).abs().max() <= 1e-5 * ref_text.abs().max()
+    torch.testing.assert_close(our_logits_image, ref_logits_image, atol=1e-5, rtol=0)
+    torch.testing.assert_close(our_logits_text, ref_logits_text, atol=1e-5, rtol=0)
