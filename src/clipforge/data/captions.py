@@ -1,0 +1,147 @@
+"""Caption CSVs (`image,caption`, several rows per image) and the retrieval dataset over them.
+
+Retrieval metrics need the grouping, not just rows: an image query hits when ANY of its
+captions ranks in the top k, and a caption query hits when its own image does. So the CSV is
+turned into unique images + captions + both index maps. Malformed rows are reported with their
+CSV line number (skipped by default, fatal with strict=True); images missing on disk are
+dropped together with their captions so the two sides stay consistent.
+"""
+
+from __future__ import annotations
+
+import csv
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .base import DatasetFormatError, DatasetLayoutError, LabelledDataset
+
+__all__ = ["CAPTION_LAYOUT", "CaptionDataset", "CaptionTable", "read_caption_csv"]
+
+CAPTION_LAYOUT = """\
+  captions.csv with a header row naming an image column and a caption column:
+      image,caption
+      1000268201_693b08cb0e.jpg,A child in a pink dress is climbing up a set of stairs .
+      1000268201_693b08cb0e.jpg,A girl going into a wooden building .
+  images in IMAGES_DIR (default: the CSV's folder /images, else the CSV's folder), paths relative to it"""
+
+_IMAGE_COLUMNS = ("image", "image_name", "filename", "file", "filepath", "path")
+_CAPTION_COLUMNS = ("caption", "comment", "text", "title")
+
+
+@dataclass
+class CaptionTable:
+    path: Path
+    images: list[str] = field(default_factory=list)       # unique, first-appearance order
+    captions: list[str] = field(default_factory=list)
+    caption_image: list[int] = field(default_factory=list)  # caption index -> image index
+    bad_rows: list[tuple[int, str]] = field(default_factory=list)  # (CSV line number, reason)
+
+
+def _column(header: list[str], wanted: str | None, aliases: tuple[str, ...], path: Path) -> int:
+    lowered = [h.strip().lower() for h in header]
+    for name in ([wanted.lower()] if wanted else list(aliases)):
+        if name in lowered:
+            return lowered.index(name)
+    raise DatasetFormatError(
+        f"{path}: header {header} has no {wanted or aliases[0]!r} column (accepted: {wanted or list(aliases)})\n"
+        f"expected layout:\n{CAPTION_LAYOUT}"
+    )
+
+
+def read_caption_csv(
+    path: str | Path,
+    image_column: str | None = None,
+    caption_column: str | None = None,
+    strict: bool = False,
+    delimiter: str = ",",
+) -> CaptionTable:
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetLayoutError(f"missing file {path}\nexpected layout:\n{CAPTION_LAYOUT}")
+    table = CaptionTable(path)
+    index: dict[str, int] = {}
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f, delimiter=delimiter)
+        header = next(reader, None)
+        if not header:
+            raise DatasetFormatError(f"{path} is empty\nexpected layout:\n{CAPTION_LAYOUT}")
+        img_col = _column(header, image_column, _IMAGE_COLUMNS, path)
+        cap_col = _column(header, caption_column, _CAPTION_COLUMNS, path)
+        start = reader.line_num + 1
+        for row in reader:
+            lineno, start = start, reader.line_num + 1
+            if not row or not any(c.strip() for c in row):
+                continue
+            if len(row) <= max(img_col, cap_col):
+                table.bad_rows.append((lineno, f"{len(row)} fields, expected {len(header)}"))
+                continue
+            image, caption = row[img_col].strip(), row[cap_col].strip()
+            if len(row) > len(header) and cap_col == len(header) - 1:
+                caption = delimiter.join(row[cap_col:]).strip()  # unquoted commas in the last column
+            if not image or not caption:
+                table.bad_rows.append((lineno, "empty image" if not image else "empty caption"))
+                continue
+            if image not in index:
+                index[image] = len(table.images)
+                table.images.append(image)
+            table.captions.append(caption)
+            table.caption_image.append(index[image])
+    if table.bad_rows:
+        listing = "; ".join(f"line {n}: {why}" for n, why in table.bad_rows[:10])
+        message = f"{path}: {len(table.bad_rows)} bad rows ({listing})"
+        if strict:
+            raise DatasetFormatError(message)
+        warnings.warn(message + " - skipped", stacklevel=2)
+    if not table.captions:
+        raise DatasetFormatError(f"{path}: no usable caption rows\nexpected layout:\n{CAPTION_LAYOUT}")
+    return table
+
+
+def default_images_dir(csv_path: Path) -> Path:
+    return csv_path.parent / "images" if (csv_path.parent / "images").is_dir() else csv_path.parent
+
+
+class CaptionDataset(LabelledDataset):
+    """Unique images of a caption CSV, yielding `(image, image_index)`, plus their captions.
+
+    `captions[j]` belongs to image `text_to_image[j]`; `image_to_text[i]` lists caption indices
+    of image `i`; `images[i]` is the image path (also `samples[i][0]`).
+    """
+
+    def __init__(
+        self,
+        csv_path: str | Path,
+        images_dir: str | Path | None = None,
+        transform: Callable | None = None,
+        strict: bool = False,
+        image_column: str | None = None,
+        caption_column: str | None = None,
+    ) -> None:
+        csv_path = Path(csv_path)
+        table = read_caption_csv(csv_path, image_column, caption_column, strict=strict)
+        folder = Path(images_dir) if images_dir is not None else default_images_dir(csv_path)
+        if not folder.is_dir():
+            raise DatasetLayoutError(f"missing folder {folder} (images of {csv_path})\nexpected layout:\n{CAPTION_LAYOUT}")
+        keep: dict[int, int] = {}
+        missing = []
+        for i, name in enumerate(table.images):
+            if (folder / name).is_file():
+                keep[i] = len(keep)
+            else:
+                missing.append(str(folder / name))
+        self.images = [str(folder / table.images[i]) for i in keep]
+        self.captions: list[str] = []
+        self.text_to_image: list[int] = []
+        self.image_to_text: list[list[int]] = [[] for _ in keep]
+        for caption, old in zip(table.captions, table.caption_image, strict=True):
+            if old in keep:
+                self.image_to_text[keep[old]].append(len(self.captions))
+                self.text_to_image.append(keep[old])
+                self.captions.append(caption)
+        self.bad_rows = table.bad_rows
+        self.csv_path = csv_path
+        super().__init__([(p, i) for i, p in enumerate(self.images)], [Path(p).name for p in self.images],
+                         name="captions", split="all", root=folder, transform=transform,
+                         missing=missing, layout="caption-csv")

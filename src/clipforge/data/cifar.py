@@ -1,0 +1,137 @@
+"""CIFAR-10 / CIFAR-100 from the python pickle batches, JPEG/PNG class folders, or a zip of them.
+
+The pickle batches are read with a numpy-only Unpickler (see `_pickle`); the 32x32 images stay
+in one uint8 array in memory (150 MB for CIFAR-10 train), shared copy-on-write by forked
+DataLoader workers. CIFAR-100 uses the 100 fine labels.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._pickle import load_restricted_pickle
+from .base import DatasetFormatError, DatasetLayoutError, LabelledDataset
+from .classnames import CIFAR10_CLASSES, CIFAR100_CLASSES
+from .folder import ImageFolder, ZipImageFolder, display_name
+from .inmemory import ArrayDataset
+
+__all__ = ["CIFAR_LAYOUT", "CIFARPickle", "open_cifar", "read_class_order"]
+
+CIFAR_LAYOUT = """\
+  pickle:  ROOT/cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}
+           ROOT/cifar-100-python/{train, test, meta}            (or ROOT = that folder)
+  folders: ROOT/<split>/<class>/NNNN.jpg|png                    (or ROOT/<class>/...)
+  zip:     ROOT/<split>_jpeg.zip or ROOT/<split>.zip holding <split>/<class>/NNNN.jpg (or ROOT = the zip)
+  class order: ROOT/classes.json ({"classes": [...]} or a list), else the standard CIFAR order"""
+
+_PICKLE = {
+    "cifar10": {"dir": "cifar-10-batches-py", "meta": "batches.meta", "names": "label_names", "labels": "labels",
+                "train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]},
+    "cifar100": {"dir": "cifar-100-python", "meta": "meta", "names": "fine_label_names", "labels": "fine_labels",
+                 "train": ["train"], "test": ["test"]},
+}
+_STANDARD = {"cifar10": CIFAR10_CLASSES, "cifar100": CIFAR100_CLASSES}
+
+
+def _text(value: Any) -> Any:
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+def _batch(path: Path) -> dict[str, Any]:
+    content = load_restricted_pickle(path)
+    if not isinstance(content, dict):
+        raise DatasetFormatError(f"{path}: expected a pickled dict, got {type(content).__name__}")
+    return {_text(k): v for k, v in content.items()}
+
+
+def _pickle_dir(root: Path, variant: str) -> Path | None:
+    spec = _PICKLE[variant]
+    for folder in (root / spec["dir"], root):
+        if (folder / spec["meta"]).is_file():
+            return folder
+    return None
+
+
+class CIFARPickle(ArrayDataset):
+    """CIFAR from the original python batches; samples are named `<batch file>[<row>]`."""
+
+    def __init__(self, root: str | Path, split: str = "test", transform: Callable | None = None,
+                 variant: str = "cifar10") -> None:
+        if split not in ("train", "test"):
+            raise ValueError(f"CIFAR split must be train or test, got {split!r}")
+        spec = _PICKLE[variant]
+        root = Path(root)
+        folder = _pickle_dir(root, variant)
+        if folder is None:
+            raise DatasetLayoutError(f"missing file {root / spec['dir'] / spec['meta']}\nexpected layout:\n{CIFAR_LAYOUT}")
+        meta_path = folder / spec["meta"]
+        meta = _batch(meta_path)
+        if spec["names"] not in meta:
+            raise DatasetFormatError(f"{meta_path}: no {spec['names']!r} entry (has {sorted(meta)})")
+        self.folder_names = [_text(n) for n in meta[spec["names"]]]
+        arrays, labels, sources = [], [], []
+        for fname in spec[split]:
+            path = folder / fname
+            if not path.is_file():
+                raise DatasetLayoutError(f"missing file {path}\nexpected layout:\n{CIFAR_LAYOUT}")
+            batch = _batch(path)
+            if "data" not in batch or spec["labels"] not in batch:
+                raise DatasetFormatError(f"{path}: needs 'data' and {spec['labels']!r} entries (has {sorted(batch)})")
+            data = np.asarray(batch["data"], dtype=np.uint8)
+            batch_labels = [int(x) for x in batch[spec["labels"]]]
+            if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or data.shape[0] != len(batch_labels):
+                raise DatasetFormatError(f"{path}: data shape {data.shape} and {len(batch_labels)} labels do not "
+                                         "match CIFAR's N x 3072 layout")
+            arrays.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))  # channel planes -> HWC
+            labels += batch_labels
+            sources += [f"{fname}[{i}]" for i in range(len(batch_labels))]
+        super().__init__(np.ascontiguousarray(np.concatenate(arrays)), labels,
+                         [display_name(n) for n in self.folder_names], name=variant, split=split, root=folder,
+                         transform=transform, sources=sources, layout="pickle")
+
+
+def read_class_order(*folders: Path) -> list[str] | None:
+    """Class order from the first classes.json found in `folders` (a list or {"classes": [...]})."""
+    for folder in folders:
+        path = folder / "classes.json"
+        if path.is_file():
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+            names = data.get("classes") if isinstance(data, dict) else data
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise DatasetFormatError(f"{path}: expected a list of class names or {{\"classes\": [...]}}")
+            return names
+    return None
+
+
+def open_cifar(root: str | Path, split: str = "test", transform: Callable | None = None,
+               variant: str = "cifar10") -> LabelledDataset:
+    """Open CIFAR-10/100 from whichever layout `root` holds (see CIFAR_LAYOUT)."""
+    if variant not in _PICKLE:
+        raise ValueError(f"variant must be cifar10 or cifar100, got {variant!r}")
+    root = Path(root)
+    if root.is_file() and root.suffix == ".zip":
+        order = read_class_order(root.parent) or list(_STANDARD[variant])
+        return ZipImageFolder(root, split, transform, class_order=order, name=variant)
+    if not root.is_dir():
+        raise DatasetLayoutError(f"missing folder {root}\nexpected layout:\n{CIFAR_LAYOUT}")
+    if _pickle_dir(root, variant) is not None:
+        return CIFARPickle(root, split, transform, variant)
+    order = read_class_order(root) or list(_STANDARD[variant])
+    for zip_name in (f"{split}_jpeg.zip", f"{split}.zip"):
+        if (root / zip_name).is_file():
+            return ZipImageFolder(root / zip_name, split, transform, class_order=order, name=variant)
+    for base in (root / split, root):
+        if base.is_dir() and any((base / c).is_dir() for c in order):
+            dataset = ImageFolder(base, None, transform, class_order=order, name=variant)
+            dataset.split = split
+            return dataset
+    raise DatasetLayoutError(
+        f"no {variant} data under {root}: missing {root / _PICKLE[variant]['dir'] / _PICKLE[variant]['meta']}, "
+        f"{root / f'{split}_jpeg.zip'} and class folders {root / split}/<class>/\nexpected layout:\n{CIFAR_LAYOUT}"
+    )

@@ -1,0 +1,95 @@
+"""One way to build a DataLoader for every clipforge job.
+
+Choices made once here instead of at every call site: worker processes decode images (the GIL
+would serialise decoding in threads); each worker runs torch with one thread (N workers x M
+intra-op threads oversubscribes small CPUs badly); persistent workers are off so that
+`dataset.set_epoch()` reaches the workers, which are re-forked each epoch; pin_memory only when
+CUDA exists; map-style datasets are wrapped so each batch carries the dataset indices of its
+samples, which evaluation needs to map predictions back to files.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
+
+from .collate import Indexed, skip_bad_collate
+
+__all__ = ["WithIndex", "make_loader", "worker_init"]
+
+
+class WithIndex(Dataset):
+    """Map-style dataset wrapper yielding `Indexed(index, dataset[index])`."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Indexed:
+        return Indexed(index, self.dataset[index])
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "dataset":  # not yet set (e.g. during unpickling)
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+
+def worker_init(worker_id: int) -> None:
+    """Give every worker one torch thread and distinct, reproducible python/numpy seeds."""
+    torch.set_num_threads(1)
+    seed = torch.initial_seed() % 2**32  # DataLoader sets base_seed + worker_id per worker
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    workers: int = 0,
+    shuffle: bool = False,
+    seed: int = 0,
+    drop_last: bool = False,
+    collate_fn=skip_bad_collate,
+    prefetch_factor: int | None = None,
+    sampler: Sampler | None = None,
+) -> DataLoader:
+    """DataLoader yielding `Batch(images, labels, indices, errors)`; see module doc for the choices.
+
+    `sampler` (e.g. `DistributedSampler(dataset, num_replicas, rank, shuffle=True, seed=seed)` for
+    map-style data under DDP; call its `set_epoch`) replaces `shuffle`.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0, got {workers}")
+    iterable = isinstance(dataset, IterableDataset)
+    if sampler is not None and (shuffle or iterable):
+        raise ValueError("pass either sampler= or shuffle=True, and no sampler for a streamed dataset")
+    if iterable and shuffle:
+        raise ValueError("shuffle=True does not apply to a streamed (iterable) dataset; it shuffles itself")
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    kwargs: dict[str, Any] = {}
+    if workers > 0:
+        kwargs["worker_init_fn"] = worker_init
+        kwargs["persistent_workers"] = False
+        if prefetch_factor is not None:
+            kwargs["prefetch_factor"] = prefetch_factor
+    return DataLoader(
+        dataset if iterable else WithIndex(dataset),
+        batch_size=batch_size,
+        shuffle=shuffle,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate_fn,
+        pin_memory=torch.cuda.is_available(),
+        drop_last=drop_last,
+        generator=generator,
+        **kwargs,
+    )

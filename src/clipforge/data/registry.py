@@ -1,0 +1,90 @@
+"""Dataset names -> adapters, so CLIs take `--dataset NAME --root PATH` and nothing else.
+
+Each factory auto-detects its layout under `root`. `split` uses each dataset's own words;
+"test" is accepted everywhere an evaluation split is meant (ImageNet's is "val").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .base import LabelledDataset
+
+__all__ = ["available_datasets", "open_dataset", "register_dataset"]
+
+Factory = Callable[..., LabelledDataset]
+
+
+def _imagenet(root: Path, split: str, transform: Any, **kw: Any) -> LabelledDataset:
+    from .imagenet import ImageNet
+
+    return ImageNet(root, split, transform, **kw)
+
+
+def _cub(root: Path, split: str, transform: Any, **kw: Any) -> LabelledDataset:
+    from .cub import CUB
+
+    return CUB(root, split, transform, **kw)
+
+
+def _cars(root: Path, split: str, transform: Any, **kw: Any) -> LabelledDataset:
+    from .cars import StanfordCars
+
+    return StanfordCars(root, split, transform, **kw)
+
+
+def _cifar(variant: str) -> Factory:
+    def factory(root: Path, split: str, transform: Any, **kw: Any) -> LabelledDataset:
+        from .cifar import open_cifar
+
+        return open_cifar(root, split, transform, variant=variant, **kw)
+
+    return factory
+
+
+def _folder(root: Path, split: str, transform: Any, **kw: Any) -> LabelledDataset:
+    from .folder import ImageFolder, ZipImageFolder
+
+    if root.is_file() and root.suffix == ".zip":
+        return ZipImageFolder(root, split, transform, **kw)
+    return ImageFolder(root, split, transform, **kw)
+
+
+_REGISTRY: dict[str, Factory] = {
+    "imagenet": _imagenet,
+    "cub": _cub,
+    "cars": _cars,
+    "cifar10": _cifar("cifar10"),
+    "cifar100": _cifar("cifar100"),
+    "folder": _folder,
+}
+_ALIASES = {"imagenet1k": "imagenet", "ilsvrc2012": "imagenet", "cub200": "cub", "cub2002011": "cub",
+            "stanfordcars": "cars", "imagefolder": "folder"}
+
+
+def _key(name: str) -> str:
+    key = "".join(c for c in name.lower() if c.isalnum())
+    return _ALIASES.get(key, key)
+
+
+def available_datasets() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def register_dataset(name: str, factory: Factory) -> None:
+    """Add a dataset: `factory(root: Path, split: str, transform, **kwargs) -> LabelledDataset`."""
+    _REGISTRY[_key(name)] = factory
+
+
+def open_dataset(name: str, root: str | Path, split: str = "test", transform: Any = None, **kwargs: Any) -> LabelledDataset:
+    """Open dataset `name` (imagenet, cub, cars, cifar10, cifar100, folder) from local files under `root`.
+
+    Raises KeyError for an unknown name, DatasetLayoutError (naming the missing file and the
+    expected layout) when `root` holds no recognisable layout.
+    """
+    factory = _REGISTRY.get(_key(name))
+    if factory is None:
+        raise KeyError(f"unknown dataset {name!r}; available: {', '.join(available_datasets())}")
+    return factory(Path(root), split, transform, **kwargs)

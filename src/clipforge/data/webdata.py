@@ -1,0 +1,171 @@
+"""Streaming image-text pairs from WebDataset tar shards (`<key>.jpg` + `<key>.txt`).
+
+Tar parsing and sample grouping come from the `webdataset` package; which shards a process
+reads is decided here, explicitly, so it can be tested without a process group:
+
+* without resampling, the (per-epoch shuffled, identically on every rank) shard list is dealt
+  out round-robin: shard i goes to rank i % world_size, then to DataLoader worker
+  (i // world_size) % num_workers. Ranks see disjoint shards and together see every shard once.
+* with `resampled=True`, every rank/worker draws shards with replacement from its own seeded
+  stream, forever; `samples_per_epoch` (per rank) makes epochs finite. This is the pretraining
+  mode: no rank ever runs out of data, so no rank waits on another at the end of an epoch.
+
+Undecodable samples come out as `BadSample` (index -1, source `<shard>::<key>`), which
+`skip_bad_collate` drops and reports.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import IterableDataset
+
+from .base import DECODE_ERRORS, BadSample, DatasetLayoutError, error_reason
+from .imagetext import Tokenizer, apply_transform, sample_rng
+
+__all__ = ["WebDatasetImageText", "expand_shards", "rank_and_world"]
+
+IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
+TEXT_KEYS = ("txt", "text", "caption")
+
+
+def expand_shards(urls: str | Sequence[str]) -> list[str]:
+    """A shard list from a list, a brace pattern (`shards-{000..009}.tar`) or `a.tar::b.tar`."""
+    if isinstance(urls, (str, os.PathLike)):
+        import webdataset as wds
+
+        return list(wds.shardlists.expand_urls(str(urls)))
+    return [str(u) for u in urls]
+
+
+def rank_and_world() -> tuple[int, int]:
+    """(rank, world_size) from torch.distributed when initialised, else RANK/WORLD_SIZE, else (0, 1)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def _worker() -> tuple[int, int]:
+    info = torch.utils.data.get_worker_info()
+    return (info.id, info.num_workers) if info is not None else (0, 1)
+
+
+def _first(sample: dict[str, Any], keys: Sequence[str]) -> Any:
+    for key in keys:
+        if key in sample:
+            return sample[key]
+    return None
+
+
+class WebDatasetImageText(IterableDataset):
+    """`(image_tensor, token_ids)` from tar shards; see the module doc for sharding rules."""
+
+    def __init__(
+        self,
+        urls: str | Sequence[str],
+        transform: Callable | None = None,
+        tokenizer: Callable[[str], torch.Tensor] | None = None,
+        *,
+        resampled: bool = False,
+        shuffle_buffer: int = 1000,
+        shuffle_shards: bool = True,
+        seed: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+        samples_per_epoch: int | None = None,
+    ) -> None:
+        self.urls = expand_shards(urls)
+        if not self.urls:
+            raise DatasetLayoutError(f"no shards in {urls!r}; expected tar files of <key>.jpg + <key>.txt")
+        local = [u for u in self.urls if "://" not in u and not u.startswith("pipe:")]
+        absent = [u for u in local if not Path(u).is_file()]
+        if absent:
+            raise DatasetLayoutError(f"missing shard file {absent[0]} ({len(absent)} of {len(self.urls)} missing)\n"
+                                     "expected layout: tar shards holding <key>.jpg + <key>.txt pairs")
+        if resampled and not samples_per_epoch:
+            warnings.warn("resampled WebDataset without samples_per_epoch streams forever", stacklevel=2)
+        self.transform = transform
+        self.tokenizer = tokenizer if tokenizer is not None else Tokenizer()
+        self.resampled = resampled
+        self.shuffle_buffer = int(shuffle_buffer)
+        self.shuffle_shards = shuffle_shards
+        self.seed = int(seed)
+        self.epoch = 0
+        self._rank, self._world = rank, world_size
+        self.samples_per_epoch = samples_per_epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def rank_world(self) -> tuple[int, int]:
+        rank, world = rank_and_world()
+        return (self._rank if self._rank is not None else rank, self._world if self._world is not None else world)
+
+    def shards_for(self, rank: int, world: int, worker: int = 0, num_workers: int = 1) -> list[str]:
+        """The shards one (rank, worker) reads this epoch without resampling."""
+        urls = list(self.urls)
+        if self.shuffle_shards:
+            random.Random(f"{self.seed}:{self.epoch}:shards").shuffle(urls)  # same order on every rank
+        return urls[rank::world][worker::num_workers]
+
+    def _shard_stream(self, rank: int, world: int, worker: int, num_workers: int) -> Iterator[str]:
+        if self.resampled:
+            rng = random.Random(f"{self.seed}:{self.epoch}:{rank}:{worker}:resample")
+            return (rng.choice(self.urls) for _ in itertools.count())
+        shards = self.shards_for(rank, world, worker, num_workers)
+        if not shards and worker == 0:
+            warnings.warn(f"rank {rank} gets no shards: {len(self.urls)} shards for {world} ranks x "
+                          f"{num_workers} workers; use more shards or resampled=True", stacklevel=2)
+        return iter(shards)
+
+    def _shuffled(self, samples: Iterator[dict], rng: random.Random) -> Iterator[dict]:
+        if self.shuffle_buffer <= 1:
+            yield from samples
+            return
+        buffer: list[dict] = []
+        for sample in samples:
+            buffer.append(sample)
+            if len(buffer) >= self.shuffle_buffer:
+                i = rng.randrange(len(buffer))
+                buffer[i], buffer[-1] = buffer[-1], buffer[i]
+                yield buffer.pop()
+        rng.shuffle(buffer)
+        yield from buffer
+
+    def decode(self, sample: dict[str, Any]) -> Any:
+        """One raw tar sample -> (image, tokens), or a BadSample saying why not."""
+        from ._decode import load_bytes
+
+        source = f"{sample.get('__url__', '?')}::{sample.get('__key__', '?')}"
+        data, text = _first(sample, IMAGE_KEYS), _first(sample, TEXT_KEYS)
+        if data is None or text is None:
+            missing = "image (.jpg/.png/.webp)" if data is None else "caption (.txt)"
+            return BadSample(-1, source, f"sample has no {missing}; has {sorted(k for k in sample if not k.startswith('__'))}")
+        try:
+            caption = text.decode("utf-8").strip() if isinstance(text, bytes) else str(text).strip()
+            rng = sample_rng(self.seed, self.epoch, source)
+            image = apply_transform(self.transform, load_bytes(data, source), rng)
+        except DECODE_ERRORS as exc:
+            return BadSample(-1, source, error_reason(exc))
+        return image, self.tokenizer(caption)
+
+    def __iter__(self) -> Iterator[Any]:
+        import webdataset as wds
+
+        rank, world = self.rank_world()
+        worker, num_workers = _worker()
+        shards = ({"url": url} for url in self._shard_stream(rank, world, worker, num_workers))
+        samples = wds.tarfile_to_samples(handler=wds.warn_and_continue)(shards)
+        rng = random.Random(f"{self.seed}:{self.epoch}:{rank}:{worker}:buffer")
+        stream = map(self.decode, self._shuffled(samples, rng))
+        if self.samples_per_epoch:
+            per_worker = self.samples_per_epoch // num_workers + (worker < self.samples_per_epoch % num_workers)
+            stream = itertools.islice(stream, per_worker)
+        yield from stream
