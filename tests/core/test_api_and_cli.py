@@ -1,0 +1,168 @@
+"""`clipforge.load` over every checkpoint format, and the core subcommands end to end."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+import clipforge
+from clipforge.cli.main import main
+from clipforge.models import OPENAI_MODELS, create_model_from_config, get_config
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+@pytest.fixture()
+def tiny_checkpoint(tmp_path: Path, tiny_vit) -> Path:
+    """An OpenAI-layout .pt state dict; its head counts are width // 64, so shapes suffice."""
+    path = tmp_path / "tiny.pt"
+    torch.save(tiny_vit.state_dict(), path)
+    return path
+
+
+def test_available_models_lists_the_openai_nine_first() -> None:
+    assert clipforge.available_models()[:9] == list(OPENAI_MODELS)
+
+
+def test_load_from_path_returns_eval_model_and_matching_preprocess(tiny_checkpoint: Path, tiny_vit) -> None:
+    model, preprocess = clipforge.load(str(tiny_checkpoint), device="cpu")
+    assert not model.training
+    assert preprocess.n_px == 32
+    image = preprocess(Image.new("RGB", (50, 40), (200, 10, 10)))[None]
+    tokens = clipforge.tokenize(["a red square"])
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode_image(image), tiny_vit.encode_image(image))
+        torch.testing.assert_close(model.encode_text(tokens), tiny_vit.encode_text(tokens))
+
+
+@pytest.mark.parametrize("fmt", ["pt", "safetensors", "torchscript", "huggingface"])
+def test_load_every_format_gives_identical_weights(fmt: str, tmp_path: Path, tiny_vit) -> None:
+    from clipforge.weights import save_hf, save_safetensors
+
+    if fmt == "pt":
+        path = tmp_path / "w.pt"
+        torch.save({"state_dict": {f"module.{k}": v.half() for k, v in tiny_vit.state_dict().items()}}, path)
+    elif fmt == "safetensors":
+        path = tmp_path / "w.safetensors"
+        save_safetensors(tiny_vit, path, config=get_config("test-vit-tiny"))
+    elif fmt == "torchscript":
+        path = tmp_path / "w.jit.pt"
+        scripted = torch.jit.trace_module(
+            tiny_vit, {"encode_image": torch.randn(1, 3, 32, 32)}, check_trace=False)
+        torch.jit.save(scripted, path)
+    else:
+        path = tmp_path / "hf"
+        save_hf(tiny_vit, path, config=get_config("test-vit-tiny"))
+    model, _ = clipforge.load(str(path), device="cpu")
+    expected = tiny_vit.state_dict()
+    loaded = model.state_dict()
+    assert list(loaded) == list(expected)
+    tol = 1e-3 if fmt == "pt" else 0.0  # the .pt case was stored in fp16 and comes back fp32
+    for key, value in expected.items():
+        assert loaded[key].dtype == torch.float32 or not value.is_floating_point()
+        torch.testing.assert_close(loaded[key], value, atol=tol, rtol=tol, msg=key)
+
+
+def test_load_refuses_a_pickle_that_runs_code(tmp_path: Path) -> None:
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"visual.proj": Evil()}, path)
+    with pytest.raises(Exception, match="evil.pt") as info:
+        clipforge.load(str(path), device="cpu")
+    assert "print" in str(info.value) or "builtins" in str(info.value)
+
+
+def test_jit_flag_warns_and_returns_eager_model(tiny_checkpoint: Path) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model, _ = clipforge.load(str(tiny_checkpoint), device="cpu", jit=True)
+    assert any("TorchScript" in str(w.message) for w in caught)
+    assert isinstance(model, torch.nn.Module)
+
+
+def test_unknown_name_says_what_is_known() -> None:
+    with pytest.raises(FileNotFoundError, match="neither a known name .*ViT-B/32"):
+        clipforge.load("no-such-model-or-file", device="cpu")
+
+
+def test_create_model_random_and_from_path(tiny_checkpoint: Path) -> None:
+    random_model = clipforge.create_model("ViT-B-32")
+    assert random_model.image_size == 224 and random_model.embed_dim == 512
+    assert clipforge.create_model("test-vit-tiny", pretrained=tiny_checkpoint).embed_dim == 32
+    with pytest.raises(ValueError, match="do not fit architecture"):
+        clipforge.create_model("test-rn-tiny", pretrained=tiny_checkpoint)
+
+
+def test_models_command_lists_parameter_counts(capsys) -> None:
+    assert main(["models", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(OPENAI_MODELS) <= set(rows)
+    # counts published for the OpenAI checkpoints
+    assert rows["RN50"]["params"] == 102_007_137
+    assert rows["ViT-B/32"]["params"] == 151_277_313
+    assert rows["ViT-L/14"]["image_params"] == 303_966_208
+    assert rows["ViT-L/14@336px"]["input_size"] == 336 and rows["RN50x64"]["embed_dim"] == 1024
+    assert rows["ViT-B/32"]["cached"] is False
+
+
+def test_help_lists_the_subcommands(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "models" in out and "similarity" in out
+
+
+def _write_images(tmp_path: Path) -> list[Path]:
+    paths = []
+    for name, colour in (("red.png", (250, 0, 0)), ("blue.jpg", (0, 0, 250))):
+        path = tmp_path / name
+        Image.new("RGB", (64, 48), colour).save(path)
+        paths.append(path)
+    return paths
+
+
+def test_similarity_prints_probabilities_and_writes_heatmap(tmp_path: Path, tiny_checkpoint: Path, capsys) -> None:
+    images = _write_images(tmp_path)
+    if (SHARED / "imagenet_sample" / "images").is_dir():
+        images += sorted((SHARED / "imagenet_sample" / "images").glob("n0144*.JPEG"))[:2]
+    out = tmp_path / "plots" / "heat.png"
+    code = main(["similarity", *map(str, images), "--text", "a red thing", "a blue thing", "a fish",
+                 "--model", str(tiny_checkpoint), "--plot", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out.splitlines()
+    rows = [line for line in printed if line.startswith(("red.png", "blue.jpg", "n0144"))]
+    assert len(rows) == len(images)
+    for row in rows:
+        probabilities = [float(v) for v in row.split()[1:]]
+        assert len(probabilities) == 3 and sum(probabilities) == pytest.approx(1.0, abs=2e-4)
+    with Image.open(out) as png:
+        assert png.format == "PNG" and png.width > 200
+
+
+def test_similarity_table_matches_a_direct_computation(tmp_path: Path, tiny_vit) -> None:
+    from clipforge.image import build_preprocess
+    from clipforge.similarity import compute_similarity
+
+    images = _write_images(tmp_path)
+    preprocess = build_preprocess(32)
+    table = compute_similarity(tiny_vit, preprocess, images, ["red", "blue"])
+    with torch.no_grad():
+        im = tiny_vit.encode_image(torch.stack([preprocess(Image.open(p)) for p in images]))
+        tx = tiny_vit.encode_text(clipforge.tokenize(["red", "blue"]))
+    cosine = torch.nn.functional.normalize(im, dim=-1) @ torch.nn.functional.normalize(tx, dim=-1).T
+    torch.testing.assert_close(table.cosine, cosine, atol=1e-6, rtol=0)
+    torch.testing.assert_close(table.probabilities, (cosine * (1 / 0.07)).softmax(-1), atol=1e-6, rtol=0)
+
+
+def test_random_config_models_are_not_loadable_by_name() -> None:
+    model = create_model_from_config(get_config("test-rn-tiny"))
+    assert model.image_size == 64
