@@ -1,0 +1,254 @@
+"""Conversion between OpenAI-layout CLIP state dicts and Hugging Face `transformers` `CLIPModel`.
+
+The two layouts hold the same numbers under different names, with three structural
+differences: HF splits attention's packed ``in_proj_weight`` into q/k/v Linears, stores the
+projections as ``nn.Linear`` weights (the transpose of OpenAI's ``x @ proj`` matrices), and
+wraps the 1-D positional tables in ``nn.Embedding``. Everything else is a rename, so the
+conversion is exact both ways. Only ViT image towers exist in HF's CLIPModel.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from clipforge.weights.errors import CheckpointFormatError
+from clipforge.weights.layout import canonical_order
+
+Tensor = torch.Tensor
+
+# Non-block tensors: OpenAI name -> (HF name, transposed?)
+_TOP_LEVEL: dict[str, tuple[str, bool]] = {
+    "token_embedding.weight": ("text_model.embeddings.token_embedding.weight", False),
+    "positional_embedding": ("text_model.embeddings.position_embedding.weight", False),
+    "ln_final.weight": ("text_model.final_layer_norm.weight", False),
+    "ln_final.bias": ("text_model.final_layer_norm.bias", False),
+    "text_projection": ("text_projection.weight", True),
+    "logit_scale": ("logit_scale", False),
+    "visual.class_embedding": ("vision_model.embeddings.class_embedding", False),
+    "visual.positional_embedding": ("vision_model.embeddings.position_embedding.weight", False),
+    "visual.conv1.weight": ("vision_model.embeddings.patch_embedding.weight", False),
+    "visual.ln_pre.weight": ("vision_model.pre_layrnorm.weight", False),
+    "visual.ln_pre.bias": ("vision_model.pre_layrnorm.bias", False),
+    "visual.ln_post.weight": ("vision_model.post_layernorm.weight", False),
+    "visual.ln_post.bias": ("vision_model.post_layernorm.bias", False),
+    "visual.proj": ("visual_projection.weight", True),
+}
+_TOP_LEVEL_FROM_HF = {hf: (ours, t) for ours, (hf, t) in _TOP_LEVEL.items()}
+
+# Inside a residual block: OpenAI suffix -> HF suffix (the packed in_proj is handled apart).
+_BLOCK: dict[str, str] = {
+    "attn.out_proj.weight": "self_attn.out_proj.weight",
+    "attn.out_proj.bias": "self_attn.out_proj.bias",
+    "ln_1.weight": "layer_norm1.weight",
+    "ln_1.bias": "layer_norm1.bias",
+    "ln_2.weight": "layer_norm2.weight",
+    "ln_2.bias": "layer_norm2.bias",
+    "mlp.c_fc.weight": "mlp.fc1.weight",
+    "mlp.c_fc.bias": "mlp.fc1.bias",
+    "mlp.c_proj.weight": "mlp.fc2.weight",
+    "mlp.c_proj.bias": "mlp.fc2.bias",
+}
+_BLOCK_FROM_HF = {hf: ours for ours, hf in _BLOCK.items()}
+_TOWERS = (("transformer.resblocks.", "text_model.encoder.layers."),
+           ("visual.transformer.resblocks.", "vision_model.encoder.layers."))
+_OURS_BLOCK = re.compile(r"^(visual\.transformer\.resblocks\.|transformer\.resblocks\.)(\d+)\.(.+)$")
+_HF_BLOCK = re.compile(r"^(vision_model\.encoder\.layers\.|text_model\.encoder\.layers\.)(\d+)\.(.+)$")
+_QKV = re.compile(r"^self_attn\.([qkv])_proj\.(weight|bias)$")
+_IGNORED_HF = re.compile(r"(^|\.)position_ids$")
+_NON_PARAMETER_KEYS = ("input_resolution", "context_length", "vocab_size")
+
+TEXT_TOKEN_IDS = {"bos_token_id": 49406, "eos_token_id": 49407, "pad_token_id": 1}
+
+
+def _is_resnet(state_dict: dict[str, Tensor]) -> bool:
+    return any(k.startswith(("visual.attnpool.", "visual.layer1.")) for k in state_dict)
+
+
+def to_hf(state_dict: dict[str, Tensor], config: dict[str, Any] | None = None,
+          ) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """OpenAI-layout state dict + our config -> (HF CLIPModel state dict, HF config dict).
+
+    `config` supplies what shapes cannot (the text tower's head count); without it heads are
+    width // 64, as in every OpenAI model.
+    """
+    from clipforge.models import config_from_state_dict
+
+    if _is_resnet(state_dict):
+        raise CheckpointFormatError("ResNet CLIP models (RN50, RN101, RN50x*) have no Hugging Face "
+                                    "CLIPModel equivalent: only ViT image towers can be converted")
+    sd = {k: v for k, v in state_dict.items() if k not in _NON_PARAMETER_KEYS}
+    config = dict(config) if config is not None else config_from_state_dict(sd)
+    out: dict[str, Tensor] = {}
+    for key, value in sd.items():
+        if key in _TOP_LEVEL:
+            name, transpose = _TOP_LEVEL[key]
+            out[name] = value.t().contiguous() if transpose else value
+            continue
+        match = _OURS_BLOCK.match(key)
+        if match is None:
+            raise CheckpointFormatError(f"cannot convert {key!r} to Hugging Face layout: not a CLIP ViT tensor")
+        prefix, index, suffix = match.groups()
+        hf_prefix = dict(_TOWERS)[prefix] + index + "."
+        if suffix in ("attn.in_proj_weight", "attn.in_proj_bias"):
+            kind = "weight" if suffix.endswith("weight") else "bias"
+            if value.shape[0] % 3:
+                raise CheckpointFormatError(f"{key!r} has {value.shape[0]} rows, not a multiple of 3 (q, k, v)")
+            for letter, part in zip("qkv", value.chunk(3, dim=0), strict=True):
+                out[f"{hf_prefix}self_attn.{letter}_proj.{kind}"] = part.contiguous()
+        elif suffix in _BLOCK:
+            out[hf_prefix + _BLOCK[suffix]] = value
+        else:
+            raise CheckpointFormatError(f"cannot convert {key!r} to Hugging Face layout: unknown block tensor")
+    return out, hf_config_from_config(config, logit_scale=sd.get("logit_scale"))
+
+
+def hf_config_from_config(config: dict[str, Any], logit_scale: Tensor | None = None) -> dict[str, Any]:
+    """Our constructor arguments as a `transformers.CLIPConfig` dict (``CLIPConfig(**d)`` works)."""
+    if isinstance(config["vision_layers"], (list, tuple)):
+        raise CheckpointFormatError("ResNet CLIP models have no Hugging Face CLIPModel equivalent")
+    width, vwidth, embed = config["transformer_width"], config["vision_width"], config["embed_dim"]
+    common = {"hidden_act": "quick_gelu", "layer_norm_eps": 1e-5, "attention_dropout": 0.0,
+              "dropout": 0.0, "initializer_range": 0.02, "initializer_factor": 1.0, "projection_dim": embed}
+    text = {"vocab_size": config["vocab_size"], "hidden_size": width, "intermediate_size": 4 * width,
+            "num_hidden_layers": config["transformer_layers"],
+            "num_attention_heads": config["transformer_heads"],
+            "max_position_embeddings": config["context_length"], **common, **TEXT_TOKEN_IDS}
+    vision = {"hidden_size": vwidth, "intermediate_size": 4 * vwidth,
+              "num_hidden_layers": config["vision_layers"], "num_attention_heads": _vision_heads(vwidth),
+              "image_size": config["image_resolution"], "patch_size": config["vision_patch_size"],
+              "num_channels": 3, **common}
+    scale = float(logit_scale) if logit_scale is not None else 2.6592
+    return {"architectures": ["CLIPModel"], "model_type": "clip", "projection_dim": embed,
+            "logit_scale_init_value": scale, "initializer_factor": 1.0,
+            "text_config": text, "vision_config": vision}
+
+
+def _vision_heads(width: int) -> int:
+    """The head count our VisionTransformer (like OpenAI's) derives from its width."""
+    return width // 64 if width >= 64 else 1
+
+
+def from_hf(hf_state_dict: dict[str, Tensor], hf_config: dict[str, Any] | None = None,
+            ) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """HF CLIPModel state dict (+ its config.json dict) -> (OpenAI-layout state dict, our config)."""
+    from clipforge.models import config_from_state_dict
+
+    out: dict[str, Tensor] = {}
+    qkv: dict[tuple[str, str], dict[str, Tensor]] = {}
+    for key, value in hf_state_dict.items():
+        if _IGNORED_HF.search(key):
+            continue  # a buffer older transformers saved; it is just arange(n)
+        if key in _TOP_LEVEL_FROM_HF:
+            name, transpose = _TOP_LEVEL_FROM_HF[key]
+            out[name] = value.t().contiguous() if transpose else value
+            continue
+        match = _HF_BLOCK.match(key)
+        if match is None:
+            raise CheckpointFormatError(f"unexpected tensor {key!r} in a Hugging Face CLIPModel checkpoint")
+        prefix, index, suffix = match.groups()
+        ours = {hf: o for o, hf in _TOWERS}[prefix] + index + "."
+        if (m := _QKV.match(suffix)) is not None:
+            qkv.setdefault((ours, m.group(2)), {})[m.group(1)] = value
+        elif suffix in _BLOCK_FROM_HF:
+            out[ours + _BLOCK_FROM_HF[suffix]] = value
+        else:
+            raise CheckpointFormatError(f"unexpected tensor {key!r} in a Hugging Face CLIPModel checkpoint")
+    for (ours, kind), parts in qkv.items():
+        if set(parts) != {"q", "k", "v"}:
+            raise CheckpointFormatError(f"Hugging Face checkpoint lacks some of q/k/v_proj.{kind} for {ours}")
+        out[f"{ours}attn.in_proj_{kind}"] = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)
+    if "visual.proj" not in out:
+        raise CheckpointFormatError("not a Hugging Face CLIPModel checkpoint: visual_projection.weight is missing")
+    config = config_from_state_dict(out)
+    if hf_config:
+        config = _apply_hf_config(config, hf_config)
+    return canonical_order(out, config), config
+
+
+def _apply_hf_config(config: dict[str, Any], hf_config: dict[str, Any]) -> dict[str, Any]:
+    """Take the head count from HF's config and refuse settings our CLIP would compute differently."""
+    text = hf_config.get("text_config") or {}
+    vision = hf_config.get("vision_config") or {}
+    for label, sub in (("text", text), ("vision", vision)):
+        act = sub.get("hidden_act", "quick_gelu")
+        if act != "quick_gelu":
+            raise CheckpointFormatError(f"the {label} tower uses hidden_act={act!r}; clipforge's CLIP uses "
+                                        "QuickGELU as OpenAI's checkpoints do, so its outputs would differ")
+        eps = sub.get("layer_norm_eps", 1e-5)
+        if abs(float(eps) - 1e-5) > 1e-12:
+            raise CheckpointFormatError(f"the {label} tower uses layer_norm_eps={eps}; clipforge uses 1e-5")
+    if "num_attention_heads" in text:
+        config["transformer_heads"] = int(text["num_attention_heads"])
+    heads = vision.get("num_attention_heads")
+    if heads is not None and int(heads) != _vision_heads(config["vision_width"]):
+        raise CheckpointFormatError(
+            f"the vision tower has {heads} attention heads; clipforge's ViT uses width // 64 = "
+            f"{_vision_heads(config['vision_width'])}")
+    return config
+
+
+def save_hf(model_or_state_dict: Any, directory: str | os.PathLike[str],
+            config: dict[str, Any] | None = None) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` that ``CLIPModel.from_pretrained`` loads."""
+    from clipforge.weights.save import _atomic_write_safetensors, model_config
+
+    if isinstance(model_or_state_dict, torch.nn.Module):
+        config = config or model_config(model_or_state_dict)
+        state_dict = model_or_state_dict.state_dict()
+    else:
+        state_dict = dict(model_or_state_dict)
+    hf_sd, hf_config = to_hf(state_dict, config)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    _atomic_write_safetensors(hf_sd, directory / "model.safetensors", {"format": "pt"})
+    tmp = directory / f".config.json.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(hf_config, indent=2) + "\n")
+    os.replace(tmp, directory / "config.json")
+    return directory
+
+
+def read_hf_directory(directory: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """The raw HF state dict and config of a ``save_pretrained`` directory (sharded or not)."""
+    from safetensors.torch import load_file
+
+    config_path = directory / "config.json"
+    if not config_path.is_file():
+        raise CheckpointFormatError(f"{directory} is a directory without config.json: expected a Hugging "
+                                    "Face CLIPModel checkpoint (config.json + model.safetensors or "
+                                    "pytorch_model.bin)")
+    try:
+        hf_config = json.loads(config_path.read_text())
+    except (OSError, ValueError) as err:
+        raise CheckpointFormatError(f"{config_path} is not valid JSON: {err}") from err
+    if hf_config.get("model_type", "clip") != "clip":
+        raise CheckpointFormatError(f"{config_path} describes a {hf_config.get('model_type')!r} model, "
+                                    "expected a CLIPModel (model_type 'clip')")
+
+    def read(path: Path) -> dict[str, Tensor]:
+        if path.suffix == ".safetensors":
+            return load_file(str(path))
+        from clipforge.weights.loading import torch_load_safely
+
+        return torch_load_safely(path)
+
+    for single in ("model.safetensors", "pytorch_model.bin"):
+        if (directory / single).is_file():
+            return read(directory / single), hf_config
+    for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        if (directory / index).is_file():
+            weight_map = json.loads((directory / index).read_text()).get("weight_map", {})
+            state: dict[str, Tensor] = {}
+            for shard in sorted(set(weight_map.values())):
+                if Path(shard).name != shard:
+                    raise CheckpointFormatError(f"{directory / index} names shard {shard!r} outside "
+                                                "its directory")
+                state.update(read(directory / shard))
+            return state, hf_config
+    raise CheckpointFormatError(f"{directory} has config.json but no model.safetensors, pytorch_model.bin "
+                                "or sharded index: no weights to load")

@@ -1,0 +1,194 @@
+"""One entry point that reads any supported checkpoint into an OpenAI-layout fp32 state dict.
+
+Formats are recognised by content, not by file extension (people rename files):
+
+- a directory with ``config.json``: a Hugging Face ``CLIPModel`` checkpoint, converted;
+- a zip with ``<root>/data.pkl`` and TorchScript code: an OpenAI JIT archive, read by the
+  restricted reader in `clipforge.weights.torchscript` (nothing is executed);
+- any other zip or a legacy pickle: ``torch.load(weights_only=True)``;
+- a safetensors header: safetensors, with the config `save_safetensors` stored in its metadata.
+
+Whatever the source, the result has OpenAI's parameter names (``module.`` / ``_orig_mod.``
+prefixes removed, ``{"state_dict": ...}`` wrappers opened) and floating tensors in fp32:
+half-precision matmuls are very slow on CPUs, and fp32 is what parity is measured in.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import struct
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from clipforge.weights.errors import CheckpointFormatError, UnsafeCheckpointError
+from clipforge.weights.layout import canonical_order
+
+_WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module")
+_PREFIXES = ("module.", "_orig_mod.")
+_NON_PARAMETER_KEYS = ("input_resolution", "context_length", "vocab_size")
+_UNSAFE_HINT = ("only plain state dicts of tensors are loaded from pickles; save weights with "
+                "torch.save(model.state_dict(), path) or clipforge.weights.save_safetensors")
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: OpenAI-layout fp32 tensors plus the config when the file carries one.
+
+    `config` is set for files written by `save_safetensors` and for Hugging Face directories
+    (head counts cannot be read from shapes); otherwise it is None and
+    `clipforge.models.build_model` infers the architecture from shapes.
+    """
+
+    state_dict: dict[str, torch.Tensor]
+    config: dict[str, Any] | None
+    format: str
+    path: Path
+
+    def __iter__(self) -> Iterator[Any]:
+        """Unpacks as ``state_dict, config = load_checkpoint(path)``, the pair `build_model` takes."""
+        return iter((self.state_dict, self.config))
+
+
+def _forbidden_global(path: Path, err: Exception) -> str | None:
+    """The global a weights_only torch.load refused, or None when the failure was something else."""
+    message = str(err)
+    if "Weights only load failed" not in message and "weights_only" not in message:
+        return None
+    try:
+        found = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        if found:
+            return str(found[0])
+    except Exception:  # legacy (non-zip) files are not supported by that helper
+        pass
+    match = re.search(r"GLOBAL ([\w.]+)", message) or re.search(r"global[: ]+'?([\w.]+)", message)
+    return match.group(1) if match else "an unsupported global"
+
+
+def torch_load_safely(path: str | os.PathLike[str]) -> Any:
+    """``torch.load(weights_only=True)``, with refusals turned into `UnsafeCheckpointError`."""
+    path = Path(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        forbidden = _forbidden_global(path, err)
+        if forbidden is not None:
+            raise UnsafeCheckpointError(path, forbidden, _UNSAFE_HINT) from None
+        raise CheckpointFormatError(f"cannot read {path} as a PyTorch checkpoint: {err}") from err
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise CheckpointFormatError(f"cannot read {path} as a PyTorch checkpoint: {err}") from err
+
+
+def _looks_like_safetensors(head: bytes, size: int) -> bool:
+    if len(head) < 9:
+        return False
+    (header_len,) = struct.unpack("<Q", head[:8])
+    return 0 < header_len <= size - 8 and head[8:9] == b"{"
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str] | None]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            metadata = fh.metadata()
+            return {key: fh.get_tensor(key) for key in fh.keys()}, metadata  # noqa: SIM118
+    except Exception as err:  # safetensors raises its own error types
+        raise CheckpointFormatError(f"cannot read {path} as safetensors: {err}") from err
+
+
+def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    """Open ``{"state_dict": {...}}``-style wrappers and check that what is left is all tensors."""
+    for _ in range(3):
+        if not isinstance(obj, Mapping):
+            break
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            break
+        inner = next((obj[k] for k in _WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
+        if inner is None:
+            break
+        obj = inner
+    if not isinstance(obj, Mapping) or not obj:
+        raise CheckpointFormatError(f"{path} does not hold a state dict (a mapping of names to tensors); "
+                                    f"found {type(obj).__name__}")
+    bad = next((k for k, v in obj.items() if not isinstance(v, torch.Tensor)), None)
+    if bad is not None:
+        raise CheckpointFormatError(f"{path}: entry {bad!r} is a {type(obj[bad]).__name__}, not a tensor; "
+                                    f"expected a state dict (wrappers tried: {', '.join(_WRAPPER_KEYS)})")
+    return dict(obj)
+
+
+def _strip_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    changed = True
+    while changed:
+        changed = False
+        for prefix in _PREFIXES:
+            if state_dict and all(k.startswith(prefix) for k in state_dict):
+                state_dict = {k[len(prefix):]: v for k, v in state_dict.items()}
+                changed = True
+    return state_dict
+
+
+def _is_hf_layout(state_dict: Mapping[str, torch.Tensor]) -> bool:
+    return any(k.startswith(("text_model.", "vision_model.")) for k in state_dict)
+
+
+def _to_fp32(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.float() if v.is_floating_point() and v.dtype != torch.float32 else v
+            for k, v in state_dict.items() if k not in _NON_PARAMETER_KEYS}
+
+
+def _read_raw(path: Path) -> tuple[Any, dict[str, Any] | None, str]:
+    from clipforge.weights.hf import read_hf_directory
+    from clipforge.weights.save import config_from_metadata
+    from clipforge.weights.torchscript import is_torchscript_archive, read_torchscript_state_dict
+
+    if path.is_dir():
+        raw, hf_config = read_hf_directory(path)
+        return raw, hf_config, "huggingface"
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        if is_torchscript_archive(path):
+            return read_torchscript_state_dict(path), None, "torchscript"
+        return torch_load_safely(path), None, "torch"
+    if _looks_like_safetensors(head, size):
+        tensors, metadata = _read_safetensors(path)
+        return tensors, config_from_metadata(metadata, path), "safetensors"
+    if head[:1] == b"\x80":  # pickle protocol >= 2: torch.save's legacy (pre-zip) format
+        return torch_load_safely(path), None, "torch"
+    raise CheckpointFormatError(
+        f"{path} is not a checkpoint format clipforge reads: expected a PyTorch state dict "
+        "(.pt/.pth/.bin), a .safetensors file, an OpenAI TorchScript archive, or a Hugging Face "
+        "CLIPModel directory (config.json + model.safetensors)")
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+    """Read any supported checkpoint; see the module docstring for the formats."""
+    from clipforge.weights.hf import from_hf
+
+    path = Path(path).expanduser()
+    raw, config, fmt = _read_raw(path)
+    if fmt == "huggingface":
+        state_dict, config = from_hf(_unwrap(raw, path), config)
+    else:
+        state_dict = _strip_prefixes(_unwrap(raw, path))
+        if _is_hf_layout(state_dict):
+            state_dict, hf_config = from_hf(state_dict, None)
+            config = config or hf_config
+    if fmt == "safetensors":  # safetensors stores keys sorted by name
+        state_dict = canonical_order(state_dict, config)
+    return Checkpoint(state_dict=_to_fp32(state_dict), config=config, format=fmt, path=path)
+
+
+def load_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """OpenAI-layout, fp32 state dict from any supported checkpoint file or HF directory."""
+    return load_checkpoint(path).state_dict
