@@ -1,0 +1,59 @@
+"""Which files count as images: the extensions Pillow (plus optional plugins) can open here.
+
+Folder scanners use `IMAGE_EXTENSIONS` to decide what to index. It is a curated list (Pillow also
+registers save-only or exotic formats such as PDF and EPS that must not be treated as photos),
+intersected with what this installation can actually decode, so a ``.heic`` file is only listed
+when pillow-heif is installed.
+"""
+
+from __future__ import annotations
+
+from PIL import Image, features
+
+__all__ = ["IMAGE_EXTENSIONS", "OPTIONAL_PLUGINS", "is_image_path"]
+
+_CANDIDATES = (
+    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".gif", ".webp", ".bmp", ".dib",
+    ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".ico", ".jp2", ".j2k", ".jpx",
+    ".avif", ".heic", ".heif", ".mpo",
+)
+
+
+def _register_optional_plugins() -> tuple[str, ...]:
+    """Register HEIF/AVIF openers when their packages are importable; return what was registered."""
+    registered = []
+    try:
+        import pillow_heif  # type: ignore[import-not-found]
+
+        pillow_heif.register_heif_opener()
+        registered.append("pillow_heif")
+    except Exception:  # optional: absent or broken installs must not break image loading
+        pass
+    if not features.check("avif"):  # Pillow >= 11.3 reads AVIF natively when built with libavif
+        try:
+            import pillow_avif  # type: ignore[import-not-found]  # noqa: F401  (registers on import)
+
+            registered.append("pillow_avif")
+        except Exception:
+            pass
+    return tuple(registered)
+
+
+def _openable_extensions() -> frozenset[str]:
+    Image.init()
+    registered = Image.registered_extensions()
+    # MPO (multi-picture JPEG from cameras and phones) has no opener of its own: the JPEG opener
+    # recognises it, so it counts as openable whenever JPEG is.
+    opener = {ext: "JPEG" if fmt == "MPO" else fmt for ext, fmt in registered.items()}
+    return frozenset(ext for ext in _CANDIDATES if opener.get(ext) in Image.OPEN)
+
+
+OPTIONAL_PLUGINS: tuple[str, ...] = _register_optional_plugins()
+IMAGE_EXTENSIONS: frozenset[str] = _openable_extensions()
+
+
+def is_image_path(path: object) -> bool:
+    """True when the file name ends in one of `IMAGE_EXTENSIONS` (case-insensitive)."""
+    name = str(path).lower()
+    dot = name.rfind(".")
+    return dot >= 0 and name[dot:] in IMAGE_EXTENSIONS
