@@ -1,0 +1,172 @@
+"""`clipforge index add|remove|prune|stats|rebuild`: build and maintain an image library.
+
+Also holds the `--library` / `--model` arguments that every library subcommand (index,
+search, tag) spells the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+
+def add_library_arguments(parser: argparse.ArgumentParser, model: bool = True) -> None:
+    parser.add_argument("--library", metavar="PATH", default=None,
+                        help="library folder (default $CLIPFORGE_LIBRARY, else $XDG_DATA_HOME/clipforge/library "
+                             "= ~/.local/share/clipforge/library)")
+    if model:
+        parser.add_argument("--model", default=None,
+                            help="model name, checkpoint path, or test config (test-vit-tiny); default: the model "
+                                 "the library was built with, for a new library ViT-B/32 when cached, else the "
+                                 "shipped clipforge-tiny")
+        parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cpu)")
+
+
+def open_library(args: argparse.Namespace, **kwargs: Any):
+    """The Library an argparse namespace describes; problems become one-line errors."""
+    from clipforge.library import Library
+
+    return Library(args.library, getattr(args, "model", None), device=getattr(args, "device", None), **kwargs)
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean "bad input or environment", printed as one line instead of a traceback."""
+    errors: tuple[type[BaseException], ...] = (OSError, ValueError)
+    try:
+        from clipforge.weights.errors import DownloadError, UnsafeCheckpointError
+
+        errors += (DownloadError, UnsafeCheckpointError)
+    except ImportError:
+        pass
+    return errors
+
+
+def fail(message: object) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("index", help="build and maintain an image library",
+                                   description="Index photos into a library (SQLite + FAISS) for search and tagging.")
+    sub = parser.add_subparsers(dest="index_command", metavar="ACTION", required=True)
+
+    add = sub.add_parser("add", help="index image files and folders (incremental, resumable)")
+    add.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    add.add_argument("--recursive", "-r", action="store_true", help="descend into sub-folders")
+    add.add_argument("--batch-size", type=int, default=64, help="images per model batch and per commit (default 64)")
+    add.add_argument("--workers", type=int, default=None, help="decoding processes (default: CPU count - 1, max 8)")
+    add.add_argument("--retry-failed", action="store_true", help="re-read files that failed before even if unchanged")
+    add.add_argument("--max-pixels", type=int, default=None, help="refuse images with more pixels (bomb guard)")
+    add.add_argument("--index", choices=["flat", "ivf", "hnsw", "auto"], default=None,
+                     help="vector index kind to keep (default: as before, initially exact flat)")
+    add.add_argument("--float16", action="store_true", help="store vectors as float16 (new libraries only)")
+    add.add_argument("--json", action="store_true", help="print the report as JSON")
+    add.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    add_library_arguments(add)
+    add.set_defaults(func=run_add)
+
+    remove = sub.add_parser("remove", help="forget images by id, file or folder (files are not deleted)")
+    remove.add_argument("items", nargs="+", metavar="ID_OR_PATH")
+    add_library_arguments(remove, model=False)
+    remove.set_defaults(func=run_remove)
+
+    prune = sub.add_parser("prune", help="forget images whose files no longer exist")
+    add_library_arguments(prune, model=False)
+    prune.set_defaults(func=run_prune)
+
+    stats = sub.add_parser("stats", help="counts, model, index state, tags, recent failures")
+    stats.add_argument("--json", action="store_true", help="print JSON")
+    add_library_arguments(stats, model=False)
+    stats.set_defaults(func=run_stats)
+
+    rebuild = sub.add_parser("rebuild", help="rebuild the vector index (optionally as another kind)")
+    rebuild.add_argument("--index", choices=["flat", "ivf", "hnsw", "auto"], default=None)
+    rebuild.add_argument("--nlist", type=int, default=None, help="IVF cells (default ~2*sqrt(n))")
+    rebuild.add_argument("--nprobe", type=int, default=None, help="IVF cells scanned (default: tuned for recall)")
+    rebuild.add_argument("--target-recall", type=float, default=None, help="recall@10 to tune for (default 0.95)")
+    add_library_arguments(rebuild)
+    rebuild.set_defaults(func=run_rebuild)
+
+
+def run_add(args: argparse.Namespace) -> int:
+    try:
+        library = open_library(args, index=args.index, max_pixels=args.max_pixels,
+                               vector_dtype="float16" if args.float16 else "float32")
+        with library:
+            report = library.add(args.paths, recursive=args.recursive, batch_size=args.batch_size,
+                                 workers=args.workers, retry_failed=args.retry_failed,
+                                 progress=not (args.quiet or args.json))
+    except user_errors() as exc:
+        return fail(exc)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(report.summary_line())
+        for path, reason in report.failures[:20]:
+            print(f"  failed: {path}: {reason}", file=sys.stderr)
+        if len(report.failures) > 20:
+            print(f"  ... and {len(report.failures) - 20} more (see `clipforge index stats`)", file=sys.stderr)
+    return 0
+
+
+def run_remove(args: argparse.Namespace) -> int:
+    items = [int(i) if i.isdigit() else i for i in args.items]
+    try:
+        with open_library(args, create=False) as library:
+            print(f"removed {library.remove(items)} images")
+    except user_errors() as exc:
+        return fail(exc)
+    return 0
+
+
+def run_prune(args: argparse.Namespace) -> int:
+    try:
+        with open_library(args, create=False) as library:
+            print(f"pruned {library.prune()} images whose files are gone")
+    except user_errors() as exc:
+        return fail(exc)
+    return 0
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    try:
+        library = open_library(args, create=False)
+    except user_errors() as exc:
+        return fail(exc)
+    with library:
+        stats = library.stats()
+    if args.json:
+        print(json.dumps(stats, indent=2))
+        return 0
+    images = stats["images"]
+    print(f"library   {stats['library']}")
+    print(f"images    {images['ok']} indexed, {images['failed']} failed, {stats['distinct_contents']} distinct contents")
+    if stats["model"]:
+        print(f"model     {stats['model']['name'] or '(object)'} fingerprint {stats['model']['fingerprint'][:12]} "
+              f"dim {stats['model']['embed_dim']} {stats['model']['vector_dtype']}")
+        index = stats["index"]
+        state = "fresh" if index.get("fresh") else ("stale (rebuilt on next search)" if index.get("exists")
+                                                    else "not built yet")
+        recall = f", recall@{index.get('recall_k')} {index['recall_at_k']}" if index.get("recall_at_k") else ""
+        print(f"index     {index.get('kind') or index['requested']} {state}{recall}")
+    if stats.get("tags"):
+        print("tags      " + ", ".join(f"{k} {v}" for k, v in list(stats["tags"].items())[:15]))
+    print(f"database  {stats['db_bytes'] / 1e6:.1f} MB")
+    for failure in stats["failures"]:
+        print(f"  failed: {failure['path']}: {failure['reason']}")
+    return 0
+
+
+def run_rebuild(args: argparse.Namespace) -> int:
+    params = {k: v for k, v in {"nlist": args.nlist, "nprobe": args.nprobe,
+                                "target_recall": args.target_recall}.items() if v is not None}
+    try:
+        with open_library(args, create=False) as library:
+            info = library.rebuild_index(args.index, **params)
+    except user_errors() as exc:
+        return fail(exc)
+    print(json.dumps(info, indent=2))
+    return 0

@@ -1,0 +1,48 @@
+"""`clipforge search QUERY` / `--image q.jpg`: find library images by text, image, or both.
+
+QUERY may use arithmetic: '"cat" + photo.jpg - "grass"', with weights like '2:"cat"'.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from clipforge.cli.index import add_library_arguments, fail, open_library, user_errors
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "search", help="search a library by text, image, or query arithmetic",
+        description='Search an image library. QUERY: text ("a dog on the beach"), or arithmetic such as '
+                    '\'"cat" + photo.jpg - "grass"\' and \'2:"cat" + "sofa"\' (quoted = text, bare file = image).')
+    parser.add_argument("query", nargs="?", default=None, help="text or query arithmetic")
+    parser.add_argument("--image", action="append", default=[], metavar="IMG",
+                        help="query image (repeatable; added to QUERY when both are given)")
+    parser.add_argument("--top-k", type=int, default=20, help="results (default 20)")
+    parser.add_argument("--tag", action="append", default=[], metavar="LABEL",
+                        help="only images whose top zero-shot tag is LABEL (repeatable; see `clipforge tag`)")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    add_library_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.query and not args.image:
+        return fail("give a QUERY, --image IMG, or both")
+    try:
+        with open_library(args, create=False) as library:
+            hits = library.search(args.query, image=args.image or None, top_k=args.top_k,
+                                  filter_tags=args.tag or None)
+    except user_errors() as exc:  # QueryError, ImageLoadError, ModelMismatchError are ValueErrors
+        return fail(exc)
+    if args.json:
+        print(json.dumps({"query": args.query, "images": args.image, "results": [h.to_dict() for h in hits]},
+                         indent=2))
+        return 0
+    if not hits:
+        print("no results")
+    for rank, hit in enumerate(hits, 1):
+        tag = f"  [{hit.tags[0][0]}]" if hit.tags else ""
+        print(f"{rank:3d}  {hit.score:.4f}  {hit.path}{tag}")
+    return 0

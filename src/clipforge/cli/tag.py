@@ -1,0 +1,34 @@
+"""`clipforge tag --labels "cat,dog,car"`: zero-shot tag a whole library (stored, filterable)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from clipforge.cli.index import add_library_arguments, fail, open_library, user_errors
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "tag", help="zero-shot tag every library image with labels you choose",
+        description="Classify every image of a library among LABELS (no image is decoded again: the stored "
+                    "vectors are reused). Tags are stored and usable as `clipforge search --tag LABEL`.")
+    parser.add_argument("--labels", required=True, help='comma-separated labels, e.g. "cat,dog,car"')
+    parser.add_argument("--templates", default="imagenet",
+                        help="prompt template set (imagenet, imagenet7, simple, ...), a template with {}, "
+                             "or a file (default imagenet: OpenAI's 80)")
+    parser.add_argument("--top-k", type=int, default=5, help="labels kept per image (default 5)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_library_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        with open_library(args, create=False) as library:
+            report = library.classify(args.labels, templates=args.templates, top_k=args.top_k,
+                                      progress=not args.json)
+    except user_errors() as exc:
+        return fail(exc)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary_line())
+    return 0

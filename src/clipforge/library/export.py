@@ -1,0 +1,223 @@
+"""Embedding export in clip-retrieval's layout, shardable across processes and machines.
+
+Output (what clip-retrieval writes and autofaiss / embedding-reader read):
+
+    OUT/img_emb/img_emb_{i}.npy           [n_i, D] unit vectors (float16 by default, as clip-retrieval)
+    OUT/metadata/metadata_{i}.parquet     n_i rows, aligned with the npy: image_path, sha256, width, height
+    OUT/stats/stats_{i}.json              per partition: counts, model, the files that failed and why
+
+The sorted file list is cut into partitions of `shard_size` files; partition i belongs to
+rank ``i % world_size``. So ranks never overlap, together they cover everything, and a rank
+that dies can be re-run: partitions whose three files exist are skipped (each file is written
+atomically, the stats file last). Under ``torchrun --nproc_per_node N`` RANK and WORLD_SIZE
+come from the environment; a gloo process group is joined only to wait for all ranks and let
+rank 0 write ``manifest.json``; without torchrun's rendezvous variables each rank works alone.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clipforge.library._atomic import atomic_path, write_json_atomic
+from clipforge.library.decode import FileItem, ImageFileDataset, collate_items
+from clipforge.library.encoder import Encoder, resolve_encoder
+from clipforge.library.scan import discover_files
+
+__all__ = ["ExportReport", "export_embeddings", "partition_name", "read_export", "rank_partitions"]
+
+
+@dataclass
+class ExportReport:
+    rank: int
+    world_size: int
+    partitions: int
+    written: list[int] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)
+    images: int = 0
+    failed: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary_line(self) -> str:
+        return (f"rank {self.rank}/{self.world_size}: wrote {len(self.written)} of {self.partitions} partitions "
+                f"({len(self.skipped)} already done), {self.images} embeddings, {self.failed} failed "
+                f"in {self.seconds:.1f}s")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rank": self.rank, "world_size": self.world_size, "partitions": self.partitions,
+                "written": self.written, "skipped": self.skipped, "images": self.images, "failed": self.failed,
+                "failures": [{"path": p, "reason": r} for p, r in self.failures], "seconds": round(self.seconds, 3)}
+
+
+def partition_name(index: int, count: int) -> str:
+    """Zero-padded like clip-retrieval, so lexical order is numeric order."""
+    return str(index).zfill(int(math.log10(max(1, count))) + 1)
+
+
+def rank_partitions(count: int, rank: int, world_size: int) -> list[int]:
+    return [i for i in range(count) if i % world_size == rank]
+
+
+def _env_rank() -> tuple[int, int]:
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _maybe_init_group(world_size: int) -> bool:
+    """Join torchrun's gloo group when its rendezvous variables exist (we only need a barrier)."""
+    import torch.distributed as dist
+
+    if world_size <= 1 or not dist.is_available() or dist.is_initialized():
+        return False
+    if not os.environ.get("MASTER_ADDR") or not os.environ.get("MASTER_PORT"):
+        return False
+    dist.init_process_group("gloo")
+    return True
+
+
+def _paths(out: Path, name: str) -> tuple[Path, Path, Path]:
+    return (out / "img_emb" / f"img_emb_{name}.npy", out / "metadata" / f"metadata_{name}.parquet",
+            out / "stats" / f"stats_{name}.json")
+
+
+def _write_partition(out: Path, name: str, vectors: np.ndarray, rows: dict[str, list[Any]],
+                     stats: dict[str, Any]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    emb_path, meta_path, stats_path = _paths(out, name)
+    with atomic_path(emb_path, suffix=".npy") as tmp, open(tmp, "wb") as f:
+        np.save(f, vectors)
+    table = pa.table({"image_path": pa.array(rows["image_path"], pa.string()),
+                      "sha256": pa.array(rows["sha256"], pa.string()),
+                      "width": pa.array(rows["width"], pa.int32()),
+                      "height": pa.array(rows["height"], pa.int32())})
+    with atomic_path(meta_path, suffix=".parquet") as tmp:
+        pq.write_table(table, str(tmp))
+    write_json_atomic(stats_path, stats)  # last: its presence marks the partition complete
+
+
+def _embed_partition(encoder: Encoder, files: list[str], batch_size: int, workers: int,
+                     max_pixels: int | None, dtype: str, bar: Any) -> tuple[np.ndarray, dict[str, list[Any]],
+                                                                            list[tuple[str, str]]]:
+    from torch.utils.data import DataLoader
+
+    items = [FileItem(p, 0, 0) for p in files]
+    loader = DataLoader(ImageFileDataset(items, encoder.preprocess, max_pixels), batch_size=batch_size,
+                        num_workers=workers, collate_fn=collate_items, prefetch_factor=2 if workers > 0 else None)
+    chunks: list[np.ndarray] = []
+    rows: dict[str, list[Any]] = {"image_path": [], "sha256": [], "width": [], "height": []}
+    failures: list[tuple[str, str]] = []
+    for batch, pixels, positions in loader:
+        if pixels is not None:
+            chunks.append(encoder.encode_pixels(pixels).astype(dtype))
+        for position in positions:
+            item = batch[position]
+            rows["image_path"].append(item.path)
+            rows["sha256"].append(item.sha256)
+            rows["width"].append(item.width)
+            rows["height"].append(item.height)
+        failures += [(item.path, item.error) for item in batch if item.error is not None]
+        bar.update(len(batch))
+    vectors = np.concatenate(chunks) if chunks else np.zeros((0, encoder.embed_dim), dtype=dtype)
+    return vectors, rows, failures
+
+
+def export_embeddings(paths: Iterable[str | os.PathLike[str]], out_dir: str | os.PathLike[str], model: Any, *,
+                      recursive: bool = True, shard_size: int = 100_000, batch_size: int = 64, workers: int = 0,
+                      rank: int | None = None, world_size: int | None = None, dtype: str = "float16",
+                      max_pixels: int | None = None, overwrite: bool = False,
+                      progress: bool = True) -> ExportReport:
+    """Embed this rank's share of the images under `paths` into `out_dir` (see module docstring)."""
+    from tqdm.auto import tqdm
+
+    if dtype not in ("float16", "float32"):
+        raise ValueError(f"dtype must be 'float16' or 'float32', got {dtype!r}")
+    env_rank, env_world = _env_rank()
+    rank = env_rank if rank is None else int(rank)
+    world_size = env_world if world_size is None else int(world_size)
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is outside world size {world_size}")
+    if not max_pixels:
+        from clipforge.image import DEFAULT_MAX_PIXELS
+
+        max_pixels = DEFAULT_MAX_PIXELS
+    started = time.perf_counter()
+    joined = _maybe_init_group(world_size)
+    out = Path(out_dir)
+    files = discover_files(paths, recursive=recursive, exclude=[out])
+    count = max(1, math.ceil(len(files) / shard_size)) if files else 0
+    report = ExportReport(rank=rank, world_size=world_size, partitions=count)
+    encoder = resolve_encoder(model)
+    mine = rank_partitions(count, rank, world_size)
+    todo = []
+    for i in mine:
+        if not overwrite and all(p.exists() for p in _paths(out, partition_name(i, count))):
+            report.skipped.append(i)
+        else:
+            todo.append(i)
+    total = sum(len(files[i * shard_size:(i + 1) * shard_size]) for i in todo)
+    with tqdm(total=total, unit="img", desc=f"embed rank {rank}", disable=not progress, dynamic_ncols=True) as bar:
+        for i in todo:
+            part = files[i * shard_size:(i + 1) * shard_size]
+            vectors, rows, failures = _embed_partition(encoder, part, batch_size, workers, max_pixels, dtype, bar)
+            stats = {"partition": i, "partitions": count, "rank": rank, "world_size": world_size,
+                     "files": len(part), "embedded": len(vectors), "failed": len(failures),
+                     "failures": [{"path": p, "reason": r} for p, r in failures], "dtype": dtype,
+                     "model": encoder.name, "model_fingerprint": encoder.fingerprint, "dim": encoder.embed_dim}
+            _write_partition(out, partition_name(i, count), vectors, rows, stats)
+            report.written.append(i)
+            report.images += len(vectors)
+            report.failed += len(failures)
+            report.failures += failures
+    report.seconds = time.perf_counter() - started
+    if joined:
+        _finish_group(out, report, count)
+    elif world_size == 1:
+        write_json_atomic(out / "manifest.json", {"partitions": count, "files": len(files),
+                                                  "ranks": [report.to_dict()]})
+    return report
+
+
+def _finish_group(out: Path, report: ExportReport, count: int) -> None:
+    import torch.distributed as dist
+
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, report.to_dict())
+    if dist.get_rank() == 0:
+        write_json_atomic(out / "manifest.json", {"partitions": count, "ranks": gathered})
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def read_export(out_dir: str | os.PathLike[str]) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """All vectors (float32) and metadata rows of an export, checking that npy and parquet align."""
+    import pyarrow.parquet as pq
+
+    out = Path(out_dir)
+    vectors: list[np.ndarray] = []
+    rows: list[dict[str, Any]] = []
+    for emb_path in sorted((out / "img_emb").glob("img_emb_*.npy")):
+        name = emb_path.stem[len("img_emb_"):]
+        meta_path = out / "metadata" / f"metadata_{name}.parquet"
+        array = np.load(emb_path)
+        table = pq.read_table(meta_path)
+        if table.num_rows != len(array):
+            raise ValueError(f"{meta_path} has {table.num_rows} rows but {emb_path} has {len(array)} vectors")
+        vectors.append(array.astype(np.float32))
+        rows.extend(table.to_pylist())
+    if not vectors:
+        return np.zeros((0, 0), dtype=np.float32), []
+    return np.concatenate(vectors), rows
+
+
+def load_export_manifest(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    return json.loads((Path(out_dir) / "manifest.json").read_text(encoding="utf-8"))

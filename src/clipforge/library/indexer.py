@@ -1,0 +1,213 @@
+"""Incremental, crash-safe indexing of image files into a library.
+
+The run has three steps. *Plan* (no file is opened): a known path whose size and mtime are
+unchanged is skipped; everything else is read. *Decode* (DataLoader workers): read, hash,
+decode, preprocess - or an error reason. *Commit* (main process, one SQLite transaction per
+batch): embed the new contents, then write the vectors and the image rows together, so a
+`kill -9` loses at most the batch in flight and the next run simply picks those files up
+again (they are still unknown to the database).
+
+Content, not path, decides what gets embedded: the same bytes under two paths share one
+vector, and a new path whose bytes belong to a record whose file has vanished is a *move*:
+that record is relinked (keeping its id and tags) instead of being duplicated.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from clipforge.library.decode import DecodedItem, FileItem, ImageFileDataset, collate_items
+from clipforge.library.encoder import Encoder
+from clipforge.library.store import FileState, Store
+
+__all__ = ["AddReport", "index_files"]
+
+# Seconds to sleep after each committed batch: only for tests that must interrupt a run midway.
+_BATCH_DELAY_ENV = "CLIPFORGE_INDEX_BATCH_DELAY"
+
+
+@dataclass
+class AddReport:
+    """What one `add` run did. Every considered file lands in exactly one of the first six counters."""
+
+    added: int = 0       # new paths now searchable
+    updated: int = 0     # known paths whose bytes changed (re-embedded)
+    relinked: int = 0    # moved files: the old record now points at the new path
+    touched: int = 0     # size/mtime changed but the bytes did not (re-hashed, nothing else)
+    unchanged: int = 0   # skipped without reading
+    failed: int = 0      # recorded with a reason
+    embedded: int = 0    # model forward passes (distinct new contents)
+    duplicates: int = 0  # added paths whose bytes were already embedded
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def considered(self) -> int:
+        return self.added + self.updated + self.relinked + self.touched + self.unchanged + self.failed
+
+    def reasons(self) -> Counter[str]:
+        """Failure counts by reason, without the per-file detail in parentheses."""
+        return Counter(reason.split(" (")[0] for _, reason in self.failures)
+
+    def summary_line(self) -> str:
+        line = (f"added {self.added} ({self.embedded} embedded, {self.duplicates} duplicates), "
+                f"updated {self.updated}, relinked {self.relinked}, skipped {self.unchanged + self.touched} "
+                f"unchanged, failed {self.failed}")
+        if self.failed:
+            line += ": " + ", ".join(f"{n} {reason}" for reason, n in self.reasons().most_common())
+        rate = self.considered / self.seconds if self.seconds > 0 else 0.0
+        return line + f" in {self.seconds:.1f}s ({rate:.0f} files/s)"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"added": self.added, "updated": self.updated, "relinked": self.relinked, "touched": self.touched,
+                "unchanged": self.unchanged, "failed": self.failed, "embedded": self.embedded,
+                "duplicates": self.duplicates, "seconds": round(self.seconds, 3),
+                "failures": [{"path": p, "reason": r} for p, r in self.failures],
+                "failure_reasons": dict(self.reasons())}
+
+
+def _stat(path: str) -> tuple[int, int] | str:
+    try:
+        info = os.stat(path)
+    except PermissionError:
+        return "permission denied"
+    except FileNotFoundError:
+        return "file not found (dangling link or removed while indexing)"
+    except OSError as exc:
+        return f"cannot access file ({exc.strerror or exc})"
+    return info.st_size, info.st_mtime_ns
+
+
+def _plan(store: Store, files: Sequence[str], embedded: set[str], retry_failed: bool,
+          report: AddReport) -> tuple[list[FileItem], list[DecodedItem]]:
+    """Split files into work and skips, without opening any of them."""
+    states: dict[str, FileState] = store.file_states()
+    todo: list[FileItem] = []
+    unstat: list[DecodedItem] = []
+    for path in files:
+        stat = _stat(path)
+        if isinstance(stat, str):
+            unstat.append(DecodedItem(path, 0, 0, error=stat))
+            continue
+        size, mtime_ns = stat
+        known = states.get(path)
+        if known is not None and known.size == size and known.mtime_ns == mtime_ns:
+            if known.status == "ok" and known.sha256 in embedded:
+                report.unchanged += 1
+                continue
+            if known.status == "failed" and not retry_failed:
+                report.unchanged += 1
+                continue
+        todo.append(FileItem(path, size, mtime_ns))
+    return todo, unstat
+
+
+class _BatchWriter:
+    """Turns one decoded batch into one transaction."""
+
+    def __init__(self, store: Store, encoder: Encoder, embedded: set[str], report: AddReport,
+                 dtype: str) -> None:
+        self.store = store
+        self.encoder = encoder
+        self.embedded = embedded
+        self.report = report
+        self.dtype = dtype
+
+    def write(self, items: list[DecodedItem], pixels: Any, positions: list[int]) -> None:
+        vectors: dict[str, Any] = {}
+        if pixels is not None:
+            fresh = [(p, k) for k, p in enumerate(positions) if items[p].sha256 not in self.embedded]
+            unique: dict[str, int] = {}
+            for p, k in fresh:
+                unique.setdefault(items[p].sha256, k)
+            if unique:
+                out = self.encoder.encode_pixels(pixels[list(unique.values())])
+                vectors = {sha: out[row] for row, sha in enumerate(unique)}
+        claimed: set[str] = set()
+        with self.store.transaction() as tx:
+            Store.ensure_model(tx, self.encoder.fingerprint, self.encoder.name, self.encoder.embed_dim)
+            for sha, vector in vectors.items():
+                Store.insert_embedding(tx, sha, self.encoder.fingerprint, vector, self.dtype)
+            self.report.embedded += len(vectors)
+            for item in items:
+                # Only the first item carrying new bytes counts as "embedded"; later ones are duplicates.
+                new_content = item.sha256 in vectors and item.sha256 not in claimed
+                if item.error is None and item.sha256:
+                    claimed.add(item.sha256)
+                self._write_item(tx, item, new_content=new_content)
+            Store.bump_generation(tx)
+        self.embedded.update(vectors)
+
+    def _write_item(self, tx: Any, item: DecodedItem, new_content: bool) -> None:
+        store, report = self.store, self.report
+        known = store.image_by_path(item.path)
+        if item.error is not None:
+            Store.upsert_image(tx, item.path, item.sha256, item.size, item.mtime_ns, None, None, "failed", item.error)
+            if known is not None and known.sha256:
+                Store.delete_tags_for(tx, known.id)
+                Store.gc_embeddings(tx, [known.sha256])
+            report.failed += 1
+            report.failures.append((item.path, item.error))
+            return
+        width, height = item.width, item.height
+        if width is None:  # decoding was skipped: the bytes are known, copy their geometry
+            twin = store.images_with_sha(item.sha256)
+            if twin:
+                width, height = twin[0].width, twin[0].height
+        if known is None:
+            moved = next((r for r in store.images_with_sha(item.sha256)
+                          if r.path != item.path and not os.path.lexists(r.path)), None)
+            if moved is not None:
+                Store.relink_image(tx, moved.id, item.path, item.size, item.mtime_ns)
+                report.relinked += 1
+                return
+            Store.upsert_image(tx, item.path, item.sha256, item.size, item.mtime_ns, width, height, "ok", None)
+            report.added += 1
+            report.duplicates += 0 if new_content else 1
+            return
+        Store.upsert_image(tx, item.path, item.sha256, item.size, item.mtime_ns, width, height, "ok", None)
+        if known.sha256 == item.sha256 and known.status == "ok":
+            report.touched += 1
+            return
+        Store.delete_tags_for(tx, known.id)  # tags described the old bytes
+        if known.sha256 and known.sha256 != item.sha256:
+            Store.gc_embeddings(tx, [known.sha256])
+        report.updated += 1
+
+
+def index_files(store: Store, encoder: Encoder, files: Sequence[str], *, batch_size: int = 64,
+                workers: int = 0, max_pixels: int | None = None, retry_failed: bool = False,
+                dtype: str = "float32", progress: bool = True) -> AddReport:
+    """Bring `files` (absolute paths from `discover_files`) into the store. See module docstring."""
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    started = time.perf_counter()
+    report = AddReport()
+    embedded = store.embedded_shas(encoder.fingerprint)
+    todo, unstat = _plan(store, files, embedded, retry_failed, report)
+    writer = _BatchWriter(store, encoder, embedded, report, dtype)
+    if unstat:
+        writer.write(unstat, None, [])
+    delay = float(os.environ.get(_BATCH_DELAY_ENV, "0") or 0)
+    if todo:
+        dataset = ImageFileDataset(todo, encoder.preprocess, max_pixels, frozenset(embedded))
+        loader = DataLoader(dataset, batch_size=max(1, int(batch_size)), shuffle=False,
+                            num_workers=max(0, int(workers)), collate_fn=collate_items,
+                            prefetch_factor=2 if workers > 0 else None)
+        with tqdm(total=len(todo), unit="img", desc="indexing", disable=not progress, dynamic_ncols=True,
+                  smoothing=0.1) as bar:
+            bar.set_postfix(skipped=report.unchanged, failed=report.failed)
+            for items, pixels, positions in loader:
+                writer.write(items, pixels, positions)
+                bar.update(len(items))
+                bar.set_postfix(skipped=report.unchanged, failed=report.failed, refresh=False)
+                if delay:
+                    time.sleep(delay)
+    report.seconds = time.perf_counter() - started
+    return report

@@ -1,0 +1,311 @@
+"""`Library`: a searchable, taggable photo collection in one folder.
+
+This is the one object the CLI and a web server use. It ties the SQLite store (truth), the
+FAISS index (derived, rebuilt when stale) and the model (fixed per library) together and
+enforces the rule that keeps search meaningful: a library built with one model never takes
+vectors from another. Reads (search, get_image, thumbnail, stats) are safe from many
+threads at once; writes (add, remove, prune, classify) are serialised.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clipforge.library.encoder import Encoder, default_model_name, resolve_encoder
+from clipforge.library.index_manager import IndexManager
+from clipforge.library.indexer import AddReport, index_files
+from clipforge.library.media import image_bytes, store_upload, thumbnail_bytes
+from clipforge.library.paths import LibraryPaths
+from clipforge.library.query import QueryTerm, combine_terms, parse_query
+from clipforge.library.scan import discover_files, normalise_path
+from clipforge.library.search import SearchHit, search_vector
+from clipforge.library.store import SCHEMA_VERSION, ImageRecord, Store
+from clipforge.library.tagging import TagReport, parse_labels, softmax_top_k, tag_library
+from clipforge.library.vector_index import IndexSpec
+
+__all__ = ["Library", "ModelMismatchError"]
+
+_META_FINGERPRINT = "model_fingerprint"
+_META_NAME = "model_name"
+_META_DIM = "embed_dim"
+_META_DTYPE = "vector_dtype"
+
+
+class ModelMismatchError(ValueError):
+    """The library's vectors come from a different model than the one offered."""
+
+
+def _default_workers() -> int:
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
+
+
+class Library:
+    """A library folder. `model`: a name or checkpoint for `clipforge.load`, a CLIP module, a
+    `(model, preprocess)` pair or an `Encoder`; None = the model the library was built with
+    (or, for a new library, ViT-B/32 when cached, else the shipped offline model)."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, model: Any = None, *, preprocess: Any = None,
+                 device: str | None = None, index: str | IndexSpec | None = None, max_pixels: int | None = None,
+                 vector_dtype: str = "float32", create: bool = True) -> None:
+        self.paths = LibraryPaths(path)
+        if create:
+            self.paths.ensure()
+        self.store = Store(self.paths.db, create=create)
+        from clipforge.image import DEFAULT_MAX_PIXELS
+
+        # None would mean "no cap" to load_image; a library always keeps the bomb guard.
+        self.max_pixels = int(max_pixels) if max_pixels else DEFAULT_MAX_PIXELS
+        self._vector_dtype = vector_dtype
+        if vector_dtype not in ("float32", "float16"):
+            raise ValueError(f"vector_dtype must be 'float32' or 'float16', got {vector_dtype!r}")
+        self._device = device
+        self._encoder: Encoder | None = None
+        self._manager: IndexManager | None = None
+        self._init_lock = threading.Lock()
+        self._write_lock = threading.RLock()
+        self._pending_spec = IndexSpec(kind=index) if isinstance(index, str) else index
+        if model is not None:
+            self._set_encoder(resolve_encoder(model, preprocess, device))
+
+    # -- model ------------------------------------------------------------------------------
+    @property
+    def model_fingerprint(self) -> str | None:
+        return self.store.get_meta(_META_FINGERPRINT)
+
+    def _set_encoder(self, encoder: Encoder) -> None:
+        recorded = self.model_fingerprint
+        if recorded is not None and recorded != encoder.fingerprint:
+            name = self.store.get_meta(_META_NAME) or "an unnamed model"
+            raise ModelMismatchError(
+                f"library {self.paths.root} was built with {name} (fingerprint {recorded[:12]}), but the model "
+                f"offered is {encoder.describe()}. Vectors of different models cannot be searched together: "
+                f"open it with its own model (omit --model), or use another --library folder for this model.")
+        self._encoder = encoder
+        if self._manager is None or self._manager.fingerprint != encoder.fingerprint:
+            self._manager = IndexManager(self.store, self.paths, encoder.fingerprint, encoder.embed_dim)
+            if self._pending_spec is not None and self._pending_spec.to_dict() != self._manager.spec().to_dict():
+                self._manager.set_spec(self._pending_spec)
+
+    @property
+    def encoder(self) -> Encoder:
+        """The library's model, loaded on first use."""
+        if self._encoder is None:
+            with self._init_lock:
+                if self._encoder is None:
+                    name = self.store.get_meta(_META_NAME)
+                    if self.model_fingerprint is not None and not name:
+                        raise ModelMismatchError(
+                            f"library {self.paths.root} was built with a model passed as an object; pass the same "
+                            f"model again (fingerprint {self.model_fingerprint[:12]})")
+                    self._set_encoder(resolve_encoder(name or default_model_name(), device=self._device))
+        assert self._encoder is not None
+        return self._encoder
+
+    @property
+    def index_manager(self) -> IndexManager:
+        self.encoder  # noqa: B018  (creates the manager)
+        assert self._manager is not None
+        return self._manager
+
+    def _record_model(self) -> None:
+        encoder = self.encoder
+        if self.model_fingerprint is None:
+            with self.store.transaction() as tx:
+                Store.set_meta(tx, _META_FINGERPRINT, encoder.fingerprint)
+                Store.set_meta(tx, _META_NAME, encoder.name or "")
+                Store.set_meta(tx, _META_DIM, str(encoder.embed_dim))
+                Store.set_meta(tx, _META_DTYPE, self._vector_dtype)
+
+    # -- writing ----------------------------------------------------------------------------
+    def add(self, paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], recursive: bool = False, *,
+            batch_size: int = 64, workers: int | None = None, retry_failed: bool = False, progress: bool = True,
+            update_index: bool = True) -> AddReport:
+        """Index files and folders incrementally (see `clipforge.library.indexer`)."""
+        if isinstance(paths, (str, os.PathLike)):
+            paths = [paths]
+        files = discover_files(paths, recursive=recursive, exclude=[self.paths.root])
+        with self._write_lock:
+            self._record_model()
+            report = index_files(self.store, self.encoder, files, batch_size=batch_size,
+                                 workers=_default_workers() if workers is None else workers,
+                                 max_pixels=self.max_pixels, retry_failed=retry_failed,
+                                 dtype=self.store.get_meta(_META_DTYPE) or self._vector_dtype, progress=progress)
+        if update_index and (report.added or report.updated or report.relinked):
+            self.index_manager.get()
+        return report
+
+    def add_bytes(self, data: bytes, filename: str | None = None) -> ImageRecord:
+        """Keep uploaded bytes in the library and index them; ImageLoadError when not an image.
+
+        `filename` is only informative: the stored name is the content hash plus the sniffed format.
+        """
+        target = store_upload(self.paths, data, self.max_pixels)
+        self.add([target], progress=False, workers=0, update_index=False)
+        record = self.store.image_by_path(normalise_path(target))
+        if record is None:
+            raise RuntimeError(f"upload {filename or target} was stored but not indexed")
+        return record
+
+    def remove(self, items: int | str | os.PathLike[str] | Iterable[int | str | os.PathLike[str]]) -> int:
+        """Forget images by id, by file path, or everything under a folder path. Files are not touched."""
+        if isinstance(items, (int, str, os.PathLike)):
+            items = [items]
+        ids: set[int] = set()
+        for item in items:
+            if isinstance(item, (int, np.integer)):
+                ids.add(int(item))
+                continue
+            path = normalise_path(item)
+            record = self.store.image_by_path(path)
+            if record is not None:
+                ids.add(record.id)
+            else:
+                prefix = path.rstrip(os.sep) + os.sep
+                ids.update(r.id for r in self.store.list_images() if r.path.startswith(prefix))
+        with self._write_lock, self.store.transaction() as tx:
+            return self.store.delete_images(tx, ids)
+
+    def prune(self) -> int:
+        """Forget images whose file no longer exists; returns how many."""
+        gone = [r.id for r in self.store.list_images() if not os.path.exists(r.path)]
+        if not gone:
+            return 0
+        with self._write_lock, self.store.transaction() as tx:
+            return self.store.delete_images(tx, gone)
+
+    def classify(self, labels: str | Sequence[str], templates: str | Sequence[str] = "imagenet", top_k: int = 5,
+                 progress: bool = True) -> TagReport:
+        """Zero-shot tag every image (stored in the DB; use as `search(filter_tags=...)`)."""
+        with self._write_lock:
+            return tag_library(self.store, self.encoder, labels, templates, top_k=top_k,
+                               cache_dir=self.paths.cache_dir, progress=progress)
+
+    def rebuild_index(self, index: str | IndexSpec | None = None, **params: Any) -> dict[str, Any]:
+        """Rebuild the vector index now, optionally switching kind (`"flat"`, `"ivf"`, `"hnsw"`, `"auto"`)."""
+        spec = None
+        if index is not None or params:
+            base = self.index_manager.spec().to_dict()
+            if isinstance(index, IndexSpec):
+                base = index.to_dict()
+            elif index is not None:
+                base.update({"kind": index, "nlist": None, "nprobe": None, "ef_search": None})
+            base.update(params)
+            spec = IndexSpec.from_dict(base)
+        built = self.index_manager.rebuild(spec)
+        return {"kind": built.kind, "count": built.count, "params": built.params, **built.info}
+
+    # -- reading ----------------------------------------------------------------------------
+    def _query_vector(self, query: str | None, text: str | Sequence[str] | None, image: Any) -> np.ndarray:
+        encoder = self.encoder
+        terms: list[QueryTerm] = parse_query(query) if query else []
+        texts = [text] if isinstance(text, str) else list(text or [])
+        terms += [QueryTerm(1.0, "text", t) for t in texts]
+        images = list(image) if isinstance(image, (list, tuple)) else ([] if image is None else [image])
+        image_terms = [QueryTerm(1.0, "image", f"#{i}") for i in range(len(images))]
+        if not terms and not images:
+            raise ValueError("search needs a query, a text or an image")
+        vector = np.zeros(encoder.embed_dim, dtype=np.float32)
+        if terms:
+            vector += combine_terms(terms, encoder.encode_texts,
+                                    lambda paths: encoder.encode_images(paths, self.max_pixels))
+        if image_terms:
+            vector += encoder.encode_images(images, self.max_pixels).sum(axis=0)
+        return vector / max(float(np.linalg.norm(vector)), 1e-12)
+
+    def search(self, query: str | None = None, *, text: str | Sequence[str] | None = None, image: Any = None,
+               top_k: int = 20, filter_tags: str | Sequence[str] | None = None, tag_rank: int = 0,
+               min_tag_score: float = 0.0) -> list[SearchHit]:
+        """Images most similar to `query` (arithmetic string), `text`, `image` (path, bytes, PIL), or a sum of them.
+
+        `filter_tags`: only images whose rank-`tag_rank` (0 = top-1) or better zero-shot tag is
+        one of these labels (and at least `min_tag_score` probability).
+        """
+        vector = self._query_vector(query, text, image)
+        return self.search_vector(vector, top_k=top_k, filter_tags=filter_tags, tag_rank=tag_rank,
+                                  min_tag_score=min_tag_score)
+
+    def search_vector(self, vector: np.ndarray, top_k: int = 20, filter_tags: str | Sequence[str] | None = None,
+                      tag_rank: int = 0, min_tag_score: float = 0.0) -> list[SearchHit]:
+        allowed = None
+        if filter_tags:
+            labels = parse_labels(filter_tags)
+            allowed = self.store.image_ids_with_tags(self.encoder.fingerprint, labels, tag_rank, min_tag_score)
+        return search_vector(self.store, self.index_manager, vector, int(top_k), allowed)
+
+    def classify_image(self, image: Any, labels: str | Sequence[str], templates: str | Sequence[str] = "imagenet",
+                       ) -> list[tuple[str, float]]:
+        """(label, probability) for one image (path, bytes or PIL), most likely first; nothing is stored."""
+        labels = parse_labels(labels)
+        encoder = self.encoder
+        classes = encoder.class_embeddings(labels, templates, cache_dir=self.paths.cache_dir)
+        vector = encoder.encode_images([image], self.max_pixels)
+        top, probs = softmax_top_k(vector, classes, encoder.logit_scale(), len(labels))
+        return [(labels[j], float(p)) for j, p in zip(top[0], probs[0], strict=True)]
+
+    def get_image(self, image_id: int) -> ImageRecord | None:
+        return self.store.image(int(image_id))
+
+    def image_bytes(self, image_id: int) -> tuple[bytes, str]:
+        """(bytes, MIME type); KeyError for an unknown id."""
+        return image_bytes(self._record(image_id))
+
+    def thumbnail(self, image_id: int, size: int = 256) -> bytes:
+        """JPEG thumbnail (longest side <= size), cached by content; KeyError for an unknown id."""
+        return thumbnail_bytes(self.paths, self._record(image_id), size, self.max_pixels)
+
+    def _record(self, image_id: int) -> ImageRecord:
+        record = self.store.image(int(image_id))
+        if record is None:
+            raise KeyError(f"no image with id {image_id} in library {self.paths.root}")
+        return record
+
+    def list_images(self, limit: int = 100, offset: int = 0, status: str | None = "ok") -> list[ImageRecord]:
+        return self.store.list_images(status=status, limit=limit, offset=offset)
+
+    def tags(self, image_id: int) -> list[tuple[str, float]]:
+        fingerprint = self.model_fingerprint
+        return self.store.tags_for_images(fingerprint, [image_id]).get(int(image_id), []) if fingerprint else []
+
+    def stats(self) -> dict[str, Any]:
+        """Counts, model, index state, tags and recent failures, as plain JSON-able data."""
+        fingerprint = self.model_fingerprint
+        db_bytes = sum(p.stat().st_size for p in self.paths.root.glob(self.paths.db.name + "*") if p.is_file())
+        out: dict[str, Any] = {
+            "library": str(self.paths.root), "schema_version": SCHEMA_VERSION, "images": self.store.status_counts(),
+            "model": None, "distinct_contents": 0, "db_bytes": db_bytes,
+            "failures": [{"path": p, "reason": r} for p, r in self.store.failures(20)],
+        }
+        if fingerprint is not None:
+            out["model"] = {"name": self.store.get_meta(_META_NAME) or None, "fingerprint": fingerprint,
+                            "embed_dim": int(self.store.get_meta(_META_DIM) or 0),
+                            "vector_dtype": self.store.get_meta(_META_DTYPE)}
+            out["distinct_contents"] = self.store.embedding_count(fingerprint)
+            manager = self._manager or IndexManager(self.store, self.paths, fingerprint,
+                                                    int(self.store.get_meta(_META_DIM) or 0))
+            out["index"] = manager.status()
+            out["tags"] = self.store.tag_counts(fingerprint)
+        return out
+
+    # -- lifetime ---------------------------------------------------------------------------
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Library:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Library({str(self.paths.root)!r})"
+
+
+def open_library(path: str | Path | None = None, model: Any = None, **kwargs: Any) -> Library:
+    """Same as `Library(...)`; a function for symmetry with `clipforge.load`."""
+    return Library(path, model, **kwargs)

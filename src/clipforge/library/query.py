@@ -1,0 +1,160 @@
+"""Query arithmetic: ``"cat" + photo.jpg - "grass"``, with optional weights ``2:"cat"``.
+
+CLIP embeddings add meaningfully: "this photo, but more like a cat, less like grass" is a
+weighted sum of unit vectors, renormalised. The grammar is small on purpose:
+
+    query := [sign] term (sign term)*
+    sign  := "+" | "-"            (an operator stands alone: whitespace or a quote after it)
+    term  := [weight ":"] atom    (weight: a non-negative number such as 2 or 0.5)
+    atom  := "quoted text" | 'quoted text' | image:PATH | text:WORDS | bare words
+
+Quoted atoms are text. A bare atom is an image when it names an existing file or ends in an
+image extension, otherwise text, so a plain ``a dog on the beach`` is one text term.
+``image:"my photo.jpg"`` forces an image (paths with spaces), ``text:photo.jpg`` forces text.
+A hyphen inside words (``black-and-white``) is never an operator.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["QueryError", "QueryTerm", "combine_terms", "parse_query"]
+
+_WEIGHT = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*:")
+_PREFIX = re.compile(r"(image|img|text):", re.IGNORECASE)
+
+
+class QueryError(ValueError):
+    """A query string that does not follow the grammar; the message points at the position."""
+
+
+@dataclass(frozen=True)
+class QueryTerm:
+    weight: float  # signed
+    kind: str      # "text" or "image"
+    value: str
+
+
+def _default_is_image(value: str) -> bool:
+    from clipforge.image.formats import is_image_path
+
+    return is_image_path(value) or os.path.isfile(value)
+
+
+def _fail(query: str, pos: int, what: str) -> QueryError:
+    return QueryError(f"{what} at position {pos} in query {query!r}\n  {query}\n  {' ' * pos}^")
+
+
+def _is_operator(query: str, pos: int) -> bool:
+    """A +/- followed by whitespace, a quote, or the end of the query."""
+    if query[pos] not in "+-":
+        return False
+    return pos + 1 == len(query) or query[pos + 1].isspace() or query[pos + 1] in "\"'"
+
+
+def _read_quoted(query: str, pos: int) -> tuple[str, int]:
+    quote = query[pos]
+    out: list[str] = []
+    i = pos + 1
+    while i < len(query):
+        ch = query[i]
+        if ch == "\\" and i + 1 < len(query) and query[i + 1] in (quote, "\\"):
+            out.append(query[i + 1])
+            i += 2
+            continue
+        if ch == quote:
+            return "".join(out), i + 1
+        out.append(ch)
+        i += 1
+    raise _fail(query, pos, "unterminated quote")
+
+
+def _read_bare(query: str, pos: int) -> tuple[str, int]:
+    """Words up to an operator that stands alone (whitespace before it) or the end."""
+    i = pos
+    while i < len(query):
+        if query[i].isspace():
+            j = i
+            while j < len(query) and query[j].isspace():
+                j += 1
+            if j < len(query) and _is_operator(query, j):
+                break
+            if j < len(query) and query[j] in "\"'":
+                raise _fail(query, j, "expected + or - before the quoted term")
+            i = j
+            continue
+        i += 1
+    return query[pos:i].strip(), i
+
+
+def parse_query(query: str, is_image: Callable[[str], bool] | None = None) -> list[QueryTerm]:
+    """Parse `query` into signed, weighted text/image terms (see module docstring)."""
+    is_image = is_image or _default_is_image
+    terms: list[QueryTerm] = []
+    pos, n = 0, len(query)
+    while True:
+        while pos < n and query[pos].isspace():
+            pos += 1
+        if pos >= n:
+            break
+        sign = 1.0
+        if terms:
+            if query[pos] not in "+-":
+                raise _fail(query, pos, "expected + or - between terms")
+            sign = 1.0 if query[pos] == "+" else -1.0
+            pos += 1
+        elif _is_operator(query, pos):
+            sign = 1.0 if query[pos] == "+" else -1.0
+            pos += 1
+        while pos < n and query[pos].isspace():
+            pos += 1
+        if pos >= n:
+            raise _fail(query, pos, "expected a term after the operator")
+        weight = 1.0
+        match = _WEIGHT.match(query, pos)
+        if match:
+            weight = float(match.group(1))
+            pos = match.end()
+            while pos < n and query[pos].isspace():
+                pos += 1
+        forced = None
+        match = _PREFIX.match(query, pos)
+        if match:
+            forced = "text" if match.group(1).lower() == "text" else "image"
+            pos = match.end()
+        if pos >= n:
+            raise _fail(query, pos, "expected a term")
+        if query[pos] in "\"'":
+            value, pos = _read_quoted(query, pos)
+            kind = forced or "text"
+        else:
+            value, pos = _read_bare(query, pos)
+            kind = forced or ("image" if is_image(value) else "text")
+        if not value:
+            raise _fail(query, pos, "empty term")
+        terms.append(QueryTerm(sign * weight, kind, value))
+    if not terms:
+        raise QueryError("empty query: give some text, an image, or both")
+    return terms
+
+
+def combine_terms(terms: Sequence[QueryTerm], encode_texts: Callable[[list[str]], np.ndarray],
+                  encode_images: Callable[[list[str]], np.ndarray]) -> np.ndarray:
+    """normalize(sum of weight * unit embedding): the query vector for the terms."""
+    texts = [t for t in terms if t.kind == "text"]
+    images = [t for t in terms if t.kind == "image"]
+    parts: list[np.ndarray] = []
+    if texts:
+        parts.append(np.asarray([t.weight for t in texts], np.float32) @ encode_texts([t.value for t in texts]))
+    if images:
+        parts.append(np.asarray([t.weight for t in images], np.float32) @ encode_images([t.value for t in images]))
+    vector = np.sum(parts, axis=0)
+    norm = float(np.linalg.norm(vector))
+    if norm < 1e-6:
+        raise QueryError("the query terms cancel out (their weighted sum is zero)")
+    return (vector / norm).astype(np.float32)

@@ -1,0 +1,82 @@
+"""From a query vector to ranked library images.
+
+The FAISS index holds one vector per distinct content, so a photo stored under three paths
+is one hit (its other paths listed in `duplicates`), never three copies of the same result.
+Tag-filtered searches are exact: the candidate set is small by construction (the images
+carrying a tag), so scoring their stored vectors directly is both faster than filtering an
+approximate index and immune to its missed neighbours.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from clipforge.library.index_manager import IndexManager
+from clipforge.library.store import ImageRecord, Store
+
+__all__ = ["SearchHit", "search_vector"]
+
+
+@dataclass
+class SearchHit:
+    """One result: the image (lowest id holding these bytes) and its cosine similarity."""
+
+    id: int
+    path: str
+    score: float
+    sha256: str
+    width: int | None
+    height: int | None
+    duplicates: list[str] = field(default_factory=list)
+    tags: list[tuple[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["tags"] = [{"label": label, "score": round(score, 6)} for label, score in self.tags]
+        return data
+
+
+def _hits(store: Store, model: str, ranked: Sequence[tuple[int, float]],
+          allowed: set[int] | None) -> list[SearchHit]:
+    images = store.images_for_embeddings(model, [eid for eid, _ in ranked])
+    hits: list[SearchHit] = []
+    for eid, score in ranked:
+        records: list[ImageRecord] = images.get(eid, [])
+        if allowed is not None:
+            records = [r for r in records if r.id in allowed]
+        if not records:  # removed by another writer since the index was built
+            continue
+        first = records[0]
+        hits.append(SearchHit(id=first.id, path=first.path, score=float(score), sha256=first.sha256 or "",
+                              width=first.width, height=first.height, duplicates=[r.path for r in records[1:]]))
+    tags = store.tags_for_images(model, [h.id for h in hits])
+    for hit in hits:
+        hit.tags = tags.get(hit.id, [])
+    return hits
+
+
+def search_vector(store: Store, manager: IndexManager, query: np.ndarray, top_k: int,
+                  allowed_image_ids: Sequence[int] | None = None) -> list[SearchHit]:
+    """Top-k images for a unit query vector, optionally restricted to `allowed_image_ids`."""
+    query = np.asarray(query, dtype=np.float32).reshape(-1)
+    model = manager.fingerprint
+    if top_k <= 0:
+        return []
+    if allowed_image_ids is not None:
+        if not len(allowed_image_ids):
+            return []
+        ids, vectors = store.vectors_for_image_ids(model, allowed_image_ids)
+        if not len(ids):
+            return []
+        scores = vectors @ query
+        order = np.argsort(-scores, kind="stable")[:top_k]
+        ranked = [(int(ids[i]), float(scores[i])) for i in order]
+        return _hits(store, model, ranked, set(int(i) for i in allowed_image_ids))
+    # Ask for a few extra: rows removed since the build are dropped when mapped to images.
+    scores, ids = manager.search(query[None, :], top_k + 8)
+    ranked = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+    return _hits(store, model, ranked, None)[:top_k]

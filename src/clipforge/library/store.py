@@ -1,0 +1,388 @@
+"""The SQLite store: the library's single source of truth.
+
+Everything else in a library (FAISS indexes, thumbnails) can be rebuilt from this file, so
+it is the only thing that must survive a crash. WAL mode plus one transaction per indexing
+batch gives exactly that: a `kill -9` loses at most the uncommitted batch, and readers (a
+web server) never block the writer. Embeddings are keyed by (content sha256, model
+fingerprint), so identical bytes under two paths are embedded once and two models'
+vectors can never be confused.
+
+Connections are per thread (sqlite3 objects must not be shared across threads); writes
+from this process are serialised by a lock, writes from other processes by SQLite itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clipforge.library.schema import SCHEMA_VERSION, SchemaError, migrate
+
+__all__ = ["SCHEMA_VERSION", "FileState", "ImageRecord", "SchemaError", "Store"]
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One file known to the library (status 'ok' = embedded, 'failed' = `error` says why)."""
+
+    id: int
+    path: str
+    sha256: str | None
+    size: int
+    mtime_ns: int
+    width: int | None
+    height: int | None
+    added_at: float
+    status: str
+    error: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class FileState:
+    """What incremental indexing needs to decide "unchanged" without opening the file."""
+
+    id: int
+    size: int
+    mtime_ns: int
+    status: str
+    sha256: str | None
+
+
+_IMAGE_COLUMNS = "id, path, sha256, size, mtime_ns, width, height, added_at, status, error"
+
+
+def _record(row: Sequence[Any]) -> ImageRecord:
+    return ImageRecord(*row)
+
+
+def _chunks(items: Sequence[Any], size: int = 900) -> Iterator[Sequence[Any]]:
+    # SQLite limits the number of bound parameters per statement.
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+class Store:
+    """Typed access to one library database; safe to share between threads."""
+
+    def __init__(self, db_path: str | Path, create: bool = True) -> None:
+        self.path = Path(db_path)
+        if not self.path.exists() and not create:
+            raise FileNotFoundError(f"no library database at {self.path} (run `clipforge index add` first)")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._lock = threading.RLock()
+        self._all: list[sqlite3.Connection] = []
+        self._migrate()
+
+    # -- connections and transactions -------------------------------------------------------
+    def conn(self) -> sqlite3.Connection:
+        """This thread's connection (autocommit mode; writes go through `transaction`)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode: a process crash loses nothing committed; only a power cut can
+            # lose the last transactions, and never corrupts the file.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=60000")
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic write: everything inside commits together or not at all."""
+        with self._lock:
+            conn = self.conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                with contextlib.suppress(sqlite3.ProgrammingError):  # closed from another thread already
+                    conn.close()
+            self._all.clear()
+            self._local = threading.local()
+
+    def _migrate(self) -> None:
+        migrate(self, self.path)
+
+    # -- meta -------------------------------------------------------------------------------
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        row = self.conn().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else default
+
+    @staticmethod
+    def set_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
+        conn.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                     (key, value))
+
+    def generation(self) -> int:
+        """Bumped by every write that changes which vectors are searchable (cheap staleness check)."""
+        return int(self.get_meta("generation", "0") or 0)
+
+    @staticmethod
+    def bump_generation(conn: sqlite3.Connection) -> None:
+        conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+
+    # -- models -----------------------------------------------------------------------------
+    @staticmethod
+    def ensure_model(conn: sqlite3.Connection, fingerprint: str, name: str | None, embed_dim: int) -> None:
+        conn.execute("INSERT OR IGNORE INTO models VALUES (?, ?, ?, ?)", (fingerprint, name, embed_dim, time.time()))
+
+    def models(self) -> list[dict[str, Any]]:
+        rows = self.conn().execute(
+            "SELECT m.fingerprint, m.name, m.embed_dim, (SELECT COUNT(*) FROM embeddings e WHERE e.model = m.fingerprint)"
+            " FROM models m ORDER BY m.created_at").fetchall()
+        return [{"fingerprint": r[0], "name": r[1], "embed_dim": r[2], "embeddings": r[3]} for r in rows]
+
+    # -- images -----------------------------------------------------------------------------
+    def image(self, image_id: int) -> ImageRecord | None:
+        row = self.conn().execute(f"SELECT {_IMAGE_COLUMNS} FROM images WHERE id = ?", (int(image_id),)).fetchone()
+        return _record(row) if row else None
+
+    def image_by_path(self, path: str) -> ImageRecord | None:
+        row = self.conn().execute(f"SELECT {_IMAGE_COLUMNS} FROM images WHERE path = ?", (path,)).fetchone()
+        return _record(row) if row else None
+
+    def images_with_sha(self, sha256: str, status: str | None = "ok") -> list[ImageRecord]:
+        sql = f"SELECT {_IMAGE_COLUMNS} FROM images WHERE sha256 = ?"
+        params: tuple[Any, ...] = (sha256,)
+        if status is not None:
+            sql += " AND status = ?"
+            params += (status,)
+        return [_record(r) for r in self.conn().execute(sql + " ORDER BY id", params)]
+
+    def list_images(self, status: str | None = None, limit: int | None = None, offset: int = 0) -> list[ImageRecord]:
+        sql = f"SELECT {_IMAGE_COLUMNS} FROM images"
+        params: list[Any] = []
+        if status is not None:
+            sql += " WHERE status = ?"
+            params.append(status)
+        sql += " ORDER BY id LIMIT ? OFFSET ?"
+        params += [-1 if limit is None else int(limit), int(offset)]
+        return [_record(r) for r in self.conn().execute(sql, params)]
+
+    def file_states(self) -> dict[str, FileState]:
+        """path -> state for every known file, read once per indexing run."""
+        rows = self.conn().execute("SELECT path, id, size, mtime_ns, status, sha256 FROM images")
+        return {r[0]: FileState(r[1], r[2], r[3], r[4], r[5]) for r in rows}
+
+    @staticmethod
+    def upsert_image(conn: sqlite3.Connection, path: str, sha256: str | None, size: int, mtime_ns: int,
+                     width: int | None, height: int | None, status: str, error: str | None) -> int:
+        row = conn.execute(
+            "INSERT INTO images(path, sha256, size, mtime_ns, width, height, added_at, status, error)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT(path) DO UPDATE SET sha256 = excluded.sha256, size = excluded.size,"
+            " mtime_ns = excluded.mtime_ns, width = excluded.width, height = excluded.height,"
+            " status = excluded.status, error = excluded.error RETURNING id",
+            (path, sha256, size, mtime_ns, width, height, time.time(), status, error)).fetchone()
+        return int(row[0])
+
+    @staticmethod
+    def relink_image(conn: sqlite3.Connection, image_id: int, new_path: str, size: int, mtime_ns: int) -> None:
+        """A moved file keeps its id (and so its tags): only the path and stat change."""
+        conn.execute("UPDATE images SET path = ?, size = ?, mtime_ns = ? WHERE id = ?",
+                     (new_path, size, mtime_ns, image_id))
+
+    @staticmethod
+    def delete_tags_for(conn: sqlite3.Connection, image_id: int) -> None:
+        conn.execute("DELETE FROM tags WHERE image_id = ?", (image_id,))
+
+    def delete_images(self, conn: sqlite3.Connection, image_ids: Iterable[int]) -> int:
+        ids = [int(i) for i in image_ids]
+        removed = 0
+        for chunk in _chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            removed += conn.execute(f"DELETE FROM images WHERE id IN ({marks})", chunk).rowcount
+        self.gc_embeddings(conn)
+        self.bump_generation(conn)
+        return removed
+
+    @staticmethod
+    def gc_embeddings(conn: sqlite3.Connection, shas: Iterable[str] | None = None) -> int:
+        """Drop vectors no 'ok' image refers to any more (all of them, or just `shas`).
+
+        Embedding ids are never reused (AUTOINCREMENT) and every deletion bumps the `removals`
+        counter, so an index can tell "only rows were added since I was built" (extend it in
+        place) from "rows were removed" (rebuild).
+        """
+        orphan = "NOT EXISTS (SELECT 1 FROM images i WHERE i.sha256 = embeddings.sha256 AND i.status = 'ok')"
+        if shas is None:
+            removed = conn.execute(f"DELETE FROM embeddings WHERE {orphan}").rowcount
+        else:
+            removed = 0
+            for sha in set(shas):
+                removed += conn.execute(f"DELETE FROM embeddings WHERE sha256 = ? AND {orphan}", (sha,)).rowcount
+        if removed:
+            conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'removals'")
+        return removed
+
+    def removals(self) -> int:
+        return int(self.get_meta("removals", "0") or 0)
+
+    # -- embeddings -------------------------------------------------------------------------
+    def embedded_shas(self, model: str) -> set[str]:
+        return {r[0] for r in self.conn().execute("SELECT sha256 FROM embeddings WHERE model = ?", (model,))}
+
+    @staticmethod
+    def insert_embedding(conn: sqlite3.Connection, sha256: str, model: str, vector: np.ndarray,
+                         dtype: str = "float32") -> None:
+        blob = np.ascontiguousarray(vector, dtype=np.float16 if dtype == "float16" else np.float32).tobytes()
+        conn.execute("INSERT OR IGNORE INTO embeddings(sha256, model, dtype, vector) VALUES (?, ?, ?, ?)",
+                     (sha256, model, dtype, blob))
+
+    def embedding_count(self, model: str) -> int:
+        return int(self.conn().execute("SELECT COUNT(*) FROM embeddings WHERE model = ?", (model,)).fetchone()[0])
+
+    def iter_embeddings(self, model: str, chunk: int = 65536, after_id: int = -1,
+                        upto_id: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids int64 [n], vectors float32 [n, d]) in id order, `chunk` rows at a time,
+        for ids in (`after_id`, `upto_id`]."""
+        last = int(after_id)
+        upper = (1 << 62) if upto_id is None else int(upto_id)
+        conn = self.conn()
+        while True:
+            rows = conn.execute("SELECT id, dtype, vector FROM embeddings WHERE model = ? AND id > ? AND id <= ?"
+                                " ORDER BY id LIMIT ?", (model, last, upper, chunk)).fetchall()
+            if not rows:
+                return
+            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            yield ids, np.stack([_decode_vector(r[1], r[2]) for r in rows])
+            last = int(ids[-1])
+
+    def vectors_for_shas(self, model: str, shas: Sequence[str]) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for chunk in _chunks(list(shas)):
+            marks = ",".join("?" * len(chunk))
+            for sha, dtype, blob in self.conn().execute(
+                    f"SELECT sha256, dtype, vector FROM embeddings WHERE model = ? AND sha256 IN ({marks})",
+                    (model, *chunk)):
+                out[sha] = _decode_vector(dtype, blob)
+        return out
+
+    def vectors_for_image_ids(self, model: str, image_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(embedding ids, vectors) of the given images' contents, for exact filtered search."""
+        ids: list[int] = []
+        vecs: list[np.ndarray] = []
+        for chunk in _chunks([int(i) for i in image_ids]):
+            marks = ",".join("?" * len(chunk))
+            for eid, dtype, blob in self.conn().execute(
+                    "SELECT DISTINCT e.id, e.dtype, e.vector FROM embeddings e JOIN images i ON i.sha256 = e.sha256"
+                    f" WHERE e.model = ? AND i.status = 'ok' AND i.id IN ({marks})", (model, *chunk)):
+                ids.append(eid)
+                vecs.append(_decode_vector(dtype, blob))
+        if not ids:
+            return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
+        return np.asarray(ids, dtype=np.int64), np.stack(vecs)
+
+    def content_digest(self, model: str, upto_id: int | None = None) -> tuple[int, int, str]:
+        """(row count, max id, sha256 over every (id, content hash)) of the rows with id <= `upto_id`:
+        exactly what an index built from them holds."""
+        digest = hashlib.sha256()
+        count, max_id = 0, -1
+        upper = (1 << 62) if upto_id is None else int(upto_id)
+        for eid, sha in self.conn().execute(
+                "SELECT id, sha256 FROM embeddings WHERE model = ? AND id <= ? ORDER BY id", (model, upper)):
+            digest.update(f"{eid}:{sha}\n".encode())
+            count += 1
+            max_id = eid
+        return count, max_id, digest.hexdigest()
+
+    def images_for_embeddings(self, model: str, embedding_ids: Sequence[int]) -> dict[int, list[ImageRecord]]:
+        """embedding id -> the 'ok' images holding those bytes (several when duplicated)."""
+        out: dict[int, list[ImageRecord]] = {}
+        cols = ", ".join(f"i.{c.strip()}" for c in _IMAGE_COLUMNS.split(","))
+        for chunk in _chunks([int(i) for i in embedding_ids]):
+            marks = ",".join("?" * len(chunk))
+            for row in self.conn().execute(
+                    f"SELECT e.id, {cols} FROM embeddings e JOIN images i ON i.sha256 = e.sha256"
+                    f" WHERE e.model = ? AND i.status = 'ok' AND e.id IN ({marks}) ORDER BY i.id", (model, *chunk)):
+                out.setdefault(int(row[0]), []).append(_record(row[1:]))
+        return out
+
+    def image_ids_by_embedding(self, model: str) -> dict[int, list[int]]:
+        """embedding id -> ids of the 'ok' images holding those bytes."""
+        out: dict[int, list[int]] = {}
+        for eid, image_id in self.conn().execute(
+                "SELECT e.id, i.id FROM embeddings e JOIN images i ON i.sha256 = e.sha256"
+                " WHERE e.model = ? AND i.status = 'ok' ORDER BY i.id", (model,)):
+            out.setdefault(int(eid), []).append(int(image_id))
+        return out
+
+    # -- tags -------------------------------------------------------------------------------
+    @staticmethod
+    def replace_tags(conn: sqlite3.Connection, model: str, rows: Iterable[tuple[int, str, float, int]]) -> None:
+        """Write (image_id, label, score, rank) rows, replacing that image's previous tags."""
+        rows = list(rows)
+        for image_id in {r[0] for r in rows}:
+            conn.execute("DELETE FROM tags WHERE image_id = ? AND model = ?", (image_id, model))
+        conn.executemany("INSERT INTO tags(image_id, model, label, score, rank) VALUES (?, ?, ?, ?, ?)",
+                         [(r[0], model, r[1], float(r[2]), int(r[3])) for r in rows])
+
+    @staticmethod
+    def clear_tags(conn: sqlite3.Connection, model: str) -> None:
+        conn.execute("DELETE FROM tags WHERE model = ?", (model,))
+
+    def image_ids_with_tags(self, model: str, labels: Sequence[str], max_rank: int = 0,
+                            min_score: float = 0.0) -> list[int]:
+        marks = ",".join("?" * len(labels))
+        rows = self.conn().execute(
+            f"SELECT DISTINCT image_id FROM tags WHERE model = ? AND label IN ({marks}) AND rank <= ? AND score >= ?",
+            (model, *labels, int(max_rank), float(min_score)))
+        return [int(r[0]) for r in rows]
+
+    def tags_for_images(self, model: str, image_ids: Sequence[int]) -> dict[int, list[tuple[str, float]]]:
+        out: dict[int, list[tuple[str, float]]] = {}
+        for chunk in _chunks([int(i) for i in image_ids]):
+            marks = ",".join("?" * len(chunk))
+            for image_id, label, score in self.conn().execute(
+                    f"SELECT image_id, label, score FROM tags WHERE model = ? AND image_id IN ({marks})"
+                    " ORDER BY image_id, rank", (model, *chunk)):
+                out.setdefault(int(image_id), []).append((label, float(score)))
+        return out
+
+    def tag_counts(self, model: str) -> dict[str, int]:
+        rows = self.conn().execute("SELECT label, COUNT(*) FROM tags WHERE model = ? AND rank = 0 GROUP BY label"
+                                   " ORDER BY COUNT(*) DESC, label", (model,))
+        return {r[0]: int(r[1]) for r in rows}
+
+    # -- statistics -------------------------------------------------------------------------
+    def status_counts(self) -> dict[str, int]:
+        rows = self.conn().execute("SELECT status, COUNT(*) FROM images GROUP BY status")
+        counts = {"ok": 0, "failed": 0}
+        counts.update({r[0]: int(r[1]) for r in rows})
+        return counts
+
+    def failures(self, limit: int = 50) -> list[tuple[str, str]]:
+        rows = self.conn().execute("SELECT path, error FROM images WHERE status = 'failed' ORDER BY id LIMIT ?",
+                                   (int(limit),))
+        return [(r[0], r[1] or "") for r in rows]
+
+    def integrity_ok(self) -> bool:
+        return self.conn().execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def _decode_vector(dtype: str, blob: bytes) -> np.ndarray:
+    return np.frombuffer(blob, dtype=np.float16 if dtype == "float16" else np.float32).astype(np.float32)

@@ -1,0 +1,102 @@
+"""Zero-shot tags for a whole library, stored so that searches can filter on them.
+
+Tagging reuses the stored image vectors: classifying a million images is one matrix product
+per chunk against the class embeddings, with no image decoded again. Each image keeps its
+top-k labels with softmax probabilities (rank 0 = the predicted label); a new label set
+replaces the previous tags of that model, because probabilities from different label sets
+are not comparable.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clipforge.library.encoder import Encoder
+from clipforge.library.store import Store
+
+__all__ = ["TagReport", "parse_labels", "softmax_top_k", "tag_library"]
+
+
+@dataclass
+class TagReport:
+    images: int = 0
+    labels: list[str] = field(default_factory=list)
+    templates: str | list[str] = "imagenet"
+    top1_counts: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def summary_line(self) -> str:
+        top = ", ".join(f"{label} {n}" for label, n in list(self.top1_counts.items())[:10])
+        return f"tagged {self.images} images with {len(self.labels)} labels in {self.seconds:.1f}s" + (
+            f"; top labels: {top}" if top else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"images": self.images, "labels": self.labels, "templates": self.templates,
+                "top1_counts": self.top1_counts, "seconds": round(self.seconds, 3)}
+
+
+def parse_labels(labels: str | Sequence[str]) -> list[str]:
+    """"cat, dog,car" or a list -> unique non-empty labels in order (a clear error when none)."""
+    items = labels.split(",") if isinstance(labels, str) else list(labels)
+    out: list[str] = []
+    for item in items:
+        label = str(item).strip()
+        if label and label not in out:
+            out.append(label)
+    if not out:
+        raise ValueError(f"no labels given (expected a comma-separated list such as 'cat,dog,car'), got {labels!r}")
+    return out
+
+
+def softmax_top_k(vectors: np.ndarray, classes: np.ndarray, scale: float, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(indices [n, k], probabilities [n, k]) of the k most likely classes, highest first."""
+    logits = scale * (vectors @ classes.T)
+    logits -= logits.max(axis=1, keepdims=True)
+    probs = np.exp(logits)
+    probs /= probs.sum(axis=1, keepdims=True)
+    k = min(k, classes.shape[0])
+    top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    return top, np.take_along_axis(probs, top, axis=1)
+
+
+def tag_library(store: Store, encoder: Encoder, labels: Sequence[str], templates: str | Sequence[str] = "imagenet",
+                top_k: int = 5, cache_dir: str | Path | None = None, progress: bool = True,
+                chunk: int = 65536) -> TagReport:
+    from tqdm.auto import tqdm
+
+    started = time.perf_counter()
+    labels = parse_labels(labels)
+    classes = encoder.class_embeddings(labels, templates, cache_dir=cache_dir, progress=progress)
+    scale = encoder.logit_scale()
+    model = encoder.fingerprint
+    owners = store.image_ids_by_embedding(model)
+    counts: Counter[str] = Counter()
+    report = TagReport(labels=labels, templates=templates if isinstance(templates, str) else list(templates))
+    with store.transaction() as tx:
+        Store.clear_tags(tx, model)
+        Store.set_meta(tx, f"tag_labels:{model}", json.dumps({"labels": labels, "templates": report.templates}))
+    total = store.embedding_count(model)
+    with tqdm(total=total, unit="img", desc="tagging", disable=not progress, dynamic_ncols=True) as bar:
+        for ids, vectors in store.iter_embeddings(model, chunk=chunk):
+            top, probs = softmax_top_k(vectors, classes, scale, top_k)
+            rows = []
+            for eid, idx_row, prob_row in zip(ids.tolist(), top, probs, strict=True):
+                for image_id in owners.get(eid, []):
+                    rows.extend((image_id, labels[j], float(p), rank)
+                                for rank, (j, p) in enumerate(zip(idx_row, prob_row, strict=True)))
+                    counts[labels[idx_row[0]]] += 1
+                    report.images += 1
+            with store.transaction() as tx:
+                Store.replace_tags(tx, model, rows)
+            bar.update(len(ids))
+    report.top1_counts = dict(counts.most_common())
+    report.seconds = time.perf_counter() - started
+    return report

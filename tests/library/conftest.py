@@ -1,0 +1,77 @@
+"""Fixtures for the library tests: tiny deterministic model, small synthetic image sets."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder():
+    from clipforge.library import resolve_encoder
+
+    return resolve_encoder("test-vit-tiny")
+
+
+def _image(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
+    # Smooth random colour fields: distinct images with distinct embeddings, compressible files.
+    small = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
+    return Image.fromarray(small).resize(size, Image.Resampling.BICUBIC)
+
+
+def write_images(folder: Path, count: int, seed: int = 0, prefix: str = "img",
+                 formats: tuple[str, ...] = ("png", "jpg")) -> list[Path]:
+    """`count` distinct small images cycling through `formats`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(count):
+        ext = formats[i % len(formats)]
+        path = folder / f"{prefix}{i:03d}.{ext}"
+        image = _image(rng, (48 + i % 7, 40 + i % 5))
+        if ext == "gif":
+            frames = [image.convert("P"), _image(rng, image.size).convert("P")]
+            frames[0].save(path, save_all=True, append_images=frames[1:], duration=50)
+        else:
+            image.save(path, quality=90) if ext == "jpg" else image.save(path)
+        paths.append(path)
+    return paths
+
+
+def png_bomb(path: Path, width: int = 30000, height: int = 30000) -> Path:
+    """A PNG whose header declares width x height pixels (900 MP), in about 60 bytes."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def write_bad_files(folder: Path, source: Path) -> dict[str, str]:
+    """Bad files of each kind; returns name -> a word their recorded reason must contain."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = source.read_bytes()
+    (folder / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "notes.jpg").write_text("this is not an image\n")
+    png_bomb(folder / "bomb.png")
+    return {"truncated.jpg": "truncated", "empty.png": "empty", "notes.jpg": "not an image",
+            "bomb.png": "too many pixels"}
+
+
+@pytest.fixture()
+def images_factory() -> Callable[..., list[Path]]:
+    return write_images
+
+
+@pytest.fixture()
+def bad_files_factory() -> Callable[[Path, Path], dict[str, str]]:
+    return write_bad_files

@@ -1,0 +1,73 @@
+"""The `index`, `search`, `tag` and `embed` subcommands, driven through `clipforge.cli.main.main`."""
+
+from __future__ import annotations
+
+import json
+
+from clipforge.cli.main import main
+
+
+def test_index_search_tag_cycle(tmp_path, images_factory, bad_files_factory, capsys):
+    photos = images_factory(tmp_path / "photos", 6)
+    bad_files_factory(tmp_path / "photos", photos[0])
+    lib = str(tmp_path / "lib")
+    assert main(["index", "add", str(tmp_path / "photos"), "--library", lib, "--model", "test-vit-tiny",
+                 "--workers", "0", "-q"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("added 6 (6 embedded, 0 duplicates)") and "failed 4:" in out
+    assert "bomb.png: too many pixels" in err
+
+    assert main(["search", "a dog on the beach", "--library", lib, "--top-k", "4", "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)["results"]
+    assert len(results) == 4 and {"id", "path", "score", "sha256"} <= set(results[0])
+
+    assert main(["search", "--image", str(photos[2]), "--library", lib, "--top-k", "1"]) == 0
+    assert capsys.readouterr().out.split()[1:3] == ["1.0000", str(photos[2])]
+
+    assert main(["tag", "--labels", "cat, dog,car", "--templates", "simple", "--library", lib, "--json"]) == 0
+    tagged = json.loads(capsys.readouterr().out)
+    assert tagged["images"] == 6 and tagged["labels"] == ["cat", "dog", "car"]
+    label, count = next(iter(tagged["top1_counts"].items()))
+    assert main(["search", "x", "--tag", label, "--library", lib, "--json", "--top-k", "50"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["results"]) == count
+
+    assert main(["index", "stats", "--library", lib, "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["images"] == {"ok": 6, "failed": 4} and stats["model"]["name"] == "test-vit-tiny"
+    assert main(["index", "stats", "--library", lib]) == 0
+    assert "6 indexed, 4 failed" in capsys.readouterr().out
+
+    photos[5].unlink()
+    assert main(["index", "prune", "--library", lib]) == 0
+    assert "pruned 1" in capsys.readouterr().out
+    first_id = str(results[0]["id"])
+    assert main(["index", "remove", first_id, "--library", lib]) == 0
+    assert "removed 1" in capsys.readouterr().out
+    assert main(["index", "rebuild", "--index", "ivf", "--library", lib]) == 0
+    assert json.loads(capsys.readouterr().out)["kind"] in ("ivf", "flat")  # 4 vectors: too few cells -> flat
+
+
+def test_cli_errors_are_one_line(tmp_path, images_factory, capsys):
+    images_factory(tmp_path / "photos", 2)
+    lib = str(tmp_path / "lib")
+    assert main(["search", "cat", "--library", lib]) == 2
+    assert "no library database" in capsys.readouterr().err
+    assert main(["index", "add", str(tmp_path / "nope"), "--library", lib, "--model", "test-vit-tiny"]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+    assert main(["index", "add", str(tmp_path / "photos"), "--library", lib, "--model", "test-vit-tiny",
+                 "--workers", "0", "-q"]) == 0
+    capsys.readouterr()
+    assert main(["search", "cat", "--library", lib, "--model", "test-rn-tiny"]) == 2
+    assert "was built with test-vit-tiny" in capsys.readouterr().err
+    assert main(["search", '"cat" "dog"', "--library", lib]) == 2
+    assert "expected + or - between terms" in capsys.readouterr().err
+    assert main(["search", "--library", lib]) == 2
+
+
+def test_embed_command(tmp_path, images_factory, capsys):
+    images_factory(tmp_path / "photos", 3)
+    assert main(["embed", str(tmp_path / "photos"), "--out", str(tmp_path / "out"), "--model", "test-vit-tiny",
+                 "--float32", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["images"] == 3 and report["written"] == [0]
+    assert (tmp_path / "out" / "img_emb" / "img_emb_0.npy").is_file()
