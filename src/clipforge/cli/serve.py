@@ -1,0 +1,48 @@
+"""`clipforge serve --library PATH`: the REST API and the web UI for a library, one process."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "serve", help="web UI and REST API for a library (http://127.0.0.1:7860)",
+        description="Serve a library: gradio UI at / (search, classify, browse and add), REST API under /api "
+                    "with OpenAPI docs at /docs. Binds 127.0.0.1 unless --host says otherwise.")
+    parser.add_argument("--library", metavar="PATH", default=None,
+                        help="library folder (default $CLIPFORGE_LIBRARY, else ~/.local/share/clipforge/library)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1, this machine only; 0.0.0.0 = every interface)")
+    parser.add_argument("--port", type=int, default=7860, help="port (default 7860; 0 = any free port)")
+    parser.add_argument("--token", default=None,
+                        help="require this token for changes (Authorization: Bearer T or X-Token: T); "
+                             "default $CLIPFORGE_TOKEN, else none")
+    parser.add_argument("--model", default=None,
+                        help="model name, checkpoint path, or test config; default: the library's own model, for a "
+                             "new library ViT-B/32 when cached, else the shipped clipforge-tiny")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cpu)")
+    parser.add_argument("--max-upload", default="20MB", metavar="SIZE", help="largest image accepted (default 20MB)")
+    parser.add_argument("--max-pixels", type=int, default=50_000_000,
+                        help="largest decoded image in pixels (default 50,000,000)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds one API request may take (default 60)")
+    parser.add_argument("--no-ui", action="store_true", help="serve the REST API only")
+    parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+    import sys
+
+    from clipforge.server import ServeError, ServerLimits, parse_size, serve
+
+    try:
+        limits = ServerLimits(max_upload_bytes=parse_size(args.max_upload), max_pixels=args.max_pixels,
+                              request_timeout_s=args.timeout)
+        token = args.token if args.token is not None else os.environ.get("CLIPFORGE_TOKEN") or None
+        return serve(args.library, host=args.host, port=args.port, token=token, model=args.model, limits=limits,
+                     device=args.device, log_level=args.log_level, ui=not args.no_ui)
+    except (ServeError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,62 @@
+"""`create_app`: the whole web app - REST API, OpenAPI docs, gradio UI - as one ASGI app.
+
+A factory (not a module-level app) so tests build it over a temporary library and call it
+through FastAPI's TestClient without a server, and so `clipforge serve` owns the lifetime
+of the library it opened.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
+
+from clipforge.server.api import build_router
+from clipforge.server.errors import install_error_handlers
+from clipforge.server.limits import ServerLimits
+from clipforge.server.middleware import BodyLimitMiddleware, TimeoutMiddleware
+from clipforge.server.service import LibraryService
+
+__all__ = ["create_app"]
+
+_DESCRIPTION = """Search and classify an image library with CLIP.
+
+* Images are addressed by integer id only (`/api/images/{id}`); the server never opens a path sent by a client.
+* Uploads are identified by their bytes (not their name or content type) and bounded in bytes and pixels.
+* Changes (`POST /api/images`) need `Authorization: Bearer <token>` or `X-Token: <token>` when the server
+  was started with `--token`.
+* Every error is JSON: `{"error": code, "detail": message}`.
+"""
+
+
+def create_app(library: Any, token: str | None = None, limits: ServerLimits | None = None, *,
+               ui: bool = True) -> FastAPI:
+    """The app for an open `clipforge.library.Library` (whose model is loaded here).
+
+    `token`: required for write endpoints when given. `limits`: request ceilings
+    (`ServerLimits()` by default). `ui=False` leaves out the gradio UI (the API alone starts faster).
+    """
+    from clipforge import __version__
+
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    limits = limits or ServerLimits()
+    service = LibraryService(library, token=token, limits=limits)
+    app = FastAPI(title="clipforge", version=__version__, description=_DESCRIPTION, docs_url="/docs",
+                  redoc_url=None, openapi_url="/openapi.json")
+    app.state.service = service
+    install_error_handlers(app)
+    app.include_router(build_router(service))
+    # Added last = outermost: the timeout also covers a slow body upload.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_body_bytes, file_limit=limits.max_upload_bytes)
+    app.add_middleware(TimeoutMiddleware, seconds=limits.request_timeout_s)
+    if ui:
+        from clipforge.server.ui import mount_ui
+
+        app = mount_ui(app, service)
+    else:
+        @app.get("/", include_in_schema=False)
+        def root() -> RedirectResponse:
+            return RedirectResponse("/docs")
+    return app

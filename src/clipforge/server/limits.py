@@ -1,0 +1,69 @@
+"""The limits a server puts on what one request may ask of it.
+
+A library server runs a neural network and decodes images sent by strangers, so every input
+has a ceiling: body bytes (counted while the body arrives, not after), decoded pixels
+(a 60-byte PNG can claim 20000x20000 pixels), time, results, labels and text lengths.
+All of them live in one frozen object so a deployment can see and change them in one place.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from typing import Any
+
+__all__ = ["ServerLimits", "parse_size"]
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?i?b?)\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6, "mib": 2**20,
+          "g": 10**9, "gb": 10**9, "gib": 2**30}
+
+
+def parse_size(value: str | int) -> int:
+    """`20MB`, `512kib`, `1000000` -> bytes; a clear ValueError for anything else."""
+    if isinstance(value, int):
+        if value <= 0:
+            raise ValueError(f"size must be positive, got {value}")
+        return value
+    match = _SIZE.match(str(value))
+    unit = match.group(2).lower() if match else None
+    if match is None or unit not in _UNITS:
+        raise ValueError(f"cannot read size {value!r}: expected a number with an optional unit such as 20MB or 512KiB")
+    size = int(float(match.group(1)) * _UNITS[unit])
+    if size <= 0:
+        raise ValueError(f"size must be positive, got {value!r}")
+    return size
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """Ceilings for one request. Defaults suit a personal photo server on a laptop."""
+
+    max_upload_bytes: int = 20 * 10**6
+    """Largest image file accepted (uploads, query images, classify images)."""
+    max_pixels: int = 50_000_000
+    """Largest decoded image (width x height); bigger headers are refused before decoding."""
+    request_timeout_s: float = 60.0
+    """Wall time for one /api request, body upload included; slower ones get a 503."""
+    max_top_k: int = 200
+    max_labels: int = 100
+    max_label_chars: int = 200
+    max_text_chars: int = 1000
+    max_page_size: int = 500
+    thumb_size: int = 256
+    max_thumb_size: int = 1024
+    form_overhead_bytes: int = 256 * 1024
+    """Room for multipart headers and text fields on top of `max_upload_bytes`."""
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if value <= 0:
+                raise ValueError(f"server limit {name} must be positive, got {value}")
+
+    @property
+    def max_body_bytes(self) -> int:
+        """Largest request body: one file at the limit plus its form fields."""
+        return self.max_upload_bytes + self.form_overhead_bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,113 @@
+"""Response shapes of the REST API, declared so `/docs` shows clients exactly what they get.
+
+Responses carry image ids, file names and URLs, never absolute server paths: a client
+addresses images by id only, and the layout of the server's disk is none of its business.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+__all__ = ["ClassifyOut", "ErrorOut", "HealthOut", "ImageListOut", "ImageOut", "LabelProbability", "SearchHitOut",
+           "SearchOut", "TagOut", "UploadOut", "image_out", "hit_out"]
+
+
+class ErrorOut(BaseModel):
+    error: str = Field(description="short stable code, e.g. not_an_image, payload_too_large, unauthorized")
+    detail: Any = Field(description="what was wrong, for people")
+
+
+class TagOut(BaseModel):
+    label: str
+    score: float
+
+
+class ImageOut(BaseModel):
+    id: int
+    filename: str
+    width: int | None
+    height: int | None
+    size: int = Field(description="file size in bytes")
+    sha256: str | None
+    added_at: float = Field(description="Unix time the image was indexed")
+    url: str
+    thumb_url: str
+    tags: list[TagOut] = []
+
+
+class SearchHitOut(BaseModel):
+    id: int
+    filename: str
+    score: float = Field(description="cosine similarity with the query, in [-1, 1]")
+    width: int | None
+    height: int | None
+    url: str
+    thumb_url: str
+    duplicates: int = Field(description="other files in the library with the same bytes")
+    tags: list[TagOut] = []
+
+
+class SearchOut(BaseModel):
+    text: str | None
+    image: bool = Field(description="whether a query image was part of the query")
+    top_k: int
+    tags: list[str] | None
+    model: str
+    took_ms: float
+    results: list[SearchHitOut]
+
+
+class LabelProbability(BaseModel):
+    label: str
+    probability: float
+
+
+class ClassifyOut(BaseModel):
+    labels: list[LabelProbability] = Field(description="every label, most probable first; probabilities sum to 1")
+    templates: list[str] | str
+    model: str
+    took_ms: float
+
+
+class ImageListOut(BaseModel):
+    images: list[ImageOut]
+    limit: int
+    offset: int
+    next_offset: int | None = Field(description="offset of the next page, null on the last page")
+
+
+class UploadOut(BaseModel):
+    created: bool = Field(description="false when this exact file was already in the library")
+    image: ImageOut
+
+
+class HealthOut(BaseModel):
+    status: str
+    model: str
+    model_notice: str | None
+    write_token_required: bool
+
+
+def _urls(prefix: str, image_id: int) -> dict[str, str]:
+    return {"url": f"{prefix}/api/images/{image_id}", "thumb_url": f"{prefix}/api/images/{image_id}/thumb"}
+
+
+def _tags(tags: Any) -> list[TagOut]:
+    return [TagOut(label=label, score=round(float(score), 6)) for label, score in tags or []]
+
+
+def image_out(record: Any, tags: Any, prefix: str = "") -> ImageOut:
+    """An ImageRecord as the API shows it."""
+    return ImageOut(id=record.id, filename=os.path.basename(record.path), width=record.width, height=record.height,
+                    size=record.size, sha256=record.sha256, added_at=record.added_at, tags=_tags(tags),
+                    **_urls(prefix, record.id))
+
+
+def hit_out(hit: Any, prefix: str = "") -> SearchHitOut:
+    """A SearchHit as the API shows it."""
+    return SearchHitOut(id=hit.id, filename=os.path.basename(hit.path), score=round(float(hit.score), 6),
+                        width=hit.width, height=hit.height, duplicates=len(hit.duplicates), tags=_tags(hit.tags),
+                        **_urls(prefix, hit.id))

@@ -1,0 +1,185 @@
+"""What the server does with a library, shared by the REST API and the gradio UI.
+
+Both front ends validate through here, so a label list or a template that the API refuses is
+refused by the UI with the same words, and both reach the library the same safe way:
+queries are plain text (never query arithmetic, whose bare words may name server files),
+templates are a known set name or a string containing `{}` (never a file to read), and
+images are addressed by integer id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from typing import Any
+
+from clipforge.server.errors import APIError
+from clipforge.server.limits import ServerLimits
+from clipforge.server.security import TokenChecker
+from clipforge.server.uploads import SniffedImage
+
+__all__ = ["DEFAULT_TEMPLATE", "LibraryService", "model_notice"]
+
+DEFAULT_TEMPLATE = "a photo of a {}."
+OFFLINE_MODEL = "clipforge-tiny"
+
+
+def model_notice(name: str | None) -> str | None:
+    """A sentence people must see when results will be poor because of the model."""
+    if name == OFFLINE_MODEL:
+        return (f"Using the offline model {OFFLINE_MODEL}: a tiny CLIP trained on CIFAR-10, shipped so the app works "
+                f"without downloads. Expect rough results; start the server with --model ViT-B/32 (or another "
+                f"real checkpoint) once its weights are available.")
+    if name and name.startswith("test-"):
+        return f"Using the test architecture {name} with random weights: results are meaningless (for tests only)."
+    return None
+
+
+class LibraryService:
+    """A library plus the server's limits, token and write lock."""
+
+    def __init__(self, library: Any, token: str | None = None, limits: ServerLimits | None = None) -> None:
+        self.library = library
+        self.limits = limits or ServerLimits()
+        self.tokens = TokenChecker(token)
+        self._write_lock = threading.Lock()  # one upload at a time (the library also serialises its writes)
+        encoder = library.encoder  # load the model now: a broken model fails at start, not on first use
+        self.model_name: str = encoder.name or f"custom model {encoder.fingerprint[:12]}"
+        self.notice = model_notice(encoder.name)
+
+    # -- validation -------------------------------------------------------------------------
+    def clean_text(self, text: str | None) -> str | None:
+        text = (text or "").strip()
+        if len(text) > self.limits.max_text_chars:
+            raise APIError(400, "text_too_long",
+                           f"query text has {len(text)} characters, more than the limit of {self.limits.max_text_chars}")
+        return text or None
+
+    def clean_labels(self, labels: str | list[str] | None, what: str = "labels") -> list[str]:
+        items = labels.split(",") if isinstance(labels, str) else list(labels or [])
+        out: list[str] = []
+        for item in items:
+            label = str(item).strip()
+            if len(label) > self.limits.max_label_chars:
+                raise APIError(400, "label_too_long", f"{what}: {label[:40]!r}... is longer than "
+                                                      f"{self.limits.max_label_chars} characters")
+            if label and label not in out:
+                out.append(label)
+        if len(out) > self.limits.max_labels:
+            raise APIError(400, "too_many_labels", f"{len(out)} {what} given, the limit is {self.limits.max_labels}")
+        return out
+
+    def clean_template(self, template: str | None) -> str | list[str]:
+        """A template string with one `{}` (as a one-element list) or a known set name."""
+        from clipforge.zeroshot import list_template_sets
+
+        value = (template or "").strip() or DEFAULT_TEMPLATE
+        if "{}" in value:
+            if value.count("{}") != 1 or len(value) > self.limits.max_text_chars:
+                raise APIError(400, "invalid_template", f"template {value[:80]!r} must contain '{{}}' exactly once "
+                                                        f"(where the label goes)")
+            return [value]
+        sets = list_template_sets()
+        if value not in sets:
+            raise APIError(400, "invalid_template", f"template {value[:80]!r} is neither a string containing '{{}}' "
+                                                    f"such as {DEFAULT_TEMPLATE!r} nor a template set name "
+                                                    f"({', '.join(sets[:8])}, ...)")
+        return value
+
+    # -- operations -------------------------------------------------------------------------
+    def search(self, text: str | None, image: SniffedImage | None, top_k: int,
+               tags: str | list[str] | None = None) -> tuple[list[Any], float]:
+        """(hits, milliseconds): text, image or both summed; optional zero-shot tag filter."""
+        text = self.clean_text(text)
+        if text is None and image is None:
+            raise APIError(400, "empty_query", "give a text, an image, or both")
+        if not 1 <= int(top_k) <= self.limits.max_top_k:
+            raise APIError(400, "invalid_top_k", f"top_k must be between 1 and {self.limits.max_top_k}, got {top_k}")
+        filter_tags = self.clean_labels(tags, "tags") or None
+        start = time.perf_counter()
+        try:
+            hits = self.library.search(text=text, image=image.image if image is not None else None, top_k=int(top_k),
+                                       filter_tags=filter_tags)
+        except ValueError as exc:
+            raise APIError(400, "bad_query", str(exc)) from None
+        return hits, (time.perf_counter() - start) * 1000
+
+    def classify(self, image: SniffedImage, labels: str | list[str],
+                 template: str | None) -> tuple[list[tuple[str, float]], str | list[str], float]:
+        """((label, probability) most likely first, templates used, milliseconds)."""
+        clean = self.clean_labels(labels)
+        if not clean:
+            raise APIError(400, "no_labels", "give at least one label, e.g. 'cat, dog, car'")
+        templates = self.clean_template(template)
+        start = time.perf_counter()
+        try:
+            ranked = self.library.classify_image(image.image, clean, templates)
+        except ValueError as exc:
+            raise APIError(400, "bad_labels", str(exc)) from None
+        return ranked, templates, (time.perf_counter() - start) * 1000
+
+    def add(self, image: SniffedImage) -> tuple[Any, bool]:
+        """(ImageRecord, created): keep and index the upload, unless these exact bytes are already in the
+        library (under any name), in which case the existing image is returned."""
+        sha256 = hashlib.sha256(image.data).hexdigest()
+        with self._write_lock:
+            existing = self.library.store.images_with_sha(sha256)
+            if existing:
+                return min(existing, key=lambda r: r.id), False
+            return self.library.add_bytes(image.data), True
+
+    def list_images(self, limit: int, offset: int) -> tuple[list[Any], int | None]:
+        if not 1 <= int(limit) <= self.limits.max_page_size:
+            raise APIError(400, "invalid_limit", f"limit must be between 1 and {self.limits.max_page_size}")
+        if int(offset) < 0:
+            raise APIError(400, "invalid_offset", "offset must be >= 0")
+        records = self.library.list_images(limit=int(limit) + 1, offset=int(offset))
+        next_offset = int(offset) + int(limit) if len(records) > int(limit) else None
+        return records[: int(limit)], next_offset
+
+    def tags(self, image_id: int) -> list[tuple[str, float]]:
+        return self.library.tags(image_id)
+
+    def _existing(self, image_id: int) -> Any:
+        record = self.library.get_image(image_id)
+        if record is None:
+            raise APIError(404, "not_found", f"no image with id {image_id}")
+        if record.status != "ok":
+            raise APIError(404, "not_indexed", f"image {image_id} could not be indexed: {record.error}")
+        return record
+
+    def image_bytes(self, image_id: int) -> tuple[bytes, str]:
+        self._existing(image_id)
+        try:
+            data, mime = self.library.image_bytes(image_id)
+        except (OSError, ValueError) as exc:
+            raise APIError(404, "file_unavailable", f"image {image_id}'s file cannot be read now: "
+                                                    f"{getattr(exc, 'strerror', None) or exc}") from None
+        if not mime.startswith("image/"):
+            raise APIError(404, "file_unavailable", f"image {image_id}'s file is no longer an image")
+        return data, mime
+
+    def thumbnail(self, image_id: int, size: int) -> bytes:
+        if not 16 <= int(size) <= self.limits.max_thumb_size:
+            raise APIError(400, "invalid_size", f"thumbnail size must be between 16 and {self.limits.max_thumb_size}")
+        self._existing(image_id)
+        try:
+            return self.library.thumbnail(image_id, int(size))
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
+            raise APIError(404, "file_unavailable", f"image {image_id}'s file cannot be read now: {reason}") from None
+
+    def stats(self) -> dict[str, Any]:
+        """The library's stats without absolute server paths."""
+        import os
+
+        stats = dict(self.library.stats())
+        stats["library"] = os.path.basename(str(stats.get("library", "")).rstrip(os.sep))
+        if isinstance(stats.get("index"), dict) and stats["index"].get("path"):
+            stats["index"] = {**stats["index"], "path": os.path.basename(str(stats["index"]["path"]))}
+        stats["failures"] = [{"filename": os.path.basename(f["path"]), "reason": f["reason"]}
+                             for f in stats.get("failures", [])]
+        stats["server"] = {"model": self.model_name, "model_notice": self.notice,
+                           "write_token_required": self.tokens.enabled, "limits": self.limits.to_dict()}
+        return stats

@@ -1,0 +1,113 @@
+"""Turning bytes from a client into a decoded image, or a 4xx that says what was wrong.
+
+The client's file name and content type are ignored: the format is identified from the
+bytes by Pillow, restricted to the photo formats we mean to accept (Pillow also opens
+formats such as EPS that hand the data to external programs). The declared pixel count is
+checked on the header, before any pixel is decoded, so a 60-byte PNG claiming 20000x20000
+pixels costs nothing. Then the whole image is decoded, which is what catches truncation.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+
+from clipforge.server.errors import APIError
+from clipforge.server.limits import ServerLimits
+
+__all__ = ["ACCEPTED_FORMATS", "SniffedImage", "read_upload", "sniff_image"]
+
+_BASE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+_OPTIONAL_FORMATS = ("AVIF", "HEIF")
+_CHUNK = 1 << 20
+
+
+def _accepted_formats() -> tuple[str, ...]:
+    import clipforge.image.formats  # noqa: F401  (registers HEIF/AVIF openers when installed)
+
+    Image.init()
+    return _BASE_FORMATS + tuple(f for f in _OPTIONAL_FORMATS if f in Image.OPEN)
+
+
+ACCEPTED_FORMATS: tuple[str, ...] = _accepted_formats()
+
+
+@dataclass(frozen=True)
+class SniffedImage:
+    """An upload that decoded: its bytes, the upright RGB image, and what the bytes really were."""
+
+    data: bytes
+    image: Image.Image
+    format: str
+    width: int
+    height: int
+
+
+async def read_upload(upload: Any, limits: ServerLimits, what: str = "image") -> bytes:
+    """All bytes of a FastAPI `UploadFile`, refusing (413) as soon as they pass the limit."""
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        chunk = await upload.read(_CHUNK)
+        if not chunk:
+            break
+        total += len(chunk)
+        if total > limits.max_upload_bytes:
+            raise APIError(413, "payload_too_large",
+                           f"{what} is larger than the limit of {limits.max_upload_bytes:,} bytes")
+        chunks.append(chunk)
+    if not total:
+        raise APIError(400, "empty_file", f"{what} is empty (0 bytes)")
+    return b"".join(chunks)
+
+
+def _bomb_detail(exc: Exception, what: str, limits: ServerLimits) -> str:
+    # Pillow's own guard fired first (over twice its global limit); its message holds the count.
+    match = re.search(r"\((\d+) pixels\)", str(exc))
+    declared = f"{int(match.group(1)):,} pixels" if match else "more pixels than Pillow allows"
+    return f"{what} declares {declared}, more than the limit of {limits.max_pixels:,}"
+
+
+def _open_header(data: bytes, what: str, limits: ServerLimits) -> Image.Image:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            return Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+        except UnidentifiedImageError:
+            raise APIError(415, "not_an_image",
+                           f"{what} is not an image in an accepted format ({', '.join(ACCEPTED_FORMATS)}); "
+                           f"the format is read from the bytes, not from the file name") from None
+        except Image.DecompressionBombError as exc:
+            raise APIError(413, "too_many_pixels", _bomb_detail(exc, what, limits)) from None
+        except Exception as exc:  # header parsers raise assorted types on garbage
+            if isinstance(exc, EOFError) or "truncat" in str(exc).lower():
+                raise APIError(422, "invalid_image", f"{what} is truncated ({type(exc).__name__}: {exc})") from None
+            raise APIError(422, "invalid_image", f"{what} has an unreadable image header "
+                                                 f"({type(exc).__name__}: {exc})") from None
+
+
+def sniff_image(data: bytes, limits: ServerLimits, what: str = "image") -> SniffedImage:
+    """Identify, bound and decode `data`; an APIError (413/415/422) names the problem."""
+    from clipforge.image import ImageLoadError, load_image
+
+    if not data:
+        raise APIError(400, "empty_file", f"{what} is empty (0 bytes)")
+    if len(data) > limits.max_upload_bytes:
+        raise APIError(413, "payload_too_large", f"{what} is larger than the limit of {limits.max_upload_bytes:,} bytes")
+    with _open_header(data, what, limits) as header:
+        fmt = str(header.format)
+        width, height = header.size
+    if width * height > limits.max_pixels:
+        raise APIError(413, "too_many_pixels",
+                       f"{what} declares {width}x{height} = {width * height:,} pixels, more than the limit of "
+                       f"{limits.max_pixels:,}")
+    try:
+        image = load_image(io.BytesIO(data), max_pixels=limits.max_pixels)
+    except ImageLoadError as exc:
+        raise APIError(422, "invalid_image", f"{what} could not be decoded: {exc.reason}") from None
+    return SniffedImage(data=data, image=image, format=fmt, width=width, height=height)

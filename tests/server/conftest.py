@@ -1,0 +1,118 @@
+"""Fixtures for the server tests: a tiny random CLIP, small libraries of distinct images, app clients."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 30),
+           "white": (245, 245, 245), "black": (10, 10, 10), "purple": (140, 30, 160), "orange": (250, 140, 20)}
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder():
+    """test-vit-tiny with seeded random weights (the same weights `--model test-vit-tiny` gives)."""
+    import torch
+
+    from clipforge.image import build_preprocess
+    from clipforge.library import Encoder
+    from clipforge.models import create_model_from_config, get_config
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = create_model_from_config(get_config("test-vit-tiny")).eval()
+    return Encoder(model, build_preprocess(32), name="test-vit-tiny")
+
+
+def picture(colour: tuple[int, int, int], seed: int, size: tuple[int, int] = (64, 48)) -> Image.Image:
+    """A mostly-`colour` picture with a little texture, so every file has its own bytes and vector."""
+    rng = np.random.default_rng(seed)
+    base = np.array(colour, dtype=np.int16)[None, None, :]
+    noise = rng.integers(-25, 26, (4, 4, 3))
+    small = np.clip(base + noise, 0, 255).astype(np.uint8)
+    return Image.fromarray(small).resize(size, Image.Resampling.BICUBIC)
+
+
+def encode(image: Image.Image, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def write_photos(folder: Path) -> list[Path]:
+    """One picture per colour of COLOURS, alternating PNG and JPEG."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, (name, colour) in enumerate(COLOURS.items()):
+        path = folder / f"{name}.{'png' if i % 2 == 0 else 'jpg'}"
+        picture(colour, i).save(path, quality=92) if path.suffix == ".jpg" else picture(colour, i).save(path)
+        paths.append(path)
+    return paths
+
+
+def png_bomb(width: int = 20000, height: int = 20000) -> bytes:
+    """A valid-looking PNG whose header claims width x height pixels, in under 100 bytes."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+            + chunk(b"IEND", b""))
+
+
+@pytest.fixture(scope="session")
+def photos(tmp_path_factory) -> list[Path]:
+    return write_photos(tmp_path_factory.mktemp("photos"))
+
+
+@pytest.fixture()
+def library(tmp_path, tiny_encoder, photos):
+    """A fresh library over `photos` (function scope: tests may add to it)."""
+    from clipforge.library import Library
+
+    lib = Library(tmp_path / "lib", tiny_encoder)
+    report = lib.add(photos[0].parent, workers=0, progress=False)
+    assert report.added == len(photos)
+    yield lib
+    lib.close()
+
+
+@pytest.fixture()
+def make_client(library) -> Callable[..., object]:
+    """`make_client(token=None, limits=None, ui=False)` -> TestClient over `library`."""
+    from fastapi.testclient import TestClient
+
+    from clipforge.server import create_app
+
+    clients = []
+
+    def make(token: str | None = None, limits=None, ui: bool = False, **kwargs):
+        client = TestClient(create_app(library, token=token, limits=limits, ui=ui), **kwargs)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+class ImageKit:
+    """Image helpers for tests (a fixture, since test modules cannot import conftest here)."""
+
+    colours = COLOURS
+    picture = staticmethod(picture)
+    encode = staticmethod(encode)
+    png_bomb = staticmethod(png_bomb)
+    write_photos = staticmethod(write_photos)
+
+
+@pytest.fixture(scope="session")
+def kit() -> type[ImageKit]:
+    return ImageKit

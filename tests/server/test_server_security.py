@@ -1,0 +1,243 @@
+"""Hostile input: bad uploads, oversized bodies, decompression bombs, path traversal, tokens, timeouts."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+
+from clipforge.server import ServerLimits
+
+# Every file opened while `_opened_active[0]` is set, recorded by a process-wide audit hook (hooks
+# cannot be removed, so one is installed once and switched on only inside `opened_paths`).
+_opened: list[str] = []
+_opened_active = [False]
+_hook_installed = False
+
+
+def _audit(event: str, args: tuple) -> None:
+    if event == "open" and _opened_active[0] and args and isinstance(args[0], (str, bytes)):
+        _opened.append(args[0] if isinstance(args[0], str) else args[0].decode(errors="replace"))
+
+
+
+@pytest.fixture()
+def opened_paths():
+    """The list of paths opened (by any thread) during the test."""
+    global _hook_installed
+    if not _hook_installed:
+        sys.addaudithook(_audit)
+        _hook_installed = True
+    _opened.clear()
+    _opened_active[0] = True
+    yield _opened
+    _opened_active[0] = False
+
+
+def _raw_get(client, raw_path: str) -> httpx.Response:
+    """GET with the path sent exactly as written (no client-side '..' normalisation)."""
+    request = client.build_request("GET", "http://testserver/")
+    request.url = httpx.URL("http://testserver/").copy_with(raw_path=raw_path.encode())
+    return client.send(request)
+
+
+def _upload_endpoints(data: bytes, token: str = "tok"):
+    """(method args) for each endpoint that takes an image."""
+    headers = {"X-Token": token}
+    return [
+        ("/api/images", {"files": {"file": ("photo.jpg", data, "image/jpeg")}, "headers": headers}),
+        ("/api/search", {"files": {"image": ("photo.jpg", data, "image/jpeg")}, "data": {"top_k": 2}}),
+        ("/api/classify", {"files": {"image": ("photo.jpg", data, "image/jpeg")}, "data": {"labels": "a, b"}}),
+    ]
+
+
+def _bad_files(kit, photos) -> dict[str, tuple[bytes, int, str, str]]:
+    """name -> (bytes, status, error code, a word the detail must contain)."""
+    jpeg = photos[1].read_bytes()
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"
+    return {
+        "text": (b"this is not an image, whatever its name says\n", 415, "not_an_image", "not an image"),
+        "truncated_jpeg": (jpeg[: len(jpeg) // 2], 422, "invalid_image", "truncated"),
+        "empty": (b"", 400, "empty_file", "empty"),
+        "bomb_png": (kit.png_bomb(20000, 20000), 413, "too_many_pixels", "400,000,000 pixels"),
+        "bomb_below_pillow_guard": (kit.png_bomb(10000, 10000), 413, "too_many_pixels", "10000x10000"),
+        "eps": (eps, 415, "not_an_image", "not an image"),  # Pillow opens EPS (via Ghostscript); we do not
+    }
+
+
+def test_bad_uploads_are_refused_on_every_endpoint(make_client, library, photos, kit):
+    client = make_client(token="tok")
+    before = library.stats()["images"]
+    for name, (data, status, code, word) in _bad_files(kit, photos).items():
+        for path, kwargs in _upload_endpoints(data):
+            response = client.post(path, **kwargs)
+            assert response.status_code == status, (name, path, response.text)
+            assert response.json()["error"] == code, (name, path, response.json())
+            assert word in response.json()["detail"], (name, path, response.json())
+    assert library.stats()["images"] == before
+    uploads = library.paths.uploads_dir
+    assert not uploads.exists() or not any(p.is_file() for p in uploads.rglob("*"))
+
+
+def test_oversized_bodies_are_cut_off_while_reading(make_client, library, kit):
+    limits = ServerLimits(max_upload_bytes=50_000, form_overhead_bytes=10_000)
+    client = make_client(token="tok", limits=limits)
+    big = b"\xff\xd8\xff" + b"\0" * 200_000
+    headers = {"X-Token": "tok"}
+    # Declared too large: refused from the Content-Length alone.
+    declared = client.post("/api/images", files={"file": ("big.jpg", big, "image/jpeg")}, headers=headers)
+    assert declared.status_code == 413 and declared.json()["error"] == "payload_too_large"
+    # No Content-Length (chunked): refused too (the count is kept as the body arrives).
+    streamed = client.post("/api/search", content=(b"x" * 10_000 for _ in range(100)),
+                           headers={"content-type": "multipart/form-data; boundary=zzz"})
+    assert streamed.status_code == 413 and streamed.json()["error"] == "payload_too_large"
+    # A file just over the file limit but within the body allowance: refused by the per-file count.
+    over = kit.encode(kit.picture((1, 2, 3), 5), "PNG") + b"\0" * 51_000
+    per_file = client.post("/api/images", files={"file": ("x.png", over, "image/png")}, headers=headers)
+    assert per_file.status_code == 413 and "50,000" in per_file.json()["detail"]
+    # Pixel ceiling is configurable too: a real 64x48 picture over a 1000-pixel limit.
+    small_limit = make_client(limits=ServerLimits(max_pixels=1000))
+    tiny = small_limit.post("/api/search", files={"image": ("x.png", kit.encode(kit.picture((9, 9, 9), 1)))})
+    assert tiny.status_code == 413 and tiny.json()["error"] == "too_many_pixels"
+    assert library.stats()["images"]["ok"] == 8
+
+
+TRAVERSALS = [
+    "/api/images/../../etc/passwd",
+    "/api/images/%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+    "/api/images/..%2f..%2f..%2fetc%2fpasswd/thumb",
+    "/api/images/%2fetc%2fpasswd",
+    "/api/images//etc/passwd",
+    "/api/images/1/../../../etc/passwd",
+    "/api/images/-1",
+    "/api/images/1.5",
+    "/api/images/0x10",
+    "/api/images/%EF%BC%91",  # a full-width digit one: int() would accept it, the id grammar does not
+    "/api/images/1%00",
+    "/api/images/99999999999999999999999",
+    "/api/images/abc/thumb",
+]
+
+
+def test_path_traversal_never_opens_the_path(make_client, library, opened_paths):
+    client = make_client()
+    # Positive control: a legitimate request's file open is seen by the audit hook.
+    first = library.list_images(limit=1)[0]
+    assert client.get(f"/api/images/{first.id}").status_code == 200
+    assert first.path in opened_paths
+    opened_paths.clear()
+    for raw_path in TRAVERSALS:
+        response = _raw_get(client, raw_path)
+        assert 400 <= response.status_code < 500, (raw_path, response.status_code)
+        body = response.json()
+        assert set(body) == {"error", "detail"} and body["error"] in {"invalid_id", "not_found"}, raw_path
+        assert "root:" not in response.text
+    assert not [p for p in opened_paths if "passwd" in p]
+
+
+def test_a_client_path_to_a_real_image_is_not_served(make_client, tmp_path, kit, opened_paths):
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(kit.encode(kit.picture((1, 1, 1), 3)))
+    opened_paths.clear()
+    client = make_client()
+    for raw in (f"/api/images/{secret}", f"/api/images/..%2f..{secret}", f"/api/images/{str(secret)[1:]}/thumb"):
+        response = _raw_get(client, raw)
+        assert 400 <= response.status_code < 500
+    assert str(secret) not in opened_paths
+
+
+def test_write_endpoints_need_the_token(make_client, kit, library, monkeypatch):
+    import clipforge.server.security as security
+
+    compared = []
+    real = security.hmac.compare_digest
+    monkeypatch.setattr(security.hmac, "compare_digest", lambda a, b: compared.append(1) or real(a, b))
+    client = make_client(token="correct horse")
+    data = kit.encode(kit.picture((5, 100, 5), seed=7))
+    upload = {"files": {"file": ("x.png", data, "image/png")}}
+    missing = client.post("/api/images", **upload)
+    assert missing.status_code == 401 and missing.json()["error"] == "unauthorized"
+    assert missing.headers["www-authenticate"] == "Bearer"
+    for headers in ({"Authorization": "Bearer wrong"}, {"X-Token": "correct"}, {"Authorization": "Basic correct horse"},
+                    {"Authorization": "Bearer "}):
+        response = client.post("/api/images", headers=headers, **upload)
+        assert response.status_code == 401, headers
+    assert library.stats()["images"]["ok"] == 8
+    assert compared  # wrong tokens were compared in constant time
+    bearer = client.post("/api/images", headers={"Authorization": "bearer correct horse"}, **upload)
+    assert bearer.status_code == 201
+    other = kit.encode(kit.picture((5, 5, 100), seed=8))
+    x_token = client.post("/api/images", headers={"X-Token": "correct horse"},
+                          files={"file": ("y.png", other, "image/png")})
+    assert x_token.status_code == 201
+    assert library.stats()["images"]["ok"] == 10
+    # Reads stay open.
+    assert client.post("/api/search", data={"text": "green"}).status_code == 200
+    assert client.get("/api/images").status_code == 200
+
+
+def test_without_a_token_uploads_are_open(make_client, kit):
+    client = make_client()
+    response = client.post("/api/images", files={"file": ("x.png", kit.encode(kit.picture((7, 7, 7), 1)))})
+    assert response.status_code == 201
+
+
+def test_slow_requests_time_out_with_json(make_client, library, monkeypatch):
+    client = make_client(limits=ServerLimits(request_timeout_s=0.3))
+    service = client.app.state.service
+    finished = threading.Event()
+
+    def slow_search(*args, **kwargs):
+        time.sleep(1.5)
+        finished.set()
+        return [], 0.0
+
+    monkeypatch.setattr(service, "search", slow_search)
+    response = client.post("/api/search", data={"text": "cat"})
+    assert response.status_code == 503 and response.json()["error"] == "timeout"
+    assert not finished.is_set()  # answered before the slow work finished
+    assert client.get("/healthz").status_code == 200  # the server is still serving
+
+
+def test_body_limit_stops_pulling_chunks_past_the_limit():
+    """At the ASGI level: a chunked body is cut off after the limit, the rest is never read."""
+    import asyncio
+
+    from clipforge.server.middleware import BodyLimitMiddleware
+
+    async def app(scope, receive, send):  # reads the whole body, then answers 200
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    pulled, sent = [], []
+
+    async def receive():
+        pulled.append(1)
+        return {"type": "http.request", "body": b"x" * 1000, "more_body": len(pulled) < 1000}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/api/images", "headers": []}
+    asyncio.run(BodyLimitMiddleware(app, max_bytes=10_500)(scope, receive, send))
+    assert len(pulled) == 11  # 11,000 bytes > 10,500: stop there
+    assert sent[0]["status"] == 413 and b"payload_too_large" in sent[1]["body"]
+
+
+def test_crashes_become_json_without_internals(make_client, monkeypatch):
+    client = make_client(raise_server_exceptions=False)
+    service = client.app.state.service
+
+    def broken():
+        raise RuntimeError("secret internal state /very/private/path")
+
+    monkeypatch.setattr(service, "stats", broken)
+    response = client.get("/api/stats")
+    assert response.status_code == 500
+    assert response.json()["error"] == "internal_error" and "RuntimeError" in response.json()["detail"]
+    assert "/very/private/path" not in response.text
