@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -210,6 +211,11 @@ def test_openapi_lists_every_endpoint(make_client):
             ("/healthz", "get")} <= paths
     docs = client.get("/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    # The docs page must work offline: every script and stylesheet it names is served by us.
+    assets = re.findall(r'(?:src|href)="([^"]+\.(?:js|css))"', docs.text)
+    assert assets and all(a.startswith("/") for a in assets), assets
+    for asset in assets:
+        assert client.get(asset).status_code == 200, asset
     assert json.loads(client.get("/api/nothing-here").text) == {"error": "not_found",
                                                                 "detail": "no endpoint /api/nothing-here; see /docs"}
 

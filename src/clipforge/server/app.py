@@ -12,6 +12,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
+from fastapi_offline import FastAPIOffline
 
 from clipforge.server.api import build_router
 from clipforge.server.errors import install_error_handlers
@@ -43,8 +44,9 @@ def create_app(library: Any, token: str | None = None, limits: ServerLimits | No
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     limits = limits or ServerLimits()
     service = LibraryService(library, token=token, limits=limits)
-    app = FastAPI(title="clipforge", version=__version__, description=_DESCRIPTION, docs_url="/docs",
-                  redoc_url=None, openapi_url="/openapi.json")
+    # Swagger UI's assets come from the fastapi-offline package, not a CDN: /docs works offline.
+    app = FastAPIOffline(title="clipforge", version=__version__, description=_DESCRIPTION, docs_url="/docs",
+                         redoc_url=None, openapi_url="/openapi.json")
     app.state.service = service
     install_error_handlers(app)
     app.include_router(build_router(service))
