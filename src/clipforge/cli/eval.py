@@ -1,0 +1,157 @@
+"""`clipforge eval {zeroshot,retrieval,linear-probe}`: the paper's measurements, one JSON per run."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+DATASETS = ("imagenet", "cub", "cars", "cifar10", "cifar100", "folder")
+
+
+def _ks(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, e.g. 1,2,4,8,16; got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True,
+                        help="registry name (ViT-B/32), checkpoint path, or config for random weights (test-vit-tiny)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
+                        help="DataLoader worker processes (default: min(8, CPUs))")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    parser.add_argument("--out", default="eval_results", help="folder for the JSON report, log and plots")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="evaluate a fixed random subset of N images (seed 0) instead of all")
+    parser.add_argument("--expect", action="append", metavar="METRIC=PCT",
+                        help="golden check, e.g. top1=63.3; exit status 1 when a metric misses")
+    parser.add_argument("--tolerance", type=float, default=0.3, help="allowed miss in percentage points (0.3)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _dataset_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", required=True, choices=DATASETS)
+    parser.add_argument("--root", required=True, help="dataset folder (layouts: see clipforge.data)")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("eval", help="zero-shot, retrieval and linear-probe evaluation",
+                                   description="Evaluate a CLIP model; writes one JSON report + log per run.")
+    tasks = parser.add_subparsers(dest="eval_task", metavar="TASK")
+
+    zs = tasks.add_parser("zeroshot", help="zero-shot classification accuracy")
+    _common(zs)
+    _dataset_args(zs)
+    zs.add_argument("--split", default=None, help="split (default: val for imagenet, test otherwise)")
+    zs.add_argument("--templates", default=None,
+                    help="template set (imagenet, imagenet7, simple, cifar10, ...), one template with {}, or a file")
+    zs.add_argument("--classnames", default=None, metavar="F", help="file of class names (one per line) to prompt with")
+    zs.add_argument("--plot", action="store_true", help="also write per-class accuracy and confusion-matrix PNGs")
+    zs.add_argument("--cache-dir", default=None, help="class-embedding cache (default ~/.cache/clipforge)")
+    zs.set_defaults(func=run_zeroshot)
+
+    rt = tasks.add_parser("retrieval", help="image<->text recall@1/5/10 on a caption CSV")
+    _common(rt)
+    rt.add_argument("--captions", required=True, help="CSV with image,caption rows (several per image)")
+    rt.add_argument("--images", default=None, help="image folder (default: beside the CSV)")
+    rt.set_defaults(func=run_retrieval)
+
+    lp = tasks.add_parser("linear-probe", help="logistic-regression probe on frozen features (and few-shot)")
+    _common(lp)
+    _dataset_args(lp)
+    lp.add_argument("--split", default=None, help="test split (default: val for imagenet, test otherwise)")
+    lp.add_argument("--train-split", default="train")
+    lp.add_argument("--limit-train", type=int, default=None, help="fixed random subset of N training images")
+    lp.add_argument("--fewshot-k", type=_ks, default=None, metavar="K,K,...", help="e.g. 1,2,4,8,16")
+    lp.add_argument("--seeds", type=int, default=3, help="few-shot draws per k (default 3)")
+    lp.add_argument("--no-full", action="store_true", help="skip the probe on all training data")
+    lp.add_argument("--feature-cache", default=None, help="feature cache folder (default ~/.cache/clipforge)")
+    lp.set_defaults(func=run_linear_probe)
+    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+
+
+def _split(args: argparse.Namespace) -> str:
+    return args.split or ("val" if args.dataset == "imagenet" else "test")
+
+
+def _finish(report: dict, keys: list[str]) -> int:
+    metrics = report["metrics"]
+    shown = "  ".join(f"{k} {100 * metrics[k]:.2f}%" for k in keys if isinstance(metrics.get(k), float))
+    print(f"{report['model']['name']} on {report['dataset']['name']}: {shown}")
+    skipped = report.get("bad_images", {})
+    skipped = skipped.get("skipped", 0) if "skipped" in skipped else sum(v.get("skipped", 0) for v in skipped.values())
+    if skipped:
+        print(f"{skipped} unreadable images skipped (see {report['files']['log']})")
+    print(f"report: {report['files']['report']}")
+    for check in report.get("expectations", []):
+        verdict = "ok" if check["ok"] else "MISSED"
+        print(f"expect {check['metric']}={check['expected']} ±{check['tolerance']}: measured "
+              f"{check['measured']:.2f} {verdict}", file=sys.stdout if check["ok"] else sys.stderr)
+    return 0 if report.get("passed", True) else 1
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Failures caused by the user's input or environment: reported in one line, no traceback."""
+    from clipforge.weights import DownloadError, UnsafeCheckpointError
+
+    return FileNotFoundError, ValueError, DownloadError, UnsafeCheckpointError
+
+
+def _guard(fn):
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            return fn(args)
+        except user_errors() as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    return wrapped
+
+
+@_guard
+def run_zeroshot(args: argparse.Namespace) -> int:
+    from clipforge.evaluate import evaluate_zeroshot
+    from clipforge.evaluate.report import parse_expect
+    from clipforge.zeroshot.files import read_labels_file
+
+    report = evaluate_zeroshot(
+        args.model, args.dataset, args.root, _split(args), templates=args.templates,
+        classnames=read_labels_file(args.classnames) if args.classnames else None,
+        batch_size=args.batch_size, workers=args.workers, device=args.device, limit=args.limit,
+        out_dir=args.out, plot=args.plot, expect=parse_expect(args.expect), tolerance=args.tolerance,
+        cache_dir=args.cache_dir, progress=not args.quiet)
+    return _finish(report, ["top1", "top5", "mean_per_class_recall"])
+
+
+@_guard
+def run_retrieval(args: argparse.Namespace) -> int:
+    from clipforge.evaluate import evaluate_retrieval
+    from clipforge.evaluate.report import parse_expect
+
+    report = evaluate_retrieval(
+        args.model, args.captions, args.images, batch_size=args.batch_size, workers=args.workers,
+        device=args.device, limit=args.limit, out_dir=args.out, expect=parse_expect(args.expect),
+        tolerance=args.tolerance, progress=not args.quiet)
+    return _finish(report, [f"{d}_R@{k}" for d in ("image_to_text", "text_to_image") for k in (1, 5, 10)])
+
+
+@_guard
+def run_linear_probe(args: argparse.Namespace) -> int:
+    from clipforge.evaluate import evaluate_linear_probe
+    from clipforge.evaluate.report import parse_expect
+
+    report = evaluate_linear_probe(
+        args.model, args.dataset, args.root, train_split=args.train_split, test_split=_split(args),
+        fewshot_k=args.fewshot_k, seeds=args.seeds, full=not args.no_full, batch_size=args.batch_size,
+        workers=args.workers, device=args.device, limit_train=args.limit_train, limit_test=args.limit,
+        out_dir=args.out, feature_cache_dir=args.feature_cache, expect=parse_expect(args.expect),
+        tolerance=args.tolerance, progress=not args.quiet)
+    for k, entry in report["metrics"].get("fewshot", {}).items():
+        print(f"{k}-shot top1 {100 * entry['top1']['mean']:.2f}% ± {100 * entry['top1']['std']:.2f} "
+              f"({entry['top1']['n']} seeds)")
+    return _finish(report, ["top1", "top5", "mean_per_class_recall"])

@@ -1,0 +1,134 @@
+"""`eval linear-probe`: logistic regression on frozen image features, full and few-shot.
+
+See `clipforge.evaluate.probe` for how C is chosen. Features of both splits are extracted
+once (and cached on disk), so adding seeds or shots costs only the small fits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from clipforge.evaluate.common import open_eval_dataset, report_header, resolve_model
+from clipforge.evaluate.feature_cache import cached_features
+from clipforge.evaluate.features import subset_indices
+from clipforge.evaluate.metrics import mean_per_class_recall, topk_accuracy
+from clipforge.evaluate.probe import fewshot_split, fit_probe, mean_std, stratified_holdout
+from clipforge.evaluate.report import (
+    check_expectations,
+    open_run_log,
+    peak_memory,
+    reset_peak_memory,
+    run_stem,
+    write_report,
+)
+
+__all__ = ["evaluate_linear_probe"]
+
+
+def _scores(probs: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    acc = topk_accuracy(probs, y, ks=(1, 5))
+    pred = probs.argmax(axis=1)
+    return {"top1": acc[1], "top5": acc[5], "mean_per_class_recall": mean_per_class_recall(y, pred, probs.shape[1])}
+
+
+def evaluate_linear_probe(model: str | torch.nn.Module, dataset: str | tuple[Any, Any],
+                          root: str | Path | None = None, *, train_split: str = "train", test_split: str = "test",
+                          fewshot_k: Sequence[int] | None = None, seeds: int = 3, full: bool = True,
+                          val_fraction: float = 0.2, max_iter: int = 1000, batch_size: int = 64, workers: int = 0,
+                          device: str | torch.device | None = None, limit_train: int | None = None,
+                          limit_test: int | None = None, out_dir: str | Path = "eval_results",
+                          feature_cache_dir: str | Path | None = None, use_feature_cache: bool = True,
+                          expect: Mapping[str, float] | None = None, tolerance: float = 0.3,
+                          preprocess: Any = None, model_name: str | None = None,
+                          progress: bool = True) -> dict[str, Any]:
+    """Fit probes on train features, score test features; write JSON + log; return the report.
+
+    `dataset`: a name for `clipforge.data.open_dataset` (both splits read under `root`) or a
+    `(train_dataset, test_dataset)` pair. `full`: the probe on all training data (C from a
+    `val_fraction` holdout, refit on train+val). `fewshot_k` with `seeds`: mean ± std per k.
+    """
+    from clipforge.weights import model_fingerprint
+
+    ev = resolve_model(model, device, preprocess, model_name)
+    if isinstance(dataset, str):
+        train_ds = open_eval_dataset(dataset, root, train_split, ev.preprocess)
+        test_ds = open_eval_dataset(dataset, root, test_split, ev.preprocess)
+        ds_name = dataset
+    else:
+        train_ds, test_ds = dataset
+        ds_name = str(getattr(train_ds, "name", "dataset"))
+    if len(train_ds.classnames) != len(test_ds.classnames):
+        raise ValueError(f"train and test splits of {ds_name} disagree on the classes "
+                         f"({len(train_ds.classnames)} vs {len(test_ds.classnames)})")
+    num_classes = len(test_ds.classnames)
+    fingerprint = model_fingerprint(ev.model)
+    out_dir = Path(out_dir)
+    stem = run_stem("linear-probe", ev.name, ds_name, test_split)
+    json_path, log_path = out_dir / f"{stem}.json", out_dir / f"{stem}.log"
+
+    with open_run_log(log_path) as log:
+        reset_peak_memory(ev.device)
+        feats = {}
+        for split, ds, limit in (("train", train_ds, limit_train), ("test", test_ds, limit_test)):
+            result, hit = cached_features(ev.model, ds, fingerprint=fingerprint, split=split,
+                                          indices=subset_indices(len(ds), limit), cache_dir=feature_cache_dir,
+                                          batch_size=batch_size, workers=workers, device=ev.device,
+                                          progress=progress, use_cache=use_feature_cache)
+            feats[split] = (result, hit)
+            log.info("%s features: %d images (%s), %s", split, len(result.labels),
+                     "cached" if hit else "extracted", f"{result.bad.get('skipped', 0)} bad images skipped")
+        x_tr, y_tr = feats["train"][0].features.numpy(), feats["train"][0].labels.numpy()
+        x_te, y_te = feats["test"][0].features.numpy(), feats["test"][0].labels.numpy()
+
+        metrics: dict[str, Any] = {}
+        probe_info: dict[str, Any] = {}
+        if full:
+            tr, va = stratified_holdout(y_tr, val_fraction, seed=0)
+            res = fit_probe(x_tr[tr], y_tr[tr], x_te, num_classes, val=(x_tr[va], y_tr[va]), max_iter=max_iter)
+            metrics.update(_scores(res.test_scores, y_te))
+            probe_info = {**res.summary(), "train_examples": int(len(tr)), "val_examples": int(len(va))}
+            log.info("full probe: C=%.4g (val acc %s) top1 %.2f%%", res.c, res.val_accuracy, 100 * metrics["top1"])
+        fewshot: dict[str, Any] = {}
+        runs = [(k, s) for k in (fewshot_k or ()) for s in range(seeds)]
+        for k, seed in tqdm(runs, desc="few-shot fits", disable=not progress or not runs):
+            tr, va = fewshot_split(y_tr, k, seed)
+            res = fit_probe(x_tr[tr], y_tr[tr], x_te, num_classes, val=(x_tr[va], y_tr[va]),
+                            refit_on_val=False, max_iter=max_iter)
+            entry = fewshot.setdefault(str(k), {"runs": []})
+            entry["runs"].append({"seed": seed, **_scores(res.test_scores, y_te), **res.summary(),
+                                  "train_examples": int(len(tr)), "val_examples": int(len(va))})
+        for k, entry in fewshot.items():
+            for name in ("top1", "mean_per_class_recall"):
+                entry[name] = mean_std([r[name] for r in entry["runs"]])
+            log.info("%s-shot: top1 %.2f%% ± %.2f over %d seeds", k, 100 * entry["top1"]["mean"],
+                     100 * entry["top1"]["std"], entry["top1"]["n"])
+        if fewshot:
+            metrics["fewshot"] = fewshot
+
+        report: dict[str, Any] = {
+            **report_header("linear_probe", ev.device),
+            "model": ev.describe(fingerprint),
+            "dataset": {"name": ds_name, "root": str(getattr(test_ds, "root", root)), "train_split": train_split,
+                        "test_split": test_split, "num_classes": num_classes,
+                        "train_examples": int(len(y_tr)), "test_examples": int(len(y_te)),
+                        "limit_train": limit_train, "limit_test": limit_test},
+            "probe": {"classifier": "sklearn LogisticRegression (multinomial, L-BFGS, L2)", "max_iter": max_iter,
+                      "val_fraction": val_fraction, "seeds": seeds, **({"full": probe_info} if full else {})},
+            "metrics": metrics,
+            "bad_images": {s: feats[s][0].bad for s in feats},
+            "timing": {s: {**feats[s][0].timing, "cached": feats[s][1]} for s in feats},
+            "memory": peak_memory(ev.device),
+            "files": {"report": str(json_path), "log": str(log_path)},
+        }
+        if expect:
+            report["expectations"] = check_expectations(metrics, expect, tolerance)
+            report["passed"] = all(c["ok"] for c in report["expectations"])
+        write_report(json_path, report)
+        log.info("report written to %s", json_path)
+    return report

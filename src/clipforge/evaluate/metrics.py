@@ -1,0 +1,147 @@
+"""Classification and retrieval metrics with one documented tie rule.
+
+Tie rule (everywhere in this module): candidates are ranked by score, highest first, and
+equal scores are ordered by index, lowest first — the order of a stable descending sort,
+and the same choice `argmax` makes. So a target tied with a lower-indexed class ranks below
+it. The rule matters for degenerate models (an untrained or collapsed model can give many
+classes the same score) and makes every number reproducible bit for bit.
+(scikit-learn's `top_k_accuracy_score` breaks ties the other way, higher index first.)
+
+Retrieval follows the CLIP paper: an image query hits at k when ANY of its captions is among
+the k best texts; a text query hits when its one image is among the k best images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import torch
+
+__all__ = [
+    "classification_metrics", "confusion_matrix", "mean_per_class_recall", "per_class_accuracy",
+    "predictions", "retrieval_metrics", "retrieval_ranks", "target_ranks", "topk_accuracy",
+]
+
+
+def _scores(x) -> torch.Tensor:
+    t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+    return t.detach().float().cpu()
+
+
+def _labels(x) -> torch.Tensor:
+    t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+    return t.detach().long().cpu().reshape(-1)
+
+
+def target_ranks(scores, targets) -> torch.Tensor:
+    """0-based rank of each sample's target class under the tie rule: the number of classes
+    scoring strictly higher plus the number of lower-indexed classes scoring the same."""
+    s, y = _scores(scores), _labels(targets)
+    if s.ndim != 2 or s.shape[0] != y.shape[0]:
+        raise ValueError(f"scores must be [N, C] with N = len(targets); got {tuple(s.shape)} and {len(y)}")
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= s.shape[1]):
+        raise ValueError(f"targets must lie in 0..{s.shape[1] - 1}")
+    own = s.gather(1, y[:, None])
+    before = torch.arange(s.shape[1])[None, :] < y[:, None]
+    return ((s > own) | ((s == own) & before)).sum(dim=1)
+
+
+def predictions(scores) -> torch.Tensor:
+    """Top-1 class per sample (first maximum, consistent with the tie rule)."""
+    return _scores(scores).argmax(dim=1)
+
+
+def topk_accuracy(scores, targets, ks: Iterable[int] = (1, 5)) -> dict[int, float]:
+    """Fraction of samples whose target ranks within the top k, for each k (k > C counts as C)."""
+    ranks = target_ranks(scores, targets)
+    if len(ranks) == 0:
+        return {int(k): float("nan") for k in ks}
+    return {int(k): int((ranks < k).sum()) / len(ranks) for k in ks}
+
+
+def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
+    """int64 [C, C]; rows are true classes, columns predicted classes."""
+    t, p = _labels(y_true).numpy(), _labels(y_pred).numpy()
+    return np.bincount(t * num_classes + p, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def per_class_accuracy(y_true, y_pred, num_classes: int) -> np.ndarray:
+    """Recall of each class; NaN for classes with no samples (they have no accuracy to report)."""
+    cm = confusion_matrix(y_true, y_pred, num_classes)
+    support = cm.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(support > 0, np.diag(cm) / np.maximum(support, 1), np.nan)
+
+
+def mean_per_class_recall(y_true, y_pred, num_classes: int) -> float:
+    """Mean of per-class recall over classes present in `y_true` (= balanced accuracy)."""
+    acc = per_class_accuracy(y_true, y_pred, num_classes)
+    present = ~np.isnan(acc)
+    return float(acc[present].mean()) if present.any() else float("nan")
+
+
+def classification_metrics(scores, targets, ks: Sequence[int] = (1, 5)) -> dict:
+    """Everything `eval zeroshot` reports, as plain floats (fractions, not percent)."""
+    s, y = _scores(scores), _labels(targets)
+    num_classes = s.shape[1]
+    pred = predictions(s)
+    acc = topk_accuracy(s, y, ks)
+    return {
+        **{f"top{k}": v for k, v in acc.items()},
+        "mean_per_class_recall": mean_per_class_recall(y, pred, num_classes),
+        "per_class_accuracy": [None if np.isnan(a) else float(a) for a in per_class_accuracy(y, pred, num_classes)],
+        "num_samples": int(len(y)),
+        "num_classes": int(num_classes),
+    }
+
+
+def retrieval_ranks(scores, positives, chunk: int = 1024) -> torch.Tensor:
+    """0-based rank of each query's best-ranked positive under the tie rule.
+
+    `scores` [Q, G]; `positives` either a bool mask [Q, G] or, when each query has one
+    positive, a LongTensor [Q] of gallery indices. Work is chunked over queries so a
+    5k x 25k similarity matrix does not need a 5k x 25k mask at once.
+    """
+    s = _scores(scores)
+    single = not (isinstance(positives, torch.Tensor) and positives.dtype == torch.bool) and \
+        np.asarray(positives).ndim == 1
+    out = []
+    gallery = torch.arange(s.shape[1])
+    for start in range(0, s.shape[0], chunk):
+        block = s[start:start + chunk]
+        if single:
+            pos_idx = _labels(positives)[start:start + chunk]
+            mask = torch.zeros_like(block, dtype=torch.bool)
+            mask[torch.arange(len(block)), pos_idx] = True
+        else:
+            mask = torch.as_tensor(np.asarray(positives)[start:start + chunk], dtype=torch.bool)
+        if not bool(mask.any(dim=1).all()):
+            raise ValueError("every query needs at least one positive")
+        # The best positive is the one with the highest score, lowest index among equals:
+        # argmax returns the first maximum.
+        best = block.masked_fill(~mask, float("-inf")).argmax(dim=1)
+        best_score = block.gather(1, best[:, None])
+        ahead = (block > best_score) | ((block == best_score) & (gallery[None, :] < best[:, None]))
+        out.append(ahead.sum(dim=1))
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+
+
+def retrieval_metrics(image_features, text_features, text_to_image, ks: Sequence[int] = (1, 5, 10)) -> dict:
+    """Image->text and text->image recall@k from (normalised) features and each caption's image index."""
+    img, txt = _scores(image_features), _scores(text_features)
+    t2i = _labels(text_to_image)
+    if len(t2i) != len(txt):
+        raise ValueError(f"text_to_image has {len(t2i)} entries for {len(txt)} captions")
+    sim = img @ txt.t()  # [images, texts]
+    i2t_mask = torch.zeros(sim.shape, dtype=torch.bool)
+    i2t_mask[t2i, torch.arange(len(t2i))] = True
+    i2t = retrieval_ranks(sim, i2t_mask)
+    t2i_ranks = retrieval_ranks(sim.t(), t2i)
+    out: dict = {}
+    for k in ks:
+        out[f"image_to_text_R@{k}"] = int((i2t < k).sum()) / len(i2t)
+    for k in ks:
+        out[f"text_to_image_R@{k}"] = int((t2i_ranks < k).sum()) / len(t2i_ranks)
+    out["num_images"], out["num_texts"] = int(img.shape[0]), int(txt.shape[0])
+    return out

@@ -1,0 +1,141 @@
+"""Logistic-regression probes on frozen features, with the CLIP paper's choice of C.
+
+The paper (appendix A.3) fits scikit-learn's L-BFGS logistic regression and picks the L2
+strength on a validation split with a parametric binary search: start at 10^-6, 10^-4, ...,
+10^6, then repeatedly halve the step around the best value until 8 steps per decade. We search
+log10(C) the same way (C = 1/lambda, so the range is the same), then refit on train + val.
+
+Few-shot (k examples per class): the k-shot sample is the training set, a disjoint validation
+set of min(k, 4) further examples per class (the CoOp convention) picks C, and the final model
+is fitted on the k-shot sample alone, so "k-shot" means k training labels per class. With no
+examples left for validation, C falls back to 1.0 and the result says so.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["ProbeResult", "fewshot_split", "fit_probe", "mean_std", "search_c", "stratified_holdout"]
+
+COARSE_LOG10_C = (-6.0, -4.0, -2.0, 0.0, 2.0, 4.0, 6.0)
+FINEST_STEP = 0.125  # 8 steps per decade
+
+
+def _fit(x: np.ndarray, y: np.ndarray, c: float, max_iter: int):
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    model = LogisticRegression(C=c, max_iter=max_iter, solver="lbfgs", random_state=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        model.fit(x, y)
+    converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+    return model, converged
+
+
+def _accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
+    return float((model.predict(x) == y).mean())
+
+
+def search_c(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
+             max_iter: int = 1000, evaluate: Callable[[float], float] | None = None) -> tuple[float, dict[float, float]]:
+    """Best C by validation accuracy; returns (C, {log10 C: accuracy} for every C tried).
+
+    Ties go to the smaller C (stronger regularisation), so the search is deterministic.
+    `evaluate` (log10 C -> accuracy) replaces fitting, for tests of the search itself.
+    """
+    def score(log_c: float) -> float:
+        if evaluate is not None:
+            return evaluate(log_c)
+        model, _ = _fit(x_train, y_train, 10.0 ** log_c, max_iter)
+        return _accuracy(model, x_val, y_val)
+
+    tried: dict[float, float] = {}
+
+    def best() -> float:
+        return max(sorted(tried), key=lambda c: (tried[c], -c))
+
+    for log_c in COARSE_LOG10_C:
+        tried[log_c] = score(log_c)
+    step = 2.0
+    while step > FINEST_STEP:
+        step /= 2
+        centre = best()
+        for log_c in (centre - step, centre + step):
+            log_c = round(log_c, 6)
+            if COARSE_LOG10_C[0] <= log_c <= COARSE_LOG10_C[-1] and log_c not in tried:
+                tried[log_c] = score(log_c)
+    return 10.0 ** best(), tried
+
+
+def stratified_holdout(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Index arrays (train, val): `fraction` of each class with >= 2 samples goes to val."""
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        n_val = int(round(fraction * len(idx))) if len(idx) >= 2 else 0
+        n_val = min(max(n_val, 1 if len(idx) >= 2 else 0), len(idx) - 1)
+        val.extend(idx[:n_val])
+        train.extend(idx[n_val:])
+    return np.sort(np.array(train, dtype=int)), np.sort(np.array(val, dtype=int))
+
+
+def fewshot_split(y: np.ndarray, k: int, seed: int, val_per_class: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """k training indices per class (all of a class with fewer), plus min(k, 4) disjoint
+    validation indices per class from what is left."""
+    if k < 1:
+        raise ValueError(f"few-shot k must be >= 1, got {k}")
+    per_val = min(k, 4) if val_per_class is None else val_per_class
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        train.extend(idx[:k])
+        val.extend(idx[k:k + per_val])
+    return np.sort(np.array(train, dtype=int)), np.sort(np.array(val, dtype=int))
+
+
+@dataclass
+class ProbeResult:
+    c: float
+    c_selection: str
+    val_accuracy: float | None
+    sweep: dict[float, float] = field(default_factory=dict)
+    converged: bool = True
+    test_scores: np.ndarray | None = None  # [N_test, num_classes] probabilities
+
+    def summary(self) -> dict[str, Any]:
+        return {"C": self.c, "c_selection": self.c_selection, "val_accuracy": self.val_accuracy,
+                "sweep": {f"{k:g}": v for k, v in sorted(self.sweep.items())}, "converged": self.converged}
+
+
+def fit_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, num_classes: int, *,
+              val: tuple[np.ndarray, np.ndarray] | None = None, refit_on_val: bool = True,
+              max_iter: int = 1000) -> ProbeResult:
+    """Choose C on `val` = (x_val, y_val), refit, and score `x_test` ([N, num_classes] probabilities).
+
+    Classes absent from the training data get probability 0 (sklearn only knows seen classes).
+    """
+    if val is not None and len(val[1]):
+        c, sweep = search_c(x_train, y_train, val[0], val[1], max_iter=max_iter)
+        val_acc, selection = max(sweep.values()), "validation sweep"
+        if refit_on_val:
+            x_train, y_train = np.concatenate([x_train, val[0]]), np.concatenate([y_train, val[1]])
+    else:
+        c, sweep, val_acc, selection = 1.0, {}, None, "default C=1 (no validation examples)"
+    model, converged = _fit(x_train, y_train, c, max_iter)
+    scores = np.zeros((len(x_test), num_classes), dtype=np.float64)
+    scores[:, model.classes_.astype(int)] = model.predict_proba(x_test)
+    return ProbeResult(c, selection, val_acc, sweep, converged, scores)
+
+
+def mean_std(values: Sequence[float]) -> dict[str, float]:
+    """Mean and sample standard deviation (ddof=1; 0 for a single value)."""
+    arr = np.asarray(values, dtype=float)
+    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0, "n": int(len(arr))}

@@ -1,0 +1,94 @@
+"""`eval retrieval`: image<->text recall@k over a caption CSV, CLIP-paper convention.
+
+Images that cannot be decoded are dropped together with their captions (a caption whose
+image is not in the gallery can never be retrieved correctly, and would silently lower
+text->image recall), and the report counts them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from clipforge.evaluate.common import report_header, resolve_model
+from clipforge.evaluate.features import extract_image_features, subset_indices
+from clipforge.evaluate.metrics import retrieval_metrics
+from clipforge.evaluate.report import (
+    check_expectations,
+    open_run_log,
+    peak_memory,
+    reset_peak_memory,
+    run_stem,
+    write_report,
+)
+from clipforge.zeroshot.embeddings import encode_texts
+
+__all__ = ["evaluate_retrieval"]
+
+
+def evaluate_retrieval(model: str | torch.nn.Module, captions: str | Path | Any, images: str | Path | None = None,
+                       *, ks: Sequence[int] = (1, 5, 10), batch_size: int = 64, text_batch_size: int = 256,
+                       workers: int = 0, device: str | torch.device | None = None, limit: int | None = None,
+                       out_dir: str | Path = "eval_results", expect: Mapping[str, float] | None = None,
+                       tolerance: float = 0.3, preprocess: Any = None, model_name: str | None = None,
+                       dataset_name: str | None = None, progress: bool = True) -> dict[str, Any]:
+    """`captions`: a CSV path (``image,caption`` rows, see `clipforge.data.CaptionDataset`) or a
+    `CaptionDataset`. `limit`: a fixed random subset of images (with all their captions)."""
+    from clipforge.data import CaptionDataset
+
+    ev = resolve_model(model, device, preprocess, model_name)
+    ds = captions if isinstance(captions, CaptionDataset) else CaptionDataset(captions, images, ev.preprocess)
+    name = dataset_name or Path(getattr(ds, "csv_path", "captions")).parent.name or "captions"
+    out_dir = Path(out_dir)
+    stem = run_stem("retrieval", ev.name, name, None)
+    json_path, log_path = out_dir / f"{stem}.json", out_dir / f"{stem}.log"
+
+    with open_run_log(log_path) as log:
+        reset_peak_memory(ev.device)
+        chosen = subset_indices(len(ds), limit)
+        log.info("model %s (%s); %d images, %d captions in %s%s", ev.name, ev.weights, len(ds.images),
+                 len(ds.captions), getattr(ds, "csv_path", ""), f" (subset of {limit} images)" if chosen else "")
+        result = extract_image_features(ev.model, ds, batch_size=batch_size, workers=workers, device=ev.device,
+                                        indices=chosen, progress=progress, desc=f"retrieval {name}")
+        # The gallery is the images that decoded; keep exactly their captions, re-indexed.
+        gallery = {int(i): pos for pos, i in enumerate(result.indices.tolist())}
+        keep = [j for j, img in enumerate(ds.text_to_image) if img in gallery]
+        texts = [ds.captions[j] for j in keep]
+        considered = len(ds.captions) if chosen is None else sum(len(ds.image_to_text[i]) for i in chosen)
+        text_to_image = torch.tensor([gallery[ds.text_to_image[j]] for j in keep], dtype=torch.long)
+        t0 = time.perf_counter()
+        text_features = encode_texts(ev.model, texts, batch_size=text_batch_size, device=ev.device,
+                                     progress=progress).cpu()
+        text_s = time.perf_counter() - t0
+        image_features = result.features / result.features.norm(dim=-1, keepdim=True)
+        metrics = retrieval_metrics(image_features, text_features, text_to_image, ks=ks)
+        log.info("image->text R@1/5/10 %s; text->image %s",
+                 [round(100 * metrics[f"image_to_text_R@{k}"], 2) for k in ks],
+                 [round(100 * metrics[f"text_to_image_R@{k}"], 2) for k in ks])
+        report: dict[str, Any] = {
+            **report_header("retrieval", ev.device),
+            "model": ev.describe(),
+            "dataset": {"name": name, "captions_csv": str(getattr(ds, "csv_path", "")), "images": str(ds.root),
+                        "num_images": len(ds.images), "num_captions": len(ds.captions), "limit": limit,
+                        "evaluated_images": metrics["num_images"], "evaluated_captions": metrics["num_texts"],
+                        "missing_files": len(getattr(ds, "missing", [])),
+                        "bad_csv_rows": len(getattr(ds, "bad_rows", []))},
+            "convention": "image query hits when any of its captions is in the top k; text query hits when its "
+                          "image is in the top k; ties: higher score first, then lower index",
+            "metrics": metrics,
+            "bad_images": {**result.bad, "captions_dropped": considered - len(keep)},
+            "timing": {**result.timing, "text_s": round(text_s, 4),
+                       "texts_per_s": round(len(texts) / text_s, 3) if text_s > 0 else None},
+            "memory": peak_memory(ev.device),
+            "files": {"report": str(json_path), "log": str(log_path)},
+        }
+        if expect:
+            report["expectations"] = check_expectations(metrics, expect, tolerance)
+            report["passed"] = all(c["ok"] for c in report["expectations"])
+        write_report(json_path, report)
+        log.info("report written to %s", json_path)
+    return report

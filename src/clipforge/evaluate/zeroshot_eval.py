@@ -1,0 +1,126 @@
+"""`eval zeroshot`: zero-shot classification accuracy and speed, one JSON report per run.
+
+The measurement is the CLIP paper's: class embeddings from prompt ensembles, each image
+assigned the class of highest cosine similarity, top-1/top-5 accuracy and mean per-class
+recall over the whole split (or a fixed subset with `limit`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from clipforge.evaluate.common import (
+    dataset_classnames,
+    default_templates,
+    open_eval_dataset,
+    report_header,
+    resolve_model,
+)
+from clipforge.evaluate.features import extract_image_features, subset_indices
+from clipforge.evaluate.metrics import classification_metrics, confusion_matrix, predictions
+from clipforge.evaluate.report import (
+    check_expectations,
+    open_run_log,
+    peak_memory,
+    reset_peak_memory,
+    run_stem,
+    write_report,
+)
+from clipforge.zeroshot import ZeroShotClassifier, get_templates
+
+__all__ = ["evaluate_zeroshot"]
+
+
+def evaluate_zeroshot(model: str | torch.nn.Module, dataset: str | Any, root: str | Path | None = None,
+                      split: str | None = None, *, templates: str | Sequence[str] | None = None,
+                      classnames: Sequence[str] | None = None, batch_size: int = 64, workers: int = 0,
+                      device: str | torch.device | None = None, limit: int | None = None,
+                      out_dir: str | Path = "eval_results", plot: bool = False,
+                      expect: Mapping[str, float] | None = None, tolerance: float = 0.3,
+                      cache_dir: str | Path | None = None, preprocess: Any = None,
+                      model_name: str | None = None, progress: bool = True) -> dict[str, Any]:
+    """Run the evaluation, write ``<out_dir>/<stem>.json`` and ``.log`` (and PNGs with `plot`).
+
+    `model`: a `--model` string or a CLIP-like module. `dataset`: a name for
+    `clipforge.data.open_dataset` (with `root`) or a dataset object with `classnames`.
+    `expect`: percent values per metric (``{"top1": 63.3}``); the report's ``passed`` says
+    whether every one is within `tolerance` points. Returns the report dict (with ``files``).
+    """
+    ev = resolve_model(model, device, preprocess, model_name)
+    ds = open_eval_dataset(dataset, root, split, ev.preprocess)
+    ds_name = dataset if isinstance(dataset, str) else str(getattr(ds, "name", "dataset"))
+    names = list(classnames) if classnames is not None else dataset_classnames(ds_name, ds)
+    if len(names) != len(ds.classnames):
+        raise ValueError(f"{len(names)} class names given for {len(ds.classnames)} classes of {ds_name}")
+    template_spec = templates if templates is not None else default_templates(ds_name)
+    template_list = get_templates(template_spec)
+    out_dir = Path(out_dir)
+    stem = run_stem("zeroshot", ev.name, ds_name, getattr(ds, "split", split))
+    json_path, log_path = out_dir / f"{stem}.json", out_dir / f"{stem}.log"
+
+    with open_run_log(log_path) as log:
+        log.info("model %s (%s) on %s; dataset %r: %d images, %d classes; %d templates",
+                 ev.name, ev.weights, ev.device, ds, len(ds), len(names), len(template_list))
+        reset_peak_memory(ev.device)
+        t0 = time.perf_counter()
+        classifier = ZeroShotClassifier(ev.model, names, template_list, device=ev.device, cache_dir=cache_dir,
+                                        progress=progress)
+        embed_s = time.perf_counter() - t0
+        log.info("class embeddings: %.2fs (%s)", embed_s,
+                 f"cache hit {classifier.cache_path}" if classifier.cache_hit else "computed")
+        chosen = subset_indices(len(ds), limit)
+        result = extract_image_features(ev.model, ds, batch_size=batch_size, workers=workers, device=ev.device,
+                                        indices=chosen, progress=progress, desc=f"zeroshot {ds_name}")
+        scores = classifier.logits(result.features).cpu()
+        metrics = classification_metrics(scores, result.labels, ks=(1, 5))
+        log.info("top1 %.2f%% top5 %.2f%% mean per-class recall %.2f%% over %d images; %s",
+                 100 * metrics["top1"], 100 * metrics["top5"], 100 * metrics["mean_per_class_recall"],
+                 metrics["num_samples"], f"{result.bad['skipped']} bad images skipped")
+        for example in result.bad.get("examples", [])[:20]:
+            log.warning("bad image %s: %s", example["source"], example["reason"])
+        timing = {**result.timing, "class_embeddings_s": round(embed_s, 4),
+                  "class_embeddings_cached": classifier.cache_hit}
+        report: dict[str, Any] = {
+            **report_header("zeroshot_classification", ev.device),
+            "model": ev.describe(),
+            "dataset": {"name": ds_name, "root": str(getattr(ds, "root", root)), "split": getattr(ds, "split", split),
+                        "layout": getattr(ds, "layout", None), "num_images": len(ds), "num_classes": len(names),
+                        "limit": limit, "evaluated": metrics["num_samples"],
+                        "missing_files": len(getattr(ds, "missing", []))},
+            "templates": {"spec": template_spec if isinstance(template_spec, str) else "custom",
+                          "count": len(template_list), "templates": template_list},
+            "classnames": names,
+            "metrics": metrics,
+            "bad_images": result.bad,
+            "timing": timing,
+            "memory": peak_memory(ev.device),
+            "files": {"report": str(json_path), "log": str(log_path)},
+        }
+        if plot:
+            report["files"]["plots"] = _plots(metrics, names, result.labels, predictions(scores), out_dir, stem)
+        if expect:
+            report["expectations"] = check_expectations(metrics, expect, tolerance)
+            report["passed"] = all(c["ok"] for c in report["expectations"])
+            for c in report["expectations"]:
+                log.log(20 if c["ok"] else 40, "expect %s=%.2f±%.2f: measured %.2f %s", c["metric"], c["expected"],
+                        c["tolerance"], c["measured"], "ok" if c["ok"] else "MISSED")
+        write_report(json_path, report)
+        log.info("report written to %s", json_path)
+    return report
+
+
+def _plots(metrics: dict, names: list[str], labels: torch.Tensor, pred: torch.Tensor, out_dir: Path,
+           stem: str) -> list[str]:
+    from clipforge.evaluate.plots import plot_confusion_matrix, plot_per_class_accuracy
+
+    cm = confusion_matrix(labels, pred, len(names))
+    return [
+        str(plot_per_class_accuracy(metrics["per_class_accuracy"], names, out_dir / f"{stem}_per_class.png")),
+        str(plot_confusion_matrix(np.asarray(cm), names, out_dir / f"{stem}_confusion.png")),
+    ]

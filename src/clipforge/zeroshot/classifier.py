@@ -1,0 +1,142 @@
+"""`ZeroShotClassifier`: a CLIP model plus a class-embedding matrix is a linear classifier.
+
+The class embeddings are built once (or read from the on-disk cache) when the classifier is
+made; after that classifying is one image forward pass and one matrix product, exactly the
+evaluation the CLIP paper describes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from clipforge.zeroshot.embeddings import (
+    build_class_embeddings,
+    cache_key,
+    default_cache_dir,
+    load_cached_embeddings,
+    save_cached_embeddings,
+    text_tower_fingerprint,
+)
+from clipforge.zeroshot.prompts import get_templates
+
+__all__ = ["ZeroShotClassifier"]
+
+log = logging.getLogger(__name__)
+
+
+class ZeroShotClassifier:
+    """Classify images among `classnames` described by prompt `templates`.
+
+    `templates` is anything `get_templates` accepts (a set name such as ``"imagenet"``, one
+    template, a list, a file). The class embeddings are cached under `cache_dir` (default
+    `default_cache_dir()`), keyed by the fingerprint of the text tower's weights, the model
+    class, the class names, the templates and the context length; `use_cache=False` always
+    recomputes and writes nothing. `fingerprint` is that text-tower fingerprint.
+    """
+
+    def __init__(self, model: torch.nn.Module, classnames: Sequence[str],
+                 templates: str | Sequence[str] = "imagenet", *, preprocess: Any = None,
+                 device: str | torch.device | None = None, batch_size: int = 256,
+                 cache_dir: str | Path | None = None, use_cache: bool = True, progress: bool = True) -> None:
+        if not classnames:
+            raise ValueError("ZeroShotClassifier needs at least one class name")
+        self.model = model
+        self.classnames = [str(c) for c in classnames]
+        self.templates = get_templates(templates)
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.batch_size = batch_size
+        self._preprocess = preprocess
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.use_cache = use_cache
+        self.cache_hit = False
+        self.cache_path: Path | None = None
+        self.fingerprint: str | None = None
+        started = time.perf_counter()
+        self.class_embeddings = self._load_or_build(progress)
+        self.build_seconds = time.perf_counter() - started
+
+    def _load_or_build(self, progress: bool) -> torch.Tensor:
+        key = None
+        if self.use_cache:
+            self.fingerprint = text_tower_fingerprint(self.model)
+            model_class = f"{type(self.model).__module__}.{type(self.model).__qualname__}"
+            key = cache_key(self.fingerprint, self.classnames, self.templates,
+                            int(getattr(self.model, "context_length", 77)), model_class)
+            cached = load_cached_embeddings(self.cache_dir, key, len(self.classnames))
+            if cached is not None:
+                self.cache_hit = True
+                self.cache_path = self.cache_dir / f"{key}.safetensors"
+                return cached.to(self.device)
+        embeddings = build_class_embeddings(self.model, self.classnames, self.templates,
+                                            batch_size=self.batch_size, device=self.device, progress=progress)
+        if key is not None:
+            try:
+                self.cache_path = save_cached_embeddings(self.cache_dir, key, embeddings, metadata={
+                    "fingerprint": self.fingerprint or "", "num_classes": str(len(self.classnames)),
+                    "num_templates": str(len(self.templates))})
+            except OSError as exc:  # a read-only cache must not stop classification
+                log.warning("could not write class-embedding cache in %s: %s", self.cache_dir, exc)
+        return embeddings
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classnames)
+
+    @property
+    def preprocess(self) -> Any:
+        if self._preprocess is None:
+            from clipforge.image import build_preprocess
+
+            self._preprocess = build_preprocess(int(self.model.visual.input_resolution))
+        return self._preprocess
+
+    def logits(self, image_features: torch.Tensor) -> torch.Tensor:
+        """Scaled cosine similarities [N, num_classes]; the features need not be normalised."""
+        features = image_features.to(self.class_embeddings.device).float()
+        features = features / features.norm(dim=-1, keepdim=True)
+        scale = self.model.logit_scale.exp().float().to(features.device) if hasattr(self.model, "logit_scale") \
+            else torch.tensor(100.0, device=features.device)
+        return scale * features @ self.class_embeddings.t()
+
+    def _as_batch(self, images: Any) -> torch.Tensor:
+        if isinstance(images, torch.Tensor):
+            return images.unsqueeze(0) if images.ndim == 3 else images
+        if not isinstance(images, (list, tuple)):
+            images = [images]
+        tensors = []
+        for item in images:
+            if isinstance(item, torch.Tensor):
+                tensors.append(item)
+                continue
+            if isinstance(item, (str, Path)):
+                from clipforge.image import load_image
+
+                item = load_image(item)
+            tensors.append(self.preprocess(item))
+        return torch.stack(tensors)
+
+    @torch.no_grad()
+    def encode_images(self, images: Any, batch_size: int = 64) -> torch.Tensor:
+        """Image features (unnormalised, float32) for a tensor batch, PIL images or paths."""
+        batch = self._as_batch(images)
+        out = [self.model.encode_image(batch[i:i + batch_size].to(self.device)).float()
+               for i in range(0, len(batch), batch_size)]
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def predict(self, images: Any, top_k: int = 5) -> tuple[list[list[str]], torch.Tensor]:
+        """Top-k class names per image and their softmax probabilities [N, k] (highest first).
+
+        `images`: a preprocessed tensor [N,3,R,R] (or [3,R,R]), a PIL image, a path, or a list
+        of those. Probabilities are over all classes, so they sum to at most 1 across the k.
+        """
+        probs = self.logits(self.encode_images(images)).softmax(dim=-1)
+        values, indices = probs.topk(min(top_k, self.num_classes), dim=-1)
+        labels = [[self.classnames[j] for j in row] for row in indices.tolist()]
+        return labels, values.cpu()

@@ -1,0 +1,168 @@
+"""Class embeddings: the zero-shot classifier's weight matrix, built from prompts and cached.
+
+A class embedding is normalize(mean over templates of normalize(encode_text(prompt))), the
+prompt-ensembling recipe of the CLIP paper. Building one for ImageNet means 80,000 text
+forward passes, so two things matter: prompts are batched by token length (`CLIP.encode_text`
+only runs the tower up to the batch's longest prompt, so sorting by length makes most batches
+short), and the result is cached on disk keyed by everything that determines it, so the
+second build is a file read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+__all__ = [
+    "CACHE_FORMAT_VERSION", "build_class_embeddings", "cache_key", "default_cache_dir", "encode_texts",
+    "load_cached_embeddings", "save_cached_embeddings", "text_tower_fingerprint",
+]
+
+log = logging.getLogger(__name__)
+
+# Bump when the recipe changes in a way that changes the numbers for identical inputs.
+CACHE_FORMAT_VERSION = 1
+# The tokenizer is part of what determines the embeddings; clipforge ships OpenAI's BPE only.
+TOKENIZER_ID = "openai-clip-bpe-49408"
+
+
+def default_cache_dir() -> Path:
+    """``$CLIPFORGE_CACHE_DIR`` or ``$XDG_CACHE_HOME/clipforge`` (``~/.cache/clipforge``), plus class_embeddings."""
+    root = os.environ.get("CLIPFORGE_CACHE_DIR")
+    if not root:
+        root = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "clipforge")
+    return Path(root) / "class_embeddings"
+
+
+def cache_key(fingerprint: str, classnames: Sequence[str], templates: Sequence[str], context_length: int,
+              model_class: str = "") -> str:
+    """Hex digest of everything the embeddings depend on (order of classes and templates included).
+
+    `model_class` keeps two classes with equal weights but different `encode_text` apart.
+    """
+    payload = json.dumps({
+        "version": CACHE_FORMAT_VERSION, "tokenizer": TOKENIZER_ID, "fingerprint": fingerprint,
+        "model_class": model_class, "context_length": int(context_length), "classnames": list(classnames),
+        "templates": list(templates),
+    }, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:32]
+
+
+def text_tower_fingerprint(model: torch.nn.Module) -> str:
+    """Fingerprint of the weights `encode_text` reads: everything but the image tower and the
+    logit scale. Cheaper than the whole model (a third of ViT-L/14) and still correct when
+    only the image tower was fine-tuned."""
+    from clipforge.weights import fingerprint_state_dict
+
+    state = model.state_dict()
+    text = {k: v for k, v in state.items() if not k.startswith("visual.") and k != "logit_scale"}
+    return fingerprint_state_dict(text or state)
+
+
+def _cache_path(cache_dir: Path, key: str) -> Path:
+    return Path(cache_dir) / f"{key}.safetensors"
+
+
+def load_cached_embeddings(cache_dir: str | Path, key: str, num_classes: int) -> torch.Tensor | None:
+    """The cached matrix, or None when absent or unreadable (a damaged file is rebuilt, not trusted)."""
+    from safetensors.torch import load_file
+
+    path = _cache_path(Path(cache_dir), key)
+    if not path.is_file():
+        return None
+    try:
+        tensor = load_file(str(path))["class_embeddings"]
+    except Exception as exc:  # any damage means "rebuild"
+        log.warning("ignoring unreadable class-embedding cache %s (%s); rebuilding", path, exc)
+        return None
+    if tensor.ndim != 2 or tensor.shape[0] != num_classes:
+        log.warning("ignoring class-embedding cache %s with shape %s (expected %d rows)",
+                    path, tuple(tensor.shape), num_classes)
+        return None
+    return tensor
+
+
+def save_cached_embeddings(cache_dir: str | Path, key: str, embeddings: torch.Tensor,
+                           metadata: dict[str, str] | None = None) -> Path:
+    """Write atomically (temp file + rename) so a reader never sees half a file."""
+    from safetensors.torch import save_file
+
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path = _cache_path(cache_dir, key)
+    fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=cache_dir)
+    os.close(fd)
+    try:
+        save_file({"class_embeddings": embeddings.detach().float().cpu().contiguous()}, tmp,
+                  metadata={k: str(v) for k, v in (metadata or {}).items()})
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _prompts(classnames: Sequence[str], templates: Sequence[str]) -> list[str]:
+    # Class-major order: prompt i belongs to class i // len(templates).
+    return [template.format(name) for name in classnames for template in templates]
+
+
+@torch.no_grad()
+def build_class_embeddings(model: torch.nn.Module, classnames: Sequence[str], templates: Sequence[str],
+                           batch_size: int = 256, device: str | torch.device | None = None,
+                           progress: bool = True) -> torch.Tensor:
+    """Return float32 [num_classes, embed_dim] unit vectors (on `device`).
+
+    Prompts are tokenised once, sorted by EOT position and encoded in batches of similar
+    length; each prompt's normalised feature is added to its class's sum, so memory stays
+    [num_classes, embed_dim] however many templates there are.
+    """
+    from clipforge.text import tokenize
+
+    if not classnames:
+        raise ValueError("no class names given")
+    if not templates:
+        raise ValueError("no templates given")
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    num_templates = len(templates)
+    context_length = int(getattr(model, "context_length", 77))
+    tokens = tokenize(_prompts(classnames, templates), context_length=context_length, truncate=True)
+    order = torch.argsort(tokens.argmax(dim=-1), stable=True)
+    sums = torch.zeros(len(classnames), int(model.embed_dim), dtype=torch.float32, device=device)
+    with tqdm(total=len(order), unit="prompt", desc="class embeddings", disable=not progress, leave=False) as bar:
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            features = model.encode_text(tokens[idx].to(device)).float()
+            features = features / features.norm(dim=-1, keepdim=True)
+            sums.index_add_(0, (idx // num_templates).to(device), features)
+            bar.update(len(idx))
+    mean = sums / num_templates
+    return mean / mean.norm(dim=-1, keepdim=True)
+
+
+@torch.no_grad()
+def encode_texts(model: torch.nn.Module, texts: Sequence[str], batch_size: int = 256,
+                 device: str | torch.device | None = None, progress: bool = True) -> torch.Tensor:
+    """Normalised float32 text features [len(texts), embed_dim] in input order, computed in
+    batches of similar token length (the same trick as `build_class_embeddings`)."""
+    from clipforge.text import tokenize
+
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    tokens = tokenize(list(texts), context_length=int(getattr(model, "context_length", 77)), truncate=True)
+    order = torch.argsort(tokens.argmax(dim=-1), stable=True)
+    out = torch.empty(len(texts), int(model.embed_dim), dtype=torch.float32, device=device)
+    with tqdm(total=len(order), unit="text", desc="texts", disable=not progress, leave=False) as bar:
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            features = model.encode_text(tokens[idx].to(device)).float()
+            out[idx.to(device)] = features / features.norm(dim=-1, keepdim=True)
+            bar.update(len(idx))
+    return out

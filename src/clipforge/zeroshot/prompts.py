@@ -1,0 +1,180 @@
+"""Prompt templates and class names, shipped as JSON package data.
+
+Zero-shot accuracy depends as much on the words as on the weights: OpenAI's published
+ImageNet numbers use their 80 templates and their hand-edited class names, not the WordNet
+synset names. So the exact lists are data files copied from OpenAI (MIT, see
+`data/LICENSE.openai-clip.txt`), and lookups here are by forgiving names ("cars",
+"StanfordCars", "stanford-cars" all work) so CLI users need not know the file layout.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+__all__ = [
+    "clean_cub_classname", "cub_classnames", "get_classnames", "get_templates",
+    "list_datasets", "list_template_sets",
+]
+
+# Dataset keys of openai_prompts_all_datasets.json, addressed by normalised aliases.
+_DATASET_ALIASES: dict[str, str] = {
+    "cifar10": "CIFAR10", "cifar100": "CIFAR100",
+    "cars": "StanfordCars", "stanfordcars": "StanfordCars",
+    "food101": "Food101", "food": "Food101",
+    "pets": "OxfordPets", "oxfordpets": "OxfordPets", "oxfordiiitpet": "OxfordPets",
+    "flowers": "Flowers102", "flowers102": "Flowers102", "oxfordflowers102": "Flowers102",
+    "caltech101": "Caltech101", "sun397": "SUN397",
+    "dtd": "DescribableTextures", "describabletextures": "DescribableTextures",
+    "eurosat": "EuroSAT",
+    "aircraft": "FGVCAircraft", "fgvcaircraft": "FGVCAircraft",
+    "gtsrb": "GTSRB", "mnist": "MNIST", "stl10": "STL10",
+    "country211": "Country211", "resisc45": "RESISC45",
+    "birdsnap": "Birdsnap", "ucf101": "UCF101", "kinetics700": "Kinetics700",
+    "pascalvoc2007": "PascalVOC2007", "voc2007": "PascalVOC2007",
+    "kitti": "KITTI", "clevrcounts": "CLEVRCounts", "sst2": "SST2", "hatefulmemes": "HatefulMemes",
+    "patchcamelyon": "PatchCamelyon", "pcam": "PatchCamelyon",
+    "fer2013": "FacialEmotionRecognition2013", "facialemotionrecognition2013": "FacialEmotionRecognition2013",
+}
+
+_IMAGENET = {"imagenet", "imagenet1k", "ilsvrc2012", "imagenetv2", "imagenet80", "openaiimagenet"}
+_IMAGENET7 = {"imagenet7", "openaiimagenet7", "ensemble7"}
+_CUB = {"cub", "cub200", "cub2002011", "birds"}
+_SIMPLE = {"simple", "photo", "default"}
+
+# OpenAI did not publish CUB prompts; their Birdsnap template is the natural one for birds.
+CUB_TEMPLATES: tuple[str, ...] = ("a photo of a {}, a type of bird.",)
+SIMPLE_TEMPLATES: tuple[str, ...] = ("a photo of a {}.",)
+
+
+def _key(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+@cache
+def _load(filename: str):
+    with resources.files("clipforge.zeroshot").joinpath("data", filename).open("r", encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _all_datasets() -> dict[str, dict[str, list]]:
+    return _load("openai_prompts_all_datasets.json")
+
+
+def list_datasets() -> list[str]:
+    """Dataset names `get_classnames` understands without a root folder."""
+    return ["imagenet", *sorted(_all_datasets())]
+
+
+def list_template_sets() -> list[str]:
+    return ["imagenet", "imagenet7", "simple", "cub", *sorted(_all_datasets())]
+
+
+def _validate_templates(templates: Sequence[str], origin: str) -> list[str]:
+    out = [str(t) for t in templates]
+    if not out:
+        raise ValueError(f"{origin}: no templates (expected at least one string containing '{{}}')")
+    bad = [t for t in out if t.count("{}") != 1]
+    if bad:
+        raise ValueError(f"{origin}: every template must contain '{{}}' exactly once, for the class name; "
+                         f"these do not: {bad[:3]}")
+    return out
+
+
+def _read_template_file(path: Path) -> list[str]:
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not valid JSON ({exc}); expected a list of template strings") from exc
+        if isinstance(data, dict) and "templates" in data:
+            data = data["templates"]
+        if not isinstance(data, list):
+            raise ValueError(f"{path}: expected a JSON list of template strings or {{\"templates\": [...]}}")
+        return _validate_templates(data, str(path))
+    lines = [line.strip() for line in text.splitlines()]
+    return _validate_templates([line for line in lines if line and not line.startswith("#")], str(path))
+
+
+def get_templates(name_or_list: str | Sequence[str]) -> list[str]:
+    """Resolve templates from a set name, a file, a single template, or a list of templates.
+
+    Names: ``imagenet`` (OpenAI's 80), ``imagenet7`` (the 7 chosen in OpenAI's notebook),
+    ``simple`` ("a photo of a {}."), ``cub`` and any dataset of `list_datasets()`. A string
+    containing ``{}`` is one template; a path to a ``.json`` list or a text file with one
+    template per line is read.
+    """
+    if not isinstance(name_or_list, str):
+        return _validate_templates(list(name_or_list), "templates")
+    value = name_or_list
+    if "{}" in value:
+        return _validate_templates([value], "template")
+    path = Path(value).expanduser()
+    if path.suffix.lower() in {".json", ".txt"} or path.is_file():
+        if not path.is_file():
+            raise FileNotFoundError(f"template file {path} does not exist")
+        return _read_template_file(path)
+    key = _key(value)
+    if key in _IMAGENET:
+        return list(_load("openai_imagenet_templates.json"))
+    if key in _IMAGENET7:
+        return list(_load("openai_imagenet_templates_7.json"))
+    if key in _SIMPLE:
+        return list(SIMPLE_TEMPLATES)
+    if key in _CUB:
+        return list(CUB_TEMPLATES)
+    dataset = _DATASET_ALIASES.get(key) or {_key(k): k for k in _all_datasets()}.get(key)
+    if dataset is None:
+        raise ValueError(f"unknown template set {value!r}; known: {', '.join(list_template_sets())} "
+                       "(or pass a template containing '{}', or a .json/.txt file of templates)")
+    return list(_all_datasets()[dataset]["templates"])
+
+
+def clean_cub_classname(raw: str) -> str:
+    """``001.Black_footed_Albatross`` -> ``Black footed Albatross`` (number and underscores gone)."""
+    name = re.sub(r"^\s*\d+\s*\.", "", raw.strip())
+    return re.sub(r"\s+", " ", name.replace("_", " ")).strip()
+
+
+def cub_classnames(classes_txt: str | Path) -> list[str]:
+    """Clean class names from CUB-200-2011's ``classes.txt`` (``<id> <NNN.Name>`` lines), in id order."""
+    path = Path(classes_txt)
+    if path.is_dir():
+        path = path / "classes.txt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: CUB-200-2011 keeps its class list in classes.txt "
+                                "with lines '<class_id> <NNN.Class_Name>'")
+    entries: list[tuple[int, str]] = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split(maxsplit=1)
+        if len(parts) != 2 or not parts[0].isdigit():
+            raise ValueError(f"{path}:{lineno}: expected '<class_id> <NNN.Class_Name>', got {line!r}")
+        entries.append((int(parts[0]), clean_cub_classname(parts[1])))
+    return [name for _, name in sorted(entries)]
+
+
+def get_classnames(dataset: str, root: str | Path | None = None) -> list[str]:
+    """Class names in the dataset's standard label order, as OpenAI wrote them for prompting.
+
+    CUB-200 has no OpenAI list; its names come cleaned from ``classes.txt`` under `root`.
+    """
+    key = _key(dataset)
+    if key in _IMAGENET | _IMAGENET7:
+        return list(_load("openai_imagenet_classes.json"))
+    if key in _CUB:
+        if root is None:
+            raise ValueError("CUB-200 class names are read from its classes.txt: pass root=<CUB_200_2011 folder>")
+        return cub_classnames(root)
+    name = _DATASET_ALIASES.get(key) or {_key(k): k for k in _all_datasets()}.get(key)
+    if name is None:
+        raise ValueError(f"no class names for dataset {dataset!r}; known: {', '.join(list_datasets())}, cub")
+    classes = _all_datasets()[name]["classes"]
+    # FER2013 stores synonyms as lists; the first synonym is the canonical name.
+    return [c[0] if isinstance(c, list) else c for c in classes]

@@ -1,0 +1,101 @@
+"""`clipforge classify`: labels, templates, JSON output, the bar-chart plot, bad files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from clipforge.cli.main import main
+from clipforge.zeroshot.files import classify_files, parse_labels, read_labels_file
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch, tmp_path):
+    monkeypatch.setenv("CLIPFORGE_CACHE_DIR", str(tmp_path / "cache"))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # the suite shares 2 CPUs; spinning intra-op threads cost ~10x
+    yield
+    torch.set_num_threads(before)
+
+
+def _images(tmp_path):
+    paths = []
+    for name, colour in (("red.png", (220, 20, 20)), ("sky.jpg", (30, 60, 230))):
+        Image.new("RGB", (48, 40), colour).save(tmp_path / name)
+        paths.append(str(tmp_path / name))
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 definitely not a jpeg")
+    return paths, str(tmp_path / "broken.jpg")
+
+
+def test_classify_json_plot_and_bad_file(tmp_path, capsys):
+    (good, broken) = _images(tmp_path)
+    plot = tmp_path / "out" / "pred.png"
+    code = main(["classify", *good, broken, "--labels", "cat, dog,plane", "--model", "test-vit-tiny",
+                 "--top-k", "2", "--json", "--plot", str(plot), "--device", "cpu"])
+    assert code == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert [r["image"] for r in out["results"]] == good
+    for r in out["results"]:
+        assert len(r["labels"]) == 2 and set(r["labels"]) <= {"cat", "dog", "plane"}
+        assert r["probabilities"][0] >= r["probabilities"][1] and sum(r["probabilities"]) <= 1 + 1e-6
+    assert out["templates"] == ["a photo of a {}."]
+    assert len(out["errors"]) == 1 and out["errors"][0]["image"] == broken
+    assert "broken.jpg" in captured.err
+    with Image.open(plot) as im:  # a real PNG with one row per readable image
+        assert im.format == "PNG" and im.height > 150
+
+
+def test_classify_matches_library_and_templates_option(tmp_path, capsys):
+    (good, _) = _images(tmp_path)
+    labels_file = tmp_path / "labels.txt"
+    labels_file.write_text("# my classes\ncat\ndog\n\nplane\n")
+    assert main(["classify", good[0], "--labels-file", str(labels_file), "--templates", "imagenet7",
+                 "--model", "test-vit-tiny", "--json", "--device", "cpu"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["templates"]) == 7
+    lib = classify_files([good[0]], ["cat", "dog", "plane"], "test-vit-tiny", templates="imagenet7",
+                         device="cpu", progress=False)
+    assert lib["results"][0]["labels"] == out["results"][0]["labels"]
+    assert lib["results"][0]["probabilities"] == pytest.approx(out["results"][0]["probabilities"], abs=1e-6)
+
+
+def test_classify_text_output_and_errors(tmp_path, capsys):
+    (good, broken) = _images(tmp_path)
+    assert main(["classify", good[1], "--labels", "a,b", "--template", "art of {}", "--model",
+                 "test-vit-tiny", "--device", "cpu"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith(good[1]) and text.count("%") == 2
+    assert main(["classify", broken, "--labels", "a,b", "--model", "test-vit-tiny", "--device", "cpu"]) == 1
+    assert main(["classify", good[0], "--labels", "a,,b", "--model", "test-vit-tiny"]) == 2
+    assert "non-empty class names" in capsys.readouterr().err
+
+
+def test_label_parsing(tmp_path):
+    assert parse_labels(" cat ,dog") == ["cat", "dog"]
+    with pytest.raises(ValueError, match="comma-separated"):
+        parse_labels("  ")
+    (tmp_path / "l.json").write_text('["x", "y z"]')
+    assert read_labels_file(tmp_path / "l.json") == ["x", "y z"]
+    (tmp_path / "empty.txt").write_text("\n# nothing\n")
+    with pytest.raises(ValueError, match="empty.txt: no labels"):
+        read_labels_file(tmp_path / "empty.txt")
+    with pytest.raises(FileNotFoundError, match="nope.txt"):
+        read_labels_file(tmp_path / "nope.txt")
+
+
+def test_default_model_falls_back_to_the_shipped_one_offline(monkeypatch):
+    import clipforge
+    import clipforge.weights
+    from clipforge.zeroshot.loading import default_model
+
+    if "clipforge-tiny" not in clipforge.available_models():
+        pytest.skip("the shipped clipforge-tiny model is not in this checkout")
+    monkeypatch.setattr(clipforge.weights, "is_cached", lambda name: False)
+    name, notice = default_model()
+    assert name == "clipforge-tiny" and "ViT-B/32 weights are not downloaded" in notice
+    monkeypatch.setattr(clipforge.weights, "is_cached", lambda name: name == "ViT-B/32")
+    assert default_model() == ("ViT-B/32", None)
