@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     templates = args.template or args.templates or "simple"
     model = args.model
     if model is None:
-        from clipforge.zeroshot.loading import default_model
+        from clipforge.resolve import default_model
 
         model, notice = default_model()
         if notice:

@@ -3,41 +3,34 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
-DEFAULT_MODEL = "ViT-B/32"
-OFFLINE_MODEL = "clipforge-tiny"
+from clipforge.resolve import OFFLINE_DEFAULT, PREFERRED_DEFAULT
 
 
 def add_model_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", default=None,
-        help=f"model name ({DEFAULT_MODEL}, RN50, ...), a config name for random weights (test-vit-tiny), "
-             f"or a checkpoint path; default: {DEFAULT_MODEL} when cached, else the shipped {OFFLINE_MODEL}")
+        help=f"model name ({PREFERRED_DEFAULT}, RN50, ...), a config name for random weights (test-vit-tiny, "
+             f"random:ViT-B/32), or a checkpoint path; default: {PREFERRED_DEFAULT} when cached, "
+             f"else the shipped {OFFLINE_DEFAULT}")
 
 
 def default_model_name() -> str:
-    """ViT-B/32 when its weights are already here, the shipped offline model otherwise."""
-    from clipforge.api import available_models
-    from clipforge.weights import is_cached
-
-    if is_cached(DEFAULT_MODEL) or OFFLINE_MODEL not in available_models():
-        return DEFAULT_MODEL
-    return OFFLINE_MODEL
-
-
-def load_model_for_cli(name: str | None, device: str | None = None):
-    """(model, preprocess) for a --model value; a bare config name gives random weights."""
+    """The `--model` default, announcing the offline fallback on stderr when it is taken."""
     import sys
 
-    from clipforge.api import load
-    from clipforge.image import build_preprocess
-    from clipforge.models import ARCH_CONFIGS, create_model_from_config, get_config
+    from clipforge.resolve import default_model
 
-    name = name or default_model_name()
-    if name == OFFLINE_MODEL and name != DEFAULT_MODEL:
-        print(f"note: using the offline model {OFFLINE_MODEL} (tiny, trained on CIFAR-10); "
-              f"real use wants {DEFAULT_MODEL} or larger", file=sys.stderr)
-    if name.startswith("test-") and name in ARCH_CONFIGS:
-        model = create_model_from_config(get_config(name)).eval()
-        return model, build_preprocess(model.image_size)
-    return load(name, device=device)
+    name, notice = default_model()
+    if notice:
+        print(f"note: {notice}", file=sys.stderr)
+    return name
+
+
+def load_model_for_cli(name: str | None, device: str | None = None) -> tuple[Any, Any]:
+    """(model, preprocess) for a --model value; a bare test config name gives random weights."""
+    from clipforge.resolve import load_model
+
+    loaded = load_model(name or default_model_name(), device=device)
+    return loaded.model, loaded.preprocess

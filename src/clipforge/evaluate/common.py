@@ -40,10 +40,10 @@ class EvalModel:
 
 def resolve_model(model: str | torch.nn.Module, device: str | torch.device | None = None,
                   preprocess: Any = None, name: str | None = None) -> EvalModel:
-    """Accept a `--model` string (see `clipforge.zeroshot.loading`) or an in-memory model."""
+    """Accept a `--model` string (see `clipforge.resolve`) or an in-memory model."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if isinstance(model, str):
-        from clipforge.zeroshot.loading import load_model
+        from clipforge.resolve import load_model
 
         loaded = load_model(model, device=device)
         return EvalModel(loaded.model.eval(), preprocess or loaded.preprocess, name or loaded.name,

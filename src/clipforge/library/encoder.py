@@ -20,14 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["DEFAULT_MODEL", "FALLBACK_MODEL", "Encoder", "default_model_name", "model_fingerprint",
-           "resolve_encoder"]
+__all__ = ["Encoder", "default_model_name", "model_fingerprint", "resolve_encoder"]
 
 log = logging.getLogger(__name__)
-
-DEFAULT_MODEL = "ViT-B/32"
-FALLBACK_MODEL = "clipforge-tiny"
-
 
 def model_fingerprint(model: torch.nn.Module) -> str:
     """Stable hex id of the weights (`clipforge.weights.model_fingerprint`): what a library is keyed by."""
@@ -114,43 +109,19 @@ class Encoder:
 
 def default_model_name() -> str:
     """ViT-B/32 when its weights are cached, else the shipped offline model (with a notice)."""
-    try:
-        from clipforge.weights.registry import is_cached
+    from clipforge.resolve import default_model
 
-        if is_cached(DEFAULT_MODEL):
-            return DEFAULT_MODEL
-    except ImportError:
-        pass
-    try:
-        from clipforge.api import _shipped_models
-
-        if FALLBACK_MODEL in _shipped_models():
-            print(f"notice: {DEFAULT_MODEL} weights are not cached; using the shipped offline model "
-                  f"{FALLBACK_MODEL!r} (pass --model to choose)", file=sys.stderr)
-            return FALLBACK_MODEL
-    except ImportError:
-        pass
-    return DEFAULT_MODEL
+    name, notice = default_model()
+    if notice:
+        print(f"notice: {notice}", file=sys.stderr)
+    return name
 
 
 def _load_named(name: str, device: str | torch.device | None) -> tuple[torch.nn.Module, Any]:
-    from clipforge.models import ARCH_CONFIGS, canonical_name, create_model_from_config, get_config
+    from clipforge.resolve import load_model
 
-    try:
-        from clipforge.api import load
-    except ImportError:
-        load = None
-    if canonical_name(name) in ARCH_CONFIGS and name.startswith("test-"):
-        # Test architectures have no weights; a fixed seed makes their "weights" (and therefore
-        # the fingerprint) identical in every process, so a library built with one reopens.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            model = create_model_from_config(get_config(name))
-        log.warning("model %r is a test architecture with random weights (seed 0)", name)
-        return model.to(device or "cpu").eval(), None
-    if load is None:
-        raise RuntimeError(f"cannot load model {name!r}: clipforge.load is not available in this installation")
-    return load(name, device=device or "cpu")
+    loaded = load_model(name, device=device or "cpu")
+    return loaded.model, loaded.preprocess
 
 
 def resolve_encoder(model: Any, preprocess: Any = None, device: str | torch.device | None = None,

@@ -50,7 +50,8 @@ def choose_model(library: Any, requested: str | None) -> str:
 
 
 def _no_model_hint(name: str) -> str:
-    from clipforge.cli.common import DEFAULT_MODEL, OFFLINE_MODEL
+    from clipforge.resolve import OFFLINE_DEFAULT as OFFLINE_MODEL
+    from clipforge.resolve import PREFERRED_DEFAULT as DEFAULT_MODEL
 
     if name != DEFAULT_MODEL:
         return "check the --model value (a model name, a checkpoint path, or a test config such as test-vit-tiny)"

@@ -51,7 +51,7 @@ def classify_files(paths: Sequence[str | Path], labels: Sequence[str], model: st
     reason. Returns ``{"model", "templates", "results": [{image, labels, probabilities}], "errors"}``.
     """
     from clipforge.image import ImageLoadError, load_image
-    from clipforge.zeroshot.loading import load_model
+    from clipforge.resolve import load_model
 
     model_name = model if isinstance(model, str) else type(model).__name__
     if isinstance(model, str):
