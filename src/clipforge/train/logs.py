@@ -1,0 +1,112 @@
+"""Training logs people and tools can read: JSONL (every record), CSV, TensorBoard, PNG curves.
+
+JSONL is the source of truth (one JSON object per line, appended and flushed, so a crashed run
+still has its history); `train.csv` / `eval.csv` are the same numbers for spreadsheets;
+TensorBoard is used when installed. Only rank 0 writes (the trainer passes enabled=False
+elsewhere).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+TRAIN_FIELDS = ("step", "epoch", "loss", "lr", "logit_scale", "samples_per_s", "elapsed_s")
+
+
+class RunLogger:
+    def __init__(self, out_dir: str | Path, enabled: bool = True, tensorboard: bool = True) -> None:
+        self.out_dir = Path(out_dir)
+        self.enabled = enabled
+        self._tb = None
+        if not enabled:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.jsonl = self.out_dir / "log.jsonl"
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(self.out_dir / "tensorboard"))
+            except ImportError:  # tensorboard is optional
+                self._tb = None
+
+    def log(self, kind: str, record: dict[str, Any]) -> None:
+        """kind: "train" (per log interval) or "eval" (per epoch)."""
+        if not self.enabled:
+            return
+        line = {"kind": kind, **record}
+        with open(self.jsonl, "a", encoding="utf-8") as f:
+            f.write(json.dumps(line) + "\n")
+        csv_path = self.out_dir / f"{kind}.csv"
+        fields = list(TRAIN_FIELDS) if kind == "train" else sorted(record)
+        new = not csv_path.exists()
+        with open(csv_path, "a", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow(record)
+        if self._tb is not None:
+            step = int(record.get("step", 0))
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key != "step":
+                    self._tb.add_scalar(f"{kind}/{key}", value, step)
+            self._tb.flush()
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+def read_log(out_dir: str | Path) -> list[dict[str, Any]]:
+    path = Path(out_dir) / "log.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def plot_curves(out_dir: str | Path) -> list[Path]:
+    """loss.png (train loss by step) and accuracy.png (eval metrics by epoch) from log.jsonl."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    records = read_log(out_dir)
+    written = []
+    train = [r for r in records if r["kind"] == "train"]
+    evals = [r for r in records if r["kind"] == "eval"]
+    if train:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot([r["step"] for r in train], [r["loss"] for r in train])
+        ax.set_xlabel("step")
+        ax.set_ylabel("contrastive loss")
+        ax.set_title("training loss")
+        written.append(_save(fig, out_dir / "loss.png"))
+    metrics = sorted({k for r in evals for k, v in r.items() if k.endswith("top1") and isinstance(v, (int, float))})
+    if evals and metrics:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for key in metrics:
+            points = [(r["epoch"], 100 * r[key]) for r in evals if key in r]
+            ax.plot([p[0] for p in points], [p[1] for p in points], "o-", label=key)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("top-1 (%)")
+        ax.legend()
+        ax.set_title("zero-shot accuracy during training")
+        written.append(_save(fig, out_dir / "accuracy.png"))
+    return written
+
+
+def _save(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.tight_layout()
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,61 @@
+"""WiSE-FT (Wortsman et al. 2022): interpolate zero-shot and fine-tuned weights.
+
+theta = (1 - alpha) * theta_zeroshot + alpha * theta_finetuned. Fine-tuning end to end gains
+accuracy on the target distribution but loses robustness elsewhere; the straight line in
+weight space between the two models keeps most of both, because fine-tuning from a shared
+initialisation stays in one linearly connected basin. Only meaningful for two checkpoints of
+the same architecture, so shapes and names are checked first.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+
+def interpolate_state_dicts(zeroshot: dict[str, torch.Tensor], finetuned: dict[str, torch.Tensor],
+                            alpha: float) -> dict[str, torch.Tensor]:
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    if zeroshot.keys() != finetuned.keys():
+        only_a = sorted(set(zeroshot) - set(finetuned))[:5]
+        only_b = sorted(set(finetuned) - set(zeroshot))[:5]
+        raise ValueError(f"the checkpoints are not the same architecture: parameters only in the zero-shot "
+                         f"model {only_a}, only in the fine-tuned model {only_b}")
+    out = {}
+    for key, a in zeroshot.items():
+        b = finetuned[key]
+        if a.shape != b.shape:
+            raise ValueError(f"the checkpoints are not the same architecture: {key} has shape "
+                             f"{tuple(a.shape)} vs {tuple(b.shape)}")
+        if a.is_floating_point():
+            out[key] = ((1.0 - alpha) * a.double() + alpha * b.double()).to(a.dtype)
+        else:  # integer buffers (e.g. BatchNorm's num_batches_tracked) cannot be averaged
+            out[key] = b.clone()
+    return out
+
+
+def _load(spec: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict]:
+    """Weights and config of a model name (ViT-B/32, clipforge-tiny) or a checkpoint path."""
+    from clipforge.api import load_model
+    from clipforge.weights.save import model_config
+
+    model = load_model(spec)
+    return model.state_dict(), model_config(model)
+
+
+def wise_ft(zeroshot: str | os.PathLike[str], finetuned: str | os.PathLike[str], alpha: float,
+            out: str | os.PathLike[str]) -> Path:
+    """Write the interpolated model as safetensors (config in metadata) and return its path."""
+    from clipforge.weights import save_safetensors
+
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    sd_a, config_a = _load(zeroshot)
+    sd_b, config_b = _load(finetuned)
+    if config_a != config_b:
+        raise ValueError(f"the checkpoints are not the same architecture: {zeroshot} is {config_a}, "
+                         f"{finetuned} is {config_b}")
+    return save_safetensors(interpolate_state_dicts(sd_a, sd_b, alpha), out, config=config_a)
