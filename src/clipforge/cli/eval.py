@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+from clipforge.cli.common import add_model_argument
+
 DATASETS = ("imagenet", "cub", "cars", "cifar10", "cifar100", "folder")
 
 
@@ -20,8 +22,7 @@ def _ks(text: str) -> list[int]:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True,
-                        help="registry name (ViT-B/32), checkpoint path, or config for random weights (test-vit-tiny)")
+    add_model_argument(parser)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
                         help="DataLoader worker processes (default: min(8, CPUs))")
@@ -105,6 +106,9 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 def _guard(fn):
     def wrapped(args: argparse.Namespace) -> int:
+        from clipforge.cli.common import default_model_name
+
+        args.model = args.model or default_model_name()
         try:
             return fn(args)
         except user_errors() as exc:
