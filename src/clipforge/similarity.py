@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from clipforge.atomic import atomic_path
 from clipforge.image import Preprocess, load_image
 from clipforge.models import CLIP
 from clipforge.text import tokenize
@@ -71,10 +72,7 @@ def plot_similarity(table: SimilarityTable, image_paths: Sequence[str | Path], o
     ax.set_xlim(-0.5, n_images - 0.5)
     ax.set_title("Cosine similarity between text and image features")
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    tmp.replace(out)
-    return out
+    return Path(out)

@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
+from clipforge.atomic import atomic_path
 from clipforge.evaluate.features import FeatureResult, extract_image_features
-from clipforge.zeroshot._io import atomic_path
 from clipforge.zeroshot.embeddings import default_cache_dir
 
 __all__ = ["cached_features", "default_feature_cache_dir", "feature_cache_key"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clipforge.zeroshot._io import atomic_path
+from clipforge.atomic import atomic_path
 
 __all__ = ["plot_confusion_matrix", "plot_per_class_accuracy"]
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from clipforge.zeroshot._io import write_json
+from clipforge.atomic import write_json_atomic as write_json
 
 __all__ = [
     "check_expectations", "device_info", "open_run_log", "parse_expect", "peak_memory", "reset_peak_memory",

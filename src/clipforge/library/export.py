@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from clipforge.library._atomic import atomic_path, write_json_atomic
+from clipforge.atomic import atomic_path, write_json_atomic
 from clipforge.library.decode import FileItem, ImageFileDataset, collate_items
 from clipforge.library.encoder import Encoder, resolve_encoder
 from clipforge.library.scan import discover_files

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from clipforge.library._atomic import atomic_path, write_json_atomic
+from clipforge.atomic import atomic_path, write_json_atomic
 from clipforge.library.paths import LibraryPaths
 from clipforge.library.store import Store
 from clipforge.library.vector_index import IndexSpec, VectorIndex, build_index
@@ -276,7 +276,7 @@ class IndexManager:
         try:
             with self._rw.read(), atomic_path(self.index_path) as tmp:
                 faiss.write_index(vindex.index, str(tmp))
-            write_json_atomic(self.sidecar_path, sidecar)
+            write_json_atomic(self.sidecar_path, sidecar, sort_keys=True)
             self._state["unsaved"] = 0
         except OSError as exc:  # a read-only library can still be searched from memory
             log.warning("could not save index %s (%s); keeping it in memory only", self.index_path, exc)

@@ -15,7 +15,7 @@ import io
 import os
 from pathlib import Path
 
-from clipforge.library._atomic import write_bytes_atomic
+from clipforge.atomic import write_bytes_atomic
 from clipforge.library.paths import LibraryPaths
 from clipforge.library.store import ImageRecord
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from clipforge.zeroshot._io import atomic_path
+from clipforge.atomic import atomic_path
 
 __all__ = ["plot_predictions"]
 
