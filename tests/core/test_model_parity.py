@@ -30,6 +30,22 @@ def _text_batch(batch: int, context: int = 77) -> torch.Tensor:
     return tokens
 
 
+def _forward_recording(model, images, text):
+    """`model(images, text)` plus the features its encode_image/encode_text returned inside it."""
+    recorded = {}
+
+    def recording(name, method):
+        def wrapper(x):
+            recorded[name] = method(x)
+            return recorded[name]
+        return wrapper
+
+    model.encode_image = recording("image", model.encode_image)
+    model.encode_text = recording("text", model.encode_text)
+    logits = model(images, text)
+    return recorded["image"], recorded["text"], logits
+
+
 def _unit(x: torch.Tensor) -> torch.Tensor:
     return x / x.norm(dim=-1, keepdim=True)
 
@@ -54,14 +70,11 @@ def test_matches_reference_on_identical_weights(name: str, reference_model_modul
     text = _text_batch(batch)
 
     with torch.no_grad():
-        ref_image = reference.encode_image(images)
-        ref_text = reference.encode_text(text)
-        ref_logits_image, ref_logits_text = reference(images, text)
-        del reference
+        # One forward pass per model; the towers' outputs are recorded on the way through.
+        ref_image, ref_text, (ref_logits_image, ref_logits_text) = _forward_recording(reference, images, text)
+        del reference, state_dict
         gc.collect()
-        our_image = ours.encode_image(images)
-        our_text = ours.encode_text(text)
-        our_logits_image, our_logits_text = ours(images, text)
+        our_image, our_text, (our_logits_image, our_logits_text) = _forward_recording(ours, images, text)
 
     assert our_image.shape == (batch, config["embed_dim"])
     torch.testing.assert_close(_unit(our_image), _unit(ref_image), atol=1e-5, rtol=0)
