@@ -1,0 +1,179 @@
+"""The benchmark suite: every figure a pair measured in the same run, printed as a ratio.
+
+    python -m benchmarks.run            # full run: writes benchmarks/results.json and the table
+                                        # in docs/performance.md (+ docs/performance.png)
+    python -m benchmarks.run --quick    # < 10 min on 2 cores: smaller sets, fewer repeats;
+                                        # writes benchmarks/results-quick.json, docs untouched
+    python -m benchmarks.run --only image,text
+
+Sections: tokenizer, image (ViT-B/32 and RN50 towers), text (text tower and the ImageNet
+classifier build), pipeline (decode accuracy and end to end), search (1M-vector index).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from benchmarks import report
+from benchmarks.common import load_average, machine_info, matmul_roof
+
+ROOT = Path(__file__).resolve().parents[1]
+SECTIONS = ("tokenizer", "image", "text", "pipeline", "search")
+
+
+def _print_image(data: dict) -> None:
+    for model, entry in data["models"].items():
+        if entry.get("roof_in_group"):
+            print(f"  {model}: matmul roof timed with the largest batch: " + ", ".join(
+                f"{k.split('-')[-1]} {v:.0f} GFLOP/s" for k, v in entry["roof_in_group"].items()))
+        for batch, cands in entry["batches"].items():
+            hf = cands.get("hf", {}).get("images_per_s")
+            ref = cands.get("openai", {}).get("images_per_s")
+            for name, t in cands.items():
+                ratios = []
+                if hf:
+                    ratios.append(f"{t['images_per_s'] / hf:5.2f}x HF")
+                if ref:
+                    ratios.append(f"{t['images_per_s'] / ref:5.2f}x OpenAI")
+                cos = entry["accuracy"].get(name, {}).get("cosine_min")
+                print(f"  {model:9s} b{batch:<3s} {name:17s} {t['images_per_s']:8.2f} img/s {t['gflops']:7.1f} GFLOP/s  "
+                      f"{'  '.join(ratios):28s}" + (f" cos>={cos:.6f}" if cos is not None else ""))
+
+
+def _print_text(data: dict) -> None:
+    full = data["throughput"]["clipforge-full77"]["texts_per_s"]
+    hf = data["throughput"].get("hf", {}).get("texts_per_s")
+    print(f"  {data['batch']} typical prompts, mean {data['mean_tokens']:.1f} tokens (longest {data['max_tokens']})")
+    for name, t in data["throughput"].items():
+        acc = data["accuracy_vs_full77"][name]
+        print(f"  {name:17s} {t['texts_per_s']:9.1f} texts/s  {t['texts_per_s'] / full:5.2f}x all-77"
+              + (f"  {t['texts_per_s'] / hf:5.2f}x HF" if hf else "")
+              + f"  max|diff| {acc['max_abs_diff']:.2e}")
+    runs = data["classifier"]["runs"]
+    hf_s = runs.get("hf", {}).get("seconds_for_1000_classes")
+    for name, r in runs.items():
+        print(f"  classifier 1000x80 {name:17s} {r['seconds_for_1000_classes']:8.1f} s (measured on "
+              f"{r['measured_classes']} classes)" + (f"  {hf_s / r['seconds_for_1000_classes']:5.2f}x HF" if hf_s else ""))
+
+
+def _print_tokenizer(data: dict) -> None:
+    if "skipped" in data:
+        print(f"  skipped: {data['skipped']}")
+        return
+    print(f"  {data['texts']} captions: reference {data['reference_cold_texts_per_s']:.0f} texts/s, clipforge "
+          f"{data['fast_cold_texts_per_s']:.0f} texts/s cold ({data['speedup_cold']:.1f}x), "
+          f"{data['fast_warm_texts_per_s']:.0f} warm ({data['speedup_warm']:.1f}x); identical ids: {data['identical_ids']}")
+
+
+def _print_pipeline(data: dict) -> None:
+    for name, d in data["decode"].items():
+        if isinstance(d, dict) and "speedup" in d:
+            e = data["decode_embeddings"].get(name) or {}
+            print(f"  decode {name:16s} exact {d['exact_images_per_s']:7.1f} img/s, draft {d['draft_images_per_s']:7.1f} "
+                  f"({d['speedup']:.2f}x); embedding cosine min {e.get('cosine_min', float('nan')):.5f} "
+                  f"mean {e.get('cosine_mean', float('nan')):.5f} over {e.get('drafted')} drafted")
+    for name, e in data["e2e"].items():
+        print(f"  e2e {name:16s} clipforge {e['clipforge_images_per_s']:6.1f} img/s (workers {e['workers']}, threads "
+              f"{e['threads']}), HF loop {e.get('hf_images_per_s', float('nan')):6.1f} img/s -> "
+              f"{e.get('speedup', float('nan')):.2f}x; cosine vs HF min {e.get('embedding_cosine_vs_hf_min', float('nan')):.5f}")
+
+
+def _print_search(data: dict) -> None:
+    if "skipped" in data:
+        print(f"  skipped: {data['skipped']}")
+        return
+    best = data.get("best_meeting_target") or {}
+    print(f"  {data['n']:,} vectors: exact {data['exact']['median_ms']:.2f} ms, IVF nprobe {best.get('nprobe')} "
+          f"{best.get('median_ms')} ms at recall@10 {best.get('recall_at_k')}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="clipforge benchmark suite (ratios against HF and OpenAI)")
+    parser.add_argument("--quick", action="store_true", help="smaller sets and fewer repeats (< 10 min on 2 cores)")
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
+    parser.add_argument("--out", type=Path, default=None, help="results JSON (default benchmarks/results[-quick].json)")
+    parser.add_argument("--docs", action=argparse.BooleanOptionalAction, default=None,
+                        help="regenerate docs/performance.md (default: on for full runs, off for --quick)")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--tiny", action="store_true",
+                        help="smoke test of the suite itself on the tiny test architectures (figures meaningless)")
+    args = parser.parse_args(argv)
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = sorted(set(only) - set(SECTIONS))
+    if unknown:
+        parser.error(f"unknown sections {unknown}; choose from {', '.join(SECTIONS)}")
+    progress = not args.no_progress
+    out_path = args.out or ROOT / "benchmarks" / ("results-quick.json" if args.quick else "results.json")
+    write_docs = (not args.quick) if args.docs is None else args.docs
+
+    started = time.perf_counter()
+    machine = machine_info()
+    print(f"machine: {machine['cpu_model']}, {machine['usable_cpus']} cores, flags {', '.join(machine['flags'])}, "
+          f"torch {machine['torch']} threads {machine['torch_threads']}, load {machine['load_average_start']}", flush=True)
+    roof = {"fp32_gflops": matmul_roof(torch.float32), "bf16_gflops": matmul_roof(torch.bfloat16)}
+    print(f"matmul roof: fp32 {roof['fp32_gflops']:.0f} GFLOP/s, bf16 {roof['bf16_gflops']:.0f} GFLOP/s", flush=True)
+    results: dict = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "quick": args.quick,
+                     "machine": machine, "roof": roof, "sections": {}, "section_seconds": {}}
+
+    from benchmarks.zoo import Zoo
+
+    vit_name, rn_name = ("test-vit-tiny", "test-rn-tiny") if args.tiny else ("ViT-B/32", "RN50")
+    vit = Zoo(vit_name) if {"image", "text", "pipeline"} & set(only) else None
+    printers = {"tokenizer": _print_tokenizer, "image": _print_image, "text": _print_text,
+                "pipeline": _print_pipeline, "search": _print_search}
+    for section in [s for s in SECTIONS if s in only]:
+        print(f"[{section}] load {load_average()}", flush=True)
+        t0 = time.perf_counter()
+        if section == "tokenizer":
+            from benchmarks import bench_tokenizer as module
+            data = module.run(quick=args.quick, progress=progress)
+        elif section == "image":
+            from benchmarks import bench_image as module
+            data = module.run(quick=args.quick, models=(vit_name, rn_name), zoos={vit_name: vit}, progress=progress)
+        elif section == "text":
+            from benchmarks import bench_text as module
+            data = module.run(quick=args.quick, zoo=vit, progress=progress)
+        elif section == "pipeline":
+            from benchmarks import bench_pipeline as module
+            data = module.run(quick=args.quick, zoo=vit, progress=progress)
+        else:
+            from benchmarks import bench_search_suite as module
+            data = module.run(quick=args.quick, progress=progress)
+        results["sections"][section] = data
+        results["section_seconds"][section] = time.perf_counter() - t0
+        printers[section](data)
+        print(f"[{section}] {results['section_seconds'][section]:.0f} s", flush=True)
+    if vit is not None:
+        vit.close()
+
+    results["load_average_end"] = load_average()
+    results["wall_seconds"] = time.perf_counter() - started
+    results["goals"] = report.goals(results)
+    print("goals:")
+    for g in results["goals"]:
+        met = {True: "MET", False: "NOT MET", None: "n/a"}[g["met"]]
+        value = g["measured"]
+        shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+        print(f"  [{met:7s}] {g['goal']}: {shown} (target {g['target']}) {g['note']}")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f".{out_path.name}.tmp")
+    tmp.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    os.replace(tmp, out_path)
+    print(f"wrote {out_path} ({results['wall_seconds'] / 60:.1f} min, load at end {results['load_average_end']})")
+    if write_docs:
+        docs = ROOT / "docs" / "performance.md"
+        report.update_docs(docs, report.markdown(results))
+        report.plot(results, docs.with_name("performance.png"))
+        print(f"updated {docs} and {docs.with_name('performance.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

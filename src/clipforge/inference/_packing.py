@@ -1,0 +1,83 @@
+"""Pre-packed weights that follow the parameters they were made from.
+
+oneDNN multiplies fastest with weights reordered once into its blocked layout; plain `F.linear`
+re-packs the weight on every call, which at batch 1 costs about as much as the multiply. The
+packed copies are derived data, so they must never go stale or leak into a state dict: each
+cache remembers the storage pointer and version counter of every source parameter and is rebuilt
+when any of them changes (`load_state_dict`, `.to()`, in-place edits), and `InferenceModule`
+drops it when the module is copied or pickled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["InferenceModule", "linear", "pack_conv", "pack_linear", "source_key"]
+
+_CACHE = "_cf_cache"
+
+
+def source_key(params: Sequence[torch.Tensor]) -> tuple[tuple[int, int, torch.dtype], ...]:
+    """Identity of the parameters' current values: storage, in-place version and dtype.
+
+    Tensors created under `torch.inference_mode` have no version counter; their storage and
+    dtype still identify them (`load_state_dict` outside inference mode replaces them).
+    """
+    return tuple((p.data_ptr(), 0 if p.is_inference() else p._version, p.dtype) for p in params)
+
+
+def pack_linear(weight: torch.Tensor, dtype: torch.dtype, fused: bool) -> torch.Tensor:
+    """`weight` [out, in] in `dtype`, reordered for oneDNN when `fused`."""
+    weight = weight.detach().to(dtype).contiguous()
+    return torch.ops.mkldnn._reorder_linear_weight(weight) if fused else weight
+
+
+def pack_conv(weight: torch.Tensor, dtype: torch.dtype, fused: bool, padding: list[int], stride: list[int]) -> torch.Tensor:
+    weight = weight.detach().to(dtype).contiguous()
+    if not fused:
+        return weight
+    return torch.ops.mkldnn._reorder_convolution_weight(weight, padding, stride, [1, 1], 1)
+
+
+def linear(x: torch.Tensor, wb: tuple[torch.Tensor, torch.Tensor], fused: bool) -> torch.Tensor:
+    """``x @ w.T + b`` with a weight from `pack_linear`."""
+    if fused:
+        return torch.ops.mkldnn._linear_pointwise(x, wb[0], wb[1], "none", [], "")
+    return torch.nn.functional.linear(x, wb[0], wb[1])
+
+
+class InferenceModule(nn.Module):
+    """Mixin for the inference classes `prepare` swaps in: a self-invalidating packed cache.
+
+    Subclasses implement `_cf_sources()` (the parameters the cache derives from) and
+    `_cf_build(read)` (build the cache from ``read(p)``, the fp32 value of parameter `p`).
+    Packing always starts from the parameters as they are, so a copy of a prepared model
+    computes exactly what the original does.
+    """
+
+    def _cf_sources(self) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def _cf_build(self, read: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+        raise NotImplementedError
+
+    def _cf_packed(self) -> Any:
+        entry = self.__dict__.get(_CACHE)
+        key = source_key(self._cf_sources())
+        if entry is None or entry[0] != key:
+            entry = (key, self._cf_build(lambda p: p.detach().float()))
+            self.__dict__[_CACHE] = entry
+        return entry[1]
+
+    def _cf_clear(self) -> None:
+        self.__dict__.pop(_CACHE, None)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # oneDNN's opaque tensors cannot be copied or pickled; they are rebuilt on first use.
+        state = self.__dict__.copy()
+        state.pop(_CACHE, None)
+        return state

@@ -1,0 +1,80 @@
+"""What this CPU can do, asked once: instruction-set flags, bf16 support, thread count.
+
+bf16 only pays off where the CPU multiplies bf16 natively (AVX512-BF16 or AMX); elsewhere
+oneDNN emulates it and it is slower than fp32. fp16 is never used on CPU: it has no fast
+matmul path here (about 1 GFLOP/s measured), so the precision choices are fp32 and bf16.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+
+import torch
+
+__all__ = ["bf16_supported", "cpu_flags", "cpu_summary", "onednn_available"]
+
+_INTERESTING_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
+                      "amx_bf16", "amx_int8", "amx_tile")
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where that file does not exist)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def onednn_available() -> bool:
+    """True when torch ships the oneDNN (mkldnn) fused linear/convolution operators used by `prepare`."""
+    ops = torch.ops.mkldnn
+    return bool(torch.backends.mkldnn.is_available()) and all(
+        hasattr(ops, name) for name in ("_linear_pointwise", "_reorder_linear_weight",
+                                        "_convolution_pointwise", "_reorder_convolution_weight"))
+
+
+@functools.lru_cache(maxsize=1)
+def bf16_supported() -> bool:
+    """Native bf16 matmuls: AVX512-BF16 or AMX-BF16 in the flags, or oneDNN saying so."""
+    flags = cpu_flags()
+    if "avx512_bf16" in flags or "amx_bf16" in flags:
+        return True
+    if flags:  # flags known and neither present: emulated bf16 would be slower than fp32
+        return False
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def cpu_summary() -> dict[str, object]:
+    """Machine facts a benchmark table needs to be read correctly."""
+    model = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    flags = cpu_flags()
+    return {
+        "cpu_model": model,
+        "logical_cpus": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "flags": [f for f in _INTERESTING_FLAGS if f in flags],
+        "bf16_native": bf16_supported(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "onednn": onednn_available(),
+        "python": platform.python_version(),
+    }

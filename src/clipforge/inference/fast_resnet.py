@@ -1,0 +1,157 @@
+"""Inference forward passes for CLIP's ModifiedResNet image tower.
+
+Swapped in by `prepare` like the Transformer classes (parameters and state dict untouched):
+
+- every BatchNorm is folded into the convolution before it (eval mode: BN is a per-channel
+  affine map, so ``bn(conv(x)) = conv'(x) + b'``), removing a full pass over each feature map;
+- convolutions run on weights pre-packed for oneDNN with ReLU and the residual add fused in;
+- activations are channels-last (NHWC), the layout oneDNN's convolutions want, so no reorders
+  happen between layers; the attention pool reads NHWC as [N, HW, C] without a copy.
+
+In training mode every class falls back to its parent's forward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from clipforge.inference._packing import InferenceModule, linear, pack_conv, pack_linear
+from clipforge.models.resnet import AttentionPool2d, Bottleneck, ModifiedResNet
+
+__all__ = ["InferenceAttentionPool2d", "InferenceBottleneck", "InferenceModifiedResNet", "fold_batchnorm"]
+
+
+def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d,
+                   read: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 (weight, bias) of the convolution followed by the eval-mode BatchNorm."""
+    scale = read(bn.weight) / torch.sqrt(read(bn.running_var) + bn.eps)
+    weight = read(conv.weight) * scale.view(-1, 1, 1, 1)
+    bias = read(bn.bias) - read(bn.running_mean) * scale
+    if conv.bias is not None:
+        bias = bias + read(conv.bias) * scale
+    return weight, bias
+
+
+def _bn_sources(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> list[torch.Tensor]:
+    return [conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var]
+
+
+@dataclass
+class _Conv:
+    weight: torch.Tensor
+    bias: torch.Tensor
+    padding: list[int]
+    stride: list[int]
+
+
+def _make_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d, read: Callable[[torch.Tensor], torch.Tensor],
+               dtype: torch.dtype, fused: bool) -> _Conv:
+    weight, bias = fold_batchnorm(conv, bn, read)
+    padding, stride = [int(p) for p in conv.padding], [int(s) for s in conv.stride]
+    return _Conv(pack_conv(weight, dtype, fused, padding, stride), bias.to(dtype), padding, stride)
+
+
+def _conv(x: torch.Tensor, c: _Conv, fused: bool, relu: bool,
+          residual: torch.Tensor | None = None) -> torch.Tensor:
+    if fused:
+        ops = torch.ops.mkldnn
+        if residual is not None:
+            return ops._convolution_pointwise.binary(x, residual, c.weight, c.bias, c.padding, c.stride, [1, 1], 1,
+                                                     "add", None, "relu" if relu else "none", [], "")
+        return ops._convolution_pointwise(x, c.weight, c.bias, c.padding, c.stride, [1, 1], 1,
+                                          "relu" if relu else "none", [], "")
+    y = F.conv2d(x, c.weight, c.bias, c.stride, c.padding)
+    if residual is not None:
+        y = y + residual
+    return F.relu_(y) if relu else y
+
+
+class _Precision:
+    compute_dtype: torch.dtype = torch.float32
+    fused: bool = True
+
+
+class InferenceBottleneck(_Precision, InferenceModule, Bottleneck):
+    def _cf_sources(self) -> list[torch.Tensor]:
+        sources = (_bn_sources(self.conv1, self.bn1) + _bn_sources(self.conv2, self.bn2)
+                   + _bn_sources(self.conv3, self.bn3))
+        if self.downsample is not None:
+            sources += _bn_sources(self.downsample._modules["0"], self.downsample._modules["1"])
+        return sources
+
+    def _cf_build(self, read: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, _Conv]:
+        dtype, fused = self.compute_dtype, self.fused
+        convs = {name: _make_conv(getattr(self, f"conv{i}"), getattr(self, f"bn{i}"), read, dtype, fused)
+                 for i, name in ((1, "c1"), (2, "c2"), (3, "c3"))}
+        if self.downsample is not None:
+            convs["down"] = _make_conv(self.downsample._modules["0"], self.downsample._modules["1"], read, dtype, fused)
+        return convs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return super().forward(x)
+        c, fused = self._cf_packed(), self.fused
+        identity = x
+        if self.downsample is not None:
+            identity = _conv(self.downsample._modules["-1"](x), c["down"], fused, relu=False)
+        out = _conv(x, c["c1"], fused, relu=True)
+        out = self.avgpool(_conv(out, c["c2"], fused, relu=True))
+        return _conv(out, c["c3"], fused, relu=True, residual=identity)
+
+
+class InferenceAttentionPool2d(_Precision, InferenceModule, AttentionPool2d):
+    """Attention pooling with one packed matmul for keys+values and one for the mean query."""
+
+    def _cf_sources(self) -> list[torch.Tensor]:
+        return [self.q_proj.weight, self.q_proj.bias, self.k_proj.weight, self.k_proj.bias,
+                self.v_proj.weight, self.v_proj.bias, self.c_proj.weight, self.c_proj.bias]
+
+    def _cf_build(self, read: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        wq, bq, wk, bk, wv, bv, wc, bc = (read(p) for p in self._cf_sources())
+        dtype, fused = self.compute_dtype, self.fused
+
+        def pair(w: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return pack_linear(w, dtype, fused), b.to(dtype).contiguous()
+
+        return {"q": pair(wq, bq), "kv": pair(torch.cat([wk, wv]), torch.cat([bk, bv])), "c": pair(wc, bc)}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return super().forward(x)
+        w, fused = self._cf_packed(), self.fused
+        batch, channels = x.shape[:2]
+        heads = self.num_heads
+        x = x.flatten(2).transpose(1, 2)  # [N, HW, C]; a free view for channels-last input
+        x = torch.cat([x.mean(dim=1, keepdim=True), x], dim=1) + self.positional_embedding.to(x.dtype)
+        q = linear(x[:, 0], w["q"], fused).view(batch, heads, 1, channels // heads)
+        kv = linear(x, w["kv"], fused).view(batch, -1, 2, heads, channels // heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, kv[0], kv[1])
+        return linear(out.reshape(batch, channels), w["c"], fused)
+
+
+class InferenceModifiedResNet(_Precision, InferenceModule, ModifiedResNet):
+    """Stem with folded BN and fused ReLU, channels-last activations throughout."""
+
+    def _cf_sources(self) -> list[torch.Tensor]:
+        return (_bn_sources(self.conv1, self.bn1) + _bn_sources(self.conv2, self.bn2)
+                + _bn_sources(self.conv3, self.bn3))
+
+    def _cf_build(self, read: Callable[[torch.Tensor], torch.Tensor]) -> list[_Conv]:
+        return [_make_conv(getattr(self, f"conv{i}"), getattr(self, f"bn{i}"), read, self.compute_dtype, self.fused)
+                for i in (1, 2, 3)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return super().forward(x)
+        stem = self._cf_packed()
+        x = x.to(self.compute_dtype).contiguous(memory_format=torch.channels_last)
+        for conv in stem:
+            x = _conv(x, conv, self.fused, relu=True)
+        x = self.avgpool(x)
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.attnpool(x)

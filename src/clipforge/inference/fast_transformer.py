@@ -1,0 +1,203 @@
+"""Inference forward passes for the Transformer towers (ViT image tower, causal text tower).
+
+`prepare` swaps these classes in for the model's own (`module.__class__ = ...`): parameters,
+names and the state dict stay exactly as they were; only `forward` changes. Three savings:
+
+1. Weights pre-packed for oneDNN once (see `_packing`), with bias, activation and the residual
+   add fused into the matmul: a block is LN, 1 matmul, attention, 1 matmul+add, LN,
+   1 matmul+act, 1 matmul+add; no separate elementwise passes over the activations.
+   QuickGELU is ``h * sigmoid(1.702 h)`` = ``silu(1.702 h) / 1.702``, and oneDNN fuses Swish
+   (silu), so `c_fc` is packed pre-scaled by 1.702 and `c_proj` by 1/1.702.
+2. Only the rows that are read leave the last block: the class token of the ViT, each prompt's
+   EOT token of the text tower. Keys and values still come from every position, so this is the
+   same arithmetic for the rows that matter and none for the rest (about 6% of a tower).
+3. (text) The tower already stops at the batch's longest prompt (`CLIP.encode_text`); the
+   last block's single query per prompt then needs an explicit "keys up to my EOT" mask.
+
+In training mode every class falls back to its parent's forward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from clipforge.inference._packing import InferenceModule, pack_linear
+from clipforge.inference._packing import linear as _linear
+from clipforge.models.clip import CLIP
+from clipforge.models.layers import LayerNorm, ResidualAttentionBlock, Transformer
+from clipforge.models.vit import VisionTransformer
+
+__all__ = ["InferenceBlock", "InferenceCLIP", "InferenceLayerNorm", "InferenceTransformer",
+           "InferenceVisionTransformer"]
+
+QUICK_GELU_ALPHA = 1.702
+
+
+class InferenceLayerNorm(LayerNorm):
+    """LayerNorm on bf16 activations with fp32 weights in one kernel.
+
+    PyTorch's CPU layer_norm accumulates in fp32 and takes fp32 weights with bf16 input, so this
+    equals the parent's ``float() -> layer_norm -> to(bf16)`` without the two extra casts.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.weight is None or x.dtype not in (torch.float32, torch.bfloat16):
+            return super().forward(x)
+        return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+
+
+@dataclass
+class _BlockWeights:
+    fused: bool
+    qkv: tuple[torch.Tensor, torch.Tensor]
+    out: tuple[torch.Tensor, torch.Tensor]
+    fc: tuple[torch.Tensor, torch.Tensor]
+    proj: tuple[torch.Tensor, torch.Tensor]
+
+
+def _linear_add(x: torch.Tensor, residual: torch.Tensor, wb: tuple[torch.Tensor, torch.Tensor],
+                fused: bool) -> torch.Tensor:
+    if fused:
+        return torch.ops.mkldnn._linear_pointwise.binary(x, residual, wb[0], wb[1], "add")
+    return residual + F.linear(x, wb[0], wb[1])
+
+
+def _linear_quick_gelu(x: torch.Tensor, wb: tuple[torch.Tensor, torch.Tensor], fused: bool) -> torch.Tensor:
+    if fused:  # weights were pre-scaled by 1.702: silu(1.702 h) = 1.702 * quick_gelu(h)
+        return torch.ops.mkldnn._linear_pointwise(x, wb[0], wb[1], "swish", [], "")
+    h = F.linear(x, wb[0], wb[1])
+    return h * torch.sigmoid(QUICK_GELU_ALPHA * h)
+
+
+class InferenceBlock(InferenceModule, ResidualAttentionBlock):
+    """A residual attention block running on packed, fused weights (see module docstring)."""
+
+    compute_dtype: torch.dtype = torch.float32
+    fused: bool = True
+
+    def _cf_sources(self) -> list[torch.Tensor]:
+        attn, mlp = self.attn, self.mlp
+        return [attn.in_proj_weight, attn.in_proj_bias, attn.out_proj.weight, attn.out_proj.bias,
+                mlp.c_fc.weight, mlp.c_fc.bias, mlp.c_proj.weight, mlp.c_proj.bias]
+
+    def _cf_build(self, read: Callable[[torch.Tensor], torch.Tensor]) -> _BlockWeights:
+        dtype, fused = self.compute_dtype, self.fused
+        w_qkv, b_qkv, w_out, b_out, w_fc, b_fc, w_proj, b_proj = (read(p) for p in self._cf_sources())
+        if fused:
+            w_fc, b_fc, w_proj = w_fc * QUICK_GELU_ALPHA, b_fc * QUICK_GELU_ALPHA, w_proj / QUICK_GELU_ALPHA
+
+        def pair(w: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return pack_linear(w, dtype, fused), b.to(dtype).contiguous()
+
+        return _BlockWeights(fused, pair(w_qkv, b_qkv), pair(w_out, b_out), pair(w_fc, b_fc), pair(w_proj, b_proj))
+
+    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
+        if self.training:
+            return super().forward(x, causal=causal)
+        w = self._cf_packed()
+        batch, length, width = x.shape
+        heads = self.attn.heads
+        qkv = _linear(self.ln_1(x), w.qkv, w.fused)
+        qkv = qkv.view(batch, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=causal)
+        out = out.transpose(1, 2).reshape(batch, length, width)
+        x = _linear_add(out, x, w.out, w.fused)
+        return _linear_add(_linear_quick_gelu(self.ln_2(x), w.fc, w.fused), x, w.proj, w.fused)
+
+    def forward_rows(self, x: torch.Tensor, rows: torch.Tensor, causal: bool = False) -> torch.Tensor:
+        """The block's output at one position per sequence (`rows`: LongTensor [N]) -> [N, width].
+
+        Keys and values come from every position; with `causal`, row i attends to positions
+        <= rows[i], which is what the full causal pass gives that row.
+        """
+        if self.training:
+            full = super().forward(x, causal=causal)
+            return full[torch.arange(x.shape[0], device=x.device), rows]
+        w = self._cf_packed()
+        batch, length, width = x.shape
+        heads = self.attn.heads
+        pick = torch.arange(batch, device=x.device)
+        qkv = _linear(self.ln_1(x), w.qkv, w.fused).view(batch, length, 3, heads, width // heads)
+        q = qkv[pick, rows, 0].unsqueeze(2)  # [N, heads, 1, head_dim]
+        k, v = qkv[:, :, 1].transpose(1, 2), qkv[:, :, 2].transpose(1, 2)
+        mask = None
+        if causal:
+            mask = (torch.arange(length, device=x.device) <= rows.unsqueeze(1)).view(batch, 1, 1, length)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).reshape(batch, width)
+        y = _linear_add(out, x[pick, rows], w.out, w.fused)
+        return _linear_add(_linear_quick_gelu(self.ln_2(y), w.fc, w.fused), y, w.proj, w.fused)
+
+
+class InferenceTransformer(Transformer):
+    """`forward(x, rows=None)`: with `rows`, the last block returns only those positions."""
+
+    def forward(self, x: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        if rows is None:
+            return super().forward(x)
+        if self.training:
+            return super().forward(x)[torch.arange(x.shape[0], device=x.device), rows]
+        blocks = list(self.resblocks)
+        for block in blocks[:-1]:
+            x = block(x, causal=self.causal)
+        last = blocks[-1]
+        if isinstance(last, InferenceBlock):
+            return last.forward_rows(x, rows, causal=self.causal)
+        return last(x, causal=self.causal)[torch.arange(x.shape[0], device=x.device), rows]
+
+
+class InferenceVisionTransformer(InferenceModule, VisionTransformer):
+    """ViT with the patch embedding as one packed matmul and a class-token-only last block.
+
+    A stride-P PxP convolution is a matmul over non-overlapping patches; oneDNN's direct
+    convolution handles this shape poorly (~10% of a batch-1 forward), a reshape plus a
+    packed matmul does not.
+    """
+
+    compute_dtype: torch.dtype = torch.float32
+    fused: bool = True
+
+    def _cf_sources(self) -> list[torch.Tensor]:
+        return [self.conv1.weight]
+
+    def _cf_build(self, read: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, None]:
+        weight = read(self.conv1.weight).flatten(1)  # [width, 3 * P * P], (channel, row, col) order
+        return pack_linear(weight, self.compute_dtype, self.fused), None
+
+    def _patches(self, x: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = x.shape
+        p = self.patch_size
+        if height != self.input_resolution or width != self.input_resolution:
+            raise ValueError(f"expected images of {self.input_resolution}x{self.input_resolution}, got {height}x{width}")
+        x = x.to(self.compute_dtype).view(batch, channels, height // p, p, width // p, p)
+        x = x.permute(0, 2, 4, 1, 3, 5).reshape(batch, (height // p) * (width // p), channels * p * p)
+        return _linear(x, self._cf_packed(), self.fused)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return super().forward(x)
+        x = self._patches(x)  # [N, grid*grid, width]
+        cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
+        rows = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        x = self.transformer(self.ln_pre(x), rows=rows)
+        return self.ln_post(x) @ self.proj.to(x.dtype)
+
+
+class InferenceCLIP(CLIP):
+    """CLIP whose text tower stops at the longest prompt and finishes only the EOT rows."""
+
+    def encode_text(self, text: torch.Tensor) -> torch.Tensor:
+        if self.training or not isinstance(self.transformer, InferenceTransformer):
+            return super().encode_text(text)
+        if text.numel() == 0:
+            return torch.zeros(text.shape[0], self.embed_dim, dtype=self.dtype, device=text.device)
+        eot = text.argmax(dim=-1)
+        length = int(eot.max().item()) + 1
+        x = self.token_embedding(text[:, :length]).to(self.dtype)
+        x = x + self.positional_embedding[:length].to(self.dtype)
+        x = self.ln_final(self.transformer(x, rows=eot))
+        return x @ self.text_projection.to(x.dtype)

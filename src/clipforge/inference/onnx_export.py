@@ -1,0 +1,188 @@
+"""Export the two towers to ONNX and run them with onnxruntime.
+
+Layout written by `export_onnx(model, out_dir)`:
+
+    out_dir/image_encoder.onnx   pixel_values float32 [batch, 3, R, R] -> image_embeds [batch, D]
+    out_dir/text_encoder.onnx    input_ids int64 [batch, context_length] -> text_embeds [batch, D]
+    out_dir/clipforge_onnx.json  shapes, opset, names and the parity measured at export time
+
+Both have a dynamic batch axis; features are not normalised (as `encode_image`/`encode_text`).
+The text tower is exported on the full context (77 tokens) with the EOT gather inside the
+graph: the "stop at the longest prompt" trick of `CLIP.encode_text` depends on the data, which
+a static graph cannot express, and a fixed-shape graph is what ONNX consumers expect.
+
+The export uses torch's TorchScript-based exporter (`dynamo=False`): the newer exporter needs
+the `onnxscript` package, and this one handles these two plain graphs fine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from clipforge.inference.precision import is_prepared
+
+__all__ = ["IMAGE_FILE", "META_FILE", "TEXT_FILE", "ImageTower", "OnnxCLIP", "TextTower", "export_onnx",
+           "onnx_parity"]
+
+IMAGE_FILE = "image_encoder.onnx"
+TEXT_FILE = "text_encoder.onnx"
+META_FILE = "clipforge_onnx.json"
+DEFAULT_OPSET = 17
+
+
+class ImageTower(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.visual = model.visual
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.visual(pixel_values)
+
+
+class TextTower(nn.Module):
+    """The text tower over the whole context, reading each row's feature at its EOT token."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.token_embedding = model.token_embedding
+        self.positional_embedding = model.positional_embedding
+        self.transformer = model.transformer
+        self.ln_final = model.ln_final
+        self.text_projection = model.text_projection
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        x = self.token_embedding(input_ids) + self.positional_embedding
+        x = self.ln_final(self.transformer(x))
+        eot = input_ids.argmax(dim=-1)  # EOT has the highest id in the vocabulary
+        index = eot.view(-1, 1, 1).expand(-1, 1, x.shape[-1])
+        return torch.gather(x, 1, index).squeeze(1) @ self.text_projection
+
+
+def _plain_fp32(model: nn.Module) -> nn.Module:
+    """The model as a plain fp32 CLIP: oneDNN's packed kernels are not exportable."""
+    if not is_prepared(model) and all(p.dtype == torch.float32 for p in model.parameters() if p.is_floating_point()):
+        return model
+    from clipforge.models import build_model
+
+    state = {k: v.detach().float() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    return build_model(state)
+
+
+def _export(module: nn.Module, example: torch.Tensor, path: Path, input_name: str, output_name: str,
+            opset: int) -> None:
+    # The exporter restores the wrapper's training flag afterwards, recursively: a wrapper left
+    # in (default) training mode would switch the caller's model to training mode, and the next
+    # ResNet forward would then update BatchNorm statistics.
+    module.eval()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # legacy-exporter deprecation and tracer notices
+        torch.onnx.export(
+            module, (example,), str(path), dynamo=False, opset_version=opset,
+            input_names=[input_name], output_names=[output_name],
+            dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}}, do_constant_folding=True)
+
+
+def export_onnx(model: nn.Module, out_dir: str | os.PathLike, *, opset: int = DEFAULT_OPSET,
+                verify: bool = True, name: str | None = None) -> dict[str, Any]:
+    """Write image and text encoders to `out_dir` (see module docstring); returns the metadata.
+
+    Files appear atomically: everything is written to a temporary folder beside `out_dir` and
+    moved in at the end. With `verify`, both graphs are run through onnxruntime on random
+    inputs and the largest absolute difference from PyTorch is recorded (and must be <= 1e-4).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plain = _plain_fp32(model).eval()
+    resolution = int(plain.visual.input_resolution)
+    context = int(plain.context_length)
+    meta: dict[str, Any] = {
+        "format": "clipforge-onnx-1", "model": name, "opset": opset,
+        "image": {"file": IMAGE_FILE, "input": "pixel_values", "output": "image_embeds",
+                  "shape": ["batch", 3, resolution, resolution]},
+        "text": {"file": TEXT_FILE, "input": "input_ids", "output": "text_embeds", "shape": ["batch", context]},
+        "embed_dim": int(plain.embed_dim), "image_resolution": resolution, "context_length": context,
+    }
+    staging = Path(tempfile.mkdtemp(prefix=".onnx-export-", dir=out_dir))
+    try:
+        _export(ImageTower(plain), torch.randn(2, 3, resolution, resolution), staging / IMAGE_FILE,
+                "pixel_values", "image_embeds", opset)
+        tokens = torch.zeros(2, context, dtype=torch.long)
+        tokens[:, 0], tokens[:, 1:4], tokens[:, 4] = 49406, 320, 49407
+        _export(TextTower(plain), tokens, staging / TEXT_FILE, "input_ids", "text_embeds", opset)
+        (staging / META_FILE).write_text(json.dumps(meta, indent=2))
+        if verify:
+            meta["parity"] = onnx_parity(plain, staging)
+            worst = max(meta["parity"]["image_max_abs_diff"], meta["parity"]["text_max_abs_diff"])
+            if worst > 1e-4:
+                raise RuntimeError(f"ONNX export of {name or 'model'} differs from PyTorch by {worst:.2e} (> 1e-4)")
+        (staging / META_FILE).write_text(json.dumps(meta, indent=2))
+        for file in (IMAGE_FILE, TEXT_FILE, META_FILE):
+            os.replace(staging / file, out_dir / file)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return meta
+
+
+class OnnxCLIP:
+    """The exported towers behind `encode_image` / `encode_text`, on onnxruntime's CPU provider."""
+
+    def __init__(self, directory: str | os.PathLike, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        directory = Path(directory)
+        meta_path = directory / META_FILE
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"{directory} holds no {META_FILE}; expected the output of "
+                                    "`clipforge export onnx --out DIR`")
+        self.meta = json.loads(meta_path.read_text())
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(threads or torch.get_num_threads())
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.sessions = {}
+        for tower in ("image", "text"):
+            path = directory / self.meta[tower]["file"]
+            if not path.is_file():
+                raise FileNotFoundError(f"missing {path} (listed in {meta_path})")
+            self.sessions[tower] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def _run(self, tower: str, array: np.ndarray) -> np.ndarray:
+        spec = self.meta[tower]
+        return self.sessions[tower].run([spec["output"]], {spec["input"]: array})[0]
+
+    def encode_image(self, pixel_values: torch.Tensor | np.ndarray) -> np.ndarray:
+        array = pixel_values.detach().cpu().numpy() if isinstance(pixel_values, torch.Tensor) else pixel_values
+        return self._run("image", np.ascontiguousarray(array, dtype=np.float32))
+
+    def encode_text(self, input_ids: torch.Tensor | np.ndarray) -> np.ndarray:
+        array = input_ids.detach().cpu().numpy() if isinstance(input_ids, torch.Tensor) else input_ids
+        return self._run("text", np.ascontiguousarray(array, dtype=np.int64))
+
+
+@torch.inference_mode()
+def onnx_parity(model: nn.Module, directory: str | os.PathLike, batch: int = 3, seed: int = 0) -> dict[str, float]:
+    """Largest absolute feature difference between `model` (fp32) and the ONNX graphs in `directory`."""
+    generator = torch.Generator().manual_seed(seed)
+    plain = _plain_fp32(model).eval()
+    resolution, context = int(plain.visual.input_resolution), int(plain.context_length)
+    images = torch.randn(batch, 3, resolution, resolution, generator=generator)
+    tokens = torch.zeros(batch, context, dtype=torch.long)
+    for row in range(batch):  # prompts of different lengths, so the EOT gather is exercised
+        length = 3 + 5 * row
+        tokens[row, 0] = 49406
+        tokens[row, 1:length] = torch.randint(1, 49000, (length - 1,), generator=generator)
+        tokens[row, length] = 49407
+    runner = OnnxCLIP(directory, threads=1)
+    image_diff = np.abs(runner.encode_image(images) - plain.encode_image(images).numpy()).max()
+    text_diff = np.abs(runner.encode_text(tokens) - plain.encode_text(tokens).numpy()).max()
+    return {"image_max_abs_diff": float(image_diff), "text_max_abs_diff": float(text_diff), "batch": batch}

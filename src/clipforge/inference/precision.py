@@ -1,0 +1,132 @@
+"""`prepare(model, precision)`: turn a CLIP into a fast inference model, fp32 or bf16, in place.
+
+Why a separate step instead of faster model classes: the fast path needs things training must
+not have (weights pre-packed in oneDNN's layout, BatchNorm folded into convolutions, the last
+block computing only the rows that are read), so `prepare` swaps in inference subclasses of the
+model's modules (`fast_transformer`, `fast_resnet`). Parameters, their names and the state
+dict are untouched, so fingerprints, `load_state_dict` and saving keep working; packed copies
+rebuild themselves when a parameter changes.
+
+bf16: matmul and convolution weights are stored in bf16 (cast once here, not per call as
+autocast does); LayerNorm weights, `logit_scale` and all accumulation (oneDNN matmuls,
+LayerNorm statistics, attention softmax) stay fp32. Activations between layers are bf16.
+It is offered only on CPUs with native bf16 (AVX512-BF16/AMX): elsewhere it is emulated and
+slower than fp32. fp16 is never used on CPU.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from clipforge.inference.cpu import bf16_supported, onednn_available
+from clipforge.inference.fast_resnet import (
+    InferenceAttentionPool2d,
+    InferenceBottleneck,
+    InferenceModifiedResNet,
+)
+from clipforge.inference.fast_transformer import (
+    InferenceBlock,
+    InferenceCLIP,
+    InferenceLayerNorm,
+    InferenceTransformer,
+    InferenceVisionTransformer,
+)
+from clipforge.models.clip import CLIP
+from clipforge.models.layers import LayerNorm, ResidualAttentionBlock, Transformer
+from clipforge.models.resnet import AttentionPool2d, Bottleneck, ModifiedResNet
+from clipforge.models.vit import VisionTransformer
+
+__all__ = ["DTYPES", "PRECISIONS", "Bf16UnsupportedError", "is_prepared", "precision_of", "prepare",
+           "resolve_precision"]
+
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
+DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+_SWAPS: dict[type, type] = {
+    CLIP: InferenceCLIP,
+    VisionTransformer: InferenceVisionTransformer,
+    Transformer: InferenceTransformer,
+    ResidualAttentionBlock: InferenceBlock,
+    LayerNorm: InferenceLayerNorm,
+    ModifiedResNet: InferenceModifiedResNet,
+    Bottleneck: InferenceBottleneck,
+    AttentionPool2d: InferenceAttentionPool2d,
+}
+_PACKED = (InferenceBlock, InferenceVisionTransformer, InferenceModifiedResNet, InferenceBottleneck,
+           InferenceAttentionPool2d)
+_ATTR = "_cf_precision"
+
+
+class Bf16UnsupportedError(RuntimeError):
+    """bf16 was asked for on a CPU without native bf16 matmuls."""
+
+
+def resolve_precision(precision: str) -> str:
+    """Validate a precision name ("fp32", "bf16"; "float32"/"bfloat16" accepted); fp16 is refused."""
+    name = {"float32": "fp32", "bfloat16": "bf16", "float": "fp32"}.get(str(precision).lower(), str(precision).lower())
+    if name in ("fp16", "float16", "half"):
+        raise ValueError("fp16 is not supported on CPU (no fast fp16 matmul: ~1 GFLOP/s); use 'bf16' or 'fp32'")
+    if name not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    return name
+
+
+def is_prepared(model: nn.Module) -> bool:
+    return getattr(model, _ATTR, None) is not None
+
+
+def precision_of(model: nn.Module) -> str | None:
+    """The precision `prepare` gave this model, or None for an unprepared model."""
+    return getattr(model, _ATTR, None)
+
+
+def _keeps_fp32(module: nn.Module, param: torch.Tensor) -> bool:
+    # LayerNorm affine weights feed fp32 statistics; 0-dim scalars (logit_scale) are not matmul
+    # operands and a bf16 exp(logit_scale) would shift every probability.
+    return isinstance(module, nn.LayerNorm) or param.dim() == 0
+
+
+def prepare(model: nn.Module, precision: str = "fp32", *, fused: bool | None = None,
+            require_native_bf16: bool = True) -> nn.Module:
+    """Make `model` an inference model in `precision` ("fp32" or "bf16"), in place; returns it.
+
+    The model is put in eval mode with gradients off. `fused=None` uses oneDNN's packed, fused
+    kernels when torch has them and the model is on the CPU (False: same forward structure
+    with plain torch ops). bf16 raises `Bf16UnsupportedError` on CPUs without native bf16
+    unless `require_native_bf16=False`. Copy the model first (`copy.deepcopy`) to keep an
+    unprepared one; a prepared model cannot be re-prepared to another precision.
+    """
+    precision = resolve_precision(precision)
+    previous = precision_of(model)
+    if previous is not None and previous != precision:
+        raise ValueError(f"model was already prepared for {previous}; prepare a fresh copy for {precision}")
+    params = list(model.parameters())
+    on_cpu = all(p.device.type == "cpu" for p in params)
+    if precision == "bf16" and require_native_bf16 and on_cpu and not bf16_supported():
+        raise Bf16UnsupportedError(
+            "this CPU has no native bf16 matmuls (AVX512-BF16 or AMX); bf16 would be emulated and slower "
+            "than fp32 - use precision='fp32'")
+    dtype = DTYPES[precision]
+    use_fused = (onednn_available() and on_cpu) if fused is None else bool(fused and onednn_available())
+    model.eval()
+    model.requires_grad_(False)
+
+    for module in model.modules():
+        for tensor in list(module.parameters(recurse=False)) + list(module.buffers(recurse=False)):
+            if tensor.is_floating_point() and tensor.dtype != dtype and not _keeps_fp32(module, tensor):
+                tensor.data = tensor.data.to(dtype)
+
+    for module in model.modules():
+        swap = _SWAPS.get(type(module))
+        if swap is not None:
+            module.__class__ = swap
+        if isinstance(module, _PACKED):
+            module.compute_dtype = dtype
+            module.fused = use_fused
+
+    for module in model.modules():  # pack now, not on the first call
+        if isinstance(module, _PACKED):
+            module._cf_packed()
+    setattr(model, _ATTR, precision)
+    return model

@@ -1,0 +1,147 @@
+"""`clipforge.inference.prepare`: the fast paths compute the same function as the plain model."""
+
+from __future__ import annotations
+
+import copy
+import io
+import pickle
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from clipforge.inference import Bf16UnsupportedError, precision_of, prepare, resolve_precision
+from clipforge.inference.fast_transformer import InferenceBlock
+from clipforge.inference.onnx_export import TextTower
+from clipforge.models import create_model_from_config, get_config
+
+EOT, SOT = 49407, 49406
+
+
+def _model(name: str, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    model = create_model_from_config(get_config(name)).eval()
+    with torch.no_grad():  # non-trivial BatchNorm so the folding is exercised (init zeroes bn3)
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.uniform_(0.3, 1.2)
+                module.bias.uniform_(-0.2, 0.2)
+                module.running_mean.uniform_(-0.3, 0.3)
+                module.running_var.uniform_(0.5, 1.5)
+    return model
+
+
+def _tokens(lengths: list[int], context: int = 77, seed: int = 0) -> torch.Tensor:
+    """Rows with EOT at position `length` (lengths may reach context - 1: a full row)."""
+    generator = torch.Generator().manual_seed(seed)
+    out = torch.zeros(len(lengths), context, dtype=torch.long)
+    for row, length in enumerate(lengths):
+        out[row, 0] = SOT
+        out[row, 1:length] = torch.randint(1, 49000, (length - 1,), generator=generator)
+        out[row, length] = EOT
+    return out
+
+
+def _images(model: torch.nn.Module, n: int = 3) -> torch.Tensor:
+    r = model.visual.input_resolution
+    return torch.randn(n, 3, r, r, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize("name", ["test-vit-tiny", "test-rn-tiny"])
+@pytest.mark.parametrize("fused", [True, False])
+def test_fp32_prepare_matches_the_plain_model(name: str, fused: bool) -> None:
+    model = _model(name)
+    images, tokens = _images(model), _tokens([4, 11, 76, 2])
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.inference_mode():
+        want_image, want_text = model.encode_image(images), model.encode_text(tokens)
+    fast = prepare(copy.deepcopy(model), "fp32", fused=fused)
+    with torch.inference_mode():
+        got_image, got_text = fast.encode_image(images), fast.encode_text(tokens)
+    torch.testing.assert_close(got_image, want_image, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got_text, want_text, rtol=1e-5, atol=1e-5)
+    # the state dict is untouched: same names, same fp32 values
+    assert list(fast.state_dict()) == list(state)
+    for key, value in fast.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    assert precision_of(fast) == "fp32" and precision_of(model) is None
+
+
+@pytest.mark.parametrize("name", ["test-vit-tiny", "test-rn-tiny"])
+def test_bf16_features_stay_within_cosine_0999_of_fp32(name: str) -> None:
+    model = _model(name)
+    images, tokens = _images(model, 4), _tokens([3, 9, 20, 76])
+    with torch.inference_mode():
+        want_image, want_text = model.encode_image(images), model.encode_text(tokens)
+    fast = prepare(copy.deepcopy(model), "bf16", require_native_bf16=False)
+    assert fast.dtype == torch.bfloat16
+    assert fast.logit_scale.dtype == torch.float32  # scalars and LayerNorm weights stay fp32
+    assert all(m.weight.dtype == torch.float32 for m in fast.modules() if isinstance(m, torch.nn.LayerNorm))
+    with torch.inference_mode():
+        got_image, got_text = fast.encode_image(images).float(), fast.encode_text(tokens).float()
+    assert F.cosine_similarity(got_image, want_image).min() >= 0.999
+    assert F.cosine_similarity(got_text, want_text).min() >= 0.999
+
+
+def test_truncated_text_tower_equals_the_full_length_computation() -> None:
+    """The causal-mask shortcut (plain and prepared) against all 77 positions, within 1e-5."""
+    model = _model("test-vit-tiny")
+    tokens = _tokens([1, 5, 8, 8, 30])  # longest prompt 31 tokens: the tower runs 31 of 77 positions
+    with torch.inference_mode():
+        full = TextTower(model)(tokens)
+        plain = model.encode_text(tokens)
+        fast = prepare(copy.deepcopy(model), "fp32").encode_text(tokens)
+    assert (plain - full).abs().max() <= 1e-5
+    assert (fast - full).abs().max() <= 1e-5
+    # and row by row: a prompt's feature does not depend on the other prompts in its batch
+    with torch.inference_mode():
+        alone = model.encode_text(tokens[1:2])
+    assert (alone - full[1:2]).abs().max() <= 1e-5
+
+
+def test_packed_weights_follow_parameter_changes() -> None:
+    model, other = _model("test-vit-tiny", seed=0), _model("test-vit-tiny", seed=1)
+    fast = prepare(copy.deepcopy(model), "fp32")
+    images, tokens = _images(model), _tokens([6, 12])
+    fast.load_state_dict(other.state_dict())
+    with torch.inference_mode():
+        torch.testing.assert_close(fast.encode_image(images), other.encode_image(images), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(fast.encode_text(tokens), other.encode_text(tokens), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["test-vit-tiny", "test-rn-tiny"])
+def test_prepared_models_copy_and_pickle(name: str) -> None:
+    fast = prepare(_model(name), "bf16", require_native_bf16=False)
+    images = _images(fast)
+    with torch.inference_mode():
+        want = fast.encode_image(images)
+    buffer = io.BytesIO()
+    torch.save(fast, buffer)  # the opaque oneDNN tensors are dropped and rebuilt on first use
+    clone = pickle.loads(pickle.dumps(fast))
+    with torch.inference_mode():
+        assert torch.equal(copy.deepcopy(fast).encode_image(images), want)
+        assert torch.equal(clone.encode_image(images), want)
+
+
+def test_training_mode_uses_the_plain_forward() -> None:
+    model = _model("test-vit-tiny")
+    fast = prepare(copy.deepcopy(model), "fp32").train()
+    fast.requires_grad_(True)
+    tokens = _tokens([5, 9])
+    loss = fast.encode_text(tokens).square().sum()
+    loss.backward()
+    block = fast.transformer.resblocks[-1]
+    assert isinstance(block, InferenceBlock)
+    assert block.attn.in_proj_weight.grad is not None and block.mlp.c_fc.weight.grad.abs().sum() > 0
+
+
+def test_precision_names_and_refusals() -> None:
+    assert resolve_precision("bfloat16") == "bf16" and resolve_precision("FP32") == "fp32"
+    with pytest.raises(ValueError, match="fp16 is not supported on CPU"):
+        resolve_precision("fp16")
+    with pytest.raises(ValueError, match="unknown precision 'int4'"):
+        resolve_precision("int4")
+    fast = prepare(_model("test-vit-tiny"), "fp32")
+    with pytest.raises(ValueError, match="already prepared for fp32"):
+        prepare(fast, "bf16", require_native_bf16=False)
+    assert issubclass(Bf16UnsupportedError, RuntimeError)

@@ -1,0 +1,102 @@
+"""int8 dynamic quantization keeps features close; the ONNX export matches PyTorch."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from clipforge.inference.onnx_export import META_FILE, OnnxCLIP, export_onnx
+from clipforge.inference.quantize import QuantizableSelfAttention, feature_cosine, quantize_dynamic_int8
+from clipforge.models import create_model_from_config, get_config
+
+
+def _model(name: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = create_model_from_config(get_config(name)).eval()
+    with torch.no_grad():  # non-trivial BatchNorm, so a stray training-mode forward would show
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.uniform_(0.3, 1.2)
+                module.running_var.uniform_(0.5, 1.5)
+    return model
+
+
+def _tokens(lengths: list[int]) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    out = torch.zeros(len(lengths), 77, dtype=torch.long)
+    for row, length in enumerate(lengths):
+        out[row, 0] = 49406
+        out[row, 1:length] = torch.randint(1, 49000, (length - 1,), generator=generator)
+        out[row, length] = 49407
+    return out
+
+
+def test_int8_features_stay_close_to_fp32() -> None:
+    model = _model("test-vit-tiny")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    quantized = quantize_dynamic_int8(model)
+    kinds = {type(m).__name__ for m in quantized.modules()}
+    assert "QuantizableSelfAttention" in kinds  # q/k/v projections are quantized too
+    assert sum(type(m).__module__.startswith("torch.ao.nn.quantized.dynamic") for m in quantized.modules()) == 16
+    images = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    tokens = _tokens([3, 8, 15, 40])
+    with torch.inference_mode():
+        image_cos = feature_cosine(model.encode_image(images), quantized.encode_image(images))
+        text_cos = feature_cosine(model.encode_text(tokens), quantized.encode_text(tokens))
+    assert image_cos["min"] >= 0.99 and text_cos["min"] >= 0.99
+    assert image_cos["min"] < 1.0  # it really is quantized
+    for key, value in model.state_dict().items():  # the original is untouched
+        assert torch.equal(value, before[key])
+
+
+def test_quantizable_attention_equals_the_packed_layout() -> None:
+    model = _model("test-vit-tiny")
+    attention = model.transformer.resblocks[0].attn
+    x = torch.randn(2, 9, 128)
+    with torch.inference_mode():
+        torch.testing.assert_close(QuantizableSelfAttention(attention)(x, causal=True), attention(x, causal=True))
+
+
+def test_int8_refuses_a_bf16_model() -> None:
+    with pytest.raises(ValueError, match="needs an fp32 model"):
+        quantize_dynamic_int8(_model("test-vit-tiny").to(torch.bfloat16))
+
+
+@pytest.mark.parametrize("name", ["test-vit-tiny", "test-rn-tiny"])
+def test_onnx_export_matches_pytorch_on_any_batch_size(tmp_path, name: str) -> None:
+    pytest.importorskip("onnxruntime")
+    model = _model(name)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    meta = export_onnx(model, tmp_path, name=name)
+    # exporting leaves the model as it was: eval mode everywhere, same weights and statistics
+    assert not any(module.training for module in model.modules())
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert {p.name for p in tmp_path.iterdir()} == {"image_encoder.onnx", "text_encoder.onnx", META_FILE}
+    assert json.loads((tmp_path / META_FILE).read_text())["embed_dim"] == 32
+    assert max(meta["parity"]["image_max_abs_diff"], meta["parity"]["text_max_abs_diff"]) <= 1e-4
+    runner = OnnxCLIP(tmp_path, threads=1)
+    r = model.visual.input_resolution
+    images = torch.randn(5, 3, r, r, generator=torch.Generator().manual_seed(2))  # export used batch 2
+    tokens = _tokens([2, 10, 76, 5, 33, 1, 60])
+    with torch.inference_mode():
+        assert np.abs(runner.encode_image(images) - model.encode_image(images).numpy()).max() <= 1e-4
+        assert np.abs(runner.encode_text(tokens) - model.encode_text(tokens).numpy()).max() <= 1e-4
+
+
+def test_cli_export_onnx(tmp_path, capsys) -> None:
+    pytest.importorskip("onnxruntime")
+    from clipforge.cli.main import main
+
+    assert main(["export", "onnx", "--model", "test-vit-tiny", "--out", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    assert "image_encoder.onnx" in printed and "parity" in printed
+    assert (tmp_path / "out" / "text_encoder.onnx").is_file()
+
+
+def test_onnx_runner_explains_a_wrong_folder(tmp_path) -> None:
+    pytest.importorskip("onnxruntime")
+    with pytest.raises(FileNotFoundError, match="clipforge export onnx"):
+        OnnxCLIP(tmp_path)
