@@ -20,12 +20,11 @@ from clipforge.evaluate.features import subset_indices
 from clipforge.evaluate.metrics import mean_per_class_recall, topk_accuracy
 from clipforge.evaluate.probe import fewshot_split, fit_probe, mean_std, stratified_holdout
 from clipforge.evaluate.report import (
-    check_expectations,
+    finish_report,
     open_run_log,
     peak_memory,
     reset_peak_memory,
     run_stem,
-    write_report,
 )
 
 __all__ = ["evaluate_linear_probe"]
@@ -126,9 +125,5 @@ def evaluate_linear_probe(model: str | torch.nn.Module, dataset: str | tuple[Any
             "memory": peak_memory(ev.device),
             "files": {"report": str(json_path), "log": str(log_path)},
         }
-        if expect:
-            report["expectations"] = check_expectations(metrics, expect, tolerance)
-            report["passed"] = all(c["ok"] for c in report["expectations"])
-        write_report(json_path, report)
-        log.info("report written to %s", json_path)
+        finish_report(report, metrics, expect, tolerance, json_path, log)
     return report

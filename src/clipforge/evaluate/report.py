@@ -119,6 +119,23 @@ def write_report(path: Path, report: Mapping[str, Any]) -> Path:
     return write_json(path, dict(report))
 
 
+def finish_report(report: dict[str, Any], metrics: Mapping[str, Any], expect: Mapping[str, float] | None,
+                  tolerance: float, json_path: Path, log: logging.Logger) -> dict[str, Any]:
+    """Attach the golden checks (`--expect`), log each one, and write the JSON report atomically.
+
+    Every runner ends the same way, so a report always has the same shape whatever the task.
+    """
+    if expect:
+        report["expectations"] = check_expectations(metrics, expect, tolerance)
+        report["passed"] = all(c["ok"] for c in report["expectations"])
+        for c in report["expectations"]:
+            log.log(logging.INFO if c["ok"] else logging.ERROR, "expect %s=%.2f±%.2f: measured %.2f %s",
+                    c["metric"], c["expected"], c["tolerance"], c["measured"], "ok" if c["ok"] else "MISSED")
+    write_report(json_path, report)
+    log.info("report written to %s", json_path)
+    return report
+
+
 def parse_expect(items: Sequence[str] | None) -> dict[str, float]:
     """``["top1=63.3", "top5=88.8"]`` -> ``{"top1": 63.3, "top5": 88.8}`` (percent)."""
     out: dict[str, float] = {}

@@ -18,12 +18,11 @@ from clipforge.evaluate.common import report_header, resolve_model
 from clipforge.evaluate.features import extract_image_features, subset_indices
 from clipforge.evaluate.metrics import retrieval_metrics
 from clipforge.evaluate.report import (
-    check_expectations,
+    finish_report,
     open_run_log,
     peak_memory,
     reset_peak_memory,
     run_stem,
-    write_report,
 )
 from clipforge.zeroshot.embeddings import encode_texts
 
@@ -86,9 +85,5 @@ def evaluate_retrieval(model: str | torch.nn.Module, captions: str | Path | Any,
             "memory": peak_memory(ev.device),
             "files": {"report": str(json_path), "log": str(log_path)},
         }
-        if expect:
-            report["expectations"] = check_expectations(metrics, expect, tolerance)
-            report["passed"] = all(c["ok"] for c in report["expectations"])
-        write_report(json_path, report)
-        log.info("report written to %s", json_path)
+        finish_report(report, metrics, expect, tolerance, json_path, log)
     return report

@@ -25,12 +25,11 @@ from clipforge.evaluate.common import (
 from clipforge.evaluate.features import extract_image_features, subset_indices
 from clipforge.evaluate.metrics import classification_metrics, confusion_matrix, predictions
 from clipforge.evaluate.report import (
-    check_expectations,
+    finish_report,
     open_run_log,
     peak_memory,
     reset_peak_memory,
     run_stem,
-    write_report,
 )
 from clipforge.zeroshot import ZeroShotClassifier, get_templates
 
@@ -104,14 +103,7 @@ def evaluate_zeroshot(model: str | torch.nn.Module, dataset: str | Any, root: st
         }
         if plot:
             report["files"]["plots"] = _plots(metrics, names, result.labels, predictions(scores), out_dir, stem)
-        if expect:
-            report["expectations"] = check_expectations(metrics, expect, tolerance)
-            report["passed"] = all(c["ok"] for c in report["expectations"])
-            for c in report["expectations"]:
-                log.log(20 if c["ok"] else 40, "expect %s=%.2f±%.2f: measured %.2f %s", c["metric"], c["expected"],
-                        c["tolerance"], c["measured"], "ok" if c["ok"] else "MISSED")
-        write_report(json_path, report)
-        log.info("report written to %s", json_path)
+        finish_report(report, metrics, expect, tolerance, json_path, log)
     return report
 
 
