@@ -36,11 +36,13 @@ def pack_linear(weight: torch.Tensor, dtype: torch.dtype, fused: bool) -> torch.
     return torch.ops.mkldnn._reorder_linear_weight(weight) if fused else weight
 
 
-def pack_conv(weight: torch.Tensor, dtype: torch.dtype, fused: bool, padding: list[int], stride: list[int]) -> torch.Tensor:
+def pack_conv(weight: torch.Tensor, dtype: torch.dtype, fused: bool, padding: list[int], stride: list[int],
+              input_size: list[int] | None = None) -> torch.Tensor:
+    """A convolution weight in `dtype`, reordered for oneDNN (for inputs of `input_size`) when `fused`."""
     weight = weight.detach().to(dtype).contiguous()
     if not fused:
         return weight
-    return torch.ops.mkldnn._reorder_convolution_weight(weight, padding, stride, [1, 1], 1)
+    return torch.ops.mkldnn._reorder_convolution_weight(weight, padding, stride, [1, 1], 1, input_size)
 
 
 def linear(x: torch.Tensor, wb: tuple[torch.Tensor, torch.Tensor], fused: bool) -> torch.Tensor:

@@ -13,8 +13,9 @@ In training mode every class falls back to its parent's forward.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -41,29 +42,50 @@ def _bn_sources(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> list[torch.Tensor]:
     return [conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var]
 
 
+# Packed convolution weights per input shape kept per layer (a batch size or two in practice).
+_SHAPES_KEPT = 4
+
+
 @dataclass
 class _Conv:
-    weight: torch.Tensor
+    """A BN-folded convolution. oneDNN's packed weight layout depends on the input shape: a
+    weight packed for batch 8 used at batch 1 (or packed without a shape) can cost 10x per
+    call in a hidden reorder, so packs are made per input shape, on first use, a few kept."""
+
+    weight: torch.Tensor  # dense, compute dtype
     bias: torch.Tensor
     padding: list[int]
     stride: list[int]
+    fused: bool
+    packs: OrderedDict = field(default_factory=OrderedDict)
+
+    def packed(self, shape: torch.Size) -> torch.Tensor:
+        key = tuple(shape)
+        weight = self.packs.get(key)
+        if weight is None:
+            weight = pack_conv(self.weight, self.weight.dtype, True, self.padding, self.stride, list(key))
+            self.packs[key] = weight
+            while len(self.packs) > _SHAPES_KEPT:
+                self.packs.popitem(last=False)
+        return weight
 
 
 def _make_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d, read: Callable[[torch.Tensor], torch.Tensor],
                dtype: torch.dtype, fused: bool) -> _Conv:
     weight, bias = fold_batchnorm(conv, bn, read)
     padding, stride = [int(p) for p in conv.padding], [int(s) for s in conv.stride]
-    return _Conv(pack_conv(weight, dtype, fused, padding, stride), bias.to(dtype), padding, stride)
+    return _Conv(weight.to(dtype).contiguous(), bias.to(dtype), padding, stride, fused)
 
 
 def _conv(x: torch.Tensor, c: _Conv, fused: bool, relu: bool,
           residual: torch.Tensor | None = None) -> torch.Tensor:
     if fused:
         ops = torch.ops.mkldnn
+        weight = c.packed(x.shape)
         if residual is not None:
-            return ops._convolution_pointwise.binary(x, residual, c.weight, c.bias, c.padding, c.stride, [1, 1], 1,
+            return ops._convolution_pointwise.binary(x, residual, weight, c.bias, c.padding, c.stride, [1, 1], 1,
                                                      "add", None, "relu" if relu else "none", [], "")
-        return ops._convolution_pointwise(x, c.weight, c.bias, c.padding, c.stride, [1, 1], 1,
+        return ops._convolution_pointwise(x, weight, c.bias, c.padding, c.stride, [1, 1], 1,
                                           "relu" if relu else "none", [], "")
     y = F.conv2d(x, c.weight, c.bias, c.stride, c.padding)
     if residual is not None:
