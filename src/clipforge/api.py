@@ -1,27 +1,79 @@
-"""The public entry points, shaped like openai/CLIP so migrating is a one-line import change.
+"""The one way to turn a model spec into a model, and the openai/CLIP-shaped entry points on top.
 
-`load` accepts what users actually have: a registry name (downloaded and verified), the
-shipped offline model, or a path to a checkpoint in any supported format.
+Every command, task and the server call `load_model`, so what the tests prove is what users
+run. A spec is whatever a user has:
+
+- a registry name, OpenAI or open_clip spelling (``ViT-B/32``, ``ViT-B-32``): downloaded and verified;
+- ``ARCH:TAG`` (``ViT-B-32:openai``), or ``load_model(ARCH, pretrained=TAG)``: named weights for an architecture;
+- a shipped model (``clipforge-tiny``): no network needed;
+- a checkpoint file of any format, or a Hugging Face folder: its architecture read from its tensors;
+- ``random:ARCH`` or a test config (``test-vit-tiny``): random weights, seeded, labelled "random".
+
+The device default is decided here once (`default_device`), and so is the model default
+(`default_model_spec`). Library code never prints: notices are returned for the CLI to show.
 """
 
 from __future__ import annotations
 
+import os
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from clipforge.image import Preprocess, build_preprocess
-from clipforge.models import (
-    CLIP,
-    OPENAI_MODELS,
-    build_model,
-    canonical_name,
-    create_model_from_config,
-    get_config,
-)
+from clipforge.models import CLIP, OPENAI_MODELS, canonical_name, create_model_from_config, get_config
+
+__all__ = [
+    "OFFLINE_DEFAULT", "PREFERRED_DEFAULT", "LoadedModel", "available_models", "create_model",
+    "default_device", "default_model_spec", "load", "load_model", "resolve_device",
+]
 
 SHIPPED_MODELS_DIR = Path(__file__).resolve().parent / "pretrained"
+PREFERRED_DEFAULT = "ViT-B/32"
+OFFLINE_DEFAULT = "clipforge-tiny"
+RANDOM_PREFIX = "random:"
+
+Spec = str | os.PathLike[str]
+
+
+@dataclass
+class LoadedModel:
+    """A model with its preprocessing and identity, as every command and task receives it.
+
+    `weights` says where the numbers came from ("random (seed 0)", a resolved checkpoint path, or
+    the registry name), so reports never pass random weights off as real ones.
+    """
+
+    model: CLIP
+    preprocess: Preprocess
+    name: str
+    weights: str
+    known_fingerprint: str | None = field(default=None, repr=False)
+
+    @property
+    def fingerprint(self) -> str:
+        """`clipforge.weights.model_fingerprint` of the weights, computed on first use (one pass)."""
+        if self.known_fingerprint is None:
+            from clipforge.weights import model_fingerprint
+
+            self.known_fingerprint = str(model_fingerprint(self.model))
+        return self.known_fingerprint
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+@dataclass(frozen=True)
+class _Source:
+    """What a spec resolved to: a checkpoint to read, or an architecture to initialise randomly."""
+
+    name: str
+    checkpoint: Path | None = None
+    random_arch: str | None = None
+    weights: str = ""
 
 
 def _shipped_models() -> dict[str, Path]:
@@ -37,36 +89,133 @@ def available_models() -> list[str]:
     return list(OPENAI_MODELS) + list(_shipped_models())
 
 
-def _default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
+def default_device() -> torch.device:
+    """The device used when none is given: this rank's GPU under torchrun, any GPU, else the CPU."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    local_rank = os.environ.get("LOCAL_RANK")
+    return torch.device(f"cuda:{int(local_rank)}" if local_rank and local_rank.isdigit() else "cuda")
 
 
-def _checkpoint_path(name_or_path: str | Path, download_root: str | Path | None) -> Path:
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """`device` as a torch.device (None -> `default_device`); ValueError for names this machine lacks."""
+    if device is None or device == "":
+        return default_device()
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {str(device)!r}: expected cpu, cuda, cuda:N or mps") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} requested but CUDA is not available here; use --device cpu")
+    return resolved
+
+
+def default_model_spec() -> tuple[str, str | None]:
+    """ViT-B/32 when its checkpoint is in the download cache, else the shipped offline model.
+
+    Returns (spec, notice); the notice says why the fallback was taken (None when it was not),
+    so a first run without network works instead of failing on a download. Only the CLI prints it.
+    """
+    from clipforge.weights import is_cached
+
+    if is_cached(PREFERRED_DEFAULT) or OFFLINE_DEFAULT not in _shipped_models():
+        return PREFERRED_DEFAULT, None
+    return OFFLINE_DEFAULT, (f"{PREFERRED_DEFAULT} weights are not downloaded; using the small shipped model "
+                             f"{OFFLINE_DEFAULT!r} (pass --model to choose)")
+
+
+def _default_tag(arch: str) -> str | None:
+    """The weights a bare architecture name means (open_clip zoo entries may add theirs here)."""
+    return "openai" if arch in OPENAI_MODELS else None
+
+
+def _pretrained_checkpoint(arch: str, tag: str, download_root: Spec | None) -> Path:
+    """The local file for weights `tag` of architecture `arch`, downloaded and verified if needed."""
     from clipforge.weights import download_pretrained
 
+    if tag == "openai" and arch in OPENAI_MODELS:
+        return download_pretrained(arch, root=download_root)
+    known = "openai" if arch in OPENAI_MODELS else "none"
+    raise ValueError(f"no pretrained weights {tag!r} for {arch}; known tags: {known} "
+                     f"(or random:{arch} for random weights)")
+
+
+def _unknown(spec: str) -> FileNotFoundError:
+    from clipforge.models import ARCH_CONFIGS
+
+    tests = ", ".join(n for n in ARCH_CONFIGS if n.startswith("test-"))
+    return FileNotFoundError(
+        f"model {spec!r} is neither a known name ({', '.join(available_models())}) nor an existing checkpoint "
+        f"file or directory. For random weights pass a test config ({tests}) or random:<arch>, e.g. random:ViT-B/32.")
+
+
+def resolve_spec(spec: Spec, pretrained: str | None = None, download_root: Spec | None = None) -> _Source:
+    """Decide what `spec` names, downloading registry weights when needed (see module docstring)."""
+    from clipforge.models import ARCH_CONFIGS
+
+    text = os.fspath(spec)
+    if text.startswith(RANDOM_PREFIX):
+        arch = canonical_name(text[len(RANDOM_PREFIX):])
+        try:
+            get_config(arch)
+        except KeyError as exc:
+            raise ValueError(str(exc.args[0])) from None
+        return _Source(arch, random_arch=arch)
     shipped = _shipped_models()
-    if str(name_or_path) in shipped:
-        return shipped[str(name_or_path)]
-    if canonical_name(str(name_or_path)) in OPENAI_MODELS:
-        return download_pretrained(canonical_name(str(name_or_path)), root=download_root)
-    path = Path(name_or_path).expanduser()
-    if path.exists():
-        return path
-    raise FileNotFoundError(
-        f"model {str(name_or_path)!r} is neither a known name ({', '.join(available_models())}) "
-        f"nor an existing checkpoint file or directory")
+    if text in shipped and pretrained is None:
+        return _Source(text, checkpoint=shipped[text], weights=text)
+    path = Path(text).expanduser()
+    if pretrained is None and path.exists():
+        return _Source(path.name, checkpoint=path.resolve(), weights=str(path.resolve()))
+    arch, _, tag = text.partition(":")
+    arch, tag = canonical_name(arch), pretrained or tag or None
+    if arch not in ARCH_CONFIGS:
+        raise _unknown(text)
+    tag = tag or _default_tag(arch)
+    if tag is None:
+        if arch.startswith("test-"):  # configs with no weights of their own
+            return _Source(arch, random_arch=arch)
+        raise ValueError(f"{arch} has no default weights: pass {arch}:TAG, a checkpoint path, or random:{arch}")
+    name = arch if tag == _default_tag(arch) else f"{arch}:{tag}"
+    return _Source(name, checkpoint=_pretrained_checkpoint(arch, tag, download_root), weights=name)
 
 
-def load_model(name_or_path: str | Path, download_root: str | Path | None = None) -> CLIP:
-    """A CLIP with the weights of a name or file, fp32, eval mode, on the CPU."""
-    from clipforge.weights import load_checkpoint
+def _random_model(arch: str, seed: int) -> CLIP:
+    """Seeded random weights without disturbing the caller's random state."""
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        return create_model_from_config(get_config(arch))
+    finally:
+        torch.random.set_rng_state(state)
 
-    state_dict, config = load_checkpoint(_checkpoint_path(name_or_path, download_root))
-    return build_model(state_dict, config=config)
+
+def load_model(spec: Spec, device: str | torch.device | None = None, *, pretrained: str | None = None,
+               download_root: Spec | None = None, seed: int = 0) -> LoadedModel:
+    """Any model spec -> `LoadedModel` (fp32, eval mode, on `device`; default `default_device()`).
+
+    Raises FileNotFoundError for a spec that names nothing, ValueError for a bad device or tag,
+    and the weights layer's CheckpointFormatError / UnsafeCheckpointError for a bad file.
+    """
+    target = resolve_device(device)
+    source = resolve_spec(spec, pretrained=pretrained, download_root=download_root)
+    if source.random_arch is not None:
+        model = _random_model(source.random_arch, seed)
+        weights = f"random (seed {seed})"
+    else:
+        from clipforge.models import build_model
+        from clipforge.weights import load_checkpoint
+
+        assert source.checkpoint is not None
+        state_dict, config = load_checkpoint(source.checkpoint)
+        model = build_model(state_dict, config=config)
+        weights = source.weights
+    model = model.to(target).eval()
+    return LoadedModel(model, build_preprocess(model.image_size), source.name, weights)
 
 
-def load(name_or_path: str | Path, device: str | torch.device | None = None, jit: bool = False,
-         download_root: str | Path | None = None) -> tuple[CLIP, Preprocess]:
+def load(name_or_path: Spec, device: str | torch.device | None = None, jit: bool = False,
+         download_root: Spec | None = None) -> tuple[CLIP, Preprocess]:
     """Same signature and return value as `clip.load`: `(model, preprocess)`, model in eval mode.
 
     Unlike the original, weights stay fp32 on every device (use autocast for lower precision)
@@ -76,25 +225,29 @@ def load(name_or_path: str | Path, device: str | torch.device | None = None, jit
     if jit:
         warnings.warn("clipforge never executes TorchScript; jit=True returns the eager model",
                       stacklevel=2)
-    model = load_model(name_or_path, download_root=download_root)
-    model = model.to(device or _default_device()).eval()
-    return model, build_preprocess(model.image_size)
+    loaded = load_model(name_or_path, device, download_root=download_root)
+    return loaded.model, loaded.preprocess
 
 
-def create_model(name: str, pretrained: str | Path | None = None,
-                 download_root: str | Path | None = None) -> CLIP:
-    """An architecture by name, randomly initialised or with weights.
+def create_model(name: str, pretrained: str | os.PathLike[str] | None = None,
+                 download_root: Spec | None = None) -> CLIP:
+    """An architecture by name, randomly initialised (from the global RNG) or with weights.
 
-    `pretrained` is None (random), "openai" (the registry checkpoint for this name), or a path.
-    The weights must fit the named architecture: a mismatch is an error, not a silent rebuild.
+    `pretrained` is None (random), a tag ("openai"), or a checkpoint path. The weights must fit
+    the named architecture: a mismatch is an error, not a silent rebuild.
     """
     config = get_config(name)
     if pretrained is None:
         return create_model_from_config(config)
-    source = canonical_name(name) if pretrained == "openai" else pretrained
-    model = load_model(source, download_root=download_root)
+    is_path = isinstance(pretrained, os.PathLike) or Path(str(pretrained)).expanduser().exists()
+    if is_path:
+        loaded = load_model(pretrained, "cpu", download_root=download_root)
+    else:
+        loaded = load_model(name, "cpu", pretrained=str(pretrained), download_root=download_root)
+    model = loaded.model
     inferred = {k: getattr(model, k, None) for k in ("context_length", "vocab_size", "embed_dim")}
     expected = {k: config[k] for k in ("context_length", "vocab_size", "embed_dim")}
     if inferred != expected or model.image_size != config["image_resolution"]:
         raise ValueError(f"weights {pretrained!s} do not fit architecture {name!r}")
     return model
+

@@ -88,7 +88,7 @@ def test_checkpoints_logs_and_curves(caption_folder, tmp_path):
     # the weights load back through the public loader
     from clipforge.api import load_model
 
-    model = load_model(ckpts / f"{best['name']}.safetensors")
+    model = load_model(ckpts / f"{best['name']}.safetensors", "cpu").model
     assert model.embed_dim == 32
 
 

@@ -1,36 +1,78 @@
-"""Argument helpers shared by subcommands, so every command spells `--model` the same way."""
+"""What every subcommand spells the same way: `--model`, `--device`, `--templates`, `--plot`,
+`--json`, `--quiet`, and the one loader behind `--model` (`clipforge.api.load_model`).
+
+A subcommand parses its arguments and calls one library function; this module is the only
+place that prints the default-model notice, so it reads the same in every command.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
-from clipforge.resolve import OFFLINE_DEFAULT, PREFERRED_DEFAULT
+from clipforge.api import OFFLINE_DEFAULT, PREFERRED_DEFAULT
+
+MODEL_HELP = (f"model: registry name ({PREFERRED_DEFAULT}, ViT-B-32, RN50, ...), ARCH:TAG, a checkpoint file or "
+              f"Hugging Face folder, or random weights (random:ViT-B/32, test-vit-tiny); default: "
+              f"{PREFERRED_DEFAULT} when downloaded, else the shipped {OFFLINE_DEFAULT}")
+DEVICE_HELP = "cpu, cuda, cuda:1 ... (default: cuda when available, else cpu)"
 
 
-def add_model_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model", default=None,
-        help=f"model name ({PREFERRED_DEFAULT}, RN50, ...), a config name for random weights (test-vit-tiny, "
-             f"random:ViT-B/32), or a checkpoint path; default: {PREFERRED_DEFAULT} when cached, "
-             f"else the shipped {OFFLINE_DEFAULT}")
+def add_model_argument(parser: argparse.ArgumentParser, device: bool = False) -> None:
+    """`--model` (and `--device`), with one help text and one default for every command."""
+    parser.add_argument("--model", default=None, help=MODEL_HELP)
+    if device:
+        parser.add_argument("--device", default=None, help=DEVICE_HELP)
+
+
+def add_templates_argument(parser: argparse.ArgumentParser, default: str) -> None:
+    """`--templates`: a packaged set name, one template with {}, or a file; the default is stated."""
+    parser.add_argument("--templates", default=default, metavar="SET_OR_TEMPLATE",
+                        help=f"prompt template set (imagenet, imagenet7, simple, cifar10, ...), one template with "
+                             f"{{}} for the label, or a file of templates (default: {default})")
+
+
+def add_output_arguments(parser: argparse.ArgumentParser, json: bool = True, quiet: bool = True) -> None:
+    if json:
+        parser.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
+    if quiet:
+        parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars or notices")
+
+
+def notice(message: str, args: argparse.Namespace | None = None) -> None:
+    """A note for the user on stderr (never stdout, which may be JSON), unless --quiet."""
+    if args is not None and getattr(args, "quiet", False):
+        return
+    print(f"note: {message}", file=sys.stderr)
+
+
+def model_spec(args: argparse.Namespace) -> str:
+    """The `--model` value, or the default with its fallback notice; stored back on `args`."""
+    if getattr(args, "model", None):
+        return str(args.model)
+    from clipforge.api import default_model_spec
+
+    spec, message = default_model_spec()
+    if message:
+        notice(message, args)
+    args.model = spec
+    return spec
 
 
 def default_model_name() -> str:
     """The `--model` default, announcing the offline fallback on stderr when it is taken."""
-    import sys
+    return model_spec(argparse.Namespace(model=None))
 
-    from clipforge.resolve import default_model
 
-    name, notice = default_model()
-    if notice:
-        print(f"note: {notice}", file=sys.stderr)
-    return name
+def load_cli_model(args: argparse.Namespace) -> Any:
+    """`clipforge.api.load_model` for `--model`/`--device`: the one way a command gets its model."""
+    from clipforge.api import load_model
+
+    return load_model(model_spec(args), getattr(args, "device", None))
 
 
 def load_model_for_cli(name: str | None, device: str | None = None) -> tuple[Any, Any]:
-    """(model, preprocess) for a --model value; a bare test config name gives random weights."""
-    from clipforge.resolve import load_model
-
-    loaded = load_model(name or default_model_name(), device=device)
+    """(model, preprocess) for a --model value, through `load_cli_model`."""
+    loaded = load_cli_model(argparse.Namespace(model=name, device=device))
     return loaded.model, loaded.preprocess

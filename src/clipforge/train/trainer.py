@@ -48,7 +48,7 @@ def build_model(config: TrainConfig) -> nn.Module:
         return create_model_from_config(arch)
     from clipforge.api import load_model
 
-    model = load_model(config.pretrained)
+    model = load_model(config.pretrained, "cpu").model
     if model.state_dict().keys() != create_model_from_config(arch).state_dict().keys():
         raise ValueError(f"pretrained weights {config.pretrained!r} do not fit architecture {config.model!r}")
     return model

@@ -42,7 +42,7 @@ def _load(spec: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict]:
     from clipforge.api import load_model
     from clipforge.weights.save import model_config
 
-    model = load_model(spec)
+    model = load_model(spec, "cpu").model
     return model.state_dict(), model_config(model)
 
 
