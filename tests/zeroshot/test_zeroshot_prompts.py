@@ -9,12 +9,22 @@ from pathlib import Path
 import pytest
 
 from clipforge.zeroshot import (
+    ZeroShotClassifier,
+    build_class_embeddings,
     clean_cub_classname,
     cub_classnames,
     get_classnames,
     get_templates,
     list_datasets,
     list_template_sets,
+)
+from clipforge.zeroshot.prompts import (
+    MAX_PROMPT_CHARS,
+    MAX_TEMPLATE_CHARS,
+    TEMPLATE_PATTERN,
+    TemplateError,
+    check_template,
+    fill_template,
 )
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -79,7 +89,7 @@ def test_template_errors(tmp_path):
         get_templates("nonsense")
     with pytest.raises(ValueError, match="exactly once"):
         get_templates(["a photo"])
-    with pytest.raises(ValueError, match=r"exactly once.*\{\} and \{\}"):
+    with pytest.raises(ValueError, match=r"template '\{\} and \{\}' is not a valid template.*exactly once"):
         get_templates(["{} and {}", "a {}"])
     with pytest.raises(FileNotFoundError, match="missing.json"):
         get_templates(str(tmp_path / "missing.json"))
@@ -111,3 +121,83 @@ def test_cub_names_from_real_classes_txt():
     assert len(names) == 200
     assert names[0] == "Black footed Albatross" and names[-1] == "Common Yellowthroat"
     assert not any("_" in n or n[0].isdigit() for n in names)
+
+
+# Templates that str.format would read as more than "put the label here": format specs (the 1.5 GB
+# allocation of `{:>1500000000}`), conversions, attribute and index access, numbered and named fields.
+HOSTILE = ["{:>1500000000}{}", "{:>10}{}", "{!r}", "{0}", "{0.__class__}", "{[0]}", "{label}", "{}{}", "{:{}}",
+           "{{}}", "}{}", "{}{", "no braces", "", "{ }"]
+
+
+@pytest.mark.parametrize("template", HOSTILE)
+def test_hostile_templates_are_refused_with_one_message_naming_them(template):
+    with pytest.raises(TemplateError) as info:
+        check_template(template)
+    message = str(info.value)
+    assert isinstance(info.value, ValueError) and "\n" not in message
+    assert repr(template) in message and "exactly once" in message
+    with pytest.raises(TemplateError):
+        fill_template(template, "cat")
+    if "{" in template or "}" in template:  # a string with braces is a template to get_templates, never a name
+        with pytest.raises(TemplateError, match="is not a valid template"):
+            get_templates(template)
+
+
+def test_safe_templates_fill_only_the_label():
+    assert fill_template("a photo of a {}.", "cat") == "a photo of a cat."
+    assert fill_template("{{literal}} {} }}{{", "dog") == "{literal} dog }{"
+    assert fill_template("{{{}}}", "x") == "{x}"
+    assert fill_template("{}", "{0.__class__}") == "{0.__class__}"  # a label is never formatted itself
+    assert get_templates("{{set}} of {}") == ["{{set}} of {}"]
+    # The pattern published in the server's OpenAPI spec is the same rule, as a regular expression.
+    import re
+
+    assert all(re.search(TEMPLATE_PATTERN, t) for t in ["a {}", "{{x}} {}", *get_templates("imagenet")])
+    assert not any(re.search(TEMPLATE_PATTERN, t) for t in HOSTILE)
+
+
+def test_template_and_prompt_lengths_are_bounded():
+    check_template("x" * (MAX_TEMPLATE_CHARS - 2) + "{}")
+    with pytest.raises(TemplateError, match=f"more than the limit of {MAX_TEMPLATE_CHARS}"):
+        check_template("x" * MAX_TEMPLATE_CHARS + "{}")
+    with pytest.raises(TemplateError, match=f"more than the limit of {MAX_PROMPT_CHARS}"):
+        fill_template("a {}", "y" * MAX_PROMPT_CHARS)
+    with pytest.raises(TemplateError, match="is not a string"):
+        check_template(3)
+
+
+def test_template_file_with_a_format_spec_names_the_file(tmp_path):
+    (tmp_path / "t.txt").write_text("photo of {}\n{:>99999999}{}\n")
+    with pytest.raises(TemplateError, match=r"t.txt: template '\{:>99999999\}\{\}' is not a valid template"):
+        get_templates(str(tmp_path / "t.txt"))
+
+
+def test_classifier_and_class_embeddings_refuse_hostile_templates():
+    import torch
+
+    from clipforge.models import create_model_from_config, get_config
+
+    model = create_model_from_config(get_config("test-vit-tiny")).eval()
+    with pytest.raises(TemplateError, match=r"'\{:>1500000000\}\{\}'"):
+        ZeroShotClassifier(model, ["cat", "dog"], ["{:>1500000000}{}"], use_cache=False, progress=False)
+    with pytest.raises(TemplateError, match=r"'\{0\.__class__\}'"):  # the lower-level builder checks too
+        build_class_embeddings(model, ["cat"], ["{0.__class__}"], progress=False)
+    embeddings = build_class_embeddings(model, ["cat", "dog"], ["a {{fine}} {}"], progress=False)
+    assert embeddings.shape == (2, model.embed_dim) and torch.isfinite(embeddings).all()
+
+
+@pytest.mark.parametrize("flag", ["--templates", "--template"])
+def test_cli_classify_refuses_a_format_spec_template_in_one_line(tmp_path, capsys, monkeypatch, flag):
+    from PIL import Image
+
+    from clipforge.cli.main import main
+
+    monkeypatch.setenv("CLIPFORGE_CACHE_DIR", str(tmp_path / "cache"))
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(tmp_path / "red.png")
+    code = main(["classify", str(tmp_path / "red.png"), "--labels", "cat,dog", flag, "{:>10}{}",
+                 "--model", "test-vit-tiny", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines == [lines[-1]] and "'{:>10}{}' is not a valid template" in lines[-1], err

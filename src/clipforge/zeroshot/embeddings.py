@@ -21,6 +21,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from clipforge.zeroshot.prompts import fill_template  # the one safe way to format a user's template
+
 __all__ = [
     "CACHE_FORMAT_VERSION", "build_class_embeddings", "cache_key", "default_cache_dir", "encode_texts",
     "load_cached_embeddings", "save_cached_embeddings", "text_tower_fingerprint",
@@ -112,7 +114,7 @@ def save_cached_embeddings(cache_dir: str | Path, key: str, embeddings: torch.Te
 
 def _prompts(classnames: Sequence[str], templates: Sequence[str]) -> list[str]:
     # Class-major order: prompt i belongs to class i // len(templates).
-    return [template.format(name) for name in classnames for template in templates]
+    return [fill_template(template, name) for name in classnames for template in templates]
 
 
 @torch.no_grad()

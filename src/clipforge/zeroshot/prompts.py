@@ -17,9 +17,55 @@ from importlib import resources
 from pathlib import Path
 
 __all__ = [
-    "clean_cub_classname", "cub_classnames", "get_classnames", "get_templates",
+    "MAX_PROMPT_CHARS", "MAX_TEMPLATE_CHARS", "TEMPLATE_PATTERN", "TemplateError", "check_template",
+    "clean_cub_classname", "cub_classnames", "fill_template", "get_classnames", "get_templates",
     "list_datasets", "list_template_sets",
 ]
+
+MAX_TEMPLATE_CHARS = 1000
+"""Longest template accepted (OpenAI's longest is under 60 characters; CLIP reads 77 tokens)."""
+MAX_PROMPT_CHARS = 4000
+"""Longest prompt a template and a class name may make together."""
+
+# A template is plain text with exactly one `{}` (where the class name goes); `{{` and `}}` are literal
+# braces. Nothing else str.format understands is allowed: no field names or indexes (`{0}`, `{a.b}`,
+# `{a[0]}`), no conversions (`{!r}`) and no format specs (`{:>1500000000}` would allocate 1.5 GB).
+# The same pattern is published in the server's OpenAPI spec, so clients and server agree exactly.
+_PLAIN = r"(?:[^{}]|\{\{|\}\})*"
+TEMPLATE_PATTERN = rf"^{_PLAIN}\{{\}}{_PLAIN}$"
+_TEMPLATE = re.compile(TEMPLATE_PATTERN)
+
+
+class TemplateError(ValueError):
+    """A prompt template that is not plain text with one `{}`; the message names the template."""
+
+
+def check_template(template: object, origin: str = "template") -> str:
+    """`template` itself when it is safe to fill, else a TemplateError saying why.
+
+    The one gate every template from a user passes (CLI, files, the web API and UI, the
+    classifier): after it, `fill_template` can only ever substitute one label.
+    """
+    if not isinstance(template, str):
+        raise TemplateError(f"{origin} {template!r} is not a string (expected text containing '{{}}')")
+    shown = template if len(template) <= 80 else template[:77] + "..."
+    if len(template) > MAX_TEMPLATE_CHARS:
+        raise TemplateError(f"{origin} {shown!r} has {len(template)} characters, more than the limit of "
+                            f"{MAX_TEMPLATE_CHARS}")
+    if not _TEMPLATE.search(template):
+        raise TemplateError(f"{origin} {shown!r} is not a valid template: it must contain '{{}}' exactly once, "
+                            f"where the class name goes, and no other braces except '{{{{' and '}}}}' for literal "
+                            f"ones (no field names, indexes, conversions or format specs)")
+    return template
+
+
+def fill_template(template: str, label: str) -> str:
+    """The prompt for `label`: the only way a template is ever formatted."""
+    prompt = check_template(template).format(label)
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise TemplateError(f"the prompt for label {label[:40]!r}... from template {template[:40]!r} would have "
+                            f"{len(prompt)} characters, more than the limit of {MAX_PROMPT_CHARS}")
+    return prompt
 
 # Dataset keys of openai_prompts_all_datasets.json, addressed by normalised aliases.
 _DATASET_ALIASES: dict[str, str] = {
@@ -75,14 +121,11 @@ def list_template_sets() -> list[str]:
 
 
 def _validate_templates(templates: Sequence[str], origin: str) -> list[str]:
-    out = [str(t) for t in templates]
+    out = list(templates)
     if not out:
-        raise ValueError(f"{origin}: no templates (expected at least one string containing '{{}}')")
-    bad = [t for t in out if t.count("{}") != 1]
-    if bad:
-        raise ValueError(f"{origin}: every template must contain '{{}}' exactly once, for the class name; "
-                         f"these do not: {bad[:3]}")
-    return out
+        raise TemplateError(f"{origin}: no templates (expected at least one string containing '{{}}')")
+    prefix = "" if origin in ("template", "templates") else f"{origin}: "
+    return [check_template(t, f"{prefix}template") for t in out]
 
 
 def _read_template_file(path: Path) -> list[str]:
@@ -112,7 +155,7 @@ def get_templates(name_or_list: str | Sequence[str]) -> list[str]:
     if not isinstance(name_or_list, str):
         return _validate_templates(list(name_or_list), "templates")
     value = name_or_list
-    if "{}" in value:
+    if "{" in value or "}" in value:
         return _validate_templates([value], "template")
     path = Path(value).expanduser()
     if path.suffix.lower() in {".json", ".txt"} or path.is_file():
