@@ -54,6 +54,18 @@ class ServerLimits:
     max_thumb_size: int = 1024
     form_overhead_bytes: int = 256 * 1024
     """Room for multipart headers and text fields on top of `max_upload_bytes`."""
+    header_timeout_s: float = 10.0
+    """A connection must send its request headers, and keep a body arriving, within this many seconds."""
+    keep_alive_s: int = 5
+    """An idle keep-alive connection is closed after this many seconds."""
+    drain_bytes: int = 100 * 10**6
+    """Of a body over the limit, up to this many bytes are read and discarded so the client can read the 413."""
+    max_ui_request_bytes: int = 2**20
+    """Largest JSON body of a web-UI event (files travel separately, through the upload endpoint)."""
+    ui_cache_bytes: int = 200 * 10**6
+    """Bytes the web UI's upload folder may hold; further uploads get 507 until old ones expire."""
+    ui_cache_age_s: float = 1800.0
+    """Web-UI uploads older than this many seconds are deleted."""
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
