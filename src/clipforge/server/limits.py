@@ -12,7 +12,10 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["ServerLimits", "parse_size"]
+__all__ = ["MAX_IMAGE_ID", "ServerLimits", "parse_size"]
+
+MAX_IMAGE_ID = 2**63 - 1
+"""Image ids are SQLite rowids: positive 64-bit integers."""
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?i?b?)\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6, "mib": 2**20,
@@ -47,9 +50,15 @@ class ServerLimits:
     """Wall time for one /api request, body upload included; slower ones get a 503."""
     max_top_k: int = 200
     max_labels: int = 100
+    """Labels per classify request, and tags per search."""
     max_label_chars: int = 200
+    """Characters of one label in a JSON list."""
+    max_labels_chars: int = 2000
+    """Characters of a comma-separated label string ("cat, dog, car")."""
     max_text_chars: int = 1000
     max_page_size: int = 500
+    max_offset: int = 1_000_000_000
+    """Largest `offset` of /api/images (SQLite takes 64-bit integers; larger numbers are refused, not crashed on)."""
     thumb_size: int = 256
     max_thumb_size: int = 1024
     form_overhead_bytes: int = 256 * 1024
@@ -71,6 +80,12 @@ class ServerLimits:
         for name, value in asdict(self).items():
             if value <= 0:
                 raise ValueError(f"server limit {name} must be positive, got {value}")
+
+    @property
+    def max_base64_chars(self) -> int:
+        """Longest base64 image in a JSON body: as many characters as a file part's bytes, so one body
+        limit holds for both (a JSON image is at most 3/4 of `max_upload_bytes` once decoded)."""
+        return self.max_upload_bytes // 4 * 4
 
     @property
     def max_body_bytes(self) -> int:
