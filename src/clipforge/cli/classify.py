@@ -6,51 +6,40 @@ import argparse
 import json
 import sys
 
+from clipforge.cli.common import add_model_argument, add_output_arguments, add_templates_argument
+
+DEFAULT_TEMPLATES = "simple"  # "a photo of a {}.", as the web app's classify
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "classify", help="zero-shot classify images among given labels",
-        description="Classify image files among free-form labels with a CLIP model (no training).")
+        description="Classify image files among free-form labels with a CLIP model (no training). "
+                    "Prompts default to the 'simple' set (\"a photo of a {}.\").")
     parser.add_argument("images", nargs="+", metavar="IMG", help="image files")
     labels = parser.add_mutually_exclusive_group(required=True)
     labels.add_argument("--labels", help='comma-separated class names, e.g. "cat,dog,plane"')
     labels.add_argument("--labels-file", metavar="F", help="file with one label per line (or a JSON list)")
-    templates = parser.add_mutually_exclusive_group()
-    templates.add_argument("--template", help='one prompt template with {} for the label (default "a photo of a {}.")')
-    templates.add_argument("--templates", help="template set name (imagenet, imagenet7, cifar10, ...) or a file")
+    add_templates_argument(parser, DEFAULT_TEMPLATES)
+    parser.add_argument("--template", dest="templates", help=argparse.SUPPRESS)  # old spelling of --templates
     parser.add_argument("--top-k", type=int, default=5, help="labels shown per image (default 5)")
-    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
     parser.add_argument("--plot", metavar="OUT.png", help="write each image beside a bar chart of its top-k")
-    parser.add_argument("--model", default=None,
-                        help="registry name, checkpoint path, or config for random weights "
-                             "(default: ViT-B/32 when downloaded, else the shipped clipforge-tiny)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    add_model_argument(parser, device=True)
+    add_output_arguments(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from clipforge.cli.eval import user_errors
+    from clipforge.api import resolve_device
+    from clipforge.cli.common import model_spec
     from clipforge.zeroshot.files import classify_files, parse_labels, read_labels_file
 
-    try:
-        labels = parse_labels(args.labels) if args.labels is not None else read_labels_file(args.labels_file)
-    except (ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    templates = args.template or args.templates or "simple"
-    model = args.model
-    if model is None:
-        from clipforge.resolve import default_model
-
-        model, notice = default_model()
-        if notice:
-            print(notice, file=sys.stderr)
-    try:
-        out = classify_files(args.images, labels, model, templates=templates, top_k=args.top_k,
-                             plot=args.plot, device=args.device, progress=not args.json)
-    except user_errors() as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if args.top_k < 1:
+        raise ValueError(f"--top-k must be at least 1, got {args.top_k}")
+    labels = parse_labels(args.labels) if args.labels is not None else read_labels_file(args.labels_file)
+    device = str(resolve_device(args.device))
+    out = classify_files(args.images, labels, model_spec(args), templates=args.templates, top_k=args.top_k,
+                         plot=args.plot, device=device, progress=not (args.json or args.quiet))
     if args.json:
         print(json.dumps(out, indent=2, ensure_ascii=False))
     else:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
-from clipforge.cli.common import add_model_argument
+from clipforge.cli.common import add_model_argument, add_output_arguments, add_templates_argument
 
 DATASETS = ("imagenet", "cub", "cars", "cifar10", "cifar100", "folder")
 
@@ -22,18 +23,17 @@ def _ks(text: str) -> list[int]:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    add_model_argument(parser)
-    parser.add_argument("--batch-size", type=int, default=64)
+    add_model_argument(parser, device=True)
+    parser.add_argument("--batch-size", type=int, default=64, help="images per model batch (default 64)")
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
                         help="DataLoader worker processes (default: min(8, CPUs))")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    parser.add_argument("--out", default="eval_results", help="folder for the JSON report, log and plots")
+    parser.add_argument("--out", default="eval_results", help="folder for the JSON report and log (default eval_results)")
     parser.add_argument("--limit", type=int, default=None,
                         help="evaluate a fixed random subset of N images (seed 0) instead of all")
     parser.add_argument("--expect", action="append", metavar="METRIC=PCT",
                         help="golden check, e.g. top1=63.3; exit status 1 when a metric misses")
     parser.add_argument("--tolerance", type=float, default=0.3, help="allowed miss in percentage points (0.3)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_output_arguments(parser, json=True, quiet=True)
 
 
 def _dataset_args(parser: argparse.ArgumentParser) -> None:
@@ -46,24 +46,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    description="Evaluate a CLIP model; writes one JSON report + log per run.")
     tasks = parser.add_subparsers(dest="eval_task", metavar="TASK")
 
-    zs = tasks.add_parser("zeroshot", help="zero-shot classification accuracy")
+    zs = tasks.add_parser("zeroshot", help="zero-shot classification accuracy",
+                          description="Zero-shot top-1/top-5 and mean per-class recall of a model on a labelled "
+                                      "dataset, prompting with the dataset's own template set.")
     _common(zs)
     _dataset_args(zs)
     zs.add_argument("--split", default=None, help="split (default: val for imagenet, test otherwise)")
-    zs.add_argument("--templates", default=None,
-                    help="template set (imagenet, imagenet7, simple, cifar10, ...), one template with {}, or a file")
+    add_templates_argument(zs, "the dataset's own set: imagenet (OpenAI's 80) for imagenet, cifar10/cifar100/cars "
+                               "for those, a bird prompt for cub, simple for folder")
+    zs.set_defaults(templates=None)
     zs.add_argument("--classnames", default=None, metavar="F", help="file of class names (one per line) to prompt with")
-    zs.add_argument("--plot", action="store_true", help="also write per-class accuracy and confusion-matrix PNGs")
+    zs.add_argument("--plot", nargs="?", const="", default=None, metavar="DIR",
+                    help="also write per-class accuracy and confusion-matrix PNGs into DIR (default: the --out folder)")
     zs.add_argument("--cache-dir", default=None, help="class-embedding cache (default ~/.cache/clipforge)")
     zs.set_defaults(func=run_zeroshot)
 
-    rt = tasks.add_parser("retrieval", help="image<->text recall@1/5/10 on a caption CSV")
+    rt = tasks.add_parser("retrieval", help="image<->text recall@1/5/10 on a caption CSV",
+                          description="Image-to-text and text-to-image recall@1/5/10 on images with captions "
+                                      "(e.g. Flickr8k/30k, MS-COCO in CSV form).")
     _common(rt)
     rt.add_argument("--captions", required=True, help="CSV with image,caption rows (several per image)")
     rt.add_argument("--images", default=None, help="image folder (default: beside the CSV)")
     rt.set_defaults(func=run_retrieval)
 
-    lp = tasks.add_parser("linear-probe", help="logistic-regression probe on frozen features (and few-shot)")
+    lp = tasks.add_parser("linear-probe", help="logistic-regression probe on frozen features (and few-shot)",
+                          description="Fit a logistic-regression probe on frozen image features of the train split "
+                                      "(all of it and/or k-shot draws) and report accuracy on the test split.")
     _common(lp)
     _dataset_args(lp)
     lp.add_argument("--split", default=None, help="test split (default: val for imagenet, test otherwise)")
@@ -81,15 +89,22 @@ def _split(args: argparse.Namespace) -> str:
     return args.split or ("val" if args.dataset == "imagenet" else "test")
 
 
-def _finish(report: dict, keys: list[str]) -> int:
+def _finish(report: dict, keys: list[str], args: argparse.Namespace) -> int:
+    """Print the result (one JSON document with --json), where the report and plots went, and golden checks."""
+    if args.json:
+        print(json.dumps(report, indent=2, ensure_ascii=False, default=str))
+        return 0 if report.get("passed", True) else 1
     metrics = report["metrics"]
     shown = "  ".join(f"{k} {100 * metrics[k]:.2f}%" for k in keys if isinstance(metrics.get(k), float))
     print(f"{report['model']['name']} on {report['dataset']['name']}: {shown}")
     skipped = report.get("bad_images", {})
     skipped = skipped.get("skipped", 0) if "skipped" in skipped else sum(v.get("skipped", 0) for v in skipped.values())
     if skipped:
-        print(f"{skipped} unreadable images skipped (see {report['files']['log']})")
+        print(f"{skipped} unreadable {'image' if skipped == 1 else 'images'} skipped (see {report['files']['log']})")
     print(f"report: {report['files']['report']}")
+    plots = report["files"].get("plots") or []
+    if plots:
+        print("plots: " + ", ".join(plots))
     for check in report.get("expectations", []):
         verdict = "ok" if check["ok"] else "MISSED"
         print(f"expect {check['metric']}={check['expected']} ±{check['tolerance']}: measured "
@@ -97,65 +112,55 @@ def _finish(report: dict, keys: list[str]) -> int:
     return 0 if report.get("passed", True) else 1
 
 
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Failures caused by the user's input or environment: reported in one line, no traceback."""
-    from clipforge.weights import DownloadError, UnsafeCheckpointError
+def _prepare(args: argparse.Namespace) -> tuple[str, str]:
+    """(model spec, device) for the library call: the defaults decided once, in clipforge.api."""
+    from clipforge.api import resolve_device
+    from clipforge.cli.common import model_spec
 
-    return FileNotFoundError, ValueError, DownloadError, UnsafeCheckpointError
-
-
-def _guard(fn):
-    def wrapped(args: argparse.Namespace) -> int:
-        from clipforge.cli.common import default_model_name
-
-        args.model = args.model or default_model_name()
-        try:
-            return fn(args)
-        except user_errors() as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-    return wrapped
+    return model_spec(args), str(resolve_device(args.device))
 
 
-@_guard
 def run_zeroshot(args: argparse.Namespace) -> int:
     from clipforge.evaluate import evaluate_zeroshot
     from clipforge.evaluate.report import parse_expect
     from clipforge.zeroshot.files import read_labels_file
 
+    model, device = _prepare(args)
+    plot = (args.plot or True) if args.plot is not None else False  # bare --plot: into --out
     report = evaluate_zeroshot(
-        args.model, args.dataset, args.root, _split(args), templates=args.templates,
+        model, args.dataset, args.root, _split(args), templates=args.templates,
         classnames=read_labels_file(args.classnames) if args.classnames else None,
-        batch_size=args.batch_size, workers=args.workers, device=args.device, limit=args.limit,
-        out_dir=args.out, plot=args.plot, expect=parse_expect(args.expect), tolerance=args.tolerance,
-        cache_dir=args.cache_dir, progress=not args.quiet)
-    return _finish(report, ["top1", "top5", "mean_per_class_recall"])
+        batch_size=args.batch_size, workers=args.workers, device=device, limit=args.limit,
+        out_dir=args.out, plot=plot, expect=parse_expect(args.expect), tolerance=args.tolerance,
+        cache_dir=args.cache_dir, progress=not (args.quiet or args.json))
+    return _finish(report, ["top1", "top5", "mean_per_class_recall"], args)
 
 
-@_guard
 def run_retrieval(args: argparse.Namespace) -> int:
     from clipforge.evaluate import evaluate_retrieval
     from clipforge.evaluate.report import parse_expect
 
+    model, device = _prepare(args)
     report = evaluate_retrieval(
-        args.model, args.captions, args.images, batch_size=args.batch_size, workers=args.workers,
-        device=args.device, limit=args.limit, out_dir=args.out, expect=parse_expect(args.expect),
-        tolerance=args.tolerance, progress=not args.quiet)
-    return _finish(report, [f"{d}_R@{k}" for d in ("image_to_text", "text_to_image") for k in (1, 5, 10)])
+        model, args.captions, args.images, batch_size=args.batch_size, workers=args.workers,
+        device=device, limit=args.limit, out_dir=args.out, expect=parse_expect(args.expect),
+        tolerance=args.tolerance, progress=not (args.quiet or args.json))
+    return _finish(report, [f"{d}_R@{k}" for d in ("image_to_text", "text_to_image") for k in (1, 5, 10)], args)
 
 
-@_guard
 def run_linear_probe(args: argparse.Namespace) -> int:
     from clipforge.evaluate import evaluate_linear_probe
     from clipforge.evaluate.report import parse_expect
 
+    model, device = _prepare(args)
     report = evaluate_linear_probe(
-        args.model, args.dataset, args.root, train_split=args.train_split, test_split=_split(args),
+        model, args.dataset, args.root, train_split=args.train_split, test_split=_split(args),
         fewshot_k=args.fewshot_k, seeds=args.seeds, full=not args.no_full, batch_size=args.batch_size,
-        workers=args.workers, device=args.device, limit_train=args.limit_train, limit_test=args.limit,
+        workers=args.workers, device=device, limit_train=args.limit_train, limit_test=args.limit,
         out_dir=args.out, feature_cache_dir=args.feature_cache, expect=parse_expect(args.expect),
-        tolerance=args.tolerance, progress=not args.quiet)
-    for k, entry in report["metrics"].get("fewshot", {}).items():
-        print(f"{k}-shot top1 {100 * entry['top1']['mean']:.2f}% ± {100 * entry['top1']['std']:.2f} "
-              f"({entry['top1']['n']} seeds)")
-    return _finish(report, ["top1", "top5", "mean_per_class_recall"])
+        tolerance=args.tolerance, progress=not (args.quiet or args.json))
+    if not args.json:
+        for k, entry in report["metrics"].get("fewshot", {}).items():
+            print(f"{k}-shot top1 {100 * entry['top1']['mean']:.2f}% ± {100 * entry['top1']['std']:.2f} "
+                  f"({entry['top1']['n']} seeds)")
+    return _finish(report, ["top1", "top5", "mean_per_class_recall"], args)

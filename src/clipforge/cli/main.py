@@ -4,12 +4,18 @@ Subcommands are discovered: every module in `clipforge.cli` that defines
 `register(subparsers)` contributes one (or a group). Keeping discovery here means a new
 subcommand is one new file, and modules import their heavy dependencies lazily inside
 their `run` functions so `clipforge --help` stays fast.
+
+`main` is also the one place that turns failures a user can fix into one line on stderr and
+a non-zero exit: bad input (ValueError, missing files, unreadable checkpoints), a missing
+optional extra ("pip install 'clipforge[app]'"), and a closed stdout (`clipforge models --json | head`).
+Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 from collections.abc import Sequence
@@ -18,12 +24,29 @@ import clipforge.cli as cli_package
 
 _NOT_COMMANDS = {"main", "common"}
 
+# Top-level import names of the optional extras in pyproject.toml, and the extra that installs each.
+EXTRA_OF_MODULE: dict[str, str] = {
+    "fastapi": "app", "uvicorn": "app", "multipart": "app", "python_multipart": "app", "gradio": "app",
+    "fastapi_offline": "app", "starlette": "app",
+    "webdataset": "train", "tensorboard": "train",
+    "onnx": "onnx", "onnxruntime": "onnx", "onnxscript": "onnx",
+}
+EXIT_USER_ERROR = 2
+EXIT_BROKEN_PIPE = 141  # what a shell reports for a process ended by SIGPIPE
+
+
+def _version() -> str:
+    from clipforge import __version__
+
+    return f"clipforge {__version__}"
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clipforge",
         description="CLIP models, zero-shot classification, evaluation, training and image search.",
     )
+    parser.add_argument("--version", action="version", version=_version())
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(cli_package.__path__), key=lambda m: m.name):
         if info.name in _NOT_COMMANDS or info.name.startswith("_"):
@@ -35,6 +58,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def missing_extra_message(exc: BaseException, command: str | None) -> str | None:
+    """One line naming the extra to install when `exc` is a missing optional dependency, else None."""
+    name = getattr(exc, "name", None) if isinstance(exc, ModuleNotFoundError) else None
+    extra = EXTRA_OF_MODULE.get((name or "").split(".")[0])
+    if extra is None and type(exc).__name__ == "OnnxExporterError":  # torch.onnx without onnx/onnxscript
+        name, extra = "onnx", "onnx"
+    if extra is None:
+        return None
+    who = f"clipforge {command}" if command else "this command"
+    return f"{who} needs the '{extra}' extra (missing module {name!r}): pip install 'clipforge[{extra}]'"
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Failures caused by the user's input or environment: one line, no traceback."""
+    from clipforge.weights.errors import DownloadError, UnsafeCheckpointError
+
+    return OSError, ValueError, DownloadError, UnsafeCheckpointError  # CheckpointFormatError is a ValueError
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe, point stdout at /dev/null so the exit-time flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _command_name(args: argparse.Namespace) -> str | None:
+    return getattr(args, "command", None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -42,10 +97,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0 if args.command is None else 2
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows up here, inside the handler, not at interpreter exit
+        return code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    except Exception as exc:
+        message = missing_extra_message(exc, _command_name(args))
+        if message is None and not isinstance(exc, user_errors()):
+            raise
+        print(f"error: {message or exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
 
 
 if __name__ == "__main__":

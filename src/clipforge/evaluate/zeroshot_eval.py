@@ -40,7 +40,7 @@ def evaluate_zeroshot(model: str | torch.nn.Module, dataset: str | Any, root: st
                       split: str | None = None, *, templates: str | Sequence[str] | None = None,
                       classnames: Sequence[str] | None = None, batch_size: int = 64, workers: int = 0,
                       device: str | torch.device | None = None, limit: int | None = None,
-                      out_dir: str | Path = "eval_results", plot: bool = False,
+                      out_dir: str | Path = "eval_results", plot: bool | str | Path = False,
                       expect: Mapping[str, float] | None = None, tolerance: float = 0.3,
                       cache_dir: str | Path | None = None, preprocess: Any = None,
                       model_name: str | None = None, progress: bool = True) -> dict[str, Any]:
@@ -102,7 +102,8 @@ def evaluate_zeroshot(model: str | torch.nn.Module, dataset: str | Any, root: st
             "files": {"report": str(json_path), "log": str(log_path)},
         }
         if plot:
-            report["files"]["plots"] = _plots(metrics, names, result.labels, predictions(scores), out_dir, stem)
+            plot_dir = out_dir if plot is True else Path(plot)  # `plot`: True (into out_dir) or a folder
+            report["files"]["plots"] = _plots(metrics, names, result.labels, predictions(scores), plot_dir, stem)
         finish_report(report, metrics, expect, tolerance, json_path, log)
     return report
 

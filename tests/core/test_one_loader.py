@@ -1,0 +1,249 @@
+"""One loader: `clipforge.api.load_model` takes every model spec, and every command goes through it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+import clipforge
+from clipforge import api
+from clipforge.cli.main import build_parser, main
+from clipforge.models import get_config
+from clipforge.weights import model_fingerprint, save_hf, save_safetensors
+
+
+@pytest.fixture()
+def tiny_pt(tmp_path: Path, tiny_vit) -> Path:
+    path = tmp_path / "tiny.pt"
+    torch.save(tiny_vit.state_dict(), path)
+    return path
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return list(sa) == list(sb) and all(torch.equal(sa[k].cpu(), sb[k].cpu()) for k in sa)
+
+
+@pytest.mark.parametrize("fmt", ["pt", "safetensors", "hf"])
+def test_checkpoint_files_of_every_format_load_with_their_identity(fmt, tmp_path, tiny_vit) -> None:
+    path = {"pt": tmp_path / "w.pt", "safetensors": tmp_path / "w.safetensors", "hf": tmp_path / "hf"}[fmt]
+    if fmt == "pt":
+        torch.save(tiny_vit.state_dict(), path)
+    elif fmt == "safetensors":
+        save_safetensors(tiny_vit, path, config=get_config("test-vit-tiny"))
+    else:
+        save_hf(tiny_vit, path, config=get_config("test-vit-tiny"))
+    loaded = api.load_model(path, "cpu")
+    assert (loaded.name, loaded.weights) == (path.name, str(path.resolve()))
+    assert _same_weights(loaded.model, tiny_vit) and not loaded.model.training
+    assert loaded.preprocess.n_px == 32 and loaded.device == torch.device("cpu")
+    assert loaded.fingerprint == model_fingerprint(tiny_vit)
+
+
+def test_random_specs_are_seeded_labelled_and_leave_the_global_rng_alone() -> None:
+    state = torch.random.get_rng_state()
+    a = api.load_model("test-vit-tiny", "cpu")
+    b = api.load_model("random:test-vit-tiny", "cpu", seed=0)
+    c = api.load_model("random:test-vit-tiny", "cpu", seed=1)
+    assert torch.equal(state, torch.random.get_rng_state())
+    assert (a.name, a.weights) == ("test-vit-tiny", "random (seed 0)")
+    assert c.weights == "random (seed 1)"
+    assert _same_weights(a.model, b.model) and not _same_weights(a.model, c.model)
+    source = api.resolve_spec("random:ViT-L/14-336")  # another spelling of an architecture; nothing built
+    assert (source.name, source.random_arch, source.checkpoint) == ("ViT-L/14@336px", "ViT-L/14@336px", None)
+
+
+def test_the_shipped_model_loads_without_network() -> None:
+    loaded = api.load_model("clipforge-tiny", "cpu")
+    assert (loaded.name, loaded.weights) == ("clipforge-tiny", "clipforge-tiny")
+    assert loaded.fingerprint == model_fingerprint(loaded.model) and len(loaded.fingerprint) == 16
+
+
+@pytest.mark.parametrize("spec", ["ViT-B/32", "ViT-B/32:openai"])
+def test_registry_names_and_tags_resolve_to_the_verified_download(spec, monkeypatch, tmp_path, tiny_vit) -> None:
+    fake = tmp_path / "ViT-B-32.pt"
+    torch.save(tiny_vit.state_dict(), fake)
+    asked: list[str] = []
+
+    def download_pretrained(name, root=None):
+        asked.append(name)
+        return fake
+
+    monkeypatch.setattr("clipforge.weights.download_pretrained", download_pretrained)
+    loaded = api.load_model(spec, "cpu")
+    assert asked == ["ViT-B/32"] and (loaded.name, loaded.weights) == ("ViT-B/32", "ViT-B/32")
+    assert _same_weights(loaded.model, tiny_vit)
+    assert api.load_model("ViT-B/32", "cpu", pretrained="openai").name == "ViT-B/32"
+
+
+def test_bad_specs_and_devices_say_what_is_accepted() -> None:
+    with pytest.raises(FileNotFoundError, match=r"'nope' is neither a known name .*clipforge-tiny.*random:<arch>"):
+        api.load_model("nope", "cpu")
+    with pytest.raises(ValueError, match=r"'nosuchtag'.*ViT-B/32"):
+        api.load_model("ViT-B/32:nosuchtag", "cpu")
+    with pytest.raises(ValueError, match="unknown architecture 'ViT-Q/7'"):
+        api.load_model("random:ViT-Q/7", "cpu")
+    with pytest.raises(ValueError, match="unknown device 'gpu0'"):
+        api.load_model("test-vit-tiny", "gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available here; use --device cpu"):
+            api.load_model("test-vit-tiny", "cuda")
+
+
+def test_device_default_is_decided_once(monkeypatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert api.default_device() == torch.device("cpu") == api.resolve_device(None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert api.default_device() == torch.device("cuda:1")
+    monkeypatch.delenv("LOCAL_RANK")
+    assert api.default_device() == torch.device("cuda")
+
+
+def test_default_spec_falls_back_to_the_shipped_model_with_one_notice(monkeypatch, capsys) -> None:
+    monkeypatch.setattr("clipforge.weights.is_cached", lambda name, root=None: False)
+    spec, notice = api.default_model_spec()
+    assert spec == "clipforge-tiny"
+    assert notice == ("ViT-B/32 weights are not downloaded; using the small shipped model 'clipforge-tiny' "
+                      "(pass --model to choose)")
+    assert capsys.readouterr().err == ""  # the library never prints it
+    from clipforge.cli.common import model_spec
+
+    assert model_spec(argparse.Namespace(model=None)) == "clipforge-tiny"
+    assert capsys.readouterr().err == f"note: {notice}\n"
+    assert model_spec(argparse.Namespace(model=None, quiet=True)) == "clipforge-tiny"
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr("clipforge.weights.is_cached", lambda name, root=None: True)
+    assert api.default_model_spec() == ("ViT-B/32", None)
+
+
+def test_load_and_create_model_go_through_load_model(monkeypatch, tiny_pt, tiny_vit) -> None:
+    calls: list[tuple] = []
+    real = api.load_model
+
+    def spy(spec, device=None, **kwargs):
+        calls.append((str(spec), kwargs.get("pretrained")))
+        return real(spec, device, **kwargs)
+
+    monkeypatch.setattr(api, "load_model", spy)
+    model, preprocess = clipforge.load(str(tiny_pt), device="cpu")
+    assert _same_weights(model, tiny_vit) and preprocess.n_px == 32
+    assert clipforge.create_model("test-vit-tiny", pretrained=tiny_pt).embed_dim == 32
+    assert calls == [(str(tiny_pt), None), (str(tiny_pt), None)]
+    model, _ = clipforge.load("test-vit-tiny", device="cpu")  # test configs load like everything else
+    assert _same_weights(model, real("random:test-vit-tiny", "cpu").model)
+    assert calls[-1] == ("test-vit-tiny", None)
+
+
+class _Resolved(BaseException):
+    """Raised by the spy loader: proves the command reached clipforge.api.load_model with this spec."""
+
+
+SPY = "spy-model-spec"
+
+
+def _model_commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    """Every (sub)command path whose parser takes --model."""
+    found: set[tuple[str, ...]] = set()
+    if any("--model" in a.option_strings for a in parser._actions):
+        found.add(prefix)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found |= _model_commands(sub, (*prefix, name))
+    return found
+
+
+@pytest.fixture()
+def workspace(tmp_path: Path) -> dict[str, str]:
+    photos = tmp_path / "photos"
+    for cls, colour in (("red", (220, 20, 20)), ("blue", (20, 20, 220))):
+        (photos / cls).mkdir(parents=True)
+        Image.new("RGB", (40, 40), colour).save(photos / cls / "a.png")
+    captions = tmp_path / "captions.csv"
+    captions.write_text("image,caption\nred/a.png,a red square\nblue/a.png,a blue square\n")
+    library = tmp_path / "lib"
+    assert main(["index", "add", str(photos), "-r", "--library", str(library), "--model", "test-vit-tiny",
+                 "--quiet", "--device", "cpu"]) == 0
+    return {"photos": str(photos), "image": str(photos / "red" / "a.png"), "captions": str(captions),
+            "library": str(library), "out": str(tmp_path / "out")}
+
+
+def _invocations(w: dict[str, str]) -> dict[tuple[str, ...], list[str]]:
+    return {
+        ("classify",): ["classify", w["image"], "--labels", "a,b"],
+        ("similarity",): ["similarity", w["image"], "--text", "a", "b"],
+        ("embed",): ["embed", w["photos"], "--out", w["out"]],
+        ("eval", "zeroshot"): ["eval", "zeroshot", "--dataset", "folder", "--root", w["photos"], "--out", w["out"]],
+        ("eval", "retrieval"): ["eval", "retrieval", "--captions", w["captions"], "--images", w["photos"],
+                                "--out", w["out"]],
+        ("eval", "linear-probe"): ["eval", "linear-probe", "--dataset", "folder", "--root", w["photos"],
+                                   "--out", w["out"]],
+        ("export", "onnx"): ["export", "onnx", "--out", w["out"]],
+        ("index", "add"): ["index", "add", w["photos"], "--library", w["library"]],
+        ("index", "rebuild"): ["index", "rebuild", "--library", w["library"]],
+        ("search",): ["search", "red", "--library", w["library"]],
+        ("tag",): ["tag", "--labels", "red,blue", "--library", w["library"]],
+        ("serve",): ["serve", "--library", w["library"], "--port", "0", "--no-ui"],
+        ("train",): ["train", "--root", w["captions"], "--steps", "1", "--out", w["out"]],
+    }
+
+
+def test_every_command_that_takes_model_resolves_it_through_load_model(workspace, monkeypatch) -> None:
+    invocations = _invocations(workspace)
+    assert _model_commands(build_parser()) == set(invocations), "a command with --model is missing from this test"
+
+    def spy(spec, device=None, **kwargs):
+        raise _Resolved(str(spec))
+
+    monkeypatch.setattr(api, "load_model", spy)
+    reached, missed = [], {}
+    for command, argv in invocations.items():
+        try:
+            code = main([*argv, "--model", SPY])
+        except _Resolved as resolved:
+            assert str(resolved) == SPY
+            reached.append(command)
+        else:
+            missed[command] = code
+    assert missed == {}, f"these commands did not resolve --model through clipforge.api.load_model: {missed}"
+
+
+def test_wise_ft_loads_both_checkpoints_through_load_model(monkeypatch, tmp_path) -> None:
+    seen: list[str] = []
+
+    def spy(spec, device=None, **kwargs):
+        seen.append(str(spec))
+        raise _Resolved(str(spec))
+
+    monkeypatch.setattr(api, "load_model", spy)
+    with pytest.raises(_Resolved):
+        main(["wise-ft", "--zeroshot", "A-spec", "--finetuned", "B-spec", "--out", str(tmp_path / "w.safetensors")])
+    assert seen == ["A-spec"]
+
+
+def test_commands_share_one_model_help_and_device_default() -> None:
+    from clipforge.cli.common import DEVICE_HELP, MODEL_HELP
+
+    assert "ViT-B/32 when downloaded, else the shipped clipforge-tiny" in MODEL_HELP
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name in ("classify", "similarity", "embed"):
+        options = {o: a for a in sub.choices[name]._actions for o in a.option_strings}
+        assert options["--model"].help == MODEL_HELP and options["--device"].help == DEVICE_HELP, name
+
+
+def test_json_output_of_eval_is_one_document(workspace, capsys) -> None:
+    code = main(["eval", "zeroshot", "--model", "test-vit-tiny", "--dataset", "folder", "--root",
+                 workspace["photos"], "--out", workspace["out"], "--json", "--workers", "0", "--device", "cpu",
+                 "--plot", str(Path(workspace["out"]) / "plots")])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["model"]["name"] == "test-vit-tiny" and report["model"]["weights"] == "random (seed 0)"
+    plots = [Path(p) for p in report["files"]["plots"]]
+    assert [p.parent for p in plots] == [Path(workspace["out"]) / "plots"] * 2 and all(p.is_file() for p in plots)
