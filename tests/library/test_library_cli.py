@@ -39,12 +39,18 @@ def test_index_search_tag_cycle(tmp_path, images_factory, bad_files_factory, cap
 
     photos[5].unlink()
     assert main(["index", "prune", "--library", lib]) == 0
-    assert "pruned 1" in capsys.readouterr().out
+    assert capsys.readouterr().out == "pruned 1 image whose files are gone\n"
     first_id = str(results[0]["id"])
     assert main(["index", "remove", first_id, "--library", lib]) == 0
-    assert "removed 1" in capsys.readouterr().out
+    assert capsys.readouterr().out == "removed 1 image\n"
     assert main(["index", "rebuild", "--index", "ivf", "--library", lib]) == 0
-    assert json.loads(capsys.readouterr().out)["kind"] in ("ivf", "flat")  # 4 vectors: too few cells -> flat
+    out = capsys.readouterr().out
+    assert out.startswith("kept an exact flat index of 4 vectors instead of ivf: 4 vectors are too few to train "
+                          "IVF cells (it needs at least 156)") and out.count("\n") == 1
+    assert main(["index", "rebuild", "--index", "ivf", "--library", lib, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["kind"] == "flat"
+    assert main(["index", "rebuild", "--index", "flat", "--library", lib]) == 0
+    assert capsys.readouterr().out.startswith("rebuilt the flat index of 4 vectors in ")
 
 
 def test_cli_errors_are_one_line(tmp_path, images_factory, capsys):

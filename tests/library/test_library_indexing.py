@@ -70,8 +70,10 @@ def test_duplicates_are_embedded_once_and_returned_as_one_hit(tmp_path, tiny_enc
     assert sorted([hits[0].path, *hits[0].duplicates]) == sorted(str(p) for p in [photos[2], *copies])
     assert len({h.sha256 for h in hits}) == 3  # every hit is a different content
     # Non-recursive add sees only the top level: the sub-folder copy is not considered.
-    again = library.add(tmp_path / "photos", workers=0, progress=False)
+    again = library.add(tmp_path / "photos", recursive=False, workers=0, progress=False)
     assert again.considered == 6 and again.unchanged == 6
+    # The default walks sub-folders, as `clipforge embed` does.
+    assert library.add(tmp_path / "photos", workers=0, progress=False).unchanged == 7
 
 
 def test_moved_files_are_relinked_keeping_id_and_tags(tmp_path, tiny_encoder, images_factory):

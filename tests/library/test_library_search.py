@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import sqlite3
@@ -66,22 +67,24 @@ def test_index_follows_the_database(library, tmp_path, tiny_encoder, images_fact
     other.remove(new[1])
     assert library.search(image=new[1], top_k=1)[0].path != str(new[1])
     assert manager.last_action == "rebuilt" and manager.get().count == 9
-    sidecar = json.loads(manager.sidecar_path.read_text())
-    assert sidecar["count"] == 9 and sidecar["model_fingerprint"] == tiny_encoder.fingerprint
+    saved = json.loads(library.store.get_meta(manager.state_key))
+    assert saved["count"] == 9 and saved["model_fingerprint"] == tiny_encoder.fingerprint
+    assert saved["file_sha256"] == hashlib.sha256(manager.index_path.read_bytes()).hexdigest()
     # A saved index older than the database is loaded and extended with the new rows.
     more = images_factory(tmp_path / "more2", 1, seed=60, formats=("png",))
     other.add(tmp_path / "more2", workers=0, progress=False, update_index=False)
     reopened = Library(tmp_path / "lib", tiny_encoder)
     assert reopened.search(image=more[0], top_k=1)[0].path == str(more[0])
     assert reopened.index_manager.last_action == "loaded" and reopened.index_manager.get().count == 10
-    # Missing file, tampered sidecar, damaged index file: each means rebuild, never a wrong answer.
-    for damage in ("delete", "sidecar", "garbage"):
+    # Missing file, tampered record, damaged index file: each means rebuild, never a wrong answer.
+    for damage in ("delete", "record", "garbage"):
         if damage == "delete":
             manager.index_path.unlink()
-        elif damage == "sidecar":
-            sidecar = json.loads(manager.sidecar_path.read_text())
-            sidecar["content_hash"] = "0" * 64
-            manager.sidecar_path.write_text(json.dumps(sidecar))
+        elif damage == "record":
+            saved = json.loads(library.store.get_meta(manager.state_key))
+            saved["content_hash"] = "0" * 64
+            with library.store.transaction() as tx:
+                tx.set_meta(manager.state_key, json.dumps(saved))
         else:
             manager.index_path.write_bytes(b"not a faiss index")
         fresh = Library(tmp_path / "lib", tiny_encoder)

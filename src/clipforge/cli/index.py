@@ -12,6 +12,18 @@ import sys
 from typing import Any
 
 
+def count_noun(count: int, noun: str) -> str:
+    from clipforge.library.tagging import count_noun as plural
+
+    return plural(count, noun)
+
+
+def display_path(path: str) -> str:
+    from clipforge.library.dbfile import display_path as printable
+
+    return printable(path)
+
+
 def add_library_arguments(parser: argparse.ArgumentParser, model: bool = True) -> None:
     parser.add_argument("--library", metavar="PATH", default=None,
                         help="library folder (default $CLIPFORGE_LIBRARY, else $XDG_DATA_HOME/clipforge/library "
@@ -33,7 +45,9 @@ def open_library(args: argparse.Namespace, **kwargs: Any):
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Errors that mean "bad input or environment", printed as one line instead of a traceback."""
-    errors: tuple[type[BaseException], ...] = (OSError, ValueError)
+    from clipforge.library.schema import SchemaError  # also DamagedLibraryError
+
+    errors: tuple[type[BaseException], ...] = (OSError, ValueError, SchemaError)
     try:
         from clipforge.weights.errors import DownloadError, UnsafeCheckpointError
 
@@ -55,7 +69,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     add = sub.add_parser("add", help="index image files and folders (incremental, resumable)")
     add.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
-    add.add_argument("--recursive", "-r", action="store_true", help="descend into sub-folders")
+    add.add_argument("--no-recursive", dest="recursive", action="store_false",
+                     help="only the top level of folders (default: walk sub-folders too, as `clipforge embed`)")
+    add.add_argument("--recursive", "-r", dest="recursive", action="store_true", default=True,
+                     help=argparse.SUPPRESS)  # the default; still accepted
     add.add_argument("--batch-size", type=int, default=64, help="images per model batch and per commit (default 64)")
     add.add_argument("--workers", type=int, default=None, help="decoding processes (default: CPU count - 1, max 8)")
     add.add_argument("--retry-failed", action="store_true", help="re-read files that failed before even if unchanged")
@@ -87,6 +104,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rebuild.add_argument("--nlist", type=int, default=None, help="IVF cells (default ~2*sqrt(n))")
     rebuild.add_argument("--nprobe", type=int, default=None, help="IVF cells scanned (default: tuned for recall)")
     rebuild.add_argument("--target-recall", type=float, default=None, help="recall@10 to tune for (default 0.95)")
+    rebuild.add_argument("--json", action="store_true", help="print what was built as JSON")
     add_library_arguments(rebuild)
     rebuild.set_defaults(func=run_rebuild)
 
@@ -106,7 +124,7 @@ def run_add(args: argparse.Namespace) -> int:
     else:
         print(report.summary_line())
         for path, reason in report.failures[:20]:
-            print(f"  failed: {path}: {reason}", file=sys.stderr)
+            print(f"  failed: {display_path(path)}: {reason}", file=sys.stderr)
         if len(report.failures) > 20:
             print(f"  ... and {len(report.failures) - 20} more (see `clipforge index stats`)", file=sys.stderr)
     return 0
@@ -116,28 +134,29 @@ def run_remove(args: argparse.Namespace) -> int:
     items = [int(i) if i.isdigit() else i for i in args.items]
     try:
         with open_library(args, create=False) as library:
-            print(f"removed {library.remove(items)} images")
+            removed = library.remove(items, missing_ok=False)
     except user_errors() as exc:
         return fail(exc)
+    print(f"removed {count_noun(removed, 'image')}")
     return 0
 
 
 def run_prune(args: argparse.Namespace) -> int:
     try:
         with open_library(args, create=False) as library:
-            print(f"pruned {library.prune()} images whose files are gone")
+            pruned = library.prune()
     except user_errors() as exc:
         return fail(exc)
+    print(f"pruned {count_noun(pruned, 'image')} whose files are gone")
     return 0
 
 
 def run_stats(args: argparse.Namespace) -> int:
     try:
-        library = open_library(args, create=False)
+        with open_library(args, create=False) as library:
+            stats = library.stats()
     except user_errors() as exc:
         return fail(exc)
-    with library:
-        stats = library.stats()
     if args.json:
         print(json.dumps(stats, indent=2))
         return 0
@@ -148,8 +167,12 @@ def run_stats(args: argparse.Namespace) -> int:
         print(f"model     {stats['model']['name'] or '(object)'} fingerprint {stats['model']['fingerprint'][:12]} "
               f"dim {stats['model']['embed_dim']} {stats['model']['vector_dtype']}")
         index = stats["index"]
-        state = "fresh" if index.get("fresh") else ("stale (rebuilt on next search)" if index.get("exists")
-                                                    else "not built yet")
+        if index.get("fresh"):
+            state = "fresh"
+        elif index.get("exists") and not index.get("file_unchanged", True):
+            state = "file changed since it was saved (checked, and rebuilt if damaged, on next search)"
+        else:
+            state = "stale (rebuilt on next search)" if index.get("exists") else "not built yet"
         recall = f", recall@{index.get('recall_k')} {index['recall_at_k']}" if index.get("recall_at_k") else ""
         print(f"index     {index.get('kind') or index['requested']} {state}{recall}")
     if stats.get("tags"):
@@ -160,6 +183,21 @@ def run_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def rebuild_sentence(info: dict[str, Any]) -> str:
+    """What `index rebuild` built, in one sentence (the JSON is behind --json)."""
+    vectors = count_noun(int(info["count"]), "vector")
+    if info.get("kept_flat_because"):
+        return (f"kept an exact flat index of {vectors} instead of {info.get('requested_kind')}: "
+                f"{info['kept_flat_because']}; {info.get('requested_kind')} is remembered for later rebuilds")
+    line = f"rebuilt the {info['kind']} index of {vectors} in {info.get('build_seconds', 0):.1f}s"
+    knob = {k: v for k, v in (info.get("params") or {}).items() if k in ("nlist", "nprobe", "ef_search")}
+    if knob:
+        line += " (" + ", ".join(f"{k} {v}" for k, v in knob.items()) + ")"
+    if info["kind"] != "flat" and info.get("recall_at_k") is not None:
+        line += f", recall@{info.get('recall_k')} {info['recall_at_k']}"
+    return line
+
+
 def run_rebuild(args: argparse.Namespace) -> int:
     params = {k: v for k, v in {"nlist": args.nlist, "nprobe": args.nprobe,
                                 "target_recall": args.target_recall}.items() if v is not None}
@@ -168,5 +206,5 @@ def run_rebuild(args: argparse.Namespace) -> int:
             info = library.rebuild_index(args.index, **params)
     except user_errors() as exc:
         return fail(exc)
-    print(json.dumps(info, indent=2))
+    print(json.dumps(info, indent=2) if args.json else rebuild_sentence(info))
     return 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from clipforge.cli.index import add_library_arguments, fail, open_library, user_errors
+from clipforge.cli.index import add_library_arguments, display_path, fail, open_library, user_errors
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,6 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if not args.query and not args.image:
         return fail("give a QUERY, --image IMG, or both")
+    if args.top_k < 1:
+        return fail(f"--top-k must be at least 1 (the number of results to show), got {args.top_k}")
     try:
         with open_library(args, create=False) as library:
             hits = library.search(args.query, image=args.image or None, top_k=args.top_k,
@@ -44,5 +46,5 @@ def run(args: argparse.Namespace) -> int:
         print("no results")
     for rank, hit in enumerate(hits, 1):
         tag = f"  [{hit.tags[0][0]}]" if hit.tags else ""
-        print(f"{rank:3d}  {hit.score:.4f}  {hit.path}{tag}")
+        print(f"{rank:3d}  {hit.score:.4f}  {display_path(hit.path)}{tag}")
     return 0

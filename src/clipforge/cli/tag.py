@@ -24,6 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.top_k < 1:
+        return fail(f"--top-k must be at least 1 (labels kept per image), got {args.top_k}")
     try:
         with open_library(args, create=False) as library:
             report = library.classify(args.labels, templates=args.templates, top_k=args.top_k,

@@ -1,11 +1,14 @@
 """Keep the FAISS index in step with the database it is derived from.
 
-The index file is a cache. Its sidecar JSON records the model fingerprint, the index spec,
-the row count, the largest embedding id, the database's `removals` counter and a hash over
-every (embedding id, content hash) it holds. A saved index is trusted only if all of that
-still matches the database's rows up to that id; rows added since are appended (embedding
-ids only grow), anything else - missing or damaged file, rows removed, another kind
-requested, another model - means rebuild.
+The index file is a cache; what it must contain is recorded in the database, not beside the
+file. That record (one `meta` row per model fingerprint) holds the index spec, the row
+count, the largest embedding id, the database's `removals` counter, a hash over every
+(embedding id, content hash) the index holds, and the sha256 of the index file's bytes. A
+saved index is trusted only if all of that still matches: the rows up to that id, and the
+file byte for byte - overwritten bytes in a vector (scores of 4e37, wrong hits) mean a
+rebuild, never a wrong answer. Rows added since are appended (embedding ids only grow);
+anything else - missing or damaged file, rows removed, another kind requested, another
+model - means rebuild.
 
 Inside one process the cheap `generation` counter (bumped by every write) tells when to look
 again, so a search costs no hashing. New rows (an upload, a running `index add`) are added to
@@ -16,8 +19,12 @@ swapped in.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
+import os
+import sqlite3
 import threading
 import time
 from contextlib import contextmanager
@@ -26,18 +33,29 @@ from typing import Any
 
 import numpy as np
 
-from clipforge.atomic import atomic_path, write_json_atomic
+from clipforge.atomic import atomic_path
 from clipforge.library.paths import LibraryPaths
 from clipforge.library.store import Store
 from clipforge.library.vector_index import IndexSpec, VectorIndex, build_index
 
-__all__ = ["SIDECAR_FORMAT", "IndexManager"]
+__all__ = ["STATE_FORMAT", "IndexManager"]
 
 log = logging.getLogger(__name__)
 
-SIDECAR_FORMAT = 2
+STATE_FORMAT = 3
 _SPEC_META_KEY = "index_spec"
+_STATE_META_PREFIX = "index_state:"
 _IVF_RETRAIN_GROWTH = 2.0  # retrain IVF cells once the library has doubled since training
+
+
+def _file_sha256(path: Path) -> tuple[str, os.stat_result]:
+    """(sha256 of the bytes, stat of the file that was hashed)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        info = os.fstat(f.fileno())
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest(), info
 
 
 class _ReadWriteLock:
@@ -89,6 +107,7 @@ class IndexManager:
         self._state: dict[str, Any] = {}
         # "memory", "loaded", "extended" or "rebuilt": what the last get() did (for tests and stats)
         self.last_action: str | None = None
+        self.rebuild_reason: str | None = None  # why the last rebuild happened
 
     # -- configuration ----------------------------------------------------------------------
     def spec(self) -> IndexSpec:
@@ -97,16 +116,17 @@ class IndexManager:
 
     def set_spec(self, spec: IndexSpec) -> None:
         with self.store.transaction() as tx:
-            Store.set_meta(tx, _SPEC_META_KEY, json.dumps(spec.to_dict(), sort_keys=True))
-            Store.bump_generation(tx)
+            tx.set_meta(_SPEC_META_KEY, json.dumps(spec.to_dict(), sort_keys=True))
+            tx.bump_generation()
 
     @property
     def index_path(self) -> Path:
         return self.paths.index_file(self.fingerprint)
 
     @property
-    def sidecar_path(self) -> Path:
-        return self.paths.index_sidecar(self.fingerprint)
+    def state_key(self) -> str:
+        """The `meta` row recording what the saved index file holds."""
+        return _STATE_META_PREFIX + self.fingerprint
 
     # -- access -----------------------------------------------------------------------------
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -149,24 +169,34 @@ class IndexManager:
         if spec is not None:
             self.set_spec(spec)
         with self._lock:
+            self.rebuild_reason = "asked for"
             self._rebuild(self.spec(), self.store.removals(), self.store.generation())
             assert self._current is not None
             return self._current
 
     def status(self) -> dict[str, Any]:
-        """What is on disk and in memory, cheaply (no hashing, no rebuilding)."""
-        sidecar = self._read_sidecar()
+        """What is on disk and in memory, cheaply: no rebuilding, and no hashing - a file whose size or
+        mtime differs from the recorded ones is reported as changed (its bytes are checked on load)."""
+        saved = self._read_saved()
         out: dict[str, Any] = {"path": str(self.index_path), "requested": self.spec().kind,
-                               "vectors_in_db": self.store.embedding_count(self.fingerprint)}
-        if sidecar is None or not self.index_path.exists():
+                               "vectors_in_db": self.store.embedding_count(self.fingerprint),
+                               "last_action": self.last_action, "rebuild_reason": self.rebuild_reason}
+        try:
+            on_disk = os.stat(self.index_path)
+        except OSError:
+            on_disk = None
+        if saved is None or on_disk is None:
             out.update({"exists": False, "fresh": False})
             return out
-        info = sidecar.get("info") or {}
-        fresh = (sidecar.get("count") == out["vectors_in_db"] and sidecar.get("removals") == self.store.removals()
-                 and sidecar.get("spec") == self.spec().to_dict())
-        out.update({"exists": True, "fresh": fresh, "kind": sidecar.get("kind"), "count": sidecar.get("count"),
-                    "params": sidecar.get("params"), "recall_at_k": info.get("recall_at_k"),
-                    "recall_k": info.get("recall_k"), "built_at": sidecar.get("built_at")})
+        info = saved.get("info") or {}
+        file_unchanged = (on_disk.st_size, on_disk.st_mtime_ns) == (saved.get("file_bytes"),
+                                                                    saved.get("file_mtime_ns"))
+        fresh = (saved.get("count") == out["vectors_in_db"] and saved.get("removals") == self.store.removals()
+                 and saved.get("spec") == self.spec().to_dict() and file_unchanged)
+        out.update({"exists": True, "fresh": fresh, "file_unchanged": file_unchanged, "kind": saved.get("kind"),
+                    "count": saved.get("count"), "params": saved.get("params"),
+                    "recall_at_k": info.get("recall_at_k"), "recall_k": info.get("recall_k"),
+                    "built_at": saved.get("built_at")})
         return out
 
     # -- internals --------------------------------------------------------------------------
@@ -199,42 +229,55 @@ class IndexManager:
             if count == self._state["count"]:  # nothing removed meanwhile
                 self._save(self._current, {**self._state, "content_hash": digest})
 
-    def _read_sidecar(self) -> dict[str, Any] | None:
+    def _read_saved(self) -> dict[str, Any] | None:
         try:
-            data = json.loads(self.sidecar_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            data = json.loads(self.store.get_meta(self.state_key) or "null")
+        except ValueError:
             return None
         return data if isinstance(data, dict) else None
+
+    def _refuse(self, reason: str) -> None:
+        """Note why the saved index cannot be used (it is rebuilt next)."""
+        self.rebuild_reason = reason
+        log.info("index %s: %s; rebuilding", self.index_path, reason)
 
     def _load_if_valid(self, spec: IndexSpec, removals: int) -> tuple[VectorIndex, dict[str, Any]] | None:
         import faiss
 
-        sidecar = self._read_sidecar()
-        if sidecar is None or not self.index_path.exists():
+        saved = self._read_saved()
+        if saved is None or not self.index_path.exists():
+            self._refuse("no saved index" if saved is None else "the index file is missing")
             return None
-        expected = {"format": SIDECAR_FORMAT, "model_fingerprint": self.fingerprint, "spec": spec.to_dict(),
+        expected = {"format": STATE_FORMAT, "model_fingerprint": self.fingerprint, "spec": spec.to_dict(),
                     "dim": self.embed_dim, "removals": removals}
-        if any(sidecar.get(key) != value for key, value in expected.items()):
-            log.info("index %s does not match the database (rows removed, other spec or model); rebuilding",
-                     self.index_path)
+        if any(saved.get(key) != value for key, value in expected.items()):
+            self._refuse("rows were removed, or another index kind or model was asked for")
             return None
-        count, _, digest = self.store.content_digest(self.fingerprint, upto_id=sidecar.get("max_id", -1))
-        if count != sidecar.get("count") or digest != sidecar.get("content_hash"):
-            log.info("index %s was built from other rows than the database holds; rebuilding", self.index_path)
+        count, _, digest = self.store.content_digest(self.fingerprint, upto_id=saved.get("max_id", -1))
+        if count != saved.get("count") or digest != saved.get("content_hash"):
+            self._refuse("the index was built from other rows than the database holds")
             return None
         try:
+            file_sha, before = _file_sha256(self.index_path)
+            if file_sha != saved.get("file_sha256"):
+                self._refuse("the index file does not match the checksum kept in the database (damaged or replaced)")
+                return None
             index = faiss.read_index(str(self.index_path))
-        except RuntimeError as exc:
-            log.warning("index %s is unreadable (%s); rebuilding", self.index_path, exc)
+            after = os.stat(self.index_path)
+        except (OSError, RuntimeError) as exc:
+            self._refuse(f"the index file is unreadable ({exc})")
+            return None
+        if (after.st_ino, after.st_size, after.st_mtime_ns) != (before.st_ino, before.st_size, before.st_mtime_ns):
+            self._refuse("the index file was replaced while it was being read")
             return None
         if int(index.ntotal) != count or int(index.d) != self.embed_dim:
-            log.warning("index %s holds %d vectors of dim %d, sidecar says %d of dim %d; rebuilding",
-                        self.index_path, index.ntotal, index.d, count, self.embed_dim)
+            self._refuse(f"the index file holds {index.ntotal} vectors of dim {index.d}, expected {count} of dim "
+                         f"{self.embed_dim}")
             return None
-        vindex = VectorIndex(index=index, kind=sidecar["kind"], dim=self.embed_dim,
-                             params=dict(sidecar.get("params") or {}), info=dict(sidecar.get("info") or {}))
+        vindex = VectorIndex(index=index, kind=saved["kind"], dim=self.embed_dim,
+                             params=dict(saved.get("params") or {}), info=dict(saved.get("info") or {}))
         vindex.apply_params()
-        state = {key: sidecar.get(key) for key in ("count", "max_id", "removals", "spec", "trained_on")}
+        state = {key: saved.get(key) for key in ("count", "max_id", "removals", "spec", "trained_on")}
         return vindex, state
 
     def _rebuild(self, spec: IndexSpec, removals: int, generation: int) -> None:
@@ -263,20 +306,27 @@ class IndexManager:
                                 "total_seconds": round(time.perf_counter() - started, 3)})
 
     def _save(self, vindex: VectorIndex | None, state: dict[str, Any]) -> None:
+        """Write the index file, then record its checksum and contents in the database."""
         import faiss
 
         if vindex is None:
             return
-        sidecar = {
-            "format": SIDECAR_FORMAT, "model_fingerprint": self.fingerprint, "dim": self.embed_dim,
-            "kind": vindex.kind, "params": vindex.params, "info": vindex.info, "built_at": time.time(),
-            "faiss_version": getattr(faiss, "__version__", "unknown"),
-            **{k: v for k, v in state.items() if k not in ("generation", "unsaved")},
-        }
         try:
             with self._rw.read(), atomic_path(self.index_path) as tmp:
                 faiss.write_index(vindex.index, str(tmp))
-            write_json_atomic(self.sidecar_path, sidecar, sort_keys=True)
+                file_sha, written = _file_sha256(tmp)
+            saved = {
+                "format": STATE_FORMAT, "model_fingerprint": self.fingerprint, "dim": self.embed_dim,
+                "kind": vindex.kind, "params": vindex.params, "info": vindex.info, "built_at": time.time(),
+                "faiss_version": getattr(faiss, "__version__", "unknown"), "file_sha256": file_sha,
+                "file_bytes": written.st_size, "file_mtime_ns": written.st_mtime_ns,
+                **{k: v for k, v in state.items() if k not in ("generation", "unsaved")},
+            }
+            with self.store.transaction() as tx:
+                tx.set_meta(self.state_key, json.dumps(saved, sort_keys=True, default=str))
             self._state["unsaved"] = 0
-        except OSError as exc:  # a read-only library can still be searched from memory
+        except (OSError, sqlite3.Error) as exc:  # a read-only library can still be searched from memory
             log.warning("could not save index %s (%s); keeping it in memory only", self.index_path, exc)
+            return
+        with contextlib.suppress(OSError):  # an older clipforge's JSON sidecar: the record now lives in the db
+            self.index_path.with_suffix(".json").unlink()

@@ -17,13 +17,15 @@ from typing import Any
 
 import numpy as np
 
+from clipforge.library.dbfile import damaged, display_path
 from clipforge.library.encoder import Encoder, default_model_name, resolve_encoder
 from clipforge.library.index_manager import IndexManager
 from clipforge.library.indexer import AddReport, index_files
+from clipforge.library.lock import library_lock
 from clipforge.library.media import image_bytes, store_upload, thumbnail_bytes
 from clipforge.library.paths import LibraryPaths
 from clipforge.library.query import QueryTerm, combine_terms, parse_query
-from clipforge.library.scan import discover_files, normalise_path
+from clipforge.library.scan import normalise_path, scan_paths
 from clipforge.library.search import SearchHit, search_vector
 from clipforge.library.store import SCHEMA_VERSION, ImageRecord, Store
 from clipforge.library.tagging import TagReport, parse_labels, softmax_top_k, tag_library
@@ -54,6 +56,11 @@ class Library:
                  device: str | None = None, index: str | IndexSpec | None = None, max_pixels: int | None = None,
                  vector_dtype: str = "float32", create: bool = True) -> None:
         self.paths = LibraryPaths(path)
+        self.paths.check_folder()
+        if self.paths.db.is_file() and self.paths.db.stat().st_size == 0 and self.paths.derived_files():
+            # An emptied database beside an index or thumbnails is a damaged library, not a new one.
+            raise damaged(self.paths.db, "the file is empty (0 bytes) but the library folder holds "
+                                         f"{self.paths.derived_files()[0].name}")
         if create:
             self.paths.ensure()
         self.store = Store(self.paths.db, create=create)
@@ -117,28 +124,60 @@ class Library:
         encoder = self.encoder
         if self.model_fingerprint is None:
             with self.store.transaction() as tx:
-                Store.set_meta(tx, _META_FINGERPRINT, encoder.fingerprint)
-                Store.set_meta(tx, _META_NAME, encoder.name or "")
-                Store.set_meta(tx, _META_DIM, str(encoder.embed_dim))
-                Store.set_meta(tx, _META_DTYPE, self._vector_dtype)
+                tx.set_meta(_META_FINGERPRINT, encoder.fingerprint)
+                tx.set_meta(_META_NAME, encoder.name or "")
+                tx.set_meta(_META_DIM, str(encoder.embed_dim))
+                tx.set_meta(_META_DTYPE, self._vector_dtype)
 
     # -- writing ----------------------------------------------------------------------------
-    def add(self, paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], recursive: bool = False, *,
+    def add(self, paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], recursive: bool = True, *,
             batch_size: int = 64, workers: int | None = None, retry_failed: bool = False, progress: bool = True,
             update_index: bool = True) -> AddReport:
-        """Index files and folders incrementally (see `clipforge.library.indexer`)."""
+        """Index files and folders incrementally (see `clipforge.library.indexer`).
+
+        Folders are walked recursively unless `recursive=False` (as `export_embeddings` does).
+        Concurrent `add` runs on one library (other processes included) take turns, so the
+        second one skips what the first embedded instead of embedding it again.
+        """
+        return self._add(paths, recursive, batch_size=batch_size, workers=workers, retry_failed=retry_failed,
+                         progress=progress, update_index=update_index, exclusive=True)
+
+    def _add(self, paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], recursive: bool, *,
+             batch_size: int, workers: int | None, retry_failed: bool, progress: bool, update_index: bool,
+             exclusive: bool) -> AddReport:
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
-        files = discover_files(paths, recursive=recursive, exclude=[self.paths.root])
-        with self._write_lock:
+        found = scan_paths(paths, recursive=recursive, exclude=[self.paths.root])
+        with self._write_lock, library_lock(self.paths.lock if exclusive else None):
             self._record_model()
-            report = index_files(self.store, self.encoder, files, batch_size=batch_size,
+            report = index_files(self.store, self.encoder, found.files, batch_size=batch_size,
                                  workers=_default_workers() if workers is None else workers,
                                  max_pixels=self.max_pixels, retry_failed=retry_failed,
                                  dtype=self.store.get_meta(_META_DTYPE) or self._vector_dtype, progress=progress)
+            self._record_rejected(found.rejected, report, retry_failed)
         if update_index and (report.added or report.updated or report.relinked):
             self.index_manager.get()
         return report
+
+    def _record_rejected(self, rejected: Sequence[tuple[str, int, int, str]], report: AddReport,
+                         retry_failed: bool) -> None:
+        """Files the scan refused to open (FIFOs, devices...): failed with their reason, once."""
+        todo = []
+        for path, size, mtime_ns, reason in rejected:
+            known = self.store.image_by_path(path)
+            if (known is not None and not retry_failed and known.status == "failed" and known.error == reason
+                    and (known.size, known.mtime_ns) == (size, mtime_ns)):
+                report.unchanged += 1
+            else:
+                todo.append((path, size, mtime_ns, reason))
+        if not todo:
+            return
+        with self.store.transaction() as tx:
+            for path, size, mtime_ns, reason in todo:
+                tx.mark_failed(path, size, mtime_ns, reason)
+            tx.bump_generation()
+        report.failed += len(todo)
+        report.failures.extend((path, reason) for path, _, _, reason in todo)
 
     def add_bytes(self, data: bytes, filename: str | None = None) -> ImageRecord:
         """Keep uploaded bytes in the library and index them; ImageLoadError when not an image.
@@ -146,30 +185,46 @@ class Library:
         `filename` is only informative: the stored name is the content hash plus the sniffed format.
         """
         target = store_upload(self.paths, data, self.max_pixels)
-        self.add([target], progress=False, workers=0, update_index=False)
+        # One known file: no need to queue behind a long `index add` in another process.
+        self._add([target], False, batch_size=1, workers=0, retry_failed=False, progress=False,
+                  update_index=False, exclusive=False)
         record = self.store.image_by_path(normalise_path(target))
         if record is None:
             raise RuntimeError(f"upload {filename or target} was stored but not indexed")
         return record
 
-    def remove(self, items: int | str | os.PathLike[str] | Iterable[int | str | os.PathLike[str]]) -> int:
-        """Forget images by id, by file path, or everything under a folder path. Files are not touched."""
-        if isinstance(items, (int, str, os.PathLike)):
+    def remove(self, items: int | str | os.PathLike[str] | Iterable[int | str | os.PathLike[str]],
+               missing_ok: bool = True) -> int:
+        """Forget images by id, by file path, or everything under a folder path. Files are not touched.
+
+        With `missing_ok=False`, an id or path the library does not know raises ValueError naming
+        it, and nothing is removed.
+        """
+        if isinstance(items, (int, np.integer, str, os.PathLike)):
             items = [items]
         ids: set[int] = set()
+        unknown: list[str] = []
         for item in items:
             if isinstance(item, (int, np.integer)):
+                if self.store.image(int(item)) is None:
+                    unknown.append(f"id {int(item)}")
                 ids.add(int(item))
                 continue
             path = normalise_path(item)
             record = self.store.image_by_path(path)
             if record is not None:
                 ids.add(record.id)
-            else:
-                prefix = path.rstrip(os.sep) + os.sep
-                ids.update(r.id for r in self.store.list_images() if r.path.startswith(prefix))
+                continue
+            prefix = path.rstrip(os.sep) + os.sep
+            under = [r.id for r in self.store.list_images() if r.path.startswith(prefix)]
+            if not under:
+                unknown.append(display_path(path))
+            ids.update(under)
+        if unknown and not missing_ok:
+            raise ValueError(f"library {self.paths.root} has no image with {', '.join(unknown)} (nothing removed; "
+                             "see `clipforge index stats`)")
         with self._write_lock, self.store.transaction() as tx:
-            return self.store.delete_images(tx, ids)
+            return tx.delete_images(ids)
 
     def prune(self) -> int:
         """Forget images whose file no longer exists; returns how many."""
@@ -177,7 +232,7 @@ class Library:
         if not gone:
             return 0
         with self._write_lock, self.store.transaction() as tx:
-            return self.store.delete_images(tx, gone)
+            return tx.delete_images(gone)
 
     def classify(self, labels: str | Sequence[str], templates: str | Sequence[str] = "imagenet", top_k: int = 5,
                  progress: bool = True) -> TagReport:
@@ -226,6 +281,8 @@ class Library:
         `filter_tags`: only images whose rank-`tag_rank` (0 = top-1) or better zero-shot tag is
         one of these labels (and at least `min_tag_score` probability).
         """
+        if int(top_k) < 0:
+            raise ValueError(f"top_k must be 0 or more, got {top_k}")
         vector = self._query_vector(query, text, image)
         return self.search_vector(vector, top_k=top_k, filter_tags=filter_tags, tag_rank=tag_rank,
                                   min_tag_score=min_tag_score)
@@ -279,7 +336,7 @@ class Library:
         out: dict[str, Any] = {
             "library": str(self.paths.root), "schema_version": SCHEMA_VERSION, "images": self.store.status_counts(),
             "model": None, "distinct_contents": 0, "db_bytes": db_bytes,
-            "failures": [{"path": p, "reason": r} for p, r in self.store.failures(20)],
+            "failures": [{"path": display_path(p), "reason": r} for p, r in self.store.failures(20)],
         }
         if fingerprint is not None:
             out["model"] = {"name": self.store.get_meta(_META_NAME) or None, "fingerprint": fingerprint,

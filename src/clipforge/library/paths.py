@@ -52,8 +52,25 @@ class LibraryPaths:
         # One index per model fingerprint: vectors of two models can never share a file.
         return self.index_dir / f"{fingerprint[:24]}.faiss"
 
-    def index_sidecar(self, fingerprint: str) -> Path:
-        return self.index_dir / f"{fingerprint[:24]}.json"
+    @property
+    def lock(self) -> Path:
+        """Held (flock) by a running `index add`, so a second one waits instead of redoing its work."""
+        return self.root / "library.lock"
+
+    def check_folder(self) -> None:
+        """NotADirectoryError when the library path names something that is not a folder."""
+        if os.path.lexists(self.root) and not self.root.is_dir():
+            raise NotADirectoryError(f"library {self.root} is a file, not a library folder: give --library a "
+                                     "folder (a new one is created by `clipforge index add`)")
+
+    def derived_files(self) -> list[Path]:
+        """What besides the database says "a library lived here": indexes, thumbnails, uploads."""
+        found: list[Path] = []
+        for folder in (self.index_dir, self.thumbs_dir, self.uploads_dir):
+            first = next(folder.iterdir(), None) if folder.is_dir() else None
+            if first is not None:
+                found.append(first)
+        return found
 
     def ensure(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

@@ -5,15 +5,34 @@ a file named explicitly is always taken, so a broken ``notes.jpg`` - or a file w
 extension at all - is tried, fails and gets recorded with its reason instead of vanishing.
 Hidden files and folders are skipped in folder walks, and so is the library's own folder
 (its thumbnails must never index themselves).
+
+Only regular files are ever opened. A FIFO named ``x.jpg`` would block the reader forever
+and a device file would stream without end, so anything else (FIFO, socket, device) is
+handed back as *rejected* with the reason, for the caller to record, never read. Names
+that are not valid UTF-8 arrive as Python spells them (surrogate escapes) and are kept so.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["discover_files", "normalise_path"]
+__all__ = ["ScanResult", "discover_files", "normalise_path", "scan_paths"]
+
+_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a directory"))
+
+
+@dataclass
+class ScanResult:
+    """`files`: regular files (or names that could not be stat'ed: the reader says why) to read.
+    `rejected`: (path, size, mtime_ns, reason) of entries that must not be opened."""
+
+    files: list[str] = field(default_factory=list)
+    rejected: list[tuple[str, int, int, str]] = field(default_factory=list)
 
 
 def normalise_path(path: str | os.PathLike[str]) -> str:
@@ -31,7 +50,7 @@ def _walk(root: str, recursive: bool, exclude: Sequence[str]) -> Iterable[str]:
     if not recursive:
         with os.scandir(root) as entries:
             for entry in entries:
-                if not entry.name.startswith(".") and entry.is_file() and _is_image_name(entry.name):
+                if not entry.name.startswith(".") and not entry.is_dir() and _is_image_name(entry.name):
                     yield os.path.join(root, entry.name)
         return
     for current, dirs, files in os.walk(root):
@@ -46,9 +65,24 @@ def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
-def discover_files(paths: Iterable[str | os.PathLike[str]], recursive: bool = False,
-                   exclude: Iterable[str | os.PathLike[str]] = ()) -> list[str]:
-    """Sorted, de-duplicated absolute paths. Raises FileNotFoundError naming inputs that do not exist."""
+def _not_regular(path: str) -> tuple[int, int, str] | None:
+    """(size, mtime_ns, reason) when `path` exists but is not a regular file (links followed)."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None  # missing, dangling or unreadable: the reader records the precise reason
+    if stat.S_ISREG(info.st_mode):
+        return None
+    kind = next((name for test, name in _KINDS if test(info.st_mode)), "a special file")
+    return info.st_size, info.st_mtime_ns, f"not a regular file ({kind})"
+
+
+def scan_paths(paths: Iterable[str | os.PathLike[str]], recursive: bool = False,
+               exclude: Iterable[str | os.PathLike[str]] = ()) -> ScanResult:
+    """Sorted, de-duplicated absolute paths split into files to read and entries to reject.
+
+    Raises FileNotFoundError naming inputs that do not exist.
+    """
     excluded = [normalise_path(p) for p in exclude]
     found: set[str] = set()
     missing: list[str] = []
@@ -62,4 +96,17 @@ def discover_files(paths: Iterable[str | os.PathLike[str]], recursive: bool = Fa
             missing.append(str(raw))
     if missing:
         raise FileNotFoundError(f"no such file or folder: {', '.join(missing)}")
-    return sorted(found)
+    result = ScanResult()
+    for path in sorted(found):
+        odd = _not_regular(path)
+        if odd is None:
+            result.files.append(path)
+        else:
+            result.rejected.append((path, *odd))
+    return result
+
+
+def discover_files(paths: Iterable[str | os.PathLike[str]], recursive: bool = False,
+                   exclude: Iterable[str | os.PathLike[str]] = ()) -> list[str]:
+    """The files `scan_paths` would read (entries that are not regular files are left out)."""
+    return scan_paths(paths, recursive, exclude).files

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from clipforge.library.dbfile import display_path
 from clipforge.library.index_manager import IndexManager
 from clipforge.library.store import ImageRecord, Store
 
@@ -36,6 +37,8 @@ class SearchHit:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        data["path"] = display_path(self.path)
+        data["duplicates"] = [display_path(p) for p in self.duplicates]
         data["tags"] = [{"label": label, "score": round(score, 6)} for label, score in self.tags]
         return data
 

@@ -7,28 +7,47 @@ web server) never block the writer. Embeddings are keyed by (content sha256, mod
 fingerprint), so identical bytes under two paths are embedded once and two models'
 vectors can never be confused.
 
+Reads are methods of `Store`; every write goes through one object, the `Transaction` that
+`Store.transaction()` yields, so "what commits together" is visible at the call site.
 Connections are per thread (sqlite3 objects must not be shared across threads); writes
 from this process are serialised by a lock, writes from other processes by SQLite itself.
+
+A damaged database (truncated, overwritten, emptied) is reported as `DamagedLibraryError`
+naming the file, never as a bare sqlite3 traceback, and nothing derived from it is touched.
+File names are stored losslessly: text when they are valid UTF-8, else their raw bytes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import sqlite3
 import threading
-import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
+from clipforge.library.dbfile import (
+    DamagedLibraryError,
+    check_database_file,
+    damage_error,
+    display_path,
+    from_db,
+    to_db,
+)
 from clipforge.library.schema import SCHEMA_VERSION, SchemaError, migrate
+from clipforge.library.transaction import Transaction, chunks
 
-__all__ = ["SCHEMA_VERSION", "FileState", "ImageRecord", "SchemaError", "Store"]
+__all__ = ["SCHEMA_VERSION", "DamagedLibraryError", "FileState", "ImageRecord", "SchemaError", "Store",
+           "Transaction"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
 
 @dataclass(frozen=True)
 class ImageRecord:
@@ -46,7 +65,10 @@ class ImageRecord:
     error: str | None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """JSON-able; a path that is not valid UTF-8 is shown with backslash escapes."""
+        data = asdict(self)
+        data["path"] = display_path(self.path)
+        return data
 
 
 @dataclass(frozen=True)
@@ -64,13 +86,16 @@ _IMAGE_COLUMNS = "id, path, sha256, size, mtime_ns, width, height, added_at, sta
 
 
 def _record(row: Sequence[Any]) -> ImageRecord:
-    return ImageRecord(*row)
+    return ImageRecord(row[0], from_db(row[1]), *row[2:])
 
 
-def _chunks(items: Sequence[Any], size: int = 900) -> Iterator[Sequence[Any]]:
-    # SQLite limits the number of bound parameters per statement.
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
+def _reads(method: _F) -> _F:
+    """Turn SQLite's "malformed"/"not a database" during a read into DamagedLibraryError."""
+    @functools.wraps(method)
+    def wrapper(self: Store, *args: Any, **kwargs: Any) -> Any:
+        with self.guard():
+            return method(self, *args, **kwargs)
+    return wrapper  # type: ignore[return-value]
 
 
 class Store:
@@ -80,37 +105,51 @@ class Store:
         self.path = Path(db_path)
         if not self.path.exists() and not create:
             raise FileNotFoundError(f"no library database at {self.path} (run `clipforge index add` first)")
+        check_database_file(self.path, create)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._lock = threading.RLock()
         self._all: list[sqlite3.Connection] = []
-        self._migrate()
+        with self.guard():
+            migrate(self, self.path)
 
     # -- connections and transactions -------------------------------------------------------
     def conn(self) -> sqlite3.Connection:
         """This thread's connection (autocommit mode; writes go through `transaction`)."""
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            # NORMAL in WAL mode: a process crash loses nothing committed; only a power cut can
-            # lose the last transactions, and never corrupts the file.
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA busy_timeout=60000")
+            with self.guard():
+                conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
+                conn.execute("PRAGMA journal_mode=WAL")
+                # NORMAL in WAL mode: a process crash loses nothing committed; only a power cut can
+                # lose the last transactions, and never corrupts the file.
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA foreign_keys=ON")
+                conn.execute("PRAGMA busy_timeout=60000")
             self._local.conn = conn
             with self._lock:
                 self._all.append(conn)
         return conn
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One atomic write: everything inside commits together or not at all."""
-        with self._lock:
+    def guard(self) -> Iterator[None]:
+        """Report a damaged database file as one DamagedLibraryError naming it."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            error = damage_error(self.path, exc)
+            if error is None:
+                raise
+            raise error from exc
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """One atomic write: everything done through the yielded object commits together or not at all."""
+        with self._lock, self.guard():
             conn = self.conn()
             conn.execute("BEGIN IMMEDIATE")
             try:
-                yield conn
+                yield Transaction(conn)
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
@@ -124,55 +163,40 @@ class Store:
             self._all.clear()
             self._local = threading.local()
 
-    def _migrate(self) -> None:
-        migrate(self, self.path)
-
     # -- meta -------------------------------------------------------------------------------
+    @_reads
     def get_meta(self, key: str, default: str | None = None) -> str | None:
         row = self.conn().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else default
-
-    @staticmethod
-    def set_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
-        conn.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                     (key, value))
 
     def generation(self) -> int:
         """Bumped by every write that changes which vectors are searchable (cheap staleness check)."""
         return int(self.get_meta("generation", "0") or 0)
 
-    @staticmethod
-    def bump_generation(conn: sqlite3.Connection) -> None:
-        conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
-
-    # -- models -----------------------------------------------------------------------------
-    @staticmethod
-    def ensure_model(conn: sqlite3.Connection, fingerprint: str, name: str | None, embed_dim: int) -> None:
-        conn.execute("INSERT OR IGNORE INTO models VALUES (?, ?, ?, ?)", (fingerprint, name, embed_dim, time.time()))
-
-    def models(self) -> list[dict[str, Any]]:
-        rows = self.conn().execute(
-            "SELECT m.fingerprint, m.name, m.embed_dim, (SELECT COUNT(*) FROM embeddings e WHERE e.model = m.fingerprint)"
-            " FROM models m ORDER BY m.created_at").fetchall()
-        return [{"fingerprint": r[0], "name": r[1], "embed_dim": r[2], "embeddings": r[3]} for r in rows]
+    def removals(self) -> int:
+        return int(self.get_meta("removals", "0") or 0)
 
     # -- images -----------------------------------------------------------------------------
+    @_reads
     def image(self, image_id: int) -> ImageRecord | None:
         row = self.conn().execute(f"SELECT {_IMAGE_COLUMNS} FROM images WHERE id = ?", (int(image_id),)).fetchone()
         return _record(row) if row else None
 
+    @_reads
     def image_by_path(self, path: str) -> ImageRecord | None:
-        row = self.conn().execute(f"SELECT {_IMAGE_COLUMNS} FROM images WHERE path = ?", (path,)).fetchone()
+        row = self.conn().execute(f"SELECT {_IMAGE_COLUMNS} FROM images WHERE path = ?", (to_db(path),)).fetchone()
         return _record(row) if row else None
 
+    @_reads
     def images_with_sha(self, sha256: str, status: str | None = "ok") -> list[ImageRecord]:
         sql = f"SELECT {_IMAGE_COLUMNS} FROM images WHERE sha256 = ?"
         params: tuple[Any, ...] = (sha256,)
         if status is not None:
             sql += " AND status = ?"
             params += (status,)
-        return [_record(r) for r in self.conn().execute(sql + " ORDER BY id", params)]
+        return [_record(r) for r in self.conn().execute(sql + " ORDER BY id", params).fetchall()]
 
+    @_reads
     def list_images(self, status: str | None = None, limit: int | None = None, offset: int = 0) -> list[ImageRecord]:
         sql = f"SELECT {_IMAGE_COLUMNS} FROM images"
         params: list[Any] = []
@@ -181,78 +205,21 @@ class Store:
             params.append(status)
         sql += " ORDER BY id LIMIT ? OFFSET ?"
         params += [-1 if limit is None else int(limit), int(offset)]
-        return [_record(r) for r in self.conn().execute(sql, params)]
+        return [_record(r) for r in self.conn().execute(sql, params).fetchall()]
 
+    @_reads
     def file_states(self) -> dict[str, FileState]:
         """path -> state for every known file, read once per indexing run."""
-        rows = self.conn().execute("SELECT path, id, size, mtime_ns, status, sha256 FROM images")
-        return {r[0]: FileState(r[1], r[2], r[3], r[4], r[5]) for r in rows}
-
-    @staticmethod
-    def upsert_image(conn: sqlite3.Connection, path: str, sha256: str | None, size: int, mtime_ns: int,
-                     width: int | None, height: int | None, status: str, error: str | None) -> int:
-        row = conn.execute(
-            "INSERT INTO images(path, sha256, size, mtime_ns, width, height, added_at, status, error)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT(path) DO UPDATE SET sha256 = excluded.sha256, size = excluded.size,"
-            " mtime_ns = excluded.mtime_ns, width = excluded.width, height = excluded.height,"
-            " status = excluded.status, error = excluded.error RETURNING id",
-            (path, sha256, size, mtime_ns, width, height, time.time(), status, error)).fetchone()
-        return int(row[0])
-
-    @staticmethod
-    def relink_image(conn: sqlite3.Connection, image_id: int, new_path: str, size: int, mtime_ns: int) -> None:
-        """A moved file keeps its id (and so its tags): only the path and stat change."""
-        conn.execute("UPDATE images SET path = ?, size = ?, mtime_ns = ? WHERE id = ?",
-                     (new_path, size, mtime_ns, image_id))
-
-    @staticmethod
-    def delete_tags_for(conn: sqlite3.Connection, image_id: int) -> None:
-        conn.execute("DELETE FROM tags WHERE image_id = ?", (image_id,))
-
-    def delete_images(self, conn: sqlite3.Connection, image_ids: Iterable[int]) -> int:
-        ids = [int(i) for i in image_ids]
-        removed = 0
-        for chunk in _chunks(ids):
-            marks = ",".join("?" * len(chunk))
-            removed += conn.execute(f"DELETE FROM images WHERE id IN ({marks})", chunk).rowcount
-        self.gc_embeddings(conn)
-        self.bump_generation(conn)
-        return removed
-
-    @staticmethod
-    def gc_embeddings(conn: sqlite3.Connection, shas: Iterable[str] | None = None) -> int:
-        """Drop vectors no 'ok' image refers to any more (all of them, or just `shas`).
-
-        Embedding ids are never reused (AUTOINCREMENT) and every deletion bumps the `removals`
-        counter, so an index can tell "only rows were added since I was built" (extend it in
-        place) from "rows were removed" (rebuild).
-        """
-        orphan = "NOT EXISTS (SELECT 1 FROM images i WHERE i.sha256 = embeddings.sha256 AND i.status = 'ok')"
-        if shas is None:
-            removed = conn.execute(f"DELETE FROM embeddings WHERE {orphan}").rowcount
-        else:
-            removed = 0
-            for sha in set(shas):
-                removed += conn.execute(f"DELETE FROM embeddings WHERE sha256 = ? AND {orphan}", (sha,)).rowcount
-        if removed:
-            conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'removals'")
-        return removed
-
-    def removals(self) -> int:
-        return int(self.get_meta("removals", "0") or 0)
+        rows = self.conn().execute("SELECT path, id, size, mtime_ns, status, sha256 FROM images").fetchall()
+        return {from_db(r[0]): FileState(r[1], r[2], r[3], r[4], r[5]) for r in rows}
 
     # -- embeddings -------------------------------------------------------------------------
+    @_reads
     def embedded_shas(self, model: str) -> set[str]:
-        return {r[0] for r in self.conn().execute("SELECT sha256 FROM embeddings WHERE model = ?", (model,))}
+        rows = self.conn().execute("SELECT sha256 FROM embeddings WHERE model = ?", (model,)).fetchall()
+        return {r[0] for r in rows}
 
-    @staticmethod
-    def insert_embedding(conn: sqlite3.Connection, sha256: str, model: str, vector: np.ndarray,
-                         dtype: str = "float32") -> None:
-        blob = np.ascontiguousarray(vector, dtype=np.float16 if dtype == "float16" else np.float32).tobytes()
-        conn.execute("INSERT OR IGNORE INTO embeddings(sha256, model, dtype, vector) VALUES (?, ?, ?, ?)",
-                     (sha256, model, dtype, blob))
-
+    @_reads
     def embedding_count(self, model: str) -> int:
         return int(self.conn().execute("SELECT COUNT(*) FROM embeddings WHERE model = ?", (model,)).fetchone()[0])
 
@@ -264,39 +231,43 @@ class Store:
         upper = (1 << 62) if upto_id is None else int(upto_id)
         conn = self.conn()
         while True:
-            rows = conn.execute("SELECT id, dtype, vector FROM embeddings WHERE model = ? AND id > ? AND id <= ?"
-                                " ORDER BY id LIMIT ?", (model, last, upper, chunk)).fetchall()
+            with self.guard():
+                rows = conn.execute("SELECT id, dtype, vector FROM embeddings WHERE model = ? AND id > ? AND id <= ?"
+                                    " ORDER BY id LIMIT ?", (model, last, upper, chunk)).fetchall()
             if not rows:
                 return
             ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
             yield ids, np.stack([_decode_vector(r[1], r[2]) for r in rows])
             last = int(ids[-1])
 
+    @_reads
     def vectors_for_shas(self, model: str, shas: Sequence[str]) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
-        for chunk in _chunks(list(shas)):
+        for chunk in chunks(list(shas)):
             marks = ",".join("?" * len(chunk))
             for sha, dtype, blob in self.conn().execute(
                     f"SELECT sha256, dtype, vector FROM embeddings WHERE model = ? AND sha256 IN ({marks})",
-                    (model, *chunk)):
+                    (model, *chunk)).fetchall():
                 out[sha] = _decode_vector(dtype, blob)
         return out
 
+    @_reads
     def vectors_for_image_ids(self, model: str, image_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """(embedding ids, vectors) of the given images' contents, for exact filtered search."""
         ids: list[int] = []
         vecs: list[np.ndarray] = []
-        for chunk in _chunks([int(i) for i in image_ids]):
+        for chunk in chunks([int(i) for i in image_ids]):
             marks = ",".join("?" * len(chunk))
             for eid, dtype, blob in self.conn().execute(
                     "SELECT DISTINCT e.id, e.dtype, e.vector FROM embeddings e JOIN images i ON i.sha256 = e.sha256"
-                    f" WHERE e.model = ? AND i.status = 'ok' AND i.id IN ({marks})", (model, *chunk)):
+                    f" WHERE e.model = ? AND i.status = 'ok' AND i.id IN ({marks})", (model, *chunk)).fetchall():
                 ids.append(eid)
                 vecs.append(_decode_vector(dtype, blob))
         if not ids:
             return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
         return np.asarray(ids, dtype=np.int64), np.stack(vecs)
 
+    @_reads
     def content_digest(self, model: str, upto_id: int | None = None) -> tuple[int, int, str]:
         """(row count, max id, sha256 over every (id, content hash)) of the rows with id <= `upto_id`:
         exactly what an index built from them holds."""
@@ -310,79 +281,83 @@ class Store:
             max_id = eid
         return count, max_id, digest.hexdigest()
 
+    @_reads
     def images_for_embeddings(self, model: str, embedding_ids: Sequence[int]) -> dict[int, list[ImageRecord]]:
         """embedding id -> the 'ok' images holding those bytes (several when duplicated)."""
         out: dict[int, list[ImageRecord]] = {}
         cols = ", ".join(f"i.{c.strip()}" for c in _IMAGE_COLUMNS.split(","))
-        for chunk in _chunks([int(i) for i in embedding_ids]):
+        for chunk in chunks([int(i) for i in embedding_ids]):
             marks = ",".join("?" * len(chunk))
             for row in self.conn().execute(
                     f"SELECT e.id, {cols} FROM embeddings e JOIN images i ON i.sha256 = e.sha256"
-                    f" WHERE e.model = ? AND i.status = 'ok' AND e.id IN ({marks}) ORDER BY i.id", (model, *chunk)):
+                    f" WHERE e.model = ? AND i.status = 'ok' AND e.id IN ({marks}) ORDER BY i.id",
+                    (model, *chunk)).fetchall():
                 out.setdefault(int(row[0]), []).append(_record(row[1:]))
         return out
 
+    @_reads
     def image_ids_by_embedding(self, model: str) -> dict[int, list[int]]:
         """embedding id -> ids of the 'ok' images holding those bytes."""
         out: dict[int, list[int]] = {}
         for eid, image_id in self.conn().execute(
                 "SELECT e.id, i.id FROM embeddings e JOIN images i ON i.sha256 = e.sha256"
-                " WHERE e.model = ? AND i.status = 'ok' ORDER BY i.id", (model,)):
+                " WHERE e.model = ? AND i.status = 'ok' ORDER BY i.id", (model,)).fetchall():
             out.setdefault(int(eid), []).append(int(image_id))
         return out
 
     # -- tags -------------------------------------------------------------------------------
-    @staticmethod
-    def replace_tags(conn: sqlite3.Connection, model: str, rows: Iterable[tuple[int, str, float, int]]) -> None:
-        """Write (image_id, label, score, rank) rows, replacing that image's previous tags."""
-        rows = list(rows)
-        for image_id in {r[0] for r in rows}:
-            conn.execute("DELETE FROM tags WHERE image_id = ? AND model = ?", (image_id, model))
-        conn.executemany("INSERT INTO tags(image_id, model, label, score, rank) VALUES (?, ?, ?, ?, ?)",
-                         [(r[0], model, r[1], float(r[2]), int(r[3])) for r in rows])
-
-    @staticmethod
-    def clear_tags(conn: sqlite3.Connection, model: str) -> None:
-        conn.execute("DELETE FROM tags WHERE model = ?", (model,))
-
+    @_reads
     def image_ids_with_tags(self, model: str, labels: Sequence[str], max_rank: int = 0,
                             min_score: float = 0.0) -> list[int]:
         marks = ",".join("?" * len(labels))
         rows = self.conn().execute(
             f"SELECT DISTINCT image_id FROM tags WHERE model = ? AND label IN ({marks}) AND rank <= ? AND score >= ?",
-            (model, *labels, int(max_rank), float(min_score)))
+            (model, *labels, int(max_rank), float(min_score))).fetchall()
         return [int(r[0]) for r in rows]
 
+    @_reads
     def tags_for_images(self, model: str, image_ids: Sequence[int]) -> dict[int, list[tuple[str, float]]]:
         out: dict[int, list[tuple[str, float]]] = {}
-        for chunk in _chunks([int(i) for i in image_ids]):
+        for chunk in chunks([int(i) for i in image_ids]):
             marks = ",".join("?" * len(chunk))
             for image_id, label, score in self.conn().execute(
                     f"SELECT image_id, label, score FROM tags WHERE model = ? AND image_id IN ({marks})"
-                    " ORDER BY image_id, rank", (model, *chunk)):
+                    " ORDER BY image_id, rank", (model, *chunk)).fetchall():
                 out.setdefault(int(image_id), []).append((label, float(score)))
         return out
 
+    @_reads
     def tag_counts(self, model: str) -> dict[str, int]:
         rows = self.conn().execute("SELECT label, COUNT(*) FROM tags WHERE model = ? AND rank = 0 GROUP BY label"
-                                   " ORDER BY COUNT(*) DESC, label", (model,))
+                                   " ORDER BY COUNT(*) DESC, label", (model,)).fetchall()
         return {r[0]: int(r[1]) for r in rows}
 
     # -- statistics -------------------------------------------------------------------------
+    @_reads
     def status_counts(self) -> dict[str, int]:
-        rows = self.conn().execute("SELECT status, COUNT(*) FROM images GROUP BY status")
+        rows = self.conn().execute("SELECT status, COUNT(*) FROM images GROUP BY status").fetchall()
         counts = {"ok": 0, "failed": 0}
         counts.update({r[0]: int(r[1]) for r in rows})
         return counts
 
+    @_reads
     def failures(self, limit: int = 50) -> list[tuple[str, str]]:
         rows = self.conn().execute("SELECT path, error FROM images WHERE status = 'failed' ORDER BY id LIMIT ?",
-                                   (int(limit),))
-        return [(r[0], r[1] or "") for r in rows]
+                                   (int(limit),)).fetchall()
+        return [(from_db(r[0]), r[1] or "") for r in rows]
 
+    @_reads
     def integrity_ok(self) -> bool:
         return self.conn().execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
 def _decode_vector(dtype: str, blob: bytes) -> np.ndarray:
     return np.frombuffer(blob, dtype=np.float16 if dtype == "float16" else np.float32).astype(np.float32)
+
+
+# Until `indexer.py` writes through `tx.<method>(...)`: the same functions under their old
+# spelling `Store.<method>(tx, ...)`, so both run the one Transaction code. Remove after.
+for _name in ("ensure_model", "insert_embedding", "bump_generation", "upsert_image", "relink_image",
+              "delete_tags_for", "gc_embeddings"):
+    setattr(Store, _name, getattr(Transaction, _name))
+del _name

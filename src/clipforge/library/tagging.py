@@ -22,7 +22,12 @@ import numpy as np
 from clipforge.library.encoder import Encoder
 from clipforge.library.store import Store
 
-__all__ = ["TagReport", "parse_labels", "softmax_top_k", "tag_library"]
+__all__ = ["TagReport", "count_noun", "parse_labels", "softmax_top_k", "tag_library"]
+
+
+def count_noun(count: int, noun: str) -> str:
+    """"1 image", "2 images": the one plural rule of the library's summaries."""
+    return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 @dataclass
@@ -35,7 +40,8 @@ class TagReport:
 
     def summary_line(self) -> str:
         top = ", ".join(f"{label} {n}" for label, n in list(self.top1_counts.items())[:10])
-        return f"tagged {self.images} images with {len(self.labels)} labels in {self.seconds:.1f}s" + (
+        return (f"tagged {count_noun(self.images, 'image')} with {count_noun(len(self.labels), 'label')} "
+                f"in {self.seconds:.1f}s") + (
             f"; top labels: {top}" if top else "")
 
     def to_dict(self) -> dict[str, Any]:
@@ -81,8 +87,8 @@ def tag_library(store: Store, encoder: Encoder, labels: Sequence[str], templates
     counts: Counter[str] = Counter()
     report = TagReport(labels=labels, templates=templates if isinstance(templates, str) else list(templates))
     with store.transaction() as tx:
-        Store.clear_tags(tx, model)
-        Store.set_meta(tx, f"tag_labels:{model}", json.dumps({"labels": labels, "templates": report.templates}))
+        tx.clear_tags(model)
+        tx.set_meta(f"tag_labels:{model}", json.dumps({"labels": labels, "templates": report.templates}))
     total = store.embedding_count(model)
     with tqdm(total=total, unit="img", desc="tagging", disable=not progress, dynamic_ncols=True) as bar:
         for ids, vectors in store.iter_embeddings(model, chunk=chunk):
@@ -95,7 +101,7 @@ def tag_library(store: Store, encoder: Encoder, labels: Sequence[str], templates
                     counts[labels[idx_row[0]]] += 1
                     report.images += 1
             with store.transaction() as tx:
-                Store.replace_tags(tx, model, rows)
+                tx.replace_tags(model, rows)
             bar.update(len(ids))
     report.top1_counts = dict(counts.most_common())
     report.seconds = time.perf_counter() - started

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "IndexSpec", "VectorIndex", "build_index", "default_nlist", "exact_knn", "recall_at_k", "resolve_kind",
+    "MIN_IVF_VECTORS", "IndexSpec", "VectorIndex", "build_index", "default_nlist", "exact_knn", "recall_at_k", "resolve_kind",
 ]
 
 KINDS = ("flat", "ivf", "hnsw", "auto")
@@ -69,9 +69,12 @@ def resolve_kind(spec: IndexSpec, count: int) -> str:
     return "ivf" if count >= spec.auto_threshold else "flat"
 
 
+MIN_IVF_VECTORS = 39 * 4  # FAISS wants 39 training points per cell; fewer than 4 cells is not worth it
+
+
 def default_nlist(count: int) -> int:
     """A power of two near 2*sqrt(n), with at least 39 training points per cell (FAISS's minimum)."""
-    if count < 39 * 4:
+    if count < MIN_IVF_VECTORS:
         return 1
     nlist = 2 ** round(math.log2(max(4.0, 2.0 * math.sqrt(count))))
     while nlist > 1 and count < 39 * nlist:
@@ -226,8 +229,11 @@ def build_index(vectors: np.ndarray, ids: np.ndarray, spec: IndexSpec | None = N
     if vectors.ndim != 2 or len(vectors) != len(ids):
         raise ValueError(f"expected vectors [n, d] and n ids, got {vectors.shape} and {ids.shape}")
     kind = resolve_kind(spec, len(vectors))
+    fallback = None
     if kind == "ivf" and default_nlist(len(vectors)) < 2 and not spec.nlist:
         kind = "flat"  # too few vectors to train even two cells: exact is also the fastest here
+        fallback = (f"{len(vectors)} vectors are too few to train IVF cells (it needs at least {MIN_IVF_VECTORS}), "
+                    "and exact search is as fast at this size")
     started = time.perf_counter()
     if kind == "flat":
         index, params = _flat(vectors.shape[1]), {}
@@ -239,6 +245,8 @@ def build_index(vectors: np.ndarray, ids: np.ndarray, spec: IndexSpec | None = N
     vindex = VectorIndex(index=index, kind=kind, dim=int(vectors.shape[1]), params=params)
     built = time.perf_counter() - started
     info: dict[str, Any] = {"build_seconds": round(built, 3), "requested_kind": spec.kind}
+    if fallback:
+        info["kept_flat_because"] = fallback
     if kind != "flat":
         info.update(_tune(vindex, vectors, ids, spec))
     else:

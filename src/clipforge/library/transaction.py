@@ -1,0 +1,125 @@
+"""Every write to a library database, as methods of one open transaction.
+
+`Store.transaction()` begins an immediate (write-locked) transaction and yields a
+`Transaction`; whatever is done through it commits together or not at all. Keeping every
+write here - and no write anywhere else - means one calling convention and one place to
+read when asking "what can change the library".
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from clipforge.library.dbfile import to_db
+
+__all__ = ["Transaction", "chunks"]
+
+
+def chunks(items: Sequence[Any], size: int = 900) -> Iterator[Sequence[Any]]:
+    """Slices of at most `size` items: SQLite limits the bound parameters per statement."""
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+class Transaction:
+    """Writes inside one open transaction (obtained from `Store.transaction()`, never built directly)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        """Raw SQL inside this transaction (schema migrations; reads that must see uncommitted rows)."""
+        return self.conn.execute(sql, params)
+
+    # -- meta -------------------------------------------------------------------------------
+    def set_meta(self, key: str, value: str) -> None:
+        self.conn.execute("INSERT INTO meta(key, value) VALUES (?, ?)"
+                          " ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
+
+    def bump_generation(self) -> None:
+        """Tell every reader that the searchable vectors changed (see `Store.generation`)."""
+        self.conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+
+    def ensure_model(self, fingerprint: str, name: str | None, embed_dim: int) -> None:
+        self.conn.execute("INSERT OR IGNORE INTO models VALUES (?, ?, ?, ?)",
+                          (fingerprint, name, embed_dim, time.time()))
+
+    # -- images -----------------------------------------------------------------------------
+    def upsert_image(self, path: str, sha256: str | None, size: int, mtime_ns: int, width: int | None,
+                     height: int | None, status: str, error: str | None) -> int:
+        row = self.conn.execute(
+            "INSERT INTO images(path, sha256, size, mtime_ns, width, height, added_at, status, error)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT(path) DO UPDATE SET sha256 = excluded.sha256, size = excluded.size,"
+            " mtime_ns = excluded.mtime_ns, width = excluded.width, height = excluded.height,"
+            " status = excluded.status, error = excluded.error RETURNING id",
+            (to_db(path), sha256, size, mtime_ns, width, height, time.time(), status, error)).fetchone()
+        return int(row[0])
+
+    def mark_failed(self, path: str, size: int, mtime_ns: int, reason: str, sha256: str | None = None) -> None:
+        """Record why `path` cannot be indexed; what the previous bytes of that path had (tags, an
+        unshared vector) goes."""
+        before = self.conn.execute("SELECT id, sha256 FROM images WHERE path = ?", (to_db(path),)).fetchone()
+        self.upsert_image(path, sha256, size, mtime_ns, None, None, "failed", reason)
+        if before is not None and before[1]:
+            self.delete_tags_for(before[0])
+            self.gc_embeddings([before[1]])
+
+    def relink_image(self, image_id: int, new_path: str, size: int, mtime_ns: int) -> None:
+        """A moved file keeps its id (and so its tags): only the path and stat change."""
+        self.conn.execute("UPDATE images SET path = ?, size = ?, mtime_ns = ? WHERE id = ?",
+                          (to_db(new_path), size, mtime_ns, image_id))
+
+    def delete_images(self, image_ids: Iterable[int]) -> int:
+        ids = [int(i) for i in image_ids]
+        removed = 0
+        for chunk in chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            removed += self.conn.execute(f"DELETE FROM images WHERE id IN ({marks})", chunk).rowcount
+        self.gc_embeddings()
+        self.bump_generation()
+        return removed
+
+    def gc_embeddings(self, shas: Iterable[str] | None = None) -> int:
+        """Drop vectors no 'ok' image refers to any more (all of them, or just `shas`).
+
+        Embedding ids are never reused (AUTOINCREMENT) and every deletion bumps the `removals`
+        counter, so an index can tell "only rows were added since I was built" (extend it in
+        place) from "rows were removed" (rebuild).
+        """
+        orphan = "NOT EXISTS (SELECT 1 FROM images i WHERE i.sha256 = embeddings.sha256 AND i.status = 'ok')"
+        if shas is None:
+            removed = self.conn.execute(f"DELETE FROM embeddings WHERE {orphan}").rowcount
+        else:
+            removed = 0
+            for sha in set(shas):
+                removed += self.conn.execute(f"DELETE FROM embeddings WHERE sha256 = ? AND {orphan}",
+                                             (sha,)).rowcount
+        if removed:
+            self.conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'removals'")
+        return removed
+
+    # -- embeddings and tags ----------------------------------------------------------------
+    def insert_embedding(self, sha256: str, model: str, vector: np.ndarray, dtype: str = "float32") -> None:
+        blob = np.ascontiguousarray(vector, dtype=np.float16 if dtype == "float16" else np.float32).tobytes()
+        self.conn.execute("INSERT OR IGNORE INTO embeddings(sha256, model, dtype, vector) VALUES (?, ?, ?, ?)",
+                          (sha256, model, dtype, blob))
+
+    def delete_tags_for(self, image_id: int) -> None:
+        self.conn.execute("DELETE FROM tags WHERE image_id = ?", (image_id,))
+
+    def replace_tags(self, model: str, rows: Iterable[tuple[int, str, float, int]]) -> None:
+        """Write (image_id, label, score, rank) rows, replacing that image's previous tags."""
+        rows = list(rows)
+        for image_id in {r[0] for r in rows}:
+            self.conn.execute("DELETE FROM tags WHERE image_id = ? AND model = ?", (image_id, model))
+        self.conn.executemany("INSERT INTO tags(image_id, model, label, score, rank) VALUES (?, ?, ?, ?, ?)",
+                              [(r[0], model, r[1], float(r[2]), int(r[3])) for r in rows])
+
+    def clear_tags(self, model: str) -> None:
+        self.conn.execute("DELETE FROM tags WHERE model = ?", (model,))

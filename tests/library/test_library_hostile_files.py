@@ -1,0 +1,119 @@
+"""Files that attacked `index add`: a FIFO named like a photo, a name that is not UTF-8 (issue 9, items 11-12).
+
+Each test reproduces the attack first: before the fix the FIFO hung the run forever and the
+undecodable name aborted the whole run with a bare UnicodeEncodeError.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+from clipforge.cli.main import main
+from clipforge.library import Library
+
+
+def _add_bounded(library: Library, path, timeout: float = 60.0, **kwargs):
+    """library.add in a thread; a run that blocks on a FIFO is unblocked and reported as a failure."""
+    result: dict = {}
+
+    def run() -> None:
+        try:
+            result["report"] = library.add(path, workers=0, progress=False, **kwargs)
+        except BaseException as exc:  # surfaced below
+            result["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():  # the caller's `finally` opens the FIFO's writer end to release the thread
+        pytest.fail(f"index add did not finish within {timeout:.0f} s (blocked on a FIFO?)")
+    if "error" in result:
+        raise result["error"]
+    return result["report"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs os.mkfifo")
+@pytest.mark.parametrize("how", ["folder", "recursive", "explicit"])
+def test_fifo_named_jpg_is_skipped_with_a_reason(tmp_path, tiny_encoder, images_factory, how):
+    photos = tmp_path / "photos"
+    good = images_factory(photos / "sub" if how == "recursive" else photos, 3)
+    fifo = (photos / "sub" if how == "recursive" else photos) / "x.jpg"
+    os.mkfifo(fifo)
+    library = Library(tmp_path / "lib", tiny_encoder)
+    target = [fifo, *good] if how == "explicit" else photos
+    try:
+        report = _add_bounded(library, target, timeout=60, recursive=how == "recursive")
+    finally:
+        with contextlib.suppress(OSError):  # a writer end releases a reader blocked in open()
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    assert report.added == 3 and report.failed == 1
+    assert report.failures == [(str(fifo), "not a regular file (a FIFO)")]
+    record = library.store.image_by_path(str(fifo))
+    assert record is not None and record.status == "failed" and record.error == "not a regular file (a FIFO)"
+    # A second run counts it as unchanged instead of failing it again.
+    again = _add_bounded(library, target, timeout=60, recursive=how == "recursive")
+    assert (again.unchanged, again.failed, again.added) == (4, 0, 0)
+    library.close()
+
+
+def _non_utf8_dir(tmp_path) -> bytes:
+    folder = os.fsencode(str(tmp_path / "photos"))
+    probe = folder + b"/caf\xe9-probe"
+    os.makedirs(folder, exist_ok=True)
+    try:
+        with open(probe, "wb"):
+            pass
+    except OSError as exc:
+        pytest.skip(f"this filesystem refuses non-UTF-8 names ({exc})")
+    os.unlink(probe)
+    return folder
+
+
+def test_non_utf8_name_is_indexed_losslessly(tmp_path, tiny_encoder, images_factory):
+    folder = _non_utf8_dir(tmp_path)
+    good = images_factory(tmp_path / "photos", 3)
+    odd = folder + b"/caf\xe9.jpg"
+    shutil.copyfile(os.fsencode(str(images_factory(tmp_path / "src", 4, seed=9)[3])), odd)
+    odd_str = os.fsdecode(odd)
+    library = Library(tmp_path / "lib", tiny_encoder)
+    report = library.add(tmp_path / "photos", workers=0, progress=False)
+    assert (report.added, report.failed) == (4, 0), report.failures
+    record = library.store.image_by_path(odd_str)
+    assert record is not None and record.status == "ok"
+    assert os.fsencode(record.path) == odd  # the exact bytes of the name come back
+    data = Path(os.fsdecode(odd)).read_bytes()
+    assert record.sha256 == hashlib.sha256(data).hexdigest()
+    hit = library.search(image=odd_str, top_k=1)[0]
+    assert hit.path == odd_str and hit.to_dict()["path"] == os.fsencode(odd_str).decode("utf-8", "backslashreplace")
+    assert library.image_bytes(record.id)[0] == data
+    # Same name, same stat: known, so nothing is read again; the others are untouched.
+    again = library.add(tmp_path / "photos", workers=0, progress=False)
+    assert (again.unchanged, again.added, again.failed) == (4, 0, 0)
+    assert {r.path for r in library.list_images()} == {odd_str, *map(str, good)}
+    assert library.remove(odd_str) == 1 and library.store.image_by_path(odd_str) is None
+    library.close()
+
+
+def test_non_utf8_name_through_the_cli(tmp_path, images_factory, capsys):
+    folder = _non_utf8_dir(tmp_path)
+    images_factory(tmp_path / "photos", 2)
+    shutil.copyfile(os.fsencode(str(images_factory(tmp_path / "src", 3, seed=9)[2])), folder + b"/caf\xe9.jpg")
+    (tmp_path / "photos" / "broken.jpg").write_bytes(b"")
+    os.symlink(b"/nonexistent", folder + b"/gon\xe9.png")
+    lib = str(tmp_path / "lib")
+    assert main(["index", "add", str(tmp_path / "photos"), "--library", lib, "--model", "test-vit-tiny",
+                 "--workers", "0", "-q"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("added 3 (3 embedded, 0 duplicates)") and "failed 2" in out
+    assert "gon\\xe9.png: file not found" in err  # named, readably, on one line
+    assert main(["search", "a photo", "--library", lib, "--top-k", "3"]) == 0
+    assert "caf\\xe9.jpg" in capsys.readouterr().out
+    assert main(["index", "stats", "--library", lib]) == 0
+    assert "gon\\xe9.png" in capsys.readouterr().out
