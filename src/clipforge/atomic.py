@@ -1,49 +1,138 @@
 """Atomic file writes: a reader, or the next run after a crash, never sees half a file.
 
-Every layer writes results people or programs read back (reports, plots, caches, index
-sidecars), so the one way to do it lives here, below all of them.
+Every layer writes results people or programs read back (reports, plots, caches, checkpoints,
+index files), so the one way to do it lives here, below all of them. A write goes to a
+temporary file beside the target, is flushed to disk, and is renamed over the target only
+when complete.
+
+The result has the permissions a plain ``open(target, "w")`` would give it: the umask's for
+a new file, the old file's for a replaced one (not ``mkstemp``'s 0600, which made reports
+and plots unreadable to the group that can read the log beside them).
+
+Temporary names carry the writer's pid (``.<name>.<pid>-<random>.tmp<suffix>``), so
+`remove_stale_temps` can delete what a killed process left behind without touching a
+write still in progress in another one.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+import re
+import secrets
+import stat
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "write_bytes_atomic", "write_json_atomic"]
+__all__ = [
+    "atomic_path", "remove_stale_temps", "write_atomic", "write_bytes_atomic", "write_json_atomic",
+    "write_text_atomic",
+]
+
+_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)-[0-9a-f]{8}\.tmp")
+
+
+def _create_temp(target: Path, suffix: str) -> Path:
+    """A new empty file beside `target`, created with mode 0666 so the kernel applies the umask."""
+    while True:
+        tmp = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp{suffix}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+
+
+def _fsync(path: Path, directory: bool = False) -> None:
+    """Flush to disk (best effort: some filesystems refuse fsync on directories)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 @contextmanager
 def atomic_path(target: str | os.PathLike[str], suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside `target`, renamed onto it only if the block succeeds.
 
-    The temporary name keeps `target`'s suffix (or `suffix`), so writers that choose a format
-    by extension (matplotlib, numpy) write the right one.
+    The temporary name ends in `target`'s suffix (or `suffix`), so writers that choose a format
+    by extension (matplotlib, numpy, pyarrow) write the right one. The block may write the path
+    any way it likes (`np.save`, `faiss.write_index`, `safetensors.torch.save_file`, `fig.savefig`).
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=target.suffix if suffix is None else suffix,
-                               dir=target.parent)
-    os.close(fd)
+    tmp = _create_temp(target, target.suffix if suffix is None else suffix)
     try:
-        yield Path(tmp)
+        yield tmp
+        with suppress(FileNotFoundError):  # replacing: keep the old file's mode
+            os.chmod(tmp, stat.S_IMODE(os.stat(target).st_mode))
+        _fsync(tmp)
         os.replace(tmp, target)
+        _fsync(target.parent, directory=True)
     finally:
-        if os.path.exists(tmp):
+        if os.path.lexists(tmp):
             os.unlink(tmp)
 
 
-def write_bytes_atomic(target: str | os.PathLike[str], data: bytes) -> Path:
-    with atomic_path(target) as tmp:
-        tmp.write_bytes(data)
+def write_atomic(target: str | os.PathLike[str], writer: Callable[[Path], object],
+                 suffix: str | None = None) -> Path:
+    """Call `writer(tmp_path)` and move the result onto `target` atomically; returns `target`."""
+    with atomic_path(target, suffix=suffix) as tmp:
+        writer(tmp)
     return Path(target)
+
+
+def write_bytes_atomic(target: str | os.PathLike[str], data: bytes) -> Path:
+    return write_atomic(target, lambda tmp: tmp.write_bytes(data))
+
+
+def write_text_atomic(target: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> Path:
+    return write_bytes_atomic(target, text.encode(encoding))
 
 
 def write_json_atomic(target: str | os.PathLike[str], payload: Any, *, sort_keys: bool = False,
                       default: Callable[[Any], Any] | None = str) -> Path:
     text = json.dumps(payload, indent=2, sort_keys=sort_keys, ensure_ascii=False, default=default)
-    return write_bytes_atomic(target, (text + "\n").encode("utf-8"))
+    return write_text_atomic(target, text + "\n")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temps(directory: str | os.PathLike[str]) -> list[Path]:
+    """Delete temporary files in `directory` left by writers that no longer run; returns them.
+
+    Only names this module creates are considered, and only when their pid is not a live
+    process on this machine, so a concurrent writer's file is never removed.
+    """
+    removed = []
+    folder = Path(directory)
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        match = _TEMP_RE.match(entry.name)
+        if match and entry.is_file() and not _alive(int(match["pid"])):
+            try:
+                entry.unlink()
+            except FileNotFoundError:
+                continue
+            removed.append(entry)
+    return removed
