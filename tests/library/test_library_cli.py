@@ -77,3 +77,63 @@ def test_embed_command(tmp_path, images_factory, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["images"] == 3 and report["written"] == [0]
     assert (tmp_path / "out" / "img_emb" / "img_emb_0.npy").is_file()
+
+
+def test_library_user_errors_are_one_line_with_nonzero_exit(tmp_path, images_factory, capsys):
+    images_factory(tmp_path / "photos", 2)
+    not_a_folder = tmp_path / "passwd"
+    not_a_folder.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    for command in (["search", "cat"], ["index", "stats"], ["index", "rebuild"], ["tag", "--labels", "a,b"],
+                    ["index", "add", str(tmp_path / "photos"), "--model", "test-vit-tiny", "-q"]):
+        assert main([*command, "--library", str(not_a_folder)]) == 2, command
+        err = capsys.readouterr().err
+        assert err == (f"error: library {not_a_folder} is a file, not a library folder: give --library a folder "
+                       "(a new one is created by `clipforge index add`)\n"), command
+    assert not_a_folder.read_text().startswith("root:")
+
+    lib = str(tmp_path / "lib")
+    assert main(["index", "add", str(tmp_path / "photos"), "--library", lib, "--model", "test-vit-tiny",
+                 "--workers", "0", "-q"]) == 0
+    capsys.readouterr()
+    for bad in ("0", "-5"):
+        assert main(["search", "cat", "--library", lib, "--top-k", bad]) == 2
+        assert capsys.readouterr().err == f"error: --top-k must be at least 1 (the number of results to show), got {bad}\n"
+        assert main(["tag", "--labels", "a,b", "--library", lib, "--top-k", bad]) == 2
+        assert capsys.readouterr().err.startswith("error: --top-k must be at least 1")
+    assert main(["index", "remove", "99999", "1", "--library", lib]) == 2
+    assert capsys.readouterr().err == (f"error: library {lib} has no image with id 99999 (nothing removed; "
+                                       "see `clipforge index stats`)\n")
+    assert main(["index", "remove", str(tmp_path / "elsewhere.jpg"), "--library", lib]) == 2
+    assert f"no image with {tmp_path / 'elsewhere.jpg'}" in capsys.readouterr().err
+    assert main(["index", "stats", "--library", lib, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["images"]["ok"] == 2  # the failed remove removed nothing
+
+
+def test_singular_and_plural_counts(tmp_path, images_factory, capsys):
+    images_factory(tmp_path / "photos", 1)
+    lib = str(tmp_path / "lib")
+    assert main(["index", "add", str(tmp_path / "photos"), "--library", lib, "--model", "test-vit-tiny",
+                 "--workers", "0", "-q"]) == 0
+    capsys.readouterr()
+    assert main(["tag", "--labels", "cat,dog", "--templates", "simple", "--library", lib]) == 0
+    assert capsys.readouterr().out.startswith("tagged 1 image with 2 labels in ")
+    assert main(["tag", "--labels", "cat", "--templates", "simple", "--library", lib]) == 0
+    assert capsys.readouterr().out.startswith("tagged 1 image with 1 label in ")
+    assert main(["index", "rebuild", "--library", lib]) == 0
+    assert capsys.readouterr().out.startswith("rebuilt the flat index of 1 vector in ")
+    assert main(["index", "prune", "--library", lib]) == 0
+    assert capsys.readouterr().out == "pruned 0 images whose files are gone\n"
+
+
+def test_index_add_walks_sub_folders_like_embed(tmp_path, images_factory, capsys):
+    images_factory(tmp_path / "photos", 2)
+    images_factory(tmp_path / "photos" / "2024", 3, seed=7)
+    lib = str(tmp_path / "lib")
+    base = ["index", "add", str(tmp_path / "photos"), "--library", lib, "--model", "test-vit-tiny", "--workers", "0",
+            "-q"]
+    assert main([*base, "--no-recursive"]) == 0
+    assert capsys.readouterr().out.startswith("added 2 ")
+    assert main(base) == 0
+    assert capsys.readouterr().out.startswith("added 3 ")
+    assert main([*base, "--recursive"]) == 0  # the old spelling still works
+    assert "skipped 5 unchanged" in capsys.readouterr().out

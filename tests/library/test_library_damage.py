@@ -1,0 +1,118 @@
+"""A damaged library is never served as healthy (issue 9, item 13).
+
+Overwritten bytes in the FAISS file, a truncated or overwritten database, an emptied one:
+each is either repaired from the source of truth (the index is derived, so it is rebuilt) or
+reported in one sentence naming the file - and then nothing else in the library is touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import numpy as np
+import pytest
+
+from clipforge.cli.main import main
+from clipforge.library import Library
+from clipforge.library.dbfile import DamagedLibraryError
+
+
+@pytest.fixture()
+def built(tmp_path, tiny_encoder, images_factory):
+    """A closed library of 8 images whose index has been saved; returns (folder, photos)."""
+    photos = images_factory(tmp_path / "photos", 8)
+    library = Library(tmp_path / "lib", tiny_encoder)
+    library.add(tmp_path / "photos", workers=0, progress=False)
+    library.search("a photo")
+    library.thumbnail(library.list_images()[0].id, size=32)
+    assert library.index_manager.index_path.is_file()
+    library.close()
+    return tmp_path / "lib", photos
+
+
+def _poison_vector(library: Library, keep_mtime: bool) -> None:
+    """Overwrite one stored vector inside the index file with 0x7e7e7e7e (8.4e37) floats."""
+    path = library.index_manager.index_path
+    data = path.read_bytes()
+    some = library.store.list_images()[3]
+    vector = library.store.vectors_for_shas(library.encoder.fingerprint, [some.sha256])[some.sha256]
+    at = data.find(vector.astype(np.float32).tobytes())
+    assert at > 0, "the flat index stores the vectors verbatim"
+    before = os.stat(path)
+    with open(path, "r+b") as f:
+        f.seek(at)
+        f.write(b"\x7e" * vector.nbytes)
+    if keep_mtime:  # the cheap size/mtime check cannot see this; only the checksum can
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+@pytest.mark.parametrize("keep_mtime", [True, False])
+def test_overwritten_index_bytes_mean_rebuild_not_wrong_hits(built, tiny_encoder, keep_mtime):
+    lib, photos = built
+    with Library(lib, tiny_encoder) as library:
+        _poison_vector(library, keep_mtime)
+    library = Library(lib, tiny_encoder)
+    assert library.stats()["index"]["fresh"] is keep_mtime  # mtime moved: reported as changed at once
+    for photo in photos[:4]:
+        hits = library.search(image=photo, top_k=8)
+        assert hits[0].path == str(photo) and hits[0].score == pytest.approx(1.0, abs=1e-5)
+        assert max(h.score for h in hits) <= 1.0 + 1e-5  # no 4e37 scores
+        if photo == photos[0]:
+            assert library.index_manager.last_action == "rebuilt"
+    index = library.stats()["index"]
+    assert index["rebuild_reason"] == ("the index file does not match the checksum kept in the database "
+                                       "(damaged or replaced)")
+    assert index["fresh"] is True and index["count"] == 8
+    saved = json.loads(library.store.get_meta(library.index_manager.state_key))
+    assert saved["file_sha256"] == hashlib.sha256(library.index_manager.index_path.read_bytes()).hexdigest()
+    library.close()
+
+
+def _library_files(lib) -> dict[str, bytes]:
+    return {str(p.relative_to(lib)): p.read_bytes() for p in sorted(lib.rglob("*"))
+            if p.is_file() and not p.name.startswith("library.sqlite3") and p.name != "library.lock"}
+
+
+def _damage(db, how: str) -> None:
+    data = db.read_bytes()
+    if how == "truncated":
+        db.write_bytes(data[: len(data) // 2])
+    elif how == "overwritten":  # page 1 (the schema) intact, every table page garbage
+        page = int.from_bytes(data[16:18], "big")
+        db.write_bytes(data[:page] + bytes(range(256)) * ((len(data) - page) // 256 + 1))
+    else:
+        db.write_bytes(b"")
+
+
+@pytest.mark.parametrize("how", ["truncated", "overwritten", "emptied"])
+def test_damaged_database_is_one_line_and_touches_nothing(built, capsys, how):
+    lib, photos = built
+    db = lib / "library.sqlite3"
+    assert not (lib / "library.sqlite3-wal").exists()  # closed cleanly: the db file is the whole library
+    _damage(db, how)
+    damaged_db = db.read_bytes()
+    before = _library_files(lib)
+    assert any(name.endswith(".faiss") for name in before)
+    with pytest.raises(DamagedLibraryError, match=f"library database {db} is damaged"), Library(lib) as library:
+        library.stats()
+    commands = [["search", "a cat"], ["search", "--image", str(photos[0])], ["index", "stats"],
+                ["index", "rebuild"], ["index", "rebuild", "--index", "hnsw"], ["tag", "--labels", "a,b"],
+                ["index", "remove", "1"], ["index", "prune"],
+                ["index", "add", str(photos[0].parent), "--model", "test-vit-tiny", "--workers", "0", "-q"]]
+    for command in commands:
+        assert main([*command, "--library", str(lib)]) == 2, command
+        out, err = capsys.readouterr()
+        assert out == "" and err.count("\n") == 1 and "Traceback" not in err, (command, err)
+        assert err.startswith(f"error: library database {db} is damaged (") and "clipforge index add" in err
+    assert _library_files(lib) == before  # the index, thumbnails... are untouched
+    assert db.read_bytes() == damaged_db  # and so is the database itself
+
+
+def test_empty_database_file_alone_is_a_new_library(tmp_path, tiny_encoder, images_factory):
+    images_factory(tmp_path / "photos", 2)
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "library.sqlite3").write_bytes(b"")  # e.g. a crash right after creating it
+    with Library(tmp_path / "lib", tiny_encoder) as library:
+        assert library.add(tmp_path / "photos", workers=0, progress=False).added == 2
