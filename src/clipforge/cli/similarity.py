@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import json
 
-from clipforge.cli.common import add_model_argument
+from clipforge.cli.common import add_model_argument, add_output_arguments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("similarity", help="image x text similarity table and heatmap")
-    parser.add_argument("images", nargs="+", help="image files")
+    parser = subparsers.add_parser(
+        "similarity", help="image x text similarity table and heatmap",
+        description="For each image, the probability of each text (softmax of the cosine similarities at the "
+                    "model's logit scale), as in OpenAI's introductory notebook; --plot draws the cosine heatmap.")
+    parser.add_argument("images", nargs="+", metavar="IMG", help="image files")
     parser.add_argument("--text", nargs="+", required=True, help="texts to compare with each image")
     add_model_argument(parser, device=True)
     parser.add_argument("--plot", metavar="OUT.png", help="write the cosine-similarity heatmap to this PNG")
+    add_output_arguments(parser, quiet=False)
     parser.set_defaults(func=run)
 
 
@@ -22,7 +27,13 @@ def run(args: argparse.Namespace) -> int:
 
     loaded = load_cli_model(args)
     table = compute_similarity(loaded.model, loaded.preprocess, args.images, args.text)
+    plot = str(plot_similarity(table, args.images, args.plot)) if args.plot else None
+    if args.json:
+        print(json.dumps({"model": loaded.name, "weights": loaded.weights, "images": list(args.images),
+                          "texts": table.texts, "probabilities": table.probabilities.tolist(),
+                          "cosine": table.cosine.tolist(), "plot": plot}, indent=2, ensure_ascii=False))
+        return 0
     print(table.format())
-    if args.plot:
-        print(f"heatmap written to {plot_similarity(table, args.images, args.plot)}")
+    if plot:
+        print(f"heatmap written to {plot}")
     return 0

@@ -1,0 +1,138 @@
+"""The CLI speaks one language: --version, descriptions, one-line errors, extras, pipes, shared flags."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from clipforge import __version__
+from clipforge.cli.main import build_parser, main, missing_extra_message
+
+
+def _subcommands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield (*prefix, name), sub
+                yield from _subcommands(sub, (*prefix, name))
+
+
+@pytest.fixture()
+def image(tmp_path: Path) -> str:
+    path = tmp_path / "red.png"
+    Image.new("RGB", (40, 30), (220, 20, 20)).save(path)
+    return str(path)
+
+
+def test_version(capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out == f"clipforge {__version__}\n"
+
+
+def test_every_subcommand_has_a_description() -> None:
+    commands = dict(_subcommands(build_parser()))
+    assert {"classify", "embed", "eval", "similarity", "search", "serve"} <= {p[0] for p in commands}
+    missing = sorted(" ".join(path) for path, sub in commands.items() if not sub.description)
+    assert missing == [], f"subcommands without a --help description: {missing}"
+
+
+def test_user_errors_are_one_line_with_a_non_zero_exit(image, capsys) -> None:
+    cases = {
+        ("classify", image, "--labels", "a,b", "--model", "no-such-model"): "error: model 'no-such-model' is neither",
+        ("classify", image, "--labels", "a,b", "--model", "test-vit-tiny", "--device", "gpu0"):
+            "error: unknown device 'gpu0'",
+        ("classify", image, "--labels", "a,b", "--model", "test-vit-tiny", "--top-k", "0"):
+            "error: --top-k must be at least 1, got 0",
+        ("similarity", image, "--text", "a", "--model", "random:NoSuchArch"): "error: unknown architecture",
+    }
+    for argv, start in cases.items():
+        assert main(list(argv)) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith(start) and err.count("\n") == 1 and "Traceback" not in err, (argv, err)
+
+
+def test_a_template_that_formats_badly_is_a_user_error(image, capsys) -> None:
+    code = main(["classify", image, "--labels", "a,b", "--model", "test-vit-tiny", "--device", "cpu",
+                 "--templates", "{:>10}{}"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize(("missing", "command", "extra"), [
+    ("uvicorn", "serve", "app"), ("gradio", "serve", "app"), ("onnxruntime", "export", "onnx"),
+    ("webdataset", "train", "train"), ("fastapi.responses", "serve", "app"),
+])
+def test_missing_extra_names_the_extra(missing, command, extra) -> None:
+    exc = ModuleNotFoundError(f"No module named '{missing}'", name=missing)
+    assert missing_extra_message(exc, command) == (
+        f"clipforge {command} needs the '{extra}' extra (missing module {missing!r}): "
+        f"pip install 'clipforge[{extra}]'")
+    assert missing_extra_message(ModuleNotFoundError("x", name="numpyy"), command) is None
+    assert missing_extra_message(ValueError("uvicorn"), command) is None
+
+
+def test_onnx_exporter_error_names_the_onnx_extra() -> None:
+    class OnnxExporterError(RuntimeError):  # what torch.onnx raises when onnx/onnxscript are absent
+        pass
+
+    assert missing_extra_message(OnnxExporterError("Module onnx is not installed!"), "export") == (
+        "clipforge export needs the 'onnx' extra (missing module 'onnx'): pip install 'clipforge[onnx]'")
+
+
+def test_serve_without_the_app_extra_says_which_extra(monkeypatch, tmp_path, capsys) -> None:
+    for name in ("uvicorn", "gradio", "fastapi"):
+        monkeypatch.setitem(sys.modules, name, None)  # `import name` now raises ModuleNotFoundError
+    code = main(["serve", "--library", str(tmp_path / "lib"), "--port", "0", "--model", "test-vit-tiny"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith("error: clipforge serve needs the 'app' extra (missing module ")
+    assert err.rstrip().endswith("pip install 'clipforge[app]'")
+
+
+def test_a_closed_stdout_ends_quietly_with_sigpipes_status(monkeypatch, capsys) -> None:
+    """`clipforge models --json | head`: the reader is gone before the output is written."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # like `head` that already exited: every write raises EPIPE
+    closed = open(write_end, "w", encoding="utf-8")  # noqa: SIM115 (closed below)
+    monkeypatch.setattr(sys, "stdout", closed)
+    try:
+        code = main(["train", "--list-recipes"])  # any command's output goes through the same handler
+    finally:
+        monkeypatch.undo()
+        closed.close()  # stdout was pointed at /dev/null by the handler, so this flush cannot fail
+    assert code == 141
+    assert capsys.readouterr().err == ""
+
+
+def test_classify_has_one_templates_flag_and_states_its_default(image, capsys) -> None:
+    sub = dict(_subcommands(build_parser()))
+    help_text = sub[("classify",)].format_help()
+    assert "--templates SET_OR_TEMPLATE" in help_text and "(default: simple)" in help_text
+    assert "--template " not in help_text and "--template\n" not in help_text
+    zs_help = sub[("eval", "zeroshot")].format_help()
+    assert "--templates SET_OR_TEMPLATE" in zs_help and "--plot [DIR]" in zs_help
+    # the old spelling still works, as a hidden alias
+    assert main(["classify", image, "--labels", "a,b", "--template", "art of {}", "--model", "test-vit-tiny",
+                 "--device", "cpu", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["templates"] == ["art of {}"]
+
+
+def test_json_stays_pure_when_the_default_model_notice_is_printed(monkeypatch, image, capsys) -> None:
+    monkeypatch.setattr("clipforge.weights.is_cached", lambda name, root=None: False)
+    assert main(["similarity", image, "--text", "red", "blue", "--json", "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert out["model"] == "clipforge-tiny" and len(out["probabilities"][0]) == 2
+    assert captured.err.startswith("note: ViT-B/32 weights are not downloaded; using the small shipped model")
+
+
+def test_models_lists_the_shipped_model(capsys) -> None:
+    assert main(["models", "--json"]) == 0
+    assert "clipforge-tiny" in {row["name"] for row in json.loads(capsys.readouterr().out)}
