@@ -210,7 +210,9 @@ def load_model(spec: Spec, device: str | torch.device | None = None, *, pretrain
         state_dict, config = load_checkpoint(source.checkpoint)
         model = build_model(state_dict, config=config)
         weights = source.weights
-    model = model.to(target).eval()
+    from clipforge.inference.precision import enable_fast_forward  # batch-1/autocast speed, same numbers
+
+    model = enable_fast_forward(model.to(target).eval())
     return LoadedModel(model, build_preprocess(model.image_size), source.name, weights)
 
 

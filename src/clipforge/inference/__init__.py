@@ -18,6 +18,8 @@ from clipforge.inference.precision import (
     DTYPES,
     PRECISIONS,
     Bf16UnsupportedError,
+    enable_fast_forward,
+    has_fast_forward,
     is_prepared,
     precision_of,
     prepare,
@@ -33,7 +35,8 @@ _LAZY: dict[str, str] = {
 
 __all__ = [
     "DTYPES", "PRECISIONS", "Bf16UnsupportedError", "EncodeResult", "OnnxCLIP", "bf16_supported", "cpu_flags",
-    "cpu_summary", "default_workers", "encode_image_files", "export_onnx", "feature_cosine", "is_prepared",
+    "cpu_summary", "default_workers", "enable_fast_forward", "encode_image_files", "export_onnx", "feature_cosine",
+    "has_fast_forward", "is_prepared",
     "onednn_available", "onnx_parity", "precision_of", "prepare", "quantize_dynamic_int8", "resolve_precision",
     "save_embeddings",
 ]

@@ -10,13 +10,14 @@ drops it when the module is copied or pickled.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["InferenceModule", "linear", "pack_conv", "pack_linear", "source_key"]
+__all__ = ["InferenceModule", "autocast_off", "fast_dtype", "linear", "pack_conv", "pack_linear", "source_key"]
 
 _CACHE = "_cf_cache"
 
@@ -28,6 +29,41 @@ def source_key(params: Sequence[torch.Tensor]) -> tuple[tuple[int, int, torch.dt
     dtype still identify them (`load_state_dict` outside inference mode replaces them).
     """
     return tuple((p.data_ptr(), 0 if p.is_inference() else p._version, p.dtype) for p in params)
+
+
+_FAST_DTYPES = (torch.float32, torch.bfloat16)
+
+
+def fast_dtype(module: nn.Module, x: torch.Tensor, param: torch.Tensor, *, tower: bool) -> torch.dtype | None:
+    """The dtype one call of `module`'s fast path computes in, or None to run the reference forward.
+
+    None when training, when autograd must see the call (grad enabled and the input or `param`
+    needs a gradient: the packed weights are detached copies), under an autocast other than
+    bf16 on the CPU, and off the CPU for modules whose fast path is CPU-only (`cpu_only`: the
+    plain model from `clipforge.load`). Under `torch.autocast("cpu", torch.bfloat16)` it is
+    bf16 (weights cast once and cached, not per call as autocast does). Otherwise a tower
+    (`tower=True`) computes in its `compute_dtype` and a block follows its input's dtype.
+    """
+    if module.training or (torch.is_grad_enabled() and (x.requires_grad or param.requires_grad)):
+        return None
+    device = x.device.type
+    if device != "cpu" and getattr(module, "cpu_only", False):
+        return None
+    if torch.is_autocast_enabled(device):
+        return torch.bfloat16 if device == "cpu" and torch.get_autocast_dtype("cpu") == torch.bfloat16 else None
+    if tower:
+        return getattr(module, "compute_dtype", torch.float32)
+    return x.dtype if x.dtype in _FAST_DTYPES else None
+
+
+@contextlib.contextmanager
+def autocast_off(x: torch.Tensor) -> Iterator[None]:
+    """Run a fast path with autocast off (it chose its dtype already; autocast would re-cast per call)."""
+    if torch.is_autocast_enabled(x.device.type):
+        with torch.autocast(x.device.type, enabled=False):
+            yield
+    else:
+        yield
 
 
 def pack_linear(weight: torch.Tensor, dtype: torch.dtype, fused: bool) -> torch.Tensor:
@@ -56,7 +92,8 @@ class InferenceModule(nn.Module):
     """Mixin for the inference classes `prepare` swaps in: a self-invalidating packed cache.
 
     Subclasses implement `_cf_sources()` (the parameters the cache derives from) and
-    `_cf_build(read)` (build the cache from ``read(p)``, the fp32 value of parameter `p`).
+    `_cf_build(read, dtype, fused)` (build the cache in `dtype` from ``read(p)``, the fp32 value
+    of parameter `p`).
     Packing always starts from the parameters as they are, so a copy of a prepared model
     computes exactly what the original does.
     """
@@ -64,15 +101,23 @@ class InferenceModule(nn.Module):
     def _cf_sources(self) -> list[torch.Tensor]:
         raise NotImplementedError
 
-    def _cf_build(self, read: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    def _cf_build(self, read: Callable[[torch.Tensor], torch.Tensor], dtype: torch.dtype, fused: bool) -> Any:
         raise NotImplementedError
 
-    def _cf_packed(self) -> Any:
-        entry = self.__dict__.get(_CACHE)
+    def _cf_packed(self, dtype: torch.dtype | None = None, fused: bool | None = None) -> Any:
+        """The packed weights for `dtype` (default `compute_dtype`) and `fused` (default `self.fused`).
+
+        One cache entry per (dtype, fused): the plain model keeps fp32 and, once used under
+        autocast, bf16 copies; each is rebuilt when a source parameter changes.
+        """
+        dtype = getattr(self, "compute_dtype", torch.float32) if dtype is None else dtype
+        fused = bool(getattr(self, "fused", False)) if fused is None else fused
+        cache = self.__dict__.setdefault(_CACHE, {})
+        entry = cache.get((dtype, fused))
         key = source_key(self._cf_sources())
         if entry is None or entry[0] != key:
-            entry = (key, self._cf_build(lambda p: p.detach().float()))
-            self.__dict__[_CACHE] = entry
+            entry = (key, self._cf_build(lambda p: p.detach().float(), dtype, fused))
+            cache[(dtype, fused)] = entry
         return entry[1]
 
     def _cf_clear(self) -> None:

@@ -21,7 +21,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clipforge.inference._packing import InferenceModule, linear, pack_conv, pack_linear
+from clipforge.inference._packing import (
+    InferenceModule,
+    autocast_off,
+    fast_dtype,
+    linear,
+    pack_conv,
+    pack_linear,
+)
 from clipforge.models.resnet import AttentionPool2d, Bottleneck, ModifiedResNet
 
 __all__ = ["InferenceAttentionPool2d", "InferenceBottleneck", "InferenceModifiedResNet", "fold_batchnorm"]
@@ -96,6 +103,7 @@ def _conv(x: torch.Tensor, c: _Conv, fused: bool, relu: bool,
 class _Precision:
     compute_dtype: torch.dtype = torch.float32
     fused: bool = True
+    cpu_only: bool = False
 
 
 class InferenceBottleneck(_Precision, InferenceModule, Bottleneck):
@@ -106,8 +114,8 @@ class InferenceBottleneck(_Precision, InferenceModule, Bottleneck):
             sources += _bn_sources(self.downsample._modules["0"], self.downsample._modules["1"])
         return sources
 
-    def _cf_build(self, read: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, _Conv]:
-        dtype, fused = self.compute_dtype, self.fused
+    def _cf_build(self, read: Callable[[torch.Tensor], torch.Tensor], dtype: torch.dtype,
+                  fused: bool) -> dict[str, _Conv]:
         convs = {name: _make_conv(getattr(self, f"conv{i}"), getattr(self, f"bn{i}"), read, dtype, fused)
                  for i, name in ((1, "c1"), (2, "c2"), (3, "c3"))}
         if self.downsample is not None:
@@ -115,9 +123,14 @@ class InferenceBottleneck(_Precision, InferenceModule, Bottleneck):
         return convs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training:
+        dtype = fast_dtype(self, x, self.conv1.weight, tower=False)
+        if dtype is None:
             return super().forward(x)
-        c, fused = self._cf_packed(), self.fused
+        fused = self.fused and x.device.type == "cpu"
+        with autocast_off(x):
+            return self._forward(x.to(dtype), self._cf_packed(dtype, fused), fused)
+
+    def _forward(self, x: torch.Tensor, c: dict[str, _Conv], fused: bool) -> torch.Tensor:
         identity = x
         if self.downsample is not None:
             identity = _conv(self.downsample._modules["-1"](x), c["down"], fused, relu=False)
@@ -133,9 +146,9 @@ class InferenceAttentionPool2d(_Precision, InferenceModule, AttentionPool2d):
         return [self.q_proj.weight, self.q_proj.bias, self.k_proj.weight, self.k_proj.bias,
                 self.v_proj.weight, self.v_proj.bias, self.c_proj.weight, self.c_proj.bias]
 
-    def _cf_build(self, read: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    def _cf_build(self, read: Callable[[torch.Tensor], torch.Tensor], dtype: torch.dtype,
+                  fused: bool) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         wq, bq, wk, bk, wv, bv, wc, bc = (read(p) for p in self._cf_sources())
-        dtype, fused = self.compute_dtype, self.fused
 
         def pair(w: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             return pack_linear(w, dtype, fused), b.to(dtype).contiguous()
@@ -143,9 +156,14 @@ class InferenceAttentionPool2d(_Precision, InferenceModule, AttentionPool2d):
         return {"q": pair(wq, bq), "kv": pair(torch.cat([wk, wv]), torch.cat([bk, bv])), "c": pair(wc, bc)}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training:
+        dtype = fast_dtype(self, x, self.q_proj.weight, tower=False)
+        if dtype is None:
             return super().forward(x)
-        w, fused = self._cf_packed(), self.fused
+        fused = self.fused and x.device.type == "cpu"
+        with autocast_off(x):
+            return self._forward(x.to(dtype), self._cf_packed(dtype, fused), fused)
+
+    def _forward(self, x: torch.Tensor, w: dict[str, tuple[torch.Tensor, torch.Tensor]], fused: bool) -> torch.Tensor:
         batch, channels = x.shape[:2]
         heads = self.num_heads
         x = x.flatten(2).transpose(1, 2)  # [N, HW, C]; a free view for channels-last input
@@ -163,17 +181,20 @@ class InferenceModifiedResNet(_Precision, InferenceModule, ModifiedResNet):
         return (_bn_sources(self.conv1, self.bn1) + _bn_sources(self.conv2, self.bn2)
                 + _bn_sources(self.conv3, self.bn3))
 
-    def _cf_build(self, read: Callable[[torch.Tensor], torch.Tensor]) -> list[_Conv]:
-        return [_make_conv(getattr(self, f"conv{i}"), getattr(self, f"bn{i}"), read, self.compute_dtype, self.fused)
+    def _cf_build(self, read: Callable[[torch.Tensor], torch.Tensor], dtype: torch.dtype,
+                  fused: bool) -> list[_Conv]:
+        return [_make_conv(getattr(self, f"conv{i}"), getattr(self, f"bn{i}"), read, dtype, fused)
                 for i in (1, 2, 3)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training:
+        dtype = fast_dtype(self, x, self.conv1.weight, tower=True)
+        if dtype is None:
             return super().forward(x)
-        stem = self._cf_packed()
-        x = x.to(self.compute_dtype).contiguous(memory_format=torch.channels_last)
-        for conv in stem:
-            x = _conv(x, conv, self.fused, relu=True)
-        x = self.avgpool(x)
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.attnpool(x)
+        fused = self.fused and x.device.type == "cpu"
+        with autocast_off(x):
+            x = x.to(dtype).contiguous(memory_format=torch.channels_last)
+            for conv in self._cf_packed(dtype, fused):
+                x = _conv(x, conv, fused, relu=True)
+            x = self.avgpool(x)
+            x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+            return self.attnpool(x)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from clipforge.inference._packing import InferenceModule, pack_linear
+from clipforge.inference._packing import InferenceModule, autocast_off, fast_dtype, pack_linear
 from clipforge.inference._packing import linear as _linear
 from clipforge.models.clip import CLIP
 from clipforge.models.layers import LayerNorm, ResidualAttentionBlock, Transformer
@@ -41,17 +41,23 @@ class InferenceLayerNorm(LayerNorm):
     """LayerNorm on bf16 activations with fp32 weights in one kernel.
 
     PyTorch's CPU layer_norm accumulates in fp32 and takes fp32 weights with bf16 input, so this
-    equals the parent's ``float() -> layer_norm -> to(bf16)`` without the two extra casts.
+    equals the parent's ``float() -> layer_norm -> to(bf16)`` without the two extra casts. The
+    parent's forward runs when training, when autograd must see the call, and under autocast
+    (the fast towers switch autocast off around their own LayerNorms).
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.weight is None or x.dtype not in (torch.float32, torch.bfloat16):
+        if (self.weight is None or x.dtype not in (torch.float32, torch.bfloat16) or self.training
+                or torch.is_autocast_enabled(x.device.type)
+                or (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))
+                or (x.dtype != self.weight.dtype and x.device.type != "cpu")):
             return super().forward(x)
         return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
 
 
 @dataclass
 class _BlockWeights:
+    dtype: torch.dtype
     fused: bool
     qkv: tuple[torch.Tensor, torch.Tensor]
     out: tuple[torch.Tensor, torch.Tensor]
@@ -78,14 +84,15 @@ class InferenceBlock(InferenceModule, ResidualAttentionBlock):
 
     compute_dtype: torch.dtype = torch.float32
     fused: bool = True
+    cpu_only: bool = False
 
     def _cf_sources(self) -> list[torch.Tensor]:
         attn, mlp = self.attn, self.mlp
         return [attn.in_proj_weight, attn.in_proj_bias, attn.out_proj.weight, attn.out_proj.bias,
                 mlp.c_fc.weight, mlp.c_fc.bias, mlp.c_proj.weight, mlp.c_proj.bias]
 
-    def _cf_build(self, read: Callable[[torch.Tensor], torch.Tensor]) -> _BlockWeights:
-        dtype, fused = self.compute_dtype, self.fused
+    def _cf_build(self, read: Callable[[torch.Tensor], torch.Tensor], dtype: torch.dtype,
+                  fused: bool) -> _BlockWeights:
         w_qkv, b_qkv, w_out, b_out, w_fc, b_fc, w_proj, b_proj = (read(p) for p in self._cf_sources())
         if fused:
             w_fc, b_fc, w_proj = w_fc * QUICK_GELU_ALPHA, b_fc * QUICK_GELU_ALPHA, w_proj / QUICK_GELU_ALPHA
@@ -93,12 +100,22 @@ class InferenceBlock(InferenceModule, ResidualAttentionBlock):
         def pair(w: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             return pack_linear(w, dtype, fused), b.to(dtype).contiguous()
 
-        return _BlockWeights(fused, pair(w_qkv, b_qkv), pair(w_out, b_out), pair(w_fc, b_fc), pair(w_proj, b_proj))
+        return _BlockWeights(dtype, fused, pair(w_qkv, b_qkv), pair(w_out, b_out), pair(w_fc, b_fc), pair(w_proj, b_proj))
+
+    def _weights(self, x: torch.Tensor) -> _BlockWeights | None:
+        dtype = fast_dtype(self, x, self.attn.in_proj_weight, tower=False)
+        if dtype is None:
+            return None
+        return self._cf_packed(dtype, self.fused and x.device.type == "cpu")
 
     def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
-        if self.training:
+        w = self._weights(x)
+        if w is None:
             return super().forward(x, causal=causal)
-        w = self._cf_packed()
+        with autocast_off(x):
+            return self._forward(x.to(w.dtype), w, causal)
+
+    def _forward(self, x: torch.Tensor, w: _BlockWeights, causal: bool) -> torch.Tensor:
         batch, length, width = x.shape
         heads = self.attn.heads
         qkv = _linear(self.ln_1(x), w.qkv, w.fused)
@@ -114,10 +131,14 @@ class InferenceBlock(InferenceModule, ResidualAttentionBlock):
         Keys and values come from every position; with `causal`, row i attends to positions
         <= rows[i], which is what the full causal pass gives that row.
         """
-        if self.training:
+        w = self._weights(x)
+        if w is None:
             full = super().forward(x, causal=causal)
             return full[torch.arange(x.shape[0], device=x.device), rows]
-        w = self._cf_packed()
+        with autocast_off(x):
+            return self._forward_rows(x.to(w.dtype), rows, w, causal)
+
+    def _forward_rows(self, x: torch.Tensor, rows: torch.Tensor, w: _BlockWeights, causal: bool) -> torch.Tensor:
         batch, length, width = x.shape
         heads = self.attn.heads
         pick = torch.arange(batch, device=x.device)
@@ -159,45 +180,54 @@ class InferenceVisionTransformer(InferenceModule, VisionTransformer):
 
     compute_dtype: torch.dtype = torch.float32
     fused: bool = True
+    cpu_only: bool = False
 
     def _cf_sources(self) -> list[torch.Tensor]:
         return [self.conv1.weight]
 
-    def _cf_build(self, read: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, None]:
+    def _cf_build(self, read: Callable[[torch.Tensor], torch.Tensor], dtype: torch.dtype,
+                  fused: bool) -> tuple[torch.Tensor, None]:
         weight = read(self.conv1.weight).flatten(1)  # [width, 3 * P * P], (channel, row, col) order
-        return pack_linear(weight, self.compute_dtype, self.fused), None
+        return pack_linear(weight, dtype, fused), None
 
-    def _patches(self, x: torch.Tensor) -> torch.Tensor:
+    def _patches(self, x: torch.Tensor, dtype: torch.dtype, fused: bool) -> torch.Tensor:
         batch, channels, height, width = x.shape
         p = self.patch_size
         if height != self.input_resolution or width != self.input_resolution:
             raise ValueError(f"expected images of {self.input_resolution}x{self.input_resolution}, got {height}x{width}")
-        x = x.to(self.compute_dtype).view(batch, channels, height // p, p, width // p, p)
+        x = x.to(dtype).view(batch, channels, height // p, p, width // p, p)
         x = x.permute(0, 2, 4, 1, 3, 5).reshape(batch, (height // p) * (width // p), channels * p * p)
-        return _linear(x, self._cf_packed(), self.fused)
+        return _linear(x, self._cf_packed(dtype, fused), fused)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training:
+        dtype = fast_dtype(self, x, self.conv1.weight, tower=True)
+        if dtype is None:
             return super().forward(x)
-        x = self._patches(x)  # [N, grid*grid, width]
-        cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
-        x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
-        rows = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-        x = self.transformer(self.ln_pre(x), rows=rows)
-        return self.ln_post(x) @ self.proj.to(x.dtype)
+        with autocast_off(x):
+            x = self._patches(x, dtype, self.fused and x.device.type == "cpu")  # [N, grid*grid, width]
+            cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+            x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
+            rows = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+            x = self.transformer(self.ln_pre(x), rows=rows)
+            return self.ln_post(x) @ self.proj.to(x.dtype)
 
 
 class InferenceCLIP(CLIP):
     """CLIP whose text tower stops at the longest prompt and finishes only the EOT rows."""
 
+    compute_dtype: torch.dtype = torch.float32
+    cpu_only: bool = False
+
     def encode_text(self, text: torch.Tensor) -> torch.Tensor:
-        if self.training or not isinstance(self.transformer, InferenceTransformer):
+        dtype = fast_dtype(self, text, self.token_embedding.weight, tower=True)
+        if dtype is None or not isinstance(self.transformer, InferenceTransformer):
             return super().encode_text(text)
         if text.numel() == 0:
-            return torch.zeros(text.shape[0], self.embed_dim, dtype=self.dtype, device=text.device)
-        eot = text.argmax(dim=-1)
-        length = int(eot.max().item()) + 1
-        x = self.token_embedding(text[:, :length]).to(self.dtype)
-        x = x + self.positional_embedding[:length].to(self.dtype)
-        x = self.ln_final(self.transformer(x, rows=eot))
-        return x @ self.text_projection.to(x.dtype)
+            return torch.zeros(text.shape[0], self.embed_dim, dtype=dtype, device=text.device)
+        with autocast_off(text):
+            eot = text.argmax(dim=-1)
+            length = int(eot.max().item()) + 1
+            x = self.token_embedding(text[:, :length]).to(dtype)
+            x = x + self.positional_embedding[:length].to(dtype)
+            x = self.ln_final(self.transformer(x, rows=eot))
+            return x @ self.text_projection.to(x.dtype)

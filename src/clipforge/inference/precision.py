@@ -37,8 +37,8 @@ from clipforge.models.layers import LayerNorm, ResidualAttentionBlock, Transform
 from clipforge.models.resnet import AttentionPool2d, Bottleneck, ModifiedResNet
 from clipforge.models.vit import VisionTransformer
 
-__all__ = ["DTYPES", "PRECISIONS", "Bf16UnsupportedError", "is_prepared", "precision_of", "prepare",
-           "resolve_precision"]
+__all__ = ["DTYPES", "PRECISIONS", "Bf16UnsupportedError", "enable_fast_forward", "has_fast_forward", "is_prepared",
+           "precision_of", "prepare", "resolve_precision"]
 
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -55,6 +55,7 @@ _SWAPS: dict[type, type] = {
 }
 _PACKED = (InferenceBlock, InferenceVisionTransformer, InferenceModifiedResNet, InferenceBottleneck,
            InferenceAttentionPool2d)
+_CONFIGURED = (*_PACKED, InferenceCLIP)
 _ATTR = "_cf_precision"
 
 
@@ -117,16 +118,45 @@ def prepare(model: nn.Module, precision: str = "fp32", *, fused: bool | None = N
             if tensor.is_floating_point() and tensor.dtype != dtype and not _keeps_fp32(module, tensor):
                 tensor.data = tensor.data.to(dtype)
 
-    for module in model.modules():
-        swap = _SWAPS.get(type(module))
-        if swap is not None:
-            module.__class__ = swap
-        if isinstance(module, _PACKED):
-            module.compute_dtype = dtype
-            module.fused = use_fused
-
+    _swap_classes(model, dtype, use_fused, cpu_only=False)
     for module in model.modules():  # pack now, not on the first call
         if isinstance(module, _PACKED):
             module._cf_packed()
     setattr(model, _ATTR, precision)
+    return model
+
+
+def _swap_classes(model: nn.Module, dtype: torch.dtype, fused: bool, cpu_only: bool) -> None:
+    for module in model.modules():
+        swap = _SWAPS.get(type(module))
+        if swap is not None:
+            module.__class__ = swap
+        if isinstance(module, _CONFIGURED):
+            module.compute_dtype = dtype
+            module.cpu_only = cpu_only
+            if isinstance(module, _PACKED):
+                module.fused = fused
+
+
+def has_fast_forward(model: nn.Module) -> bool:
+    """True when `model`'s modules carry the inference forward passes (`enable_fast_forward` or `prepare`)."""
+    return any(isinstance(m, _CONFIGURED) for m in model.modules())
+
+
+def enable_fast_forward(model: nn.Module) -> nn.Module:
+    """Give a plain fp32 model the fast inference forward passes, changing nothing else; returns it.
+
+    What `clipforge.load` returns has this: batch-1 and autocast speed without a `prepare` call.
+    Unlike `prepare` it keeps the parameters (dtype, `requires_grad`, values, state dict), the
+    train/eval mode, and autograd: the fast path runs only in eval mode when autograd does not
+    need the call (`torch.no_grad`/`inference_mode`, or nothing requiring a gradient), on the
+    CPU; otherwise each module runs its reference forward. Packed weights are built on the
+    first fast call (fp32; bf16 too once the model runs under `torch.autocast("cpu",
+    torch.bfloat16)`, whose per-call weight casts this replaces) and rebuilt whenever a
+    parameter changes, e.g. after an optimizer step. They cost memory: about one extra copy of
+    the weights per precision used.
+    """
+    if is_prepared(model):
+        return model
+    _swap_classes(model, torch.float32, onednn_available(), cpu_only=True)
     return model

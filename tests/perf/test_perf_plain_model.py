@@ -1,0 +1,119 @@
+"""The plain model `clipforge.load` returns is the fast one, and still the reference model.
+
+`load_model` gives every model the inference forward passes (`enable_fast_forward`) without
+touching its parameters: in eval mode under no_grad it runs packed oneDNN weights (fp32, or
+bf16 under `torch.autocast`); in training mode, or whenever autograd needs the call, every
+module runs its reference forward.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from clipforge.api import load_model
+from clipforge.inference import has_fast_forward, is_prepared
+from clipforge.inference.fast_transformer import InferenceBlock
+from clipforge.models import CLIP, create_model_from_config, get_config
+
+EOT, SOT = 49407, 49406
+
+
+def _reference(model: torch.nn.Module, name: str) -> CLIP:
+    """A plain `CLIP` (no inference classes) holding `model`'s weights."""
+    plain = create_model_from_config(get_config(name)).eval()
+    plain.load_state_dict(model.state_dict())
+    return plain
+
+
+def _inputs(model: torch.nn.Module, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    r = model.visual.input_resolution
+    images = torch.randn(n, 3, r, r, generator=torch.Generator().manual_seed(1))
+    tokens = torch.zeros(n, 77, dtype=torch.long)
+    for row in range(n):
+        length = 3 + 5 * row
+        tokens[row, 0], tokens[row, 1:length], tokens[row, length] = SOT, 400 + row, EOT
+    return images, tokens
+
+
+@pytest.fixture(scope="module", params=["test-vit-tiny", "test-rn-tiny"])
+def loaded(request):
+    return request.param, load_model(request.param, "cpu").model
+
+
+def test_loaded_model_has_the_fast_path_and_its_parameters_untouched(loaded) -> None:
+    name, model = loaded
+    assert has_fast_forward(model) and not is_prepared(model) and isinstance(model, CLIP)
+    reference = _reference(model, name)
+    assert list(model.state_dict()) == list(reference.state_dict())
+    assert all(p.requires_grad and p.dtype == torch.float32 for p in model.parameters())
+    assert not model.training
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_fp32_features_equal_the_reference_within_1e5(loaded, batch: int) -> None:
+    name, model = loaded
+    reference = _reference(model, name)
+    images, tokens = _inputs(model, batch)
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode_image(images), reference.encode_image(images), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(model.encode_text(tokens), reference.encode_text(tokens), rtol=1e-5, atol=1e-5)
+
+
+def test_autocast_bf16_stays_within_cosine_0999_of_fp32(loaded) -> None:
+    name, model = loaded
+    reference = _reference(model, name)
+    images, tokens = _inputs(model, 4)
+    with torch.inference_mode():
+        want_image, want_text = reference.encode_image(images), reference.encode_text(tokens)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got_image, got_text = model.encode_image(images), model.encode_text(tokens)
+            ref_image = reference.encode_image(images)
+    assert got_image.dtype == ref_image.dtype == torch.bfloat16  # what autocast gives the reference too
+    assert F.cosine_similarity(got_image.float(), want_image).min() >= 0.999
+    assert F.cosine_similarity(got_text.float(), want_text).min() >= 0.999
+    # the fp32 path afterwards still gives the fp32 numbers (separate packed copies per dtype)
+    with torch.inference_mode():
+        torch.testing.assert_close(model.encode_image(images), want_image, rtol=1e-5, atol=1e-5)
+
+
+def test_the_loaded_model_still_trains_and_its_fast_path_follows_the_updates() -> None:
+    model = load_model("test-vit-tiny", "cpu").model
+    images, tokens = _inputs(model, 2)
+    with torch.no_grad():
+        model.encode_image(images)  # build the packed cache before the weights change
+    keys = list(model.state_dict())
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    loss = model.encode_image(images).square().sum() + model.encode_text(tokens).square().sum()
+    loss.backward()
+    block = model.visual.transformer.resblocks[0]
+    assert isinstance(block, InferenceBlock)
+    assert block.mlp.c_fc.weight.grad is not None and block.mlp.c_fc.weight.grad.abs().sum() > 0
+    assert model.transformer.resblocks[-1].attn.in_proj_weight.grad.abs().sum() > 0
+    optimizer.step()
+    model.eval()
+    assert list(model.state_dict()) == keys
+    reference = _reference(model, "test-vit-tiny")
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode_image(images), reference.encode_image(images), rtol=1e-5, atol=1e-5)
+
+
+def test_eval_mode_with_grad_enabled_runs_the_reference_for_autograd() -> None:
+    model = load_model("test-vit-tiny", "cpu").model
+    images, _ = _inputs(model, 1)
+    images.requires_grad_(True)
+    model.encode_image(images).sum().backward()  # eval mode, grad on: saliency-style use
+    assert images.grad is not None and images.grad.abs().sum() > 0
+    assert model.visual.conv1.weight.grad.abs().sum() > 0
+
+
+def test_a_copy_of_the_loaded_model_computes_the_same() -> None:
+    model = load_model("test-vit-tiny", "cpu").model
+    images, _ = _inputs(model, 2)
+    with torch.no_grad():
+        want = model.encode_image(images)
+        assert torch.equal(copy.deepcopy(model).encode_image(images), want)
