@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+import sys
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -116,3 +117,28 @@ class ImageKit:
 @pytest.fixture(scope="session")
 def kit() -> type[ImageKit]:
     return ImageKit
+
+
+# Every file opened while `_opened_active[0]` is set, recorded by a process-wide audit hook (hooks
+# cannot be removed, so one is installed once and switched on only inside `opened_paths`).
+_opened: list[str] = []
+_opened_active = [False]
+_hook_installed = False
+
+
+def _audit(event: str, args: tuple) -> None:
+    if event == "open" and _opened_active[0] and args and isinstance(args[0], (str, bytes)):
+        _opened.append(args[0] if isinstance(args[0], str) else args[0].decode(errors="replace"))
+
+
+@pytest.fixture()
+def opened_paths():
+    """The list of paths opened (by any thread) during the test."""
+    global _hook_installed
+    if not _hook_installed:
+        sys.addaudithook(_audit)
+        _hook_installed = True
+    _opened.clear()
+    _opened_active[0] = True
+    yield _opened
+    _opened_active[0] = False

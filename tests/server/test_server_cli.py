@@ -39,8 +39,10 @@ def tiny_library(tmp_path, kit):
     return tmp_path / "lib"
 
 
-def test_serve_binds_loopback_and_mounts_ui_over_the_api(tiny_library, captured_run, capsys):
-    code = main(["serve", "--library", str(tiny_library), "--port", "0", "--token", "t0k"])
+def test_serve_binds_loopback_and_mounts_ui_over_the_api(tiny_library, captured_run, capsys, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text("t0k\n")
+    code = main(["serve", "--library", str(tiny_library), "--port", "0", "--token-file", str(token_file)])
     assert code == 0
     out, err = capsys.readouterr()
     host, port = captured_run["ports"][0]
@@ -98,7 +100,7 @@ def test_serve_without_any_model_says_what_to_do(tmp_path, captured_run, capsys,
     monkeypatch.setattr(clipforge.api, "_shipped_models", lambda: {})
     monkeypatch.setattr(clipforge.weights, "is_cached", lambda *a, **k: False)
     monkeypatch.setattr(clipforge.weights, "download_pretrained", no_download)
-    assert main(["serve", "--library", str(tmp_path / "new-lib"), "--no-ui"]) == 2
+    assert main(["serve", "--library", str(tmp_path / "new-lib"), "--no-ui", "--create"]) == 2
     err = capsys.readouterr().err
     assert "cannot load model 'ViT-B/32'" in err and "no network" in err
     assert "clipforge-tiny is not installed" in err and "--model" in err

@@ -2,39 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 
 import httpx
-import pytest
 
 from clipforge.server import ServerLimits
-
-# Every file opened while `_opened_active[0]` is set, recorded by a process-wide audit hook (hooks
-# cannot be removed, so one is installed once and switched on only inside `opened_paths`).
-_opened: list[str] = []
-_opened_active = [False]
-_hook_installed = False
-
-
-def _audit(event: str, args: tuple) -> None:
-    if event == "open" and _opened_active[0] and args and isinstance(args[0], (str, bytes)):
-        _opened.append(args[0] if isinstance(args[0], str) else args[0].decode(errors="replace"))
-
-
-
-@pytest.fixture()
-def opened_paths():
-    """The list of paths opened (by any thread) during the test."""
-    global _hook_installed
-    if not _hook_installed:
-        sys.addaudithook(_audit)
-        _hook_installed = True
-    _opened.clear()
-    _opened_active[0] = True
-    yield _opened
-    _opened_active[0] = False
 
 
 def _raw_get(client, raw_path: str) -> httpx.Response:
@@ -202,31 +175,46 @@ def test_slow_requests_time_out_with_json(make_client, library, monkeypatch):
     assert client.get("/healthz").status_code == 200  # the server is still serving
 
 
-def test_body_limit_stops_pulling_chunks_past_the_limit():
-    """At the ASGI level: a chunked body is cut off after the limit, the rest is never read."""
+def test_body_limit_stops_the_app_at_the_limit_and_drains_a_bounded_rest():
+    """At the ASGI level: the app never sees more than the limit of a chunked body; the rest is read
+    and discarded only up to `drain_bytes` (so the client can read the 413), then the 413 goes out."""
     import asyncio
 
     from clipforge.server.middleware import BodyLimitMiddleware
 
+    seen_by_app = []
+
     async def app(scope, receive, send):  # reads the whole body, then answers 200
-        while (await receive()).get("more_body"):
-            pass
+        while True:
+            message = await receive()
+            seen_by_app.append(len(message["body"]))
+            if not message.get("more_body"):
+                break
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
 
-    pulled, sent = [], []
+    def run(drain_bytes):
+        pulled, sent = [], []
+        seen_by_app.clear()
 
-    async def receive():
-        pulled.append(1)
-        return {"type": "http.request", "body": b"x" * 1000, "more_body": len(pulled) < 1000}
+        async def receive():
+            pulled.append(1)
+            return {"type": "http.request", "body": b"x" * 1000, "more_body": len(pulled) < 1000}
 
-    async def send(message):
-        sent.append(message)
+        async def send(message):
+            sent.append(message)
 
-    scope = {"type": "http", "method": "POST", "path": "/api/images", "headers": []}
-    asyncio.run(BodyLimitMiddleware(app, max_bytes=10_500)(scope, receive, send))
-    assert len(pulled) == 11  # 11,000 bytes > 10,500: stop there
+        scope = {"type": "http", "method": "POST", "path": "/api/images",
+                 "headers": [(b"transfer-encoding", b"chunked")]}
+        asyncio.run(BodyLimitMiddleware(app, max_bytes=10_500, drain_bytes=drain_bytes)(scope, receive, send))
+        return pulled, sent
+
+    pulled, sent = run(drain_bytes=20_000)
+    assert sum(seen_by_app) == 10_000  # the chunk that crossed 10,500 is not handed to the app
+    assert len(pulled) == 21  # 11 chunks up to the limit, then discarded until more than 20,000 bytes
     assert sent[0]["status"] == 413 and b"payload_too_large" in sent[1]["body"]
+    pulled, sent = run(drain_bytes=0)
+    assert len(pulled) == 11 and sent[0]["status"] == 413
 
 
 def test_crashes_become_json_without_internals(make_client, monkeypatch):

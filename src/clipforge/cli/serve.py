@@ -5,6 +5,16 @@ from __future__ import annotations
 import argparse
 
 
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {port}")
+    return port
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "serve", help="web UI and REST API for a library (http://127.0.0.1:7860)",
@@ -14,10 +24,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="library folder (default $CLIPFORGE_LIBRARY, else ~/.local/share/clipforge/library)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1, this machine only; 0.0.0.0 = every interface)")
-    parser.add_argument("--port", type=int, default=7860, help="port (default 7860; 0 = any free port)")
-    parser.add_argument("--token", default=None,
-                        help="require this token for changes (Authorization: Bearer T or X-Token: T); "
+    parser.add_argument("--create", action="store_true",
+                        help="start a new, empty library if there is none at --library (otherwise that is an error, "
+                             "as for `clipforge search`)")
+    parser.add_argument("--port", type=_port, default=7860, help="port (default 7860; 0 = any free port)")
+    tokens = parser.add_mutually_exclusive_group()
+    tokens.add_argument("--token-file", metavar="PATH", default=None,
+                        help="require the token in this file for changes (Authorization: Bearer T or X-Token: T); "
                              "default $CLIPFORGE_TOKEN, else none")
+    tokens.add_argument("--token", default=None,
+                        help="the token itself (visible to every user of this machine in `ps`: prefer --token-file "
+                             "or $CLIPFORGE_TOKEN)")
     parser.add_argument("--model", default=None,
                         help="model name, checkpoint path, or test config; default: the library's own model, for a "
                              "new library ViT-B/32 when cached, else the shipped clipforge-tiny")
@@ -36,13 +53,21 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from clipforge.server import ServeError, ServerLimits, parse_size, serve
+    from clipforge.server.runner import read_token_file
 
     try:
         limits = ServerLimits(max_upload_bytes=parse_size(args.max_upload), max_pixels=args.max_pixels,
                               request_timeout_s=args.timeout)
-        token = args.token if args.token is not None else os.environ.get("CLIPFORGE_TOKEN") or None
+        if args.token_file is not None:
+            token = read_token_file(args.token_file)
+        elif args.token is not None:
+            token = args.token
+            print("warning: a token given with --token is visible to other users in the process list; "
+                  "use --token-file PATH or $CLIPFORGE_TOKEN", file=sys.stderr)
+        else:
+            token = os.environ.get("CLIPFORGE_TOKEN", "").strip() or None
         return serve(args.library, host=args.host, port=args.port, token=token, model=args.model, limits=limits,
-                     device=args.device, log_level=args.log_level, ui=not args.no_ui)
+                     device=args.device, log_level=args.log_level, ui=not args.no_ui, create=args.create)
     except (ServeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

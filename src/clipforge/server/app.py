@@ -11,6 +11,7 @@ import os
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import RedirectResponse
 from fastapi_offline import FastAPIOffline
 
@@ -29,6 +30,7 @@ _DESCRIPTION = """Search and classify an image library with CLIP.
 * Changes (`POST /api/images`) need `Authorization: Bearer <token>` or `X-Token: <token>` when the server
   was started with `--token`.
 * Every error is JSON: `{"error": code, "detail": message}`.
+* No cross-origin access (no CORS headers): only pages served by this server call it from a browser.
 """
 
 
@@ -50,9 +52,9 @@ def create_app(library: Any, token: str | None = None, limits: ServerLimits | No
     app.state.service = service
     install_error_handlers(app)
     app.include_router(build_router(service))
-    # Added last = outermost: the timeout also covers a slow body upload.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_body_bytes, file_limit=limits.max_upload_bytes)
-    app.add_middleware(TimeoutMiddleware, seconds=limits.request_timeout_s)
+    # Same-origin only: no page on another origin (another localhost port included) may read
+    # answers with the browser's credentials. gradio sees this and adds no CORS of its own.
+    app.add_middleware(CORSMiddleware, allow_origins=[], allow_credentials=False)
     if ui:
         from clipforge.server.ui import mount_ui
 
@@ -61,4 +63,9 @@ def create_app(library: Any, token: str | None = None, limits: ServerLimits | No
         @app.get("/", include_in_schema=False)
         def root() -> RedirectResponse:
             return RedirectResponse("/docs")
+    # Added last = outermost: the body limit also covers the UI's routes, and the timeout also
+    # covers a slow body upload.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_body_bytes, file_limit=limits.max_upload_bytes,
+                       drain_bytes=limits.drain_bytes, idle_timeout=limits.header_timeout_s)
+    app.add_middleware(TimeoutMiddleware, seconds=limits.request_timeout_s)
     return app

@@ -1,10 +1,14 @@
 """ASGI middleware for the limits that must hold before any endpoint code runs.
 
 `BodyLimitMiddleware` counts request bytes as they arrive: a declared Content-Length over the
-limit is refused without reading anything, and a chunked body is cut off the moment it passes
-the limit - the multipart parser never spools more than the limit to disk. `TimeoutMiddleware`
-bounds the wall time of REST calls (a slow upload included); gradio's long-lived event
-streams are left alone.
+limit is refused without passing anything on, and a chunked body is cut off the moment it
+passes the limit - the multipart parser never spools more than the limit to disk. Before any
+early answer (its own 413, or an endpoint that answers before reading the whole body) the rest
+of the body is read and discarded, up to a bound: a server that closes the socket while the
+client is still sending makes ordinary clients (urllib, requests) report "broken pipe" instead
+of the 413. A body that stops arriving for `idle_timeout` seconds is answered 408.
+`TimeoutMiddleware` bounds the wall time of REST calls (a slow upload included); gradio's
+long-lived event streams are left alone.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Any
 
 from clipforge.server.errors import error_body
 
-__all__ = ["BodyLimitMiddleware", "TimeoutMiddleware"]
+__all__ = ["BodyLimitMiddleware", "TimeoutMiddleware", "send_json"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -26,7 +30,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-async def _send_json(send: Send, status: int, code: str, detail: str) -> None:
+async def send_json(send: Send, status: int, code: str, detail: str) -> None:
     body = json.dumps(error_body(code, detail)).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
@@ -38,43 +42,89 @@ class _BodyTooLarge(Exception):
     pass
 
 
-class BodyLimitMiddleware:
-    """Answer 413 to any request whose body exceeds `max_bytes` (declared or actual)."""
+class _BodyStalled(Exception):
+    pass
 
-    def __init__(self, app: ASGIApp, max_bytes: int, file_limit: int | None = None) -> None:
+
+def _body_headers(scope: Scope) -> tuple[int | None, bool, bool]:
+    """(declared Content-Length or None, chunked, Expect: 100-continue); ValueError on a bad length."""
+    declared, chunked, expects = None, False, False
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            declared = int(value)
+            if declared < 0:
+                raise ValueError(value)
+        elif name == b"transfer-encoding":
+            chunked = b"chunked" in value.lower()
+        elif name == b"expect":
+            expects = value.lower().startswith(b"100")
+    return declared, chunked, expects
+
+
+class BodyLimitMiddleware:
+    """Answer 413 to any request whose body exceeds `max_bytes` (declared or actual), readably."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, file_limit: int | None = None, drain_bytes: int | None = None,
+                 idle_timeout: float | None = None) -> None:
         self.app = app
         self.max_bytes = int(max_bytes)
         self.file_limit = int(file_limit or max_bytes)
+        self.drain_bytes = int(drain_bytes if drain_bytes is not None else 4 * self.max_bytes)
+        self.idle_timeout = idle_timeout
 
     def _detail(self, size: str) -> str:
         return (f"request body {size} exceeds the limit of {self.max_bytes:,} bytes "
                 f"(files up to {self.file_limit:,} bytes are accepted)")
 
+    async def _drain(self, receive: Receive, already: int) -> None:
+        """Read and discard what is left of the body, at most `drain_bytes` in all, within the idle timeout."""
+        total = already
+        while total <= self.drain_bytes:
+            try:
+                message = await asyncio.wait_for(receive(), timeout=self.idle_timeout)
+            except asyncio.TimeoutError:
+                return
+            if message["type"] != "http.request":
+                return
+            total += len(message.get("body", b""))
+            if not message.get("more_body"):
+                return
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        for name, value in scope.get("headers", ()):
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    await _send_json(send, 400, "bad_request", "Content-Length is not a number")
-                    return
-                if declared > self.max_bytes:
-                    await _send_json(send, 413, "payload_too_large", self._detail(f"of {declared:,} bytes"))
-                    return
+        try:
+            declared, chunked, expects_continue = _body_headers(scope)
+        except ValueError:
+            await send_json(send, 400, "bad_request", "Content-Length is not a number")
+            return
+        if declared is not None and declared > self.max_bytes:
+            if not expects_continue and declared <= self.drain_bytes:
+                await self._drain(receive, 0)
+            await send_json(send, 413, "payload_too_large", self._detail(f"of {declared:,} bytes"))
+            return
+        has_body = chunked or bool(declared)
         received = 0
-        exceeded = False
+        exceeded = stalled = False
+        body_done = not has_body
         started = False
 
         async def counting_receive() -> Message:
-            nonlocal received, exceeded
+            nonlocal received, exceeded, stalled, body_done
             if exceeded:
                 raise _BodyTooLarge
-            message = await receive()
+            if body_done or self.idle_timeout is None:
+                message = await receive()
+            else:
+                try:
+                    message = await asyncio.wait_for(receive(), timeout=self.idle_timeout)
+                except asyncio.TimeoutError:
+                    stalled = True
+                    raise _BodyStalled from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
                 if received > self.max_bytes:
                     exceeded = True
                     raise _BodyTooLarge
@@ -82,16 +132,24 @@ class BodyLimitMiddleware:
 
         async def guarded_send(message: Message) -> None:
             nonlocal started
-            if exceeded:  # whatever the app makes of the aborted body, the answer is 413
+            if exceeded or stalled:  # whatever the app makes of the aborted body, the answer is 413/408
                 return
             if message["type"] == "http.response.start":
+                if not body_done:  # answering early (e.g. gradio's own 413): let the client finish sending
+                    await self._drain(receive, received)
                 started = True
             await send(message)
 
-        with contextlib.suppress(_BodyTooLarge):
+        with contextlib.suppress(_BodyTooLarge, _BodyStalled):
             await self.app(scope, counting_receive, guarded_send)
-        if exceeded and not started:
-            await _send_json(send, 413, "payload_too_large", self._detail(f"of more than {self.max_bytes:,} bytes"))
+        if started:
+            return
+        if exceeded:
+            await self._drain(receive, received)
+            await send_json(send, 413, "payload_too_large", self._detail(f"of more than {self.max_bytes:,} bytes"))
+        elif stalled:
+            await send_json(send, 408, "request_timeout",
+                            f"the request body stopped arriving for {self.idle_timeout:g} s")
 
 
 class TimeoutMiddleware:
@@ -120,6 +178,6 @@ class TimeoutMiddleware:
             # Work already handed to a thread (model inference) finishes in the background;
             # the client is told now instead of waiting on it.
             if not started:
-                await _send_json(send, 503, "timeout",
+                await send_json(send, 503, "timeout",
                                  f"the request took longer than {self.seconds:g} s and was abandoned; "
                                  f"try a smaller image or fewer labels")

@@ -5,20 +5,33 @@ mixes two models' vectors); for a new library ViT-B/32 when its weights are cach
 shipped offline `clipforge-tiny` (with a notice), else an attempt to fetch ViT-B/32 that
 ends in an error saying what to do. The socket is bound here, before uvicorn starts, so
 `--port 0` works (any free port) and the printed URL is the real one.
+
+Connections: uvicorn keeps a connection that never finishes its request headers open for
+ever, and its `limit_concurrency` then answers 503 to everyone once enough such sockets are
+open (300 idle sockets locked the server out). So there is no connection cap; instead a
+connection must complete its headers within `header_timeout_s` (a small subclass of uvicorn's
+h11 protocol), an idle keep-alive connection closes after `keep_alive_s`, and a body that
+stops arriving is answered 408 by the body-limit middleware. The access log never shows a
+token passed in a query string.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
+import re
+import shutil
 import socket
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from clipforge.server.limits import ServerLimits
 
-__all__ = ["ServeError", "bind_socket", "choose_model", "is_loopback", "open_server_library", "serve"]
+__all__ = ["ServeError", "bind_socket", "build_server", "choose_model", "is_loopback", "open_server_library",
+           "read_token_file", "redact_query", "serve"]
 
 
 class ServeError(RuntimeError):
@@ -61,14 +74,28 @@ def _no_model_hint(name: str) -> str:
 
 
 def open_server_library(path: str | os.PathLike[str] | None, model: str | None = None,
-                        device: str | None = None) -> Any:
-    """The Library at `path` with its model loaded; ServeError with advice when that fails."""
-    from clipforge.library import Library, ModelMismatchError
+                        device: str | None = None, create: bool = False) -> Any:
+    """The Library at `path` with its model loaded; ServeError with advice when that fails.
 
-    with Library(path) as probe:
-        name = choose_model(probe, model)
+    Like `clipforge search`, a library must already exist unless `create` is set (`--create`),
+    so a mistyped `--library` is an error instead of a silently created empty library.
+    """
+    from clipforge.library import Library, ModelMismatchError
+    from clipforge.library.paths import LibraryPaths
+
+    root = LibraryPaths(path).root
+    if root.exists() and not root.is_dir():
+        raise ServeError(f"--library {root} is a file, not a library folder")
+    if not create and not LibraryPaths(path).db.exists():
+        raise ServeError(f"no library at {root} (no library.sqlite3 there): check --library, build one with "
+                         f"`clipforge index add`, or pass --create to start an empty library")
     try:
-        library = Library(path, model=name, device=device)
+        with Library(path, create=create) as probe:
+            name = choose_model(probe, model)
+    except (OSError, ValueError) as exc:
+        raise ServeError(str(exc)) from None
+    try:
+        library = Library(path, model=name, device=device, create=create)
     except ModelMismatchError as exc:
         raise ServeError(str(exc)) from None
     except (OSError, RuntimeError, ValueError, KeyError) as exc:
@@ -76,20 +103,121 @@ def open_server_library(path: str | os.PathLike[str] | None, model: str | None =
     return library
 
 
+def read_token_file(path: str | os.PathLike[str]) -> str:
+    """The token in `path` (surrounding whitespace removed); ServeError when it is missing or empty."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ServeError(f"cannot read --token-file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    token = text.strip()
+    if not token or "\n" in token:
+        raise ServeError(f"--token-file {path} must hold the token on one line (it is {'empty' if not token else 'several lines'})")
+    return token
+
+
+_SECRET_QUERY = re.compile(r"(?i)([?&](?:token|access_token|x-token|api_key|key)=)[^&\s\"]*")
+
+
+def redact_query(text: str) -> str:
+    """`/x?token=abc&a=1` -> `/x?token=***&a=1` (for logs)."""
+    return _SECRET_QUERY.sub(r"\1***", text)
+
+
+class _RedactTokens(logging.Filter):
+    """Removes token values from uvicorn's access-log lines before they are written."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact_query(a) if isinstance(a, str) else a for a in record.args)
+        elif isinstance(record.msg, str):
+            record.msg = redact_query(record.msg)
+        return True
+
+
 def bind_socket(host: str, port: int) -> socket.socket:
     """A listening TCP socket on host:port (port 0 = any free port)."""
+    if not 0 <= int(port) <= 65535:
+        raise ServeError(f"--port must be between 0 and 65535, got {port}")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host.strip("[]"), int(port)))
-    except OSError as exc:
+    except (OSError, OverflowError) as exc:
         sock.close()
-        raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror or exc} "
+        reason = getattr(exc, "strerror", None) or exc
+        raise ServeError(f"cannot listen on {host}:{port}: {reason} "
                          f"(is another server using the port? try --port 0 for any free port)") from None
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
+
+
+def _protocol_with_header_timeout(seconds: float) -> type:
+    """uvicorn's h11 protocol, closing connections that take longer than `seconds` to send request headers."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderTimeoutH11Protocol(H11Protocol):
+        _header_timer: Any = None
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._header_timer = self.loop.call_later(seconds, self._expire)
+
+        def _disarm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _expire(self) -> None:
+            self._header_timer = None
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                self.transport.close()  # headers never completed: drop the connection
+
+        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.conn.their_state is not h11.IDLE:
+                self._disarm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return HeaderTimeoutH11Protocol
+
+
+def build_server(app: Any, limits: ServerLimits, log_level: str = "info") -> Any:
+    """The uvicorn Server `serve` runs (tests run the same one on a loopback socket)."""
+    import uvicorn
+
+    config = uvicorn.Config(app, log_level=log_level, http=_protocol_with_header_timeout(limits.header_timeout_s),
+                            timeout_keep_alive=max(1, int(limits.keep_alive_s)), timeout_graceful_shutdown=5,
+                            server_header=False, limit_concurrency=None, backlog=2048, lifespan="on")
+    server = uvicorn.Server(config)
+    config.load()  # configures uvicorn's loggers now, so the filter below is not replaced later
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, _RedactTokens) for f in access.filters):
+        access.addFilter(_RedactTokens())
+    return server
+
+
+def _private_upload_dir() -> str | None:
+    """Point gradio's upload folder at a new private (0700) folder unless the user chose one."""
+    if os.environ.get("GRADIO_TEMP_DIR"):
+        return None
+    folder = tempfile.mkdtemp(prefix="clipforge-ui-uploads-")
+    os.environ["GRADIO_TEMP_DIR"] = folder
+    return folder
 
 
 def _url(host: str, port: int) -> str:
@@ -100,37 +228,38 @@ def _url(host: str, port: int) -> str:
 
 def serve(library: str | os.PathLike[str] | None, host: str = "127.0.0.1", port: int = 7860, token: str | None = None,
           model: str | None = None, limits: ServerLimits | None = None, device: str | None = None,
-          log_level: str = "info", ui: bool = True) -> int:
+          log_level: str = "info", ui: bool = True, create: bool = False) -> int:
     """Run the server until interrupted; returns the process exit code."""
-    import uvicorn
-
     from clipforge.server.app import create_app
 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     limits = limits or ServerLimits()
     if not is_loopback(host):
         protection = ("changes need the token" if token else
-                      "anyone who can reach it can also add images: pass --token to require one for changes")
+                      "anyone who can reach it can also add images: pass --token-file to require a token for changes")
         print(f"warning: listening on {host} makes the library reachable from other machines; {protection}",
               file=sys.stderr)
     sock = bind_socket(host, port)  # first: a busy port fails before minutes of model loading
     try:
-        opened = open_server_library(library, model, device)
+        opened = open_server_library(library, model, device, create=create)
     except BaseException:
         sock.close()
         raise
+    private_uploads = _private_upload_dir() if ui else None
     try:
         app = create_app(opened, token=token, limits=limits, ui=ui)
         service = app.state.service
         if service.notice:
             print(f"notice: {service.notice}", file=sys.stderr)
-        config = uvicorn.Config(app, log_level=log_level, timeout_keep_alive=5, timeout_graceful_shutdown=5,
-                                server_header=False, limit_concurrency=256)
+        server = build_server(app, limits, log_level)
         url = _url(host, sock.getsockname()[1])
         print(f"clipforge serving library {Path(opened.paths.root)} with model {service.model_name} "
               f"at {url}/ (REST API docs: {url}/docs)", flush=True)
-        uvicorn.Server(config).run(sockets=[sock])
+        server.run(sockets=[sock])
     finally:
         sock.close()
         opened.close()
+        if private_uploads:
+            shutil.rmtree(private_uploads, ignore_errors=True)
+            os.environ.pop("GRADIO_TEMP_DIR", None)
     return 0

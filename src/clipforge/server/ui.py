@@ -2,14 +2,24 @@
 and browse the library and add photos to it.
 
 Every action goes through `LibraryService`, so the UI obeys the same limits, token and
-validation as the REST API. Galleries show thumbnails served by the API's
-`/api/images/{id}/thumb` (absolute URLs built from the browser's own request, so they work
-behind whatever host name the user typed): no image is copied into gradio's cache.
+validation as the REST API, and shows the API's own error messages. Galleries show thumbnails
+served by the API's `/api/images/{id}/thumb` (absolute URLs built from the browser's own
+request, so they work behind whatever host name the user typed): no image is copied into
+gradio's cache.
+
+Files: the events that take files run with gradio's preprocessing off, so a handler receives
+the client's `FileData` as sent and opens it only when it is a regular file inside this
+server's upload folder (what the browser uploaded); it reads the bytes and checks them exactly
+like a REST upload. gradio's own "uploaded files only" check, which a mounted app skips, is
+switched back on, and `ui_guard.UIGuardMiddleware` refuses requests naming any other file
+before gradio sees them.
 """
 
 from __future__ import annotations
 
+import html
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +29,8 @@ import gradio as gr  # noqa: E402
 
 from clipforge.server.errors import APIError  # noqa: E402
 from clipforge.server.service import DEFAULT_TEMPLATE, LibraryService  # noqa: E402
-from clipforge.server.uploads import sniff_image  # noqa: E402
+from clipforge.server.ui_guard import UIGuardMiddleware, inside  # noqa: E402
+from clipforge.server.uploads import SniffedImage, sniff_image  # noqa: E402
 
 __all__ = ["build_ui", "mount_ui"]
 
@@ -41,32 +52,70 @@ def _base_url(request: Any) -> str:
     return f"http://{headers.get('host', '127.0.0.1')}".rstrip("/")
 
 
-def _read_file(path: str | Path, service: LibraryService, what: str):
-    """A file gradio received from the browser, checked exactly like a REST upload."""
-    size = os.path.getsize(path)
-    if size > service.limits.max_upload_bytes:
-        raise APIError(413, "payload_too_large",
-                       f"{what} is larger than the limit of {service.limits.max_upload_bytes:,} bytes")
-    return sniff_image(Path(path).read_bytes(), service.limits, what)
+def _client_name(value: Any, fallback: str) -> str:
+    """The file name the browser reported (for messages only; never used to open anything)."""
+    name = value.get("orig_name") if isinstance(value, dict) else None
+    name = os.path.basename(str(name or "").replace("\\", "/")).strip()
+    return name[:80] if name else fallback
+
+
+def read_upload_file(value: Any, service: LibraryService, upload_dir: str, what: str) -> SniffedImage:
+    """The image in a `FileData` the browser sent, if it names a file this page uploaded.
+
+    Anything else (a server path, a URL, a path that leaves the upload folder through `..` or a
+    symlink, a FIFO) is refused without being opened; the bytes are then checked like a REST
+    upload, so the message for a bad file is the API's own.
+    """
+    path = value.get("path") if isinstance(value, dict) else getattr(value, "path", None)
+    if not isinstance(path, str) or not path or "\0" in path or not inside(path, upload_dir):
+        raise APIError(400, "not_an_upload", f"{what} was not uploaded through this page; upload it again")
+    real = os.path.realpath(path)
+    limit = service.limits.max_upload_bytes
+    try:
+        if not stat.S_ISREG(os.stat(real).st_mode):  # a FIFO or device is never opened
+            raise APIError(400, "not_an_upload", f"{what} was not uploaded through this page; upload it again")
+        fd = os.open(real, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        raise APIError(400, "not_an_upload", f"{what} is no longer on the server; upload it again") from None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise APIError(400, "not_an_upload", f"{what} was not uploaded through this page; upload it again")
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise APIError(413, "payload_too_large", f"{what} is larger than the limit of {limit:,} bytes")
+    return sniff_image(data, service.limits, what)
 
 
 def _gr_error(exc: APIError) -> Exception:
-    return gr.Error(exc.detail)
+    # The same words as the REST API's `detail`; escaped because gradio renders messages as HTML.
+    return gr.Error(html.escape(exc.detail), title=f"{exc.status} {exc.code.replace('_', ' ')}")
+
+
+def _number(value: Any, name: str) -> int:
+    try:
+        return int(float(value))
+    except (TypeError, ValueError, OverflowError):
+        raise _gr_error(APIError(400, f"invalid_{name}", f"{name} must be a number")) from None
 
 
 class _Handlers:
     """The UI's callbacks (a class so the pieces stay small and testable without a browser)."""
 
-    def __init__(self, service: LibraryService) -> None:
+    def __init__(self, service: LibraryService, upload_dir: str) -> None:
         self.service = service
+        self.upload_dir = upload_dir
+
+    def _image(self, value: Any, what: str) -> SniffedImage:
+        return read_upload_file(value, self.service, self.upload_dir, what)
 
     def thumb(self, base: str, image_id: int) -> str:
         return f"{base}/api/images/{image_id}/thumb?size={self.service.limits.thumb_size}"
 
-    def search(self, text: str, image_path: str | None, top_k: float, tags: str, request: gr.Request = None):
+    def search(self, text: Any, image: Any, top_k: Any, tags: Any, request: gr.Request = None):
+        top_k = _number(top_k, "top_k")
         try:
-            image = _read_file(image_path, self.service, "query image") if image_path else None
-            hits, took = self.service.search(text, image, int(top_k), tags)
+            query = self._image(image, "query image") if image else None
+            hits, took = self.service.search(_text(text), query, top_k, _text(tags))
         except APIError as exc:
             raise _gr_error(exc) from None
         base = _base_url(request)
@@ -77,12 +126,12 @@ class _Handlers:
             status = f"{len(hits)} results in {took:.0f} ms (score = cosine similarity with the query)."
         return items, status
 
-    def classify(self, image_path: str | None, labels: str, template: str) -> dict[str, float]:
-        if not image_path:
+    def classify(self, image: Any, labels: Any, template: Any) -> dict[str, float]:
+        if not image:
             raise _gr_error(APIError(400, "no_image", "upload an image to classify first"))
         try:
-            image = _read_file(image_path, self.service, "image")
-            ranked, _, _ = self.service.classify(image, labels, template)
+            sniffed = self._image(image, "image")
+            ranked, _, _ = self.service.classify(sniffed, _text(labels), _text(template))
         except APIError as exc:
             raise _gr_error(exc) from None
         return {label: float(p) for label, p in ranked}
@@ -111,32 +160,40 @@ class _Handlers:
             items, summary, new_offset, _ = self.browse(int(offset), request)
         return items, summary, new_offset
 
-    def add(self, files: list[Any] | None, token: str, offset: int, request: gr.Request = None):
+    def add(self, files: Any, token: Any, offset: int, request: gr.Request = None):
         if not files:
             raise _gr_error(APIError(400, "no_files", "choose one or more images to add first"))
-        if not self.service.tokens.matches(token or None):
+        if not self.service.tokens.matches(_text(token) or None):
             raise _gr_error(APIError(401, "unauthorized", "this server needs its token to add images"))
+        files = files if isinstance(files, list) else [files]
         added, present, refused = 0, 0, []
-        for item in files:
-            path = getattr(item, "name", None) or str(item)
-            name = os.path.basename(path)
+        for index, item in enumerate(files[:1000]):
+            name = _client_name(item, f"file {index + 1}")
             try:
-                _, created = self.service.add(_read_file(path, self.service, name))
+                _, created = self.service.add(self._image(item, name))
             except APIError as exc:
                 refused.append(f"{exc.detail}")
                 continue
             added += int(created)
             present += int(not created)
         lines = [f"Added {added} image(s); {present} already in the library; {len(refused)} refused."]
-        lines += [f"- {reason}" for reason in refused[:20]]
+        lines += [f"- {html.escape(reason)}" for reason in refused[:20]]
         items, summary, offset, _ = self.browse(offset, request)
         return "\n".join(lines), items, summary, None
 
 
-def build_ui(service: LibraryService):
-    """The gradio Blocks for `service` (not yet mounted)."""
-    handlers = _Handlers(service)
-    with gr.Blocks(title="clipforge", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
+def _text(value: Any) -> str | None:
+    """A text field as sent by the client (preprocessing is off for events that take files)."""
+    if value is None or isinstance(value, str):
+        return value
+    raise _gr_error(APIError(400, "bad_request", "expected text"))
+
+
+def build_ui(service: LibraryService, upload_dir: str):
+    """The gradio Blocks for `service` (not yet mounted); `upload_dir` is gradio's upload folder."""
+    handlers = _Handlers(service, upload_dir)
+    age = max(1, int(service.limits.ui_cache_age_s))
+    with gr.Blocks(title="clipforge", analytics_enabled=False, delete_cache=(age, age)) as demo:
         gr.Markdown(f"## clipforge — search and classify your photos\nModel: **{service.model_name}** · "
                     f"REST API: [/docs](/docs)")
         if service.notice:
@@ -157,8 +214,8 @@ def build_ui(service: LibraryService):
             results = gr.Gallery(label="Results", columns=4, height="auto", object_fit="contain",
                                  elem_id="search-results", interactive=False)
             inputs = [text, query_image, top_k, tags]
-            search_button.click(handlers.search, inputs, [results, search_status], api_name=False)
-            text.submit(handlers.search, inputs, [results, search_status], api_name=False)
+            search_button.click(handlers.search, inputs, [results, search_status], api_name=False, preprocess=False)
+            text.submit(handlers.search, inputs, [results, search_status], api_name=False, preprocess=False)
 
         with gr.Tab("Classify", id="classify"):
             with gr.Row():
@@ -170,7 +227,8 @@ def build_ui(service: LibraryService):
                                           value=DEFAULT_TEMPLATE)
                     classify_button = gr.Button("Classify", variant="primary", elem_id="classify-button")
                 probabilities = gr.Label(label="Probabilities", num_top_classes=10, elem_id="probabilities")
-            classify_button.click(handlers.classify, [image, labels, template], probabilities, api_name=False)
+            classify_button.click(handlers.classify, [image, labels, template], probabilities, api_name=False,
+                                  preprocess=False)
 
         with gr.Tab("Library", id="library"):
             summary = gr.Markdown(elem_id="library-summary")
@@ -189,15 +247,35 @@ def build_ui(service: LibraryService):
             previous.click(handlers.previous_page, offset, [browse, summary, offset], api_name=False)
             following.click(handlers.next_page, offset, [browse, summary, offset], api_name=False)
             add_button.click(handlers.add, [files, token, offset], [add_status, browse, summary, files],
-                             api_name=False)
+                             api_name=False, preprocess=False)
 
         demo.load(handlers.first_page, None, [browse, summary], api_name=False)
     return demo
 
 
 def mount_ui(app: Any, service: LibraryService) -> Any:
-    """Mount the UI at `/` of `app` (after the API routes, so /api and /docs win)."""
-    demo = build_ui(service)
-    upload_limit = service.limits.max_upload_bytes
-    return gr.mount_gradio_app(app, demo, path="/", footer_links=["gradio", "settings"], max_file_size=upload_limit,
-                               ssr_mode=False, pwa=False, mcp_server=False, css=CSS, run_history=False)
+    """Mount the UI at `/` of `app` (after the API routes, so /api and /docs win).
+
+    gradio's upload folder is `$GRADIO_TEMP_DIR` (`clipforge serve` points it at a private
+    folder of its own). The library's folder is on gradio's block list, errors other than our
+    own messages are not shown to clients, and the guard middleware goes in front of gradio.
+    """
+    from gradio.utils import get_upload_folder
+
+    upload_dir = os.path.realpath(get_upload_folder())
+    os.makedirs(upload_dir, mode=0o700, exist_ok=True)
+    demo = build_ui(service, upload_dir)
+    limits = service.limits
+    library_root = str(Path(service.library.paths.root).resolve())
+    app = gr.mount_gradio_app(app, demo, path="/", footer_links=["gradio", "settings"],
+                              max_file_size=limits.max_upload_bytes, ssr_mode=False, pwa=False, mcp_server=False,
+                              css=CSS, run_history=False, show_error=False, allowed_paths=[],
+                              blocked_paths=[library_root])
+    # A mounted app never "launches", and gradio skips its check that event inputs are files
+    # uploaded to its folder until it has: mark it launched so the check runs on every event.
+    demo.has_launched = True
+    app.add_middleware(UIGuardMiddleware, upload_dir=upload_dir, max_json_bytes=limits.max_ui_request_bytes,
+                       cache_bytes=limits.ui_cache_bytes, cache_age_s=limits.ui_cache_age_s, events=set(demo.fns))
+    app.state.ui_blocks = demo
+    app.state.ui_upload_dir = upload_dir
+    return app

@@ -1,0 +1,214 @@
+"""What the mounted gradio UI accepts from a client: files it uploaded, nothing else.
+
+gradio's event API takes `FileData` objects whose `path` names a file on the server; gradio
+copies that file into its cache and serves the copy at `/gradio_api/file=`. gradio checks that
+the path lies in its upload folder only for apps started with `launch()`: a UI mounted into
+FastAPI skips the check, which let any client read any file. Three independent layers close
+this (`ui.mount_ui` turns gradio's own check back on, the handlers open only files inside the
+upload folder, and this middleware), so a gap in one of them is not a hole:
+
+* every JSON body sent to `/gradio_api/` (queue/join, run, call, ...) is parsed, bounded in
+  size, and refused (403) when any object in it carries a `path` that is not a regular file
+  inside this server's upload folder - the request never reaches gradio;
+* `/gradio_api/file=` serves only files inside the upload folder, never a URL (gradio would
+  fetch it: a server-side request on behalf of an anonymous client);
+* a queue/join naming an event the UI does not have is refused (400) instead of crashing gradio;
+* gradio routes the page never uses (named-endpoint API, proxy, component server, recording,
+  streaming, vibe editing, run history, profiling, monitoring) answer 404;
+* `/gradio_api/upload` is refused (507) while the upload folder holds more than its byte
+  budget, after files older than their maximum age have been deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import time
+from collections.abc import Collection, Iterator
+from pathlib import Path
+from typing import Any
+
+from clipforge.server.middleware import ASGIApp, Message, Receive, Scope, Send, send_json
+
+__all__ = ["UIGuardMiddleware", "inside", "prune_uploads", "upload_bytes_used", "upload_paths"]
+
+_API = "/gradio_api/"
+# The browser page talks to gradio through queue/join + queue/data, upload and file= only; the
+# named-endpoint routes (run/, call/, api/) serve API clients, and this UI publishes no API.
+_UNUSED = ("proxy=", "component_server", "process_recording", "stream/", "vibe", "undo-vibe", "run-history",
+           "runs", "profiling", "dev/", "mcp", "monitoring", "run/", "call/", "api/")
+_FORBIDDEN = ("files must be uploaded through this page first; the server never opens a path sent by a client")
+
+
+def inside(path: str | os.PathLike[str], folder: str | os.PathLike[str]) -> bool:
+    """True when `path`, with every symlink and `..` resolved, is a file strictly inside `folder`."""
+    real = os.path.realpath(path)
+    root = os.path.realpath(folder)
+    return real != root and os.path.commonpath([real, root]) == root
+
+
+def _is_url(value: str) -> bool:
+    lowered = value.strip().lower()
+    return "://" in lowered or lowered.startswith(("//", "data:", "\\\\"))
+
+
+def upload_paths(value: Any, depth: int = 0) -> Iterator[Any]:
+    """Every `path` value of every object nested in a decoded JSON body (depth-bounded)."""
+    if depth > 32:
+        raise ValueError("request data is nested too deeply")
+    if isinstance(value, dict):
+        if "path" in value:
+            yield value["path"]
+        for item in value.values():
+            yield from upload_paths(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            yield from upload_paths(item, depth + 1)
+
+
+def is_upload(path: Any, upload_dir: str | os.PathLike[str]) -> bool:
+    """A client-sent path names a regular file gradio stored in `upload_dir` (never a URL)."""
+    if not isinstance(path, str) or not path or "\0" in path or _is_url(path):
+        return False
+    if not inside(path, upload_dir):
+        return False
+    try:
+        return stat.S_ISREG(os.stat(os.path.realpath(path)).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+def _files(folder: Path) -> Iterator[tuple[Path, os.stat_result]]:
+    for dirpath, _, names in os.walk(folder):
+        for name in names:
+            path = Path(dirpath) / name
+            try:
+                yield path, path.lstat()
+            except OSError:
+                continue
+
+
+def upload_bytes_used(upload_dir: str | os.PathLike[str]) -> int:
+    """Bytes held by files under `upload_dir`."""
+    return sum(info.st_size for _, info in _files(Path(upload_dir)))
+
+
+def prune_uploads(upload_dir: str | os.PathLike[str], max_age_s: float, now: float | None = None) -> int:
+    """Delete files under `upload_dir` older than `max_age_s` (and emptied folders); returns the count."""
+    now = time.time() if now is None else now
+    removed = 0
+    root = Path(upload_dir)
+    for path, info in _files(root):
+        if now - max(info.st_mtime, info.st_ctime) > max_age_s:
+            try:
+                path.unlink()
+                removed += 1
+            except OSError:
+                continue
+    for dirpath, dirnames, filenames in os.walk(root, topdown=False):
+        if Path(dirpath) != root and not dirnames and not filenames:
+            try:
+                os.rmdir(dirpath)
+            except OSError:
+                continue
+    return removed
+
+
+class UIGuardMiddleware:
+    """Enforce the rules in the module docstring in front of the gradio app mounted at `/`."""
+
+    def __init__(self, app: ASGIApp, upload_dir: str | os.PathLike[str], max_json_bytes: int,
+                 cache_bytes: int, cache_age_s: float, events: Collection[int] = ()) -> None:
+        self.app = app
+        self.events = frozenset(events)
+        self.upload_dir = os.path.realpath(upload_dir)
+        self.max_json_bytes = int(max_json_bytes)
+        self.cache_bytes = int(cache_bytes)
+        self.cache_age_s = float(cache_age_s)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if scope["type"] != "http" or not (path.startswith(_API) or path.startswith("/monitoring")):
+            await self.app(scope, receive, send)
+            return
+        rest = path[len(_API):] if path.startswith(_API) else "monitoring"
+        if rest.startswith(_UNUSED):
+            await send_json(send, 404, "not_found", "no such endpoint")
+            return
+        if rest.startswith(("file=", "file/")):
+            if not is_upload(rest[5:], self.upload_dir):
+                await send_json(send, 403, "forbidden", "only files uploaded through this page are served here")
+                return
+            await self.app(scope, receive, send)
+            return
+        if scope.get("method") != "POST":
+            await self.app(scope, receive, send)
+            return
+        if rest.rstrip("/") == "upload":
+            await self._upload(scope, receive, send)
+            return
+        await self._event(scope, receive, send)
+
+    async def _upload(self, scope: Scope, receive: Receive, send: Send) -> None:
+        prune_uploads(self.upload_dir, self.cache_age_s)
+        declared = _content_length(scope)
+        if upload_bytes_used(self.upload_dir) + declared > self.cache_bytes:
+            await send_json(send, 507, "insufficient_storage",
+                            f"the upload space of this page ({self.cache_bytes:,} bytes) is full; uploads are kept "
+                            f"{self.cache_age_s:g} s, try again later")
+            return
+        await self.app(scope, receive, send)
+
+    async def _event(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Buffer a (small) JSON body, refuse it when it names a server file, else replay it to gradio."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # client went away
+            size += len(message.get("body", b""))
+            if size > self.max_json_bytes:
+                await send_json(send, 413, "payload_too_large",
+                                f"UI requests are limited to {self.max_json_bytes:,} bytes (files go to the upload "
+                                f"endpoint)")
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        body = b"".join(chunks)
+        try:
+            decoded = json.loads(body) if body.strip() else None
+            paths = list(upload_paths(decoded))
+        except (ValueError, RecursionError):
+            await send_json(send, 400, "bad_request", "the request body is not valid JSON")
+            return
+        if scope["path"].rstrip("/").endswith("/queue/join") and self.events:
+            fn_index = decoded.get("fn_index") if isinstance(decoded, dict) else None
+            if type(fn_index) is not int or fn_index not in self.events:
+                await send_json(send, 400, "bad_request", "unknown UI event (fn_index)")
+                return
+        if not all(is_upload(p, self.upload_dir) for p in paths):
+            await send_json(send, 403, "forbidden", _FORBIDDEN)
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+def _content_length(scope: Scope) -> int:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return max(0, int(value))
+            except ValueError:
+                return 0
+    return 0

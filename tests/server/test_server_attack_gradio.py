@@ -1,0 +1,284 @@
+"""The gradio UI's event API, attacked: every event handler is called with server paths.
+
+The attack (issue 9, item 1): `POST /gradio_api/queue/join` with a `FileData` whose `path` is any
+server file made gradio copy it into its cache and serve it. Here every event of the mounted UI
+gets, in every input slot, `FileData` naming /proc/self/environ, the token file, the library's
+database, a file in the system temp folder, paths that leave the upload folder through `..` or
+a symlink, a FIFO and a URL - through the real routes (queue/join, run, call). Afterwards no
+response holds any of those files' bytes, nothing new is in gradio's folder, and none of them
+was even opened. Each protective layer is also checked alone, and a positive control shows
+the attack succeeding when they are all switched off, so the test can fail.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from clipforge.server import ServerLimits, create_app
+
+TOKEN = "tok-3f9a-secret"
+FILE_META = {"_type": "gradio.FileData"}
+
+
+def _fd(path: str, name: str = "photo.png") -> dict:
+    return {"path": path, "orig_name": name, "meta": dict(FILE_META)}
+
+
+@pytest.fixture()
+def ui_env(tmp_path, monkeypatch, library):
+    """(make_client, upload_dir, targets, secrets): a UI app whose gradio folder is in tmp_path."""
+    upload_dir = tmp_path / "gradio-uploads"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(upload_dir))
+    canary = f"CANARY-{uuid.uuid4().hex}"
+    secret = tmp_path / "secret.txt"
+    secret.write_text(canary)
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    handle, in_tmp = tempfile.mkstemp(prefix="clipforge-canary-", suffix=".png")
+    os.write(handle, canary.encode())
+    os.close(handle)
+    upload_dir.mkdir(mode=0o700)
+    inner = upload_dir / ("0" * 64)
+    inner.mkdir()
+    (inner / "link.png").symlink_to(secret)
+    os.mkfifo(inner / "pipe.png")
+    targets = ["/proc/self/environ", str(token_file), str(library.paths.db), str(secret), in_tmp,
+               f"{upload_dir}/../secret.txt", str(inner / "link.png"), str(inner / "pipe.png"),
+               "http://127.0.0.1:9/x.png", "/etc/passwd"]
+    environ = Path("/proc/self/environ").read_bytes().split(b"\0")[0].decode(errors="replace")
+    secrets = [canary, TOKEN, "SQLite format 3", "root:x:0", environ]
+    clients = []
+
+    def make(limits: ServerLimits | None = None):
+        client = TestClient(create_app(library, token=TOKEN, limits=limits, ui=True), raise_server_exceptions=False)
+        client.__enter__()  # lifespan: gradio's queue starts
+        clients.append(client)
+        return client
+
+    yield make, upload_dir, targets, secrets
+    for client in clients:
+        client.__exit__(None, None, None)
+    os.unlink(in_tmp)
+
+
+def _blocks(client):
+    return client.app.state.ui_blocks
+
+
+def run_events(client, calls: list[tuple[int, list]]) -> tuple[list, list[dict]]:
+    """Join the queue with each (fn_index, data); the join responses and every completion message."""
+    session = uuid.uuid4().hex
+    joins, pending = [], set()
+    for fn_index, data in calls:
+        response = client.post("/gradio_api/queue/join", json={"fn_index": fn_index, "data": data,
+                                                                "session_hash": session, "event_data": None,
+                                                                "trigger_id": None})
+        joins.append(response)
+        if response.status_code == 200:
+            pending.add(response.json()["event_id"])
+    done: list[dict] = []
+    if pending:
+        with client.stream("GET", "/gradio_api/queue/data", params={"session_hash": session}) as stream:
+            for line in stream.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                message = json.loads(line[5:])
+                if message.get("msg") == "process_completed":
+                    done.append(message)
+                    pending.discard(message["event_id"])
+                if not pending or message.get("msg") == "close_stream":
+                    break
+    return joins, done
+
+
+def _benign(component) -> object:
+    kind = type(component).__name__
+    return {"Textbox": "cat, dog", "Slider": 3, "Number": 3}.get(kind)
+
+
+def _attackable(blocks) -> dict:
+    """The events a client sends data to (not the page's load event, nor one taking a State only)."""
+    return {i: fn for i, fn in blocks.fns.items() if any(not c.stateful for c in fn.inputs)}
+
+
+def _hostile_calls(blocks, targets: list[str]) -> list[tuple[int, list]]:
+    """For every event: every slot hostile at once, and each slot alone (others benign), plain and listed."""
+    calls = []
+    for fn_index, fn in _attackable(blocks).items():
+        n = len(fn.inputs)
+        for target in targets:
+            calls.append((fn_index, [_fd(target)] * n))
+            for slot in range(n):
+                for value in (_fd(target), [_fd(target)]):
+                    data = [_benign(c) for c in fn.inputs]
+                    data[slot] = value
+                    calls.append((fn_index, data))
+    return calls
+
+
+def _files_under(folder: Path) -> set[str]:
+    return {str(p) for p in folder.rglob("*") if p.is_file() or p.is_symlink() or p.is_fifo()}
+
+
+def _assert_no_leak(texts: list[str], secrets: list[str], tmp_path: Path | None) -> None:
+    """No secret in any text; with `tmp_path`, no server path either (`None`: a path may be echoed back)."""
+    for text in texts:
+        for secret in secrets:
+            assert secret not in text, text[:300]
+        assert tmp_path is None or str(tmp_path) not in text, text[:300]
+
+
+def _attack(client, upload_dir: Path, targets: list[str], guarded: bool = True) -> tuple[list[str], list[str]]:
+    """Every hostile event through queue/join, run and call; every file= fetch. (event texts, file= texts)."""
+    blocks = _blocks(client)
+    texts = []
+    joins, done = run_events(client, _hostile_calls(blocks, targets))
+    texts += [r.text for r in joins] + [json.dumps(m) for m in done]
+    assert not [m for m in done if m.get("success")], "a hostile event succeeded"
+    assert len(_attackable(blocks)) == 4  # search (click and enter), classify, add
+    for fn_index, fn in _attackable(blocks).items():
+        for target in targets[:4]:
+            body = {"data": [_fd(target)] * len(fn.inputs), "fn_index": fn_index, "session_hash": "s"}
+            for route in ("/gradio_api/run/predict", "/gradio_api/call/predict", "/gradio_api/api/predict"):
+                response = client.post(route, json=body)
+                assert response.status_code >= 400, (route, response.text[:200])
+                texts.append(response.text)
+    fetched = []
+    for target in targets:
+        response = client.get(f"/gradio_api/file={target}")
+        # With the guard: 403. Without it gradio refuses too, though a FIFO makes it answer 500.
+        assert response.status_code == 403 if guarded else response.status_code >= 400, (target, response.status_code)
+        fetched.append(response.text)
+    return texts, fetched
+
+
+@pytest.mark.parametrize("layers", ["all", "without_guard_middleware", "without_gradio_check"])
+def test_every_ui_event_refuses_server_paths(ui_env, tmp_path, opened_paths, monkeypatch, layers):
+    make, upload_dir, targets, secrets = ui_env
+    if layers == "without_guard_middleware":
+        from clipforge.server import ui_guard
+
+        async def passthrough(self, scope, receive, send):
+            await self.app(scope, receive, send)
+
+        monkeypatch.setattr(ui_guard.UIGuardMiddleware, "__call__", passthrough)
+    client = make()
+    if layers == "without_gradio_check":
+        _blocks(client).has_launched = False
+    before = _files_under(upload_dir)
+    opened_paths.clear()
+    guarded = layers != "without_guard_middleware"
+    texts, fetched = _attack(client, upload_dir, targets, guarded=guarded)
+    _assert_no_leak(texts, secrets, tmp_path)
+    _assert_no_leak(fetched, secrets, tmp_path if guarded else None)  # gradio's 403 repeats the path sent
+    assert _files_under(upload_dir) == before  # nothing was copied into gradio's folder
+    opened = {os.path.realpath(p) for p in opened_paths}
+    forbidden = {os.path.realpath(t) for t in targets if "://" not in t}
+    assert not opened & forbidden, sorted(opened & forbidden)  # not one of them was even opened
+
+
+def test_positive_control_the_attack_works_with_every_layer_off(ui_env, tmp_path, monkeypatch):
+    """Without the guard and gradio's check, gradio copies a server file into its folder."""
+    from clipforge.server import ui_guard
+
+    make, upload_dir, targets, secrets = ui_env
+
+    async def passthrough(self, scope, receive, send):
+        await self.app(scope, receive, send)
+
+    monkeypatch.setattr(ui_guard.UIGuardMiddleware, "__call__", passthrough)
+    client = make()
+    _blocks(client).has_launched = False
+    secret = targets[3]
+    run_events(client, [(fn, [_fd(secret)] * len(f.inputs)) for fn, f in _blocks(client).fns.items()])
+    copied = [p for p in _files_under(upload_dir) if Path(p).is_file() and not Path(p).is_symlink()
+              and Path(p).read_text(errors="replace") == Path(secret).read_text()]
+    assert copied, "the attack no longer reproduces: this control cannot show the test would fail"
+
+
+def _upload(client, name: str, data: bytes, mime: str = "application/octet-stream"):
+    return client.post("/gradio_api/upload", files=[("files", (name, data, mime))])
+
+
+def _fn_index(client, handler_name: str) -> int:
+    return next(i for i, fn in _blocks(client).fns.items() if fn.name == handler_name)
+
+
+def test_a_real_upload_classifies_and_a_non_image_gets_the_api_message(ui_env, tmp_path, kit, photos):
+    make, upload_dir, _, secrets = ui_env
+    client = make()
+    uploaded = _upload(client, "red.png", photos[0].read_bytes(), "image/png")
+    assert uploaded.status_code == 200, uploaded.text
+    path = uploaded.json()[0]
+    assert Path(path).resolve().is_relative_to(upload_dir.resolve())
+    classify = _fn_index(client, "classify")
+    _, done = run_events(client, [(classify, [_fd(path, "red.png"), "cat, dog, car", "a photo of a {}."])])
+    assert done[0]["success"], done
+    assert {c["label"] for c in done[0]["output"]["data"][0]["confidences"]} == {"cat", "dog", "car"}
+    # A text file named like a picture: the UI says what the REST API says, with no server path.
+    notes = b"this is not an image, whatever its name says\n"
+    text_path = _upload(client, "holiday.jpg", notes).json()[0]
+    _, done = run_events(client, [(classify, [_fd(text_path, "holiday.jpg"), "cat, dog", "a photo of a {}."])])
+    api = client.post("/api/classify", files={"image": ("holiday.jpg", notes, "image/jpeg")}, data={"labels": "cat"})
+    assert api.status_code == 415 and api.json()["error"] == "not_an_image"
+    message = done[0]["output"]
+    assert done[0]["success"] is False
+    assert html.unescape(message["error"]) == api.json()["detail"]
+    assert message["title"] == "415 not an image"
+    _assert_no_leak([json.dumps(done)], secrets, tmp_path)
+    assert str(upload_dir) not in json.dumps(done)
+
+
+def test_ui_upload_space_is_bounded_and_pruned(ui_env, kit):
+    from clipforge.server.ui_guard import prune_uploads, upload_bytes_used
+
+    make, upload_dir, _, _ = ui_env
+    limits = ServerLimits(max_upload_bytes=100_000, form_overhead_bytes=20_000, ui_cache_bytes=300_000,
+                          ui_cache_age_s=600)
+    client = make(limits)
+    start = upload_bytes_used(upload_dir)
+    statuses = [_upload(client, f"f{i}.png", os.urandom(90_000)).status_code for i in range(5)]
+    assert statuses[:3] == [200, 200, 200] and statuses[3:] == [507, 507]
+    refused = _upload(client, "x.png", os.urandom(40_000))
+    assert refused.status_code == 507 and refused.json()["error"] == "insufficient_storage"
+    assert upload_bytes_used(upload_dir) - start == 270_000
+    # One file over the per-file limit but inside the body allowance: gradio's own limit, nothing kept.
+    over = _upload(client, "big.png", os.urandom(110_000))
+    assert over.status_code in (413, 507)
+    assert upload_bytes_used(upload_dir) - start == 270_000
+    # Old uploads are deleted (as if their age had passed), after which uploads are accepted again.
+    import time
+
+    assert prune_uploads(upload_dir, 600, now=time.time() + 601) >= 3
+    assert upload_bytes_used(upload_dir) == 0
+    after = _upload(client, "again.png", os.urandom(110_000))
+    assert after.status_code == 413  # now it is gradio's per-file limit that answers
+    assert upload_bytes_used(upload_dir) == 0
+    assert _upload(client, "ok.png", os.urandom(50_000)).status_code == 200
+
+
+def test_unused_gradio_routes_and_url_fetches_are_closed(ui_env):
+    make, _, _, _ = ui_env
+    client = make()
+    for path in ("/gradio_api/file=http://127.0.0.1:9/x.png", "/gradio_api/file=https://example.com/a.png",
+                 "/gradio_api/file=//example.com/a.png"):
+        assert client.get(path).status_code == 403, path
+    for path in ("/gradio_api/proxy=http://127.0.0.1:9/", "/monitoring", "/gradio_api/runs"):
+        assert client.get(path).status_code == 404, path
+    for path in ("/gradio_api/component_server", "/gradio_api/process_recording", "/gradio_api/stream/x"):
+        assert client.post(path, json={}).status_code == 404, path
+    too_big = client.post("/gradio_api/queue/join", content=b"[" + b"0," * 600_000 + b"0]",
+                          headers={"content-type": "application/json"})
+    assert too_big.status_code == 413
+    assert client.post("/gradio_api/queue/join", content=b"{not json",
+                       headers={"content-type": "application/json"}).status_code == 400
+    # The page itself still loads.
+    assert client.get("/").status_code == 200 and client.get("/config").status_code == 200
