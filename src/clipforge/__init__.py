@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "load": "clipforge.api",
+    "load_model": "clipforge.api",
     "create_model": "clipforge.api",
     "available_models": "clipforge.api",
     "tokenize": "clipforge.text",

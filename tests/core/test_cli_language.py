@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -136,3 +137,21 @@ def test_json_stays_pure_when_the_default_model_notice_is_printed(monkeypatch, i
 def test_models_lists_the_shipped_model(capsys) -> None:
     assert main(["models", "--json"]) == 0
     assert "clipforge-tiny" in {row["name"] for row in json.loads(capsys.readouterr().out)}
+
+
+def test_the_readme_query_arithmetic_example_works_as_written(tmp_path, monkeypatch, capsys) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    line = next(row for row in readme.splitlines() if row.startswith("clipforge search") and "arithmetic" in row)
+    argv = shlex.split(line, comments=True)  # as a shell passes it: `~` inside the quotes stays a `~`
+    assert argv[:2] == ["clipforge", "search"] and "~/Pictures/sofa.jpg" in argv[2]
+    home = tmp_path / "home"
+    (home / "Pictures").mkdir(parents=True)
+    Image.new("RGB", (40, 40), (120, 80, 40)).save(home / "Pictures" / "sofa.jpg")
+    monkeypatch.setenv("HOME", str(home))
+    library = str(tmp_path / "lib")
+    assert main(["index", "add", str(home / "Pictures"), "--library", library, "--model", "test-vit-tiny",
+                 "--quiet", "--device", "cpu"]) == 0
+    capsys.readouterr()
+    assert main([*argv[1:], "--library", library, "--json"]) == 0, capsys.readouterr().err
+    results = json.loads(capsys.readouterr().out)["results"]
+    assert [Path(hit["path"]).name for hit in results] == ["sofa.jpg"]
