@@ -238,12 +238,17 @@ def test_commands_share_one_model_help_and_device_default() -> None:
         assert options["--model"].help == MODEL_HELP and options["--device"].help == DEVICE_HELP, name
 
 
-def test_json_output_of_eval_is_one_document(workspace, capsys) -> None:
-    code = main(["eval", "zeroshot", "--model", "test-vit-tiny", "--dataset", "folder", "--root",
-                 workspace["photos"], "--out", workspace["out"], "--json", "--workers", "0", "--device", "cpu",
-                 "--plot", str(Path(workspace["out"]) / "plots")])
-    assert code == 0
+def test_eval_prints_where_plots_went_and_json_is_one_document(workspace, capsys) -> None:
+    argv = ["eval", "zeroshot", "--model", "test-vit-tiny", "--dataset", "folder", "--root", workspace["photos"],
+            "--out", workspace["out"], "--workers", "0", "--device", "cpu", "--quiet"]
+    plot_dir = Path(workspace["out"]) / "plots"
+    assert main([*argv, "--plot", str(plot_dir)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    shown = [line for line in lines if line.startswith("plots written to ")]
+    assert len(shown) == 1
+    plots = [Path(p) for p in shown[0].removeprefix("plots written to ").split(", ")]
+    assert [p.parent for p in plots] == [plot_dir] * 2 and all(p.is_file() and p.suffix == ".png" for p in plots)
+    assert main([*argv, "--json", "--plot"]) == 0  # bare --plot: into the --out folder
     report = json.loads(capsys.readouterr().out)
     assert report["model"]["name"] == "test-vit-tiny" and report["model"]["weights"] == "random (seed 0)"
-    plots = [Path(p) for p in report["files"]["plots"]]
-    assert [p.parent for p in plots] == [Path(workspace["out"]) / "plots"] * 2 and all(p.is_file() for p in plots)
+    assert [Path(p).parent for p in report["files"]["plots"]] == [Path(workspace["out"])] * 2

@@ -104,7 +104,7 @@ def _finish(report: dict, keys: list[str], args: argparse.Namespace) -> int:
     print(f"report: {report['files']['report']}")
     plots = report["files"].get("plots") or []
     if plots:
-        print("plots: " + ", ".join(plots))
+        print("plots written to " + ", ".join(plots))
     for check in report.get("expectations", []):
         verdict = "ok" if check["ok"] else "MISSED"
         print(f"expect {check['metric']}={check['expected']} ±{check['tolerance']}: measured "

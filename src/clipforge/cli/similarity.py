@@ -35,5 +35,5 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(table.format())
     if plot:
-        print(f"heatmap written to {plot}")
+        print(f"plot written to {plot}")
     return 0
