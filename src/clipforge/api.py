@@ -154,6 +154,8 @@ def resolve_spec(spec: Spec, pretrained: str | None = None, download_root: Spec 
     from clipforge.models import ARCH_CONFIGS
 
     text = os.fspath(spec)
+    if not text.strip():
+        raise ValueError("empty model spec: give a model name, a checkpoint path, or random:<arch>")
     if text.startswith(RANDOM_PREFIX):
         arch = canonical_name(text[len(RANDOM_PREFIX):])
         try:

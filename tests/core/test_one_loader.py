@@ -88,6 +88,8 @@ def test_bad_specs_and_devices_say_what_is_accepted() -> None:
         api.load_model("ViT-B/32:nosuchtag", "cpu")
     with pytest.raises(ValueError, match="unknown architecture 'ViT-Q/7'"):
         api.load_model("random:ViT-Q/7", "cpu")
+    with pytest.raises(ValueError, match="empty model spec"):
+        api.load_model(" ", "cpu")  # not the current folder read as a checkpoint
     with pytest.raises(ValueError, match="unknown device 'gpu0'"):
         api.load_model("test-vit-tiny", "gpu0")
     if not torch.cuda.is_available():
