@@ -155,3 +155,17 @@ def test_the_readme_query_arithmetic_example_works_as_written(tmp_path, monkeypa
     assert main([*argv[1:], "--library", library, "--json"]) == 0, capsys.readouterr().err
     results = json.loads(capsys.readouterr().out)["results"]
     assert [Path(hit["path"]).name for hit in results] == ["sofa.jpg"]
+
+
+def test_help_does_not_load_torch_and_names_the_api_defaults() -> None:
+    import subprocess
+
+    from clipforge import api
+    from clipforge.cli import common
+
+    assert (common.PREFERRED_DEFAULT, common.OFFLINE_DEFAULT) == (api.PREFERRED_DEFAULT, api.OFFLINE_DEFAULT)
+    code = "import sys; from clipforge.cli.main import build_parser; build_parser(); print('torch' in sys.modules)"
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": src})
+    assert out.stdout.strip() == "False", "building the parser (clipforge --help) imported torch"

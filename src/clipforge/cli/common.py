@@ -11,7 +11,10 @@ import argparse
 import sys
 from typing import Any
 
-from clipforge.api import OFFLINE_DEFAULT, PREFERRED_DEFAULT
+# clipforge.api's defaults, named here because importing it loads torch and `clipforge --help` must
+# stay fast (tests/core/test_cli_language.py keeps the two equal).
+PREFERRED_DEFAULT = "ViT-B/32"
+OFFLINE_DEFAULT = "clipforge-tiny"
 
 MODEL_HELP = (f"model: registry name ({PREFERRED_DEFAULT}, ViT-B-32, RN50, ...), ARCH:TAG, a checkpoint file or "
               f"Hugging Face folder, or random weights (random:ViT-B/32, test-vit-tiny); default: "
