@@ -282,3 +282,21 @@ def test_unused_gradio_routes_and_url_fetches_are_closed(ui_env):
                        headers={"content-type": "application/json"}).status_code == 400
     # The page itself still loads.
     assert client.get("/").status_code == 200 and client.get("/config").status_code == 200
+
+
+def test_no_cross_origin_reads_with_credentials(ui_env):
+    """gradio echoed any localhost origin (and any origin when reached by a LAN address) with
+    `Access-Control-Allow-Credentials: true`; now no origin but the page's own may read answers."""
+    make, _, _, _ = ui_env
+    client = make()
+    cases = [({"Host": "localhost:7860", "Origin": "http://localhost:9999"}, "/config"),
+             ({"Host": "127.0.0.1:7860", "Origin": "http://127.0.0.1:5173"}, "/gradio_api/info"),
+             ({"Host": "192.168.1.20:7860", "Origin": "http://evil.example"}, "/config"),
+             ({"Host": "192.168.1.20:7860", "Origin": "http://evil.example"}, "/api/stats")]
+    for headers, path in cases:
+        response = client.get(path, headers=headers)
+        assert response.status_code == 200, (path, response.status_code)
+        assert "access-control-allow-origin" not in response.headers, (headers, path)
+        assert "access-control-allow-credentials" not in response.headers, (headers, path)
+        preflight = client.options(path, headers={**headers, "Access-Control-Request-Method": "POST"})
+        assert "access-control-allow-origin" not in preflight.headers, (headers, path)

@@ -138,3 +138,94 @@ def test_model_notice_names_the_offline_model():
     assert "clipforge-tiny" in model_notice("clipforge-tiny") and "--model ViT-B/32" in model_notice("clipforge-tiny")
     assert "random weights" in model_notice("test-rn-tiny")
     assert model_notice("ViT-B/32") is None and model_notice(None) is None
+
+
+def test_the_token_comes_from_a_file_or_the_environment(tiny_library, captured_run, capsys, tmp_path, monkeypatch):
+    from clipforge.server.runner import read_token_file
+
+    token_file = tmp_path / "token"
+    token_file.write_text("  from-file \n")
+    assert read_token_file(token_file) == "from-file"
+    monkeypatch.setenv("CLIPFORGE_TOKEN", "from-env")
+    assert main(["serve", "--library", str(tiny_library), "--port", "0", "--no-ui"]) == 0
+    client = TestClient(captured_run["app"])
+    assert client.get("/healthz").json()["write_token_required"] is True
+    image = {"file": ("x.png", (tiny_library.parent / "photos" / "white.png").read_bytes())}
+    assert client.post("/api/images", files=image, headers={"X-Token": "from-file"}).status_code == 401
+    assert client.post("/api/images", files=image, headers={"X-Token": "from-env"}).status_code == 201
+    assert "warning" not in capsys.readouterr().err
+    # The file wins over the environment; --token works but warns that `ps` shows it.
+    assert main(["serve", "--library", str(tiny_library), "--port", "0", "--no-ui", "--token-file",
+                 str(token_file)]) == 0
+    client = TestClient(captured_run["app"])
+    assert client.post("/api/images", files=image, headers={"X-Token": "from-env"}).status_code == 401
+    assert main(["serve", "--library", str(tiny_library), "--port", "0", "--no-ui", "--token", "T"]) == 0
+    assert "visible to other users in the process list" in capsys.readouterr().err
+
+
+def test_a_bad_token_file_is_a_one_line_error(tiny_library, captured_run, capsys, tmp_path):
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    for path, words in ((tmp_path / "missing", "cannot read --token-file"), (empty, "must hold the token")):
+        assert main(["serve", "--library", str(tiny_library), "--no-ui", "--token-file", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and words in err and str(path) in err and len(err.splitlines()) == 1
+    assert "app" not in captured_run
+
+
+def test_port_out_of_range_is_a_usage_error(tiny_library, capsys):
+    from clipforge.server import ServeError
+    from clipforge.server.runner import bind_socket
+
+    for port in ("99999", "-1", "http"):
+        with pytest.raises(SystemExit) as exited:
+            main(["serve", "--library", str(tiny_library), "--port", port])
+        assert exited.value.code == 2
+        err = capsys.readouterr().err
+        assert "argument --port: expected a port number 0-65535" in err and "Traceback" not in err
+    with pytest.raises(ServeError, match="between 0 and 65535, got 70000"):
+        bind_socket("127.0.0.1", 70000)
+
+
+def test_a_missing_library_is_an_error_unless_create(tmp_path, captured_run, capsys):
+    missing = tmp_path / "typo-lib"
+    assert main(["serve", "--library", str(missing), "--model", "test-vit-tiny", "--no-ui"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: no library at {missing}") and "--create" in err and len(err.splitlines()) == 1
+    assert not missing.exists() and "app" not in captured_run
+    # `search` agrees: a missing library is an error there too.
+    assert main(["search", "--library", str(missing), "a cat"]) == 2
+    assert "no library" in capsys.readouterr().err and not missing.exists()
+    a_file = tmp_path / "passwd"
+    a_file.write_text("root:x:0:0\n")
+    assert main(["serve", "--library", str(a_file), "--no-ui", "--create"]) == 2
+    assert f"--library {a_file} is a file, not a library folder" in capsys.readouterr().err
+    # --create starts an empty library.
+    assert main(["serve", "--library", str(missing), "--model", "test-vit-tiny", "--no-ui", "--create",
+                 "--port", "0"]) == 0
+    assert (missing / "library.sqlite3").exists()
+    assert TestClient(captured_run["app"]).get("/api/images").json()["images"] == []
+
+
+def test_the_access_log_never_shows_a_token(library):
+    import logging
+
+    from clipforge.server import create_app
+    from clipforge.server.runner import build_server, redact_query
+
+    assert redact_query("/x?token=abc&a=1&access_token=zz") == "/x?token=***&a=1&access_token=***"
+    build_server(create_app(library, ui=False), ServerLimits(), log_level="info")
+    records: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(self.format(record))
+
+    access = logging.getLogger("uvicorn.access")
+    handler = Keep()
+    access.addHandler(handler)
+    try:
+        access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5", "GET", "/api/stats?token=s3cret&x=1", "1.1", 200)
+    finally:
+        access.removeHandler(handler)
+    assert records == ['127.0.0.1:5 - "GET /api/stats?token=***&x=1 HTTP/1.1" 200']
