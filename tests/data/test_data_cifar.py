@@ -16,7 +16,7 @@ from PIL import Image
 from clipforge.data import (
     CIFAR10_CLASSES,
     CIFAR100_CLASSES,
-    BadSample,
+    BadImage,
     CIFARPickle,
     DatasetFormatError,
     DatasetLayoutError,
@@ -137,7 +137,7 @@ def test_zip_members_read_directly(tmp_path):
     image, label = ds[2]
     assert label == 2 and image.getpixel((16, 16))[2] > 200
     bad = ds[1]
-    assert isinstance(bad, BadSample) and bad.source == f"{path}::test/airplane/0001.jpg"
+    assert isinstance(bad, BadImage) and bad.source == f"{path}::test/airplane/0001.jpg"
     assert "not an image" in bad.reason or "corrupt" in bad.reason or "truncated" in bad.reason
     assert len(open_dataset("cifar10", path, "train")) == 1  # the zip itself as root
 

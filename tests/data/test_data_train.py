@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from clipforge.data import (
-    BadSample,
+    BadImage,
     CaptionCsvImageText,
     FolderCaptionImageText,
     ImageFolder,
@@ -155,7 +155,7 @@ def test_image_text_bad_image_is_a_bad_sample(tmp_path, make_image):
     make_image(tmp_path / "ok caption" / "1.jpg")
     (tmp_path / "ok caption" / "2.jpg").write_bytes(b"garbage")
     ds = FolderCaptionImageText(tmp_path, transform=build_preprocess(8), tokenizer=Tokenizer(CTX))
-    assert isinstance(ds[1], BadSample) and ds[1].source.endswith("2.jpg")
+    assert isinstance(ds[1], BadImage) and ds[1].source.endswith("2.jpg")
 
 
 # ---------------------------------------------------------------- WebDataset shards

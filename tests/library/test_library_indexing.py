@@ -10,7 +10,7 @@ import sqlite3
 import numpy as np
 import pytest
 
-import clipforge.library.decode as decode_module
+import clipforge.data.files as decode_module
 import clipforge.library.indexer as indexer_module
 from clipforge.library import Library
 
@@ -36,7 +36,7 @@ def test_incremental_add_counts(tmp_path, tiny_encoder, images_factory, monkeypa
         def __init__(self, *a, **k):
             raise AssertionError("unchanged files must be skipped without reading")
 
-    monkeypatch.setattr(indexer_module, "ImageFileDataset", Forbidden)
+    monkeypatch.setattr(indexer_module, "ImageFileReader", Forbidden)
     second = library.add(tmp_path / "photos", workers=0, progress=False)
     assert (second.unchanged, second.added, second.embedded, second.considered) == (12, 0, 0, 12)
     monkeypatch.undo()

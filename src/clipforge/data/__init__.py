@@ -3,12 +3,13 @@
 Evaluation datasets (`open_dataset(name, root, split, transform)`) yield `(image, label)` and
 share one interface (`LabelledDataset`: classnames, samples, name, split, missing).
 Training datasets yield `(image, token_ids)`. Bad images never crash a loader: they come back
-as `BadSample` and `make_loader`'s `skip_bad_collate` drops and reports them per batch
+as `BadImage` and `make_loader`'s `skip_bad_collate` drops and reports them per batch
 (`Batch(images, labels, indices, errors)`); `BadSampleLog` tallies them for reports.
 """
 
 from .base import (
     IMAGE_EXTENSIONS,
+    BadImage,
     BadSample,
     DatasetFormatError,
     DatasetLayoutError,
@@ -51,6 +52,7 @@ __all__ = [
     "IMAGENET_CLASSNAME_FILES",
     "IMAGE_EXTENSIONS",
     "ArrayDataset",
+    "BadImage",
     "BadSample",
     "BadSampleLog",
     "Batch",

@@ -4,7 +4,7 @@ Evaluation and training code should not care whether ImageNet came as a devkit, 
 a folder: every adapter builds a list of `(source, label)` samples up front (so counts are known
 before any pixel is decoded) and shares the decode / transform / bad-image handling here.
 
-A broken image must never kill a multi-hour evaluation, so `__getitem__` returns a `BadSample`
+A broken image must never kill a multi-hour evaluation, so `__getitem__` returns a `BadImage`
 instead of raising; `skip_bad_collate` drops those from the batch and hands them back so the
 caller can count and report them.
 """
@@ -25,7 +25,7 @@ from PIL import Image
 from clipforge.image import IMAGE_EXTENSIONS as _IMAGE_EXTENSIONS
 
 __all__ = [
-    "BadSample", "DatasetFormatError", "DatasetLayoutError", "LabelledDataset", "DECODE_ERRORS",
+    "BadImage", "BadSample", "DatasetFormatError", "DatasetLayoutError", "LabelledDataset", "DECODE_ERRORS",
     "IMAGE_EXTENSIONS", "require_file", "require_dir",
 ]
 
@@ -54,15 +54,33 @@ class DatasetFormatError(ValueError):
 
 
 @dataclass(frozen=True)
-class BadSample:
-    """Stands in for a sample whose image could not be decoded (returned, never raised)."""
+class BadImage:
+    """An image that could not be turned into pixels: which file (or archive member) and why.
 
-    index: int
-    source: str
+    The one shape of a bad image everywhere in clipforge: datasets return it instead of raising,
+    the file reader (`clipforge.data.files`) yields it, reports list ``(path, reason)`` from it.
+    `index` is the dataset position (-1 where there is none); `sha256` is set when the bytes were
+    read and hashed before decoding failed.
+    """
+
+    path: str
     reason: str
+    index: int = -1
+    sha256: str | None = None
+
+    @property
+    def source(self) -> str:
+        return self.path
 
     def __str__(self) -> str:
-        return f"{self.source}: {self.reason}"
+        return f"{self.path}: {self.reason}"
+
+
+class BadSample(BadImage):
+    """Older spelling, ``BadSample(index, source, reason)``: constructs a `BadImage`."""
+
+    def __init__(self, index: int, source: str, reason: str) -> None:
+        super().__init__(source, reason, index)
 
 
 def require_file(path: Path, layout: str) -> Path:
@@ -92,7 +110,7 @@ def error_reason(exc: BaseException) -> str:
 
 
 class LabelledDataset(torch.utils.data.Dataset):
-    """`(image, label)` samples over local files, with bad images returned as `BadSample`.
+    """`(image, label)` samples over local files, with bad images returned as `BadImage`.
 
     Attributes every adapter fills: `name` (registry name), `split`, `root`, `classnames`
     (index = label), `samples` (list of `(source, label)`; source is a file path or an archive
@@ -164,7 +182,7 @@ class LabelledDataset(torch.utils.data.Dataset):
         try:
             out = self._load_transformed(index)
         except DECODE_ERRORS as exc:
-            return BadSample(index, self.source_name(index), error_reason(exc))
+            return BadImage(self.source_name(index), error_reason(exc), index)
         return out, label
 
     def __repr__(self) -> str:

@@ -1,6 +1,6 @@
 """Batching that survives bad images, and a running tally of what was skipped and why.
 
-Datasets return a `BadSample` in place of an undecodable image; `skip_bad_collate` stacks the
+Datasets return a `BadImage` in place of an undecodable image; `skip_bad_collate` stacks the
 good samples and returns the bad ones beside them, so an evaluation can report "37 images
 skipped (31 truncated JPEG, 6 not an image)" instead of dying at 80%.
 """
@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import torch
 from torch.utils.data import default_collate
 
-from .base import BadSample
+from .base import BadImage
 
 __all__ = ["Batch", "BadSampleLog", "Indexed", "skip_bad_collate"]
 
@@ -34,18 +34,18 @@ class Batch(NamedTuple):
     images: Any
     labels: Any
     indices: torch.Tensor
-    errors: list[BadSample]
+    errors: list[BadImage]
 
 
 def skip_bad_collate(items: Sequence[Any]) -> Batch:
     good: list[Any] = []
     indices: list[int] = []
-    errors: list[BadSample] = []
+    errors: list[BadImage] = []
     for item in items:
         index = -1
         if isinstance(item, Indexed):
             index, item = item
-        if isinstance(item, BadSample):
+        if isinstance(item, BadImage):
             errors.append(item)
             continue
         good.append(item)
@@ -62,10 +62,10 @@ class BadSampleLog:
     def __init__(self, keep: int = 50) -> None:
         self.count = 0
         self.reasons: Counter[str] = Counter()
-        self.examples: list[BadSample] = []
+        self.examples: list[BadImage] = []
         self.keep = keep
 
-    def add(self, errors: Iterable[BadSample]) -> None:
+    def add(self, errors: Iterable[BadImage]) -> None:
         for err in errors:
             self.count += 1
             self.reasons[_reason_kind(err)] += 1
@@ -86,7 +86,7 @@ class BadSampleLog:
         return f"{self.count} bad images skipped ({kinds})"
 
 
-def _reason_kind(err: BadSample) -> str:
+def _reason_kind(err: BadImage) -> str:
     """The reason with the file name taken out, so the tally does not have one row per file."""
     text = err.reason.replace(err.source, "<file>") if err.source else err.reason
     return text if len(text) <= 120 else text[:117] + "..."

@@ -22,7 +22,7 @@ from PIL import Image
 from .base import (
     DECODE_ERRORS,
     IMAGE_EXTENSIONS,
-    BadSample,
+    BadImage,
     DatasetLayoutError,
     LabelledDataset,
     error_reason,
@@ -101,7 +101,7 @@ class ImageTextDataset(torch.utils.data.Dataset):
         try:
             image = apply_transform(self.transform, self.load_image(index), rng)
         except DECODE_ERRORS as exc:
-            return BadSample(index, self.source_name(index), error_reason(exc))
+            return BadImage(self.source_name(index), error_reason(exc), index)
         return image, self.tokenizer(text)
 
     def __repr__(self) -> str:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .base import BadSample, DatasetFormatError, LabelledDataset
+from .base import BadImage, DatasetFormatError, LabelledDataset
 
 __all__ = ["ArrayDataset", "decode_all"]
 
@@ -76,7 +76,7 @@ def decode_all(
 
     `size`: resize (shorter side, bicubic) + centre-crop to size x size, as CLIP's preprocessing
     does; without it all images must already share one size. Undecodable images are skipped and
-    listed in the result's `skipped` attribute (BadSample records).
+    listed in the result's `skipped` attribute (BadImage records).
     """
     from tqdm.auto import tqdm
 
@@ -86,7 +86,7 @@ def decode_all(
     source.transform = _Pixels(size)
     chunks: list[torch.Tensor] = []
     indices: list[torch.Tensor] = []
-    skipped: list[BadSample] = []
+    skipped: list[BadImage] = []
     bar = tqdm(total=len(source), desc=f"decoding {dataset.name}", unit="img", disable=not progress)
     try:
         for batch in make_loader(source, batch_size=batch_size, workers=workers):

@@ -10,7 +10,7 @@ reads is decided here, explicitly, so it can be tested without a process group:
   stream, forever; `samples_per_epoch` (per rank) makes epochs finite. This is the pretraining
   mode: no rank ever runs out of data, so no rank waits on another at the end of an epoch.
 
-Undecodable samples come out as `BadSample` (index -1, source `<shard>::<key>`), which
+Undecodable samples come out as `BadImage` (index -1, path `<shard>::<key>`), which
 `skip_bad_collate` drops and reports.
 """
 
@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch.utils.data import IterableDataset
 
-from .base import DECODE_ERRORS, BadSample, DatasetLayoutError, error_reason
+from .base import DECODE_ERRORS, BadImage, DatasetLayoutError, error_reason
 from .imagetext import Tokenizer, apply_transform, sample_rng
 
 __all__ = ["WebDatasetImageText", "expand_shards", "rank_and_world"]
@@ -140,20 +140,20 @@ class WebDatasetImageText(IterableDataset):
         yield from buffer
 
     def decode(self, sample: dict[str, Any]) -> Any:
-        """One raw tar sample -> (image, tokens), or a BadSample saying why not."""
+        """One raw tar sample -> (image, tokens), or a BadImage saying why not."""
         from ._decode import load_bytes
 
         source = f"{sample.get('__url__', '?')}::{sample.get('__key__', '?')}"
         data, text = _first(sample, IMAGE_KEYS), _first(sample, TEXT_KEYS)
         if data is None or text is None:
             missing = "image (.jpg/.png/.webp)" if data is None else "caption (.txt)"
-            return BadSample(-1, source, f"sample has no {missing}; has {sorted(k for k in sample if not k.startswith('__'))}")
+            return BadImage(source, f"sample has no {missing}; has {sorted(k for k in sample if not k.startswith('__'))}")
         try:
             caption = text.decode("utf-8").strip() if isinstance(text, bytes) else str(text).strip()
             rng = sample_rng(self.seed, self.epoch, source)
             image = apply_transform(self.transform, load_bytes(data, source), rng)
         except DECODE_ERRORS as exc:
-            return BadSample(-1, source, error_reason(exc))
+            return BadImage(source, error_reason(exc))
         return image, self.tokenizer(caption)
 
     def __iter__(self) -> Iterator[Any]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import IO
 
 import numpy as np
 import torch
@@ -81,15 +82,20 @@ class Preprocess:
     def pixels(self, image: Image.Image | str | os.PathLike) -> np.ndarray:
         """The resized, centre-cropped RGB pixels as a new uint8 [n_px, n_px, 3] array (before ToTensor)."""
         if isinstance(image, (str, os.PathLike)):
-            return self._decoded_pixels(self._decode(image))
+            return self.decoded_pixels(self.decode(image))
         if not isinstance(image, Image.Image):
             raise TypeError(f"expected a PIL.Image.Image or a path, got {type(image).__name__}")
         return self._resized_pixels(image)
 
-    def _decode(self, path: str | os.PathLike) -> Decoded:
-        return decode_image(path, self.max_pixels, self.n_px if self.draft else None)
+    def decode(self, source: str | os.PathLike | IO[bytes]) -> Decoded:
+        """Decode a path or file object as this preprocess will resize it (draft JPEG when `draft`).
 
-    def _decoded_pixels(self, decoded: Decoded) -> np.ndarray:
+        `Decoded.source_size` is the upright full size whether or not the decode was drafted.
+        """
+        return decode_image(source, self.max_pixels, self.n_px if self.draft else None)
+
+    def decoded_pixels(self, decoded: Decoded) -> np.ndarray:
+        """The uint8 [n_px, n_px, 3] crop of a `decode` result (same as ``pixels(path)``)."""
         return self._resized_pixels(decoded.image, decoded.source_size, decoded.box)
 
     def _resized_pixels(

@@ -24,6 +24,7 @@ __all__ = ["Encoder", "default_model_name", "model_fingerprint", "resolve_encode
 
 log = logging.getLogger(__name__)
 
+
 def model_fingerprint(model: torch.nn.Module) -> str:
     """Stable hex id of the weights (`clipforge.weights.model_fingerprint`): what a library is keyed by."""
     from clipforge.weights import model_fingerprint as core_fingerprint
@@ -31,27 +32,34 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     return str(core_fingerprint(model))
 
 
-def _normalise(features: torch.Tensor) -> np.ndarray:
-    features = features.float()
-    features = features / features.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    return features.cpu().numpy().astype(np.float32, copy=False)
-
-
 class Encoder:
-    """A CLIP model plus its preprocessing and identity; every output vector is L2-normalised."""
+    """A CLIP model plus its preprocessing and identity; every output vector is L2-normalised.
+
+    Inference goes through `clipforge.inference.encoder.BatchEncoder` in `precision` ("fp32":
+    the model's packed fast forward; "bf16": weights cast once, where the CPU multiplies bf16
+    natively). The fingerprint is taken from the fp32 weights before any cast, so a library
+    indexed in bf16 is the same library as one indexed in fp32.
+    """
 
     def __init__(self, model: torch.nn.Module, preprocess: Callable[[Any], torch.Tensor] | None = None,
-                 name: str | None = None, device: str | torch.device | None = None) -> None:
-        self.model = model.eval()
-        self.device = torch.device(device) if device is not None else next(model.parameters()).device
-        self.model.to(self.device)
-        if preprocess is None:
-            from clipforge.image import build_preprocess
+                 name: str | None = None, device: str | torch.device | None = None, *,
+                 precision: str = "fp32", fingerprint: str | None = None, draft: bool = True,
+                 copy_model: bool = True) -> None:
+        from clipforge.inference.encoder import BatchEncoder
 
-            preprocess = build_preprocess(int(model.visual.input_resolution))
+        model = model.eval()
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        model.to(self.device)
+        if preprocess is None:
+            from clipforge.image import Preprocess
+
+            preprocess = Preprocess(int(model.visual.input_resolution), draft=draft)
         self.preprocess = preprocess
         self.name = name
-        self.fingerprint = model_fingerprint(model)
+        self.fingerprint = fingerprint or model_fingerprint(model)
+        self.batch_encoder = BatchEncoder(model, precision, normalizer=preprocess, copy_model=copy_model)
+        self.model = self.batch_encoder.model
+        self.precision = self.batch_encoder.precision
         self.embed_dim = int(model.embed_dim)
         self.context_length = int(getattr(model, "context_length", 77))
         self._classifiers: dict[tuple[Any, ...], Any] = {}
@@ -60,14 +68,9 @@ class Encoder:
     def describe(self) -> str:
         return f"{self.name or type(self.model).__name__} (fingerprint {self.fingerprint[:12]})"
 
-    @torch.inference_mode()
     def encode_pixels(self, pixels: torch.Tensor) -> np.ndarray:
         """[N, 3, R, R] preprocessed batch (or uint8 [N, R, R, 3] crops) -> [N, D] unit float32 vectors."""
-        if pixels.dtype == torch.uint8:
-            pixels = self.preprocess.normalize(pixels)
-        if pixels.ndim == 3:
-            pixels = pixels.unsqueeze(0)
-        return _normalise(self.model.encode_image(pixels.to(self.device, dtype=torch.float32)))
+        return self.batch_encoder.images(pixels)
 
     def encode_images(self, images: Sequence[Any], max_pixels: int | None = None) -> np.ndarray:
         """PIL images, paths or raw bytes -> [N, D] unit vectors (decoding errors propagate)."""
@@ -80,12 +83,24 @@ class Encoder:
             tensors.append(self.preprocess(item))
         return self.encode_pixels(torch.stack(tensors))
 
-    @torch.inference_mode()
+    def encode_bytes(self, data: bytes, label: str = "<upload>") -> np.ndarray:
+        """One uploaded image's bytes -> [D] unit vector, through the same reader as files.
+
+        Raises `clipforge.image.ImageLoadError` (a ValueError) naming `label` and the reason.
+        """
+        from clipforge.data.files import read_image_bytes
+        from clipforge.image import ImageLoadError
+
+        item = read_image_bytes(data, self.preprocess, label)
+        if item.pixels is None:  # a BadImage
+            raise ImageLoadError(f"{label}: {item.reason}", path=label, reason=item.reason)
+        return self.encode_pixels(item.pixels.unsqueeze(0))[0]
+
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         from clipforge.text import tokenize
 
         tokens = tokenize(list(texts), context_length=self.context_length, truncate=True)
-        return _normalise(self.model.encode_text(tokens.to(self.device)))
+        return self.batch_encoder.texts(tokens)
 
     def logit_scale(self) -> float:
         scale = getattr(self.model, "logit_scale", None)
@@ -117,25 +132,29 @@ def default_model_name() -> str:
     return name
 
 
-def _load_named(name: str, device: str | torch.device | None) -> tuple[torch.nn.Module, Any]:
-    from clipforge.resolve import load_model
-
-    loaded = load_model(name, device=device or "cpu")
-    return loaded.model, loaded.preprocess
-
-
 def resolve_encoder(model: Any, preprocess: Any = None, device: str | torch.device | None = None,
-                    name: str | None = None) -> Encoder:
-    """Turn any accepted `model` argument into an `Encoder` (see module docstring)."""
+                    name: str | None = None, *, precision: str = "fp32", draft: bool = True) -> Encoder:
+    """Turn any accepted `model` argument into an `Encoder` (see module docstring).
+
+    A name or path is loaded through `clipforge.api.load_model` (the one loader) and prepared in
+    place; a model passed in is copied before a bf16 cast, so the caller's model stays fp32.
+    `draft=False` decodes every JPEG pixel (no DCT-domain downscale).
+    """
     if isinstance(model, Encoder):
         return model
     if isinstance(model, tuple) and len(model) == 2:
         model, preprocess = model
     if isinstance(model, (str, Path)):
-        name = str(model)
-        model, loaded_preprocess = _load_named(name, device)
-        preprocess = preprocess or loaded_preprocess
+        from clipforge.api import load_model
+
+        loaded = load_model(str(model), device=device or "cpu")
+        if preprocess is None and not draft:
+            from clipforge.image import Preprocess
+
+            preprocess = Preprocess(int(loaded.model.visual.input_resolution), draft=False)
+        return Encoder(loaded.model, preprocess or loaded.preprocess, name=str(model), device=device,
+                       precision=precision, copy_model=False)
     if not isinstance(model, torch.nn.Module) or not hasattr(model, "encode_image"):
         raise TypeError(f"model must be a name, a checkpoint path, a CLIP module, (model, preprocess) or an "
                         f"Encoder; got {type(model).__name__}")
-    return Encoder(model, preprocess, name=name, device=device)
+    return Encoder(model, preprocess, name=name, device=device, precision=precision, draft=draft)

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from clipforge.atomic import atomic_path, write_json_atomic
-from clipforge.library.decode import FileItem, ImageFileDataset, collate_items
+from clipforge.data.files import ImageFileReader, read_batches, with_max_pixels
 from clipforge.library.encoder import Encoder, resolve_encoder
 from clipforge.library.scan import discover_files
 
@@ -108,35 +108,38 @@ def _write_partition(out: Path, name: str, vectors: np.ndarray, rows: dict[str, 
 def _embed_partition(encoder: Encoder, files: list[str], batch_size: int, workers: int,
                      max_pixels: int | None, dtype: str, bar: Any) -> tuple[np.ndarray, dict[str, list[Any]],
                                                                             list[tuple[str, str]]]:
-    from torch.utils.data import DataLoader
-
-    items = [FileItem(p, 0, 0) for p in files]
-    loader = DataLoader(ImageFileDataset(items, encoder.preprocess, max_pixels), batch_size=batch_size,
-                        num_workers=workers, collate_fn=collate_items, prefetch_factor=2 if workers > 0 else None)
+    """One partition through the one reader (`clipforge.data.files`) and the encoder."""
+    reader = ImageFileReader(files, with_max_pixels(encoder.preprocess, max_pixels), hash=True)
     chunks: list[np.ndarray] = []
     rows: dict[str, list[Any]] = {"image_path": [], "sha256": [], "width": [], "height": []}
     failures: list[tuple[str, str]] = []
-    for batch, pixels, positions in loader:
-        if pixels is not None:
-            chunks.append(encoder.encode_pixels(pixels).astype(dtype))
-        for position in positions:
-            item = batch[position]
+    for batch in read_batches(reader, batch_size=batch_size, workers=workers):
+        if batch.pixels is not None:
+            chunks.append(encoder.encode_pixels(batch.pixels).astype(dtype))
+        for k in batch.decoded:
+            item = batch.files[k]
             rows["image_path"].append(item.path)
             rows["sha256"].append(item.sha256)
             rows["width"].append(item.width)
             rows["height"].append(item.height)
-        failures += [(item.path, item.error) for item in batch if item.error is not None]
-        bar.update(len(batch))
+        failures += [(bad.path, bad.reason) for bad in batch.bad]
+        bar.update(len(batch.files) + len(batch.bad))
     vectors = np.concatenate(chunks) if chunks else np.zeros((0, encoder.embed_dim), dtype=dtype)
     return vectors, rows, failures
 
 
 def export_embeddings(paths: Iterable[str | os.PathLike[str]], out_dir: str | os.PathLike[str], model: Any, *,
-                      recursive: bool = True, shard_size: int = 100_000, batch_size: int = 64, workers: int = 0,
+                      recursive: bool = True, shard_size: int = 100_000, batch_size: int = 64, workers: int | None = 0,
                       rank: int | None = None, world_size: int | None = None, dtype: str = "float16",
-                      max_pixels: int | None = None, overwrite: bool = False,
-                      progress: bool = True) -> ExportReport:
-    """Embed this rank's share of the images under `paths` into `out_dir` (see module docstring)."""
+                      max_pixels: int | None = None, overwrite: bool = False, progress: bool = True,
+                      precision: str = "fp32", draft: bool = True,
+                      device: str | None = None) -> ExportReport:
+    """Embed this rank's share of the images under `paths` into `out_dir` (see module docstring).
+
+    `model` is anything `resolve_encoder` accepts; `precision` ("fp32", "bf16"), `draft` (False:
+    exact JPEG decode) and `device` apply when it is not already an `Encoder`. `workers=None`
+    uses `clipforge.data.files.default_workers()`.
+    """
     from tqdm.auto import tqdm
 
     if dtype not in ("float16", "float32"):
@@ -156,7 +159,7 @@ def export_embeddings(paths: Iterable[str | os.PathLike[str]], out_dir: str | os
     files = discover_files(paths, recursive=recursive, exclude=[out])
     count = max(1, math.ceil(len(files) / shard_size)) if files else 0
     report = ExportReport(rank=rank, world_size=world_size, partitions=count)
-    encoder = resolve_encoder(model)
+    encoder = resolve_encoder(model, device=device, precision=precision, draft=draft)
     mine = rank_partitions(count, rank, world_size)
     todo = []
     for i in mine:
@@ -172,7 +175,9 @@ def export_embeddings(paths: Iterable[str | os.PathLike[str]], out_dir: str | os
             stats = {"partition": i, "partitions": count, "rank": rank, "world_size": world_size,
                      "files": len(part), "embedded": len(vectors), "failed": len(failures),
                      "failures": [{"path": p, "reason": r} for p, r in failures], "dtype": dtype,
-                     "model": encoder.name, "model_fingerprint": encoder.fingerprint, "dim": encoder.embed_dim}
+                     "model": encoder.name, "model_fingerprint": encoder.fingerprint, "dim": encoder.embed_dim,
+                     "precision": encoder.precision,
+                     "draft_decode": bool(getattr(encoder.preprocess, "draft", False))}
             _write_partition(out, partition_name(i, count), vectors, rows, stats)
             report.written.append(i)
             report.images += len(vectors)

@@ -21,7 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from clipforge.library.decode import DecodedItem, FileItem, ImageFileDataset, collate_items
+from clipforge.data.base import BadImage
+from clipforge.data.files import DecodedFile, FileBatch, ImageFileReader, read_batches, with_max_pixels
 from clipforge.library.encoder import Encoder
 from clipforge.library.store import FileState, Store
 
@@ -83,16 +84,23 @@ def _stat(path: str) -> tuple[int, int] | str:
     return info.st_size, info.st_mtime_ns
 
 
+@dataclass(frozen=True)
+class _Planned:
+    path: str
+    size: int
+    mtime_ns: int
+
+
 def _plan(store: Store, files: Sequence[str], embedded: set[str], retry_failed: bool,
-          report: AddReport) -> tuple[list[FileItem], list[DecodedItem]]:
+          report: AddReport) -> tuple[list[_Planned], list[tuple[_Planned, str]]]:
     """Split files into work and skips, without opening any of them."""
     states: dict[str, FileState] = store.file_states()
-    todo: list[FileItem] = []
-    unstat: list[DecodedItem] = []
+    todo: list[_Planned] = []
+    unstat: list[tuple[_Planned, str]] = []
     for path in files:
         stat = _stat(path)
         if isinstance(stat, str):
-            unstat.append(DecodedItem(path, 0, 0, error=stat))
+            unstat.append((_Planned(path, 0, 0), stat))
             continue
         size, mtime_ns = stat
         known = states.get(path)
@@ -103,57 +111,59 @@ def _plan(store: Store, files: Sequence[str], embedded: set[str], retry_failed: 
             if known.status == "failed" and not retry_failed:
                 report.unchanged += 1
                 continue
-        todo.append(FileItem(path, size, mtime_ns))
+        todo.append(_Planned(path, size, mtime_ns))
     return todo, unstat
 
 
 class _BatchWriter:
-    """Turns one decoded batch into one transaction."""
+    """Turns one batch of the reader (`clipforge.data.files`) into one transaction."""
 
     def __init__(self, store: Store, encoder: Encoder, embedded: set[str], report: AddReport,
-                 dtype: str) -> None:
+                 dtype: str, planned: dict[str, _Planned]) -> None:
         self.store = store
         self.encoder = encoder
         self.embedded = embedded
         self.report = report
         self.dtype = dtype
+        self.planned = planned
 
-    def write(self, items: list[DecodedItem], pixels: Any, positions: list[int]) -> None:
+    def write(self, batch: FileBatch) -> None:
         vectors: dict[str, Any] = {}
-        if pixels is not None:
-            fresh = [(p, k) for k, p in enumerate(positions) if items[p].sha256 not in self.embedded]
+        if batch.pixels is not None:
             unique: dict[str, int] = {}
-            for p, k in fresh:
-                unique.setdefault(items[p].sha256, k)
+            for row, k in enumerate(batch.decoded):
+                sha = batch.files[k].sha256
+                if sha not in self.embedded:
+                    unique.setdefault(sha, row)
             if unique:
-                out = self.encoder.encode_pixels(pixels[list(unique.values())])
+                out = self.encoder.encode_pixels(batch.pixels[list(unique.values())])
                 vectors = {sha: out[row] for row, sha in enumerate(unique)}
         claimed: set[str] = set()
         with self.store.transaction() as tx:
-            Store.ensure_model(tx, self.encoder.fingerprint, self.encoder.name, self.encoder.embed_dim)
+            tx.ensure_model(self.encoder.fingerprint, self.encoder.name, self.encoder.embed_dim)
             for sha, vector in vectors.items():
-                Store.insert_embedding(tx, sha, self.encoder.fingerprint, vector, self.dtype)
+                tx.insert_embedding(sha, self.encoder.fingerprint, vector, self.dtype)
             self.report.embedded += len(vectors)
-            for item in items:
+            for bad in batch.bad:
+                self._write_bad(tx, bad)
+            for item in batch.files:
                 # Only the first item carrying new bytes counts as "embedded"; later ones are duplicates.
                 new_content = item.sha256 in vectors and item.sha256 not in claimed
-                if item.error is None and item.sha256:
-                    claimed.add(item.sha256)
+                claimed.add(item.sha256)
                 self._write_item(tx, item, new_content=new_content)
-            Store.bump_generation(tx)
+            tx.bump_generation()
         self.embedded.update(vectors)
 
-    def _write_item(self, tx: Any, item: DecodedItem, new_content: bool) -> None:
+    def _write_bad(self, tx: Any, bad: BadImage) -> None:
+        plan = self.planned.get(bad.path, _Planned(bad.path, 0, 0))
+        tx.mark_failed(bad.path, plan.size, plan.mtime_ns, bad.reason, sha256=bad.sha256)
+        self.report.failed += 1
+        self.report.failures.append((bad.path, bad.reason))
+
+    def _write_item(self, tx: Any, item: DecodedFile, new_content: bool) -> None:
         store, report = self.store, self.report
+        mtime_ns = self.planned[item.path].mtime_ns
         known = store.image_by_path(item.path)
-        if item.error is not None:
-            Store.upsert_image(tx, item.path, item.sha256, item.size, item.mtime_ns, None, None, "failed", item.error)
-            if known is not None and known.sha256:
-                Store.delete_tags_for(tx, known.id)
-                Store.gc_embeddings(tx, [known.sha256])
-            report.failed += 1
-            report.failures.append((item.path, item.error))
-            return
         width, height = item.width, item.height
         if width is None:  # decoding was skipped: the bytes are known, copy their geometry
             twin = store.images_with_sha(item.sha256)
@@ -163,49 +173,51 @@ class _BatchWriter:
             moved = next((r for r in store.images_with_sha(item.sha256)
                           if r.path != item.path and not os.path.lexists(r.path)), None)
             if moved is not None:
-                Store.relink_image(tx, moved.id, item.path, item.size, item.mtime_ns)
+                tx.relink_image(moved.id, item.path, item.size, mtime_ns)
                 report.relinked += 1
                 return
-            Store.upsert_image(tx, item.path, item.sha256, item.size, item.mtime_ns, width, height, "ok", None)
+            tx.upsert_image(item.path, item.sha256, item.size, mtime_ns, width, height, "ok", None)
             report.added += 1
             report.duplicates += 0 if new_content else 1
             return
-        Store.upsert_image(tx, item.path, item.sha256, item.size, item.mtime_ns, width, height, "ok", None)
+        tx.upsert_image(item.path, item.sha256, item.size, mtime_ns, width, height, "ok", None)
         if known.sha256 == item.sha256 and known.status == "ok":
             report.touched += 1
             return
-        Store.delete_tags_for(tx, known.id)  # tags described the old bytes
+        tx.delete_tags_for(known.id)  # tags described the old bytes
         if known.sha256 and known.sha256 != item.sha256:
-            Store.gc_embeddings(tx, [known.sha256])
+            tx.gc_embeddings([known.sha256])
         report.updated += 1
 
 
 def index_files(store: Store, encoder: Encoder, files: Sequence[str], *, batch_size: int = 64,
                 workers: int = 0, max_pixels: int | None = None, retry_failed: bool = False,
                 dtype: str = "float32", progress: bool = True) -> AddReport:
-    """Bring `files` (absolute paths from `discover_files`) into the store. See module docstring."""
-    from torch.utils.data import DataLoader
+    """Bring `files` (absolute paths from `discover_files`) into the store. See module docstring.
+
+    Decoding follows `encoder.preprocess` (draft JPEG decode unless the encoder was made with
+    ``draft=False``); the model runs in `encoder.precision`.
+    """
     from tqdm.auto import tqdm
 
     started = time.perf_counter()
     report = AddReport()
     embedded = store.embedded_shas(encoder.fingerprint)
     todo, unstat = _plan(store, files, embedded, retry_failed, report)
-    writer = _BatchWriter(store, encoder, embedded, report, dtype)
+    planned = {p.path: p for p in todo} | {p.path: p for p, _ in unstat}
+    writer = _BatchWriter(store, encoder, embedded, report, dtype, planned)
     if unstat:
-        writer.write(unstat, None, [])
+        writer.write(FileBatch([], None, [], [BadImage(p.path, reason) for p, reason in unstat]))
     delay = float(os.environ.get(_BATCH_DELAY_ENV, "0") or 0)
     if todo:
-        dataset = ImageFileDataset(todo, encoder.preprocess, max_pixels, frozenset(embedded))
-        loader = DataLoader(dataset, batch_size=max(1, int(batch_size)), shuffle=False,
-                            num_workers=max(0, int(workers)), collate_fn=collate_items,
-                            prefetch_factor=2 if workers > 0 else None)
+        reader = ImageFileReader([p.path for p in todo], with_max_pixels(encoder.preprocess, max_pixels),
+                                 hash=True, skip_shas=frozenset(embedded))
         with tqdm(total=len(todo), unit="img", desc="indexing", disable=not progress, dynamic_ncols=True,
                   smoothing=0.1) as bar:
             bar.set_postfix(skipped=report.unchanged, failed=report.failed)
-            for items, pixels, positions in loader:
-                writer.write(items, pixels, positions)
-                bar.update(len(items))
+            for batch in read_batches(reader, batch_size=batch_size, workers=workers):
+                writer.write(batch)
+                bar.update(len(batch.files) + len(batch.bad))
                 bar.set_postfix(skipped=report.unchanged, failed=report.failed, refresh=False)
                 if delay:
                     time.sleep(delay)

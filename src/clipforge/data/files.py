@@ -1,0 +1,230 @@
+"""The one reader: image files -> uint8 crops in DataLoader workers, bad files as `BadImage`.
+
+Every command that turns files into embeddings reads them here (``index add``, ``embed``,
+``classify``, ``similarity``, the server's uploads through `read_image_bytes`), then encodes
+with `clipforge.inference.encoder.BatchEncoder`; `encode_files` joins the two.
+
+- **Read once.** A file's bytes are read once; the same bytes are hashed (optional sha256: the
+  library's content key, so the stored hash describes exactly what was embedded) and decoded.
+  With `skip_shas`, bytes already embedded skip decoding.
+- **Draft decode.** Big JPEGs decode at a reduced DCT scale (still >= 1.5x the model
+  resolution) before the exact bicubic resize: several times faster on camera photos,
+  embedding cosine >= 0.99 to the exact decode (measured >= 0.9997). `draft=False` decodes
+  every pixel (for evaluation that must match a reference pixel for pixel).
+- **uint8 crops.** Workers ship the resized, centre-cropped uint8 crop (4x smaller than
+  floats); the encoder normalises whole batches.
+- **Workers** come from `make_loader` (one torch thread each); a bad file never raises out of a
+  worker: it comes back as `BadImage(path, reason)`.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .base import DECODE_ERRORS, BadImage, error_reason
+from .collate import Indexed
+
+__all__ = ["DecodedFile", "EncodedFiles", "FileBatch", "ImageFileReader", "default_workers", "encode_files",
+           "read_batches", "read_image_bytes", "with_max_pixels"]
+
+
+def default_workers() -> int:
+    """Decoding workers: one per core beyond the first, at least one, at most 8."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(8, cores - 1))
+
+
+@dataclass
+class DecodedFile:
+    """A file read (and, unless its bytes were already embedded, decoded) for the model.
+
+    `pixels` is the uint8 [R, R, 3] crop (or what a custom preprocess returned); None when the
+    bytes were in `skip_shas`. `width`/`height` are the upright full size of the picture.
+    """
+
+    path: str
+    size: int
+    sha256: str | None = None
+    width: int | None = None
+    height: int | None = None
+    pixels: torch.Tensor | None = None
+    index: int = -1
+
+
+def _read_error(exc: OSError) -> str:
+    if isinstance(exc, PermissionError) or exc.errno == errno.EACCES:
+        return "permission denied"
+    if isinstance(exc, FileNotFoundError):
+        return "file not found (removed while reading)"
+    if isinstance(exc, IsADirectoryError):
+        return "is a directory, not an image file"
+    return f"cannot read file ({exc.strerror or exc})"
+
+
+def _decode_pixels(preprocess: Any, data: bytes, label: str) -> tuple[torch.Tensor, int, int]:
+    """(pixels, width, height) of encoded image bytes; raises DECODE_ERRORS on a bad image."""
+    stream = io.BytesIO(data)
+    stream.name = label  # error messages name the file, not "<bytes>"
+    if hasattr(preprocess, "decode") and hasattr(preprocess, "decoded_pixels"):
+        decoded = preprocess.decode(stream)
+        width, height = decoded.source_size
+        return torch.from_numpy(preprocess.decoded_pixels(decoded)), width, height
+    from clipforge.image import load_image  # a custom preprocess: PIL image -> float tensor
+
+    image = load_image(stream)
+    return preprocess(image), image.size[0], image.size[1]
+
+
+def read_image_bytes(data: bytes, preprocess: Any, label: str = "<upload>") -> DecodedFile | BadImage:
+    """One image's bytes (an upload) -> `DecodedFile` (with sha256) or `BadImage`; never raises for bad data."""
+    out = DecodedFile(label, len(data), hashlib.sha256(data).hexdigest())
+    if not data:
+        return BadImage(label, "file is empty (0 bytes)", sha256=out.sha256)
+    try:
+        out.pixels, out.width, out.height = _decode_pixels(preprocess, data, label)
+    except DECODE_ERRORS as exc:
+        return BadImage(label, error_reason(exc), sha256=out.sha256)
+    return out
+
+
+class ImageFileReader(Dataset):
+    """Paths -> `DecodedFile` or `BadImage` (see module docstring). Picklable for workers.
+
+    `preprocess` is a `clipforge.image.Preprocess` (its `draft` decides draft decoding) or any
+    callable PIL image -> tensor. `hash=True` computes each file's sha256.
+    """
+
+    def __init__(self, paths: Sequence[str | os.PathLike[str]], preprocess: Any, *, hash: bool = False,
+                 skip_shas: frozenset[str] = frozenset()) -> None:
+        self.paths = [os.fspath(p) for p in paths]
+        self.preprocess = preprocess
+        self.hash = bool(hash or skip_shas)
+        self.skip_shas = skip_shas
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> DecodedFile | BadImage:
+        path = self.paths[index]
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read()
+        except OSError as exc:
+            return BadImage(path, _read_error(exc), index)
+        sha = hashlib.sha256(data).hexdigest() if self.hash else None
+        if not data:
+            return BadImage(path, "file is empty (0 bytes)", index, sha)
+        out = DecodedFile(path, len(data), sha, index=index)
+        if sha is not None and sha in self.skip_shas:
+            return out
+        try:
+            out.pixels, out.width, out.height = _decode_pixels(self.preprocess, data, path)
+        except DECODE_ERRORS as exc:
+            return BadImage(path, error_reason(exc), index, sha)
+        return out
+
+
+@dataclass
+class FileBatch:
+    """One loader batch: `files` in reading order, `pixels` stacked for the files that have them
+    (row k belongs to ``files[decoded[k]]``), and the bad ones."""
+
+    files: list[DecodedFile]
+    pixels: torch.Tensor | None
+    decoded: list[int]
+    bad: list[BadImage]
+
+
+def collate_files(items: Sequence[Any]) -> FileBatch:
+    files: list[DecodedFile] = []
+    bad: list[BadImage] = []
+    for item in items:
+        if isinstance(item, Indexed):
+            item = item.item
+        (bad if isinstance(item, BadImage) else files).append(item)
+    decoded = [k for k, f in enumerate(files) if f.pixels is not None]
+    pixels = torch.stack([files[k].pixels for k in decoded]) if decoded else None
+    for k in decoded:
+        files[k].pixels = None  # the stacked tensor is the one copy that travels on
+    return FileBatch(files, pixels, decoded, bad)
+
+
+def read_batches(reader: ImageFileReader, *, batch_size: int = 32, workers: int | None = None) -> Iterator[FileBatch]:
+    """Batches of `reader`'s files through `make_loader` (workers decode; None: `default_workers()`)."""
+    from .loader import make_loader
+
+    workers = default_workers() if workers is None else max(0, int(workers))
+    loader = make_loader(reader, batch_size=max(1, int(batch_size)), workers=workers, collate_fn=collate_files,
+                         prefetch_factor=2 if workers else None)
+    yield from loader
+
+
+@dataclass
+class EncodedFiles:
+    """`vectors[i]` (unit float32) belongs to `files[i]`; `bad` lists what could not be read."""
+
+    vectors: np.ndarray
+    files: list[DecodedFile]
+    bad: list[BadImage] = field(default_factory=list)
+    seconds: float = 0.0
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def paths(self) -> list[str]:
+        return [f.path for f in self.files]
+
+
+def encode_files(paths: Sequence[str | os.PathLike[str]], encoder: Any, *, batch_size: int = 32,
+                 workers: int | None = None, draft: bool = True, hash: bool = False,
+                 preprocess: Any = None, on_batch: Callable[[int], None] | None = None) -> EncodedFiles:
+    """Files -> unit vectors with a `BatchEncoder`, in input order, bad files set aside.
+
+    `preprocess` defaults to CLIP's for the model's resolution with `draft`; pass one to use a
+    custom preprocess (its own draft setting then applies). `on_batch(n)` is called with the
+    number of files each batch consumed (progress bars).
+    """
+    from clipforge.image import Preprocess
+
+    if preprocess is None:
+        preprocess = Preprocess(int(encoder.model.visual.input_resolution), draft=draft)
+    reader = ImageFileReader(paths, preprocess, hash=hash)
+    vectors = np.empty((len(reader), encoder.embed_dim), dtype=np.float32)
+    kept: list[DecodedFile] = []
+    bad: list[BadImage] = []
+    start = time.perf_counter()
+    for batch in read_batches(reader, batch_size=batch_size, workers=workers):
+        bad += batch.bad
+        if batch.pixels is not None:
+            out = encoder.images(batch.pixels)
+            rows = [len(kept) + k for k in range(len(batch.decoded))]
+            vectors[rows] = out
+            kept += [batch.files[k] for k in batch.decoded]
+        if on_batch is not None:
+            on_batch(len(batch.files) + len(batch.bad))
+    seconds = time.perf_counter() - start
+    order = np.argsort([f.index for f in kept], kind="stable")
+    return EncodedFiles(vectors[:len(kept)][order], [kept[i] for i in order], sorted(bad, key=lambda b: b.index),
+                        seconds, {"batch_size": batch_size, "draft": bool(getattr(preprocess, "draft", draft)),
+                                  "precision": getattr(encoder, "precision", None)})
+
+
+def with_max_pixels(preprocess: Any, max_pixels: int | None) -> Any:
+    """`preprocess` refusing images over `max_pixels` (a copy; unchanged when None or not a `Preprocess`)."""
+    if not max_pixels or not hasattr(preprocess, "max_pixels") or preprocess.max_pixels == max_pixels:
+        return preprocess
+    import copy
+
+    out = copy.copy(preprocess)
+    out.max_pixels = int(max_pixels)
+    return out
