@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +51,8 @@ def test_cub_smoke_run_writes_a_checkpoint_clipforge_load_reads(tmp_path):
                  "--set", "batch_size=8"])
     assert code == 0
     weights = sorted((out / "checkpoints").glob("*.safetensors"))
-    assert [w.name for w in weights] == ["model-step-2.safetensors"]
+    assert len(weights) == 1  # the final checkpoint is named with its zero-shot accuracy
+    assert re.fullmatch(r"model-step-2_acc-[01]\.\d{4}\.safetensors", weights[0].name)
     import clipforge
 
     model, preprocess = clipforge.load(str(weights[0]), device="cpu")

@@ -1,15 +1,31 @@
 """Contrastive training: loss (single and distributed), optimiser groups, schedule, trainer,
-checkpoints that resume exactly, recipes as data, and WiSE-FT weight interpolation."""
+checkpoints that resume exactly, recipes as data, and WiSE-FT weight interpolation.
 
-from clipforge.train.config import TrainConfig, build_config, list_recipes, load_recipe
-from clipforge.train.loss import ClipLoss, clip_loss, gather_with_grad, unique_caption_loss
+Names are imported on first use, so the command line can register `clipforge train` (from
+`clipforge.train.command`) without importing torch.
+"""
 
-__all__ = ["ClipLoss", "TrainConfig", "build_config", "clip_loss", "gather_with_grad", "list_recipes",
-           "load_recipe", "train", "unique_caption_loss", "wise_ft"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "TrainConfig": "config", "build_config": "config", "list_recipes": "config", "load_recipe": "config",
+    "ClipLoss": "loss", "clip_loss": "loss", "gather_with_grad": "loss", "unique_caption_loss": "loss",
+}
+
+__all__ = sorted([*_EXPORTS, "train", "wise_ft"])
 
 
-def train(config: TrainConfig) -> dict:
-    """Run the job `config` describes; see `clipforge.train.trainer.Trainer`."""
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"clipforge.train.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'clipforge.train' has no attribute {name!r}")
+
+
+def train(config: Any) -> dict:
+    """Run the job `config` (a `TrainConfig`) describes; see `clipforge.train.trainer.Trainer`."""
     from clipforge.train.trainer import train as _train
 
     return _train(config)

@@ -7,7 +7,7 @@ environment and joins the process group (gloo on CPU, NCCL on GPU).
 import argparse
 import sys
 
-from clipforge.cli.train import add_arguments, run
+from clipforge.train.command import add_arguments, run
 
 parser = argparse.ArgumentParser(prog="python -m clipforge.train", description=__doc__)
 add_arguments(parser)

@@ -16,7 +16,6 @@ the pointer.
 from __future__ import annotations
 
 import json
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -24,12 +23,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from clipforge.atomic import atomic_path, write_json_atomic
+
 STATE_SUFFIX = ".state.pt"
 
 
 def checkpoint_name(epoch: int | None, step: int, accuracy: float | None) -> str:
     if epoch is None:
-        return f"model-step-{step}"
+        return f"model-step-{step}" if accuracy is None else f"model-step-{step}_acc-{accuracy:.4f}"
     if accuracy is None:
         return f"model-{epoch}"
     return f"model-{epoch}_acc-{accuracy:.4f}"
@@ -60,18 +61,12 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _atomic_json(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n")
-    os.replace(tmp, path)
+    write_json_atomic(path, obj)
 
 
 class CheckpointManager:
@@ -81,6 +76,17 @@ class CheckpointManager:
         self.directory = Path(directory)
         self.keep_last = keep_last
         self.metric = metric
+
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Delete what a killed save left behind: every checkpoint file is written to a hidden
+        temporary (a name starting with ".") and renamed, and no finished file starts with ".",
+        so at the start of a run (before any save) each such file is a leftover. Returns them."""
+        if not self.directory.is_dir():
+            return []
+        stale = [p for p in self.directory.iterdir() if p.name.startswith(".") and p.is_file()]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return stale
 
     def save(self, name: str, model: torch.nn.Module, config: dict[str, Any], train_state: dict[str, Any],
              metrics: dict[str, float] | None = None) -> Path:

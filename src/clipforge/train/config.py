@@ -18,19 +18,29 @@ from typing import Any
 @dataclass
 class TrainConfig:
     # model
-    model: str = "ViT-B/32"                 # architecture config name (clipforge.models)
-    pretrained: str | None = None           # weights to start from (path or name for clipforge.weights)
+    model: str = "ViT-B/32"                 # architecture name (random init), or any `--model` spec with weights
+    pretrained: str | None = None           # weights to start from (any spec clipforge.api.load_model takes)
+    model_config: dict | None = None        # inline CLIP(**model_config) architecture, randomly initialised
     # data: "labelled" (a registry dataset turned into captions), "csv", "folder", "webdataset"
     data: str = "labelled"
     dataset: str | None = None              # registry name for data=labelled (cub, cars, cifar10, ...)
     root: str | None = None                 # dataset root / csv file / caption folder / shard pattern
     split: str = "train"
-    templates: list[str] = field(default_factory=lambda: ["A photo of a {}."])
+    templates: str | list[str] = field(default_factory=lambda: ["A photo of a {}."])  # a set name or a list
     random_template: bool = False
     samples_per_epoch: int | None = None    # for resampled WebDataset streams
     crop_scale: list[float] = field(default_factory=lambda: [0.9, 1.0])
     hflip: bool = False
     workers: int = 0
+    max_samples: int | None = None          # train on an evenly strided subset of this many samples
+    # fast path for small labelled images (CIFAR-sized): see clipforge.train.fastdata
+    in_memory: bool = False                 # decode the training set once into one uint8 tensor
+    pad_crop: int = 0                       # in-memory augmentation: random crop after reflect padding (pixels)
+    unique_captions: bool = False           # run the text tower once per distinct caption of a batch
+    templates_per_batch: int = 0            # in-memory: each batch draws this many templates (0: one per sample)
+    label_positives: bool = False           # captions of the same class (any template) are positives
+    channels_last: bool = False             # channels_last memory format (faster convolutions on CPU)
+    threads: int | None = None              # torch intra-op threads; 0: pick 1 or 2 by measured speed
     # optimisation
     batch_size: int = 64                    # global contrastive batch per rank
     micro_batch: int | None = None          # GradCache chunk size (None: whole batch at once)
@@ -41,6 +51,12 @@ class TrainConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
     eps: float = 1e-6
     warmup_steps: int = 0
+    time_budget_s: float | None = None      # train for this many seconds (evaluation excluded); the
+                                            # schedule runs on elapsed training time
+    budget_clock: str = "wall"              # wall: elapsed seconds; cpu: this process's CPU seconds (all
+                                            # threads), the same on an idle or a crowded machine
+    warmup_fraction: float = 0.0            # warmup as a fraction of the time budget
+    ema_decay: float | None = None          # keep an EMA of the weights; evaluate and save the EMA
     precision: str = "amp"                  # amp | bf16 | fp16 | fp32
     grad_checkpointing: bool = False
     lock_image: bool = False
@@ -102,6 +118,9 @@ def load_recipe(name: str) -> dict[str, Any]:
     return data
 
 
+_BOOLS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
 def parse_override(item: str) -> tuple[str, Any]:
     """`key=value` -> (key, JSON-decoded value, or the raw string)."""
     if "=" not in item:
@@ -114,8 +133,8 @@ def parse_override(item: str) -> tuple[str, Any]:
         value = json.loads(raw)
     except ValueError:
         value = raw
-    if FIELDS[key].type in ("bool",) and isinstance(value, str):
-        value = value.lower() in ("1", "true", "yes", "on")
+    if FIELDS[key].type in ("bool",) and isinstance(value, str | int) and str(value).lower() in _BOOLS:
+        value = _BOOLS[str(value).lower()]
     return key, value
 
 
@@ -129,4 +148,32 @@ def build_config(recipe: str | None = None, overrides: list[str] | None = None, 
     unknown = set(data) - set(FIELDS)
     if unknown:
         raise ValueError(f"unknown config fields {sorted(unknown)}")
-    return TrainConfig(**data)
+    return TrainConfig(**{key: check_value(key, value) for key, value in data.items()})
+
+
+_KINDS = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "dict": (dict,), "list": (list,)}
+_NAMES = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
+          "dict": "a JSON object", "list": "a JSON list", "None": "null"}
+
+
+def _matches(value: Any, kind: str) -> bool:
+    if kind == "None":
+        return value is None
+    base, _, inner = kind.partition("[")
+    if isinstance(value, bool) and base != "bool":
+        return False
+    if not isinstance(value, _KINDS[base]):
+        return False
+    return not inner or all(_matches(item, inner.rstrip("]")) for item in value)
+
+
+def check_value(key: str, value: Any) -> Any:
+    """`value` if it has the type field `key` declares (ints widen to floats), else a ValueError
+    naming the field, what it expects and what it got, so `--set lr=abc` is one clear line."""
+    kinds = [k.strip() for k in str(FIELDS[key].type).split("|")]
+    for kind in kinds:
+        if _matches(value, kind):
+            return float(value) if kind == "float" else value
+    expected = " or ".join(_NAMES[k.partition("[")[0]] + (f" of {k.partition('[')[2].rstrip(']')}"
+                                                          if "[" in k else "") for k in kinds)
+    raise ValueError(f"config field {key!r} must be {expected}, got {value!r}")

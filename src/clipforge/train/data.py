@@ -67,7 +67,9 @@ def build_train_dataset(config: TrainConfig, image_size: int, context_length: in
         WebDatasetImageText,
         open_dataset,
     )
+    from clipforge.zeroshot import get_templates
 
+    check_fast_path(config)
     transform = TrainTransform(image_size, scale=tuple(config.crop_scale), hflip=config.hflip, seed=config.seed)
     tokenizer = Tokenizer(context_length)
     if config.root is None:
@@ -75,8 +77,11 @@ def build_train_dataset(config: TrainConfig, image_size: int, context_length: in
     if config.data == "labelled":
         if not config.dataset:
             raise ValueError("data=labelled needs dataset=<registry name> (e.g. cub, cars, cifar10)")
-        base = open_dataset(config.dataset, config.root, config.split)
-        return LabelledImageText(base, config.templates, random_template=config.random_template,
+        base = strided_subset(open_dataset(config.dataset, config.root, config.split), config.max_samples)
+        templates = get_templates(config.templates)
+        if config.in_memory:
+            return in_memory_batches(config, base, templates, image_size, context_length, rank)
+        return LabelledImageText(base, templates, random_template=config.random_template,
                                  transform=transform, tokenizer=tokenizer, seed=config.seed)
     if config.data == "csv":
         return CaptionCsvImageText(config.root, transform=transform, tokenizer=tokenizer, seed=config.seed)
@@ -88,3 +93,42 @@ def build_train_dataset(config: TrainConfig, image_size: int, context_length: in
                                    rank=rank, world_size=world_size,
                                    samples_per_epoch=config.samples_per_epoch)
     raise ValueError(f"unknown data kind {config.data!r}; expected labelled, csv, folder or webdataset")
+
+
+FAST_PATH_ONLY = ("unique_captions", "templates_per_batch", "pad_crop", "label_positives")
+
+
+def check_fast_path(config: TrainConfig) -> None:
+    """Options of the in-memory path are refused elsewhere instead of being silently ignored."""
+    if config.in_memory and config.data != "labelled":
+        raise ValueError(f"in_memory needs data=labelled (a labelled image set), not data={config.data!r}")
+    for key in FAST_PATH_ONLY:
+        if getattr(config, key) and not config.in_memory:
+            raise ValueError(f"{key} is an option of the in-memory path: set in_memory=true (data=labelled)")
+
+
+def strided_subset(dataset: Any, max_samples: int | None) -> Any:
+    """At most `max_samples` samples, evenly strided over the (class-sorted) list: every class keeps
+    its share, for quick runs on a slice of a real dataset."""
+    import copy
+
+    if max_samples is None or max_samples >= len(dataset):
+        return dataset
+    if max_samples <= 0:
+        raise ValueError(f"max_samples must be positive, got {max_samples}")
+    subset = copy.copy(dataset)
+    step = len(dataset) / max_samples
+    subset.samples = [dataset.samples[int(i * step)] for i in range(max_samples)]
+    return subset
+
+
+def in_memory_batches(config: TrainConfig, dataset: Any, templates: list[str], image_size: int,
+                      context_length: int, rank: int = 0) -> Any:
+    """Decode `dataset` once and serve tensor-op batches (see `clipforge.train.fastdata`)."""
+    from clipforge.train.fastdata import TensorBatches, decode_to_tensor
+
+    images, classes = decode_to_tensor(dataset, workers=config.workers, progress=rank == 0)
+    return TensorBatches(images, classes, dataset.classnames, templates, context_length, image_size,
+                         pad=config.pad_crop, hflip=config.hflip, templates_per_batch=config.templates_per_batch,
+                         unique_captions=config.unique_captions, channels_last=config.channels_last,
+                         seed=config.seed, rank=rank)

@@ -8,11 +8,12 @@ elsewhere).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
-import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 TRAIN_FIELDS = ("step", "epoch", "loss", "lr", "logit_scale", "samples_per_s", "elapsed_s")
 
@@ -56,9 +57,57 @@ class RunLogger:
                     self._tb.add_scalar(f"{kind}/{key}", value, step)
             self._tb.flush()
 
+    def truncate_after(self, step: int) -> int:
+        """Drop every record logged after `step` (a resumed run restarts there, so the crashed run's
+        later lines would otherwise repeat in log.jsonl and the CSVs). Returns how many went."""
+        if not self.enabled:
+            return 0
+        from clipforge.atomic import write_bytes_atomic
+
+        records = read_log(self.out_dir)
+        kept = [r for r in records if int(r.get("step", 0)) <= step]
+        if len(kept) != len(records):
+            text = "".join(json.dumps(r) + "\n" for r in kept)
+            write_bytes_atomic(self.jsonl, text.encode("utf-8"))
+        for kind in ("train", "eval"):
+            csv_path = self.out_dir / f"{kind}.csv"
+            if not csv_path.is_file():
+                continue
+            with open(csv_path, newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                fields, rows = reader.fieldnames or [], list(reader)
+            keep = [row for row in rows if _step_of(row) <= step]
+            if len(keep) != len(rows):
+                with atomic_text(csv_path) as out:
+                    writer = csv.DictWriter(out, fieldnames=fields)
+                    writer.writeheader()
+                    writer.writerows(keep)
+        if self._tb is not None:  # TensorBoard's own way: drop events from step + 1 on
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb.close()
+            self._tb = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=step + 1)
+        return len(records) - len(kept)
+
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+
+
+def _step_of(row: dict[str, str]) -> float:
+    try:
+        return float(row.get("step") or 0)
+    except ValueError:
+        return 0.0
+
+
+@contextlib.contextmanager
+def atomic_text(path: Path) -> Iterator[TextIO]:
+    """A text file written to a temporary beside `path` and renamed onto it (clipforge.atomic)."""
+    from clipforge.atomic import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
+        yield handle
 
 
 def read_log(out_dir: str | Path) -> list[dict[str, Any]]:
@@ -104,9 +153,10 @@ def plot_curves(out_dir: str | Path) -> list[Path]:
 def _save(fig: Any, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    from clipforge.atomic import atomic_path
+
     fig.tight_layout()
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)
     return path

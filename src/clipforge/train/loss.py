@@ -134,7 +134,8 @@ class ClipLoss(nn.Module):
 
 
 def unique_caption_loss(image_features: torch.Tensor, caption_features: torch.Tensor,
-                        logit_scale: torch.Tensor, caption_index: torch.Tensor) -> torch.Tensor:
+                        logit_scale: torch.Tensor, caption_index: torch.Tensor,
+                        caption_labels: torch.Tensor | None = None) -> torch.Tensor:
     """Symmetric loss when the batch's captions were de-duplicated before the text tower.
 
     image_features [B, D], caption_features [U, D] (the U distinct captions of the batch),
@@ -143,11 +144,21 @@ def unique_caption_loss(image_features: torch.Tensor, caption_features: torch.Te
     as a positive (UniCL's target). Its image->text gradient equals the plain loss's on the
     duplicated batch; the text->image term weights each distinct caption once instead of once
     per copy. It runs the text tower U times instead of B times.
+
+    caption_labels [U] (a class per caption) makes the target label-aware in both directions:
+    "a photo of a cat." and "a blurry photo of the cat." in one batch are both positives for
+    every cat image (the target is spread evenly over them), not negatives of each other.
     """
     scale = logit_scale.exp()
     logits_per_image = scale * image_features @ caption_features.t()
-    loss_i2t = F.cross_entropy(logits_per_image, caption_index)
-    positives = F.one_hot(caption_index, caption_features.shape[0]).t().to(logits_per_image.dtype)  # [U, B]
+    if caption_labels is None:
+        loss_i2t = F.cross_entropy(logits_per_image, caption_index)
+        positives = F.one_hot(caption_index, caption_features.shape[0]).t().to(logits_per_image.dtype)  # [U, B]
+    else:
+        image_labels = caption_labels[caption_index]
+        positives = (caption_labels[:, None] == image_labels[None, :]).to(logits_per_image.dtype)  # [U, B]
+        per_image = positives.t() / positives.t().sum(dim=1, keepdim=True)
+        loss_i2t = _soft_cross_entropy(logits_per_image, per_image)
     present = positives.sum(dim=1) > 0
     targets = positives[present] / positives[present].sum(dim=1, keepdim=True)
     loss_t2i = _soft_cross_entropy(logits_per_image.t()[present], targets)

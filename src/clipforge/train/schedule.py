@@ -37,3 +37,32 @@ def cosine_with_warmup(optimizer: torch.optim.Optimizer, total_steps: int, warmu
         return final_ratio + (1.0 - final_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class TimeBudget:
+    """A training-time clock with a budget; the learning rate is a function of elapsed time.
+
+    On a shared machine the step rate changes with other people's load, so a step-count
+    schedule either stops early or overruns. Scheduling on elapsed *training* seconds
+    (evaluation excluded) anneals to zero exactly when the budget is spent, however busy the
+    machine was. Its state (the seconds spent) checkpoints, so a resumed run continues the curve.
+    """
+
+    def __init__(self, budget_s: float, warmup_fraction: float = 0.0) -> None:
+        if budget_s <= 0:
+            raise ValueError(f"time_budget_s must be positive, got {budget_s}")
+        if not 0.0 <= warmup_fraction < 1.0:
+            raise ValueError(f"warmup_fraction must be in [0, 1), got {warmup_fraction}")
+        self.budget_s, self.warmup_fraction, self.elapsed_s = budget_s, warmup_fraction, 0.0
+
+    def factor(self) -> float:
+        return warmup_cosine(self.elapsed_s / self.budget_s, self.warmup_fraction)
+
+    def spent(self) -> bool:
+        return self.elapsed_s >= self.budget_s
+
+    def state_dict(self) -> dict[str, float]:
+        return {"elapsed_s": self.elapsed_s}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.elapsed_s = float(state["elapsed_s"])

@@ -5,11 +5,18 @@ sample a batch (ResumableSampler, so a resumed run sees exactly the batches it m
 plain or GradCache step under autocast, step AdamW through the GradScaler when there is one,
 advance the cosine schedule, clamp the logit scale to ln(100), log, and checkpoint every N
 steps and at each epoch end after the zero-shot eval hooks. Only rank 0 writes files.
+
+Switches any recipe can turn on: `time_budget_s` (the schedule runs on elapsed training time,
+wall or CPU, and the run stops when it is spent; evaluation does not count), `ema_decay`
+(evaluate and save an average of the weights), `in_memory` and its tensor-op batches
+(`clipforge.train.fastdata`), `channels_last`, and `threads` (0: 1 or 2 by measured speed).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +25,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from clipforge.train.build import build_eval_hooks, build_model
 from clipforge.train.checkpoint import (
     CheckpointManager,
     checkpoint_name,
@@ -27,52 +35,18 @@ from clipforge.train.checkpoint import (
 )
 from clipforge.train.config import TrainConfig
 from clipforge.train.data import ResumableSampler, build_train_dataset
-from clipforge.train.distributed import DistInfo, all_reduce_mean, init_distributed
+from clipforge.train.distributed import DistInfo, all_reduce_max, all_reduce_mean, init_distributed
+from clipforge.train.ema import WeightEMA
 from clipforge.train.freeze import apply_freezing, set_frozen_eval
 from clipforge.train.logs import RunLogger, plot_curves
-from clipforge.train.loss import ClipLoss
+from clipforge.train.loss import ClipLoss, unique_caption_loss
 from clipforge.train.optim import build_optimizer
 from clipforge.train.precision import resolve_precision
-from clipforge.train.schedule import cosine_with_warmup
+from clipforge.train.schedule import TimeBudget, cosine_with_warmup
 from clipforge.train.step import ContrastiveModel, gradcache_step, plain_step
+from clipforge.train.threads import configure_threads
 
 MAX_LOGIT_SCALE = math.log(100)
-
-
-def build_model(config: TrainConfig) -> nn.Module:
-    """The architecture `config.model`, randomly initialised or from `config.pretrained`."""
-    from clipforge.models import create_model_from_config, get_config
-
-    arch = get_config(config.model)
-    if config.pretrained is None:
-        return create_model_from_config(arch)
-    from clipforge.api import load_model
-
-    model = load_model(config.pretrained, "cpu").model
-    if model.state_dict().keys() != create_model_from_config(arch).state_dict().keys():
-        raise ValueError(f"pretrained weights {config.pretrained!r} do not fit architecture {config.model!r}")
-    return model
-
-
-def build_eval_hooks(config: TrainConfig, image_size: int) -> list[Any]:
-    from clipforge.data import open_dataset
-    from clipforge.image import build_preprocess
-    from clipforge.train.evalhook import ZeroShotEval
-    from clipforge.zeroshot import get_templates
-
-    hooks = []
-    specs = [("val", config.val_dataset, config.val_root or config.root, config.val_split,
-              config.val_templates or config.templates),
-             ("forget", config.forget_dataset, config.forget_root, config.forget_split, config.forget_templates)]
-    for name, dataset, root, split, templates in specs:
-        if not dataset:
-            continue
-        if root is None:
-            raise ValueError(f"{name}_dataset={dataset!r} needs {name}_root")
-        ds = open_dataset(dataset, root, split, transform=build_preprocess(image_size))
-        hooks.append(ZeroShotEval(name, ds, ds.classnames, get_templates(templates),
-                                  max_samples=config.val_max_samples if name == "val" else None))
-    return hooks
 
 
 class Trainer:
@@ -82,7 +56,10 @@ class Trainer:
         self.dist = dist_info or init_distributed(config.device)
         self.device = self.dist.device
         torch.manual_seed(config.seed)
+        self.thread_tuner = configure_threads(config.threads)
         self.model = build_model(config).to(self.device)
+        if config.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.freeze_summary = apply_freezing(self.model, config.lock_image, config.lock_text,
                                              config.projections_only)
         if config.grad_checkpointing:
@@ -97,13 +74,19 @@ class Trainer:
         size, context = int(self.model.visual.input_resolution), int(self.model.context_length)
         self.dataset = train_dataset if train_dataset is not None else build_train_dataset(
             config, size, context, self.dist.rank, self.dist.world_size)
-        self.eval_hooks = eval_hooks if eval_hooks is not None else build_eval_hooks(config, size)
+        if eval_hooks is None:  # only rank 0 evaluates
+            eval_hooks = build_eval_hooks(config, size) if self.dist.is_main else []
+        self.eval_hooks = eval_hooks
         self.precision = resolve_precision(config.precision, self.device)
         self.loss_fn = ClipLoss(local_loss=config.local_loss, gather_with_grad=config.gather_with_grad)
         self.optimizer = build_optimizer(self.model, config.lr, config.weight_decay, config.betas, config.eps)
         self.sampler, self.steps_per_epoch = self._sampler()
         self.total_steps = config.steps or max(self.steps_per_epoch * config.epochs, 1)
         self.scheduler = cosine_with_warmup(self.optimizer, self.total_steps, config.warmup_steps)
+        if config.budget_clock not in ("wall", "cpu"):
+            raise ValueError(f"budget_clock must be 'wall' or 'cpu', got {config.budget_clock!r}")
+        self.budget = TimeBudget(config.time_budget_s, config.warmup_fraction) if config.time_budget_s else None
+        self.ema = WeightEMA(self.model, config.ema_decay) if config.ema_decay else None
         self.out_dir = Path(config.out_dir)
         self.checkpoints = CheckpointManager(self.out_dir / "checkpoints", keep_last=config.keep_last,
                                              metric="val_top1")
@@ -112,6 +95,7 @@ class Trainer:
         self.saved_step = -1
         self.last_checkpoint: Path | None = None
         self.losses: list[float] = []
+        self.last_metrics: dict[str, float] = {}
 
     def _sampler(self) -> tuple[ResumableSampler | None, int]:
         cfg = self.config
@@ -132,17 +116,33 @@ class Trainer:
         return {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "scaler": self.precision.scaler.state_dict() if self.precision.scaler else None,
-                "rng": rng_state()}
+                "rng": rng_state(), "budget": self.budget.state_dict() if self.budget else None}
+
+    def _weights_for_eval(self) -> Any:
+        """The EMA weights swapped in (yielding the raw ones), or the model as it is."""
+        return self.ema.applied(self.model) if self.ema is not None else contextlib.nullcontext(None)
 
     def save(self, name: str, metrics: dict[str, float] | None = None) -> Path | None:
+        """Weights file = what users load (the EMA when on); the raw weights ride in the train state."""
         self.saved_step = self.step
         if self.dist.is_main:
-            self.last_checkpoint = self.checkpoints.save(name, self.model, self.config.to_dict(), self.state(), metrics)
+            state = self.state()
+            with self._weights_for_eval() as raw:
+                if raw is not None:
+                    state["ema"] = {"updates": self.ema.updates, "raw_model": raw}
+                self.last_checkpoint = self.checkpoints.save(name, self.model, self.config.to_dict(), state,
+                                                             metrics)
         return self.last_checkpoint
 
     def resume(self, spec: str) -> None:
         weights, state = load_train_state(self.checkpoints.resolve(spec))
-        self.model.load_state_dict({k: v.to(self.device) for k, v in weights.items()})
+        ema_state = state.get("ema")
+        raw = ema_state["raw_model"] if ema_state else weights
+        self.model.load_state_dict({k: v.to(self.device) for k, v in raw.items()})
+        if self.ema is not None:
+            self.ema.load({k: v.to(self.device) for k, v in weights.items()}, ema_state["updates"] if ema_state else 0)
+        if self.budget is not None and state.get("budget"):
+            self.budget.load_state_dict(state["budget"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.precision.scaler and state.get("scaler"):
@@ -160,6 +160,9 @@ class Trainer:
             self.dataset.set_epoch(self.epoch)
         if self.sampler is not None:
             self.sampler.set_epoch(self.epoch, self.batch_in_epoch)
+            if hasattr(self.dataset, "epoch_batches"):  # in memory: batches by tensor ops, no DataLoader
+                return self.dataset.epoch_batches(list(self.sampler), self.config.batch_size, self.epoch,
+                                                  self.batch_in_epoch)
             return make_loader(self.dataset, self.config.batch_size, workers=self.config.workers,
                                sampler=self.sampler, drop_last=True)
         loader = make_loader(self.dataset, self.config.batch_size, workers=self.config.workers, drop_last=True)
@@ -168,44 +171,94 @@ class Trainer:
             next(iterator)
         return iterator
 
-    def _train_step(self, images: torch.Tensor, texts: torch.Tensor) -> float:
+    def _loss_for(self, batch: Any) -> tuple[Any, torch.Tensor | None]:
+        """(loss function, groups) for a batch: de-duplicated captions, class-label positives or plain."""
+        caption_index = getattr(batch, "caption_index", None)
+        if caption_index is not None:
+            labels = batch.caption_labels if self.config.label_positives else None
+
+            def loss(image_features, text_features, logit_scale, _groups):
+                return unique_caption_loss(image_features, text_features, logit_scale, caption_index, labels)
+
+            return loss, None
+        groups = getattr(batch, "classes", None) if self.config.label_positives else None
+        return self.loss_fn, groups
+
+    def _train_step(self, batch: Any) -> float:
         cfg = self.config
-        images, texts = images.to(self.device, non_blocking=True), texts.to(self.device, non_blocking=True)
-        if self.dist.distributed:  # all_gather needs equal batches: trim to the smallest rank's
+        images, texts = batch.images.to(self.device, non_blocking=True), batch.labels.to(self.device, non_blocking=True)
+        loss_fn, groups = self._loss_for(batch)
+        if self.dist.distributed and getattr(batch, "caption_index", None) is None:
+            # all_gather needs equal batches: trim to the smallest rank's
             size = torch.tensor([len(images)], device=self.device)
             torch.distributed.all_reduce(size, op=torch.distributed.ReduceOp.MIN)
             images, texts = images[: int(size)], texts[: int(size)]
+            groups = None if groups is None else groups[: int(size)]
+        if self.budget is not None:  # the schedule runs on training time, not on steps
+            for group in self.optimizer.param_groups:
+                group["lr"] = group["initial_lr"] * self.budget.factor()
         self.optimizer.zero_grad(set_to_none=True)
         if cfg.micro_batch and cfg.micro_batch < len(images):
-            loss = gradcache_step(self.wrapped, images, texts, self.loss_fn, self.precision, cfg.micro_batch)
+            loss = gradcache_step(self.wrapped, images, texts, loss_fn, self.precision, cfg.micro_batch, groups)
         else:
-            loss = plain_step(self.wrapped, images, texts, self.loss_fn, self.precision)
+            loss = plain_step(self.wrapped, images, texts, loss_fn, self.precision, groups)
         if self.precision.scaler:
             self.precision.scaler.step(self.optimizer)
             self.precision.scaler.update()
         else:
             self.optimizer.step()
-        self.scheduler.step()
+        if self.budget is None:
+            self.scheduler.step()
         with torch.no_grad():
             self.model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+        if self.ema is not None:
+            self.ema.update(self.model)
         return float(loss)
 
     def evaluate(self) -> dict[str, float]:
         metrics: dict[str, float] = {}
-        if self.dist.is_main:
-            for hook in self.eval_hooks:
-                metrics.update(hook(self.model, self.device, self.precision.autocast))
+        if self.dist.is_main and self.eval_hooks:
+            with self._weights_for_eval():
+                for hook in self.eval_hooks:
+                    metrics.update(hook(self.model, self.device, self.precision.autocast))
         return metrics
+
+    def _out_of_budget(self) -> bool:
+        return self.budget is not None and self.budget.spent()
 
     def _done(self) -> bool:
         stop = self.config.stop_after_steps
-        return self.step >= self.total_steps or (stop is not None and self.step >= self._first_step + stop)
+        return (self.step >= self.total_steps or self._out_of_budget()
+                or (stop is not None and self.step >= self._first_step + stop))
+
+    def _report(self, label: str, metrics: dict[str, float]) -> None:
+        """One line per evaluation on stdout (the log files have the same numbers)."""
+        if self.dist.is_main and metrics:
+            spent = f", {self.budget.elapsed_s:.0f}/{self.budget.budget_s:.0f} s of training" if self.budget else ""
+            shown = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
+            self._bar.write(f"{label} (step {self.step}{spent}): {shown}")
 
     def _end_epoch(self) -> None:
         metrics = self.evaluate()
-        self.logger.log("eval", {"step": self.step, "epoch": self.epoch + 1, **metrics})
+        self.last_metrics = metrics
+        self.logger.log("eval", {"step": self.step, "epoch": self.epoch + 1, **self._clock(), **metrics})
+        self._report(f"epoch {self.epoch + 1}", metrics)
         self.save(checkpoint_name(self.epoch + 1, self.step, metrics.get("val_top1")), metrics)
         self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+
+    def _clock(self) -> dict[str, float]:
+        return {"train_s": self.budget.elapsed_s} if self.budget is not None else {}
+
+    @staticmethod
+    def _now() -> tuple[float, float]:
+        return time.perf_counter(), time.process_time()
+
+    def _tick(self, wall_s: float, cpu_s: float, samples: int) -> None:
+        """Account one step: the budget clock (agreed across ranks) and the thread tuner (wall time)."""
+        if self.thread_tuner is not None:
+            self.thread_tuner.record(wall_s / max(samples, 1))
+        if self.budget is not None:
+            self.budget.elapsed_s += all_reduce_max(cpu_s if self.config.budget_clock == "cpu" else wall_s)
 
     def _log(self, window: dict[str, float], started: float) -> None:
         now = time.perf_counter()
@@ -220,20 +273,29 @@ class Trainer:
 
     def fit(self) -> dict[str, Any]:
         cfg = self.config
+        if self.dist.is_main:
+            self.checkpoints.remove_stale_temporaries()
         if cfg.resume:
             self.resume(cfg.resume)
+            self.logger.truncate_after(self.step)
         self._first_step = self.step
         self.model.train()
         set_frozen_eval(self.model, cfg.lock_image, cfg.lock_text)
         started = time.perf_counter()
         window = {"loss": 0.0, "n": 0, "samples": 0, "t": started}
-        self._bar = tqdm(total=self.total_steps, initial=self.step, unit="step", disable=not self.dist.is_main,
-                         desc="train", dynamic_ncols=True)
+        interactive = sys.stderr.isatty()  # in a log file, a progress line a minute instead of ten a second
+        self._bar = tqdm(total=None if self.budget else self.total_steps, initial=self.step, unit="step",
+                         disable=not self.dist.is_main, desc="train", dynamic_ncols=True,
+                         mininterval=0.1 if interactive else 60.0)
+        tick = self._now()
         while not self._done():
             for batch in self._loader():
                 if len(batch.indices) == 0:
                     continue
-                loss = self._train_step(batch.images, batch.labels)
+                loss = self._train_step(batch)
+                now = self._now()
+                self._tick(now[0] - tick[0], now[1] - tick[1], len(batch.indices))
+                tick = now
                 self.step += 1
                 self.batch_in_epoch += 1
                 self.losses.append(loss)
@@ -249,20 +311,22 @@ class Trainer:
                     break
             if not self._done() or self.batch_in_epoch >= self.steps_per_epoch:
                 self._end_epoch()  # the epoch is complete (or its stream ran dry)
-        self._bar.close()
+                tick = self._now()  # evaluation is not training time
         metrics: dict[str, float] = {}
         if self.saved_step != self.step:
-            if self.step >= self.total_steps:
+            if self.step >= self.total_steps or self._out_of_budget():
                 metrics = self.evaluate()
                 if metrics:
                     self.logger.log("eval", {"step": self.step, "epoch": self.epoch + self.batch_in_epoch
-                                             / self.steps_per_epoch, **metrics})
-            self.save(checkpoint_name(None, self.step, None), metrics)
+                                             / self.steps_per_epoch, **self._clock(), **metrics})
+                    self._report("final", metrics)
+            self.save(checkpoint_name(None, self.step, metrics.get("val_top1")), metrics)
+        self._bar.close()
         if self.dist.is_main:
             plot_curves(self.out_dir)
         self.logger.close()
         return {"steps": self.step, "epoch": self.epoch, "losses": self.losses, "checkpoint": self.last_checkpoint,
-                "metrics": metrics, **self.freeze_summary}
+                "metrics": metrics or self.last_metrics, **self.freeze_summary}
 
 
 def train(config: TrainConfig) -> dict[str, Any]:

@@ -1,0 +1,77 @@
+"""After a crash: a resumed run removes the temporaries a killed save left behind and cuts the
+logs back to the step it resumes from, so no step appears twice (issue 9, item 15); an EMA
+run resumes to exactly the weights of an uninterrupted one."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clipforge.train.config import TrainConfig
+from clipforge.train.logs import read_log
+from clipforge.train.trainer import Trainer
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("captions")
+    rng = np.random.default_rng(7)
+    for c in range(4):
+        (root / f"caption_{c}").mkdir()
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(root / f"caption_{c}" / f"{i}.png")
+    return root
+
+
+def _config(root: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(model="test-vit-tiny", data="folder", root=str(root), batch_size=4, steps=6, lr=1e-3,
+                precision="fp32", log_every=1, out_dir=str(out), seed=1, device="cpu", tensorboard=False,
+                save_every_steps=2, keep_last=5)
+    return TrainConfig(**{**base, **kw})
+
+
+def _csv_steps(path: Path) -> list[int]:
+    with open(path, newline="") as f:
+        return [int(float(row["step"])) for row in csv.DictReader(f)]
+
+
+def test_resume_removes_stale_temporaries_and_truncates_the_logs(folder, tmp_path):
+    out = tmp_path / "run"
+    Trainer(_config(folder, out, stop_after_steps=5)).fit()  # checkpoints at 2, 4 (epoch end), 5
+    assert _csv_steps(out / "train.csv") == [1, 2, 3, 4, 5]
+    checkpoints = out / "checkpoints"
+    stale = [checkpoints / ".model-step-6.safetensors.tmp-4242", checkpoints / ".model-step-6.state.k3j2.pt"]
+    for path in stale:  # what kill -9 during a save leaves
+        path.write_bytes(b"\0" * 1024)
+    # as if the process died after logging step 5 but before its checkpoint: resume from step 4
+    Trainer(_config(folder, out, resume=str(checkpoints / "model-1.safetensors"))).fit()
+    assert not any(p.exists() for p in stale)
+    assert not [p.name for p in checkpoints.iterdir() if p.name.startswith(".")]
+    assert _csv_steps(out / "train.csv") == [1, 2, 3, 4, 5, 6]
+    steps = [r["step"] for r in read_log(out) if r["kind"] == "train"]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    assert [int(float(s)) for s in _csv_steps(out / "eval.csv")] == sorted(set(_csv_steps(out / "eval.csv")))
+
+
+def test_ema_run_resumes_to_the_same_weights(folder, tmp_path):
+    import torch
+
+    from clipforge.weights import load_state_dict
+
+    full, parted = tmp_path / "full", tmp_path / "parted"
+    kw = dict(ema_decay=0.5, steps=4, save_every_steps=0)
+    Trainer(_config(folder, full, **kw)).fit()
+    Trainer(_config(folder, parted, stop_after_steps=2, **kw)).fit()
+    Trainer(_config(folder, parted, resume="latest", **kw)).fit()
+    a = load_state_dict(full / "checkpoints" / "model-1.safetensors")
+    b = load_state_dict(parted / "checkpoints" / "model-1.safetensors")
+    for key in a:
+        np.testing.assert_allclose(b[key].numpy(), a[key].numpy(), rtol=0, atol=1e-6, err_msg=key)
+    state = torch.load(full / "checkpoints" / "model-1.state.pt", weights_only=True)
+    raw = state["ema"]["raw_model"]  # the weights file holds the average, the state the raw weights
+    assert state["ema"]["updates"] == 4
+    assert max(float((a[k] - raw[k]).abs().max()) for k in a if a[k].is_floating_point()) > 1e-4
