@@ -162,7 +162,8 @@ def run_stats(args: argparse.Namespace) -> int:
         return 0
     images = stats["images"]
     print(f"library   {stats['library']}")
-    print(f"images    {images['ok']} indexed, {images['failed']} failed, {stats['distinct_contents']} distinct contents")
+    print(f"images    {images['ok']} indexed, {images['failed']} failed, {stats['distinct_contents']} distinct by "
+          "content")
     if stats["model"]:
         print(f"model     {stats['model']['name'] or '(object)'} fingerprint {stats['model']['fingerprint'][:12]} "
               f"dim {stats['model']['embed_dim']} {stats['model']['vector_dtype']}")

@@ -6,6 +6,7 @@
     hits = lib.search('"a dog on the beach" - "people"', top_k=10)
 """
 
+from clipforge.library.dbfile import DamagedLibraryError, display_path
 from clipforge.library.encoder import Encoder, resolve_encoder
 from clipforge.library.export import ExportReport, export_embeddings
 from clipforge.library.indexer import AddReport
@@ -18,7 +19,8 @@ from clipforge.library.tagging import TagReport
 from clipforge.library.vector_index import IndexSpec, build_index, recall_at_k
 
 __all__ = [
-    "SCHEMA_VERSION", "AddReport", "Encoder", "ExportReport", "ImageRecord", "IndexSpec", "Library",
-    "ModelMismatchError", "QueryError", "QueryTerm", "SchemaError", "SearchHit", "TagReport", "build_index",
-    "default_library_dir", "export_embeddings", "open_library", "parse_query", "recall_at_k", "resolve_encoder",
+    "SCHEMA_VERSION", "AddReport", "DamagedLibraryError", "Encoder", "ExportReport", "ImageRecord", "IndexSpec",
+    "Library", "ModelMismatchError", "QueryError", "QueryTerm", "SchemaError", "SearchHit", "TagReport", "build_index",
+    "default_library_dir", "display_path", "export_embeddings", "open_library", "parse_query", "recall_at_k",
+    "resolve_encoder",
 ]
