@@ -300,3 +300,28 @@ def test_no_cross_origin_reads_with_credentials(ui_env):
         assert "access-control-allow-credentials" not in response.headers, (headers, path)
         preflight = client.options(path, headers={**headers, "Access-Control-Request-Method": "POST"})
         assert "access-control-allow-origin" not in preflight.headers, (headers, path)
+
+
+def test_the_ui_handlers_open_only_uploads(ui_env, tmp_path, opened_paths, kit):
+    """The innermost layer alone: a handler given a FileData outside the upload folder never opens it."""
+    from clipforge.server.errors import APIError
+    from clipforge.server.ui import read_upload_file
+
+    make, upload_dir, targets, _ = ui_env
+    client = make()
+    service = client.app.state.service
+    real = upload_dir / ("1" * 64) / "red.png"
+    real.parent.mkdir()
+    real.write_bytes(kit.encode(kit.picture((200, 10, 10), 1)))
+    opened_paths.clear()
+    for target in targets + [str(upload_dir), ""]:
+        with pytest.raises(APIError) as refused:
+            read_upload_file(_fd(target), service, str(upload_dir), "image")
+        assert refused.value.status == 400 and refused.value.code == "not_an_upload"
+        assert not target or target not in refused.value.detail
+    for value in (None, "/etc/passwd", {"url": "http://127.0.0.1:9/x.png"}, {"path": 5}):
+        with pytest.raises(APIError):
+            read_upload_file(value, service, str(upload_dir), "image")
+    forbidden = {os.path.realpath(t) for t in targets if "://" not in t}
+    assert not {os.path.realpath(p) for p in opened_paths} & forbidden
+    assert read_upload_file(_fd(str(real)), service, str(upload_dir), "image").width == 64
