@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -78,13 +79,29 @@ def test_search_by_text_and_image_sums_both(make_client, library, photos):
 
 def test_search_validation(make_client):
     client = make_client()
-    empty = client.post("/api/search", data={"text": "   "})
-    assert empty.status_code == 400 and empty.json()["error"] == "empty_query"
+    # No text and no image: the spec's anyOf, checked by the server.
+    for response in (client.post("/api/search", data={"top_k": 3}), client.post("/api/search", json={}),
+                     client.post("/api/search", files={"top_k": (None, "3")})):
+        assert response.status_code == 422, response.text
+        assert response.json() == {"error": "invalid_request", "detail": "request: give a text, an image, or both"}
+    no_body = client.post("/api/search")
+    assert no_body.status_code == 415 and no_body.json()["error"] == "unsupported_media_type"
+    empty = client.post("/api/search", json={"text": ""})
+    assert empty.status_code == 422 and "text: String should have at least 1 character" in empty.json()["detail"]
+    blank = client.post("/api/search", json={"text": "   ", "top_k": 2})  # any non-empty text is a query
+    assert blank.status_code == 200 and len(blank.json()["results"]) == 2
     too_many = client.post("/api/search", data={"text": "cat", "top_k": 100000})
     assert too_many.status_code == 422 and too_many.json()["error"] == "invalid_request"
-    assert "top_k" in too_many.json()["detail"]
-    long_text = client.post("/api/search", data={"text": "x" * 5000})
-    assert long_text.status_code == 400 and long_text.json()["error"] == "text_too_long"
+    assert too_many.json()["detail"] == "top_k: Input should be less than or equal to 200"
+    long_text = client.post("/api/search", json={"text": "x" * 5000})
+    assert long_text.status_code == 422 and long_text.json()["detail"] == \
+        "text: String should have at most 1000 characters"
+    unknown = client.post("/api/search", json={"text": "cat", "url": "http://example.com/x.jpg"})
+    assert unknown.status_code == 422 and unknown.json()["detail"] == "url: Extra inputs are not permitted"
+    not_json = client.post("/api/search", content=b"{nope", headers={"Content-Type": "application/json"})
+    assert not_json.status_code == 422 and not_json.json()["detail"].startswith("body: not valid JSON")
+    wrong_type = client.post("/api/search", content=b"text=cat", headers={"Content-Type": "text/plain"})
+    assert wrong_type.status_code == 415 and wrong_type.json()["error"] == "unsupported_media_type"
 
 
 def test_search_with_tag_filter(make_client, library, photos):
@@ -122,22 +139,40 @@ def test_classify_gives_probabilities(make_client, library, photos):
     assert named.status_code == 200 and named.json()["templates"] == "imagenet7"
 
 
-@pytest.mark.parametrize(("labels", "template", "code"), [
-    ("", "a photo of a {}.", "no_labels"),
-    ("cat", "/etc/passwd", "invalid_template"),           # never read as a template file
-    ("cat", "templates.json", "invalid_template"),
-    ("cat", "a {} and a {}", "invalid_template"),
-    (",".join(f"l{i}" for i in range(101)), "a {}", "too_many_labels"),
+@pytest.mark.parametrize(("labels", "template", "detail"), [
+    ("", "a photo of a {}.", "labels: give at least one label"),
+    (" , ,", "a photo of a {}.", "labels: give at least one label"),
+    ("cat", "/etc/passwd", "template: must contain '{}' exactly once"),           # never read as a template file
+    ("cat", "templates.json", "template: must contain '{}' exactly once"),
+    ("cat", "a {} and a {}", "template: must contain '{}' exactly once"),
+    ("cat", "{:>1500000000}{}", "template: must contain '{}' exactly once"),     # a format spec: 1.5 GB, refused
+    ("cat", "{0.__class__}", "template: must contain '{}' exactly once"),
+    (",".join(f"l{i}" for i in range(101)), "a {}", "labels: at most 100 comma-separated items are allowed"),
 ])
-def test_classify_rejects_bad_labels_and_templates(make_client, photos, labels, template, code):
+def test_classify_rejects_bad_labels_and_templates(make_client, photos, labels, template, detail):
     client = make_client()
     response = client.post("/api/classify", files={"image": ("x.png", photos[0].read_bytes(), "image/png")},
                            data={"labels": labels, "template": template})
-    assert response.status_code in (400, 422)
-    if response.status_code == 400:
-        assert response.json()["error"] == code
-    else:  # an empty required form field is FastAPI's validation error
-        assert code == "no_labels" and response.json()["error"] == "invalid_request"
+    assert response.status_code == 422, response.text
+    assert response.json()["error"] == "invalid_request" and response.json()["detail"].startswith(detail)
+    as_json = client.post("/api/classify", json={"image": base64.b64encode(photos[0].read_bytes()).decode(),
+                                                 "labels": labels, "template": template})
+    # In JSON, labels may also be a list, so the message names both readings; the reason is the same.
+    assert as_json.status_code == 422 and detail.split(": ", 1)[1] in as_json.json()["detail"], as_json.text
+
+
+def test_classify_service_refuses_hostile_templates_the_same_way(library):
+    """The UI goes through LibraryService, which uses the same template check as the API."""
+    from clipforge.server.errors import APIError
+    from clipforge.server.service import LibraryService
+
+    service = LibraryService(library)
+    for template in ("{:>1500000000}{}", "{!r}", "{0}", "{} {}"):
+        with pytest.raises(APIError) as info:
+            service.clean_template(template)
+        assert info.value.status == 400 and info.value.code == "invalid_template"
+        assert repr(template) in info.value.detail
+    assert service.clean_template(" a {{b}} {} ") == ["a {{b}} {}"] and service.clean_template("imagenet7") == "imagenet7"
 
 
 def test_image_and_thumbnail_by_id(make_client, library, photos):
@@ -160,6 +195,11 @@ def test_image_and_thumbnail_by_id(make_client, library, photos):
     assert client.get("/api/images/999999/thumb").status_code == 404
     bad_size = client.get(f"/api/images/{record.id}/thumb", params={"size": 5000})
     assert bad_size.status_code == 422 and bad_size.json()["error"] == "invalid_request"
+    for raw in ("0", "-3", "abc", "9223372036854775808", "1.5"):  # ids are 1 .. 2**63-1; anything else is a 400
+        for path in (f"/api/images/{raw}", f"/api/images/{raw}/thumb"):
+            bad_id = client.get(path)
+            assert bad_id.status_code == 400 and bad_id.json()["error"] == "invalid_id", (path, bad_id.text)
+    assert client.get("/api/images/9223372036854775807").status_code == 404
 
 
 def test_list_images_in_pages(make_client, library, photos):
@@ -179,6 +219,26 @@ def test_list_images_in_pages(make_client, library, photos):
     assert first["filename"] == os.path.basename(record.path)
     assert first["sha256"] == record.sha256 and first["width"] == 64 and first["height"] == 48
     assert client.get("/api/images", params={"limit": 0}).status_code == 422
+
+
+@pytest.mark.parametrize(("params", "detail"), [
+    ({"offset": 10**23}, "offset: Input should be less than or equal to 1000000000"),   # was a 500 OverflowError
+    ({"offset": 2**63}, "offset: Input should be less than or equal to 1000000000"),
+    ({"offset": -1}, "offset: Input should be greater than or equal to 0"),
+    ({"limit": 501}, "limit: Input should be less than or equal to 500"),
+    ({"limit": "1e3"}, "limit: Input should be a valid integer, unable to parse string as an integer"),
+])
+def test_every_number_is_bounded(make_client, params, detail):
+    client = make_client()
+    response = client.get("/api/images", params=params)
+    assert response.status_code == 422 and response.json() == {"error": "invalid_request", "detail": detail}
+    last = client.get("/api/images", params={"offset": 1_000_000_000})
+    assert last.status_code == 200 and last.json()["images"] == [] and last.json()["next_offset"] is None
+    for top_k in (0, -5, 201, 10**30):
+        search = client.post("/api/search", json={"text": "cat", "top_k": top_k})
+        assert search.status_code == 422 and search.json()["detail"].startswith("top_k: Input should be"), top_k
+    thumb = client.get("/api/images/1/thumb", params={"size": 10**20})
+    assert thumb.status_code == 422 and thumb.json()["detail"] == "size: Input should be less than or equal to 1024"
 
 
 def test_upload_adds_a_searchable_image(make_client, library, photos, kit):

@@ -15,7 +15,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-__all__ = ["APIError", "error_body", "error_response", "install_error_handlers"]
+from clipforge.server.limits import MAX_IMAGE_ID
+
+__all__ = ["APIError", "error_body", "error_response", "install_error_handlers", "validation_error"]
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +44,29 @@ def error_response(status: int, code: str, detail: Any, headers: dict[str, str] 
     return JSONResponse(error_body(code, detail), status_code=status, headers=headers)
 
 
+def validation_error(errors: list[dict[str, Any]]) -> RequestValidationError:
+    """A 422 for errors found outside FastAPI's own parameter parsing (request bodies read by hand)."""
+    return RequestValidationError(errors)
+
+
+def _message(item: dict[str, Any]) -> str:
+    # Our validators raise ValueError with a sentence; pydantic prefixes it with "Value error, ".
+    error = (item.get("ctx") or {}).get("error")
+    if item.get("type") == "value_error" and error is not None:
+        return str(error)
+    return str(item.get("msg", "invalid"))
+
+
 def _validation_detail(exc: RequestValidationError) -> str:
     parts = []
-    for item in exc.errors():
+    for item in exc.errors()[:10]:
         where = ".".join(str(p) for p in item.get("loc", ()) if p not in ("body", "query", "path"))
-        parts.append(f"{where or 'request'}: {item.get('msg', 'invalid')}")
-    return "; ".join(parts) or "invalid request"
+        parts.append(f"{where or 'request'}: {_message(item)}")
+    return "; ".join(parts)[:2000] or "invalid request"
+
+
+def _in_path(exc: RequestValidationError) -> bool:
+    return all(tuple(item.get("loc", ()))[:1] == ("path",) for item in exc.errors())
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -59,6 +78,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if exc.errors() and _in_path(exc):  # a path that names no resource: the id itself is malformed
+            return error_response(400, "invalid_id", f"image ids are integers from 1 to {MAX_IMAGE_ID}; "
+                                                      + _validation_detail(exc))
         return error_response(422, "invalid_request", _validation_detail(exc))
 
     @app.exception_handler(StarletteHTTPException)

@@ -9,15 +9,18 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ["ClassifyOut", "ErrorOut", "HealthOut", "ImageListOut", "ImageOut", "LabelProbability", "SearchHitOut",
-           "SearchOut", "TagOut", "UploadOut", "image_out", "hit_out"]
+           "SearchOut", "StatsOut", "TagOut", "UploadOut", "image_out", "hit_out"]
 
 
 class ErrorOut(BaseModel):
+    """Every error of the API (and only this shape)."""
+
+    model_config = ConfigDict(extra="forbid")
     error: str = Field(description="short stable code, e.g. not_an_image, payload_too_large, unauthorized")
-    detail: Any = Field(description="what was wrong, for people")
+    detail: str = Field(description="what was wrong, for people")
 
 
 class TagOut(BaseModel):
@@ -82,6 +85,17 @@ class ImageListOut(BaseModel):
 class UploadOut(BaseModel):
     created: bool = Field(description="false when this exact file was already in the library")
     image: ImageOut
+
+
+class StatsOut(BaseModel):
+    """Library statistics; more keys may appear as the library grows new features."""
+
+    model_config = ConfigDict(extra="allow")
+    library: str = Field(description="the library folder's name (never a full server path)")
+    images: dict[str, int] = Field(description="image count by status (ok, failed, ...)")
+    model: dict[str, Any] | None
+    failures: list[dict[str, str]] = Field(description="recent failures: file name and reason")
+    server: dict[str, Any] = Field(description="model, token requirement and the limits of this server")
 
 
 class HealthOut(BaseModel):

@@ -3,7 +3,8 @@
 Both front ends validate through here, so a label list or a template that the API refuses is
 refused by the UI with the same words, and both reach the library the same safe way:
 queries are plain text (never query arithmetic, whose bare words may name server files),
-templates are a known set name or a string containing `{}` (never a file to read), and
+templates are a known set name or a string with one `{}` checked by `clipforge.zeroshot.prompts`
+(never a file to read, never a format spec), and
 images are addressed by integer id.
 """
 
@@ -50,20 +51,33 @@ class LibraryService:
 
     # -- validation -------------------------------------------------------------------------
     def clean_text(self, text: str | None) -> str | None:
-        text = (text or "").strip()
+        """The query text, trimmed; None when there is none. Text that is only blanks is still a query
+        (the API's contract: any non-empty text), embedded as it was given."""
+        text = text or ""
         if len(text) > self.limits.max_text_chars:
             raise APIError(400, "text_too_long",
                            f"query text has {len(text)} characters, more than the limit of {self.limits.max_text_chars}")
-        return text or None
+        return text.strip() or text or None
 
     def clean_labels(self, labels: str | list[str] | None, what: str = "labels") -> list[str]:
-        items = labels.split(",") if isinstance(labels, str) else list(labels or [])
+        """Trimmed, de-duplicated labels from a comma-separated string or a list.
+
+        A string may hold `max_labels_chars` characters; each item of a list `max_label_chars`.
+        """
+        if isinstance(labels, str):
+            if len(labels) > self.limits.max_labels_chars:
+                raise APIError(400, "labels_too_long", f"{what}: {len(labels)} characters, more than the limit of "
+                                                       f"{self.limits.max_labels_chars}")
+            items = labels.split(",")
+        else:
+            items = [str(item) for item in labels or []]
+            for item in items:
+                if len(item.strip()) > self.limits.max_label_chars:
+                    raise APIError(400, "label_too_long", f"{what}: {item[:40]!r}... is longer than "
+                                                          f"{self.limits.max_label_chars} characters")
         out: list[str] = []
         for item in items:
-            label = str(item).strip()
-            if len(label) > self.limits.max_label_chars:
-                raise APIError(400, "label_too_long", f"{what}: {label[:40]!r}... is longer than "
-                                                      f"{self.limits.max_label_chars} characters")
+            label = item.strip()
             if label and label not in out:
                 out.append(label)
         if len(out) > self.limits.max_labels:
@@ -71,21 +85,22 @@ class LibraryService:
         return out
 
     def clean_template(self, template: str | None) -> str | list[str]:
-        """A template string with one `{}` (as a one-element list) or a known set name."""
-        from clipforge.zeroshot import list_template_sets
+        """A known template set name, or one template (as a one-element list) that passed the one
+        template check of `clipforge.zeroshot.prompts` (only `{}`, bounded length)."""
+        from clipforge.zeroshot.prompts import TemplateError, check_template, list_template_sets
 
         value = (template or "").strip() or DEFAULT_TEMPLATE
-        if "{}" in value:
-            if value.count("{}") != 1 or len(value) > self.limits.max_text_chars:
-                raise APIError(400, "invalid_template", f"template {value[:80]!r} must contain '{{}}' exactly once "
-                                                        f"(where the label goes)")
-            return [value]
         sets = list_template_sets()
-        if value not in sets:
+        if value in sets:
+            return value
+        if "{" not in value and "}" not in value:
             raise APIError(400, "invalid_template", f"template {value[:80]!r} is neither a string containing '{{}}' "
                                                     f"such as {DEFAULT_TEMPLATE!r} nor a template set name "
                                                     f"({', '.join(sets[:8])}, ...)")
-        return value
+        try:
+            return [check_template(value)]
+        except TemplateError as exc:
+            raise APIError(400, "invalid_template", str(exc)) from None
 
     # -- operations -------------------------------------------------------------------------
     def search(self, text: str | None, image: SniffedImage | None, top_k: int,
@@ -132,8 +147,8 @@ class LibraryService:
     def list_images(self, limit: int, offset: int) -> tuple[list[Any], int | None]:
         if not 1 <= int(limit) <= self.limits.max_page_size:
             raise APIError(400, "invalid_limit", f"limit must be between 1 and {self.limits.max_page_size}")
-        if int(offset) < 0:
-            raise APIError(400, "invalid_offset", "offset must be >= 0")
+        if not 0 <= int(offset) <= self.limits.max_offset:
+            raise APIError(400, "invalid_offset", f"offset must be between 0 and {self.limits.max_offset}")
         records = self.library.list_images(limit=int(limit) + 1, offset=int(offset))
         next_offset = int(offset) + int(limit) if len(records) > int(limit) else None
         return records[: int(limit)], next_offset

@@ -1,0 +1,313 @@
+"""Request bodies of the REST API: JSON or form data, validated by one model per form of each body.
+
+`POST /api/search` and `/api/classify` take `application/json` (an image as base64, never a URL or
+a server path: the server fetches nothing) as well as form data; `POST /api/images` takes a
+multipart file. Each field's rule is written once, as a pydantic type whose JSON schema is what
+`/openapi.json` publishes and whose validator is what the server runs, so a request is valid
+for a generated client exactly when the server accepts it. Patterns are plain regular
+expressions that Python, ECMA-262 and Rust engines read alike (explicit character classes, no
+`\\s`, no lookarounds, no large bounded repeats).
+"""
+
+# No `from __future__ import annotations`: the models below are built inside a function from local
+# types (the bounds come from the server's limits), and pydantic must see those types themselves.
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
+
+from clipforge.server.errors import APIError, validation_error
+from clipforge.server.limits import ServerLimits
+from clipforge.server.uploads import read_upload
+from clipforge.zeroshot.prompts import MAX_TEMPLATE_CHARS, TEMPLATE_PATTERN, list_template_sets
+
+__all__ = ["IMAGE_MEDIA_TYPES", "BodyKind", "Bodies", "ParsedBody", "build_bodies", "parse_body"]
+
+# Exactly the characters str.isspace() (and so str.strip()) treats as blank, as one regex class.
+_SPACE = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+NONBLANK_LABEL = f"[^,{_SPACE}]"
+BASE64 = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+IMAGE_MEDIA_TYPES = "image/jpeg, image/png, image/webp, image/gif, image/bmp, image/tiff"
+JSON_TYPES = ("application/json",)
+MULTIPART = "multipart/form-data"
+URLENCODED = "application/x-www-form-urlencoded"
+# 1x1 red PNG: the example image of /docs (and of schemathesis' example phase).
+EXAMPLE_PNG = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC")
+
+
+def _checked(rule: Callable[[str], bool], message: str) -> AfterValidator:
+    def check(value: str) -> str:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("must be valid Unicode text (it has a lone surrogate)") from None
+        if not rule(value):
+            raise ValueError(message)
+        return value
+    return AfterValidator(check)
+
+
+class _Query(BaseModel):
+    """A search body: a text, an image, or both."""
+
+    @model_validator(mode="after")
+    def _text_or_image(self) -> "_Query":
+        if getattr(self, "text", None) is None and getattr(self, "image", None) is None:
+            raise ValueError("give a text, an image, or both")
+        return self
+
+
+def _text_type(limits: ServerLimits) -> Any:
+    # Any non-empty text is a query (blank text is embedded as it is), so the rule is a length range.
+    schema = {"type": "string", "minLength": 1, "maxLength": limits.max_text_chars,
+              "description": "what to look for, in words", "examples": ["a dog on the beach"]}
+    return Annotated[str, Field(min_length=1, max_length=limits.max_text_chars), WithJsonSchema(schema),
+                     _checked(lambda v: True, "")]
+
+
+def _label_type(limits: ServerLimits) -> Any:
+    schema = {"type": "string", "minLength": 1, "maxLength": limits.max_label_chars, "pattern": NONBLANK_LABEL}
+    return Annotated[str, Field(max_length=limits.max_label_chars), WithJsonSchema(schema),
+                     _checked(lambda v: re.search(NONBLANK_LABEL, v) is not None,
+                              "a label needs a character other than commas and blanks")]
+
+
+def _comma_type(limits: ServerLimits, required: bool) -> Any:
+    """`"cat, dog, car"`: at most max_labels items (max_labels - 1 commas) in max_labels_chars characters."""
+    count = rf"^[^,]*(?:,[^,]*){{0,{limits.max_labels - 1}}}$"
+    patterns = [{"pattern": count}] + ([{"pattern": NONBLANK_LABEL}] if required else [])
+    schema = {"type": "string", "maxLength": limits.max_labels_chars, "allOf": patterns,
+              "description": f"comma-separated, at most {limits.max_labels} items"}
+    if required:
+        schema["minLength"] = 1
+    checks = [_checked(lambda v: re.search(count, v) is not None, f"at most {limits.max_labels} comma-separated "
+                                                                    f"items are allowed")]
+    if required:
+        checks.append(_checked(lambda v: re.search(NONBLANK_LABEL, v) is not None, "give at least one label"))
+    return Annotated[(str, Field(max_length=limits.max_labels_chars), WithJsonSchema(schema), *checks)]
+
+
+def _label_list_type(limits: ServerLimits, required: bool) -> Any:
+    label = _label_type(limits)
+    return Annotated[list[label], Field(min_length=1 if required else 0, max_length=limits.max_labels)]
+
+
+def _template_type() -> Any:
+    sets = list_template_sets()
+    schema = {"anyOf": [{"type": "string", "enum": sets},
+                        {"type": "string", "maxLength": MAX_TEMPLATE_CHARS, "pattern": TEMPLATE_PATTERN}],
+              "description": "a prompt with exactly one {} where the label goes ({{ and }} for literal braces), "
+                             "or the name of a template set", "examples": ["a photo of a {}."]}
+
+    def valid(value: str) -> bool:
+        return value in sets or (len(value) <= MAX_TEMPLATE_CHARS and re.search(TEMPLATE_PATTERN, value) is not None)
+
+    return Annotated[str, WithJsonSchema(schema),
+                     _checked(valid, f"must contain '{{}}' exactly once (no other braces except '{{{{' and '}}}}', "
+                                     f"no format specs) or be a template set name ({', '.join(sets[:6])}, ...)")]
+
+
+def _base64_type(limits: ServerLimits) -> Any:
+    # Only `format: byte` is published as a constraint: no JSON schema can say "decodes to an image",
+    # and a bare format is what lets a test generator plug in real image files for it.
+    max_chars = limits.max_base64_chars
+    schema = {"type": "string", "format": "byte", "x-max-length": max_chars,
+              "description": f"the image file's bytes in standard base64 (not a URL or a path), at most {max_chars:,} "
+                             f"characters"}
+    return Annotated[str, WithJsonSchema(schema),
+                     _checked(lambda v: len(v) <= max_chars, f"at most {max_chars:,} characters of base64 are accepted"),
+                     _checked(lambda v: len(v) >= 4 and re.search(BASE64, v) is not None,
+                              "must be an image file in standard base64 (A-Z a-z 0-9 + /, padded with =)")]
+
+
+def _file_type(limits: ServerLimits, what: str) -> Any:
+    # The byte limit is stated, not schema-enforced: an oversized file is a 413, not a schema violation.
+    schema = {"type": "string", "format": "binary", "minLength": 1, "x-max-bytes": limits.max_upload_bytes,
+              "description": f"{what}: a file part of at most {limits.max_upload_bytes:,} bytes; its format is read "
+                             f"from its bytes"}
+    return Annotated[bytes, WithJsonSchema(schema)]
+
+
+def _strict(title: str, examples: list[dict[str, Any]] | None = None,
+            any_of: list[dict[str, Any]] | None = None) -> ConfigDict:
+    extra: dict[str, Any] = {}
+    if examples:
+        extra["examples"] = examples
+    if any_of:
+        extra["anyOf"] = any_of
+    return ConfigDict(extra="forbid", title=title, json_schema_extra=extra or None)
+
+
+@dataclass(frozen=True)
+class BodyKind:
+    """One endpoint's body: a model per accepted media type, and which fields are files."""
+
+    models: dict[str, type[BaseModel]]
+    files: dict[str, str]
+    """File fields, with the words errors use for them ("query image", "upload")."""
+    examples: dict[str, Any]
+
+    def openapi(self) -> dict[str, Any]:
+        """The `requestBody` object of this endpoint's OpenAPI operation."""
+        content: dict[str, Any] = {}
+        for media, model in self.models.items():
+            entry: dict[str, Any] = {"schema": _schema(model)}
+            if media == MULTIPART and self.files:
+                entry["encoding"] = {name: {"contentType": IMAGE_MEDIA_TYPES} for name in self.files}
+            if media in self.examples:
+                entry["examples"] = self.examples[media]
+            content[media] = entry
+        return {"required": True, "content": content}
+
+
+@dataclass(frozen=True)
+class Bodies:
+    search: BodyKind
+    classify: BodyKind
+    upload: BodyKind
+
+
+def _schema(model: type[BaseModel]) -> dict[str, Any]:
+    schema = model.model_json_schema()
+    for prop in schema.get("properties", {}).values():
+        if prop.get("default", 0) is None:  # "absent", not null: null is not accepted
+            del prop["default"]
+    return schema
+
+
+def build_bodies(limits: ServerLimits) -> Bodies:
+    """The request models for these limits (bounds are part of the published contract)."""
+    TextT, Base64T = _text_type(limits), _base64_type(limits)  # noqa: N806 (types)
+    TopK = Annotated[int, Field(ge=1, le=limits.max_top_k, description="how many results")]  # noqa: N806
+    default_k = min(20, limits.max_top_k)
+    TagList, TagString = _label_list_type(limits, False), _comma_type(limits, False)  # noqa: N806
+    LabelList, LabelString = _label_list_type(limits, True), _comma_type(limits, True)  # noqa: N806
+    Template = _template_type()  # noqa: N806
+    QueryFile, ImageFile, UploadFile = (_file_type(limits, w) for w in ("query image", "image", "file"))  # noqa: N806
+    query_needed = [{"required": ["text"]}, {"required": ["image"]}]
+
+    class SearchJSON(_Query):
+        model_config = _strict("SearchJSON", any_of=query_needed)
+        text: TextT = None
+        image: Base64T = None
+        top_k: TopK = default_k
+        tags: TagList | TagString = None
+
+    class SearchForm(_Query):
+        model_config = _strict("SearchForm", any_of=query_needed)
+        text: TextT = None
+        image: QueryFile = None
+        top_k: TopK = default_k
+        tags: TagString = None
+
+    class SearchText(_Query):
+        model_config = _strict("SearchText", any_of=[{"required": ["text"]}])
+        text: TextT = None
+        top_k: TopK = default_k
+        tags: TagString = None
+
+    class ClassifyJSON(BaseModel):
+        model_config = _strict("ClassifyJSON")
+        image: Base64T
+        labels: LabelList | LabelString
+        template: Template = "a photo of a {}."
+
+    class ClassifyForm(BaseModel):
+        model_config = _strict("ClassifyForm")
+        image: ImageFile
+        labels: LabelString
+        template: Template = "a photo of a {}."
+
+    class UploadForm(BaseModel):
+        model_config = _strict("UploadForm")
+        file: UploadFile
+
+    search_examples = {"text": {"summary": "by text", "value": {"text": "a photo of a fish", "top_k": 3}},
+                       "image": {"summary": "by example image (base64)", "value": {"image": EXAMPLE_PNG, "top_k": 5}},
+                       "both": {"summary": "text and image, only some tags",
+                                "value": {"text": "at night", "image": EXAMPLE_PNG, "top_k": 10, "tags": ["city"]}}}
+    classify_examples = {"labels": {"summary": "labels and a template",
+                                    "value": {"image": EXAMPLE_PNG, "labels": ["cat", "dog", "red square"],
+                                              "template": "a photo of a {}."}},
+                         "set": {"summary": "a template set", "value": {"image": EXAMPLE_PNG,
+                                                                        "labels": "cat, dog", "template": "imagenet7"}}}
+    return Bodies(
+        search=BodyKind({"application/json": SearchJSON, MULTIPART: SearchForm, URLENCODED: SearchText},
+                        {"image": "query image"},
+                        {"application/json": search_examples}),
+        classify=BodyKind({"application/json": ClassifyJSON, MULTIPART: ClassifyForm}, {"image": "image"},
+                          {"application/json": classify_examples}),
+        upload=BodyKind({MULTIPART: UploadForm}, {"file": "upload"}, {}),
+    )
+
+
+@dataclass(frozen=True)
+class ParsedBody:
+    """A validated body: its fields, with file and base64 fields as bytes."""
+
+    fields: dict[str, Any]
+
+
+async def parse_body(request: Any, kind: BodyKind, limits: ServerLimits) -> ParsedBody:
+    """Read and validate the body of `request` as `kind` says; 415/422/413/400 as an APIError."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    model = kind.models.get(media)
+    if model is None:
+        accepted = ", ".join(kind.models)
+        raise APIError(415, "unsupported_media_type", f"send the body as {accepted}, not {media or 'nothing'}")
+    if media in JSON_TYPES:
+        raw = await request.body()
+        try:
+            data = json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            raise APIError(422, "invalid_request", f"body: not valid JSON ({exc})"[:300]) from None
+        fields = _validate(model, data).model_dump(exclude_unset=False)
+        for name in kind.files:
+            if fields.get(name) is not None:
+                fields[name] = _decode_base64(fields[name], name)
+        return ParsedBody(fields)
+    async with request.form(max_files=len(kind.files), max_fields=len(model.model_fields)) as form:
+        data = {}
+        for name, value in form.multi_items():
+            if name in data:
+                raise validation_error([{"loc": ("body", name), "msg": "given more than once", "type": "value_error"}])
+            is_file = hasattr(value, "read")
+            if name in kind.files:
+                if not is_file:
+                    raise validation_error([{"loc": ("body", name), "msg": "must be a file part",
+                                             "type": "value_error"}])
+                value = await read_upload(value, limits, kind.files[name])
+            elif is_file:
+                raise validation_error([{"loc": ("body", name), "msg": "must be a plain field, not a file",
+                                         "type": "value_error"}])
+            data[name] = value
+    return ParsedBody(_validate(model, data).model_dump())
+
+
+def _validate(model: type[BaseModel], data: Any) -> BaseModel:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error([{**e, "loc": ("body", *e.get("loc", ()))} for e in exc.errors()]) from None
+
+
+def _decode_base64(value: str, name: str) -> bytes:
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise validation_error([{"loc": ("body", name), "msg": f"not valid base64 ({exc})",
+                                 "type": "value_error"}]) from None
