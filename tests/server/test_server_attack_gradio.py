@@ -325,3 +325,23 @@ def test_the_ui_handlers_open_only_uploads(ui_env, tmp_path, opened_paths, kit):
     forbidden = {os.path.realpath(t) for t in targets if "://" not in t}
     assert not {os.path.realpath(p) for p in opened_paths} & forbidden
     assert read_upload_file(_fd(str(real)), service, str(upload_dir), "image").width == 64
+
+
+def test_ui_search_and_add_still_work_through_the_event_api(ui_env, library, kit):
+    make, _, _, _ = ui_env
+    client = make()
+    search = _fn_index(client, "search")
+    _, done = run_events(client, [(search, ["a red picture", None, 5, ""])])
+    assert done[0]["success"], done
+    gallery, status = done[0]["output"]["data"][:2]
+    assert len(gallery) == 5 and status.startswith("5 results")
+    assert all("/api/images/" in item["image"]["url"] for item in gallery)
+    new = kit.encode(kit.picture((20, 160, 160), seed=42))
+    path = _upload(client, "teal.png", new, "image/png").json()[0]
+    add = _fn_index(client, "add")
+    _, done = run_events(client, [(add, [[_fd(path, "teal.png")], "wrong", None])])
+    assert done[0]["success"] is False and done[0]["output"]["title"] == "401 unauthorized"
+    _, done = run_events(client, [(add, [[_fd(path, "teal.png")], TOKEN, None])])
+    assert done[0]["success"], done
+    assert done[0]["output"]["data"][0].startswith("Added 1 image(s)")
+    assert library.stats()["images"]["ok"] == 9
