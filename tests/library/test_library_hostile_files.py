@@ -117,3 +117,33 @@ def test_non_utf8_name_through_the_cli(tmp_path, images_factory, capsys):
     assert "caf\\xe9.jpg" in capsys.readouterr().out
     assert main(["index", "stats", "--library", lib]) == 0
     assert "gon\\xe9.png" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs os.mkfifo")
+def test_indexed_photo_swapped_for_a_fifo_does_not_hang_readers(tmp_path, tiny_encoder, images_factory):
+    photos = images_factory(tmp_path / "photos", 2)
+    library = Library(tmp_path / "lib", tiny_encoder)
+    library.add(tmp_path / "photos", workers=0, progress=False)
+    record = library.store.image_by_path(str(photos[1]))
+    photos[1].unlink()
+    os.mkfifo(photos[1])
+    outcome: dict = {}
+
+    def read() -> None:
+        for name, call in (("bytes", lambda: library.image_bytes(record.id)),
+                           ("thumb", lambda: library.thumbnail(record.id, size=32))):
+            try:
+                call()
+                outcome[name] = "read"
+            except ValueError as exc:
+                outcome[name] = str(exc)
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    thread.join(30)
+    with contextlib.suppress(OSError):  # release a reader blocked in open(), if any
+        os.close(os.open(photos[1], os.O_WRONLY | os.O_NONBLOCK))
+    assert not thread.is_alive(), "reading a FIFO blocked"
+    assert outcome == {"bytes": f"{photos[1]} is not a regular file (a FIFO)",
+                       "thumb": f"{photos[1]} is not a regular file (a FIFO)"}
+    library.close()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from clipforge.atomic import write_bytes_atomic
 from clipforge.library.paths import LibraryPaths
+from clipforge.library.scan import read_regular_file
 from clipforge.library.store import ImageRecord
 
 __all__ = ["THUMB_SIZES", "image_bytes", "store_upload", "thumbnail_bytes"]
@@ -27,12 +28,13 @@ _EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "B
 
 
 def image_bytes(record: ImageRecord) -> tuple[bytes, str]:
-    """(file bytes, MIME type) of an indexed image; FileNotFoundError when the file is gone."""
+    """(file bytes, MIME type) of an indexed image; FileNotFoundError when the file is gone, ValueError
+    when it is no longer a regular file."""
     from PIL import Image
 
     if record.status != "ok":
         raise ValueError(f"image {record.id} ({record.path}) was not indexed: {record.error}")
-    data = Path(record.path).read_bytes()
+    data = read_regular_file(record.path)
     try:
         with Image.open(io.BytesIO(data)) as probe:
             mime = Image.MIME.get(probe.format or "", "application/octet-stream")
@@ -53,7 +55,8 @@ def thumbnail_bytes(paths: LibraryPaths, record: ImageRecord, size: int = 256,
     cached = paths.thumbs_dir / record.sha256[:2] / f"{record.sha256}_{int(size)}.jpg"
     if cached.is_file():
         return cached.read_bytes()
-    image = load_image(record.path, max_pixels=max_pixels) if max_pixels else load_image(record.path)
+    source = io.BytesIO(read_regular_file(record.path))
+    image = load_image(source, max_pixels=max_pixels) if max_pixels else load_image(source)
     image.thumbnail((int(size), int(size)))
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=85)
