@@ -90,7 +90,7 @@ def test_onnx_exporter_error_names_the_onnx_extra() -> None:
 def test_serve_without_the_app_extra_says_which_extra(monkeypatch, tmp_path, capsys) -> None:
     for name in ("uvicorn", "gradio", "fastapi"):
         monkeypatch.setitem(sys.modules, name, None)  # `import name` now raises ModuleNotFoundError
-    code = main(["serve", "--library", str(tmp_path / "lib"), "--port", "0", "--model", "test-vit-tiny"])
+    code = main(["serve", "--library", str(tmp_path / "lib"), "--create", "--port", "0", "--model", "test-vit-tiny"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1, err
     assert err.startswith("error: clipforge serve needs the 'app' extra (missing module ")
