@@ -229,3 +229,13 @@ def test_the_access_log_never_shows_a_token(library):
     finally:
         access.removeHandler(handler)
     assert records == ['127.0.0.1:5 - "GET /api/stats?token=***&x=1 HTTP/1.1" 200']
+
+
+def test_a_damaged_library_is_a_one_line_error(tmp_path, captured_run, capsys):
+    damaged = tmp_path / "lib"
+    damaged.mkdir()
+    (damaged / "library.sqlite3").write_bytes(b"\x00garbage" * 600)
+    assert main(["serve", "--library", str(damaged), "--no-ui"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "damaged" in err and len(err.splitlines()) == 1
+    assert (damaged / "library.sqlite3").read_bytes() == b"\x00garbage" * 600 and "app" not in captured_run

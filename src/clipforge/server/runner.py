@@ -89,14 +89,16 @@ def open_server_library(path: str | os.PathLike[str] | None, model: str | None =
     if not create and not LibraryPaths(path).db.exists():
         raise ServeError(f"no library at {root} (no library.sqlite3 there): check --library, build one with "
                          f"`clipforge index add`, or pass --create to start an empty library")
+    from clipforge.library.schema import SchemaError
+
     try:
         with Library(path, create=create) as probe:
             name = choose_model(probe, model)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, SchemaError) as exc:  # SchemaError: a damaged or foreign database
         raise ServeError(str(exc)) from None
     try:
         library = Library(path, model=name, device=device, create=create)
-    except ModelMismatchError as exc:
+    except (ModelMismatchError, SchemaError) as exc:
         raise ServeError(str(exc)) from None
     except (OSError, RuntimeError, ValueError, KeyError) as exc:
         raise ServeError(f"cannot load model {name!r}: {exc}\n{_no_model_hint(name)}") from None
