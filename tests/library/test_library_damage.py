@@ -82,17 +82,19 @@ def _damage(db, how: str) -> None:
     elif how == "overwritten":  # page 1 (the schema) intact, every table page garbage
         page = int.from_bytes(data[16:18], "big")
         db.write_bytes(data[:page] + bytes(range(256)) * ((len(data) - page) // 256 + 1))
-    else:
+    elif how == "emptied":
         db.write_bytes(b"")
+    else:
+        db.unlink()
 
 
-@pytest.mark.parametrize("how", ["truncated", "overwritten", "emptied"])
+@pytest.mark.parametrize("how", ["truncated", "overwritten", "emptied", "deleted"])
 def test_damaged_database_is_one_line_and_touches_nothing(built, capsys, how):
     lib, photos = built
     db = lib / "library.sqlite3"
     assert not (lib / "library.sqlite3-wal").exists()  # closed cleanly: the db file is the whole library
     _damage(db, how)
-    damaged_db = db.read_bytes()
+    damaged_db = db.read_bytes() if how != "deleted" else None
     before = _library_files(lib)
     assert any(name.endswith(".faiss") for name in before)
     with pytest.raises(DamagedLibraryError, match=f"library database {db} is damaged"), Library(lib) as library:
@@ -107,7 +109,7 @@ def test_damaged_database_is_one_line_and_touches_nothing(built, capsys, how):
         assert out == "" and err.count("\n") == 1 and "Traceback" not in err, (command, err)
         assert err.startswith(f"error: library database {db} is damaged (") and "clipforge index add" in err
     assert _library_files(lib) == before  # the index, thumbnails... are untouched
-    assert db.read_bytes() == damaged_db  # and so is the database itself
+    assert (db.read_bytes() if db.exists() else None) == damaged_db  # and so is the database itself
 
 
 def test_empty_database_file_alone_is_a_new_library(tmp_path, tiny_encoder, images_factory):

@@ -57,10 +57,7 @@ class Library:
                  vector_dtype: str = "float32", create: bool = True) -> None:
         self.paths = LibraryPaths(path)
         self.paths.check_folder()
-        if self.paths.db.is_file() and self.paths.db.stat().st_size == 0 and self.paths.derived_files():
-            # An emptied database beside an index or thumbnails is a damaged library, not a new one.
-            raise damaged(self.paths.db, "the file is empty (0 bytes) but the library folder holds "
-                                         f"{self.paths.derived_files()[0].name}")
+        self._refuse_lost_database()
         if create:
             self.paths.ensure()
         self.store = Store(self.paths.db, create=create)
@@ -79,6 +76,18 @@ class Library:
         self._pending_spec = IndexSpec(kind=index) if isinstance(index, str) else index
         if model is not None:
             self._set_encoder(resolve_encoder(model, preprocess, device))
+
+    def _refuse_lost_database(self) -> None:
+        """An emptied or vanished database beside an index, thumbnails or uploads is a damaged library,
+        not a new one: starting afresh would silently "rebuild" the index from nothing."""
+        db = self.paths.db
+        lost = "missing" if not os.path.lexists(db) else ("empty (0 bytes)" if db.stat().st_size == 0 else None)
+        if lost is None:
+            return
+        derived = self.paths.derived_files()
+        if derived:
+            raise damaged(db, f"the file is {lost} but the library folder still holds "
+                              f"{derived[0].relative_to(self.paths.root)}")
 
     # -- model ------------------------------------------------------------------------------
     @property
