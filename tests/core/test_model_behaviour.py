@@ -10,8 +10,10 @@ import torch
 from clipforge.models import (
     ALIASES,
     ARCH_CONFIGS,
+    OPEN_CLIP_MODELS,
     OPENAI_MODELS,
     build_model,
+    config_from_state_dict,
     create_model_from_config,
     get_config,
 )
@@ -20,8 +22,30 @@ from clipforge.models.layers import LayerNorm
 
 def test_every_alias_points_at_an_openai_model() -> None:
     assert set(ALIASES.values()) <= set(OPENAI_MODELS)
-    assert get_config("ViT-B-32") == get_config("ViT-B/32")
     assert len(OPENAI_MODELS) == 9 and all(name in ARCH_CONFIGS for name in OPENAI_MODELS)
+
+
+def test_names_follow_each_projects_meaning() -> None:
+    """open_clip's `ViT-B-32` is GELU (clipforge 0.1 aliased it to OpenAI's QuickGELU model);
+    `-quickgelu` and OpenAI's spelling are QuickGELU; shapes are identical."""
+    openai, gelu, quick = get_config("ViT-B/32"), get_config("ViT-B-32"), get_config("ViT-B-32-quickgelu")
+    assert "activation" not in openai and gelu["activation"] == "gelu" and quick["activation"] == "quick_gelu"
+    assert {k: v for k, v in gelu.items() if k != "activation"} == openai
+    model = create_model_from_config(get_config("test-vit-tiny") | {"activation": "gelu"})
+    blocks = [*model.transformer.resblocks, *model.visual.transformer.resblocks]
+    assert all(isinstance(b.mlp.gelu, torch.nn.GELU) and b.activation == "gelu" for b in blocks)
+    assert len(OPEN_CLIP_MODELS) == 25 and all(n in ARCH_CONFIGS for n in OPEN_CLIP_MODELS)
+
+
+def test_head_width_and_mlp_ratio_come_from_the_config() -> None:
+    with torch.device("meta"):
+        big_g = create_model_from_config(get_config("ViT-bigG-14"))
+    block = big_g.visual.transformer.resblocks[0]
+    assert block.attn.heads == 16 and block.mlp.c_fc.out_features == 8192  # 1664 / 104, round(1664 * 4.9231)
+    assert big_g.transformer.resblocks[0].attn.heads == 20
+    assert sum(p.numel() for p in big_g.parameters()) == 2_539_567_105  # open_clip's table: 2539.57 M
+    inferred = config_from_state_dict(big_g.state_dict())  # heads are not in the shapes: taken from the table
+    assert inferred == {k: v for k, v in get_config("ViT-bigG-14").items() if k != "activation"}
 
 
 def test_unknown_architecture_names_the_known_ones() -> None:

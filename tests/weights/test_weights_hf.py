@@ -182,7 +182,7 @@ def test_save_hf_loads_in_transformers_and_back(tmp_path):
     assert (_unit(ours[0]) - _unit(theirs[0])).abs().max() < 1e-5
     assert (_unit(ours[1]) - _unit(theirs[1])).abs().max() < 1e-5
     checkpoint = load_checkpoint(directory)
-    assert checkpoint.format == "huggingface" and checkpoint.config == config
+    assert checkpoint.format == "huggingface" and checkpoint.config == config | {"activation": "quick_gelu"}
     state = model.state_dict()
     loaded = load_state_dict(directory)
     assert list(loaded) == list(state) and all(torch.equal(loaded[k], v) for k, v in state.items())
@@ -231,8 +231,11 @@ def test_resnet_has_no_hf_equivalent():
 def test_hf_settings_clipforge_cannot_reproduce_are_refused():
     model = _random_model(get_config("test-vit-tiny"), seed=6)
     hf_state, hf_config = to_hf(model.state_dict(), model_config(model))
-    hf_config["vision_config"]["hidden_act"] = "gelu"
-    with pytest.raises(CheckpointFormatError, match="hidden_act='gelu'"):
+    hf_config["vision_config"]["hidden_act"] = "gelu"  # towers disagree: our CLIP shares one activation
+    with pytest.raises(CheckpointFormatError, match=r"'hidden_act' is \['gelu', 'quick_gelu'\]"):
+        from_hf(hf_state, hf_config)
+    hf_config["text_config"]["hidden_act"] = hf_config["vision_config"]["hidden_act"] = "relu"
+    with pytest.raises(CheckpointFormatError, match="'hidden_act' is \\['relu'\\]"):
         from_hf(hf_state, hf_config)
     del hf_state["text_model.encoder.layers.0.self_attn.k_proj.bias"]
     with pytest.raises(CheckpointFormatError, match="lacks some of q/k/v_proj.bias"):

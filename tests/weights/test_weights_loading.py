@@ -71,14 +71,16 @@ def test_safetensors_carries_its_config(tmp_path):
     model = create_model_from_config(config).eval()
     save_safetensors(model, tmp_path / "model.safetensors")
     checkpoint = load_checkpoint(tmp_path / "model.safetensors")
-    assert checkpoint.format == "safetensors" and checkpoint.config == config
+    assert checkpoint.format == "safetensors" and checkpoint.config == config | {"activation": "quick_gelu"}
     rebuilt = build_model(checkpoint.state_dict, checkpoint.config)
     assert rebuilt.transformer.resblocks[0].attn.heads == 4
+    gelu = create_model_from_config(config | {"activation": "gelu"}).eval()  # the activation is recorded
+    assert load_checkpoint(save_safetensors(gelu, tmp_path / "g" / "m.safetensors")).config["activation"] == "gelu"
     text = torch.zeros(1, 77, dtype=torch.long)
     text[0, :3] = torch.tensor([49406, 320, 49407])
     with torch.no_grad():
         assert torch.equal(rebuilt.encode_text(text), model.encode_text(text))
-    assert not [p for p in tmp_path.iterdir() if p.name != "model.safetensors"]  # no temp files left
+    assert not [p for p in tmp_path.iterdir() if p.name not in ("model.safetensors", "g")]  # no temp files left
 
 
 def test_hf_layout_in_a_single_file_is_converted(tmp_path, vit_state):

@@ -8,34 +8,52 @@ from typing import Any
 import torch
 from torch import nn
 
+from clipforge.models.configs import (
+    ARCH_CONFIGS,
+    DEFAULT_ACTIVATION,
+    OPENAI_MODELS,
+    mlp_width,
+    same_shape,
+    vision_heads,
+)
 from clipforge.models.layers import LayerNorm, Transformer
 from clipforge.models.resnet import ModifiedResNet
 from clipforge.models.vit import VisionTransformer
 
 
 class CLIP(nn.Module):
-    """Constructor arguments are exactly those of OpenAI's reference `CLIP`, so configs
-    and checkpoints move between the two without translation."""
+    """The positional arguments are exactly those of OpenAI's reference `CLIP`, so configs and
+    checkpoints move between the two without translation. The keyword-only knobs are open_clip's
+    (see `clipforge.models.configs`): the MLP activation of both towers, the ViT's head width and
+    MLP ratio. They change no parameter names, so state dicts stay OpenAI-layout."""
 
     def __init__(self, embed_dim: int, image_resolution: int, vision_layers: int | tuple[int, ...] | list[int],
                  vision_width: int, vision_patch_size: int | None, context_length: int, vocab_size: int,
-                 transformer_width: int, transformer_heads: int, transformer_layers: int) -> None:
+                 transformer_width: int, transformer_heads: int, transformer_layers: int, *,
+                 activation: str = DEFAULT_ACTIVATION, vision_head_width: int = 64,
+                 vision_mlp_ratio: float = 4.0) -> None:
         super().__init__()
         self.context_length = context_length
         self.vocab_size = vocab_size
         self.embed_dim = embed_dim
+        self.activation = activation
+        self.vision_head_width = vision_head_width
+        self.vision_mlp_ratio = vision_mlp_ratio
+        shape = {"vision_width": vision_width, "vision_layers": vision_layers,
+                 "vision_head_width": vision_head_width, "vision_mlp_ratio": vision_mlp_ratio}
         if isinstance(vision_layers, (tuple, list)):
             self.visual: nn.Module = ModifiedResNet(
-                layers=tuple(vision_layers), output_dim=embed_dim, heads=vision_width * 32 // 64,
+                layers=tuple(vision_layers), output_dim=embed_dim, heads=vision_heads(shape),
                 input_resolution=image_resolution, width=vision_width)
         else:
             if vision_patch_size is None:
                 raise ValueError("a ViT image tower needs vision_patch_size")
             self.visual = VisionTransformer(
                 input_resolution=image_resolution, patch_size=vision_patch_size, width=vision_width,
-                layers=vision_layers, heads=vision_width // 64 if vision_width >= 64 else 1,
-                output_dim=embed_dim)
-        self.transformer = Transformer(transformer_width, transformer_layers, transformer_heads, causal=True)
+                layers=vision_layers, heads=vision_heads(shape), output_dim=embed_dim,
+                mlp_width=mlp_width(shape), activation=activation)
+        self.transformer = Transformer(transformer_width, transformer_layers, transformer_heads, causal=True,
+                                       activation=activation)
         self.token_embedding = nn.Embedding(vocab_size, transformer_width)
         self.positional_embedding = nn.Parameter(torch.empty(context_length, transformer_width))
         self.ln_final = LayerNorm(transformer_width)
@@ -112,7 +130,7 @@ def config_from_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, Any
         raise ValueError("state dict has neither `visual.proj` (ViT) nor `visual.attnpool` (ResNet): "
                          "not a CLIP checkpoint in OpenAI layout")
     transformer_width = sd["ln_final.weight"].shape[0]
-    return {
+    config: dict[str, Any] = {
         "embed_dim": sd["text_projection"].shape[1],
         "image_resolution": int(image_resolution),
         "vision_layers": vision_layers,
@@ -124,6 +142,30 @@ def config_from_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, Any
         "transformer_heads": int(transformer_width // 64),
         "transformer_layers": len({k.split(".")[2] for k in sd if k.startswith("transformer.resblocks.")}),
     }
+    fc = sd.get("visual.transformer.resblocks.0.mlp.c_fc.weight")
+    if fc is not None and fc.shape[0] != 4 * vision_width:
+        config["vision_mlp_ratio"] = fc.shape[0] / vision_width
+    return _with_known_heads(config)
+
+
+def _with_known_heads(config: dict[str, Any]) -> dict[str, Any]:
+    """Head counts do not show in tensor shapes: take them from the registered architecture of
+    the same shape (ViT-H/g/bigG use head widths other than 64), else keep width // 64."""
+    for name, known in ARCH_CONFIGS.items():
+        if name.startswith("test-") or not same_shape(config, known):
+            continue
+        config["transformer_heads"] = known["transformer_heads"]
+        for key in ("vision_head_width", "vision_mlp_ratio"):
+            if key in known:
+                config[key] = known[key]
+        break
+    return config
+
+
+def matching_architectures(config: dict[str, Any]) -> list[str]:
+    """Registered architecture names whose tensors have the shapes of `config` (OpenAI's first)."""
+    names = [n for n in ARCH_CONFIGS if not n.startswith("test-") and same_shape(config, ARCH_CONFIGS[n])]
+    return sorted(names, key=lambda n: n not in OPENAI_MODELS)
 
 
 def create_model_from_config(config: dict[str, Any]) -> CLIP:

@@ -1,9 +1,19 @@
-"""Architecture configs as data.
+"""Architecture configs as data: OpenAI's nine and open_clip's CLIPs of the same shape.
 
-Each config holds exactly the arguments of the `CLIP` constructor, named as in OpenAI's
-reference so a config can be compared field by field with what `build_model` infers from a
-checkpoint's tensor shapes. open_clip spellings (``ViT-B-32``) are aliases, so users of
-either project can keep their model names.
+Each config holds the arguments of the `CLIP` constructor. OpenAI's nine hold exactly the
+arguments of OpenAI's reference `CLIP` (so a config can be compared field by field with what
+`build_model` infers from a checkpoint); open_clip's add the knobs they turn:
+
+- ``activation``: ``"gelu"`` (exact, erf-based; open_clip's default) or ``"quick_gelu"``
+  (OpenAI's sigmoid approximation, the default when the key is absent);
+- ``vision_head_width``: the ViT's attention head width (64 unless given; ViT-H/g/bigG differ);
+- ``vision_mlp_ratio``: the ViT MLP's hidden width over its width (4 unless given).
+
+Names follow each project's meaning. OpenAI's spellings (``ViT-B/32``) are OpenAI's
+QuickGELU models; open_clip's spellings follow open_clip exactly: ``ViT-B-32`` is the GELU
+architecture and ``ViT-B-32-quickgelu`` the QuickGELU one. (clipforge 0.1 treated ``ViT-B-32``
+as an alias of ``ViT-B/32``; that alias is gone because it silently gave GELU weights the
+wrong activation. ``ViT-B-32-quickgelu`` or ``ViT-B/32`` is the old meaning.)
 """
 
 from __future__ import annotations
@@ -13,6 +23,8 @@ from typing import Any
 
 ArchConfig = dict[str, Any]
 
+ACTIVATIONS = ("quick_gelu", "gelu")
+DEFAULT_ACTIVATION = "quick_gelu"
 
 
 def _text(width: int, heads: int, layers: int = 12) -> dict[str, int]:
@@ -20,49 +32,73 @@ def _text(width: int, heads: int, layers: int = 12) -> dict[str, int]:
             "transformer_heads": heads, "transformer_layers": layers}
 
 
+def _vit(embed: int, resolution: int, layers: int, width: int, patch: int) -> dict[str, Any]:
+    return {"embed_dim": embed, "image_resolution": resolution, "vision_layers": layers,
+            "vision_width": width, "vision_patch_size": patch}
+
+
+def _rn(embed: int, resolution: int, layers: tuple[int, int, int, int], width: int) -> dict[str, Any]:
+    return {"embed_dim": embed, "image_resolution": resolution, "vision_layers": layers,
+            "vision_width": width, "vision_patch_size": None}
+
+
 ARCH_CONFIGS: dict[str, ArchConfig] = {
-    "RN50": {"embed_dim": 1024, "image_resolution": 224, "vision_layers": (3, 4, 6, 3), "vision_width": 64,
-             "vision_patch_size": None, **_text(512, 8)},
-    "RN101": {"embed_dim": 512, "image_resolution": 224, "vision_layers": (3, 4, 23, 3), "vision_width": 64,
-              "vision_patch_size": None, **_text(512, 8)},
-    "RN50x4": {"embed_dim": 640, "image_resolution": 288, "vision_layers": (4, 6, 10, 6), "vision_width": 80,
-               "vision_patch_size": None, **_text(640, 10)},
-    "RN50x16": {"embed_dim": 768, "image_resolution": 384, "vision_layers": (6, 8, 18, 8), "vision_width": 96,
-                "vision_patch_size": None, **_text(768, 12)},
-    "RN50x64": {"embed_dim": 1024, "image_resolution": 448, "vision_layers": (3, 15, 36, 10), "vision_width": 128,
-                "vision_patch_size": None, **_text(1024, 16)},
-    "ViT-B/32": {"embed_dim": 512, "image_resolution": 224, "vision_layers": 12, "vision_width": 768,
-                 "vision_patch_size": 32, **_text(512, 8)},
-    "ViT-B/16": {"embed_dim": 512, "image_resolution": 224, "vision_layers": 12, "vision_width": 768,
-                 "vision_patch_size": 16, **_text(512, 8)},
-    "ViT-L/14": {"embed_dim": 768, "image_resolution": 224, "vision_layers": 24, "vision_width": 1024,
-                 "vision_patch_size": 14, **_text(768, 12)},
-    "ViT-L/14@336px": {"embed_dim": 768, "image_resolution": 336, "vision_layers": 24, "vision_width": 1024,
-                       "vision_patch_size": 14, **_text(768, 12)},
+    "RN50": {**_rn(1024, 224, (3, 4, 6, 3), 64), **_text(512, 8)},
+    "RN101": {**_rn(512, 224, (3, 4, 23, 3), 64), **_text(512, 8)},
+    "RN50x4": {**_rn(640, 288, (4, 6, 10, 6), 80), **_text(640, 10)},
+    "RN50x16": {**_rn(768, 384, (6, 8, 18, 8), 96), **_text(768, 12)},
+    "RN50x64": {**_rn(1024, 448, (3, 15, 36, 10), 128), **_text(1024, 16)},
+    "ViT-B/32": {**_vit(512, 224, 12, 768, 32), **_text(512, 8)},
+    "ViT-B/16": {**_vit(512, 224, 12, 768, 16), **_text(512, 8)},
+    "ViT-L/14": {**_vit(768, 224, 24, 1024, 14), **_text(768, 12)},
+    "ViT-L/14@336px": {**_vit(768, 336, 24, 1024, 14), **_text(768, 12)},
     # Small configs: fast enough for unit tests, same code paths as the real ones.
-    "test-vit-tiny": {"embed_dim": 32, "image_resolution": 32, "vision_layers": 2, "vision_width": 128,
-                      "vision_patch_size": 8, "context_length": 77, "vocab_size": 49408,
-                      "transformer_width": 128, "transformer_heads": 2, "transformer_layers": 2},
-    "test-rn-tiny": {"embed_dim": 32, "image_resolution": 64, "vision_layers": (1, 1, 1, 1), "vision_width": 16,
-                     "vision_patch_size": None, "context_length": 77, "vocab_size": 49408,
-                     "transformer_width": 128, "transformer_heads": 2, "transformer_layers": 2},
+    "test-vit-tiny": {**_vit(32, 32, 2, 128, 8), **_text(128, 2, 2)},
+    "test-rn-tiny": {**_rn(32, 64, (1, 1, 1, 1), 16), **_text(128, 2, 2)},
 }
 
 OPENAI_MODELS: tuple[str, ...] = (
     "RN50", "RN101", "RN50x4", "RN50x16", "RN50x64", "ViT-B/32", "ViT-B/16", "ViT-L/14", "ViT-L/14@336px",
 )
 
+# open_clip's model_configs/*.json for the CLIPs of OpenAI's shape that have published weights
+# (open-clip-torch 3.3), in our constructor's terms; `-quickgelu` twins where open_clip has them.
+_OPEN_CLIP_BASE: dict[str, ArchConfig] = {
+    "RN50": ARCH_CONFIGS["RN50"],
+    "RN101": ARCH_CONFIGS["RN101"],
+    "RN50x4": ARCH_CONFIGS["RN50x4"],
+    "RN50x16": ARCH_CONFIGS["RN50x16"],
+    "RN50x64": ARCH_CONFIGS["RN50x64"],
+    "ViT-B-32": ARCH_CONFIGS["ViT-B/32"],
+    "ViT-B-32-256": {**_vit(512, 256, 12, 768, 32), **_text(512, 8)},
+    "ViT-B-16": ARCH_CONFIGS["ViT-B/16"],
+    "ViT-B-16-plus-240": {**_vit(640, 240, 12, 896, 16), **_text(640, 10)},
+    "ViT-L-14": ARCH_CONFIGS["ViT-L/14"],
+    "ViT-L-14-336": ARCH_CONFIGS["ViT-L/14@336px"],
+    "ViT-H-14": {**_vit(1024, 224, 32, 1280, 14), "vision_head_width": 80, **_text(1024, 16, 24)},
+    "ViT-g-14": {**_vit(1024, 224, 40, 1408, 14), "vision_head_width": 88, "vision_mlp_ratio": 4.3637,
+                 **_text(1024, 16, 24)},
+    "ViT-bigG-14": {**_vit(1280, 224, 48, 1664, 14), "vision_head_width": 104, "vision_mlp_ratio": 4.9231,
+                    **_text(1280, 20, 32)},
+}
+_QUICKGELU_TWINS = ("RN50", "RN101", "RN50x4", "RN50x16", "RN50x64", "ViT-B-32", "ViT-B-16", "ViT-L-14",
+                    "ViT-L-14-336", "ViT-H-14", "ViT-bigG-14")  # the `-quickgelu` configs open_clip defines
+OPEN_CLIP_MODELS: tuple[str, ...] = tuple(_OPEN_CLIP_BASE) + tuple(f"{b}-quickgelu" for b in _QUICKGELU_TWINS)
+
+for _name, _config in _OPEN_CLIP_BASE.items():
+    ARCH_CONFIGS[_name] = {**_config, "activation": "gelu"}
+for _name in _QUICKGELU_TWINS:
+    ARCH_CONFIGS[f"{_name}-quickgelu"] = {**_OPEN_CLIP_BASE[_name], "activation": "quick_gelu"}
+
+# Other spellings of OpenAI's names (never of a different architecture).
 ALIASES: dict[str, str] = {
-    "ViT-B-32": "ViT-B/32",
-    "ViT-B-16": "ViT-B/16",
-    "ViT-L-14": "ViT-L/14",
-    "ViT-L-14-336": "ViT-L/14@336px",
     "ViT-L/14-336": "ViT-L/14@336px",
+    "ViT-L/14-336px": "ViT-L/14@336px",
 }
 
 
 def canonical_name(name: str) -> str:
-    """Map an alias (open_clip spelling) to the OpenAI name; unknown names pass through."""
+    """Map an alternative spelling to its registered name; unknown names pass through."""
     return ALIASES.get(name, name)
 
 
@@ -82,3 +118,34 @@ def get_config(name: str) -> ArchConfig:
 
 def list_configs(include_test: bool = False) -> list[str]:
     return [n for n in ARCH_CONFIGS if include_test or not n.startswith("test-")]
+
+
+def activation_of(config: ArchConfig) -> str:
+    """The config's MLP activation; configs without the key are OpenAI's (QuickGELU)."""
+    return str(config.get("activation", DEFAULT_ACTIVATION))
+
+
+def same_shape(a: ArchConfig, b: ArchConfig) -> bool:
+    """Whether two configs build tensors of identical names and shapes (activation and head
+    counts aside: those do not show in a state dict)."""
+    keys = ("embed_dim", "image_resolution", "vision_width", "vision_patch_size", "context_length",
+            "vocab_size", "transformer_width", "transformer_layers")
+    layers = [tuple(c["vision_layers"]) if isinstance(c["vision_layers"], (list, tuple)) else c["vision_layers"]
+              for c in (a, b)]
+    return layers[0] == layers[1] and all(a.get(k) == b.get(k) for k in keys) and (
+        mlp_width(a) == mlp_width(b))
+
+
+def vision_heads(config: ArchConfig) -> int:
+    """Attention heads of the image tower: width // head width (ResNets: of the attention pool)."""
+    width, head_width = int(config["vision_width"]), int(config.get("vision_head_width", 64))
+    if isinstance(config["vision_layers"], (list, tuple)):
+        return width * 32 // head_width
+    return width // head_width if width >= head_width else 1
+
+
+def mlp_width(config: ArchConfig) -> int:
+    """Hidden width of the ViT's MLP. Rounded, so that the ratio inferred from a checkpoint
+    (6144 / 1408) and open_clip's rounded 4.3637 give the same 6144 (open_clip truncates; the
+    two agree on every published config)."""
+    return round(int(config["vision_width"]) * float(config.get("vision_mlp_ratio", 4.0)))

@@ -58,15 +58,30 @@ class SelfAttention(nn.Module):
         return self.out_proj(out)
 
 
+def make_activation(name: str) -> nn.Module:
+    """``"quick_gelu"`` (OpenAI's checkpoints) or ``"gelu"`` (exact erf GELU, open_clip's default)."""
+    if name == "quick_gelu":
+        return QuickGELU()
+    if name == "gelu":
+        return nn.GELU()
+    raise ValueError(f"unknown activation {name!r}; expected quick_gelu or gelu")
+
+
 class ResidualAttentionBlock(nn.Module):
-    def __init__(self, width: int, heads: int) -> None:
+    """`activation` names the MLP's nonlinearity (kept as an attribute so fast paths can read it);
+    `mlp_width` defaults to 4 x width."""
+
+    def __init__(self, width: int, heads: int, mlp_width: int | None = None,
+                 activation: str = "quick_gelu") -> None:
         super().__init__()
+        hidden = mlp_width or width * 4
+        self.activation = activation
         self.attn = SelfAttention(width, heads)
         self.ln_1 = LayerNorm(width)
         self.mlp = nn.Sequential()
-        self.mlp.add_module("c_fc", nn.Linear(width, width * 4))
-        self.mlp.add_module("gelu", QuickGELU())
-        self.mlp.add_module("c_proj", nn.Linear(width * 4, width))
+        self.mlp.add_module("c_fc", nn.Linear(width, hidden))
+        self.mlp.add_module("gelu", make_activation(activation))
+        self.mlp.add_module("c_proj", nn.Linear(hidden, width))
         self.ln_2 = LayerNorm(width)
 
     def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
@@ -81,13 +96,15 @@ class Transformer(nn.Module):
     during training (recomputing each block in the backward pass).
     """
 
-    def __init__(self, width: int, layers: int, heads: int, causal: bool = False) -> None:
+    def __init__(self, width: int, layers: int, heads: int, causal: bool = False, *,
+                 mlp_width: int | None = None, activation: str = "quick_gelu") -> None:
         super().__init__()
         self.width = width
         self.layers = layers
         self.causal = causal
         self.grad_checkpointing = False
-        self.resblocks = nn.Sequential(*[ResidualAttentionBlock(width, heads) for _ in range(layers)])
+        self.resblocks = nn.Sequential(*[ResidualAttentionBlock(width, heads, mlp_width, activation)
+                                         for _ in range(layers)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.resblocks:

@@ -14,7 +14,7 @@ from clipforge.models.layers import LayerNorm, Transformer
 
 class VisionTransformer(nn.Module):
     def __init__(self, input_resolution: int, patch_size: int, width: int, layers: int, heads: int,
-                 output_dim: int) -> None:
+                 output_dim: int, *, mlp_width: int | None = None, activation: str = "quick_gelu") -> None:
         super().__init__()
         if input_resolution % patch_size:
             raise ValueError(f"resolution {input_resolution} is not a multiple of patch size {patch_size}")
@@ -27,7 +27,7 @@ class VisionTransformer(nn.Module):
         self.class_embedding = nn.Parameter(scale * torch.randn(width))
         self.positional_embedding = nn.Parameter(scale * torch.randn(grid * grid + 1, width))
         self.ln_pre = LayerNorm(width)
-        self.transformer = Transformer(width, layers, heads)
+        self.transformer = Transformer(width, layers, heads, mlp_width=mlp_width, activation=activation)
         self.ln_post = LayerNorm(width)
         self.proj = nn.Parameter(scale * torch.randn(width, output_dim))
 

@@ -109,29 +109,31 @@ def to_hf(state_dict: dict[str, Tensor], config: dict[str, Any] | None = None,
 
 
 def hf_config_from_config(config: dict[str, Any], logit_scale: Tensor | None = None) -> dict[str, Any]:
-    """Our constructor arguments as a `transformers.CLIPConfig` dict (``CLIPConfig(**d)`` works)."""
+    """Our constructor arguments as a `transformers.CLIPConfig` dict (``CLIPConfig(**d)`` works).
+
+    GELU models map to HF's ``hidden_act="gelu"`` (exact erf GELU, as open_clip's ``nn.GELU``),
+    QuickGELU ones to ``"quick_gelu"``; head width and MLP ratio become head count and
+    intermediate size.
+    """
+    from clipforge.models.configs import activation_of, mlp_width, vision_heads
+
     if isinstance(config["vision_layers"], (list, tuple)):
         raise CheckpointFormatError("ResNet CLIP models have no Hugging Face CLIPModel equivalent")
     width, vwidth, embed = config["transformer_width"], config["vision_width"], config["embed_dim"]
-    common = {"hidden_act": "quick_gelu", "layer_norm_eps": 1e-5, "attention_dropout": 0.0,
+    common = {"hidden_act": activation_of(config), "layer_norm_eps": 1e-5, "attention_dropout": 0.0,
               "dropout": 0.0, "initializer_range": 0.02, "initializer_factor": 1.0, "projection_dim": embed}
     text = {"vocab_size": config["vocab_size"], "hidden_size": width, "intermediate_size": 4 * width,
             "num_hidden_layers": config["transformer_layers"],
             "num_attention_heads": config["transformer_heads"],
             "max_position_embeddings": config["context_length"], **common, **TEXT_TOKEN_IDS}
-    vision = {"hidden_size": vwidth, "intermediate_size": 4 * vwidth,
-              "num_hidden_layers": config["vision_layers"], "num_attention_heads": _vision_heads(vwidth),
+    vision = {"hidden_size": vwidth, "intermediate_size": mlp_width(config),
+              "num_hidden_layers": config["vision_layers"], "num_attention_heads": vision_heads(config),
               "image_size": config["image_resolution"], "patch_size": config["vision_patch_size"],
               "num_channels": 3, **common}
     scale = float(logit_scale) if logit_scale is not None else 2.6592
     return {"architectures": ["CLIPModel"], "model_type": "clip", "projection_dim": embed,
             "logit_scale_init_value": scale, "initializer_factor": 1.0,
             "text_config": text, "vision_config": vision}
-
-
-def _vision_heads(width: int) -> int:
-    """The head count our VisionTransformer (like OpenAI's) derives from its width."""
-    return width // 64 if width >= 64 else 1
 
 
 def from_hf(hf_state_dict: dict[str, Tensor], hf_config: dict[str, Any] | None = None,
@@ -165,41 +167,73 @@ def from_hf(hf_state_dict: dict[str, Tensor], hf_config: dict[str, Any] | None =
         out[f"{ours}attn.in_proj_{kind}"] = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)
     if "visual.proj" not in out:
         raise CheckpointFormatError("not a Hugging Face CLIPModel checkpoint: visual_projection.weight is missing")
-    config = config_from_state_dict(out)
+    try:
+        config = config_from_state_dict(out)
+    except (KeyError, IndexError, ValueError) as err:
+        raise CheckpointFormatError(f"Hugging Face CLIPModel checkpoint is incomplete: {err!s} is missing "
+                                    "or malformed") from None
     if hf_config:
         config = _apply_hf_config(config, hf_config)
     return canonical_order(out, config), config
 
 
 def _apply_hf_config(config: dict[str, Any], hf_config: dict[str, Any]) -> dict[str, Any]:
-    """Take the head count from HF's config and refuse settings our CLIP would compute differently."""
-    text = hf_config.get("text_config") or {}
-    vision = hf_config.get("vision_config") or {}
-    for label, sub in (("text", text), ("vision", vision)):
-        act = sub.get("hidden_act", "quick_gelu")
-        if act != "quick_gelu":
-            raise CheckpointFormatError(f"the {label} tower uses hidden_act={act!r}; clipforge's CLIP uses "
-                                        "QuickGELU as OpenAI's checkpoints do, so its outputs would differ")
+    """Take activation and head counts from HF's config; refuse what our CLIP would compute
+    differently; every value is checked before use (the file may come from anyone)."""
+    from clipforge.models import ConfigError, validate_config
+
+    if not isinstance(hf_config, dict):
+        raise CheckpointFormatError("config.json must hold a JSON object")
+    subs = {}
+    for label in ("text", "vision"):
+        sub = hf_config.get(f"{label}_config") or {}
+        if not isinstance(sub, dict):
+            raise CheckpointFormatError(f"config.json field '{label}_config' must be a JSON object, "
+                                        f"got {type(sub).__name__}")
+        subs[label] = sub
+    acts = {subs[t].get("hidden_act", "quick_gelu") for t in subs}
+    if len(acts) != 1 or not acts <= {"quick_gelu", "gelu"}:
+        raise CheckpointFormatError(f"config.json field 'hidden_act' is {sorted(map(str, acts))}; clipforge's CLIP "
+                                    "runs quick_gelu or gelu, the same in both towers")
+    config["activation"] = acts.pop()
+    for label, sub in subs.items():
         eps = sub.get("layer_norm_eps", 1e-5)
-        if abs(float(eps) - 1e-5) > 1e-12:
-            raise CheckpointFormatError(f"the {label} tower uses layer_norm_eps={eps}; clipforge uses 1e-5")
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or abs(float(eps) - 1e-5) > 1e-12:
+            raise CheckpointFormatError(f"config.json field '{label}_config.layer_norm_eps' is {eps!r}; "
+                                        "clipforge uses 1e-5")
+    text, vision = subs["text"], subs["vision"]
     if "num_attention_heads" in text:
-        config["transformer_heads"] = int(text["num_attention_heads"])
+        config["transformer_heads"] = text["num_attention_heads"]
     heads = vision.get("num_attention_heads")
-    if heads is not None and int(heads) != _vision_heads(config["vision_width"]):
-        raise CheckpointFormatError(
-            f"the vision tower has {heads} attention heads; clipforge's ViT uses width // 64 = "
-            f"{_vision_heads(config['vision_width'])}")
-    return config
+    if heads is not None:
+        if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1 or config["vision_width"] % heads:
+            raise CheckpointFormatError(f"config.json field 'vision_config.num_attention_heads' = {heads!r} "
+                                        f"does not divide the vision width {config['vision_width']}")
+        config.pop("vision_head_width", None)
+        if config["vision_width"] // heads != 64:
+            config["vision_head_width"] = config["vision_width"] // heads
+    try:
+        return validate_config(config)
+    except ConfigError as err:
+        raise CheckpointFormatError(f"config.json: {err}") from None
 
 
 def save_hf(model_or_state_dict: Any, directory: str | os.PathLike[str],
-            config: dict[str, Any] | None = None) -> Path:
-    """Write ``config.json`` + ``model.safetensors`` that ``CLIPModel.from_pretrained`` loads."""
+            config: dict[str, Any] | None = None, preprocess: dict[str, Any] | None = None) -> Path:
+    """Write a folder Hugging Face reads as a whole model: ``config.json`` + ``model.safetensors``
+    (``CLIPModel.from_pretrained``), the tokenizer files (``CLIPTokenizer``/``AutoTokenizer``) and
+    ``preprocessor_config.json`` (``CLIPProcessor``, ``pipeline("zero-shot-image-classification")``).
+
+    `preprocess` (mean, std, interpolation, resize_mode) defaults to the model's
+    ``preprocess_cfg`` (set for registry weights), else OpenAI's.
+    """
+    from clipforge.atomic import write_json_atomic
+    from clipforge.weights.hf_files import write_preprocessor_config, write_tokenizer_files
     from clipforge.weights.save import _atomic_write_safetensors, model_config
 
     if isinstance(model_or_state_dict, torch.nn.Module):
         config = config or model_config(model_or_state_dict)
+        preprocess = preprocess or getattr(model_or_state_dict, "preprocess_cfg", None)
         state_dict = model_or_state_dict.state_dict()
     else:
         state_dict = dict(model_or_state_dict)
@@ -207,9 +241,9 @@ def save_hf(model_or_state_dict: Any, directory: str | os.PathLike[str],
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     _atomic_write_safetensors(hf_sd, directory / "model.safetensors", {"format": "pt"})
-    tmp = directory / f".config.json.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(hf_config, indent=2) + "\n")
-    os.replace(tmp, directory / "config.json")
+    write_json_atomic(directory / "config.json", hf_config)
+    write_tokenizer_files(directory, int(hf_config["text_config"]["max_position_embeddings"]))
+    write_preprocessor_config(directory, int(hf_config["vision_config"]["image_size"]), preprocess)
     return directory
 
 
@@ -223,9 +257,11 @@ def read_hf_directory(directory: Path) -> tuple[dict[str, Tensor], dict[str, Any
                                     "Face CLIPModel checkpoint (config.json + model.safetensors or "
                                     "pytorch_model.bin)")
     try:
-        hf_config = json.loads(config_path.read_text())
-    except (OSError, ValueError) as err:
-        raise CheckpointFormatError(f"{config_path} is not valid JSON: {err}") from err
+        hf_config = json.loads(config_path.read_text()[:1_000_000])
+    except (OSError, ValueError, RecursionError) as err:
+        raise CheckpointFormatError(f"{config_path} is not valid JSON: {err}") from None
+    if not isinstance(hf_config, dict):
+        raise CheckpointFormatError(f"{config_path} must hold a JSON object, got {type(hf_config).__name__}")
     if hf_config.get("model_type", "clip") != "clip":
         raise CheckpointFormatError(f"{config_path} describes a {hf_config.get('model_type')!r} model, "
                                     "expected a CLIPModel (model_type 'clip')")
@@ -252,3 +288,25 @@ def read_hf_directory(directory: Path) -> tuple[dict[str, Tensor], dict[str, Any
             return state, hf_config
     raise CheckpointFormatError(f"{directory} has config.json but no model.safetensors, pytorch_model.bin "
                                 "or sharded index: no weights to load")
+
+
+_RESAMPLE = {2: "bilinear", 3: "bicubic"}  # PIL's codes, as CLIPImageProcessor stores them
+
+
+def read_hf_preprocess(directory: Path) -> dict[str, Any] | None:
+    """The mean/std/interpolation of a folder's ``preprocessor_config.json`` (None when absent)."""
+    from clipforge.weights.preprocess_cfg import PreprocessConfigError, validate_preprocess
+
+    path = Path(directory) / "preprocessor_config.json"
+    if not path.is_file():
+        return None
+    try:
+        raw = json.loads(path.read_text()[:100_000])
+        if not isinstance(raw, dict):
+            raise PreprocessConfigError("not a JSON object")
+        cfg = {k: raw[f"image_{k}"] for k in ("mean", "std") if f"image_{k}" in raw}
+        if "resample" in raw:
+            cfg["interpolation"] = _RESAMPLE.get(raw["resample"], f"PIL code {raw['resample']!r}")
+        return validate_preprocess(cfg)
+    except (OSError, ValueError, RecursionError) as err:
+        raise CheckpointFormatError(f"{path} is not a usable image processor config: {err}") from None

@@ -31,6 +31,7 @@ from clipforge.weights.layout import canonical_order
 
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module")
 _PREFIXES = ("module.", "_orig_mod.")
+PREPROCESS_FIELD = "__preprocess__"  # carries a file's preprocessing from the reader to `load_checkpoint`
 _NON_PARAMETER_KEYS = ("input_resolution", "context_length", "vocab_size")
 _UNSAFE_HINT = ("only plain state dicts of tensors are loaded from pickles; save weights with "
                 "torch.save(model.state_dict(), path) or clipforge.weights.save_safetensors")
@@ -49,6 +50,13 @@ class Checkpoint:
     config: dict[str, Any] | None
     format: str
     path: Path
+    preprocess: dict[str, Any] | None = None
+
+    @property
+    def activation_known(self) -> bool:
+        """Whether the file says which MLP activation its weights need. Plain state dicts do
+        not (`clipforge.weights.zoo.checkpoint_config` then assumes one and says so)."""
+        return self.config is not None
 
     def __iter__(self) -> Iterator[Any]:
         """Unpacks as ``state_dict, config = load_checkpoint(path)``, the pair `build_model` takes."""
@@ -145,12 +153,18 @@ def _to_fp32(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def _read_raw(path: Path) -> tuple[Any, dict[str, Any] | None, str]:
     from clipforge.weights.hf import read_hf_directory
-    from clipforge.weights.save import config_from_metadata
-    from clipforge.weights.torchscript import is_torchscript_archive, read_torchscript_state_dict
+    from clipforge.weights.save import config_from_metadata, preprocess_from_metadata
+    from clipforge.weights.torchscript import (
+        check_zip_sizes,
+        is_torchscript_archive,
+        read_torchscript_state_dict,
+    )
 
     if path.is_dir():
         raw, hf_config = read_hf_directory(path)
         return raw, hf_config, "huggingface"
+    if path.is_file():
+        check_zip_sizes(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     size = path.stat().st_size
@@ -162,7 +176,11 @@ def _read_raw(path: Path) -> tuple[Any, dict[str, Any] | None, str]:
         return torch_load_safely(path), None, "torch"
     if _looks_like_safetensors(head, size):
         tensors, metadata = _read_safetensors(path)
-        return tensors, config_from_metadata(metadata, path), "safetensors"
+        config = config_from_metadata(metadata, path)
+        preprocess = preprocess_from_metadata(metadata, path)
+        if preprocess is not None and config is not None:
+            config = {**config, PREPROCESS_FIELD: preprocess}
+        return tensors, config, "safetensors"
     if head[:1] == b"\x80":  # pickle protocol >= 2: torch.save's legacy (pre-zip) format
         return torch_load_safely(path), None, "torch"
     raise CheckpointFormatError(
@@ -173,7 +191,7 @@ def _read_raw(path: Path) -> tuple[Any, dict[str, Any] | None, str]:
 
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """Read any supported checkpoint; see the module docstring for the formats."""
-    from clipforge.weights.hf import from_hf
+    from clipforge.weights.hf import from_hf, read_hf_preprocess
 
     path = Path(path).expanduser()
     raw, config, fmt = _read_raw(path)
@@ -184,9 +202,19 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         if _is_hf_layout(state_dict):
             state_dict, hf_config = from_hf(state_dict, None)
             config = config or hf_config
+    preprocess = config.pop(PREPROCESS_FIELD, None) if config else None
+    if fmt == "huggingface":
+        preprocess = read_hf_preprocess(path)
+    if fmt == "torchscript" and "text_projection" in state_dict:  # OpenAI's archives: QuickGELU, always
+        from clipforge.models import config_from_state_dict
+
+        try:
+            config = {**config_from_state_dict(_to_fp32(state_dict)), "activation": "quick_gelu"}
+        except (ValueError, KeyError, IndexError):
+            config = None  # not a CLIP: build_model says so
     if fmt == "safetensors":  # safetensors stores keys sorted by name
         state_dict = canonical_order(state_dict, config)
-    return Checkpoint(state_dict=_to_fp32(state_dict), config=config, format=fmt, path=path)
+    return Checkpoint(state_dict=_to_fp32(state_dict), config=config, format=fmt, path=path, preprocess=preprocess)
 
 
 def load_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:

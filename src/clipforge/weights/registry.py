@@ -1,43 +1,81 @@
-"""The nine OpenAI CLIP checkpoints and where they live on disk once downloaded.
+"""Every published checkpoint clipforge can fetch by name, and where it lives once downloaded.
 
-OpenAI publish each file under a URL whose second-to-last path segment is the file's sha256,
-so the URL alone is enough to verify a download; the registry derives the hash from it rather
-than keeping a second copy that could drift.
+Two sources (data in `clipforge.weights.zoo_data`): OpenAI's nine checkpoints, and open_clip's
+zoo for the CLIPs of OpenAI's shape. An entry is an (architecture, tag) pair, as in open_clip
+(``("ViT-B-32", "laion2b_s34b_b79k")``); OpenAI's spellings (``"ViT-B/32"``) have the tag
+``"openai"`` only. Each entry carries what is needed to use the weights correctly: the
+activation they were trained with, their preprocessing, and the published ImageNet top-1.
+
+Hashes: OpenAI's URLs end in ``<sha256>/<file>``; open_clip's release files end in the first
+8 hex digits of theirs (checked as a prefix); Hugging Face hub files are checked against the
+sha256 the hub announces (``X-Linked-Etag``) while downloading.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
-CACHE_ENV = "CLIPFORGE_CACHE"
-DEFAULT_CACHE = Path("~/.cache/clipforge")
+from clipforge.weights import zoo_data
 
-_BASE = "https://openaipublic.azureedge.net/clip/models"
-_URLS: dict[str, str] = {
-    "RN50": f"{_BASE}/afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63bc04b6762/RN50.pt",
-    "RN101": f"{_BASE}/8fa8567bab74a42d41c5915025a8e4538c3bdbe8804a470a72f30b0d94fab599/RN101.pt",
-    "RN50x4": f"{_BASE}/7e526bd135e493cef0776de27d5f42653e6b4c8bf9e0f653bb11773263205fdd/RN50x4.pt",
-    "RN50x16": f"{_BASE}/52378b407f34354e150460fe41077663dd5b39c54cd0bfd2b27167a4a06ec9aa/RN50x16.pt",
-    "RN50x64": f"{_BASE}/be1cfb55d75a9666199fb2206c106743da0f6468c9d327f3e0d0a543a9919d9c/RN50x64.pt",
-    "ViT-B/32": f"{_BASE}/40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af/ViT-B-32.pt",
-    "ViT-B/16": f"{_BASE}/5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f/ViT-B-16.pt",
-    "ViT-L/14": f"{_BASE}/b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836/ViT-L-14.pt",
-    "ViT-L/14@336px": f"{_BASE}/3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02/"
-                      "ViT-L-14-336px.pt",
-}
+CACHE_ENV = "CLIPFORGE_CACHE"
+HF_ENDPOINT_ENV = "HF_ENDPOINT"  # the variable huggingface_hub reads: mirrors and tests point it elsewhere
+DEFAULT_CACHE = Path("~/.cache/clipforge")
+HF_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")  # open_clip's own preference
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass(frozen=True)
+class Source:
+    """One place a checkpoint can be fetched from, with the file name it gets in the cache."""
+
+    url: str
+    filename: str
+    sha256: str | None  # full hex digest or a published prefix (>= 8 hex digits); None: ask the server
 
 
 @dataclass(frozen=True)
 class PretrainedWeights:
-    """One downloadable checkpoint: its architecture name, URL, expected sha256 and file name."""
+    """One downloadable checkpoint: architecture, tag, where it lives and how to use it.
+
+    `name` is the architecture to build (its activation already resolved: the ``-quickgelu``
+    config for QuickGELU weights), `url`/`sha256`/`filename` the primary source; `hf_repo`
+    adds the hub copies tried when the primary source fails (or is absent).
+    """
 
     name: str
     url: str
-    sha256: str
+    sha256: str | None
     filename: str
+    tag: str = "openai"
+    hf_repo: str = ""
+    activation: str = "quick_gelu"
+    mean: tuple[float, float, float] = OPENAI_MEAN
+    std: tuple[float, float, float] = OPENAI_STD
+    interpolation: str = "bicubic"
+    resize_mode: str = "shortest"
+    imagenet_top1: float | None = None
+    listed_as: str = ""  # the architecture name the entry is listed under (open_clip's or OpenAI's)
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def preprocess(self) -> dict[str, Any]:
+        return {"mean": list(self.mean), "std": list(self.std), "interpolation": self.interpolation,
+                "resize_mode": self.resize_mode}
+
+    def sources(self) -> list[Source]:
+        """Where to fetch from, in order: the primary URL, then the hub files."""
+        out = [Source(self.url, self.filename, self.sha256)] if self.url else []
+        endpoint = os.environ.get(HF_ENDPOINT_ENV, "").rstrip("/") or "https://huggingface.co"
+        for file in HF_FILES if self.hf_repo else ():
+            out.append(Source(f"{endpoint}/{self.hf_repo}/resolve/main/{file}",
+                              f"{self.hf_repo.replace('/', '--')}--{file}", None))
+        return out
 
 
 def sha256_from_url(url: str) -> str:
@@ -49,27 +87,78 @@ def sha256_from_url(url: str) -> str:
     return digest
 
 
-def _entry(name: str, url: str) -> PretrainedWeights:
-    return PretrainedWeights(name=name, url=url, sha256=sha256_from_url(url),
-                             filename=urlparse(url).path.rsplit("/", 1)[-1])
+def _release_sha_prefix(url: str) -> str | None:
+    """open_clip's release files end in ``-<first 8 hex of sha256>.pt``."""
+    match = re.search(r"-([0-9a-f]{8})\.pth?$", urlparse(url).path)
+    return match.group(1) if match else None
 
 
-OPENAI_WEIGHTS: dict[str, PretrainedWeights] = {name: _entry(name, url) for name, url in _URLS.items()}
+def _openai_entry(name: str, listed_as: str, tag: str = "openai") -> PretrainedWeights:
+    path, _, hub, top1 = zoo_data.OPENAI[name]
+    url = f"{zoo_data.OPENAI_BASE}/{path}"
+    return PretrainedWeights(name=name, url=url, sha256=sha256_from_url(url), filename=path.rsplit("/", 1)[-1],
+                             tag=tag, hf_repo=hub, imagenet_top1=top1, listed_as=listed_as)
 
 
-def list_pretrained() -> list[str]:
-    """Names with downloadable weights, in OpenAI's order."""
-    return list(OPENAI_WEIGHTS)
+def _zoo_entry(row: tuple, listed_as: str) -> PretrainedWeights:
+    arch, tag, url, hub, quick_gelu, top1, preprocess = row
+    extra = {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in preprocess.items()}
+    filename = f"{arch}--{tag}--{os.path.basename(urlparse(url).path)}" if url else ""
+    return PretrainedWeights(
+        name=f"{arch}-quickgelu" if quick_gelu else arch, url=url, sha256=_release_sha_prefix(url) if url else None,
+        filename=filename or f"{hub.replace('/', '--')}--{HF_FILES[0]}", tag=tag, hf_repo=hub,
+        activation="quick_gelu" if quick_gelu else "gelu", imagenet_top1=top1, listed_as=listed_as, **extra)
 
 
-def get_pretrained(name: str) -> PretrainedWeights:
-    """Registry entry for a name or alias (``ViT-B-32`` works as well as ``ViT-B/32``)."""
+def _build() -> dict[tuple[str, str], PretrainedWeights]:
+    table: dict[tuple[str, str], PretrainedWeights] = {}
+    for name in zoo_data.OPENAI:
+        table[(name, "openai")] = _openai_entry(name, name)
+    for name, (_, open_clip_name, _, _) in zoo_data.OPENAI.items():
+        # open_clip: `pretrained="openai"` means OpenAI's QuickGELU model under either spelling.
+        for listed in (open_clip_name, f"{open_clip_name}-quickgelu"):
+            table.setdefault((listed, "openai"), _openai_entry(name, listed))
+    for row in zoo_data.ENTRIES:
+        arch, tag, quick_gelu = row[0], row[1], row[4]
+        table[(arch, tag)] = _zoo_entry(row, arch)
+        if quick_gelu:  # open_clip lists QuickGELU weights under the -quickgelu name too
+            table[(f"{arch}-quickgelu", tag)] = _zoo_entry(row, f"{arch}-quickgelu")
+    return table
+
+
+PRETRAINED: dict[tuple[str, str], PretrainedWeights] = _build()
+OPENAI_WEIGHTS: dict[str, PretrainedWeights] = {name: PRETRAINED[(name, "openai")] for name in zoo_data.OPENAI}
+
+
+def _clean_tag(tag: str) -> str:
+    return tag.lower().replace("-", "_")
+
+
+def list_pretrained(as_str: bool = False) -> list[Any]:
+    """Every (architecture, tag) pair with downloadable weights, as open_clip's `list_pretrained`
+    (``"name:tag"`` strings with `as_str`). OpenAI's spellings come first."""
+    return [f"{name}:{tag}" if as_str else (name, tag) for name, tag in PRETRAINED]
+
+
+def list_pretrained_tags_by_model(name: str) -> list[str]:
     from clipforge.models import canonical_name
 
-    key = canonical_name(name)
-    if key not in OPENAI_WEIGHTS:
-        raise KeyError(f"no pretrained weights named {name!r}; known: {', '.join(OPENAI_WEIGHTS)}")
-    return OPENAI_WEIGHTS[key]
+    return [tag for arch, tag in PRETRAINED if arch == canonical_name(name)]
+
+
+def get_pretrained(name: str, tag: str = "openai") -> PretrainedWeights:
+    """Registry entry for an architecture (any spelling) and tag; KeyError names what exists."""
+    from clipforge.models import canonical_name
+
+    arch, tag = canonical_name(name), _clean_tag(tag)
+    entry = PRETRAINED.get((arch, tag))
+    if entry is None:
+        tags = list_pretrained_tags_by_model(arch)
+        if tags:
+            raise KeyError(f"no pretrained weights {tag!r} for {name}; known tags: {', '.join(tags)}")
+        archs = sorted({a for a, _ in PRETRAINED})
+        raise KeyError(f"no pretrained weights named {name!r}; known: {', '.join(archs)}")
+    return entry
 
 
 def cache_dir(root: str | os.PathLike[str] | None = None) -> Path:
@@ -80,16 +169,21 @@ def cache_dir(root: str | os.PathLike[str] | None = None) -> Path:
     return Path(env).expanduser() if env else DEFAULT_CACHE.expanduser()
 
 
-def cached_path(name: str, root: str | os.PathLike[str] | None = None) -> Path:
-    """Where the named checkpoint is (or would be) in the cache."""
-    return cache_dir(root) / get_pretrained(name).filename
+def cached_path(name: str, root: str | os.PathLike[str] | None = None, tag: str = "openai") -> Path:
+    """Where the checkpoint is in the cache: the first source's file present, else the primary's."""
+    entry = get_pretrained(name, tag)
+    base = cache_dir(root)
+    for source in entry.sources():
+        if (base / source.filename).is_file():
+            return base / source.filename
+    return base / entry.filename
 
 
-def is_cached(name: str, root: str | os.PathLike[str] | None = None) -> bool:
+def is_cached(name: str, root: str | os.PathLike[str] | None = None, tag: str = "openai") -> bool:
     """Whether the checkpoint's file is present; cheap (no hashing), so fine for listings.
 
     Downloads are renamed into place only after their hash was checked, so presence means a
     verified download unless someone replaced the file by hand; `download_pretrained`
     re-verifies before use.
     """
-    return cached_path(name, root).is_file()
+    return cached_path(name, root, tag).is_file()

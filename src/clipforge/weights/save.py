@@ -15,6 +15,8 @@ from typing import Any
 import torch
 
 CONFIG_KEY = "clipforge_config"
+PREPROCESS_KEY = "clipforge_preprocess"
+MAX_CONFIG_CHARS = 100_000
 
 
 def model_config(model: torch.nn.Module) -> dict[str, Any]:
@@ -25,6 +27,13 @@ def model_config(model: torch.nn.Module) -> dict[str, Any]:
     blocks = getattr(getattr(model, "transformer", None), "resblocks", None)
     if blocks is not None and len(blocks) and hasattr(blocks[0].attn, "heads"):
         config["transformer_heads"] = int(blocks[0].attn.heads)
+    # What shapes cannot show, read from the model itself: a file must rebuild the same numbers.
+    config["activation"] = str(getattr(model, "activation", "quick_gelu"))
+    for key, default in (("vision_head_width", 64), ("vision_mlp_ratio", 4.0)):
+        value = getattr(model, key, default)
+        config.pop(key, None)
+        if value != default:
+            config[key] = value
     return config
 
 
@@ -45,21 +54,29 @@ def _jsonable(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def save_safetensors(model_or_state_dict: torch.nn.Module | dict[str, torch.Tensor],
-                     path: str | os.PathLike[str], config: dict[str, Any] | None = None) -> Path:
+                     path: str | os.PathLike[str], config: dict[str, Any] | None = None,
+                     preprocess: dict[str, Any] | None = None) -> Path:
     """Save weights (OpenAI layout) to `path`, atomically, with `config` as JSON metadata.
 
-    Given a model and no config, the model's own config is stored; given a bare state dict
-    and no config, none is stored and loaders fall back to inferring it from shapes.
+    Given a model and no config, the model's own config is stored (activation included);
+    given a bare state dict and no config, none is stored and loaders fall back to inferring
+    it from shapes. `preprocess` (mean, std, interpolation, resize_mode; default: the
+    model's ``preprocess_cfg`` when registry weights set one) is stored beside it, so the
+    file rebuilds the same features from the same pixels.
     """
     if isinstance(model_or_state_dict, torch.nn.Module):
         state_dict = model_or_state_dict.state_dict()
         if config is None:
             config = model_config(model_or_state_dict)
+        if preprocess is None:
+            preprocess = getattr(model_or_state_dict, "preprocess_cfg", None)
     else:
         state_dict = dict(model_or_state_dict)
     metadata = {"format": "pt"}
     if config is not None:
         metadata[CONFIG_KEY] = json.dumps(_jsonable(config), sort_keys=True)
+    if preprocess is not None:
+        metadata[PREPROCESS_KEY] = json.dumps(_jsonable(dict(preprocess)), sort_keys=True)
     path = Path(path)
     _atomic_write_safetensors(state_dict, path, metadata)
     return path
@@ -67,16 +84,38 @@ def save_safetensors(model_or_state_dict: torch.nn.Module | dict[str, torch.Tens
 
 def config_from_metadata(metadata: dict[str, str] | None, source: object = "") -> dict[str, Any] | None:
     """The config `save_safetensors` stored, ready for `CLIP(**config)`; None when absent."""
+    from clipforge.models import ConfigError, validate_config
     from clipforge.weights.errors import CheckpointFormatError
 
     if not metadata or CONFIG_KEY not in metadata:
         return None
+    text = metadata[CONFIG_KEY]
+    if len(text) > MAX_CONFIG_CHARS:
+        raise CheckpointFormatError(f"{source}: metadata {CONFIG_KEY!r} is {len(text)} characters long; "
+                                    f"a model config is a few hundred")
     try:
-        config = json.loads(metadata[CONFIG_KEY])
-    except ValueError as err:
-        raise CheckpointFormatError(f"{source}: metadata {CONFIG_KEY!r} is not valid JSON: {err}") from err
+        config = json.loads(text)
+    except (ValueError, RecursionError) as err:
+        raise CheckpointFormatError(f"{source}: metadata {CONFIG_KEY!r} is not valid JSON: {err}") from None
     if not isinstance(config, dict):
         raise CheckpointFormatError(f"{source}: metadata {CONFIG_KEY!r} is not a JSON object")
-    if isinstance(config.get("vision_layers"), list):
-        config["vision_layers"] = tuple(config["vision_layers"])
-    return config
+    try:
+        # Files written before the activation was recorded came from clipforge 0.1, whose only
+        # activation was QuickGELU: a missing key keeps meaning that.
+        return validate_config(config)
+    except ConfigError as err:
+        raise CheckpointFormatError(f"{source}: metadata {CONFIG_KEY!r}: {err}") from None
+
+
+def preprocess_from_metadata(metadata: dict[str, str] | None, source: object = "") -> dict[str, Any] | None:
+    """The preprocessing `save_safetensors` stored (checked), or None when the file has none."""
+    from clipforge.weights.errors import CheckpointFormatError
+    from clipforge.weights.preprocess_cfg import PreprocessConfigError, validate_preprocess
+
+    if not metadata or PREPROCESS_KEY not in metadata:
+        return None
+    try:
+        return validate_preprocess(json.loads(metadata[PREPROCESS_KEY][:MAX_CONFIG_CHARS]))
+    except (ValueError, RecursionError) as err:
+        kind = "invalid" if isinstance(err, PreprocessConfigError) else "not valid JSON"
+        raise CheckpointFormatError(f"{source}: metadata {PREPROCESS_KEY!r} is {kind}: {err}") from None

@@ -201,6 +201,39 @@ def _flatten(obj: ScriptObject, prefix: str, slots: dict[str, list[str]],
             _flatten(value, f"{prefix}{name}.", slots, out, seen)
 
 
+MAX_INFLATE_RATIO = 1000  # deflate reaches ~1032:1 at best; a claim beyond that is a lie
+
+
+def check_zip_sizes(path: str | Path) -> None:
+    """Refuse a zip whose entries claim more bytes than the file can hold, before reading any.
+
+    Readers allocate each tensor's storage at its declared size, so a 767-byte archive whose
+    entry claims 3 GB would cost 3 GB of memory before failing. A stored entry is as large as
+    its compressed bytes, a deflated one at most ~1000x, and compressed bytes lie inside the
+    file; so the declared sizes are bounded by the file's size on disk.
+    """
+    if not zipfile.is_zipfile(path):
+        return
+    size = Path(path).stat().st_size
+    try:
+        with zipfile.ZipFile(path) as archive:
+            infos = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as err:
+        raise CheckpointFormatError(f"{path} is not a readable zip archive: {err}") from None
+    total = 0
+    for info in infos:
+        stored = info.compress_type == zipfile.ZIP_STORED
+        limit = info.compress_size if stored else MAX_INFLATE_RATIO * max(info.compress_size, 1)
+        if info.compress_size > size or info.file_size > limit:
+            raise CheckpointFormatError(
+                f"{path}: zip entry {info.filename!r} declares {info.file_size} bytes "
+                f"({info.compress_size} compressed) but the file holds {size} bytes; refusing to read it")
+        total += info.compress_size
+    if total > size:
+        raise CheckpointFormatError(f"{path}: zip entries declare {total} compressed bytes in a {size}-byte file; "
+                                    "refusing to read it")
+
+
 def is_torchscript_archive(path: str | Path) -> bool:
     """A zip holding ``<root>/data.pkl`` next to ``constants.pkl`` or ``code/`` (what jit.save writes)."""
     try:
@@ -215,6 +248,7 @@ def is_torchscript_archive(path: str | Path) -> bool:
 def read_torchscript_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The parameters and buffers of a TorchScript archive, named as ``state_dict()`` names them."""
     source = str(path)
+    check_zip_sizes(path)
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as err:

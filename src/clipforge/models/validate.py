@@ -1,0 +1,96 @@
+"""Check an architecture config before anything is built from it.
+
+Configs arrive from files (safetensors metadata, a Hugging Face ``config.json``) that anyone
+can write. Without a check, a negative head count builds a model that fails at its first
+forward pass, a width of 10**30 overflows inside torch, and a zero divides; every one of those
+surfaces far from its cause. Here each field is checked for type and a plausible range, and
+the first bad one is named in a `ConfigError`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from clipforge.models.configs import ACTIVATIONS, ArchConfig, mlp_width, vision_heads
+
+# Generous upper bounds: 10x beyond the largest published CLIPs, small enough that nothing
+# overflows and a hostile file cannot ask for terabytes.
+_LIMITS: dict[str, tuple[int, int]] = {
+    "embed_dim": (1, 32768),
+    "image_resolution": (1, 8192),
+    "vision_width": (1, 32768),
+    "vision_patch_size": (1, 1024),
+    "context_length": (1, 65536),
+    "vocab_size": (1, 2_000_000),
+    "transformer_width": (1, 32768),
+    "transformer_heads": (1, 1024),
+    "transformer_layers": (1, 1024),
+    "vision_head_width": (1, 32768),
+}
+_VIT_LAYERS = (1, 1024)
+_REQUIRED = ("embed_dim", "image_resolution", "vision_layers", "vision_width", "context_length",
+             "vocab_size", "transformer_width", "transformer_heads", "transformer_layers")
+_OPTIONAL = ("vision_patch_size", "activation", "vision_head_width", "vision_mlp_ratio")
+
+
+class ConfigError(ValueError):
+    """An architecture config with a missing, malformed or implausible field."""
+
+
+def _int(config: Mapping[str, Any], key: str, low: int, high: int) -> int:
+    value = config[key]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"field {key!r} must be an integer, got {value!r}")
+    if not low <= value <= high:
+        raise ConfigError(f"field {key!r} = {value} is outside the plausible range {low}..{high}")
+    return value
+
+
+def validate_config(config: Any) -> ArchConfig:
+    """A checked copy of `config` (lists of ResNet layers become tuples); raises `ConfigError`."""
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"a model config must be a JSON object, got {type(config).__name__}")
+    unknown = sorted(k for k in config if k not in _REQUIRED + _OPTIONAL)
+    if unknown:
+        raise ConfigError(f"unknown field {unknown[0]!r} in model config")
+    missing = [k for k in _REQUIRED if k not in config]
+    if missing:
+        raise ConfigError(f"model config lacks field {missing[0]!r}")
+    out: ArchConfig = dict(config)
+    for key, (low, high) in _LIMITS.items():
+        if key in config and not (key == "vision_patch_size" and config[key] is None):
+            out[key] = _int(config, key, low, high)
+    layers = config["vision_layers"]
+    if isinstance(layers, (list, tuple)):
+        if len(layers) != 4 or any(isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 256
+                                   for n in layers):
+            raise ConfigError(f"field 'vision_layers' of a ResNet must be 4 integers in 1..256, got {layers!r}")
+        out["vision_layers"] = tuple(layers)
+        if out["vision_width"] % 2 or out["image_resolution"] % 32:
+            raise ConfigError("a ResNet needs an even 'vision_width' and an 'image_resolution' divisible by 32")
+    else:
+        out["vision_layers"] = _int(config, "vision_layers", *_VIT_LAYERS)
+        if config.get("vision_patch_size") is None:
+            raise ConfigError("field 'vision_patch_size' is required for a ViT image tower")
+        if out["image_resolution"] % out["vision_patch_size"]:
+            raise ConfigError(f"field 'image_resolution' = {out['image_resolution']} is not a multiple of "
+                              f"'vision_patch_size' = {out['vision_patch_size']}")
+    activation = config.get("activation", "quick_gelu")
+    if activation not in ACTIVATIONS:
+        raise ConfigError(f"field 'activation' must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+    ratio = config.get("vision_mlp_ratio", 4.0)
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not math.isfinite(ratio) \
+            or not 0.0 < ratio <= 64.0:
+        raise ConfigError(f"field 'vision_mlp_ratio' must be a number in (0, 64], got {ratio!r}")
+    if out["transformer_width"] % out["transformer_heads"]:
+        raise ConfigError(f"field 'transformer_heads' = {out['transformer_heads']} does not divide "
+                          f"'transformer_width' = {out['transformer_width']}")
+    heads = vision_heads(out)
+    if heads < 1 or (out["vision_width"] * (32 if isinstance(out["vision_layers"], tuple) else 1)) % heads:
+        raise ConfigError(f"field 'vision_head_width' = {out.get('vision_head_width', 64)} does not divide "
+                          f"the image tower's width {out['vision_width']}")
+    if mlp_width(out) < 1:
+        raise ConfigError("field 'vision_mlp_ratio' gives an empty MLP")
+    return out

@@ -1,0 +1,51 @@
+"""The preprocessing a set of weights needs, as data: mean, std, interpolation, resize mode.
+
+Most CLIP weights use OpenAI's pipeline (bicubic resize of the shortest side, centre crop,
+OpenAI's mean/std), but not all: open_clip's ViT-L-14 ``laion2b_s32b_b82k`` was trained with
+Inception's mean/std (0.5), DFN's ViT-H-14 with a squashing resize. Features from the wrong
+preprocessing are quietly worse, so the registry and saved files carry these four fields.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+INTERPOLATIONS = ("bicubic", "bilinear")
+RESIZE_MODES = ("shortest", "squash")
+DEFAULT_PREPROCESS: dict[str, Any] = {"mean": list(OPENAI_MEAN), "std": list(OPENAI_STD),
+                                      "interpolation": "bicubic", "resize_mode": "shortest"}
+
+
+class PreprocessConfigError(ValueError):
+    """A preprocessing config with a malformed field."""
+
+
+def _triple(value: Any, key: str, positive: bool) -> list[float]:
+    if not isinstance(value, (list, tuple)) or len(value) != 3 or any(
+            isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in value):
+        raise PreprocessConfigError(f"field {key!r} must be 3 finite numbers, got {value!r}")
+    if positive and any(v <= 0 for v in value):
+        raise PreprocessConfigError(f"field {key!r} must be positive, got {value!r}")
+    return [float(v) for v in value]
+
+
+def validate_preprocess(config: Any) -> dict[str, Any]:
+    """A checked, complete copy (missing fields take OpenAI's values); raises `PreprocessConfigError`."""
+    if not isinstance(config, dict):
+        raise PreprocessConfigError(f"a preprocessing config must be a JSON object, got {type(config).__name__}")
+    unknown = sorted(set(config) - set(DEFAULT_PREPROCESS))
+    if unknown:
+        raise PreprocessConfigError(f"unknown field {unknown[0]!r}")
+    out = {**DEFAULT_PREPROCESS, **config}
+    out["mean"] = _triple(out["mean"], "mean", positive=False)
+    out["std"] = _triple(out["std"], "std", positive=True)
+    if out["interpolation"] not in INTERPOLATIONS:
+        raise PreprocessConfigError(f"field 'interpolation' must be one of {', '.join(INTERPOLATIONS)}, "
+                                    f"got {out['interpolation']!r}")
+    if out["resize_mode"] not in RESIZE_MODES:
+        raise PreprocessConfigError(f"field 'resize_mode' must be one of {', '.join(RESIZE_MODES)}, "
+                                    f"got {out['resize_mode']!r}")
+    return out

@@ -1,0 +1,134 @@
+"""From a name the user gave to (architecture config, checkpoint file, preprocessing), never silently wrong.
+
+Three cases, one rule: the activation and preprocessing always come from something that knows.
+
+- Registry weights (``ViT-B-32:laion2b_s34b_b79k``): the entry knows both. When the name the
+  user gave means another activation than the weights were trained with (open_clip's
+  ``ViT-B-32`` + ``laion400m_e31``, QuickGELU weights), the weights win and a note says so.
+- A file that records them (clipforge's safetensors, a Hugging Face folder, OpenAI's archives).
+- A plain state dict, which cannot know: with an architecture name (``ViT-B-32:/path/ckpt.pt``,
+  ``create_model("ViT-B-32", pretrained=path)``) that name's activation is used; without one
+  the shapes pick QuickGELU for OpenAI's shapes (what OpenAI's and clipforge 0.1's files are)
+  and GELU otherwise (open_clip's default), and a note says which was assumed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from clipforge.weights.errors import CheckpointFormatError
+from clipforge.weights.loading import Checkpoint
+from clipforge.weights.preprocess_cfg import DEFAULT_PREPROCESS
+from clipforge.weights.registry import PRETRAINED, PretrainedWeights, get_pretrained
+
+__all__ = ["ResolvedWeights", "checkpoint_config", "parse_spec", "resolve_pretrained"]
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    """Registry weights on disk, with everything needed to use them."""
+
+    entry: PretrainedWeights
+    path: Path
+    config: dict[str, Any]
+    preprocess: dict[str, Any]
+    note: str | None  # set when the weights' activation overrides the one the name implies
+
+
+def parse_spec(spec: str) -> tuple[str, str] | None:
+    """``"ViT-B-32:laion2b_s34b_b79k"`` -> ``("ViT-B-32", "laion2b_s34b_b79k")``; None for other specs.
+
+    A tag may also be a path (``ViT-B-32:/data/ckpt.pt``): the file's weights under that
+    architecture. A spec that is itself an existing path is never split.
+    """
+    from clipforge.models import ARCH_CONFIGS, canonical_name
+
+    if ":" not in spec or Path(spec).expanduser().exists():
+        return None
+    arch, _, tag = spec.partition(":")
+    if canonical_name(arch) not in ARCH_CONFIGS or not tag:
+        return None
+    return canonical_name(arch), tag
+
+
+def resolve_pretrained(arch: str, tag: str, root: str | os.PathLike[str] | None = None, *,
+                       progress: bool = True) -> ResolvedWeights:
+    """Download (or find in the cache) the registry weights `tag` of `arch`, verified.
+
+    Raises KeyError naming the known tags, DownloadError with one sentence saying which file
+    to fetch and where to put it.
+    """
+    from clipforge.models import activation_of, get_config
+    from clipforge.weights.download import download_pretrained
+
+    entry = get_pretrained(arch, tag)
+    path = download_pretrained(arch, root, tag=entry.tag, progress=progress)
+    config = get_config(entry.name)
+    config["activation"] = entry.activation
+    note = None
+    asked = activation_of(get_config(arch))
+    if asked != entry.activation and entry.tag != "openai":
+        note = (f"{arch}:{entry.tag} weights were trained with {entry.activation}; building {entry.name} "
+                f"(the name {arch} alone means {asked}, which would give wrong features)")
+    return ResolvedWeights(entry, path, config, entry.preprocess, note)
+
+
+def checkpoint_config(checkpoint: Checkpoint, arch: str | None = None) -> tuple[dict[str, Any], str | None]:
+    """The config to build `checkpoint` with, and a note when its activation had to be assumed.
+
+    `arch` is the architecture the user named for these weights; its shapes must fit the
+    file's (a mismatch is an error, not a silent rebuild), and for plain state dicts its
+    activation is used.
+    """
+    from clipforge.models import (
+        OPENAI_MODELS,
+        activation_of,
+        config_from_state_dict,
+        get_config,
+        matching_architectures,
+    )
+    from clipforge.models.configs import same_shape
+
+    try:
+        inferred = checkpoint.config or config_from_state_dict(checkpoint.state_dict)
+    except (KeyError, IndexError, ValueError) as err:
+        raise CheckpointFormatError(f"{checkpoint.path}: not a CLIP state dict ({err})") from None
+    if arch is not None:
+        named = get_config(arch)
+        if not same_shape(named, inferred):
+            raise CheckpointFormatError(f"{checkpoint.path} does not hold {arch} weights: its tensor shapes "
+                                        f"are those of {', '.join(matching_architectures(inferred)) or 'no known architecture'}")
+        if checkpoint.activation_known and activation_of(inferred) != activation_of(named):
+            raise CheckpointFormatError(f"{checkpoint.path} records activation {activation_of(inferred)}, "
+                                        f"but {arch} means {activation_of(named)}")
+        return (inferred if checkpoint.config else named), None
+    if checkpoint.activation_known:
+        return {**inferred, "activation": activation_of(inferred)}, None
+    matches = matching_architectures(inferred)
+    openai = [m for m in matches if m in OPENAI_MODELS]
+    activation = "quick_gelu" if openai else "gelu"
+    shape = (openai or matches or ["no known architecture"])[0]
+    quick_name = next((m for m in matches if m.endswith("-quickgelu")), "ARCH-quickgelu")
+    gelu_name = quick_name.removesuffix("-quickgelu") if quick_name != "ARCH-quickgelu" else "ARCH"
+    other = gelu_name if activation == "quick_gelu" else quick_name
+    note = (f"{checkpoint.path.name} is a plain state dict that does not record its activation; assumed "
+            f"{activation} (shapes of {shape}); if that is wrong, load it as {other}:{checkpoint.path}")
+    return {**inferred, "activation": activation}, note
+
+
+def preprocess_for(checkpoint: Checkpoint | None, resolved: ResolvedWeights | None = None) -> dict[str, Any]:
+    """The preprocessing to pair with weights: the registry's, else the file's, else OpenAI's."""
+    if resolved is not None:
+        return dict(resolved.preprocess)
+    if checkpoint is not None and checkpoint.preprocess:
+        return dict(checkpoint.preprocess)
+    return dict(DEFAULT_PREPROCESS)
+
+
+def known_tags(arch: str) -> list[str]:
+    from clipforge.models import canonical_name
+
+    return [tag for name, tag in PRETRAINED if name == canonical_name(arch)]

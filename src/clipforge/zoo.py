@@ -1,0 +1,161 @@
+"""open_clip's public surface over clipforge, so ``import clipforge as open_clip`` runs the
+common open_clip snippets:
+
+    model, _, preprocess = open_clip.create_model_and_transforms("ViT-B-32", pretrained="laion2b_s34b_b79k")
+    tokenizer = open_clip.get_tokenizer("ViT-B-32")
+    features = model.encode_image(preprocess(image).unsqueeze(0))
+
+Names and tags mean what they mean in open_clip (``ViT-B-32`` is GELU, ``-quickgelu`` and
+``pretrained="openai"`` are QuickGELU). Differences, deliberate: the model is clipforge's CLIP
+(OpenAI parameter names, fp32), the "train" transform is the evaluation transform (clipforge
+trains with its own recipes), and weights whose activation differs from the name's are built
+with the weights' activation (open_clip warns and builds the wrong one).
+
+Also here: `build_weights_preprocess`, the preprocessing a set of weights needs (mean, std,
+interpolation, resize mode) on top of `clipforge.image.Preprocess`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from clipforge.image import Preprocess
+from clipforge.image.geometry import center_crop_array, exif_orientation, orientation_transpose, resized_size
+from clipforge.image.modes import to_eight_bit, to_rgb
+
+__all__ = ["Tokenizer", "WeightsPreprocess", "build_weights_preprocess", "create_model_and_transforms",
+           "create_model_from_pretrained", "get_tokenizer", "list_models", "list_pretrained"]
+
+_RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+
+
+class WeightsPreprocess(Preprocess):
+    """`Preprocess` with the two knobs some weights need beyond mean/std: bilinear
+    interpolation, and open_clip's ``squash`` resize (straight to n x n, no crop; DFN's ViT-H-14).
+    With the defaults (bicubic, shortest side + centre crop) it is exactly `Preprocess`."""
+
+    def __init__(self, n_px: int, *, interpolation: str = "bicubic", resize_mode: str = "shortest",
+                 **kwargs: Any) -> None:
+        super().__init__(n_px, **kwargs)
+        if interpolation not in _RESAMPLE or resize_mode not in ("shortest", "squash"):
+            raise ValueError(f"unsupported preprocessing: interpolation={interpolation!r}, resize_mode={resize_mode!r}")
+        self.interpolation = interpolation
+        self.resize_mode = resize_mode
+
+    def __repr__(self) -> str:
+        return f"{super().__repr__()} [interpolation={self.interpolation}, resize_mode={self.resize_mode}]"
+
+    def _resized_pixels(self, image: Image.Image, source_size: tuple[int, int] | None = None,
+                        box: tuple[float, float, float, float] | None = None) -> np.ndarray:
+        if self.interpolation == "bicubic" and self.resize_mode == "shortest":
+            return super()._resized_pixels(image, source_size, box)
+        upright = box is not None or not self.exif_transpose  # decode already applied EXIF
+        if not upright and orientation_transpose(exif_orientation(image)) is not None:
+            image = ImageOps.exif_transpose(image)
+        image = to_eight_bit(image)
+        resample = _RESAMPLE[self.interpolation]
+        width, height = source_size if source_size is not None else image.size
+        n = self.n_px
+        target = (n, n) if self.resize_mode == "squash" else resized_size(width, height, n)
+        if box is not None or target != image.size:
+            image = image.resize(target, resample, box=box)
+        array = np.asarray(to_rgb(image))
+        return np.array(center_crop_array(array, n), dtype=np.uint8, order="C", copy=True)
+
+
+def build_weights_preprocess(n_px: int, cfg: dict[str, Any] | None = None, *, draft: bool = True) -> Preprocess:
+    """The preprocessing for weights whose `cfg` (registry entry or file metadata) says how
+    they were trained; None means OpenAI's."""
+    from clipforge.weights.preprocess_cfg import validate_preprocess
+
+    cfg = validate_preprocess(dict(cfg or {}))
+    if cfg["interpolation"] == "bicubic" and cfg["resize_mode"] == "shortest":
+        return Preprocess(n_px, draft=draft, mean=cfg["mean"], std=cfg["std"])
+    return WeightsPreprocess(n_px, draft=draft, mean=cfg["mean"], std=cfg["std"],
+                             interpolation=cfg["interpolation"], resize_mode=cfg["resize_mode"])
+
+
+def list_models() -> list[str]:
+    """Architecture names, as open_clip's `list_models` (plus OpenAI's spellings)."""
+    from clipforge.models import list_configs
+
+    return sorted(list_configs())
+
+
+def list_pretrained(as_str: bool = False) -> list[Any]:
+    """Every (architecture, tag) pair with downloadable weights; ``"name:tag"`` with `as_str`."""
+    from clipforge.weights.registry import list_pretrained as pairs
+
+    return pairs(as_str=as_str)
+
+
+class Tokenizer:
+    """open_clip's tokenizer call: ``tokenizer(texts) -> LongTensor[N, context_length]``,
+    truncating long texts (keeping ``<|endoftext|>`` last) as open_clip does."""
+
+    def __init__(self, context_length: int = 77) -> None:
+        self.context_length = context_length
+
+    def __call__(self, texts: str | Sequence[str], context_length: int | None = None) -> torch.Tensor:
+        from clipforge.text import tokenize
+
+        return tokenize(texts, context_length or self.context_length, truncate=True)
+
+    def encode(self, text: str) -> list[int]:
+        from clipforge.text import get_tokenizer as bpe
+
+        return bpe().encode(text)
+
+
+def get_tokenizer(model_name: str = "", context_length: int | None = None, **_: Any) -> Tokenizer:
+    """Every clipforge architecture uses CLIP's BPE and 77 tokens; `model_name` is checked."""
+    from clipforge.models import get_config
+
+    length = context_length or (get_config(model_name)["context_length"] if model_name else 77)
+    return Tokenizer(length)
+
+
+def create_model_from_pretrained(model_name: str, pretrained: str | os.PathLike[str] | None = None, *,
+                                 device: str | torch.device | None = "cpu", return_transform: bool = True,
+                                 cache_dir: str | os.PathLike[str] | None = None, **kwargs: Any) -> Any:
+    """(model, preprocess) as open_clip's function; only the model with ``return_transform=False``."""
+    model, _, preprocess = create_model_and_transforms(model_name, pretrained, device=device, cache_dir=cache_dir,
+                                                       **kwargs)
+    return (model, preprocess) if return_transform else model
+
+
+def create_model_and_transforms(
+        model_name: str, pretrained: str | os.PathLike[str] | None = None, precision: str = "fp32",
+        device: str | torch.device | None = "cpu", jit: bool = False, force_quick_gelu: bool = False,
+        image_mean: Sequence[float] | None = None, image_std: Sequence[float] | None = None,
+        image_interpolation: str | None = None, image_resize_mode: str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None, **_: Any) -> tuple[Any, Preprocess, Preprocess]:
+    """(model, preprocess_train, preprocess_val) as open_clip returns them (see module docstring).
+
+    `pretrained` is a tag (``"laion2b_s34b_b79k"``), a checkpoint path, or None (random
+    weights); `force_quick_gelu` builds the ``-quickgelu`` architecture, as in open_clip.
+    """
+    import clipforge
+    from clipforge.models import ARCH_CONFIGS, get_config
+
+    if precision not in ("fp32", "pure_fp32", "amp"):
+        raise ValueError(f"precision {precision!r}: clipforge keeps weights in fp32 (use autocast for bf16/fp16)")
+    name = model_name
+    if force_quick_gelu and not name.endswith("-quickgelu") and f"{name}-quickgelu" in ARCH_CONFIGS:
+        name = f"{name}-quickgelu"
+    get_config(name)  # unknown names fail here, naming the known ones
+    model = clipforge.create_model(name, pretrained=pretrained, download_root=cache_dir)
+    model = model.to(device or "cpu").eval()
+    cfg = dict(getattr(model, "preprocess_cfg", None) or {})
+    for key, value in (("mean", image_mean), ("std", image_std), ("interpolation", image_interpolation),
+                       ("resize_mode", image_resize_mode)):
+        if value is not None:
+            cfg[key] = list(value) if key in ("mean", "std") else value
+    preprocess = build_weights_preprocess(model.image_size, cfg)
+    return model, preprocess, preprocess
