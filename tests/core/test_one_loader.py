@@ -254,3 +254,23 @@ def test_eval_prints_where_plots_went_and_json_is_one_document(workspace, capsys
     report = json.loads(capsys.readouterr().out)
     assert report["model"]["name"] == "test-vit-tiny" and report["model"]["weights"] == "random (seed 0)"
     assert [Path(p).parent for p in report["files"]["plots"]] == [Path(workspace["out"])] * 2
+
+
+def test_every_command_without_device_loads_on_the_one_default_device(workspace, monkeypatch) -> None:
+    """With a GPU present (simulated), every command's default is api.default_device(), not its own."""
+    invocations = _invocations(workspace)
+    seen: dict[tuple[str, ...], str] = {}
+
+    def spy(spec, device=None, **kwargs):
+        raise _Resolved(str(device))
+
+    monkeypatch.setattr(api, "load_model", spy)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    for command, argv in invocations.items():
+        if command in {("train",), ("export", "onnx")}:
+            continue  # training places the model itself (a process per device); ONNX export traces on the CPU
+        with pytest.raises(_Resolved) as resolved:
+            main([*argv, "--model", SPY])
+        seen[command] = str(api.resolve_device(None if str(resolved.value) == "None" else str(resolved.value)))
+    assert {c: d for c, d in seen.items() if d != "cuda"} == {}
