@@ -30,22 +30,31 @@ class SimilarityTable:
         return "\n".join(lines)
 
 
-@torch.no_grad()
 def compute_similarity(model: CLIP, preprocess: Preprocess, image_paths: Sequence[str | Path],
-                       texts: Sequence[str]) -> SimilarityTable:
-    """Cosine similarities and the per-image softmax over texts at the model's own logit scale."""
+                       texts: Sequence[str], *, precision: str = "fp32") -> SimilarityTable:
+    """Cosine similarities and the per-image softmax over texts at the model's own logit scale.
+
+    Images go through the one reader and encoder (`clipforge.data.files.encode_files`; `preprocess`
+    decides draft decoding) with the model in `precision` (bf16 on a copy). An unreadable image
+    raises `ImageLoadError` naming it: a table with a missing row would be misread.
+    """
+    from clipforge.data.files import encode_files
+    from clipforge.image import ImageLoadError
+    from clipforge.inference.encoder import BatchEncoder
+
     if not image_paths or not texts:
         raise ValueError("need at least one image and one text")
-    device = next(model.parameters()).device
-    images = torch.stack([preprocess(load_image(p)) for p in image_paths]).to(device)
-    tokens = tokenize(list(texts), context_length=model.context_length, truncate=True).to(device)
-    image_features = model.encode_image(images).float()
-    text_features = model.encode_text(tokens).float()
-    image_features = image_features / image_features.norm(dim=-1, keepdim=True)
-    text_features = text_features / text_features.norm(dim=-1, keepdim=True)
+    encoder = BatchEncoder(model, precision, normalizer=preprocess, copy_model=True)
+    encoded = encode_files(image_paths, encoder, workers=0, preprocess=preprocess)
+    if encoded.bad:
+        bad = encoded.bad[0]
+        raise ImageLoadError(f"{bad.path}: {bad.reason}", path=bad.path, reason=bad.reason)
+    tokens = tokenize(list(texts), context_length=model.context_length, truncate=True)
+    image_features = torch.from_numpy(encoded.vectors)
+    text_features = torch.from_numpy(encoder.texts(tokens))
     cosine = image_features @ text_features.T
-    probabilities = (model.logit_scale.exp().float() * cosine).softmax(dim=-1)
-    return SimilarityTable([Path(p).name for p in image_paths], list(texts), cosine.cpu(), probabilities.cpu())
+    probabilities = (model.logit_scale.detach().exp().float().cpu() * cosine).softmax(dim=-1)
+    return SimilarityTable([Path(p).name for p in image_paths], list(texts), cosine, probabilities)
 
 
 def plot_similarity(table: SimilarityTable, image_paths: Sequence[str | Path], out: str | Path) -> Path:

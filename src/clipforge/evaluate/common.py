@@ -21,38 +21,67 @@ _DEFAULT_TEMPLATES = {"imagenet": "imagenet", "cifar10": "cifar10", "cifar100": 
 
 @dataclass
 class EvalModel:
+    """The model an evaluation runs: on the fast path in `precision`, with its decode setting.
+
+    `draft_decode` says whether big JPEGs were decoded at a reduced DCT scale before the exact
+    resize (embedding cosine >= 0.99 to the exact decode); reports carry it so a number can be
+    matched to a reference that decodes every pixel (``exact_decode=True``).
+    """
+
     model: torch.nn.Module
     preprocess: Any
     name: str
     weights: str
     device: torch.device
+    precision: str = "fp32"
+    fingerprint: str | None = None
+
+    @property
+    def draft_decode(self) -> bool:
+        return bool(getattr(self.preprocess, "draft", False))
 
     def describe(self, fingerprint: str | None = None) -> dict[str, Any]:
+        fingerprint = fingerprint or self.fingerprint
         if fingerprint is None:
             from clipforge.weights import model_fingerprint
 
-            fingerprint = model_fingerprint(self.model)
+            fingerprint = self.fingerprint = str(model_fingerprint(self.model))
         return {"name": self.name, "weights": self.weights, "fingerprint": fingerprint,
                 "embed_dim": int(getattr(self.model, "embed_dim", 0)),
                 "image_resolution": int(self.model.visual.input_resolution),
-                "parameters": int(sum(p.numel() for p in self.model.parameters()))}
+                "parameters": int(sum(p.numel() for p in self.model.parameters())),
+                "precision": self.precision, "draft_decode": self.draft_decode}
 
 
 def resolve_model(model: str | torch.nn.Module, device: str | torch.device | None = None,
-                  preprocess: Any = None, name: str | None = None) -> EvalModel:
-    """Accept a `--model` string (see `clipforge.resolve`) or an in-memory model."""
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+                  preprocess: Any = None, name: str | None = None, *, precision: str = "fp32",
+                  exact_decode: bool = False) -> EvalModel:
+    """Accept a `--model` string (through `clipforge.api.load_model`, the one loader) or an
+    in-memory model, and put it on the fast path in `precision` ("fp32" or "bf16"; an in-memory
+    model is copied before a bf16 cast). `exact_decode=True` decodes every JPEG pixel (no draft)
+    when no `preprocess` is given. The fingerprint is taken from the fp32 weights."""
+    from clipforge.api import load_model, resolve_device
+    from clipforge.image import Preprocess
+    from clipforge.inference.encoder import fast_model
+    from clipforge.inference.precision import resolve_precision
+
+    precision = resolve_precision(precision)
     if isinstance(model, str):
-        from clipforge.resolve import load_model
-
         loaded = load_model(model, device=device)
-        return EvalModel(loaded.model.eval(), preprocess or loaded.preprocess, name or loaded.name,
-                         loaded.weights, device)
-    if preprocess is None:
-        from clipforge.image import build_preprocess
+        net, weights, label, owned = loaded.model, loaded.weights, name or loaded.name, True
+    else:
+        net = model.to(resolve_device(device)).eval()
+        weights, label, owned = "in-memory model", name or type(model).__name__, False
+    fingerprint = None
+    if precision != "fp32":
+        from clipforge.weights import model_fingerprint
 
-        preprocess = build_preprocess(int(model.visual.input_resolution))
-    return EvalModel(model.to(device).eval(), preprocess, name or type(model).__name__, "in-memory model", device)
+        fingerprint = str(model_fingerprint(net))
+    if preprocess is None:
+        preprocess = Preprocess(int(net.visual.input_resolution), draft=not exact_decode)
+    net = fast_model(net, precision, copy_model=not owned)
+    target = next(net.parameters()).device
+    return EvalModel(net, preprocess, label, weights, target, precision, fingerprint)
 
 
 def open_eval_dataset(dataset: str | Any, root: str | Path | None, split: str | None, transform: Any) -> Any:

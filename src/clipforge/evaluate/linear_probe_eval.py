@@ -45,7 +45,7 @@ def evaluate_linear_probe(model: str | torch.nn.Module, dataset: str | tuple[Any
                           feature_cache_dir: str | Path | None = None, use_feature_cache: bool = True,
                           expect: Mapping[str, float] | None = None, tolerance: float = 0.3,
                           preprocess: Any = None, model_name: str | None = None,
-                          progress: bool = True) -> dict[str, Any]:
+                          progress: bool = True, precision: str = "fp32", exact_decode: bool = False) -> dict[str, Any]:
     """Fit probes on train features, score test features; write JSON + log; return the report.
 
     `dataset`: a name for `clipforge.data.open_dataset` (both splits read under `root`) or a
@@ -54,7 +54,7 @@ def evaluate_linear_probe(model: str | torch.nn.Module, dataset: str | tuple[Any
     """
     from clipforge.weights import model_fingerprint
 
-    ev = resolve_model(model, device, preprocess, model_name)
+    ev = resolve_model(model, device, preprocess, model_name, precision=precision, exact_decode=exact_decode)
     if isinstance(dataset, str):
         train_ds = open_eval_dataset(dataset, root, train_split, ev.preprocess)
         test_ds = open_eval_dataset(dataset, root, test_split, ev.preprocess)
@@ -66,7 +66,9 @@ def evaluate_linear_probe(model: str | torch.nn.Module, dataset: str | tuple[Any
         raise ValueError(f"train and test splits of {ds_name} disagree on the classes "
                          f"({len(train_ds.classnames)} vs {len(test_ds.classnames)})")
     num_classes = len(test_ds.classnames)
-    fingerprint = model_fingerprint(ev.model)
+    fingerprint = ev.fingerprint or str(model_fingerprint(ev.model))
+    # features differ (slightly) by precision and decode: each combination is its own cache entry
+    feature_key = f"{fingerprint}-{ev.precision}-{'draft' if ev.draft_decode else 'exact'}"
     out_dir = Path(out_dir)
     stem = run_stem("linear-probe", ev.name, ds_name, test_split)
     json_path, log_path = out_dir / f"{stem}.json", out_dir / f"{stem}.log"
@@ -75,7 +77,7 @@ def evaluate_linear_probe(model: str | torch.nn.Module, dataset: str | tuple[Any
         reset_peak_memory(ev.device)
         feats = {}
         for split, ds, limit in (("train", train_ds, limit_train), ("test", test_ds, limit_test)):
-            result, hit = cached_features(ev.model, ds, fingerprint=fingerprint, split=split,
+            result, hit = cached_features(ev.model, ds, fingerprint=feature_key, split=split,
                                           indices=subset_indices(len(ds), limit), cache_dir=feature_cache_dir,
                                           batch_size=batch_size, workers=workers, device=ev.device,
                                           progress=progress, use_cache=use_feature_cache)

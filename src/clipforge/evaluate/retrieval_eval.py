@@ -34,12 +34,13 @@ def evaluate_retrieval(model: str | torch.nn.Module, captions: str | Path | Any,
                        workers: int = 0, device: str | torch.device | None = None, limit: int | None = None,
                        out_dir: str | Path = "eval_results", expect: Mapping[str, float] | None = None,
                        tolerance: float = 0.3, preprocess: Any = None, model_name: str | None = None,
-                       dataset_name: str | None = None, progress: bool = True) -> dict[str, Any]:
+                       dataset_name: str | None = None, progress: bool = True,
+                       precision: str = "fp32", exact_decode: bool = False) -> dict[str, Any]:
     """`captions`: a CSV path (``image,caption`` rows, see `clipforge.data.CaptionDataset`) or a
     `CaptionDataset`. `limit`: a fixed random subset of images (with all their captions)."""
     from clipforge.data import CaptionDataset
 
-    ev = resolve_model(model, device, preprocess, model_name)
+    ev = resolve_model(model, device, preprocess, model_name, precision=precision, exact_decode=exact_decode)
     ds = captions if isinstance(captions, CaptionDataset) else CaptionDataset(captions, images, ev.preprocess)
     name = dataset_name or Path(getattr(ds, "csv_path", "captions")).parent.name or "captions"
     out_dir = Path(out_dir)

@@ -43,7 +43,8 @@ def evaluate_zeroshot(model: str | torch.nn.Module, dataset: str | Any, root: st
                       out_dir: str | Path = "eval_results", plot: bool | str | Path = False,
                       expect: Mapping[str, float] | None = None, tolerance: float = 0.3,
                       cache_dir: str | Path | None = None, preprocess: Any = None,
-                      model_name: str | None = None, progress: bool = True) -> dict[str, Any]:
+                      model_name: str | None = None, progress: bool = True,
+                      precision: str = "fp32", exact_decode: bool = False) -> dict[str, Any]:
     """Run the evaluation, write ``<out_dir>/<stem>.json`` and ``.log`` (and PNGs with `plot`).
 
     `model`: a `--model` string or a CLIP-like module. `dataset`: a name for
@@ -51,7 +52,7 @@ def evaluate_zeroshot(model: str | torch.nn.Module, dataset: str | Any, root: st
     `expect`: percent values per metric (``{"top1": 63.3}``); the report's ``passed`` says
     whether every one is within `tolerance` points. Returns the report dict (with ``files``).
     """
-    ev = resolve_model(model, device, preprocess, model_name)
+    ev = resolve_model(model, device, preprocess, model_name, precision=precision, exact_decode=exact_decode)
     ds = open_eval_dataset(dataset, root, split, ev.preprocess)
     ds_name = dataset if isinstance(dataset, str) else str(getattr(ds, "name", "dataset"))
     names = list(classnames) if classnames is not None else dataset_classnames(ds_name, ds)

@@ -30,10 +30,14 @@ class ZeroShotEval:
     @torch.no_grad()
     def __call__(self, model: nn.Module, device: torch.device, autocast=None) -> dict[str, float]:
         from clipforge.data import make_loader
+        from clipforge.inference.encoder import BatchEncoder
         from clipforge.zeroshot import ZeroShotClassifier
 
         was_training = model.training
         model.eval()
+        # the one encoder; fp32 gives the model its packed eval forward in place (parameters,
+        # requires_grad and the training forward untouched), repacked after each optimizer step
+        encoder = BatchEncoder(model, "fp32")
         classifier = ZeroShotClassifier(model, list(self.classnames), list(self.templates), device=device,
                                         use_cache=False, progress=False)
         dataset = self.dataset
@@ -44,12 +48,11 @@ class ZeroShotEval:
             skipped += len(batch.errors)
             if len(batch.indices) == 0:
                 continue
-            images = batch.images.to(device)
             if autocast is not None:
                 with autocast():
-                    features = model.encode_image(images).float()
+                    features = encoder.image_features(batch.images)
             else:
-                features = model.encode_image(images).float()
+                features = encoder.image_features(batch.images)
             pred = classifier.logits(features).argmax(dim=-1).cpu()
             correct += int((pred == batch.labels).sum())
             total += len(pred)

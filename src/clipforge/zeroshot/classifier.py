@@ -30,6 +30,13 @@ __all__ = ["ZeroShotClassifier"]
 log = logging.getLogger(__name__)
 
 
+def _model_class(model: torch.nn.Module) -> str:
+    """The model's architecture class for cache keys: the inference subclasses that `load_model`
+    and `prepare` swap in (same weights, same numbers) count as the class they derive from."""
+    cls = next(c for c in type(model).__mro__ if not c.__module__.startswith("clipforge.inference"))
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 class ZeroShotClassifier:
     """Classify images among `classnames` described by prompt `templates`.
 
@@ -65,7 +72,7 @@ class ZeroShotClassifier:
         key = None
         if self.use_cache:
             self.fingerprint = text_tower_fingerprint(self.model)
-            model_class = f"{type(self.model).__module__}.{type(self.model).__qualname__}"
+            model_class = _model_class(self.model)
             key = cache_key(self.fingerprint, self.classnames, self.templates,
                             int(getattr(self.model, "context_length", 77)), model_class)
             cached = load_cached_embeddings(self.cache_dir, key, len(self.classnames))

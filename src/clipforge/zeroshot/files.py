@@ -44,40 +44,54 @@ def read_labels_file(path: str | Path) -> list[str]:
 def classify_files(paths: Sequence[str | Path], labels: Sequence[str], model: str | torch.nn.Module,
                    templates: str | Sequence[str] = "simple", top_k: int = 5,
                    plot: str | Path | None = None, device: str | None = None, preprocess: Any = None,
-                   cache_dir: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+                   cache_dir: str | Path | None = None, progress: bool = True, *, precision: str = "fp32",
+                   draft: bool = True, batch_size: int = 32, workers: int | None = None) -> dict[str, Any]:
     """Top-k labels for each image file.
 
-    Unreadable images do not stop the run: they are listed under ``errors`` with the
-    reason. Returns ``{"model", "templates", "results": [{image, labels, probabilities}], "errors"}``.
+    Files go through the one reader and encoder (`clipforge.data.files.encode_files`, model in
+    `precision`; `draft=False` decodes every JPEG pixel). Unreadable images do not stop the run:
+    they are listed under ``errors`` with the reason. Returns ``{"model", "templates", "precision",
+    "draft_decode", "results": [{image, labels, probabilities}], "errors"}``, results in input order.
     """
-    from clipforge.image import ImageLoadError, load_image
-    from clipforge.resolve import load_model
+    from clipforge.data.files import encode_files
+    from clipforge.image import Preprocess, load_image
+    from clipforge.inference.encoder import BatchEncoder
 
     model_name = model if isinstance(model, str) else type(model).__name__
     if isinstance(model, str):
+        from clipforge.api import load_model
+
         loaded = load_model(model, device=device)
-        model, preprocess = loaded.model, preprocess or loaded.preprocess
-    classifier = ZeroShotClassifier(model, labels, templates, preprocess=preprocess, device=device,
+        model, copy_model = loaded.model, False
+    else:
+        copy_model = True
+    if preprocess is None or (not draft and isinstance(preprocess, Preprocess)):
+        preprocess = Preprocess(int(model.visual.input_resolution), draft=draft)
+    encoder = BatchEncoder(model, precision, normalizer=preprocess, copy_model=copy_model)
+    classifier = ZeroShotClassifier(encoder.model, labels, templates, preprocess=preprocess, device=encoder.device,
                                     cache_dir=cache_dir, progress=progress)
+    with tqdm(total=len(paths), unit="image", desc="classify", disable=not progress or len(paths) < 2) as bar:
+        encoded = encode_files(paths, encoder, batch_size=batch_size, workers=0 if len(paths) < 8 else workers,
+                               preprocess=preprocess, on_batch=bar.update)
     results: list[dict[str, Any]] = []
-    errors: list[dict[str, str]] = []
-    shown: list[Any] = []
-    for path in tqdm(paths, unit="image", desc="classify", disable=not progress or len(paths) < 2):
-        try:
-            image = load_image(path)
-        except (ImageLoadError, OSError) as exc:
-            errors.append({"image": str(path), "error": str(exc)})
-            continue
-        names, probs = classifier.predict([image], top_k=top_k)
-        results.append({"image": str(path), "labels": names[0], "probabilities": [round(float(p), 6) for p in probs[0]]})
-        if plot is not None:
-            image.thumbnail((256, 256))
-            shown.append(image)
-    out: dict[str, Any] = {"model": model_name, "templates": classifier.templates, "results": results,
+    if len(encoded.files):
+        probs = classifier.logits(torch.from_numpy(encoded.vectors)).softmax(dim=-1)
+        values, indices = probs.topk(min(top_k, classifier.num_classes), dim=-1)
+        for item, row, p in zip(encoded.files, indices.tolist(), values.tolist(), strict=True):
+            results.append({"image": item.path, "labels": [classifier.classnames[j] for j in row],
+                            "probabilities": [round(float(x), 6) for x in p]})
+    errors = [{"image": bad.path, "error": f"{bad.path}: {bad.reason}"} for bad in encoded.bad]
+    out: dict[str, Any] = {"model": model_name, "templates": classifier.templates, "precision": encoder.precision,
+                           "draft_decode": bool(getattr(preprocess, "draft", False)), "results": results,
                            "errors": errors}
     if plot is not None and results:
         from clipforge.zeroshot.plot import plot_predictions
 
+        shown = []
+        for r in results:
+            image = load_image(r["image"])
+            image.thumbnail((256, 256))
+            shown.append(image)
         out["plot"] = str(plot_predictions(shown, [r["labels"] for r in results],
                                            [r["probabilities"] for r in results], plot,
                                            titles=[Path(r["image"]).name for r in results]))
