@@ -131,7 +131,7 @@ def test_json_stays_pure_when_the_default_model_notice_is_printed(monkeypatch, i
     captured = capsys.readouterr()
     out = json.loads(captured.out)
     assert out["model"] == "clipforge-tiny" and len(out["probabilities"][0]) == 2
-    assert captured.err.startswith("note: ViT-B/32 weights are not downloaded; using the small shipped model")
+    assert captured.err.startswith("notice: ViT-B/32 weights are not downloaded; using the small shipped model")
 
 
 def test_models_lists_the_shipped_model(capsys) -> None:

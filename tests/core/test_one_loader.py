@@ -117,7 +117,7 @@ def test_default_spec_falls_back_to_the_shipped_model_with_one_notice(monkeypatc
     from clipforge.cli.common import model_spec
 
     assert model_spec(argparse.Namespace(model=None)) == "clipforge-tiny"
-    assert capsys.readouterr().err == f"note: {notice}\n"
+    assert capsys.readouterr().err == f"notice: {notice}\n"
     assert model_spec(argparse.Namespace(model=None, quiet=True)) == "clipforge-tiny"
     assert capsys.readouterr().err == ""
     monkeypatch.setattr("clipforge.weights.is_cached", lambda name, root=None: True)

@@ -47,7 +47,7 @@ def notice(message: str, args: argparse.Namespace | None = None) -> None:
     """A note for the user on stderr (never stdout, which may be JSON), unless --quiet."""
     if args is not None and getattr(args, "quiet", False):
         return
-    print(f"note: {message}", file=sys.stderr)
+    print(f"notice: {message}", file=sys.stderr)
 
 
 def model_spec(args: argparse.Namespace) -> str:
