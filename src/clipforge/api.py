@@ -3,8 +3,10 @@
 Every command, task and the server call `load_model`, so what the tests prove is what users
 run. A spec is whatever a user has:
 
-- a registry name, OpenAI or open_clip spelling (``ViT-B/32``, ``ViT-B-32``): downloaded and verified;
-- ``ARCH:TAG`` (``ViT-B-32:openai``), or ``load_model(ARCH, pretrained=TAG)``: named weights for an architecture;
+- a registry name (``ViT-B/32``, ``RN50``): its default weights, downloaded and verified;
+- ``ARCH:TAG`` (``ViT-B/32:openai``), or ``load_model(ARCH, pretrained=TAG)``: named weights for an
+  architecture (`_pretrained_checkpoint` is where the weights registry is asked; `_default_tag` says
+  what a bare architecture name means);
 - a shipped model (``clipforge-tiny``): no network needed;
 - a checkpoint file of any format, or a Hugging Face folder: its architecture read from its tensors;
 - ``random:ARCH`` or a test config (``test-vit-tiny``): random weights, seeded, labelled "random".
@@ -27,7 +29,7 @@ from clipforge.models import CLIP, OPENAI_MODELS, canonical_name, create_model_f
 
 __all__ = [
     "OFFLINE_DEFAULT", "PREFERRED_DEFAULT", "LoadedModel", "available_models", "create_model",
-    "default_device", "default_model_spec", "load", "load_model", "resolve_device",
+    "default_device", "default_model_spec", "load", "load_model", "resolve_device", "resolve_spec",
 ]
 
 SHIPPED_MODELS_DIR = Path(__file__).resolve().parent / "pretrained"
