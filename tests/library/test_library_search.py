@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import sqlite3
 import threading
+import zlib
 
 import numpy as np
 import pytest
@@ -69,7 +69,7 @@ def test_index_follows_the_database(library, tmp_path, tiny_encoder, images_fact
     assert manager.last_action == "rebuilt" and manager.get().count == 9
     saved = json.loads(library.store.get_meta(manager.state_key))
     assert saved["count"] == 9 and saved["model_fingerprint"] == tiny_encoder.fingerprint
-    assert saved["file_sha256"] == hashlib.sha256(manager.index_path.read_bytes()).hexdigest()
+    assert saved["file_crc32"] == f"{zlib.crc32(manager.index_path.read_bytes()):08x}"
     # A saved index older than the database is loaded and extended with the new rows.
     more = images_factory(tmp_path / "more2", 1, seed=60, formats=("png",))
     other.add(tmp_path / "more2", workers=0, progress=False, update_index=False)
