@@ -56,6 +56,7 @@ class Trainer:
         self.dist = dist_info or init_distributed(config.device)
         self.device = self.dist.device
         torch.manual_seed(config.seed)
+        self._threads_before = torch.get_num_threads()  # restored when fit() returns
         self.thread_tuner = configure_threads(config.threads)
         self.model = build_model(config).to(self.device)
         if config.channels_last:
@@ -325,6 +326,7 @@ class Trainer:
         if self.dist.is_main:
             plot_curves(self.out_dir)
         self.logger.close()
+        torch.set_num_threads(self._threads_before)
         return {"steps": self.step, "epoch": self.epoch, "losses": self.losses, "checkpoint": self.last_checkpoint,
                 "metrics": metrics or self.last_metrics, **self.freeze_summary}
 
