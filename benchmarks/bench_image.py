@@ -3,7 +3,9 @@
 For each architecture and batch size, all candidates are timed round-robin in one group:
 
     clipforge          prepare(model, "fp32")      (packed oneDNN weights, fused ops)
-    clipforge-plain    the model as built, no prepare
+    clipforge-plain    the model as built (plain modules), no prepare
+    clipforge-load     the model `clipforge.load(checkpoint)` returns, no other call
+    clipforge-load-autocast   the same under torch.autocast(bfloat16)
     clipforge-bf16     prepare(model, "bf16")
     clipforge-int8     quantize_dynamic_int8 (Linear layers int8)
     onnxruntime        the exported image encoder (fp32) on onnxruntime
@@ -43,8 +45,8 @@ def tower_flops(model: torch.nn.Module, resolution: int) -> float:
 def image_candidates(zoo: Zoo, full: bool = True, int8: bool = True) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
     """name -> function(images fp32 [N,3,R,R]) -> features; only what this machine can run.
 
-    `full=False` (quick runs) leaves out the unprepared model and the autocast variants (in
-    every run so far HF's pure-bf16 model was its fastest bf16 mode).
+    `full=False` (quick runs) leaves out the unprepared plain modules and OpenAI's autocast run;
+    the model `clipforge.load` returns and the autocast pair (it and HF) are always measured.
     """
     from clipforge.inference import bf16_supported
 
@@ -53,6 +55,15 @@ def image_candidates(zoo: Zoo, full: bool = True, int8: bool = True) -> dict[str
     out["clipforge"] = fp32.encode_image
     if full:
         out["clipforge-plain"] = zoo.base.encode_image
+    loaded = zoo.loaded()
+    out["clipforge-load"] = loaded.encode_image
+
+    def load_autocast(x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return loaded.encode_image(x)
+
+    if zoo.is_vit:  # the goal is set against HF, which has no ResNet
+        out["clipforge-load-autocast"] = load_autocast
     if bf16_supported():
         out["clipforge-bf16"] = zoo.prepared("bf16").encode_image
     if int8:  # on a ResNet only the attention pool has Linear layers
@@ -62,15 +73,15 @@ def image_candidates(zoo: Zoo, full: bool = True, int8: bool = True) -> dict[str
     hf = zoo.hf()
     if hf is not None:
         out["hf"] = lambda x: hf.get_image_features(pixel_values=x)
+
+        def hf_autocast(x: torch.Tensor) -> torch.Tensor:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return hf.get_image_features(pixel_values=x)
+
+        # autocast is what users run (open_clip --precision amp, CLIP_benchmark amp=True), native bf16 or not
+        out["hf-autocast"] = hf_autocast
         if bf16_supported():
             hf16 = zoo.hf(bf16=True)
-
-            def hf_autocast(x: torch.Tensor) -> torch.Tensor:
-                with torch.autocast("cpu", dtype=torch.bfloat16):
-                    return hf.get_image_features(pixel_values=x)
-
-            if full:
-                out["hf-autocast"] = hf_autocast
             out["hf-bf16"] = lambda x: hf16.get_image_features(pixel_values=x.to(torch.bfloat16))
     reference = zoo.reference()
     if reference is not None:

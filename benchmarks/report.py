@@ -62,6 +62,34 @@ def goals(results: dict) -> list[dict]:
                      f"best HF mode: {best_mode} (of {', '.join(modes)})" if modes else ""))
     out.append(_goal("bf16 features vs fp32 (ViT-B/32 image, min cosine)", ">= 0.999", cos,
                      cos is not None and cos >= 0.999))
+    # the plain model `clipforge.load` returns, no other call (the README's first example)
+    r = _ratio(ips(b1, "clipforge-load"), ips(b1, "hf"))
+    out.append(_goal("clipforge.load model, ViT-B/32 image fp32 batch 1 vs HF", ">= 1.3x", r, r is not None and r >= 1.3))
+    r = _ratio(ips(b32, "clipforge-load"), ips(b32, "hf"))
+    out.append(_goal("clipforge.load model, ViT-B/32 image fp32 batch 32 vs HF", ">= 0.95x", r,
+                     r is not None and r >= 0.95))
+    r = _ratio(ips(b32, "clipforge-load-autocast"), ips(b32, "hf-autocast"))
+    native = _get(results, "machine", "bf16_native")
+    out.append(_goal("clipforge.load model under torch.autocast bf16, batch 32 vs HF under the same autocast",
+                     ">= 1.0x", r, r is not None and r >= 1.0,
+                     "" if native else "this CPU has no native bf16: autocast is emulated for both"))
+    accuracy = _get(results, "sections", "image", "models", "ViT-B/32", "accuracy") or {}
+    d = _get(accuracy, "clipforge-load", "max_abs_diff")
+    out.append(_goal("clipforge.load model fp32 features vs the reference (max abs diff)", "<= 1e-5", d,
+                     d is not None and d <= 1e-5))
+    c = _get(accuracy, "clipforge-load-autocast", "cosine_min")
+    out.append(_goal("clipforge.load model under autocast bf16 vs fp32 (min cosine)", ">= 0.999", c,
+                     c is not None and c >= 0.999))
+    commands = _get(results, "sections", "commands", "runs") or {}
+    for name, target in (("embed", 1.0), ("index-add", 1.0), ("embed-bf16", 1.5), ("index-add-bf16", 1.5)):
+        r = _get(commands, name, "vs_hf_loop")
+        why = _get(results, "sections", "commands", "bf16_skipped") if name.endswith("bf16") else ""
+        out.append(_goal(f"`clipforge {name.replace('-bf16', ' --precision bf16').replace('index-add', 'index add')}` "
+                         "whole process vs HF fp32 loop (300 ImageNet-sample photos, ViT-B/32)", f">= {target}x", r,
+                         r is not None and r >= target, why or ""))
+    c = _get(results, "sections", "commands", "accuracy", "embed_bf16_vs_fp32", "cosine_min")
+    if c is not None:
+        out.append(_goal("`clipforge embed --precision bf16` vs fp32 (min cosine)", ">= 0.999", c, c >= 0.999))
     text = _get(results, "sections", "text") or {}
     r = _ratio(_get(text, "throughput", "clipforge", "texts_per_s"), _get(text, "throughput", "clipforge-full77", "texts_per_s"))
     out.append(_goal("text tower: stop at longest prompt vs all 77 positions (typical prompts)", ">= 4x", r,

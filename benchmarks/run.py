@@ -7,7 +7,8 @@
     python -m benchmarks.run --only image,text
 
 Sections: tokenizer, image (ViT-B/32 and RN50 towers), text (text tower and the ImageNet
-classifier build), pipeline (decode accuracy and end to end), search (1M-vector index).
+classifier build), pipeline (decode accuracy and end to end), commands (`clipforge embed` / `index add` as whole
+processes vs a plain HF loop), search (1M-vector index).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from benchmarks import report
 from benchmarks.common import load_average, machine_info, matmul_roof
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("tokenizer", "image", "text", "pipeline", "search")
+SECTIONS = ("tokenizer", "image", "text", "pipeline", "commands", "search")
 
 
 def _print_image(data: dict) -> None:
@@ -85,6 +86,20 @@ def _print_pipeline(data: dict) -> None:
               f"{e.get('speedup', float('nan')):.2f}x; cosine vs HF min {e.get('embedding_cosine_vs_hf_min', float('nan')):.5f}")
 
 
+def _print_commands(data: dict) -> None:
+    if "skipped" in data:
+        print(f"  skipped: {data['skipped']}")
+        return
+    for name, r in data["runs"].items():
+        print(f"  {name:15s} {r['seconds']:7.1f} s  {r['images_per_s']:6.2f} img/s  {r['vs_hf_loop']:5.2f}x HF loop "
+              f"(whole process, {data['images']} photos)")
+    for name, acc in data.get("accuracy", {}).items():
+        print(f"  cosine {name}: " + ", ".join(f"{k} {v:.5f}" if isinstance(v, float) else f"{k} {v}"
+                                               for k, v in acc.items()))
+    if data.get("bf16_skipped"):
+        print(f"  --precision bf16 not measured: {data['bf16_skipped']}")
+
+
 def _print_search(data: dict) -> None:
     if "skipped" in data:
         print(f"  skipped: {data['skipped']}")
@@ -125,9 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.zoo import Zoo
 
     vit_name, rn_name = ("test-vit-tiny", "test-rn-tiny") if args.tiny else ("ViT-B/32", "RN50")
-    vit = Zoo(vit_name) if {"image", "text", "pipeline"} & set(only) else None
+    vit = Zoo(vit_name) if {"image", "text", "pipeline", "commands"} & set(only) else None
     printers = {"tokenizer": _print_tokenizer, "image": _print_image, "text": _print_text,
-                "pipeline": _print_pipeline, "search": _print_search}
+                "pipeline": _print_pipeline, "commands": _print_commands, "search": _print_search}
     for section in [s for s in SECTIONS if s in only]:
         print(f"[{section}] load {load_average()}", flush=True)
         t0 = time.perf_counter()
@@ -143,6 +158,10 @@ def main(argv: list[str] | None = None) -> int:
         elif section == "pipeline":
             from benchmarks import bench_pipeline as module
             data = module.run(quick=args.quick, zoo=vit, progress=progress)
+        elif section == "commands":
+            from benchmarks import bench_commands as module
+            data = (module.run(quick=args.quick, zoo=vit, progress=progress) if not args.tiny
+                    else {"skipped": "--tiny: the commands are measured with ViT-B/32 only"})
         else:
             from benchmarks import bench_search_suite as module
             data = module.run(quick=args.quick, progress=progress)

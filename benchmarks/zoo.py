@@ -62,6 +62,29 @@ class Zoo:
 
         return self._get(f"cf-{precision}", lambda: prepare(copy.deepcopy(self.base), precision))
 
+    def loaded(self) -> torch.nn.Module:
+        """The plain model exactly as `clipforge.load` returns it for a checkpoint file of these
+        weights: no `prepare`, no other call (fp32, eval mode, parameters requiring grad)."""
+
+        def build() -> torch.nn.Module:
+            from safetensors.torch import save_file
+
+            import clipforge
+
+            folder = Path(self._tmp_dir()) / "load"
+            folder.mkdir(exist_ok=True)
+            path = folder / "model.safetensors"
+            save_file({k: v.detach().contiguous() for k, v in self.base.state_dict().items()}, str(path))
+            model, _ = clipforge.load(str(path), device="cpu")
+            return model
+
+        return self._get("cf-load", build)
+
+    def _tmp_dir(self) -> str:
+        if self._tmp is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="clipforge-bench-")
+        return self._tmp.name
+
     def int8(self) -> torch.nn.Module:
         from clipforge.inference.quantize import quantize_dynamic_int8
 
@@ -87,9 +110,9 @@ class Zoo:
         from clipforge.inference.onnx_export import OnnxCLIP, export_onnx
 
         def build() -> Any:
-            self._tmp = tempfile.TemporaryDirectory(prefix="clipforge-bench-onnx-")
-            export_onnx(self.base, Path(self._tmp.name), name=self.name, verify=False)
-            return OnnxCLIP(self._tmp.name)
+            folder = Path(self._tmp_dir()) / "onnx"
+            export_onnx(self.base, folder, name=self.name, verify=False)
+            return OnnxCLIP(str(folder))
 
         return self._get("onnx", build)
 

@@ -1,0 +1,192 @@
+"""The commands as users run them: whole processes, `clipforge embed` and `clipforge index add`.
+
+Each candidate is one fresh process over the same N photos (ImageNet sample) with the same
+ViT-B/32-shaped random weights, timed from process start to exit (imports, loading the
+checkpoint, scanning, decoding, the model, writing):
+
+    hf-loop            a plain transformers loop: PIL open + CLIPImageProcessor + CLIPModel
+                       .get_image_features, batch 32, fp32 (weights from an HF folder)
+    embed              clipforge embed IMAGES --model ckpt.safetensors --out DIR --float32
+    index-add          clipforge index add IMAGES --model ckpt.safetensors --library DIR
+    embed-bf16 / index-add-bf16   the same with --precision bf16, where the CLI has the flag
+                       and the CPU multiplies bf16 natively (else recorded as skipped, with why)
+
+Default flags otherwise: what a user types. Embeddings are compared by path: clipforge fp32
+with the HF loop (different resize code: cosine near, not at, 1), bf16 with clipforge fp32.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmarks.common import load_average
+
+__all__ = ["run"]
+
+IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet_sample" / "images"
+ROOT = Path(__file__).resolve().parents[1]
+
+_HF_LOOP = textwrap.dedent('''
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+    from PIL import Image
+    from transformers import CLIPImageProcessor, CLIPModel
+
+    hf_dir, image_dir, out = sys.argv[1:4]
+    model = CLIPModel.from_pretrained(hf_dir).eval()
+    processor = CLIPImageProcessor.from_pretrained(hf_dir)
+    paths = sorted(str(p) for p in Path(image_dir).iterdir())
+    chunks = []
+    with torch.no_grad():
+        for i in range(0, len(paths), 32):
+            images = [Image.open(p).convert("RGB") for p in paths[i:i + 32]]
+            pixels = processor(images=images, return_tensors="pt")["pixel_values"]
+            out_i = model.get_image_features(pixel_values=pixels)
+            out_i = getattr(out_i, "pooler_output", out_i)
+            chunks.append(torch.nn.functional.normalize(out_i, dim=-1))
+    np.save(out, torch.cat(chunks).numpy())
+    Path(out + ".paths").write_text("\\n".join(paths))
+''')
+
+
+def _setup(zoo: Any, count: int, work: Path) -> dict[str, Path]:
+    from safetensors.torch import save_file
+    from transformers import CLIPImageProcessor
+
+    from benchmarks.anchors import build_hf
+
+    images = work / "images"
+    images.mkdir()
+    for source in sorted(IMAGES.iterdir())[:count]:
+        try:
+            os.link(source, images / source.name)
+        except OSError:
+            shutil.copyfile(source, images / source.name)
+    ckpt = work / "vit-b32-random.safetensors"
+    save_file({k: v.detach().contiguous() for k, v in zoo.base.state_dict().items()}, str(ckpt))
+    hf_dir = work / "hf"
+    build_hf(zoo.base, zoo.config).save_pretrained(hf_dir)
+    CLIPImageProcessor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}).save_pretrained(hf_dir)
+    script = work / "hf_loop.py"
+    script.write_text(_HF_LOOP)
+    return {"images": images, "ckpt": ckpt, "hf": hf_dir, "script": script}
+
+
+def _cli_has(flag: str, *subcommand: str) -> bool:
+    out = subprocess.run([sys.executable, "-m", "clipforge", *subcommand, "--help"], capture_output=True, text=True,
+                         cwd=ROOT)
+    return flag in out.stdout
+
+
+def _timed(argv: list[str]) -> tuple[float, str]:
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    start = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, env=env)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[:5])} ... failed ({done.returncode}): {done.stderr.strip()[-600:]}")
+    return seconds, done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+
+
+def _by_path(vectors: np.ndarray, paths: list[str]) -> dict[str, np.ndarray]:
+    return {Path(p).name: v for p, v in zip(paths, vectors, strict=True)}
+
+
+def _cosine(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, float]:
+    keys = sorted(set(a) & set(b))
+    if not keys:
+        return {}
+    x = np.stack([a[k] for k in keys]).astype(np.float64)
+    y = np.stack([b[k] for k in keys]).astype(np.float64)
+    cos = (x * y).sum(1) / (np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1))
+    return {"cosine_min": float(cos.min()), "cosine_mean": float(cos.mean()), "compared": len(keys)}
+
+
+def _library_vectors(library: Path) -> dict[str, np.ndarray]:
+    from clipforge.library.paths import LibraryPaths
+    from clipforge.library.store import Store
+
+    store = Store(LibraryPaths(library).db, create=False)
+    try:
+        fingerprint = store.conn().execute("SELECT fingerprint FROM models LIMIT 1").fetchone()[0]
+        records = store.list_images(status="ok")
+        vectors = store.vectors_for_shas(fingerprint, [r.sha256 for r in records])
+        return {Path(r.path).name: vectors[r.sha256] for r in records}
+    finally:
+        store.close()
+
+
+def run(quick: bool = False, zoo: Any = None, progress: bool = True, count: int = 300) -> dict:
+    """Time the whole processes (once each in quick runs, twice otherwise, median kept)."""
+    from benchmarks.zoo import Zoo
+    from clipforge.inference import bf16_supported
+    from clipforge.library.export import read_export
+
+    if not IMAGES.is_dir():
+        return {"skipped": f"{IMAGES} not found"}
+    zoo = zoo or Zoo("ViT-B/32")
+    results: dict[str, Any] = {"images": count, "load_average_start": load_average(), "runs": {}}
+    with tempfile.TemporaryDirectory(prefix="clipforge-bench-commands-") as tmp:
+        work = Path(tmp)
+        files = _setup(zoo, count, work)
+        bf16 = {"cli": _cli_has("--precision", "embed"), "cpu": bf16_supported()}
+        results["bf16"] = bf16
+        repeats = 1 if quick else 2
+        cf = [sys.executable, "-m", "clipforge"]
+        candidates: dict[str, Any] = {
+            "hf-loop": lambda i: [sys.executable, str(files["script"]), str(files["hf"]), str(files["images"]),
+                                  str(work / f"hf{i}.npy")],
+            "embed": lambda i: [*cf, "embed", str(files["images"]), "--model", str(files["ckpt"]), "--out",
+                                str(work / f"embed{i}"), "--float32", "--quiet"],
+            "index-add": lambda i: [*cf, "index", "add", str(files["images"]), "--model", str(files["ckpt"]),
+                                    "--library", str(work / f"lib{i}"), "--quiet"],
+        }
+        if bf16["cli"] and bf16["cpu"]:
+            candidates["embed-bf16"] = lambda i: [*candidates["embed"](f"b{i}"), "--precision", "bf16"]
+            candidates["index-add-bf16"] = lambda i: [*candidates["index-add"](f"b{i}"), "--precision", "bf16"]
+        else:
+            results["bf16_skipped"] = ("this CPU has no native bf16 matmuls (AVX512-BF16/AMX)" if not bf16["cpu"]
+                                       else "the CLI has no --precision flag yet")
+        seconds: dict[str, list[float]] = {name: [] for name in candidates}
+        for i in range(repeats):  # round-robin: a burst of load hits every candidate
+            for name, argv in candidates.items():
+                t, last = _timed(argv(i))
+                seconds[name].append(t)
+                if progress:
+                    print(f"    {name:15s} {t:6.1f} s  {last[:100]}", flush=True)
+        for name, ts in seconds.items():
+            median = float(np.median(ts))
+            results["runs"][name] = {"seconds": median, "all_seconds": ts, "images_per_s": count / median}
+        hf_s = results["runs"]["hf-loop"]["seconds"]
+        for entry in results["runs"].values():
+            entry["vs_hf_loop"] = hf_s / entry["seconds"]
+        hf_paths = (work / "hf0.npy.paths").read_text().splitlines()
+        hf_vectors = _by_path(np.load(work / "hf0.npy"), hf_paths)
+        vectors, rows = read_export(work / "embed0")
+        embed_vectors = _by_path(vectors, [r["image_path"] for r in rows])
+        results["accuracy"] = {"embed_vs_hf_loop": _cosine(embed_vectors, hf_vectors)}
+        try:
+            results["accuracy"]["index_add_vs_embed"] = _cosine(_library_vectors(work / "lib0"), embed_vectors)
+        except Exception as exc:  # the store layout is not this benchmark's business; say why it is missing
+            results["accuracy"]["index_add_vs_embed"] = {"error": f"{type(exc).__name__}: {exc}"}
+        if "embed-bf16" in candidates:
+            vectors, rows = read_export(work / "embedb0")
+            results["accuracy"]["embed_bf16_vs_fp32"] = _cosine(_by_path(vectors, [r["image_path"] for r in rows]),
+                                                                embed_vectors)
+    results["load_average_end"] = load_average()
+    results["torch_threads"] = torch.get_num_threads()
+    return results

@@ -1,0 +1,174 @@
+"""The one files-to-embeddings path: reader (`clipforge.data.files`) + encoder (`BatchEncoder`).
+
+Every command's embeddings must equal what the library functions give for the same files, and
+a bad file must be the same `BadImage(path, reason)` wherever it turns up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from clipforge.api import load_model
+from clipforge.data import BadImage, ImageFolder
+from clipforge.data.files import DecodedFile, ImageFileReader, encode_files, read_image_bytes
+from clipforge.image import Preprocess
+from clipforge.inference.encoder import BatchEncoder
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(0)
+    out = {}
+    for i, (name, size) in enumerate((("a.jpg", (900, 700)), ("b.png", (64, 48)), ("c.jpg", (300, 500)))):
+        pixels = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+        pixels[:, : size[0] // 2] //= 2 + i  # some structure so images differ beyond noise
+        path = root / name
+        Image.fromarray(pixels).save(path)
+        out[name] = path
+    (root / "empty.jpg").write_bytes(b"")
+    (root / "text.jpg").write_bytes(b"this is not an image")
+    out["empty.jpg"], out["text.jpg"] = root / "empty.jpg", root / "text.jpg"
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_model("test-vit-tiny", "cpu")
+
+
+def test_reader_reads_once_hashes_and_crops(photos) -> None:
+    preprocess = Preprocess(32)
+    reader = ImageFileReader([photos["a.jpg"], photos["b.png"]], preprocess, hash=True)
+    first = reader[0]
+    assert isinstance(first, DecodedFile)
+    assert first.sha256 == hashlib.sha256(photos["a.jpg"].read_bytes()).hexdigest()
+    assert (first.width, first.height) == (900, 700)  # the picture's size, not the drafted decode's
+    assert first.pixels.dtype == torch.uint8 and tuple(first.pixels.shape) == (32, 32, 3)
+    assert torch.equal(first.pixels, torch.from_numpy(preprocess.pixels(photos["a.jpg"])))
+    assert reader[1].sha256 is not None and torch.equal(reader[1].pixels,
+                                                        torch.from_numpy(preprocess.pixels(photos["b.png"])))
+    skipping = ImageFileReader([photos["a.jpg"]], preprocess, skip_shas=frozenset({first.sha256}))
+    assert skipping[0].pixels is None and skipping[0].sha256 == first.sha256  # hashed, not decoded
+
+
+def test_a_bad_file_is_one_badimage_shape_everywhere(photos, tmp_path) -> None:
+    preprocess = Preprocess(32)
+    reader = ImageFileReader([photos["empty.jpg"], photos["text.jpg"], tmp_path / "gone.jpg"], preprocess)
+    bad = [reader[i] for i in range(3)]
+    assert all(type(b) is BadImage for b in bad)
+    assert [b.path for b in bad] == [str(photos["empty.jpg"]), str(photos["text.jpg"]), str(tmp_path / "gone.jpg")]
+    assert bad[0].reason == "file is empty (0 bytes)"
+    assert bad[2].reason.startswith("file not found")
+    assert "not an image" in bad[1].reason or "cannot identify" in bad[1].reason
+    # a labelled dataset over the same broken file says the same thing in the same shape
+    folder = tmp_path / "ds" / "cls"
+    folder.mkdir(parents=True)
+    (folder / "text.jpg").write_bytes(photos["text.jpg"].read_bytes())
+    (folder / "ok.png").write_bytes(photos["b.png"].read_bytes())
+    dataset = ImageFolder(tmp_path / "ds", transform=preprocess)
+    from_dataset = next(dataset[i] for i in range(len(dataset)) if isinstance(dataset[i], BadImage))
+    assert type(from_dataset) is BadImage and from_dataset.path.endswith("text.jpg")
+    assert from_dataset.reason == bad[1].reason.replace(str(photos["text.jpg"]), from_dataset.path)
+    # and an upload's bytes
+    upload = read_image_bytes(b"this is not an image", preprocess, "upload.jpg")
+    assert type(upload) is BadImage and upload.path == "upload.jpg"
+
+
+def test_encode_files_keeps_input_order_and_sets_bad_files_aside(photos, tiny) -> None:
+    encoder = BatchEncoder(tiny.model, "fp32")
+    paths = [photos["c.jpg"], photos["text.jpg"], photos["a.jpg"], photos["b.png"]]
+    out = encode_files(paths, encoder, batch_size=2, workers=0)
+    assert out.paths == [str(photos["c.jpg"]), str(photos["a.jpg"]), str(photos["b.png"])]
+    assert [b.path for b in out.bad] == [str(photos["text.jpg"])]
+    with torch.no_grad():
+        want = tiny.model.encode_image(tiny.preprocess.batch([photos["c.jpg"], photos["a.jpg"], photos["b.png"]]))
+    want = torch.nn.functional.normalize(want, dim=-1).numpy()
+    np.testing.assert_allclose(out.vectors, want, atol=1e-5)
+    assert out.settings["draft"] is True
+
+
+def test_embed_command_index_add_and_the_library_functions_agree(photos, tiny, tmp_path, capsys) -> None:
+    """`clipforge embed` output == `index add` vectors == `encode_files` == `Encoder.encode_bytes`."""
+    from clipforge.cli.main import main
+    from clipforge.library import Library
+    from clipforge.library.export import read_export
+
+    files = [photos["a.jpg"], photos["b.png"], photos["c.jpg"]]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for path in files:
+        (folder / path.name).write_bytes(path.read_bytes())
+    assert main(["embed", str(folder), "--model", "test-vit-tiny", "--out", str(tmp_path / "out"), "--float32",
+                 "--quiet"]) == 0
+    vectors, rows = read_export(tmp_path / "out")
+    embedded = {Path(r["image_path"]).name: v for r, v in zip(rows, vectors, strict=True)}
+
+    reference = encode_files(sorted(folder.iterdir()), BatchEncoder(tiny.model, "fp32"), workers=0)
+    library_fn = {Path(p).name: v for p, v in zip(reference.paths, reference.vectors, strict=True)}
+    assert sorted(embedded) == sorted(library_fn) == ["a.jpg", "b.png", "c.jpg"]
+    for name in embedded:
+        np.testing.assert_allclose(embedded[name], library_fn[name], atol=1e-6)
+
+    assert main(["index", "add", str(folder), "--model", "test-vit-tiny", "--library", str(tmp_path / "lib"),
+                 "--quiet"]) == 0
+    capsys.readouterr()
+    with Library(tmp_path / "lib", "test-vit-tiny") as library:
+        records = library.list_images()
+        store_vectors = library.store.vectors_for_shas(library.encoder.fingerprint, [r.sha256 for r in records])
+        for record in records:
+            np.testing.assert_allclose(store_vectors[record.sha256], library_fn[Path(record.path).name], atol=1e-6)
+        upload = library.encoder.encode_bytes(files[0].read_bytes(), "a.jpg")
+    np.testing.assert_allclose(upload, library_fn["a.jpg"], atol=1e-6)
+
+
+def test_classify_probabilities_come_from_the_same_embeddings(photos, tiny, tmp_path) -> None:
+    from clipforge.zeroshot import ZeroShotClassifier
+    from clipforge.zeroshot.files import classify_files
+
+    paths = [photos["a.jpg"], photos["text.jpg"], photos["c.jpg"]]
+    out = classify_files(paths, ["red", "blue", "green"], "test-vit-tiny", templates="a photo of a {}.", top_k=3,
+                         device="cpu", cache_dir=tmp_path, progress=False)
+    assert [r["image"] for r in out["results"]] == [str(photos["a.jpg"]), str(photos["c.jpg"])]
+    assert [e["image"] for e in out["errors"]] == [str(photos["text.jpg"])]
+    assert out["precision"] == "fp32" and out["draft_decode"] is True
+    encoded = encode_files([photos["a.jpg"], photos["c.jpg"]], BatchEncoder(tiny.model, "fp32"), workers=0)
+    classifier = ZeroShotClassifier(tiny.model, ["red", "blue", "green"], "a photo of a {}.", use_cache=False,
+                                    progress=False)
+    probs = classifier.logits(torch.from_numpy(encoded.vectors)).softmax(dim=-1)
+    for row, result in zip(probs, out["results"], strict=True):
+        want = sorted(zip(row.tolist(), ["red", "blue", "green"], strict=True), reverse=True)
+        assert result["labels"] == [label for _, label in want]
+        np.testing.assert_allclose(result["probabilities"], [p for p, _ in want], atol=1e-6)
+
+
+def test_exact_decode_is_reported_by_eval_and_changes_only_drafted_images(photos, tmp_path) -> None:
+    from clipforge.evaluate.common import resolve_model
+
+    draft = resolve_model("test-vit-tiny", "cpu")
+    exact = resolve_model("test-vit-tiny", "cpu", exact_decode=True)
+    assert draft.describe()["draft_decode"] is True and exact.describe()["draft_decode"] is False
+    assert draft.describe()["precision"] == "fp32"
+    big = Image.open(photos["a.jpg"])
+    big.resize((1800, 1400)).save(tmp_path / "big.jpg", quality=95)
+    a = encode_files([tmp_path / "big.jpg"], BatchEncoder(draft.model), preprocess=draft.preprocess, workers=0)
+    b = encode_files([tmp_path / "big.jpg"], BatchEncoder(exact.model), preprocess=exact.preprocess, workers=0)
+    cosine = float((a.vectors * b.vectors).sum())
+    assert cosine >= 0.99 and not np.array_equal(a.vectors, b.vectors)  # drafted, and still close
+
+
+def test_save_embeddings_writes_what_encode_image_files_returns(photos, tiny, tmp_path) -> None:
+    from clipforge.inference import encode_image_files, save_embeddings
+
+    result = encode_image_files(tiny.model, [photos["b.png"], photos["empty.jpg"]], workers=0, progress=False)
+    save_embeddings(result, tmp_path / "emb")
+    meta = json.loads((tmp_path / "emb" / "embeddings.json").read_text())
+    assert meta["failed"] == [{"path": str(photos["empty.jpg"]), "reason": "file is empty (0 bytes)"}]
+    np.testing.assert_array_equal(np.load(tmp_path / "emb" / "embeddings.npy"), result.embeddings)
