@@ -216,6 +216,24 @@ def test_body_limit_stops_the_app_at_the_limit_and_drains_a_bounded_rest():
     pulled, sent = run(drain_bytes=0)
     assert len(pulled) == 11 and sent[0]["status"] == 413
 
+    # A body that arrived whole (over the limit) is not waited on again: receive() would block until
+    # the client goes away.
+    calls = []
+
+    async def whole_body():
+        calls.append(1)
+        assert len(calls) == 1, "receive() called after the body was complete"
+        return {"type": "http.request", "body": b"x" * 20_000, "more_body": False}
+
+    sent.clear()
+    scope = {"type": "http", "method": "POST", "path": "/api/images", "headers": []}
+
+    async def keep(message):
+        sent.append(message)
+
+    asyncio.run(BodyLimitMiddleware(app, max_bytes=10_500)(scope, whole_body, keep))
+    assert calls == [1] and sent[0]["status"] == 413
+
 
 def test_crashes_become_json_without_internals(make_client, monkeypatch):
     client = make_client(raise_server_exceptions=False)

@@ -145,7 +145,8 @@ class BodyLimitMiddleware:
         if started:
             return
         if exceeded:
-            await self._drain(receive, received)
+            if not body_done:
+                await self._drain(receive, received)
             await send_json(send, 413, "payload_too_large", self._detail(f"of more than {self.max_bytes:,} bytes"))
         elif stalled:
             await send_json(send, 408, "request_timeout",
