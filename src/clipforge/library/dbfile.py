@@ -67,8 +67,9 @@ def check_database_file(path: Path, create: bool) -> None:
             return
         raise damaged(path, "the file is empty (0 bytes)")
     problem = _truncation(path)
-    for _ in range(10):  # a checkpoint in another process may be extending the file right now
-        if problem is None or not problem.startswith("truncated"):
+    wal = path.with_name(path.name + "-wal")
+    for _ in range(10):  # a checkpoint in another process may be copying the WAL into the file right now
+        if problem is None or not problem.startswith("truncated") or not wal.exists():
             break
         time.sleep(0.05)
         problem = _truncation(path)
