@@ -4,7 +4,9 @@ This is the one object the CLI and a web server use. It ties the SQLite store (t
 FAISS index (derived, rebuilt when stale) and the model (fixed per library) together and
 enforces the rule that keeps search meaningful: a library built with one model never takes
 vectors from another. Reads (search, get_image, thumbnail, stats) are safe from many
-threads at once; writes (add, remove, prune, classify) are serialised.
+threads at once; writes (add, remove, prune, classify) are serialised, and `add` runs in
+other processes take turns through the library's lock file (see `clipforge.library.lock`).
+A library whose database cannot be read is refused before anything else in it is touched.
 """
 
 from __future__ import annotations
