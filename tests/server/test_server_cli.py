@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 
 import httpx
@@ -22,6 +23,8 @@ def captured_run(monkeypatch):
     def fake_run(self, sockets=None):
         seen["app"], seen["sockets"] = self.config.app, sockets
         seen["ports"] = [s.getsockname() for s in sockets or []]
+        seen["gradio_dir"] = os.environ.get("GRADIO_TEMP_DIR")
+        seen["gradio_dir_mode"] = os.stat(seen["gradio_dir"]).st_mode & 0o777 if seen["gradio_dir"] else None
         for sock in sockets or []:
             sock.close()
 
@@ -39,7 +42,8 @@ def tiny_library(tmp_path, kit):
     return tmp_path / "lib"
 
 
-def test_serve_binds_loopback_and_mounts_ui_over_the_api(tiny_library, captured_run, capsys, tmp_path):
+def test_serve_binds_loopback_and_mounts_ui_over_the_api(tiny_library, captured_run, capsys, tmp_path, monkeypatch):
+    monkeypatch.delenv("GRADIO_TEMP_DIR", raising=False)
     token_file = tmp_path / "token"
     token_file.write_text("t0k\n")
     code = main(["serve", "--library", str(tiny_library), "--port", "0", "--token-file", str(token_file)])
@@ -49,6 +53,9 @@ def test_serve_binds_loopback_and_mounts_ui_over_the_api(tiny_library, captured_
     assert host == "127.0.0.1" and port > 0
     assert f"at http://127.0.0.1:{port}/" in out and "model test-vit-tiny" in out
     assert "random weights" in err and "warning" not in err  # the library's own model; no exposure warning
+    # gradio got a private upload folder for the server's lifetime, removed when it stopped.
+    assert captured_run["gradio_dir"] and captured_run["gradio_dir_mode"] == 0o700
+    assert not os.path.exists(captured_run["gradio_dir"]) and "GRADIO_TEMP_DIR" not in os.environ
     client = TestClient(captured_run["app"])
     page = client.get("/")
     assert page.status_code == 200 and "<html" in page.text.lower()
