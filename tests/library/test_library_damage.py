@@ -49,12 +49,16 @@ def _poison_vector(library: Library, keep_mtime: bool) -> None:
 
 
 @pytest.mark.parametrize("keep_mtime", [True, False])
-def test_overwritten_index_bytes_mean_rebuild_not_wrong_hits(built, tiny_encoder, keep_mtime):
+def test_overwritten_index_bytes_mean_rebuild_not_wrong_hits(built, tiny_encoder, keep_mtime, capsys):
     lib, photos = built
     with Library(lib, tiny_encoder) as library:
         _poison_vector(library, keep_mtime)
     library = Library(lib, tiny_encoder)
     assert library.stats()["index"]["fresh"] is keep_mtime  # mtime moved: reported as changed at once
+    if not keep_mtime:
+        assert main(["index", "stats", "--library", str(lib)]) == 0
+        assert "index     flat file changed since it was saved (checked, and rebuilt if damaged, on next search)" \
+            in capsys.readouterr().out
     for photo in photos[:4]:
         hits = library.search(image=photo, top_k=8)
         assert hits[0].path == str(photo) and hits[0].score == pytest.approx(1.0, abs=1e-5)

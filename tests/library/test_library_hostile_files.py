@@ -146,4 +146,9 @@ def test_indexed_photo_swapped_for_a_fifo_does_not_hang_readers(tmp_path, tiny_e
     assert not thread.is_alive(), "reading a FIFO blocked"
     assert outcome == {"bytes": f"{photos[1]} is not a regular file (a FIFO)",
                        "thumb": f"{photos[1]} is not a regular file (a FIFO)"}
+    # The next run records it as failed and its old vector leaves the index.
+    report = library.add(tmp_path / "photos", workers=0, progress=False)
+    assert (report.failed, report.unchanged) == (1, 1)
+    assert library.store.image(record.id).status == "failed"
+    assert [h.path for h in library.search("a photo", top_k=5)] == [str(photos[0])]
     library.close()
