@@ -117,3 +117,21 @@ def test_two_ranks_fine_tune_a_checkpoint_as_one_process_does(captions, checkpoi
 
     model, _ = clipforge.load(str(_latest(tmp_path / "ddp")), device="cpu")
     assert model.embed_dim == 32
+
+
+def test_the_training_package_never_imports_the_cli():
+    """`python -m clipforge.train` used to import clipforge.cli.train (an upward import and a
+    cli<->train cycle); the arguments now live in clipforge.train.command."""
+    import ast
+
+    import clipforge.train
+
+    package = Path(clipforge.train.__file__).parent
+    upward = []
+    for path in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
+                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            upward += [f"{path.name}: {n}" for n in names if n == "clipforge.cli" or n.startswith("clipforge.cli.")]
+    assert upward == []
+    assert len(list(package.glob("*.py"))) > 10  # the scan saw the package
