@@ -224,6 +224,18 @@ def markdown(results: dict) -> str:
                         [[k, v["images"], v["clipforge_images_per_s"], v.get("hf_images_per_s"), v.get("speedup"),
                           f"{v['workers']}/{v['threads']}", v.get("embedding_cosine_vs_hf_min")]
                          for k, v in (pipe.get("e2e") or {}).items()])
+    commands = _get(results, "sections", "commands")
+    if commands and "skipped" not in commands:
+        lines += ["", f"### The commands as users run them: whole processes, {commands['images']} ImageNet-sample "
+                      "photos, ViT-B/32 weights from a checkpoint file", "",
+                  "HF loop: PIL + `CLIPImageProcessor` + `CLIPModel.get_image_features`, batch 32, fp32. "
+                  "Wall time from process start to exit, default flags."
+                  + (f" `--precision bf16` not measured: {commands['bf16_skipped']}." if commands.get("bf16_skipped")
+                     else ""), ""]
+        lines += _table(["command", "seconds", "images/s", "vs HF loop"],
+                        [[k, v["seconds"], v["images_per_s"], v["vs_hf_loop"]] for k, v in commands["runs"].items()])
+        acc = commands.get("accuracy") or {}
+        lines += [""] + [f"- cosine {k}: " + ", ".join(f"{n} {_fmt(x, 5)}" for n, x in v.items()) for k, v in acc.items()]
     search = _get(results, "sections", "search")
     if search and "skipped" not in search:
         best = search.get("best_meeting_target") or {}

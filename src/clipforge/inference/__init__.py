@@ -4,6 +4,11 @@
     model = prepare(model, precision="bf16")        # in place; same state dict, faster forward
     result = encode_image_files(model, paths)       # files -> unit embeddings, bad files counted
 
+The model `clipforge.load` returns already has the fp32 fast forward (`enable_fast_forward`:
+packed weights in eval mode under no_grad, bf16 packed once under `torch.autocast`); every
+command encodes through `BatchEncoder` (`encoder`), fed by the one file reader
+(`clipforge.data.files`).
+
 `prepare` and the CPU checks import eagerly (they need only torch and the models); the
 pipeline (DataLoader, image decoding), quantization and ONNX pieces load on first use.
 """
@@ -27,6 +32,7 @@ from clipforge.inference.precision import (
 )
 
 _LAZY: dict[str, str] = {
+    "BatchEncoder": "encoder", "fast_model": "encoder",
     "EncodeResult": "pipeline", "encode_image_files": "pipeline", "save_embeddings": "pipeline",
     "default_workers": "pipeline",
     "quantize_dynamic_int8": "quantize", "feature_cosine": "quantize",
@@ -34,8 +40,8 @@ _LAZY: dict[str, str] = {
 }
 
 __all__ = [
-    "DTYPES", "PRECISIONS", "Bf16UnsupportedError", "EncodeResult", "OnnxCLIP", "bf16_supported", "cpu_flags",
-    "cpu_summary", "default_workers", "enable_fast_forward", "encode_image_files", "export_onnx", "feature_cosine",
+    "DTYPES", "PRECISIONS", "BatchEncoder", "Bf16UnsupportedError", "EncodeResult", "OnnxCLIP", "bf16_supported", "cpu_flags",
+    "cpu_summary", "default_workers", "enable_fast_forward", "encode_image_files", "export_onnx", "fast_model", "feature_cosine",
     "has_fast_forward", "is_prepared",
     "onednn_available", "onnx_parity", "precision_of", "prepare", "quantize_dynamic_int8", "resolve_precision",
     "save_embeddings",

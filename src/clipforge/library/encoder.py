@@ -147,7 +147,7 @@ def resolve_encoder(model: Any, preprocess: Any = None, device: str | torch.devi
     if isinstance(model, (str, Path)):
         from clipforge.api import load_model
 
-        loaded = load_model(str(model), device=device or "cpu")
+        loaded = load_model(str(model), device=device)  # None: the one default, `api.default_device()`
         if preprocess is None and not draft:
             from clipforge.image import Preprocess
 
