@@ -18,10 +18,11 @@ from fastapi import APIRouter, Path, Query, Request, Response, Security
 from fastapi.security import APIKeyHeader, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Match
+from starlette.routing import Route as StarletteRoute
 
 from clipforge.server import schemas
 from clipforge.server.bodies import IMAGE_MEDIA_TYPES, build_bodies, parse_body
-from clipforge.server.errors import APIError
+from clipforge.server.errors import error_response
 from clipforge.server.limits import MAX_IMAGE_ID
 from clipforge.server.service import LibraryService
 from clipforge.server.uploads import sniff_image
@@ -33,7 +34,6 @@ _WHY = {400: "malformed request (an id that is not a positive integer, an unread
         405: "method not allowed here (the Allow header lists the allowed ones)",
         413: "file, body or pixel count over the limit", 415: "not an image, or a body type this route does not take",
         422: "a field is missing, has the wrong type, or is out of bounds", 503: "timed out"}
-_ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"]
 _IMAGE_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=3600"}
 
 
@@ -57,12 +57,32 @@ def _allowed_methods(request: Request, routes: list[Any]) -> list[str]:
     allowed: set[str] = set()
     for route in routes:
         methods = getattr(route, "methods", None)
-        if not methods or set(methods) >= set(_ALL_METHODS):
+        if not methods:
             continue
         match, _ = route.matches(scope)
         if match is Match.PARTIAL:
             allowed |= set(methods)
     return sorted(allowed)
+
+
+class _NotHere:
+    """An ASGI endpoint (so its route takes every method): 405 + Allow when another method of the
+    path exists, else a JSON 404 (instead of falling through to the UI mounted at `/`)."""
+
+    def __init__(self, routes: list[Any]) -> None:
+        self.routes = list(routes)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        request = Request(scope, receive)
+        allowed = _allowed_methods(request, self.routes)
+        path = request.url.path[:80]
+        if allowed:
+            response = error_response(405, "method_not_allowed", f"{request.method[:20]} is not allowed on {path}; "
+                                                                 f"use {', '.join(allowed)}",
+                                      headers={"Allow": ", ".join(allowed)})
+        else:
+            response = error_response(404, "not_found", f"no endpoint {path}; see /docs")
+        await response(scope, receive, send)
 
 
 def build_router(service: LibraryService) -> APIRouter:
@@ -174,14 +194,9 @@ def build_router(service: LibraryService) -> APIRouter:
         """Counts, model, index state, tags, recent failures and this server's limits."""
         return service.stats()
 
-    def not_here(request: Request) -> None:
-        allowed = _allowed_methods(request, router.routes)
-        if allowed:
-            raise APIError(405, "method_not_allowed", f"{request.method} is not allowed on {request.url.path[:80]}; "
-                                                      f"use {', '.join(allowed)}", headers={"Allow": ", ".join(allowed)})
-        raise APIError(404, "not_found", f"no endpoint {request.url.path[:80]}; see /docs")
-
-    # Registered last: they only see requests that no endpoint above took.
-    router.add_api_route("/healthz", not_here, methods=_ALL_METHODS, include_in_schema=False)
-    router.add_api_route("/api/{rest:path}", not_here, methods=_ALL_METHODS, include_in_schema=False)
+    # Registered last, for every method (QUERY and other extension methods too): they only see
+    # requests that no endpoint above took.
+    not_here = _NotHere(router.routes)
+    router.routes.append(StarletteRoute("/healthz", not_here, include_in_schema=False))
+    router.routes.append(StarletteRoute("/api/{rest:path}", not_here, include_in_schema=False))
     return router
