@@ -172,3 +172,19 @@ def test_save_embeddings_writes_what_encode_image_files_returns(photos, tiny, tm
     meta = json.loads((tmp_path / "emb" / "embeddings.json").read_text())
     assert meta["failed"] == [{"path": str(photos["empty.jpg"]), "reason": "file is empty (0 bytes)"}]
     np.testing.assert_array_equal(np.load(tmp_path / "emb" / "embeddings.npy"), result.embeddings)
+
+
+def test_training_eval_hook_encodes_through_the_fast_path_and_leaves_training_intact(photos, tmp_path) -> None:
+    from clipforge.train.evalhook import ZeroShotEval
+
+    model = load_model("test-vit-tiny", "cpu").model.train()
+    for name, path in (("red", photos["a.jpg"]), ("blue", photos["c.jpg"])):
+        (tmp_path / "ds" / name).mkdir(parents=True)
+        (tmp_path / "ds" / name / path.name).write_bytes(path.read_bytes())
+    (tmp_path / "ds" / "blue" / "broken.jpg").write_bytes(b"nope")
+    dataset = ImageFolder(tmp_path / "ds", transform=Preprocess(int(model.visual.input_resolution)))
+    hook = ZeroShotEval("tiny", dataset, ["blue", "red"], ["a photo of a {}."], batch_size=2)
+    metrics = hook(model, torch.device("cpu"))
+    assert metrics["tiny_samples"] == 2 and metrics["tiny_top1"] in (0.0, 0.5, 1.0)
+    assert model.training and all(p.requires_grad for p in model.parameters())
+    assert model.visual.transformer.resblocks[0].__dict__.get("_cf_cache")  # packed weights: the fast path ran
