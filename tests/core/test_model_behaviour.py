@@ -35,6 +35,8 @@ def test_names_follow_each_projects_meaning() -> None:
     blocks = [*model.transformer.resblocks, *model.visual.transformer.resblocks]
     assert all(isinstance(b.mlp.gelu, torch.nn.GELU) and b.activation == "gelu" for b in blocks)
     assert len(OPEN_CLIP_MODELS) == 25 and all(n in ARCH_CONFIGS for n in OPEN_CLIP_MODELS)
+    # The ResNet spelling both projects share keeps OpenAI's meaning (QuickGELU).
+    assert "activation" not in get_config("RN50") and get_config("RN50-quickgelu")["activation"] == "quick_gelu"
 
 
 def test_head_width_and_mlp_ratio_come_from_the_config() -> None:
@@ -135,3 +137,26 @@ def test_gradient_checkpointing_gives_the_same_gradients() -> None:
     checkpointed = grads()
     for a, b in zip(plain, checkpointed, strict=True):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("activation", ["gelu", "quick_gelu"])
+def test_fast_inference_paths_respect_the_activation(activation: str) -> None:
+    """`clipforge.load` gives every model the fast forward (packed, fused MLP): a GELU model must
+    not run the fused QuickGELU kernel (features off by ~1e-2)."""
+    import copy
+
+    from clipforge.inference.precision import enable_fast_forward, prepare
+
+    torch.manual_seed(0)
+    model = create_model_from_config(get_config("test-vit-tiny") | {"activation": activation}).eval()
+    images = torch.randn(2, 3, 32, 32)
+    text = torch.zeros(2, 77, dtype=torch.long)
+    text[:, 0], text[:, 1], text[:, 2] = 49406, 320, 49407
+    with torch.no_grad():
+        reference = model.encode_image(images), model.encode_text(text)
+        fast = enable_fast_forward(copy.deepcopy(model))
+        for ours, ref in zip((fast.encode_image(images), fast.encode_text(text)), reference, strict=True):
+            torch.testing.assert_close(ours, ref, atol=1e-5, rtol=0)
+        prepared = prepare(copy.deepcopy(model), "fp32")
+        for ours, ref in zip((prepared.encode_image(images), prepared.encode_text(text)), reference, strict=True):
+            torch.testing.assert_close(ours, ref, atol=1e-5, rtol=0)

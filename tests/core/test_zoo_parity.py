@@ -39,13 +39,15 @@ from typing import Any
 import pytest
 import torch
 
-from clipforge.models import OPEN_CLIP_MODELS, build_model, create_model_from_config, get_config
+from clipforge.models import OPEN_CLIP_MODELS, OPENAI_MODELS, build_model, create_model_from_config, get_config
 
 # RN50x4/x16/x64 are OpenAI's architectures exactly (open_clip's configs equal OpenAI's), proven
 # at full size against OpenAI's reference in test_model_parity.py; their configs are checked here.
-ARCHITECTURES = [n for n in OPEN_CLIP_MODELS if not n.startswith("RN50x")]
+# The ResNet names both projects spell alike keep OpenAI's (QuickGELU) meaning, so `RN50` is
+# compared with open_clip's `RN50-quickgelu` file, and open_clip's GELU ResNet gets its own test.
+ARCHITECTURES = [n for n in OPEN_CLIP_MODELS if not n.startswith(("RN50x", "RN50-", "RN101-"))]
 GIANTS = {"ViT-H-14", "ViT-g-14", "ViT-bigG-14"}
-SLOW = {"ViT-L-14", "ViT-L-14-336", "RN101"}
+SLOW = {"ViT-L-14", "ViT-L-14-336", "RN101", "ViT-B-16", "ViT-B-32-256", "ViT-B-16-plus-240", "ViT-bigG-14"}
 REDUCED_LAYERS = 2
 
 
@@ -160,9 +162,9 @@ def _reduced(name: str) -> bool:
 
 def _configs(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(open_clip JSON, our config) for `name`, reduced in depth where `_reduced` says so."""
-    cfg = _open_clip_json(name)
+    cfg = _open_clip_json(_json_name(name))
     ours = get_config(name)
-    assert ours == _ours_from_json(cfg)  # our table says what open_clip's file says
+    assert {"activation": "quick_gelu", **ours} == _ours_from_json(cfg)  # our table says what open_clip's says
     if _reduced(name):
         resnet = isinstance(ours["vision_layers"], tuple)
         cfg["vision_cfg"]["layers"] = [1, 1, 1, 1] if resnet else REDUCED_LAYERS
@@ -175,26 +177,44 @@ def _params(names):
     return [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in names]
 
 
+def _json_name(name: str) -> str:
+    return f"{name}-quickgelu" if name in OPENAI_MODELS else name
+
+
 def test_every_open_clip_config_matches_ours() -> None:
     for name in OPEN_CLIP_MODELS:
-        assert get_config(name) == _ours_from_json(_open_clip_json(name)), name
+        assert {"activation": "quick_gelu", **get_config(name)} == _ours_from_json(_open_clip_json(_json_name(name)))
+
+
+def test_open_clips_gelu_resnet_matches() -> None:
+    """open_clip's `RN50` config (GELU text tower; no published weights) as our RN50 with
+    activation="gelu", cut to one bottleneck per stage and 2 text blocks."""
+    cfg = _open_clip_json("RN50")
+    cfg["vision_cfg"]["layers"], cfg["text_cfg"]["layers"] = [1, 1, 1, 1], REDUCED_LAYERS
+    config = get_config("RN50") | {"activation": "gelu", "vision_layers": (1, 1, 1, 1),
+                                   "transformer_layers": REDUCED_LAYERS}
+    _compare(cfg, config, seed=5)
 
 
 @pytest.mark.parametrize("name", _params(ARCHITECTURES))
 def test_matches_open_clip_on_identical_weights(name: str) -> None:
-    reference_module = _open_clip_model()
     cfg, config = _configs(name)
+    _compare(cfg, config, seed=len(name))
+
+
+def _compare(cfg: dict[str, Any], config: dict[str, Any], seed: int) -> None:
+    reference_module = _open_clip_model()
     with torch.device("meta"):
         ours = create_model_from_config(config)
         theirs = reference_module.CLIP(cfg["embed_dim"], cfg["vision_cfg"], cfg["text_cfg"],
                                        quick_gelu=cfg.get("quick_gelu", False))
-    state = _random_state(ours, seed=len(name))
+    state = _random_state(ours, seed=seed)
     theirs.load_state_dict(state, strict=True, assign=True)
     theirs.attn_mask = torch.full((77, 77), float("-inf")).triu_(1)  # open_clip's non-persistent causal mask
     assert not any(t.is_meta for t in [*theirs.parameters(), *theirs.buffers()])
     ours = build_model(state, config=config)  # strict load: open_clip's names are OpenAI's
     assert type(ours.transformer.resblocks[0].mlp.gelu).__name__ == (
-        "QuickGELU" if name.endswith("-quickgelu") else "GELU")
+        "QuickGELU" if cfg.get("quick_gelu") else "GELU")
 
     theirs.eval()
     resolution = config["image_resolution"]

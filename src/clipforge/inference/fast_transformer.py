@@ -72,6 +72,15 @@ def _linear_add(x: torch.Tensor, residual: torch.Tensor, wb: tuple[torch.Tensor,
     return residual + F.linear(x, wb[0], wb[1])
 
 
+def _linear_act(x: torch.Tensor, wb: tuple[torch.Tensor, torch.Tensor], fused: bool, activation: str) -> torch.Tensor:
+    """c_fc + the block's activation: QuickGELU (OpenAI) or exact GELU (open_clip's GELU models)."""
+    if activation == "gelu":
+        if fused:
+            return torch.ops.mkldnn._linear_pointwise(x, wb[0], wb[1], "gelu", [], "none")
+        return F.gelu(F.linear(x, wb[0], wb[1]))
+    return _linear_quick_gelu(x, wb, fused)
+
+
 def _linear_quick_gelu(x: torch.Tensor, wb: tuple[torch.Tensor, torch.Tensor], fused: bool) -> torch.Tensor:
     if fused:  # weights were pre-scaled by 1.702: silu(1.702 h) = 1.702 * quick_gelu(h)
         return torch.ops.mkldnn._linear_pointwise(x, wb[0], wb[1], "swish", [], "")
@@ -94,7 +103,7 @@ class InferenceBlock(InferenceModule, ResidualAttentionBlock):
     def _cf_build(self, read: Callable[[torch.Tensor], torch.Tensor], dtype: torch.dtype,
                   fused: bool) -> _BlockWeights:
         w_qkv, b_qkv, w_out, b_out, w_fc, b_fc, w_proj, b_proj = (read(p) for p in self._cf_sources())
-        if fused:
+        if fused and getattr(self, "activation", "quick_gelu") == "quick_gelu":
             w_fc, b_fc, w_proj = w_fc * QUICK_GELU_ALPHA, b_fc * QUICK_GELU_ALPHA, w_proj / QUICK_GELU_ALPHA
 
         def pair(w: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,7 +132,8 @@ class InferenceBlock(InferenceModule, ResidualAttentionBlock):
         out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=causal)
         out = out.transpose(1, 2).reshape(batch, length, width)
         x = _linear_add(out, x, w.out, w.fused)
-        return _linear_add(_linear_quick_gelu(self.ln_2(x), w.fc, w.fused), x, w.proj, w.fused)
+        act = getattr(self, "activation", "quick_gelu")
+        return _linear_add(_linear_act(self.ln_2(x), w.fc, w.fused, act), x, w.proj, w.fused)
 
     def forward_rows(self, x: torch.Tensor, rows: torch.Tensor, causal: bool = False) -> torch.Tensor:
         """The block's output at one position per sequence (`rows`: LongTensor [N]) -> [N, width].
@@ -150,7 +160,8 @@ class InferenceBlock(InferenceModule, ResidualAttentionBlock):
             mask = (torch.arange(length, device=x.device) <= rows.unsqueeze(1)).view(batch, 1, 1, length)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).reshape(batch, width)
         y = _linear_add(out, x[pick, rows], w.out, w.fused)
-        return _linear_add(_linear_quick_gelu(self.ln_2(y), w.fc, w.fused), y, w.proj, w.fused)
+        act = getattr(self, "activation", "quick_gelu")
+        return _linear_add(_linear_act(self.ln_2(y), w.fc, w.fused, act), y, w.proj, w.fused)
 
 
 class InferenceTransformer(Transformer):

@@ -11,7 +11,8 @@ arguments of OpenAI's reference `CLIP` (so a config can be compared field by fie
 
 Names follow each project's meaning. OpenAI's spellings (``ViT-B/32``) are OpenAI's
 QuickGELU models; open_clip's spellings follow open_clip exactly: ``ViT-B-32`` is the GELU
-architecture and ``ViT-B-32-quickgelu`` the QuickGELU one. (clipforge 0.1 treated ``ViT-B-32``
+architecture and ``ViT-B-32-quickgelu`` the QuickGELU one. The one overlap, the ResNet names
+both projects spell alike (``RN50``), keeps OpenAI's meaning (QuickGELU, as all their weights). (clipforge 0.1 treated ``ViT-B-32``
 as an alias of ``ViT-B/32``; that alias is gone because it silently gave GELU weights the
 wrong activation. ``ViT-B-32-quickgelu`` or ``ViT-B/32`` is the old meaning.)
 """
@@ -86,7 +87,11 @@ _QUICKGELU_TWINS = ("RN50", "RN101", "RN50x4", "RN50x16", "RN50x64", "ViT-B-32",
 OPEN_CLIP_MODELS: tuple[str, ...] = tuple(_OPEN_CLIP_BASE) + tuple(f"{b}-quickgelu" for b in _QUICKGELU_TWINS)
 
 for _name, _config in _OPEN_CLIP_BASE.items():
-    ARCH_CONFIGS[_name] = {**_config, "activation": "gelu"}
+    # RN50, RN101 and RN50x4/x16/x64 are spelled alike by both projects: they keep OpenAI's
+    # meaning (QuickGELU), as does every weight published for them; open_clip's GELU variants
+    # of these ResNets have no published weights.
+    if _name not in ARCH_CONFIGS:
+        ARCH_CONFIGS[_name] = {**_config, "activation": "gelu"}
 for _name in _QUICKGELU_TWINS:
     ARCH_CONFIGS[f"{_name}-quickgelu"] = {**_OPEN_CLIP_BASE[_name], "activation": "quick_gelu"}
 

@@ -1,0 +1,234 @@
+"""The pretrained registry, offline: every entry is complete, and registry downloads (release
+files with a published hash prefix, hub files with the hub's announced sha256) go through the
+verified downloader against a local 127.0.0.1 server."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import torch
+
+from clipforge.models import ARCH_CONFIGS, activation_of, get_config
+from clipforge.weights import (
+    DownloadError,
+    download_pretrained,
+    get_pretrained,
+    list_pretrained,
+    load_checkpoint,
+)
+from clipforge.weights.registry import PRETRAINED
+from clipforge.weights.zoo import checkpoint_config, parse_spec, resolve_pretrained
+
+BODY = os.urandom(200_000)
+BODY_SHA = hashlib.sha256(BODY).hexdigest()
+
+# What the issue names: every tag family open_clip publishes for these architectures.
+EXPECTED = [("ViT-B-32", "laion2b_s34b_b79k"), ("ViT-L-14", "laion2b_s32b_b82k"), ("ViT-H-14", "laion2b_s32b_b79k"),
+            ("ViT-g-14", "laion2b_s12b_b42k"), ("ViT-g-14", "laion2b_s34b_b88k"), ("ViT-bigG-14", "laion2b_s39b_b160k"),
+            ("ViT-B-16", "laion2b_s34b_b88k"), ("ViT-B-32", "laion400m_e31"), ("ViT-B-32", "laion400m_e32"),
+            ("ViT-B-32", "laion2b_e16"), ("RN50", "yfcc15m"), ("RN50", "cc12m"), ("RN101", "yfcc15m"),
+            ("ViT-B-32-quickgelu", "metaclip_400m"), ("ViT-B-32", "datacomp_xl_s13b_b90k"),
+            ("ViT-B-16", "commonpool_l_clip_s1b_b8k"), ("ViT-B-32-256", "datacomp_s34b_b86k"),
+            ("ViT-B-16-plus-240", "laion400m_e32"), ("ViT-L-14-336", "openai"), ("ViT-B-32", "openai"),
+            ("RN50-quickgelu", "openai"), ("ViT-H-14-quickgelu", "dfn5b")]
+
+
+def test_every_entry_is_complete():
+    pairs = list_pretrained()
+    assert len(pairs) == len(set(pairs)) == 98  # open_clip's 94 for these architectures + OpenAI's spellings
+    assert set(EXPECTED) <= set(pairs)
+    assert list_pretrained(as_str=True)[0] == "RN50:openai"
+    for (arch, tag), entry in PRETRAINED.items():
+        assert arch in ARCH_CONFIGS and entry.name in ARCH_CONFIGS, (arch, tag)
+        assert entry.sources() and all(s.url.startswith("https://") for s in entry.sources()), (arch, tag)
+        assert entry.activation == activation_of(get_config(entry.name)), (arch, tag)
+        assert entry.interpolation == "bicubic" and entry.resize_mode in ("shortest", "squash")
+        assert len(entry.mean) == len(entry.std) == 3
+        assert entry.imagenet_top1 is None or 0 < entry.imagenet_top1 < 100
+        if arch.endswith("-quickgelu") or tag == "openai":
+            assert entry.activation == "quick_gelu", (arch, tag)
+        if "openaipublic" in entry.url:
+            assert len(entry.sha256) == 64
+        elif "mlfoundations" in entry.url:
+            assert len(entry.sha256) == 8  # the prefix open_clip's file names publish
+
+
+def test_registry_equals_open_clips_own_table():
+    """Same (architecture, tag) pairs, URLs, hub repositories, activation and preprocessing as
+    open_clip's `pretrained.py` (read from the installed open-clip-torch without running its
+    package __init__, which imports torchvision; `pretrained.py` itself does not)."""
+    import importlib
+    import importlib.util
+    import sys
+    import types
+
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None:
+        pytest.skip("open-clip-torch is not installed (pip install --no-deps open-clip-torch)")
+    package = types.ModuleType("_open_clip_registry")
+    package.__path__ = list(spec.submodule_search_locations)
+    sys.modules.setdefault("_open_clip_registry", package)
+    theirs_module = importlib.import_module("_open_clip_registry.pretrained")
+    from clipforge.models import OPEN_CLIP_MODELS
+
+    theirs = {pair for pair in theirs_module.list_pretrained() if pair[0] in OPEN_CLIP_MODELS}
+    assert theirs == {pair for pair in list_pretrained() if "/" not in pair[0]}
+    for arch, tag in theirs:
+        cfg, entry = theirs_module.get_pretrained_cfg(arch, tag), get_pretrained(arch, tag)
+        assert cfg["url"] == entry.url and cfg["hf_hub"].rstrip("/") == entry.hf_repo, (arch, tag)
+        assert cfg.get("quick_gelu", False) == (entry.activation == "quick_gelu"), (arch, tag)
+        assert (tuple(cfg["mean"]), tuple(cfg["std"])) == (entry.mean, entry.std), (arch, tag)
+        assert (cfg["interpolation"], cfg["resize_mode"]) == (entry.interpolation, entry.resize_mode), (arch, tag)
+
+
+def test_entries_carry_what_the_weights_need():
+    assert get_pretrained("ViT-B-32", "laion2b_s34b_b79k").activation == "gelu"
+    assert get_pretrained("ViT-B-32", "openai").name == "ViT-B/32"  # pretrained="openai" implies QuickGELU
+    laion400m = get_pretrained("ViT-B-32", "laion400m_e31")  # QuickGELU weights listed under the GELU name
+    assert laion400m.name == "ViT-B-32-quickgelu" and laion400m.imagenet_top1 == 62.94
+    assert get_pretrained("ViT-L-14", "laion2b_s32b_b82k").mean == (0.5, 0.5, 0.5)  # Inception mean/std
+    assert get_pretrained("ViT-H-14", "dfn5b").resize_mode == "squash"
+    assert get_pretrained("ViT-B-32", "laion2b_s34b_b79k").imagenet_top1 == 66.56
+    assert get_pretrained("ViT-B-32", "LAION2B-S34B-B79K").tag == "laion2b_s34b_b79k"  # open_clip's tag cleaning
+    with pytest.raises(KeyError, match="no pretrained weights 'nope' for ViT-B-32; known tags: openai, laion400m_e31"):
+        get_pretrained("ViT-B-32", "nope")
+
+
+def test_spec_parsing(tmp_path):
+    assert parse_spec("ViT-B-32:laion2b_s34b_b79k") == ("ViT-B-32", "laion2b_s34b_b79k")
+    assert parse_spec("ViT-L/14-336:openai") == ("ViT-L/14@336px", "openai")
+    assert parse_spec("ViT-B-32") is None and parse_spec("nonsense:tag") is None
+    odd = tmp_path / "ViT-B-32:x"
+    odd.write_bytes(b"")
+    assert parse_spec(str(odd)) is None  # an existing path is never split
+
+
+class _Hub(BaseHTTPRequestHandler):
+    """A tiny Hugging Face hub: /resolve/ answers 302 with X-Linked-Etag, like the real one."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _body(self, body: bytes) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:  # noqa: N802
+        self.server.requests.append(self.path)  # type: ignore[attr-defined]
+        if self.path.endswith("/resolve/main/open_clip_model.safetensors"):
+            self.send_response(302)
+            announced = self.server.announced  # type: ignore[attr-defined]
+            self.send_header("X-Linked-Etag", f'"{announced}"')
+            self.send_header("Location", "/cdn/blob")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif self.path == "/cdn/blob":
+            self._body(BODY)
+        else:
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+
+@pytest.fixture()
+def hub(monkeypatch):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hub)
+    server.requests, server.announced = [], BODY_SHA
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+    yield server
+    server.shutdown()
+
+
+def test_hub_entry_downloads_through_hash_checking(hub, tmp_path):
+    path = download_pretrained("ViT-B-32", tmp_path, tag="laion2b_s34b_b79k", progress=False, backoff=0.001)
+    assert path.read_bytes() == BODY
+    assert path.name == "laion--CLIP-ViT-B-32-laion2B-s34B-b79K--open_clip_model.safetensors"
+    assert hub.requests == ["/laion/CLIP-ViT-B-32-laion2B-s34B-b79K/resolve/main/open_clip_model.safetensors",
+                            "/cdn/blob"]
+    hub.requests.clear()
+    assert download_pretrained("ViT-B-32", tmp_path, tag="laion2b_s34b_b79k", progress=False) == path
+    assert hub.requests == []  # cached: no network
+
+
+def test_hub_file_with_the_wrong_bytes_is_refused(hub, tmp_path):
+    hub.announced = "0" * 64
+    with pytest.raises(DownloadError) as info:
+        download_pretrained("ViT-B-32", tmp_path, tag="laion2b_s34b_b79k", progress=False, backoff=0.001, retries=0)
+    message = str(info.value)
+    assert "does not match the server's announced" in message
+    assert "\n" not in message and message.count(". ") == 0
+    assert [p.name for p in tmp_path.iterdir()] == []  # nothing half-written left behind
+
+
+def test_offline_says_which_file_to_fetch_and_where(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
+    with pytest.raises(DownloadError) as info:
+        download_pretrained("ViT-L-14", tmp_path, tag="laion2b_s32b_b82k", progress=False, retries=0)
+    message = str(info.value)
+    expected = tmp_path / "laion--CLIP-ViT-L-14-laion2B-s32B-b82K--open_clip_model.safetensors"
+    assert "http://127.0.0.1:9/laion/CLIP-ViT-L-14-laion2B-s32B-b82K/resolve/main/open_clip_model.safetensors" in message
+    assert f"save it as {expected}" in message and message.endswith("pass the file's path instead.")
+
+
+def test_release_file_hash_prefix_is_checked(hub, tmp_path):
+    """open_clip's release files publish 8 hex digits of their sha256 in the name: the download
+    must start with them, and a cached copy that does not is not used."""
+    from clipforge.weights import download
+
+    assert get_pretrained("RN50", "yfcc15m").sha256 == "455df137"
+    url = f"http://127.0.0.1:{hub.server_address[1]}/cdn/blob"
+    good = download(url, tmp_path, BODY_SHA[:8], filename="ok.pt", progress=False)
+    assert good.read_bytes() == BODY
+    wrong = "0" * 8 if not BODY_SHA.startswith("0" * 8) else "1" * 8
+    with pytest.raises(DownloadError, match=f"does not match the expected {wrong}"):
+        download(url, tmp_path, wrong, filename="bad.pt", progress=False, retries=0)
+    assert not (tmp_path / "bad.pt").exists()
+    with pytest.raises(ValueError, match="not a hex sha256"):
+        download(url, tmp_path, "abc", filename="short.pt", progress=False)
+
+
+def test_resolved_registry_weights_build_the_right_activation(hub, tmp_path):
+    resolved = resolve_pretrained("ViT-B-32", "laion400m_e31", tmp_path, progress=False)
+    assert resolved.path.read_bytes() == BODY  # (the hub serves the same test bytes for every file)
+    assert resolved.config["activation"] == "quick_gelu" and resolved.entry.name == "ViT-B-32-quickgelu"
+    assert "trained with quick_gelu" in resolved.note and "ViT-B-32 alone means gelu" in resolved.note
+    assert resolved.preprocess["mean"][0] == pytest.approx(0.48145466)
+    assert resolve_pretrained("ViT-B-32-quickgelu", "laion400m_e31", tmp_path, progress=False).note is None
+    inception = resolve_pretrained("ViT-L-14", "laion2b_s32b_b82k", tmp_path, progress=False)
+    assert inception.preprocess["mean"] == [0.5, 0.5, 0.5] and inception.config["activation"] == "gelu"
+
+
+def _shapes_only(arch: str) -> dict[str, torch.Tensor]:
+    """A state dict with `arch`'s shapes whose tensors share one element (a file of kilobytes)."""
+    from clipforge.models import create_model_from_config
+
+    with torch.device("meta"):
+        meta = create_model_from_config(get_config(arch))
+    return {k: torch.zeros((), dtype=v.dtype).expand(v.shape) for k, v in meta.state_dict().items()}
+
+
+def test_plain_state_dict_says_which_activation_it_assumed(tmp_path):
+    state = _shapes_only("ViT-B-32")
+    torch.save({"epoch": 3, "name": "run", "state_dict": {f"module.{k}": v for k, v in state.items()}},
+               tmp_path / "epoch_3.pt")  # an open_clip training checkpoint
+    checkpoint = load_checkpoint(tmp_path / "epoch_3.pt")
+    assert set(checkpoint.state_dict) == set(state) and not checkpoint.activation_known
+    config, note = checkpoint_config(checkpoint)
+    assert config["activation"] == "quick_gelu"  # OpenAI's shape: what OpenAI's and clipforge 0.1's files are
+    assert note == ("epoch_3.pt is a plain state dict that does not record its activation; assumed quick_gelu "
+                    f"(shapes of ViT-B/32); if that is wrong, load it as ViT-B-32:{tmp_path / 'epoch_3.pt'}")
+    named, note = checkpoint_config(checkpoint, arch="ViT-B-32")  # the user's name decides
+    assert named["activation"] == "gelu" and note is None
+    with pytest.raises(Exception, match="does not hold ViT-L-14 weights"):
+        checkpoint_config(checkpoint, arch="ViT-L-14")
