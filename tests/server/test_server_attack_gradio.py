@@ -110,17 +110,16 @@ def _attackable(blocks) -> dict:
 
 
 def _hostile_calls(blocks, targets: list[str]) -> list[tuple[int, list]]:
-    """For every event: every slot hostile at once, and each slot alone (others benign), plain and listed."""
+    """For every event: every slot hostile at once, and each slot alone (others benign; a list for gr.File)."""
     calls = []
     for fn_index, fn in _attackable(blocks).items():
         n = len(fn.inputs)
         for target in targets:
             calls.append((fn_index, [_fd(target)] * n))
-            for slot in range(n):
-                for value in (_fd(target), [_fd(target)]):
-                    data = [_benign(c) for c in fn.inputs]
-                    data[slot] = value
-                    calls.append((fn_index, data))
+            for slot, component in enumerate(fn.inputs):
+                data = [_benign(c) for c in fn.inputs]
+                data[slot] = [_fd(target)] if type(component).__name__ == "File" else _fd(target)
+                calls.append((fn_index, data))
     return calls
 
 
