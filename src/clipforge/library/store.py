@@ -354,10 +354,3 @@ class Store:
 def _decode_vector(dtype: str, blob: bytes) -> np.ndarray:
     return np.frombuffer(blob, dtype=np.float16 if dtype == "float16" else np.float32).astype(np.float32)
 
-
-# Until `indexer.py` writes through `tx.<method>(...)`: the same functions under their old
-# spelling `Store.<method>(tx, ...)`, so both run the one Transaction code. Remove after.
-for _name in ("ensure_model", "insert_embedding", "bump_generation", "upsert_image", "relink_image",
-              "delete_tags_for", "gc_embeddings"):
-    setattr(Store, _name, getattr(Transaction, _name))
-del _name
