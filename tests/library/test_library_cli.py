@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
-from clipforge.cli.main import main
+from clipforge.cli.main import build_parser, main
 
 
 def test_index_search_tag_cycle(tmp_path, images_factory, bad_files_factory, capsys):
@@ -137,3 +138,11 @@ def test_index_add_walks_sub_folders_like_embed(tmp_path, images_factory, capsys
     assert capsys.readouterr().out.startswith("added 3 ")
     assert main([*base, "--recursive"]) == 0  # the old spelling still works
     assert "skipped 5 unchanged" in capsys.readouterr().out
+    # One option, spelled and defaulted the same in both commands.
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    index_add = next(a for a in sub.choices["index"]._actions if isinstance(a, argparse._SubParsersAction))
+    options = [{o: a for a in p._actions for o in a.option_strings}["--recursive"]
+               for p in (index_add.choices["add"], sub.choices["embed"])]
+    assert [(o.option_strings, o.default, o.help) for o in options][0] == \
+        [(o.option_strings, o.default, o.help) for o in options][1]

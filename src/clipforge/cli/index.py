@@ -29,11 +29,13 @@ def add_library_arguments(parser: argparse.ArgumentParser, model: bool = True) -
                         help="library folder (default $CLIPFORGE_LIBRARY, else $XDG_DATA_HOME/clipforge/library "
                              "= ~/.local/share/clipforge/library)")
     if model:
+        from clipforge.cli.common import DEVICE_HELP, MODEL_HELP, OFFLINE_DEFAULT, PREFERRED_DEFAULT
+
         parser.add_argument("--model", default=None,
-                            help="model name, checkpoint path, or test config (test-vit-tiny); default: the model "
-                                 "the library was built with, for a new library ViT-B/32 when cached, else the "
-                                 "shipped clipforge-tiny")
-        parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cpu)")
+                            help=MODEL_HELP.split("; default: ")[0] + "; default: the model the library was built "
+                                 f"with, for a new library {PREFERRED_DEFAULT} when downloaded, else the shipped "
+                                 f"{OFFLINE_DEFAULT}")
+        parser.add_argument("--device", default=None, help=DEVICE_HELP)
 
 
 def open_library(args: argparse.Namespace, **kwargs: Any):
@@ -69,10 +71,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     add = sub.add_parser("add", help="index image files and folders (incremental, resumable)")
     add.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
-    add.add_argument("--no-recursive", dest="recursive", action="store_false",
-                     help="only the top level of folders (default: walk sub-folders too, as `clipforge embed`)")
-    add.add_argument("--recursive", "-r", dest="recursive", action="store_true", default=True,
-                     help=argparse.SUPPRESS)  # the default; still accepted
+    add.add_argument("--recursive", "-r", action=argparse.BooleanOptionalAction, default=True,
+                     help="descend into sub-folders (default: yes; --no-recursive for the top level only)")
     add.add_argument("--batch-size", type=int, default=64, help="images per model batch and per commit (default 64)")
     add.add_argument("--workers", type=int, default=None, help="decoding processes (default: CPU count - 1, max 8)")
     add.add_argument("--retry-failed", action="store_true", help="re-read files that failed before even if unchanged")
