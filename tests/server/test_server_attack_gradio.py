@@ -270,7 +270,7 @@ def test_unused_gradio_routes_and_url_fetches_are_closed(ui_env):
     for path in ("/gradio_api/file=http://127.0.0.1:9/x.png", "/gradio_api/file=https://example.com/a.png",
                  "/gradio_api/file=//example.com/a.png"):
         assert client.get(path).status_code == 403, path
-    for path in ("/gradio_api/proxy=http://127.0.0.1:9/", "/monitoring", "/gradio_api/runs"):
+    for path in ("/gradio_api/proxy=http://127.0.0.1:9/", "/monitoring", "/gradio_api/runs", "/gradio_api/deep_link"):
         assert client.get(path).status_code == 404, path
     for path in ("/gradio_api/component_server", "/gradio_api/process_recording", "/gradio_api/stream/x"):
         assert client.post(path, json={}).status_code == 404, path

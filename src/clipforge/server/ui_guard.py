@@ -13,7 +13,7 @@ upload folder, and this middleware), so a gap in one of them is not a hole:
 * `/gradio_api/file=` serves only files inside the upload folder, never a URL (gradio would
   fetch it: a server-side request on behalf of an anonymous client);
 * a queue/join naming an event the UI does not have is refused (400) instead of crashing gradio;
-* gradio routes the page never uses (named-endpoint API, proxy, component server, recording,
+* gradio routes the page never uses (named-endpoint API, proxy, component server, recording, deep links,
   streaming, vibe editing, run history, profiling, monitoring) answer 404;
 * `/gradio_api/upload` is refused (507) while the upload folder holds more than its byte
   budget, after files older than their maximum age have been deleted.
@@ -37,7 +37,7 @@ _API = "/gradio_api/"
 # The browser page talks to gradio through queue/join + queue/data, upload and file= only; the
 # named-endpoint routes (run/, call/, api/) serve API clients, and this UI publishes no API.
 _UNUSED = ("proxy=", "component_server", "process_recording", "stream/", "vibe", "undo-vibe", "run-history",
-           "runs", "profiling", "dev/", "mcp", "monitoring", "run/", "call/", "api/")
+           "runs", "profiling", "dev/", "mcp", "monitoring", "deep_link", "run/", "call/", "api/")
 _FORBIDDEN = ("files must be uploaded through this page first; the server never opens a path sent by a client")
 
 
