@@ -135,3 +135,24 @@ def test_the_training_package_never_imports_the_cli():
             upward += [f"{path.name}: {n}" for n in names if n == "clipforge.cli" or n.startswith("clipforge.cli.")]
     assert upward == []
     assert len(list(package.glob("*.py"))) > 10  # the scan saw the package
+
+
+def test_wise_ft_takes_model_specs_like_every_command(tmp_path, capsys):
+    from clipforge.api import load_model
+    from clipforge.weights import load_state_dict, save_safetensors
+
+    tiny = load_model("clipforge-tiny", device="cpu").model
+    shifted = {k: (v + 0.5 if v.is_floating_point() else v) for k, v in tiny.state_dict().items()}
+    from clipforge.weights.save import model_config
+
+    tuned = save_safetensors(shifted, tmp_path / "tuned.safetensors", config=model_config(tiny))
+    out = tmp_path / "mid.safetensors"
+    assert main(["wise-ft", "--zeroshot", "clipforge-tiny", "--finetuned", str(tuned), "--alpha", "0.5",
+                 "--out", str(out)]) == 0
+    mid = load_state_dict(out)
+    key = "text_projection"
+    torch.testing.assert_close(mid[key], tiny.state_dict()[key] + 0.25, rtol=0, atol=1e-6)
+    assert main(["wise-ft", "--zeroshot", "clipforge-tiny", "--finetuned", str(tmp_path / "nope.pt"),
+                 "--out", str(tmp_path / "x.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("clipforge wise-ft: ") and err.count("\n") == 1

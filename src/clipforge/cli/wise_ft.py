@@ -8,8 +8,9 @@ import argparse
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "wise-ft", help="interpolate zero-shot and fine-tuned weights (WiSE-FT): (1-alpha)*A + alpha*B")
-    parser.add_argument("--zeroshot", required=True, help="checkpoint A (name or path): the zero-shot model")
-    parser.add_argument("--finetuned", required=True, help="checkpoint B (path): the fine-tuned model")
+    parser.add_argument("--zeroshot", required=True, help="model A, any --model spec (ViT-B/32, clipforge-tiny, a "
+                                                          "checkpoint file): the zero-shot model")
+    parser.add_argument("--finetuned", required=True, help="model B, any --model spec: the fine-tuned model")
     parser.add_argument("--alpha", type=float, default=0.5, help="weight of the fine-tuned model, in [0, 1]")
     parser.add_argument("--out", required=True, help="output .safetensors path")
     parser.set_defaults(func=run)
@@ -19,10 +20,11 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from clipforge.train.wise_ft import wise_ft
+    from clipforge.weights.errors import UnsafeCheckpointError
 
     try:
         path = wise_ft(args.zeroshot, args.finetuned, args.alpha, args.out)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, KeyError, OSError, UnsafeCheckpointError) as err:
         print(f"clipforge wise-ft: {err}", file=sys.stderr)
         return 2
     print(f"wrote {path} (alpha={args.alpha})")
