@@ -39,7 +39,13 @@ from typing import Any
 import pytest
 import torch
 
-from clipforge.models import OPEN_CLIP_MODELS, OPENAI_MODELS, build_model, create_model_from_config, get_config
+from clipforge.models import (
+    OPEN_CLIP_MODELS,
+    OPENAI_MODELS,
+    build_model,
+    create_model_from_config,
+    get_config,
+)
 
 # RN50x4/x16/x64 are OpenAI's architectures exactly (open_clip's configs equal OpenAI's), proven
 # at full size against OpenAI's reference in test_model_parity.py; their configs are checked here.

@@ -100,3 +100,40 @@ def test_onnx_runner_explains_a_wrong_folder(tmp_path) -> None:
     pytest.importorskip("onnxruntime")
     with pytest.raises(FileNotFoundError, match="clipforge export onnx"):
         OnnxCLIP(tmp_path)
+
+
+def test_onnx_outputs_normalised_under_hf_names_and_raw_under_their_own(tmp_path) -> None:
+    """HF's `image_embeds`/`text_embeds` are L2-normalised; ours too, raw features are
+    `image_features`/`text_features`. Batch and sequence axes are dynamic; int32 ids work and
+    float ids are refused clearly. A GELU model exports with its activation."""
+    ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    from clipforge.models import create_model_from_config, get_config
+
+    model = create_model_from_config(get_config("test-vit-tiny") | {"activation": "gelu"}).eval()
+    meta = export_onnx(model, tmp_path)
+    assert meta["activation"] == "gelu" and max(meta["parity"]["image_max_abs_diff"],
+                                                meta["parity"]["text_max_abs_diff"]) <= 1e-4
+    image_session = ort.InferenceSession(str(tmp_path / "image_encoder.onnx"), providers=["CPUExecutionProvider"])
+    assert [o.name for o in image_session.get_outputs()] == ["image_features", "image_embeds"]
+    images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    raw, embeds = image_session.run(None, {"pixel_values": images.numpy()})
+    with torch.inference_mode():
+        expected = model.encode_image(images).numpy()
+    assert np.abs(raw - expected).max() <= 1e-4
+    assert np.abs(embeds - expected / np.linalg.norm(expected, axis=-1, keepdims=True)).max() <= 1e-5
+    assert np.allclose(np.linalg.norm(embeds, axis=-1), 1.0, atol=1e-5)
+
+    runner = OnnxCLIP(tmp_path, threads=1)
+    tokens = _tokens([2, 10, 5])  # EOT at most at position 11: rows may stop there
+    short = tokens[:, :12]
+    with torch.inference_mode():
+        expected_text = model.encode_text(tokens).numpy()
+    for ids in (tokens, short, short.to(torch.int32), short.numpy().astype(np.int32)):
+        assert np.abs(runner.encode_text(ids) - expected_text).max() <= 1e-4
+    normalised = runner.encode_text(short, normalize=True)
+    assert np.allclose(np.linalg.norm(normalised, axis=-1), 1.0, atol=1e-5)
+    with pytest.raises(TypeError, match="token ids must be integers"):
+        runner.encode_text(short.float())
+    with pytest.raises(ValueError, match=r"shaped \[batch, <= 77\]"):
+        runner.encode_text(torch.zeros(2, 78, dtype=torch.long))

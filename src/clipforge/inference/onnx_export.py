@@ -2,14 +2,20 @@
 
 Layout written by `export_onnx(model, out_dir)`:
 
-    out_dir/image_encoder.onnx   pixel_values float32 [batch, 3, R, R] -> image_embeds [batch, D]
-    out_dir/text_encoder.onnx    input_ids int64 [batch, context_length] -> text_embeds [batch, D]
+    out_dir/image_encoder.onnx   pixel_values float32 [batch, 3, R, R]
+                                   -> image_features [batch, D] (raw, as `encode_image`)
+                                   -> image_embeds [batch, D]   (L2-normalised, as HF's `image_embeds`)
+    out_dir/text_encoder.onnx    input_ids int64 [batch, sequence <= context_length]
+                                   -> text_features [batch, D] (raw, as `encode_text`)
+                                   -> text_embeds [batch, D]   (L2-normalised, as HF's `text_embeds`)
     out_dir/clipforge_onnx.json  shapes, opset, names and the parity measured at export time
 
-Both have a dynamic batch axis; features are not normalised (as `encode_image`/`encode_text`).
-The text tower is exported on the full context (77 tokens) with the EOT gather inside the
-graph: the "stop at the longest prompt" trick of `CLIP.encode_text` depends on the data, which
-a static graph cannot express, and a fixed-shape graph is what ONNX consumers expect.
+Output names keep one meaning each: HF's names (``image_embeds``/``text_embeds``) are normalised,
+as in `transformers`; raw features have their own names. Batch and sequence axes are dynamic:
+token rows may be cut after the batch's last EOT (``<|endoftext|>``, the highest id), as
+`CLIP.encode_text` does internally, or padded to the full 77. The EOT gather is inside the graph.
+Token ids are int64 in the graph; `OnnxCLIP.encode_text` casts int32 (or any integer) ids and
+refuses anything else with a clear error.
 
 The export uses torch's TorchScript-based exporter (`dynamo=False`): the newer exporter needs
 the `onnxscript` package, and this one handles these two plain graphs fine.
@@ -40,13 +46,17 @@ META_FILE = "clipforge_onnx.json"
 DEFAULT_OPSET = 17
 
 
+def _both(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return features, features / features.norm(dim=-1, keepdim=True)
+
+
 class ImageTower(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.visual = model.visual
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.visual(pixel_values)
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return _both(self.visual(pixel_values))
 
 
 class TextTower(nn.Module):
@@ -60,26 +70,30 @@ class TextTower(nn.Module):
         self.ln_final = model.ln_final
         self.text_projection = model.text_projection
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        x = self.token_embedding(input_ids) + self.positional_embedding
+    def forward(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.token_embedding(input_ids) + self.positional_embedding[: input_ids.shape[1]]
         x = self.ln_final(self.transformer(x))
         eot = input_ids.argmax(dim=-1)  # EOT has the highest id in the vocabulary
         index = eot.view(-1, 1, 1).expand(-1, 1, x.shape[-1])
-        return torch.gather(x, 1, index).squeeze(1) @ self.text_projection
+        return _both(torch.gather(x, 1, index).squeeze(1) @ self.text_projection)
 
 
 def _plain_fp32(model: nn.Module) -> nn.Module:
-    """The model as a plain fp32 CLIP: oneDNN's packed kernels are not exportable."""
-    if not is_prepared(model) and all(p.dtype == torch.float32 for p in model.parameters() if p.is_floating_point()):
+    """The model as a plain fp32 CLIP: oneDNN's packed kernels (`prepare`, and the fast forward
+    `clipforge.load` gives every model) are not exportable."""
+    swapped = any(type(m).__module__.startswith("clipforge.inference") for m in model.modules())
+    if not swapped and not is_prepared(model) and all(
+            p.dtype == torch.float32 for p in model.parameters() if p.is_floating_point()):
         return model
     from clipforge.models import build_model
+    from clipforge.weights.save import model_config
 
     state = {k: v.detach().float() if v.is_floating_point() else v for k, v in model.state_dict().items()}
-    return build_model(state)
+    return build_model(state, config=model_config(model))  # the config keeps the activation
 
 
-def _export(module: nn.Module, example: torch.Tensor, path: Path, input_name: str, output_name: str,
-            opset: int) -> None:
+def _export(module: nn.Module, example: torch.Tensor, path: Path, input_name: str, outputs: tuple[str, str],
+            opset: int, dynamic: dict[int, str]) -> None:
     # The exporter restores the wrapper's training flag afterwards, recursively: a wrapper left
     # in (default) training mode would switch the caller's model to training mode, and the next
     # ResNet forward would then update BatchNorm statistics.
@@ -88,8 +102,9 @@ def _export(module: nn.Module, example: torch.Tensor, path: Path, input_name: st
         warnings.simplefilter("ignore")  # legacy-exporter deprecation and tracer notices
         torch.onnx.export(
             module, (example,), str(path), dynamo=False, opset_version=opset,
-            input_names=[input_name], output_names=[output_name],
-            dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}}, do_constant_folding=True)
+            input_names=[input_name], output_names=list(outputs),
+            dynamic_axes={input_name: dynamic, **{name: {0: "batch"} for name in outputs}},
+            do_constant_folding=True)
 
 
 def export_onnx(model: nn.Module, out_dir: str | os.PathLike, *, opset: int = DEFAULT_OPSET,
@@ -106,19 +121,22 @@ def export_onnx(model: nn.Module, out_dir: str | os.PathLike, *, opset: int = DE
     resolution = int(plain.visual.input_resolution)
     context = int(plain.context_length)
     meta: dict[str, Any] = {
-        "format": "clipforge-onnx-1", "model": name, "opset": opset,
-        "image": {"file": IMAGE_FILE, "input": "pixel_values", "output": "image_embeds",
-                  "shape": ["batch", 3, resolution, resolution]},
-        "text": {"file": TEXT_FILE, "input": "input_ids", "output": "text_embeds", "shape": ["batch", context]},
+        "format": "clipforge-onnx-2", "model": name, "opset": opset,
+        "image": {"file": IMAGE_FILE, "input": "pixel_values", "output": "image_features",
+                  "normalized_output": "image_embeds", "shape": ["batch", 3, resolution, resolution]},
+        "text": {"file": TEXT_FILE, "input": "input_ids", "output": "text_features",
+                 "normalized_output": "text_embeds", "shape": ["batch", f"sequence<={context}"], "dtype": "int64"},
         "embed_dim": int(plain.embed_dim), "image_resolution": resolution, "context_length": context,
+        "activation": str(getattr(plain, "activation", "quick_gelu")),
     }
     staging = Path(tempfile.mkdtemp(prefix=".onnx-export-", dir=out_dir))
     try:
         _export(ImageTower(plain), torch.randn(2, 3, resolution, resolution), staging / IMAGE_FILE,
-                "pixel_values", "image_embeds", opset)
+                "pixel_values", ("image_features", "image_embeds"), opset, {0: "batch"})
         tokens = torch.zeros(2, context, dtype=torch.long)
         tokens[:, 0], tokens[:, 1:4], tokens[:, 4] = 49406, 320, 49407
-        _export(TextTower(plain), tokens, staging / TEXT_FILE, "input_ids", "text_embeds", opset)
+        _export(TextTower(plain), tokens, staging / TEXT_FILE, "input_ids", ("text_features", "text_embeds"), opset,
+                {0: "batch", 1: "sequence"})
         (staging / META_FILE).write_text(json.dumps(meta, indent=2))
         if verify:
             meta["parity"] = onnx_parity(plain, staging)
@@ -156,17 +174,25 @@ class OnnxCLIP:
                 raise FileNotFoundError(f"missing {path} (listed in {meta_path})")
             self.sessions[tower] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
-    def _run(self, tower: str, array: np.ndarray) -> np.ndarray:
+    def _run(self, tower: str, array: np.ndarray, normalize: bool) -> np.ndarray:
         spec = self.meta[tower]
-        return self.sessions[tower].run([spec["output"]], {spec["input"]: array})[0]
+        output = spec.get("normalized_output") if normalize else spec["output"]
+        if output is None:
+            raise ValueError(f"{self.meta[tower]['file']} was exported without normalised outputs; re-export it")
+        return self.sessions[tower].run([output], {spec["input"]: array})[0]
 
-    def encode_image(self, pixel_values: torch.Tensor | np.ndarray) -> np.ndarray:
+    def encode_image(self, pixel_values: torch.Tensor | np.ndarray, normalize: bool = False) -> np.ndarray:
         array = pixel_values.detach().cpu().numpy() if isinstance(pixel_values, torch.Tensor) else pixel_values
-        return self._run("image", np.ascontiguousarray(array, dtype=np.float32))
+        return self._run("image", np.ascontiguousarray(array, dtype=np.float32), normalize)
 
-    def encode_text(self, input_ids: torch.Tensor | np.ndarray) -> np.ndarray:
-        array = input_ids.detach().cpu().numpy() if isinstance(input_ids, torch.Tensor) else input_ids
-        return self._run("text", np.ascontiguousarray(array, dtype=np.int64))
+    def encode_text(self, input_ids: torch.Tensor | np.ndarray, normalize: bool = False) -> np.ndarray:
+        """Token ids of any integer dtype (int32 included) -> features; other dtypes are refused."""
+        array = input_ids.detach().cpu().numpy() if isinstance(input_ids, torch.Tensor) else np.asarray(input_ids)
+        if not np.issubdtype(array.dtype, np.integer):
+            raise TypeError(f"token ids must be integers (int64 or int32), got {array.dtype}")
+        if array.ndim != 2 or not 1 <= array.shape[1] <= int(self.meta["context_length"]):
+            raise ValueError(f"token ids must be shaped [batch, <= {self.meta['context_length']}], got {array.shape}")
+        return self._run("text", np.ascontiguousarray(array, dtype=np.int64), normalize)
 
 
 @torch.inference_mode()
