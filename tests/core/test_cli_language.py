@@ -169,3 +169,32 @@ def test_help_does_not_load_torch_and_names_the_api_defaults() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": src})
     assert out.stdout.strip() == "False", "building the parser (clipforge --help) imported torch"
+
+
+def test_embed_flags_reach_the_library_and_match_its_output(tmp_path, capsys) -> None:
+    import numpy as np
+
+    from clipforge.library.export import export_embeddings, read_export
+
+    photos = tmp_path / "photos"
+    (photos / "sub").mkdir(parents=True)
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(photos / "a.jpg", quality=90)
+    Image.new("RGB", (48, 64), (30, 30, 200)).save(photos / "sub" / "b.jpg", quality=90)
+    assert main(["embed", str(photos), "--out", str(tmp_path / "cli"), "--model", "test-vit-tiny", "--device", "cpu",
+                 "--float32", "--exact-decode", "--workers", "0", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == 2  # recursive by default
+    export_embeddings([photos], tmp_path / "lib", "test-vit-tiny", dtype="float32", draft=False, workers=0,
+                      device="cpu", progress=False)
+    cli_vectors, cli_rows = read_export(tmp_path / "cli")
+    lib_vectors, lib_rows = read_export(tmp_path / "lib")
+    assert [r["image_path"] for r in cli_rows] == [r["image_path"] for r in lib_rows]
+    np.testing.assert_array_equal(cli_vectors, lib_vectors)
+    assert main(["embed", str(photos), "--out", str(tmp_path / "top"), "--model", "test-vit-tiny", "--device", "cpu",
+                 "--no-recursive", "--workers", "0", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == 1
+
+
+def test_precision_is_checked_by_the_parser(image, capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["classify", image, "--labels", "a,b", "--precision", "fp16"])
+    assert info.value.code == 2 and "invalid choice: 'fp16'" in capsys.readouterr().err

@@ -250,9 +250,10 @@ def test_eval_prints_where_plots_went_and_json_is_one_document(workspace, capsys
     assert len(shown) == 1
     plots = [Path(p) for p in shown[0].removeprefix("plots written to ").split(", ")]
     assert [p.parent for p in plots] == [plot_dir] * 2 and all(p.is_file() and p.suffix == ".png" for p in plots)
-    assert main([*argv, "--json", "--plot"]) == 0  # bare --plot: into the --out folder
+    assert main([*argv, "--json", "--plot", "--exact-decode"]) == 0  # bare --plot: into the --out folder
     report = json.loads(capsys.readouterr().out)
     assert report["model"]["name"] == "test-vit-tiny" and report["model"]["weights"] == "random (seed 0)"
+    assert report["model"]["draft_decode"] is False and report["model"]["precision"] == "fp32"
     assert [Path(p).parent for p in report["files"]["plots"]] == [Path(workspace["out"])] * 2
 
 

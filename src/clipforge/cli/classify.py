@@ -6,7 +6,12 @@ import argparse
 import json
 import sys
 
-from clipforge.cli.common import add_model_argument, add_output_arguments, add_templates_argument
+from clipforge.cli.common import (
+    add_model_argument,
+    add_output_arguments,
+    add_speed_arguments,
+    add_templates_argument,
+)
 
 DEFAULT_TEMPLATES = "simple"  # "a photo of a {}.", as the web app's classify
 
@@ -25,6 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--top-k", type=int, default=5, help="labels shown per image (default 5)")
     parser.add_argument("--plot", metavar="OUT.png", help="write each image beside a bar chart of its top-k")
     add_model_argument(parser, device=True)
+    parser.add_argument("--batch-size", type=int, default=32, help="images per model batch (default 32)")
+    add_speed_arguments(parser)
     add_output_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -39,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
     labels = parse_labels(args.labels) if args.labels is not None else read_labels_file(args.labels_file)
     device = str(resolve_device(args.device))
     out = classify_files(args.images, labels, model_spec(args), templates=args.templates, top_k=args.top_k,
-                         plot=args.plot, device=device, progress=not (args.json or args.quiet))
+                         plot=args.plot, device=device, progress=not (args.json or args.quiet),
+                         precision=args.precision, draft=not args.exact_decode, batch_size=args.batch_size,
+                         workers=args.workers)
     if args.json:
         print(json.dumps(out, indent=2, ensure_ascii=False))
     else:

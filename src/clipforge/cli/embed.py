@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from clipforge.cli.common import add_model_argument, add_output_arguments
+from clipforge.cli.common import add_model_argument, add_output_arguments, add_speed_arguments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_argument(parser, device=True)
     parser.add_argument("--shard-size", type=int, default=100_000, help="images per output partition")
     parser.add_argument("--batch-size", type=int, default=64, help="images per model batch (default 64)")
-    parser.add_argument("--workers", type=int, default=0, help="decoding processes per rank (default 0)")
+    add_speed_arguments(parser)
     parser.add_argument("--float32", action="store_true", help="write float32 (default float16, as clip-retrieval)")
     parser.add_argument("--recursive", "-r", action=argparse.BooleanOptionalAction, default=True,
                         help="descend into sub-folders (default: yes; --no-recursive for the top level only)")
@@ -34,13 +34,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from clipforge.api import resolve_device
     from clipforge.cli.common import model_spec
-    from clipforge.library.encoder import resolve_encoder
     from clipforge.library.export import export_embeddings
 
-    encoder = resolve_encoder(model_spec(args), device=resolve_device(args.device))
-    report = export_embeddings(args.paths, args.out, encoder, recursive=args.recursive,
+    report = export_embeddings(args.paths, args.out, model_spec(args), recursive=args.recursive,
                                shard_size=args.shard_size, batch_size=args.batch_size, workers=args.workers,
                                dtype="float32" if args.float32 else "float16", overwrite=args.overwrite,
-                               progress=not (args.json or args.quiet))
+                               progress=not (args.json or args.quiet), precision=args.precision,
+                               draft=not args.exact_decode, device=str(resolve_device(args.device)))
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary_line())
     return 0

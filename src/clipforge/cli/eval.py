@@ -7,7 +7,12 @@ import json
 import os
 import sys
 
-from clipforge.cli.common import add_model_argument, add_output_arguments, add_templates_argument
+from clipforge.cli.common import (
+    add_model_argument,
+    add_output_arguments,
+    add_speed_arguments,
+    add_templates_argument,
+)
 
 DATASETS = ("imagenet", "cub", "cars", "cifar10", "cifar100", "folder")
 
@@ -25,6 +30,7 @@ def _ks(text: str) -> list[int]:
 def _common(parser: argparse.ArgumentParser) -> None:
     add_model_argument(parser, device=True)
     parser.add_argument("--batch-size", type=int, default=64, help="images per model batch (default 64)")
+    add_speed_arguments(parser, workers=False)
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
                         help="DataLoader worker processes (default: min(8, CPUs))")
     parser.add_argument("--out", default="eval_results", help="folder for the JSON report and log (default eval_results)")
@@ -120,6 +126,10 @@ def _prepare(args: argparse.Namespace) -> tuple[str, str]:
     return model_spec(args), str(resolve_device(args.device))
 
 
+def _speed(args: argparse.Namespace) -> dict[str, object]:
+    return {"precision": args.precision, "exact_decode": args.exact_decode}
+
+
 def run_zeroshot(args: argparse.Namespace) -> int:
     from clipforge.evaluate import evaluate_zeroshot
     from clipforge.evaluate.report import parse_expect
@@ -132,7 +142,7 @@ def run_zeroshot(args: argparse.Namespace) -> int:
         classnames=read_labels_file(args.classnames) if args.classnames else None,
         batch_size=args.batch_size, workers=args.workers, device=device, limit=args.limit,
         out_dir=args.out, plot=plot, expect=parse_expect(args.expect), tolerance=args.tolerance,
-        cache_dir=args.cache_dir, progress=not (args.quiet or args.json))
+        cache_dir=args.cache_dir, progress=not (args.quiet or args.json), **_speed(args))
     return _finish(report, ["top1", "top5", "mean_per_class_recall"], args)
 
 
@@ -144,7 +154,7 @@ def run_retrieval(args: argparse.Namespace) -> int:
     report = evaluate_retrieval(
         model, args.captions, args.images, batch_size=args.batch_size, workers=args.workers,
         device=device, limit=args.limit, out_dir=args.out, expect=parse_expect(args.expect),
-        tolerance=args.tolerance, progress=not (args.quiet or args.json))
+        tolerance=args.tolerance, progress=not (args.quiet or args.json), **_speed(args))
     return _finish(report, [f"{d}_R@{k}" for d in ("image_to_text", "text_to_image") for k in (1, 5, 10)], args)
 
 
@@ -158,7 +168,7 @@ def run_linear_probe(args: argparse.Namespace) -> int:
         fewshot_k=args.fewshot_k, seeds=args.seeds, full=not args.no_full, batch_size=args.batch_size,
         workers=args.workers, device=device, limit_train=args.limit_train, limit_test=args.limit,
         out_dir=args.out, feature_cache_dir=args.feature_cache, expect=parse_expect(args.expect),
-        tolerance=args.tolerance, progress=not (args.quiet or args.json))
+        tolerance=args.tolerance, progress=not (args.quiet or args.json), **_speed(args))
     if not args.json:
         for k, entry in report["metrics"].get("fewshot", {}).items():
             print(f"{k}-shot top1 {100 * entry['top1']['mean']:.2f}% ± {100 * entry['top1']['std']:.2f} "

@@ -72,9 +72,11 @@ def missing_extra_message(exc: BaseException, command: str | None) -> str | None
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Failures caused by the user's input or environment: one line, no traceback."""
+    from clipforge.inference.precision import Bf16UnsupportedError
     from clipforge.weights.errors import DownloadError, UnsafeCheckpointError
 
-    return OSError, ValueError, DownloadError, UnsafeCheckpointError  # CheckpointFormatError is a ValueError
+    # CheckpointFormatError is a ValueError
+    return OSError, ValueError, DownloadError, UnsafeCheckpointError, Bf16UnsupportedError
 
 
 def _silence_stdout() -> None:
