@@ -195,6 +195,11 @@ def test_embed_flags_reach_the_library_and_match_its_output(tmp_path, capsys) ->
 
 
 def test_precision_is_checked_by_the_parser(image, capsys) -> None:
+    sub = dict(_subcommands(build_parser()))
+    for path in [("classify",), ("similarity",), ("embed",), ("eval", "zeroshot"), ("eval", "retrieval"),
+                 ("eval", "linear-probe")]:
+        help_text = sub[path].format_help()
+        assert "--precision {fp32,bf16}" in help_text and "--exact-decode" in help_text, path
     with pytest.raises(SystemExit) as info:
         main(["classify", image, "--labels", "a,b", "--precision", "fp16"])
     assert info.value.code == 2 and "invalid choice: 'fp16'" in capsys.readouterr().err

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 
-from clipforge.cli.common import add_model_argument, add_output_arguments
+from clipforge.cli.common import add_model_argument, add_output_arguments, add_speed_arguments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,6 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--text", nargs="+", required=True, help="texts to compare with each image")
     add_model_argument(parser, device=True)
     parser.add_argument("--plot", metavar="OUT.png", help="write the cosine-similarity heatmap to this PNG")
+    add_speed_arguments(parser, workers=False)
     add_output_arguments(parser, quiet=False)
     parser.set_defaults(func=run)
 
@@ -26,7 +28,11 @@ def run(args: argparse.Namespace) -> int:
     from clipforge.similarity import compute_similarity, plot_similarity
 
     loaded = load_cli_model(args)
-    table = compute_similarity(loaded.model, loaded.preprocess, args.images, args.text)
+    preprocess = loaded.preprocess
+    if args.exact_decode:
+        preprocess = copy.copy(preprocess)
+        preprocess.draft = False
+    table = compute_similarity(loaded.model, preprocess, args.images, args.text, precision=args.precision)
     plot = str(plot_similarity(table, args.images, args.plot)) if args.plot else None
     if args.json:
         print(json.dumps({"model": loaded.name, "weights": loaded.weights, "images": list(args.images),
