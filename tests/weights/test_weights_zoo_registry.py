@@ -232,3 +232,20 @@ def test_plain_state_dict_says_which_activation_it_assumed(tmp_path):
     assert named["activation"] == "gelu" and note is None
     with pytest.raises(Exception, match="does not hold ViT-L-14 weights"):
         checkpoint_config(checkpoint, arch="ViT-L-14")
+
+
+def test_models_all_lists_every_pretrained_pair(capsys):
+    import json
+
+    from clipforge.cli.main import main
+
+    assert main(["models", "--all", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    laion = rows["ViT-B-32:laion2b_s34b_b79k"]
+    assert (laion["activation"], laion["imagenet_top1"], laion["builds"]) == ("gelu", 66.56, "ViT-B-32")
+    assert rows["ViT-B-32:laion400m_e31"]["builds"] == "ViT-B-32-quickgelu"
+    assert rows["ViT-bigG-14"]["params"] == 2_539_567_105 and rows["ViT-B-32"]["activation"] == "gelu"
+    assert sum(r["kind"] == "pretrained" for r in rows.values()) == 98
+    assert main(["models"]) == 0
+    table = capsys.readouterr().out
+    assert "ViT-H-14-quickgelu" in table and "laion2b" not in table  # pairs only with --all

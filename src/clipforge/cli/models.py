@@ -6,8 +6,12 @@ import argparse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("models", help="list architectures: parameters, input size, embed dim, cached")
-    parser.add_argument("--all", action="store_true", help="include the tiny test configs")
+    parser = subparsers.add_parser(
+        "models", help="list architectures (parameters, input size, embed dim, activation, cached); "
+                       "--all adds every pretrained ARCH:TAG and the test configs")
+    parser.add_argument("--all", action="store_true",
+                        help="also every pretrained ARCH:TAG (open_clip's zoo: ImageNet top-1, activation) "
+                             "and the tiny test configs")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.set_defaults(func=run)
 
@@ -15,15 +19,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from clipforge.models.summary import summarize_models
+    from clipforge.models.summary import summarize_models, summarize_pretrained
 
-    rows = summarize_models(include_test=args.all)
+    rows = summarize_models(include_test=args.all) + shipped_rows()
+    pretrained = summarize_pretrained() if args.all else []
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps(rows + pretrained, indent=2))
         return 0
-    print(f"{'model':<18}{'params':>10}{'image':>10}{'text':>10}{'input':>7}{'embed':>7}  cached")
+    print(f"{'model':<22}{'params':>10}{'image':>10}{'text':>10}{'input':>7}{'embed':>7}  {'activation':<11}cached")
     for r in rows:
-        print(f"{r['name']:<18}{r['params'] / 1e6:>9.1f}M{r['image_params'] / 1e6:>9.1f}M"
-              f"{r['text_params'] / 1e6:>9.1f}M{r['input_size']:>7}{r['embed_dim']:>7}  "
+        print(f"{r['name']:<22}{r['params'] / 1e6:>9.1f}M{r['image_params'] / 1e6:>9.1f}M"
+              f"{r['text_params'] / 1e6:>9.1f}M{r['input_size']:>7}{r['embed_dim']:>7}  {r['activation']:<11}"
               f"{'yes' if r['cached'] else 'no'}")
+    if pretrained:
+        print(f"\n{'--model ARCH:TAG':<52}{'builds':<24}{'activation':<12}{'ImageNet':>9}  cached")
+        for r in pretrained:
+            top1 = f"{r['imagenet_top1']:.2f}" if r["imagenet_top1"] is not None else "-"
+            print(f"{r['name']:<52}{r['builds']:<24}{r['activation']:<12}{top1:>9}  {'yes' if r['cached'] else 'no'}")
     return 0
+
+
+def shipped_rows() -> list[dict]:
+    """Models inside the package (clipforge-tiny): their config rides in the file's metadata."""
+    from clipforge.api import _shipped_models
+    from clipforge.models import activation_of
+    from clipforge.models.summary import count_parameters
+    from clipforge.weights.loading import _read_safetensors
+    from clipforge.weights.save import config_from_metadata
+
+    rows = []
+    for name, path in _shipped_models().items():
+        _, metadata = _read_safetensors(path)
+        config = config_from_metadata(metadata, path)
+        if config is None:
+            continue
+        rows.append({"name": name, "kind": "shipped", **count_parameters(name, config),
+                     "input_size": config["image_resolution"], "embed_dim": config["embed_dim"],
+                     "activation": activation_of(config), "cached": True})
+    return rows
