@@ -82,3 +82,11 @@ def test_combine_is_normalised_weighted_sum():
     np.testing.assert_allclose(vector, expected, atol=1e-6)
     with pytest.raises(QueryError, match="cancel out"):
         combine_terms(parse('"a" - "a"'), enc, enc)
+
+
+def test_image_paths_in_a_query_expand_the_home_folder(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    terms = parse_query('"cat" + ~/Pictures/sofa.jpg - image:~/x.png - text:~/notes.jpg')
+    assert [(t.kind, t.value) for t in terms] == [
+        ("text", "cat"), ("image", str(tmp_path / "Pictures" / "sofa.jpg")), ("image", str(tmp_path / "x.png")),
+        ("text", "~/notes.jpg")]

@@ -69,7 +69,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    description="Index photos into a library (SQLite + FAISS) for search and tagging.")
     sub = parser.add_subparsers(dest="index_command", metavar="ACTION", required=True)
 
-    add = sub.add_parser("add", help="index image files and folders (incremental, resumable)")
+    add = sub.add_parser("add", help="index image files and folders (incremental, resumable)",
+                         description="Embed image files and folders into the library. Incremental: unchanged files "
+                                     "are skipped without reading them; safe to interrupt (even kill -9) and run "
+                                     "again. Bad files are recorded with their reason (see `index stats`).")
     add.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
     add.add_argument("--recursive", "-r", action=argparse.BooleanOptionalAction, default=True,
                      help="descend into sub-folders (default: yes; --no-recursive for the top level only)")
@@ -85,21 +88,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_library_arguments(add)
     add.set_defaults(func=run_add)
 
-    remove = sub.add_parser("remove", help="forget images by id, file or folder (files are not deleted)")
+    remove = sub.add_parser("remove", help="forget images by id, file or folder (files are not deleted)",
+                            description="Forget images by id, file path, or every image under a folder. The files "
+                                        "themselves are not touched; an id or path the library does not know is "
+                                        "an error, and then nothing is removed.")
     remove.add_argument("items", nargs="+", metavar="ID_OR_PATH")
     add_library_arguments(remove, model=False)
     remove.set_defaults(func=run_remove)
 
-    prune = sub.add_parser("prune", help="forget images whose files no longer exist")
+    prune = sub.add_parser("prune", help="forget images whose files no longer exist",
+                           description="Forget every image whose file no longer exists on disk.")
     add_library_arguments(prune, model=False)
     prune.set_defaults(func=run_prune)
 
-    stats = sub.add_parser("stats", help="counts, model, index state, tags, recent failures")
+    stats = sub.add_parser("stats", help="counts, model, index state, tags, recent failures",
+                           description="Show what the library holds: image counts, its model, the vector index's "
+                                       "state, tag counts and the most recent failures with their reasons.")
     stats.add_argument("--json", action="store_true", help="print JSON")
     add_library_arguments(stats, model=False)
     stats.set_defaults(func=run_stats)
 
-    rebuild = sub.add_parser("rebuild", help="rebuild the vector index (optionally as another kind)")
+    rebuild = sub.add_parser("rebuild", help="rebuild the vector index (optionally as another kind)",
+                             description="Rebuild the FAISS index from the database, optionally as another kind "
+                                         "(flat = exact; ivf/hnsw = approximate, tuned to the target recall).")
     rebuild.add_argument("--index", choices=["flat", "ivf", "hnsw", "auto"], default=None)
     rebuild.add_argument("--nlist", type=int, default=None, help="IVF cells (default ~2*sqrt(n))")
     rebuild.add_argument("--nprobe", type=int, default=None, help="IVF cells scanned (default: tuned for recall)")

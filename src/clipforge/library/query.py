@@ -134,9 +134,11 @@ def parse_query(query: str, is_image: Callable[[str], bool] | None = None) -> li
             kind = forced or "text"
         else:
             value, pos = _read_bare(query, pos)
-            kind = forced or ("image" if is_image(value) else "text")
+            kind = forced or ("image" if is_image(os.path.expanduser(value)) else "text")
         if not value:
             raise _fail(query, pos, "empty term")
+        if kind == "image":  # the shell leaves `~` alone inside the query's quotes: expand it here
+            value = os.path.expanduser(value)
         terms.append(QueryTerm(sign * weight, kind, value))
     if not terms:
         raise QueryError("empty query: give some text, an image, or both")
