@@ -249,3 +249,19 @@ def test_models_all_lists_every_pretrained_pair(capsys):
     assert main(["models"]) == 0
     table = capsys.readouterr().out
     assert "ViT-H-14-quickgelu" in table and "laion2b" not in table  # pairs only with --all
+
+
+def test_reference_numbers_page_matches_the_registry():
+    import re
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "reference-numbers.md").read_text(encoding="utf-8")
+    commands = re.findall(r"--model (\S+:\S+) .*--expect top1=([0-9.]+)", page)
+    assert len(commands) == 57
+    for spec, top1 in commands:
+        arch, tag = spec.split(":")
+        assert get_pretrained(arch, tag).imagenet_top1 == float(top1), spec
+    listed = {spec for spec, _ in commands}
+    for (arch, tag), entry in PRETRAINED.items():
+        if entry.imagenet_top1 is not None and "/" not in arch and tag != "openai" and not arch.endswith("-quickgelu"):
+            assert f"{arch}:{tag}" in listed, (arch, tag)
