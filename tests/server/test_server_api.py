@@ -306,3 +306,27 @@ def test_concurrent_searches_and_uploads(make_client, library, kit):
         assert client.get(f"/api/images/{image_id}").content == data
         hit = client.post("/api/search", files={"image": ("q.png", data)}, data={"top_k": 1}).json()["results"][0]
         assert hit["id"] == image_id
+
+
+def test_json_image_is_base64_bytes_never_a_url_or_a_path(make_client, library, kit, tmp_path):
+    """The server fetches nothing and opens no client path: a JSON image is decoded bytes or refused."""
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(kit.encode(kit.picture((1, 2, 3), seed=5)))
+    client = make_client()
+    for value in (str(secret), "file://" + str(secret), "http://127.0.0.1:9/x.jpg", "data:image/png;base64,AAAA"):
+        for url, body in (("/api/search", {"image": value}), ("/api/classify", {"image": value, "labels": "a, b"})):
+            response = client.post(url, json=body)
+            assert response.status_code in (415, 422), (value, response.text)
+            assert response.json()["error"] in ("invalid_request", "not_an_image")
+    # A string that happens to be valid base64 is decoded as bytes, which are not an image: 415, no file read.
+    looks_like_path = "/etc/passwd/"
+    assert len(looks_like_path) % 4 == 0
+    response = client.post("/api/search", json={"image": looks_like_path})
+    assert response.status_code == 415 and response.json()["error"] == "not_an_image"
+    bomb = client.post("/api/classify", json={"image": base64.b64encode(kit.png_bomb()).decode(), "labels": ["a"]})
+    assert bomb.status_code == 413 and bomb.json()["error"] == "too_many_pixels"
+    text = client.post("/api/search", json={"image": base64.b64encode(b"hello, not an image").decode()})
+    assert text.status_code == 415 and text.json()["detail"].startswith("query image is not an image")
+    padding = client.post("/api/search", json={"image": "iVBORw0"})
+    assert padding.status_code == 422 and padding.json()["detail"].startswith("image: must be an image file in "
+                                                                              "standard base64")
