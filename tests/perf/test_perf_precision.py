@@ -88,7 +88,7 @@ def test_truncated_text_tower_equals_the_full_length_computation() -> None:
     model = _model("test-vit-tiny")
     tokens = _tokens([1, 5, 8, 8, 30])  # longest prompt 31 tokens: the tower runs 31 of 77 positions
     with torch.inference_mode():
-        full = TextTower(model)(tokens)
+        full = TextTower(model)(tokens)[0]  # (raw features, unit features)
         plain = model.encode_text(tokens)
         fast = prepare(copy.deepcopy(model), "fp32").encode_text(tokens)
     assert (plain - full).abs().max() <= 1e-5
