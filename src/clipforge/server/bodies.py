@@ -76,7 +76,7 @@ def _text_type(limits: ServerLimits) -> Any:
     schema = {"type": "string", "minLength": 1, "maxLength": limits.max_text_chars,
               "description": "what to look for, in words", "examples": ["a dog on the beach"]}
     return Annotated[str, Field(min_length=1, max_length=limits.max_text_chars), WithJsonSchema(schema),
-                     _checked(lambda v: True, "")]
+                     _checked(lambda v: True, "")]  # the check every string gets: valid Unicode
 
 
 def _label_type(limits: ServerLimits) -> Any:
