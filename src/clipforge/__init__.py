@@ -20,6 +20,12 @@ _EXPORTS = {
     "tokenize": "clipforge.text",
     "ZeroShotClassifier": "clipforge.zeroshot",
     "Library": "clipforge.library",
+    # open_clip's surface (`import clipforge as open_clip`)
+    "create_model_and_transforms": "clipforge.zoo",
+    "create_model_from_pretrained": "clipforge.zoo",
+    "get_tokenizer": "clipforge.zoo",
+    "list_models": "clipforge.zoo",
+    "list_pretrained": "clipforge.zoo",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -173,7 +173,9 @@ def test_save_hf_loads_in_transformers_and_back(tmp_path):
     torch.manual_seed(3)
     model = create_model_from_config(config).eval()
     directory = save_hf(model, tmp_path / "hf")
-    assert sorted(p.name for p in directory.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in directory.iterdir()) == [
+        "config.json", "merges.txt", "model.safetensors", "preprocessor_config.json", "special_tokens_map.json",
+        "tokenizer_config.json", "vocab.json"]
     hf = transformers.CLIPModel.from_pretrained(str(directory)).eval()
     assert hf.config.text_config.num_attention_heads == 4
     pixels, text = _inputs(32, 2, seed=4)
