@@ -117,3 +117,19 @@ def test_a_copy_of_the_loaded_model_computes_the_same() -> None:
     with torch.no_grad():
         want = model.encode_image(images)
         assert torch.equal(copy.deepcopy(model).encode_image(images), want)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_autocast_computes_bf16_only_where_the_cpu_multiplies_bf16_natively(native: bool, monkeypatch) -> None:
+    """Emulated bf16 is slower than fp32: without AVX512-BF16/AMX autocast runs the fp32 packed
+    weights; either way the caller gets autocast's dtype back."""
+    import clipforge.inference._packing as packing
+
+    monkeypatch.setattr(packing, "bf16_supported", lambda: native)
+    model = load_model("test-vit-tiny", "cpu").model
+    images, _ = _inputs(model, 2)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model.encode_image(images)
+    assert out.dtype == torch.bfloat16
+    cached = set(model.visual.transformer.resblocks[0].__dict__["_cf_cache"])
+    assert {dtype for dtype, _ in cached} == {torch.bfloat16 if native else torch.float32}

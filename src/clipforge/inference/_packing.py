@@ -17,7 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["InferenceModule", "autocast_off", "fast_dtype", "linear", "pack_conv", "pack_linear", "source_key"]
+from clipforge.inference.cpu import bf16_supported
+
+__all__ = ["InferenceModule", "autocast_off", "autocast_output", "fast_dtype", "linear", "pack_conv", "pack_linear", "source_key"]
 
 _CACHE = "_cf_cache"
 
@@ -50,10 +52,22 @@ def fast_dtype(module: nn.Module, x: torch.Tensor, param: torch.Tensor, *, tower
     if device != "cpu" and getattr(module, "cpu_only", False):
         return None
     if torch.is_autocast_enabled(device):
-        return torch.bfloat16 if device == "cpu" and torch.get_autocast_dtype("cpu") == torch.bfloat16 else None
+        if device != "cpu" or torch.get_autocast_dtype("cpu") != torch.bfloat16:
+            return None
+        # Without native bf16 matmuls (AVX512-BF16/AMX) oneDNN emulates them, several times slower
+        # than fp32: compute in fp32 there (closer to the fp32 numbers, never further); the
+        # towers still hand back autocast's dtype (`autocast_output`).
+        return torch.bfloat16 if bf16_supported() else torch.float32
     if tower:
         return getattr(module, "compute_dtype", torch.float32)
     return x.dtype if x.dtype in _FAST_DTYPES else None
+
+
+def autocast_output(x: torch.Tensor, device_type: str) -> torch.Tensor:
+    """A tower's output in the dtype the reference gives under the active autocast (bf16)."""
+    if torch.is_autocast_enabled(device_type) and x.is_floating_point():
+        return x.to(torch.get_autocast_dtype(device_type))
+    return x
 
 
 @contextlib.contextmanager

@@ -24,6 +24,7 @@ from torch import nn
 from clipforge.inference._packing import (
     InferenceModule,
     autocast_off,
+    autocast_output,
     fast_dtype,
     linear,
     pack_conv,
@@ -191,10 +192,12 @@ class InferenceModifiedResNet(_Precision, InferenceModule, ModifiedResNet):
         if dtype is None:
             return super().forward(x)
         fused = self.fused and x.device.type == "cpu"
+        device = x.device.type
         with autocast_off(x):
             x = x.to(dtype).contiguous(memory_format=torch.channels_last)
             for conv in self._cf_packed(dtype, fused):
                 x = _conv(x, conv, fused, relu=True)
             x = self.avgpool(x)
             x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-            return self.attnpool(x)
+            out = self.attnpool(x)
+        return autocast_output(out, device)

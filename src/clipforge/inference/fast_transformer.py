@@ -25,7 +25,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from clipforge.inference._packing import InferenceModule, autocast_off, fast_dtype, pack_linear
+from clipforge.inference._packing import (
+    InferenceModule,
+    autocast_off,
+    autocast_output,
+    fast_dtype,
+    pack_linear,
+)
 from clipforge.inference._packing import linear as _linear
 from clipforge.models.clip import CLIP
 from clipforge.models.layers import LayerNorm, ResidualAttentionBlock, Transformer
@@ -214,13 +220,15 @@ class InferenceVisionTransformer(InferenceModule, VisionTransformer):
         dtype = fast_dtype(self, x, self.conv1.weight, tower=True)
         if dtype is None:
             return super().forward(x)
+        device = x.device.type
         with autocast_off(x):
-            x = self._patches(x, dtype, self.fused and x.device.type == "cpu")  # [N, grid*grid, width]
+            x = self._patches(x, dtype, self.fused and device == "cpu")  # [N, grid*grid, width]
             cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
             x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
             rows = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
             x = self.transformer(self.ln_pre(x), rows=rows)
-            return self.ln_post(x) @ self.proj.to(x.dtype)
+            out = self.ln_post(x) @ self.proj.to(x.dtype)
+        return autocast_output(out, device)
 
 
 class InferenceCLIP(CLIP):
@@ -241,4 +249,5 @@ class InferenceCLIP(CLIP):
             x = self.token_embedding(text[:, :length]).to(dtype)
             x = x + self.positional_embedding[:length].to(dtype)
             x = self.ln_final(self.transformer(x, rows=eot))
-            return x @ self.text_projection.to(x.dtype)
+            out = x @ self.text_projection.to(x.dtype)
+        return autocast_output(out, text.device.type)
