@@ -20,7 +20,10 @@ _EXPORTS: dict[str, str] = {
     # registry
     "OPENAI_WEIGHTS": "registry", "PretrainedWeights": "registry", "cache_dir": "registry",
     "cached_path": "registry", "get_pretrained": "registry", "is_cached": "registry",
-    "list_pretrained": "registry", "sha256_from_url": "registry",
+    "list_pretrained": "registry", "sha256_from_url": "registry", "PRETRAINED": "registry",
+    "list_pretrained_tags_by_model": "registry",
+    # the zoo: registry weights and files to (config, preprocessing), never silently wrong
+    "ResolvedWeights": "zoo", "checkpoint_config": "zoo", "parse_spec": "zoo", "resolve_pretrained": "zoo",
     # download
     "download": "download", "download_pretrained": "download", "sha256_file": "download",  # eager
     # errors
