@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
 import threading
 import time
 
+import pytest
+
 from clipforge.library import Library
+from clipforge.library.lock import library_lock
 
 
 def test_two_concurrent_adds_embed_each_image_once(tmp_path, tiny_encoder, images_factory, monkeypatch):
@@ -108,3 +112,35 @@ def test_readers_never_see_an_error_while_another_process_writes(tmp_path, tiny_
         str(tmp_path / "more2" / "img003.png")
     assert sum(library.store.tag_counts(tiny_encoder.fingerprint).values()) == 16
     library.close()
+
+
+_PROBE = textwrap.dedent("""
+    import fcntl, os, sys
+    fd = os.open(sys.argv[1], os.O_RDWR)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        sys.exit(3)
+""")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_library_lock_excludes_other_processes_and_forked_children_do_not_keep_it(tmp_path):
+    path = tmp_path / "library.lock"
+
+    def probe() -> int:
+        return subprocess.run([sys.executable, "-c", _PROBE, str(path)], timeout=60).returncode
+
+    child = 0
+    try:
+        with library_lock(path):
+            assert probe() == 3  # held: another process cannot take it
+            child = os.fork()
+            if child == 0:  # like a DataLoader worker forked during the run, still alive after it
+                time.sleep(60)
+                os._exit(0)
+        assert probe() == 0  # released by the run although its forked child lives on
+    finally:
+        if child:
+            os.kill(child, signal.SIGKILL)
+            os.waitpid(child, 0)
