@@ -72,7 +72,8 @@ def goals(results: dict) -> list[dict]:
     native = _get(results, "machine", "bf16_native")
     out.append(_goal("clipforge.load model under torch.autocast bf16, batch 32 vs HF under the same autocast",
                      ">= 1.0x", r, r is not None and r >= 1.0,
-                     "" if native else "this CPU has no native bf16: autocast is emulated for both"))
+                     "" if native else "no native bf16 on this CPU: HF's autocast emulates bf16 matmuls, "
+                     "clipforge computes fp32 there and returns bf16"))
     accuracy = _get(results, "sections", "image", "models", "ViT-B/32", "accuracy") or {}
     d = _get(accuracy, "clipforge-load", "max_abs_diff")
     out.append(_goal("clipforge.load model fp32 features vs the reference (max abs diff)", "<= 1e-5", d,
