@@ -49,7 +49,7 @@ def is_loopback(host: str) -> bool:
 
 def choose_model(library: Any, requested: str | None) -> str:
     """The model name to open `library` with (see module docstring)."""
-    from clipforge.cli.common import default_model_name
+    from clipforge.api import default_model_spec
 
     if requested:
         return requested
@@ -59,12 +59,15 @@ def choose_model(library: Any, requested: str | None) -> str:
             raise ServeError(f"library {library.paths.root} was built with a model passed as a Python object "
                              f"(fingerprint {recorded['fingerprint'][:12]}); pass the same checkpoint with --model")
         return str(recorded["name"])
-    return default_model_name()
+    spec, message = default_model_spec()
+    if message:  # the CLI's wording (clipforge.cli.common.notice); the server layer cannot import the CLI
+        print(f"notice: {message}", file=sys.stderr)
+    return spec
 
 
 def _no_model_hint(name: str) -> str:
-    from clipforge.resolve import OFFLINE_DEFAULT as OFFLINE_MODEL
-    from clipforge.resolve import PREFERRED_DEFAULT as DEFAULT_MODEL
+    from clipforge.api import OFFLINE_DEFAULT as OFFLINE_MODEL
+    from clipforge.api import PREFERRED_DEFAULT as DEFAULT_MODEL
 
     if name != DEFAULT_MODEL:
         return "check the --model value (a model name, a checkpoint path, or a test config such as test-vit-tiny)"

@@ -11,6 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from clipforge.library.dbfile import display_path
+
 __all__ = ["ClassifyOut", "ErrorOut", "HealthOut", "ImageListOut", "ImageOut", "LabelProbability", "SearchHitOut",
            "SearchOut", "StatsOut", "TagOut", "UploadOut", "image_out", "hit_out"]
 
@@ -115,13 +117,13 @@ def _tags(tags: Any) -> list[TagOut]:
 
 def image_out(record: Any, tags: Any, prefix: str = "") -> ImageOut:
     """An ImageRecord as the API shows it."""
-    return ImageOut(id=record.id, filename=os.path.basename(record.path), width=record.width, height=record.height,
+    return ImageOut(id=record.id, filename=display_path(os.path.basename(record.path)), width=record.width, height=record.height,
                     size=record.size, sha256=record.sha256, added_at=record.added_at, tags=_tags(tags),
                     **_urls(prefix, record.id))
 
 
 def hit_out(hit: Any, prefix: str = "") -> SearchHitOut:
     """A SearchHit as the API shows it."""
-    return SearchHitOut(id=hit.id, filename=os.path.basename(hit.path), score=round(float(hit.score), 6),
+    return SearchHitOut(id=hit.id, filename=display_path(os.path.basename(hit.path)), score=round(float(hit.score), 6),
                         width=hit.width, height=hit.height, duplicates=len(hit.duplicates), tags=_tags(hit.tags),
                         **_urls(prefix, hit.id))

@@ -15,6 +15,7 @@ import threading
 import time
 from typing import Any
 
+from clipforge.library.dbfile import display_path
 from clipforge.server.errors import APIError
 from clipforge.server.limits import ServerLimits
 from clipforge.server.security import TokenChecker
@@ -193,7 +194,7 @@ class LibraryService:
         stats["library"] = os.path.basename(str(stats.get("library", "")).rstrip(os.sep))
         if isinstance(stats.get("index"), dict) and stats["index"].get("path"):
             stats["index"] = {**stats["index"], "path": os.path.basename(str(stats["index"]["path"]))}
-        stats["failures"] = [{"filename": os.path.basename(f["path"]), "reason": f["reason"]}
+        stats["failures"] = [{"filename": display_path(os.path.basename(f["path"])), "reason": f["reason"]}
                              for f in stats.get("failures", [])]
         stats["server"] = {"model": self.model_name, "model_notice": self.notice,
                            "write_token_required": self.tokens.enabled, "limits": self.limits.to_dict()}

@@ -27,6 +27,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 
 import gradio as gr  # noqa: E402
 
+from clipforge.library.dbfile import display_path  # noqa: E402
 from clipforge.server.errors import APIError  # noqa: E402
 from clipforge.server.service import DEFAULT_TEMPLATE, LibraryService  # noqa: E402
 from clipforge.server.ui_guard import UIGuardMiddleware, inside  # noqa: E402
@@ -119,7 +120,7 @@ class _Handlers:
         except APIError as exc:
             raise _gr_error(exc) from None
         base = _base_url(request)
-        items = [(self.thumb(base, h.id), f"{h.score:.3f} · {os.path.basename(h.path)}") for h in hits]
+        items = [(self.thumb(base, h.id), f"{h.score:.3f} · {display_path(os.path.basename(h.path))}") for h in hits]
         if not hits:
             status = "No results. Is the library empty? Add images in the *Library* tab."
         else:
@@ -139,7 +140,7 @@ class _Handlers:
     def browse(self, offset: int, request: gr.Request = None):
         records, next_offset = self.service.list_images(PAGE_SIZE, max(0, int(offset)))
         base = _base_url(request)
-        items = [(self.thumb(base, r.id), f"#{r.id} · {os.path.basename(r.path)}") for r in records]
+        items = [(self.thumb(base, r.id), f"#{r.id} · {display_path(os.path.basename(r.path))}") for r in records]
         counts = self.service.library.stats()["images"]
         shown = f"{offset + 1}-{offset + len(records)}" if records else "none"
         summary = (f"**{counts.get('ok', 0)} images** in the library ({counts.get('failed', 0)} files could not be "
