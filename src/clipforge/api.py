@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -76,6 +76,10 @@ class _Source:
     checkpoint: Path | None = None
     random_arch: str | None = None
     weights: str = ""
+    arch: str | None = None  # the architecture the user named for a checkpoint file (its activation)
+    activation: str | None = None  # registry weights: the activation they were trained with
+    preprocess_cfg: dict | None = None  # registry weights: their mean/std/interpolation/resize mode
+    note: str | None = None  # said as a warning when the model is built
 
 
 def _shipped_models() -> dict[str, Path]:
@@ -131,15 +135,18 @@ def _default_tag(arch: str) -> str | None:
     return "openai" if arch in OPENAI_MODELS else None
 
 
-def _pretrained_checkpoint(arch: str, tag: str, download_root: Spec | None) -> Path:
-    """The local file for weights `tag` of architecture `arch`, downloaded and verified if needed."""
-    from clipforge.weights import download_pretrained
+def _pretrained_source(name: str, arch: str, tag: str, download_root: Spec | None) -> _Source:
+    """Registry weights `tag` of `arch` (OpenAI's or open_clip's zoo), downloaded and verified,
+    with the activation and preprocessing they were trained with."""
+    from clipforge.weights.registry import get_pretrained
+    from clipforge.weights.zoo import activation_note, download_entry
 
-    if tag == "openai" and arch in OPENAI_MODELS:
-        return download_pretrained(arch, root=download_root)
-    known = "openai" if arch in OPENAI_MODELS else "none"
-    raise ValueError(f"no pretrained weights {tag!r} for {arch}; known tags: {known} "
-                     f"(or random:{arch} for random weights)")
+    try:
+        entry = get_pretrained(arch, tag)
+    except KeyError as exc:
+        raise ValueError(f"{exc.args[0]} (or random:{arch} for random weights)") from None
+    return _Source(name, checkpoint=download_entry(arch, entry, download_root), weights=name,
+                   activation=entry.activation, preprocess_cfg=entry.preprocess, note=activation_note(arch, entry))
 
 
 def _unknown(spec: str) -> FileNotFoundError:
@@ -179,9 +186,16 @@ def resolve_spec(spec: Spec, pretrained: str | None = None, download_root: Spec 
     if tag is None:
         if arch.startswith("test-"):  # configs with no weights of their own
             return _Source(arch, random_arch=arch)
-        raise ValueError(f"{arch} has no default weights: pass {arch}:TAG, a checkpoint path, or random:{arch}")
+        from clipforge.weights.registry import list_pretrained_tags_by_model
+
+        tags = ", ".join(list_pretrained_tags_by_model(arch)) or "none published"
+        raise ValueError(f"{arch} has no default weights: pass {arch}:TAG (tags: {tags}), a checkpoint path, "
+                         f"or random:{arch}")
+    if Path(tag).expanduser().is_file() or Path(tag).expanduser().is_dir():  # ARCH:/path: a file built as ARCH
+        path = Path(tag).expanduser().resolve()
+        return _Source(f"{arch}:{path.name}", checkpoint=path, weights=str(path), arch=arch)
     name = arch if tag == _default_tag(arch) else f"{arch}:{tag}"
-    return _Source(name, checkpoint=_pretrained_checkpoint(arch, tag, download_root), weights=name)
+    return _pretrained_source(name, arch, tag, download_root)
 
 
 def _random_model(arch: str, seed: int) -> CLIP:
@@ -195,7 +209,7 @@ def _random_model(arch: str, seed: int) -> CLIP:
 
 
 def load_model(spec: Spec, device: str | torch.device | None = None, *, pretrained: str | None = None,
-               download_root: Spec | None = None, seed: int = 0) -> LoadedModel:
+               download_root: Spec | None = None, seed: int = 0, arch: str | None = None) -> LoadedModel:
     """Any model spec -> `LoadedModel` (fp32, eval mode, on `device`; default `default_device()`).
 
     Raises FileNotFoundError for a spec that names nothing, ValueError for a bad device or tag,
@@ -203,25 +217,44 @@ def load_model(spec: Spec, device: str | torch.device | None = None, *, pretrain
     """
     target = resolve_device(device)
     source = resolve_spec(spec, pretrained=pretrained, download_root=download_root)
+    if arch is not None and source.checkpoint is not None and source.arch is None and source.activation is None:
+        source = replace(source, arch=canonical_name(arch))  # `arch`: build a checkpoint file as this architecture
     if source.random_arch is not None:
         model = _random_model(source.random_arch, seed)
         weights = f"random (seed {seed})"
     else:
         from clipforge.models import build_model
         from clipforge.weights import load_checkpoint
+        from clipforge.weights.zoo import checkpoint_config
 
         assert source.checkpoint is not None
-        state_dict, config = load_checkpoint(source.checkpoint)
-        model = build_model(state_dict, config=config)
+        checkpoint = load_checkpoint(source.checkpoint)
+        config, note = checkpoint_config(checkpoint, source.arch)  # a plain file: its activation assumed, said
+        if source.activation is not None:  # registry weights: their activation is known
+            config, note = {**config, "activation": source.activation}, source.note
+        if note:
+            warnings.warn(note, stacklevel=2)
+        model = build_model(checkpoint.state_dict, config=config)
+        model.preprocess_cfg = source.preprocess_cfg or checkpoint.preprocess  # saved files and save_hf keep it
         weights = source.weights
     from clipforge.inference.precision import enable_fast_forward  # batch-1/autocast speed, same numbers
 
     model = enable_fast_forward(model.to(target).eval())
-    return LoadedModel(model, build_preprocess(model.image_size), source.name, weights)
+    return LoadedModel(model, _preprocess_for(model), source.name, weights)
+
+
+def _preprocess_for(model: CLIP) -> Preprocess:
+    """OpenAI's preprocessing, or what the weights say they need (mean/std, resize mode)."""
+    cfg = getattr(model, "preprocess_cfg", None)
+    if not cfg:
+        return build_preprocess(model.image_size)
+    from clipforge.zoo import build_weights_preprocess
+
+    return build_weights_preprocess(model.image_size, cfg)
 
 
 def load(name_or_path: Spec, device: str | torch.device | None = None, jit: bool = False,
-         download_root: Spec | None = None) -> tuple[CLIP, Preprocess]:
+         download_root: Spec | None = None, *, pretrained: str | None = None) -> tuple[CLIP, Preprocess]:
     """Same signature and return value as `clip.load`: `(model, preprocess)`, model in eval mode.
 
     Unlike the original, weights stay fp32 on every device (use autocast for lower precision)
@@ -231,7 +264,7 @@ def load(name_or_path: Spec, device: str | torch.device | None = None, jit: bool
     if jit:
         warnings.warn("clipforge never executes TorchScript; jit=True returns the eager model",
                       stacklevel=2)
-    loaded = load_model(name_or_path, device, download_root=download_root)
+    loaded = load_model(name_or_path, device, pretrained=pretrained, download_root=download_root)
     return loaded.model, loaded.preprocess
 
 
@@ -246,8 +279,13 @@ def create_model(name: str, pretrained: str | os.PathLike[str] | None = None,
     if pretrained is None:
         return create_model_from_config(config)
     is_path = isinstance(pretrained, os.PathLike) or Path(str(pretrained)).expanduser().exists()
-    if is_path:
-        loaded = load_model(pretrained, "cpu", download_root=download_root)
+    if is_path:  # built as the named architecture (its activation), not guessed from the file
+        from clipforge.weights import CheckpointFormatError
+
+        try:
+            loaded = load_model(pretrained, "cpu", download_root=download_root, arch=name)
+        except CheckpointFormatError as exc:
+            raise ValueError(f"weights {pretrained!s} do not fit architecture {name!r}: {exc}") from None
     else:
         loaded = load_model(name, "cpu", pretrained=str(pretrained), download_root=download_root)
     model = loaded.model

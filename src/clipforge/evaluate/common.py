@@ -61,7 +61,6 @@ def resolve_model(model: str | torch.nn.Module, device: str | torch.device | Non
     model is copied before a bf16 cast). `exact_decode=True` decodes every JPEG pixel (no draft)
     when no `preprocess` is given. The fingerprint is taken from the fp32 weights."""
     from clipforge.api import load_model, resolve_device
-    from clipforge.image import Preprocess
     from clipforge.inference.encoder import fast_model
     from clipforge.inference.precision import resolve_precision
 
@@ -77,8 +76,11 @@ def resolve_model(model: str | torch.nn.Module, device: str | torch.device | Non
         from clipforge.weights import model_fingerprint
 
         fingerprint = str(model_fingerprint(net))
-    if preprocess is None:
-        preprocess = Preprocess(int(net.visual.input_resolution), draft=not exact_decode)
+    if preprocess is None:  # the weights' own mean/std/resize mode when they record one (registry, saved files)
+        from clipforge.zoo import build_weights_preprocess
+
+        preprocess = build_weights_preprocess(int(net.visual.input_resolution), getattr(net, "preprocess_cfg", None),
+                                              draft=not exact_decode)
     net = fast_model(net, precision, copy_model=not owned)
     target = next(net.parameters()).device
     return EvalModel(net, preprocess, label, weights, target, precision, fingerprint)

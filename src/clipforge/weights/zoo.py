@@ -9,7 +9,8 @@ Three cases, one rule: the activation and preprocessing always come from somethi
 - A plain state dict, which cannot know: with an architecture name (``ViT-B-32:/path/ckpt.pt``,
   ``create_model("ViT-B-32", pretrained=path)``) that name's activation is used; without one
   the shapes pick QuickGELU for OpenAI's shapes (what OpenAI's and clipforge 0.1's files are)
-  and GELU otherwise (open_clip's default), and a note says which was assumed.
+  and for shapes of no published architecture (clipforge's own training), GELU for shapes only
+  open_clip publishes (its default), and a note says which was assumed.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from clipforge.weights.loading import Checkpoint
 from clipforge.weights.preprocess_cfg import DEFAULT_PREPROCESS
 from clipforge.weights.registry import PRETRAINED, PretrainedWeights, get_pretrained
 
-__all__ = ["ResolvedWeights", "checkpoint_config", "parse_spec", "resolve_pretrained"]
+__all__ = ["ResolvedWeights", "activation_note", "checkpoint_config", "download_entry", "parse_spec",
+           "resolve_pretrained"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,29 @@ def parse_spec(spec: str) -> tuple[str, str] | None:
     return canonical_name(arch), tag
 
 
+def activation_note(arch: str, entry: PretrainedWeights) -> str | None:
+    """Why the weights' activation overrides the one `arch` means (None when they agree, and for
+    ``pretrained="openai"``, which means QuickGELU under every spelling, as in open_clip)."""
+    from clipforge.models import activation_of, get_config
+
+    asked = activation_of(get_config(arch))
+    if asked == entry.activation or entry.tag == "openai":
+        return None
+    return (f"{arch}:{entry.tag} weights were trained with {entry.activation}; building {entry.name} "
+            f"(the name {arch} alone means {asked}, which would give wrong features)")
+
+
+def download_entry(arch: str, entry: PretrainedWeights, root: str | os.PathLike[str] | None = None,
+                   progress: bool = True) -> Path:
+    """The verified local file of a registry entry (looked up on `clipforge.weights` at call time,
+    so tests and tools can substitute the downloader)."""
+    import clipforge.weights as weights
+
+    if entry.tag == "openai":  # OpenAI's checkpoint, by its OpenAI name
+        return weights.download_pretrained(entry.name, root=root)
+    return weights.download_pretrained(arch, root=root, tag=entry.tag, progress=progress)
+
+
 def resolve_pretrained(arch: str, tag: str, root: str | os.PathLike[str] | None = None, *,
                        progress: bool = True) -> ResolvedWeights:
     """Download (or find in the cache) the registry weights `tag` of `arch`, verified.
@@ -61,19 +86,13 @@ def resolve_pretrained(arch: str, tag: str, root: str | os.PathLike[str] | None 
     Raises KeyError naming the known tags, DownloadError with one sentence saying which file
     to fetch and where to put it.
     """
-    from clipforge.models import activation_of, get_config
-    from clipforge.weights.download import download_pretrained
+    from clipforge.models import get_config
 
     entry = get_pretrained(arch, tag)
-    path = download_pretrained(arch, root, tag=entry.tag, progress=progress)
+    path = download_entry(arch, entry, root, progress)
     config = get_config(entry.name)
     config["activation"] = entry.activation
-    note = None
-    asked = activation_of(get_config(arch))
-    if asked != entry.activation and entry.tag != "openai":
-        note = (f"{arch}:{entry.tag} weights were trained with {entry.activation}; building {entry.name} "
-                f"(the name {arch} alone means {asked}, which would give wrong features)")
-    return ResolvedWeights(entry, path, config, entry.preprocess, note)
+    return ResolvedWeights(entry, path, config, entry.preprocess, activation_note(arch, entry))
 
 
 def checkpoint_config(checkpoint: Checkpoint, arch: str | None = None) -> tuple[dict[str, Any], str | None]:
@@ -109,8 +128,11 @@ def checkpoint_config(checkpoint: Checkpoint, arch: str | None = None) -> tuple[
         return {**inferred, "activation": activation_of(inferred)}, None
     matches = matching_architectures(inferred)
     openai = [m for m in matches if m in OPENAI_MODELS]
-    activation = "quick_gelu" if openai else "gelu"
-    shape = (openai or matches or ["no known architecture"])[0]
+    # OpenAI's shapes: QuickGELU (OpenAI's and clipforge 0.1's files). open_clip-only shapes: GELU,
+    # open_clip's default. Shapes of no published architecture come from clipforge's own training,
+    # whose default is QuickGELU.
+    activation = "quick_gelu" if openai or not matches else "gelu"
+    shape = (openai or matches or ["no published architecture"])[0]
     quick_name = next((m for m in matches if m.endswith("-quickgelu")), "ARCH-quickgelu")
     gelu_name = quick_name.removesuffix("-quickgelu") if quick_name != "ARCH-quickgelu" else "ARCH"
     other = gelu_name if activation == "quick_gelu" else quick_name
