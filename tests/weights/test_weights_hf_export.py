@@ -42,6 +42,10 @@ def test_save_hf_writes_the_files_hf_needs(folder):
     processor = transformers.CLIPProcessor.from_pretrained(str(directory))
     ids = processor(text=["a photo of a dog"], return_tensors="pt")["input_ids"][0].tolist()
     assert ids == [49406, 320, 1125, 539, 320, 1929, 49407]
+    from clipforge.weights import load_checkpoint
+
+    back = load_checkpoint(directory)  # and back: the activation and preprocessing come along
+    assert back.config["activation"] == "gelu" and back.preprocess["interpolation"] == "bicubic"
 
 
 def test_zero_shot_pipeline_on_the_folder_agrees_with_clipforge(folder):
