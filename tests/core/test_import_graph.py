@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import clipforge
+
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 # DESIGN.md's layers, top to bottom; the public API (api.py: the one model loader; zoo.py: open_clip's
@@ -31,6 +33,7 @@ def _modules() -> dict[str, Path]:
 def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
     found: set[str] = set()
+    facade = clipforge._EXPORTS  # `clipforge.load` / `from clipforge import load` reach clipforge.api
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
@@ -41,6 +44,11 @@ def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
                 base = ".".join(parts + ([base] if base else []))
             found.add(base)
             found |= {f"{base}.{alias.name}" for alias in node.names if f"{base}.{alias.name}" in modules}
+            if base == "clipforge":
+                found |= {facade[alias.name] for alias in node.names if alias.name in facade}
+        elif (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "clipforge"
+              and node.attr in facade and name != "clipforge"):
+            found.add(facade[node.attr])
     resolved = set()
     for target in found:
         while target and target not in modules:
@@ -107,6 +115,7 @@ def test_the_graph_is_read_correctly() -> None:
     assert "clipforge.weights.loading" in graph["clipforge.api"] or "clipforge.weights" in graph["clipforge.api"]
     assert "clipforge.api" in graph["clipforge.cli.common"]  # a lazy, function-level import counts
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert "clipforge.api" in graph["clipforge.zoo"]  # through the facade: `import clipforge; clipforge.create_model`
 
 
 def test_no_module_imports_in_a_circle() -> None:
