@@ -76,11 +76,6 @@ def model_spec(args: argparse.Namespace) -> str:
     return spec
 
 
-def default_model_name() -> str:
-    """The `--model` default, announcing the offline fallback on stderr when it is taken."""
-    return model_spec(argparse.Namespace(model=None))
-
-
 def load_cli_model(args: argparse.Namespace) -> Any:
     """`clipforge.api.load_model` for `--model`/`--device`: the one way a command gets its model."""
     from clipforge.api import load_model
