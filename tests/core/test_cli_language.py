@@ -203,3 +203,21 @@ def test_precision_is_checked_by_the_parser(image, capsys) -> None:
     with pytest.raises(SystemExit) as info:
         main(["classify", image, "--labels", "a,b", "--precision", "fp16"])
     assert info.value.code == 2 and "invalid choice: 'fp16'" in capsys.readouterr().err
+
+
+def test_library_warnings_are_one_line_in_the_cli_wording(image, monkeypatch, capsys) -> None:
+    import warnings
+
+    from clipforge import api
+
+    real = api.load_model
+
+    def warning_loader(spec, device=None, **kwargs):
+        warnings.warn("x.pt does not record its activation; assumed quick_gelu", UserWarning, stacklevel=2)
+        return real(spec, device, **kwargs)
+
+    monkeypatch.setattr(api, "load_model", warning_loader)
+    assert main(["similarity", image, "--text", "a", "b", "--model", "test-vit-tiny", "--device", "cpu",
+                 "--json"]) == 0
+    err = capsys.readouterr().err
+    assert err == "warning: x.pt does not record its activation; assumed quick_gelu\n"
