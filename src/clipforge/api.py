@@ -248,7 +248,7 @@ def _preprocess_for(model: CLIP) -> Preprocess:
     cfg = getattr(model, "preprocess_cfg", None)
     if not cfg:
         return build_preprocess(model.image_size)
-    from clipforge.zoo import build_weights_preprocess
+    from clipforge.weights.preprocessing import build_weights_preprocess
 
     return build_weights_preprocess(model.image_size, cfg)
 

@@ -11,8 +11,8 @@ Names and tags mean what they mean in open_clip (``ViT-B-32`` is GELU, ``-quickg
 trains with its own recipes), and weights whose activation differs from the name's are built
 with the weights' activation (open_clip warns and builds the wrong one).
 
-Also here: `build_weights_preprocess`, the preprocessing a set of weights needs (mean, std,
-interpolation, resize mode) on top of `clipforge.image.Preprocess`.
+`build_weights_preprocess` (the preprocessing a set of weights needs) is re-exported from
+`clipforge.weights.preprocessing`.
 """
 
 from __future__ import annotations
@@ -21,65 +21,13 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image, ImageOps
 
 from clipforge.image import Preprocess
-from clipforge.image.geometry import center_crop_array, exif_orientation, orientation_transpose, resized_size
-from clipforge.image.modes import to_eight_bit, to_rgb
+from clipforge.weights.preprocessing import WeightsPreprocess, build_weights_preprocess
 
 __all__ = ["Tokenizer", "WeightsPreprocess", "build_weights_preprocess", "create_model_and_transforms",
            "create_model_from_pretrained", "get_tokenizer", "list_models", "list_pretrained"]
-
-_RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
-
-
-class WeightsPreprocess(Preprocess):
-    """`Preprocess` with the two knobs some weights need beyond mean/std: bilinear
-    interpolation, and open_clip's ``squash`` resize (straight to n x n, no crop; DFN's ViT-H-14).
-    With the defaults (bicubic, shortest side + centre crop) it is exactly `Preprocess`."""
-
-    def __init__(self, n_px: int, *, interpolation: str = "bicubic", resize_mode: str = "shortest",
-                 **kwargs: Any) -> None:
-        super().__init__(n_px, **kwargs)
-        if interpolation not in _RESAMPLE or resize_mode not in ("shortest", "squash"):
-            raise ValueError(f"unsupported preprocessing: interpolation={interpolation!r}, resize_mode={resize_mode!r}")
-        self.interpolation = interpolation
-        self.resize_mode = resize_mode
-
-    def __repr__(self) -> str:
-        return f"{super().__repr__()} [interpolation={self.interpolation}, resize_mode={self.resize_mode}]"
-
-    def _resized_pixels(self, image: Image.Image, source_size: tuple[int, int] | None = None,
-                        box: tuple[float, float, float, float] | None = None) -> np.ndarray:
-        if self.interpolation == "bicubic" and self.resize_mode == "shortest":
-            return super()._resized_pixels(image, source_size, box)
-        upright = box is not None or not self.exif_transpose  # decode already applied EXIF
-        if not upright and orientation_transpose(exif_orientation(image)) is not None:
-            image = ImageOps.exif_transpose(image)
-        image = to_eight_bit(image)
-        resample = _RESAMPLE[self.interpolation]
-        width, height = source_size if source_size is not None else image.size
-        n = self.n_px
-        target = (n, n) if self.resize_mode == "squash" else resized_size(width, height, n)
-        if box is not None or target != image.size:
-            image = image.resize(target, resample, box=box)
-        array = np.asarray(to_rgb(image))
-        return np.array(center_crop_array(array, n), dtype=np.uint8, order="C", copy=True)
-
-
-def build_weights_preprocess(n_px: int, cfg: dict[str, Any] | None = None, *, draft: bool = True) -> Preprocess:
-    """The preprocessing for weights whose `cfg` (registry entry or file metadata) says how
-    they were trained; None means OpenAI's."""
-    from clipforge.weights.preprocess_cfg import validate_preprocess
-
-    cfg = validate_preprocess(dict(cfg or {}))
-    if cfg["interpolation"] == "bicubic" and cfg["resize_mode"] == "shortest":
-        return Preprocess(n_px, draft=draft, mean=cfg["mean"], std=cfg["std"])
-    return WeightsPreprocess(n_px, draft=draft, mean=cfg["mean"], std=cfg["std"],
-                             interpolation=cfg["interpolation"], resize_mode=cfg["resize_mode"])
-
 
 def list_models() -> list[str]:
     """Architecture names, as open_clip's `list_models` (plus OpenAI's spellings)."""

@@ -8,10 +8,16 @@ from clipforge.cli.common import add_model_argument
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("export", help="export a model to another runtime's format (ONNX)")
+    parser = subparsers.add_parser("export", help="export a model to another runtime's format (ONNX)",
+                                   description="Export a model's towers to another runtime's format.")
     formats = parser.add_subparsers(dest="format", metavar="FORMAT")
-    onnx = formats.add_parser("onnx", help="write image_encoder.onnx and text_encoder.onnx (dynamic batch axis), "
-                                           "checked against PyTorch with onnxruntime")
+    onnx = formats.add_parser(
+        "onnx", help="write image_encoder.onnx and text_encoder.onnx (dynamic batch and sequence axes), "
+                     "checked against PyTorch with onnxruntime",
+        description="Write image_encoder.onnx and text_encoder.onnx: outputs image_embeds/text_embeds are "
+                    "L2-normalised (as Hugging Face's of those names), image_features/text_features the raw "
+                    "encode_image/encode_text values; batch and sequence axes are dynamic; token ids int64. "
+                    "Checked against PyTorch with onnxruntime (max abs difference <= 1e-4).")
     add_model_argument(onnx)
     onnx.add_argument("--out", required=True, help="output folder (created if missing)")
     onnx.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")

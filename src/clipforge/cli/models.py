@@ -8,7 +8,10 @@ import argparse
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "models", help="list architectures (parameters, input size, embed dim, activation, cached); "
-                       "--all adds every pretrained ARCH:TAG and the test configs")
+                       "--all adds every pretrained ARCH:TAG and the test configs",
+        description="Architectures clipforge builds (OpenAI's names and open_clip's, with their activation), "
+                    "the shipped models, and with --all every pretrained ARCH:TAG of the registry with its "
+                    "published ImageNet zero-shot top-1. Any of them works as --model in every command.")
     parser.add_argument("--all", action="store_true",
                         help="also every pretrained ARCH:TAG (open_clip's zoo: ImageNet top-1, activation) "
                              "and the tiny test configs")
@@ -19,9 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from clipforge.models.summary import summarize_models, summarize_pretrained
+    from clipforge.models.summary import summarize_models
 
-    rows = summarize_models(include_test=args.all) + shipped_rows()
+    rows = summarize_models(include_test=args.all, is_cached=_has_weights) + shipped_rows()
     pretrained = summarize_pretrained() if args.all else []
     if args.json:
         print(json.dumps(rows + pretrained, indent=2))
@@ -37,6 +40,29 @@ def run(args: argparse.Namespace) -> int:
             top1 = f"{r['imagenet_top1']:.2f}" if r["imagenet_top1"] is not None else "-"
             print(f"{r['name']:<52}{r['builds']:<24}{r['activation']:<12}{top1:>9}  {'yes' if r['cached'] else 'no'}")
     return 0
+
+
+def _has_weights(name: str) -> bool:
+    """OpenAI's names: their checkpoint is cached; open_clip's: any of their tags is."""
+    from clipforge.models import OPENAI_MODELS
+    from clipforge.weights import is_cached
+    from clipforge.weights.registry import list_pretrained_tags_by_model
+
+    tags = ["openai"] if name in OPENAI_MODELS else list_pretrained_tags_by_model(name)
+    return any(is_cached(name, tag=tag) for tag in tags)
+
+
+def summarize_pretrained() -> list[dict]:
+    """One row per (architecture, tag) of the weights registry: what `--model ARCH:TAG` loads."""
+    from clipforge.models import ARCH_CONFIGS
+    from clipforge.weights.registry import PRETRAINED, is_cached
+
+    return [{"name": f"{arch}:{tag}", "kind": "pretrained", "architecture": arch, "tag": tag, "builds": entry.name,
+             "activation": entry.activation, "imagenet_top1": entry.imagenet_top1,
+             "input_size": ARCH_CONFIGS[entry.name]["image_resolution"],
+             "embed_dim": ARCH_CONFIGS[entry.name]["embed_dim"], "cached": is_cached(arch, tag=tag),
+             "url": entry.sources()[0].url}
+            for (arch, tag), entry in PRETRAINED.items()]
 
 
 def shipped_rows() -> list[dict]:

@@ -77,7 +77,7 @@ def resolve_model(model: str | torch.nn.Module, device: str | torch.device | Non
 
         fingerprint = str(model_fingerprint(net))
     if preprocess is None:  # the weights' own mean/std/resize mode when they record one (registry, saved files)
-        from clipforge.zoo import build_weights_preprocess
+        from clipforge.weights.preprocessing import build_weights_preprocess
 
         preprocess = build_weights_preprocess(int(net.visual.input_resolution), getattr(net, "preprocess_cfg", None),
                                               draft=not exact_decode)

@@ -269,7 +269,7 @@ def read_hf_directory(directory: Path) -> tuple[dict[str, Tensor], dict[str, Any
     def read(path: Path) -> dict[str, Tensor]:
         if path.suffix == ".safetensors":
             return load_file(str(path))
-        from clipforge.weights.loading import torch_load_safely
+        from clipforge.weights.torch_pickle import torch_load_safely
 
         return torch_load_safely(path)
 

@@ -16,8 +16,6 @@ half-precision matmuls are very slow on CPUs, and fp32 is what parity is measure
 from __future__ import annotations
 
 import os
-import pickle
-import re
 import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -26,15 +24,16 @@ from typing import Any
 
 import torch
 
-from clipforge.weights.errors import CheckpointFormatError, UnsafeCheckpointError
+from clipforge.weights.errors import CheckpointFormatError
 from clipforge.weights.layout import canonical_order
+from clipforge.weights.torch_pickle import torch_load_safely
+
+__all__ = ["Checkpoint", "load_checkpoint", "load_state_dict", "torch_load_safely"]
 
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module")
 _PREFIXES = ("module.", "_orig_mod.")
 PREPROCESS_FIELD = "__preprocess__"  # carries a file's preprocessing from the reader to `load_checkpoint`
 _NON_PARAMETER_KEYS = ("input_resolution", "context_length", "vocab_size")
-_UNSAFE_HINT = ("only plain state dicts of tensors are loaded from pickles; save weights with "
-                "torch.save(model.state_dict(), path) or clipforge.weights.save_safetensors")
 
 
 @dataclass
@@ -61,35 +60,6 @@ class Checkpoint:
     def __iter__(self) -> Iterator[Any]:
         """Unpacks as ``state_dict, config = load_checkpoint(path)``, the pair `build_model` takes."""
         return iter((self.state_dict, self.config))
-
-
-def _forbidden_global(path: Path, err: Exception) -> str | None:
-    """The global a weights_only torch.load refused, or None when the failure was something else."""
-    message = str(err)
-    if "Weights only load failed" not in message and "weights_only" not in message:
-        return None
-    try:
-        found = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-        if found:
-            return str(found[0])
-    except Exception:  # legacy (non-zip) files are not supported by that helper
-        pass
-    match = re.search(r"GLOBAL ([\w.]+)", message) or re.search(r"global[: ]+'?([\w.]+)", message)
-    return match.group(1) if match else "an unsupported global"
-
-
-def torch_load_safely(path: str | os.PathLike[str]) -> Any:
-    """``torch.load(weights_only=True)``, with refusals turned into `UnsafeCheckpointError`."""
-    path = Path(path)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        forbidden = _forbidden_global(path, err)
-        if forbidden is not None:
-            raise UnsafeCheckpointError(path, forbidden, _UNSAFE_HINT) from None
-        raise CheckpointFormatError(f"cannot read {path} as a PyTorch checkpoint: {err}") from err
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise CheckpointFormatError(f"cannot read {path} as a PyTorch checkpoint: {err}") from err
 
 
 def _looks_like_safetensors(head: bytes, size: int) -> bool:

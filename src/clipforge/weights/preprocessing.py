@@ -1,0 +1,67 @@
+"""The preprocessing a set of weights needs, built on `clipforge.image.Preprocess`.
+
+`Preprocess` already takes mean and std; two knobs some weights need beyond that are added here:
+bilinear interpolation, and open_clip's ``squash`` resize (straight to n x n, no crop), which
+DFN's ViT-H-14 was trained with. With the defaults this is exactly `Preprocess`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from clipforge.image import Preprocess
+from clipforge.image.geometry import center_crop_array, exif_orientation, orientation_transpose, resized_size
+from clipforge.image.modes import to_eight_bit, to_rgb
+
+__all__ = ["WeightsPreprocess", "build_weights_preprocess"]
+
+_RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+
+
+class WeightsPreprocess(Preprocess):
+    """`Preprocess` with the two knobs some weights need beyond mean/std: bilinear
+    interpolation, and open_clip's ``squash`` resize (straight to n x n, no crop; DFN's ViT-H-14).
+    With the defaults (bicubic, shortest side + centre crop) it is exactly `Preprocess`."""
+
+    def __init__(self, n_px: int, *, interpolation: str = "bicubic", resize_mode: str = "shortest",
+                 **kwargs: Any) -> None:
+        super().__init__(n_px, **kwargs)
+        if interpolation not in _RESAMPLE or resize_mode not in ("shortest", "squash"):
+            raise ValueError(f"unsupported preprocessing: interpolation={interpolation!r}, resize_mode={resize_mode!r}")
+        self.interpolation = interpolation
+        self.resize_mode = resize_mode
+
+    def __repr__(self) -> str:
+        return f"{super().__repr__()} [interpolation={self.interpolation}, resize_mode={self.resize_mode}]"
+
+    def _resized_pixels(self, image: Image.Image, source_size: tuple[int, int] | None = None,
+                        box: tuple[float, float, float, float] | None = None) -> np.ndarray:
+        if self.interpolation == "bicubic" and self.resize_mode == "shortest":
+            return super()._resized_pixels(image, source_size, box)
+        upright = box is not None or not self.exif_transpose  # decode already applied EXIF
+        if not upright and orientation_transpose(exif_orientation(image)) is not None:
+            image = ImageOps.exif_transpose(image)
+        image = to_eight_bit(image)
+        resample = _RESAMPLE[self.interpolation]
+        width, height = source_size if source_size is not None else image.size
+        n = self.n_px
+        target = (n, n) if self.resize_mode == "squash" else resized_size(width, height, n)
+        if box is not None or target != image.size:
+            image = image.resize(target, resample, box=box)
+        array = np.asarray(to_rgb(image))
+        return np.array(center_crop_array(array, n), dtype=np.uint8, order="C", copy=True)
+
+
+def build_weights_preprocess(n_px: int, cfg: dict[str, Any] | None = None, *, draft: bool = True) -> Preprocess:
+    """The preprocessing for weights whose `cfg` (registry entry or file metadata) says how
+    they were trained; None means OpenAI's."""
+    from clipforge.weights.preprocess_cfg import validate_preprocess
+
+    cfg = validate_preprocess(dict(cfg or {}))
+    if cfg["interpolation"] == "bicubic" and cfg["resize_mode"] == "shortest":
+        return Preprocess(n_px, draft=draft, mean=cfg["mean"], std=cfg["std"])
+    return WeightsPreprocess(n_px, draft=draft, mean=cfg["mean"], std=cfg["std"],
+                             interpolation=cfg["interpolation"], resize_mode=cfg["resize_mode"])
