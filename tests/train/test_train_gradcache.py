@@ -47,7 +47,12 @@ def test_gradcache_with_gradient_checkpointing_still_matches():
         torch.testing.assert_close(_grads(cached)[name], grad, rtol=0, atol=1e-6, msg=name)
 
 
-def test_precision_choices_on_cpu():
+def test_precision_choices_on_cpu(monkeypatch):
+    import clipforge.inference.cpu as cpu
+
+    monkeypatch.setattr(cpu, "bf16_supported", lambda: False)  # emulated bf16 is slower than fp32
+    assert resolve_precision("amp", "cpu").dtype is None
+    monkeypatch.setattr(cpu, "bf16_supported", lambda: True)
     amp = resolve_precision("amp", "cpu")
     assert amp.dtype == torch.bfloat16 and amp.scaler is None
     assert resolve_precision("fp32", "cpu").dtype is None
