@@ -90,7 +90,7 @@ def test_label_parsing(tmp_path):
 def test_default_model_falls_back_to_the_shipped_one_offline(monkeypatch):
     import clipforge
     import clipforge.weights
-    from clipforge.resolve import default_model
+    from clipforge.api import default_model_spec as default_model
 
     if "clipforge-tiny" not in clipforge.available_models():
         pytest.skip("the shipped clipforge-tiny model is not in this checkout")

@@ -124,7 +124,7 @@ class Encoder:
 
 def default_model_name() -> str:
     """ViT-B/32 when its weights are cached, else the shipped offline model (with a notice)."""
-    from clipforge.resolve import default_model
+    from clipforge.api import default_model_spec as default_model
 
     name, notice = default_model()
     if notice:
