@@ -71,10 +71,14 @@ def atomic_path(target: str | os.PathLike[str], suffix: str | None = None) -> It
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = _create_temp(target, target.suffix if suffix is None else suffix)
+    mode = stat.S_IMODE(os.stat(tmp).st_mode)  # what the umask gave a new file
     try:
         yield tmp
         with suppress(FileNotFoundError):  # replacing: keep the old file's mode
-            os.chmod(tmp, stat.S_IMODE(os.stat(target).st_mode))
+            mode = stat.S_IMODE(os.stat(target).st_mode)
+        # Writers that replace the path themselves (safetensors renames its own 0600 temp file
+        # onto it) must not decide the mode either.
+        os.chmod(tmp, mode)
         _fsync(tmp)
         os.replace(tmp, target)
         _fsync(target.parent, directory=True)

@@ -109,3 +109,18 @@ def test_importing_the_package_is_light():
             "heavy = {'torch', 'safetensors', 'transformers'} & set(sys.modules); "
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_saved_checkpoints_get_the_mode_open_would_give(tmp_path):
+    """Checkpoints go through clipforge.atomic: the umask's mode (not mkstemp's 0600), no temp file left."""
+    import os
+
+    model = create_model_from_config(get_config("test-vit-tiny"))
+    old = os.umask(0o022)
+    try:
+        path = save_safetensors(model, tmp_path / "m.safetensors")
+    finally:
+        os.umask(old)
+    assert os.stat(path).st_mode & 0o777 == 0o644
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
+    assert load_checkpoint(path).state_dict.keys() == model.state_dict().keys()

@@ -40,13 +40,10 @@ def model_config(model: torch.nn.Module) -> dict[str, Any]:
 def _atomic_write_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    from clipforge.atomic import write_atomic
+
+    plain = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    write_atomic(path, lambda tmp: save_file(plain, str(tmp), metadata=metadata))
 
 
 def _jsonable(config: dict[str, Any]) -> dict[str, Any]:
