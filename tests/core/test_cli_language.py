@@ -95,6 +95,7 @@ def test_serve_without_the_app_extra_says_which_extra(monkeypatch, tmp_path, cap
     assert code == 2 and err.count("\n") == 1, err
     assert err.startswith("error: clipforge serve needs the 'app' extra (missing module ")
     assert err.rstrip().endswith("pip install 'clipforge[app]'")
+    assert not (tmp_path / "lib").exists()  # nothing is created for a server that cannot start
 
 
 def test_a_closed_stdout_ends_quietly_with_sigpipes_status(monkeypatch, capsys) -> None:

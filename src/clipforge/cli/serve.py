@@ -52,6 +52,12 @@ def run(args: argparse.Namespace) -> int:
     import os
     import sys
 
+    import fastapi  # noqa: F401  (the 'app' extra, checked before --create writes a library)
+    import uvicorn  # noqa: F401
+
+    if not args.no_ui:
+        import gradio  # noqa: F401
+
     from clipforge.server import ServeError, ServerLimits, parse_size, serve
     from clipforge.server.runner import read_token_file
 
