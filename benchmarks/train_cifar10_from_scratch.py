@@ -21,6 +21,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,8 +43,10 @@ def train_command(out: Path, nproc: int, extra: list[str]) -> list[str]:
 def zero_shot(model: str) -> dict:
     """The public measurement: what `clipforge eval zeroshot` reports on the 10,000 test images."""
     cmd = [str(BIN / "clipforge"), "eval", "zeroshot", "--dataset", "cifar10", "--root", str(DATA / "test_jpeg.zip"),
-           "--model", model, "--workers", "0", "--json", "--quiet", "--out", str(RESULTS / "eval")]
-    report = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+           "--model", model, "--workers", "0", "--json", "--quiet"]
+    with tempfile.TemporaryDirectory() as reports:  # the eval's own report files are not results here
+        report = json.loads(subprocess.run([*cmd, "--out", reports], check=True, capture_output=True,
+                                           text=True).stdout)
     return {"top1": report["metrics"]["top1"], "command": " ".join(["clipforge", *cmd[1:]])}
 
 

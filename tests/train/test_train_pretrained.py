@@ -24,6 +24,8 @@ def test_shipped_files_are_complete_and_small():
     config = json.loads((PRETRAINED / "config.json").read_text())
     recipe = json.loads((PRETRAINED / "recipe.json").read_text())
     assert recipe["script"] == "benchmarks/train_cifar10_from_scratch.py"
+    assert recipe["recipe"] == "cifar10-from-scratch" and recipe["zero_shot_top1"] >= 0.80
+    assert f"{100 * recipe['zero_shot_top1']:.2f}%" in (PRETRAINED / "README.md").read_text()
     assert "CIFAR-10" in (PRETRAINED / "README.md").read_text()
     from clipforge.weights import load_checkpoint
 
