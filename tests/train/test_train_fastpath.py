@@ -124,3 +124,26 @@ def test_fast_path_switches_are_refused_without_in_memory(tmp_path):
     config = build_config(None, ["data=folder", f"root={tmp_path}", "unique_captions=true"])
     with pytest.raises(ValueError, match="unique_captions is an option of the in-memory path"):
         build_train_dataset(config, 32, 77)
+
+
+def test_thread_tuner_rechecks_at_once_when_the_machine_slows_down():
+    from clipforge.train.threads import ThreadTuner
+
+    before = torch.get_num_threads()
+    try:
+        tuner = ThreadTuner((1, 2), period=400, probe=2, first=3)
+        for _ in range(6):  # first probe: 2 threads faster on a quiet machine
+            tuner.record(1.0 if tuner.current == 1 else 0.5)
+        assert tuner.current == 2 and tuner.speed
+        for _ in range(6):
+            tuner.record(0.5)
+        assert tuner.current == 2
+        for _ in range(3):  # load arrives: 2 threads now 20x slower, 1 thread unaffected
+            tuner.record(10.0)
+        tuner.record(10.0)  # the re-check measures the incumbent and switches to probe 1 thread
+        assert tuner.current == 1
+        for _ in range(2):
+            tuner.record(1.0)
+        assert tuner.current == 1 and tuner.speed[1] > tuner.speed[2]
+    finally:
+        torch.set_num_threads(before)

@@ -4,7 +4,8 @@ On a shared 2-core machine two OpenMP threads wait on each other whenever one of
 descheduled, so under load one thread can be many times faster (a measured run: 750 images/s
 with one thread, 22 with two); on an idle machine two are faster. Every `period` steps the other
 setting runs for `probe` steps (the first is discarded as warm-up) and is kept if its best step
-beat the incumbent's median. The first probe comes after `first` steps.
+beat the incumbent's median. The first probe comes after `first` steps; three steps in a row
+4x slower than before (someone else's job started) trigger the re-check at once.
 """
 
 from __future__ import annotations
@@ -29,6 +30,11 @@ class ThreadTuner:
         self.steps += 1
         self.recent = (self.recent + [seconds_per_sample])[-9:]
         phase = self.steps % self.period
+        if self.speed and phase < self.period - self.probe - 1 and self._slowed_down():
+            # other load arrived: re-measure now instead of at the next period
+            self.steps += self.period - self.probe - 1 - phase
+            self.recent = self.recent[-3:]
+            return
         if phase == self.period - self.probe:  # measure the incumbent, then probe the other setting
             window = sorted(self.recent)
             self.speed = {self.current: 1.0 / window[len(window) // 2]}
@@ -39,6 +45,17 @@ class ThreadTuner:
         else:
             return
         torch.set_num_threads(self.current)
+
+    def _slowed_down(self, factor: float = 4.0) -> bool:
+        """The last 3 steps each took `factor` times the median of the 6 before them."""
+        if len(self.recent) < 9:
+            return False
+        before = _median(self.recent[:-3])
+        return all(x > factor * before for x in self.recent[-3:])
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
 
 
 def configure_threads(threads: int | None) -> ThreadTuner | None:
