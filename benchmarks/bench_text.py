@@ -42,7 +42,7 @@ class FullLengthText(torch.nn.Module):
         self.context_length = model.context_length
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.tower(tokens)
+        return self.tower(tokens)[0]  # the export's tower returns (raw features, unit features)
 
 
 def typical_prompts(count: int, seed: int = 0) -> list[str]:

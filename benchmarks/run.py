@@ -146,28 +146,37 @@ def main(argv: list[str] | None = None) -> int:
     for section in [s for s in SECTIONS if s in only]:
         print(f"[{section}] load {load_average()}", flush=True)
         t0 = time.perf_counter()
-        if section == "tokenizer":
-            from benchmarks import bench_tokenizer as module
-            data = module.run(quick=args.quick, progress=progress)
-        elif section == "image":
-            from benchmarks import bench_image as module
-            data = module.run(quick=args.quick, models=(vit_name, rn_name), zoos={vit_name: vit}, progress=progress)
-        elif section == "text":
-            from benchmarks import bench_text as module
-            data = module.run(quick=args.quick, zoo=vit, progress=progress)
-        elif section == "pipeline":
-            from benchmarks import bench_pipeline as module
-            data = module.run(quick=args.quick, zoo=vit, progress=progress)
-        elif section == "commands":
-            from benchmarks import bench_commands as module
-            data = (module.run(quick=args.quick, zoo=vit, progress=progress) if not args.tiny
-                    else {"skipped": "--tiny: the commands are measured with ViT-B/32 only"})
-        else:
-            from benchmarks import bench_search_suite as module
-            data = module.run(quick=args.quick, progress=progress)
+        try:  # one broken section must not throw away the figures the others measured
+            if section == "tokenizer":
+                from benchmarks import bench_tokenizer as module
+                data = module.run(quick=args.quick, progress=progress)
+            elif section == "image":
+                from benchmarks import bench_image as module
+                data = module.run(quick=args.quick, models=(vit_name, rn_name), zoos={vit_name: vit}, progress=progress)
+            elif section == "text":
+                from benchmarks import bench_text as module
+                data = module.run(quick=args.quick, zoo=vit, progress=progress)
+            elif section == "pipeline":
+                from benchmarks import bench_pipeline as module
+                data = module.run(quick=args.quick, zoo=vit, progress=progress)
+            elif section == "commands":
+                from benchmarks import bench_commands as module
+                data = (module.run(quick=args.quick, zoo=vit, progress=progress) if not args.tiny
+                        else {"skipped": "--tiny: the commands are measured with ViT-B/32 only"})
+            else:
+                from benchmarks import bench_search_suite as module
+                data = module.run(quick=args.quick, progress=progress)
+        except Exception as exc:
+            import traceback
+
+            traceback.print_exc()
+            data = {"skipped": f"section failed: {type(exc).__name__}: {exc}"}
         results["sections"][section] = data
         results["section_seconds"][section] = time.perf_counter() - t0
-        printers[section](data)
+        if "skipped" in data and section in ("image", "text", "pipeline"):
+            print(f"  skipped: {data['skipped']}")
+        else:
+            printers[section](data)
         print(f"[{section}] {results['section_seconds'][section]:.0f} s", flush=True)
     if vit is not None:
         vit.close()
