@@ -6,7 +6,7 @@ similarity of the *embeddings* (ViT-B/32 image tower, random weights, fp32) of d
 exactly decoded images. Images that are not drafted (smaller than 2x the model resolution, or
 not JPEG) decode to identical pixels and count as cosine 1.
 
-End to end: clipforge's pipeline (`clipforge.inference.encode_image_files`: DataLoader
+End to end: clipforge's pipeline (`clipforge.data.encode_image_files`: DataLoader
 workers, draft decode, uint8 transfer, batched encode on a prepared fp32 model) vs the plain
 loop a Hugging Face user writes (PIL open -> `CLIPImageProcessor` -> `CLIPModel`, batches of
 32, fp32), on the 1,000 real imagenet_sample JPEGs and on generated 12-megapixel JPEGs.
@@ -91,7 +91,7 @@ def hf_encode_files(hf: torch.nn.Module, paths: list[Path], batch: int = 32, pro
 
 
 def _pipeline(model: torch.nn.Module, paths: list[Path], workers: int, threads: int) -> tuple[float, np.ndarray]:
-    from clipforge.inference import encode_image_files
+    from clipforge.data import encode_image_files
 
     result = encode_image_files(model, paths, batch_size=32, workers=workers, threads=threads, precision=None,
                                 progress=False)

@@ -165,7 +165,7 @@ def test_exact_decode_is_reported_by_eval_and_changes_only_drafted_images(photos
 
 
 def test_save_embeddings_writes_what_encode_image_files_returns(photos, tiny, tmp_path) -> None:
-    from clipforge.inference import encode_image_files, save_embeddings
+    from clipforge.data import encode_image_files, save_embeddings
 
     result = encode_image_files(tiny.model, [photos["b.png"], photos["empty.jpg"]], workers=0, progress=False)
     save_embeddings(result, tmp_path / "emb")

@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
+from clipforge.data import encode_image_files, save_embeddings
 from clipforge.image import Preprocess
-from clipforge.inference import encode_image_files, save_embeddings
 from clipforge.models import create_model_from_config, get_config
 
 

@@ -7,7 +7,10 @@ import argparse
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "wise-ft", help="interpolate zero-shot and fine-tuned weights (WiSE-FT): (1-alpha)*A + alpha*B")
+        "wise-ft", help="interpolate zero-shot and fine-tuned weights (WiSE-FT): (1-alpha)*A + alpha*B",
+        description="Robust fine-tuning by weight-space ensembling (Wortsman et al., 2022): write a checkpoint "
+                    "whose every weight is (1-alpha) times the zero-shot model's plus alpha times the fine-tuned "
+                    "model's. Both models must have the same architecture; the result loads with --model OUT.")
     parser.add_argument("--zeroshot", required=True, help="model A, any --model spec (ViT-B/32, clipforge-tiny, a "
                                                           "checkpoint file): the zero-shot model")
     parser.add_argument("--finetuned", required=True, help="model B, any --model spec: the fine-tuned model")

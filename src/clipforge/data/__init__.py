@@ -40,6 +40,7 @@ from .imagetext import (
 )
 from .inmemory import ArrayDataset, decode_all
 from .loader import make_loader
+from .pipeline import EncodeResult, encode_image_files, save_embeddings
 from .registry import available_datasets, open_dataset, register_dataset
 from .transforms import RandomResizedCrop, TrainTransform, build_train_transform
 from .webdata import WebDatasetImageText
@@ -62,6 +63,7 @@ __all__ = [
     "CaptionTable",
     "DatasetFormatError",
     "DatasetLayoutError",
+    "EncodeResult",
     "FolderCaptionImageText",
     "ImageFolder",
     "ImageNet",
@@ -79,6 +81,7 @@ __all__ = [
     "clean_cub_name",
     "decode_all",
     "detect_imagenet_layout",
+    "encode_image_files",
     "imagenet_classnames",
     "imagenet_wnids",
     "make_loader",
@@ -86,5 +89,6 @@ __all__ = [
     "open_dataset",
     "read_caption_csv",
     "register_dataset",
+    "save_embeddings",
     "skip_bad_collate",
 ]

@@ -25,7 +25,7 @@ __all__ = ["EncodeResult", "default_workers", "encode_image_files", "save_embedd
 
 def default_workers() -> int:
     """Decoding workers: one per core beyond the first, at least one, at most 8."""
-    from clipforge.data.files import default_workers as workers
+    from .files import default_workers as workers
 
     return workers()
 
@@ -70,8 +70,9 @@ def encode_image_files(
     """
     from tqdm.auto import tqdm
 
-    from clipforge.data.files import encode_files
     from clipforge.inference.encoder import BatchEncoder
+
+    from .files import encode_files
 
     encoder = BatchEncoder(model, precision, copy_model=True)
     workers = default_workers() if workers is None else int(workers)
