@@ -188,3 +188,31 @@ def test_training_eval_hook_encodes_through_the_fast_path_and_leaves_training_in
     assert metrics["tiny_samples"] == 2 and metrics["tiny_top1"] in (0.0, 0.5, 1.0)
     assert model.training and all(p.requires_grad for p in model.parameters())
     assert model.visual.transformer.resblocks[0].__dict__.get("_cf_cache")  # packed weights: the fast path ran
+
+
+def test_index_add_takes_the_same_speed_flags_as_embed(photos, tiny, tmp_path, capsys) -> None:
+    """`index add --exact-decode` stores what the exact reader gives (a.jpg is drafted otherwise), and
+    `--precision bf16` is refused in one line where the CPU has no native bf16, as `embed` does."""
+    from clipforge.cli.main import main
+    from clipforge.inference import bf16_supported
+    from clipforge.library import Library
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(photos["a.jpg"].read_bytes())
+    exact = encode_files([folder / "a.jpg"], BatchEncoder(tiny.model, "fp32"), workers=0, draft=False).vectors[0]
+    drafted = encode_files([folder / "a.jpg"], BatchEncoder(tiny.model, "fp32"), workers=0, draft=True).vectors[0]
+    assert not np.allclose(exact, drafted, atol=1e-6)  # the flag must make a difference here
+    assert main(["index", "add", str(folder), "--model", "test-vit-tiny", "--library", str(tmp_path / "lib"),
+                 "--exact-decode", "--quiet"]) == 0
+    with Library(tmp_path / "lib", "test-vit-tiny") as library:
+        record = library.list_images()[0]
+        stored = library.store.vectors_for_shas(library.encoder.fingerprint, [record.sha256])[record.sha256]
+    np.testing.assert_allclose(stored, exact, atol=1e-6)
+    capsys.readouterr()
+    if not bf16_supported():
+        code = main(["index", "add", str(folder), "--model", "test-vit-tiny", "--library", str(tmp_path / "lib2"),
+                     "--precision", "bf16", "--quiet"])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and "no native bf16" in err, err
+        assert not (tmp_path / "lib2").exists()

@@ -65,6 +65,8 @@ def fail(message: object) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from clipforge.cli.common import add_speed_arguments
+
     parser = subparsers.add_parser("index", help="build and maintain an image library",
                                    description="Index photos into a library (SQLite + FAISS) for search and tagging.")
     sub = parser.add_subparsers(dest="index_command", metavar="ACTION", required=True)
@@ -78,6 +80,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="descend into sub-folders (default: yes; --no-recursive for the top level only)")
     add.add_argument("--batch-size", type=int, default=64, help="images per model batch and per commit (default 64)")
     add.add_argument("--workers", type=int, default=None, help="decoding processes (default: CPU count - 1, max 8)")
+    add_speed_arguments(add, workers=False)
     add.add_argument("--retry-failed", action="store_true", help="re-read files that failed before even if unchanged")
     add.add_argument("--max-pixels", type=int, default=None, help="refuse images with more pixels (bomb guard)")
     add.add_argument("--index", choices=["flat", "ivf", "hnsw", "auto"], default=None,
@@ -122,8 +125,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_add(args: argparse.Namespace) -> int:
     try:
+        from clipforge.inference.encoder import check_precision
+
         library = open_library(args, index=args.index, max_pixels=args.max_pixels,
-                               vector_dtype="float16" if args.float16 else "float32")
+                               vector_dtype="float16" if args.float16 else "float32",
+                               precision=check_precision(args.precision), draft=not args.exact_decode)
         with library:
             report = library.add(args.paths, recursive=args.recursive, batch_size=args.batch_size,
                                  workers=args.workers, retry_failed=args.retry_failed,

@@ -56,7 +56,8 @@ class Library:
 
     def __init__(self, path: str | os.PathLike[str] | None = None, model: Any = None, *, preprocess: Any = None,
                  device: str | None = None, index: str | IndexSpec | None = None, max_pixels: int | None = None,
-                 vector_dtype: str = "float32", create: bool = True) -> None:
+                 vector_dtype: str = "float32", create: bool = True, precision: str = "fp32",
+                 draft: bool = True) -> None:
         self.paths = LibraryPaths(path)
         self.paths.check_folder()
         self._refuse_lost_database()
@@ -71,13 +72,16 @@ class Library:
         if vector_dtype not in ("float32", "float16"):
             raise ValueError(f"vector_dtype must be 'float32' or 'float16', got {vector_dtype!r}")
         self._device = device
+        # How the one files-to-embeddings path runs (`--precision`, `--exact-decode`); the library's
+        # identity is the model's fp32 fingerprint, so a bf16 run adds to the same library.
+        self._precision, self._draft = precision, draft
         self._encoder: Encoder | None = None
         self._manager: IndexManager | None = None
         self._init_lock = threading.Lock()
         self._write_lock = threading.RLock()
         self._pending_spec = IndexSpec(kind=index) if isinstance(index, str) else index
         if model is not None:
-            self._set_encoder(resolve_encoder(model, preprocess, device))
+            self._set_encoder(resolve_encoder(model, preprocess, device, precision=precision, draft=draft))
 
     def _refuse_lost_database(self) -> None:
         """An emptied or vanished database beside an index, thumbnails or uploads is a damaged library,
@@ -121,7 +125,8 @@ class Library:
                         raise ModelMismatchError(
                             f"library {self.paths.root} was built with a model passed as an object; pass the same "
                             f"model again (fingerprint {self.model_fingerprint[:12]})")
-                    self._set_encoder(resolve_encoder(name or default_model_name(), device=self._device))
+                    self._set_encoder(resolve_encoder(name or default_model_name(), device=self._device,
+                                                      precision=self._precision, draft=self._draft))
         assert self._encoder is not None
         return self._encoder
 
