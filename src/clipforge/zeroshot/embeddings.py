@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -94,22 +93,15 @@ def load_cached_embeddings(cache_dir: str | Path, key: str, num_classes: int) ->
 
 def save_cached_embeddings(cache_dir: str | Path, key: str, embeddings: torch.Tensor,
                            metadata: dict[str, str] | None = None) -> Path:
-    """Write atomically (temp file + rename) so a reader never sees half a file."""
+    """Write through clipforge.atomic, so a reader never sees half a file."""
     from safetensors.torch import save_file
 
-    cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    path = _cache_path(cache_dir, key)
-    fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=cache_dir)
-    os.close(fd)
-    try:
-        save_file({"class_embeddings": embeddings.detach().float().cpu().contiguous()}, tmp,
-                  metadata={k: str(v) for k, v in (metadata or {}).items()})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    from clipforge.atomic import write_atomic
+
+    path = _cache_path(Path(cache_dir), key)
+    tensors = {"class_embeddings": embeddings.detach().float().cpu().contiguous()}
+    meta = {k: str(v) for k, v in (metadata or {}).items()}
+    return write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
 
 def _prompts(classnames: Sequence[str], templates: Sequence[str]) -> list[str]:
