@@ -1,6 +1,6 @@
 """`kill -9` in the middle of `clipforge index add`, then a re-run: nothing lost twice, nothing doubled.
 
-The indexing subprocess sleeps a little after each committed batch (CLIPFORGE_INDEX_BATCH_DELAY)
+The indexing subprocess sleeps a little after each committed batch (patched in by the test)
 so the test can reliably kill it while work remains, and checks that it really did.
 """
 
@@ -38,12 +38,28 @@ def _row_count(db: Path) -> int:
         return 0
 
 
+# `clipforge index add`, slowed down after each committed batch so the kill lands mid-run (the product
+# has no test hook: the slowdown is patched in here).
+_SLOW_INDEXER = """
+import sys, time
+from clipforge.library import indexer
+write = indexer._BatchWriter.write
+def slow_write(self, batch):
+    write(self, batch)
+    time.sleep({delay})
+indexer._BatchWriter.write = slow_write
+from clipforge.cli.main import main
+sys.exit(main({args!r}))
+"""
+
+
 def _start_and_kill(photos: Path, lib: Path, batch_size: int, kill_after_rows: int, delay: float,
                     workers: int = 1) -> int:
     """Run `clipforge index add` in a subprocess and SIGKILL its process group mid-run; rows seen."""
-    env = dict(os.environ, CLIPFORGE_INDEX_BATCH_DELAY=str(delay), PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "clipforge", "index", "add", str(photos), "--library", str(lib),
-           "--model", "test-vit-tiny", "--batch-size", str(batch_size), "--workers", str(workers), "-q"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    args = ["index", "add", str(photos), "--library", str(lib), "--model", "test-vit-tiny",
+            "--batch-size", str(batch_size), "--workers", str(workers), "-q"]
+    cmd = [sys.executable, "-c", _SLOW_INDEXER.format(delay=delay, args=args)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     db = lib / "library.sqlite3"

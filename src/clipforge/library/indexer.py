@@ -28,10 +28,6 @@ from clipforge.library.store import FileState, Store
 
 __all__ = ["AddReport", "index_files"]
 
-# Seconds to sleep after each committed batch: only for tests that must interrupt a run midway.
-_BATCH_DELAY_ENV = "CLIPFORGE_INDEX_BATCH_DELAY"
-
-
 @dataclass
 class AddReport:
     """What one `add` run did. Every considered file lands in exactly one of the first six counters."""
@@ -208,7 +204,6 @@ def index_files(store: Store, encoder: Encoder, files: Sequence[str], *, batch_s
     writer = _BatchWriter(store, encoder, embedded, report, dtype, planned)
     if unstat:
         writer.write(FileBatch([], None, [], [BadImage(p.path, reason) for p, reason in unstat]))
-    delay = float(os.environ.get(_BATCH_DELAY_ENV, "0") or 0)
     if todo:
         reader = ImageFileReader([p.path for p in todo], with_max_pixels(encoder.preprocess, max_pixels),
                                  hash=True, skip_shas=frozenset(embedded))
@@ -219,7 +214,5 @@ def index_files(store: Store, encoder: Encoder, files: Sequence[str], *, batch_s
                 writer.write(batch)
                 bar.update(len(batch.files) + len(batch.bad))
                 bar.set_postfix(skipped=report.unchanged, failed=report.failed, refresh=False)
-                if delay:
-                    time.sleep(delay)
     report.seconds = time.perf_counter() - started
     return report
