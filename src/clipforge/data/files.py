@@ -194,10 +194,10 @@ def encode_files(paths: Sequence[str | os.PathLike[str]], encoder: Any, *, batch
     custom preprocess (its own draft setting then applies). `on_batch(n)` is called with the
     number of files each batch consumed (progress bars).
     """
-    from clipforge.image import Preprocess
+    from clipforge.weights.preprocessing import preprocess_for
 
     if preprocess is None:
-        preprocess = Preprocess(int(encoder.model.visual.input_resolution), draft=draft)
+        preprocess = preprocess_for(encoder.model, draft=draft)
     reader = ImageFileReader(paths, preprocess, hash=hash)
     vectors = np.empty((len(reader), encoder.embed_dim), dtype=np.float32)
     kept: list[DecodedFile] = []

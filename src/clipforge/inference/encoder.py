@@ -76,9 +76,9 @@ class BatchEncoder:
         self.precision = None if precision is None else resolve_precision(precision)
         self.model = fast_model(model, self.precision, copy_model=copy_model)
         if normalizer is None or not hasattr(normalizer, "normalize"):
-            from clipforge.image import Preprocess
+            from clipforge.weights.preprocessing import preprocess_for
 
-            normalizer = Preprocess(int(model.visual.input_resolution))
+            normalizer = preprocess_for(model)
         self.normalizer = normalizer
         self.device = next(self.model.parameters()).device
         self.embed_dim = int(model.embed_dim)

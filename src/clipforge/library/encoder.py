@@ -51,9 +51,9 @@ class Encoder:
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         model.to(self.device)
         if preprocess is None:
-            from clipforge.image import Preprocess
+            from clipforge.weights.preprocessing import preprocess_for
 
-            preprocess = Preprocess(int(model.visual.input_resolution), draft=draft)
+            preprocess = preprocess_for(model, draft=draft)
         self.preprocess = preprocess
         self.name = name
         self.fingerprint = fingerprint or model_fingerprint(model)
@@ -149,9 +149,9 @@ def resolve_encoder(model: Any, preprocess: Any = None, device: str | torch.devi
 
         loaded = load_model(str(model), device=device)  # None: the one default, `api.default_device()`
         if preprocess is None and not draft:
-            from clipforge.image import Preprocess
+            from clipforge.weights.preprocessing import preprocess_for
 
-            preprocess = Preprocess(int(loaded.model.visual.input_resolution), draft=False)
+            preprocess = preprocess_for(loaded.model, draft=False)
         return Encoder(loaded.model, preprocess or loaded.preprocess, name=str(model), device=device,
                        precision=precision, copy_model=False)
     if not isinstance(model, torch.nn.Module) or not hasattr(model, "encode_image"):

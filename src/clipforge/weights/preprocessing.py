@@ -16,7 +16,7 @@ from clipforge.image import Preprocess
 from clipforge.image.geometry import center_crop_array, exif_orientation, orientation_transpose, resized_size
 from clipforge.image.modes import to_eight_bit, to_rgb
 
-__all__ = ["WeightsPreprocess", "build_weights_preprocess"]
+__all__ = ["WeightsPreprocess", "build_weights_preprocess", "preprocess_for"]
 
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 
@@ -65,3 +65,12 @@ def build_weights_preprocess(n_px: int, cfg: dict[str, Any] | None = None, *, dr
         return Preprocess(n_px, draft=draft, mean=cfg["mean"], std=cfg["std"])
     return WeightsPreprocess(n_px, draft=draft, mean=cfg["mean"], std=cfg["std"],
                              interpolation=cfg["interpolation"], resize_mode=cfg["resize_mode"])
+
+
+def preprocess_for(model: Any, *, draft: bool = True) -> Preprocess:
+    """The preprocessing a built model's weights were trained with (its `preprocess_cfg`, set by
+    the loader for registry weights and files that record it), else OpenAI's; for every place
+    that is handed a model without a preprocess, so none of them falls back to OpenAI's mean/std
+    for weights trained with other ones (e.g. Inception mean/std, squash resize)."""
+    return build_weights_preprocess(int(model.visual.input_resolution), getattr(model, "preprocess_cfg", None),
+                                    draft=draft)

@@ -98,9 +98,9 @@ class ZeroShotClassifier:
     @property
     def preprocess(self) -> Any:
         if self._preprocess is None:
-            from clipforge.image import build_preprocess
+            from clipforge.weights.preprocessing import preprocess_for
 
-            self._preprocess = build_preprocess(int(self.model.visual.input_resolution))
+            self._preprocess = preprocess_for(self.model)
         return self._preprocess
 
     def logits(self, image_features: torch.Tensor) -> torch.Tensor:

@@ -56,6 +56,7 @@ def classify_files(paths: Sequence[str | Path], labels: Sequence[str], model: st
     from clipforge.data.files import encode_files
     from clipforge.image import Preprocess, load_image
     from clipforge.inference.encoder import BatchEncoder
+    from clipforge.weights.preprocessing import preprocess_for
 
     model_name = model if isinstance(model, str) else type(model).__name__
     if isinstance(model, str):
@@ -66,7 +67,7 @@ def classify_files(paths: Sequence[str | Path], labels: Sequence[str], model: st
     else:
         copy_model = True
     if preprocess is None or (not draft and isinstance(preprocess, Preprocess)):
-        preprocess = Preprocess(int(model.visual.input_resolution), draft=draft)
+        preprocess = preprocess_for(model, draft=draft)
     encoder = BatchEncoder(model, precision, normalizer=preprocess, copy_model=copy_model)
     classifier = ZeroShotClassifier(encoder.model, labels, templates, preprocess=preprocess, device=encoder.device,
                                     cache_dir=cache_dir, progress=progress)
