@@ -216,3 +216,28 @@ def test_index_add_takes_the_same_speed_flags_as_embed(photos, tiny, tmp_path, c
         err = capsys.readouterr().err
         assert code == 2 and err.count("\n") == 1 and "no native bf16" in err, err
         assert not (tmp_path / "lib2").exists()
+
+
+def test_a_query_photo_gives_the_vector_the_library_stored_for_it(photos, tiny, tmp_path) -> None:
+    """Search by image reads the query through the same reader as `index add` (a.jpg is big enough
+    to be draft-decoded): the query's vector is the stored one, and a FIFO query fails in one line."""
+    import os
+
+    from clipforge.image import ImageLoadError
+    from clipforge.library import Library
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(photos["a.jpg"].read_bytes())
+    with Library(tmp_path / "lib", "test-vit-tiny") as library:
+        library.add([folder], workers=0, progress=False)
+        record = library.list_images()[0]
+        stored = library.store.vectors_for_shas(library.encoder.fingerprint, [record.sha256])[record.sha256]
+        by_path = library.encoder.encode_images([folder / "a.jpg"])[0]
+        by_bytes = library.encoder.encode_images([photos["a.jpg"].read_bytes()])[0]
+        np.testing.assert_allclose(by_path, stored, atol=1e-6)
+        np.testing.assert_allclose(by_bytes, stored, atol=1e-6)
+        assert library.search(image=folder / "a.jpg", top_k=1)[0].id == record.id
+        os.mkfifo(tmp_path / "q.jpg")
+        with pytest.raises(ImageLoadError, match="not a regular file"):
+            library.encoder.encode_images([tmp_path / "q.jpg"])

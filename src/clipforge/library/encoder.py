@@ -73,25 +73,44 @@ class Encoder:
         return self.batch_encoder.images(pixels)
 
     def encode_images(self, images: Sequence[Any], max_pixels: int | None = None) -> np.ndarray:
-        """PIL images, paths or raw bytes -> [N, D] unit vectors (decoding errors propagate)."""
-        from clipforge.image import load_image
+        """PIL images, paths or raw bytes -> [N, D] unit vectors (decoding errors raise ImageLoadError).
 
-        tensors = []
+        Paths and bytes (search-by-image queries) go through the same reader as indexed files, so a
+        query photo and the same photo in the library give the same vector.
+        """
+        from clipforge.data.files import with_max_pixels
+
+        preprocess = with_max_pixels(self.preprocess, max_pixels)
+        rows = []
         for item in images:
-            if not hasattr(item, "convert"):  # not already a PIL image
-                item = load_image(item, max_pixels=max_pixels) if max_pixels else load_image(item)
-            tensors.append(self.preprocess(item))
-        return self.encode_pixels(torch.stack(tensors))
+            if hasattr(item, "convert"):  # already a PIL image
+                rows.append(self.encode_pixels(preprocess(item).unsqueeze(0))[0])
+            elif isinstance(item, bytes | bytearray):
+                rows.append(self._encode_one(bytes(item), "<image bytes>", preprocess))
+            else:
+                from clipforge.image import ImageLoadError
+                from clipforge.library.scan import read_regular_file
+
+                try:
+                    data = read_regular_file(item)
+                except (OSError, ValueError) as exc:  # missing, unreadable, a FIFO or a folder
+                    reason = str(exc.strerror if isinstance(exc, OSError) and exc.strerror else exc)
+                    raise ImageLoadError(f"{item}: {reason}", path=str(item), reason=reason) from None
+                rows.append(self._encode_one(data, str(item), preprocess))
+        return np.stack(rows) if rows else np.zeros((0, self.embed_dim), np.float32)
 
     def encode_bytes(self, data: bytes, label: str = "<upload>") -> np.ndarray:
         """One uploaded image's bytes -> [D] unit vector, through the same reader as files.
 
         Raises `clipforge.image.ImageLoadError` (a ValueError) naming `label` and the reason.
         """
+        return self._encode_one(data, label, self.preprocess)
+
+    def _encode_one(self, data: bytes, label: str, preprocess: Any) -> np.ndarray:
         from clipforge.data.files import read_image_bytes
         from clipforge.image import ImageLoadError
 
-        item = read_image_bytes(data, self.preprocess, label)
+        item = read_image_bytes(data, preprocess, label)
         if item.pixels is None:  # a BadImage
             raise ImageLoadError(f"{label}: {item.reason}", path=label, reason=item.reason)
         return self.encode_pixels(item.pixels.unsqueeze(0))[0]
