@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from clipforge.image import Preprocess, build_preprocess
+from clipforge.image import Preprocess
 from clipforge.models import CLIP, OPENAI_MODELS, canonical_name, create_model_from_config, get_config
 
 __all__ = [
@@ -240,17 +240,9 @@ def load_model(spec: Spec, device: str | torch.device | None = None, *, pretrain
     from clipforge.inference.precision import enable_fast_forward  # batch-1/autocast speed, same numbers
 
     model = enable_fast_forward(model.to(target).eval())
-    return LoadedModel(model, _preprocess_for(model), source.name, weights)
+    from clipforge.weights.preprocessing import preprocess_for  # OpenAI's, or what the weights say they need
 
-
-def _preprocess_for(model: CLIP) -> Preprocess:
-    """OpenAI's preprocessing, or what the weights say they need (mean/std, resize mode)."""
-    cfg = getattr(model, "preprocess_cfg", None)
-    if not cfg:
-        return build_preprocess(model.image_size)
-    from clipforge.weights.preprocessing import build_weights_preprocess
-
-    return build_weights_preprocess(model.image_size, cfg)
+    return LoadedModel(model, preprocess_for(model), source.name, weights)
 
 
 def load(name_or_path: Spec, device: str | torch.device | None = None, jit: bool = False,

@@ -22,8 +22,7 @@ from typing import Any
 
 from clipforge.weights.errors import CheckpointFormatError
 from clipforge.weights.loading import Checkpoint
-from clipforge.weights.preprocess_cfg import DEFAULT_PREPROCESS
-from clipforge.weights.registry import PRETRAINED, PretrainedWeights, get_pretrained
+from clipforge.weights.registry import PretrainedWeights, get_pretrained
 
 __all__ = ["ResolvedWeights", "activation_note", "checkpoint_config", "download_entry", "parse_spec",
            "resolve_pretrained"]
@@ -139,18 +138,3 @@ def checkpoint_config(checkpoint: Checkpoint, arch: str | None = None) -> tuple[
     note = (f"{checkpoint.path.name} is a plain state dict that does not record its activation; assumed "
             f"{activation} (shapes of {shape}); if that is wrong, load it as {other}:{checkpoint.path}")
     return {**inferred, "activation": activation}, note
-
-
-def preprocess_for(checkpoint: Checkpoint | None, resolved: ResolvedWeights | None = None) -> dict[str, Any]:
-    """The preprocessing to pair with weights: the registry's, else the file's, else OpenAI's."""
-    if resolved is not None:
-        return dict(resolved.preprocess)
-    if checkpoint is not None and checkpoint.preprocess:
-        return dict(checkpoint.preprocess)
-    return dict(DEFAULT_PREPROCESS)
-
-
-def known_tags(arch: str) -> list[str]:
-    from clipforge.models import canonical_name
-
-    return [tag for name, tag in PRETRAINED if name == canonical_name(arch)]
