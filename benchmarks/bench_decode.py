@@ -12,7 +12,6 @@ similarity (pixel space: the normalised input tensors) between the draft and the
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -147,9 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     results = run(quick=args.quick)
     _print(results)
     if args.json:
-        tmp = args.json.with_name(args.json.name + ".tmp")
-        tmp.write_text(json.dumps(results, indent=2))
-        os.replace(tmp, args.json)
+        from clipforge.atomic import write_json_atomic
+
+        write_json_atomic(args.json, results)
     return 0
 
 

@@ -17,7 +17,6 @@ latency, recall@10 against exact, and the ratio to exact search. Writes JSON and
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -193,10 +192,9 @@ def main(argv: list[str] | None = None) -> int:
                     "load_average": os.getloadavg(), "python": sys.version.split()[0],
                     "faiss": faiss.__version__, "platform": platform.platform()},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, args.out)
+    from clipforge.atomic import write_json_atomic
+
+    write_json_atomic(args.out, result)
     _plot(result, args.out.with_suffix(".png"))
     if chosen:
         print(f"result: IVF nprobe {chosen['nprobe']}: median {chosen['median_ms']:.3f} ms/query vs exact "

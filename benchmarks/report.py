@@ -6,7 +6,6 @@ the measured value and whether it was met, so the docs never claim what the run 
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -254,9 +253,9 @@ def update_docs(path: Path, block: str) -> None:
     text = path.read_text() if path.is_file() else "# Performance\n\n"
     pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END) + r"\n?", re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    from clipforge.atomic import write_text_atomic
+
+    write_text_atomic(path, text)
 
 
 def plot(results: dict, path: Path) -> None:
@@ -282,7 +281,7 @@ def plot(results: dict, path: Path) -> None:
         ax.set_title(f"{model} image tower ({results['date'][:10]})")
         ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    from clipforge.atomic import write_atomic
+
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110))
     plt.close(fig)
-    os.replace(tmp, path)

@@ -14,8 +14,6 @@ processes vs a plain HF loop), search (1M-vector index).
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -190,10 +188,9 @@ def main(argv: list[str] | None = None) -> int:
         value = g["measured"]
         shown = f"{value:.4g}" if isinstance(value, float) else str(value)
         print(f"  [{met:7s}] {g['goal']}: {shown} (target {g['target']}) {g['note']}")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.tmp")
-    tmp.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    os.replace(tmp, out_path)
+    from clipforge.atomic import write_json_atomic
+
+    write_json_atomic(out_path, results)
     print(f"wrote {out_path} ({results['wall_seconds'] / 60:.1f} min, load at end {results['load_average_end']})")
     if write_docs:
         docs = ROOT / "docs" / "performance.md"
