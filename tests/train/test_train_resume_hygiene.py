@@ -5,6 +5,9 @@ run resumes to exactly the weights of an uninterrupted one."""
 from __future__ import annotations
 
 import csv
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -44,13 +47,18 @@ def test_resume_removes_stale_temporaries_and_truncates_the_logs(folder, tmp_pat
     Trainer(_config(folder, out, stop_after_steps=5)).fit()  # checkpoints at 2, 4 (epoch end), 5
     assert _csv_steps(out / "train.csv") == [1, 2, 3, 4, 5]
     checkpoints = out / "checkpoints"
-    stale = [checkpoints / ".model-step-6.safetensors.tmp-4242", checkpoints / ".model-step-6.state.k3j2.pt"]
-    for path in stale:  # what kill -9 during a save leaves
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    pid = int(dead.stdout)  # a writer that no longer runs
+    stale = [checkpoints / f".model-step-6.safetensors.{pid}-0a1b2c3d.tmp.safetensors",
+             checkpoints / f".model-step-6.state.pt.{pid}-4e5f6a7b.tmp.pt"]
+    live = checkpoints / f".other-run.safetensors.{os.getpid()}-01234567.tmp.safetensors"  # a writer still running
+    for path in [*stale, live]:  # what kill -9 during a save leaves (names as clipforge.atomic makes them)
         path.write_bytes(b"\0" * 1024)
     # as if the process died after logging step 5 but before its checkpoint: resume from step 4
     Trainer(_config(folder, out, resume=str(checkpoints / "model-1.safetensors"))).fit()
     assert not any(p.exists() for p in stale)
-    assert not [p.name for p in checkpoints.iterdir() if p.name.startswith(".")]
+    assert [p.name for p in checkpoints.iterdir() if p.name.startswith(".")] == [live.name]
     assert _csv_steps(out / "train.csv") == [1, 2, 3, 4, 5, 6]
     steps = [r["step"] for r in read_log(out) if r["kind"] == "train"]
     assert steps == [1, 2, 3, 4, 5, 6]

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from clipforge.atomic import atomic_path, write_json_atomic
+from clipforge.atomic import write_atomic, write_json_atomic
 
 STATE_SUFFIX = ".state.pt"
 
@@ -60,15 +60,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
-def _atomic_json(obj: Any, path: Path) -> None:
-    write_json_atomic(path, obj)
-
-
 class CheckpointManager:
     """Writes checkpoints, keeps the last `keep_last` plus the best by `metric`, finds `latest`."""
 
@@ -76,17 +67,6 @@ class CheckpointManager:
         self.directory = Path(directory)
         self.keep_last = keep_last
         self.metric = metric
-
-    def remove_stale_temporaries(self) -> list[Path]:
-        """Delete what a killed save left behind: every checkpoint file is written to a hidden
-        temporary (a name starting with ".") and renamed, and no finished file starts with ".",
-        so at the start of a run (before any save) each such file is a leftover. Returns them."""
-        if not self.directory.is_dir():
-            return []
-        stale = [p for p in self.directory.iterdir() if p.name.startswith(".") and p.is_file()]
-        for path in stale:
-            path.unlink(missing_ok=True)
-        return stale
 
     def save(self, name: str, model: torch.nn.Module, config: dict[str, Any], train_state: dict[str, Any],
              metrics: dict[str, float] | None = None) -> Path:
@@ -96,18 +76,18 @@ class CheckpointManager:
         self.directory.mkdir(parents=True, exist_ok=True)
         weights = self.directory / f"{name}.safetensors"
         save_safetensors(model, weights, config=model_config(model))
-        _atomic_torch_save({**train_state, "train_config": json.dumps(config), "name": name},
-                           self.directory / f"{name}{STATE_SUFFIX}")
+        state = {**train_state, "train_config": json.dumps(config), "name": name}
+        write_atomic(self.directory / f"{name}{STATE_SUFFIX}", lambda tmp: torch.save(state, tmp))
         record = {"name": name, "step": train_state.get("step"), "epoch": train_state.get("epoch"),
                   "metrics": metrics or {}}
         index = self._index()
         index = [r for r in index if r["name"] != name] + [record]
-        _atomic_json(index, self.directory / "index.json")
-        _atomic_json(record, self.directory / "latest.json")
+        write_json_atomic(self.directory / "index.json", index)
+        write_json_atomic(self.directory / "latest.json", record)
         value = (metrics or {}).get(self.metric)
         best = self._read("best.json")
         if value is not None and (best is None or value > best["metrics"].get(self.metric, float("-inf"))):
-            _atomic_json(record, self.directory / "best.json")
+            write_json_atomic(self.directory / "best.json", record)
         self._prune()
         return weights
 
@@ -132,7 +112,7 @@ class CheckpointManager:
                 continue
             for suffix in (".safetensors", STATE_SUFFIX):
                 (self.directory / f"{record['name']}{suffix}").unlink(missing_ok=True)
-        _atomic_json(kept, self.directory / "index.json")
+        write_json_atomic(self.directory / "index.json", kept)
 
     def resolve(self, spec: str) -> Path:
         """`latest`, `best`, a checkpoint name, or a path to a `.safetensors`/`.state.pt` file."""

@@ -8,12 +8,11 @@ elsewhere).
 
 from __future__ import annotations
 
-import contextlib
 import csv
+import io
 import json
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 TRAIN_FIELDS = ("step", "epoch", "loss", "lr", "logit_scale", "samples_per_s", "elapsed_s")
 
@@ -62,13 +61,13 @@ class RunLogger:
         later lines would otherwise repeat in log.jsonl and the CSVs). Returns how many went."""
         if not self.enabled:
             return 0
-        from clipforge.atomic import write_bytes_atomic
+        from clipforge.atomic import write_text_atomic
 
         records = read_log(self.out_dir)
         kept = [r for r in records if int(r.get("step", 0)) <= step]
         if len(kept) != len(records):
             text = "".join(json.dumps(r) + "\n" for r in kept)
-            write_bytes_atomic(self.jsonl, text.encode("utf-8"))
+            write_text_atomic(self.jsonl, text)
         for kind in ("train", "eval"):
             csv_path = self.out_dir / f"{kind}.csv"
             if not csv_path.is_file():
@@ -78,10 +77,11 @@ class RunLogger:
                 fields, rows = reader.fieldnames or [], list(reader)
             keep = [row for row in rows if _step_of(row) <= step]
             if len(keep) != len(rows):
-                with atomic_text(csv_path) as out:
-                    writer = csv.DictWriter(out, fieldnames=fields)
-                    writer.writeheader()
-                    writer.writerows(keep)
+                out = io.StringIO(newline="")
+                writer = csv.DictWriter(out, fieldnames=fields)
+                writer.writeheader()
+                writer.writerows(keep)
+                write_text_atomic(csv_path, out.getvalue())
         if self._tb is not None:  # TensorBoard's own way: drop events from step + 1 on
             from torch.utils.tensorboard import SummaryWriter
 
@@ -99,15 +99,6 @@ def _step_of(row: dict[str, str]) -> float:
         return float(row.get("step") or 0)
     except ValueError:
         return 0.0
-
-
-@contextlib.contextmanager
-def atomic_text(path: Path) -> Iterator[TextIO]:
-    """A text file written to a temporary beside `path` and renamed onto it (clipforge.atomic)."""
-    from clipforge.atomic import atomic_path
-
-    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
-        yield handle
 
 
 def read_log(out_dir: str | Path) -> list[dict[str, Any]]:

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from clipforge.atomic import remove_stale_temps
 from clipforge.train.build import build_eval_hooks, build_model
 from clipforge.train.checkpoint import (
     CheckpointManager,
@@ -275,7 +276,7 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         cfg = self.config
         if self.dist.is_main:
-            self.checkpoints.remove_stale_temporaries()
+            remove_stale_temps(self.checkpoints.directory)  # what a killed save left behind
         if cfg.resume:
             self.resume(cfg.resume)
             self.logger.truncate_after(self.step)
