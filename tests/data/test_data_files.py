@@ -241,3 +241,17 @@ def test_a_query_photo_gives_the_vector_the_library_stored_for_it(photos, tiny, 
         os.mkfifo(tmp_path / "q.jpg")
         with pytest.raises(ImageLoadError, match="not a regular file"):
             library.encoder.encode_images([tmp_path / "q.jpg"])
+
+
+@pytest.mark.timeout(30)
+def test_the_reader_never_blocks_on_a_fifo(photos, tiny, tmp_path) -> None:
+    """A FIFO named like a photo (or swapped in after a scan) is one BadImage, not a hung reader."""
+    import os
+
+    fifo = tmp_path / "x.jpg"
+    os.mkfifo(fifo)
+    item = ImageFileReader([fifo], None)[0]
+    assert isinstance(item, BadImage) and item.reason == "not a regular file (a FIFO)"
+    out = encode_files([photos["b.png"], fifo], BatchEncoder(tiny.model, "fp32"), workers=0)
+    assert out.paths == [str(photos["b.png"])] and [(b.path, b.reason) for b in out.bad] == [
+        (str(fifo), "not a regular file (a FIFO)")]

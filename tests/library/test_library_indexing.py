@@ -131,14 +131,14 @@ def test_pixel_cap_is_configurable(tmp_path, tiny_encoder, images_factory):
 def test_unreadable_file_is_recorded(tmp_path, tiny_encoder, images_factory, monkeypatch):
     photos = images_factory(tmp_path / "photos", 3, formats=("png",))
     locked = str(photos[1])
-    real_open = open
+    real_read = decode_module.read_regular_file
 
-    def guarded_open(path, *args, **kwargs):  # what open() does for a file mode 000 (root ignores chmod)
+    def guarded_read(path):  # what opening a file of mode 000 does (root ignores chmod)
         if str(path) == locked:
             raise PermissionError(13, "Permission denied", locked)
-        return real_open(path, *args, **kwargs)
+        return real_read(path)
 
-    monkeypatch.setattr(decode_module, "open", guarded_open, raising=False)
+    monkeypatch.setattr(decode_module, "read_regular_file", guarded_read)
     library = Library(tmp_path / "lib", tiny_encoder)
     report = library.add(tmp_path / "photos", workers=0, progress=False)
     assert (report.added, report.failed) == (2, 1)

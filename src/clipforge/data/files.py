@@ -34,6 +34,7 @@ from torch.utils.data import Dataset
 
 from .base import DECODE_ERRORS, BadImage, error_reason
 from .collate import Indexed
+from .regular import NotRegularFileError, read_regular_file
 
 __all__ = ["DecodedFile", "EncodedFiles", "FileBatch", "ImageFileReader", "default_workers", "encode_files",
            "read_batches", "read_image_bytes", "with_max_pixels"]
@@ -118,8 +119,9 @@ class ImageFileReader(Dataset):
     def __getitem__(self, index: int) -> DecodedFile | BadImage:
         path = self.paths[index]
         try:
-            with open(path, "rb") as handle:
-                data = handle.read()
+            data = read_regular_file(path)  # never blocks on a FIFO swapped in after a scan
+        except NotRegularFileError as exc:
+            return BadImage(path, exc.reason, index)
         except OSError as exc:
             return BadImage(path, _read_error(exc), index)
         sha = hashlib.sha256(data).hexdigest() if self.hash else None

@@ -87,16 +87,10 @@ class Encoder:
                 rows.append(self.encode_pixels(preprocess(item).unsqueeze(0))[0])
             elif isinstance(item, bytes | bytearray):
                 rows.append(self._encode_one(bytes(item), "<image bytes>", preprocess))
-            else:
-                from clipforge.image import ImageLoadError
-                from clipforge.library.scan import read_regular_file
+            else:  # a path: the one file reader, as `index add` reads it
+                from clipforge.data.files import ImageFileReader
 
-                try:
-                    data = read_regular_file(item)
-                except (OSError, ValueError) as exc:  # missing, unreadable, a FIFO or a folder
-                    reason = str(exc.strerror if isinstance(exc, OSError) and exc.strerror else exc)
-                    raise ImageLoadError(f"{item}: {reason}", path=str(item), reason=reason) from None
-                rows.append(self._encode_one(data, str(item), preprocess))
+                rows.append(self._encoded(ImageFileReader([item], preprocess)[0]))
         return np.stack(rows) if rows else np.zeros((0, self.embed_dim), np.float32)
 
     def encode_bytes(self, data: bytes, label: str = "<upload>") -> np.ndarray:
@@ -108,11 +102,15 @@ class Encoder:
 
     def _encode_one(self, data: bytes, label: str, preprocess: Any) -> np.ndarray:
         from clipforge.data.files import read_image_bytes
+
+        return self._encoded(read_image_bytes(data, preprocess, label))
+
+    def _encoded(self, item: Any) -> np.ndarray:
+        """A reader's DecodedFile -> [D] unit vector; a BadImage raises ImageLoadError naming it."""
         from clipforge.image import ImageLoadError
 
-        item = read_image_bytes(data, preprocess, label)
-        if item.pixels is None:  # a BadImage
-            raise ImageLoadError(f"{label}: {item.reason}", path=label, reason=item.reason)
+        if getattr(item, "pixels", None) is None:  # a BadImage
+            raise ImageLoadError(f"{item.path}: {item.reason}", path=item.path, reason=item.reason)
         return self.encode_pixels(item.pixels.unsqueeze(0))[0]
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:

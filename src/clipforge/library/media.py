@@ -16,8 +16,8 @@ import os
 from pathlib import Path
 
 from clipforge.atomic import write_bytes_atomic
+from clipforge.data.regular import read_regular_file
 from clipforge.library.paths import LibraryPaths
-from clipforge.library.scan import read_regular_file
 from clipforge.library.store import ImageRecord
 
 __all__ = ["THUMB_SIZES", "image_bytes", "store_upload", "thumbnail_bytes"]

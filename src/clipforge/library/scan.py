@@ -15,15 +15,14 @@ that are not valid UTF-8 arrive as Python spells them (surrogate escapes) and ar
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from clipforge.data.regular import read_regular_file, special_kind
+
 __all__ = ["ScanResult", "discover_files", "normalise_path", "read_regular_file", "scan_paths"]
 
-_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
-          (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a directory"))
 
 
 @dataclass
@@ -71,27 +70,10 @@ def _not_regular(path: str) -> tuple[int, int, str] | None:
         info = os.stat(path)
     except OSError:
         return None  # missing, dangling or unreadable: the reader records the precise reason
-    if stat.S_ISREG(info.st_mode):
+    kind = special_kind(info.st_mode)
+    if kind is None:
         return None
-    kind = next((name for test, name in _KINDS if test(info.st_mode)), "a special file")
     return info.st_size, info.st_mtime_ns, f"not a regular file ({kind})"
-
-
-def read_regular_file(path: str) -> bytes:
-    """The bytes of `path`, refusing (ValueError) anything that is not a regular file by the time it is
-    opened: the open never blocks (O_NONBLOCK), so a FIFO swapped in for a photo cannot hang a reader."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            kind = next((name for test, name in _KINDS if test(mode)), "a special file")
-            raise ValueError(f"{path} is not a regular file ({kind})")
-        with os.fdopen(fd, "rb") as f:
-            fd = -1  # the file object owns it now
-            return f.read()
-    finally:
-        if fd >= 0:
-            os.close(fd)
 
 
 def scan_paths(paths: Iterable[str | os.PathLike[str]], recursive: bool = False,
