@@ -176,8 +176,12 @@ def resolve_spec(spec: Spec, pretrained: str | None = None, download_root: Spec 
     if text in shipped and pretrained is None:
         return _Source(text, checkpoint=shipped[text], weights=text)
     path = Path(text).expanduser()
+    names_a_model = canonical_name(text.partition(":")[0]) in ARCH_CONFIGS
     if pretrained is None and path.exists():
-        return _Source(path.name, checkpoint=path.resolve(), weights=str(path.resolve()))
+        if not names_a_model:
+            return _Source(path.name, checkpoint=path.resolve(), weights=str(path.resolve()))
+        warnings.warn(f"{text!r} names a model, so the file or folder {text!r} here is not used; "
+                      f"pass ./{text} to load it", stacklevel=3)
     arch, _, tag = text.partition(":")
     arch, tag = canonical_name(arch), pretrained or tag or None
     if arch not in ARCH_CONFIGS:
@@ -191,11 +195,18 @@ def resolve_spec(spec: Spec, pretrained: str | None = None, download_root: Spec 
         tags = ", ".join(list_pretrained_tags_by_model(arch)) or "none published"
         raise ValueError(f"{arch} has no default weights: pass {arch}:TAG (tags: {tags}), a checkpoint path, "
                          f"or random:{arch}")
-    if Path(tag).expanduser().is_file() or Path(tag).expanduser().is_dir():  # ARCH:/path: a file built as ARCH
+    if not _is_registry_tag(arch, tag) and Path(tag).expanduser().exists():  # ARCH:/path: a file built as ARCH
         path = Path(tag).expanduser().resolve()
         return _Source(f"{arch}:{path.name}", checkpoint=path, weights=str(path), arch=arch)
     name = arch if tag == _default_tag(arch) else f"{arch}:{tag}"
     return _pretrained_source(name, arch, tag, download_root)
+
+
+def _is_registry_tag(arch: str, tag: str) -> bool:
+    """Registry tags win over same-named files: `ViT-B/32` with pretrained="openai" never reads ./openai."""
+    from clipforge.weights.registry import list_pretrained_tags_by_model
+
+    return tag in list_pretrained_tags_by_model(arch)
 
 
 def _random_model(arch: str, seed: int) -> CLIP:
@@ -270,7 +281,8 @@ def create_model(name: str, pretrained: str | os.PathLike[str] | None = None,
     config = get_config(name)
     if pretrained is None:
         return create_model_from_config(config)
-    is_path = isinstance(pretrained, os.PathLike) or Path(str(pretrained)).expanduser().exists()
+    is_path = isinstance(pretrained, os.PathLike) or (
+        not _is_registry_tag(canonical_name(name), str(pretrained)) and Path(str(pretrained)).expanduser().exists())
     if is_path:  # built as the named architecture (its activation), not guessed from the file
         from clipforge.weights import CheckpointFormatError
 

@@ -275,3 +275,29 @@ def test_every_command_without_device_loads_on_the_one_default_device(workspace,
             main([*argv, "--model", SPY])
         seen[command] = str(api.resolve_device(None if str(resolved.value) == "None" else str(resolved.value)))
     assert {c: d for c, d in seen.items() if d != "cuda"} == {}
+
+
+def test_names_and_registry_tags_win_over_same_named_files_here(tmp_path, monkeypatch) -> None:
+    """A folder called RN50 (or a file called openai) in the working directory must not silently
+    replace the registry model of that name; `./NAME` still loads the file."""
+    import warnings
+
+    from clipforge import api
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "test-vit-tiny").mkdir()
+    (tmp_path / "RN50").mkdir()
+    (tmp_path / "openai").write_bytes(b"not weights")
+    asked = []
+    monkeypatch.setattr(api, "_pretrained_source",
+                        lambda name, arch, tag, root: asked.append((arch, tag)) or "registry")
+    with pytest.warns(UserWarning, match="pass ./RN50 to load it"):
+        assert api.resolve_spec("RN50") == "registry"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert api.resolve_spec("ViT-B/32", pretrained="openai") == "registry"
+        assert api.resolve_spec("ViT-B/32:openai") == "registry"
+    assert asked == [("RN50", "openai"), ("ViT-B/32", "openai"), ("ViT-B/32", "openai")]
+    with pytest.warns(UserWarning, match="names a model"):
+        assert api.resolve_spec("test-vit-tiny").random_arch == "test-vit-tiny"
+    assert api.resolve_spec("./RN50").checkpoint == (tmp_path / "RN50").resolve()
