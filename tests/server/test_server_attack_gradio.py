@@ -57,8 +57,9 @@ def ui_env(tmp_path, monkeypatch, library):
     secrets = [canary, TOKEN, "SQLite format 3", "root:x:0", environ]
     clients = []
 
-    def make(limits: ServerLimits | None = None):
-        client = TestClient(create_app(library, token=TOKEN, limits=limits, ui=True), raise_server_exceptions=False)
+    def make(limits: ServerLimits | None = None, root_path: str = ""):
+        client = TestClient(create_app(library, token=TOKEN, limits=limits, ui=True), raise_server_exceptions=False,
+                            root_path=root_path)
         client.__enter__()  # lifespan: gradio's queue starts
         clients.append(client)
         return client
@@ -281,6 +282,21 @@ def test_unused_gradio_routes_and_url_fetches_are_closed(ui_env):
                        headers={"content-type": "application/json"}).status_code == 400
     # The page itself still loads.
     assert client.get("/").status_code == 200 and client.get("/config").status_code == 200
+
+
+def test_the_guard_holds_behind_a_path_prefix(ui_env):
+    """Behind a proxy (`uvicorn --root-path /photos`) the request path carries the prefix; the guard
+    and the time limit must match the route path, or every check above is skipped."""
+    make, _, targets, secrets = ui_env
+    client = make(root_path="/photos")
+    for path in ("/photos/gradio_api/proxy=http://127.0.0.1:9/", "/photos/monitoring", "/photos/gradio_api/runs",
+                 "/photos/gradio_api/deep_link"):
+        assert client.get(path).status_code == 404, path
+    for target in targets[:4]:
+        response = client.get(f"/photos/gradio_api/file={target}")
+        assert response.status_code == 403, (target, response.status_code)
+        assert not any(secret in response.text for secret in secrets)
+    assert client.get("/photos/").status_code == 200
 
 
 def test_no_cross_origin_reads_with_credentials(ui_env):

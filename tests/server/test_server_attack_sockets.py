@@ -143,3 +143,30 @@ def test_gradio_answering_early_still_lets_urllib_read_its_413(library, tmp_path
         assert refused.value.code == 413
     leftovers = [p for p in (tmp_path / "uploads").rglob("*") if p.is_file()]
     assert sum(p.stat().st_size for p in leftovers) < 50_000
+
+
+@pytest.mark.parametrize("route", [b"/api/images", b"/gradio_api/upload"])
+def test_an_upload_trickling_under_the_idle_timeout_is_cut_at_the_request_timeout(library, tmp_path, monkeypatch,
+                                                                                   route):
+    """One byte a second never trips the 10 s idle timeout; gradio's upload route is bounded in total
+    time like the REST API, so such a client cannot hold a socket (and an upload slot) forever."""
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "uploads"))
+    limits = ServerLimits(request_timeout_s=2)
+    with live_server(create_app(library, ui=True, limits=limits), limits) as (_, port):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+        sock.sendall(b"POST " + route + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n"
+                     b"Content-Type: multipart/form-data; boundary=zz\r\n\r\n--zz\r\n")
+        sock.setblocking(False)
+        answer, deadline = b"", time.monotonic() + 15
+        while not answer and time.monotonic() < deadline:
+            with contextlib.suppress(BlockingIOError, ConnectionError):
+                sock.sendall(b"a")
+            time.sleep(0.5)
+            try:
+                answer = sock.recv(4096)
+            except BlockingIOError:
+                continue
+            except ConnectionError:
+                break
+        sock.close()
+    assert answer.startswith(b"HTTP/1.1 503"), answer[:200]

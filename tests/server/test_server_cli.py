@@ -246,3 +246,11 @@ def test_a_damaged_library_is_a_one_line_error(tmp_path, captured_run, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "damaged" in err and len(err.splitlines()) == 1
     assert (damaged / "library.sqlite3").read_bytes() == b"\x00garbage" * 600 and "app" not in captured_run
+
+
+@pytest.mark.parametrize("timeout", ["nan", "inf", "0", "-3"])
+def test_a_timeout_that_is_not_a_positive_number_is_one_line(tiny_library, capsys, timeout):
+    """`--timeout nan` passed the `<= 0` check and reached asyncio.wait_for."""
+    assert main(["serve", "--library", str(tiny_library), "--timeout", timeout]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "server limit request_timeout_s must be a positive number" in err, err

@@ -8,6 +8,7 @@ All of them live in one frozen object so a deployment can see and change them in
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -78,8 +79,8 @@ class ServerLimits:
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
-            if value <= 0:
-                raise ValueError(f"server limit {name} must be positive, got {value}")
+            if not math.isfinite(value) or value <= 0:  # NaN passes `<= 0` (and `--timeout nan` parses)
+                raise ValueError(f"server limit {name} must be a positive number, got {value}")
 
     @property
     def max_base64_chars(self) -> int:

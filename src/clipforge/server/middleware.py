@@ -19,6 +19,8 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from starlette.routing import get_route_path
+
 from clipforge.server.errors import error_body
 
 __all__ = ["BodyLimitMiddleware", "TimeoutMiddleware", "send_json"]
@@ -162,7 +164,7 @@ class TimeoutMiddleware:
         self.prefixes = prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope.get("path", "").startswith(self.prefixes):
+        if scope["type"] != "http" or not get_route_path(scope).startswith(self.prefixes):
             await self.app(scope, receive, send)
             return
         started = False

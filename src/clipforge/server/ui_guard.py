@@ -29,6 +29,8 @@ from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
+from starlette.routing import get_route_path
+
 from clipforge.server.middleware import ASGIApp, Message, Receive, Scope, Send, send_json
 
 __all__ = ["UIGuardMiddleware", "inside", "prune_uploads", "upload_bytes_used", "upload_paths"]
@@ -128,7 +130,7 @@ class UIGuardMiddleware:
         self.cache_age_s = float(cache_age_s)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "") if scope["type"] == "http" else ""
+        path = get_route_path(scope) if scope["type"] == "http" else ""  # without a --root-path prefix
         if scope["type"] != "http" or not (path.startswith(_API) or path.startswith("/monitoring")):
             await self.app(scope, receive, send)
             return
@@ -184,7 +186,7 @@ class UIGuardMiddleware:
         except (ValueError, RecursionError):
             await send_json(send, 400, "bad_request", "the request body is not valid JSON")
             return
-        if scope["path"].rstrip("/").endswith("/queue/join") and self.events:
+        if get_route_path(scope).rstrip("/").endswith("/queue/join") and self.events:
             fn_index = decoded.get("fn_index") if isinstance(decoded, dict) else None
             if type(fn_index) is not int or fn_index not in self.events:
                 await send_json(send, 400, "bad_request", "unknown UI event (fn_index)")
