@@ -255,3 +255,20 @@ def test_the_reader_never_blocks_on_a_fifo(photos, tiny, tmp_path) -> None:
     out = encode_files([photos["b.png"], fifo], BatchEncoder(tiny.model, "fp32"), workers=0)
     assert out.paths == [str(photos["b.png"])] and [(b.path, b.reason) for b in out.bad] == [
         (str(fifo), "not a regular file (a FIFO)")]
+
+
+def test_embed_exports_a_photo_whose_name_is_not_utf8(photos, tmp_path, capsys) -> None:
+    """parquet and JSON hold UTF-8 only: such a name is written with \\xNN escapes, not a crash after the
+    whole partition was embedded."""
+    import os
+
+    from clipforge.cli.main import main
+    from clipforge.library.export import read_export
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    with open(os.path.join(os.fsencode(folder), b"caf\xe9.png"), "wb") as handle:
+        handle.write(photos["b.png"].read_bytes())
+    assert main(["embed", str(folder), "--model", "test-vit-tiny", "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    vectors, rows = read_export(tmp_path / "out")
+    assert len(vectors) == 1 and Path(rows[0]["image_path"]).name == "caf\\xe9.png"

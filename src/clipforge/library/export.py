@@ -29,6 +29,7 @@ import numpy as np
 
 from clipforge.atomic import atomic_path, write_json_atomic
 from clipforge.data.files import ImageFileReader, read_batches, with_max_pixels
+from clipforge.library.dbfile import display_path
 from clipforge.library.encoder import Encoder, resolve_encoder
 from clipforge.library.scan import discover_files
 
@@ -118,11 +119,11 @@ def _embed_partition(encoder: Encoder, files: list[str], batch_size: int, worker
             chunks.append(encoder.encode_pixels(batch.pixels).astype(dtype))
         for k in batch.decoded:
             item = batch.files[k]
-            rows["image_path"].append(item.path)
+            rows["image_path"].append(display_path(item.path))  # parquet/JSON need UTF-8: \xNN escapes
             rows["sha256"].append(item.sha256)
             rows["width"].append(item.width)
             rows["height"].append(item.height)
-        failures += [(bad.path, bad.reason) for bad in batch.bad]
+        failures += [(display_path(bad.path), bad.reason) for bad in batch.bad]
         bar.update(len(batch.files) + len(batch.bad))
     vectors = np.concatenate(chunks) if chunks else np.zeros((0, encoder.embed_dim), dtype=dtype)
     return vectors, rows, failures
