@@ -20,14 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from .files import default_workers  # re-exported: the one decoding-worker default
+
 __all__ = ["EncodeResult", "default_workers", "encode_image_files", "save_embeddings"]
-
-
-def default_workers() -> int:
-    """Decoding workers: one per core beyond the first, at least one, at most 8."""
-    from .files import default_workers as workers
-
-    return workers()
 
 
 @dataclass

@@ -20,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                         "init), or weights to fine-tune, as every command takes them (a checkpoint "
                                         "file, clipforge-tiny, ARCH:TAG); replaces the recipe's model, "
                                         "model_config and pretrained unless --pretrained is given")
-    parser.add_argument("--pretrained", help="initial weights: a name (ViT-B/32) or a checkpoint path")
+    parser.add_argument("--pretrained", help="initial weights for the recipe's architecture: any model spec (a registry name, "
+                             "ARCH:TAG, clipforge-tiny, a checkpoint file)")
     parser.add_argument("--root", help="dataset root / caption CSV / caption folder / shard pattern")
     parser.add_argument("--split", help="dataset split to train on")
     parser.add_argument("--steps", type=int, help="stop after this many optimiser steps")
