@@ -176,7 +176,9 @@ def resolve_spec(spec: Spec, pretrained: str | None = None, download_root: Spec 
     if text in shipped and pretrained is None:
         return _Source(text, checkpoint=shipped[text], weights=text)
     path = Path(text).expanduser()
-    names_a_model = canonical_name(text.partition(":")[0]) in ARCH_CONFIGS
+    head, _, tail = text.partition(":")
+    names_a_model = canonical_name(text) in ARCH_CONFIGS or (
+        canonical_name(head) in ARCH_CONFIGS and _is_registry_tag(canonical_name(head), tail))
     if pretrained is None and path.exists():
         if not names_a_model:
             return _Source(path.name, checkpoint=path.resolve(), weights=str(path.resolve()))

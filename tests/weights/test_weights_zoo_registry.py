@@ -21,7 +21,7 @@ from clipforge.weights import (
     load_checkpoint,
 )
 from clipforge.weights.registry import PRETRAINED
-from clipforge.weights.zoo import checkpoint_config, parse_spec, resolve_pretrained
+from clipforge.weights.zoo import checkpoint_config
 
 BODY = os.urandom(200_000)
 BODY_SHA = hashlib.sha256(BODY).hexdigest()
@@ -98,13 +98,21 @@ def test_entries_carry_what_the_weights_need():
         get_pretrained("ViT-B-32", "nope")
 
 
-def test_spec_parsing(tmp_path):
-    assert parse_spec("ViT-B-32:laion2b_s34b_b79k") == ("ViT-B-32", "laion2b_s34b_b79k")
-    assert parse_spec("ViT-L/14-336:openai") == ("ViT-L/14@336px", "openai")
-    assert parse_spec("ViT-B-32") is None and parse_spec("nonsense:tag") is None
+def test_spec_parsing(tmp_path, monkeypatch):
+    """ARCH:TAG is split by the one loader (`clipforge.api.resolve_spec`); an existing file whose name
+    merely contains a colon is a file."""
+    from clipforge import api
+
+    asked = []
+    monkeypatch.setattr(api, "_pretrained_source", lambda name, arch, tag, root: asked.append((arch, tag)))
+    api.resolve_spec("ViT-B-32:laion2b_s34b_b79k")
+    api.resolve_spec("ViT-L/14-336:openai")
+    assert asked == [("ViT-B-32", "laion2b_s34b_b79k"), ("ViT-L/14@336px", "openai")]
+    with pytest.raises(FileNotFoundError, match="neither a known name"):
+        api.resolve_spec("nonsense:tag")
     odd = tmp_path / "ViT-B-32:x"
     odd.write_bytes(b"")
-    assert parse_spec(str(odd)) is None  # an existing path is never split
+    assert api.resolve_spec(str(odd)).checkpoint == odd.resolve()  # an existing path is never split
 
 
 class _Hub(BaseHTTPRequestHandler):
@@ -199,14 +207,16 @@ def test_release_file_hash_prefix_is_checked(hub, tmp_path):
 
 
 def test_resolved_registry_weights_build_the_right_activation(hub, tmp_path):
-    resolved = resolve_pretrained("ViT-B-32", "laion400m_e31", tmp_path, progress=False)
-    assert resolved.path.read_bytes() == BODY  # (the hub serves the same test bytes for every file)
-    assert resolved.config["activation"] == "quick_gelu" and resolved.entry.name == "ViT-B-32-quickgelu"
+    from clipforge.api import resolve_spec
+
+    resolved = resolve_spec("ViT-B-32", pretrained="laion400m_e31", download_root=tmp_path)
+    assert resolved.checkpoint.read_bytes() == BODY  # (the hub serves the same test bytes for every file)
+    assert resolved.activation == "quick_gelu"
     assert "trained with quick_gelu" in resolved.note and "ViT-B-32 alone means gelu" in resolved.note
-    assert resolved.preprocess["mean"][0] == pytest.approx(0.48145466)
-    assert resolve_pretrained("ViT-B-32-quickgelu", "laion400m_e31", tmp_path, progress=False).note is None
-    inception = resolve_pretrained("ViT-L-14", "laion2b_s32b_b82k", tmp_path, progress=False)
-    assert inception.preprocess["mean"] == [0.5, 0.5, 0.5] and inception.config["activation"] == "gelu"
+    assert resolved.preprocess_cfg["mean"][0] == pytest.approx(0.48145466)
+    assert resolve_spec("ViT-B-32-quickgelu:laion400m_e31", download_root=tmp_path).note is None
+    inception = resolve_spec("ViT-L-14:laion2b_s32b_b82k", download_root=tmp_path)
+    assert inception.preprocess_cfg["mean"] == [0.5, 0.5, 0.5] and inception.activation == "gelu"
 
 
 def _shapes_only(arch: str) -> dict[str, torch.Tensor]:

@@ -23,7 +23,7 @@ _EXPORTS: dict[str, str] = {
     "list_pretrained": "registry", "sha256_from_url": "registry", "PRETRAINED": "registry",
     "list_pretrained_tags_by_model": "registry",
     # the zoo: registry weights and files to (config, preprocessing), never silently wrong
-    "ResolvedWeights": "zoo", "checkpoint_config": "zoo", "parse_spec": "zoo", "resolve_pretrained": "zoo",
+    "checkpoint_config": "zoo",
     # download
     "download": "download", "download_pretrained": "download", "sha256_file": "download",  # eager
     # errors

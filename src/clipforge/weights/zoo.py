@@ -16,43 +16,14 @@ Three cases, one rule: the activation and preprocessing always come from somethi
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from clipforge.weights.errors import CheckpointFormatError
 from clipforge.weights.loading import Checkpoint
-from clipforge.weights.registry import PretrainedWeights, get_pretrained
+from clipforge.weights.registry import PretrainedWeights
 
-__all__ = ["ResolvedWeights", "activation_note", "checkpoint_config", "download_entry", "parse_spec",
-           "resolve_pretrained"]
-
-
-@dataclass(frozen=True)
-class ResolvedWeights:
-    """Registry weights on disk, with everything needed to use them."""
-
-    entry: PretrainedWeights
-    path: Path
-    config: dict[str, Any]
-    preprocess: dict[str, Any]
-    note: str | None  # set when the weights' activation overrides the one the name implies
-
-
-def parse_spec(spec: str) -> tuple[str, str] | None:
-    """``"ViT-B-32:laion2b_s34b_b79k"`` -> ``("ViT-B-32", "laion2b_s34b_b79k")``; None for other specs.
-
-    A tag may also be a path (``ViT-B-32:/data/ckpt.pt``): the file's weights under that
-    architecture. A spec that is itself an existing path is never split.
-    """
-    from clipforge.models import ARCH_CONFIGS, canonical_name
-
-    if ":" not in spec or Path(spec).expanduser().exists():
-        return None
-    arch, _, tag = spec.partition(":")
-    if canonical_name(arch) not in ARCH_CONFIGS or not tag:
-        return None
-    return canonical_name(arch), tag
+__all__ = ["activation_note", "checkpoint_config", "download_entry"]
 
 
 def activation_note(arch: str, entry: PretrainedWeights) -> str | None:
@@ -76,22 +47,6 @@ def download_entry(arch: str, entry: PretrainedWeights, root: str | os.PathLike[
     if entry.tag == "openai":  # OpenAI's checkpoint, by its OpenAI name
         return weights.download_pretrained(entry.name, root=root)
     return weights.download_pretrained(arch, root=root, tag=entry.tag, progress=progress)
-
-
-def resolve_pretrained(arch: str, tag: str, root: str | os.PathLike[str] | None = None, *,
-                       progress: bool = True) -> ResolvedWeights:
-    """Download (or find in the cache) the registry weights `tag` of `arch`, verified.
-
-    Raises KeyError naming the known tags, DownloadError with one sentence saying which file
-    to fetch and where to put it.
-    """
-    from clipforge.models import get_config
-
-    entry = get_pretrained(arch, tag)
-    path = download_entry(arch, entry, root, progress)
-    config = get_config(entry.name)
-    config["activation"] = entry.activation
-    return ResolvedWeights(entry, path, config, entry.preprocess, activation_note(arch, entry))
 
 
 def checkpoint_config(checkpoint: Checkpoint, arch: str | None = None) -> tuple[dict[str, Any], str | None]:
