@@ -81,6 +81,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
             else:
                 self._send(GOOD, start, len(GOOD), honour_range=self.path == "/drop.bin")
+        elif self.path.startswith("/busy/"):
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
         else:
             self.send_response(404)
             self.send_header("Content-Length", "0")
@@ -163,7 +167,19 @@ def test_server_ignoring_range_restarts_cleanly(server, tmp_path):
     assert path.read_bytes() == GOOD  # not the first half twice
 
 
-def test_backoff_grows_exponentially(tmp_path):
+def test_backoff_grows_exponentially(server, tmp_path):
+    slept: list[float] = []
+    url = _url(server, "/busy/ViT-B-32.pt")
+    with pytest.raises(DownloadError) as info:
+        download(url, tmp_path, GOOD_SHA, retries=3, backoff=0.25, sleep=slept.append, progress=False)
+    assert slept == [0.25, 0.5, 1.0]
+    message = str(info.value)
+    assert url in message and "HTTP 503" in message and "4 attempts" in message
+    assert 'clipforge.load("/path/to/ViT-B-32.pt")' in message
+    assert "\n" not in message and message.count(". ") == 0 and message.endswith(".")  # one sentence
+
+
+def test_a_refused_connection_is_not_retried(tmp_path):
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -171,17 +187,15 @@ def test_backoff_grows_exponentially(tmp_path):
     url = f"http://127.0.0.1:{port}/ViT-B-32.pt"
     with pytest.raises(DownloadError) as info:
         download(url, tmp_path, GOOD_SHA, retries=3, backoff=0.25, sleep=slept.append, progress=False)
-    assert slept == [0.25, 0.5, 1.0]
+    assert slept == []  # offline is not a hiccup: no waiting
     message = str(info.value)
-    assert url in message and "refused" in message.lower()
-    assert 'clipforge.load("/path/to/ViT-B-32.pt")' in message
-    assert "\n" not in message and message.count(". ") == 0 and message.endswith(".")  # one sentence
+    assert url in message and "refused" in message.lower() and "attempts" not in message
 
 
 def test_404_fails_at_once_with_one_clear_sentence(server, tmp_path):
     url = _url(server, "/missing.pt")
     with pytest.raises(DownloadError) as info:
-        download(url, tmp_path, None, **FAST)
+        download(url, tmp_path, None, allow_unpinned=True, **FAST)
     message = str(info.value)
     assert "HTTP 404" in message and url in message and "clipforge.load(" in message
     assert len(server.requests) == 1

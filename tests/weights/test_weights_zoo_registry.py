@@ -1,11 +1,11 @@
 """The pretrained registry, offline: every entry is complete, and registry downloads (release
-files with a published hash prefix, hub files with the hub's announced sha256) go through the
-verified downloader against a local 127.0.0.1 server."""
+files with a published hash prefix, hub files with the hub's announced sha256, both accepted only
+with the user's opt-in and a shape check) go through the verified downloader against a local
+127.0.0.1 server."""
 
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -22,9 +22,6 @@ from clipforge.weights import (
 )
 from clipforge.weights.registry import PRETRAINED
 from clipforge.weights.zoo import checkpoint_config
-
-BODY = os.urandom(200_000)
-BODY_SHA = hashlib.sha256(BODY).hexdigest()
 
 # What the issue names: every tag family open_clip publishes for these architectures.
 EXPECTED = [("ViT-B-32", "laion2b_s34b_b79k"), ("ViT-L-14", "laion2b_s32b_b82k"), ("ViT-H-14", "laion2b_s32b_b79k"),
@@ -115,8 +112,24 @@ def test_spec_parsing(tmp_path, monkeypatch):
     assert api.resolve_spec(str(odd)).checkpoint == odd.resolve()  # an existing path is never split
 
 
+def _checkpoint_bytes(arch: str) -> bytes:
+    """torch.save of a state dict with `arch`'s shapes, one stored element per tensor (kilobytes)."""
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(_shapes_only(arch), buffer)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def bodies() -> dict[str, bytes]:
+    return {"B": _checkpoint_bytes("ViT-B-32"), "L": _checkpoint_bytes("ViT-L-14")}
+
+
 class _Hub(BaseHTTPRequestHandler):
-    """A tiny Hugging Face hub: /resolve/ answers 302 with X-Linked-Etag, like the real one."""
+    """A tiny Hugging Face hub: /resolve/ answers 302 with X-Linked-Etag, like the real one, for
+    ``open_clip_pytorch_model.bin`` (its ``.safetensors`` answers 404); ViT-L-14 repositories hold
+    a file with ViT-L-14's shapes, the others ViT-B-32's."""
 
     protocol_version = "HTTP/1.1"
 
@@ -131,16 +144,18 @@ class _Hub(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self) -> None:  # noqa: N802
-        self.server.requests.append(self.path)  # type: ignore[attr-defined]
-        if self.path.endswith("/resolve/main/open_clip_model.safetensors"):
+        server = self.server
+        server.requests.append(self.path)  # type: ignore[attr-defined]
+        if self.path.endswith("/resolve/main/open_clip_pytorch_model.bin"):
+            key = "L" if "ViT-L-14" in self.path else "B"
             self.send_response(302)
-            announced = self.server.announced  # type: ignore[attr-defined]
+            announced = server.announced or hashlib.sha256(server.bodies[key]).hexdigest()  # type: ignore[attr-defined]
             self.send_header("X-Linked-Etag", f'"{announced}"')
-            self.send_header("Location", "/cdn/blob")
+            self.send_header("Location", f"/cdn/{key}")
             self.send_header("Content-Length", "0")
             self.end_headers()
-        elif self.path == "/cdn/blob":
-            self._body(BODY)
+        elif self.path.startswith("/cdn/"):
+            self._body(server.bodies[self.path.removeprefix("/cdn/")])  # type: ignore[attr-defined]
         else:
             self.send_response(404)
             self.send_header("Content-Length", "0")
@@ -148,22 +163,28 @@ class _Hub(BaseHTTPRequestHandler):
 
 
 @pytest.fixture()
-def hub(monkeypatch):
+def hub(monkeypatch, bodies):
+    """The hub, with the user's opt-in to files without a pinned sha256 (these tests check what is
+    still checked then: the announced hash, the tensors' shapes)."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Hub)
-    server.requests, server.announced = [], BODY_SHA
+    server.requests, server.announced, server.bodies = [], None, bodies
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+    monkeypatch.setenv("CLIPFORGE_ALLOW_UNPINNED", "1")
     yield server
     server.shutdown()
 
 
-def test_hub_entry_downloads_through_hash_checking(hub, tmp_path):
+LAION_B32 = "/laion/CLIP-ViT-B-32-laion2B-s34B-b79K/resolve/main/"
+
+
+def test_hub_entry_downloads_through_hash_checking(hub, tmp_path, bodies):
     path = download_pretrained("ViT-B-32", tmp_path, tag="laion2b_s34b_b79k", progress=False, backoff=0.001)
-    assert path.read_bytes() == BODY
-    assert path.name == "laion--CLIP-ViT-B-32-laion2B-s34B-b79K--open_clip_model.safetensors"
-    assert hub.requests == ["/laion/CLIP-ViT-B-32-laion2B-s34B-b79K/resolve/main/open_clip_model.safetensors",
-                            "/cdn/blob"]
+    assert path.read_bytes() == bodies["B"]
+    assert path.name == "laion--CLIP-ViT-B-32-laion2B-s34B-b79K--open_clip_pytorch_model.bin"
+    assert hub.requests == [LAION_B32 + "open_clip_model.safetensors", LAION_B32 + "open_clip_pytorch_model.bin",
+                            "/cdn/B"]
     hub.requests.clear()
     assert download_pretrained("ViT-B-32", tmp_path, tag="laion2b_s34b_b79k", progress=False) == path
     assert hub.requests == []  # cached: no network
@@ -181,24 +202,32 @@ def test_hub_file_with_the_wrong_bytes_is_refused(hub, tmp_path):
 
 def test_offline_says_which_file_to_fetch_and_where(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
+    monkeypatch.delenv("CLIPFORGE_ALLOW_UNPINNED", raising=False)
     with pytest.raises(DownloadError) as info:
         download_pretrained("ViT-L-14", tmp_path, tag="laion2b_s32b_b82k", progress=False, retries=0)
     message = str(info.value)
     expected = tmp_path / "laion--CLIP-ViT-L-14-laion2B-s32B-b82K--open_clip_model.safetensors"
     assert "http://127.0.0.1:9/laion/CLIP-ViT-L-14-laion2B-s32B-b82K/resolve/main/open_clip_model.safetensors" in message
-    assert f"save it as {expected}" in message and message.endswith("pass the file's path instead.")
+    assert f"save it as {expected} and set CLIPFORGE_ALLOW_UNPINNED=1" in message
+    assert message.endswith("pass the file's path instead.") and "\n" not in message
+    monkeypatch.setenv("CLIPFORGE_ALLOW_UNPINNED", "1")  # allowed: tried, refused at once, not retried
+    with pytest.raises(DownloadError, match="127.0.0.1:9: .*refused"):
+        download_pretrained("ViT-L-14", tmp_path, tag="laion2b_s32b_b82k", progress=False)
 
 
-def test_release_file_hash_prefix_is_checked(hub, tmp_path):
-    """open_clip's release files publish 8 hex digits of their sha256 in the name: the download
-    must start with them, and a cached copy that does not is not used."""
+def test_release_file_hash_prefix_is_checked(hub, tmp_path, bodies):
+    """open_clip's release files publish 8 hex digits of their sha256 in the name: not a pin (refused
+    without the opt-in), and with it the download must start with them."""
     from clipforge.weights import download
 
     assert get_pretrained("RN50", "yfcc15m").sha256 == "455df137"
-    url = f"http://127.0.0.1:{hub.server_address[1]}/cdn/blob"
-    good = download(url, tmp_path, BODY_SHA[:8], filename="ok.pt", progress=False)
-    assert good.read_bytes() == BODY
-    wrong = "0" * 8 if not BODY_SHA.startswith("0" * 8) else "1" * 8
+    url = f"http://127.0.0.1:{hub.server_address[1]}/cdn/B"
+    digest = hashlib.sha256(bodies["B"]).hexdigest()
+    with pytest.raises(DownloadError, match="only the 8-digit sha256 prefix"):
+        download(url, tmp_path, digest[:8], filename="ok.pt", progress=False, allow_unpinned=False)
+    good = download(url, tmp_path, digest[:8], filename="ok.pt", progress=False)
+    assert good.read_bytes() == bodies["B"]
+    wrong = "0" * 8 if not digest.startswith("0" * 8) else "1" * 8
     with pytest.raises(DownloadError, match=f"does not match the expected {wrong}"):
         download(url, tmp_path, wrong, filename="bad.pt", progress=False, retries=0)
     assert not (tmp_path / "bad.pt").exists()
@@ -206,11 +235,11 @@ def test_release_file_hash_prefix_is_checked(hub, tmp_path):
         download(url, tmp_path, "abc", filename="short.pt", progress=False)
 
 
-def test_resolved_registry_weights_build_the_right_activation(hub, tmp_path):
+def test_resolved_registry_weights_build_the_right_activation(hub, tmp_path, bodies):
     from clipforge.api import resolve_spec
 
     resolved = resolve_spec("ViT-B-32", pretrained="laion400m_e31", download_root=tmp_path)
-    assert resolved.checkpoint.read_bytes() == BODY  # (the hub serves the same test bytes for every file)
+    assert resolved.checkpoint.read_bytes() == bodies["B"]  # (the hub serves one file per architecture)
     assert resolved.activation == "quick_gelu"
     assert "trained with quick_gelu" in resolved.note and "ViT-B-32 alone means gelu" in resolved.note
     assert resolved.preprocess_cfg["mean"][0] == pytest.approx(0.48145466)

@@ -28,7 +28,7 @@ from clipforge.weights.errors import CheckpointFormatError
 from clipforge.weights.layout import canonical_order
 from clipforge.weights.torch_pickle import torch_load_safely
 
-__all__ = ["Checkpoint", "load_checkpoint", "load_state_dict", "torch_load_safely"]
+__all__ = ["Checkpoint", "check_architecture", "load_checkpoint", "load_state_dict", "torch_load_safely"]
 
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module")
 _PREFIXES = ("module.", "_orig_mod.")
@@ -190,3 +190,28 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
 def load_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """OpenAI-layout, fp32 state dict from any supported checkpoint file or HF directory."""
     return load_checkpoint(path).state_dict
+
+
+def check_architecture(path: str | os.PathLike[str], arch: str) -> None:
+    """Refuse a file whose tensors are not exactly those of architecture `arch` (names and shapes).
+
+    Downloads without a full pinned sha256 pass through here before they are cached under a
+    registry name, so a mirror cannot make a 7 M-parameter model answer to ``ViT-B/32``. The
+    architecture is built on the meta device: no memory for its weights.
+    """
+    from clipforge.models import create_model_from_config, get_config
+
+    got = load_checkpoint(path).state_dict
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in create_model_from_config(get_config(arch)).state_dict().items()
+                    if k not in _NON_PARAMETER_KEYS}
+    missing = [k for k in expected if k not in got]
+    extra = [k for k in got if k not in expected]
+    wrong = [k for k in expected if k in got and tuple(got[k].shape) != expected[k]]
+    if missing or extra or wrong:
+        count = sum(v.numel() for v in got.values())
+        want = sum(int(torch.Size(s).numel()) for s in expected.values())
+        first = (f"{wrong[0]} has shape {tuple(got[wrong[0]].shape)}, not {expected[wrong[0]]}" if wrong
+                 else f"it lacks {missing[0]}" if missing else f"it has an unexpected tensor {extra[0]}")
+        raise CheckpointFormatError(f"{Path(path).name} does not hold {arch} weights: {count:,} parameters where "
+                                    f"{arch} has {want:,}; {first}")

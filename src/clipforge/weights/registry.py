@@ -6,9 +6,13 @@ zoo for the CLIPs of OpenAI's shape. An entry is an (architecture, tag) pair, as
 ``"openai"`` only. Each entry carries what is needed to use the weights correctly: the
 activation they were trained with, their preprocessing, and the published ImageNet top-1.
 
-Hashes: OpenAI's URLs end in ``<sha256>/<file>``; open_clip's release files end in the first
-8 hex digits of theirs (checked as a prefix); Hugging Face hub files are checked against the
-sha256 the hub announces (``X-Linked-Etag``) while downloading.
+Hashes (the policy is `clipforge.weights.download`'s): a file is trusted only through a full
+sha256 pinned here. OpenAI's URLs end in ``<sha256>/<file>``; any other file is pinned by
+`zoo_data.PINNED_SHA256` (the hub's LFS sha256 or a release file's published digest) where one
+is known. open_clip's release files publish only the first 8 hex digits (kept as a prefix check)
+and a hub announces its own (``X-Linked-Etag``), which a mirror named by ``HF_ENDPOINT`` can make
+up: without a pin such files are refused unless the user opts in (``CLIPFORGE_ALLOW_UNPINNED=1``),
+and then their tensors' shapes must match the entry's architecture before they are cached.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ class Source:
 
     url: str
     filename: str
-    sha256: str | None  # full hex digest or a published prefix (>= 8 hex digits); None: ask the server
+    sha256: str | None  # full hex digest (trusted) or a published prefix (>= 8 hex digits); None: not pinned
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,8 @@ class PretrainedWeights:
         endpoint = os.environ.get(HF_ENDPOINT_ENV, "").rstrip("/") or "https://huggingface.co"
         for file in HF_FILES if self.hf_repo else ():
             out.append(Source(f"{endpoint}/{self.hf_repo}/resolve/main/{file}",
-                              f"{self.hf_repo.replace('/', '--')}--{file}", None))
+                              f"{self.hf_repo.replace('/', '--')}--{file}",
+                              zoo_data.PINNED_SHA256.get(f"{self.hf_repo}/{file}")))
         return out
 
 
@@ -88,7 +93,11 @@ def sha256_from_url(url: str) -> str:
 
 
 def _release_sha_prefix(url: str) -> str | None:
-    """open_clip's release files end in ``-<first 8 hex of sha256>.pt``."""
+    """The full pinned sha256 of a release file when known, else the first 8 hex digits that
+    open_clip's release file names end in (``-<8 hex>.pt``), a prefix check only."""
+    pinned = zoo_data.PINNED_SHA256.get(os.path.basename(urlparse(url).path))
+    if pinned:
+        return pinned
     match = re.search(r"-([0-9a-f]{8})\.pth?$", urlparse(url).path)
     return match.group(1) if match else None
 

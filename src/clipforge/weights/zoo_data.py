@@ -133,3 +133,10 @@ ENTRIES: list[tuple] = [
     ("ViT-bigG-14", "metaclip_fullcc", f"{METACLIP_BASE}/G14_fullcc2.5b.pt",
      "timm/vit_gigantic_patch14_clip_224.metaclip_2pt5b", True, None, {}),
 ]
+
+# Full sha256 pins for files other than OpenAI's (whose URLs carry theirs): key "<hub repo>/<file>" for a
+# Hugging Face hub file (its LFS sha256, shown on the hub's file page), or a release file's name. Add a pin
+# only from a digest read from the publisher; a file without one is refused unless the user sets
+# CLIPFORGE_ALLOW_UNPINNED=1 (clipforge.weights.download). None could be read from the publishers while this
+# table was written (no network), so it starts empty.
+PINNED_SHA256: dict[str, str] = {}
