@@ -237,7 +237,7 @@ def load_model(spec: Spec, device: str | torch.device | None = None, *, pretrain
         weights = f"random (seed {seed})"
     else:
         from clipforge.models import build_model
-        from clipforge.weights import load_checkpoint
+        from clipforge.weights import CheckpointFormatError, load_checkpoint
         from clipforge.weights.zoo import checkpoint_config
 
         assert source.checkpoint is not None
@@ -247,7 +247,13 @@ def load_model(spec: Spec, device: str | torch.device | None = None, *, pretrain
             config, note = {**config, "activation": source.activation}, source.note
         if note:
             warnings.warn(note, stacklevel=2)
-        model = build_model(checkpoint.state_dict, config=config)
+        try:
+            model = build_model(checkpoint.state_dict, config=config)
+        except RuntimeError as err:  # a config that passed its field checks but does not fit the tensors
+            lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
+            reason = lines[1] if len(lines) > 1 else lines[0]  # the first mismatch, under torch's heading
+            raise CheckpointFormatError(f"{source.checkpoint}: its tensors do not fit the architecture it records "
+                                        f"({reason})") from None
         model.preprocess_cfg = source.preprocess_cfg or checkpoint.preprocess  # saved files and save_hf keep it
         weights = source.weights
     from clipforge.inference.precision import enable_fast_forward  # batch-1/autocast speed, same numbers

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from clipforge.cli.main import main
-from clipforge.train.config import build_config, list_recipes, load_recipe, parse_override
+from clipforge.train.config import TrainConfigError, build_config, list_recipes, load_recipe, parse_override
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
@@ -25,7 +25,8 @@ def test_recipes_are_data_with_the_source_hyperparameters():
             ("ViT-L/14", 64, 1e-6, [0.9, 0.98], 1e-6, 0.2)
         assert r["templates"] == ["A photo of a {}."]
     assert load_recipe("pretrain")["data"] == "webdataset"
-    with pytest.raises(KeyError, match="finetune-cub"):
+    assert load_recipe("pretrain")["model"] == "random:ViT-B/32"  # random weights are asked for by name
+    with pytest.raises(TrainConfigError, match="finetune-cub"):
         load_recipe("no-such-recipe")
 
 

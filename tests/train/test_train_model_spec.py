@@ -91,9 +91,9 @@ def test_model_clipforge_tiny_is_fine_tuned(captions, tmp_path):
 def test_bad_model_and_bad_values_are_one_line_and_exit_2(captions, tmp_path, capsys):
     assert main(_args(captions, tmp_path / "x", "--model", str(tmp_path / "missing.safetensors"))) == 2
     err = capsys.readouterr().err
-    assert err.startswith("clipforge train: ") and "missing.safetensors" in err and err.count("\n") == 1
+    assert err.startswith("error: ") and "missing.safetensors" in err and err.count("\n") == 1
     assert main(["train", "--set", "lr=abc"]) == 2
-    assert capsys.readouterr().err == "clipforge train: config field 'lr' must be a number, got 'abc'\n"
+    assert capsys.readouterr().err == "error: config field 'lr' must be a number, got 'abc'\n"
 
 
 def test_two_ranks_fine_tune_a_checkpoint_as_one_process_does(captions, checkpoint, tmp_path):
@@ -120,8 +120,8 @@ def test_two_ranks_fine_tune_a_checkpoint_as_one_process_does(captions, checkpoi
 
 
 def test_the_training_package_never_imports_the_cli():
-    """`python -m clipforge.train` used to import clipforge.cli.train (an upward import and a
-    cli<->train cycle); the arguments now live in clipforge.train.command."""
+    """The training package never imports the CLI (an upward import): `clipforge train`'s arguments
+    live in clipforge.cli.train like every command's, and torchrun runs `-m clipforge train`."""
     import ast
 
     import clipforge.train
@@ -155,4 +155,4 @@ def test_wise_ft_takes_model_specs_like_every_command(tmp_path, capsys):
     assert main(["wise-ft", "--zeroshot", "clipforge-tiny", "--finetuned", str(tmp_path / "nope.pt"),
                  "--out", str(tmp_path / "x.safetensors")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("clipforge wise-ft: ") and err.count("\n") == 1
+    assert err.startswith("error: ") and err.count("\n") == 1  # the one error edge's line

@@ -40,7 +40,7 @@ def test_cifar_recipe_20_steps_on_the_real_training_jpegs(tmp_path, capsys):
                  "--steps", "20", "--batch-size", "64", "--set", "max_samples=1280",
                  "--set", "val_max_samples=500"])
     assert code == 0
-    printed = capsys.readouterr().out
+    printed = capsys.readouterr().err  # evaluation lines go to stderr: stdout carries the result
     line = re.search(r"epoch 1 \(step 20, \d+/1200 s of training\): val_top1 (0\.\d{4}), val_samples 500", printed)
     assert line, printed
     weights = out / "checkpoints" / f"model-1_acc-{line.group(1)}.safetensors"

@@ -46,22 +46,17 @@ def open_library(args: argparse.Namespace, **kwargs: Any):
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    """Errors that mean "bad input or environment", printed as one line instead of a traceback."""
-    from clipforge.library.schema import SchemaError  # also DamagedLibraryError
+    """Errors that mean "bad input or environment": the one list, `clipforge.cli.main.user_errors`."""
+    from clipforge.cli.main import user_errors as every_user_error
 
-    errors: tuple[type[BaseException], ...] = (OSError, ValueError, SchemaError)
-    try:
-        from clipforge.weights.errors import DownloadError, UnsafeCheckpointError
-
-        errors += (DownloadError, UnsafeCheckpointError)
-    except ImportError:
-        pass
-    return errors
+    return every_user_error()
 
 
 def fail(message: object) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 2
+    """One line and the user-error status, through the one error edge (`clipforge.cli.main.report_error`)."""
+    from clipforge.cli.main import report_error
+
+    return report_error(message if isinstance(message, BaseException) else str(message))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

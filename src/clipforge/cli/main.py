@@ -5,10 +5,13 @@ Subcommands are discovered: every module in `clipforge.cli` that defines
 subcommand is one new file, and modules import their heavy dependencies lazily inside
 their `run` functions so `clipforge --help` stays fast.
 
-`main` is also the one place that turns failures a user can fix into one line on stderr and
-a non-zero exit: bad input (ValueError, missing files, unreadable checkpoints), a missing
-optional extra ("pip install 'clipforge[app]'"), and a closed stdout (`clipforge models --json | head`).
-Anything else is a bug and keeps its traceback.
+`main` is also the one place that turns failures into exit statuses (the error edge): a
+`clipforge.errors.UserError` (and the plain ValueError / OSError of bad input) becomes one line
+``error: ...`` on stderr and status 2 (`report_error`, which commands that keep going after a
+bad item call too), a missing optional extra names it ("pip install 'clipforge[app]'"), a closed
+stdout (`clipforge models --json | head`) ends quietly with 141. Anything else is a bug and keeps
+its traceback. No other module calls `sys.exit` or chooses a status for an exception
+(tests/core/test_one_error_edge.py).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ EXTRA_OF_MODULE: dict[str, str] = {
     "webdataset": "train", "tensorboard": "train",
     "onnx": "onnx", "onnxruntime": "onnx", "onnxscript": "onnx",
 }
-EXIT_USER_ERROR = 2
+EXIT_USER_ERROR = 2  # the same number as clipforge.errors.EXIT_USER_ERROR (kept here: no import at --help)
 EXIT_BROKEN_PIPE = 141  # what a shell reports for a process ended by SIGPIPE
 
 
@@ -73,12 +76,23 @@ def missing_extra_message(exc: BaseException, command: str | None) -> str | None
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    """Failures caused by the user's input or environment: one line, no traceback."""
-    from clipforge.inference.precision import Bf16UnsupportedError
-    from clipforge.weights.errors import DownloadError, UnsafeCheckpointError
+    """Failures caused by the user's input or environment: one line, no traceback.
 
-    # CheckpointFormatError is a ValueError
-    return OSError, ValueError, DownloadError, UnsafeCheckpointError, Bf16UnsupportedError
+    `UserError` is the family every layer's own errors join (CheckpointFormatError, DownloadError,
+    ImageLoadError, TemplateError, ConfigError, ...); ValueError and OSError stay for the standard
+    library's own reports of bad input (a missing file, an unparsable number)."""
+    from clipforge.errors import UserError
+
+    return UserError, OSError, ValueError
+
+
+def report_error(error: BaseException | str) -> int:
+    """Print one line ``error: ...`` on stderr and return the user-error exit status (2)."""
+    from clipforge.errors import one_line
+
+    text = one_line(error) if isinstance(error, BaseException) else " ".join(str(error).split())
+    print(f"error: {text}", file=sys.stderr)
+    return EXIT_USER_ERROR
 
 
 def _silence_stdout() -> None:
@@ -126,8 +140,7 @@ def _run(args: argparse.Namespace) -> int:
         message = missing_extra_message(exc, _command_name(args))
         if message is None and not isinstance(exc, user_errors()):
             raise
-        print(f"error: {message or exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return report_error(message or exc)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", default=None,
                         help="model name, checkpoint path, or test config; default: the library's own model, for a "
                              "new library ViT-B/32 when cached, else the shipped clipforge-tiny")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cpu)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available, else cpu)")
     parser.add_argument("--max-upload", default="20MB", metavar="SIZE", help="largest image accepted (default 20MB)")
     parser.add_argument("--max-pixels", type=int, default=50_000_000,
                         help="largest decoded image in pixels (default 50,000,000)")
@@ -74,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
             token = os.environ.get("CLIPFORGE_TOKEN", "").strip() or None
         return serve(args.library, host=args.host, port=args.port, token=token, model=args.model, limits=limits,
                      device=args.device, log_level=args.log_level, ui=not args.no_ui, create=args.create)
-    except (ServeError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except (ServeError, ValueError) as exc:  # one line and status 2, through the one error edge
+        from clipforge.cli.main import report_error
+
+        return report_error(exc)

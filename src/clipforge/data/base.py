@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from clipforge.errors import UserError
 from clipforge.image import IMAGE_EXTENSIONS as _IMAGE_EXTENSIONS
 
 __all__ = [
@@ -41,7 +42,7 @@ DECODE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-class DatasetLayoutError(FileNotFoundError):
+class DatasetLayoutError(UserError, FileNotFoundError):
     """A dataset root lacks a file or folder its layout needs.
 
     The message always names the missing path and describes the expected layout, because the
@@ -49,7 +50,7 @@ class DatasetLayoutError(FileNotFoundError):
     """
 
 
-class DatasetFormatError(ValueError):
+class DatasetFormatError(UserError, ValueError):
     """A dataset file exists but its content is not what the layout promises."""
 
 

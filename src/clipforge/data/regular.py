@@ -12,13 +12,15 @@ from __future__ import annotations
 import os
 import stat
 
+from clipforge.errors import UserError
+
 __all__ = ["NotRegularFileError", "read_regular_file", "special_kind"]
 
 _KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
           (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a directory"))
 
 
-class NotRegularFileError(ValueError):
+class NotRegularFileError(UserError, ValueError):
     """`path` is a FIFO, socket, device or folder; `reason` says which ("not a regular file (a FIFO)")."""
 
     def __init__(self, path: str | os.PathLike[str], reason: str) -> None:

@@ -83,18 +83,23 @@ class TrainTransform:
         ratio: Sequence[float] = (3 / 4, 4 / 3),
         hflip: bool = False,
         seed: int = 0,
+        *,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        interpolation: str = "bicubic",
     ) -> None:
-        from clipforge.image import Preprocess
+        from clipforge.image import MEAN, STD, Preprocess
 
         self.size = int(size)
-        self.crop = RandomResizedCrop(size, scale, ratio)
+        resample = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}[interpolation]
+        self.crop = RandomResizedCrop(size, scale, ratio, interpolation=resample)
         self.hflip = bool(hflip)
-        self._normalizer = Preprocess(self.size)
+        self._normalizer = Preprocess(self.size, mean=mean or MEAN, std=std or STD)  # the weights' own
         self._rng = random.Random(seed)
 
     def __repr__(self) -> str:
         return (f"TrainTransform(size={self.size}, scale={self.crop.scale}, ratio={tuple(round(r, 4) for r in self.crop.ratio)}, "
-                f"hflip={self.hflip}) -> Normalize(CLIP mean/std)")
+                f"hflip={self.hflip}) -> Normalize(mean={self._normalizer.mean}, std={self._normalizer.std})")
 
     def pixels(self, image: Image.Image, rng: random.Random | None = None) -> Image.Image:
         """The augmented RGB image (before tensor conversion), for inspection and tests."""

@@ -23,6 +23,7 @@ from typing import IO
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from clipforge.errors import UserError
 from clipforge.image.geometry import exif_orientation, orientation_transpose, transpose_box, transposed_size
 from clipforge.image.modes import to_rgb
 
@@ -43,7 +44,7 @@ _KEEP_AS_IS_FORMATS = frozenset({"JPEG", "PNG", "WEBP"})
 _PIL_GLOBAL_LOCK = threading.Lock()
 
 
-class ImageLoadError(ValueError):
+class ImageLoadError(UserError, ValueError):
     """An image could not be loaded. ``str(err)`` names the file and the reason; ``err.path`` and
     ``err.reason`` hold them separately so batch jobs can count failures by reason."""
 

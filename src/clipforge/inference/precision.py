@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from clipforge.errors import UserError
 from clipforge.inference.cpu import bf16_supported, onednn_available
 from clipforge.inference.fast_resnet import (
     InferenceAttentionPool2d,
@@ -59,7 +60,7 @@ _CONFIGURED = (*_PACKED, InferenceCLIP)
 _ATTR = "_cf_precision"
 
 
-class Bf16UnsupportedError(RuntimeError):
+class Bf16UnsupportedError(UserError, RuntimeError):
     """bf16 was asked for on a CPU without native bf16 matmuls."""
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from clipforge.errors import UserError
 from clipforge.library.dbfile import damaged, display_path
 from clipforge.library.encoder import Encoder, default_model_name, resolve_encoder
 from clipforge.library.index_manager import IndexManager
@@ -41,7 +42,7 @@ _META_DIM = "embed_dim"
 _META_DTYPE = "vector_dtype"
 
 
-class ModelMismatchError(ValueError):
+class ModelMismatchError(UserError, ValueError):
     """The library's vectors come from a different model than the one offered."""
 
 

@@ -23,13 +23,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from clipforge.errors import UserError
+
 __all__ = ["QueryError", "QueryTerm", "combine_terms", "parse_query"]
 
 _WEIGHT = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*:")
 _PREFIX = re.compile(r"(image|img|text):", re.IGNORECASE)
 
 
-class QueryError(ValueError):
+class QueryError(UserError, ValueError):
     """A query string that does not follow the grammar; the message points at the position."""
 
 

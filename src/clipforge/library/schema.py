@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from clipforge.errors import UserError
+
 __all__ = ["SCHEMA_VERSION", "SchemaError", "migrate"]
 
 SCHEMA_VERSION = 1
@@ -60,7 +62,7 @@ CREATE INDEX tags_label ON tags(model, label, rank);
 _MIGRATIONS: dict[int, str] = {}
 
 
-class SchemaError(RuntimeError):
+class SchemaError(UserError, RuntimeError):
     """The database was written by a newer clipforge, or is not a clipforge library."""
 
 

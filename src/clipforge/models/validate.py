@@ -5,6 +5,13 @@ can write. Without a check, a negative head count builds a model that fails at i
 forward pass, a width of 10**30 overflows inside torch, and a zero divides; every one of those
 surfaces far from its cause. Here each field is checked for type and a plausible range, and
 the first bad one is named in a `ConfigError`.
+
+Fields each in range can still multiply into a model no machine holds (every field at its
+maximum asks for trillions of parameters: a process grew to 13.8 GB before the kernel killed
+it). So the whole is bounded too, from the config alone, before anything is allocated:
+`estimate_elements` counts parameters and buffers (exactly), `validate_config` refuses more than `MAX_ELEMENTS`, and
+`check_fits_memory` refuses a model (or, for training, a model with its gradients and AdamW
+state) larger than the memory this machine has available.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from clipforge.errors import UserError
 from clipforge.models.configs import ACTIVATIONS, ArchConfig, mlp_width, vision_heads
 
 # Generous upper bounds: 10x beyond the largest published CLIPs, small enough that nothing
@@ -30,12 +38,15 @@ _LIMITS: dict[str, tuple[int, int]] = {
     "vision_head_width": (1, 32768),
 }
 _VIT_LAYERS = (1, 1024)
+# About 1.6x the largest published CLIP (ViT-bigG-14: 2.54 G parameters), 16 GB in fp32.
+MAX_ELEMENTS = 4_000_000_000
+BYTES_PER_ELEMENT = {"inference": 4, "training": 16}  # fp32 weights; + gradients + AdamW's two moments
 _REQUIRED = ("embed_dim", "image_resolution", "vision_layers", "vision_width", "context_length",
              "vocab_size", "transformer_width", "transformer_heads", "transformer_layers")
 _OPTIONAL = ("vision_patch_size", "activation", "vision_head_width", "vision_mlp_ratio")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """An architecture config with a missing, malformed or implausible field."""
 
 
@@ -93,4 +104,74 @@ def validate_config(config: Any) -> ArchConfig:
                           f"the image tower's width {out['vision_width']}")
     if mlp_width(out) < 1:
         raise ConfigError("field 'vision_mlp_ratio' gives an empty MLP")
+    elements = estimate_elements(out)
+    if elements > MAX_ELEMENTS:
+        raise ConfigError(f"this model config builds about {elements:,} parameters and buffers "
+                          f"({elements * 4 / 1e9:,.1f} GB in fp32), more than the {MAX_ELEMENTS:,} clipforge allows "
+                          f"(the largest published CLIP has 2.5 G); lower its widths, layers or context_length")
     return out
+
+
+def _vit_elements(config: ArchConfig) -> int:
+    width, patch, layers = config["vision_width"], config["vision_patch_size"], config["vision_layers"]
+    hidden = mlp_width(config)
+    grid = (config["image_resolution"] // patch) ** 2
+    block = 4 * width * width + 4 * width + 2 * width * hidden + hidden + width + 4 * width
+    return 3 * patch * patch * width + width + (grid + 1) * width + 4 * width + layers * block \
+        + width * config["embed_dim"]
+
+
+def _bn(channels: int) -> int:
+    return 4 * channels + 1  # weight, bias, running mean and variance, batches seen
+
+
+def _resnet_elements(config: ArchConfig) -> int:
+    """ModifiedResNet's parameters and buffers: stem, bottleneck stages, attention pool."""
+    width, layers = config["vision_width"], config["vision_layers"]
+    half = width // 2
+    total = 27 * half + _bn(half) + 9 * half * half + _bn(half) + 9 * half * width + _bn(width)
+    inplanes = width
+    for stage, blocks in enumerate(layers):
+        planes = width * 2 ** stage
+        for block in range(blocks):
+            total += inplanes * planes + _bn(planes) + 9 * planes * planes + _bn(planes) + 4 * planes * planes \
+                + _bn(4 * planes)
+            if block == 0 and (stage > 0 or inplanes != 4 * planes):
+                total += inplanes * 4 * planes + _bn(4 * planes)
+            inplanes = 4 * planes
+    embed, out = width * 32, config["embed_dim"]
+    grid = (config["image_resolution"] // 32) ** 2
+    return total + (grid + 1) * embed + 3 * (embed * embed + embed) + embed * out + out
+
+
+def estimate_elements(config: ArchConfig) -> int:
+    """Parameters plus buffers of the CLIP `config` describes (validated fields), without building it."""
+    width, context = config["transformer_width"], config["context_length"]
+    text = config["vocab_size"] * width + context * width + config["transformer_layers"] * (
+        12 * width * width + 13 * width) + 2 * width + width * config["embed_dim"] + 1
+    image = _resnet_elements(config) if isinstance(config["vision_layers"], (list, tuple)) else _vit_elements(config)
+    return text + image
+
+
+def available_memory_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), else None (then no memory check is made)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def check_fits_memory(config: ArchConfig, purpose: str = "inference", available: int | None = None) -> int:
+    """Refuse (ConfigError) a validated config whose model needs more memory than is available;
+    returns the estimated bytes. `purpose` "training" counts gradients and AdamW's state too."""
+    need = estimate_elements(config) * BYTES_PER_ELEMENT[purpose]
+    available = available_memory_bytes() if available is None else available
+    if available is not None and need > available:
+        raise ConfigError(f"this model config needs about {need / 1e9:,.1f} GB for {purpose} "
+                          f"({estimate_elements(config):,} parameters and buffers), but only "
+                          f"{available / 1e9:,.1f} GB of memory is available; use a smaller model")
+    return need

@@ -28,13 +28,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from clipforge.errors import UserError
 from clipforge.server.limits import ServerLimits
 
 __all__ = ["ServeError", "bind_socket", "build_server", "choose_model", "is_loopback", "open_server_library",
            "read_token_file", "redact_query", "serve"]
 
 
-class ServeError(RuntimeError):
+class ServeError(UserError, RuntimeError):
     """The server cannot start; the message says why and what to do."""
 
 

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from clipforge.errors import UserError
+
 from .fast import FastTokenizer
 from .vocab import EOT_TOKEN, SOT_TOKEN
 
@@ -19,7 +21,7 @@ _lock = threading.Lock()
 _tokenizer: FastTokenizer | None = None
 
 
-class TextTooLongError(ValueError, RuntimeError):
+class TextTooLongError(UserError, ValueError, RuntimeError):
     """A text has more tokens than the context allows.
 
     A ValueError (bad input), and also a RuntimeError because that is what openai/CLIP's

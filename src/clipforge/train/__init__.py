@@ -1,8 +1,9 @@
 """Contrastive training: loss (single and distributed), optimiser groups, schedule, trainer,
 checkpoints that resume exactly, recipes as data, and WiSE-FT weight interpolation.
 
-Names are imported on first use, so the command line can register `clipforge train` (from
-`clipforge.train.command`) without importing torch.
+Names are imported on first use, so `clipforge train` (its arguments live in `clipforge.cli.train`,
+like every command's) registers without importing torch; torchrun runs the same command:
+`torchrun --nproc_per_node N -m clipforge train ...`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "TrainConfig": "config", "build_config": "config", "list_recipes": "config", "load_recipe": "config",
+    "TrainConfig": "config", "build_config": "config", "build_run_config": "checks", "list_recipes": "config",
+    "load_recipe": "config", "describe_recipes": "config", "TrainConfigError": "config", "check_config": "checks",
     "ClipLoss": "loss", "clip_loss": "loss", "gather_with_grad": "loss", "unique_caption_loss": "loss",
 }
 

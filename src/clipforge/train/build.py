@@ -1,9 +1,12 @@
 """What a training run trains and evaluates: the model from its spec, the zero-shot eval sets.
 
 `build_model` is where `clipforge train --model` meets the project's one model loader
-(`clipforge.api.load_model`): a checkpoint file, `clipforge-tiny` or `ARCH:TAG` is loaded with
-its architecture inferred from the tensors, exactly as `clipforge.load` does, and fine-tuned;
-a bare architecture name (or an inline `model_config`) starts from random weights.
+(`clipforge.api.load_model`), so a spec means in training what it means in every command:
+``ViT-B/32`` is OpenAI's weights (downloaded and verified; offline the run fails before it starts,
+it never trains from noise), a checkpoint file, `clipforge-tiny` or ``ARCH:TAG`` is fine-tuned, and
+random weights are asked for as ``random:ARCH`` (or an inline `model_config`). The model carries the
+preprocessing its weights need (`preprocess_cfg`): training normalises with it, evaluation
+preprocesses with it, and every saved checkpoint records it.
 """
 
 from __future__ import annotations
@@ -13,56 +16,85 @@ from typing import Any
 
 from torch import nn
 
-from clipforge.train.config import TrainConfig
+from clipforge.train.config import TrainConfig, TrainConfigError
 
 
 def build_model(config: TrainConfig) -> nn.Module:
-    """The model to train: `pretrained` weights (any spec `clipforge.api.load_model` takes), else
-    `model_config` (an inline architecture, random init), else `model`: an architecture name is
-    randomly initialised (seeded by the trainer), anything else (a checkpoint file, `clipforge-tiny`,
-    `ARCH:TAG`, `random:ARCH`) is loaded by the one loader and fine-tuned."""
+    """The model to train, with `preprocess_cfg` set: `pretrained` weights (any spec
+    `clipforge.api.load_model` takes, checked against `model_config` / the architecture `model`
+    names), else `model_config` (random init, seeded by the trainer), else `model` (any spec)."""
     from clipforge.models import create_model_from_config
+    from clipforge.train.checks import check_model_config
+    from clipforge.weights.preprocess_cfg import validate_preprocess
 
     if config.model_config is not None and config.pretrained is None:
-        return create_model_from_config(dict(config.model_config))
-    arch = _architecture(config.model)
-    if config.pretrained is None:
-        return create_model_from_config(arch) if arch is not None else _load(config.model)
-    model = _load(config.pretrained)
-    expected = create_model_from_config(dict(config.model_config)) if config.model_config is not None else None
-    if expected is None and arch is not None:
-        expected = create_model_from_config(arch)
-    if expected is not None and {k: v.shape for k, v in model.state_dict().items()} != \
-            {k: v.shape for k, v in expected.state_dict().items()}:
-        raise ValueError(f"pretrained weights {config.pretrained!r} do not fit architecture "
-                         f"{'model_config' if config.model_config is not None else repr(config.model)}")
+        model = create_model_from_config(check_model_config(config.model_config))
+    elif config.pretrained is None:
+        model = _load(config.model, config.seed)
+    else:
+        model = _load(config.pretrained, config.seed)
+        expected = check_model_config(config.model_config) if config.model_config is not None \
+            else _architecture(config.model)
+        if expected is not None and _shapes(model) != _meta_shapes(expected):
+            raise TrainConfigError(f"pretrained weights {config.pretrained!r} do not fit architecture "
+                                   f"{'model_config' if config.model_config is not None else repr(config.model)}")
+    model.preprocess_cfg = validate_preprocess(dict(getattr(model, "preprocess_cfg", None) or {}))
     return model
 
 
+def _shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def _meta_shapes(config: dict) -> dict[str, tuple[int, ...]]:
+    import torch
+
+    from clipforge.models import create_model_from_config
+
+    with torch.device("meta"):
+        return _shapes(create_model_from_config(dict(config)))
+
+
 def _architecture(spec: str) -> dict | None:
-    """The config of an architecture name (not a file of that name), else None."""
+    """The config of an architecture name or ``random:ARCH`` (not a file of that name), else None."""
+    from clipforge.api import RANDOM_PREFIX
     from clipforge.models import get_config
 
+    name = spec.removeprefix(RANDOM_PREFIX)
     if Path(spec).expanduser().exists():
         return None
     try:
-        return get_config(spec)
+        return get_config(name)
     except KeyError:
         return None
 
 
-def _load(spec: str) -> nn.Module:
-    """Weights through the project's one model loader (architecture inferred from the tensors)."""
-    from clipforge.api import load_model
+def _load(spec: str, seed: int) -> nn.Module:
+    """Any spec through the project's one model loader; random weights are seeded by `seed` and
+    first checked to fit this machine's memory with their gradients and optimiser state."""
+    from clipforge.api import RANDOM_PREFIX, load_model
 
-    return load_model(spec, device="cpu").model.train()
+    if spec.startswith(RANDOM_PREFIX) or spec.startswith("test-"):
+        from clipforge.train.checks import check_model_config
+
+        arch = _architecture(spec)
+        if arch is not None:
+            check_model_config(arch)
+    return load_model(spec, device="cpu", seed=seed).model.train()
 
 
-def build_eval_hooks(config: TrainConfig, image_size: int) -> list[Any]:
-    from clipforge.data import open_dataset
-    from clipforge.image import build_preprocess
-    from clipforge.train.data import strided_subset
+def preprocess_of(model: nn.Module) -> dict[str, Any]:
+    """The mean/std/interpolation/resize the model's weights need (OpenAI's for random weights)."""
+    from clipforge.weights.preprocess_cfg import validate_preprocess
+
+    return validate_preprocess(dict(getattr(model, "preprocess_cfg", None) or {}))
+
+
+def build_eval_hooks(config: TrainConfig, image_size: int, preprocess: dict[str, Any] | None = None) -> list[Any]:
+    """Zero-shot evaluation sets, preprocessed as the weights need (`preprocess`: `preprocess_of(model)`)."""
+    from clipforge.train.data import open_split, strided_subset
     from clipforge.train.evalhook import ZeroShotEval
+    from clipforge.weights.preprocessing import build_weights_preprocess
     from clipforge.zeroshot import get_templates
 
     hooks = []
@@ -76,7 +108,7 @@ def build_eval_hooks(config: TrainConfig, image_size: int) -> list[Any]:
             root = _sibling_split(root, config.split, split)
         if root is None:
             raise ValueError(f"{name}_dataset={dataset!r} needs {name}_root")
-        ds = open_dataset(dataset, root, split, transform=build_preprocess(image_size))
+        ds = open_split(dataset, root, split, transform=build_weights_preprocess(image_size, preprocess))
         if name == "val":  # every class keeps its share of a capped evaluation set
             ds = strided_subset(ds, config.val_max_samples)
         if config.in_memory:  # decode once; each epoch's evaluation then only preprocesses pixels

@@ -3,6 +3,12 @@
 A recipe (`recipes/<name>.json`) is a partial config; the command line may name a recipe,
 then override single fields (`--set lr=1e-5 --set lock_image=true`). Values are parsed as JSON
 where possible, so numbers, booleans, lists and null work, and fall back to plain strings.
+
+A recipe also says what it is for, beside its fields: ``description``, ``for`` (the model and data
+its hyperparameters were chosen for, and the result to expect) and ``lr_by_size`` (learning rates
+for models of other sizes: a fine-tuning lr of ViT-L/14 does not move a small model at all).
+`--list-recipes` prints them; `recipe_advice` scales the lr, and says so, when `--model` is far
+from the recipe's own model.
 """
 
 from __future__ import annotations
@@ -14,11 +20,17 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from clipforge.errors import UserError
+
+
+class TrainConfigError(UserError, ValueError):
+    """A training config value, recipe or override that cannot be used (one line naming it)."""
+
 
 @dataclass
 class TrainConfig:
     # model
-    model: str = "ViT-B/32"                 # architecture name (random init), or any `--model` spec with weights
+    model: str = "ViT-B/32"                 # any `--model` spec (ViT-B/32: OpenAI's weights); random:ARCH for random
     pretrained: str | None = None           # weights to start from (any spec clipforge.api.load_model takes)
     model_config: dict | None = None        # inline CLIP(**model_config) architecture, randomly initialised
     # data: "labelled" (a registry dataset turned into captions), "csv", "folder", "webdataset"
@@ -47,6 +59,8 @@ class TrainConfig:
     epochs: int = 1
     steps: int | None = None                # stop after this many optimiser steps (overrides epochs)
     lr: float = 1e-5
+    lr_by_size: list[dict] | None = None     # [{"below_params": N, "lr": X}, ...]: the lr for smaller models
+                                            # than the recipe's own (first match); dropped when lr is given
     weight_decay: float = 0.2
     betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
     eps: float = 1e-6
@@ -91,30 +105,64 @@ class TrainConfig:
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 
+_RECIPE_INFO = ("description", "source", "for")
+
+
 def list_recipes() -> list[str]:
     folder = resources.files("clipforge.train") / "recipes"
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".json"))
 
 
-def load_recipe(name: str) -> dict[str, Any]:
-    """A packaged recipe by name, or a JSON file by path."""
+def _recipe_json(name: str) -> tuple[dict[str, Any], str]:
     path = Path(name)
     if path.suffix == ".json" and path.is_file():
         text, origin = path.read_text(encoding="utf-8"), str(path)
     else:
         resource = resources.files("clipforge.train") / "recipes" / f"{name}.json"
         if not resource.is_file():
-            raise KeyError(f"unknown recipe {name!r}; packaged recipes: {', '.join(list_recipes())}")
+            raise TrainConfigError(f"unknown recipe {name!r}; packaged recipes: {', '.join(list_recipes())} "
+                                   "(or the path of a .json file)")
         text, origin = resource.read_text(encoding="utf-8"), f"recipe {name}"
     try:
         data = json.loads(text)
     except ValueError as err:
-        raise ValueError(f"{origin} is not valid JSON: {err}") from err
-    data.pop("description", None)
-    data.pop("source", None)
+        raise TrainConfigError(f"{origin} is not valid JSON: {err}") from err
+    if not isinstance(data, dict):
+        raise TrainConfigError(f"{origin} must be a JSON object of config fields")
+    return data, origin
+
+
+def recipe_info(name: str) -> dict[str, Any]:
+    """What a recipe says about itself: description, what it is for, lr by model size."""
+    data, _ = _recipe_json(name)
+    return {key: data[key] for key in _RECIPE_INFO if key in data}
+
+
+def describe_recipes() -> str:
+    """`--list-recipes`: each recipe with the model and data it is for and the result to expect."""
+    lines = []
+    for name in list_recipes():
+        info = recipe_info(name)
+        target = info.get("for", {})
+        lines.append(name)
+        for key, label in (("model", "model"), ("data", "data"), ("expect", "expect")):
+            if key in target:
+                lines.append(f"  {label + ':':8s}{target[key]}")
+        rules = _recipe_json(name)[0].get("lr_by_size") or []
+        if rules:
+            sizes = "; ".join(f"below {rule['below_params']:,} parameters lr {rule['lr']:g}" for rule in rules)
+            lines.append(f"  {'other models:':8s}the lr is scaled to the model's size ({sizes}; --lr sets it)")
+    return "\n".join(lines)
+
+
+def load_recipe(name: str) -> dict[str, Any]:
+    """A packaged recipe by name, or a JSON file by path (its config fields only)."""
+    data, origin = _recipe_json(name)
+    for key in _RECIPE_INFO:
+        data.pop(key, None)
     unknown = set(data) - set(FIELDS)
     if unknown:
-        raise ValueError(f"{origin}: unknown fields {sorted(unknown)}; known: {sorted(FIELDS)}")
+        raise TrainConfigError(f"{origin}: unknown fields {sorted(unknown)}; known: {sorted(FIELDS)}")
     return data
 
 
@@ -124,11 +172,11 @@ _BOOLS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false":
 def parse_override(item: str) -> tuple[str, Any]:
     """`key=value` -> (key, JSON-decoded value, or the raw string)."""
     if "=" not in item:
-        raise ValueError(f"override {item!r} must look like key=value")
+        raise TrainConfigError(f"override {item!r} must look like key=value")
     key, raw = item.split("=", 1)
     key = key.strip().replace("-", "_")
     if key not in FIELDS:
-        raise ValueError(f"unknown config field {key!r}; known: {', '.join(sorted(FIELDS))}")
+        raise TrainConfigError(f"unknown config field {key!r}; known: {', '.join(sorted(FIELDS))}")
     try:
         value = json.loads(raw)
     except ValueError:
@@ -147,7 +195,7 @@ def build_config(recipe: str | None = None, overrides: list[str] | None = None, 
         data[key] = value
     unknown = set(data) - set(FIELDS)
     if unknown:
-        raise ValueError(f"unknown config fields {sorted(unknown)}")
+        raise TrainConfigError(f"unknown config fields {sorted(unknown)}")
     return TrainConfig(**{key: check_value(key, value) for key, value in data.items()})
 
 
@@ -176,4 +224,4 @@ def check_value(key: str, value: Any) -> Any:
             return float(value) if kind == "float" else value
     expected = " or ".join(_NAMES[k.partition("[")[0]] + (f" of {k.partition('[')[2].rstrip(']')}"
                                                           if "[" in k else "") for k in kinds)
-    raise ValueError(f"config field {key!r} must be {expected}, got {value!r}")
+    raise TrainConfigError(f"config field {key!r} must be {expected}, got {value!r}")

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch.utils.data import Sampler
 
-from clipforge.train.config import TrainConfig
+from clipforge.train.config import TrainConfig, TrainConfigError
 
 
 class ResumableSampler(Sampler[int]):
@@ -55,9 +55,42 @@ class ResumableSampler(Sampler[int]):
         return max(self.batches_per_epoch - self.start_batch, 0) * self.batch_size
 
 
+_PROBED_SPLITS = ("train", "test", "val", "validation", "all")
+
+
+def open_split(dataset: str, root: str, split: str, **kwargs: Any) -> Any:
+    """`clipforge.data.open_dataset`, but a split with no samples lists the splits that have some."""
+    from clipforge.data import DatasetFormatError, open_dataset
+
+    try:
+        opened = open_dataset(dataset, root, split, **kwargs)
+        if len(opened) > 0:
+            return opened
+        failure: Exception | None = None
+    except (DatasetFormatError, ValueError) as err:
+        failure = err
+    found = []
+    for other in _PROBED_SPLITS:
+        if other == split:
+            continue
+        try:
+            count = len(open_dataset(dataset, root, other))
+        except (ValueError, OSError):
+            continue
+        if count:
+            found.append(f"{other} ({count} samples)")
+    if not found:
+        if failure is not None:
+            raise failure
+        raise TrainConfigError(f"{dataset} at {root} has no samples for split {split!r}")
+    raise TrainConfigError(f"{dataset} at {root} has no samples for split {split!r}; splits with samples there: "
+                           f"{', '.join(found)} (--split NAME, or --set val_split=NAME for the evaluation)")
+
+
 def build_train_dataset(config: TrainConfig, image_size: int, context_length: int,
-                        rank: int = 0, world_size: int = 1) -> Any:
-    """The image-text dataset the config describes (map-style, or iterable for WebDataset)."""
+                        rank: int = 0, world_size: int = 1, preprocess: dict[str, Any] | None = None) -> Any:
+    """The image-text dataset the config describes (map-style, or iterable for WebDataset), normalised
+    with the weights' own mean/std (`preprocess`: `clipforge.train.build.preprocess_of(model)`)."""
     from clipforge.data import (
         CaptionCsvImageText,
         FolderCaptionImageText,
@@ -65,22 +98,24 @@ def build_train_dataset(config: TrainConfig, image_size: int, context_length: in
         Tokenizer,
         TrainTransform,
         WebDatasetImageText,
-        open_dataset,
     )
+    from clipforge.weights.preprocess_cfg import validate_preprocess
     from clipforge.zeroshot import get_templates
 
     check_fast_path(config)
-    transform = TrainTransform(image_size, scale=tuple(config.crop_scale), hflip=config.hflip, seed=config.seed)
+    cfg = validate_preprocess(dict(preprocess or {}))
+    transform = TrainTransform(image_size, scale=tuple(config.crop_scale), hflip=config.hflip, seed=config.seed,
+                               mean=cfg["mean"], std=cfg["std"], interpolation=cfg["interpolation"])
     tokenizer = Tokenizer(context_length)
     if config.root is None:
         raise ValueError(f"data={config.data!r} needs a root (--root PATH)")
     if config.data == "labelled":
         if not config.dataset:
             raise ValueError("data=labelled needs dataset=<registry name> (e.g. cub, cars, cifar10)")
-        base = strided_subset(open_dataset(config.dataset, config.root, config.split), config.max_samples)
+        base = strided_subset(open_split(config.dataset, config.root, config.split), config.max_samples)
         templates = get_templates(config.templates)
         if config.in_memory:
-            return in_memory_batches(config, base, templates, image_size, context_length, rank)
+            return in_memory_batches(config, base, templates, image_size, context_length, rank, cfg)
         return LabelledImageText(base, templates, random_template=config.random_template,
                                  transform=transform, tokenizer=tokenizer, seed=config.seed)
     if config.data == "csv":
@@ -123,12 +158,13 @@ def strided_subset(dataset: Any, max_samples: int | None) -> Any:
 
 
 def in_memory_batches(config: TrainConfig, dataset: Any, templates: list[str], image_size: int,
-                      context_length: int, rank: int = 0) -> Any:
+                      context_length: int, rank: int = 0, preprocess: dict[str, Any] | None = None) -> Any:
     """Decode `dataset` once and serve tensor-op batches (see `clipforge.train.fastdata`)."""
     from clipforge.train.fastdata import TensorBatches, decode_to_tensor
 
     images, classes = decode_to_tensor(dataset, workers=config.workers, progress=rank == 0)
+    cfg = preprocess or {}
     return TensorBatches(images, classes, dataset.classnames, templates, context_length, image_size,
                          pad=config.pad_crop, hflip=config.hflip, templates_per_batch=config.templates_per_batch,
                          unique_captions=config.unique_captions, channels_last=config.channels_last,
-                         seed=config.seed, rank=rank)
+                         seed=config.seed, rank=rank, mean=cfg.get("mean"), std=cfg.get("std"))

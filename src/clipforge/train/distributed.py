@@ -35,10 +35,12 @@ def init_distributed(device: str | None = None) -> DistInfo:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    wants_cuda = device == "cuda" or (device in (None, "auto") and torch.cuda.is_available())
-    if wants_cuda:
-        torch.cuda.set_device(local_rank)
-        dev = torch.device("cuda", local_rank)
+    wants_cuda = str(device).startswith("cuda") or (device in (None, "auto") and torch.cuda.is_available())
+    if wants_cuda:  # `cuda:N` names the GPU of a single process; under torchrun each rank takes its own
+        index = torch.device(device).index if str(device).startswith("cuda:") and world == 1 else None
+        index = local_rank if index is None else index
+        torch.cuda.set_device(index)
+        dev = torch.device("cuda", index)
     else:
         dev = torch.device("cpu")
     if world > 1 and not dist.is_initialized():

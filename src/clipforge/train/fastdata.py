@@ -6,7 +6,7 @@ collation) costs as much as the model itself. With `in_memory` the trainer inste
 - decodes the training set once into one uint8 tensor [N, 3, H, W] (`clipforge.data.decode_all`,
   seconds for CIFAR-10's 50,000 JPEGs);
 - augments a whole batch as index arithmetic: random crop after `pad_crop` pixels of reflect
-  padding and a horizontal flip, then normalises with CLIP's mean/std (channels_last if asked);
+  padding and a horizontal flip, then normalises with the weights' mean/std (CLIP's by default) (channels_last if asked);
 - tokenises every (template, class) caption once; each batch draws `templates_per_batch`
   templates (0: a template per sample), and with `unique_captions` the text tower runs once per
   *distinct* caption of the batch (at most templates x classes sequences instead of one per
@@ -62,7 +62,8 @@ class TensorBatches:
     def __init__(self, images: torch.Tensor, classes: torch.Tensor, classnames: Sequence[str],
                  templates: Sequence[str], context_length: int, resolution: int, *, pad: int = 0,
                  hflip: bool = False, templates_per_batch: int = 0, unique_captions: bool = False,
-                 channels_last: bool = False, seed: int = 0, rank: int = 0) -> None:
+                 channels_last: bool = False, seed: int = 0, rank: int = 0,
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> None:
         from clipforge.image import MEAN, STD
         from clipforge.text import tokenize
 
@@ -77,8 +78,8 @@ class TensorBatches:
         self.resolution, self.pad, self.hflip = resolution, pad, hflip
         self.templates_per_batch, self.unique_captions = templates_per_batch, unique_captions
         self.channels_last, self.seed, self.rank = channels_last, seed, rank
-        self.mean = torch.tensor(MEAN).view(1, 3, 1, 1) * 255
-        self.std = torch.tensor(STD).view(1, 3, 1, 1) * 255
+        self.mean = torch.tensor(tuple(mean or MEAN)).view(1, 3, 1, 1) * 255  # the weights' own (default OpenAI's)
+        self.std = torch.tensor(tuple(std or STD)).view(1, 3, 1, 1) * 255
 
     def __len__(self) -> int:
         return len(self.images)

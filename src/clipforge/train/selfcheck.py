@@ -97,7 +97,7 @@ def gradient_worker(rank: int, world: int, port: int, out_dir: str) -> None:
 
 
 def trainer_worker(rank: int, world: int, port: int, config: dict[str, Any]) -> None:
-    """Run `Trainer` as one rank of a job (what `torchrun -m clipforge.train` does per process)."""
+    """Run `Trainer` as one rank of a job (what `torchrun -m clipforge train` does per process)."""
     import torch.distributed as dist
 
     from clipforge.train.config import TrainConfig

@@ -26,7 +26,7 @@ from torch import nn
 from tqdm import tqdm
 
 from clipforge.atomic import remove_stale_temps
-from clipforge.train.build import build_eval_hooks, build_model
+from clipforge.train.build import build_eval_hooks, build_model, preprocess_of
 from clipforge.train.checkpoint import (
     CheckpointManager,
     checkpoint_name,
@@ -34,7 +34,8 @@ from clipforge.train.checkpoint import (
     rng_state,
     set_rng_state,
 )
-from clipforge.train.config import TrainConfig
+from clipforge.train.checks import check_config
+from clipforge.train.config import TrainConfig, TrainConfigError
 from clipforge.train.data import ResumableSampler, build_train_dataset
 from clipforge.train.distributed import DistInfo, all_reduce_max, all_reduce_mean, init_distributed
 from clipforge.train.ema import WeightEMA
@@ -53,13 +54,15 @@ MAX_LOGIT_SCALE = math.log(100)
 class Trainer:
     def __init__(self, config: TrainConfig, dist_info: DistInfo | None = None,
                  train_dataset: Any = None, eval_hooks: list[Any] | None = None) -> None:
-        self.config = config
+        self.config = check_config(config)
         self.dist = dist_info or init_distributed(config.device)
         self.device = self.dist.device
         torch.manual_seed(config.seed)
         self._threads_before = torch.get_num_threads()  # restored when fit() returns
         self.thread_tuner = configure_threads(config.threads)
         self.model = build_model(config).to(self.device)
+        self.preprocess = preprocess_of(self.model)  # normalise as the weights were trained; checkpoints record it
+        scale_lr_to_model(config, self.model)
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.freeze_summary = apply_freezing(self.model, config.lock_image, config.lock_text,
@@ -75,9 +78,9 @@ class Trainer:
         self.wrapped = wrapped
         size, context = int(self.model.visual.input_resolution), int(self.model.context_length)
         self.dataset = train_dataset if train_dataset is not None else build_train_dataset(
-            config, size, context, self.dist.rank, self.dist.world_size)
+            config, size, context, self.dist.rank, self.dist.world_size, self.preprocess)
         if eval_hooks is None:  # only rank 0 evaluates
-            eval_hooks = build_eval_hooks(config, size) if self.dist.is_main else []
+            eval_hooks = build_eval_hooks(config, size, self.preprocess) if self.dist.is_main else []
         self.eval_hooks = eval_hooks
         self.precision = resolve_precision(config.precision, self.device)
         self.loss_fn = ClipLoss(local_loss=config.local_loss, gather_with_grad=config.gather_with_grad)
@@ -217,6 +220,16 @@ class Trainer:
             self.ema.update(self.model)
         return float(loss)
 
+    def _check_finite(self, loss: float) -> None:
+        """Stop on a loss that is NaN or infinite (with a GradScaler, after 3 in a row: it skips
+        such steps itself), instead of training on and saving garbage with exit status 0."""
+        self._bad_losses = 0 if math.isfinite(loss) else getattr(self, "_bad_losses", 0) + 1
+        if self._bad_losses and (self.precision.scaler is None or self._bad_losses >= 3):
+            cfg = self.config
+            raise TrainingDivergedError(
+                f"training stopped at step {self.step + 1}: the loss is {loss} (lr {cfg.lr:g}, eps {cfg.eps:g}, "
+                f"weight_decay {cfg.weight_decay:g}, precision {cfg.precision}); lower the lr or use precision=fp32")
+
     def evaluate(self) -> dict[str, float]:
         metrics: dict[str, float] = {}
         if self.dist.is_main and self.eval_hooks:
@@ -238,7 +251,8 @@ class Trainer:
         if self.dist.is_main and metrics:
             spent = f", {self.budget.elapsed_s:.0f}/{self.budget.budget_s:.0f} s of training" if self.budget else ""
             shown = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
-            self._bar.write(f"{label} (step {self.step}{spent}): {shown}")
+            # stderr, with the progress bar: stdout carries only the command's result (`--json`)
+            self._bar.write(f"{label} (step {self.step}{spent}): {shown}", file=sys.stderr)
 
     def _end_epoch(self) -> None:
         metrics = self.evaluate()
@@ -289,47 +303,75 @@ class Trainer:
         self._bar = tqdm(total=None if self.budget else self.total_steps, initial=self.step, unit="step",
                          disable=not self.dist.is_main, desc="train", dynamic_ncols=True,
                          mininterval=0.1 if interactive else 60.0)
-        tick = self._now()
-        while not self._done():
-            for batch in self._loader():
-                if len(batch.indices) == 0:
-                    continue
-                loss = self._train_step(batch)
-                now = self._now()
-                self._tick(now[0] - tick[0], now[1] - tick[1], len(batch.indices))
-                tick = now
-                self.step += 1
-                self.batch_in_epoch += 1
-                self.losses.append(loss)
-                window["loss"] += loss
-                window["n"] += 1
-                window["samples"] += len(batch.indices) * self.dist.world_size
-                if self.step % cfg.log_every == 0 or self.step == self.total_steps:
-                    self._log(window, started)
-                self._bar.update(1)
-                if cfg.save_every_steps and self.step % cfg.save_every_steps == 0:
-                    self.save(checkpoint_name(None, self.step, None))
-                if self._done() or self.batch_in_epoch >= self.steps_per_epoch:
-                    break
-            if not self._done() or self.batch_in_epoch >= self.steps_per_epoch:
-                self._end_epoch()  # the epoch is complete (or its stream ran dry)
-                tick = self._now()  # evaluation is not training time
-        metrics: dict[str, float] = {}
-        if self.saved_step != self.step:
-            if self.step >= self.total_steps or self._out_of_budget():
-                metrics = self.evaluate()
-                if metrics:
-                    self.logger.log("eval", {"step": self.step, "epoch": self.epoch + self.batch_in_epoch
-                                             / self.steps_per_epoch, **self._clock(), **metrics})
-                    self._report("final", metrics)
-            self.save(checkpoint_name(None, self.step, metrics.get("val_top1")), metrics)
-        self._bar.close()
+        try:
+            tick = self._now()
+            while not self._done():
+                for batch in self._loader():
+                    if len(batch.indices) == 0:
+                        continue
+                    loss = self._train_step(batch)
+                    self._check_finite(loss)
+                    now = self._now()
+                    self._tick(now[0] - tick[0], now[1] - tick[1], len(batch.indices))
+                    tick = now
+                    self.step += 1
+                    self.batch_in_epoch += 1
+                    self.losses.append(loss)
+                    window["loss"] += loss
+                    window["n"] += 1
+                    window["samples"] += len(batch.indices) * self.dist.world_size
+                    if self.step % cfg.log_every == 0 or self.step == self.total_steps:
+                        self._log(window, started)
+                    self._bar.update(1)
+                    if cfg.save_every_steps and self.step % cfg.save_every_steps == 0:
+                        self.save(checkpoint_name(None, self.step, None))
+                    if self._done() or self.batch_in_epoch >= self.steps_per_epoch:
+                        break
+                if not self._done() or self.batch_in_epoch >= self.steps_per_epoch:
+                    self._end_epoch()  # the epoch is complete (or its stream ran dry)
+                    tick = self._now()  # evaluation is not training time
+            metrics: dict[str, float] = {}
+            if self.saved_step != self.step:
+                if self.step >= self.total_steps or self._out_of_budget():
+                    metrics = self.evaluate()
+                    if metrics:
+                        self.logger.log("eval", {"step": self.step, "epoch": self.epoch + self.batch_in_epoch
+                                                 / self.steps_per_epoch, **self._clock(), **metrics})
+                        self._report("final", metrics)
+                self.save(checkpoint_name(None, self.step, metrics.get("val_top1")), metrics)
+        finally:  # a stopped run (NaN loss, Ctrl-C) leaves no progress line after its message
+            self._bar.close()
         if self.dist.is_main:
             plot_curves(self.out_dir)
         self.logger.close()
         torch.set_num_threads(self._threads_before)
         return {"steps": self.step, "epoch": self.epoch, "losses": self.losses, "checkpoint": self.last_checkpoint,
                 "metrics": metrics or self.last_metrics, **self.freeze_summary}
+
+
+class TrainingDivergedError(TrainConfigError):
+    """The loss became NaN or infinite: the run stops (exit status 2), nothing more is saved."""
+
+
+def scale_lr_to_model(config: TrainConfig, model: nn.Module) -> float:
+    """Apply the recipe's `lr_by_size` (the first rule whose `below_params` the model is under) and
+    say so: a recipe's lr is chosen for its own model (finetune-cub's 1e-6 is ViT-L/14's, and moves a
+    small model not at all). Returns the lr used."""
+    import warnings
+
+    rules = sorted(config.lr_by_size or [], key=lambda rule: rule.get("below_params", 0))
+    count = sum(p.numel() for p in model.parameters())
+    for rule in rules:
+        if not isinstance(rule, dict) or not {"below_params", "lr"} <= set(rule):
+            raise TrainConfigError(f"config field 'lr_by_size' needs {{\"below_params\": N, \"lr\": X}} items, "
+                                   f"got {rule!r}")
+        if count < rule["below_params"]:
+            if rule["lr"] != config.lr:
+                warnings.warn(f"this recipe's lr {config.lr:g} is for larger models; this one has {count:,} "
+                              f"parameters, so lr {rule['lr']:g} is used (--lr sets it)", stacklevel=2)
+                config.lr = float(rule["lr"])
+            break
+    return config.lr
 
 
 def train(config: TrainConfig) -> dict[str, Any]:

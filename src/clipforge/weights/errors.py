@@ -7,12 +7,14 @@ machine, half-finished download, a checkpoint from an untrusted source).
 
 from __future__ import annotations
 
+from clipforge.errors import UserError
 
-class DownloadError(RuntimeError):
+
+class DownloadError(UserError, RuntimeError):
     """A checkpoint could not be fetched and verified."""
 
 
-class UnsafeCheckpointError(RuntimeError):
+class UnsafeCheckpointError(UserError, RuntimeError):
     """A checkpoint's pickle asks for a global outside the allowlist (it could run code)."""
 
     def __init__(self, path: object, forbidden: str, hint: str = "") -> None:
@@ -23,5 +25,5 @@ class UnsafeCheckpointError(RuntimeError):
         super().__init__(message + (f"; {hint}" if hint else ""))
 
 
-class CheckpointFormatError(ValueError):
+class CheckpointFormatError(UserError, ValueError):
     """A file is not a checkpoint format we can read, or its contents are not a CLIP."""

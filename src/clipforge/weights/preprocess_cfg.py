@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from clipforge.errors import UserError
+
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 INTERPOLATIONS = ("bicubic", "bilinear")
@@ -19,16 +21,25 @@ DEFAULT_PREPROCESS: dict[str, Any] = {"mean": list(OPENAI_MEAN), "std": list(OPE
                                       "interpolation": "bicubic", "resize_mode": "shortest"}
 
 
-class PreprocessConfigError(ValueError):
+class PreprocessConfigError(UserError, ValueError):
     """A preprocessing config with a malformed field."""
 
 
-def _triple(value: Any, key: str, positive: bool) -> list[float]:
+# Pixels are in [0, 1] before normalisation, so a mean outside it is no preprocessing anyone trained
+# with; a std far below 1e-3 (or above 10) turns every pixel into +-1e3..1e308 and every probability into
+# nan (a file with mean 1e308 / std 1e-308 did). Published weights use 0.26..0.5.
+MEAN_RANGE = (0.0, 1.0)
+STD_RANGE = (1e-3, 10.0)
+
+
+def _triple(value: Any, key: str, low: float, high: float) -> list[float]:
     if not isinstance(value, (list, tuple)) or len(value) != 3 or any(
             isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in value):
         raise PreprocessConfigError(f"field {key!r} must be 3 finite numbers, got {value!r}")
-    if positive and any(v <= 0 for v in value):
-        raise PreprocessConfigError(f"field {key!r} must be positive, got {value!r}")
+    if any(not low <= v <= high for v in value):
+        raise PreprocessConfigError(f"field {key!r} must be 3 numbers in [{low:g}, {high:g}] (per-channel "
+                                    f"{'mean' if key == 'mean' else 'standard deviation'} of pixels in 0..1), "
+                                    f"got {value!r}")
     return [float(v) for v in value]
 
 
@@ -40,8 +51,8 @@ def validate_preprocess(config: Any) -> dict[str, Any]:
     if unknown:
         raise PreprocessConfigError(f"unknown field {unknown[0]!r}")
     out = {**DEFAULT_PREPROCESS, **config}
-    out["mean"] = _triple(out["mean"], "mean", positive=False)
-    out["std"] = _triple(out["std"], "std", positive=True)
+    out["mean"] = _triple(out["mean"], "mean", *MEAN_RANGE)
+    out["std"] = _triple(out["std"], "std", *STD_RANGE)
     if out["interpolation"] not in INTERPOLATIONS:
         raise PreprocessConfigError(f"field 'interpolation' must be one of {', '.join(INTERPOLATIONS)}, "
                                     f"got {out['interpolation']!r}")

@@ -22,6 +22,7 @@ import io
 import pickle
 import re
 import zipfile
+import zlib
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -137,9 +138,15 @@ class RestrictedUnpickler(pickle.Unpickler):
                                             "ratio; refusing to inflate it")
             buffer = bytearray(info.file_size)
             view, filled = memoryview(buffer), 0
-            with self._archive.open(info) as fh:
-                while filled < len(buffer) and (n := fh.readinto(view[filled:])):
-                    filled += n
+            try:
+                with self._archive.open(info) as fh:
+                    while filled < len(buffer) and (n := fh.readinto(view[filled:])):
+                        filled += n
+            except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError) as err:
+                raise CheckpointFormatError(f"{self._source}: cannot inflate {member}: {err}") from None
+            if filled != info.file_size:  # a short deflate stream would leave zeros where the data should be
+                raise CheckpointFormatError(f"{self._source}: {member} holds {filled} bytes but declares "
+                                            f"{info.file_size}; the archive is truncated or forged")
             itemsize = torch.empty((), dtype=kind.dtype).element_size()
             if len(buffer) % itemsize:
                 raise CheckpointFormatError(f"{self._source}: {member} is not a whole number of "

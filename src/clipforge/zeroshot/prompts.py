@@ -16,6 +16,8 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
+from clipforge.errors import UserError
+
 __all__ = [
     "MAX_PROMPT_CHARS", "MAX_TEMPLATE_CHARS", "TEMPLATE_PATTERN", "TemplateError", "check_template",
     "clean_cub_classname", "cub_classnames", "fill_template", "get_classnames", "get_templates",
@@ -36,7 +38,7 @@ TEMPLATE_PATTERN = rf"^{_PLAIN}\{{\}}{_PLAIN}$"
 _TEMPLATE = re.compile(TEMPLATE_PATTERN)
 
 
-class TemplateError(ValueError):
+class TemplateError(UserError, ValueError):
     """A prompt template that is not plain text with one `{}`; the message names the template."""
 
 

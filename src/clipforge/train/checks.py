@@ -1,0 +1,128 @@
+"""Every training value checked before anything is built: the field, the rule, what was given.
+
+`clipforge.train.config.check_value` checks types; this module checks ranges and the combinations
+that types cannot see. Without it, `batch_size=0` and `crop_scale=[]` ended in tracebacks deep in
+the loader, `threads=100000` crashed OpenMP, `lr=1e400` (which JSON reads as infinity), `eps=0`
+and `weight_decay=NaN` trained to a NaN loss and exited 0, and `device=cuda:99` trained on the
+CPU. Each rule here names the field in a `TrainConfigError` (a `clipforge.errors.UserError`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+from clipforge.train.config import TrainConfig, TrainConfigError, build_config
+
+PRECISIONS = ("amp", "bf16", "fp16", "fp32")
+DATA_KINDS = ("labelled", "csv", "folder", "webdataset")
+MAX_THREADS_PER_CORE = 4
+MAX_WORKERS = 64
+
+
+def _number(key: str, value: Any, low: float, high: float, *, low_open: bool = False, high_open: bool = False,
+            optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise TrainConfigError(f"config field {key!r} must be a finite number, got {value!r}")
+    too_low = value <= low if low_open else value < low
+    too_high = value >= high if high_open else value > high
+    if too_low or too_high:
+        left, right = "(" if low_open else "[", ")" if high_open else "]"
+        raise TrainConfigError(f"config field {key!r} must be in {left}{low:g}, {high:g}{right}, got {value!r}")
+
+
+def _pair(key: str, value: Any, low: float, high: float, ordered: bool) -> None:
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise TrainConfigError(f"config field {key!r} must be a list of 2 numbers, got {value!r}")
+    for item in value:
+        _number(key, item, low, high, low_open=key == "crop_scale", high_open=key == "betas")
+    if ordered and value[0] > value[1]:
+        raise TrainConfigError(f"config field {key!r} must be [low, high] with low <= high, got {value!r}")
+
+
+def build_run_config(recipe: str | None, overrides: list[str], **fields: Any) -> TrainConfig:
+    """The config `clipforge train` runs: recipe < flags < `--set`, where `--model` replaces the
+    recipe's model and its weights and architecture (unless `--pretrained` / `--set` say otherwise),
+    and an lr given by the user switches the recipe's `lr_by_size` off."""
+    config = build_config(recipe, overrides, **fields)
+    explicit = {o.split("=", 1)[0].strip().replace("-", "_") for o in overrides}
+    if fields.get("model") and not fields.get("pretrained") and "pretrained" not in explicit:
+        config.pretrained = None  # the recipe's weights belong to its own architecture
+    if fields.get("model") and "model_config" not in explicit:
+        config.model_config = None
+    if (fields.get("lr") is not None or "lr" in explicit) and "lr_by_size" not in explicit:
+        config.lr_by_size = None
+    return check_config(config)
+
+
+def check_config(config: TrainConfig) -> TrainConfig:
+    """Refuse values out of range (TrainConfigError naming the field); returns `config` unchanged."""
+    c = config
+    for key, low in (("batch_size", 1), ("epochs", 1), ("log_every", 1), ("keep_last", 1)):
+        _number(key, getattr(c, key), low, 10**9)
+    for key in ("micro_batch", "steps", "max_samples", "val_max_samples", "samples_per_epoch", "stop_after_steps"):
+        _number(key, getattr(c, key), 1, 10**12, optional=True)
+    for key in ("warmup_steps", "save_every_steps", "pad_crop", "templates_per_batch"):
+        _number(key, getattr(c, key), 0, 10**9)
+    _number("workers", c.workers, 0, MAX_WORKERS)
+    cores = os.cpu_count() or 1
+    _number("threads", c.threads, 0, MAX_THREADS_PER_CORE * cores, optional=True)
+    _number("seed", c.seed, 0, 2**63 - 1)
+    _number("lr", c.lr, 0, 10, low_open=True)
+    _number("eps", c.eps, 0, 1, low_open=True)
+    _number("weight_decay", c.weight_decay, 0, 10)
+    _number("warmup_fraction", c.warmup_fraction, 0, 1, high_open=True)
+    _number("time_budget_s", c.time_budget_s, 0, 10**9, low_open=True, optional=True)
+    _number("ema_decay", c.ema_decay, 0, 1, low_open=True, high_open=True, optional=True)
+    _pair("crop_scale", c.crop_scale, 0, 1, ordered=True)
+    _pair("betas", c.betas, 0, 1, ordered=False)
+    if c.precision not in PRECISIONS:
+        raise TrainConfigError(f"config field 'precision' must be one of {', '.join(PRECISIONS)}, got {c.precision!r}")
+    if c.data not in DATA_KINDS:
+        raise TrainConfigError(f"config field 'data' must be one of {', '.join(DATA_KINDS)}, got {c.data!r}")
+    if c.budget_clock not in ("wall", "cpu"):
+        raise TrainConfigError(f"config field 'budget_clock' must be 'wall' or 'cpu', got {c.budget_clock!r}")
+    if c.micro_batch is not None and c.micro_batch > c.batch_size:
+        raise TrainConfigError(f"config field 'micro_batch' ({c.micro_batch}) must not exceed batch_size "
+                               f"({c.batch_size})")
+    if c.model_config is not None:
+        check_model_config(c.model_config)
+    check_device(c.device)
+    return config
+
+
+def check_model_config(model_config: Any) -> dict[str, Any]:
+    """An inline architecture: every field checked, and its size against this machine's memory
+    (weights, gradients and AdamW's state), before anything is allocated."""
+    from clipforge.models.validate import ConfigError, check_fits_memory, validate_config
+
+    try:
+        checked = validate_config(model_config)
+        check_fits_memory(checked, "training")
+    except ConfigError as err:
+        raise TrainConfigError(f"config field 'model_config': {err}") from None
+    return checked
+
+
+def check_device(device: str | None) -> None:
+    """`auto`, `cpu`, `cuda` or `cuda:N` for a GPU this machine has; never a silent fallback to the CPU."""
+    import torch
+
+    if device in (None, "", "auto", "cpu"):
+        return
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise TrainConfigError(f"config field 'device' must be auto, cpu, cuda or cuda:N, got {device!r}") from None
+    if resolved.type != "cuda":
+        raise TrainConfigError(f"config field 'device' must be auto, cpu, cuda or cuda:N, got {device!r}")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise TrainConfigError(f"config field 'device' is {device!r} but CUDA is not available here; "
+                               f"use device=cpu (or auto)")
+    if resolved.index is not None and resolved.index >= count:
+        raise TrainConfigError(f"config field 'device' is {device!r} but this machine has {count} CUDA "
+                               f"device(s): cuda:0..cuda:{count - 1}")
