@@ -37,7 +37,7 @@ def train_command(out: Path, nproc: int, extra: list[str]) -> list[str]:
             "--batch-size", str(128 // nproc), *extra]
     launcher = ([str(BIN / "torchrun"), "--nproc_per_node", str(nproc), "--master_addr", "127.0.0.1"]
                 if nproc > 1 else [sys.executable])
-    return [*launcher, "-m", "clipforge.train", *args]
+    return [*launcher, "-m", "clipforge", "train", *args]
 
 
 def zero_shot(model: str) -> dict:

@@ -222,3 +222,66 @@ def test_library_warnings_are_one_line_in_the_cli_wording(image, monkeypatch, ca
                  "--json"]) == 0
     err = capsys.readouterr().err
     assert err == "warning: x.pt does not record its activation; assumed quick_gelu\n"
+
+
+def _no_model_loads(monkeypatch) -> list:
+    from clipforge import api
+
+    calls: list = []
+    monkeypatch.setattr(api, "load_model", lambda *a, **k: calls.append(a) or (_ for _ in ()).throw(AssertionError))
+    return calls
+
+
+@pytest.mark.parametrize("argv", [
+    ["classify", "nope.jpg", "--labels", "a,b"], ["similarity", "nope.jpg", "--text", "a"],
+    ["eval", "zeroshot", "--dataset", "cifar10", "--root", "/nonexistent/cifar"],
+    ["train", "--model", "random:test-vit-tiny", "--root", "/nonexistent/data"],
+])
+def test_local_inputs_are_checked_before_any_model_loads(argv, monkeypatch, capsys) -> None:
+    """A file that never existed is 'no such file' (not 'removed while reading'), one line, before a
+    model is loaded or downloaded (issue 20.3, 20.8)."""
+    calls = _no_model_loads(monkeypatch)
+    assert main([*argv, "--model", "ViT-B/32"] if argv[0] != "train" else argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "no such file or folder" in err, err
+    assert "removed while reading" not in err and calls == []
+
+
+def test_classify_walks_a_folder_like_index_add(tmp_path, capsys) -> None:
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    for i, place in enumerate(["a.png", "sub/b.jpg", ".hidden.png"]):
+        Image.new("RGB", (40, 30), (40 * i, 20, 20)).save(folder / place)
+    (folder / "notes.txt").write_text("not an image")
+    assert main(["classify", str(folder), "--labels", "a,b", "--model", "test-vit-tiny", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert sorted(Path(r["image"]).name for r in out["results"]) == ["a.png", "b.jpg"] and out["errors"] == []
+    (tmp_path / "empty").mkdir()
+    assert main(["classify", str(tmp_path / "empty"), "--labels", "a,b", "--model", "test-vit-tiny"]) == 2
+    assert "holds no image files" in capsys.readouterr().err
+
+
+def test_the_reader_says_file_not_found_without_guessing_why(tmp_path) -> None:
+    from clipforge.data.files import _read_error
+
+    assert _read_error(FileNotFoundError(2, "No such file")) == "file not found"
+
+
+def test_train_json_prints_only_json_on_stdout(tmp_path, capsys) -> None:
+    root = tmp_path / "captions"
+    for name in ("a_red_cat", "a_blue_dog"):
+        (root / name).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (32, 32), (200 * i, 30, 90)).save(root / name / f"{i}.png")
+    assert main(["train", "--model", "random:test-vit-tiny", "--root", str(root), "--set", "data=folder", "--steps", "1",
+                 "--batch-size", "4", "--out", str(tmp_path / "run"), "--set", "tensorboard=false",
+                 "--set", "precision=fp32", "--set", "device=cpu", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["steps"] == 1 and summary["checkpoint"].endswith(".safetensors")
+
+
+def test_serve_help_states_the_real_device_default(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: cuda when available, else cpu)" in text and "(default: cpu)" not in text

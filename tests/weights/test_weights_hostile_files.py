@@ -143,3 +143,47 @@ def test_hf_config_that_is_not_an_object_or_too_deep_is_refused(tiny, tmp_path):
         (folder / "config.json").write_text(text)
         with pytest.raises(CheckpointFormatError, match=message):
             load_checkpoint(folder)
+
+
+def _short_deflated(archive: Path, out: Path) -> tuple[Path, int]:
+    """`archive` rewritten with its first tensor entry deflated from half its bytes, and both zip
+    headers then claiming the full size (the CRC is the half's, so zipfile's own check passes)."""
+    import zipfile
+
+    with zipfile.ZipFile(archive) as src, zipfile.ZipFile(out, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename.endswith("/data/0"):
+                full = len(data)
+                dst.writestr(info.filename, data[: full // 2], compress_type=zipfile.ZIP_DEFLATED)
+            else:
+                dst.writestr(info, data, compress_type=zipfile.ZIP_STORED)
+    out.write_bytes(_claim_size(bytearray(out.read_bytes()), b"/data/0", full))
+    return out, full
+
+
+def test_a_deflated_entry_shorter_than_it_declares_is_refused_not_zero_padded(tiny, tmp_path):
+    archive = _traced(tiny, tmp_path / "real.pt")
+    hostile, full = _short_deflated(archive, tmp_path / "short.pt")
+    with pytest.raises(CheckpointFormatError, match=rf"short\.pt: .*/data/0 holds {full // 2} bytes but declares {full}"):
+        load_checkpoint(hostile)
+
+
+def test_a_config_that_passes_its_field_checks_but_not_the_tensors_is_one_error(tiny, tmp_path):
+    from clipforge.api import load_model
+
+    config = {**model_config(tiny), "transformer_width": 64, "transformer_heads": 1}  # valid fields, wrong tensors
+    path = _with_metadata_config(tiny, tmp_path / "m.safetensors", json.dumps(config))
+    with pytest.raises(CheckpointFormatError, match=r"m\.safetensors: its tensors do not fit the architecture it "
+                                                    r"records \(size mismatch for .*\)$") as info:
+        load_model(path, "cpu")
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("preprocess", [{"mean": [1e308, 0.5, 0.5]}, {"std": [1e-308, 0.5, 0.5]},
+                                        {"mean": [-0.5, 0.5, 0.5]}, {"std": [1e6, 1, 1]}])
+def test_preprocessing_metadata_out_of_range_is_refused(tiny, tmp_path, preprocess):
+    path = save_safetensors(tiny, tmp_path / "p.safetensors", preprocess=preprocess)
+    with pytest.raises(CheckpointFormatError, match=r"'clipforge_preprocess' is invalid: field '(mean|std)' must "
+                                                    r"be 3 numbers in \["):
+        load_checkpoint(path)

@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "classify", help="zero-shot classify images among given labels",
         description="Classify image files among free-form labels with a CLIP model (no training). "
                     "Prompts default to the 'simple' set (\"a photo of a {}.\").")
-    parser.add_argument("images", nargs="+", metavar="IMG", help="image files")
+    parser.add_argument("images", nargs="+", metavar="IMG", help="image files or folders (walked like index add)")
     labels = parser.add_mutually_exclusive_group(required=True)
     labels.add_argument("--labels", help='comma-separated class names, e.g. "cat,dog,plane"')
     labels.add_argument("--labels-file", metavar="F", help="file with one label per line (or a JSON list)")
@@ -38,14 +38,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from clipforge.api import resolve_device
-    from clipforge.cli.common import model_spec
+    from clipforge.cli.common import expand_images, model_spec
     from clipforge.zeroshot.files import classify_files, parse_labels, read_labels_file
 
     if args.top_k < 1:
         raise ValueError(f"--top-k must be at least 1, got {args.top_k}")
     labels = parse_labels(args.labels) if args.labels is not None else read_labels_file(args.labels_file)
+    images = expand_images(args.images)  # before the model loads: a typo costs one line
     device = str(resolve_device(args.device))
-    out = classify_files(args.images, labels, model_spec(args), templates=args.templates, top_k=args.top_k,
+    out = classify_files(images, labels, model_spec(args), templates=args.templates, top_k=args.top_k,
                          plot=args.plot, device=device, progress=not (args.json or args.quiet),
                          precision=args.precision, draft=not args.exact_decode, batch_size=args.batch_size,
                          workers=args.workers)

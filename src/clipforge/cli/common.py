@@ -87,3 +87,47 @@ def load_model_for_cli(name: str | None, device: str | None = None) -> tuple[Any
     """(model, preprocess) for a --model value, through `load_cli_model`."""
     loaded = load_cli_model(argparse.Namespace(model=name, device=device))
     return loaded.model, loaded.preprocess
+
+
+# Flags that name local files or folders a command reads. `check_local_inputs` looks at them before the
+# command runs, so a typo costs one line at once, not a model download first (`eval --root` did).
+LOCAL_INPUTS = ("root", "val_root", "captions", "classnames", "labels_file")
+_PATTERN_MARKS = ("{", "*", "?", "[", "://", "pipe:")  # shard patterns and URLs are not checked here
+
+
+def check_local_inputs(args: argparse.Namespace) -> None:
+    """FileNotFoundError (one line) for a local input flag naming nothing that exists."""
+    import os
+
+    for name in LOCAL_INPUTS:
+        value = getattr(args, name, None)
+        if not isinstance(value, str) or not value or any(mark in value for mark in _PATTERN_MARKS):
+            continue
+        if not os.path.exists(os.path.expanduser(value)):
+            flag = "--" + name.replace("_", "-")
+            raise FileNotFoundError(f"{flag} {value}: no such file or folder")
+
+
+def expand_images(paths: list[str]) -> list[str]:
+    """Image arguments as the user gave them, with folders walked like `index add` walks them (image
+    files, recursively, hidden ones skipped); FileNotFoundError names paths that do not exist and
+    folders without images, before any model is loaded."""
+    import os
+
+    from clipforge.library.scan import discover_files
+
+    out: list[str] = []
+    missing: list[str] = []
+    for path in paths:
+        if os.path.isdir(path):
+            found = discover_files([path], recursive=True)
+            if not found:
+                raise FileNotFoundError(f"folder {path} holds no image files")
+            out.extend(found)
+        elif os.path.lexists(path):
+            out.append(path)
+        else:
+            missing.append(path)
+    if missing:
+        raise FileNotFoundError(f"no such file or folder: {', '.join(missing)}")
+    return out

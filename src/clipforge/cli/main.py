@@ -127,6 +127,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     try:
+        from clipforge.cli.common import check_local_inputs
+
+        check_local_inputs(args)  # a mistyped --root costs one line now, not a download first
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows up here, inside the handler, not at interpreter exit
         return code

@@ -14,7 +14,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "similarity", help="image x text similarity table and heatmap",
         description="For each image, the probability of each text (softmax of the cosine similarities at the "
                     "model's logit scale), as in OpenAI's introductory notebook; --plot draws the cosine heatmap.")
-    parser.add_argument("images", nargs="+", metavar="IMG", help="image files")
+    parser.add_argument("images", nargs="+", metavar="IMG", help="image files or folders (walked like index add)")
     parser.add_argument("--text", nargs="+", required=True, help="texts to compare with each image")
     add_model_argument(parser, device=True)
     parser.add_argument("--plot", metavar="OUT.png", help="write the cosine-similarity heatmap to this PNG")
@@ -24,9 +24,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clipforge.cli.common import load_cli_model
+    from clipforge.cli.common import expand_images, load_cli_model
     from clipforge.similarity import compute_similarity, plot_similarity
 
+    args.images = expand_images(args.images)  # before the model loads: a typo costs one line
     loaded = load_cli_model(args)
     preprocess = loaded.preprocess
     if args.exact_decode:

@@ -67,7 +67,7 @@ def _read_error(exc: OSError) -> str:
     if isinstance(exc, PermissionError) or exc.errno == errno.EACCES:
         return "permission denied"
     if isinstance(exc, FileNotFoundError):
-        return "file not found (removed while reading)"
+        return "file not found"
     if isinstance(exc, IsADirectoryError):
         return "is a directory, not an image file"
     return f"cannot read file ({exc.strerror or exc})"
