@@ -148,6 +148,10 @@ def test_with_the_opt_in_the_right_shapes_are_cached_and_recorded(hub, tmp_path,
     hub.requests.clear()
     assert download_pretrained("ViT-B-32", tmp_path, tag="laion2b_s34b_b79k", **FAST) == path
     assert hub.requests == []  # the record re-checks the cached copy without network
+    monkeypatch.delenv("CLIPFORGE_ALLOW_UNPINNED")  # accepted once under the opt-in: later runs use it
+    assert download_pretrained("ViT-B-32", tmp_path, tag="laion2b_s34b_b79k", **FAST) == path
+    assert registry_module.is_cached("ViT-B-32", tmp_path, tag="laion2b_s34b_b79k") and hub.requests == []
+    monkeypatch.setenv("CLIPFORGE_ALLOW_UNPINNED", "1")
     path.write_bytes(_state_bytes("test-vit-tiny"))  # swapped in the cache by hand
     assert download_pretrained("ViT-B-32", tmp_path, tag="laion2b_s34b_b79k", **FAST).read_bytes() == vit_b32
     assert hub.requests[-1] == HUB_FILE  # refused and fetched again
@@ -228,3 +232,12 @@ def test_a_trickle_below_the_minimum_rate_is_cut(hub, tmp_path):
         download(_url(hub, "/trickle.pt"), tmp_path, "a" * 64, retries=0, rate_window=0.3, min_rate=1000,
                  timeout=1.0, progress=False)
     assert "bytes/s" in str(info.value) and not (tmp_path / "trickle.pt").exists()
+
+
+def test_a_stray_unpinned_file_in_the_cache_is_not_counted_or_used(hub, tmp_path, tiny):
+    """What a mirror cached before hashes were pinned: not 'cached' (so not the default model), not used."""
+    entry = registry_module.get_pretrained("ViT-B/32")
+    stray = tmp_path / entry.sources()[1].filename  # the hub copy's name, no record beside it
+    stray.write_bytes(tiny)
+    assert not registry_module.is_cached("ViT-B/32", tmp_path)
+    assert registry_module.cached_path("ViT-B/32", tmp_path) == tmp_path / "ViT-B-32.pt"

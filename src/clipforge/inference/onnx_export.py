@@ -15,7 +15,11 @@ as in `transformers`; raw features have their own names. Batch and sequence axes
 token rows may be cut after the batch's last EOT (``<|endoftext|>``, the highest id), as
 `CLIP.encode_text` does internally, or padded to the full 77. The EOT gather is inside the graph.
 Token ids are int64 in the graph; `OnnxCLIP.encode_text` casts int32 (or any integer) ids and
-refuses anything else with a clear error.
+refuses anything else with a clear error, and takes rows longer than the model's context (what
+`clipforge.tokenize` returns: 77 ids) when every prompt ends within it, as `CLIP.encode_text` does.
+
+`OnnxCLIP` lives here: ``from clipforge.inference import OnnxCLIP`` (or
+``clipforge.inference.onnx_export.OnnxCLIP``); `clipforge export onnx --out DIR` writes what it reads.
 
 The export uses torch's TorchScript-based exporter (`dynamo=False`): the newer exporter needs
 the `onnxscript` package, and this one handles these two plain graphs fine.
@@ -190,8 +194,15 @@ class OnnxCLIP:
         array = input_ids.detach().cpu().numpy() if isinstance(input_ids, torch.Tensor) else np.asarray(input_ids)
         if not np.issubdtype(array.dtype, np.integer):
             raise TypeError(f"token ids must be integers (int64 or int32), got {array.dtype}")
-        if array.ndim != 2 or not 1 <= array.shape[1] <= int(self.meta["context_length"]):
-            raise ValueError(f"token ids must be shaped [batch, <= {self.meta['context_length']}], got {array.shape}")
+        context = int(self.meta["context_length"])
+        if array.ndim != 2 or array.shape[1] < 1:
+            raise ValueError(f"token ids must be shaped [batch, sequence], got {array.shape}")
+        if array.shape[1] > context:  # e.g. clipforge.tokenize's 77 ids for a 16-token model: keep what is used
+            used = int(array.argmax(axis=1).max()) + 1  # through the batch's last EOT (the highest id)
+            if used > context:
+                raise ValueError(f"a prompt is {used} tokens long but this model reads at most {context}; "
+                                 f"tokenize with context_length={context} (truncate=True to cut it)")
+            array = array[:, :context]
         return self._run("text", np.ascontiguousarray(array, dtype=np.int64), normalize)
 
 

@@ -151,7 +151,7 @@ def describe_recipes() -> str:
         rules = _recipe_json(name)[0].get("lr_by_size") or []
         if rules:
             sizes = "; ".join(f"below {rule['below_params']:,} parameters lr {rule['lr']:g}" for rule in rules)
-            lines.append(f"  {'other models:':8s}the lr is scaled to the model's size ({sizes}; --lr sets it)")
+            lines.append(f"  {'others:':8s}the lr is scaled to the model's size ({sizes}; --lr sets it)")
     return "\n".join(lines)
 
 

@@ -414,10 +414,10 @@ def download_pretrained(name: str, root: str | os.PathLike[str] | None = None, *
 
         check_architecture(path, entry.name)
 
-    for source in sources:
+    for source in sources:  # a copy accepted earlier (pinned, or recorded under the opt-in) needs no network
         path = base / source.filename
-        if path.is_file() and (is_full_sha256(source.sha256) or allowed) and _cached_ok(
-                path, source.sha256, verify if allowed else None):
+        trusted = is_full_sha256(source.sha256) or allowed or _record(path).is_file()
+        if path.is_file() and trusted and _cached_ok(path, source.sha256, verify if allowed else None):
             return path
     reasons, skipped = [], []
     for source in sources:

@@ -179,12 +179,17 @@ def cache_dir(root: str | os.PathLike[str] | None = None) -> Path:
 
 
 def cached_path(name: str, root: str | os.PathLike[str] | None = None, tag: str = "openai") -> Path:
-    """Where the checkpoint is in the cache: the first source's file present, else the primary's."""
+    """Where the checkpoint is in the cache: the first source's file present that the downloader would
+    trust (a full pinned sha256, or the ``.sha256`` record of a file accepted under the opt-in), else the
+    primary's. A stray file (say, what a mirror left before hashes were pinned) does not count."""
+    from clipforge.weights.download import is_full_sha256
+
     entry = get_pretrained(name, tag)
     base = cache_dir(root)
     for source in entry.sources():
-        if (base / source.filename).is_file():
-            return base / source.filename
+        path = base / source.filename
+        if path.is_file() and (is_full_sha256(source.sha256) or path.with_name(path.name + ".sha256").is_file()):
+            return path
     return base / entry.filename
 
 
