@@ -8,8 +8,9 @@ mlfoundations/open_clip commit f862f86c); None where the table has no row.
 
 Hashes: OpenAI's URLs carry the file's sha256 as a folder; open_clip's GitHub release files
 carry the first 8 hex digits of theirs in the name (``...-455df137.pt``), which
-`clipforge.weights.registry` turns into a prefix check. Hub files are checked against the
-sha256 the hub announces for them (``X-Linked-Etag``) at download time.
+`clipforge.weights.registry` turns into a prefix check. Neither a prefix nor the sha256 a hub
+announces is a pin: `PINNED_SHA256` (end of file) holds the full hashes known for other files,
+and `clipforge.weights.download` refuses files without one unless the user opts in.
 """
 
 from __future__ import annotations
