@@ -135,5 +135,7 @@ def test_onnx_outputs_normalised_under_hf_names_and_raw_under_their_own(tmp_path
     assert np.allclose(np.linalg.norm(normalised, axis=-1), 1.0, atol=1e-5)
     with pytest.raises(TypeError, match="token ids must be integers"):
         runner.encode_text(short.float())
-    with pytest.raises(ValueError, match=r"shaped \[batch, <= 77\]"):
-        runner.encode_text(torch.zeros(2, 78, dtype=torch.long))
+    too_long = torch.zeros(2, 78, dtype=torch.long)
+    too_long[:, 77] = 49407  # a prompt that ends beyond the context (77-id rows of shorter prompts are taken)
+    with pytest.raises(ValueError, match=r"78 tokens long but this model reads at most 77"):
+        runner.encode_text(too_long)

@@ -182,13 +182,12 @@ def cached_path(name: str, root: str | os.PathLike[str] | None = None, tag: str 
     """Where the checkpoint is in the cache: the first source's file present that the downloader would
     trust (a full pinned sha256, or the ``.sha256`` record of a file accepted under the opt-in), else the
     primary's. A stray file (say, what a mirror left before hashes were pinned) does not count."""
-    from clipforge.weights.download import is_full_sha256
-
     entry = get_pretrained(name, tag)
     base = cache_dir(root)
     for source in entry.sources():
         path = base / source.filename
-        if path.is_file() and (is_full_sha256(source.sha256) or path.with_name(path.name + ".sha256").is_file()):
+        pinned = source.sha256 is not None and len(source.sha256) == 64  # (the downloader's `is_full_sha256`)
+        if path.is_file() and (pinned or path.with_name(path.name + ".sha256").is_file()):
             return path
     return base / entry.filename
 
