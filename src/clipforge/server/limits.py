@@ -70,6 +70,11 @@ class ServerLimits:
     """An idle keep-alive connection is closed after this many seconds."""
     drain_bytes: int = 100 * 10**6
     """Of a body over the limit, up to this many bytes are read and discarded so the client can read the 413."""
+    max_json_items: int = 10_000
+    """Structural characters (quotes, commas, colons, brackets) one JSON body may hold, counted before it is
+    parsed: a search or classify body needs a few hundred; a million keys stalled the server for seconds."""
+    max_prompts: int = 1_000
+    """Prompts one classify may encode (labels x templates): 8,000 prompts cost minutes of CPU."""
     max_ui_request_bytes: int = 2**20
     """Largest JSON body of a web-UI event (files travel separately, through the upload endpoint)."""
     ui_cache_bytes: int = 200 * 10**6
