@@ -73,8 +73,10 @@ class ServerLimits:
     max_json_items: int = 10_000
     """Structural characters (quotes, commas, colons, brackets) one JSON body may hold, counted before it is
     parsed: a search or classify body needs a few hundred; a million keys stalled the server for seconds."""
-    max_prompts: int = 1_000
+    max_prompts: int = 400
     """Prompts one classify may encode (labels x templates): 8,000 prompts cost minutes of CPU."""
+    max_client_requests: int = 8
+    """Searches/classifications/additions one client may have running or waiting at once; more get 429."""
     max_ui_request_bytes: int = 2**20
     """Largest JSON body of a web-UI event (files travel separately, through the upload endpoint)."""
     ui_cache_bytes: int = 200 * 10**6

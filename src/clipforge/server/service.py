@@ -17,6 +17,7 @@ from typing import Any
 
 from clipforge.library.dbfile import display_path
 from clipforge.server.errors import APIError
+from clipforge.server.fair import FairGate
 from clipforge.server.limits import ServerLimits
 from clipforge.server.security import TokenChecker
 from clipforge.server.uploads import SniffedImage
@@ -46,6 +47,8 @@ class LibraryService:
         self.limits = limits or ServerLimits()
         self.tokens = TokenChecker(token)
         self._write_lock = threading.Lock()  # one upload at a time (the library also serialises its writes)
+        # Model work takes turns, round-robin between clients (REST and UI alike): see `fair`.
+        self.gate = FairGate(slots=1, per_client=self.limits.max_client_requests)
         encoder = library.encoder  # load the model now: a broken model fails at start, not on first use
         self.model_name: str = encoder.name or f"custom model {encoder.fingerprint[:12]}"
         self.notice = model_notice(encoder.name)
@@ -121,13 +124,27 @@ class LibraryService:
             raise APIError(400, "bad_query", str(exc)) from None
         return hits, (time.perf_counter() - start) * 1000
 
-    def classify(self, image: SniffedImage, labels: str | list[str],
-                 template: str | None) -> tuple[list[tuple[str, float]], str | list[str], float]:
-        """((label, probability) most likely first, templates used, milliseconds)."""
+    def classify_plan(self, labels: str | list[str] | None, template: str | None) -> tuple[list[str], str | list[str]]:
+        """(labels, templates) of a classify, refused (400) when it would encode more than `max_prompts`
+        prompts (labels x templates): 100 labels x the 80 `imagenet` templates cost minutes of CPU."""
+        from clipforge.zeroshot.prompts import get_templates
+
         clean = self.clean_labels(labels)
         if not clean:
             raise APIError(400, "no_labels", "give at least one label, e.g. 'cat, dog, car'")
         templates = self.clean_template(template)
+        count = len(get_templates(templates)) if isinstance(templates, str) else len(templates)
+        if len(clean) * count > self.limits.max_prompts:
+            raise APIError(400, "too_many_prompts",
+                           f"{len(clean)} labels x {count} templates = {len(clean) * count:,} prompts; at most "
+                           f"{self.limits.max_prompts:,} prompts per request: use fewer labels or a smaller template "
+                           f"set (imagenet7 has 7 templates, simple 1)")
+        return clean, templates
+
+    def classify(self, image: SniffedImage, labels: str | list[str],
+                 template: str | None) -> tuple[list[tuple[str, float]], str | list[str], float]:
+        """((label, probability) most likely first, templates used, milliseconds)."""
+        clean, templates = self.classify_plan(labels, template)
         start = time.perf_counter()
         try:
             ranked = self.library.classify_image(image.image, clean, templates)
