@@ -81,6 +81,8 @@ class ServerLimits:
     """Largest JSON body of a web-UI event (files travel separately, through the upload endpoint)."""
     ui_cache_bytes: int = 200 * 10**6
     """Bytes the web UI's upload folder may hold; further uploads get 507 until old ones expire."""
+    ui_cache_files: int = 2000
+    """Files the web UI's upload folder may hold (40,000 tiny files once passed as "0.8 MB")."""
     ui_cache_age_s: float = 1800.0
     """Web-UI uploads older than this many seconds are deleted."""
 
