@@ -35,7 +35,8 @@ _WHY = {400: "malformed request (an id that is not a positive integer, an unread
         405: "method not allowed here (the Allow header lists the allowed ones)",
         413: "file, body or pixel count over the limit", 429: "too many of this client's requests are running or "
                                                               "waiting", 415: "not an image, or a body type this route does not take",
-        422: "a field is missing, has the wrong type, or is out of bounds", 503: "timed out"}
+        422: "a field is missing, has the wrong type, or is out of bounds", 503: "timed out",
+        507: "the library's disk is full: nothing was added"}
 _IMAGE_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=3600"}
 
 
@@ -161,7 +162,7 @@ def build_router(service: LibraryService) -> APIRouter:
     @router.post("/api/images", response_model=schemas.UploadOut, status_code=201,
                  responses={200: {"model": schemas.UploadOut, "description": "these bytes were already in the "
                                                                              "library: the existing image"},
-                            **_errors(400, *([401] if auth else []), 413, 415, 422, 429, 503)},
+                            **_errors(400, *([401] if auth else []), 413, 415, 422, 429, 503, 507)},
                  tags=["images"], dependencies=auth, openapi_extra={"requestBody": bodies.upload.openapi()})
     async def upload_image(request: Request, response: Response) -> schemas.UploadOut:
         """Add an image to the library (needs the token when the server has one). 200 when already present."""

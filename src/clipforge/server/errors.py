@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
           413: "payload_too_large", 415: "unsupported_media_type", 422: "invalid_request", 429: "too_many_requests",
-          503: "timeout"}
+          503: "timeout", 507: "insufficient_storage"}
 
 
 class APIError(Exception):

@@ -17,14 +17,18 @@ token passed in a query string.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
 import re
 import shutil
+import signal
 import socket
 import sys
 import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -225,6 +229,35 @@ def _private_upload_dir() -> str | None:
     return folder
 
 
+class _Terminated(SystemExit):
+    pass
+
+
+@contextlib.contextmanager
+def _terminate_as_exit() -> Iterator[None]:
+    """SIGTERM/SIGHUP end the server through `finally` blocks (the private upload folder is removed).
+
+    uvicorn shuts down gracefully on SIGTERM and then raises the signal again with the handler
+    that was installed before it: Python's default for SIGTERM ends the process on the spot, so
+    no cleanup ran. With this handler in place that last signal becomes a SystemExit instead.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def leave(signum: int, frame: Any) -> None:
+        raise _Terminated(128 + signum)
+
+    previous = {sig: signal.signal(sig, leave) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    except _Terminated:
+        pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def _url(host: str, port: int) -> str:
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
     shown = f"[{shown}]" if ":" in shown and not shown.startswith("[") else shown
@@ -260,7 +293,8 @@ def serve(library: str | os.PathLike[str] | None, host: str = "127.0.0.1", port:
         url = _url(host, sock.getsockname()[1])
         print(f"clipforge serving library {Path(opened.paths.root)} with model {service.model_name} "
               f"at {url}/ (REST API docs: {url}/docs)", flush=True)
-        server.run(sockets=[sock])
+        with _terminate_as_exit():
+            server.run(sockets=[sock])
     finally:
         sock.close()
         opened.close()

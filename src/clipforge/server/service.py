@@ -10,9 +10,13 @@ images are addressed by integer id.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
+import sqlite3
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from clipforge.library.dbfile import display_path
@@ -22,7 +26,16 @@ from clipforge.server.limits import ServerLimits
 from clipforge.server.security import TokenChecker
 from clipforge.server.uploads import SniffedImage
 
-__all__ = ["DEFAULT_TEMPLATE", "LibraryService", "model_notice"]
+__all__ = ["DEFAULT_TEMPLATE", "LibraryService", "disk_full", "model_notice"]
+
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def disk_full(exc: BaseException) -> bool:
+    """An error that means "no room to write" (a full disk, a quota, `ulimit -f`), from the OS or SQLite."""
+    if isinstance(exc, OSError):
+        return exc.errno in _DISK_FULL
+    return isinstance(exc, sqlite3.OperationalError) and "full" in str(exc).lower()
 
 DEFAULT_TEMPLATE = "a photo of a {}."
 OFFLINE_MODEL = "clipforge-tiny"
@@ -160,7 +173,25 @@ class LibraryService:
             existing = self.library.store.images_with_sha(sha256)
             if existing:
                 return min(existing, key=lambda r: r.id), False
-            return self.library.add_bytes(image.data), True
+            try:
+                return self.library.add_bytes(image.data), True
+            except (OSError, sqlite3.OperationalError) as exc:
+                if not disk_full(exc):
+                    raise
+                self._forget_partial_upload(sha256)
+                raise APIError(507, "insufficient_storage", "the library's disk is full (or a file size limit "
+                                                            "stopped the write): the image was not added") from None
+
+    def _forget_partial_upload(self, sha256: str) -> None:
+        """Remove what a write stopped by a full disk left of this upload in the library's uploads folder
+        (`library.media.store_upload` names files `<sha[:2]>/<sha>.<ext>`) and its emptied folder. No image
+        of the library has these bytes (checked under the same lock), so no such file is in use."""
+        folder = Path(self.library.paths.uploads_dir) / sha256[:2]
+        for leftover in folder.glob(f"*{sha256}*") if folder.is_dir() else ():
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only when empty
 
     def list_images(self, limit: int, offset: int) -> tuple[list[Any], int | None]:
         if not 1 <= int(limit) <= self.limits.max_page_size:

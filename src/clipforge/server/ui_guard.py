@@ -25,7 +25,6 @@ upload folder, and this middleware), so a gap in one of them is not a hole:
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
@@ -43,6 +42,7 @@ from starlette.routing import get_route_path
 from clipforge.server.bodies import check_json_items
 from clipforge.server.errors import APIError
 from clipforge.server.middleware import ASGIApp, Message, Receive, Scope, Send, send_json
+from clipforge.server.service import disk_full
 from clipforge.server.upload_space import UploadLedger, delete_files, sweep
 
 __all__ = ["UPLOADER_COOKIE", "UIGuardMiddleware", "inside", "prune_uploads", "upload_bytes_used", "upload_paths",
@@ -52,7 +52,6 @@ log = logging.getLogger(__name__)
 
 UPLOADER_COOKIE = "clipforge_uploader"
 _UPLOADER = re.compile(r"^[0-9a-f]{32}$")
-_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _MAX_UI_JSON_ITEMS = 100_000  # structural JSON characters of one UI event (1,000 FileData fit easily)
 
 _API = "/gradio_api/"
@@ -218,7 +217,7 @@ class UIGuardMiddleware:
             try:
                 await self.app(scope, receive, hold)
             except OSError as exc:
-                if exc.errno not in _DISK_FULL:
+                if not disk_full(exc):
                     raise
                 log.warning("UI upload refused: the disk is full (%s)", exc.strerror)
                 answer = []

@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
 __all__ = ["UploadLedger", "sweep"]
+
+_UPLOAD_FOLDER = re.compile(r"^[0-9a-f]{64}$")  # gradio names each upload's folder by a sha256
 
 
 @dataclass
@@ -130,13 +133,13 @@ def delete_files(paths: list[str], root: str) -> None:
 
 def sweep(root: str, ledger: UploadLedger) -> int:
     """Remove what failed uploads left at the top of `root`: gradio's temporary `tmp*` files and empty
-    folders. Called only when no upload is in flight (their temporary files are in use)."""
+    upload folders. Called only when no upload is in flight (their temporary files are in use)."""
     removed = 0
     with os.scandir(root) as entries:
         for entry in entries:
             path = os.path.join(root, entry.name)
             with contextlib.suppress(OSError):
-                if entry.is_dir(follow_symlinks=False):
+                if entry.is_dir(follow_symlinks=False) and _UPLOAD_FOLDER.match(entry.name):
                     os.rmdir(path)  # only succeeds when empty
                     removed += 1
                 elif entry.name.startswith("tmp") and not ledger.known(path):
