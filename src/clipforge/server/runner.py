@@ -31,11 +31,12 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from clipforge.server.limits import ServerLimits
 
-__all__ = ["ServeError", "bind_socket", "build_server", "choose_model", "is_loopback", "open_server_library",
-           "read_token_file", "redact_query", "serve"]
+__all__ = ["ServeError", "bind_socket", "build_server", "choose_model", "is_credential_name", "is_loopback",
+           "open_server_library", "read_token_file", "redact_query", "serve", "token_from_env"]
 
 
 class ServeError(RuntimeError):
@@ -112,6 +113,18 @@ def open_server_library(path: str | os.PathLike[str] | None, model: str | None =
     return library
 
 
+def token_from_env(environ: Any = None) -> str | None:
+    """`$CLIPFORGE_TOKEN`, or None when it is not set. Set but blank is an error, never "no token":
+    whoever set it meant to protect the library, and a server without a token lets anyone add images."""
+    value = (os.environ if environ is None else environ).get("CLIPFORGE_TOKEN")
+    if value is None:
+        return None
+    if not value.strip():
+        raise ServeError("CLIPFORGE_TOKEN is set but blank: put the token in it, or unset it to run without a token "
+                         "(anyone who reaches the server can then add images)")
+    return value.strip()
+
+
 def read_token_file(path: str | os.PathLike[str]) -> str:
     """The token in `path` (surrounding whitespace removed); ServeError when it is missing or empty."""
     try:
@@ -124,12 +137,40 @@ def read_token_file(path: str | os.PathLike[str]) -> str:
     return token
 
 
-_SECRET_QUERY = re.compile(r"(?i)([?&](?:token|access_token|x-token|api_key|key)=)[^&\s\"]*")
+_CREDENTIAL_NAMES = frozenset({
+    "token", "key", "apikey", "api_key", "password", "passwd", "pwd", "pass", "secret", "auth", "authorization",
+    "access_token", "x_token", "x_api_key", "credential", "credentials", "session", "sessionid", "sig", "signature",
+    "jwt", "bearer"})
+_CREDENTIAL_SUFFIXES = ("_token", "_key", "_secret", "_password", "_passwd", "_auth", "_credential", "_signature")
+_QUERY = re.compile(r'([?;])([^\s"]*)')
+_PARAM = re.compile(r"(^|[&;?])([^=&;?#]*)=([^&;#]*)")
+
+
+def is_credential_name(name: str) -> bool:
+    """`token`, `api-key`, `Authorization`, `client_secret`, ... (case and `-`/`_` ignored); not `monkey`."""
+    normal = name.strip().lower().replace("-", "_")
+    return normal in _CREDENTIAL_NAMES or normal.endswith(_CREDENTIAL_SUFFIXES) or normal.startswith("auth_")
+
+
+def _decoded(query: str) -> str:
+    for _ in range(3):  # `%2574oken` is `%74oken` is `token`
+        plain = unquote(query)
+        if plain == query:
+            break
+        query = plain
+    return query
 
 
 def redact_query(text: str) -> str:
-    """`/x?token=abc&a=1` -> `/x?token=***&a=1` (for logs)."""
-    return _SECRET_QUERY.sub(r"\1***", text)
+    """`/x?token=abc&a=1` -> `/x?token=***&a=1` (for logs). The query (and `;` parameters) is
+    percent-decoded first, so `?%74oken=` or `?tok%65n=` is masked too, and every credential-like
+    name is (`is_credential_name`)."""
+    def mask(match: re.Match[str]) -> str:
+        params = _PARAM.sub(lambda m: f"{m.group(1)}{m.group(2)}={'***' if is_credential_name(m.group(2)) else m.group(3)}",
+                            _decoded(match.group(2)))
+        return match.group(1) + params
+
+    return _QUERY.sub(mask, text)
 
 
 class _RedactTokens(logging.Filter):
