@@ -80,3 +80,24 @@ def test_base64_is_checked_in_linear_time_with_the_same_rule(make_client):
     over = client.post("/api/classify", json={"image": good + "AAAA", "labels": "cat"})
     assert over.status_code == 422 and f"{limits.max_base64_chars:,}" in over.json()["detail"]
     assert client.post("/api/classify", json={"image": good, "labels": "cat"}).status_code == 415  # not an image
+
+
+def test_a_form_field_given_a_json_object_or_list_is_refused(make_client, kit):
+    """schemathesis' stateful phase sent `tags` as an object in a multipart search (its JSON text is all a form
+    can carry) and the server read it as labels (ST201). The form's comma string is plain text now."""
+    client = make_client()
+    image = kit.encode(kit.picture((200, 20, 20), 3))
+    for value in ('{"a": 1}', "{}", '["cat", "dog"]', "[]"):
+        searched = client.post("/api/search", data={"text": "a red picture", "tags": value})
+        assert searched.status_code == 422 and "plain text" in searched.json()["detail"], (value, searched.text)
+        searched = client.post("/api/search", files={"image": ("a.png", image, "image/png")}, data={"tags": value})
+        assert searched.status_code == 422, value
+        classified = client.post("/api/classify", files={"image": ("a.png", image, "image/png")},
+                                 data={"labels": value})
+        assert classified.status_code == 422, value
+    spec = client.get("/openapi.json").json()
+    form = spec["paths"]["/api/search"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    tags = form["properties"]["tags"]
+    assert {"pattern": r'^[^{}\[\]"]*$'} in tags["allOf"]
+    assert client.post("/api/search", data={"text": "a red picture", "tags": "red, blue"}).status_code == 200
+    assert client.post("/api/search", json={"text": "x", "tags": ['say "cheese"']}).status_code == 200

@@ -435,3 +435,53 @@ def test_ui_search_and_add_still_work_through_the_event_api(ui_env, library, kit
     assert done[0]["success"], done
     assert done[0]["output"]["data"][0].startswith("Added 1 image(s)")
     assert library.stats()["images"]["ok"] == 9
+
+
+def test_queued_ui_events_of_one_client_do_not_starve_another(ui_env, photos, monkeypatch, library):
+    """8 classify events queued by one browser session made another session's 2-label classify wait for all
+    of them (gradio's queue is first come, first served). Now the other session's event runs second."""
+    import threading
+    import time
+
+    make, _, _, _ = ui_env
+    model = library.encoder.model
+    original = model.encode_text
+
+    def slow(tokens, *args, **kwargs):
+        time.sleep(0.05)
+        return original(tokens, *args, **kwargs)
+
+    monkeypatch.setattr(model, "encode_text", slow)
+    client = make()
+    path = _upload(client, "red.png", photos[0].read_bytes(), "image/png").json()[0]
+    classify = _fn_index(client, "classify")
+    finished: list[str] = []
+
+    def join(session: str, labels: str) -> None:
+        joined = client.post("/gradio_api/queue/join", json={
+            "fn_index": classify, "data": [_fd(path, "red.png"), labels, "a photo of a {}."],
+            "session_hash": session, "event_data": None, "trigger_id": None})
+        assert joined.status_code == 200, joined.text
+
+    def stream(session: str, count: int) -> None:
+        with client.stream("GET", "/gradio_api/queue/data", params={"session_hash": session}) as events:
+            for line in events.iter_lines():
+                message = json.loads(line[5:]) if line.startswith("data:") else {}
+                if message.get("msg") == "process_completed":
+                    finished.append(f"{session}:{message['output']['data'][1] if message.get('success') else 'x'}")
+                    count -= 1
+                if count == 0 or message.get("msg") == "close_stream":
+                    return
+
+    hog, other = uuid.uuid4().hex, uuid.uuid4().hex
+    for i in range(8):
+        join(hog, f"thing{i}, other{i}")  # all queued before the other session's event
+    join(other, "cat, dog")
+    readers = [threading.Thread(target=stream, args=(hog, 8)), threading.Thread(target=stream, args=(other, 1))]
+    for reader in readers:
+        reader.start()
+    for reader in readers:
+        reader.join(timeout=120)
+    assert len(finished) == 9 and all(item.endswith(":") for item in finished), finished
+    position = finished.index(f"{other}:")
+    assert position <= 2, f"the other session waited for {position} of the hog's events"

@@ -41,6 +41,9 @@ __all__ = ["IMAGE_MEDIA_TYPES", "BodyKind", "Bodies", "ParsedBody", "build_bodie
 # Exactly the characters str.isspace() (and so str.strip()) treats as blank, as one regex class.
 _SPACE = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 NONBLANK_LABEL = f"[^,{_SPACE}]"
+# A comma-separated form field is plain text: a JSON object or list sent in its place (which a form
+# can only carry as its JSON text, e.g. `{"a": 1}`) is refused instead of read as labels.
+NOT_JSON = r'^[^{}\[\]"]*$'
 BASE64 = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
 IMAGE_MEDIA_TYPES = "image/jpeg, image/png, image/webp, image/gif, image/bmp, image/tiff"
 JSON_TYPES = ("application/json",)
@@ -90,13 +93,16 @@ def _label_type(limits: ServerLimits) -> Any:
 def _comma_type(limits: ServerLimits, required: bool) -> Any:
     """`"cat, dog, car"`: at most max_labels items (max_labels - 1 commas) in max_labels_chars characters."""
     count = rf"^[^,]*(?:,[^,]*){{0,{limits.max_labels - 1}}}$"
-    patterns = [{"pattern": count}] + ([{"pattern": NONBLANK_LABEL}] if required else [])
+    patterns = [{"pattern": count}, {"pattern": NOT_JSON}] + ([{"pattern": NONBLANK_LABEL}] if required else [])
     schema = {"type": "string", "maxLength": limits.max_labels_chars, "allOf": patterns,
               "description": f"comma-separated, at most {limits.max_labels} items"}
     if required:
         schema["minLength"] = 1
     checks = [_checked(lambda v: re.search(count, v) is not None, f"at most {limits.max_labels} comma-separated "
-                                                                    f"items are allowed")]
+                                                                    f"items are allowed"),
+              _checked(lambda v: re.search(NOT_JSON, v) is not None,
+                       "comma-separated labels as plain text: no brackets, braces or double quotes (send a JSON list "
+                       "in a JSON body for labels that need them)")]
     if required:
         checks.append(_checked(lambda v: re.search(NONBLANK_LABEL, v) is not None, "give at least one label"))
     return Annotated[(str, Field(max_length=limits.max_labels_chars), WithJsonSchema(schema), *checks)]
