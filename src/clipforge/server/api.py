@@ -106,7 +106,8 @@ def build_router(service: LibraryService) -> APIRouter:
     async def in_turn(request: Request, fn: Any, *args: Any) -> Any:
         """fn(*args) in a thread when this client's turn comes (see `fair.FairGate`)."""
         client = client_key(request.client.host if request.client else None)
-        return await service.gate.run(client, fn, *args, disconnected=request.is_disconnected)
+        # The body has been read: `receive` now only completes when the client disconnects.
+        return await service.gate.run(client, fn, *args, left=request.receive)
 
     @router.get("/healthz", response_model=schemas.HealthOut, responses=_errors(), tags=["server"])
     def healthz() -> schemas.HealthOut:

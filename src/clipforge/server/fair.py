@@ -22,12 +22,13 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import anyio.to_thread
+
 from clipforge.server.errors import APIError
 
 __all__ = ["ClientGone", "FairGate", "client_key"]
 
 T = TypeVar("T")
-_POLL_S = 0.25
 
 
 def client_key(host: str | None, session: str | None = None) -> tuple[str, str]:
@@ -128,29 +129,40 @@ class FairGate:
 
     # -- the public call ------------------------------------------------------------------------
     async def run(self, client: tuple[str, str], fn: Callable[..., T], *args: Any,
-                  disconnected: Callable[[], Awaitable[bool]] | None = None) -> T:
-        """fn(*args) in a worker thread once this client's turn comes (429 when it holds too many)."""
+                  left: Callable[[], Awaitable[Any]] | None = None) -> T:
+        """fn(*args) in a worker thread once this client's turn comes (429 when it holds too many).
+
+        `left`: an awaitable that completes when the client disconnects (the ASGI `receive` once the
+        body has been read: it then only ever yields `http.disconnect`).
+        """
         loop = asyncio.get_running_loop()
         waiter = _Waiter(client, loop.create_future())
         with self._mutex:
             self._admit(client)
             self._queues.setdefault(client[0], OrderedDict()).setdefault(client[1], deque()).append(waiter)
             self._dispatch()
+        gone = asyncio.ensure_future(left()) if left is not None else None
         try:
-            await _wait_or_leave(waiter.future, disconnected)
-        except BaseException:
-            if not self._withdraw(waiter):  # granted just now: give the slot back
-                self._release(client)
-            raise
-        stop = threading.Event()
-        work = loop.run_in_executor(None, _stoppable, stop, fn, args)
-        work.add_done_callback(lambda done: (done.cancelled() or done.exception(), self._release(client)))
-        try:
-            await _wait_or_leave(work, disconnected)
-        except BaseException:
-            stop.set()  # the thread stops at its next check; the slot is freed when it has
-            raise
-        return work.result()
+            try:
+                await _wait_or_leave(waiter.future, gone)
+            except BaseException:
+                if not self._withdraw(waiter):  # granted just now: give the slot back
+                    self._release(client)
+                raise
+            stop = threading.Event()
+            # anyio's worker threads (as for every other sync call of the app), in a task of its own that
+            # outlives this request's cancellation; abandon_on_cancel only matters when the loop shuts down.
+            work = asyncio.ensure_future(anyio.to_thread.run_sync(_stoppable, stop, fn, args, abandon_on_cancel=True))
+            work.add_done_callback(lambda done: (done.cancelled() or done.exception(), self._release(client)))
+            try:
+                await _wait_or_leave(work, gone)
+            except BaseException:
+                stop.set()  # the thread stops at its next check; the slot is freed when it has
+                raise
+            return work.result()
+        finally:
+            if gone is not None:
+                gone.cancel()
 
 
 def _grant(future: asyncio.Future[None]) -> None:
@@ -165,13 +177,18 @@ class ClientGone(APIError):
         super().__init__(499, "client_closed_request", "the client closed the connection before the answer")
 
 
-async def _wait_or_leave(future: asyncio.Future[Any], disconnected: Callable[[], Awaitable[bool]] | None) -> None:
-    while True:
-        done, _ = await asyncio.wait({future}, timeout=_POLL_S if disconnected else None)
-        if done:
-            return
-        if disconnected is not None and await disconnected():
-            raise ClientGone
+async def _wait_or_leave(future: asyncio.Future[Any], gone: asyncio.Future[Any] | None) -> None:
+    """Wait for `future`; ClientGone when `gone` first reports the client's disconnection."""
+    if gone is None or gone.done():
+        await asyncio.wait({future})
+        return
+    done, _ = await asyncio.wait({future, gone}, return_when=asyncio.FIRST_COMPLETED)
+    if future in done:
+        return
+    message = None if gone.cancelled() or gone.exception() else gone.result()
+    if isinstance(message, dict) and message.get("type") == "http.disconnect":
+        raise ClientGone
+    await asyncio.wait({future})
 
 
 def _stoppable(stop: threading.Event, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
