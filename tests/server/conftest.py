@@ -142,3 +142,72 @@ def opened_paths():
     _opened_active[0] = True
     yield _opened
     _opened_active[0] = False
+
+
+@pytest.fixture()
+def live_server():
+    """`live_server(app, limits)`: a context manager giving the base URL of `app` served by the same
+    uvicorn setup as `clipforge serve`, on a loopback socket, in a thread."""
+    import contextlib
+    import threading
+    import time
+
+    from clipforge.server.runner import bind_socket, build_server
+
+    @contextlib.contextmanager
+    def serve(app, limits):
+        sock = bind_socket("127.0.0.1", 0)
+        server = build_server(app, limits, log_level="warning")
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 60
+        while not server.started and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert server.started, "uvicorn did not start"
+        try:
+            yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+        finally:
+            server.should_exit = True
+            thread.join(timeout=15)
+            sock.close()
+
+    return serve
+
+
+class HealthProbe:
+    """Sends GET /healthz in a loop from a thread and records each answer's latency (seconds)."""
+
+    def __init__(self, url: str) -> None:
+        import threading
+
+        self.url = url
+        self.latencies: list[float] = []
+        self.statuses: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import time
+
+        import httpx
+
+        with httpx.Client(timeout=120) as client:
+            while not self._stop.is_set():
+                start = time.monotonic()
+                status = client.get(f"{self.url}/healthz").status_code
+                self.latencies.append(time.monotonic() - start)
+                self.statuses.append(status)
+                time.sleep(0.02)
+
+    def __enter__(self) -> HealthProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=120)
+
+
+@pytest.fixture()
+def health_probe():
+    return HealthProbe

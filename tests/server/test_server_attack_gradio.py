@@ -136,13 +136,25 @@ def _assert_no_leak(texts: list[str], secrets: list[str], tmp_path: Path | None)
         assert tmp_path is None or str(tmp_path) not in text, text[:300]
 
 
+def _refusal(message: dict) -> str | None:
+    """The status line with which a UI event refused its request ("⚠️ **400 ...**: ..."), if any."""
+    for item in (message.get("output") or {}).get("data") or []:
+        if isinstance(item, str) and item.startswith("⚠️"):
+            return item
+    return None
+
+
+def _succeeded(message: dict) -> bool:
+    return bool(message.get("success")) and _refusal(message) is None
+
+
 def _attack(client, upload_dir: Path, targets: list[str], guarded: bool = True) -> tuple[list[str], list[str]]:
     """Every hostile event through queue/join, run and call; every file= fetch. (event texts, file= texts)."""
     blocks = _blocks(client)
     texts = []
     joins, done = run_events(client, _hostile_calls(blocks, targets))
     texts += [r.text for r in joins] + [json.dumps(m) for m in done]
-    assert not [m for m in done if m.get("success")], "a hostile event succeeded"
+    assert not [m for m in done if _succeeded(m)], "a hostile event succeeded"
     assert len(_attackable(blocks)) == 4  # search (click and enter), classify, add
     for fn_index, fn in _attackable(blocks).items():
         for target in targets[:4]:
@@ -229,16 +241,27 @@ def test_a_real_upload_classifies_and_a_non_image_gets_the_api_message(ui_env, t
     _, done = run_events(client, [(classify, [_fd(text_path, "holiday.jpg"), "cat, dog", "a photo of a {}."])])
     api = client.post("/api/classify", files={"image": ("holiday.jpg", notes, "image/jpeg")}, data={"labels": "cat"})
     assert api.status_code == 415 and api.json()["error"] == "not_an_image"
-    message = done[0]["output"]
-    assert done[0]["success"] is False
-    assert html.unescape(message["error"]) == api.json()["detail"]
-    assert message["title"] == "415 not an image"
+    # The status line of the tab says it, in the API's words; the probabilities are left as they were.
+    assert done[0]["success"] is True
+    assert html.unescape(_refusal(done[0])) == f"⚠️ **415 not an image**: {api.json()['detail']}"
+    assert done[0]["output"]["data"][0] == {"__type__": "update"}
     _assert_no_leak([json.dumps(done)], secrets, tmp_path)
     assert str(upload_dir) not in json.dumps(done)
 
 
-def test_ui_upload_space_is_bounded_and_pruned(ui_env, kit):
-    from clipforge.server.ui_guard import prune_uploads, upload_bytes_used
+def _guard(client):
+    """The UIGuardMiddleware instance of a started client's app."""
+    from clipforge.server.ui_guard import UIGuardMiddleware
+
+    app = client.app.middleware_stack
+    while not isinstance(app, UIGuardMiddleware):
+        app = app.app
+    return app
+
+
+def test_ui_upload_space_is_bounded_and_pruned(ui_env, kit, monkeypatch):
+    from clipforge.server import upload_space
+    from clipforge.server.ui_guard import upload_bytes_used
 
     make, upload_dir, _, _ = ui_env
     limits = ServerLimits(max_upload_bytes=100_000, form_overhead_bytes=20_000, ui_cache_bytes=300_000,
@@ -250,19 +273,70 @@ def test_ui_upload_space_is_bounded_and_pruned(ui_env, kit):
     refused = _upload(client, "x.png", os.urandom(40_000))
     assert refused.status_code == 507 and refused.json()["error"] == "insufficient_storage"
     assert upload_bytes_used(upload_dir) - start == 270_000
-    # One file over the per-file limit but inside the body allowance: gradio's own limit, nothing kept.
+    # One file over the per-file limit but inside the body allowance: nothing kept.
     over = _upload(client, "big.png", os.urandom(110_000))
     assert over.status_code in (413, 507)
     assert upload_bytes_used(upload_dir) - start == 270_000
     # Old uploads are deleted (as if their age had passed), after which uploads are accepted again.
     import time
 
-    assert prune_uploads(upload_dir, 600, now=time.time() + 601) >= 3
-    assert upload_bytes_used(upload_dir) == 0
+    later = time.time() + 601
+    monkeypatch.setattr(upload_space.time, "time", lambda: later)
     after = _upload(client, "again.png", os.urandom(110_000))
     assert after.status_code == 413  # now it is gradio's per-file limit that answers
     assert upload_bytes_used(upload_dir) == 0
     assert _upload(client, "ok.png", os.urandom(50_000)).status_code == 200
+    assert _guard(client).ledger.bytes == upload_bytes_used(upload_dir) == 50_000
+
+
+def test_parallel_ui_uploads_cannot_pass_the_budget_together(ui_env):
+    """Each upload checked the folder before any of them had written: 10 parallel uploads of 90 KB all
+    passed a 300 KB budget. Now each reserves its size before gradio writes a byte."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from clipforge.server.ui_guard import upload_bytes_used
+
+    make, upload_dir, _, _ = ui_env
+    limits = ServerLimits(max_upload_bytes=100_000, form_overhead_bytes=20_000, ui_cache_bytes=300_000)
+    client = make(limits)
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        statuses = list(pool.map(lambda i: _upload(client, f"p{i}.png", os.urandom(90_000)).status_code, range(10)))
+    assert statuses.count(200) <= 3 and set(statuses) <= {200, 507}, statuses
+    assert upload_bytes_used(upload_dir) <= 300_000
+
+
+def test_many_tiny_ui_uploads_are_counted_as_files(ui_env):
+    from clipforge.server.ui_guard import upload_bytes_used
+
+    make, upload_dir, _, _ = ui_env
+    client = make(ServerLimits(ui_cache_files=20))
+    client.get("/config")
+    room = 20 - _guard(client).ledger.files  # the fixture's symlink and FIFO count too
+    start = upload_bytes_used(upload_dir)
+    statuses = [_upload(client, f"t{i}.png", os.urandom(8)).status_code for i in range(25)]
+    assert statuses[:room] == [200] * room and statuses[room:] == [507] * (25 - room)
+    assert "20 files" in _upload(client, "t.png", b"x").json()["detail"]
+    assert upload_bytes_used(upload_dir) - start == 8 * room
+
+
+def test_an_upload_is_usable_only_by_the_browser_that_sent_it(ui_env, photos):
+    """Another client that learns the path of someone's upload (a shared screen, a log) cannot use it."""
+    make, _, _, _ = ui_env
+    owner = make()
+    uploaded = _upload(owner, "red.png", photos[0].read_bytes(), "image/png")
+    assert uploaded.status_code == 200 and "httponly" in uploaded.headers["set-cookie"].lower()
+    path = uploaded.json()[0]
+    classify = _fn_index(owner, "classify")
+    call = [(classify, [_fd(path, "red.png"), "cat, dog", "a photo of a {}."])]
+    _, done = run_events(owner, call)
+    assert _succeeded(done[0]), done
+    stranger = make()
+    joins, done = run_events(stranger, call)
+    assert joins[0].status_code == 403 and "in this browser" in joins[0].json()["detail"]
+    assert stranger.get(f"/gradio_api/file={path}").status_code == 403
+    assert owner.get(f"/gradio_api/file={path}").status_code == 200
+    stranger.cookies.set("clipforge_uploader", "0" * 32)  # a made-up id owns nothing
+    assert run_events(stranger, call)[0][0].status_code == 403
 
 
 def test_unused_gradio_routes_and_url_fetches_are_closed(ui_env):
@@ -355,8 +429,59 @@ def test_ui_search_and_add_still_work_through_the_event_api(ui_env, library, kit
     path = _upload(client, "teal.png", new, "image/png").json()[0]
     add = _fn_index(client, "add")
     _, done = run_events(client, [(add, [[_fd(path, "teal.png")], "wrong", None])])
-    assert done[0]["success"] is False and done[0]["output"]["title"] == "401 unauthorized"
+    assert _refusal(done[0]).startswith("⚠️ **401 unauthorized**")
+    assert done[0]["output"]["data"][1:] == [{"__type__": "update"}] * 3  # gallery, summary, chosen files kept
     _, done = run_events(client, [(add, [[_fd(path, "teal.png")], TOKEN, None])])
     assert done[0]["success"], done
     assert done[0]["output"]["data"][0].startswith("Added 1 image(s)")
     assert library.stats()["images"]["ok"] == 9
+
+
+def test_queued_ui_events_of_one_client_do_not_starve_another(ui_env, photos, monkeypatch, library):
+    """8 classify events queued by one browser session made another session's 2-label classify wait for all
+    of them (gradio's queue is first come, first served). Now the other session's event runs second."""
+    import threading
+    import time
+
+    make, _, _, _ = ui_env
+    model = library.encoder.model
+    original = model.encode_text
+
+    def slow(tokens, *args, **kwargs):
+        time.sleep(0.05)
+        return original(tokens, *args, **kwargs)
+
+    monkeypatch.setattr(model, "encode_text", slow)
+    client = make()
+    path = _upload(client, "red.png", photos[0].read_bytes(), "image/png").json()[0]
+    classify = _fn_index(client, "classify")
+    finished: list[str] = []
+
+    def join(session: str, labels: str) -> None:
+        joined = client.post("/gradio_api/queue/join", json={
+            "fn_index": classify, "data": [_fd(path, "red.png"), labels, "a photo of a {}."],
+            "session_hash": session, "event_data": None, "trigger_id": None})
+        assert joined.status_code == 200, joined.text
+
+    def stream(session: str, count: int) -> None:
+        with client.stream("GET", "/gradio_api/queue/data", params={"session_hash": session}) as events:
+            for line in events.iter_lines():
+                message = json.loads(line[5:]) if line.startswith("data:") else {}
+                if message.get("msg") == "process_completed":
+                    finished.append(f"{session}:{message['output']['data'][1] if message.get('success') else 'x'}")
+                    count -= 1
+                if count == 0 or message.get("msg") == "close_stream":
+                    return
+
+    hog, other = uuid.uuid4().hex, uuid.uuid4().hex
+    for i in range(8):
+        join(hog, f"thing{i}, other{i}")  # all queued before the other session's event
+    join(other, "cat, dog")
+    readers = [threading.Thread(target=stream, args=(hog, 8)), threading.Thread(target=stream, args=(other, 1))]
+    for reader in readers:
+        reader.start()
+    for reader in readers:
+        reader.join(timeout=120)
+    assert len(finished) == 9 and all(item.endswith(":") for item in finished), finished
+    position = finished.index(f"{other}:")
+    assert position <= 2, f"the other session waited for {position} of the hog's events"

@@ -1,6 +1,8 @@
 """A real browser against the real server: `clipforge serve` in a subprocess, Debian chromium
 driven by playwright. Types a query, clicks Search, and checks the gallery shows thumbnails
-served by our API; then classifies an upload and adds an image through the Library tab.
+served by our API; then classifies an upload and adds an image through the Library tab. The
+user's mistakes (an empty query, a missing token) show one message in the tab's status line,
+keep the results, the library grid and the chosen files, and log one line without a traceback.
 Every request to anything but the server is blocked and recorded: the page must work offline.
 """
 
@@ -119,6 +121,15 @@ def test_search_in_the_browser_shows_thumbnails(server, browser_page, tmp_path):
     assert ids == [r["id"] for r in api["results"]]
     assert "8 results" in page.locator("#search-status").inner_text()
     assert page.external == []  # nothing fetched from outside: the page works offline
+    # An empty query: one message in the status line (the old "8 results" gone), the results kept,
+    # no red "Error" badges.
+    page.locator("#search-text textarea").fill("")
+    page.locator("#search-button").click()
+    page.wait_for_function("/empty query/.test(document.querySelector('#search-status').innerText)", timeout=60_000)
+    status = page.locator("#search-status").inner_text()
+    assert "type what to look for" in status and "results" not in status
+    assert page.locator("#search-results img").count() == len(sources)
+    assert page.get_by_text("Error", exact=True).count() == 0
     artifact = REPO_ROOT / "artifacts" / "browser-search.png"
     artifact.parent.mkdir(exist_ok=True)
     page.screenshot(path=str(tmp_path / "browser-search.png"), full_page=True)
@@ -139,9 +150,19 @@ def test_classify_and_add_in_the_browser(server, browser_page, kit, tmp_path):
     # Library tab: add a new picture with the token; the count and the API see it.
     page.get_by_role("tab", name="Library").click()
     page.wait_for_function("/8 images/.test(document.querySelector('#library-summary').innerText)", timeout=60_000)
+    page.wait_for_function("document.querySelectorAll('#library-gallery img').length === 8", timeout=60_000)
     new_file = tmp_path / "teal.png"
     kit.picture((20, 160, 160), seed=42).save(new_file)
     page.locator("#add-files input[type=file]").set_input_files(str(new_file))
+    page.wait_for_function("/teal\\s*\\.png/.test(document.querySelector('#add-files').innerText)", timeout=60_000)
+    # Without the token: one message where the user looks; the grid and the chosen file stay.
+    page.locator("#add-button").click()
+    page.wait_for_function("/401 unauthorized/.test(document.querySelector('#add-status').innerText)",
+                           timeout=60_000)
+    assert "Server token" in page.locator("#add-status").inner_text()
+    assert page.locator("#library-gallery img").count() == 8
+    assert re.search(r"teal\s*\.png", page.locator("#add-files").inner_text())  # gradio splits name and extension
+    assert page.get_by_text("Error", exact=True).count() == 0
     page.get_by_label("Server token").fill(TOKEN)
     page.locator("#add-button").click()
     page.wait_for_selector("text=Added 1 image(s)", timeout=60_000)
@@ -150,3 +171,7 @@ def test_classify_and_add_in_the_browser(server, browser_page, kit, tmp_path):
     assert len(listed) == 9
     assert httpx.get(f"{url}{listed[-1]['url']}", timeout=30).content == new_file.read_bytes()
     assert page.external == []
+    # The user's mistakes above were logged as one line each, never as a traceback.
+    log = (root / "stderr.log").read_text(errors="replace")
+    assert "UI search refused (400 empty_query)" in log and "UI add refused (401 unauthorized)" in log
+    assert "Traceback" not in log, log[-3000:]

@@ -254,3 +254,30 @@ def test_a_timeout_that_is_not_a_positive_number_is_one_line(tiny_library, capsy
     assert main(["serve", "--library", str(tiny_library), "--timeout", timeout]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "server limit request_timeout_s must be a positive number" in err, err
+
+
+@pytest.mark.parametrize("blank", ["", "   ", "\t\n"])
+def test_a_blank_token_in_the_environment_is_refused_not_ignored(tiny_library, captured_run, capsys, monkeypatch,
+                                                                  blank):
+    """`CLIPFORGE_TOKEN="   "` started the server with no token and no word: whoever set it meant to
+    protect the library."""
+    monkeypatch.setenv("CLIPFORGE_TOKEN", blank)
+    assert main(["serve", "--library", str(tiny_library), "--port", "0", "--no-ui"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "CLIPFORGE_TOKEN is set but blank" in err and "app" not in captured_run
+    assert main(["serve", "--library", str(tiny_library), "--port", "0", "--no-ui", "--token", "   "]) == 2
+    assert "must not be empty" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", [
+    "/x?%74oken=SECRET", "/x?a=1;token=SECRET", "/x;token=SECRET", "/x?api-key=SECRET", "/x?password=SECRET",
+    "/x?auth=SECRET", "/x?Authorization=Bearer%20SECRET", "/x?passwd=SECRET&b=2", "/x?client_secret=SECRET",
+    "/x?X-Token=SECRET", "/x?a=1&access_token=SECRET", "/x?%61pi_key=SECRET", "/x?session_token=SECRET",
+    "/x?tok%65n=SECRET#f", "/x?key=SECRET", "/x?apikey=SECRET", "/x?pwd=SECRET", "/x?%2574oken=SECRET"])
+def test_the_access_log_masks_every_credential_like_name(path):
+    from clipforge.server.runner import redact_query
+
+    masked = redact_query(f'127.0.0.1:5 - "GET {path} HTTP/1.1" 200')
+    assert "SECRET" not in masked and "***" in masked, masked
+    assert masked.endswith(' HTTP/1.1" 200')
+    assert redact_query("/x?monkey=banana&tokens_left=3") == "/x?monkey=banana&tokens_left=3"

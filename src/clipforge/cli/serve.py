@@ -49,7 +49,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
     import sys
 
     import fastapi  # noqa: F401  (the 'app' extra, checked before --create writes a library)
@@ -59,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         import gradio  # noqa: F401
 
     from clipforge.server import ServeError, ServerLimits, parse_size, serve
-    from clipforge.server.runner import read_token_file
+    from clipforge.server.runner import read_token_file, token_from_env
 
     try:
         limits = ServerLimits(max_upload_bytes=parse_size(args.max_upload), max_pixels=args.max_pixels,
@@ -71,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
             print("warning: a token given with --token is visible to other users in the process list; "
                   "use --token-file PATH or $CLIPFORGE_TOKEN", file=sys.stderr)
         else:
-            token = os.environ.get("CLIPFORGE_TOKEN", "").strip() or None
+            token = token_from_env()  # set but blank: an error, never "no token"
         return serve(args.library, host=args.host, port=args.port, token=token, model=args.model, limits=limits,
                      device=args.device, log_level=args.log_level, ui=not args.no_ui, create=args.create)
     except (ServeError, ValueError) as exc:  # one line and status 2, through the one error edge

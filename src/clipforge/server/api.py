@@ -23,6 +23,7 @@ from starlette.routing import Route as StarletteRoute
 from clipforge.server import schemas
 from clipforge.server.bodies import IMAGE_MEDIA_TYPES, build_bodies, parse_body
 from clipforge.server.errors import error_response
+from clipforge.server.fair import client_key
 from clipforge.server.limits import MAX_IMAGE_ID
 from clipforge.server.service import LibraryService
 from clipforge.server.uploads import sniff_image
@@ -32,8 +33,10 @@ __all__ = ["build_router"]
 _WHY = {400: "malformed request (an id that is not a positive integer, an unreadable body or form)",
         401: "missing or wrong token", 404: "no image with this id, or its file is gone",
         405: "method not allowed here (the Allow header lists the allowed ones)",
-        413: "file, body or pixel count over the limit", 415: "not an image, or a body type this route does not take",
-        422: "a field is missing, has the wrong type, or is out of bounds", 503: "timed out"}
+        413: "file, body or pixel count over the limit", 429: "too many of this client's requests are running or "
+                                                              "waiting", 415: "not an image, or a body type this route does not take",
+        422: "a field is missing, has the wrong type, or is out of bounds", 503: "timed out",
+        507: "the library's disk is full: nothing was added"}
 _IMAGE_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=3600"}
 
 
@@ -100,13 +103,19 @@ def build_router(service: LibraryService) -> APIRouter:
     async def sniffed(data: bytes | None, what: str):
         return None if data is None else await run_in_threadpool(sniff_image, data, limits, what)
 
+    async def in_turn(request: Request, fn: Any, *args: Any) -> Any:
+        """fn(*args) in a thread when this client's turn comes (see `fair.FairGate`)."""
+        client = client_key(request.client.host if request.client else None)
+        # The body has been read: `receive` now only completes when the client disconnects.
+        return await service.gate.run(client, fn, *args, left=request.receive)
+
     @router.get("/healthz", response_model=schemas.HealthOut, responses=_errors(), tags=["server"])
     def healthz() -> schemas.HealthOut:
         """Liveness: the model is loaded and the server answers."""
         return schemas.HealthOut(status="ok", model=service.model_name, model_notice=service.notice,
                                  write_token_required=service.tokens.enabled)
 
-    @router.post("/api/search", response_model=schemas.SearchOut, responses=_errors(400, 413, 415, 422, 503),
+    @router.post("/api/search", response_model=schemas.SearchOut, responses=_errors(400, 413, 415, 422, 429, 503),
                  tags=["search"], openapi_extra={"requestBody": bodies.search.openapi()})
     async def search(request: Request) -> schemas.SearchOut:
         """Library images most similar to a text, an image, or both (summed).
@@ -116,15 +125,14 @@ def build_router(service: LibraryService) -> APIRouter:
         """
         body = (await parse_body(request, bodies.search, limits)).fields
         image = await sniffed(body.get("image"), "query image")
-        hits, took = await run_in_threadpool(service.search, body.get("text"), image, body["top_k"],
-                                             body.get("tags"))
+        hits, took = await in_turn(request, service.search, body.get("text"), image, body["top_k"], body.get("tags"))
         prefix = _prefix(request)
         return schemas.SearchOut(text=service.clean_text(body.get("text")), image=image is not None,
                                  top_k=body["top_k"], tags=service.clean_labels(body.get("tags"), "tags") or None,
                                  model=service.model_name, took_ms=round(took, 2),
                                  results=[schemas.hit_out(h, prefix) for h in hits])
 
-    @router.post("/api/classify", response_model=schemas.ClassifyOut, responses=_errors(400, 413, 415, 422, 503),
+    @router.post("/api/classify", response_model=schemas.ClassifyOut, responses=_errors(400, 413, 415, 422, 429, 503),
                  tags=["classify"], openapi_extra={"requestBody": bodies.classify.openapi()})
     async def classify(request: Request) -> schemas.ClassifyOut:
         """Zero-shot probabilities of each label for an image (nothing is stored).
@@ -133,8 +141,9 @@ def build_router(service: LibraryService) -> APIRouter:
         Form data works too (labels comma-separated, the image as a file part).
         """
         body = (await parse_body(request, bodies.classify, limits)).fields
+        service.classify_plan(body["labels"], body["template"])  # a 400 now, not after waiting for a turn
         image = await sniffed(body["image"], "image")
-        ranked, templates, took = await run_in_threadpool(service.classify, image, body["labels"], body["template"])
+        ranked, templates, took = await in_turn(request, service.classify, image, body["labels"], body["template"])
         return schemas.ClassifyOut(labels=[schemas.LabelProbability(label=lb, probability=round(p, 6))
                                            for lb, p in ranked],
                                    templates=templates, model=service.model_name, took_ms=round(took, 2))
@@ -154,14 +163,14 @@ def build_router(service: LibraryService) -> APIRouter:
     @router.post("/api/images", response_model=schemas.UploadOut, status_code=201,
                  responses={200: {"model": schemas.UploadOut, "description": "these bytes were already in the "
                                                                              "library: the existing image"},
-                            **_errors(400, *([401] if auth else []), 413, 415, 422, 503)},
+                            **_errors(400, *([401] if auth else []), 413, 415, 422, 429, 503, 507)},
                  tags=["images"], dependencies=auth, openapi_extra={"requestBody": bodies.upload.openapi()})
     async def upload_image(request: Request, response: Response) -> schemas.UploadOut:
         """Add an image to the library (needs the token when the server has one). 200 when already present."""
         service.tokens.require(request.headers.get("authorization"), request.headers.get("x-token"))
         body = (await parse_body(request, bodies.upload, limits)).fields
         image = await sniffed(body["file"], "upload")
-        record, created = await run_in_threadpool(service.add, image)
+        record, created = await in_turn(request, service.add, image)
         if not created:
             response.status_code = 200
         return schemas.UploadOut(created=created, image=schemas.image_out(record, service.tags(record.id),

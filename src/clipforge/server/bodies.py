@@ -29,6 +29,7 @@ from pydantic import (
     WithJsonSchema,
     model_validator,
 )
+from starlette.concurrency import run_in_threadpool
 
 from clipforge.server.errors import APIError, validation_error
 from clipforge.server.limits import ServerLimits
@@ -40,6 +41,9 @@ __all__ = ["IMAGE_MEDIA_TYPES", "BodyKind", "Bodies", "ParsedBody", "build_bodie
 # Exactly the characters str.isspace() (and so str.strip()) treats as blank, as one regex class.
 _SPACE = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 NONBLANK_LABEL = f"[^,{_SPACE}]"
+# A comma-separated form field is plain text: a JSON object or list sent in its place (which a form
+# can only carry as its JSON text, e.g. `{"a": 1}`) is refused instead of read as labels.
+NOT_JSON = r'^[^{}\[\]"]*$'
 BASE64 = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
 IMAGE_MEDIA_TYPES = "image/jpeg, image/png, image/webp, image/gif, image/bmp, image/tiff"
 JSON_TYPES = ("application/json",)
@@ -89,13 +93,16 @@ def _label_type(limits: ServerLimits) -> Any:
 def _comma_type(limits: ServerLimits, required: bool) -> Any:
     """`"cat, dog, car"`: at most max_labels items (max_labels - 1 commas) in max_labels_chars characters."""
     count = rf"^[^,]*(?:,[^,]*){{0,{limits.max_labels - 1}}}$"
-    patterns = [{"pattern": count}] + ([{"pattern": NONBLANK_LABEL}] if required else [])
+    patterns = [{"pattern": count}, {"pattern": NOT_JSON}] + ([{"pattern": NONBLANK_LABEL}] if required else [])
     schema = {"type": "string", "maxLength": limits.max_labels_chars, "allOf": patterns,
               "description": f"comma-separated, at most {limits.max_labels} items"}
     if required:
         schema["minLength"] = 1
     checks = [_checked(lambda v: re.search(count, v) is not None, f"at most {limits.max_labels} comma-separated "
-                                                                    f"items are allowed")]
+                                                                    f"items are allowed"),
+              _checked(lambda v: re.search(NOT_JSON, v) is not None,
+                       "comma-separated labels as plain text: no brackets, braces or double quotes (send a JSON list "
+                       "in a JSON body for labels that need them)")]
     if required:
         checks.append(_checked(lambda v: re.search(NONBLANK_LABEL, v) is not None, "give at least one label"))
     return Annotated[(str, Field(max_length=limits.max_labels_chars), WithJsonSchema(schema), *checks)]
@@ -130,8 +137,19 @@ def _base64_type(limits: ServerLimits) -> Any:
                              f"characters"}
     return Annotated[str, WithJsonSchema(schema),
                      _checked(lambda v: len(v) <= max_chars, f"at most {max_chars:,} characters of base64 are accepted"),
-                     _checked(lambda v: len(v) >= 4 and re.search(BASE64, v) is not None,
-                              "must be an image file in standard base64 (A-Z a-z 0-9 + /, padded with =)")]
+                     _checked(is_base64, "must be an image file in standard base64 (A-Z a-z 0-9 + /, padded with =)")]
+
+
+def is_base64(value: str) -> bool:
+    """`value` matches BASE64 (groups of four, `=` padding only at the end), checked in linear time by
+    binascii's strict decoder: Python's regex engine took 1-3 s on a 20 MB string, holding the GIL."""
+    if len(value) < 4 or len(value) % 4 or not value.isascii():
+        return False
+    try:
+        binascii.a2b_base64(value, strict_mode=True)
+    except ValueError:
+        return False
+    return True
 
 
 def _file_type(limits: ServerLimits, what: str) -> Any:
@@ -271,15 +289,10 @@ async def parse_body(request: Any, kind: BodyKind, limits: ServerLimits) -> Pars
         raise APIError(415, "unsupported_media_type", f"send the body as {accepted}, not {media or 'nothing'}")
     if media in JSON_TYPES:
         raw = await request.body()
-        try:
-            data = json.loads(raw)
-        except (ValueError, RecursionError) as exc:
-            raise APIError(422, "invalid_request", f"body: not valid JSON ({exc})"[:300]) from None
-        fields = _validate(model, data).model_dump(exclude_unset=False)
-        for name in kind.files:
-            if fields.get(name) is not None:
-                fields[name] = _decode_base64(fields[name], name)
-        return ParsedBody(fields)
+        check_json_items(raw, limits.max_json_items)
+        # Parsing and validating a body of up to 20 MB takes tens of milliseconds: in a thread, so the
+        # event loop goes on answering others meanwhile.
+        return await run_in_threadpool(_parse_json, raw, model, kind)
     async with request.form(max_files=len(kind.files), max_fields=len(model.model_fields)) as form:
         data = {}
         for name, value in form.multi_items():
@@ -296,6 +309,31 @@ async def parse_body(request: Any, kind: BodyKind, limits: ServerLimits) -> Pars
                                          "type": "value_error"}])
             data[name] = value
     return ParsedBody(_validate(model, data).model_dump())
+
+
+def check_json_items(raw: bytes, limit: int) -> None:
+    """Refuse (413) a JSON body with more than `limit` structural characters before parsing it.
+
+    Counting five bytes with `bytes.count` takes milliseconds on 20 MB, whereas `json.loads` and
+    validation of a million keys or list items took seconds (holding the GIL, so not even a
+    thread helps). Strings (a base64 image) are a few structural characters however long.
+    """
+    items = sum(raw.count(char) for char in (b'"', b",", b":", b"[", b"{"))
+    if items > limit:
+        raise APIError(413, "too_complex", f"the JSON body has {items:,} quotes, commas, colons and brackets; at "
+                                           f"most {limit:,} are accepted (a search or classify needs a few hundred)")
+
+
+def _parse_json(raw: bytes, model: type[BaseModel], kind: BodyKind) -> ParsedBody:
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise APIError(422, "invalid_request", f"body: not valid JSON ({exc})"[:300]) from None
+    fields = _validate(model, data).model_dump(exclude_unset=False)
+    for name in kind.files:
+        if fields.get(name) is not None:
+            fields[name] = _decode_base64(fields[name], name)
+    return ParsedBody(fields)
 
 
 def _validate(model: type[BaseModel], data: Any) -> BaseModel:

@@ -22,7 +22,8 @@ __all__ = ["APIError", "error_body", "error_response", "install_error_handlers",
 log = logging.getLogger(__name__)
 
 _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-          413: "payload_too_large", 415: "unsupported_media_type", 422: "invalid_request", 503: "timeout"}
+          413: "payload_too_large", 415: "unsupported_media_type", 422: "invalid_request", 429: "too_many_requests",
+          503: "timeout", 507: "insufficient_storage"}
 
 
 class APIError(Exception):

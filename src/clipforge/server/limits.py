@@ -70,10 +70,19 @@ class ServerLimits:
     """An idle keep-alive connection is closed after this many seconds."""
     drain_bytes: int = 100 * 10**6
     """Of a body over the limit, up to this many bytes are read and discarded so the client can read the 413."""
+    max_json_items: int = 10_000
+    """Structural characters (quotes, commas, colons, brackets) one JSON body may hold, counted before it is
+    parsed: a search or classify body needs a few hundred; a million keys stalled the server for seconds."""
+    max_prompts: int = 400
+    """Prompts one classify may encode (labels x templates): 8,000 prompts cost minutes of CPU."""
+    max_client_requests: int = 8
+    """Searches/classifications/additions one client may have running or waiting at once; more get 429."""
     max_ui_request_bytes: int = 2**20
     """Largest JSON body of a web-UI event (files travel separately, through the upload endpoint)."""
     ui_cache_bytes: int = 200 * 10**6
     """Bytes the web UI's upload folder may hold; further uploads get 507 until old ones expire."""
+    ui_cache_files: int = 2000
+    """Files the web UI's upload folder may hold (40,000 tiny files once passed as "0.8 MB")."""
     ui_cache_age_s: float = 1800.0
     """Web-UI uploads older than this many seconds are deleted."""
 

@@ -182,5 +182,5 @@ class TimeoutMiddleware:
             # the client is told now instead of waiting on it.
             if not started:
                 await send_json(send, 503, "timeout",
-                                 f"the request took longer than {self.seconds:g} s and was abandoned; "
-                                 f"try a smaller image or fewer labels")
+                                 f"the request took longer than {self.seconds:g} s (waiting for its turn "
+                                 f"included) and was abandoned; try a smaller image or fewer labels, or again later")

@@ -17,22 +17,27 @@ token passed in a query string.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
 import re
 import shutil
+import signal
 import socket
 import sys
 import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from clipforge.errors import UserError
 from clipforge.server.limits import ServerLimits
 
-__all__ = ["ServeError", "bind_socket", "build_server", "choose_model", "is_loopback", "open_server_library",
-           "read_token_file", "redact_query", "serve"]
+__all__ = ["ServeError", "bind_socket", "build_server", "choose_model", "is_credential_name", "is_loopback",
+           "open_server_library", "read_token_file", "redact_query", "serve", "token_from_env"]
 
 
 class ServeError(UserError, RuntimeError):
@@ -109,6 +114,18 @@ def open_server_library(path: str | os.PathLike[str] | None, model: str | None =
     return library
 
 
+def token_from_env(environ: Any = None) -> str | None:
+    """`$CLIPFORGE_TOKEN`, or None when it is not set. Set but blank is an error, never "no token":
+    whoever set it meant to protect the library, and a server without a token lets anyone add images."""
+    value = (os.environ if environ is None else environ).get("CLIPFORGE_TOKEN")
+    if value is None:
+        return None
+    if not value.strip():
+        raise ServeError("CLIPFORGE_TOKEN is set but blank: put the token in it, or unset it to run without a token "
+                         "(anyone who reaches the server can then add images)")
+    return value.strip()
+
+
 def read_token_file(path: str | os.PathLike[str]) -> str:
     """The token in `path` (surrounding whitespace removed); ServeError when it is missing or empty."""
     try:
@@ -121,12 +138,40 @@ def read_token_file(path: str | os.PathLike[str]) -> str:
     return token
 
 
-_SECRET_QUERY = re.compile(r"(?i)([?&](?:token|access_token|x-token|api_key|key)=)[^&\s\"]*")
+_CREDENTIAL_NAMES = frozenset({
+    "token", "key", "apikey", "api_key", "password", "passwd", "pwd", "pass", "secret", "auth", "authorization",
+    "access_token", "x_token", "x_api_key", "credential", "credentials", "session", "sessionid", "sig", "signature",
+    "jwt", "bearer"})
+_CREDENTIAL_SUFFIXES = ("_token", "_key", "_secret", "_password", "_passwd", "_auth", "_credential", "_signature")
+_QUERY = re.compile(r'([?;])([^\s"]*)')
+_PARAM = re.compile(r"(^|[&;?])([^=&;?#]*)=([^&;#]*)")
+
+
+def is_credential_name(name: str) -> bool:
+    """`token`, `api-key`, `Authorization`, `client_secret`, ... (case and `-`/`_` ignored); not `monkey`."""
+    normal = name.strip().lower().replace("-", "_")
+    return normal in _CREDENTIAL_NAMES or normal.endswith(_CREDENTIAL_SUFFIXES) or normal.startswith("auth_")
+
+
+def _decoded(query: str) -> str:
+    for _ in range(3):  # `%2574oken` is `%74oken` is `token`
+        plain = unquote(query)
+        if plain == query:
+            break
+        query = plain
+    return query
 
 
 def redact_query(text: str) -> str:
-    """`/x?token=abc&a=1` -> `/x?token=***&a=1` (for logs)."""
-    return _SECRET_QUERY.sub(r"\1***", text)
+    """`/x?token=abc&a=1` -> `/x?token=***&a=1` (for logs). The query (and `;` parameters) is
+    percent-decoded first, so `?%74oken=` or `?tok%65n=` is masked too, and every credential-like
+    name is (`is_credential_name`)."""
+    def mask(match: re.Match[str]) -> str:
+        params = _PARAM.sub(lambda m: f"{m.group(1)}{m.group(2)}={'***' if is_credential_name(m.group(2)) else m.group(3)}",
+                            _decoded(match.group(2)))
+        return match.group(1) + params
+
+    return _QUERY.sub(mask, text)
 
 
 class _RedactTokens(logging.Filter):
@@ -226,6 +271,35 @@ def _private_upload_dir() -> str | None:
     return folder
 
 
+class _Terminated(SystemExit):
+    pass
+
+
+@contextlib.contextmanager
+def _terminate_as_exit() -> Iterator[None]:
+    """SIGTERM/SIGHUP end the server through `finally` blocks (the private upload folder is removed).
+
+    uvicorn shuts down gracefully on SIGTERM and then raises the signal again with the handler
+    that was installed before it: Python's default for SIGTERM ends the process on the spot, so
+    no cleanup ran. With this handler in place that last signal becomes a SystemExit instead.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def leave(signum: int, frame: Any) -> None:
+        raise _Terminated(128 + signum)
+
+    previous = {sig: signal.signal(sig, leave) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    except _Terminated:
+        pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def _url(host: str, port: int) -> str:
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
     shown = f"[{shown}]" if ":" in shown and not shown.startswith("[") else shown
@@ -261,7 +335,8 @@ def serve(library: str | os.PathLike[str] | None, host: str = "127.0.0.1", port:
         url = _url(host, sock.getsockname()[1])
         print(f"clipforge serving library {Path(opened.paths.root)} with model {service.model_name} "
               f"at {url}/ (REST API docs: {url}/docs)", flush=True)
-        server.run(sockets=[sock])
+        with _terminate_as_exit():
+            server.run(sockets=[sock])
     finally:
         sock.close()
         opened.close()

@@ -10,18 +10,32 @@ images are addressed by integer id.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
+import sqlite3
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from clipforge.library.dbfile import display_path
 from clipforge.server.errors import APIError
+from clipforge.server.fair import FairGate
 from clipforge.server.limits import ServerLimits
 from clipforge.server.security import TokenChecker
 from clipforge.server.uploads import SniffedImage
 
-__all__ = ["DEFAULT_TEMPLATE", "LibraryService", "model_notice"]
+__all__ = ["DEFAULT_TEMPLATE", "LibraryService", "disk_full", "model_notice"]
+
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def disk_full(exc: BaseException) -> bool:
+    """An error that means "no room to write" (a full disk, a quota, `ulimit -f`), from the OS or SQLite."""
+    if isinstance(exc, OSError):
+        return exc.errno in _DISK_FULL
+    return isinstance(exc, sqlite3.OperationalError) and "full" in str(exc).lower()
 
 DEFAULT_TEMPLATE = "a photo of a {}."
 OFFLINE_MODEL = "clipforge-tiny"
@@ -46,6 +60,8 @@ class LibraryService:
         self.limits = limits or ServerLimits()
         self.tokens = TokenChecker(token)
         self._write_lock = threading.Lock()  # one upload at a time (the library also serialises its writes)
+        # Model work takes turns, round-robin between clients (REST and UI alike): see `fair`.
+        self.gate = FairGate(slots=1, per_client=self.limits.max_client_requests)
         encoder = library.encoder  # load the model now: a broken model fails at start, not on first use
         self.model_name: str = encoder.name or f"custom model {encoder.fingerprint[:12]}"
         self.notice = model_notice(encoder.name)
@@ -121,13 +137,27 @@ class LibraryService:
             raise APIError(400, "bad_query", str(exc)) from None
         return hits, (time.perf_counter() - start) * 1000
 
-    def classify(self, image: SniffedImage, labels: str | list[str],
-                 template: str | None) -> tuple[list[tuple[str, float]], str | list[str], float]:
-        """((label, probability) most likely first, templates used, milliseconds)."""
+    def classify_plan(self, labels: str | list[str] | None, template: str | None) -> tuple[list[str], str | list[str]]:
+        """(labels, templates) of a classify, refused (400) when it would encode more than `max_prompts`
+        prompts (labels x templates): 100 labels x the 80 `imagenet` templates cost minutes of CPU."""
+        from clipforge.zeroshot.prompts import get_templates
+
         clean = self.clean_labels(labels)
         if not clean:
             raise APIError(400, "no_labels", "give at least one label, e.g. 'cat, dog, car'")
         templates = self.clean_template(template)
+        count = len(get_templates(templates)) if isinstance(templates, str) else len(templates)
+        if len(clean) * count > self.limits.max_prompts:
+            raise APIError(400, "too_many_prompts",
+                           f"{len(clean)} labels x {count} templates = {len(clean) * count:,} prompts; at most "
+                           f"{self.limits.max_prompts:,} prompts per request: use fewer labels or a smaller template "
+                           f"set (imagenet7 has 7 templates, simple 1)")
+        return clean, templates
+
+    def classify(self, image: SniffedImage, labels: str | list[str],
+                 template: str | None) -> tuple[list[tuple[str, float]], str | list[str], float]:
+        """((label, probability) most likely first, templates used, milliseconds)."""
+        clean, templates = self.classify_plan(labels, template)
         start = time.perf_counter()
         try:
             ranked = self.library.classify_image(image.image, clean, templates)
@@ -143,7 +173,25 @@ class LibraryService:
             existing = self.library.store.images_with_sha(sha256)
             if existing:
                 return min(existing, key=lambda r: r.id), False
-            return self.library.add_bytes(image.data), True
+            try:
+                return self.library.add_bytes(image.data), True
+            except (OSError, sqlite3.OperationalError) as exc:
+                if not disk_full(exc):
+                    raise
+                self._forget_partial_upload(sha256)
+                raise APIError(507, "insufficient_storage", "the library's disk is full (or a file size limit "
+                                                            "stopped the write): the image was not added") from None
+
+    def _forget_partial_upload(self, sha256: str) -> None:
+        """Remove what a write stopped by a full disk left of this upload in the library's uploads folder
+        (`library.media.store_upload` names files `<sha[:2]>/<sha>.<ext>`) and its emptied folder. No image
+        of the library has these bytes (checked under the same lock), so no such file is in use."""
+        folder = Path(self.library.paths.uploads_dir) / sha256[:2]
+        for leftover in folder.glob(f"*{sha256}*") if folder.is_dir() else ():
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only when empty
 
     def list_images(self, limit: int, offset: int) -> tuple[list[Any], int | None]:
         if not 1 <= int(limit) <= self.limits.max_page_size:

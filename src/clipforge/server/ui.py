@@ -18,6 +18,7 @@ before gradio sees them.
 from __future__ import annotations
 
 import html
+import logging
 import os
 import stat
 from pathlib import Path
@@ -29,11 +30,14 @@ import gradio as gr  # noqa: E402
 
 from clipforge.library.dbfile import display_path  # noqa: E402
 from clipforge.server.errors import APIError  # noqa: E402
+from clipforge.server.fair import client_key  # noqa: E402
 from clipforge.server.service import DEFAULT_TEMPLATE, LibraryService  # noqa: E402
 from clipforge.server.ui_guard import UIGuardMiddleware, inside  # noqa: E402
 from clipforge.server.uploads import SniffedImage, sniff_image  # noqa: E402
 
 __all__ = ["build_ui", "mount_ui"]
+
+log = logging.getLogger(__name__)
 
 PAGE_SIZE = 24
 DEFAULT_LABELS = "cat, dog, bird, car, airplane, ship, horse, truck, frog, deer"
@@ -87,20 +91,37 @@ def read_upload_file(value: Any, service: LibraryService, upload_dir: str, what:
     return sniff_image(data, service.limits, what)
 
 
-def _gr_error(exc: APIError) -> Exception:
-    # The same words as the REST API's `detail`; escaped because gradio renders messages as HTML.
-    return gr.Error(html.escape(exc.detail), title=f"{exc.status} {exc.code.replace('_', ' ')}")
+def _host(request: Any) -> str | None:
+    client = getattr(request, "client", None)
+    return getattr(client, "host", None)
+
+
+def _message(exc: APIError) -> str:
+    """The API's own words for a refused request, as one Markdown line where the user is looking."""
+    return f"⚠️ **{exc.status} {exc.code.replace('_', ' ')}**: {html.escape(exc.detail)}"
+
+
+def _refused(event: str, exc: APIError) -> str:
+    # A user's mistake: one log line (never a traceback), and the message for the page.
+    log.warning("UI %s refused (%d %s): %s", event, exc.status, exc.code, exc.detail[:200])
+    return _message(exc)
 
 
 def _number(value: Any, name: str) -> int:
     try:
         return int(float(value))
     except (TypeError, ValueError, OverflowError):
-        raise _gr_error(APIError(400, f"invalid_{name}", f"{name} must be a number")) from None
+        raise APIError(400, f"invalid_{name}", f"{name} must be a number") from None
 
 
 class _Handlers:
-    """The UI's callbacks (a class so the pieces stay small and testable without a browser)."""
+    """The UI's callbacks (a class so the pieces stay small and testable without a browser).
+
+    A request the API would refuse leaves every output as it was except the status line of its
+    tab, which says why in the API's words (no red "Error" badges, no wiped gallery or file
+    list, no traceback in the server log). Model work takes turns with every other client's
+    through `service.gate`, keyed by address and gradio session.
+    """
 
     def __init__(self, service: LibraryService, upload_dir: str) -> None:
         self.service = service
@@ -109,33 +130,50 @@ class _Handlers:
     def _image(self, value: Any, what: str) -> SniffedImage:
         return read_upload_file(value, self.service, self.upload_dir, what)
 
+    async def _in_turn(self, request: Any, fn: Any, *args: Any) -> Any:
+        client = client_key(_host(request), getattr(request, "session_hash", None))
+        return await self.service.gate.run(client, fn, *args)
+
     def thumb(self, base: str, image_id: int) -> str:
         return f"{base}/api/images/{image_id}/thumb?size={self.service.limits.thumb_size}"
 
-    def search(self, text: Any, image: Any, top_k: Any, tags: Any, request: gr.Request = None):
-        top_k = _number(top_k, "top_k")
+    def _search(self, text: str | None, image: Any, top_k: int, tags: str | None) -> tuple[list[Any], float]:
+        query = self._image(image, "query image") if image else None
+        return self.service.search(text, query, top_k, tags)
+
+    async def search(self, text: Any, image: Any, top_k: Any, tags: Any, request: gr.Request = None):
         try:
-            query = self._image(image, "query image") if image else None
-            hits, took = self.service.search(_text(text), query, top_k, _text(tags))
+            top_k = _number(top_k, "top_k")
+            text, tags = _text(text), _text(tags)
+            if not (text or "").strip() and not image:
+                raise APIError(400, "empty_query", "type what to look for, or choose an example image")
+            hits, took = await self._in_turn(request, self._search, text, image, top_k, tags)
         except APIError as exc:
-            raise _gr_error(exc) from None
+            return gr.skip(), _refused("search", exc)
         base = _base_url(request)
         items = [(self.thumb(base, h.id), f"{h.score:.3f} · {display_path(os.path.basename(h.path))}") for h in hits]
-        if not hits:
+        if not hits and tags:
+            status = "No results: no image is tagged with these tags (tags come from `clipforge tag`)."
+        elif not hits:
             status = "No results. Is the library empty? Add images in the *Library* tab."
         else:
             status = f"{len(hits)} results in {took:.0f} ms (score = cosine similarity with the query)."
         return items, status
 
-    def classify(self, image: Any, labels: Any, template: Any) -> dict[str, float]:
-        if not image:
-            raise _gr_error(APIError(400, "no_image", "upload an image to classify first"))
+    def _classify(self, image: Any, labels: str | None, template: str | None) -> list[tuple[str, float]]:
+        ranked, _, _ = self.service.classify(self._image(image, "image"), labels, template)
+        return ranked
+
+    async def classify(self, image: Any, labels: Any, template: Any, request: gr.Request = None):
         try:
-            sniffed = self._image(image, "image")
-            ranked, _, _ = self.service.classify(sniffed, _text(labels), _text(template))
+            if not image:
+                raise APIError(400, "no_image", "upload an image to classify first")
+            labels, template = _text(labels), _text(template)
+            self.service.classify_plan(labels, template)  # refused now, without waiting for a turn
+            ranked = await self._in_turn(request, self._classify, image, labels, template)
         except APIError as exc:
-            raise _gr_error(exc) from None
-        return {label: float(p) for label, p in ranked}
+            return gr.skip(), _refused("classify", exc)
+        return {label: float(p) for label, p in ranked}, ""
 
     def browse(self, offset: int, request: gr.Request = None):
         records, next_offset = self.service.list_images(PAGE_SIZE, max(0, int(offset)))
@@ -161,12 +199,7 @@ class _Handlers:
             items, summary, new_offset, _ = self.browse(int(offset), request)
         return items, summary, new_offset
 
-    def add(self, files: Any, token: Any, offset: int, request: gr.Request = None):
-        if not files:
-            raise _gr_error(APIError(400, "no_files", "choose one or more images to add first"))
-        if not self.service.tokens.matches(_text(token) or None):
-            raise _gr_error(APIError(401, "unauthorized", "this server needs its token to add images"))
-        files = files if isinstance(files, list) else [files]
+    def _add(self, files: list[Any]) -> tuple[int, int, list[str]]:
         added, present, refused = 0, 0, []
         for index, item in enumerate(files[:1000]):
             name = _client_name(item, f"file {index + 1}")
@@ -177,6 +210,20 @@ class _Handlers:
                 continue
             added += int(created)
             present += int(not created)
+        return added, present, refused
+
+    async def add(self, files: Any, token: Any, offset: int, request: gr.Request = None):
+        try:
+            if not files:
+                raise APIError(400, "no_files", "choose one or more images to add first")
+            if not self.service.tokens.matches(_text(token) or None):
+                raise APIError(401, "unauthorized", "this server needs its token to add images: type it in "
+                                                    "the Server token field" if not _text(token) else
+                                                    "the server token is wrong")
+            files = files if isinstance(files, list) else [files]
+            added, present, refused = await self._in_turn(request, self._add, files)
+        except APIError as exc:  # the chosen files, the gallery and the summary stay as they were
+            return _refused("add", exc), gr.skip(), gr.skip(), gr.skip()
         lines = [f"Added {added} image(s); {present} already in the library; {len(refused)} refused."]
         lines += [f"- {html.escape(reason)}" for reason in refused[:20]]
         items, summary, offset, _ = self.browse(offset, request)
@@ -187,7 +234,7 @@ def _text(value: Any) -> str | None:
     """A text field as sent by the client (preprocessing is off for events that take files)."""
     if value is None or isinstance(value, str):
         return value
-    raise _gr_error(APIError(400, "bad_request", "expected text"))
+    raise APIError(400, "bad_request", "expected text")
 
 
 def build_ui(service: LibraryService, upload_dir: str):
@@ -215,8 +262,12 @@ def build_ui(service: LibraryService, upload_dir: str):
             results = gr.Gallery(label="Results", columns=4, height="auto", object_fit="contain",
                                  elem_id="search-results", interactive=False)
             inputs = [text, query_image, top_k, tags]
-            search_button.click(handlers.search, inputs, [results, search_status], api_name=False, preprocess=False)
-            text.submit(handlers.search, inputs, [results, search_status], api_name=False, preprocess=False)
+            # concurrency_limit=None: gradio's queue would serve each event first come, first served; the
+            # handlers take turns fairly between clients in `service.gate` instead.
+            search_button.click(handlers.search, inputs, [results, search_status], api_name=False, preprocess=False,
+                                concurrency_limit=None)
+            text.submit(handlers.search, inputs, [results, search_status], api_name=False, preprocess=False,
+                        concurrency_limit=None)
 
         with gr.Tab("Classify", id="classify"):
             with gr.Row():
@@ -227,9 +278,11 @@ def build_ui(service: LibraryService, upload_dir: str):
                     template = gr.Textbox(label="Prompt template ({} = label), or a set name such as imagenet",
                                           value=DEFAULT_TEMPLATE)
                     classify_button = gr.Button("Classify", variant="primary", elem_id="classify-button")
-                probabilities = gr.Label(label="Probabilities", num_top_classes=10, elem_id="probabilities")
-            classify_button.click(handlers.classify, [image, labels, template], probabilities, api_name=False,
-                                  preprocess=False)
+                with gr.Column():
+                    classify_status = gr.Markdown(elem_id="classify-status")
+                    probabilities = gr.Label(label="Probabilities", num_top_classes=10, elem_id="probabilities")
+            classify_button.click(handlers.classify, [image, labels, template], [probabilities, classify_status],
+                                  api_name=False, preprocess=False, concurrency_limit=None)
 
         with gr.Tab("Library", id="library"):
             summary = gr.Markdown(elem_id="library-summary")
@@ -244,11 +297,11 @@ def build_ui(service: LibraryService, upload_dir: str):
                                 elem_id="add-files")
                 token = gr.Textbox(label="Server token", type="password", visible=service.tokens.enabled)
                 add_button = gr.Button("Add to library", variant="primary", elem_id="add-button")
-                add_status = gr.Markdown()
+                add_status = gr.Markdown(elem_id="add-status")
             previous.click(handlers.previous_page, offset, [browse, summary, offset], api_name=False)
             following.click(handlers.next_page, offset, [browse, summary, offset], api_name=False)
             add_button.click(handlers.add, [files, token, offset], [add_status, browse, summary, files],
-                             api_name=False, preprocess=False)
+                             api_name=False, preprocess=False, concurrency_limit=None)
 
         demo.load(handlers.first_page, None, [browse, summary], api_name=False)
     return demo
@@ -276,7 +329,8 @@ def mount_ui(app: Any, service: LibraryService) -> Any:
     # uploaded to its folder until it has: mark it launched so the check runs on every event.
     demo.has_launched = True
     app.add_middleware(UIGuardMiddleware, upload_dir=upload_dir, max_json_bytes=limits.max_ui_request_bytes,
-                       cache_bytes=limits.ui_cache_bytes, cache_age_s=limits.ui_cache_age_s, events=set(demo.fns))
+                       cache_bytes=limits.ui_cache_bytes, cache_age_s=limits.ui_cache_age_s, events=set(demo.fns),
+                       cache_files=limits.ui_cache_files, max_body_bytes=limits.max_body_bytes)
     app.state.ui_blocks = demo
     app.state.ui_upload_dir = upload_dir
     return app

@@ -15,32 +15,52 @@ upload folder, and this middleware), so a gap in one of them is not a hole:
 * a queue/join naming an event the UI does not have is refused (400) instead of crashing gradio;
 * gradio routes the page never uses (named-endpoint API, proxy, component server, recording, deep links,
   streaming, vibe editing, run history, profiling, monitoring) answer 404;
-* `/gradio_api/upload` is refused (507) while the upload folder holds more than its byte
-  budget, after files older than their maximum age have been deleted.
+* `/gradio_api/upload` reserves room in the upload folder's ledger (`upload_space`) before gradio
+  writes a byte, and is refused (507) when the folder's byte or file budget would be passed (after
+  files older than their maximum age are deleted); a full disk is a 507 too, and what the failed
+  upload left behind is removed;
+* every upload is bound to the browser that sent it (an HttpOnly cookie holding a random id),
+  and events or `file=` requests naming another browser's upload are refused (403).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
+import secrets
 import stat
 import time
 from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.routing import get_route_path
 
+from clipforge.server.bodies import check_json_items
+from clipforge.server.errors import APIError
 from clipforge.server.middleware import ASGIApp, Message, Receive, Scope, Send, send_json
+from clipforge.server.service import disk_full
+from clipforge.server.upload_space import UploadLedger, delete_files, sweep
 
-__all__ = ["UIGuardMiddleware", "inside", "prune_uploads", "upload_bytes_used", "upload_paths"]
+__all__ = ["UPLOADER_COOKIE", "UIGuardMiddleware", "inside", "prune_uploads", "upload_bytes_used", "upload_paths",
+           "uploader"]
+
+log = logging.getLogger(__name__)
+
+UPLOADER_COOKIE = "clipforge_uploader"
+_UPLOADER = re.compile(r"^[0-9a-f]{32}$")
+_MAX_UI_JSON_ITEMS = 100_000  # structural JSON characters of one UI event (1,000 FileData fit easily)
 
 _API = "/gradio_api/"
 # The browser page talks to gradio through queue/join + queue/data, upload and file= only; the
 # named-endpoint routes (run/, call/, api/) serve API clients, and this UI publishes no API.
 _UNUSED = ("proxy=", "component_server", "process_recording", "stream/", "vibe", "undo-vibe", "run-history",
            "runs", "profiling", "dev/", "mcp", "monitoring", "deep_link", "run/", "call/", "api/")
-_FORBIDDEN = ("files must be uploaded through this page first; the server never opens a path sent by a client")
+_FORBIDDEN = ("files must be uploaded through this page first, in this browser; the server never opens a path "
+              "sent by a client")
 
 
 def inside(path: str | os.PathLike[str], folder: str | os.PathLike[str]) -> bool:
@@ -79,6 +99,18 @@ def is_upload(path: Any, upload_dir: str | os.PathLike[str]) -> bool:
         return stat.S_ISREG(os.stat(os.path.realpath(path)).st_mode)
     except (OSError, ValueError):
         return False
+
+
+def uploader(scope: Scope) -> str | None:
+    """The uploader id in the request's cookie, when it is one this server could have issued."""
+    for name, value in scope.get("headers", ()):
+        if name != b"cookie":
+            continue
+        for part in value.decode("latin-1").split(";"):
+            key, _, item = part.strip().partition("=")
+            if key == UPLOADER_COOKIE and _UPLOADER.match(item.strip()):
+                return item.strip()
+    return None
 
 
 def _files(folder: Path) -> Iterator[tuple[Path, os.stat_result]]:
@@ -121,13 +153,18 @@ class UIGuardMiddleware:
     """Enforce the rules in the module docstring in front of the gradio app mounted at `/`."""
 
     def __init__(self, app: ASGIApp, upload_dir: str | os.PathLike[str], max_json_bytes: int,
-                 cache_bytes: int, cache_age_s: float, events: Collection[int] = ()) -> None:
+                 cache_bytes: int, cache_age_s: float, events: Collection[int] = (), cache_files: int = 2000,
+                 max_body_bytes: int | None = None) -> None:
         self.app = app
         self.events = frozenset(events)
         self.upload_dir = os.path.realpath(upload_dir)
         self.max_json_bytes = int(max_json_bytes)
         self.cache_bytes = int(cache_bytes)
         self.cache_age_s = float(cache_age_s)
+        self.max_body_bytes = int(max_body_bytes or cache_bytes)
+        self.ledger = UploadLedger(self.upload_dir, cache_bytes, cache_files, cache_age_s)
+        self._in_flight = 0
+        self._litter = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = get_route_path(scope) if scope["type"] == "http" else ""  # without a --root-path prefix
@@ -139,7 +176,7 @@ class UIGuardMiddleware:
             await send_json(send, 404, "not_found", "no such endpoint")
             return
         if rest.startswith(("file=", "file/")):
-            if not is_upload(rest[5:], self.upload_dir):
+            if not is_upload(rest[5:], self.upload_dir) or not self.ledger.owns(rest[5:], uploader(scope)):
                 await send_json(send, 403, "forbidden", "only files uploaded through this page are served here")
                 return
             await self.app(scope, receive, send)
@@ -153,14 +190,59 @@ class UIGuardMiddleware:
         await self._event(scope, receive, send)
 
     async def _upload(self, scope: Scope, receive: Receive, send: Send) -> None:
-        prune_uploads(self.upload_dir, self.cache_age_s)
+        """Reserve room, let gradio store the files, record them (owner, size) before answering."""
+        gone = self.ledger.expired()
+        if gone:
+            await run_in_threadpool(delete_files, gone, self.upload_dir)
         declared = _content_length(scope)
-        if upload_bytes_used(self.upload_dir) + declared > self.cache_bytes:
+        reservation = self.ledger.reserve(declared if declared else self.max_body_bytes)
+        if reservation is None:
             await send_json(send, 507, "insufficient_storage",
-                            f"the upload space of this page ({self.cache_bytes:,} bytes) is full; uploads are kept "
-                            f"{self.cache_age_s:g} s, try again later")
+                            f"the upload space of this page ({self.cache_bytes:,} bytes, {self.ledger.max_files:,} "
+                            f"files) is full; uploads are kept {self.cache_age_s:g} s, try again later")
             return
-        await self.app(scope, receive, send)
+        owner = uploader(scope)
+        cookie = None
+        if owner is None:
+            owner = secrets.token_hex(16)
+            cookie = (f"{UPLOADER_COOKIE}={owner}; Path=/; HttpOnly; SameSite=Strict").encode()
+        answer: list[Message] = []
+
+        async def hold(message: Message) -> None:
+            answer.append(message)
+
+        stored: list[tuple[str, int]] = []
+        self._in_flight += 1
+        try:
+            try:
+                await self.app(scope, receive, hold)
+            except OSError as exc:
+                if not disk_full(exc):
+                    raise
+                log.warning("UI upload refused: the disk is full (%s)", exc.strerror)
+                answer = []
+                self._litter = True
+                await send_json(send, 507, "insufficient_storage", "the server's disk is full: the upload was not "
+                                                                   "kept; try again later or tell its administrator")
+                return
+            except BaseException:
+                self._litter = True
+                raise
+            status = answer[0].get("status") if answer else None
+            if status == 200:
+                stored = _stored_files(answer, self.upload_dir)
+            else:
+                self._litter = True
+        finally:
+            self.ledger.settle(reservation, stored, owner)
+            self._in_flight -= 1
+            if self._litter and self._in_flight == 0:
+                self._litter = False
+                await run_in_threadpool(sweep, self.upload_dir, self.ledger)
+        for message in answer:
+            if message["type"] == "http.response.start" and cookie and message.get("status") == 200:
+                message = {**message, "headers": [*message.get("headers", []), (b"set-cookie", cookie)]}
+            await send(message)
 
     async def _event(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Buffer a (small) JSON body, refuse it when it names a server file, else replay it to gradio."""
@@ -181,6 +263,11 @@ class UIGuardMiddleware:
                 break
         body = b"".join(chunks)
         try:
+            check_json_items(body, _MAX_UI_JSON_ITEMS)
+        except APIError as exc:
+            await send_json(send, exc.status, exc.code, exc.detail)
+            return
+        try:
             decoded = json.loads(body) if body.strip() else None
             paths = list(upload_paths(decoded))
         except (ValueError, RecursionError):
@@ -191,7 +278,8 @@ class UIGuardMiddleware:
             if type(fn_index) is not int or fn_index not in self.events:
                 await send_json(send, 400, "bad_request", "unknown UI event (fn_index)")
                 return
-        if not all(is_upload(p, self.upload_dir) for p in paths):
+        owner = uploader(scope)
+        if not all(is_upload(p, self.upload_dir) and self.ledger.owns(p, owner) for p in paths):
             await send_json(send, 403, "forbidden", _FORBIDDEN)
             return
         replayed = False
@@ -204,6 +292,23 @@ class UIGuardMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+def _stored_files(answer: list[Message], upload_dir: str) -> list[tuple[str, int]]:
+    """(path, size) of each file gradio says it stored (its 200 answer is a JSON list of paths)."""
+    body = b"".join(m.get("body", b"") for m in answer if m["type"] == "http.response.body")
+    try:
+        paths = json.loads(body)
+    except ValueError:
+        return []
+    stored = []
+    for path in paths if isinstance(paths, list) else []:
+        if isinstance(path, str) and inside(path, upload_dir):
+            try:
+                stored.append((path, os.lstat(path).st_size))
+            except OSError:
+                continue
+    return stored
 
 
 def _content_length(scope: Scope) -> int:

@@ -5,16 +5,20 @@ prompt-ensembling recipe of the CLIP paper. Building one for ImageNet means 80,0
 forward passes, so two things matter: prompts are batched by token length (`CLIP.encode_text`
 only runs the tower up to the batch's longest prompt, so sorting by length makes most batches
 short), and the result is cached on disk keyed by everything that determines it, so the
-second build is a file read.
+second build is a file read. The cache folder is bounded (least recently used files go first,
+`DEFAULT_CACHE_BYTES` or `$CLIPFORGE_CLASS_CACHE_BYTES`), and a caller that may abandon a build
+(a server whose request timed out) stops it between chunks with `stop_when`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -23,8 +27,9 @@ from tqdm.auto import tqdm
 from clipforge.zeroshot.prompts import fill_template  # the one safe way to format a user's template
 
 __all__ = [
-    "CACHE_FORMAT_VERSION", "build_class_embeddings", "cache_key", "default_cache_dir", "encode_texts",
-    "load_cached_embeddings", "save_cached_embeddings", "text_tower_fingerprint",
+    "CACHE_FORMAT_VERSION", "DEFAULT_CACHE_BYTES", "BuildCancelled", "build_class_embeddings", "cache_budget",
+    "cache_key", "default_cache_dir", "encode_texts", "evict_cache", "load_cached_embeddings", "save_cached_embeddings", "stop_when",
+    "text_tower_fingerprint",
 ]
 
 log = logging.getLogger(__name__)
@@ -33,6 +38,53 @@ log = logging.getLogger(__name__)
 CACHE_FORMAT_VERSION = 1
 # The tokenizer is part of what determines the embeddings; clipforge ships OpenAI's BPE only.
 TOKENIZER_ID = "openai-clip-bpe-49408"
+# Bytes the cached matrices of one cache folder may hold; least recently used files go first.
+DEFAULT_CACHE_BYTES = 64 * 2**20
+# Prompts encoded between two checks of `stop_when`'s condition (a fraction of a second of CPU).
+STOP_CHUNK = 64
+
+_should_stop: contextvars.ContextVar[Callable[[], bool] | None] = contextvars.ContextVar("clipforge_should_stop",
+                                                                                         default=None)
+
+
+class BuildCancelled(RuntimeError):
+    """The caller stopped a class-embedding build (its request was answered or abandoned)."""
+
+
+@contextlib.contextmanager
+def stop_when(should_stop: Callable[[], bool]) -> Iterator[None]:
+    """Within this block (in this thread), text encoding checks `should_stop()` between chunks of
+    `STOP_CHUNK` prompts and raises BuildCancelled once it is true.
+
+    A server answers a request that took too long, or whose client left, while the thread doing
+    its work goes on: without this, an abandoned 8,000-prompt classify went on computing for
+    minutes. A context variable, not a parameter, so the layers in between need not pass it on.
+    """
+    token = _should_stop.set(should_stop)
+    try:
+        yield
+    finally:
+        _should_stop.reset(token)
+
+
+def _check_stop() -> None:
+    check = _should_stop.get()
+    if check is not None and check():
+        raise BuildCancelled("stopped: the request that asked for these class embeddings is gone")
+
+
+def _chunk(batch_size: int) -> int:
+    return min(batch_size, STOP_CHUNK) if _should_stop.get() is not None else batch_size
+
+
+def cache_budget() -> int:
+    """``$CLIPFORGE_CLASS_CACHE_BYTES`` (bytes) or DEFAULT_CACHE_BYTES: the LRU budget of a cache folder."""
+    value = os.environ.get("CLIPFORGE_CLASS_CACHE_BYTES", "").strip()
+    try:
+        return max(0, int(value)) if value else DEFAULT_CACHE_BYTES
+    except ValueError:
+        log.warning("ignoring CLIPFORGE_CLASS_CACHE_BYTES=%r (not a whole number of bytes)", value)
+        return DEFAULT_CACHE_BYTES
 
 
 def default_cache_dir() -> Path:
@@ -88,12 +140,19 @@ def load_cached_embeddings(cache_dir: str | Path, key: str, num_classes: int) ->
         log.warning("ignoring class-embedding cache %s with shape %s (expected %d rows)",
                     path, tuple(tensor.shape), num_classes)
         return None
+    with contextlib.suppress(OSError):  # recently used: last to be evicted
+        os.utime(path)
     return tensor
 
 
 def save_cached_embeddings(cache_dir: str | Path, key: str, embeddings: torch.Tensor,
-                           metadata: dict[str, str] | None = None) -> Path:
-    """Write through clipforge.atomic, so a reader never sees half a file."""
+                           metadata: dict[str, str] | None = None, max_bytes: int | None = None) -> Path:
+    """Write through clipforge.atomic, so a reader never sees half a file; then evict the least
+    recently used files of `cache_dir` until it holds at most `max_bytes` (`cache_budget()`).
+
+    Each new label set adds a file (~100-200 KB for 100 labels at 512-1024 dimensions); a server
+    classifying whatever strangers send would otherwise fill the library's disk.
+    """
     from safetensors.torch import save_file
 
     from clipforge.atomic import write_atomic
@@ -101,7 +160,29 @@ def save_cached_embeddings(cache_dir: str | Path, key: str, embeddings: torch.Te
     path = _cache_path(Path(cache_dir), key)
     tensors = {"class_embeddings": embeddings.detach().float().cpu().contiguous()}
     meta = {k: str(v) for k, v in (metadata or {}).items()}
-    return write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+    written = write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+    evict_cache(Path(cache_dir), cache_budget() if max_bytes is None else max_bytes, keep=written)
+    return written
+
+
+def evict_cache(cache_dir: Path, max_bytes: int, keep: Path | None = None) -> int:
+    """Delete the least recently used `*.safetensors` of `cache_dir` until the rest fit in `max_bytes`
+    (`keep`, the file just written, goes last); returns how many were deleted."""
+    entries = []
+    for path in Path(cache_dir).glob("*.safetensors"):
+        with contextlib.suppress(OSError):
+            info = path.stat()
+            entries.append((path == keep, info.st_mtime, info.st_size, path))
+    total = sum(size for _, _, size, _ in entries)
+    removed = 0
+    for _, _, size, path in sorted(entries, key=lambda e: (e[0], e[1])):
+        if total <= max_bytes:
+            break
+        with contextlib.suppress(OSError):
+            path.unlink()
+            removed += 1
+        total -= size
+    return removed
 
 
 def _prompts(classnames: Sequence[str], templates: Sequence[str]) -> list[str]:
@@ -131,8 +212,10 @@ def build_class_embeddings(model: torch.nn.Module, classnames: Sequence[str], te
     tokens = tokenize(_prompts(classnames, templates), context_length=context_length, truncate=True)
     order = torch.argsort(tokens.argmax(dim=-1), stable=True)
     sums = torch.zeros(len(classnames), int(model.embed_dim), dtype=torch.float32, device=device)
+    batch_size = _chunk(batch_size)
     with tqdm(total=len(order), unit="prompt", desc="class embeddings", disable=not progress, leave=False) as bar:
         for start in range(0, len(order), batch_size):
+            _check_stop()
             idx = order[start:start + batch_size]
             features = model.encode_text(tokens[idx].to(device)).float()
             features = features / features.norm(dim=-1, keepdim=True)
@@ -153,8 +236,10 @@ def encode_texts(model: torch.nn.Module, texts: Sequence[str], batch_size: int =
     tokens = tokenize(list(texts), context_length=int(getattr(model, "context_length", 77)), truncate=True)
     order = torch.argsort(tokens.argmax(dim=-1), stable=True)
     out = torch.empty(len(texts), int(model.embed_dim), dtype=torch.float32, device=device)
+    batch_size = _chunk(batch_size)
     with tqdm(total=len(order), unit="text", desc="texts", disable=not progress, leave=False) as bar:
         for start in range(0, len(order), batch_size):
+            _check_stop()
             idx = order[start:start + batch_size]
             features = model.encode_text(tokens[idx].to(device)).float()
             out[idx.to(device)] = features / features.norm(dim=-1, keepdim=True)

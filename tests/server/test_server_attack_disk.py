@@ -1,0 +1,104 @@
+"""A full disk and a stopped server: a clear 507 with nothing left behind, and no upload outliving the server.
+
+The disk is "full" through RLIMIT_FSIZE (what `ulimit -f` sets): every write past the limit fails
+with EFBIG, as ENOSPC would, without filling a real disk. It applies to the whole test process,
+so it is set only around the one request, with SIGXFSZ ignored so the write fails instead of
+killing the process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from clipforge.server import create_app
+
+
+@contextlib.contextmanager
+def full_disk(max_file_bytes: int = 512):
+    previous_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    previous = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, previous[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, previous)
+        signal.signal(signal.SIGXFSZ, previous_handler)
+
+
+def _tree(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")} if folder.exists() else set()
+
+
+def test_a_rest_upload_on_a_full_disk_is_a_507_and_leaves_nothing(make_client, library, kit):
+    client = make_client()
+    data = kit.encode(kit.picture((10, 120, 240), seed=77), "PNG")
+    assert len(data) > 1024
+    before, count = _tree(library.paths.uploads_dir), library.stats()["images"]["ok"]
+    with full_disk():
+        answer = client.post("/api/images", files={"file": ("blue.png", data, "image/png")})
+    assert answer.status_code == 507, answer.text
+    assert answer.json()["error"] == "insufficient_storage" and "disk is full" in answer.json()["detail"]
+    assert _tree(library.paths.uploads_dir) == before  # no half file, no empty folder
+    assert library.stats()["images"]["ok"] == count
+    assert client.post("/api/images", files={"file": ("blue.png", data, "image/png")}).status_code == 201
+
+
+def test_a_ui_upload_on_a_full_disk_is_a_507_and_leaves_nothing(tmp_path, monkeypatch, library):
+    from fastapi.testclient import TestClient
+
+    upload_dir = tmp_path / "ui-uploads"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(upload_dir))
+    with TestClient(create_app(library, ui=True), raise_server_exceptions=False) as client:
+        before = _tree(upload_dir)
+        with full_disk():
+            answer = client.post("/gradio_api/upload", files=[("files", ("x.png", os.urandom(4096), "image/png"))])
+        assert answer.status_code == 507, answer.text
+        assert "disk is full" in answer.json()["detail"]
+        assert _tree(upload_dir) == before
+        assert client.post("/gradio_api/upload", files=[("files", ("x.png", b"123", "image/png"))]).status_code == 200
+
+
+def test_sigterm_removes_the_private_upload_folder(tmp_path, kit, photos):
+    """uvicorn re-raises SIGTERM after its shutdown, which ended the process before `serve` could remove
+    the private upload folder: every photo uploaded through the page stayed in /tmp."""
+    from clipforge.library import Library
+
+    with Library(tmp_path / "lib", model="test-vit-tiny") as library:
+        library.add(photos[:1], workers=0, progress=False)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "GRADIO_TEMP_DIR"}
+    env.update(TMPDIR=str(scratch), GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
+    log = tmp_path / "out.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "clipforge", "serve", "--library", str(tmp_path / "lib"),
+                                 "--model", "test-vit-tiny", "--port", "0", "--log-level", "warning"],
+                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+    try:
+        deadline, url = time.monotonic() + 180, None
+        while url is None and time.monotonic() < deadline and proc.poll() is None:
+            match = re.search(r"at (http://127\.0\.0\.1:\d+)/", log.read_text(errors="replace"))
+            url = match.group(1) if match else time.sleep(0.2)
+        assert url, log.read_text()[-2000:]
+        folders = list(scratch.glob("clipforge-ui-uploads-*"))
+        assert len(folders) == 1 and oct(folders[0].stat().st_mode & 0o777) == "0o700"
+        uploaded = httpx.post(f"{url}/gradio_api/upload", files=[("files", ("red.png", photos[0].read_bytes()))],
+                              timeout=60)
+        assert uploaded.status_code == 200 and Path(uploaded.json()[0]).is_file()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not folders[0].exists(), f"{folders[0]} outlived the server: {sorted(_tree(folders[0]))[:5]}"
