@@ -24,6 +24,7 @@ import functools
 import hashlib
 import sqlite3
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -34,17 +35,20 @@ import numpy as np
 
 from clipforge.library.dbfile import (
     DamagedLibraryError,
+    LibraryWriteError,
     check_database_file,
     damage_error,
+    damaged,
     display_path,
     from_db,
     to_db,
+    write_error,
 )
 from clipforge.library.schema import SCHEMA_VERSION, SchemaError, migrate
 from clipforge.library.transaction import Transaction, chunks
 
-__all__ = ["SCHEMA_VERSION", "DamagedLibraryError", "FileState", "ImageRecord", "SchemaError", "Store",
-           "Transaction"]
+__all__ = ["SCHEMA_VERSION", "DamagedLibraryError", "FileState", "ImageRecord", "LibraryWriteError", "SchemaError",
+           "Store", "Transaction"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -105,13 +109,38 @@ class Store:
         self.path = Path(db_path)
         if not self.path.exists() and not create:
             raise FileNotFoundError(f"no library database at {self.path} (run `clipforge index add` first)")
-        check_database_file(self.path, create)
+        pending = check_database_file(self.path, create)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._lock = threading.RLock()
         self._all: list[sqlite3.Connection] = []
+        if pending is not None:
+            self._finish_interrupted_checkpoint(pending)
         with self.guard():
             migrate(self, self.path)
+
+    def _finish_interrupted_checkpoint(self, problem: str) -> None:
+        """A short file beside its WAL (see `clipforge.library.dbfile`): let SQLite judge the pair, then
+        copy the WAL into the file. Damage only if SQLite cannot read every page whole."""
+        try:
+            with self.guard():
+                verdict = self.conn().execute("PRAGMA integrity_check").fetchall()
+        except DamagedLibraryError:
+            self.close()
+            raise
+        if [tuple(r) for r in verdict] != [("ok",)]:
+            self.close()
+            raise damaged(self.path, f"{problem}, and its write-ahead log does not complete it "
+                                     f"({'; '.join(str(r[0]) for r in verdict[:3])})")
+        with contextlib.suppress(sqlite3.Error):  # PASSIVE: never waits for another process's readers or writer
+            self.conn().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        finished = check_database_file(self.path, create=False) is None
+        warnings.warn(
+            f"library database {display_path(str(self.path))} was left half-written by an interrupted write "
+            "(a full disk, a file-size limit or a crash during a checkpoint); SQLite checked it whole and "
+            + ("it is complete again: nothing was lost" if finished else
+               "it can be read, but the disk still refuses the rest: free some space before adding photos"),
+            stacklevel=4)
 
     # -- connections and transactions -------------------------------------------------------
     def conn(self) -> sqlite3.Connection:
@@ -133,11 +162,12 @@ class Store:
 
     @contextmanager
     def guard(self) -> Iterator[None]:
-        """Report a damaged database file as one DamagedLibraryError naming it."""
+        """Report a damaged database file as one DamagedLibraryError naming it, and a write the disk
+        refused (full, file-size limit) as one LibraryWriteError."""
         try:
             yield
         except sqlite3.DatabaseError as exc:
-            error = damage_error(self.path, exc)
+            error: Exception | None = damage_error(self.path, exc) or write_error(self.path, exc)
             if error is None:
                 raise
             raise error from exc
@@ -150,10 +180,13 @@ class Store:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield Transaction(conn)
+                conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                # A COMMIT the disk refused leaves the transaction open; an I/O error may have ended it.
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:
