@@ -123,7 +123,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rebuild.set_defaults(func=run_rebuild)
 
 
+def _check_add_arguments(args: argparse.Namespace) -> str | None:
+    """The first bad run setting, as one line (a setting is never recorded as a photo's failure)."""
+    if args.max_pixels is not None and args.max_pixels < 1:
+        return f"--max-pixels must be a positive number of pixels (the bomb guard, e.g. 178956970), got {args.max_pixels}"
+    if args.batch_size < 1:
+        return f"--batch-size must be at least 1 (images per model batch and per commit), got {args.batch_size}"
+    if args.workers is not None and args.workers < 0:
+        return f"--workers must be 0 (decode in this process) or more, got {args.workers}"
+    return None
+
+
 def run_add(args: argparse.Namespace) -> int:
+    problem = _check_add_arguments(args)
+    if problem:
+        return fail(problem)
     try:
         from clipforge.inference.encoder import check_precision
 

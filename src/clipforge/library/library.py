@@ -29,6 +29,7 @@ from clipforge.library.paths import LibraryPaths
 from clipforge.library.query import QueryTerm, combine_terms, parse_query
 from clipforge.library.scan import normalise_path, scan_paths
 from clipforge.library.search import SearchHit, search_vector
+from clipforge.library.settings import check_add_settings, check_max_pixels, release_pixel_failures
 from clipforge.library.store import SCHEMA_VERSION, ImageRecord, Store
 from clipforge.library.tagging import TagReport, parse_labels, softmax_top_k, tag_library
 from clipforge.library.vector_index import IndexSpec
@@ -67,6 +68,7 @@ class Library:
         from clipforge.image import DEFAULT_MAX_PIXELS
 
         # None would mean "no cap" to load_image; a library always keeps the bomb guard.
+        check_max_pixels(max_pixels or None)
         self.max_pixels = int(max_pixels) if max_pixels else DEFAULT_MAX_PIXELS
         self._vector_dtype = vector_dtype
         if vector_dtype not in ("float32", "float16"):
@@ -155,6 +157,7 @@ class Library:
         Concurrent `add` runs on one library (other processes included) take turns, so the
         second one skips what the first embedded instead of embedding it again.
         """
+        check_add_settings(batch_size, workers)
         return self._add(paths, recursive, batch_size=batch_size, workers=workers, retry_failed=retry_failed,
                          progress=progress, update_index=update_index, exclusive=True)
 
@@ -166,6 +169,8 @@ class Library:
         found = scan_paths(paths, recursive=recursive, exclude=[self.paths.root])
         with self._write_lock, library_lock(self.paths.lock if exclusive else None):
             self._record_model()
+            if exclusive:
+                release_pixel_failures(self.store, self.max_pixels)
             report = index_files(self.store, self.encoder, found.files, batch_size=batch_size,
                                  workers=_default_workers() if workers is None else workers,
                                  max_pixels=self.max_pixels, retry_failed=retry_failed,

@@ -380,6 +380,13 @@ class Store:
         return [(from_db(r[0]), r[1] or "") for r in rows]
 
     @_reads
+    def failed_with_reason(self, prefix: str) -> list[tuple[int, str]]:
+        """(id, reason) of the failed records whose reason starts with `prefix`."""
+        rows = self.conn().execute("SELECT id, error FROM images WHERE status = 'failed' AND substr(error, 1, ?) = ?",
+                                   (len(prefix), prefix)).fetchall()
+        return [(int(r[0]), r[1]) for r in rows]
+
+    @_reads
     def integrity_ok(self) -> bool:
         return self.conn().execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 

@@ -1,0 +1,48 @@
+"""The settings of one `add` run, checked before any photo is touched.
+
+A bad setting (`--max-pixels -5`, `--batch-size 0`, `--workers -1`) is the run's error, said
+once, never a per-photo failure: recorded against each photo it would make every photo
+"failed", and later runs would skip them as failed-and-unchanged. For the same reason a
+photo refused as too large under one run's smaller pixel limit is tried again by a run whose
+limit admits it: its failure belonged to that run's setting, not to the photo.
+"""
+
+from __future__ import annotations
+
+import re
+
+from clipforge.library.store import Store
+
+__all__ = ["check_add_settings", "check_max_pixels", "release_pixel_failures"]
+
+_PIXELS_REASON = "too many pixels"
+_PIXEL_COUNT = re.compile(r"= ([\d,]+) pixels exceeds the limit")
+
+
+def check_max_pixels(max_pixels: int | None) -> None:
+    """ValueError unless `max_pixels` is None (the default limit) or a positive number of pixels."""
+    if max_pixels is not None and (isinstance(max_pixels, bool) or int(max_pixels) < 1):
+        raise ValueError(f"max_pixels must be a positive number of pixels (e.g. 178956970, the default), "
+                         f"got {max_pixels!r}")
+
+
+def check_add_settings(batch_size: int, workers: int | None) -> None:
+    """ValueError naming the setting when `batch_size` < 1 or `workers` < 0."""
+    if isinstance(batch_size, bool) or int(batch_size) < 1:
+        raise ValueError(f"batch_size must be at least 1 (images per model batch and per commit), got {batch_size!r}")
+    if workers is not None and (isinstance(workers, bool) or int(workers) < 0):
+        raise ValueError(f"workers must be 0 (decode in this process) or more, got {workers!r}")
+
+
+def release_pixel_failures(store: Store, max_pixels: int) -> int:
+    """Forget 'failed: too many pixels' records whose pixel count `max_pixels` now admits, so this run
+    reads those photos again; returns how many."""
+    ids = []
+    for image_id, reason in store.failed_with_reason(_PIXELS_REASON):
+        found = _PIXEL_COUNT.search(reason)
+        if found and int(found.group(1).replace(",", "")) <= max_pixels:
+            ids.append(image_id)
+    if ids:
+        with store.transaction() as tx:
+            tx.delete_images(ids)
+    return len(ids)
