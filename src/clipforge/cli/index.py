@@ -185,7 +185,7 @@ def run_prune(args: argparse.Namespace) -> int:
 def run_stats(args: argparse.Namespace) -> int:
     try:
         with open_library(args, create=False) as library:
-            stats = library.stats()
+            stats = library.stats(verify=True)
     except user_errors() as exc:
         return fail(exc)
     if args.json:
@@ -207,6 +207,10 @@ def run_stats(args: argparse.Namespace) -> int:
             state = "stale (rebuilt on next search)" if index.get("exists") else "not built yet"
         recall = f", recall@{index.get('recall_k')} {index['recall_at_k']}" if index.get("recall_at_k") else ""
         print(f"index     {index.get('kind') or index['requested']} {state}{recall}")
+    if stats.get("missing_vectors"):
+        n = stats["missing_vectors"]
+        print(f"vectors   {count_noun(n, 'indexed image')} {'has' if n == 1 else 'have'} no vector (it cannot be found "
+              "by search): run `clipforge index add` (any path) to re-embed them")
     if stats.get("tags"):
         print("tags      " + ", ".join(f"{k} {v}" for k, v in list(stats["tags"].items())[:15]))
     print(f"database  {stats['db_bytes'] / 1e6:.1f} MB")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from clipforge.library.scan import normalise_path, scan_paths
 from clipforge.library.search import SearchHit, search_vector
 from clipforge.library.settings import check_add_settings, check_max_pixels, release_pixel_failures
 from clipforge.library.store import SCHEMA_VERSION, ImageRecord, Store
-from clipforge.library.tagging import TagReport, parse_labels, softmax_top_k, tag_library
+from clipforge.library.tagging import TagReport, count_noun, parse_labels, softmax_top_k, tag_library
 from clipforge.library.vector_index import IndexSpec
 
 __all__ = ["Library", "ModelMismatchError"]
@@ -158,8 +159,20 @@ class Library:
         second one skips what the first embedded instead of embedding it again.
         """
         check_add_settings(batch_size, workers)
-        return self._add(paths, recursive, batch_size=batch_size, workers=workers, retry_failed=retry_failed,
-                         progress=progress, update_index=update_index, exclusive=True)
+        report = self._add(paths, recursive, batch_size=batch_size, workers=workers, retry_failed=retry_failed,
+                           progress=progress, update_index=update_index, exclusive=True)
+        self._repair_missing_vectors(batch_size=batch_size, workers=workers)
+        return report
+
+    def _repair_missing_vectors(self, **settings: Any) -> None:
+        """Re-embed 'ok' images whose vector is missing (see `Store.images_missing_vectors`)."""
+        missing = [r.path for r in self.store.images_missing_vectors(self.encoder.fingerprint)]
+        present = [p for p in missing if os.path.lexists(p)]
+        if present:
+            self._add(present, False, retry_failed=False, progress=False, update_index=True, exclusive=True,
+                      **settings)
+            warnings.warn(f"re-embedded {count_noun(len(present), 'image')} whose "
+                          f"{'vector was' if len(present) == 1 else 'vectors were'} missing", stacklevel=3)
 
     def _add(self, paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], recursive: bool, *,
              batch_size: int, workers: int | None, retry_failed: bool, progress: bool, update_index: bool,
@@ -223,6 +236,12 @@ class Library:
         """
         if isinstance(items, (int, np.integer, str, os.PathLike)):
             items = [items]
+        # Every writer holds the library lock from planning to commit (an `add` in another process
+        # may be about to write a row for bytes whose vector this removal would drop).
+        with self._write_lock, library_lock(self.paths.lock):
+            return self._remove(items, missing_ok)
+
+    def _remove(self, items: Iterable[int | str | os.PathLike[str]], missing_ok: bool) -> int:
         ids: set[int] = set()
         unknown: list[str] = []
         for item in items:
@@ -249,16 +268,17 @@ class Library:
 
     def prune(self) -> int:
         """Forget images whose file no longer exists; returns how many."""
-        gone = [r.id for r in self.store.list_images() if not os.path.exists(r.path)]
-        if not gone:
-            return 0
-        with self._write_lock, self.store.transaction() as tx:
-            return tx.delete_images(gone)
+        with self._write_lock, library_lock(self.paths.lock):  # a running add may relink a moved file
+            gone = [r.id for r in self.store.list_images() if not os.path.exists(r.path)]
+            if not gone:
+                return 0
+            with self.store.transaction() as tx:
+                return tx.delete_images(gone)
 
     def classify(self, labels: str | Sequence[str], templates: str | Sequence[str] = "imagenet", top_k: int = 5,
                  progress: bool = True) -> TagReport:
         """Zero-shot tag every image (stored in the DB; use as `search(filter_tags=...)`)."""
-        with self._write_lock:
+        with self._write_lock, library_lock(self.paths.lock):
             return tag_library(self.store, self.encoder, labels, templates, top_k=top_k,
                                cache_dir=self.paths.cache_dir, progress=progress)
 
@@ -350,8 +370,10 @@ class Library:
         fingerprint = self.model_fingerprint
         return self.store.tags_for_images(fingerprint, [image_id]).get(int(image_id), []) if fingerprint else []
 
-    def stats(self) -> dict[str, Any]:
-        """Counts, model, index state, tags and recent failures, as plain JSON-able data."""
+    def stats(self, verify: bool = False) -> dict[str, Any]:
+        """Counts, model, index state, tags and recent failures, as plain JSON-able data.
+
+        `verify`: also count 'ok' images without a vector (`missing_vectors`; a scan of every row)."""
         fingerprint = self.model_fingerprint
         db_bytes = sum(p.stat().st_size for p in self.paths.root.glob(self.paths.db.name + "*") if p.is_file())
         out: dict[str, Any] = {
@@ -368,6 +390,8 @@ class Library:
                                                     int(self.store.get_meta(_META_DIM) or 0))
             out["index"] = manager.status()
             out["tags"] = self.store.tag_counts(fingerprint)
+            if verify:
+                out["missing_vectors"] = len(self.store.images_missing_vectors(fingerprint))
         return out
 
     # -- lifetime ---------------------------------------------------------------------------

@@ -338,6 +338,16 @@ class Store:
             out.setdefault(int(eid), []).append(int(image_id))
         return out
 
+    @_reads
+    def images_missing_vectors(self, model: str, limit: int | None = None) -> list[ImageRecord]:
+        """'ok' images whose bytes have no vector of `model`: invisible to search. None exist unless a
+        writer bypassed the library lock (see `clipforge.library.lock`); O(rows), for checks and repair."""
+        rows = self.conn().execute(
+            f"SELECT {_IMAGE_COLUMNS} FROM images i WHERE i.status = 'ok' AND NOT EXISTS"
+            " (SELECT 1 FROM embeddings e WHERE e.sha256 = i.sha256 AND e.model = ?) ORDER BY id LIMIT ?",
+            (model, -1 if limit is None else int(limit))).fetchall()
+        return [_record(r) for r in rows]
+
     # -- tags -------------------------------------------------------------------------------
     @_reads
     def image_ids_with_tags(self, model: str, labels: Sequence[str], max_rank: int = 0,
