@@ -148,12 +148,15 @@ def run_add(args: argparse.Namespace) -> int:
             report = library.add(args.paths, recursive=args.recursive, batch_size=args.batch_size,
                                  workers=args.workers, retry_failed=args.retry_failed,
                                  progress=not (args.quiet or args.json))
+            tagged = library.last_tagged
     except user_errors() as exc:
         return fail(exc)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
         print(report.summary_line())
+        if tagged:
+            print(f"tagged {count_noun(tagged, 'new image')} with the library's labels (see `clipforge tag --list`)")
         for path, reason in report.failures[:20]:
             print(f"  failed: {display_path(path)}: {reason}", file=sys.stderr)
         if len(report.failures) > 20:

@@ -32,7 +32,16 @@ from clipforge.library.scan import normalise_path, scan_paths
 from clipforge.library.search import SearchHit, search_vector
 from clipforge.library.settings import check_add_settings, check_max_pixels, release_pixel_failures
 from clipforge.library.store import SCHEMA_VERSION, ImageRecord, Store
-from clipforge.library.tagging import TagReport, count_noun, parse_labels, softmax_top_k, tag_library
+from clipforge.library.tagging import (
+    TagReport,
+    count_noun,
+    no_tag_match,
+    parse_labels,
+    softmax_top_k,
+    tag_counts,
+    tag_library,
+    tag_new_images,
+)
 from clipforge.library.vector_index import IndexSpec
 
 __all__ = ["Library", "ModelMismatchError"]
@@ -83,6 +92,7 @@ class Library:
         self._init_lock = threading.Lock()
         self._write_lock = threading.RLock()
         self._pending_spec = IndexSpec(kind=index) if isinstance(index, str) else index
+        self.last_tagged = 0  # photos the last add tagged with the library's vocabulary
         if model is not None:
             self._set_encoder(resolve_encoder(model, preprocess, device, precision=precision, draft=draft))
 
@@ -159,6 +169,7 @@ class Library:
         second one skips what the first embedded instead of embedding it again.
         """
         check_add_settings(batch_size, workers)
+        self.last_tagged = 0
         report = self._add(paths, recursive, batch_size=batch_size, workers=workers, retry_failed=retry_failed,
                            progress=progress, update_index=update_index, exclusive=True)
         self._repair_missing_vectors(batch_size=batch_size, workers=workers)
@@ -189,6 +200,9 @@ class Library:
                                  max_pixels=self.max_pixels, retry_failed=retry_failed,
                                  dtype=self.store.get_meta(_META_DTYPE) or self._vector_dtype, progress=progress)
             self._record_rejected(found.rejected, report, retry_failed)
+            # New photos get the library's tags (a hook after the add, see `tagging.tag_new_images`).
+            if report.added or report.updated:
+                self.last_tagged += tag_new_images(self.store, self.encoder, self.paths.cache_dir)
         if update_index and (report.added or report.updated or report.relinked):
             self.index_manager.get()
         return report
@@ -216,9 +230,9 @@ class Library:
     def add_bytes(self, data: bytes, filename: str | None = None) -> ImageRecord:
         """Keep uploaded bytes in the library and index them; ImageLoadError when not an image.
 
-        `filename` is only informative: the stored name is the content hash plus the sniffed format.
+        `filename` (the client's) is kept, cleaned, as the stored file's name; the bytes decide its extension.
         """
-        target = store_upload(self.paths, data, self.max_pixels)
+        target = store_upload(self.paths, data, self.max_pixels, filename=filename)
         # One known file: no need to queue behind a long `index add` in another process.
         self._add([target], False, batch_size=1, workers=0, retry_failed=False, progress=False,
                   update_index=False, exclusive=False)
@@ -365,6 +379,21 @@ class Library:
 
     def list_images(self, limit: int = 100, offset: int = 0, status: str | None = "ok") -> list[ImageRecord]:
         return self.store.list_images(status=status, limit=limit, offset=offset)
+
+    def tag_counts(self) -> dict[str, int]:
+        """The library's tags: label -> photos whose top tag it is, most first (vocabulary labels no photo
+        has show 0); empty before `clipforge tag`."""
+        return tag_counts(self.store, self.model_fingerprint)
+
+    def no_results_reason(self, filter_tags: str | Sequence[str] | None = None) -> str:
+        """One sentence for an empty search result: an empty library, or no photo with those tags."""
+        if not self.store.status_counts().get("ok"):
+            return "the library has no photos yet: add some with `clipforge index add FOLDER` (or upload them)"
+        if filter_tags:
+            labels = parse_labels(filter_tags)
+            if not self.store.image_ids_with_tags(self.model_fingerprint or "", labels):
+                return no_tag_match(self.store, self.model_fingerprint, labels)
+        return "no photo matched"
 
     def tags(self, image_id: int) -> list[tuple[str, float]]:
         fingerprint = self.model_fingerprint

@@ -370,6 +370,14 @@ class Store:
         return out
 
     @_reads
+    def untagged_images(self, model: str) -> list[tuple[int, str]]:
+        """(image id, content hash) of the 'ok' images with no tag of `model` (added since the last tagging)."""
+        rows = self.conn().execute(
+            "SELECT i.id, i.sha256 FROM images i WHERE i.status = 'ok' AND NOT EXISTS"
+            " (SELECT 1 FROM tags t WHERE t.image_id = i.id AND t.model = ?) ORDER BY i.id", (model,)).fetchall()
+        return [(int(r[0]), r[1]) for r in rows]
+
+    @_reads
     def tag_counts(self, model: str) -> dict[str, int]:
         rows = self.conn().execute("SELECT label, COUNT(*) FROM tags WHERE model = ? AND rank = 0 GROUP BY label"
                                    " ORDER BY COUNT(*) DESC, label", (model,)).fetchall()
