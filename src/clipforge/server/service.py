@@ -135,7 +135,7 @@ class LibraryService:
             raise APIError(400, "bad_labels", str(exc)) from None
         return ranked, templates, (time.perf_counter() - start) * 1000
 
-    def add(self, image: SniffedImage) -> tuple[Any, bool]:
+    def add(self, image: SniffedImage, filename: str | None = None) -> tuple[Any, bool]:
         """(ImageRecord, created): keep and index the upload, unless these exact bytes are already in the
         library (under any name), in which case the existing image is returned."""
         sha256 = hashlib.sha256(image.data).hexdigest()
@@ -143,7 +143,7 @@ class LibraryService:
             existing = self.library.store.images_with_sha(sha256)
             if existing:
                 return min(existing, key=lambda r: r.id), False
-            return self.library.add_bytes(image.data), True
+            return self.library.add_bytes(image.data, filename=filename), True  # the library cleans the name
 
     def list_images(self, limit: int, offset: int) -> tuple[list[Any], int | None]:
         if not 1 <= int(limit) <= self.limits.max_page_size:
