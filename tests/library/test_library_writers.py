@@ -76,8 +76,12 @@ def test_stats_reports_and_add_repairs_images_without_vectors(tmp_path, tiny_enc
     with Library(lib, tiny_encoder) as library:
         library.add(tmp_path / "photos", workers=0, progress=False)
         fingerprint = library.encoder.fingerprint
+        assert library.store.vectors_checked(fingerprint)  # the add checked: later adds skip the scan
         lost = library.store.image_by_path(str(photos[2]))
-        library.store.conn().execute("DELETE FROM embeddings WHERE sha256 = ?", (lost.sha256,))
+        with library.store.transaction() as tx:  # what the race did: a deletion (which counts as one)
+            tx.execute("DELETE FROM embeddings WHERE sha256 = ?", (lost.sha256,))
+            tx.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'removals'")
+        assert not library.store.vectors_checked(fingerprint)  # a deletion: the next add scans again
         assert [r.id for r in library.store.images_missing_vectors(fingerprint)] == [lost.id]
         assert library.stats(verify=True)["missing_vectors"] == 1
     assert main(["index", "stats", "--library", str(lib)]) == 0

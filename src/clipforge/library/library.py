@@ -176,8 +176,15 @@ class Library:
         return report
 
     def _repair_missing_vectors(self, **settings: Any) -> None:
-        """Re-embed 'ok' images whose vector is missing (see `Store.images_missing_vectors`)."""
-        missing = [r.path for r in self.store.images_missing_vectors(self.encoder.fingerprint)]
+        """Re-embed 'ok' images whose vector is missing (see `Store.images_missing_vectors`); the scan is
+        skipped while no vector was deleted since the last one found none."""
+        fingerprint, removals = self.encoder.fingerprint, self.store.removals()
+        if self.store.vectors_checked(fingerprint):
+            return
+        missing = [r.path for r in self.store.images_missing_vectors(fingerprint)]
+        if not missing:
+            with self.store.transaction() as tx:
+                tx.record_vectors_checked(fingerprint, removals)
         present = [p for p in missing if os.path.lexists(p)]
         if present:
             self._add(present, False, retry_failed=False, progress=False, update_index=True, exclusive=True,
@@ -420,7 +427,8 @@ class Library:
             out["index"] = manager.status()
             out["tags"] = self.store.tag_counts(fingerprint)
             if verify:
-                out["missing_vectors"] = len(self.store.images_missing_vectors(fingerprint))
+                out["missing_vectors"] = 0 if self.store.vectors_checked(fingerprint) else \
+                    len(self.store.images_missing_vectors(fingerprint))
         return out
 
     # -- lifetime ---------------------------------------------------------------------------

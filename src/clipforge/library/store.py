@@ -89,6 +89,9 @@ class FileState:
 _IMAGE_COLUMNS = "id, path, sha256, size, mtime_ns, width, height, added_at, status, error"
 
 
+_CHECKED_META = "vectors_checked:"  # the `removals` value at which no image lacked its vector
+
+
 def _record(row: Sequence[Any]) -> ImageRecord:
     return ImageRecord(row[0], from_db(row[1]), *row[2:])
 
@@ -338,10 +341,16 @@ class Store:
             out.setdefault(int(eid), []).append(int(image_id))
         return out
 
+    def vectors_checked(self, model: str) -> bool:
+        """Whether a check found every 'ok' image of `model` with its vector and no vector was deleted since
+        (an image can only lose its vector to a deletion, and every deletion bumps `removals`)."""
+        return self.get_meta(_CHECKED_META + model) == str(self.removals())
+
     @_reads
     def images_missing_vectors(self, model: str, limit: int | None = None) -> list[ImageRecord]:
         """'ok' images whose bytes have no vector of `model`: invisible to search. None exist unless a
-        writer bypassed the library lock (see `clipforge.library.lock`); O(rows), for checks and repair."""
+        writer bypassed the library lock (see `clipforge.library.lock`); O(rows), for checks and repair
+        (`vectors_checked` says when it can be skipped)."""
         rows = self.conn().execute(
             f"SELECT {_IMAGE_COLUMNS} FROM images i WHERE i.status = 'ok' AND NOT EXISTS"
             " (SELECT 1 FROM embeddings e WHERE e.sha256 = i.sha256 AND e.model = ?) ORDER BY id LIMIT ?",
