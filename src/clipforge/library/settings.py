@@ -16,6 +16,7 @@ from clipforge.library.store import Store
 __all__ = ["check_add_settings", "check_max_pixels", "release_pixel_failures"]
 
 _PIXELS_REASON = "too many pixels"
+_LIMIT_META = "pixel_limit"
 _PIXEL_COUNT = re.compile(r"= ([\d,]+) pixels exceeds the limit")
 
 
@@ -36,13 +37,21 @@ def check_add_settings(batch_size: int, workers: int | None) -> None:
 
 def release_pixel_failures(store: Store, max_pixels: int) -> int:
     """Forget 'failed: too many pixels' records whose pixel count `max_pixels` now admits, so this run
-    reads those photos again; returns how many."""
+    reads those photos again; returns how many.
+
+    The limit of each run is kept (`meta` "pixel_limit"); after a run with limit R every such failure
+    has more than R pixels, so a run whose limit is not above the last one's skips the scan.
+    """
+    last = store.get_meta(_LIMIT_META)
+    if last is not None and last.isdigit() and int(last) >= int(max_pixels):
+        return 0
     ids = []
     for image_id, reason in store.failed_with_reason(_PIXELS_REASON):
         found = _PIXEL_COUNT.search(reason)
         if found and int(found.group(1).replace(",", "")) <= max_pixels:
             ids.append(image_id)
-    if ids:
-        with store.transaction() as tx:
+    with store.transaction() as tx:
+        if ids:
             tx.delete_images(ids)
+        tx.set_meta(_LIMIT_META, str(int(max_pixels)))
     return len(ids)
