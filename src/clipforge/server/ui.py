@@ -141,10 +141,11 @@ class _Handlers:
         records, next_offset = self.service.list_images(PAGE_SIZE, max(0, int(offset)))
         base = _base_url(request)
         items = [(self.thumb(base, r.id), f"#{r.id} · {display_path(os.path.basename(r.path))}") for r in records]
-        counts = self.service.library.stats()["images"]
+        stats = self.service.library.stats()
+        counts = stats["images"]
         shown = f"{offset + 1}-{offset + len(records)}" if records else "none"
         summary = (f"**{counts.get('ok', 0)} images** in the library ({counts.get('failed', 0)} files could not be "
-                   f"read) · showing {shown}" + _tag_line(self.service.library.tag_counts()))
+                   f"read) · showing {shown}" + _tag_line(stats.get("tags") or {}))
         return items, summary, int(offset), next_offset is not None
 
     def first_page(self, request: gr.Request = None):
