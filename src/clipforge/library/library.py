@@ -30,12 +30,17 @@ from clipforge.library.paths import LibraryPaths
 from clipforge.library.query import QueryTerm, combine_terms, parse_query
 from clipforge.library.scan import normalise_path, scan_paths
 from clipforge.library.search import SearchHit, search_vector
-from clipforge.library.settings import check_add_settings, check_max_pixels, release_pixel_failures
+from clipforge.library.settings import (
+    check_add_settings,
+    check_max_pixels,
+    files_missing_vectors,
+    release_pixel_failures,
+)
 from clipforge.library.store import SCHEMA_VERSION, ImageRecord, Store
 from clipforge.library.tagging import (
     TagReport,
     count_noun,
-    no_tag_match,
+    no_results_reason,
     parse_labels,
     softmax_top_k,
     tag_counts,
@@ -176,16 +181,8 @@ class Library:
         return report
 
     def _repair_missing_vectors(self, **settings: Any) -> None:
-        """Re-embed 'ok' images whose vector is missing (see `Store.images_missing_vectors`); the scan is
-        skipped while no vector was deleted since the last one found none."""
-        fingerprint, removals = self.encoder.fingerprint, self.store.removals()
-        if self.store.vectors_checked(fingerprint):
-            return
-        missing = [r.path for r in self.store.images_missing_vectors(fingerprint)]
-        if not missing:
-            with self.store.transaction() as tx:
-                tx.record_vectors_checked(fingerprint, removals)
-        present = [p for p in missing if os.path.lexists(p)]
+        """Re-embed 'ok' images whose vector is missing (see `settings.files_missing_vectors`)."""
+        present = files_missing_vectors(self.store, self.encoder.fingerprint)
         if present:
             self._add(present, False, retry_failed=False, progress=False, update_index=True, exclusive=True,
                       **settings)
@@ -394,13 +391,7 @@ class Library:
 
     def no_results_reason(self, filter_tags: str | Sequence[str] | None = None) -> str:
         """One sentence for an empty search result: an empty library, or no photo with those tags."""
-        if not self.store.status_counts().get("ok"):
-            return "the library has no photos yet: add some with `clipforge index add FOLDER` (or upload them)"
-        if filter_tags:
-            labels = parse_labels(filter_tags)
-            if not self.store.image_ids_with_tags(self.model_fingerprint or "", labels):
-                return no_tag_match(self.store, self.model_fingerprint, labels)
-        return "no photo matched"
+        return no_results_reason(self.store, self.model_fingerprint, filter_tags)
 
     def tags(self, image_id: int) -> list[tuple[str, float]]:
         fingerprint = self.model_fingerprint

@@ -5,15 +5,19 @@ once, never a per-photo failure: recorded against each photo it would make every
 "failed", and later runs would skip them as failed-and-unchanged. For the same reason a
 photo refused as too large under one run's smaller pixel limit is tried again by a run whose
 limit admits it: its failure belonged to that run's setting, not to the photo.
+
+After each add the library also makes sure no 'ok' image lacks its vector (a writer that
+bypassed the library lock could leave one, invisible to search): `files_missing_vectors`.
 """
 
 from __future__ import annotations
 
+import os
 import re
 
 from clipforge.library.store import Store
 
-__all__ = ["check_add_settings", "check_max_pixels", "release_pixel_failures"]
+__all__ = ["check_add_settings", "check_max_pixels", "files_missing_vectors", "release_pixel_failures"]
 
 _PIXELS_REASON = "too many pixels"
 _LIMIT_META = "pixel_limit"
@@ -55,3 +59,16 @@ def release_pixel_failures(store: Store, max_pixels: int) -> int:
             tx.delete_images(ids)
         tx.set_meta(_LIMIT_META, str(int(max_pixels)))
     return len(ids)
+
+
+def files_missing_vectors(store: Store, model: str) -> list[str]:
+    """Paths of 'ok' images (still on disk) whose vector of `model` is missing, to embed again. The scan is
+    skipped while no vector was deleted since the last one found none (`Store.vectors_checked`)."""
+    removals = store.removals()
+    if store.vectors_checked(model):
+        return []
+    missing = [r.path for r in store.images_missing_vectors(model)]
+    if not missing:
+        with store.transaction() as tx:
+            tx.record_vectors_checked(model, removals)
+    return [path for path in missing if os.path.lexists(path)]

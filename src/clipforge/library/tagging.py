@@ -26,7 +26,7 @@ import numpy as np
 from clipforge.library.encoder import Encoder
 from clipforge.library.store import Store
 
-__all__ = ["TagReport", "count_noun", "no_tag_match", "parse_labels", "softmax_top_k", "tag_counts", "tag_library",
+__all__ = ["TagReport", "count_noun", "no_results_reason", "no_tag_match", "parse_labels", "softmax_top_k", "tag_counts", "tag_library",
            "tag_new_images", "tag_vocabulary"]
 
 _VOCABULARY_KEY = "tag_labels:"
@@ -187,3 +187,14 @@ def no_tag_match(store: Store, model: str | None, labels: Sequence[str]) -> str:
         return (f"no photo has tag {wanted}: this library has no tags yet (tag it with "
                 "`clipforge tag --labels \"cat, dog, car\"`)")
     return f"no photo has tag {wanted}; tags: {_listing(counts)}"
+
+
+def no_results_reason(store: Store, model: str | None, filter_tags: str | Sequence[str] | None = None) -> str:
+    """One sentence for an empty search result: an empty library, or no photo with those tags."""
+    if not store.status_counts().get("ok"):
+        return "the library has no photos yet: add some with `clipforge index add FOLDER` (or upload them)"
+    if filter_tags:
+        labels = parse_labels(filter_tags)
+        if not store.image_ids_with_tags(model or "", labels):
+            return no_tag_match(store, model, labels)
+    return "no photo matched"
