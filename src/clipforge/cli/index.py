@@ -118,7 +118,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rebuild.set_defaults(func=run_rebuild)
 
 
+def _check_add_arguments(args: argparse.Namespace) -> str | None:
+    """The first bad run setting, as one line (a setting is never recorded as a photo's failure)."""
+    if args.max_pixels is not None and args.max_pixels < 1:
+        return f"--max-pixels must be a positive number of pixels (the bomb guard, e.g. 178956970), got {args.max_pixels}"
+    if args.batch_size < 1:
+        return f"--batch-size must be at least 1 (images per model batch and per commit), got {args.batch_size}"
+    if args.workers is not None and args.workers < 0:
+        return f"--workers must be 0 (decode in this process) or more, got {args.workers}"
+    return None
+
+
 def run_add(args: argparse.Namespace) -> int:
+    problem = _check_add_arguments(args)
+    if problem:
+        return fail(problem)
     try:
         from clipforge.inference.encoder import check_precision
 
@@ -129,12 +143,15 @@ def run_add(args: argparse.Namespace) -> int:
             report = library.add(args.paths, recursive=args.recursive, batch_size=args.batch_size,
                                  workers=args.workers, retry_failed=args.retry_failed,
                                  progress=not (args.quiet or args.json))
+            tagged = library.last_tagged
     except user_errors() as exc:
         return fail(exc)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
         print(report.summary_line())
+        if tagged:
+            print(f"tagged {count_noun(tagged, 'new image')} with the library's labels (see `clipforge tag --list`)")
         for path, reason in report.failures[:20]:
             print(f"  failed: {display_path(path)}: {reason}", file=sys.stderr)
         if len(report.failures) > 20:
@@ -166,7 +183,7 @@ def run_prune(args: argparse.Namespace) -> int:
 def run_stats(args: argparse.Namespace) -> int:
     try:
         with open_library(args, create=False) as library:
-            stats = library.stats()
+            stats = library.stats(verify=True)
     except user_errors() as exc:
         return fail(exc)
     if args.json:
@@ -188,6 +205,10 @@ def run_stats(args: argparse.Namespace) -> int:
             state = "stale (rebuilt on next search)" if index.get("exists") else "not built yet"
         recall = f", recall@{index.get('recall_k')} {index['recall_at_k']}" if index.get("recall_at_k") else ""
         print(f"index     {index.get('kind') or index['requested']} {state}{recall}")
+    if stats.get("missing_vectors"):
+        n = stats["missing_vectors"]
+        print(f"vectors   {count_noun(n, 'indexed image')} {'has' if n == 1 else 'have'} no vector (it cannot be found "
+              "by search): run `clipforge index add` (any path) to re-embed them")
     if stats.get("tags"):
         print("tags      " + ", ".join(f"{k} {v}" for k, v in list(stats["tags"].items())[:15]))
     print(f"database  {stats['db_bytes'] / 1e6:.1f} MB")

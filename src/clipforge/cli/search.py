@@ -36,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
         with open_library(args, create=False) as library:
             hits = library.search(args.query, image=args.image or None, top_k=args.top_k,
                                   filter_tags=args.tag or None)
+            empty = library.no_results_reason(args.tag or None) if not hits else ""
     except user_errors() as exc:  # QueryError, ImageLoadError, ModelMismatchError are ValueErrors
         return fail(exc)
     if args.json:
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
                          indent=2))
         return 0
     if not hits:
-        print("no results")
+        print(f"no results: {empty}")
     for rank, hit in enumerate(hits, 1):
         tag = f"  [{hit.tags[0][0]}]" if hit.tags else ""
         print(f"{rank:3d}  {hit.score:.4f}  {display_path(hit.path)}{tag}")

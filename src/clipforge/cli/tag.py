@@ -1,4 +1,8 @@
-"""`clipforge tag --labels "cat,dog,car"`: zero-shot tag a whole library (stored, filterable)."""
+"""`clipforge tag --labels "cat,dog,car"`: zero-shot tag a whole library (stored, filterable).
+
+`clipforge tag --list` shows the tags that exist. The labels are remembered: photos added later
+are tagged with them as they are added.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +16,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "tag", help="zero-shot tag every library image with labels you choose",
         description="Classify every image of a library among LABELS (no image is decoded again: the stored "
-                    "vectors are reused). Tags are stored and usable as `clipforge search --tag LABEL`.")
-    parser.add_argument("--labels", required=True, help='comma-separated labels, e.g. "cat,dog,car"')
+                    "vectors are reused). Tags are stored and usable as `clipforge search --tag LABEL`; the "
+                    "labels are remembered, and photos added later are tagged with them. --list shows the "
+                    "tags that exist.")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--labels", help='comma-separated labels, e.g. "cat,dog,car"')
+    what.add_argument("--list", action="store_true",
+                      help="list the library's tags with how many photos have each as their top tag")
     parser.add_argument("--templates", default="imagenet",
                         help="prompt template set (imagenet, imagenet7, simple, ...), a template with {}, "
                              "or a file (default imagenet: OpenAI's 80)")
@@ -23,7 +32,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def run_list(args: argparse.Namespace) -> int:
+    try:
+        with open_library(args, create=False) as library:
+            counts = library.tag_counts()
+    except user_errors() as exc:
+        return fail(exc)
+    if args.json:
+        print(json.dumps({"tags": counts}, indent=2))
+    elif not counts:
+        print('no tags yet: tag the library with `clipforge tag --labels "cat, dog, car"`')
+    else:
+        width = max(len(label) for label in counts)
+        for label, count in counts.items():
+            print(f"{label:<{width}}  {count}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.list:
+        return run_list(args)
     if args.top_k < 1:
         return fail(f"--top-k must be at least 1 (labels kept per image), got {args.top_k}")
     try:

@@ -6,6 +6,17 @@ the file and what to do - and never be mistaken for a new, empty library (which 
 SQLite header; damage deeper in the file surfaces as SQLITE_CORRUPT on the query that
 meets it, which `damage_error` turns into the same error.
 
+A file shorter than its header says is not always damage: a checkpoint (copying the
+write-ahead log into the file) writes page 1 first and then grows the file, so a full disk,
+a `ulimit -f` or a crash in the middle leaves a short file beside a WAL that still holds
+every committed page. `check_database_file` reports that state as *pending* instead of
+damaged; the store then lets SQLite itself judge the pair (integrity check) and finishes
+the checkpoint - only a pair SQLite cannot read whole is damage.
+
+A write the disk refuses (SQLITE_FULL, or an I/O error when a file-size limit stops it)
+is `LibraryWriteError`, an OSError with one sentence saying what to do: nothing committed
+before it is lost, and the library stays readable.
+
 File names are stored losslessly: as text when they are valid UTF-8, otherwise as their raw
 bytes (a BLOB in the same column), so a name like b"caf\\xe9.jpg" is indexed, found again by
 the next run, and shown escaped (``caf\\xe9.jpg``) wherever text is required.
@@ -13,6 +24,7 @@ the next run, and shown escaped (``caf\\xe9.jpg``) wherever text is required.
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 import stat
@@ -21,7 +33,8 @@ from pathlib import Path
 
 from clipforge.library.schema import SchemaError
 
-__all__ = ["DamagedLibraryError", "check_database_file", "damage_error", "display_path", "from_db", "to_db"]
+__all__ = ["DamagedLibraryError", "LibraryWriteError", "check_database_file", "damage_error", "display_path",
+           "from_db", "to_db", "wal_path", "write_error"]
 
 _MAGIC = b"SQLite format 3\x00"
 _DAMAGE_CODES = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
@@ -29,6 +42,13 @@ _DAMAGE_CODES = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
 
 class DamagedLibraryError(SchemaError):
     """The library database cannot be read as a library (truncated, emptied, overwritten)."""
+
+
+class LibraryWriteError(OSError):
+    """The disk refused a write to the library (full, or a file-size limit); the library is intact."""
+
+    def __str__(self) -> str:  # one sentence, not "[Errno 28] ..."
+        return str(self.strerror)
 
 
 def damaged(path: str | os.PathLike[str], what: str) -> DamagedLibraryError:
@@ -54,27 +74,46 @@ def _truncation(path: Path) -> str | None:
     return None
 
 
-def check_database_file(path: Path, create: bool) -> None:
-    """Raise DamagedLibraryError unless `path` is absent, a whole SQLite file, or (when `create`) empty."""
+def wal_path(path: Path) -> Path:
+    """The database's write-ahead log (committed pages not yet copied into the file)."""
+    return path.with_name(path.name + "-wal")
+
+
+def check_database_file(path: Path, create: bool) -> str | None:
+    """Raise DamagedLibraryError unless `path` is absent, a whole SQLite file, or (when `create`) empty.
+
+    Returns the problem text when the file is short but a non-empty WAL beside it may hold the
+    rest (an interrupted checkpoint): the caller must let SQLite verify the pair. Else None.
+    """
     try:
         info = os.stat(path)
     except FileNotFoundError:
-        return
+        return None
     if not stat.S_ISREG(info.st_mode):
         raise damaged(path, "not a regular file")
     if info.st_size == 0:
         if create:
-            return
+            return None
         raise damaged(path, "the file is empty (0 bytes)")
     problem = _truncation(path)
-    wal = path.with_name(path.name + "-wal")
+    wal = wal_path(path)
     for _ in range(10):  # a checkpoint in another process may be copying the WAL into the file right now
         if problem is None or not problem.startswith("truncated") or not wal.exists():
             break
         time.sleep(0.05)
         problem = _truncation(path)
-    if problem is not None:
-        raise damaged(path, problem)
+    if problem is None:
+        return None
+    if problem.startswith("truncated") and _size(wal) > 0:
+        return problem
+    raise damaged(path, problem)
+
+
+def _size(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
 
 
 def damage_error(path: Path, exc: sqlite3.DatabaseError) -> DamagedLibraryError | None:
@@ -84,6 +123,23 @@ def damage_error(path: Path, exc: sqlite3.DatabaseError) -> DamagedLibraryError 
     if name.startswith(_DAMAGE_CODES) or "malformed" in text or "not a database" in text:
         return damaged(path, text)
     return None
+
+
+def write_error(path: Path, exc: sqlite3.Error) -> LibraryWriteError | None:
+    """The error to raise for `exc` when the disk refused a write (full, or a file-size limit)."""
+    name = str(getattr(exc, "sqlite_errorname", ""))
+    text = str(exc)
+    if name == "SQLITE_FULL" or "disk is full" in text:
+        why = "the disk is full"
+        code = errno.ENOSPC
+    elif name.startswith("SQLITE_IOERR") or "disk I/O error" in text:
+        why = f"the disk refused a write ({text}: full, or a file-size limit such as `ulimit -f` reached)"
+        code = errno.EIO
+    else:
+        return None
+    return LibraryWriteError(code, f"could not write library database {display_path(os.fspath(path))}: {why}; "
+                                   "everything saved before is kept and the library can still be read: free some "
+                                   "space (or raise the limit) and run the command again")
 
 
 def to_db(path: str) -> str | bytes:

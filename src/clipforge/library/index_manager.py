@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from clipforge.atomic import atomic_path
+from clipforge.atomic import atomic_path, remove_stale_temps
 from clipforge.library.paths import LibraryPaths
 from clipforge.library.store import Store
 from clipforge.library.vector_index import IndexSpec, VectorIndex, build_index
@@ -316,6 +316,8 @@ class IndexManager:
 
         if vindex is None:
             return
+        with contextlib.suppress(OSError):  # what a writer stopped by a full disk or kill -9 left
+            remove_stale_temps(self.index_path.parent)
         try:
             with self._rw.read(), atomic_path(self.index_path) as tmp:
                 faiss.write_index(vindex.index, str(tmp))
@@ -330,8 +332,11 @@ class IndexManager:
             with self.store.transaction() as tx:
                 tx.set_meta(self.state_key, json.dumps(saved, sort_keys=True, default=str))
             self._state["unsaved"] = 0
-        except (OSError, sqlite3.Error) as exc:  # a read-only library can still be searched from memory
-            log.warning("could not save index %s (%s); keeping it in memory only", self.index_path, exc)
+        # A read-only library, or a full disk (faiss reports write errors as RuntimeError), can still
+        # be searched from memory; the next run saves the index.
+        except (OSError, RuntimeError, sqlite3.Error) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc).rsplit(": ", 1)[-1]  # faiss: "... (No space left)"
+            log.warning("could not save index %s (%s); keeping it in memory only", self.index_path, reason)
             return
         with contextlib.suppress(OSError):  # an older clipforge's JSON sidecar: the record now lives in the db
             self.index_path.with_suffix(".json").unlink()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,8 +31,23 @@ from clipforge.library.paths import LibraryPaths
 from clipforge.library.query import QueryTerm, combine_terms, parse_query
 from clipforge.library.scan import normalise_path, scan_paths
 from clipforge.library.search import SearchHit, search_vector
+from clipforge.library.settings import (
+    check_add_settings,
+    check_max_pixels,
+    files_missing_vectors,
+    release_pixel_failures,
+)
 from clipforge.library.store import SCHEMA_VERSION, ImageRecord, Store
-from clipforge.library.tagging import TagReport, parse_labels, softmax_top_k, tag_library
+from clipforge.library.tagging import (
+    TagReport,
+    count_noun,
+    no_results_reason,
+    parse_labels,
+    softmax_top_k,
+    tag_counts,
+    tag_library,
+    tag_new_images,
+)
 from clipforge.library.vector_index import IndexSpec
 
 __all__ = ["Library", "ModelMismatchError"]
@@ -68,6 +84,7 @@ class Library:
         from clipforge.image import DEFAULT_MAX_PIXELS
 
         # None would mean "no cap" to load_image; a library always keeps the bomb guard.
+        check_max_pixels(max_pixels or None)
         self.max_pixels = int(max_pixels) if max_pixels else DEFAULT_MAX_PIXELS
         self._vector_dtype = vector_dtype
         if vector_dtype not in ("float32", "float16"):
@@ -81,6 +98,7 @@ class Library:
         self._init_lock = threading.Lock()
         self._write_lock = threading.RLock()
         self._pending_spec = IndexSpec(kind=index) if isinstance(index, str) else index
+        self.last_tagged = 0  # photos the last add tagged with the library's vocabulary
         if model is not None:
             self._set_encoder(resolve_encoder(model, preprocess, device, precision=precision, draft=draft))
 
@@ -156,8 +174,21 @@ class Library:
         Concurrent `add` runs on one library (other processes included) take turns, so the
         second one skips what the first embedded instead of embedding it again.
         """
-        return self._add(paths, recursive, batch_size=batch_size, workers=workers, retry_failed=retry_failed,
-                         progress=progress, update_index=update_index, exclusive=True)
+        check_add_settings(batch_size, workers)
+        self.last_tagged = 0
+        report = self._add(paths, recursive, batch_size=batch_size, workers=workers, retry_failed=retry_failed,
+                           progress=progress, update_index=update_index, exclusive=True)
+        self._repair_missing_vectors(batch_size=batch_size, workers=workers)
+        return report
+
+    def _repair_missing_vectors(self, **settings: Any) -> None:
+        """Re-embed 'ok' images whose vector is missing (see `settings.files_missing_vectors`)."""
+        present = files_missing_vectors(self.store, self.encoder.fingerprint)
+        if present:
+            self._add(present, False, retry_failed=False, progress=False, update_index=True, exclusive=True,
+                      **settings)
+            warnings.warn(f"re-embedded {count_noun(len(present), 'image')} whose "
+                          f"{'vector was' if len(present) == 1 else 'vectors were'} missing", stacklevel=3)
 
     def _add(self, paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], recursive: bool, *,
              batch_size: int, workers: int | None, retry_failed: bool, progress: bool, update_index: bool,
@@ -167,11 +198,16 @@ class Library:
         found = scan_paths(paths, recursive=recursive, exclude=[self.paths.root])
         with self._write_lock, library_lock(self.paths.lock if exclusive else None):
             self._record_model()
+            if exclusive:
+                release_pixel_failures(self.store, self.max_pixels)
             report = index_files(self.store, self.encoder, found.files, batch_size=batch_size,
                                  workers=_default_workers() if workers is None else workers,
                                  max_pixels=self.max_pixels, retry_failed=retry_failed,
                                  dtype=self.store.get_meta(_META_DTYPE) or self._vector_dtype, progress=progress)
             self._record_rejected(found.rejected, report, retry_failed)
+            # New photos get the library's tags (a hook after the add, see `tagging.tag_new_images`).
+            if report.added or report.updated:
+                self.last_tagged += tag_new_images(self.store, self.encoder, self.paths.cache_dir)
         if update_index and (report.added or report.updated or report.relinked):
             self.index_manager.get()
         return report
@@ -199,9 +235,9 @@ class Library:
     def add_bytes(self, data: bytes, filename: str | None = None) -> ImageRecord:
         """Keep uploaded bytes in the library and index them; ImageLoadError when not an image.
 
-        `filename` is only informative: the stored name is the content hash plus the sniffed format.
+        `filename` (the client's) is kept, cleaned, as the stored file's name; the bytes decide its extension.
         """
-        target = store_upload(self.paths, data, self.max_pixels)
+        target = store_upload(self.paths, data, self.max_pixels, filename=filename)
         # One known file: no need to queue behind a long `index add` in another process.
         self._add([target], False, batch_size=1, workers=0, retry_failed=False, progress=False,
                   update_index=False, exclusive=False)
@@ -219,6 +255,12 @@ class Library:
         """
         if isinstance(items, (int, np.integer, str, os.PathLike)):
             items = [items]
+        # Every writer holds the library lock from planning to commit (an `add` in another process
+        # may be about to write a row for bytes whose vector this removal would drop).
+        with self._write_lock, library_lock(self.paths.lock):
+            return self._remove(items, missing_ok)
+
+    def _remove(self, items: Iterable[int | str | os.PathLike[str]], missing_ok: bool) -> int:
         ids: set[int] = set()
         unknown: list[str] = []
         for item in items:
@@ -245,16 +287,17 @@ class Library:
 
     def prune(self) -> int:
         """Forget images whose file no longer exists; returns how many."""
-        gone = [r.id for r in self.store.list_images() if not os.path.exists(r.path)]
-        if not gone:
-            return 0
-        with self._write_lock, self.store.transaction() as tx:
-            return tx.delete_images(gone)
+        with self._write_lock, library_lock(self.paths.lock):  # a running add may relink a moved file
+            gone = [r.id for r in self.store.list_images() if not os.path.exists(r.path)]
+            if not gone:
+                return 0
+            with self.store.transaction() as tx:
+                return tx.delete_images(gone)
 
     def classify(self, labels: str | Sequence[str], templates: str | Sequence[str] = "imagenet", top_k: int = 5,
                  progress: bool = True) -> TagReport:
         """Zero-shot tag every image (stored in the DB; use as `search(filter_tags=...)`)."""
-        with self._write_lock:
+        with self._write_lock, library_lock(self.paths.lock):
             return tag_library(self.store, self.encoder, labels, templates, top_k=top_k,
                                cache_dir=self.paths.cache_dir, progress=progress)
 
@@ -342,12 +385,23 @@ class Library:
     def list_images(self, limit: int = 100, offset: int = 0, status: str | None = "ok") -> list[ImageRecord]:
         return self.store.list_images(status=status, limit=limit, offset=offset)
 
+    def tag_counts(self) -> dict[str, int]:
+        """The library's tags: label -> photos whose top tag it is, most first (vocabulary labels no photo
+        has show 0); empty before `clipforge tag`."""
+        return tag_counts(self.store, self.model_fingerprint)
+
+    def no_results_reason(self, filter_tags: str | Sequence[str] | None = None) -> str:
+        """One sentence for an empty search result: an empty library, or no photo with those tags."""
+        return no_results_reason(self.store, self.model_fingerprint, filter_tags)
+
     def tags(self, image_id: int) -> list[tuple[str, float]]:
         fingerprint = self.model_fingerprint
         return self.store.tags_for_images(fingerprint, [image_id]).get(int(image_id), []) if fingerprint else []
 
-    def stats(self) -> dict[str, Any]:
-        """Counts, model, index state, tags and recent failures, as plain JSON-able data."""
+    def stats(self, verify: bool = False) -> dict[str, Any]:
+        """Counts, model, index state, tags and recent failures, as plain JSON-able data.
+
+        `verify`: also count 'ok' images without a vector (`missing_vectors`; a scan of every row)."""
         fingerprint = self.model_fingerprint
         db_bytes = sum(p.stat().st_size for p in self.paths.root.glob(self.paths.db.name + "*") if p.is_file())
         out: dict[str, Any] = {
@@ -364,6 +418,9 @@ class Library:
                                                     int(self.store.get_meta(_META_DIM) or 0))
             out["index"] = manager.status()
             out["tags"] = self.store.tag_counts(fingerprint)
+            if verify:
+                out["missing_vectors"] = 0 if self.store.vectors_checked(fingerprint) else \
+                    len(self.store.images_missing_vectors(fingerprint))
         return out
 
     # -- lifetime ---------------------------------------------------------------------------

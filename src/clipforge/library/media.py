@@ -1,40 +1,64 @@
 """Image bytes, thumbnails and uploads, always addressed by record, never by a client's path.
 
 A server hands out `/images/{id}` and `/thumb/{id}`; the path comes from the database, so a
-request can only ever reach files the library indexed. Thumbnails are cached by content hash
-(moving or duplicating a photo reuses its thumbnail) and written atomically. Uploads are
-sniffed by decoding them - the client's file name and content type are not trusted - and
-stored under the content hash with the extension of the format actually found.
+request can only ever reach files the library indexed - and only while they still hold the
+bytes that were indexed: an original is read as a regular file and served only if its size
+and sha256 match the record (a file swapped for another, or for a link to /etc/passwd, is
+refused until `index add` sees it again). Thumbnails are cached by content hash (moving or
+duplicating a photo reuses its thumbnail) in a few size classes under a byte budget, and a
+cached file is served only if it is one this library wrote (see `clipforge.library.thumbs`).
+Uploads are sniffed by decoding them - the client's content type is not trusted, and its file
+name is kept only as a cleaned label - and stored under the content hash with the extension of
+the format actually found.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import os
+import unicodedata
 from pathlib import Path
 
 from clipforge.atomic import write_bytes_atomic
 from clipforge.data.regular import read_regular_file
 from clipforge.library.paths import LibraryPaths
 from clipforge.library.store import ImageRecord
+from clipforge.library.thumbs import thumb_cache
 
-__all__ = ["THUMB_SIZES", "image_bytes", "store_upload", "thumbnail_bytes"]
+__all__ = ["THUMB_SIZES", "ChangedFileError", "clean_upload_name", "image_bytes", "read_original", "store_upload",
+           "thumbnail_bytes"]
 
 THUMB_SIZES = (16, 2048)  # inclusive bounds on the requested longest side
 _EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tiff",
                "MPO": ".jpg"}
 
 
-def image_bytes(record: ImageRecord) -> tuple[bytes, str]:
-    """(file bytes, MIME type) of an indexed image; FileNotFoundError when the file is gone, ValueError
-    when it is no longer a regular file."""
-    from PIL import Image
+class ChangedFileError(ValueError):
+    """An indexed file no longer holds the bytes that were indexed (`reason` says it without the path)."""
 
+    def __init__(self, record: ImageRecord) -> None:
+        self.reason = "changed since it was indexed (run `clipforge index add` on it again)"
+        super().__init__(f"image {record.id}'s file {self.reason}")
+
+
+def read_original(record: ImageRecord) -> bytes:
+    """The bytes of an indexed photo, only while they are the indexed ones: FileNotFoundError when gone,
+    NotRegularFileError (a ValueError) for a FIFO or a device, ChangedFileError when the size or the
+    sha256 differs from the record (swapped for another file or for a link elsewhere)."""
     if record.status != "ok":
         raise ValueError(f"image {record.id} ({record.path}) was not indexed: {record.error}")
     data = read_regular_file(record.path)
+    if len(data) != record.size or not record.sha256 or hashlib.sha256(data).hexdigest() != record.sha256:
+        raise ChangedFileError(record)
+    return data
+
+
+def image_bytes(record: ImageRecord) -> tuple[bytes, str]:
+    """(file bytes, MIME type) of an indexed image (see `read_original` for what is refused)."""
+    from PIL import Image
+
+    data = read_original(record)
     try:
         with Image.open(io.BytesIO(data)) as probe:
             mime = Image.MIME.get(probe.format or "", "application/octet-stream")
@@ -45,31 +69,64 @@ def image_bytes(record: ImageRecord) -> tuple[bytes, str]:
 
 def thumbnail_bytes(paths: LibraryPaths, record: ImageRecord, size: int = 256,
                     max_pixels: int | None = None) -> bytes:
-    """A JPEG whose longest side is at most `size`, cached under the library's thumbs folder."""
-    from clipforge.image import load_image
-
+    """A JPEG whose longest side is at most `size` (never enlarged), cached by size class under the
+    library's thumbs folder (see `clipforge.library.thumbs`)."""
     if not THUMB_SIZES[0] <= int(size) <= THUMB_SIZES[1]:
         raise ValueError(f"thumbnail size must be between {THUMB_SIZES[0]} and {THUMB_SIZES[1]}, got {size}")
     if record.status != "ok" or not record.sha256:
         raise ValueError(f"image {record.id} ({record.path}) was not indexed: {record.error}")
-    cached = paths.thumbs_dir / record.sha256[:2] / f"{record.sha256}_{int(size)}.jpg"
-    if cached.is_file():
-        return cached.read_bytes()
-    source = io.BytesIO(read_regular_file(record.path))
-    image = load_image(source, max_pixels=max_pixels) if max_pixels else load_image(source)
-    image.thumbnail((int(size), int(size)))
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=85)
-    data = buffer.getvalue()
-    with contextlib.suppress(OSError):  # a read-only library still serves thumbnails, just uncached
-        write_bytes_atomic(cached, data)
-    return data
+
+    def make(klass: int) -> bytes:
+        from clipforge.image import load_image
+
+        source = io.BytesIO(read_original(record))
+        image = load_image(source, max_pixels=max_pixels) if max_pixels else load_image(source)
+        image.thumbnail((klass, klass))
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=85)
+        return buffer.getvalue()
+
+    return thumb_cache(paths.thumbs_dir).get(record.sha256, int(size), make)
 
 
-def store_upload(paths: LibraryPaths, data: bytes, max_pixels: int | None = None) -> Path:
+_NAME_BYTES = 120  # of the stem, in UTF-8: far below NAME_MAX (255) with room for the extension
+
+
+def clean_upload_name(filename: str | None) -> str | None:
+    """The stem of a client's file name, safe to keep as a file name: its last path component, NFC,
+    letters, digits and `` -_.,()+@`` kept, anything else (controls, separators, quotes) as ``_``, no
+    leading dot, at most 120 UTF-8 bytes. None when nothing is left."""
+    if not filename:
+        return None
+    name = unicodedata.normalize("NFC", str(filename).replace("\\", "/").rsplit("/", 1)[-1])
+    stem = os.path.splitext(name)[0] if "." in name.lstrip(".") else name
+    stem = "".join(c if (c.isalnum() and c.isprintable()) or c in " -_.,()+@" else "_" for c in stem)
+    stem = stem.strip(" ._")
+    while len(stem.encode("utf-8", "surrogatepass")) > _NAME_BYTES:
+        stem = stem[:-1]
+    stem = stem.rstrip(" ._")
+    return stem or None
+
+
+def _existing_upload(folder: Path, sha: str) -> Path | None:
+    """The file already holding these bytes (either layout), if any."""
+    named = folder / sha
+    if named.is_dir() and not named.is_symlink():
+        found = next((p for p in sorted(named.iterdir()) if p.is_file() and not p.is_symlink()), None)
+        if found is not None:
+            return found
+    return next((p for p in sorted(folder.glob(f"{sha}.*")) if p.is_file() and not p.is_symlink()), None)
+
+
+def store_upload(paths: LibraryPaths, data: bytes, max_pixels: int | None = None,
+                 filename: str | None = None) -> Path:
     """Check that `data` is a decodable image and keep it in the library's uploads folder.
 
-    Raises `clipforge.image.ImageLoadError` (a ValueError) saying why when it is not.
+    The file is ``uploads/<sha[:2]>/<sha256>/<name><ext>``: the content hash keeps two uploads apart and
+    finds the same bytes again, `name` is the client's `filename` cleaned by `clean_upload_name` (so the
+    photo shows as ``holiday.png``, not a hash), and `ext` comes from the format actually decoded. Without
+    a usable name it is ``uploads/<sha[:2]>/<sha256><ext>``. Bytes already stored are not stored again.
+    Raises `clipforge.image.ImageLoadError` (a ValueError) saying why when `data` is not an image.
     """
     from PIL import Image
 
@@ -82,8 +139,11 @@ def store_upload(paths: LibraryPaths, data: bytes, max_pixels: int | None = None
     with Image.open(io.BytesIO(data)) as probe:
         extension = _EXTENSIONS.get(probe.format or "", ".img")
     sha = hashlib.sha256(data).hexdigest()
-    target = paths.uploads_dir / sha[:2] / f"{sha}{extension}"
-    if not target.is_file():
-        write_bytes_atomic(target, data)
-        os.chmod(target, 0o644)
+    folder = paths.uploads_dir / sha[:2]
+    existing = _existing_upload(folder, sha) if folder.is_dir() else None
+    if existing is not None:
+        return existing
+    stem = clean_upload_name(filename)
+    target = folder / sha / f"{stem}{extension}" if stem else folder / f"{sha}{extension}"
+    write_bytes_atomic(target, data)  # the umask decides who may read it, as for any file we write
     return target

@@ -64,10 +64,14 @@ class LibraryPaths:
                                      "folder (a new one is created by `clipforge index add`)")
 
     def derived_files(self) -> list[Path]:
-        """What besides the database says "a library lived here": indexes, thumbnails, uploads."""
+        """What besides the database says "a library lived here": indexes, thumbnails, uploads.
+
+        Hidden names do not count: they are temporary files a writer stopped by a full disk or a
+        crash left behind (`clipforge.atomic`), never a finished file."""
         found: list[Path] = []
         for folder in (self.index_dir, self.thumbs_dir, self.uploads_dir):
-            first = next(folder.iterdir(), None) if folder.is_dir() else None
+            entries = folder.iterdir() if folder.is_dir() else iter(())
+            first = next((p for p in entries if not p.name.startswith(".")), None)
             if first is not None:
                 found.append(first)
         return found

@@ -24,6 +24,7 @@ import functools
 import hashlib
 import sqlite3
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -34,17 +35,20 @@ import numpy as np
 
 from clipforge.library.dbfile import (
     DamagedLibraryError,
+    LibraryWriteError,
     check_database_file,
     damage_error,
+    damaged,
     display_path,
     from_db,
     to_db,
+    write_error,
 )
 from clipforge.library.schema import SCHEMA_VERSION, SchemaError, migrate
 from clipforge.library.transaction import Transaction, chunks
 
-__all__ = ["SCHEMA_VERSION", "DamagedLibraryError", "FileState", "ImageRecord", "SchemaError", "Store",
-           "Transaction"]
+__all__ = ["SCHEMA_VERSION", "DamagedLibraryError", "FileState", "ImageRecord", "LibraryWriteError", "SchemaError",
+           "Store", "Transaction"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -85,6 +89,9 @@ class FileState:
 _IMAGE_COLUMNS = "id, path, sha256, size, mtime_ns, width, height, added_at, status, error"
 
 
+_CHECKED_META = "vectors_checked:"  # the `removals` value at which no image lacked its vector
+
+
 def _record(row: Sequence[Any]) -> ImageRecord:
     return ImageRecord(row[0], from_db(row[1]), *row[2:])
 
@@ -105,13 +112,38 @@ class Store:
         self.path = Path(db_path)
         if not self.path.exists() and not create:
             raise FileNotFoundError(f"no library database at {self.path} (run `clipforge index add` first)")
-        check_database_file(self.path, create)
+        pending = check_database_file(self.path, create)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._lock = threading.RLock()
         self._all: list[sqlite3.Connection] = []
+        if pending is not None:
+            self._finish_interrupted_checkpoint(pending)
         with self.guard():
             migrate(self, self.path)
+
+    def _finish_interrupted_checkpoint(self, problem: str) -> None:
+        """A short file beside its WAL (see `clipforge.library.dbfile`): let SQLite judge the pair, then
+        copy the WAL into the file. Damage only if SQLite cannot read every page whole."""
+        try:
+            with self.guard():
+                verdict = self.conn().execute("PRAGMA integrity_check").fetchall()
+        except DamagedLibraryError:
+            self.close()
+            raise
+        if [tuple(r) for r in verdict] != [("ok",)]:
+            self.close()
+            raise damaged(self.path, f"{problem}, and its write-ahead log does not complete it "
+                                     f"({'; '.join(str(r[0]) for r in verdict[:3])})")
+        with contextlib.suppress(sqlite3.Error):  # PASSIVE: never waits for another process's readers or writer
+            self.conn().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        finished = check_database_file(self.path, create=False) is None
+        warnings.warn(
+            f"library database {display_path(str(self.path))} was left half-written by an interrupted write "
+            "(a full disk, a file-size limit or a crash during a checkpoint); SQLite checked it whole and "
+            + ("it is complete again: nothing was lost" if finished else
+               "it can be read, but the disk still refuses the rest: free some space before adding photos"),
+            stacklevel=4)
 
     # -- connections and transactions -------------------------------------------------------
     def conn(self) -> sqlite3.Connection:
@@ -133,11 +165,12 @@ class Store:
 
     @contextmanager
     def guard(self) -> Iterator[None]:
-        """Report a damaged database file as one DamagedLibraryError naming it."""
+        """Report a damaged database file as one DamagedLibraryError naming it, and a write the disk
+        refused (full, file-size limit) as one LibraryWriteError."""
         try:
             yield
         except sqlite3.DatabaseError as exc:
-            error = damage_error(self.path, exc)
+            error: Exception | None = damage_error(self.path, exc) or write_error(self.path, exc)
             if error is None:
                 raise
             raise error from exc
@@ -150,10 +183,13 @@ class Store:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield Transaction(conn)
+                conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                # A COMMIT the disk refused leaves the transaction open; an I/O error may have ended it.
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:
@@ -305,6 +341,22 @@ class Store:
             out.setdefault(int(eid), []).append(int(image_id))
         return out
 
+    def vectors_checked(self, model: str) -> bool:
+        """Whether a check found every 'ok' image of `model` with its vector and no vector was deleted since
+        (an image can only lose its vector to a deletion, and every deletion bumps `removals`)."""
+        return self.get_meta(_CHECKED_META + model) == str(self.removals())
+
+    @_reads
+    def images_missing_vectors(self, model: str, limit: int | None = None) -> list[ImageRecord]:
+        """'ok' images whose bytes have no vector of `model`: invisible to search. None exist unless a
+        writer bypassed the library lock (see `clipforge.library.lock`); O(rows), for checks and repair
+        (`vectors_checked` says when it can be skipped)."""
+        rows = self.conn().execute(
+            f"SELECT {_IMAGE_COLUMNS} FROM images i WHERE i.status = 'ok' AND NOT EXISTS"
+            " (SELECT 1 FROM embeddings e WHERE e.sha256 = i.sha256 AND e.model = ?) ORDER BY id LIMIT ?",
+            (model, -1 if limit is None else int(limit))).fetchall()
+        return [_record(r) for r in rows]
+
     # -- tags -------------------------------------------------------------------------------
     @_reads
     def image_ids_with_tags(self, model: str, labels: Sequence[str], max_rank: int = 0,
@@ -327,6 +379,14 @@ class Store:
         return out
 
     @_reads
+    def untagged_images(self, model: str) -> list[tuple[int, str]]:
+        """(image id, content hash) of the 'ok' images with no tag of `model` (added since the last tagging)."""
+        rows = self.conn().execute(
+            "SELECT i.id, i.sha256 FROM images i WHERE i.status = 'ok' AND NOT EXISTS"
+            " (SELECT 1 FROM tags t WHERE t.image_id = i.id AND t.model = ?) ORDER BY i.id", (model,)).fetchall()
+        return [(int(r[0]), r[1]) for r in rows]
+
+    @_reads
     def tag_counts(self, model: str) -> dict[str, int]:
         rows = self.conn().execute("SELECT label, COUNT(*) FROM tags WHERE model = ? AND rank = 0 GROUP BY label"
                                    " ORDER BY COUNT(*) DESC, label", (model,)).fetchall()
@@ -345,6 +405,13 @@ class Store:
         rows = self.conn().execute("SELECT path, error FROM images WHERE status = 'failed' ORDER BY id LIMIT ?",
                                    (int(limit),)).fetchall()
         return [(from_db(r[0]), r[1] or "") for r in rows]
+
+    @_reads
+    def failed_with_reason(self, prefix: str) -> list[tuple[int, str]]:
+        """(id, reason) of the failed records whose reason starts with `prefix`."""
+        rows = self.conn().execute("SELECT id, error FROM images WHERE status = 'failed' AND substr(error, 1, ?) = ?",
+                                   (len(prefix), prefix)).fetchall()
+        return [(int(r[0]), r[1]) for r in rows]
 
     @_reads
     def integrity_ok(self) -> bool:

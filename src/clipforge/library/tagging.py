@@ -5,6 +5,10 @@ per chunk against the class embeddings, with no image decoded again. Each image 
 top-k labels with softmax probabilities (rank 0 = the predicted label); a new label set
 replaces the previous tags of that model, because probabilities from different label sets
 are not comparable.
+
+The library remembers its vocabulary (labels, prompt templates, top-k; one `meta` row per
+model), so photos added later - by `index add` or an upload - are tagged with the same
+labels right after they are added (`tag_new_images`): a tag filter never silently skips them.
 """
 
 from __future__ import annotations
@@ -22,7 +26,10 @@ import numpy as np
 from clipforge.library.encoder import Encoder
 from clipforge.library.store import Store
 
-__all__ = ["TagReport", "count_noun", "parse_labels", "softmax_top_k", "tag_library"]
+__all__ = ["TagReport", "count_noun", "no_results_reason", "no_tag_match", "parse_labels", "softmax_top_k", "tag_counts", "tag_library",
+           "tag_new_images", "tag_vocabulary"]
+
+_VOCABULARY_KEY = "tag_labels:"
 
 
 def count_noun(count: int, noun: str) -> str:
@@ -88,7 +95,8 @@ def tag_library(store: Store, encoder: Encoder, labels: Sequence[str], templates
     report = TagReport(labels=labels, templates=templates if isinstance(templates, str) else list(templates))
     with store.transaction() as tx:
         tx.clear_tags(model)
-        tx.set_meta(f"tag_labels:{model}", json.dumps({"labels": labels, "templates": report.templates}))
+        tx.set_meta(_VOCABULARY_KEY + model, json.dumps({"labels": labels, "templates": report.templates,
+                                                         "top_k": int(top_k)}))
     total = store.embedding_count(model)
     with tqdm(total=total, unit="img", desc="tagging", disable=not progress, dynamic_ncols=True) as bar:
         for ids, vectors in store.iter_embeddings(model, chunk=chunk):
@@ -106,3 +114,87 @@ def tag_library(store: Store, encoder: Encoder, labels: Sequence[str], templates
     report.top1_counts = dict(counts.most_common())
     report.seconds = time.perf_counter() - started
     return report
+
+
+def tag_vocabulary(store: Store, model: str) -> dict[str, Any] | None:
+    """{"labels", "templates", "top_k"} of the library's last `tag` run with `model`, or None."""
+    try:
+        data = json.loads(store.get_meta(_VOCABULARY_KEY + model) or "null")
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or not data.get("labels"):
+        return None
+    data.setdefault("templates", "imagenet")
+    data.setdefault("top_k", 5)  # what `tag` kept before the vocabulary recorded it
+    return data
+
+
+def tag_new_images(store: Store, encoder: Encoder, cache_dir: str | Path | None = None, chunk: int = 4096) -> int:
+    """Tag the 'ok' images that have no tags yet with the library's vocabulary; returns how many.
+
+    Called after every add; costs one query when nothing is new and nothing when the library was
+    never tagged. The class embeddings come from the library's cache, so no prompt is encoded again.
+    """
+    model = encoder.fingerprint
+    vocabulary = tag_vocabulary(store, model)
+    if vocabulary is None:
+        return 0
+    todo = store.untagged_images(model)
+    if not todo:
+        return 0
+    labels = parse_labels(vocabulary["labels"])
+    classes = encoder.class_embeddings(labels, vocabulary["templates"], cache_dir=cache_dir, progress=False)
+    scale = encoder.logit_scale()
+    tagged = 0
+    for start in range(0, len(todo), chunk):
+        part = todo[start:start + chunk]
+        vectors = store.vectors_for_shas(model, sorted({sha for _, sha in part}))
+        part = [(image_id, sha) for image_id, sha in part if sha in vectors]
+        if not part:
+            continue
+        top, probs = softmax_top_k(np.stack([vectors[sha] for _, sha in part]), classes, scale,
+                                   int(vocabulary["top_k"]))
+        rows = [(image_id, labels[j], float(p), rank)
+                for (image_id, _), idx_row, prob_row in zip(part, top, probs, strict=True)
+                for rank, (j, p) in enumerate(zip(idx_row, prob_row, strict=True))]
+        with store.transaction() as tx:
+            tx.replace_tags(model, rows)
+        tagged += len(part)
+    return tagged
+
+
+def tag_counts(store: Store, model: str | None) -> dict[str, int]:
+    """label -> photos whose top tag it is, most first; the vocabulary's labels no photo has show 0."""
+    if model is None:
+        return {}
+    counts = store.tag_counts(model)
+    vocabulary = tag_vocabulary(store, model)
+    for label in (vocabulary or {}).get("labels", []):
+        counts.setdefault(label, 0)
+    return counts
+
+
+def _listing(counts: dict[str, int], limit: int = 20) -> str:
+    shown = ", ".join(f"{label} ({n})" for label, n in list(counts.items())[:limit])
+    return shown + (f", ... ({len(counts) - limit} more)" if len(counts) > limit else "")
+
+
+def no_tag_match(store: Store, model: str | None, labels: Sequence[str]) -> str:
+    """Why a search filtered on `labels` found nothing, naming the tags that do exist."""
+    counts = tag_counts(store, model)
+    wanted = " or ".join(repr(label) for label in labels)
+    if not counts:
+        return (f"no photo has tag {wanted}: this library has no tags yet (tag it with "
+                "`clipforge tag --labels \"cat, dog, car\"`)")
+    return f"no photo has tag {wanted}; tags: {_listing(counts)}"
+
+
+def no_results_reason(store: Store, model: str | None, filter_tags: str | Sequence[str] | None = None) -> str:
+    """One sentence for an empty search result: an empty library, or no photo with those tags."""
+    if not store.status_counts().get("ok"):
+        return "the library has no photos yet: add some with `clipforge index add FOLDER` (or upload them)"
+    if filter_tags:
+        labels = parse_labels(filter_tags)
+        if not store.image_ids_with_tags(model or "", labels):
+            return no_tag_match(store, model, labels)
+    return "no photo matched"

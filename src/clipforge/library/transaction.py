@@ -41,6 +41,10 @@ class Transaction:
         self.conn.execute("INSERT INTO meta(key, value) VALUES (?, ?)"
                           " ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
 
+    def record_vectors_checked(self, model: str, removals: int) -> None:
+        """No 'ok' image of `model` lacked its vector when `removals` had this value (see `Store.vectors_checked`)."""
+        self.set_meta("vectors_checked:" + model, str(int(removals)))
+
     def bump_generation(self) -> None:
         """Tell every reader that the searchable vectors changed (see `Store.generation`)."""
         self.conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")

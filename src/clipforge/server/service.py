@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import shutil
 import sqlite3
 import threading
 import time
@@ -165,7 +166,7 @@ class LibraryService:
             raise APIError(400, "bad_labels", str(exc)) from None
         return ranked, templates, (time.perf_counter() - start) * 1000
 
-    def add(self, image: SniffedImage) -> tuple[Any, bool]:
+    def add(self, image: SniffedImage, filename: str | None = None) -> tuple[Any, bool]:
         """(ImageRecord, created): keep and index the upload, unless these exact bytes are already in the
         library (under any name), in which case the existing image is returned."""
         sha256 = hashlib.sha256(image.data).hexdigest()
@@ -174,7 +175,7 @@ class LibraryService:
             if existing:
                 return min(existing, key=lambda r: r.id), False
             try:
-                return self.library.add_bytes(image.data), True
+                return self.library.add_bytes(image.data, filename=filename), True
             except (OSError, sqlite3.OperationalError) as exc:
                 if not disk_full(exc):
                     raise
@@ -189,7 +190,10 @@ class LibraryService:
         folder = Path(self.library.paths.uploads_dir) / sha256[:2]
         for leftover in folder.glob(f"*{sha256}*") if folder.is_dir() else ():
             with contextlib.suppress(OSError):
-                leftover.unlink()
+                if leftover.is_dir() and not leftover.is_symlink():
+                    shutil.rmtree(leftover)
+                else:
+                    leftover.unlink()
         with contextlib.suppress(OSError):
             folder.rmdir()  # only when empty
 

@@ -152,10 +152,8 @@ class _Handlers:
             return gr.skip(), _refused("search", exc)
         base = _base_url(request)
         items = [(self.thumb(base, h.id), f"{h.score:.3f} · {display_path(os.path.basename(h.path))}") for h in hits]
-        if not hits and tags:
-            status = "No results: no image is tagged with these tags (tags come from `clipforge tag`)."
-        elif not hits:
-            status = "No results. Is the library empty? Add images in the *Library* tab."
+        if not hits:
+            status = f"No results: {html.escape(self.service.library.no_results_reason(_text(tags)))}."
         else:
             status = f"{len(hits)} results in {took:.0f} ms (score = cosine similarity with the query)."
         return items, status
@@ -179,10 +177,11 @@ class _Handlers:
         records, next_offset = self.service.list_images(PAGE_SIZE, max(0, int(offset)))
         base = _base_url(request)
         items = [(self.thumb(base, r.id), f"#{r.id} · {display_path(os.path.basename(r.path))}") for r in records]
-        counts = self.service.library.stats()["images"]
+        stats = self.service.library.stats()
+        counts = stats["images"]
         shown = f"{offset + 1}-{offset + len(records)}" if records else "none"
         summary = (f"**{counts.get('ok', 0)} images** in the library ({counts.get('failed', 0)} files could not be "
-                   f"read) · showing {shown}")
+                   f"read) · showing {shown}" + _tag_line(stats.get("tags") or {}))
         return items, summary, int(offset), next_offset is not None
 
     def first_page(self, request: gr.Request = None):
@@ -204,7 +203,7 @@ class _Handlers:
         for index, item in enumerate(files[:1000]):
             name = _client_name(item, f"file {index + 1}")
             try:
-                _, created = self.service.add(self._image(item, name))
+                _, created = self.service.add(self._image(item, name), filename=_client_name(item, "") or None)
             except APIError as exc:
                 refused.append(f"{exc.detail}")
                 continue
@@ -228,6 +227,11 @@ class _Handlers:
         lines += [f"- {html.escape(reason)}" for reason in refused[:20]]
         items, summary, offset, _ = self.browse(offset, request)
         return "\n".join(lines), items, summary, None
+
+
+def _tag_line(counts: dict[str, int]) -> str:
+    """The library's tags for the Library tab's summary (read-only; `clipforge tag` makes them)."""
+    return (" · tags: " + ", ".join(f"{html.escape(k)} ({v})" for k, v in list(counts.items())[:20])) if counts else ""
 
 
 def _text(value: Any) -> str | None:
