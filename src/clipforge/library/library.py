@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from clipforge.data.base import BadImage
 from clipforge.library.dbfile import damaged, display_path
 from clipforge.library.encoder import Encoder, default_model_name, resolve_encoder
 from clipforge.library.index_manager import IndexManager
@@ -192,8 +193,8 @@ class Library:
             for path, size, mtime_ns, reason in todo:
                 tx.mark_failed(path, size, mtime_ns, reason)
             tx.bump_generation()
-        report.failed += len(todo)
-        report.failures.extend((path, reason) for path, _, _, reason in todo)
+        for path, _, _, reason in todo:
+            report.add_failure(BadImage(path, reason))
 
     def add_bytes(self, data: bytes, filename: str | None = None) -> ImageRecord:
         """Keep uploaded bytes in the library and index them; ImageLoadError when not an image.
@@ -352,7 +353,7 @@ class Library:
         out: dict[str, Any] = {
             "library": str(self.paths.root), "schema_version": SCHEMA_VERSION, "images": self.store.status_counts(),
             "model": None, "distinct_contents": 0, "db_bytes": db_bytes,
-            "failures": [{"path": display_path(p), "reason": r} for p, r in self.store.failures(20)],
+            "failures": [BadImage(p, r).to_dict() for p, r in self.store.failures(20)],
         }
         if fingerprint is not None:
             out["model"] = {"name": self.store.get_meta(_META_NAME) or None, "fingerprint": fingerprint,
