@@ -162,7 +162,8 @@ class MilvusLibrary:
             names = ", ".join(f"{s.name or '(object)'} ({s.fingerprint[:12]})" for s in spaces)
             raise ModelMismatchError(
                 f"{self.spec.describe()} has no vectors of {encoder.describe()} (its model spaces: {names}); "
-                f"fill one with `clipforge index add --store ... --model {encoder.name or 'M'}`, or omit --model")
+                f"fill one with `clipforge index add --model {encoder.name or 'M'} --store {self.spec.describe().split()[0]}`"
+                ", or omit --model")
         self._encoder, self._space = encoder, self.milvus.space(encoder.fingerprint) if space else None
 
     @property

@@ -124,7 +124,8 @@ class _Handlers:
         if not hits:
             status = "No results. Is the library empty? Add images in the *Library* tab."
         else:
-            status = f"{len(hits)} results in {took:.0f} ms (score = cosine similarity with the query)."
+            status = (f"{len(hits)} results in {took:.0f} ms from model {self.service.model_name} "
+                      "(score = cosine similarity with the query).")
         return items, status
 
     def classify(self, image: Any, labels: Any, template: Any) -> dict[str, float]:
