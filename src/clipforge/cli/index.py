@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -147,6 +148,9 @@ def run_add(args: argparse.Namespace) -> int:
     try:
         from clipforge.inference.encoder import check_precision
 
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not (args.store or "").startswith("milvus"):
+            raise ValueError("under torchrun each rank writes its share of the files into one Milvus collection: "
+                             "pass --store milvus://HOST:PORT/COLLECTION (the embedded store has one writer)")
         if not args.paths and not args.model:
             raise ValueError("name the image files or folders to index (or --model M with no paths to fill M's "
                              "model space with every file the library knows)")
@@ -160,10 +164,11 @@ def run_add(args: argparse.Namespace) -> int:
                                  progress=not (args.quiet or args.json))
     except user_errors() as exc:
         return fail(exc)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
-        print(report.summary_line())
+        print((f"rank {os.environ.get('RANK', '0')}/{world}: " if world > 1 else "") + report.summary_line())
         for path, reason in report.failures[:20]:
             print(f"  failed: {display_path(path)}: {reason}", file=sys.stderr)
         if len(report.failures) > 20:

@@ -240,6 +240,8 @@ class MilvusLibrary:
                                 workers=default_workers() if workers is None else workers, held=held,
                                 on_batch=bar.update)
         report.seconds = time.perf_counter() - started
+        if world_size > 1:
+            _rank_done(report, rank, world_size)
         return report
 
     def _file_states(self, space: MilvusSpace) -> dict[str, FileState]:
@@ -466,6 +468,17 @@ class MilvusLibrary:
 
 _ALL = ["path", "id", "sha256", "size", "mtime_ns", "width", "height", "status", "error", "added_at", "tags",
         "tag_scores"]
+
+
+def _rank_done(report: AddReport, rank: int, world_size: int) -> None:
+    """Under torchrun: wait for every rank (gloo), so rank 0's exit means the whole collection is written."""
+    from clipforge.library.export import _maybe_init_group
+
+    if _maybe_init_group(world_size):
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 class _States:

@@ -101,7 +101,7 @@ class MilvusSpace:
         # embedded store; a server picks its own approximate index (AUTOINDEX: HNSW on Milvus).
         kind = "FLAT" if self.store.spec.kind == "milvus-lite" else "AUTOINDEX"
         index.add_index(field_name="vector", index_type=kind, metric_type="IP")
-        self.store.call(self.client.create_collection, self.collection, schema=schema, index_params=index)
+        self.store.create_collection(self.collection, schema, index)
 
     # -- reads ------------------------------------------------------------------------------
     def iter_rows(self, filter: str = "", fields: Sequence[str] = _FIELDS) -> Iterator[dict[str, Any]]:
@@ -231,7 +231,15 @@ class MilvusStore:
         schema.add_field("dummy", DataType.FLOAT_VECTOR, dim=2)  # Milvus wants a vector in every collection
         index = self.client.prepare_index_params()
         index.add_index(field_name="dummy", index_type="FLAT", metric_type="L2")
-        self.call(self.client.create_collection, self.registry, schema=schema, index_params=index)
+        self.create_collection(self.registry, schema, index)
+
+    def create_collection(self, name: str, schema: Any, index: Any) -> None:
+        """Create `name`; another writer (a torchrun rank) creating it first is fine."""
+        try:
+            self.call(self.client.create_collection, name, schema=schema, index_params=index)
+        except StoreUnavailableError:
+            if not self.call(self.client.has_collection, name):
+                raise
 
     def spaces(self) -> list[MilvusSpace]:
         """The model spaces, the default (first) one first; [] for a new store."""
