@@ -28,6 +28,7 @@ def photo_set(tmp_path, images_factory, bad_files_factory) -> Path:
     photos = images_factory(tmp_path / "photos", 14, formats=("png", "jpg", "webp"))
     bad_files_factory(tmp_path / "photos" / "bad", photos[1])
     shutil.copyfile(photos[0], tmp_path / "photos" / "copy_of_first.png")  # same bytes, two paths
+    photos[5].rename(tmp_path / "photos" / "potter's \"wheel\" \\ 5.webp")  # quotes in a filter expression
     return tmp_path / "photos"
 
 

@@ -133,12 +133,11 @@ class MilvusSpace:
         return list(rows)
 
     def rows_for_paths(self, paths: Sequence[str], fields: Sequence[str] = _FIELDS) -> dict[str, dict[str, Any]]:
+        # Our own quoting: pymilvus's get(ids=...) puts names in single quotes unescaped ("potter's_wheel.jpg").
         out: dict[str, dict[str, Any]] = {}
         for start in range(0, len(paths), 512):
-            keys = [path_key(p) for p in paths[start:start + 512]]
-            rows = self.store.call(self.client.get, self.collection, ids=keys, output_fields=list(fields))
-            for row in rows:
-                row["path"] = key_path(row["path"])
+            keys = ", ".join(quote(path_key(p)) for p in paths[start:start + 512])
+            for row in self.query(f"path in [{keys}]", fields):
                 out[row["path"]] = row
         return out
 
@@ -178,9 +177,9 @@ class MilvusSpace:
         self.store.call(self.client.upsert, self.collection, rows)
 
     def delete_paths(self, paths: Sequence[str]) -> int:
-        keys = [path_key(p) for p in paths]
+        keys = [quote(path_key(p)) for p in paths]
         for start in range(0, len(keys), 512):
-            self.store.call(self.client.delete, self.collection, ids=keys[start:start + 512])
+            self.store.call(self.client.delete, self.collection, filter=f"path in [{', '.join(keys[start:start + 512])}]")
         return len(keys)
 
 
