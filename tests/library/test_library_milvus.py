@@ -181,3 +181,17 @@ def test_kill_9_mid_run_then_rerun_stores_each_image_once(tmp_path, photo_set) -
 def test_indexer_plan_is_shared(tmp_path) -> None:
     """The Milvus store plans with the embedded store's own rules, not a copy."""
     assert milvus_module._plan is indexer_module._plan
+
+
+def test_scale_benchmark_runs_on_a_small_set() -> None:
+    """`benchmarks/scale.py` end to end on 1,500 vectors: every store reports ingest, latency and recall."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from benchmarks.scale import run
+
+    result = run(n=1500, dim=32, queries=20, timed=5, milvus_nlist=8, batch=1000, progress=False)
+    stores = [result["faiss"]["flat"], result["faiss"]["ivf"], result["milvus_lite"]]
+    assert all(s["ingest_per_s"] > 0 and s["points"] for s in stores)
+    assert result["faiss"]["flat"]["points"][0]["recall_at_k"] == 1.0
+    assert all(0.0 <= p["recall_at_k"] <= 1.0 and p["p95_ms"] >= p["p50_ms"] for s in stores for p in s["points"])
