@@ -73,4 +73,8 @@ def test_server_answers_from_a_milvus_store_and_names_its_model(tmp_path, images
         first = out["results"][0]
         assert client.get(f"/api/images/{first['id']}/thumb?size=32").status_code == 200
         assert client.get("/api/stats").json()["images"]["ok"] == 4
+        extra = images_factory(tmp_path / "more", 1, seed=5)[0].read_bytes()
+        assert client.post("/api/images", files={"file": ("new.png", extra, "image/png")}).status_code == 201
+        assert client.post("/api/images", files={"file": ("again.png", extra, "image/png")}).status_code == 200
+        assert client.get("/api/stats").json()["images"]["ok"] == 5
     library.close()

@@ -138,6 +138,7 @@ class MilvusLibrary:
 
         self.spec = parse_store(store) if isinstance(store, str) else store
         self.paths = LibraryPaths(path)
+        self.paths.check_folder()
         self.milvus = MilvusStore(self.spec)
         if not create and not self.milvus.spaces():
             raise FileNotFoundError(f"no library in {self.spec.describe()} (run `clipforge index add --store ...` "
@@ -257,6 +258,7 @@ class MilvusLibrary:
         return [r["path"] for r in spaces[0].iter_rows(fields=["path"])]
 
     def add_bytes(self, data: bytes, filename: str | None = None) -> ImageRecord:
+        self.paths.ensure()
         target = store_upload(self.paths, data, self.max_pixels)
         self.add([target], False, batch_size=1, workers=0, progress=False, rank=0, world_size=1)
         record = self.get_path(normalise_path(target))
