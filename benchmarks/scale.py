@@ -77,7 +77,7 @@ def _faiss(vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray, k: int, 
     seconds = time.perf_counter() - started
     ivf = faiss.extract_index_ivf(vindex.index)
     points = []
-    for nprobe in (4, 8, 16, 32, 64, 128):
+    for nprobe in (1, 2, 4, 8, 16, 32, 64, 128):
         if nprobe > ivf.nlist:
             break
         ivf.nprobe = nprobe

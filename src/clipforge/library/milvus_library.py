@@ -31,7 +31,8 @@ from clipforge.library.backend import StoreSpec, parse_store
 from clipforge.library.encoder import Encoder, default_model_name, resolve_encoder
 from clipforge.library.indexer import AddReport, _plan, _Planned
 from clipforge.library.media import image_bytes, store_upload, thumbnail_bytes
-from clipforge.library.milvus_store import MilvusSpace, MilvusStore, image_id, quote
+from clipforge.library.milvus_store import MilvusSpace, MilvusStore, quote
+from clipforge.library.milvus_writer import MilvusWriter, record_from_row, tag_filter
 from clipforge.library.paths import LibraryPaths
 from clipforge.library.scan import normalise_path, scan_paths
 from clipforge.library.search import SearchHit
@@ -39,76 +40,6 @@ from clipforge.library.store import FileState, ImageRecord
 from clipforge.library.tagging import TagReport, parse_labels, softmax_top_k
 
 __all__ = ["MilvusLibrary", "MilvusWriter", "tag_filter"]
-
-
-def _record(row: dict[str, Any]) -> ImageRecord:
-    return ImageRecord(int(row["id"]), row["path"], row.get("sha256") or None, int(row["size"]),
-                       int(row["mtime_ns"]), int(row["width"]) or None, int(row["height"]) or None,
-                       float(row.get("added_at") or 0.0), row["status"], row.get("error") or None)
-
-
-def tag_filter(labels: Sequence[str], tag_rank: int = 0, min_score: float = 0.0) -> str:
-    """The Milvus expression for "one of `labels` at rank <= tag_rank with probability >= min_score"."""
-    terms = []
-    for rank in range(int(tag_rank) + 1):
-        options = " or ".join(f"tags[{rank}] == {quote(label)}" for label in labels)
-        term = f"(array_length(tags) > {rank} and ({options})"
-        if min_score > 0:
-            term += f" and tag_scores[{rank}] >= {float(min_score)!r}"
-        terms.append(term + ")")
-    return "(" + " or ".join(terms) + ")"
-
-
-class MilvusWriter:
-    """`embed_files`' writer into one Milvus space: a batch is one upsert keyed by path (idempotent)."""
-
-    def __init__(self, space: MilvusSpace, report: AddReport, planned: dict[str, _Planned],
-                 known: dict[str, FileState], held: set[str]) -> None:
-        self.space, self.report, self.planned, self.known, self.held = space, report, planned, known, held
-
-    def write(self, batch: EmbeddedBatch) -> None:
-        fresh = batch.by_sha()
-        missing = [f.sha256 for f in batch.files if f.sha256 not in fresh]
-        stored = self.space.vectors_for_shas(missing) if missing else {}
-        previous = self.space.rows_for_paths([f.path for f in batch.files], ["path", "sha256", "tags", "tag_scores"])
-        rows = []
-        claimed: set[str] = set()
-        for item in batch.files:
-            vector = fresh.get(item.sha256)
-            if vector is None:
-                vector = stored.get(item.sha256)
-            if vector is None:  # held bytes whose row vanished meanwhile: count as failed, retried next run
-                self.report.add_failure(BadImage(item.path, "content vanished from the store while indexing"))
-                continue
-            plan = self.planned[item.path]
-            before = previous.get(item.path)
-            keep_tags = before is not None and before.get("sha256") == item.sha256
-            rows.append({"path": item.path, "id": image_id(item.path), "sha256": item.sha256, "size": item.size,
-                         "mtime_ns": plan.mtime_ns, "width": item.width or 0, "height": item.height or 0,
-                         "status": "ok", "error": "", "tags": list(before["tags"]) if keep_tags else [],
-                         "tag_scores": list(before["tag_scores"]) if keep_tags else [],
-                         "vector": np.asarray(vector, np.float32).tolist()})
-            known = self.known.get(item.path)
-            new_content = item.sha256 in fresh and item.sha256 not in claimed and item.sha256 not in self.held
-            claimed.add(item.sha256)
-            if known is None:
-                self.report.added += 1
-                self.report.embedded += int(new_content)
-                self.report.duplicates += 0 if new_content else 1
-            elif known.sha256 == item.sha256 and known.status == "ok":
-                self.report.touched += 1
-            else:
-                self.report.updated += 1
-                self.report.embedded += int(new_content)
-        zeros = [0.0] * self.space.dim
-        for bad in batch.bad:
-            plan = self.planned.get(bad.path, _Planned(bad.path, 0, 0))
-            rows.append({"path": bad.path, "id": image_id(bad.path), "sha256": bad.sha256 or "", "size": plan.size,
-                         "mtime_ns": plan.mtime_ns, "width": 0, "height": 0, "status": "failed",
-                         "error": bad.reason[:2000], "tags": [], "tag_scores": [], "vector": zeros})
-            self.report.add_failure(bad)
-        self.space.upsert(rows)
-        self.held.update(fresh)
 
 
 class _StoreView:
@@ -119,7 +50,7 @@ class _StoreView:
 
     def images_with_sha(self, sha256: str, status: str | None = "ok") -> list[ImageRecord]:
         expr = f"sha256 == {quote(sha256)}" + (f" and status == {quote(status)}" if status else "")
-        return sorted((_record(r) for r in self._library.space.query(expr)), key=lambda r: r.path)
+        return sorted((record_from_row(r) for r in self._library.space.query(expr)), key=lambda r: r.path)
 
 
 class MilvusLibrary:
@@ -360,11 +291,11 @@ class MilvusLibrary:
         owners: dict[str, list[ImageRecord]] = {}
         condition = f"{expr} and sha256 in [{', '.join(quote(s) for s in shas)}]"
         for row in self.space.query(condition, _ALL):
-            owners.setdefault(row["sha256"], []).append(_record(row))
+            owners.setdefault(row["sha256"], []).append(record_from_row(row))
         tags = {row["path"]: row for row in self.space.query(condition, ["path", "tags", "tag_scores"])}
         hits = []
         for row, score in found:
-            records = sorted(owners.get(row["sha256"], []), key=lambda r: r.path) or [_record(row)]
+            records = sorted(owners.get(row["sha256"], []), key=lambda r: r.path) or [record_from_row(row)]
             first = records[0]
             own = tags.get(first.path, row)
             hits.append(SearchHit(id=first.id, path=first.path, score=score, sha256=first.sha256 or "",
@@ -384,11 +315,11 @@ class MilvusLibrary:
 
     def get_image(self, image_id: int) -> ImageRecord | None:
         rows = self.space.query(f"id == {int(image_id)}", _ALL, limit=1)
-        return _record(rows[0]) if rows else None
+        return record_from_row(rows[0]) if rows else None
 
     def get_path(self, path: str) -> ImageRecord | None:
         rows = self.space.rows_for_paths([path], _ALL)
-        return _record(rows[path]) if path in rows else None
+        return record_from_row(rows[path]) if path in rows else None
 
     def _existing(self, image_id: int) -> ImageRecord:
         record = self.get_image(image_id)
@@ -405,7 +336,7 @@ class MilvusLibrary:
     def list_images(self, limit: int = 100, offset: int = 0, status: str | None = "ok") -> list[ImageRecord]:
         expr = f"status == {quote(status)}" if status else ""
         rows = sorted(self.space.iter_rows(expr, _ALL), key=lambda r: (r["added_at"], r["path"]))
-        return [_record(r) for r in rows[int(offset):int(offset) + int(limit)]]
+        return [record_from_row(r) for r in rows[int(offset):int(offset) + int(limit)]]
 
     def tags(self, image_id: int) -> list[tuple[str, float]]:
         rows = self.space.query(f"id == {int(image_id)}", ["tags", "tag_scores"], limit=1)
