@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -24,10 +25,20 @@ def display_path(path: str) -> str:
     return printable(path)
 
 
+STORE_HELP = ("where records and vectors live: the embedded SQLite + FAISS store in --library (default), "
+              "milvus-lite:PATH.db (Milvus's embedded engine, one file), or milvus://HOST:PORT/COLLECTION (a Milvus "
+              "server or cluster; its token from $CLIPFORGE_MILVUS_TOKEN or the file named by "
+              "$CLIPFORGE_MILVUS_TOKEN_FILE, never the command line); default $CLIPFORGE_STORE")
+
+
 def add_library_arguments(parser: argparse.ArgumentParser, model: bool = True) -> None:
+    import os
+
     parser.add_argument("--library", metavar="PATH", default=None,
                         help="library folder (default $CLIPFORGE_LIBRARY, else $XDG_DATA_HOME/clipforge/library "
                              "= ~/.local/share/clipforge/library)")
+    parser.add_argument("--store", metavar="STORE", default=os.environ.get("CLIPFORGE_STORE") or None,
+                        help=STORE_HELP)
     if model:
         from clipforge.cli.common import DEVICE_HELP, MODEL_HELP, OFFLINE_DEFAULT, PREFERRED_DEFAULT
 
@@ -40,9 +51,10 @@ def add_library_arguments(parser: argparse.ArgumentParser, model: bool = True) -
 
 def open_library(args: argparse.Namespace, **kwargs: Any):
     """The Library an argparse namespace describes; problems become one-line errors."""
-    from clipforge.library import Library
+    from clipforge.library.milvus_library import open_store_library
 
-    return Library(args.library, getattr(args, "model", None), device=getattr(args, "device", None), **kwargs)
+    return open_store_library(getattr(args, "store", None), args.library, getattr(args, "model", None),
+                              device=getattr(args, "device", None), **kwargs)
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
@@ -70,7 +82,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          description="Embed image files and folders into the library. Incremental: unchanged files "
                                      "are skipped without reading them; safe to interrupt (even kill -9) and run "
                                      "again. Bad files are recorded with their reason (see `index stats`).")
-    add.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    add.add_argument("paths", nargs="*", metavar="PATH",
+                     help="image files or folders (none: fill --model's space with every file the library knows)")
     add.add_argument("--recursive", "-r", action=argparse.BooleanOptionalAction, default=True,
                      help="descend into sub-folders (default: yes; --no-recursive for the top level only)")
     add.add_argument("--batch-size", type=int, default=64, help="images per model batch and per commit (default 64)")
@@ -106,6 +119,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_library_arguments(stats, model=False)
     stats.set_defaults(func=run_stats)
 
+    drop = sub.add_parser("drop-space", help="forget one model's vectors and tags (its model space)",
+                          description="Forget the vectors and tags of one model (a model space, named by model name "
+                                      "or fingerprint prefix as `index stats` lists them). Files and other spaces "
+                                      "are not touched; the default space goes only when it is the last.")
+    drop.add_argument("space", metavar="MODEL_OR_FINGERPRINT")
+    add_library_arguments(drop, model=False)
+    drop.set_defaults(func=run_drop_space)
+
     rebuild = sub.add_parser("rebuild", help="rebuild the vector index (optionally as another kind)",
                              description="Rebuild the FAISS index from the database, optionally as another kind "
                                          "(flat = exact; ivf/hnsw = approximate, tuned to the target recall).")
@@ -136,20 +157,28 @@ def run_add(args: argparse.Namespace) -> int:
     try:
         from clipforge.inference.encoder import check_precision
 
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not (args.store or "").startswith("milvus"):
+            raise ValueError("under torchrun each rank writes its share of the files into one Milvus collection: "
+                             "pass --store milvus://HOST:PORT/COLLECTION (the embedded store has one writer)")
+        if not args.paths and not args.model:
+            raise ValueError("name the image files or folders to index (or --model M with no paths to fill M's "
+                             "model space with every file the library knows)")
         library = open_library(args, index=args.index, max_pixels=args.max_pixels,
                                vector_dtype="float16" if args.float16 else "float32",
-                               precision=check_precision(args.precision), draft=not args.exact_decode)
+                               precision=check_precision(args.precision), draft=not args.exact_decode,
+                               new_space=bool(args.model))
         with library:
-            report = library.add(args.paths, recursive=args.recursive, batch_size=args.batch_size,
+            report = library.add(args.paths or None, recursive=args.recursive, batch_size=args.batch_size,
                                  workers=args.workers, retry_failed=args.retry_failed,
                                  progress=not (args.quiet or args.json))
             tagged = library.last_tagged
     except user_errors() as exc:
         return fail(exc)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
-        print(report.summary_line())
+        print((f"rank {os.environ.get('RANK', '0')}/{world}: " if world > 1 else "") + report.summary_line())
         if tagged:
             print(f"tagged {count_noun(tagged, 'new image')} with the library's labels (see `clipforge tag --list`)")
         for path, reason in report.failures[:20]:
@@ -209,11 +238,25 @@ def run_stats(args: argparse.Namespace) -> int:
         n = stats["missing_vectors"]
         print(f"vectors   {count_noun(n, 'indexed image')} {'has' if n == 1 else 'have'} no vector (it cannot be found "
               "by search): run `clipforge index add` (any path) to re-embed them")
+    for space in stats.get("spaces") or []:
+        print(f"space     {space['name'] or '(object)'} fingerprint {space['fingerprint'][:12]} dim {space['embed_dim']}"
+              f" {count_noun(space['images'], 'image')}" + (" (default)" if space.get("default") else ""))
     if stats.get("tags"):
         print("tags      " + ", ".join(f"{k} {v}" for k, v in list(stats["tags"].items())[:15]))
     print(f"database  {stats['db_bytes'] / 1e6:.1f} MB")
     for failure in stats["failures"]:
         print(f"  failed: {failure['path']}: {failure['reason']}")
+    return 0
+
+
+def run_drop_space(args: argparse.Namespace) -> int:
+    try:
+        with open_library(args, create=False) as library:
+            dropped = library.drop_space(args.space)
+    except user_errors() as exc:
+        return fail(exc)
+    print(f"dropped model space {dropped['name'] or '(object)'} ({dropped['fingerprint'][:12]}): "
+          f"{count_noun(dropped['images'], 'vector')}")
     return 0
 
 

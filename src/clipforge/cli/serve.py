@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 
 def _port(value: str) -> int:
@@ -22,6 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "with OpenAPI docs at /docs. Binds 127.0.0.1 unless --host says otherwise.")
     parser.add_argument("--library", metavar="PATH", default=None,
                         help="library folder (default $CLIPFORGE_LIBRARY, else ~/.local/share/clipforge/library)")
+    parser.add_argument("--store", metavar="STORE", default=os.environ.get("CLIPFORGE_STORE") or None,
+                        help="milvus-lite:PATH.db or milvus://HOST:PORT/COLLECTION to serve a Milvus store "
+                             "(default: the embedded store in --library)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1, this machine only; 0.0.0.0 = every interface)")
     parser.add_argument("--create", action="store_true",
@@ -72,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             token = token_from_env()  # set but blank: an error, never "no token"
         return serve(args.library, host=args.host, port=args.port, token=token, model=args.model, limits=limits,
-                     device=args.device, log_level=args.log_level, ui=not args.no_ui, create=args.create)
+                     device=args.device, log_level=args.log_level, ui=not args.no_ui, create=args.create,
+                     **({"store": args.store} if args.store else {}))
     except (ServeError, ValueError) as exc:  # one line and status 2, through the one error edge
         from clipforge.cli.main import report_error
 

@@ -76,6 +76,17 @@ class BadImage:
     def __str__(self) -> str:
         return f"{self.path}: {self.reason}"
 
+    def to_dict(self) -> dict[str, str]:
+        """The JSON form every report uses: the path as printable UTF-8 (undecodable bytes as \\xNN)."""
+        import os
+
+        try:
+            self.path.encode("utf-8")
+            path = self.path
+        except UnicodeEncodeError:
+            path = os.fsencode(self.path).decode("utf-8", "backslashreplace")
+        return {"path": path, "reason": self.reason}
+
 
 class BadSample(BadImage):
     """Older spelling, ``BadSample(index, source, reason)``: constructs a `BadImage`."""

@@ -2,7 +2,10 @@
 
 Every command that turns files into embeddings reads them here (``index add``, ``embed``,
 ``classify``, ``similarity``, the server's uploads through `read_image_bytes`), then encodes
-with `clipforge.inference.encoder.BatchEncoder`; `encode_files` joins the two.
+with `clipforge.inference.encoder.BatchEncoder`. `embed_files` is the one loop that joins the
+two (clip-retrieval's reader -> mapper -> writer): batches of the reader go through the model and
+into a *writer* - the library's SQLite store, clip-retrieval partitions, a Milvus collection, or
+`CollectingWriter` behind `encode_files`. No other module loops over `read_batches`.
 
 - **Read once.** A file's bytes are read once; the same bytes are hashed (optional sha256: the
   library's content key, so the stored hash describes exactly what was embedded) and decoded.
@@ -14,7 +17,10 @@ with `clipforge.inference.encoder.BatchEncoder`; `encode_files` joins the two.
 - **uint8 crops.** Workers ship the resized, centre-cropped uint8 crop (4x smaller than
   floats); the encoder normalises whole batches.
 - **Workers** come from `make_loader` (one torch thread each); a bad file never raises out of a
-  worker: it comes back as `BadImage(path, reason)`.
+  worker: it comes back as `BadImage(path, reason)`, the one record of a bad image that every
+  writer and report keeps (``BadImage.to_dict()`` is its JSON form).
+- **Embedded once.** With hashes, `embed_files` runs the model once per distinct content in a
+  batch and never for bytes the writer already holds (`skip_shas`).
 """
 
 from __future__ import annotations
@@ -24,9 +30,9 @@ import hashlib
 import io
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -36,8 +42,9 @@ from .base import DECODE_ERRORS, BadImage, error_reason
 from .collate import Indexed
 from .regular import NotRegularFileError, read_regular_file
 
-__all__ = ["DecodedFile", "EncodedFiles", "FileBatch", "ImageFileReader", "default_workers", "encode_files",
-           "read_batches", "read_image_bytes", "with_max_pixels"]
+__all__ = ["CollectingWriter", "DecodedFile", "EmbeddedBatch", "EncodedFiles", "FileBatch", "FileWriter",
+           "ImageFileReader", "default_workers", "embed_files", "encode_files", "read_batches", "read_image_bytes",
+           "with_max_pixels"]
 
 
 def default_workers() -> int:
@@ -173,6 +180,71 @@ def read_batches(reader: ImageFileReader, *, batch_size: int = 32, workers: int 
 
 
 @dataclass
+class EmbeddedBatch:
+    """One reader batch after the model: `vectors[j]` belongs to ``files[rows[j]]``.
+
+    A file without a row was either read but not decoded (its bytes are in the reader's
+    `skip_shas`: the writer already holds their vector) or repeats, within this batch, the
+    bytes of a file that has one (same sha256: embedded once). `bad` are the files that could
+    not be read, in the one `BadImage` shape.
+    """
+
+    files: list[DecodedFile]
+    rows: list[int]
+    vectors: np.ndarray
+    bad: list[BadImage]
+
+    def by_sha(self) -> dict[str, np.ndarray]:
+        """Content hash -> vector, for the rows whose file was hashed."""
+        return {self.files[k].sha256: self.vectors[j] for j, k in enumerate(self.rows)
+                if self.files[k].sha256 is not None}
+
+
+class FileWriter(Protocol):
+    """Where `embed_files` puts each batch (the library's store, partitions, Milvus, a list)."""
+
+    def write(self, batch: EmbeddedBatch) -> None: ...
+
+
+def _embed_batch(batch: FileBatch, encode: Callable[[torch.Tensor], np.ndarray], dim: int,
+                 dedupe: bool, held: Container[str]) -> EmbeddedBatch:
+    """The mapper: the model once per distinct decoded content of one batch, never for `held` bytes."""
+    rows: list[int] = []
+    picks: list[int] = []
+    seen: set[str] = set()
+    for row, k in enumerate(batch.decoded):
+        sha = batch.files[k].sha256
+        if dedupe and sha is not None:
+            if sha in seen or sha in held:
+                continue
+            seen.add(sha)
+        rows.append(k)
+        picks.append(row)
+    if not picks or batch.pixels is None:
+        return EmbeddedBatch(batch.files, [], np.zeros((0, dim), dtype=np.float32), batch.bad)
+    pixels = batch.pixels if len(picks) == len(batch.decoded) else batch.pixels[picks]
+    return EmbeddedBatch(batch.files, rows, np.asarray(encode(pixels), dtype=np.float32), batch.bad)
+
+
+def embed_files(reader: ImageFileReader, encode: Callable[[torch.Tensor], np.ndarray], writer: FileWriter, *,
+                dim: int, batch_size: int = 32, workers: int | None = None, dedupe: bool = True,
+                held: Container[str] = frozenset(), on_batch: Callable[[int], None] | None = None) -> None:
+    """The one embedding loop: `reader`'s batches -> `encode` (uint8 crops -> unit vectors) -> `writer`.
+
+    `dedupe` embeds repeated bytes within a batch once (needs a hashing reader) and skips bytes in
+    `held` (the writer's live set of stored contents: bytes first seen in an earlier batch of this
+    run were decoded - the reader's `skip_shas` is fixed when it starts - but are not embedded again); `on_batch(n)`
+    is called after each batch is written with the number of files it consumed (progress).
+    A writer that raises stops the loop: what it wrote before stays, the batch in flight is its
+    own to make atomic.
+    """
+    for batch in read_batches(reader, batch_size=batch_size, workers=workers):
+        writer.write(_embed_batch(batch, encode, dim, dedupe, held))
+        if on_batch is not None:
+            on_batch(len(batch.files) + len(batch.bad))
+
+
+@dataclass
 class EncodedFiles:
     """`vectors[i]` (unit float32) belongs to `files[i]`; `bad` lists what could not be read."""
 
@@ -187,6 +259,27 @@ class EncodedFiles:
         return [f.path for f in self.files]
 
 
+class CollectingWriter:
+    """Keeps every vector in memory, in the reader's input order (the Python API's writer)."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self.chunks: list[np.ndarray] = []
+        self.files: list[DecodedFile] = []
+        self.bad: list[BadImage] = []
+
+    def write(self, batch: EmbeddedBatch) -> None:
+        if batch.rows:
+            self.chunks.append(batch.vectors)
+            self.files += [batch.files[k] for k in batch.rows]
+        self.bad += batch.bad
+
+    def result(self) -> tuple[np.ndarray, list[DecodedFile], list[BadImage]]:
+        vectors = np.concatenate(self.chunks) if self.chunks else np.zeros((0, self.dim), dtype=np.float32)
+        order = np.argsort([f.index for f in self.files], kind="stable")
+        return vectors[order], [self.files[i] for i in order], sorted(self.bad, key=lambda b: b.index)
+
+
 def encode_files(paths: Sequence[str | os.PathLike[str]], encoder: Any, *, batch_size: int = 32,
                  workers: int | None = None, draft: bool = True, hash: bool = False,
                  preprocess: Any = None, on_batch: Callable[[int], None] | None = None) -> EncodedFiles:
@@ -194,31 +287,23 @@ def encode_files(paths: Sequence[str | os.PathLike[str]], encoder: Any, *, batch
 
     `preprocess` defaults to CLIP's for the model's resolution with `draft`; pass one to use a
     custom preprocess (its own draft setting then applies). `on_batch(n)` is called with the
-    number of files each batch consumed (progress bars).
+    number of files each batch consumed (progress bars). Every file gets its own row, repeated
+    bytes included (`embed_files` with `CollectingWriter`, no dedupe).
     """
     from clipforge.weights.preprocessing import preprocess_for
 
     if preprocess is None:
         preprocess = preprocess_for(encoder.model, draft=draft)
     reader = ImageFileReader(paths, preprocess, hash=hash)
-    vectors = np.empty((len(reader), encoder.embed_dim), dtype=np.float32)
-    kept: list[DecodedFile] = []
-    bad: list[BadImage] = []
+    writer = CollectingWriter(encoder.embed_dim)
     start = time.perf_counter()
-    for batch in read_batches(reader, batch_size=batch_size, workers=workers):
-        bad += batch.bad
-        if batch.pixels is not None:
-            out = encoder.images(batch.pixels)
-            rows = [len(kept) + k for k in range(len(batch.decoded))]
-            vectors[rows] = out
-            kept += [batch.files[k] for k in batch.decoded]
-        if on_batch is not None:
-            on_batch(len(batch.files) + len(batch.bad))
+    embed_files(reader, encoder.images, writer, dim=encoder.embed_dim, batch_size=batch_size, workers=workers,
+                dedupe=False, on_batch=on_batch)
     seconds = time.perf_counter() - start
-    order = np.argsort([f.index for f in kept], kind="stable")
-    return EncodedFiles(vectors[:len(kept)][order], [kept[i] for i in order], sorted(bad, key=lambda b: b.index),
-                        seconds, {"batch_size": batch_size, "draft": bool(getattr(preprocess, "draft", draft)),
-                                  "precision": getattr(encoder, "precision", None)})
+    vectors, files, bad = writer.result()
+    return EncodedFiles(vectors, files, bad, seconds,
+                        {"batch_size": batch_size, "draft": bool(getattr(preprocess, "draft", draft)),
+                         "precision": getattr(encoder, "precision", None)})
 
 
 def with_max_pixels(preprocess: Any, max_pixels: int | None) -> Any:

@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from clipforge.atomic import atomic_path, write_json_atomic
-from clipforge.data.files import ImageFileReader, read_batches, with_max_pixels
+from clipforge.data.base import BadImage
+from clipforge.data.files import EmbeddedBatch, ImageFileReader, embed_files, with_max_pixels
 from clipforge.library.dbfile import display_path
 from clipforge.library.encoder import Encoder, resolve_encoder
 from clipforge.library.scan import discover_files
@@ -45,8 +46,13 @@ class ExportReport:
     skipped: list[int] = field(default_factory=list)
     images: int = 0
     failed: int = 0
-    failures: list[tuple[str, str]] = field(default_factory=list)
+    bad: list[BadImage] = field(default_factory=list)
     seconds: float = 0.0
+
+    @property
+    def failures(self) -> list[tuple[str, str]]:
+        """(printable path, reason) of each failed file (read-only view of `bad`)."""
+        return [(b.to_dict()["path"], b.reason) for b in self.bad]
 
     def summary_line(self) -> str:
         return (f"rank {self.rank}/{self.world_size}: wrote {len(self.written)} of {self.partitions} partitions "
@@ -56,7 +62,7 @@ class ExportReport:
     def to_dict(self) -> dict[str, Any]:
         return {"rank": self.rank, "world_size": self.world_size, "partitions": self.partitions,
                 "written": self.written, "skipped": self.skipped, "images": self.images, "failed": self.failed,
-                "failures": [{"path": p, "reason": r} for p, r in self.failures], "seconds": round(self.seconds, 3)}
+                "failures": [b.to_dict() for b in self.bad], "seconds": round(self.seconds, 3)}
 
 
 def partition_name(index: int, count: int) -> str:
@@ -106,27 +112,39 @@ def _write_partition(out: Path, name: str, vectors: np.ndarray, rows: dict[str, 
     write_json_atomic(stats_path, stats)  # last: its presence marks the partition complete
 
 
-def _embed_partition(encoder: Encoder, files: list[str], batch_size: int, workers: int,
-                     max_pixels: int | None, dtype: str, bar: Any) -> tuple[np.ndarray, dict[str, list[Any]],
-                                                                            list[tuple[str, str]]]:
-    """One partition through the one reader (`clipforge.data.files`) and the encoder."""
-    reader = ImageFileReader(files, with_max_pixels(encoder.preprocess, max_pixels), hash=True)
-    chunks: list[np.ndarray] = []
-    rows: dict[str, list[Any]] = {"image_path": [], "sha256": [], "width": [], "height": []}
-    failures: list[tuple[str, str]] = []
-    for batch in read_batches(reader, batch_size=batch_size, workers=workers):
-        if batch.pixels is not None:
-            chunks.append(encoder.encode_pixels(batch.pixels).astype(dtype))
-        for k in batch.decoded:
+class PartitionWriter:
+    """clip-retrieval's writer for `embed_files`: one partition's vectors and metadata rows, in reading
+    order (every file its own row, repeated bytes included), written atomically by `_write_partition`."""
+
+    def __init__(self, dim: int, dtype: str) -> None:
+        self.dim, self.dtype = dim, dtype
+        self.chunks: list[np.ndarray] = []
+        self.rows: dict[str, list[Any]] = {"image_path": [], "sha256": [], "width": [], "height": []}
+        self.bad: list[BadImage] = []
+
+    def write(self, batch: EmbeddedBatch) -> None:
+        if batch.rows:
+            self.chunks.append(batch.vectors.astype(self.dtype))
+        for k in batch.rows:
             item = batch.files[k]
-            rows["image_path"].append(display_path(item.path))  # parquet/JSON need UTF-8: \xNN escapes
-            rows["sha256"].append(item.sha256)
-            rows["width"].append(item.width)
-            rows["height"].append(item.height)
-        failures += [(display_path(bad.path), bad.reason) for bad in batch.bad]
-        bar.update(len(batch.files) + len(batch.bad))
-    vectors = np.concatenate(chunks) if chunks else np.zeros((0, encoder.embed_dim), dtype=dtype)
-    return vectors, rows, failures
+            self.rows["image_path"].append(display_path(item.path))  # parquet/JSON need UTF-8: \xNN escapes
+            self.rows["sha256"].append(item.sha256)
+            self.rows["width"].append(item.width)
+            self.rows["height"].append(item.height)
+        self.bad += batch.bad
+
+    def vectors(self) -> np.ndarray:
+        return np.concatenate(self.chunks) if self.chunks else np.zeros((0, self.dim), dtype=self.dtype)
+
+
+def _embed_partition(encoder: Encoder, files: list[str], batch_size: int, workers: int | None,
+                     max_pixels: int | None, dtype: str, bar: Any) -> PartitionWriter:
+    """One partition through the one loop (`clipforge.data.files.embed_files`)."""
+    reader = ImageFileReader(files, with_max_pixels(encoder.preprocess, max_pixels), hash=True)
+    writer = PartitionWriter(encoder.embed_dim, dtype)
+    embed_files(reader, encoder.encode_pixels, writer, dim=encoder.embed_dim, batch_size=batch_size,
+                workers=workers, dedupe=False, on_batch=bar.update)
+    return writer
 
 
 def export_embeddings(paths: Iterable[str | os.PathLike[str]], out_dir: str | os.PathLike[str], model: Any, *,
@@ -172,18 +190,19 @@ def export_embeddings(paths: Iterable[str | os.PathLike[str]], out_dir: str | os
     with tqdm(total=total, unit="img", desc=f"embed rank {rank}", disable=not progress, dynamic_ncols=True) as bar:
         for i in todo:
             part = files[i * shard_size:(i + 1) * shard_size]
-            vectors, rows, failures = _embed_partition(encoder, part, batch_size, workers, max_pixels, dtype, bar)
+            written = _embed_partition(encoder, part, batch_size, workers, max_pixels, dtype, bar)
+            vectors, rows, bad = written.vectors(), written.rows, written.bad
             stats = {"partition": i, "partitions": count, "rank": rank, "world_size": world_size,
-                     "files": len(part), "embedded": len(vectors), "failed": len(failures),
-                     "failures": [{"path": p, "reason": r} for p, r in failures], "dtype": dtype,
+                     "files": len(part), "embedded": len(vectors), "failed": len(bad),
+                     "failures": [b.to_dict() for b in bad], "dtype": dtype,
                      "model": encoder.name, "model_fingerprint": encoder.fingerprint, "dim": encoder.embed_dim,
                      "precision": encoder.precision,
                      "draft_decode": bool(getattr(encoder.preprocess, "draft", False))}
             _write_partition(out, partition_name(i, count), vectors, rows, stats)
             report.written.append(i)
             report.images += len(vectors)
-            report.failed += len(failures)
-            report.failures += failures
+            report.failed += len(bad)
+            report.bad += bad
     report.seconds = time.perf_counter() - started
     if joined:
         _finish_group(out, report, count)

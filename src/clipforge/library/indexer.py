@@ -21,12 +21,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from clipforge.data.base import BadImage
-from clipforge.data.files import DecodedFile, FileBatch, ImageFileReader, read_batches, with_max_pixels
+from clipforge.data.files import DecodedFile, EmbeddedBatch, ImageFileReader, embed_files, with_max_pixels
 from clipforge.library.encoder import Encoder
 from clipforge.library.store import FileState, Store
 
-__all__ = ["AddReport", "index_files"]
+__all__ = ["AddReport", "StoreWriter", "index_files"]
+
 
 @dataclass
 class AddReport:
@@ -40,8 +43,17 @@ class AddReport:
     failed: int = 0      # recorded with a reason
     embedded: int = 0    # model forward passes (distinct new contents)
     duplicates: int = 0  # added paths whose bytes were already embedded
-    failures: list[tuple[str, str]] = field(default_factory=list)
+    bad: list[BadImage] = field(default_factory=list)  # the files that failed, the one bad-image record
     seconds: float = 0.0
+
+    @property
+    def failures(self) -> list[tuple[str, str]]:
+        """(path, reason) of each failed file (read-only view of `bad`)."""
+        return [(b.path, b.reason) for b in self.bad]
+
+    def add_failure(self, bad: BadImage) -> None:
+        self.failed += 1
+        self.bad.append(bad)
 
     @property
     def considered(self) -> int:
@@ -64,7 +76,7 @@ class AddReport:
         return {"added": self.added, "updated": self.updated, "relinked": self.relinked, "touched": self.touched,
                 "unchanged": self.unchanged, "failed": self.failed, "embedded": self.embedded,
                 "duplicates": self.duplicates, "seconds": round(self.seconds, 3),
-                "failures": [{"path": p, "reason": r} for p, r in self.failures],
+                "failures": [b.to_dict() for b in self.bad],
                 "failure_reasons": dict(self.reasons())}
 
 
@@ -111,8 +123,12 @@ def _plan(store: Store, files: Sequence[str], embedded: set[str], retry_failed: 
     return todo, unstat
 
 
-class _BatchWriter:
-    """Turns one batch of the reader (`clipforge.data.files`) into one transaction."""
+class StoreWriter:
+    """The SQLite library's writer for `embed_files`: one batch -> one transaction.
+
+    Vectors and the image rows that point at them commit together, so a `kill -9` loses at most
+    the batch in flight (those files are still unknown and are read again next run).
+    """
 
     def __init__(self, store: Store, encoder: Encoder, embedded: set[str], report: AddReport,
                  dtype: str, planned: dict[str, _Planned]) -> None:
@@ -123,17 +139,8 @@ class _BatchWriter:
         self.dtype = dtype
         self.planned = planned
 
-    def write(self, batch: FileBatch) -> None:
-        vectors: dict[str, Any] = {}
-        if batch.pixels is not None:
-            unique: dict[str, int] = {}
-            for row, k in enumerate(batch.decoded):
-                sha = batch.files[k].sha256
-                if sha not in self.embedded:
-                    unique.setdefault(sha, row)
-            if unique:
-                out = self.encoder.encode_pixels(batch.pixels[list(unique.values())])
-                vectors = {sha: out[row] for row, sha in enumerate(unique)}
+    def write(self, batch: EmbeddedBatch) -> None:
+        vectors = {sha: v for sha, v in batch.by_sha().items() if sha not in self.embedded}
         claimed: set[str] = set()
         with self.store.transaction() as tx:
             tx.ensure_model(self.encoder.fingerprint, self.encoder.name, self.encoder.embed_dim)
@@ -153,8 +160,7 @@ class _BatchWriter:
     def _write_bad(self, tx: Any, bad: BadImage) -> None:
         plan = self.planned.get(bad.path, _Planned(bad.path, 0, 0))
         tx.mark_failed(bad.path, plan.size, plan.mtime_ns, bad.reason, sha256=bad.sha256)
-        self.report.failed += 1
-        self.report.failures.append((bad.path, bad.reason))
+        self.report.add_failure(bad)
 
     def _write_item(self, tx: Any, item: DecodedFile, new_content: bool) -> None:
         store, report = self.store, self.report
@@ -186,6 +192,9 @@ class _BatchWriter:
         report.updated += 1
 
 
+_BatchWriter = StoreWriter  # the name tests/library/test_library_crash.py patches to slow each commit
+
+
 def index_files(store: Store, encoder: Encoder, files: Sequence[str], *, batch_size: int = 64,
                 workers: int = 0, max_pixels: int | None = None, retry_failed: bool = False,
                 dtype: str = "float32", progress: bool = True) -> AddReport:
@@ -201,18 +210,22 @@ def index_files(store: Store, encoder: Encoder, files: Sequence[str], *, batch_s
     embedded = store.embedded_shas(encoder.fingerprint)
     todo, unstat = _plan(store, files, embedded, retry_failed, report)
     planned = {p.path: p for p in todo} | {p.path: p for p, _ in unstat}
-    writer = _BatchWriter(store, encoder, embedded, report, dtype, planned)
+    writer = StoreWriter(store, encoder, embedded, report, dtype, planned)
     if unstat:
-        writer.write(FileBatch([], None, [], [BadImage(p.path, reason) for p, reason in unstat]))
+        writer.write(EmbeddedBatch([], [], np.zeros((0, encoder.embed_dim), np.float32),
+                                   [BadImage(p.path, reason) for p, reason in unstat]))
     if todo:
         reader = ImageFileReader([p.path for p in todo], with_max_pixels(encoder.preprocess, max_pixels),
                                  hash=True, skip_shas=frozenset(embedded))
         with tqdm(total=len(todo), unit="img", desc="indexing", disable=not progress, dynamic_ncols=True,
                   smoothing=0.1) as bar:
             bar.set_postfix(skipped=report.unchanged, failed=report.failed)
-            for batch in read_batches(reader, batch_size=batch_size, workers=workers):
-                writer.write(batch)
-                bar.update(len(batch.files) + len(batch.bad))
+
+            def advance(files: int) -> None:
+                bar.update(files)
                 bar.set_postfix(skipped=report.unchanged, failed=report.failed, refresh=False)
+
+            embed_files(reader, encoder.encode_pixels, writer, dim=encoder.embed_dim, batch_size=batch_size,
+                        workers=workers, held=embedded, on_batch=advance)
     report.seconds = time.perf_counter() - started
     return report

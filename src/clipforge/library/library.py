@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from clipforge.errors import UserError
+from clipforge.data.base import BadImage
 from clipforge.library.dbfile import damaged, display_path
 from clipforge.library.encoder import Encoder, default_model_name, resolve_encoder
 from clipforge.library.index_manager import IndexManager
@@ -29,7 +30,7 @@ from clipforge.library.lock import library_lock
 from clipforge.library.media import image_bytes, store_upload, thumbnail_bytes
 from clipforge.library.paths import LibraryPaths
 from clipforge.library.query import QueryTerm, combine_terms, parse_query
-from clipforge.library.scan import normalise_path, scan_paths
+from clipforge.library.scan import ScanResult, normalise_path, scan_paths
 from clipforge.library.search import SearchHit, search_vector
 from clipforge.library.settings import (
     check_add_settings,
@@ -74,7 +75,7 @@ class Library:
     def __init__(self, path: str | os.PathLike[str] | None = None, model: Any = None, *, preprocess: Any = None,
                  device: str | None = None, index: str | IndexSpec | None = None, max_pixels: int | None = None,
                  vector_dtype: str = "float32", create: bool = True, precision: str = "fp32",
-                 draft: bool = True) -> None:
+                 draft: bool = True, new_space: bool = False) -> None:
         self.paths = LibraryPaths(path)
         self.paths.check_folder()
         self._refuse_lost_database()
@@ -99,6 +100,7 @@ class Library:
         self._write_lock = threading.RLock()
         self._pending_spec = IndexSpec(kind=index) if isinstance(index, str) else index
         self.last_tagged = 0  # photos the last add tagged with the library's vocabulary
+        self._new_space = new_space  # a model without vectors here may start its own model space
         if model is not None:
             self._set_encoder(resolve_encoder(model, preprocess, device, precision=precision, draft=draft))
 
@@ -121,12 +123,14 @@ class Library:
 
     def _set_encoder(self, encoder: Encoder) -> None:
         recorded = self.model_fingerprint
-        if recorded is not None and recorded != encoder.fingerprint:
+        if (recorded is not None and recorded != encoder.fingerprint and not self._new_space
+                and encoder.fingerprint not in {s["fingerprint"] for s in self.spaces()}):
             name = self.store.get_meta(_META_NAME) or "an unnamed model"
             raise ModelMismatchError(
                 f"library {self.paths.root} was built with {name} (fingerprint {recorded[:12]}), but the model "
                 f"offered is {encoder.describe()}. Vectors of different models cannot be searched together: "
-                f"open it with its own model (omit --model), or use another --library folder for this model.")
+                f"open it with its own model (omit --model), fill a model space for this one (`clipforge index add "
+                f"--model {encoder.name or 'M'}`), or use another --library folder for this model.")
         self._encoder = encoder
         if self._manager is None or self._manager.fingerprint != encoder.fingerprint:
             self._manager = IndexManager(self.store, self.paths, encoder.fingerprint, encoder.embed_dim)
@@ -193,9 +197,14 @@ class Library:
     def _add(self, paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], recursive: bool, *,
              batch_size: int, workers: int | None, retry_failed: bool, progress: bool, update_index: bool,
              exclusive: bool) -> AddReport:
-        if isinstance(paths, (str, os.PathLike)):
-            paths = [paths]
-        found = scan_paths(paths, recursive=recursive, exclude=[self.paths.root])
+        if paths is None:  # fill this model's space with every file the library holds
+            found = ScanResult(files=[r.path for r in self.store.list_images(status="ok")])
+            if not found.files:
+                raise ValueError(f"library {self.paths.root} holds no images yet: name the photos to index")
+        else:
+            if isinstance(paths, (str, os.PathLike)):
+                paths = [paths]
+            found = scan_paths(paths, recursive=recursive, exclude=[self.paths.root])
         with self._write_lock, library_lock(self.paths.lock if exclusive else None):
             self._record_model()
             if exclusive:
@@ -229,8 +238,8 @@ class Library:
             for path, size, mtime_ns, reason in todo:
                 tx.mark_failed(path, size, mtime_ns, reason)
             tx.bump_generation()
-        report.failed += len(todo)
-        report.failures.extend((path, reason) for path, _, _, reason in todo)
+        for path, _, _, reason in todo:
+            report.add_failure(BadImage(path, reason))
 
     def add_bytes(self, data: bytes, filename: str | None = None) -> ImageRecord:
         """Keep uploaded bytes in the library and index them; ImageLoadError when not an image.
@@ -317,21 +326,7 @@ class Library:
 
     # -- reading ----------------------------------------------------------------------------
     def _query_vector(self, query: str | None, text: str | Sequence[str] | None, image: Any) -> np.ndarray:
-        encoder = self.encoder
-        terms: list[QueryTerm] = parse_query(query) if query else []
-        texts = [text] if isinstance(text, str) else list(text or [])
-        terms += [QueryTerm(1.0, "text", t) for t in texts]
-        images = list(image) if isinstance(image, (list, tuple)) else ([] if image is None else [image])
-        image_terms = [QueryTerm(1.0, "image", f"#{i}") for i in range(len(images))]
-        if not terms and not images:
-            raise ValueError("search needs a query, a text or an image")
-        vector = np.zeros(encoder.embed_dim, dtype=np.float32)
-        if terms:
-            vector += combine_terms(terms, encoder.encode_texts,
-                                    lambda paths: encoder.encode_images(paths, self.max_pixels))
-        if image_terms:
-            vector += encoder.encode_images(images, self.max_pixels).sum(axis=0)
-        return vector / max(float(np.linalg.norm(vector)), 1e-12)
+        return query_vector(self.encoder, self.max_pixels, query, text, image)
 
     def search(self, query: str | None = None, *, text: str | Sequence[str] | None = None, image: Any = None,
                top_k: int = 20, filter_tags: str | Sequence[str] | None = None, tag_rank: int = 0,
@@ -398,6 +393,37 @@ class Library:
         fingerprint = self.model_fingerprint
         return self.store.tags_for_images(fingerprint, [image_id]).get(int(image_id), []) if fingerprint else []
 
+    def spaces(self) -> list[dict[str, Any]]:
+        """Each model space (a model with vectors here): name, fingerprint, dim, vectors, default or not."""
+        default = self.model_fingerprint
+        rows = self.store.conn().execute(
+            "SELECT m.fingerprint, m.name, m.embed_dim, (SELECT COUNT(*) FROM embeddings e WHERE e.model = "
+            "m.fingerprint) FROM models m ORDER BY m.created_at").fetchall()
+        return [{"name": r[1] or None, "fingerprint": r[0], "embed_dim": int(r[2]), "images": int(r[3]),
+                 "default": r[0] == default} for r in rows]
+
+    def drop_space(self, model: str) -> dict[str, Any]:
+        """Forget one model space's vectors, tags and index (by model name or fingerprint prefix >= 6 chars)."""
+        spaces = self.spaces()
+        match = [s for s in spaces if model in (s["name"], s["fingerprint"]) or
+                 (len(model) >= 6 and s["fingerprint"].startswith(model))]
+        if len(match) != 1:
+            raise ValueError(f"library {self.paths.root} has no single model space {model!r} (spaces: "
+                             f"{', '.join(s['name'] or s['fingerprint'][:12] for s in spaces)})")
+        space = match[0]
+        if space["default"]:
+            raise ValueError(f"{model!r} is the model library {self.paths.root} was built with; it cannot be dropped "
+                             "(drop the other spaces, or start another --library)")
+        fingerprint = space["fingerprint"]
+        with self._write_lock, self.store.transaction() as tx:
+            for sql in ("DELETE FROM tags WHERE model = ?", "DELETE FROM embeddings WHERE model = ?",
+                        "DELETE FROM models WHERE fingerprint = ?"):
+                tx.execute(sql, (fingerprint,))
+            tx.execute("DELETE FROM meta WHERE key IN (?, ?)", (f"index_state:{fingerprint}",
+                                                              f"tag_labels:{fingerprint}"))
+        self.paths.index_file(fingerprint).unlink(missing_ok=True)
+        return space
+
     def stats(self, verify: bool = False) -> dict[str, Any]:
         """Counts, model, index state, tags and recent failures, as plain JSON-able data.
 
@@ -407,7 +433,7 @@ class Library:
         out: dict[str, Any] = {
             "library": str(self.paths.root), "schema_version": SCHEMA_VERSION, "images": self.store.status_counts(),
             "model": None, "distinct_contents": 0, "db_bytes": db_bytes,
-            "failures": [{"path": display_path(p), "reason": r} for p, r in self.store.failures(20)],
+            "failures": [BadImage(p, r).to_dict() for p, r in self.store.failures(20)],
         }
         if fingerprint is not None:
             out["model"] = {"name": self.store.get_meta(_META_NAME) or None, "fingerprint": fingerprint,
@@ -421,6 +447,7 @@ class Library:
             if verify:
                 out["missing_vectors"] = 0 if self.store.vectors_checked(fingerprint) else \
                     len(self.store.images_missing_vectors(fingerprint))
+            out["spaces"] = self.spaces()
         return out
 
     # -- lifetime ---------------------------------------------------------------------------
@@ -440,3 +467,21 @@ class Library:
 def open_library(path: str | Path | None = None, model: Any = None, **kwargs: Any) -> Library:
     """Same as `Library(...)`; a function for symmetry with `clipforge.load`."""
     return Library(path, model, **kwargs)
+
+
+def query_vector(encoder: Encoder, max_pixels: int | None, query: str | None, text: str | Sequence[str] | None,
+                 image: Any) -> np.ndarray:
+    """The unit query vector of a search (arithmetic `query`, `text`, `image`, or their sum): every store's."""
+    terms: list[QueryTerm] = parse_query(query) if query else []
+    texts = [text] if isinstance(text, str) else list(text or [])
+    terms += [QueryTerm(1.0, "text", t) for t in texts]
+    images = list(image) if isinstance(image, (list, tuple)) else ([] if image is None else [image])
+    image_terms = [QueryTerm(1.0, "image", f"#{i}") for i in range(len(images))]
+    if not terms and not images:
+        raise ValueError("search needs a query, a text or an image")
+    vector = np.zeros(encoder.embed_dim, dtype=np.float32)
+    if terms:
+        vector += combine_terms(terms, encoder.encode_texts, lambda paths: encoder.encode_images(paths, max_pixels))
+    if image_terms:
+        vector += encoder.encode_images(images, max_pixels).sum(axis=0)
+    return vector / max(float(np.linalg.norm(vector)), 1e-12)

@@ -83,7 +83,7 @@ def _no_model_hint(name: str) -> str:
 
 
 def open_server_library(path: str | os.PathLike[str] | None, model: str | None = None,
-                        device: str | None = None, create: bool = False) -> Any:
+                        device: str | None = None, create: bool = False, store: str | None = None) -> Any:
     """The Library at `path` with its model loaded; ServeError with advice when that fails.
 
     Like `clipforge search`, a library must already exist unless `create` is set (`--create`),
@@ -91,6 +91,14 @@ def open_server_library(path: str | os.PathLike[str] | None, model: str | None =
     """
     from clipforge.library import Library, ModelMismatchError
     from clipforge.library.paths import LibraryPaths
+
+    if store:  # a Milvus store (clipforge.library.milvus_library): its collection is the library
+        from clipforge.library.milvus_library import open_store_library
+
+        try:
+            return open_store_library(store, path, model, device=device, create=create)
+        except (OSError, ValueError) as exc:
+            raise ServeError(str(exc)) from None
 
     root = LibraryPaths(path).root
     if root.exists() and not root.is_dir():
@@ -308,7 +316,7 @@ def _url(host: str, port: int) -> str:
 
 def serve(library: str | os.PathLike[str] | None, host: str = "127.0.0.1", port: int = 7860, token: str | None = None,
           model: str | None = None, limits: ServerLimits | None = None, device: str | None = None,
-          log_level: str = "info", ui: bool = True, create: bool = False) -> int:
+          log_level: str = "info", ui: bool = True, create: bool = False, store: str | None = None) -> int:
     """Run the server until interrupted; returns the process exit code."""
     from clipforge.server.app import create_app
 
@@ -321,7 +329,7 @@ def serve(library: str | os.PathLike[str] | None, host: str = "127.0.0.1", port:
               file=sys.stderr)
     sock = bind_socket(host, port)  # first: a busy port fails before minutes of model loading
     try:
-        opened = open_server_library(library, model, device, create=create)
+        opened = open_server_library(library, model, device, create=create, store=store)
     except BaseException:
         sock.close()
         raise

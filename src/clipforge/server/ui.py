@@ -155,7 +155,8 @@ class _Handlers:
         if not hits:
             status = f"No results: {html.escape(self.service.library.no_results_reason(_text(tags)))}."
         else:
-            status = f"{len(hits)} results in {took:.0f} ms (score = cosine similarity with the query)."
+            status = (f"{len(hits)} results in {took:.0f} ms from model {self.service.model_name} "
+                      "(score = cosine similarity with the query).")
         return items, status
 
     def _classify(self, image: Any, labels: str | None, template: str | None) -> list[tuple[str, float]]:

@@ -1,0 +1,95 @@
+"""Where a library keeps its records and vectors: `--store` parsed, and the token found.
+
+- (no `--store`) the embedded default: SQLite + FAISS in the `--library` folder.
+- ``milvus-lite:PATH`` Milvus's embedded engine in one local folder (``PATH`` ending in ``.db``;
+  one process at a time: it holds a lock on it). What tests and CI use.
+- ``milvus://HOST:PORT/COLLECTION`` (or ``milvus+https://``) a Milvus server or cluster. The
+  token is read from ``$CLIPFORGE_MILVUS_TOKEN`` or the file named by
+  ``$CLIPFORGE_MILVUS_TOKEN_FILE``, never from the command line: a spec carrying
+  ``user:password@`` or ``?token=`` is refused, since command lines are visible to every user
+  of the machine (``ps``) and end up in shell history.
+
+A Milvus store's collection is its source of truth; the `--library` folder beside it only
+holds what can be rebuilt (thumbnails, zero-shot caches) and uploads.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["StoreSpec", "parse_store", "read_token"]
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,200}$")
+DEFAULT_COLLECTION = "clipforge"
+
+
+@dataclass(frozen=True)
+class StoreSpec:
+    """A parsed `--store`: `kind` is "sqlite", "milvus-lite" or "milvus"."""
+
+    kind: str
+    uri: str = ""
+    collection: str = DEFAULT_COLLECTION
+    secure: bool = False
+
+    def describe(self) -> str:
+        if self.kind == "milvus-lite":
+            return f"milvus-lite:{self.uri} (collection {self.collection})"
+        if self.kind == "milvus":
+            return f"milvus://{self.uri.split('://', 1)[-1]}/{self.collection}"
+        return "sqlite"
+
+
+def _bad(spec: str, why: str) -> ValueError:
+    return ValueError(f"--store {spec!r}: {why} (expected milvus://HOST:PORT/COLLECTION or milvus-lite:PATH.db)")
+
+
+def parse_store(spec: str | None) -> StoreSpec:
+    """`--store` text -> StoreSpec; ValueError naming the rule it breaks."""
+    if spec is None or spec in ("", "sqlite"):
+        return StoreSpec("sqlite")
+    if spec.startswith("milvus-lite:"):
+        rest = spec[len("milvus-lite:"):]
+        path, _, collection = rest.partition("#")
+        if not path:
+            raise _bad(spec, "no path after milvus-lite:")
+        path = str(Path(path).expanduser().resolve())
+        if not path.endswith(".db"):
+            raise _bad(spec, "a milvus-lite path must end in .db")
+        collection = collection or DEFAULT_COLLECTION
+        if not _NAME.match(collection):
+            raise _bad(spec, f"collection {collection!r} must be letters, digits and _ (not starting with a digit)")
+        return StoreSpec("milvus-lite", path, collection)
+    for scheme, secure in (("milvus://", False), ("milvus+https://", True)):
+        if spec.startswith(scheme):
+            rest = spec[len(scheme):]
+            if "@" in rest or "token=" in rest or "?" in rest:
+                raise _bad(spec, "credentials are never read from the command line; put the token in "
+                                 "$CLIPFORGE_MILVUS_TOKEN or a file named by $CLIPFORGE_MILVUS_TOKEN_FILE")
+            host, _, collection = rest.partition("/")
+            if not host or ":" not in host or not host.rsplit(":", 1)[1].isdigit():
+                raise _bad(spec, "HOST:PORT is missing")
+            collection = collection.strip("/") or DEFAULT_COLLECTION
+            if not _NAME.match(collection):
+                raise _bad(spec, f"collection {collection!r} must be letters, digits and _ (not starting with a digit)")
+            return StoreSpec("milvus", f"{'https' if secure else 'http'}://{host}", collection, secure)
+    raise _bad(spec, "unknown kind of store")
+
+
+def read_token() -> str:
+    """The Milvus token from the environment or the file it names ("" when neither is set)."""
+    token = os.environ.get("CLIPFORGE_MILVUS_TOKEN", "")
+    path = os.environ.get("CLIPFORGE_MILVUS_TOKEN_FILE")
+    if token or not path:
+        return token.strip()
+    try:
+        text = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read $CLIPFORGE_MILVUS_TOKEN_FILE {path}: {getattr(exc, 'strerror', None) or exc}"
+                         ) from None
+    if not text or "\n" in text:
+        raise ValueError(f"$CLIPFORGE_MILVUS_TOKEN_FILE {path} must hold the token on one line")
+    return text

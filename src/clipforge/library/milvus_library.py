@@ -1,0 +1,436 @@
+"""`MilvusLibrary`: the `Library` API on a Milvus collection (`--store milvus://...`, `milvus-lite:...`).
+
+Same commands, same answers: `add` plans with the embedded store's rules (`indexer._plan`: an
+unchanged size and mtime is skipped without reading) and feeds the one embedding loop
+(`clipforge.data.files.embed_files`) into `MilvusWriter`; search ranks by inner product of unit
+vectors, one hit per distinct content (grouped by sha256, duplicates listed), and tag filters
+become Milvus filter expressions (``tags[0] == "cat" and tag_scores[0] >= 0.5``). Storage layout
+and the crash story: `clipforge.library.milvus_store`. The `--library` folder keeps only
+thumbnails, zero-shot caches and uploads.
+
+Under torchrun (RANK, WORLD_SIZE set) each rank takes every WORLD_SIZE-th file of the sorted
+list; ranks write disjoint paths, so any rank can die and be re-run without losing or doubling
+a file.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clipforge.data.base import BadImage
+from clipforge.data.files import EmbeddedBatch, ImageFileReader, embed_files, with_max_pixels
+from clipforge.library.backend import StoreSpec, parse_store
+from clipforge.library.encoder import Encoder, default_model_name, resolve_encoder
+from clipforge.library.indexer import AddReport, _plan, _Planned
+from clipforge.library.media import image_bytes, store_upload, thumbnail_bytes
+from clipforge.library.milvus_store import MilvusSpace, MilvusStore, quote
+from clipforge.library.milvus_writer import MilvusWriter, record_from_row, tag_filter
+from clipforge.library.paths import LibraryPaths
+from clipforge.library.scan import normalise_path, scan_paths
+from clipforge.library.search import SearchHit
+from clipforge.library.store import FileState, ImageRecord
+from clipforge.library.tagging import TagReport, parse_labels, softmax_top_k
+
+__all__ = ["MilvusLibrary", "MilvusWriter", "tag_filter"]
+
+
+class _StoreView:
+    """What the server asks of `library.store` (`images_with_sha`)."""
+
+    def __init__(self, library: MilvusLibrary) -> None:
+        self._library = library
+
+    def images_with_sha(self, sha256: str, status: str | None = "ok") -> list[ImageRecord]:
+        expr = f"sha256 == {quote(sha256)}" + (f" and status == {quote(status)}" if status else "")
+        return sorted((record_from_row(r) for r in self._library.space.query(expr)), key=lambda r: r.path)
+
+
+class MilvusLibrary:
+    """A library whose records and vectors live in Milvus (see module docstring).
+
+    `store`: a `--store` string or `StoreSpec`; `path`: the folder for thumbnails and uploads;
+    `model`: as for `Library` (None: the store's default model space); `new_space=True` lets a
+    model without a space in this store start one (``index add --model M``).
+    """
+
+    def __init__(self, store: str | StoreSpec, path: str | os.PathLike[str] | None = None, model: Any = None, *,
+                 preprocess: Any = None, device: str | None = None, max_pixels: int | None = None,
+                 create: bool = True, precision: str = "fp32", draft: bool = True, new_space: bool = False,
+                 **_embedded_only: Any) -> None:
+        from clipforge.image import DEFAULT_MAX_PIXELS
+
+        self.spec = parse_store(store) if isinstance(store, str) else store
+        self.paths = LibraryPaths(path)
+        self.paths.check_folder()
+        self.milvus = MilvusStore(self.spec)
+        if not create and not self.milvus.spaces():
+            raise FileNotFoundError(f"no library in {self.spec.describe()} (run `clipforge index add --store ...` "
+                                    "first)")
+        self.max_pixels = int(max_pixels) if max_pixels else DEFAULT_MAX_PIXELS
+        self._device, self._precision, self._draft = device, precision, draft
+        self._new_space = new_space
+        self._encoder: Encoder | None = None
+        self._space: MilvusSpace | None = None
+        self._lock = threading.RLock()
+        self.store = _StoreView(self)
+        if model is not None:
+            self._set_encoder(resolve_encoder(model, preprocess, device, precision=precision, draft=draft))
+
+    # -- model and space --------------------------------------------------------------------
+    def _set_encoder(self, encoder: Encoder) -> None:
+        from clipforge.library.library import ModelMismatchError
+
+        spaces = self.milvus.spaces()
+        space = next((s for s in spaces if s.fingerprint == encoder.fingerprint), None)
+        if space is None and spaces and not self._new_space:
+            names = ", ".join(f"{s.name or '(object)'} ({s.fingerprint[:12]})" for s in spaces)
+            raise ModelMismatchError(
+                f"{self.spec.describe()} has no vectors of {encoder.describe()} (its model spaces: {names}); "
+                f"fill one with `clipforge index add --model {encoder.name or 'M'} --store {self.spec.describe().split()[0]}`"
+                ", or omit --model")
+        self._encoder, self._space = encoder, self.milvus.space(encoder.fingerprint) if space else None
+
+    @property
+    def encoder(self) -> Encoder:
+        if self._encoder is None:
+            with self._lock:
+                if self._encoder is None:
+                    spaces = self.milvus.spaces()
+                    name = spaces[0].name if spaces else default_model_name()
+                    self._set_encoder(resolve_encoder(name, device=self._device, precision=self._precision,
+                                                      draft=self._draft))
+        assert self._encoder is not None
+        return self._encoder
+
+    @property
+    def space(self) -> MilvusSpace:
+        if self._space is None:
+            encoder = self.encoder
+            if self._space is None:
+                self._space = self.milvus.add_space(encoder.fingerprint, encoder.name or "", encoder.embed_dim)
+        return self._space
+
+    @property
+    def model_fingerprint(self) -> str | None:
+        return self.encoder.fingerprint if self._encoder is not None or self.milvus.spaces() else None
+
+    # -- writing ----------------------------------------------------------------------------
+    def add(self, paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | None, recursive: bool = True,
+            *, batch_size: int = 64, workers: int | None = None, retry_failed: bool = False, progress: bool = True,
+            update_index: bool = True, rank: int | None = None, world_size: int | None = None) -> AddReport:
+        """Index files incrementally; `paths=None` fills this model's space with every file of the default
+        space. Under torchrun (or with `rank`/`world_size`) only this rank's share of the sorted files."""
+        from tqdm.auto import tqdm
+
+        from clipforge.data.files import default_workers
+
+        started = time.perf_counter()
+        rank = int(os.environ.get("RANK", "0")) if rank is None else int(rank)
+        world_size = int(os.environ.get("WORLD_SIZE", "1")) if world_size is None else int(world_size)
+        if paths is None:
+            files, rejected = self._known_files(), []
+        else:
+            if isinstance(paths, (str, os.PathLike)):
+                paths = [paths]
+            found = scan_paths(paths, recursive=recursive, exclude=[self.paths.root])
+            files, rejected = found.files, found.rejected
+        files = sorted(files)[rank::world_size]
+        rejected = sorted(rejected)[rank::world_size]
+        with self._lock:
+            space, encoder = self.space, self.encoder
+            report = AddReport()
+            known = self._file_states(space)
+            held = {s.sha256 for s in known.values() if s.status == "ok" and s.sha256}
+            todo, unstat = _plan(_States(known), files, held, retry_failed, report)
+            planned = {p.path: p for p in todo} | {p.path: p for p, _ in unstat}
+            for path, size, mtime_ns, reason in rejected:
+                state = known.get(path)
+                if (state is not None and not retry_failed and state.status == "failed"
+                        and (state.size, state.mtime_ns) == (size, mtime_ns)):
+                    report.unchanged += 1
+                else:
+                    planned[path] = _Planned(path, size, mtime_ns)
+                    unstat.append((planned[path], reason))
+            writer = MilvusWriter(space, report, planned, known, held)
+            if unstat:
+                writer.write(EmbeddedBatch([], [], np.zeros((0, space.dim), np.float32),
+                                           [BadImage(p.path, reason) for p, reason in unstat]))
+            if todo:
+                reader = ImageFileReader([p.path for p in todo], with_max_pixels(encoder.preprocess, self.max_pixels),
+                                         hash=True, skip_shas=frozenset(held))
+                with tqdm(total=len(todo), unit="img", desc=f"indexing {self.spec.kind}", disable=not progress,
+                          dynamic_ncols=True) as bar:
+                    embed_files(reader, encoder.encode_pixels, writer, dim=encoder.embed_dim, batch_size=batch_size,
+                                workers=default_workers() if workers is None else workers, held=held,
+                                on_batch=bar.update)
+        report.seconds = time.perf_counter() - started
+        if world_size > 1:
+            _rank_done(report, rank, world_size)
+        return report
+
+    def _file_states(self, space: MilvusSpace) -> dict[str, FileState]:
+        return {r["path"]: FileState(int(r["id"]), int(r["size"]), int(r["mtime_ns"]), r["status"],
+                                     r["sha256"] or None)
+                for r in space.iter_rows(fields=["path", "id", "size", "mtime_ns", "status", "sha256"])}
+
+    def _known_files(self) -> list[str]:
+        spaces = self.milvus.spaces()
+        if not spaces:
+            raise ValueError(f"{self.spec.describe()} holds no files yet: name the photos to index")
+        self.milvus.space(spaces[0].fingerprint)
+        return [r["path"] for r in spaces[0].iter_rows(fields=["path"])]
+
+    def add_bytes(self, data: bytes, filename: str | None = None) -> ImageRecord:
+        self.paths.ensure()
+        target = store_upload(self.paths, data, self.max_pixels)
+        self.add([target], False, batch_size=1, workers=0, progress=False, rank=0, world_size=1)
+        record = self.get_path(normalise_path(target))
+        if record is None:
+            raise RuntimeError(f"upload {filename or target} was stored but not indexed")
+        return record
+
+    def remove(self, items: int | str | os.PathLike[str] | Iterable[int | str | os.PathLike[str]],
+               missing_ok: bool = True) -> int:
+        """Forget images by id, file path or folder, in every model space; files are not touched."""
+        if isinstance(items, (int, np.integer, str, os.PathLike)):
+            items = [items]
+        rows = list(self.space.iter_rows(fields=["path", "id"]))
+        by_id = {int(r["id"]): r["path"] for r in rows}
+        paths = {r["path"] for r in rows}
+        gone: set[str] = set()
+        unknown: list[str] = []
+        for item in items:
+            if isinstance(item, (int, np.integer)):
+                (gone.add(by_id[int(item)]) if int(item) in by_id else unknown.append(f"id {int(item)}"))
+                continue
+            path = normalise_path(item)
+            if path in paths:
+                gone.add(path)
+                continue
+            prefix = path.rstrip(os.sep) + os.sep
+            under = {p for p in paths if p.startswith(prefix)}
+            if not under:
+                unknown.append(BadImage(path, "").to_dict()["path"])
+            gone |= under
+        if unknown and not missing_ok:
+            raise ValueError(f"{self.spec.describe()} has no image with {', '.join(unknown)} (nothing removed; see "
+                             "`clipforge index stats`)")
+        return self._delete(sorted(gone))
+
+    def prune(self) -> int:
+        return self._delete(sorted(r["path"] for r in self.space.iter_rows(fields=["path"])
+                                   if not os.path.exists(r["path"])))
+
+    def _delete(self, paths: list[str]) -> int:
+        with self._lock:
+            for space in self.milvus.spaces():
+                self.milvus.space(space.fingerprint)
+                space.delete_paths(paths)
+        return len(paths)
+
+    def classify(self, labels: str | Sequence[str], templates: str | Sequence[str] = "imagenet", top_k: int = 5,
+                 progress: bool = True) -> TagReport:
+        """Zero-shot tag every image of this model's space (tags stored in its rows, filterable)."""
+        started = time.perf_counter()
+        labels = parse_labels(labels)
+        encoder, space = self.encoder, self.space
+        classes = encoder.class_embeddings(labels, templates, cache_dir=self.paths.cache_dir, progress=progress)
+        report = TagReport(labels=labels, templates=templates if isinstance(templates, str) else list(templates))
+        counts: Counter[str] = Counter()
+        k = min(int(top_k), len(labels), 16)
+        with self._lock:
+            rows = list(space.iter_rows('status == "ok"', fields=[*_ALL, "vector"]))
+            for start in range(0, len(rows), 1024):
+                chunk = rows[start:start + 1024]
+                vectors = np.asarray([r["vector"] for r in chunk], dtype=np.float32)
+                top, probs = softmax_top_k(vectors, classes, encoder.logit_scale(), k)
+                for row, idx, prob in zip(chunk, top, probs, strict=True):
+                    row["tags"] = [labels[j] for j in idx]
+                    row["tag_scores"] = [float(p) for p in prob]
+                    counts[labels[idx[0]]] += 1
+                space.upsert(chunk)
+        report.images = len(rows)
+        report.top1_counts = dict(counts.most_common())
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def rebuild_index(self, index: Any = None, **params: Any) -> dict[str, Any]:
+        raise ValueError(f"{self.spec.describe()}: Milvus builds and keeps its own index; `index rebuild` is for the "
+                         "embedded store")
+
+    # -- reading ----------------------------------------------------------------------------
+    def search(self, query: str | None = None, *, text: str | Sequence[str] | None = None, image: Any = None,
+               top_k: int = 20, filter_tags: str | Sequence[str] | None = None, tag_rank: int = 0,
+               min_tag_score: float = 0.0) -> list[SearchHit]:
+        from clipforge.library.library import query_vector
+
+        if int(top_k) < 0:
+            raise ValueError(f"top_k must be 0 or more, got {top_k}")
+        vector = query_vector(self.encoder, self.max_pixels, query, text, image)
+        return self.search_vector(vector, top_k, filter_tags, tag_rank, min_tag_score)
+
+    def search_vector(self, vector: np.ndarray, top_k: int = 20, filter_tags: str | Sequence[str] | None = None,
+                      tag_rank: int = 0, min_tag_score: float = 0.0) -> list[SearchHit]:
+        if int(top_k) <= 0:
+            return []
+        expr = 'status == "ok"'
+        if filter_tags:
+            expr += " and " + tag_filter(parse_labels(filter_tags), tag_rank, min_tag_score)
+        found = self.space.search(vector, int(top_k), expr)
+        if not found:
+            return []
+        shas = sorted({row["sha256"] for row, _ in found})
+        owners: dict[str, list[ImageRecord]] = {}
+        condition = f"{expr} and sha256 in [{', '.join(quote(s) for s in shas)}]"
+        for row in self.space.query(condition, _ALL):
+            owners.setdefault(row["sha256"], []).append(record_from_row(row))
+        tags = {row["path"]: row for row in self.space.query(condition, ["path", "tags", "tag_scores"])}
+        hits = []
+        for row, score in found:
+            records = sorted(owners.get(row["sha256"], []), key=lambda r: r.path) or [record_from_row(row)]
+            first = records[0]
+            own = tags.get(first.path, row)
+            hits.append(SearchHit(id=first.id, path=first.path, score=score, sha256=first.sha256 or "",
+                                  width=first.width, height=first.height, duplicates=[r.path for r in records[1:]],
+                                  tags=list(zip(own.get("tags") or [], map(float, own.get("tag_scores") or []),
+                                                strict=False))))
+        return hits
+
+    def classify_image(self, image: Any, labels: str | Sequence[str], templates: str | Sequence[str] = "imagenet",
+                       ) -> list[tuple[str, float]]:
+        labels = parse_labels(labels)
+        encoder = self.encoder
+        classes = encoder.class_embeddings(labels, templates, cache_dir=self.paths.cache_dir)
+        top, probs = softmax_top_k(encoder.encode_images([image], self.max_pixels), classes, encoder.logit_scale(),
+                                   len(labels))
+        return [(labels[j], float(p)) for j, p in zip(top[0], probs[0], strict=True)]
+
+    def get_image(self, image_id: int) -> ImageRecord | None:
+        rows = self.space.query(f"id == {int(image_id)}", _ALL, limit=1)
+        return record_from_row(rows[0]) if rows else None
+
+    def get_path(self, path: str) -> ImageRecord | None:
+        rows = self.space.rows_for_paths([path], _ALL)
+        return record_from_row(rows[path]) if path in rows else None
+
+    def _existing(self, image_id: int) -> ImageRecord:
+        record = self.get_image(image_id)
+        if record is None:
+            raise KeyError(f"no image with id {image_id} in {self.spec.describe()}")
+        return record
+
+    def image_bytes(self, image_id: int) -> tuple[bytes, str]:
+        return image_bytes(self._existing(image_id))
+
+    def thumbnail(self, image_id: int, size: int = 256) -> bytes:
+        return thumbnail_bytes(self.paths, self._existing(image_id), size, self.max_pixels)
+
+    def list_images(self, limit: int = 100, offset: int = 0, status: str | None = "ok") -> list[ImageRecord]:
+        expr = f"status == {quote(status)}" if status else ""
+        rows = sorted(self.space.iter_rows(expr, _ALL), key=lambda r: (r["added_at"], r["path"]))
+        return [record_from_row(r) for r in rows[int(offset):int(offset) + int(limit)]]
+
+    def tags(self, image_id: int) -> list[tuple[str, float]]:
+        rows = self.space.query(f"id == {int(image_id)}", ["tags", "tag_scores"], limit=1)
+        return list(zip(rows[0]["tags"], map(float, rows[0]["tag_scores"]), strict=False)) if rows else []
+
+    def spaces(self) -> list[dict[str, Any]]:
+        """Each model space: name, fingerprint, dim, vectors stored, whether it is the default."""
+        out = []
+        for i, space in enumerate(self.milvus.spaces()):
+            self.milvus.space(space.fingerprint)
+            out.append({"name": space.name or None, "fingerprint": space.fingerprint, "embed_dim": space.dim,
+                        "images": space.count('status == "ok"'), "default": i == 0, "collection": space.collection})
+        return out
+
+    def drop_space(self, model: str) -> dict[str, Any]:
+        """Forget one model space (by model name or fingerprint prefix); the default only when it is the last."""
+        spaces = self.spaces()
+        match = [s for s in spaces if model in (s["name"], s["fingerprint"]) or
+                 (len(model) >= 6 and s["fingerprint"].startswith(model))]
+        if len(match) != 1:
+            raise ValueError(f"{self.spec.describe()} has no single model space {model!r} (spaces: "
+                             f"{', '.join(s['name'] or s['fingerprint'][:12] for s in spaces)})")
+        if match[0]["default"] and len(spaces) > 1:
+            raise ValueError(f"{model!r} is the store's default model space; drop the others first")
+        self.milvus.drop_space(match[0]["fingerprint"])
+        return match[0]
+
+    def stats(self) -> dict[str, Any]:
+        spaces = self.milvus.spaces()
+        out: dict[str, Any] = {"library": self.spec.describe(), "store": self.spec.kind, "model": None,
+                               "images": {"ok": 0, "failed": 0}, "distinct_contents": 0, "db_bytes": 0,
+                               "failures": [], "spaces": self.spaces()}
+        if not spaces:
+            return out
+        space = self._space or spaces[0]
+        self.milvus.space(space.fingerprint)
+        rows = list(space.iter_rows(fields=["path", "status", "error", "sha256", "tags"]))
+        out["images"] = dict(Counter(r["status"] for r in rows)) | {}
+        out["images"].setdefault("ok", 0)
+        out["images"].setdefault("failed", 0)
+        out["distinct_contents"] = len({r["sha256"] for r in rows if r["status"] == "ok"})
+        out["failures"] = [BadImage(r["path"], r["error"]).to_dict() for r in rows if r["status"] == "failed"][:20]
+        out["model"] = {"name": space.name or None, "fingerprint": space.fingerprint, "embed_dim": space.dim,
+                        "vector_dtype": "float32"}
+        out["index"] = {"kind": "milvus", "requested": "milvus", "fresh": True}
+        out["tags"] = dict(Counter(r["tags"][0] for r in rows if r["status"] == "ok" and r["tags"]).most_common())
+        return out
+
+    # -- lifetime ---------------------------------------------------------------------------
+    def close(self) -> None:
+        self.milvus.close()
+
+    def __enter__(self) -> MilvusLibrary:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"MilvusLibrary({self.spec.describe()!r})"
+
+
+_ALL = ["path", "id", "sha256", "size", "mtime_ns", "width", "height", "status", "error", "added_at", "tags",
+        "tag_scores"]
+
+
+def _rank_done(report: AddReport, rank: int, world_size: int) -> None:
+    """Under torchrun: wait for every rank (gloo), so rank 0's exit means the whole collection is written."""
+    from clipforge.library.export import _maybe_init_group
+
+    if _maybe_init_group(world_size):
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+class _States:
+    """`indexer._plan` reads `store.file_states()`; here they come from the space's rows."""
+
+    def __init__(self, states: dict[str, FileState]) -> None:
+        self.states = states
+
+    def file_states(self) -> dict[str, FileState]:
+        return self.states
+
+
+def open_store_library(store: str | None, path: str | os.PathLike[str] | Path | None, model: Any = None,
+                       **kwargs: Any) -> Any:
+    """`Library` for the embedded default (`store` None or "sqlite"), `MilvusLibrary` otherwise."""
+    spec = parse_store(store)
+    if spec.kind == "sqlite":
+        from clipforge.library.library import Library
+
+        kwargs.pop("rank", None)
+        return Library(path, model, **kwargs)
+    return MilvusLibrary(spec, path, model, **kwargs)

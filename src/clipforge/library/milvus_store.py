@@ -1,0 +1,285 @@
+"""A library's records and vectors in Milvus collections (`pymilvus`; milvus-lite in tests).
+
+Layout, for a store named C (``milvus://HOST:PORT/C`` or ``milvus-lite:PATH#C``):
+
+- ``C_spaces``: the registry, one row per model space (fingerprint, model name, dimension, the
+  space's collection, whether it is the library's default model).
+- ``C_m<fingerprint[:16]>``: one collection per model space. One row per file, **the file's path
+  is the primary key**: path (as text; names that are not UTF-8 as ``b64:`` + base64 of the raw
+  bytes), sha256, size, mtime_ns, width, height, status ("ok"/"failed"), error, tags and
+  tag_scores (zero-shot labels in rank order), and the unit vector (zeros for a failed file,
+  which searches exclude with ``status == "ok"``). `id` is a 53-bit hash of the path: the
+  image id the API and web UI use (exact in JavaScript).
+
+Source of truth: the collections. Every write is an `upsert` keyed by path, so writing a batch
+twice (a re-run after ``kill -9``, a rank restarted by torchrun) leaves each file stored once;
+a file is skipped on the next run only when its row is there with the same size and mtime.
+A server that goes away mid-run raises `StoreUnavailableError` (an OSError: one line at the
+CLI); what was upserted stays, and the next run finishes the rest.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from clipforge.library.backend import StoreSpec, read_token
+
+__all__ = ["MilvusSpace", "MilvusStore", "StoreUnavailableError", "image_id", "key_path", "path_key"]
+
+MAX_TAGS = 16
+_PAGE = 4096
+
+
+class StoreUnavailableError(OSError):
+    """The Milvus server could not be reached or refused a request."""
+
+
+def path_key(path: str) -> str:
+    """The primary key of a file: its name as text, or ``b64:`` + its raw bytes when not UTF-8."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return "b64:" + base64.b64encode(os.fsencode(path)).decode("ascii")
+    return path
+
+
+def key_path(key: str) -> str:
+    return os.fsdecode(base64.b64decode(key[4:])) if key.startswith("b64:") else key
+
+
+def image_id(path: str) -> int:
+    """A stable id for a path, < 2**53 so JavaScript reads it exactly."""
+    return int.from_bytes(hashlib.blake2b(os.fsencode(path), digest_size=8).digest(), "big") >> 11
+
+
+def quote(value: str) -> str:
+    """A Milvus filter-expression string literal."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+_FIELDS = ["path", "id", "sha256", "size", "mtime_ns", "width", "height", "status", "error", "added_at",
+           "tags", "tag_scores"]
+
+
+class MilvusSpace:
+    """One model space: the collection of one model's vectors and the files' records."""
+
+    def __init__(self, store: MilvusStore, collection: str, fingerprint: str, name: str, dim: int) -> None:
+        self.store, self.collection, self.fingerprint, self.name, self.dim = store, collection, fingerprint, name, dim
+
+    @property
+    def client(self) -> Any:
+        return self.store.client
+
+    def create(self) -> None:
+        from pymilvus import DataType, MilvusClient
+
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("path", DataType.VARCHAR, max_length=8192, is_primary=True)
+        schema.add_field("id", DataType.INT64)
+        schema.add_field("sha256", DataType.VARCHAR, max_length=64)
+        schema.add_field("size", DataType.INT64)
+        schema.add_field("mtime_ns", DataType.INT64)
+        schema.add_field("width", DataType.INT32)
+        schema.add_field("height", DataType.INT32)
+        schema.add_field("status", DataType.VARCHAR, max_length=8)
+        schema.add_field("error", DataType.VARCHAR, max_length=2048)
+        schema.add_field("added_at", DataType.DOUBLE)
+        schema.add_field("tags", DataType.ARRAY, element_type=DataType.VARCHAR, max_capacity=MAX_TAGS,
+                         max_length=512)
+        schema.add_field("tag_scores", DataType.ARRAY, element_type=DataType.FLOAT, max_capacity=MAX_TAGS)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
+        index = self.client.prepare_index_params()
+        # Exact inner product (unit vectors: cosine) on the embedded engine, the same ranking as the
+        # embedded store; a server picks its own approximate index (AUTOINDEX: HNSW on Milvus).
+        kind = "FLAT" if self.store.spec.kind == "milvus-lite" else "AUTOINDEX"
+        index.add_index(field_name="vector", index_type=kind, metric_type="IP")
+        self.store.create_collection(self.collection, schema, index)
+
+    # -- reads ------------------------------------------------------------------------------
+    def iter_rows(self, filter: str = "", fields: Sequence[str] = _FIELDS) -> Iterator[dict[str, Any]]:
+        """Every row matching `filter` (pages of a query iterator on a server), paths decoded."""
+        if self.store.spec.kind == "milvus-lite":  # one query: the embedded engine has no iterator timestamps
+            yield from self.query(filter or 'path != ""', fields)
+            return
+        iterator = self.store.call(self.client.query_iterator, self.collection, batch_size=_PAGE, filter=filter,
+                                   output_fields=list(fields))
+        try:
+            while True:
+                page = self.store.call(iterator.next)
+                if not page:
+                    return
+                for row in page:
+                    if "path" in row:
+                        row["path"] = key_path(row["path"])
+                    yield row
+        finally:
+            iterator.close()
+
+    def query(self, filter: str, fields: Sequence[str] = _FIELDS, limit: int | None = None) -> list[dict[str, Any]]:
+        kwargs = {"limit": int(limit)} if limit else {}
+        rows = self.store.call(self.client.query, self.collection, filter=filter, output_fields=list(fields),
+                               **kwargs)
+        for row in rows:
+            if "path" in row:
+                row["path"] = key_path(row["path"])
+        return list(rows)
+
+    def rows_for_paths(self, paths: Sequence[str], fields: Sequence[str] = _FIELDS) -> dict[str, dict[str, Any]]:
+        # Our own quoting: pymilvus's get(ids=...) puts names in single quotes unescaped ("potter's_wheel.jpg").
+        out: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(paths), 512):
+            keys = ", ".join(quote(path_key(p)) for p in paths[start:start + 512])
+            for row in self.query(f"path in [{keys}]", fields):
+                out[row["path"]] = row
+        return out
+
+    def vectors_for_shas(self, shas: Sequence[str]) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        shas = sorted(set(shas))
+        for start in range(0, len(shas), 256):
+            chunk = shas[start:start + 256]
+            expr = f'status == "ok" and sha256 in [{", ".join(quote(s) for s in chunk)}]'
+            for row in self.query(expr, ["sha256", "vector"]):
+                out.setdefault(row["sha256"], np.asarray(row["vector"], dtype=np.float32))
+        return out
+
+    def count(self, filter: str = "") -> int:
+        rows = self.store.call(self.client.query, self.collection, filter=filter, output_fields=["count(*)"])
+        return int(rows[0]["count(*)"]) if rows else 0
+
+    def search(self, vector: np.ndarray, limit: int, filter: str) -> list[tuple[dict[str, Any], float]]:
+        """Top `limit` rows by inner product, one per distinct content (grouped by sha256)."""
+        result = self.store.call(self.client.search, self.collection, data=[np.asarray(vector, np.float32).tolist()],
+                                 limit=int(limit), filter=filter, output_fields=_FIELDS, group_by_field="sha256",
+                                 search_params={"metric_type": "IP"})
+        out = []
+        for hit in result[0]:
+            entity = dict(hit["entity"])
+            entity["path"] = key_path(entity.get("path", hit.get("id", "")) or hit["id"])
+            out.append((entity, float(hit["distance"])))
+        return out
+
+    # -- writes -----------------------------------------------------------------------------
+    def upsert(self, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        for row in rows:
+            row["path"] = path_key(row["path"])
+            row.setdefault("added_at", time.time())
+        self.store.call(self.client.upsert, self.collection, rows)
+
+    def delete_paths(self, paths: Sequence[str]) -> int:
+        keys = [quote(path_key(p)) for p in paths]
+        for start in range(0, len(keys), 512):
+            self.store.call(self.client.delete, self.collection, filter=f"path in [{', '.join(keys[start:start + 512])}]")
+        return len(keys)
+
+
+class MilvusStore:
+    """A connection to a Milvus server (or milvus-lite file) and the registry of its model spaces."""
+
+    def __init__(self, spec: StoreSpec) -> None:
+        self.spec = spec
+        try:
+            from pymilvus import MilvusClient
+        except ImportError:
+            raise ValueError("a Milvus store needs pymilvus and milvus-lite: pip install -c constraints.txt "
+                             "-e '.[milvus]'") from None
+        if spec.kind == "milvus-lite":
+            Path = __import__("pathlib").Path
+            Path(spec.uri).parent.mkdir(parents=True, exist_ok=True)
+            self.client = self.call(MilvusClient, spec.uri)
+        else:
+            self.client = self.call(MilvusClient, uri=spec.uri, token=read_token(), timeout=30)
+        self.registry = f"{spec.collection}_spaces"
+
+    def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """`fn(*args)`, with a lost server or a refused request as one StoreUnavailableError sentence."""
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            if type(exc).__module__.split(".")[0] not in ("pymilvus", "grpc", "milvus_lite"):
+                raise
+            reason = getattr(exc, "message", None) or str(exc)
+            raise StoreUnavailableError(
+                f"Milvus store {self.spec.describe()} failed ({reason.splitlines()[0][:200]}); every batch written "
+                "before this is stored, and running the same command again finishes the rest") from None
+
+    # -- spaces -----------------------------------------------------------------------------
+    def _ensure_registry(self) -> None:
+        if self.call(self.client.has_collection, self.registry):
+            self.call(self.client.load_collection, self.registry)
+            return
+        from pymilvus import DataType, MilvusClient
+
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("fingerprint", DataType.VARCHAR, max_length=128, is_primary=True)
+        schema.add_field("name", DataType.VARCHAR, max_length=4096)
+        schema.add_field("dim", DataType.INT64)
+        schema.add_field("collection", DataType.VARCHAR, max_length=256)
+        schema.add_field("is_default", DataType.BOOL)
+        schema.add_field("created", DataType.DOUBLE)
+        schema.add_field("dummy", DataType.FLOAT_VECTOR, dim=2)  # Milvus wants a vector in every collection
+        index = self.client.prepare_index_params()
+        index.add_index(field_name="dummy", index_type="FLAT", metric_type="L2")
+        self.create_collection(self.registry, schema, index)
+
+    def create_collection(self, name: str, schema: Any, index: Any) -> None:
+        """Create `name`; another writer (a torchrun rank) creating it first is fine."""
+        try:
+            self.call(self.client.create_collection, name, schema=schema, index_params=index)
+        except StoreUnavailableError:
+            if not self.call(self.client.has_collection, name):
+                raise
+
+    def spaces(self) -> list[MilvusSpace]:
+        """The model spaces, the default (first) one first; [] for a new store."""
+        if not self.call(self.client.has_collection, self.registry):
+            return []
+        self.call(self.client.load_collection, self.registry)
+        rows = self.call(self.client.query, self.registry, filter="",
+                         output_fields=["fingerprint", "name", "dim", "collection", "is_default", "created"])
+        rows = sorted(rows, key=lambda r: (not r["is_default"], r["created"]))
+        return [MilvusSpace(self, r["collection"], r["fingerprint"], r["name"], int(r["dim"])) for r in rows]
+
+    def space(self, fingerprint: str) -> MilvusSpace | None:
+        space = next((s for s in self.spaces() if s.fingerprint == fingerprint), None)
+        if space is not None and self.call(self.client.has_collection, space.collection):
+            self.call(self.client.load_collection, space.collection)
+        return space
+
+    def add_space(self, fingerprint: str, name: str, dim: int) -> MilvusSpace:
+        """Create (or reopen) the space of a model; the first space becomes the default."""
+        existing = self.space(fingerprint)
+        if existing is not None:
+            return existing
+        self._ensure_registry()
+        space = MilvusSpace(self, f"{self.spec.collection}_m{fingerprint[:16]}", fingerprint, name, dim)
+        if not self.call(self.client.has_collection, space.collection):
+            space.create()
+        self.call(self.client.load_collection, space.collection)
+        first = not self.spaces()
+        self.call(self.client.upsert, self.registry, [{"fingerprint": fingerprint, "name": name, "dim": int(dim),
+                                                       "collection": space.collection, "is_default": first,
+                                                       "created": time.time(), "dummy": [0.0, 0.0]}])
+        return space
+
+    def drop_space(self, fingerprint: str) -> MilvusSpace:
+        space = self.space(fingerprint)
+        if space is None:
+            raise ValueError(f"{self.spec.describe()} has no model space {fingerprint[:12]}")
+        self.call(self.client.delete, self.registry, ids=[fingerprint])
+        if self.call(self.client.has_collection, space.collection):
+            self.call(self.client.drop_collection, space.collection)
+        return space
+
+    def close(self) -> None:
+        self.call(self.client.close)

@@ -1,0 +1,93 @@
+"""The Milvus store's writer for the one embedding loop, and the filter expressions it answers to.
+
+`MilvusWriter` turns one batch of `clipforge.data.files.embed_files` into one upsert keyed by path:
+new contents carry their fresh vector, bytes the store already holds reuse the stored vector (never
+embedded twice), a file whose bytes are unchanged keeps its tags, and a bad file is a row with status
+"failed" and its reason (a zero vector that `status == "ok"` filters out). The report counts are the
+embedded store's (`indexer.AddReport`), so both stores print the same summary for the same run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from clipforge.data.base import BadImage
+from clipforge.data.files import EmbeddedBatch
+from clipforge.library.indexer import AddReport, _Planned
+from clipforge.library.milvus_store import MilvusSpace, image_id, quote
+from clipforge.library.store import FileState, ImageRecord
+
+__all__ = ["MilvusWriter", "record_from_row", "tag_filter"]
+
+
+def record_from_row(row: dict[str, Any]) -> ImageRecord:
+    return ImageRecord(int(row["id"]), row["path"], row.get("sha256") or None, int(row["size"]),
+                       int(row["mtime_ns"]), int(row["width"]) or None, int(row["height"]) or None,
+                       float(row.get("added_at") or 0.0), row["status"], row.get("error") or None)
+
+
+def tag_filter(labels: Sequence[str], tag_rank: int = 0, min_score: float = 0.0) -> str:
+    """The Milvus expression for "one of `labels` at rank <= tag_rank with probability >= min_score"."""
+    terms = []
+    for rank in range(int(tag_rank) + 1):
+        options = " or ".join(f"tags[{rank}] == {quote(label)}" for label in labels)
+        term = f"(array_length(tags) > {rank} and ({options})"
+        if min_score > 0:
+            term += f" and tag_scores[{rank}] >= {float(min_score)!r}"
+        terms.append(term + ")")
+    return "(" + " or ".join(terms) + ")"
+
+
+class MilvusWriter:
+    """`embed_files`' writer into one Milvus space: a batch is one upsert keyed by path (idempotent)."""
+
+    def __init__(self, space: MilvusSpace, report: AddReport, planned: dict[str, _Planned],
+                 known: dict[str, FileState], held: set[str]) -> None:
+        self.space, self.report, self.planned, self.known, self.held = space, report, planned, known, held
+
+    def write(self, batch: EmbeddedBatch) -> None:
+        fresh = batch.by_sha()
+        missing = [f.sha256 for f in batch.files if f.sha256 not in fresh]
+        stored = self.space.vectors_for_shas(missing) if missing else {}
+        previous = self.space.rows_for_paths([f.path for f in batch.files], ["path", "sha256", "tags", "tag_scores"])
+        rows = []
+        claimed: set[str] = set()
+        for item in batch.files:
+            vector = fresh.get(item.sha256)
+            if vector is None:
+                vector = stored.get(item.sha256)
+            if vector is None:  # held bytes whose row vanished meanwhile: count as failed, retried next run
+                self.report.add_failure(BadImage(item.path, "content vanished from the store while indexing"))
+                continue
+            plan = self.planned[item.path]
+            before = previous.get(item.path)
+            keep_tags = before is not None and before.get("sha256") == item.sha256
+            rows.append({"path": item.path, "id": image_id(item.path), "sha256": item.sha256, "size": item.size,
+                         "mtime_ns": plan.mtime_ns, "width": item.width or 0, "height": item.height or 0,
+                         "status": "ok", "error": "", "tags": list(before["tags"]) if keep_tags else [],
+                         "tag_scores": list(before["tag_scores"]) if keep_tags else [],
+                         "vector": np.asarray(vector, np.float32).tolist()})
+            known = self.known.get(item.path)
+            new_content = item.sha256 in fresh and item.sha256 not in claimed and item.sha256 not in self.held
+            claimed.add(item.sha256)
+            if known is None:
+                self.report.added += 1
+                self.report.embedded += int(new_content)
+                self.report.duplicates += 0 if new_content else 1
+            elif known.sha256 == item.sha256 and known.status == "ok":
+                self.report.touched += 1
+            else:
+                self.report.updated += 1
+                self.report.embedded += int(new_content)
+        zeros = [0.0] * self.space.dim
+        for bad in batch.bad:
+            plan = self.planned.get(bad.path, _Planned(bad.path, 0, 0))
+            rows.append({"path": bad.path, "id": image_id(bad.path), "sha256": bad.sha256 or "", "size": plan.size,
+                         "mtime_ns": plan.mtime_ns, "width": 0, "height": 0, "status": "failed",
+                         "error": bad.reason[:2000], "tags": [], "tag_scores": [], "vector": zeros})
+            self.report.add_failure(bad)
+        self.space.upsert(rows)
+        self.held.update(fresh)

@@ -1,0 +1,197 @@
+"""The Milvus store (milvus-lite here): same answers as the embedded store, incremental, crash-safe."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("pymilvus")
+pytest.importorskip("milvus_lite")
+
+from clipforge.cli.main import main  # noqa: E402
+from clipforge.library import Library  # noqa: E402
+from clipforge.library import indexer as indexer_module  # noqa: E402
+from clipforge.library import milvus_library as milvus_module  # noqa: E402
+from clipforge.library.backend import parse_store, read_token  # noqa: E402
+from clipforge.library.milvus_library import MilvusLibrary, tag_filter  # noqa: E402
+
+
+@pytest.fixture()
+def photo_set(tmp_path, images_factory, bad_files_factory) -> Path:
+    photos = images_factory(tmp_path / "photos", 14, formats=("png", "jpg", "webp"))
+    bad_files_factory(tmp_path / "photos" / "bad", photos[1])
+    shutil.copyfile(photos[0], tmp_path / "photos" / "copy_of_first.png")  # same bytes, two paths
+    photos[5].rename(tmp_path / "photos" / "potter's \"wheel\" \\ 5.webp")  # quotes in a filter expression
+    return tmp_path / "photos"
+
+
+def _hits(hits) -> list[tuple[str, float, list[str]]]:
+    return [(h.path, round(h.score, 5), h.duplicates) for h in hits]
+
+
+def test_same_top10_as_the_embedded_store(tmp_path, tiny_encoder, photo_set) -> None:
+    embedded = Library(tmp_path / "lib", tiny_encoder)
+    milvus = MilvusLibrary(f"milvus-lite:{tmp_path}/m.db", tmp_path / "mlib", tiny_encoder)
+    a = embedded.add(photo_set, workers=0, batch_size=4, progress=False)
+    b = milvus.add(photo_set, workers=0, batch_size=4, progress=False)
+    assert (b.added, b.embedded, b.duplicates, b.failed) == (a.added, a.embedded, a.duplicates, a.failed) == (
+        15, 14, 1, 4)
+    assert sorted(b.failures) == sorted(a.failures)
+    for query in ("a photo of a cat", "red - blue", "green"):
+        assert _hits(milvus.search(query, top_k=10)) == _hits(embedded.search(query, top_k=10))
+    assert _hits(milvus.search(image=photo_set / "img003.png", top_k=5)) == _hits(
+        embedded.search(image=photo_set / "img003.png", top_k=5))
+    labels = "red, green, blue, grey"
+    assert embedded.classify(labels, top_k=3, progress=False).top1_counts == milvus.classify(
+        labels, top_k=3, progress=False).top1_counts
+    for label in ("red", "green", "blue", "grey"):
+        for rank, floor in ((0, 0.0), (1, 0.2), (2, 0.0)):
+            want = embedded.search("photo", top_k=10, filter_tags=label, tag_rank=rank, min_tag_score=floor)
+            got = milvus.search("photo", top_k=10, filter_tags=label, tag_rank=rank, min_tag_score=floor)
+            assert _hits(got) == _hits(want), (label, rank, floor)
+            assert [[t for t, _ in h.tags] for h in got] == [[t for t, _ in h.tags] for h in want]
+    stats = milvus.stats()
+    assert stats["images"] == {"ok": 15, "failed": 4} and stats["distinct_contents"] == 14
+    assert [s["images"] for s in stats["spaces"]] == [15]
+    milvus.close()
+
+
+def test_tag_filter_is_a_milvus_expression() -> None:
+    assert tag_filter(["cat", 'say "hi"'], 1, 0.5) == (
+        '((array_length(tags) > 0 and (tags[0] == "cat" or tags[0] == "say \\"hi\\"") and tag_scores[0] >= 0.5) or '
+        '(array_length(tags) > 1 and (tags[1] == "cat" or tags[1] == "say \\"hi\\"") and tag_scores[1] >= 0.5))')
+
+
+def test_rerun_skips_remove_and_prune(tmp_path, tiny_encoder, photo_set, monkeypatch) -> None:
+    store = f"milvus-lite:{tmp_path}/m.db"
+    with MilvusLibrary(store, tmp_path / "mlib", tiny_encoder) as milvus:
+        milvus.add(photo_set, workers=0, progress=False)
+
+        class Forbidden:
+            def __init__(self, *a, **k):
+                raise AssertionError("unchanged files must be skipped without reading")
+
+        monkeypatch.setattr(milvus_module, "ImageFileReader", Forbidden)
+        again = milvus.add(photo_set, workers=0, progress=False)
+        assert (again.unchanged, again.added, again.embedded) == (19, 0, 0)
+        monkeypatch.undo()
+        assert milvus.remove(photo_set / "img002.webp") == 1
+        with pytest.raises(ValueError, match="has no image with"):
+            milvus.remove([photo_set / "nope.png"], missing_ok=False)
+        (photo_set / "img003.png").unlink()
+        assert milvus.prune() == 1
+        assert milvus.stats()["images"]["ok"] == 13
+        hit = milvus.search("x", top_k=1)[0]
+        assert milvus.get_image(hit.id).path == hit.path and milvus.thumbnail(hit.id, 32)[:2] == b"\xff\xd8"
+
+
+def test_store_spec_never_takes_a_token_from_the_command_line(tmp_path, monkeypatch) -> None:
+    assert parse_store("milvus://db.example:19530/photos").collection == "photos"
+    assert parse_store(f"milvus-lite:{tmp_path}/x.db").kind == "milvus-lite"
+    for spec in ("milvus://root:secret@db:19530/c", "milvus://db:19530/c?token=abc", "milvus://db/c",
+                 "milvus-lite:x.txt", "milvus://db:19530/1bad", "redis://x"):
+        with pytest.raises(ValueError, match="--store"):
+            parse_store(spec)
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    monkeypatch.delenv("CLIPFORGE_MILVUS_TOKEN", raising=False)
+    monkeypatch.setenv("CLIPFORGE_MILVUS_TOKEN_FILE", str(token))
+    assert read_token() == "s3cret"
+
+
+def test_unreachable_store_mid_run_is_one_sentence_and_a_rerun_repairs(tmp_path, photo_set, capsys,
+                                                                       monkeypatch) -> None:
+    from pymilvus import MilvusClient
+    from pymilvus.exceptions import MilvusException
+
+    store = f"milvus-lite:{tmp_path}/m.db"
+    args = ["index", "add", str(photo_set), "--store", store, "--library", str(tmp_path / "mlib"),
+            "--model", "test-vit-tiny", "--workers", "0", "--batch-size", "4", "-q"]
+    real = MilvusClient.upsert
+    calls = []
+
+    def flaky(self, collection, rows, *args, **kwargs):  # the server goes away at the third batch
+        calls.append(collection)
+        if collection.endswith("_spaces") or len(calls) < 4:
+            return real(self, collection, rows, *args, **kwargs)
+        raise MilvusException(message="failed to connect to all addresses; last error: UNAVAILABLE")
+
+    monkeypatch.setattr(MilvusClient, "upsert", flaky)
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "UNAVAILABLE" in err and "running the same command again" in err
+    monkeypatch.undo()
+    assert main(args) == 0
+    capsys.readouterr()
+    with MilvusLibrary(store, tmp_path / "mlib") as milvus:
+        rows = list(milvus.space.iter_rows(fields=["path", "status"]))
+    assert len(rows) == len({r["path"] for r in rows}) == 19
+    assert sum(r["status"] == "ok" for r in rows) == 15
+
+
+# `clipforge index add --store milvus-lite:...`, slowed after each written batch so the kill lands mid-run.
+_SLOW = """
+import sys, time
+from clipforge.library import milvus_library
+write = milvus_library.MilvusWriter.write
+def slow_write(self, batch):
+    write(self, batch)
+    print("batch", flush=True)
+    time.sleep(0.4)
+milvus_library.MilvusWriter.write = slow_write
+from clipforge.cli.main import main
+sys.exit(main({args!r}))
+"""
+
+
+def test_kill_9_mid_run_then_rerun_stores_each_image_once(tmp_path, photo_set) -> None:
+    store = f"milvus-lite:{tmp_path}/m.db"
+    args = ["index", "add", str(photo_set), "--store", store, "--library", str(tmp_path / "mlib"),
+            "--model", "test-vit-tiny", "--workers", "0", "--batch-size", "3", "-q"]
+    proc = subprocess.Popen([sys.executable, "-c", _SLOW.format(args=args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    assert proc.stdout is not None
+    seen = 0
+    deadline = time.monotonic() + 120
+    while seen < 2 and time.monotonic() < deadline:
+        if proc.stdout.readline().startswith(b"batch"):
+            seen += 1
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert seen == 2, proc.stderr.read().decode(errors="replace")[-2000:] if proc.stderr else ""
+    with MilvusLibrary(store, tmp_path / "mlib") as milvus:
+        partial = {r["path"] for r in milvus.space.iter_rows(fields=["path"])}
+    assert 0 < len(partial) < 19  # killed with work left
+    assert main(args) == 0
+    with MilvusLibrary(store, tmp_path / "mlib") as milvus:
+        rows = list(milvus.space.iter_rows(fields=["path", "status", "sha256"]))
+        assert len(rows) == len({r["path"] for r in rows}) == 19
+        assert sum(r["status"] == "ok" for r in rows) == 15
+        again = milvus.add(photo_set, workers=0, progress=False)
+    assert (again.unchanged, again.added, again.embedded) == (19, 0, 0)
+
+
+def test_indexer_plan_is_shared(tmp_path) -> None:
+    """The Milvus store plans with the embedded store's own rules, not a copy."""
+    assert milvus_module._plan is indexer_module._plan
+
+
+def test_scale_benchmark_runs_on_a_small_set() -> None:
+    """`benchmarks/scale.py` end to end on 1,500 vectors: every store reports ingest, latency and recall."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from benchmarks.scale import run
+
+    result = run(n=1500, dim=32, queries=20, timed=5, milvus_nlist=8, batch=1000, progress=False)
+    stores = [result["faiss"]["flat"], result["faiss"]["ivf"], result["milvus_lite"]]
+    assert all(s["ingest_per_s"] > 0 and s["points"] for s in stores)
+    assert result["faiss"]["flat"]["points"][0]["recall_at_k"] == 1.0
+    assert all(0.0 <= p["recall_at_k"] <= 1.0 and p["p95_ms"] >= p["p50_ms"] for s in stores for p in s["points"])

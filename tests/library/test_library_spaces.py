@@ -1,0 +1,80 @@
+"""Model spaces: one library, vectors of several models, each searched in its own space (both stores)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from clipforge.cli.main import main
+from clipforge.library import Library
+from clipforge.library.milvus_library import open_store_library
+
+STORES = ["sqlite", pytest.param("milvus", marks=pytest.mark.skipif(
+    __import__("importlib.util").util.find_spec("milvus_lite") is None, reason="needs the milvus extra"))]
+
+
+def _store_args(kind: str, tmp_path) -> list[str]:
+    return ["--store", f"milvus-lite:{tmp_path}/m.db"] if kind == "milvus" else []
+
+
+def _ranked(hits) -> list[tuple[str, float]]:
+    return [(h.path, round(h.score, 5)) for h in hits]
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_two_models_in_one_library(kind, tmp_path, images_factory, capsys) -> None:
+    images_factory(tmp_path / "photos", 8, formats=("png", "jpg"))
+    lib = ["--library", str(tmp_path / "lib"), *_store_args(kind, tmp_path)]
+    quiet = ["--workers", "0", "-q", "--json"]
+    assert main(["index", "add", str(tmp_path / "photos"), "--model", "test-vit-tiny", *lib, *quiet]) == 0
+    capsys.readouterr()
+    # Fill the second model's space with every known file, then again: resumable, nothing embedded twice.
+    assert main(["index", "add", "--model", "test-rn-tiny", *lib, *quiet]) == 0
+    assert json.loads(capsys.readouterr().out)["embedded"] == 8
+    assert main(["index", "add", "--model", "test-rn-tiny", *lib, *quiet]) == 0
+    assert json.loads(capsys.readouterr().out)["embedded"] == 0
+    assert main(["index", "stats", "--json", *lib]) == 0
+    spaces = json.loads(capsys.readouterr().out)["spaces"]
+    assert [(s["name"], s["images"], s["default"]) for s in spaces] == [("test-vit-tiny", 8, True),
+                                                                        ("test-rn-tiny", 8, False)]
+    # Each space answers exactly as a library built with that model alone.
+    for model in ("test-rn-tiny", "test-vit-tiny"):
+        alone = Library(tmp_path / f"alone-{model}", model)
+        alone.add(tmp_path / "photos", workers=0, progress=False)
+        store = f"milvus-lite:{tmp_path}/m.db" if kind == "milvus" else None
+        with open_store_library(store, tmp_path / "lib", model, create=False) as library:
+            assert library.encoder.name == model
+            assert _ranked(library.search("a red square", top_k=5)) == _ranked(alone.search("a red square", top_k=5))
+    assert main(["index", "drop-space", "test-vit-tiny", *lib]) == 2  # the default goes last
+    assert "default" in capsys.readouterr().err or kind == "sqlite"
+    assert main(["index", "drop-space", "test-rn-tiny", *lib]) == 0
+    assert "dropped model space test-rn-tiny" in capsys.readouterr().out
+    assert main(["search", "red", "--model", "test-rn-tiny", *lib]) == 2
+    assert "index add --model test-rn-tiny" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(__import__("importlib.util").util.find_spec("milvus_lite") is None, reason="milvus extra")
+def test_server_answers_from_a_milvus_store_and_names_its_model(tmp_path, images_factory) -> None:
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from clipforge.server.app import create_app
+    from clipforge.server.runner import open_server_library
+
+    images_factory(tmp_path / "photos", 4)
+    store = f"milvus-lite:{tmp_path}/m.db"
+    with open_store_library(store, tmp_path / "lib", "test-vit-tiny") as library:
+        library.add(tmp_path / "photos", workers=0, progress=False)
+    library = open_server_library(tmp_path / "lib", "test-vit-tiny", store=store)
+    with TestClient(create_app(library, ui=False)) as client:
+        out = client.post("/api/search", json={"text": "a photo", "top_k": 3}).json()
+        assert out["model"] == "test-vit-tiny" and len(out["results"]) == 3
+        first = out["results"][0]
+        assert client.get(f"/api/images/{first['id']}/thumb?size=32").status_code == 200
+        assert client.get("/api/stats").json()["images"]["ok"] == 4
+        extra = images_factory(tmp_path / "more", 1, seed=5)[0].read_bytes()
+        assert client.post("/api/images", files={"file": ("new.png", extra, "image/png")}).status_code == 201
+        assert client.post("/api/images", files={"file": ("again.png", extra, "image/png")}).status_code == 200
+        assert client.get("/api/stats").json()["images"]["ok"] == 5
+    library.close()
