@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from clipforge.errors import UserError
 from clipforge.data.base import BadImage
+from clipforge.errors import UserError
 from clipforge.library.dbfile import damaged, display_path
 from clipforge.library.encoder import Encoder, default_model_name, resolve_encoder
 from clipforge.library.index_manager import IndexManager
