@@ -33,6 +33,7 @@ from clipforge.inference._packing import (
     pack_linear,
 )
 from clipforge.inference._packing import linear as _linear
+from clipforge.inference._threads import split_batch
 from clipforge.models.clip import CLIP
 from clipforge.models.layers import LayerNorm, ResidualAttentionBlock, Transformer
 from clipforge.models.vit import VisionTransformer
@@ -240,14 +241,23 @@ class InferenceVisionTransformer(InferenceModule, VisionTransformer):
         if dtype is None:
             return super().forward(x)
         device = x.device.type
+        fused = self.fused and device == "cpu"
         with autocast_off(x):
-            x = self._patches(x, dtype, self.fused and device == "cpu")  # [N, grid*grid, width]
-            cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
-            x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
-            rows = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-            x = self.transformer(self.ln_pre(x), rows=rows)
-            out = self.ln_post(x) @ self.proj.to(x.dtype)
+            if x.shape[0] > 1:  # pack here, once, not in every slice's thread
+                self._cf_packed(dtype, fused)
+                for block in self.transformer.resblocks:
+                    if isinstance(block, InferenceBlock):
+                        block._cf_packed(dtype, block.fused and device == "cpu")
+            out = split_batch(lambda images: self._forward(images, dtype, fused), x)
         return autocast_output(out, device)
+
+    def _forward(self, x: torch.Tensor, dtype: torch.dtype, fused: bool) -> torch.Tensor:
+        x = self._patches(x, dtype, fused)  # [N, grid*grid, width]
+        cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
+        rows = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        x = self.transformer(self.ln_pre(x), rows=rows)
+        return self.ln_post(x) @ self.proj.to(x.dtype)
 
 
 class InferenceCLIP(CLIP):
