@@ -52,3 +52,20 @@ def test_vit_tower_split_equals_its_slices() -> None:
             single = model.encode_image(images)
     assert torch.equal(whole, halves)
     torch.testing.assert_close(whole, single, rtol=1e-5, atol=1e-5)
+
+
+def test_a_forked_child_splits_with_its_own_threads() -> None:
+    import multiprocessing
+
+    x = torch.arange(8.0).view(8, 1)
+    with _with_threads(2):
+        split_batch(lambda t: t + 1, x)  # the parent's pool exists before the fork
+        context = multiprocessing.get_context("fork")
+        with context.Pool(1) as pool:
+            out = pool.apply_async(_child_split, (x,)).get(timeout=60)
+    assert torch.equal(out, x + 1)
+
+
+def _child_split(x: torch.Tensor) -> torch.Tensor:
+    torch.set_num_threads(2)
+    return split_batch(lambda t: t + 1, x)

@@ -14,6 +14,7 @@ batch smaller than two images per thread is not split, and the workers never spl
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,18 @@ __all__ = ["split_batch"]
 _LOCK = threading.Lock()
 _POOLS: dict[int, ThreadPoolExecutor] = {}
 _LOCAL = threading.local()
+
+
+def _forget_pools_in_child() -> None:
+    # a forked child (DataLoader workers, multiprocessing) inherits the pools but not their threads:
+    # submitting to one would wait forever, so the child starts its own on first use
+    global _LOCK
+    _LOCK = threading.Lock()
+    _POOLS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pools_in_child)
 
 
 def _init_worker() -> None:
