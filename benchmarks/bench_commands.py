@@ -11,6 +11,10 @@ checkpoint, scanning, decoding, the model, writing):
     embed-bf16 / index-add-bf16   the same with --precision bf16, where the CLI has the flag
                        and the CPU multiplies bf16 natively (else recorded as skipped, with why)
 
+    startup            a process that imports clipforge and loads the checkpoint (`api.load_model`), nothing else
+
+Model-only time: the one encoder on `N` uint8 crops in-process (no files, no decoding), per
+precision; each command is reported next to startup + model-only (issue 22.2: goal <= 1.25x).
 Default flags otherwise: what a user types. Embeddings are compared by path: clipforge fp32
 with the HF loop (different resize code: cosine near, not at, 1), bf16 with clipforge fp32.
 """
@@ -130,6 +134,34 @@ def _library_vectors(library: Path) -> dict[str, np.ndarray]:
         store.close()
 
 
+# What every command pays before its first image: the imports and reading + building the model.
+_STARTUP = "import sys; from clipforge.api import load_model; load_model(sys.argv[1], 'cpu')"
+
+
+def _model_only(zoo: Any, count: int, precisions: list[str], batch: int = 32) -> dict[str, float]:
+    """Seconds the one encoder (`BatchEncoder`, as the commands run it) spends on `count` uint8 crops.
+
+    The lower bound of a command after start-up: no files, no decoding, the model alone at the
+    commands' batch size, best of two passes.
+    """
+    from clipforge.inference.encoder import BatchEncoder
+
+    resolution = int(zoo.base.visual.input_resolution)
+    crops = torch.randint(0, 256, (batch, resolution, resolution, 3), dtype=torch.uint8)
+    out = {}
+    for precision in precisions:
+        encoder = BatchEncoder(zoo.loaded(), precision, copy_model=True)
+        encoder.images(crops)  # packing and oneDNN primitives, as a command's first batch pays them too
+        best = float("inf")
+        for _ in range(2):
+            start = time.perf_counter()
+            for first in range(0, count, batch):
+                encoder.images(crops[: min(batch, count - first)])
+            best = min(best, time.perf_counter() - start)
+        out[precision] = best
+    return out
+
+
 def run(quick: bool = False, zoo: Any = None, progress: bool = True, count: int = 300) -> dict:
     """Time the whole processes (once each in quick runs, twice otherwise, median kept)."""
     from benchmarks.zoo import Zoo
@@ -161,6 +193,7 @@ def run(quick: bool = False, zoo: Any = None, progress: bool = True, count: int 
         else:
             results["bf16_skipped"] = ("this CPU has no native bf16 matmuls (AVX512-BF16/AMX)" if not bf16["cpu"]
                                        else "the CLI has no --precision flag yet")
+        candidates["startup"] = lambda i: [sys.executable, "-c", _STARTUP, str(files["ckpt"])]
         seconds: dict[str, list[float]] = {name: [] for name in candidates}
         for i in range(repeats):  # round-robin: a burst of load hits every candidate
             for name, argv in candidates.items():
@@ -174,6 +207,14 @@ def run(quick: bool = False, zoo: Any = None, progress: bool = True, count: int 
         hf_s = results["runs"]["hf-loop"]["seconds"]
         for entry in results["runs"].values():
             entry["vs_hf_loop"] = hf_s / entry["seconds"]
+        startup = results["runs"].pop("startup")["seconds"]
+        results["startup_seconds"] = startup
+        results["model_only_seconds"] = model_only = _model_only(zoo, count, ["fp32", "bf16"] if bf16["cpu"] else ["fp32"])
+        for name, entry in results["runs"].items():
+            precision = "bf16" if name.endswith("bf16") else "fp32"
+            if name != "hf-loop" and precision in model_only:
+                entry["model_only_seconds"] = model_only[precision]
+                entry["vs_startup_plus_model"] = entry["seconds"] / (startup + model_only[precision])
         hf_paths = (work / "hf0.npy.paths").read_text().splitlines()
         hf_vectors = _by_path(np.load(work / "hf0.npy"), hf_paths)
         vectors, rows = read_export(work / "embed0")

@@ -6,9 +6,11 @@
                                         # writes benchmarks/results-quick.json, docs untouched
     python -m benchmarks.run --only image,text
 
-Sections: tokenizer, image (ViT-B/32 and RN50 towers), text (text tower and the ImageNet
-classifier build), pipeline (decode accuracy and end to end), commands (`clipforge embed` / `index add` as whole
-processes vs a plain HF loop), search (1M-vector index).
+Sections: tokenizer, image (ViT-B/32 and RN50 towers, each row beside the matmul roof of its
+precision), text (text tower and the ImageNet classifier build), pipeline (decode accuracy and end
+to end), commands (`clipforge embed` / `index add` as whole processes vs a plain HF loop and vs
+start-up + model-only time), startup (`search` / `classify` / `similarity` vs `import torch`),
+search (1M-vector index).
 """
 
 from __future__ import annotations
@@ -24,14 +26,21 @@ from benchmarks import report
 from benchmarks.common import load_average, machine_info, matmul_roof
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("tokenizer", "image", "text", "pipeline", "commands", "search")
+SECTIONS = ("tokenizer", "image", "text", "pipeline", "commands", "startup", "search")
 
 
-def _print_image(data: dict) -> None:
+def _roof_label(precision: str, roof: dict) -> str:
+    return f"{precision} roof {roof.get(precision, 0):.0f}" + (
+        " emulated" if precision == "bf16" and not roof.get("bf16_native", True) else "")
+
+
+def _print_image(data: dict, roof: dict) -> None:
     for model, entry in data["models"].items():
-        if entry.get("roof_in_group"):
+        group = {k.split("-")[-1]: v for k, v in (entry.get("roof_in_group") or {}).items()}
+        here = {**roof, **group}
+        if group:
             print(f"  {model}: matmul roof timed with the largest batch: " + ", ".join(
-                f"{k.split('-')[-1]} {v:.0f} GFLOP/s" for k, v in entry["roof_in_group"].items()))
+                f"{k} {v:.0f} GFLOP/s" for k, v in group.items()))
         for batch, cands in entry["batches"].items():
             hf = cands.get("hf", {}).get("images_per_s")
             ref = cands.get("openai", {}).get("images_per_s")
@@ -42,8 +51,11 @@ def _print_image(data: dict) -> None:
                 if ref:
                     ratios.append(f"{t['images_per_s'] / ref:5.2f}x OpenAI")
                 cos = entry["accuracy"].get(name, {}).get("cosine_min")
-                print(f"  {model:9s} b{batch:<3s} {name:17s} {t['images_per_s']:8.2f} img/s {t['gflops']:7.1f} GFLOP/s  "
-                      f"{'  '.join(ratios):28s}" + (f" cos>={cos:.6f}" if cos is not None else ""))
+                precision = "bf16" if "bf16" in name or "autocast" in name else "fp32"
+                share = (f"{t['gflops'] / here[precision]:4.0%} of {_roof_label(precision, here)}"
+                         if here.get(precision) and "int8" not in name and "onnx" not in name else "")
+                print(f"  {model:9s} b{batch:<3s} {name:23s} {t['images_per_s']:8.2f} img/s {t['gflops']:7.1f} GFLOP/s "
+                      f"{share:26s} {'  '.join(ratios):28s}" + (f" cos>={cos:.6f}" if cos is not None else ""))
 
 
 def _print_text(data: dict) -> None:
@@ -88,14 +100,28 @@ def _print_commands(data: dict) -> None:
     if "skipped" in data:
         print(f"  skipped: {data['skipped']}")
         return
+    if "startup_seconds" in data:
+        print(f"  start-up (import + load the checkpoint) {data['startup_seconds']:.1f} s; model only for "
+              f"{data['images']} images: " + ", ".join(f"{k} {v:.1f} s" for k, v in data["model_only_seconds"].items()))
     for name, r in data["runs"].items():
+        beside = (f"  {r['vs_startup_plus_model']:4.2f}x start-up + model-only ({r['model_only_seconds']:.1f} s)"
+                  if "vs_startup_plus_model" in r else "")
         print(f"  {name:15s} {r['seconds']:7.1f} s  {r['images_per_s']:6.2f} img/s  {r['vs_hf_loop']:5.2f}x HF loop "
-              f"(whole process, {data['images']} photos)")
+              f"(whole process, {data['images']} photos){beside}")
     for name, acc in data.get("accuracy", {}).items():
         print(f"  cosine {name}: " + ", ".join(f"{k} {v:.5f}" if isinstance(v, float) else f"{k} {v}"
                                                for k, v in acc.items()))
     if data.get("bf16_skipped"):
         print(f"  --precision bf16 not measured: {data['bf16_skipped']}")
+
+
+def _print_startup(data: dict) -> None:
+    if "skipped" in data:
+        print(f"  skipped: {data['skipped']}")
+        return
+    for name, r in data["runs"].items():
+        print(f"  {name:13s} {r['seconds']:6.2f} s  {r['vs_import_torch']:4.2f}x import torch  (cpu {r['cpu_seconds']:.2f} s, "
+              f"{r['cpu_vs_import_torch']:4.2f}x)  {data['model']}, library of {data['photos']} photos")
 
 
 def _print_search(data: dict) -> None:
@@ -136,8 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_info()
     print(f"machine: {machine['cpu_model']}, {machine['usable_cpus']} cores, flags {', '.join(machine['flags'])}, "
           f"torch {machine['torch']} threads {machine['torch_threads']}, load {machine['load_average_start']}", flush=True)
-    roof = {"fp32_gflops": matmul_roof(torch.float32), "bf16_gflops": matmul_roof(torch.bfloat16)}
-    print(f"matmul roof: fp32 {roof['fp32_gflops']:.0f} GFLOP/s, bf16 {roof['bf16_gflops']:.0f} GFLOP/s", flush=True)
+    roof = {"fp32_gflops": matmul_roof(torch.float32), "bf16_gflops": matmul_roof(torch.bfloat16),
+            "bf16_native": bool(machine["bf16_native"])}
+    print(f"matmul roof: fp32 {roof['fp32_gflops']:.0f} GFLOP/s, bf16 {roof['bf16_gflops']:.0f} GFLOP/s "
+          f"({'native' if roof['bf16_native'] else 'emulated: no AVX512-BF16/AMX'})", flush=True)
     results: dict = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "quick": args.quick,
                      "machine": machine, "roof": roof, "sections": {}, "section_seconds": {}}
 
@@ -146,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     vit_name, rn_name = ("test-vit-tiny", "test-rn-tiny") if args.tiny else ("ViT-B/32", "RN50")
     vit = Zoo(vit_name) if {"image", "text", "pipeline", "commands"} & set(only) else None
     printers = {"tokenizer": _print_tokenizer, "image": _print_image, "text": _print_text,
-                "pipeline": _print_pipeline, "commands": _print_commands, "search": _print_search}
+                "pipeline": _print_pipeline, "commands": _print_commands, "startup": _print_startup,
+                "search": _print_search}
     for section in [s for s in SECTIONS if s in only]:
         print(f"[{section}] load {load_average()}", flush=True)
         t0 = time.perf_counter()
@@ -167,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
                 from benchmarks import bench_commands as module
                 data = (module.run(quick=args.quick, zoo=vit, progress=progress) if not args.tiny
                         else {"skipped": "--tiny: the commands are measured with ViT-B/32 only"})
+            elif section == "startup":
+                from benchmarks import bench_startup as module
+                data = module.run(quick=args.quick, progress=progress)
             else:
                 from benchmarks import bench_search_suite as module
                 data = module.run(quick=args.quick, progress=progress)
@@ -179,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
         results["section_seconds"][section] = time.perf_counter() - t0
         if "skipped" in data and section in ("image", "text", "pipeline"):
             print(f"  skipped: {data['skipped']}")
+        elif section == "image":
+            _print_image(data, {"fp32": roof["fp32_gflops"], "bf16": roof["bf16_gflops"],
+                                "bf16_native": roof["bf16_native"]})
         else:
             printers[section](data)
         print(f"[{section}] {results['section_seconds'][section]:.0f} s", flush=True)

@@ -178,10 +178,12 @@ def build_model(state_dict: dict[str, torch.Tensor], config: dict[str, Any] | No
     `config` overrides inference (needed only for heads counts that are not width // 64).
     """
     state_dict = {k: v for k, v in state_dict.items() if k not in _NON_PARAMETER_KEYS}
-    # Built on the meta device: random initialisation of a 600M-parameter model costs far more
-    # than copying the weights that replace it. The copies keep the caller's tensors untouched.
-    with torch.device("meta"):
-        model = CLIP(**(config or config_from_state_dict(state_dict)))
+    # Built without initialisation (`skeleton`): random initialisation of a 600M-parameter model costs
+    # far more than copying the weights that replace it, and the meta device would import torch._dynamo
+    # (over a second of every command's start). The copies keep the caller's tensors untouched.
+    from clipforge.models.skeleton import skeleton
+
+    model = skeleton(CLIP, **(config or config_from_state_dict(state_dict)))
     owned = {k: v.to(torch.float32 if v.is_floating_point() else v.dtype, copy=True) for k, v in state_dict.items()}
     model.load_state_dict(owned, strict=True, assign=True)
     leftover = [name for name, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]

@@ -1,0 +1,49 @@
+"""Start-up cost guards (issue 20.4): loading a model builds no meta-device model and imports no torch._dynamo."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import torch
+
+from clipforge.models import CLIP, create_model_from_config, get_config
+from clipforge.models.skeleton import skeleton
+from clipforge.weights.layout import canonical_order, model_key_order
+
+
+def test_loading_the_shipped_model_does_not_import_dynamo() -> None:
+    # The meta device ran Python meta kernels that imported torch._dynamo and sympy: >1 s per command.
+    code = ("import sys; from clipforge.api import load_model; load_model('clipforge-tiny', 'cpu'); "
+            "bad = [m for m in ('torch._dynamo', 'sympy') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+
+
+def test_skeleton_has_the_model_names_shapes_and_deterministic_values() -> None:
+    config = get_config("test-vit-tiny")
+    torch.manual_seed(0)
+    real = create_model_from_config(config)
+    rng = torch.random.get_rng_state()
+    bare = skeleton(CLIP, **config)
+    assert torch.equal(torch.random.get_rng_state(), rng)  # no random draws
+    want = real.state_dict()
+    got = bare.state_dict()
+    assert list(got) == list(want)
+    assert {k: v.shape for k, v in got.items()} == {k: v.shape for k, v in want.items()}
+    assert all(v.device.type == "cpu" and not v.is_meta for v in got.values())
+    # deterministic fills are kept (a buffer no state dict carries must keep its value)
+    assert torch.equal(bare.ln_final.weight, torch.ones_like(bare.ln_final.weight))
+    # the no-op initialisers end with the call
+    t = torch.zeros(1000)
+    torch.nn.init.normal_(t)
+    assert t.std() > 0.5
+
+
+def test_canonical_order_is_the_model_order_without_building_on_meta() -> None:
+    config = get_config("test-rn-tiny")
+    want = list(create_model_from_config(config).state_dict())
+    assert list(model_key_order(config)) == want
+    scrambled = {k: torch.zeros(1) for k in sorted(want, reverse=True)} | {"extra.b": torch.zeros(1),
+                                                                            "extra.a": torch.zeros(1)}
+    assert list(canonical_order(scrambled, config)) == [*want, "extra.b", "extra.a"]

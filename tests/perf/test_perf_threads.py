@@ -1,0 +1,71 @@
+"""`split_batch`: a batch split across cores, one single-threaded slice each, computes what the slices do."""
+
+from __future__ import annotations
+
+import torch
+
+from clipforge.inference import prepare
+from clipforge.inference._threads import split_batch
+from clipforge.models import create_model_from_config, get_config
+
+
+def _with_threads(n: int):
+    class _Threads:
+        def __enter__(self) -> None:
+            self.old = torch.get_num_threads()
+            torch.set_num_threads(n)
+
+        def __exit__(self, *exc: object) -> None:
+            torch.set_num_threads(self.old)
+
+    return _Threads()
+
+
+def test_split_batch_concatenates_slices_in_order_and_keeps_the_thread_count() -> None:
+    seen: list[tuple[int, int]] = []
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        seen.append((x.shape[0], torch.get_num_threads()))
+        return x * 2
+
+    x = torch.arange(10.0).view(10, 1)
+    with _with_threads(2), torch.inference_mode():
+        out = split_batch(fn, x)
+        assert torch.get_num_threads() == 2
+    assert torch.equal(out, x * 2)
+    assert sorted(seen) == [(5, 1), (5, 1)]  # two slices, each on a one-thread team
+    seen.clear()
+    with _with_threads(2):
+        split_batch(fn, x[:3])  # fewer than two rows per thread: not split
+    assert seen == [(3, 2)]
+
+
+def test_vit_tower_split_equals_its_slices() -> None:
+    torch.manual_seed(0)
+    model = prepare(create_model_from_config(get_config("test-vit-tiny")), "fp32")
+    res = model.visual.input_resolution
+    images = torch.randn(8, 3, res, res)
+    with _with_threads(2), torch.inference_mode():
+        whole = model.encode_image(images)
+        with _with_threads(1):  # what each worker computes: its half, on one thread
+            halves = torch.cat([model.encode_image(images[:4]), model.encode_image(images[4:])])
+            single = model.encode_image(images)
+    assert torch.equal(whole, halves)
+    torch.testing.assert_close(whole, single, rtol=1e-5, atol=1e-5)
+
+
+def test_a_forked_child_splits_with_its_own_threads() -> None:
+    import multiprocessing
+
+    x = torch.arange(8.0).view(8, 1)
+    with _with_threads(2):
+        split_batch(lambda t: t + 1, x)  # the parent's pool exists before the fork
+        context = multiprocessing.get_context("fork")
+        with context.Pool(1) as pool:
+            out = pool.apply_async(_child_split, (x,)).get(timeout=60)
+    assert torch.equal(out, x + 1)
+
+
+def _child_split(x: torch.Tensor) -> torch.Tensor:
+    torch.set_num_threads(2)
+    return split_batch(lambda t: t + 1, x)
