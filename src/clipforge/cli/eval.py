@@ -17,6 +17,26 @@ from clipforge.cli.common import (
 DATASETS = ("imagenet", "cub", "cars", "cifar10", "cifar100", "folder")
 
 
+class _TaskParser(argparse.ArgumentParser):
+    """A subcommand parser that rejects unknown arguments itself, so the error shows the usage of
+    `clipforge eval TASK`, not the top-level usage argparse would print after the fact."""
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error("unrecognized arguments: " + " ".join(extras))
+        return namespace, extras
+
+
+def _plot_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--plot", nargs="?", const="", default=None, metavar="DIR",
+                        help=f"also write {what} PNGs into DIR (default: the --out folder)")
+
+
+def _plot(args: argparse.Namespace) -> bool | str:
+    return (args.plot or True) if args.plot is not None else False  # bare --plot: into --out
+
+
 def _ks(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
@@ -50,7 +70,7 @@ def _dataset_args(parser: argparse.ArgumentParser) -> None:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("eval", help="zero-shot, retrieval and linear-probe evaluation",
                                    description="Evaluate a CLIP model; writes one JSON report + log per run.")
-    tasks = parser.add_subparsers(dest="eval_task", metavar="TASK")
+    tasks = parser.add_subparsers(dest="eval_task", metavar="TASK", parser_class=_TaskParser)
 
     zs = tasks.add_parser("zeroshot", help="zero-shot classification accuracy",
                           description="Zero-shot top-1/top-5 and mean per-class recall of a model on a labelled "
@@ -62,8 +82,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                "for those, a bird prompt for cub, simple for folder")
     zs.set_defaults(templates=None)
     zs.add_argument("--classnames", default=None, metavar="F", help="file of class names (one per line) to prompt with")
-    zs.add_argument("--plot", nargs="?", const="", default=None, metavar="DIR",
-                    help="also write per-class accuracy and confusion-matrix PNGs into DIR (default: the --out folder)")
+    _plot_argument(zs, "per-class accuracy and confusion-matrix")
     zs.add_argument("--cache-dir", default=None, help="class-embedding cache (default ~/.cache/clipforge)")
     zs.set_defaults(func=run_zeroshot)
 
@@ -73,6 +92,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _common(rt)
     rt.add_argument("--captions", required=True, help="CSV with image,caption rows (several per image)")
     rt.add_argument("--images", default=None, help="image folder (default: beside the CSV)")
+    _plot_argument(rt, "recall@k curve")
     rt.set_defaults(func=run_retrieval)
 
     lp = tasks.add_parser("linear-probe", help="logistic-regression probe on frozen features (and few-shot)",
@@ -87,6 +107,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     lp.add_argument("--seeds", type=int, default=3, help="few-shot draws per k (default 3)")
     lp.add_argument("--no-full", action="store_true", help="skip the probe on all training data")
     lp.add_argument("--feature-cache", default=None, help="feature cache folder (default ~/.cache/clipforge)")
+    _plot_argument(lp, "C-sweep, per-class accuracy, confusion-matrix and few-shot")
     lp.set_defaults(func=run_linear_probe)
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
@@ -136,7 +157,7 @@ def run_zeroshot(args: argparse.Namespace) -> int:
     from clipforge.zeroshot.files import read_labels_file
 
     model, device = _prepare(args)
-    plot = (args.plot or True) if args.plot is not None else False  # bare --plot: into --out
+    plot = _plot(args)
     report = evaluate_zeroshot(
         model, args.dataset, args.root, _split(args), templates=args.templates,
         classnames=read_labels_file(args.classnames) if args.classnames else None,
@@ -154,7 +175,7 @@ def run_retrieval(args: argparse.Namespace) -> int:
     report = evaluate_retrieval(
         model, args.captions, args.images, batch_size=args.batch_size, workers=args.workers,
         device=device, limit=args.limit, out_dir=args.out, expect=parse_expect(args.expect),
-        tolerance=args.tolerance, progress=not (args.quiet or args.json), **_speed(args))
+        tolerance=args.tolerance, progress=not (args.quiet or args.json), plot=_plot(args), **_speed(args))
     return _finish(report, [f"{d}_R@{k}" for d in ("image_to_text", "text_to_image") for k in (1, 5, 10)], args)
 
 
@@ -168,7 +189,10 @@ def run_linear_probe(args: argparse.Namespace) -> int:
         fewshot_k=args.fewshot_k, seeds=args.seeds, full=not args.no_full, batch_size=args.batch_size,
         workers=args.workers, device=device, limit_train=args.limit_train, limit_test=args.limit,
         out_dir=args.out, feature_cache_dir=args.feature_cache, expect=parse_expect(args.expect),
-        tolerance=args.tolerance, progress=not (args.quiet or args.json), **_speed(args))
+        tolerance=args.tolerance, progress=not (args.quiet or args.json), plot=_plot(args), **_speed(args))
+    note = report["probe"].get("full", {}).get("note")
+    if note:
+        print(f"warning: {note}", file=sys.stderr)
     if not args.json:
         for k, entry in report["metrics"].get("fewshot", {}).items():
             print(f"{k}-shot top1 {100 * entry['top1']['mean']:.2f}% ± {100 * entry['top1']['std']:.2f} "

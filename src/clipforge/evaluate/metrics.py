@@ -20,7 +20,7 @@ import torch
 
 __all__ = [
     "classification_metrics", "confusion_matrix", "mean_per_class_recall", "per_class_accuracy",
-    "predictions", "retrieval_metrics", "retrieval_ranks", "target_ranks", "topk_accuracy",
+    "predictions", "retrieval_metrics", "retrieval_rank_lists", "retrieval_ranks", "target_ranks", "topk_accuracy",
 ]
 
 
@@ -127,8 +127,8 @@ def retrieval_ranks(scores, positives, chunk: int = 1024) -> torch.Tensor:
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
 
-def retrieval_metrics(image_features, text_features, text_to_image, ks: Sequence[int] = (1, 5, 10)) -> dict:
-    """Image->text and text->image recall@k from (normalised) features and each caption's image index."""
+def retrieval_rank_lists(image_features, text_features, text_to_image) -> tuple[torch.Tensor, torch.Tensor]:
+    """(image->text ranks [images], text->image ranks [texts]): 0-based rank of each query's best positive."""
     img, txt = _scores(image_features), _scores(text_features)
     t2i = _labels(text_to_image)
     if len(t2i) != len(txt):
@@ -136,8 +136,13 @@ def retrieval_metrics(image_features, text_features, text_to_image, ks: Sequence
     sim = img @ txt.t()  # [images, texts]
     i2t_mask = torch.zeros(sim.shape, dtype=torch.bool)
     i2t_mask[t2i, torch.arange(len(t2i))] = True
-    i2t = retrieval_ranks(sim, i2t_mask)
-    t2i_ranks = retrieval_ranks(sim.t(), t2i)
+    return retrieval_ranks(sim, i2t_mask), retrieval_ranks(sim.t(), t2i)
+
+
+def retrieval_metrics(image_features, text_features, text_to_image, ks: Sequence[int] = (1, 5, 10)) -> dict:
+    """Image->text and text->image recall@k from (normalised) features and each caption's image index."""
+    img, txt = _scores(image_features), _scores(text_features)
+    i2t, t2i_ranks = retrieval_rank_lists(img, txt, text_to_image)
     out: dict = {}
     for k in ks:
         out[f"image_to_text_R@{k}"] = int((i2t < k).sum()) / len(i2t)

@@ -35,9 +35,11 @@ def evaluate_retrieval(model: str | torch.nn.Module, captions: str | Path | Any,
                        out_dir: str | Path = "eval_results", expect: Mapping[str, float] | None = None,
                        tolerance: float = 0.3, preprocess: Any = None, model_name: str | None = None,
                        dataset_name: str | None = None, progress: bool = True,
-                       precision: str = "fp32", exact_decode: bool = False) -> dict[str, Any]:
+                       precision: str = "fp32", exact_decode: bool = False,
+                       plot: bool | str | Path = False) -> dict[str, Any]:
     """`captions`: a CSV path (``image,caption`` rows, see `clipforge.data.CaptionDataset`) or a
-    `CaptionDataset`. `limit`: a fixed random subset of images (with all their captions)."""
+    `CaptionDataset`. `limit`: a fixed random subset of images (with all their captions).
+    `plot`: True (into `out_dir`) or a folder: recall@k curves of both directions."""
     from clipforge.data import CaptionDataset
 
     ev = resolve_model(model, device, preprocess, model_name, precision=precision, exact_decode=exact_decode)
@@ -86,5 +88,13 @@ def evaluate_retrieval(model: str | torch.nn.Module, captions: str | Path | Any,
             "memory": peak_memory(ev.device),
             "files": {"report": str(json_path), "log": str(log_path)},
         }
+        if plot:
+            from clipforge.evaluate.metrics import retrieval_rank_lists
+            from clipforge.evaluate.plots import plot_recall_curves
+
+            plot_dir = out_dir if plot is True else Path(plot)
+            i2t, t2i = retrieval_rank_lists(image_features, text_features, text_to_image)
+            report["files"]["plots"] = [str(plot_recall_curves(i2t, t2i, plot_dir / f"{stem}_recall.png",
+                                                               title=f"{ev.name} on {name}"))]
         finish_report(report, metrics, expect, tolerance, json_path, log)
     return report
