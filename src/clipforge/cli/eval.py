@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 from clipforge.cli.common import (
     add_model_argument,
@@ -109,7 +110,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     lp.add_argument("--feature-cache", default=None, help="feature cache folder (default ~/.cache/clipforge)")
     _plot_argument(lp, "C-sweep, per-class accuracy, confusion-matrix and few-shot")
     lp.set_defaults(func=run_linear_probe)
+    _register_suite(tasks)
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+
+
+def _register_suite(tasks: argparse._SubParsersAction) -> None:
+    st = tasks.add_parser(
+        "suite", help="many models x many datasets, resumable, one merged table",
+        description="Evaluate every --models spec on every --datasets entry found under --root (one folder per "
+                    "dataset, in its official layout), with the same code as the single commands. Finished cells "
+                    "(model fingerprint x dataset x split x task x prompt set) are never recomputed. Writes one "
+                    "CLIP_benchmark-format JSON per cell, per-sample predictions (Parquet), table.md/csv/json with "
+                    "open_clip's published numbers beside ours, and heatmap.png. Missing datasets are listed and skipped.")
+    st.add_argument("--models", required=True, nargs="+", metavar="SPEC",
+                    help="model specs (any --model value), space- or comma-separated")
+    st.add_argument("--datasets", required=True, nargs="+", metavar="NAME",
+                    help="dataset names, presets (clip-paper, robustness, retrieval, local) or NAME=PATH")
+    st.add_argument("--root", default=None, help="folder with one sub-folder per dataset (see docs/datasets.md)")
+    st.add_argument("--tasks", default="zeroshot,retrieval",
+                    help="comma-separated: zeroshot, linear-probe, retrieval (default zeroshot,retrieval)")
+    st.add_argument("--templates", default=None, help="one prompt set for every dataset (default: each dataset's own)")
+    st.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when available)")
+    st.add_argument("--batch-size", type=int, default=64, help="images per model batch (default 64)")
+    add_speed_arguments(st, workers=False)
+    st.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="DataLoader workers")
+    st.add_argument("--out", default="eval_suite", help="output folder (default eval_suite); reruns resume it")
+    st.add_argument("--limit", type=int, default=None, help="a fixed random subset of N test images per dataset")
+    st.add_argument("--limit-train", type=int, default=None, help="a fixed random subset for linear-probe training")
+    st.add_argument("--top-k", type=int, default=5, help="predictions kept per sample in the Parquet files")
+    st.add_argument("--expect", action="append", metavar="[MODEL@]DATASET[:METRIC]=PCT",
+                    help="golden check, e.g. ViT-B/32@imagenet=63.32; exit status 1 when a cell misses")
+    st.add_argument("--tolerance", type=float, default=0.3, help="allowed miss in percentage points (0.3)")
+    st.add_argument("--download", action="store_true",
+                    help="first fetch (verified) the datasets whose publishers serve a stable archive into --root")
+    add_output_arguments(st, json=True, quiet=True)
+    st.set_defaults(func=run_suite_command)
 
 
 def _split(args: argparse.Namespace) -> str:
@@ -198,3 +233,37 @@ def run_linear_probe(args: argparse.Namespace) -> int:
             print(f"{k}-shot top1 {100 * entry['top1']['mean']:.2f}% ± {100 * entry['top1']['std']:.2f} "
                   f"({entry['top1']['n']} seeds)")
     return _finish(report, ["top1", "top5", "mean_per_class_recall"], args)
+
+
+def run_suite_command(args: argparse.Namespace) -> int:
+    from clipforge.api import resolve_device
+    from clipforge.evaluate.suite import parse_suite_expect, run_suite
+
+    models = [m for chunk in args.models for m in chunk.split(",") if m.strip()]
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    expect = parse_suite_expect(args.expect)
+    if args.download:
+        from clipforge.data.catalog import expand_datasets
+        from clipforge.data.download import download_dataset
+
+        if args.root is None:
+            raise ValueError("--download needs --root (where the datasets go)")
+        for key in expand_datasets(args.datasets):
+            print(download_dataset(key.partition("=")[0], args.root, progress=not args.quiet), file=sys.stderr)
+    quiet = args.quiet or args.json
+    summary = run_suite(models, args.datasets, args.root, args.out, tasks=tasks, templates=args.templates,
+                        limit=args.limit, limit_train=args.limit_train, batch_size=args.batch_size,
+                        workers=args.workers, device=str(resolve_device(args.device)), precision=args.precision,
+                        exact_decode=args.exact_decode, expect=expect, tolerance=args.tolerance, top_k=args.top_k,
+                        progress=not quiet, echo=(lambda text: None) if quiet else None)
+    if args.json:
+        print(json.dumps(summary, indent=2, ensure_ascii=False, default=str))
+    else:
+        print(Path(summary["files"]["markdown"]).read_text(encoding="utf-8"), end="")
+        print("files: " + ", ".join(summary["files"].values()))
+    for check in summary["expectations"]:
+        if not check["ok"]:
+            print(f"expect {check['model'] or '*'}@{check['dataset']}:{check['metric']}={check['expected']} "
+                  f"±{check['tolerance']}: measured {check['measured']} MISSED"
+                  + (f" ({check['why']})" if check.get("why") else ""), file=sys.stderr)
+    return 0 if summary["passed"] else 1

@@ -52,6 +52,24 @@ def _folder(root: Path, split: str, transform: Any, **kw: Any) -> LabelledDatase
     return ImageFolder(root, split, transform, **kw)
 
 
+def _lazy(module: str, cls: str) -> Factory:
+    """A factory that imports `clipforge.data.<module>.<cls>` only when the dataset is opened."""
+    def factory(root: Path, split: str, transform: Any, **kw: Any) -> LabelledDataset:
+        import importlib
+
+        return getattr(importlib.import_module(f"clipforge.data.{module}"), cls)(root, split, transform, **kw)
+
+    return factory
+
+
+# The native-layout adapters of the CLIP paper's datasets (catalogue keys; see catalog.json).
+_NATIVE = {
+    "food101": ("natural", "Food101"), "sun397": ("natural", "SUN397"), "dtd": ("natural", "DTD"),
+    "pets": ("natural", "OxfordPets"), "caltech101": ("natural", "Caltech101"),
+    "flowers102": ("natural", "Flowers102"), "fgvc_aircraft": ("natural", "FGVCAircraft"),
+    "birdsnap": ("natural", "Birdsnap"),
+}
+
 _REGISTRY: dict[str, Factory] = {
     "imagenet": _imagenet,
     "cub": _cub,
@@ -59,14 +77,19 @@ _REGISTRY: dict[str, Factory] = {
     "cifar10": _cifar("cifar10"),
     "cifar100": _cifar("cifar100"),
     "folder": _folder,
+    **{name: _lazy(module, cls) for name, (module, cls) in _NATIVE.items()},
 }
 _ALIASES = {"imagenet1k": "imagenet", "ilsvrc2012": "imagenet", "cub200": "cub", "cub2002011": "cub",
             "stanfordcars": "cars", "imagefolder": "folder"}
 
 
 def _key(name: str) -> str:
+    from .catalog import canonical
+
     key = "".join(c for c in name.lower() if c.isalnum())
-    return _ALIASES.get(key, key)
+    if key in _ALIASES:
+        return _ALIASES[key]
+    return key if key in _REGISTRY else (canonical(name) or key)
 
 
 def available_datasets() -> list[str]:

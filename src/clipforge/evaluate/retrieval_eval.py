@@ -36,10 +36,12 @@ def evaluate_retrieval(model: str | torch.nn.Module, captions: str | Path | Any,
                        tolerance: float = 0.3, preprocess: Any = None, model_name: str | None = None,
                        dataset_name: str | None = None, progress: bool = True,
                        precision: str = "fp32", exact_decode: bool = False,
-                       plot: bool | str | Path = False) -> dict[str, Any]:
+                       plot: bool | str | Path = False, predictions: str | Path | None = None,
+                       top_k: int = 10) -> dict[str, Any]:
     """`captions`: a CSV path (``image,caption`` rows, see `clipforge.data.CaptionDataset`) or a
     `CaptionDataset`. `limit`: a fixed random subset of images (with all their captions).
-    `plot`: True (into `out_dir`) or a folder: recall@k curves of both directions."""
+    `plot`: True (into `out_dir`) or a folder: recall@k curves of both directions.
+    `predictions`: a Parquet path: per image query its `top_k` caption ids and scores."""
     from clipforge.data import CaptionDataset
 
     ev = resolve_model(model, device, preprocess, model_name, precision=precision, exact_decode=exact_decode)
@@ -88,6 +90,13 @@ def evaluate_retrieval(model: str | torch.nn.Module, captions: str | Path | Any,
             "memory": peak_memory(ev.device),
             "files": {"report": str(json_path), "log": str(log_path)},
         }
+        if predictions is not None:
+            from clipforge.evaluate.predictions import write_predictions
+
+            kept = result.indices.tolist()
+            report["files"]["predictions"] = str(write_predictions(
+                predictions, kept, [ds.images[i] for i in kept], list(range(len(kept))),
+                image_features @ text_features.t(), top_k))
         if plot:
             from clipforge.evaluate.metrics import retrieval_rank_lists
             from clipforge.evaluate.plots import plot_recall_curves
