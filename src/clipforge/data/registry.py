@@ -68,6 +68,14 @@ _NATIVE = {
     "pets": ("natural", "OxfordPets"), "caltech101": ("natural", "Caltech101"),
     "flowers102": ("natural", "Flowers102"), "fgvc_aircraft": ("natural", "FGVCAircraft"),
     "birdsnap": ("natural", "Birdsnap"),
+    "mnist": ("arrays", "MNIST"), "stl10": ("arrays", "STL10"), "fer2013": ("arrays", "FER2013"),
+    "pcam": ("arrays", "PCam"),
+    "eurosat": ("scenes", "EuroSAT"), "resisc45": ("scenes", "RESISC45"), "gtsrb": ("scenes", "GTSRB"),
+    "country211": ("scenes", "Country211"), "rendered_sst2": ("scenes", "RenderedSST2"),
+    "clevr_counts": ("scenes", "CLEVRCounts"), "kitti_distance": ("scenes", "KITTIDistance"),
+    "imagenetv2": ("imagenet_variants", "ImageNetV2"), "imagenet_sketch": ("imagenet_variants", "imagenet_sketch"),
+    "imagenet_a": ("imagenet_variants", "imagenet_a"), "imagenet_r": ("imagenet_variants", "imagenet_r"),
+    "objectnet": ("imagenet_variants", "ObjectNet"), "voc2007": ("imagenet_variants", "VOC2007"),
 }
 
 _REGISTRY: dict[str, Factory] = {
