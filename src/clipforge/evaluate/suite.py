@@ -203,7 +203,8 @@ def run_suite(models: Sequence[str], datasets: Sequence[str] | str, root: str | 
     """Run (or resume) the grid; write cells, predictions, the merged table and heat map; return the summary.
 
     The summary has ``cells`` (one row per cell: model, dataset, task, metric, value, status
-    computed/cached/failed), ``missing`` (datasets skipped and why), ``expectations`` and ``passed``.
+    computed/cached/failed), ``missing`` (datasets skipped and why), ``expectations`` and ``passed``
+    (every golden check met and no dataset that was present failed to evaluate).
     """
     from tqdm.auto import tqdm
 
@@ -260,8 +261,9 @@ def run_suite(models: Sequence[str], datasets: Sequence[str] | str, root: str | 
                 bar.update(1)
     rows += _earlier_cells(out_dir, {r["cell_file"] for r in rows})
     checks = check_suite_expectations(rows, expect, tolerance)
-    summary = {"cells": rows, "missing": missing, "expectations": checks,
-               "passed": all(c["ok"] for c in checks), "out_dir": str(out_dir)}
+    failed = [r for r in rows if r.get("status") == "failed"]
+    summary = {"cells": rows, "missing": missing, "expectations": checks, "failed": len(failed),
+               "passed": all(c["ok"] for c in checks) and not failed, "out_dir": str(out_dir)}
     summary["files"] = write_tables(summary, out_dir)
     return summary
 
