@@ -107,3 +107,10 @@ def test_probe_sweep_shows_progress(capsys):
     fit_probe(x[:20], y[:20], x[20:], 2, val=(x[20:], y[20:]), progress=True, desc="C sweep (full probe)")
     err = capsys.readouterr().err
     assert "C sweep (full probe)" in err and "fit" in err
+
+
+def test_cli_dataset_choices_are_the_registry():
+    from clipforge.cli.eval import DATASETS
+    from clipforge.data import available_datasets
+
+    assert sorted(DATASETS) == available_datasets()

@@ -15,7 +15,11 @@ from clipforge.cli.common import (
     add_templates_argument,
 )
 
-DATASETS = ("imagenet", "cub", "cars", "cifar10", "cifar100", "folder")
+# clipforge.data's registry, spelled out so `clipforge --help` need not import torch (a test keeps them equal)
+DATASETS = ("imagenet", "cub", "cars", "cifar10", "cifar100", "folder", "birdsnap", "caltech101", "clevr_counts",
+            "country211", "dtd", "eurosat", "fer2013", "fgvc_aircraft", "flowers102", "food101", "gtsrb",
+            "imagenet_a", "imagenet_r", "imagenet_sketch", "imagenetv2", "kitti_distance", "mnist", "objectnet",
+            "pcam", "pets", "rendered_sst2", "resisc45", "stl10", "sun397", "voc2007")
 
 
 class _TaskParser(argparse.ArgumentParser):
@@ -64,7 +68,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _dataset_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", required=True, choices=DATASETS)
+    parser.add_argument("--dataset", required=True, choices=DATASETS, metavar="NAME",
+                        help="one of: " + ", ".join(DATASETS) + " (layouts: docs/datasets.md)")
     parser.add_argument("--root", required=True, help="dataset folder (layouts: see clipforge.data)")
 
 

@@ -16,9 +16,16 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DatasetInfo", "dataset_info", "expand_datasets", "find_dataset_root", "list_catalog", "presets"]
+__all__ = ["DatasetInfo", "UnknownDatasetError", "dataset_info", "expand_datasets", "find_dataset_root", "list_catalog", "presets"]
 
 _FILE = Path(__file__).resolve().parent / "catalog.json"
+
+
+class UnknownDatasetError(KeyError, ValueError):
+    """A dataset name nobody knows: a KeyError for lookups, a ValueError (one line, exit 2) for the CLI."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "unknown dataset"
 
 
 @dataclass(frozen=True)
@@ -69,7 +76,7 @@ def dataset_info(name: str) -> DatasetInfo:
     """The catalogue entry of `name` (aliases accepted); KeyError naming the known datasets."""
     key = canonical(name)
     if key is None:
-        raise KeyError(f"unknown dataset {name!r}; known: {', '.join(list_catalog())}; presets: "
+        raise UnknownDatasetError(f"unknown dataset {name!r}; known: {', '.join(list_catalog())}; presets: "
                        f"{', '.join(presets())}")
     raw = _catalog()["datasets"][key]
     names = raw.get("prompt_names", {}).get("names")

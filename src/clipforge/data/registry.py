@@ -117,5 +117,7 @@ def open_dataset(name: str, root: str | Path, split: str = "test", transform: An
     """
     factory = _REGISTRY.get(_key(name))
     if factory is None:
-        raise KeyError(f"unknown dataset {name!r}; available: {', '.join(available_datasets())}")
+        from .catalog import UnknownDatasetError
+
+        raise UnknownDatasetError(f"unknown dataset {name!r}; available: {', '.join(available_datasets())}")
     return factory(Path(root), split, transform, **kwargs)
