@@ -62,7 +62,8 @@ def test_suite_cells_missing_failed_and_resume(tmp_path, monkeypatch):
     assert status == {("rendered_sst2", "zeroshot"): "computed", ("voc2007", "zeroshot"): "computed",
                       ("dtd", "zeroshot"): "failed"}
     assert {m["dataset"]: m["reason"].split()[0] for m in summary["missing"]} == {"food101": "not",
-                                                                                  "ucf101": "video"}
+                                                                                  "ucf101": "not"}
+    assert "frames" in next(m["get"] for m in summary["missing"] if m["dataset"] == "ucf101")
     assert summary["failed"] == 1 and summary["passed"] is False
     cells = {json.loads(p.read_text())["dataset"]: json.loads(p.read_text())
              for p in (tmp_path / "out" / "cells").glob("*/*.json")}

@@ -19,7 +19,8 @@ from clipforge.cli.common import (
 DATASETS = ("imagenet", "cub", "cars", "cifar10", "cifar100", "folder", "birdsnap", "caltech101", "clevr_counts",
             "country211", "dtd", "eurosat", "fer2013", "fgvc_aircraft", "flowers102", "food101", "gtsrb",
             "imagenet_a", "imagenet_r", "imagenet_sketch", "imagenetv2", "kitti_distance", "mnist", "objectnet",
-            "pcam", "pets", "rendered_sst2", "resisc45", "stl10", "sun397", "voc2007")
+            "pcam", "pets", "rendered_sst2", "resisc45", "stl10", "sun397", "voc2007", "ucf101", "kinetics700",
+            "hateful_memes")
 
 
 class _TaskParser(argparse.ArgumentParser):
@@ -162,7 +163,11 @@ def _finish(report: dict, keys: list[str], args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2, ensure_ascii=False, default=str))
         return 0 if report.get("passed", True) else 1
     metrics = report["metrics"]
+    paper = report.get("paper_metric")
+    keys = keys + ([paper] if paper and paper not in keys else [])
     shown = "  ".join(f"{k} {100 * metrics[k]:.2f}%" for k in keys if isinstance(metrics.get(k), float))
+    if paper and paper != "top1" and isinstance(metrics.get(paper), float):
+        shown += f"  (the CLIP paper reports {paper} for this dataset)"
     print(f"{report['model']['name']} on {report['dataset']['name']}: {shown}")
     skipped = report.get("bad_images", {})
     skipped = skipped.get("skipped", 0) if "skipped" in skipped else sum(v.get("skipped", 0) for v in skipped.values())

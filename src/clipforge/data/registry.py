@@ -76,6 +76,8 @@ _NATIVE = {
     "imagenetv2": ("imagenet_variants", "ImageNetV2"), "imagenet_sketch": ("imagenet_variants", "imagenet_sketch"),
     "imagenet_a": ("imagenet_variants", "imagenet_a"), "imagenet_r": ("imagenet_variants", "imagenet_r"),
     "objectnet": ("imagenet_variants", "ObjectNet"), "voc2007": ("imagenet_variants", "VOC2007"),
+    "ucf101": ("frames", "UCF101Frames"), "kinetics700": ("frames", "Kinetics700Frames"),
+    "hateful_memes": ("frames", "HatefulMemes"),
 }
 
 _REGISTRY: dict[str, Factory] = {

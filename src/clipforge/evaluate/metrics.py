@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 __all__ = [
-    "classification_metrics", "confusion_matrix", "mean_average_precision_11pt", "mean_per_class_recall", "per_class_accuracy",
+    "binary_roc_auc", "classification_metrics", "confusion_matrix", "mean_average_precision_11pt", "mean_per_class_recall", "per_class_accuracy",
     "predictions", "retrieval_metrics", "retrieval_rank_lists", "retrieval_ranks", "target_ranks", "topk_accuracy",
 ]
 
@@ -188,3 +188,14 @@ def mean_average_precision_11pt(scores, targets) -> float:
     aps = [average_precision_11pt(s[:, c], t[:, c] == 1, t[:, c] == 0) for c in range(s.shape[1])]
     aps = [a for a in aps if not np.isnan(a)]
     return float(np.mean(aps)) if aps else float("nan")
+
+
+def binary_roc_auc(scores, targets) -> float:
+    """Area under the ROC curve of `scores` for the positive class (label 1): the probability that a
+    random positive outscores a random negative, ties counting half (scikit-learn's value)."""
+    from sklearn.metrics import roc_auc_score
+
+    y = _labels(targets).numpy()
+    if len(np.unique(y)) < 2:
+        return float("nan")
+    return float(roc_auc_score(y, _scores(scores).numpy().reshape(-1)))

@@ -90,6 +90,12 @@ def evaluate_zeroshot(model: str | torch.nn.Module, dataset: str | Any, root: st
             from clipforge.evaluate.metrics import mean_average_precision_11pt
 
             metrics["mAP11"] = mean_average_precision_11pt(scores, np.asarray(multilabels)[result.indices.numpy()])
+        if paper_metric(ds_name) == "roc_auc" and scores.shape[1] == 2:  # Hateful Memes
+            from clipforge.evaluate.metrics import binary_roc_auc
+
+            metrics["roc_auc"] = binary_roc_auc(scores[:, 1] - scores[:, 0], result.labels)
+        if paper_metric(ds_name) == "mean_top1_top5":  # Kinetics-700, as the paper reports it
+            metrics["mean_top1_top5"] = (metrics["top1"] + metrics["top5"]) / 2
         log.info("top1 %.2f%% top5 %.2f%% mean per-class recall %.2f%% over %d images; %s",
                  100 * metrics["top1"], 100 * metrics["top5"], 100 * metrics["mean_per_class_recall"],
                  metrics["num_samples"], f"{result.bad['skipped']} bad images skipped")
