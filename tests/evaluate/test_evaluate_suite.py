@@ -133,3 +133,54 @@ def test_prompt_names_follow_the_labels():
     assert names("clevr_counts", [str(n) for n in range(3, 11)]) == [str(n) for n in range(3, 11)]
     assert names("country211", [f"c{i}" for i in range(211)]) == get_classnames("country211")
     assert default_templates("voc2007") == "PascalVOC2007" and default_templates("imagenet_a") == "imagenet"
+
+
+def test_suite_reads_torchvision_roots_with_the_right_labels(tmp_path):
+    """A --root laid out as torchvision's `root` arguments are: each cell's predictions name every
+    image with the label its native annotations give."""
+    import pyarrow.parquet as pq
+
+    root = tmp_path / "tv"
+    expected: dict[str, dict[str, int]] = {}
+    # DTD: root/dtd/dtd/{images,labels}
+    for cls in ("banded", "zigzagged"):
+        _img(root / "dtd" / "dtd" / "images" / cls / f"{cls}_1.jpg", (10, 10, 10))
+    (root / "dtd" / "dtd" / "labels").mkdir()
+    (root / "dtd" / "dtd" / "labels" / "test1.txt").write_text("zigzagged/zigzagged_1.jpg\nbanded/banded_1.jpg\n")
+    expected["dtd"] = {"zigzagged_1.jpg": 1, "banded_1.jpg": 0}
+    # CLEVR: root/clevr/CLEVR_v1.0
+    clevr = root / "clevr" / "CLEVR_v1.0"
+    scenes = [{"image_filename": "a.png", "objects": [{}] * 5}, {"image_filename": "b.png", "objects": [{}] * 9}]
+    (clevr / "scenes").mkdir(parents=True)
+    (clevr / "scenes" / "CLEVR_val_scenes.json").write_text(json.dumps({"scenes": scenes}))
+    for s in scenes:
+        _img(clevr / "images" / "val" / s["image_filename"], (1, 2, 3))
+    expected["clevr_counts"] = {"a.png": 2, "b.png": 6}
+    # GTSRB: root/gtsrb/GTSRB/Final_Test/Images + root/gtsrb/GT-final_test.csv
+    for name in ("00000.ppm", "00001.ppm"):
+        _img(root / "gtsrb" / "GTSRB" / "Final_Test" / "Images" / name, (200, 0, 0))
+    (root / "gtsrb" / "GT-final_test.csv").write_text("Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2;ClassId\n"
+                                                      "00000.ppm;8;8;0;0;7;7;42\n00001.ppm;8;8;0;0;7;7;3\n")
+    expected["gtsrb"] = {"00000.ppm": 42, "00001.ppm": 3}
+    # Flowers: root/flowers-102
+    import numpy as np
+    import scipy.io
+
+    (root / "flowers-102").mkdir(parents=True)
+    scipy.io.savemat(root / "flowers-102" / "imagelabels.mat", {"labels": np.array([[5, 102]])})
+    scipy.io.savemat(root / "flowers-102" / "setid.mat", {"trnid": np.array([[1]]), "valid": np.array([[1]]),
+                                                          "tstid": np.array([[2, 1]])})
+    for i in (1, 2):
+        _img(root / "flowers-102" / "jpg" / f"image_{i:05d}.jpg", (0, 90, 0))
+    expected["flowers102"] = {"image_00002.jpg": 101, "image_00001.jpg": 4}
+
+    summary = run_suite(["test-vit-tiny"], list(expected), root, tmp_path / "out", workers=0, device="cpu",
+                        progress=False, echo=lambda text: None)
+    assert summary["passed"] and {r["dataset"] for r in summary["cells"]} == set(expected)
+    for path in (tmp_path / "out" / "cells").glob("*/*.json"):
+        cell = json.loads(path.read_text())
+        preds = pq.read_table(cell["clipforge"]["predictions"]).to_pydict()
+        got = {Path(s.split("::")[-1]).name: label for s, label in zip(preds["source"], preds["label"], strict=True)}
+        assert got == expected[cell["dataset"]], cell["dataset"]
+    flowers = next(r for r in summary["cells"] if r["dataset"] == "flowers102")
+    assert flowers["metric"] == "mean_per_class_recall"

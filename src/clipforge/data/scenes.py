@@ -176,7 +176,7 @@ class KITTIDistance(LabelledDataset):
 
     def __init__(self, root: str | Path, split: str = "test", transform: Callable | None = None) -> None:
         split = split_choice(split, {"train": "train", "test": "test"}, "kitti_distance")
-        base = find_base(root, ["kitti", "KITTI"], "training/label_2", KITTI_LAYOUT)
+        base = find_base(root, ["kitti", "KITTI", "Kitti/raw", "raw"], "training/label_2", KITTI_LAYOUT)
         images, labels = base / "training" / "image_2", base / "training" / "label_2"
         ids = sorted(n[:-4] for n in os.listdir(labels) if n.endswith(".txt"))
         n_test = max(1, round(len(ids) * self.TEST_FRACTION))
