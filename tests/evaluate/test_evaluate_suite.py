@@ -184,3 +184,24 @@ def test_suite_reads_torchvision_roots_with_the_right_labels(tmp_path):
         assert got == expected[cell["dataset"]], cell["dataset"]
     flowers = next(r for r in summary["cells"] if r["dataset"] == "flowers102")
     assert flowers["metric"] == "mean_per_class_recall"
+
+
+def test_expect_published_checks_every_cell_with_a_published_number():
+    from clipforge.evaluate.suite import parse_suite_expect
+    from clipforge.evaluate.suite_table import check_suite_expectations, published_number
+
+    assert published_number("ViT-B/32", "imagenet") == 63.32 and published_number("ViT-B-32", "cifar10") == 89.83
+    assert published_number("ViT-B-32:laion2b_s34b_b79k", "imagenet") is not None
+    assert published_number("clipforge-tiny", "imagenet") is None
+
+    def row(model, dataset, value):
+        return {"model": model, "dataset": dataset, "task": "zeroshot", "metric": "top1", "value": value,
+                "metrics": {"acc1": value}, "status": "computed"}
+
+    rows = [row("ViT-B/32", "imagenet", 0.6330), row("clipforge-tiny", "cifar10", 0.8), row("ViT-B/32", "cifar10", 0.85)]
+    checks = check_suite_expectations(rows, parse_suite_expect(["published"]), 0.3)
+    assert [(c["dataset"], c["ok"]) for c in checks] == [("imagenet", True), ("cifar10", False)]
+    none = check_suite_expectations(rows[1:2], parse_suite_expect(["published"]), 0.3)
+    assert len(none) == 1 and not none[0]["ok"] and "no cell" in none[0]["why"]
+    with pytest.raises(ValueError, match="DATASET"):
+        parse_suite_expect(["imagenet"])

@@ -102,7 +102,8 @@ def open_eval_dataset(dataset: str | Any, root: str | Path | None, split: str | 
 
 
 def _norm_name(name: str) -> str:
-    return " ".join(name.lower().replace("_", " ").replace("/", " ").replace("-", " ").split())
+    """Spelling-insensitive key: "Allen's Hummingbird", "allens_hummingbird" and "Allens Hummingbird" agree."""
+    return "".join(c for c in name.lower() if c.isalnum())
 
 
 def _first(name: Any) -> str:

@@ -61,6 +61,22 @@ def check_suite_expectations(rows: Sequence[dict[str, Any]], expect: Sequence[An
     """One check per (expectation, matching cell); a cell that is absent fails its check."""
     checks = []
     for e in expect:
+        if e.dataset == "*":  # `--expect published`: every cell with a published number
+            before = len(checks)
+            for r in rows:
+                published = published_number(r["model"], r["dataset"]) if r["task"] == "zeroshot" and \
+                    r.get("status") != "failed" else None
+                value = _metric_value(r, "top1") if published is not None else None
+                if published is not None:
+                    checks.append({"model": r["model"], "dataset": r["dataset"], "metric": "top1",
+                                   "expected": published, "measured": None if value is None else round(100 * value, 4),
+                                   "tolerance": tolerance,
+                                   "ok": value is not None and abs(100 * value - published) <= tolerance + 1e-9})
+            if len(checks) == before:
+                checks.append({"model": None, "dataset": "*", "metric": "top1", "expected": None, "measured": None,
+                               "tolerance": tolerance, "ok": False,
+                               "why": "no cell of this grid has a published number to check"})
+            continue
         matched = [r for r in rows if r["dataset"] == e.dataset and r.get("status") != "failed"
                    and r["task"] != "linear-probe" and (e.model is None or r["model"] == e.model)]
         if not matched:
