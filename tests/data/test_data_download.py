@@ -120,3 +120,23 @@ def test_zip_member_outside_the_destination_is_refused(tmp_path):
 def test_not_downloadable_says_where_to_get_it(tmp_path):
     with pytest.raises(ValueError, match="kaggle|Kaggle"):
         dl.download_dataset("fer2013", tmp_path)
+
+
+def test_suite_download_then_evaluate(served, tmp_path, monkeypatch):
+    import json
+
+    from PIL import Image
+
+    from clipforge.cli.main import main
+
+    monkeypatch.setenv("CLIPFORGE_CACHE_DIR", str(tmp_path / "cache"))
+    png = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(png, format="PNG")
+    md5 = _tar(served / "rendered-sst2.tgz", {f"rendered-sst2/test/{c}/{i}.png": png.getvalue()
+                                               for c in ("negative", "positive") for i in range(2)})
+    _use(monkeypatch, [{"url": "https://openaipublic.azureedge.net/clip/data/rendered-sst2.tgz", "md5": md5}])
+    root, out = tmp_path / "data", tmp_path / "out"
+    assert main(["eval", "suite", "--download", "--models", "test-vit-tiny", "--datasets", "rendered_sst2",
+                 "--root", str(root), "--out", str(out), "--device", "cpu", "--workers", "0", "--quiet"]) == 0
+    (cell,) = out.glob("cells/*/*.json")
+    assert json.loads(cell.read_text())["clipforge"]["images_evaluated"] == 4
