@@ -87,5 +87,8 @@ def test_pcam_h5(tmp_path):
     with h5py.File(base / "camelyonpatch_level_2_split_test_y.h5", "w") as f:
         f["y"] = np.array([1, 0, 1], dtype=np.uint8).reshape(3, 1, 1, 1)
     ds = open_dataset("pcam", tmp_path, "test")
-    assert ds.targets == [1, 0, 1] and ds.images[2, 0, 0].tolist() == [9, 8, 7]
+    assert ds.targets == [1, 0, 1] and np.asarray(ds.load_image(2))[0, 0].tolist() == [9, 8, 7]
+    import pickle
+
+    assert pickle.loads(pickle.dumps(ds))[2][1] == 1  # crosses to a DataLoader worker
     assert ds.classnames[1] == "lymph node containing metastatic tumor tissue"

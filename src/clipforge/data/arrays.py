@@ -1,6 +1,7 @@
 """Datasets shipped as arrays rather than image files: MNIST (idx), STL-10 (binary), FER2013 (CSV of
 pixels), PatchCamelyon (HDF5). Each becomes an `ArrayDataset` (uint8 [N, H, W, 3] in memory;
-grayscale replicated to RGB, as torchvision's `.convert("RGB")` does before CLIP's preprocessing).
+grayscale replicated to RGB, as torchvision's `.convert("RGB")` does before CLIP's preprocessing);
+PatchCamelyon is read patch by patch from its HDF5 file instead (7 GB for the training split).
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
-from .base import DatasetFormatError, DatasetLayoutError
+from .base import DatasetFormatError, DatasetLayoutError, LabelledDataset
 from .inmemory import ArrayDataset
 from .native import find_base, read_lines, split_choice
 
@@ -128,20 +130,43 @@ class FER2013(ArrayDataset):
                          layout="fer2013-csv")
 
 
-class PCam(ArrayDataset):
-    """96x96 RGB patches; label 1 = contains metastatic tissue. Loads the whole split into memory."""
+class PCam(LabelledDataset):
+    """96x96 RGB patches; label 1 = contains metastatic tissue. Images are read from the .h5 file one
+    at a time (the training split is 7 GB of pixels): one file handle per process, reopened after a
+    fork, like the zip reader."""
 
     def __init__(self, root: str | Path, split: str = "test", transform: Callable | None = None) -> None:
         key = split_choice(split, {"train": "train", "val": "valid", "valid": "valid", "test": "test"}, "pcam")
         stem = f"camelyonpatch_level_2_split_{key}"
         base = find_base(root, ["pcam", "patchcamelyon"], f"{stem}_y.h5", PCAM_LAYOUT)
-        try:
-            import h5py
-        except ImportError as exc:
-            raise DatasetLayoutError("PatchCamelyon's .h5 files need h5py: pip install h5py") from exc
-        with h5py.File(base / f"{stem}_x.h5", "r") as fx, h5py.File(base / f"{stem}_y.h5", "r") as fy:
-            images = np.asarray(fx["x"], dtype=np.uint8)
+        h5py = _h5py()
+        self.images_path = base / f"{stem}_x.h5"
+        if not self.images_path.is_file():
+            raise DatasetLayoutError(f"missing file {self.images_path}\nexpected layout:\n{PCAM_LAYOUT}")
+        with h5py.File(base / f"{stem}_y.h5", "r") as fy, h5py.File(self.images_path, "r") as fx:
             labels = np.asarray(fy["y"]).reshape(-1).astype(int)
-        super().__init__(images, labels.tolist(), ["lymph node", "lymph node containing metastatic tumor tissue"],
-                         name="pcam", split=split, root=base, transform=transform,
-                         sources=[f"{stem}_x.h5[{i}]" for i in range(len(labels))], layout="pcam-h5")
+            if fx["x"].shape[0] != len(labels) or tuple(fx["x"].shape[1:]) != (96, 96, 3):
+                raise DatasetFormatError(f"{self.images_path}: x {fx['x'].shape} does not match {len(labels)} labels "
+                                         "of 96x96x3 patches")
+        self._handle: tuple[int, object] | None = None
+        super().__init__([(f"{stem}_x.h5[{i}]", int(y)) for i, y in enumerate(labels)],
+                         ["lymph node", "lymph node containing metastatic tumor tissue"], name="pcam", split=split,
+                         root=base, transform=transform, layout="pcam-h5")
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_handle": None}  # h5py handles do not cross process boundaries
+
+    def load_image(self, index: int) -> Image.Image:
+        import os
+
+        if self._handle is None or self._handle[0] != os.getpid():
+            self._handle = (os.getpid(), _h5py().File(self.images_path, "r"))
+        return Image.fromarray(np.asarray(self._handle[1]["x"][index], dtype=np.uint8), mode="RGB")
+
+
+def _h5py():
+    try:
+        import h5py
+    except ImportError as exc:
+        raise DatasetLayoutError("PatchCamelyon's .h5 files need h5py: pip install h5py") from exc
+    return h5py
