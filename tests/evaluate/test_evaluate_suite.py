@@ -93,6 +93,9 @@ def test_suite_cells_missing_failed_and_resume(tmp_path, monkeypatch):
     calls.clear()
     _run(tmp_path)
     assert sorted(calls) == ["dtd", "voc2007"]
+    calls.clear()
+    _run(tmp_path, exact_decode=True)  # decode mode (like precision) is part of a cell's identity
+    assert sorted(calls) == ["dtd", "rendered_sst2", "voc2007"]
 
 
 def test_suite_cli_expect_fails_loudly_and_linear_probe(tmp_path, capsys):

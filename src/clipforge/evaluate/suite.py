@@ -52,9 +52,11 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.@-]+", "-", text).strip("-") or "x"
 
 
-def cell_id(cell: Cell, fingerprint: str, limit: int | None) -> str:
-    """The cell's identity as a file name: dataset, split, task, prompt set, weights fingerprint (and subset)."""
-    parts = [cell.dataset, cell.split, cell.task, cell.prompts, fingerprint[:16]] + ([f"limit{limit}"] if limit else [])
+def cell_id(cell: Cell, fingerprint: str, limit: int | None, mode: str = "fp32-draft") -> str:
+    """The cell's identity as a file name: dataset, split, task, prompt set, weights fingerprint, and
+    what else changes the number: precision and decode mode, and the subset."""
+    parts = [cell.dataset, cell.split, cell.task, cell.prompts, fingerprint[:16], mode] + \
+        ([f"limit{limit}"] if limit else [])
     return "__".join(_slug(p) for p in parts)
 
 
@@ -233,7 +235,7 @@ def run_suite(models: Sequence[str], datasets: Sequence[str] | str, root: str | 
             fingerprint = ev.describe()["fingerprint"]
             model_name, pretrained = _model_fields(spec, ev)
             for cell in _cells(spec, ready, tasks, templates):
-                cid = cell_id(cell, fingerprint, limit)
+                cid = cell_id(cell, fingerprint, limit, f"{ev.precision}-{'draft' if ev.draft_decode else 'exact'}")
                 path = out_dir / "cells" / _slug(spec) / f"{cid}.json"
                 bar.set_postfix_str(f"{spec} x {cell.dataset} ({cell.task})")
                 row = {"model": spec, "dataset": cell.dataset, "task": cell.task, "split": cell.split,
