@@ -111,6 +111,11 @@ def test_suite_cli_expect_fails_loudly_and_linear_probe(tmp_path, capsys):
     assert set(tasks) == {"zeroshot", "linear-probe"} and table["passed"] is False
     lp = json.loads(next((tmp_path / "out" / "cells").glob("*/*linear-probe*.json")).read_text())
     assert lp["task"] == "linear_probe" and set(lp["metrics"]) == {"lp_acc1", "lp_acc5", "lp_mean_per_class_recall"}
+    import pyarrow.parquet as pq
+
+    preds = pq.read_table(lp["clipforge"]["predictions"]).to_pydict()
+    top1 = sum(ids[0] == y for ids, y in zip(preds["topk_ids"], preds["label"], strict=True)) / len(preds["label"])
+    assert len(preds["label"]) == 6 and top1 == pytest.approx(lp["metrics"]["lp_acc1"])
     measured = tasks["zeroshot"]["ours"]
     assert main(args + ["--expect", f"test-vit-tiny@rendered_sst2:top1={measured}", "--tolerance", "0.01"]) == 0
     assert main(args + ["--expect", "mnist=50"]) == 1  # a check on a cell that was never run fails too

@@ -46,7 +46,8 @@ def evaluate_linear_probe(model: str | torch.nn.Module, dataset: str | tuple[Any
                           expect: Mapping[str, float] | None = None, tolerance: float = 0.3,
                           preprocess: Any = None, model_name: str | None = None,
                           progress: bool = True, precision: str = "fp32", exact_decode: bool = False,
-                          plot: bool | str | Path = False) -> dict[str, Any]:
+                          plot: bool | str | Path = False, predictions: str | Path | None = None,
+                          top_k: int = 5) -> dict[str, Any]:
     """Fit probes on train features, score test features; write JSON + log; return the report.
 
     `dataset`: a name for `clipforge.data.open_dataset` (both splits read under `root`) or a
@@ -55,6 +56,7 @@ def evaluate_linear_probe(model: str | torch.nn.Module, dataset: str | tuple[Any
     `plot`: True (into `out_dir`) or a folder: the C sweep, per-class accuracy and confusion matrix
     of the full probe, and accuracy against k for few-shot. A C at the edge of the widened sweep is
     logged and noted in the report (``probe.full.note``) since the optimum may lie beyond it.
+    `predictions`: a Parquet path for each test sample's `top_k` classes under the full probe.
     """
     from clipforge.weights import model_fingerprint
 
@@ -139,6 +141,13 @@ def evaluate_linear_probe(model: str | torch.nn.Module, dataset: str | tuple[Any
             "memory": peak_memory(ev.device),
             "files": {"report": str(json_path), "log": str(log_path)},
         }
+        if predictions is not None and full_scores is not None:
+            from clipforge.evaluate.predictions import write_predictions
+
+            kept = feats["test"][0].indices.tolist()
+            report["files"]["predictions"] = str(write_predictions(
+                predictions, kept, [test_ds.source_name(int(i)) for i in kept], y_te, torch.as_tensor(full_scores),
+                top_k))
         if plot:
             from clipforge.evaluate.plots import probe_plots
 

@@ -161,7 +161,7 @@ def _run_cell(cell: Cell, ev: Any, out_dir: Path, cid: str, *, limit: int | None
 
         return evaluate_linear_probe(ev, cell.dataset, cell.root, train_split=dataset_info(cell.dataset).train_split,
                                      test_split=cell.split, limit_train=limit_train, limit_test=limit,
-                                     feature_cache_dir=feature_cache_dir, **common)
+                                     feature_cache_dir=feature_cache_dir, predictions=preds, top_k=top_k, **common)
     from clipforge.data.retrieval_sets import open_retrieval_dataset
 
     ds = open_retrieval_dataset(cell.dataset, cell.root, cell.split, ev.preprocess)
