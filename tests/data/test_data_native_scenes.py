@@ -202,3 +202,20 @@ def test_karpathy_flickr30k_and_coco(tmp_path):
 def test_missing_layouts_name_what_is_missing(tmp_path, name):
     with pytest.raises(FileNotFoundError, match="expected layout"):
         open_dataset(name, tmp_path / "nothing", "test")
+
+
+def test_eval_retrieval_reads_a_karpathy_json(tmp_path, monkeypatch):
+    from clipforge.cli.main import main
+
+    monkeypatch.setenv("CLIPFORGE_CACHE_DIR", str(tmp_path / "cache"))
+    data = {"images": [{"filename": f"{i}.jpg", "split": "test", "sentences": [{"raw": f"photo {i}"}, {"raw": "x"}]}
+                       for i in range(3)] + [{"filename": "9.jpg", "split": "train", "sentences": [{"raw": "t"}]}]}
+    _text(tmp_path / "f30k" / "dataset_flickr30k.json", [json.dumps(data)])
+    for i in (0, 1, 2, 9):
+        _img(tmp_path / "f30k" / "flickr30k-images" / f"{i}.jpg", colour=(30 * i, 0, 0))
+    out = tmp_path / "out"
+    assert main(["eval", "retrieval", "--model", "test-vit-tiny", "--captions", str(tmp_path / "f30k" /
+                 "dataset_flickr30k.json"), "--out", str(out), "--device", "cpu", "--workers", "0", "--quiet"]) == 0
+    (report,) = out.glob("*.json")
+    m = json.loads(report.read_text())["metrics"]
+    assert (m["num_images"], m["num_texts"]) == (3, 6)

@@ -97,7 +97,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           description="Image-to-text and text-to-image recall@1/5/10 on images with captions "
                                       "(e.g. Flickr8k/30k, MS-COCO in CSV form).")
     _common(rt)
-    rt.add_argument("--captions", required=True, help="CSV with image,caption rows (several per image)")
+    rt.add_argument("--captions", required=True,
+                    help="CSV with image,caption rows (several per image), or Karpathy's dataset_flickr30k.json / "
+                         "dataset_coco.json (its test split)")
     rt.add_argument("--images", default=None, help="image folder (default: beside the CSV)")
     _plot_argument(rt, "recall@k curve")
     rt.set_defaults(func=run_retrieval)

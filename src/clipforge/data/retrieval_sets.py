@@ -15,7 +15,7 @@ from pathlib import Path
 from .base import DatasetFormatError, DatasetLayoutError
 from .captions import CaptionDataset, CaptionTable
 
-__all__ = ["KARPATHY_LAYOUT", "open_retrieval_dataset", "read_karpathy"]
+__all__ = ["KARPATHY_LAYOUT", "open_karpathy_json", "open_retrieval_dataset", "read_karpathy"]
 
 KARPATHY_LAYOUT = """\
   flickr30k: ROOT/dataset_flickr30k.json + ROOT/flickr30k-images/<filename>   (or ROOT/images/)
@@ -55,6 +55,19 @@ def read_karpathy(path: Path, split: str, captions_per_image: int = 5) -> tuple[
     if not table.images:
         raise DatasetFormatError(f"{path}: no image of split {split!r}")
     return table, folders
+
+
+def open_karpathy_json(path: str | Path, images_dir: str | Path | None = None, split: str = "test",
+                       transform: Callable | None = None) -> CaptionDataset:
+    """A Karpathy split file (`dataset_flickr30k.json`, `dataset_coco.json`, ...) with its images:
+    `images_dir`, else `flickr30k-images/` or `images/` beside the file, else the file's folder."""
+    path = Path(path)
+    table, _ = read_karpathy(path, split)
+    if images_dir is None:
+        candidates = [path.parent / "flickr30k-images", path.parent / "images", path.parent]
+        images_dir = next((c for c in candidates if (c / table.images[0]).exists()), path.parent)
+    name = path.stem.removeprefix("dataset_")
+    return CaptionDataset.from_table(table, images_dir, transform, name=name, split=split, layout=f"karpathy-{name}")
 
 
 def open_retrieval_dataset(key: str, root: str | Path, split: str = "test",

@@ -38,14 +38,22 @@ def evaluate_retrieval(model: str | torch.nn.Module, captions: str | Path | Any,
                        precision: str = "fp32", exact_decode: bool = False,
                        plot: bool | str | Path = False, predictions: str | Path | None = None,
                        top_k: int = 10) -> dict[str, Any]:
-    """`captions`: a CSV path (``image,caption`` rows, see `clipforge.data.CaptionDataset`) or a
+    """`captions`: a CSV path (``image,caption`` rows, see `clipforge.data.CaptionDataset`), a Karpathy
+    split file (``dataset_flickr30k.json``/``dataset_coco.json``: its test split, 5 captions an image) or a
     `CaptionDataset`. `limit`: a fixed random subset of images (with all their captions).
     `plot`: True (into `out_dir`) or a folder: recall@k curves of both directions.
     `predictions`: a Parquet path: per image query its `top_k` caption ids and scores."""
     from clipforge.data import CaptionDataset
 
     ev = resolve_model(model, device, preprocess, model_name, precision=precision, exact_decode=exact_decode)
-    ds = captions if isinstance(captions, CaptionDataset) else CaptionDataset(captions, images, ev.preprocess)
+    if isinstance(captions, CaptionDataset):
+        ds = captions
+    elif str(captions).lower().endswith(".json"):  # Karpathy's split file (Flickr30k, COCO): its test split
+        from clipforge.data.retrieval_sets import open_karpathy_json
+
+        ds = open_karpathy_json(captions, images, "test", ev.preprocess)
+    else:
+        ds = CaptionDataset(captions, images, ev.preprocess)
     name = dataset_name or Path(getattr(ds, "csv_path", "captions")).parent.name or "captions"
     out_dir = Path(out_dir)
     stem = run_stem("retrieval", ev.name, name, None)
