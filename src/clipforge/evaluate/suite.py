@@ -223,10 +223,15 @@ def run_suite(models: Sequence[str], datasets: Sequence[str] | str, root: str | 
     if bad_tasks:
         raise ValueError(f"unknown suite task(s) {sorted(bad_tasks)}; tasks: {', '.join(TASK_NAMES)}")
     out_dir = Path(out_dir)
+    if root is not None and not Path(root).expanduser().is_dir():
+        raise FileNotFoundError(f"--root {root} is not a folder (it should hold one folder per dataset; "
+                                "see docs/datasets.md)")
     ready, missing = _plan(expand_datasets(list(datasets) if not isinstance(datasets, str) else datasets),
                            root, tasks)
     for m in missing:
         say(f"skipped {m['dataset']}: {m['reason']}" + (f" - {m['get']}" if m["get"] else ""))
+    if not ready:
+        say(f"no dataset of the {len(missing)} asked for was found under {root}: nothing to evaluate")
     rows: list[dict[str, Any]] = []
     total = len(models) * len(_cells("", ready, tasks, templates))
     with tqdm(total=total, desc="suite", unit="cell", disable=not progress) as bar:
