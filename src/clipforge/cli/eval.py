@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 from clipforge.cli.common import (
     add_model_argument,
@@ -14,7 +15,32 @@ from clipforge.cli.common import (
     add_templates_argument,
 )
 
-DATASETS = ("imagenet", "cub", "cars", "cifar10", "cifar100", "folder")
+# clipforge.data's registry, spelled out so `clipforge --help` need not import torch (a test keeps them equal)
+DATASETS = ("imagenet", "cub", "cars", "cifar10", "cifar100", "folder", "birdsnap", "caltech101", "clevr_counts",
+            "country211", "dtd", "eurosat", "fer2013", "fgvc_aircraft", "flowers102", "food101", "gtsrb",
+            "imagenet_a", "imagenet_r", "imagenet_sketch", "imagenetv2", "kitti_distance", "mnist", "objectnet",
+            "pcam", "pets", "rendered_sst2", "resisc45", "stl10", "sun397", "voc2007", "ucf101", "kinetics700",
+            "hateful_memes")
+
+
+class _TaskParser(argparse.ArgumentParser):
+    """A subcommand parser that rejects unknown arguments itself, so the error shows the usage of
+    `clipforge eval TASK`, not the top-level usage argparse would print after the fact."""
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error("unrecognized arguments: " + " ".join(extras))
+        return namespace, extras
+
+
+def _plot_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--plot", nargs="?", const="", default=None, metavar="DIR",
+                        help=f"also write {what} PNGs into DIR (default: the --out folder)")
+
+
+def _plot(args: argparse.Namespace) -> bool | str:
+    return (args.plot or True) if args.plot is not None else False  # bare --plot: into --out
 
 
 def _ks(text: str) -> list[int]:
@@ -43,14 +69,15 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _dataset_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", required=True, choices=DATASETS)
+    parser.add_argument("--dataset", required=True, choices=DATASETS, metavar="NAME",
+                        help="one of: " + ", ".join(DATASETS) + " (layouts: docs/datasets.md)")
     parser.add_argument("--root", required=True, help="dataset folder (layouts: see clipforge.data)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("eval", help="zero-shot, retrieval and linear-probe evaluation",
                                    description="Evaluate a CLIP model; writes one JSON report + log per run.")
-    tasks = parser.add_subparsers(dest="eval_task", metavar="TASK")
+    tasks = parser.add_subparsers(dest="eval_task", metavar="TASK", parser_class=_TaskParser)
 
     zs = tasks.add_parser("zeroshot", help="zero-shot classification accuracy",
                           description="Zero-shot top-1/top-5 and mean per-class recall of a model on a labelled "
@@ -62,8 +89,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                "for those, a bird prompt for cub, simple for folder")
     zs.set_defaults(templates=None)
     zs.add_argument("--classnames", default=None, metavar="F", help="file of class names (one per line) to prompt with")
-    zs.add_argument("--plot", nargs="?", const="", default=None, metavar="DIR",
-                    help="also write per-class accuracy and confusion-matrix PNGs into DIR (default: the --out folder)")
+    _plot_argument(zs, "per-class accuracy and confusion-matrix")
     zs.add_argument("--cache-dir", default=None, help="class-embedding cache (default ~/.cache/clipforge)")
     zs.set_defaults(func=run_zeroshot)
 
@@ -71,8 +97,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           description="Image-to-text and text-to-image recall@1/5/10 on images with captions "
                                       "(e.g. Flickr8k/30k, MS-COCO in CSV form).")
     _common(rt)
-    rt.add_argument("--captions", required=True, help="CSV with image,caption rows (several per image)")
+    rt.add_argument("--captions", required=True,
+                    help="CSV with image,caption rows (several per image), or Karpathy's dataset_flickr30k.json / "
+                         "dataset_coco.json (its test split)")
     rt.add_argument("--images", default=None, help="image folder (default: beside the CSV)")
+    _plot_argument(rt, "recall@k curve")
     rt.set_defaults(func=run_retrieval)
 
     lp = tasks.add_parser("linear-probe", help="logistic-regression probe on frozen features (and few-shot)",
@@ -87,8 +116,44 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     lp.add_argument("--seeds", type=int, default=3, help="few-shot draws per k (default 3)")
     lp.add_argument("--no-full", action="store_true", help="skip the probe on all training data")
     lp.add_argument("--feature-cache", default=None, help="feature cache folder (default ~/.cache/clipforge)")
+    _plot_argument(lp, "C-sweep, per-class accuracy, confusion-matrix and few-shot")
     lp.set_defaults(func=run_linear_probe)
+    _register_suite(tasks)
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+
+
+def _register_suite(tasks: argparse._SubParsersAction) -> None:
+    st = tasks.add_parser(
+        "suite", help="many models x many datasets, resumable, one merged table",
+        description="Evaluate every --models spec on every --datasets entry found under --root (one folder per "
+                    "dataset, in its official layout), with the same code as the single commands. Finished cells "
+                    "(model fingerprint x dataset x split x task x prompt set) are never recomputed. Writes one "
+                    "CLIP_benchmark-format JSON per cell, per-sample predictions (Parquet), table.md/csv/json with "
+                    "open_clip's published numbers beside ours, and heatmap.png. Missing datasets are listed and skipped.")
+    st.add_argument("--models", required=True, nargs="+", metavar="SPEC",
+                    help="model specs (any --model value), space- or comma-separated")
+    st.add_argument("--datasets", required=True, nargs="+", metavar="NAME",
+                    help="dataset names, presets (clip-paper, robustness, retrieval, local) or NAME=PATH")
+    st.add_argument("--root", default=None, help="folder with one sub-folder per dataset (see docs/datasets.md)")
+    st.add_argument("--tasks", default="zeroshot,retrieval",
+                    help="comma-separated: zeroshot, linear-probe, retrieval (default zeroshot,retrieval)")
+    st.add_argument("--templates", default=None, help="one prompt set for every dataset (default: each dataset's own)")
+    st.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when available)")
+    st.add_argument("--batch-size", type=int, default=64, help="images per model batch (default 64)")
+    add_speed_arguments(st, workers=False)
+    st.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="DataLoader workers")
+    st.add_argument("--out", default="eval_suite", help="output folder (default eval_suite); reruns resume it")
+    st.add_argument("--limit", type=int, default=None, help="a fixed random subset of N test images per dataset")
+    st.add_argument("--limit-train", type=int, default=None, help="a fixed random subset for linear-probe training")
+    st.add_argument("--top-k", type=int, default=5, help="predictions kept per sample in the Parquet files")
+    st.add_argument("--expect", action="append", metavar="[MODEL@]DATASET[:METRIC]=PCT",
+                    help="golden check, e.g. ViT-B/32@imagenet=63.32, or 'published' (every cell with a published "
+                         "number); exit status 1 when a cell misses")
+    st.add_argument("--tolerance", type=float, default=0.3, help="allowed miss in percentage points (0.3)")
+    st.add_argument("--download", action="store_true",
+                    help="first fetch (verified) the datasets whose publishers serve a stable archive into --root")
+    add_output_arguments(st, json=True, quiet=True)
+    st.set_defaults(func=run_suite_command)
 
 
 def _split(args: argparse.Namespace) -> str:
@@ -101,7 +166,11 @@ def _finish(report: dict, keys: list[str], args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2, ensure_ascii=False, default=str))
         return 0 if report.get("passed", True) else 1
     metrics = report["metrics"]
+    paper = report.get("paper_metric")
+    keys = keys + ([paper] if paper and paper not in keys else [])
     shown = "  ".join(f"{k} {100 * metrics[k]:.2f}%" for k in keys if isinstance(metrics.get(k), float))
+    if paper and paper != "top1" and isinstance(metrics.get(paper), float):
+        shown += f"  (the CLIP paper reports {paper} for this dataset)"
     print(f"{report['model']['name']} on {report['dataset']['name']}: {shown}")
     skipped = report.get("bad_images", {})
     skipped = skipped.get("skipped", 0) if "skipped" in skipped else sum(v.get("skipped", 0) for v in skipped.values())
@@ -136,7 +205,7 @@ def run_zeroshot(args: argparse.Namespace) -> int:
     from clipforge.zeroshot.files import read_labels_file
 
     model, device = _prepare(args)
-    plot = (args.plot or True) if args.plot is not None else False  # bare --plot: into --out
+    plot = _plot(args)
     report = evaluate_zeroshot(
         model, args.dataset, args.root, _split(args), templates=args.templates,
         classnames=read_labels_file(args.classnames) if args.classnames else None,
@@ -154,7 +223,7 @@ def run_retrieval(args: argparse.Namespace) -> int:
     report = evaluate_retrieval(
         model, args.captions, args.images, batch_size=args.batch_size, workers=args.workers,
         device=device, limit=args.limit, out_dir=args.out, expect=parse_expect(args.expect),
-        tolerance=args.tolerance, progress=not (args.quiet or args.json), **_speed(args))
+        tolerance=args.tolerance, progress=not (args.quiet or args.json), plot=_plot(args), **_speed(args))
     return _finish(report, [f"{d}_R@{k}" for d in ("image_to_text", "text_to_image") for k in (1, 5, 10)], args)
 
 
@@ -168,9 +237,46 @@ def run_linear_probe(args: argparse.Namespace) -> int:
         fewshot_k=args.fewshot_k, seeds=args.seeds, full=not args.no_full, batch_size=args.batch_size,
         workers=args.workers, device=device, limit_train=args.limit_train, limit_test=args.limit,
         out_dir=args.out, feature_cache_dir=args.feature_cache, expect=parse_expect(args.expect),
-        tolerance=args.tolerance, progress=not (args.quiet or args.json), **_speed(args))
+        tolerance=args.tolerance, progress=not (args.quiet or args.json), plot=_plot(args), **_speed(args))
+    note = report["probe"].get("full", {}).get("note")
+    if note:
+        print(f"warning: {note}", file=sys.stderr)
     if not args.json:
         for k, entry in report["metrics"].get("fewshot", {}).items():
             print(f"{k}-shot top1 {100 * entry['top1']['mean']:.2f}% ± {100 * entry['top1']['std']:.2f} "
                   f"({entry['top1']['n']} seeds)")
     return _finish(report, ["top1", "top5", "mean_per_class_recall"], args)
+
+
+def run_suite_command(args: argparse.Namespace) -> int:
+    from clipforge.api import resolve_device
+    from clipforge.evaluate.suite import parse_suite_expect, run_suite
+
+    models = [m for chunk in args.models for m in chunk.split(",") if m.strip()]
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    expect = parse_suite_expect(args.expect)
+    if args.download:
+        from clipforge.data.catalog import expand_datasets
+        from clipforge.data.download import download_dataset
+
+        if args.root is None:
+            raise ValueError("--download needs --root (where the datasets go)")
+        for key in expand_datasets(args.datasets):
+            print(download_dataset(key.partition("=")[0], args.root, progress=not args.quiet), file=sys.stderr)
+    quiet = args.quiet or args.json
+    summary = run_suite(models, args.datasets, args.root, args.out, tasks=tasks, templates=args.templates,
+                        limit=args.limit, limit_train=args.limit_train, batch_size=args.batch_size,
+                        workers=args.workers, device=str(resolve_device(args.device)), precision=args.precision,
+                        exact_decode=args.exact_decode, expect=expect, tolerance=args.tolerance, top_k=args.top_k,
+                        progress=not quiet, echo=(lambda text: None) if quiet else None)
+    if args.json:
+        print(json.dumps(summary, indent=2, ensure_ascii=False, default=str))
+    else:
+        print(Path(summary["files"]["markdown"]).read_text(encoding="utf-8"), end="")
+        print("files: " + ", ".join(summary["files"].values()))
+    for check in summary["expectations"]:
+        if not check["ok"]:
+            print(f"expect {check['model'] or '*'}@{check['dataset']}:{check['metric']}={check['expected']} "
+                  f"±{check['tolerance']}: measured {check['measured']} MISSED"
+                  + (f" ({check['why']})" if check.get("why") else ""), file=sys.stderr)
+    return 0 if summary["passed"] else 1

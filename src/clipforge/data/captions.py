@@ -122,15 +122,30 @@ class CaptionDataset(LabelledDataset):
         csv_path = Path(csv_path)
         table = read_caption_csv(csv_path, image_column, caption_column, strict=strict)
         folder = Path(images_dir) if images_dir is not None else default_images_dir(csv_path)
+        self._build(table, folder, transform, source=str(csv_path))
+        self.csv_path = csv_path
+
+    @classmethod
+    def from_table(cls, table: CaptionTable, images_dir: str | Path, transform: Callable | None = None,
+                   name: str = "captions", split: str = "all", layout: str = "captions") -> CaptionDataset:
+        """A retrieval dataset from captions read elsewhere (Karpathy's JSON splits, say)."""
+        self = cls.__new__(cls)
+        self._build(table, Path(images_dir), transform, source=str(table.path), name=name, split=split,
+                    layout=layout)
+        self.csv_path = table.path
+        return self
+
+    def _build(self, table: CaptionTable, folder: Path, transform: Callable | None, *, source: str,
+               name: str = "captions", split: str = "all", layout: str = "caption-csv") -> None:
         if not folder.is_dir():
-            raise DatasetLayoutError(f"missing folder {folder} (images of {csv_path})\nexpected layout:\n{CAPTION_LAYOUT}")
+            raise DatasetLayoutError(f"missing folder {folder} (images of {source})\nexpected layout:\n{CAPTION_LAYOUT}")
         keep: dict[int, int] = {}
         missing = []
-        for i, name in enumerate(table.images):
-            if (folder / name).is_file():
+        for i, image in enumerate(table.images):
+            if (folder / image).is_file():
                 keep[i] = len(keep)
             else:
-                missing.append(str(folder / name))
+                missing.append(str(folder / image))
         self.images = [str(folder / table.images[i]) for i in keep]
         self.captions: list[str] = []
         self.text_to_image: list[int] = []
@@ -141,7 +156,6 @@ class CaptionDataset(LabelledDataset):
                 self.text_to_image.append(keep[old])
                 self.captions.append(caption)
         self.bad_rows = table.bad_rows
-        self.csv_path = csv_path
-        super().__init__([(p, i) for i, p in enumerate(self.images)], [Path(p).name for p in self.images],
-                         name="captions", split="all", root=folder, transform=transform,
-                         missing=missing, layout="caption-csv")
+        LabelledDataset.__init__(self, [(p, i) for i, p in enumerate(self.images)],
+                                 [Path(p).name for p in self.images], name=name, split=split, root=folder,
+                                 transform=transform, missing=missing, layout=layout)

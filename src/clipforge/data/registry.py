@@ -52,6 +52,34 @@ def _folder(root: Path, split: str, transform: Any, **kw: Any) -> LabelledDatase
     return ImageFolder(root, split, transform, **kw)
 
 
+def _lazy(module: str, cls: str) -> Factory:
+    """A factory that imports `clipforge.data.<module>.<cls>` only when the dataset is opened."""
+    def factory(root: Path, split: str, transform: Any, **kw: Any) -> LabelledDataset:
+        import importlib
+
+        return getattr(importlib.import_module(f"clipforge.data.{module}"), cls)(root, split, transform, **kw)
+
+    return factory
+
+
+# The native-layout adapters of the CLIP paper's datasets (catalogue keys; see catalog.json).
+_NATIVE = {
+    "food101": ("natural", "Food101"), "sun397": ("natural", "SUN397"), "dtd": ("natural", "DTD"),
+    "pets": ("natural", "OxfordPets"), "caltech101": ("natural", "Caltech101"),
+    "flowers102": ("natural", "Flowers102"), "fgvc_aircraft": ("natural", "FGVCAircraft"),
+    "birdsnap": ("natural", "Birdsnap"),
+    "mnist": ("arrays", "MNIST"), "stl10": ("arrays", "STL10"), "fer2013": ("arrays", "FER2013"),
+    "pcam": ("arrays", "PCam"),
+    "eurosat": ("scenes", "EuroSAT"), "resisc45": ("scenes", "RESISC45"), "gtsrb": ("scenes", "GTSRB"),
+    "country211": ("scenes", "Country211"), "rendered_sst2": ("scenes", "RenderedSST2"),
+    "clevr_counts": ("scenes", "CLEVRCounts"), "kitti_distance": ("scenes", "KITTIDistance"),
+    "imagenetv2": ("imagenet_variants", "ImageNetV2"), "imagenet_sketch": ("imagenet_variants", "imagenet_sketch"),
+    "imagenet_a": ("imagenet_variants", "imagenet_a"), "imagenet_r": ("imagenet_variants", "imagenet_r"),
+    "objectnet": ("imagenet_variants", "ObjectNet"), "voc2007": ("imagenet_variants", "VOC2007"),
+    "ucf101": ("frames", "UCF101Frames"), "kinetics700": ("frames", "Kinetics700Frames"),
+    "hateful_memes": ("frames", "HatefulMemes"),
+}
+
 _REGISTRY: dict[str, Factory] = {
     "imagenet": _imagenet,
     "cub": _cub,
@@ -59,14 +87,19 @@ _REGISTRY: dict[str, Factory] = {
     "cifar10": _cifar("cifar10"),
     "cifar100": _cifar("cifar100"),
     "folder": _folder,
+    **{name: _lazy(module, cls) for name, (module, cls) in _NATIVE.items()},
 }
 _ALIASES = {"imagenet1k": "imagenet", "ilsvrc2012": "imagenet", "cub200": "cub", "cub2002011": "cub",
             "stanfordcars": "cars", "imagefolder": "folder"}
 
 
 def _key(name: str) -> str:
+    from .catalog import canonical
+
     key = "".join(c for c in name.lower() if c.isalnum())
-    return _ALIASES.get(key, key)
+    if key in _ALIASES:
+        return _ALIASES[key]
+    return key if key in _REGISTRY else (canonical(name) or key)
 
 
 def available_datasets() -> list[str]:
@@ -86,5 +119,7 @@ def open_dataset(name: str, root: str | Path, split: str = "test", transform: An
     """
     factory = _REGISTRY.get(_key(name))
     if factory is None:
-        raise KeyError(f"unknown dataset {name!r}; available: {', '.join(available_datasets())}")
+        from .catalog import UnknownDatasetError
+
+        raise UnknownDatasetError(f"unknown dataset {name!r}; available: {', '.join(available_datasets())}")
     return factory(Path(root), split, transform, **kwargs)

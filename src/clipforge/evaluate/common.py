@@ -11,8 +11,8 @@ import torch
 
 from clipforge.evaluate.report import device_info, now_iso, versions
 
-__all__ = ["EvalModel", "dataset_classnames", "default_templates", "open_eval_dataset", "report_header",
-           "resolve_model"]
+__all__ = ["EvalModel", "dataset_classnames", "default_templates", "open_eval_dataset", "paper_metric",
+           "report_header", "resolve_model"]
 
 # Prompt sets the CLIP paper used per dataset; a folder of unknown classes gets the plain one.
 _DEFAULT_TEMPLATES = {"imagenet": "imagenet", "cifar10": "cifar10", "cifar100": "cifar100", "cars": "cars",
@@ -64,6 +64,10 @@ def resolve_model(model: str | torch.nn.Module, device: str | torch.device | Non
     from clipforge.inference.encoder import fast_model
     from clipforge.inference.precision import resolve_precision
 
+    if isinstance(model, EvalModel):  # resolved once by the caller (the suite), reused as is
+        if preprocess is not None:
+            model.preprocess = preprocess
+        return model
     precision = resolve_precision(precision)
     if isinstance(model, str):
         loaded = load_model(model, device=device)
@@ -97,24 +101,67 @@ def open_eval_dataset(dataset: str | Any, root: str | Path | None, split: str | 
     return open_dataset(dataset, root, split, transform)
 
 
+def _norm_name(name: str) -> str:
+    """Spelling-insensitive key: "Allen's Hummingbird", "allens_hummingbird" and "Allens Hummingbird" agree."""
+    return "".join(c for c in name.lower() if c.isalnum())
+
+
+def _first(name: Any) -> str:
+    return str(name[0]) if isinstance(name, (list, tuple)) else str(name)  # FER2013's synonym lists
+
+
 def dataset_classnames(name: str, dataset: Any) -> list[str]:
-    """Names to put in prompts, in label order: OpenAI's edited names where they exist and
-    the class count matches; the dataset's own names (underscores as spaces) otherwise."""
+    """Names to put in prompts, in label order.
+
+    OpenAI's edited names where they exist: matched to the dataset's own names by spelling when
+    every name matches (so a published list in another order is reordered), by position when the
+    class counts agree (the label order is the published one: catalogue-checked); a catalogue list
+    where the published order differs from the labels (EuroSAT, Pets, CLEVR); the dataset's own
+    names (underscores as spaces) otherwise."""
+    from clipforge.data.catalog import canonical, dataset_info
     from clipforge.zeroshot import clean_cub_classname, get_classnames
 
     own = [str(c) for c in dataset.classnames]
     key = name.lower()
     if key == "cub":
         return [clean_cub_classname(c) for c in own]
-    if key in {"imagenet", "cifar10", "cifar100", "cars"}:
-        published = get_classnames(key)
+    published_key = {"imagenet": "imagenet", "cifar10": "cifar10", "cifar100": "cifar100", "cars": "cars"}.get(key)
+    info = dataset_info(name) if canonical(name) else None
+    if info is not None and info.prompt_names is not None and len(info.prompt_names) == len(own):
+        return list(info.prompt_names)
+    if published_key is None and info is not None and info.prompts and info.prompts != "imagenet":
+        published_key = info.prompts
+    if published_key is not None:
+        try:
+            published = [_first(n) for n in get_classnames(published_key)]
+        except (KeyError, ValueError):
+            published = []
+        by_name = {_norm_name(n): n for n in published}
+        if own and all(_norm_name(c) in by_name for c in own):
+            return [by_name[_norm_name(c)] for c in own]
         if len(published) == len(own):
             return published
+    if getattr(dataset, "prompt_classnames", None):  # subsets of ImageNet carry OpenAI's names for theirs
+        return list(dataset.prompt_classnames)
     return [c.replace("_", " ").strip() for c in own]
 
 
 def default_templates(name: str) -> str:
-    return _DEFAULT_TEMPLATES.get(name.lower(), "simple")
+    """The dataset's OpenAI prompt set (catalogue), the CLIP paper's set for the old five, else simple."""
+    if name.lower() in _DEFAULT_TEMPLATES:
+        return _DEFAULT_TEMPLATES[name.lower()]
+    from clipforge.data.catalog import canonical, dataset_info
+
+    if canonical(name):
+        return dataset_info(name).prompts or "simple"
+    return "simple"
+
+
+def paper_metric(name: str) -> str:
+    """The metric the CLIP paper reports for dataset `name` (top1 when the catalogue has no entry)."""
+    from clipforge.data.catalog import canonical, dataset_info
+
+    return dataset_info(name).metric if canonical(name) else "top1"
 
 
 def report_header(task: str, device: torch.device) -> dict[str, Any]:

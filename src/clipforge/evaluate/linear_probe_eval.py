@@ -45,12 +45,18 @@ def evaluate_linear_probe(model: str | torch.nn.Module, dataset: str | tuple[Any
                           feature_cache_dir: str | Path | None = None, use_feature_cache: bool = True,
                           expect: Mapping[str, float] | None = None, tolerance: float = 0.3,
                           preprocess: Any = None, model_name: str | None = None,
-                          progress: bool = True, precision: str = "fp32", exact_decode: bool = False) -> dict[str, Any]:
+                          progress: bool = True, precision: str = "fp32", exact_decode: bool = False,
+                          plot: bool | str | Path = False, predictions: str | Path | None = None,
+                          top_k: int = 5) -> dict[str, Any]:
     """Fit probes on train features, score test features; write JSON + log; return the report.
 
     `dataset`: a name for `clipforge.data.open_dataset` (both splits read under `root`) or a
     `(train_dataset, test_dataset)` pair. `full`: the probe on all training data (C from a
     `val_fraction` holdout, refit on train+val). `fewshot_k` with `seeds`: mean ± std per k.
+    `plot`: True (into `out_dir`) or a folder: the C sweep, per-class accuracy and confusion matrix
+    of the full probe, and accuracy against k for few-shot. A C at the edge of the widened sweep is
+    logged and noted in the report (``probe.full.note``) since the optimum may lie beyond it.
+    `predictions`: a Parquet path for each test sample's `top_k` classes under the full probe.
     """
     from clipforge.weights import model_fingerprint
 
@@ -89,12 +95,17 @@ def evaluate_linear_probe(model: str | torch.nn.Module, dataset: str | tuple[Any
 
         metrics: dict[str, Any] = {}
         probe_info: dict[str, Any] = {}
+        full_scores = None
         if full:
             tr, va = stratified_holdout(y_tr, val_fraction, seed=0)
-            res = fit_probe(x_tr[tr], y_tr[tr], x_te, num_classes, val=(x_tr[va], y_tr[va]), max_iter=max_iter)
+            res = fit_probe(x_tr[tr], y_tr[tr], x_te, num_classes, val=(x_tr[va], y_tr[va]), max_iter=max_iter,
+                            progress=progress, desc="C sweep (full probe)")
             metrics.update(_scores(res.test_scores, y_te))
+            full_scores = res.test_scores
             probe_info = {**res.summary(), "train_examples": int(len(tr)), "val_examples": int(len(va))}
             log.info("full probe: C=%.4g (val acc %s) top1 %.2f%%", res.c, res.val_accuracy, 100 * metrics["top1"])
+            if res.at_edge:
+                log.warning("full probe: %s", probe_info["note"])
         fewshot: dict[str, Any] = {}
         runs = [(k, s) for k in (fewshot_k or ()) for s in range(seeds)]
         for k, seed in tqdm(runs, desc="few-shot fits", disable=not progress or not runs):
@@ -111,6 +122,9 @@ def evaluate_linear_probe(model: str | torch.nn.Module, dataset: str | tuple[Any
                      100 * entry["top1"]["std"], entry["top1"]["n"])
         if fewshot:
             metrics["fewshot"] = fewshot
+        edge = sum(bool(r.get("c_at_edge")) for e in fewshot.values() for r in e["runs"])
+        if edge:
+            log.warning("%d few-shot fits chose a C at the edge of the sweep (the optimum may lie beyond)", edge)
 
         report: dict[str, Any] = {
             **report_header("linear_probe", ev.device),
@@ -127,5 +141,19 @@ def evaluate_linear_probe(model: str | torch.nn.Module, dataset: str | tuple[Any
             "memory": peak_memory(ev.device),
             "files": {"report": str(json_path), "log": str(log_path)},
         }
+        if predictions is not None and full_scores is not None:
+            from clipforge.evaluate.predictions import write_predictions
+
+            kept = feats["test"][0].indices.tolist()
+            report["files"]["predictions"] = str(write_predictions(
+                predictions, kept, [test_ds.source_name(int(i)) for i in kept], y_te, torch.as_tensor(full_scores),
+                top_k))
+        if plot:
+            from clipforge.evaluate.plots import probe_plots
+
+            plot_dir = out_dir if plot is True else Path(plot)
+            names = [str(c) for c in test_ds.classnames]
+            report["files"]["plots"] = probe_plots(probe_info.get("sweep"), full_scores, y_te, names, fewshot,
+                                                   plot_dir, stem)
         finish_report(report, metrics, expect, tolerance, json_path, log)
     return report

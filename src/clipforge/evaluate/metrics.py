@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 __all__ = [
-    "classification_metrics", "confusion_matrix", "mean_per_class_recall", "per_class_accuracy",
-    "predictions", "retrieval_metrics", "retrieval_ranks", "target_ranks", "topk_accuracy",
+    "binary_roc_auc", "classification_metrics", "confusion_matrix", "mean_average_precision_11pt", "mean_per_class_recall", "per_class_accuracy",
+    "predictions", "retrieval_metrics", "retrieval_rank_lists", "retrieval_ranks", "target_ranks", "topk_accuracy",
 ]
 
 
@@ -127,8 +127,8 @@ def retrieval_ranks(scores, positives, chunk: int = 1024) -> torch.Tensor:
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
 
-def retrieval_metrics(image_features, text_features, text_to_image, ks: Sequence[int] = (1, 5, 10)) -> dict:
-    """Image->text and text->image recall@k from (normalised) features and each caption's image index."""
+def retrieval_rank_lists(image_features, text_features, text_to_image) -> tuple[torch.Tensor, torch.Tensor]:
+    """(image->text ranks [images], text->image ranks [texts]): 0-based rank of each query's best positive."""
     img, txt = _scores(image_features), _scores(text_features)
     t2i = _labels(text_to_image)
     if len(t2i) != len(txt):
@@ -136,8 +136,13 @@ def retrieval_metrics(image_features, text_features, text_to_image, ks: Sequence
     sim = img @ txt.t()  # [images, texts]
     i2t_mask = torch.zeros(sim.shape, dtype=torch.bool)
     i2t_mask[t2i, torch.arange(len(t2i))] = True
-    i2t = retrieval_ranks(sim, i2t_mask)
-    t2i_ranks = retrieval_ranks(sim.t(), t2i)
+    return retrieval_ranks(sim, i2t_mask), retrieval_ranks(sim.t(), t2i)
+
+
+def retrieval_metrics(image_features, text_features, text_to_image, ks: Sequence[int] = (1, 5, 10)) -> dict:
+    """Image->text and text->image recall@k from (normalised) features and each caption's image index."""
+    img, txt = _scores(image_features), _scores(text_features)
+    i2t, t2i_ranks = retrieval_rank_lists(img, txt, text_to_image)
     out: dict = {}
     for k in ks:
         out[f"image_to_text_R@{k}"] = int((i2t < k).sum()) / len(i2t)
@@ -145,3 +150,52 @@ def retrieval_metrics(image_features, text_features, text_to_image, ks: Sequence
         out[f"text_to_image_R@{k}"] = int((t2i_ranks < k).sum()) / len(t2i_ranks)
     out["num_images"], out["num_texts"] = int(img.shape[0]), int(txt.shape[0])
     return out
+
+
+def average_precision_11pt(scores, positive, difficult=None) -> float:
+    """PASCAL VOC 2007's 11-point interpolated average precision of one class.
+
+    `positive` marks the images containing the class; `difficult` ones are left out of the
+    ranking entirely (the VOC devkit's rule). Precision is interpolated (the best precision at any
+    recall >= r) at r = 0, 0.1, ..., 1 and averaged."""
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    pos = np.asarray(positive, dtype=bool).reshape(-1)
+    if difficult is not None:
+        keep = ~np.asarray(difficult, dtype=bool).reshape(-1)
+        s, pos = s[keep], pos[keep]
+    n_pos = int(pos.sum())
+    if n_pos == 0:
+        return float("nan")
+    order = np.argsort(-s, kind="stable")
+    hits = pos[order]
+    tp = np.cumsum(hits)
+    recall = tp / n_pos
+    precision = tp / np.arange(1, len(hits) + 1)
+    ap = 0.0
+    for r in np.linspace(0, 1, 11):
+        above = precision[recall >= r]
+        ap += (above.max() if len(above) else 0.0) / 11
+    return float(ap)
+
+
+def mean_average_precision_11pt(scores, targets) -> float:
+    """Mean over classes of `average_precision_11pt`. `targets` [N, C]: 1 present, 0 difficult
+    (ignored for that class), -1 absent, as the VOC devkit's per-class files mark them."""
+    s = _scores(scores).numpy()
+    t = np.asarray(targets)
+    if s.shape != t.shape:
+        raise ValueError(f"scores {s.shape} and targets {t.shape} must both be [N, C]")
+    aps = [average_precision_11pt(s[:, c], t[:, c] == 1, t[:, c] == 0) for c in range(s.shape[1])]
+    aps = [a for a in aps if not np.isnan(a)]
+    return float(np.mean(aps)) if aps else float("nan")
+
+
+def binary_roc_auc(scores, targets) -> float:
+    """Area under the ROC curve of `scores` for the positive class (label 1): the probability that a
+    random positive outscores a random negative, ties counting half (scikit-learn's value)."""
+    from sklearn.metrics import roc_auc_score
+
+    y = _labels(targets).numpy()
+    if len(np.unique(y)) < 2:
+        return float("nan")
+    return float(roc_auc_score(y, _scores(scores).numpy().reshape(-1)))

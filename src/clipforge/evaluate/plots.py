@@ -1,4 +1,5 @@
-"""PNG figures for evaluation reports: per-class accuracy and the confusion matrix.
+"""PNG figures for evaluation reports: per-class accuracy, the confusion matrix, retrieval recall
+curves, the linear probe's C sweep and few-shot curve, and the suite's model x dataset heat map.
 
 Both must stay readable from 3 to 1000 classes, so names are drawn only while they fit;
 beyond that the per-class chart is sorted and the worst classes are listed in the title area.
@@ -13,7 +14,8 @@ import numpy as np
 
 from clipforge.atomic import atomic_path
 
-__all__ = ["plot_confusion_matrix", "plot_per_class_accuracy"]
+__all__ = ["plot_confusion_matrix", "plot_heatmap", "plot_per_class_accuracy", "plot_recall_curves",
+           "probe_plots"]
 
 _NAMED_LIMIT = 60
 
@@ -79,3 +81,93 @@ def plot_confusion_matrix(cm: np.ndarray, classnames: Sequence[str], out_path: s
         fig.savefig(tmp, dpi=100)
     plt.close(fig)
     return Path(out_path)
+
+
+def _save(fig, out_path: str | Path) -> Path:
+    plt = _pyplot()
+    fig.tight_layout()
+    with atomic_path(out_path) as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    return Path(out_path)
+
+
+def plot_recall_curves(i2t_ranks, t2i_ranks, out_path: str | Path, title: str = "retrieval",
+                       max_k: int = 50) -> Path:
+    """Recall@k for k = 1..max_k, image->text and text->image, from each query's 0-based rank."""
+    plt = _pyplot()
+    ks = np.arange(1, max_k + 1)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for ranks, label in ((i2t_ranks, "image -> text"), (t2i_ranks, "text -> image")):
+        r = np.asarray(ranks)
+        ax.plot(ks, [100.0 * float((r < k).mean()) for k in ks], label=label)
+    for k in (1, 5, 10):
+        ax.axvline(k, color="grey", lw=0.5, ls=":")
+    ax.set_xscale("log")
+    ax.set_ylim(0, 100)
+    ax.set_xlabel("k")
+    ax.set_ylabel("recall@k (%)")
+    ax.set_title(title)
+    ax.legend()
+    return _save(fig, out_path)
+
+
+def probe_plots(sweep: dict | None, scores, labels, classnames: Sequence[str], fewshot: dict,
+                out_dir: str | Path, stem: str) -> list[str]:
+    """The linear probe's figures: validation accuracy against C (the chosen C marked), per-class
+    accuracy and confusion matrix of the full probe, accuracy against k for few-shot runs."""
+    plt = _pyplot()
+    out_dir = Path(out_dir)
+    written: list[str] = []
+    if sweep:
+        xs = sorted(float(k) for k in sweep)
+        ys = [100.0 * float(sweep[f"{x:g}"]) for x in xs]
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot(xs, ys, marker="o")
+        best = max(xs, key=lambda x: (sweep[f"{x:g}"], -x))
+        ax.axvline(best, color="tab:red", ls="--", label=f"chosen C = 1e{best:g}")
+        ax.set_xlabel("log10 C")
+        ax.set_ylabel("validation accuracy (%)")
+        ax.set_title("linear probe: C sweep")
+        ax.legend()
+        written.append(str(_save(fig, out_dir / f"{stem}_c_sweep.png")))
+    if scores is not None:
+        from clipforge.evaluate.metrics import confusion_matrix, per_class_accuracy
+
+        pred = np.asarray(scores).argmax(axis=1)
+        acc = per_class_accuracy(labels, pred, len(classnames))
+        written.append(str(plot_per_class_accuracy([None if np.isnan(a) else float(a) for a in acc], classnames,
+                                                   out_dir / f"{stem}_per_class.png")))
+        written.append(str(plot_confusion_matrix(confusion_matrix(labels, pred, len(classnames)), classnames,
+                                                 out_dir / f"{stem}_confusion.png")))
+    if fewshot:
+        ks = sorted(fewshot, key=int)
+        means = [100.0 * fewshot[k]["top1"]["mean"] for k in ks]
+        stds = [100.0 * fewshot[k]["top1"]["std"] for k in ks]
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.errorbar([int(k) for k in ks], means, yerr=stds, marker="o", capsize=3)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("labelled examples per class (k)")
+        ax.set_ylabel("top-1 (%)")
+        ax.set_title("few-shot linear probe")
+        written.append(str(_save(fig, out_dir / f"{stem}_fewshot.png")))
+    return written
+
+
+def plot_heatmap(values: np.ndarray, rows: Sequence[str], cols: Sequence[str], out_path: str | Path,
+                 title: str = "", label: str = "score (%)") -> Path:
+    """A rows x cols table as a heat map with each cell's number written in it (NaN = not run)."""
+    plt = _pyplot()
+    v = np.asarray(values, dtype=float)
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(cols) + 3), max(2.5, 0.5 * len(rows) + 1.5)))
+    image = ax.imshow(np.ma.masked_invalid(v), cmap="viridis", vmin=0, vmax=100, aspect="auto")
+    ax.set_xticks(range(len(cols)), list(cols), rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(rows)), list(rows), fontsize=8)
+    for i in range(v.shape[0]):
+        for j in range(v.shape[1]):
+            text = "-" if np.isnan(v[i, j]) else f"{v[i, j]:.1f}"
+            ax.text(j, i, text, ha="center", va="center", fontsize=7,
+                    color="white" if np.isnan(v[i, j]) or v[i, j] < 60 else "black")
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, label=label)
+    return _save(fig, out_path)

@@ -4,6 +4,9 @@ The paper (appendix A.3) fits scikit-learn's L-BFGS logistic regression and pick
 strength on a validation split with a parametric binary search: start at 10^-6, 10^-4, ...,
 10^6, then repeatedly halve the step around the best value until 8 steps per decade. We search
 log10(C) the same way (C = 1/lambda, so the range is the same), then refit on train + val.
+When the best coarse value sits at an end of the range and beats its inner neighbour, the optimum
+may lie beyond it: the sweep widens by two decades at a time (up to 10^-10 .. 10^10), and a C
+still at the edge is reported as such (`c_at_edge`) rather than silently taken.
 
 Few-shot (k examples per class): the k-shot sample is the training set, a disjoint validation
 set of min(k, 4) further examples per class (the CoOp convention) picks C, and the final model
@@ -20,9 +23,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ProbeResult", "fewshot_split", "fit_probe", "mean_std", "search_c", "stratified_holdout"]
+__all__ = ["ProbeResult", "c_at_edge", "fewshot_split", "fit_probe", "mean_std", "search_c", "stratified_holdout"]
 
 COARSE_LOG10_C = (-6.0, -4.0, -2.0, 0.0, 2.0, 4.0, 6.0)
+WIDEST_LOG10_C = (-10.0, 10.0)  # how far the sweep widens when the best C is at an end
 FINEST_STEP = 0.125  # 8 steps per decade
 
 
@@ -43,17 +47,23 @@ def _accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
 
 
 def search_c(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
-             max_iter: int = 1000, evaluate: Callable[[float], float] | None = None) -> tuple[float, dict[float, float]]:
+             max_iter: int = 1000, evaluate: Callable[[float], float] | None = None,
+             on_fit: Callable[[float, float], None] | None = None) -> tuple[float, dict[float, float]]:
     """Best C by validation accuracy; returns (C, {log10 C: accuracy} for every C tried).
 
     Ties go to the smaller C (stronger regularisation), so the search is deterministic.
-    `evaluate` (log10 C -> accuracy) replaces fitting, for tests of the search itself.
+    `evaluate` (log10 C -> accuracy) replaces fitting, for tests of the search itself;
+    `on_fit(log10 C, accuracy)` is called after each fit (progress bars).
     """
     def score(log_c: float) -> float:
         if evaluate is not None:
-            return evaluate(log_c)
-        model, _ = _fit(x_train, y_train, 10.0 ** log_c, max_iter)
-        return _accuracy(model, x_val, y_val)
+            acc = evaluate(log_c)
+        else:
+            model, _ = _fit(x_train, y_train, 10.0 ** log_c, max_iter)
+            acc = _accuracy(model, x_val, y_val)
+        if on_fit is not None:
+            on_fit(log_c, acc)
+        return acc
 
     tried: dict[float, float] = {}
 
@@ -62,15 +72,41 @@ def search_c(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val:
 
     for log_c in COARSE_LOG10_C:
         tried[log_c] = score(log_c)
+    low, high = COARSE_LOG10_C[0], COARSE_LOG10_C[-1]
+    # Widen while the best value is an end of the range and strictly better than its inner neighbour.
+    while True:
+        centre = best()
+        if centre == low and low - 2 >= WIDEST_LOG10_C[0] and tried[low] > tried[low + 2]:
+            low -= 2
+            tried[low] = score(low)
+        elif centre == high and high + 2 <= WIDEST_LOG10_C[1] and tried[high] > tried[high - 2]:
+            high += 2
+            tried[high] = score(high)
+        else:
+            break
     step = 2.0
     while step > FINEST_STEP:
         step /= 2
         centre = best()
         for log_c in (centre - step, centre + step):
             log_c = round(log_c, 6)
-            if COARSE_LOG10_C[0] <= log_c <= COARSE_LOG10_C[-1] and log_c not in tried:
+            if low <= log_c <= high and log_c not in tried:
                 tried[log_c] = score(log_c)
     return 10.0 ** best(), tried
+
+
+def c_at_edge(sweep: dict[float, float]) -> bool:
+    """True when the chosen log10 C is the widest value tried and beats its neighbour: the
+    validation accuracy was still rising there, so the optimum may lie beyond the sweep."""
+    if len(sweep) < 2:
+        return False
+    keys = sorted(sweep)
+    chosen = max(keys, key=lambda c: (sweep[c], -c))
+    if chosen == keys[0]:
+        return sweep[keys[0]] > sweep[keys[1]]
+    if chosen == keys[-1]:
+        return sweep[keys[-1]] > sweep[keys[-2]]
+    return False
 
 
 def stratified_holdout(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -110,20 +146,39 @@ class ProbeResult:
     converged: bool = True
     test_scores: np.ndarray | None = None  # [N_test, num_classes] probabilities
 
+    @property
+    def at_edge(self) -> bool:
+        return c_at_edge(self.sweep)
+
     def summary(self) -> dict[str, Any]:
-        return {"C": self.c, "c_selection": self.c_selection, "val_accuracy": self.val_accuracy,
-                "sweep": {f"{k:g}": v for k, v in sorted(self.sweep.items())}, "converged": self.converged}
+        out = {"C": self.c, "c_selection": self.c_selection, "val_accuracy": self.val_accuracy,
+               "sweep": {f"{k:g}": v for k, v in sorted(self.sweep.items())}, "converged": self.converged,
+               "c_at_edge": self.at_edge}
+        if self.at_edge:
+            out["note"] = (f"C={self.c:.3g} is the widest value the sweep tried and validation accuracy was still "
+                           "rising there: the optimum may lie beyond it")
+        return out
 
 
 def fit_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, num_classes: int, *,
               val: tuple[np.ndarray, np.ndarray] | None = None, refit_on_val: bool = True,
-              max_iter: int = 1000) -> ProbeResult:
+              max_iter: int = 1000, progress: bool = False, desc: str = "C sweep") -> ProbeResult:
     """Choose C on `val` = (x_val, y_val), refit, and score `x_test` ([N, num_classes] probabilities).
 
     Classes absent from the training data get probability 0 (sklearn only knows seen classes).
     """
     if val is not None and len(val[1]):
-        c, sweep = search_c(x_train, y_train, val[0], val[1], max_iter=max_iter)
+        from tqdm.auto import tqdm
+
+        # 7 coarse fits + 8 refinements (more when the sweep widens); each fit can take a while
+        with tqdm(total=len(COARSE_LOG10_C) + 8, desc=desc, unit="fit", disable=not progress, leave=False) as bar:
+            def tick(log_c: float, acc: float) -> None:
+                bar.set_postfix_str(f"C=1e{log_c:g} val {100 * acc:.1f}%")
+                if bar.n >= bar.total:
+                    bar.total = bar.n + 1
+                bar.update(1)
+
+            c, sweep = search_c(x_train, y_train, val[0], val[1], max_iter=max_iter, on_fit=tick)
         val_acc, selection = max(sweep.values()), "validation sweep"
         if refit_on_val:
             x_train, y_train = np.concatenate([x_train, val[0]]), np.concatenate([y_train, val[1]])

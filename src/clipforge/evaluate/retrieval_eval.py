@@ -35,13 +35,25 @@ def evaluate_retrieval(model: str | torch.nn.Module, captions: str | Path | Any,
                        out_dir: str | Path = "eval_results", expect: Mapping[str, float] | None = None,
                        tolerance: float = 0.3, preprocess: Any = None, model_name: str | None = None,
                        dataset_name: str | None = None, progress: bool = True,
-                       precision: str = "fp32", exact_decode: bool = False) -> dict[str, Any]:
-    """`captions`: a CSV path (``image,caption`` rows, see `clipforge.data.CaptionDataset`) or a
-    `CaptionDataset`. `limit`: a fixed random subset of images (with all their captions)."""
+                       precision: str = "fp32", exact_decode: bool = False,
+                       plot: bool | str | Path = False, predictions: str | Path | None = None,
+                       top_k: int = 10) -> dict[str, Any]:
+    """`captions`: a CSV path (``image,caption`` rows, see `clipforge.data.CaptionDataset`), a Karpathy
+    split file (``dataset_flickr30k.json``/``dataset_coco.json``: its test split, 5 captions an image) or a
+    `CaptionDataset`. `limit`: a fixed random subset of images (with all their captions).
+    `plot`: True (into `out_dir`) or a folder: recall@k curves of both directions.
+    `predictions`: a Parquet path: per image query its `top_k` caption ids and scores."""
     from clipforge.data import CaptionDataset
 
     ev = resolve_model(model, device, preprocess, model_name, precision=precision, exact_decode=exact_decode)
-    ds = captions if isinstance(captions, CaptionDataset) else CaptionDataset(captions, images, ev.preprocess)
+    if isinstance(captions, CaptionDataset):
+        ds = captions
+    elif str(captions).lower().endswith(".json"):  # Karpathy's split file (Flickr30k, COCO): its test split
+        from clipforge.data.retrieval_sets import open_karpathy_json
+
+        ds = open_karpathy_json(captions, images, "test", ev.preprocess)
+    else:
+        ds = CaptionDataset(captions, images, ev.preprocess)
     name = dataset_name or Path(getattr(ds, "csv_path", "captions")).parent.name or "captions"
     out_dir = Path(out_dir)
     stem = run_stem("retrieval", ev.name, name, None)
@@ -86,5 +98,20 @@ def evaluate_retrieval(model: str | torch.nn.Module, captions: str | Path | Any,
             "memory": peak_memory(ev.device),
             "files": {"report": str(json_path), "log": str(log_path)},
         }
+        if predictions is not None:
+            from clipforge.evaluate.predictions import write_predictions
+
+            kept = result.indices.tolist()
+            report["files"]["predictions"] = str(write_predictions(
+                predictions, kept, [ds.images[i] for i in kept], list(range(len(kept))),
+                image_features @ text_features.t(), top_k))
+        if plot:
+            from clipforge.evaluate.metrics import retrieval_rank_lists
+            from clipforge.evaluate.plots import plot_recall_curves
+
+            plot_dir = out_dir if plot is True else Path(plot)
+            i2t, t2i = retrieval_rank_lists(image_features, text_features, text_to_image)
+            report["files"]["plots"] = [str(plot_recall_curves(i2t, t2i, plot_dir / f"{stem}_recall.png",
+                                                               title=f"{ev.name} on {name}"))]
         finish_report(report, metrics, expect, tolerance, json_path, log)
     return report

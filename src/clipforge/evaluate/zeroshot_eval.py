@@ -19,11 +19,13 @@ from clipforge.evaluate.common import (
     dataset_classnames,
     default_templates,
     open_eval_dataset,
+    paper_metric,
     report_header,
     resolve_model,
 )
 from clipforge.evaluate.features import extract_image_features, subset_indices
-from clipforge.evaluate.metrics import classification_metrics, confusion_matrix, predictions
+from clipforge.evaluate.metrics import classification_metrics, confusion_matrix
+from clipforge.evaluate.metrics import predictions as top1_predictions
 from clipforge.evaluate.report import (
     finish_report,
     open_run_log,
@@ -44,13 +46,17 @@ def evaluate_zeroshot(model: str | torch.nn.Module, dataset: str | Any, root: st
                       expect: Mapping[str, float] | None = None, tolerance: float = 0.3,
                       cache_dir: str | Path | None = None, preprocess: Any = None,
                       model_name: str | None = None, progress: bool = True,
-                      precision: str = "fp32", exact_decode: bool = False) -> dict[str, Any]:
+                      precision: str = "fp32", exact_decode: bool = False,
+                      predictions: str | Path | None = None, top_k: int = 5) -> dict[str, Any]:
     """Run the evaluation, write ``<out_dir>/<stem>.json`` and ``.log`` (and PNGs with `plot`).
 
     `model`: a `--model` string or a CLIP-like module. `dataset`: a name for
     `clipforge.data.open_dataset` (with `root`) or a dataset object with `classnames`.
     `expect`: percent values per metric (``{"top1": 63.3}``); the report's ``passed`` says
     whether every one is within `tolerance` points. Returns the report dict (with ``files``).
+    `predictions`: a Parquet path for each evaluated sample's `top_k` class ids and scores.
+    The report's ``paper_metric`` names the CLIP paper's number for the dataset (mean per-class
+    accuracy for some, 11-point mAP for multi-label VOC 2007, which the metrics then include).
     """
     ev = resolve_model(model, device, preprocess, model_name, precision=precision, exact_decode=exact_decode)
     ds = open_eval_dataset(dataset, root, split, ev.preprocess)
@@ -79,6 +85,17 @@ def evaluate_zeroshot(model: str | torch.nn.Module, dataset: str | Any, root: st
                                         indices=chosen, progress=progress, desc=f"zeroshot {ds_name}")
         scores = classifier.logits(result.features).cpu()
         metrics = classification_metrics(scores, result.labels, ks=(1, 5))
+        multilabels = getattr(ds, "multilabels", None)
+        if multilabels is not None:  # VOC 2007: every class present in the image counts (11-point mAP)
+            from clipforge.evaluate.metrics import mean_average_precision_11pt
+
+            metrics["mAP11"] = mean_average_precision_11pt(scores, np.asarray(multilabels)[result.indices.numpy()])
+        if paper_metric(ds_name) == "roc_auc" and scores.shape[1] == 2:  # Hateful Memes
+            from clipforge.evaluate.metrics import binary_roc_auc
+
+            metrics["roc_auc"] = binary_roc_auc(scores[:, 1] - scores[:, 0], result.labels)
+        if paper_metric(ds_name) == "mean_top1_top5":  # Kinetics-700, as the paper reports it
+            metrics["mean_top1_top5"] = (metrics["top1"] + metrics["top5"]) / 2
         log.info("top1 %.2f%% top5 %.2f%% mean per-class recall %.2f%% over %d images; %s",
                  100 * metrics["top1"], 100 * metrics["top5"], 100 * metrics["mean_per_class_recall"],
                  metrics["num_samples"], f"{result.bad['skipped']} bad images skipped")
@@ -97,14 +114,21 @@ def evaluate_zeroshot(model: str | torch.nn.Module, dataset: str | Any, root: st
                           "count": len(template_list), "templates": template_list},
             "classnames": names,
             "metrics": metrics,
+            "paper_metric": paper_metric(ds_name),
             "bad_images": result.bad,
             "timing": timing,
             "memory": peak_memory(ev.device),
             "files": {"report": str(json_path), "log": str(log_path)},
         }
+        if predictions is not None:
+            from clipforge.evaluate.predictions import write_predictions
+
+            report["files"]["predictions"] = str(write_predictions(
+                predictions, result.indices, [ds.source_name(int(i)) for i in result.indices], result.labels,
+                scores, top_k))
         if plot:
             plot_dir = out_dir if plot is True else Path(plot)  # `plot`: True (into out_dir) or a folder
-            report["files"]["plots"] = _plots(metrics, names, result.labels, predictions(scores), plot_dir, stem)
+            report["files"]["plots"] = _plots(metrics, names, result.labels, top1_predictions(scores), plot_dir, stem)
         finish_report(report, metrics, expect, tolerance, json_path, log)
     return report
 

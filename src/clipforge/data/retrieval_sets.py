@@ -1,0 +1,90 @@
+"""Retrieval datasets in their published forms: Flickr30k and MSCOCO with Karpathy's splits, Flickr8k.
+
+Karpathy's `dataset_flickr30k.json` / `dataset_coco.json` (caption_datasets.zip) list every image
+with its split and sentences; the CLIP paper's retrieval numbers use the "test" split (1,000
+Flickr30k images, 5,000 COCO images) with 5 captions per image (COCO images with more keep the
+first five, as is standard). Flickr8k comes as Kaggle's `captions.txt` CSV (or our CSV form).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from .base import DatasetFormatError, DatasetLayoutError
+from .captions import CaptionDataset, CaptionTable
+
+__all__ = ["KARPATHY_LAYOUT", "open_karpathy_json", "open_retrieval_dataset", "read_karpathy"]
+
+KARPATHY_LAYOUT = """\
+  flickr30k: ROOT/dataset_flickr30k.json + ROOT/flickr30k-images/<filename>   (or ROOT/images/)
+  mscoco:    ROOT/dataset_coco.json + ROOT/<filepath>/<filename> (val2014/COCO_val2014_*.jpg; or ROOT/images/)
+  flickr8k:  ROOT/captions.txt (CSV image,caption) + ROOT/Images/ (or images/)"""
+
+_JSON = {"flickr30k": "dataset_flickr30k.json", "mscoco": "dataset_coco.json"}
+_SPLITS = {"test": ("test",), "val": ("val",), "train": ("train", "restval")}
+
+
+def read_karpathy(path: Path, split: str, captions_per_image: int = 5) -> tuple[CaptionTable, list[str]]:
+    """(captions of `split`, each image's folder relative to the JSON's folder: COCO's filepath)."""
+    if not path.is_file():
+        raise DatasetLayoutError(f"missing file {path}\nexpected layout:\n{KARPATHY_LAYOUT}")
+    if split not in _SPLITS:
+        raise ValueError(f"Karpathy splits are {', '.join(_SPLITS)}; got {split!r}")
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    images = data.get("images") if isinstance(data, dict) else None
+    if not isinstance(images, list):
+        raise DatasetFormatError(f"{path}: expected {{\"images\": [{{filename, split, sentences}}, ...]}}")
+    table, folders = CaptionTable(path), []
+    for entry in images:
+        if entry.get("split") not in _SPLITS[split]:
+            continue
+        name = f"{entry.get('filepath', '')}/{entry['filename']}".lstrip("/")
+        sentences = [s.get("raw", " ".join(s.get("tokens", []))).strip() for s in entry.get("sentences", [])]
+        sentences = [s for s in sentences if s][:captions_per_image]
+        if not sentences:
+            table.bad_rows.append((len(table.images), f"{name}: no sentences"))
+            continue
+        table.images.append(name)
+        folders.append(entry.get("filepath", ""))
+        for sentence in sentences:
+            table.captions.append(sentence)
+            table.caption_image.append(len(table.images) - 1)
+    if not table.images:
+        raise DatasetFormatError(f"{path}: no image of split {split!r}")
+    return table, folders
+
+
+def open_karpathy_json(path: str | Path, images_dir: str | Path | None = None, split: str = "test",
+                       transform: Callable | None = None) -> CaptionDataset:
+    """A Karpathy split file (`dataset_flickr30k.json`, `dataset_coco.json`, ...) with its images:
+    `images_dir`, else `flickr30k-images/` or `images/` beside the file, else the file's folder."""
+    path = Path(path)
+    table, _ = read_karpathy(path, split)
+    if images_dir is None:
+        candidates = [path.parent / "flickr30k-images", path.parent / "images", path.parent]
+        images_dir = next((c for c in candidates if (c / table.images[0]).exists()), path.parent)
+    name = path.stem.removeprefix("dataset_")
+    return CaptionDataset.from_table(table, images_dir, transform, name=name, split=split, layout=f"karpathy-{name}")
+
+
+def open_retrieval_dataset(key: str, root: str | Path, split: str = "test",
+                           transform: Callable | None = None) -> CaptionDataset:
+    """The caption dataset of catalogue key `key` (flickr30k, mscoco, flickr8k, or any caption CSV)."""
+    root = Path(root)
+    if key in _JSON:
+        table, _ = read_karpathy(root / _JSON[key], split)
+        images = root / "flickr30k-images" if key == "flickr30k" else root
+        if not images.is_dir() or not (images / table.images[0]).exists():
+            images = root / "images" if (root / "images").is_dir() else images
+        return CaptionDataset.from_table(table, images, transform, name=key, split=split, layout=f"karpathy-{key}")
+    csv = root if root.is_file() else next((root / n for n in ("captions.txt", "captions.csv") if (root / n).is_file()),
+                                          None)
+    if csv is None:
+        raise DatasetLayoutError(f"missing file {root / 'captions.txt'}\nexpected layout:\n{KARPATHY_LAYOUT}")
+    images = next((csv.parent / n for n in ("Images", "images") if (csv.parent / n).is_dir()), csv.parent)
+    ds = CaptionDataset(csv, images, transform)
+    ds.name, ds.split = key, split
+    return ds

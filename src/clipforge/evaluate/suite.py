@@ -1,0 +1,314 @@
+"""`eval suite`: many models x many datasets in one run, resumable, one CLIP_benchmark JSON per cell.
+
+A cell is (model fingerprint, dataset, split, task, prompt set[, subset]). Each is computed by the
+very functions the single commands run (`evaluate_zeroshot`, `evaluate_linear_probe`,
+`evaluate_retrieval`), so a suite cell equals `clipforge eval zeroshot`'s number for the same
+inputs. A finished cell's JSON is written last and atomically; a rerun finds it and recomputes
+nothing (the model is loaded to learn its fingerprint, no image is read). Missing datasets are
+listed with where to get them and skipped; a dataset that fails to open is recorded, not fatal.
+
+Layout of `out_dir`: ``cells/<model>/<cell>.json`` (CLIP_benchmark's result format: dataset,
+model, pretrained, task, metrics, language; our details under ``clipforge``), ``predictions/<cell>.parquet``,
+``reports/`` (the single commands' full reports and logs), ``table.{md,csv,json}`` and ``heatmap.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from clipforge.atomic import write_json_atomic
+
+__all__ = ["Cell", "SuiteExpectation", "cell_id", "parse_suite_expect", "run_suite"]
+
+TASK_NAMES = {"zeroshot": "zeroshot_classification", "linear-probe": "linear_probe", "retrieval": "zeroshot_retrieval"}
+
+
+@dataclass(frozen=True)
+class Cell:
+    model: str
+    dataset: str
+    task: str  # zeroshot | linear-probe | retrieval
+    split: str
+    prompts: str  # the prompt set ("-" where a task uses none)
+    root: Path
+
+
+@dataclass(frozen=True)
+class SuiteExpectation:
+    model: str | None  # None: every model
+    dataset: str
+    metric: str | None  # None: the dataset's paper metric
+    percent: float
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.@-]+", "-", text).strip("-") or "x"
+
+
+def cell_id(cell: Cell, fingerprint: str, limit: int | None, mode: str = "fp32-draft") -> str:
+    """The cell's identity as a file name: dataset, split, task, prompt set, weights fingerprint, and
+    what else changes the number: precision and decode mode, and the subset."""
+    parts = [cell.dataset, cell.split, cell.task, cell.prompts, fingerprint[:16], mode] + \
+        ([f"limit{limit}"] if limit else [])
+    return "__".join(_slug(p) for p in parts)
+
+
+def parse_suite_expect(items: Sequence[str] | None) -> list[SuiteExpectation]:
+    """``[MODEL@]DATASET[:METRIC]=PERCENT`` -> expectations (e.g. ``ViT-B/32@imagenet:top1=63.32``);
+    ``published`` checks every zero-shot cell that has a published number against it."""
+    from clipforge.data.catalog import dataset_info
+
+    out = []
+    for item in items or ():
+        if str(item).strip().lower() == "published":
+            out.append(SuiteExpectation(None, "*", "top1", float("nan")))
+            continue
+        lhs, sep, value = str(item).rpartition("=")
+        try:
+            percent = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not lhs:
+            raise ValueError(f"--expect {item!r}: expected [MODEL@]DATASET[:METRIC]=PERCENT, e.g. cifar10:top1=89.8")
+        model, _, rest = lhs.rpartition("@")
+        dataset, _, metric = rest.partition(":")
+        out.append(SuiteExpectation(model or None, dataset_info(dataset).key, metric or None, percent))
+    return out
+
+
+def _model_fields(spec: str, ev: Any) -> tuple[str, str]:
+    """CLIP_benchmark's (model, pretrained) pair for a spec: ``ViT-B-32:laion2b_s34b_b79k`` -> both parts."""
+    head, sep, tag = spec.rpartition(":")
+    if sep and head and "/" not in tag and not Path(spec).exists():
+        return head, tag
+    return ev.name, ("openai" if ev.weights.startswith("http") else str(ev.weights))
+
+
+def _plan(keys: list[str], root: str | Path | None, tasks: Sequence[str]) -> tuple[list[tuple], list[dict]]:
+    """(available datasets [(info, data root)], missing [{dataset, reason, get}])."""
+    from clipforge.data.catalog import dataset_info, find_dataset_root
+
+    ready, missing = [], []
+    for item in keys:
+        key, _, override = item.partition("=")
+        info = dataset_info(key)
+        if info.unsupported:
+            missing.append({"dataset": key, "reason": info.unsupported, "get": info.get})
+            continue
+        if info.task == "retrieval" and "retrieval" not in tasks or \
+                info.task == "zeroshot" and not {"zeroshot", "linear-probe"} & set(tasks):
+            continue
+        data_root = find_dataset_root(info, root, override or None)
+        if data_root is None or not data_root.exists():
+            where = data_root or (Path(root) / info.folders[0] if root else "--root")
+            missing.append({"dataset": key, "reason": f"not found at {where}", "get": info.get})
+            continue
+        ready.append((info, data_root))
+    return ready, missing
+
+
+def _cells(spec: str, ready: list[tuple], tasks: Sequence[str], templates: str | None) -> list[Cell]:
+    from clipforge.evaluate.common import default_templates
+
+    cells = []
+    for info, data_root in ready:
+        if info.task == "retrieval":
+            cells.append(Cell(spec, info.key, "retrieval", info.test_split, "-", data_root))
+            continue
+        if "zeroshot" in tasks:
+            cells.append(Cell(spec, info.key, "zeroshot", info.test_split, templates or default_templates(info.key),
+                              data_root))
+        if "linear-probe" in tasks and info.train_split:
+            cells.append(Cell(spec, info.key, "linear-probe", info.test_split, "-", data_root))
+    return cells
+
+
+def _metrics_cb(task: str, metrics: dict[str, Any]) -> dict[str, float]:
+    """Our metric names -> CLIP_benchmark's (acc1, acc5, mean_per_class_recall, recall@k, lp_*)."""
+    if task == "zeroshot":
+        out = {"acc1": metrics["top1"], "acc5": metrics["top5"], "mean_per_class_recall": metrics["mean_per_class_recall"]}
+        if "mAP11" in metrics:
+            out["mean_average_precision"] = metrics["mAP11"]
+        return out
+    if task == "linear-probe":
+        return {"lp_acc1": metrics["top1"], "lp_acc5": metrics["top5"],
+                "lp_mean_per_class_recall": metrics["mean_per_class_recall"]}
+    return {**{f"image_retrieval_recall@{k}": metrics[f"text_to_image_R@{k}"] for k in (1, 5, 10)},
+            **{f"text_retrieval_recall@{k}": metrics[f"image_to_text_R@{k}"] for k in (1, 5, 10)}}
+
+
+def _run_cell(cell: Cell, ev: Any, out_dir: Path, cid: str, *, limit: int | None, limit_train: int | None,
+              batch_size: int, workers: int, top_k: int, feature_cache_dir: str | Path | None,
+              cache_dir: str | Path | None) -> dict[str, Any]:
+    from clipforge.evaluate.linear_probe_eval import evaluate_linear_probe
+    from clipforge.evaluate.retrieval_eval import evaluate_retrieval
+    from clipforge.evaluate.zeroshot_eval import evaluate_zeroshot
+
+    reports, preds = out_dir / "reports", out_dir / "predictions" / f"{cid}.parquet"
+    common = {"batch_size": batch_size, "workers": workers, "out_dir": reports, "progress": False}
+    if cell.task == "zeroshot":
+        return evaluate_zeroshot(ev, cell.dataset, cell.root, cell.split, templates=cell.prompts, limit=limit,
+                                 predictions=preds, top_k=top_k, cache_dir=cache_dir, **common)
+    if cell.task == "linear-probe":
+        from clipforge.data.catalog import dataset_info
+
+        return evaluate_linear_probe(ev, cell.dataset, cell.root, train_split=dataset_info(cell.dataset).train_split,
+                                     test_split=cell.split, limit_train=limit_train, limit_test=limit,
+                                     feature_cache_dir=feature_cache_dir, predictions=preds, top_k=top_k, **common)
+    from clipforge.data.retrieval_sets import open_retrieval_dataset
+
+    ds = open_retrieval_dataset(cell.dataset, cell.root, cell.split, ev.preprocess)
+    return evaluate_retrieval(ev, ds, limit=limit, dataset_name=cell.dataset, predictions=preds, **common)
+
+
+def _details(cell: Cell, report: dict[str, Any], seconds: float, cid: str) -> dict[str, Any]:
+    """What a cell records besides its metrics: counts, skips and why, prompts, precision, decode, speed."""
+    from clipforge.evaluate.common import paper_metric
+
+    bad = report.get("bad_images", {})
+    if cell.task == "linear-probe":
+        evaluated = report["dataset"]["test_examples"]
+        skipped = sum(b.get("skipped", 0) for b in bad.values())
+        reasons = [e for b in bad.values() for e in b.get("examples", [])]
+        timing = report["timing"]["test"]
+    else:
+        evaluated = report["metrics"].get("num_samples", report["metrics"].get("num_images"))
+        skipped, reasons, timing = bad.get("skipped", 0), bad.get("examples", []), report["timing"]
+    metric = "top1" if cell.task == "linear-probe" else (
+        paper_metric(cell.dataset) if cell.task == "zeroshot" else "image_to_text_R@1")
+    return {
+        "cell": cid, "split": cell.split, "task": cell.task, "prompt_set": cell.prompts,
+        "fingerprint": report["model"]["fingerprint"], "weights": report["model"]["weights"],
+        "precision": report["model"]["precision"],
+        "decode": "draft" if report["model"]["draft_decode"] else "exact",
+        "images_evaluated": evaluated, "images_skipped": skipped,
+        "skip_reasons": [f"{e.get('source')}: {e.get('reason')}" for e in reasons[:20]],
+        "files_missing": report["dataset"].get("missing_files", 0),
+        "seconds_per_image": round(timing.get("total_s", seconds) / max(1, evaluated or 1), 6),
+        "wall_seconds": round(seconds, 3), "paper_metric": metric,
+        "paper_value": report["metrics"].get(metric), "report": report["files"]["report"],
+        "predictions": report["files"].get("predictions"), "limit": report["dataset"].get("limit"),
+        "date": report.get("date"),
+    }
+
+
+def run_suite(models: Sequence[str], datasets: Sequence[str] | str, root: str | Path | None, out_dir: str | Path,
+              *, tasks: Sequence[str] = ("zeroshot", "retrieval"), templates: str | None = None,
+              limit: int | None = None, limit_train: int | None = None, batch_size: int = 64, workers: int = 0,
+              device: str | None = None, precision: str = "fp32", exact_decode: bool = False,
+              expect: Sequence[SuiteExpectation] = (), tolerance: float = 0.3, top_k: int = 5,
+              feature_cache_dir: str | Path | None = None, cache_dir: str | Path | None = None,
+              progress: bool = True, echo: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run (or resume) the grid; write cells, predictions, the merged table and heat map; return the summary.
+
+    The summary has ``cells`` (one row per cell: model, dataset, task, metric, value, status
+    computed/cached/failed), ``missing`` (datasets skipped and why), ``expectations`` and ``passed``
+    (every golden check met and no dataset that was present failed to evaluate).
+    """
+    from tqdm.auto import tqdm
+
+    from clipforge.data.catalog import expand_datasets
+    from clipforge.evaluate.common import resolve_model
+    from clipforge.evaluate.suite_table import check_suite_expectations, write_tables
+
+    say = echo or (lambda text: print(text, file=sys.stderr))
+    bad_tasks = set(tasks) - set(TASK_NAMES)
+    if bad_tasks:
+        raise ValueError(f"unknown suite task(s) {sorted(bad_tasks)}; tasks: {', '.join(TASK_NAMES)}")
+    out_dir = Path(out_dir)
+    if root is not None and not Path(root).expanduser().is_dir():
+        raise FileNotFoundError(f"--root {root} is not a folder (it should hold one folder per dataset; "
+                                "see docs/datasets.md)")
+    ready, missing = _plan(expand_datasets(list(datasets) if not isinstance(datasets, str) else datasets),
+                           root, tasks)
+    for m in missing:
+        say(f"skipped {m['dataset']}: {m['reason']}" + (f" - {m['get']}" if m["get"] else ""))
+    if not ready:
+        say(f"no dataset of the {len(missing)} asked for was found under {root}: nothing to evaluate")
+    rows: list[dict[str, Any]] = []
+    total = len(models) * len(_cells("", ready, tasks, templates))
+    with tqdm(total=total, desc="suite", unit="cell", disable=not progress) as bar:
+        for spec in models:
+            ev = resolve_model(spec, device, precision=precision, exact_decode=exact_decode)
+            fingerprint = ev.describe()["fingerprint"]
+            model_name, pretrained = _model_fields(spec, ev)
+            for cell in _cells(spec, ready, tasks, templates):
+                cid = cell_id(cell, fingerprint, limit, f"{ev.precision}-{'draft' if ev.draft_decode else 'exact'}")
+                path = out_dir / "cells" / _slug(spec) / f"{cid}.json"
+                bar.set_postfix_str(f"{spec} x {cell.dataset} ({cell.task})")
+                row = {"model": spec, "dataset": cell.dataset, "task": cell.task, "split": cell.split,
+                       "prompt_set": cell.prompts, "cell_file": str(path)}
+                done = _read_cell(path)
+                if done is not None:
+                    rows.append({**row, **_row_values(done), "status": "cached"})
+                    bar.update(1)
+                    continue
+                t0 = time.perf_counter()
+                try:
+                    report = _run_cell(cell, ev, out_dir, cid, limit=limit, limit_train=limit_train,
+                                       batch_size=batch_size, workers=workers, top_k=top_k,
+                                       feature_cache_dir=feature_cache_dir, cache_dir=cache_dir)
+                except (OSError, ValueError, KeyError, RuntimeError) as exc:
+                    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                    say(f"failed {spec} x {cell.dataset} ({cell.task}): {reason}")
+                    rows.append({**row, "status": "failed", "error": reason})
+                    bar.update(1)
+                    continue
+                details = _details(cell, report, time.perf_counter() - t0, cid)
+                result = {"dataset": cell.dataset, "model": model_name, "pretrained": pretrained,
+                          "task": TASK_NAMES[cell.task], "metrics": _metrics_cb(cell.task, report["metrics"]),
+                          "language": "en", "clipforge": {"model_spec": spec, **details}}
+                write_json_atomic(path, result)  # written last: its presence means the cell is finished
+                rows.append({**row, **_row_values(result), "status": "computed"})
+                say(f"{spec} x {cell.dataset} ({cell.task}): {details['paper_metric']} "
+                    f"{100 * float(details['paper_value']):.2f}%")
+                bar.update(1)
+    rows += _earlier_cells(out_dir, {r["cell_file"] for r in rows})
+    checks = check_suite_expectations(rows, expect, tolerance)
+    failed = [r for r in rows if r.get("status") == "failed"]
+    summary = {"cells": rows, "missing": missing, "expectations": checks, "failed": len(failed),
+               "passed": all(c["ok"] for c in checks) and not failed, "out_dir": str(out_dir)}
+    summary["files"] = write_tables(summary, out_dir)
+    return summary
+
+
+def _read_cell(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # unreadable: recompute it
+    return data if isinstance(data, dict) and isinstance(data.get("metrics"), dict) and "clipforge" in data else None
+
+
+def _earlier_cells(out_dir: Path, seen: set[str]) -> list[dict[str, Any]]:
+    """Cells finished by earlier runs into the same folder (other models or datasets): the merged
+    table covers the whole grid computed so far, not just this run's part of it."""
+    rows = []
+    for path in sorted((out_dir / "cells").glob("*/*.json")):
+        if str(path) in seen:
+            continue
+        done = _read_cell(path)
+        if done is None:
+            continue
+        cf = done["clipforge"]
+        rows.append({"model": cf.get("model_spec", done.get("model")), "dataset": done["dataset"], "task": cf["task"],
+                     "split": cf["split"], "prompt_set": cf["prompt_set"], "cell_file": str(path),
+                     **_row_values(done), "status": "earlier run"})
+    return rows
+
+
+def _row_values(result: dict[str, Any]) -> dict[str, Any]:
+    cf = result["clipforge"]
+    return {"metric": cf["paper_metric"], "value": cf["paper_value"], "fingerprint": cf["fingerprint"],
+            "images_evaluated": cf["images_evaluated"], "images_skipped": cf["images_skipped"],
+            "seconds_per_image": cf["seconds_per_image"], "precision": cf["precision"], "decode": cf["decode"],
+            "metrics": result["metrics"]}
