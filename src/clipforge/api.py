@@ -19,17 +19,23 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from clipforge.image import Preprocess
 from clipforge.models import CLIP, OPENAI_MODELS, canonical_name, create_model_from_config, get_config
 
+if TYPE_CHECKING:
+    from clipforge.models.scoring import Scoring
+    from clipforge.text.families import ModelTokenizer
+
 __all__ = [
     "OFFLINE_DEFAULT", "PREFERRED_DEFAULT", "LoadedModel", "available_models", "create_model",
-    "default_device", "default_model_spec", "load", "load_model", "resolve_device", "resolve_spec",
+    "default_device", "default_model_spec", "load", "load_model", "resolve_device", "resolve_spec", "tokenizer_for",
 ]
 
 SHIPPED_MODELS_DIR = Path(__file__).resolve().parent / "pretrained"
@@ -42,10 +48,14 @@ Spec = str | os.PathLike[str]
 
 @dataclass
 class LoadedModel:
-    """A model with its preprocessing and identity, as every command and task receives it.
+    """A model with its preprocessing, tokenizer, scoring and identity, as every command and task
+    receives it: tasks take these as they are and never re-derive them.
 
     `weights` says where the numbers came from ("random (seed 0)", a resolved checkpoint path, or
-    the registry name), so reports never pass random weights off as real ones.
+    the registry name), so reports never pass random weights off as real ones. `tokenizer`
+    (`clipforge.text.families.ModelTokenizer`) turns texts into the ids this model's text tower
+    takes (OpenAI's BPE, SigLIP's SentencePiece, a tokenizers JSON); `scoring` says whether
+    probabilities are a softmax over the labels or independent sigmoids (SigLIP).
     """
 
     model: CLIP
@@ -53,6 +63,23 @@ class LoadedModel:
     name: str
     weights: str
     known_fingerprint: str | None = field(default=None, repr=False)
+    tokenizer: ModelTokenizer | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.tokenizer is None:
+            self.tokenizer = tokenizer_for(self.model)
+
+    @property
+    def scoring(self) -> Scoring:
+        """Softmax or sigmoid (with bias), read from the model's current parameters."""
+        from clipforge.models.scoring import scoring_of
+
+        return scoring_of(self.model)
+
+    def tokenize(self, texts: str | Sequence[str], context_length: int | None = None) -> torch.Tensor:
+        """Texts -> the id tensor this model's text tower takes (long texts truncated)."""
+        assert self.tokenizer is not None
+        return self.tokenizer(texts, context_length)
 
     @property
     def fingerprint(self) -> str:
@@ -80,6 +107,20 @@ class _Source:
     activation: str | None = None  # registry weights: the activation they were trained with
     preprocess_cfg: dict | None = None  # registry weights: their mean/std/interpolation/resize mode
     note: str | None = None  # said as a warning when the model is built
+
+
+def tokenizer_for(model: torch.nn.Module, search: Sequence[str | os.PathLike[str]] = ()) -> ModelTokenizer:
+    """The tokenizer a model's config names, its file looked for in `search` and in the folders
+    the model was loaded from (`model.tokenizer_dirs`), then in the download cache."""
+    from clipforge.text.families import build_tokenizer
+
+    spec = getattr(model, "tokenizer_cfg", None)
+    folders = [*search, *getattr(model, "tokenizer_dirs", ())]
+    if spec and spec.get("hub_repo"):
+        from clipforge.weights.registry import cache_dir
+
+        folders.append(cache_dir() / "tokenizers" / str(spec["hub_repo"]).replace("/", "--"))
+    return build_tokenizer(spec, int(getattr(model, "context_length", 77)), folders)
 
 
 def _shipped_models() -> dict[str, Path]:
@@ -249,6 +290,8 @@ def load_model(spec: Spec, device: str | torch.device | None = None, *, pretrain
             warnings.warn(note, stacklevel=2)
         model = build_model(checkpoint.state_dict, config=config)
         model.preprocess_cfg = source.preprocess_cfg or checkpoint.preprocess  # saved files and save_hf keep it
+        folder = source.checkpoint if source.checkpoint.is_dir() else source.checkpoint.parent
+        model.tokenizer_dirs = (str(folder),)  # a family's tokenizer file lies beside its weights
         weights = source.weights
     from clipforge.inference.precision import enable_fast_forward  # batch-1/autocast speed, same numbers
 

@@ -16,6 +16,7 @@ from clipforge.models.configs import (
     same_shape,
     vision_heads,
 )
+from clipforge.models.family_keys import FAMILY_DEFAULTS, FAMILY_KEYS, family_value, is_family_config
 from clipforge.models.layers import LayerNorm, Transformer
 from clipforge.models.resnet import ModifiedResNet
 from clipforge.models.vit import VisionTransformer
@@ -110,13 +111,28 @@ _NON_PARAMETER_KEYS = ("input_resolution", "context_length", "vocab_size")
 
 
 def config_from_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """Infer the constructor arguments from tensor shapes, as OpenAI's `build_model` does."""
+    """Infer the constructor arguments from tensor shapes, as OpenAI's `build_model` does.
+
+    clipforge's family layout (an attention-pool image head, a projection with bias,
+    `logit_bias`) shows in its keys; what shapes cannot show (heads, pooling, activation) comes
+    from the registered architecture of the same shape (`_with_known_heads`).
+    """
     sd = state_dict
-    if "visual.proj" in sd:
+    family: dict[str, Any] = {}
+    if "visual.attn_pool.probe" in sd:
         vision_width = sd["visual.conv1.weight"].shape[0]
         vision_layers: int | tuple[int, ...] = len(
-            [k for k in sd if k.startswith("visual.") and k.endswith(".attn.in_proj_weight")])
+            [k for k in sd if k.startswith("visual.transformer.") and k.endswith(".attn.in_proj_weight")])
         vision_patch_size: int | None = sd["visual.conv1.weight"].shape[-1]
+        grid = round(sd["visual.positional_embedding"].shape[0] ** 0.5)
+        image_resolution = vision_patch_size * grid
+        family.update(vision_pool="map", vision_patch_bias="visual.conv1.bias" in sd,
+                      vision_ln_pre="visual.ln_pre.weight" in sd, vision_proj="visual.proj" in sd)
+    elif "visual.proj" in sd:
+        vision_width = sd["visual.conv1.weight"].shape[0]
+        vision_layers = len(
+            [k for k in sd if k.startswith("visual.") and k.endswith(".attn.in_proj_weight")])
+        vision_patch_size = sd["visual.conv1.weight"].shape[-1]
         grid = round((sd["visual.positional_embedding"].shape[0] - 1) ** 0.5)
         image_resolution = vision_patch_size * grid
     elif "visual.attnpool.positional_embedding" in sd:
@@ -130,8 +146,18 @@ def config_from_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, Any
         raise ValueError("state dict has neither `visual.proj` (ViT) nor `visual.attnpool` (ResNet): "
                          "not a CLIP checkpoint in OpenAI layout")
     transformer_width = sd["ln_final.weight"].shape[0]
+    if "text_projection.weight" in sd:
+        embed_dim = sd["text_projection.weight"].shape[0]
+        family["text_proj_bias"] = True
+    elif "text_projection" not in sd:
+        embed_dim = sd["ln_final.weight"].shape[0]
+        family["text_proj"] = False
+    else:
+        embed_dim = sd["text_projection"].shape[1]
+    if "logit_bias" in sd:
+        family["scoring"] = "sigmoid"
     config: dict[str, Any] = {
-        "embed_dim": sd["text_projection"].shape[1],
+        "embed_dim": int(embed_dim),
         "image_resolution": int(image_resolution),
         "vision_layers": vision_layers,
         "vision_width": int(vision_width),
@@ -145,21 +171,32 @@ def config_from_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, Any
     fc = sd.get("visual.transformer.resblocks.0.mlp.c_fc.weight")
     if fc is not None and fc.shape[0] != 4 * vision_width:
         config["vision_mlp_ratio"] = fc.shape[0] / vision_width
-    return _with_known_heads(config)
+    text_fc = sd.get("transformer.resblocks.0.mlp.c_fc.weight")
+    if family and text_fc is not None and text_fc.shape[0] != 4 * transformer_width:
+        family["text_mlp_ratio"] = text_fc.shape[0] / transformer_width
+    return _with_known_heads({**config, **{k: v for k, v in family.items() if v != FAMILY_DEFAULTS[k]}})
 
 
 def _with_known_heads(config: dict[str, Any]) -> dict[str, Any]:
     """Head counts do not show in tensor shapes: take them from the registered architecture of
     the same shape (ViT-H/g/bigG use head widths other than 64), else keep width // 64."""
     for name, known in ARCH_CONFIGS.items():
-        if name.startswith("test-") or not same_shape(config, known):
+        if name.startswith("test-") or not same_shape(config, known) or not _same_layout(config, known):
             continue
         config["transformer_heads"] = known["transformer_heads"]
-        for key in ("vision_head_width", "vision_mlp_ratio"):
+        for key in ("vision_head_width", "vision_mlp_ratio", *FAMILY_KEYS):
             if key in known:
                 config[key] = known[key]
+        if is_family_config(known) and "activation" in known:
+            config["activation"] = known["activation"]
         break
     return config
+
+
+def _same_layout(config: dict[str, Any], known: dict[str, Any]) -> bool:
+    """Family knobs that show in the keys (attention pool, projection bias, logit bias) agree."""
+    return all(family_value(config, k) == family_value(known, k)
+               for k in ("vision_pool", "text_proj", "text_proj_bias", "scoring", "vision_patch_bias"))
 
 
 def matching_architectures(config: dict[str, Any]) -> list[str]:
@@ -169,7 +206,12 @@ def matching_architectures(config: dict[str, Any]) -> list[str]:
 
 
 def create_model_from_config(config: dict[str, Any]) -> CLIP:
-    return CLIP(**config)
+    """OpenAI's `CLIP` for OpenAI-shaped configs, `FamilyCLIP` when a family knob is turned."""
+    if is_family_config(config):
+        from clipforge.models.family import FamilyCLIP
+
+        return FamilyCLIP(**config)
+    return CLIP(**{k: v for k, v in config.items() if k not in FAMILY_KEYS})
 
 
 def build_model(state_dict: dict[str, torch.Tensor], config: dict[str, Any] | None = None) -> CLIP:
@@ -181,7 +223,7 @@ def build_model(state_dict: dict[str, torch.Tensor], config: dict[str, Any] | No
     # Built on the meta device: random initialisation of a 600M-parameter model costs far more
     # than copying the weights that replace it. The copies keep the caller's tensors untouched.
     with torch.device("meta"):
-        model = CLIP(**(config or config_from_state_dict(state_dict)))
+        model = create_model_from_config(config or config_from_state_dict(state_dict))
     owned = {k: v.to(torch.float32 if v.is_floating_point() else v.dtype, copy=True) for k, v in state_dict.items()}
     model.load_state_dict(owned, strict=True, assign=True)
     leftover = [name for name, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]

@@ -1,0 +1,123 @@
+"""Family tokenizers: ids identical to the references on a multilingual corpus.
+
+No hub here, so each test builds its tokenizer files: a SentencePiece unigram model trained on
+the corpus (SigLIP's kind: T5-style ids, pad 0, eos 1, unk 2) and a `tokenizers` JSON
+(SigLIP 2 / XLM-V's kind: a unigram model with a post-processor adding special tokens). The
+references are what open_clip runs: its ``HFTokenizer`` (open_clip's cleaning, then
+transformers' ``AutoTokenizer`` with ``padding="max_length", truncation=True``), and
+transformers' ``SiglipTokenizer`` / ``PreTrainedTokenizerFast`` directly.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+from clipforge.text.families import TokenizerUnavailableError, build_tokenizer, clean
+
+CORPUS = [
+    "a photo of a cat", "A Photo of a DOG!", "the_quick brown-fox, jumps: over (the) lazy dog...",
+    "一只猫的照片", "海边的日落", "繁體中文的句子與標點：「你好」", "猫の写真です。", "東京タワーと富士山",
+    "صورة قطة", "مرحبا بالعالم", "एक बिल्ली की तस्वीर", "नमस्ते दुनिया", "🐱🐶 emoji 😀 test 🎉",
+    "mixed 中文 English 日本語 العربية हिन्दी 😀", "numbers 12345 and 3.14", "   leading and trailing   ",
+    "", "a " * 100,
+]
+
+
+def _open_clip_tokenizer_module() -> types.ModuleType:
+    """open_clip's ``tokenizer.py`` imported without its package ``__init__`` (which needs torchvision)."""
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("reference open-clip-torch is not installed")
+    key = "_open_clip_tok_reference"
+    if f"{key}.tokenizer" not in sys.modules:
+        package = types.ModuleType(key)
+        package.__path__ = [str(next(iter(spec.submodule_search_locations)))]
+        sys.modules[key] = package
+    return importlib.import_module(f"{key}.tokenizer")
+
+
+@pytest.fixture(scope="module")
+def spiece_dir(tmp_path_factory) -> Path:
+    spm = pytest.importorskip("sentencepiece")
+    folder = tmp_path_factory.mktemp("spiece")
+    lines = [clean(t, "canonicalize") for t in CORPUS if t.strip()] * 20
+    (folder / "corpus.txt").write_text("\n".join(lines), encoding="utf-8")
+    spm.SentencePieceTrainer.train(
+        input=str(folder / "corpus.txt"), model_prefix=str(folder / "spiece"), vocab_size=200, model_type="unigram",
+        pad_id=0, eos_id=1, unk_id=2, bos_id=-1, character_coverage=1.0, hard_vocab_limit=False,
+        minloglevel=2)
+    (folder / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "SiglipTokenizer", "model_max_length": 64, "do_lower_case": True}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def json_dir(tmp_path_factory) -> Path:
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    folder = tmp_path_factory.mktemp("hfjson")
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    trainer = trainers.UnigramTrainer(vocab_size=300, special_tokens=["<s>", "<pad>", "</s>", "<unk>"],
+                                      unk_token="<unk>")
+    tok.train_from_iterator([t for t in CORPUS if t.strip()] * 20, trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", special_tokens=[("<s>", tok.token_to_id("<s>")), ("</s>", tok.token_to_id("</s>"))])
+    tok.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": "</s>",
+        "pad_token": "<pad>", "unk_token": "<unk>", "model_max_length": 77}))
+    return folder
+
+
+@pytest.mark.parametrize("context", [16, 64])
+def test_sentencepiece_ids_match_open_clip_and_siglip_tokenizer(spiece_dir: Path, context: int) -> None:
+    transformers = pytest.importorskip("transformers")
+    spec = {"kind": "sentencepiece", "file": "spiece.model", "clean": "canonicalize", "eos_id": 1, "pad_id": 1}
+    ours = build_tokenizer(spec, context, [spiece_dir])(CORPUS)
+    reference = _open_clip_tokenizer_module().HFTokenizer(str(spiece_dir), context_length=context,
+                                                             clean="canonicalize")(CORPUS)
+    assert torch.equal(ours, reference)
+    siglip = transformers.SiglipTokenizer(str(spiece_dir / "spiece.model"))
+    direct = siglip([clean(t, "canonicalize") for t in CORPUS], padding="max_length", max_length=context,
+                    truncation=True, return_tensors="pt").input_ids
+    assert torch.equal(ours, direct)
+    assert ours.shape == (len(CORPUS), context)
+    assert (ours[:, -1] == 1).all()  # every row ends in </s> or padding: the tower reads the last position
+
+
+@pytest.mark.parametrize("context", [16, 77])
+def test_tokenizers_json_ids_match_open_clip_and_fast_tokenizer(json_dir: Path, context: int) -> None:
+    transformers = pytest.importorskip("transformers")
+    spec = {"kind": "hf-json", "file": "tokenizer.json", "clean": "whitespace"}
+    ours = build_tokenizer(spec, context, [json_dir])(CORPUS)
+    reference = _open_clip_tokenizer_module().HFTokenizer(str(json_dir), context_length=context,
+                                                             clean="whitespace")(CORPUS)
+    assert torch.equal(ours, reference)
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_file=str(json_dir / "tokenizer.json"), pad_token="<pad>")
+    direct = fast([clean(t, "whitespace") for t in CORPUS], padding="max_length", max_length=context,
+                  truncation=True, return_tensors="pt").input_ids
+    assert torch.equal(ours, direct)
+
+
+def test_canonicalize_is_open_clips() -> None:
+    module = _open_clip_tokenizer_module()
+    for text in CORPUS:
+        assert clean(text, "canonicalize") == module.canonicalize_text(text)
+        assert clean(text, "whitespace") == module.whitespace_clean(text)
+
+
+def test_missing_tokenizer_file_names_it_and_where_it_looked(tmp_path: Path) -> None:
+    spec = {"kind": "sentencepiece", "file": "spiece.model", "hub_repo": "timm/ViT-B-16-SigLIP"}
+    tok = build_tokenizer(spec, 64, [tmp_path])
+    with pytest.raises(TokenizerUnavailableError, match=r"spiece\.model.*" + str(tmp_path).replace("\\", "\\\\")):
+        tok(["a cat"])
