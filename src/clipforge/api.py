@@ -107,6 +107,7 @@ class _Source:
     activation: str | None = None  # registry weights: the activation they were trained with
     preprocess_cfg: dict | None = None  # registry weights: their mean/std/interpolation/resize mode
     note: str | None = None  # said as a warning when the model is built
+    tokenizer_dir: str | None = None  # registry weights: where their tokenizer file was downloaded
 
 
 def tokenizer_for(model: torch.nn.Module, search: Sequence[str | os.PathLike[str]] = ()) -> ModelTokenizer:
@@ -186,8 +187,13 @@ def _pretrained_source(name: str, arch: str, tag: str, download_root: Spec | Non
         entry = get_pretrained(arch, tag)
     except KeyError as exc:
         raise ValueError(f"{exc.args[0]} (or random:{arch} for random weights)") from None
-    return _Source(name, checkpoint=download_entry(arch, entry, download_root), weights=name,
-                   activation=entry.activation, preprocess_cfg=entry.preprocess, note=activation_note(arch, entry))
+    from clipforge.weights.zoo import download_tokenizer
+
+    checkpoint = download_entry(arch, entry, download_root)
+    tokenizer_dir = download_tokenizer(entry.name, download_root)  # a family's SentencePiece / JSON file
+    return _Source(name, checkpoint=checkpoint, weights=name, activation=entry.activation,
+                   preprocess_cfg=entry.preprocess, note=activation_note(arch, entry),
+                   tokenizer_dir=str(tokenizer_dir) if tokenizer_dir else None)
 
 
 def _unknown(spec: str) -> FileNotFoundError:
@@ -291,7 +297,8 @@ def load_model(spec: Spec, device: str | torch.device | None = None, *, pretrain
         model = build_model(checkpoint.state_dict, config=config)
         model.preprocess_cfg = source.preprocess_cfg or checkpoint.preprocess  # saved files and save_hf keep it
         folder = source.checkpoint if source.checkpoint.is_dir() else source.checkpoint.parent
-        model.tokenizer_dirs = (str(folder),)  # a family's tokenizer file lies beside its weights
+        # a family's tokenizer file lies beside its weights (or was downloaded with them)
+        model.tokenizer_dirs = tuple(d for d in (str(folder), source.tokenizer_dir) if d)
         weights = source.weights
     from clipforge.inference.precision import enable_fast_forward  # batch-1/autocast speed, same numbers
 

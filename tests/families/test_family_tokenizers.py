@@ -111,9 +111,9 @@ def test_tokenizers_json_ids_match_open_clip_and_fast_tokenizer(json_dir: Path, 
 
 def test_canonicalize_is_open_clips() -> None:
     module = _open_clip_tokenizer_module()
-    for text in CORPUS:
-        assert clean(text, "canonicalize") == module.canonicalize_text(text)
-        assert clean(text, "whitespace") == module.whitespace_clean(text)
+    for text in [*CORPUS, "Ｆｕｌｌ－ｗｉｄｔｈ：ＡＢＣ", "&amp;amp; entities &lt;b&gt;", "under_score\tand\u3000spaces"]:
+        for how in ("canonicalize", "whitespace", "lower"):
+            assert clean(text, how) == module.get_clean_fn(how)(text), (how, text)
 
 
 def test_missing_tokenizer_file_names_it_and_where_it_looked(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ is read at the last position of the full-length row: never trim SigLIP rows.
 
 from __future__ import annotations
 
+import html
 import string
 import threading
 from collections.abc import Sequence
@@ -38,16 +39,24 @@ class TokenizerUnavailableError(FileNotFoundError):
     """A model's tokenizer file (or the package that reads it) is missing."""
 
 
+def _basic(text: str) -> str:
+    """ftfy, then HTML entities unescaped twice, stripped: OpenAI's and open_clip's first step."""
+    import ftfy
+
+    return html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+
+
 def clean(text: str, how: str | None) -> str:
-    """open_clip's text cleaning before a SentencePiece / HF tokenizer (``canonicalize``, ``whitespace``, ``lower``)."""
+    """open_clip's text cleaning before a SentencePiece / HF tokenizer (``canonicalize``,
+    ``whitespace``, ``lower``). All start with ftfy (which also turns full-width punctuation
+    such as ``：`` into ASCII, so canonicalize then removes it)."""
+    if how not in ("canonicalize", "whitespace", "lower"):
+        return text
+    text = _basic(text)
     if how == "canonicalize":
         text = text.replace("_", " ").translate(_PUNCTUATION).lower()
-        return " ".join(text.split())
-    if how == "whitespace":
-        return " ".join(text.split())
-    if how == "lower":
-        return " ".join(text.split()).lower()
-    return text
+    text = " ".join(text.split())
+    return text.lower() if how == "lower" else text
 
 
 @dataclass
