@@ -111,17 +111,10 @@ class _Source:
 
 
 def tokenizer_for(model: torch.nn.Module, search: Sequence[str | os.PathLike[str]] = ()) -> ModelTokenizer:
-    """The tokenizer a model's config names, its file looked for in `search` and in the folders
-    the model was loaded from (`model.tokenizer_dirs`), then in the download cache."""
-    from clipforge.text.families import build_tokenizer
+    """The tokenizer a model's config names (`clipforge.text.families.tokenizer_of`)."""
+    from clipforge.text.families import tokenizer_of
 
-    spec = getattr(model, "tokenizer_cfg", None)
-    folders = [*search, *getattr(model, "tokenizer_dirs", ())]
-    if spec and spec.get("hub_repo"):
-        from clipforge.weights.registry import cache_dir
-
-        folders.append(cache_dir() / "tokenizers" / str(spec["hub_repo"]).replace("/", "--"))
-    return build_tokenizer(spec, int(getattr(model, "context_length", 77)), folders)
+    return tokenizer_of(model, search)
 
 
 def _shipped_models() -> dict[str, Path]:

@@ -18,16 +18,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from family_fixtures import CORPUS, build_json_tokenizer, train_spiece
 
 from clipforge.text.families import TokenizerUnavailableError, build_tokenizer, clean
-
-CORPUS = [
-    "a photo of a cat", "A Photo of a DOG!", "the_quick brown-fox, jumps: over (the) lazy dog...",
-    "一只猫的照片", "海边的日落", "繁體中文的句子與標點：「你好」", "猫の写真です。", "東京タワーと富士山",
-    "صورة قطة", "مرحبا بالعالم", "एक बिल्ली की तस्वीर", "नमस्ते दुनिया", "🐱🐶 emoji 😀 test 🎉",
-    "mixed 中文 English 日本語 العربية हिन्दी 😀", "numbers 12345 and 3.14", "   leading and trailing   ",
-    "", "a " * 100,
-]
 
 
 def _open_clip_tokenizer_module() -> types.ModuleType:
@@ -45,14 +38,8 @@ def _open_clip_tokenizer_module() -> types.ModuleType:
 
 @pytest.fixture(scope="module")
 def spiece_dir(tmp_path_factory) -> Path:
-    spm = pytest.importorskip("sentencepiece")
     folder = tmp_path_factory.mktemp("spiece")
-    lines = [clean(t, "canonicalize") for t in CORPUS if t.strip()] * 20
-    (folder / "corpus.txt").write_text("\n".join(lines), encoding="utf-8")
-    spm.SentencePieceTrainer.train(
-        input=str(folder / "corpus.txt"), model_prefix=str(folder / "spiece"), vocab_size=200, model_type="unigram",
-        pad_id=0, eos_id=1, unk_id=2, bos_id=-1, character_coverage=1.0, hard_vocab_limit=False,
-        minloglevel=2)
+    train_spiece(folder, vocab_size=200)
     (folder / "tokenizer_config.json").write_text(json.dumps({
         "tokenizer_class": "SiglipTokenizer", "model_max_length": 64, "do_lower_case": True}))
     return folder
@@ -60,22 +47,8 @@ def spiece_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def json_dir(tmp_path_factory) -> Path:
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-
     folder = tmp_path_factory.mktemp("hfjson")
-    tok = Tokenizer(models.Unigram())
-    tok.normalizer = normalizers.NFKC()
-    tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    tok.decoder = decoders.Metaspace()
-    trainer = trainers.UnigramTrainer(vocab_size=300, special_tokens=["<s>", "<pad>", "</s>", "<unk>"],
-                                      unk_token="<unk>")
-    tok.train_from_iterator([t for t in CORPUS if t.strip()] * 20, trainer)
-    tok.post_processor = processors.TemplateProcessing(
-        single="<s> $A </s>", special_tokens=[("<s>", tok.token_to_id("<s>")), ("</s>", tok.token_to_id("</s>"))])
-    tok.save(str(folder / "tokenizer.json"))
-    (folder / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": "</s>",
-        "pad_token": "<pad>", "unk_token": "<unk>", "model_max_length": 77}))
+    build_json_tokenizer(folder, vocab_size=300)
     return folder
 
 

@@ -197,7 +197,7 @@ class FamilyCLIP(CLIP):
     def text_pool_positions(self, text: torch.Tensor) -> torch.Tensor:
         """Where each sequence's feature is read: argmax id, first `text_eos_id`, or the last position."""
         if self.text_pool == "last":
-            return torch.full((text.shape[0],), text.shape[1] - 1, dtype=torch.long, device=text.device)
+            return text[:, 0] * 0 + (text.shape[1] - 1)  # (written so an ONNX trace keeps the batch dynamic)
         if self.text_pool == "eos":
             return (text == int(self.text_eos_id)).int().argmax(dim=-1)
         return text.argmax(dim=-1)

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["ModelTokenizer", "TokenizerUnavailableError", "build_tokenizer", "clean"]
+__all__ = ["ModelTokenizer", "TokenizerUnavailableError", "build_tokenizer", "clean", "tokenize_for", "tokenizer_of"]
 
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 
@@ -179,7 +179,7 @@ def build_tokenizer(spec: dict[str, Any] | None, context_length: int,
     folders = [Path(p) for p in search if p]
     found = next((f / name for f in folders if (f / name).is_file()), None)
     if found is None:
-        return _MissingTokenizer(spec, context_length, Path(name), folders=folders)
+        return _MissingTokenizer(spec, context_length, None, folders=folders)
     return ModelTokenizer(spec, context_length, found)
 
 
@@ -194,3 +194,28 @@ class _MissingTokenizer(ModelTokenizer):
         raise TokenizerUnavailableError(
             f"this model's {self.kind} tokenizer file {self.spec['file']!r} was not found in {where}{hint}; "
             "put it beside the checkpoint")
+
+
+def tokenizer_of(model: Any, search: Sequence[str | Path] = ()) -> ModelTokenizer:
+    """The tokenizer a model's config names (``model.tokenizer_cfg``; none: OpenAI's BPE), its
+    file looked for in `search`, in the folders the model was loaded from
+    (``model.tokenizer_dirs``) and in the download cache. Kept on the model after the first call."""
+    cached = getattr(model, "__dict__", {}).get("_cf_tokenizer")
+    if cached is not None and not search:
+        return cached
+    spec = getattr(model, "tokenizer_cfg", None)
+    folders: list[str | Path] = [*search, *getattr(model, "tokenizer_dirs", ())]
+    if spec and spec.get("hub_repo"):
+        from clipforge.weights.registry import cache_dir
+
+        folders.append(cache_dir() / "tokenizers" / str(spec["hub_repo"]).replace("/", "--"))
+    tokenizer = build_tokenizer(spec, int(getattr(model, "context_length", 77)), folders)
+    if not search and hasattr(model, "__dict__"):
+        model.__dict__["_cf_tokenizer"] = tokenizer
+    return tokenizer
+
+
+def tokenize_for(model: Any, texts: str | Sequence[str], context_length: int | None = None) -> torch.Tensor:
+    """Texts -> the ids `model`'s text tower takes, with `model`'s own tokenizer (long texts
+    truncated). Tasks call this instead of `clipforge.text.tokenize`, which is OpenAI's BPE only."""
+    return tokenizer_of(model)(texts, context_length)

@@ -82,9 +82,9 @@ def save_hf_siglip(model: torch.nn.Module, directory: str | os.PathLike[str],
     if tokenizer.get("kind") != "sentencepiece":
         raise ValueError("save_hf writes SigLIP folders with a SentencePiece tokenizer (SiglipTokenizer); "
                          f"this model's tokenizer is {tokenizer.get('kind', 'openai-bpe')!r}")
-    from clipforge.api import tokenizer_for
+    from clipforge.text.families import tokenizer_of
 
-    source = tokenizer_for(model).path
+    source = tokenizer_of(model).path
     if source is None:
         raise FileNotFoundError(f"the model's tokenizer file {tokenizer.get('file')!r} was not found; "
                                 "put it beside the checkpoint")
