@@ -288,7 +288,8 @@ def load_model(spec: Spec, device: str | torch.device | None = None, *, pretrain
         if note:
             warnings.warn(note, stacklevel=2)
         model = build_model(checkpoint.state_dict, config=config)
-        model.preprocess_cfg = source.preprocess_cfg or checkpoint.preprocess  # saved files and save_hf keep it
+        model.preprocess_cfg = (source.preprocess_cfg or checkpoint.preprocess  # saved files and save_hf keep it
+                                or getattr(model, "preprocess_cfg", None))  # else the family's default
         folder = source.checkpoint if source.checkpoint.is_dir() else source.checkpoint.parent
         # a family's tokenizer file lies beside its weights (or was downloaded with them)
         model.tokenizer_dirs = tuple(d for d in (str(folder), source.tokenizer_dir) if d)

@@ -134,6 +134,7 @@ class FamilyCLIP(CLIP):
         self.text_eos_id = get("text_eos_id")
         self.scoring = str(get("scoring"))
         self.tokenizer_cfg = get("tokenizer")
+        self.preprocess_cfg = get("preprocess")  # the family's default; registry weights and files may say theirs
         text_activation = get("text_activation") or activation
         if isinstance(config["vision_layers"], (list, tuple)):
             raise ValueError("family configs build ViT image towers; ResNets use OpenAI's CLIP")

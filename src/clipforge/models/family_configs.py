@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
-_SIGLIP_TOWER = {"vision_pool": "map", "vision_patch_bias": True, "vision_ln_pre": False, "vision_proj": False,
+SIGLIP_PREPROCESS = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "interpolation": "bicubic",
+                     "resize_mode": "squash"}
+_SIGLIP_TOWER = {"preprocess": SIGLIP_PREPROCESS, "vision_pool": "map", "vision_patch_bias": True, "vision_ln_pre": False, "vision_proj": False,
                  "text_causal": False, "text_pool": "last", "text_proj_bias": True, "norm_eps": 1e-6,
                  "activation": "gelu_tanh", "scoring": "sigmoid"}
 # (width, layers, heads, mlp ratio) of timm's SigLIP image towers
@@ -128,7 +130,7 @@ DFN_CONFIGS: dict[str, dict[str, Any]] = {
 
 # Small configs of each family for unit tests: same code paths, seconds to run.
 _TINY_SIGLIP = {**_SIGLIP_TOWER, "embed_dim": 64, "image_resolution": 32, "vision_layers": 2, "vision_width": 64,
-                "vision_patch_size": 8, "context_length": 16, "vocab_size": 512, "transformer_width": 64,
+                "vision_patch_size": 8, "context_length": 64, "vocab_size": 512, "transformer_width": 64,
                 "transformer_heads": 2, "transformer_layers": 2, "vision_head_width": 32}
 TEST_FAMILY_CONFIGS: dict[str, dict[str, Any]] = {
     "test-siglip-tiny": {**_TINY_SIGLIP, "tokenizer": {"kind": "sentencepiece", "file": "spiece.model",

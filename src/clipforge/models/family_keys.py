@@ -19,6 +19,8 @@ are unchanged):
 - scoring: ``scoring`` ``"softmax"`` (``logit_scale``·cos, probabilities over the labels) or
   ``"sigmoid"`` (``logit_scale``·cos + ``logit_bias``, each label its own probability:
   they do not sum to 1);
+- ``preprocess``: the family's default image preprocessing (SigLIP: mean/std 0.5, squash), used
+  when the weights do not say theirs;
 - ``tokenizer``: ``{"kind": "openai-bpe"}`` (default), ``{"kind": "sentencepiece", "file":
   ...}`` or ``{"kind": "hf-json", "file": ...}`` with ``clean``, ``lower``, ``pad_id``,
   ``eos_id``, ``bos_id`` (see `clipforge.text.families`).
@@ -45,6 +47,7 @@ FAMILY_DEFAULTS: dict[str, Any] = {
     "norm_eps": 1e-5,
     "scoring": "softmax",
     "tokenizer": None,  # None: OpenAI's BPE
+    "preprocess": None,  # the family's image preprocessing (mean/std/interpolation/resize_mode); None: OpenAI's
 }
 FAMILY_KEYS: tuple[str, ...] = tuple(FAMILY_DEFAULTS)
 ALL_ACTIVATIONS = ("quick_gelu", "gelu", "gelu_tanh")
@@ -91,6 +94,9 @@ def check_family_fields(config: Mapping[str, Any]) -> list[str]:
         errors.append("field 'vision_proj' = false needs 'embed_dim' equal to 'vision_width'")
     if config.get("text_proj") is False and config.get("embed_dim") != config.get("transformer_width"):
         errors.append("field 'text_proj' = false needs 'embed_dim' equal to 'transformer_width'")
+    pre = config.get("preprocess")
+    if pre is not None and (not isinstance(pre, Mapping) or set(pre) - {"mean", "std", "interpolation", "resize_mode"}):
+        errors.append("field 'preprocess' must be an object with mean, std, interpolation, resize_mode")
     tok = config.get("tokenizer")
     if tok is not None:
         if not isinstance(tok, Mapping) or tok.get("kind") not in TOKENIZER_KINDS:

@@ -101,7 +101,9 @@ def save_hf_siglip(model: torch.nn.Module, directory: str | os.PathLike[str],
     write_json_atomic(directory / "tokenizer_config.json", {
         "tokenizer_class": "SiglipTokenizer", "model_max_length": context,
         "do_lower_case": tokenizer.get("clean") in ("canonicalize", "lower"),
-        "eos_token": "</s>", "pad_token": "</s>", "unk_token": "<unk>"})
+        "eos_token": "</s>", "pad_token": "</s>", "unk_token": "<unk>",
+        # no attention mask: SigLIP's text tower attends to the padding (as trained, and as google's folders say)
+        "model_input_names": ["input_ids"]})
     write_json_atomic(directory / "special_tokens_map.json",
                       {"eos_token": "</s>", "pad_token": "</s>", "unk_token": "<unk>"})
     cfg = dict(preprocess or getattr(model, "preprocess_cfg", None) or {})
