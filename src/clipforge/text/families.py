@@ -74,6 +74,13 @@ class ModelTokenizer:
     _backend: Any = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable (DataLoader workers): the loaded backend and the lock are rebuilt on arrival."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("_backend", "_lock")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _backend=None, _lock=threading.Lock())
+
     @property
     def kind(self) -> str:
         return str(self.spec.get("kind", "openai-bpe"))

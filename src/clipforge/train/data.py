@@ -56,8 +56,9 @@ class ResumableSampler(Sampler[int]):
 
 
 def build_train_dataset(config: TrainConfig, image_size: int, context_length: int,
-                        rank: int = 0, world_size: int = 1) -> Any:
-    """The image-text dataset the config describes (map-style, or iterable for WebDataset)."""
+                        rank: int = 0, world_size: int = 1, model_tokenizer: Any = None) -> Any:
+    """The image-text dataset the config describes (map-style, or iterable for WebDataset);
+    captions tokenized with `model_tokenizer` (a model family's own) or CLIP's BPE."""
     from clipforge.data import (
         CaptionCsvImageText,
         FolderCaptionImageText,
@@ -71,7 +72,7 @@ def build_train_dataset(config: TrainConfig, image_size: int, context_length: in
 
     check_fast_path(config)
     transform = TrainTransform(image_size, scale=tuple(config.crop_scale), hflip=config.hflip, seed=config.seed)
-    tokenizer = Tokenizer(context_length)
+    tokenizer = Tokenizer(context_length, model_tokenizer)
     if config.root is None:
         raise ValueError(f"data={config.data!r} needs a root (--root PATH)")
     if config.data == "labelled":
