@@ -318,12 +318,35 @@ def load(name_or_path: Spec, device: str | torch.device | None = None, jit: bool
 
 
 def create_model(name: str, pretrained: str | os.PathLike[str] | None = None,
-                 download_root: Spec | None = None) -> CLIP:
-    """An architecture by name, randomly initialised (from the global RNG) or with weights.
+                 download_root: Spec | None = None, *, device: str | torch.device | None = "cpu",
+                 output_dict: bool = False) -> CLIP:
+    """An architecture by name, randomly initialised (from the global RNG) or with weights, with
+    open_clip's meaning (this is open_clip's `create_model`; `clipforge.load` keeps openai/CLIP's):
+
+    - ``model(image, text)`` returns ``(image_features, text_features, logit_scale.exp())`` of unit
+      features (``+ logit_bias`` for SigLIP), or a dict with `output_dict`; `load`'s model
+      returns openai/CLIP's ``(logits_per_image, logits_per_text)``;
+    - ``RN50``/``RN101``/``RN50x4/x16/x64`` name open_clip's GELU configs for random weights and
+      plain files (``RN50-gelu`` in clipforge's table); registry tags say their own activation
+      (all published ResNet tags, ``openai`` included, are QuickGELU).
 
     `pretrained` is None (random), a tag ("openai"), or a checkpoint path. The weights must fit
-    the named architecture: a mismatch is an error, not a silent rebuild.
+    the named architecture: a mismatch is an error, not a silent rebuild. The model is put on
+    `device` (default the CPU, as open_clip).
     """
+    model = _create_model(name, pretrained, download_root)
+    model.__dict__["_cf_open_clip_forward"] = True
+    model.__dict__["_cf_output_dict"] = bool(output_dict)
+    return model.to(resolve_device(device) if device is not None else "cpu")
+
+
+def _create_model(name: str, pretrained: str | os.PathLike[str] | None, download_root: Spec | None) -> CLIP:
+    from clipforge.models.configs import OPEN_CLIP_GELU_RESNETS
+
+    is_tag = pretrained is not None and not isinstance(pretrained, os.PathLike) and _is_registry_tag(
+        canonical_name(name), str(pretrained))
+    if name in OPEN_CLIP_GELU_RESNETS and not is_tag:
+        name = OPEN_CLIP_GELU_RESNETS[name]  # open_clip's RN50 is GELU; its weights' tags say otherwise
     config = get_config(name)
     if pretrained is None:
         return create_model_from_config(config)

@@ -238,7 +238,9 @@ class InferenceCLIP(CLIP):
     compute_dtype: torch.dtype = torch.float32
     cpu_only: bool = False
 
-    def encode_text(self, text: torch.Tensor) -> torch.Tensor:
+    def encode_text(self, text: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        if normalize:  # open_clip's keyword
+            return F.normalize(self.encode_text(text), dim=-1)
         dtype = fast_dtype(self, text, self.token_embedding.weight, tower=True)
         if dtype is None or not isinstance(self.transformer, InferenceTransformer):
             return super().encode_text(text)

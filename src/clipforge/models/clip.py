@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from clipforge.models.configs import (
@@ -80,10 +81,11 @@ class CLIP(nn.Module):
     def image_size(self) -> int:
         return self.visual.input_resolution
 
-    def encode_image(self, image: torch.Tensor) -> torch.Tensor:
-        return self.visual(image.to(self.dtype))
+    def encode_image(self, image: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        features = self.visual(image.to(self.dtype))
+        return F.normalize(features, dim=-1) if normalize else features
 
-    def encode_text(self, text: torch.Tensor) -> torch.Tensor:
+    def encode_text(self, text: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         """Text features at each sequence's EOT token (the highest id in the vocabulary).
 
         Because the mask is causal, the EOT feature never depends on positions after it, so
@@ -95,9 +97,52 @@ class CLIP(nn.Module):
         x = self.token_embedding(text[:, :length]).to(self.dtype)
         x = x + self.positional_embedding[:length].to(self.dtype)
         x = self.ln_final(self.transformer(x))
-        return x[torch.arange(x.shape[0], device=x.device), eot] @ self.text_projection.to(x.dtype)
+        features = x[torch.arange(x.shape[0], device=x.device), eot] @ self.text_projection.to(x.dtype)
+        return F.normalize(features, dim=-1) if normalize else features
 
-    def forward(self, image: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    # --- open_clip's model surface (`clipforge.create_model*`; see `clipforge.zoo`) ---------------
+
+    def lock_image_tower(self, unlocked_groups: int = 0, freeze_bn_stats: bool = False) -> None:
+        """Freeze the image tower (open_clip's call; `unlocked_groups` > 0 is refused, not ignored)."""
+        if unlocked_groups:
+            raise NotImplementedError("lock_image_tower(unlocked_groups>0) is not supported; use train's lock_image")
+        self.visual.requires_grad_(False)
+        if freeze_bn_stats:
+            for module in self.visual.modules():
+                if isinstance(module, nn.BatchNorm2d):
+                    module.eval()
+
+    def lock_text_tower(self, unlocked_layers: int = 0, freeze_layer_norm: bool = True) -> None:
+        """Freeze the text tower (embeddings, blocks, final norm, projection)."""
+        if unlocked_layers:
+            raise NotImplementedError("lock_text_tower(unlocked_layers>0) is not supported")
+        for name, param in self.named_parameters():
+            if not name.startswith("visual.") and name not in ("logit_scale", "logit_bias"):
+                param.requires_grad_(False)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block in the backward pass (both towers), as open_clip's call."""
+        self.transformer.grad_checkpointing = enable
+        if hasattr(self.visual, "transformer"):
+            self.visual.transformer.grad_checkpointing = enable
+
+    def _open_clip_outputs(self, image: torch.Tensor | None, text: torch.Tensor | None) -> Any:
+        """open_clip's forward: unit features and exp(logit_scale) (and logit_bias), tuple or dict."""
+        out: dict[str, Any] = {
+            "image_features": self.encode_image(image, normalize=True) if image is not None else None,
+            "text_features": self.encode_text(text, normalize=True) if text is not None else None,
+            "logit_scale": self.logit_scale.exp()}
+        if getattr(self, "logit_bias", None) is not None:
+            out["logit_bias"] = self.logit_bias
+        return out if self.__dict__.get("_cf_output_dict") else tuple(out.values())
+
+    def forward(self, image: torch.Tensor, text: torch.Tensor) -> Any:
+        """openai/CLIP's meaning: (logits_per_image, logits_per_text). A model made by
+        `clipforge.create_model*` (open_clip's API) returns open_clip's instead:
+        (image_features, text_features, logit_scale.exp()) of unit features, or a dict with
+        ``output_dict=True``."""
+        if self.__dict__.get("_cf_open_clip_forward"):
+            return self._open_clip_outputs(image, text)
         image_features = self.encode_image(image)
         text_features = self.encode_text(text)
         image_features = image_features / image_features.norm(dim=-1, keepdim=True)

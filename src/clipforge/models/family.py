@@ -96,8 +96,9 @@ class MapVisionTransformer(nn.Module):
         self.proj = nn.Parameter(scale * torch.randn(width, output_dim)) if proj else None
 
     @property
-    def image_size(self) -> int:
-        return self.input_resolution
+    def image_size(self) -> tuple[int, int]:
+        """(height, width), as open_clip's ``model.visual.image_size``."""
+        return (self.input_resolution, self.input_resolution)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x).flatten(2).transpose(1, 2)  # [N, grid*grid, width]
@@ -203,7 +204,7 @@ class FamilyCLIP(CLIP):
             return (text == int(self.text_eos_id)).int().argmax(dim=-1)
         return text.argmax(dim=-1)
 
-    def encode_text(self, text: torch.Tensor) -> torch.Tensor:
+    def encode_text(self, text: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         """Text features at each sequence's pooling position. A causal tower stops at the last
         position read (later ones cannot change it); a bidirectional one sees the whole padded row."""
         pos = self.text_pool_positions(text)
@@ -213,14 +214,19 @@ class FamilyCLIP(CLIP):
         x = self.token_embedding(text[:, :length]).to(self.dtype)
         x = x + self.positional_embedding[:length].to(self.dtype)
         x = self.ln_final(self.transformer(x))
-        return self._project_text(x[torch.arange(x.shape[0], device=x.device), pos])
+        features = self._project_text(x[torch.arange(x.shape[0], device=x.device), pos])
+        return F.normalize(features, dim=-1) if normalize else features
 
     def logits(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
         """Image-by-text logits of unit features: scale·cos (+ bias for sigmoid scoring)."""
         out = self.logit_scale.exp() * image_features @ text_features.t()
         return out + self.logit_bias if self.logit_bias is not None else out
 
-    def forward(self, image: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, image: torch.Tensor, text: torch.Tensor) -> Any:
+        """openai/CLIP's (logits_per_image, logits_per_text), bias included; open_clip's outputs
+        for models made by `clipforge.create_model*` (see `CLIP.forward`)."""
+        if self.__dict__.get("_cf_open_clip_forward"):
+            return self._open_clip_outputs(image, text)
         image_features = F.normalize(self.encode_image(image), dim=-1)
         text_features = F.normalize(self.encode_text(text), dim=-1)
         logits_per_image = self.logits(image_features, text_features)
