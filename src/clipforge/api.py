@@ -117,6 +117,16 @@ def tokenizer_for(model: torch.nn.Module, search: Sequence[str | os.PathLike[str
     return tokenizer_of(model, search)
 
 
+def _cached_tokenizer_dirs(model: torch.nn.Module, download_root: Spec | None) -> tuple[str, ...]:
+    """Where a family's tokenizer file lands when downloaded (`weights.zoo.download_tokenizer`)."""
+    spec = getattr(model, "tokenizer_cfg", None) or {}
+    if not spec.get("hub_repo"):
+        return ()
+    from clipforge.weights.registry import cache_dir
+
+    return (str(cache_dir(download_root) / "tokenizers" / str(spec["hub_repo"]).replace("/", "--")),)
+
+
 def _shipped_models() -> dict[str, Path]:
     """Models that live inside the package (no network needed), by name."""
     if not SHIPPED_MODELS_DIR.is_dir():
@@ -294,6 +304,7 @@ def load_model(spec: Spec, device: str | torch.device | None = None, *, pretrain
         # a family's tokenizer file lies beside its weights (or was downloaded with them)
         model.tokenizer_dirs = tuple(d for d in (str(folder), source.tokenizer_dir) if d)
         weights = source.weights
+    model.tokenizer_dirs = (*getattr(model, "tokenizer_dirs", ()), *_cached_tokenizer_dirs(model, download_root))
     from clipforge.inference.precision import enable_fast_forward  # batch-1/autocast speed, same numbers
 
     model = enable_fast_forward(model.to(target).eval())

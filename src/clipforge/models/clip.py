@@ -248,30 +248,3 @@ def matching_architectures(config: dict[str, Any]) -> list[str]:
     """Registered architecture names whose tensors have the shapes of `config` (OpenAI's first)."""
     names = [n for n in ARCH_CONFIGS if not n.startswith("test-") and same_shape(config, ARCH_CONFIGS[n])]
     return sorted(names, key=lambda n: n not in OPENAI_MODELS)
-
-
-def create_model_from_config(config: dict[str, Any]) -> CLIP:
-    """OpenAI's `CLIP` for OpenAI-shaped configs, `FamilyCLIP` when a family knob is turned."""
-    if is_family_config(config):
-        from clipforge.models.family import FamilyCLIP
-
-        return FamilyCLIP(**config)
-    return CLIP(**{k: v for k, v in config.items() if k not in FAMILY_KEYS})
-
-
-def build_model(state_dict: dict[str, torch.Tensor], config: dict[str, Any] | None = None) -> CLIP:
-    """Build a CLIP whose shape fits the state dict and load it strictly, in fp32, eval mode.
-
-    `config` overrides inference (needed only for heads counts that are not width // 64).
-    """
-    state_dict = {k: v for k, v in state_dict.items() if k not in _NON_PARAMETER_KEYS}
-    # Built on the meta device: random initialisation of a 600M-parameter model costs far more
-    # than copying the weights that replace it. The copies keep the caller's tensors untouched.
-    with torch.device("meta"):
-        model = create_model_from_config(config or config_from_state_dict(state_dict))
-    owned = {k: v.to(torch.float32 if v.is_floating_point() else v.dtype, copy=True) for k, v in state_dict.items()}
-    model.load_state_dict(owned, strict=True, assign=True)
-    leftover = [name for name, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
-    if leftover:
-        raise RuntimeError(f"state dict left tensors uninitialised: {', '.join(leftover[:5])}")
-    return model.eval()

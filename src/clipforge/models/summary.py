@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from clipforge.models.clip import create_model_from_config
 from clipforge.models.configs import ARCH_CONFIGS, activation_of, list_configs
+from clipforge.models.factory import create_model_from_config
 
 
 def count_parameters(name: str, config: dict[str, Any] | None = None) -> dict[str, int]:

@@ -205,17 +205,14 @@ class _MissingTokenizer(ModelTokenizer):
 
 def tokenizer_of(model: Any, search: Sequence[str | Path] = ()) -> ModelTokenizer:
     """The tokenizer a model's config names (``model.tokenizer_cfg``; none: OpenAI's BPE), its
-    file looked for in `search`, in the folders the model was loaded from
-    (``model.tokenizer_dirs``) and in the download cache. Kept on the model after the first call."""
+    file looked for in `search` and in the folders the loader recorded (``model.tokenizer_dirs``:
+    the checkpoint's folder, the download cache's tokenizer folder). Kept on the model after the
+    first call."""
     cached = getattr(model, "__dict__", {}).get("_cf_tokenizer")
     if cached is not None and not search:
         return cached
     spec = getattr(model, "tokenizer_cfg", None)
     folders: list[str | Path] = [*search, *getattr(model, "tokenizer_dirs", ())]
-    if spec and spec.get("hub_repo"):
-        from clipforge.weights.registry import cache_dir
-
-        folders.append(cache_dir() / "tokenizers" / str(spec["hub_repo"]).replace("/", "--"))
     tokenizer = build_tokenizer(spec, int(getattr(model, "context_length", 77)), folders)
     if not search and hasattr(model, "__dict__"):
         model.__dict__["_cf_tokenizer"] = tokenizer
