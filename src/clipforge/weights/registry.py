@@ -111,10 +111,9 @@ def _zoo_entry(row: tuple, listed_as: str) -> PretrainedWeights:
 
 
 def _gelu_of(arch: str) -> str:
-    """The GELU an architecture's non-QuickGELU weights use: erf GELU, or tanh-GELU (SigLIP)."""
-    from clipforge.models.configs import ARCH_CONFIGS
-
-    return "gelu_tanh" if ARCH_CONFIGS.get(arch, {}).get("activation") == "gelu_tanh" else "gelu"
+    """The GELU an architecture's non-QuickGELU weights use: erf GELU, or tanh-GELU (SigLIP).
+    (From the registry's own data: importing `clipforge.models` here would pull in torch.)"""
+    return "gelu_tanh" if arch in zoo_data.SIGLIP_ARCHS else "gelu"
 
 
 def _build() -> dict[tuple[str, str], PretrainedWeights]:
