@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
             images = torch.randn(batch, 3, res, res)
             text = torch.randint(3, config["vocab_size"], (batch, context))
 
-            def run(fn, x):
+            def run(fn, x, ctx=ctx):
                 def call():
                     with torch.inference_mode(), ctx():
                         return fn(x)
