@@ -46,3 +46,12 @@ def test_siglip_folder_works_in_transformers_pipeline(family_checkpoints, tmp_pa
     with torch.no_grad():
         assert torch.allclose(again.model.encode_text(loaded.tokenize(prompts)),
                               loaded.model.encode_text(loaded.tokenize(prompts)), atol=1e-6)
+
+
+def test_save_hf_refuses_a_family_clipmodel_cannot_express(family_checkpoints, tmp_path) -> None:
+    """MetaCLIP 2 (XLM-V tokenizer, text read at the first EOS id 2): transformers' CLIPModel would
+    read it at the argmax with CLIP's BPE files - a folder giving wrong numbers is refused, not written."""
+    loaded = load_model(family_checkpoints["worldwide"], "cpu")
+    with pytest.raises(ValueError, match="no CLIPModel form"):
+        save_hf(loaded.model, tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()

@@ -242,6 +242,12 @@ def save_hf(model_or_state_dict: Any, directory: str | os.PathLike[str],
         from clipforge.weights.hf_siglip import save_hf_siglip  # SiglipModel + SiglipTokenizer folder
 
         return save_hf_siglip(model_or_state_dict, directory, preprocess)
+    if isinstance(model_or_state_dict, torch.nn.Module) and (
+            getattr(model_or_state_dict, "tokenizer_cfg", None) or getattr(model_or_state_dict, "text_pool", "argmax")
+            != "argmax"):
+        raise ValueError("save_hf writes CLIPModel folders (OpenAI's BPE, text read at the highest id) and SigLIP "
+                         "folders; this model's tokenizer or text pooling (e.g. MetaCLIP 2's XLM-V, first EOS) has "
+                         "no CLIPModel form - save it with save_safetensors")
     if isinstance(model_or_state_dict, torch.nn.Module):
         config = config or model_config(model_or_state_dict)
         preprocess = preprocess or getattr(model_or_state_dict, "preprocess_cfg", None)
