@@ -81,3 +81,39 @@ def save_family_checkpoint(folder: Path, arch: str, seed: int = 0) -> Path:
             loaded.model.logit_scale.fill_(2.3)
             loaded.model.logit_bias.fill_(-2.0)
     return save_safetensors(loaded.model, folder / "model.safetensors")
+
+
+def siglip_loss_worker(rank: int, world: int, port: int, out_dir: str, open_clip_dir: str) -> None:
+    """One rank of the 2-process SigLIP loss check: our `SigLipLoss` and open_clip's (ring exchange,
+    ``bidir``) on this rank's slice of one fixed global batch; losses and gradients saved."""
+    import importlib
+    import sys
+    import types
+
+    import torch.distributed as dist
+
+    from clipforge.train.loss import SigLipLoss
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        package = types.ModuleType("_oc_ref")
+        package.__path__ = [open_clip_dir]
+        sys.modules["_oc_ref"] = package
+        reference = importlib.import_module("_oc_ref.loss").SigLipLoss(rank=rank, world_size=world, dist_impl="bidir")
+        gen = torch.Generator().manual_seed(0)
+        img = torch.nn.functional.normalize(torch.randn(4 * world, 16, generator=gen), dim=-1)
+        txt = torch.nn.functional.normalize(torch.randn(4 * world, 16, generator=gen), dim=-1)
+        rows = slice(4 * rank, 4 * rank + 4)
+        results = {}
+        for name in ("ours", "open_clip"):
+            leaves = [img[rows].clone().requires_grad_(True), txt[rows].clone().requires_grad_(True),
+                      torch.tensor(2.3, requires_grad=True), torch.tensor(-4.0, requires_grad=True)]
+            if name == "ours":
+                loss = SigLipLoss()(leaves[0], leaves[1], torch.stack([leaves[2], leaves[3]]))
+            else:
+                loss = reference(leaves[0], leaves[1], leaves[2].exp(), leaves[3])
+            loss.backward()
+            results[name] = {"loss": loss.detach(), "grads": [t.grad for t in leaves]}
+        torch.save(results, f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()

@@ -84,3 +84,26 @@ def test_siglip_loss_refuses_a_model_without_bias(tmp_path) -> None:
                          device="cpu", out_dir=str(tmp_path / "o"), tensorboard=False, loss="siglip")
     with pytest.raises(ValueError, match="needs a model with a logit_bias"):
         Trainer(config)
+
+
+def test_two_gloo_processes_match_open_clips_ring_exchange(tmp_path) -> None:
+    """Distributed: each rank's loss and every gradient (its features, scale, bias) equal open_clip's
+    SigLipLoss with its bidirectional neighbour exchange, on 2 CPU processes."""
+    import socket
+
+    import torch.multiprocessing as mp
+    from family_fixtures import siglip_loss_worker
+
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("reference open-clip-torch is not installed")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(siglip_loss_worker, args=(2, port, str(tmp_path), next(iter(spec.submodule_search_locations))),
+             nprocs=2, join=True)
+    for rank in range(2):
+        out = torch.load(tmp_path / f"rank{rank}.pt")
+        assert out["ours"]["loss"].item() == pytest.approx(out["open_clip"]["loss"].item(), rel=1e-6)
+        for ours, theirs in zip(out["ours"]["grads"], out["open_clip"]["grads"], strict=True):
+            assert torch.allclose(ours, theirs, rtol=1e-5, atol=1e-7)
