@@ -117,3 +117,22 @@ def siglip_loss_worker(rank: int, world: int, port: int, out_dir: str, open_clip
         torch.save(results, f"{out_dir}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
+
+
+def build_gemma_like_tokenizer(folder: Path, vocab_size: int = 400) -> Path:
+    """A Gemma-style tokenizers JSON (BPE with byte fallback; <pad> 0, <eos> 1, <bos> 2, <unk> 3;
+    "<bos> $A"), the kind of file SigLIP 2 ships."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+    tok.normalizer = normalizers.Replace(" ", "▁")
+    tok.pre_tokenizer = pre_tokenizers.Split("▁", "merged_with_next")
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
+    bytes_ = [f"<0x{i:02X}>" for i in range(256)]
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size + 260, special_tokens=["<pad>", "<eos>", "<bos>", "<unk>",
+                                                                               *bytes_])
+    tok.train_from_iterator([t for t in CORPUS + EXTRA if t.strip()] * 20, trainer)
+    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 2)])
+    tok.save(str(folder / "tokenizer.json"))
+    return folder / "tokenizer.json"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from family_fixtures import CORPUS, build_json_tokenizer, train_spiece
+from family_fixtures import CORPUS, build_gemma_like_tokenizer, build_json_tokenizer, train_spiece
 
 from clipforge.text.families import TokenizerUnavailableError, build_tokenizer, clean
 
@@ -94,3 +94,17 @@ def test_missing_tokenizer_file_names_it_and_where_it_looked(tmp_path: Path) -> 
     tok = build_tokenizer(spec, 64, [tmp_path])
     with pytest.raises(TokenizerUnavailableError, match=r"spiece\.model.*" + str(tmp_path).replace("\\", "\\\\")):
         tok(["a cat"])
+
+
+def test_gemma_style_json_with_byte_fallback_matches_fast_tokenizer(tmp_path: Path) -> None:
+    """SigLIP 2's kind of file: BPE with byte fallback (emoji and unseen scripts become byte
+    pieces) and a <bos>-prefixing post-processor, canonicalized as open_clip's SigLIP 2 configs say."""
+    transformers = pytest.importorskip("transformers")
+    build_gemma_like_tokenizer(tmp_path)
+    spec = {"kind": "hf-json", "file": "tokenizer.json", "clean": "canonicalize", "pad_id": 0}
+    ours = build_tokenizer(spec, 64, [tmp_path])(CORPUS + ["unseen: ᚠᛇᚻ ⚽ ∑"])
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "tokenizer.json"), pad_token="<pad>")
+    direct = fast([clean(t, "canonicalize") for t in CORPUS + ["unseen: ᚠᛇᚻ ⚽ ∑"]], padding="max_length",
+                  max_length=64, truncation=True, return_tensors="pt").input_ids
+    assert torch.equal(ours, direct)
+    assert (ours[:, 0] == 2).all() and any(4 <= i < 260 for i in ours[-1].tolist())  # <bos>; byte pieces
