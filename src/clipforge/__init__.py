@@ -26,6 +26,16 @@ _EXPORTS = {
     "get_tokenizer": "clipforge.zoo",
     "list_models": "clipforge.zoo",
     "list_pretrained": "clipforge.zoo",
+    "list_pretrained_tags_by_model": "clipforge.zoo",
+    "get_pretrained_cfg": "clipforge.zoo",
+    "get_model_config": "clipforge.zoo",
+    "image_transform": "clipforge.zoo",
+    "OPENAI_DATASET_MEAN": "clipforge.zoo",
+    "OPENAI_DATASET_STD": "clipforge.zoo",
+    "IMAGENET_MEAN": "clipforge.zoo",
+    "IMAGENET_STD": "clipforge.zoo",
+    "INCEPTION_MEAN": "clipforge.zoo",
+    "INCEPTION_STD": "clipforge.zoo",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -19,17 +19,23 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from clipforge.image import Preprocess
 from clipforge.models import CLIP, OPENAI_MODELS, canonical_name, create_model_from_config, get_config
 
+if TYPE_CHECKING:
+    from clipforge.models.scoring import Scoring
+    from clipforge.text.families import ModelTokenizer
+
 __all__ = [
     "OFFLINE_DEFAULT", "PREFERRED_DEFAULT", "LoadedModel", "available_models", "create_model",
-    "default_device", "default_model_spec", "load", "load_model", "resolve_device", "resolve_spec",
+    "default_device", "default_model_spec", "load", "load_model", "resolve_device", "resolve_spec", "tokenizer_for",
 ]
 
 SHIPPED_MODELS_DIR = Path(__file__).resolve().parent / "pretrained"
@@ -42,10 +48,14 @@ Spec = str | os.PathLike[str]
 
 @dataclass
 class LoadedModel:
-    """A model with its preprocessing and identity, as every command and task receives it.
+    """A model with its preprocessing, tokenizer, scoring and identity, as every command and task
+    receives it: tasks take these as they are and never re-derive them.
 
     `weights` says where the numbers came from ("random (seed 0)", a resolved checkpoint path, or
-    the registry name), so reports never pass random weights off as real ones.
+    the registry name), so reports never pass random weights off as real ones. `tokenizer`
+    (`clipforge.text.families.ModelTokenizer`) turns texts into the ids this model's text tower
+    takes (OpenAI's BPE, SigLIP's SentencePiece, a tokenizers JSON); `scoring` says whether
+    probabilities are a softmax over the labels or independent sigmoids (SigLIP).
     """
 
     model: CLIP
@@ -53,6 +63,23 @@ class LoadedModel:
     name: str
     weights: str
     known_fingerprint: str | None = field(default=None, repr=False)
+    tokenizer: ModelTokenizer | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.tokenizer is None:
+            self.tokenizer = tokenizer_for(self.model)
+
+    @property
+    def scoring(self) -> Scoring:
+        """Softmax or sigmoid (with bias), read from the model's current parameters."""
+        from clipforge.models.scoring import scoring_of
+
+        return scoring_of(self.model)
+
+    def tokenize(self, texts: str | Sequence[str], context_length: int | None = None) -> torch.Tensor:
+        """Texts -> the id tensor this model's text tower takes (long texts truncated)."""
+        assert self.tokenizer is not None
+        return self.tokenizer(texts, context_length)
 
     @property
     def fingerprint(self) -> str:
@@ -80,6 +107,24 @@ class _Source:
     activation: str | None = None  # registry weights: the activation they were trained with
     preprocess_cfg: dict | None = None  # registry weights: their mean/std/interpolation/resize mode
     note: str | None = None  # said as a warning when the model is built
+    tokenizer_dir: str | None = None  # registry weights: where their tokenizer file was downloaded
+
+
+def tokenizer_for(model: torch.nn.Module, search: Sequence[str | os.PathLike[str]] = ()) -> ModelTokenizer:
+    """The tokenizer a model's config names (`clipforge.text.families.tokenizer_of`)."""
+    from clipforge.text.families import tokenizer_of
+
+    return tokenizer_of(model, search)
+
+
+def _cached_tokenizer_dirs(model: torch.nn.Module, download_root: Spec | None) -> tuple[str, ...]:
+    """Where a family's tokenizer file lands when downloaded (`weights.zoo.download_tokenizer`)."""
+    spec = getattr(model, "tokenizer_cfg", None) or {}
+    if not spec.get("hub_repo"):
+        return ()
+    from clipforge.weights.registry import cache_dir
+
+    return (str(cache_dir(download_root) / "tokenizers" / str(spec["hub_repo"]).replace("/", "--")),)
 
 
 def _shipped_models() -> dict[str, Path]:
@@ -145,8 +190,13 @@ def _pretrained_source(name: str, arch: str, tag: str, download_root: Spec | Non
         entry = get_pretrained(arch, tag)
     except KeyError as exc:
         raise ValueError(f"{exc.args[0]} (or random:{arch} for random weights)") from None
-    return _Source(name, checkpoint=download_entry(arch, entry, download_root), weights=name,
-                   activation=entry.activation, preprocess_cfg=entry.preprocess, note=activation_note(arch, entry))
+    from clipforge.weights.zoo import download_tokenizer
+
+    checkpoint = download_entry(arch, entry, download_root)
+    tokenizer_dir = download_tokenizer(entry.name, download_root)  # a family's SentencePiece / JSON file
+    return _Source(name, checkpoint=checkpoint, weights=name, activation=entry.activation,
+                   preprocess_cfg=entry.preprocess, note=activation_note(arch, entry),
+                   tokenizer_dir=str(tokenizer_dir) if tokenizer_dir else None)
 
 
 def _unknown(spec: str) -> FileNotFoundError:
@@ -254,8 +304,13 @@ def load_model(spec: Spec, device: str | torch.device | None = None, *, pretrain
             reason = lines[1] if len(lines) > 1 else lines[0]  # the first mismatch, under torch's heading
             raise CheckpointFormatError(f"{source.checkpoint}: its tensors do not fit the architecture it records "
                                         f"({reason})") from None
-        model.preprocess_cfg = source.preprocess_cfg or checkpoint.preprocess  # saved files and save_hf keep it
+        model.preprocess_cfg = (source.preprocess_cfg or checkpoint.preprocess  # saved files and save_hf keep it
+                                or getattr(model, "preprocess_cfg", None))  # else the family's default
+        folder = source.checkpoint if source.checkpoint.is_dir() else source.checkpoint.parent
+        # a family's tokenizer file lies beside its weights (or was downloaded with them)
+        model.tokenizer_dirs = tuple(d for d in (str(folder), source.tokenizer_dir) if d)
         weights = source.weights
+    model.tokenizer_dirs = (*getattr(model, "tokenizer_dirs", ()), *_cached_tokenizer_dirs(model, download_root))
     from clipforge.inference.precision import enable_fast_forward  # batch-1/autocast speed, same numbers
 
     model = enable_fast_forward(model.to(target).eval())
@@ -280,12 +335,35 @@ def load(name_or_path: Spec, device: str | torch.device | None = None, jit: bool
 
 
 def create_model(name: str, pretrained: str | os.PathLike[str] | None = None,
-                 download_root: Spec | None = None) -> CLIP:
-    """An architecture by name, randomly initialised (from the global RNG) or with weights.
+                 download_root: Spec | None = None, *, device: str | torch.device | None = "cpu",
+                 output_dict: bool = False) -> CLIP:
+    """An architecture by name, randomly initialised (from the global RNG) or with weights, with
+    open_clip's meaning (this is open_clip's `create_model`; `clipforge.load` keeps openai/CLIP's):
+
+    - ``model(image, text)`` returns ``(image_features, text_features, logit_scale.exp())`` of unit
+      features (``+ logit_bias`` for SigLIP), or a dict with `output_dict`; `load`'s model
+      returns openai/CLIP's ``(logits_per_image, logits_per_text)``;
+    - ``RN50``/``RN101``/``RN50x4/x16/x64`` name open_clip's GELU configs for random weights and
+      plain files (``RN50-gelu`` in clipforge's table); registry tags say their own activation
+      (all published ResNet tags, ``openai`` included, are QuickGELU).
 
     `pretrained` is None (random), a tag ("openai"), or a checkpoint path. The weights must fit
-    the named architecture: a mismatch is an error, not a silent rebuild.
+    the named architecture: a mismatch is an error, not a silent rebuild. The model is put on
+    `device` (default the CPU, as open_clip).
     """
+    model = _create_model(name, pretrained, download_root)
+    model.__dict__["_cf_open_clip_forward"] = True
+    model.__dict__["_cf_output_dict"] = bool(output_dict)
+    return model.to(resolve_device(device) if device is not None else "cpu")
+
+
+def _create_model(name: str, pretrained: str | os.PathLike[str] | None, download_root: Spec | None) -> CLIP:
+    from clipforge.models.configs import OPEN_CLIP_GELU_RESNETS
+
+    is_tag = pretrained is not None and not isinstance(pretrained, os.PathLike) and _is_registry_tag(
+        canonical_name(name), str(pretrained))
+    if name in OPEN_CLIP_GELU_RESNETS and not is_tag:
+        name = OPEN_CLIP_GELU_RESNETS[name]  # open_clip's RN50 is GELU; its weights' tags say otherwise
     config = get_config(name)
     if pretrained is None:
         return create_model_from_config(config)

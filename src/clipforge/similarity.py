@@ -11,7 +11,8 @@ import torch
 from clipforge.atomic import atomic_path
 from clipforge.image import Preprocess, load_image
 from clipforge.models import CLIP
-from clipforge.text import tokenize
+from clipforge.models.scoring import scoring_of
+from clipforge.text import tokenize_for
 
 
 @dataclass
@@ -19,7 +20,8 @@ class SimilarityTable:
     image_names: list[str]
     texts: list[str]
     cosine: torch.Tensor  # [images, texts]
-    probabilities: torch.Tensor  # softmax over texts, per image
+    probabilities: torch.Tensor  # softmax over texts, per image (sigmoid per pair for SigLIP)
+    note: str | None = None  # sigmoid models: "probabilities do not sum to 1"
 
     def format(self) -> str:
         width = max(12, *(len(t) for t in self.texts)) if self.texts else 12
@@ -27,6 +29,8 @@ class SimilarityTable:
         lines = [" " * name_width + "  " + "  ".join(f"{t[:width]:>{width}}" for t in self.texts)]
         for name, row in zip(self.image_names, self.probabilities.tolist(), strict=True):
             lines.append(f"{name:<{name_width}}  " + "  ".join(f"{p:>{width}.4f}" for p in row))
+        if self.note:
+            lines.append(f"note: {self.note}")
         return "\n".join(lines)
 
 
@@ -49,12 +53,13 @@ def compute_similarity(model: CLIP, preprocess: Preprocess, image_paths: Sequenc
     if encoded.bad:
         bad = encoded.bad[0]
         raise ImageLoadError(f"{bad.path}: {bad.reason}", path=bad.path, reason=bad.reason)
-    tokens = tokenize(list(texts), context_length=model.context_length, truncate=True)
+    tokens = tokenize_for(model, list(texts))  # the model's own tokenizer (BPE, SentencePiece, ...)
     image_features = torch.from_numpy(encoded.vectors)
     text_features = torch.from_numpy(encoder.texts(tokens))
     cosine = image_features @ text_features.T
-    probabilities = (model.logit_scale.detach().exp().float().cpu() * cosine).softmax(dim=-1)
-    return SimilarityTable([Path(p).name for p in image_paths], list(texts), cosine, probabilities)
+    scoring = scoring_of(model)  # softmax over the texts, or SigLIP's independent sigmoids
+    probabilities = scoring.probabilities(scoring.scale * cosine + scoring.bias)
+    return SimilarityTable([Path(p).name for p in image_paths], list(texts), cosine, probabilities, scoring.note)
 
 
 def plot_similarity(table: SimilarityTable, image_paths: Sequence[str | Path], out: str | Path) -> Path:

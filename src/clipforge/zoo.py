@@ -26,8 +26,66 @@ import torch
 from clipforge.image import Preprocess
 from clipforge.weights.preprocessing import WeightsPreprocess, build_weights_preprocess
 
-__all__ = ["Tokenizer", "WeightsPreprocess", "build_weights_preprocess", "create_model_and_transforms",
-           "create_model_from_pretrained", "get_tokenizer", "list_models", "list_pretrained"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "INCEPTION_MEAN", "INCEPTION_STD", "OPENAI_DATASET_MEAN",
+           "OPENAI_DATASET_STD", "Tokenizer", "WeightsPreprocess", "build_weights_preprocess",
+           "create_model_and_transforms", "create_model_from_pretrained", "get_model_config", "get_pretrained_cfg",
+           "get_tokenizer", "image_transform", "list_models", "list_pretrained", "list_pretrained_tags_by_model"]
+
+# open_clip's constants (open_clip/constants.py)
+OPENAI_DATASET_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_DATASET_STD = (0.26862954, 0.26130258, 0.27577711)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INCEPTION_MEAN = (0.5, 0.5, 0.5)
+INCEPTION_STD = (0.5, 0.5, 0.5)
+
+
+def list_pretrained_tags_by_model(model: str) -> list[str]:
+    """The registry tags of one architecture, as open_clip's function."""
+    from clipforge.weights.registry import list_pretrained_tags_by_model as tags
+
+    return tags(model)
+
+
+def get_pretrained_cfg(model: str, tag: str) -> dict[str, Any]:
+    """open_clip's pretrained config dict for (model, tag): url, hf_hub, mean, std, interpolation,
+    resize_mode, quick_gelu (and clipforge's sha256 and imagenet_top1); {} when unknown, as open_clip."""
+    from clipforge.weights.registry import get_pretrained
+
+    try:
+        entry = get_pretrained(model, tag)
+    except KeyError:
+        return {}
+    return {"url": entry.url, "hf_hub": f"{entry.hf_repo}/" if entry.hf_repo else "", "mean": entry.mean,
+            "std": entry.std, "interpolation": entry.interpolation, "resize_mode": entry.resize_mode,
+            "quick_gelu": entry.activation == "quick_gelu", "sha256": entry.sha256,
+            "imagenet_top1": entry.imagenet_top1}
+
+
+def get_model_config(model_name: str) -> dict[str, Any] | None:
+    """The architecture config (clipforge's constructor terms, family knobs included); None when
+    unknown, as open_clip's `get_model_config`."""
+    from clipforge.models import get_config
+
+    try:
+        return get_config(model_name)
+    except KeyError:
+        return None
+
+
+def image_transform(image_size: int | tuple[int, int], is_train: bool = False,
+                    mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                    resize_mode: str | None = None, interpolation: str | None = None,
+                    **_: Any) -> Preprocess:
+    """open_clip's evaluation transform (PIL image -> normalised tensor); `is_train` gives the
+    same transform (clipforge trains with its own recipes, see `clipforge.train`)."""
+    size = image_size[0] if isinstance(image_size, (tuple, list)) else image_size
+    cfg: dict[str, Any] = {"mean": list(mean or OPENAI_DATASET_MEAN), "std": list(std or OPENAI_DATASET_STD)}
+    if resize_mode is not None:
+        cfg["resize_mode"] = resize_mode
+    if interpolation is not None:
+        cfg["interpolation"] = interpolation
+    return build_weights_preprocess(int(size), cfg)
 
 def list_models() -> list[str]:
     """Architecture names, as open_clip's `list_models` (plus OpenAI's spellings)."""
@@ -61,12 +119,23 @@ class Tokenizer:
         return bpe().encode(text)
 
 
-def get_tokenizer(model_name: str = "", context_length: int | None = None, **_: Any) -> Tokenizer:
-    """Every clipforge architecture uses CLIP's BPE and 77 tokens; `model_name` is checked."""
+def get_tokenizer(model_name: str = "", context_length: int | None = None, cache_dir: Any = None,
+                  **_: Any) -> Any:
+    """The architecture's tokenizer: CLIP's BPE (`Tokenizer`), or a family's own (SigLIP's
+    SentencePiece, SigLIP 2's Gemma, XLM-V; `clipforge.text.ModelTokenizer`, same call), its file
+    fetched from the hub repository the config names when not cached."""
     from clipforge.models import get_config
 
-    length = context_length or (get_config(model_name)["context_length"] if model_name else 77)
-    return Tokenizer(length)
+    config = get_config(model_name) if model_name else {"context_length": 77}
+    length = context_length or config["context_length"]
+    spec = config.get("tokenizer")
+    if not spec or spec.get("kind") == "openai-bpe":
+        return Tokenizer(length)
+    from clipforge.text.families import build_tokenizer
+    from clipforge.weights.zoo import download_tokenizer
+
+    folder = download_tokenizer(model_name, cache_dir)
+    return build_tokenizer(spec, length, [folder] if folder else [])
 
 
 def create_model_from_pretrained(model_name: str, pretrained: str | os.PathLike[str] | None = None, *,
@@ -83,7 +152,8 @@ def create_model_and_transforms(
         device: str | torch.device | None = "cpu", jit: bool = False, force_quick_gelu: bool = False,
         image_mean: Sequence[float] | None = None, image_std: Sequence[float] | None = None,
         image_interpolation: str | None = None, image_resize_mode: str | None = None,
-        cache_dir: str | os.PathLike[str] | None = None, **_: Any) -> tuple[Any, Preprocess, Preprocess]:
+        cache_dir: str | os.PathLike[str] | None = None, output_dict: bool = False,
+        **_: Any) -> tuple[Any, Preprocess, Preprocess]:
     """(model, preprocess_train, preprocess_val) as open_clip returns them (see module docstring).
 
     `pretrained` is a tag (``"laion2b_s34b_b79k"``), a checkpoint path, or None (random
@@ -98,8 +168,8 @@ def create_model_and_transforms(
     if force_quick_gelu and not name.endswith("-quickgelu") and f"{name}-quickgelu" in ARCH_CONFIGS:
         name = f"{name}-quickgelu"
     get_config(name)  # unknown names fail here, naming the known ones
-    model = clipforge.create_model(name, pretrained=pretrained, download_root=cache_dir)
-    model = model.to(device or "cpu").eval()
+    model = clipforge.create_model(name, pretrained=pretrained, download_root=cache_dir, device=device,
+                                   output_dict=output_dict).eval()
     cfg = dict(getattr(model, "preprocess_cfg", None) or {})
     for key, value in (("mean", image_mean), ("std", image_std), ("interpolation", image_interpolation),
                        ("resize_mode", image_resize_mode)):

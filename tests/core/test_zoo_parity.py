@@ -208,7 +208,7 @@ def test_matches_open_clip_on_identical_weights(name: str) -> None:
     _compare(cfg, config, seed=len(name))
 
 
-def _compare(cfg: dict[str, Any], config: dict[str, Any], seed: int) -> None:
+def _compare(cfg: dict[str, Any], config: dict[str, Any], seed: int, text: torch.Tensor | None = None) -> None:
     reference_module = _open_clip_model()
     with torch.device("meta"):
         ours = create_model_from_config(config)
@@ -225,7 +225,7 @@ def _compare(cfg: dict[str, Any], config: dict[str, Any], seed: int) -> None:
     theirs.eval()
     resolution = config["image_resolution"]
     pixels = torch.randn(2, 3, resolution, resolution, generator=torch.Generator().manual_seed(2))
-    text = _token_batch()
+    text = _token_batch() if text is None else text
     with torch.inference_mode():
         our_image, their_image = ours.encode_image(pixels), theirs.encode_image(pixels)
         our_text, their_text = ours.encode_text(text), theirs.encode_text(text)
@@ -285,3 +285,34 @@ def test_matches_transformers_clipmodel(name: str) -> None:
     hf_text = hf_text if isinstance(hf_text, torch.Tensor) else hf_text.pooler_output
     assert _relative(ours_image, hf_image) <= 1e-5
     assert _relative(ours_text, hf_text) <= 1e-5
+
+
+FAMILY_OPENAI_SHAPE = ["ViT-H-14-378", "ViT-H-14-378-quickgelu", "ViT-H-14-worldwide", "ViT-H-14-worldwide-quickgelu",
+                       "ViT-H-14-worldwide-378", "ViT-bigG-14-worldwide", "ViT-bigG-14-worldwide-378"]
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if "bigG" in n else n
+                                  for n in FAMILY_OPENAI_SHAPE])
+def test_dfn_378_and_metaclip2_worldwide_match_open_clip(name: str) -> None:
+    """DFN at 378 px and MetaCLIP 2 worldwide (OpenAI's towers; text read at the first EOS id 2):
+    our table equals open_clip's JSON, and on identical weights (2 blocks per tower, and a
+    1,000-token vocabulary for XLM-V's 901,629: neither changes the arithmetic) both compute the
+    same features, with EOS ids at different positions and ids above the EOS id in every row."""
+    cfg = _open_clip_json(name)
+    ours = get_config(name)
+    expected = _ours_from_json(cfg)
+    if cfg["text_cfg"].get("pool_type") == "eos":
+        expected |= {"text_pool": "eos", "text_eos_id": cfg["text_cfg"]["eos_id"]}
+    assert {k: v for k, v in ours.items() if k != "tokenizer"} == expected
+    cfg["vision_cfg"]["layers"] = ours["vision_layers"] = REDUCED_LAYERS
+    cfg["text_cfg"]["layers"] = ours["transformer_layers"] = REDUCED_LAYERS
+    text = None
+    if ours.get("text_pool") == "eos":
+        cfg["text_cfg"]["vocab_size"] = ours["vocab_size"] = 1000
+        generator = torch.Generator().manual_seed(1)
+        text = torch.randint(3, 1000, (3, 77), generator=generator)
+        text[:, 0] = 0
+        for row, pos in enumerate((3, 40, 76)):
+            text[row, pos] = 2
+            text[row, pos + 1:] = 1
+    _compare(cfg, ours, seed=len(name), text=text)

@@ -57,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
             print(result["image"])
             for name, p in zip(result["labels"], result["probabilities"], strict=True):
                 print(f"  {p:7.2%}  {name}")
+        if out.get("note"):
+            print(f"note: {out['note']}")
         if out.get("plot"):
             print(f"plot written to {out['plot']}")
     for error in out["errors"]:

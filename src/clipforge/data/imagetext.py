@@ -40,10 +40,13 @@ DEFAULT_TEMPLATE = "A photo of a {}."
 class Tokenizer:
     """Picklable `str -> LongTensor[context_length]` (CLIP BPE, truncating over-long captions)."""
 
-    def __init__(self, context_length: int = 77) -> None:
+    def __init__(self, context_length: int = 77, model_tokenizer: Any = None) -> None:
         self.context_length = int(context_length)
+        self.model_tokenizer = model_tokenizer  # a model family's own (`clipforge.text.ModelTokenizer`)
 
     def __call__(self, text: str) -> torch.Tensor:
+        if self.model_tokenizer is not None:
+            return self.model_tokenizer([text], self.context_length)[0]
         from clipforge.text import tokenize
 
         return tokenize(text, context_length=self.context_length, truncate=True)[0]

@@ -81,10 +81,11 @@ def _linear_add(x: torch.Tensor, residual: torch.Tensor, wb: tuple[torch.Tensor,
 
 def _linear_act(x: torch.Tensor, wb: tuple[torch.Tensor, torch.Tensor], fused: bool, activation: str) -> torch.Tensor:
     """c_fc + the block's activation: QuickGELU (OpenAI) or exact GELU (open_clip's GELU models)."""
-    if activation == "gelu":
+    if activation in ("gelu", "gelu_tanh"):  # exact GELU, or SigLIP's tanh approximation
+        approximate = "tanh" if activation == "gelu_tanh" else "none"
         if fused:
-            return torch.ops.mkldnn._linear_pointwise(x, wb[0], wb[1], "gelu", [], "none")
-        return F.gelu(F.linear(x, wb[0], wb[1]))
+            return torch.ops.mkldnn._linear_pointwise(x, wb[0], wb[1], "gelu", [], approximate)
+        return F.gelu(F.linear(x, wb[0], wb[1]), approximate=approximate)
     return _linear_quick_gelu(x, wb, fused)
 
 
@@ -266,7 +267,9 @@ class InferenceCLIP(CLIP):
     compute_dtype: torch.dtype = torch.float32
     cpu_only: bool = False
 
-    def encode_text(self, text: torch.Tensor) -> torch.Tensor:
+    def encode_text(self, text: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        if normalize:  # open_clip's keyword
+            return F.normalize(self.encode_text(text), dim=-1)
         dtype = fast_dtype(self, text, self.token_embedding.weight, tower=True)
         if dtype is None or not isinstance(self.transformer, InferenceTransformer):
             return super().encode_text(text)

@@ -73,13 +73,30 @@ class TextTower(nn.Module):
         self.transformer = model.transformer
         self.ln_final = model.ln_final
         self.text_projection = model.text_projection
+        # model families (SigLIP, MetaCLIP 2): their own pooling position and projection
+        self.pool = getattr(model, "text_pool_positions", None)
+        self.project = getattr(model, "_project_text", None)
 
     def forward(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.token_embedding(input_ids) + self.positional_embedding[: input_ids.shape[1]]
         x = self.ln_final(self.transformer(x))
+        if self.pool is not None and self.project is not None:
+            index = self.pool(input_ids).view(-1, 1, 1).expand(-1, 1, x.shape[-1])
+            return _both(self.project(torch.gather(x, 1, index).squeeze(1)))
         eot = input_ids.argmax(dim=-1)  # EOT has the highest id in the vocabulary
         index = eot.view(-1, 1, 1).expand(-1, 1, x.shape[-1])
         return _both(torch.gather(x, 1, index).squeeze(1) @ self.text_projection)
+
+
+def _family_ids(model: nn.Module, batch: int, generator: torch.Generator) -> torch.Tensor:
+    """Example ids in a model family's vocabulary, its end token placed at different positions."""
+    context, vocab = int(model.context_length), int(model.vocab_size)
+    tokens = torch.randint(3, vocab, (batch, context), generator=generator)
+    eos = getattr(model, "text_eos_id", None)
+    for row in range(batch):
+        if eos is not None:
+            tokens[row, min(context - 1, 3 + 5 * row)] = int(eos)
+    return tokens
 
 
 def _plain_fp32(model: nn.Module) -> nn.Module:
@@ -139,6 +156,8 @@ def export_onnx(model: nn.Module, out_dir: str | os.PathLike, *, opset: int = DE
                 "pixel_values", ("image_features", "image_embeds"), opset, {0: "batch"})
         tokens = torch.zeros(2, context, dtype=torch.long)
         tokens[:, 0], tokens[:, 1:4], tokens[:, 4] = 49406, 320, 49407
+        if int(plain.vocab_size) != 49408:  # a model family's own vocabulary (SigLIP, MetaCLIP 2)
+            tokens = _family_ids(plain, 2, torch.Generator().manual_seed(0))
         _export(TextTower(plain), tokens, staging / TEXT_FILE, "input_ids", ("text_features", "text_embeds"), opset,
                 {0: "batch", 1: "sequence"})
         (staging / META_FILE).write_text(json.dumps(meta, indent=2))
@@ -219,6 +238,8 @@ def onnx_parity(model: nn.Module, directory: str | os.PathLike, batch: int = 3, 
         tokens[row, 0] = 49406
         tokens[row, 1:length] = torch.randint(1, 49000, (length - 1,), generator=generator)
         tokens[row, length] = 49407
+    if int(plain.vocab_size) != 49408:
+        tokens = _family_ids(plain, batch, generator)
     runner = OnnxCLIP(directory, threads=1)
     image_diff = np.abs(runner.encode_image(images) - plain.encode_image(images).numpy()).max()
     text_diff = np.abs(runner.encode_text(tokens) - plain.encode_text(tokens).numpy()).max()

@@ -2,9 +2,7 @@
 
 from clipforge.models.clip import (
     CLIP,
-    build_model,
     config_from_state_dict,
-    create_model_from_config,
     matching_architectures,
 )
 from clipforge.models.configs import (
@@ -19,6 +17,7 @@ from clipforge.models.configs import (
     list_configs,
     register_config,
 )
+from clipforge.models.factory import build_model, create_model_from_config
 from clipforge.models.validate import ConfigError, validate_config
 
 __all__ = [

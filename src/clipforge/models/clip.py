@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from clipforge.models.configs import (
@@ -16,6 +17,7 @@ from clipforge.models.configs import (
     same_shape,
     vision_heads,
 )
+from clipforge.models.family_keys import FAMILY_DEFAULTS, FAMILY_KEYS, family_value, is_family_config
 from clipforge.models.layers import LayerNorm, Transformer
 from clipforge.models.resnet import ModifiedResNet
 from clipforge.models.vit import VisionTransformer
@@ -79,10 +81,11 @@ class CLIP(nn.Module):
     def image_size(self) -> int:
         return self.visual.input_resolution
 
-    def encode_image(self, image: torch.Tensor) -> torch.Tensor:
-        return self.visual(image.to(self.dtype))
+    def encode_image(self, image: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        features = self.visual(image.to(self.dtype))
+        return F.normalize(features, dim=-1) if normalize else features
 
-    def encode_text(self, text: torch.Tensor) -> torch.Tensor:
+    def encode_text(self, text: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         """Text features at each sequence's EOT token (the highest id in the vocabulary).
 
         Because the mask is causal, the EOT feature never depends on positions after it, so
@@ -94,9 +97,52 @@ class CLIP(nn.Module):
         x = self.token_embedding(text[:, :length]).to(self.dtype)
         x = x + self.positional_embedding[:length].to(self.dtype)
         x = self.ln_final(self.transformer(x))
-        return x[torch.arange(x.shape[0], device=x.device), eot] @ self.text_projection.to(x.dtype)
+        features = x[torch.arange(x.shape[0], device=x.device), eot] @ self.text_projection.to(x.dtype)
+        return F.normalize(features, dim=-1) if normalize else features
 
-    def forward(self, image: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    # --- open_clip's model surface (`clipforge.create_model*`; see `clipforge.zoo`) ---------------
+
+    def lock_image_tower(self, unlocked_groups: int = 0, freeze_bn_stats: bool = False) -> None:
+        """Freeze the image tower (open_clip's call; `unlocked_groups` > 0 is refused, not ignored)."""
+        if unlocked_groups:
+            raise NotImplementedError("lock_image_tower(unlocked_groups>0) is not supported; use train's lock_image")
+        self.visual.requires_grad_(False)
+        if freeze_bn_stats:
+            for module in self.visual.modules():
+                if isinstance(module, nn.BatchNorm2d):
+                    module.eval()
+
+    def lock_text_tower(self, unlocked_layers: int = 0, freeze_layer_norm: bool = True) -> None:
+        """Freeze the text tower (embeddings, blocks, final norm, projection)."""
+        if unlocked_layers:
+            raise NotImplementedError("lock_text_tower(unlocked_layers>0) is not supported")
+        for name, param in self.named_parameters():
+            if not name.startswith("visual.") and name not in ("logit_scale", "logit_bias"):
+                param.requires_grad_(False)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block in the backward pass (both towers), as open_clip's call."""
+        self.transformer.grad_checkpointing = enable
+        if hasattr(self.visual, "transformer"):
+            self.visual.transformer.grad_checkpointing = enable
+
+    def _open_clip_outputs(self, image: torch.Tensor | None, text: torch.Tensor | None) -> Any:
+        """open_clip's forward: unit features and exp(logit_scale) (and logit_bias), tuple or dict."""
+        out: dict[str, Any] = {
+            "image_features": self.encode_image(image, normalize=True) if image is not None else None,
+            "text_features": self.encode_text(text, normalize=True) if text is not None else None,
+            "logit_scale": self.logit_scale.exp()}
+        if getattr(self, "logit_bias", None) is not None:
+            out["logit_bias"] = self.logit_bias
+        return out if self.__dict__.get("_cf_output_dict") else tuple(out.values())
+
+    def forward(self, image: torch.Tensor, text: torch.Tensor) -> Any:
+        """openai/CLIP's meaning: (logits_per_image, logits_per_text). A model made by
+        `clipforge.create_model*` (open_clip's API) returns open_clip's instead:
+        (image_features, text_features, logit_scale.exp()) of unit features, or a dict with
+        ``output_dict=True``."""
+        if self.__dict__.get("_cf_open_clip_forward"):
+            return self._open_clip_outputs(image, text)
         image_features = self.encode_image(image)
         text_features = self.encode_text(text)
         image_features = image_features / image_features.norm(dim=-1, keepdim=True)
@@ -110,13 +156,28 @@ _NON_PARAMETER_KEYS = ("input_resolution", "context_length", "vocab_size")
 
 
 def config_from_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """Infer the constructor arguments from tensor shapes, as OpenAI's `build_model` does."""
+    """Infer the constructor arguments from tensor shapes, as OpenAI's `build_model` does.
+
+    clipforge's family layout (an attention-pool image head, a projection with bias,
+    `logit_bias`) shows in its keys; what shapes cannot show (heads, pooling, activation) comes
+    from the registered architecture of the same shape (`_with_known_heads`).
+    """
     sd = state_dict
-    if "visual.proj" in sd:
+    family: dict[str, Any] = {}
+    if "visual.attn_pool.probe" in sd:
         vision_width = sd["visual.conv1.weight"].shape[0]
         vision_layers: int | tuple[int, ...] = len(
-            [k for k in sd if k.startswith("visual.") and k.endswith(".attn.in_proj_weight")])
+            [k for k in sd if k.startswith("visual.transformer.") and k.endswith(".attn.in_proj_weight")])
         vision_patch_size: int | None = sd["visual.conv1.weight"].shape[-1]
+        grid = round(sd["visual.positional_embedding"].shape[0] ** 0.5)
+        image_resolution = vision_patch_size * grid
+        family.update(vision_pool="map", vision_patch_bias="visual.conv1.bias" in sd,
+                      vision_ln_pre="visual.ln_pre.weight" in sd, vision_proj="visual.proj" in sd)
+    elif "visual.proj" in sd:
+        vision_width = sd["visual.conv1.weight"].shape[0]
+        vision_layers = len(
+            [k for k in sd if k.startswith("visual.") and k.endswith(".attn.in_proj_weight")])
+        vision_patch_size = sd["visual.conv1.weight"].shape[-1]
         grid = round((sd["visual.positional_embedding"].shape[0] - 1) ** 0.5)
         image_resolution = vision_patch_size * grid
     elif "visual.attnpool.positional_embedding" in sd:
@@ -130,8 +191,18 @@ def config_from_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, Any
         raise ValueError("state dict has neither `visual.proj` (ViT) nor `visual.attnpool` (ResNet): "
                          "not a CLIP checkpoint in OpenAI layout")
     transformer_width = sd["ln_final.weight"].shape[0]
+    if "text_projection.weight" in sd:
+        embed_dim = sd["text_projection.weight"].shape[0]
+        family["text_proj_bias"] = True
+    elif "text_projection" not in sd:
+        embed_dim = sd["ln_final.weight"].shape[0]
+        family["text_proj"] = False
+    else:
+        embed_dim = sd["text_projection"].shape[1]
+    if "logit_bias" in sd:
+        family["scoring"] = "sigmoid"
     config: dict[str, Any] = {
-        "embed_dim": sd["text_projection"].shape[1],
+        "embed_dim": int(embed_dim),
         "image_resolution": int(image_resolution),
         "vision_layers": vision_layers,
         "vision_width": int(vision_width),
@@ -145,48 +216,35 @@ def config_from_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, Any
     fc = sd.get("visual.transformer.resblocks.0.mlp.c_fc.weight")
     if fc is not None and fc.shape[0] != 4 * vision_width:
         config["vision_mlp_ratio"] = fc.shape[0] / vision_width
-    return _with_known_heads(config)
+    text_fc = sd.get("transformer.resblocks.0.mlp.c_fc.weight")
+    if family and text_fc is not None and text_fc.shape[0] != 4 * transformer_width:
+        family["text_mlp_ratio"] = text_fc.shape[0] / transformer_width
+    return _with_known_heads({**config, **{k: v for k, v in family.items() if v != FAMILY_DEFAULTS[k]}})
 
 
 def _with_known_heads(config: dict[str, Any]) -> dict[str, Any]:
     """Head counts do not show in tensor shapes: take them from the registered architecture of
     the same shape (ViT-H/g/bigG use head widths other than 64), else keep width // 64."""
     for name, known in ARCH_CONFIGS.items():
-        if name.startswith("test-") or not same_shape(config, known):
+        if name.startswith("test-") or not same_shape(config, known) or not _same_layout(config, known):
             continue
         config["transformer_heads"] = known["transformer_heads"]
-        for key in ("vision_head_width", "vision_mlp_ratio"):
+        for key in ("vision_head_width", "vision_mlp_ratio", *FAMILY_KEYS):
             if key in known:
                 config[key] = known[key]
+        if is_family_config(known) and "activation" in known:
+            config["activation"] = known["activation"]
         break
     return config
+
+
+def _same_layout(config: dict[str, Any], known: dict[str, Any]) -> bool:
+    """Family knobs that show in the keys (attention pool, projection bias, logit bias) agree."""
+    return all(family_value(config, k) == family_value(known, k)
+               for k in ("vision_pool", "text_proj", "text_proj_bias", "scoring", "vision_patch_bias"))
 
 
 def matching_architectures(config: dict[str, Any]) -> list[str]:
     """Registered architecture names whose tensors have the shapes of `config` (OpenAI's first)."""
     names = [n for n in ARCH_CONFIGS if not n.startswith("test-") and same_shape(config, ARCH_CONFIGS[n])]
     return sorted(names, key=lambda n: n not in OPENAI_MODELS)
-
-
-def create_model_from_config(config: dict[str, Any]) -> CLIP:
-    return CLIP(**config)
-
-
-def build_model(state_dict: dict[str, torch.Tensor], config: dict[str, Any] | None = None) -> CLIP:
-    """Build a CLIP whose shape fits the state dict and load it strictly, in fp32, eval mode.
-
-    `config` overrides inference (needed only for heads counts that are not width // 64).
-    """
-    state_dict = {k: v for k, v in state_dict.items() if k not in _NON_PARAMETER_KEYS}
-    # Built without initialisation (`skeleton`): random initialisation of a 600M-parameter model costs
-    # far more than copying the weights that replace it, and the meta device would import torch._dynamo
-    # (over a second of every command's start). The copies keep the caller's tensors untouched.
-    from clipforge.models.skeleton import skeleton
-
-    model = skeleton(CLIP, **(config or config_from_state_dict(state_dict)))
-    owned = {k: v.to(torch.float32 if v.is_floating_point() else v.dtype, copy=True) for k, v in state_dict.items()}
-    model.load_state_dict(owned, strict=True, assign=True)
-    leftover = [name for name, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
-    if leftover:
-        raise RuntimeError(f"state dict left tensors uninitialised: {', '.join(leftover[:5])}")
-    return model.eval()

@@ -24,7 +24,7 @@ from typing import Any
 
 ArchConfig = dict[str, Any]
 
-ACTIVATIONS = ("quick_gelu", "gelu")
+ACTIVATIONS = ("quick_gelu", "gelu", "gelu_tanh")
 DEFAULT_ACTIVATION = "quick_gelu"
 
 
@@ -94,6 +94,27 @@ for _name, _config in _OPEN_CLIP_BASE.items():
         ARCH_CONFIGS[_name] = {**_config, "activation": "gelu"}
 for _name in _QUICKGELU_TWINS:
     ARCH_CONFIGS[f"{_name}-quickgelu"] = {**_OPEN_CLIP_BASE[_name], "activation": "quick_gelu"}
+
+# open_clip's own RN50/RN101/RN50x4/x16/x64 configs are GELU (their text towers); clipforge's
+# names keep OpenAI's QuickGELU meaning, so open_clip's GELU ResNets are spelled `RN50-gelu` here
+# and `clipforge.create_model*` (open_clip's API) builds them for `RN50` with random weights or a
+# plain file. Every published ResNet tag is QuickGELU (the registry says so).
+OPEN_CLIP_GELU_RESNETS: dict[str, str] = {name: f"{name}-gelu" for name in ("RN50", "RN101", "RN50x4", "RN50x16",
+                                                                            "RN50x64")}
+for _name, _gelu in OPEN_CLIP_GELU_RESNETS.items():
+    ARCH_CONFIGS[_gelu] = {**ARCH_CONFIGS[_name], "activation": "gelu"}
+
+# The families beyond OpenAI's shape (SigLIP, SigLIP 2, MetaCLIP 2 worldwide, DFN-378), as data.
+from clipforge.models.family_configs import (  # noqa: E402
+    DFN_CONFIGS,
+    SIGLIP_CONFIGS,
+    TEST_FAMILY_CONFIGS,
+    WORLDWIDE_CONFIGS,
+)
+
+FAMILY_MODELS: tuple[str, ...] = (*SIGLIP_CONFIGS, *WORLDWIDE_CONFIGS, *DFN_CONFIGS)
+for _table in (SIGLIP_CONFIGS, WORLDWIDE_CONFIGS, DFN_CONFIGS, TEST_FAMILY_CONFIGS):
+    ARCH_CONFIGS.update(_table)
 
 # Other spellings of OpenAI's names (never of a different architecture).
 ALIASES: dict[str, str] = {

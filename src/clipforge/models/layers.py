@@ -59,12 +59,15 @@ class SelfAttention(nn.Module):
 
 
 def make_activation(name: str) -> nn.Module:
-    """``"quick_gelu"`` (OpenAI's checkpoints) or ``"gelu"`` (exact erf GELU, open_clip's default)."""
+    """``"quick_gelu"`` (OpenAI's checkpoints), ``"gelu"`` (exact erf GELU, open_clip's default)
+    or ``"gelu_tanh"`` (the tanh approximation SigLIP was trained with)."""
     if name == "quick_gelu":
         return QuickGELU()
     if name == "gelu":
         return nn.GELU()
-    raise ValueError(f"unknown activation {name!r}; expected quick_gelu or gelu")
+    if name == "gelu_tanh":
+        return nn.GELU(approximate="tanh")
+    raise ValueError(f"unknown activation {name!r}; expected quick_gelu, gelu or gelu_tanh")
 
 
 class ResidualAttentionBlock(nn.Module):
@@ -72,17 +75,17 @@ class ResidualAttentionBlock(nn.Module):
     `mlp_width` defaults to 4 x width."""
 
     def __init__(self, width: int, heads: int, mlp_width: int | None = None,
-                 activation: str = "quick_gelu") -> None:
+                 activation: str = "quick_gelu", norm_eps: float = 1e-5) -> None:
         super().__init__()
         hidden = mlp_width or width * 4
         self.activation = activation
         self.attn = SelfAttention(width, heads)
-        self.ln_1 = LayerNorm(width)
+        self.ln_1 = LayerNorm(width, eps=norm_eps)
         self.mlp = nn.Sequential()
         self.mlp.add_module("c_fc", nn.Linear(width, hidden))
         self.mlp.add_module("gelu", make_activation(activation))
         self.mlp.add_module("c_proj", nn.Linear(hidden, width))
-        self.ln_2 = LayerNorm(width)
+        self.ln_2 = LayerNorm(width, eps=norm_eps)
 
     def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), causal=causal)
@@ -97,13 +100,13 @@ class Transformer(nn.Module):
     """
 
     def __init__(self, width: int, layers: int, heads: int, causal: bool = False, *,
-                 mlp_width: int | None = None, activation: str = "quick_gelu") -> None:
+                 mlp_width: int | None = None, activation: str = "quick_gelu", norm_eps: float = 1e-5) -> None:
         super().__init__()
         self.width = width
         self.layers = layers
         self.causal = causal
         self.grad_checkpointing = False
-        self.resblocks = nn.Sequential(*[ResidualAttentionBlock(width, heads, mlp_width, activation)
+        self.resblocks = nn.Sequential(*[ResidualAttentionBlock(width, heads, mlp_width, activation, norm_eps)
                                          for _ in range(layers)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

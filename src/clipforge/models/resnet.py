@@ -113,6 +113,11 @@ class ModifiedResNet(nn.Module):
             for block in stage:
                 nn.init.zeros_(block.bn3.weight)
 
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(height, width), as open_clip's ``model.visual.image_size``."""
+        return (self.input_resolution, self.input_resolution)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.conv1.weight.dtype)
         x = self.relu1(self.bn1(self.conv1(x)))

@@ -7,16 +7,17 @@ from typing import Any
 
 import torch
 
-from clipforge.models.clip import CLIP
 from clipforge.models.configs import ARCH_CONFIGS, activation_of, list_configs
+from clipforge.models.factory import create_model_from_config
 
 
 def count_parameters(name: str, config: dict[str, Any] | None = None) -> dict[str, int]:
     with torch.device("meta"):
-        model = CLIP(**(config or ARCH_CONFIGS[name]))
+        model = create_model_from_config(dict(config or ARCH_CONFIGS[name]))
     image = sum(p.numel() for p in model.visual.parameters())
     total = sum(p.numel() for p in model.parameters())
-    return {"params": total, "image_params": image, "text_params": total - image - 1}
+    scalars = sum(1 for n in ("logit_scale", "logit_bias") if getattr(model, n, None) is not None)
+    return {"params": total, "image_params": image, "text_params": total - image - scalars}
 
 
 def summarize_models(include_test: bool = False, is_cached: Callable[[str], bool] | None = None) -> list[dict[str, Any]]:

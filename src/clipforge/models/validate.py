@@ -22,6 +22,7 @@ from typing import Any
 
 from clipforge.errors import UserError
 from clipforge.models.configs import ACTIVATIONS, ArchConfig, mlp_width, vision_heads
+from clipforge.models.family_keys import FAMILY_KEYS, check_family_fields
 
 # Generous upper bounds: 10x beyond the largest published CLIPs, small enough that nothing
 # overflows and a hostile file cannot ask for terabytes.
@@ -43,7 +44,7 @@ MAX_ELEMENTS = 4_000_000_000
 BYTES_PER_ELEMENT = {"inference": 4, "training": 16}  # fp32 weights; + gradients + AdamW's two moments
 _REQUIRED = ("embed_dim", "image_resolution", "vision_layers", "vision_width", "context_length",
              "vocab_size", "transformer_width", "transformer_heads", "transformer_layers")
-_OPTIONAL = ("vision_patch_size", "activation", "vision_head_width", "vision_mlp_ratio")
+_OPTIONAL = ("vision_patch_size", "activation", "vision_head_width", "vision_mlp_ratio", *FAMILY_KEYS)
 
 
 class ConfigError(UserError, ValueError):
@@ -85,7 +86,7 @@ def validate_config(config: Any) -> ArchConfig:
         out["vision_layers"] = _int(config, "vision_layers", *_VIT_LAYERS)
         if config.get("vision_patch_size") is None:
             raise ConfigError("field 'vision_patch_size' is required for a ViT image tower")
-        if out["image_resolution"] % out["vision_patch_size"]:
+        if out["image_resolution"] % out["vision_patch_size"] and config.get("vision_pool") != "map":
             raise ConfigError(f"field 'image_resolution' = {out['image_resolution']} is not a multiple of "
                               f"'vision_patch_size' = {out['vision_patch_size']}")
     activation = config.get("activation", "quick_gelu")
@@ -104,6 +105,9 @@ def validate_config(config: Any) -> ArchConfig:
                           f"the image tower's width {out['vision_width']}")
     if mlp_width(out) < 1:
         raise ConfigError("field 'vision_mlp_ratio' gives an empty MLP")
+    family_problems = check_family_fields(out)  # the family knobs (SigLIP, MetaCLIP 2, ...)
+    if family_problems:
+        raise ConfigError(family_problems[0])
     elements = estimate_elements(out)
     if elements > MAX_ELEMENTS:
         raise ConfigError(f"this model config builds about {elements:,} parameters and buffers "

@@ -31,6 +31,11 @@ class VisionTransformer(nn.Module):
         self.ln_post = LayerNorm(width)
         self.proj = nn.Parameter(scale * torch.randn(width, output_dim))
 
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(height, width), as open_clip's ``model.visual.image_size``."""
+        return (self.input_resolution, self.input_resolution)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)  # [N, width, grid, grid]
         x = x.flatten(2).transpose(1, 2)  # [N, grid*grid, width]

@@ -6,6 +6,7 @@ this package. Importing is cheap: the fast tokenizer is built on the first `toke
 """
 
 from .cleaning import clean_text
+from .families import ModelTokenizer, build_tokenizer, tokenize_for, tokenizer_of
 from .fast import FastTokenizer
 from .simple import SimpleTokenizer
 from .tokenizer import TextTooLongError, get_tokenizer, tokenize
@@ -20,9 +21,13 @@ __all__ = [
     "VOCAB_SHA256",
     "VOCAB_SIZE",
     "FastTokenizer",
+    "ModelTokenizer",
     "SimpleTokenizer",
     "TextTooLongError",
+    "build_tokenizer",
     "clean_text",
     "get_tokenizer",
     "tokenize",
+    "tokenize_for",
+    "tokenizer_of",
 ]

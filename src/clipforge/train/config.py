@@ -76,6 +76,7 @@ class TrainConfig:
     lock_image: bool = False
     lock_text: bool = False
     projections_only: bool = False
+    loss: str = "clip"                      # clip (softmax contrastive) | siglip (pairwise sigmoid, needs logit_bias)
     local_loss: bool = False
     gather_with_grad: bool = True
     # evaluation, logging, checkpoints

@@ -88,9 +88,11 @@ def open_split(dataset: str, root: str, split: str, **kwargs: Any) -> Any:
 
 
 def build_train_dataset(config: TrainConfig, image_size: int, context_length: int,
-                        rank: int = 0, world_size: int = 1, preprocess: dict[str, Any] | None = None) -> Any:
+                        rank: int = 0, world_size: int = 1, preprocess: dict[str, Any] | None = None,
+                        model_tokenizer: Any = None) -> Any:
     """The image-text dataset the config describes (map-style, or iterable for WebDataset), normalised
-    with the weights' own mean/std (`preprocess`: `clipforge.train.build.preprocess_of(model)`)."""
+    with the weights' own mean/std (`preprocess`: `clipforge.train.build.preprocess_of(model)`);
+    captions tokenized with `model_tokenizer` (a model family's own) or CLIP's BPE."""
     from clipforge.data import (
         CaptionCsvImageText,
         FolderCaptionImageText,
@@ -106,7 +108,7 @@ def build_train_dataset(config: TrainConfig, image_size: int, context_length: in
     cfg = validate_preprocess(dict(preprocess or {}))
     transform = TrainTransform(image_size, scale=tuple(config.crop_scale), hflip=config.hflip, seed=config.seed,
                                mean=cfg["mean"], std=cfg["std"], interpolation=cfg["interpolation"])
-    tokenizer = Tokenizer(context_length)
+    tokenizer = Tokenizer(context_length, model_tokenizer)
     if config.root is None:
         raise ValueError(f"data={config.data!r} needs a root (--root PATH)")
     if config.data == "labelled":

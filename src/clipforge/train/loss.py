@@ -163,3 +163,42 @@ def unique_caption_loss(image_features: torch.Tensor, caption_features: torch.Te
     targets = positives[present] / positives[present].sum(dim=1, keepdim=True)
     loss_t2i = _soft_cross_entropy(logits_per_image.t()[present], targets)
     return (loss_i2t + loss_t2i) / 2
+
+
+class SigLipLoss(nn.Module):
+    """SigLIP's pairwise sigmoid loss (Zhai et al. 2023), distributed as open_clip's `SigLipLoss`.
+
+    Every (image, text) pair of the global batch is its own binary problem: label +1 on the
+    diagonal, -1 elsewhere, loss ``-log sigmoid(label * (scale·cos + bias))`` summed and divided
+    by the local batch size. open_clip passes text features around the ring of ranks (each rank
+    adds its own images against every other rank's texts as negatives, gradients flowing back);
+    here each rank gathers every rank's texts with `gather_with_grad` and scores its own images
+    against all of them, positives on its own block: the same sum of terms and, through the
+    gather's summed backward, the same gradients.
+
+    `logit_params` is what the training forward returns for a model with a bias: the stacked
+    ``(logit_scale, logit_bias)`` (log scale; exp taken here) - or a bare ``logit_scale`` with
+    `bias` given.
+    """
+
+    def forward(self, image_features: torch.Tensor, text_features: torch.Tensor, logit_params: torch.Tensor,
+                groups: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
+        if logit_params.dim() == 1 and logit_params.numel() == 2:
+            logit_scale, bias = logit_params[0], logit_params[1]
+        else:
+            logit_scale = logit_params
+        if bias is None:
+            raise ValueError("the sigmoid loss needs the model's logit_bias (a SigLIP model)")
+        texts = gather_with_grad(text_features)
+        rows = image_features.shape[0]
+        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        logits = logit_scale.exp() * image_features @ texts.t() + bias
+        labels = -torch.ones_like(logits)
+        labels[torch.arange(rows, device=logits.device), rank * rows + torch.arange(rows, device=logits.device)] = 1
+        return -F.logsigmoid(labels * logits).sum() / rows
+
+
+def siglip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor,
+                logit_bias: torch.Tensor) -> torch.Tensor:
+    """`SigLipLoss` as a function (unit features, log scale, bias)."""
+    return SigLipLoss()(image_features, text_features, logit_scale, bias=logit_bias)

@@ -32,13 +32,16 @@ from clipforge.train.precision import Precision
 class ContrastiveModel(nn.Module):
     """forward(images, texts) -> (unit image features, unit text features, logit_scale)."""
 
-    def __init__(self, clip: nn.Module) -> None:
+    def __init__(self, clip: nn.Module, with_bias: bool = False) -> None:
         super().__init__()
         self.clip = clip
+        self.with_bias = with_bias  # sigmoid loss: the third output is (logit_scale, logit_bias) stacked
 
     def forward(self, images: torch.Tensor, texts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         image_features = F.normalize(_at_least_fp32(self.clip.encode_image(images)), dim=-1)
         text_features = F.normalize(_at_least_fp32(self.clip.encode_text(texts)), dim=-1)
+        if self.with_bias:  # inside the (DDP) forward, so the bias gets its gradient like the scale
+            return image_features, text_features, torch.stack([self.clip.logit_scale, self.clip.logit_bias.reshape(())])
         return image_features, text_features, self.clip.logit_scale
 
 

@@ -41,7 +41,7 @@ from clipforge.train.distributed import DistInfo, all_reduce_max, all_reduce_mea
 from clipforge.train.ema import WeightEMA
 from clipforge.train.freeze import apply_freezing, set_frozen_eval
 from clipforge.train.logs import RunLogger, plot_curves
-from clipforge.train.loss import ClipLoss, unique_caption_loss
+from clipforge.train.loss import ClipLoss, SigLipLoss, unique_caption_loss
 from clipforge.train.optim import build_optimizer
 from clipforge.train.precision import resolve_precision
 from clipforge.train.schedule import TimeBudget, cosine_with_warmup
@@ -63,6 +63,10 @@ class Trainer:
         self.model = build_model(config).to(self.device)
         self.preprocess = preprocess_of(self.model)  # normalise as the weights were trained; checkpoints record it
         scale_lr_to_model(config, self.model)
+        if config.loss not in ("clip", "siglip"):
+            raise ValueError(f"loss must be 'clip' or 'siglip', got {config.loss!r}")
+        if config.loss == "siglip" and getattr(self.model, "logit_bias", None) is None:
+            raise ValueError("loss 'siglip' needs a model with a logit_bias (a SigLIP family model)")
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.freeze_summary = apply_freezing(self.model, config.lock_image, config.lock_text,
@@ -71,19 +75,21 @@ class Trainer:
             self.model.transformer.grad_checkpointing = True
             if hasattr(self.model.visual, "transformer"):
                 self.model.visual.transformer.grad_checkpointing = True
-        wrapped: nn.Module = ContrastiveModel(self.model)
+        wrapped: nn.Module = ContrastiveModel(self.model, with_bias=config.loss == "siglip")
         if self.dist.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
             wrapped = nn.parallel.DistributedDataParallel(wrapped, device_ids=ids)
         self.wrapped = wrapped
         size, context = int(self.model.visual.input_resolution), int(self.model.context_length)
         self.dataset = train_dataset if train_dataset is not None else build_train_dataset(
-            config, size, context, self.dist.rank, self.dist.world_size, self.preprocess)
+            config, size, context, self.dist.rank, self.dist.world_size, self.preprocess,
+            _family_tokenizer(self.model))
         if eval_hooks is None:  # only rank 0 evaluates
             eval_hooks = build_eval_hooks(config, size, self.preprocess) if self.dist.is_main else []
         self.eval_hooks = eval_hooks
         self.precision = resolve_precision(config.precision, self.device)
-        self.loss_fn = ClipLoss(local_loss=config.local_loss, gather_with_grad=config.gather_with_grad)
+        self.loss_fn = SigLipLoss() if config.loss == "siglip" else ClipLoss(
+            local_loss=config.local_loss, gather_with_grad=config.gather_with_grad)
         self.optimizer = build_optimizer(self.model, config.lr, config.weight_decay, config.betas, config.eps)
         self.sampler, self.steps_per_epoch = self._sampler()
         self.total_steps = config.steps or max(self.steps_per_epoch * config.epochs, 1)
@@ -179,6 +185,8 @@ class Trainer:
     def _loss_for(self, batch: Any) -> tuple[Any, torch.Tensor | None]:
         """(loss function, groups) for a batch: de-duplicated captions, class-label positives or plain."""
         caption_index = getattr(batch, "caption_index", None)
+        if self.config.loss == "siglip":  # pairwise sigmoid: every pair its own label, no groups
+            return self.loss_fn, None
         if caption_index is not None:
             labels = batch.caption_labels if self.config.label_positives else None
 
@@ -377,3 +385,12 @@ def scale_lr_to_model(config: TrainConfig, model: nn.Module) -> float:
 def train(config: TrainConfig) -> dict[str, Any]:
     """Run a training job described by `config` (the library entry point of `clipforge train`)."""
     return Trainer(config).fit()
+
+
+def _family_tokenizer(model: nn.Module) -> Any:
+    """A model family's own tokenizer for the captions (None: CLIP's BPE, the data default)."""
+    if getattr(model, "tokenizer_cfg", None) is None:
+        return None
+    from clipforge.text import tokenizer_of
+
+    return tokenizer_of(model)

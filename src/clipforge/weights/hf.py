@@ -138,8 +138,15 @@ def hf_config_from_config(config: dict[str, Any], logit_scale: Tensor | None = N
 
 def from_hf(hf_state_dict: dict[str, Tensor], hf_config: dict[str, Any] | None = None,
             ) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """HF CLIPModel state dict (+ its config.json dict) -> (OpenAI-layout state dict, our config)."""
+    """HF CLIPModel state dict (+ its config.json dict) -> (OpenAI-layout state dict, our config).
+    A ``SiglipModel``'s tensors go to `clipforge.weights.hf_siglip` (clipforge's SigLIP layout)."""
     from clipforge.models import config_from_state_dict
+    from clipforge.weights.family_layouts import is_hf_siglip
+
+    if is_hf_siglip(hf_state_dict):
+        from clipforge.weights.hf_siglip import from_hf_siglip_state
+
+        return from_hf_siglip_state(hf_state_dict, hf_config)
 
     out: dict[str, Tensor] = {}
     qkv: dict[tuple[str, str], dict[str, Tensor]] = {}
@@ -231,6 +238,16 @@ def save_hf(model_or_state_dict: Any, directory: str | os.PathLike[str],
     from clipforge.weights.hf_files import write_preprocessor_config, write_tokenizer_files
     from clipforge.weights.save import _atomic_write_safetensors, model_config
 
+    if isinstance(model_or_state_dict, torch.nn.Module) and getattr(model_or_state_dict, "scoring", "") == "sigmoid":
+        from clipforge.weights.hf_siglip import save_hf_siglip  # SiglipModel + SiglipTokenizer folder
+
+        return save_hf_siglip(model_or_state_dict, directory, preprocess)
+    if isinstance(model_or_state_dict, torch.nn.Module) and (
+            getattr(model_or_state_dict, "tokenizer_cfg", None) or getattr(model_or_state_dict, "text_pool", "argmax")
+            != "argmax"):
+        raise ValueError("save_hf writes CLIPModel folders (OpenAI's BPE, text read at the highest id) and SigLIP "
+                         "folders; this model's tokenizer or text pooling (e.g. MetaCLIP 2's XLM-V, first EOS) has "
+                         "no CLIPModel form - save it with save_safetensors")
     if isinstance(model_or_state_dict, torch.nn.Module):
         config = config or model_config(model_or_state_dict)
         preprocess = preprocess or getattr(model_or_state_dict, "preprocess_cfg", None)
@@ -262,7 +279,7 @@ def read_hf_directory(directory: Path) -> tuple[dict[str, Tensor], dict[str, Any
         raise CheckpointFormatError(f"{config_path} is not valid JSON: {err}") from None
     if not isinstance(hf_config, dict):
         raise CheckpointFormatError(f"{config_path} must hold a JSON object, got {type(hf_config).__name__}")
-    if hf_config.get("model_type", "clip") != "clip":
+    if hf_config.get("model_type", "clip") not in ("clip", "siglip"):
         raise CheckpointFormatError(f"{config_path} describes a {hf_config.get('model_type')!r} model, "
                                     "expected a CLIPModel (model_type 'clip')")
 

@@ -23,10 +23,10 @@ __all__ = ["canonical_order", "model_key_order"]
 
 @functools.lru_cache(maxsize=8)
 def _key_order(config_json: str) -> tuple[str, ...]:
-    from clipforge.models import CLIP
+    from clipforge.models.factory import create_model_from_config
     from clipforge.models.skeleton import skeleton
 
-    return tuple(skeleton(CLIP, **json.loads(config_json)).state_dict())
+    return tuple(skeleton(lambda **c: create_model_from_config(c), **json.loads(config_json)).state_dict())
 
 
 def model_key_order(config: dict[str, Any]) -> tuple[str, ...]:

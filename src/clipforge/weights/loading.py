@@ -169,6 +169,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         state_dict, config = from_hf(_unwrap(raw, path), config)
     else:
         state_dict = _strip_prefixes(_unwrap(raw, path))
+        from clipforge.weights.family_layouts import to_clipforge_layout
+
+        state_dict = to_clipforge_layout(state_dict)  # open_clip's timm-layout SigLIP files
         if _is_hf_layout(state_dict):
             state_dict, hf_config = from_hf(state_dict, None)
             config = config or hf_config

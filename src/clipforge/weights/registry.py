@@ -116,7 +116,13 @@ def _zoo_entry(row: tuple, listed_as: str) -> PretrainedWeights:
     return PretrainedWeights(
         name=f"{arch}-quickgelu" if quick_gelu else arch, url=url, sha256=_release_sha_prefix(url) if url else None,
         filename=filename or f"{hub.replace('/', '--')}--{HF_FILES[0]}", tag=tag, hf_repo=hub,
-        activation="quick_gelu" if quick_gelu else "gelu", imagenet_top1=top1, listed_as=listed_as, **extra)
+        activation="quick_gelu" if quick_gelu else _gelu_of(arch), imagenet_top1=top1, listed_as=listed_as, **extra)
+
+
+def _gelu_of(arch: str) -> str:
+    """The GELU an architecture's non-QuickGELU weights use: erf GELU, or tanh-GELU (SigLIP).
+    (From the registry's own data: importing `clipforge.models` here would pull in torch.)"""
+    return "gelu_tanh" if arch in zoo_data.SIGLIP_ARCHS else "gelu"
 
 
 def _build() -> dict[tuple[str, str], PretrainedWeights]:

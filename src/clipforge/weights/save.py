@@ -20,8 +20,12 @@ MAX_CONFIG_CHARS = 100_000
 
 
 def model_config(model: torch.nn.Module) -> dict[str, Any]:
-    """The constructor arguments of a built CLIP, read back from its shapes and attention heads."""
+    """The constructor arguments of a built CLIP, read back from its shapes and attention heads
+    (a family model keeps the config it was built from: that is returned as it is)."""
     from clipforge.models import config_from_state_dict
+
+    if isinstance(getattr(model, "arch_config", None), dict):
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in model.arch_config.items()}
 
     config = config_from_state_dict(model.state_dict())
     blocks = getattr(getattr(model, "transformer", None), "resblocks", None)

@@ -23,7 +23,7 @@ from clipforge.weights.errors import CheckpointFormatError
 from clipforge.weights.loading import Checkpoint
 from clipforge.weights.registry import PretrainedWeights
 
-__all__ = ["activation_note", "checkpoint_config", "download_entry"]
+__all__ = ["activation_note", "checkpoint_config", "download_entry", "download_tokenizer"]
 
 
 def activation_note(arch: str, entry: PretrainedWeights) -> str | None:
@@ -47,6 +47,25 @@ def download_entry(arch: str, entry: PretrainedWeights, root: str | os.PathLike[
     if entry.tag == "openai":  # OpenAI's checkpoint, by its OpenAI name
         return weights.download_pretrained(entry.name, root=root)
     return weights.download_pretrained(arch, root=root, tag=entry.tag, progress=progress)
+
+
+def download_tokenizer(arch: str, root: str | os.PathLike[str] | None = None, progress: bool = True) -> Path | None:
+    """The folder holding `arch`'s tokenizer file (SentencePiece / tokenizers JSON), fetched from
+    the hub repository its config names into ``<cache>/tokenizers/<repo>/`` through the verified
+    downloader; None for OpenAI's BPE (shipped in the package)."""
+    import clipforge.weights as weights
+    from clipforge.models.configs import ARCH_CONFIGS
+    from clipforge.weights.registry import HF_ENDPOINT_ENV, cache_dir
+
+    spec = ARCH_CONFIGS.get(arch, {}).get("tokenizer") or {}
+    repo, name = spec.get("hub_repo"), spec.get("file")
+    if not repo or not name:
+        return None
+    folder = cache_dir(root) / "tokenizers" / str(repo).replace("/", "--")
+    if not (folder / name).is_file():
+        endpoint = os.environ.get(HF_ENDPOINT_ENV, "").rstrip("/") or "https://huggingface.co"
+        weights.download(f"{endpoint}/{repo}/resolve/main/{name}", folder, None, filename=name, progress=progress)
+    return folder
 
 
 def checkpoint_config(checkpoint: Checkpoint, arch: str | None = None) -> tuple[dict[str, Any], str | None]:
@@ -80,6 +99,10 @@ def checkpoint_config(checkpoint: Checkpoint, arch: str | None = None) -> tuple[
         return (inferred if checkpoint.config else named), None
     if checkpoint.activation_known:
         return {**inferred, "activation": activation_of(inferred)}, None
+    from clipforge.models.family_keys import is_family_config
+
+    if is_family_config(inferred) and inferred.get("activation") == "gelu_tanh":
+        return inferred, None  # SigLIP: one activation, no -quickgelu twin to confuse it with
     matches = matching_architectures(inferred)
     openai = [m for m in matches if m in OPENAI_MODELS]
     # OpenAI's shapes: QuickGELU (OpenAI's and clipforge 0.1's files). open_clip-only shapes: GELU,

@@ -141,3 +141,32 @@ ENTRIES: list[tuple] = [
 # CLIPFORGE_ALLOW_UNPINNED=1 (clipforge.weights.download). None could be read from the publishers while this
 # table was written (no network), so it starts empty.
 PINNED_SHA256: dict[str, str] = {}
+
+# The families beyond OpenAI's shape (open-clip-torch 3.3 `pretrained.py`). open_clip publishes no
+# hash for these hub files: sha256 None, checked against what the hub announces when downloaded.
+# ImageNet top-1: None where open_clip's results table (as stored here) has no row.
+SIGLIP = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "interpolation": "bicubic", "resize_mode": "squash"}
+SIGLIP_ARCHS = (
+    "ViT-B-16-SigLIP", "ViT-B-16-SigLIP-256", "ViT-B-16-SigLIP-i18n-256", "ViT-B-16-SigLIP-384",
+    "ViT-B-16-SigLIP-512", "ViT-L-16-SigLIP-256", "ViT-L-16-SigLIP-384", "ViT-SO400M-14-SigLIP",
+    "ViT-SO400M-16-SigLIP-i18n-256", "ViT-SO400M-14-SigLIP-378", "ViT-SO400M-14-SigLIP-384",
+    "ViT-B-32-SigLIP2-256", "ViT-B-16-SigLIP2", "ViT-B-16-SigLIP2-256", "ViT-B-16-SigLIP2-384", "ViT-B-16-SigLIP2-512",
+    "ViT-L-16-SigLIP2-256", "ViT-L-16-SigLIP2-384", "ViT-L-16-SigLIP2-512", "ViT-SO400M-14-SigLIP2",
+    "ViT-SO400M-14-SigLIP2-378", "ViT-SO400M-16-SigLIP2-256", "ViT-SO400M-16-SigLIP2-384",
+    "ViT-SO400M-16-SigLIP2-512", "ViT-gopt-16-SigLIP2-256", "ViT-gopt-16-SigLIP2-384",
+)
+# open_clip serves the 378 px SO400M/14 from the 384 px repository (same tensors, other resolution).
+_SIGLIP_REPO = {"ViT-SO400M-14-SigLIP-378": "timm/ViT-SO400M-14-SigLIP-384"}
+ENTRIES += [(arch, "webli", "", _SIGLIP_REPO.get(arch, f"timm/{arch}"), False, None, SIGLIP)
+            for arch in SIGLIP_ARCHS]
+ENTRIES += [
+    ("ViT-H-14-378", "dfn5b", "", "apple/DFN5B-CLIP-ViT-H-14-378", True, None, SQUASH),
+    ("ViT-H-14-worldwide", "metaclip2_worldwide", "", "timm/vit_huge_patch14_clip_224.metaclip2_worldwide",
+     True, None, {}),
+    ("ViT-H-14-worldwide-378", "metaclip2_worldwide", "", "timm/vit_huge_patch14_clip_378.metaclip2_worldwide",
+     False, None, SQUASH),
+    ("ViT-bigG-14-worldwide", "metaclip2_worldwide", "", "timm/vit_gigantic_patch14_clip_224.metaclip2_worldwide",
+     False, None, {}),
+    ("ViT-bigG-14-worldwide-378", "metaclip2_worldwide", "",
+     "timm/vit_gigantic_patch14_clip_378.metaclip2_worldwide", False, None, SQUASH),
+]

@@ -109,7 +109,9 @@ class ZeroShotClassifier:
         features = features / features.norm(dim=-1, keepdim=True)
         scale = self.model.logit_scale.exp().float().to(features.device) if hasattr(self.model, "logit_scale") \
             else torch.tensor(100.0, device=features.device)
-        return scale * features @ self.class_embeddings.t()
+        bias = getattr(self.model, "logit_bias", None)  # SigLIP: sigmoid scoring with a bias
+        out = scale * features @ self.class_embeddings.t()
+        return out + bias.float().to(out.device) if bias is not None else out
 
     def _as_batch(self, images: Any) -> torch.Tensor:
         if isinstance(images, torch.Tensor):
@@ -138,12 +140,15 @@ class ZeroShotClassifier:
 
     @torch.no_grad()
     def predict(self, images: Any, top_k: int = 5) -> tuple[list[list[str]], torch.Tensor]:
-        """Top-k class names per image and their softmax probabilities [N, k] (highest first).
+        """Top-k class names per image and their probabilities [N, k] (highest first): softmax over the
+        classes, or for sigmoid models (SigLIP) each class's own probability, which do not sum to 1.
 
         `images`: a preprocessed tensor [N,3,R,R] (or [3,R,R]), a PIL image, a path, or a list
         of those. Probabilities are over all classes, so they sum to at most 1 across the k.
         """
-        probs = self.logits(self.encode_images(images)).softmax(dim=-1)
+        from clipforge.models.scoring import scoring_of
+
+        probs = scoring_of(self.model).probabilities(self.logits(self.encode_images(images)))  # softmax or sigmoid
         values, indices = probs.topk(min(top_k, self.num_classes), dim=-1)
         labels = [[self.classnames[j] for j in row] for row in indices.tolist()]
         return labels, values.cpu()

@@ -76,7 +76,9 @@ def classify_files(paths: Sequence[str | Path], labels: Sequence[str], model: st
                                preprocess=preprocess, on_batch=bar.update)
     results: list[dict[str, Any]] = []
     if len(encoded.files):
-        probs = classifier.logits(torch.from_numpy(encoded.vectors)).softmax(dim=-1)
+        from clipforge.models.scoring import scoring_of
+
+        probs = scoring_of(model).probabilities(classifier.logits(torch.from_numpy(encoded.vectors)))
         values, indices = probs.topk(min(top_k, classifier.num_classes), dim=-1)
         for item, row, p in zip(encoded.files, indices.tolist(), values.tolist(), strict=True):
             results.append({"image": item.path, "labels": [classifier.classnames[j] for j in row],
@@ -84,7 +86,11 @@ def classify_files(paths: Sequence[str | Path], labels: Sequence[str], model: st
     errors = [{"image": bad.path, "error": f"{bad.path}: {bad.reason}"} for bad in encoded.bad]
     out: dict[str, Any] = {"model": model_name, "templates": classifier.templates, "precision": encoder.precision,
                            "draft_decode": bool(getattr(preprocess, "draft", False)), "results": results,
-                           "errors": errors}
+                           "errors": errors, "scoring": getattr(model, "scoring", "softmax")}
+    from clipforge.models.scoring import SIGMOID_NOTE
+
+    if out["scoring"] == "sigmoid":
+        out["note"] = SIGMOID_NOTE
     if plot is not None and results:
         from clipforge.zeroshot.plot import plot_predictions
 

@@ -1,0 +1,110 @@
+"""The config fields that describe a model family beyond OpenAI's shape, as data, and their checks.
+
+OpenAI's CLIP is one point in a small design space. Every family clipforge builds is the same
+two towers with these knobs turned (absent keys mean OpenAI's choice, so OpenAI-shaped configs
+are unchanged):
+
+- image tower: ``vision_pool`` ``"class"`` (class token, OpenAI) or ``"map"`` (SigLIP's
+  attention-pool head over all patches, no class token); ``vision_patch_bias`` (the patch
+  convolution has a bias); ``vision_ln_pre`` (a LayerNorm before the blocks, OpenAI only);
+  ``vision_proj`` (a bias-free projection after pooling; SigLIP has none, its width is the
+  embedding);
+- text tower: ``text_causal`` (causal mask, OpenAI; SigLIP's is bidirectional);
+  ``text_pool`` ``"argmax"`` (the highest id is the end token: OpenAI's BPE), ``"eos"`` (the
+  first position holding ``text_eos_id``: MetaCLIP 2's XLM-V) or ``"last"`` (the last
+  position, SigLIP: texts are always padded to the full context); ``text_proj`` (false: the
+  pooled feature is the embedding, as in SO400M-i18n); ``text_proj_bias``
+  (projection is a Linear with bias, SigLIP); ``text_mlp_ratio``; ``text_activation``;
+- both: ``activation`` (``quick_gelu``, ``gelu`` or ``gelu_tanh``), ``norm_eps``;
+- scoring: ``scoring`` ``"softmax"`` (``logit_scale``·cos, probabilities over the labels) or
+  ``"sigmoid"`` (``logit_scale``·cos + ``logit_bias``, each label its own probability:
+  they do not sum to 1);
+- ``preprocess``: the family's default image preprocessing (SigLIP: mean/std 0.5, squash), used
+  when the weights do not say theirs;
+- ``tokenizer``: ``{"kind": "openai-bpe"}`` (default), ``{"kind": "sentencepiece", "file":
+  ...}`` or ``{"kind": "hf-json", "file": ...}`` with ``clean``, ``lower``, ``pad_id``,
+  ``eos_id``, ``bos_id`` (see `clipforge.text.families`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+FAMILY_DEFAULTS: dict[str, Any] = {
+    "vision_pool": "class",
+    "vision_patch_bias": False,
+    "vision_ln_pre": True,
+    "vision_proj": True,
+    "text_causal": True,
+    "text_pool": "argmax",
+    "text_eos_id": None,
+    "text_proj": True,
+    "text_proj_bias": False,
+    "text_mlp_ratio": 4.0,
+    "text_activation": None,  # None: the same as `activation`
+    "norm_eps": 1e-5,
+    "scoring": "softmax",
+    "tokenizer": None,  # None: OpenAI's BPE
+    "preprocess": None,  # the family's image preprocessing (mean/std/interpolation/resize_mode); None: OpenAI's
+}
+FAMILY_KEYS: tuple[str, ...] = tuple(FAMILY_DEFAULTS)
+ALL_ACTIVATIONS = ("quick_gelu", "gelu", "gelu_tanh")
+_CHOICES = {"vision_pool": ("class", "map"), "text_pool": ("argmax", "eos", "last"),
+            "scoring": ("softmax", "sigmoid")}
+_BOOLS = ("vision_patch_bias", "vision_ln_pre", "vision_proj", "text_causal", "text_proj", "text_proj_bias")
+TOKENIZER_KINDS = ("openai-bpe", "sentencepiece", "hf-json")
+_TOKENIZER_FIELDS = {"kind", "file", "clean", "lower", "pad_id", "eos_id", "bos_id", "hub_repo", "add_eos"}
+
+
+def is_family_config(config: Mapping[str, Any]) -> bool:
+    """Whether `config` turns any knob away from OpenAI's shape (then `FamilyCLIP` builds it)."""
+    return any(k in config and config[k] != FAMILY_DEFAULTS[k] for k in FAMILY_KEYS) or (
+        config.get("activation") == "gelu_tanh")
+
+
+def family_value(config: Mapping[str, Any], key: str) -> Any:
+    return config.get(key, FAMILY_DEFAULTS[key])
+
+
+def check_family_fields(config: Mapping[str, Any]) -> list[str]:
+    """Problems with the family fields of `config`, each naming the field and the rule (empty: fine)."""
+    errors: list[str] = []
+    for key, choices in _CHOICES.items():
+        if key in config and config[key] not in choices:
+            errors.append(f"field {key!r} must be one of {', '.join(choices)}, got {config[key]!r}")
+    for key in _BOOLS:
+        if key in config and not isinstance(config[key], bool):
+            errors.append(f"field {key!r} must be true or false, got {config[key]!r}")
+    for key in ("text_activation",):
+        if config.get(key) is not None and config[key] not in ALL_ACTIVATIONS:
+            errors.append(f"field {key!r} must be one of {', '.join(ALL_ACTIVATIONS)}, got {config[key]!r}")
+    eos = config.get("text_eos_id")
+    if eos is not None and (isinstance(eos, bool) or not isinstance(eos, int) or eos < 0):
+        errors.append(f"field 'text_eos_id' must be a non-negative integer, got {eos!r}")
+    if config.get("text_pool") == "eos" and eos is None:
+        errors.append("field 'text_pool' = 'eos' needs 'text_eos_id'")
+    for key, low, high in (("text_mlp_ratio", 0.0, 64.0), ("norm_eps", 0.0, 1.0)):
+        value = config.get(key, FAMILY_DEFAULTS[key])
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or not low < value <= high:
+            errors.append(f"field {key!r} must be a number in ({low:g}, {high:g}], got {value!r}")
+    if config.get("vision_proj") is False and config.get("embed_dim") != config.get("vision_width"):
+        errors.append("field 'vision_proj' = false needs 'embed_dim' equal to 'vision_width'")
+    if config.get("text_proj") is False and config.get("embed_dim") != config.get("transformer_width"):
+        errors.append("field 'text_proj' = false needs 'embed_dim' equal to 'transformer_width'")
+    pre = config.get("preprocess")
+    if pre is not None and (not isinstance(pre, Mapping) or set(pre) - {"mean", "std", "interpolation", "resize_mode"}):
+        errors.append("field 'preprocess' must be an object with mean, std, interpolation, resize_mode")
+    tok = config.get("tokenizer")
+    if tok is not None:
+        if not isinstance(tok, Mapping) or tok.get("kind") not in TOKENIZER_KINDS:
+            errors.append(f"field 'tokenizer' must be an object with kind one of {', '.join(TOKENIZER_KINDS)}")
+        elif set(tok) - _TOKENIZER_FIELDS:
+            errors.append(f"field 'tokenizer' has unknown key {sorted(set(tok) - _TOKENIZER_FIELDS)[0]!r}")
+        elif tok["kind"] != "openai-bpe" and not (isinstance(tok.get("file"), str) and tok["file"]
+                                                  and "/" not in tok["file"] and "\\" not in tok["file"]
+                                                  and tok["file"] not in (".", "..")):
+            errors.append("field 'tokenizer.file' must be a plain file name (no folders)")
+    return errors

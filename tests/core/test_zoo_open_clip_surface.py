@@ -1,0 +1,114 @@
+"""open_clip's API beyond its README snippet, with ``import clipforge as open_clip``, for every family.
+
+The 12 calls the model-families issue found raising, each with what it must return, plus the
+one deliberate split of meaning: a model made by ``create_model*`` returns open_clip's forward
+outputs, ``clipforge.load``'s returns openai/CLIP's logits.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import clipforge as open_clip
+
+
+@pytest.mark.parametrize("name", ["test-vit-tiny", "test-siglip-tiny", "test-worldwide-tiny"])
+def test_model_surface(name: str) -> None:
+    torch.manual_seed(0)
+    model = open_clip.create_model(name, device="cpu")
+    size = model.visual.image_size
+    assert size == (model.image_size, model.image_size)
+    image = torch.randn(2, 3, *size)
+    text = torch.randint(3, 100, (2, model.context_length))
+    with torch.no_grad():
+        img = model.encode_image(image, normalize=True)
+        txt = model.encode_text(text, normalize=True)
+        assert torch.allclose(img.norm(dim=-1), torch.ones(2)) and torch.allclose(txt.norm(dim=-1), torch.ones(2))
+        out = model(image, text)
+    sigmoid = getattr(model, "logit_bias", None) is not None
+    assert len(out) == (4 if sigmoid else 3)  # open_clip's CustomTextCLIP adds logit_bias for SigLIP
+    assert torch.allclose(out[0], img, atol=1e-6) and torch.allclose(out[1], txt, atol=1e-6)
+    assert out[2].item() == pytest.approx(model.logit_scale.exp().item())
+    as_dict = open_clip.create_model(name, output_dict=True)
+    with torch.no_grad():
+        keys = set(as_dict(image, text))
+    assert {"image_features", "text_features", "logit_scale"} <= keys and (("logit_bias" in keys) == sigmoid)
+    model.lock_image_tower()
+    assert not any(p.requires_grad for p in model.visual.parameters())
+    assert any(p.requires_grad for n, p in model.named_parameters() if not n.startswith("visual."))
+    model.set_grad_checkpointing(True)
+    assert model.transformer.grad_checkpointing and model.visual.transformer.grad_checkpointing
+
+
+def test_load_keeps_openai_meaning() -> None:
+    model, _ = open_clip.load("test-vit-tiny", device="cpu")
+    image, text = torch.randn(2, 3, 32, 32), open_clip.tokenize(["a", "b"])
+    with torch.no_grad():
+        logits_per_image, logits_per_text = model(image, text)
+    assert logits_per_image.shape == (2, 2) and torch.equal(logits_per_image, logits_per_text.t())
+
+
+def test_registry_and_config_calls() -> None:
+    assert open_clip.list_pretrained_tags_by_model("ViT-B-16-SigLIP") == ["webli"]
+    cfg = open_clip.get_pretrained_cfg("ViT-B-16-SigLIP2", "webli")
+    assert cfg["hf_hub"] == "timm/ViT-B-16-SigLIP2/" and cfg["resize_mode"] == "squash"
+    assert tuple(cfg["mean"]) == open_clip.INCEPTION_MEAN and not cfg["quick_gelu"]
+    assert open_clip.get_pretrained_cfg("ViT-H-14-worldwide", "metaclip2_worldwide")["quick_gelu"] is True
+    assert open_clip.get_pretrained_cfg("ViT-B-32", "nope") == {}
+    config = open_clip.get_model_config("ViT-SO400M-14-SigLIP")
+    assert config["context_length"] == 16 and config["scoring"] == "sigmoid"
+    assert open_clip.get_model_config("no-such-model") is None
+    assert open_clip.OPENAI_DATASET_MEAN == (0.48145466, 0.4578275, 0.40821073)
+    assert open_clip.OPENAI_DATASET_STD == (0.26862954, 0.26130258, 0.27577711)
+
+
+def test_image_transform_is_open_clips_eval_transform() -> None:
+    from PIL import Image
+
+    transform = open_clip.image_transform(64, is_train=False, mean=open_clip.INCEPTION_MEAN,
+                                          std=open_clip.INCEPTION_STD, resize_mode="squash")
+    out = transform(Image.new("RGB", (100, 50), (255, 0, 0)))
+    assert out.shape == (3, 64, 64)
+    assert out[0].mean().item() == pytest.approx(1.0, abs=1e-3)  # (1 - 0.5) / 0.5: squash keeps every pixel red
+
+
+def test_open_clip_resnet_names_are_gelu_and_their_tags_quickgelu(tmp_path) -> None:
+    """open_clip's RN50 config is GELU: a GELU RN50 file no longer loads silently as QuickGELU."""
+
+    def text_act(model) -> set[str]:
+        return {type(b.mlp.gelu).__name__ for b in model.transformer.resblocks}
+
+    assert text_act(open_clip.create_model("RN50")) == {"GELU"}
+    assert text_act(open_clip.create_model("RN50-quickgelu")) == {"QuickGELU"}
+    torch.manual_seed(0)
+    gelu = open_clip.create_model("RN50")
+    path = tmp_path / "rn50_gelu.pt"
+    torch.save(gelu.state_dict(), path)
+    loaded = open_clip.create_model("RN50", pretrained=str(path))
+    assert text_act(loaded) == {"GELU"}
+    text = open_clip.tokenize(["a photo of a dog"])
+    with torch.no_grad():
+        assert torch.allclose(loaded.encode_text(text), gelu.encode_text(text), atol=1e-5)
+    from clipforge.weights.registry import get_pretrained
+
+    assert get_pretrained("RN50", "yfcc15m").activation == "quick_gelu"  # tags say QuickGELU
+    assert "activation" not in open_clip.get_model_config("RN50")  # clipforge's own RN50 stays OpenAI's
+
+
+@pytest.mark.parametrize("name,kind", [("ViT-B-32", "Tokenizer"), ("ViT-B-16-SigLIP", "ModelTokenizer")])
+def test_get_tokenizer_follows_the_family(name: str, kind: str, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("CLIPFORGE_CACHE", str(tmp_path))
+    if kind == "ModelTokenizer":  # its file would come from the hub: place it in the cache as a download would
+        pytest.importorskip("sentencepiece")
+        import sys
+        from pathlib import Path
+
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "families"))
+        from family_fixtures import train_spiece
+
+        train_spiece(tmp_path / "tokenizers" / "timm--ViT-B-16-SigLIP")
+    tokenizer = open_clip.get_tokenizer(name)
+    assert type(tokenizer).__name__ == kind
+    ids = tokenizer(["a photo of a cat"])
+    assert ids.shape == (1, 64 if kind == "ModelTokenizer" else 77)
