@@ -68,6 +68,10 @@ def cn_clip_module(name: str) -> types.ModuleType:
     with contextlib.suppress(ImportError):
         importlib.import_module("transformers")
     with _stubs():
+        package = sys.modules["cn_clip.clip"]
+        if name == "model" and not hasattr(package, "_tokenizer"):  # model.py reads the package's tokenizer
+            bert = importlib.import_module("cn_clip.clip.bert_tokenizer")
+            package._tokenizer = bert.FullTokenizer(vocab_file=str(folder / "clip" / "vocab.txt"))
         return importlib.import_module(f"cn_clip.clip.{name}")
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from clipforge.zeroshot import get_templates
+from clipforge.zeroshot.captions import caption_table
 from clipforge.zeroshot.languages import (
-    caption_table,
     classnames_for,
     default_template_set,
     is_language_set,
@@ -43,7 +43,7 @@ def test_set_names_and_languages() -> None:
     assert {"zh-imagenet", "zh-cifar10", "zh-cifar100", "zh-simple"} <= set(list_template_sets())
     assert is_language_set("ZH_CIFAR10") and is_language_set("zh-ImageNet") and not is_language_set("cifar10")
     assert set_language("zh-cifar10") == "zh" and set_language("cifar10") == "en"
-    assert get_templates("zh-simple") == ["{}的照片"]
+    assert get_templates("zh-simple") == ["一张{}的照片"]
     with pytest.raises(ValueError, match="unknown template set 'zh-nothing'"):
         get_templates("zh-nothing")
 

@@ -45,6 +45,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--top-k must be at least 1, got {args.top_k}")
     labels = parse_labels(args.labels) if args.labels is not None else read_labels_file(args.labels_file)
     device = str(resolve_device(args.device))
+    from clipforge.zeroshot.languages import query_notice  # labels in a script the model was not trained for
+
+    if notice := query_notice(" ".join(labels), model_spec(args)):
+        print(notice, file=sys.stderr)
     out = classify_files(args.images, labels, model_spec(args), templates=args.templates, top_k=args.top_k,
                          plot=args.plot, device=device, progress=not (args.json or args.quiet),
                          precision=args.precision, draft=not args.exact_decode, batch_size=args.batch_size,

@@ -78,7 +78,7 @@ def build_train_dataset(config: TrainConfig, image_size: int, context_length: in
         if not config.dataset:
             raise ValueError("data=labelled needs dataset=<registry name> (e.g. cub, cars, cifar10)")
         base = strided_subset(open_dataset(config.dataset, config.root, config.split), config.max_samples)
-        from clipforge.zeroshot.languages import caption_table
+        from clipforge.zeroshot.captions import caption_table
 
         captions = caption_table(config.templates, config.dataset, base.classnames)  # ["cifar10", "zh-cifar10"]
         if captions is not None:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "DEFAULT_LANGUAGES", "LANGUAGE_SETS", "caption_table", "classnames_for", "default_template_set",
+    "DEFAULT_LANGUAGES", "LANGUAGE_SETS", "classnames_for", "default_template_set",
     "is_language_set", "language_of", "language_templates", "model_languages", "set_language",
 ]
 
@@ -36,7 +36,7 @@ LANGUAGE_SETS: dict[str, tuple[str, str]] = {
     "zh-imagenet": ("zh", "imagenet"), "zh-cifar10": ("zh", "cifar10"), "zh-cifar100": ("zh", "cifar100"),
     "zh-simple": ("zh", "simple"),
 }
-ZH_SIMPLE_TEMPLATES: tuple[str, ...] = ("{}的照片",)
+ZH_SIMPLE_TEMPLATES: tuple[str, ...] = ("一张{}的照片",)  # "a photo of a {}."
 _ZH_DATASETS = {"cifar10": "CIFAR10", "cifar100": "CIFAR100"}
 _IMAGENET_KEYS = {"imagenet", "imagenet1k", "ilsvrc2012", "imagenetv2"}
 
@@ -156,21 +156,31 @@ def model_languages(model: Any) -> tuple[str, ...]:
     return DEFAULT_LANGUAGES
 
 
-def caption_table(sets: object, dataset: str, classnames: Sequence[str]) -> list[list[str]] | None:
-    """Training captions [template][class] for a list of template-set names in any languages.
+def templates_for_labels(templates: object, labels: Sequence[str]) -> object:
+    """``simple`` ("a photo of a {}.") in the labels' language: ``zh-simple`` when every label is Chinese."""
+    if isinstance(templates, str) and templates.strip().lower() in ("simple", "photo", "default") and labels \
+            and all(language_of(str(label)) == "zh" for label in labels):
+        return "zh-simple"
+    return templates
 
-    ``["cifar10", "zh-cifar10"]`` gives OpenAI's 18 English CIFAR-10 templates filled with the English
-    names followed by Chinese-CLIP's 11 templates filled with the Chinese names: a bilingual
-    caption set. Returns None when `sets` is not a list of set names (a plain template list).
+
+def query_notice(text: str, model: Any) -> str | None:
+    """A one-line notice when `text` is in a script `model` was not trained for, else None.
+
+    A model's tokenizer may encode any script and still know nothing of it: OpenAI's byte-level BPE
+    turns Chinese into byte pieces an English-only model never learned, and Chinese-CLIP's WordPiece
+    maps scripts outside its vocabulary to [UNK]. Both give confident-looking but meaningless scores.
     """
-    from clipforge.zeroshot.prompts import fill_template, get_templates
-
-    if isinstance(sets, str) or not isinstance(sets, Sequence) or not sets:
-        return None
-    if not all(isinstance(s, str) and "{" not in s for s in sets):
-        return None
-    table: list[list[str]] = []
-    for name in sets:
-        names = classnames_for(dataset, name, len(classnames)) or list(classnames)
-        table.extend([fill_template(t, c) for c in names] for t in get_templates(name))
-    return table
+    languages = model_languages(model)
+    script = language_of(text)
+    if script != "en" and script not in languages:
+        name = getattr(model, "name", model)
+        return (f"notice: the query {text[:40]!r} is written in {script} but model {name} was trained for "
+                f"{', '.join(languages)} only; its scores for this query are not meaningful "
+                f"(use a {script} model, e.g. clipforge-tiny-zh offline or cn-ViT-B-16)")
+    tokenizer = getattr(model, "tokenizer", None) or getattr(getattr(model, "model", None), "tokenizer", None)
+    unknown = getattr(tokenizer, "unknown_fraction", None)
+    if callable(unknown) and unknown(text) > 0:
+        return (f"notice: {unknown(text):.0%} of the query {text[:40]!r} is outside the model's vocabulary "
+                f"([UNK]); that part cannot be searched")
+    return None
