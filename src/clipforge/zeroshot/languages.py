@@ -157,10 +157,15 @@ def model_languages(model: Any) -> tuple[str, ...]:
 
 
 def templates_for_labels(templates: object, labels: Sequence[str]) -> object:
-    """``simple`` ("a photo of a {}.") in the labels' language: ``zh-simple`` when every label is Chinese."""
-    if isinstance(templates, str) and templates.strip().lower() in ("simple", "photo", "default") and labels \
-            and all(language_of(str(label)) == "zh" for label in labels):
+    """``simple`` ("a photo of a {}.": the CLI's and the server's default, as a set name or written out)
+    in the labels' language: ``zh-simple`` ("一张{}的照片") when every label is Chinese. A one-template
+    list stays a list, so callers that report the templates they used report the Chinese one."""
+    simple = ("simple", "photo", "default", "a photo of a {}.")
+    chinese = bool(labels) and all(language_of(str(label)) == "zh" for label in labels)
+    if chinese and isinstance(templates, str) and templates.strip().lower() in simple:
         return "zh-simple"
+    if chinese and isinstance(templates, list | tuple) and [str(t).strip().lower() for t in templates] == [simple[-1]]:
+        return list(ZH_SIMPLE_TEMPLATES)
     return templates
 
 
