@@ -11,7 +11,7 @@ import torch
 from clipforge.atomic import atomic_path
 from clipforge.image import Preprocess, load_image
 from clipforge.models import CLIP
-from clipforge.text import tokenize
+from clipforge.text.model_tokenizer import tokenize_for
 
 
 @dataclass
@@ -49,7 +49,7 @@ def compute_similarity(model: CLIP, preprocess: Preprocess, image_paths: Sequenc
     if encoded.bad:
         bad = encoded.bad[0]
         raise ImageLoadError(f"{bad.path}: {bad.reason}", path=bad.path, reason=bad.reason)
-    tokens = tokenize(list(texts), context_length=model.context_length, truncate=True)
+    tokens = tokenize_for(model, list(texts))  # the model's own tokenizer (Chinese-CLIP: WordPiece)
     image_features = torch.from_numpy(encoded.vectors)
     text_features = torch.from_numpy(encoder.texts(tokens))
     cosine = image_features @ text_features.T

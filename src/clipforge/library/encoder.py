@@ -114,9 +114,9 @@ class Encoder:
         return self.encode_pixels(item.pixels.unsqueeze(0))[0]
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        from clipforge.text import tokenize
+        from clipforge.text.model_tokenizer import tokenize_for  # the model's own tokenizer
 
-        tokens = tokenize(list(texts), context_length=self.context_length, truncate=True)
+        tokens = tokenize_for(self.model, list(texts), self.context_length)
         return self.batch_encoder.texts(tokens)
 
     def logit_scale(self) -> float:

@@ -119,7 +119,7 @@ def build_class_embeddings(model: torch.nn.Module, classnames: Sequence[str], te
     length; each prompt's normalised feature is added to its class's sum, so memory stays
     [num_classes, embed_dim] however many templates there are.
     """
-    from clipforge.text import tokenize
+    from clipforge.text.model_tokenizer import tokenize_for
 
     if not classnames:
         raise ValueError("no class names given")
@@ -128,7 +128,7 @@ def build_class_embeddings(model: torch.nn.Module, classnames: Sequence[str], te
     device = torch.device(device) if device is not None else next(model.parameters()).device
     num_templates = len(templates)
     context_length = int(getattr(model, "context_length", 77))
-    tokens = tokenize(_prompts(classnames, templates), context_length=context_length, truncate=True)
+    tokens = tokenize_for(model, _prompts(classnames, templates), context_length)  # the model's own tokenizer
     order = torch.argsort(tokens.argmax(dim=-1), stable=True)
     sums = torch.zeros(len(classnames), int(model.embed_dim), dtype=torch.float32, device=device)
     with tqdm(total=len(order), unit="prompt", desc="class embeddings", disable=not progress, leave=False) as bar:
@@ -147,10 +147,10 @@ def encode_texts(model: torch.nn.Module, texts: Sequence[str], batch_size: int =
                  device: str | torch.device | None = None, progress: bool = True) -> torch.Tensor:
     """Normalised float32 text features [len(texts), embed_dim] in input order, computed in
     batches of similar token length (the same trick as `build_class_embeddings`)."""
-    from clipforge.text import tokenize
+    from clipforge.text.model_tokenizer import tokenize_for
 
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    tokens = tokenize(list(texts), context_length=int(getattr(model, "context_length", 77)), truncate=True)
+    tokens = tokenize_for(model, list(texts))
     order = torch.argsort(tokens.argmax(dim=-1), stable=True)
     out = torch.empty(len(texts), int(model.embed_dim), dtype=torch.float32, device=device)
     with tqdm(total=len(order), unit="text", desc="texts", disable=not progress, leave=False) as bar:

@@ -142,7 +142,7 @@ def model_languages(model: Any) -> tuple[str, ...]:
     for name in (getattr(model, "name", model), getattr(model, "weights", None)):
         if not isinstance(name, str | Path) or not str(name):
             continue
-        text = str(name)
+        text = str(name).removeprefix("random:")
         if text.startswith("cn-"):
             return ("zh",)
         path = Path(text)
