@@ -64,6 +64,7 @@ def server(tmp_path_factory):
             proc.wait(timeout=15)
 
 
+@pytest.mark.slow
 def test_typing_chinese_in_search_and_classify(server, tmp_path) -> None:
     sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
     url, photos = server

@@ -82,3 +82,39 @@ def test_unknown_script_is_measurable() -> None:
     tok = WordPieceTokenizer()
     assert tok.unknown_fraction("一只猫") == 0.0
     assert tok.unknown_fraction("\U0001F9FF\U000E0041") > 0.0 or tok.unknown_fraction("ꙮꙮ") > 0.0
+
+
+def _random_corpus(n: int = 300, seed: int = 0) -> list[str]:
+    """Seeded strings from the ranges users type: CJK (simplified and traditional), ASCII words and
+    digits, full-width forms and CJK punctuation, kana, Hangul, emoji (with modifiers and ZWJ), spaces."""
+    import random
+
+    rng = random.Random(seed)
+    ranges = [(0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20, 0x7E), (0xFF01, 0xFF5E), (0x3000, 0x303F),
+              (0x3040, 0x30FF), (0xAC00, 0xD7A3), (0x1F300, 0x1F6FF), (0x1F900, 0x1F9FF), (0x2000, 0x206F),
+              (0x00A0, 0x017F), (0x0391, 0x03C9), (0x0410, 0x044F)]
+    extras = ["\u200d", "\ufe0f", "\U0001F3FD", " ", "  ", "\n", "\t", "。", "，", "！", "？", "、", "…"]
+    corpus = []
+    for _ in range(n):
+        parts = []
+        for _ in range(rng.randint(1, 24)):
+            if rng.random() < 0.15:
+                parts.append(rng.choice(extras))
+            else:
+                lo, hi = rng.choice(ranges)
+                parts.append(chr(rng.randint(lo, hi)))
+        corpus.append("".join(parts))
+    return corpus
+
+
+def test_random_corpus_matches_both_references(cn_clip_ref) -> None:
+    transformers = pytest.importorskip("transformers")
+    from transformers.models.bert.tokenization_bert import load_vocab
+
+    corpus = [t for t in _random_corpus() if "\u03a3" not in t]  # final-sigma lower-casing: an edge, see EDGES
+    ours = tokenize_chinese(corpus, truncate=True)
+    assert torch.equal(ours, cn_clip_ref.tokenize(corpus, 52))
+    reference = transformers.BertTokenizer(vocab=dict(load_vocab(str(WORDPIECE_VOCAB_PATH))))
+    tok = WordPieceTokenizer()
+    mismatched = [t for t in corpus if tok.encode(t) != reference(t, add_special_tokens=False)["input_ids"]]
+    assert mismatched == []

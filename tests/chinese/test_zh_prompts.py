@@ -79,3 +79,22 @@ def test_bilingual_caption_table() -> None:
 
 def test_script_detection() -> None:
     assert language_of("一只猫") == "zh" and language_of("a cat") == "en" and language_of("猫 cat") == "zh"
+
+
+def test_bilingual_in_memory_batches() -> None:
+    """The training fast path takes the bilingual table: caption id = template * classes + class."""
+    import torch
+
+    from clipforge.text import tokenize
+    from clipforge.train.fastdata import TensorBatches
+
+    english = get_classnames("cifar10")
+    table = caption_table(["cifar10", "zh-cifar10"], "cifar10", english)
+    images = torch.zeros(20, 3, 32, 32, dtype=torch.uint8)
+    classes = torch.arange(20) % 10
+    batches = TensorBatches(images, classes, english, [], 16, 32, templates_per_batch=1, unique_captions=True,
+                            captions=table)
+    assert batches.num_templates == 29
+    assert torch.equal(batches.tokens[18 * 10 + 3], tokenize("一张猫的照片", context_length=16, truncate=True)[0])
+    seen = {int(batch.caption_labels[0]) >= 0 for batch in batches.epoch_batches(range(20), 10, epoch=0)}
+    assert seen == {True}
