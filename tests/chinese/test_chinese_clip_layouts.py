@@ -45,8 +45,10 @@ def test_cn_clip_checkpoint_file_loads(tmp_path) -> None:
 def test_save_hf_folder_loads_in_transformers_and_back(tmp_path) -> None:
     from transformers import ChineseCLIPModel, ChineseCLIPProcessor
 
+    from clipforge.weights.hf import save_hf
+
     model = _small()
-    folder = save_chinese_hf(model, tmp_path / "hf")
+    folder = save_hf(model, tmp_path / "hf")  # the one save_hf dispatches Chinese-CLIP to save_chinese_hf
     reference = ChineseCLIPModel.from_pretrained(folder).eval()
     processor = ChineseCLIPProcessor.from_pretrained(folder)
     batch = processor(text=TEXTS, padding="max_length", max_length=52, return_tensors="pt")
@@ -111,3 +113,24 @@ def test_registry_download_is_verified_against_a_local_hub(tmp_path, monkeypatch
                               _features(model, image, tokenize_chinese(TEXTS))[1], rtol=1e-5, atol=1e-6)
     finally:
         server.shutdown()
+
+
+def test_saved_folder_runs_in_transformers_pipeline(tmp_path) -> None:
+    from PIL import Image
+    from transformers import pipeline
+
+    model = _small()
+    folder = save_chinese_hf(model, tmp_path / "hf")
+    classify = pipeline("zero-shot-image-classification", model=str(folder), device="cpu")
+    picture = Image.new("RGB", (80, 60), (200, 30, 30))
+    out = classify(picture, candidate_labels=["猫", "狗"], hypothesis_template="一张{}的照片")
+    assert {o["label"] for o in out} == {"猫", "狗"} and abs(sum(o["score"] for o in out) - 1) < 1e-4
+    from clipforge.weights.cn_clip import _finish
+    from clipforge.weights.preprocessing import preprocess_for
+
+    _finish(model)
+    pixels = preprocess_for(model, draft=False)(picture).unsqueeze(0)
+    with torch.no_grad():
+        probs = model(pixels, tokenize_chinese(["一张猫的照片", "一张狗的照片"]))[0].softmax(-1)[0]
+    ours = {"猫": probs[0].item(), "狗": probs[1].item()}
+    assert all(abs(o["score"] - ours[o["label"]]) < 1e-4 for o in out), (out, ours)
