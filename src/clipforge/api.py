@@ -279,6 +279,12 @@ def load_model(spec: Spec, device: str | torch.device | None = None, *, pretrain
     and the weights layer's CheckpointFormatError / UnsafeCheckpointError for a bad file.
     """
     target = resolve_device(device)
+    from clipforge.weights.cn_clip import load_chinese_clip  # hook: Chinese-CLIP (cn-*, its files), issue 17
+
+    if pretrained is None and (chinese := load_chinese_clip(spec, download_root, seed)) is not None:
+        from clipforge.weights.preprocessing import preprocess_for
+
+        return LoadedModel(chinese[0].to(target), preprocess_for(chinese[0]), chinese[1], chinese[2])
     source = resolve_spec(spec, pretrained=pretrained, download_root=download_root)
     if arch is not None and source.checkpoint is not None and source.arch is None and source.activation is None:
         source = replace(source, arch=canonical_name(arch))  # `arch`: build a checkpoint file as this architecture

@@ -46,6 +46,10 @@ def run(args: argparse.Namespace) -> int:
     labels = parse_labels(args.labels) if args.labels is not None else read_labels_file(args.labels_file)
     images = expand_images(args.images)  # before the model loads: a typo costs one line
     device = str(resolve_device(args.device))
+    from clipforge.zeroshot.languages import query_notice  # labels in a script the model was not trained for
+
+    if notice := query_notice(" ".join(labels), model_spec(args)):
+        print(notice, file=sys.stderr)
     out = classify_files(images, labels, model_spec(args), templates=args.templates, top_k=args.top_k,
                          plot=args.plot, device=device, progress=not (args.json or args.quiet),
                          precision=args.precision, draft=not args.exact_decode, batch_size=args.batch_size,

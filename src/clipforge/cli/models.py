@@ -23,17 +23,21 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from clipforge.models.summary import summarize_models
+    from clipforge.zeroshot.languages import model_languages
 
-    rows = summarize_models(include_test=args.all, is_cached=_has_weights) + shipped_rows()
+    rows = summarize_models(include_test=args.all, is_cached=_has_weights) + shipped_rows() + chinese_rows()
+    for row in rows:  # what each model reads: the prompt language of eval zeroshot, a notice for other scripts
+        row["languages"] = list(model_languages(row["name"]))
     pretrained = summarize_pretrained() if args.all else []
     if args.json:
         print(json.dumps(rows + pretrained, indent=2))
         return 0
-    print(f"{'model':<22}{'params':>10}{'image':>10}{'text':>10}{'input':>7}{'embed':>7}  {'activation':<11}cached")
+    print(f"{'model':<22}{'params':>10}{'image':>10}{'text':>10}{'input':>7}{'embed':>7}  {'activation':<11}"
+          f"{'cached':<7}languages")
     for r in rows:
         print(f"{r['name']:<22}{r['params'] / 1e6:>9.1f}M{r['image_params'] / 1e6:>9.1f}M"
               f"{r['text_params'] / 1e6:>9.1f}M{r['input_size']:>7}{r['embed_dim']:>7}  {r['activation']:<11}"
-              f"{'yes' if r['cached'] else 'no'}")
+              f"{'yes' if r['cached'] else 'no':<7}{','.join(r['languages'])}")
     if pretrained:
         print(f"\n{'--model ARCH:TAG':<52}{'builds':<24}{'activation':<12}{'ImageNet':>9}  cached")
         for r in pretrained:
@@ -83,3 +87,39 @@ def shipped_rows() -> list[dict]:
                      "input_size": config["image_resolution"], "embed_dim": config["embed_dim"],
                      "activation": activation_of(config), "cached": True})
     return rows
+
+
+def chinese_rows() -> list[dict]:
+    """Chinese-CLIP's models (cn-*): image tower sized on the meta device, BERT tower by its formula."""
+    import torch
+
+    from clipforge.models.chinese_clip import CHINESE_CLIP_CONFIGS, bert_parameter_count, chinese_clip_config
+    from clipforge.models.resnet import ModifiedResNet
+    from clipforge.models.vit import VisionTransformer
+    from clipforge.weights import is_cached
+
+    rows = []
+    for name in CHINESE_CLIP_CONFIGS:
+        c = chinese_clip_config(name)
+        with torch.device("meta"):
+            if isinstance(c["vision_layers"], list):
+                visual = ModifiedResNet(tuple(c["vision_layers"]), c["embed_dim"],
+                                        c["vision_width"] * 32 // c["vision_head_width"], c["image_resolution"],
+                                        c["vision_width"])
+            else:
+                visual = VisionTransformer(c["image_resolution"], c["vision_patch_size"], c["vision_width"],
+                                           c["vision_layers"], c["vision_width"] // c["vision_head_width"],
+                                           c["embed_dim"])
+        image = sum(p.numel() for p in visual.parameters())
+        text = bert_parameter_count(c["bert"]) + c["bert"]["hidden_size"] * c["embed_dim"] + 1  # + projection, scale
+        rows.append({"name": name, "kind": "chinese-clip", "params": image + text, "image_params": image,
+                     "text_params": text, "input_size": c["image_resolution"], "embed_dim": c["embed_dim"],
+                     "activation": "quick_gelu",
+                     "cached": is_cached(name, tag="cn_clip") if _known(name) else False})
+    return rows
+
+
+def _known(name: str) -> bool:
+    from clipforge.weights.registry import PRETRAINED
+
+    return (name, "cn_clip") in PRETRAINED

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from clipforge.cli.index import add_library_arguments, display_path, fail, open_library, user_errors
 
@@ -37,6 +38,10 @@ def run(args: argparse.Namespace) -> int:
             hits = library.search(args.query, image=args.image or None, top_k=args.top_k,
                                   filter_tags=args.tag or None)
             empty = library.no_results_reason(args.tag or None) if not hits else ""
+            from clipforge.zeroshot.languages import query_notice  # a script the model was not trained for
+
+            if args.query and (notice := query_notice(args.query, library.encoder)):
+                print(notice, file=sys.stderr)
     except user_errors() as exc:  # QueryError, ImageLoadError, ModelMismatchError are ValueErrors
         return fail(exc)
     if args.json:

@@ -34,6 +34,7 @@ from clipforge.evaluate.report import (
     run_stem,
 )
 from clipforge.zeroshot import ZeroShotClassifier, get_templates
+from clipforge.zeroshot.languages import classnames_for, default_template_set, model_languages
 
 __all__ = ["evaluate_zeroshot"]
 
@@ -61,10 +62,13 @@ def evaluate_zeroshot(model: str | torch.nn.Module, dataset: str | Any, root: st
     ev = resolve_model(model, device, preprocess, model_name, precision=precision, exact_decode=exact_decode)
     ds = open_eval_dataset(dataset, root, split, ev.preprocess)
     ds_name = dataset if isinstance(dataset, str) else str(getattr(ds, "name", "dataset"))
-    names = list(classnames) if classnames is not None else dataset_classnames(ds_name, ds)
+    # a dataset's prompt set follows the model's language; a language set brings its class names
+    template_spec = templates if templates is not None else default_template_set(
+        ds_name, model_languages(ev), default_templates(ds_name))
+    names = list(classnames) if classnames is not None else (
+        classnames_for(ds_name, template_spec, len(ds.classnames)) or dataset_classnames(ds_name, ds))
     if len(names) != len(ds.classnames):
         raise ValueError(f"{len(names)} class names given for {len(ds.classnames)} classes of {ds_name}")
-    template_spec = templates if templates is not None else default_templates(ds_name)
     template_list = get_templates(template_spec)
     out_dir = Path(out_dir)
     stem = run_stem("zeroshot", ev.name, ds_name, getattr(ds, "split", split))

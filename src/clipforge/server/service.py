@@ -146,7 +146,10 @@ class LibraryService:
         clean = self.clean_labels(labels)
         if not clean:
             raise APIError(400, "no_labels", "give at least one label, e.g. 'cat, dog, car'")
-        templates = self.clean_template(template)
+        # Chinese labels: the default prompt becomes its Chinese twin
+        from clipforge.zeroshot.languages import templates_for_labels
+
+        templates = templates_for_labels(self.clean_template(template), clean)
         count = len(get_templates(templates)) if isinstance(templates, str) else len(templates)
         if len(clean) * count > self.limits.max_prompts:
             raise APIError(400, "too_many_prompts",

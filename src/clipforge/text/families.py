@@ -203,6 +203,17 @@ class _MissingTokenizer(ModelTokenizer):
             "put it beside the checkpoint")
 
 
+class _CarriedTokenizer:
+    """A tokenizer object a model carries (``tokenizer(texts, context_length=, truncate=)``), called
+    like a `ModelTokenizer`: long texts truncated, the model's own context by default."""
+
+    def __init__(self, tokenizer: Any, context_length: int) -> None:
+        self.tokenizer, self.context_length = tokenizer, context_length
+
+    def __call__(self, texts: str | Sequence[str], context_length: int | None = None) -> torch.Tensor:
+        return self.tokenizer(texts, context_length=int(context_length or self.context_length), truncate=True)
+
+
 def tokenizer_of(model: Any, search: Sequence[str | Path] = ()) -> ModelTokenizer:
     """The tokenizer a model's config names (``model.tokenizer_cfg``; none: OpenAI's BPE), its
     file looked for in `search` and in the folders the loader recorded (``model.tokenizer_dirs``:
@@ -211,6 +222,9 @@ def tokenizer_of(model: Any, search: Sequence[str | Path] = ()) -> ModelTokenize
     cached = getattr(model, "__dict__", {}).get("_cf_tokenizer")
     if cached is not None and not search:
         return cached
+    own = getattr(model, "tokenizer", None)  # a model that carries its tokenizer (Chinese-CLIP's WordPiece)
+    if own is not None and callable(own) and not isinstance(own, ModelTokenizer):
+        return _CarriedTokenizer(own, int(getattr(model, "context_length", 52)))
     spec = getattr(model, "tokenizer_cfg", None)
     folders: list[str | Path] = [*search, *getattr(model, "tokenizer_dirs", ())]
     tokenizer = build_tokenizer(spec, int(getattr(model, "context_length", 77)), folders)

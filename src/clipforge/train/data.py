@@ -115,6 +115,14 @@ def build_train_dataset(config: TrainConfig, image_size: int, context_length: in
         if not config.dataset:
             raise ValueError("data=labelled needs dataset=<registry name> (e.g. cub, cars, cifar10)")
         base = strided_subset(open_split(config.dataset, config.root, config.split), config.max_samples)
+        from clipforge.zeroshot.captions import caption_table
+
+        captions = caption_table(config.templates, config.dataset, base.classnames)  # ["cifar10", "zh-cifar10"]
+        if captions is not None:
+            if not config.in_memory:
+                raise ValueError("templates given as a list of set names (one per language) need in_memory=true")
+            return in_memory_batches(config, base, [], image_size, context_length, rank, cfg,
+                                     captions=captions)
         templates = get_templates(config.templates)
         if config.in_memory:
             return in_memory_batches(config, base, templates, image_size, context_length, rank, cfg)
@@ -160,7 +168,8 @@ def strided_subset(dataset: Any, max_samples: int | None) -> Any:
 
 
 def in_memory_batches(config: TrainConfig, dataset: Any, templates: list[str], image_size: int,
-                      context_length: int, rank: int = 0, preprocess: dict[str, Any] | None = None) -> Any:
+                      context_length: int, rank: int = 0, preprocess: dict[str, Any] | None = None,
+                      captions: list[list[str]] | None = None) -> Any:
     """Decode `dataset` once and serve tensor-op batches (see `clipforge.train.fastdata`)."""
     from clipforge.train.fastdata import TensorBatches, decode_to_tensor
 
@@ -169,4 +178,5 @@ def in_memory_batches(config: TrainConfig, dataset: Any, templates: list[str], i
     return TensorBatches(images, classes, dataset.classnames, templates, context_length, image_size,
                          pad=config.pad_crop, hflip=config.hflip, templates_per_batch=config.templates_per_batch,
                          unique_captions=config.unique_captions, channels_last=config.channels_last,
-                         seed=config.seed, rank=rank, mean=cfg.get("mean"), std=cfg.get("std"))
+                         seed=config.seed, rank=rank, mean=cfg.get("mean"), std=cfg.get("std"),
+                         captions=captions)

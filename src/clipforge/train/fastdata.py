@@ -63,18 +63,21 @@ class TensorBatches:
                  templates: Sequence[str], context_length: int, resolution: int, *, pad: int = 0,
                  hflip: bool = False, templates_per_batch: int = 0, unique_captions: bool = False,
                  channels_last: bool = False, seed: int = 0, rank: int = 0,
-                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> None:
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                 captions: Sequence[Sequence[str]] | None = None) -> None:
         from clipforge.image import MEAN, STD
         from clipforge.text import tokenize
 
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected uint8 images [N, 3, H, W], got {images.dtype} {tuple(images.shape)}")
-        if not templates:
+        if not templates and not captions:
             raise ValueError("in_memory training needs at least one caption template")
+        if captions is None:  # `captions`: a ready [template][class] table (several languages' sets)
+            captions = [[t.format(c) for c in classnames] for t in templates]
         self.images, self.classes = images, classes.long()
-        self.num_classes, self.num_templates = len(classnames), len(templates)
-        captions = [t.format(c) for t in templates for c in classnames]  # caption id = template * C + class
-        self.tokens = tokenize(captions, context_length=context_length, truncate=True)
+        self.num_classes, self.num_templates = len(classnames), len(captions)
+        flat = [c for row in captions for c in row]  # caption id = template * C + class
+        self.tokens = tokenize(flat, context_length=context_length, truncate=True)
         self.resolution, self.pad, self.hflip = resolution, pad, hflip
         self.templates_per_batch, self.unique_captions = templates_per_batch, unique_captions
         self.channels_last, self.seed, self.rank = channels_last, seed, rank

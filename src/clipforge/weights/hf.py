@@ -238,6 +238,10 @@ def save_hf(model_or_state_dict: Any, directory: str | os.PathLike[str],
     from clipforge.weights.hf_files import write_preprocessor_config, write_tokenizer_files
     from clipforge.weights.save import _atomic_write_safetensors, model_config
 
+    if hasattr(model_or_state_dict, "bert") and hasattr(model_or_state_dict, "visual"):  # Chinese-CLIP (issue 17)
+        from clipforge.weights.cn_clip import save_chinese_hf
+
+        return save_chinese_hf(model_or_state_dict, directory)
     if isinstance(model_or_state_dict, torch.nn.Module) and getattr(model_or_state_dict, "scoring", "") == "sigmoid":
         from clipforge.weights.hf_siglip import save_hf_siglip  # SiglipModel + SiglipTokenizer folder
 

@@ -55,7 +55,9 @@ class ZeroShotClassifier:
             raise ValueError("ZeroShotClassifier needs at least one class name")
         self.model = model
         self.classnames = [str(c) for c in classnames]
-        self.templates = get_templates(templates)
+        from clipforge.zeroshot.languages import templates_for_labels
+
+        self.templates = get_templates(templates_for_labels(templates, self.classnames))  # "simple" in their language
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.batch_size = batch_size
         self._preprocess = preprocess

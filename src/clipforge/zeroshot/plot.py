@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from clipforge.atomic import atomic_path
+from clipforge.zeroshot.fonts import drawn_labels, mark_figure
 
 __all__ = ["plot_predictions"]
 
@@ -24,25 +25,31 @@ def plot_predictions(images: Sequence[Any], labels: Sequence[Sequence[str]],
     rows = len(images)
     if rows == 0:
         raise ValueError("nothing to plot: no images")
-    k = max((len(row) for row in labels), default=1)
-    fig, axes = plt.subplots(rows, 2, figsize=(9, max(2.0, 0.45 * k + 0.8) * rows), squeeze=False,
-                             gridspec_kw={"width_ratios": [1, 1.6]})
-    for i in range(rows):
-        ax_img, ax_bar = axes[i]
-        ax_img.imshow(images[i])
-        ax_img.set_axis_off()
-        if titles is not None:
-            ax_img.set_title(str(titles[i]), fontsize=8)
-        y = list(range(len(labels[i])))
-        ax_bar.barh(y, [float(p) for p in probabilities[i]], color="tab:blue")
-        ax_bar.set_yticks(y, [str(name) for name in labels[i]], fontsize=8)
-        ax_bar.invert_yaxis()
-        ax_bar.set_xlim(0, 1)
-        ax_bar.set_xlabel("probability", fontsize=8)
-        for yy, p in zip(y, probabilities[i], strict=True):
-            ax_bar.text(min(float(p) + 0.01, 0.9), yy, f"{float(p):.1%}", va="center", fontsize=7)
-    fig.tight_layout()
-    with atomic_path(out_path) as tmp:
-        fig.savefig(tmp, dpi=100)
+    flat = [str(name) for row in labels for name in row] + [str(t) for t in titles or ()]
+    with drawn_labels(flat) as style:  # a CJK font for Chinese labels, or "#i" and a notice: never boxes
+        drawn = iter(style.labels)
+        labels = [[next(drawn) for _ in row] for row in labels]
+        titles = [next(drawn) for _ in titles] if titles is not None else None
+        k = max((len(row) for row in labels), default=1)
+        fig, axes = plt.subplots(rows, 2, figsize=(9, max(2.0, 0.45 * k + 0.8) * rows), squeeze=False,
+                                 gridspec_kw={"width_ratios": [1, 1.6]})
+        for i in range(rows):
+            ax_img, ax_bar = axes[i]
+            ax_img.imshow(images[i])
+            ax_img.set_axis_off()
+            if titles is not None:
+                ax_img.set_title(str(titles[i]), fontsize=8)
+            y = list(range(len(labels[i])))
+            ax_bar.barh(y, [float(p) for p in probabilities[i]], color="tab:blue")
+            ax_bar.set_yticks(y, [str(name) for name in labels[i]], fontsize=8)
+            ax_bar.invert_yaxis()
+            ax_bar.set_xlim(0, 1)
+            ax_bar.set_xlabel("probability", fontsize=8)
+            for yy, p in zip(y, probabilities[i], strict=True):
+                ax_bar.text(min(float(p) + 0.01, 0.9), yy, f"{float(p):.1%}", va="center", fontsize=7)
+        fig.tight_layout()
+        mark_figure(fig, style)
+        with atomic_path(out_path) as tmp:
+            fig.savefig(tmp, dpi=100)
     plt.close(fig)
     return Path(out_path)

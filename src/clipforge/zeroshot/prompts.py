@@ -119,7 +119,9 @@ def list_datasets() -> list[str]:
 
 
 def list_template_sets() -> list[str]:
-    return ["imagenet", "imagenet7", "simple", "cub", *sorted(_all_datasets())]
+    from clipforge.zeroshot.languages import LANGUAGE_SETS
+
+    return ["imagenet", "imagenet7", "simple", "cub", *sorted(_all_datasets()), *LANGUAGE_SETS]
 
 
 def _validate_templates(templates: Sequence[str], origin: str) -> list[str]:
@@ -164,6 +166,10 @@ def get_templates(name_or_list: str | Sequence[str]) -> list[str]:
         if not path.is_file():
             raise FileNotFoundError(f"template file {path} does not exist")
         return _read_template_file(path)
+    from clipforge.zeroshot.languages import is_language_set, language_templates
+
+    if is_language_set(value):  # zh-imagenet, zh-cifar10, ...: Chinese-CLIP's templates (see languages.py)
+        return language_templates(value)
     key = _key(value)
     if key in _IMAGENET:
         return list(_load("openai_imagenet_templates.json"))

@@ -1,0 +1,337 @@
+"""Chinese-CLIP's weights: registry data, its two published layouts, and a transformers folder writer.
+
+Layouts (the same numbers under different names):
+- **cn_clip checkpoints** (``clip_cn_vit-b-16.pt`` ...): ``{"state_dict": {"module.visual...",
+  "module.bert...", "module.text_projection", "module.logit_scale"}, ...}``, fp16. Our
+  `ChineseCLIP` uses these names, so loading is: unwrap, drop ``module.`` and ``bert.pooler.*``.
+- **transformers folders** (``OFA-Sys/chinese-clip-vit-*``, `ChineseCLIPModel`): ``text_model.*`` is
+  the BERT tower, ``vision_model.*`` the CLIP ViT in HF names (q/k/v split, ``nn.Embedding``
+  positions), ``visual_projection``/``text_projection`` Linear weights (our matrices transposed).
+  transformers has no ResNet ChineseCLIP, so cn-RN50 exists only in the first layout.
+`to_transformers`/`from_transformers` convert exactly both ways; `save_chinese_hf` writes a folder
+`ChineseCLIPModel.from_pretrained` and `ChineseCLIPProcessor.from_pretrained` accept.
+
+Registry: every published model is a hub file of `OFA-Sys/<repo>` (cn_clip 1.6.0 downloads them with
+`hf_hub_download`; the older Aliyun OSS URLs are gone from its source). cn_clip publishes no sha256:
+the verified downloader checks the sha256 the hub announces for the LFS file (``X-Linked-Etag``),
+as for every hub file (`clipforge.weights.registry`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from clipforge.weights.registry import OPENAI_MEAN, OPENAI_STD, PretrainedWeights
+
+Tensor = torch.Tensor
+
+__all__ = [
+    "CN_CLIP_WEIGHTS", "cn_clip_state_dict", "config_from_cn_state_dict", "from_transformers",
+    "is_cn_clip_state_dict", "save_chinese_hf", "to_transformers",
+]
+
+_HUB = "https://huggingface.co"
+# name -> (hub repo, cn_clip checkpoint file, cn_clip's `struct`), from cn_clip/clip/utils.py (_MODELS, _MODEL_INFO)
+_PUBLISHED = {
+    "cn-ViT-B-16": ("chinese-clip-vit-base-patch16", "clip_cn_vit-b-16.pt", "ViT-B-16@RoBERTa-wwm-ext-base-chinese"),
+    "cn-ViT-L-14": ("chinese-clip-vit-large-patch14", "clip_cn_vit-l-14.pt", "ViT-L-14@RoBERTa-wwm-ext-base-chinese"),
+    "cn-ViT-L-14-336": ("chinese-clip-vit-large-patch14-336px", "clip_cn_vit-l-14-336.pt",
+                        "ViT-L-14-336@RoBERTa-wwm-ext-base-chinese"),
+    "cn-ViT-H-14": ("chinese-clip-vit-huge-patch14", "clip_cn_vit-h-14.pt", "ViT-H-14@RoBERTa-wwm-ext-large-chinese"),
+    "cn-RN50": ("chinese-clip-rn50", "clip_cn_rn50.pt", "RN50@RBT3-chinese"),
+}
+
+
+def _entry(name: str) -> PretrainedWeights:
+    repo, filename, struct = _PUBLISHED[name]
+    endpoint = os.environ.get("HF_ENDPOINT", "").rstrip("/") or _HUB
+    return PretrainedWeights(
+        name=name, url=f"{endpoint}/OFA-Sys/{repo}/resolve/main/{filename}", sha256=None,
+        filename=f"OFA-Sys--{repo}--{filename}", tag="cn_clip", activation="quick_gelu", mean=OPENAI_MEAN,
+        std=OPENAI_STD, interpolation="bicubic", resize_mode="squash", listed_as=name,
+        notes=(f"Chinese-CLIP {struct} (cn_clip.load_from_name({name[3:]!r})); preprocessing: "
+               "Resize((S, S), bicubic), no crop, OpenAI mean/std", "text: Chinese WordPiece, context 52"))
+
+
+CN_CLIP_WEIGHTS: dict[str, PretrainedWeights] = {name: _entry(name) for name in _PUBLISHED}
+"""(name -> weights) for the registry: the lead's family table adds them as (name, "cn_clip") pairs."""
+
+_POOLER = re.compile(r"^bert\.pooler\.")
+_BUFFERS = re.compile(r"(^|\.)(position_ids|token_type_ids)$")
+
+
+def is_cn_clip_state_dict(state_dict: dict[str, Any]) -> bool:
+    """Whether a (possibly wrapped) state dict is Chinese-CLIP's: BERT tower beside OpenAI's visual."""
+    keys = {k.removeprefix("module.") for k in state_dict}
+    return "bert.embeddings.word_embeddings.weight" in keys and "text_projection" in keys
+
+
+def cn_clip_state_dict(checkpoint: dict[str, Any]) -> dict[str, Tensor]:
+    """Our state dict (fp32) from a cn_clip checkpoint object or its ``state_dict``."""
+    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else checkpoint
+    out = {}
+    for key, value in state.items():
+        key = key.removeprefix("module.")
+        if _POOLER.match(key) or _BUFFERS.search(key) or not isinstance(value, Tensor):
+            continue
+        out[key] = value.float() if value.is_floating_point() else value
+    if not is_cn_clip_state_dict(out):
+        raise ValueError("not a Chinese-CLIP checkpoint: expected bert.embeddings.word_embeddings.weight, "
+                         "text_projection and visual.* tensors")
+    return out
+
+
+def config_from_cn_state_dict(sd: dict[str, Tensor]) -> dict[str, Any]:
+    """`ChineseCLIP` constructor arguments read from tensor shapes (as cn_clip's configs give them)."""
+    bert_layers = len({k.split(".")[3] for k in sd if k.startswith("bert.encoder.layer.")})
+    hidden = sd["bert.embeddings.word_embeddings.weight"].shape[1]
+    bert = {"vocab_size": sd["bert.embeddings.word_embeddings.weight"].shape[0], "hidden_size": hidden,
+            "num_hidden_layers": bert_layers, "num_attention_heads": hidden // 64,
+            "intermediate_size": sd["bert.encoder.layer.0.intermediate.dense.weight"].shape[0],
+            "max_position_embeddings": sd["bert.embeddings.position_embeddings.weight"].shape[0],
+            "type_vocab_size": sd["bert.embeddings.token_type_embeddings.weight"].shape[0], "hidden_act": "gelu",
+            "layer_norm_eps": 1e-12, "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
+            "initializer_range": 0.02, "pad_token_id": 0}
+    embed_dim = sd["text_projection"].shape[1]
+    if "visual.proj" in sd:
+        width, patch = sd["visual.conv1.weight"].shape[0], sd["visual.conv1.weight"].shape[-1]
+        grid = round((sd["visual.positional_embedding"].shape[0] - 1) ** 0.5)
+        layers = len({k.split(".")[3] for k in sd if k.startswith("visual.transformer.resblocks.")})
+        return {"embed_dim": embed_dim, "image_resolution": grid * patch, "vision_layers": layers,
+                "vision_width": width, "vision_patch_size": patch, "bert": bert,
+                "vision_head_width": 80 if width == 1280 else 64}  # ViT-H: 16 heads of 80 (cn_clip's config)
+    stages = [len({k.split(".")[2] for k in sd if k.startswith(f"visual.layer{i}.")}) for i in (1, 2, 3, 4)]
+    grid = round((sd["visual.attnpool.positional_embedding"].shape[0] - 1) ** 0.5)
+    return {"embed_dim": embed_dim, "image_resolution": grid * 32, "vision_layers": stages,
+            "vision_width": sd["visual.layer1.0.conv1.weight"].shape[0], "vision_patch_size": None, "bert": bert,
+            "vision_head_width": 64}
+
+
+# ---- transformers' ChineseCLIPModel layout -------------------------------------------------------------
+_VISION_TOP = {
+    "visual.class_embedding": "vision_model.embeddings.class_embedding",
+    "visual.positional_embedding": "vision_model.embeddings.position_embedding.weight",
+    "visual.conv1.weight": "vision_model.embeddings.patch_embedding.weight",
+    "visual.ln_pre.weight": "vision_model.pre_layrnorm.weight", "visual.ln_pre.bias": "vision_model.pre_layrnorm.bias",
+    "visual.ln_post.weight": "vision_model.post_layernorm.weight",
+    "visual.ln_post.bias": "vision_model.post_layernorm.bias",
+}
+_TRANSPOSED = {"visual.proj": "visual_projection.weight", "text_projection": "text_projection.weight"}
+_BLOCK = {"attn.out_proj": "self_attn.out_proj", "ln_1": "layer_norm1", "ln_2": "layer_norm2",
+          "mlp.c_fc": "mlp.fc1", "mlp.c_proj": "mlp.fc2"}
+_OURS_BLOCK = re.compile(r"^visual\.transformer\.resblocks\.(\d+)\.(attn\.in_proj|.+)[._](weight|bias)$")
+_HF_BLOCK = re.compile(r"^vision_model\.encoder\.layers\.(\d+)\.(.+)\.(weight|bias)$")
+
+
+def to_transformers(sd: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Our (cn_clip-named) ViT state dict in `ChineseCLIPModel`'s names."""
+    if "visual.proj" not in sd:
+        raise ValueError("transformers' ChineseCLIPModel has only ViT image towers; cn-RN50 stays in cn_clip's layout")
+    out: dict[str, Tensor] = {}
+    for key, value in sd.items():
+        if key.startswith("bert."):
+            out["text_model." + key[5:]] = value
+        elif key in _VISION_TOP:
+            out[_VISION_TOP[key]] = value
+        elif key in _TRANSPOSED:
+            out[_TRANSPOSED[key]] = value.t().contiguous()
+        elif key == "logit_scale":
+            out[key] = value
+        elif match := _OURS_BLOCK.match(key):
+            block, name, kind = match.groups()
+            prefix = f"vision_model.encoder.layers.{block}."
+            if name == "attn.in_proj":
+                for part, chunk in zip("qkv", value.chunk(3, dim=0), strict=True):
+                    out[f"{prefix}self_attn.{part}_proj.{kind}"] = chunk.contiguous()
+            else:
+                out[f"{prefix}{_BLOCK[name]}.{kind}"] = value
+        else:
+            raise ValueError(f"unexpected tensor {key!r} in a Chinese-CLIP state dict")
+    return out
+
+
+def from_transformers(hf: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A `ChineseCLIPModel` state dict in our (cn_clip) names; exact inverse of `to_transformers`."""
+    top = {v: k for k, v in _VISION_TOP.items()}
+    transposed = {v: k for k, v in _TRANSPOSED.items()}
+    block_names = {v: k for k, v in _BLOCK.items()}
+    out: dict[str, Tensor] = {}
+    qkv: dict[tuple[str, str], dict[str, Tensor]] = {}
+    for key, value in hf.items():
+        if _BUFFERS.search(key) or key.startswith("text_model.pooler."):
+            continue
+        if key.startswith("text_model."):
+            out["bert." + key[len("text_model."):]] = value
+        elif key in top:
+            out[top[key]] = value
+        elif key in transposed:
+            out[transposed[key]] = value.t().contiguous()
+        elif key == "logit_scale":
+            out[key] = value
+        elif match := _HF_BLOCK.match(key):
+            block, name, kind = match.groups()
+            if name in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"):
+                qkv.setdefault((block, kind), {})[name[10]] = value
+            else:
+                out[f"visual.transformer.resblocks.{block}.{block_names[name]}.{kind}"] = value
+        else:
+            raise ValueError(f"unexpected tensor {key!r} in a ChineseCLIPModel state dict")
+    for (block, kind), parts in qkv.items():
+        out[f"visual.transformer.resblocks.{block}.attn.in_proj_{kind}"] = torch.cat([parts[p] for p in "qkv"])
+    return out
+
+
+def hf_config(config: dict[str, Any], logit_scale: float | None = None) -> dict[str, Any]:
+    """`ChineseCLIPConfig` as a dict (the folder's config.json) for our constructor `config`."""
+    if isinstance(config["vision_layers"], list | tuple):
+        raise ValueError("transformers' ChineseCLIPModel has no ResNet image tower (cn-RN50)")
+    width = config["vision_width"]
+    bert = {k: v for k, v in config["bert"].items()}
+    return {
+        "architectures": ["ChineseCLIPModel"], "model_type": "chinese_clip", "projection_dim": config["embed_dim"],
+        "logit_scale_init_value": float(logit_scale) if logit_scale is not None else 2.6592,
+        "text_config": {**bert, "model_type": "chinese_clip_text_model"},
+        "vision_config": {"model_type": "chinese_clip_vision_model", "hidden_size": width,
+                          "intermediate_size": 4 * width, "num_hidden_layers": config["vision_layers"],
+                          "num_attention_heads": width // config.get("vision_head_width", 64),
+                          "patch_size": config["vision_patch_size"], "image_size": config["image_resolution"],
+                          "projection_dim": config["embed_dim"], "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5},
+    }
+
+
+def save_chinese_hf(model: Any, directory: str | os.PathLike[str]) -> Path:
+    """Write a transformers folder: config.json, model.safetensors, the processor's files and the vocabulary.
+
+    `ChineseCLIPModel.from_pretrained(directory)` and `ChineseCLIPProcessor.from_pretrained(directory)`
+    load it; the processor resizes to (S, S) bicubic without a crop and normalises with OpenAI's mean/std,
+    as cn_clip's `image_transform` does.
+    """
+    from safetensors.torch import save_file
+
+    from clipforge.atomic import atomic_path, write_json_atomic
+    from clipforge.text.wordpiece import WORDPIECE_VOCAB_PATH
+
+    folder = Path(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()
+          if not _BUFFERS.search(k)}
+    config = hf_config(model.config, float(sd["logit_scale"]))
+    size = config["vision_config"]["image_size"]
+    with atomic_path(folder / "model.safetensors") as tmp:
+        save_file(to_transformers(sd), str(tmp), metadata={"format": "pt"})
+    write_json_atomic(folder / "config.json", config)
+    write_json_atomic(folder / "preprocessor_config.json", {
+        "image_processor_type": "ChineseCLIPImageProcessor", "processor_class": "ChineseCLIPProcessor",
+        "do_resize": True, "size": {"height": size, "width": size}, "resample": 3, "do_center_crop": False,
+        "crop_size": {"height": size, "width": size}, "do_rescale": True, "rescale_factor": 1 / 255,
+        "do_normalize": True, "image_mean": list(OPENAI_MEAN), "image_std": list(OPENAI_STD),
+        "do_convert_rgb": True})
+    write_json_atomic(folder / "tokenizer_config.json", {
+        "tokenizer_class": "BertTokenizer", "do_lower_case": True, "model_max_length": model.context_length,
+        "processor_class": "ChineseCLIPProcessor"})
+    write_json_atomic(folder / "special_tokens_map.json", {
+        "unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]", "mask_token": "[MASK]"})
+    with atomic_path(folder / "vocab.txt") as tmp:
+        Path(tmp).write_bytes(WORDPIECE_VOCAB_PATH.read_bytes())
+    return folder
+
+
+def read_transformers_folder(directory: str | os.PathLike[str]) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """(our state dict, constructor config) of a ChineseCLIPModel folder (safetensors or pytorch_model.bin)."""
+    folder = Path(directory)
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    if config.get("model_type") != "chinese_clip":
+        raise ValueError(f"{folder / 'config.json'}: model_type is {config.get('model_type')!r}, expected chinese_clip")
+    if (folder / "model.safetensors").is_file():
+        from safetensors.torch import load_file
+
+        hf = load_file(str(folder / "model.safetensors"))
+    else:
+        hf = torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    sd = {k: (v.float() if v.is_floating_point() else v) for k, v in from_transformers(hf).items()}
+    ours = config_from_cn_state_dict(sd)
+    vision = config.get("vision_config", {})
+    if vision.get("num_attention_heads"):
+        ours["vision_head_width"] = ours["vision_width"] // int(vision["num_attention_heads"])
+    text = config.get("text_config", {})
+    if text.get("num_attention_heads"):
+        ours["bert"]["num_attention_heads"] = int(text["num_attention_heads"])
+    return sd, ours
+
+
+# ---- the loader hook: what `clipforge.api.load_model` asks before its own resolution ---------------------
+_TORCH_FILES = (".pt", ".pth", ".bin")
+
+
+def _read_torch(path: Path, strict: bool = False) -> dict[str, Any]:
+    """A torch checkpoint's top-level dict (weights_only, memory-mapped: a cheap look for the hook).
+
+    Anything unreadable this way (TorchScript archives, legacy pickles) is not a cn_clip checkpoint
+    and is left to the project's own loader, which explains its failures properly."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - whatever it is, it is the main loader's to judge
+        if strict:
+            raise
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _finish(model: Any) -> Any:
+    """Attributes every Chinese-CLIP carries: its tokenizer, languages and preprocessing."""
+    from clipforge.text.wordpiece import get_wordpiece_tokenizer
+
+    model.tokenizer = get_wordpiece_tokenizer()  # callable: texts -> [N, 52] ids (see clipforge.text.wordpiece)
+    model.languages = ("zh",)
+    model.preprocess_cfg = {"mean": list(OPENAI_MEAN), "std": list(OPENAI_STD), "interpolation": "bicubic",
+                            "resize_mode": "squash"}
+    return model.eval()
+
+
+def load_chinese_clip(spec: str | os.PathLike[str], download_root: str | os.PathLike[str] | None = None,
+                      seed: int = 0) -> tuple[Any, str, str] | None:
+    """(model, name, weights) when `spec` is a Chinese-CLIP: ``cn-*`` (registry weights, downloaded and
+    verified), ``random:cn-*``, a cn_clip checkpoint file, or a ChineseCLIPModel folder; else None,
+    so `load_model` goes on with its own resolution. Models come back fp32 in eval mode on the CPU."""
+    from clipforge.models.chinese_clip import CHINESE_CLIP_CONFIGS, ChineseCLIP, create_chinese_clip
+
+    text = os.fspath(spec)
+    if text.startswith("random:") and text[7:] in CHINESE_CLIP_CONFIGS:
+        torch.manual_seed(seed)
+        return _finish(create_chinese_clip(text[7:])), text[7:], f"random (seed {seed})"
+    if text in CN_CLIP_WEIGHTS:
+        from clipforge.weights.download import download
+
+        entry = CN_CLIP_WEIGHTS[text]
+        path = download(entry.url, download_root, entry.sha256, filename=entry.filename)
+        state = cn_clip_state_dict(_read_torch(path, strict=True))
+        model = ChineseCLIP(**config_from_cn_state_dict(state))
+        model.load_state_dict(state, strict=True)
+        return _finish(model), text, text
+    path = Path(text).expanduser()
+    if path.is_dir() and (path / "config.json").is_file():
+        try:
+            config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        except ValueError:
+            return None
+        if not isinstance(config, dict) or config.get("model_type") != "chinese_clip":
+            return None
+        state, ours = read_transformers_folder(path)
+    elif path.is_file() and path.suffix.lower() in _TORCH_FILES:
+        data = _read_torch(path)
+        inner = data.get("state_dict", data)
+        if not isinstance(inner, dict) or not is_cn_clip_state_dict(inner):
+            return None
+        state = cn_clip_state_dict(data)
+        ours = config_from_cn_state_dict(state)
+    else:
+        return None
+    model = ChineseCLIP(**ours)
+    model.load_state_dict(state, strict=True)
+    return _finish(model), path.name, str(path.resolve())

@@ -1,0 +1,191 @@
+"""Prompt sets by language: Chinese templates and class names, and which set a model's language picks.
+
+A prompt set is templates *and* the class names they are filled with: "一张{}的照片" filled with
+"airplane" is neither English nor Chinese. So a language set (``zh-imagenet``, ``zh-cifar10``,
+``zh-cifar100``, ``zh-simple``) carries its own class names per dataset, and whoever asks for its
+templates also gets the matching names (`classnames_for`). The data are JSON files beside
+OpenAI's (`data/zh_*.json`, see `data/NOTICE.txt`): ImageNet's 1,000 Chinese class names and 80
+Chinese templates exactly as Chinese-CLIP publishes them in the `cn-clip` 1.6.0 wheel (MIT), the
+CIFAR templates Chinese-CLIP uses for CIFAR in its ELEVATER evaluation, and CIFAR-10/100 names
+translated for clipforge.
+
+A model's languages (`model_languages`) decide the default set: the first language a model lists
+is the one `eval zeroshot` prompts in when no `--templates` is given. A bilingual model lists both.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "DEFAULT_LANGUAGES", "LANGUAGE_SETS", "classnames_for", "default_template_set",
+    "is_language_set", "language_of", "language_templates", "model_languages", "set_language",
+]
+
+DEFAULT_LANGUAGES: tuple[str, ...] = ("en",)
+"""What a model speaks when nothing says otherwise: OpenAI's and open_clip's English BPE models."""
+
+# set name -> (language, dataset key in the language's data); "simple" has no class names of its own.
+LANGUAGE_SETS: dict[str, tuple[str, str]] = {
+    "zh-imagenet": ("zh", "imagenet"), "zh-cifar10": ("zh", "cifar10"), "zh-cifar100": ("zh", "cifar100"),
+    "zh-simple": ("zh", "simple"),
+}
+ZH_SIMPLE_TEMPLATES: tuple[str, ...] = ("一张{}的照片",)  # "a photo of a {}."
+_ZH_DATASETS = {"cifar10": "CIFAR10", "cifar100": "CIFAR100"}
+_IMAGENET_KEYS = {"imagenet", "imagenet1k", "ilsvrc2012", "imagenetv2"}
+
+
+def _key(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def _set_key(name: str) -> str | None:
+    """The canonical set name of `name` ("zh-cifar10", "ZH_CIFAR10", "zh:cifar-10"), else None."""
+    key = _key(name)
+    if not key.startswith("zh") or len(key) <= 2:
+        return None
+    rest = key[2:]
+    if rest in _IMAGENET_KEYS:
+        rest = "imagenet"
+    candidate = f"zh-{rest}"
+    return candidate if candidate in LANGUAGE_SETS else None
+
+
+def is_language_set(name: object) -> bool:
+    """Whether `name` names one of the packaged language prompt sets (``zh-...``)."""
+    return isinstance(name, str) and _set_key(name) is not None
+
+
+def set_language(name: object) -> str:
+    """The language a template-set spec prompts in: ``zh`` for the zh sets, ``en`` otherwise."""
+    return LANGUAGE_SETS[_set_key(name)][0] if is_language_set(name) else "en"
+
+
+@cache
+def _load(filename: str) -> Any:
+    with resources.files("clipforge.zeroshot").joinpath("data", filename).open("r", encoding="utf-8") as f:
+        return json.load(f)
+
+
+def language_templates(name: str) -> list[str]:
+    """The templates of a language set; KeyError (listing the sets) for any other name."""
+    key = _set_key(name)
+    if key is None:
+        raise KeyError(f"unknown language template set {name!r}; known: {', '.join(LANGUAGE_SETS)}")
+    dataset = LANGUAGE_SETS[key][1]
+    if dataset == "imagenet":
+        return list(_load("zh_imagenet_templates.json"))
+    if dataset == "simple":
+        return list(ZH_SIMPLE_TEMPLATES)
+    return list(_load("zh_prompts_datasets.json")[_ZH_DATASETS[dataset]]["templates"])
+
+
+def zh_classnames(dataset: str) -> list[str] | None:
+    """Chinese class names of `dataset` in label order (None when none are packaged)."""
+    key = _key(dataset)
+    if key in _IMAGENET_KEYS:
+        return list(_load("zh_imagenet_classes.json"))
+    name = _ZH_DATASETS.get(key)
+    return list(_load("zh_prompts_datasets.json")[name]["classes"]) if name else None
+
+
+def classnames_for(dataset: str, templates: object, count: int | None = None) -> list[str] | None:
+    """Class names matching `templates` when they are a language set, else None (use the usual ones).
+
+    ValueError when the set's language has no names for `dataset` (prompting Chinese templates
+    with English names would silently measure something else) or their count differs.
+    """
+    if set_language(templates) == "en":
+        return None
+    names = zh_classnames(dataset)
+    if names is None:
+        raise ValueError(f"template set {templates!r} is Chinese but no Chinese class names are packaged for "
+                         f"dataset {dataset!r} (packaged: imagenet, cifar10, cifar100); pass --classnames FILE")
+    if count is not None and len(names) != count:
+        raise ValueError(f"{len(names)} Chinese class names packaged for {dataset!r}, but the dataset has {count}")
+    return names
+
+
+def default_template_set(dataset: str, languages: Sequence[str], english_default: str) -> str:
+    """The set `eval zeroshot` prompts `dataset` with for a model speaking `languages` (first wins)."""
+    first = languages[0] if languages else "en"
+    if first == "en":
+        return english_default
+    key = _key(dataset)
+    key = "imagenet" if key in _IMAGENET_KEYS else key
+    candidate = f"{first}-{key}"
+    return candidate if candidate in LANGUAGE_SETS else f"{first}-simple"
+
+
+def language_of(text: str) -> str:
+    """A rough script tag for `text`: ``zh`` when it holds CJK ideographs, else ``en``."""
+    return "zh" if re.search(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]", text) else "en"
+
+
+def model_languages(model: Any) -> tuple[str, ...]:
+    """The languages a model (a `LoadedModel`, a name, or a shipped model folder) was trained for.
+
+    Order: the model's own `languages` attribute, a shipped model's `languages.json`, the registry
+    names of Chinese-CLIP (``cn-...``), else English.
+    """
+    own = getattr(model, "languages", None)
+    if own:
+        return tuple(own)
+    from clipforge.api import SHIPPED_MODELS_DIR
+
+    for name in (getattr(model, "name", model), getattr(model, "weights", None)):
+        if not isinstance(name, str | Path) or not str(name):
+            continue
+        text = str(name).removeprefix("random:")
+        if text.startswith("cn-"):
+            return ("zh",)
+        path = Path(text)
+        for folder in (SHIPPED_MODELS_DIR / text, path.parent if path.suffix else path):
+            try:
+                data = json.loads((folder / "languages.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if isinstance(data, dict) and isinstance(data.get("languages"), list):
+                return tuple(str(x) for x in data["languages"])
+    return DEFAULT_LANGUAGES
+
+
+def templates_for_labels(templates: object, labels: Sequence[str]) -> object:
+    """``simple`` ("a photo of a {}.": the CLI's and the server's default, as a set name or written out)
+    in the labels' language: ``zh-simple`` ("一张{}的照片") when every label is Chinese. A one-template
+    list stays a list, so callers that report the templates they used report the Chinese one."""
+    simple = ("simple", "photo", "default", "a photo of a {}.")
+    chinese = bool(labels) and all(language_of(str(label)) == "zh" for label in labels)
+    if chinese and isinstance(templates, str) and templates.strip().lower() in simple:
+        return "zh-simple"
+    if chinese and isinstance(templates, list | tuple) and [str(t).strip().lower() for t in templates] == [simple[-1]]:
+        return list(ZH_SIMPLE_TEMPLATES)
+    return templates
+
+
+def query_notice(text: str, model: Any) -> str | None:
+    """A one-line notice when `text` is in a script `model` was not trained for, else None.
+
+    A model's tokenizer may encode any script and still know nothing of it: OpenAI's byte-level BPE
+    turns Chinese into byte pieces an English-only model never learned, and Chinese-CLIP's WordPiece
+    maps scripts outside its vocabulary to [UNK]. Both give confident-looking but meaningless scores.
+    """
+    languages = model_languages(model)
+    script = language_of(text)
+    if script != "en" and script not in languages:
+        name = getattr(model, "name", model)
+        return (f"notice: the query {text[:40]!r} is written in {script} but model {name} was trained for "
+                f"{', '.join(languages)} only; its scores for this query are not meaningful "
+                f"(use a {script} model, e.g. clipforge-tiny-zh offline or cn-ViT-B-16)")
+    tokenizer = getattr(model, "tokenizer", None) or getattr(getattr(model, "model", None), "tokenizer", None)
+    unknown = getattr(tokenizer, "unknown_fraction", None)
+    if callable(unknown) and unknown(text) > 0:
+        return (f"notice: {unknown(text):.0%} of the query {text[:40]!r} is outside the model's vocabulary "
+                f"([UNK]); that part cannot be searched")
+    return None

@@ -1,0 +1,103 @@
+"""Chinese where a user types it on the command line: search, classify, models, plots, notices."""
+
+from __future__ import annotations
+
+import json
+import warnings
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from clipforge.cli.main import main
+
+CIFAR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "cifar10_jpeg"
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    """Five CIFAR-10 test pictures of each class, named by their class."""
+    archive = CIFAR / "test_jpeg.zip"
+    if not archive.is_file():
+        pytest.skip(f"{archive} not found (needs ../shared/data)")
+    folder = tmp_path_factory.mktemp("photos")
+    with zipfile.ZipFile(archive) as z:
+        for name in CLASSES:
+            for i in range(5):
+                (folder / f"{name}_{i}.jpg").write_bytes(z.read(f"test/{name}/{i:04d}.jpg"))
+    return folder
+
+
+@pytest.mark.data
+def test_search_in_chinese_finds_cats_first(photos: Path, tmp_path: Path, capsys) -> None:
+    library = str(tmp_path / "lib")
+    assert main(["index", "add", str(photos), "--library", library, "--model", "clipforge-tiny-zh"]) == 0
+    capsys.readouterr()
+    assert main(["search", "一只猫", "--library", library, "--top-k", "5", "--json"]) == 0
+    out = capsys.readouterr()
+    results = json.loads(out.out)
+    assert results["query"] == "一只猫"
+    names = [Path(r["path"]).name for r in results["results"]]
+    assert names[0].startswith("cat_") and sum(n.startswith("cat_") for n in names) >= 3, names
+    assert "notice" not in out.err  # a Chinese query to a model trained in Chinese
+    assert main(["search", "海边的日落", "--library", library, "--top-k", "3"]) == 0  # any Chinese query runs
+
+
+@pytest.mark.data
+def test_classify_with_chinese_labels(photos: Path, capsys) -> None:
+    images = [str(photos / "cat_0.jpg"), str(photos / "dog_1.jpg")]
+    assert main(["classify", *images, "--labels", "猫,狗", "--model", "clipforge-tiny-zh", "--json", "--quiet"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [r["labels"][0] for r in out["results"]] == ["猫", "狗"]
+    assert out["templates"] == ["一张{}的照片"] or "一张{}的照片" in json.dumps(out, ensure_ascii=False)
+
+
+def test_chinese_query_to_an_english_model_gets_a_notice(tmp_path: Path, capsys) -> None:
+    from PIL import Image
+
+    image = tmp_path / "红色.png"
+    Image.new("RGB", (32, 32), (200, 20, 20)).save(image)
+    assert main(["classify", str(image), "--labels", "猫,狗", "--model", "clipforge-tiny", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert "notice: the query '猫 狗' is written in zh but model clipforge-tiny was trained for en only" \
+        in captured.err
+    assert "红色.png" in captured.out and "猫" in captured.out  # UTF-8 file names and labels printed as they are
+
+
+def test_models_lists_languages(capsys) -> None:
+    assert main(["models", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["clipforge-tiny-zh"]["languages"] == ["zh", "en"]
+    assert rows["clipforge-tiny"]["languages"] == ["en"]
+    if "cn-ViT-B-16" in rows:  # transformers installed
+        assert rows["cn-ViT-B-16"]["languages"] == ["zh"] and round(rows["cn-ViT-B-16"]["params"] / 1e6) == 188
+
+
+def test_plots_draw_chinese_labels_or_say_they_cannot(tmp_path: Path, monkeypatch) -> None:
+    from clipforge.evaluate.plots import plot_per_class_accuracy
+    from clipforge.zeroshot import fonts
+
+    names = ["飞机", "汽车", "猫"]
+    style = fonts.label_style(names)
+    if style.notice is None:  # a CJK font is installed (CI installs fonts-wqy-zenhei): drawn as they are
+        assert style.labels == names and len(style.rc["font.family"]) > 1
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # matplotlib's "Glyph missing" would be a UserWarning
+            plot_per_class_accuracy([0.9, 0.8, 0.7], names, tmp_path / "ok.png")
+    fonts._fonts.cache_clear()
+    monkeypatch.setattr(fonts, "_CJK_FAMILY_HINTS", ())  # a machine without any CJK font
+    monkeypatch.setattr(fonts, "_CJK_FILE_HINTS", ())
+    try:
+        style = fonts.label_style(["cat", *names])
+        assert style.labels == ["cat", "#1", "#2", "#3"]
+        assert "3 label(s) cannot be rendered" in style.notice and "fonts-wqy-zenhei" in style.notice
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            path = plot_per_class_accuracy([0.9, 0.8, 0.7], names, tmp_path / "fallback.png")
+        messages = [str(w.message) for w in caught]
+        assert any("cannot be rendered" in m for m in messages)
+        assert not any("missing from font" in m for m in messages), messages  # no boxes drawn
+        assert path.stat().st_size > 0
+    finally:
+        fonts._fonts.cache_clear()
