@@ -279,7 +279,9 @@ def load_model(spec: Spec, device: str | torch.device | None = None, *, pretrain
     and the weights layer's CheckpointFormatError / UnsafeCheckpointError for a bad file.
     """
     target = resolve_device(device)
-    from clipforge.weights.cn_clip import load_chinese_clip  # hook: Chinese-CLIP (cn-*, its files), issue 17
+    from clipforge.weights.cn_clip_load import (
+        load_chinese_clip,  # hook: Chinese-CLIP (cn-*, its files), issue 17
+    )
 
     if pretrained is None and (chinese := load_chinese_clip(spec, download_root, seed)) is not None:
         from clipforge.weights.preprocessing import preprocess_for

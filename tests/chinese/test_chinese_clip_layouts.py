@@ -125,7 +125,7 @@ def test_saved_folder_runs_in_transformers_pipeline(tmp_path) -> None:
     picture = Image.new("RGB", (80, 60), (200, 30, 30))
     out = classify(picture, candidate_labels=["猫", "狗"], hypothesis_template="一张{}的照片")
     assert {o["label"] for o in out} == {"猫", "狗"} and abs(sum(o["score"] for o in out) - 1) < 1e-4
-    from clipforge.weights.cn_clip import _finish
+    from clipforge.weights.cn_clip_load import _finish
     from clipforge.weights.preprocessing import preprocess_for
 
     _finish(model)

@@ -15,7 +15,7 @@ pytest.importorskip("transformers")
 
 @pytest.fixture(scope="module")
 def model():
-    from clipforge.weights.cn_clip import _finish
+    from clipforge.weights.cn_clip_load import _finish
 
     torch.manual_seed(0)
     config = chinese_clip_config("cn-ViT-B-16", vision_layers=1, vision_width=64, image_resolution=32,
