@@ -101,11 +101,15 @@ def test_registry_download_is_verified_against_a_local_hub(tmp_path, monkeypatch
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         import clipforge.weights.cn_clip as cn
+        import clipforge.weights.cn_clip_load as cn_load
 
+        monkeypatch.setenv("CLIPFORGE_ALLOW_UNPINNED", "1")  # cn_clip publishes no sha256: the hub's is checked
         monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
         monkeypatch.setitem(cn.CN_CLIP_WEIGHTS, "cn-ViT-B-16", cn._entry("cn-ViT-B-16"))
-        monkeypatch.setattr(cn, "config_from_cn_state_dict", lambda sd: chinese_clip_config(
-            "cn-ViT-B-16", vision_layers=1, text_num_hidden_layers=1, image_resolution=64))
+        small_config = lambda sd: chinese_clip_config(  # noqa: E731
+            "cn-ViT-B-16", vision_layers=1, text_num_hidden_layers=1, image_resolution=64)
+        monkeypatch.setattr(cn, "config_from_cn_state_dict", small_config)
+        monkeypatch.setattr(cn_load, "config_from_cn_state_dict", small_config)
         loaded = load_model("cn-ViT-B-16", device="cpu", download_root=tmp_path / "cache")
         assert loaded.name == "cn-ViT-B-16" and (tmp_path / "cache").is_dir()
         image = torch.randn(1, 3, 64, 64)

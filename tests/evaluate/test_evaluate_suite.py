@@ -121,7 +121,7 @@ def test_suite_cli_expect_fails_loudly_and_linear_probe(tmp_path, capsys):
     assert main(args + ["--expect", "mnist=50"]) == 1  # a check on a cell that was never run fails too
     assert "no such cell" in capsys.readouterr().err
     bad_root = [a if a != str(root) else str(tmp_path / "typo") for a in args]
-    assert main(bad_root) == 2 and "is not a folder" in capsys.readouterr().err
+    assert main(bad_root) == 2 and "no such file or folder" in capsys.readouterr().err
 
 
 def test_prompt_names_follow_the_labels():

@@ -36,7 +36,9 @@ EXPECTED = [("ViT-B-32", "laion2b_s34b_b79k"), ("ViT-L-14", "laion2b_s32b_b82k")
 
 def test_every_entry_is_complete():
     pairs = list_pretrained()
-    assert len(pairs) == len(set(pairs)) == 98  # open_clip's 94 for these architectures + OpenAI's spellings
+    # open_clip's 94 for OpenAI's shapes + OpenAI's spellings (98), and the families of issue 16:
+    # 26 SigLIP / SigLIP 2, DFN at 378 px and MetaCLIP 2 worldwide (33)
+    assert len(pairs) == len(set(pairs)) == 98 + 33
     assert set(EXPECTED) <= set(pairs)
     assert list_pretrained(as_str=True)[0] == "RN50:openai"
     for (arch, tag), entry in PRETRAINED.items():
@@ -73,8 +75,9 @@ def test_registry_equals_open_clips_own_table():
     from clipforge.models import OPEN_CLIP_MODELS
 
     theirs = {pair for pair in theirs_module.list_pretrained() if pair[0] in OPEN_CLIP_MODELS}
-    assert theirs == {pair for pair in list_pretrained() if "/" not in pair[0]}
-    for arch, tag in theirs:
+    ours = {pair for pair in list_pretrained() if "/" not in pair[0]}
+    assert theirs <= ours and ours <= set(theirs_module.list_pretrained())  # every pair of ours is open_clip's
+    for arch, tag in ours:
         cfg, entry = theirs_module.get_pretrained_cfg(arch, tag), get_pretrained(arch, tag)
         assert cfg["url"] == entry.url and cfg["hf_hub"].rstrip("/") == entry.hf_repo, (arch, tag)
         assert cfg.get("quick_gelu", False) == (entry.activation == "quick_gelu"), (arch, tag)
@@ -284,7 +287,7 @@ def test_models_all_lists_every_pretrained_pair(capsys):
     assert (laion["activation"], laion["imagenet_top1"], laion["builds"]) == ("gelu", 66.56, "ViT-B-32")
     assert rows["ViT-B-32:laion400m_e31"]["builds"] == "ViT-B-32-quickgelu"
     assert rows["ViT-bigG-14"]["params"] == 2_539_567_105 and rows["ViT-B-32"]["activation"] == "gelu"
-    assert sum(r["kind"] == "pretrained" for r in rows.values()) == 98
+    assert sum(r["kind"] == "pretrained" for r in rows.values()) == 98 + 33  # + the families of issue 16
     assert main(["models"]) == 0
     table = capsys.readouterr().out
     assert "ViT-H-14-quickgelu" in table and "laion2b" not in table  # pairs only with --all

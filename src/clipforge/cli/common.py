@@ -100,6 +100,8 @@ def check_local_inputs(args: argparse.Namespace) -> None:
     import os
 
     for name in LOCAL_INPUTS:
+        if name == "root" and getattr(args, "download", False):
+            continue  # `--download` fills --root
         value = getattr(args, name, None)
         if not isinstance(value, str) or not value or any(mark in value for mark in _PATTERN_MARKS):
             continue

@@ -171,7 +171,7 @@ def run_add(args: argparse.Namespace) -> int:
             report = library.add(args.paths or None, recursive=args.recursive, batch_size=args.batch_size,
                                  workers=args.workers, retry_failed=args.retry_failed,
                                  progress=not (args.quiet or args.json))
-            tagged = library.last_tagged
+            tagged = getattr(library, "last_tagged", 0)  # the embedded store tags new photos on add
     except user_errors() as exc:
         return fail(exc)
     world = int(os.environ.get("WORLD_SIZE", "1"))

@@ -364,7 +364,7 @@ class MilvusLibrary:
         self.milvus.drop_space(match[0]["fingerprint"])
         return match[0]
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, verify: bool = False) -> dict[str, Any]:  # `verify`: the embedded store's scan; a no-op here
         spaces = self.milvus.spaces()
         out: dict[str, Any] = {"library": self.spec.describe(), "store": self.spec.kind, "model": None,
                                "images": {"ok": 0, "failed": 0}, "distinct_contents": 0, "db_bytes": 0,
