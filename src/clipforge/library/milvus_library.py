@@ -190,7 +190,7 @@ class MilvusLibrary:
 
     def add_bytes(self, data: bytes, filename: str | None = None) -> ImageRecord:
         self.paths.ensure()
-        target = store_upload(self.paths, data, self.max_pixels)
+        target = store_upload(self.paths, data, self.max_pixels, filename=filename)
         self.add([target], False, batch_size=1, workers=0, progress=False, rank=0, world_size=1)
         record = self.get_path(normalise_path(target))
         if record is None:

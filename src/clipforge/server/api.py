@@ -26,7 +26,7 @@ from clipforge.server.errors import error_response
 from clipforge.server.fair import client_key
 from clipforge.server.limits import MAX_IMAGE_ID
 from clipforge.server.service import LibraryService
-from clipforge.server.uploads import sniff_image
+from clipforge.server.uploads import client_file_name, sniff_image
 
 __all__ = ["build_router"]
 
@@ -166,11 +166,17 @@ def build_router(service: LibraryService) -> APIRouter:
                             **_errors(400, *([401] if auth else []), 413, 415, 422, 429, 503, 507)},
                  tags=["images"], dependencies=auth, openapi_extra={"requestBody": bodies.upload.openapi()})
     async def upload_image(request: Request, response: Response) -> schemas.UploadOut:
-        """Add an image to the library (needs the token when the server has one). 200 when already present."""
+        """Add an image to the library (needs the token when the server has one). 200 when already present.
+
+        The photo keeps the file part's name, cleaned (`../x/cat photo.JPG` is shown as `cat photo.jpg`: the
+        last component, letters, digits and a few marks, the extension from the bytes); bytes already in
+        the library keep the name they were first added under.
+        """
         service.tokens.require(request.headers.get("authorization"), request.headers.get("x-token"))
-        body = (await parse_body(request, bodies.upload, limits)).fields
-        image = await sniffed(body["file"], "upload")
-        record, created = await in_turn(request, service.add, image)
+        parsed = await parse_body(request, bodies.upload, limits)
+        image = await sniffed(parsed.fields["file"], "upload")
+        name = client_file_name(parsed.file_names.get("file"))
+        record, created = await in_turn(request, service.add, image, name)
         if not created:
             response.status_code = 200
         return schemas.UploadOut(created=created, image=schemas.image_out(record, service.tags(record.id),

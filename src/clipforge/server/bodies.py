@@ -17,7 +17,7 @@ import binascii
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from pydantic import (
@@ -275,9 +275,11 @@ def build_bodies(limits: ServerLimits) -> Bodies:
 
 @dataclass(frozen=True)
 class ParsedBody:
-    """A validated body: its fields, with file and base64 fields as bytes."""
+    """A validated body: its fields, with file and base64 fields as bytes, and the file name the client
+    gave each file part (as sent: attacker input, see `uploads.client_file_name`; none for JSON bodies)."""
 
     fields: dict[str, Any]
+    file_names: dict[str, str] = field(default_factory=dict)
 
 
 async def parse_body(request: Any, kind: BodyKind, limits: ServerLimits) -> ParsedBody:
@@ -294,7 +296,7 @@ async def parse_body(request: Any, kind: BodyKind, limits: ServerLimits) -> Pars
         # event loop goes on answering others meanwhile.
         return await run_in_threadpool(_parse_json, raw, model, kind)
     async with request.form(max_files=len(kind.files), max_fields=len(model.model_fields)) as form:
-        data = {}
+        data, file_names = {}, {}
         for name, value in form.multi_items():
             if name in data:
                 raise validation_error([{"loc": ("body", name), "msg": "given more than once", "type": "value_error"}])
@@ -303,12 +305,13 @@ async def parse_body(request: Any, kind: BodyKind, limits: ServerLimits) -> Pars
                 if not is_file:
                     raise validation_error([{"loc": ("body", name), "msg": "must be a file part",
                                              "type": "value_error"}])
+                file_names[name] = str(value.filename or "")
                 value = await read_upload(value, limits, kind.files[name])
             elif is_file:
                 raise validation_error([{"loc": ("body", name), "msg": "must be a plain field, not a file",
                                          "type": "value_error"}])
             data[name] = value
-    return ParsedBody(_validate(model, data).model_dump())
+    return ParsedBody(_validate(model, data).model_dump(), file_names)
 
 
 def check_json_items(raw: bytes, limit: int) -> None:

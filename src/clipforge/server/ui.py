@@ -33,7 +33,7 @@ from clipforge.server.errors import APIError  # noqa: E402
 from clipforge.server.fair import client_key  # noqa: E402
 from clipforge.server.service import DEFAULT_TEMPLATE, LibraryService  # noqa: E402
 from clipforge.server.ui_guard import UIGuardMiddleware, inside  # noqa: E402
-from clipforge.server.uploads import SniffedImage, sniff_image  # noqa: E402
+from clipforge.server.uploads import SniffedImage, client_file_name, sniff_image  # noqa: E402
 
 __all__ = ["build_ui", "mount_ui"]
 
@@ -57,11 +57,9 @@ def _base_url(request: Any) -> str:
     return f"http://{headers.get('host', '127.0.0.1')}".rstrip("/")
 
 
-def _client_name(value: Any, fallback: str) -> str:
-    """The file name the browser reported (for messages only; never used to open anything)."""
-    name = value.get("orig_name") if isinstance(value, dict) else None
-    name = os.path.basename(str(name or "").replace("\\", "/")).strip()
-    return name[:80] if name else fallback
+def _client_name(value: Any) -> str | None:
+    """The file name the browser reported, cut like a REST upload's (a label; never used to open anything)."""
+    return client_file_name(value.get("orig_name") if isinstance(value, dict) else None)
 
 
 def read_upload_file(value: Any, service: LibraryService, upload_dir: str, what: str) -> SniffedImage:
@@ -202,9 +200,9 @@ class _Handlers:
     def _add(self, files: list[Any]) -> tuple[int, int, list[str]]:
         added, present, refused = 0, 0, []
         for index, item in enumerate(files[:1000]):
-            name = _client_name(item, f"file {index + 1}")
+            name = _client_name(item)
             try:
-                _, created = self.service.add(self._image(item, name), filename=_client_name(item, "") or None)
+                _, created = self.service.add(self._image(item, (name or f"file {index + 1}")[:80]), filename=name)
             except APIError as exc:
                 refused.append(f"{exc.detail}")
                 continue

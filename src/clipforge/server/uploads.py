@@ -1,10 +1,13 @@
 """Turning bytes from a client into a decoded image, or a 4xx that says what was wrong.
 
-The client's file name and content type are ignored: the format is identified from the
-bytes by Pillow, restricted to the photo formats we mean to accept (Pillow also opens
+The client's content type is ignored and its file name decides nothing: the format is identified
+from the bytes by Pillow, restricted to the photo formats we mean to accept (Pillow also opens
 formats such as EPS that hand the data to external programs). The declared pixel count is
 checked on the header, before any pixel is decoded, so a 60-byte PNG claiming 20000x20000
 pixels costs nothing. Then the whole image is decoded, which is what catches truncation.
+
+The file name is kept only as a label (`client_file_name` cuts it to its last component and a bounded
+length; the library's `clean_upload_name` turns that into the stem of a file under its uploads folder).
 """
 
 from __future__ import annotations
@@ -20,11 +23,12 @@ from PIL import Image, UnidentifiedImageError
 from clipforge.server.errors import APIError
 from clipforge.server.limits import ServerLimits
 
-__all__ = ["ACCEPTED_FORMATS", "SniffedImage", "read_upload", "sniff_image"]
+__all__ = ["ACCEPTED_FORMATS", "MAX_NAME_CHARS", "SniffedImage", "client_file_name", "read_upload", "sniff_image"]
 
 _BASE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 _OPTIONAL_FORMATS = ("AVIF", "HEIF")
 _CHUNK = 1 << 20
+MAX_NAME_CHARS = 255  # of a client's file name handed to the library (which keeps at most 120 bytes of it)
 
 
 def _accepted_formats() -> tuple[str, ...]:
@@ -64,6 +68,19 @@ async def read_upload(upload: Any, limits: ServerLimits, what: str = "image") ->
     if not total:
         raise APIError(400, "empty_file", f"{what} is empty (0 bytes)")
     return b"".join(chunks)
+
+
+def client_file_name(raw: str | None) -> str | None:
+    """The last path component of the file name a client sent, at most `MAX_NAME_CHARS` characters, or None.
+
+    Attacker input, cut here in linear time before anything else reads it: a name is a label, never a
+    path (the library's `clean_upload_name` keeps letters, digits and a few marks of it, NFC, as the stem
+    of a file under its own uploads folder). Both separators count (`C:\\x\\photo.jpg` is `photo.jpg`).
+    """
+    if not raw:
+        return None
+    name = str(raw).replace("\\", "/").rsplit("/", 1)[-1][:MAX_NAME_CHARS]
+    return name if name.strip(" .") else None
 
 
 def _bomb_detail(exc: Exception, what: str, limits: ServerLimits) -> str:
