@@ -22,6 +22,10 @@ class UserError(Exception):
     """A failure the user can fix (bad input, a missing file, no network): one line, exit status 2."""
 
     exit_status: int = EXIT_USER_ERROR
+    http_status: int = 400
+    """What the REST API answers (`clipforge.server.errors.api_error`; the code is the class name in snake
+    case): the request cannot be served as sent. A class about the server's own environment rather than
+    the request (a busy store, a full disk) may say 503 or 507."""
 
 
 class UsageError(UserError, ValueError):

@@ -163,15 +163,17 @@ def test_classify_rejects_bad_labels_and_templates(make_client, photos, labels, 
 
 def test_classify_service_refuses_hostile_templates_the_same_way(library):
     """The UI goes through LibraryService, which uses the same template check as the API."""
-    from clipforge.server.errors import APIError
+    from clipforge.server.errors import api_error
     from clipforge.server.service import LibraryService
+    from clipforge.zeroshot.prompts import TemplateError
 
     service = LibraryService(library)
-    for template in ("{:>1500000000}{}", "{!r}", "{0}", "{} {}"):
-        with pytest.raises(APIError) as info:
+    for template in ("{:>1500000000}{}", "{!r}", "{0}", "{} {}", "no braces"):
+        with pytest.raises(TemplateError) as info:
             service.clean_template(template)
-        assert info.value.status == 400 and info.value.code == "invalid_template"
-        assert repr(template) in info.value.detail
+        error = api_error(info.value, "test")  # what the API and the UI make of it
+        assert error.status == 400 and error.code == "template_error"
+        assert repr(template) in error.detail
     assert service.clean_template(" a {{b}} {} ") == ["a {{b}} {}"] and service.clean_template("imagenet7") == "imagenet7"
 
 

@@ -236,6 +236,8 @@ def test_body_limit_stops_the_app_at_the_limit_and_drains_a_bounded_rest():
 
 
 def test_crashes_become_json_without_internals(make_client, monkeypatch):
+    from clipforge.server.errors import INTERNAL_DETAIL
+
     client = make_client(raise_server_exceptions=False)
     service = client.app.state.service
 
@@ -245,5 +247,5 @@ def test_crashes_become_json_without_internals(make_client, monkeypatch):
     monkeypatch.setattr(service, "stats", broken)
     response = client.get("/api/stats")
     assert response.status_code == 500
-    assert response.json()["error"] == "internal_error" and "RuntimeError" in response.json()["detail"]
-    assert "/very/private/path" not in response.text
+    assert response.json() == {"error": "internal_error", "detail": INTERNAL_DETAIL}
+    assert "/very/private/path" not in response.text and "RuntimeError" not in response.text

@@ -29,7 +29,10 @@ _DESCRIPTION = """Search and classify an image library with CLIP.
 * Uploads are identified by their bytes (not their name or content type) and bounded in bytes and pixels.
 * Changes (`POST /api/images`) need `Authorization: Bearer <token>` or `X-Token: <token>` when the server
   was started with `--token`.
-* Every error is JSON: `{"error": code, "detail": message}`.
+* Every error is JSON: `{"error": code, "detail": message}`. A request that cannot be served as sent gets a 4xx
+  whose code names the reason (a refusal from the library is named after its error class, e.g. `query_error`,
+  `template_error`, `image_load_error`); a fault of the server itself is 500 `internal_error`, whose details
+  stay in the server's log.
 * No cross-origin access (no CORS headers): only pages served by this server call it from a browser.
 """
 

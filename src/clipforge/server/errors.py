@@ -1,13 +1,22 @@
-"""One error shape for every failure of the REST API: `{"error": code, "detail": message}`.
+"""One error shape for every failure of the REST API: `{"error": code, "detail": message}`, and the
+server's one error edge (`api_error`), which the REST handlers and the web UI both call.
 
 Clients branch on the short stable `error` code and show `detail` to people. FastAPI's own
 shapes (`{"detail": [...]}` for validation, `{"detail": "..."}` for HTTPException) are
 converted here, so a client never has to handle two formats.
+
+What a failure becomes is decided in `api_error` alone, by family, never by a list of types:
+the server's own refusals (`APIError`) stay as they are; every `clipforge.errors.UserError`,
+whichever layer raised it, becomes its status (`http_status`, 400 unless the class says) and a
+code named after its class (`QueryError` -> `query_error`), with its message as one line; both
+are logged as one line, without a traceback. Anything else is a bug: the client gets 500 and a
+generic sentence (nothing of the server's internals), the log gets the whole traceback.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -15,9 +24,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from clipforge.errors import UserError, one_line
 from clipforge.server.limits import MAX_IMAGE_ID
 
-__all__ = ["APIError", "error_body", "error_response", "install_error_handlers", "validation_error"]
+__all__ = ["INTERNAL_DETAIL", "APIError", "api_error", "error_body", "error_response", "install_error_handlers",
+           "user_error", "validation_error"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +46,40 @@ class APIError(Exception):
         self.code = code
         self.detail = detail
         self.headers = headers
+
+
+INTERNAL_DETAIL = "an internal error stopped this request; the server log has the details"
+_MAX_DETAIL = 2000
+
+
+def _code(exc: BaseException) -> str:
+    """`ImageLoadError` -> `image_load_error`: the class name, which callers already know it by."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", type(exc).__name__).lower()
+
+
+def user_error(exc: BaseException) -> APIError | None:
+    """`exc` as the answer to the client when it is a user's mistake (an APIError, any UserError), else None."""
+    if isinstance(exc, APIError):
+        return exc
+    if isinstance(exc, UserError):
+        status = getattr(exc, "http_status", 400)
+        return APIError(status if isinstance(status, int) and 400 <= status < 600 else 400, _code(exc),
+                        one_line(exc)[:_MAX_DETAIL])
+    return None
+
+
+def api_error(exc: BaseException, where: str, level: int = logging.INFO) -> APIError:
+    """The server's one error edge: what `exc` becomes for the client, and the log line it leaves.
+
+    A user's mistake (see `user_error`) is logged as one line at `level` (no traceback); anything
+    else is a bug, logged with its traceback, and answered 500 with `INTERNAL_DETAIL`.
+    """
+    error = user_error(exc)
+    if error is None:
+        log.error("unhandled error in %s", where, exc_info=exc)
+        return APIError(500, "internal_error", INTERNAL_DETAIL)
+    log.log(level, "%s refused (%d %s): %s", where, error.status, error.code, str(error.detail)[:200])
+    return error
 
 
 def error_body(code: str, detail: Any) -> dict[str, Any]:
@@ -73,9 +118,16 @@ def _in_path(exc: RequestValidationError) -> bool:
 def install_error_handlers(app: FastAPI) -> None:
     """Route APIError, validation errors, HTTP errors and crashes through `error_response`."""
 
+    def _where(request: Request) -> str:
+        return f"{request.method[:20]} {request.url.path[:80]}"
+
+    # APIError and UserError get handlers of their own (not only the catch-all below): Starlette re-raises
+    # what reaches its `Exception` handler, and uvicorn would print the traceback of a user's mistake.
     @app.exception_handler(APIError)
-    async def _api_error(request: Request, exc: APIError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.detail, exc.headers)
+    @app.exception_handler(UserError)
+    async def _refused(request: Request, exc: Exception) -> JSONResponse:
+        error = api_error(exc, _where(request))
+        return error_response(error.status, error.code, error.detail, error.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -92,6 +144,5 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:
         # The traceback goes to the server log, never to the client.
-        log.exception("unhandled error in %s %s", request.method, request.url.path)
-        return error_response(500, "internal_error", f"{type(exc).__name__} while handling the request; "
-                                                     f"see the server log")
+        error = api_error(exc, _where(request))
+        return error_response(error.status, error.code, error.detail, error.headers)

@@ -104,7 +104,7 @@ class LibraryService:
 
     def clean_template(self, template: str | None) -> str | list[str]:
         """A known template set name, or one template (as a one-element list) that passed the one
-        template check of `clipforge.zeroshot.prompts` (only `{}`, bounded length)."""
+        template check of `clipforge.zeroshot.prompts` (only `{}`, bounded length); else TemplateError."""
         from clipforge.zeroshot.prompts import TemplateError, check_template, list_template_sets
 
         value = (template or "").strip() or DEFAULT_TEMPLATE
@@ -112,13 +112,9 @@ class LibraryService:
         if value in sets:
             return value
         if "{" not in value and "}" not in value:
-            raise APIError(400, "invalid_template", f"template {value[:80]!r} is neither a string containing '{{}}' "
-                                                    f"such as {DEFAULT_TEMPLATE!r} nor a template set name "
-                                                    f"({', '.join(sets[:8])}, ...)")
-        try:
-            return [check_template(value)]
-        except TemplateError as exc:
-            raise APIError(400, "invalid_template", str(exc)) from None
+            raise TemplateError(f"template {value[:80]!r} is neither a string containing '{{}}' such as "
+                                f"{DEFAULT_TEMPLATE!r} nor a template set name ({', '.join(sets[:8])}, ...)")
+        return [check_template(value)]  # a TemplateError (a UserError) says what is wrong
 
     # -- operations -------------------------------------------------------------------------
     def search(self, text: str | None, image: SniffedImage | None, top_k: int,
@@ -131,11 +127,10 @@ class LibraryService:
             raise APIError(400, "invalid_top_k", f"top_k must be between 1 and {self.limits.max_top_k}, got {top_k}")
         filter_tags = self.clean_labels(tags, "tags") or None
         start = time.perf_counter()
-        try:
-            hits = self.library.search(text=text, image=image.image if image is not None else None, top_k=int(top_k),
-                                       filter_tags=filter_tags)
-        except ValueError as exc:
-            raise APIError(400, "bad_query", str(exc)) from None
+        # What the library refuses (a `UserError` of any layer) reaches the client through
+        # `errors.api_error`; any other exception is a bug, not "a bad query".
+        hits = self.library.search(text=text, image=image.image if image is not None else None, top_k=int(top_k),
+                                   filter_tags=filter_tags)
         return hits, (time.perf_counter() - start) * 1000
 
     def classify_plan(self, labels: str | list[str] | None, template: str | None) -> tuple[list[str], str | list[str]]:
@@ -163,10 +158,7 @@ class LibraryService:
         """((label, probability) most likely first, templates used, milliseconds)."""
         clean, templates = self.classify_plan(labels, template)
         start = time.perf_counter()
-        try:
-            ranked = self.library.classify_image(image.image, clean, templates)
-        except ValueError as exc:
-            raise APIError(400, "bad_labels", str(exc)) from None
+        ranked = self.library.classify_image(image.image, clean, templates)
         return ranked, templates, (time.perf_counter() - start) * 1000
 
     def add(self, image: SniffedImage, filename: str | None = None) -> tuple[Any, bool]:

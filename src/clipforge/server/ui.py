@@ -29,7 +29,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 import gradio as gr  # noqa: E402
 
 from clipforge.library.dbfile import display_path  # noqa: E402
-from clipforge.server.errors import APIError  # noqa: E402
+from clipforge.server.errors import APIError, api_error, user_error  # noqa: E402
 from clipforge.server.fair import client_key  # noqa: E402
 from clipforge.server.service import DEFAULT_TEMPLATE, LibraryService  # noqa: E402
 from clipforge.server.ui_guard import UIGuardMiddleware, inside  # noqa: E402
@@ -99,10 +99,11 @@ def _message(exc: APIError) -> str:
     return f"⚠️ **{exc.status} {exc.code.replace('_', ' ')}**: {html.escape(exc.detail)}"
 
 
-def _refused(event: str, exc: APIError) -> str:
-    # A user's mistake: one log line (never a traceback), and the message for the page.
-    log.warning("UI %s refused (%d %s): %s", event, exc.status, exc.code, exc.detail[:200])
-    return _message(exc)
+def _refused(event: str, exc: BaseException) -> str:
+    """The status line for any failure of an event, through the server's one error edge: a user's mistake
+    (an APIError, any `UserError`) is one log line and its own words; a bug is its traceback in the log
+    and a generic sentence on the page. Either way the other outputs keep what they showed."""
+    return _message(api_error(exc, f"UI {event}", logging.WARNING))
 
 
 def _number(value: Any, name: str) -> int:
@@ -146,7 +147,7 @@ class _Handlers:
             if not (text or "").strip() and not image:
                 raise APIError(400, "empty_query", "type what to look for, or choose an example image")
             hits, took = await self._in_turn(request, self._search, text, image, top_k, tags)
-        except APIError as exc:
+        except Exception as exc:
             return gr.skip(), _refused("search", exc)
         base = _base_url(request)
         items = [(self.thumb(base, h.id), f"{h.score:.3f} · {display_path(os.path.basename(h.path))}") for h in hits]
@@ -168,7 +169,7 @@ class _Handlers:
             labels, template = _text(labels), _text(template)
             self.service.classify_plan(labels, template)  # refused now, without waiting for a turn
             ranked = await self._in_turn(request, self._classify, image, labels, template)
-        except APIError as exc:
+        except Exception as exc:
             return gr.skip(), _refused("classify", exc)
         return {label: float(p) for label, p in ranked}, ""
 
@@ -184,17 +185,26 @@ class _Handlers:
         return items, summary, int(offset), next_offset is not None
 
     def first_page(self, request: gr.Request = None):
-        items, summary, _, _ = self.browse(0, request)
+        try:
+            items, summary, _, _ = self.browse(0, request)
+        except Exception as exc:  # the summary line says why; nothing else changes
+            return gr.skip(), _refused("library", exc)
         return items, summary
 
     def previous_page(self, offset: int, request: gr.Request = None):
-        items, summary, offset, _ = self.browse(max(0, int(offset) - PAGE_SIZE), request)
+        try:
+            items, summary, offset, _ = self.browse(max(0, int(offset) - PAGE_SIZE), request)
+        except Exception as exc:
+            return gr.skip(), _refused("library", exc), gr.skip()
         return items, summary, offset
 
     def next_page(self, offset: int, request: gr.Request = None):
-        items, summary, new_offset, _ = self.browse(int(offset) + PAGE_SIZE, request)
-        if not items:  # past the end: stay on the last page
-            items, summary, new_offset, _ = self.browse(int(offset), request)
+        try:
+            items, summary, new_offset, _ = self.browse(int(offset) + PAGE_SIZE, request)
+            if not items:  # past the end: stay on the last page
+                items, summary, new_offset, _ = self.browse(int(offset), request)
+        except Exception as exc:
+            return gr.skip(), _refused("library", exc), gr.skip()
         return items, summary, new_offset
 
     def _add(self, files: list[Any]) -> tuple[int, int, list[str]]:
@@ -203,8 +213,11 @@ class _Handlers:
             name = _client_name(item)
             try:
                 _, created = self.service.add(self._image(item, (name or f"file {index + 1}")[:80]), filename=name)
-            except APIError as exc:
-                refused.append(f"{exc.detail}")
+            except Exception as exc:
+                error = user_error(exc)  # a bad file is counted and named; a bug stops the batch
+                if error is None:
+                    raise
+                refused.append(f"{error.detail}")
                 continue
             added += int(created)
             present += int(not created)
@@ -220,11 +233,14 @@ class _Handlers:
                                                     "the server token is wrong")
             files = files if isinstance(files, list) else [files]
             added, present, refused = await self._in_turn(request, self._add, files)
-        except APIError as exc:  # the chosen files, the gallery and the summary stay as they were
+        except Exception as exc:  # the chosen files, the gallery and the summary stay as they were
             return _refused("add", exc), gr.skip(), gr.skip(), gr.skip()
         lines = [f"Added {added} image(s); {present} already in the library; {len(refused)} refused."]
         lines += [f"- {html.escape(reason)}" for reason in refused[:20]]
-        items, summary, offset, _ = self.browse(offset, request)
+        try:
+            items, summary, offset, _ = self.browse(offset, request)
+        except Exception as exc:
+            return "\n".join([*lines, _refused("library", exc)]), gr.skip(), gr.skip(), None
         return "\n".join(lines), items, summary, None
 
 
