@@ -150,15 +150,19 @@ def test_gradio_answering_early_still_lets_urllib_read_its_413(library, tmp_path
 def test_an_upload_trickling_under_the_idle_timeout_is_cut_at_the_request_timeout(library, tmp_path, monkeypatch,
                                                                                    route):
     """One byte a second never trips the 10 s idle timeout; gradio's upload route is bounded in total
-    time like the REST API, so such a client cannot hold a socket (and an upload slot) forever."""
+    time like the REST API, so such a client cannot hold a socket (and an upload slot) forever.
+
+    Checked as an order of events, not a time: the server ends the request (a 503, or a closed socket)
+    while the client is still trickling, long before the client would stop on its own (after 120 s, or
+    when its declared 100,000 bytes are sent)."""
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "uploads"))
     limits = ServerLimits(request_timeout_s=2)
     with live_server(create_app(library, ui=True, limits=limits), limits) as (_, port):
         sock = socket.create_connection(("127.0.0.1", port), timeout=20)
         sock.sendall(b"POST " + route + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n"
                      b"Content-Type: multipart/form-data; boundary=zz\r\n\r\n--zz\r\n")
-        answer, ended, started = b"", False, time.monotonic()
-        while not ended and time.monotonic() < started + 15:
+        answer, ended, sent, started = b"", False, 0, time.monotonic()
+        while not ended and time.monotonic() < started + 120 and sent < 100_000:
             readable, _, _ = select.select([sock], [], [], 0.5)  # read what came before sending more
             if readable:
                 try:
@@ -169,8 +173,8 @@ def test_an_upload_trickling_under_the_idle_timeout_is_cut_at_the_request_timeou
                 continue
             with contextlib.suppress(OSError):
                 sock.sendall(b"a")
-        elapsed = time.monotonic() - started
+                sent += 1
         sock.close()
-    # The server ended the request at its 2 s limit (normally with a readable 503), not after our 15 s.
-    assert ended and elapsed < 10, (elapsed, answer[:200])
+    # The server ended the request (normally with a readable 503) while the client was still sending.
+    assert ended, f"the server let a trickling upload run ({sent} bytes in {time.monotonic() - started:.0f} s)"
     assert answer == b"" or answer.startswith(b"HTTP/1.1 503"), answer[:200]
