@@ -259,9 +259,14 @@ def build_server(app: Any, limits: ServerLimits, log_level: str = "info") -> Any
     """The uvicorn Server `serve` runs (tests run the same one on a loopback socket)."""
     import uvicorn
 
+    # A client's address (fairness, per-address caps, the access log) is the peer's, unless the operator
+    # names the reverse proxies it runs behind in `FORWARDED_ALLOW_IPS`: uvicorn's default trusts
+    # `X-Forwarded-For` from loopback, where `serve` listens, so any client could be a new one per request.
+    proxies = os.environ.get("FORWARDED_ALLOW_IPS", "").strip()
     config = uvicorn.Config(app, log_level=log_level, http=_protocol_with_header_timeout(limits.header_timeout_s),
                             timeout_keep_alive=max(1, int(limits.keep_alive_s)), timeout_graceful_shutdown=5,
-                            server_header=False, limit_concurrency=None, backlog=2048, lifespan="on")
+                            server_header=False, limit_concurrency=None, backlog=2048, lifespan="on",
+                            proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None)
     server = uvicorn.Server(config)
     config.load()  # configures uvicorn's loggers now, so the filter below is not replaced later
     access = logging.getLogger("uvicorn.access")
