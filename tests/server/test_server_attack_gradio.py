@@ -16,6 +16,7 @@ import html
 import json
 import os
 import tempfile
+import threading
 import uuid
 from pathlib import Path
 
@@ -485,3 +486,57 @@ def test_queued_ui_events_of_one_client_do_not_starve_another(ui_env, photos, mo
     assert len(finished) == 9 and all(item.endswith(":") for item in finished), finished
     position = finished.index(f"{other}:")
     assert position <= 2, f"the other session waited for {position} of the hog's events"
+
+
+def test_a_flood_of_library_page_events_does_not_queue_another_user_behind_it(ui_env, monkeypatch):
+    """The Library tab's paging events ran in gradio's first-come queue (one at a time, no bound): a
+    session that joined 40 "Next page" events made another session's one page wait for all 40 (and
+    nothing bounded how many it could queue). Paging now takes turns per client in a gate of its own
+    (model work does not delay it), with the same per-client cap as model work (429 beyond it)."""
+    make, _, _, _ = ui_env
+    client = make()
+    service = client.app.state.service
+    other_joined = threading.Event()
+    real_stats = type(service.library).stats
+
+    def stats(self):
+        other_joined.wait(60)  # the first page served waits until every event has joined
+        return real_stats(self)
+
+    monkeypatch.setattr(type(service.library), "stats", stats)
+    next_page = _fn_index(client, "next_page")
+    finished: list[str] = []
+
+    def join(session: str) -> None:
+        joined = client.post("/gradio_api/queue/join", json={
+            "fn_index": next_page, "data": [None], "session_hash": session, "event_data": None,
+            "trigger_id": None})
+        assert joined.status_code == 200, joined.text
+
+    def stream(session: str, count: int) -> None:
+        with client.stream("GET", "/gradio_api/queue/data", params={"session_hash": session}) as events:
+            for line in events.iter_lines():
+                message = json.loads(line[5:]) if line.startswith("data:") else {}
+                if message.get("msg") == "process_completed":
+                    summary = str(message["output"]["data"][1]) if message.get("success") else "failed"
+                    finished.append(f"{session}:{'refused' if summary.startswith('⚠️') else 'page'}")
+                    count -= 1
+                if count == 0 or message.get("msg") == "close_stream":
+                    return
+
+    hog, other = uuid.uuid4().hex, uuid.uuid4().hex
+    for _ in range(40):
+        join(hog)  # all queued before the other session's event
+    join(other)
+    other_joined.set()
+    readers = [threading.Thread(target=stream, args=(hog, 40)), threading.Thread(target=stream, args=(other, 1))]
+    for reader in readers:
+        reader.start()
+    for reader in readers:
+        reader.join(timeout=120)
+    assert len(finished) == 41 and f"{other}:page" in finished, finished
+    served = [item for item in finished if item.endswith(":page")]
+    position = served.index(f"{other}:page")
+    assert position <= 2, f"the other session waited for {position} of the hog's pages"
+    limit = service.limits.max_client_requests
+    assert served.count(f"{hog}:page") <= limit and finished.count(f"{hog}:refused") >= 40 - limit

@@ -63,6 +63,9 @@ class LibraryService:
         self._write_lock = threading.Lock()  # one upload at a time (the library also serialises its writes)
         # Model work takes turns, round-robin between clients (REST and UI alike): see `fair`.
         self.gate = FairGate(slots=1, per_client=self.limits.max_client_requests)
+        # The UI's library pages (SQLite reads, no model) take turns in a gate of their own: a flood of
+        # "Next page" events neither queues other users behind it nor waits behind model work.
+        self.pages = FairGate(slots=2, per_client=self.limits.max_client_requests)
         encoder = library.encoder  # load the model now: a broken model fails at start, not on first use
         self.model_name: str = encoder.name or f"custom model {encoder.fingerprint[:12]}"
         self.notice = model_notice(encoder.name)

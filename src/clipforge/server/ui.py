@@ -184,25 +184,33 @@ class _Handlers:
                    f"read) · showing {shown}" + _tag_line(stats.get("tags") or {}))
         return items, summary, int(offset), next_offset is not None
 
-    def first_page(self, request: gr.Request = None):
+    async def _page(self, request: Any, offset: int, stay: int | None = None):
+        """browse(offset) when this client's turn comes in `service.pages`; past the end, browse(stay)."""
+        def read():
+            page = self.browse(offset, request)
+            return self.browse(stay, request) if stay is not None and not page[0] else page
+
+        client = client_key(_host(request), getattr(request, "session_hash", None))
+        return await self.service.pages.run(client, read)
+
+    async def first_page(self, request: gr.Request = None):
         try:
-            items, summary, _, _ = self.browse(0, request)
+            items, summary, _, _ = await self._page(request, 0)
         except Exception as exc:  # the summary line says why; nothing else changes
             return gr.skip(), _refused("library", exc)
         return items, summary
 
-    def previous_page(self, offset: int, request: gr.Request = None):
+    async def previous_page(self, offset: int, request: gr.Request = None):
         try:
-            items, summary, offset, _ = self.browse(max(0, int(offset) - PAGE_SIZE), request)
+            items, summary, offset, _ = await self._page(request, max(0, int(offset) - PAGE_SIZE))
         except Exception as exc:
             return gr.skip(), _refused("library", exc), gr.skip()
         return items, summary, offset
 
-    def next_page(self, offset: int, request: gr.Request = None):
+    async def next_page(self, offset: int, request: gr.Request = None):
         try:
-            items, summary, new_offset, _ = self.browse(int(offset) + PAGE_SIZE, request)
-            if not items:  # past the end: stay on the last page
-                items, summary, new_offset, _ = self.browse(int(offset), request)
+            # past the end: stay on the last page
+            items, summary, new_offset, _ = await self._page(request, int(offset) + PAGE_SIZE, int(offset))
         except Exception as exc:
             return gr.skip(), _refused("library", exc), gr.skip()
         return items, summary, new_offset
@@ -238,7 +246,7 @@ class _Handlers:
         lines = [f"Added {added} image(s); {present} already in the library; {len(refused)} refused."]
         lines += [f"- {html.escape(reason)}" for reason in refused[:20]]
         try:
-            items, summary, offset, _ = self.browse(offset, request)
+            items, summary, offset, _ = await self._page(request, int(offset))  # not on the event loop
         except Exception as exc:
             return "\n".join([*lines, _refused("library", exc)]), gr.skip(), gr.skip(), None
         return "\n".join(lines), items, summary, None
@@ -317,12 +325,15 @@ def build_ui(service: LibraryService, upload_dir: str):
                 token = gr.Textbox(label="Server token", type="password", visible=service.tokens.enabled)
                 add_button = gr.Button("Add to library", variant="primary", elem_id="add-button")
                 add_status = gr.Markdown(elem_id="add-status")
-            previous.click(handlers.previous_page, offset, [browse, summary, offset], api_name=False)
-            following.click(handlers.next_page, offset, [browse, summary, offset], api_name=False)
+            # Paging takes turns per client in `service.pages`, not in gradio's first-come queue.
+            previous.click(handlers.previous_page, offset, [browse, summary, offset], api_name=False,
+                           concurrency_limit=None)
+            following.click(handlers.next_page, offset, [browse, summary, offset], api_name=False,
+                            concurrency_limit=None)
             add_button.click(handlers.add, [files, token, offset], [add_status, browse, summary, files],
                              api_name=False, preprocess=False, concurrency_limit=None)
 
-        demo.load(handlers.first_page, None, [browse, summary], api_name=False)
+        demo.load(handlers.first_page, None, [browse, summary], api_name=False, concurrency_limit=None)
     return demo
 
 
