@@ -441,15 +441,13 @@ def test_ui_search_and_add_still_work_through_the_event_api(ui_env, library, kit
 def test_queued_ui_events_of_one_client_do_not_starve_another(ui_env, photos, monkeypatch, library):
     """8 classify events queued by one browser session made another session's 2-label classify wait for all
     of them (gradio's queue is first come, first served). Now the other session's event runs second."""
-    import threading
-    import time
-
     make, _, _, _ = ui_env
     model = library.encoder.model
     original = model.encode_text
+    other_joined = threading.Event()
 
     def slow(tokens, *args, **kwargs):
-        time.sleep(0.05)
+        other_joined.wait(60)  # the hog's first event holds the model until every event has joined
         return original(tokens, *args, **kwargs)
 
     monkeypatch.setattr(model, "encode_text", slow)
@@ -478,6 +476,7 @@ def test_queued_ui_events_of_one_client_do_not_starve_another(ui_env, photos, mo
     for i in range(8):
         join(hog, f"thing{i}, other{i}")  # all queued before the other session's event
     join(other, "cat, dog")
+    other_joined.set()
     readers = [threading.Thread(target=stream, args=(hog, 8)), threading.Thread(target=stream, args=(other, 1))]
     for reader in readers:
         reader.start()
@@ -494,7 +493,7 @@ def test_a_flood_of_library_page_events_does_not_queue_another_user_behind_it(ui
     nothing bounded how many it could queue). Paging now takes turns per client in a gate of its own
     (model work does not delay it), with the same per-client cap as model work (429 beyond it)."""
     make, _, _, _ = ui_env
-    client = make()
+    client = make(ServerLimits(ui_unread_events=64))  # 40 joins before reading: past the default 32 unread
     service = client.app.state.service
     other_joined = threading.Event()
     real_stats = type(service.library).stats
@@ -540,3 +539,40 @@ def test_a_flood_of_library_page_events_does_not_queue_another_user_behind_it(ui
     assert position <= 2, f"the other session waited for {position} of the hog's pages"
     limit = service.limits.max_client_requests
     assert served.count(f"{hog}:page") <= limit and finished.count(f"{hog}:refused") >= 40 - limit
+
+
+def _join(client, fn_index: int, data: list, session: str):
+    return client.post("/gradio_api/queue/join", json={"fn_index": fn_index, "data": data, "session_hash": session,
+                                                       "event_data": None, "trigger_id": None})
+
+
+def test_answers_nobody_reads_are_bounded_per_session_and_per_address(ui_env):
+    """gradio keeps every answer of an event until its session reads `/gradio_api/queue/data`; a client that
+    joins events and never reads made the server keep each answer (about 7 KB) forever: 1,200 joins of one
+    session left 1,200 unread events and 3,600 messages (the per-client cap answers quickly, it does not
+    stop the joins). Now a session may leave `ui_unread_events` answers unread, and an address
+    `ui_unread_sessions` sessions with unread answers; past that a join is refused (429) until they are read."""
+    make, _, _, _ = ui_env
+    limits = ServerLimits(ui_unread_events=4, ui_unread_sessions=3)
+    client = make(limits)
+    search = _fn_index(client, "search")
+    queue = _blocks(client)._queue
+    hog = uuid.uuid4().hex
+    statuses = [_join(client, search, ["", None, 3, ""], hog).status_code for _ in range(10)]
+    assert statuses[:4] == [200] * 4 and statuses[4:] == [429] * 6, statuses
+    assert len(queue.pending_event_ids_session.get(hog, ())) <= 4
+    refused = _join(client, search, ["", None, 3, ""], hog)
+    assert refused.json()["error"] == "too_many_requests" and "read" in refused.json()["detail"]
+    # more sessions from the same address, each leaving its answer unread
+    others = [uuid.uuid4().hex for _ in range(4)]
+    statuses = [_join(client, search, ["", None, 3, ""], s).status_code for s in others]
+    assert statuses == [200, 200, 429, 429], statuses  # the hog's session is the first of three
+    # reading a session's answers makes room again
+    with client.stream("GET", "/gradio_api/queue/data", params={"session_hash": hog}) as events:
+        seen = 0
+        for line in events.iter_lines():
+            if line.startswith("data:") and json.loads(line[5:]).get("msg") == "process_completed":
+                seen += 1
+            if seen == 4:
+                break
+    assert _join(client, search, ["", None, 3, ""], others[2]).status_code == 200

@@ -85,6 +85,10 @@ class ServerLimits:
     """Files the web UI's upload folder may hold (40,000 tiny files once passed as "0.8 MB")."""
     ui_cache_age_s: float = 1800.0
     """Web-UI uploads older than this many seconds are deleted."""
+    ui_unread_events: int = 32
+    """Answers of web-UI events one browser session may leave unread (gradio keeps each until it is read)."""
+    ui_unread_sessions: int = 64
+    """Browser sessions of one address that may have unread answers at once."""
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():

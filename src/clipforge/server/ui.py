@@ -360,7 +360,9 @@ def mount_ui(app: Any, service: LibraryService) -> Any:
     demo.has_launched = True
     app.add_middleware(UIGuardMiddleware, upload_dir=upload_dir, max_json_bytes=limits.max_ui_request_bytes,
                        cache_bytes=limits.ui_cache_bytes, cache_age_s=limits.ui_cache_age_s, events=set(demo.fns),
-                       cache_files=limits.ui_cache_files, max_body_bytes=limits.max_body_bytes)
+                       cache_files=limits.ui_cache_files, max_body_bytes=limits.max_body_bytes,
+                       unread=lambda session: len(demo._queue.pending_event_ids_session.get(session, ())),
+                       max_unread_events=limits.ui_unread_events, max_unread_sessions=limits.ui_unread_sessions)
     app.state.ui_blocks = demo
     app.state.ui_upload_dir = upload_dir
     return app

@@ -20,7 +20,10 @@ upload folder, and this middleware), so a gap in one of them is not a hole:
   files older than their maximum age are deleted); a full disk is a 507 too, and what the failed
   upload left behind is removed;
 * every upload is bound to the browser that sent it (an HttpOnly cookie holding a random id),
-  and events or `file=` requests naming another browser's upload are refused (403).
+  and events or `file=` requests naming another browser's upload are refused (403);
+* gradio keeps every answer until the session that joined the event reads its stream: a join is
+  refused (429) when its session already has `max_unread_events` unread answers, or its address
+  `max_unread_sessions` sessions with unread answers (a join must name its session).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import re
 import secrets
 import stat
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -154,8 +157,13 @@ class UIGuardMiddleware:
 
     def __init__(self, app: ASGIApp, upload_dir: str | os.PathLike[str], max_json_bytes: int,
                  cache_bytes: int, cache_age_s: float, events: Collection[int] = (), cache_files: int = 2000,
-                 max_body_bytes: int | None = None) -> None:
+                 max_body_bytes: int | None = None, unread: Callable[[str], int] | None = None,
+                 max_unread_events: int = 32, max_unread_sessions: int = 64) -> None:
         self.app = app
+        self.unread = unread  # session hash -> answers gradio keeps for it, unread
+        self.max_unread_events = int(max_unread_events)
+        self.max_unread_sessions = int(max_unread_sessions)
+        self._unread_sessions: dict[str, dict[str, None]] = {}  # address -> its sessions with unread answers
         self.events = frozenset(events)
         self.upload_dir = os.path.realpath(upload_dir)
         self.max_json_bytes = int(max_json_bytes)
@@ -244,6 +252,28 @@ class UIGuardMiddleware:
                 message = {**message, "headers": [*message.get("headers", []), (b"set-cookie", cookie)]}
             await send(message)
 
+    def _unread_refusal(self, scope: Scope, session: Any) -> tuple[int, str, str] | None:
+        """(status, code, detail) when a queue/join would leave too many answers unread, else None."""
+        if self.unread is None:
+            return None
+        if not isinstance(session, str) or not 0 < len(session) <= 128:
+            return 400, "bad_request", "a UI event needs its session_hash (at most 128 characters)"
+        host = _host(scope)
+        sessions = self._unread_sessions.setdefault(host, {})
+        for read in [s for s in sessions if s != session and self.unread(s) == 0]:  # read: their place is free
+            del sessions[read]
+        if self.unread(session) >= self.max_unread_events:
+            detail = (f"this page has {self.max_unread_events} answers it has not read yet; reload the page")
+        elif session not in sessions and len(sessions) >= self.max_unread_sessions:
+            detail = (f"{self.max_unread_sessions} pages from your address have answers they have not read yet; "
+                      f"close some or reload them")
+        else:
+            sessions[session] = None
+            return None
+        if not sessions:
+            del self._unread_sessions[host]
+        return 429, "too_many_requests", detail
+
     async def _event(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Buffer a (small) JSON body, refuse it when it names a server file, else replay it to gradio."""
         chunks: list[bytes] = []
@@ -278,6 +308,10 @@ class UIGuardMiddleware:
             if type(fn_index) is not int or fn_index not in self.events:
                 await send_json(send, 400, "bad_request", "unknown UI event (fn_index)")
                 return
+            refusal = self._unread_refusal(scope, decoded.get("session_hash"))
+            if refusal is not None:
+                await send_json(send, *refusal)
+                return
         owner = uploader(scope)
         if not all(is_upload(p, self.upload_dir) and self.ledger.owns(p, owner) for p in paths):
             await send_json(send, 403, "forbidden", _FORBIDDEN)
@@ -292,6 +326,11 @@ class UIGuardMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+def _host(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0])[:64] if client else "unknown"
 
 
 def _stored_files(answer: list[Message], upload_dir: str) -> list[tuple[str, int]]:
