@@ -4,7 +4,8 @@ The router is also the contract: every operation declares its parameters with th
 its request bodies (JSON and form, from `bodies`), each status code it can answer with the
 `{"error", "detail"}` schema, and its success schema, so `/openapi.json` says exactly what the
 server accepts and returns. Sync library calls (model inference, SQLite, JPEG encoding) run
-in the threadpool so the event loop keeps serving. Methods a path does not list answer 405
+in the threadpool so the event loop keeps serving; model work and the decoding of a request's
+image run there in the client's turn (`fair.FairGate`). Methods a path does not list answer 405
 with an `Allow` header, and `/api/...` paths that match no endpoint get a JSON 404 here
 instead of falling through to the UI mounted at `/`.
 """
@@ -16,7 +17,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response, Security
 from fastapi.security import APIKeyHeader, HTTPBearer
-from starlette.concurrency import run_in_threadpool
 from starlette.routing import Match
 from starlette.routing import Route as StarletteRoute
 
@@ -100,8 +100,10 @@ def build_router(service: LibraryService) -> APIRouter:
     page, thumb = min(50, limits.max_page_size), min(limits.thumb_size, limits.max_thumb_size)  # defaults in bounds
     ImageId = Annotated[int, Path(ge=1, le=MAX_IMAGE_ID, description="an image id from search or listing")]  # noqa: N806
 
-    async def sniffed(data: bytes | None, what: str):
-        return None if data is None else await run_in_threadpool(sniff_image, data, limits, what)
+    def sniffed(data: bytes | None, what: str):
+        # Called inside the client's turn: a 20 MB file may decode to 150 MB of pixels, so images are
+        # decoded one turn at a time, not as soon as each body has arrived.
+        return None if data is None else sniff_image(data, limits, what)
 
     async def in_turn(request: Request, fn: Any, *args: Any) -> Any:
         """fn(*args) in a thread when this client's turn comes (see `fair.FairGate`)."""
@@ -124,10 +126,14 @@ def build_router(service: LibraryService) -> APIRouter:
         by example. Form data works too (the image as a file part).
         """
         body = (await parse_body(request, bodies.search, limits)).fields
-        image = await sniffed(body.get("image"), "query image")
-        hits, took = await in_turn(request, service.search, body.get("text"), image, body["top_k"], body.get("tags"))
+
+        def work():
+            return service.search(body.get("text"), sniffed(body.get("image"), "query image"), body["top_k"],
+                                  body.get("tags"))
+
+        hits, took = await in_turn(request, work)
         prefix = _prefix(request)
-        return schemas.SearchOut(text=service.clean_text(body.get("text")), image=image is not None,
+        return schemas.SearchOut(text=service.clean_text(body.get("text")), image=body.get("image") is not None,
                                  top_k=body["top_k"], tags=service.clean_labels(body.get("tags"), "tags") or None,
                                  model=service.model_name, took_ms=round(took, 2),
                                  results=[schemas.hit_out(h, prefix) for h in hits])
@@ -142,8 +148,11 @@ def build_router(service: LibraryService) -> APIRouter:
         """
         body = (await parse_body(request, bodies.classify, limits)).fields
         service.classify_plan(body["labels"], body["template"])  # a 400 now, not after waiting for a turn
-        image = await sniffed(body["image"], "image")
-        ranked, templates, took = await in_turn(request, service.classify, image, body["labels"], body["template"])
+
+        def work():
+            return service.classify(sniffed(body["image"], "image"), body["labels"], body["template"])
+
+        ranked, templates, took = await in_turn(request, work)
         return schemas.ClassifyOut(labels=[schemas.LabelProbability(label=lb, probability=round(p, 6))
                                            for lb, p in ranked],
                                    templates=templates, model=service.model_name, took_ms=round(took, 2))
@@ -174,9 +183,8 @@ def build_router(service: LibraryService) -> APIRouter:
         """
         service.tokens.require(request.headers.get("authorization"), request.headers.get("x-token"))
         parsed = await parse_body(request, bodies.upload, limits)
-        image = await sniffed(parsed.fields["file"], "upload")
         name = client_file_name(parsed.file_names.get("file"))
-        record, created = await in_turn(request, service.add, image, name)
+        record, created = await in_turn(request, lambda: service.add(sniffed(parsed.fields["file"], "upload"), name))
         if not created:
             response.status_code = 200
         return schemas.UploadOut(created=created, image=schemas.image_out(record, service.tags(record.id),

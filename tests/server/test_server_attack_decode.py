@@ -1,0 +1,63 @@
+"""Images sent to the REST API are decoded in the client's turn, not all at once.
+
+A 20 MB PNG may hold 50 million pixels: about 150 MB once decoded. The REST routes decoded every
+request's image in the thread pool as soon as its body had arrived, before taking a turn, so one
+client sending 40 such searches at once had 40 images decoded side by side (gigabytes of pixels),
+past the per-client cap that only counted the model work after the decode. Now the decode is part of
+the turn (as it already was in the web UI): at most the gate's slots decode at once, and a client's
+requests beyond its cap are refused (429) before anything is decoded.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import httpx
+
+from clipforge.server import ServerLimits, api, create_app
+
+
+def test_concurrent_images_of_one_client_are_decoded_in_turn(library, live_server, monkeypatch, kit):
+    limits = ServerLimits(max_client_requests=8)
+    lock, release = threading.Lock(), threading.Event()
+    state = {"inside": 0, "peak": 0, "entered": 0}
+    real = api.sniff_image
+
+    def sniff(*args, **kwargs):
+        with lock:
+            state["inside"] += 1
+            state["entered"] += 1
+            state["peak"] = max(state["peak"], state["inside"])
+        release.wait(60)
+        try:
+            return real(*args, **kwargs)
+        finally:
+            with lock:
+                state["inside"] -= 1
+
+    monkeypatch.setattr(api, "sniff_image", sniff)
+    app = create_app(library, ui=False, limits=limits)
+    gate = app.state.service.gate
+    image = kit.encode(kit.picture((20, 200, 20), seed=11))
+    answers: list[int] = []
+
+    def search() -> None:
+        answers.append(httpx.post(f"{url}/api/search", files={"image": ("q.png", image, "image/png")},
+                                  data={"top_k": 1}, timeout=120).status_code)
+
+    with live_server(app, limits) as url:
+        senders = [threading.Thread(target=search) for _ in range(6)]
+        for sender in senders:
+            sender.start()
+        # Every request has either started its decode or is waiting for its turn: an order, not a time.
+        for _ in range(6000):
+            with lock:
+                placed = state["entered"] + gate.waiting()
+            if placed >= 6:
+                break
+            threading.Event().wait(0.01)
+        release.set()
+        for sender in senders:
+            sender.join(timeout=120)
+    assert answers == [200] * 6, answers
+    assert state["peak"] <= gate.slots, f"{state['peak']} images of one client were decoded at once"
