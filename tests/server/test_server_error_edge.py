@@ -51,8 +51,7 @@ def test_a_user_error_deep_in_a_task_is_json_for_the_client_and_one_log_line(lib
                                                                                 caplog, capfd):
     caplog.set_level(logging.INFO)
     _break_deep(library, monkeypatch)
-    limits = None
-    app = create_app(library, ui=False, limits=limits)
+    app = create_app(library, ui=False)
     image = kit.encode(kit.picture((200, 30, 30), seed=7))
     with live_server(app, app.state.service.limits) as url:
         searched = httpx.post(f"{url}/api/search", json={"text": "a cat", "tags": ["sunset"]}, timeout=60)
@@ -143,3 +142,22 @@ def test_a_family_member_may_name_its_own_status(status):
 
     error = api_error(StoreBusyError("the store is busy;\n try again"), "test")
     assert (error.status, error.code, error.detail) == (status, "store_busy_error", "the store is busy; try again")
+
+
+def test_a_user_error_that_names_a_server_path_shows_only_the_file_name(make_client, library, monkeypatch):
+    """A UserError names its file for a person at the terminal; a client of the server sees the file's name,
+    never the folders above it (the API publishes no absolute server path)."""
+    from clipforge.library.schema import SchemaError
+
+    where = f"{library.paths.root}/library.sqlite3"
+
+    def damaged(*args, **kwargs):
+        raise SchemaError(f"library {where} is damaged (see http://example.org/a/b and ./rel/x.txt)")
+
+    monkeypatch.setattr(type(library), "classify_image", damaged)
+    client = make_client()
+    png = client.post("/api/classify", json={"image": "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAA"
+                                                      "MBAQDJ/pLvAAAAAElFTkSuQmCC", "labels": ["cat"]})
+    assert png.status_code == 400, png.text
+    assert png.json() == {"error": "schema_error", "detail": "library library.sqlite3 is damaged (see "
+                                                             "http://example.org/a/b and ./rel/x.txt)"}

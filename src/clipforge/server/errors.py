@@ -50,6 +50,15 @@ class APIError(Exception):
 
 INTERNAL_DETAIL = "an internal error stopped this request; the server log has the details"
 _MAX_DETAIL = 2000
+# The folders of an absolute path in a message (`/home/me/lib/` of `/home/me/lib/library.sqlite3`); not
+# inside a URL or a relative path (the character before the first slash is no word character, `:`, `.`, `/`).
+_FOLDERS = re.compile(r"(?<![\w:./])(?:/[^\s/'\"]+)+/(?=[^\s/'\"])")
+
+
+def _without_folders(message: str) -> str:
+    """A UserError names its file for a person at the server's terminal; its client sees the file's name only
+    (a folder whose name holds a blank is cut at the blank: its part before it goes, the rest stays)."""
+    return _FOLDERS.sub("", message)
 
 
 def _code(exc: BaseException) -> str:
@@ -64,7 +73,7 @@ def user_error(exc: BaseException) -> APIError | None:
     if isinstance(exc, UserError):
         status = getattr(exc, "http_status", 400)
         return APIError(status if isinstance(status, int) and 400 <= status < 600 else 400, _code(exc),
-                        one_line(exc)[:_MAX_DETAIL])
+                        _without_folders(one_line(exc)[:_MAX_DETAIL]))
     return None
 
 
