@@ -17,16 +17,16 @@ import pytest
 from clipforge.server import ServerLimits
 
 
-def _count_prompts(monkeypatch, library, delay_per_prompt: float = 0.0) -> list[int]:
-    """Record the size of every text batch the library's model encodes (optionally slowed down)."""
+def _count_prompts(monkeypatch, library, hold: threading.Event | None = None) -> list[int]:
+    """Record the size of every text batch the library's model encodes (each held until `hold` is set)."""
     model = library.encoder.model
     original = model.encode_text
     seen: list[int] = []
 
     def counting(tokens, *args, **kwargs):
         seen.append(int(tokens.shape[0]))
-        if delay_per_prompt:
-            time.sleep(delay_per_prompt * int(tokens.shape[0]))
+        if hold is not None:
+            hold.wait(60)
         return original(tokens, *args, **kwargs)
 
     monkeypatch.setattr(model, "encode_text", counting)
@@ -50,18 +50,28 @@ def test_a_classify_over_the_prompt_budget_is_refused_before_any_work(make_clien
     assert ok.status_code == 200 and sum(seen) == 400
 
 
-def test_an_answered_classify_stops_computing(make_client, monkeypatch, library, kit):
+def test_an_answered_classify_stops_computing(make_client, monkeypatch, library, kit, live_server):
+    """Against the real server (TestClient ends its event loop with each request, which hid whether the
+    work went on). The work is held in its text encoding until the client has its 503: an order of
+    events, so a loaded machine cannot finish the 400 prompts before the time limit answers."""
+    import httpx
+
+    from clipforge.server import create_app
+
     limits = ServerLimits(request_timeout_s=0.4)
-    client = make_client(limits=limits)
-    seen = _count_prompts(monkeypatch, library, delay_per_prompt=0.004)  # 400 prompts: 1.6 s of "CPU"
+    answered = threading.Event()
+    seen = _count_prompts(monkeypatch, library, hold=answered)
     image = kit.encode(kit.picture((20, 20, 200), 4))
-    answer = client.post("/api/classify", files={"image": ("a.png", image, "image/png")},
-                         data={"labels": "sky, sea, ice, ink, night", "template": "imagenet"})
-    assert answer.status_code == 503, answer.text
-    gate = client.app.state.service.gate
-    deadline = time.monotonic() + 30
-    while gate._free < gate.slots and time.monotonic() < deadline:  # the worker thread has finished
-        time.sleep(0.05)
+    app = create_app(library, ui=False, limits=limits)
+    gate = app.state.service.gate
+    with live_server(app, limits) as url:
+        answer = httpx.post(f"{url}/api/classify", files={"image": ("a.png", image, "image/png")},
+                            data={"labels": "sky, sea, ice, ink, night", "template": "imagenet"}, timeout=60)
+        answered.set()
+        assert answer.status_code == 503, answer.text
+        deadline = time.monotonic() + 60
+        while gate._free < gate.slots and time.monotonic() < deadline:  # the worker thread has finished
+            time.sleep(0.05)
     assert gate._free == gate.slots
     assert sum(seen) < 400, f"all {sum(seen)} prompts were encoded after the request was answered"
     # The next request (with the same labels) starts from scratch and is served normally.
