@@ -576,3 +576,30 @@ def test_answers_nobody_reads_are_bounded_per_session_and_per_address(ui_env):
             if seen == 4:
                 break
     assert _join(client, search, ["", None, 3, ""], others[2]).status_code == 200
+
+
+def test_upload_progress_ids_leave_nothing_behind(ui_env):
+    """gradio tracks the progress of an upload under an `upload_id` the client picks, in a process-wide
+    table that only its progress stream empties: every `GET /gradio_api/upload_progress?upload_id=<new>`
+    left an asyncio.Event behind for good (its wait times out after 3 s, the entry stays), and every upload
+    refused mid-body left its tracker. The page does not need progress reports: the id is dropped from
+    uploads and the progress route answers 404, so nothing is tracked for anyone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gradio.routes import file_upload_statuses
+
+    make, _, _, _ = ui_env
+    client = make(ServerLimits(max_upload_bytes=50_000, form_overhead_bytes=200_000))
+    before_signals, before_statuses = set(file_upload_statuses._signals), set(file_upload_statuses._statuses)
+    ids = [uuid.uuid4().hex for _ in range(12)]
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(lambda i: client.get("/gradio_api/upload_progress", params={"upload_id": i}), ids))
+    assert {a.status_code for a in answers} == {404}
+    refused = client.post("/gradio_api/upload", params={"upload_id": "x" * 40},
+                          files=[("files", ("big.png", os.urandom(120_000), "image/png"))])
+    assert refused.status_code == 413, refused.text
+    stored = client.post("/gradio_api/upload", params={"upload_id": "y" * 40},
+                         files=[("files", ("ok.png", os.urandom(1_000), "image/png"))])
+    assert stored.status_code == 200, stored.text
+    assert set(file_upload_statuses._signals) <= before_signals, "progress signals were left behind"
+    assert set(file_upload_statuses._statuses) <= before_statuses, "progress trackers were left behind"

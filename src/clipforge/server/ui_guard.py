@@ -60,8 +60,11 @@ _MAX_UI_JSON_ITEMS = 100_000  # structural JSON characters of one UI event (1,00
 _API = "/gradio_api/"
 # The browser page talks to gradio through queue/join + queue/data, upload and file= only; the
 # named-endpoint routes (run/, call/, api/) serve API clients, and this UI publishes no API.
+# `upload_progress` too: gradio tracks an upload's progress under an id the client picks, in a process-wide
+# table that only that route's stream empties (every new id it was asked about stayed for good); uploads
+# are sent to gradio without their `upload_id`, so nothing is tracked and the page does without progress.
 _UNUSED = ("proxy=", "component_server", "process_recording", "stream/", "vibe", "undo-vibe", "run-history",
-           "runs", "profiling", "dev/", "mcp", "monitoring", "deep_link", "run/", "call/", "api/")
+           "runs", "profiling", "dev/", "mcp", "monitoring", "deep_link", "run/", "call/", "api/", "upload_progress")
 _FORBIDDEN = ("files must be uploaded through this page first, in this browser; the server never opens a path "
               "sent by a client")
 
@@ -193,7 +196,7 @@ class UIGuardMiddleware:
             await self.app(scope, receive, send)
             return
         if rest.rstrip("/") == "upload":
-            await self._upload(scope, receive, send)
+            await self._upload(_without_upload_id(scope), receive, send)
             return
         await self._event(scope, receive, send)
 
@@ -326,6 +329,15 @@ class UIGuardMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+def _without_upload_id(scope: Scope) -> Scope:
+    """The request without its `upload_id` query parameter (see `_UNUSED`)."""
+    from urllib.parse import parse_qsl, urlencode
+
+    query = scope.get("query_string", b"").decode("latin-1")
+    kept = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != "upload_id"]
+    return {**scope, "query_string": urlencode(kept).encode("latin-1")}
 
 
 def _host(scope: Scope) -> str:
