@@ -91,14 +91,16 @@ def load_chinese_clip(spec: str | os.PathLike[str], download_root: str | os.Path
     from clipforge.models.chinese_clip import CHINESE_CLIP_CONFIGS, ChineseCLIP, create_chinese_clip
 
     text = os.fspath(spec)
+    text = text.removesuffix(":cn_clip") if text.removesuffix(":cn_clip") in CN_CLIP_WEIGHTS else text  # ARCH:TAG
     if text.startswith("random:") and text[7:] in CHINESE_CLIP_CONFIGS:
         torch.manual_seed(seed)
         return _finish(create_chinese_clip(text[7:])), text[7:], f"random (seed {seed})"
     if text in CN_CLIP_WEIGHTS:
-        from clipforge.weights.download import download
+        from clipforge.weights.cn_clip_data import TAG
+        from clipforge.weights.download import download_pretrained
 
-        entry = CN_CLIP_WEIGHTS[text]
-        path = download(entry.url, download_root, entry.sha256, filename=entry.filename)
+        # the registry's one verified path: refused without a pin unless opted in, then every tensor's shape checked
+        path = download_pretrained(text, download_root, tag=TAG)
         state = cn_clip_state_dict(_read_torch(path, strict=True))
         model = ChineseCLIP(**config_from_cn_state_dict(state))
         model.load_state_dict(state, strict=True)
