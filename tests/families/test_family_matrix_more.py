@@ -172,6 +172,7 @@ def test_serve_search_and_classify(family, checkpoints, photos, tmp_path, capsys
                                  files={"image": ("green.png", buffer.getvalue(), "image/png")})
             assert answer.status_code == 200, answer.text
             out = answer.json()
+        ui_scores, ui_status = _ui_classify(library, photos / "green.png", tmp_path)
     finally:
         library.close()
     probabilities = {row["label"]: row["probability"] for row in out["labels"]}
@@ -182,7 +183,24 @@ def test_serve_search_and_classify(family, checkpoints, photos, tmp_path, capsys
         assert abs(sum(probabilities.values()) - 1) > 1e-3 and "do not sum to 1" in out["note"]
     direct = _classify(spec, photos / "green.png", capsys)
     for label, p in direct.items():
-        assert abs(probabilities[label] - p) < 1e-4, (label, probabilities, direct)
+        assert abs(probabilities[label] - p) < 1e-4 and abs(ui_scores[label] - p) < 1e-4, (label, probabilities, direct)
+    assert ("do not sum to 1" in ui_status) != _sums_to_one(family), ui_status  # the web page says it too
+
+
+def _ui_classify(library, image: Path, tmp_path: Path) -> tuple[dict[str, float], str]:
+    """The web page's classify handler on an uploaded file: (scores, status line)."""
+    import asyncio
+    import shutil
+
+    from clipforge.server.service import LibraryService
+    from clipforge.server.ui import _Handlers
+
+    upload_dir = tmp_path / "gradio"
+    (upload_dir / "f00d").mkdir(parents=True)
+    shutil.copy(image, upload_dir / "f00d" / image.name)
+    handlers = _Handlers(LibraryService(library), str(upload_dir))
+    return asyncio.run(handlers.classify({"path": str(upload_dir / "f00d" / image.name),
+                                          "meta": {"_type": "gradio.FileData"}}, LABELS, TEMPLATE))
 
 
 @pytest.mark.parametrize("family", FAMILIES)
