@@ -10,6 +10,12 @@ matmul roof in that precision (`benchmarks.common.matmul_roof`; FLOPs counted by
 `FlopCounterMode`, 2 per multiply-add, as the roof counts them). Goals: >= 1.3x at batch 1, >= 1.0x
 at batch 32. The load average before and after goes with the figures (the machine is shared: read
 ratios, not absolute figures).
+
+What the fast path covers in these towers: every transformer block of both (packed weights, fused
+activations, bf16 under autocast); the patch convolution and the attention-pool head (one query over
+the patches, 0.7 of the image tower's 35.4 GFLOP) and the text projection run as plain PyTorch. The
+text tower reads the last position of a bidirectional pass, so CLIP's stop-at-the-end-token shortcut
+does not apply to it.
 """
 
 from __future__ import annotations
