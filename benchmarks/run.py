@@ -10,7 +10,7 @@ Sections: tokenizer, image (ViT-B/32 and RN50 towers, each row beside the matmul
 precision), text (text tower and the ImageNet classifier build), pipeline (decode accuracy and end
 to end), commands (`clipforge embed` / `index add` as whole processes vs a plain HF loop and vs
 start-up + model-only time), startup (`search` / `classify` / `similarity` vs `import torch`),
-search (1M-vector index).
+search (1M-vector index), families (SigLIP 2 B/16 towers vs transformers, fp32 and bf16 autocast).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from benchmarks import report
 from benchmarks.common import load_average, machine_info, matmul_roof
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("tokenizer", "image", "text", "pipeline", "commands", "startup", "search")
+SECTIONS = ("tokenizer", "image", "text", "pipeline", "commands", "startup", "search", "families")
 
 
 def _roof_label(precision: str, roof: dict) -> str:
@@ -133,6 +133,12 @@ def _print_search(data: dict) -> None:
           f"{best.get('median_ms')} ms at recall@10 {best.get('recall_at_k')}")
 
 
+def _print_families(data: dict) -> None:
+    from benchmarks.families import print_rows
+
+    print_rows(data)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="clipforge benchmark suite (ratios against HF and OpenAI)")
     parser.add_argument("--quick", action="store_true", help="smaller sets and fewer repeats (< 10 min on 2 cores)")
@@ -175,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     vit = Zoo(vit_name) if {"image", "text", "pipeline", "commands"} & set(only) else None
     printers = {"tokenizer": _print_tokenizer, "image": _print_image, "text": _print_text,
                 "pipeline": _print_pipeline, "commands": _print_commands, "startup": _print_startup,
-                "search": _print_search}
+                "search": _print_search, "families": _print_families}
     for section in [s for s in SECTIONS if s in only]:
         print(f"[{section}] load {load_average()}", flush=True)
         t0 = time.perf_counter()
@@ -196,6 +202,10 @@ def main(argv: list[str] | None = None) -> int:
                 from benchmarks import bench_commands as module
                 data = (module.run(quick=args.quick, zoo=vit, progress=progress) if not args.tiny
                         else {"skipped": "--tiny: the commands are measured with ViT-B/32 only"})
+            elif section == "families":  # SigLIP 2 B/16 towers vs transformers (issue 16)
+                from benchmarks import families as module
+                data = module.run(quick=args.quick, progress=progress, depth=2 if args.tiny else None,
+                                  roof={"fp32": roof["fp32_gflops"], "bf16": roof["bf16_gflops"]})
             elif section == "startup":
                 from benchmarks import bench_startup as module
                 data = module.run(quick=args.quick, progress=progress)

@@ -59,12 +59,15 @@ def _has_weights(name: str) -> bool:
 def summarize_pretrained() -> list[dict]:
     """One row per (architecture, tag) of the weights registry: what `--model ARCH:TAG` loads."""
     from clipforge.models import ARCH_CONFIGS
+    from clipforge.models.chinese_clip import chinese_clip_config
     from clipforge.weights.registry import PRETRAINED, is_cached
 
+    configs = {entry.name: ARCH_CONFIGS.get(entry.name) or chinese_clip_config(entry.name)  # cn-*: Chinese-CLIP's
+               for entry in PRETRAINED.values()}
     return [{"name": f"{arch}:{tag}", "kind": "pretrained", "architecture": arch, "tag": tag, "builds": entry.name,
              "activation": entry.activation, "imagenet_top1": entry.imagenet_top1,
-             "input_size": ARCH_CONFIGS[entry.name]["image_resolution"],
-             "embed_dim": ARCH_CONFIGS[entry.name]["embed_dim"], "cached": is_cached(arch, tag=tag),
+             "input_size": configs[entry.name]["image_resolution"],
+             "embed_dim": configs[entry.name]["embed_dim"], "cached": is_cached(arch, tag=tag),
              "url": entry.sources()[0].url}
             for (arch, tag), entry in PRETRAINED.items()]
 

@@ -61,4 +61,6 @@ def run(args: argparse.Namespace) -> int:
     except user_errors() as exc:
         return fail(exc)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary_line())
+    if report.note and not args.json:
+        print(f"note: {report.note}")
     return 0

@@ -15,10 +15,14 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from clipforge.models.scoring import Scoring
+
 
 __all__ = ["Encoder", "default_model_name", "model_fingerprint", "resolve_encoder"]
 
@@ -122,6 +126,12 @@ class Encoder:
     def logit_scale(self) -> float:
         scale = getattr(self.model, "logit_scale", None)
         return float(scale.exp().item()) if scale is not None else 100.0
+
+    def scoring(self) -> Scoring:
+        """The model's scoring (softmax, or SigLIP's sigmoid with its bias), read from its parameters now."""
+        from clipforge.models.scoring import scoring_of
+
+        return scoring_of(self.model)
 
     def class_embeddings(self, labels: Sequence[str], templates: str | Sequence[str] = "imagenet",
                          cache_dir: str | Path | None = None, progress: bool = False) -> np.ndarray:

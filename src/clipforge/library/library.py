@@ -44,7 +44,7 @@ from clipforge.library.tagging import (
     count_noun,
     no_results_reason,
     parse_labels,
-    softmax_top_k,
+    scored_top_k,
     tag_counts,
     tag_library,
     tag_new_images,
@@ -352,12 +352,13 @@ class Library:
 
     def classify_image(self, image: Any, labels: str | Sequence[str], templates: str | Sequence[str] = "imagenet",
                        ) -> list[tuple[str, float]]:
-        """(label, probability) for one image (path, bytes or PIL), most likely first; nothing is stored."""
+        """(label, probability) for one image (path, bytes or PIL), most likely first; nothing is stored.
+        Probabilities are the model's (`self.encoder.scoring()`): they sum to 1 only for softmax models."""
         labels = parse_labels(labels)
         encoder = self.encoder
         classes = encoder.class_embeddings(labels, templates, cache_dir=self.paths.cache_dir)
         vector = encoder.encode_images([image], self.max_pixels)
-        top, probs = softmax_top_k(vector, classes, encoder.logit_scale(), len(labels))
+        top, probs = scored_top_k(vector, classes, encoder.scoring(), len(labels))
         return [(labels[j], float(p)) for j, p in zip(top[0], probs[0], strict=True)]
 
     def get_image(self, image_id: int) -> ImageRecord | None:

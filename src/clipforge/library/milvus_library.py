@@ -37,7 +37,7 @@ from clipforge.library.paths import LibraryPaths
 from clipforge.library.scan import normalise_path, scan_paths
 from clipforge.library.search import SearchHit
 from clipforge.library.store import FileState, ImageRecord
-from clipforge.library.tagging import TagReport, parse_labels, softmax_top_k
+from clipforge.library.tagging import TagReport, parse_labels, scored_top_k
 
 __all__ = ["MilvusLibrary", "MilvusWriter", "tag_filter"]
 
@@ -243,7 +243,9 @@ class MilvusLibrary:
         labels = parse_labels(labels)
         encoder, space = self.encoder, self.space
         classes = encoder.class_embeddings(labels, templates, cache_dir=self.paths.cache_dir, progress=progress)
-        report = TagReport(labels=labels, templates=templates if isinstance(templates, str) else list(templates))
+        scoring = encoder.scoring()
+        report = TagReport(labels=labels, templates=templates if isinstance(templates, str) else list(templates),
+                           scoring=scoring.kind)
         counts: Counter[str] = Counter()
         k = min(int(top_k), len(labels), 16)
         with self._lock:
@@ -251,7 +253,7 @@ class MilvusLibrary:
             for start in range(0, len(rows), 1024):
                 chunk = rows[start:start + 1024]
                 vectors = np.asarray([r["vector"] for r in chunk], dtype=np.float32)
-                top, probs = softmax_top_k(vectors, classes, encoder.logit_scale(), k)
+                top, probs = scored_top_k(vectors, classes, scoring, k)
                 for row, idx, prob in zip(chunk, top, probs, strict=True):
                     row["tags"] = [labels[j] for j in idx]
                     row["tag_scores"] = [float(p) for p in prob]
@@ -309,8 +311,8 @@ class MilvusLibrary:
         labels = parse_labels(labels)
         encoder = self.encoder
         classes = encoder.class_embeddings(labels, templates, cache_dir=self.paths.cache_dir)
-        top, probs = softmax_top_k(encoder.encode_images([image], self.max_pixels), classes, encoder.logit_scale(),
-                                   len(labels))
+        top, probs = scored_top_k(encoder.encode_images([image], self.max_pixels), classes, encoder.scoring(),
+                                  len(labels))
         return [(labels[j], float(p)) for j, p in zip(top[0], probs[0], strict=True)]
 
     def get_image(self, image_id: int) -> ImageRecord | None:

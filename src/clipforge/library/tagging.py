@@ -2,7 +2,8 @@
 
 Tagging reuses the stored image vectors: classifying a million images is one matrix product
 per chunk against the class embeddings, with no image decoded again. Each image keeps its
-top-k labels with softmax probabilities (rank 0 = the predicted label); a new label set
+top-k labels with the model's probabilities (rank 0 = the predicted label): a softmax over the
+labels for CLIP, independent sigmoids for SigLIP (`clipforge.models.scoring`); a new label set
 replaces the previous tags of that model, because probabilities from different label sets
 are not comparable.
 
@@ -19,15 +20,18 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from clipforge.library.encoder import Encoder
 from clipforge.library.store import Store
 
-__all__ = ["TagReport", "count_noun", "no_results_reason", "no_tag_match", "parse_labels", "softmax_top_k", "tag_counts", "tag_library",
-           "tag_new_images", "tag_vocabulary"]
+if TYPE_CHECKING:
+    from clipforge.models.scoring import Scoring
+
+__all__ = ["TagReport", "count_noun", "no_results_reason", "no_tag_match", "parse_labels", "scored_top_k",
+           "softmax_top_k", "tag_counts", "tag_library", "tag_new_images", "tag_vocabulary"]
 
 _VOCABULARY_KEY = "tag_labels:"
 
@@ -44,6 +48,14 @@ class TagReport:
     templates: str | list[str] = "imagenet"
     top1_counts: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    scoring: str = "softmax"
+
+    @property
+    def note(self) -> str | None:
+        """What to tell users beside sigmoid scores (None for softmax)."""
+        from clipforge.models.scoring import SIGMOID_NOTE
+
+        return SIGMOID_NOTE if self.scoring == "sigmoid" else None
 
     def summary_line(self) -> str:
         top = ", ".join(f"{label} {n}" for label, n in list(self.top1_counts.items())[:10])
@@ -52,8 +64,9 @@ class TagReport:
             f"; top labels: {top}" if top else "")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"images": self.images, "labels": self.labels, "templates": self.templates,
-                "top1_counts": self.top1_counts, "seconds": round(self.seconds, 3)}
+        out = {"images": self.images, "labels": self.labels, "templates": self.templates,
+               "top1_counts": self.top1_counts, "seconds": round(self.seconds, 3), "scoring": self.scoring}
+        return {**out, "note": self.note} if self.note else out
 
 
 def parse_labels(labels: str | Sequence[str]) -> list[str]:
@@ -70,11 +83,22 @@ def parse_labels(labels: str | Sequence[str]) -> list[str]:
 
 
 def softmax_top_k(vectors: np.ndarray, classes: np.ndarray, scale: float, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(indices [n, k], probabilities [n, k]) of the k most likely classes, highest first."""
-    logits = scale * (vectors @ classes.T)
-    logits -= logits.max(axis=1, keepdims=True)
-    probs = np.exp(logits)
-    probs /= probs.sum(axis=1, keepdims=True)
+    """(indices [n, k], probabilities [n, k]) of the k most likely classes under a softmax, highest first."""
+    from clipforge.models.scoring import Scoring
+
+    return scored_top_k(vectors, classes, Scoring("softmax", scale), k)
+
+
+def scored_top_k(vectors: np.ndarray, classes: np.ndarray, scoring: Scoring, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(indices [n, k], probabilities [n, k]) of the k most likely classes, highest first, scored the
+    model's way (`Encoder.scoring()`): a softmax over the labels, or SigLIP's sigmoid with its bias."""
+    logits = scoring.scale * (vectors @ classes.T)
+    if scoring.sums_to_one:
+        logits -= logits.max(axis=1, keepdims=True)
+        probs = np.exp(logits)
+        probs /= probs.sum(axis=1, keepdims=True)
+    else:
+        probs = 1.0 / (1.0 + np.exp(-(logits + scoring.bias)))
     k = min(k, classes.shape[0])
     top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
     return top, np.take_along_axis(probs, top, axis=1)
@@ -88,11 +112,12 @@ def tag_library(store: Store, encoder: Encoder, labels: Sequence[str], templates
     started = time.perf_counter()
     labels = parse_labels(labels)
     classes = encoder.class_embeddings(labels, templates, cache_dir=cache_dir, progress=progress)
-    scale = encoder.logit_scale()
+    scoring = encoder.scoring()
     model = encoder.fingerprint
     owners = store.image_ids_by_embedding(model)
     counts: Counter[str] = Counter()
-    report = TagReport(labels=labels, templates=templates if isinstance(templates, str) else list(templates))
+    report = TagReport(labels=labels, templates=templates if isinstance(templates, str) else list(templates),
+                       scoring=scoring.kind)
     with store.transaction() as tx:
         tx.clear_tags(model)
         tx.set_meta(_VOCABULARY_KEY + model, json.dumps({"labels": labels, "templates": report.templates,
@@ -100,7 +125,7 @@ def tag_library(store: Store, encoder: Encoder, labels: Sequence[str], templates
     total = store.embedding_count(model)
     with tqdm(total=total, unit="img", desc="tagging", disable=not progress, dynamic_ncols=True) as bar:
         for ids, vectors in store.iter_embeddings(model, chunk=chunk):
-            top, probs = softmax_top_k(vectors, classes, scale, top_k)
+            top, probs = scored_top_k(vectors, classes, scoring, top_k)
             rows = []
             for eid, idx_row, prob_row in zip(ids.tolist(), top, probs, strict=True):
                 for image_id in owners.get(eid, []):
@@ -144,7 +169,7 @@ def tag_new_images(store: Store, encoder: Encoder, cache_dir: str | Path | None 
         return 0
     labels = parse_labels(vocabulary["labels"])
     classes = encoder.class_embeddings(labels, vocabulary["templates"], cache_dir=cache_dir, progress=False)
-    scale = encoder.logit_scale()
+    scoring = encoder.scoring()
     tagged = 0
     for start in range(0, len(todo), chunk):
         part = todo[start:start + chunk]
@@ -152,8 +177,8 @@ def tag_new_images(store: Store, encoder: Encoder, cache_dir: str | Path | None 
         part = [(image_id, sha) for image_id, sha in part if sha in vectors]
         if not part:
             continue
-        top, probs = softmax_top_k(np.stack([vectors[sha] for _, sha in part]), classes, scale,
-                                   int(vocabulary["top_k"]))
+        top, probs = scored_top_k(np.stack([vectors[sha] for _, sha in part]), classes, scoring,
+                                  int(vocabulary["top_k"]))
         rows = [(image_id, labels[j], float(p), rank)
                 for (image_id, _), idx_row, prob_row in zip(part, top, probs, strict=True)
                 for rank, (j, p) in enumerate(zip(idx_row, prob_row, strict=True))]

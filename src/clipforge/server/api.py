@@ -141,7 +141,8 @@ def build_router(service: LibraryService) -> APIRouter:
     @router.post("/api/classify", response_model=schemas.ClassifyOut, responses=_errors(400, 413, 415, 422, 429, 503),
                  tags=["classify"], openapi_extra={"requestBody": bodies.classify.openapi()})
     async def classify(request: Request) -> schemas.ClassifyOut:
-        """Zero-shot probabilities of each label for an image (nothing is stored).
+        """Zero-shot probabilities of each label for an image (nothing is stored). `scoring` says how to
+        read them: softmax (CLIP) sums to 1 over the labels; sigmoid (SigLIP) scores each label on its own.
 
         JSON: `{"image": "<base64 of the file>", "labels": ["cat", "dog"], "template": "a photo of a {}."}`.
         Form data works too (labels comma-separated, the image as a file part).
@@ -153,9 +154,11 @@ def build_router(service: LibraryService) -> APIRouter:
             return service.classify(sniffed(body["image"], "image"), body["labels"], body["template"])
 
         ranked, templates, took = await in_turn(request, work)
+        scoring = service.library.encoder.scoring()
         return schemas.ClassifyOut(labels=[schemas.LabelProbability(label=lb, probability=round(p, 6))
                                            for lb, p in ranked],
-                                   templates=templates, model=service.model_name, took_ms=round(took, 2))
+                                   templates=templates, model=service.model_name, took_ms=round(took, 2),
+                                   scoring=scoring.kind, note=scoring.note)
 
     @router.get("/api/images", response_model=schemas.ImageListOut, responses=_errors(400, 422, 503),
                 tags=["images"])

@@ -71,10 +71,14 @@ class LabelProbability(BaseModel):
 
 
 class ClassifyOut(BaseModel):
-    labels: list[LabelProbability] = Field(description="every label, most probable first; probabilities sum to 1")
+    labels: list[LabelProbability] = Field(description="every label, most probable first; probabilities sum to 1 "
+                                                       "under softmax scoring (CLIP), not under sigmoid (SigLIP)")
     templates: list[str] | str
     model: str
     took_ms: float
+    scoring: str = Field("softmax", description="softmax: a distribution over the labels offered; sigmoid "
+                                                "(SigLIP): each label's probability is independent of the others")
+    note: str | None = Field(None, description="what to tell users beside sigmoid scores; null for softmax")
 
 
 class ImageListOut(BaseModel):

@@ -171,7 +171,8 @@ class _Handlers:
             ranked = await self._in_turn(request, self._classify, image, labels, template)
         except Exception as exc:
             return gr.skip(), _refused("classify", exc)
-        return {label: float(p) for label, p in ranked}, ""
+        note = self.service.library.encoder.scoring().note  # SigLIP: say the scores do not sum to 1
+        return {label: float(p) for label, p in ranked}, f"note: {note}" if note else ""
 
     def browse(self, offset: int, request: gr.Request = None):
         records, next_offset = self.service.list_images(PAGE_SIZE, max(0, int(offset)))

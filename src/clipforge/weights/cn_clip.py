@@ -11,10 +11,8 @@ Layouts (the same numbers under different names):
 `to_transformers`/`from_transformers` convert exactly both ways; `save_chinese_hf` writes a folder
 `ChineseCLIPModel.from_pretrained` and `ChineseCLIPProcessor.from_pretrained` accept.
 
-Registry: every published model is a hub file of `OFA-Sys/<repo>` (cn_clip 1.6.0 downloads them with
-`hf_hub_download`; the older Aliyun OSS URLs are gone from its source). cn_clip publishes no sha256:
-the verified downloader checks the sha256 the hub announces for the LFS file (``X-Linked-Etag``),
-as for every hub file (`clipforge.weights.registry`).
+Registry: the data is `clipforge.weights.cn_clip_data` (the registry lists the models under the tag
+``cn_clip``); downloads go through `download_pretrained`, as every registry file's do.
 """
 
 from __future__ import annotations
@@ -27,40 +25,18 @@ from typing import Any
 
 import torch
 
-from clipforge.weights.registry import OPENAI_MEAN, OPENAI_STD, PretrainedWeights
+from clipforge.weights.cn_clip_data import PUBLISHED, TAG
+from clipforge.weights.registry import OPENAI_MEAN, OPENAI_STD, PRETRAINED, PretrainedWeights
 
 Tensor = torch.Tensor
 
 __all__ = [
-    "CN_CLIP_WEIGHTS", "cn_clip_state_dict", "config_from_cn_state_dict", "from_transformers",
+    "CN_CLIP_WEIGHTS", "check_cn_architecture", "cn_clip_state_dict", "config_from_cn_state_dict", "from_transformers",
     "is_cn_clip_state_dict", "save_chinese_hf", "to_transformers",
 ]
 
-_HUB = "https://huggingface.co"
-# name -> (hub repo, cn_clip checkpoint file, cn_clip's `struct`), from cn_clip/clip/utils.py (_MODELS, _MODEL_INFO)
-_PUBLISHED = {
-    "cn-ViT-B-16": ("chinese-clip-vit-base-patch16", "clip_cn_vit-b-16.pt", "ViT-B-16@RoBERTa-wwm-ext-base-chinese"),
-    "cn-ViT-L-14": ("chinese-clip-vit-large-patch14", "clip_cn_vit-l-14.pt", "ViT-L-14@RoBERTa-wwm-ext-base-chinese"),
-    "cn-ViT-L-14-336": ("chinese-clip-vit-large-patch14-336px", "clip_cn_vit-l-14-336.pt",
-                        "ViT-L-14-336@RoBERTa-wwm-ext-base-chinese"),
-    "cn-ViT-H-14": ("chinese-clip-vit-huge-patch14", "clip_cn_vit-h-14.pt", "ViT-H-14@RoBERTa-wwm-ext-large-chinese"),
-    "cn-RN50": ("chinese-clip-rn50", "clip_cn_rn50.pt", "RN50@RBT3-chinese"),
-}
-
-
-def _entry(name: str) -> PretrainedWeights:
-    repo, filename, struct = _PUBLISHED[name]
-    endpoint = os.environ.get("HF_ENDPOINT", "").rstrip("/") or _HUB
-    return PretrainedWeights(
-        name=name, url=f"{endpoint}/OFA-Sys/{repo}/resolve/main/{filename}", sha256=None,
-        filename=f"OFA-Sys--{repo}--{filename}", tag="cn_clip", activation="quick_gelu", mean=OPENAI_MEAN,
-        std=OPENAI_STD, interpolation="bicubic", resize_mode="squash", listed_as=name,
-        notes=(f"Chinese-CLIP {struct} (cn_clip.load_from_name({name[3:]!r})); preprocessing: "
-               "Resize((S, S), bicubic), no crop, OpenAI mean/std", "text: Chinese WordPiece, context 52"))
-
-
-CN_CLIP_WEIGHTS: dict[str, PretrainedWeights] = {name: _entry(name) for name in _PUBLISHED}
-"""(name -> weights) for the registry: the lead's family table adds them as (name, "cn_clip") pairs."""
+CN_CLIP_WEIGHTS: dict[str, PretrainedWeights] = {name: PRETRAINED[(name, TAG)] for name in PUBLISHED}
+"""(name -> weights): the registry's ``(name, "cn_clip")`` entries (`clipforge.list_pretrained()` lists them)."""
 
 _POOLER = re.compile(r"^bert\.pooler\.")
 _BUFFERS = re.compile(r"(^|\.)(position_ids|token_type_ids)$")
@@ -111,6 +87,34 @@ def config_from_cn_state_dict(sd: dict[str, Tensor]) -> dict[str, Any]:
     return {"embed_dim": embed_dim, "image_resolution": grid * 32, "vision_layers": stages,
             "vision_width": sd["visual.layer1.0.conv1.weight"].shape[0], "vision_patch_size": None, "bert": bert,
             "vision_head_width": 64}
+
+
+def check_cn_architecture(path: str | os.PathLike[str], arch: str) -> None:
+    """Refuse a file whose tensors are not exactly those of Chinese-CLIP `arch` (names and shapes): what
+    `clipforge.weights.loading.check_architecture` does for the registry's other files, in cn_clip's
+    layout. The architecture is built on the meta device (no memory for its weights)."""
+    import pickle
+
+    from clipforge.models.chinese_clip import chinese_clip_config, create_chinese_clip
+    from clipforge.weights.errors import CheckpointFormatError
+
+    try:
+        got = cn_clip_state_dict(torch.load(path, map_location="cpu", weights_only=True, mmap=True))
+    except (ValueError, AttributeError, RuntimeError, pickle.UnpicklingError) as err:  # not a cn_clip file
+        raise CheckpointFormatError(f"{Path(path).name} does not hold {arch} weights: {err}") from None
+    with torch.device("meta"):
+        reference = create_chinese_clip(chinese_clip_config(arch)).state_dict()
+    expected = {k: tuple(v.shape) for k, v in cn_clip_state_dict(reference).items()}
+    missing = [k for k in expected if k not in got]
+    extra = [k for k in got if k not in expected]
+    wrong = [k for k in expected if k in got and tuple(got[k].shape) != expected[k]]
+    if missing or extra or wrong:
+        count = sum(v.numel() for v in got.values())
+        want = sum(int(torch.Size(s).numel()) for s in expected.values())
+        first = (f"{wrong[0]} has shape {tuple(got[wrong[0]].shape)}, not {expected[wrong[0]]}" if wrong
+                 else f"it lacks {missing[0]}" if missing else f"it has an unexpected tensor {extra[0]}")
+        raise CheckpointFormatError(f"{Path(path).name} does not hold {arch} weights: {count:,} parameters where "
+                                    f"{arch} has {want:,}; {first}")
 
 
 # ---- transformers' ChineseCLIPModel layout -------------------------------------------------------------

@@ -41,6 +41,37 @@ def _read_torch(path: Path, strict: bool = False) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+    """(state dict, config) of a Chinese-CLIP safetensors file (what `clipforge wise-ft` writes for one),
+    else None: only the tensor names are read to decide, so other files cost nothing here. The config
+    comes from the file's metadata when `save_safetensors` stored one with a ``bert`` part, else from shapes."""
+    from safetensors import safe_open
+
+    from clipforge.weights.save import CONFIG_KEY, MAX_CONFIG_CHARS
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            names = list(handle.keys())  # noqa: SIM118 - a safetensors handle is not a mapping
+            if not is_cn_clip_state_dict(dict.fromkeys(names)):
+                return None
+            metadata = handle.metadata() or {}
+            state = {key: handle.get_tensor(key) for key in names}
+    except Exception:  # noqa: BLE001 - not readable as safetensors: the main loader explains it
+        return None
+    state = cn_clip_state_dict(state)
+    shapes = config_from_cn_state_dict(state)
+    text = metadata.get(CONFIG_KEY, "")
+    try:
+        stored = json.loads(text) if 0 < len(text) <= MAX_CONFIG_CHARS else None
+    except ValueError:
+        stored = None
+    if isinstance(stored, dict) and isinstance(stored.get("bert"), dict):
+        shapes["bert"].update({k: v for k, v in stored["bert"].items() if k == "num_attention_heads"})
+        if isinstance(stored.get("vision_head_width"), int):
+            shapes["vision_head_width"] = stored["vision_head_width"]
+    return state, shapes
+
+
 def _finish(model: Any) -> Any:
     """Attributes every Chinese-CLIP carries: its tokenizer, languages and preprocessing."""
     from clipforge.text.wordpiece import get_wordpiece_tokenizer
@@ -60,14 +91,16 @@ def load_chinese_clip(spec: str | os.PathLike[str], download_root: str | os.Path
     from clipforge.models.chinese_clip import CHINESE_CLIP_CONFIGS, ChineseCLIP, create_chinese_clip
 
     text = os.fspath(spec)
+    text = text.removesuffix(":cn_clip") if text.removesuffix(":cn_clip") in CN_CLIP_WEIGHTS else text  # ARCH:TAG
     if text.startswith("random:") and text[7:] in CHINESE_CLIP_CONFIGS:
         torch.manual_seed(seed)
         return _finish(create_chinese_clip(text[7:])), text[7:], f"random (seed {seed})"
     if text in CN_CLIP_WEIGHTS:
-        from clipforge.weights.download import download
+        from clipforge.weights.cn_clip_data import TAG
+        from clipforge.weights.download import download_pretrained
 
-        entry = CN_CLIP_WEIGHTS[text]
-        path = download(entry.url, download_root, entry.sha256, filename=entry.filename)
+        # the registry's one verified path: refused without a pin unless opted in, then every tensor's shape checked
+        path = download_pretrained(text, download_root, tag=TAG)
         state = cn_clip_state_dict(_read_torch(path, strict=True))
         model = ChineseCLIP(**config_from_cn_state_dict(state))
         model.load_state_dict(state, strict=True)
@@ -81,6 +114,11 @@ def load_chinese_clip(spec: str | os.PathLike[str], download_root: str | os.Path
         if not isinstance(config, dict) or config.get("model_type") != "chinese_clip":
             return None
         state, ours = read_transformers_folder(path)
+    elif path.is_file() and path.suffix.lower() == ".safetensors":
+        found = _read_safetensors(path)
+        if found is None:
+            return None
+        state, ours = found
     elif path.is_file() and path.suffix.lower() in _TORCH_FILES:
         data = _read_torch(path)
         inner = data.get("state_dict", data)

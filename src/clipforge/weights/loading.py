@@ -204,6 +204,10 @@ def check_architecture(path: str | os.PathLike[str], arch: str) -> None:
     """
     from clipforge.models import create_model_from_config, get_config
 
+    if arch.startswith("cn-"):  # Chinese-CLIP: cn_clip's own layout and constructor
+        from clipforge.weights.cn_clip import check_cn_architecture
+
+        return check_cn_architecture(path, arch)
     got = load_checkpoint(path).state_dict
     with torch.device("meta"):
         expected = {k: tuple(v.shape) for k, v in create_model_from_config(get_config(arch)).state_dict().items()

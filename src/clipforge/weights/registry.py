@@ -66,6 +66,7 @@ class PretrainedWeights:
     imagenet_top1: float | None = None
     listed_as: str = ""  # the architecture name the entry is listed under (open_clip's or OpenAI's)
     notes: tuple[str, ...] = field(default=())
+    hf_files: tuple[str, ...] = HF_FILES  # the hub files of `hf_repo` (Chinese-CLIP names its own)
 
     @property
     def preprocess(self) -> dict[str, Any]:
@@ -76,7 +77,7 @@ class PretrainedWeights:
         """Where to fetch from, in order: the primary URL, then the hub files."""
         out = [Source(self.url, self.filename, self.sha256)] if self.url else []
         endpoint = os.environ.get(HF_ENDPOINT_ENV, "").rstrip("/") or "https://huggingface.co"
-        for file in HF_FILES if self.hf_repo else ():
+        for file in self.hf_files if self.hf_repo else ():
             out.append(Source(f"{endpoint}/{self.hf_repo}/resolve/main/{file}",
                               f"{self.hf_repo.replace('/', '--')}--{file}",
                               zoo_data.PINNED_SHA256.get(f"{self.hf_repo}/{file}")))
@@ -138,6 +139,10 @@ def _build() -> dict[tuple[str, str], PretrainedWeights]:
         table[(arch, tag)] = _zoo_entry(row, arch)
         if quick_gelu:  # open_clip lists QuickGELU weights under the -quickgelu name too
             table[(f"{arch}-quickgelu", tag)] = _zoo_entry(row, f"{arch}-quickgelu")
+    from clipforge.weights import cn_clip_data  # Chinese-CLIP: hub files under its own tag, cn_clip
+
+    table.update({(name, cn_clip_data.TAG): PretrainedWeights(**cn_clip_data.entry_fields(name))
+                  for name in cn_clip_data.PUBLISHED})
     return table
 
 

@@ -37,6 +37,36 @@ def _model_class(model: torch.nn.Module) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+_FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def _tokenizer_id(model: torch.nn.Module) -> str:
+    """The tokenizer for cache keys: the embeddings depend on the ids as much as on the weights.
+
+    Two checkpoints of one family can share text-tower weights and differ in their tokenizer
+    file (a SentencePiece or tokenizers JSON beside the weights), so a file's bytes count, hashed
+    once per (path, size, mtime). OpenAI's BPE keeps the key it always had (caches stay valid)."""
+    import hashlib
+    import json
+
+    from clipforge.text.families import ModelTokenizer, tokenizer_of
+    from clipforge.zeroshot.embeddings import TOKENIZER_ID
+
+    tokenizer = tokenizer_of(model)
+    if not isinstance(tokenizer, ModelTokenizer):  # a model that carries its own (Chinese-CLIP's WordPiece)
+        return f"carried:{type(tokenizer).__qualname__}"
+    if tokenizer.kind == "openai-bpe":
+        return TOKENIZER_ID
+    digest = "no-file"
+    if tokenizer.path is not None and Path(tokenizer.path).is_file():  # missing: tokenizing says so
+        stat = Path(tokenizer.path).stat()
+        marker = (str(tokenizer.path), stat.st_size, stat.st_mtime_ns)
+        if marker not in _FILE_DIGESTS:
+            _FILE_DIGESTS[marker] = hashlib.sha256(Path(tokenizer.path).read_bytes()).hexdigest()
+        digest = _FILE_DIGESTS[marker]
+    return f"{tokenizer.kind}:{json.dumps(tokenizer.spec, sort_keys=True, default=str)}:{digest}"
+
+
 class ZeroShotClassifier:
     """Classify images among `classnames` described by prompt `templates`.
 
@@ -76,7 +106,8 @@ class ZeroShotClassifier:
             self.fingerprint = text_tower_fingerprint(self.model)
             model_class = _model_class(self.model)
             key = cache_key(self.fingerprint, self.classnames, self.templates,
-                            int(getattr(self.model, "context_length", 77)), model_class)
+                            int(getattr(self.model, "context_length", 77)), model_class,
+                            tokenizer=_tokenizer_id(self.model))
             cached = load_cached_embeddings(self.cache_dir, key, len(self.classnames))
             if cached is not None:
                 self.cache_hit = True

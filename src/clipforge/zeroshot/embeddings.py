@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 
 # Bump when the recipe changes in a way that changes the numbers for identical inputs.
 CACHE_FORMAT_VERSION = 1
-# The tokenizer is part of what determines the embeddings; clipforge ships OpenAI's BPE only.
+# The tokenizer is part of what determines the embeddings: OpenAI's BPE (shipped) has this id; a
+# family's tokenizer file is identified by its bytes (`zeroshot.classifier._tokenizer_id`).
 TOKENIZER_ID = "openai-clip-bpe-49408"
 # Bytes the cached matrices of one cache folder may hold; least recently used files go first.
 DEFAULT_CACHE_BYTES = 64 * 2**20
@@ -96,13 +97,14 @@ def default_cache_dir() -> Path:
 
 
 def cache_key(fingerprint: str, classnames: Sequence[str], templates: Sequence[str], context_length: int,
-              model_class: str = "") -> str:
+              model_class: str = "", *, tokenizer: str = TOKENIZER_ID) -> str:
     """Hex digest of everything the embeddings depend on (order of classes and templates included).
 
-    `model_class` keeps two classes with equal weights but different `encode_text` apart.
+    `model_class` keeps two classes with equal weights but different `encode_text` apart; `tokenizer`
+    two tokenizers over equal weights (`ZeroShotClassifier` passes the model's, files hashed).
     """
     payload = json.dumps({
-        "version": CACHE_FORMAT_VERSION, "tokenizer": TOKENIZER_ID, "fingerprint": fingerprint,
+        "version": CACHE_FORMAT_VERSION, "tokenizer": tokenizer, "fingerprint": fingerprint,
         "model_class": model_class, "context_length": int(context_length), "classnames": list(classnames),
         "templates": list(templates),
     }, ensure_ascii=False, separators=(",", ":"))

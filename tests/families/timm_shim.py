@@ -1,0 +1,90 @@
+"""Import timm and open_clip for parity tests on a machine without a working torchvision (test-only).
+
+PyPI's torchvision does not import beside the CPU torch pinned here, and timm (installed ``--no-deps``)
+imports a few torchvision names while its modules load: ``torchvision.ops.misc.FrozenBatchNorm2d``
+(norm layers), ``torchvision.transforms`` (its data pipeline, which `timm.models` pulls in for
+constants), ``torchvision.datasets`` ... open_clip's ``transform.py`` does the same. A ViT forward
+touches none of them. So, only while `imported()` imports the two packages, every torchvision module
+they name is a stub whose attributes are inert placeholder classes; the stubs, timm and open_clip are
+removed from ``sys.modules`` again afterwards, so no later import sees a stub. clipforge itself never
+imports timm, open_clip or torchvision.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.machinery
+import importlib.util
+import sys
+import types
+from collections.abc import Iterator
+
+import pytest
+
+_STUBBED = ("torchvision", "torchvision.ops", "torchvision.ops.misc", "torchvision.transforms",
+            "torchvision.transforms.functional", "torchvision.transforms.v2", "torchvision.datasets",
+            "torchvision.utils", "torchvision.io", "torchvision.models", "torchvision.models.feature_extraction")
+_OWNED = ("torchvision", "timm", "open_clip")
+
+
+class _Inert(type):
+    """A placeholder class: any attribute of it is another placeholder (``InterpolationMode.BICUBIC``)."""
+
+    def __getattr__(cls, name: str) -> type:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _placeholder(name)
+
+
+def _placeholder(name: str) -> type:
+    return _Inert(name, (), {"__init__": lambda self, *a, **k: None})
+
+
+class _StubModule(types.ModuleType):
+    def __getattr__(self, name: str) -> type:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        value = _placeholder(name)
+        setattr(self, name, value)
+        return value
+
+
+def _stubs() -> dict[str, types.ModuleType]:
+    modules = {}
+    for name in _STUBBED:
+        module = _StubModule(name)
+        module.__path__ = []
+        module.__spec__ = importlib.machinery.ModuleSpec(name, None, is_package=True)
+        modules[name] = module
+    for name, module in modules.items():
+        parent, _, child = name.rpartition(".")
+        if parent:
+            setattr(modules[parent], child, module)
+    return modules
+
+
+@contextlib.contextmanager
+def imported() -> Iterator[types.ModuleType]:
+    """open_clip (with timm importable), for the duration of the block; skips when either is not installed."""
+    for package in ("timm", "open_clip"):
+        if importlib.util.find_spec(package) is None:
+            pytest.skip(f"{package} is not installed (pip install -c constraints.txt --no-deps timm open-clip-torch)")
+    before = {k for k in sys.modules if k.split(".")[0] in _OWNED}
+    if before:
+        pytest.skip("timm/open_clip/torchvision already imported in this process; the shim would mix with them")
+    real_torchvision = False
+    try:
+        importlib.import_module("torchvision")
+        real_torchvision = True
+    except Exception:  # noqa: BLE001 - PyPI's torchvision fails against this torch in several ways
+        for key in [k for k in sys.modules if k.split(".")[0] == "torchvision"]:
+            del sys.modules[key]
+    if not real_torchvision:
+        sys.modules.update(_stubs())
+    try:
+        importlib.import_module("timm.models.vision_transformer")
+        yield importlib.import_module("open_clip")
+    finally:
+        for key in [k for k in sys.modules if k.split(".")[0] in _OWNED]:
+            del sys.modules[key]
