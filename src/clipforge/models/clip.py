@@ -163,6 +163,10 @@ def config_from_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, Any
     from the registered architecture of the same shape (`_with_known_heads`).
     """
     sd = state_dict
+    if any(k.startswith("text.transformer.") for k in sd):  # a transformers text tower: its config is data
+        from clipforge.models.family_hf_match import hf_tower_config_from_state_dict
+
+        return hf_tower_config_from_state_dict(sd)
     family: dict[str, Any] = {}
     if "visual.attn_pool.probe" in sd:
         vision_width = sd["visual.conv1.weight"].shape[0]
