@@ -62,9 +62,10 @@ def download_tokenizer(arch: str, root: str | os.PathLike[str] | None = None, pr
     if not repo or not name:
         return None
     folder = cache_dir(root) / "tokenizers" / str(repo).replace("/", "--")
-    if not (folder / name).is_file():
-        endpoint = os.environ.get(HF_ENDPOINT_ENV, "").rstrip("/") or "https://huggingface.co"
-        weights.download(f"{endpoint}/{repo}/resolve/main/{name}", folder, None, filename=name, progress=progress)
+    endpoint = os.environ.get(HF_ENDPOINT_ENV, "").rstrip("/") or "https://huggingface.co"
+    for file in (name, *spec.get("extra_files", ())):  # transformers' tokenizers: their config files too
+        if not (folder / file).is_file():
+            weights.download(f"{endpoint}/{repo}/resolve/main/{file}", folder, None, filename=file, progress=progress)
     return folder
 
 
