@@ -177,3 +177,21 @@ def test_siglip_twins_text_tower_matches_open_clip_and_timm_layout_loads(name: s
         expected = ours.logit_scale.exp() * image_features @ text_features.t() + ours.logit_bias
         logits, _ = ours(images, ids)
     assert ours.scoring == "sigmoid" and _relative(logits, expected) <= RTOL
+
+
+@pytest.mark.parametrize("arch", ["test-xlmr-tiny", "test-nllb-siglip-tiny"])
+def test_onnx_text_graph_equals_pytorch_on_padded_rows(arch: str, tmp_path: Path) -> None:
+    """`export onnx` traces the whole transformers tower (mask from the pad id, pooling, projection):
+    rows of different lengths, padded, give PyTorch's features."""
+    ort = pytest.importorskip("onnxruntime")
+    from clipforge.api import load_model
+    from clipforge.inference.onnx_export import TEXT_FILE, export_onnx
+
+    loaded = load_model(f"random:{arch}", "cpu")
+    export_onnx(loaded.model, tmp_path / "onnx")
+    session = ort.InferenceSession(str(tmp_path / "onnx" / TEXT_FILE))
+    ids = _ids(pad=1, first=0)[:, :77].clamp(max=loaded.model.vocab_size - 1)
+    got = torch.from_numpy(session.run(None, {session.get_inputs()[0].name: ids.numpy()})[0])
+    with torch.no_grad():
+        want = loaded.model.encode_text(ids)
+    assert _relative(got, want) <= 1e-5
