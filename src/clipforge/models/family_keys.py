@@ -73,6 +73,14 @@ _HF_TYPES: dict[str, tuple[str, str, str, str]] = {
 HF_MODEL_TYPES: tuple[str, ...] = tuple(_HF_TYPES)
 
 
+def has_hf_text_keys(keys: Any) -> bool:
+    """Whether state-dict `keys` hold a transformers text tower (``text.transformer.<its layers or
+    embeddings>``; open_clip's own text towers are ``text.transformer.resblocks.*``)."""
+    marks = tuple(f"text.transformer.{t[2]}" for t in _HF_TYPES.values()) + tuple(
+        f"text.transformer.{t[3]}" for t in _HF_TYPES.values())
+    return any(k.startswith(marks) for k in keys)
+
+
 def hf_width(hf: Mapping[str, Any]) -> int:
     return int(hf[_HF_TYPES[str(hf["model_type"])][0]])
 

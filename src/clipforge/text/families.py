@@ -171,7 +171,7 @@ def _open_backend(kind: str, path: Path | None, spec: dict[str, Any] | None = No
     if kind == "hf-transformers":
         from clipforge.text.hf_tokenizer import open_transformers_tokenizer
 
-        return open_transformers_tokenizer(dict(spec or {}), Path(path))
+        return open_transformers_tokenizer(dict(spec or {}), Path(path), TokenizerUnavailableError)
     if kind == "sentencepiece":
         try:
             import sentencepiece as spm

@@ -17,9 +17,10 @@ from typing import Any
 __all__ = ["encode_plain", "open_transformers_tokenizer", "transformers_ids"]
 
 
-def open_transformers_tokenizer(spec: dict[str, Any], path: Path) -> Any:
-    """transformers' tokenizer class `spec["class"]` from the folder of `path` (local files only)."""
-    from clipforge.text.families import TokenizerUnavailableError
+def open_transformers_tokenizer(spec: dict[str, Any], path: Path, error: type[Exception] = OSError) -> Any:
+    """transformers' tokenizer class `spec["class"]` from the folder of `path` (local files only);
+    failures raise `error` (the caller's "tokenizer unavailable" class) with one line."""
+    TokenizerUnavailableError = error  # noqa: N806 - the caller's class
 
     try:
         import transformers

@@ -34,7 +34,9 @@ def is_open_clip_siglip(sd: dict[str, Tensor]) -> bool:
 def has_hf_text_tower(sd: dict[str, Tensor]) -> bool:
     """open_clip's transformers text towers (XLM-R, RoBERTa, NLLB, mT5): ``text.transformer.*`` and
     ``text.proj.*``, the names clipforge keeps for them."""
-    return any(k.startswith("text.transformer.") for k in sd)
+    from clipforge.models.family_keys import has_hf_text_keys
+
+    return has_hf_text_keys(sd)
 
 
 def is_hf_siglip(sd: dict[str, Tensor]) -> bool:
