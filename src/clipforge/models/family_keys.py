@@ -23,7 +23,14 @@ are unchanged):
   when the weights do not say theirs;
 - ``tokenizer``: ``{"kind": "openai-bpe"}`` (default), ``{"kind": "sentencepiece", "file":
   ...}`` or ``{"kind": "hf-json", "file": ...}`` with ``clean``, ``lower``, ``pad_id``,
-  ``eos_id``, ``bos_id`` (see `clipforge.text.families`).
+  ``eos_id``, ``bos_id`` (see `clipforge.text.families`), or ``{"kind": "hf-transformers",
+  "class": ..., "file": ..., "extra_files": [...]}`` (transformers' own tokenizer class read from
+  the hub repository's files: `clipforge.text.hf_tokenizer`);
+- a transformers text tower (open_clip's XLM-R, RoBERTa, NLLB, mT5 towers; `clipforge.models.family_hf`):
+  ``text_hf`` (the encoder's transformers config as data, with ``model_type``), ``text_pool``
+  ``"mean"`` (over non-pad positions) or ``"cls"`` (position 0), ``text_proj_mlp`` (open_clip's MLP
+  projection instead of one bias-free Linear). The OpenAI-named text fields (``transformer_width``,
+  ``vocab_size``...) then describe that encoder.
 """
 
 from __future__ import annotations
