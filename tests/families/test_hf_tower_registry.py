@@ -169,3 +169,24 @@ def test_xlm_roberta_base_vit_b_32_from_the_hub_at_full_size(monkeypatch, tmp_pa
     with torch.no_grad():
         features = loaded.model.encode_text(ids)
     assert features.shape == (2, 512) and torch.isfinite(features).all()
+
+
+def test_a_plain_open_clip_file_is_built_as_the_architecture_its_shapes_name(monkeypatch, tmp_path) -> None:
+    """A state dict with a transformers tower records no config: its shapes pick the registered
+    architecture, whose activation it keeps (roberta-ViT-B-32's image tower is QuickGELU)."""
+    import warnings
+
+    hf = {**ARCH_CONFIGS["test-xlmr-tiny"]["text_hf"], "model_type": "roberta", "vocab_size": 600}
+    config = {**copy.deepcopy(ARCH_CONFIGS["test-xlmr-tiny"]), "text_hf": hf, "vocab_size": 600,
+              "activation": "quick_gelu"}
+    monkeypatch.setitem(ARCH_CONFIGS, "test-roberta-quick", config)
+    torch.manual_seed(0)
+    model = create_model_from_config(config).eval()
+    torch.save(model.state_dict(), tmp_path / "open_clip_pytorch_model.bin")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing assumed, nothing to warn about
+        loaded = clipforge.load_model(tmp_path / "open_clip_pytorch_model.bin", "cpu")
+    assert loaded.model.activation == "quick_gelu" and loaded.model.text.transformer.config.model_type == "roberta"
+    images = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(loaded.model.encode_image(images), model.encode_image(images), rtol=1e-5, atol=1e-6)

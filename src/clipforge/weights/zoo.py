@@ -102,8 +102,8 @@ def checkpoint_config(checkpoint: Checkpoint, arch: str | None = None) -> tuple[
         return {**inferred, "activation": activation_of(inferred)}, None
     from clipforge.models.family_keys import is_family_config
 
-    if is_family_config(inferred) and inferred.get("activation") == "gelu_tanh":
-        return inferred, None  # SigLIP: one activation, no -quickgelu twin to confuse it with
+    if is_family_config(inferred) and (inferred.get("activation") == "gelu_tanh" or inferred.get("text_hf")):
+        return inferred, None  # SigLIP, transformers towers: one activation each, no -quickgelu twin
     matches = matching_architectures(inferred)
     openai = [m for m in matches if m in OPENAI_MODELS]
     # OpenAI's shapes: QuickGELU (OpenAI's and clipforge 0.1's files). open_clip-only shapes: GELU,
