@@ -116,17 +116,26 @@ def _tokenizer_files(tmp_path: Path) -> dict[str, bytes]:
     return {name: (folder / name).read_bytes() for name in ("tokenizer.json", "tokenizer_config.json")}
 
 
-def test_tiny_hf_tower_weights_and_tokenizer_files_download_verify_and_load(monkeypatch, tmp_path) -> None:
+@pytest.mark.parametrize("base", ["test-xlmr-tiny", "test-nllb-siglip-tiny"])
+def test_tiny_hf_tower_weights_and_tokenizer_files_download_verify_and_load(base, monkeypatch, tmp_path) -> None:
+    """XLM-R on a class-token ViT (open_clip's file is clipforge's layout), and NLLB on a SigLIP tower
+    (open_clip's -siglip files: timm layout under visual.trunk.)."""
     arch, repo, tok_repo = "test-hub-xlmr", "laion/test-hub-xlmr", "FacebookAI/test-xlmr"
-    config = copy.deepcopy(ARCH_CONFIGS["test-xlmr-tiny"])
+    config = copy.deepcopy(ARCH_CONFIGS[base])
     config["tokenizer"] = {**config["tokenizer"], "hub_repo": tok_repo, "extra_files": ["tokenizer_config.json"]}
     monkeypatch.setitem(ARCH_CONFIGS, arch, config)
     entry = registry.PretrainedWeights(name=arch, url="", sha256=None, filename=f"{repo.replace('/', '--')}--x",
-                                       tag="hubtest", hf_repo=repo, activation="gelu", listed_as=arch)
+                                       tag="hubtest", hf_repo=repo, activation=config["activation"], listed_as=arch)
     monkeypatch.setitem(registry.PRETRAINED, (arch, "hubtest"), entry)
     torch.manual_seed(0)
     weights = create_model_from_config(get_config(arch)).eval()
-    routes = {f"/{repo}/resolve/main/open_clip_pytorch_model.bin": _torch_bytes(weights.state_dict())}
+    state = weights.state_dict()
+    if config.get("vision_pool") == "map":
+        from clipforge.weights.family_layouts import to_open_clip_siglip
+
+        state = to_open_clip_siglip(state)
+        assert "visual.trunk.pos_embed" in state and "text.proj.weight" in state
+    routes = {f"/{repo}/resolve/main/open_clip_pytorch_model.bin": _torch_bytes(state)}
     routes.update({f"/{tok_repo}/resolve/main/{name}": body for name, body in _tokenizer_files(tmp_path).items()})
     served = _serve(monkeypatch, tmp_path, routes)
 
@@ -134,9 +143,12 @@ def test_tiny_hf_tower_weights_and_tokenizer_files_download_verify_and_load(monk
     assert sorted(p.rsplit("/", 1)[-1] for p in served) == ["open_clip_pytorch_model.bin", "tokenizer.json",
                                                            "tokenizer_config.json"]
     ids = loaded.tokenize(CORPUS[:4])
-    assert ids.shape == (4, 77) and ids[0, 0].item() == 0 and ids[0, -1].item() == 1  # <s> ... padded with <pad>
+    assert ids.shape == (4, 77) and ids[0, -1].item() == 1  # padded with <pad>
+    assert loaded.scoring.kind == ("sigmoid" if config.get("scoring") == "sigmoid" else "softmax")
     with torch.no_grad():
-        assert torch.equal(loaded.model.encode_text(ids), weights.encode_text(ids))
+        assert torch.allclose(loaded.model.encode_text(ids), weights.encode_text(ids), rtol=1e-5, atol=1e-6)
+        images = torch.randn(1, 3, 32, 32)
+        assert torch.allclose(loaded.model.encode_image(images), weights.encode_image(images), rtol=1e-5, atol=1e-6)
     again = clipforge.load_model(f"{arch}:hubtest", "cpu")  # cached: nothing fetched twice
     assert len(served) == 3 and torch.equal(again.tokenize(CORPUS[:4]), ids)
 
