@@ -215,10 +215,11 @@ class FamilyCLIP(CLIP):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         if self.text is None:
             return super().set_grad_checkpointing(enable)
-        if enable:
-            self.text.transformer.gradient_checkpointing_enable()
-        else:
-            self.text.transformer.gradient_checkpointing_disable()
+        encoder = self.text.transformer  # (transformers 5 renamed the call; 4.x has only the old name)
+        verb = "enable" if enable else "disable"
+        call = getattr(encoder, f"activation_checkpointing_{verb}", None) or getattr(
+            encoder, f"gradient_checkpointing_{verb}")
+        call()
         if hasattr(self.visual, "transformer"):
             self.visual.transformer.grad_checkpointing = enable
 
