@@ -61,7 +61,9 @@ def build_json_tokenizer(folder: Path, vocab_size: int = 400) -> Path:
 
 
 FAMILY_TINY = {"siglip": "test-siglip-tiny", "siglip2": "test-siglip2-tiny", "worldwide": "test-worldwide-tiny",
-               "openai": "test-vit-tiny"}
+               "openai": "test-vit-tiny",
+               # open_clip's transformers text towers: XLM-R (mean, MLP) and NLLB on a SigLIP image tower (cls, sigmoid)
+               "xlmr": "test-xlmr-tiny", "nllb-siglip": "test-nllb-siglip-tiny"}
 
 
 def save_family_checkpoint(folder: Path, arch: str, seed: int = 0) -> Path:
@@ -74,7 +76,7 @@ def save_family_checkpoint(folder: Path, arch: str, seed: int = 0) -> Path:
     spec = getattr(loaded.model, "tokenizer_cfg", None) or {}
     if spec.get("kind") == "sentencepiece":
         train_spiece(folder)
-    elif spec.get("kind") == "hf-json":
+    elif spec.get("kind") in ("hf-json", "hf-transformers"):  # (transformers' class reads the same JSON)
         build_json_tokenizer(folder)
     with torch.no_grad():
         if getattr(loaded.model, "logit_bias", None) is not None:  # a sigmoid model that says something

@@ -18,7 +18,7 @@ from PIL import Image
 
 from clipforge.cli.main import main
 
-FAMILIES = ["siglip", "siglip2", "worldwide", "openai"]
+FAMILIES = ["siglip", "siglip2", "worldwide", "openai", "xlmr", "nllb-siglip"]
 COLORS = {"red": (230, 20, 20), "green": (20, 200, 30), "blue": (20, 40, 220)}
 
 
@@ -55,7 +55,7 @@ def test_similarity(family, family_checkpoints, images, capsys) -> None:
     out = capsys.readouterr().out
     rows = [line.split()[1:] for line in out.splitlines()[1:4]]
     sums = [sum(float(v) for v in row) for row in rows]
-    if family.startswith("siglip"):
+    if "siglip" in family:
         assert "probabilities do not sum to 1" in out
         assert not all(abs(s - 1) < 1e-3 for s in sums)
     else:
@@ -68,9 +68,9 @@ def test_classify(family, family_checkpoints, images, capsys) -> None:
     assert main(["classify", *map(str, images.values()), "--labels", "red,green,blue", "--model", spec,
                  "--device", "cpu", "--json", "--top-k", "3"]) == 0
     out = _json(capsys)
-    assert len(out["results"]) == 3 and out["scoring"] == ("sigmoid" if family.startswith("siglip") else "softmax")
+    assert len(out["results"]) == 3 and out["scoring"] == ("sigmoid" if "siglip" in family else "softmax")
     total = sum(out["results"][0]["probabilities"])
-    if family.startswith("siglip"):
+    if "siglip" in family:
         assert "do not sum to 1" in out["note"] and abs(total - 1) > 1e-3
     else:
         assert abs(total - 1) < 1e-4
@@ -125,7 +125,7 @@ def test_tokenizer_reaches_the_text_tower(family_checkpoints) -> None:
     assert world.model.text_pool_positions(ids).item() == ids[0].tolist().index(2)
 
 
-@pytest.mark.parametrize("family", ["siglip", "siglip2", "worldwide"])
+@pytest.mark.parametrize("family", ["siglip", "siglip2", "worldwide", "xlmr", "nllb-siglip"])
 def test_bf16_precision_runs(family, family_checkpoints, images, capsys) -> None:
     from clipforge.inference.cpu import bf16_supported
 
@@ -136,3 +136,19 @@ def test_bf16_precision_runs(family, family_checkpoints, images, capsys) -> None
                  "--json", "--precision", "bf16"]) == 0
     out = _json(capsys)
     assert torch.isfinite(torch.tensor(out["results"][0]["probabilities"])).all()
+
+
+def test_transformers_towers_read_their_tokenizer_and_mask_their_padding(family_checkpoints) -> None:
+    """open_clip's HF towers: rows start with <s> and are padded with <pad> (id 1); the padding does
+    not change the feature (mean pooling over the attention mask; NLLB reads position 0)."""
+    from clipforge.api import load_model
+
+    for family in ("xlmr", "nllb-siglip"):
+        loaded = load_model(family_checkpoints[family], "cpu")
+        ids = loaded.tokenize(["a red image"])
+        assert ids.shape == (1, 77) and ids[0, -1].item() == 1 and loaded.model.text.pad_id == 1
+        length = int((ids[0] != 1).sum())
+        with torch.no_grad():
+            full = loaded.model.encode_text(ids)
+            short = loaded.model.encode_text(ids[:, : length + 3])
+        assert torch.allclose(full, short, atol=1e-5)

@@ -37,8 +37,8 @@ EXPECTED = [("ViT-B-32", "laion2b_s34b_b79k"), ("ViT-L-14", "laion2b_s32b_b82k")
 def test_every_entry_is_complete():
     pairs = [pair for pair in list_pretrained() if pair[1] != "cn_clip"]  # Chinese-CLIP: tests/chinese
     # open_clip's 94 for OpenAI's shapes + OpenAI's spellings (98), and the families of issue 16:
-    # 26 SigLIP / SigLIP 2, DFN at 378 px and MetaCLIP 2 worldwide (33)
-    assert len(pairs) == len(set(pairs)) == 98 + 33
+    # 26 SigLIP / SigLIP 2, DFN at 378 px and MetaCLIP 2 worldwide (33), open_clip's transformers text towers (9)
+    assert len(pairs) == len(set(pairs)) == 98 + 33 + 9
     assert set(EXPECTED) <= set(pairs)
     assert list_pretrained(as_str=True)[0] == "RN50:openai"
     for (arch, tag), entry in ((pair, PRETRAINED[pair]) for pair in pairs):
@@ -62,8 +62,10 @@ def test_registry_equals_open_clips_own_table():
     package __init__, which imports torchvision; `pretrained.py` itself does not)."""
     import importlib
     import importlib.util
+    import json
     import sys
     import types
+    from pathlib import Path
 
     spec = importlib.util.find_spec("open_clip")
     if spec is None:
@@ -80,7 +82,11 @@ def test_registry_equals_open_clips_own_table():
     for arch, tag in ours:
         cfg, entry = theirs_module.get_pretrained_cfg(arch, tag), get_pretrained(arch, tag)
         assert cfg["url"] == entry.url and cfg["hf_hub"].rstrip("/") == entry.hf_repo, (arch, tag)
-        assert cfg.get("quick_gelu", False) == (entry.activation == "quick_gelu"), (arch, tag)
+        # QuickGELU where the pretrained config or the model config says so (roberta-ViT-B-32's JSON does)
+        model_json = Path(next(iter(spec.submodule_search_locations))) / "model_configs" / f"{arch}.json"
+        quick = cfg.get("quick_gelu", False) or (
+            model_json.is_file() and json.loads(model_json.read_text()).get("quick_gelu", False))
+        assert quick == (entry.activation == "quick_gelu"), (arch, tag)
         assert (tuple(cfg["mean"]), tuple(cfg["std"])) == (entry.mean, entry.std), (arch, tag)
         assert (cfg["interpolation"], cfg["resize_mode"]) == (entry.interpolation, entry.resize_mode), (arch, tag)
 
@@ -288,7 +294,7 @@ def test_models_all_lists_every_pretrained_pair(capsys):
     assert (laion["activation"], laion["imagenet_top1"], laion["builds"]) == ("gelu", 66.56, "ViT-B-32")
     assert rows["ViT-B-32:laion400m_e31"]["builds"] == "ViT-B-32-quickgelu"
     assert rows["ViT-bigG-14"]["params"] == 2_539_567_105 and rows["ViT-B-32"]["activation"] == "gelu"
-    assert sum(r["kind"] == "pretrained" for r in rows.values()) == 98 + 33  # + the families of issue 16
+    assert sum(r["kind"] == "pretrained" for r in rows.values()) == 98 + 33 + 9  # + the families of issue 16
     assert main(["models"]) == 0
     table = capsys.readouterr().out
     assert "ViT-H-14-quickgelu" in table and "laion2b" not in table  # pairs only with --all
@@ -300,7 +306,7 @@ def test_reference_numbers_page_matches_the_registry():
 
     page = (Path(__file__).resolve().parents[2] / "docs" / "reference-numbers.md").read_text(encoding="utf-8")
     commands = re.findall(r"--model (\S+:\S+) .*--expect top1=([0-9.]+)", page)
-    assert len(commands) == 57
+    assert len(commands) == 57 + 7  # + open_clip's transformers text towers with a top-1
     for spec, top1 in commands:
         arch, tag = spec.split(":")
         assert get_pretrained(arch, tag).imagenet_top1 == float(top1), spec

@@ -68,6 +68,7 @@ class TextTower(nn.Module):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
+        self.hf_text = getattr(model, "text", None)  # a transformers encoder tower (`models.family_hf`): whole
         self.token_embedding = model.token_embedding
         self.positional_embedding = model.positional_embedding
         self.transformer = model.transformer
@@ -78,6 +79,8 @@ class TextTower(nn.Module):
         self.project = getattr(model, "_project_text", None)
 
     def forward(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.hf_text is not None:
+            return _both(self.hf_text(input_ids))
         x = self.token_embedding(input_ids) + self.positional_embedding[: input_ids.shape[1]]
         x = self.ln_final(self.transformer(x))
         if self.pool is not None and self.project is not None:

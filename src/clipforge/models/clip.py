@@ -17,7 +17,13 @@ from clipforge.models.configs import (
     same_shape,
     vision_heads,
 )
-from clipforge.models.family_keys import FAMILY_DEFAULTS, FAMILY_KEYS, family_value, is_family_config
+from clipforge.models.family_keys import (
+    FAMILY_DEFAULTS,
+    FAMILY_KEYS,
+    family_value,
+    has_hf_text_keys,
+    is_family_config,
+)
 from clipforge.models.layers import LayerNorm, Transformer
 from clipforge.models.resnet import ModifiedResNet
 from clipforge.models.vit import VisionTransformer
@@ -163,6 +169,10 @@ def config_from_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, Any
     from the registered architecture of the same shape (`_with_known_heads`).
     """
     sd = state_dict
+    if has_hf_text_keys(sd):  # a transformers text tower: its config is data (`family_hf_match`)
+        from clipforge.models.family_hf_match import hf_tower_config_from_state_dict
+
+        return hf_tower_config_from_state_dict(sd)
     family: dict[str, Any] = {}
     if "visual.attn_pool.probe" in sd:
         vision_width = sd["visual.conv1.weight"].shape[0]

@@ -107,13 +107,14 @@ for _name, _gelu in OPEN_CLIP_GELU_RESNETS.items():
 # The families beyond OpenAI's shape (SigLIP, SigLIP 2, MetaCLIP 2 worldwide, DFN-378), as data.
 from clipforge.models.family_configs import (  # noqa: E402
     DFN_CONFIGS,
+    HF_TOWER_CONFIGS,
     SIGLIP_CONFIGS,
     TEST_FAMILY_CONFIGS,
     WORLDWIDE_CONFIGS,
 )
 
-FAMILY_MODELS: tuple[str, ...] = (*SIGLIP_CONFIGS, *WORLDWIDE_CONFIGS, *DFN_CONFIGS)
-for _table in (SIGLIP_CONFIGS, WORLDWIDE_CONFIGS, DFN_CONFIGS, TEST_FAMILY_CONFIGS):
+FAMILY_MODELS: tuple[str, ...] = (*SIGLIP_CONFIGS, *WORLDWIDE_CONFIGS, *DFN_CONFIGS, *HF_TOWER_CONFIGS)
+for _table in (SIGLIP_CONFIGS, WORLDWIDE_CONFIGS, DFN_CONFIGS, HF_TOWER_CONFIGS, TEST_FAMILY_CONFIGS):
     ARCH_CONFIGS.update(_table)
 
 # Other spellings of OpenAI's names (never of a different architecture).

@@ -24,6 +24,7 @@ from torch import nn
 
 from clipforge.models.clip import CLIP
 from clipforge.models.configs import mlp_width, vision_heads
+from clipforge.models.family_hf import HFTextTower
 from clipforge.models.family_keys import FAMILY_DEFAULTS, check_family_fields, family_value
 from clipforge.models.layers import LayerNorm, Transformer, make_activation
 from clipforge.models.vit import VisionTransformer
@@ -156,6 +157,17 @@ class FamilyCLIP(CLIP):
                 input_resolution=int(config["image_resolution"]), patch_size=int(config["vision_patch_size"]),
                 width=int(config["vision_width"]), layers=int(config["vision_layers"]), heads=vision_heads(vision),
                 output_dim=embed_dim, mlp_width=mlp_width(vision), activation=activation)
+        sigmoid = self.scoring == "sigmoid"
+        # SigLIP's initial temperature and bias (log 10, -10); CLIP's 1/0.07.
+        self.logit_scale = nn.Parameter(torch.ones([]) * (math.log(10.0) if sigmoid else math.log(1 / 0.07)))
+        self.logit_bias = nn.Parameter(torch.ones([]) * -10.0) if sigmoid else None
+        self.text: HFTextTower | None = None
+        if get("text_hf") is not None:  # open_clip's HF text towers: transformers' encoder (`family_hf`)
+            self.text = HFTextTower(get("text_hf"), embed_dim, self.text_pool, bool(get("text_proj_mlp")))
+            self.transformer = self.token_embedding = self.positional_embedding = None  # type: ignore[assignment]
+            self.ln_final = self.text_projection = None  # type: ignore[assignment]
+            self.visual.transformer.init_weights()
+            return
         self.transformer = Transformer(width, int(config["transformer_layers"]), int(config["transformer_heads"]),
                                        causal=bool(get("text_causal")), activation=text_activation,
                                        mlp_width=round(width * float(get("text_mlp_ratio"))), norm_eps=eps)
@@ -168,10 +180,6 @@ class FamilyCLIP(CLIP):
             self.text_projection = nn.Linear(width, embed_dim)
         else:
             self.text_projection = nn.Parameter(torch.empty(width, embed_dim))
-        sigmoid = self.scoring == "sigmoid"
-        # SigLIP's initial temperature and bias (log 10, -10); CLIP's 1/0.07.
-        self.logit_scale = nn.Parameter(torch.ones([]) * (math.log(10.0) if sigmoid else math.log(1 / 0.07)))
-        self.logit_bias = nn.Parameter(torch.ones([]) * -10.0) if sigmoid else None
         self._init_family()
 
     def _init_family(self) -> None:
@@ -204,9 +212,24 @@ class FamilyCLIP(CLIP):
             return (text == int(self.text_eos_id)).int().argmax(dim=-1)
         return text.argmax(dim=-1)
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        if self.text is None:
+            return super().set_grad_checkpointing(enable)
+        encoder = self.text.transformer  # (transformers 5 renamed the call; 4.x has only the old name)
+        verb = "enable" if enable else "disable"
+        call = getattr(encoder, f"activation_checkpointing_{verb}", None) or getattr(
+            encoder, f"gradient_checkpointing_{verb}")
+        call()
+        if hasattr(self.visual, "transformer"):
+            self.visual.transformer.grad_checkpointing = enable
+
     def encode_text(self, text: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         """Text features at each sequence's pooling position. A causal tower stops at the last
-        position read (later ones cannot change it); a bidirectional one sees the whole padded row."""
+        position read (later ones cannot change it); a bidirectional one sees the whole padded row.
+        A transformers tower (`family_hf`) pools over the non-pad positions itself."""
+        if self.text is not None:
+            features = self.text(text)
+            return F.normalize(features, dim=-1) if normalize else features
         pos = self.text_pool_positions(text)
         length = text.shape[1]
         if self.transformer.causal and text.numel():

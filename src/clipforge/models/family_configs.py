@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from clipforge.models.family_keys import hf_layers, hf_width
+
 SIGLIP_PREPROCESS = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "interpolation": "bicubic",
                      "resize_mode": "squash"}
 _SIGLIP_TOWER = {"preprocess": SIGLIP_PREPROCESS, "vision_pool": "map", "vision_patch_bias": True, "vision_ln_pre": False, "vision_proj": False,
@@ -143,3 +145,104 @@ TEST_FAMILY_CONFIGS: dict[str, dict[str, Any]] = {
                             "activation": "gelu", "text_pool": "eos", "text_eos_id": 2,
                             "tokenizer": {"kind": "hf-json", "file": "tokenizer.json", "clean": "whitespace"}},
 }
+
+# --- open_clip's transformers text towers (XLM-R, RoBERTa, NLLB, mT5), as data ------------------------
+# From open-clip-torch 3.3's model_configs (``hf_model_name``, ``hf_pooler_type``, ``hf_proj_type``: its
+# default is "mlp") and the encoders' hub ``config.json`` files (the fields that change the arithmetic;
+# transformers' defaults fill the rest). The tokenizer is transformers' class for the encoder, read from
+# the hub repository's files; open_clip's HFTokenizer cleans whitespace and pads to 77 positions.
+_XLMR_BASE = {"model_type": "xlm-roberta", "vocab_size": 250002, "hidden_size": 768, "num_hidden_layers": 12,
+              "num_attention_heads": 12, "intermediate_size": 3072, "max_position_embeddings": 514,
+              "type_vocab_size": 1, "layer_norm_eps": 1e-5, "pad_token_id": 1, "bos_token_id": 0,
+              "eos_token_id": 2, "hidden_act": "gelu"}
+_XLMR_LARGE = {**_XLMR_BASE, "hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
+               "intermediate_size": 4096}
+_ROBERTA = {**_XLMR_BASE, "model_type": "roberta", "vocab_size": 50265}
+_NLLB_600M = {"model_type": "m2m_100", "vocab_size": 256206, "d_model": 1024, "encoder_layers": 12,
+              "decoder_layers": 12, "encoder_attention_heads": 16, "decoder_attention_heads": 16,
+              "encoder_ffn_dim": 4096, "decoder_ffn_dim": 4096, "max_position_embeddings": 1024,
+              "activation_function": "relu", "scale_embedding": True, "pad_token_id": 1, "bos_token_id": 0,
+              "eos_token_id": 2, "decoder_start_token_id": 2}
+_NLLB_1B3 = {**_NLLB_600M, "encoder_layers": 24, "decoder_layers": 24, "encoder_ffn_dim": 8192,
+             "decoder_ffn_dim": 8192}
+_MT5_BASE = {"model_type": "mt5", "vocab_size": 250112, "d_model": 768, "d_kv": 64, "d_ff": 2048, "num_heads": 12,
+             "num_layers": 12, "num_decoder_layers": 12, "feed_forward_proj": "gated-gelu",
+             "relative_attention_num_buckets": 32, "layer_norm_epsilon": 1e-6, "pad_token_id": 0,
+             "eos_token_id": 1, "decoder_start_token_id": 0, "tie_word_embeddings": False}
+_MT5_XL = {**_MT5_BASE, "d_model": 2048, "d_ff": 5120, "num_heads": 32, "num_layers": 24, "num_decoder_layers": 24}
+
+
+def _hf_tokenizer(repo: str, cls: str, file: str, *extra: str) -> dict[str, Any]:
+    return {"kind": "hf-transformers", "class": cls, "file": file, "hub_repo": repo, "clean": "whitespace",
+            **({"extra_files": list(extra)} if extra else {})}
+
+
+_TOK_XLMR_BASE = _hf_tokenizer("FacebookAI/xlm-roberta-base", "XLMRobertaTokenizer", "tokenizer.json")
+_TOK_XLMR_LARGE = _hf_tokenizer("FacebookAI/xlm-roberta-large", "XLMRobertaTokenizer", "tokenizer.json")
+_TOK_ROBERTA = _hf_tokenizer("FacebookAI/roberta-base", "RobertaTokenizer", "tokenizer.json")
+_TOK_NLLB_600M = _hf_tokenizer("facebook/nllb-200-distilled-600M", "NllbTokenizer", "tokenizer.json",
+                               "tokenizer_config.json", "special_tokens_map.json")
+_TOK_NLLB_1B3 = _hf_tokenizer("facebook/nllb-200-distilled-1.3B", "NllbTokenizer", "tokenizer.json",
+                              "tokenizer_config.json", "special_tokens_map.json")
+_TOK_MT5_BASE = _hf_tokenizer("google/mt5-base", "T5Tokenizer", "spiece.model", "tokenizer_config.json",
+                              "special_tokens_map.json")
+_TOK_MT5_XL = _hf_tokenizer("google/mt5-xl", "T5Tokenizer", "spiece.model", "tokenizer_config.json",
+                            "special_tokens_map.json")
+
+
+def _hf_tower(hf: dict[str, Any], pool: str, mlp: bool, tokenizer: dict[str, Any]) -> dict[str, Any]:
+    heads = hf.get("num_attention_heads") or hf.get("encoder_attention_heads") or hf.get("num_heads")
+    out = {"context_length": 77, "vocab_size": hf["vocab_size"], "transformer_width": hf_width(hf),
+           "transformer_heads": int(heads), "transformer_layers": hf_layers(hf), "text_hf": hf, "text_pool": pool,
+           "text_causal": False, "tokenizer": tokenizer}
+    if mlp:
+        out["text_proj_mlp"] = True
+    return out
+
+
+_B32 = {"embed_dim": 512, "image_resolution": 224, "vision_layers": 12, "vision_width": 768, "vision_patch_size": 32}
+_H14 = {"embed_dim": 1024, "image_resolution": 224, "vision_layers": 32, "vision_width": 1280,
+        "vision_patch_size": 14, "vision_head_width": 80}
+# open_clip's timm SigLIP image towers at 384 px (vit_base_patch16_siglip_384, vit_so400m_patch14_siglip_384)
+_SIGLIP_B16_384 = {k: v for k, v in _siglip("B", 16, 384, 32000, _SP_EN).items() if k.startswith(("vision_", "image_"))}
+_SIGLIP_SO400M_384 = {k: v for k, v in _siglip("SO400M", 14, 384, 32000, _SP_EN).items()
+                      if k.startswith(("vision_", "image_"))}
+_SIGLIP_IMAGE = {"vision_pool": "map", "vision_patch_bias": True, "vision_ln_pre": False, "vision_proj": False,
+                 "norm_eps": 1e-6, "activation": "gelu_tanh", "scoring": "sigmoid", "preprocess": SIGLIP_PREPROCESS}
+
+HF_TOWER_CONFIGS: dict[str, dict[str, Any]] = {
+    "xlm-roberta-base-ViT-B-32": {**_B32, **_hf_tower(_XLMR_BASE, "mean", True, _TOK_XLMR_BASE),
+                                  "activation": "gelu"},
+    "xlm-roberta-large-ViT-H-14": {**_H14, **_hf_tower(_XLMR_LARGE, "mean", True, _TOK_XLMR_LARGE),
+                                   "activation": "gelu"},
+    "roberta-ViT-B-32": {**_B32, **_hf_tower(_ROBERTA, "mean", True, _TOK_ROBERTA), "activation": "quick_gelu"},
+    "mt5-base-ViT-B-32": {**_B32, **_hf_tower(_MT5_BASE, "mean", True, _TOK_MT5_BASE), "activation": "gelu"},
+    "mt5-xl-ViT-H-14": {**_H14, **_hf_tower(_MT5_XL, "mean", True, _TOK_MT5_XL), "activation": "gelu"},
+    "nllb-clip-base": {**_B32, **_hf_tower(_NLLB_600M, "cls", False, _TOK_NLLB_600M), "activation": "gelu"},
+    "nllb-clip-large": {**_H14, **_hf_tower(_NLLB_1B3, "cls", False, _TOK_NLLB_1B3), "activation": "gelu"},
+    "nllb-clip-base-siglip": {**_SIGLIP_B16_384, **_SIGLIP_IMAGE, "embed_dim": 768,
+                              **_hf_tower(_NLLB_600M, "cls", False, _TOK_NLLB_600M)},
+    "nllb-clip-large-siglip": {**_SIGLIP_SO400M_384, **_SIGLIP_IMAGE, "embed_dim": 1152,
+                               **_hf_tower(_NLLB_1B3, "cls", False, _TOK_NLLB_1B3)},
+}
+
+# Small ones for tests: same code paths (a class-token ViT with an XLM-R tower pooled by mean through
+# the MLP; a SigLIP image tower with an NLLB encoder read at position 0 through a Linear; an mT5 stack).
+_TINY_VIT = {"embed_dim": 32, "image_resolution": 32, "vision_layers": 2, "vision_width": 64, "vision_patch_size": 8}
+_TINY_XLMR = {**_XLMR_BASE, "vocab_size": 512, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+              "intermediate_size": 128, "max_position_embeddings": 80}
+_TINY_NLLB = {**_NLLB_600M, "vocab_size": 512, "d_model": 64, "encoder_layers": 2, "decoder_layers": 1,
+              "encoder_attention_heads": 2, "decoder_attention_heads": 2, "encoder_ffn_dim": 128,
+              "decoder_ffn_dim": 128, "max_position_embeddings": 128}
+_TINY_MT5 = {**_MT5_BASE, "vocab_size": 512, "d_model": 64, "d_kv": 32, "d_ff": 96, "num_heads": 2, "num_layers": 2,
+             "num_decoder_layers": 1}
+_TINY_TOK = {"kind": "hf-transformers", "class": "XLMRobertaTokenizer", "file": "tokenizer.json",
+             "clean": "whitespace"}
+TEST_FAMILY_CONFIGS.update({
+    "test-xlmr-tiny": {**_TINY_VIT, **_hf_tower(_TINY_XLMR, "mean", True, _TINY_TOK), "activation": "gelu"},
+    "test-nllb-siglip-tiny": {**{k: v for k, v in _TINY_SIGLIP.items() if k.startswith(("vision_", "image_"))},
+                              **_SIGLIP_IMAGE, "embed_dim": 64,
+                              **_hf_tower(_TINY_NLLB, "cls", False, {**_TINY_TOK, "class": "NllbTokenizer"})},
+    "test-mt5-tiny": {**_TINY_VIT, **_hf_tower(_TINY_MT5, "mean", True, {**_TINY_TOK, "class": "T5Tokenizer"}),
+                      "activation": "gelu"},
+})

@@ -23,7 +23,14 @@ are unchanged):
   when the weights do not say theirs;
 - ``tokenizer``: ``{"kind": "openai-bpe"}`` (default), ``{"kind": "sentencepiece", "file":
   ...}`` or ``{"kind": "hf-json", "file": ...}`` with ``clean``, ``lower``, ``pad_id``,
-  ``eos_id``, ``bos_id`` (see `clipforge.text.families`).
+  ``eos_id``, ``bos_id`` (see `clipforge.text.families`), or ``{"kind": "hf-transformers",
+  "class": ..., "file": ..., "extra_files": [...]}`` (transformers' own tokenizer class read from
+  the hub repository's files: `clipforge.text.hf_tokenizer`);
+- a transformers text tower (open_clip's XLM-R, RoBERTa, NLLB, mT5 towers; `clipforge.models.family_hf`):
+  ``text_hf`` (the encoder's transformers config as data, with ``model_type``), ``text_pool``
+  ``"mean"`` (over non-pad positions) or ``"cls"`` (position 0), ``text_proj_mlp`` (open_clip's MLP
+  projection instead of one bias-free Linear). The OpenAI-named text fields (``transformer_width``,
+  ``vocab_size``...) then describe that encoder.
 """
 
 from __future__ import annotations
@@ -48,14 +55,53 @@ FAMILY_DEFAULTS: dict[str, Any] = {
     "scoring": "softmax",
     "tokenizer": None,  # None: OpenAI's BPE
     "preprocess": None,  # the family's image preprocessing (mean/std/interpolation/resize_mode); None: OpenAI's
+    "text_hf": None,  # a transformers encoder's config (open_clip's HF text towers); None: clipforge's own tower
+    "text_proj_mlp": False,  # the HF tower's projection is open_clip's MLP, not one Linear
 }
 FAMILY_KEYS: tuple[str, ...] = tuple(FAMILY_DEFAULTS)
 ALL_ACTIVATIONS = ("quick_gelu", "gelu", "gelu_tanh")
-_CHOICES = {"vision_pool": ("class", "map"), "text_pool": ("argmax", "eos", "last"),
+_CHOICES = {"vision_pool": ("class", "map"), "text_pool": ("argmax", "eos", "last", "mean", "cls"),
             "scoring": ("softmax", "sigmoid")}
-_BOOLS = ("vision_patch_bias", "vision_ln_pre", "vision_proj", "text_causal", "text_proj", "text_proj_bias")
-TOKENIZER_KINDS = ("openai-bpe", "sentencepiece", "hf-json")
-_TOKENIZER_FIELDS = {"kind", "file", "clean", "lower", "pad_id", "eos_id", "bos_id", "hub_repo", "add_eos"}
+_BOOLS = ("vision_patch_bias", "vision_ln_pre", "vision_proj", "text_causal", "text_proj", "text_proj_bias",
+          "text_proj_mlp")
+TOKENIZER_KINDS = ("openai-bpe", "sentencepiece", "hf-json", "hf-transformers")
+_TOKENIZER_FIELDS = {"kind", "file", "clean", "lower", "pad_id", "eos_id", "bos_id", "hub_repo", "add_eos",
+                     "class", "extra_files"}
+
+
+# transformers encoder types a text tower may be (``text_hf.model_type``) -> (config field of the width,
+# of the layer count, state-dict prefix of the layers, name of the token embedding)
+_HF_TYPES: dict[str, tuple[str, str, str, str]] = {
+    "xlm-roberta": ("hidden_size", "num_hidden_layers", "encoder.layer.", "embeddings.word_embeddings.weight"),
+    "roberta": ("hidden_size", "num_hidden_layers", "encoder.layer.", "embeddings.word_embeddings.weight"),
+    "m2m_100": ("d_model", "encoder_layers", "layers.", "embed_tokens.weight"),
+    "mt5": ("d_model", "num_layers", "block.", "embed_tokens.weight"),
+}
+HF_MODEL_TYPES: tuple[str, ...] = tuple(_HF_TYPES)
+
+
+def has_hf_text_keys(keys: Any) -> bool:
+    """Whether state-dict `keys` hold a transformers text tower (``text.transformer.<its layers or
+    embeddings>``; open_clip's own text towers are ``text.transformer.resblocks.*``)."""
+    marks = tuple(f"text.transformer.{t[2]}" for t in _HF_TYPES.values()) + tuple(
+        f"text.transformer.{t[3]}" for t in _HF_TYPES.values())
+    return any(k.startswith(marks) for k in keys)
+
+
+def hf_width(hf: Mapping[str, Any]) -> int:
+    return int(hf[_HF_TYPES[str(hf["model_type"])][0]])
+
+
+def hf_layers(hf: Mapping[str, Any]) -> int:
+    return int(hf[_HF_TYPES[str(hf["model_type"])][1]])
+
+
+def hf_layer_prefix(model_type: str) -> str:
+    return _HF_TYPES[model_type][2]
+
+
+def hf_embedding_key(model_type: str) -> str:
+    return _HF_TYPES[model_type][3]
 
 
 def is_family_config(config: Mapping[str, Any]) -> bool:
@@ -94,6 +140,7 @@ def check_family_fields(config: Mapping[str, Any]) -> list[str]:
         errors.append("field 'vision_proj' = false needs 'embed_dim' equal to 'vision_width'")
     if config.get("text_proj") is False and config.get("embed_dim") != config.get("transformer_width"):
         errors.append("field 'text_proj' = false needs 'embed_dim' equal to 'transformer_width'")
+    errors += _check_hf_tower(config)
     pre = config.get("preprocess")
     if pre is not None and (not isinstance(pre, Mapping) or set(pre) - {"mean", "std", "interpolation", "resize_mode"}):
         errors.append("field 'preprocess' must be an object with mean, std, interpolation, resize_mode")
@@ -107,4 +154,30 @@ def check_family_fields(config: Mapping[str, Any]) -> list[str]:
                                                   and "/" not in tok["file"] and "\\" not in tok["file"]
                                                   and tok["file"] not in (".", "..")):
             errors.append("field 'tokenizer.file' must be a plain file name (no folders)")
+        elif not all(_plain_name(f) for f in tok.get("extra_files", ())) or isinstance(tok.get("extra_files"), str):
+            errors.append("field 'tokenizer.extra_files' must be a list of plain file names (no folders)")
+        elif tok["kind"] == "hf-transformers" and not (isinstance(tok.get("class"), str)
+                                                       and tok["class"].isidentifier()):
+            errors.append("field 'tokenizer.class' must name a transformers tokenizer class")
     return errors
+
+
+def _plain_name(name: Any) -> bool:
+    return isinstance(name, str) and bool(name) and "/" not in name and "\\" not in name and name not in (".", "..")
+
+
+def _check_hf_tower(config: Mapping[str, Any]) -> list[str]:
+    """A transformers text tower: a known encoder type, pooled by mean or first position, with a
+    Linear or MLP projection; the other poolings belong to clipforge's own tower."""
+    hf, pool = config.get("text_hf"), config.get("text_pool", FAMILY_DEFAULTS["text_pool"])
+    if hf is None:
+        if pool in ("mean", "cls"):
+            return [f"field 'text_pool' = {pool!r} needs a transformers text tower ('text_hf')"]
+        return []
+    if not isinstance(hf, Mapping) or hf.get("model_type") not in HF_MODEL_TYPES:
+        return [f"field 'text_hf' must be a transformers config with model_type one of {', '.join(HF_MODEL_TYPES)}"]
+    if pool not in ("mean", "cls"):
+        return ["field 'text_pool' must be 'mean' or 'cls' for a transformers text tower"]
+    if config.get("text_proj") is False or config.get("text_proj_bias"):
+        return ["a transformers text tower has a bias-free projection ('text_proj' true, 'text_proj_bias' false)"]
+    return []

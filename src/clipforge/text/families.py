@@ -101,6 +101,13 @@ class ModelTokenizer:
 
             return tokenize(list(texts), context_length=length, truncate=truncate)
         cleaned = [clean(t, self.spec.get("clean")) for t in texts]
+        if self.kind == "hf-transformers":  # transformers' own class (`clipforge.text.hf_tokenizer`)
+            from clipforge.text.hf_tokenizer import transformers_ids
+
+            backend = self._load()
+            with self._lock:  # the call sets truncation/padding state on the backend
+                rows = transformers_ids(backend, cleaned, length)
+            return torch.tensor(rows, dtype=torch.long).reshape(len(rows), length)
         rows = self._sentencepiece(cleaned, length) if self.kind == "sentencepiece" else self._hf(cleaned, length)
         return torch.tensor(rows, dtype=torch.long).reshape(len(rows), length)
 
@@ -113,12 +120,16 @@ class ModelTokenizer:
             return get_tokenizer().encode(text)
         if self.kind == "sentencepiece":
             return list(self._load().encode(text))
+        if self.kind == "hf-transformers":
+            from clipforge.text.hf_tokenizer import encode_plain
+
+            return encode_plain(self._load(), text)
         return list(self._load().encode(text, add_special_tokens=False).ids)
 
     def _load(self) -> Any:
         with self._lock:
             if self._backend is None:
-                self._backend = _open_backend(self.kind, self.path)
+                self._backend = _open_backend(self.kind, self.path, self.spec)
         return self._backend
 
     def _sentencepiece(self, texts: list[str], length: int) -> list[list[int]]:
@@ -154,9 +165,13 @@ def _pad_id(tok: Any) -> int:
     return 0
 
 
-def _open_backend(kind: str, path: Path | None) -> Any:
+def _open_backend(kind: str, path: Path | None, spec: dict[str, Any] | None = None) -> Any:
     if path is None or not Path(path).is_file():
         raise TokenizerUnavailableError(f"tokenizer file {path} not found")
+    if kind == "hf-transformers":
+        from clipforge.text.hf_tokenizer import open_transformers_tokenizer
+
+        return open_transformers_tokenizer(dict(spec or {}), Path(path), TokenizerUnavailableError)
     if kind == "sentencepiece":
         try:
             import sentencepiece as spm

@@ -11,7 +11,7 @@ from __future__ import annotations
 from torch import nn
 
 _IMAGE_PROJECTIONS = ("visual.proj", "visual.attnpool.c_proj.weight", "visual.attnpool.c_proj.bias")
-_TEXT_PROJECTIONS = ("text_projection",)
+_TEXT_PROJECTIONS = ("text_projection", "text.proj.weight", "text.proj.0.weight", "text.proj.2.weight")  # + HF towers
 
 
 def _is_image(name: str) -> bool:
@@ -48,6 +48,7 @@ def set_frozen_eval(model: nn.Module, lock_image: bool = False, lock_text: bool 
     """After `model.train()`: keep locked towers in eval mode (no BatchNorm statistic updates)."""
     if lock_image:
         model.visual.eval()
-    if lock_text:
-        for module in (model.transformer, model.ln_final):
-            module.eval()
+    if lock_text:  # (a transformers text tower is `model.text`; the others are None then)
+        for module in (getattr(model, "text", None), model.transformer, model.ln_final):
+            if module is not None:
+                module.eval()

@@ -71,7 +71,9 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.freeze_summary = apply_freezing(self.model, config.lock_image, config.lock_text,
                                              config.projections_only)
-        if config.grad_checkpointing:
+        if config.grad_checkpointing and getattr(self.model, "text", None) is not None:
+            self.model.set_grad_checkpointing(True)  # a transformers text tower: its own way (FamilyCLIP)
+        elif config.grad_checkpointing:
             self.model.transformer.grad_checkpointing = True
             if hasattr(self.model.visual, "transformer"):
                 self.model.visual.transformer.grad_checkpointing = True

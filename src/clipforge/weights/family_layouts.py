@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["from_hf_siglip", "from_open_clip_siglip", "is_hf_siglip", "is_open_clip_siglip",
+__all__ = ["from_hf_siglip", "has_hf_text_tower", "from_open_clip_siglip", "is_hf_siglip", "is_open_clip_siglip",
            "siglip_hf_config", "to_clipforge_layout", "to_hf_siglip", "to_open_clip_siglip"]
 
 _BLOCK = (("ln_1", "norm1"), ("ln_2", "norm2"), ("attn.out_proj", "attn.proj"), ("mlp.c_fc", "mlp.fc1"),
@@ -31,13 +31,22 @@ def is_open_clip_siglip(sd: dict[str, Tensor]) -> bool:
     return "visual.trunk.attn_pool.latent" in sd
 
 
+def has_hf_text_tower(sd: dict[str, Tensor]) -> bool:
+    """open_clip's transformers text towers (XLM-R, RoBERTa, NLLB, mT5): ``text.transformer.*`` and
+    ``text.proj.*``, the names clipforge keeps for them."""
+    from clipforge.models.family_keys import has_hf_text_keys
+
+    return has_hf_text_keys(sd)
+
+
 def is_hf_siglip(sd: dict[str, Tensor]) -> bool:
     return "vision_model.head.probe" in sd
 
 
 def to_clipforge_layout(sd: dict[str, Tensor]) -> dict[str, Tensor]:
     """A state dict in any family layout clipforge knows (open_clip's timm-layout SigLIP,
-    open_clip's ``text.``-prefixed custom text towers), in clipforge's; others pass unchanged."""
+    open_clip's ``text.``-prefixed custom text towers), in clipforge's; others pass unchanged
+    (open_clip's transformers-tower files with a class-token ViT are clipforge's layout already)."""
     if is_open_clip_siglip(sd):
         return from_open_clip_siglip(sd)
     return sd
@@ -72,9 +81,10 @@ def from_open_clip_siglip(sd: dict[str, Tensor]) -> dict[str, Tensor]:
     for ours, theirs in (("attn.out_proj", "proj"), ("ln", "norm"), ("mlp.c_fc", "mlp.fc1"), ("mlp.c_proj", "mlp.fc2")):
         for p in ("weight", "bias"):
             out[f"visual.attn_pool.{ours}.{p}"] = sd[f"{pool}{theirs}.{p}"]
+    hf_text = has_hf_text_tower(sd)  # a transformers text tower keeps open_clip's names (`family_hf`)
     for key, value in sd.items():
         if key.startswith("text.") and not key.endswith("attn_mask"):
-            out[key[len("text."):]] = value
+            out[key if hf_text else key[len("text."):]] = value
     out["logit_scale"] = _scalar(sd["logit_scale"])
     if "logit_bias" in sd:
         out["logit_bias"] = _scalar(sd["logit_bias"])
@@ -110,7 +120,7 @@ def to_open_clip_siglip(sd: dict[str, Tensor]) -> dict[str, Tensor]:
             out[f"{pool}{theirs}.{p}"] = sd[f"visual.attn_pool.{ours}.{p}"]
     for key, value in sd.items():
         if not key.startswith("visual.") and key not in ("logit_scale", "logit_bias"):
-            out["text." + key] = value
+            out[key if key.startswith("text.") else "text." + key] = value
     out["logit_scale"] = sd["logit_scale"]
     if "logit_bias" in sd:
         out["logit_bias"] = sd["logit_bias"]

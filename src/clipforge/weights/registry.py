@@ -123,6 +123,8 @@ def _zoo_entry(row: tuple, listed_as: str) -> PretrainedWeights:
 def _gelu_of(arch: str) -> str:
     """The GELU an architecture's non-QuickGELU weights use: erf GELU, or tanh-GELU (SigLIP).
     (From the registry's own data: importing `clipforge.models` here would pull in torch.)"""
+    if arch in zoo_data.HF_TOWER_ACTIVATION:  # open_clip's transformers text towers (their image tower's)
+        return zoo_data.HF_TOWER_ACTIVATION[arch]
     return "gelu_tanh" if arch in zoo_data.SIGLIP_ARCHS else "gelu"
 
 

@@ -62,9 +62,10 @@ def download_tokenizer(arch: str, root: str | os.PathLike[str] | None = None, pr
     if not repo or not name:
         return None
     folder = cache_dir(root) / "tokenizers" / str(repo).replace("/", "--")
-    if not (folder / name).is_file():
-        endpoint = os.environ.get(HF_ENDPOINT_ENV, "").rstrip("/") or "https://huggingface.co"
-        weights.download(f"{endpoint}/{repo}/resolve/main/{name}", folder, None, filename=name, progress=progress)
+    endpoint = os.environ.get(HF_ENDPOINT_ENV, "").rstrip("/") or "https://huggingface.co"
+    for file in (name, *spec.get("extra_files", ())):  # transformers' tokenizers: their config files too
+        if not (folder / file).is_file():
+            weights.download(f"{endpoint}/{repo}/resolve/main/{file}", folder, None, filename=file, progress=progress)
     return folder
 
 
@@ -101,8 +102,8 @@ def checkpoint_config(checkpoint: Checkpoint, arch: str | None = None) -> tuple[
         return {**inferred, "activation": activation_of(inferred)}, None
     from clipforge.models.family_keys import is_family_config
 
-    if is_family_config(inferred) and inferred.get("activation") == "gelu_tanh":
-        return inferred, None  # SigLIP: one activation, no -quickgelu twin to confuse it with
+    if is_family_config(inferred) and (inferred.get("activation") == "gelu_tanh" or inferred.get("text_hf")):
+        return inferred, None  # SigLIP, transformers towers: one activation each, no -quickgelu twin
     matches = matching_architectures(inferred)
     openai = [m for m in matches if m in OPENAI_MODELS]
     # OpenAI's shapes: QuickGELU (OpenAI's and clipforge 0.1's files). open_clip-only shapes: GELU,

@@ -170,3 +170,24 @@ ENTRIES += [
     ("ViT-bigG-14-worldwide-378", "metaclip2_worldwide", "",
      "timm/vit_gigantic_patch14_clip_378.metaclip2_worldwide", False, None, SQUASH),
 ]
+
+# open_clip's transformers text towers (open-clip-torch 3.3 `pretrained.py`; issue 16). Top-1 from the results
+# table (mlfoundations/open_clip commit f862f86c); the `mrl` tags have no row. The activation of each
+# architecture's image tower, where it is not erf GELU: roberta-ViT-B-32's config says quick_gelu, and the
+# -siglip twins' timm SigLIP towers use tanh-GELU.
+HF_TOWER_ACTIVATION = {"roberta-ViT-B-32": "quick_gelu", "nllb-clip-base-siglip": "gelu_tanh",
+                       "nllb-clip-large-siglip": "gelu_tanh"}
+ENTRIES += [
+    ("roberta-ViT-B-32", "laion2b_s12b_b32k", "", "laion/CLIP-ViT-B-32-roberta-base-laion2B-s12B-b32k", False,
+     61.71, {}),
+    ("xlm-roberta-base-ViT-B-32", "laion5b_s13b_b90k", "", "laion/CLIP-ViT-B-32-xlm-roberta-base-laion5B-s13B-b90k",
+     False, 62.36, {}),
+    ("xlm-roberta-large-ViT-H-14", "frozen_laion5b_s13b_b90k", "",
+     "laion/CLIP-ViT-H-14-frozen-xlm-roberta-large-laion5B-s13B-b90k", False, 76.95, {}),
+    ("nllb-clip-base", "v1", "", "visheratin/nllb-clip-base-oc", False, 24.32, {}),
+    ("nllb-clip-large", "v1", "", "visheratin/nllb-clip-large-oc", False, 36.72, {}),
+    ("nllb-clip-base-siglip", "v1", "", "visheratin/nllb-clip-base-siglip", False, 39.09, SIGLIP),
+    ("nllb-clip-base-siglip", "mrl", "", "visheratin/nllb-siglip-mrl-base", False, None, SIGLIP),
+    ("nllb-clip-large-siglip", "v1", "", "visheratin/nllb-clip-large-siglip", False, 51.75, SIGLIP),
+    ("nllb-clip-large-siglip", "mrl", "", "visheratin/nllb-siglip-mrl-large", False, None, SIGLIP),
+]
