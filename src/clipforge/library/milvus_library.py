@@ -289,10 +289,11 @@ class MilvusLibrary:
             return []
         shas = sorted({row["sha256"] for row, _ in found})
         owners: dict[str, list[ImageRecord]] = {}
+        tags: dict[str, dict[str, Any]] = {}
         condition = f"{expr} and sha256 in [{', '.join(quote(s) for s in shas)}]"
-        for row in self.space.query(condition, _ALL):
+        for row in self.space.query(condition, _ALL, strong=False):
             owners.setdefault(row["sha256"], []).append(record_from_row(row))
-        tags = {row["path"]: row for row in self.space.query(condition, ["path", "tags", "tag_scores"])}
+            tags[row["path"]] = row
         hits = []
         for row, score in found:
             records = sorted(owners.get(row["sha256"], []), key=lambda r: r.path) or [record_from_row(row)]
