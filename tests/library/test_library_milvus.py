@@ -224,3 +224,37 @@ def test_scale_benchmark_runs_on_a_small_set() -> None:
     assert all(s["ingest_per_s"] > 0 and s["points"] for s in stores)
     assert result["faiss"]["flat"]["points"][0]["recall_at_k"] == 1.0
     assert all(0.0 <= p["recall_at_k"] <= 1.0 and p["p95_ms"] >= p["p50_ms"] for s in stores for p in s["points"])
+
+
+def test_remove_stats_and_list_read_only_what_they_need(tmp_path, tiny_encoder, images_factory, store,
+                                                         monkeypatch) -> None:
+    """remove() reads the ids, paths and folders asked about (``path like``), never every row; stats()
+    scans only short fields (count(*) on a server); list_images() reads whole rows of its page only."""
+    mine = images_factory(tmp_path / "photos" / "my_photos", 3)
+    images_factory(tmp_path / "photos" / "myXphotos", 2, seed=3)  # `_` is a wildcard to milvus-lite's `like`
+    odd = Path(os.fsdecode(bytes(tmp_path / "photos" / "my_photos") + b"/\xff\xfe.png"))  # a b64: key
+    shutil.copyfile(images_factory(tmp_path / "spare", 1, seed=9)[0], odd)
+    scans: list[tuple[str, list[str]]] = []
+    real = store_module.MilvusSpace.iter_rows
+
+    def spy(self, filter="", fields=store_module._FIELDS):
+        scans.append((filter, list(fields)))
+        return real(self, filter, fields)
+
+    with MilvusLibrary(store, tmp_path / "mlib", tiny_encoder) as milvus:
+        milvus.add(tmp_path / "photos", workers=0, progress=False)
+        everything = milvus.list_images(limit=100)
+        monkeypatch.setattr(store_module.MilvusSpace, "iter_rows", spy)
+        assert [r.path for r in milvus.list_images(limit=2, offset=1)] == [r.path for r in everything[1:3]]
+        assert scans == [('status == "ok"', ["path", "added_at"])]
+        scans.clear()
+        stats = milvus.stats()
+        assert stats["images"] == {"ok": 6, "failed": 0} and stats["distinct_contents"] == 6
+        assert scans == ([("", ["status", "sha256", "tags"])] if store.startswith("milvus-lite") else
+                         [('status == "ok"', ["sha256", "tags"])])
+        scans.clear()
+        first = milvus.get_path(str(mine[0]))
+        assert milvus.remove([first.id]) == 1
+        assert milvus.remove(tmp_path / "photos" / "my_photos") == 3  # two photos and the odd name
+        assert scans == []
+        assert sorted(Path(r.path).parent.name for r in milvus.list_images()) == ["myXphotos", "myXphotos"]
