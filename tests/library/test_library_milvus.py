@@ -219,11 +219,27 @@ def test_scale_benchmark_runs_on_a_small_set() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     from benchmarks.scale import run
 
-    result = run(n=1500, dim=32, queries=20, timed=5, milvus_nlist=8, batch=1000, progress=False)
+    result = run(n=1500, dim=32, queries=20, timed=5, milvus_nlist=8, batch=1000, progress=False, server=False)
     stores = [result["faiss"]["flat"], result["faiss"]["ivf"], result["milvus_lite"]]
     assert all(s["ingest_per_s"] > 0 and s["points"] for s in stores)
     assert result["faiss"]["flat"]["points"][0]["recall_at_k"] == 1.0
     assert all(0.0 <= p["recall_at_k"] <= 1.0 and p["p95_ms"] >= p["p50_ms"] for s in stores for p in s["points"])
+
+
+@MILVUS_SERVER
+def test_scale_benchmark_server_rows(milvus_server) -> None:
+    """Opt-in: the benchmark's Milvus server rows (insert, build, load, sweep, release) on a small set."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from benchmarks.scale import run
+
+    result = run(n=3000, dim=32, queries=20, timed=5, progress=False, milvus=False, server_address=milvus_server,
+                 server_indexes=("FLAT", "HNSW"), server_batch=1000)
+    server = result["milvus_server"]
+    assert server["insert_per_s"] > 0 and set(server["indexes"]) == {"FLAT", "HNSW"}
+    assert server["indexes"]["FLAT"]["points"][0]["recall_at_k"] == 1.0
+    assert [p["ef"] for p in server["indexes"]["HNSW"]["points"]][0] == 16
 
 
 def test_remove_stats_and_list_read_only_what_they_need(tmp_path, tiny_encoder, images_factory, store,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -124,3 +125,37 @@ def start_local_server(data_dir: str | os.PathLike[str], timeout: float = 180.0)
     server.stop(timeout=5)
     tail = log.read_bytes()[-1500:].decode(errors="replace")
     raise RuntimeError(f"Milvus server in {data} did not become healthy (exit code {proc.returncode}): {tail}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m clipforge.library.milvus_server DATA_DIR``: run a server until Ctrl-C or SIGTERM."""
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(description="Run a local Milvus 2.3 standalone server (the milvus-server extra).")
+    parser.add_argument("data_dir", help="folder for its data, configs and logs (reused on the next start)")
+    args = parser.parse_args(argv)
+    try:
+        server = start_local_server(args.data_dir)
+    except (ImportError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    def stop(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    print(f"Milvus at {server.address}: --store milvus://{server.address}/COLLECTION (log {server.log}); "
+          "Ctrl-C stops it", flush=True)
+    try:
+        while server.process.poll() is None:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
