@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny", action="store_true",
                         help="smoke test of the suite itself on the tiny test architectures (figures meaningless)")
     parser.add_argument("--scale", action="store_true",
-                        help="only the store benchmark at 1M x 512: FAISS flat/IVF vs milvus-lite (benchmarks/scale.py)")
+                        help="only the store benchmark at 1M x 512: FAISS flat/IVF vs a Milvus server and milvus-lite (benchmarks/scale.py)")
     args = parser.parse_args(argv)
     if args.scale:
         from benchmarks import scale

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from collections.abc import Callable
@@ -75,3 +76,21 @@ def images_factory() -> Callable[..., list[Path]]:
 @pytest.fixture()
 def bad_files_factory() -> Callable[[Path, Path], dict[str, str]]:
     return write_bad_files
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory):
+    """HOST:PORT of a real Milvus server for the opt-in Milvus tests: $CLIPFORGE_TEST_MILVUS_ADDRESS, or one
+    started from the optional `milvus` wheel (the milvus-server extra; ~8 s); skipped when neither."""
+    address = os.environ.get("CLIPFORGE_TEST_MILVUS_ADDRESS")
+    if address:
+        yield address
+        return
+    from clipforge.library.milvus_server import start_local_server
+
+    try:
+        server = start_local_server(tmp_path_factory.mktemp("milvus-server"))
+    except ImportError:
+        pytest.skip("no Milvus server: install the milvus-server extra or set CLIPFORGE_TEST_MILVUS_ADDRESS")
+    yield server.address
+    server.stop(timeout=0)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -19,8 +21,15 @@ from clipforge.cli.main import main  # noqa: E402
 from clipforge.library import Library  # noqa: E402
 from clipforge.library import indexer as indexer_module  # noqa: E402
 from clipforge.library import milvus_library as milvus_module  # noqa: E402
+from clipforge.library import milvus_store as store_module  # noqa: E402
 from clipforge.library.backend import parse_store, read_token  # noqa: E402
 from clipforge.library.milvus_library import MilvusLibrary, tag_filter  # noqa: E402
+
+# Opt-in: the "server" cases run on a real Milvus server (the milvus-server extra, or
+# $CLIPFORGE_TEST_MILVUS_ADDRESS); the `milvus_server` fixture is in tests/library/conftest.py.
+MILVUS_SERVER = pytest.mark.skipif(
+    not (os.environ.get("CLIPFORGE_TEST_MILVUS_ADDRESS") or importlib.util.find_spec("milvus")),
+    reason="no Milvus server (pip install -e '.[milvus-server]', or set CLIPFORGE_TEST_MILVUS_ADDRESS)")
 
 
 @pytest.fixture()
@@ -30,6 +39,14 @@ def photo_set(tmp_path, images_factory, bad_files_factory) -> Path:
     shutil.copyfile(photos[0], tmp_path / "photos" / "copy_of_first.png")  # same bytes, two paths
     photos[5].rename(tmp_path / "photos" / "potter's \"wheel\" \\ 5.webp")  # quotes in a filter expression
     return tmp_path / "photos"
+
+
+@pytest.fixture(params=["lite", pytest.param("server", marks=MILVUS_SERVER)])
+def store(request, tmp_path) -> str:
+    """A fresh store: a milvus-lite file, and (opt-in) a new collection on a real Milvus server."""
+    if request.param == "lite":
+        return f"milvus-lite:{tmp_path}/m.db"
+    return f"milvus://{request.getfixturevalue('milvus_server')}/t{uuid.uuid4().hex[:12]}"
 
 
 class _Score(float):
@@ -46,9 +63,9 @@ def _hits(hits) -> list[tuple[str, float, list[str]]]:
     return [(h.path, _Score(h.score), h.duplicates) for h in hits]
 
 
-def test_same_top10_as_the_embedded_store(tmp_path, tiny_encoder, photo_set) -> None:
+def test_same_top10_as_the_embedded_store(tmp_path, tiny_encoder, photo_set, store) -> None:
     embedded = Library(tmp_path / "lib", tiny_encoder)
-    milvus = MilvusLibrary(f"milvus-lite:{tmp_path}/m.db", tmp_path / "mlib", tiny_encoder)
+    milvus = MilvusLibrary(store, tmp_path / "mlib", tiny_encoder)
     a = embedded.add(photo_set, workers=0, batch_size=4, progress=False)
     b = milvus.add(photo_set, workers=0, batch_size=4, progress=False)
     assert (b.added, b.embedded, b.duplicates, b.failed) == (a.added, a.embedded, a.duplicates, a.failed) == (
@@ -75,14 +92,17 @@ def test_same_top10_as_the_embedded_store(tmp_path, tiny_encoder, photo_set) -> 
 
 def test_tag_filter_is_a_milvus_expression() -> None:
     assert tag_filter(["cat", 'say "hi"'], 1, 0.5) == (
-        '((array_length(tags) > 0 and (tags[0] == "cat" or tags[0] == "say \\"hi\\"") and tag_scores[0] >= 0.5) or '
-        '(array_length(tags) > 1 and (tags[1] == "cat" or tags[1] == "say \\"hi\\"") and tag_scores[1] >= 0.5))')
+        '(((tags[0] == "cat" or tags[0] == "say \\"hi\\"") and tag_scores[0] >= 0.5) or '
+        '((tags[1] == "cat" or tags[1] == "say \\"hi\\"") and tag_scores[1] >= 0.5))')
+    assert tag_filter(["cat"]) == '((tags[0] == "cat"))'
 
 
-def test_rerun_skips_remove_and_prune(tmp_path, tiny_encoder, photo_set, monkeypatch) -> None:
-    store = f"milvus-lite:{tmp_path}/m.db"
+def test_rerun_skips_remove_and_prune(tmp_path, tiny_encoder, photo_set, monkeypatch, store) -> None:
     with MilvusLibrary(store, tmp_path / "mlib", tiny_encoder) as milvus:
         milvus.add(photo_set, workers=0, progress=False)
+        monkeypatch.setattr(store_module, "_PAGE", 4)  # a server's scans in pages of 4 keys (quotes in names)
+        rows = [r["path"] for r in milvus.space.iter_rows(fields=["path"])]
+        assert len(rows) == len(set(rows)) == 19 and any('"wheel"' in p for p in rows)
 
         class Forbidden:
             def __init__(self, *a, **k):
@@ -161,8 +181,7 @@ sys.exit(main({args!r}))
 """
 
 
-def test_kill_9_mid_run_then_rerun_stores_each_image_once(tmp_path, photo_set) -> None:
-    store = f"milvus-lite:{tmp_path}/m.db"
+def test_kill_9_mid_run_then_rerun_stores_each_image_once(tmp_path, photo_set, store) -> None:
     args = ["index", "add", str(photo_set), "--store", store, "--library", str(tmp_path / "mlib"),
             "--model", "test-vit-tiny", "--workers", "0", "--batch-size", "3", "-q"]
     proc = subprocess.Popen([sys.executable, "-c", _SLOW.format(args=args)], stdout=subprocess.PIPE,
@@ -200,8 +219,58 @@ def test_scale_benchmark_runs_on_a_small_set() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     from benchmarks.scale import run
 
-    result = run(n=1500, dim=32, queries=20, timed=5, milvus_nlist=8, batch=1000, progress=False)
+    result = run(n=1500, dim=32, queries=20, timed=5, milvus_nlist=8, batch=1000, progress=False, server=False)
     stores = [result["faiss"]["flat"], result["faiss"]["ivf"], result["milvus_lite"]]
     assert all(s["ingest_per_s"] > 0 and s["points"] for s in stores)
     assert result["faiss"]["flat"]["points"][0]["recall_at_k"] == 1.0
     assert all(0.0 <= p["recall_at_k"] <= 1.0 and p["p95_ms"] >= p["p50_ms"] for s in stores for p in s["points"])
+
+
+@MILVUS_SERVER
+def test_scale_benchmark_server_rows(milvus_server) -> None:
+    """Opt-in: the benchmark's Milvus server rows (insert, build, load, sweep, release) on a small set."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from benchmarks.scale import run
+
+    result = run(n=3000, dim=32, queries=20, timed=5, progress=False, milvus=False, server_address=milvus_server,
+                 server_indexes=("FLAT", "HNSW"), server_batch=1000)
+    server = result["milvus_server"]
+    assert server["insert_per_s"] > 0 and set(server["indexes"]) == {"FLAT", "HNSW"}
+    assert server["indexes"]["FLAT"]["points"][0]["recall_at_k"] == 1.0
+    assert [p["ef"] for p in server["indexes"]["HNSW"]["points"]][0] == 16
+
+
+def test_remove_stats_and_list_read_only_what_they_need(tmp_path, tiny_encoder, images_factory, store,
+                                                         monkeypatch) -> None:
+    """remove() reads the ids, paths and folders asked about (``path like``), never every row; stats()
+    scans only short fields (count(*) on a server); list_images() reads whole rows of its page only."""
+    mine = images_factory(tmp_path / "photos" / "my_photos", 3)
+    images_factory(tmp_path / "photos" / "myXphotos", 2, seed=3)  # `_` is a wildcard to milvus-lite's `like`
+    odd = Path(os.fsdecode(bytes(tmp_path / "photos" / "my_photos") + b"/\xff\xfe.png"))  # a b64: key
+    shutil.copyfile(images_factory(tmp_path / "spare", 1, seed=9)[0], odd)
+    scans: list[tuple[str, list[str]]] = []
+    real = store_module.MilvusSpace.iter_rows
+
+    def spy(self, filter="", fields=store_module._FIELDS):
+        scans.append((filter, list(fields)))
+        return real(self, filter, fields)
+
+    with MilvusLibrary(store, tmp_path / "mlib", tiny_encoder) as milvus:
+        milvus.add(tmp_path / "photos", workers=0, progress=False)
+        everything = milvus.list_images(limit=100)
+        monkeypatch.setattr(store_module.MilvusSpace, "iter_rows", spy)
+        assert [r.path for r in milvus.list_images(limit=2, offset=1)] == [r.path for r in everything[1:3]]
+        assert scans == [('status == "ok"', ["path", "added_at"])]
+        scans.clear()
+        stats = milvus.stats()
+        assert stats["images"] == {"ok": 6, "failed": 0} and stats["distinct_contents"] == 6
+        assert scans == ([("", ["status", "sha256", "tags"])] if store.startswith("milvus-lite") else
+                         [('status == "ok"', ["sha256", "tags"])])
+        scans.clear()
+        first = milvus.get_path(str(mine[0]))
+        assert milvus.remove([first.id]) == 1
+        assert milvus.remove(tmp_path / "photos" / "my_photos") == 3  # two photos and the odd name
+        assert scans == []
+        assert sorted(Path(r.path).parent.name for r in milvus.list_images()) == ["myXphotos", "myXphotos"]

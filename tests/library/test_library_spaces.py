@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import uuid
 
 import pytest
 
@@ -10,12 +12,23 @@ from clipforge.cli.main import main
 from clipforge.library import Library
 from clipforge.library.milvus_library import open_store_library
 
+_find = __import__("importlib.util").util.find_spec
 STORES = ["sqlite", pytest.param("milvus", marks=pytest.mark.skipif(
-    __import__("importlib.util").util.find_spec("milvus_lite") is None, reason="needs the milvus extra"))]
+    _find("milvus_lite") is None, reason="needs the milvus extra")), pytest.param("server", marks=pytest.mark.skipif(
+        not (os.environ.get("CLIPFORGE_TEST_MILVUS_ADDRESS") or _find("milvus")),
+        reason="opt-in: a Milvus server (the milvus-server extra, or $CLIPFORGE_TEST_MILVUS_ADDRESS)"))]
 
 
-def _store_args(kind: str, tmp_path) -> list[str]:
-    return ["--store", f"milvus-lite:{tmp_path}/m.db"] if kind == "milvus" else []
+def _store(kind: str, tmp_path, request) -> str | None:
+    """None (the embedded store), a milvus-lite file, or a fresh collection on a real Milvus server."""
+    if kind == "server":
+        key = f"t{uuid.uuid4().hex[:12]}"
+        return f"milvus://{request.getfixturevalue('milvus_server')}/{key}"
+    return f"milvus-lite:{tmp_path}/m.db" if kind == "milvus" else None
+
+
+def _store_args(store: str | None) -> list[str]:
+    return ["--store", store] if store else []
 
 
 def _ranked(hits) -> list[tuple[str, float]]:
@@ -23,9 +36,10 @@ def _ranked(hits) -> list[tuple[str, float]]:
 
 
 @pytest.mark.parametrize("kind", STORES)
-def test_two_models_in_one_library(kind, tmp_path, images_factory, capsys) -> None:
+def test_two_models_in_one_library(kind, tmp_path, images_factory, capsys, request) -> None:
     images_factory(tmp_path / "photos", 8, formats=("png", "jpg"))
-    lib = ["--library", str(tmp_path / "lib"), *_store_args(kind, tmp_path)]
+    store = _store(kind, tmp_path, request)
+    lib = ["--library", str(tmp_path / "lib"), *_store_args(store)]
     quiet = ["--workers", "0", "-q", "--json"]
     assert main(["index", "add", str(tmp_path / "photos"), "--model", "test-vit-tiny", *lib, *quiet]) == 0
     capsys.readouterr()
@@ -42,7 +56,6 @@ def test_two_models_in_one_library(kind, tmp_path, images_factory, capsys) -> No
     for model in ("test-rn-tiny", "test-vit-tiny"):
         alone = Library(tmp_path / f"alone-{model}", model)
         alone.add(tmp_path / "photos", workers=0, progress=False)
-        store = f"milvus-lite:{tmp_path}/m.db" if kind == "milvus" else None
         with open_store_library(store, tmp_path / "lib", model, create=False) as library:
             assert library.encoder.name == model
             assert _ranked(library.search("a red square", top_k=5)) == _ranked(alone.search("a red square", top_k=5))

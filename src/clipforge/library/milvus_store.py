@@ -35,6 +35,7 @@ __all__ = ["MilvusSpace", "MilvusStore", "StoreUnavailableError", "image_id", "k
 
 MAX_TAGS = 16
 _PAGE = 4096
+_MAX_TOPK = 16384  # Milvus's largest search limit
 
 
 class StoreUnavailableError(OSError):
@@ -105,28 +106,44 @@ class MilvusSpace:
 
     # -- reads ------------------------------------------------------------------------------
     def iter_rows(self, filter: str = "", fields: Sequence[str] = _FIELDS) -> Iterator[dict[str, Any]]:
-        """Every row matching `filter` (pages of a query iterator on a server), paths decoded."""
+        """Every row matching `filter`, paths decoded: one query on the embedded engine, pages on a server.
+
+        A server's pages are keyset pages (``path > last``, `_PAGE` rows each): Milvus returns a query
+        with a limit in primary-key order. Not `query_iterator`: pymilvus writes the last key into the
+        next expression unescaped (a file named ``potter's "wheel".jpg`` broke the scan), and on a 2.3
+        server its ``iterator`` option skips the consistency wait (rows just written were missing).
+        A page that comes back out of key order ends the paging: the rest is read in one query.
+        """
         if self.store.spec.kind == "milvus-lite":  # one query: the embedded engine has no iterator timestamps
             yield from self.query(filter or 'path != ""', fields)
             return
-        iterator = self.store.call(self.client.query_iterator, self.collection, batch_size=_PAGE, filter=filter,
-                                   output_fields=list(fields))
-        try:
-            while True:
-                page = self.store.call(iterator.next)
-                if not page:
-                    return
-                for row in page:
-                    if "path" in row:
-                        row["path"] = key_path(row["path"])
-                    yield row
-        finally:
-            iterator.close()
+        fields = list(dict.fromkeys(["path", *fields]))
+        last: str | None = None
+        while True:
+            expr = filter or 'path != ""'
+            if last is not None:
+                expr = f"path > {quote(last)} and ({expr})"
+            page = self.store.call(self.client.query, self.collection, filter=expr, output_fields=fields,
+                                   limit=_PAGE, **self.store.read)
+            keys = [row["path"] for row in page]
+            if any(a >= b for a, b in zip(keys, keys[1:], strict=False)):  # not key-ordered: no paging
+                page = self.store.call(self.client.query, self.collection, filter=expr, output_fields=fields,
+                                       **self.store.read)
+                keys = []
+            for row in page:
+                row["path"] = key_path(row["path"])
+                yield row
+            if len(keys) < _PAGE:
+                return
+            last = keys[-1]
 
-    def query(self, filter: str, fields: Sequence[str] = _FIELDS, limit: int | None = None) -> list[dict[str, Any]]:
+    def query(self, filter: str, fields: Sequence[str] = _FIELDS, limit: int | None = None,
+              strong: bool = True) -> list[dict[str, Any]]:
+        """Rows matching `filter`; `strong=False` (the search path) reads without waiting for the
+        server's latest writes from other processes (see `MilvusStore.read`)."""
         kwargs = {"limit": int(limit)} if limit else {}
         rows = self.store.call(self.client.query, self.collection, filter=filter, output_fields=list(fields),
-                               **kwargs)
+                               **kwargs, **(self.store.read if strong else self.store.fast))
         for row in rows:
             if "path" in row:
                 row["path"] = key_path(row["path"])
@@ -152,20 +169,36 @@ class MilvusSpace:
         return out
 
     def count(self, filter: str = "") -> int:
-        rows = self.store.call(self.client.query, self.collection, filter=filter, output_fields=["count(*)"])
+        rows = self.store.call(self.client.query, self.collection, filter=filter or 'path != ""',
+                               output_fields=["count(*)"], **self.store.read)
         return int(rows[0]["count(*)"]) if rows else 0
 
     def search(self, vector: np.ndarray, limit: int, filter: str) -> list[tuple[dict[str, Any], float]]:
-        """Top `limit` rows by inner product, one per distinct content (grouped by sha256)."""
-        result = self.store.call(self.client.search, self.collection, data=[np.asarray(vector, np.float32).tolist()],
-                                 limit=int(limit), filter=filter, output_fields=_FIELDS, group_by_field="sha256",
-                                 search_params={"metric_type": "IP"})
-        out = []
-        for hit in result[0]:
-            entity = dict(hit["entity"])
-            entity["path"] = key_path(entity.get("path", hit.get("id", "")) or hit["id"])
-            out.append((entity, float(hit["distance"])))
-        return out
+        """Top `limit` rows by inner product, one per distinct content (sha256).
+
+        Grouping is asked of the server (`group_by_field`, Milvus >= 2.4) and also done here: a 2.3
+        server ignores the option and returns every copy of the same bytes, so the search is widened
+        until `limit` distinct contents are found or the collection has no more matches.
+        """
+        limit = int(limit)
+        data = [np.asarray(vector, np.float32).tolist()]
+        ask = limit
+        while True:
+            result = self.store.call(self.client.search, self.collection, data=data, limit=ask, filter=filter,
+                                     output_fields=_FIELDS, group_by_field="sha256",
+                                     search_params={"metric_type": "IP"}, **self.store.fast)
+            out: list[tuple[dict[str, Any], float]] = []
+            seen: set[str] = set()
+            for hit in result[0]:
+                entity = dict(hit["entity"])
+                if entity.get("sha256") in seen:
+                    continue
+                seen.add(entity.get("sha256", ""))
+                entity["path"] = key_path(entity.get("path", hit.get("id", "")) or hit["id"])
+                out.append((entity, float(hit["distance"])))
+            if len(out) >= limit or len(result[0]) < ask or ask >= _MAX_TOPK:
+                return out[:limit]
+            ask = min(_MAX_TOPK, ask * 2 + limit - len(out))
 
     # -- writes -----------------------------------------------------------------------------
     def upsert(self, rows: list[dict[str, Any]]) -> None:
@@ -200,6 +233,14 @@ class MilvusStore:
         else:
             self.client = self.call(MilvusClient, uri=spec.uri, token=read_token(), timeout=30)
         self.registry = f"{spec.collection}_spaces"
+        # Consistency on a server. `read` (Strong) sees every write acknowledged before it, whoever made
+        # it: what planning a run, remove/prune and stats use (a re-run after kill -9 must see the rows
+        # the killed run wrote; pymilvus's default, Bounded, returned none of rows written 0.1 s before).
+        # It waits for the server's next time tick (~0.2 s on Milvus 2.3). `fast` (Session): searches,
+        # which see this process's own writes at once and other processes' after that tick.
+        lite = spec.kind == "milvus-lite"
+        self.read: dict[str, Any] = {} if lite else {"consistency_level": "Strong"}
+        self.fast: dict[str, Any] = {} if lite else {"consistency_level": "Session"}
 
     def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """`fn(*args)`, with a lost server or a refused request as one StoreUnavailableError sentence."""
@@ -245,8 +286,10 @@ class MilvusStore:
         if not self.call(self.client.has_collection, self.registry):
             return []
         self.call(self.client.load_collection, self.registry)
-        rows = self.call(self.client.query, self.registry, filter="",
-                         output_fields=["fingerprint", "name", "dim", "collection", "is_default", "created"])
+        # A filter that every row passes: a 2.3 server refuses an empty one without a limit.
+        rows = self.call(self.client.query, self.registry, filter='fingerprint != ""',
+                         output_fields=["fingerprint", "name", "dim", "collection", "is_default", "created"],
+                         **self.read)
         rows = sorted(rows, key=lambda r: (not r["is_default"], r["created"]))
         return [MilvusSpace(self, r["collection"], r["fingerprint"], r["name"], int(r["dim"])) for r in rows]
 

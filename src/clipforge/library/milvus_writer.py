@@ -31,13 +31,14 @@ def record_from_row(row: dict[str, Any]) -> ImageRecord:
 
 def tag_filter(labels: Sequence[str], tag_rank: int = 0, min_score: float = 0.0) -> str:
     """The Milvus expression for "one of `labels` at rank <= tag_rank with probability >= min_score"."""
+    # No `array_length(tags) > rank` guard: an index past an array's end is false on both engines, and a
+    # 2.3 server refuses `>` on array_length ("GreaterThan is not supported in execution backend").
     terms = []
     for rank in range(int(tag_rank) + 1):
-        options = " or ".join(f"tags[{rank}] == {quote(label)}" for label in labels)
-        term = f"(array_length(tags) > {rank} and ({options})"
+        term = "(" + " or ".join(f"tags[{rank}] == {quote(label)}" for label in labels) + ")"
         if min_score > 0:
-            term += f" and tag_scores[{rank}] >= {float(min_score)!r}"
-        terms.append(term + ")")
+            term = f"({term} and tag_scores[{rank}] >= {float(min_score)!r})"
+        terms.append(term)
     return "(" + " or ".join(terms) + ")"
 
 
