@@ -35,6 +35,7 @@ EXTRA_OF_MODULE: dict[str, str] = {
     "fastapi_offline": "app", "starlette": "app",
     "webdataset": "train", "tensorboard": "train",
     "onnx": "onnx", "onnxruntime": "onnx", "onnxscript": "onnx",
+    "milvus": "milvus-server",
 }
 EXIT_USER_ERROR = 2  # the same number as clipforge.errors.EXIT_USER_ERROR (kept here: no import at --help)
 EXIT_BROKEN_PIPE = 141  # what a shell reports for a process ended by SIGPIPE

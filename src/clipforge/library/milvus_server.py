@@ -17,13 +17,18 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from clipforge.errors import UserError
+
 __all__ = ["LocalMilvusServer", "start_local_server"]
+
+
+class MilvusServerError(UserError, RuntimeError):
+    """The local server exited or never became healthy (a port taken, a full disk): one line at the CLI."""
 
 
 def _free_port() -> int:
@@ -83,13 +88,14 @@ class LocalMilvusServer:
 def start_local_server(data_dir: str | os.PathLike[str], timeout: float = 180.0) -> LocalMilvusServer:
     """Start Milvus standalone with its data in `data_dir`; returns once ``/healthz`` says OK.
 
-    ImportError when the `milvus` wheel is absent; RuntimeError (with the log's tail) when the
+    ModuleNotFoundError when the `milvus` wheel is absent; MilvusServerError (with the log's tail) when the
     server exits or is not healthy within `timeout` seconds.
     """
     import milvus  # the optional wheel (`milvus==2.3.5`)
 
     if not hasattr(milvus, "MilvusServerConfig"):
-        raise ImportError("the `milvus` module found is not the Milvus server wheel (pip install milvus==2.3.5)")
+        raise MilvusServerError("the `milvus` module found is not the Milvus server wheel "
+                                "(pip install -c constraints.txt 'clipforge[milvus-server]')")
     data = Path(data_dir).resolve()
     data.mkdir(parents=True, exist_ok=True)
     cache = _cache_dir()
@@ -124,38 +130,4 @@ def start_local_server(data_dir: str | os.PathLike[str], timeout: float = 180.0)
         time.sleep(0.2)
     server.stop(timeout=5)
     tail = log.read_bytes()[-1500:].decode(errors="replace")
-    raise RuntimeError(f"Milvus server in {data} did not become healthy (exit code {proc.returncode}): {tail}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m clipforge.library.milvus_server DATA_DIR``: run a server until Ctrl-C or SIGTERM."""
-    import argparse
-    import signal
-
-    parser = argparse.ArgumentParser(description="Run a local Milvus 2.3 standalone server (the milvus-server extra).")
-    parser.add_argument("data_dir", help="folder for its data, configs and logs (reused on the next start)")
-    args = parser.parse_args(argv)
-    try:
-        server = start_local_server(args.data_dir)
-    except (ImportError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-    def stop(*_: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
-    print(f"Milvus at {server.address}: --store milvus://{server.address}/COLLECTION (log {server.log}); "
-          "Ctrl-C stops it", flush=True)
-    try:
-        while server.process.poll() is None:
-            time.sleep(1)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    raise MilvusServerError(f"Milvus server in {data} did not become healthy (exit code {proc.returncode}): {tail}")
