@@ -42,6 +42,7 @@ SHIPPED_MODELS_DIR = Path(__file__).resolve().parent / "pretrained"
 PREFERRED_DEFAULT = "ViT-B/32"
 OFFLINE_DEFAULT = "clipforge-tiny"
 RANDOM_PREFIX = "random:"
+TOWERS = ("image", "text")
 
 Spec = str | os.PathLike[str]
 
@@ -272,12 +273,22 @@ def _random_model(arch: str, seed: int) -> CLIP:
 
 
 def load_model(spec: Spec, device: str | torch.device | None = None, *, pretrained: str | None = None,
-               download_root: Spec | None = None, seed: int = 0, arch: str | None = None) -> LoadedModel:
+               download_root: Spec | None = None, seed: int = 0, arch: str | None = None,
+               towers: Sequence[str] | None = None) -> LoadedModel:
     """Any model spec -> `LoadedModel` (fp32, eval mode, on `device`; default `default_device()`).
+
+    `towers=("text",)` says only the text tower will be used (a text search): when the weights are
+    a safetensors file in clipforge's layout whose fingerprint is already known
+    (`clipforge.weights.fingerprint`: computed once by an earlier full load of the same file), the
+    image tower's tensors are not read and ``model.visual`` refuses to run; otherwise the whole
+    model is loaded as usual. Either way the model's fingerprint is that of the whole file.
 
     Raises FileNotFoundError for a spec that names nothing, ValueError for a bad device or tag,
     and the weights layer's CheckpointFormatError / UnsafeCheckpointError for a bad file.
     """
+    unknown = sorted(set(towers or ()) - set(TOWERS))
+    if unknown or (towers is not None and not towers):
+        raise ValueError(f"towers must name some of {', '.join(TOWERS)}; got {list(towers or [])}")
     target = resolve_device(device)
     from clipforge.weights.cn_clip_load import (
         load_chinese_clip,  # hook: Chinese-CLIP (cn-*, its files), issue 17
@@ -288,6 +299,7 @@ def load_model(spec: Spec, device: str | torch.device | None = None, *, pretrain
 
         return LoadedModel(chinese[0].to(target), preprocess_for(chinese[0]), chinese[1], chinese[2])
     source = resolve_spec(spec, pretrained=pretrained, download_root=download_root)
+    identity = digest = None
     if arch is not None and source.checkpoint is not None and source.arch is None and source.activation is None:
         source = replace(source, arch=canonical_name(arch))  # `arch`: build a checkpoint file as this architecture
     if source.random_arch is not None:
@@ -299,14 +311,17 @@ def load_model(spec: Spec, device: str | torch.device | None = None, *, pretrain
         from clipforge.weights.zoo import checkpoint_config
 
         assert source.checkpoint is not None
-        checkpoint = load_checkpoint(source.checkpoint)
+        identity, digest = _known_fingerprint(source.checkpoint)
+        skip_image = towers is not None and "image" not in towers and digest is not None
+        checkpoint = load_checkpoint(source.checkpoint, skip=_is_image_tensor if skip_image else None)
         config, note = checkpoint_config(checkpoint, source.arch)  # a plain file: its activation assumed, said
         if source.activation is not None:  # registry weights: their activation is known
             config, note = {**config, "activation": source.activation}, source.note
         if note:
             warnings.warn(note, stacklevel=2)
         try:
-            model = build_model(checkpoint.state_dict, config=config)
+            model = (_build_without_image(checkpoint.state_dict, config, checkpoint.skipped) if checkpoint.skipped
+                     else build_model(checkpoint.state_dict, config=config))
         except RuntimeError as err:  # a config that passed its field checks but does not fit the tensors
             lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
             reason = lines[1] if len(lines) > 1 else lines[0]  # the first mismatch, under torch's heading
@@ -322,9 +337,56 @@ def load_model(spec: Spec, device: str | torch.device | None = None, *, pretrain
     from clipforge.inference.precision import enable_fast_forward  # batch-1/autocast speed, same numbers
 
     model = enable_fast_forward(model.to(target).eval())
+    if source.checkpoint is not None and source.random_arch is None:
+        from clipforge.weights.fingerprint import seed_from_file  # the file's fingerprint, hashed once ever
+
+        seed_from_file(model, source.checkpoint, identity, digest)
     from clipforge.weights.preprocessing import preprocess_for  # OpenAI's, or what the weights say they need
 
     return LoadedModel(model, preprocess_for(model), source.name, weights)
+
+
+def _known_fingerprint(path: Path) -> tuple[str | None, str | None]:
+    """(the file's identity, its cached weights digest or None) (`clipforge.weights.fingerprint`)."""
+    from clipforge.weights.fingerprint import cached_file_fingerprint, file_identity
+
+    identity = file_identity(path)
+    return identity, cached_file_fingerprint(identity)
+
+
+def _is_image_tensor(name: str) -> bool:
+    return name.startswith("visual.")
+
+
+def _image_tower_not_loaded(*args: object, **kwargs: object) -> torch.Tensor:
+    raise RuntimeError("this model was loaded for text only (load_model(..., towers=('text',))), so its image "
+                       "tower holds no weights; load it again without `towers` to encode images")
+
+
+def _build_without_image(state_dict: dict[str, torch.Tensor], config: dict | None, skipped: frozenset[str]) -> CLIP:
+    """`build_model` for a checkpoint whose image tower was not read (`load_checkpoint(skip=...)`).
+
+    The module tree is built whole (`skeleton`: the image tower's memory is allocated, never
+    touched), the text tower and shared tensors are assigned as `build_model` does, and the image
+    tower's forward is replaced by one that refuses; the model is marked partial, so its
+    fingerprint can only come from the file's cached one (`seed_from_file`).
+    """
+    from clipforge.models import config_from_state_dict
+    from clipforge.models.clip import _NON_PARAMETER_KEYS
+    from clipforge.models.skeleton import skeleton
+    from clipforge.weights.fingerprint import PARTIAL
+
+    model = skeleton(lambda **c: create_model_from_config(c), **(config or config_from_state_dict(state_dict)))
+    wanted = {k: v if v.dtype == torch.float32 or not v.is_floating_point() else v.float()
+              for k, v in state_dict.items() if k not in skipped and k not in _NON_PARAMETER_KEYS}
+    result = model.load_state_dict(wanted, strict=False, assign=True)
+    wrong = [k for k in result.missing_keys if not _is_image_tensor(k)] + list(result.unexpected_keys)
+    if wrong or any(not _is_image_tensor(k) for k in skipped):
+        raise RuntimeError(f"Error(s) in loading state_dict:\n\tthe text tower does not fit the architecture: "
+                           f"{', '.join(wrong[:5]) or ', '.join(sorted(skipped)[:5])}")
+    model.visual.forward = _image_tower_not_loaded  # an instance attribute: Module.__call__ finds it first
+    model.__dict__[PARTIAL] = ("image",)
+    return model.eval()
 
 
 def load(name_or_path: Spec, device: str | torch.device | None = None, jit: bool = False,
