@@ -84,7 +84,8 @@ class LoadedModel:
 
     @property
     def fingerprint(self) -> str:
-        """`clipforge.weights.model_fingerprint` of the weights, computed on first use (one pass)."""
+        """`clipforge.weights.model_fingerprint` of the weights: remembered per weights file, so only a
+        file's first load pays the pass over every tensor (`clipforge.weights.fingerprint`)."""
         if self.known_fingerprint is None:
             from clipforge.weights import model_fingerprint
 
