@@ -278,11 +278,12 @@ def load_model(spec: Spec, device: str | torch.device | None = None, *, pretrain
                towers: Sequence[str] | None = None) -> LoadedModel:
     """Any model spec -> `LoadedModel` (fp32, eval mode, on `device`; default `default_device()`).
 
-    `towers=("text",)` says only the text tower will be used (a text search): when the weights are
-    a safetensors file in clipforge's layout whose fingerprint is already known
-    (`clipforge.weights.fingerprint`: computed once by an earlier full load of the same file), the
-    image tower's tensors are not read and ``model.visual`` refuses to run; otherwise the whole
-    model is loaded as usual. Either way the model's fingerprint is that of the whole file.
+    `towers=("text",)` says only the text tower will be used (a text search), `("image",)` only the
+    image tower (`clipforge embed`): when the weights are a safetensors file in clipforge's layout
+    whose fingerprint is already known (`clipforge.weights.fingerprint`: computed once by an
+    earlier full load of the same file), the other tower's tensors are not read and it refuses to
+    run; otherwise the whole model is loaded as usual. Either way the model's fingerprint is that
+    of the whole file.
 
     Raises FileNotFoundError for a spec that names nothing, ValueError for a bad device or tag,
     and the weights layer's CheckpointFormatError / UnsafeCheckpointError for a bad file.
@@ -313,16 +314,16 @@ def load_model(spec: Spec, device: str | torch.device | None = None, *, pretrain
 
         assert source.checkpoint is not None
         identity, digest = _known_fingerprint(source.checkpoint)
-        skip_image = towers is not None and "image" not in towers and digest is not None
-        checkpoint = load_checkpoint(source.checkpoint, skip=_is_image_tensor if skip_image else None)
+        unread = next((t for t in TOWERS if towers is not None and t not in towers), None) if digest else None
+        checkpoint = load_checkpoint(source.checkpoint, skip=_TOWER_TENSORS[unread] if unread else None)
         config, note = checkpoint_config(checkpoint, source.arch)  # a plain file: its activation assumed, said
         if source.activation is not None:  # registry weights: their activation is known
             config, note = {**config, "activation": source.activation}, source.note
         if note:
             warnings.warn(note, stacklevel=2)
         try:
-            model = (_build_without_image(checkpoint.state_dict, config, checkpoint.skipped) if checkpoint.skipped
-                     else build_model(checkpoint.state_dict, config=config))
+            model = (_build_without(unread, checkpoint.state_dict, config, checkpoint.skipped)
+                     if unread and checkpoint.skipped else build_model(checkpoint.state_dict, config=config))
         except RuntimeError as err:  # a config that passed its field checks but does not fit the tensors
             lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
             reason = lines[1] if len(lines) > 1 else lines[0]  # the first mismatch, under torch's heading
@@ -359,34 +360,53 @@ def _is_image_tensor(name: str) -> bool:
     return name.startswith("visual.")
 
 
+def _is_text_tensor(name: str) -> bool:
+    return not name.startswith("visual.") and name not in ("logit_scale", "logit_bias")
+
+
+_TOWER_TENSORS = {"image": _is_image_tensor, "text": _is_text_tensor}
+
+
 def _image_tower_not_loaded(*args: object, **kwargs: object) -> torch.Tensor:
     raise RuntimeError("this model was loaded for text only (load_model(..., towers=('text',))), so its image "
                        "tower holds no weights; load it again without `towers` to encode images")
 
 
-def _build_without_image(state_dict: dict[str, torch.Tensor], config: dict | None, skipped: frozenset[str]) -> CLIP:
-    """`build_model` for a checkpoint whose image tower was not read (`load_checkpoint(skip=...)`).
+def _text_tower_not_loaded(*args: object, **kwargs: object) -> torch.Tensor:
+    raise RuntimeError("this model was loaded for images only (load_model(..., towers=('image',))), so its text "
+                       "tower holds no weights; load it again without `towers` to encode texts")
 
-    The module tree is built whole (`skeleton`: the image tower's memory is allocated, never
-    touched), the text tower and shared tensors are assigned as `build_model` does, and the image
-    tower's forward is replaced by one that refuses; the model is marked partial, so its
-    fingerprint can only come from the file's cached one (`seed_from_file`).
+
+def _build_without(tower: str, state_dict: dict[str, torch.Tensor], config: dict | None,
+                   skipped: frozenset[str]) -> CLIP:
+    """`build_model` for a checkpoint whose `tower` ("image" or "text") was not read (`load_checkpoint(skip=...)`).
+
+    The module tree is built whole (`skeleton`: the unread tower's memory is allocated, never
+    touched), the other tensors are assigned as `build_model` does, and the unread tower's
+    forward (``visual`` / the text ``transformer``) is replaced by one that refuses. The model is
+    marked partial: its fingerprint can only come from the file's cached one (`seed_from_file`),
+    and `clipforge.inference.prepare` leaves the unread tensors alone.
     """
     from clipforge.models import config_from_state_dict
     from clipforge.models.clip import _NON_PARAMETER_KEYS
     from clipforge.models.skeleton import skeleton
     from clipforge.weights.fingerprint import PARTIAL
 
+    unread = _TOWER_TENSORS[tower]
     model = skeleton(lambda **c: create_model_from_config(c), **(config or config_from_state_dict(state_dict)))
     wanted = {k: v if v.dtype == torch.float32 or not v.is_floating_point() else v.float()
               for k, v in state_dict.items() if k not in skipped and k not in _NON_PARAMETER_KEYS}
     result = model.load_state_dict(wanted, strict=False, assign=True)
-    wrong = [k for k in result.missing_keys if not _is_image_tensor(k)] + list(result.unexpected_keys)
-    if wrong or any(not _is_image_tensor(k) for k in skipped):
-        raise RuntimeError(f"Error(s) in loading state_dict:\n\tthe text tower does not fit the architecture: "
-                           f"{', '.join(wrong[:5]) or ', '.join(sorted(skipped)[:5])}")
-    model.visual.forward = _image_tower_not_loaded  # an instance attribute: Module.__call__ finds it first
-    model.__dict__[PARTIAL] = ("image",)
+    wrong = [k for k in result.missing_keys if not unread(k)] + list(result.unexpected_keys)
+    if wrong or any(not unread(k) for k in skipped):
+        raise RuntimeError(f"Error(s) in loading state_dict:\n\tthe {'text' if tower == 'image' else 'image'} tower "
+                           f"does not fit the architecture: {', '.join(wrong[:5]) or ', '.join(sorted(skipped)[:5])}")
+    # instance attributes: Module.__call__ finds them before the class's forward
+    if tower == "image":
+        model.visual.forward = _image_tower_not_loaded
+    else:
+        model.transformer.forward = _text_tower_not_loaded
+    model.__dict__[PARTIAL] = (tower,)
     return model.eval()
 
 

@@ -150,3 +150,48 @@ def test_towers_are_checked() -> None:
     with pytest.raises(ValueError, match="towers must name"):
         load_model("test-vit-tiny", "cpu", towers=("audio",))
 
+
+
+def test_an_image_only_load_computes_the_same_image_features(tmp_path, monkeypatch) -> None:
+    import clipforge.inference.precision as precision_module
+    from clipforge.inference import BatchEncoder
+
+    _, path = _tiny_file(tmp_path)
+    full = load_model(path, "cpu")
+    want_fingerprint = full.fingerprint  # recorded for the file
+    images = load_model(path, "cpu", towers=("image",))
+    assert images.model.__dict__.get("_cf_missing_towers") == ("text",)
+    assert images.fingerprint == want_fingerprint
+    r = full.model.visual.input_resolution
+    x = torch.randn(2, 3, r, r, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        assert torch.equal(images.model.encode_image(x), full.model.encode_image(x))
+    with pytest.raises(RuntimeError, match="loaded for images only"), torch.inference_mode():
+        images.model.encode_text(images.tokenize(["a dog"]))
+    monkeypatch.setattr(precision_module, "bf16_supported", lambda: True)
+    token_embedding = images.model.token_embedding.weight
+    encoder = BatchEncoder(images.model, "bf16")
+    assert encoder.model.token_embedding.weight is token_embedding  # the unread tower is never cast
+    assert token_embedding.dtype == torch.float32 and encoder.model.visual.proj.dtype == torch.bfloat16
+
+
+def test_embed_reads_the_image_tower_only_and_writes_the_same_vectors(tmp_path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from clipforge.cli.main import main
+    from clipforge.library.export import read_export
+
+    _, path = _tiny_file(tmp_path)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((40, 50, 3), 60 * i, np.uint8)).save(photos / f"p{i}.png")
+    outs = []
+    for run in range(2):  # the first run hashes the file; the second loads the image tower only
+        out = tmp_path / f"out{run}"
+        assert main(["embed", str(photos), "--model", str(path), "--out", str(out), "--workers", "0", "--quiet",
+                     "--float32"]) == 0
+        outs.append(read_export(out)[0])
+    assert cached_file_fingerprint(file_identity(path)) is not None
+    assert np.array_equal(outs[0], outs[1])

@@ -116,17 +116,35 @@ def prepare(model: nn.Module, precision: str = "fp32", *, fused: bool | None = N
     model.eval()
     model.requires_grad_(False)
 
+    unread = _unread_tensors(model)  # a tower `load_model(towers=...)` did not read: garbage, never cast
     for module in model.modules():
         for tensor in list(module.parameters(recurse=False)) + list(module.buffers(recurse=False)):
-            if tensor.is_floating_point() and tensor.dtype != dtype and not _keeps_fp32(module, tensor):
+            if (tensor.is_floating_point() and tensor.dtype != dtype and not _keeps_fp32(module, tensor)
+                    and id(tensor) not in unread):
                 tensor.data = tensor.data.to(dtype)
 
     _swap_classes(model, dtype, use_fused, cpu_only=False)
     for module in model.modules() if pack else ():  # pack now, not on the first call
-        if isinstance(module, _PACKED):
+        if isinstance(module, _PACKED) and not any(id(p) in unread for p in module._cf_sources()):
             module._cf_packed()
     setattr(model, _ATTR, precision)
     return model
+
+
+def _unread_tensors(model: nn.Module) -> set[int]:
+    """ids of the tensors of the towers `clipforge.api.load_model(..., towers=...)` left unread."""
+    from clipforge.weights.fingerprint import PARTIAL
+
+    missing = model.__dict__.get(PARTIAL) or ()
+    if not missing:
+        return set()
+
+    def unread(name: str) -> bool:
+        image = name.startswith("visual.")
+        return ("image" in missing and image) or (
+            "text" in missing and not image and name not in ("logit_scale", "logit_bias"))
+
+    return {id(t) for name, t in (*model.named_parameters(), *model.named_buffers()) if unread(name)}
 
 
 def _swap_classes(model: nn.Module, dtype: torch.dtype, fused: bool, cpu_only: bool) -> None:
