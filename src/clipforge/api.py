@@ -310,19 +310,20 @@ def load_model(spec: Spec, device: str | torch.device | None = None, *, pretrain
     else:
         from clipforge.models import build_model
         from clipforge.weights import CheckpointFormatError, load_checkpoint
+        from clipforge.weights.towers import TOWER_TENSORS, build_without
         from clipforge.weights.zoo import checkpoint_config
 
         assert source.checkpoint is not None
         identity, digest = _known_fingerprint(source.checkpoint)
         unread = next((t for t in TOWERS if towers is not None and t not in towers), None) if digest else None
-        checkpoint = load_checkpoint(source.checkpoint, skip=_TOWER_TENSORS[unread] if unread else None)
+        checkpoint = load_checkpoint(source.checkpoint, skip=TOWER_TENSORS[unread] if unread else None)
         config, note = checkpoint_config(checkpoint, source.arch)  # a plain file: its activation assumed, said
         if source.activation is not None:  # registry weights: their activation is known
             config, note = {**config, "activation": source.activation}, source.note
         if note:
             warnings.warn(note, stacklevel=2)
         try:
-            model = (_build_without(unread, checkpoint.state_dict, config, checkpoint.skipped)
+            model = (build_without(unread, checkpoint.state_dict, config, checkpoint.skipped)
                      if unread and checkpoint.skipped else build_model(checkpoint.state_dict, config=config))
         except RuntimeError as err:  # a config that passed its field checks but does not fit the tensors
             lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
@@ -354,60 +355,6 @@ def _known_fingerprint(path: Path) -> tuple[str | None, str | None]:
 
     identity = file_identity(path)
     return identity, cached_file_fingerprint(identity)
-
-
-def _is_image_tensor(name: str) -> bool:
-    return name.startswith("visual.")
-
-
-def _is_text_tensor(name: str) -> bool:
-    return not name.startswith("visual.") and name not in ("logit_scale", "logit_bias")
-
-
-_TOWER_TENSORS = {"image": _is_image_tensor, "text": _is_text_tensor}
-
-
-def _image_tower_not_loaded(*args: object, **kwargs: object) -> torch.Tensor:
-    raise RuntimeError("this model was loaded for text only (load_model(..., towers=('text',))), so its image "
-                       "tower holds no weights; load it again without `towers` to encode images")
-
-
-def _text_tower_not_loaded(*args: object, **kwargs: object) -> torch.Tensor:
-    raise RuntimeError("this model was loaded for images only (load_model(..., towers=('image',))), so its text "
-                       "tower holds no weights; load it again without `towers` to encode texts")
-
-
-def _build_without(tower: str, state_dict: dict[str, torch.Tensor], config: dict | None,
-                   skipped: frozenset[str]) -> CLIP:
-    """`build_model` for a checkpoint whose `tower` ("image" or "text") was not read (`load_checkpoint(skip=...)`).
-
-    The module tree is built whole (`skeleton`: the unread tower's memory is allocated, never
-    touched), the other tensors are assigned as `build_model` does, and the unread tower's
-    forward (``visual`` / the text ``transformer``) is replaced by one that refuses. The model is
-    marked partial: its fingerprint can only come from the file's cached one (`seed_from_file`),
-    and `clipforge.inference.prepare` leaves the unread tensors alone.
-    """
-    from clipforge.models import config_from_state_dict
-    from clipforge.models.clip import _NON_PARAMETER_KEYS
-    from clipforge.models.skeleton import skeleton
-    from clipforge.weights.fingerprint import PARTIAL
-
-    unread = _TOWER_TENSORS[tower]
-    model = skeleton(lambda **c: create_model_from_config(c), **(config or config_from_state_dict(state_dict)))
-    wanted = {k: v if v.dtype == torch.float32 or not v.is_floating_point() else v.float()
-              for k, v in state_dict.items() if k not in skipped and k not in _NON_PARAMETER_KEYS}
-    result = model.load_state_dict(wanted, strict=False, assign=True)
-    wrong = [k for k in result.missing_keys if not unread(k)] + list(result.unexpected_keys)
-    if wrong or any(not unread(k) for k in skipped):
-        raise RuntimeError(f"Error(s) in loading state_dict:\n\tthe {'text' if tower == 'image' else 'image'} tower "
-                           f"does not fit the architecture: {', '.join(wrong[:5]) or ', '.join(sorted(skipped)[:5])}")
-    # instance attributes: Module.__call__ finds them before the class's forward
-    if tower == "image":
-        model.visual.forward = _image_tower_not_loaded
-    else:
-        model.transformer.forward = _text_tower_not_loaded
-    model.__dict__[PARTIAL] = (tower,)
-    return model.eval()
 
 
 def load(name_or_path: Spec, device: str | torch.device | None = None, jit: bool = False,

@@ -134,17 +134,11 @@ def prepare(model: nn.Module, precision: str = "fp32", *, fused: bool | None = N
 def _unread_tensors(model: nn.Module) -> set[int]:
     """ids of the tensors of the towers `clipforge.api.load_model(..., towers=...)` left unread."""
     from clipforge.weights.fingerprint import PARTIAL
+    from clipforge.weights.towers import TOWER_TENSORS
 
     missing = model.__dict__.get(PARTIAL) or ()
-    if not missing:
-        return set()
-
-    def unread(name: str) -> bool:
-        image = name.startswith("visual.")
-        return ("image" in missing and image) or (
-            "text" in missing and not image and name not in ("logit_scale", "logit_bias"))
-
-    return {id(t) for name, t in (*model.named_parameters(), *model.named_buffers()) if unread(name)}
+    return {id(t) for name, t in (*model.named_parameters(), *model.named_buffers())
+            if any(TOWER_TENSORS[tower](name) for tower in missing)}
 
 
 def _swap_classes(model: nn.Module, dtype: torch.dtype, fused: bool, cpu_only: bool) -> None:
