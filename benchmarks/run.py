@@ -108,6 +108,7 @@ def _print_commands(data: dict) -> None:
                  if "fingerprint_first_use_seconds" in data else ""))
     for name, r in data["runs"].items():
         beside = (f"  {r['vs_startup_plus_model']:4.2f}x start-up + model-only ({r['model_only_seconds']:.1f} s)"
+                  + (f", cpu {r['cpu_vs_startup_plus_model']:4.2f}x" if "cpu_vs_startup_plus_model" in r else "")
                   if "vs_startup_plus_model" in r else "")
         print(f"  {name:15s} {r['seconds']:7.1f} s  {r['images_per_s']:6.2f} img/s  {r['vs_hf_loop']:5.2f}x HF loop "
               f"(whole process, {data['images']} photos){beside}")
