@@ -44,5 +44,7 @@ def test_an_existing_library_opens_for_a_text_search(tmp_path, images_factory, c
     assert cold == warm and len(cold.splitlines()) == 3
     assert towers_asked == [("text",), ("text",)]
     photo = str(next((tmp_path / "photos").iterdir()))
-    assert main(["search", f'"a red photo" + {photo}', *lib, "--top-k", "3"]) == 0  # an image term: both towers
+    assert main(["search", f'"a red photo" + {photo}', *lib, "--top-k", "3"]) == 0  # both kinds: both towers
     assert towers_asked[-1] is None
+    assert main(["search", "--image", photo, *lib, "--top-k", "1"]) == 0  # an image alone: the image tower
+    assert towers_asked[-1] == ("image",) and capsys.readouterr().out.split()[-1] == photo

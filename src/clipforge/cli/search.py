@@ -28,16 +28,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _text_only(args: argparse.Namespace) -> bool:
-    """A query of texts alone on the embedded store: the model is loaded without its image tower."""
-    if args.image or getattr(args, "store", None) not in (None, "", "sqlite"):
-        return False
+def _towers(args: argparse.Namespace) -> dict[str, tuple[str, ...]]:
+    """A query of texts alone (or images alone) on the embedded store: the model is loaded without
+    the tower it does not need (`clipforge.api.load_model`'s `towers`)."""
+    if getattr(args, "store", None) not in (None, "", "sqlite"):
+        return {}
     from clipforge.library.query import parse_query
 
     try:
-        return all(term.kind == "text" for term in parse_query(args.query))
+        kinds = {term.kind for term in parse_query(args.query)} if args.query else set()
     except ValueError:  # the search reports the query's problem itself
-        return False
+        return {}
+    kinds |= {"image"} if args.image else set()
+    return {"towers": (kinds.pop(),)} if len(kinds) == 1 else {}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     if args.top_k < 1:
         return fail(f"--top-k must be at least 1 (the number of results to show), got {args.top_k}")
     try:
-        with open_library(args, create=False, **({"towers": ("text",)} if _text_only(args) else {})) as library:
+        with open_library(args, create=False, **_towers(args)) as library:
             hits = library.search(args.query, image=args.image or None, top_k=args.top_k,
                                   filter_tags=args.tag or None)
             empty = library.no_results_reason(args.tag or None) if not hits else ""
