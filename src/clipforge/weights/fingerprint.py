@@ -82,6 +82,9 @@ def weights_stamp(model: torch.nn.Module) -> tuple[Any, ...]:
     no pass over the weights."""
     out = []
     for name, t in model.state_dict(keep_vars=True).items():
+        if not isinstance(t, torch.Tensor):  # `fingerprint_state_dict` says what it is
+            out.append((name, type(t).__name__, id(t)))
+            continue
         t = t.detach()
         version = 0 if t.is_inference() else t._version
         out.append((name, t.data_ptr(), version, t.dtype, tuple(t.shape), tuple(t.stride()), str(t.device), _head(t)))
