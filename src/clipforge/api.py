@@ -316,7 +316,8 @@ def load_model(spec: Spec, device: str | torch.device | None = None, *, pretrain
         assert source.checkpoint is not None
         identity, digest = _known_fingerprint(source.checkpoint)
         unread = next((t for t in TOWERS if towers is not None and t not in towers), None) if digest else None
-        checkpoint = load_checkpoint(source.checkpoint, skip=TOWER_TENSORS[unread] if unread else None)
+        checkpoint = load_checkpoint(source.checkpoint, skip=TOWER_TENSORS[unread] if unread else None,
+                                     ordered=False)  # built and assigned by name below: order does not matter
         config, note = checkpoint_config(checkpoint, source.arch)  # a plain file: its activation assumed, said
         if source.activation is not None:  # registry weights: their activation is known
             config, note = {**config, "activation": source.activation}, source.note

@@ -207,13 +207,16 @@ def _read_raw(path: Path, skip: Callable[[str], bool] | None = None
         "CLIPModel directory (config.json + model.safetensors)")
 
 
-def load_checkpoint(path: str | os.PathLike[str], skip: Callable[[str], bool] | None = None) -> Checkpoint:
+def load_checkpoint(path: str | os.PathLike[str], skip: Callable[[str], bool] | None = None, *,
+                    ordered: bool = True) -> Checkpoint:
     """Read any supported checkpoint; see the module docstring for the formats.
 
     `skip(name)` (OpenAI-layout names) marks tensors not to read, e.g. the image tower for a text
     search: a safetensors file in clipforge's layout leaves their bytes on disk and puts a
     shape-only `stand_in` in their place (listed in `Checkpoint.skipped`); other formats and
-    layouts are read whole (`skipped` empty).
+    layouts are read whole (`skipped` empty). `ordered=False` leaves a safetensors file's keys in
+    its (sorted) order instead of the model's: for a caller that builds the model and assigns by
+    name (`clipforge.api.load_model`), which then skips building a model skeleton just for the order.
     """
     from clipforge.weights.hf import from_hf, read_hf_preprocess
 
@@ -239,7 +242,7 @@ def load_checkpoint(path: str | os.PathLike[str], skip: Callable[[str], bool] | 
             config = {**config_from_state_dict(_to_fp32(state_dict)), "activation": "quick_gelu"}
         except (ValueError, KeyError, IndexError):
             config = None  # not a CLIP: build_model says so
-    if fmt == "safetensors":  # safetensors stores keys sorted by name
+    if fmt == "safetensors" and ordered:  # safetensors stores keys sorted by name
         state_dict = canonical_order(state_dict, config)
     return Checkpoint(state_dict=_to_fp32(state_dict), config=config, format=fmt, path=path, preprocess=preprocess,
                       skipped=skipped)
