@@ -13,8 +13,13 @@ checkpoint, scanning, decoding, the model, writing):
 
     startup            a process that imports clipforge and loads the checkpoint (`api.load_model`), nothing else
 
-Model-only time: the one encoder on `N` uint8 crops in-process (no files, no decoding), per
-precision; each command is reported next to startup + model-only (issue 22.2: goal <= 1.25x).
+The weights file is used once before the timing (its fingerprint hashed and remembered, as after a
+user's first command with it); that one-time hash is reported as `fingerprint_first_use_seconds`.
+
+Model-only time: the one encoder on `N` uint8 crops (no files, no decoding), per precision, in its
+own process timed in the same round-robin as the commands (so under the same load); each command is
+reported next to startup + model-only (issue 22.2: goal <= 1.25x), in wall time and, less sensitive
+to other processes, in CPU time (the command's decoding workers included).
 Default flags otherwise: what a user types. Embeddings are compared by path: clipforge fp32
 with the HF loop (different resize code: cosine near, not at, 1), bf16 with clipforge fp32.
 """
@@ -22,6 +27,7 @@ with the HF loop (different resize code: cosine near, not at, 1), bf16 with clip
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -96,14 +102,18 @@ def _cli_has(flag: str, *subcommand: str) -> bool:
     return flag in out.stdout
 
 
-def _timed(argv: list[str]) -> tuple[float, str]:
-    env = {**os.environ, "TQDM_DISABLE": "1"}
+def _timed(argv: list[str], cache: Path | None = None) -> tuple[float, str, float]:
+    """(wall seconds, last stdout line, CPU seconds of the process and the workers it reaped)."""
+    env = {**os.environ, "TQDM_DISABLE": "1", **({"CLIPFORGE_CACHE": str(cache)} if cache else {})}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, env=env)
     seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(argv[:5])} ... failed ({done.returncode}): {done.stderr.strip()[-600:]}")
-    return seconds, done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return seconds, done.stdout.strip().splitlines()[-1] if done.stdout.strip() else "", cpu
 
 
 def _by_path(vectors: np.ndarray, paths: list[str]) -> dict[str, np.ndarray]:
@@ -136,30 +146,28 @@ def _library_vectors(library: Path) -> dict[str, np.ndarray]:
 
 # What every command pays before its first image: the imports and reading + building the model.
 _STARTUP = "import sys; from clipforge.api import load_model; load_model(sys.argv[1], 'cpu')"
-
-
-def _model_only(zoo: Any, count: int, precisions: list[str], batch: int = 32) -> dict[str, float]:
-    """Seconds the one encoder (`BatchEncoder`, as the commands run it) spends on `count` uint8 crops.
-
-    The lower bound of a command after start-up: no files, no decoding, the model alone at the
-    commands' batch size, best of two passes.
-    """
+# Model-only time, as its own process in the same round-robin as the commands (same load): the one
+# encoder (`BatchEncoder`, as the commands run it) on N uint8 crops at the commands' batch size, after
+# one warm-up batch (packing, oneDNN primitives); prints "wall_seconds cpu_seconds" of the loop alone.
+_MODEL_ONLY = textwrap.dedent('''
+    import sys, time
+    import torch
+    from clipforge.api import load_model
     from clipforge.inference.encoder import BatchEncoder
-
-    resolution = int(zoo.base.visual.input_resolution)
-    crops = torch.randint(0, 256, (batch, resolution, resolution, 3), dtype=torch.uint8)
-    out = {}
-    for precision in precisions:
-        encoder = BatchEncoder(zoo.loaded(), precision, copy_model=True)
-        encoder.images(crops)  # packing and oneDNN primitives, as a command's first batch pays them too
-        best = float("inf")
-        for _ in range(2):
-            start = time.perf_counter()
-            for first in range(0, count, batch):
-                encoder.images(crops[: min(batch, count - first)])
-            best = min(best, time.perf_counter() - start)
-        out[precision] = best
-    return out
+    ckpt, precision, count, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), 64
+    encoder = BatchEncoder(load_model(ckpt, "cpu").model, precision)
+    r = int(encoder.model.visual.input_resolution)
+    crops = torch.randint(0, 256, (batch, r, r, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    encoder.images(crops)
+    wall, cpu = time.perf_counter(), time.process_time()
+    for first in range(0, count, batch):
+        encoder.images(crops[: min(batch, count - first)])
+    print(time.perf_counter() - wall, time.process_time() - cpu)
+''')
+# Run once before the timing, as a user's first command with these weights: the weights fingerprint is
+# hashed once per file and remembered (`clipforge.weights.fingerprint`); its one-time cost is reported apart.
+_FIRST_USE = ("import sys, time; from clipforge.api import load_model; m = load_model(sys.argv[1], 'cpu'); "
+              "t = time.perf_counter(); m.fingerprint; print(time.perf_counter() - t)")
 
 
 def run(quick: bool = False, zoo: Any = None, progress: bool = True, count: int = 300) -> dict:
@@ -194,27 +202,47 @@ def run(quick: bool = False, zoo: Any = None, progress: bool = True, count: int 
             results["bf16_skipped"] = ("this CPU has no native bf16 matmuls (AVX512-BF16/AMX)" if not bf16["cpu"]
                                        else "the CLI has no --precision flag yet")
         candidates["startup"] = lambda i: [sys.executable, "-c", _STARTUP, str(files["ckpt"])]
+        precisions = ["fp32", "bf16"] if bf16["cpu"] else ["fp32"]
+        script = work / "model_only.py"
+        script.write_text(_MODEL_ONLY)
+        for precision in precisions:
+            candidates[f"model-only-{precision}"] = lambda i, p=precision: [
+                sys.executable, str(script), str(files["ckpt"]), p, str(count)]
+        cache = work / "cache"  # the children's own download/fingerprint cache
+        _, first_use, _ = _timed([sys.executable, "-c", _FIRST_USE, str(files["ckpt"])], cache)
+        results["fingerprint_first_use_seconds"] = float(first_use)
         seconds: dict[str, list[float]] = {name: [] for name in candidates}
+        cpus: dict[str, list[float]] = {name: [] for name in candidates}
         for i in range(repeats):  # round-robin: a burst of load hits every candidate
             for name, argv in candidates.items():
-                t, last = _timed(argv(i))
+                t, last, cpu = _timed(argv(i), cache)
+                if name.startswith("model-only"):  # the loop's own wall and CPU time, not its process's
+                    t, cpu = (float(v) for v in last.split())
                 seconds[name].append(t)
+                cpus[name].append(cpu)
                 if progress:
-                    print(f"    {name:15s} {t:6.1f} s  {last[:100]}", flush=True)
+                    print(f"    {name:15s} {t:6.1f} s  cpu {cpu:6.1f} s  {last[:90]}", flush=True)
         for name, ts in seconds.items():
             median = float(np.median(ts))
-            results["runs"][name] = {"seconds": median, "all_seconds": ts, "images_per_s": count / median}
+            results["runs"][name] = {"seconds": median, "all_seconds": ts, "images_per_s": count / median,
+                                     "cpu_seconds": float(np.median(cpus[name]))}
         hf_s = results["runs"]["hf-loop"]["seconds"]
         for entry in results["runs"].values():
             entry["vs_hf_loop"] = hf_s / entry["seconds"]
-        startup = results["runs"].pop("startup")["seconds"]
-        results["startup_seconds"] = startup
-        results["model_only_seconds"] = model_only = _model_only(zoo, count, ["fp32", "bf16"] if bf16["cpu"] else ["fp32"])
+        start = results["runs"].pop("startup")
+        startup, startup_cpu = start["seconds"], start["cpu_seconds"]
+        results["startup_seconds"], results["startup_cpu_seconds"] = startup, startup_cpu
+        only = {p: results["runs"].pop(f"model-only-{p}") for p in precisions}
+        results["model_only_seconds"] = model_only = {p: v["seconds"] for p, v in only.items()}
+        results["model_only_cpu_seconds"] = {p: v["cpu_seconds"] for p, v in only.items()}
         for name, entry in results["runs"].items():
             precision = "bf16" if name.endswith("bf16") else "fp32"
             if name != "hf-loop" and precision in model_only:
                 entry["model_only_seconds"] = model_only[precision]
                 entry["vs_startup_plus_model"] = entry["seconds"] / (startup + model_only[precision])
+                # CPU time (decoding workers included) next to start-up + model-only CPU: holds up under load
+                entry["cpu_vs_startup_plus_model"] = entry["cpu_seconds"] / (
+                    startup_cpu + results["model_only_cpu_seconds"][precision])
         hf_paths = (work / "hf0.npy.paths").read_text().splitlines()
         hf_vectors = _by_path(np.load(work / "hf0.npy"), hf_paths)
         vectors, rows = read_export(work / "embed0")

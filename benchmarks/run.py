@@ -5,9 +5,11 @@
     python -m benchmarks.run --quick    # < 10 min on 2 cores: smaller sets, fewer repeats;
                                         # writes benchmarks/results-quick.json, docs untouched
     python -m benchmarks.run --only image,text
+    python -m benchmarks.report [RESULTS.json]   # rewrite docs/performance.md's block from saved results (seconds)
 
 Sections: tokenizer, image (ViT-B/32 and RN50 towers, each row beside the matmul roof of its
-precision), text (text tower and the ImageNet classifier build), pipeline (decode accuracy and end
+precision), towers (text towers and the other families' towers at batch 32 against the roof), text
+(text tower and the ImageNet classifier build), pipeline (decode accuracy and end
 to end), commands (`clipforge embed` / `index add` as whole processes vs a plain HF loop and vs
 start-up + model-only time), startup (`search` / `classify` / `similarity` vs `import torch`),
 search (1M-vector index), families (SigLIP 2 B/16 towers vs transformers, fp32 and bf16 autocast).
@@ -26,7 +28,7 @@ from benchmarks import report
 from benchmarks.common import load_average, machine_info, matmul_roof
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("tokenizer", "image", "text", "pipeline", "commands", "startup", "search", "families")
+SECTIONS = ("tokenizer", "image", "towers", "text", "pipeline", "commands", "startup", "search", "families")
 
 
 def _roof_label(precision: str, roof: dict) -> str:
@@ -102,9 +104,12 @@ def _print_commands(data: dict) -> None:
         return
     if "startup_seconds" in data:
         print(f"  start-up (import + load the checkpoint) {data['startup_seconds']:.1f} s; model only for "
-              f"{data['images']} images: " + ", ".join(f"{k} {v:.1f} s" for k, v in data["model_only_seconds"].items()))
+              f"{data['images']} images: " + ", ".join(f"{k} {v:.1f} s" for k, v in data["model_only_seconds"].items())
+              + (f"; first use of the weights file hashes them once: {data['fingerprint_first_use_seconds']:.2f} s"
+                 if "fingerprint_first_use_seconds" in data else ""))
     for name, r in data["runs"].items():
         beside = (f"  {r['vs_startup_plus_model']:4.2f}x start-up + model-only ({r['model_only_seconds']:.1f} s)"
+                  + (f", cpu {r['cpu_vs_startup_plus_model']:4.2f}x" if "cpu_vs_startup_plus_model" in r else "")
                   if "vs_startup_plus_model" in r else "")
         print(f"  {name:15s} {r['seconds']:7.1f} s  {r['images_per_s']:6.2f} img/s  {r['vs_hf_loop']:5.2f}x HF loop "
               f"(whole process, {data['images']} photos){beside}")
@@ -121,7 +126,7 @@ def _print_startup(data: dict) -> None:
         return
     for name, r in data["runs"].items():
         print(f"  {name:13s} {r['seconds']:6.2f} s  {r['vs_import_torch']:4.2f}x import torch  (cpu {r['cpu_seconds']:.2f} s, "
-              f"{r['cpu_vs_import_torch']:4.2f}x)  {data['model']}, library of {data['photos']} photos")
+              f"{r['cpu_vs_import_torch']:4.2f}x)  {r.get('model', data['model'])}, library of {data['photos']} photos")
 
 
 def _print_search(data: dict) -> None:
@@ -179,7 +184,9 @@ def main(argv: list[str] | None = None) -> int:
 
     vit_name, rn_name = ("test-vit-tiny", "test-rn-tiny") if args.tiny else ("ViT-B/32", "RN50")
     vit = Zoo(vit_name) if {"image", "text", "pipeline", "commands"} & set(only) else None
-    printers = {"tokenizer": _print_tokenizer, "image": _print_image, "text": _print_text,
+    from benchmarks.bench_towers import print_results as _print_towers
+
+    printers = {"tokenizer": _print_tokenizer, "image": _print_image, "towers": _print_towers, "text": _print_text,
                 "pipeline": _print_pipeline, "commands": _print_commands, "startup": _print_startup,
                 "search": _print_search, "families": _print_families}
     for section in [s for s in SECTIONS if s in only]:
@@ -192,6 +199,10 @@ def main(argv: list[str] | None = None) -> int:
             elif section == "image":
                 from benchmarks import bench_image as module
                 data = module.run(quick=args.quick, models=(vit_name, rn_name), zoos={vit_name: vit}, progress=progress)
+            elif section == "towers":
+                from benchmarks import bench_towers as module
+                data = (module.run(quick=args.quick, progress=progress) if not args.tiny
+                        else {"skipped": "--tiny: the towers are measured at their real widths only"})
             elif section == "text":
                 from benchmarks import bench_text as module
                 data = module.run(quick=args.quick, zoo=vit, progress=progress)

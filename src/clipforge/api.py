@@ -42,6 +42,7 @@ SHIPPED_MODELS_DIR = Path(__file__).resolve().parent / "pretrained"
 PREFERRED_DEFAULT = "ViT-B/32"
 OFFLINE_DEFAULT = "clipforge-tiny"
 RANDOM_PREFIX = "random:"
+TOWERS = ("image", "text")
 
 Spec = str | os.PathLike[str]
 
@@ -83,7 +84,8 @@ class LoadedModel:
 
     @property
     def fingerprint(self) -> str:
-        """`clipforge.weights.model_fingerprint` of the weights, computed on first use (one pass)."""
+        """`clipforge.weights.model_fingerprint` of the weights: remembered per weights file, so only a
+        file's first load pays the pass over every tensor (`clipforge.weights.fingerprint`)."""
         if self.known_fingerprint is None:
             from clipforge.weights import model_fingerprint
 
@@ -272,12 +274,23 @@ def _random_model(arch: str, seed: int) -> CLIP:
 
 
 def load_model(spec: Spec, device: str | torch.device | None = None, *, pretrained: str | None = None,
-               download_root: Spec | None = None, seed: int = 0, arch: str | None = None) -> LoadedModel:
+               download_root: Spec | None = None, seed: int = 0, arch: str | None = None,
+               towers: Sequence[str] | None = None) -> LoadedModel:
     """Any model spec -> `LoadedModel` (fp32, eval mode, on `device`; default `default_device()`).
+
+    `towers=("text",)` says only the text tower will be used (a text search), `("image",)` only the
+    image tower (`clipforge embed`): when the weights are a safetensors file in clipforge's layout
+    whose fingerprint is already known (`clipforge.weights.fingerprint`: computed once by an
+    earlier full load of the same file), the other tower's tensors are not read and it refuses to
+    run; otherwise the whole model is loaded as usual. Either way the model's fingerprint is that
+    of the whole file.
 
     Raises FileNotFoundError for a spec that names nothing, ValueError for a bad device or tag,
     and the weights layer's CheckpointFormatError / UnsafeCheckpointError for a bad file.
     """
+    unknown = sorted(set(towers or ()) - set(TOWERS))
+    if unknown or (towers is not None and not towers):
+        raise ValueError(f"towers must name some of {', '.join(TOWERS)}; got {list(towers or [])}")
     target = resolve_device(device)
     from clipforge.weights.cn_clip_load import (
         load_chinese_clip,  # hook: Chinese-CLIP (cn-*, its files), issue 17
@@ -288,6 +301,7 @@ def load_model(spec: Spec, device: str | torch.device | None = None, *, pretrain
 
         return LoadedModel(chinese[0].to(target), preprocess_for(chinese[0]), chinese[1], chinese[2])
     source = resolve_spec(spec, pretrained=pretrained, download_root=download_root)
+    identity = digest = None
     if arch is not None and source.checkpoint is not None and source.arch is None and source.activation is None:
         source = replace(source, arch=canonical_name(arch))  # `arch`: build a checkpoint file as this architecture
     if source.random_arch is not None:
@@ -296,17 +310,22 @@ def load_model(spec: Spec, device: str | torch.device | None = None, *, pretrain
     else:
         from clipforge.models import build_model
         from clipforge.weights import CheckpointFormatError, load_checkpoint
+        from clipforge.weights.towers import TOWER_TENSORS, build_without
         from clipforge.weights.zoo import checkpoint_config
 
         assert source.checkpoint is not None
-        checkpoint = load_checkpoint(source.checkpoint)
+        identity, digest = _known_fingerprint(source.checkpoint)
+        unread = next((t for t in TOWERS if towers is not None and t not in towers), None) if digest else None
+        checkpoint = load_checkpoint(source.checkpoint, skip=TOWER_TENSORS[unread] if unread else None,
+                                     ordered=False)  # built and assigned by name below: order does not matter
         config, note = checkpoint_config(checkpoint, source.arch)  # a plain file: its activation assumed, said
         if source.activation is not None:  # registry weights: their activation is known
             config, note = {**config, "activation": source.activation}, source.note
         if note:
             warnings.warn(note, stacklevel=2)
         try:
-            model = build_model(checkpoint.state_dict, config=config)
+            model = (build_without(unread, checkpoint.state_dict, config, checkpoint.skipped)
+                     if unread and checkpoint.skipped else build_model(checkpoint.state_dict, config=config))
         except RuntimeError as err:  # a config that passed its field checks but does not fit the tensors
             lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
             reason = lines[1] if len(lines) > 1 else lines[0]  # the first mismatch, under torch's heading
@@ -322,9 +341,21 @@ def load_model(spec: Spec, device: str | torch.device | None = None, *, pretrain
     from clipforge.inference.precision import enable_fast_forward  # batch-1/autocast speed, same numbers
 
     model = enable_fast_forward(model.to(target).eval())
+    if source.checkpoint is not None and source.random_arch is None:
+        from clipforge.weights.fingerprint import seed_from_file  # the file's fingerprint, hashed once ever
+
+        seed_from_file(model, source.checkpoint, identity, digest)
     from clipforge.weights.preprocessing import preprocess_for  # OpenAI's, or what the weights say they need
 
     return LoadedModel(model, preprocess_for(model), source.name, weights)
+
+
+def _known_fingerprint(path: Path) -> tuple[str | None, str | None]:
+    """(the file's identity, its cached weights digest or None) (`clipforge.weights.fingerprint`)."""
+    from clipforge.weights.fingerprint import cached_file_fingerprint, file_identity
+
+    identity = file_identity(path)
+    return identity, cached_file_fingerprint(identity)
 
 
 def load(name_or_path: Spec, device: str | torch.device | None = None, jit: bool = False,

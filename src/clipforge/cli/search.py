@@ -28,13 +28,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def _towers(args: argparse.Namespace) -> dict[str, tuple[str, ...]]:
+    """A query of texts alone (or images alone) on the embedded store: the model is loaded without
+    the tower it does not need (`clipforge.api.load_model`'s `towers`)."""
+    if getattr(args, "store", None) not in (None, "", "sqlite"):
+        return {}
+    from clipforge.library.query import parse_query
+
+    try:
+        kinds = {term.kind for term in parse_query(args.query)} if args.query else set()
+    except ValueError:  # the search reports the query's problem itself
+        return {}
+    kinds |= {"image"} if args.image else set()
+    return {"towers": (kinds.pop(),)} if len(kinds) == 1 else {}
+
+
 def run(args: argparse.Namespace) -> int:
     if not args.query and not args.image:
         return fail("give a QUERY, --image IMG, or both")
     if args.top_k < 1:
         return fail(f"--top-k must be at least 1 (the number of results to show), got {args.top_k}")
     try:
-        with open_library(args, create=False) as library:
+        with open_library(args, create=False, **_towers(args)) as library:
             hits = library.search(args.query, image=args.image or None, top_k=args.top_k,
                                   filter_tags=args.tag or None)
             empty = library.no_results_reason(args.tag or None) if not hits else ""

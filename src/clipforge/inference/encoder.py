@@ -61,7 +61,8 @@ def fast_model(model: nn.Module, precision: str | None = "fp32", *, copy_model: 
         return enable_fast_forward(model)
     if current is not None:
         raise ValueError(f"model was prepared for {current}; bf16 needs a fresh fp32 model")
-    return prepare(copy.deepcopy(model) if copy_model else model, precision)
+    # packed on each tower's first call: a command that embeds images never packs the text tower
+    return prepare(copy.deepcopy(model) if copy_model else model, precision, pack=False)
 
 
 class BatchEncoder:

@@ -130,8 +130,13 @@ class InferenceBlock(InferenceModule, ResidualAttentionBlock):
         # dtype differs), not through their fp32 value: same numbers, two fewer copies of each.
         w_qkv, b_qkv, w_out, b_out, w_fc, b_fc, w_proj, b_proj = (p.detach() for p in self._cf_sources())
         if fused and getattr(self, "activation", "quick_gelu") == "quick_gelu":
-            w_fc, b_fc = read(w_fc) * QUICK_GELU_ALPHA, read(b_fc) * QUICK_GELU_ALPHA
-            w_proj = read(w_proj) / QUICK_GELU_ALPHA
+            # Scaled in the parameter's own dtype when that is fp32 or the packing dtype: bf16 * scalar is
+            # computed in fp32 and rounded once, exactly `read(w) * a` then `.to(bf16)`, without two fp32
+            # copies of the block's two largest matrices (hundreds of MB of fresh pages for ViT-B/32).
+            own = w_fc.dtype in (torch.float32, dtype) and w_proj.dtype in (torch.float32, dtype)
+            w_fc = (w_fc if own else read(w_fc)) * QUICK_GELU_ALPHA
+            w_proj = (w_proj if own else read(w_proj)) / QUICK_GELU_ALPHA
+            b_fc = read(b_fc) * QUICK_GELU_ALPHA
 
         def pair(w: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             return pack_linear(w, dtype, fused), b.to(dtype).contiguous()

@@ -90,14 +90,16 @@ def _keeps_fp32(module: nn.Module, param: torch.Tensor) -> bool:
 
 
 def prepare(model: nn.Module, precision: str = "fp32", *, fused: bool | None = None,
-            require_native_bf16: bool = True) -> nn.Module:
+            require_native_bf16: bool = True, pack: bool = True) -> nn.Module:
     """Make `model` an inference model in `precision` ("fp32" or "bf16"), in place; returns it.
 
     The model is put in eval mode with gradients off. `fused=None` uses oneDNN's packed, fused
     kernels when torch has them and the model is on the CPU (False: same forward structure
     with plain torch ops). bf16 raises `Bf16UnsupportedError` on CPUs without native bf16
     unless `require_native_bf16=False`. Copy the model first (`copy.deepcopy`) to keep an
-    unprepared one; a prepared model cannot be re-prepared to another precision.
+    unprepared one; a prepared model cannot be re-prepared to another precision. `pack=False`
+    leaves the packing to each tower's first call (what `BatchEncoder` does: `clipforge embed`
+    never runs the text tower, so it never pays for packing it).
     """
     precision = resolve_precision(precision)
     previous = precision_of(model)
@@ -114,17 +116,29 @@ def prepare(model: nn.Module, precision: str = "fp32", *, fused: bool | None = N
     model.eval()
     model.requires_grad_(False)
 
+    unread = _unread_tensors(model)  # a tower `load_model(towers=...)` did not read: garbage, never cast
     for module in model.modules():
         for tensor in list(module.parameters(recurse=False)) + list(module.buffers(recurse=False)):
-            if tensor.is_floating_point() and tensor.dtype != dtype and not _keeps_fp32(module, tensor):
+            if (tensor.is_floating_point() and tensor.dtype != dtype and not _keeps_fp32(module, tensor)
+                    and id(tensor) not in unread):
                 tensor.data = tensor.data.to(dtype)
 
     _swap_classes(model, dtype, use_fused, cpu_only=False)
-    for module in model.modules():  # pack now, not on the first call
-        if isinstance(module, _PACKED):
+    for module in model.modules() if pack else ():  # pack now, not on the first call
+        if isinstance(module, _PACKED) and not any(id(p) in unread for p in module._cf_sources()):
             module._cf_packed()
     setattr(model, _ATTR, precision)
     return model
+
+
+def _unread_tensors(model: nn.Module) -> set[int]:
+    """ids of the tensors of the towers `clipforge.api.load_model(..., towers=...)` left unread."""
+    from clipforge.weights.fingerprint import PARTIAL
+    from clipforge.weights.towers import TOWER_TENSORS
+
+    missing = model.__dict__.get(PARTIAL) or ()
+    return {id(t) for name, t in (*model.named_parameters(), *model.named_buffers())
+            if any(TOWER_TENSORS[tower](name) for tower in missing)}
 
 
 def _swap_classes(model: nn.Module, dtype: torch.dtype, fused: bool, cpu_only: bool) -> None:

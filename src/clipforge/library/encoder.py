@@ -160,12 +160,14 @@ def default_model_name() -> str:
 
 
 def resolve_encoder(model: Any, preprocess: Any = None, device: str | torch.device | None = None,
-                    name: str | None = None, *, precision: str = "fp32", draft: bool = True) -> Encoder:
+                    name: str | None = None, *, precision: str = "fp32", draft: bool = True,
+                    towers: Sequence[str] | None = None) -> Encoder:
     """Turn any accepted `model` argument into an `Encoder` (see module docstring).
 
     A name or path is loaded through `clipforge.api.load_model` (the one loader) and prepared in
     place; a model passed in is copied before a bf16 cast, so the caller's model stays fp32.
-    `draft=False` decodes every JPEG pixel (no DCT-domain downscale).
+    `draft=False` decodes every JPEG pixel (no DCT-domain downscale). `towers=("text",)`: a name
+    or path is loaded for text only where the weights allow it (`load_model`'s `towers`).
     """
     if isinstance(model, Encoder):
         return model
@@ -174,7 +176,7 @@ def resolve_encoder(model: Any, preprocess: Any = None, device: str | torch.devi
     if isinstance(model, (str, Path)):
         from clipforge.api import load_model
 
-        loaded = load_model(str(model), device=device)  # None: the one default, `api.default_device()`
+        loaded = load_model(str(model), device=device, towers=towers)  # device None: `api.default_device()`
         if preprocess is None and not draft:
             from clipforge.weights.preprocessing import preprocess_for
 

@@ -178,7 +178,7 @@ def export_embeddings(paths: Iterable[str | os.PathLike[str]], out_dir: str | os
     files = discover_files(paths, recursive=recursive, exclude=[out])
     count = max(1, math.ceil(len(files) / shard_size)) if files else 0
     report = ExportReport(rank=rank, world_size=world_size, partitions=count)
-    encoder = resolve_encoder(model, device=device, precision=precision, draft=draft)
+    encoder = resolve_encoder(model, device=device, precision=precision, draft=draft, towers=("image",))
     mine = rank_partitions(count, rank, world_size)
     todo = []
     for i in mine:

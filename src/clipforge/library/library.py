@@ -75,7 +75,7 @@ class Library:
     def __init__(self, path: str | os.PathLike[str] | None = None, model: Any = None, *, preprocess: Any = None,
                  device: str | None = None, index: str | IndexSpec | None = None, max_pixels: int | None = None,
                  vector_dtype: str = "float32", create: bool = True, precision: str = "fp32",
-                 draft: bool = True, new_space: bool = False) -> None:
+                 draft: bool = True, new_space: bool = False, towers: Sequence[str] | None = None) -> None:
         self.paths = LibraryPaths(path)
         self.paths.check_folder()
         self._refuse_lost_database()
@@ -94,6 +94,7 @@ class Library:
         # How the one files-to-embeddings path runs (`--precision`, `--exact-decode`); the library's
         # identity is the model's fp32 fingerprint, so a bf16 run adds to the same library.
         self._precision, self._draft = precision, draft
+        self._towers = towers  # ("text",): a text search loads the text tower only (`api.load_model`)
         self._encoder: Encoder | None = None
         self._manager: IndexManager | None = None
         self._init_lock = threading.Lock()
@@ -149,7 +150,8 @@ class Library:
                             f"library {self.paths.root} was built with a model passed as an object; pass the same "
                             f"model again (fingerprint {self.model_fingerprint[:12]})")
                     self._set_encoder(resolve_encoder(name or default_model_name(), device=self._device,
-                                                      precision=self._precision, draft=self._draft))
+                                                      precision=self._precision, draft=self._draft,
+                                                      towers=self._towers))
         assert self._encoder is not None
         return self._encoder
 

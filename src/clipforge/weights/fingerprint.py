@@ -3,14 +3,44 @@
 Two state dicts get the same fingerprint exactly when they hold the same tensor names, dtypes,
 shapes and bytes, whatever their key order or device. Tensors are hashed through zero-copy
 byte views, so fingerprinting ViT-L costs one pass over its memory and no extra copy.
+
+That pass (0.3 s for ViT-B/32, seconds for ViT-H) used to be paid by every command, and it needs
+every tensor, so a text search had to read the image tower too. Two memos make it free after
+the first time, without changing a single fingerprint (libraries stay keyed as before):
+
+- **per model**: the digest is kept on the module with a *stamp* of its tensors (name, storage,
+  in-place version counter, dtype, shape, device, first bytes); any change to a tensor changes
+  the stamp and the digest is computed again;
+- **per file**: `clipforge.api.load_model` records which file a model came from
+  (`seed_from_file`); the first full digest of a model still holding that file's tensors is
+  written to ``<cache>/fingerprints/`` under the file's identity (path, inode, size, mtime,
+  ctime and its first and last 64 KiB, plus `LOADER_VERSION`). The next load of the unchanged
+  file reads the digest from there: no hashing, and a model loaded with one tower only
+  (`clipforge.api.load_model(..., towers=("text",))`) still knows its identity.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
+import os
 from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 import torch
+
+__all__ = ["LOADER_VERSION", "cached_file_fingerprint", "file_identity", "fingerprint_state_dict",
+           "model_fingerprint", "seed_from_file", "weights_stamp"]
+
+# Bump when the loader starts turning the same file into different tensors (a layout conversion
+# changes): cached digests of the old loader are then ignored.
+LOADER_VERSION = 1
+_MEMO = "_cf_fingerprint"  # (stamp, full hex digest) in the module's __dict__
+_SOURCE = "_cf_weights_file"  # (file identity, stamp at load) in the module's __dict__
+PARTIAL = "_cf_missing_towers"  # set by the loader on a model built without some of its tensors
+_SAMPLE = 64 * 1024
 
 
 def _tensor_bytes(tensor: torch.Tensor) -> memoryview:
@@ -37,6 +67,113 @@ def fingerprint_state_dict(state_dict: Mapping[str, torch.Tensor], length: int =
     return digest.hexdigest()[:length]
 
 
+def _head(tensor: torch.Tensor) -> bytes:
+    """The first few elements' bytes (bytes, not values: NaN != NaN)."""
+    if tensor.numel() == 0 or tensor.is_meta:
+        return b""
+    flat = tensor.detach().reshape(-1) if tensor.is_contiguous() else tensor.detach()[(0,) * tensor.dim()].reshape(1)
+    return flat[:4].cpu().contiguous().view(torch.uint8).numpy().tobytes()
+
+
+def weights_stamp(model: torch.nn.Module) -> tuple[Any, ...]:
+    """What changes whenever a tensor of `model.state_dict()` changes: a new storage (`.data =`,
+    `.to()`, `load_state_dict(assign=True)`), an in-place write (its version counter: optimizer
+    steps, `copy_`, `load_state_dict`), a dtype, shape or device, or its first values. Cheap:
+    no pass over the weights."""
+    out = []
+    for name, t in model.state_dict(keep_vars=True).items():
+        if not isinstance(t, torch.Tensor):  # `fingerprint_state_dict` says what it is
+            out.append((name, type(t).__name__, id(t)))
+            continue
+        t = t.detach()
+        version = 0 if t.is_inference() else t._version
+        out.append((name, t.data_ptr(), version, t.dtype, tuple(t.shape), tuple(t.stride()), str(t.device), _head(t)))
+    return tuple(out)
+
+
 def model_fingerprint(model: torch.nn.Module, length: int = 16) -> str:
-    """Fingerprint of a module's parameters and buffers (its ``state_dict()``)."""
-    return fingerprint_state_dict(model.state_dict(), length=length)
+    """Fingerprint of a module's parameters and buffers (its ``state_dict()``), memoised (see module docstring)."""
+    stamp = weights_stamp(model)
+    memo = model.__dict__.get(_MEMO)
+    if memo is not None and memo[0] == stamp:
+        return memo[1][:length]
+    missing = model.__dict__.get(PARTIAL)
+    if missing:
+        raise RuntimeError(f"this model was loaded without its {' and '.join(missing)} tower, so its weights "
+                           "fingerprint cannot be computed; load it with every tower")
+    digest = fingerprint_state_dict(model.state_dict(), length=64)
+    model.__dict__[_MEMO] = (stamp, digest)
+    source = model.__dict__.get(_SOURCE)
+    if source is not None and source[1] == stamp:  # still exactly the file's tensors: remember for next time
+        _remember(source[0], digest)
+    return digest[:length]
+
+
+def file_identity(path: str | os.PathLike[str]) -> str | None:
+    """A key that changes whenever the checkpoint file (or any top-level file of a folder) changes:
+    resolved path, device, inode, size, mtime and ctime (which no user call can set back), and the
+    first and last 64 KiB of its bytes. None when it cannot be read."""
+    try:
+        root = Path(path).resolve()
+        files = sorted(p for p in root.iterdir() if p.is_file()) if root.is_dir() else [root]
+        parts: list[Any] = [LOADER_VERSION, str(root)]
+        for file in files:
+            st = file.stat()
+            with open(file, "rb") as fh:
+                head = fh.read(_SAMPLE)
+                if st.st_size > 2 * _SAMPLE:
+                    fh.seek(st.st_size - _SAMPLE)
+                tail = fh.read(_SAMPLE)
+            sample = hashlib.sha256(head + tail).hexdigest()
+            parts.append([file.name, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, sample])
+    except OSError:
+        return None
+    return hashlib.sha256(json.dumps(parts).encode("utf-8")).hexdigest()
+
+
+def _cache_file(identity: str) -> Path:
+    from clipforge.weights.registry import cache_dir
+
+    return cache_dir() / "fingerprints" / f"{identity[:40]}.json"
+
+
+def cached_file_fingerprint(identity: str | None) -> str | None:
+    """The full digest recorded for a file identity, or None (never computed, or unreadable)."""
+    if identity is None:
+        return None
+    try:
+        record = json.loads(_cache_file(identity).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    digest = record.get("fingerprint") if isinstance(record, dict) and record.get("identity") == identity else None
+    if not isinstance(digest, str) or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        return None
+    return digest
+
+
+def _remember(identity: str, digest: str) -> None:
+    from clipforge.atomic import write_json_atomic
+
+    target = _cache_file(identity)
+    with contextlib.suppress(OSError):  # a cache: a read-only home or a full disk costs the next run a hash
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(target, {"identity": identity, "fingerprint": digest})
+
+
+def seed_from_file(model: torch.nn.Module, path: str | os.PathLike[str], identity: str | None = None,
+                   digest: str | None = None) -> bool:
+    """Record that `model` holds exactly the tensors `clipforge.api.load_model` read from `path`.
+
+    If the file's digest is cached, it becomes the model's memo (no hashing); otherwise the first
+    `model_fingerprint` of the unchanged model stores it. Returns whether the digest was cached.
+    `digest`: the cached digest the caller already read for `identity`.
+    """
+    identity = identity or file_identity(path)
+    if identity is None:
+        return False
+    stamp = weights_stamp(model)
+    model.__dict__[_SOURCE] = (identity, stamp)
+    digest = digest or cached_file_fingerprint(identity)
+    if digest is not None:
+        model.__dict__[_MEMO] = (stamp, digest)
+    return digest is not None

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,7 @@ class Checkpoint:
     format: str
     path: Path
     preprocess: dict[str, Any] | None = None
+    skipped: frozenset[str] = frozenset()  # names `load_checkpoint(skip=...)` did not read: shape-only stand-ins
 
     @property
     def activation_known(self) -> bool:
@@ -69,15 +70,61 @@ def _looks_like_safetensors(head: bytes, size: int) -> bool:
     return 0 < header_len <= size - 8 and head[8:9] == b"{"
 
 
+_ST_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+              "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+              "BOOL": torch.bool}
+
+
+def stand_in(shape: tuple[int, ...] | list[int], dtype: torch.dtype) -> torch.Tensor:
+    """A tensor with `shape` that owns no memory (one element, expanded): for what is read only for its
+    shape (config inference, key order) and never built into a model."""
+    dtype = torch.float32 if dtype.is_floating_point else dtype  # what `_to_fp32` would make of it
+    return torch.zeros([1] * len(shape), dtype=dtype).expand(*shape) if shape else torch.zeros((), dtype=dtype)
+
+
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str] | None]:
+    tensors, metadata, _ = _read_safetensors_parts(path, None)
+    return tensors, metadata
+
+
+def _read_safetensors_parts(path: Path, skip: Callable[[str], bool] | None
+                            ) -> tuple[dict[str, torch.Tensor], dict[str, str] | None, frozenset[str]]:
+    """The file's tensors; names `skip` accepts are not read (their bytes stay on disk): a
+    shape-only `stand_in` takes their place and they are returned as the third item."""
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt") as fh:
             metadata = fh.metadata()
-            return {key: fh.get_tensor(key) for key in fh.keys()}, metadata  # noqa: SIM118
+            keys = list(fh.keys())  # noqa: SIM118
+            names = [_strip_name(k) for k in keys]
+            if skip is None or not _plain_layout(names):
+                return {key: fh.get_tensor(key) for key in keys}, metadata, frozenset()
+            out, skipped = {}, set()
+            for key, name in zip(keys, names, strict=True):
+                if skip(name):
+                    part = fh.get_slice(key)
+                    out[key] = stand_in(part.get_shape(), _ST_DTYPES.get(part.get_dtype(), torch.float32))
+                    skipped.add(name)
+                else:
+                    out[key] = fh.get_tensor(key)
+            return out, metadata, frozenset(skipped)
     except Exception as err:  # safetensors raises its own error types
         raise CheckpointFormatError(f"cannot read {path} as safetensors: {err}") from err
+
+
+def _strip_name(key: str) -> str:
+    for prefix in _PREFIXES:
+        while key.startswith(prefix):
+            key = key[len(prefix):]
+    return key
+
+
+def _plain_layout(names: list[str]) -> bool:
+    """OpenAI/clipforge names already (no Hugging Face, timm or wrapper layout to convert): the only
+    files whose tensors can be left unread by name."""
+    return (any(n.startswith("visual.") for n in names) and "ln_final.weight" in names
+            and not any(n.startswith(("visual.trunk.", "text_model.", "vision_model.", "text.")) for n in names))
 
 
 def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
@@ -121,7 +168,8 @@ def _to_fp32(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             for k, v in state_dict.items() if k not in _NON_PARAMETER_KEYS}
 
 
-def _read_raw(path: Path) -> tuple[Any, dict[str, Any] | None, str]:
+def _read_raw(path: Path, skip: Callable[[str], bool] | None = None
+              ) -> tuple[Any, dict[str, Any] | None, str, frozenset[str]]:
     from clipforge.weights.hf import read_hf_directory
     from clipforge.weights.save import config_from_metadata, preprocess_from_metadata
     from clipforge.weights.torchscript import (
@@ -132,7 +180,7 @@ def _read_raw(path: Path) -> tuple[Any, dict[str, Any] | None, str]:
 
     if path.is_dir():
         raw, hf_config = read_hf_directory(path)
-        return raw, hf_config, "huggingface"
+        return raw, hf_config, "huggingface", frozenset()
     if path.is_file():
         check_zip_sizes(path)
     if not path.exists():
@@ -142,29 +190,38 @@ def _read_raw(path: Path) -> tuple[Any, dict[str, Any] | None, str]:
         head = fh.read(16)
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         if is_torchscript_archive(path):
-            return read_torchscript_state_dict(path), None, "torchscript"
-        return torch_load_safely(path), None, "torch"
+            return read_torchscript_state_dict(path), None, "torchscript", frozenset()
+        return torch_load_safely(path), None, "torch", frozenset()
     if _looks_like_safetensors(head, size):
-        tensors, metadata = _read_safetensors(path)
+        tensors, metadata, skipped = _read_safetensors_parts(path, skip)
         config = config_from_metadata(metadata, path)
         preprocess = preprocess_from_metadata(metadata, path)
         if preprocess is not None and config is not None:
             config = {**config, PREPROCESS_FIELD: preprocess}
-        return tensors, config, "safetensors"
+        return tensors, config, "safetensors", skipped
     if head[:1] == b"\x80":  # pickle protocol >= 2: torch.save's legacy (pre-zip) format
-        return torch_load_safely(path), None, "torch"
+        return torch_load_safely(path), None, "torch", frozenset()
     raise CheckpointFormatError(
         f"{path} is not a checkpoint format clipforge reads: expected a PyTorch state dict "
         "(.pt/.pth/.bin), a .safetensors file, an OpenAI TorchScript archive, or a Hugging Face "
         "CLIPModel directory (config.json + model.safetensors)")
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
-    """Read any supported checkpoint; see the module docstring for the formats."""
+def load_checkpoint(path: str | os.PathLike[str], skip: Callable[[str], bool] | None = None, *,
+                    ordered: bool = True) -> Checkpoint:
+    """Read any supported checkpoint; see the module docstring for the formats.
+
+    `skip(name)` (OpenAI-layout names) marks tensors not to read, e.g. the image tower for a text
+    search: a safetensors file in clipforge's layout leaves their bytes on disk and puts a
+    shape-only `stand_in` in their place (listed in `Checkpoint.skipped`); other formats and
+    layouts are read whole (`skipped` empty). `ordered=False` leaves a safetensors file's keys in
+    its (sorted) order instead of the model's: for a caller that builds the model and assigns by
+    name (`clipforge.api.load_model`), which then skips building a model skeleton just for the order.
+    """
     from clipforge.weights.hf import from_hf, read_hf_preprocess
 
     path = Path(path).expanduser()
-    raw, config, fmt = _read_raw(path)
+    raw, config, fmt, skipped = _read_raw(path, skip)
     if fmt == "huggingface":
         state_dict, config = from_hf(_unwrap(raw, path), config)
     else:
@@ -185,9 +242,10 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
             config = {**config_from_state_dict(_to_fp32(state_dict)), "activation": "quick_gelu"}
         except (ValueError, KeyError, IndexError):
             config = None  # not a CLIP: build_model says so
-    if fmt == "safetensors":  # safetensors stores keys sorted by name
+    if fmt == "safetensors" and ordered:  # safetensors stores keys sorted by name
         state_dict = canonical_order(state_dict, config)
-    return Checkpoint(state_dict=_to_fp32(state_dict), config=config, format=fmt, path=path, preprocess=preprocess)
+    return Checkpoint(state_dict=_to_fp32(state_dict), config=config, format=fmt, path=path, preprocess=preprocess,
+                      skipped=skipped)
 
 
 def load_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
