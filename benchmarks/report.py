@@ -146,6 +146,14 @@ def goals(results: dict) -> list[dict]:
                          f">= {target:.0%}", low["roof_share"] if low else None,
                          low is not None and low["roof_share"] >= target,
                          f"{low['model']} {low['tower']} ({low['input']}); {len(rows)} rows" if low else ""))
+    families = _get(results, "sections", "families", "rows") or []
+    for batch, target in ((1, 1.3), (32, 1.0)):  # issue 16.5: SigLIP 2 B/16 towers vs transformers
+        rows = [r for r in families if r.get("batch") == batch]
+        low = min(rows, key=lambda r: r["ratio"]) if rows else None
+        out.append(_goal(f"SigLIP 2 B/16 towers vs transformers SiglipModel, batch {batch}: lowest ratio "
+                         "(fp32 and bf16 autocast, image and text)", f">= {target}x", low["ratio"] if low else None,
+                         low is not None and low["ratio"] >= target,
+                         f"{low['tower']} {low['precision']}; {len(rows)} rows" if low else ""))
     search = _get(results, "sections", "search") or {}
     best = search.get("best_meeting_target")
     ms = best.get("median_ms") if best else None
@@ -228,6 +236,18 @@ def markdown(results: dict) -> str:
                           r["gflops"], f"{r['roof_share']:.0%}", r.get("note", "")] for r in towers["rows"]])
         lines += ["", "Not covered: " + "; ".join(f"{k}: {v}" for k, v in towers.get("not_covered", {}).items())
                   + ("" if towers.get("bf16") == "native" else f". bf16 {towers.get('bf16')}.")]
+    families = _get(results, "sections", "families")
+    if families and "skipped" not in families:
+        lines += ["", f"### SigLIP 2 B/16 towers vs transformers `SiglipModel` (same weights; {families['depth']} "
+                      f"blocks per tower, {families['image_resolution']} px, {families['context_length']} tokens)", "",
+                  "Same process, interleaved calls; bf16 is autocast on both sides. Cosine of the two sides' "
+                  f"features on the same input: image {_fmt(_get(families, 'cosine_min', 'image'), 6)}, text "
+                  f"{_fmt(_get(families, 'cosine_min', 'text'), 6)}.", ""]
+        lines += _table(["tower", "precision", "batch", "clipforge items/s", "transformers items/s", "ratio",
+                         "clipforge roof share", "transformers roof share"],
+                        [[r["tower"], r["precision"], r["batch"], r["clipforge"]["per_s"], r["transformers"]["per_s"],
+                          r["ratio"], _get(r, "clipforge", "roof_share"), _get(r, "transformers", "roof_share")]
+                         for r in families["rows"]])
     text = _get(results, "sections", "text")
     if text:
         lines += ["", f"### Text tower ({text['batch']} typical ImageNet prompts, mean {text['mean_tokens']:.1f} "

@@ -13,6 +13,10 @@ def _results() -> dict:
         return {"model": "ViT-B/32", "tower": tower, "input": "77 tokens", "batch": batch, "precision": precision,
                 "items_per_s": 10.0, "gflops": share * 100, "roof_gflops": 100.0, "roof_share": share, "note": ""}
 
+    def family(tower: str, precision: str, batch: int, ratio: float) -> dict:
+        return {"tower": tower, "precision": precision, "batch": batch, "ratio": ratio,
+                "clipforge": {"per_s": ratio, "roof_share": 0.5}, "transformers": {"per_s": 1.0, "roof_share": 0.4}}
+
     return {
         "date": "2026-12-04 11:00 UTC", "quick": False, "wall_seconds": 60.0, "load_average_end": [0.5, 0.4, 0.3],
         "machine": {"cpu_model": "AMD EPYC", "usable_cpus": 2, "flags": ["avx512f", "avx512_bf16"], "torch": "2.x",
@@ -21,7 +25,11 @@ def _results() -> dict:
         "sections": {"towers": {"rows": [row("text", "fp32", 0.95), row("text", "bf16", 0.5),
                                          row("image", "bf16", 0.3, batch=8)],
                                 "roofs": {"ViT-B/32": {"fp32": 100.0, "bf16": 100.0}}, "bf16": "native",
-                                "not_covered": {"ViT-bigG/14": "too big here"}}},
+                                "not_covered": {"ViT-bigG/14": "too big here"}},
+                     "families": {"depth": 12, "image_resolution": 224, "context_length": 64,
+                                  "cosine_min": {"image": 1.0, "text": 1.0},
+                                  "rows": [family("image", "fp32", 1, 1.8), family("text", "bf16", 1, 1.2),
+                                           family("image", "fp32", 32, 1.4), family("text", "fp32", 32, 1.1)]}},
     }
 
 
@@ -44,3 +52,12 @@ def test_report_rewrites_only_the_generated_block(tmp_path) -> None:
     assert "Measured 2026-12-04 11:00 UTC" in text and "avx512_bf16" in text
     assert "load average at start [0.1, 0.2, 0.3], at end [0.5, 0.4, 0.3]" in text
     assert "| ViT-B/32 | text | 77 tokens | 32 | bf16 |" in text and "Not covered: ViT-bigG/14: too big here" in text
+
+
+def test_families_goals_take_the_lowest_ratio_per_batch() -> None:
+    goals = {g["goal"].split(":")[0]: g for g in report.goals(_results())}
+    b1 = goals["SigLIP 2 B/16 towers vs transformers SiglipModel, batch 1"]
+    b32 = goals["SigLIP 2 B/16 towers vs transformers SiglipModel, batch 32"]
+    assert (b1["measured"], b1["met"], b1["note"]) == (1.2, False, "text bf16; 2 rows")  # 1.2 < 1.3
+    assert (b32["measured"], b32["met"]) == (1.1, True)
+    assert "### SigLIP 2 B/16 towers vs transformers" in report.markdown({**_results(), "goals": report.goals(_results())})
