@@ -145,3 +145,21 @@ def test_precision_names_and_refusals() -> None:
     with pytest.raises(ValueError, match="already prepared for fp32"):
         prepare(fast, "bf16", require_native_bf16=False)
     assert issubclass(Bf16UnsupportedError, RuntimeError)
+
+
+def test_bf16_causal_attention_sees_no_future_key_and_matches_sdpa() -> None:
+    """The bf16 text tower's attention (two matmuls around an fp32 softmax, future keys masked) gives
+    each position what `scaled_dot_product_attention(is_causal=True)` gives it, and nothing after it
+    can change it: a wrong mask (none, or the diagonal masked) fails both checks."""
+    from clipforge.inference.fast_transformer import _attention
+
+    gen = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(4, 8, 77, 64, generator=gen).to(torch.bfloat16) for _ in range(3))
+    got = _attention(q, k, v, causal=True).float()
+    want = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True)
+    assert F.cosine_similarity(got.flatten(0, 2), want.flatten(0, 2), dim=-1).min() >= 0.999
+    k2, v2 = k.clone(), v.clone()
+    k2[:, :, 40:], v2[:, :, 40:] = 7.0, -7.0  # change every key and value from position 40 on
+    again = _attention(q, k2, v2, causal=True).float()
+    torch.testing.assert_close(again[:, :, :40], got[:, :, :40], rtol=0, atol=0)
+    assert not torch.equal(again[:, :, 40:], got[:, :, 40:])

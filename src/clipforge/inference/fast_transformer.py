@@ -99,16 +99,21 @@ def _linear_quick_gelu(x: torch.Tensor, wb: tuple[torch.Tensor, torch.Tensor], f
 def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> torch.Tensor:
     """softmax(q k^T / sqrt(d)) v over [N, heads, L, d].
 
-    bf16 on the CPU without a mask: two batched bf16 matmuls around an fp32 softmax. torch's
+    bf16 on the CPU: two batched bf16 matmuls around an fp32 softmax (the causal text tower's future
+    keys masked in the fp32 scores). torch's
     flash kernel for the CPU is tuned for long sequences; at CLIP's 50-257 tokens it reaches
     ~35 GFLOP/s in bf16 (slower than in fp32), the plain matmuls about 1.5x that (measured at
     batch 32 on an AVX512-BF16 EPYC). The scores are rounded to bf16 before the softmax (the
     flash kernel keeps them fp32): random ViT-B/32 image features measured 0.99994 min cosine to
     fp32 either way (`tests/perf/test_perf_precision.py` holds >= 0.999).
     """
-    if q.dtype != torch.bfloat16 or causal or q.device.type != "cpu":
+    if q.dtype != torch.bfloat16 or q.device.type != "cpu":
         return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
     scores = torch.matmul(q, k.transpose(-1, -2)).float().mul_(q.shape[-1] ** -0.5)
+    if causal:  # the text tower: position i sees keys <= i, as is_causal does
+        length = scores.shape[-1]
+        future = torch.ones(length, length, dtype=torch.bool, device=q.device).triu_(1)
+        scores.masked_fill_(future, float("-inf"))
     return torch.matmul(torch.softmax(scores, dim=-1).to(q.dtype), v)
 
 

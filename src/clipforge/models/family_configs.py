@@ -207,8 +207,10 @@ _H14 = {"embed_dim": 1024, "image_resolution": 224, "vision_layers": 32, "vision
 _SIGLIP_B16_384 = {k: v for k, v in _siglip("B", 16, 384, 32000, _SP_EN).items() if k.startswith(("vision_", "image_"))}
 _SIGLIP_SO400M_384 = {k: v for k, v in _siglip("SO400M", 14, 384, 32000, _SP_EN).items()
                       if k.startswith(("vision_", "image_"))}
+# The twins were trained in open_clip on timm's tower, whose `vit_*_siglip_384` blocks use erf GELU (not
+# big_vision's tanh): their only reference is open_clip, so erf it is (tanh would be ~2e-4 off).
 _SIGLIP_IMAGE = {"vision_pool": "map", "vision_patch_bias": True, "vision_ln_pre": False, "vision_proj": False,
-                 "norm_eps": 1e-6, "activation": "gelu_tanh", "scoring": "sigmoid", "preprocess": SIGLIP_PREPROCESS}
+                 "norm_eps": 1e-6, "activation": "gelu", "scoring": "sigmoid", "preprocess": SIGLIP_PREPROCESS}
 
 HF_TOWER_CONFIGS: dict[str, dict[str, Any]] = {
     "xlm-roberta-base-ViT-B-32": {**_B32, **_hf_tower(_XLMR_BASE, "mean", True, _TOK_XLMR_BASE),

@@ -173,10 +173,9 @@ ENTRIES += [
 
 # open_clip's transformers text towers (open-clip-torch 3.3 `pretrained.py`; issue 16). Top-1 from the results
 # table (mlfoundations/open_clip commit f862f86c); the `mrl` tags have no row. The activation of each
-# architecture's image tower, where it is not erf GELU: roberta-ViT-B-32's config says quick_gelu, and the
-# -siglip twins' timm SigLIP towers use tanh-GELU.
-HF_TOWER_ACTIVATION = {"roberta-ViT-B-32": "quick_gelu", "nllb-clip-base-siglip": "gelu_tanh",
-                       "nllb-clip-large-siglip": "gelu_tanh"}
+# architecture's image tower, where it is not erf GELU: roberta-ViT-B-32's config says quick_gelu. The
+# -siglip twins were trained in open_clip on timm's `vit_*_siglip_384`, whose blocks use erf GELU.
+HF_TOWER_ACTIVATION = {"roberta-ViT-B-32": "quick_gelu"}
 ENTRIES += [
     ("roberta-ViT-B-32", "laion2b_s12b_b32k", "", "laion/CLIP-ViT-B-32-roberta-base-laion2B-s12B-b32k", False,
      61.71, {}),
