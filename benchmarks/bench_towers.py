@@ -125,7 +125,9 @@ def _measure(label: str, config_name: str, overrides: dict[str, Any], towers: tu
     for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         calls[f"roof/{precision}"], roof_flops[precision] = _roof_call(dtype, 1.0)
     with torch.inference_mode():
-        timings = time_round_robin(calls, repeats=2 if quick else 4, warmup=1)
+        # short calls (a 15-token text batch: ~0.1 s) keep being sampled until they add up to 1.5 s,
+        # so their median is not four samples each taken right after another model's call
+        timings = time_round_robin(calls, repeats=2 if quick else 4, warmup=1, min_seconds=0.0 if quick else 1.5)
     roof = {p: roof_flops[p] / timings[f"roof/{p}"].median_s / 1e9 for p in roof_flops}
     rows = []
     for i, case in enumerate(cases):

@@ -69,3 +69,27 @@ def test_a_forked_child_splits_with_its_own_threads() -> None:
 def _child_split(x: torch.Tensor) -> torch.Tensor:
     torch.set_num_threads(2)
     return split_batch(lambda t: t + 1, x)
+
+
+def test_attention_pool_tower_is_split_across_cores_and_equals_its_slices() -> None:
+    """SigLIP's image tower (`InferenceMapVisionTransformer`): each half on its own one-thread worker."""
+    import threading
+
+    torch.manual_seed(0)
+    model = prepare(create_model_from_config(get_config("test-siglip-tiny")), "fp32")
+    assert type(model.visual).__name__ == "InferenceMapVisionTransformer"
+    res = model.visual.input_resolution
+    images = torch.randn(8, 3, res, res)
+    ran_on: list[tuple[str, int]] = []
+    hook = model.visual.transformer.resblocks[0].register_forward_hook(
+        lambda module, args, out: ran_on.append((threading.current_thread().name, args[0].shape[0])))
+    with _with_threads(2), torch.inference_mode():
+        whole = model.encode_image(images)
+        split = sorted(ran_on)
+        ran_on.clear()
+        with _with_threads(1):
+            halves = torch.cat([model.encode_image(images[:4]), model.encode_image(images[4:])])
+    hook.remove()
+    assert [size for _, size in split] == [4, 4] and all(name.startswith("clipforge-slice") for name, _ in split)
+    assert [size for _, size in ran_on] == [4, 4]
+    assert torch.equal(whole, halves)

@@ -99,22 +99,24 @@ def _linear_quick_gelu(x: torch.Tensor, wb: tuple[torch.Tensor, torch.Tensor], f
 def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> torch.Tensor:
     """softmax(q k^T / sqrt(d)) v over [N, heads, L, d].
 
-    bf16 on the CPU: two batched bf16 matmuls around an fp32 softmax (the causal text tower's future
-    keys masked in the fp32 scores). torch's
-    flash kernel for the CPU is tuned for long sequences; at CLIP's 50-257 tokens it reaches
-    ~35 GFLOP/s in bf16 (slower than in fp32), the plain matmuls about 1.5x that (measured at
-    batch 32 on an AVX512-BF16 EPYC). The scores are rounded to bf16 before the softmax (the
-    flash kernel keeps them fp32): random ViT-B/32 image features measured 0.99994 min cosine to
-    fp32 either way (`tests/perf/test_perf_precision.py` holds >= 0.999).
+    bf16 on the CPU: two batched bf16 matmuls around a softmax of bf16 scores (torch's CPU softmax
+    accumulates bf16 input in fp32 and rounds its output once; the causal text tower's future keys
+    are masked first). torch's flash kernel for the CPU is tuned for long sequences; at CLIP's
+    15-257 tokens the plain matmuls match or beat it. The scores stay bf16 on purpose: at batch 32
+    they are the largest tensor of a block (32 x 12 x 196^2 for a B/16 image tower, 59 MB in fp32),
+    and an fp32 copy of them made attention memory-bound, 2x slower at 196-257 tokens than bf16
+    (measured on an AVX512-BF16 EPYC, 2 threads: 50 -> 30 ms, 231 -> 107 ms per block). The query is
+    scaled before its product is rounded (exact for 64-wide heads); random ViT-B/32 and SigLIP towers
+    stay >= 0.999 cosine to fp32 (`tests/perf/test_perf_precision.py`).
     """
     if q.dtype != torch.bfloat16 or q.device.type != "cpu":
         return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-    scores = torch.matmul(q, k.transpose(-1, -2)).float().mul_(q.shape[-1] ** -0.5)
+    scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-1, -2))
     if causal:  # the text tower: position i sees keys <= i, as is_causal does
         length = scores.shape[-1]
         future = torch.ones(length, length, dtype=torch.bool, device=q.device).triu_(1)
         scores.masked_fill_(future, float("-inf"))
-    return torch.matmul(torch.softmax(scores, dim=-1).to(q.dtype), v)
+    return torch.matmul(torch.softmax(scores, dim=-1), v)
 
 
 class InferenceBlock(InferenceModule, ResidualAttentionBlock):

@@ -21,6 +21,7 @@ from torch import nn
 
 from clipforge.errors import UserError
 from clipforge.inference.cpu import bf16_supported, onednn_available
+from clipforge.inference.fast_family import InferenceMapVisionTransformer
 from clipforge.inference.fast_resnet import (
     InferenceAttentionPool2d,
     InferenceBottleneck,
@@ -34,6 +35,7 @@ from clipforge.inference.fast_transformer import (
     InferenceVisionTransformer,
 )
 from clipforge.models.clip import CLIP
+from clipforge.models.family import MapVisionTransformer
 from clipforge.models.layers import LayerNorm, ResidualAttentionBlock, Transformer
 from clipforge.models.resnet import AttentionPool2d, Bottleneck, ModifiedResNet
 from clipforge.models.vit import VisionTransformer
@@ -53,10 +55,11 @@ _SWAPS: dict[type, type] = {
     ModifiedResNet: InferenceModifiedResNet,
     Bottleneck: InferenceBottleneck,
     AttentionPool2d: InferenceAttentionPool2d,
+    MapVisionTransformer: InferenceMapVisionTransformer,
 }
 _PACKED = (InferenceBlock, InferenceVisionTransformer, InferenceModifiedResNet, InferenceBottleneck,
            InferenceAttentionPool2d)
-_CONFIGURED = (*_PACKED, InferenceCLIP)
+_CONFIGURED = (*_PACKED, InferenceCLIP, InferenceMapVisionTransformer)
 _ATTR = "_cf_precision"
 
 
