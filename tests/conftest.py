@@ -19,6 +19,18 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Every cache clipforge writes (fingerprints, class embeddings, features, downloads) goes to a folder
+    of this run, for the tests and the commands they start: the suite leaves the user's
+    ~/.cache/clipforge as it was and never reads what an earlier run left there. A test that needs
+    its own cache still sets $CLIPFORGE_CACHE itself."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CLIPFORGE_CACHE", str(tmp_path_factory.mktemp("clipforge-cache")))
+        patch.delenv("CLIPFORGE_CACHE_DIR", raising=False)
+        yield
+
+
 def _reference_file(name: str) -> Path | None:
     for entry in sys.path:
         candidate = Path(entry) / "clip" / name

@@ -129,7 +129,7 @@ def test_suite_download_then_evaluate(served, tmp_path, monkeypatch):
 
     from clipforge.cli.main import main
 
-    monkeypatch.setenv("CLIPFORGE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("CLIPFORGE_CACHE", str(tmp_path / "cache"))
     png = io.BytesIO()
     Image.new("RGB", (8, 8), (200, 10, 10)).save(png, format="PNG")
     md5 = _tar(served / "rendered-sst2.tgz", {f"rendered-sst2/test/{c}/{i}.png": png.getvalue()

@@ -207,7 +207,7 @@ def test_missing_layouts_name_what_is_missing(tmp_path, name):
 def test_eval_retrieval_reads_a_karpathy_json(tmp_path, monkeypatch):
     from clipforge.cli.main import main
 
-    monkeypatch.setenv("CLIPFORGE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("CLIPFORGE_CACHE", str(tmp_path / "cache"))
     data = {"images": [{"filename": f"{i}.jpg", "split": "test", "sentences": [{"raw": f"photo {i}"}, {"raw": "x"}]}
                        for i in range(3)] + [{"filename": "9.jpg", "split": "train", "sentences": [{"raw": "t"}]}]}
     _text(tmp_path / "f30k" / "dataset_flickr30k.json", [json.dumps(data)])

@@ -29,7 +29,7 @@ def _need(name: str) -> Path:
 
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch, tmp_path):
-    monkeypatch.setenv("CLIPFORGE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("CLIPFORGE_CACHE", str(tmp_path / "cache"))
     import scipy.optimize  # noqa: F401 - load every BLAS before limiting them: threadpoolctl
     import sklearn.linear_model  # noqa: F401   only limits libraries already loaded
     from threadpoolctl import threadpool_limits

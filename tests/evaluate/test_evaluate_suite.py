@@ -16,7 +16,7 @@ from clipforge.evaluate.suite import run_suite
 
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch, tmp_path):
-    monkeypatch.setenv("CLIPFORGE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("CLIPFORGE_CACHE", str(tmp_path / "cache"))
     import scipy.optimize  # noqa: F401 - threadpoolctl only limits libraries already loaded
     import sklearn.linear_model  # noqa: F401
     from threadpoolctl import threadpool_limits

@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.data, pytest.mark.slow]
 
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch, tmp_path):
-    monkeypatch.setenv("CLIPFORGE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("CLIPFORGE_CACHE", str(tmp_path / "cache"))
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -97,6 +97,12 @@ def test_cache_dir_precedence_and_is_cached(tmp_path, monkeypatch):
     assert cache_dir() == tmp_path / "env"
     assert cache_dir(tmp_path / "arg") == tmp_path / "arg"
     monkeypatch.delenv("CLIPFORGE_CACHE")
+    monkeypatch.setenv("CLIPFORGE_CACHE_DIR", str(tmp_path / "older-name"))  # the class-embedding cache's old variable
+    assert cache_dir() == tmp_path / "older-name"
+    monkeypatch.delenv("CLIPFORGE_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "clipforge"
+    monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert cache_dir() == tmp_path / "home" / ".cache" / "clipforge"
     assert not is_cached("RN50", root=tmp_path)
@@ -124,3 +130,19 @@ def test_saved_checkpoints_get_the_mode_open_would_give(tmp_path):
     assert os.stat(path).st_mode & 0o777 == 0o644
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
     assert load_checkpoint(path).state_dict.keys() == model.state_dict().keys()
+
+
+def test_every_cache_lives_under_the_one_cache_root(tmp_path, monkeypatch):
+    """Downloads, fingerprints, class embeddings, evaluation features and the local Milvus server's data
+    follow one variable (`$CLIPFORGE_CACHE`): before, two variables and three rules chose their folders."""
+    from clipforge.evaluate.feature_cache import default_feature_cache_dir
+    from clipforge.library.milvus_server import _cache_dir as milvus_server_dir
+    from clipforge.weights.fingerprint import _cache_file
+    from clipforge.zeroshot.embeddings import default_cache_dir
+
+    monkeypatch.setenv("CLIPFORGE_CACHE", str(tmp_path / "one"))
+    root = tmp_path / "one"
+    assert default_cache_dir() == root / "class_embeddings"
+    assert default_feature_cache_dir() == root / "features"
+    assert milvus_server_dir() == root / "milvus-server"
+    assert _cache_file("0" * 64).parent == root / "fingerprints"

@@ -14,7 +14,7 @@ from clipforge.zeroshot.files import classify_files, parse_labels, read_labels_f
 
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch, tmp_path):
-    monkeypatch.setenv("CLIPFORGE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("CLIPFORGE_CACHE", str(tmp_path / "cache"))
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # the suite shares 2 CPUs; spinning intra-op threads cost ~10x
     yield

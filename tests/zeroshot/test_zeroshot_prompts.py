@@ -192,7 +192,7 @@ def test_cli_classify_refuses_a_format_spec_template_in_one_line(tmp_path, capsy
 
     from clipforge.cli.main import main
 
-    monkeypatch.setenv("CLIPFORGE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("CLIPFORGE_CACHE", str(tmp_path / "cache"))
     Image.new("RGB", (40, 30), (200, 10, 10)).save(tmp_path / "red.png")
     code = main(["classify", str(tmp_path / "red.png"), "--labels", "cat,dog", flag, "{:>10}{}",
                  "--model", "test-vit-tiny", "--device", "cpu"])

@@ -38,8 +38,9 @@ def _free_port() -> int:
 
 
 def _cache_dir() -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(root) / "clipforge" / "milvus-server"
+    from clipforge.weights.registry import cache_dir
+
+    return cache_dir() / "milvus-server"
 
 
 @dataclass

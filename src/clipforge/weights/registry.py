@@ -184,11 +184,20 @@ def get_pretrained(name: str, tag: str = "openai") -> PretrainedWeights:
 
 
 def cache_dir(root: str | os.PathLike[str] | None = None) -> Path:
-    """Where downloads go: the argument, else $CLIPFORGE_CACHE, else ~/.cache/clipforge."""
+    """clipforge's one cache root: the argument, else $CLIPFORGE_CACHE, else $CLIPFORGE_CACHE_DIR (the
+    class-embedding cache's older name), else $XDG_CACHE_HOME/clipforge, else ~/.cache/clipforge.
+
+    Downloads go here, and under it every other cache: fingerprints/, class_embeddings/, features/,
+    milvus-server/. One variable moves them all (the test suite points it at a folder of its run).
+    """
     if root is not None and str(root) != "":
         return Path(root).expanduser()
-    env = os.environ.get(CACHE_ENV, "")
-    return Path(env).expanduser() if env else DEFAULT_CACHE.expanduser()
+    for name in (CACHE_ENV, "CLIPFORGE_CACHE_DIR"):
+        env = os.environ.get(name, "")
+        if env:
+            return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    return Path(xdg).expanduser() / "clipforge" if xdg else DEFAULT_CACHE.expanduser()
 
 
 def cached_path(name: str, root: str | os.PathLike[str] | None = None, tag: str = "openai") -> Path:

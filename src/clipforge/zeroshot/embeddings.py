@@ -89,11 +89,10 @@ def cache_budget() -> int:
 
 
 def default_cache_dir() -> Path:
-    """``$CLIPFORGE_CACHE_DIR`` or ``$XDG_CACHE_HOME/clipforge`` (``~/.cache/clipforge``), plus class_embeddings."""
-    root = os.environ.get("CLIPFORGE_CACHE_DIR")
-    if not root:
-        root = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "clipforge")
-    return Path(root) / "class_embeddings"
+    """``class_embeddings`` under clipforge's one cache root (`weights.registry.cache_dir`: ``$CLIPFORGE_CACHE``)."""
+    from clipforge.weights.registry import cache_dir
+
+    return cache_dir() / "class_embeddings"
 
 
 def cache_key(fingerprint: str, classnames: Sequence[str], templates: Sequence[str], context_length: int,
