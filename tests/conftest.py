@@ -7,8 +7,12 @@ PyPI package `clip-anytorch` installed with --no-deps) is imported by file path:
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import sys
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
 
@@ -92,3 +96,46 @@ def tiny_rn():
 
     torch.manual_seed(0)
     return create_model_from_config(get_config("test-rn-tiny")).eval()
+
+
+@pytest.fixture()
+def local_hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Mapping[str, bytes]], list[str]]]:
+    """A Hugging Face hub on 127.0.0.1 (`HF_ENDPOINT` points at it): ``served = local_hub(routes)``
+    answers a GET of a path in `routes` with its bytes and the hub's announced sha256 (the
+    ``X-Linked-Etag`` header), any other path with 404, and appends each path it served to `served`.
+    `routes` is read at request time, so a test may fill it later. Stopped after the test."""
+    servers: list[ThreadingHTTPServer] = []
+
+    def start(routes: Mapping[str, bytes]) -> list[str]:
+        served: list[str] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                body = routes.get(self.path)
+                if body is None:
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                served.append(self.path)
+                self.send_response(200)
+                self.send_header("X-Linked-Etag", f'"{hashlib.sha256(body).hexdigest()}"')
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+        return served
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()

@@ -4,10 +4,7 @@ without the opt-in, and under it every tensor's shape is checked before the file
 
 from __future__ import annotations
 
-import hashlib
 import io
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import torch
@@ -38,38 +35,13 @@ def _cn_file(config: dict, expanded: bool) -> bytes:
 
 
 @pytest.fixture()
-def hub(monkeypatch, tmp_path):
+def hub(local_hub, monkeypatch, tmp_path):
     """{hub path: bytes} served with the hub's announced sha256; the list of paths fetched comes back."""
     files: dict[str, bytes] = {}
-    served: list[str] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def do_GET(self) -> None:  # noqa: N802
-            body = files.get(self.path)
-            if body is None:
-                self.send_response(404)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            served.append(self.path)
-            self.send_response(200)
-            self.send_header("X-Linked-Etag", f'"{hashlib.sha256(body).hexdigest()}"')
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+    served = local_hub(files)
     monkeypatch.setenv("CLIPFORGE_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("CLIPFORGE_ALLOW_UNPINNED", raising=False)
-    yield files, served
-    server.shutdown()
+    return files, served
 
 
 def test_list_pretrained_and_models_list_chinese_clip() -> None:

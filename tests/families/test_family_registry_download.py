@@ -9,10 +9,7 @@ one element (kilobytes on disk, a full-size model when built), and ``spiece.mode
 
 from __future__ import annotations
 
-import hashlib
 import io
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import torch
@@ -36,44 +33,23 @@ def _timm_layout_bytes() -> bytes:
 
 
 @pytest.fixture()
-def hub(monkeypatch, tmp_path):
+def hub(local_hub, monkeypatch, tmp_path):
+    """The hub paths fetched, in order."""
     files = {"open_clip_pytorch_model.bin": _timm_layout_bytes(),
              "spiece.model": train_spiece(tmp_path / "spm").read_bytes()}
-    served: list[str] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def do_GET(self) -> None:  # noqa: N802
-            name = self.path.rsplit("/", 1)[-1]
-            if self.path.startswith("/timm/ViT-B-16-SigLIP/resolve/main/") and name in files:
-                body = files[name]
-                served.append(name)
-                self.send_response(200)
-                self.send_header("X-Linked-Etag", f'"{hashlib.sha256(body).hexdigest()}"')
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-            else:
-                self.send_response(404)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+    served = local_hub({f"/timm/ViT-B-16-SigLIP/resolve/main/{name}": body for name, body in files.items()})
     monkeypatch.setenv("CLIPFORGE_ALLOW_UNPINNED", "1")  # open_clip publishes no hash for hub files
     monkeypatch.setenv("CLIPFORGE_CACHE", str(tmp_path / "cache"))
-    yield served
-    server.shutdown()
+    return served
+
+
+def _names(served: list[str]) -> list[str]:
+    return sorted(path.rsplit("/", 1)[-1] for path in served)
 
 
 def test_siglip_weights_and_tokenizer_download_and_load(hub) -> None:
     loaded = clipforge.load_model("ViT-B-16-SigLIP:webli", "cpu")
-    assert sorted(hub) == ["open_clip_pytorch_model.bin", "spiece.model"]
+    assert _names(hub) == ["open_clip_pytorch_model.bin", "spiece.model"]
     assert loaded.name == "ViT-B-16-SigLIP:webli" and type(loaded.model).__name__ == "FamilyCLIP"
     assert loaded.scoring.kind == "sigmoid"
     assert loaded.model.preprocess_cfg["resize_mode"] == "squash" and loaded.model.preprocess_cfg["mean"][0] == 0.5
@@ -83,4 +59,4 @@ def test_siglip_weights_and_tokenizer_download_and_load(hub) -> None:
         features = loaded.model.encode_text(ids)
     assert features.shape == (1, 768) and torch.isfinite(features).all()
     again = clipforge.load_model("ViT-B-16-SigLIP:webli", "cpu")  # cached: nothing fetched twice
-    assert sorted(hub) == ["open_clip_pytorch_model.bin", "spiece.model"] and again.tokenizer.path is not None
+    assert _names(hub) == ["open_clip_pytorch_model.bin", "spiece.model"] and again.tokenizer.path is not None

@@ -10,11 +10,8 @@ on the wire, the full model when built), as the SigLIP download test does.
 from __future__ import annotations
 
 import copy
-import hashlib
 import io
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -77,36 +74,10 @@ def _torch_bytes(state: dict[str, torch.Tensor]) -> bytes:
     return buffer.getvalue()
 
 
-def _serve(monkeypatch, tmp_path: Path, routes: dict[str, bytes]) -> list[str]:
-    served: list[str] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def do_GET(self) -> None:  # noqa: N802
-            body = routes.get(self.path)
-            if body is None:
-                self.send_response(404)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            served.append(self.path)
-            self.send_response(200)
-            self.send_header("X-Linked-Etag", f'"{hashlib.sha256(body).hexdigest()}"')
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+def _serve(local_hub, monkeypatch, tmp_path: Path, routes: dict[str, bytes]) -> list[str]:
     monkeypatch.setenv("CLIPFORGE_ALLOW_UNPINNED", "1")  # open_clip publishes no hash for hub files
     monkeypatch.setenv("CLIPFORGE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(server, "_cf_served", served, raising=False)
-    return served
+    return local_hub(routes)
 
 
 def _tokenizer_files(tmp_path: Path) -> dict[str, bytes]:
@@ -117,7 +88,7 @@ def _tokenizer_files(tmp_path: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("base", ["test-xlmr-tiny", "test-nllb-siglip-tiny"])
-def test_tiny_hf_tower_weights_and_tokenizer_files_download_verify_and_load(base, monkeypatch, tmp_path) -> None:
+def test_tiny_hf_tower_weights_and_tokenizer_files_download_verify_and_load(base, local_hub, monkeypatch, tmp_path) -> None:
     """XLM-R on a class-token ViT (open_clip's file is clipforge's layout), and NLLB on a SigLIP tower
     (open_clip's -siglip files: timm layout under visual.trunk.)."""
     arch, repo, tok_repo = "test-hub-xlmr", "laion/test-hub-xlmr", "FacebookAI/test-xlmr"
@@ -137,7 +108,7 @@ def test_tiny_hf_tower_weights_and_tokenizer_files_download_verify_and_load(base
         assert "visual.trunk.pos_embed" in state and "text.proj.weight" in state
     routes = {f"/{repo}/resolve/main/open_clip_pytorch_model.bin": _torch_bytes(state)}
     routes.update({f"/{tok_repo}/resolve/main/{name}": body for name, body in _tokenizer_files(tmp_path).items()})
-    served = _serve(monkeypatch, tmp_path, routes)
+    served = _serve(local_hub, monkeypatch, tmp_path, routes)
 
     loaded = clipforge.load_model(f"{arch}:hubtest", "cpu")
     assert sorted(p.rsplit("/", 1)[-1] for p in served) == ["open_clip_pytorch_model.bin", "tokenizer.json",
@@ -153,7 +124,7 @@ def test_tiny_hf_tower_weights_and_tokenizer_files_download_verify_and_load(base
     assert len(served) == 3 and torch.equal(again.tokenize(CORPUS[:4]), ids)
 
 
-def test_a_mirror_cannot_pass_other_shapes_off_as_the_entry(monkeypatch, tmp_path) -> None:
+def test_a_mirror_cannot_pass_other_shapes_off_as_the_entry(local_hub, monkeypatch, tmp_path) -> None:
     """Unpinned hub files are accepted only when their tensors are the entry's architecture."""
     arch, repo = "test-hub-xlmr2", "laion/test-hub-xlmr2"
     monkeypatch.setitem(ARCH_CONFIGS, arch, copy.deepcopy(ARCH_CONFIGS["test-xlmr-tiny"]))
@@ -161,19 +132,19 @@ def test_a_mirror_cannot_pass_other_shapes_off_as_the_entry(monkeypatch, tmp_pat
                                        activation="gelu", listed_as=arch)
     monkeypatch.setitem(registry.PRETRAINED, (arch, "hubtest"), entry)
     other = create_model_from_config(get_config("test-mt5-tiny")).state_dict()
-    _serve(monkeypatch, tmp_path, {f"/{repo}/resolve/main/open_clip_pytorch_model.bin": _torch_bytes(other)})
+    _serve(local_hub, monkeypatch, tmp_path, {f"/{repo}/resolve/main/open_clip_pytorch_model.bin": _torch_bytes(other)})
     with pytest.raises(Exception, match="does not hold|not fit|shapes"):
         clipforge.load_model(f"{arch}:hubtest", "cpu")
 
 
 @pytest.mark.slow
-def test_xlm_roberta_base_vit_b_32_from_the_hub_at_full_size(monkeypatch, tmp_path) -> None:
+def test_xlm_roberta_base_vit_b_32_from_the_hub_at_full_size(local_hub, monkeypatch, tmp_path) -> None:
     repo = "laion/CLIP-ViT-B-32-xlm-roberta-base-laion5B-s13B-b90k"
     routes = {f"/{repo}/resolve/main/open_clip_pytorch_model.bin": _torch_bytes(_expanded_state(
         "xlm-roberta-base-ViT-B-32"))}
     routes.update({f"/FacebookAI/xlm-roberta-base/resolve/main/{n}": b for n, b in _tokenizer_files(tmp_path).items()
                    if n == "tokenizer.json"})
-    served = _serve(monkeypatch, tmp_path, routes)
+    served = _serve(local_hub, monkeypatch, tmp_path, routes)
     loaded = clipforge.load_model("xlm-roberta-base-ViT-B-32:laion5b_s13b_b90k", "cpu")
     assert len(served) == 2 and loaded.scoring.kind == "softmax"
     assert loaded.model.text.transformer.config.vocab_size == 250002

@@ -96,7 +96,7 @@ def check_cn_architecture(path: str | os.PathLike[str], arch: str) -> None:
     import pickle
 
     from clipforge.models.chinese_clip import chinese_clip_config, create_chinese_clip
-    from clipforge.weights.errors import CheckpointFormatError
+    from clipforge.weights.errors import CheckpointFormatError, check_shapes
 
     try:
         got = cn_clip_state_dict(torch.load(path, map_location="cpu", weights_only=True, mmap=True))
@@ -105,16 +105,7 @@ def check_cn_architecture(path: str | os.PathLike[str], arch: str) -> None:
     with torch.device("meta"):
         reference = create_chinese_clip(chinese_clip_config(arch)).state_dict()
     expected = {k: tuple(v.shape) for k, v in cn_clip_state_dict(reference).items()}
-    missing = [k for k in expected if k not in got]
-    extra = [k for k in got if k not in expected]
-    wrong = [k for k in expected if k in got and tuple(got[k].shape) != expected[k]]
-    if missing or extra or wrong:
-        count = sum(v.numel() for v in got.values())
-        want = sum(int(torch.Size(s).numel()) for s in expected.values())
-        first = (f"{wrong[0]} has shape {tuple(got[wrong[0]].shape)}, not {expected[wrong[0]]}" if wrong
-                 else f"it lacks {missing[0]}" if missing else f"it has an unexpected tensor {extra[0]}")
-        raise CheckpointFormatError(f"{Path(path).name} does not hold {arch} weights: {count:,} parameters where "
-                                    f"{arch} has {want:,}; {first}")
+    check_shapes(Path(path).name, arch, got, expected)
 
 
 # ---- transformers' ChineseCLIPModel layout -------------------------------------------------------------

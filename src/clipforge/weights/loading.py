@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from clipforge.weights.errors import CheckpointFormatError
+from clipforge.weights.errors import CheckpointFormatError, check_shapes
 from clipforge.weights.layout import canonical_order
 from clipforge.weights.torch_pickle import torch_load_safely
 
@@ -270,13 +270,4 @@ def check_architecture(path: str | os.PathLike[str], arch: str) -> None:
     with torch.device("meta"):
         expected = {k: tuple(v.shape) for k, v in create_model_from_config(get_config(arch)).state_dict().items()
                     if k not in _NON_PARAMETER_KEYS}
-    missing = [k for k in expected if k not in got]
-    extra = [k for k in got if k not in expected]
-    wrong = [k for k in expected if k in got and tuple(got[k].shape) != expected[k]]
-    if missing or extra or wrong:
-        count = sum(v.numel() for v in got.values())
-        want = sum(int(torch.Size(s).numel()) for s in expected.values())
-        first = (f"{wrong[0]} has shape {tuple(got[wrong[0]].shape)}, not {expected[wrong[0]]}" if wrong
-                 else f"it lacks {missing[0]}" if missing else f"it has an unexpected tensor {extra[0]}")
-        raise CheckpointFormatError(f"{Path(path).name} does not hold {arch} weights: {count:,} parameters where "
-                                    f"{arch} has {want:,}; {first}")
+    check_shapes(Path(path).name, arch, got, expected)
