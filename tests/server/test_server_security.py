@@ -32,7 +32,7 @@ def _bad_files(kit, photos) -> dict[str, tuple[bytes, int, str, str]]:
     eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"
     return {
         "text": (b"this is not an image, whatever its name says\n", 415, "not_an_image", "not an image"),
-        "truncated_jpeg": (jpeg[: len(jpeg) // 2], 422, "invalid_image", "truncated"),
+        "truncated_jpeg": (jpeg[: len(jpeg) // 2], 422, "image_load_error", "truncated"),
         "empty": (b"", 400, "empty_file", "empty"),
         "bomb_png": (kit.png_bomb(20000, 20000), 413, "too_many_pixels", "400,000,000 pixels"),
         "bomb_below_pillow_guard": (kit.png_bomb(10000, 10000), 413, "too_many_pixels", "10000x10000"),

@@ -46,7 +46,12 @@ _PIL_GLOBAL_LOCK = threading.Lock()
 
 class ImageLoadError(UserError, ValueError):
     """An image could not be loaded. ``str(err)`` names the file and the reason; ``err.path`` and
-    ``err.reason`` hold them separately so batch jobs can count failures by reason."""
+    ``err.reason`` hold them separately so batch jobs can count failures by reason.
+
+    The REST API answers it 422 ``image_load_error`` wherever it arises (an upload's own check or the
+    library's), so a bad image has one error shape for a client as for the CLI."""
+
+    http_status = 422
 
     def __init__(self, message: str, *, path: str | None = None, reason: str | None = None) -> None:
         super().__init__(message)

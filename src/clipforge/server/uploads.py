@@ -20,6 +20,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
+from clipforge.image import ImageLoadError
 from clipforge.server.errors import APIError
 from clipforge.server.limits import ServerLimits
 
@@ -103,14 +104,15 @@ def _open_header(data: bytes, what: str, limits: ServerLimits) -> Image.Image:
             raise APIError(413, "too_many_pixels", _bomb_detail(exc, what, limits)) from None
         except Exception as exc:  # header parsers raise assorted types on garbage
             if isinstance(exc, EOFError) or "truncat" in str(exc).lower():
-                raise APIError(422, "invalid_image", f"{what} is truncated ({type(exc).__name__}: {exc})") from None
-            raise APIError(422, "invalid_image", f"{what} has an unreadable image header "
-                                                 f"({type(exc).__name__}: {exc})") from None
+                reason = f"truncated ({type(exc).__name__}: {exc})"
+                raise ImageLoadError(f"{what} is {reason}", path=what, reason=reason) from None
+            reason = f"unreadable image header ({type(exc).__name__}: {exc})"
+            raise ImageLoadError(f"{what} has an {reason}", path=what, reason=reason) from None
 
 
 def sniff_image(data: bytes, limits: ServerLimits, what: str = "image") -> SniffedImage:
-    """Identify, bound and decode `data`; an APIError (413/415/422) names the problem."""
-    from clipforge.image import ImageLoadError, load_image
+    """Identify, bound and decode `data`; an APIError (400/413/415) or an `ImageLoadError` (422) names the problem."""
+    from clipforge.image import load_image
 
     if not data:
         raise APIError(400, "empty_file", f"{what} is empty (0 bytes)")
@@ -126,5 +128,5 @@ def sniff_image(data: bytes, limits: ServerLimits, what: str = "image") -> Sniff
     try:
         image = load_image(io.BytesIO(data), max_pixels=limits.max_pixels)
     except ImageLoadError as exc:
-        raise APIError(422, "invalid_image", f"{what} could not be decoded: {exc.reason}") from None
+        raise ImageLoadError(f"{what} could not be decoded: {exc.reason}", path=what, reason=exc.reason) from None
     return SniffedImage(data=data, image=image, format=fmt, width=width, height=height)
