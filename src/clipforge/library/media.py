@@ -102,8 +102,8 @@ def clean_upload_name(filename: str | None) -> str | None:
     stem = os.path.splitext(name)[0] if "." in name.lstrip(".") else name
     stem = "".join(c if (c.isalnum() and c.isprintable()) or c in " -_.,()+@" else "_" for c in stem)
     stem = stem.strip(" ._")
-    while len(stem.encode("utf-8", "surrogatepass")) > _NAME_BYTES:
-        stem = stem[:-1]
+    # whole characters within the byte budget (no surrogate is left to encode: they are not alnum)
+    stem = stem.encode("utf-8")[:_NAME_BYTES].decode("utf-8", "ignore")
     stem = stem.rstrip(" ._")
     return stem or None
 
