@@ -75,6 +75,17 @@ def test_train_with_siglip_loss_on_a_siglip_model(family_checkpoints, tmp_path) 
     ids = sample[1] if isinstance(sample, (tuple, list)) else sample["text"]
     assert ids.shape[-1] == 64 and int(ids[-1]) == 1  # captions went through SigLIP's SentencePiece
 
+    # the checkpoints folder carries the tokenizer file: moved elsewhere, a checkpoint still loads whole
+    import shutil
+
+    import clipforge
+
+    moved = shutil.copytree(trainer.checkpoints.directory, tmp_path / "elsewhere")
+    assert (moved / "spiece.model").is_file()
+    loaded = clipforge.load_model(moved / trainer.last_checkpoint.name, "cpu")
+    source = clipforge.load_model(family_checkpoints["siglip"], "cpu")
+    assert torch.equal(loaded.tokenize(["a photo of a cat"]), source.tokenize(["a photo of a cat"]))
+
 
 def test_siglip_loss_refuses_a_model_without_bias(tmp_path) -> None:
     from clipforge.train.config import TrainConfig

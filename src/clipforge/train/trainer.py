@@ -107,6 +107,7 @@ class Trainer:
         self.step = self.epoch = self.batch_in_epoch = 0
         self.saved_step = -1
         self.last_checkpoint: Path | None = None
+        self._tokenizer_carried = False
         self.losses: list[float] = []
         self.last_metrics: dict[str, float] = {}
 
@@ -145,6 +146,11 @@ class Trainer:
                     state["ema"] = {"updates": self.ema.updates, "raw_model": raw}
                 self.last_checkpoint = self.checkpoints.save(name, self.model, self.config.to_dict(), state,
                                                              metrics)
+            if not self._tokenizer_carried:  # a family's tokenizer file beside its checkpoints, once per run
+                from clipforge.train.tokenizer_file import carry_tokenizer_file
+
+                carry_tokenizer_file(_family_tokenizer(self.model), self.checkpoints.directory)
+                self._tokenizer_carried = True
         return self.last_checkpoint
 
     def resume(self, spec: str) -> None:

@@ -51,31 +51,12 @@ def _load(spec: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict, 
     return model.state_dict(), model_config(model), loaded
 
 
-def _carry_tokenizer(loaded: Any, out: Path) -> None:
-    """Put the model's tokenizer file beside `out` (a family's file is read from its checkpoint's folder),
-    so the result loads as the same family wherever it is written. A different file of that name is an error."""
-    from clipforge.atomic import write_bytes_atomic
-    from clipforge.text.families import ModelTokenizer
-
-    tokenizer = loaded.tokenizer
-    source = getattr(tokenizer, "path", None) if isinstance(tokenizer, ModelTokenizer) else None
-    if source is None or not Path(source).is_file():
-        return  # OpenAI's BPE and Chinese-CLIP's WordPiece ship with clipforge
-    target = out.parent / Path(source).name
-    data = Path(source).read_bytes()
-    if target.exists():
-        if target.read_bytes() == data:
-            return
-        raise ValueError(f"{target} exists and is not the tokenizer of the input models ({source}); write --out "
-                         f"to another folder")
-    write_bytes_atomic(target, data)
-
-
 def wise_ft(zeroshot: str | os.PathLike[str], finetuned: str | os.PathLike[str], alpha: float,
             out: str | os.PathLike[str]) -> Path:
     """Write the interpolated model as safetensors (config and preprocessing in metadata, the family's
     tokenizer file beside it) and return its path. Both models load through `clipforge.api.load_model`;
     the result keeps the zero-shot model's preprocessing, tokenizer and scoring."""
+    from clipforge.train.tokenizer_file import carry_tokenizer_file
     from clipforge.weights import save_safetensors
 
     if not 0.0 <= alpha <= 1.0:
@@ -86,6 +67,6 @@ def wise_ft(zeroshot: str | os.PathLike[str], finetuned: str | os.PathLike[str],
         raise ValueError(f"the checkpoints are not the same architecture: {zeroshot} is {config_a}, "
                          f"{finetuned} is {config_b}")
     out = Path(out)
-    _carry_tokenizer(loaded_a, out)
+    carry_tokenizer_file(loaded_a.tokenizer, out.parent)
     return save_safetensors(interpolate_state_dicts(sd_a, sd_b, alpha), out, config=config_a,
                             preprocess=getattr(loaded_a.model, "preprocess_cfg", None))
