@@ -62,3 +62,20 @@ def test_proxy_headers_are_trusted_only_from_the_proxies_the_operator_names(monk
     monkeypatch.setenv("FORWARDED_ALLOW_IPS", "10.0.0.5")
     config = build_server(app, ServerLimits()).config
     assert config.proxy_headers is True and config.forwarded_allow_ips == "10.0.0.5"
+
+
+def test_serve_names_its_proxies_on_the_command_line(monkeypatch, library):
+    """`serve --forwarded-allow-ips` reaches the server (over $FORWARDED_ALLOW_IPS); without it, the variable."""
+    import clipforge.server
+    from clipforge.cli.main import main
+
+    app = create_app(library, ui=False)
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "10.0.0.5")
+    assert build_server(app, ServerLimits(), forwarded_allow_ips="10.0.0.7").config.forwarded_allow_ips == "10.0.0.7"
+    assert build_server(app, ServerLimits(), forwarded_allow_ips="").config.proxy_headers is False
+    seen: dict = {}
+    monkeypatch.setattr(clipforge.server, "serve", lambda *a, **kw: seen.update(kw) or 0)
+    assert main(["serve", "--library", str(library.paths.root), "--no-ui", "--forwarded-allow-ips", "10.0.0.7"]) == 0
+    assert seen["forwarded_allow_ips"] == "10.0.0.7"
+    assert main(["serve", "--library", str(library.paths.root), "--no-ui"]) == 0
+    assert seen["forwarded_allow_ips"] is None  # build_server reads $FORWARDED_ALLOW_IPS then

@@ -47,6 +47,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-pixels", type=int, default=50_000_000,
                         help="largest decoded image in pixels (default 50,000,000)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds one API request may take (default 60)")
+    parser.add_argument("--forwarded-allow-ips", metavar="IPS", default=None,
+                        help="comma-separated addresses of the reverse proxies this server runs behind, whose "
+                             "X-Forwarded-For names the client (default $FORWARDED_ALLOW_IPS, else none: every "
+                             "client is its peer address)")
     parser.add_argument("--no-ui", action="store_true", help="serve the REST API only")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     parser.set_defaults(func=run)
@@ -77,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
             token = token_from_env()  # set but blank: an error, never "no token"
         return serve(args.library, host=args.host, port=args.port, token=token, model=args.model, limits=limits,
                      device=args.device, log_level=args.log_level, ui=not args.no_ui, create=args.create,
-                     **({"store": args.store} if args.store else {}))
+                     forwarded_allow_ips=args.forwarded_allow_ips, **({"store": args.store} if args.store else {}))
     except (ServeError, ValueError) as exc:  # one line and status 2, through the one error edge
         from clipforge.cli.main import report_error
 

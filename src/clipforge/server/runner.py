@@ -255,14 +255,17 @@ def _protocol_with_header_timeout(seconds: float) -> type:
     return HeaderTimeoutH11Protocol
 
 
-def build_server(app: Any, limits: ServerLimits, log_level: str = "info") -> Any:
+def build_server(app: Any, limits: ServerLimits, log_level: str = "info", forwarded_allow_ips: str | None = None) -> Any:
     """The uvicorn Server `serve` runs (tests run the same one on a loopback socket)."""
     import uvicorn
 
     # A client's address (fairness, per-address caps, the access log) is the peer's, unless the operator
-    # names the reverse proxies it runs behind in `FORWARDED_ALLOW_IPS`: uvicorn's default trusts
-    # `X-Forwarded-For` from loopback, where `serve` listens, so any client could be a new one per request.
-    proxies = os.environ.get("FORWARDED_ALLOW_IPS", "").strip()
+    # names the reverse proxies it runs behind (`forwarded_allow_ips`, `serve --forwarded-allow-ips`, else
+    # $FORWARDED_ALLOW_IPS): uvicorn's default trusts `X-Forwarded-For` from loopback, where `serve`
+    # listens, so any client could be a new one per request.
+    if forwarded_allow_ips is None:
+        forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "")
+    proxies = forwarded_allow_ips.strip()
     config = uvicorn.Config(app, log_level=log_level, http=_protocol_with_header_timeout(limits.header_timeout_s),
                             timeout_keep_alive=max(1, int(limits.keep_alive_s)), timeout_graceful_shutdown=5,
                             server_header=False, limit_concurrency=None, backlog=2048, lifespan="on",
@@ -321,8 +324,10 @@ def _url(host: str, port: int) -> str:
 
 def serve(library: str | os.PathLike[str] | None, host: str = "127.0.0.1", port: int = 7860, token: str | None = None,
           model: str | None = None, limits: ServerLimits | None = None, device: str | None = None,
-          log_level: str = "info", ui: bool = True, create: bool = False, store: str | None = None) -> int:
-    """Run the server until interrupted; returns the process exit code."""
+          log_level: str = "info", ui: bool = True, create: bool = False, store: str | None = None,
+          forwarded_allow_ips: str | None = None) -> int:
+    """Run the server until interrupted; returns the process exit code. `forwarded_allow_ips`: the reverse
+    proxies whose X-Forwarded-For is believed (comma-separated addresses; default $FORWARDED_ALLOW_IPS)."""
     from clipforge.server.app import create_app
 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -344,7 +349,7 @@ def serve(library: str | os.PathLike[str] | None, host: str = "127.0.0.1", port:
         service = app.state.service
         if service.notice:
             print(f"notice: {service.notice}", file=sys.stderr)
-        server = build_server(app, limits, log_level)
+        server = build_server(app, limits, log_level, forwarded_allow_ips)
         url = _url(host, sock.getsockname()[1])
         print(f"clipforge serving library {Path(opened.paths.root)} with model {service.model_name} "
               f"at {url}/ (REST API docs: {url}/docs)", flush=True)
