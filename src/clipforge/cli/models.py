@@ -32,17 +32,21 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows + pretrained, indent=2))
         return 0
-    print(f"{'model':<22}{'params':>10}{'image':>10}{'text':>10}{'input':>7}{'embed':>7}  {'activation':<11}"
-          f"{'cached':<7}languages")
+    name_width = max([len(r["name"]) for r in rows] + [len("model")]) + 1  # columns fit the longest name
+    print(f"{'model':<{name_width}}{'params':>10}{'image':>10}{'text':>10}{'input':>7}{'embed':>7}  "
+          f"{'activation':<11}{'cached':<7}languages")
     for r in rows:
-        print(f"{r['name']:<22}{r['params'] / 1e6:>9.1f}M{r['image_params'] / 1e6:>9.1f}M"
+        print(f"{r['name']:<{name_width}}{r['params'] / 1e6:>9.1f}M{r['image_params'] / 1e6:>9.1f}M"
               f"{r['text_params'] / 1e6:>9.1f}M{r['input_size']:>7}{r['embed_dim']:>7}  {r['activation']:<11}"
               f"{'yes' if r['cached'] else 'no':<7}{','.join(r['languages'])}")
     if pretrained:
-        print(f"\n{'--model ARCH:TAG':<52}{'builds':<24}{'activation':<12}{'ImageNet':>9}  cached")
+        spec_width = max(len(r["name"]) for r in pretrained) + 1
+        builds_width = max(len(r["builds"]) for r in pretrained) + 1
+        print(f"\n{'--model ARCH:TAG':<{spec_width}}{'builds':<{builds_width}}{'activation':<12}{'ImageNet':>9}  cached")
         for r in pretrained:
             top1 = f"{r['imagenet_top1']:.2f}" if r["imagenet_top1"] is not None else "-"
-            print(f"{r['name']:<52}{r['builds']:<24}{r['activation']:<12}{top1:>9}  {'yes' if r['cached'] else 'no'}")
+            print(f"{r['name']:<{spec_width}}{r['builds']:<{builds_width}}{r['activation']:<12}{top1:>9}  "
+                  f"{'yes' if r['cached'] else 'no'}")
     return 0
 
 

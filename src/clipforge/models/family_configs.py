@@ -28,6 +28,13 @@ _TEXT = {"B": (768, 12, 12, 4.0), "L": (1024, 24, 16, 4.0), "SO400M": (1152, 27,
          "gopt": (1152, 27, 16, 3.7362)}
 
 
+# Text towers trained on many languages (`zeroshot.languages.model_languages`: no "not trained for this
+# script" notice, English prompts by default): SigLIP's i18n towers, SigLIP 2's Gemma vocabulary,
+# MetaCLIP 2 worldwide, and the XLM-R, NLLB and mT5 encoders. SigLIP's English SentencePiece and
+# RoBERTa stay English.
+MULTILINGUAL = ["en", "multilingual"]
+
+
 def _sp(repo: str) -> dict[str, Any]:
     """SigLIP 1's T5-style SentencePiece (``spiece.model``): lower-cased, punctuation removed,
     ``</s>`` (id 1) appended and used as padding."""
@@ -67,13 +74,14 @@ SIGLIP_CONFIGS: dict[str, dict[str, Any]] = {
     "ViT-B-16-SigLIP-256": _siglip("B", 16, 256, 32000, _SP_EN),
     "ViT-B-16-SigLIP-384": _siglip("B", 16, 384, 32000, _SP_EN),
     "ViT-B-16-SigLIP-512": _siglip("B", 16, 512, 32000, _SP_EN),
-    "ViT-B-16-SigLIP-i18n-256": _siglip("B", 16, 256, 250000, _SP_I18N),
+    "ViT-B-16-SigLIP-i18n-256": {**_siglip("B", 16, 256, 250000, _SP_I18N), "languages": [*MULTILINGUAL]},
     "ViT-L-16-SigLIP-256": _siglip("L", 16, 256, 32000, _SP_EN),
     "ViT-L-16-SigLIP-384": _siglip("L", 16, 384, 32000, _SP_EN),
     "ViT-SO400M-14-SigLIP": _siglip("SO400M", 14, 224, 32000, _SP_EN, context=16),
     "ViT-SO400M-14-SigLIP-378": _siglip("SO400M", 14, 378, 32000, _SP_EN),
     "ViT-SO400M-14-SigLIP-384": _siglip("SO400M", 14, 384, 32000, _SP_EN),
-    "ViT-SO400M-16-SigLIP-i18n-256": _siglip("SO400M", 16, 256, 250000, _SP_I18N, text_proj=False),
+    "ViT-SO400M-16-SigLIP-i18n-256": {**_siglip("SO400M", 16, 256, 250000, _SP_I18N, text_proj=False),
+                                      "languages": [*MULTILINGUAL]},
 }
 for _name, _size, _patch, _res in (
         ("ViT-B-32-SigLIP2-256", "B", 32, 256), ("ViT-B-16-SigLIP2", "B", 16, 224),
@@ -84,7 +92,7 @@ for _name, _size, _patch, _res in (
         ("ViT-SO400M-16-SigLIP2-256", "SO400M", 16, 256), ("ViT-SO400M-16-SigLIP2-384", "SO400M", 16, 384),
         ("ViT-SO400M-16-SigLIP2-512", "SO400M", 16, 512), ("ViT-gopt-16-SigLIP2-256", "gopt", 16, 256),
         ("ViT-gopt-16-SigLIP2-384", "gopt", 16, 384)):
-    SIGLIP_CONFIGS[_name] = _siglip(_size, _patch, _res, 256000, _gemma(f"timm/{_name}"))
+    SIGLIP_CONFIGS[_name] = {**_siglip(_size, _patch, _res, 256000, _gemma(f"timm/{_name}")), "languages": [*MULTILINGUAL]}
 # (gopt: timm's giantopt image tower is 1536 wide and is the embedding; the 1152-wide text tower projects up.)
 
 _XLMV = {"kind": "hf-json", "file": "tokenizer.json", "hub_repo": "facebook/xlm-v-base", "clean": "whitespace"}
@@ -106,7 +114,7 @@ def _openai_shape(embed: int, resolution: int, vl: int, vw: int, head: int, tw: 
 
 
 def _worldwide(base: dict[str, Any], eos: int, tokenizer: dict[str, Any]) -> dict[str, Any]:
-    return {**base, "text_pool": "eos", "text_eos_id": eos, "tokenizer": tokenizer}
+    return {**base, "text_pool": "eos", "text_eos_id": eos, "tokenizer": tokenizer, "languages": [*MULTILINGUAL]}
 
 
 _H = _openai_shape(1024, 224, 32, 1280, 80, 1024, 16, 24, vocab=901629)
@@ -143,7 +151,8 @@ TEST_FAMILY_CONFIGS: dict[str, dict[str, Any]] = {
                             "vision_patch_size": 8, "context_length": 16, "vocab_size": 512,
                             "transformer_width": 64, "transformer_heads": 2, "transformer_layers": 2,
                             "activation": "gelu", "text_pool": "eos", "text_eos_id": 2,
-                            "tokenizer": {"kind": "hf-json", "file": "tokenizer.json", "clean": "whitespace"}},
+                            "tokenizer": {"kind": "hf-json", "file": "tokenizer.json", "clean": "whitespace"},
+                            "languages": [*MULTILINGUAL]},
 }
 
 # --- open_clip's transformers text towers (XLM-R, RoBERTa, NLLB, mT5), as data ------------------------
@@ -195,6 +204,8 @@ def _hf_tower(hf: dict[str, Any], pool: str, mlp: bool, tokenizer: dict[str, Any
     out = {"context_length": 77, "vocab_size": hf["vocab_size"], "transformer_width": hf_width(hf),
            "transformer_heads": int(heads), "transformer_layers": hf_layers(hf), "text_hf": hf, "text_pool": pool,
            "text_causal": False, "tokenizer": tokenizer}
+    if tokenizer.get("class") != "RobertaTokenizer":  # XLM-R, NLLB, mT5; RoBERTa is English
+        out["languages"] = [*MULTILINGUAL]
     if mlp:
         out["text_proj_mlp"] = True
     return out

@@ -57,6 +57,7 @@ FAMILY_DEFAULTS: dict[str, Any] = {
     "preprocess": None,  # the family's image preprocessing (mean/std/interpolation/resize_mode); None: OpenAI's
     "text_hf": None,  # a transformers encoder's config (open_clip's HF text towers); None: clipforge's own tower
     "text_proj_mlp": False,  # the HF tower's projection is open_clip's MLP, not one Linear
+    "languages": None,  # what the text tower was trained on, e.g. ["en", "multilingual"]; None: English
 }
 FAMILY_KEYS: tuple[str, ...] = tuple(FAMILY_DEFAULTS)
 ALL_ACTIVATIONS = ("quick_gelu", "gelu", "gelu_tanh")
@@ -126,6 +127,10 @@ def check_family_fields(config: Mapping[str, Any]) -> list[str]:
     for key in ("text_activation",):
         if config.get(key) is not None and config[key] not in ALL_ACTIVATIONS:
             errors.append(f"field {key!r} must be one of {', '.join(ALL_ACTIVATIONS)}, got {config[key]!r}")
+    languages = config.get("languages")
+    if languages is not None and (not isinstance(languages, list | tuple) or not 0 < len(languages) <= 8 or not all(
+            isinstance(x, str) and 0 < len(x) <= 16 for x in languages)):
+        errors.append(f"field 'languages' must be a list of 1-8 language codes, got {languages!r}")
     eos = config.get("text_eos_id")
     if eos is not None and (isinstance(eos, bool) or not isinstance(eos, int) or eos < 0):
         errors.append(f"field 'text_eos_id' must be a non-negative integer, got {eos!r}")

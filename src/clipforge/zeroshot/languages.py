@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "DEFAULT_LANGUAGES", "LANGUAGE_SETS", "classnames_for", "default_template_set",
+    "DEFAULT_LANGUAGES", "LANGUAGE_SETS", "MULTILINGUAL", "classnames_for", "default_template_set",
     "is_language_set", "language_of", "language_templates", "model_languages", "set_language",
 ]
 
@@ -128,16 +128,36 @@ def language_of(text: str) -> str:
     return "zh" if re.search(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]", text) else "en"
 
 
+MULTILINGUAL = "multilingual"
+"""A model's language entry that covers every script (its notice never fires): SigLIP 2, MetaCLIP 2
+worldwide, the XLM-R/NLLB/mT5 towers (their architecture config says so: ``languages``)."""
+
+
+def _config_languages(model: Any) -> tuple[str, ...] | None:
+    """``languages`` of the architecture config a model (or the `LoadedModel` around it) was built from."""
+    for module in (model, getattr(model, "model", None)):
+        config = getattr(module, "arch_config", None)
+        if isinstance(config, dict) and config.get("languages"):
+            return tuple(config["languages"])
+    return None
+
+
 def model_languages(model: Any) -> tuple[str, ...]:
     """The languages a model (a `LoadedModel`, a name, or a shipped model folder) was trained for.
 
-    Order: the model's own `languages` attribute, a shipped model's `languages.json`, the registry
-    names of Chinese-CLIP (``cn-...``), else English.
+    Order: the model's own `languages` attribute, its architecture config's ``languages`` (the
+    multilingual families), a shipped model's `languages.json`, the registry names of Chinese-CLIP
+    (``cn-...``), the architecture a name (``ARCH`` or ``ARCH:TAG``) names, else English.
     """
-    own = getattr(model, "languages", None)
-    if own:
-        return tuple(own)
+    for module in (model, getattr(model, "model", None)):
+        own = getattr(module, "languages", None)
+        if own and isinstance(own, list | tuple):
+            return tuple(own)
+    configured = _config_languages(model)
+    if configured:
+        return configured
     from clipforge.api import SHIPPED_MODELS_DIR
+    from clipforge.models.configs import ARCH_CONFIGS
 
     for name in (getattr(model, "name", model), getattr(model, "weights", None)):
         if not isinstance(name, str | Path) or not str(name):
@@ -145,6 +165,9 @@ def model_languages(model: Any) -> tuple[str, ...]:
         text = str(name).removeprefix("random:")
         if text.startswith("cn-"):
             return ("zh",)
+        named = ARCH_CONFIGS.get(text.split(":", 1)[0])
+        if named and named.get("languages"):
+            return tuple(named["languages"])
         path = Path(text)
         for folder in (SHIPPED_MODELS_DIR / text, path.parent if path.suffix else path):
             try:
@@ -178,7 +201,7 @@ def query_notice(text: str, model: Any) -> str | None:
     """
     languages = model_languages(model)
     script = language_of(text)
-    if script != "en" and script not in languages:
+    if script != "en" and script not in languages and MULTILINGUAL not in languages:
         name = getattr(model, "name", model)
         return (f"notice: the query {text[:40]!r} is written in {script} but model {name} was trained for "
                 f"{', '.join(languages)} only; its scores for this query are not meaningful "
