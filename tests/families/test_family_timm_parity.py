@@ -12,10 +12,8 @@ test-only torchvision stub (`timm_shim`).
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
+import timm_shim
 import torch
 
 from clipforge.inference.precision import enable_fast_forward
@@ -27,17 +25,10 @@ RTOL = 1e-5
 DEPTH, VOCAB = 2, 1000
 
 
-_OWNED = ("timm", "open_clip", "torchvision")
-
-
-def _imported_elsewhere() -> bool:
-    return any(key.split(".")[0] in _OWNED for key in sys.modules)
 
 
 @pytest.fixture(scope="module")
 def open_clip():
-    import timm_shim
-
     with timm_shim.imported() as module:
         yield module
 
@@ -47,12 +38,10 @@ def test_siglip_timm_parity_in_a_fresh_process(name, request) -> None:
     """In the whole suite an earlier test has imported open_clip without timm, and the shim cannot mix
     with it (the in-process case skips): the same parity check then runs in a process of its own, so
     it is never silently skipped in CI."""
-    if not _imported_elsewhere():
+    if not timm_shim.imported_elsewhere():
         pytest.skip("checked in this process by test_siglip_matches_open_clips_timm_tower")
     node = f"{__file__}::test_siglip_matches_open_clips_timm_tower[{name}]"
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", node],
-                          capture_output=True, text=True, timeout=600, cwd=request.config.rootpath)
-    assert done.returncode == 0 and "1 passed" in done.stdout, done.stdout[-3000:] + done.stderr[-2000:]
+    timm_shim.assert_passes_in_a_fresh_process(request, node)
 
 
 def _relative(ours: torch.Tensor, ref: torch.Tensor) -> float:

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import functools
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+import timm_shim
 import torch
 
 from clipforge.models.family_configs import HF_TOWER_CONFIGS
@@ -25,7 +24,6 @@ from clipforge.models.family_configs import HF_TOWER_CONFIGS
 pytest.importorskip("transformers")
 
 SIGLIP_ARCHS = sorted(n for n in HF_TOWER_CONFIGS if n.endswith("-siglip"))
-_OWNED = ("timm", "open_clip", "torchvision")
 
 
 def _parity_helpers():
@@ -35,25 +33,18 @@ def _parity_helpers():
     return helpers
 
 
-def _imported_elsewhere() -> bool:
-    return any(key.split(".")[0] in _OWNED for key in sys.modules)
-
-
 @pytest.mark.parametrize("name", SIGLIP_ARCHS)
 def test_siglip_twin_in_a_fresh_process(name: str, request) -> None:
-    if not _imported_elsewhere():
+    if not timm_shim.imported_elsewhere():
         pytest.skip("checked in this process by test_siglip_twin_matches_open_clip_whole")
     node = f"{__file__}::test_siglip_twin_matches_open_clip_whole[{name}]"
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", node],
-                          capture_output=True, text=True, timeout=600, cwd=request.config.rootpath)
-    assert done.returncode == 0 and "1 passed" in done.stdout, done.stdout[-3000:] + done.stderr[-2000:]
+    timm_shim.assert_passes_in_a_fresh_process(request, node)
 
 
 @pytest.mark.parametrize("name", SIGLIP_ARCHS)
 def test_siglip_twin_matches_open_clip_whole(name: str, tmp_path: Path, monkeypatch) -> None:
-    if _imported_elsewhere():
+    if timm_shim.imported_elsewhere():
         pytest.skip("open_clip/timm already imported in this process: checked in a fresh process")
-    import timm_shim
 
     helpers = _parity_helpers()
     ours_cfg = helpers._ours(name)

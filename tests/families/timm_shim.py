@@ -16,6 +16,7 @@ import contextlib
 import importlib
 import importlib.machinery
 import importlib.util
+import subprocess
 import sys
 import types
 from collections.abc import Iterator
@@ -88,3 +89,17 @@ def imported() -> Iterator[types.ModuleType]:
     finally:
         for key in [k for k in sys.modules if k.split(".")[0] in _OWNED]:
             del sys.modules[key]
+
+
+def imported_elsewhere() -> bool:
+    """Whether timm, open_clip or torchvision is already imported without the shim (an earlier test in the
+    whole suite): the stubs cannot mix with them, so the parity check must run in a process of its own."""
+    return any(key.split(".")[0] in _OWNED for key in sys.modules)
+
+
+def assert_passes_in_a_fresh_process(request: pytest.FixtureRequest, node: str) -> None:
+    """Run the test `node` (``file::name[param]``) in a new interpreter and assert that it passed: the
+    in-process check skips in the whole suite, and this keeps it from being silently skipped in CI."""
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", node],
+                          capture_output=True, text=True, timeout=600, cwd=request.config.rootpath)
+    assert done.returncode == 0 and "1 passed" in done.stdout, done.stdout[-3000:] + done.stderr[-2000:]
