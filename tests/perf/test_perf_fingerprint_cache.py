@@ -195,3 +195,20 @@ def test_embed_reads_the_image_tower_only_and_writes_the_same_vectors(tmp_path) 
         outs.append(read_export(out)[0])
     assert cached_file_fingerprint(file_identity(path)) is not None
     assert np.array_equal(outs[0], outs[1])
+
+
+def test_a_chinese_clip_file_is_hashed_once_too(tmp_path) -> None:
+    """Chinese-CLIP loads through its own hook; its files join the same fingerprint cache."""
+    from clipforge.models.chinese_clip import chinese_clip_config, create_chinese_clip
+
+    torch.manual_seed(0)
+    model = create_chinese_clip(chinese_clip_config("cn-ViT-B-16", vision_layers=1, vision_width=64,
+                                                    image_resolution=32, text_num_hidden_layers=1))
+    path = tmp_path / "cn.safetensors"
+    save_safetensors(model.state_dict(), path, config=dict(model.config))  # as `clipforge wise-ft` writes one
+    want = fingerprint_state_dict(model.state_dict())
+    assert load_model(path, "cpu").fingerprint == want
+    assert cached_file_fingerprint(file_identity(path))[:16] == want
+    again = load_model(path, "cpu")
+    assert again.model.__dict__["_cf_fingerprint"][1][:16] == want  # from the record: nothing hashed
+    assert again.fingerprint == want
