@@ -26,6 +26,9 @@ def model_config(model: torch.nn.Module) -> dict[str, Any]:
 
     if isinstance(getattr(model, "arch_config", None), dict):
         return {k: list(v) if isinstance(v, tuple) else v for k, v in model.arch_config.items()}
+    own = getattr(model, "config", None)
+    if isinstance(own, dict) and isinstance(own.get("bert"), dict):  # Chinese-CLIP: its constructor config
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in own.items()}
 
     config = config_from_state_dict(model.state_dict())
     blocks = getattr(getattr(model, "transformer", None), "resblocks", None)
