@@ -64,8 +64,8 @@ def test_spec_states_ids_bounds_bodies_and_errors(make_client):
                 ("/api/classify", "post"): {"200", "400", "405", "413", "415", "422", "429", "503"},
                 ("/api/images", "get"): {"200", "400", "405", "422", "503"},
                 ("/api/images", "post"): {"200", "201", "400", "405", "413", "415", "422", "429", "503", "507"},
-                ("/api/images/{image_id}", "get"): {"200", "400", "404", "405", "422", "503"},
-                ("/api/images/{image_id}/thumb", "get"): {"200", "400", "404", "405", "422", "503"},
+                ("/api/images/{image_id}", "get"): {"200", "400", "404", "405", "422", "429", "503"},
+                ("/api/images/{image_id}/thumb", "get"): {"200", "400", "404", "405", "422", "429", "503"},
                 ("/api/stats", "get"): {"200", "405", "503"}, ("/healthz", "get"): {"200", "405"}}
     for (path, method), codes in expected.items():
         responses = paths[path][method]["responses"]

@@ -111,6 +111,11 @@ def build_router(service: LibraryService) -> APIRouter:
         # The body has been read: `receive` now only completes when the client disconnects.
         return await service.gate.run(client, fn, *args, left=request.receive)
 
+    async def read_in_turn(request: Request, fn: Any, *args: Any) -> Any:
+        """fn(*args) when this client's turn comes in `service.reads` (files and thumbnails, no model)."""
+        client = client_key(request.client.host if request.client else None)
+        return await service.reads.run(client, fn, *args, left=request.receive)
+
     @router.get("/healthz", response_model=schemas.HealthOut, responses=_errors(), tags=["server"])
     def healthz() -> schemas.HealthOut:
         """Liveness: the model is loaded and the server answers."""
@@ -197,22 +202,22 @@ def build_router(service: LibraryService) -> APIRouter:
 
     @router.get("/api/images/{image_id}", response_class=Response, tags=["images"],
                 responses={200: {"description": "the original file", "content": image_types},
-                           **_errors(400, 404, 422, 503)})  # 422 never happens here; listed so FastAPI adds no other
-    def get_image(image_id: ImageId) -> Response:
+                           **_errors(400, 404, 422, 429, 503)})  # 422 never happens here; listed so FastAPI adds no other
+    async def get_image(request: Request, image_id: ImageId) -> Response:
         """The original file of an image, by id (its type is sniffed from its bytes)."""
-        data, mime = service.image_bytes(image_id)
+        data, mime = await read_in_turn(request, service.image_bytes, image_id)
         return Response(content=data, media_type=mime, headers=_IMAGE_HEADERS)
 
     @router.get("/api/images/{image_id}/thumb", response_class=Response, tags=["images"],
                 responses={200: {"description": "a JPEG thumbnail",
                                  "content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}},
-                           **_errors(400, 404, 422, 503)})
-    def get_thumbnail(image_id: ImageId,
-                      size: Annotated[int, Query(ge=16, le=limits.max_thumb_size,
-                                                 description="longest side in pixels")] = thumb,
-                      ) -> Response:
+                           **_errors(400, 404, 422, 429, 503)})
+    async def get_thumbnail(request: Request, image_id: ImageId,
+                            size: Annotated[int, Query(ge=16, le=limits.max_thumb_size,
+                                                       description="longest side in pixels")] = thumb,
+                            ) -> Response:
         """A JPEG thumbnail whose longest side is at most `size` pixels (never enlarged)."""
-        data = service.thumbnail(image_id, size)
+        data = await read_in_turn(request, service.thumbnail, image_id, size)
         return Response(content=data, media_type="image/jpeg", headers=_IMAGE_HEADERS)
 
     @router.get("/api/stats", response_model=schemas.StatsOut, responses=_errors(503), tags=["server"])

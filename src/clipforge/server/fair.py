@@ -47,7 +47,9 @@ class _Waiter:
 class FairGate:
     """`await gate.run(client, fn, *args)`: fn(*args) in a thread when it is this client's turn."""
 
-    def __init__(self, slots: int = 1, per_client: int = 4, per_host: int = 64) -> None:
+    def __init__(self, slots: int = 1, per_client: int = 4, per_host: int = 64,
+                 what: str = "searches or classifications") -> None:
+        self.what = what  # the requests it holds, as its 429 names them
         self.slots = int(slots)
         self.per_client = int(per_client)
         self.per_host = int(per_host)
@@ -62,7 +64,7 @@ class FairGate:
     def _admit(self, client: tuple[str, str]) -> None:
         host = client[0]
         if self._held.get(client, 0) >= self.per_client:
-            raise APIError(429, "too_many_requests", f"you already have {self.per_client} searches or classifications "
+            raise APIError(429, "too_many_requests", f"you already have {self.per_client} {self.what} "
                                                      f"running or waiting; wait for their answers")
         if self._held_by_host.get(host, 0) >= self.per_host:
             raise APIError(429, "too_many_requests", f"{self.per_host} requests from your address are running or "

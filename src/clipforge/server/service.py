@@ -66,6 +66,10 @@ class LibraryService:
         # The UI's library pages (SQLite reads, no model) take turns in a gate of their own: a flood of
         # "Next page" events neither queues other users behind it nor waits behind model work.
         self.pages = FairGate(slots=2, per_client=self.limits.max_client_requests)
+        # Originals and thumbnails (a thumbnail miss decodes the original) take turns in a third gate: one
+        # client's many connections cannot fill the thread pool. A browser's gallery fetches six at a
+        # time per tab, so a client may hold four times the model's cap here.
+        self.reads = FairGate(slots=2, per_client=4 * self.limits.max_client_requests, what="image downloads")
         encoder = library.encoder  # load the model now: a broken model fails at start, not on first use
         self.model_name: str = encoder.name or f"custom model {encoder.fingerprint[:12]}"
         self.notice = model_notice(encoder.name)

@@ -1,0 +1,88 @@
+"""Originals and thumbnails take turns per client: one client's many connections cannot fill the thread pool.
+
+`GET /api/images/{id}` and `/thumb` ran as plain sync routes, each in the thread pool as soon as it
+arrived (a thumbnail miss decodes the original; an original is read whole). One client opening a dozen
+connections had a dozen reads running side by side and another user's thumbnail waited behind them.
+Now they take turns in `service.reads` (two at a time, round-robin between clients).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import httpx
+
+from clipforge.server import ServerLimits, create_app
+
+
+def test_one_clients_thumbnail_flood_runs_in_turn_two_at_a_time(library, live_server, monkeypatch):
+    limits = ServerLimits(max_client_requests=8)
+    app = create_app(library, ui=False, limits=limits)
+    service = app.state.service
+    lock, release = threading.Lock(), threading.Event()
+    state = {"inside": 0, "peak": 0, "entered": 0}
+    real = service.thumbnail
+
+    def thumbnail(image_id: int, size: int) -> bytes:
+        with lock:
+            state["inside"] += 1
+            state["entered"] += 1
+            state["peak"] = max(state["peak"], state["inside"])
+        release.wait(60)
+        try:
+            return real(image_id, size)
+        finally:
+            with lock:
+                state["inside"] -= 1
+
+    monkeypatch.setattr(service, "thumbnail", thumbnail)
+    image_id = library.list_images(limit=1)[0].id
+    answers: list[int] = []
+
+    def fetch() -> None:
+        answers.append(httpx.get(f"{url}/api/images/{image_id}/thumb", params={"size": 64}, timeout=120).status_code)
+
+    with live_server(app, limits) as url:
+        senders = [threading.Thread(target=fetch) for _ in range(12)]
+        for sender in senders:
+            sender.start()
+        for _ in range(6000):  # every request is reading or waiting for its turn: an order, not a time
+            with lock:
+                placed = state["entered"] + service.reads.waiting()
+            if placed >= 12:
+                break
+            threading.Event().wait(0.01)
+        release.set()
+        for sender in senders:
+            sender.join(timeout=120)
+    assert answers == [200] * 12, answers
+    assert state["peak"] <= service.reads.slots, f"{state['peak']} reads of one client ran at once"
+
+
+def test_reads_past_the_cap_are_refused_with_a_429_that_names_them(library, live_server, monkeypatch):
+    limits = ServerLimits(max_client_requests=1)  # reads: 4 per client
+    app = create_app(library, ui=False, limits=limits)
+    service = app.state.service
+    release = threading.Event()
+    real = service.image_bytes
+    monkeypatch.setattr(service, "image_bytes", lambda image_id: (release.wait(60), real(image_id))[1])
+    image_id = library.list_images(limit=1)[0].id
+    answers: list[httpx.Response] = []
+
+    def fetch() -> None:
+        answers.append(httpx.get(f"{url}/api/images/{image_id}", timeout=120))
+
+    with live_server(app, limits) as url:
+        senders = [threading.Thread(target=fetch) for _ in range(4)]
+        for sender in senders:
+            sender.start()
+        for _ in range(6000):
+            if service.reads.waiting() + (service.reads.slots - service.reads._free) >= 4:
+                break
+            threading.Event().wait(0.01)
+        refused = httpx.get(f"{url}/api/images/{image_id}", timeout=120)
+        release.set()
+        for sender in senders:
+            sender.join(timeout=120)
+    assert refused.status_code == 429 and "image downloads" in refused.json()["detail"], refused.text
+    assert [a.status_code for a in answers] == [200] * 4
