@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import struct
 import sys
+import threading
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -172,3 +173,40 @@ def live_server():
             sock.close()
 
     return serve
+
+
+class HeldCalls:
+    """A stand-in for a service call: each call waits for `release`, then runs the real one; `peak` is how
+    many ran at once. `wait_placed(gate, n)` returns once n calls are running or waiting in `gate` (an
+    order of events, not a time), so a test can check that a flood was admitted in turn."""
+
+    def __init__(self, real: Callable) -> None:
+        self.real = real
+        self.release = threading.Event()
+        self._lock = threading.Lock()
+        self.inside = self.peak = self.entered = 0
+
+    def __call__(self, *args, **kwargs):
+        with self._lock:
+            self.inside += 1
+            self.entered += 1
+            self.peak = max(self.peak, self.inside)
+        self.release.wait(60)
+        try:
+            return self.real(*args, **kwargs)
+        finally:
+            with self._lock:
+                self.inside -= 1
+
+    def wait_placed(self, gate, n: int) -> None:
+        for _ in range(6000):
+            with self._lock:
+                if self.entered + gate.waiting() >= n:
+                    return
+            threading.Event().wait(0.01)
+
+
+@pytest.fixture()
+def held_calls() -> type[HeldCalls]:
+    """`HeldCalls`, for attack tests that hold a service call while a flood arrives."""
+    return HeldCalls

@@ -17,24 +17,9 @@ import httpx
 from clipforge.server import ServerLimits, api, create_app
 
 
-def test_concurrent_images_of_one_client_are_decoded_in_turn(library, live_server, monkeypatch, kit):
+def test_concurrent_images_of_one_client_are_decoded_in_turn(library, live_server, monkeypatch, kit, held_calls):
     limits = ServerLimits(max_client_requests=8)
-    lock, release = threading.Lock(), threading.Event()
-    state = {"inside": 0, "peak": 0, "entered": 0}
-    real = api.sniff_image
-
-    def sniff(*args, **kwargs):
-        with lock:
-            state["inside"] += 1
-            state["entered"] += 1
-            state["peak"] = max(state["peak"], state["inside"])
-        release.wait(60)
-        try:
-            return real(*args, **kwargs)
-        finally:
-            with lock:
-                state["inside"] -= 1
-
+    sniff = held_calls(api.sniff_image)
     monkeypatch.setattr(api, "sniff_image", sniff)
     app = create_app(library, ui=False, limits=limits)
     gate = app.state.service.gate
@@ -49,15 +34,9 @@ def test_concurrent_images_of_one_client_are_decoded_in_turn(library, live_serve
         senders = [threading.Thread(target=search) for _ in range(6)]
         for sender in senders:
             sender.start()
-        # Every request has either started its decode or is waiting for its turn: an order, not a time.
-        for _ in range(6000):
-            with lock:
-                placed = state["entered"] + gate.waiting()
-            if placed >= 6:
-                break
-            threading.Event().wait(0.01)
-        release.set()
+        sniff.wait_placed(gate, 6)  # every request is decoding or waiting for its turn: an order, not a time
+        sniff.release.set()
         for sender in senders:
             sender.join(timeout=120)
     assert answers == [200] * 6, answers
-    assert state["peak"] <= gate.slots, f"{state['peak']} images of one client were decoded at once"
+    assert sniff.peak <= gate.slots, f"{sniff.peak} images of one client were decoded at once"

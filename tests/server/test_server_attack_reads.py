@@ -15,26 +15,11 @@ import httpx
 from clipforge.server import ServerLimits, create_app
 
 
-def test_one_clients_thumbnail_flood_runs_in_turn_two_at_a_time(library, live_server, monkeypatch):
+def test_one_clients_thumbnail_flood_runs_in_turn_two_at_a_time(library, live_server, monkeypatch, held_calls):
     limits = ServerLimits(max_client_requests=8)
     app = create_app(library, ui=False, limits=limits)
     service = app.state.service
-    lock, release = threading.Lock(), threading.Event()
-    state = {"inside": 0, "peak": 0, "entered": 0}
-    real = service.thumbnail
-
-    def thumbnail(image_id: int, size: int) -> bytes:
-        with lock:
-            state["inside"] += 1
-            state["entered"] += 1
-            state["peak"] = max(state["peak"], state["inside"])
-        release.wait(60)
-        try:
-            return real(image_id, size)
-        finally:
-            with lock:
-                state["inside"] -= 1
-
+    thumbnail = held_calls(service.thumbnail)
     monkeypatch.setattr(service, "thumbnail", thumbnail)
     image_id = library.list_images(limit=1)[0].id
     answers: list[int] = []
@@ -46,17 +31,12 @@ def test_one_clients_thumbnail_flood_runs_in_turn_two_at_a_time(library, live_se
         senders = [threading.Thread(target=fetch) for _ in range(12)]
         for sender in senders:
             sender.start()
-        for _ in range(6000):  # every request is reading or waiting for its turn: an order, not a time
-            with lock:
-                placed = state["entered"] + service.reads.waiting()
-            if placed >= 12:
-                break
-            threading.Event().wait(0.01)
-        release.set()
+        thumbnail.wait_placed(service.reads, 12)  # every request is reading or waiting: an order, not a time
+        thumbnail.release.set()
         for sender in senders:
             sender.join(timeout=120)
     assert answers == [200] * 12, answers
-    assert state["peak"] <= service.reads.slots, f"{state['peak']} reads of one client ran at once"
+    assert thumbnail.peak <= service.reads.slots, f"{thumbnail.peak} reads of one client ran at once"
 
 
 def test_reads_past_the_cap_are_refused_with_a_429_that_names_them(library, live_server, monkeypatch):
