@@ -105,16 +105,12 @@ def build_router(service: LibraryService) -> APIRouter:
         # decoded one turn at a time, not as soon as each body has arrived.
         return None if data is None else sniff_image(data, limits, what)
 
-    async def in_turn(request: Request, fn: Any, *args: Any) -> Any:
-        """fn(*args) in a thread when this client's turn comes (see `fair.FairGate`)."""
+    async def in_turn(request: Request, fn: Any, *args: Any, gate: Any = None) -> Any:
+        """fn(*args) in a thread when this client's turn comes in `gate` (see `fair.FairGate`): the model's
+        by default, `service.reads` for files and thumbnails."""
         client = client_key(request.client.host if request.client else None)
         # The body has been read: `receive` now only completes when the client disconnects.
-        return await service.gate.run(client, fn, *args, left=request.receive)
-
-    async def read_in_turn(request: Request, fn: Any, *args: Any) -> Any:
-        """fn(*args) when this client's turn comes in `service.reads` (files and thumbnails, no model)."""
-        client = client_key(request.client.host if request.client else None)
-        return await service.reads.run(client, fn, *args, left=request.receive)
+        return await (gate or service.gate).run(client, fn, *args, left=request.receive)
 
     @router.get("/healthz", response_model=schemas.HealthOut, responses=_errors(), tags=["server"])
     def healthz() -> schemas.HealthOut:
@@ -205,7 +201,7 @@ def build_router(service: LibraryService) -> APIRouter:
                            **_errors(400, 404, 422, 429, 503)})  # 422 never happens here; listed so FastAPI adds no other
     async def get_image(request: Request, image_id: ImageId) -> Response:
         """The original file of an image, by id (its type is sniffed from its bytes)."""
-        data, mime = await read_in_turn(request, service.image_bytes, image_id)
+        data, mime = await in_turn(request, service.image_bytes, image_id, gate=service.reads)
         return Response(content=data, media_type=mime, headers=_IMAGE_HEADERS)
 
     @router.get("/api/images/{image_id}/thumb", response_class=Response, tags=["images"],
@@ -217,7 +213,7 @@ def build_router(service: LibraryService) -> APIRouter:
                                                        description="longest side in pixels")] = thumb,
                             ) -> Response:
         """A JPEG thumbnail whose longest side is at most `size` pixels (never enlarged)."""
-        data = await read_in_turn(request, service.thumbnail, image_id, size)
+        data = await in_turn(request, service.thumbnail, image_id, size, gate=service.reads)
         return Response(content=data, media_type="image/jpeg", headers=_IMAGE_HEADERS)
 
     @router.get("/api/stats", response_model=schemas.StatsOut, responses=_errors(503), tags=["server"])
