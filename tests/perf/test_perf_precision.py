@@ -163,3 +163,30 @@ def test_bf16_causal_attention_sees_no_future_key_and_matches_sdpa() -> None:
     again = _attention(q, k2, v2, causal=True).float()
     torch.testing.assert_close(again[:, :, :40], got[:, :, :40], rtol=0, atol=0)
     assert not torch.equal(again[:, :, 40:], got[:, :, 40:])
+
+
+def test_bf16_image_attention_in_cache_sized_chunks_equals_the_whole_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Image attention whose scores outgrow `SCORES_CACHE_BYTES` runs in chunks of images and gives each
+    image exactly what the whole batch gives it (chunks of 3 over 7 images: a short last chunk too),
+    in the [N, heads, L, d] shape the block reads; a chunk written to the wrong rows or heads fails."""
+    from clipforge.inference import fast_transformer
+
+    gen = torch.Generator().manual_seed(5)
+    q, k, v = (torch.randn(7, 4, 50, 64, generator=gen).to(torch.bfloat16) for _ in range(3))
+    whole = fast_transformer._attention(q, k, v, causal=False)
+    calls: list[int] = []
+    inner = fast_transformer._softmax_attention
+
+    def counted(*args: torch.Tensor | None) -> torch.Tensor:
+        calls.append(args[0].shape[0])
+        return inner(*args)
+
+    monkeypatch.setattr(fast_transformer, "_softmax_attention", counted)
+    monkeypatch.setattr(fast_transformer, "SCORES_CACHE_BYTES", 3 * 4 * 50 * 50 * 2)
+    chunked = fast_transformer._attention(q, k, v, causal=False)
+    assert calls == [3, 3, 1]
+    assert chunked.shape == whole.shape == (7, 4, 50, 64)
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=0)
+    calls.clear()
+    fast_transformer._attention(q, k, v, causal=True)  # the causal text tower stays whole
+    assert calls == [7]

@@ -96,6 +96,10 @@ def _linear_quick_gelu(x: torch.Tensor, wb: tuple[torch.Tensor, torch.Tensor], f
     return h * torch.sigmoid(QUICK_GELU_ALPHA * h)
 
 
+SCORES_CACHE_BYTES = 1 << 20
+"""bf16 attention scores per chunk: one core's L2 on the machines measured (Zen 4: 1 MiB)."""
+
+
 def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> torch.Tensor:
     """softmax(q k^T / sqrt(d)) v over [N, heads, L, d].
 
@@ -108,13 +112,32 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) 
     (measured on an AVX512-BF16 EPYC, 2 threads: 50 -> 30 ms, 231 -> 107 ms per block). The query is
     scaled before its product is rounded (exact for 64-wide heads); random ViT-B/32 and SigLIP towers
     stay >= 0.999 cosine to fp32 (`tests/perf/test_perf_precision.py`).
+
+    Image towers (one core per slice of `split_batch`) whose scores outgrow that core's cache
+    (`SCORES_CACHE_BYTES`) run their batch in chunks of images whose scores fit: each chunk's scores
+    are written, softmaxed and read while still in cache, and its output goes straight into the
+    [N, L, heads, d] layout the out-projection reads. Same arithmetic per image. Measured on one
+    core at batch 16 and 197 tokens: 25.5 -> 23.0 ms per block; whole towers at batch 32 on two
+    cores, medians of 4 interleaved calls: ViT-B/16 2.77 -> 2.72 s, SigLIP 2 B/16 2.98 -> 2.92 s.
+    The causal text towers (at most 77 tokens, two intra-op threads) gained nothing and stay whole.
     """
     if q.dtype != torch.bfloat16 or q.device.type != "cpu":
         return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    batch, heads, length, head_dim = q.shape
+    step = max(1, SCORES_CACHE_BYTES // (heads * length * length * q.element_size()))
+    future = torch.ones(length, length, dtype=torch.bool, device=q.device).triu_(1) if causal else None
+    if causal or step >= batch:
+        return _softmax_attention(q, k, v, future)
+    out = torch.empty(batch, length, heads, head_dim, dtype=q.dtype, device=q.device)
+    for start in range(0, batch, step):
+        part = slice(start, start + step)
+        out[part] = _softmax_attention(q[part], k[part], v[part], future).transpose(1, 2)
+    return out.transpose(1, 2)
+
+
+def _softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, future: torch.Tensor | None) -> torch.Tensor:
     scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-1, -2))
-    if causal:  # the text tower: position i sees keys <= i, as is_causal does
-        length = scores.shape[-1]
-        future = torch.ones(length, length, dtype=torch.bool, device=q.device).triu_(1)
+    if future is not None:  # the text tower: position i sees keys <= i, as is_causal does
         scores.masked_fill_(future, float("-inf"))
     return torch.matmul(torch.softmax(scores, dim=-1), v)
 
