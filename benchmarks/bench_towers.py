@@ -11,6 +11,11 @@ asks for, at batch 32, fp32 and (where the CPU multiplies bf16 natively) bf16, e
     ViT-H/14 (MetaCLIP 2 worldwide shape) image, text   full width, 4 of 32 image blocks and 4 of 24 text
                            blocks, vocabulary cut to 1,000 rows (the embedding lookup is not a matmul):
                            the full model does not fit this benchmark's time and memory
+    Chinese-CLIP ViT-B/16 text   RoBERTa-wwm-ext base (BERT, read at [CLS]), 15 tokens and the whole 52
+    XLM-R base text        open_clip's xlm-roberta-base-ViT-B-32 text tower (mean-pooled), 15 tokens and 77
+
+The BERT-shaped towers are fed rows without padding (a padded row's pads are skipped by the fast path
+but counted by the reference, which would overstate the share).
 
 GFLOP/s counts what the plain (reference) module does for the same input (torch's FlopCounterMode),
 as the image section does. The fast path skips most of the last block for the rows nobody reads
@@ -43,10 +48,13 @@ MODELS: tuple[tuple[str, str, dict[str, Any], tuple[str, ...], str], ...] = (
     ("ViT-H/14 worldwide", "ViT-H-14-worldwide", {"vision_layers": 4, "transformer_layers": 4, "vocab_size": 1000},
      ("image", "text"), "full width, 4 of 32 image / 4 of 24 text blocks, 1,000-row vocabulary; share overstated up to ~20%: "
      "the skipped last-block rows are counted"),
+    ("Chinese-CLIP B/16", "cn-ViT-B-16", {}, ("text",), ""),
+    ("XLM-R base", "xlm-roberta-base-ViT-B-32", {}, ("text",), ""),
 )
 NOT_COVERED: dict[str, str] = {
-    "Chinese-CLIP text towers": "transformers' BertModel run as is (not on clipforge's packed path); "
-                                "their image towers are OpenAI's ViT/ResNet shapes measured here and in the image section",
+    "Chinese-CLIP image towers": "OpenAI's ViT/ResNet shapes, measured here and in the image section",
+    "NLLB and mT5 text towers": "transformers' own encoders run as is (pre-norm and relative-position layers are "
+                                "not on the packed path)",
     "ViT-bigG/14, SO400M, gopt (full depth)": "over 1 G parameters: minutes per batch-32 call on 2 cores; their "
                                               "blocks are the same kernels at other widths as the ViT-H/14 rows",
     "ResNet text towers": "the same text tower as the ViT models (ViT-B/32 row); RN50's image tower is in the image section",
@@ -55,22 +63,36 @@ NOT_COVERED: dict[str, str] = {
 
 def _model(config_name: str, overrides: dict[str, Any]) -> torch.nn.Module:
     from clipforge.models import create_model_from_config, get_config
+    from clipforge.models.chinese_clip import create_chinese_clip, is_chinese_clip_name
 
     torch.manual_seed(0)
+    if is_chinese_clip_name(config_name):
+        return create_chinese_clip(config_name, **overrides).eval().requires_grad_(False)
     return create_model_from_config({**get_config(config_name), **overrides}).eval().requires_grad_(False)
+
+
+def _pad_id(model: torch.nn.Module) -> int | None:
+    """The padding id of a BERT-shaped tower (Chinese-CLIP, open_clip's transformers towers), else None."""
+    pad = getattr(model, "pad_id", getattr(getattr(model, "text", None), "pad_id", None))
+    return None if pad is None else int(pad)
 
 
 def _tokens(model: torch.nn.Module, batch: int, length: int | None) -> torch.Tensor:
     """Token ids the tower reads as `batch` prompts of `length` tokens (None: the whole context).
 
     OpenAI's towers read the end token (the largest id) and stop at the batch's longest prompt;
-    towers read at their last position or first EOS run the whole context whatever the ids.
+    towers read at their last position or first EOS run the whole context whatever the ids;
+    BERT-shaped towers get `length` columns of non-pad ids.
     """
     context, vocab = int(model.context_length), int(model.vocab_size)
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(3, max(4, vocab - 2), (batch, context), generator=generator)
     pool = getattr(model, "text_pool", "argmax")
     end = context - 1 if length is None else min(length, context) - 1
+    pad = _pad_id(model)
+    if pad is not None:
+        ids[ids == pad] = pad + 3
+        return ids[:, :end + 1]
     if pool == "eos":  # read at the first end-of-sequence id
         ids[:, end] = int(model.text_eos_id)
     elif pool != "last":  # OpenAI's: read at the largest id

@@ -100,8 +100,10 @@ SCORES_CACHE_BYTES = 1 << 20
 """bf16 attention scores per chunk: one core's L2 on the machines measured (Zen 4: 1 MiB)."""
 
 
-def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d)) v over [N, heads, L, d].
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
+               keep: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) v over [N, heads, L, d]; `keep` (bool [N, 1, 1, L]): the keys each
+    sequence attends to (the others are padding), None for all.
 
     bf16 on the CPU: two batched bf16 matmuls around a softmax of bf16 scores (torch's CPU softmax
     accumulates bf16 input in fp32 and rounds its output once; the causal text tower's future keys
@@ -122,23 +124,29 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) 
     The causal text towers (at most 77 tokens, two intra-op threads) gained nothing and stay whole.
     """
     if q.dtype != torch.bfloat16 or q.device.type != "cpu":
-        return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=keep, is_causal=causal)
     batch, heads, length, head_dim = q.shape
-    step = max(1, SCORES_CACHE_BYTES // (heads * length * length * q.element_size()))
-    future = torch.ones(length, length, dtype=torch.bool, device=q.device).triu_(1) if causal else None
+    keys = k.shape[-2]
+    step = max(1, SCORES_CACHE_BYTES // (heads * length * keys * q.element_size()))
+    if causal:  # the text tower: position i sees keys <= i, as is_causal does
+        hidden: torch.Tensor | None = torch.ones(length, keys, dtype=torch.bool, device=q.device).triu_(1)
+    else:
+        hidden = None if keep is None else ~keep
     if causal or step >= batch:
-        return _softmax_attention(q, k, v, future)
+        return _softmax_attention(q, k, v, hidden)
     out = torch.empty(batch, length, heads, head_dim, dtype=q.dtype, device=q.device)
     for start in range(0, batch, step):
         part = slice(start, start + step)
-        out[part] = _softmax_attention(q[part], k[part], v[part], future).transpose(1, 2)
+        out[part] = _softmax_attention(q[part], k[part], v[part], None if hidden is None else hidden[part]
+                                       ).transpose(1, 2)
     return out.transpose(1, 2)
 
 
-def _softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, future: torch.Tensor | None) -> torch.Tensor:
+def _softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, hidden: torch.Tensor | None) -> torch.Tensor:
+    """`hidden`: True where a query must not see a key (future keys, padding), broadcast over the scores."""
     scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-1, -2))
-    if future is not None:  # the text tower: position i sees keys <= i, as is_causal does
-        scores.masked_fill_(future, float("-inf"))
+    if hidden is not None:
+        scores.masked_fill_(hidden, float("-inf"))
     return torch.matmul(torch.softmax(scores, dim=-1), v)
 
 

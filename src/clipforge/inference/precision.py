@@ -21,6 +21,7 @@ from torch import nn
 
 from clipforge.errors import UserError
 from clipforge.inference.cpu import bf16_supported, onednn_available
+from clipforge.inference.fast_encoder import InferenceChineseCLIP, InferenceHFTextTower
 from clipforge.inference.fast_family import InferenceMapVisionTransformer
 from clipforge.inference.fast_resnet import (
     InferenceAttentionPool2d,
@@ -34,8 +35,10 @@ from clipforge.inference.fast_transformer import (
     InferenceTransformer,
     InferenceVisionTransformer,
 )
+from clipforge.models.chinese_clip import ChineseCLIP
 from clipforge.models.clip import CLIP
 from clipforge.models.family import MapVisionTransformer
+from clipforge.models.family_hf import HFTextTower
 from clipforge.models.layers import LayerNorm, ResidualAttentionBlock, Transformer
 from clipforge.models.resnet import AttentionPool2d, Bottleneck, ModifiedResNet
 from clipforge.models.vit import VisionTransformer
@@ -56,9 +59,11 @@ _SWAPS: dict[type, type] = {
     Bottleneck: InferenceBottleneck,
     AttentionPool2d: InferenceAttentionPool2d,
     MapVisionTransformer: InferenceMapVisionTransformer,
+    ChineseCLIP: InferenceChineseCLIP,
+    HFTextTower: InferenceHFTextTower,
 }
 _PACKED = (InferenceBlock, InferenceVisionTransformer, InferenceModifiedResNet, InferenceBottleneck,
-           InferenceAttentionPool2d)
+           InferenceAttentionPool2d, InferenceChineseCLIP, InferenceHFTextTower)
 _CONFIGURED = (*_PACKED, InferenceCLIP, InferenceMapVisionTransformer)
 _ATTR = "_cf_precision"
 
