@@ -1,30 +1,29 @@
-"""BERT-shaped text towers on the packed path: Chinese-CLIP's RoBERTa-wwm towers and open_clip's
-(XLM-)RoBERTa towers.
+"""transformers' text encoders on the packed path: Chinese-CLIP's RoBERTa-wwm towers, open_clip's
+(XLM-)RoBERTa towers (post-norm, BERT-shaped) and its NLLB towers (pre-norm, M2M100 encoders).
 
-These towers are transformers' own `BertModel` / `RobertaModel` / `XLMRobertaModel`, run as the
-reference runs them: three separate q/k/v matmuls, the bias, GELU and residual add each as their
-own pass, and every position of the context, pads included. Measured at batch 32 on a 2-core
-AVX512-BF16 EPYC that put them at 71-81% of the fp32 matmul roof (goal 90%) and 74-80% of the bf16
-roof. The fast path keeps transformers' embeddings (lookups, positions, LayerNorm) and runs the
-encoder layers itself, on weights packed once for oneDNN (`_packing`), as `fast_transformer` does
-for OpenAI's blocks:
+These towers are transformers' own `BertModel` / `RobertaModel` / `XLMRobertaModel` / `M2M100Encoder`,
+run as the reference runs them: three separate q/k/v matmuls, the bias, activation and residual add
+each as their own pass, and every position of the context, pads included. Measured at batch 32 on a
+2-core AVX512-BF16 EPYC that put them at 71-81% (BERT-shaped) and 72-78% (NLLB) of the fp32 matmul
+roof (goal 90%) and 73-83% of the bf16 roof. The fast path keeps transformers' embeddings (lookups,
+positions, scaling, the embedding LayerNorm) and runs the encoder layers itself, on weights packed
+once for oneDNN (`_packing`), as `fast_transformer` does for OpenAI's blocks:
 
 - q, k and v are one packed matmul; the out-projection and the second MLP matmul add the residual
-  inside the matmul; the first MLP matmul applies exact GELU inside it. A post-norm layer is then
-  1 matmul, attention, 1 matmul+add, LayerNorm, 1 matmul+GELU, 1 matmul+add, LayerNorm.
+  inside the matmul; the first MLP matmul applies the activation (exact GELU, ReLU) inside it.
 - Trailing columns that are padding in every row are not computed: a pad key is masked for every
   query, so the kept positions' outputs do not depend on them (Chinese-CLIP's own `encode_text`
   already cuts them; open_clip's towers read whole 77-token rows).
-- A tower read at its first position (Chinese-CLIP's ``[CLS]``) finishes only that row in the
-  last layer; keys and values still come from every position.
+- A tower read at its first position (Chinese-CLIP's ``[CLS]``, NLLB's language token) finishes only
+  that row in the last layer; keys and values still come from every position.
 
-Layers of any other shape (relative positions, decoders, other activations) keep the reference
+Encoders of any other shape (mT5's relative positions, decoders, other activations) keep the reference
 forward, as does everything in training or when autograd needs the call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -43,9 +42,9 @@ from clipforge.inference.fast_transformer import _attention, _linear_act, _linea
 from clipforge.models.chinese_clip import ChineseCLIP
 from clipforge.models.family_hf import HFTextTower
 
-__all__ = ["InferenceChineseCLIP", "InferenceHFTextTower", "post_norm_layers"]
+__all__ = ["InferenceChineseCLIP", "InferenceHFTextTower", "encoder_shape"]
 
-_ACTIVATIONS = {"gelu": "gelu"}  # transformers' hidden_act -> the fused epilogue (exact, erf GELU)
+_ACTIVATIONS = {"gelu": "gelu", "relu": "relu"}  # transformers' activation name -> the fused epilogue
 
 
 @dataclass
@@ -56,47 +55,88 @@ class _LayerWeights:
     proj: tuple[torch.Tensor, torch.Tensor]
 
 
-def post_norm_layers(hf_model: nn.Module) -> list[nn.Module] | None:
-    """The encoder layers of a BERT-shaped transformers model, or None when the fast path cannot run it.
+@dataclass(frozen=True)
+class EncoderShape:
+    """Where an encoder's parts are: `norm_first` (pre-norm) or post-norm layers, the activation."""
 
-    BERT-shaped: absolute positions, an encoder (not a decoder), exact GELU, and layers with
-    ``attention.self.{query,key,value}``, ``attention.output.{dense,LayerNorm}``,
-    ``intermediate.dense`` and ``output.{dense,LayerNorm}``.
+    layers: list[nn.Module]
+    norm_first: bool
+    activation: str
+
+
+def _is_linear(module: nn.Module, *names: str) -> bool:
+    return all(isinstance(getattr(module, n, None), nn.Linear) for n in names)
+
+
+def _is_norm(module: nn.Module, *names: str) -> bool:
+    return all(isinstance(getattr(module, n, None), nn.LayerNorm) for n in names)
+
+
+def encoder_shape(hf_model: nn.Module) -> EncoderShape | None:
+    """How the fast path runs this transformers encoder, or None when it cannot (the reference runs).
+
+    Post-norm, BERT-shaped: absolute positions, not a decoder, layers with
+    ``attention.self.{query,key,value}``, ``attention.output.{dense,LayerNorm}``, ``intermediate.dense``,
+    ``output.{dense,LayerNorm}``. Pre-norm, M2M100-shaped (NLLB): ``self_attn.{q,k,v,out}_proj``,
+    ``self_attn_layer_norm``, ``fc1``, ``fc2``, ``final_layer_norm`` and the encoder's final ``layer_norm``.
     """
     config = getattr(hf_model, "config", None)
-    layers = getattr(getattr(hf_model, "encoder", None), "layer", None)
-    if config is None or layers is None or getattr(hf_model, "embeddings", None) is None:
+    if config is None or getattr(config, "is_decoder", False) or getattr(config, "add_cross_attention", False):
         return None
-    if (getattr(config, "is_decoder", False) or getattr(config, "add_cross_attention", False)
-            or getattr(config, "position_embedding_type", "absolute") != "absolute"
-            or _ACTIVATIONS.get(str(getattr(config, "hidden_act", ""))) is None):
-        return None
-    for layer in layers:
-        attention = getattr(layer, "attention", None)
-        parts = (getattr(attention, "self", None), getattr(attention, "output", None),
-                 getattr(layer, "intermediate", None), getattr(layer, "output", None))
-        if any(p is None for p in parts) or not all(
-                isinstance(getattr(parts[0], n, None), nn.Linear) for n in ("query", "key", "value")):
+    bert_layers = getattr(getattr(hf_model, "encoder", None), "layer", None)
+    if bert_layers is not None and getattr(hf_model, "embeddings", None) is not None:
+        activation = _ACTIVATIONS.get(str(getattr(config, "hidden_act", "")))
+        if activation is None or getattr(config, "position_embedding_type", "absolute") != "absolute":
             return None
-        if not all(isinstance(getattr(p, "dense", None), nn.Linear) for p in parts[1:]):
+        for layer in bert_layers:
+            attention = getattr(layer, "attention", None)
+            if not (_is_linear(getattr(attention, "self", None), "query", "key", "value")
+                    and _is_linear(getattr(attention, "output", None), "dense")
+                    and _is_norm(getattr(attention, "output", None), "LayerNorm")
+                    and _is_linear(getattr(layer, "intermediate", None), "dense")
+                    and _is_linear(getattr(layer, "output", None), "dense")
+                    and _is_norm(getattr(layer, "output", None), "LayerNorm")):
+                return None
+        return EncoderShape(list(bert_layers), norm_first=False, activation=activation)
+    m2m_layers = getattr(hf_model, "layers", None)
+    if (m2m_layers is not None and _is_norm(hf_model, "layer_norm")
+            and getattr(hf_model, "embed_tokens", None) is not None and getattr(hf_model, "embed_positions", None)):
+        activation = _ACTIVATIONS.get(str(getattr(config, "activation_function", "")))
+        if activation is None:
             return None
-        if not isinstance(getattr(parts[1], "LayerNorm", None), nn.LayerNorm) or not isinstance(
-                getattr(parts[3], "LayerNorm", None), nn.LayerNorm):
-            return None
-    return list(layers)
+        for layer in m2m_layers:
+            if not (_is_linear(getattr(layer, "self_attn", None), "q_proj", "k_proj", "v_proj", "out_proj")
+                    and _is_linear(layer, "fc1", "fc2") and _is_norm(layer, "self_attn_layer_norm", "final_layer_norm")):
+                return None
+        return EncoderShape(list(m2m_layers), norm_first=True, activation=activation)
+    return None
 
 
-def _layer_sources(layer: nn.Module) -> list[torch.Tensor]:
-    self_attention = layer.attention.self
-    return [self_attention.query.weight, self_attention.query.bias, self_attention.key.weight,
-            self_attention.key.bias, self_attention.value.weight, self_attention.value.bias,
-            layer.attention.output.dense.weight, layer.attention.output.dense.bias,
-            layer.intermediate.dense.weight, layer.intermediate.dense.bias,
-            layer.output.dense.weight, layer.output.dense.bias]
+def _layer_sources(layer: nn.Module, norm_first: bool) -> list[torch.Tensor]:
+    """q, k, v, out, MLP in, MLP out: each weight then bias."""
+    if norm_first:
+        a = layer.self_attn
+        linears = (a.q_proj, a.k_proj, a.v_proj, a.out_proj, layer.fc1, layer.fc2)
+    else:
+        a = layer.attention.self
+        linears = (a.query, a.key, a.value, layer.attention.output.dense, layer.intermediate.dense, layer.output.dense)
+    return [t for linear in linears for t in (linear.weight, linear.bias)]
 
 
-def _pack_layer(layer: nn.Module, dtype: torch.dtype, fused: bool) -> _LayerWeights:
-    wq, bq, wk, bk, wv, bv, w_out, b_out, w_fc, b_fc, w_proj, b_proj = (p.detach() for p in _layer_sources(layer))
+def _norms(layer: nn.Module, norm_first: bool) -> tuple[nn.LayerNorm, nn.LayerNorm]:
+    """(the attention's LayerNorm, the MLP's LayerNorm)."""
+    if norm_first:
+        return layer.self_attn_layer_norm, layer.final_layer_norm
+    return layer.attention.output.LayerNorm, layer.output.LayerNorm
+
+
+def _heads(layer: nn.Module, norm_first: bool) -> int:
+    return int(layer.self_attn.num_heads if norm_first else layer.attention.self.num_attention_heads)
+
+
+def _pack_layer(layer: nn.Module, norm_first: bool, dtype: torch.dtype, fused: bool) -> _LayerWeights:
+    wq, bq, wk, bk, wv, bv, w_out, b_out, w_fc, b_fc, w_proj, b_proj = (
+        p.detach() for p in _layer_sources(layer, norm_first))
 
     def pair(w: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return pack_linear(w, dtype, fused), b.to(dtype).contiguous()
@@ -112,42 +152,55 @@ def _layer_norm(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
     return F.layer_norm(x, norm.normalized_shape, weight, bias, norm.eps)
 
 
-def _run_layer(layer: nn.Module, w: _LayerWeights, x: torch.Tensor, keep: torch.Tensor | None, fused: bool,
-               row: int | None) -> torch.Tensor:
-    """One post-norm layer on [N, L, width]; `keep` [N, 1, 1, L] marks the keys to attend to; with
-    `row`, only that position is finished ([N, width])."""
+def _run_layer(layer: nn.Module, shape: EncoderShape, w: _LayerWeights, x: torch.Tensor, keep: torch.Tensor | None,
+               fused: bool, row: int | None) -> torch.Tensor:
+    """One layer on [N, L, width]; `keep` [N, 1, 1, L] marks the keys to attend to; with `row`, only that
+    position is finished ([N, width])."""
     batch, length, width = x.shape
-    heads = layer.attention.self.num_attention_heads
-    qkv = _linear(x, w.qkv, fused).view(batch, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4)
+    heads = _heads(layer, shape.norm_first)
+    attention_norm, mlp_norm = _norms(layer, shape.norm_first)
+    source = _layer_norm(attention_norm, x) if shape.norm_first else x
+    qkv = _linear(source, w.qkv, fused).view(batch, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4)
     q, k, v = qkv[0], qkv[1], qkv[2]
     if row is not None:
         q, x = q[:, :, row:row + 1], x[:, row:row + 1]
-    out = _attention(q, k, v, causal=False, keep=keep)
-    out = out.transpose(1, 2).reshape(batch, -1, width)
-    x = _layer_norm(layer.attention.output.LayerNorm, _linear_add(out, x, w.out, fused))
-    h = _linear_add(_linear_act(x, w.fc, fused, "gelu"), x, w.proj, fused)
-    x = _layer_norm(layer.output.LayerNorm, h)
+    out = _attention(q, k, v, causal=False, keep=keep).transpose(1, 2).reshape(batch, -1, width)
+    x = _linear_add(out, x, w.out, fused)
+    if shape.norm_first:
+        x = _linear_add(_linear_act(_layer_norm(mlp_norm, x), w.fc, fused, shape.activation), x, w.proj, fused)
+    else:
+        x = _layer_norm(attention_norm, x)
+        x = _layer_norm(mlp_norm, _linear_add(_linear_act(x, w.fc, fused, shape.activation), x, w.proj, fused))
     return x[:, 0] if row is not None else x
 
 
-def encode_post_norm(hf_model: nn.Module, weights: Sequence[_LayerWeights], ids: torch.Tensor, pad_id: int,
-                     dtype: torch.dtype, fused: bool, first_row_only: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _embed(hf_model: nn.Module, ids: torch.Tensor, norm_first: bool) -> torch.Tensor:
+    if not norm_first:
+        return hf_model.embeddings(input_ids=ids)
+    tokens = hf_model.embed_tokens(ids)  # M2M100Encoder: scaled lookup + sinusoidal positions from the ids
+    return tokens + hf_model.embed_positions(ids, tokens).to(tokens.device)
+
+
+def encode_layers(hf_model: nn.Module, shape: EncoderShape, weights: list[_LayerWeights], ids: torch.Tensor,
+                  pad_id: int, dtype: torch.dtype, fused: bool, first_row_only: bool
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """(hidden states [N, L', width], the non-pad mask [N, L']) over the columns up to the last non-pad
     one; with `first_row_only`, the hidden state of position 0 alone ([N, width])."""
     present = ids.ne(pad_id)
-    length = max(1, int(present.any(dim=0).nonzero().max().item()) + 1) if present.any() else 1
+    length = int(present.any(dim=0).nonzero().max().item()) + 1 if bool(present.any()) else 1
     ids, present = ids[:, :length], present[:, :length]
-    x = hf_model.embeddings(input_ids=ids).to(dtype)
+    x = _embed(hf_model, ids, shape.norm_first).to(dtype)
     keep = None if bool(present.all()) else present.view(ids.shape[0], 1, 1, length)
-    layers = hf_model.encoder.layer
-    for i, (layer, w) in enumerate(zip(layers, weights, strict=True)):
-        last = i == len(layers) - 1
-        x = _run_layer(layer, w, x, keep, fused, 0 if (last and first_row_only) else None)
+    for i, (layer, w) in enumerate(zip(shape.layers, weights, strict=True)):
+        last = i == len(shape.layers) - 1
+        x = _run_layer(layer, shape, w, x, keep, fused, 0 if (last and first_row_only) else None)
+    if shape.norm_first:
+        x = _layer_norm(hf_model.layer_norm, x)
     return x, present
 
 
-class _PostNormTower(InferenceModule):
-    """The packed weights of a BERT-shaped transformers model held by `_hf_model()`."""
+class _EncoderTower(InferenceModule):
+    """The packed weights of the transformers encoder `_hf_model()` returns."""
 
     compute_dtype: torch.dtype = torch.float32
     fused: bool = True
@@ -156,58 +209,64 @@ class _PostNormTower(InferenceModule):
     def _hf_model(self) -> nn.Module:
         raise NotImplementedError
 
-    def _cf_sources(self) -> list[torch.Tensor]:  # none for towers of another shape (NLLB, mT5)
-        return [p for layer in post_norm_layers(self._hf_model()) or () for p in _layer_sources(layer)]
+    def _cf_sources(self) -> list[torch.Tensor]:  # none for encoders of another shape (mT5)
+        shape = encoder_shape(self._hf_model())
+        if shape is None:
+            return []
+        return [p for layer in shape.layers for p in _layer_sources(layer, shape.norm_first)]
 
     def _cf_build(self, read: Callable[[torch.Tensor], torch.Tensor], dtype: torch.dtype,
                   fused: bool) -> list[_LayerWeights]:
-        return [_pack_layer(layer, dtype, fused) for layer in post_norm_layers(self._hf_model()) or ()]
+        shape = encoder_shape(self._hf_model())
+        return [] if shape is None else [_pack_layer(layer, shape.norm_first, dtype, fused) for layer in shape.layers]
 
-    def _fast(self, ids: torch.Tensor, param: torch.Tensor) -> tuple[torch.dtype, bool] | None:
-        """(dtype, fused) for this call's fast path, or None for the reference forward."""
+    def _plan(self, ids: torch.Tensor, param: torch.Tensor) -> tuple[EncoderShape, torch.dtype] | None:
+        """(the encoder's shape, the dtype) of this call's fast path, or None for the reference forward."""
         dtype = fast_dtype(self, ids, param, tower=True)
-        if dtype is None or ids.numel() == 0 or post_norm_layers(self._hf_model()) is None:
-            return None
-        return dtype, bool(self.fused) and ids.device.type == "cpu"
+        shape = None if dtype is None or ids.numel() == 0 else encoder_shape(self._hf_model())
+        return None if shape is None or dtype is None else (shape, dtype)
+
+    def _encode(self, ids: torch.Tensor, plan: tuple[EncoderShape, torch.dtype], pad_id: int,
+                first_row_only: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        shape, dtype = plan
+        fused = bool(self.fused) and ids.device.type == "cpu"
+        return encode_layers(self._hf_model(), shape, self._cf_packed(dtype, fused), ids, pad_id, dtype, fused,
+                             first_row_only)
 
 
-class InferenceChineseCLIP(_PostNormTower, ChineseCLIP):
-    """Chinese-CLIP whose BERT text tower runs the packed post-norm layers (read at ``[CLS]``)."""
+class InferenceChineseCLIP(_EncoderTower, ChineseCLIP):
+    """Chinese-CLIP whose BERT text tower runs the packed layers (read at ``[CLS]``)."""
 
     def _hf_model(self) -> nn.Module:
         return self.bert
 
     def encode_text(self, text: torch.Tensor) -> torch.Tensor:
-        fast = self._fast(text, self.text_projection)
-        if fast is None:
+        plan = self._plan(text, self.text_projection)
+        if plan is None:
             return super().encode_text(text)
-        dtype, fused = fast
         with autocast_off(text):
-            cls, _ = encode_post_norm(self.bert, self._cf_packed(dtype, fused), text, self.pad_id, dtype, fused,
-                                      first_row_only=True)
-            out = cls @ self.text_projection.to(dtype)
+            cls, _ = self._encode(text, plan, self.pad_id, first_row_only=True)
+            out = cls @ self.text_projection.to(plan[1])
         return autocast_output(out, text.device.type)
 
 
-class InferenceHFTextTower(_PostNormTower, HFTextTower):
-    """open_clip's transformers text tower whose (XLM-)RoBERTa encoder runs the packed post-norm layers."""
+class InferenceHFTextTower(_EncoderTower, HFTextTower):
+    """open_clip's transformers text tower whose (XLM-)RoBERTa or NLLB encoder runs the packed layers."""
 
     def _hf_model(self) -> nn.Module:
         return self.transformer
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         first = next(iter(self.proj.parameters()))
-        fast = self._fast(ids, first)
-        if fast is None:
+        plan = self._plan(ids, first)
+        if plan is None:
             return super().forward(ids)
-        dtype, fused = fast
         with autocast_off(ids):
-            hidden, present = encode_post_norm(self.transformer, self._cf_packed(dtype, fused), ids, self.pad_id,
-                                               dtype, fused, first_row_only=self.pool == "cls")
+            hidden, present = self._encode(ids, plan, self.pad_id, first_row_only=self.pool == "cls")
             if self.pool == "cls":
                 pooled = hidden
             else:
                 weights = present.unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * weights).sum(dim=1) / present.sum(-1, keepdim=True).to(hidden.dtype)
-            out = self.proj(pooled.to(first.dtype)) if first.dtype != dtype else self.proj(pooled)
+            out = self.proj(pooled.to(first.dtype))
         return autocast_output(out, ids.device.type)

@@ -80,7 +80,12 @@ def _linear_add(x: torch.Tensor, residual: torch.Tensor, wb: tuple[torch.Tensor,
 
 
 def _linear_act(x: torch.Tensor, wb: tuple[torch.Tensor, torch.Tensor], fused: bool, activation: str) -> torch.Tensor:
-    """c_fc + the block's activation: QuickGELU (OpenAI) or exact GELU (open_clip's GELU models)."""
+    """c_fc + the block's activation: QuickGELU (OpenAI), exact GELU (open_clip's GELU models, BERT) or
+    ReLU (NLLB's encoder)."""
+    if activation == "relu":
+        if fused:
+            return torch.ops.mkldnn._linear_pointwise(x, wb[0], wb[1], "relu", [], "")
+        return F.relu(F.linear(x, wb[0], wb[1]))
     if activation in ("gelu", "gelu_tanh"):  # exact GELU, or SigLIP's tanh approximation
         approximate = "tanh" if activation == "gelu_tanh" else "none"
         if fused:

@@ -1,6 +1,6 @@
-"""BERT-shaped text towers on the packed path (`inference/fast_encoder`): Chinese-CLIP's BERT and open_clip's
-(XLM-)RoBERTa towers compute what transformers' own classes compute, with pads of any length anywhere
-after the text, and the towers of other shapes (NLLB, mT5) keep the reference forward."""
+"""transformers' text encoders on the packed path (`inference/fast_encoder`): Chinese-CLIP's BERT and open_clip's
+(XLM-)RoBERTa (post-norm) and NLLB (pre-norm) towers compute what transformers' own classes compute, with
+pads of any length after the text, and encoders of other shapes (mT5) keep the reference forward."""
 
 from __future__ import annotations
 
@@ -49,23 +49,27 @@ def _xlmr() -> tuple[torch.nn.Module, torch.Tensor, int]:
     return _hf_tower("xlm-roberta-base-ViT-B-32"), _ids(4096, 1, [5, 17, 30, 9], 77, 0, 2), 1
 
 
+def _nllb() -> tuple[torch.nn.Module, torch.Tensor, int]:  # read at position 0 (the language token)
+    return _hf_tower("nllb-clip-base", "encoder_layers"), _ids(4096, 1, [5, 17, 30, 9], 77, 4000, 2), 1
+
+
 @pytest.fixture
 def fast_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Sequence lengths `encode_post_norm` ran on (it cuts trailing pad columns)."""
+    """Sequence lengths `encode_layers` ran on (it cuts trailing pad columns)."""
     calls: list[int] = []
-    inner = fast_encoder.encode_post_norm
+    inner = fast_encoder.encode_layers
 
     def counted(hf_model, weights, ids, *args, **kwargs):  # type: ignore[no-untyped-def]
         out = inner(hf_model, weights, ids, *args, **kwargs)
         calls.append(out[1].shape[1])
         return out
 
-    monkeypatch.setattr(fast_encoder, "encode_post_norm", counted)
+    monkeypatch.setattr(fast_encoder, "encode_layers", counted)
     return calls
 
 
-@pytest.mark.parametrize("build", [_chinese, _xlmr], ids=["chinese-clip", "xlm-roberta"])
-def test_packed_post_norm_tower_matches_transformers(build, fast_calls: list[int]) -> None:
+@pytest.mark.parametrize("build", [_chinese, _xlmr, _nllb], ids=["chinese-clip", "xlm-roberta", "nllb"])
+def test_packed_encoder_tower_matches_transformers(build, fast_calls: list[int]) -> None:
     model, ids, pad = build()
     longer = torch.cat([ids, torch.full((ids.shape[0], 10), pad)], dim=1)
     with torch.inference_mode():
@@ -109,10 +113,9 @@ def test_packed_tower_follows_weight_changes_and_copies() -> None:
             torch.testing.assert_close(twin.encode_text(ids), after, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("name,layers_field", [("nllb-clip-base", "encoder_layers"), ("mt5-base-ViT-B-32", "num_layers")])
-def test_towers_of_other_shapes_keep_the_reference_forward(name: str, layers_field: str, fast_calls: list[int]) -> None:
-    model = _hf_tower(name, layers_field)
-    assert fast_encoder.post_norm_layers(model.text.transformer) is None
+def test_encoders_of_other_shapes_keep_the_reference_forward(fast_calls: list[int]) -> None:
+    model = _hf_tower("mt5-base-ViT-B-32", "num_layers")
+    assert fast_encoder.encoder_shape(model.text.transformer) is None
     ids = _ids(4096, int(model.text.pad_id), [5, 17], 77, 3, 4)
     with torch.inference_mode():
         want = model.encode_text(ids)
