@@ -85,9 +85,10 @@ def test_packed_encoder_tower_matches_transformers(build, fast_calls: list[int])
     plain_fast = enable_fast_forward(copy.deepcopy(model))  # what clipforge.load gives: fp32, still trainable
     with torch.no_grad():
         torch.testing.assert_close(plain_fast.encode_text(ids), want, rtol=1e-5, atol=1e-5)
+    before = len(fast_calls)
     with torch.no_grad(), torch.autocast("cpu", torch.bfloat16):  # bf16 weights packed once, autocast's dtype out
         reference, got_autocast = model.encode_text(ids), plain_fast.encode_text(ids)
-    assert got_autocast.dtype == reference.dtype
+    assert len(fast_calls) == before + 1 and got_autocast.dtype == reference.dtype
     assert F.cosine_similarity(got_autocast.float(), want).min() >= 0.999
     calls = len(fast_calls)
     plain_fast.train()
