@@ -127,3 +127,19 @@ def test_encoders_of_other_shapes_keep_the_reference_forward(fast_calls: list[in
         got = prepare(copy.deepcopy(model), "fp32").encode_text(ids)
     assert fast_calls == []
     torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_a_row_of_only_pads_matches_the_reference_in_fp32_and_bf16() -> None:
+    """A row with no token attends to no key: zeros, as torch's scaled_dot_product_attention and transformers
+    give it (the bf16 path's softmax over no key was NaN). Chinese-CLIP's reference also cuts the pad columns,
+    so the fast path matches it for that row too."""
+    model, ids, pad = _chinese()
+    ids = ids.clone()
+    ids[1] = pad
+    with torch.inference_mode():
+        want = model.encode_text(ids)
+        got = prepare(copy.deepcopy(model), "fp32").encode_text(ids)
+        got16 = prepare(copy.deepcopy(model), "bf16", require_native_bf16=False).encode_text(ids).float()
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert got16.isfinite().all()
+    assert F.cosine_similarity(got16, want).min() >= 0.999

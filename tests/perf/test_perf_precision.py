@@ -177,9 +177,9 @@ def test_bf16_image_attention_in_cache_sized_chunks_equals_the_whole_batch(monke
     calls: list[int] = []
     inner = fast_transformer._softmax_attention
 
-    def counted(*args: torch.Tensor | None) -> torch.Tensor:
+    def counted(*args: torch.Tensor | None, **kwargs: bool) -> torch.Tensor:
         calls.append(args[0].shape[0])
-        return inner(*args)
+        return inner(*args, **kwargs)
 
     monkeypatch.setattr(fast_transformer, "_softmax_attention", counted)
     monkeypatch.setattr(fast_transformer, "SCORES_CACHE_BYTES", 3 * 4 * 50 * 50 * 2)

@@ -138,21 +138,29 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
     else:
         hidden = None if keep is None else ~keep
     if causal or step >= batch:
-        return _softmax_attention(q, k, v, hidden)
+        return _softmax_attention(q, k, v, hidden, padded=keep is not None)
     out = torch.empty(batch, length, heads, head_dim, dtype=q.dtype, device=q.device)
     for start in range(0, batch, step):
         part = slice(start, start + step)
-        out[part] = _softmax_attention(q[part], k[part], v[part], None if hidden is None else hidden[part]
-                                       ).transpose(1, 2)
+        out[part] = _softmax_attention(q[part], k[part], v[part], None if hidden is None else hidden[part],
+                                       padded=keep is not None).transpose(1, 2)
     return out.transpose(1, 2)
 
 
-def _softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, hidden: torch.Tensor | None) -> torch.Tensor:
-    """`hidden`: True where a query must not see a key (future keys, padding), broadcast over the scores."""
+def _softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, hidden: torch.Tensor | None,
+                       padded: bool = False) -> torch.Tensor:
+    """`hidden`: True where a query must not see a key (future keys, padding), broadcast over the scores.
+
+    `padded`: a sequence may be all padding; its softmax over no key is NaN, and it attends to nothing
+    (zeros), as `scaled_dot_product_attention` and transformers' encoders give it.
+    """
     scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-1, -2))
     if hidden is not None:
         scores.masked_fill_(hidden, float("-inf"))
-    return torch.matmul(torch.softmax(scores, dim=-1), v)
+    probabilities = torch.softmax(scores, dim=-1)
+    if padded:
+        probabilities = probabilities.nan_to_num_(0.0)
+    return torch.matmul(probabilities, v)
 
 
 class InferenceBlock(InferenceModule, ResidualAttentionBlock):
