@@ -190,3 +190,17 @@ def test_bf16_image_attention_in_cache_sized_chunks_equals_the_whole_batch(monke
     calls.clear()
     fast_transformer._attention(q, k, v, causal=True)  # the causal text tower stays whole
     assert calls == [7]
+
+
+def test_bf16_layer_norm_weights_stay_fp32_on_the_cpu_and_follow_bf16_elsewhere() -> None:
+    """The CPU's layer_norm mixes bf16 input with fp32 weights; CUDA's refuses that mix, so off the CPU (here
+    the meta device, standing in for a GPU) `prepare` casts LayerNorm weights too. 0-dim scalars stay fp32."""
+    def norms(model: torch.nn.Module) -> set[torch.dtype]:
+        return {m.weight.dtype for m in model.modules() if isinstance(m, torch.nn.LayerNorm)}
+
+    cpu = prepare(_model("test-vit-tiny"), "bf16", require_native_bf16=False)
+    elsewhere = prepare(_model("test-vit-tiny").to("meta"), "bf16", pack=False)
+    assert norms(cpu) == {torch.float32} and norms(elsewhere) == {torch.bfloat16}
+    for model in (cpu, elsewhere):
+        assert model.logit_scale.dtype == torch.float32
+        assert model.visual.transformer.resblocks[0].attn.in_proj_weight.dtype == torch.bfloat16

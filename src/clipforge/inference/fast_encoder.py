@@ -174,9 +174,14 @@ def _run_layer(layer: nn.Module, shape: EncoderShape, w: _LayerWeights, x: torch
     return x[:, 0] if row is not None else x
 
 
-def _embed(hf_model: nn.Module, ids: torch.Tensor, norm_first: bool) -> torch.Tensor:
+def _embed(hf_model: nn.Module, ids: torch.Tensor, norm_first: bool, dtype: torch.dtype) -> torch.Tensor:
     if not norm_first:
-        return hf_model.embeddings(input_ids=ids)
+        if ids.device.type == "cpu" or dtype == torch.float32:
+            return hf_model.embeddings(input_ids=ids)
+        # CUDA's layer_norm refuses bf16 input with fp32 weights (a model prepared on the CPU, then moved):
+        # autocast runs the embeddings' LayerNorm in fp32 whatever its weights' dtype
+        with torch.autocast(ids.device.type, dtype=dtype):
+            return hf_model.embeddings(input_ids=ids)
     tokens = hf_model.embed_tokens(ids)  # M2M100Encoder: scaled lookup + sinusoidal positions from the ids
     return tokens + hf_model.embed_positions(ids, tokens).to(tokens.device)
 
@@ -189,7 +194,7 @@ def encode_layers(hf_model: nn.Module, shape: EncoderShape, weights: list[_Layer
     present = ids.ne(pad_id)
     length = int(present.any(dim=0).nonzero().max().item()) + 1 if bool(present.any()) else 1
     ids, present = ids[:, :length], present[:, :length]
-    x = _embed(hf_model, ids, shape.norm_first).to(dtype)
+    x = _embed(hf_model, ids, shape.norm_first, dtype).to(dtype)
     keep = None if bool(present.all()) else present.view(ids.shape[0], 1, 1, length)
     for i, (layer, w) in enumerate(zip(shape.layers, weights, strict=True)):
         last = i == len(shape.layers) - 1

@@ -8,8 +8,9 @@ dict are untouched, so fingerprints, `load_state_dict` and saving keep working; 
 rebuild themselves when a parameter changes.
 
 bf16: matmul and convolution weights are stored in bf16 (cast once here, not per call as
-autocast does); LayerNorm weights, `logit_scale` and all accumulation (oneDNN matmuls,
-LayerNorm statistics, attention softmax) stay fp32. Activations between layers are bf16.
+autocast does); `logit_scale`, LayerNorm weights on the CPU (on CUDA they are bf16: see
+`_keeps_fp32`) and all accumulation (oneDNN and cuBLAS matmuls, LayerNorm statistics, attention
+softmax) stay fp32. Activations between layers are bf16.
 It is offered only on CPUs with native bf16 (AVX512-BF16/AMX): elsewhere it is emulated and
 slower than fp32. fp16 is never used on CPU.
 """
@@ -92,9 +93,13 @@ def precision_of(model: nn.Module) -> str | None:
 
 
 def _keeps_fp32(module: nn.Module, param: torch.Tensor) -> bool:
-    # LayerNorm affine weights feed fp32 statistics; 0-dim scalars (logit_scale) are not matmul
-    # operands and a bf16 exp(logit_scale) would shift every probability.
-    return isinstance(module, nn.LayerNorm) or param.dim() == 0
+    # 0-dim scalars (logit_scale) are not matmul operands and a bf16 exp(logit_scale) would shift every
+    # probability. LayerNorm affine weights stay fp32 on the CPU, whose layer_norm takes bf16 input with
+    # fp32 weights in one kernel; CUDA's layer_norm wants one dtype (bf16 input with fp32 weights is an
+    # error there, as in transformers' embedding LayerNorms), so on a GPU they are cast with the rest:
+    # its bf16 kernel still keeps the statistics in fp32, and one kernel instead of the fp32 round trip
+    # is 2.8x faster (H200, [256 x 197, 768]: 113 vs 312 us).
+    return param.dim() == 0 or (isinstance(module, nn.LayerNorm) and param.device.type == "cpu")
 
 
 def prepare(model: nn.Module, precision: str = "fp32", *, fused: bool | None = None,
