@@ -334,10 +334,10 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def update_docs(path: Path, block: str) -> None:
-    """Replace the generated block in `path` (or append one), atomically."""
+def update_docs(path: Path, block: str, begin: str = BEGIN, end: str = END) -> None:
+    """Replace the generated block between `begin` and `end` in `path` (or append one), atomically."""
     text = path.read_text() if path.is_file() else "# Performance\n\n"
-    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END) + r"\n?", re.S)
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end) + r"\n?", re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block
     from clipforge.atomic import write_text_atomic
 

@@ -12,7 +12,9 @@ precision), towers (text towers and the other families' towers at batch 32 again
 (text tower and the ImageNet classifier build), pipeline (decode accuracy and end
 to end), commands (`clipforge embed` / `index add` as whole processes vs a plain HF loop and vs
 start-up + model-only time), startup (`search` / `classify` / `similarity` vs `import torch`),
-search (1M-vector index), families (SigLIP 2 B/16 towers vs transformers, fp32 and bf16 autocast).
+search (1M-vector index), families (SigLIP 2 B/16 towers vs transformers, fp32 and bf16 autocast), cuda
+(every family's towers and `embed --device cuda` on a GPU against its roof; skipped without one, see
+benchmarks/bench_cuda.py).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from benchmarks import report
 from benchmarks.common import load_average, machine_info, matmul_roof
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("tokenizer", "image", "towers", "text", "pipeline", "commands", "startup", "search", "families")
+SECTIONS = ("tokenizer", "image", "towers", "text", "pipeline", "commands", "startup", "search", "families", "cuda")
 
 
 def _roof_label(precision: str, roof: dict) -> str:
@@ -184,11 +186,13 @@ def main(argv: list[str] | None = None) -> int:
 
     vit_name, rn_name = ("test-vit-tiny", "test-rn-tiny") if args.tiny else ("ViT-B/32", "RN50")
     vit = Zoo(vit_name) if {"image", "text", "pipeline", "commands"} & set(only) else None
+    from benchmarks.bench_cuda import print_results as _print_cuda
     from benchmarks.bench_towers import print_results as _print_towers
 
     printers = {"tokenizer": _print_tokenizer, "image": _print_image, "towers": _print_towers, "text": _print_text,
                 "pipeline": _print_pipeline, "commands": _print_commands, "startup": _print_startup,
-                "search": _print_search, "families": _print_families}
+                "search": _print_search, "families": _print_families,
+                "cuda": _print_cuda}
     for section in [s for s in SECTIONS if s in only]:
         print(f"[{section}] load {load_average()}", flush=True)
         t0 = time.perf_counter()
@@ -217,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
                 from benchmarks import families as module
                 data = module.run(quick=args.quick, progress=progress, depth=2 if args.tiny else None,
                                   roof={"fp32": roof["fp32_gflops"], "bf16": roof["bf16_gflops"]})
+            elif section == "cuda":
+                from benchmarks import bench_cuda as module
+                data = module.run(quick=args.quick, progress=progress)
             elif section == "startup":
                 from benchmarks import bench_startup as module
                 data = module.run(quick=args.quick, progress=progress)
