@@ -17,6 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from benchmarks.zoo import realistic_random_
 from clipforge.inference import enable_fast_forward, prepare
 from clipforge.inference.encoder import BatchEncoder
 
@@ -33,25 +34,12 @@ def _exact_fp32() -> Iterator[None]:
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-def _bn_statistics(model: torch.nn.Module) -> torch.nn.Module:
-    """Non-trivial BatchNorm statistics: OpenAI's init makes every ResNet block start as the identity."""
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                n = m.num_features
-                m.weight.copy_(torch.rand(n, generator=gen) * 0.5 + 0.25)
-                m.bias.copy_((torch.rand(n, generator=gen) - 0.5) * 0.2)
-                m.running_mean.copy_((torch.rand(n, generator=gen) - 0.5) * 0.2)
-                m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
-    return model
-
-
 def _config_model(name: str, **overrides) -> torch.nn.Module:
     from clipforge.models import create_model_from_config, get_config
 
     torch.manual_seed(0)
-    return _bn_statistics(create_model_from_config({**get_config(name), **overrides})).eval()
+    # non-trivial BatchNorm statistics: OpenAI's init makes every ResNet block start as the identity
+    return realistic_random_(create_model_from_config({**get_config(name), **overrides})).eval()
 
 
 def _hf_text(name: str, layers_field: str) -> torch.nn.Module:
@@ -72,12 +60,12 @@ def _chinese() -> torch.nn.Module:
 
 
 def _ids(vocab: int, pad: int, lengths: list[int], context: int, first: int, last: int) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(0)
-    ids = torch.full((len(lengths), context), pad, dtype=torch.long)
-    for row, length in enumerate(lengths):
-        ids[row, :length] = torch.randint(5, vocab - 5, (length,), generator=gen)
-        ids[row, 0], ids[row, length - 1] = first, last
-    return ids
+    """Rows of random ids, `first` at position 0 and `last` at each row's end, pads after it."""
+    ids = torch.randint(5, vocab - 5, (len(lengths), context), generator=torch.Generator().manual_seed(0))
+    ends = torch.tensor(lengths).unsqueeze(1)
+    ids[:, 0] = first
+    ids.scatter_(1, ends - 1, last)
+    return ids.masked_fill(torch.arange(context) >= ends, pad)
 
 
 def _openai_ids(vocab: int, lengths: list[int], context: int = 77) -> torch.Tensor:
