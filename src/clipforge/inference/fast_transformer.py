@@ -48,7 +48,9 @@ class InferenceLayerNorm(LayerNorm):
     """LayerNorm on bf16 activations with fp32 weights in one kernel.
 
     PyTorch's CPU layer_norm accumulates in fp32 and takes fp32 weights with bf16 input, so this
-    equals the parent's ``float() -> layer_norm -> to(bf16)`` without the two extra casts. The
+    equals the parent's ``float() -> layer_norm -> to(bf16)`` without the two extra casts. CUDA's
+    wants one dtype: there `prepare` casts the weights to bf16 and the same single kernel runs (its
+    statistics are fp32 too); a weight of another dtype than the input takes the parent's path. The
     parent's forward runs when training, when autograd must see the call, and under autocast
     (the fast towers switch autocast off around their own LayerNorms).
     """
