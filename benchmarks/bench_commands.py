@@ -44,7 +44,9 @@ from benchmarks.common import load_average
 
 __all__ = ["run"]
 
-IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet_sample" / "images"
+# $CLIPFORGE_BENCH_IMAGES: another folder of photos (a machine without ../shared beside the checkout)
+IMAGES = Path(os.environ.get("CLIPFORGE_BENCH_IMAGES",
+                           Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet_sample" / "images"))
 ROOT = Path(__file__).resolve().parents[1]
 
 _HF_LOOP = textwrap.dedent('''
@@ -145,17 +147,20 @@ def _library_vectors(library: Path) -> dict[str, np.ndarray]:
 
 
 # What every command pays before its first image: the imports and reading + building the model.
-_STARTUP = "import sys; from clipforge.api import load_model; load_model(sys.argv[1], 'cpu')"
+# argv: CKPT [DEVICE] (default cpu; `bench_cuda` passes cuda)
+_STARTUP = "import sys; from clipforge.api import load_model; load_model(sys.argv[1], (sys.argv[2:] or ['cpu'])[0])"
 # Model-only time, as its own process in the same round-robin as the commands (same load): the one
 # encoder (`BatchEncoder`, as the commands run it) on N uint8 crops at the commands' batch size, after
 # one warm-up batch (packing, oneDNN primitives); prints "wall_seconds cpu_seconds" of the loop alone.
+# argv: CKPT PRECISION COUNT [DEVICE]
 _MODEL_ONLY = textwrap.dedent('''
     import sys, time
     import torch
     from clipforge.api import load_model
     from clipforge.inference.encoder import BatchEncoder
     ckpt, precision, count, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), 64
-    encoder = BatchEncoder(load_model(ckpt, "cpu").model, precision)
+    device = (sys.argv[4:] or ["cpu"])[0]
+    encoder = BatchEncoder(load_model(ckpt, device).model, precision)
     r = int(encoder.model.visual.input_resolution)
     crops = torch.randint(0, 256, (batch, r, r, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     encoder.images(crops)
@@ -259,3 +264,68 @@ def run(quick: bool = False, zoo: Any = None, progress: bool = True, count: int 
     results["load_average_end"] = load_average()
     results["torch_threads"] = torch.get_num_threads()
     return results
+
+
+def run_on_device(device: torch.device, model: torch.nn.Module, count: int, progress: bool) -> dict[str, Any]:
+    """`clipforge embed --device DEVICE` (fp32 and bf16) as whole processes vs start-up + model-only on that
+    device, with `model`'s weights (`benchmarks.bench_cuda` runs it on a GPU; medians of 2)."""
+    from safetensors.torch import save_file
+
+    from clipforge.library.export import read_export
+
+    if not IMAGES.is_dir():
+        return {"skipped": f"{IMAGES} not found (set CLIPFORGE_BENCH_IMAGES)"}
+    out: dict[str, Any] = {"device": str(device), "runs": {}}
+    with tempfile.TemporaryDirectory(prefix="clipforge-bench-device-") as tmp:
+        work = Path(tmp)
+        images = work / "images"
+        images.mkdir()
+        for source in sorted(IMAGES.iterdir())[:count]:
+            (images / source.name).symlink_to(source.resolve())
+        out["images"] = len(list(images.iterdir()))
+        ckpt = work / "vit-b32-random.safetensors"
+        save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(ckpt))
+        script = work / "model_only.py"
+        script.write_text(_MODEL_ONLY)
+        env = {**os.environ, "TQDM_DISABLE": "1", "CLIPFORGE_CACHE": str(work / "cache")}
+        cf = [sys.executable, "-m", "clipforge"]
+        dev = str(device)
+        candidates = {
+            "startup": [sys.executable, "-c", _STARTUP, str(ckpt), dev],
+            "model-only-fp32": [sys.executable, str(script), str(ckpt), "fp32", str(out["images"]), dev],
+            "model-only-bf16": [sys.executable, str(script), str(ckpt), "bf16", str(out["images"]), dev],
+            "embed": [*cf, "embed", str(images), "--model", str(ckpt), "--out", str(work / "e32"), "--float32",
+                      "--quiet", "--device", dev],
+            "embed-bf16": [*cf, "embed", str(images), "--model", str(ckpt), "--out", str(work / "e16"), "--float32",
+                           "--quiet", "--device", dev, "--precision", "bf16"],
+        }
+        subprocess.run(candidates["startup"], env=env, cwd=ROOT, check=True, capture_output=True)  # fingerprint once
+        seconds: dict[str, list[float]] = {name: [] for name in candidates}
+        for _ in range(2):
+            for name, argv in candidates.items():
+                if name.startswith("embed"):  # each run writes a fresh export
+                    shutil.rmtree(work / ("e16" if name.endswith("bf16") else "e32"), ignore_errors=True)
+                start = time.perf_counter()
+                done = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True)
+                wall = time.perf_counter() - start
+                if done.returncode != 0:
+                    out["runs"][name] = {"error": done.stderr.strip()[-800:]}
+                    break
+                # model-only prints the loop's own "wall cpu" seconds
+                seconds[name].append(float(done.stdout.split()[-2]) if name.startswith("model-only") else wall)
+                if progress:
+                    print(f"    {device} {name:16s} {seconds[name][-1]:6.2f} s", flush=True)
+        for name, ts in seconds.items():
+            if ts:
+                out["runs"][name] = {"seconds": float(np.median(ts)), "all_seconds": ts}
+        startup = out["runs"].get("startup", {}).get("seconds")
+        for name in ("embed", "embed-bf16"):
+            precision = "bf16" if name.endswith("bf16") else "fp32"
+            only = out["runs"].get(f"model-only-{precision}", {}).get("seconds")
+            if startup and only and "seconds" in out["runs"].get(name, {}):
+                out["runs"][name]["vs_startup_plus_model"] = out["runs"][name]["seconds"] / (startup + only)
+        if all("seconds" in out["runs"].get(n, {}) for n in ("embed", "embed-bf16")):
+            exports = [read_export(work / folder) for folder in ("e32", "e16")]
+            fp32, bf16 = (_by_path(v, [r["image_path"] for r in rows]) for v, rows in exports)
+            out["embed_bf16_vs_fp32_cosine_min"] = _cosine(bf16, fp32)["cosine_min"]
+    return out

@@ -30,11 +30,6 @@ import contextlib
 import copy
 import gc
 import json
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -49,7 +44,6 @@ from benchmarks.common import load_average, time_round_robin
 __all__ = ["run"]
 
 ROOT = Path(__file__).resolve().parents[1]
-IMAGES = Path(os.environ.get("CLIPFORGE_BENCH_IMAGES", ROOT.parent / "shared" / "data" / "imagenet_sample" / "images"))
 
 # (label, config name, config overrides, towers); ViT-H/14 (1 G parameters) stops at batch 32
 MODELS: tuple[tuple[str, str, dict[str, Any], tuple[str, ...]], ...] = (
@@ -201,92 +195,6 @@ def _measure(label: str, config_name: str, overrides: dict[str, Any], towers: tu
     return rows
 
 
-_STARTUP = "import sys; from clipforge.api import load_model; load_model(sys.argv[1], sys.argv[2])"
-_MODEL_ONLY = """
-import sys, time
-import torch
-from clipforge.api import load_model
-from clipforge.inference.encoder import BatchEncoder
-ckpt, device, precision, count, batch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), 64
-encoder = BatchEncoder(load_model(ckpt, device).model, precision)
-r = int(encoder.model.visual.input_resolution)
-crops = torch.randint(0, 256, (batch, r, r, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-encoder.images(crops)
-wall = time.perf_counter()
-for first in range(0, count, batch):
-    encoder.images(crops[: min(batch, count - first)])
-print(time.perf_counter() - wall)
-"""
-
-
-def _commands(device: torch.device, count: int, progress: bool) -> dict[str, Any]:
-    """`clipforge embed --device cuda` as whole processes vs start-up + model-only, fp32 and bf16."""
-    import numpy as np
-    from safetensors.torch import save_file
-
-    from clipforge.library.export import read_export
-
-    if not IMAGES.is_dir():
-        return {"skipped": f"{IMAGES} not found (set CLIPFORGE_BENCH_IMAGES)"}
-    out: dict[str, Any] = {"device": str(device), "runs": {}}
-    with tempfile.TemporaryDirectory(prefix="clipforge-bench-cuda-") as tmp:
-        work = Path(tmp)
-        images = work / "images"
-        images.mkdir()
-        for source in sorted(IMAGES.iterdir())[:count]:
-            (images / source.name).symlink_to(source.resolve())
-        out["images"] = len(list(images.iterdir()))
-        ckpt = work / "vit-b32-random.safetensors"
-        save_file({k: v.detach().contiguous() for k, v in _model("ViT-B/32", {}).state_dict().items()}, str(ckpt))
-        script = work / "model_only.py"
-        script.write_text(_MODEL_ONLY)
-        env = {**os.environ, "TQDM_DISABLE": "1", "CLIPFORGE_CACHE": str(work / "cache")}
-        cf = [sys.executable, "-m", "clipforge"]
-        dev = str(device)
-        candidates = {
-            "startup": [sys.executable, "-c", _STARTUP, str(ckpt), dev],
-            "model-only-fp32": [sys.executable, str(script), str(ckpt), dev, "fp32", str(out["images"])],
-            "model-only-bf16": [sys.executable, str(script), str(ckpt), dev, "bf16", str(out["images"])],
-            "embed": [*cf, "embed", str(images), "--model", str(ckpt), "--out", str(work / "e32"), "--float32",
-                      "--quiet", "--device", dev],
-            "embed-bf16": [*cf, "embed", str(images), "--model", str(ckpt), "--out", str(work / "e16"), "--float32",
-                           "--quiet", "--device", dev, "--precision", "bf16"],
-        }
-        subprocess.run(candidates["startup"], env=env, cwd=ROOT, check=True, capture_output=True)  # fingerprint once
-        seconds: dict[str, list[float]] = {name: [] for name in candidates}
-        for _ in range(2):
-            for name, argv in candidates.items():
-                if name.startswith("embed"):  # each run writes a fresh export
-                    shutil.rmtree(work / ("e16" if name.endswith("bf16") else "e32"), ignore_errors=True)
-                start = time.perf_counter()
-                done = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True)
-                wall = time.perf_counter() - start
-                if done.returncode != 0:
-                    out["runs"][name] = {"error": done.stderr.strip()[-800:]}
-                    break
-                seconds[name].append(float(done.stdout.split()[-1]) if name.startswith("model-only") else wall)
-                if progress:
-                    print(f"    cuda {name:16s} {seconds[name][-1]:6.2f} s", flush=True)
-        for name, ts in seconds.items():
-            if ts:
-                out["runs"][name] = {"seconds": float(np.median(ts)), "all_seconds": ts}
-        startup = out["runs"].get("startup", {}).get("seconds")
-        for name in ("embed", "embed-bf16"):
-            precision = "bf16" if name.endswith("bf16") else "fp32"
-            only = out["runs"].get(f"model-only-{precision}", {}).get("seconds")
-            if startup and only and "seconds" in out["runs"].get(name, {}):
-                out["runs"][name]["vs_startup_plus_model"] = out["runs"][name]["seconds"] / (startup + only)
-        if all("seconds" in out["runs"].get(n, {}) for n in ("embed", "embed-bf16")):
-            a, rows_a = read_export(work / "e32")
-            b, rows_b = read_export(work / "e16")
-            by_path = {r["image_path"]: v for r, v in zip(rows_b, b, strict=True)}
-            paired = [(v, by_path[r["image_path"]]) for r, v in zip(rows_a, a, strict=True) if r["image_path"] in by_path]
-            x, y = (np.stack(p).astype(np.float64) for p in zip(*paired, strict=True))
-            cos = (x * y).sum(1) / (np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1))
-            out["embed_bf16_vs_fp32_cosine_min"] = float(cos.min())
-    return out
-
-
 def run(quick: bool = False, progress: bool = True, device: str | None = None,
         models: tuple[str, ...] | None = None, commands: bool = True, budget_s: float = 600.0) -> dict[str, Any]:
     """The section's figures; {"skipped": why} without a CUDA device (unless `device` names another)."""
@@ -331,7 +239,9 @@ def run(quick: bool = False, progress: bool = True, device: str | None = None,
                 print(f"    {_line(row)}", flush=True)
             print(f"    ({label}: {time.perf_counter() - t0:.0f} s)", flush=True)
     if commands:
-        results["commands"] = _commands(dev, 64 if quick else 256, progress)
+        from benchmarks.bench_commands import run_on_device
+
+        results["commands"] = run_on_device(dev, _model("ViT-B/32", {}), 64 if quick else 256, progress)
     results["seconds"] = time.perf_counter() - started
     results["load_average_end"] = load_average()
     return results
