@@ -165,31 +165,36 @@ def test_bf16_causal_attention_sees_no_future_key_and_matches_sdpa() -> None:
     assert not torch.equal(again[:, :, 40:], got[:, :, 40:])
 
 
-@pytest.mark.parametrize("keys", [1, 9, 15, 16])
-def test_softmax_of_short_rows_equals_torch_softmax_rounded_once(keys: int) -> None:
-    """`_softmax_last` (its own three fp32 passes below `SHORT_KEYS` keys, torch's kernel from there on)
-    gives torch's fp32 softmax rounded once to bf16, masked keys get exactly 0, and a row of only -inf
-    gives NaN as torch's does (the padded encoders zero it). Forgetting the max subtraction overflows
-    on the +-90 scores; a wrong axis breaks the sums."""
-    from clipforge.inference.fast_transformer import _softmax_last
+@pytest.mark.parametrize("keys", [1, 9, 15, 16, 50, 77, 128, 197])
+@pytest.mark.parametrize("chunk", [None, 5 * 77])
+def test_softmax_of_bf16_scores_is_the_fp32_softmax_rounded_once(keys: int, chunk: int | None,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """`_softmax_last` (three fp32 passes below `SHORT_KEYS` keys, torch's fp32 kernel a chunk at a time
+    below `FP32_SOFTMAX_KEYS`, torch's bf16 kernel from there on) gives the fp32 softmax of the bf16 scores
+    rounded once, in every chunk (`chunk`: a few rows per chunk and a short last one), masked keys get
+    exactly 0, and a row of only -inf gives NaN as torch's does (the padded encoders zero it). Forgetting
+    the max subtraction overflows on the +-90 scores; a chunk written to the wrong rows, or a wrong axis,
+    breaks the comparison."""
+    from clipforge.inference import fast_transformer
 
+    if chunk is not None:
+        monkeypatch.setattr(fast_transformer, "SOFTMAX_CHUNK", chunk)
     gen = torch.Generator().manual_seed(11)
-    scores = (torch.randn(6, 4, 7, keys, generator=gen) * 30).clamp(-90, 90)
+    scores = (torch.randn(6, 4, 7, keys, generator=gen) * 30).clamp(-90, 90).to(torch.bfloat16)
     scores[0, 0, 0, 0] = 90.0
     if keys > 1:
         scores[..., -1] = float("-inf")
     scores[1, 2, 3] = float("-inf")
-    want = torch.softmax(scores, dim=-1)
-    got32 = _softmax_last(scores)
-    got16 = _softmax_last(scores.to(torch.bfloat16))
-    assert got16.dtype == torch.bfloat16 and got32.dtype == torch.float32
-    assert torch.isnan(got16[1, 2, 3]).all() and torch.isnan(want[1, 2, 3]).all()
+    want = torch.softmax(scores.float(), dim=-1)
+    got = fast_transformer._softmax_last(scores.clone())
+    assert got.dtype == torch.bfloat16 and got.shape == scores.shape
+    assert torch.isnan(got[1, 2, 3]).all() and torch.isnan(want[1, 2, 3]).all()
     finite = ~torch.isnan(want)
-    torch.testing.assert_close(got32[finite], want[finite], rtol=0, atol=1e-6)
-    want16 = torch.softmax(scores.to(torch.bfloat16).float(), dim=-1).to(torch.bfloat16)  # of the rounded scores
-    torch.testing.assert_close(got16[finite].float(), want16[finite].float(), rtol=2 ** -7, atol=1e-6)
+    torch.testing.assert_close(got[finite].float(), want[finite], rtol=2 ** -8, atol=1e-6)
     if keys > 1:
-        assert (got16[..., -1][finite[..., -1]] == 0).all()
+        assert (got[..., -1][finite[..., -1]] == 0).all()
+    fp32 = fast_transformer._softmax_last(scores.float())
+    torch.testing.assert_close(fp32[finite], want[finite], rtol=0, atol=0)
 
 
 def test_bf16_image_attention_in_cache_sized_chunks_equals_the_whole_batch(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -106,7 +106,11 @@ def _linear_quick_gelu(x: torch.Tensor, wb: tuple[torch.Tensor, torch.Tensor], f
 
 
 SHORT_KEYS = 16
-"""Rows of attention scores shorter than this are softmaxed by `_softmax_last`'s own three passes."""
+"""Rows of bf16 attention scores shorter than this are softmaxed in `_softmax_last`'s own three passes."""
+FP32_SOFTMAX_KEYS = 128
+"""Rows of bf16 scores shorter than this are softmaxed by torch's fp32 kernel, a cache-sized chunk at a time."""
+SOFTMAX_CHUNK = 1 << 18
+"""Scores per chunk of `_softmax_last`: 1 MiB in fp32, one core's L2 on the machines measured."""
 
 SCORES_CACHE_BYTES = 1 << 20
 """bf16 attention scores per chunk: one core's L2 on the machines measured (Zen 4: 1 MiB)."""
@@ -154,20 +158,35 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
 
 
 def _softmax_last(scores: torch.Tensor) -> torch.Tensor:
-    """Softmax over the last dimension, rounded once to the scores' dtype.
+    """Softmax over the last dimension of bf16 scores, computed in fp32 and rounded once, in place.
 
-    torch's CPU softmax is slow along a dimension shorter than one AVX-512 vector (16 floats): on one
-    core, [32, 8, 15, 15] bf16 scores (a batch of 32 prompts of 15 tokens) take 0.50 ms, the same
-    arithmetic as three whole-tensor passes in fp32 0.20 ms (a block's attention: 1.07 -> 0.81 ms on
-    one core, 0.65 -> 0.62 ms on two). Longer rows keep torch's kernel, faster there. (fp32 attention
-    stays on torch's flash kernel, which was faster on one core even at 15 keys.) A row of only -inf
-    gives NaN, as torch's does.
+    torch's CPU softmax of bf16 rows is slow unless the row is a multiple of the vector width, and
+    its fp32 kernel is slow on rows shorter than one AVX-512 vector (16 floats). On one core (AVX512-BF16
+    EPYC, microseconds, bf16 kernel -> this):
+
+    - [32, 8, 15, 15] (32 prompts of 15 tokens): 500 -> 200, three whole-tensor passes in fp32;
+    - [16, 12, 50, 50] (a ViT-B/32 image slice): 1144 -> 674, and [32, 8, 77, 77]: 3472 -> 1853, torch's
+      fp32 kernel on bf16 input a chunk of `SOFTMAX_CHUNK` scores at a time (whole, the fp32 copy of a
+      large batch's scores falls out of cache: 2.5 M scores took 14.1 ms instead of 3.2);
+    - 128 keys and more (ViT-B/16's 197, 257): torch's bf16 kernel is as fast or faster, and is kept.
+
+    Every path accumulates in fp32 and rounds once, as torch's bf16 kernel does. fp32 scores go to
+    torch's kernel. A row of only -inf gives NaN, as torch's does.
     """
-    if scores.shape[-1] >= SHORT_KEYS:
+    keys = scores.shape[-1]
+    if scores.dtype != torch.bfloat16 or keys >= FP32_SOFTMAX_KEYS:
         return torch.softmax(scores, dim=-1)
-    x = scores.float()
-    x = (x - x.amax(dim=-1, keepdim=True)).exp_()
-    return x.div_(x.sum(dim=-1, keepdim=True)).to(scores.dtype)
+    rows = scores.reshape(-1, keys)
+    step = max(1, SOFTMAX_CHUNK // keys)
+    for start in range(0, rows.shape[0], step):
+        part = rows[start:start + step]
+        if keys < SHORT_KEYS:
+            x = part.float()
+            x = (x - x.amax(dim=-1, keepdim=True)).exp_()
+            part.copy_(x.div_(x.sum(dim=-1, keepdim=True)))
+        else:
+            part.copy_(torch.softmax(part, dim=-1, dtype=torch.float32))
+    return rows.view(scores.shape)
 
 
 def _softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, hidden: torch.Tensor | None,
