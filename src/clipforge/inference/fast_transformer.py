@@ -195,7 +195,12 @@ def _softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, hidden
 
     `padded`: a sequence may be all padding; its softmax over no key is NaN, and it attends to nothing
     (zeros), as `scaled_dot_product_attention` and transformers' encoders give it.
+
+    k and v arrive as strided views of the q/k/v projection; made contiguous first, the batched matmuls
+    read k transposed in place instead of copying it into a transposed layout: a block's attention on
+    one core, 16 images of 50 tokens 2.01 -> 1.86 ms, 16 prompts of 77 tokens 3.52 -> 2.93 ms, same values.
     """
+    k, v = k.contiguous(), v.contiguous()
     scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-1, -2))
     if hidden is not None:
         scores.masked_fill_(hidden, float("-inf"))
