@@ -93,3 +93,32 @@ def test_attention_pool_tower_is_split_across_cores_and_equals_its_slices() -> N
     assert [size for _, size in split] == [4, 4] and all(name.startswith("clipforge-slice") for name, _ in split)
     assert [size for _, size in ran_on] == [4, 4]
     assert torch.equal(whole, halves)
+
+
+def test_text_tower_is_split_across_cores_each_slice_to_its_own_longest_prompt() -> None:
+    """OpenAI's causal text tower: each half of the batch on its own one-thread worker, each stopping at
+    its own longest prompt; the features equal the halves computed alone (and the whole batch on one
+    thread within the truncation's 1e-5)."""
+    import threading
+
+    torch.manual_seed(0)
+    model = prepare(create_model_from_config(get_config("test-vit-tiny")), "fp32")
+    context, eot = int(model.context_length), int(model.vocab_size) - 1
+    tokens = torch.zeros(8, context, dtype=torch.long)
+    for row, length in enumerate([3, 5, 4, 2, 9, 6, 7, 8]):
+        tokens[row, :length] = torch.randint(1, eot - 1, (length,))
+        tokens[row, length] = eot
+    ran_on: list[tuple[str, int, int]] = []
+    hook = model.transformer.resblocks[0].register_forward_hook(
+        lambda module, args, out: ran_on.append((threading.current_thread().name, *args[0].shape[:2])))
+    with _with_threads(2), torch.inference_mode():
+        whole = model.encode_text(tokens)
+        split = sorted(ran_on, key=lambda r: r[2])
+        with _with_threads(1):
+            halves = torch.cat([model.encode_text(tokens[:4]), model.encode_text(tokens[4:])])
+            single = model.encode_text(tokens)
+    hook.remove()
+    assert [(size, length) for _, size, length in split] == [(4, 6), (4, 10)]  # longest prompt + EOT per half
+    assert all(name.startswith("clipforge-slice") for name, _, _ in split)
+    assert torch.equal(whole, halves)
+    torch.testing.assert_close(whole, single, rtol=1e-5, atol=1e-5)

@@ -38,6 +38,7 @@ from clipforge.inference._packing import (
     pack_linear,
 )
 from clipforge.inference._packing import linear as _linear
+from clipforge.inference._threads import split_batch
 from clipforge.inference.fast_transformer import _attention, _linear_act, _linear_add
 from clipforge.models.chinese_clip import ChineseCLIP
 from clipforge.models.family_hf import HFTextTower
@@ -231,6 +232,17 @@ class _EncoderTower(InferenceModule):
         shape = None if dtype is None or ids.numel() == 0 else encoder_shape(self._hf_model())
         return None if shape is None or dtype is None else (shape, dtype)
 
+    def _split(self, fn: Callable[[torch.Tensor], torch.Tensor], ids: torch.Tensor,
+               plan: tuple[EncoderShape, torch.dtype]) -> torch.Tensor:
+        """``fn(ids)`` with the batch split across the cores (`split_batch`: one single-threaded slice per
+        core), the layers packed first, once, not in every slice's thread. Each slice skips its own pad
+        columns. Batch 32, 2-core AVX512-BF16 EPYC, share of the roof in one process, whole -> split:
+        XLM-R 15 tokens fp32 88.3 -> 90.7%, bf16 84.6 -> 86.6%, 77 tokens unchanged (88%, 87%);
+        Chinese-CLIP 15 tokens fp32 94.5 -> 98.0%, the rest within 1 point."""
+        if ids.shape[0] > 1:
+            self._cf_packed(plan[1], bool(self.fused) and ids.device.type == "cpu")
+        return split_batch(fn, ids)
+
     def _encode(self, ids: torch.Tensor, plan: tuple[EncoderShape, torch.dtype], pad_id: int,
                 first_row_only: bool) -> tuple[torch.Tensor, torch.Tensor]:
         shape, dtype = plan
@@ -250,8 +262,8 @@ class InferenceChineseCLIP(_EncoderTower, ChineseCLIP):
         if plan is None:
             return super().encode_text(text)
         with autocast_off(text):
-            cls, _ = self._encode(text, plan, self.pad_id, first_row_only=True)
-            out = cls @ self.text_projection.to(plan[1])
+            out = self._split(lambda ids: self._encode(ids, plan, self.pad_id, first_row_only=True)[0]
+                              @ self.text_projection.to(plan[1]), text, plan)
         return autocast_output(out, text.device.type)
 
 
@@ -267,11 +279,12 @@ class InferenceHFTextTower(_EncoderTower, HFTextTower):
         if plan is None:
             return super().forward(ids)
         with autocast_off(ids):
-            hidden, present = self._encode(ids, plan, self.pad_id, first_row_only=self.pool == "cls")
-            if self.pool == "cls":
-                pooled = hidden
-            else:
-                weights = present.unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * weights).sum(dim=1) / present.sum(-1, keepdim=True).to(hidden.dtype)
-            out = self.proj(pooled.to(first.dtype))
+            out = self._split(lambda part: self.proj(self._pooled(part, plan).to(first.dtype)), ids, plan)
         return autocast_output(out, ids.device.type)
+
+    def _pooled(self, ids: torch.Tensor, plan: tuple[EncoderShape, torch.dtype]) -> torch.Tensor:
+        hidden, present = self._encode(ids, plan, self.pad_id, first_row_only=self.pool == "cls")
+        if self.pool == "cls":
+            return hidden
+        weights = present.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * weights).sum(dim=1) / present.sum(-1, keepdim=True).to(hidden.dtype)
