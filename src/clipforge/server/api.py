@@ -163,15 +163,20 @@ def build_router(service: LibraryService) -> APIRouter:
 
     @router.get("/api/images", response_model=schemas.ImageListOut, responses=_errors(400, 422, 503),
                 tags=["images"])
-    def list_images(request: Request,
-                    limit: Annotated[int, Query(ge=1, le=limits.max_page_size, description="page size")] = page,
-                    offset: Annotated[int, Query(ge=0, le=limits.max_offset, description="images to skip")] = 0,
-                    ) -> schemas.ImageListOut:
+    async def list_images(request: Request,
+                          limit: Annotated[int, Query(ge=1, le=limits.max_page_size, description="page size")] = page,
+                          offset: Annotated[int, Query(ge=0, le=limits.max_offset, description="images to skip")] = 0,
+                          ) -> schemas.ImageListOut:
         """Indexed images, oldest first, one page at a time."""
-        records, next_offset = service.list_images(limit, offset)
         prefix = _prefix(request)
-        return schemas.ImageListOut(images=[schemas.image_out(r, service.tags(r.id), prefix) for r in records],
-                                    limit=limit, offset=offset, next_offset=next_offset)
+
+        def work() -> tuple[list[schemas.ImageOut], int | None]:
+            # SQLite skips `offset` rows one by one and reads each image's tags: takes turns with the UI's pages
+            records, next_offset = service.list_images(limit, offset)
+            return [schemas.image_out(r, service.tags(r.id), prefix) for r in records], next_offset
+
+        images, next_offset = await in_turn(request, work, gate=service.pages)
+        return schemas.ImageListOut(images=images, limit=limit, offset=offset, next_offset=next_offset)
 
     @router.post("/api/images", response_model=schemas.UploadOut, status_code=201,
                  responses={200: {"model": schemas.UploadOut, "description": "these bytes were already in the "
@@ -217,9 +222,9 @@ def build_router(service: LibraryService) -> APIRouter:
         return Response(content=data, media_type="image/jpeg", headers=_IMAGE_HEADERS)
 
     @router.get("/api/stats", response_model=schemas.StatsOut, responses=_errors(503), tags=["server"])
-    def stats() -> dict[str, Any]:
+    async def stats(request: Request) -> dict[str, Any]:
         """Counts, model, index state, tags, recent failures and this server's limits."""
-        return service.stats()
+        return await in_turn(request, service.stats, gate=service.pages)  # counts scan the library's tables
 
     # Registered last, for every method (QUERY and other extension methods too): they only see
     # requests that no endpoint above took.

@@ -63,9 +63,10 @@ class LibraryService:
         self._write_lock = threading.Lock()  # one upload at a time (the library also serialises its writes)
         # Model work takes turns, round-robin between clients (REST and UI alike): see `fair`.
         self.gate = FairGate(slots=1, per_client=self.limits.max_client_requests)
-        # The UI's library pages (SQLite reads, no model) take turns in a gate of their own: a flood of
-        # "Next page" events neither queues other users behind it nor waits behind model work.
-        self.pages = FairGate(slots=2, per_client=self.limits.max_client_requests)
+        # The library's pages (the UI's and GET /api/images) and GET /api/stats (SQLite reads, no model) take
+        # turns in a gate of their own: a flood of "Next page" events or deep offsets neither fills the thread
+        # pool, nor queues other users behind it, nor waits behind model work.
+        self.pages = FairGate(slots=2, per_client=self.limits.max_client_requests, what="library listings")
         # Originals and thumbnails (a thumbnail miss decodes the original) take turns in a third gate: one
         # client's many connections cannot fill the thread pool. A browser's gallery fetches six at a
         # time per tab, so a client may hold four times the model's cap here.
