@@ -208,3 +208,25 @@ def test_linear_probe_on_constructed_features(tmp_path):
                                   feature_cache_dir=tmp_path / "feats", progress=False)
     assert again["timing"]["train"]["cached"] and again["timing"]["test"]["cached"]
     assert again["metrics"]["top1"] == 1.0
+
+
+def test_report_versions_are_read_without_importing_what_is_not_loaded():
+    """`versions()` goes into every report; it imported scikit-learn (scipy, pandas: 1.1 s of every
+    `eval zeroshot`) only to read its version. In a fresh process it must leave sklearn unimported and
+    still report the versions the packages themselves give."""
+    import subprocess
+    import sys
+
+    import PIL
+    import sklearn
+
+    import clipforge
+
+    code = ("import json, sys; from clipforge.evaluate.report import versions; v = versions(); "
+            "print(json.dumps({'versions': v, 'sklearn_loaded': 'sklearn' in sys.modules}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["sklearn_loaded"] is False
+    assert got["versions"]["sklearn"] == sklearn.__version__
+    assert got["versions"]["PIL"] == PIL.__version__
+    assert got["versions"]["torch"] == torch.__version__ and got["versions"]["clipforge"] == clipforge.__version__
