@@ -151,7 +151,7 @@ def test_bf16_causal_attention_sees_no_future_key_and_matches_sdpa() -> None:
     """The bf16 text tower's attention (two matmuls around an fp32 softmax, future keys masked) gives
     each position what `scaled_dot_product_attention(is_causal=True)` gives it, and nothing after it
     can change it: a wrong mask (none, or the diagonal masked) fails both checks."""
-    from clipforge.inference.fast_transformer import _attention
+    from clipforge.inference._attention import attention as _attention
 
     gen = torch.Generator().manual_seed(3)
     q, k, v = (torch.randn(4, 8, 77, 64, generator=gen).to(torch.bfloat16) for _ in range(3))
@@ -175,10 +175,10 @@ def test_softmax_of_bf16_scores_is_the_fp32_softmax_rounded_once(keys: int, chun
     exactly 0, and a row of only -inf gives NaN as torch's does (the padded encoders zero it). Forgetting
     the max subtraction overflows on the +-90 scores; a chunk written to the wrong rows, or a wrong axis,
     breaks the comparison."""
-    from clipforge.inference import fast_transformer
+    from clipforge.inference import _attention as fast_attention
 
     if chunk is not None:
-        monkeypatch.setattr(fast_transformer, "SOFTMAX_CHUNK", chunk)
+        monkeypatch.setattr(fast_attention, "SOFTMAX_CHUNK", chunk)
     gen = torch.Generator().manual_seed(11)
     scores = (torch.randn(6, 4, 7, keys, generator=gen) * 30).clamp(-90, 90).to(torch.bfloat16)
     scores[0, 0, 0, 0] = 90.0
@@ -186,14 +186,14 @@ def test_softmax_of_bf16_scores_is_the_fp32_softmax_rounded_once(keys: int, chun
         scores[..., -1] = float("-inf")
     scores[1, 2, 3] = float("-inf")
     want = torch.softmax(scores.float(), dim=-1)
-    got = fast_transformer._softmax_last(scores.clone())
+    got = fast_attention._softmax_last(scores.clone())
     assert got.dtype == torch.bfloat16 and got.shape == scores.shape
     assert torch.isnan(got[1, 2, 3]).all() and torch.isnan(want[1, 2, 3]).all()
     finite = ~torch.isnan(want)
     torch.testing.assert_close(got[finite].float(), want[finite], rtol=2 ** -8, atol=1e-6)
     if keys > 1:
         assert (got[..., -1][finite[..., -1]] == 0).all()
-    fp32 = fast_transformer._softmax_last(scores.float())
+    fp32 = fast_attention._softmax_last(scores.float())
     torch.testing.assert_close(fp32[finite], want[finite], rtol=0, atol=0)
 
 
@@ -201,26 +201,26 @@ def test_bf16_image_attention_in_cache_sized_chunks_equals_the_whole_batch(monke
     """Image attention whose scores outgrow `SCORES_CACHE_BYTES` runs in chunks of images and gives each
     image exactly what the whole batch gives it (chunks of 3 over 7 images: a short last chunk too),
     in the [N, heads, L, d] shape the block reads; a chunk written to the wrong rows or heads fails."""
-    from clipforge.inference import fast_transformer
+    from clipforge.inference import _attention as fast_attention
 
     gen = torch.Generator().manual_seed(5)
     q, k, v = (torch.randn(7, 4, 50, 64, generator=gen).to(torch.bfloat16) for _ in range(3))
-    whole = fast_transformer._attention(q, k, v, causal=False)
+    whole = fast_attention.attention(q, k, v, causal=False)
     calls: list[int] = []
-    inner = fast_transformer._softmax_attention
+    inner = fast_attention._softmax_attention
 
     def counted(*args: torch.Tensor | None, **kwargs: bool) -> torch.Tensor:
         calls.append(args[0].shape[0])
         return inner(*args, **kwargs)
 
-    monkeypatch.setattr(fast_transformer, "_softmax_attention", counted)
-    monkeypatch.setattr(fast_transformer, "SCORES_CACHE_BYTES", 3 * 4 * 50 * 50 * 2)
-    chunked = fast_transformer._attention(q, k, v, causal=False)
+    monkeypatch.setattr(fast_attention, "_softmax_attention", counted)
+    monkeypatch.setattr(fast_attention, "SCORES_CACHE_BYTES", 3 * 4 * 50 * 50 * 2)
+    chunked = fast_attention.attention(q, k, v, causal=False)
     assert calls == [3, 3, 1]
     assert chunked.shape == whole.shape == (7, 4, 50, 64)
     torch.testing.assert_close(chunked, whole, rtol=0, atol=0)
     calls.clear()
-    fast_transformer._attention(q, k, v, causal=True)  # the causal text tower stays whole
+    fast_attention.attention(q, k, v, causal=True)  # the causal text tower stays whole
     assert calls == [7]
 
 

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clipforge.inference._attention import attention
 from clipforge.inference._packing import (
     InferenceModule,
     autocast_off,
@@ -39,7 +40,7 @@ from clipforge.inference._packing import (
 )
 from clipforge.inference._packing import linear as _linear
 from clipforge.inference._threads import split_batch
-from clipforge.inference.fast_transformer import _attention, _linear_act, _linear_add
+from clipforge.inference.fast_transformer import _linear_act, _linear_add
 from clipforge.models.chinese_clip import ChineseCLIP
 from clipforge.models.family_hf import HFTextTower
 
@@ -90,10 +91,10 @@ def encoder_shape(hf_model: nn.Module) -> EncoderShape | None:
         if activation is None or getattr(config, "position_embedding_type", "absolute") != "absolute":
             return None
         for layer in bert_layers:
-            attention = getattr(layer, "attention", None)
-            if not (_is_linear(getattr(attention, "self", None), "query", "key", "value")
-                    and _is_linear(getattr(attention, "output", None), "dense")
-                    and _is_norm(getattr(attention, "output", None), "LayerNorm")
+            block = getattr(layer, "attention", None)
+            if not (_is_linear(getattr(block, "self", None), "query", "key", "value")
+                    and _is_linear(getattr(block, "output", None), "dense")
+                    and _is_norm(getattr(block, "output", None), "LayerNorm")
                     and _is_linear(getattr(layer, "intermediate", None), "dense")
                     and _is_linear(getattr(layer, "output", None), "dense")
                     and _is_norm(getattr(layer, "output", None), "LayerNorm")):
@@ -165,7 +166,7 @@ def _run_layer(layer: nn.Module, shape: EncoderShape, w: _LayerWeights, x: torch
     q, k, v = qkv[0], qkv[1], qkv[2]
     if row is not None:
         q, x = q[:, :, row:row + 1], x[:, row:row + 1]
-    out = _attention(q, k, v, causal=False, keep=keep).transpose(1, 2).reshape(batch, -1, width)
+    out = attention(q, k, v, causal=False, keep=keep).transpose(1, 2).reshape(batch, -1, width)
     x = _linear_add(out, x, w.out, fused)
     if shape.norm_first:
         x = _linear_add(_linear_act(_layer_norm(mlp_norm, x), w.fc, fused, shape.activation), x, w.proj, fused)

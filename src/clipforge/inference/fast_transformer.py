@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from clipforge.inference._attention import attention
 from clipforge.inference._packing import (
     InferenceModule,
     autocast_off,
@@ -105,111 +106,6 @@ def _linear_quick_gelu(x: torch.Tensor, wb: tuple[torch.Tensor, torch.Tensor], f
     return F.silu(F.linear(x, wb[0], wb[1]))
 
 
-SHORT_KEYS = 16
-"""Rows of bf16 attention scores shorter than this are softmaxed in `_softmax_last`'s own three passes."""
-FP32_SOFTMAX_KEYS = 128
-"""Rows of bf16 scores shorter than this are softmaxed by torch's fp32 kernel, a cache-sized chunk at a time."""
-SOFTMAX_CHUNK = 1 << 18
-"""Scores per chunk of `_softmax_last`: 1 MiB in fp32, one core's L2 on the machines measured."""
-
-SCORES_CACHE_BYTES = 1 << 20
-"""bf16 attention scores per chunk: one core's L2 on the machines measured (Zen 4: 1 MiB)."""
-
-
-def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
-               keep: torch.Tensor | None = None) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d)) v over [N, heads, L, d]; `keep` (bool [N, 1, 1, L]): the keys each
-    sequence attends to (the others are padding), None for all.
-
-    bf16 on the CPU: two batched bf16 matmuls around a softmax of bf16 scores (`_softmax_last`: fp32
-    arithmetic, its output rounded once; the causal text tower's future keys are masked first). torch's flash kernel for the CPU is tuned for long sequences; at CLIP's
-    15-257 tokens the plain matmuls match or beat it. The scores stay bf16 on purpose: at batch 32
-    they are the largest tensor of a block (32 x 12 x 196^2 for a B/16 image tower, 59 MB in fp32),
-    and an fp32 copy of them made attention memory-bound, 2x slower at 196-257 tokens than bf16
-    (measured on an AVX512-BF16 EPYC, 2 threads: 50 -> 30 ms, 231 -> 107 ms per block). The query is
-    scaled before its product is rounded (exact for 64-wide heads); random ViT-B/32 and SigLIP towers
-    stay >= 0.999 cosine to fp32 (`tests/perf/test_perf_precision.py`).
-
-    Image towers (one core per slice of `split_batch`) whose scores outgrow that core's cache
-    (`SCORES_CACHE_BYTES`) run their batch in chunks of images whose scores fit: each chunk's scores
-    are written, softmaxed and read while still in cache, and its output goes straight into the
-    [N, L, heads, d] layout the out-projection reads. Same arithmetic per image. Measured on one
-    core at batch 16 and 197 tokens: 25.5 -> 23.0 ms per block; whole towers at batch 32 on two
-    cores, medians of 4 interleaved calls: ViT-B/16 2.77 -> 2.72 s, SigLIP 2 B/16 2.98 -> 2.92 s.
-    The causal text towers (at most 77 tokens, two intra-op threads) gained nothing and stay whole.
-    """
-    batch, heads, length, head_dim = q.shape
-    keys = k.shape[-2]
-    if q.dtype != torch.bfloat16 or q.device.type != "cpu":
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=keep, is_causal=causal)
-    step = max(1, SCORES_CACHE_BYTES // (heads * length * keys * q.element_size()))
-    if causal:  # the text tower: position i sees keys <= i, as is_causal does
-        hidden: torch.Tensor | None = torch.ones(length, keys, dtype=torch.bool, device=q.device).triu_(1)
-    else:
-        hidden = None if keep is None else ~keep
-    if causal or step >= batch:
-        return _softmax_attention(q, k, v, hidden, padded=keep is not None)
-    out = torch.empty(batch, length, heads, head_dim, dtype=q.dtype, device=q.device)
-    for start in range(0, batch, step):
-        part = slice(start, start + step)
-        out[part] = _softmax_attention(q[part], k[part], v[part], None if hidden is None else hidden[part],
-                                       padded=keep is not None).transpose(1, 2)
-    return out.transpose(1, 2)
-
-
-def _softmax_last(scores: torch.Tensor) -> torch.Tensor:
-    """Softmax over the last dimension of bf16 scores, computed in fp32 and rounded once, in place.
-
-    torch's CPU softmax of bf16 rows is slow unless the row is a multiple of the vector width, and
-    its fp32 kernel is slow on rows shorter than one AVX-512 vector (16 floats). On one core (AVX512-BF16
-    EPYC, microseconds, bf16 kernel -> this):
-
-    - [32, 8, 15, 15] (32 prompts of 15 tokens): 500 -> 200, three whole-tensor passes in fp32;
-    - [16, 12, 50, 50] (a ViT-B/32 image slice): 1144 -> 674, and [32, 8, 77, 77]: 3472 -> 1853, torch's
-      fp32 kernel on bf16 input a chunk of `SOFTMAX_CHUNK` scores at a time (whole, the fp32 copy of a
-      large batch's scores falls out of cache: 2.5 M scores took 14.1 ms instead of 3.2);
-    - 128 keys and more (ViT-B/16's 197, 257): torch's bf16 kernel is as fast or faster, and is kept.
-
-    Every path accumulates in fp32 and rounds once, as torch's bf16 kernel does. fp32 scores go to
-    torch's kernel. A row of only -inf gives NaN, as torch's does.
-    """
-    keys = scores.shape[-1]
-    if scores.dtype != torch.bfloat16 or keys >= FP32_SOFTMAX_KEYS:
-        return torch.softmax(scores, dim=-1)
-    rows = scores.reshape(-1, keys)
-    step = max(1, SOFTMAX_CHUNK // keys)
-    for start in range(0, rows.shape[0], step):
-        part = rows[start:start + step]
-        if keys < SHORT_KEYS:
-            x = part.float()
-            x = (x - x.amax(dim=-1, keepdim=True)).exp_()
-            part.copy_(x.div_(x.sum(dim=-1, keepdim=True)))
-        else:
-            part.copy_(torch.softmax(part, dim=-1, dtype=torch.float32))
-    return rows.view(scores.shape)
-
-
-def _softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, hidden: torch.Tensor | None,
-                       padded: bool = False) -> torch.Tensor:
-    """`hidden`: True where a query must not see a key (future keys, padding), broadcast over the scores.
-
-    `padded`: a sequence may be all padding; its softmax over no key is NaN, and it attends to nothing
-    (zeros), as `scaled_dot_product_attention` and transformers' encoders give it.
-
-    k and v arrive as strided views of the q/k/v projection; made contiguous first, the batched matmuls
-    read k transposed in place instead of copying it into a transposed layout: a block's attention on
-    one core, 16 images of 50 tokens 2.01 -> 1.86 ms, 16 prompts of 77 tokens 3.52 -> 2.93 ms, same values.
-    """
-    k, v = k.contiguous(), v.contiguous()
-    scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-1, -2))
-    if hidden is not None:
-        scores.masked_fill_(hidden, float("-inf"))
-    probabilities = _softmax_last(scores)
-    if padded:
-        probabilities = probabilities.nan_to_num_(0.0)
-    return torch.matmul(probabilities, v)
-
-
 class InferenceBlock(InferenceModule, ResidualAttentionBlock):
     """A residual attention block running on packed, fused weights (see module docstring)."""
 
@@ -259,7 +155,7 @@ class InferenceBlock(InferenceModule, ResidualAttentionBlock):
         heads = self.attn.heads
         qkv = _linear(self.ln_1(x), w.qkv, w.fused)
         qkv = qkv.view(batch, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4)
-        out = _attention(qkv[0], qkv[1], qkv[2], causal)
+        out = attention(qkv[0], qkv[1], qkv[2], causal)
         out = out.transpose(1, 2).reshape(batch, length, width)
         x = _linear_add(out, x, w.out, w.fused)
         act = getattr(self, "activation", "quick_gelu")
