@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.common import load_average
+from benchmarks.common import compile_sources, load_average
 
 __all__ = ["run"]
 
@@ -183,6 +183,7 @@ def run(quick: bool = False, zoo: Any = None, progress: bool = True, count: int 
 
     if not IMAGES.is_dir():
         return {"skipped": f"{IMAGES} not found"}
+    compile_sources()  # commands run from bytecode, as `import torch` does (see compile_sources)
     zoo = zoo or Zoo("ViT-B/32")
     results: dict[str, Any] = {"images": count, "load_average_start": load_average(), "runs": {}}
     with tempfile.TemporaryDirectory(prefix="clipforge-bench-commands-") as tmp:

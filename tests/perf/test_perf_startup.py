@@ -47,3 +47,40 @@ def test_canonical_order_is_the_model_order_without_building_on_meta() -> None:
     scrambled = {k: torch.zeros(1) for k in sorted(want, reverse=True)} | {"extra.b": torch.zeros(1),
                                                                             "extra.a": torch.zeros(1)}
     assert list(canonical_order(scrambled, config)) == [*want, "extra.b", "extra.a"]
+
+
+def test_a_text_search_imports_neither_ftfy_nor_pillows_plugins(tmp_path, shared_data) -> None:
+    """A one-query text search is mostly start-up: ftfy (only non-ASCII text needs it) and
+    `Image.init()` (every Pillow plugin, needed only to list openable extensions) are paid when used,
+    not by importing clipforge. Indexing in the same process still finds the photos (the extension
+    set fills itself on first use) and a non-ASCII query still goes through ftfy."""
+    import shutil
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in sorted(p.name for p in (shared_data / "imagenet_sample" / "images").iterdir())[:3]:
+        shutil.copyfile(shared_data / "imagenet_sample" / "images" / name, images / name)
+    library = tmp_path / "library"
+    code = (
+        "import sys\n"
+        "from clipforge.cli.main import main\n"
+        "argv = ['--library', sys.argv[1], '--model', 'clipforge-tiny']\n"
+        "heavy = ('ftfy', 'PIL.TiffImagePlugin', 'PIL.PdfImagePlugin')\n"
+        "if sys.argv[2] == 'add':\n"
+        "    assert main(['index', 'add', sys.argv[3], *argv, '--quiet', '--workers', '0']) == 0\n"
+        "else:\n"
+        "    assert main(['search', sys.argv[3], *argv, '--top-k', '2', '--json']) == 0\n"
+        "print('heavy:', [m for m in heavy if m in sys.modules])\n"
+    )
+    run = [sys.executable, "-c", code, str(library)]
+    added = subprocess.run([*run, "add", str(images)], capture_output=True, text=True, timeout=300)
+    assert added.returncode == 0, added.stderr[-2000:]
+    assert "added 3 " in added.stderr + added.stdout
+    assert "'PIL.TiffImagePlugin'" in added.stdout  # indexing did list the extensions (the control)
+    ascii_query = subprocess.run([*run, "search", "a photo of a fish"], capture_output=True, text=True, timeout=300)
+    assert ascii_query.returncode == 0, ascii_query.stderr[-2000:]
+    assert ascii_query.stdout.count('"path"') == 2
+    assert "heavy: []" in ascii_query.stdout
+    accented = subprocess.run([*run, "search", "a photo of a café"], capture_output=True, text=True, timeout=300)
+    assert accented.returncode == 0, accented.stderr[-2000:]
+    assert "heavy: ['ftfy']" in accented.stdout

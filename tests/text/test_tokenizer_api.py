@@ -195,6 +195,30 @@ def test_vocab_file_errors_name_the_file(tmp_path):
         fh.write("#version: 0.2\ni n\nt h\n")
     with pytest.raises(ValueError, match="short.txt.gz has 2 merges, expected at least 48894"):
         read_merges(short)
+    # Only the head of the file is decompressed: a bad line inside it, or a stream cut before its
+    # end, is still one error naming the file (and the line).
+    bad = tmp_path / "bad.txt.gz"
+    with gzip.open(bad, "wt", encoding="utf-8") as fh:
+        fh.write("#version: 0.2\n" + "i n\n" * 1000 + "one two three\n" + "t h\n" * 48000)
+    with pytest.raises(ValueError, match="bad.txt.gz line 1002: expected 'left right', got 'one two three'"):
+        read_merges(bad)
+    whole = gzip.compress(("#version: 0.2\n" + "i n\n" * 60000).encode())
+    cut = tmp_path / "cut.txt.gz"
+    cut.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(ValueError, match="cut.txt.gz is not a gzipped UTF-8 merges file"):
+        read_merges(cut)
+
+
+def test_merges_are_the_head_of_the_file_whatever_its_size(tmp_path):
+    """Reading stops after the merges CLIP uses; the result equals splitting the whole file."""
+    from clipforge.text.vocab import N_MERGES, VOCAB_PATH
+
+    lines = gzip.decompress(VOCAB_PATH.read_bytes()).decode("utf-8").split("\n")
+    assert len(lines) > 5 * N_MERGES  # the real file is much longer than what is read
+    assert read_merges() == [tuple(line.split()) for line in lines[1 : N_MERGES + 1]]
+    exact = tmp_path / "exact.txt.gz"  # exactly the header and N_MERGES lines, no trailing newline
+    exact.write_bytes(gzip.compress("\n".join(lines[: N_MERGES + 1]).encode("utf-8")))
+    assert read_merges(exact) == read_merges()
 
 
 def test_public_names_are_exported():

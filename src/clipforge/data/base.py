@@ -15,6 +15,7 @@ import struct
 import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ __all__ = [
 ]
 
 # One list for every folder scanner in clipforge (curated, and limited to what Pillow here decodes).
-IMAGE_EXTENSIONS: frozenset[str] = _IMAGE_EXTENSIONS
+IMAGE_EXTENSIONS: AbstractSet[str] = _IMAGE_EXTENSIONS
 
 # What a corrupt, truncated or hostile image file can raise while being decoded or transformed.
 # Programming errors (TypeError, AttributeError, ...) are deliberately NOT in this list: they must

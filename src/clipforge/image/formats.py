@@ -8,6 +8,9 @@ when pillow-heif is installed.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Set
+from functools import cached_property
+
 from PIL import Image, features
 
 __all__ = ["IMAGE_EXTENSIONS", "OPTIONAL_PLUGINS", "is_image_path"]
@@ -48,8 +51,32 @@ def _openable_extensions() -> frozenset[str]:
     return frozenset(ext for ext in _CANDIDATES if opener.get(ext) in Image.OPEN)
 
 
+class _OpenableExtensions(Set[str]):
+    """A read-only set of extensions, computed from Pillow's registry the first time it is read.
+
+    `Image.init()` imports every Pillow plugin (30-80 ms); commands that never open an image
+    (a text search, `models`, `--help`) should not pay for it just by importing the package.
+    """
+
+    @cached_property
+    def _extensions(self) -> frozenset[str]:
+        return _openable_extensions()
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._extensions
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._extensions)
+
+    def __len__(self) -> int:
+        return len(self._extensions)
+
+    def __repr__(self) -> str:
+        return f"IMAGE_EXTENSIONS({sorted(self._extensions)})"
+
+
 OPTIONAL_PLUGINS: tuple[str, ...] = _register_optional_plugins()
-IMAGE_EXTENSIONS: frozenset[str] = _openable_extensions()
+IMAGE_EXTENSIONS: Set[str] = _OpenableExtensions()
 
 
 def is_image_path(path: object) -> bool:

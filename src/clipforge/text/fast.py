@@ -59,11 +59,7 @@ class FastTokenizer:
         self._specials = {SOT_TEXT: (vocab.encoder[SOT_TEXT],), EOT_TEXT: (vocab.encoder[EOT_TEXT],)}
         self.encoder = vocab.encoder
         self.vocab_size = len(vocab.encoder)
-        byte_decoder = {c: b for b, c in bytes_to_unicode().items()}
-        # id -> the raw bytes its symbol stands for ("</w>" kept literally, as the reference does).
-        self._id_bytes = [b""] * self.vocab_size
-        for token, index in vocab.encoder.items():
-            self._id_bytes[index] = bytes(byte_decoder[c] for c in token)
+        self._id_bytes_table: list[bytes] | None = None  # built by the first decode, not by every start-up
         self._cache_size = cache_size
         self._chunks: dict[str, tuple[int, ...]] = {}
 
@@ -132,6 +128,21 @@ class FastTokenizer:
     def encode(self, text: str) -> list[int]:
         """Token ids of one text, without the start/end markers."""
         return self.encode_batch([check_text(text)])[0]
+
+    @property
+    def _id_bytes(self) -> list[bytes]:
+        """id -> the raw bytes its symbol stands for ("</w>" kept literally, as the reference does).
+
+        Only decoding reads it, and building it costs about a third of the tokenizer's start-up
+        (a one-query `clipforge search` never decodes), so it is made on first use.
+        """
+        if self._id_bytes_table is None:
+            byte_decoder = {c: b for b, c in bytes_to_unicode().items()}
+            table = [b""] * self.vocab_size
+            for token, index in self.encoder.items():
+                table[index] = bytes(byte_decoder[c] for c in token)
+            self._id_bytes_table = table
+        return self._id_bytes_table
 
     def decode(self, tokens: Iterable[int]) -> str:
         """Text of `tokens` as the reference decodes it: </w> becomes a space, bad UTF-8 U+FFFD."""

@@ -62,6 +62,27 @@ class BPEVocab:
         return {i: tok for tok, i in self.encoder.items()}
 
 
+def _head_lines(path: Path, count: int) -> list[str]:
+    """The first `count` lines of a gzipped UTF-8 file, decompressing only as far as they reach.
+
+    OpenAI's file holds 262k merges of which CLIP uses the first 48,894: decompressing and
+    decoding only those is about four times faster, and every command that tokenizes pays it.
+    """
+    blocks: list[bytes] = []
+    newlines = 0
+    with gzip.open(path, "rb") as fh:
+        while newlines < count:
+            block = fh.read(1 << 16)
+            if not block:
+                break
+            blocks.append(block)
+            newlines += block.count(b"\n")
+    lines = b"".join(blocks).split(b"\n", count)
+    if len(lines) > count:
+        lines.pop()  # the rest of the file, possibly cut inside a character
+    return b"\n".join(lines).decode("utf-8").split("\n")
+
+
 def read_merges(path: str | Path = VOCAB_PATH) -> list[tuple[str, str]]:
     """Read the first N_MERGES merges of a gzipped CLIP merges file, with clear errors."""
     path = Path(path)
@@ -71,22 +92,20 @@ def read_merges(path: str | Path = VOCAB_PATH) -> list[tuple[str, str]]:
             "(it ships inside clipforge/text/)"
         )
     try:
-        with gzip.open(path, "rb") as fh:
-            lines = fh.read().decode("utf-8").split("\n")
+        lines = _head_lines(path, N_MERGES + 1)
         while lines and not lines[-1].strip():
             lines.pop()  # a trailing newline is not a merge
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
         raise ValueError(f"BPE vocabulary {path} is not a gzipped UTF-8 merges file: {exc}") from exc
     body = lines[1 : N_MERGES + 1]  # line 0 is the '#version' header
     if len(body) < N_MERGES:
         raise ValueError(f"BPE vocabulary {path} has {len(body)} merges, expected at least {N_MERGES}")
-    merges: list[tuple[str, str]] = []
-    for lineno, line in enumerate(body, start=2):
-        parts = line.split()
-        if len(parts) != 2:
-            raise ValueError(f"BPE vocabulary {path} line {lineno}: expected 'left right', got {line!r}")
-        merges.append((parts[0], parts[1]))
-    return merges
+    merges = [tuple(line.split()) for line in body]
+    if any(len(pair) != 2 for pair in merges):  # one C-level pass; the loop below only names the line
+        for lineno, (line, pair) in enumerate(zip(body, merges, strict=True), start=2):
+            if len(pair) != 2:
+                raise ValueError(f"BPE vocabulary {path} line {lineno}: expected 'left right', got {line!r}")
+    return merges  # type: ignore[return-value]  # every pair has two parts, checked above
 
 
 @lru_cache(maxsize=4)
