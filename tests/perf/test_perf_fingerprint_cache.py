@@ -212,3 +212,55 @@ def test_a_chinese_clip_file_is_hashed_once_too(tmp_path) -> None:
     again = load_model(path, "cpu")
     assert again.model.__dict__["_cf_fingerprint"][1][:16] == want  # from the record: nothing hashed
     assert again.fingerprint == want
+
+
+def _text_hash(model: torch.nn.Module) -> str:
+    """How class-embedding caches were keyed before the memo: a hash of the text tower's tensors."""
+    state = model.state_dict()
+    return fingerprint_state_dict({k: v for k, v in state.items() if not k.startswith("visual.") and k != "logit_scale"})
+
+
+def test_the_text_tower_fingerprint_is_hashed_once_per_file(tmp_path, monkeypatch) -> None:
+    """A cached zero-shot classifier (`classify`, `tag`, `eval zeroshot`) keyed its class embeddings by a
+    hash of the text tower on every command; the digest is now memoised per model and per file like the
+    whole model's, and stays exactly the hash it was (caches keep their keys)."""
+    import clipforge.weights.fingerprint as fp
+    from clipforge.zeroshot.embeddings import text_tower_fingerprint
+
+    model, path = _tiny_file(tmp_path)
+    want = _text_hash(model)
+    first = load_model(path, "cpu")
+    first.fingerprint  # noqa: B018  (the whole model's digest is recorded first: the part joins its record)
+    assert text_tower_fingerprint(first.model) == want
+    assert cached_file_fingerprint(file_identity(path), "text_tower")[:16] == want
+    assert cached_file_fingerprint(file_identity(path))[:16] == _full(model)  # the whole digest is kept
+
+    hashed: list[int] = []
+    real = fp.fingerprint_state_dict
+    monkeypatch.setattr(fp, "fingerprint_state_dict", lambda *a, **k: hashed.append(1) or real(*a, **k))
+    again = load_model(path, "cpu")
+    assert text_tower_fingerprint(again.model) == want and not hashed  # from the file's record
+    text_only = load_model(path, "cpu", towers=("text",))
+    assert text_tower_fingerprint(text_only.model) == want and not hashed
+    assert text_tower_fingerprint(again.model) == want and not hashed  # and from the model's memo
+
+    with torch.no_grad():
+        again.model.ln_final.weight.add_(1.0)  # an edited text tower is hashed again, never from the file
+    assert text_tower_fingerprint(again.model) == _text_hash(again.model) != want and hashed
+    assert cached_file_fingerprint(file_identity(path), "text_tower")[:16] == want
+    with torch.no_grad():
+        first.model.visual.proj.add_(1.0)  # an image-tower edit leaves the text digest as it is
+    assert text_tower_fingerprint(first.model) == want
+
+
+def test_a_damaged_part_record_is_hashed_again(tmp_path) -> None:
+    from clipforge.zeroshot.embeddings import text_tower_fingerprint
+
+    model, path = _tiny_file(tmp_path)
+    text_tower_fingerprint(load_model(path, "cpu").model)  # the part first: the record holds only it
+    record = next((tmp_path / "cache" / "fingerprints").iterdir())
+    data = json.loads(record.read_text())
+    assert set(data) == {"identity", "parts"}
+    record.write_text(json.dumps({**data, "parts": {"text_tower": "0" * 63 + "g"}}))
+    assert text_tower_fingerprint(load_model(path, "cpu").model) == _text_hash(model)
+    assert cached_file_fingerprint(file_identity(path), "text_tower")[:16] == _text_hash(model)  # rewritten

@@ -25,19 +25,20 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
 __all__ = ["LOADER_VERSION", "cached_file_fingerprint", "file_identity", "fingerprint_state_dict",
-           "model_fingerprint", "seed_from_file", "weights_stamp"]
+           "model_fingerprint", "part_fingerprint", "seed_from_file", "weights_stamp"]
 
 # Bump when the loader starts turning the same file into different tensors (a layout conversion
 # changes): cached digests of the old loader are then ignored.
 LOADER_VERSION = 1
 _MEMO = "_cf_fingerprint"  # (stamp, full hex digest) in the module's __dict__
+_PART_MEMOS = "_cf_part_fingerprints"  # {part: (stamp, full hex digest)} in the module's __dict__
 _SOURCE = "_cf_weights_file"  # (file identity, stamp at load) in the module's __dict__
 PARTIAL = "_cf_missing_towers"  # set by the loader on a model built without some of its tensors
 _SAMPLE = 64 * 1024
@@ -109,6 +110,32 @@ def model_fingerprint(model: torch.nn.Module, length: int = 16) -> str:
     return digest[:length]
 
 
+def part_fingerprint(model: torch.nn.Module, part: str, keep: Callable[[str], bool], length: int = 16) -> str:
+    """`fingerprint_state_dict` of the state-dict entries `keep` selects (all of them if it selects none),
+    memoised under the name `part` as `model_fingerprint` is: per model (the stamp of every tensor) and
+    per weights file, so a zero-shot classifier keyed by the text tower's fingerprint stops hashing
+    that tower on every command (0.15 s for ViT-B/32, seconds for ViT-H).
+
+    `part` names the selection: a different `keep` must use a different name, or a file's record
+    would hand back the digest of the old selection.
+    """
+    stamp = weights_stamp(model)
+    memos = model.__dict__.setdefault(_PART_MEMOS, {})
+    memo = memos.get(part)
+    if memo is not None and memo[0] == stamp:
+        return memo[1][:length]
+    source = model.__dict__.get(_SOURCE)
+    from_file = source is not None and source[1] == stamp  # still exactly the file's tensors
+    digest = cached_file_fingerprint(source[0], part) if from_file else None
+    if digest is None:
+        state = model.state_dict()
+        digest = fingerprint_state_dict({k: v for k, v in state.items() if keep(k)} or state, length=64)
+        if from_file:
+            _remember(source[0], digest, part)
+    memos[part] = (stamp, digest)
+    return digest[:length]
+
+
 def file_identity(path: str | os.PathLike[str]) -> str | None:
     """A key that changes whenever the checkpoint file (or any top-level file of a folder) changes:
     resolved path, device, inode, size, mtime and ctime (which no user call can set back), and the
@@ -137,27 +164,47 @@ def _cache_file(identity: str) -> Path:
     return cache_dir() / "fingerprints" / f"{identity[:40]}.json"
 
 
-def cached_file_fingerprint(identity: str | None) -> str | None:
-    """The full digest recorded for a file identity, or None (never computed, or unreadable)."""
-    if identity is None:
-        return None
+def _record(identity: str) -> dict[str, Any]:
+    """The file's cache record ({} when absent, unreadable or another file's)."""
     try:
         record = json.loads(_cache_file(identity).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None
-    digest = record.get("fingerprint") if isinstance(record, dict) and record.get("identity") == identity else None
-    if not isinstance(digest, str) or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-        return None
-    return digest
+        return {}
+    return record if isinstance(record, dict) and record.get("identity") == identity else {}
 
 
-def _remember(identity: str, digest: str) -> None:
+def _is_digest(value: object) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
+def cached_file_fingerprint(identity: str | None, part: str | None = None) -> str | None:
+    """The full digest recorded for a file identity (or for one `part_fingerprint` of it), or None
+    (never computed, or unreadable)."""
+    if identity is None:
+        return None
+    record = _record(identity)
+    parts = record.get("parts")
+    digest = record.get("fingerprint") if part is None else parts.get(part) if isinstance(parts, dict) else None
+    return digest if _is_digest(digest) else None
+
+
+def _remember(identity: str, digest: str, part: str | None = None) -> None:
+    """Add a digest (the whole model's, or a part's) to the file's record, keeping what it holds."""
     from clipforge.atomic import write_json_atomic
 
+    record = _record(identity)
+    known = record.get("parts")
+    parts = {k: v for k, v in known.items() if _is_digest(v)} if isinstance(known, dict) else {}
+    whole = record.get("fingerprint") if _is_digest(record.get("fingerprint")) else None
+    if part is None:
+        whole = digest
+    else:
+        parts[part] = digest
     target = _cache_file(identity)
     with contextlib.suppress(OSError):  # a cache: a read-only home or a full disk costs the next run a hash
         target.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(target, {"identity": identity, "fingerprint": digest})
+        write_json_atomic(target, {"identity": identity, **({"fingerprint": whole} if whole else {}),
+                                   **({"parts": parts} if parts else {})})
 
 
 def seed_from_file(model: torch.nn.Module, path: str | os.PathLike[str], identity: str | None = None,

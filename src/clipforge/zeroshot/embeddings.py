@@ -114,11 +114,10 @@ def text_tower_fingerprint(model: torch.nn.Module) -> str:
     """Fingerprint of the weights `encode_text` reads: everything but the image tower and the
     logit scale. Cheaper than the whole model (a third of ViT-L/14) and still correct when
     only the image tower was fine-tuned."""
-    from clipforge.weights import fingerprint_state_dict
+    from clipforge.weights.fingerprint import part_fingerprint
 
-    state = model.state_dict()
-    text = {k: v for k, v in state.items() if not k.startswith("visual.") and k != "logit_scale"}
-    return fingerprint_state_dict(text or state)
+    # memoised per model and per weights file: a cached classifier costs no pass over the tower
+    return part_fingerprint(model, "text_tower", lambda k: not k.startswith("visual.") and k != "logit_scale")
 
 
 def _cache_path(cache_dir: Path, key: str) -> Path:
