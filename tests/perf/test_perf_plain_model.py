@@ -133,3 +133,26 @@ def test_autocast_computes_bf16_only_where_the_cpu_multiplies_bf16_natively(nati
     assert out.dtype == torch.bfloat16
     cached = set(model.visual.transformer.resblocks[0].__dict__["_cf_cache"])
     assert {dtype for dtype, _ in cached} == {torch.bfloat16 if native else torch.float32}
+
+
+def test_quick_gelu_scaling_goes_into_the_packed_copy_never_the_parameters() -> None:
+    """c_fc x 1.702 and c_proj / 1.702 are applied to oneDNN's packed copies in place (one fresh copy
+    of each matrix fewer): the parameters stay bit for bit what they were, the packed copies hold
+    the scaled values, and the block still equals the reference."""
+    model = load_model("test-vit-tiny", "cpu").model
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    reference = _reference(model, "test-vit-tiny")
+    images, tokens = _inputs(model, 2)
+    with torch.inference_mode():
+        torch.testing.assert_close(model.encode_image(images), reference.encode_image(images), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(model.encode_text(tokens), reference.encode_text(tokens), rtol=1e-5, atol=1e-5)
+    after = model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items())
+    block = model.visual.transformer.resblocks[0]
+    assert isinstance(block, InferenceBlock)
+    packed = block._cf_packed(torch.float32, True)
+    if not packed.fc[0].is_mkldnn:
+        pytest.skip("oneDNN did not pack this build's fp32 weights (the copying path runs instead)")
+    torch.testing.assert_close(packed.fc[0].to_dense(), block.mlp.c_fc.weight.detach() * 1.702, rtol=0, atol=0)
+    torch.testing.assert_close(packed.proj[0].to_dense(), block.mlp.c_proj.weight.detach() / 1.702,
+                               rtol=2e-7, atol=0)
