@@ -274,3 +274,54 @@ def test_remove_stats_and_list_read_only_what_they_need(tmp_path, tiny_encoder, 
         assert milvus.remove(tmp_path / "photos" / "my_photos") == 3  # two photos and the odd name
         assert scans == []
         assert sorted(Path(r.path).parent.name for r in milvus.list_images()) == ["myXphotos", "myXphotos"]
+
+
+def test_a_server_reuses_the_page_order_and_stats_for_its_listing_ttl(tmp_path, tiny_encoder, images_factory,
+                                                                      store, monkeypatch) -> None:
+    """Each page of GET /api/images and each GET /api/stats read every row of the collection (Milvus
+    cannot order a query): anonymous requests cost a full scan apiece. With `listing_ttl` (the server
+    sets it from `ServerLimits.listing_cache_s`) the order and the stats are read once per period;
+    writes through the library show at once; without it every call still reads the collection."""
+    from clipforge.server.service import LibraryService
+
+    images_factory(tmp_path / "photos", 5)
+    scans: list[str] = []
+    real = store_module.MilvusSpace.iter_rows
+
+    def spy(self, filter="", fields=store_module._FIELDS):
+        scans.append(filter)
+        return real(self, filter, fields)
+
+    with MilvusLibrary(store, tmp_path / "mlib", tiny_encoder) as milvus:
+        milvus.add(tmp_path / "photos", workers=0, progress=False)
+        monkeypatch.setattr(store_module.MilvusSpace, "iter_rows", spy)
+        milvus.list_images(limit=2)
+        milvus.list_images(limit=2, offset=2)
+        milvus.stats()
+        milvus.stats()
+        assert len(scans) == 4  # a library opened by a command reads afresh (the control)
+
+        service = LibraryService(milvus)
+        assert milvus.listing_ttl == service.limits.listing_cache_s > 0
+        scans.clear()
+        pages = [service.list_images(2, offset)[0] for offset in (0, 2, 4)] + [service.list_images(2, 0)[0]]
+        assert [len(p) for p in pages] == [2, 2, 1, 2]
+        assert len({r.path for p in pages[:3] for r in p}) == 5 and pages[3] == pages[0]
+        for _ in range(3):
+            assert service.stats()["images"] == {"ok": 5, "failed": 0}
+        assert len(scans) == 2  # one scan for the order, one for the stats
+
+        extra = images_factory(tmp_path / "more", 1, seed=7)[0]
+        milvus.add(extra, workers=0, progress=False)  # a write here: the next page and stats see it
+        scans.clear()
+        assert str(extra) in {r.path for r in service.list_images(10, 0)[0]}
+        assert service.stats()["images"] == {"ok": 6, "failed": 0}
+        assert len(scans) == 2
+        milvus.remove(str(extra))
+        assert service.stats()["images"] == {"ok": 5, "failed": 0}
+
+        monkeypatch.setattr(milvus_module.time, "monotonic", lambda: 1e12)  # the period has passed
+        scans.clear()
+        service.list_images(2, 0)
+        service.stats()
+        assert len(scans) == 2

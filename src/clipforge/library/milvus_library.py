@@ -15,11 +15,12 @@ a file.
 
 from __future__ import annotations
 
+import copy
 import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,11 @@ class MilvusLibrary:
         self._space: MilvusSpace | None = None
         self._lock = threading.RLock()
         self.store = _StoreView(self)
+        self.listing_ttl = 0.0
+        """Seconds `list_images`' order and `stats` may be reused (0: every call reads the collection). Both read
+        every row; a server sets this so anonymous page and stats requests cost one scan per period, not
+        one each. Writes through this object drop them at once; other processes' writes show within it."""
+        self._listings: dict[str, tuple[float, Any]] = {}
         if model is not None:
             self._set_encoder(resolve_encoder(model, preprocess, device, precision=precision, draft=draft))
 
@@ -144,33 +150,36 @@ class MilvusLibrary:
             files, rejected = found.files, found.rejected
         files = sorted(files)[rank::world_size]
         rejected = sorted(rejected)[rank::world_size]
-        with self._lock:
-            space, encoder = self.space, self.encoder
-            report = AddReport()
-            known = self._file_states(space)
-            held = {s.sha256 for s in known.values() if s.status == "ok" and s.sha256}
-            todo, unstat = _plan(_States(known), files, held, retry_failed, report)
-            planned = {p.path: p for p in todo} | {p.path: p for p, _ in unstat}
-            for path, size, mtime_ns, reason in rejected:
-                state = known.get(path)
-                if (state is not None and not retry_failed and state.status == "failed"
-                        and (state.size, state.mtime_ns) == (size, mtime_ns)):
-                    report.unchanged += 1
-                else:
-                    planned[path] = _Planned(path, size, mtime_ns)
-                    unstat.append((planned[path], reason))
-            writer = MilvusWriter(space, report, planned, known, held)
-            if unstat:
-                writer.write(EmbeddedBatch([], [], np.zeros((0, space.dim), np.float32),
-                                           [BadImage(p.path, reason) for p, reason in unstat]))
-            if todo:
-                reader = ImageFileReader([p.path for p in todo], with_max_pixels(encoder.preprocess, self.max_pixels),
-                                         hash=True, skip_shas=frozenset(held))
-                with tqdm(total=len(todo), unit="img", desc=f"indexing {self.spec.kind}", disable=not progress,
-                          dynamic_ncols=True) as bar:
-                    embed_files(reader, encoder.encode_pixels, writer, dim=encoder.embed_dim, batch_size=batch_size,
-                                workers=default_workers() if workers is None else workers, held=held,
-                                on_batch=bar.update)
+        try:
+            with self._lock:
+                space, encoder = self.space, self.encoder
+                report = AddReport()
+                known = self._file_states(space)
+                held = {s.sha256 for s in known.values() if s.status == "ok" and s.sha256}
+                todo, unstat = _plan(_States(known), files, held, retry_failed, report)
+                planned = {p.path: p for p in todo} | {p.path: p for p, _ in unstat}
+                for path, size, mtime_ns, reason in rejected:
+                    state = known.get(path)
+                    if (state is not None and not retry_failed and state.status == "failed"
+                            and (state.size, state.mtime_ns) == (size, mtime_ns)):
+                        report.unchanged += 1
+                    else:
+                        planned[path] = _Planned(path, size, mtime_ns)
+                        unstat.append((planned[path], reason))
+                writer = MilvusWriter(space, report, planned, known, held)
+                if unstat:
+                    writer.write(EmbeddedBatch([], [], np.zeros((0, space.dim), np.float32),
+                                               [BadImage(p.path, reason) for p, reason in unstat]))
+                if todo:
+                    reader = ImageFileReader([p.path for p in todo], with_max_pixels(encoder.preprocess, self.max_pixels),
+                                             hash=True, skip_shas=frozenset(held))
+                    with tqdm(total=len(todo), unit="img", desc=f"indexing {self.spec.kind}", disable=not progress,
+                              dynamic_ncols=True) as bar:
+                        embed_files(reader, encoder.encode_pixels, writer, dim=encoder.embed_dim, batch_size=batch_size,
+                                    workers=default_workers() if workers is None else workers, held=held,
+                                    on_batch=bar.update)
+        finally:
+            self._changed()  # rows written so far count, also when indexing stopped half-way
         report.seconds = time.perf_counter() - started
         if world_size > 1:
             _rank_done(report, rank, world_size)
@@ -254,6 +263,7 @@ class MilvusLibrary:
 
     def _delete(self, paths: list[str]) -> int:
         with self._lock:
+            self._listings.clear()
             for space in self.milvus.spaces():
                 self.milvus.space(space.fingerprint)
                 space.delete_paths(paths)
@@ -282,6 +292,7 @@ class MilvusLibrary:
                     row["tag_scores"] = [float(p) for p in prob]
                     counts[labels[idx[0]]] += 1
                 space.upsert(chunk)
+            self._changed()  # the stats' top tags
         report.images = len(rows)
         report.top1_counts = dict(counts.most_common())
         report.seconds = time.perf_counter() - started
@@ -359,12 +370,34 @@ class MilvusLibrary:
     def thumbnail(self, image_id: int, size: int = 256) -> bytes:
         return thumbnail_bytes(self.paths, self._existing(image_id), size, self.max_pixels)
 
+    def _listing(self, key: str, read: Callable[[], Any]) -> Any:
+        """`read()`, or its result from the last `listing_ttl` seconds (writes here clear it)."""
+        if self.listing_ttl <= 0:
+            return read()
+        now = time.monotonic()
+        with self._lock:
+            known = self._listings.get(key)
+        if known is not None and now - known[0] < self.listing_ttl:
+            return known[1]
+        value = read()
+        with self._lock:
+            self._listings[key] = (now, value)
+        return value
+
+    def _changed(self) -> None:
+        with self._lock:
+            self._listings.clear()
+
     def list_images(self, limit: int = 100, offset: int = 0, status: str | None = "ok") -> list[ImageRecord]:
         """A page of images, oldest first. Milvus cannot order a query, so the order comes from every
-        row's key and time only; the page's full rows are then read by key."""
+        row's key and time (reused for `listing_ttl` seconds); the page's full rows are then read by key."""
         expr = f"status == {quote(status)}" if status else ""
-        keys = sorted((r["added_at"], r["path"]) for r in self.space.iter_rows(expr, ["path", "added_at"]))
-        page = [path for _, path in keys[int(offset):int(offset) + int(limit)]]
+
+        def order() -> list[str]:
+            keys = sorted((r["added_at"], r["path"]) for r in self.space.iter_rows(expr, ["path", "added_at"]))
+            return [path for _, path in keys]
+
+        page = self._listing(f"order:{self.space.fingerprint}:{status}", order)[int(offset):int(offset) + int(limit)]
         rows = self.space.rows_for_paths(page, _ALL)
         return [record_from_row(rows[p]) for p in page if p in rows]
 
@@ -392,9 +425,14 @@ class MilvusLibrary:
         if match[0]["default"] and len(spaces) > 1:
             raise ValueError(f"{model!r} is the store's default model space; drop the others first")
         self.milvus.drop_space(match[0]["fingerprint"])
+        self._changed()
         return match[0]
 
     def stats(self, verify: bool = False) -> dict[str, Any]:  # `verify`: the embedded store's scan; a no-op here
+        """Counts, distinct contents, failures and top tags (reused for `listing_ttl` seconds: every row is read)."""
+        return copy.deepcopy(self._listing("stats", self._stats))
+
+    def _stats(self) -> dict[str, Any]:
         spaces = self.milvus.spaces()
         out: dict[str, Any] = {"library": self.spec.describe(), "store": self.spec.kind, "model": None,
                                "images": {"ok": 0, "failed": 0}, "distinct_contents": 0, "db_bytes": 0,

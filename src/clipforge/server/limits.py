@@ -60,6 +60,10 @@ class ServerLimits:
     max_page_size: int = 500
     max_offset: int = 1_000_000_000
     """Largest `offset` of /api/images (SQLite takes 64-bit integers; larger numbers are refused, not crashed on)."""
+    listing_cache_s: float = 10.0
+    """On a Milvus store, seconds the library's page order and stats are reused (each reads every row of the
+    collection, SQLite answers both with indexes): anonymous page and stats requests cost one such scan per
+    period. The server's own writes show at once, other processes' within this time."""
     thumb_size: int = 256
     max_thumb_size: int = 1024
     form_overhead_bytes: int = 256 * 1024

@@ -71,6 +71,8 @@ class LibraryService:
         # client's many connections cannot fill the thread pool. A browser's gallery fetches six at a
         # time per tab, so a client may hold four times the model's cap here.
         self.reads = FairGate(slots=2, per_client=4 * self.limits.max_client_requests, what="image downloads")
+        if hasattr(library, "listing_ttl"):  # a Milvus store: pages and stats read every row (see the limit)
+            library.listing_ttl = self.limits.listing_cache_s
         encoder = library.encoder  # load the model now: a broken model fails at start, not on first use
         self.model_name: str = encoder.name or f"custom model {encoder.fingerprint[:12]}"
         self.notice = model_notice(encoder.name)
