@@ -272,3 +272,27 @@ def test_embed_exports_a_photo_whose_name_is_not_utf8(photos, tmp_path, capsys) 
     assert main(["embed", str(folder), "--model", "test-vit-tiny", "--out", str(tmp_path / "out"), "--quiet"]) == 0
     vectors, rows = read_export(tmp_path / "out")
     assert len(vectors) == 1 and Path(rows[0]["image_path"]).name == "caf\\xe9.png"
+
+
+def test_with_workers_the_first_batch_is_short_and_every_file_comes_once_in_order(photos) -> None:
+    """The model starts after `FIRST_BATCH` decoded files instead of a whole batch (one worker on two
+    cores left the main process idle until the first 64 were decoded); the rest keep their batch size."""
+    from clipforge.data.files import FIRST_BATCH, read_batches
+    from clipforge.data.loader import RampBatches
+
+    paths = [str(p) for p in photos.values()] * 4  # more files than the first batch and one full batch
+    reader = ImageFileReader(paths, Preprocess(32))
+    batch = FIRST_BATCH + 3
+    sizes, order = [], []
+    for got in read_batches(reader, batch_size=batch, workers=1):
+        sizes.append(len(got.files) + len(got.bad))
+        order += [f.path for f in got.files] + [b.path for b in got.bad]
+    assert sizes[0] == FIRST_BATCH < batch and sizes[1] == batch - FIRST_BATCH
+    assert all(s == batch for s in sizes[2:-1]) and sum(sizes) == len(paths)
+    assert sorted(order) == sorted(paths) and len(order) == len(paths)
+    assert [len(got.files) + len(got.bad) for got in read_batches(reader, batch_size=batch, workers=0)][0] == batch
+    for n, first, size, want in [(300, 8, 64, [8, 56, 64, 64, 64, 44]), (5, 8, 64, [5]), (64, 8, 64, [8, 56]),
+                                 (10, 8, 4, [4, 4, 2]), (0, 8, 4, [])]:
+        ramp = RampBatches(n, first, size)
+        assert [len(b) for b in ramp] == want and len(ramp) == len(want)
+        assert [i for b in ramp for i in b] == list(range(n))

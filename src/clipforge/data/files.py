@@ -169,13 +169,20 @@ def collate_files(items: Sequence[Any]) -> FileBatch:
     return FileBatch(files, pixels, decoded, bad)
 
 
+FIRST_BATCH = 8
+"""Files in the first batch when workers decode: the model starts (and packs its weights) after eight
+decoded files instead of a whole batch, while the workers decode the next. With one worker on two
+cores the main process used to idle until 64 files were decoded: `clipforge embed` of 300 photos
+(ViT-B/32 size, 2-core EPYC, medians of alternating runs) 9.11 -> 8.90 s in bf16, 14.83 -> 14.65 s in fp32."""
+
+
 def read_batches(reader: ImageFileReader, *, batch_size: int = 32, workers: int | None = None) -> Iterator[FileBatch]:
     """Batches of `reader`'s files through `make_loader` (workers decode; None: `default_workers()`)."""
     from .loader import make_loader
 
     workers = default_workers() if workers is None else max(0, int(workers))
     loader = make_loader(reader, batch_size=max(1, int(batch_size)), workers=workers, collate_fn=collate_files,
-                         prefetch_factor=2 if workers else None)
+                         prefetch_factor=2 if workers else None, first_batch=FIRST_BATCH if workers else None)
     yield from loader
 
 

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
 from .collate import Indexed, skip_bad_collate
 
-__all__ = ["WithIndex", "make_loader", "worker_init"]
+__all__ = ["RampBatches", "WithIndex", "make_loader", "worker_init"]
 
 
 class WithIndex(Dataset):
@@ -48,6 +48,29 @@ def worker_init(worker_id: int) -> None:
     np.random.seed(seed)
 
 
+class RampBatches(Sampler[list[int]]):
+    """Indices 0..n-1 in order, in batches of `batch_size` after a first batch of `first` (the rest
+    of the first `batch_size` follows as the second batch, so later batches keep their boundaries)."""
+
+    def __init__(self, n: int, first: int, batch_size: int) -> None:
+        self.n, self.first, self.batch_size = int(n), max(1, min(int(first), int(batch_size))), int(batch_size)
+
+    def _bounds(self) -> list[int]:
+        if self.n <= 0:
+            return [0]
+        cuts = [0, min(self.first, self.n)]
+        cuts += [c for c in range(self.batch_size, self.n, self.batch_size) if c > cuts[-1]]
+        return [*cuts, self.n] if cuts[-1] < self.n else cuts
+
+    def __iter__(self):  # type: ignore[override]
+        bounds = self._bounds()
+        for start, stop in zip(bounds, bounds[1:], strict=False):
+            yield list(range(start, stop))
+
+    def __len__(self) -> int:
+        return len(self._bounds()) - 1
+
+
 def make_loader(
     dataset: Dataset,
     batch_size: int,
@@ -58,11 +81,14 @@ def make_loader(
     collate_fn=skip_bad_collate,
     prefetch_factor: int | None = None,
     sampler: Sampler | None = None,
+    first_batch: int | None = None,
 ) -> DataLoader:
     """DataLoader yielding `Batch(images, labels, indices, errors)`; see module doc for the choices.
 
     `sampler` (e.g. `DistributedSampler(dataset, num_replicas, rank, shuffle=True, seed=seed)` for
-    map-style data under DDP; call its `set_epoch`) replaces `shuffle`.
+    map-style data under DDP; call its `set_epoch`) replaces `shuffle`. `first_batch` (map-style data
+    read in order): a shorter first batch (`RampBatches`), so the consumer starts after that many
+    items instead of a whole batch while the workers go on decoding.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -81,15 +107,16 @@ def make_loader(
         kwargs["persistent_workers"] = False
         if prefetch_factor is not None:
             kwargs["prefetch_factor"] = prefetch_factor
+    if first_batch is not None and not (iterable or shuffle or sampler is not None or drop_last):
+        batching: dict[str, Any] = {"batch_sampler": RampBatches(len(dataset), first_batch, batch_size)}  # type: ignore[arg-type]
+    else:
+        batching = {"batch_size": batch_size, "shuffle": shuffle, "sampler": sampler, "drop_last": drop_last}
     return DataLoader(
         dataset if iterable else WithIndex(dataset),
-        batch_size=batch_size,
-        shuffle=shuffle,
-        sampler=sampler,
+        **batching,
         num_workers=workers,
         collate_fn=collate_fn,
         pin_memory=torch.cuda.is_available(),
-        drop_last=drop_last,
         generator=generator,
         **kwargs,
     )
