@@ -95,12 +95,16 @@ def test_attention_pool_tower_is_split_across_cores_and_equals_its_slices() -> N
     assert torch.equal(whole, halves)
 
 
-def test_text_tower_is_split_across_cores_each_slice_to_its_own_longest_prompt() -> None:
+def test_text_tower_is_split_across_cores_each_slice_to_its_own_longest_prompt(monkeypatch) -> None:
     """OpenAI's causal text tower: each half of the batch on its own one-thread worker, each stopping at
     its own longest prompt; the features equal the halves computed alone (and the whole batch on one
-    thread within the truncation's 1e-5)."""
+    thread within the truncation's 1e-5). The tiny tower's slices are far below `SPLIT_MIN_MACS`: the
+    threshold is lowered so the split itself is what is tested."""
     import threading
 
+    import clipforge.inference._threads as threads_module
+
+    monkeypatch.setattr(threads_module, "SPLIT_MIN_MACS", {torch.float32: 0.0, torch.bfloat16: 0.0})
     torch.manual_seed(0)
     model = prepare(create_model_from_config(get_config("test-vit-tiny")), "fp32")
     context, eot = int(model.context_length), int(model.vocab_size) - 1
@@ -122,3 +126,38 @@ def test_text_tower_is_split_across_cores_each_slice_to_its_own_longest_prompt()
     assert all(name.startswith("clipforge-slice") for name, _, _ in split)
     assert torch.equal(whole, halves)
     torch.testing.assert_close(whole, single, rtol=1e-5, atol=1e-5)
+
+
+def test_a_text_batch_is_split_only_when_a_slice_has_enough_work(monkeypatch) -> None:
+    """`worth_splitting`: a slice's rows x width^2 against `SPLIT_MIN_MACS` (short prompts on a narrow tower
+    ran faster whole on the machine measured); the features are the same either way."""
+    import threading
+
+    import clipforge.inference._threads as threads_module
+    from clipforge.inference._threads import SPLIT_MIN_MACS, worth_splitting
+
+    with _with_threads(2):  # 32 prompts of 15 tokens, ViT-B/32's width 512: 16 x 15 x 512^2 = 63 M a slice
+        assert not worth_splitting(32, 15, 512, torch.bfloat16) and worth_splitting(32, 25, 512, torch.bfloat16)
+        assert worth_splitting(32, 15, 512, torch.float32) and not worth_splitting(32, 8, 512, torch.float32)
+        assert worth_splitting(32, 15, 768, torch.bfloat16)  # XLM-R's and ViT-L's width
+    torch.manual_seed(0)
+    model = prepare(create_model_from_config(get_config("test-vit-tiny")), "fp32")
+    eot = int(model.vocab_size) - 1
+    tokens = torch.zeros(8, int(model.context_length), dtype=torch.long)
+    for row in range(8):
+        tokens[row, : 3 + row] = torch.randint(1, eot - 1, (3 + row,))
+        tokens[row, 3 + row] = eot
+    work = 4 * 11 * int(model.transformer.width) ** 2  # the longest prompt and its EOT: 11 rows, 4 prompts a slice
+    threads_seen: list[str] = []
+    hook = model.transformer.resblocks[0].register_forward_hook(
+        lambda module, args, out: threads_seen.append(threading.current_thread().name))
+    runs = {}
+    with _with_threads(2), torch.inference_mode():
+        for label, threshold in (("whole", work + 1.0), ("split", float(work))):
+            monkeypatch.setattr(threads_module, "SPLIT_MIN_MACS", {**SPLIT_MIN_MACS, torch.float32: threshold})
+            threads_seen.clear()
+            runs[label] = (model.encode_text(tokens), list(threads_seen))
+    hook.remove()
+    assert runs["whole"][1] == [threading.current_thread().name]
+    assert len(runs["split"][1]) == 2 and all(n.startswith("clipforge-slice") for n in runs["split"][1])
+    torch.testing.assert_close(runs["whole"][0], runs["split"][0], rtol=1e-5, atol=1e-5)

@@ -21,7 +21,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-__all__ = ["split_batch"]
+__all__ = ["SPLIT_MIN_MACS", "split_batch", "worth_splitting"]
+
+SPLIT_MIN_MACS: dict[torch.dtype, float] = {torch.bfloat16: 80e6, torch.float32: 40e6}
+"""Smallest square matmul (rows x width x width multiply-adds) a slice must make for a split to pay.
+
+Below it each core's matmuls are too short for their weights (read whole by both cores) and the
+per-operation costs, and the whole batch on both threads is faster. Measured with OpenAI's ViT-B/32
+text tower (width 512), batch 32, on a 2-core AVX512-BF16 EPYC, share of the roof in one process, split
+vs whole: bf16 at 8 tokens (128 rows a slice) 73.5 vs 82.2%, 15 (240) 78.3 vs 81.5%, 25 (400) 83.8 vs
+82.3%, 77 87.8 vs 84.4%; fp32 at 8 tokens 82.3 vs 84.5%, 15 87.5 vs 86.5%, 77 94.2 vs 90.9%."""
 
 _LOCK = threading.Lock()
 _POOLS: dict[int, ThreadPoolExecutor] = {}
@@ -60,6 +69,14 @@ def _pool(threads: int) -> ThreadPoolExecutor:
             torch.set_num_threads(threads)
             _POOLS[threads] = pool
         return pool
+
+
+def worth_splitting(items: int, rows_per_item: int, width: int, dtype: torch.dtype) -> bool:
+    """Whether `items` inputs of `rows_per_item` rows of `width` features each gain from `split_batch`
+    (see `SPLIT_MIN_MACS`): one slice's rows x width^2 against the dtype's threshold."""
+    threads = max(1, torch.get_num_threads())
+    per_slice = -(-int(items) // threads) * int(rows_per_item)
+    return per_slice * int(width) ** 2 >= SPLIT_MIN_MACS.get(dtype, SPLIT_MIN_MACS[torch.float32])
 
 
 def split_batch(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, min_per_thread: int = 2) -> torch.Tensor:

@@ -34,7 +34,7 @@ from clipforge.inference._packing import (
     pack_linear,
 )
 from clipforge.inference._packing import linear as _linear
-from clipforge.inference._threads import split_batch
+from clipforge.inference._threads import split_batch, worth_splitting
 from clipforge.models.clip import CLIP
 from clipforge.models.layers import LayerNorm, ResidualAttentionBlock, Transformer
 from clipforge.models.vit import VisionTransformer
@@ -285,10 +285,11 @@ class InferenceVisionTransformer(InferenceModule, VisionTransformer):
 class InferenceCLIP(CLIP):
     """CLIP whose text tower stops at the longest prompt and finishes only the EOT rows.
 
-    Its batch is split across the cores (`split_batch`), as the image towers' are: at batch 32 on a
-    2-core AVX512-BF16 EPYC, medians of interleaved calls in one process, ViT-B/32 at 77 tokens went from
-    89.3% to 93.9% of the fp32 roof and from 85.5% to 86.7% of the bf16 roof; at 15 tokens it was
-    unchanged (88%, 77%). Each slice stops at its own longest prompt.
+    Its batch is split across the cores (`split_batch`), as the image towers' are, when a slice's
+    matmuls are large enough to pay (`worth_splitting`): at batch 32 on a 2-core AVX512-BF16 EPYC, medians
+    of interleaved calls in one process, ViT-B/32 at 77 tokens went from 89.3% to 93.9% of the fp32 roof
+    and from 85.5% to 86.7% of the bf16 roof, while short bf16 prompts (15 tokens) ran faster whole. Each
+    slice stops at its own longest prompt.
     """
 
     compute_dtype: torch.dtype = torch.float32
@@ -307,7 +308,11 @@ class InferenceCLIP(CLIP):
                 for block in self.transformer.resblocks:
                     if isinstance(block, InferenceBlock):
                         block._cf_packed(dtype, block.fused and text.device.type == "cpu")
-            out = split_batch(lambda prompts: self._text_features(prompts, dtype), text)
+            longest = int(text.argmax(dim=-1).max().item()) + 1
+            if worth_splitting(text.shape[0], longest, int(self.transformer.width), dtype):
+                out = split_batch(lambda prompts: self._text_features(prompts, dtype), text)
+            else:  # short prompts: the whole batch on every thread is faster (`SPLIT_MIN_MACS`)
+                out = self._text_features(text, dtype)
         return autocast_output(out, text.device.type)
 
     def _text_features(self, text: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
