@@ -220,3 +220,13 @@ def test_extensions() -> None:
     assert ".pdf" not in IMAGE_EXTENSIONS and ".txt" not in IMAGE_EXTENSIONS
     assert all(ext.startswith(".") and ext == ext.lower() for ext in IMAGE_EXTENSIONS)
     assert is_image_path("a/B.JPG") and not is_image_path("notes.txt") and not is_image_path("jpg")
+
+
+def test_extensions_behave_as_the_frozenset_they_stand_for() -> None:
+    """`IMAGE_EXTENSIONS` is filled on first read (importing clipforge no longer runs `Image.init()`), and
+    is still what it was for code that uses it: equal, hashable, and usable in set operations."""
+    plain = frozenset(IMAGE_EXTENSIONS)
+    assert IMAGE_EXTENSIONS == plain and plain == IMAGE_EXTENSIONS and hash(IMAGE_EXTENSIONS) == hash(plain)  # noqa: SIM300 (both directions on purpose)
+    assert IMAGE_EXTENSIONS | {".x"} == plain | {".x"} and isinstance(IMAGE_EXTENSIONS | {".x"}, frozenset)
+    assert IMAGE_EXTENSIONS - {".jpg"} == plain - {".jpg"} and IMAGE_EXTENSIONS & {".jpg", ".x"} == {".jpg"}
+    assert {".png", ".x"} & IMAGE_EXTENSIONS == {".png"} and sorted(IMAGE_EXTENSIONS) == sorted(plain)

@@ -8,7 +8,7 @@ when pillow-heif is installed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Set
+from collections.abc import Iterable, Iterator, Set
 from functools import cached_property
 
 from PIL import Image, features
@@ -70,6 +70,13 @@ class _OpenableExtensions(Set[str]):
 
     def __len__(self) -> int:
         return len(self._extensions)
+
+    def __hash__(self) -> int:  # hashable and equal to the frozenset it stands for, as the name used to be
+        return hash(self._extensions)
+
+    @classmethod
+    def _from_iterable(cls, it: Iterable[str]) -> frozenset[str]:  # `|`, `-`, `&`, `^` give plain frozensets
+        return frozenset(it)
 
     def __repr__(self) -> str:
         return f"IMAGE_EXTENSIONS({sorted(self._extensions)})"

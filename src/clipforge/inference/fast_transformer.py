@@ -304,12 +304,11 @@ class InferenceCLIP(CLIP):
         if text.numel() == 0:
             return torch.zeros(text.shape[0], self.embed_dim, dtype=dtype, device=text.device)
         with autocast_off(text):
-            if text.shape[0] > 1:  # pack here, once, not in every slice's thread
-                for block in self.transformer.resblocks:
-                    if isinstance(block, InferenceBlock):
-                        block._cf_packed(dtype, block.fused and text.device.type == "cpu")
             longest = int(text.argmax(dim=-1).max().item()) + 1
             if worth_splitting(text.shape[0], longest, int(self.transformer.width), dtype):
+                for block in self.transformer.resblocks:  # pack here, once, not in every slice's thread
+                    if isinstance(block, InferenceBlock):
+                        block._cf_packed(dtype, block.fused and text.device.type == "cpu")
                 out = split_batch(lambda prompts: self._text_features(prompts, dtype), text)
             else:  # short prompts: the whole batch on every thread is faster (`SPLIT_MIN_MACS`)
                 out = self._text_features(text, dtype)
