@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from clipforge.inference._memory import retain_freed_memory
 from clipforge.inference.cpu import bf16_supported
 
 __all__ = ["InferenceModule", "autocast_off", "autocast_output", "fast_dtype", "linear", "pack_conv", "pack_linear", "source_key"]
@@ -130,6 +131,8 @@ class InferenceModule(nn.Module):
         entry = cache.get((dtype, fused))
         key = source_key(self._cf_sources())
         if entry is None or entry[0] != key:
+            if fused:  # the oneDNN path runs on the CPU: its activations reuse freed memory from now on
+                retain_freed_memory()
             entry = (key, self._cf_build(lambda p: p.detach().float(), dtype, fused))
             cache[(dtype, fused)] = entry
         return entry[1]

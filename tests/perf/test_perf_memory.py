@@ -1,0 +1,67 @@
+"""Freed activation memory is reused, not faulted in again (inference/_memory.py).
+
+Each case runs in a fresh process (the setting is process-wide) and counts the minor page faults
+of the second of two 100 MB allocations: with glibc's default every such block is a new `mmap`
+(~25,600 faults of 4 KB); once the fast path ran, the freed block is reused (almost none).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from clipforge.inference._memory import RETAIN_ENV
+
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux") or not os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc"),
+    reason="the setting is glibc's")
+
+_FAULTS = """
+import resource, sys, torch
+from clipforge.inference._memory import retain_freed_memory
+if sys.argv[1] == "direct":
+    print("took", retain_freed_memory())
+elif sys.argv[1] == "model":
+    from clipforge.inference import prepare
+    from clipforge.models import create_model_from_config, get_config
+    model = prepare(create_model_from_config(get_config("test-vit-tiny")), "fp32")
+    with torch.inference_mode():
+        model.encode_image(torch.randn(2, 3, 32, 32))
+
+def second_fill_faults():
+    torch.empty(100 << 20, dtype=torch.uint8).fill_(1)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    torch.empty(100 << 20, dtype=torch.uint8).fill_(1)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+print("faults", second_fill_faults())
+"""
+
+
+def _run(mode: str, retain: str | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != RETAIN_ENV}
+    if retain is not None:
+        env[RETAIN_ENV] = retain
+    done = subprocess.run([sys.executable, "-c", _FAULTS, mode], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return dict(line.split(" ", 1) for line in done.stdout.splitlines())
+
+
+def test_a_large_freed_block_is_faulted_in_again_without_the_setting() -> None:
+    # the positive control: what every large activation cost before
+    assert int(_run("none")["faults"]) > 20_000
+
+
+def test_the_setting_reuses_a_freed_large_block() -> None:
+    out = _run("direct")
+    assert out["took"] == "True"
+    assert int(out["faults"]) < 1_000
+
+
+def test_a_models_first_fast_call_applies_it_and_the_environment_can_refuse_it() -> None:
+    assert int(_run("model")["faults"]) < 1_000
+    assert int(_run("model", retain="0")["faults"]) > 20_000
+    assert _run("direct", retain="0")["took"] == "False"
