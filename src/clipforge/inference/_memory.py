@@ -9,7 +9,8 @@ Measured on a 2-core AVX512-BF16 EPYC, RN50's image tower at batch 32 (fp32) wen
 97% of the matmul roof with the setting below; onnxruntime, which keeps its own arena, was
 already at 96%.
 
-So the first fast call on the CPU asks malloc to take every block from its heap (`M_MMAP_MAX=0`)
+So the first packing of weights for the CPU fast path (at `prepare`, or a model's first fast
+call) asks malloc to take every block from its heap (`M_MMAP_MAX=0`)
 and to hand a free heap top back to the kernel only past 2 GB (`M_TRIM_THRESHOLD`): memory a batch
 freed is reused by the next one, and a process's resident size stays at its high-water mark
 instead of following each call (what onnxruntime's arena, jemalloc and PyTorch's CUDA caching
