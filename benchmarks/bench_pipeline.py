@@ -16,7 +16,8 @@ implementation it falls back to, `CLIPImageProcessorPil`, is used explicitly.
 The Hugging Face loop runs in a process of its own, as its users run it: clipforge's first fast
 call makes glibc's malloc keep freed memory (`clipforge.inference._memory`), and a loop in the
 same process would inherit that (12-megapixel decodes: 3.2 -> 4.9 img/s), which a user's HF
-script does not have. The child builds the same seeded weights, warms up on two files and is timed over all of them.
+script does not have. The child builds the same seeded weights, warms up on two files and is
+timed over all of them.
 """
 
 from __future__ import annotations
@@ -140,8 +141,7 @@ def _pipeline(model: torch.nn.Module, paths: list[Path], workers: int, threads: 
     return result.seconds, result.embeddings
 
 
-def _compare(zoo: Zoo, paths: list[Path], rounds: int, tune: list[tuple[int, int]], probe_size: int,
-             progress: bool) -> dict:
+def _compare(zoo: Zoo, paths: list[Path], rounds: int, tune: list[tuple[int, int]], probe_size: int) -> dict:
     """Pick workers/threads on a short probe, then time both pipelines `rounds` times, alternating."""
     from benchmarks.anchors import hf_available
 
@@ -189,11 +189,11 @@ def run(quick: bool = False, zoo: Zoo | None = None, progress: bool = True) -> d
             if real else None,
             "synthetic_12mp": decode_embedding_similarity(model, synthetic, progress=progress),
         }
-        out["e2e"] = {"synthetic_12mp": _compare(zoo, synthetic, 1 if quick else 2, tune, 16 if quick else 48, progress)}
+        out["e2e"] = {"synthetic_12mp": _compare(zoo, synthetic, 1 if quick else 2, tune, 16 if quick else 48)}
     if real:
         subset = _spread(real, 200 if quick else 1000)
         # one round: 1,000 real images already take minutes per pipeline on 2 cores
-        out["e2e"]["imagenet_sample"] = _compare(zoo, subset, 1, tune, 32 if quick else 96, progress)
+        out["e2e"]["imagenet_sample"] = _compare(zoo, subset, 1, tune, 32 if quick else 96)
     if own:
         zoo.close()
     return out

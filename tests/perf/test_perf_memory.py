@@ -19,6 +19,18 @@ pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux") or not os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc"),
     reason="the setting is glibc's")
 
+
+
+def _huge_pages_always() -> bool:
+    """Transparent huge pages on every mapping: a fresh 100 MB block then faults ~50 times, not ~25,600,
+    and the counts without the setting prove nothing."""
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled", encoding="ascii") as handle:
+            return "[always]" in handle.read()
+    except OSError:
+        return False
+
+
 _FAULTS = """
 import resource, sys, torch
 from clipforge.inference._memory import retain_freed_memory
@@ -52,6 +64,8 @@ def _run(mode: str, retain: str | None = None) -> dict[str, str]:
 
 def test_a_large_freed_block_is_faulted_in_again_without_the_setting() -> None:
     # the positive control: what every large activation cost before
+    if _huge_pages_always():
+        pytest.skip("transparent huge pages are on for every mapping here: few faults either way")
     assert int(_run("none")["faults"]) > 20_000
 
 
@@ -63,5 +77,6 @@ def test_the_setting_reuses_a_freed_large_block() -> None:
 
 def test_a_models_first_fast_call_applies_it_and_the_environment_can_refuse_it() -> None:
     assert int(_run("model")["faults"]) < 1_000
-    assert int(_run("model", retain="0")["faults"]) > 20_000
+    if not _huge_pages_always():
+        assert int(_run("model", retain="0")["faults"]) > 20_000
     assert _run("direct", retain="0")["took"] == "False"
