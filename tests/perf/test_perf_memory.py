@@ -1,8 +1,14 @@
 """Freed activation memory is reused, not faulted in again (inference/_memory.py).
 
 Each case runs in a fresh process (the setting is process-wide) and counts the minor page faults
-of the second of two 100 MB allocations: with glibc's default every such block is a new `mmap`
-(~25,600 faults of 4 KB); once the fast path ran, the freed block is reused (almost none).
+of 16 allocations of 100 MB in turn: with glibc's default every such block is a new `mmap`
+(~25,600 faults of 4 KB each time); once the fast path ran, a freed block is reused (almost none).
+
+Not from the first round on: `posix_memalign` (PyTorch's CPU allocator) leaves a few bytes after
+each block that glibc's per-thread cache holds as in use, so until that cache is full (7 chunks a
+size) a freed block cannot merge with the heap's top and the next, equally large request grows
+the heap instead. Measured here, the heap settled by the 9th round at worst, by the 2nd after a
+model had run; the tests judge the last 4 rounds, the steady state a server lives in.
 """
 
 from __future__ import annotations
@@ -18,7 +24,6 @@ from clipforge.inference._memory import RETAIN_ENV
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux") or not os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc"),
     reason="the setting is glibc's")
-
 
 
 def _huge_pages_always() -> bool:
@@ -43,13 +48,12 @@ elif sys.argv[1] == "model":
     with torch.inference_mode():
         model.encode_image(torch.randn(2, 3, 32, 32))
 
-def second_fill_faults():
-    torch.empty(100 << 20, dtype=torch.uint8).fill_(1)
+def fill_faults():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     torch.empty(100 << 20, dtype=torch.uint8).fill_(1)
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
-print("faults", second_fill_faults())
+print("faults", sum([fill_faults() for _ in range(16)][-4:]))
 """
 
 
@@ -66,7 +70,7 @@ def test_a_large_freed_block_is_faulted_in_again_without_the_setting() -> None:
     # the positive control: what every large activation cost before
     if _huge_pages_always():
         pytest.skip("transparent huge pages are on for every mapping here: few faults either way")
-    assert int(_run("none")["faults"]) > 20_000
+    assert int(_run("none")["faults"]) > 4 * 20_000
 
 
 def test_the_setting_reuses_a_freed_large_block() -> None:
@@ -78,5 +82,5 @@ def test_the_setting_reuses_a_freed_large_block() -> None:
 def test_a_models_first_fast_call_applies_it_and_the_environment_can_refuse_it() -> None:
     assert int(_run("model")["faults"]) < 1_000
     if not _huge_pages_always():
-        assert int(_run("model", retain="0")["faults"]) > 20_000
+        assert int(_run("model", retain="0")["faults"]) > 4 * 20_000
     assert _run("direct", retain="0")["took"] == "False"
