@@ -7,8 +7,8 @@ of 16 allocations of 100 MB in turn: with glibc's default every such block is a 
 Not from the first round on: `posix_memalign` (PyTorch's CPU allocator) leaves a few bytes after
 each block that glibc's per-thread cache holds as in use, so until that cache is full (7 chunks a
 size) a freed block cannot merge with the heap's top and the next, equally large request grows
-the heap instead. Measured here, the heap settled by the 9th round at worst, by the 2nd after a
-model had run; the tests judge the last 4 rounds, the steady state a server lives in.
+the heap instead. Measured here, the 9th round was the last to grow the heap at worst, the 1st
+after a model had run; the tests judge the last 4 rounds, the steady state a server lives in.
 """
 
 from __future__ import annotations
