@@ -1,7 +1,7 @@
 """Freed activation memory is reused, not faulted in again (inference/_memory.py).
 
 Each case runs in a fresh process (the setting is process-wide) and counts the minor page faults
-of 16 allocations of 100 MB in turn: with glibc's default every such block is a new `mmap`
+of 24 allocations of 100 MB in turn: with glibc's default every such block is a new `mmap`
 (~25,600 faults of 4 KB each time); once the fast path ran, a freed block is reused (almost none).
 
 Not from the first round on: `posix_memalign` (PyTorch's CPU allocator) leaves a few bytes after
@@ -53,7 +53,7 @@ def fill_faults():
     torch.empty(100 << 20, dtype=torch.uint8).fill_(1)
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
-print("faults", sum([fill_faults() for _ in range(16)][-4:]))
+print("faults", sum([fill_faults() for _ in range(24)][-4:]))
 """
 
 
