@@ -1,5 +1,3 @@
-import sys
+from clipforge.cli.main import entry
 
-from clipforge.cli.main import main
-
-sys.exit(main())
+entry()

@@ -17,13 +17,16 @@ its traceback. No other module calls `sys.exit` or chooses a status for an excep
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
 import importlib
 import os
 import pkgutil
 import sys
+import threading
 import warnings
 from collections.abc import Sequence
-from typing import TextIO
+from typing import NoReturn, TextIO
 
 import clipforge.cli as cli_package
 
@@ -147,5 +150,35 @@ def _run(args: argparse.Namespace) -> int:
         return report_error(message or exc)
 
 
+def exit_without_teardown(code: int) -> NoReturn:
+    """End the process as the interpreter would, minus tearing down its heap: what a user waits for.
+
+    After a command, Python's own shutdown spent 0.45 s (ViT-B/32 `embed`, 2-core EPYC) taking
+    apart what the process is about to drop anyway: garbage-collection passes over every module's
+    objects, PyTorch's operator registry unregistering itself, pyarrow's allocator. This does the
+    parts of that shutdown that anyone can observe, in the interpreter's order: wait for
+    non-daemon threads (`threading._shutdown`, which also stops idle thread pools), run the atexit
+    handlers (temporary folders, multiprocessing children, logging, coverage), flush stdout and
+    stderr; then `os._exit`, which the kernel finishes in ~0.06 s. Files the commands write are
+    closed (and made durable) before they return. `CLIPFORGE_FULL_EXIT=1`, or a Python without
+    these two hooks, exits the ordinary way.
+    """
+    shutdown_threads = getattr(threading, "_shutdown", None)
+    run_exit_functions = getattr(atexit, "_run_exitfuncs", None)
+    if shutdown_threads is None or run_exit_functions is None or os.environ.get("CLIPFORGE_FULL_EXIT") == "1":
+        sys.exit(code)
+    shutdown_threads()
+    run_exit_functions()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe or stream: nothing more can reach it
+            stream.flush()
+    os._exit(code)
+
+
+def entry() -> NoReturn:
+    """The console script (`clipforge ...`, `python -m clipforge ...`): `main`, then a fast exit."""
+    exit_without_teardown(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
