@@ -48,3 +48,50 @@ def test_an_existing_library_opens_for_a_text_search(tmp_path, images_factory, c
     assert towers_asked[-1] is None
     assert main(["search", "--image", photo, *lib, "--top-k", "1"]) == 0  # an image alone: the image tower
     assert towers_asked[-1] == ("image",) and capsys.readouterr().out.split()[-1] == photo
+
+
+def test_index_add_reads_the_image_tower_unless_it_will_tag(tmp_path, images_factory, capsys, monkeypatch) -> None:
+    """`index add` loads the image tower only (the text tensors stay on disk) until the library has a
+    tag vocabulary; then it loads both and tags the new photos. An add that loaded the image tower
+    before a vocabulary appeared leaves its photos for the next add to tag."""
+    from clipforge import api
+    from clipforge.cli.main import main
+    from clipforge.library import Library
+    from clipforge.weights.towers import missing_towers
+
+    path = _tiny_file(tmp_path)
+    lib = ["--library", str(tmp_path / "lib")]
+    loaded: list[object] = []
+    real = api.load_model
+
+    def spy(*args, **kwargs):
+        model = real(*args, **kwargs)
+        loaded.append(missing_towers(model.model))
+        return model
+
+    monkeypatch.setattr(api, "load_model", spy)
+    images_factory(tmp_path / "a", 3)
+    assert main(["index", "add", str(tmp_path / "a"), "--model", str(path), *lib, "--workers", "0", "-q"]) == 0
+    images_factory(tmp_path / "b", 2, seed=5)
+    assert main(["index", "add", str(tmp_path / "b"), *lib, "--workers", "0", "-q"]) == 0
+    assert loaded == [(), ("text",)]  # first use of the file: whole (its fingerprint is hashed once); then images only
+    assert main(["tag", "--labels", "cat, dog", "--templates", "simple", *lib]) == 0
+    capsys.readouterr()
+    with Library(tmp_path / "lib", str(path), towers=("image",)) as library:
+        assert missing_towers(library.encoder.model) == ()  # widened: this add would tag
+    images_factory(tmp_path / "c", 2, seed=9)
+    assert main(["index", "add", str(tmp_path / "c"), *lib, "--workers", "0"]) == 0
+    assert loaded[-1] == () and "tagged 2 new images" in capsys.readouterr().out
+    # an add whose model was loaded for images only before the vocabulary appeared: no tags, no error
+    from clipforge.library.encoder import Encoder
+
+    partial = real(str(path), towers=("image",))
+    assert missing_towers(partial.model) == ("text",)
+    images_factory(tmp_path / "d", 1, seed=11)
+    with Library(tmp_path / "lib", Encoder(partial.model, partial.preprocess, name=str(path), copy_model=False)) as adder:
+        report = adder.add(tmp_path / "d", workers=0, progress=False)
+        assert report.added == 1 and adder.last_tagged == 0
+        assert len(adder.store.untagged_images(adder.model_fingerprint)) == 1
+    images_factory(tmp_path / "f", 1, seed=13)
+    assert main(["index", "add", str(tmp_path / "f"), *lib, "--workers", "0"]) == 0
+    assert "tagged 2 new images" in capsys.readouterr().out  # the next add tags what that one left

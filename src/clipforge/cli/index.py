@@ -166,7 +166,7 @@ def run_add(args: argparse.Namespace) -> int:
         library = open_library(args, index=args.index, max_pixels=args.max_pixels,
                                vector_dtype="float16" if args.float16 else "float32",
                                precision=check_precision(args.precision), draft=not args.exact_decode,
-                               new_space=bool(args.model))
+                               new_space=bool(args.model), towers=("image",))  # the text tower only if it tags
         with library:
             report = library.add(args.paths or None, recursive=args.recursive, batch_size=args.batch_size,
                                  workers=args.workers, retry_failed=args.retry_failed,

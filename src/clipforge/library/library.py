@@ -48,6 +48,7 @@ from clipforge.library.tagging import (
     tag_counts,
     tag_library,
     tag_new_images,
+    tags_on_add,
 )
 from clipforge.library.vector_index import IndexSpec
 
@@ -94,7 +95,11 @@ class Library:
         # How the one files-to-embeddings path runs (`--precision`, `--exact-decode`); the library's
         # identity is the model's fp32 fingerprint, so a bf16 run adds to the same library.
         self._precision, self._draft = precision, draft
-        self._towers = towers  # ("text",): a text search loads the text tower only (`api.load_model`)
+        # ("text",): a text search loads the text tower only (`api.load_model`); ("image",): an add reads
+        # the image tower only, unless it will tag its new photos, which needs the text tower too.
+        if towers is not None and "text" not in towers and tags_on_add(self.store):
+            towers = None
+        self._towers = towers
         self._encoder: Encoder | None = None
         self._manager: IndexManager | None = None
         self._init_lock = threading.Lock()
@@ -103,7 +108,8 @@ class Library:
         self.last_tagged = 0  # photos the last add tagged with the library's vocabulary
         self._new_space = new_space  # a model without vectors here may start its own model space
         if model is not None:
-            self._set_encoder(resolve_encoder(model, preprocess, device, precision=precision, draft=draft))
+            self._set_encoder(resolve_encoder(model, preprocess, device, precision=precision, draft=draft,
+                                              towers=self._towers))
 
     def _refuse_lost_database(self) -> None:
         """An emptied or vanished database beside an index, thumbnails or uploads is a damaged library,

@@ -65,7 +65,7 @@ class MilvusLibrary:
     def __init__(self, store: str | StoreSpec, path: str | os.PathLike[str] | None = None, model: Any = None, *,
                  preprocess: Any = None, device: str | None = None, max_pixels: int | None = None,
                  create: bool = True, precision: str = "fp32", draft: bool = True, new_space: bool = False,
-                 **_embedded_only: Any) -> None:
+                 towers: Sequence[str] | None = None, **_embedded_only: Any) -> None:
         from clipforge.image import DEFAULT_MAX_PIXELS
 
         self.spec = parse_store(store) if isinstance(store, str) else store
@@ -77,6 +77,7 @@ class MilvusLibrary:
                                     "first)")
         self.max_pixels = int(max_pixels) if max_pixels else DEFAULT_MAX_PIXELS
         self._device, self._precision, self._draft = device, precision, draft
+        self._towers = towers  # as `Library`'s: ("image",) for an add (Milvus libraries tag only in `tag`)
         self._new_space = new_space
         self._encoder: Encoder | None = None
         self._space: MilvusSpace | None = None
@@ -88,7 +89,8 @@ class MilvusLibrary:
         one each. Writes through this object drop them at once; other processes' writes show within it."""
         self._listings: dict[str, tuple[float, Any]] = {}
         if model is not None:
-            self._set_encoder(resolve_encoder(model, preprocess, device, precision=precision, draft=draft))
+            self._set_encoder(resolve_encoder(model, preprocess, device, precision=precision, draft=draft,
+                                              towers=towers))
 
     # -- model and space --------------------------------------------------------------------
     def _set_encoder(self, encoder: Encoder) -> None:
@@ -112,7 +114,7 @@ class MilvusLibrary:
                     spaces = self.milvus.spaces()
                     name = spaces[0].name if spaces else default_model_name()
                     self._set_encoder(resolve_encoder(name, device=self._device, precision=self._precision,
-                                                      draft=self._draft))
+                                                      draft=self._draft, towers=self._towers))
         assert self._encoder is not None
         return self._encoder
 

@@ -205,6 +205,13 @@ class Store:
         row = self.conn().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else default
 
+    @_reads
+    def has_meta_prefix(self, prefix: str) -> bool:
+        """Whether some meta key starts with `prefix` (an index range scan, not LIKE)."""
+        end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        return self.conn().execute("SELECT 1 FROM meta WHERE key >= ? AND key < ? LIMIT 1",
+                                   (prefix, end)).fetchone() is not None
+
     def generation(self) -> int:
         """Bumped by every write that changes which vectors are searchable (cheap staleness check)."""
         return int(self.get_meta("generation", "0") or 0)

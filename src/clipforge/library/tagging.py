@@ -141,6 +141,14 @@ def tag_library(store: Store, encoder: Encoder, labels: Sequence[str], templates
     return report
 
 
+def tags_on_add(store: Store) -> bool:
+    """Whether an add will tag its new photos: some model's `tag` vocabulary is recorded here.
+
+    `Library` asks before loading a model for an add: only then does the add need the text tower
+    (the class embeddings' cache is keyed by it), so otherwise the image tower alone is read."""
+    return store.has_meta_prefix(_VOCABULARY_KEY)
+
+
 def tag_vocabulary(store: Store, model: str) -> dict[str, Any] | None:
     """{"labels", "templates", "top_k"} of the library's last `tag` run with `model`, or None."""
     try:
@@ -160,10 +168,12 @@ def tag_new_images(store: Store, encoder: Encoder, cache_dir: str | Path | None 
     Called after every add; costs one query when nothing is new and nothing when the library was
     never tagged. The class embeddings come from the library's cache, so no prompt is encoded again.
     """
+    from clipforge.weights.towers import missing_towers
+
     model = encoder.fingerprint
     vocabulary = tag_vocabulary(store, model)
-    if vocabulary is None:
-        return 0
+    if vocabulary is None or "text" in missing_towers(encoder.model):
+        return 0  # never tagged; or an add loaded the image tower only (see `tags_on_add`): the next add tags them
     todo = store.untagged_images(model)
     if not todo:
         return 0

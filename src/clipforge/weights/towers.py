@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["TOWER_TENSORS", "build_without", "is_image_tensor", "is_text_tensor"]
+__all__ = ["TOWER_TENSORS", "build_without", "is_image_tensor", "is_text_tensor", "missing_towers"]
 
 
 def is_image_tensor(name: str) -> bool:
@@ -26,6 +26,13 @@ def is_text_tensor(name: str) -> bool:
 
 
 TOWER_TENSORS: dict[str, Callable[[str], bool]] = {"image": is_image_tensor, "text": is_text_tensor}
+
+
+def missing_towers(model: torch.nn.Module) -> tuple[str, ...]:
+    """The towers ("image", "text") `model` was loaded without; () for a whole model."""
+    from clipforge.weights.fingerprint import PARTIAL
+
+    return tuple(getattr(model, "__dict__", {}).get(PARTIAL) or ())
 
 
 def _image_tower_not_loaded(*args: object, **kwargs: object) -> torch.Tensor:
