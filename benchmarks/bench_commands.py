@@ -11,7 +11,8 @@ checkpoint, scanning, decoding, the model, writing):
     embed-bf16 / index-add-bf16   the same with --precision bf16, where the CLI has the flag
                        and the CPU multiplies bf16 natively (else recorded as skipped, with why)
 
-    startup            a process that imports clipforge and loads the checkpoint (`api.load_model`), nothing else
+    startup            a process that imports clipforge and loads the checkpoint (`api.load_model`), nothing else,
+                       and exits as the commands do (without Python's heap teardown)
 
 The weights file is used once before the timing (its fingerprint hashed and remembered, as after a
 user's first command with it); that one-time hash is reported as `fingerprint_first_use_seconds`.
@@ -146,9 +147,11 @@ def _library_vectors(library: Path) -> dict[str, np.ndarray]:
         store.close()
 
 
-# What every command pays before its first image: the imports and reading + building the model.
-# argv: CKPT [DEVICE] (default cpu; `bench_cuda` passes cuda)
-_STARTUP = "import sys; from clipforge.api import load_model; load_model(sys.argv[1], (sys.argv[2:] or ['cpu'])[0])"
+# What every command pays before its first image: the imports and reading + building the model; then
+# it ends as the commands do (`cli.main.exit_without_teardown`: Python's own teardown, ~0.4 s, would
+# make the anchor, not the commands, longer). argv: CKPT [DEVICE] (default cpu; `bench_cuda` passes cuda)
+_STARTUP = ("import sys; from clipforge.api import load_model; from clipforge.cli.main import exit_without_teardown; "
+            "load_model(sys.argv[1], (sys.argv[2:] or ['cpu'])[0]); exit_without_teardown(0)")
 # Model-only time, as its own process in the same round-robin as the commands (same load): the one
 # encoder (`BatchEncoder`, as the commands run it) on N uint8 crops at the commands' batch size, after
 # one warm-up batch (packing, oneDNN primitives); prints "wall_seconds cpu_seconds" of the loop alone.
