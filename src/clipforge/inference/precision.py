@@ -146,10 +146,9 @@ def prepare(model: nn.Module, precision: str = "fp32", *, fused: bool | None = N
 
 def _unread_tensors(model: nn.Module) -> set[int]:
     """ids of the tensors of the towers `clipforge.api.load_model(..., towers=...)` left unread."""
-    from clipforge.weights.fingerprint import PARTIAL
-    from clipforge.weights.towers import TOWER_TENSORS
+    from clipforge.weights.towers import TOWER_TENSORS, missing_towers
 
-    missing = model.__dict__.get(PARTIAL) or ()
+    missing = missing_towers(model)
     return {id(t) for name, t in (*model.named_parameters(), *model.named_buffers())
             if any(TOWER_TENSORS[tower](name) for tower in missing)}
 
