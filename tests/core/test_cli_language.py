@@ -262,7 +262,7 @@ def test_classify_walks_a_folder_like_index_add(tmp_path, capsys) -> None:
 
 
 def test_the_reader_says_file_not_found_without_guessing_why(tmp_path) -> None:
-    from clipforge.data.files import _read_error
+    from clipforge.data.reading import _read_error
 
     assert _read_error(FileNotFoundError(2, "No such file")) == "file not found"
 

@@ -10,7 +10,7 @@ import sqlite3
 import numpy as np
 import pytest
 
-import clipforge.data.files as decode_module
+import clipforge.data.reading as decode_module
 import clipforge.library.indexer as indexer_module
 from clipforge.library import Library
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 
 from clipforge.cli.common import add_model_argument, add_output_arguments, add_speed_arguments
 
@@ -28,7 +29,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="descend into sub-folders (default: yes; --no-recursive for the top level only)")
     parser.add_argument("--overwrite", action="store_true", help="redo partitions that already exist")
     add_output_arguments(parser)
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, files_ahead=files_ahead)
+
+
+def files_ahead(args: argparse.Namespace) -> tuple[str, Callable[[], list[str]]]:
+    """What `clipforge.data.prefetch` may decode before the model is loaded: the files `export_embeddings`
+    will read (its own discovery), under a hint key of what decides their preprocessing."""
+    from clipforge.library.scan import discover_files
+
+    key = json.dumps(["embed", args.model or "", bool(args.exact_decode)])
+    return key, lambda: discover_files(args.paths, recursive=args.recursive, exclude=[args.out])
 
 
 def run(args: argparse.Namespace) -> int:

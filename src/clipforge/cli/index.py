@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 
@@ -97,7 +98,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add.add_argument("--json", action="store_true", help="print the report as JSON")
     add.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     add_library_arguments(add)
-    add.set_defaults(func=run_add)
+    add.set_defaults(func=run_add, files_ahead=files_ahead)
 
     remove = sub.add_parser("remove", help="forget images by id, file or folder (files are not deleted)",
                             description="Forget images by id, file path, or every image under a folder. The files "
@@ -148,6 +149,18 @@ def _check_add_arguments(args: argparse.Namespace) -> str | None:
     if args.workers is not None and args.workers < 0:
         return f"--workers must be 0 (decode in this process) or more, got {args.workers}"
     return None
+
+
+def files_ahead(args: argparse.Namespace) -> tuple[str, Callable[[], list[str]]] | None:
+    """What `clipforge.data.prefetch` may decode before the model is loaded: the named files (in the order
+    `Library.add`'s scan finds them), under a hint key of what decides their preprocessing. None without paths."""
+    if not args.paths:
+        return None
+    from clipforge.library.scan import discover_files
+
+    where = ["", ""] if args.model else [args.library or "", args.store or ""]  # the library's model, without --model
+    key = json.dumps(["index add", args.model or "", *where, bool(args.exact_decode), args.max_pixels])
+    return key, lambda: discover_files(args.paths, recursive=args.recursive)
 
 
 def run_add(args: argparse.Namespace) -> int:

@@ -118,15 +118,53 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
     print(f"warning: {message}", file=file or sys.stderr)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, decode_ahead: bool = False) -> int:
+    """Run one command; `decode_ahead` (the console script) lets a command that reads photos start
+    decoding them before torch is imported (`_decode_ahead`)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 0 if args.command is None else 2
+    ahead = _decode_ahead(args) if decode_ahead else None
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
-        return _run(args)
+        code = _run(args)
+    if ahead is not None:
+        _remember_preprocess(ahead)
+    return code
+
+
+def _decode_ahead(args: argparse.Namespace) -> str | None:
+    """Start `clipforge.data.prefetch` for a command that declares its files (``set_defaults(files_ahead=...)``:
+    args -> (hint key, function listing the files)), with the preprocess the same command read with last
+    time. Returns the hint key (None: the command reads no photos)."""
+    files_ahead = getattr(args, "files_ahead", None)
+    if files_ahead is None or int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:  # torchrun: no core is idle
+        return None
+    declared = files_ahead(args)
+    if declared is None:
+        return None
+    from clipforge.data import prefetch
+
+    hint, list_files = declared
+    preprocess = prefetch.load_hint(hint)
+    if preprocess is not None:
+        with contextlib.suppress(OSError, ValueError):  # no fork or mapping to be had: the reader decodes it all
+            prefetch.start(preprocess, list_files)
+    return hint
+
+
+def _remember_preprocess(hint: str) -> None:
+    from clipforge.data import prefetch
+
+    running = prefetch.active()
+    if running is not None:
+        running.stop()
+        if os.environ.get(prefetch.PREFETCH_ENV, "").strip() == "verbose":
+            print(running.summary(), file=sys.stderr)
+    if prefetch.reader_started():  # a run that never read (a bad argument) leaves the hint as it was
+        prefetch.save_hint(hint, prefetch.reader_key())
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -177,7 +215,7 @@ def exit_without_teardown(code: int) -> NoReturn:
 
 def entry() -> NoReturn:
     """The console script (`clipforge ...`, `python -m clipforge ...`): `main`, then a fast exit."""
-    exit_without_teardown(main())
+    exit_without_teardown(main(decode_ahead=True))
 
 
 if __name__ == "__main__":

@@ -5,90 +5,75 @@ share one interface (`LabelledDataset`: classnames, samples, name, split, missin
 Training datasets yield `(image, token_ids)`. Bad images never crash a loader: they come back
 as `BadImage` and `make_loader`'s `skip_bad_collate` drops and reports them per batch
 (`Batch(images, labels, indices, errors)`); `BadSampleLog` tallies them for reports.
+
+The names below are imported on first use (PEP 562), so ``import clipforge.data.regular`` or
+`clipforge.data.prefetch` does not load torch: a command's decoding starts while torch is still importing.
 """
 
-from .base import (
-    IMAGE_EXTENSIONS,
-    BadImage,
-    BadSample,
-    DatasetFormatError,
-    DatasetLayoutError,
-    LabelledDataset,
-)
-from .captions import CaptionDataset, CaptionTable, read_caption_csv
-from .cars import StanfordCars
-from .cifar import CIFARPickle, open_cifar
-from .classnames import (
-    CIFAR10_CLASSES,
-    CIFAR100_CLASSES,
-    IMAGENET_CLASSNAME_FILES,
-    clean_cub_name,
-    imagenet_classnames,
-    imagenet_wnids,
-)
-from .collate import BadSampleLog, Batch, skip_bad_collate
-from .cub import CUB
-from .folder import ImageFolder, ZipImageFolder
-from .imagenet import ImageNet, detect_imagenet_layout
-from .imagetext import (
-    DEFAULT_TEMPLATE,
-    CaptionCsvImageText,
-    FolderCaptionImageText,
-    ImageTextDataset,
-    LabelledImageText,
-    Tokenizer,
-)
-from .inmemory import ArrayDataset, decode_all
-from .loader import make_loader
-from .pipeline import EncodeResult, encode_image_files, save_embeddings
-from .registry import available_datasets, open_dataset, register_dataset
-from .transforms import RandomResizedCrop, TrainTransform, build_train_transform
-from .webdata import WebDatasetImageText
+from __future__ import annotations
 
-__all__ = [
-    "CIFAR10_CLASSES",
-    "CIFAR100_CLASSES",
-    "CUB",
-    "DEFAULT_TEMPLATE",
-    "IMAGENET_CLASSNAME_FILES",
-    "IMAGE_EXTENSIONS",
-    "ArrayDataset",
-    "BadImage",
-    "BadSample",
-    "BadSampleLog",
-    "Batch",
-    "CIFARPickle",
-    "CaptionCsvImageText",
-    "CaptionDataset",
-    "CaptionTable",
-    "DatasetFormatError",
-    "DatasetLayoutError",
-    "EncodeResult",
-    "FolderCaptionImageText",
-    "ImageFolder",
-    "ImageNet",
-    "ImageTextDataset",
-    "LabelledDataset",
-    "LabelledImageText",
-    "RandomResizedCrop",
-    "StanfordCars",
-    "Tokenizer",
-    "TrainTransform",
-    "WebDatasetImageText",
-    "ZipImageFolder",
-    "available_datasets",
-    "build_train_transform",
-    "clean_cub_name",
-    "decode_all",
-    "detect_imagenet_layout",
-    "encode_image_files",
-    "imagenet_classnames",
-    "imagenet_wnids",
-    "make_loader",
-    "open_cifar",
-    "open_dataset",
-    "read_caption_csv",
-    "register_dataset",
-    "save_embeddings",
-    "skip_bad_collate",
-]
+import importlib
+from typing import Any
+
+_SOURCES: dict[str, str] = {
+    "CIFAR10_CLASSES": "classnames",
+    "CIFAR100_CLASSES": "classnames",
+    "CUB": "cub",
+    "DEFAULT_TEMPLATE": "imagetext",
+    "IMAGENET_CLASSNAME_FILES": "classnames",
+    "IMAGE_EXTENSIONS": "base",
+    "ArrayDataset": "inmemory",
+    "BadImage": "base",
+    "BadSample": "base",
+    "BadSampleLog": "collate",
+    "Batch": "collate",
+    "CIFARPickle": "cifar",
+    "CaptionCsvImageText": "imagetext",
+    "CaptionDataset": "captions",
+    "CaptionTable": "captions",
+    "DatasetFormatError": "base",
+    "DatasetLayoutError": "base",
+    "EncodeResult": "pipeline",
+    "FolderCaptionImageText": "imagetext",
+    "ImageFolder": "folder",
+    "ImageNet": "imagenet",
+    "ImageTextDataset": "imagetext",
+    "LabelledDataset": "base",
+    "LabelledImageText": "imagetext",
+    "RandomResizedCrop": "transforms",
+    "StanfordCars": "cars",
+    "Tokenizer": "imagetext",
+    "TrainTransform": "transforms",
+    "WebDatasetImageText": "webdata",
+    "ZipImageFolder": "folder",
+    "available_datasets": "registry",
+    "build_train_transform": "transforms",
+    "clean_cub_name": "classnames",
+    "decode_all": "inmemory",
+    "detect_imagenet_layout": "imagenet",
+    "encode_image_files": "pipeline",
+    "imagenet_classnames": "classnames",
+    "imagenet_wnids": "classnames",
+    "make_loader": "loader",
+    "open_cifar": "cifar",
+    "open_dataset": "registry",
+    "read_caption_csv": "captions",
+    "register_dataset": "registry",
+    "save_embeddings": "pipeline",
+    "skip_bad_collate": "collate",
+}
+
+__all__ = sorted(_SOURCES)
+
+
+def __getattr__(name: str) -> Any:
+    module = _SOURCES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_SOURCES))

@@ -11,12 +11,9 @@ caller can count and report them.
 
 from __future__ import annotations
 
-import struct
-import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,21 +23,15 @@ from PIL import Image
 from clipforge.errors import UserError
 from clipforge.image import IMAGE_EXTENSIONS as _IMAGE_EXTENSIONS
 
+from .bad import DECODE_ERRORS, BadImage, BadSample, error_reason
+
 __all__ = [
     "BadImage", "BadSample", "DatasetFormatError", "DatasetLayoutError", "LabelledDataset", "DECODE_ERRORS",
-    "IMAGE_EXTENSIONS", "require_file", "require_dir",
+    "IMAGE_EXTENSIONS", "error_reason", "require_file", "require_dir",
 ]
 
 # One list for every folder scanner in clipforge (curated, and limited to what Pillow here decodes).
 IMAGE_EXTENSIONS: AbstractSet[str] = _IMAGE_EXTENSIONS
-
-# What a corrupt, truncated or hostile image file can raise while being decoded or transformed.
-# Programming errors (TypeError, AttributeError, ...) are deliberately NOT in this list: they must
-# surface, not be silently counted as "bad images".
-DECODE_ERRORS: tuple[type[BaseException], ...] = (
-    ValueError, OSError, EOFError, SyntaxError, struct.error, zlib.error,
-    Image.DecompressionBombError, MemoryError,
-)
 
 
 class DatasetLayoutError(UserError, FileNotFoundError):
@@ -53,47 +44,6 @@ class DatasetLayoutError(UserError, FileNotFoundError):
 
 class DatasetFormatError(UserError, ValueError):
     """A dataset file exists but its content is not what the layout promises."""
-
-
-@dataclass(frozen=True)
-class BadImage:
-    """An image that could not be turned into pixels: which file (or archive member) and why.
-
-    The one shape of a bad image everywhere in clipforge: datasets return it instead of raising,
-    the file reader (`clipforge.data.files`) yields it, reports list ``(path, reason)`` from it.
-    `index` is the dataset position (-1 where there is none); `sha256` is set when the bytes were
-    read and hashed before decoding failed.
-    """
-
-    path: str
-    reason: str
-    index: int = -1
-    sha256: str | None = None
-
-    @property
-    def source(self) -> str:
-        return self.path
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.reason}"
-
-    def to_dict(self) -> dict[str, str]:
-        """The JSON form every report uses: the path as printable UTF-8 (undecodable bytes as \\xNN)."""
-        import os
-
-        try:
-            self.path.encode("utf-8")
-            path = self.path
-        except UnicodeEncodeError:
-            path = os.fsencode(self.path).decode("utf-8", "backslashreplace")
-        return {"path": path, "reason": self.reason}
-
-
-class BadSample(BadImage):
-    """Older spelling, ``BadSample(index, source, reason)``: constructs a `BadImage`."""
-
-    def __init__(self, index: int, source: str, reason: str) -> None:
-        super().__init__(source, reason, index)
 
 
 def require_file(path: Path, layout: str) -> Path:
@@ -112,14 +62,6 @@ def _is_preprocess(transform: Any) -> bool:
     from clipforge.image import Preprocess
 
     return isinstance(transform, Preprocess)
-
-
-def error_reason(exc: BaseException) -> str:
-    reason = getattr(exc, "reason", None)  # ImageLoadError keeps the bare reason beside the file name
-    if isinstance(reason, str) and reason:
-        return reason
-    text = str(exc).strip() or exc.__class__.__name__
-    return text if text.startswith(exc.__class__.__name__) else f"{exc.__class__.__name__}: {text}"
 
 
 class LabelledDataset(torch.utils.data.Dataset):

@@ -16,6 +16,9 @@ into a *writer* - the library's SQLite store, clip-retrieval partitions, a Milvu
   every pixel (for evaluation that must match a reference pixel for pixel).
 - **uint8 crops.** Workers ship the resized, centre-cropped uint8 crop (4x smaller than
   floats); the encoder normalises whole batches.
+- **Decoded ahead.** A command's first photos may already be decoded, by `reading.read_file` in
+  the process the console command forked before importing torch (`prefetch`); the reader takes
+  those results only for the same pixel key and decodes everything else itself.
 - **Workers** come from `make_loader` (one torch thread each); a bad file never raises out of a
   worker: it comes back as `BadImage(path, reason)`, the one record of a bad image that every
   writer and report keeps (``BadImage.to_dict()`` is its JSON form).
@@ -25,9 +28,7 @@ into a *writer* - the library's SQLite store, clip-retrieval partitions, a Milvu
 
 from __future__ import annotations
 
-import errno
 import hashlib
-import io
 import os
 import time
 from collections.abc import Callable, Container, Iterator, Sequence
@@ -38,9 +39,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .base import DECODE_ERRORS, BadImage, error_reason
+from . import prefetch
+from .bad import DECODE_ERRORS, BadImage, error_reason
 from .collate import Indexed
-from .regular import NotRegularFileError, read_regular_file
+from .reading import DecodedFile, decode_crop, read_file
 
 __all__ = ["CollectingWriter", "DecodedFile", "EmbeddedBatch", "EncodedFiles", "FileBatch", "FileWriter",
            "ImageFileReader", "default_workers", "embed_files", "encode_files", "read_batches", "read_image_bytes",
@@ -53,45 +55,9 @@ def default_workers() -> int:
     return max(1, min(8, cores - 1))
 
 
-@dataclass
-class DecodedFile:
-    """A file read (and, unless its bytes were already embedded, decoded) for the model.
-
-    `pixels` is the uint8 [R, R, 3] crop (or what a custom preprocess returned); None when the
-    bytes were in `skip_shas`. `width`/`height` are the upright full size of the picture.
-    """
-
-    path: str
-    size: int
-    sha256: str | None = None
-    width: int | None = None
-    height: int | None = None
-    pixels: torch.Tensor | None = None
-    index: int = -1
-
-
-def _read_error(exc: OSError) -> str:
-    if isinstance(exc, PermissionError) or exc.errno == errno.EACCES:
-        return "permission denied"
-    if isinstance(exc, FileNotFoundError):
-        return "file not found"
-    if isinstance(exc, IsADirectoryError):
-        return "is a directory, not an image file"
-    return f"cannot read file ({exc.strerror or exc})"
-
-
-def _decode_pixels(preprocess: Any, data: bytes, label: str) -> tuple[torch.Tensor, int, int]:
-    """(pixels, width, height) of encoded image bytes; raises DECODE_ERRORS on a bad image."""
-    stream = io.BytesIO(data)
-    stream.name = label  # error messages name the file, not "<bytes>"
-    if hasattr(preprocess, "decode") and hasattr(preprocess, "decoded_pixels"):
-        decoded = preprocess.decode(stream)
-        width, height = decoded.source_size
-        return torch.from_numpy(preprocess.decoded_pixels(decoded)), width, height
-    from clipforge.image import load_image  # a custom preprocess: PIL image -> float tensor
-
-    image = load_image(stream)
-    return preprocess(image), image.size[0], image.size[1]
+def _as_tensor(pixels: Any) -> Any:
+    """A reader's numpy crop as the tensor batches stack (shared memory, no copy); None and tensors as they are."""
+    return torch.from_numpy(pixels) if isinstance(pixels, np.ndarray) else pixels
 
 
 def read_image_bytes(data: bytes, preprocess: Any, label: str = "<upload>") -> DecodedFile | BadImage:
@@ -100,9 +66,10 @@ def read_image_bytes(data: bytes, preprocess: Any, label: str = "<upload>") -> D
     if not data:
         return BadImage(label, "file is empty (0 bytes)", sha256=out.sha256)
     try:
-        out.pixels, out.width, out.height = _decode_pixels(preprocess, data, label)
+        pixels, out.width, out.height = decode_crop(preprocess, data, label)
     except DECODE_ERRORS as exc:
         return BadImage(label, error_reason(exc), sha256=out.sha256)
+    out.pixels = _as_tensor(pixels)
     return out
 
 
@@ -125,23 +92,12 @@ class ImageFileReader(Dataset):
 
     def __getitem__(self, index: int) -> DecodedFile | BadImage:
         path = self.paths[index]
-        try:
-            data = read_regular_file(path)  # never blocks on a FIFO swapped in after a scan
-        except NotRegularFileError as exc:
-            return BadImage(path, exc.reason, index)
-        except OSError as exc:
-            return BadImage(path, _read_error(exc), index)
-        sha = hashlib.sha256(data).hexdigest() if self.hash else None
-        if not data:
-            return BadImage(path, "file is empty (0 bytes)", index, sha)
-        out = DecodedFile(path, len(data), sha, index=index)
-        if sha is not None and sha in self.skip_shas:
-            return out
-        try:
-            out.pixels, out.width, out.height = _decode_pixels(self.preprocess, data, path)
-        except DECODE_ERRORS as exc:
-            return BadImage(path, error_reason(exc), index, sha)
-        return out
+        item = prefetch.take(path, self.preprocess, hash=self.hash, skip_shas=self.skip_shas, index=index)
+        if item is None:
+            item = read_file(path, self.preprocess, hash=self.hash, skip_shas=self.skip_shas, index=index)
+        if isinstance(item, DecodedFile):
+            item.pixels = _as_tensor(item.pixels)
+        return item
 
 
 @dataclass
@@ -181,6 +137,7 @@ def read_batches(reader: ImageFileReader, *, batch_size: int = 32, workers: int 
     from .loader import make_loader
 
     workers = default_workers() if workers is None else max(0, int(workers))
+    prefetch.reader_starts(reader.preprocess)  # the command's decoding ahead stops; these workers go on
     loader = make_loader(reader, batch_size=max(1, int(batch_size)), workers=workers, collate_fn=collate_files,
                          prefetch_factor=2 if workers else None, first_batch=FIRST_BATCH if workers else None)
     yield from loader

@@ -25,15 +25,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps
 
 from clipforge.image.geometry import center_crop_array, exif_orientation, orientation_transpose, resized_size
 from clipforge.image.loading import DEFAULT_MAX_PIXELS, Decoded, decode_image
 from clipforge.image.modes import to_eight_bit, to_rgb
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["MEAN", "STD", "Preprocess", "build_preprocess"]
 
@@ -130,6 +132,8 @@ class Preprocess:
         the intra-op thread pool, whose threads spin-wait when the cores are busy (DataLoader
         workers, the model) - measured 8x slower per image on 2 busy cores than single-threaded.
         """
+        import torch  # here, not at import: decoding (`pixels`, `decode`) runs in processes that never load torch
+
         if isinstance(pixels, torch.Tensor) and pixels.device.type != "cpu":
             return self._normalize_on_device(pixels)
         array = pixels.numpy() if isinstance(pixels, torch.Tensor) else np.asarray(pixels)
@@ -149,6 +153,8 @@ class Preprocess:
 
     def _normalize_on_device(self, pixels: torch.Tensor) -> torch.Tensor:
         """Same float32 steps on an accelerator, for batches already moved there as uint8."""
+        import torch
+
         if pixels.dtype != torch.uint8 or pixels.ndim not in (3, 4) or pixels.shape[-1] != 3:
             raise ValueError(f"expected uint8 pixels shaped [N, H, W, 3] or [H, W, 3], got {tuple(pixels.shape)} {pixels.dtype}")
         single = pixels.ndim == 3

@@ -4,23 +4,51 @@
     lib = Library("~/photos-library", model="ViT-B/32")
     lib.add(["~/Pictures"], recursive=True)
     hits = lib.search('"a dog on the beach" - "people"', top_k=10)
+
+Names are imported on first use (PEP 562): ``clipforge.library.scan`` loads without torch.
 """
 
-from clipforge.library.dbfile import DamagedLibraryError, display_path
-from clipforge.library.encoder import Encoder, resolve_encoder
-from clipforge.library.export import ExportReport, export_embeddings
-from clipforge.library.indexer import AddReport
-from clipforge.library.library import Library, ModelMismatchError, open_library
-from clipforge.library.paths import default_library_dir
-from clipforge.library.query import QueryError, QueryTerm, parse_query
-from clipforge.library.search import SearchHit
-from clipforge.library.store import SCHEMA_VERSION, ImageRecord, SchemaError
-from clipforge.library.tagging import TagReport
-from clipforge.library.vector_index import IndexSpec, build_index, recall_at_k
+from __future__ import annotations
 
-__all__ = [
-    "SCHEMA_VERSION", "AddReport", "DamagedLibraryError", "Encoder", "ExportReport", "ImageRecord", "IndexSpec",
-    "Library", "ModelMismatchError", "QueryError", "QueryTerm", "SchemaError", "SearchHit", "TagReport", "build_index",
-    "default_library_dir", "display_path", "export_embeddings", "open_library", "parse_query", "recall_at_k",
-    "resolve_encoder",
-]
+import importlib
+from typing import Any
+
+_SOURCES: dict[str, str] = {
+    "SCHEMA_VERSION": "store",
+    "AddReport": "indexer",
+    "DamagedLibraryError": "dbfile",
+    "Encoder": "encoder",
+    "ExportReport": "export",
+    "ImageRecord": "store",
+    "IndexSpec": "vector_index",
+    "Library": "library",
+    "ModelMismatchError": "library",
+    "QueryError": "query",
+    "QueryTerm": "query",
+    "SchemaError": "store",
+    "SearchHit": "search",
+    "TagReport": "tagging",
+    "build_index": "vector_index",
+    "default_library_dir": "paths",
+    "display_path": "dbfile",
+    "export_embeddings": "export",
+    "open_library": "library",
+    "parse_query": "query",
+    "recall_at_k": "vector_index",
+    "resolve_encoder": "encoder",
+}
+
+__all__ = sorted(_SOURCES)
+
+
+def __getattr__(name: str) -> Any:
+    module = _SOURCES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_SOURCES))

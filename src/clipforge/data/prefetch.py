@@ -1,0 +1,294 @@
+"""A command's first photos decoded on the idle core while the main process is still importing torch.
+
+`clipforge embed` and `clipforge index add` spend their first second importing torch on one core
+while the other idles; decoding their photos afterwards then competes with the model for both
+cores. On a 2-core EPYC, 300 ImageNet photos take ~1.1 s of CPU to decode, which cost
+`embed --precision bf16` ~0.5 s of wall time beside the model. So the console command forks one
+process before it imports anything heavy (`start`); that process lists the command's files and
+runs `reading.read_file` - the reader's own function - on each, into an anonymous shared mapping
+that the main process and its DataLoader workers (forked later) read.
+
+Safe by construction:
+
+* **Verified, never trusted.** A result is used only by a reader whose preprocessing has the
+  same pixel key (`pixel_key`: class, resolution, draft decoding, EXIF handling, pixel limit);
+  the key the prefetch decodes with is what the same command used last time (`hints`), and a
+  first run or a changed model simply finds nothing. Pixels, size and sha256 come from one read
+  of the file's bytes, as `read_file` gives them. A file the prefetch could not decode is left
+  to the reader, which reports it in its own words.
+* **Bounded.** At most `MAX_IMAGES` photos and `MAX_BYTES` of pixels; paths over `PATH_BYTES`
+  bytes are left to the reader. The mapping is anonymous: nothing is left on disk.
+* **Stops when the reader starts** (`reader_starts`), so it never competes with the DataLoader's
+  own workers, and dies with its parent (Linux's parent-death signal, and a check per file).
+
+`CLIPFORGE_PREFETCH=0` turns it off; `CLIPFORGE_PREFETCH=verbose` prints `Prefetch.summary` after the command. Torch-free on purpose (see `clipforge.data`'s lazy names).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import mmap
+import os
+import signal
+import struct
+from collections.abc import Callable, Container, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .reading import DecodedFile, read_file
+
+__all__ = ["MAX_BYTES", "MAX_IMAGES", "PREFETCH_ENV", "Prefetch", "active", "load_hint", "pixel_key", "reader_key",
+           "reader_started", "reader_starts", "save_hint", "start", "take"]
+
+PREFETCH_ENV = "CLIPFORGE_PREFETCH"
+MAX_IMAGES = 512
+"""Photos decoded ahead at most: more than an import of torch leaves time for (~300 on a 2-core EPYC)."""
+MAX_BYTES = 128 << 20
+"""Pixel memory of the mapping at most (512 crops of 224 px take 77 MB; bigger crops mean fewer photos)."""
+PATH_BYTES = 1024
+
+_HEADER = 64  # count (u32) at 0, stop flag (u8) at 8
+_RECORD = struct.Struct(f"<QIIH32s{PATH_BYTES}s")  # size, width, height, path length, sha256, path
+_HINTS = "prefetch-hints.json"
+_MAX_HINTS = 64
+_ACTIVE: Prefetch | None = None
+_READER_KEY: list[tuple[Any, ...] | None] = []  # the pixel key of this process's first reader, once one started
+
+
+def pixel_key(preprocess: Any) -> tuple[Any, ...] | None:
+    """What decides a crop's pixels, for `clipforge.image.Preprocess` itself; None for anything else
+    (subclasses and custom callables resize their own way and are never prefetched)."""
+    from clipforge.image import Preprocess
+
+    if type(preprocess) is not Preprocess:
+        return None
+    limit = preprocess.max_pixels
+    return ("Preprocess", preprocess.n_px, preprocess.draft, preprocess.exif_transpose,
+            None if limit is None else int(limit))
+
+
+def _preprocess_from_key(key: Any) -> Any:
+    from clipforge.image import Preprocess
+
+    if not isinstance(key, (list, tuple)) or len(key) != 5 or key[0] != "Preprocess":
+        return None
+    _, n_px, draft, exif, limit = key
+    # a hint is our own cache file, but read as untrusted: a sane crop size, and never decode without a pixel limit
+    if not isinstance(n_px, int) or not 16 <= n_px <= 1024 or not isinstance(limit, int) or limit < 1:
+        return None
+    return Preprocess(n_px, bool(draft), exif_transpose=bool(exif), max_pixels=limit)
+
+
+class Prefetch:
+    """The shared mapping: a header, `capacity` records and `capacity` uint8 crops of `n_px`."""
+
+    def __init__(self, preprocess: Any, capacity: int) -> None:
+        self.key = pixel_key(preprocess)
+        if self.key is None:
+            raise ValueError("only clipforge.image.Preprocess crops can be prefetched")
+        self.preprocess = preprocess
+        self.n_px = int(preprocess.n_px)
+        self.crop = self.n_px * self.n_px * 3
+        self.capacity = int(capacity)
+        self._taken = _HEADER  # one byte per slot, set by the reader that used it
+        self._records = _HEADER + self.capacity
+        self._pixels = self._records + self.capacity * _RECORD.size
+        self.buffer = mmap.mmap(-1, self._pixels + self.capacity * self.crop)
+        self.pid: int | None = None
+        self.parent = os.getpid()
+        self._index: dict[str, int] = {}
+        self._indexed = 0
+
+    # -- the mapping ------------------------------------------------------------------------
+    def count(self) -> int:
+        return int.from_bytes(self.buffer[0:4], "little")
+
+    def stopped(self) -> bool:
+        return self.buffer[8] != 0
+
+    def request_stop(self) -> None:
+        self.buffer[8] = 1
+
+    def taken(self) -> int:
+        """Photos a reader (in any process) took from this prefetch."""
+        return self.buffer[self._taken:self._taken + self.capacity].count(1)
+
+    def summary(self) -> str:
+        return (f"decoded ahead: {self.count()} photos before the reader started ({self.n_px} px crops), "
+                f"{self.taken()} taken by the reader")
+
+    def _put(self, slot: int, item: DecodedFile, path: bytes) -> None:
+        pixels = np.ascontiguousarray(item.pixels, dtype=np.uint8)
+        start = self._pixels + slot * self.crop
+        self.buffer[start:start + self.crop] = pixels.tobytes()
+        _RECORD.pack_into(self.buffer, self._records + slot * _RECORD.size, item.size, item.width or 0,
+                          item.height or 0, len(path), bytes.fromhex(item.sha256 or "0" * 64), path)
+        self.buffer[0:4] = (slot + 1).to_bytes(4, "little")  # published after the record and the pixels
+
+    def _slot(self, path: str) -> int | None:
+        count = self.count()
+        if count > self._indexed:
+            for slot in range(self._indexed, count):
+                _, _, _, length, _, raw = _RECORD.unpack_from(self.buffer, self._records + slot * _RECORD.size)
+                self._index[os.fsdecode(raw[:length])] = slot
+            self._indexed = count
+        return self._index.get(path)
+
+    def take(self, path: str, preprocess: Any, *, hash: bool, skip_shas: Container[str],
+             index: int) -> DecodedFile | None:
+        """What `read_file(path, preprocess, ...)` gives, if this prefetch decoded `path` the same way; else None."""
+        if pixel_key(preprocess) != self.key:
+            return None
+        slot = self._slot(path)
+        if slot is None:
+            return None
+        size, width, height, _, sha, _ = _RECORD.unpack_from(self.buffer, self._records + slot * _RECORD.size)
+        out = DecodedFile(path, size, sha.hex() if hash else None, width, height, index=index)
+        self.buffer[self._taken + slot] = 1
+        if out.sha256 is not None and out.sha256 in skip_shas:
+            return out
+        start = self._pixels + slot * self.crop
+        out.pixels = np.frombuffer(self.buffer, np.uint8, self.crop, start).reshape(self.n_px, self.n_px, 3).copy()
+        return out
+
+    # -- the decoding process ----------------------------------------------------------------
+    def run(self, list_files: Callable[[], Iterable[str]]) -> None:
+        """Decode `list_files()` in order into the mapping until full, told to stop, or orphaned."""
+        for path in list_files():
+            slot = self.count()
+            if slot >= self.capacity or self.stopped() or os.getppid() != self.parent:
+                return
+            encoded = os.fsencode(path)
+            if len(encoded) > PATH_BYTES:
+                continue
+            item = read_file(path, self.preprocess, hash=True)
+            pixels = getattr(item, "pixels", None)
+            if isinstance(item, DecodedFile) and isinstance(pixels, np.ndarray) and pixels.size == self.crop:
+                self._put(slot, item, encoded)
+
+    def fork(self, list_files: Callable[[], Iterable[str]]) -> bool:
+        """Start `run` in a child process; False where fork is unavailable."""
+        if not hasattr(os, "fork"):
+            return False
+        pid = os.fork()
+        if pid:
+            self.pid = pid
+            return True
+        try:  # the child: never returns into the command, never holds its caller's pipes
+            _die_with_parent()
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the command's to handle
+            _detach_standard_streams()
+            self.run(list_files)
+        finally:
+            os._exit(0)
+
+    def stop(self) -> None:
+        """Ask the decoding process to stop after its current file, and reap it if it has."""
+        self.request_stop()
+        if self.pid is not None and os.getpid() == self.parent:
+            with contextlib.suppress(ChildProcessError):
+                if os.waitpid(self.pid, os.WNOHANG)[0]:
+                    self.pid = None
+
+
+def _detach_standard_streams() -> None:
+    with contextlib.suppress(OSError):
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+
+
+def _die_with_parent() -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def start(preprocess: Any, list_files: Callable[[], Iterable[str]]) -> Prefetch | None:
+    """Fork the decoding of `list_files()` with `preprocess` and make it this process's active prefetch.
+
+    None (nothing started) when turned off (`CLIPFORGE_PREFETCH=0`), on one core (no idle core to
+    use), or for a preprocess that `pixel_key` does not cover.
+    """
+    global _ACTIVE
+    if os.environ.get(PREFETCH_ENV, "1").strip() == "0" or pixel_key(preprocess) is None:
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if cores < 2:
+        return None
+    crop = int(preprocess.n_px) ** 2 * 3
+    prefetch = Prefetch(preprocess, max(1, min(MAX_IMAGES, MAX_BYTES // crop)))
+    if not prefetch.fork(list_files):
+        return None
+    _ACTIVE = prefetch
+    return prefetch
+
+
+def active() -> Prefetch | None:
+    return _ACTIVE
+
+
+def take(path: str, preprocess: Any, *, hash: bool, skip_shas: Container[str], index: int) -> DecodedFile | None:
+    """The active prefetch's result for `path` (see `Prefetch.take`), or None."""
+    prefetch = _ACTIVE
+    return None if prefetch is None else prefetch.take(path, preprocess, hash=hash, skip_shas=skip_shas, index=index)
+
+
+def reader_starts(preprocess: Any) -> None:
+    """A reader starts in this process: stop decoding ahead (the reader's workers take over), and
+    remember the first reader's pixel key (the hint the command saves for its next run)."""
+    if not _READER_KEY:
+        _READER_KEY.append(pixel_key(preprocess))
+    if _ACTIVE is not None:
+        _ACTIVE.stop()
+
+
+def reader_started() -> bool:
+    """Whether a reader started in this process (`reader_starts`)."""
+    return bool(_READER_KEY)
+
+
+def reader_key() -> tuple[Any, ...] | None:
+    """The pixel key of the first reader this process started (None: none, or one not prefetchable)."""
+    return _READER_KEY[0] if _READER_KEY else None
+
+
+# -- hints: the preprocess a command used last time -------------------------------------------
+def _hints_path() -> Path:
+    from clipforge.weights.registry import cache_dir
+
+    return cache_dir() / _HINTS
+
+
+def load_hint(command: str) -> Any:
+    """The `Preprocess` the command `command` (a key such as "embed\\0--model value") read with last time, or None."""
+    try:
+        hints = json.loads(_hints_path().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return _preprocess_from_key(hints.get(command)) if isinstance(hints, dict) else None
+
+
+def save_hint(command: str, key: tuple[Any, ...] | None) -> None:
+    """Remember `key` for `command` (atomically; the newest `_MAX_HINTS` commands are kept). Never raises."""
+    from clipforge.atomic import write_json_atomic
+
+    path = _hints_path()
+    try:
+        hints = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        hints = {}
+    if not isinstance(hints, dict):
+        hints = {}
+    value = None if key is None else list(key)
+    if hints.get(command) == value:
+        return
+    hints.pop(command, None)
+    if value is not None:
+        hints[command] = value
+    with contextlib.suppress(OSError, ValueError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, dict(list(hints.items())[-_MAX_HINTS:]))
