@@ -307,7 +307,11 @@ def markdown(results: dict) -> str:
                           f"{k} {_fmt(v)} s" for k, v in commands["model_only_seconds"].items())
                       + (f". The weights file's first use hashes it once: {_fmt(commands['fingerprint_first_use_seconds'])} s"
                          " (not in the rows below: every later command skips it)"
-                         if "fingerprint_first_use_seconds" in commands else "") + ".", ""]
+                         if "fingerprint_first_use_seconds" in commands else "") + "."
+                      + (" The rows are repeat runs; each command's first run (before it remembers the preprocessing it "
+                         "decodes ahead with, `clipforge.data.prefetch`): " + ", ".join(
+                             f"{k} {_fmt(v)} s" for k, v in commands["first_run_seconds"].items()) + "."
+                         if commands.get("first_run_seconds") else ""), ""]
         lines += _table(["command", "seconds", "images/s", "vs HF loop", "model-only s", "vs start-up + model-only",
                          "cpu vs start-up + model-only (decoding included)"],
                         [[k, v["seconds"], v["images_per_s"], v["vs_hf_loop"], v.get("model_only_seconds"),

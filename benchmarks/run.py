@@ -109,6 +109,9 @@ def _print_commands(data: dict) -> None:
               f"{data['images']} images: " + ", ".join(f"{k} {v:.1f} s" for k, v in data["model_only_seconds"].items())
               + (f"; first use of the weights file hashes them once: {data['fingerprint_first_use_seconds']:.2f} s"
                  if "fingerprint_first_use_seconds" in data else ""))
+    if data.get("first_run_seconds"):
+        print("  each command's first run (nothing remembered yet, not in the medians): "
+              + ", ".join(f"{k} {v:.1f} s" for k, v in data["first_run_seconds"].items()))
     for name, r in data["runs"].items():
         beside = (f"  {r['vs_startup_plus_model']:4.2f}x start-up + model-only ({r['model_only_seconds']:.1f} s)"
                   + (f", cpu {r['cpu_vs_startup_plus_model']:4.2f}x" if "cpu_vs_startup_plus_model" in r else "")

@@ -49,8 +49,8 @@ def _decoded_ahead(preprocess: Preprocess, paths: list[Path], capacity: int = 16
     if stop_first:
         ahead.request_stop()
     assert ahead.fork(lambda: [str(p) for p in paths])
-    _, status = os.waitpid(ahead.pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+    ahead.process.join(60)
+    assert ahead.process.exitcode == 0
     return ahead
 
 
@@ -181,7 +181,7 @@ from clipforge.data import prefetch
 from clipforge.image import Preprocess
 ahead = prefetch.Prefetch(Preprocess(224, draft=False), 512)  # ~0.1 s a decode: a minute of work
 ahead.fork(lambda: iter(lambda: sys.argv[1], None))  # the same big photo, without end
-print(ahead.pid, flush=True)
+print(ahead.process.pid, flush=True)
 time.sleep(0.3)
 os._exit(0)
 """
@@ -196,7 +196,7 @@ def test_decoding_ahead_never_imports_torch_and_dies_with_its_parent(tmp_path) -
         prefetch.pixel_key(Preprocess(224)))}))
     probe = ("import os, sys; from clipforge.cli.main import build_parser, _decode_ahead; from clipforge.data import "
              "prefetch; args = build_parser().parse_args(['embed', sys.argv[1], '--out', sys.argv[2]]); "
-             "_decode_ahead(args); ahead = prefetch.active(); os.waitpid(ahead.pid, 0); "
+             "_decode_ahead(args); ahead = prefetch.active(); ahead.process.join(); "
              "print('torch' in sys.modules, ahead.count())")
     done = subprocess.run([sys.executable, "-c", probe, str(big.parent), str(tmp_path / "out")], capture_output=True,
                           text=True, cwd=ROOT, timeout=120, env={**os.environ, "CLIPFORGE_CACHE": str(cache)})

@@ -98,7 +98,7 @@ class Prefetch:
         self._records = _HEADER + self.capacity
         self._pixels = self._records + self.capacity * _RECORD.size
         self.buffer = mmap.mmap(-1, self._pixels + self.capacity * self.crop)
-        self.pid: int | None = None
+        self.process: Any = None  # the decoding process (multiprocessing.Process)
         self.parent = os.getpid()
         self._index: dict[str, int] = {}
         self._indexed = 0
@@ -171,28 +171,29 @@ class Prefetch:
                 self._put(slot, item, encoded)
 
     def fork(self, list_files: Callable[[], Iterable[str]]) -> bool:
-        """Start `run` in a child process; False where fork is unavailable."""
-        if not hasattr(os, "fork"):
+        """Start `run` in a forked daemon process (`multiprocessing`: ended at exit like any daemon child);
+        False where fork is unavailable."""
+        import multiprocessing
+
+        try:
+            context = multiprocessing.get_context("fork")
+        except ValueError:
             return False
-        pid = os.fork()
-        if pid:
-            self.pid = pid
-            return True
-        try:  # the child: never returns into the command, never holds its caller's pipes
-            _die_with_parent()
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the command's to handle
-            _detach_standard_streams()
-            self.run(list_files)
-        finally:
-            os._exit(0)
+        self.process = context.Process(target=self._child, args=(list_files,), name="clipforge-prefetch", daemon=True)
+        self.process.start()
+        return True
+
+    def _child(self, list_files: Callable[[], Iterable[str]]) -> None:
+        _die_with_parent()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the command's to handle
+        _detach_standard_streams()  # never holds its caller's pipes open, never writes into its output
+        self.run(list_files)
 
     def stop(self) -> None:
-        """Ask the decoding process to stop after its current file, and reap it if it has."""
+        """Ask the decoding process to stop after its current file (and reap it if it has)."""
         self.request_stop()
-        if self.pid is not None and os.getpid() == self.parent:
-            with contextlib.suppress(ChildProcessError):
-                if os.waitpid(self.pid, os.WNOHANG)[0]:
-                    self.pid = None
+        if self.process is not None and os.getpid() == self.parent:
+            self.process.is_alive()  # reaps a finished child
 
 
 def _detach_standard_streams() -> None:
