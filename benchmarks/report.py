@@ -308,8 +308,9 @@ def markdown(results: dict) -> str:
                       + (f". The weights file's first use hashes it once: {_fmt(commands['fingerprint_first_use_seconds'])} s"
                          " (not in the rows below: every later command skips it)"
                          if "fingerprint_first_use_seconds" in commands else "") + "."
-                      + (" The rows are repeat runs; each command's first run (before it remembers the preprocessing it "
-                         "decodes ahead with, `clipforge.data.prefetch`): " + ", ".join(
+                      + (" The rows are repeat runs. First runs, before the preprocessing to decode ahead with is "
+                         "remembered (`clipforge.data.prefetch`; the bf16 runs come after the fp32 ones of the same "
+                         "command and model, whose hint they share): " + ", ".join(
                              f"{k} {_fmt(v)} s" for k, v in commands["first_run_seconds"].items()) + "."
                          if commands.get("first_run_seconds") else ""), ""]
         lines += _table(["command", "seconds", "images/s", "vs HF loop", "model-only s", "vs start-up + model-only",
