@@ -7,8 +7,7 @@ one-line import change. Names are resolved lazily: `import clipforge.models` (or
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from clipforge._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -40,11 +39,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'clipforge' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

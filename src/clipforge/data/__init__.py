@@ -12,8 +12,7 @@ The names below are imported on first use (PEP 562), so ``import clipforge.data.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from clipforge._lazy import lazy_exports
 
 _SOURCES: dict[str, str] = {
     "CIFAR10_CLASSES": "classnames",
@@ -66,14 +65,4 @@ _SOURCES: dict[str, str] = {
 __all__ = sorted(_SOURCES)
 
 
-def __getattr__(name: str) -> Any:
-    module = _SOURCES.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_SOURCES))
+__getattr__, __dir__ = lazy_exports(__name__, _SOURCES)

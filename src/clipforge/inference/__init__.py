@@ -17,9 +17,7 @@ encoder, quantization and ONNX pieces load on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from clipforge._lazy import lazy_exports
 from clipforge.inference.cpu import bf16_supported, cpu_flags, cpu_summary, onednn_available
 from clipforge.inference.precision import (
     DTYPES,
@@ -47,14 +45,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

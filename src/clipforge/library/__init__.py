@@ -10,8 +10,7 @@ Names are imported on first use (PEP 562): ``clipforge.library.scan`` loads with
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from clipforge._lazy import lazy_exports
 
 _SOURCES: dict[str, str] = {
     "SCHEMA_VERSION": "store",
@@ -41,14 +40,4 @@ _SOURCES: dict[str, str] = {
 __all__ = sorted(_SOURCES)
 
 
-def __getattr__(name: str) -> Any:
-    module = _SOURCES.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_SOURCES))
+__getattr__, __dir__ = lazy_exports(__name__, _SOURCES)

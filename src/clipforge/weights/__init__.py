@@ -6,8 +6,7 @@ safetensors, the TorchScript reader) load on first use of a name that needs them
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from clipforge._lazy import lazy_exports
 
 # Imported eagerly (stdlib only) because the function `download` shares its name with the
 # submodule `download`: binding it here keeps `clipforge.weights.download` the function no
@@ -42,14 +41,4 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
