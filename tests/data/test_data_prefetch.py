@@ -7,6 +7,7 @@ tests run the console command twice, as a user does: the second run decodes ahea
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -113,6 +114,29 @@ def test_hash_off_and_known_bytes_read_as_the_reader_reads_them(photos, monkeypa
     skipping = ImageFileReader(photos[:2], preprocess, skip_shas=frozenset({known}))[1]
     assert skipping.sha256 == known and skipping.pixels is None
     assert ahead.taken() == 2
+
+
+def test_a_photo_rewritten_after_it_was_decoded_ahead_is_read_again(photos, tmp_path, monkeypatch) -> None:
+    copies = []
+    for path in photos[:3]:
+        copies.append(tmp_path / path.name)
+        copies[-1].write_bytes(path.read_bytes())
+    preprocess = Preprocess(32)
+    ahead = _decoded_ahead(preprocess, copies)
+    assert ahead.count() == 3
+    copies[0].write_bytes(photos[2].read_bytes())  # another picture under the same name
+    os.utime(copies[0], ns=(1_000_000_000, 1_000_000_000))
+    replaced = tmp_path / "swap.jpg"
+    replaced.write_bytes(copies[2].read_bytes())
+    os.replace(replaced, copies[2])  # the same bytes, but a new file (inode)
+    monkeypatch.setattr(prefetch, "_ACTIVE", ahead)
+    reads = _counting_reads(monkeypatch)
+    reader = ImageFileReader(copies, preprocess, hash=True)
+    taken = [reader[i] for i in range(3)]
+    assert reads == ["a.jpg", "c.jpg"] and ahead.taken() == 1
+    monkeypatch.setattr(prefetch, "_ACTIVE", None)
+    assert all(_same(a, b) for a, b in zip(taken, [reader[i] for i in range(3)], strict=True))
+    assert taken[0].sha256 == hashlib.sha256(photos[2].read_bytes()).hexdigest()
 
 
 def test_capacity_and_the_stop_flag_bound_the_work(photos) -> None:

@@ -14,8 +14,10 @@ Safe by construction:
   same pixel key (`pixel_key`: class, resolution, draft decoding, EXIF handling, pixel limit);
   the key the prefetch decodes with is what the same command used last time (`hints`), and a
   first run or a changed model simply finds nothing. Pixels, size and sha256 come from one read
-  of the file's bytes, as `read_file` gives them. A file the prefetch could not decode is left
-  to the reader, which reports it in its own words.
+  of the file's bytes, as `read_file` gives them, and are taken only while the file's inode and
+  modification time are what they were when it was read (a library records a file's state when it
+  scans it, after this process read it: a photo rewritten in between must be read again). A file
+  the prefetch could not decode is left to the reader, which reports it in its own words.
 * **Bounded.** At most `MAX_IMAGES` photos and `MAX_BYTES` of pixels; paths over `PATH_BYTES`
   bytes are left to the reader. The mapping is anonymous: nothing is left on disk.
 * **Stops when the reader starts** (`reader_starts`), so it never competes with the DataLoader's
@@ -52,7 +54,7 @@ MAX_BYTES = 128 << 20
 PATH_BYTES = 1024
 
 _HEADER = 64  # count (u32) at 0, stop flag (u8) at 8
-_RECORD = struct.Struct(f"<QIIH32s{PATH_BYTES}s")  # size, width, height, path length, sha256, path
+_RECORD = struct.Struct(f"<QIIQqH32s{PATH_BYTES}s")  # size, width, height, inode, mtime (ns), path length, sha256, path
 _HINTS = "prefetch-hints.json"
 _MAX_HINTS = 64
 _ACTIVE: Prefetch | None = None
@@ -121,19 +123,19 @@ class Prefetch:
         return (f"decoded ahead: {self.count()} photos before the reader started ({self.n_px} px crops), "
                 f"{self.taken()} taken by the reader")
 
-    def _put(self, slot: int, item: DecodedFile, path: bytes) -> None:
+    def _put(self, slot: int, item: DecodedFile, path: bytes, version: tuple[int, int]) -> None:
         pixels = np.ascontiguousarray(item.pixels, dtype=np.uint8)
         start = self._pixels + slot * self.crop
         self.buffer[start:start + self.crop] = pixels.tobytes()
         _RECORD.pack_into(self.buffer, self._records + slot * _RECORD.size, item.size, item.width or 0,
-                          item.height or 0, len(path), bytes.fromhex(item.sha256 or "0" * 64), path)
+                          item.height or 0, *version, len(path), bytes.fromhex(item.sha256 or "0" * 64), path)
         self.buffer[0:4] = (slot + 1).to_bytes(4, "little")  # published after the record and the pixels
 
     def _slot(self, path: str) -> int | None:
         count = self.count()
         if count > self._indexed:
             for slot in range(self._indexed, count):
-                _, _, _, length, _, raw = _RECORD.unpack_from(self.buffer, self._records + slot * _RECORD.size)
+                *_, length, _, raw = _RECORD.unpack_from(self.buffer, self._records + slot * _RECORD.size)
                 self._index[os.fsdecode(raw[:length])] = slot
             self._indexed = count
         return self._index.get(path)
@@ -146,7 +148,10 @@ class Prefetch:
         slot = self._slot(path)
         if slot is None:
             return None
-        size, width, height, _, sha, _ = _RECORD.unpack_from(self.buffer, self._records + slot * _RECORD.size)
+        size, width, height, inode, mtime, _, sha, _ = _RECORD.unpack_from(
+            self.buffer, self._records + slot * _RECORD.size)
+        if _version(path) != (inode, mtime):  # changed since: what the reader reads now is another picture
+            return None
         out = DecodedFile(path, size, sha.hex() if hash else None, width, height, index=index)
         self.buffer[self._taken + slot] = 1
         if out.sha256 is not None and out.sha256 in skip_shas:
@@ -165,10 +170,12 @@ class Prefetch:
             encoded = os.fsencode(path)
             if len(encoded) > PATH_BYTES:
                 continue
+            before = _version(path)
             item = read_file(path, self.preprocess, hash=True)
             pixels = getattr(item, "pixels", None)
-            if isinstance(item, DecodedFile) and isinstance(pixels, np.ndarray) and pixels.size == self.crop:
-                self._put(slot, item, encoded)
+            if (isinstance(item, DecodedFile) and isinstance(pixels, np.ndarray) and pixels.size == self.crop
+                    and before is not None and _version(path) == before):  # not written to while read
+                self._put(slot, item, encoded, before)
 
     def fork(self, list_files: Callable[[], Iterable[str]]) -> bool:
         """Start `run` in a forked daemon process (`multiprocessing`: ended at exit like any daemon child);
@@ -194,6 +201,15 @@ class Prefetch:
         self.request_stop()
         if self.process is not None and os.getpid() == self.parent:
             self.process.is_alive()  # reaps a finished child
+
+
+def _version(path: str) -> tuple[int, int] | None:
+    """(inode, mtime in ns) of `path`: a file rewritten or replaced after it was decoded ahead differs."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
 
 
 def _detach_standard_streams() -> None:
