@@ -176,27 +176,51 @@ def _vectors(out: Path) -> dict[str, np.ndarray]:
     return {Path(r["image_path"]).name: vectors[i] for i, r in enumerate(rows)}
 
 
-def test_a_commands_second_run_decodes_ahead_with_the_same_embeddings(photos, tmp_path) -> None:
+@pytest.fixture(scope="module")
+def album(tmp_path_factory) -> Path:
+    """18 small photos and two bad files: a command that reads >= `AHEAD_MIN` photos."""
+    root = tmp_path_factory.mktemp("album")
+    rng = np.random.default_rng(5)
+    for i in range(18):
+        Image.fromarray(rng.integers(0, 255, (48 + i, 64, 3), dtype=np.uint8)).save(root / f"p{i:02d}.png")
+    (root / "x-empty.jpg").write_bytes(b"")
+    (root / "y-text.jpg").write_bytes(b"this is not an image")
+    assert prefetch.AHEAD_MIN <= 18
+    return root
+
+
+def test_a_commands_second_run_decodes_ahead_with_the_same_embeddings(album, tmp_path) -> None:
     cache = tmp_path / "cache"
     runs = {}
     for name, env in (("first", "verbose"), ("second", "verbose"), ("off", "0")):
-        done = _cli(["embed", str(photos[0].parent), "--model", "test-vit-tiny", "--out", str(tmp_path / name),
-                     "--float32", "--quiet"], cache, env)
+        done = _cli(["embed", str(album), "--model", "test-vit-tiny", "--out", str(tmp_path / name), "--float32",
+                     "--quiet"], cache, env)
         assert done.returncode == 0, done.stderr
         runs[name] = done.stderr
     assert "decoded ahead" not in runs["first"]  # nothing known about the command yet
-    assert "decoded ahead: 3 photos before the reader started (32 px crops), 3 taken by the reader" in runs["second"]
+    assert "decoded ahead: 18 photos before the reader started (32 px crops), 18 taken by the reader" in runs["second"]
     assert "decoded ahead" not in runs["off"]
     first, second, off = (_vectors(tmp_path / n) for n in ("first", "second", "off"))
-    assert sorted(first) == sorted(second) == sorted(off) == ["a.jpg", "b.png", "c.jpg"]
+    assert sorted(first) == sorted(second) == sorted(off) == [f"p{i:02d}.png" for i in range(18)]
     assert all(np.array_equal(first[k], second[k]) and np.array_equal(first[k], off[k]) for k in first)
-    added = _cli(["index", "add", str(photos[0].parent), "--model", "test-vit-tiny", "--library", str(tmp_path / "lib"),
-                  "--quiet"], cache)
-    assert added.returncode == 0, added.stderr
-    again = _cli(["index", "add", str(photos[0].parent), "--model", "test-vit-tiny", "--library",
-                  str(tmp_path / "lib2"), "--quiet"], cache)  # another library, the same model: the hint holds
-    assert again.returncode == 0 and "3 taken by the reader" in again.stderr, again.stderr
-    assert "added 3" in again.stdout and "failed 2" in again.stdout
+
+
+def test_index_add_decodes_ahead_only_after_a_run_that_read_photos(album, tmp_path) -> None:
+    cache = tmp_path / "cache"
+
+    def add(library: str) -> subprocess.CompletedProcess:
+        done = _cli(["index", "add", str(album), "--model", "test-vit-tiny", "--library", str(tmp_path / library),
+                     "--quiet"], cache)
+        assert done.returncode == 0, done.stderr
+        return done
+
+    assert "decoded ahead" not in add("lib").stderr
+    again = add("lib2")  # another library, the same model: the hint holds
+    assert "18 taken by the reader" in again.stderr and "added 18" in again.stdout and "failed 2" in again.stdout
+    unchanged = add("lib2")  # reads nothing: decoded ahead for nobody, so the next run does not
+    assert "decoded ahead: 18 photos" in unchanged.stderr and "0 taken" in unchanged.stderr
+    assert "skipped 20 unchanged" in unchanged.stdout
+    assert "decoded ahead" not in add("lib2").stderr
 
 
 _ORPHAN = """

@@ -163,8 +163,10 @@ def _remember_preprocess(hint: str) -> None:
         running.stop()
         if os.environ.get(prefetch.PREFETCH_ENV, "").strip() == "verbose":
             print(running.summary(), file=sys.stderr)
-    if prefetch.reader_started():  # a run that never read (a bad argument) leaves the hint as it was
-        prefetch.save_hint(hint, prefetch.reader_key())
+    # a run that decoded ahead, or read, teaches the next (forgetting when it read too few photos); one that
+    # did neither (a bad argument, before anything was decoded) leaves the hint as it was
+    if running is not None or prefetch.reader_started():
+        prefetch.save_hint(hint, prefetch.hint_to_keep())
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -140,7 +140,9 @@ def read_batches(reader: ImageFileReader, *, batch_size: int = 32, workers: int 
     prefetch.reader_starts(reader.preprocess)  # the command's decoding ahead stops; these workers go on
     loader = make_loader(reader, batch_size=max(1, int(batch_size)), workers=workers, collate_fn=collate_files,
                          prefetch_factor=2 if workers else None, first_batch=FIRST_BATCH if workers else None)
-    yield from loader
+    for batch in loader:
+        prefetch.note_delivered(len(batch.decoded))
+        yield batch
 
 
 @dataclass

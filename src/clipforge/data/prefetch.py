@@ -12,12 +12,13 @@ Safe by construction:
 
 * **Verified, never trusted.** A result is used only by a reader whose preprocessing has the
   same pixel key (`pixel_key`: class, resolution, draft decoding, EXIF handling, pixel limit);
-  the key the prefetch decodes with is what the same command used last time (`hints`), and a
-  first run or a changed model simply finds nothing. Pixels, size and sha256 come from one read
-  of the file's bytes, as `read_file` gives them, and are taken only while the file's inode and
-  modification time are what they were when it was read (a library records a file's state when it
-  scans it, after this process read it: a photo rewritten in between must be read again). A file
-  the prefetch could not decode is left to the reader, which reports it in its own words.
+  the key the prefetch decodes with is what the same command used last time (`hints`, kept only
+  when that run read at least `AHEAD_MIN` photos), and a first run or a changed model simply finds
+  nothing. Pixels, size and sha256 come from one read of the file's bytes, as `read_file` gives
+  them, and are taken only while the file's inode and modification time are what they were when it
+  was read (a library records a file's state when it scans it, after this process read it: a photo
+  rewritten in between must be read again). A file the prefetch could not decode is left to the
+  reader, which reports it in its own words.
 * **Bounded.** At most `MAX_IMAGES` photos and `MAX_BYTES` of pixels; paths over `PATH_BYTES`
   bytes are left to the reader. The mapping is anonymous: nothing is left on disk.
 * **Stops when the reader starts** (`reader_starts`), so it never competes with the DataLoader's
@@ -43,8 +44,8 @@ import numpy as np
 
 from .reading import DecodedFile, read_file
 
-__all__ = ["MAX_BYTES", "MAX_IMAGES", "PREFETCH_ENV", "Prefetch", "active", "load_hint", "pixel_key", "reader_key",
-           "reader_started", "reader_starts", "save_hint", "start", "take"]
+__all__ = ["AHEAD_MIN", "MAX_BYTES", "MAX_IMAGES", "PREFETCH_ENV", "Prefetch", "active", "hint_to_keep", "load_hint",
+           "note_delivered", "pixel_key", "reader_key", "reader_started", "reader_starts", "save_hint", "start", "take"]
 
 PREFETCH_ENV = "CLIPFORGE_PREFETCH"
 MAX_IMAGES = 512
@@ -52,6 +53,9 @@ MAX_IMAGES = 512
 MAX_BYTES = 128 << 20
 """Pixel memory of the mapping at most (512 crops of 224 px take 77 MB; bigger crops mean fewer photos)."""
 PATH_BYTES = 1024
+AHEAD_MIN = 16
+"""A command decodes ahead next time only if its reader delivered this many photos this time: an `index add`
+that found its files unchanged (or a handful new) would decode hundreds that nobody reads."""
 
 _HEADER = 64  # count (u32) at 0, stop flag (u8) at 8
 _RECORD = struct.Struct(f"<QIIQqH32s{PATH_BYTES}s")  # size, width, height, inode, mtime (ns), path length, sha256, path
@@ -59,6 +63,7 @@ _HINTS = "prefetch-hints.json"
 _MAX_HINTS = 64
 _ACTIVE: Prefetch | None = None
 _READER_KEY: list[tuple[Any, ...] | None] = []  # the pixel key of this process's first reader, once one started
+_DELIVERED = [0]  # photos this process's readers delivered with pixels
 
 
 def pixel_key(preprocess: Any) -> tuple[Any, ...] | None:
@@ -261,6 +266,17 @@ def reader_starts(preprocess: Any) -> None:
         _READER_KEY.append(pixel_key(preprocess))
     if _ACTIVE is not None:
         _ACTIVE.stop()
+
+
+def note_delivered(count: int) -> None:
+    """A reader delivered `count` more decoded photos (`read_batches`, in the main process)."""
+    _DELIVERED[0] += int(count)
+
+
+def hint_to_keep() -> tuple[Any, ...] | None:
+    """What this run should remember for the next: the first reader's pixel key if it read at least
+    `AHEAD_MIN` photos, else None (forget: the next run decodes nothing ahead)."""
+    return reader_key() if _DELIVERED[0] >= AHEAD_MIN else None
 
 
 def reader_started() -> bool:
