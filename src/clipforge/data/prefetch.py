@@ -24,7 +24,8 @@ Safe by construction:
 * **Stops when the reader starts** (`reader_starts`), so it never competes with the DataLoader's
   own workers, and dies with its parent (Linux's parent-death signal, and a check per file).
 
-`CLIPFORGE_PREFETCH=0` turns it off; `CLIPFORGE_PREFETCH=verbose` prints `Prefetch.summary` after the command. Torch-free on purpose (see `clipforge.data`'s lazy names).
+`CLIPFORGE_PREFETCH=0` turns it off; `CLIPFORGE_PREFETCH=verbose` prints `Prefetch.summary` after
+the command. Torch-free on purpose (see `clipforge.data`'s lazy names).
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def _preprocess_from_key(key: Any) -> Any:
 
 
 class Prefetch:
-    """The shared mapping: a header, `capacity` records and `capacity` uint8 crops of `n_px`."""
+    """The shared mapping: a header, a taken flag per slot, `capacity` records and `capacity` uint8 crops of `n_px`."""
 
     def __init__(self, preprocess: Any, capacity: int) -> None:
         self.key = pixel_key(preprocess)
