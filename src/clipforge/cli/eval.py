@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from clipforge.cli.common import (
     add_speed_arguments,
     add_templates_argument,
 )
+from clipforge.cores import usable_cores
 
 # clipforge.data's registry, spelled out so `clipforge --help` need not import torch (a test keeps them equal)
 DATASETS = ("imagenet", "cub", "cars", "cifar10", "cifar100", "folder", "birdsnap", "caltech101", "clevr_counts",
@@ -57,8 +57,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     add_model_argument(parser, device=True)
     parser.add_argument("--batch-size", type=int, default=64, help="images per model batch (default 64)")
     add_speed_arguments(parser, workers=False)
-    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
-                        help="DataLoader worker processes (default: min(8, CPUs))")
+    parser.add_argument("--workers", type=int, default=min(8, usable_cores()),
+                        help="DataLoader worker processes (default: min(8, usable cores))")
     parser.add_argument("--out", default="eval_results", help="folder for the JSON report and log (default eval_results)")
     parser.add_argument("--limit", type=int, default=None,
                         help="evaluate a fixed random subset of N images (seed 0) instead of all")
@@ -141,7 +141,7 @@ def _register_suite(tasks: argparse._SubParsersAction) -> None:
     st.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when available)")
     st.add_argument("--batch-size", type=int, default=64, help="images per model batch (default 64)")
     add_speed_arguments(st, workers=False)
-    st.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="DataLoader workers")
+    st.add_argument("--workers", type=int, default=min(8, usable_cores()), help="DataLoader workers")
     st.add_argument("--out", default="eval_suite", help="output folder (default eval_suite); reruns resume it")
     st.add_argument("--limit", type=int, default=None, help="a fixed random subset of N test images per dataset")
     st.add_argument("--limit-train", type=int, default=None, help="a fixed random subset for linear-probe training")

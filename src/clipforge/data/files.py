@@ -39,6 +39,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from clipforge.cores import usable_cores
+
 from . import prefetch
 from .bad import DECODE_ERRORS, BadImage, error_reason
 from .collate import Indexed
@@ -51,8 +53,7 @@ __all__ = ["CollectingWriter", "DecodedFile", "EmbeddedBatch", "EncodedFiles", "
 
 def default_workers() -> int:
     """Decoding workers: one per core beyond the first, at least one, at most 8."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(8, cores - 1))
+    return max(1, min(8, usable_cores() - 1))
 
 
 def _as_tensor(pixels: Any) -> Any:

@@ -43,6 +43,8 @@ from typing import Any
 
 import numpy as np
 
+from clipforge.cores import usable_cores
+
 from .reading import DecodedFile, read_file
 
 __all__ = ["AHEAD_MIN", "MAX_BYTES", "MAX_IMAGES", "PREFETCH_ENV", "Prefetch", "active", "hint_to_keep", "load_hint",
@@ -239,8 +241,7 @@ def start(preprocess: Any, list_files: Callable[[], Iterable[str]]) -> Prefetch 
     global _ACTIVE
     if os.environ.get(PREFETCH_ENV, "1").strip() == "0" or pixel_key(preprocess) is None:
         return None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if cores < 2:
+    if usable_cores() < 2:
         return None
     crop = int(preprocess.n_px) ** 2 * 3
     prefetch = Prefetch(preprocess, max(1, min(MAX_IMAGES, MAX_BYTES // crop)))

@@ -13,6 +13,8 @@ import platform
 
 import torch
 
+from clipforge.cores import usable_cores
+
 __all__ = ["bf16_supported", "cpu_flags", "cpu_summary", "onednn_available"]
 
 _INTERESTING_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
@@ -69,7 +71,7 @@ def cpu_summary() -> dict[str, object]:
     return {
         "cpu_model": model,
         "logical_cpus": os.cpu_count(),
-        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "usable_cpus": usable_cores(),
         "flags": [f for f in _INTERESTING_FLAGS if f in flags],
         "bf16_native": bf16_supported(),
         "torch": torch.__version__,

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from clipforge.data.base import BadImage
+from clipforge.data.files import default_workers
 from clipforge.errors import UserError
 from clipforge.library.dbfile import damaged, display_path
 from clipforge.library.encoder import Encoder, default_model_name, resolve_encoder
@@ -62,10 +63,6 @@ _META_DTYPE = "vector_dtype"
 
 class ModelMismatchError(UserError, ValueError):
     """The library's vectors come from a different model than the one offered."""
-
-
-def _default_workers() -> int:
-    return max(0, min(8, (os.cpu_count() or 1) - 1))
 
 
 class Library:
@@ -218,7 +215,7 @@ class Library:
             if exclusive:
                 release_pixel_failures(self.store, self.max_pixels)
             report = index_files(self.store, self.encoder, found.files, batch_size=batch_size,
-                                 workers=_default_workers() if workers is None else workers,
+                                 workers=default_workers() if workers is None else workers,
                                  max_pixels=self.max_pixels, retry_failed=retry_failed,
                                  dtype=self.store.get_meta(_META_DTYPE) or self._vector_dtype, progress=progress)
             self._record_rejected(found.rejected, report, retry_failed)

@@ -10,9 +10,9 @@ CPU. Each rule here names the field in a `TrainConfigError` (a `clipforge.errors
 from __future__ import annotations
 
 import math
-import os
 from typing import Any
 
+from clipforge.cores import usable_cores
 from clipforge.train.config import TrainConfig, TrainConfigError, build_config
 
 PRECISIONS = ("amp", "bf16", "fp16", "fp32")
@@ -68,7 +68,7 @@ def check_config(config: TrainConfig) -> TrainConfig:
     for key in ("warmup_steps", "save_every_steps", "pad_crop", "templates_per_batch"):
         _number(key, getattr(c, key), 0, 10**9)
     _number("workers", c.workers, 0, MAX_WORKERS)
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     _number("threads", c.threads, 0, MAX_THREADS_PER_CORE * cores, optional=True)
     _number("seed", c.seed, 0, 2**63 - 1)
     _number("lr", c.lr, 0, 10, low_open=True)
