@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "atomic_path", "remove_stale_temps", "write_atomic", "write_bytes_atomic", "write_json_atomic",
+    "atomic_path", "remove_stale_temps", "save_figure", "write_atomic", "write_bytes_atomic", "write_json_atomic",
     "write_text_atomic",
 ]
 
@@ -107,6 +107,27 @@ def write_json_atomic(target: str | os.PathLike[str], payload: Any, *, sort_keys
                       default: Callable[[Any], Any] | None = str) -> Path:
     text = json.dumps(payload, indent=2, sort_keys=sort_keys, ensure_ascii=False, default=default)
     return write_text_atomic(target, text + "\n")
+
+
+def save_figure(fig: Any, target: str | os.PathLike[str], *, dpi: int = 100,
+                finish: Callable[[Any], object] | None = None) -> Path:
+    """A matplotlib figure written to `target` (format from its suffix) atomically, then closed.
+
+    Laid out first (``tight_layout``), then `finish(fig)` draws what must stay where it was put (a
+    font notice in the margin); closed even when writing fails, because pyplot keeps every open figure
+    alive. Call it inside any style context the figure was drawn under (fonts apply when it is written).
+    """
+    import matplotlib.pyplot as plt
+
+    try:
+        fig.tight_layout()
+        if finish is not None:
+            finish(fig)
+        with atomic_path(target) as tmp:
+            fig.savefig(tmp, dpi=dpi)
+    finally:
+        plt.close(fig)
+    return Path(target)
 
 
 def _alive(pid: int) -> bool:

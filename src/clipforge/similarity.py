@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from clipforge.atomic import atomic_path
+from clipforge.atomic import save_figure
 from clipforge.image import Preprocess, load_image
 from clipforge.models import CLIP
 from clipforge.models.scoring import scoring_of
@@ -85,8 +85,4 @@ def plot_similarity(table: SimilarityTable, image_paths: Sequence[str | Path], o
     ax.set_ylim(n_texts - 0.5, -1.7)
     ax.set_xlim(-0.5, n_images - 0.5)
     ax.set_title("Cosine similarity between text and image features")
-    fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    return Path(out)
+    return save_figure(fig, out, dpi=110)

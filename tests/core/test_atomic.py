@@ -87,3 +87,29 @@ def test_remove_stale_temps_removes_only_dead_writers_files(tmp_path) -> None:
     assert atomic.remove_stale_temps(tmp_path) == [stale]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name, "ckpt.safetensors"])
     assert atomic.remove_stale_temps(tmp_path / "missing") == []
+
+
+def test_save_figure_writes_a_png_whole_and_closes_the_figure(tmp_path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    target = tmp_path / "plot.png"
+    target.write_bytes(b"the previous plot")
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    finished = []
+    with pytest.raises(RuntimeError, match="disk full"):
+        atomic.save_figure(fig, target, finish=lambda f: (finished.append(f), f.canvas.mpl_connect(
+            "draw_event", lambda event: (_ for _ in ()).throw(RuntimeError("disk full")))))
+    assert finished == [fig]
+    assert target.read_bytes() == b"the previous plot"  # the failed write left the old file
+    assert not plt.fignum_exists(fig.number)  # and did not leak the figure
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plot.png"]
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    assert atomic.save_figure(fig, target, dpi=50) == target
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not plt.fignum_exists(fig.number)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clipforge.atomic import atomic_path
+from clipforge.atomic import save_figure
 from clipforge.zeroshot.fonts import drawn_labels, mark_figure
 
 __all__ = ["plot_confusion_matrix", "plot_heatmap", "plot_per_class_accuracy", "plot_recall_curves",
@@ -55,12 +55,7 @@ def plot_per_class_accuracy(accuracy: Sequence[float | None], classnames: Sequen
             worst = ", ".join(f"{n} ({100 * v:.0f}%)" for n, v in zip(names[:8], values[:8], strict=True))
             ax.text(0.01, 0.97, f"worst: {worst}", transform=ax.transAxes, fontsize=7, va="top", wrap=True)
         ax.set_title(f"{title} (mean {100 * np.nanmean(acc):.1f}%)")
-        fig.tight_layout()
-        mark_figure(fig, style)
-        with atomic_path(out_path) as tmp:
-            fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    return Path(out_path)
+        return save_figure(fig, out_path, finish=lambda f: mark_figure(f, style))
 
 
 def plot_confusion_matrix(cm: np.ndarray, classnames: Sequence[str], out_path: str | Path,
@@ -82,21 +77,7 @@ def plot_confusion_matrix(cm: np.ndarray, classnames: Sequence[str], out_path: s
         ax.set_ylabel("true")
         ax.set_title(title)
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-        fig.tight_layout()
-        mark_figure(fig, style)
-        with atomic_path(out_path) as tmp:
-            fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    return Path(out_path)
-
-
-def _save(fig, out_path: str | Path) -> Path:
-    plt = _pyplot()
-    fig.tight_layout()
-    with atomic_path(out_path) as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    return Path(out_path)
+        return save_figure(fig, out_path, finish=lambda f: mark_figure(f, style))
 
 
 def plot_recall_curves(i2t_ranks, t2i_ranks, out_path: str | Path, title: str = "retrieval",
@@ -116,7 +97,7 @@ def plot_recall_curves(i2t_ranks, t2i_ranks, out_path: str | Path, title: str = 
     ax.set_ylabel("recall@k (%)")
     ax.set_title(title)
     ax.legend()
-    return _save(fig, out_path)
+    return save_figure(fig, out_path)
 
 
 def probe_plots(sweep: dict | None, scores, labels, classnames: Sequence[str], fewshot: dict,
@@ -137,7 +118,7 @@ def probe_plots(sweep: dict | None, scores, labels, classnames: Sequence[str], f
         ax.set_ylabel("validation accuracy (%)")
         ax.set_title("linear probe: C sweep")
         ax.legend()
-        written.append(str(_save(fig, out_dir / f"{stem}_c_sweep.png")))
+        written.append(str(save_figure(fig, out_dir / f"{stem}_c_sweep.png")))
     if scores is not None:
         from clipforge.evaluate.metrics import confusion_matrix, per_class_accuracy
 
@@ -157,7 +138,7 @@ def probe_plots(sweep: dict | None, scores, labels, classnames: Sequence[str], f
         ax.set_xlabel("labelled examples per class (k)")
         ax.set_ylabel("top-1 (%)")
         ax.set_title("few-shot linear probe")
-        written.append(str(_save(fig, out_dir / f"{stem}_fewshot.png")))
+        written.append(str(save_figure(fig, out_dir / f"{stem}_fewshot.png")))
     return written
 
 
@@ -177,4 +158,4 @@ def plot_heatmap(values: np.ndarray, rows: Sequence[str], cols: Sequence[str], o
                     color="white" if np.isnan(v[i, j]) or v[i, j] < 60 else "black")
     ax.set_title(title)
     fig.colorbar(image, ax=ax, label=label)
-    return _save(fig, out_path)
+    return save_figure(fig, out_path)

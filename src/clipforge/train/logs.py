@@ -115,6 +115,8 @@ def plot_curves(out_dir: str | Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from clipforge.atomic import save_figure
+
     out_dir = Path(out_dir)
     records = read_log(out_dir)
     written = []
@@ -126,7 +128,7 @@ def plot_curves(out_dir: str | Path) -> list[Path]:
         ax.set_xlabel("step")
         ax.set_ylabel("contrastive loss")
         ax.set_title("training loss")
-        written.append(_save(fig, out_dir / "loss.png"))
+        written.append(save_figure(fig, out_dir / "loss.png"))
     metrics = sorted({k for r in evals for k, v in r.items() if k.endswith("top1") and isinstance(v, (int, float))})
     if evals and metrics:
         fig, ax = plt.subplots(figsize=(6, 4))
@@ -137,17 +139,6 @@ def plot_curves(out_dir: str | Path) -> list[Path]:
         ax.set_ylabel("top-1 (%)")
         ax.legend()
         ax.set_title("zero-shot accuracy during training")
-        written.append(_save(fig, out_dir / "accuracy.png"))
+        written.append(save_figure(fig, out_dir / "accuracy.png"))
     return written
 
-
-def _save(fig: Any, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    from clipforge.atomic import atomic_path
-
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    return path

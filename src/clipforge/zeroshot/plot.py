@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from clipforge.atomic import atomic_path
+from clipforge.atomic import save_figure
 from clipforge.zeroshot.fonts import drawn_labels, mark_figure
 
 __all__ = ["plot_predictions"]
@@ -47,9 +47,4 @@ def plot_predictions(images: Sequence[Any], labels: Sequence[Sequence[str]],
             ax_bar.set_xlabel("probability", fontsize=8)
             for yy, p in zip(y, probabilities[i], strict=True):
                 ax_bar.text(min(float(p) + 0.01, 0.9), yy, f"{float(p):.1%}", va="center", fontsize=7)
-        fig.tight_layout()
-        mark_figure(fig, style)
-        with atomic_path(out_path) as tmp:
-            fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    return Path(out_path)
+        return save_figure(fig, out_path, finish=lambda f: mark_figure(f, style))
