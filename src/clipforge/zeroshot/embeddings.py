@@ -210,17 +210,9 @@ def build_class_embeddings(model: torch.nn.Module, classnames: Sequence[str], te
     num_templates = len(templates)
     context_length = int(getattr(model, "context_length", 77))
     tokens = tokenize_for(model, _prompts(classnames, templates), context_length)  # the model's own tokenizer
-    order = torch.argsort(tokens.argmax(dim=-1), stable=True)
     sums = torch.zeros(len(classnames), int(model.embed_dim), dtype=torch.float32, device=device)
-    batch_size = _chunk(batch_size)
-    with tqdm(total=len(order), unit="prompt", desc="class embeddings", disable=not progress, leave=False) as bar:
-        for start in range(0, len(order), batch_size):
-            _check_stop()
-            idx = order[start:start + batch_size]
-            features = model.encode_text(tokens[idx].to(device)).float()
-            features = features / features.norm(dim=-1, keepdim=True)
-            sums.index_add_(0, (idx // num_templates).to(device), features)
-            bar.update(len(idx))
+    for idx, features in _unit_features(model, tokens, batch_size, device, progress, "prompt", "class embeddings"):
+        sums.index_add_(0, idx // num_templates, features)
     mean = sums / num_templates
     return mean / mean.norm(dim=-1, keepdim=True)
 
@@ -234,14 +226,23 @@ def encode_texts(model: torch.nn.Module, texts: Sequence[str], batch_size: int =
 
     device = torch.device(device) if device is not None else next(model.parameters()).device
     tokens = tokenize_for(model, list(texts), int(getattr(model, "context_length", 77)))
-    order = torch.argsort(tokens.argmax(dim=-1), stable=True)
     out = torch.empty(len(texts), int(model.embed_dim), dtype=torch.float32, device=device)
+    for idx, features in _unit_features(model, tokens, batch_size, device, progress, "text", "texts"):
+        out[idx] = features
+    return out
+
+
+def _unit_features(model: torch.nn.Module, tokens: torch.Tensor, batch_size: int, device: torch.device,
+                   progress: bool, unit: str, desc: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(row indices on `device`, their normalised float32 features) for every row of `tokens`, in batches
+    of similar token length: sorted by end-token position, each batch stops at its own longest prompt
+    (`CLIP.encode_text`), so a batch of short prompts never pays for a long one. `stop_when` ends it."""
+    order = torch.argsort(tokens.argmax(dim=-1), stable=True)
     batch_size = _chunk(batch_size)
-    with tqdm(total=len(order), unit="text", desc="texts", disable=not progress, leave=False) as bar:
+    with tqdm(total=len(order), unit=unit, desc=desc, disable=not progress, leave=False) as bar:
         for start in range(0, len(order), batch_size):
             _check_stop()
             idx = order[start:start + batch_size]
             features = model.encode_text(tokens[idx].to(device)).float()
-            out[idx.to(device)] = features / features.norm(dim=-1, keepdim=True)
+            yield idx.to(device), features / features.norm(dim=-1, keepdim=True)
             bar.update(len(idx))
-    return out
