@@ -40,7 +40,7 @@ from clipforge.inference._packing import (
 )
 from clipforge.inference._packing import linear as _linear
 from clipforge.inference._threads import split_batch
-from clipforge.inference.fast_transformer import _linear_act, _linear_add
+from clipforge.inference.fast_transformer import linear_act, linear_add
 from clipforge.models.chinese_clip import ChineseCLIP
 from clipforge.models.family_hf import HFTextTower
 
@@ -167,12 +167,12 @@ def _run_layer(layer: nn.Module, shape: EncoderShape, w: _LayerWeights, x: torch
     if row is not None:
         q, x = q[:, :, row:row + 1], x[:, row:row + 1]
     out = attention(q, k, v, causal=False, keep=keep).transpose(1, 2).reshape(batch, -1, width)
-    x = _linear_add(out, x, w.out, fused)
+    x = linear_add(out, x, w.out, fused)
     if shape.norm_first:
-        x = _linear_add(_linear_act(_layer_norm(mlp_norm, x), w.fc, fused, shape.activation), x, w.proj, fused)
+        x = linear_add(linear_act(_layer_norm(mlp_norm, x), w.fc, fused, shape.activation), x, w.proj, fused)
     else:
         x = _layer_norm(attention_norm, x)
-        x = _layer_norm(mlp_norm, _linear_add(_linear_act(x, w.fc, fused, shape.activation), x, w.proj, fused))
+        x = _layer_norm(mlp_norm, linear_add(linear_act(x, w.fc, fused, shape.activation), x, w.proj, fused))
     return x[:, 0] if row is not None else x
 
 

@@ -1,40 +1,152 @@
-"""The attention-pool ViT (SigLIP's image tower) on the fast path: its batch split across the cores.
+"""The attention-pool ViT (SigLIP's image tower) on the fast path.
 
 Its blocks are `InferenceBlock`s already (`prepare` swaps every `ResidualAttentionBlock`); what the
-tower itself adds is `split_batch`, as `InferenceVisionTransformer` does for OpenAI's ViT: two
-intra-op threads over the whole batch wait at every one of the tower's joins, one single-threaded
-slice per core does not. Measured at batch 32 on a 2-core AVX512-BF16 EPYC (SigLIP 2 B/16, same
-run): bf16 3.30 -> 3.02 s. The last block runs whole (the head reads every position), and the
-patch embedding and the head stay the reference's (under 3% of the tower).
+tower adds:
+
+1. `split_batch`, as `InferenceVisionTransformer` does for OpenAI's ViT: two intra-op threads over
+   the whole batch wait at every one of the tower's joins, one single-threaded slice per core does
+   not. Measured at batch 32 on a 2-core AVX512-BF16 EPYC (SigLIP 2 B/16, same run): bf16 3.30 ->
+   3.02 s. The last block runs whole (the head reads every position).
+2. The patch embedding as one packed matmul (`patch_features`), not oneDNN's strided convolution.
+3. The head with its fixed query folded into its weights (`InferenceAttentionPoolHead`).
 
 The split runs only when the tower's input already has its compute dtype and no autocast is active:
-autocast's state is per thread, so worker threads would not see it (the reference forward runs then).
+autocast's state is per thread, so worker threads would not see it (the reference forward runs then,
+still through the fast blocks and head, which handle autocast themselves).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 
-from clipforge.inference._packing import fast_dtype
+from clipforge.inference._packing import (
+    InferenceModule,
+    autocast_off,
+    autocast_output,
+    fast_dtype,
+    pack_linear,
+)
+from clipforge.inference._packing import linear as packed_linear
 from clipforge.inference._threads import split_batch
-from clipforge.inference.fast_transformer import InferenceBlock
-from clipforge.models.family import MapVisionTransformer
+from clipforge.inference.fast_transformer import (
+    QUICK_GELU_ALPHA,
+    InferenceBlock,
+    linear_act,
+    linear_add,
+    patch_features,
+)
+from clipforge.models.family import AttentionPoolHead, MapVisionTransformer
 
-__all__ = ["InferenceMapVisionTransformer"]
+__all__ = ["InferenceAttentionPoolHead", "InferenceMapVisionTransformer"]
 
 
-class InferenceMapVisionTransformer(MapVisionTransformer):
-    """`MapVisionTransformer` whose batch is split across the cores in inference."""
+class InferenceMapVisionTransformer(InferenceModule, MapVisionTransformer):
+    """`MapVisionTransformer` whose batch is split across the cores and whose patches are one packed matmul."""
 
     compute_dtype: torch.dtype = torch.float32
+    fused: bool = True
     cpu_only: bool = False
+
+    def _cf_sources(self) -> list[torch.Tensor]:
+        return [self.conv1.weight] + ([self.conv1.bias] if self.conv1.bias is not None else [])
+
+    def _cf_build(self, read: Callable[[torch.Tensor], torch.Tensor], dtype: torch.dtype,
+                  fused: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        weight = read(self.conv1.weight).flatten(1)  # [width, 3 * P * P], (channel, row, col) order
+        bias = self.conv1.bias
+        return pack_linear(weight, dtype, fused), None if bias is None else read(bias).to(dtype).contiguous()
+
+    def patch_embed(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = fast_dtype(self, x, self.conv1.weight, tower=True)
+        grid = self.input_resolution // self.patch_size
+        if (dtype is None or torch.is_autocast_enabled(x.device.type) or x.dim() != 4
+                or any(side // self.patch_size != grid for side in x.shape[-2:])):
+            return super().patch_embed(x)  # the reference (and its own error for a wrong size)
+        fused = self.fused and x.device.type == "cpu"
+        return patch_features(x, self._cf_packed(dtype, fused), self.patch_size, grid, dtype, fused)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = fast_dtype(self, x, self.conv1.weight, tower=True)
         if dtype is None or torch.is_autocast_enabled(x.device.type) or x.dtype != self.conv1.weight.dtype:
             return super().forward(x)
         if x.shape[0] > 1 and x.device.type == "cpu":  # pack here, once, not in every slice's thread
-            for block in self.transformer.resblocks:
-                if isinstance(block, InferenceBlock):
-                    block._cf_packed(x.dtype, block.fused)
+            fused = self.fused
+            self._cf_packed(dtype, fused)
+            for module in self.modules():
+                if isinstance(module, (InferenceBlock, InferenceAttentionPoolHead)):
+                    module._cf_packed(dtype, module.fused)
         return split_batch(super().forward, x)
+
+
+@dataclass
+class _HeadWeights:
+    keys: torch.Tensor  # [heads, width]: the probe's query through each head's key projection, / sqrt(d)
+    values: torch.Tensor  # [heads, width, d]: each head's value projection, transposed for a batched matmul
+    value_bias: torch.Tensor  # [heads, d]
+    out: tuple[torch.Tensor, torch.Tensor]
+    fc: tuple[torch.Tensor, torch.Tensor]
+    proj: tuple[torch.Tensor, torch.Tensor]
+    fused: bool
+
+
+class InferenceAttentionPoolHead(InferenceModule, AttentionPoolHead):
+    """SigLIP's attention-pool head with its one fixed query folded into the key and value weights.
+
+    The probe is a parameter, so its query ``q = W_q p + b_q`` is a constant of the model. Head h
+    scores patch x_j as ``q_h . (W_kh x_j + b_kh) / sqrt(d) = a_h . x_j + c_h`` with
+    ``a_h = W_kh^T q_h / sqrt(d)``, and the constant c_h drops out of the softmax. The values enter
+    only through their weighted sum: ``sum_j p_hj (W_vh x_j + b_vh) = W_vh (sum_j p_hj x_j) + b_vh``
+    (the p_hj sum to 1), so the patches are summed first and projected once per head. The
+    [N, L, 2 * width] key/value projection of every patch (0.46 GFLOP an image for B/16; the reference
+    head took 4.8 ms of a 176 ms batch-1 image on a 2-core AVX512 EPYC) becomes two products of
+    N x heads x L x width. Same arithmetic in exact numbers; rounded differently (parity with the
+    reference head within 1e-5 in fp32, `tests/families/test_family_fast_head.py`).
+    """
+
+    compute_dtype: torch.dtype = torch.float32
+    fused: bool = True
+    cpu_only: bool = False
+
+    def _cf_sources(self) -> list[torch.Tensor]:
+        attn, mlp = self.attn, self.mlp
+        return [self.probe, attn.in_proj_weight, attn.in_proj_bias, attn.out_proj.weight, attn.out_proj.bias,
+                mlp.c_fc.weight, mlp.c_fc.bias, mlp.c_proj.weight, mlp.c_proj.bias]
+
+    def _cf_build(self, read: Callable[[torch.Tensor], torch.Tensor], dtype: torch.dtype,
+                  fused: bool) -> _HeadWeights:
+        probe, w_in, b_in, w_out, b_out, w_fc, b_fc, w_proj, b_proj = (read(p) for p in self._cf_sources())
+        width = w_in.shape[1]
+        heads = self.attn.heads
+        d = width // heads
+        q = (probe.reshape(width) @ w_in[:width].t() + b_in[:width]).view(heads, d, 1)
+        keys = (w_in[width:2 * width].view(heads, d, width) * q).sum(dim=1) * d**-0.5
+        values = w_in[2 * width:].view(heads, d, width).transpose(1, 2)
+        if self.activation == "quick_gelu":  # silu(1.702 h) / 1.702, as the blocks pack it
+            w_fc, b_fc, w_proj = w_fc * QUICK_GELU_ALPHA, b_fc * QUICK_GELU_ALPHA, w_proj / QUICK_GELU_ALPHA
+
+        def pair(w: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return pack_linear(w, dtype, fused), b.to(dtype).contiguous()
+
+        return _HeadWeights(keys.to(dtype).contiguous(), values.to(dtype).contiguous(),
+                            b_in[2 * width:].view(heads, d).to(dtype), pair(w_out, b_out), pair(w_fc, b_fc),
+                            pair(w_proj, b_proj), fused)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = fast_dtype(self, x, self.probe, tower=False) if hasattr(self, "activation") else None
+        if dtype is None or x.dim() != 3:
+            return super().forward(x)
+        with autocast_off(x):
+            out = self._forward(x.to(dtype), self._cf_packed(dtype, self.fused and x.device.type == "cpu"))
+        return autocast_output(out, x.device.type)
+
+    def _forward(self, x: torch.Tensor, w: _HeadWeights) -> torch.Tensor:
+        batch, _, width = x.shape
+        scores = torch.matmul(x, w.keys.t())  # [N, L, heads]
+        weights = torch.softmax(scores, dim=1, dtype=torch.float32).to(x.dtype)
+        pooled = torch.matmul(weights.transpose(1, 2), x)  # [N, heads, width]: each head's weighted patches
+        values = torch.bmm(pooled.transpose(0, 1), w.values).transpose(0, 1) + w.value_bias  # [N, heads, d]
+        y = packed_linear(values.reshape(batch, width), w.out, w.fused)
+        return linear_add(linear_act(self.ln(y), w.fc, w.fused, self.activation), y, w.proj, w.fused)

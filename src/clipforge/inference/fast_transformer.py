@@ -40,7 +40,7 @@ from clipforge.models.layers import LayerNorm, ResidualAttentionBlock, Transform
 from clipforge.models.vit import VisionTransformer
 
 __all__ = ["InferenceBlock", "InferenceCLIP", "InferenceLayerNorm", "InferenceTransformer",
-           "InferenceVisionTransformer"]
+           "InferenceVisionTransformer", "linear_act", "linear_add", "patch_features"]
 
 QUICK_GELU_ALPHA = 1.702
 
@@ -75,14 +75,14 @@ class _BlockWeights:
     proj: tuple[torch.Tensor, torch.Tensor]
 
 
-def _linear_add(x: torch.Tensor, residual: torch.Tensor, wb: tuple[torch.Tensor, torch.Tensor],
+def linear_add(x: torch.Tensor, residual: torch.Tensor, wb: tuple[torch.Tensor, torch.Tensor],
                 fused: bool) -> torch.Tensor:
     if fused:
         return torch.ops.mkldnn._linear_pointwise.binary(x, residual, wb[0], wb[1], "add")
     return residual + F.linear(x, wb[0], wb[1])
 
 
-def _linear_act(x: torch.Tensor, wb: tuple[torch.Tensor, torch.Tensor], fused: bool, activation: str) -> torch.Tensor:
+def linear_act(x: torch.Tensor, wb: tuple[torch.Tensor, torch.Tensor], fused: bool, activation: str) -> torch.Tensor:
     """c_fc + the block's activation: QuickGELU (OpenAI), exact GELU (open_clip's GELU models, BERT) or
     ReLU (NLLB's encoder)."""
     if activation == "relu":
@@ -179,9 +179,9 @@ class InferenceBlock(InferenceModule, ResidualAttentionBlock):
         qkv = qkv.view(batch, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4)
         out = attention(qkv[0], qkv[1], qkv[2], causal)
         out = out.transpose(1, 2).reshape(batch, length, width)
-        x = _linear_add(out, x, w.out, w.fused)
+        x = linear_add(out, x, w.out, w.fused)
         act = getattr(self, "activation", "quick_gelu")
-        return _linear_add(_linear_act(self.ln_2(x), w.fc, w.fused, act), x, w.proj, w.fused)
+        return linear_add(linear_act(self.ln_2(x), w.fc, w.fused, act), x, w.proj, w.fused)
 
     def forward_rows(self, x: torch.Tensor, rows: torch.Tensor, causal: bool = False) -> torch.Tensor:
         """The block's output at one position per sequence (`rows`: LongTensor [N]) -> [N, width].
@@ -207,9 +207,23 @@ class InferenceBlock(InferenceModule, ResidualAttentionBlock):
         if causal:
             mask = (torch.arange(length, device=x.device) <= rows.unsqueeze(1)).view(batch, 1, 1, length)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).reshape(batch, width)
-        y = _linear_add(out, x[pick, rows], w.out, w.fused)
+        y = linear_add(out, x[pick, rows], w.out, w.fused)
         act = getattr(self, "activation", "quick_gelu")
-        return _linear_add(_linear_act(self.ln_2(y), w.fc, w.fused, act), y, w.proj, w.fused)
+        return linear_add(linear_act(self.ln_2(y), w.fc, w.fused, act), y, w.proj, w.fused)
+
+
+def patch_features(x: torch.Tensor, wb: tuple[torch.Tensor, torch.Tensor | None], patch: int, grid: int,
+                   dtype: torch.dtype, fused: bool) -> torch.Tensor:
+    """A stride-`patch` patch convolution as one packed matmul: images [N, C, H, W] -> [N, grid*grid, out].
+
+    `wb`: the convolution's weight flattened to [out, C * patch * patch] ((channel, row, col) order) and
+    packed, and its bias or None. Only the top-left grid x grid patches are read, as the strided
+    convolution reads them when the side is not a multiple of the patch (SO400M/14 at 384 px).
+    """
+    batch, channels = x.shape[:2]
+    x = x[:, :, :grid * patch, :grid * patch].to(dtype)
+    x = x.reshape(batch, channels, grid, patch, grid, patch).permute(0, 2, 4, 1, 3, 5)
+    return _linear(x.reshape(batch, grid * grid, channels * patch * patch), wb, fused)
 
 
 class InferenceTransformer(Transformer):
@@ -250,13 +264,11 @@ class InferenceVisionTransformer(InferenceModule, VisionTransformer):
         return pack_linear(weight, dtype, fused), None
 
     def _patches(self, x: torch.Tensor, dtype: torch.dtype, fused: bool) -> torch.Tensor:
-        batch, channels, height, width = x.shape
-        p = self.patch_size
+        height, width = x.shape[-2:]
         if height != self.input_resolution or width != self.input_resolution:
             raise ValueError(f"expected images of {self.input_resolution}x{self.input_resolution}, got {height}x{width}")
-        x = x.to(dtype).view(batch, channels, height // p, p, width // p, p)
-        x = x.permute(0, 2, 4, 1, 3, 5).reshape(batch, (height // p) * (width // p), channels * p * p)
-        return _linear(x, self._cf_packed(dtype, fused), fused)
+        p = self.patch_size
+        return patch_features(x, self._cf_packed(dtype, fused), p, height // p, dtype, fused)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = fast_dtype(self, x, self.conv1.weight, tower=True)

@@ -23,7 +23,7 @@ from torch import nn
 from clipforge.errors import UserError
 from clipforge.inference.cpu import bf16_supported, onednn_available
 from clipforge.inference.fast_encoder import InferenceChineseCLIP, InferenceHFTextTower
-from clipforge.inference.fast_family import InferenceMapVisionTransformer
+from clipforge.inference.fast_family import InferenceAttentionPoolHead, InferenceMapVisionTransformer
 from clipforge.inference.fast_resnet import (
     InferenceAttentionPool2d,
     InferenceBottleneck,
@@ -38,7 +38,7 @@ from clipforge.inference.fast_transformer import (
 )
 from clipforge.models.chinese_clip import ChineseCLIP
 from clipforge.models.clip import CLIP
-from clipforge.models.family import MapVisionTransformer
+from clipforge.models.family import AttentionPoolHead, MapVisionTransformer
 from clipforge.models.family_hf import HFTextTower
 from clipforge.models.layers import LayerNorm, ResidualAttentionBlock, Transformer
 from clipforge.models.resnet import AttentionPool2d, Bottleneck, ModifiedResNet
@@ -60,12 +60,14 @@ _SWAPS: dict[type, type] = {
     Bottleneck: InferenceBottleneck,
     AttentionPool2d: InferenceAttentionPool2d,
     MapVisionTransformer: InferenceMapVisionTransformer,
+    AttentionPoolHead: InferenceAttentionPoolHead,
     ChineseCLIP: InferenceChineseCLIP,
     HFTextTower: InferenceHFTextTower,
 }
 _PACKED = (InferenceBlock, InferenceVisionTransformer, InferenceModifiedResNet, InferenceBottleneck,
-           InferenceAttentionPool2d, InferenceChineseCLIP, InferenceHFTextTower)
-_CONFIGURED = (*_PACKED, InferenceCLIP, InferenceMapVisionTransformer)
+           InferenceAttentionPool2d, InferenceChineseCLIP, InferenceHFTextTower, InferenceMapVisionTransformer,
+           InferenceAttentionPoolHead)
+_CONFIGURED = (*_PACKED, InferenceCLIP)
 _ATTR = "_cf_precision"
 
 

@@ -56,10 +56,12 @@ class PoolAttention(nn.Module):
 
 class AttentionPoolHead(nn.Module):
     """SigLIP's multihead attention pooling (MAP): a learned probe attends over every patch,
-    then a residual MLP; its single output row is the image feature."""
+    then a residual MLP; its single output row is the image feature. `activation` is kept as an
+    attribute, as `ResidualAttentionBlock` keeps it, for the fast path."""
 
     def __init__(self, width: int, heads: int, hidden: int, activation: str, eps: float) -> None:
         super().__init__()
+        self.activation = activation
         self.probe = nn.Parameter(torch.randn(1, 1, width) * width**-0.5)
         self.attn = PoolAttention(width, heads)
         self.ln = LayerNorm(width, eps=eps)
@@ -101,8 +103,12 @@ class MapVisionTransformer(nn.Module):
         """(height, width), as open_clip's ``model.visual.image_size``."""
         return (self.input_resolution, self.input_resolution)
 
+    def patch_embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Images [N, 3, H, W] -> patch features [N, grid*grid, width] (the fast path packs this)."""
+        return self.conv1(x).flatten(2).transpose(1, 2)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv1(x).flatten(2).transpose(1, 2)  # [N, grid*grid, width]
+        x = self.patch_embed(x)
         x = x + self.positional_embedding.to(x.dtype)
         if self.ln_pre is not None:
             x = self.ln_pre(x)
