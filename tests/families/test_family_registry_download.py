@@ -17,6 +17,7 @@ from family_fixtures import train_spiece
 
 import clipforge
 from clipforge.models import create_model_from_config, get_config
+from clipforge.models.family import FamilyCLIP
 from clipforge.weights.family_layouts import to_open_clip_siglip
 
 pytestmark = pytest.mark.slow
@@ -50,7 +51,7 @@ def _names(served: list[str]) -> list[str]:
 def test_siglip_weights_and_tokenizer_download_and_load(hub) -> None:
     loaded = clipforge.load_model("ViT-B-16-SigLIP:webli", "cpu")
     assert _names(hub) == ["open_clip_pytorch_model.bin", "spiece.model"]
-    assert loaded.name == "ViT-B-16-SigLIP:webli" and type(loaded.model).__name__ == "FamilyCLIP"
+    assert loaded.name == "ViT-B-16-SigLIP:webli" and isinstance(loaded.model, FamilyCLIP)
     assert loaded.scoring.kind == "sigmoid"
     assert loaded.model.preprocess_cfg["resize_mode"] == "squash" and loaded.model.preprocess_cfg["mean"][0] == 0.5
     ids = loaded.tokenize(["A photo of a cat!"])

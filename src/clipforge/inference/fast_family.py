@@ -10,6 +10,11 @@ tower adds:
 2. The patch embedding as one packed matmul (`patch_features`), not oneDNN's strided convolution.
 3. The head with its fixed query folded into its weights (`InferenceAttentionPoolHead`).
 
+The families' own text towers (SigLIP's bidirectional one read at its last position, MetaCLIP 2's
+causal one read at its first end token) get what `InferenceCLIP` gives OpenAI's: the last block
+computes only the rows that are read (`InferenceFamilyCLIP`), and the batch is split across the cores
+when its slices are large enough (`worth_splitting`).
+
 The split runs only when the tower's input already has its compute dtype and no autocast is active:
 autocast's state is per thread, so worker threads would not see it (the reference forward runs then,
 still through the fast blocks and head, which handle autocast themselves).
@@ -21,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from clipforge.inference._packing import (
     InferenceModule,
@@ -30,17 +36,18 @@ from clipforge.inference._packing import (
     pack_linear,
 )
 from clipforge.inference._packing import linear as packed_linear
-from clipforge.inference._threads import split_batch
+from clipforge.inference._threads import split_batch, worth_splitting
 from clipforge.inference.fast_transformer import (
     QUICK_GELU_ALPHA,
     InferenceBlock,
+    InferenceTransformer,
     linear_act,
     linear_add,
     patch_features,
 )
-from clipforge.models.family import AttentionPoolHead, MapVisionTransformer
+from clipforge.models.family import AttentionPoolHead, FamilyCLIP, MapVisionTransformer
 
-__all__ = ["InferenceAttentionPoolHead", "InferenceMapVisionTransformer"]
+__all__ = ["InferenceAttentionPoolHead", "InferenceFamilyCLIP", "InferenceMapVisionTransformer"]
 
 
 class InferenceMapVisionTransformer(InferenceModule, MapVisionTransformer):
@@ -103,7 +110,7 @@ class InferenceAttentionPoolHead(InferenceModule, AttentionPoolHead):
     [N, L, 2 * width] key/value projection of every patch (0.46 GFLOP an image for B/16; the reference
     head took 4.8 ms of a 176 ms batch-1 image on a 2-core AVX512 EPYC) becomes two products of
     N x heads x L x width. Same arithmetic in exact numbers; rounded differently (parity with the
-    reference head within 1e-5 in fp32, `tests/families/test_family_fast_head.py`).
+    reference head within 1e-5 in fp32, `tests/families/test_family_fast_paths.py`).
     """
 
     compute_dtype: torch.dtype = torch.float32
@@ -150,3 +157,40 @@ class InferenceAttentionPoolHead(InferenceModule, AttentionPoolHead):
         values = torch.bmm(pooled.transpose(0, 1), w.values).transpose(0, 1) + w.value_bias  # [N, heads, d]
         y = packed_linear(values.reshape(batch, width), w.out, w.fused)
         return linear_add(linear_act(self.ln(y), w.fc, w.fused, self.activation), y, w.proj, w.fused)
+
+
+class InferenceFamilyCLIP(FamilyCLIP):
+    """`FamilyCLIP` whose own text tower finishes only the rows it reads, split across the cores.
+
+    The last block computes one query per sequence (its pooling position; keys and values still come
+    from every position), as `InferenceCLIP` does for OpenAI's tower: for SigLIP's 64-position
+    bidirectional tower that is about 3/4 of a block of 12. A causal tower still stops at the batch's
+    last pooling position. A transformers text tower (`self.text`) has its own fast class.
+    """
+
+    compute_dtype: torch.dtype = torch.float32
+    cpu_only: bool = False
+
+    def encode_text(self, text: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        if normalize:
+            return F.normalize(self.encode_text(text), dim=-1)
+        dtype = None if self.text is not None else fast_dtype(self, text, self.token_embedding.weight, tower=True)
+        if dtype is None or not isinstance(self.transformer, InferenceTransformer) or text.shape[0] == 0:
+            return super().encode_text(text)
+        with autocast_off(text):
+            length = int(self.text_pool_positions(text).max().item()) + 1 if self.transformer.causal else text.shape[1]
+            if worth_splitting(text.shape[0], length, int(self.transformer.width), dtype):
+                for block in self.transformer.resblocks:  # pack here, once, not in every slice's thread
+                    if isinstance(block, InferenceBlock):
+                        block._cf_packed(dtype, block.fused and text.device.type == "cpu")
+                out = split_batch(lambda part: self._text_features(part, dtype), text)
+            else:
+                out = self._text_features(text, dtype)
+        return autocast_output(out, text.device.type)
+
+    def _text_features(self, text: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """The projected features of `text` at its pooling positions (one slice of `split_batch`)."""
+        pos = self.text_pool_positions(text)
+        length = int(pos.max().item()) + 1 if self.transformer.causal else text.shape[1]
+        x = self.token_embedding(text[:, :length]).to(dtype) + self.positional_embedding[:length].to(dtype)
+        return self._project_text(self.ln_final(self.transformer(x, rows=pos)))

@@ -23,7 +23,11 @@ from torch import nn
 from clipforge.errors import UserError
 from clipforge.inference.cpu import bf16_supported, onednn_available
 from clipforge.inference.fast_encoder import InferenceChineseCLIP, InferenceHFTextTower
-from clipforge.inference.fast_family import InferenceAttentionPoolHead, InferenceMapVisionTransformer
+from clipforge.inference.fast_family import (
+    InferenceAttentionPoolHead,
+    InferenceFamilyCLIP,
+    InferenceMapVisionTransformer,
+)
 from clipforge.inference.fast_resnet import (
     InferenceAttentionPool2d,
     InferenceBottleneck,
@@ -38,7 +42,7 @@ from clipforge.inference.fast_transformer import (
 )
 from clipforge.models.chinese_clip import ChineseCLIP
 from clipforge.models.clip import CLIP
-from clipforge.models.family import AttentionPoolHead, MapVisionTransformer
+from clipforge.models.family import AttentionPoolHead, FamilyCLIP, MapVisionTransformer
 from clipforge.models.family_hf import HFTextTower
 from clipforge.models.layers import LayerNorm, ResidualAttentionBlock, Transformer
 from clipforge.models.resnet import AttentionPool2d, Bottleneck, ModifiedResNet
@@ -61,13 +65,14 @@ _SWAPS: dict[type, type] = {
     AttentionPool2d: InferenceAttentionPool2d,
     MapVisionTransformer: InferenceMapVisionTransformer,
     AttentionPoolHead: InferenceAttentionPoolHead,
+    FamilyCLIP: InferenceFamilyCLIP,
     ChineseCLIP: InferenceChineseCLIP,
     HFTextTower: InferenceHFTextTower,
 }
 _PACKED = (InferenceBlock, InferenceVisionTransformer, InferenceModifiedResNet, InferenceBottleneck,
            InferenceAttentionPool2d, InferenceChineseCLIP, InferenceHFTextTower, InferenceMapVisionTransformer,
            InferenceAttentionPoolHead)
-_CONFIGURED = (*_PACKED, InferenceCLIP)
+_CONFIGURED = (*_PACKED, InferenceCLIP, InferenceFamilyCLIP)
 _ATTR = "_cf_precision"
 
 

@@ -127,3 +127,63 @@ def test_images_of_another_size_get_the_reference_error() -> None:
     with torch.inference_mode(), pytest.raises(RuntimeError) as fast_error:
         fast(wrong)
     assert str(fast_error.value) == str(plain_error.value)
+
+
+def _family_model(name: str) -> torch.nn.Module:
+    from clipforge.models import create_model_from_config, get_config
+
+    return _randomised(create_model_from_config(get_config(name)), seed=4)
+
+
+def _texts(model: torch.nn.Module, batch: int) -> torch.Tensor:
+    """Random ids; for a model read at its first end token, that token at a different place in each row."""
+    context = int(model.context_length)
+    ids = torch.randint(3, int(model.vocab_size), (batch, context), generator=torch.Generator().manual_seed(5))
+    eos = getattr(model, "text_eos_id", None)
+    if model.text_pool == "eos":
+        ids[ids == int(eos)] = int(eos) + 1
+        for row in range(batch):
+            ids[row, 2 + (3 * row) % (context - 3)] = int(eos)
+    return ids
+
+
+@pytest.mark.parametrize("name", ["test-siglip-tiny", "test-worldwide-tiny"])
+def test_family_text_tower_finishes_only_the_rows_it_reads(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SigLIP's bidirectional tower read at its last position and MetaCLIP 2's causal one read at its first end
+    token: the fast path's last block computes one row per text, split across two threads in slices (the tiny
+    tower's slices are far below `SPLIT_MIN_MACS`: lowered so the split itself is tested), and gives the
+    reference's features."""
+    import clipforge.inference._threads as threads_module
+    from clipforge.inference.fast_family import InferenceFamilyCLIP
+    from clipforge.inference.fast_transformer import InferenceBlock
+
+    model = _family_model(name)
+    text = _texts(model, 8)
+    with torch.no_grad():
+        want = model.encode_text(text)
+    fast = prepare(copy.deepcopy(model), "fp32")
+    assert type(fast) is InferenceFamilyCLIP
+    rows_read: list[int] = []
+    inner = InferenceBlock.forward_rows
+
+    def counted(self, x, rows, causal=False):  # type: ignore[no-untyped-def]
+        rows_read.append(int(rows.shape[0]))
+        return inner(self, x, rows, causal=causal)
+
+    monkeypatch.setattr(InferenceBlock, "forward_rows", counted)
+    monkeypatch.setattr(threads_module, "SPLIT_MIN_MACS", {torch.float32: 0.0, torch.bfloat16: 0.0})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.inference_mode():
+            got = fast.encode_text(text)
+            halves = torch.cat([fast.encode_text(text[:4]), fast.encode_text(text[4:])])
+    finally:
+        torch.set_num_threads(threads)
+    assert sorted(rows_read) == [2, 2, 2, 2, 4, 4]  # the batch in two slices of 4, each half in two of 2
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got, halves, rtol=1e-5, atol=1e-5)
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16):
+        reference, autocast = model.encode_text(text), enable_fast_forward(copy.deepcopy(model)).encode_text(text)
+    assert autocast.dtype == reference.dtype == torch.bfloat16
+    assert F.cosine_similarity(autocast.float(), want).min() >= 0.999
