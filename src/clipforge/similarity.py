@@ -63,26 +63,34 @@ def compute_similarity(model: CLIP, preprocess: Preprocess, image_paths: Sequenc
 
 
 def plot_similarity(table: SimilarityTable, image_paths: Sequence[str | Path], out: str | Path) -> Path:
-    """Texts down the side, image thumbnails along the top, cosine similarity in each cell."""
+    """Texts down the side, image thumbnails along the top, cosine similarity in each cell.
+
+    Texts and file names in any script: drawn with an installed CJK font where they need one, else as
+    ``#<index>`` (texts first, then the images) with a notice in the figure (`zeroshot.fonts`).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from clipforge.zeroshot.fonts import drawn_labels, mark_figure
+
     n_images, n_texts = table.cosine.shape
-    fig, ax = plt.subplots(figsize=(2 + 1.6 * n_images, 2.5 + 0.6 * n_texts))
-    matrix = table.cosine.T.numpy()
-    ax.imshow(matrix, cmap="viridis", aspect="auto")
-    ax.set_yticks(range(n_texts), labels=table.texts, fontsize=10)
-    ax.set_xticks(range(n_images), labels=table.image_names, rotation=30, ha="right", fontsize=8)
-    for t in range(n_texts):
-        for i in range(n_images):
-            ax.text(i, t, f"{matrix[t, i]:.2f}", ha="center", va="center", fontsize=9, color="white")
-    for i, path in enumerate(image_paths):
-        thumb = load_image(path)
-        thumb.thumbnail((128, 128))
-        ax.imshow(thumb, extent=(i - 0.45, i + 0.45, -0.6, -1.6), origin="upper")
-    ax.set_ylim(n_texts - 0.5, -1.7)
-    ax.set_xlim(-0.5, n_images - 0.5)
-    ax.set_title("Cosine similarity between text and image features")
-    return save_figure(fig, out, dpi=110)
+    with drawn_labels([*table.texts, *table.image_names]) as style:
+        texts, names = style.labels[:n_texts], style.labels[n_texts:]
+        fig, ax = plt.subplots(figsize=(2 + 1.6 * n_images, 2.5 + 0.6 * n_texts))
+        matrix = table.cosine.T.numpy()
+        ax.imshow(matrix, cmap="viridis", aspect="auto")
+        ax.set_yticks(range(n_texts), labels=texts, fontsize=10)
+        ax.set_xticks(range(n_images), labels=names, rotation=30, ha="right", fontsize=8)
+        for t in range(n_texts):
+            for i in range(n_images):
+                ax.text(i, t, f"{matrix[t, i]:.2f}", ha="center", va="center", fontsize=9, color="white")
+        for i, path in enumerate(image_paths):
+            thumb = load_image(path)
+            thumb.thumbnail((128, 128))
+            ax.imshow(thumb, extent=(i - 0.45, i + 0.45, -0.6, -1.6), origin="upper")
+        ax.set_ylim(n_texts - 0.5, -1.7)
+        ax.set_xlim(-0.5, n_images - 0.5)
+        ax.set_title("Cosine similarity between text and image features")
+        return save_figure(fig, out, dpi=110, finish=lambda f: mark_figure(f, style))

@@ -101,3 +101,23 @@ def test_plots_draw_chinese_labels_or_say_they_cannot(tmp_path: Path, monkeypatc
         assert path.stat().st_size > 0
     finally:
         fonts._fonts.cache_clear()
+
+
+@pytest.mark.data
+def test_similarity_plot_draws_chinese_texts_without_font_noise(photos: Path, tmp_path: Path, capsys, caplog) -> None:
+    """`clipforge similarity --plot` with a Chinese text: drawn with the CJK font (no "Glyph missing" boxes), and
+    matplotlib's "findfont: Failed to find font weight" line for that one-weight font does not reach the user."""
+    import logging
+
+    from clipforge.zeroshot import fonts
+
+    if fonts.label_style(["一只猫"]).notice is not None:
+        pytest.skip("no CJK font installed here (CI installs fonts-wqy-zenhei)")
+    out = tmp_path / "similarity.png"
+    with warnings.catch_warnings(), caplog.at_level(logging.INFO, logger="matplotlib.font_manager"):
+        warnings.simplefilter("error")  # matplotlib's "Glyph ... missing from font(s)" is a UserWarning
+        code = main(["similarity", str(photos / "cat_0.jpg"), str(photos / "dog_0.jpg"),
+                     "--text", "一只猫", "a dog", "--plot", str(out)])
+    assert code == 0 and out.stat().st_size > 0
+    assert not [r.getMessage() for r in caplog.records if "findfont" in r.getMessage()]
+    assert "findfont" not in capsys.readouterr().err

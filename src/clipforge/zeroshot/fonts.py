@@ -12,6 +12,7 @@ figure carries the same notice, so a plot never shows boxes in place of text.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -80,11 +81,17 @@ def _drawable(text: str, codes: frozenset[int]) -> bool:
 def label_style(labels: Sequence[str]) -> LabelStyle:
     """The rc settings that draw every label, or `#i` stand-ins plus a notice for those no font covers."""
     fonts = _fonts()
-    families = [name for name, _ in fonts]
     union = frozenset().union(*(codes for _, codes in fonts))
     needed = frozenset(ord(c) for label in labels for c in str(label))
-    used = [name for name, codes in fonts if name == "DejaVu Sans" or needed & (codes - fonts[0][1])]
-    rc = {"font.family": used + [f for f in families if f not in used]}  # a fallback list, glyph by glyph
+    # A fallback list, glyph by glyph: the default font, then only the installed fonts that add glyphs the
+    # labels need (every listed family is looked up when text is drawn: WenQuanYi's "Sharp" variant, for
+    # one, has no normal weight and made matplotlib log a "findfont" line on each command).
+    used, covered = [fonts[0][0]], fonts[0][1]
+    for name, codes in fonts[1:]:
+        if (needed - covered) & codes:
+            used.append(name)
+            covered = covered | codes
+    rc = {"font.family": used}
     out, missing = [], []
     for i, label in enumerate(labels):
         text = str(label)
@@ -110,13 +117,27 @@ def mark_figure(fig, style: LabelStyle) -> None:
         fig.text(0.005, 0.005, text, fontsize=6, color="tab:red", ha="left", va="bottom", wrap=True)
 
 
+class _NearestWeight(logging.Filter):
+    """Drops matplotlib's "findfont: Failed to find font weight normal for <font>, now using 500": CJK fonts
+    such as WenQuanYi Zen Hei come in one weight (medium), the nearest is what we want, and the line reached
+    every command's stderr that drew a Chinese label."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("findfont: Failed to find font weight")
+
+
 @contextmanager
 def drawn_labels(labels: Sequence[str]) -> Iterator[LabelStyle]:
-    """Draw inside this block with fonts that cover `labels` (a UserWarning carries the notice, if any)."""
+    """Draw (and save) inside this block with fonts that cover `labels` (a UserWarning carries the notice, if any)."""
     import matplotlib
 
     style = label_style(labels)
     if style.notice:
         warnings.warn(style.notice, UserWarning, stacklevel=3)
-    with matplotlib.rc_context(style.rc):
-        yield style
+    logger, quiet = logging.getLogger("matplotlib.font_manager"), _NearestWeight()
+    logger.addFilter(quiet)
+    try:
+        with matplotlib.rc_context(style.rc):
+            yield style
+    finally:
+        logger.removeFilter(quiet)
