@@ -13,6 +13,7 @@ from clipforge.image import Preprocess, load_image
 from clipforge.models import CLIP
 from clipforge.models.scoring import scoring_of
 from clipforge.text import tokenize_for
+from clipforge.text.width import display_width, pad
 
 
 @dataclass
@@ -24,11 +25,12 @@ class SimilarityTable:
     note: str | None = None  # sigmoid models: "probabilities do not sum to 1"
 
     def format(self) -> str:
-        width = max(12, *(len(t) for t in self.texts)) if self.texts else 12
-        name_width = max(5, *(len(n) for n in self.image_names))
-        lines = [" " * name_width + "  " + "  ".join(f"{t[:width]:>{width}}" for t in self.texts)]
+        # padded by terminal columns, not characters: a Chinese text or file name takes two per character
+        width = max(12, *(display_width(t) for t in self.texts)) if self.texts else 12
+        name_width = max(5, *(display_width(n) for n in self.image_names))
+        lines = [" " * name_width + "  " + "  ".join(pad(t, width, ">") for t in self.texts)]
         for name, row in zip(self.image_names, self.probabilities.tolist(), strict=True):
-            lines.append(f"{name:<{name_width}}  " + "  ".join(f"{p:>{width}.4f}" for p in row))
+            lines.append(pad(name, name_width) + "  " + "  ".join(f"{p:>{width}.4f}" for p in row))
         if self.note:
             lines.append(f"note: {self.note}")
         return "\n".join(lines)

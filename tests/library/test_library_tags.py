@@ -82,6 +82,21 @@ def test_tag_list_and_tag_counts(tagged, capsys):
     assert exited.value.code == 2 and "one of the arguments --labels --list is required" in capsys.readouterr().err
 
 
+def test_tag_list_lines_up_chinese_labels(tmp_path, tiny_encoder, images_factory, capsys):
+    """The counts start in one terminal column whatever the labels' script (a Chinese character takes two)."""
+    from clipforge.text.width import display_width
+
+    images_factory(tmp_path / "photos", 4)
+    with Library(tmp_path / "lib", tiny_encoder) as library:
+        library.add(tmp_path / "photos", workers=0, progress=False)
+        library.classify("猫, dog, 小汽车", templates="simple", top_k=3, progress=False)
+    assert main(["tag", "--list", "--library", str(tmp_path / "lib")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert sorted(line.split()[0] for line in lines) == sorted(["猫", "dog", "小汽车"])
+    starts = {display_width(line[:len(line) - len(line.split()[-1])]) for line in lines}
+    assert len(starts) == 1, lines
+
+
 def test_tag_filter_without_match_names_the_tags_that_exist(tagged, capsys):
     lib = str(tagged.paths.root)
     assert main(["search", "a photo", "--tag", "giraffe", "--library", lib]) == 0

@@ -43,9 +43,11 @@ def run_list(args: argparse.Namespace) -> int:
     elif not counts:
         print('no tags yet: tag the library with `clipforge tag --labels "cat, dog, car"`')
     else:
-        width = max(len(label) for label in counts)
+        from clipforge.text.width import display_width, pad
+
+        width = max(display_width(label) for label in counts)  # columns: a Chinese label takes two a character
         for label, count in counts.items():
-            print(f"{label:<{width}}  {count}")
+            print(f"{pad(label, width)}  {count}")
     return 0
 
 
