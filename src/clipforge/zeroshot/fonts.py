@@ -81,17 +81,11 @@ def _drawable(text: str, codes: frozenset[int]) -> bool:
 def label_style(labels: Sequence[str]) -> LabelStyle:
     """The rc settings that draw every label, or `#i` stand-ins plus a notice for those no font covers."""
     fonts = _fonts()
+    families = [name for name, _ in fonts]
     union = frozenset().union(*(codes for _, codes in fonts))
     needed = frozenset(ord(c) for label in labels for c in str(label))
-    # A fallback list, glyph by glyph: the default font, then only the installed fonts that add glyphs the
-    # labels need (every listed family is looked up when text is drawn: WenQuanYi's "Sharp" variant, for
-    # one, has no normal weight and made matplotlib log a "findfont" line on each command).
-    used, covered = [fonts[0][0]], fonts[0][1]
-    for name, codes in fonts[1:]:
-        if (needed - covered) & codes:
-            used.append(name)
-            covered = covered | codes
-    rc = {"font.family": used}
+    used = [name for name, codes in fonts if name == "DejaVu Sans" or needed & (codes - fonts[0][1])]
+    rc = {"font.family": used + [f for f in families if f not in used]}  # a fallback list, glyph by glyph
     out, missing = [], []
     for i, label in enumerate(labels):
         text = str(label)
