@@ -115,7 +115,10 @@ def test_non_jpeg_is_never_drafted(tmp_path: Path) -> None:
         image.save(path, fmt)
         decoded = decode_image(path, draft_size=224)
         assert not decoded.drafted and decoded.image.size == (600, 480), fmt
-        assert torch.equal(build_preprocess(224).load(path), build_preprocess(224, draft=False).load(path))
+        # not drafted; the fast path still resamples only the crop (a level or two apart at most)
+        fast = build_preprocess(224).pixels(path).astype(int)
+        exact = build_preprocess(224, draft=False).pixels(path).astype(int)
+        assert np.abs(fast - exact).max() <= 2, fmt
 
 
 def test_exact_load_equals_call_on_load_image(big_jpeg: Path) -> None:

@@ -42,8 +42,9 @@ def add_speed_arguments(parser: argparse.ArgumentParser, workers: bool = True) -
                         help="inference precision: fp32 (default) or bf16 (faster where the CPU multiplies bf16 "
                              "natively, and on CUDA; embeddings within cosine 0.999 of fp32)")
     parser.add_argument("--exact-decode", action="store_true",
-                        help="decode every JPEG pixel instead of the faster draft decode (which stays within "
-                             "cosine 0.99); for results that must match a reference pixel for pixel")
+                        help="decode every JPEG pixel and resize the whole picture before the centre crop, "
+                             "instead of the faster draft decode that resamples only the crop (within cosine "
+                             "0.99); for results that must match a reference pixel for pixel")
     if workers:
         parser.add_argument("--workers", type=int, default=None,
                             help="image decoding processes (default: one per CPU core beyond the first, at most 8)")

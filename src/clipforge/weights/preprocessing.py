@@ -9,12 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from clipforge.image import Preprocess
-from clipforge.image.geometry import center_crop_array, exif_orientation, orientation_transpose, resized_size
-from clipforge.image.modes import to_eight_bit, to_rgb
 
 __all__ = ["WeightsPreprocess", "build_weights_preprocess", "preprocess_for"]
 
@@ -33,26 +30,13 @@ class WeightsPreprocess(Preprocess):
             raise ValueError(f"unsupported preprocessing: interpolation={interpolation!r}, resize_mode={resize_mode!r}")
         self.interpolation = interpolation
         self.resize_mode = resize_mode
+        self.resample = _RESAMPLE[interpolation]
 
     def __repr__(self) -> str:
         return f"{super().__repr__()} [interpolation={self.interpolation}, resize_mode={self.resize_mode}]"
 
-    def _resized_pixels(self, image: Image.Image, source_size: tuple[int, int] | None = None,
-                        box: tuple[float, float, float, float] | None = None) -> np.ndarray:
-        if self.interpolation == "bicubic" and self.resize_mode == "shortest":
-            return super()._resized_pixels(image, source_size, box)
-        upright = box is not None or not self.exif_transpose  # decode already applied EXIF
-        if not upright and orientation_transpose(exif_orientation(image)) is not None:
-            image = ImageOps.exif_transpose(image)
-        image = to_eight_bit(image)
-        resample = _RESAMPLE[self.interpolation]
-        width, height = source_size if source_size is not None else image.size
-        n = self.n_px
-        target = (n, n) if self.resize_mode == "squash" else resized_size(width, height, n)
-        if box is not None or target != image.size:
-            image = image.resize(target, resample, box=box)
-        array = np.asarray(to_rgb(image))
-        return np.array(center_crop_array(array, n), dtype=np.uint8, order="C", copy=True)
+    def _target(self, width: int, height: int) -> tuple[int, int]:
+        return (self.n_px, self.n_px) if self.resize_mode == "squash" else super()._target(width, height)
 
 
 def build_weights_preprocess(n_px: int, cfg: dict[str, Any] | None = None, *, draft: bool = True) -> Preprocess:
