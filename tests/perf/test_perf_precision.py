@@ -203,6 +203,7 @@ def test_bf16_image_attention_in_cache_sized_chunks_equals_the_whole_batch(monke
     in the [N, heads, L, d] shape the block reads; a chunk written to the wrong rows or heads fails."""
     from clipforge.inference import _attention as fast_attention
 
+    monkeypatch.setattr(fast_attention, "SMALL_PAIRS", 0)  # the two-matmul path, whatever the size
     gen = torch.Generator().manual_seed(5)
     q, k, v = (torch.randn(7, 4, 50, 64, generator=gen).to(torch.bfloat16) for _ in range(3))
     whole = fast_attention.attention(q, k, v, causal=False)
@@ -222,6 +223,51 @@ def test_bf16_image_attention_in_cache_sized_chunks_equals_the_whole_batch(monke
     calls.clear()
     fast_attention.attention(q, k, v, causal=True)  # the causal text tower stays whole
     assert calls == [7]
+
+
+@pytest.mark.parametrize(("batch", "heads", "length", "causal", "fused"), [
+    (1, 12, 50, False, True),    # one ViT-B/32 image
+    (2, 12, 50, False, False),   # two: the two matmuls are faster
+    (8, 8, 15, False, True),     # eight short prompts
+    (16, 8, 15, False, False),   # sixteen: too many (sequence, head) pairs
+    (1, 8, 77, True, True),      # one whole-context prompt, causal
+    (1, 8, 77, False, True),
+    (1, 16, 77, True, False),    # 16 heads: too many scores
+])
+def test_small_bf16_attention_runs_torchs_fused_kernel(batch: int, heads: int, length: int, causal: bool, fused: bool,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Below `SMALL_PAIRS` (sequence, head) pairs and `SMALL_SCORES` scores the fixed cost of the two-matmul
+    path outweighs its speed and torch's fused kernel runs (`_small`); either way the output is the fp32
+    attention within bf16 rounding, causal masking and padding included (a sequence of only padding
+    attends to nothing: zeros). Passing the causal flag wrongly, or the mask, fails the fp32 comparison."""
+    from clipforge.inference import _attention as fast_attention
+
+    gen = torch.Generator().manual_seed(batch * 1000 + heads * 10 + length)
+    q, k, v = (torch.randn(batch, heads, length, 64, generator=gen).to(torch.bfloat16) for _ in range(3))
+    keep = None
+    if not causal:  # the last sequence is padded after 5 keys, the first (when there are two) is only padding
+        keep = torch.ones(batch, 1, 1, length, dtype=torch.bool)
+        keep[-1, ..., 5:] = False
+        if batch > 1:
+            keep[0] = False
+    fused_calls, matmul_calls = [], []
+    sdpa, two_matmuls = F.scaled_dot_product_attention, fast_attention._softmax_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention",
+                        lambda *a, **kw: fused_calls.append(a[0].shape) or sdpa(*a, **kw))
+    monkeypatch.setattr(fast_attention, "_softmax_attention",
+                        lambda *a, **kw: matmul_calls.append(a[0].shape) or two_matmuls(*a, **kw))
+    got = fast_attention.attention(q, k, v, causal=causal, keep=keep)
+    assert (len(fused_calls), len(matmul_calls)) == ((1, 0) if fused else (0, 1))
+    assert got.dtype == torch.bfloat16 and got.shape == q.shape
+    want = sdpa(q.float(), k.float(), v.float(), attn_mask=keep, is_causal=causal)
+    if keep is not None and batch > 1:
+        assert (got[0] == 0).all() and (want[0] == 0).all()
+        got, want = got[1:], want[1:]
+    assert F.cosine_similarity(got.float().flatten(0, 2), want.flatten(0, 2), dim=-1).min() >= 0.999
+    monkeypatch.setattr(fast_attention, "SMALL_PAIRS", 0)  # the same inputs through the two matmuls
+    other = fast_attention.attention(q, k, v, causal=causal, keep=keep)[1:] if keep is not None and batch > 1 \
+        else fast_attention.attention(q, k, v, causal=causal, keep=keep)
+    torch.testing.assert_close(got.float(), other.float(), rtol=0.02, atol=0.02)
 
 
 def test_bf16_layer_norm_weights_stay_fp32_on_the_cpu_and_follow_bf16_elsewhere() -> None:

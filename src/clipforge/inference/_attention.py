@@ -23,16 +23,22 @@ SOFTMAX_CHUNK = 1 << 18
 SCORES_CACHE_BYTES = 1 << 20
 """bf16 attention scores per chunk: one core's L2 on the machines measured (Zen 4: 1 MiB)."""
 
+SMALL_PAIRS = 64
+"""bf16 attention of at most this many (sequence, head) pairs may be small enough for torch's fused kernel."""
+SMALL_SCORES = {False: 50_000, True: 80_000}
+"""... and of at most this many scores (causal: the kernel skips the hidden half). See `_small`."""
+
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
                keep: torch.Tensor | None = None) -> torch.Tensor:
     """softmax(q k^T / sqrt(d)) v over [N, heads, L, d]; `keep` (bool [N, 1, 1, L]): the keys each
     sequence attends to (the others are padding), None for all.
 
-    bf16 on the CPU: two batched bf16 matmuls around a softmax of bf16 scores (`_softmax_last`: fp32
+    bf16 on the CPU, when the attention is not small (`_small`: then torch's fused kernel): two batched
+    bf16 matmuls around a softmax of bf16 scores (`_softmax_last`: fp32
     arithmetic, its output rounded once; the causal text tower's future keys are masked first).
     torch's flash kernel for the CPU is tuned for long sequences; at CLIP's 15-257 tokens the plain
-    matmuls match or beat it. The scores stay bf16 on purpose: at batch 32
+    matmuls match or beat it once a batch has a few sequences (one image or a few prompts: `_small`). The scores stay bf16 on purpose: at batch 32
     they are the largest tensor of a block (32 x 12 x 196^2 for a B/16 image tower, 59 MB in fp32),
     and an fp32 copy of them made attention memory-bound, 2x slower at 196-257 tokens than bf16
     (measured on an AVX512-BF16 EPYC, 2 threads: 50 -> 30 ms, 231 -> 107 ms per block). The query is
@@ -47,10 +53,10 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
     cores, medians of 4 interleaved calls: ViT-B/16 2.77 -> 2.72 s, SigLIP 2 B/16 2.98 -> 2.92 s.
     The causal text towers (at most 77 tokens) gained nothing from chunks and are attended whole.
     """
-    if q.dtype != torch.bfloat16 or q.device.type != "cpu":
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=keep, is_causal=causal)
     batch, heads, length, head_dim = q.shape
     keys = k.shape[-2]
+    if q.dtype != torch.bfloat16 or q.device.type != "cpu" or _small(batch * heads, length * keys, causal):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=keep, is_causal=causal)
     step = max(1, SCORES_CACHE_BYTES // (heads * length * keys * q.element_size()))
     if causal:  # the text tower: position i sees keys <= i, as is_causal does
         hidden: torch.Tensor | None = torch.ones(length, keys, dtype=torch.bool, device=q.device).triu_(1)
@@ -64,6 +70,20 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
         out[part] = _softmax_attention(q[part], k[part], v[part], None if hidden is None else hidden[part],
                                        padded=keep is not None).transpose(1, 2)
     return out.transpose(1, 2)
+
+
+def _small(pairs: int, scores_per_pair: int, causal: bool) -> bool:
+    """Whether a bf16 attention is small enough that torch's fused kernel beats the path below.
+
+    The two-matmul path costs ~130 us of fixed overhead (about a dozen small operations) before any
+    work; torch's fused kernel has none but is slower per score. Measured on a 2-core AVX512-BF16 EPYC,
+    2 threads, fused / ours: one image of ViT-B/32 (12 heads x 50 x 50) 116 / 176 us, one prompt of 15
+    tokens on 8 heads 29 / 137 us, 8 such prompts 189 / 209 us, but 16 of them 375 / 284 us; two images
+    1.06x, one 77-token prompt on 16 heads 1.58x (causal 1.14x) slower fused: hence `SMALL_PAIRS` and
+    `SMALL_SCORES`. The fused kernel rounds once (scores and probabilities stay fp32), so a small batch's
+    features differ from the same inputs in a large batch by bf16 rounding (cosine to fp32 >= 0.999 either way).
+    """
+    return pairs <= SMALL_PAIRS and pairs * scores_per_pair <= SMALL_SCORES[causal]
 
 
 def _softmax_last(scores: torch.Tensor) -> torch.Tensor:
