@@ -117,8 +117,9 @@ def save_figure(fig: Any, target: str | os.PathLike[str], *, dpi: int = 100,
     font notice in the margin); closed even when writing fails, because pyplot keeps every open figure
     alive. Call it inside any style context the figure was drawn under (fonts apply when it is written).
     """
-    import matplotlib.pyplot as plt
+    from clipforge.figures import pyplot
 
+    plt = pyplot()
     try:
         fig.tight_layout()
         if finish is not None:

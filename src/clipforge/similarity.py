@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from clipforge.atomic import save_figure
+from clipforge.figures import pyplot
 from clipforge.image import Preprocess, load_image
 from clipforge.models import CLIP
 from clipforge.models.scoring import scoring_of
@@ -70,11 +71,7 @@ def plot_similarity(table: SimilarityTable, image_paths: Sequence[str | Path], o
     Texts and file names in any script: drawn with an installed CJK font where they need one, else as
     ``#<index>`` (texts first, then the images) with a notice in the figure (`zeroshot.fonts`).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     from clipforge.zeroshot.fonts import drawn_labels, mark_figure
 
     n_images, n_texts = table.cosine.shape

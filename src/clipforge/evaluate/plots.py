@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from clipforge.atomic import save_figure
+from clipforge.figures import pyplot
 from clipforge.zeroshot.fonts import drawn_labels, mark_figure
 
 __all__ = ["plot_confusion_matrix", "plot_heatmap", "plot_per_class_accuracy", "plot_recall_curves",
@@ -21,18 +22,9 @@ __all__ = ["plot_confusion_matrix", "plot_heatmap", "plot_per_class_accuracy", "
 _NAMED_LIMIT = 60
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_per_class_accuracy(accuracy: Sequence[float | None], classnames: Sequence[str], out_path: str | Path,
                             title: str = "per-class accuracy") -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     with drawn_labels(list(classnames)) as style:  # a CJK font for Chinese names, or "#i" and a notice
         classnames = style.labels
         acc = np.array([np.nan if a is None else float(a) for a in accuracy])
@@ -60,7 +52,7 @@ def plot_per_class_accuracy(accuracy: Sequence[float | None], classnames: Sequen
 
 def plot_confusion_matrix(cm: np.ndarray, classnames: Sequence[str], out_path: str | Path,
                           title: str = "confusion matrix (row-normalised)") -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     with drawn_labels(list(classnames)) as style:  # a CJK font for Chinese names, or "#i" and a notice
         classnames = style.labels
         cm = np.asarray(cm, dtype=float)
@@ -83,7 +75,7 @@ def plot_confusion_matrix(cm: np.ndarray, classnames: Sequence[str], out_path: s
 def plot_recall_curves(i2t_ranks, t2i_ranks, out_path: str | Path, title: str = "retrieval",
                        max_k: int = 50) -> Path:
     """Recall@k for k = 1..max_k, image->text and text->image, from each query's 0-based rank."""
-    plt = _pyplot()
+    plt = pyplot()
     ks = np.arange(1, max_k + 1)
     fig, ax = plt.subplots(figsize=(6, 4))
     for ranks, label in ((i2t_ranks, "image -> text"), (t2i_ranks, "text -> image")):
@@ -104,7 +96,7 @@ def probe_plots(sweep: dict | None, scores, labels, classnames: Sequence[str], f
                 out_dir: str | Path, stem: str) -> list[str]:
     """The linear probe's figures: validation accuracy against C (the chosen C marked), per-class
     accuracy and confusion matrix of the full probe, accuracy against k for few-shot runs."""
-    plt = _pyplot()
+    plt = pyplot()
     out_dir = Path(out_dir)
     written: list[str] = []
     if sweep:
@@ -145,7 +137,7 @@ def probe_plots(sweep: dict | None, scores, labels, classnames: Sequence[str], f
 def plot_heatmap(values: np.ndarray, rows: Sequence[str], cols: Sequence[str], out_path: str | Path,
                  title: str = "", label: str = "score (%)") -> Path:
     """A rows x cols table as a heat map with each cell's number written in it (NaN = not run)."""
-    plt = _pyplot()
+    plt = pyplot()
     v = np.asarray(values, dtype=float)
     fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(cols) + 3), max(2.5, 0.5 * len(rows) + 1.5)))
     image = ax.imshow(np.ma.masked_invalid(v), cmap="viridis", vmin=0, vmax=100, aspect="auto")

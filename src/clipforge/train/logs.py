@@ -110,12 +110,10 @@ def read_log(out_dir: str | Path) -> list[dict[str, Any]]:
 
 def plot_curves(out_dir: str | Path) -> list[Path]:
     """loss.png (train loss by step) and accuracy.png (eval metrics by epoch) from log.jsonl."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from clipforge.atomic import save_figure
+    from clipforge.figures import pyplot
+
+    plt = pyplot()
 
     out_dir = Path(out_dir)
     records = read_log(out_dir)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from clipforge.atomic import save_figure
+from clipforge.figures import pyplot
 from clipforge.zeroshot.fonts import drawn_labels, mark_figure
 
 __all__ = ["plot_predictions"]
@@ -17,11 +18,7 @@ def plot_predictions(images: Sequence[Any], labels: Sequence[Sequence[str]],
                      titles: Sequence[str] | None = None) -> Path:
     """One row per image: the picture (PIL image or HxWx3 array) and a horizontal bar chart
     of its top-k probabilities, most likely label on top. Written atomically as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     rows = len(images)
     if rows == 0:
         raise ValueError("nothing to plot: no images")
