@@ -148,6 +148,25 @@ def test_similarity_prints_probabilities_and_writes_heatmap(tmp_path: Path, tiny
         assert png.format == "PNG" and png.width > 200
 
 
+def test_repeated_list_flags_accumulate(tmp_path: Path, tiny_checkpoint: Path, capsys) -> None:
+    """`--text A --text B` compares both texts (argparse's default kept only the last --text, silently); the
+    same for `eval suite --models/--datasets`."""
+    from clipforge.cli.main import build_parser
+
+    images = _write_images(tmp_path)
+    code = main(["similarity", *map(str, images), "--text", "a red thing", "--text", "a blue thing", "a fish",
+                 "--model", str(tiny_checkpoint)])
+    assert code == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(line for line in lines if "a red thing" in line)
+    assert "a blue thing" in header and "a fish" in header
+    row = next(line for line in lines if line.startswith("red.png"))
+    assert len(row.split()[1:]) == 3
+    args = build_parser().parse_args(["eval", "suite", "--models", "RN50", "--models", "ViT-B/32", "clipforge-tiny",
+                                      "--datasets", "cifar10", "--datasets", "stl10"])
+    assert args.models == ["RN50", "ViT-B/32", "clipforge-tiny"] and args.datasets == ["cifar10", "stl10"]
+
+
 def test_similarity_table_matches_a_direct_computation(tmp_path: Path, tiny_vit) -> None:
     from clipforge.image import build_preprocess
     from clipforge.similarity import compute_similarity

@@ -130,10 +130,10 @@ def _register_suite(tasks: argparse._SubParsersAction) -> None:
                     "(model fingerprint x dataset x split x task x prompt set) are never recomputed. Writes one "
                     "CLIP_benchmark-format JSON per cell, per-sample predictions (Parquet), table.md/csv/json with "
                     "open_clip's published numbers beside ours, and heatmap.png. Missing datasets are listed and skipped.")
-    st.add_argument("--models", required=True, nargs="+", metavar="SPEC",
-                    help="model specs (any --model value), space- or comma-separated")
-    st.add_argument("--datasets", required=True, nargs="+", metavar="NAME",
-                    help="dataset names, presets (clip-paper, robustness, retrieval, local) or NAME=PATH")
+    st.add_argument("--models", required=True, nargs="+", action="extend", metavar="SPEC",
+                    help="model specs (any --model value), space- or comma-separated; repeatable")
+    st.add_argument("--datasets", required=True, nargs="+", action="extend", metavar="NAME",
+                    help="dataset names, presets (clip-paper, robustness, retrieval, local) or NAME=PATH; repeatable")
     st.add_argument("--root", default=None, help="folder with one sub-folder per dataset (see docs/datasets.md)")
     st.add_argument("--tasks", default="zeroshot,retrieval",
                     help="comma-separated: zeroshot, linear-probe, retrieval (default zeroshot,retrieval)")

@@ -15,7 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="For each image, the probability of each text (softmax of the cosine similarities at the "
                     "model's logit scale), as in OpenAI's introductory notebook; --plot draws the cosine heatmap.")
     parser.add_argument("images", nargs="+", metavar="IMG", help="image files or folders (walked like index add)")
-    parser.add_argument("--text", nargs="+", required=True, help="texts to compare with each image")
+    parser.add_argument("--text", nargs="+", action="extend", required=True,
+                        help="texts to compare with each image (--text A B, or --text A --text B)")
     add_model_argument(parser, device=True)
     parser.add_argument("--plot", metavar="OUT.png", help="write the cosine-similarity heatmap to this PNG")
     add_speed_arguments(parser, workers=False)
