@@ -14,7 +14,12 @@ from clipforge.image import Preprocess, load_image
 from clipforge.models import CLIP
 from clipforge.models.scoring import scoring_of
 from clipforge.text import tokenize_for
-from clipforge.text.width import display_width, pad
+from clipforge.text.width import display_width, pad, shorten
+
+TEXT_COLUMNS = 40
+"""Terminal columns of a text down the heatmap's side before it is shortened in the middle."""
+NAME_COLUMNS = 24
+"""Terminal columns of an image's file name along the bottom before it is shortened in the middle."""
 
 
 @dataclass
@@ -75,7 +80,9 @@ def plot_similarity(table: SimilarityTable, image_paths: Sequence[str | Path], o
     from clipforge.zeroshot.fonts import drawn_labels, mark_figure
 
     n_images, n_texts = table.cosine.shape
-    with drawn_labels([*table.texts, *table.image_names]) as style:
+    # long captions and camera file names would squeeze the heatmap (or run off the figure): shortened in the middle
+    labels = [shorten(t, TEXT_COLUMNS) for t in table.texts] + [shorten(n, NAME_COLUMNS) for n in table.image_names]
+    with drawn_labels(labels) as style:
         texts, names = style.labels[:n_texts], style.labels[n_texts:]
         fig, ax = plt.subplots(figsize=(2 + 1.6 * n_images, 2.5 + 0.6 * n_texts))
         matrix = table.cosine.T.numpy()

@@ -8,8 +8,9 @@ characters in two columns and combining marks in none, so a table whose labels a
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Iterable
 
-__all__ = ["display_width", "pad"]
+__all__ = ["display_width", "pad", "shorten"]
 
 
 def display_width(text: str) -> int:
@@ -22,3 +23,29 @@ def pad(text: str, width: int, align: str = "<") -> str:
     """`text` padded with spaces to `width` columns, left-aligned ("<") or right-aligned (">")."""
     fill = " " * max(0, width - display_width(text))
     return text + fill if align == "<" else fill + text
+
+
+
+def shorten(text: str, width: int) -> str:
+    """`text` in at most `width` columns: unchanged when it fits, else its start and its end around "…".
+
+    For labels drawn where room is fixed (a plot's ticks): the end is kept because a file name's
+    distinguishing part is often there (``IMG_20241005_1835…_0042.jpg``).
+    """
+    if display_width(text) <= width:
+        return text
+    room = max(0, width - 1)  # "…" takes one column
+    head = _fitting(text, room - room // 2)
+    tail = _fitting(reversed(text), room // 2)
+    return "".join(head) + "…" + "".join(reversed(tail))
+
+
+def _fitting(chars: Iterable[str], columns: int) -> list[str]:
+    """The leading characters of `chars` that fit in `columns`."""
+    out, used = [], 0
+    for char in chars:
+        used += display_width(char)
+        if used > columns:
+            break
+        out.append(char)
+    return out
