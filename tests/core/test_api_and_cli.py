@@ -150,7 +150,7 @@ def test_similarity_prints_probabilities_and_writes_heatmap(tmp_path: Path, tiny
 
 def test_repeated_list_flags_accumulate(tmp_path: Path, tiny_checkpoint: Path, capsys) -> None:
     """`--text A --text B` compares both texts (argparse's default kept only the last --text, silently); the
-    same for `eval suite --models/--datasets`."""
+    same for `classify`/`tag --labels` and `eval suite --models/--datasets`."""
     from clipforge.cli.main import build_parser
 
     images = _write_images(tmp_path)
@@ -162,6 +162,12 @@ def test_repeated_list_flags_accumulate(tmp_path: Path, tiny_checkpoint: Path, c
     assert "a blue thing" in header and "a fish" in header
     row = next(line for line in lines if line.startswith("red.png"))
     assert len(row.split()[1:]) == 3
+    code = main(["classify", str(images[0]), "--labels", "red", "--labels", "blue,fish", "--model", str(tiny_checkpoint),
+                 "--json"])
+    assert code == 0
+    assert sorted(json.loads(capsys.readouterr().out)["results"][0]["labels"]) == ["blue", "fish", "red"]
+    args = build_parser().parse_args(["tag", "--labels", "cat", "--labels", "dog, car"])
+    assert args.labels == ["cat", "dog, car"]
     args = build_parser().parse_args(["eval", "suite", "--models", "RN50", "--models", "ViT-B/32", "clipforge-tiny",
                                       "--datasets", "cifar10", "--datasets", "stl10"])
     assert args.models == ["RN50", "ViT-B/32", "clipforge-tiny"] and args.datasets == ["cifar10", "stl10"]

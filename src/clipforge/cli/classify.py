@@ -23,7 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "Prompts default to the 'simple' set (\"a photo of a {}.\").")
     parser.add_argument("images", nargs="+", metavar="IMG", help="image files or folders (walked like index add)")
     labels = parser.add_mutually_exclusive_group(required=True)
-    labels.add_argument("--labels", help='comma-separated class names, e.g. "cat,dog,plane"')
+    labels.add_argument("--labels", action="append",
+                        help='comma-separated class names, e.g. "cat,dog,plane" (repeatable: --labels cat --labels dog)')
     labels.add_argument("--labels-file", metavar="F", help="file with one label per line (or a JSON list)")
     add_templates_argument(parser, DEFAULT_TEMPLATES)
     parser.add_argument("--template", dest="templates", help=argparse.SUPPRESS)  # old spelling of --templates
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.top_k < 1:
         raise ValueError(f"--top-k must be at least 1, got {args.top_k}")
-    labels = parse_labels(args.labels) if args.labels is not None else read_labels_file(args.labels_file)
+    labels = parse_labels(",".join(args.labels)) if args.labels is not None else read_labels_file(args.labels_file)
     images = expand_images(args.images)  # before the model loads: a typo costs one line
     device = str(resolve_device(args.device))
     from clipforge.zeroshot.languages import query_notice  # labels in a script the model was not trained for

@@ -20,7 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "labels are remembered, and photos added later are tagged with them. --list shows the "
                     "tags that exist.")
     what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("--labels", help='comma-separated labels, e.g. "cat,dog,car"')
+    what.add_argument("--labels", action="append",
+                      help='comma-separated labels, e.g. "cat,dog,car" (repeatable: --labels cat --labels dog)')
     what.add_argument("--list", action="store_true",
                       help="list the library's tags with how many photos have each as their top tag")
     parser.add_argument("--templates", default="imagenet",
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         return fail(f"--top-k must be at least 1 (labels kept per image), got {args.top_k}")
     try:
         with open_library(args, create=False) as library:
-            report = library.classify(args.labels, templates=args.templates, top_k=args.top_k,
+            report = library.classify(",".join(args.labels), templates=args.templates, top_k=args.top_k,
                                       progress=not args.json)
     except user_errors() as exc:
         return fail(exc)
