@@ -173,6 +173,18 @@ def test_repeated_list_flags_accumulate(tmp_path: Path, tiny_checkpoint: Path, c
     assert args.models == ["RN50", "ViT-B/32", "clipforge-tiny"] and args.datasets == ["cifar10", "stl10"]
 
 
+def test_similarity_with_texts_first_names_the_image_read_as_a_text(tmp_path: Path, tiny_checkpoint: Path,
+                                                                    capsys) -> None:
+    """`similarity --text A B photo.jpg`: the photo went into --text and argparse only said IMG was missing."""
+    images = _write_images(tmp_path)
+    code = main(["similarity", "--text", "a red thing", "a blue thing", str(images[0]), "--model", str(tiny_checkpoint)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert str(images[0]) in err[0] and "was read as a --text" in err[0] and "IMG... --text" in err[0]
+    assert main(["similarity", "--text", "a red thing", "--model", str(tiny_checkpoint)]) == 2
+    assert "no IMG given" in capsys.readouterr().err
+
+
 def test_similarity_table_matches_a_direct_computation(tmp_path: Path, tiny_vit) -> None:
     from clipforge.image import build_preprocess
     from clipforge.similarity import compute_similarity

@@ -14,7 +14,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "similarity", help="image x text similarity table and heatmap",
         description="For each image, the probability of each text (softmax of the cosine similarities at the "
                     "model's logit scale), as in OpenAI's introductory notebook; --plot draws the cosine heatmap.")
-    parser.add_argument("images", nargs="+", metavar="IMG", help="image files or folders (walked like index add)")
+    # "*", checked in `run`: with "+", `--text A B photo.jpg` (texts first) read the photo as a text and argparse
+    # could only say that IMG was missing
+    parser.add_argument("images", nargs="*", metavar="IMG", help="image files or folders (walked like index add)")
     parser.add_argument("--text", nargs="+", action="extend", required=True,
                         help="texts to compare with each image (--text A B, or --text A --text B)")
     add_model_argument(parser, device=True)
@@ -28,6 +30,8 @@ def run(args: argparse.Namespace) -> int:
     from clipforge.cli.common import expand_images, load_cli_model
     from clipforge.similarity import compute_similarity, plot_similarity
 
+    if not args.images:
+        raise ValueError(_no_images(args.text))
     args.images = expand_images(args.images)  # before the model loads: a typo costs one line
     loaded = load_cli_model(args)
     preprocess = loaded.preprocess
@@ -45,3 +49,14 @@ def run(args: argparse.Namespace) -> int:
     if plot:
         print(f"plot written to {plot}")
     return 0
+
+
+def _no_images(texts: list[str]) -> str:
+    """The one-line error for a command line without images, naming a path that went into --text."""
+    from pathlib import Path
+
+    swallowed = next((t for t in texts if Path(t).exists()), None)
+    if swallowed is not None:
+        return (f"no IMG given: {swallowed!r} was read as a --text; put the images first "
+                "(clipforge similarity IMG... --text T...)")
+    return "no IMG given: expected image files or folders (clipforge similarity IMG... --text T...)"
