@@ -133,13 +133,13 @@ class Preprocess:
         image = to_eight_bit(image)
         width, height = source_size if source_size is not None else image.size
         target = self._target(width, height)
-        resample = box is not None or target != image.size  # torchvision skips the resize when the size matches
+        resizing = box is not None or target != image.size  # torchvision skips the resize when the size matches
         # `box` (a drafted JPEG): the region that holds the full picture, resampled to the size a full decode
         # would be resized to, so the crop sees the same geometry as the exact path
-        region = crop_region(box or (0, 0, *image.size), target, self.n_px) if crop_first and resample else None
+        region = crop_region(box or (0, 0, *image.size), target, self.n_px) if crop_first and resizing else None
         if region is not None:
             image = image.resize((self.n_px, self.n_px), self.resample, box=region)
-        elif resample:
+        elif resizing:
             image = image.resize(target, self.resample, box=box)
         # The reference converts to RGB after cropping; every Pillow conversion is per pixel, so
         # converting the (slightly larger) resized image first gives identical pixels.
