@@ -185,6 +185,21 @@ def test_similarity_with_texts_first_names_the_image_read_as_a_text(tmp_path: Pa
     assert "no IMG given" in capsys.readouterr().err
 
 
+def test_labels_split_by_spaces_get_a_hint(capsys) -> None:
+    """`classify IMG --labels cat dog`: argparse's "unrecognized arguments: dog" now says labels are one comma list;
+    other unrecognized arguments keep argparse's line alone."""
+    for argv in (["classify", "x.jpg", "--labels", "cat", "dog"], ["tag", "--labels", "cat", "dog", "car"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert "unrecognized arguments: dog" in err and '--labels "cat,dog"' in err
+    with pytest.raises(SystemExit):
+        main(["classify", "x.jpg", "--labels", "cat", "--bogus"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.endswith("unrecognized arguments: --bogus")
+
+
 def test_similarity_table_matches_a_direct_computation(tmp_path: Path, tiny_vit) -> None:
     from clipforge.image import build_preprocess
     from clipforge.similarity import compute_similarity

@@ -122,7 +122,9 @@ def main(argv: Sequence[str] | None = None, *, decode_ahead: bool = False) -> in
     """Run one command; `decode_ahead` (the console script) lets a command that reads photos start
     decoding them before torch is imported (`_decode_ahead`)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # what parse_args does, with a hint where a flag's list was split by spaces
+        parser.error(_unrecognized(list(sys.argv[1:] if argv is None else argv), extra))
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 0 if args.command is None else 2
@@ -133,6 +135,19 @@ def main(argv: Sequence[str] | None = None, *, decode_ahead: bool = False) -> in
     if ahead is not None:
         _remember_preprocess(ahead)
     return code
+
+
+_ONE_LIST = {"--labels": 'labels are one comma-separated list: --labels "cat,dog"'}
+"""Flags whose list is one argument, which a user may split by spaces (``--labels cat dog``)."""
+
+
+def _unrecognized(tokens: list[str], extra: list[str]) -> str:
+    """argparse's "unrecognized arguments" line, plus a hint when they follow a one-list flag's value."""
+    message = f"unrecognized arguments: {' '.join(extra)}"
+    for i, token in enumerate(tokens[:-2]):
+        if token in _ONE_LIST and tokens[i + 2] == extra[0] and not extra[0].startswith("-"):
+            return f"{message} ({_ONE_LIST[token]})"
+    return message
 
 
 def _decode_ahead(args: argparse.Namespace) -> str | None:
