@@ -96,3 +96,28 @@ def test_a_crop_one_pixel_off_is_caught(photos: list[Path], monkeypatch: pytest.
     monkeypatch.setattr("clipforge.image.preprocess.crop_region", shifted)
     differ, total, worst = _compare(build_preprocess(224), build_preprocess(224, draft=False), photos[:10])
     assert worst > 2 and differ > total * 1e-3
+
+
+@pytest.mark.parametrize("draft", [False, True])
+def test_an_extreme_aspect_ratio_never_resizes_the_whole_picture(tmp_path: Path, draft: bool,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 1 x 5000 PNG (a few KB) resized whole is a 224 x 1,120,000 image (2.4 GB); the exact path resizes the
+    whole picture only up to `EXACT_RESIZE_PIXELS`, then resamples just the crop. Below the bound it stays
+    exact: a 3 x 500 strip resizes whole (224 x 37,333)."""
+    from clipforge.image.preprocess import EXACT_RESIZE_PIXELS, Preprocess
+
+    sizes: list[tuple] = []
+    resize = Image.Image.resize
+    monkeypatch.setattr(Image.Image, "resize", lambda self, size, *a, **kw: sizes.append(tuple(size)) or
+                        resize(self, size, *a, **kw))
+    thin = tmp_path / "thin.png"
+    Image.new("RGB", (1, 5000), (200, 10, 10)).save(thin)
+    pre = Preprocess(224, draft=draft)
+    assert pre.pixels(thin).shape == (224, 224, 3)
+    assert pre(Image.open(thin)).shape == (3, 224, 224)  # a PIL image given directly: bounded too
+    assert sizes == [(224, 224), (224, 224)]
+    sizes.clear()
+    assert 224 * 37_333 < EXACT_RESIZE_PIXELS < 224 * 1_120_000
+    Image.new("RGB", (3, 500), (200, 10, 10)).save(thin)
+    Preprocess(224, draft=False).pixels(thin)
+    assert sizes == [(224, 37_333)]

@@ -40,3 +40,33 @@ def test_concurrent_images_of_one_client_are_decoded_in_turn(library, live_serve
             sender.join(timeout=120)
     assert answers == [200] * 6, answers
     assert sniff.peak <= gate.slots, f"{sniff.peak} images of one client were decoded at once"
+
+
+def test_a_thin_strip_image_costs_a_crop_not_its_resized_length(make_client, monkeypatch):
+    """A 1 x 40,000 PNG is a few hundred bytes and 40,000 pixels (far under every size and pixel limit), but
+    resized whole to the model's shortest side (32 here; 224 for real models) it is 32 x 1,280,000: 41 M
+    pixels and 120 MB for one anonymous search, 1 x 60,000 at 224 would be 9 GB. Uploads are decoded
+    crop-first (only the crop's region is resampled); a search's query image, which the route hands over
+    already decoded, is resized whole only up to `EXACT_RESIZE_PIXELS`, beyond which it is crop-first too."""
+    import io
+
+    from PIL import Image
+
+    from clipforge.image.preprocess import EXACT_RESIZE_PIXELS
+
+    largest: list[int] = [0]
+    resize = Image.Image.resize
+
+    def measured(self, size, *args, **kwargs):
+        largest[0] = max(largest[0], int(size[0]) * int(size[1]))
+        return resize(self, size, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "resize", measured)
+    buffer = io.BytesIO()
+    Image.new("RGB", (1, 40_000), (200, 30, 30)).save(buffer, "PNG")
+    assert len(buffer.getvalue()) < 4096 and EXACT_RESIZE_PIXELS < 32 * 32 * 40_000
+    client = make_client()
+    for route, field, extra in (("/api/search", "image", {"top_k": 1}), ("/api/images", "file", {})):
+        answer = client.post(route, files={field: ("strip.png", buffer.getvalue(), "image/png")}, data=extra)
+        assert answer.status_code in (200, 201), answer.text
+    assert 0 < largest[0] < 1_000_000, largest[0]  # crops and thumbnails, never the strip resized whole

@@ -46,6 +46,13 @@ if TYPE_CHECKING:
 
 __all__ = ["MEAN", "STD", "Preprocess", "build_preprocess"]
 
+EXACT_RESIZE_PIXELS = 1 << 25
+"""The exact path resizes the whole picture only while the resized picture has at most this many pixels
+(32 M: 100 MB of RGB; every photo up to 10:1 at n = 1024 stays far below, and so does a 3 x 500 strip,
+a 224 x 37,333 resize). Beyond it, resize-then-crop would allocate without bound from a tiny file (a 15 KB
+1 x 5000 PNG: a 224 x 1,120,000 image, 2.4 GB and 3.2 s; 1 x 100,000 would be 15 GB), so only the crop
+is resampled, as the fast path does (a value may differ by a level or two)."""
+
 MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
 STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
 
@@ -136,7 +143,8 @@ class Preprocess:
         resizing = box is not None or target != image.size  # torchvision skips the resize when the size matches
         # `box` (a drafted JPEG): the region that holds the full picture, resampled to the size a full decode
         # would be resized to, so the crop sees the same geometry as the exact path
-        region = crop_region(box or (0, 0, *image.size), target, self.n_px) if crop_first and resizing else None
+        huge = target[0] * target[1] > EXACT_RESIZE_PIXELS
+        region = crop_region(box or (0, 0, *image.size), target, self.n_px) if resizing and (crop_first or huge) else None
         if region is not None:
             image = image.resize((self.n_px, self.n_px), self.resample, box=region)
         elif resizing:
