@@ -44,7 +44,7 @@ from clipforge.image.modes import to_eight_bit, to_rgb
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["MEAN", "STD", "Preprocess", "build_preprocess"]
+__all__ = ["EXACT_RESIZE_PIXELS", "MEAN", "STD", "Preprocess", "build_preprocess"]
 
 EXACT_RESIZE_PIXELS = 1 << 25
 """The exact path resizes the whole picture only while the resized picture has at most this many pixels

@@ -25,7 +25,6 @@ def pad(text: str, width: int, align: str = "<") -> str:
     return text + fill if align == "<" else fill + text
 
 
-
 def shorten(text: str, width: int) -> str:
     """`text` in at most `width` columns: unchanged when it fits, else its start and its end around "…".
 

@@ -114,7 +114,6 @@ def plot_curves(out_dir: str | Path) -> list[Path]:
     from clipforge.figures import pyplot
 
     plt = pyplot()
-
     out_dir = Path(out_dir)
     records = read_log(out_dir)
     written = []
@@ -139,4 +138,3 @@ def plot_curves(out_dir: str | Path) -> list[Path]:
         ax.set_title("zero-shot accuracy during training")
         written.append(save_figure(fig, out_dir / "accuracy.png"))
     return written
-
