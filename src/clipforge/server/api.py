@@ -101,8 +101,9 @@ def build_router(service: LibraryService) -> APIRouter:
     ImageId = Annotated[int, Path(ge=1, le=MAX_IMAGE_ID, description="an image id from search or listing")]  # noqa: N806
 
     def sniffed(data: bytes | None, what: str):
-        # Called inside the client's turn: a 20 MB file may decode to 150 MB of pixels, so images are
-        # decoded one turn at a time, not as soon as each body has arrived.
+        # Called inside the client's turn, as is the library call that decodes the image (`uploads` reads
+        # only its header): a 20 MB PNG may decode to 150 MB of pixels, so images are decoded one turn at
+        # a time, not as soon as each body has arrived.
         return None if data is None else sniff_image(data, limits, what)
 
     async def in_turn(request: Request, fn: Any, *args: Any, gate: Any = None) -> Any:

@@ -17,9 +17,11 @@ import shutil
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from clipforge.image import ImageLoadError
 from clipforge.library.dbfile import display_path
 from clipforge.server.errors import APIError
 from clipforge.server.fair import FairGate
@@ -30,6 +32,19 @@ from clipforge.server.uploads import SniffedImage
 __all__ = ["DEFAULT_TEMPLATE", "LibraryService", "disk_full", "model_notice"]
 
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+@contextlib.contextmanager
+def _decoding(image: SniffedImage | None) -> Iterator[None]:
+    """The library decodes a client's image (`uploads` only read its header); a bad one is named as the
+    client knows it ("query image could not be decoded: truncated ..."), one 422 on every route."""
+    try:
+        yield
+    except ImageLoadError as exc:
+        if image is None:
+            raise
+        raise ImageLoadError(f"{image.what} could not be decoded: {exc.reason}", path=image.what,
+                             reason=exc.reason) from None
 
 
 def disk_full(exc: BaseException) -> bool:
@@ -139,8 +154,9 @@ class LibraryService:
         start = time.perf_counter()
         # What the library refuses (a `UserError` of any layer) reaches the client through
         # `errors.api_error`; any other exception is a bug, not "a bad query".
-        hits = self.library.search(text=text, image=image.image if image is not None else None, top_k=int(top_k),
-                                   filter_tags=filter_tags)
+        with _decoding(image):  # the bytes, read by the library's reader as `index add` reads files
+            hits = self.library.search(text=text, image=image.data if image is not None else None,
+                                       top_k=int(top_k), filter_tags=filter_tags)
         return hits, (time.perf_counter() - start) * 1000
 
     def classify_plan(self, labels: str | list[str] | None, template: str | None) -> tuple[list[str], str | list[str]]:
@@ -168,7 +184,8 @@ class LibraryService:
         """((label, probability) most likely first, templates used, milliseconds)."""
         clean, templates = self.classify_plan(labels, template)
         start = time.perf_counter()
-        ranked = self.library.classify_image(image.image, clean, templates)
+        with _decoding(image):
+            ranked = self.library.classify_image(image.data, clean, templates)
         return ranked, templates, (time.perf_counter() - start) * 1000
 
     def add(self, image: SniffedImage, filename: str | None = None) -> tuple[Any, bool]:
@@ -180,7 +197,8 @@ class LibraryService:
             if existing:
                 return min(existing, key=lambda r: r.id), False
             try:
-                return self.library.add_bytes(image.data, filename=filename), True
+                with _decoding(image):
+                    return self.library.add_bytes(image.data, filename=filename), True
             except (OSError, sqlite3.OperationalError) as exc:
                 if not disk_full(exc):
                     raise

@@ -4,7 +4,11 @@ The client's content type is ignored and its file name decides nothing: the form
 from the bytes by Pillow, restricted to the photo formats we mean to accept (Pillow also opens
 formats such as EPS that hand the data to external programs). The declared pixel count is
 checked on the header, before any pixel is decoded, so a 60-byte PNG claiming 20000x20000
-pixels costs nothing. Then the whole image is decoded, which is what catches truncation.
+pixels costs nothing. Nothing is decoded here: the bytes go on to the library, whose one image reader
+decodes a query exactly as `index add` decodes a file (a large JPEG at a reduced DCT scale, only the centre
+crop resampled), so a photo searched for gets its own vector back and a 48-megapixel JPEG costs a
+1/64-size decode instead of 144 MB of pixels. A truncated or corrupt image fails there, and
+`LibraryService` names it (422).
 
 The file name is kept only as a label (`client_file_name` cuts it to its last component and a bounded
 length; the library's `clean_upload_name` turns that into the stem of a file under its uploads folder).
@@ -44,13 +48,14 @@ ACCEPTED_FORMATS: tuple[str, ...] = _accepted_formats()
 
 @dataclass(frozen=True)
 class SniffedImage:
-    """An upload that decoded: its bytes, the upright RGB image, and what the bytes really were."""
+    """An upload whose header passed: its bytes, what they really are, and what the client called it
+    (`what`: "query image", "upload", ... as the error messages name it)."""
 
     data: bytes
-    image: Image.Image
     format: str
     width: int
     height: int
+    what: str = "image"
 
 
 async def read_upload(upload: Any, limits: ServerLimits, what: str = "image") -> bytes:
@@ -111,9 +116,8 @@ def _open_header(data: bytes, what: str, limits: ServerLimits) -> Image.Image:
 
 
 def sniff_image(data: bytes, limits: ServerLimits, what: str = "image") -> SniffedImage:
-    """Identify, bound and decode `data`; an APIError (400/413/415) or an `ImageLoadError` (422) names the problem."""
-    from clipforge.image import load_image
-
+    """Identify and bound `data` from its header; an APIError (400/413/415) or an `ImageLoadError` (422: an
+    unreadable header) names the problem. The pixels are decoded later, by the library (module docstring)."""
     if not data:
         raise APIError(400, "empty_file", f"{what} is empty (0 bytes)")
     if len(data) > limits.max_upload_bytes:
@@ -125,8 +129,4 @@ def sniff_image(data: bytes, limits: ServerLimits, what: str = "image") -> Sniff
         raise APIError(413, "too_many_pixels",
                        f"{what} declares {width}x{height} = {width * height:,} pixels, more than the limit of "
                        f"{limits.max_pixels:,}")
-    try:
-        image = load_image(io.BytesIO(data), max_pixels=limits.max_pixels)
-    except ImageLoadError as exc:
-        raise ImageLoadError(f"{what} could not be decoded: {exc.reason}", path=what, reason=exc.reason) from None
-    return SniffedImage(data=data, image=image, format=fmt, width=width, height=height)
+    return SniffedImage(data=data, format=fmt, width=width, height=height, what=what)
