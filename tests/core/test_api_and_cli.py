@@ -200,6 +200,28 @@ def test_labels_split_by_spaces_get_a_hint(capsys) -> None:
     assert err.endswith("unrecognized arguments: --bogus")
 
 
+@pytest.mark.parametrize("argv, meant", [
+    (["search", "a dog", "-k", "3"], "--top-k"),  # rclip / faiss habits
+    (["search", "a dog", "--topk", "3"], "--top-k"),
+    (["search", "a dog", "--top_k=3"], "--top-k"),
+    (["index", "add", "photos", "--wrkers", "2"], "--workers"),  # a subcommand's own flags
+    (["similarity", "x.jpg", "--text", "a", "--plto"], "--plot"),
+    (["search", "a dog", "--libary=lib"], "--library"),
+    (["search", "a dog", "--colour"], None),  # nothing close: argparse's line alone
+    (["search", "a dog", "-z"], None),
+])
+def test_a_mistyped_flag_names_the_flag_it_was_close_to(capsys, argv, meant) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "unrecognized arguments: " in err
+    if meant is None:
+        assert "did you mean" not in err, err
+    else:
+        assert err.endswith(f"(did you mean {meant}?)"), err
+
+
 def test_similarity_table_matches_a_direct_computation(tmp_path: Path, tiny_vit) -> None:
     from clipforge.image import build_preprocess
     from clipforge.similarity import compute_similarity

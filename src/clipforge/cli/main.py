@@ -124,7 +124,7 @@ def main(argv: Sequence[str] | None = None, *, decode_ahead: bool = False) -> in
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # what parse_args does, with a hint where a flag's list was split by spaces
-        parser.error(_unrecognized(list(sys.argv[1:] if argv is None else argv), extra))
+        parser.error(_unrecognized(parser, list(sys.argv[1:] if argv is None else argv), extra))
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 0 if args.command is None else 2
@@ -141,13 +141,50 @@ _ONE_LIST = {"--labels": 'labels are one comma-separated list: --labels "cat,dog
 """Flags whose list is one argument, which a user may split by spaces (``--labels cat dog``)."""
 
 
-def _unrecognized(tokens: list[str], extra: list[str]) -> str:
-    """argparse's "unrecognized arguments" line, plus a hint when they follow a one-list flag's value."""
+def _unrecognized(parser: argparse.ArgumentParser, tokens: list[str], extra: list[str]) -> str:
+    """argparse's "unrecognized arguments" line, plus a hint: when they follow a one-list flag's value, or
+    when an unknown flag is close to one the command has (``--topk``, ``--top_k``, ``-k`` -> ``--top-k``)."""
     message = f"unrecognized arguments: {' '.join(extra)}"
     for i, token in enumerate(tokens[:-2]):
         if token in _ONE_LIST and tokens[i + 2] == extra[0] and not extra[0].startswith("-"):
             return f"{message} ({_ONE_LIST[token]})"
+    options = sorted(_command_parser(parser, tokens)._option_string_actions)
+    for token in extra:
+        guess = _closest_option(token, options) if token.startswith("-") and token != "-" else None
+        if guess is not None:
+            return f"{message} (did you mean {guess}?)"
     return message
+
+
+def _command_parser(parser: argparse.ArgumentParser, tokens: list[str]) -> argparse.ArgumentParser:
+    """The (sub)parser of the command `tokens` name (``index add`` -> its own parser): whose flags to suggest."""
+    for token in tokens:
+        subcommands = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        if subcommands is None or token not in subcommands.choices:
+            if subcommands is not None and not token.startswith("-"):
+                break
+            continue
+        parser = subcommands.choices[token]
+    return parser
+
+
+def _closest_option(token: str, options: list[str]) -> str | None:
+    """The command's flag a mistyped one most likely meant: the same words spelt with ``_`` or without a dash
+    (``--top_k``, ``--topk``), a one-letter flag naming a long flag's last word (``-k``), or a near spelling."""
+    import difflib
+
+    name = token.split("=", 1)[0]
+    long_options = [o for o in options if o.startswith("--")]
+    squeezed = {o.replace("-", ""): o for o in long_options}
+    if name.lower().replace("_", "-") in long_options:
+        return name.lower().replace("_", "-")
+    if name.lower().replace("_", "").replace("-", "") in squeezed:
+        return squeezed[name.lower().replace("_", "").replace("-", "")]
+    if len(name) == 2 and name[1].isalpha():
+        matches = [o for o in long_options if o.rsplit("-", 1)[-1] == name[1].lower()]
+        return matches[0] if len(matches) == 1 else None
+    close = difflib.get_close_matches(name.lower(), long_options, n=1, cutoff=0.75)
+    return close[0] if close else None
 
 
 def _decode_ahead(args: argparse.Namespace) -> str | None:
