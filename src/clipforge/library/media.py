@@ -79,8 +79,11 @@ def thumbnail_bytes(paths: LibraryPaths, record: ImageRecord, size: int = 256,
     def make(klass: int) -> bytes:
         from clipforge.image import load_image
 
+        # A big JPEG is decoded at a reduced DCT scale that keeps both sides >= 1.5 x the class (`draft_size`,
+        # the preprocessing's own margin), not whole: a 24-megapixel photo's 256-pixel thumbnail decoded 1/64
+        # of its pixels, 0.09 -> 0.01 s, for a route anyone may call once per photo and class.
         source = io.BytesIO(read_original(record))
-        image = load_image(source, max_pixels=max_pixels) if max_pixels else load_image(source)
+        image = load_image(source, max_pixels, draft_size=klass) if max_pixels else load_image(source, draft_size=klass)
         image.thumbnail((klass, klass))
         buffer = io.BytesIO()
         image.save(buffer, format="JPEG", quality=85)
