@@ -179,6 +179,38 @@ def test_add_bytes_thumbnails_and_image_bytes(library, tmp_path):
         library.thumbnail(record.id, size=100000)
 
 
+def test_a_big_upload_is_checked_at_a_reduced_scale_and_truncation_still_refused(library, monkeypatch):
+    """`add_bytes` decodes an upload to check it before keeping it: a big JPEG at a reduced DCT scale (every
+    byte of its entropy-coded data is still read), so a cut anywhere, down to the last bytes, is refused and
+    nothing is stored."""
+    from PIL import JpegImagePlugin
+
+    from clipforge.image import ImageLoadError
+
+    rng = np.random.default_rng(3)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)).resize((2400, 1800)).save(buffer, "JPEG")
+    data = buffer.getvalue()
+    largest = [0]
+    load = JpegImagePlugin.JpegImageFile.load
+
+    def measured(self, *args, **kwargs):
+        out = load(self, *args, **kwargs)
+        largest[0] = max(largest[0], self.size[0] * self.size[1])
+        return out
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "load", measured)
+    before = library.stats()["images"]
+    for keep in (0.5, 0.99, 0.999):
+        with pytest.raises(ImageLoadError, match="truncated"):
+            library.add_bytes(data[: int(len(data) * keep)], filename="cut.jpg")
+    assert library.stats()["images"] == before
+    assert not library.paths.uploads_dir.exists() or not any(p.is_file() for p in library.paths.uploads_dir.rglob("*"))
+    record = library.add_bytes(data, filename="big.jpg")
+    assert record.status == "ok" and (record.width, record.height) == (2400, 1800)
+    assert 0 < largest[0] <= 2400 * 1800 // 16, f"decoded {largest[0]:,} pixels of a 2400 x 1800 upload"
+
+
 def again_same_record(library: Library, data: bytes, expected_id: int) -> bool:
     return library.add_bytes(data).id == expected_id
 

