@@ -225,6 +225,49 @@ def test_bf16_image_attention_in_cache_sized_chunks_equals_the_whole_batch(monke
     assert calls == [7]
 
 
+@pytest.mark.parametrize("keys", [11, 12, 15, 16])
+@pytest.mark.parametrize("mask", ["causal", "padding", "none"])
+def test_short_bf16_attention_padded_to_16_keys_equals_the_fp32_attention(keys: int, mask: str,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Masked prompts (causal or padded) of `PAD_MIN_KEYS` to 15 tokens attend over 16 keys, the extra ones zero
+    and hidden (torch's fp32 softmax then takes whole AVX-512 rows): each position gets the fp32 attention
+    within bf16 rounding, a sequence of only padding gets zeros, no future key reaches a causal position, and
+    the extra keys carry exactly no weight (the same inputs without the padding agree to bf16 rounding).
+    Leaving the extra keys visible (probability e^0 each) fails the padded sequences' comparison; unmasked
+    rows, 11 and 16 keys are never padded."""
+    from clipforge.inference import _attention as fast_attention
+
+    monkeypatch.setattr(fast_attention, "SMALL_PAIRS", 0)  # the two-matmul path, whatever the size
+    gen = torch.Generator().manual_seed(keys)
+    q, k, v = (torch.randn(6, 4, keys, 64, generator=gen).to(torch.bfloat16) for _ in range(3))
+    keep = None
+    if mask == "padding":
+        keep = torch.ones(6, 1, 1, keys, dtype=torch.bool)
+        keep[1, ..., 4:] = False
+        keep[0] = False
+    widths: list[int] = []
+    matmul = torch.matmul
+    monkeypatch.setattr(torch, "matmul", lambda a, b: widths.append(b.shape[-1]) or matmul(a, b))
+    got = fast_attention.attention(q, k, v, causal=mask == "causal", keep=keep)
+    monkeypatch.setattr(torch, "matmul", matmul)
+    assert widths[0] == (16 if 12 <= keys < 16 and mask != "none" else keys)  # the scores' width: padded or not
+    assert got.dtype == torch.bfloat16 and got.shape == q.shape
+    want = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=keep, is_causal=mask == "causal")
+    if keep is not None:
+        assert (got[0] == 0).all()
+        got, want = got[1:], want[1:]
+    assert F.cosine_similarity(got.float().flatten(0, 2), want.flatten(0, 2), dim=-1).min() >= 0.999
+    monkeypatch.setattr(fast_attention, "PAD_MIN_KEYS", 16)  # no padding: the three-pass softmax
+    unpadded = fast_attention.attention(q, k, v, causal=mask == "causal", keep=keep)
+    torch.testing.assert_close(got, unpadded[1:] if keep is not None else unpadded, rtol=2 ** -7, atol=2 ** -7)
+    if mask == "causal":
+        monkeypatch.setattr(fast_attention, "PAD_MIN_KEYS", 12)
+        k2, v2 = k.clone(), v.clone()
+        k2[:, :, 6:], v2[:, :, 6:] = 7.0, -7.0
+        again = fast_attention.attention(q, k2, v2, causal=True)
+        torch.testing.assert_close(again[:, :, :6], got[:, :, :6], rtol=0, atol=0)
+
+
 @pytest.mark.parametrize(("batch", "heads", "length", "causal", "fused"), [
     (1, 12, 50, False, True),    # one ViT-B/32 image
     (2, 12, 50, False, False),   # two: the two matmuls are faster

@@ -15,6 +15,8 @@ __all__ = ["attention"]
 
 SHORT_KEYS = 16
 """Rows of bf16 attention scores shorter than this are softmaxed in `_softmax_last`'s own three passes."""
+PAD_MIN_KEYS = 12
+"""From this many keys up to `SHORT_KEYS`, keys and values are zero-padded to `SHORT_KEYS` (`_softmax_attention`)."""
 FP32_SOFTMAX_KEYS = 128
 """Rows of bf16 scores shorter than this are softmaxed by torch's fp32 kernel, a cache-sized chunk at a time."""
 SOFTMAX_CHUNK = 1 << 18
@@ -59,7 +61,9 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
         return F.scaled_dot_product_attention(q, k, v, attn_mask=keep, is_causal=causal)
     step = max(1, SCORES_CACHE_BYTES // (heads * length * keys * q.element_size()))
     if causal:  # the text tower: position i sees keys <= i, as is_causal does
-        hidden: torch.Tensor | None = torch.ones(length, keys, dtype=torch.bool, device=q.device).triu_(1)
+        # as wide as the keys `_softmax_attention` pads to: the padding is then hidden with the future
+        hidden: torch.Tensor | None = torch.ones(length, _padded_keys(keys), dtype=torch.bool,
+                                                 device=q.device).triu_(1)
     else:
         hidden = None if keep is None else ~keep
     if causal or step >= batch:
@@ -128,8 +132,24 @@ def _softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, hidden
     k and v arrive as strided views of the q/k/v projection; made contiguous first, the batched matmuls
     read k transposed in place instead of copying it into a transposed layout: a block's attention on
     one core, 16 images of 50 tokens 2.01 -> 1.86 ms, 16 prompts of 77 tokens 3.52 -> 2.93 ms, same values.
+
+    Short masked prompts (`PAD_MIN_KEYS` to 15 keys, causal or padded) are copied into 16 keys instead,
+    the extra ones zero and hidden: rows of one AVX-512 vector take torch's fp32 softmax (`_softmax_last`)
+    instead of its three passes over 15-wide rows, whose exp is slow on the masked keys' -inf (a padded
+    key's probability is exactly 0, its value row 0: same values). A block's attention, medians of 15
+    interleaved rounds on a 2-core AVX512-BF16 EPYC, before / after, in us: 32 causal prompts of 15
+    tokens on 8 heads 484 / 422 (2 threads), 646 / 510 (1 thread); 12 tokens 403 / 360; 32 padded prompts
+    of 15 tokens on 12 heads 794 / 671; the ViT-B/32 text tower at 15 tokens, batch 32, 91.4 -> 89.5 ms.
+    Unmasked rows have no -inf and gain nothing (12 keys, one thread: 9% slower padded), nor do 8 keys
+    or fewer: hence the rule.
     """
-    k, v = k.contiguous(), v.contiguous()
+    keys = k.shape[-2]
+    if hidden is not None and _padded_keys(keys) != keys:
+        k, v = _zero_padded(k, SHORT_KEYS), _zero_padded(v, SHORT_KEYS)
+        if hidden.shape[-1] == keys:  # padding's mask (the causal one is built padded)
+            hidden = F.pad(hidden, (0, SHORT_KEYS - keys), value=True)
+    else:
+        k, v = k.contiguous(), v.contiguous()
     scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-1, -2))
     if hidden is not None:
         scores.masked_fill_(hidden, float("-inf"))
@@ -137,3 +157,16 @@ def _softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, hidden
     if padded:
         probabilities = probabilities.nan_to_num_(0.0)
     return torch.matmul(probabilities, v)
+
+
+def _padded_keys(keys: int) -> int:
+    """How many keys `_softmax_attention` attends over: `SHORT_KEYS` for `PAD_MIN_KEYS`..15, else `keys`."""
+    return SHORT_KEYS if PAD_MIN_KEYS <= keys < SHORT_KEYS else keys
+
+
+def _zero_padded(x: torch.Tensor, keys: int) -> torch.Tensor:
+    """[..., n, d] -> a contiguous [..., keys, d] copy whose rows past n are zeros."""
+    out = x.new_empty(*x.shape[:-2], keys, x.shape[-1])
+    out[..., :x.shape[-2], :] = x
+    out[..., x.shape[-2]:, :] = 0
+    return out
