@@ -138,7 +138,8 @@ def build_router(service: LibraryService) -> APIRouter:
         return schemas.SearchOut(text=service.clean_text(body.get("text")), image=body.get("image") is not None,
                                  top_k=body["top_k"], tags=service.clean_labels(body.get("tags"), "tags") or None,
                                  model=service.model_name, took_ms=round(took, 2),
-                                 results=[schemas.hit_out(h, prefix) for h in hits])
+                                 results=[schemas.hit_out(h, prefix) for h in hits],
+                                 notice=service.language_notice(service.clean_text(body.get("text"))))
 
     @router.post("/api/classify", response_model=schemas.ClassifyOut, responses=_errors(400, 413, 415, 422, 429, 503),
                  tags=["classify"], openapi_extra={"requestBody": bodies.classify.openapi()})
@@ -160,7 +161,8 @@ def build_router(service: LibraryService) -> APIRouter:
         return schemas.ClassifyOut(labels=[schemas.LabelProbability(label=lb, probability=round(p, 6))
                                            for lb, p in ranked],
                                    templates=templates, model=service.model_name, took_ms=round(took, 2),
-                                   scoring=scoring.kind, note=scoring.note)
+                                   scoring=scoring.kind, note=scoring.note,
+                                   notice=service.language_notice(", ".join(lb for lb, _ in ranked)))
 
     @router.get("/api/images", response_model=schemas.ImageListOut, responses=_errors(400, 422, 503),
                 tags=["images"])

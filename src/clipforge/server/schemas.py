@@ -63,6 +63,8 @@ class SearchOut(BaseModel):
     model: str
     took_ms: float
     results: list[SearchHitOut]
+    notice: str | None = Field(None, description="a sentence to show beside the results when the query is in a "
+                                                 "language the model was not trained for; null otherwise")
 
 
 class LabelProbability(BaseModel):
@@ -79,6 +81,8 @@ class ClassifyOut(BaseModel):
     scoring: str = Field("softmax", description="softmax: a distribution over the labels offered; sigmoid "
                                                 "(SigLIP): each label's probability is independent of the others")
     note: str | None = Field(None, description="what to tell users beside sigmoid scores; null for softmax")
+    notice: str | None = Field(None, description="a sentence to show beside the probabilities when the labels are "
+                                                 "in a language the model was not trained for; null otherwise")
 
 
 class ImageListOut(BaseModel):

@@ -92,6 +92,15 @@ class LibraryService:
         self.model_name: str = encoder.name or f"custom model {encoder.fingerprint[:12]}"
         self.notice = model_notice(encoder.name)
 
+    def language_notice(self, text: str | None) -> str | None:
+        """A sentence to show beside results when `text` (a query, or the labels joined) is in a language the
+        model was not trained for: a Chinese query to an English-only CLIP gets confident-looking but
+        meaningless scores. The CLI prints the same sentence (`zeroshot.languages.query_notice`)."""
+        from clipforge.zeroshot.languages import query_notice
+
+        notice = query_notice(text, self.library.encoder) if text and text.strip() else None
+        return notice.removeprefix("notice: ") if notice else None
+
     # -- validation -------------------------------------------------------------------------
     def clean_text(self, text: str | None) -> str | None:
         """The query text, trimmed; None when there is none. Text that is only blanks is still a query

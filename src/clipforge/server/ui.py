@@ -156,6 +156,8 @@ class _Handlers:
         else:
             status = (f"{len(hits)} results in {took:.0f} ms from model {self.service.model_name} "
                       "(score = cosine similarity with the query).")
+        if notice := self.service.language_notice(text):
+            status += f"\n\n**Note:** {html.escape(notice)}"
         return items, status
 
     def _classify(self, image: Any, labels: str | None, template: str | None) -> list[tuple[str, float]]:
@@ -172,7 +174,10 @@ class _Handlers:
         except Exception as exc:
             return gr.skip(), _refused("classify", exc)
         note = self.service.library.encoder.scoring().note  # SigLIP: say the scores do not sum to 1
-        return {label: float(p) for label, p in ranked}, f"note: {note}" if note else ""
+        lines = [f"note: {note}"] if note else []
+        if notice := self.service.language_notice(", ".join(label for label, _ in ranked)):
+            lines.append(f"**Note:** {html.escape(notice)}")
+        return {label: float(p) for label, p in ranked}, "\n\n".join(lines)
 
     def browse(self, offset: int, request: gr.Request = None):
         records, next_offset = self.service.list_images(PAGE_SIZE, max(0, int(offset)))

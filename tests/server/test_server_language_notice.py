@@ -1,0 +1,67 @@
+"""A query in a language the model was not trained for is answered with a notice, on every front end.
+
+`clipforge search 猫` on an English-only CLIP prints "notice: the query '猫' is written in zh but model ...
+was trained for en only"; the server answered the same query with confident-looking scores and no word of
+it (REST and web UI alike). Now `/api/search` and `/api/classify` carry `notice`, and the UI's status line
+shows it; an English query and a Chinese model's Chinese query get none.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+
+def test_rest_search_and_classify_say_when_the_query_language_is_unknown_to_the_model(make_client, photos):
+    client = make_client()
+    chinese = client.post("/api/search", json={"text": "一只猫", "top_k": 2}).json()
+    assert chinese["results"] and "written in zh" in chinese["notice"] and "en only" in chinese["notice"]
+    assert not chinese["notice"].startswith("notice:")  # a sentence for the page, not the CLI's line
+    assert client.post("/api/search", json={"text": "a cat", "top_k": 2}).json()["notice"] is None
+    image = photos[0].read_bytes()
+    labels = client.post("/api/classify", files={"image": ("p.png", image, "image/png")},
+                         data={"labels": "猫, 狗"}).json()
+    assert [x["label"] for x in labels["labels"]] and "written in zh" in labels["notice"]
+    english = client.post("/api/classify", files={"image": ("p.png", image, "image/png")},
+                          data={"labels": "cat, dog"}).json()
+    assert english["notice"] is None
+    by_image = client.post("/api/search", files={"image": ("p.png", image, "image/png")}, data={"top_k": 1}).json()
+    assert by_image["notice"] is None  # no text, nothing to say
+
+
+def test_a_chinese_model_gets_no_notice_for_chinese(make_client, library, monkeypatch):
+    monkeypatch.setattr(library.encoder, "languages", ("zh", "en"), raising=False)
+    answer = make_client().post("/api/search", json={"text": "一只猫", "top_k": 1}).json()
+    assert answer["notice"] is None
+
+
+def test_the_web_ui_status_line_carries_the_notice(library, tmp_path):
+    pytest.importorskip("gradio")
+    import asyncio
+
+    from clipforge.server.service import LibraryService
+    from clipforge.server.ui import _Handlers
+
+    handlers = _Handlers(LibraryService(library), str(tmp_path))
+    _, status = asyncio.run(handlers.search("一只<b>猫</b>", None, 3, ""))
+    assert "**Note:** the query" in status and "written in zh" in status
+    assert "<b>" not in status and "&lt;b&gt;" in status  # the user's text is escaped
+    _, status = asyncio.run(handlers.search("a cat", None, 3, ""))
+    assert "Note" not in status
+
+
+def test_the_web_ui_classify_status_carries_the_notice(library, tmp_path, photos):
+    pytest.importorskip("gradio")
+    import asyncio
+
+    from clipforge.server.service import LibraryService
+    from clipforge.server.ui import _Handlers
+
+    upload = tmp_path / "f00d" / "p.png"
+    upload.parent.mkdir()
+    upload.write_bytes(photos[0].read_bytes())
+    handlers = _Handlers(LibraryService(library), str(tmp_path))
+    image = {"path": str(upload), "orig_name": "p.png", "meta": {"_type": "gradio.FileData"}}
+    probabilities, status = asyncio.run(handlers.classify(image, "猫, 狗", ""))
+    assert set(probabilities) == {"猫", "狗"} and "written in zh" in status
+    probabilities, status = asyncio.run(handlers.classify(image, "cat, dog", ""))
+    assert set(probabilities) == {"cat", "dog"} and "Note" not in status
