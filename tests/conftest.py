@@ -139,3 +139,21 @@ def local_hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Mapping[str
     for server in servers:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture()
+def largest_jpeg_decode(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """`[pixels]`: the most pixels any JPEG decoded during the test had (0: none was decoded); a reduced DCT
+    scale (`draft`) counts as its reduced size. For tests that bound what decoding a photo costs."""
+    from PIL import JpegImagePlugin
+
+    largest = [0]
+    load = JpegImagePlugin.JpegImageFile.load
+
+    def measured(self: JpegImagePlugin.JpegImageFile, *args: object, **kwargs: object) -> object:
+        out = load(self, *args, **kwargs)
+        largest[0] = max(largest[0], self.size[0] * self.size[1])
+        return out
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "load", measured)
+    return largest

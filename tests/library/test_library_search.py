@@ -179,27 +179,17 @@ def test_add_bytes_thumbnails_and_image_bytes(library, tmp_path):
         library.thumbnail(record.id, size=100000)
 
 
-def test_a_big_upload_is_checked_at_a_reduced_scale_and_truncation_still_refused(library, monkeypatch):
+def test_a_big_upload_is_checked_at_a_reduced_scale_and_truncation_still_refused(library, largest_jpeg_decode):
     """`add_bytes` decodes an upload to check it before keeping it: a big JPEG at a reduced DCT scale (every
     byte of its entropy-coded data is still read), so a cut anywhere, down to the last bytes, is refused and
     nothing is stored."""
-    from PIL import JpegImagePlugin
-
     from clipforge.image import ImageLoadError
 
     rng = np.random.default_rng(3)
     buffer = io.BytesIO()
     Image.fromarray(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)).resize((2400, 1800)).save(buffer, "JPEG")
     data = buffer.getvalue()
-    largest = [0]
-    load = JpegImagePlugin.JpegImageFile.load
-
-    def measured(self, *args, **kwargs):
-        out = load(self, *args, **kwargs)
-        largest[0] = max(largest[0], self.size[0] * self.size[1])
-        return out
-
-    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "load", measured)
+    largest = largest_jpeg_decode
     before = library.stats()["images"]
     for keep in (0.5, 0.99, 0.999):
         with pytest.raises(ImageLoadError, match="truncated"):

@@ -142,12 +142,11 @@ def test_bad_budget_setting_is_refused(served, monkeypatch):
         library.thumbnail(_record(library, photos[0]).id, size=64)
 
 
-def test_a_big_jpeg_thumbnail_is_decoded_at_a_reduced_scale(tmp_path, tiny_encoder, monkeypatch, shared_data):
+def test_a_big_jpeg_thumbnail_is_decoded_at_a_reduced_scale(tmp_path, tiny_encoder, largest_jpeg_decode, shared_data):
     """`/thumb` is anonymous: a 6-megapixel photo's 256-pixel thumbnail decoded all 6 M pixels (a 24 MP photo:
     0.09 s a class, measured). Now a JPEG is decoded at the DCT scale that keeps both sides >= 1.5 x the class,
     and the thumbnail stays what the whole decode gives (> 35 dB PSNR; about 45 dB on a real photo)."""
     import numpy as np
-    from PIL import JpegImagePlugin
 
     from clipforge.image import load_image
 
@@ -158,15 +157,7 @@ def test_a_big_jpeg_thumbnail_is_decoded_at_a_reduced_scale(tmp_path, tiny_encod
     source.resize((3000, 2000), Image.Resampling.BICUBIC).save(path, quality=90)
     library = Library(tmp_path / "lib", tiny_encoder)
     library.add(tmp_path / "photos", workers=0, progress=False)
-    largest = [0]
-    load = JpegImagePlugin.JpegImageFile.load
-
-    def measured(self, *args, **kwargs):
-        out = load(self, *args, **kwargs)
-        largest[0] = max(largest[0], self.size[0] * self.size[1])
-        return out
-
-    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "load", measured)
+    largest = largest_jpeg_decode
     try:
         data = library.thumbnail(_record(library, path).id, size=256)
     finally:

@@ -13,7 +13,6 @@ import io
 
 import numpy as np
 import pytest
-from PIL import JpegImagePlugin
 
 
 @pytest.fixture()
@@ -36,29 +35,17 @@ def _spy_pixels(monkeypatch, encoder) -> list[np.ndarray]:
     return seen
 
 
-def _largest_jpeg_decode(monkeypatch) -> list[int]:
-    largest = [0]
-    load = JpegImagePlugin.JpegImageFile.load
-
-    def measured(self, *args, **kwargs):
-        out = load(self, *args, **kwargs)
-        largest[0] = max(largest[0], self.size[0] * self.size[1])
-        return out
-
-    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "load", measured)
-    return largest
-
-
 @pytest.mark.parametrize("route, field, extra", [("/api/search", "image", {"top_k": 1}),
                                                   ("/api/classify", "image", {"labels": "cat, dog"})])
 def test_a_query_image_gets_the_pixels_of_the_same_photo_in_the_library(make_client, library, big_photo,
-                                                                       monkeypatch, route, field, extra):
+                                                                       monkeypatch, largest_jpeg_decode, route,
+                                                                       field, extra):
     from clipforge.data.files import read_image_bytes
 
     encoder = library.encoder
     indexed = read_image_bytes(big_photo, encoder.preprocess, "photo.jpg")  # what `index add` feeds the model
     seen = _spy_pixels(monkeypatch, encoder)
-    largest = _largest_jpeg_decode(monkeypatch)
+    largest = largest_jpeg_decode
     answer = make_client().post(route, files={field: ("q.jpg", big_photo, "image/jpeg")}, data=extra)
     assert answer.status_code == 200, answer.text
     assert len(seen) == 1 and seen[0].shape[0] == 1
