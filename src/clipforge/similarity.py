@@ -93,7 +93,7 @@ def plot_similarity(table: SimilarityTable, image_paths: Sequence[str | Path], o
             for i in range(n_images):
                 ax.text(i, t, f"{matrix[t, i]:.2f}", ha="center", va="center", fontsize=9, color="white")
         for i, path in enumerate(image_paths):
-            thumb = load_image(path)
+            thumb = load_image(path, draft_size=128)  # a big JPEG at a reduced DCT scale: only a thumbnail
             thumb.thumbnail((128, 128))
             ax.imshow(thumb, extent=(i - 0.45, i + 0.45, -0.6, -1.6), origin="upper")
         ax.set_ylim(n_texts - 0.5, -1.7)

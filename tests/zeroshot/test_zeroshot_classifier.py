@@ -167,6 +167,18 @@ def test_predict_accepts_pil_and_paths(tiny_vit, tmp_path):
     torch.testing.assert_close(by_path[1][0], by_pil[1][0])
 
 
+def test_a_path_is_read_as_every_command_reads_files(tiny_vit, tmp_path, largest_jpeg_decode):
+    """`predict(path)` goes through the one file reader (`Preprocess.load`: a big JPEG at a reduced DCT scale,
+    only the centre crop resampled), as `classify`, `embed` and `index add` read it, not a whole decode and
+    the exact resize of a PIL image."""
+    clf = ZeroShotClassifier(tiny_vit, CLASSES, "{}", cache_dir=tmp_path, progress=False)
+    small = Image.fromarray(np.random.default_rng(1).integers(0, 255, (30, 40, 3), dtype=np.uint8))
+    small.resize((1600, 1200), Image.Resampling.BICUBIC).save(tmp_path / "big.jpg", quality=90)
+    batch = clf._as_batch([tmp_path / "big.jpg"])
+    assert 0 < largest_jpeg_decode[0] <= 1600 * 1200 // 16, largest_jpeg_decode[0]
+    torch.testing.assert_close(batch, clf.preprocess.load(tmp_path / "big.jpg").unsqueeze(0), rtol=0, atol=0)
+
+
 def test_classifier_rejects_empty_inputs(tiny_vit):
     with pytest.raises(ValueError, match="at least one class name"):
         ZeroShotClassifier(tiny_vit, [], "{}")

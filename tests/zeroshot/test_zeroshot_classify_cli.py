@@ -49,6 +49,19 @@ def test_classify_json_plot_and_bad_file(tmp_path, capsys):
         assert im.format == "PNG" and im.height > 150
 
 
+def test_plot_thumbnails_of_big_photos_decode_a_reduced_scale(tmp_path, capsys, largest_jpeg_decode):
+    """`classify --plot` and `similarity --plot` draw 256- and 128-pixel thumbnails: a big JPEG is decoded at the
+    DCT scale that keeps 1.5x that size (a 24-megapixel photo: 1/64 of its pixels), not whole."""
+    Image.linear_gradient("L").convert("RGB").resize((2000, 1500)).save(tmp_path / "big.jpg", quality=90)
+    assert main(["classify", str(tmp_path / "big.jpg"), "--labels", "cat,dog", "--model", "test-vit-tiny",
+                 "--plot", str(tmp_path / "pred.png"), "--device", "cpu", "--quiet"]) == 0
+    assert main(["similarity", str(tmp_path / "big.jpg"), "--text", "a cat", "--model", "test-vit-tiny",
+                 "--plot", str(tmp_path / "sim.png"), "--device", "cpu"]) == 0
+    capsys.readouterr()
+    assert (tmp_path / "pred.png").is_file() and (tmp_path / "sim.png").is_file()
+    assert 0 < largest_jpeg_decode[0] <= 2000 * 1500 // 4, f"decoded {largest_jpeg_decode[0]:,} pixels"
+
+
 def test_classify_matches_library_and_templates_option(tmp_path, capsys):
     (good, _) = _images(tmp_path)
     labels_file = tmp_path / "labels.txt"

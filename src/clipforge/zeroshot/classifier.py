@@ -157,6 +157,10 @@ class ZeroShotClassifier:
                 tensors.append(item)
                 continue
             if isinstance(item, (str, Path)):
+                load = getattr(self.preprocess, "load", None)  # the one file reader (draft JPEG, crop-first)
+                if load is not None:
+                    tensors.append(load(item))
+                    continue
                 from clipforge.image import load_image
 
                 item = load_image(item)

@@ -96,7 +96,7 @@ def classify_files(paths: Sequence[str | Path], labels: Sequence[str], model: st
 
         shown = []
         for r in results:
-            image = load_image(r["image"])
+            image = load_image(r["image"], draft_size=256)  # a big JPEG at a reduced DCT scale: only a thumbnail
             image.thumbnail((256, 256))
             shown.append(image)
         out["plot"] = str(plot_predictions(shown, [r["labels"] for r in results],
