@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import io
+import struct
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -157,3 +159,52 @@ def largest_jpeg_decode(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "load", measured)
     return largest
+
+
+def _jpeg_segments(data: bytes) -> list[tuple[int, bytes]]:
+    """(marker, bytes) of each segment after SOI; a scan's entropy-coded data stays with its SOS."""
+    out, i = [], 2
+    while i < len(data):
+        marker = data[i + 1]
+        if marker == 0xD9:
+            out.append((marker, data[i:i + 2]))
+            break
+        end = i + 2 + struct.unpack(">H", data[i + 2:i + 4])[0]
+        if marker == 0xDA:
+            while True:
+                end = data.index(b"\xff", end)
+                if data[end + 1] == 0 or 0xD0 <= data[end + 1] <= 0xD7:
+                    end += 2
+                    continue
+                break
+        out.append((marker, data[i:end]))
+        i = end
+    return out
+
+
+def _progressive_jpeg(side: int = 256, extra_scans: int = 0, app_payload: bytes = b"") -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("L", (side, side), 128).save(buffer, "JPEG", progressive=True, quality=90)
+    data = buffer.getvalue()
+    segments = _jpeg_segments(data)
+    scans = [s for m, s in segments if m == 0xDA]
+    ac = min((s for s in scans if s[5 + 2 * s[4]] > 0), key=len)  # spectral start > 0: an AC scan
+    out = bytearray(data[:2])
+    if app_payload:
+        out += b"\xff\xef" + struct.pack(">H", len(app_payload) + 2) + app_payload
+    for marker, segment in segments:
+        if marker == 0xD9:
+            out += ac * extra_scans
+        out += segment
+    return bytes(out)
+
+
+@pytest.fixture(scope="session")
+def progressive_jpeg() -> Callable[..., bytes]:
+    """`progressive_jpeg(side=256, extra_scans=0, app_payload=b"")`: a grey progressive JPEG (libjpeg's script:
+    6 scans) whose smallest AC scan is repeated `extra_scans` more times before EOI (libjpeg decodes such a
+    file with a warning; thousands of repeats are the scan bomb of `clipforge.image.jpeg_scans`), with an
+    APP15 segment holding `app_payload` after SOI."""
+    return _progressive_jpeg

@@ -70,3 +70,28 @@ def test_a_thin_strip_image_costs_a_crop_not_its_resized_length(make_client, mon
         answer = client.post(route, files={field: ("strip.png", buffer.getvalue(), "image/png")}, data=extra)
         assert answer.status_code in (200, 201), answer.text
     assert 0 < largest[0] < 1_000_000, largest[0]  # crops and thumbnails, never the strip resized whole
+
+
+def test_a_jpeg_scan_bomb_is_refused_before_decoding_on_every_image_route(make_client, library, progressive_jpeg,
+                                                                          largest_jpeg_decode):
+    """A 4,000 x 4,000 grey progressive JPEG whose AC scan is repeated 2,000 times is ~100 KB, under every size
+    and pixel limit, and took seconds of libjpeg to decode (a 20 MB one: many minutes), the reduced DCT scale
+    of a query not helping: every scan walks every block. Search, classify and upload refuse it (422, naming
+    the scans) from its markers, before a pixel is decoded, and nothing is stored."""
+    from clipforge.image.jpeg_scans import MAX_JPEG_SCANS
+
+    bomb = progressive_jpeg(4000, extra_scans=2000)
+    assert len(bomb) < 150_000
+    client = make_client(token="tok")
+    before = library.stats()["images"]
+    for route, field, extra, what in (("/api/search", "image", {"top_k": 1}, "query image"),
+                                      ("/api/classify", "image", {"labels": "cat, dog"}, "image"),
+                                      ("/api/images", "file", {}, "upload")):
+        answer = client.post(route, files={field: ("bomb.jpg", bomb, "image/jpeg")}, data=extra,
+                             headers={"X-Token": "tok"})
+        assert answer.status_code == 422, (route, answer.text)
+        detail = answer.json()["detail"]
+        assert detail.startswith(f"{what} could not be decoded: progressive JPEG with more than {MAX_JPEG_SCANS} "
+                                 f"scans"), detail
+    assert largest_jpeg_decode[0] == 0
+    assert library.stats()["images"] == before
