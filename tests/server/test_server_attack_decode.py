@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 
 import httpx
+import pytest
 
 from clipforge.server import ServerLimits, api, create_app
 
@@ -72,18 +73,34 @@ def test_a_thin_strip_image_costs_a_crop_not_its_resized_length(make_client, mon
     assert 0 < largest[0] < 1_000_000, largest[0]  # crops and thumbnails, never the strip resized whole
 
 
-def test_a_jpeg_scan_bomb_is_refused_before_decoding_on_every_image_route(make_client, library, progressive_jpeg,
-                                                                          largest_jpeg_decode):
-    """A 4,000 x 4,000 grey progressive JPEG whose AC scan is repeated 2,000 times is ~100 KB, under every size
-    and pixel limit, and took seconds of libjpeg to decode (a 20 MB one: many minutes), the reduced DCT scale
-    of a query not helping: every scan walks every block. Search, classify and upload refuse it (422, naming
-    the scans) from its markers, before a pixel is decoded, and nothing is stored."""
-    from clipforge.image.jpeg_scans import MAX_JPEG_SCANS
+@pytest.mark.parametrize("kind", ["scans", "segments"])
+def test_a_crafted_jpeg_is_refused_before_decoding_on_every_image_route(kind, make_client, library, progressive_jpeg,
+                                                                        largest_jpeg_decode, monkeypatch):
+    """*scans*: a 4,000 x 4,000 grey progressive JPEG whose AC scan is repeated 2,000 times is ~100 KB, under
+    every size and pixel limit, and took 2.3 s of libjpeg to decode behind `/api/search` (a 20 MB one: many
+    minutes), the reduced DCT scale of a query not helping: every scan walks every block. *segments*: 20,000
+    empty comment segments (80 KB) are parsed one by one by Pillow, in Python, then by libjpeg. Search,
+    classify and upload refuse both (422, naming why) from the markers, before Pillow parses the header
+    (`JpegImageFile._open` is never called) or a pixel is decoded, and nothing is stored."""
+    import io
 
-    bomb = progressive_jpeg(4000, extra_scans=2000)
+    from PIL import Image, JpegImagePlugin
+
+    from clipforge.image.jpeg_markers import MAX_JPEG_SCANS, MAX_JPEG_SEGMENTS
+
+    if kind == "scans":
+        bomb, why = progressive_jpeg(4000, extra_scans=2000), f"JPEG with more than {MAX_JPEG_SCANS} scans"
+    else:
+        small = io.BytesIO()
+        Image.new("RGB", (64, 64), (1, 2, 3)).save(small, "JPEG")
+        bomb = small.getvalue()[:2] + b"\xff\xfe\x00\x02" * 20_000 + small.getvalue()[2:]
+        why = f"JPEG with more than {MAX_JPEG_SEGMENTS} marker segments"
     assert len(bomb) < 150_000
     client = make_client(token="tok")
     before = library.stats()["images"]
+    opened: list[int] = []
+    parse = JpegImagePlugin.JpegImageFile._open
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "_open", lambda self: opened.append(1) or parse(self))
     for route, field, extra, what in (("/api/search", "image", {"top_k": 1}, "query image"),
                                       ("/api/classify", "image", {"labels": "cat, dog"}, "image"),
                                       ("/api/images", "file", {}, "upload")):
@@ -91,7 +108,6 @@ def test_a_jpeg_scan_bomb_is_refused_before_decoding_on_every_image_route(make_c
                              headers={"X-Token": "tok"})
         assert answer.status_code == 422, (route, answer.text)
         detail = answer.json()["detail"]
-        assert detail.startswith(f"{what} could not be decoded: progressive JPEG with more than {MAX_JPEG_SCANS} "
-                                 f"scans"), detail
-    assert largest_jpeg_decode[0] == 0
+        assert detail.startswith(f"{what} could not be decoded: {why}"), detail
+    assert not opened and largest_jpeg_decode[0] == 0
     assert library.stats()["images"] == before

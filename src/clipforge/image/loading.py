@@ -25,7 +25,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from clipforge.errors import UserError
 from clipforge.image.geometry import exif_orientation, orientation_transpose, transpose_box, transposed_size
-from clipforge.image.jpeg_scans import MAX_JPEG_SCANS, stream_scans
+from clipforge.image.jpeg_markers import source_refusal
 from clipforge.image.modes import to_rgb
 
 __all__ = ["DEFAULT_MAX_PIXELS", "DRAFT_MARGIN", "Decoded", "ImageLoadError", "ImageSource", "decode_image", "load_image"]
@@ -148,6 +148,9 @@ def _open(source: ImageSource, label: str) -> Image.Image:
     else:
         opened = io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray)) else source
         _check_stream(opened, label)
+    refused = source_refusal(opened)  # a JPEG crafted to cost minutes: before Pillow parses a byte of it
+    if refused is not None:
+        raise _fail(label, refused)
     try:
         return _pil_open(opened)
     except UnidentifiedImageError:
@@ -202,9 +205,6 @@ def _decode_opened(
             f"too many pixels ({width}x{height} = {width * height:,} pixels exceeds the limit of "
             f"{max_pixels:,}; pass a larger max_pixels to allow it)",
         )
-    if _scan_bomb(image):
-        raise _fail(label, f"progressive JPEG with more than {MAX_JPEG_SCANS} scans (each scan walks the whole "
-                           f"picture; such files are crafted to take minutes to decode)")
     box = None
     failure: BaseException | None = None
     try:
@@ -241,13 +241,6 @@ def _decode_opened(
         result = image.copy()
     image.close()  # result is a separate in-memory image; release the file now, not at GC time
     return Decoded(result, source_size, box)
-
-
-def _scan_bomb(image: Image.Image) -> bool:
-    """A progressive JPEG with more scans than `MAX_JPEG_SCANS`, counted from its markers (`jpeg_scans`)."""
-    if image.format not in _DRAFT_FORMATS or not image.info.get("progressive") or image.fp is None:
-        return False
-    return stream_scans(image.fp, stop_after=MAX_JPEG_SCANS) > MAX_JPEG_SCANS
 
 
 def load_image(
