@@ -205,6 +205,6 @@ def _progressive_jpeg(side: int = 256, extra_scans: int = 0, app_payload: bytes 
 def progressive_jpeg() -> Callable[..., bytes]:
     """`progressive_jpeg(side=256, extra_scans=0, app_payload=b"")`: a grey progressive JPEG (libjpeg's script:
     6 scans) whose smallest AC scan is repeated `extra_scans` more times before EOI (libjpeg decodes such a
-    file with a warning; thousands of repeats are the scan bomb of `clipforge.image.jpeg_markers`), with an
+    file with a warning; thousands of repeats are the scan bomb of `clipforge.image.costly.jpeg`), with an
     APP15 segment holding `app_payload` after SOI."""
     return _progressive_jpeg

@@ -73,38 +73,54 @@ def test_a_thin_strip_image_costs_a_crop_not_its_resized_length(make_client, mon
     assert 0 < largest[0] < 1_000_000, largest[0]  # crops and thumbnails, never the strip resized whole
 
 
-@pytest.mark.parametrize("kind", ["scans", "segments"])
-def test_a_crafted_jpeg_is_refused_before_decoding_on_every_image_route(kind, make_client, library, progressive_jpeg,
+@pytest.mark.parametrize("kind", ["scans", "segments", "gif", "png"])
+def test_a_crafted_file_is_refused_before_decoding_on_every_image_route(kind, make_client, library, progressive_jpeg,
                                                                         largest_jpeg_decode, monkeypatch):
     """*scans*: a 4,000 x 4,000 grey progressive JPEG whose AC scan is repeated 2,000 times is ~100 KB, under
     every size and pixel limit, and took 2.3 s of libjpeg to decode behind `/api/search` (a 20 MB one: many
     minutes), the reduced DCT scale of a query not helping: every scan walks every block. *segments*: 20,000
-    empty comment segments (80 KB) are parsed one by one by Pillow, in Python, then by libjpeg. Search,
-    classify and upload refuse both (422, naming why) from the markers, before Pillow parses the header
-    (`JpegImageFile._open` is never called) or a pixel is decoded, and nothing is stored."""
+    empty comment segments (80 KB) are parsed one by one by Pillow, in Python, then by libjpeg. *gif*: 200,000
+    one-byte comments (1 MB; Pillow joins them quadratically: 5 MB took 22 s to open). *png*: 100,000 empty
+    chunks (1.2 MB), each read by Pillow in Python. Search, classify and upload refuse all four (422, naming
+    why) from the file's structure, before Pillow parses its header or decodes a pixel, and nothing is stored."""
     import io
+    import struct
+    import zlib
 
-    from PIL import Image, JpegImagePlugin
+    from PIL import GifImagePlugin, Image, JpegImagePlugin, PngImagePlugin
 
-    from clipforge.image.jpeg_markers import MAX_JPEG_SCANS, MAX_JPEG_SEGMENTS
+    from clipforge.image.costly.jpeg import MAX_JPEG_SCANS, MAX_JPEG_SEGMENTS
+
+    def saved(image: Image.Image, fmt: str) -> bytes:
+        buffer = io.BytesIO()
+        image.save(buffer, fmt)
+        return buffer.getvalue()
 
     if kind == "scans":
         bomb, why = progressive_jpeg(4000, extra_scans=2000), f"JPEG with more than {MAX_JPEG_SCANS} scans"
-    else:
-        small = io.BytesIO()
-        Image.new("RGB", (64, 64), (1, 2, 3)).save(small, "JPEG")
-        bomb = small.getvalue()[:2] + b"\xff\xfe\x00\x02" * 20_000 + small.getvalue()[2:]
+    elif kind == "segments":
+        small = saved(Image.new("RGB", (64, 64), (1, 2, 3)), "JPEG")
+        bomb = small[:2] + b"\xff\xfe\x00\x02" * 20_000 + small[2:]
         why = f"JPEG with more than {MAX_JPEG_SEGMENTS} marker segments"
-    assert len(bomb) < 150_000
+    elif kind == "gif":
+        small = saved(Image.new("P", (64, 64)), "GIF")
+        at = small.index(b",")
+        bomb, why = small[:at] + b"\x21\xfe" + b"\x01x" * 200_000 + b"\x00" + small[at:], "GIF with more than"
+    else:
+        small = saved(Image.new("RGB", (64, 64)), "PNG")
+        at = small.index(b"IDAT") - 4
+        empty = struct.pack(">I", 0) + b"abCd" + struct.pack(">I", zlib.crc32(b"abCd"))
+        bomb, why = small[:at] + empty * 100_000 + small[at:], "PNG with more than"
+    assert len(bomb) < 1_500_000
     client = make_client(token="tok")
     before = library.stats()["images"]
     opened: list[int] = []
-    parse = JpegImagePlugin.JpegImageFile._open
-    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "_open", lambda self: opened.append(1) or parse(self))
+    for plugin in (JpegImagePlugin.JpegImageFile, GifImagePlugin.GifImageFile, PngImagePlugin.PngImageFile):
+        monkeypatch.setattr(plugin, "_open", lambda self, parse=plugin._open: opened.append(1) or parse(self))
     for route, field, extra, what in (("/api/search", "image", {"top_k": 1}, "query image"),
                                       ("/api/classify", "image", {"labels": "cat, dog"}, "image"),
                                       ("/api/images", "file", {}, "upload")):
-        answer = client.post(route, files={field: ("bomb.jpg", bomb, "image/jpeg")}, data=extra,
+        answer = client.post(route, files={field: ("bomb.img", bomb, "application/octet-stream")}, data=extra,
                              headers={"X-Token": "tok"})
         assert answer.status_code == 422, (route, answer.text)
         detail = answer.json()["detail"]

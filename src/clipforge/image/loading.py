@@ -24,8 +24,8 @@ from typing import IO
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from clipforge.errors import UserError
+from clipforge.image.costly import source_refusal
 from clipforge.image.geometry import exif_orientation, orientation_transpose, transpose_box, transposed_size
-from clipforge.image.jpeg_markers import source_refusal
 from clipforge.image.modes import to_rgb
 
 __all__ = ["DEFAULT_MAX_PIXELS", "DRAFT_MARGIN", "Decoded", "ImageLoadError", "ImageSource", "decode_image", "load_image"]
@@ -148,7 +148,7 @@ def _open(source: ImageSource, label: str) -> Image.Image:
     else:
         opened = io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray)) else source
         _check_stream(opened, label)
-    refused = source_refusal(opened)  # a JPEG crafted to cost minutes: before Pillow parses a byte of it
+    refused = source_refusal(opened)  # crafted to cost minutes (`costly`): refused before Pillow parses it
     if refused is not None:
         raise _fail(label, refused)
     try:

@@ -25,7 +25,7 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 
 from clipforge.image import ImageLoadError
-from clipforge.image.jpeg_markers import refusal as jpeg_refusal
+from clipforge.image.costly import refusal as costly_refusal
 from clipforge.server.errors import APIError
 from clipforge.server.limits import ServerLimits
 
@@ -123,7 +123,7 @@ def sniff_image(data: bytes, limits: ServerLimits, what: str = "image") -> Sniff
         raise APIError(400, "empty_file", f"{what} is empty (0 bytes)")
     if len(data) > limits.max_upload_bytes:
         raise APIError(413, "payload_too_large", f"{what} is larger than the limit of {limits.max_upload_bytes:,} bytes")
-    refused = jpeg_refusal(data)  # a JPEG crafted to cost seconds to parse or minutes to decode: before Pillow
+    refused = costly_refusal(data)  # a file crafted to cost seconds to parse or minutes to decode: before Pillow
     if refused is not None:
         raise ImageLoadError(f"{what} could not be decoded: {refused}", path=what, reason=refused)
     with _open_header(data, what, limits) as header:

@@ -1,4 +1,4 @@
-"""A JPEG's scans and segments, counted from its markers before anything decodes it.
+"""JPEG: scans and segments, counted from the markers before anything decodes the file.
 
 Two shapes of JPEG cost far more to decode than their bytes suggest:
 
@@ -13,30 +13,27 @@ Two shapes of JPEG cost far more to decode than their bytes suggest:
   by libjpeg: 4 MB of them took 0.6 s to open and 1.0 s to load, ~10x a photo's decode per byte.
   Photos hold a few dozen (tables, EXIF, ICC chunks, one Huffman table per progressive scan).
 
-`refusal` says why a JPEG goes past `MAX_JPEG_SCANS` or `MAX_JPEG_SEGMENTS` (None for any other file);
-`clipforge.image.loading` asks it before Pillow opens a file, the server before it reads an upload's
-header. The count follows the markers as libjpeg does: each segment's length is skipped (so bytes that
-look like a marker inside an EXIF thumbnail or an ICC profile are not counted), and a scan's entropy-coded
-data ends at the first 0xFF that is neither stuffing (0xFF00) nor a restart marker. It stops at the first
-image's end (an MPO's other images are never decoded) and as soon as a limit is passed.
+`refusal` says why a JPEG goes past `MAX_JPEG_SCANS` or `MAX_JPEG_SEGMENTS` (None within them). The
+count follows the markers as libjpeg does: each segment's length is skipped (so bytes that look like a
+marker inside an EXIF thumbnail or an ICC profile are not counted), and a scan's entropy-coded data ends
+at the first 0xFF that is neither stuffing (0xFF00) nor a restart marker. It stops at the first image's
+end (an MPO's other images are never decoded) and as soon as a limit is passed.
 """
 
 from __future__ import annotations
 
 import mmap
-import os
 import re
 from dataclasses import dataclass
-from typing import IO
 
-__all__ = ["MAX_JPEG_SCANS", "MAX_JPEG_SEGMENTS", "MarkerCount", "count_markers", "refusal", "source_refusal"]
+__all__ = ["MAGIC", "MAX_JPEG_SCANS", "MAX_JPEG_SEGMENTS", "MarkerCount", "count_markers", "refusal"]
 
 MAX_JPEG_SCANS = 100
 """JPEGs with more scans are refused: 10x libjpeg's default progressive script."""
 MAX_JPEG_SEGMENTS = 1000
 """JPEGs with more marker segments (scans included) are refused: photos hold a few dozen."""
 
-_SOI = b"\xff\xd8\xff"
+MAGIC = b"\xff\xd8\xff"
 _NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 _SOS, _EOI = 0xDA, 0xD9
 _NO_LENGTH = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM and RSTn stand alone
@@ -87,9 +84,7 @@ def count_markers(data: bytes | bytearray | memoryview | mmap.mmap, max_scans: i
 
 
 def refusal(data: bytes | bytearray | memoryview | mmap.mmap) -> str | None:
-    """Why this JPEG is refused (too many scans or segments), or None: within the limits, or not a JPEG."""
-    if bytes(data[:3]) != _SOI:
-        return None
+    """Why this JPEG is refused (too many scans or segments), or None."""
     count = count_markers(data, MAX_JPEG_SCANS, MAX_JPEG_SEGMENTS)
     if count.scans > MAX_JPEG_SCANS:
         return (f"JPEG with more than {MAX_JPEG_SCANS} scans (each scan walks the whole picture; such files are "
@@ -98,36 +93,3 @@ def refusal(data: bytes | bytearray | memoryview | mmap.mmap) -> str | None:
         return (f"JPEG with more than {MAX_JPEG_SEGMENTS} marker segments (tiny segments crafted to cost "
                 f"seconds to parse)")
     return None
-
-
-def source_refusal(source: str | os.PathLike[str] | IO[bytes]) -> str | None:
-    """`refusal` of a file (mapped, not read) or of a seekable stream, read from its start as Pillow reads it
-    (its position kept). A file or stream that cannot be read here is left to the decoder, which says what is
-    wrong with it."""
-    if isinstance(source, (str, os.PathLike)):
-        try:
-            with open(source, "rb") as handle:
-                if handle.read(3) != _SOI:
-                    return None
-                with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-                    return refusal(mapped)
-        except (OSError, ValueError):
-            return None
-    try:
-        position = source.tell()
-    except (OSError, AttributeError, ValueError):
-        return None
-    try:
-        source.seek(0)
-        if source.read(3) != _SOI:
-            return None
-        getbuffer = getattr(source, "getbuffer", None)
-        if getbuffer is not None:
-            with getbuffer() as view:
-                return refusal(view)
-        source.seek(0)
-        return refusal(source.read())
-    except (OSError, ValueError):
-        return None
-    finally:
-        source.seek(position)

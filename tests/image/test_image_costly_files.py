@@ -1,12 +1,14 @@
-"""JPEGs crafted to cost minutes to decode or seconds to parse are refused from their markers, wherever
-images are read.
+"""Files crafted to cost minutes to decode or seconds to parse are refused from their structure, wherever
+images are read (`clipforge.image.costly`).
 
 *Scans*: each scan of a progressive JPEG walks every block of the picture, and an end-of-band run codes up
 to 32,767 empty blocks in a few bits, so a scan over a 16-megapixel grey picture is ~31 bytes: a 187 KB
 file of 4,000 such scans took 4.4 s to decode (draft or not; measured here), a 20 MB one would take
 minutes of a core, for one anonymous `/api/search` (libjpeg-turbo's LJT-01-003; decoders such as NVIDIA
 DALI cap the scans). *Segments*: 4-byte comment segments are parsed one by one by Pillow in Python and again
-by libjpeg (4 MB of them: 1.6 s). `load_image` and every reader built on it count both first.
+by libjpeg (4 MB of them: 1.6 s). GIF: Pillow walks blocks in Python and joins comments quadratically (a
+5 MB GIF of a million 1-byte comments: 22 s to open). PNG: Pillow reads every chunk in Python (12 MB of a
+million empty chunks: 2.5 s). `load_image` and every reader built on it walk the structure first.
 """
 
 from __future__ import annotations
@@ -17,13 +19,8 @@ import pytest
 from PIL import Image
 
 from clipforge.image import ImageLoadError, load_image
-from clipforge.image.jpeg_markers import (
-    MAX_JPEG_SCANS,
-    MAX_JPEG_SEGMENTS,
-    count_markers,
-    refusal,
-    source_refusal,
-)
+from clipforge.image.costly import refusal, source_refusal
+from clipforge.image.costly.jpeg import MAX_JPEG_SCANS, MAX_JPEG_SEGMENTS, count_markers
 
 
 def _baseline(side: int = 64) -> bytes:
@@ -99,3 +96,61 @@ def test_index_add_counts_it_as_a_bad_file_and_goes_on(progressive_jpeg, tmp_pat
         assert (report.added, report.failed) == (1, 1)
         failed = library.list_images(status="failed")
         assert len(failed) == 1 and f"more than {MAX_JPEG_SCANS} scans" in failed[0].error
+
+
+def _gif(extension_blocks: bytes = b"", side: int = 8) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("P", (side, side)).save(buffer, "GIF")
+    data = buffer.getvalue()
+    at = data.index(b",")  # the image descriptor
+    return data[:at] + extension_blocks + data[at:]
+
+
+def _png(extra_chunks: int = 0) -> bytes:
+    import struct
+    import zlib
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (9, 9, 9)).save(buffer, "PNG")
+    data = buffer.getvalue()
+    at = data.index(b"IDAT") - 4
+    empty = struct.pack(">I", 0) + b"abCd" + struct.pack(">I", zlib.crc32(b"abCd"))
+    return data[:at] + empty * extra_chunks + data[at:]
+
+
+@pytest.mark.parametrize(("name", "crafted", "why"), [
+    ("gif comments", lambda: _gif(b"\x21\xfe\x01x\x00" * 20_000), "extension blocks"),
+    ("gif sub-blocks", lambda: _gif(b"\x21\xfe" + b"\x01x" * 20_000 + b"\x00"), "short data blocks"),
+    ("gif long comments", lambda: _gif((b"\x21\xfe" + b"\xff" + b"c" * 255 + b"\x00") * 300), "bytes of comments"),
+    ("gif junk", lambda: _gif(b"\x00" * 100_000), "bytes between its blocks"),
+    ("png chunks", lambda: _png(70_000), "chunks"),
+])
+def test_crafted_gifs_and_pngs_are_refused_before_pillow_parses_them(name, crafted, why, monkeypatch):
+    from PIL import GifImagePlugin, PngImagePlugin
+
+    data = crafted()
+    parsed: list[str] = []
+    for plugin in (GifImagePlugin.GifImageFile, PngImagePlugin.PngImageFile):
+        monkeypatch.setattr(plugin, "_open", lambda self: parsed.append(name) or 1 / 0)
+    assert why in refusal(data)
+    with pytest.raises(ImageLoadError, match=why):
+        load_image(data)
+    assert not parsed
+
+
+def test_ordinary_gifs_and_pngs_still_load():
+    frames = [Image.new("P", (64, 48), i) for i in range(5)]
+    animated = io.BytesIO()
+    frames[0].save(animated, "GIF", save_all=True, append_images=frames[1:], comment=b"x" * 3000, loop=0)
+    assert refusal(animated.getvalue()) is None and load_image(animated.getvalue()).size == (64, 48)
+    noisy = Image.effect_noise((600, 400), 80).convert("P")  # image data in full 255-byte sub-blocks
+    big = io.BytesIO()
+    noisy.save(big, "GIF")
+    assert len(big.getvalue()) > 100_000 and refusal(big.getvalue()) is None
+    assert refusal(_gif(b"\x21\xfe\x01x\x00" * 9_000)) is None  # under the limit: still an image
+    assert load_image(_gif(b"\x21\xfe\x01x\x00" * 9_000)).size == (8, 8)
+    assert refusal(_png(60_000)) is None and load_image(_png(60_000)).size == (8, 8)
+    apng = io.BytesIO()
+    Image.new("RGB", (32, 32)).save(apng, "PNG", save_all=True,
+                                    append_images=[Image.new("RGB", (32, 32), (i, 0, 0)) for i in range(30)])
+    assert refusal(apng.getvalue()) is None and load_image(apng.getvalue()).size == (32, 32)

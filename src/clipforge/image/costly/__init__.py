@@ -1,0 +1,69 @@
+"""Files crafted to cost far more to read than their bytes, refused from their structure first.
+
+Decoding is bounded by the pixel limit, but some formats can be made to cost seconds or minutes per
+megabyte without more pixels: a JPEG's scans or segments (`jpeg`), a GIF's blocks (`gif`), a PNG's chunks
+(`png`). `refusal` walks a file's structure (fast: a fraction of a millisecond for a 2 MB photo) and says
+why it would be refused, or None. `clipforge.image.loading` asks `source_refusal` before Pillow opens any
+file, and the server asks `refusal` before it reads an upload's header, so no request, `index add` or
+dataset pays for such a file.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from typing import IO
+
+from clipforge.image.costly import gif, jpeg, png
+
+__all__ = ["refusal", "source_refusal"]
+
+_MAGIC_BYTES = 8
+
+
+def refusal(data: bytes | bytearray | memoryview | mmap.mmap) -> str | None:
+    """Why this file would be refused (a crafted JPEG, GIF or PNG), or None (any other file too)."""
+    head = bytes(data[:_MAGIC_BYTES])
+    if head.startswith(jpeg.MAGIC):
+        return jpeg.refusal(data)
+    if head.startswith(png.MAGIC):
+        return png.refusal(data)
+    if head.startswith(gif.MAGICS):
+        return gif.refusal(data)
+    return None
+
+
+def _checked_format(head: bytes) -> bool:
+    return head.startswith((jpeg.MAGIC, png.MAGIC, *gif.MAGICS))
+
+
+def source_refusal(source: str | os.PathLike[str] | IO[bytes]) -> str | None:
+    """`refusal` of a file (mapped, not read) or of a seekable stream, from its start as Pillow reads it (its
+    position kept). What cannot be read here is left to the decoder, which says what is wrong with it."""
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            with open(source, "rb") as handle:
+                if not _checked_format(handle.read(_MAGIC_BYTES)):
+                    return None
+                with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                    return refusal(mapped)
+        except (OSError, ValueError):
+            return None
+    try:
+        position = source.tell()
+    except (OSError, AttributeError, ValueError):
+        return None
+    try:
+        source.seek(0)
+        if not _checked_format(source.read(_MAGIC_BYTES)):
+            return None
+        getbuffer = getattr(source, "getbuffer", None)
+        if getbuffer is not None:
+            with getbuffer() as view:
+                return refusal(view)
+        source.seek(0)
+        return refusal(source.read())
+    except (OSError, ValueError):
+        return None
+    finally:
+        source.seek(position)
