@@ -44,6 +44,11 @@ def test_the_count_reads_the_marker_structure(progressive_jpeg):
     assert count_markers(embedded).scans == 6
     assert count_markers(embedded).segments == count_markers(plain).segments + 1
     assert count_markers(_baseline()).scans == 1
+    baseline = _baseline()
+    repeated = baseline[:-2] + baseline[baseline.index(b"\xff\xda"):-2] * 500 + baseline[-2:]
+    assert count_markers(repeated).scans == 1  # a sequential file ends at its first scan (libjpeg refuses more)
+    with pytest.raises(ImageLoadError):
+        load_image(repeated)
     assert count_markers(_comments(30)).segments == count_markers(_baseline()).segments + 30
     assert count_markers(b"\xff\xd8\xff\xda").scans == 1  # cut short: counted as far as it goes, nothing raised
     assert count_markers(progressive_jpeg(extra_scans=500), max_scans=10).scans == 11  # stops past the limit

@@ -37,6 +37,7 @@ MAGIC = b"\xff\xd8\xff"
 _NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 _SOS, _EOI = 0xDA, 0xD9
 _NO_LENGTH = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM and RSTn stand alone
+_PROGRESSIVE_FRAMES = frozenset({0xC2, 0xC6, 0xCA, 0xCE})  # SOF2, SOF6, SOF10, SOF14
 
 
 @dataclass(frozen=True)
@@ -48,9 +49,11 @@ class MarkerCount:
 def count_markers(data: bytes | bytearray | memoryview | mmap.mmap, max_scans: int | None = None,
                   max_segments: int | None = None) -> MarkerCount:
     """Start-of-scan segments and all segments with a length, up to the first image's end; counting stops
-    once either passes its maximum. Damaged or cut data is counted as far as it goes, never raised on:
-    decoding says what is wrong with it."""
+    once either passes its maximum, and at a sequential (baseline) file's first scan: libjpeg refuses a
+    second one (measured: "broken data stream"), so its entropy-coded data is not walked. Damaged or cut data
+    is counted as far as it goes, never raised on: decoding says what is wrong with it."""
     scans = segments = 0
+    progressive = False
     i, size = 2, len(data)
     while i + 1 < size:
         if data[i] != 0xFF:  # bytes between segments: libjpeg skips to the next marker
@@ -69,7 +72,10 @@ def count_markers(data: bytes | bytearray | memoryview | mmap.mmap, max_scans: i
             i += 2
             continue
         segments += 1
+        progressive = progressive or marker in _PROGRESSIVE_FRAMES
         scans += marker == _SOS
+        if marker == _SOS and not progressive:  # libjpeg refuses a sequential file's second scan: done
+            break
         if (max_scans is not None and scans > max_scans) or (max_segments is not None and segments > max_segments):
             break
         if i + 3 >= size:
