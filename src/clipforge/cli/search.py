@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from clipforge.cli.index import add_library_arguments, display_path, fail, open_library, user_errors
@@ -23,6 +24,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--top-k", type=int, default=20, help="results (default 20)")
     parser.add_argument("--tag", action="append", default=[], metavar="LABEL",
                         help="only images whose top zero-shot tag is LABEL (repeatable; see `clipforge tag`)")
+    parser.add_argument("--in", dest="folders", action="append", default=[], metavar="DIR",
+                        help="only photos in DIR and its subfolders (repeatable); new or changed photos there are "
+                             "indexed first, as `index add DIR` would (rclip's habit: search a folder by just "
+                             "naming it)")
+    parser.add_argument("--no-index", action="store_true",
+                        help="with --in: search what is already indexed there, without indexing first")
     parser.add_argument("--json", action="store_true", help="print JSON")
     add_library_arguments(parser)
     parser.set_defaults(func=run)
@@ -43,16 +50,34 @@ def _towers(args: argparse.Namespace) -> dict[str, tuple[str, ...]]:
     return {"towers": (kinds.pop(),)} if len(kinds) == 1 else {}
 
 
+def _no_results(library: object, args: argparse.Namespace) -> str:
+    if not args.folders:
+        return library.no_results_reason(args.tag or None)  # type: ignore[attr-defined]
+    where = ", ".join(map(display_path, args.folders))
+    tagged = f" with tag {', '.join(args.tag)}" if args.tag else ""
+    hint = " (without --no-index, search indexes the photos there first)" if args.no_index else ""
+    return f"no indexed photo in {where}{tagged}{hint}"
+
+
 def run(args: argparse.Namespace) -> int:
     if not args.query and not args.image:
         return fail("give a QUERY, --image IMG, or both")
     if args.top_k < 1:
         return fail(f"--top-k must be at least 1 (the number of results to show), got {args.top_k}")
-    try:
-        with open_library(args, create=False, **_towers(args)) as library:
+    missing = [folder for folder in args.folders if not os.path.isdir(folder)]
+    if missing:
+        return fail(f"--in {display_path(missing[0])}: no such folder")
+    index_first = bool(args.folders) and not args.no_index
+    try:  # indexing needs the image tower and may create the library
+        with open_library(args, create=index_first, **({} if index_first else _towers(args))) as library:
+            if index_first:
+                report = library.add(args.folders, progress=not args.json and sys.stderr.isatty())
+                if report.added or report.updated or report.failed:
+                    print(f"indexed {', '.join(map(display_path, args.folders))}: {report.summary_line()}",
+                          file=sys.stderr)
             hits = library.search(args.query, image=args.image or None, top_k=args.top_k,
-                                  filter_tags=args.tag or None)
-            empty = library.no_results_reason(args.tag or None) if not hits else ""
+                                  filter_tags=args.tag or None, under=args.folders or None)
+            empty = _no_results(library, args) if not hits else ""
             from clipforge.zeroshot.languages import query_notice  # a script the model was not trained for
 
             if args.query and (notice := query_notice(args.query, library.encoder)):

@@ -31,7 +31,7 @@ from clipforge.library.lock import library_lock
 from clipforge.library.media import image_bytes, store_upload, thumbnail_bytes
 from clipforge.library.paths import LibraryPaths
 from clipforge.library.query import QueryTerm, combine_terms, parse_query
-from clipforge.library.scan import ScanResult, normalise_path, scan_paths
+from clipforge.library.scan import FolderFilter, ScanResult, folders_of, normalise_path, scan_paths
 from clipforge.library.search import SearchHit, search_vector
 from clipforge.library.settings import (
     check_add_settings,
@@ -335,25 +335,30 @@ class Library:
 
     def search(self, query: str | None = None, *, text: str | Sequence[str] | None = None, image: Any = None,
                top_k: int = 20, filter_tags: str | Sequence[str] | None = None, tag_rank: int = 0,
-               min_tag_score: float = 0.0) -> list[SearchHit]:
+               min_tag_score: float = 0.0, under: FolderFilter = None) -> list[SearchHit]:
         """Images most similar to `query` (arithmetic string), `text`, `image` (path, bytes, PIL), or a sum of them.
 
         `filter_tags`: only images whose rank-`tag_rank` (0 = top-1) or better zero-shot tag is
-        one of these labels (and at least `min_tag_score` probability).
+        one of these labels (and at least `min_tag_score` probability). `under`: only images in these
+        folders (one or several) and below them.
         """
         if int(top_k) < 0:
             raise ValueError(f"top_k must be 0 or more, got {top_k}")
         vector = self._query_vector(query, text, image)
         return self.search_vector(vector, top_k=top_k, filter_tags=filter_tags, tag_rank=tag_rank,
-                                  min_tag_score=min_tag_score)
+                                  min_tag_score=min_tag_score, under=under)
 
     def search_vector(self, vector: np.ndarray, top_k: int = 20, filter_tags: str | Sequence[str] | None = None,
-                      tag_rank: int = 0, min_tag_score: float = 0.0) -> list[SearchHit]:
-        allowed = None
+                      tag_rank: int = 0, min_tag_score: float = 0.0, under: FolderFilter = None) -> list[SearchHit]:
+        allowed: set[int] | None = None
         if filter_tags:
             labels = parse_labels(filter_tags)
-            allowed = self.store.image_ids_with_tags(self.encoder.fingerprint, labels, tag_rank, min_tag_score)
-        return search_vector(self.store, self.index_manager, vector, int(top_k), allowed)
+            allowed = set(self.store.image_ids_with_tags(self.encoder.fingerprint, labels, tag_rank, min_tag_score))
+        if under is not None:
+            inside = {i for folder in folders_of(under) for i in self.store.image_ids_under(folder)}
+            allowed = inside if allowed is None else allowed & inside
+        return search_vector(self.store, self.index_manager, vector, int(top_k),
+                             None if allowed is None else sorted(allowed))
 
     def classify_image(self, image: Any, labels: str | Sequence[str], templates: str | Sequence[str] = "imagenet",
                        ) -> list[tuple[str, float]]:

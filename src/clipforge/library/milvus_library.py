@@ -32,10 +32,10 @@ from clipforge.library.backend import StoreSpec, parse_store
 from clipforge.library.encoder import Encoder, default_model_name, resolve_encoder
 from clipforge.library.indexer import AddReport, _plan, _Planned
 from clipforge.library.media import image_bytes, store_upload, thumbnail_bytes
-from clipforge.library.milvus_store import MilvusSpace, MilvusStore, quote
+from clipforge.library.milvus_store import MilvusSpace, MilvusStore, like_prefix, quote
 from clipforge.library.milvus_writer import MilvusWriter, record_from_row, tag_filter
 from clipforge.library.paths import LibraryPaths
-from clipforge.library.scan import normalise_path, scan_paths
+from clipforge.library.scan import FolderFilter, folders_of, is_under, normalise_path, scan_paths
 from clipforge.library.search import SearchHit
 from clipforge.library.store import FileState, ImageRecord
 from clipforge.library.tagging import TagReport, parse_labels, scored_top_k
@@ -307,21 +307,26 @@ class MilvusLibrary:
     # -- reading ----------------------------------------------------------------------------
     def search(self, query: str | None = None, *, text: str | Sequence[str] | None = None, image: Any = None,
                top_k: int = 20, filter_tags: str | Sequence[str] | None = None, tag_rank: int = 0,
-               min_tag_score: float = 0.0) -> list[SearchHit]:
+               min_tag_score: float = 0.0, under: FolderFilter = None) -> list[SearchHit]:
         from clipforge.library.library import query_vector
 
         if int(top_k) < 0:
             raise ValueError(f"top_k must be 0 or more, got {top_k}")
         vector = query_vector(self.encoder, self.max_pixels, query, text, image)
-        return self.search_vector(vector, top_k, filter_tags, tag_rank, min_tag_score)
+        return self.search_vector(vector, top_k, filter_tags, tag_rank, min_tag_score, under)
 
     def search_vector(self, vector: np.ndarray, top_k: int = 20, filter_tags: str | Sequence[str] | None = None,
-                      tag_rank: int = 0, min_tag_score: float = 0.0) -> list[SearchHit]:
+                      tag_rank: int = 0, min_tag_score: float = 0.0, under: FolderFilter = None) -> list[SearchHit]:
         if int(top_k) <= 0:
             return []
         expr = 'status == "ok"'
         if filter_tags:
             expr += " and " + tag_filter(parse_labels(filter_tags), tag_rank, min_tag_score)
+        if under is not None:
+            folders = folders_of(under)
+            if not folders:
+                return []
+            expr += " and (" + " or ".join(f"path like {quote(like_prefix(f))}" for f in folders) + ")"
         found = self.space.search(vector, int(top_k), expr)
         if not found:
             return []
@@ -335,6 +340,10 @@ class MilvusLibrary:
         hits = []
         for row, score in found:
             records = sorted(owners.get(row["sha256"], []), key=lambda r: r.path) or [record_from_row(row)]
+            if under is not None:  # `like_prefix` widens a backslash to any character: the exact test is here
+                records = [r for r in records if is_under(r.path, folders)]
+                if not records:
+                    continue
             first = records[0]
             own = tags.get(first.path, row)
             hits.append(SearchHit(id=first.id, path=first.path, score=score, sha256=first.sha256 or "",

@@ -65,6 +65,14 @@ def quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def like_prefix(folder: str) -> str:
+    """The LIKE pattern (before `quote`) of the paths in `folder` and below: its `%` and `_` escaped, and a
+    backslash, whose escaping Milvus versions read differently, widened to `_` (any one character; callers
+    test the paths they get exactly)."""
+    prefix = folder.rstrip(os.sep) + os.sep
+    return "".join("\\" + c if c in "%_" else "_" if c == "\\" else c for c in prefix) + "%"
+
+
 _FIELDS = ["path", "id", "sha256", "size", "mtime_ns", "width", "height", "status", "error", "added_at",
            "tags", "tag_scores"]
 

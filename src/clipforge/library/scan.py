@@ -21,8 +21,11 @@ from pathlib import Path
 
 from clipforge.data.regular import read_regular_file, special_kind
 
-__all__ = ["ScanResult", "discover_files", "normalise_path", "read_regular_file", "scan_paths"]
+__all__ = ["FolderFilter", "ScanResult", "discover_files", "folders_of", "is_under", "normalise_path",
+           "read_regular_file", "scan_paths"]
 
+FolderFilter = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None
+"""A search's `under`: one folder or several (their images and those of every folder below)."""
 
 
 @dataclass
@@ -37,6 +40,19 @@ class ScanResult:
 def normalise_path(path: str | os.PathLike[str]) -> str:
     """Absolute, normalised path string: the key a file is known by (symlinks are not resolved)."""
     return os.path.normpath(os.path.abspath(os.fspath(Path(path).expanduser())))
+
+
+def is_under(path: str, folders: Sequence[str]) -> bool:
+    """Whether `path` lies in one of `folders` (normalised) or below it."""
+    return any(path.startswith(folder.rstrip(os.sep) + os.sep) for folder in folders)
+
+
+def folders_of(under: FolderFilter) -> list[str]:
+    """The normalised folders of a search's `under` (none for None)."""
+    if under is None:
+        return []
+    items = [under] if isinstance(under, (str, os.PathLike)) else list(under)
+    return [normalise_path(item) for item in items]
 
 
 def _is_image_name(name: str) -> bool:

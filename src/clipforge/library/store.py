@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import os
 import sqlite3
 import threading
 import warnings
@@ -363,6 +364,23 @@ class Store:
             " (SELECT 1 FROM embeddings e WHERE e.sha256 = i.sha256 AND e.model = ?) ORDER BY id LIMIT ?",
             (model, -1 if limit is None else int(limit))).fetchall()
         return [_record(r) for r in rows]
+
+    @_reads
+    def image_ids_under(self, folder: str) -> list[int]:
+        """Ids of the 'ok' images in `folder` (a normalised absolute path) and below it: one range of the
+        path index for names stored as text, one for those stored as bytes (not UTF-8, see `dbfile.to_db`)."""
+        prefix = folder.rstrip(os.sep) + os.sep
+        ranges: list[tuple[str | bytes, str | bytes]] = []
+        with contextlib.suppress(UnicodeEncodeError):
+            prefix.encode("utf-8")
+            ranges.append((prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)))
+        raw = os.fsencode(prefix)
+        ranges.append((raw, raw[:-1] + bytes([raw[-1] + 1])))
+        ids: list[int] = []
+        for low, high in ranges:  # SQLite orders text before bytes: each range holds only its own kind
+            ids += [int(r[0]) for r in self.conn().execute(
+                "SELECT id FROM images WHERE status = 'ok' AND path >= ? AND path < ?", (low, high)).fetchall()]
+        return ids
 
     # -- tags -------------------------------------------------------------------------------
     @_reads
