@@ -100,3 +100,5 @@ def test_cli_search_in_a_folder_indexes_it_first(tmp_path, folders, capsys, imag
                                                "--no-index, search indexes the photos there first)")
     assert main(["search", "a photo", "--in", str(folders / "nowhere"), *common]) == 2
     assert capsys.readouterr().err.strip() == f"error: --in {folders / 'nowhere'}: no such folder"
+    assert main(["search", "a photo", "--library", str(tmp_path / "none"), "--model", "test-vit-tiny"]) == 2
+    assert "search a folder directly: `clipforge search QUERY --in FOLDER`" in capsys.readouterr().err

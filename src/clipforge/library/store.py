@@ -112,7 +112,8 @@ class Store:
     def __init__(self, db_path: str | Path, create: bool = True) -> None:
         self.path = Path(db_path)
         if not self.path.exists() and not create:
-            raise FileNotFoundError(f"no library database at {self.path} (run `clipforge index add` first)")
+            raise FileNotFoundError(f"no library database at {self.path} (run `clipforge index add FOLDER` first, or "
+                                    "search a folder directly: `clipforge search QUERY --in FOLDER`)")
         pending = check_database_file(self.path, create)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
