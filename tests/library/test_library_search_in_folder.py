@@ -102,3 +102,18 @@ def test_cli_search_in_a_folder_indexes_it_first(tmp_path, folders, capsys, imag
     assert capsys.readouterr().err.strip() == f"error: --in {folders / 'nowhere'}: no such folder"
     assert main(["search", "a photo", "--library", str(tmp_path / "none"), "--model", "test-vit-tiny"]) == 2
     assert "search a folder directly: `clipforge search QUERY --in FOLDER`" in capsys.readouterr().err
+
+
+def test_paths_output_is_the_files_one_per_line_as_the_file_system_names_them(tmp_path, folders, capsysbinary):
+    """`--paths` prints the matching files and nothing else, best first, raw names (a pipe gets names that
+    open: a Latin-1 `café.png`, not valid UTF-8, is printed as its bytes, not escaped)."""
+    odd = os.fsdecode(b"caf\xe9.png")
+    sorted((folders / "plain").iterdir())[0].rename(folders / "plain" / odd)
+    common = ["--library", str(tmp_path / "lib"), "--model", "test-vit-tiny", "--in", str(folders / "plain")]
+    assert main(["search", "a photo", "--top-k", "5", "--paths", *common]) == 0
+    paths = capsysbinary.readouterr().out.splitlines()
+    assert len(paths) == 3 and all(os.path.isfile(p) for p in paths)
+    assert os.fsencode(str(folders / "plain" / odd)) in paths
+    with Library(tmp_path / "lib") as library:  # the same files in the library's order
+        ranked = [h.path for h in library.search("a photo", top_k=5, under=folders / "plain")]
+    assert [os.fsdecode(p) for p in paths] == ranked

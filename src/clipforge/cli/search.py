@@ -30,7 +30,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "naming it)")
     parser.add_argument("--no-index", action="store_true",
                         help="with --in: search what is already indexed there, without indexing first")
-    parser.add_argument("--json", action="store_true", help="print JSON")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print JSON")
+    output.add_argument("--paths", action="store_true",
+                        help="print only the files, one per line, best first (for pipes: `... --paths | xargs feh`; "
+                             "names as the file system spells them)")
     add_library_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -71,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     try:  # indexing needs the image tower and may create the library
         with open_library(args, create=index_first, **({} if index_first else _towers(args))) as library:
             if index_first:
-                report = library.add(args.folders, progress=not args.json and sys.stderr.isatty())
+                report = library.add(args.folders, progress=not (args.json or args.paths) and sys.stderr.isatty())
                 if report.added or report.updated or report.failed:
                     print(f"indexed {', '.join(map(display_path, args.folders))}: {report.summary_line()}",
                           file=sys.stderr)
@@ -87,6 +91,13 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"query": args.query, "images": args.image, "results": [h.to_dict() for h in hits]},
                          indent=2))
+        return 0
+    if args.paths:  # raw names (not `display_path`), so a pipe gets names that open, whatever their bytes
+        sys.stdout.flush()
+        sys.stdout.buffer.write(b"".join(os.fsencode(hit.path) + b"\n" for hit in hits))
+        sys.stdout.buffer.flush()
+        if not hits:
+            print(f"no results: {empty}", file=sys.stderr)
         return 0
     if not hits:
         print(f"no results: {empty}")
