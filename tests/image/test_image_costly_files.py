@@ -76,6 +76,30 @@ def test_a_crafted_jpeg_is_refused_before_pillow_reads_it(kind, progressive_jpeg
     assert not parsed  # refused from the markers: Pillow never parsed it
 
 
+class _Pipe(io.RawIOBase):
+    """A stream that cannot seek (a pipe, a socket): read whole first, then checked like any other."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def readinto(self, buffer) -> int:
+        chunk = self._data.read(len(buffer))
+        buffer[:len(chunk)] = chunk
+        return len(chunk)
+
+
+def test_a_stream_that_cannot_seek_is_checked_too(progressive_jpeg):
+    with pytest.raises(ImageLoadError, match=f"JPEG with more than {MAX_JPEG_SCANS} scans"):
+        load_image(io.BufferedReader(_Pipe(progressive_jpeg(512, extra_scans=2 * MAX_JPEG_SCANS))))
+    assert load_image(io.BufferedReader(_Pipe(_baseline()))).size == (64, 64)
+
+
 def test_ordinary_jpegs_still_load(progressive_jpeg):
     at_limit = progressive_jpeg(64, extra_scans=MAX_JPEG_SCANS - 6)
     assert count_markers(at_limit).scans == MAX_JPEG_SCANS

@@ -120,6 +120,13 @@ def _check_stream(stream: IO[bytes], label: str) -> None:
         raise _fail(label, "file is empty (0 bytes)")
 
 
+def _seekable(stream: IO[bytes]) -> bool:
+    try:
+        return bool(stream.seekable())
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def _pil_open(source: str | IO[bytes]) -> Image.Image:
     """``Image.open`` with Pillow's global bomb check neutralised: warnings silenced, and a refusal
     retried with the global lifted (under a lock; header parsing only) so `max_pixels` decides."""
@@ -147,6 +154,8 @@ def _open(source: ImageSource, label: str) -> Image.Image:
         opened: str | IO[bytes] = path
     else:
         opened = io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray)) else source
+        if not _seekable(opened):  # read whole, as Pillow would, so its structure can be checked first
+            opened = io.BytesIO(opened.read())
         _check_stream(opened, label)
     refused = source_refusal(opened)  # crafted to cost minutes (`costly`): refused before Pillow parses it
     if refused is not None:
