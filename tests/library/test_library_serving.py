@@ -170,3 +170,29 @@ def test_a_big_jpeg_thumbnail_is_decoded_at_a_reduced_scale(tmp_path, tiny_encod
         error = np.asarray(thumb, float) - np.asarray(whole, float)
     psnr = 10 * np.log10(255 ** 2 / np.mean(error ** 2))
     assert psnr > 35, psnr
+
+
+def test_an_original_indexed_before_crafted_files_were_refused_is_served_without_parsing(tmp_path, tiny_encoder,
+                                                                                        monkeypatch):
+    """A GIF of 20,000 one-byte comment blocks, indexed by an older version (here: with the structure check
+    switched off), is still served by `/api/images/{id}` (anonymous) as its bytes, typed
+    application/octet-stream: Pillow never parses its header (its blocks cost seconds)."""
+    from PIL import GifImagePlugin
+
+    import clipforge.image.loading as loading
+
+    buffer = io.BytesIO()
+    Image.new("P", (16, 16)).save(buffer, "GIF")
+    small = buffer.getvalue()
+    at = small.index(b",")
+    crafted = small[:at] + b"\x21\xfe" + b"\x01x" * 20_000 + b"\x00" + small[at:]
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "old.gif").write_bytes(crafted)
+    with Library(tmp_path / "lib", tiny_encoder) as library:
+        with monkeypatch.context() as older:
+            older.setattr(loading, "source_refusal", lambda source: None)
+            assert library.add(tmp_path / "photos", workers=0, progress=False).added == 1
+        parsed: list[int] = []
+        monkeypatch.setattr(GifImagePlugin.GifImageFile, "_open", lambda self: parsed.append(1) or 1 / 0)
+        data, mime = library.image_bytes(_record(library, tmp_path / "photos" / "old.gif").id)
+    assert (data, mime) == (crafted, "application/octet-stream") and not parsed

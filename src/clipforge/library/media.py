@@ -58,7 +58,11 @@ def image_bytes(record: ImageRecord) -> tuple[bytes, str]:
     """(file bytes, MIME type) of an indexed image (see `read_original` for what is refused)."""
     from PIL import Image
 
+    from clipforge.image.costly import refusal
+
     data = read_original(record)
+    if refusal(data) is not None:  # indexed before such files were refused: its header alone costs seconds
+        return data, "application/octet-stream"
     try:
         with Image.open(io.BytesIO(data)) as probe:
             mime = Image.MIME.get(probe.format or "", "application/octet-stream")
