@@ -38,15 +38,14 @@ def _checked_format(head: bytes) -> bool:
 
 
 def source_refusal(source: str | os.PathLike[str] | IO[bytes]) -> str | None:
-    """`refusal` of a file (mapped, not read) or of a seekable stream, from its start as Pillow reads it (its
-    position kept). What cannot be read here is left to the decoder, which says what is wrong with it."""
+    """`refusal` of a file or of a seekable stream, from its start as Pillow reads it (its position kept).
+    What cannot be read here is left to the decoder, which says what is wrong with it."""
     if isinstance(source, (str, os.PathLike)):
         try:
             with open(source, "rb") as handle:
-                if not _checked_format(handle.read(_MAGIC_BYTES)):
-                    return None
-                with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-                    return refusal(mapped)
+                head = handle.read(_MAGIC_BYTES)
+                # read, not mapped: a file another process truncates meanwhile would kill a mapping reader (SIGBUS)
+                return refusal(head + handle.read()) if _checked_format(head) else None
         except (OSError, ValueError):
             return None
     try:
