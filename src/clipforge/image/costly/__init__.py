@@ -42,10 +42,11 @@ def source_refusal(source: str | os.PathLike[str] | IO[bytes]) -> str | None:
     What cannot be read here is left to the decoder, which says what is wrong with it."""
     if isinstance(source, (str, os.PathLike)):
         try:
-            with open(source, "rb") as handle:
-                head = handle.read(_MAGIC_BYTES)
-                # read, not mapped: a file another process truncates meanwhile would kill a mapping reader (SIGBUS)
-                return refusal(head + handle.read()) if _checked_format(head) else None
+            with open(source, "rb", buffering=0) as handle:  # unbuffered: read whole in one allocation
+                if not _checked_format(handle.read(_MAGIC_BYTES)):
+                    return None
+                handle.seek(0)  # read, not mapped: a file truncated meanwhile would kill a mapping reader (SIGBUS)
+                return refusal(handle.read())
         except (OSError, ValueError):
             return None
     try:
