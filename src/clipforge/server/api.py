@@ -129,17 +129,17 @@ def build_router(service: LibraryService) -> APIRouter:
         """
         body = (await parse_body(request, bodies.search, limits)).fields
 
-        def work():
-            return service.search(body.get("text"), sniffed(body.get("image"), "query image"), body["top_k"],
-                                  body.get("tags"))
+        def work():  # the language notice too: it may read the model's files, never on the event loop
+            hits, took = service.search(body.get("text"), sniffed(body.get("image"), "query image"), body["top_k"],
+                                        body.get("tags"))
+            return hits, took, service.language_notice(service.clean_text(body.get("text")))
 
-        hits, took = await in_turn(request, work)
+        hits, took, notice = await in_turn(request, work)
         prefix = _prefix(request)
         return schemas.SearchOut(text=service.clean_text(body.get("text")), image=body.get("image") is not None,
                                  top_k=body["top_k"], tags=service.clean_labels(body.get("tags"), "tags") or None,
                                  model=service.model_name, took_ms=round(took, 2),
-                                 results=[schemas.hit_out(h, prefix) for h in hits],
-                                 notice=service.language_notice(service.clean_text(body.get("text"))))
+                                 results=[schemas.hit_out(h, prefix) for h in hits], notice=notice)
 
     @router.post("/api/classify", response_model=schemas.ClassifyOut, responses=_errors(400, 413, 415, 422, 429, 503),
                  tags=["classify"], openapi_extra={"requestBody": bodies.classify.openapi()})
@@ -154,15 +154,16 @@ def build_router(service: LibraryService) -> APIRouter:
         service.classify_plan(body["labels"], body["template"])  # a 400 now, not after waiting for a turn
 
         def work():
-            return service.classify(sniffed(body["image"], "image"), body["labels"], body["template"])
+            ranked, templates, took = service.classify(sniffed(body["image"], "image"), body["labels"],
+                                                       body["template"])
+            return ranked, templates, took, service.language_notice(", ".join(label for label, _ in ranked))
 
-        ranked, templates, took = await in_turn(request, work)
+        ranked, templates, took, notice = await in_turn(request, work)
         scoring = service.library.encoder.scoring()
         return schemas.ClassifyOut(labels=[schemas.LabelProbability(label=lb, probability=round(p, 6))
                                            for lb, p in ranked],
                                    templates=templates, model=service.model_name, took_ms=round(took, 2),
-                                   scoring=scoring.kind, note=scoring.note,
-                                   notice=service.language_notice(", ".join(lb for lb, _ in ranked)))
+                                   scoring=scoring.kind, note=scoring.note, notice=notice)
 
     @router.get("/api/images", response_model=schemas.ImageListOut, responses=_errors(400, 422, 503),
                 tags=["images"])

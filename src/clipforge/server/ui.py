@@ -136,9 +136,12 @@ class _Handlers:
     def thumb(self, base: str, image_id: int) -> str:
         return f"{base}/api/images/{image_id}/thumb?size={self.service.limits.thumb_size}"
 
-    def _search(self, text: str | None, image: Any, top_k: int, tags: str | None) -> tuple[list[Any], float]:
+    def _search(self, text: str | None, image: Any, top_k: int,
+                tags: str | None) -> tuple[list[Any], float, str | None]:
+        """(hits, milliseconds, language notice), in the client's turn (the notice may read the model's files)."""
         query = self._image(image, "query image") if image else None
-        return self.service.search(text, query, top_k, tags)
+        hits, took = self.service.search(text, query, top_k, tags)
+        return hits, took, self.service.language_notice(text)
 
     async def search(self, text: Any, image: Any, top_k: Any, tags: Any, request: gr.Request = None):
         try:
@@ -146,7 +149,7 @@ class _Handlers:
             text, tags = _text(text), _text(tags)
             if not (text or "").strip() and not image:
                 raise APIError(400, "empty_query", "type what to look for, or choose an example image")
-            hits, took = await self._in_turn(request, self._search, text, image, top_k, tags)
+            hits, took, notice = await self._in_turn(request, self._search, text, image, top_k, tags)
         except Exception as exc:
             return gr.skip(), _refused("search", exc)
         base = _base_url(request)
@@ -156,13 +159,14 @@ class _Handlers:
         else:
             status = (f"{len(hits)} results in {took:.0f} ms from model {self.service.model_name} "
                       "(score = cosine similarity with the query).")
-        if notice := self.service.language_notice(text):
+        if notice:
             status += f"\n\n**Note:** {html.escape(notice)}"
         return items, status
 
-    def _classify(self, image: Any, labels: str | None, template: str | None) -> list[tuple[str, float]]:
+    def _classify(self, image: Any, labels: str | None,
+                  template: str | None) -> tuple[list[tuple[str, float]], str | None]:
         ranked, _, _ = self.service.classify(self._image(image, "image"), labels, template)
-        return ranked
+        return ranked, self.service.language_notice(", ".join(label for label, _ in ranked))
 
     async def classify(self, image: Any, labels: Any, template: Any, request: gr.Request = None):
         try:
@@ -170,12 +174,12 @@ class _Handlers:
                 raise APIError(400, "no_image", "upload an image to classify first")
             labels, template = _text(labels), _text(template)
             self.service.classify_plan(labels, template)  # refused now, without waiting for a turn
-            ranked = await self._in_turn(request, self._classify, image, labels, template)
+            ranked, notice = await self._in_turn(request, self._classify, image, labels, template)
         except Exception as exc:
             return gr.skip(), _refused("classify", exc)
         note = self.service.library.encoder.scoring().note  # SigLIP: say the scores do not sum to 1
         lines = [f"note: {note}"] if note else []
-        if notice := self.service.language_notice(", ".join(label for label, _ in ranked)):
+        if notice:
             lines.append(f"**Note:** {html.escape(notice)}")
         return {label: float(p) for label, p in ranked}, "\n\n".join(lines)
 
