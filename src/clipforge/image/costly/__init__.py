@@ -10,7 +10,6 @@ dataset pays for such a file.
 
 from __future__ import annotations
 
-import mmap
 import os
 from typing import IO
 
@@ -21,7 +20,7 @@ __all__ = ["refusal", "source_refusal"]
 _MAGIC_BYTES = 8
 
 
-def refusal(data: bytes | bytearray | memoryview | mmap.mmap) -> str | None:
+def refusal(data: bytes | bytearray | memoryview) -> str | None:
     """Why this file would be refused (a crafted JPEG, GIF or PNG), or None (any other file too)."""
     head = bytes(data[:_MAGIC_BYTES])
     if head.startswith(jpeg.MAGIC):

@@ -12,7 +12,6 @@ extensions, `MAX_COMMENT_BYTES` of comments or `MAX_JUNK_BYTES` between blocks.
 
 from __future__ import annotations
 
-import mmap
 import re
 
 __all__ = ["MAGICS", "MAX_COMMENT_BYTES", "MAX_EXTENSIONS", "MAX_JUNK_BYTES", "MAX_SHORT_BLOCKS", "refusal"]
@@ -29,7 +28,7 @@ _EXTENSION, _IMAGE, _TRAILER, _COMMENT = 0x21, 0x2C, 0x3B, 0xFE
 _NEXT_BLOCK = re.compile(rb"[\x21\x2c\x3b]")
 
 
-def refusal(data: bytes | bytearray | memoryview | mmap.mmap) -> str | None:
+def refusal(data: bytes | bytearray | memoryview) -> str | None:
     """Why this GIF is refused, or None. Walks up to the second frame's image descriptor (what opening and
     `is_animated` read); cut or damaged data is walked as far as it goes, decoding says what is wrong."""
     size = len(data)

@@ -22,7 +22,6 @@ end (an MPO's other images are never decoded) and as soon as a limit is passed.
 
 from __future__ import annotations
 
-import mmap
 import re
 from dataclasses import dataclass
 
@@ -46,7 +45,7 @@ class MarkerCount:
     segments: int
 
 
-def count_markers(data: bytes | bytearray | memoryview | mmap.mmap, max_scans: int | None = None,
+def count_markers(data: bytes | bytearray | memoryview, max_scans: int | None = None,
                   max_segments: int | None = None) -> MarkerCount:
     """Start-of-scan segments and all segments with a length, up to the first image's end; counting stops
     once either passes its maximum, and at a sequential (baseline) file's first scan: libjpeg refuses a
@@ -89,7 +88,7 @@ def count_markers(data: bytes | bytearray | memoryview | mmap.mmap, max_scans: i
     return MarkerCount(scans, segments)
 
 
-def refusal(data: bytes | bytearray | memoryview | mmap.mmap) -> str | None:
+def refusal(data: bytes | bytearray | memoryview) -> str | None:
     """Why this JPEG is refused (too many scans or segments), or None."""
     count = count_markers(data, MAX_JPEG_SCANS, MAX_JPEG_SEGMENTS)
     if count.scans > MAX_JPEG_SCANS:

@@ -7,8 +7,6 @@ a few ancillary chunks and image data in 8-64 KB chunks, so `refusal` refuses mo
 
 from __future__ import annotations
 
-import mmap
-
 __all__ = ["MAGIC", "MAX_CHUNKS", "refusal"]
 
 MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -18,7 +16,7 @@ MAX_CHUNKS = 65_536
 _IEND = b"IEND"
 
 
-def refusal(data: bytes | bytearray | memoryview | mmap.mmap) -> str | None:
+def refusal(data: bytes | bytearray | memoryview) -> str | None:
     """Why this PNG is refused, or None; cut or damaged data is walked as far as it goes."""
     pos, size, chunks = len(MAGIC), len(data), 0
     while pos + 8 <= size:
