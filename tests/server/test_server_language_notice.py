@@ -65,3 +65,38 @@ def test_the_web_ui_classify_status_carries_the_notice(library, tmp_path, photos
     assert set(probabilities) == {"猫", "狗"} and "written in zh" in status
     probabilities, status = asyncio.run(handlers.classify(image, "cat, dog", ""))
     assert set(probabilities) == {"cat", "dog"} and "Note" not in status
+
+
+def test_the_web_ui_says_why_nothing_matched_from_a_worker_thread(library, tmp_path):
+    """An empty result's reason reads the store (counts by status, the tags' photos): a full scan of a large
+    library, so it runs in the client's turn like the search, never on the event loop every client shares."""
+    pytest.importorskip("gradio")
+    import asyncio
+    import threading
+
+    from clipforge.server.service import LibraryService
+    from clipforge.server.ui import _Handlers
+
+    threads = []
+    counts = library.store.status_counts
+
+    def spied_counts():
+        threads.append(threading.current_thread())
+        return counts()
+
+    library.store.status_counts = spied_counts
+    handlers = _Handlers(LibraryService(library), str(tmp_path))
+    _, status = asyncio.run(handlers.search("a cat", None, 3, "no-such-tag"))
+    assert status.startswith("No results: ") and "no-such-tag" in status
+    assert threads and threading.main_thread() not in threads  # asyncio.run's loop runs on the main thread
+    threads.clear()
+    _, status = asyncio.run(handlers.search("a cat", None, 3, ""))
+    assert not status.startswith("No results") and not threads  # found something: no reason was read
+
+
+def test_rest_search_says_why_nothing_matched(make_client, photos):
+    client = make_client()
+    empty = client.post("/api/search", json={"text": "a cat", "top_k": 2, "tags": "no-such-tag"}).json()
+    assert empty["results"] == [] and "no photo has tag 'no-such-tag'" in empty["reason"]
+    found = client.post("/api/search", json={"text": "a cat", "top_k": 2}).json()
+    assert found["results"] and found["reason"] is None

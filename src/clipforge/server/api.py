@@ -129,17 +129,18 @@ def build_router(service: LibraryService) -> APIRouter:
         """
         body = (await parse_body(request, bodies.search, limits)).fields
 
-        def work():  # the language notice too: it may read the model's files, never on the event loop
+        def work():  # the notice and an empty result's reason too: they read files and the store, never on the loop
             hits, took = service.search(body.get("text"), sniffed(body.get("image"), "query image"), body["top_k"],
                                         body.get("tags"))
-            return hits, took, service.language_notice(service.clean_text(body.get("text")))
+            reason = None if hits else service.no_results_reason(body.get("tags"))
+            return hits, took, service.language_notice(service.clean_text(body.get("text"))), reason
 
-        hits, took, notice = await in_turn(request, work)
+        hits, took, notice, reason = await in_turn(request, work)
         prefix = _prefix(request)
         return schemas.SearchOut(text=service.clean_text(body.get("text")), image=body.get("image") is not None,
                                  top_k=body["top_k"], tags=service.clean_labels(body.get("tags"), "tags") or None,
                                  model=service.model_name, took_ms=round(took, 2),
-                                 results=[schemas.hit_out(h, prefix) for h in hits], notice=notice)
+                                 results=[schemas.hit_out(h, prefix) for h in hits], notice=notice, reason=reason)
 
     @router.post("/api/classify", response_model=schemas.ClassifyOut, responses=_errors(400, 413, 415, 422, 429, 503),
                  tags=["classify"], openapi_extra={"requestBody": bodies.classify.openapi()})

@@ -65,6 +65,8 @@ class SearchOut(BaseModel):
     results: list[SearchHitOut]
     notice: str | None = Field(None, description="a sentence to show beside the results when the query is in a "
                                                  "language the model was not trained for; null otherwise")
+    reason: str | None = Field(None, description="when there are no results, why (an empty library, no photo with "
+                                                 "those tags, or nothing matched); null otherwise")
 
 
 class LabelProbability(BaseModel):

@@ -168,6 +168,13 @@ class LibraryService:
                                        top_k=int(top_k), filter_tags=filter_tags)
         return hits, (time.perf_counter() - start) * 1000
 
+    def no_results_reason(self, tags: str | list[str] | None = None) -> str:
+        """Why a search found nothing (an empty library, no photo with those tags, or no match), one sentence.
+
+        It reads the store (counts by status, the tags' photos: a scan of a large library), so callers run it
+        in the client's turn, as the search itself, never on the event loop."""
+        return self.library.no_results_reason(self.clean_labels(tags, "tags") or None)
+
     def classify_plan(self, labels: str | list[str] | None, template: str | None) -> tuple[list[str], str | list[str]]:
         """(labels, templates) of a classify, refused (400) when it would encode more than `max_prompts`
         prompts (labels x templates): 100 labels x the 80 `imagenet` templates cost minutes of CPU."""

@@ -137,11 +137,13 @@ class _Handlers:
         return f"{base}/api/images/{image_id}/thumb?size={self.service.limits.thumb_size}"
 
     def _search(self, text: str | None, image: Any, top_k: int,
-                tags: str | None) -> tuple[list[Any], float, str | None]:
-        """(hits, milliseconds, language notice), in the client's turn (the notice may read the model's files)."""
+                tags: str | None) -> tuple[list[Any], float, str | None, str | None]:
+        """(hits, milliseconds, language notice, why nothing matched), in the client's turn: the notice may read
+        the model's files and the reason the store."""
         query = self._image(image, "query image") if image else None
         hits, took = self.service.search(text, query, top_k, tags)
-        return hits, took, self.service.language_notice(text)
+        reason = None if hits else self.service.no_results_reason(tags)
+        return hits, took, self.service.language_notice(text), reason
 
     async def search(self, text: Any, image: Any, top_k: Any, tags: Any, request: gr.Request = None):
         try:
@@ -149,13 +151,13 @@ class _Handlers:
             text, tags = _text(text), _text(tags)
             if not (text or "").strip() and not image:
                 raise APIError(400, "empty_query", "type what to look for, or choose an example image")
-            hits, took, notice = await self._in_turn(request, self._search, text, image, top_k, tags)
+            hits, took, notice, reason = await self._in_turn(request, self._search, text, image, top_k, tags)
         except Exception as exc:
             return gr.skip(), _refused("search", exc)
         base = _base_url(request)
         items = [(self.thumb(base, h.id), f"{h.score:.3f} · {display_path(os.path.basename(h.path))}") for h in hits]
         if not hits:
-            status = f"No results: {html.escape(self.service.library.no_results_reason(_text(tags)))}."
+            status = f"No results: {html.escape(reason or 'no photo matched')}."
         else:
             status = (f"{len(hits)} results in {took:.0f} ms from model {self.service.model_name} "
                       "(score = cosine similarity with the query).")
