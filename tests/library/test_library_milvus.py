@@ -325,3 +325,28 @@ def test_a_server_reuses_the_page_order_and_stats_for_its_listing_ttl(tmp_path, 
         service.list_images(2, 0)
         service.stats()
         assert len(scans) == 2
+
+
+def test_a_search_without_results_says_why_on_milvus_too(tmp_path, tiny_encoder, images_factory, capsys) -> None:
+    """`search --tag` that matched nothing crashed on a Milvus store (AttributeError: no `no_results_reason`);
+    it says why, as the embedded store does, naming the top tags that exist."""
+    store = f"milvus-lite:{tmp_path}/m.db"
+    with MilvusLibrary(store, tmp_path / "mlib", tiny_encoder) as milvus:
+        assert milvus.no_results_reason("cat").startswith("the library has no photos yet")
+    images_factory(tmp_path / "photos", 6)
+    base = ["--store", store, "--library", str(tmp_path / "mlib")]
+    assert main(["index", "add", str(tmp_path / "photos"), *base, "--model", "test-vit-tiny", "--workers", "0",
+                 "-q"]) == 0
+    capsys.readouterr()
+    assert main(["search", "a photo", "--tag", "giraffe", *base]) == 0
+    assert capsys.readouterr().out == ("no results: no photo has tag 'giraffe': this library has no tags yet (tag it "
+                                       "with `clipforge tag --labels \"cat, dog, car\"`)\n")
+    with MilvusLibrary(store, tmp_path / "mlib") as milvus:
+        milvus.classify("cat, dog", templates="simple", top_k=2, progress=False)
+        counts = milvus.stats()["tags"]
+        assert sum(counts.values()) == 6
+        listing = ", ".join(f"{label} ({n})" for label, n in counts.items())
+        assert milvus.no_results_reason(["giraffe", "zebra"]) == f"no photo has tag 'giraffe' or 'zebra'; tags: {listing}"
+        assert milvus.no_results_reason(next(iter(counts))) == "no photo matched"  # the tag exists: another reason
+    assert main(["search", "a photo", "--tag", "giraffe", *base]) == 0
+    assert capsys.readouterr().out == f"no results: no photo has tag 'giraffe'; tags: {listing}\n"

@@ -56,7 +56,7 @@ def _towers(args: argparse.Namespace) -> dict[str, tuple[str, ...]]:
 
 def _no_results(library: object, args: argparse.Namespace) -> str:
     if not args.folders:
-        return library.no_results_reason(args.tag or None)  # type: ignore[attr-defined]
+        return library.no_results_reason(args.tag or None)  # type: ignore[attr-defined]  # both stores have it
     where = ", ".join(map(display_path, args.folders))
     tagged = f" with tag {', '.join(args.tag)}" if args.tag else ""
     hint = " (without --no-index, search indexes the photos there first)" if args.no_index else ""

@@ -38,7 +38,7 @@ from clipforge.library.paths import LibraryPaths
 from clipforge.library.scan import FolderFilter, folders_of, is_under, normalise_path, scan_paths
 from clipforge.library.search import SearchHit
 from clipforge.library.store import FileState, ImageRecord
-from clipforge.library.tagging import TagReport, parse_labels, scored_top_k
+from clipforge.library.tagging import EMPTY_LIBRARY, TagReport, no_tag_sentence, parse_labels, scored_top_k
 
 __all__ = ["MilvusLibrary", "MilvusWriter", "tag_filter"]
 
@@ -415,6 +415,18 @@ class MilvusLibrary:
     def tags(self, image_id: int) -> list[tuple[str, float]]:
         rows = self.space.query(f"id == {int(image_id)}", ["tags", "tag_scores"], limit=1)
         return list(zip(rows[0]["tags"], map(float, rows[0]["tag_scores"]), strict=False)) if rows else []
+
+    def no_results_reason(self, filter_tags: str | Sequence[str] | None = None) -> str:
+        """One sentence for an empty search result, as `Library.no_results_reason` says it (from `stats`: its
+        counts and each photo's top tag, the one a tag filter matches)."""
+        stats = self.stats()
+        if not stats["images"].get("ok"):
+            return EMPTY_LIBRARY
+        labels = parse_labels(filter_tags) if filter_tags else []
+        counts: dict[str, int] = stats.get("tags") or {}
+        if labels and not any(counts.get(label) for label in labels):
+            return no_tag_sentence(labels, counts)
+        return "no photo matched"
 
     def spaces(self) -> list[dict[str, Any]]:
         """Each model space: name, fingerprint, dim, vectors stored, whether it is the default."""

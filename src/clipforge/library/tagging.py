@@ -30,7 +30,7 @@ from clipforge.library.store import Store
 if TYPE_CHECKING:
     from clipforge.models.scoring import Scoring
 
-__all__ = ["TagReport", "count_noun", "no_results_reason", "no_tag_match", "parse_labels", "scored_top_k",
+__all__ = ["EMPTY_LIBRARY", "TagReport", "count_noun", "no_results_reason", "no_tag_match", "no_tag_sentence", "parse_labels", "scored_top_k",
            "softmax_top_k", "tag_counts", "tag_library", "tag_new_images", "tag_vocabulary"]
 
 _VOCABULARY_KEY = "tag_labels:"
@@ -214,9 +214,12 @@ def _listing(counts: dict[str, int], limit: int = 20) -> str:
     return shown + (f", ... ({len(counts) - limit} more)" if len(counts) > limit else "")
 
 
-def no_tag_match(store: Store, model: str | None, labels: Sequence[str]) -> str:
-    """Why a search filtered on `labels` found nothing, naming the tags that do exist."""
-    counts = tag_counts(store, model)
+EMPTY_LIBRARY = "the library has no photos yet: add some with `clipforge index add FOLDER` (or upload them)"
+"""Why a search of a library without photos found nothing (both stores say it)."""
+
+
+def no_tag_sentence(labels: Sequence[str], counts: dict[str, int]) -> str:
+    """Why a search filtered on `labels` found nothing, naming the tags that do exist (`counts`: label -> photos)."""
     wanted = " or ".join(repr(label) for label in labels)
     if not counts:
         return (f"no photo has tag {wanted}: this library has no tags yet (tag it with "
@@ -224,10 +227,15 @@ def no_tag_match(store: Store, model: str | None, labels: Sequence[str]) -> str:
     return f"no photo has tag {wanted}; tags: {_listing(counts)}"
 
 
+def no_tag_match(store: Store, model: str | None, labels: Sequence[str]) -> str:
+    """Why a search filtered on `labels` found nothing, naming the tags that do exist."""
+    return no_tag_sentence(labels, tag_counts(store, model))
+
+
 def no_results_reason(store: Store, model: str | None, filter_tags: str | Sequence[str] | None = None) -> str:
     """One sentence for an empty search result: an empty library, or no photo with those tags."""
     if not store.status_counts().get("ok"):
-        return "the library has no photos yet: add some with `clipforge index add FOLDER` (or upload them)"
+        return EMPTY_LIBRARY
     if filter_tags:
         labels = parse_labels(filter_tags)
         if not store.image_ids_with_tags(model or "", labels):
