@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -350,3 +351,24 @@ def test_a_search_without_results_says_why_on_milvus_too(tmp_path, tiny_encoder,
         assert milvus.no_results_reason(next(iter(counts))) == "no photo matched"  # the tag exists: another reason
     assert main(["search", "a photo", "--tag", "giraffe", *base]) == 0
     assert capsys.readouterr().out == f"no results: no photo has tag 'giraffe'; tags: {listing}\n"
+
+
+def test_every_library_method_a_command_calls_exists_on_milvus(tmp_path, tiny_encoder, images_factory, capsys) -> None:
+    """The commands and the server take either store through one interface: a method only the embedded
+    `Library` has is a crash waiting for a Milvus user (`search --tag` and `tag --list` were two)."""
+    embedded_only = {"index_manager"}  # the FAISS/HNSW index files; Milvus indexes inside the server
+    missing = {name for name in dir(Library) if not name.startswith("_")} - set(dir(MilvusLibrary)) - embedded_only
+    assert not missing, f"MilvusLibrary lacks {sorted(missing)}"
+    store = f"milvus-lite:{tmp_path}/m.db"
+    images_factory(tmp_path / "photos", 4)
+    base = ["--store", store, "--library", str(tmp_path / "mlib")]
+    assert main(["index", "add", str(tmp_path / "photos"), *base, "--model", "test-vit-tiny", "--workers", "0",
+                 "-q"]) == 0
+    capsys.readouterr()
+    assert main(["tag", "--list", *base]) == 0
+    assert capsys.readouterr().out.startswith("no tags yet")
+    assert main(["tag", "--labels", "cat, dog", "--templates", "simple", *base]) == 0
+    capsys.readouterr()
+    assert main(["tag", "--list", "--json", *base]) == 0
+    counts = json.loads(capsys.readouterr().out)["tags"]
+    assert set(counts) <= {"cat", "dog"} and sum(counts.values()) == 4

@@ -416,14 +416,18 @@ class MilvusLibrary:
         rows = self.space.query(f"id == {int(image_id)}", ["tags", "tag_scores"], limit=1)
         return list(zip(rows[0]["tags"], map(float, rows[0]["tag_scores"]), strict=False)) if rows else []
 
+    def tag_counts(self) -> dict[str, int]:
+        """label -> photos whose top tag it is, most first (`tag --list`). Only labels some photo has: a Milvus
+        library keeps no tag vocabulary (`tag` tags what is there; photos added later are not tagged)."""
+        return dict(self.stats().get("tags") or {})
+
     def no_results_reason(self, filter_tags: str | Sequence[str] | None = None) -> str:
         """One sentence for an empty search result, as `Library.no_results_reason` says it (from `stats`: its
         counts and each photo's top tag, the one a tag filter matches)."""
-        stats = self.stats()
-        if not stats["images"].get("ok"):
+        if not self.stats()["images"].get("ok"):
             return EMPTY_LIBRARY
         labels = parse_labels(filter_tags) if filter_tags else []
-        counts: dict[str, int] = stats.get("tags") or {}
+        counts = self.tag_counts()
         if labels and not any(counts.get(label) for label in labels):
             return no_tag_sentence(labels, counts)
         return "no photo matched"
