@@ -158,3 +158,16 @@ def test_uploads_follow_the_umask(tmp_path, tiny_encoder):
 ])
 def test_clean_upload_name(raw, clean):
     assert clean_upload_name(raw) == clean
+
+
+def test_tag_quiet_draws_no_progress(tmp_path, tiny_encoder, images_factory, capsys):
+    """`--quiet` means the same in every command that draws progress: `tag` had none (argparse refused -q)."""
+    images_factory(tmp_path / "photos", 3)
+    with Library(tmp_path / "lib", tiny_encoder) as library:
+        library.add(tmp_path / "photos", workers=0, progress=False)
+    capsys.readouterr()
+    assert main(["tag", "--labels", "cat, dog", "--templates", "simple", "-q", "--library", str(tmp_path / "lib")]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("tagged 3 images with 2 labels") and err == ""
+    assert main(["tag", "--labels", "cat, dog", "--templates", "simple", "--library", str(tmp_path / "lib")]) == 0
+    assert "tagging:" in capsys.readouterr().err  # without it, the bar (a positive control)

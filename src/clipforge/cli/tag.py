@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from clipforge.cli.common import add_output_arguments
 from clipforge.cli.index import add_library_arguments, fail, open_library, user_errors
 
 
@@ -29,6 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "or a file (default imagenet: OpenAI's 80)")
     parser.add_argument("--top-k", type=int, default=5, help="labels kept per image (default 5)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_output_arguments(parser, json=False)
     add_library_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -60,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         with open_library(args, create=False) as library:
             report = library.classify(",".join(args.labels), templates=args.templates, top_k=args.top_k,
-                                      progress=not args.json)
+                                      progress=not (args.json or args.quiet))
     except user_errors() as exc:
         return fail(exc)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary_line())
