@@ -1,0 +1,56 @@
+"""EXIF blocks (and a JPEG's MPF index): TIFF directories inside another format, walked before Pillow loads them.
+
+Pillow reads a JPEG's EXIF (to find its dpi) and MPF index when it opens the file, and every image's EXIF when
+`clipforge.image.geometry.exif_orientation` asks for the orientation; rotating a photo re-reads its EXIF,
+GPS and interoperability directories and unpacks every value into Python objects (`ImageOps.exif_transpose`
+-> `Exif.tobytes`). Each entry's data is copied on its own (`clipforge.image.costly.tiff`), so entries
+sharing one block multiply it: a 5 MB PNG whose eXIf chunk holds 100 entries pointing at one ~5 MB block
+took 0.5 GB more to load here, a 1.7 KB PNG whose compressed "Raw profile type exif" text holds 300 entries
+sharing 100 KB copied 30 MB, and a single 64 KB JPEG segment can hold 2,700 entries sharing 32 KB (89 MB
+per open). Cameras write EXIF of a few KB to 64 KB (the most a JPEG segment holds): the 74 EXIF blocks of the
+2,250 JPEGs of the shared sample data are 64 KB at most, their directories point at 30 KB at most and hold
+40 entries at most. So `refusal` refuses a block whose directories, as Pillow loads them, point at more than
+`MAX_EXIF_BYTES` in all or hold more than `tiff.MAX_IFD_ENTRIES` entries.
+"""
+
+from __future__ import annotations
+
+from clipforge.image.costly import tiff
+
+__all__ = ["MAX_EXIF_BYTES", "PREFIX", "refusal"]
+
+MAX_EXIF_BYTES = 1 << 20
+"""Bytes the directories of one EXIF block may point at, each entry counted as Pillow copies it."""
+PREFIX = b"Exif\x00\x00"
+
+_EXIF_IFD, _GPS_IFD, _INTEROP_IFD = 0x8769, 0x8825, 0xA005
+
+
+def refusal(block: bytes | bytearray | memoryview, what: str = "EXIF") -> str | None:
+    """Why this EXIF block (a TIFF header and directories, after any ``Exif\\0\\0``) is refused, or None.
+
+    Walks what Pillow may load from it: the first directory, the EXIF and GPS directories it points at and
+    the interoperability directory the EXIF one points at; damaged or cut data is walked as far as it goes."""
+    data = memoryview(block)
+    while bytes(data[:len(PREFIX)]) == PREFIX:  # Pillow strips every leading prefix
+        data = data[len(PREFIX):]
+    head = tiff.header(data)
+    if head is None or head.big:  # Pillow reads an 8-byte header here: a BigTIFF one fails before any entry
+        return None
+    copied = 0
+    first = tiff.walk(data, head, head.first, max_copied=MAX_EXIF_BYTES)
+    walks = [first]
+    if _EXIF_IFD in first.values:
+        walks.append(tiff.walk(data, head, first.values[_EXIF_IFD], max_copied=MAX_EXIF_BYTES))
+        if _INTEROP_IFD in walks[-1].values:
+            walks.append(tiff.walk(data, head, walks[-1].values[_INTEROP_IFD], max_copied=MAX_EXIF_BYTES))
+    if _GPS_IFD in first.values:
+        walks.append(tiff.walk(data, head, first.values[_GPS_IFD], max_copied=MAX_EXIF_BYTES))
+    for ifd in walks:
+        if ifd.entries > tiff.MAX_IFD_ENTRIES:
+            return f"{what} with more than {tiff.MAX_IFD_ENTRIES:,} entries in a directory (crafted to cost seconds)"
+        copied += ifd.copied
+    if copied > MAX_EXIF_BYTES:
+        return (f"{what} whose directory entries point at more than {MAX_EXIF_BYTES:,} bytes (each entry's data "
+                f"is copied on its own; photos' EXIF is under 64 KB: crafted to cost gigabytes of memory)")
+    return None
