@@ -269,15 +269,26 @@ def test_ui_upload_space_is_bounded_and_pruned(ui_env, kit, monkeypatch):
                           ui_cache_age_s=600)
     client = make(limits)
     start = upload_bytes_used(upload_dir)
-    statuses = [_upload(client, f"f{i}.png", os.urandom(90_000)).status_code for i in range(5)]
-    assert statuses[:3] == [200, 200, 200] and statuses[3:] == [507, 507]
-    refused = _upload(client, "x.png", os.urandom(40_000))
+    answers = [_upload(client, f"f{i}.png", os.urandom(90_000)) for i in range(5)]
+    # a lone client's space turns over, oldest first (`test_a_client_that_fills_the_upload_space_...`)
+    assert [a.status_code for a in answers] == [200] * 5
+    kept = [Path(a.json()[0]).exists() for a in answers]
+    assert kept == [False, False, True, True, True] and upload_bytes_used(upload_dir) - start == 270_000
+    # room is made from the client's own uploads only when it holds more than half: others hold the rest
+    guard = _guard(client)
+    other = guard.ledger.reserve(150_000, 1, "198.51.100.9")
+    assert other is not None and guard.ledger.bytes - start == 90_000  # two more of its own went (270 -> 90 KB)
+    from clipforge.server.upload_space import delete_files
+
+    delete_files(guard.ledger.doomed(), str(upload_dir))
+    refused = _upload(client, "x.png", os.urandom(90_000))  # it holds half or less now: refused
     assert refused.status_code == 507 and refused.json()["error"] == "insufficient_storage"
-    assert upload_bytes_used(upload_dir) - start == 270_000
+    guard.ledger.settle(other, [], None)
+    assert upload_bytes_used(upload_dir) - start == 90_000
     # One file over the per-file limit but inside the body allowance: nothing kept.
     over = _upload(client, "big.png", os.urandom(110_000))
     assert over.status_code in (413, 507)
-    assert upload_bytes_used(upload_dir) - start == 270_000
+    assert upload_bytes_used(upload_dir) - start <= 90_000
     # Old uploads are deleted (as if their age had passed), after which uploads are accepted again.
     import time
 
@@ -314,10 +325,15 @@ def test_many_tiny_ui_uploads_are_counted_as_files(ui_env):
     client.get("/config")
     room = 20 - _guard(client).ledger.files  # the fixture's symlink and FIFO count too
     start = upload_bytes_used(upload_dir)
-    statuses = [_upload(client, f"t{i}.png", os.urandom(8)).status_code for i in range(25)]
-    assert statuses[:room] == [200] * room and statuses[room:] == [507] * (25 - room)
-    assert "20 files" in _upload(client, "t.png", b"x").json()["detail"]
-    assert upload_bytes_used(upload_dir) - start == 8 * room
+    answers = [_upload(client, f"t{i}.png", os.urandom(8)) for i in range(25)]
+    assert [a.status_code for a in answers] == [200] * 25  # a lone client's files turn over, oldest first
+    assert sum(Path(a.json()[0]).exists() for a in answers) == room == 20 - 2
+    assert _guard(client).ledger.files == 20 and upload_bytes_used(upload_dir) - start == 8 * room
+    held = _guard(client).ledger.reserve(0, 8, "198.51.100.9")  # another client's upload in flight
+    assert held is not None and len(_guard(client).ledger.doomed()) == 8  # room made from the first client's
+    # oldest files while it held more than half (18 -> 10 of 20)
+    assert "20 files" in _upload(client, "t.png", b"x").json()["detail"]  # now it holds less: refused
+    _guard(client).ledger.settle(held, [], None)
 
 
 def test_an_upload_is_usable_only_by_the_browser_that_sent_it(ui_env, photos):
@@ -603,3 +619,95 @@ def test_upload_progress_ids_leave_nothing_behind(ui_env):
     assert stored.status_code == 200, stored.text
     assert set(file_upload_statuses._signals) <= before_signals, "progress signals were left behind"
     assert set(file_upload_statuses._statuses) <= before_statuses, "progress trackers were left behind"
+
+
+def test_one_upload_request_of_many_files_counts_every_file(ui_env):
+    """gradio takes up to 1,000 files in one multipart request, and an upload reserved room for one: six
+    parallel requests of 1,000 tiny files left 6,000 files against a budget of 2,000. Every file part now
+    takes its place in the budget as it arrives; a request that would pass it is refused whole (507) and
+    leaves nothing behind."""
+    from clipforge.server.ui_guard import upload_bytes_used
+
+    make, upload_dir, _, _ = ui_env
+    client = make(ServerLimits(ui_cache_files=20))
+    client.get("/config")
+    guard = _guard(client)
+    room = 20 - guard.ledger.files  # the fixture's symlink and FIFO count too
+    before = _files_under(upload_dir)
+    many = client.post("/gradio_api/upload", files=[("files", (f"m{i}.png", os.urandom(8), "image/png"))
+                                                    for i in range(50)])
+    assert many.status_code == 507 and many.json()["error"] == "insufficient_storage", many.text
+    assert _files_under(upload_dir) == before and guard.ledger.files == 20 - room
+    assert guard.ledger.reserved_files == 0 and guard.ledger.reserved_bytes == 0
+    fits = client.post("/gradio_api/upload", files=[("files", (f"f{i}.png", os.urandom(8), "image/png"))
+                                                    for i in range(room)])
+    assert fits.status_code == 200 and len(fits.json()) == room
+    assert guard.ledger.files == 20 and upload_bytes_used(upload_dir) >= 8 * room
+
+
+def test_a_client_that_fills_the_upload_space_does_not_lock_others_out(ui_env):
+    """The upload space is shared: one client that filled it (2,000 tiny files, or ten 20 MB ones) made every
+    other browser's upload a 507 for as long as uploads are kept (30 minutes), so nobody could search by
+    image or classify. When the space is full, room is now made from the oldest uploads of the address that
+    holds more than half of it: a lone user's space turns over (oldest first), and a hog evicts itself, never
+    the uploads of someone who holds less."""
+    make, upload_dir, _, _ = ui_env
+    hog = make(ServerLimits(ui_cache_files=20))
+    hog.get("/config")
+    guard = _guard(hog)
+    other = TestClient(hog.app, client=("192.0.2.7", 4000))
+    statuses, paths = [], []
+    for i in range(30):
+        answer = _upload(hog, f"h{i}.png", os.urandom(16), "image/png")
+        statuses.append(answer.status_code)
+        paths += answer.json() if answer.status_code == 200 else []
+    assert statuses == [200] * 30, statuses  # its own oldest made room
+    assert guard.ledger.files <= 20 and not Path(paths[0]).exists() and Path(paths[-1]).exists()
+    mine = [_upload(other, f"o{i}.png", os.urandom(16), "image/png") for i in range(5)]
+    assert [a.status_code for a in mine] == [200] * 5
+    for i in range(30):  # the hog goes on: it evicts itself, not the other client
+        assert _upload(hog, f"g{i}.png", os.urandom(16), "image/png").status_code == 200
+    kept = [a.json()[0] for a in mine]
+    assert all(Path(p).exists() and guard.ledger.owns(p, other.cookies.get("clipforge_uploader")) for p in kept)
+    assert guard.ledger.files <= 20 and len(_files_under(upload_dir)) <= 20 + 1  # + the fixture's inner folder
+
+
+def test_a_ui_event_names_at_most_1000_plausible_paths_checked_off_the_event_loop(ui_env, monkeypatch):
+    """The guard resolved every `path` of an event body with `os.path.realpath` on the event loop, at any
+    length: one anonymous 1 MB body naming "/tmp/a/a/a/..." froze the server for 38 s (realpath's cost grows
+    with the square of the components). A path longer than 4,096 characters or of more than 64 components is
+    refused unresolved (gradio's own are ~10), an event may name at most 1,000 files (what the Add tab
+    reads), and the paths are checked in a worker thread."""
+    import asyncio
+
+    make, _, _, _ = ui_env
+    client = make()
+    resolved: list[tuple[int, bool]] = []
+    real = os.path.realpath
+
+    def spy(path, *args, **kwargs):
+        try:
+            asyncio.get_running_loop()
+            on_loop = True
+        except RuntimeError:
+            on_loop = False
+        resolved.append((len(os.fspath(path)), on_loop))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os.path, "realpath", spy)
+    search = _fn_index(client, "search")
+    for long_path in ("/tmp/" + "a/" * 100_000, "/tmp/" + "a/../" * 40_000, "/tmp/" + "b" * 300_000):
+        body = {"fn_index": search, "data": [_fd(long_path), None, 3, ""], "session_hash": uuid.uuid4().hex}
+        for route in ("/gradio_api/queue/join", "/gradio_api/anything"):
+            answer = client.post(route, json=body)
+            assert answer.status_code == 403, answer.text
+    assert max((n for n, _ in resolved), default=0) <= 4096
+    resolved.clear()
+    too_many = [_fd(f"/tmp/x{i}.png") for i in range(1001)]
+    answer = client.post("/gradio_api/queue/join", json={"fn_index": search, "data": too_many,
+                                                          "session_hash": uuid.uuid4().hex})
+    assert answer.status_code == 413 and "1,000 files" in answer.json()["detail"], answer.text
+    assert not resolved  # refused before a single path was resolved
+    answer = client.post("/gradio_api/queue/join", json={"fn_index": search, "data": [_fd("/tmp/x.png"), None, 3, ""],
+                                                          "session_hash": uuid.uuid4().hex})
+    assert answer.status_code == 403 and resolved and not any(on_loop for _, on_loop in resolved)

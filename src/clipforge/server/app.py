@@ -69,7 +69,8 @@ def create_app(library: Any, token: str | None = None, limits: ServerLimits | No
     # Added last = outermost: the body limit also covers the UI's routes, and the timeout also
     # covers a slow body upload.
     app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_body_bytes, file_limit=limits.max_upload_bytes,
-                       drain_bytes=limits.drain_bytes, idle_timeout=limits.header_timeout_s)
+                       drain_bytes=limits.drain_bytes, idle_timeout=limits.header_timeout_s,
+                       body_timeout=limits.request_timeout_s)
     # gradio's upload route too: a body trickling in under the idle timeout must not hold a socket forever
     app.add_middleware(TimeoutMiddleware, seconds=limits.request_timeout_s, prefixes=("/api/", "/gradio_api/upload"))
     return app

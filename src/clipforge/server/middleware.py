@@ -6,7 +6,10 @@ passes the limit - the multipart parser never spools more than the limit to disk
 early answer (its own 413, or an endpoint that answers before reading the whole body) the rest
 of the body is read and discarded, up to a bound: a server that closes the socket while the
 client is still sending makes ordinary clients (urllib, requests) report "broken pipe" instead
-of the 413. A body that stops arriving for `idle_timeout` seconds is answered 408.
+of the 413. A body that stops arriving for `idle_timeout` seconds is answered 408, and so is one that
+has not arrived whole within `body_timeout` seconds (a byte every few seconds never trips the idle
+timeout: gradio's event routes, which `TimeoutMiddleware` leaves alone, stayed open for as long as
+one came).
 `TimeoutMiddleware` bounds the wall time of REST calls (a slow upload included); gradio's
 long-lived event streams are left alone.
 """
@@ -67,12 +70,13 @@ class BodyLimitMiddleware:
     """Answer 413 to any request whose body exceeds `max_bytes` (declared or actual), readably."""
 
     def __init__(self, app: ASGIApp, max_bytes: int, file_limit: int | None = None, drain_bytes: int | None = None,
-                 idle_timeout: float | None = None) -> None:
+                 idle_timeout: float | None = None, body_timeout: float | None = None) -> None:
         self.app = app
         self.max_bytes = int(max_bytes)
         self.file_limit = int(file_limit or max_bytes)
         self.drain_bytes = int(drain_bytes if drain_bytes is not None else 4 * self.max_bytes)
         self.idle_timeout = idle_timeout
+        self.body_timeout = body_timeout
 
     def _detail(self, size: str) -> str:
         return (f"request body {size} exceeds the limit of {self.max_bytes:,} bytes "
@@ -108,21 +112,26 @@ class BodyLimitMiddleware:
             return
         has_body = chunked or bool(declared)
         received = 0
-        exceeded = stalled = False
+        exceeded = stalled = late = False
         body_done = not has_body
         started = False
+        deadline = None if self.body_timeout is None else asyncio.get_running_loop().time() + self.body_timeout
 
         async def counting_receive() -> Message:
-            nonlocal received, exceeded, stalled, body_done
+            nonlocal received, exceeded, stalled, late, body_done
             if exceeded:
                 raise _BodyTooLarge
-            if body_done or self.idle_timeout is None:
+            waits = [] if body_done else [t for t in (self.idle_timeout,) if t is not None]
+            if not body_done and deadline is not None:
+                waits.append(max(0.0, deadline - asyncio.get_running_loop().time()))
+            if not waits:
                 message = await receive()
             else:
                 try:
-                    message = await asyncio.wait_for(receive(), timeout=self.idle_timeout)
+                    message = await asyncio.wait_for(receive(), timeout=min(waits))
                 except asyncio.TimeoutError:
                     stalled = True
+                    late = deadline is not None and asyncio.get_running_loop().time() >= deadline
                     raise _BodyStalled from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
@@ -152,6 +161,7 @@ class BodyLimitMiddleware:
             await send_json(send, 413, "payload_too_large", self._detail(f"of more than {self.max_bytes:,} bytes"))
         elif stalled:
             await send_json(send, 408, "request_timeout",
+                            f"the request body did not arrive within {self.body_timeout:g} s" if late else
                             f"the request body stopped arriving for {self.idle_timeout:g} s")
 
 

@@ -46,9 +46,9 @@ from clipforge.server.bodies import check_json_items
 from clipforge.server.errors import APIError
 from clipforge.server.middleware import ASGIApp, Message, Receive, Scope, Send, send_json
 from clipforge.server.service import disk_full
-from clipforge.server.upload_space import UploadLedger, delete_files, sweep
+from clipforge.server.upload_space import PartCounter, UploadLedger, delete_files, multipart_boundary, sweep
 
-__all__ = ["UPLOADER_COOKIE", "UIGuardMiddleware", "inside", "prune_uploads", "upload_bytes_used", "upload_paths",
+__all__ = ["MAX_EVENT_FILES", "UPLOADER_COOKIE", "UIGuardMiddleware", "inside", "plausible_path", "prune_uploads", "upload_bytes_used", "upload_paths",
            "uploader"]
 
 log = logging.getLogger(__name__)
@@ -69,8 +69,27 @@ _FORBIDDEN = ("files must be uploaded through this page first, in this browser; 
               "sent by a client")
 
 
+MAX_PATH_CHARS = 4096
+"""A client-sent path longer than this (Linux's PATH_MAX) is refused without being resolved."""
+MAX_PATH_PARTS = 64
+"""... and one of more components (gradio's own upload paths have about ten). `os.path.realpath` costs
+grow with the square of the components: one 1 MB path of "a/" held the event loop for 38 s; at these
+bounds the worst path costs ~0.2 ms (2-core EPYC)."""
+MAX_EVENT_FILES = 1000
+"""Files one UI event may name: what the Add tab reads of a selection (`ui._Handlers.add`)."""
+
+
+def plausible_path(path: str) -> bool:
+    """Short enough, and of few enough components, to be worth resolving (see `MAX_PATH_PARTS`)."""
+    return len(path) <= MAX_PATH_CHARS and path.count("/") + path.count("\\") <= MAX_PATH_PARTS
+
+
 def inside(path: str | os.PathLike[str], folder: str | os.PathLike[str]) -> bool:
-    """True when `path`, with every symlink and `..` resolved, is a file strictly inside `folder`."""
+    """True when `path`, with every symlink and `..` resolved, is a file strictly inside `folder`.
+
+    A path that is not `plausible_path` is refused unresolved."""
+    if not plausible_path(os.fspath(path)):
+        return False
     real = os.path.realpath(path)
     root = os.path.realpath(folder)
     return real != root and os.path.commonpath([real, root]) == root
@@ -203,15 +222,27 @@ class UIGuardMiddleware:
     async def _upload(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Reserve room, let gradio store the files, record them (owner, size) before answering."""
         gone = self.ledger.expired()
+        declared = _content_length(scope)
+        reservation = self.ledger.reserve(declared if declared else self.max_body_bytes, 1, _host(scope))
+        gone += self.ledger.doomed()
         if gone:
             await run_in_threadpool(delete_files, gone, self.upload_dir)
-        declared = _content_length(scope)
-        reservation = self.ledger.reserve(declared if declared else self.max_body_bytes)
         if reservation is None:
-            await send_json(send, 507, "insufficient_storage",
-                            f"the upload space of this page ({self.cache_bytes:,} bytes, {self.ledger.max_files:,} "
-                            f"files) is full; uploads are kept {self.cache_age_s:g} s, try again later")
+            await send_json(send, 507, "insufficient_storage", self._full())
             return
+        boundary = multipart_boundary(_header(scope, b"content-type"))
+        parts = PartCounter(boundary) if boundary else None
+        too_many = False
+
+        async def counted() -> Message:
+            """The body as gradio reads it, each file part taking its place in the budget as it arrives."""
+            nonlocal too_many
+            message = await receive()
+            if (parts is not None and message["type"] == "http.request"
+                    and not self.ledger.grow(reservation, parts.feed(message.get("body", b"")))):
+                too_many = True
+                raise _TooManyFiles
+            return message
         owner = uploader(scope)
         cookie = None
         if owner is None:
@@ -226,7 +257,14 @@ class UIGuardMiddleware:
         self._in_flight += 1
         try:
             try:
-                await self.app(scope, receive, hold)
+                await self.app(scope, counted, hold)
+                if too_many:  # gradio answered the aborted body itself (a 400 or a 500)
+                    raise _TooManyFiles
+            except _TooManyFiles:
+                answer = []
+                self._litter = True
+                await send_json(send, 507, "insufficient_storage", self._full())
+                return
             except OSError as exc:
                 if not disk_full(exc):
                     raise
@@ -247,6 +285,9 @@ class UIGuardMiddleware:
         finally:
             self.ledger.settle(reservation, stored, owner)
             self._in_flight -= 1
+            doomed = self.ledger.doomed()  # evicted while the parts arrived
+            if doomed:
+                await run_in_threadpool(delete_files, doomed, self.upload_dir)
             if self._litter and self._in_flight == 0:
                 self._litter = False
                 await run_in_threadpool(sweep, self.upload_dir, self.ledger)
@@ -254,6 +295,10 @@ class UIGuardMiddleware:
             if message["type"] == "http.response.start" and cookie and message.get("status") == 200:
                 message = {**message, "headers": [*message.get("headers", []), (b"set-cookie", cookie)]}
             await send(message)
+
+    def _full(self) -> str:
+        return (f"the upload space of this page ({self.cache_bytes:,} bytes, {self.ledger.max_files:,} files) is "
+                f"full; uploads are kept {self.cache_age_s:g} s, try again later")
 
     def _unread_refusal(self, scope: Scope, session: Any) -> tuple[int, str, str] | None:
         """(status, code, detail) when a queue/join would leave too many answers unread, else None."""
@@ -276,6 +321,10 @@ class UIGuardMiddleware:
         if not sessions:
             del self._unread_sessions[host]
         return 429, "too_many_requests", detail
+
+    def _all_own(self, paths: list[Any], owner: str | None) -> bool:
+        """Every path is a regular file in the upload folder that `owner` uploaded."""
+        return all(is_upload(p, self.upload_dir) and self.ledger.owns(p, owner) for p in paths)
 
     async def _event(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Buffer a (small) JSON body, refuse it when it names a server file, else replay it to gradio."""
@@ -315,8 +364,11 @@ class UIGuardMiddleware:
             if refusal is not None:
                 await send_json(send, *refusal)
                 return
+        if len(paths) > MAX_EVENT_FILES:
+            await send_json(send, 413, "payload_too_large", f"a UI event may name at most {MAX_EVENT_FILES:,} files")
+            return
         owner = uploader(scope)
-        if not all(is_upload(p, self.upload_dir) and self.ledger.owns(p, owner) for p in paths):
+        if paths and not await run_in_threadpool(self._all_own, paths, owner):  # stat calls: not on the loop
             await send_json(send, 403, "forbidden", _FORBIDDEN)
             return
         replayed = False
@@ -360,6 +412,17 @@ def _stored_files(answer: list[Message], upload_dir: str) -> list[tuple[str, int
             except OSError:
                 continue
     return stored
+
+
+class _TooManyFiles(Exception):
+    """An upload's file parts would pass the upload folder's file budget (raised from its body's `receive`)."""
+
+
+def _header(scope: Scope, name: bytes) -> str:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return value.decode("latin-1")
+    return ""
 
 
 def _content_length(scope: Scope) -> int:

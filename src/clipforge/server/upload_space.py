@@ -7,7 +7,14 @@ walking the folder on each upload (a walk over 40,000 tiny files took a second o
 * **Space**: an upload reserves its declared size (and one file) before gradio writes a byte,
   so parallel uploads cannot together pass the byte budget (they once reached 380 MB of 200 MB);
   files are counted as well as bytes, so 40,000 tiny uploads cannot pass as "0.8 MB".
+* **Files of one request**: gradio takes up to 1,000 files in one multipart request; each file part
+  takes its place in the budget as it arrives (`PartCounter`, `UploadLedger.grow`), so a request
+  cannot pass the file budget by arriving as one (six requests once left 6,000 files against 2,000).
 * **Age**: entries older than the maximum age are deleted, oldest first (insertion order).
+* **Fairness**: when the folder is full, room is made from the oldest uploads of the client address
+  that holds more than half of the budget (bytes or files): a lone user's uploads turn over, oldest
+  first, and a client that filled the folder evicts itself, never the uploads of someone who holds
+  less (one client once locked every other browser out of uploads for the 30 minutes they are kept).
 * **Owner**: each file is bound to the uploader (a random cookie this server gave that browser);
   a client that merely knows the path of someone else's upload cannot use it.
 
@@ -24,7 +31,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-__all__ = ["UploadLedger", "sweep"]
+__all__ = ["PartCounter", "Reservation", "UploadLedger", "multipart_boundary", "sweep"]
 
 _UPLOAD_FOLDER = re.compile(r"^[0-9a-f]{64}$")  # gradio names each upload's folder by a sha256
 
@@ -33,13 +40,54 @@ _UPLOAD_FOLDER = re.compile(r"^[0-9a-f]{64}$")  # gradio names each upload's fol
 class _Entry:
     size: int
     added: float
+    host: str = ""
     owners: set[str] = field(default_factory=set)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Reservation:
     bytes: int
     files: int
+    host: str = ""
+
+
+class PartCounter:
+    """Counts the parts of a multipart body as its chunks go by (a delimiter split across chunks included).
+
+    A part starts at each ``CRLF--boundary`` not followed by ``--`` (that one closes the body); the body's
+    first delimiter has no CRLF before it, so the stream is read as if it began with one.
+    """
+
+    def __init__(self, boundary: bytes) -> None:
+        self.delimiter = b"\r\n--" + boundary
+        self._tail = b"\r\n"
+        self.parts = 0
+
+    def feed(self, data: bytes) -> int:
+        """Read the next chunk; the number of parts started so far."""
+        buffer, start, width = self._tail + data, 0, len(self.delimiter)
+        while True:
+            found = buffer.find(self.delimiter, start)
+            if found < 0 or found + width + 2 > len(buffer):  # none, or too near the end to tell a close
+                break
+            if buffer[found + width:found + width + 2] != b"--":
+                self.parts += 1
+            start = found + width
+        self._tail = buffer[max(start, len(buffer) - width - 1):]
+        return self.parts
+
+
+def multipart_boundary(content_type: str) -> bytes | None:
+    """The boundary of a ``multipart/form-data`` Content-Type (RFC 2046: 1-70 characters), else None."""
+    kind, _, params = content_type.partition(";")
+    if kind.strip().lower() != "multipart/form-data":
+        return None
+    for param in params.split(";"):
+        name, _, value = param.strip().partition("=")
+        value = value.strip().strip('"')
+        if name.lower() == "boundary" and 0 < len(value) <= 70:
+            return value.encode("latin-1")
+    return None
 
 
 class UploadLedger:
@@ -52,6 +100,9 @@ class UploadLedger:
         self.max_age_s = float(max_age_s)
         self._lock = threading.Lock()
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._by_host: dict[str, OrderedDict[str, None]] = {}  # host -> its entries' paths, oldest first
+        self._held: dict[str, list[int]] = {}  # host -> [bytes, files] of its entries
+        self._doomed: list[str] = []  # evicted entries' paths, for the caller to delete
         self.bytes = self.files = 0
         self.reserved_bytes = self.reserved_files = 0
         for dirpath, _, names in os.walk(self.folder):  # once, at start: files from an earlier run
@@ -60,18 +111,60 @@ class UploadLedger:
                     info = os.lstat(os.path.join(dirpath, name))
                     self._add(os.path.join(dirpath, name), info.st_size, info.st_mtime, None)
 
-    def _add(self, path: str, size: int, added: float, owner: str | None) -> None:
+    def _add(self, path: str, size: int, added: float, owner: str | None, host: str = "") -> None:
         entry = self._entries.get(path)
         if entry is None:
-            entry = self._entries[path] = _Entry(size, added)
+            entry = self._entries[path] = _Entry(size, added, host)
             self.bytes += size
             self.files += 1
+            self._by_host.setdefault(host, OrderedDict())[path] = None
+            held = self._held.setdefault(host, [0, 0])
+            held[0] += size
+            held[1] += 1
         else:  # the same bytes under the same name again (gradio names folders by content): refresh
             self.bytes += size - entry.size
+            self._held[entry.host][0] += size - entry.size
             entry.size, entry.added = size, added
             self._entries.move_to_end(path)
+            self._by_host[entry.host].move_to_end(path)
         if owner:
             entry.owners.add(owner)
+
+    def _forget(self, path: str) -> None:
+        entry = self._entries.pop(path)
+        self.bytes -= entry.size
+        self.files -= 1
+        del self._by_host[entry.host][path]
+        held = self._held[entry.host]
+        held[0] -= entry.size
+        held[1] -= 1
+        if not held[1]:
+            del self._held[entry.host], self._by_host[entry.host]
+
+    def _fits(self, nbytes: int, nfiles: int) -> bool:
+        return (self.bytes + self.reserved_bytes + nbytes <= self.max_bytes
+                and self.files + self.reserved_files + nfiles <= self.max_files)
+
+    def _make_room(self, nbytes: int, nfiles: int) -> bool:
+        """Evict the oldest entries of whoever holds more than half the budget until `nbytes`/`nfiles` fit."""
+        while not self._fits(nbytes, nfiles):
+            over_files = self.files + self.reserved_files + nfiles > self.max_files
+            kind, budget = (1, self.max_files) if over_files else (0, self.max_bytes)
+            if not self._held:
+                return False
+            host = max(self._held, key=lambda h: self._held[h][kind])
+            if 2 * self._held[host][kind] <= budget:
+                return False
+            oldest = next(iter(self._by_host[host]))
+            self._forget(oldest)
+            self._doomed.append(oldest)
+        return True
+
+    def doomed(self) -> list[str]:
+        """Paths evicted to make room since the last call, for the caller to delete (off the event loop)."""
+        with self._lock:
+            paths, self._doomed = self._doomed, []
+        return paths
 
     def expired(self, now: float | None = None) -> list[str]:
         """Forget entries older than the maximum age; their paths, for the caller to delete."""
@@ -82,21 +175,31 @@ class UploadLedger:
                 path, entry = next(iter(self._entries.items()))
                 if now - entry.added <= self.max_age_s:
                     break
-                del self._entries[path]
-                self.bytes -= entry.size
-                self.files -= 1
+                self._forget(path)
                 gone.append(path)
         return gone
 
-    def reserve(self, nbytes: int, nfiles: int = 1) -> Reservation | None:
-        """Hold room for an upload of `nbytes`, or None when the folder would pass its budget."""
+    def reserve(self, nbytes: int, nfiles: int = 1, host: str = "") -> Reservation | None:
+        """Hold room for an upload of `nbytes` from `host`, evicting as the module docstring says (the paths:
+        `doomed()`), or None when the folder would pass its budget all the same."""
         with self._lock:
-            if (self.bytes + self.reserved_bytes + nbytes > self.max_bytes
-                    or self.files + self.reserved_files + nfiles > self.max_files):
+            if not self._make_room(nbytes, nfiles):
                 return None
             self.reserved_bytes += nbytes
             self.reserved_files += nfiles
-            return Reservation(nbytes, nfiles)
+            return Reservation(nbytes, nfiles, host)
+
+    def grow(self, reservation: Reservation, files: int) -> bool:
+        """Raise an upload's reservation to `files` files as its parts arrive; False when they cannot fit."""
+        with self._lock:
+            more = files - reservation.files
+            if more <= 0:
+                return True
+            if not self._make_room(0, more):
+                return False
+            self.reserved_files += more
+            reservation.files = files
+            return True
 
     def settle(self, reservation: Reservation, stored: list[tuple[str, int]], owner: str | None) -> None:
         """The upload ended: release its reservation and record the files it stored (path, size)."""
@@ -105,7 +208,7 @@ class UploadLedger:
             self.reserved_bytes -= reservation.bytes
             self.reserved_files -= reservation.files
             for path, size in stored:
-                self._add(os.path.realpath(path), size, now, owner)
+                self._add(os.path.realpath(path), size, now, owner, reservation.host)
 
     def owns(self, path: str, owner: str | None) -> bool:
         """`path` (resolved) was uploaded by `owner`."""
