@@ -26,6 +26,7 @@ import numpy as np
 
 from clipforge.library.encoder import Encoder
 from clipforge.library.store import Store
+from clipforge.text.labels import split_labels
 
 if TYPE_CHECKING:
     from clipforge.models.scoring import Scoring
@@ -70,16 +71,9 @@ class TagReport:
 
 
 def parse_labels(labels: str | Sequence[str]) -> list[str]:
-    """"cat, dog,car" or a list -> unique non-empty labels in order (a clear error when none)."""
-    items = labels.split(",") if isinstance(labels, str) else list(labels)
-    out: list[str] = []
-    for item in items:
-        label = str(item).strip()
-        if label and label not in out:
-            out.append(label)
-    if not out:
-        raise ValueError(f"no labels given (expected a comma-separated list such as 'cat,dog,car'), got {labels!r}")
-    return out
+    """"cat, dog，car、cat" or a list -> unique non-empty labels in order, by the one rule of
+    `clipforge.text.labels.split_labels` (the same as `classify` and the server); a clear error when none."""
+    return split_labels(labels, "labels")
 
 
 def softmax_top_k(vectors: np.ndarray, classes: np.ndarray, scale: float, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -112,26 +112,25 @@ class LibraryService:
         return text.strip() or text or None
 
     def clean_labels(self, labels: str | list[str] | None, what: str = "labels") -> list[str]:
-        """Trimmed, de-duplicated labels from a comma-separated string or a list.
+        """Labels by the one rule of `clipforge.text.labels.split_labels` (a string split on ",", "，" and "、";
+        trimmed, blanks ignored, duplicates dropped, first order kept), within the server's limits.
 
-        A string may hold `max_labels_chars` characters; each item of a list `max_label_chars`.
+        A string may hold `max_labels_chars` characters; each item of a list `max_label_chars`; at most
+        `max_labels` labels in all. No label gives ``[]``: callers decide whether that is an error.
         """
         if isinstance(labels, str):
             if len(labels) > self.limits.max_labels_chars:
                 raise APIError(400, "labels_too_long", f"{what}: {len(labels)} characters, more than the limit of "
                                                        f"{self.limits.max_labels_chars}")
-            items = labels.split(",")
         else:
-            items = [str(item) for item in labels or []]
-            for item in items:
+            labels = [str(item) for item in labels or []]
+            for item in labels:
                 if len(item.strip()) > self.limits.max_label_chars:
                     raise APIError(400, "label_too_long", f"{what}: {item[:40]!r}... is longer than "
                                                           f"{self.limits.max_label_chars} characters")
-        out: list[str] = []
-        for item in items:
-            label = item.strip()
-            if label and label not in out:
-                out.append(label)
+        from clipforge.text.labels import split_labels
+
+        out = split_labels(labels, what, required=False)
         if len(out) > self.limits.max_labels:
             raise APIError(400, "too_many_labels", f"{len(out)} {what} given, the limit is {self.limits.max_labels}")
         return out

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -10,34 +9,36 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from clipforge.text.labels import TextFileError, parse_json_file, read_text_file, split_labels
 from clipforge.zeroshot.classifier import ZeroShotClassifier
 
 __all__ = ["classify_files", "parse_labels", "read_labels_file"]
 
 
 def parse_labels(text: str) -> list[str]:
-    """``"cat, dog,plane"`` -> ``["cat", "dog", "plane"]``; empty items are an error, not ignored."""
-    labels = [part.strip() for part in text.split(",")]
-    if not text.strip() or any(not label for label in labels):
-        raise ValueError(f"--labels {text!r}: expected comma-separated non-empty class names, e.g. 'cat,dog'")
-    return labels
+    """``"cat, dog，plane、cat"`` -> ``["cat", "dog", "plane"]``: the value of ``--labels`` by the one rule of
+    `clipforge.text.labels.split_labels` (the same as `tag`, search filters and the server)."""
+    return split_labels(text, "--labels")
 
 
 def read_labels_file(path: str | Path) -> list[str]:
-    """One label per line (blank lines and ``#`` comments skipped) or a JSON list of strings."""
+    """One label per line (blank lines and ``#`` comments skipped) or a JSON list of strings, in UTF-8.
+
+    Lines are kept as they are, repeats included: an evaluation's class-name file maps line i to class i
+    (OpenAI's ImageNet names repeat "crane"), so nothing here may drop or merge a line.
+    """
+    expected = "a file of labels (one per line, or a JSON list of strings)"
+    text = read_text_file(path, "labels file", expected)
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"labels file {path} does not exist")
-    text = path.read_text(encoding="utf-8")
     if path.suffix.lower() == ".json":
-        data = json.loads(text)
+        data = parse_json_file(text, path, "a JSON list of label strings")
         if not isinstance(data, list) or not all(isinstance(x, str) for x in data):
-            raise ValueError(f"{path}: expected a JSON list of label strings")
+            raise TextFileError(f"{path}: expected a JSON list of label strings")
         labels = data
     else:
         labels = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     if not labels:
-        raise ValueError(f"{path}: no labels found (expected one label per line)")
+        raise TextFileError(f"{path}: no labels found (expected one label per line)")
     return labels
 
 

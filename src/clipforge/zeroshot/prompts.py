@@ -133,16 +133,18 @@ def _validate_templates(templates: Sequence[str], origin: str) -> list[str]:
 
 
 def _read_template_file(path: Path) -> list[str]:
-    text = path.read_text(encoding="utf-8")
+    """A templates file (UTF-8 text, one per line, or JSON), read by the rules of `clipforge.text.labels`:
+    a GBK file, a folder or broken JSON is one line naming the file, a BOM is not part of a template."""
+    from clipforge.text.labels import parse_json_file, read_text_file
+
+    expected = "a JSON list of template strings or {\"templates\": [...]}"
+    text = read_text_file(path, "template file", "a file of templates (one per line, or a JSON list)")
     if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not valid JSON ({exc}); expected a list of template strings") from exc
+        data = parse_json_file(text, path, expected)
         if isinstance(data, dict) and "templates" in data:
             data = data["templates"]
         if not isinstance(data, list):
-            raise ValueError(f"{path}: expected a JSON list of template strings or {{\"templates\": [...]}}")
+            raise TemplateError(f"{path}: expected {expected}")
         return _validate_templates(data, str(path))
     lines = [line.strip() for line in text.splitlines()]
     return _validate_templates([line for line in lines if line and not line.startswith("#")], str(path))
@@ -162,9 +164,7 @@ def get_templates(name_or_list: str | Sequence[str]) -> list[str]:
     if "{" in value or "}" in value:
         return _validate_templates([value], "template")
     path = Path(value).expanduser()
-    if path.suffix.lower() in {".json", ".txt"} or path.is_file():
-        if not path.is_file():
-            raise FileNotFoundError(f"template file {path} does not exist")
+    if path.suffix.lower() in {".json", ".txt"} or path.is_file():  # a missing file or a folder: one line
         return _read_template_file(path)
     from clipforge.zeroshot.languages import is_language_set, language_templates
 

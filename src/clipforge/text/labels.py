@@ -1,0 +1,95 @@
+"""Labels as people type them, and the small text files that hold labels or prompt templates.
+
+One home for the rules, so `clipforge classify`, `clipforge tag`, search's tag filters, the REST API and
+the web UI read "猫，狗、鸟" the same way (they used to disagree about blanks, duplicates and separators):
+
+- A label string is split on the ASCII comma and on the two commas a Chinese input method types:
+  the full-width comma "，" (U+FF0C) and the enumeration comma "、" (U+3001). Only the string form is
+  split; an item of a list (a JSON body, a stored vocabulary) is one label and may hold any comma.
+- Each label is stripped (Unicode blanks, the ideographic space included); an empty item between
+  separators ("cat,,dog", a trailing comma) is ignored; a repeated label is dropped, first one kept:
+  a duplicate would split one class's probability in two.
+- A string with no label at all is one clear error naming the flag or field (`LabelsError`).
+- A file of labels or templates is UTF-8, a leading byte-order mark ignored (Windows Notepad writes
+  one); a file in another encoding (GBK ...), a folder, or broken JSON is one line naming the file
+  and what was expected, never a bare codec or parser message.
+
+Standard library only (besides `clipforge.errors`): a floor every layer may import.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from clipforge.errors import UserError
+
+__all__ = ["LABEL_SEPARATORS", "LabelsError", "MissingTextFileError", "TextFileError", "parse_json_file",
+           "read_text_file", "split_labels"]
+
+LABEL_SEPARATORS = (",", "\uff0c", "\u3001")
+"""What separates labels in a string: ",", the full-width "，" and the enumeration comma "、"."""
+_SEPARATOR = re.compile("[" + "".join(LABEL_SEPARATORS) + "]")
+_EXAMPLE = "'cat,dog,car' or '猫，狗，汽车'"
+
+
+class LabelsError(UserError, ValueError):
+    """No label in what was given; the message names the flag or field."""
+
+
+class TextFileError(UserError, ValueError):
+    """A labels or templates file that cannot be read as expected (a folder, not UTF-8, broken JSON)."""
+
+
+class MissingTextFileError(UserError, FileNotFoundError):
+    """A labels or templates file that does not exist."""
+
+
+def split_labels(labels: str | Iterable[object] | None, what: str = "labels", *, required: bool = True) -> list[str]:
+    """Unique, stripped, non-empty labels in their first order, from a separated string or a list.
+
+    `what` names the flag or field in the error raised when there is no label and `required` is true;
+    with `required=False` no label gives ``[]`` (an optional filter). Duplicates are found with a dict,
+    so the cost stays linear in the number of items however long an anonymous request's string is.
+    """
+    items = _SEPARATOR.split(labels) if isinstance(labels, str) else (str(item) for item in labels or ())
+    out = list(dict.fromkeys(label for item in items if (label := item.strip())))
+    if not out and required:
+        if isinstance(labels, str):
+            shown = labels if len(labels) <= 60 else labels[:60] + "..."
+            raise LabelsError(f"{what} {shown!r}: no label in it; expected comma-separated labels "
+                              f"(',', '，' or '、' between them), e.g. {_EXAMPLE}")
+        raise LabelsError(f"{what}: no label given; expected at least one non-blank label, e.g. {_EXAMPLE}")
+    return out
+
+
+def read_text_file(path: str | Path, what: str, expected: str) -> str:
+    """The text of a small user file (labels, templates) as UTF-8, a leading BOM dropped.
+
+    `what` names the file's role ("labels file"), `expected` its content ("a file of labels"); every
+    failure is one line naming the file, so a GBK file or a folder given by mistake says so.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise TextFileError(f"{what} {path} is a folder, expected {expected}")
+    if not path.is_file():
+        raise MissingTextFileError(f"{what} {path} does not exist")
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise TextFileError(f"{what} {path} is not UTF-8 text (line {line} has byte 0x{data[exc.start]:02x}; "
+                            f"save it as UTF-8), expected {expected}") from None
+
+
+def parse_json_file(text: str, path: str | Path, expected: str) -> Any:
+    """`text` (read from `path`) as JSON; broken JSON is one line with the file, line and column."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise TextFileError(f"{path}: not valid JSON at line {exc.lineno} column {exc.colno} ({exc.msg}); "
+                            f"expected {expected}") from None
