@@ -2,15 +2,20 @@
 
 Runs as one process or under `torchrun --nproc_per_node N` (or any launcher setting RANK and
 WORLD_SIZE), each rank embedding a disjoint set of partitions on its own GPU when there is one.
+A rerun into the same --out resumes the same job and refuses another (`clipforge.library.export`);
+the files that failed are named on stderr as `index add` names them.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Callable
 
 from clipforge.cli.common import add_model_argument, add_output_arguments, add_speed_arguments
+
+SHOW_FAILURES = 20  # as `index add`: enough to see the pattern, the rest are in OUT/stats/stats_*.json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,7 +32,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--float32", action="store_true", help="write float32 (default float16, as clip-retrieval)")
     parser.add_argument("--recursive", "-r", action=argparse.BooleanOptionalAction, default=True,
                         help="descend into sub-folders (default: yes; --no-recursive for the top level only)")
-    parser.add_argument("--overwrite", action="store_true", help="redo partitions that already exist")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the embeddings DIR holds (its partitions, manifest and job record; nothing "
+                             "else in DIR) instead of resuming them; without it a rerun resumes only the same job "
+                             "(model, --precision, --exact-decode, --float32, --shard-size, files) and refuses "
+                             "any other")
     add_output_arguments(parser)
     parser.set_defaults(func=run, files_ahead=files_ahead)
 
@@ -51,5 +60,13 @@ def run(args: argparse.Namespace) -> int:
                                dtype="float32" if args.float32 else "float16", overwrite=args.overwrite,
                                progress=not (args.json or args.quiet), precision=args.precision,
                                draft=not args.exact_decode, device=str(resolve_device(args.device)))
-    print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary_line())
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return 0
+    print(report.summary_line())
+    for path, reason in report.failures[:SHOW_FAILURES]:  # `index add`'s lines: the file, then why
+        print(f"  failed: {path}: {reason}", file=sys.stderr)
+    if len(report.failures) > SHOW_FAILURES:
+        print(f"  ... and {len(report.failures) - SHOW_FAILURES} more (see {args.out}/stats/stats_*.json)",
+              file=sys.stderr)
     return 0

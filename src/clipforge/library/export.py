@@ -5,17 +5,32 @@ Output (what clip-retrieval writes and autofaiss / embedding-reader read):
     OUT/img_emb/img_emb_{i}.npy           [n_i, D] unit vectors (float16 by default, as clip-retrieval)
     OUT/metadata/metadata_{i}.parquet     n_i rows, aligned with the npy: image_path, sha256, width, height
     OUT/stats/stats_{i}.json              per partition: counts, model, the files that failed and why
+    OUT/job.json                          what decides the partitions' contents (written before the first)
+    OUT/manifest.json                     when every partition is written: the job and each rank's report
 
 The sorted file list is cut into partitions of `shard_size` files; partition i belongs to
 rank ``i % world_size``. So ranks never overlap, together they cover everything, and a rank
 that dies can be re-run: partitions whose three files exist are skipped (each file is written
-atomically, the stats file last). Under ``torchrun --nproc_per_node N`` RANK and WORLD_SIZE
+atomically, the stats file last).
+
+A resume may only continue the same job, or the folder would mix two jobs' vectors under one
+manifest. ``OUT/job.json`` records what decides the partitions' contents (`job_identity`: the model
+fingerprint, the precision and decode settings, the pixel limit, the stored dtype, the partition
+size and the ordered file list, by count and hash) and is written before the first partition, so a
+run killed at any point leaves a folder its rerun can check. A run whose identity differs, or a
+folder holding partitions with no record, is refused in one line before any file is touched
+(`ExportMismatch`); ``overwrite=True`` clears the old job first, its record before its partitions,
+so an overwrite killed while clearing leaves a folder that is refused, one killed later a resumable
+folder of the new job: never a mix that passes for either.
+
+Under ``torchrun --nproc_per_node N`` RANK and WORLD_SIZE
 come from the environment; a gloo process group is joined only to wait for all ranks and let
 rank 0 write ``manifest.json``; without torchrun's rendezvous variables each rank works alone.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -27,14 +42,24 @@ from typing import Any
 
 import numpy as np
 
-from clipforge.atomic import atomic_path, write_json_atomic
+from clipforge.atomic import atomic_path, remove_stale_temps, write_json_atomic
 from clipforge.data.base import BadImage
 from clipforge.data.files import EmbeddedBatch, ImageFileReader, embed_files, with_max_pixels
+from clipforge.errors import UserError
 from clipforge.library.dbfile import display_path
 from clipforge.library.encoder import Encoder, resolve_encoder
 from clipforge.library.scan import discover_files
 
-__all__ = ["ExportReport", "export_embeddings", "partition_name", "read_export", "rank_partitions"]
+__all__ = ["ExportMismatch", "ExportReport", "export_embeddings", "job_identity", "partition_name", "read_export",
+           "rank_partitions"]
+
+JOB_FILE = "job.json"
+JOB_FORMAT = 1
+_PARTITION_GLOBS = (("img_emb", "img_emb_*.npy"), ("metadata", "metadata_*.parquet"), ("stats", "stats_*.json"))
+
+
+class ExportMismatch(UserError, ValueError):
+    """`--out` holds another job's embeddings (or partitions of no recorded job): resuming would mix them."""
 
 
 @dataclass
@@ -163,6 +188,136 @@ def _embed_partition(encoder: Encoder, files: list[str], batch_size: int, worker
     return writer
 
 
+def job_identity(encoder: Encoder, files: list[str], *, shard_size: int, dtype: str,
+                 max_pixels: int | None) -> dict[str, Any]:
+    """What decides the contents of every partition of an export, recorded in ``OUT/job.json``.
+
+    The model by fingerprint (its name is kept for messages: one name may hold other weights), the settings
+    that change the numbers (precision, draft or exact decode) or which files fail (the pixel limit), the
+    stored dtype, and the cut into partitions: the partition size and the ordered file list. The list is
+    kept as a count and a sha256 of its paths (a million paths would make a record of tens of MB).
+    Batch size, workers, device and the rank split are left out: they change neither which file lands in
+    which partition nor, beyond float rounding, its vector, so a resume may change them.
+    """
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(os.fsencode(path) + b"\0")
+    return {"format": JOB_FORMAT, "model": encoder.name, "model_fingerprint": encoder.fingerprint,
+            "dim": encoder.embed_dim, "precision": encoder.precision,
+            "draft_decode": bool(getattr(encoder.preprocess, "draft", False)), "max_pixels": max_pixels,
+            "dtype": dtype, "shard_size": shard_size, "partitions": _partition_count(len(files), shard_size),
+            "files": len(files), "files_sha256": digest.hexdigest()}
+
+
+def _partition_count(files: int, shard_size: int) -> int:
+    return max(1, math.ceil(files / shard_size)) if files else 0
+
+
+def _model_words(job: dict[str, Any]) -> str:
+    return f"{job.get('model') or 'an unnamed model'} (fingerprint {str(job.get('model_fingerprint'))[:12]})"
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """How the recorded job `old` differs from this run's `new`, each as "<old> there, <new> now"."""
+    said: list[str] = []
+    if old.get("model_fingerprint") != new["model_fingerprint"] or old.get("dim") != new["dim"]:
+        said.append(f"model {_model_words(old)} there, {_model_words(new)} now")
+    if old.get("precision") != new["precision"]:
+        said.append(f"--precision {old.get('precision')} there, {new['precision']} now")
+    if old.get("draft_decode") != new["draft_decode"]:
+        decode = {True: "draft decode", False: "--exact-decode"}
+        said.append(f"{decode.get(old.get('draft_decode'), old.get('draft_decode'))} there, "
+                    f"{decode[new['draft_decode']]} now")
+    if old.get("max_pixels") != new["max_pixels"]:
+        said.append(f"max_pixels {old.get('max_pixels')} there, {new['max_pixels']} now")
+    if old.get("dtype") != new["dtype"]:
+        said.append(f"{old.get('dtype')} vectors there, {new['dtype']} now (--float32)")
+    if old.get("shard_size") != new["shard_size"]:
+        said.append(f"--shard-size {old.get('shard_size')} there, {new['shard_size']} now")
+    if old.get("files") != new["files"] or old.get("files_sha256") != new["files_sha256"]:
+        other = "" if old.get("files") != new["files"] else "other "
+        said.append(f"a list of {old.get('files')} files there, {other}{new['files']} files now (files added, "
+                    f"removed or renamed, or other PATH arguments)")
+    return said
+
+
+def _existing_partitions(out: Path) -> list[Path]:
+    """The partition files (and manifest) in `out`; temporaries of killed writers are dot-files, not matched."""
+    found = [p for folder, pattern in _PARTITION_GLOBS for p in sorted((out / folder).glob(pattern))]
+    manifest = out / "manifest.json"
+    return found + ([manifest] if manifest.exists() else [])
+
+
+def _read_job(out: Path) -> dict[str, Any] | None:
+    path = out / JOB_FILE
+    try:
+        job = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise ExportMismatch(f"{path} is not a readable embed job record ({exc}): use --overwrite to replace "
+                             f"what {out} holds, or another --out") from exc
+    if not isinstance(job, dict) or job.get("format") != JOB_FORMAT:
+        raise ExportMismatch(f"{path} is not an embed job record of format {JOB_FORMAT}: use --overwrite to "
+                             f"replace what {out} holds, or another --out")
+    return job
+
+
+def check_job(out: Path, job: dict[str, Any]) -> bool:
+    """Whether `out` may take this job's partitions; False when it holds no record yet (a fresh folder).
+
+    Raises `ExportMismatch`, touching nothing, when `out` holds another job or partitions of no recorded
+    job. The partitions are looked for before the record is read: every writer writes the record before
+    its first partition, so a partition seen without a record is not another rank's run just starting.
+    """
+    partitions = _existing_partitions(out)
+    old = _read_job(out)
+    if old is None:
+        if partitions:
+            raise ExportMismatch(
+                f"{out} holds embed partitions with no {JOB_FILE} saying which job wrote them (an older "
+                f"clipforge, or an interrupted --overwrite), e.g. {partitions[0]}: use --overwrite to replace "
+                f"them, or another --out")
+        return False
+    said = _differences(old, job)
+    if said:
+        raise ExportMismatch(f"{out} holds another embed job ({'; '.join(said)}): use --overwrite to replace "
+                             f"it, or another --out")
+    return True
+
+
+def clear_job(out: Path) -> None:
+    """Remove an export's own files from `out` (nothing else in it), in the order that keeps a kill safe.
+
+    The job record goes first, so from then on the folder claims no job and a plain rerun refuses it;
+    then the manifest and the stats files (each marks a partition complete), then the vectors and rows.
+    """
+    (out / JOB_FILE).unlink(missing_ok=True)
+    (out / "manifest.json").unlink(missing_ok=True)
+    for folder, pattern in reversed(_PARTITION_GLOBS):
+        for path in sorted((out / folder).glob(pattern)):
+            path.unlink(missing_ok=True)
+
+
+def _claim_output(out: Path, job: dict[str, Any], overwrite: bool, rank: int, world_size: int,
+                  joined: bool) -> None:
+    """Make `out` this job's folder before any partition is written: refuse, resume, start or replace."""
+    if overwrite and world_size > 1 and not joined:
+        raise ExportMismatch(f"--overwrite with WORLD_SIZE={world_size} needs torchrun's rendezvous "
+                             f"(MASTER_ADDR, MASTER_PORT), so that one rank clears {out} before the others "
+                             f"write; run under torchrun, or clear {out} first")
+    if overwrite and rank == 0:
+        clear_job(out)
+    if overwrite and joined:
+        import torch.distributed as dist
+
+        dist.barrier()  # rank 0 has cleared the old job; every rank now finds none, or rank 0's record
+    for folder in (out, *(out / name for name, _ in _PARTITION_GLOBS)):
+        remove_stale_temps(folder)  # what killed writers left; a live writer's temporaries stay
+    if not check_job(out, job):
+        write_json_atomic(out / JOB_FILE, job)  # before the first partition: a killed run stays resumable
+
+
 def export_embeddings(paths: Iterable[str | os.PathLike[str]], out_dir: str | os.PathLike[str], model: Any, *,
                       recursive: bool = True, shard_size: int = 100_000, batch_size: int = 64, workers: int | None = 0,
                       rank: int | None = None, world_size: int | None = None, dtype: str = "float16",
@@ -192,13 +347,15 @@ def export_embeddings(paths: Iterable[str | os.PathLike[str]], out_dir: str | os
     joined = _maybe_init_group(world_size)
     out = Path(out_dir)
     files = discover_files(paths, recursive=recursive, exclude=[out])
-    count = max(1, math.ceil(len(files) / shard_size)) if files else 0
+    count = _partition_count(len(files), shard_size)
     report = ExportReport(rank=rank, world_size=world_size, partitions=count)
     encoder = resolve_encoder(model, device=device, precision=precision, draft=draft, towers=("image",))
+    job = job_identity(encoder, files, shard_size=shard_size, dtype=dtype, max_pixels=max_pixels)
+    _claim_output(out, job, overwrite, rank, world_size, joined)
     mine = rank_partitions(count, rank, world_size)
     todo = []
     for i in mine:
-        if not overwrite and all(p.exists() for p in _paths(out, partition_name(i, count))):
+        if all(p.exists() for p in _paths(out, partition_name(i, count))):
             report.skipped.append(i)
         else:
             todo.append(i)
@@ -221,20 +378,21 @@ def export_embeddings(paths: Iterable[str | os.PathLike[str]], out_dir: str | os
             report.bad += bad
     report.seconds = time.perf_counter() - started
     if joined:
-        _finish_group(out, report, count)
+        _finish_group(out, report, job)
     elif world_size == 1:
-        write_json_atomic(out / "manifest.json", {"partitions": count, "files": len(files),
+        write_json_atomic(out / "manifest.json", {"partitions": count, "files": len(files), "job": job,
                                                   "ranks": [report.to_dict()]})
     return report
 
 
-def _finish_group(out: Path, report: ExportReport, count: int) -> None:
+def _finish_group(out: Path, report: ExportReport, job: dict[str, Any]) -> None:
     import torch.distributed as dist
 
     gathered: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, report.to_dict())
     if dist.get_rank() == 0:
-        write_json_atomic(out / "manifest.json", {"partitions": count, "ranks": gathered})
+        write_json_atomic(out / "manifest.json", {"partitions": job["partitions"], "files": job["files"],
+                                                  "job": job, "ranks": gathered})
     dist.barrier()
     dist.destroy_process_group()
 
