@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from clipforge.inference._memory import retain_freed_memory
 from clipforge.inference.cpu import bf16_supported
@@ -33,6 +34,18 @@ def source_key(params: Sequence[torch.Tensor]) -> tuple[tuple[int, int, torch.dt
     """
     return tuple((p.data_ptr(), 0 if p.is_inference() else p._version, p.dtype) for p in params)
 
+
+def _mark_fused_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+    """After any optimizer's step: a fused step (``fused=True``: one kernel per group, clipforge's own trainer
+    uses it) updates parameters in place without moving their version counters, which `source_key` (and
+    autograd's saved-tensor check) rely on; move them, as every other in-place update does. Measured: after
+    fused AdamW steps, a model's per-epoch check kept scoring its packed copy of the old weights (a
+    checkpoint named 2.8% scored 9.6%)."""
+    if any(group.get("fused") for group in optimizer.param_groups):
+        torch.autograd.graph.increment_version([p for group in optimizer.param_groups for p in group["params"]])
+
+
+register_optimizer_step_post_hook(_mark_fused_step)  # process-wide, once (module import)
 
 _FAST_DTYPES = (torch.float32, torch.bfloat16)
 
