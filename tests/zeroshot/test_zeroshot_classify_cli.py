@@ -112,3 +112,25 @@ def test_default_model_falls_back_to_the_shipped_one_offline(monkeypatch):
     assert name == "clipforge-tiny" and "ViT-B/32 weights are not downloaded" in notice
     monkeypatch.setattr(clipforge.weights, "is_cached", lambda name: name == "ViT-B/32")
     assert default_model() == ("ViT-B/32", None)
+
+
+@pytest.mark.parametrize("command", ["classify", "similarity"])
+def test_plot_paths_are_settled_before_any_work(tmp_path, capsys, monkeypatch, command):
+    """`--plot chart` (no extension) or `--plot some_folder` ran the whole command, then failed with
+    matplotlib's "Format 'tmp' is not supported" and printed nothing: a name without an extension is a PNG,
+    a folder gets the command's PNG inside it, and an extension matplotlib cannot write is refused before
+    the model loads."""
+    import clipforge.api
+
+    good, _ = _images(tmp_path)
+    args = [command, *good, *(["--labels", "cat,dog"] if command == "classify" else ["--text", "a cat"]),
+            "--model", "test-vit-tiny", "--device", "cpu"]
+    (tmp_path / "folder").mkdir()
+    for given, written in (("chart", "chart.png"), ("folder", f"folder/{command}.png"), ("图表", "图表.png")):
+        assert main([*args, "--plot", str(tmp_path / given)]) == 0
+        assert (tmp_path / written).is_file() and f"plot written to {tmp_path / written}" in capsys.readouterr().out
+    loads = []
+    monkeypatch.setattr(clipforge.api, "load_model", lambda *a, **k: loads.append(a))
+    assert main([*args, "--plot", str(tmp_path / "x.tmp")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--plot" in err and "x.tmp" in err and ".png" in err and not loads

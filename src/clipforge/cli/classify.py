@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_templates_argument(parser, DEFAULT_TEMPLATES)
     parser.add_argument("--template", dest="templates", help=argparse.SUPPRESS)  # old spelling of --templates
     parser.add_argument("--top-k", type=int, default=5, help="labels shown per image (default 5)")
-    parser.add_argument("--plot", metavar="OUT.png", help="write each image beside a bar chart of its top-k")
+    parser.add_argument("--plot", metavar="OUT.png", help="write each image beside a bar chart of its top-k (a PNG; a folder: classify.png in it)")
     add_model_argument(parser, device=True)
     parser.add_argument("--batch-size", type=int, default=32, help="images per model batch (default 32)")
     add_speed_arguments(parser)
@@ -39,13 +39,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from clipforge.api import resolve_device
-    from clipforge.cli.common import expand_images, model_spec
+    from clipforge.cli.common import expand_images, figure_target, model_spec
     from clipforge.zeroshot.files import classify_files, parse_labels, read_labels_file
 
     if args.top_k < 1:
         raise ValueError(f"--top-k must be at least 1, got {args.top_k}")
     labels = parse_labels(",".join(args.labels)) if args.labels is not None else read_labels_file(args.labels_file)
     images = expand_images(args.images)  # before the model loads: a typo costs one line
+    if args.plot:
+        args.plot = figure_target(args.plot, "classify.png")
     device = str(resolve_device(args.device))
     from clipforge.zeroshot.languages import query_notice  # labels in a script the model was not trained for
 

@@ -134,3 +134,26 @@ def expand_images(paths: list[str]) -> list[str]:
     if missing:
         raise FileNotFoundError(f"no such file or folder: {', '.join(missing)}")
     return out
+
+
+def figure_target(path: str, default_name: str, flag: str = "--plot") -> str:
+    """Where a figure flag's PNG goes, decided before any work: a folder gets `default_name` inside it, a name
+    without an extension gets ``.png``; an extension matplotlib cannot write is one line naming the flag.
+
+    Without this the figure was the last thing written: `--plot chart` or `--plot some_folder` ran the
+    whole command, then failed with matplotlib's "Format 'tmp' is not supported" and printed nothing.
+    """
+    import os
+
+    if os.path.isdir(path):
+        return os.path.join(path, default_name)
+    root, extension = os.path.splitext(path)
+    if not extension or extension == ".":
+        return root + ".png"
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if extension[1:].lower() not in formats:
+        raise ValueError(f"{flag} {path}: cannot write a {extension} figure; use .png (or "
+                         f"{', '.join('.' + f for f in sorted(formats) if f != 'png')})")
+    return path

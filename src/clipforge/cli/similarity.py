@@ -20,19 +20,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--text", nargs="+", action="extend", required=True,
                         help="texts to compare with each image (--text A B, or --text A --text B)")
     add_model_argument(parser, device=True)
-    parser.add_argument("--plot", metavar="OUT.png", help="write the cosine-similarity heatmap to this PNG")
+    parser.add_argument("--plot", metavar="OUT.png", help="write the cosine-similarity heatmap to this PNG (a folder: similarity.png in it)")
     add_speed_arguments(parser, workers=False)
     add_output_arguments(parser, quiet=False)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from clipforge.cli.common import expand_images, load_cli_model
+    from clipforge.cli.common import expand_images, figure_target, load_cli_model
     from clipforge.similarity import compute_similarity, plot_similarity
 
     if not args.images:
         raise ValueError(_no_images(args.text))
     args.images = expand_images(args.images)  # before the model loads: a typo costs one line
+    if args.plot:
+        args.plot = figure_target(args.plot, "similarity.png")
     loaded = load_cli_model(args)
     preprocess = loaded.preprocess
     if args.exact_decode:
