@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from clipforge.atomic import save_figure
+from clipforge.data.base import BadImage
 from clipforge.figures import pyplot
 from clipforge.image import Preprocess, load_image
 from clipforge.models import CLIP
@@ -29,6 +30,8 @@ class SimilarityTable:
     cosine: torch.Tensor  # [images, texts]
     probabilities: torch.Tensor  # softmax over texts, per image (sigmoid per pair for SigLIP)
     note: str | None = None  # sigmoid models: "probabilities do not sum to 1"
+    image_paths: list[str] = field(default_factory=list)  # the rows' images (the readable ones)
+    skipped: list[BadImage] = field(default_factory=list)  # images that could not be read, with why
 
     def format(self) -> str:
         # padded by terminal columns, not characters: a Chinese text or file name takes two per character
@@ -47,8 +50,9 @@ def compute_similarity(model: CLIP, preprocess: Preprocess, image_paths: Sequenc
     """Cosine similarities and the per-image softmax over texts at the model's own logit scale.
 
     Images go through the one reader and encoder (`clipforge.data.files.encode_files`; `preprocess`
-    decides draft decoding) with the model in `precision` (bf16 on a copy). An unreadable image
-    raises `ImageLoadError` naming it: a table with a missing row would be misread.
+    decides draft decoding) with the model in `precision` (bf16 on a copy). Unreadable images are
+    skipped and listed in `skipped`, as `classify` and `index add` skip them (a folder with one bad
+    file failed whole); `ImageLoadError` names the first when none could be read.
     """
     from clipforge.data.files import encode_files
     from clipforge.image import ImageLoadError
@@ -58,19 +62,21 @@ def compute_similarity(model: CLIP, preprocess: Preprocess, image_paths: Sequenc
         raise ValueError("need at least one image and one text")
     encoder = BatchEncoder(model, precision, normalizer=preprocess, copy_model=True)
     encoded = encode_files(image_paths, encoder, workers=0, preprocess=preprocess)
-    if encoded.bad:
+    if encoded.bad and len(encoded.bad) == len(image_paths):
         bad = encoded.bad[0]
         raise ImageLoadError(f"{bad.path}: {bad.reason}", path=bad.path, reason=bad.reason)
+    readable = [str(p) for p in encoded.paths]  # the order of `encoded.vectors`
     tokens = tokenize_for(model, list(texts))  # the model's own tokenizer (BPE, SentencePiece, ...)
     image_features = torch.from_numpy(encoded.vectors)
     text_features = torch.from_numpy(encoder.texts(tokens))
     cosine = image_features @ text_features.T
     scoring = scoring_of(model)  # softmax over the texts, or SigLIP's independent sigmoids
     probabilities = scoring.probabilities(scoring.scale * cosine + scoring.bias)
-    return SimilarityTable([Path(p).name for p in image_paths], list(texts), cosine, probabilities, scoring.note)
+    return SimilarityTable([Path(p).name for p in readable], list(texts), cosine, probabilities, scoring.note,
+                           readable, list(encoded.bad))
 
 
-def plot_similarity(table: SimilarityTable, image_paths: Sequence[str | Path], out: str | Path) -> Path:
+def plot_similarity(table: SimilarityTable, image_paths: Sequence[str | Path] | None, out: str | Path) -> Path:
     """Texts down the side, image thumbnails along the top, cosine similarity in each cell.
 
     Texts and file names in any script: drawn with an installed CJK font where they need one, else as
@@ -78,6 +84,8 @@ def plot_similarity(table: SimilarityTable, image_paths: Sequence[str | Path], o
     """
     plt = pyplot()
     from clipforge.zeroshot.fonts import drawn_labels, mark_figure
+
+    image_paths = table.image_paths or list(image_paths or [])  # the rows' images: unreadable ones skipped
 
     n_images, n_texts = table.cosine.shape
     # long captions and camera file names would squeeze the heatmap (or run off the figure): shortened in the middle

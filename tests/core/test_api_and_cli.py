@@ -148,6 +148,28 @@ def test_similarity_prints_probabilities_and_writes_heatmap(tmp_path: Path, tiny
         assert png.format == "PNG" and png.width > 200
 
 
+def test_similarity_of_a_folder_skips_and_names_a_bad_file(tmp_path: Path, tiny_checkpoint: Path, capsys) -> None:
+    """A folder with one unreadable file made `similarity` fail whole ("error: .../坏图.jpg: not an image"), while
+    `classify` skips it: both skip it, name it once on stderr, and list it in the JSON; no row, no thumbnail."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    images = _write_images(folder)
+    (folder / "坏图.jpg").write_bytes(b"not a picture at all")
+    plot = tmp_path / "heat.png"
+    assert main(["similarity", str(folder), "--text", "a red thing", "--text", "a fish", "--model",
+                 str(tiny_checkpoint), "--json", "--plot", str(plot)]) == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert sorted(out["images"]) == sorted(map(str, images)) and len(out["probabilities"]) == 2
+    assert [e["image"] for e in out["errors"]] == [str(folder / "坏图.jpg")]
+    assert captured.err.count("坏图.jpg") == 1 and f"\nskipped {folder / '坏图.jpg'}: not an image" in "\n" + captured.err
+    assert plot.is_file()
+    assert main(["similarity", str(folder / "坏图.jpg"), "--text", "a fish", "--model", str(tiny_checkpoint)]) == 2
+    assert "坏图.jpg" in capsys.readouterr().err  # nothing readable: an error naming it
+    assert main(["classify", str(folder), "--labels", "red,fish", "--model", str(tiny_checkpoint), "--json"]) == 0
+    assert capsys.readouterr().err.count("坏图.jpg") == 1  # `skipped P: why`, the path said once
+
+
 def test_repeated_list_flags_accumulate(tmp_path: Path, tiny_checkpoint: Path, capsys) -> None:
     """`--text A --text B` compares both texts (argparse's default kept only the last --text, silently); the
     same for `classify`/`tag --labels` and `eval suite --models/--datasets`."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import sys
 
 from clipforge.cli.common import add_model_argument, add_output_arguments, add_speed_arguments
 
@@ -41,11 +42,15 @@ def run(args: argparse.Namespace) -> int:
         preprocess = copy.copy(preprocess)
         preprocess.draft = False
     table = compute_similarity(loaded.model, preprocess, args.images, args.text, precision=args.precision)
-    plot = str(plot_similarity(table, args.images, args.plot)) if args.plot else None
+    plot = str(plot_similarity(table, None, args.plot)) if args.plot else None
+    for bad in table.skipped:  # as `classify` says it: the table has no row for these
+        print(f"skipped {bad.path}: {bad.reason}", file=sys.stderr)
     if args.json:
-        print(json.dumps({"model": loaded.name, "weights": loaded.weights, "images": list(args.images),
+        print(json.dumps({"model": loaded.name, "weights": loaded.weights, "images": table.image_paths,
                           "texts": table.texts, "probabilities": table.probabilities.tolist(),
-                          "cosine": table.cosine.tolist(), "plot": plot}, indent=2, ensure_ascii=False))
+                          "cosine": table.cosine.tolist(), "plot": plot,
+                          "errors": [{"image": str(b.path), "error": b.reason} for b in table.skipped]},
+                         indent=2, ensure_ascii=False))
         return 0
     print(table.format())
     if plot:

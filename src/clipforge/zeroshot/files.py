@@ -84,7 +84,7 @@ def classify_files(paths: Sequence[str | Path], labels: Sequence[str], model: st
         for item, row, p in zip(encoded.files, indices.tolist(), values.tolist(), strict=True):
             results.append({"image": item.path, "labels": [classifier.classnames[j] for j in row],
                             "probabilities": [round(float(x), 6) for x in p]})
-    errors = [{"image": bad.path, "error": f"{bad.path}: {bad.reason}"} for bad in encoded.bad]
+    errors = [{"image": bad.path, "error": bad.reason} for bad in encoded.bad]  # the path once: `skipped P: why`
     out: dict[str, Any] = {"model": model_name, "templates": classifier.templates, "precision": encoder.precision,
                            "draft_decode": bool(getattr(preprocess, "draft", False)), "results": results,
                            "errors": errors, "scoring": getattr(model, "scoring", "softmax")}
