@@ -58,11 +58,20 @@ def test_chinese_query_to_an_english_model_gets_a_notice(tmp_path: Path, capsys)
 
     image = tmp_path / "红色.png"
     Image.new("RGB", (32, 32), (200, 20, 20)).save(image)
-    assert main(["classify", str(image), "--labels", "猫,狗", "--model", "clipforge-tiny", "--quiet"]) == 0
+    assert main(["classify", str(image), "--labels", "猫,狗", "--model", "clipforge-tiny"]) == 0
     captured = capsys.readouterr()
     assert "notice: the query '猫 狗' is written in zh but model clipforge-tiny was trained for en only" \
         in captured.err
     assert "红色.png" in captured.out and "猫" in captured.out  # UTF-8 file names and labels printed as they are
+    assert main(["similarity", str(image), "--text", "一只猫", "--model", "clipforge-tiny"]) == 0
+    assert "notice: the query '一只猫' is written in zh" in capsys.readouterr().err  # similarity says it too
+    for command in (["classify", str(image), "--labels", "猫,狗"], ["similarity", str(image), "--text", "一只猫"]):
+        assert main([*command, "--model", "clipforge-tiny", "--quiet"]) == 0
+        assert "notice" not in capsys.readouterr().err  # --quiet: no notices, as the README says
+    # a mistyped model is one error, not first a notice about a model that does not exist
+    assert main(["classify", str(image), "--labels", "猫,狗", "--model", "clipfroge-tiny"]) == 2
+    err = capsys.readouterr().err
+    assert "notice" not in err and err.count("\n") == 1 and "clipfroge-tiny" in err
 
 
 def test_models_lists_languages(capsys) -> None:

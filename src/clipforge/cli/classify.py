@@ -49,14 +49,15 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         args.plot = figure_target(args.plot, "classify.png")
     device = str(resolve_device(args.device))
-    from clipforge.zeroshot.languages import query_notice  # labels in a script the model was not trained for
-
-    if notice := query_notice(" ".join(labels), model_spec(args)):
-        print(notice, file=sys.stderr)
     out = classify_files(images, labels, model_spec(args), templates=args.templates, top_k=args.top_k,
                          plot=args.plot, device=device, progress=not (args.json or args.quiet),
                          precision=args.precision, draft=not args.exact_decode, batch_size=args.batch_size,
                          workers=args.workers)
+    from clipforge.zeroshot.languages import query_notice  # labels in a script the model was not trained for
+
+    # after the model resolved (a mistyped --model is one error, not a notice about it first); --quiet: none
+    if not args.quiet and (notice := query_notice(" ".join(labels), model_spec(args))):
+        print(notice, file=sys.stderr)
     if args.json:
         print(json.dumps(out, indent=2, ensure_ascii=False))
     else:

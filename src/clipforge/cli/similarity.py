@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_argument(parser, device=True)
     parser.add_argument("--plot", metavar="OUT.png", help="write the cosine-similarity heatmap to this PNG (a folder: similarity.png in it)")
     add_speed_arguments(parser, workers=False)
-    add_output_arguments(parser, quiet=False)
+    add_output_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -42,6 +42,10 @@ def run(args: argparse.Namespace) -> int:
         preprocess = copy.copy(preprocess)
         preprocess.draft = False
     table = compute_similarity(loaded.model, preprocess, args.images, args.text, precision=args.precision)
+    from clipforge.zeroshot.languages import query_notice  # texts in a script the model was not trained for
+
+    if not args.quiet and (notice := query_notice(" ".join(args.text), loaded)):
+        print(notice, file=sys.stderr)
     plot = str(plot_similarity(table, None, args.plot)) if args.plot else None
     for bad in table.skipped:  # as `classify` says it: the table has no row for these
         print(f"skipped {bad.path}: {bad.reason}", file=sys.stderr)
