@@ -146,3 +146,30 @@ def test_index_add_walks_sub_folders_like_embed(tmp_path, images_factory, capsys
                for p in (index_add.choices["add"], sub.choices["embed"])]
     assert [(o.option_strings, o.default, o.help) for o in options][0] == \
         [(o.option_strings, o.default, o.help) for o in options][1]
+
+
+def test_json_output_shows_every_script_as_it_is(tmp_path, images_factory, capsys):
+    """`search`, `index`, `tag` and `embed` printed "\\u4e00\\u53ea\\u732b" where `classify` printed 一只猫: every
+    command's JSON now keeps text as it is; a file name whose bytes are not UTF-8 still prints (`json_text`
+    keeps lone surrogates as \\udcXX escapes)."""
+    import os
+
+    from clipforge.cli.common import json_text
+
+    folder = tmp_path / "照片"
+    photos = images_factory(folder, 2)
+    os.rename(photos[1], os.fsencode(folder) + b"/caf\xe9.png")  # Latin-1 bytes: not UTF-8
+    lib = str(tmp_path / "lib")
+    assert main(["index", "add", str(folder), "--library", lib, "--model", "test-vit-tiny", "--workers", "0", "-q"]) == 0
+    capsys.readouterr()
+    assert main(["tag", "--labels", "猫，狗", "--templates", "simple", "--library", lib, "--json", "-q"]) == 0
+    assert "猫" in capsys.readouterr().out
+    assert main(["search", "一只猫", "--library", lib, "--json"]) == 0
+    assert "照片" in capsys.readouterr().out
+    for command in (["search", "一只猫"], ["index", "stats"], ["tag", "--list"]):
+        assert main([*command, "--library", lib, "--json"]) == 0
+        text = capsys.readouterr().out
+        assert "\\u" not in text and json.loads(text), text
+        assert command[0] == "index" or "猫" in text  # the tags, in the search hits and the list
+    odd = os.fsdecode(b"caf\xe9.png")
+    assert json_text({"path": odd}) == '{\n  "path": "caf\\udce9.png"\n}' and json.loads(json_text([odd])) == [odd]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from clipforge.cli.common import (
@@ -11,6 +10,7 @@ from clipforge.cli.common import (
     add_output_arguments,
     add_speed_arguments,
     add_templates_argument,
+    json_text,
 )
 
 DEFAULT_TEMPLATES = "simple"  # "a photo of a {}.", as the web app's classify
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet and (notice := query_notice(" ".join(labels), model_spec(args))):
         print(notice, file=sys.stderr)
     if args.json:
-        print(json.dumps(out, indent=2, ensure_ascii=False))
+        print(json_text(out))
     else:
         for result in out["results"]:
             print(result["image"])

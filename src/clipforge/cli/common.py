@@ -8,6 +8,8 @@ place that prints the default-model notice, so it reads the same in every comman
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import sys
 from typing import Any
 
@@ -157,3 +159,16 @@ def figure_target(path: str, default_name: str, flag: str = "--plot") -> str:
         raise ValueError(f"{flag} {path}: cannot write a {extension} figure; use .png (or "
                          f"{', '.join('.' + f for f in sorted(formats) if f != 'png')})")
     return path
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def json_text(data: Any, indent: int | None = 2, **kwargs: Any) -> str:
+    """One JSON document for stdout, every command alike: text in any script as it is ("一只猫", not
+    "\\u4e00\\u53ea\\u732b"; `search`, `index`, `tag`, `embed` and `models` escaped it while `classify` and
+    `eval` did not), except lone surrogates (a file name whose bytes are not UTF-8, kept by Python's
+    surrogateescape), which stay ``\\udcXX`` escapes as before: printed raw they cannot be encoded at all.
+    """
+    text = json.dumps(data, indent=indent, ensure_ascii=False, **kwargs)
+    return _LONE_SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)

@@ -13,7 +13,7 @@ import json
 import sys
 from collections.abc import Callable
 
-from clipforge.cli.common import add_model_argument, add_output_arguments, add_speed_arguments
+from clipforge.cli.common import add_model_argument, add_output_arguments, add_speed_arguments, json_text
 
 SHOW_FAILURES = 20  # as `index add`: enough to see the pattern, the rest are in OUT/stats/stats_*.json
 
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
                                progress=not (args.json or args.quiet), precision=args.precision,
                                draft=not args.exact_decode, device=str(resolve_device(args.device)))
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
+        print(json_text(report.to_dict()))
         return 0
     print(report.summary_line())
     for path, reason in report.failures[:SHOW_FAILURES]:  # `index add`'s lines: the file, then why

@@ -13,6 +13,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from clipforge.cli.common import json_text
+
 
 def count_noun(count: int, noun: str) -> str:
     from clipforge.library.tagging import count_noun as plural
@@ -189,7 +191,7 @@ def run_add(args: argparse.Namespace) -> int:
         return fail(exc)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
+        print(json_text(report.to_dict()))
     else:
         print((f"rank {os.environ.get('RANK', '0')}/{world}: " if world > 1 else "") + report.summary_line())
         if tagged:
@@ -229,7 +231,7 @@ def run_stats(args: argparse.Namespace) -> int:
     except user_errors() as exc:
         return fail(exc)
     if args.json:
-        print(json.dumps(stats, indent=2))
+        print(json_text(stats))
         return 0
     images = stats["images"]
     print(f"library   {stats['library']}")
@@ -296,5 +298,5 @@ def run_rebuild(args: argparse.Namespace) -> int:
             info = library.rebuild_index(args.index, **params)
     except user_errors() as exc:
         return fail(exc)
-    print(json.dumps(info, indent=2) if args.json else rebuild_sentence(info))
+    print(json_text(info) if args.json else rebuild_sentence(info))
     return 0

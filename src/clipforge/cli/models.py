@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from clipforge.cli.common import json_text
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -20,7 +22,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
 
     from clipforge.models.summary import summarize_models
     from clipforge.zeroshot.languages import model_languages
@@ -30,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
         row["languages"] = list(model_languages(row["name"]))
     pretrained = summarize_pretrained() if args.all else []
     if args.json:
-        print(json.dumps(rows + pretrained, indent=2))
+        print(json_text(rows + pretrained))
         return 0
     name_width = max([len(r["name"]) for r in rows] + [len("model")]) + 1  # columns fit the longest name
     print(f"{'model':<{name_width}}{'params':>10}{'image':>10}{'text':>10}{'input':>7}{'embed':>7}  "

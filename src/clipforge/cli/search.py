@@ -6,10 +6,10 @@ QUERY may use arithmetic: '"cat" + photo.jpg - "grass"', with weights like '2:"c
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
+from clipforge.cli.common import json_text
 from clipforge.cli.index import add_library_arguments, display_path, fail, open_library, user_errors
 
 
@@ -89,8 +89,7 @@ def run(args: argparse.Namespace) -> int:
     except user_errors() as exc:  # QueryError, ImageLoadError, ModelMismatchError are ValueErrors
         return fail(exc)
     if args.json:
-        print(json.dumps({"query": args.query, "images": args.image, "results": [h.to_dict() for h in hits]},
-                         indent=2))
+        print(json_text({"query": args.query, "images": args.image, "results": [h.to_dict() for h in hits]}))
         return 0
     if args.paths:  # raw names (not `display_path`), so a pipe gets names that open, whatever their bytes
         sys.stdout.flush()

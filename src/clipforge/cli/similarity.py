@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import sys
 
-from clipforge.cli.common import add_model_argument, add_output_arguments, add_speed_arguments
+from clipforge.cli.common import add_model_argument, add_output_arguments, add_speed_arguments, json_text
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -50,11 +49,10 @@ def run(args: argparse.Namespace) -> int:
     for bad in table.skipped:  # as `classify` says it: the table has no row for these
         print(f"skipped {bad.path}: {bad.reason}", file=sys.stderr)
     if args.json:
-        print(json.dumps({"model": loaded.name, "weights": loaded.weights, "images": table.image_paths,
-                          "texts": table.texts, "probabilities": table.probabilities.tolist(),
-                          "cosine": table.cosine.tolist(), "plot": plot,
-                          "errors": [{"image": str(b.path), "error": b.reason} for b in table.skipped]},
-                         indent=2, ensure_ascii=False))
+        print(json_text({"model": loaded.name, "weights": loaded.weights, "images": table.image_paths,
+                         "texts": table.texts, "probabilities": table.probabilities.tolist(),
+                         "cosine": table.cosine.tolist(), "plot": plot,
+                         "errors": [{"image": str(b.path), "error": b.reason} for b in table.skipped]}))
         return 0
     print(table.format())
     if plot:

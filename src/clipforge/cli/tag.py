@@ -7,9 +7,8 @@ are tagged with them as they are added.
 from __future__ import annotations
 
 import argparse
-import json
 
-from clipforge.cli.common import add_output_arguments
+from clipforge.cli.common import add_output_arguments, json_text
 from clipforge.cli.index import add_library_arguments, fail, open_library, user_errors
 
 
@@ -42,7 +41,7 @@ def run_list(args: argparse.Namespace) -> int:
     except user_errors() as exc:
         return fail(exc)
     if args.json:
-        print(json.dumps({"tags": counts}, indent=2))
+        print(json_text({"tags": counts}))
     elif not counts:
         print('no tags yet: tag the library with `clipforge tag --labels "cat, dog, car"`')
     else:
@@ -65,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
                                       progress=not (args.json or args.quiet))
     except user_errors() as exc:
         return fail(exc)
-    print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary_line())
+    print(json_text(report.to_dict()) if args.json else report.summary_line())
     if report.note and not args.json:
         print(f"note: {report.note}")
     return 0
