@@ -130,3 +130,27 @@ def test_similarity_plot_draws_chinese_texts_without_font_noise(photos: Path, tm
     assert code == 0 and out.stat().st_size > 0
     assert not [r.getMessage() for r in caplog.records if "findfont" in r.getMessage()]
     assert "findfont" not in capsys.readouterr().err
+
+
+def test_texts_the_context_cuts_alike_get_a_notice(tmp_path: Path, capsys) -> None:
+    """clipforge-tiny-zh's 16 BPE tokens hold about four Chinese characters: two long labels (or texts) that
+    differ only at their end scored exactly the same with no word of why. Now the command names them."""
+    from PIL import Image
+
+    image = tmp_path / "p.png"
+    Image.new("RGB", (32, 32), (200, 20, 20)).save(image)
+    dog, cat = "一只在草地上奔跑的金毛寻回犬", "一只在草地上奔跑的金毛寻回猫"
+    assert main(["similarity", str(image), "--text", dog, "--text", cat, "--text", "猫", "--model",
+                 "clipforge-tiny-zh", "--json"]) == 0
+    captured = capsys.readouterr()
+    row = json.loads(captured.out)["probabilities"][0]
+    assert row[0] == row[1] != row[2]  # what the notice explains
+    assert "cannot tell these texts apart: its 16-token context cuts them to the same tokens" in captured.err
+    assert f"'{dog}' = '{cat}'" in captured.err and "'猫'" not in captured.err
+    assert main(["classify", str(image), "--labels", f"{dog},{cat},猫", "--model", "clipforge-tiny-zh", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["indistinct"] == [[dog, cat]]
+    assert "cannot tell these labels apart" in captured.err
+    assert main(["classify", str(image), "--labels", "猫,狗", "--model", "clipforge-tiny-zh", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "indistinct" not in json.loads(captured.out) and "cannot tell" not in captured.err

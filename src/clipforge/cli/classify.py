@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from clipforge.api import resolve_device
-    from clipforge.cli.common import expand_images, figure_target, model_spec
+    from clipforge.cli.common import expand_images, figure_target, indistinct_notice, model_spec
     from clipforge.zeroshot.files import classify_files, parse_labels, read_labels_file
 
     if args.top_k < 1:
@@ -58,6 +58,9 @@ def run(args: argparse.Namespace) -> int:
     # after the model resolved (a mistyped --model is one error, not a notice about it first); --quiet: none
     if not args.quiet and (notice := query_notice(" ".join(labels), model_spec(args))):
         print(notice, file=sys.stderr)
+    if not args.quiet and out.get("indistinct"):
+        print(indistinct_notice(out["indistinct"], out["model"], out.get("context_length", 0), "labels"),
+              file=sys.stderr)
     if args.json:
         print(json_text(out))
     else:

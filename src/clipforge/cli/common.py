@@ -172,3 +172,12 @@ def json_text(data: Any, indent: int | None = 2, **kwargs: Any) -> str:
     """
     text = json.dumps(data, indent=indent, ensure_ascii=False, **kwargs)
     return _LONE_SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+
+
+def indistinct_notice(sets: list[list[str]], model: str, context: int, what: str) -> str:
+    """The notice for `what` (labels, texts) that a model's context cuts to the same tokens
+    (`clipforge.text.families.same_after_cut`): they get the same scores, whatever they say."""
+    shown = "; ".join(" = ".join(repr(key[:40]) for key in same[:3]) + (" ..." if len(same) > 3 else "")
+                      for same in sets[:3])
+    return (f"notice: model {model} cannot tell these {what} apart: its {context}-token context cuts them to the "
+            f"same tokens, so they score the same ({shown}); shorten them")

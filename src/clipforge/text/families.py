@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["ModelTokenizer", "TokenizerUnavailableError", "build_tokenizer", "clean", "tokenize_for", "tokenizer_of"]
+__all__ = ["ModelTokenizer", "TokenizerUnavailableError", "build_tokenizer", "clean", "same_after_cut", "tokenize_for",
+           "tokenizer_of"]
 
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 
@@ -252,3 +253,26 @@ def tokenize_for(model: Any, texts: str | Sequence[str], context_length: int | N
     """Texts -> the ids `model`'s text tower takes, with `model`'s own tokenizer (long texts
     truncated). Tasks call this instead of `clipforge.text.tokenize`, which is OpenAI's BPE only."""
     return tokenizer_of(model)(texts, context_length)
+
+
+
+def same_after_cut(tokenizer: Any, groups: dict[str, list[str]]) -> list[list[str]]:
+    """Keys whose texts `tokenizer` (a model's: `tokenizer_of`, `LoadedModel.tokenizer`) turns into the same ids.
+
+    Commands tokenize with truncation, as open_clip does, so a long text is never an error; but a small context
+    can cut away what tells two texts apart: clipforge-tiny-zh's 16 BPE tokens hold about four Chinese
+    characters after a template, and "一只在草地上奔跑的金毛寻回犬" and "...寻回猫" scored exactly the same. `groups`:
+    a label -> its prompts (or a text -> [itself]); the answer lists each set of two or more keys that the
+    model cannot tell apart, so a command can say so. Any tokenizer kind: only its truncating call is used.
+    """
+    keys = [key for key, texts in groups.items() if texts]
+    if len(keys) < 2:
+        return []
+    rows = tokenizer([text for key in keys for text in groups[key]])
+    seen: dict[bytes, list[str]] = {}
+    start = 0
+    for key in keys:
+        count = len(groups[key])
+        seen.setdefault(rows[start:start + count].numpy().tobytes(), []).append(key)
+        start += count
+    return [same for same in seen.values() if len(same) > 1]

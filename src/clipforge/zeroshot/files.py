@@ -88,6 +88,13 @@ def classify_files(paths: Sequence[str | Path], labels: Sequence[str], model: st
     out: dict[str, Any] = {"model": model_name, "templates": classifier.templates, "precision": encoder.precision,
                            "draft_decode": bool(getattr(preprocess, "draft", False)), "results": results,
                            "errors": errors, "scoring": getattr(model, "scoring", "softmax")}
+    from clipforge.text.families import same_after_cut, tokenizer_of
+    from clipforge.zeroshot.prompts import fill_template
+
+    prompts = {name: [fill_template(t, name) for t in classifier.templates] for name in classifier.classnames}
+    indistinct = same_after_cut(tokenizer_of(model), prompts)  # labels whose prompts the context cuts alike
+    if indistinct:
+        out["indistinct"], out["context_length"] = indistinct, int(getattr(model, "context_length", 77))
     from clipforge.models.scoring import SIGMOID_NOTE
 
     if out["scoring"] == "sigmoid":
