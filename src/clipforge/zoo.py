@@ -126,7 +126,19 @@ def get_tokenizer(model_name: str = "", context_length: int | None = None, cache
     fetched from the hub repository the config names when not cached."""
     from clipforge.models import get_config
 
-    config = get_config(model_name) if model_name else {"context_length": 77}
+    try:
+        config = get_config(model_name) if model_name else {"context_length": 77}
+    except KeyError:
+        # not an architecture: any --model spec (the shipped clipforge-tiny-zh, a checkpoint, ARCH:TAG) through
+        # the one loader, text tower only; its tokenizer is the one the commands use
+        from clipforge.api import load_model
+
+        try:
+            loaded = load_model(model_name, "cpu", towers=("text",))
+        except (FileNotFoundError, ValueError):
+            raise KeyError(f"unknown model {model_name!r}: neither an architecture (clipforge.list_models()) nor "
+                           "a model clipforge.load_model resolves") from None
+        return _ContextTokenizer(loaded.tokenizer, context_length) if context_length else loaded.tokenizer
     length = context_length or config["context_length"]
     spec = config.get("tokenizer")
     if not spec or spec.get("kind") == "openai-bpe":
@@ -136,6 +148,16 @@ def get_tokenizer(model_name: str = "", context_length: int | None = None, cache
 
     folder = download_tokenizer(model_name, cache_dir)
     return build_tokenizer(spec, length, [folder] if folder else [])
+
+
+class _ContextTokenizer:
+    """A model's tokenizer called at a context length the caller fixed (`get_tokenizer(..., context_length=)`)."""
+
+    def __init__(self, tokenizer: Any, context_length: int) -> None:
+        self.tokenizer, self.context_length = tokenizer, int(context_length)
+
+    def __call__(self, texts: Any, context_length: int | None = None) -> torch.Tensor:
+        return self.tokenizer(texts, context_length or self.context_length)
 
 
 def create_model_from_pretrained(model_name: str, pretrained: str | os.PathLike[str] | None = None, *,

@@ -185,3 +185,28 @@ def test_weights_preprocessing_inception_and_squash():
     crop = openai(gradient)
     assert squash.shape == crop.shape == (3, 64, 64)
     assert not torch.allclose(squash, crop)  # the whole width squeezed in, not a centre crop
+
+
+def test_shipped_models_have_a_tokenizer_and_foreign_tokens_are_one_clear_error() -> None:
+    """`clipforge.get_tokenizer("clipforge-tiny-zh")` raised KeyError (architectures only), and OpenAI's 77-position
+    `clipforge.tokenize` ids given to its 16-position text tower failed with "The size of tensor a (19) must match
+    the size of tensor b (16)": the tokenizer of any --model spec comes from the one loader, and ids a model
+    cannot read are a `TokensError` saying how to tokenize for it, on the plain and the fast path alike."""
+    import clipforge
+    from clipforge.models.clip import TokensError
+
+    texts = ["一张猫的照片", "一张狗的照片"]
+    loaded = clipforge.load_model("clipforge-tiny-zh", "cpu")
+    tokenizer = clipforge.get_tokenizer("clipforge-tiny-zh")
+    assert torch.equal(tokenizer(texts), loaded.tokenize(texts)) and tokenizer(texts).shape == (2, 16)
+    assert clipforge.get_tokenizer("clipforge-tiny-zh", context_length=8)(texts).shape == (2, 8)
+    foreign = clipforge.tokenize(texts)  # OpenAI's BPE at 77 positions: the end token at position 18
+    for grad in (False, True):
+        with torch.set_grad_enabled(grad), pytest.raises(TokensError, match="16 positions.*get_tokenizer"):
+            loaded.model.encode_text(foreign)
+    with pytest.raises(TokensError, match="ids below 49408"):
+        loaded.model.encode_text(torch.full((1, 5), 49408))
+    with torch.no_grad():
+        assert loaded.model.encode_text(tokenizer(texts)).shape == (2, 256)
+    with pytest.raises(KeyError, match="unknown model 'no-such-model'"):
+        clipforge.get_tokenizer("no-such-model")

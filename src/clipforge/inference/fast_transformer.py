@@ -316,7 +316,7 @@ class InferenceCLIP(CLIP):
         if text.numel() == 0:
             return torch.zeros(text.shape[0], self.embed_dim, dtype=dtype, device=text.device)
         with autocast_off(text):
-            longest = int(text.argmax(dim=-1).max().item()) + 1
+            longest = self.text_length(text)  # checked: ids from another tokenizer are one clear error
             if worth_splitting(text.shape[0], longest, int(self.transformer.width), dtype):
                 for block in self.transformer.resblocks:  # pack here, once, not in every slice's thread
                     if isinstance(block, InferenceBlock):

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clipforge.errors import UserError
 from clipforge.models.configs import (
     ARCH_CONFIGS,
     DEFAULT_ACTIVATION,
@@ -27,6 +28,10 @@ from clipforge.models.family_keys import (
 from clipforge.models.layers import LayerNorm, Transformer
 from clipforge.models.resnet import ModifiedResNet
 from clipforge.models.vit import VisionTransformer
+
+
+class TokensError(UserError, ValueError):
+    """Token ids a model cannot read (from another tokenizer): the message says how to tokenize for it."""
 
 
 class CLIP(nn.Module):
@@ -99,12 +104,30 @@ class CLIP(nn.Module):
         output, much less work for short prompts padded to 77.
         """
         eot = text.argmax(dim=-1)
-        length = int(eot.max().item()) + 1 if text.numel() else 1
+        length = self.text_length(text, eot)
         x = self.token_embedding(text[:, :length]).to(self.dtype)
         x = x + self.positional_embedding[:length].to(self.dtype)
         x = self.ln_final(self.transformer(x))
         features = x[torch.arange(x.shape[0], device=x.device), eot] @ self.text_projection.to(x.dtype)
         return F.normalize(features, dim=-1) if normalize else features
+
+    def text_length(self, text: torch.Tensor, eot: torch.Tensor | None = None) -> int:
+        """Positions the text tower runs (through the batch's last end token), checked against this model.
+
+        Ids from another tokenizer (OpenAI's 77-position BPE given to clipforge-tiny-zh's 16 positions, or ids
+        past the vocabulary) failed deep inside with "The size of tensor a (19) must match the size of tensor
+        b (16)" or "index out of range in self"; they are one `TokensError` saying how to tokenize for it.
+        """
+        if not text.numel():
+            return 1
+        length = int((text.argmax(dim=-1) if eot is None else eot).max().item()) + 1
+        top = int(text.max().item())
+        if length > self.context_length or top >= self.vocab_size or int(text.min().item()) < 0:
+            raise TokensError(
+                f"the text tokens do not fit this model ({length} positions and ids up to {top}; it reads "
+                f"{self.context_length} positions of ids below {self.vocab_size}): tokenize with the model's own "
+                "tokenizer, clipforge.load_model(NAME).tokenize(texts) or clipforge.get_tokenizer(NAME)(texts)")
+        return length
 
     # --- open_clip's model surface (`clipforge.create_model*`; see `clipforge.zoo`) ---------------
 
