@@ -68,8 +68,21 @@ def _common(parser: argparse.ArgumentParser) -> None:
     add_output_arguments(parser, json=True, quiet=True)
 
 
+def check_dataset_name(name: str) -> str:
+    """`name` if it is a dataset `--dataset` knows, else ValueError in one line with the likeliest meaning
+    (`cifr10` -> cifar10). Checked in the command, not by argparse `choices`, whose error was the whole
+    usage text and no suggestion."""
+    if name in DATASETS:
+        return name
+    import difflib
+
+    guess = difflib.get_close_matches(name.lower(), DATASETS, n=1, cutoff=0.6)
+    hint = f" (did you mean {guess[0]}?)" if guess else ""
+    raise ValueError(f"--dataset {name!r}: unknown dataset{hint}; known: {', '.join(DATASETS)}")
+
+
 def _dataset_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", required=True, choices=DATASETS, metavar="NAME",
+    parser.add_argument("--dataset", required=True, metavar="NAME",
                         help="one of: " + ", ".join(DATASETS) + " (layouts: docs/datasets.md)")
     parser.add_argument("--root", required=True, help="dataset folder (layouts: see clipforge.data)")
 
@@ -160,11 +173,31 @@ def _split(args: argparse.Namespace) -> str:
     return args.split or ("val" if args.dataset == "imagenet" else "test")
 
 
+def _skipped(report: dict) -> int:
+    """Images the run left out: unreadable ones (per split for a probe) and files listed but missing."""
+    bad = report.get("bad_images", {})
+    unreadable = bad.get("skipped", 0) if "skipped" in bad else sum(v.get("skipped", 0) for v in bad.values())
+    dataset = report.get("dataset", {})
+    return int(unreadable) + int(dataset.get("missing_files", 0)) + \
+        int(dataset.get("train_missing", {}).get("missing_files", 0))
+
+
 def _finish(report: dict, keys: list[str], args: argparse.Namespace) -> int:
-    """Print the result (one JSON document with --json), where the report and plots went, and golden checks."""
+    """Print the result (one JSON document with --json), where the report and plots went, and golden checks.
+
+    Skipped images and a plot failure are told on stderr in both modes: with --json, stdout is only
+    the report, and a count buried in it went unseen."""
+    skipped = _skipped(report)
+    if skipped:
+        print(f"notice: {skipped} {'image' if skipped == 1 else 'images'} skipped (unreadable or missing; named in "
+              f"{report['files']['report']} and {report['files']['log']})", file=sys.stderr)
+    if report.get("plot_error"):
+        print(f"warning: plots not written: {report['plot_error']} (the report was written: "
+              f"{report['files']['report']})", file=sys.stderr)
+    failed = not report.get("passed", True) or bool(report.get("plot_error"))
     if args.json:
         print(json.dumps(report, indent=2, ensure_ascii=False, default=str))
-        return 0 if report.get("passed", True) else 1
+        return 1 if failed else 0
     metrics = report["metrics"]
     paper = report.get("paper_metric")
     keys = keys + ([paper] if paper and paper not in keys else [])
@@ -172,10 +205,6 @@ def _finish(report: dict, keys: list[str], args: argparse.Namespace) -> int:
     if paper and paper != "top1" and isinstance(metrics.get(paper), float):
         shown += f"  (the CLIP paper reports {paper} for this dataset)"
     print(f"{report['model']['name']} on {report['dataset']['name']}: {shown}")
-    skipped = report.get("bad_images", {})
-    skipped = skipped.get("skipped", 0) if "skipped" in skipped else sum(v.get("skipped", 0) for v in skipped.values())
-    if skipped:
-        print(f"{skipped} unreadable {'image' if skipped == 1 else 'images'} skipped (see {report['files']['log']})")
     print(f"report: {report['files']['report']}")
     plots = report["files"].get("plots") or []
     if plots:
@@ -184,7 +213,7 @@ def _finish(report: dict, keys: list[str], args: argparse.Namespace) -> int:
         verdict = "ok" if check["ok"] else "MISSED"
         print(f"expect {check['metric']}={check['expected']} ±{check['tolerance']}: measured "
               f"{check['measured']:.2f} {verdict}", file=sys.stdout if check["ok"] else sys.stderr)
-    return 0 if report.get("passed", True) else 1
+    return 1 if failed else 0
 
 
 def _prepare(args: argparse.Namespace) -> tuple[str, str]:
@@ -204,13 +233,15 @@ def run_zeroshot(args: argparse.Namespace) -> int:
     from clipforge.evaluate.report import parse_expect
     from clipforge.zeroshot.files import read_labels_file
 
+    check_dataset_name(args.dataset)
+    expect = parse_expect(args.expect, "zeroshot", args.dataset)  # names checked before the model loads
     model, device = _prepare(args)
     plot = _plot(args)
     report = evaluate_zeroshot(
         model, args.dataset, args.root, _split(args), templates=args.templates,
         classnames=read_labels_file(args.classnames) if args.classnames else None,
         batch_size=args.batch_size, workers=args.workers, device=device, limit=args.limit,
-        out_dir=args.out, plot=plot, expect=parse_expect(args.expect), tolerance=args.tolerance,
+        out_dir=args.out, plot=plot, expect=expect, tolerance=args.tolerance,
         cache_dir=args.cache_dir, progress=not (args.quiet or args.json), **_speed(args))
     return _finish(report, ["top1", "top5", "mean_per_class_recall"], args)
 
@@ -219,10 +250,11 @@ def run_retrieval(args: argparse.Namespace) -> int:
     from clipforge.evaluate import evaluate_retrieval
     from clipforge.evaluate.report import parse_expect
 
+    expect = parse_expect(args.expect, "retrieval")
     model, device = _prepare(args)
     report = evaluate_retrieval(
         model, args.captions, args.images, batch_size=args.batch_size, workers=args.workers,
-        device=device, limit=args.limit, out_dir=args.out, expect=parse_expect(args.expect),
+        device=device, limit=args.limit, out_dir=args.out, expect=expect,
         tolerance=args.tolerance, progress=not (args.quiet or args.json), plot=_plot(args), **_speed(args))
     return _finish(report, [f"{d}_R@{k}" for d in ("image_to_text", "text_to_image") for k in (1, 5, 10)], args)
 
@@ -231,12 +263,14 @@ def run_linear_probe(args: argparse.Namespace) -> int:
     from clipforge.evaluate import evaluate_linear_probe
     from clipforge.evaluate.report import parse_expect
 
+    check_dataset_name(args.dataset)
+    expect = parse_expect(args.expect, "linear-probe")
     model, device = _prepare(args)
     report = evaluate_linear_probe(
         model, args.dataset, args.root, train_split=args.train_split, test_split=_split(args),
         fewshot_k=args.fewshot_k, seeds=args.seeds, full=not args.no_full, batch_size=args.batch_size,
         workers=args.workers, device=device, limit_train=args.limit_train, limit_test=args.limit,
-        out_dir=args.out, feature_cache_dir=args.feature_cache, expect=parse_expect(args.expect),
+        out_dir=args.out, feature_cache_dir=args.feature_cache, expect=expect,
         tolerance=args.tolerance, progress=not (args.quiet or args.json), plot=_plot(args), **_speed(args))
     note = report["probe"].get("full", {}).get("note")
     if note:

@@ -109,26 +109,58 @@ def read_class_order(*folders: Path) -> list[str] | None:
     return None
 
 
+def _key(name: str) -> str:
+    return "".join(c for c in name.lower() if c.isalnum())
+
+
+def _class_order(variant: str, *folders: Path) -> list[str]:
+    """The class order for `variant`: a classes.json beside the data, else the standard one.
+
+    A classes.json may reorder the variant's classes or list some of them, but not more classes nor
+    others: CIFAR-100 pointed at a CIFAR-10 folder found CIFAR-10's classes.json and ran with 10
+    classes and the CIFAR-100 prompts, reported as a CIFAR-100 score.
+    """
+    order = read_class_order(*folders)
+    standard = _STANDARD[variant]
+    if order is None:
+        return list(standard)
+    known = {_key(n) for n in standard}
+    foreign = [n for n in order if _key(n) not in known]
+    if len(order) > len(standard) or foreign:
+        where = next(f / "classes.json" for f in folders if (f / "classes.json").is_file())
+        label, other = ("CIFAR-100", "CIFAR-10") if variant == "cifar100" else ("CIFAR-10", "CIFAR-100")
+        shown = ", ".join((foreign or order)[:4]) + (", ..." if len(foreign or order) > 4 else "")
+        raise DatasetFormatError(f"{label} needs {len(standard)} classes, but {where} lists {len(order)}"
+                                 + (f" that are not {label}'s ({shown})" if foreign else "")
+                                 + f": is this {other}? (use --dataset {other.lower().replace('-', '')})")
+    return order
+
+
 def open_cifar(root: str | Path, split: str = "test", transform: Callable | None = None,
                variant: str = "cifar10") -> LabelledDataset:
-    """Open CIFAR-10/100 from whichever layout `root` holds (see CIFAR_LAYOUT)."""
+    """Open CIFAR-10/100 from whichever layout `root` holds (see CIFAR_LAYOUT).
+
+    A zip or folder must hold the asked split (`train_jpeg.zip` is not the test set) and the
+    variant's number of classes (a CIFAR-10 folder is not CIFAR-100): both used to be accepted
+    and reported under the asked names.
+    """
     if variant not in _PICKLE:
         raise ValueError(f"variant must be cifar10 or cifar100, got {variant!r}")
     root = Path(root)
     if root.is_file() and root.suffix == ".zip":
-        order = read_class_order(root.parent) or list(_STANDARD[variant])
+        order = _class_order(variant, root.parent)
         return ZipImageFolder(root, split, transform, class_order=order, name=variant)
     if not root.is_dir():
         raise DatasetLayoutError(f"missing folder {root}\nexpected layout:\n{CIFAR_LAYOUT}")
     if _pickle_dir(root, variant) is not None:
         return CIFARPickle(root, split, transform, variant)
-    order = read_class_order(root) or list(_STANDARD[variant])
+    order = _class_order(variant, root)
     for zip_name in (f"{split}_jpeg.zip", f"{split}.zip"):
         if (root / zip_name).is_file():
             return ZipImageFolder(root / zip_name, split, transform, class_order=order, name=variant)
     for base in (root / split, root):
         if base.is_dir() and any((base / c).is_dir() for c in order):
-            dataset = ImageFolder(base, None, transform, class_order=order, name=variant)
+            dataset = ImageFolder(root, split, transform, class_order=order, name=variant)
             dataset.split = split
             return dataset
     raise DatasetLayoutError(

@@ -18,11 +18,16 @@ from PIL import Image
 from ._decode import ZipReader
 from .base import IMAGE_EXTENSIONS, DatasetFormatError, DatasetLayoutError, LabelledDataset
 
-__all__ = ["FOLDER_LAYOUT", "ImageFolder", "ZipImageFolder", "display_name"]
+__all__ = ["FOLDER_LAYOUT", "SPLIT_NAMES", "ImageFolder", "ZipImageFolder", "display_name"]
 
 FOLDER_LAYOUT = """\
   ROOT/<class>/*.jpg|png|...        (or ROOT/<split>/<class>/*; classes = sorted folder names)
   or a zip file holding [<split>/]<class>/<image> members"""
+
+
+# Folder names that mean "a split", not "a class" or a wrapper folder: a root or zip whose images sit
+# in such folders holds those splits, and asking it for another split is an error, not "use everything".
+SPLIT_NAMES = frozenset({"train", "test", "val", "valid", "validation", "dev", "trainval", "eval"})
 
 
 def display_name(folder: str) -> str:
@@ -38,8 +43,23 @@ def _class_index(found: Sequence[str], class_order: Sequence[str] | None, where:
         return sorted(found)
     unknown = sorted(set(found) - set(class_order))
     if unknown:
-        raise DatasetFormatError(f"{where}: class folders {unknown[:5]} are not in the given class list")
+        raise DatasetFormatError(f"{where}: class folders {unknown[:5]} are not in the given class list "
+                                 f"({len(class_order)} classes: {', '.join(list(class_order)[:3])}, ...)")
     return list(class_order)
+
+
+def _check_flat_root(root: Path, split: str, found: Sequence[str]) -> None:
+    """A root without a `<split>/` folder is read as `<class>/` folders, unless it is plainly another
+    split (`--root data/train` asked for `test`) or holds split folders (`train/`, `val/` asked for
+    `test`): read as classes, those gave a "test" score of training images or of two classes named
+    "train" and "val"."""
+    splits = sorted(set(found) & SPLIT_NAMES)
+    if splits:
+        raise DatasetLayoutError(f"{root} holds no {split}/ folder (its split folders: "
+                                 f"{', '.join(f + '/' for f in splits)})\nexpected layout:\n{FOLDER_LAYOUT}")
+    if root.name in SPLIT_NAMES and root.name != split:
+        raise DatasetLayoutError(f"{root} is a {root.name}/ split folder, but split {split!r} was asked for; "
+                                 f"point --root at the {split}/ folder or its parent")
 
 
 class ImageFolder(LabelledDataset):
@@ -61,6 +81,8 @@ class ImageFolder(LabelledDataset):
         found = sorted(e.name for e in os.scandir(base) if e.is_dir() and not e.name.startswith("."))
         if not found:
             raise DatasetLayoutError(f"no class folders in {base}\nexpected layout:\n{FOLDER_LAYOUT}")
+        if split and base == root:
+            _check_flat_root(root, split, found)
         self.folder_names = _class_index(found, class_order, str(base))
         samples = []
         for label, folder in enumerate(self.folder_names):
@@ -72,10 +94,34 @@ class ImageFolder(LabelledDataset):
                          transform=transform, layout="folder")
 
 
+def _split_members(members: list[str], split: str, zip_path: Path) -> list[str]:
+    """The image members of `split`: those in a `<split>/<class>/` folder (at the top or under one wrapper).
+
+    A zip with no `<split>/` folder is used whole only when its images are not in split folders at all
+    (`<class>/<image>`, or one wrapper folder that is no split name): a single split's archive
+    (CIFAR's `train_jpeg.zip` holds `train/<class>/...`) asked for `test` or `val` used to be read whole
+    and reported as that split, 50,000 training images scored as "test".
+    """
+    def above_class(member: str) -> str | None:
+        parts = member.split("/")
+        return parts[-3] if len(parts) >= 3 else None
+
+    chosen = [m for m in members if above_class(m) == split]
+    if chosen:
+        return chosen
+    found = sorted({f for f in map(above_class, members) if f is not None})
+    if len(found) > 1 or set(found) & SPLIT_NAMES:
+        raise DatasetLayoutError(f"{zip_path} holds no {split}/ folder (its folders above the class folders: "
+                                 f"{', '.join(f + '/' for f in found[:8])}); pick the matching split or the "
+                                 "matching zip")
+    return members
+
+
 class ZipImageFolder(LabelledDataset):
     """Class folders inside a zip, read member by member (nothing is extracted).
 
-    With `split`, only members under a top-level `<split>/` folder are used when the zip has one.
+    With `split`, only members under a `<split>/` folder are used; a zip whose images sit in other
+    split folders (`train/` when `test` is asked for) is refused, see `_split_members`.
     """
 
     def __init__(
@@ -95,8 +141,8 @@ class ZipImageFolder(LabelledDataset):
             members = [m for m in self.reader.names() if not m.endswith("/") and _is_image(m)]
         except Exception as exc:
             raise DatasetFormatError(f"cannot read zip {zip_path}: {exc}") from exc
-        if split and any(m.split("/", 1)[0] == split for m in members):
-            members = [m for m in members if m.split("/", 1)[0] == split]
+        if split:
+            members = _split_members(members, split, zip_path)
         by_class: dict[str, list[str]] = {}
         for member in members:
             parts = member.split("/")

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from clipforge.evaluate.report import device_info, now_iso, versions
+from clipforge.evaluate.report import device_info, now_iso, paper_metric, versions
 
 __all__ = ["EvalModel", "dataset_classnames", "default_templates", "open_eval_dataset", "paper_metric",
            "report_header", "resolve_model"]
@@ -155,13 +155,6 @@ def default_templates(name: str) -> str:
     if canonical(name):
         return dataset_info(name).prompts or "simple"
     return "simple"
-
-
-def paper_metric(name: str) -> str:
-    """The metric the CLIP paper reports for dataset `name` (top1 when the catalogue has no entry)."""
-    from clipforge.data.catalog import canonical, dataset_info
-
-    return dataset_info(name).metric if canonical(name) else "top1"
 
 
 def report_header(task: str, device: torch.device) -> dict[str, Any]:

@@ -18,7 +18,14 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-__all__ = ["FeatureResult", "TimedDataset", "extract_image_features", "subset_indices"]
+from clipforge.data.base import DatasetFormatError
+
+__all__ = ["FeatureResult", "NoReadableImagesError", "TimedDataset", "extract_image_features", "subset_indices"]
+
+
+class NoReadableImagesError(DatasetFormatError, RuntimeError):
+    """Not one image of the dataset decoded: the user's data, so one line at the CLI (it was a bare
+    RuntimeError and a traceback); still a RuntimeError for callers that catch that."""
 
 
 class Timed(NamedTuple):
@@ -122,7 +129,8 @@ def extract_image_features(model: torch.nn.Module, dataset: Dataset, *, batch_si
     total_s = time.perf_counter() - start
     n = int(sum(len(f) for f in feats))
     if n == 0:
-        raise RuntimeError(f"no image of {getattr(dataset, 'root', 'the dataset')} could be read: {bad.summary()}")
+        raise NoReadableImagesError(f"no image of {getattr(dataset, 'root', 'the dataset')} could be read: "
+                                    f"{bad.summary()}")
     timing = {
         "images": n, "total_s": round(total_s, 4), "images_per_s": round(n / total_s, 3),
         "decode_preprocess_s": round(decode_s, 4), "decode_preprocess_ms_per_image": round(1000 * decode_s / n, 3),

@@ -6,6 +6,7 @@ once (and cached on disk), so adding seeds or shots costs only the small fits.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,13 +19,26 @@ from clipforge.evaluate.common import open_eval_dataset, report_header, resolve_
 from clipforge.evaluate.feature_cache import cached_features
 from clipforge.evaluate.features import subset_indices
 from clipforge.evaluate.metrics import mean_per_class_recall, topk_accuracy
-from clipforge.evaluate.probe import fewshot_split, fit_probe, mean_std, stratified_holdout
+from clipforge.evaluate.probe import (
+    fewshot_split,
+    fit_probe,
+    limited_fit_threads,
+    mean_std,
+    stratified_holdout,
+)
 from clipforge.evaluate.report import (
+    canonical_expect,
+    check_limit,
+    check_out_dir,
     finish_report,
+    log_skipped,
     open_run_log,
     peak_memory,
+    plot_dir_for,
     reset_peak_memory,
     run_stem,
+    skipped_files,
+    write_plots,
 )
 
 __all__ = ["evaluate_linear_probe"]
@@ -57,8 +71,17 @@ def evaluate_linear_probe(model: str | torch.nn.Module, dataset: str | tuple[Any
     of the full probe, and accuracy against k for few-shot. A C at the edge of the widened sweep is
     logged and noted in the report (``probe.full.note``) since the optimum may lie beyond it.
     `predictions`: a Parquet path for each test sample's `top_k` classes under the full probe.
+    `expect` names, the limits and the output folders are checked before anything is loaded. The
+    report's ``timing.probe`` has the seconds the C searches and fits took (``fit_threads``: the
+    BLAS/OpenMP threads they ran with, see `probe.limited_fit_threads`).
     """
     from clipforge.weights import model_fingerprint
+
+    expect = canonical_expect(expect, "linear-probe")
+    check_limit(limit_train, "--limit-train")
+    check_limit(limit_test)
+    out_dir = check_out_dir(out_dir)
+    plot_dir = plot_dir_for(plot, out_dir)
 
     ev = resolve_model(model, device, preprocess, model_name, precision=precision, exact_decode=exact_decode)
     if isinstance(dataset, str):
@@ -75,7 +98,6 @@ def evaluate_linear_probe(model: str | torch.nn.Module, dataset: str | tuple[Any
     fingerprint = ev.fingerprint or str(model_fingerprint(ev.model))
     # features differ (slightly) by precision and decode: each combination is its own cache entry
     feature_key = f"{fingerprint}-{ev.precision}-{'draft' if ev.draft_decode else 'exact'}"
-    out_dir = Path(out_dir)
     stem = run_stem("linear-probe", ev.name, ds_name, test_split)
     json_path, log_path = out_dir / f"{stem}.json", out_dir / f"{stem}.log"
 
@@ -90,16 +112,19 @@ def evaluate_linear_probe(model: str | torch.nn.Module, dataset: str | tuple[Any
             feats[split] = (result, hit)
             log.info("%s features: %d images (%s), %s", split, len(result.labels),
                      "cached" if hit else "extracted", f"{result.bad.get('skipped', 0)} bad images skipped")
+            log_skipped(log, result.bad, ds, what=split)
         x_tr, y_tr = feats["train"][0].features.numpy(), feats["train"][0].labels.numpy()
         x_te, y_te = feats["test"][0].features.numpy(), feats["test"][0].labels.numpy()
 
         metrics: dict[str, Any] = {}
         probe_info: dict[str, Any] = {}
         full_scores = None
+        probe_timing: dict[str, Any] = {}
         if full:
             tr, va = stratified_holdout(y_tr, val_fraction, seed=0)
             res = fit_probe(x_tr[tr], y_tr[tr], x_te, num_classes, val=(x_tr[va], y_tr[va]), max_iter=max_iter,
                             progress=progress, desc="C sweep (full probe)")
+            probe_timing["full"] = res.timing()
             metrics.update(_scores(res.test_scores, y_te))
             full_scores = res.test_scores
             probe_info = {**res.summary(), "train_examples": int(len(tr)), "val_examples": int(len(va))}
@@ -108,10 +133,13 @@ def evaluate_linear_probe(model: str | torch.nn.Module, dataset: str | tuple[Any
                 log.warning("full probe: %s", probe_info["note"])
         fewshot: dict[str, Any] = {}
         runs = [(k, s) for k in (fewshot_k or ()) for s in range(seeds)]
+        fewshot_t0, fewshot_search_s, fewshot_fits = time.perf_counter(), 0.0, 0
         for k, seed in tqdm(runs, desc="few-shot fits", disable=not progress or not runs):
             tr, va = fewshot_split(y_tr, k, seed)
             res = fit_probe(x_tr[tr], y_tr[tr], x_te, num_classes, val=(x_tr[va], y_tr[va]),
                             refit_on_val=False, max_iter=max_iter)
+            fewshot_search_s += res.search_s
+            fewshot_fits += res.fits
             entry = fewshot.setdefault(str(k), {"runs": []})
             entry["runs"].append({"seed": seed, **_scores(res.test_scores, y_te), **res.summary(),
                                   "train_examples": int(len(tr)), "val_examples": int(len(va))})
@@ -122,6 +150,12 @@ def evaluate_linear_probe(model: str | torch.nn.Module, dataset: str | tuple[Any
                      100 * entry["top1"]["std"], entry["top1"]["n"])
         if fewshot:
             metrics["fewshot"] = fewshot
+            probe_timing["fewshot"] = {"total_s": round(time.perf_counter() - fewshot_t0, 4),
+                                       "search_s": round(fewshot_search_s, 4), "fits": fewshot_fits,
+                                       "probes": len(runs)}
+        if probe_timing:
+            probe_timing["fit_threads"] = limited_fit_threads()
+            log.info("probe fits: %s", probe_timing)
         edge = sum(bool(r.get("c_at_edge")) for e in fewshot.values() for r in e["runs"])
         if edge:
             log.warning("%d few-shot fits chose a C at the edge of the sweep (the optimum may lie beyond)", edge)
@@ -129,15 +163,18 @@ def evaluate_linear_probe(model: str | torch.nn.Module, dataset: str | tuple[Any
         report: dict[str, Any] = {
             **report_header("linear_probe", ev.device),
             "model": ev.describe(fingerprint),
-            "dataset": {"name": ds_name, "root": str(getattr(test_ds, "root", root)), "train_split": train_split,
+            "dataset": {"name": ds_name, "root": str(getattr(test_ds, "root", root)),
+                        "train_root": str(getattr(train_ds, "root", root)), "train_split": train_split,
                         "test_split": test_split, "num_classes": num_classes,
                         "train_examples": int(len(y_tr)), "test_examples": int(len(y_te)),
-                        "limit_train": limit_train, "limit_test": limit_test},
+                        "limit_train": limit_train, "limit_test": limit_test,
+                        "train_missing": skipped_files(train_ds), **skipped_files(test_ds)},
             "probe": {"classifier": "sklearn LogisticRegression (multinomial, L-BFGS, L2)", "max_iter": max_iter,
                       "val_fraction": val_fraction, "seeds": seeds, **({"full": probe_info} if full else {})},
             "metrics": metrics,
             "bad_images": {s: feats[s][0].bad for s in feats},
-            "timing": {s: {**feats[s][0].timing, "cached": feats[s][1]} for s in feats},
+            "timing": {**{s: {**feats[s][0].timing, "cached": feats[s][1]} for s in feats},
+                       **({"probe": probe_timing} if probe_timing else {})},
             "memory": peak_memory(ev.device),
             "files": {"report": str(json_path), "log": str(log_path)},
         }
@@ -148,12 +185,11 @@ def evaluate_linear_probe(model: str | torch.nn.Module, dataset: str | tuple[Any
             report["files"]["predictions"] = str(write_predictions(
                 predictions, kept, [test_ds.source_name(int(i)) for i in kept], y_te, torch.as_tensor(full_scores),
                 top_k))
-        if plot:
+        if plot_dir is not None:
             from clipforge.evaluate.plots import probe_plots
 
-            plot_dir = out_dir if plot is True else Path(plot)
             names = [str(c) for c in test_ds.classnames]
-            report["files"]["plots"] = probe_plots(probe_info.get("sweep"), full_scores, y_te, names, fewshot,
-                                                   plot_dir, stem)
+            write_plots(report, log, lambda: probe_plots(probe_info.get("sweep"), full_scores, y_te, names, fewshot,
+                                                         plot_dir, stem, title=f"{ev.name} on {ds_name}"))
         finish_report(report, metrics, expect, tolerance, json_path, log)
     return report

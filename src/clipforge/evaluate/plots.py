@@ -93,10 +93,12 @@ def plot_recall_curves(i2t_ranks, t2i_ranks, out_path: str | Path, title: str = 
 
 
 def probe_plots(sweep: dict | None, scores, labels, classnames: Sequence[str], fewshot: dict,
-                out_dir: str | Path, stem: str) -> list[str]:
+                out_dir: str | Path, stem: str, title: str | None = None) -> list[str]:
     """The linear probe's figures: validation accuracy against C (the chosen C marked), per-class
-    accuracy and confusion matrix of the full probe, accuracy against k for few-shot runs."""
+    accuracy and confusion matrix of the full probe, accuracy against k for few-shot runs.
+    `title` ("MODEL on DATASET") heads each figure: a PNG travels without its report."""
     plt = pyplot()
+    who = f"{title}: " if title else ""
     out_dir = Path(out_dir)
     written: list[str] = []
     if sweep:
@@ -108,7 +110,7 @@ def probe_plots(sweep: dict | None, scores, labels, classnames: Sequence[str], f
         ax.axvline(best, color="tab:red", ls="--", label=f"chosen C = 1e{best:g}")
         ax.set_xlabel("log10 C")
         ax.set_ylabel("validation accuracy (%)")
-        ax.set_title("linear probe: C sweep")
+        ax.set_title(f"{who}linear probe: C sweep")
         ax.legend()
         written.append(str(save_figure(fig, out_dir / f"{stem}_c_sweep.png")))
     if scores is not None:
@@ -117,9 +119,11 @@ def probe_plots(sweep: dict | None, scores, labels, classnames: Sequence[str], f
         pred = np.asarray(scores).argmax(axis=1)
         acc = per_class_accuracy(labels, pred, len(classnames))
         written.append(str(plot_per_class_accuracy([None if np.isnan(a) else float(a) for a in acc], classnames,
-                                                   out_dir / f"{stem}_per_class.png")))
+                                                   out_dir / f"{stem}_per_class.png",
+                                                   title=f"{who}linear probe per-class accuracy")))
         written.append(str(plot_confusion_matrix(confusion_matrix(labels, pred, len(classnames)), classnames,
-                                                 out_dir / f"{stem}_confusion.png")))
+                                                 out_dir / f"{stem}_confusion.png",
+                                                 title=f"{who}linear probe confusion matrix (row-normalised)")))
     if fewshot:
         ks = sorted(fewshot, key=int)
         means = [100.0 * fewshot[k]["top1"]["mean"] for k in ks]
@@ -129,7 +133,7 @@ def probe_plots(sweep: dict | None, scores, labels, classnames: Sequence[str], f
         ax.set_xscale("log", base=2)
         ax.set_xlabel("labelled examples per class (k)")
         ax.set_ylabel("top-1 (%)")
-        ax.set_title("few-shot linear probe")
+        ax.set_title(f"{who}few-shot linear probe")
         written.append(str(save_figure(fig, out_dir / f"{stem}_fewshot.png")))
     return written
 

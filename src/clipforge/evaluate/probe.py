@@ -16,18 +16,54 @@ examples left for validation, C falls back to 1.0 and the result says so.
 
 from __future__ import annotations
 
+import os
+import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-__all__ = ["ProbeResult", "c_at_edge", "fewshot_split", "fit_probe", "mean_std", "search_c", "stratified_holdout"]
+__all__ = ["ProbeResult", "c_at_edge", "fewshot_split", "fit_probe", "fit_threads", "limited_fit_threads", "mean_std",
+           "search_c", "stratified_holdout"]
 
 COARSE_LOG10_C = (-6.0, -4.0, -2.0, 0.0, 2.0, 4.0, 6.0)
 WIDEST_LOG10_C = (-10.0, 10.0)  # how far the sweep widens when the best C is at an end
 FINEST_STEP = 0.125  # 8 steps per decade
+
+
+FIT_THREADS_ENV = "CLIPFORGE_PROBE_THREADS"
+
+
+def limited_fit_threads() -> int:
+    """BLAS/OpenMP threads the probe fits run with: 1, or ``$CLIPFORGE_PROBE_THREADS``.
+
+    A fit is small (hundreds to a few thousand rows x 512 features): its matrix products are too
+    short for threads to pay off, and when the cores are busy (DataLoader workers just finished,
+    another job) spinning BLAS threads wait on each other. Measured on the 2-core box: one
+    800 x 256 L-BFGS fit took 12-50 s with 2 OpenBLAS/OpenMP threads under load, 0.5-1 s with one.
+    """
+    try:
+        return max(1, int(os.environ.get(FIT_THREADS_ENV, "1")))
+    except ValueError:
+        return 1
+
+
+@contextmanager
+def fit_threads() -> Iterator[None]:
+    """Limit BLAS/OpenMP pools to `limited_fit_threads()` for the fits inside (restored afterwards).
+
+    threadpoolctl (a dependency of scikit-learn, so always present with it) only limits libraries
+    already loaded, so scikit-learn's solver and scipy are imported first.
+    """
+    import scipy.optimize  # noqa: F401 - the L-BFGS solver's BLAS
+    import sklearn.linear_model  # noqa: F401
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=limited_fit_threads()):
+        yield
 
 
 def _fit(x: np.ndarray, y: np.ndarray, c: float, max_iter: int):
@@ -145,6 +181,13 @@ class ProbeResult:
     sweep: dict[float, float] = field(default_factory=dict)
     converged: bool = True
     test_scores: np.ndarray | None = None  # [N_test, num_classes] probabilities
+    search_s: float = 0.0  # seconds of the C search (its fits and validation scoring)
+    fit_s: float = 0.0  # seconds of the final fit and test scoring
+    fits: int = 0  # logistic-regression fits in all (search + final)
+
+    def timing(self) -> dict[str, Any]:
+        """The seconds this probe took, for the report's ``timing.probe`` (the search dominated runs)."""
+        return {"search_s": round(self.search_s, 4), "fit_s": round(self.fit_s, 4), "fits": self.fits}
 
     @property
     def at_edge(self) -> bool:
@@ -166,7 +209,17 @@ def fit_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, num_
     """Choose C on `val` = (x_val, y_val), refit, and score `x_test` ([N, num_classes] probabilities).
 
     Classes absent from the training data get probability 0 (sklearn only knows seen classes).
+    Every fit runs under `fit_threads` (one BLAS thread unless $CLIPFORGE_PROBE_THREADS says otherwise).
     """
+    with fit_threads():
+        return _fit_probe(x_train, y_train, x_test, num_classes, val=val, refit_on_val=refit_on_val,
+                          max_iter=max_iter, progress=progress, desc=desc)
+
+
+def _fit_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, num_classes: int, *,
+               val: tuple[np.ndarray, np.ndarray] | None, refit_on_val: bool, max_iter: int, progress: bool,
+               desc: str) -> ProbeResult:
+    t0 = time.perf_counter()
     if val is not None and len(val[1]):
         from tqdm.auto import tqdm
 
@@ -184,10 +237,12 @@ def fit_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, num_
             x_train, y_train = np.concatenate([x_train, val[0]]), np.concatenate([y_train, val[1]])
     else:
         c, sweep, val_acc, selection = 1.0, {}, None, "default C=1 (no validation examples)"
+    t1 = time.perf_counter()
     model, converged = _fit(x_train, y_train, c, max_iter)
     scores = np.zeros((len(x_test), num_classes), dtype=np.float64)
     scores[:, model.classes_.astype(int)] = model.predict_proba(x_test)
-    return ProbeResult(c, selection, val_acc, sweep, converged, scores)
+    return ProbeResult(c, selection, val_acc, sweep, converged, scores, search_s=t1 - t0,
+                       fit_s=time.perf_counter() - t1, fits=len(sweep) + 1)
 
 
 def mean_std(values: Sequence[float]) -> dict[str, float]:

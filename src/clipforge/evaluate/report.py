@@ -14,7 +14,7 @@ import platform
 import re
 import resource
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,8 +24,9 @@ import torch
 from clipforge.atomic import write_json_atomic as write_json
 
 __all__ = [
-    "check_expectations", "device_info", "open_run_log", "parse_expect", "peak_memory", "reset_peak_memory",
-    "run_stem", "versions", "write_report",
+    "CB_METRICS", "TASK_METRICS", "canonical_expect", "check_expectations", "check_limit", "check_out_dir",
+    "device_info", "expectable_metrics", "log_skipped", "open_run_log", "parse_expect", "peak_memory",
+    "plot_dir_for", "reset_peak_memory", "run_stem", "skipped_files", "versions", "write_plots", "write_report",
 ]
 
 
@@ -113,6 +114,9 @@ def open_run_log(path: Path, name: str = "clipforge.evaluate"):
 
     The handler sits on the package logger so messages of the classifier, cache and data
     layers land in the same file; it is removed afterwards so runs do not leak into each other.
+    A run that stops before its report (an error, Ctrl-C) keeps its log, which then ends with why,
+    and says on stderr where it is: a `.log` with no `.json` beside it was otherwise a mystery.
+    Runners check their arguments before opening the log, so a refused run leaves none.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     package = logging.getLogger("clipforge")
@@ -122,8 +126,15 @@ def open_run_log(path: Path, name: str = "clipforge.evaluate"):
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     package.addHandler(handler)
+    log = logging.getLogger(name)
     try:
-        yield logging.getLogger(name)
+        yield log
+    except BaseException as exc:
+        why = "interrupted" if isinstance(exc, KeyboardInterrupt) else \
+            (" ".join(str(exc).split()) or type(exc).__name__)
+        log.error("run stopped before its report was written: %s", why)
+        print(f"log of the unfinished run: {path}", file=sys.stderr)
+        raise
     finally:
         package.removeHandler(handler)
         package.setLevel(old_level)
@@ -151,8 +162,63 @@ def finish_report(report: dict[str, Any], metrics: Mapping[str, Any], expect: Ma
     return report
 
 
-def parse_expect(items: Sequence[str] | None) -> dict[str, float]:
-    """``["top1=63.3", "top5=88.8"]`` -> ``{"top1": 63.3, "top5": 88.8}`` (percent)."""
+# Each task's metrics (the names `--expect` checks), and the CLIP_benchmark names the suite's cell files
+# use for them (`acc1` is our `top1`): one table, so `eval suite` writes and `--expect` reads the same names.
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "zeroshot": ("top1", "top5", "mean_per_class_recall"),
+    "linear-probe": ("top1", "top5", "mean_per_class_recall"),
+    "retrieval": tuple(f"{d}_R@{k}" for d in ("image_to_text", "text_to_image") for k in (1, 5, 10)),
+}
+CB_METRICS: dict[str, dict[str, str]] = {
+    "zeroshot": {"acc1": "top1", "acc5": "top5", "mean_per_class_recall": "mean_per_class_recall",
+                 "mean_average_precision": "mAP11"},
+    "linear-probe": {"lp_acc1": "top1", "lp_acc5": "top5", "lp_mean_per_class_recall": "mean_per_class_recall"},
+    "retrieval": {**{f"image_retrieval_recall@{k}": f"text_to_image_R@{k}" for k in (1, 5, 10)},
+                  **{f"text_retrieval_recall@{k}": f"image_to_text_R@{k}" for k in (1, 5, 10)}},
+}
+_EXTRA_ALIASES = {"acc1": "top1", "acc5": "top5"}  # the suite's zero-shot names, clear for a probe too
+
+
+def paper_metric(name: str) -> str:
+    """The metric the CLIP paper reports for dataset `name` (top1 when the catalogue has no entry)."""
+    from clipforge.data.catalog import canonical, dataset_info
+
+    return dataset_info(name).metric if canonical(name) else "top1"
+
+
+def expectable_metrics(task: str, dataset: str | None = None) -> tuple[str, ...]:
+    """The metric names `--expect` may name for `task` (on `dataset`: its paper metric too, e.g. mAP11)."""
+    names = TASK_METRICS[task]
+    if task == "zeroshot" and dataset is not None:
+        extra = paper_metric(dataset)
+        names = names + ((extra,) if extra not in names else ())
+    return names
+
+
+def canonical_expect(expect: Mapping[str, float] | None, task: str,
+                     dataset: str | None = None) -> dict[str, float]:
+    """`expect` with the suite's names mapped to the task's (acc1 -> top1); ValueError for a name the task
+    does not measure, naming the known ones. Runners call it before any model or image is loaded: the
+    check used to come after the whole evaluation, which then wrote no report."""
+    known = expectable_metrics(task, dataset)
+    aliases = {**_EXTRA_ALIASES, **CB_METRICS.get(task, {})} if task != "retrieval" else dict(CB_METRICS[task])
+    by_lower = {n.lower(): n for n in known} | {a.lower(): t for a, t in aliases.items() if t in known}
+    out: dict[str, float] = {}
+    for name, value in (expect or {}).items():
+        target = by_lower.get(str(name).strip().lower())
+        if target is None:
+            shown = [a for a, t in aliases.items() if t in known and a != t]
+            alias_note = "; the suite's names " + ", ".join(shown) if shown else ""
+            raise ValueError(f"--expect {name}: {task} has no such metric (known: {', '.join(known)}{alias_note})")
+        out[target] = float(value)
+    return out
+
+
+def parse_expect(items: Sequence[str] | None, task: str | None = None, dataset: str | None = None) -> dict[str, float]:
+    """``["top1=63.3", "top5=88.8"]`` -> ``{"top1": 63.3, "top5": 88.8}`` (percent).
+
+    With `task`, names are checked and mapped too (`canonical_expect`), so a typo costs one line
+    before the model loads."""
     out: dict[str, float] = {}
     for item in items or ():
         for part in str(item).split(","):
@@ -163,7 +229,92 @@ def parse_expect(items: Sequence[str] | None) -> dict[str, float]:
                 sep = ""
             if not sep or not name.strip():
                 raise ValueError(f"--expect {part!r}: expected METRIC=PERCENT, e.g. top1=63.3")
+    return canonical_expect(out, task, dataset) if task is not None else out
+
+
+def check_out_dir(path: str | Path, flag: str = "--out") -> Path:
+    """Make sure `path` is a folder this process can write into (creating it), or raise one line naming `flag`.
+
+    Called before any model or image is loaded: `--out afile` used to end in "[Errno 17] File exists"
+    and an unwritable folder in a failure after the whole run, with the report lost.
+    """
+    import tempfile
+
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{flag} {path}: is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".clipforge-write-check-"):
+            pass
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise PermissionError(f"{flag} {path}: cannot write there ({why})") from None
+    return path
+
+
+def check_limit(value: int | None, flag: str = "--limit") -> None:
+    """ValueError for a subset size below 1, before anything is loaded (it used to come after the model and
+    the dataset, leaving a log of a run that never started)."""
+    if value is not None and int(value) < 1:
+        raise ValueError(f"{flag} must be >= 1 (a number of images), got {value}")
+
+
+def plot_dir_for(plot: bool | str | Path, out_dir: Path) -> Path | None:
+    """The folder plots go to (`plot`: False, True = `out_dir`, or a folder), checked writable up front."""
+    if not plot:
+        return None
+    return out_dir if plot is True else check_out_dir(plot, "--plot")
+
+
+SHOWN_SKIPS = 50  # skipped files named in a report and its log (the counts are always complete)
+
+
+def skipped_files(dataset: Any) -> dict[str, Any]:
+    """What a dataset left out before any image was read, counted and named (the first `SHOWN_SKIPS`):
+    files its metadata lists but the disk lacks, and caption rows it could not use. A count alone
+    ("missing_files": 1) left the user to hunt for the file."""
+    missing = [str(m) for m in getattr(dataset, "missing", []) or []]
+    rows = list(getattr(dataset, "bad_rows", []) or [])
+    out: dict[str, Any] = {"missing_files": len(missing)}
+    if missing:
+        out["missing_examples"] = missing[:SHOWN_SKIPS]
+    if hasattr(dataset, "bad_rows"):
+        out["bad_csv_rows"] = len(rows)
+        if rows:
+            out["bad_csv_row_examples"] = [{"line": int(n), "reason": str(why)} for n, why in rows[:SHOWN_SKIPS]]
     return out
+
+
+def log_skipped(log: logging.Logger, bad: Mapping[str, Any], dataset: Any = None, what: str = "") -> None:
+    """One log line per skipped item, so the console's "see the log" finds them there: unreadable images
+    (`bad`, a `BadSampleLog.as_dict()`), and the dataset's missing files and unusable caption rows."""
+    prefix = f"{what} " if what else ""
+    for example in bad.get("examples", [])[:SHOWN_SKIPS]:
+        log.warning("%sbad image skipped: %s: %s", prefix, example.get("source"), example.get("reason"))
+    if bad.get("skipped", 0) > SHOWN_SKIPS:
+        log.warning("%s... and %d more bad images", prefix, bad["skipped"] - SHOWN_SKIPS)
+    if dataset is None:
+        return
+    missing = list(getattr(dataset, "missing", []) or [])
+    for path in missing[:SHOWN_SKIPS]:
+        log.warning("%smissing file (listed, not on disk): %s", prefix, path)
+    if len(missing) > SHOWN_SKIPS:
+        log.warning("%s... and %d more missing files", prefix, len(missing) - SHOWN_SKIPS)
+    for line, why in list(getattr(dataset, "bad_rows", []) or [])[:SHOWN_SKIPS]:
+        log.warning("%sbad caption row skipped: %s line %s: %s", prefix, getattr(dataset, "csv_path", "captions"),
+                    line, why)
+
+
+def write_plots(report: dict[str, Any], log: logging.Logger, make: Callable[[], list[str]]) -> None:
+    """Run `make` (which returns the PNG paths) and record them; a failure is recorded (``plot_error``) and
+    logged, not raised, so the report that follows is still written: plots came first and an error in them
+    lost the whole run's report."""
+    try:
+        report["files"]["plots"] = make()
+    except (OSError, ValueError, RuntimeError) as exc:
+        report["plot_error"] = " ".join(str(exc).split()) or type(exc).__name__
+        log.error("plots not written: %s", report["plot_error"])
 
 
 def check_expectations(metrics: Mapping[str, Any], expected: Mapping[str, float],

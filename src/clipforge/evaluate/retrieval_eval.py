@@ -18,11 +18,18 @@ from clipforge.evaluate.common import report_header, resolve_model
 from clipforge.evaluate.features import extract_image_features, subset_indices
 from clipforge.evaluate.metrics import retrieval_metrics
 from clipforge.evaluate.report import (
+    canonical_expect,
+    check_limit,
+    check_out_dir,
     finish_report,
+    log_skipped,
     open_run_log,
     peak_memory,
+    plot_dir_for,
     reset_peak_memory,
     run_stem,
+    skipped_files,
+    write_plots,
 )
 from clipforge.zeroshot.embeddings import encode_texts
 
@@ -42,8 +49,14 @@ def evaluate_retrieval(model: str | torch.nn.Module, captions: str | Path | Any,
     split file (``dataset_flickr30k.json``/``dataset_coco.json``: its test split, 5 captions an image) or a
     `CaptionDataset`. `limit`: a fixed random subset of images (with all their captions).
     `plot`: True (into `out_dir`) or a folder: recall@k curves of both directions.
-    `predictions`: a Parquet path: per image query its `top_k` caption ids and scores."""
+    `predictions`: a Parquet path: per image query its `top_k` caption ids and scores.
+    `expect` names, `limit` and the output folders are checked before anything is loaded."""
     from clipforge.data import CaptionDataset
+
+    expect = canonical_expect(expect, "retrieval")
+    check_limit(limit)
+    out_dir = check_out_dir(out_dir)
+    plot_dir = plot_dir_for(plot, out_dir)
 
     ev = resolve_model(model, device, preprocess, model_name, precision=precision, exact_decode=exact_decode)
     if isinstance(captions, CaptionDataset):
@@ -55,7 +68,6 @@ def evaluate_retrieval(model: str | torch.nn.Module, captions: str | Path | Any,
     else:
         ds = CaptionDataset(captions, images, ev.preprocess)
     name = dataset_name or Path(getattr(ds, "csv_path", "captions")).parent.name or "captions"
-    out_dir = Path(out_dir)
     stem = run_stem("retrieval", ev.name, name, None)
     json_path, log_path = out_dir / f"{stem}.json", out_dir / f"{stem}.log"
 
@@ -81,14 +93,14 @@ def evaluate_retrieval(model: str | torch.nn.Module, captions: str | Path | Any,
         log.info("image->text R@1/5/10 %s; text->image %s",
                  [round(100 * metrics[f"image_to_text_R@{k}"], 2) for k in ks],
                  [round(100 * metrics[f"text_to_image_R@{k}"], 2) for k in ks])
+        log_skipped(log, result.bad, ds)
         report: dict[str, Any] = {
             **report_header("retrieval", ev.device),
             "model": ev.describe(),
             "dataset": {"name": name, "captions_csv": str(getattr(ds, "csv_path", "")), "images": str(ds.root),
                         "num_images": len(ds.images), "num_captions": len(ds.captions), "limit": limit,
                         "evaluated_images": metrics["num_images"], "evaluated_captions": metrics["num_texts"],
-                        "missing_files": len(getattr(ds, "missing", [])),
-                        "bad_csv_rows": len(getattr(ds, "bad_rows", []))},
+                        **skipped_files(ds)},
             "convention": "image query hits when any of its captions is in the top k; text query hits when its "
                           "image is in the top k; ties: higher score first, then lower index",
             "metrics": metrics,
@@ -105,13 +117,12 @@ def evaluate_retrieval(model: str | torch.nn.Module, captions: str | Path | Any,
             report["files"]["predictions"] = str(write_predictions(
                 predictions, kept, [ds.images[i] for i in kept], list(range(len(kept))),
                 image_features @ text_features.t(), top_k))
-        if plot:
+        if plot_dir is not None:
             from clipforge.evaluate.metrics import retrieval_rank_lists
             from clipforge.evaluate.plots import plot_recall_curves
 
-            plot_dir = out_dir if plot is True else Path(plot)
             i2t, t2i = retrieval_rank_lists(image_features, text_features, text_to_image)
-            report["files"]["plots"] = [str(plot_recall_curves(i2t, t2i, plot_dir / f"{stem}_recall.png",
-                                                               title=f"{ev.name} on {name}"))]
+            write_plots(report, log, lambda: [str(plot_recall_curves(i2t, t2i, plot_dir / f"{stem}_recall.png",
+                                                                     title=f"{ev.name} on {name}"))])
         finish_report(report, metrics, expect, tolerance, json_path, log)
     return report

@@ -131,17 +131,11 @@ def _cells(spec: str, ready: list[tuple], tasks: Sequence[str], templates: str |
 
 
 def _metrics_cb(task: str, metrics: dict[str, Any]) -> dict[str, float]:
-    """Our metric names -> CLIP_benchmark's (acc1, acc5, mean_per_class_recall, recall@k, lp_*)."""
-    if task == "zeroshot":
-        out = {"acc1": metrics["top1"], "acc5": metrics["top5"], "mean_per_class_recall": metrics["mean_per_class_recall"]}
-        if "mAP11" in metrics:
-            out["mean_average_precision"] = metrics["mAP11"]
-        return out
-    if task == "linear-probe":
-        return {"lp_acc1": metrics["top1"], "lp_acc5": metrics["top5"],
-                "lp_mean_per_class_recall": metrics["mean_per_class_recall"]}
-    return {**{f"image_retrieval_recall@{k}": metrics[f"text_to_image_R@{k}"] for k in (1, 5, 10)},
-            **{f"text_retrieval_recall@{k}": metrics[f"image_to_text_R@{k}"] for k in (1, 5, 10)}}
+    """Our metric names -> CLIP_benchmark's (acc1, acc5, mean_per_class_recall, recall@k, lp_*), from the one
+    table `--expect` also reads (`report.CB_METRICS`); mAP11 only where the dataset has it (VOC 2007)."""
+    from clipforge.evaluate.report import CB_METRICS
+
+    return {cb: metrics[ours] for cb, ours in CB_METRICS[task].items() if ours in metrics}
 
 
 def _run_cell(cell: Cell, ev: Any, out_dir: Path, cid: str, *, limit: int | None, limit_train: int | None,
@@ -222,10 +216,14 @@ def run_suite(models: Sequence[str], datasets: Sequence[str] | str, root: str | 
     bad_tasks = set(tasks) - set(TASK_NAMES)
     if bad_tasks:
         raise ValueError(f"unknown suite task(s) {sorted(bad_tasks)}; tasks: {', '.join(TASK_NAMES)}")
-    out_dir = Path(out_dir)
+    from clipforge.evaluate.report import check_limit, check_out_dir
+
+    check_limit(limit)
+    check_limit(limit_train, "--limit-train")
     if root is not None and not Path(root).expanduser().is_dir():
         raise FileNotFoundError(f"--root {root} is not a folder (it should hold one folder per dataset; "
                                 "see docs/datasets.md)")
+    out_dir = check_out_dir(out_dir)  # up front: an unwritable --out failed every cell, then the table
     ready, missing = _plan(expand_datasets(list(datasets) if not isinstance(datasets, str) else datasets),
                            root, tasks)
     for m in missing:

@@ -27,11 +27,18 @@ from clipforge.evaluate.features import extract_image_features, subset_indices
 from clipforge.evaluate.metrics import classification_metrics, confusion_matrix
 from clipforge.evaluate.metrics import predictions as top1_predictions
 from clipforge.evaluate.report import (
+    canonical_expect,
+    check_limit,
+    check_out_dir,
     finish_report,
+    log_skipped,
     open_run_log,
     peak_memory,
+    plot_dir_for,
     reset_peak_memory,
     run_stem,
+    skipped_files,
+    write_plots,
 )
 from clipforge.zeroshot import ZeroShotClassifier, get_templates
 from clipforge.zeroshot.languages import classnames_for, default_template_set, model_languages
@@ -58,7 +65,13 @@ def evaluate_zeroshot(model: str | torch.nn.Module, dataset: str | Any, root: st
     `predictions`: a Parquet path for each evaluated sample's `top_k` class ids and scores.
     The report's ``paper_metric`` names the CLIP paper's number for the dataset (mean per-class
     accuracy for some, 11-point mAP for multi-label VOC 2007, which the metrics then include).
+    `expect` names, `limit` and the output folders are checked before the model or the dataset is
+    loaded (they were checked after the run, losing it); `--expect acc1=...` (the suite's name) works.
     """
+    expect = canonical_expect(expect, "zeroshot", dataset if isinstance(dataset, str) else None)
+    check_limit(limit)
+    out_dir = check_out_dir(out_dir)
+    plot_dir = plot_dir_for(plot, out_dir)
     ev = resolve_model(model, device, preprocess, model_name, precision=precision, exact_decode=exact_decode)
     ds = open_eval_dataset(dataset, root, split, ev.preprocess)
     ds_name = dataset if isinstance(dataset, str) else str(getattr(ds, "name", "dataset"))
@@ -70,7 +83,6 @@ def evaluate_zeroshot(model: str | torch.nn.Module, dataset: str | Any, root: st
     if len(names) != len(ds.classnames):
         raise ValueError(f"{len(names)} class names given for {len(ds.classnames)} classes of {ds_name}")
     template_list = get_templates(template_spec)
-    out_dir = Path(out_dir)
     stem = run_stem("zeroshot", ev.name, ds_name, getattr(ds, "split", split))
     json_path, log_path = out_dir / f"{stem}.json", out_dir / f"{stem}.log"
 
@@ -103,8 +115,7 @@ def evaluate_zeroshot(model: str | torch.nn.Module, dataset: str | Any, root: st
         log.info("top1 %.2f%% top5 %.2f%% mean per-class recall %.2f%% over %d images; %s",
                  100 * metrics["top1"], 100 * metrics["top5"], 100 * metrics["mean_per_class_recall"],
                  metrics["num_samples"], f"{result.bad['skipped']} bad images skipped")
-        for example in result.bad.get("examples", [])[:20]:
-            log.warning("bad image %s: %s", example["source"], example["reason"])
+        log_skipped(log, result.bad, ds)
         timing = {**result.timing, "class_embeddings_s": round(embed_s, 4),
                   "class_embeddings_cached": classifier.cache_hit}
         report: dict[str, Any] = {
@@ -112,8 +123,7 @@ def evaluate_zeroshot(model: str | torch.nn.Module, dataset: str | Any, root: st
             "model": ev.describe(),
             "dataset": {"name": ds_name, "root": str(getattr(ds, "root", root)), "split": getattr(ds, "split", split),
                         "layout": getattr(ds, "layout", None), "num_images": len(ds), "num_classes": len(names),
-                        "limit": limit, "evaluated": metrics["num_samples"],
-                        "missing_files": len(getattr(ds, "missing", []))},
+                        "limit": limit, "evaluated": metrics["num_samples"], **skipped_files(ds)},
             "templates": {"spec": template_spec if isinstance(template_spec, str) else "custom",
                           "count": len(template_list), "templates": template_list},
             "classnames": names,
@@ -130,19 +140,23 @@ def evaluate_zeroshot(model: str | torch.nn.Module, dataset: str | Any, root: st
             report["files"]["predictions"] = str(write_predictions(
                 predictions, result.indices, [ds.source_name(int(i)) for i in result.indices], result.labels,
                 scores, top_k))
-        if plot:
-            plot_dir = out_dir if plot is True else Path(plot)  # `plot`: True (into out_dir) or a folder
-            report["files"]["plots"] = _plots(metrics, names, result.labels, top1_predictions(scores), plot_dir, stem)
+        if plot_dir is not None:
+            title = f"{ev.name} on {ds_name}"
+            write_plots(report, log, lambda: _plots(metrics, names, result.labels, top1_predictions(scores), plot_dir,
+                                                    stem, title))
         finish_report(report, metrics, expect, tolerance, json_path, log)
     return report
 
 
 def _plots(metrics: dict, names: list[str], labels: torch.Tensor, pred: torch.Tensor, out_dir: Path,
-           stem: str) -> list[str]:
+           stem: str, title: str | None = None) -> list[str]:
     from clipforge.evaluate.plots import plot_confusion_matrix, plot_per_class_accuracy
 
     cm = confusion_matrix(labels, pred, len(names))
+    who = f"{title}: " if title else ""  # which model on which dataset: a PNG travels without its report
     return [
-        str(plot_per_class_accuracy(metrics["per_class_accuracy"], names, out_dir / f"{stem}_per_class.png")),
-        str(plot_confusion_matrix(np.asarray(cm), names, out_dir / f"{stem}_confusion.png")),
+        str(plot_per_class_accuracy(metrics["per_class_accuracy"], names, out_dir / f"{stem}_per_class.png",
+                                    title=f"{who}zero-shot per-class accuracy")),
+        str(plot_confusion_matrix(np.asarray(cm), names, out_dir / f"{stem}_confusion.png",
+                                  title=f"{who}zero-shot confusion matrix (row-normalised)")),
     ]

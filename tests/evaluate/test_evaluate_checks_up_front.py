@@ -1,0 +1,181 @@
+"""`clipforge eval`: bad options refused before any model or image is loaded; nothing of a run lost or unnamed.
+
+Each of these used to surface only after the whole evaluation (`--expect acc1=80`: "no such metric",
+no report; `--plot` into a file: the report lost; `--limit 0`: a stray log), or as an errno
+(`--out afile`: "[Errno 17] File exists"). Skipped files were counted but not named anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clipforge.cli.main import main
+from clipforge.evaluate.report import parse_expect
+
+_BASE = ["--model", "test-vit-tiny", "--device", "cpu", "--workers", "0", "--quiet", "--batch-size", "8"]
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch, tmp_path):
+    monkeypatch.setenv("CLIPFORGE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("CLIPFORGE_PROBE_THREADS", raising=False)
+
+
+def _folder(root: Path, per_class: int = 2, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    for name, rgb in (("red", (220, 30, 30)), ("green", (30, 180, 40)), ("blue", (30, 50, 220))):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            noise = rng.integers(-20, 20, size=(16, 16, 3))
+            Image.fromarray(np.clip(np.array(rgb) + noise, 0, 255).astype(np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+@pytest.fixture()
+def no_model(monkeypatch):
+    """Make loading a model fail loudly: a refusal must come before it."""
+    import clipforge.evaluate.linear_probe_eval as lp
+    import clipforge.evaluate.retrieval_eval as rt
+    import clipforge.evaluate.zeroshot_eval as zs
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    for module in (zs, rt, lp):
+        monkeypatch.setattr(module, "resolve_model", refuse)
+
+
+def test_expect_names_are_checked_and_the_suites_names_accepted():
+    assert parse_expect(["acc1=80,acc5=95"], "zeroshot") == {"top1": 80.0, "top5": 95.0}
+    assert parse_expect(["lp_acc1=70", "TOP5=90"], "linear-probe") == {"top1": 70.0, "top5": 90.0}
+    assert parse_expect(["image_retrieval_recall@5=60"], "retrieval") == {"text_to_image_R@5": 60.0}
+    assert parse_expect(["mAP11=50"], "zeroshot", "voc2007") == {"mAP11": 50.0}
+    with pytest.raises(ValueError, match=r"--expect acc9: zeroshot has no such metric \(known: top1, top5"):
+        parse_expect(["acc9=1"], "zeroshot")
+    with pytest.raises(ValueError, match="no such metric"):
+        parse_expect(["mAP11=50"], "zeroshot", "cifar10")  # CIFAR-10 has no mAP
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--expect", "acc9=80"], "--expect acc9: zeroshot has no such metric"),
+    (["--limit", "0"], "--limit must be >= 1"),
+    (["--out", "{tmp}/afile"], "--out {tmp}/afile: is a file, not a folder"),
+    (["--out", "{tmp}/afile/sub"], "--out {tmp}/afile/sub: cannot write there"),
+    (["--plot", "{tmp}/afile"], "--plot {tmp}/afile: is a file, not a folder"),
+])
+def test_zeroshot_refuses_before_loading_anything(tmp_path, capsys, no_model, extra, message):
+    root = _folder(tmp_path / "d")
+    (tmp_path / "afile").write_text("")
+    args = ["eval", "zeroshot", *_BASE, "--dataset", "folder", "--root", str(root), "--out", str(tmp_path / "out")]
+    assert main(args + [e.replace("{tmp}", str(tmp_path)) for e in extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {message.replace('{tmp}', str(tmp_path))}"] or \
+        (len(err) == 1 and err[0].startswith(f"error: {message.replace('{tmp}', str(tmp_path))}"))
+    assert not list(tmp_path.rglob("*.log"))  # a refused run leaves no log
+
+
+def test_probe_and_retrieval_refuse_before_loading_anything(tmp_path, capsys, no_model):
+    root = _folder(tmp_path / "d")
+    assert main(["eval", "linear-probe", *_BASE, "--dataset", "folder", "--root", str(root), "--limit-train", "0",
+                 "--out", str(tmp_path / "out")]) == 2
+    assert "--limit-train must be >= 1" in capsys.readouterr().err
+    (tmp_path / "c.csv").write_text("image,caption\nred/0.png,red\n")
+    assert main(["eval", "retrieval", *_BASE, "--captions", str(tmp_path / "c.csv"), "--images", str(root),
+                 "--expect", "acc1=1", "--out", str(tmp_path / "out")]) == 2
+    assert "--expect acc1: retrieval has no such metric" in capsys.readouterr().err
+
+
+def test_suite_refuses_an_unusable_out_before_any_cell(tmp_path, capsys):
+    (tmp_path / "afile").write_text("")
+    root = _folder(tmp_path / "d")
+    code = main(["eval", "suite", "--models", "test-vit-tiny", "--datasets", f"cifar10={root}", "--device", "cpu",
+                 "--quiet", "--out", str(tmp_path / "afile")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip() == f"error: --out {tmp_path / 'afile'}: is a file, not a folder"
+
+
+def test_dataset_typo_says_what_was_meant(tmp_path, capsys):
+    assert main(["eval", "zeroshot", *_BASE, "--dataset", "cifr10", "--root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--dataset 'cifr10': unknown dataset (did you mean cifar10?)" in err and "usage:" not in err
+
+
+def test_failed_plot_keeps_the_report(tmp_path, capsys, monkeypatch):
+    import clipforge.evaluate.plots as plots
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(plots, "plot_per_class_accuracy", broken)
+    root = _folder(tmp_path / "d")
+    assert main(["eval", "zeroshot", *_BASE, "--dataset", "folder", "--root", str(root), "--templates", "simple",
+                 "--out", str(tmp_path / "out"), "--plot"]) == 1
+    reports = list((tmp_path / "out").glob("*.json"))
+    assert len(reports) == 1 and json.loads(reports[0].read_text())["plot_error"] == "disk full"
+    assert "warning: plots not written: disk full (the report was written:" in capsys.readouterr().err
+
+
+def test_skipped_files_are_named_in_report_log_and_stderr(tmp_path, capsys):
+    root = _folder(tmp_path / "imgs")
+    (root / "red" / "broken.png").write_bytes(b"not a png")
+    rows = ["image,caption", "red/0.png,a red square", "green/0.png,a green square", "blue/0.png,a blue one",
+            "red/broken.png,a broken one", "gone.png,a missing one", "only-one-field"]
+    (tmp_path / "c.csv").write_text("\n".join(rows) + "\n")
+    assert main(["eval", "retrieval", *_BASE, "--captions", str(tmp_path / "c.csv"), "--images", str(root),
+                 "--out", str(tmp_path / "out"), "--json"]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    ds = report["dataset"]
+    assert ds["missing_examples"] == [str(root / "gone.png")]
+    assert ds["bad_csv_row_examples"] == [{"line": 7, "reason": "1 fields, expected 2"}]
+    assert "broken.png" in report["bad_images"]["examples"][0]["source"]
+    assert "notice: 2 images skipped (unreadable or missing; named in" in captured.err
+    log = Path(report["files"]["log"]).read_text()
+    assert f"bad image skipped: {root / 'red' / 'broken.png'}" in log
+    assert f"missing file (listed, not on disk): {root / 'gone.png'}" in log and "line 7: 1 fields" in log
+
+
+def test_unfinished_run_keeps_a_log_that_says_why_and_where(tmp_path, capsys):
+    root = tmp_path / "d"
+    (root / "red").mkdir(parents=True)
+    (root / "red" / "0.png").write_bytes(b"not a png")  # nothing readable: the run fails after its log opened
+    assert main(["eval", "zeroshot", *_BASE, "--dataset", "folder", "--root", str(root), "--templates", "simple",
+                 "--out", str(tmp_path / "out")]) == 2
+    logs = list((tmp_path / "out").glob("*.log"))
+    assert len(logs) == 1 and not list((tmp_path / "out").glob("*.json"))
+    assert "run stopped before its report was written: no image of" in logs[0].read_text()
+    assert f"log of the unfinished run: {logs[0]}" in capsys.readouterr().err
+
+
+def test_probe_fits_run_single_threaded_and_are_timed(tmp_path):
+    """The fits ran with every BLAS/OpenMP thread: 12-50 s a fit on 2 loaded cores instead of 0.5-1 s."""
+    import sklearn.linear_model  # noqa: F401 - loaded, so threadpoolctl sees (and limits) its BLAS
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    import clipforge.evaluate.probe as probe
+    from clipforge.evaluate import evaluate_linear_probe
+
+    seen: list[int] = []
+    real_fit = probe._fit
+
+    def spy(*args, **kwargs):
+        seen.append(max(p["num_threads"] for p in threadpool_info()))
+        return real_fit(*args, **kwargs)
+
+    for split, seed in (("train", 1), ("test", 2)):
+        _folder(tmp_path / "d" / split, per_class=4, seed=seed)
+    with threadpool_limits(2), pytest.MonkeyPatch.context() as patch:  # the machine's default on 2 cores
+        patch.setattr(probe, "_fit", spy)
+        report = evaluate_linear_probe("test-vit-tiny", "folder", tmp_path / "d", fewshot_k=[1], seeds=1, workers=0,
+                                       device="cpu", out_dir=tmp_path / "out", progress=False)
+    assert seen and set(seen) == {1}
+    timing = report["timing"]["probe"]
+    assert timing["fit_threads"] == 1 and timing["full"]["fits"] == len(report["probe"]["full"]["sweep"]) + 1
+    assert timing["full"]["search_s"] > 0 and timing["fewshot"]["probes"] == 1
+    assert report["dataset"]["train_root"] == str(tmp_path / "d" / "train")
+    assert report["dataset"]["root"] == str(tmp_path / "d" / "test")
