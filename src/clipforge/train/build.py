@@ -94,6 +94,7 @@ def build_eval_hooks(config: TrainConfig, image_size: int, preprocess: dict[str,
     """Zero-shot evaluation sets, preprocessed as the weights need (`preprocess`: `preprocess_of(model)`)."""
     from clipforge.train.data import open_split, strided_subset
     from clipforge.train.evalhook import ZeroShotEval
+    from clipforge.train.skipped import known_bad
     from clipforge.weights.preprocessing import build_weights_preprocess
     from clipforge.zeroshot import get_templates
 
@@ -111,12 +112,14 @@ def build_eval_hooks(config: TrainConfig, image_size: int, preprocess: dict[str,
         ds = open_split(dataset, root, split, transform=build_weights_preprocess(image_size, preprocess))
         if name == "val":  # every class keeps its share of a capped evaluation set
             ds = strided_subset(ds, config.val_max_samples)
+        bad = known_bad(ds)  # the files its metadata lists but the disk lacks
         if config.in_memory:  # decode once; each epoch's evaluation then only preprocesses pixels
             from clipforge.data.inmemory import decode_all
 
             ds = decode_all(ds, progress=False)
+            bad += known_bad(ds)  # ... and those that failed to decode
         hooks.append(ZeroShotEval(name, ds, ds.classnames, get_templates(templates),
-                                  max_samples=config.val_max_samples if name == "val" else None))
+                                  max_samples=config.val_max_samples if name == "val" else None, known_bad=bad))
     return hooks
 
 

@@ -3,7 +3,10 @@
 Layout under `<out>/checkpoints/`:
     model-{epoch}_acc-{acc}.safetensors   weights at the end of an epoch (the source's naming;
                                           `acc` is the zero-shot top-1 of the eval hook)
-    model-step-{step}.safetensors         weights every N steps
+    model-step-{step}.safetensors         weights every N steps (`save_every_steps`), and at the end
+                                          of a run that stops between epoch ends: then evaluated
+                                          (`model-step-{step}_acc-{acc}`) unless it only paused
+                                          (`stop_after_steps`)
     <name>.state.pt                       everything else needed to continue (tensors and plain
                                           Python values only: read back with weights_only=True)
     latest.json / best.json               which checkpoint is newest / has the best metric
@@ -69,7 +72,10 @@ class CheckpointManager:
         self.metric = metric
 
     def save(self, name: str, model: torch.nn.Module, config: dict[str, Any], train_state: dict[str, Any],
-             metrics: dict[str, float] | None = None) -> Path:
+             metrics: dict[str, float] | None = None, epoch: float | None = None) -> Path:
+        """`epoch` is what the records (index/latest/best.json) say: epochs of data consumed, as the logs
+        count them (`model-2_acc-...` is epoch 2). The train state's own `epoch` is the 0-based epoch
+        in progress, which is what resuming needs; it was shown in the records, one less than the name."""
         from clipforge.weights import save_safetensors
         from clipforge.weights.save import model_config
 
@@ -78,7 +84,8 @@ class CheckpointManager:
         save_safetensors(model, weights, config=model_config(model))
         state = {**train_state, "train_config": json.dumps(config), "name": name}
         write_atomic(self.directory / f"{name}{STATE_SUFFIX}", lambda tmp: torch.save(state, tmp))
-        record = {"name": name, "step": train_state.get("step"), "epoch": train_state.get("epoch"),
+        record = {"name": name, "step": train_state.get("step"),
+                  "epoch": train_state.get("epoch") if epoch is None else epoch,
                   "metrics": metrics or {}}
         index = self._index()
         index = [r for r in index if r["name"] != name] + [record]

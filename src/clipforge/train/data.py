@@ -173,10 +173,13 @@ def in_memory_batches(config: TrainConfig, dataset: Any, templates: list[str], i
     """Decode `dataset` once and serve tensor-op batches (see `clipforge.train.fastdata`)."""
     from clipforge.train.fastdata import TensorBatches, decode_to_tensor
 
-    images, classes = decode_to_tensor(dataset, workers=config.workers, progress=rank == 0)
+    images, classes, skipped = decode_to_tensor(dataset, workers=config.workers, progress=rank == 0)
     cfg = preprocess or {}
-    return TensorBatches(images, classes, dataset.classnames, templates, context_length, image_size,
+    batches = TensorBatches(images, classes, dataset.classnames, templates, context_length, image_size,
                          pad=config.pad_crop, hflip=config.hflip, templates_per_batch=config.templates_per_batch,
                          unique_captions=config.unique_captions, channels_last=config.channels_last,
                          seed=config.seed, rank=rank, mean=cfg.get("mean"), std=cfg.get("std"),
                          captions=captions)
+    batches.skipped = skipped  # left out: what failed to decode, and (below) what the disk lacks
+    batches.missing = list(getattr(dataset, "missing", None) or ())
+    return batches

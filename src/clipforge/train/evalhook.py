@@ -9,10 +9,13 @@ cache off: the weights change every epoch.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+
+from clipforge.data.bad import BadImage
+from clipforge.train.skipped import SkippedImages, known_bad
 
 
 @dataclass
@@ -26,6 +29,12 @@ class ZeroShotEval:
     batch_size: int = 64
     workers: int = 0
     max_samples: int | None = None
+    known_bad: list[BadImage] = field(default_factory=list)  # missing / undecodable before evaluating
+
+    def __post_init__(self) -> None:
+        # the set's images it could not score (each file once over the run), for the trainer's summary
+        self.skipped = SkippedImages(f"{self.name} data")
+        self.skipped.add(self.known_bad or known_bad(self.dataset))
 
     @torch.no_grad()
     def __call__(self, model: nn.Module, device: torch.device, autocast=None) -> dict[str, float]:
@@ -46,6 +55,7 @@ class ZeroShotEval:
         correct = total = skipped = 0
         for batch in make_loader(dataset, self.batch_size, workers=self.workers):
             skipped += len(batch.errors)
+            self.skipped.add(batch.errors)
             if len(batch.indices) == 0:
                 continue
             if autocast is not None:

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from clipforge.data.bad import BadImage
+
 
 @dataclass
 class TensorBatch:
@@ -81,6 +83,7 @@ class TensorBatches:
         self.resolution, self.pad, self.hflip = resolution, pad, hflip
         self.templates_per_batch, self.unique_captions = templates_per_batch, unique_captions
         self.channels_last, self.seed, self.rank = channels_last, seed, rank
+        self.skipped: list[BadImage] = []  # images left out when decoding (set by the builder)
         self.mean = torch.tensor(tuple(mean or MEAN)).view(1, 3, 1, 1) * 255  # the weights' own (default OpenAI's)
         self.std = torch.tensor(tuple(std or STD)).view(1, 3, 1, 1) * 255
 
@@ -121,15 +124,14 @@ class TensorBatches:
             yield self.batch(order_t[number * batch_size:(number + 1) * batch_size], epoch, number)
 
 
-def decode_to_tensor(dataset, workers: int = 0, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """(uint8 [N, 3, H, W], labels [N]) of a `clipforge.data.LabelledDataset`, decoded once."""
+def decode_to_tensor(dataset, workers: int = 0,
+                     progress: bool = True) -> tuple[torch.Tensor, torch.Tensor, list[BadImage]]:
+    """(uint8 [N, 3, H, W], labels [N], the images that could not be decoded) of a
+    `clipforge.data.LabelledDataset`, decoded once. The bad images are returned, not printed: the
+    trainer tells them in its one summary line per data set (`clipforge.train.skipped`)."""
     from clipforge.data.inmemory import decode_all
 
     decoded = decode_all(dataset, workers=workers, progress=progress)
-    for bad in decoded.skipped[:5]:
-        print(f"skipping {bad}", flush=True)
-    if decoded.skipped:
-        print(f"{dataset.name}: skipped {len(decoded.skipped)} unreadable images", flush=True)
     images = torch.from_numpy(decoded.images).permute(0, 3, 1, 2).contiguous()
     labels = torch.tensor([label for _, label in decoded.samples])
-    return images, labels
+    return images, labels, list(decoded.skipped)

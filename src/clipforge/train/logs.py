@@ -56,6 +56,13 @@ class RunLogger:
                     self._tb.add_scalar(f"{kind}/{key}", value, step)
             self._tb.flush()
 
+    def note(self, kind: str, record: dict[str, Any]) -> None:
+        """A record for log.jsonl only (no CSV, no curve): e.g. "skipped", the images a data set lost."""
+        if not self.enabled:
+            return
+        with open(self.jsonl, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"kind": kind, **record}) + "\n")
+
     def truncate_after(self, step: int) -> int:
         """Drop every record logged after `step` (a resumed run restarts there, so the crashed run's
         later lines would otherwise repeat in log.jsonl and the CSVs). Returns how many went."""

@@ -45,6 +45,7 @@ from clipforge.train.loss import ClipLoss, SigLipLoss, unique_caption_loss
 from clipforge.train.optim import build_optimizer
 from clipforge.train.precision import resolve_precision
 from clipforge.train.schedule import TimeBudget, cosine_with_warmup
+from clipforge.train.skipped import SkippedImages, known_bad
 from clipforge.train.step import ContrastiveModel, gradcache_step, plain_step
 from clipforge.train.threads import configure_threads
 
@@ -86,6 +87,8 @@ class Trainer:
         self.dataset = train_dataset if train_dataset is not None else build_train_dataset(
             config, size, context, self.dist.rank, self.dist.world_size, self.preprocess,
             _family_tokenizer(self.model))
+        self.skipped = SkippedImages("training data")  # rank 0 tells its own share (see _tell_skipped)
+        self.skipped.add(known_bad(self.dataset))
         if eval_hooks is None:  # only rank 0 evaluates
             eval_hooks = build_eval_hooks(config, size, self.preprocess) if self.dist.is_main else []
         self.eval_hooks = eval_hooks
@@ -110,6 +113,14 @@ class Trainer:
         self._tokenizer_carried = False
         self.losses: list[float] = []
         self.last_metrics: dict[str, float] = {}
+        self.checkpoint_metrics: dict[str, float] = {}  # the evaluation of `last_checkpoint` itself ({}: none)
+        # train.csv's elapsed_s goes on from a resumed checkpoint's, and its loss window (the steps since
+        # the last logged loss) rides in the checkpoint: the first loss logged after a resume averages
+        # all log_every steps, as the uninterrupted run's does
+        self._elapsed_before = 0.0
+        self._started: float | None = None
+        self._window: dict[str, float] = {"loss": 0.0, "n": 0, "samples": 0, "t": 0.0}
+        self._window_loss_mean = 0.0
 
     def _sampler(self) -> tuple[ResumableSampler | None, int]:
         cfg = self.config
@@ -130,22 +141,41 @@ class Trainer:
         return {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "scaler": self.precision.scaler.state_dict() if self.precision.scaler else None,
-                "rng": rng_state(), "budget": self.budget.state_dict() if self.budget else None}
+                "rng": rng_state(), "budget": self.budget.state_dict() if self.budget else None,
+                "elapsed_s": self._elapsed(),
+                "log_window": {"loss": self._window_loss_mean, "n": int(self._window["n"])}}
+
+    def _elapsed(self) -> float:
+        """Wall seconds of this run so far, counting the runs it resumed from (train.csv's elapsed_s)."""
+        since = time.perf_counter() - self._started if self._started is not None else 0.0
+        return self._elapsed_before + since
+
+    def _epochs_done(self) -> float:
+        """Epochs of data consumed (1.3333 = a third into the second): the one `epoch` every log
+        line, checkpoint record (index/latest/best.json) and the summary use, 1-based at epoch ends."""
+        done = self.epoch + self.batch_in_epoch / self.steps_per_epoch
+        return int(done) if float(done).is_integer() else round(done, 4)
 
     def _weights_for_eval(self) -> Any:
         """The EMA weights swapped in (yielding the raw ones), or the model as it is."""
         return self.ema.applied(self.model) if self.ema is not None else contextlib.nullcontext(None)
 
-    def save(self, name: str, metrics: dict[str, float] | None = None) -> Path | None:
-        """Weights file = what users load (the EMA when on); the raw weights ride in the train state."""
+    def save(self, name: str, metrics: dict[str, float] | None = None, epoch: float | None = None) -> Path | None:
+        """Weights file = what users load (the EMA when on); the raw weights ride in the train state.
+        `metrics` are this checkpoint's own evaluation, `epoch` its place in the run (default: now)."""
         self.saved_step = self.step
+        self.checkpoint_metrics = dict(metrics or {})
+        # every rank calls save at the same step: the loss window's global mean, so a resumed
+        # rank adds its own steps to what all ranks had (collective: before the rank-0 branch)
+        self._window_loss_mean = all_reduce_mean(float(self._window["loss"]))
         if self.dist.is_main:
             state = self.state()
             with self._weights_for_eval() as raw:
                 if raw is not None:
                     state["ema"] = {"updates": self.ema.updates, "raw_model": raw}
-                self.last_checkpoint = self.checkpoints.save(name, self.model, self.config.to_dict(), state,
-                                                             metrics)
+                self.last_checkpoint = self.checkpoints.save(
+                    name, self.model, self.config.to_dict(), state, metrics,
+                    epoch=self._epochs_done() if epoch is None else epoch)
             if not self._tokenizer_carried:  # a family's tokenizer file beside its checkpoints, once per run
                 from clipforge.train.tokenizer_file import carry_tokenizer_file
 
@@ -168,6 +198,9 @@ class Trainer:
             self.precision.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        self._elapsed_before = float(state.get("elapsed_s", 0.0))  # absent in checkpoints before it was kept
+        window = state.get("log_window") or {}
+        self._window.update(loss=float(window.get("loss", 0.0)), n=int(window.get("n", 0)))
         if self.batch_in_epoch >= self.steps_per_epoch:
             self.epoch, self.batch_in_epoch = self.epoch + 1, 0
 
@@ -275,8 +308,28 @@ class Trainer:
         self.last_metrics = metrics
         self.logger.log("eval", {"step": self.step, "epoch": self.epoch + 1, **self._clock(), **metrics})
         self._report(f"epoch {self.epoch + 1}", metrics)
-        self.save(checkpoint_name(self.epoch + 1, self.step, metrics.get("val_top1")), metrics)
+        self._tell_skipped()
+        self.save(checkpoint_name(self.epoch + 1, self.step, metrics.get("val_top1")), metrics, epoch=self.epoch + 1)
         self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+
+    def _skipped_sets(self) -> dict[str, SkippedImages]:
+        """The skipped-image tallies by data set: "train", then each evaluation set by its name."""
+        tallies = {"train": self.skipped}
+        for hook in self.eval_hooks:
+            if isinstance(getattr(hook, "skipped", None), SkippedImages):
+                tallies[getattr(hook, "name", "eval")] = hook.skipped
+        return tallies
+
+    def _tell_skipped(self) -> None:
+        """One stderr line (and a log.jsonl record) per data set whose tally grew since it was last
+        told: after the first epoch (or the final evaluation) for fixed data, so once per run."""
+        if not self.dist.is_main:
+            return
+        for data, tally in self._skipped_sets().items():
+            if tally.count > tally.reported:
+                self._bar.write(tally.line(), file=sys.stderr)
+                self.logger.note("skipped", {"step": self.step, "data": data, **tally.as_dict()})
+                tally.reported = tally.count
 
     def _clock(self) -> dict[str, float]:
         return {"train_s": self.budget.elapsed_s} if self.budget is not None else {}
@@ -292,13 +345,13 @@ class Trainer:
         if self.budget is not None:
             self.budget.elapsed_s += all_reduce_max(cpu_s if self.config.budget_clock == "cpu" else wall_s)
 
-    def _log(self, window: dict[str, float], started: float) -> None:
+    def _log(self, window: dict[str, float]) -> None:
         now = time.perf_counter()
-        rate = window["samples"] / max(now - window["t"], 1e-9)
-        record = {"step": self.step, "epoch": self.epoch + self.batch_in_epoch / self.steps_per_epoch,
+        rate = window["samples"] / max(now - window["t"], 1e-9)  # the steps this process ran
+        record = {"step": self.step, "epoch": self._epochs_done(),
                   "loss": all_reduce_mean(window["loss"] / window["n"]), "lr": self.optimizer.param_groups[0]["lr"],
                   "logit_scale": float(self.model.logit_scale.detach().exp()), "samples_per_s": rate,
-                  "elapsed_s": now - started}
+                  "elapsed_s": self._elapsed()}
         self.logger.log("train", record)
         window.update(loss=0.0, n=0, samples=0, t=now)
         self._bar.set_postfix(loss=f"{record['loss']:.4f}", samples_s=f"{rate:.1f}")
@@ -313,8 +366,9 @@ class Trainer:
         self._first_step = self.step
         self.model.train()
         set_frozen_eval(self.model, cfg.lock_image, cfg.lock_text)
-        started = time.perf_counter()
-        window = {"loss": 0.0, "n": 0, "samples": 0, "t": started}
+        self._started = time.perf_counter()
+        window = self._window  # loss and n carried over from a resumed checkpoint
+        window.update(samples=0, t=self._started)
         interactive = sys.stderr.isatty()  # in a log file, a progress line a minute instead of ten a second
         self._bar = tqdm(total=None if self.budget else self.total_steps, initial=self.step, unit="step",
                          disable=not self.dist.is_main, desc="train", dynamic_ncols=True,
@@ -323,6 +377,7 @@ class Trainer:
             tick = self._now()
             while not self._done():
                 for batch in self._loader():
+                    self.skipped.add(getattr(batch, "errors", None) or ())
                     if len(batch.indices) == 0:
                         continue
                     loss = self._train_step(batch)
@@ -337,11 +392,14 @@ class Trainer:
                     window["n"] += 1
                     window["samples"] += len(batch.indices) * self.dist.world_size
                     if self.step % cfg.log_every == 0 or self.step == self.total_steps:
-                        self._log(window, started)
+                        self._log(window)
                     self._bar.update(1)
-                    if cfg.save_every_steps and self.step % cfg.save_every_steps == 0:
+                    ends = self._done() or self.batch_in_epoch >= self.steps_per_epoch
+                    # a step that ends the epoch or the run is saved just below, evaluated and named
+                    # with its accuracy: no second, unevaluated `model-step-N` of the same weights
+                    if cfg.save_every_steps and self.step % cfg.save_every_steps == 0 and not ends:
                         self.save(checkpoint_name(None, self.step, None))
-                    if self._done() or self.batch_in_epoch >= self.steps_per_epoch:
+                    if ends:
                         break
                 if not self._done() or self.batch_in_epoch >= self.steps_per_epoch:
                     self._end_epoch()  # the epoch is complete (or its stream ran dry)
@@ -351,18 +409,22 @@ class Trainer:
                 if self.step >= self.total_steps or self._out_of_budget():
                     metrics = self.evaluate()
                     if metrics:
-                        self.logger.log("eval", {"step": self.step, "epoch": self.epoch + self.batch_in_epoch
-                                                 / self.steps_per_epoch, **self._clock(), **metrics})
+                        self.logger.log("eval", {"step": self.step, "epoch": self._epochs_done(),
+                                                 **self._clock(), **metrics})
                         self._report("final", metrics)
                 self.save(checkpoint_name(None, self.step, metrics.get("val_top1")), metrics)
+            self._tell_skipped()
         finally:  # a stopped run (NaN loss, Ctrl-C) leaves no progress line after its message
             self._bar.close()
         if self.dist.is_main:
             plot_curves(self.out_dir)
         self.logger.close()
         torch.set_num_threads(self._threads_before)
-        return {"steps": self.step, "epoch": self.epoch, "losses": self.losses, "checkpoint": self.last_checkpoint,
-                "metrics": metrics or self.last_metrics, **self.freeze_summary}
+        # `metrics` are the returned checkpoint's own evaluation ({} when it had none, e.g. stop_after_steps),
+        # never an earlier epoch's shown as if they were the file's
+        return {"steps": self.step, "epoch": self._epochs_done(), "losses": self.losses,
+                "checkpoint": self.last_checkpoint, "metrics": self.checkpoint_metrics, **self.freeze_summary,
+                "skipped_images": {data: tally.as_dict() for data, tally in self._skipped_sets().items()}}
 
 
 class TrainingDivergedError(TrainConfigError):

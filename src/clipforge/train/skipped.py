@@ -1,0 +1,67 @@
+"""The images a training run could not use, told once per data set: how many, the first few, why.
+
+A batch job skips, counts and explains bad items (DESIGN.md). The data layer already hands the
+trainer both kinds: files a dataset's metadata lists but the disk lacks (`missing`, dropped when
+the dataset opens) and files that fail to decode (a `BadImage` in a batch's `errors`). The normal
+training path dropped both without a word (a CUB copy with a deleted image, a truncated JPEG and a
+text file named .jpg trained with exit 0; only `val_samples 247` hinted at it), while the in-memory
+path printed its own count. `SkippedImages` is the one tally for both paths, for the training data
+and every evaluation set: it counts with the project's `clipforge.data.BadSampleLog` (the tally
+`eval` reports, so the JSON has the same shape), each file once however many epochs read it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from clipforge.data.bad import BadImage
+
+MISSING_REASON = "listed by the dataset but not on disk"
+SHOWN = 3  # names in the one-line summary; the JSON keeps up to 50 (BadSampleLog's examples)
+
+
+class SkippedImages:
+    """Distinct images of one data set (`label`: "training data", "val data", ...) that were skipped."""
+
+    def __init__(self, label: str) -> None:
+        from clipforge.data.collate import BadSampleLog
+
+        self.label = label
+        self.log = BadSampleLog()
+        self._seen: set[str] = set()
+        self.reported = 0  # how many `line()` has already told (the trainer tells only news)
+
+    @property
+    def count(self) -> int:
+        return self.log.count
+
+    def add(self, errors: Iterable[BadImage]) -> None:
+        """Count each file once: a bad file fails again every epoch, and is still one bad file."""
+        for err in errors:
+            if err.path in self._seen:
+                continue
+            self._seen.add(err.path)
+            self.log.add([err])
+
+    def line(self) -> str:
+        """`training data: 3 images skipped: a.jpg: reason; b.jpg: reason; ... (see log.jsonl)`."""
+        shown = "; ".join(f"{e.path}: {e.reason}" for e in self.log.examples[:SHOWN])
+        more = f"; and {self.count - SHOWN} more" if self.count > SHOWN else ""
+        noun = "image" if self.count == 1 else "images"
+        return f"{self.label}: {self.count} {noun} skipped: {shown}{more} (see log.jsonl)"
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.log.as_dict()
+
+
+def known_bad(dataset: Any) -> list[BadImage]:
+    """The images of `dataset` already known to be unusable before a batch is read: files its
+    metadata lists but the disk lacks (`missing`, also of a wrapped labelled set), and files a
+    decode-once copy could not decode (`skipped` of `clipforge.data.decode_all`'s result, or of
+    the in-memory training batches)."""
+    bad: list[BadImage] = []
+    for holder in (dataset, getattr(dataset, "dataset", None)):
+        bad += [BadImage(str(path), MISSING_REASON) for path in getattr(holder, "missing", None) or ()]
+    bad += list(getattr(dataset, "skipped", None) or ())
+    return bad
