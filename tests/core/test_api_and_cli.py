@@ -262,3 +262,15 @@ def test_similarity_table_matches_a_direct_computation(tmp_path: Path, tiny_vit)
 def test_random_config_models_are_not_loadable_by_name() -> None:
     model = create_model_from_config(get_config("test-rn-tiny"))
     assert model.image_size == 64
+
+
+def test_a_mistyped_flag_shows_the_usage_of_the_command_typed(capsys) -> None:
+    """`clipforge search --topk 3 cat` printed `usage: clipforge [-h] [--version] COMMAND ...`: the usage of the
+    command typed (with its flags) is the one that helps."""
+    for argv, usage in ((["search", "--topk", "3", "cat"], "usage: clipforge search "),
+                        (["index", "add", "x", "--bogus"], "usage: clipforge index add ")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith(usage) and "unrecognized arguments: " in err.splitlines()[-1]

@@ -123,8 +123,9 @@ def main(argv: Sequence[str] | None = None, *, decode_ahead: bool = False) -> in
     decoding them before torch is imported (`_decode_ahead`)."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra:  # what parse_args does, with a hint where a flag's list was split by spaces
-        parser.error(_unrecognized(parser, list(sys.argv[1:] if argv is None else argv), extra))
+    if extra:  # what parse_args does, with a hint where a flag's list was split by spaces, and the usage of
+        tokens = list(sys.argv[1:] if argv is None else argv)  # the command typed (`clipforge search ...`)
+        _command_parser(parser, tokens).error(_unrecognized(parser, tokens, extra))
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 0 if args.command is None else 2
