@@ -203,11 +203,16 @@ def _pretrained_source(name: str, arch: str, tag: str, download_root: Spec | Non
 
 def _unknown(spec: str) -> FileNotFoundError:
     from clipforge.models import ARCH_CONFIGS
+    from clipforge.models.chinese_clip import CHINESE_CLIP_CONFIGS
+    from clipforge.models.configs import closest_name
 
     tests = ", ".join(n for n in ARCH_CONFIGS if n.startswith("test-"))
+    names = [*available_models(), *CHINESE_CLIP_CONFIGS]  # Chinese-CLIP's were missing from the list
+    guess = closest_name(spec, [*names, *(n for n in ARCH_CONFIGS if not n.startswith("test-"))])
+    hint = f" Did you mean {guess}?" if guess else ""
     return FileNotFoundError(
-        f"model {spec!r} is neither a known name ({', '.join(available_models())}) nor an existing checkpoint "
-        f"file or directory. For random weights pass a test config ({tests}) or random:<arch>, e.g. random:ViT-B/32.")
+        f"model {spec!r} is neither a known name ({', '.join(names)}) nor an existing checkpoint "
+        f"file or directory. For random weights pass a test config ({tests}) or random:<arch>, e.g. random:ViT-B/32.{hint}")
 
 
 def resolve_spec(spec: Spec, pretrained: str | None = None, download_root: Spec | None = None) -> _Source:

@@ -301,3 +301,18 @@ def test_names_and_registry_tags_win_over_same_named_files_here(tmp_path, monkey
     with pytest.warns(UserWarning, match="names a model"):
         assert api.resolve_spec("test-vit-tiny").random_arch == "test-vit-tiny"
     assert api.resolve_spec("./RN50").checkpoint == (tmp_path / "RN50").resolve()
+
+
+def test_a_mistyped_model_name_gets_did_you_mean() -> None:
+    """`--model cn-ViT-B16` listed the shipped and OpenAI names but not Chinese-CLIP's, with no suggestion."""
+    from clipforge.api import load_model
+
+    with pytest.raises(FileNotFoundError, match=r"cn-ViT-B-16.*Did you mean cn-ViT-B-16\?$"):
+        load_model("cn-ViT-B16", "cpu")
+    with pytest.raises(FileNotFoundError, match=r"Did you mean clipforge-tiny-zh\?$"):
+        load_model("clipforge-tiny-z", "cpu")
+    with pytest.raises(ValueError, match=r"unknown architecture 'vit-b-32' \(did you mean ViT-B/32\?\)"):
+        load_model("random:vit-b-32", "cpu")
+    with pytest.raises(FileNotFoundError) as refused:
+        load_model("something-else-entirely", "cpu")
+    assert "Did you mean" not in str(refused.value)

@@ -20,6 +20,7 @@ wrong activation. ``ViT-B-32-quickgelu`` or ``ViT-B/32`` is the old meaning.)
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from typing import Any
 
 ArchConfig = dict[str, Any]
@@ -134,12 +135,31 @@ def register_config(name: str, config: ArchConfig) -> None:
     ARCH_CONFIGS[name] = dict(config)
 
 
+def closest_name(name: str, candidates: Iterable[str]) -> str | None:
+    """The candidate a mistyped model name most likely meant: the same name spelt with other case or separators
+    (``cn-ViT-B16``, ``vit-b-32``), or a near spelling; None when nothing is close."""
+    import difflib
+
+    def squeeze(text: str) -> str:
+        return "".join(ch for ch in text.lower() if ch.isalnum())
+
+    by_squeezed: dict[str, str] = {}
+    for candidate in candidates:
+        by_squeezed.setdefault(squeeze(candidate), candidate)
+    if squeeze(name) in by_squeezed:
+        return by_squeezed[squeeze(name)]
+    close = difflib.get_close_matches(squeeze(name), list(by_squeezed), n=1, cutoff=0.8)
+    return by_squeezed[close[0]] if close else None
+
+
 def get_config(name: str) -> ArchConfig:
     """A fresh copy of a named config, so callers may edit it without touching the table."""
     key = canonical_name(name)
     if key not in ARCH_CONFIGS:
         known = ", ".join(sorted(ARCH_CONFIGS) + sorted(ALIASES))
-        raise KeyError(f"unknown architecture {name!r}; known: {known}")
+        guess = closest_name(name, [*ARCH_CONFIGS, *ALIASES])
+        hint = f" (did you mean {guess}?)" if guess else ""
+        raise KeyError(f"unknown architecture {name!r}{hint}; known: {known}")
     return copy.deepcopy(ARCH_CONFIGS[key])
 
 
