@@ -250,3 +250,38 @@ def test_crashes_become_json_without_internals(make_client, monkeypatch):
     assert response.status_code == 500
     assert response.json() == {"error": "internal_error", "detail": INTERNAL_DETAIL}
     assert "/very/private/path" not in response.text and "RuntimeError" not in response.text
+
+
+def test_token_guessing_is_slowed_per_address(make_client, kit, library, monkeypatch):
+    """Wrong tokens were answered 401 as fast as a client could send them, without limit: a short token could be
+    guessed. After `MAX_WRONG_TOKENS` wrong tokens from one address within `WRONG_TOKEN_WINDOW_S`, that address's
+    writes are refused (429, saying how long to wait) without comparing anything, even with the right token,
+    until the window has passed; other addresses are not affected, and the UI's token box counts the same."""
+    from fastapi.testclient import TestClient
+
+    import clipforge.server.security as security
+
+    now = [1000.0]
+    monkeypatch.setattr(security.time, "monotonic", lambda: now[0])
+    client = make_client(token="correct horse")
+    data = kit.encode(kit.picture((5, 100, 5), seed=7))
+    upload = {"files": {"file": ("x.png", data, "image/png")}}
+    statuses = [client.post("/api/images", headers={"X-Token": f"guess{i}"}, **upload).status_code
+                for i in range(security.MAX_WRONG_TOKENS + 3)]
+    assert statuses == [401] * security.MAX_WRONG_TOKENS + [429] * 3, statuses
+    locked = client.post("/api/images", headers={"X-Token": "correct horse"}, **upload)
+    assert locked.status_code == 429 and "wrong tokens" in locked.json()["detail"] and "wait" in locked.json()["detail"]
+    other = TestClient(client.app, client=("198.51.100.4", 1234))
+    assert other.post("/api/images", headers={"X-Token": "correct horse"}, **upload).status_code == 201
+    service = client.app.state.service
+    from clipforge.server.errors import APIError
+
+    try:
+        service.tokens.verify("correct horse", "testclient")  # the UI's box: the same lock
+        raise AssertionError("the UI's token check was not locked")
+    except APIError as refused:
+        assert refused.status == 429 and "wrong tokens" in refused.detail
+    now[0] += security.WRONG_TOKEN_WINDOW_S + 1
+    again = client.post("/api/images", headers={"X-Token": "correct horse"},
+                        files={"file": ("y.png", kit.encode(kit.picture((5, 5, 100), seed=8)), "image/png")})
+    assert again.status_code == 201

@@ -195,7 +195,8 @@ def build_router(service: LibraryService) -> APIRouter:
         last component, letters, digits and a few marks, the extension from the bytes); bytes already in
         the library keep the name they were first added under.
         """
-        service.tokens.require(request.headers.get("authorization"), request.headers.get("x-token"))
+        service.tokens.require(request.headers.get("authorization"), request.headers.get("x-token"),
+                               request.client.host if request.client else None)
         parsed = await parse_body(request, bodies.upload, limits)
         name = client_file_name(parsed.file_names.get("file"))
         record, created = await in_turn(request, lambda: service.add(sniffed(parsed.fields["file"], "upload"), name))

@@ -247,7 +247,7 @@ class _Handlers:
         try:
             if not files:
                 raise APIError(400, "no_files", "choose one or more images to add first")
-            if not self.service.tokens.matches(_text(token) or None):
+            if not self.service.tokens.verify(_text(token) or None, _host(request)):  # guesses counted
                 raise APIError(401, "unauthorized", "this server needs its token to add images: type it in "
                                                     "the Server token field" if not _text(token) else
                                                     "the server token is wrong")
