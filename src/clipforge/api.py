@@ -208,7 +208,7 @@ def _unknown(spec: str) -> FileNotFoundError:
 
     tests = ", ".join(n for n in ARCH_CONFIGS if n.startswith("test-"))
     names = [*available_models(), *CHINESE_CLIP_CONFIGS]  # Chinese-CLIP's were missing from the list
-    guess = closest_name(spec, [*names, *(n for n in ARCH_CONFIGS if not n.startswith("test-"))])
+    guess = closest_name(spec, [*names, *ARCH_CONFIGS])
     hint = f" Did you mean {guess}?" if guess else ""
     return FileNotFoundError(
         f"model {spec!r} is neither a known name ({', '.join(names)}) nor an existing checkpoint "

@@ -173,3 +173,22 @@ def test_json_output_shows_every_script_as_it_is(tmp_path, images_factory, capsy
         assert command[0] == "index" or "猫" in text  # the tags, in the search hits and the list
     odd = os.fsdecode(b"caf\xe9.png")
     assert json_text({"path": odd}) == '{\n  "path": "caf\\udce9.png"\n}' and json.loads(json_text([odd])) == [odd]
+
+
+def test_index_add_refusals_leave_no_library_and_an_empty_folder_says_so(tmp_path, images_factory, capsys):
+    """A mistyped path or --model still created an empty library.sqlite3 in a new --library folder; a folder
+    without photos added nothing and said nothing about why; `search --in FILE` said "no such folder"."""
+    lib = tmp_path / "new-lib"
+    assert main(["index", "add", str(tmp_path / "no-such-folder"), "--library", str(lib), "--model", "test-vit-tiny"]) == 2
+    assert "no such file or folder" in capsys.readouterr().err and not lib.exists()
+    photos = images_factory(tmp_path / "photos", 1)
+    assert main(["index", "add", str(tmp_path / "photos"), "--library", str(lib), "--model", "test-vit-tinyy"]) == 2
+    assert "Did you mean test-vit-tiny?" in capsys.readouterr().err and not lib.exists()
+    (tmp_path / "empty").mkdir()
+    assert main(["index", "add", str(tmp_path / "empty"), "--library", str(lib), "--model", "test-vit-tiny"]) == 0
+    assert "notice: no image files in" in capsys.readouterr().err
+    assert main(["index", "add", str(tmp_path / "photos"), "--library", str(lib), "-q"]) == 0
+    assert main(["index", "add", str(tmp_path / "photos"), "--library", str(lib), "-q"]) == 0
+    assert "notice" not in capsys.readouterr().err  # unchanged photos are not "no image files"
+    assert main(["search", "a photo", "--in", str(photos[0]), "--library", str(lib)]) == 2
+    assert "is a file, not a folder (to find photos like it: --image" in capsys.readouterr().err

@@ -178,6 +178,9 @@ def run_add(args: argparse.Namespace) -> int:
         if not args.paths and not args.model:
             raise ValueError("name the image files or folders to index (or --model M with no paths to fill M's "
                              "model space with every file the library knows)")
+        missing = [path for path in args.paths if not os.path.lexists(path)]
+        if missing:  # before the library is opened: a typo must not create an empty one
+            raise FileNotFoundError(f"no such file or folder: {', '.join(map(display_path, missing))}")
         library = open_library(args, index=args.index, max_pixels=args.max_pixels,
                                vector_dtype="float16" if args.float16 else "float32",
                                precision=check_precision(args.precision), draft=not args.exact_decode,
@@ -194,6 +197,10 @@ def run_add(args: argparse.Namespace) -> int:
         print(json_text(report.to_dict()))
     else:
         print((f"rank {os.environ.get('RANK', '0')}/{world}: " if world > 1 else "") + report.summary_line())
+        if args.paths and not (report.added or report.updated or report.relinked or report.touched or report.unchanged
+                               or report.failed):
+            print(f"notice: no image files in {', '.join(map(display_path, args.paths))} (looked for "
+                  f"{'' if args.recursive else 'top-level '}files with image extensions)", file=sys.stderr)
         if tagged:
             print(f"tagged {count_noun(tagged, 'new image')} with the library's labels (see `clipforge tag --list`)")
         for path, reason in report.failures[:20]:

@@ -70,7 +70,9 @@ def run(args: argparse.Namespace) -> int:
         return fail(f"--top-k must be at least 1 (the number of results to show), got {args.top_k}")
     missing = [folder for folder in args.folders if not os.path.isdir(folder)]
     if missing:
-        return fail(f"--in {display_path(missing[0])}: no such folder")
+        what = ("is a file, not a folder (to find photos like it: --image " + display_path(missing[0]) + ")"
+                if os.path.lexists(missing[0]) else "no such folder")
+        return fail(f"--in {display_path(missing[0])}: {what}")
     index_first = bool(args.folders) and not args.no_index
     try:  # indexing needs the image tower and may create the library
         with open_library(args, create=index_first, **({} if index_first else _towers(args))) as library:

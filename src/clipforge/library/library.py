@@ -11,6 +11,7 @@ A library whose database cannot be read is refused before anything else in it is
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import warnings
@@ -77,6 +78,7 @@ class Library:
         self.paths = LibraryPaths(path)
         self.paths.check_folder()
         self._refuse_lost_database()
+        new_folder, new_db = not os.path.lexists(self.paths.root), not os.path.lexists(self.paths.db)
         if create:
             self.paths.ensure()
         self.store = Store(self.paths.db, create=create)
@@ -105,8 +107,25 @@ class Library:
         self.last_tagged = 0  # photos the last add tagged with the library's vocabulary
         self._new_space = new_space  # a model without vectors here may start its own model space
         if model is not None:
-            self._set_encoder(resolve_encoder(model, preprocess, device, precision=precision, draft=draft,
-                                              towers=self._towers))
+            try:
+                self._set_encoder(resolve_encoder(model, preprocess, device, precision=precision, draft=draft,
+                                                  towers=self._towers))
+            except BaseException:
+                if create and new_db:  # a mistyped --model must not leave an empty library behind
+                    self._discard_new(new_folder)
+                raise
+
+    def _discard_new(self, new_folder: bool) -> None:
+        """Remove the database this object just created (and its folder, when it made it and nothing else is in it)."""
+        self.store.close()
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{self.paths.db}{suffix}")
+        if new_folder:
+            with contextlib.suppress(OSError):
+                for leftover in sorted(self.paths.root.rglob("*"), reverse=True):  # empty folders `ensure` made
+                    leftover.rmdir()
+                self.paths.root.rmdir()
 
     def _refuse_lost_database(self) -> None:
         """An emptied or vanished database beside an index, thumbnails or uploads is a damaged library,
