@@ -23,6 +23,7 @@ from typing import Annotated, Any
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -51,6 +52,13 @@ MULTIPART = "multipart/form-data"
 URLENCODED = "application/x-www-form-urlencoded"
 # 1x1 red PNG: the example image of /docs (and of schemathesis' example phase).
 EXAMPLE_PNG = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC")
+
+
+def _not_bool(value: Any) -> Any:
+    """JSON's true/false is not a number (pydantic's lax mode read `"top_k": true` as 1)."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not true or false")
+    return value
 
 
 def _checked(rule: Callable[[str], bool], message: str) -> AfterValidator:
@@ -210,7 +218,8 @@ def _schema(model: type[BaseModel]) -> dict[str, Any]:
 def build_bodies(limits: ServerLimits) -> Bodies:
     """The request models for these limits (bounds are part of the published contract)."""
     TextT, Base64T = _text_type(limits), _base64_type(limits)  # noqa: N806 (types)
-    TopK = Annotated[int, Field(ge=1, le=limits.max_top_k, description="how many results")]  # noqa: N806
+    TopK = Annotated[int, Field(ge=1, le=limits.max_top_k, description="how many results"),  # noqa: N806
+                     BeforeValidator(_not_bool)]
     default_k = min(20, limits.max_top_k)
     TagList, TagString = _label_list_type(limits, False), _comma_type(limits, False)  # noqa: N806
     LabelList, LabelString = _label_list_type(limits, True), _comma_type(limits, True)  # noqa: N806
