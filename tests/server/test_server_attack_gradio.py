@@ -356,14 +356,17 @@ def test_an_upload_is_usable_only_by_the_browser_that_sent_it(ui_env, photos):
     assert run_events(stranger, call)[0][0].status_code == 403
 
 
-def test_unused_gradio_routes_and_url_fetches_are_closed(ui_env):
+def test_unused_gradio_routes_and_url_fetches_are_closed(ui_env, capfd):
     make, _, _, _ = ui_env
     client = make()
     for path in ("/gradio_api/file=http://127.0.0.1:9/x.png", "/gradio_api/file=https://example.com/a.png",
                  "/gradio_api/file=//example.com/a.png"):
         assert client.get(path).status_code == 403, path
-    for path in ("/gradio_api/proxy=http://127.0.0.1:9/", "/monitoring", "/gradio_api/runs", "/gradio_api/deep_link"):
+    for path in ("/gradio_api/proxy=http://127.0.0.1:9/", "/monitoring", "/gradio_api/runs", "/gradio_api/deep_link",
+                 "/gradio_api/custom_component/x/client/y/FORGED-LOG-LINE",  # gradio printed it to stdout
+                 "/gradio_api/custom_component/x/nope/y/z"):  # gradio: 422
         assert client.get(path).status_code == 404, path
+    assert "FORGED-LOG-LINE" not in capfd.readouterr().out
     for path in ("/gradio_api/component_server", "/gradio_api/process_recording", "/gradio_api/stream/x"):
         assert client.post(path, json={}).status_code == 404, path
     too_big = client.post("/gradio_api/queue/join", content=b"[" + b"0," * 600_000 + b"0]",

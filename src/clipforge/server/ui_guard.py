@@ -63,7 +63,9 @@ _API = "/gradio_api/"
 # `upload_progress` too: gradio tracks an upload's progress under an id the client picks, in a process-wide
 # table that only that route's stream empties (every new id it was asked about stayed for good); uploads
 # are sent to gradio without their `upload_id`, so nothing is tracked and the page does without progress.
-_UNUSED = ("proxy=", "component_server", "process_recording", "stream/", "vibe", "undo-vibe", "run-history",
+# `custom_component` serves files of third-party components (this page has none) and prints each request's
+# path segments to the server's stdout: any client could write lines of its choosing into the server's log.
+_UNUSED = ("proxy=", "component_server", "custom_component", "process_recording", "stream/", "vibe", "undo-vibe", "run-history",
            "runs", "profiling", "dev/", "mcp", "monitoring", "deep_link", "run/", "call/", "api/", "upload_progress")
 _FORBIDDEN = ("files must be uploaded through this page first, in this browser; the server never opens a path "
               "sent by a client")
