@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from clipforge.cli.main import main
 from clipforge.evaluate.report import parse_expect
@@ -24,16 +22,6 @@ _BASE = ["--model", "test-vit-tiny", "--device", "cpu", "--workers", "0", "--qui
 def _isolated(monkeypatch, tmp_path):
     monkeypatch.setenv("CLIPFORGE_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("CLIPFORGE_PROBE_THREADS", raising=False)
-
-
-def _folder(root: Path, per_class: int = 2, seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-    for name, rgb in (("red", (220, 30, 30)), ("green", (30, 180, 40)), ("blue", (30, 50, 220))):
-        (root / name).mkdir(parents=True)
-        for i in range(per_class):
-            noise = rng.integers(-20, 20, size=(16, 16, 3))
-            Image.fromarray(np.clip(np.array(rgb) + noise, 0, 255).astype(np.uint8)).save(root / name / f"{i}.png")
-    return root
 
 
 @pytest.fixture()
@@ -68,8 +56,8 @@ def test_expect_names_are_checked_and_the_suites_names_accepted():
     (["--out", "{tmp}/afile/sub"], "--out {tmp}/afile/sub: cannot write there"),
     (["--plot", "{tmp}/afile"], "--plot {tmp}/afile: is a file, not a folder"),
 ])
-def test_zeroshot_refuses_before_loading_anything(tmp_path, capsys, no_model, extra, message):
-    root = _folder(tmp_path / "d")
+def test_zeroshot_refuses_before_loading_anything(tmp_path, capsys, no_model, extra, message, colour_classes):
+    root = colour_classes(tmp_path / "d", per_class=2, side=16)
     (tmp_path / "afile").write_text("")
     args = ["eval", "zeroshot", *_BASE, "--dataset", "folder", "--root", str(root), "--out", str(tmp_path / "out")]
     assert main(args + [e.replace("{tmp}", str(tmp_path)) for e in extra]) == 2
@@ -79,8 +67,8 @@ def test_zeroshot_refuses_before_loading_anything(tmp_path, capsys, no_model, ex
     assert not list(tmp_path.rglob("*.log"))  # a refused run leaves no log
 
 
-def test_probe_and_retrieval_refuse_before_loading_anything(tmp_path, capsys, no_model):
-    root = _folder(tmp_path / "d")
+def test_probe_and_retrieval_refuse_before_loading_anything(tmp_path, capsys, no_model, colour_classes):
+    root = colour_classes(tmp_path / "d", per_class=2, side=16)
     assert main(["eval", "linear-probe", *_BASE, "--dataset", "folder", "--root", str(root), "--limit-train", "0",
                  "--out", str(tmp_path / "out")]) == 2
     assert "--limit-train must be >= 1" in capsys.readouterr().err
@@ -90,9 +78,9 @@ def test_probe_and_retrieval_refuse_before_loading_anything(tmp_path, capsys, no
     assert "--expect acc1: retrieval has no such metric" in capsys.readouterr().err
 
 
-def test_suite_refuses_an_unusable_out_before_any_cell(tmp_path, capsys):
+def test_suite_refuses_an_unusable_out_before_any_cell(tmp_path, capsys, colour_classes):
     (tmp_path / "afile").write_text("")
-    root = _folder(tmp_path / "d")
+    root = colour_classes(tmp_path / "d", per_class=2, side=16)
     code = main(["eval", "suite", "--models", "test-vit-tiny", "--datasets", f"cifar10={root}", "--device", "cpu",
                  "--quiet", "--out", str(tmp_path / "afile")])
     err = capsys.readouterr().err
@@ -105,14 +93,14 @@ def test_dataset_typo_says_what_was_meant(tmp_path, capsys):
     assert "--dataset 'cifr10': unknown dataset (did you mean cifar10?)" in err and "usage:" not in err
 
 
-def test_failed_plot_keeps_the_report(tmp_path, capsys, monkeypatch):
+def test_failed_plot_keeps_the_report(tmp_path, capsys, monkeypatch, colour_classes):
     import clipforge.evaluate.plots as plots
 
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
     monkeypatch.setattr(plots, "plot_per_class_accuracy", broken)
-    root = _folder(tmp_path / "d")
+    root = colour_classes(tmp_path / "d", per_class=2, side=16)
     assert main(["eval", "zeroshot", *_BASE, "--dataset", "folder", "--root", str(root), "--templates", "simple",
                  "--out", str(tmp_path / "out"), "--plot"]) == 1
     reports = list((tmp_path / "out").glob("*.json"))
@@ -120,8 +108,8 @@ def test_failed_plot_keeps_the_report(tmp_path, capsys, monkeypatch):
     assert "warning: plots not written: disk full (the report was written:" in capsys.readouterr().err
 
 
-def test_skipped_files_are_named_in_report_log_and_stderr(tmp_path, capsys):
-    root = _folder(tmp_path / "imgs")
+def test_skipped_files_are_named_in_report_log_and_stderr(tmp_path, capsys, colour_classes):
+    root = colour_classes(tmp_path / "imgs", per_class=2, side=16)
     (root / "red" / "broken.png").write_bytes(b"not a png")
     rows = ["image,caption", "red/0.png,a red square", "green/0.png,a green square", "blue/0.png,a blue one",
             "red/broken.png,a broken one", "gone.png,a missing one", "only-one-field"]
@@ -152,7 +140,7 @@ def test_unfinished_run_keeps_a_log_that_says_why_and_where(tmp_path, capsys):
     assert f"log of the unfinished run: {logs[0]}" in capsys.readouterr().err
 
 
-def test_probe_fits_run_single_threaded_and_are_timed(tmp_path):
+def test_probe_fits_run_single_threaded_and_are_timed(tmp_path, colour_classes):
     """The fits ran with every BLAS/OpenMP thread: 12-50 s a fit on 2 loaded cores instead of 0.5-1 s."""
     import sklearn.linear_model  # noqa: F401 - loaded, so threadpoolctl sees (and limits) its BLAS
     from threadpoolctl import threadpool_info, threadpool_limits
@@ -168,7 +156,7 @@ def test_probe_fits_run_single_threaded_and_are_timed(tmp_path):
         return real_fit(*args, **kwargs)
 
     for split, seed in (("train", 1), ("test", 2)):
-        _folder(tmp_path / "d" / split, per_class=4, seed=seed)
+        colour_classes(tmp_path / "d" / split, per_class=4, seed=seed, side=16)
     with threadpool_limits(2), pytest.MonkeyPatch.context() as patch:  # the machine's default on 2 cores
         patch.setattr(probe, "_fit", spy)
         report = evaluate_linear_probe("test-vit-tiny", "folder", tmp_path / "d", fewshot_k=[1], seeds=1, workers=0,

@@ -21,16 +21,6 @@ def _isolated(monkeypatch, tmp_path):
         yield
 
 
-def _folder(root, per_class=3, seed=0):
-    rng = np.random.default_rng(seed)
-    for name, rgb in (("red", (220, 30, 30)), ("green", (30, 180, 40)), ("blue", (30, 50, 220))):
-        (root / name).mkdir(parents=True)
-        for i in range(per_class):
-            noise = rng.integers(-20, 20, size=(20, 20, 3))
-            Image.fromarray(np.clip(np.array(rgb) + noise, 0, 255).astype(np.uint8)).save(root / name / f"{i}.png")
-    return root
-
-
 def _pngs(paths):
     out = []
     for p in paths:
@@ -54,9 +44,9 @@ def test_retrieval_plot(tmp_path):
     assert _pngs(sorted((tmp_path / "plots").glob("*_recall.png"))) == ["PNG"]
 
 
-def test_linear_probe_plot_and_sweep_recorded(tmp_path, capsys):
-    _folder(tmp_path / "d" / "train", per_class=4, seed=1)
-    _folder(tmp_path / "d" / "test", per_class=2, seed=2)
+def test_linear_probe_plot_and_sweep_recorded(tmp_path, capsys, colour_classes):
+    colour_classes(tmp_path / "d" / "train", per_class=4, seed=1, side=20)
+    colour_classes(tmp_path / "d" / "test", per_class=2, seed=2, side=20)
     assert main(["eval", "linear-probe", *_BASE, "--dataset", "folder", "--root", str(tmp_path / "d"),
                  "--out", str(tmp_path / "out"), "--feature-cache", str(tmp_path / "feats"),
                  "--fewshot-k", "1,2", "--seeds", "1", "--plot"]) == 0

@@ -210,3 +210,38 @@ class HeldCalls:
 def held_calls() -> type[HeldCalls]:
     """`HeldCalls`, for attack tests that hold a service call while a flood arrives."""
     return HeldCalls
+
+
+@pytest.fixture()
+def ui_classify(library, tmp_path, photos):
+    """`classify(labels) -> (probabilities, status)`: the web UI's classify handler on an uploaded photo, no browser."""
+    pytest.importorskip("gradio")
+    import asyncio
+
+    from clipforge.server.service import LibraryService
+    from clipforge.server.ui import _Handlers
+
+    upload = tmp_path / "f00d" / "p.png"
+    upload.parent.mkdir()
+    upload.write_bytes(photos[0].read_bytes())
+    handlers = _Handlers(LibraryService(library), str(tmp_path))
+    image = {"path": str(upload), "orig_name": "p.png", "meta": {"_type": "gradio.FileData"}}
+    return lambda labels: asyncio.run(handlers.classify(image, labels, ""))
+
+
+IMAGE_ROUTES = (("/api/search", "image", {"top_k": 1}, "query image"),
+                ("/api/classify", "image", {"labels": "cat, dog"}, "image"),
+                ("/api/images", "file", {}, "upload"))
+
+
+@pytest.fixture(scope="session")
+def refused_by_every_image_route():
+    """`check(client, data, why)`: every REST route that takes an image answers 422 "<field> could not be decoded:
+    <why>..." for `data` (the client's token, if any, is "tok")."""
+    def check(client, data: bytes, why: str) -> None:
+        for route, field, extra, what in IMAGE_ROUTES:
+            answer = client.post(route, files={field: ("bomb.img", data, "application/octet-stream")}, data=extra,
+                                 headers={"X-Token": "tok"})
+            assert answer.status_code == 422, (route, answer.text)
+            assert answer.json()["detail"].startswith(f"{what} could not be decoded: {why}"), answer.json()["detail"]
+    return check

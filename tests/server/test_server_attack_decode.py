@@ -74,7 +74,7 @@ def test_a_thin_strip_image_costs_a_crop_not_its_resized_length(make_client, mon
 
 
 @pytest.mark.parametrize("kind", ["scans", "segments", "gif", "png"])
-def test_a_crafted_file_is_refused_before_decoding_on_every_image_route(kind, make_client, library, progressive_jpeg,
+def test_a_crafted_file_is_refused_before_decoding_on_every_image_route(kind, make_client, refused_by_every_image_route, library, progressive_jpeg,
                                                                         largest_jpeg_decode, monkeypatch):
     """*scans*: a 4,000 x 4,000 grey progressive JPEG whose AC scan is repeated 2,000 times is ~100 KB, under
     every size and pixel limit, and took 2.3 s of libjpeg to decode behind `/api/search` (a 20 MB one: many
@@ -117,13 +117,6 @@ def test_a_crafted_file_is_refused_before_decoding_on_every_image_route(kind, ma
     opened: list[int] = []
     for plugin in (JpegImagePlugin.JpegImageFile, GifImagePlugin.GifImageFile, PngImagePlugin.PngImageFile):
         monkeypatch.setattr(plugin, "_open", lambda self, parse=plugin._open: opened.append(1) or parse(self))
-    for route, field, extra, what in (("/api/search", "image", {"top_k": 1}, "query image"),
-                                      ("/api/classify", "image", {"labels": "cat, dog"}, "image"),
-                                      ("/api/images", "file", {}, "upload")):
-        answer = client.post(route, files={field: ("bomb.img", bomb, "application/octet-stream")}, data=extra,
-                             headers={"X-Token": "tok"})
-        assert answer.status_code == 422, (route, answer.text)
-        detail = answer.json()["detail"]
-        assert detail.startswith(f"{what} could not be decoded: {why}"), detail
+    refused_by_every_image_route(client, bomb, why)
     assert not opened and largest_jpeg_decode[0] == 0
     assert library.stats()["images"] == before

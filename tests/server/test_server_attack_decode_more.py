@@ -82,6 +82,7 @@ CRAFTED = {
 
 @pytest.mark.parametrize("kind", sorted(CRAFTED))
 def test_a_crafted_file_is_refused_before_pillow_parses_it_on_every_image_route(kind, make_client, library,
+                                                                                refused_by_every_image_route,
                                                                                 monkeypatch):
     bomb, why = CRAFTED[kind]()
     assert len(bomb) < 1_500_000
@@ -94,14 +95,7 @@ def test_a_crafted_file_is_refused_before_pillow_parses_it_on_every_image_route(
     load = TiffImagePlugin.ImageFileDirectory_v2.load
     monkeypatch.setattr(TiffImagePlugin.ImageFileDirectory_v2, "load",
                         lambda self, fp: parsed.append("directory") or load(self, fp))
-    for route, field, extra, what in (("/api/search", "image", {"top_k": 1}, "query image"),
-                                      ("/api/classify", "image", {"labels": "cat, dog"}, "image"),
-                                      ("/api/images", "file", {}, "upload")):
-        answer = client.post(route, files={field: ("bomb.img", bomb, "application/octet-stream")}, data=extra,
-                             headers={"X-Token": "tok"})
-        assert answer.status_code == 422, (route, answer.text)
-        detail = answer.json()["detail"]
-        assert detail.startswith(f"{what} could not be decoded: {why}"), detail
+    refused_by_every_image_route(client, bomb, why)
     assert not parsed, parsed
     assert library.stats()["images"] == before
 

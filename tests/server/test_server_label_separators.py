@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import base64
 
-import pytest
-
 from clipforge.server.limits import ServerLimits
 
 
@@ -65,17 +63,6 @@ def test_clean_labels_is_one_rule_with_the_cli(library):
     assert service.clean_labels(many) == ["猫"]
 
 
-def test_the_web_ui_classify_box_splits_chinese_commas(library, tmp_path, photos):
-    pytest.importorskip("gradio")
-    import asyncio
-
-    from clipforge.server.service import LibraryService
-    from clipforge.server.ui import _Handlers
-
-    upload = tmp_path / "f00d" / "p.png"
-    upload.parent.mkdir()
-    upload.write_bytes(photos[0].read_bytes())
-    handlers = _Handlers(LibraryService(library), str(tmp_path))
-    image = {"path": str(upload), "orig_name": "p.png", "meta": {"_type": "gradio.FileData"}}
-    probabilities, _ = asyncio.run(handlers.classify(image, "猫，狗、鸟", ""))
+def test_the_web_ui_classify_box_splits_chinese_commas(ui_classify):
+    probabilities, _ = ui_classify("猫，狗、鸟")
     assert set(probabilities) == {"猫", "狗", "鸟"}

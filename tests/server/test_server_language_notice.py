@@ -49,21 +49,10 @@ def test_the_web_ui_status_line_carries_the_notice(library, tmp_path):
     assert "Note" not in status
 
 
-def test_the_web_ui_classify_status_carries_the_notice(library, tmp_path, photos):
-    pytest.importorskip("gradio")
-    import asyncio
-
-    from clipforge.server.service import LibraryService
-    from clipforge.server.ui import _Handlers
-
-    upload = tmp_path / "f00d" / "p.png"
-    upload.parent.mkdir()
-    upload.write_bytes(photos[0].read_bytes())
-    handlers = _Handlers(LibraryService(library), str(tmp_path))
-    image = {"path": str(upload), "orig_name": "p.png", "meta": {"_type": "gradio.FileData"}}
-    probabilities, status = asyncio.run(handlers.classify(image, "猫, 狗", ""))
+def test_the_web_ui_classify_status_carries_the_notice(ui_classify):
+    probabilities, status = ui_classify("猫, 狗")
     assert set(probabilities) == {"猫", "狗"} and "written in zh" in status
-    probabilities, status = asyncio.run(handlers.classify(image, "cat, dog", ""))
+    probabilities, status = ui_classify("cat, dog")
     assert set(probabilities) == {"cat", "dog"} and "Note" not in status
 
 

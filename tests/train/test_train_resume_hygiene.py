@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from clipforge.train.config import TrainConfig
 from clipforge.train.logs import read_log
@@ -20,14 +19,8 @@ from clipforge.train.trainer import Trainer
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("captions")
-    rng = np.random.default_rng(7)
-    for c in range(4):
-        (root / f"caption_{c}").mkdir()
-        for i in range(4):
-            Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(root / f"caption_{c}" / f"{i}.png")
-    return root
+def folder(caption_folders) -> Path:
+    return caption_folders
 
 
 def _config(root: Path, out: Path, **kw) -> TrainConfig:

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from clipforge.cli.main import main
 from clipforge.train.config import TrainConfig
@@ -22,17 +21,9 @@ TRUNCATED, NOT_AN_IMAGE = "2.png", "3.png"
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory) -> Path:
+def folder(caption_folders) -> Path:
     """4 caption folders x 4 40x40 PNGs (colour by caption)."""
-    root = tmp_path_factory.mktemp("captions")
-    rng = np.random.default_rng(5)
-    for c in range(4):
-        (root / f"caption_{c}").mkdir()
-        for i in range(4):
-            pixels = rng.integers(0, 80, (40, 40, 3), dtype=np.uint8)
-            pixels[..., c % 3] += 150
-            Image.fromarray(pixels).save(root / f"caption_{c}" / f"{i}.png")
-    return root
+    return caption_folders
 
 
 @pytest.fixture(scope="module")

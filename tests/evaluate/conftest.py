@@ -1,0 +1,27 @@
+"""Fixtures of the evaluation tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def write_colour_classes(root: Path, per_class: int = 3, seed: int = 0, side: int = 20) -> Path:
+    """An image-folder dataset at `root`: classes red, green and blue, `per_class` noisy PNGs each."""
+    rng = np.random.default_rng(seed)
+    for name, rgb in (("red", (220, 30, 30)), ("green", (30, 180, 40)), ("blue", (30, 50, 220))):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            noise = rng.integers(-20, 20, size=(side, side, 3))
+            Image.fromarray(np.clip(np.array(rgb) + noise, 0, 255).astype(np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def colour_classes() -> Callable[..., Path]:
+    """`colour_classes(root, per_class=3, seed=0, side=20)`: see `write_colour_classes`."""
+    return write_colour_classes
