@@ -180,3 +180,31 @@ def test_the_fast_path_follows_every_optimizer_including_fused_ones(optimizer_ki
     with torch.no_grad():
         torch.testing.assert_close(model.encode_image(images), reference.encode_image(images), rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(model.encode_text(tokens), reference.encode_text(tokens), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("convert", ["bfloat16", "half", "double"])
+def test_a_loaded_model_cast_to_another_dtype_runs_under_no_grad(convert: str) -> None:
+    """`model.half()` / `.to(torch.bfloat16)` / `.double()` worked with grad on and crashed under `no_grad`
+    ("mixed dtype (CPU): expect parameter to have scalar type of Float"): the fast path packs fp32 weights; a
+    model in another dtype now runs the reference forward, in its own dtype."""
+    model = load_model("test-vit-tiny", "cpu").model
+    model = model.to(torch.bfloat16) if convert == "bfloat16" else getattr(model, convert)()
+    dtype = next(model.parameters()).dtype
+    images, tokens = _inputs(model, 2)
+    images = images.to(dtype)
+    with torch.enable_grad():
+        want_image, want_text = model.encode_image(images).detach(), model.encode_text(tokens).detach()
+    with torch.no_grad():
+        image, text = model.encode_image(images), model.encode_text(tokens)
+    assert image.dtype == text.dtype == dtype
+    assert torch.equal(image, want_image) and torch.equal(text, want_text)
+
+
+def test_a_loaded_model_traces_under_no_grad() -> None:
+    """`torch.jit.trace(model.visual, x)` under `no_grad` failed ("unsupported input list type: Scalar?": oneDNN's
+    packed ops cannot be traced; `torch.compile` failed the same way): tracing and compiling run the reference."""
+    model = load_model("test-vit-tiny", "cpu").model
+    images, _ = _inputs(model, 2)
+    with torch.no_grad():
+        traced = torch.jit.trace(model.visual, images, check_trace=False)
+        torch.testing.assert_close(traced(images), model.visual(images), rtol=1e-5, atol=1e-5)

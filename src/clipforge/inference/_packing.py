@@ -62,7 +62,13 @@ def fast_dtype(module: nn.Module, x: torch.Tensor, param: torch.Tensor, *, tower
     """
     if module.training or (torch.is_grad_enabled() and (x.requires_grad or param.requires_grad)):
         return None
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return None  # oneDNN's packed ops cannot be traced or compiled; the reference forward can
     device = x.device.type
+    if (param.dtype not in (torch.float32, getattr(module, "compute_dtype", torch.float32))
+            and not torch.is_autocast_enabled(device)):
+        return None  # `.half()`, `.to(torch.bfloat16)`, `.double()` of a loaded model: the reference computes in
+        # the weights' dtype (a model `prepare` cast to bf16 computes in bf16: its `compute_dtype`)
     if device != "cpu" and getattr(module, "cpu_only", False):
         return None
     if torch.is_autocast_enabled(device):
