@@ -393,9 +393,10 @@ def create_model(name: str, pretrained: str | os.PathLike[str] | None = None,
 
     `pretrained` is None (random), a tag ("openai"), or a checkpoint path. The weights must fit
     the named architecture: a mismatch is an error, not a silent rebuild. The model is put on
-    `device` (default the CPU, as open_clip).
+    `device` (default the CPU, as open_clip), in training mode whatever `pretrained` is, as open_clip
+    returns it (call ``.eval()`` for inference; with weights it was in eval mode, without in train mode).
     """
-    model = _create_model(name, pretrained, download_root)
+    model = _create_model(name, pretrained, download_root).train()
     model.__dict__["_cf_open_clip_forward"] = True
     model.__dict__["_cf_output_dict"] = bool(output_dict)
     return model.to(resolve_device(device) if device is not None else "cpu")

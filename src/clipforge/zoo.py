@@ -160,6 +160,32 @@ class _ContextTokenizer:
         return self.tokenizer(texts, context_length or self.context_length)
 
 
+_IGNORED_OPTIONS = {"aug_cfg": "the train transform is the eval transform (no augmentation)",
+                    "pretrained_hf": "Hugging Face text towers load with the weights they come with",
+                    "require_pretrained": "weights that cannot be found are always an error"}
+_REFUSED_OPTIONS = ("force_image_size", "force_patch_dropout", "force_custom_text", "force_context_length",
+                    "pretrained_image", "pretrained_text", "load_weights", "model_kwargs")
+
+
+def _check_open_clip_options(options: dict[str, Any], jit: bool) -> None:
+    """open_clip arguments clipforge does not implement: a warning where the model is the same without them, a
+    ValueError naming the argument where it would not be (a default value, None, False or 0, is accepted)."""
+    import warnings
+
+    if jit:
+        warnings.warn("jit=True is ignored: clipforge returns the eager model (as clipforge.load does)", stacklevel=3)
+    for name, value in options.items():
+        if value in (None, False, 0) or (name == "load_weights" and value is True):
+            continue
+        if name in _IGNORED_OPTIONS:
+            warnings.warn(f"{name} is ignored: {_IGNORED_OPTIONS[name]}", stacklevel=3)
+        elif name in _REFUSED_OPTIONS:
+            raise ValueError(f"{name}={value!r} is not supported by clipforge's create_model_and_transforms (it would "
+                             "change the model open_clip builds); build the architecture as published")
+        else:
+            raise TypeError(f"create_model_and_transforms() got an unexpected keyword argument {name!r}")
+
+
 def create_model_from_pretrained(model_name: str, pretrained: str | os.PathLike[str] | None = None, *,
                                  device: str | torch.device | None = "cpu", return_transform: bool = True,
                                  cache_dir: str | os.PathLike[str] | None = None, **kwargs: Any) -> Any:
@@ -175,21 +201,29 @@ def create_model_and_transforms(
         image_mean: Sequence[float] | None = None, image_std: Sequence[float] | None = None,
         image_interpolation: str | None = None, image_resize_mode: str | None = None,
         cache_dir: str | os.PathLike[str] | None = None, output_dict: bool = False,
-        **_: Any) -> tuple[Any, Preprocess, Preprocess]:
+        **open_clip_only: Any) -> tuple[Any, Preprocess, Preprocess]:
     """(model, preprocess_train, preprocess_val) as open_clip returns them (see module docstring).
 
     `pretrained` is a tag (``"laion2b_s34b_b79k"``), a checkpoint path, or None (random
-    weights); `force_quick_gelu` builds the ``-quickgelu`` architecture, as in open_clip.
+    weights); `force_quick_gelu` builds the ``-quickgelu`` architecture, as in open_clip. open_clip's
+    other arguments are refused when they would change the model (`force_image_size`, ...) and said to be
+    ignored otherwise (`jit`, `aug_cfg`): they were all dropped in silence (`force_image_size=336` gave a
+    224 px model).
     """
     import clipforge
     from clipforge.models import ARCH_CONFIGS, get_config
 
-    if precision not in ("fp32", "pure_fp32", "amp"):
-        raise ValueError(f"precision {precision!r}: clipforge keeps weights in fp32 (use autocast for bf16/fp16)")
+    if precision not in ("fp32", "pure_fp32", "amp", "amp_bf16", "amp_bfloat16"):
+        raise ValueError(f"precision {precision!r}: clipforge keeps weights in fp32 (use autocast for bf16/fp16; "
+                         "'amp' and 'amp_bf16' mean fp32 weights, as in open_clip)")
     name = model_name
     if force_quick_gelu and not name.endswith("-quickgelu") and f"{name}-quickgelu" in ARCH_CONFIGS:
         name = f"{name}-quickgelu"
-    get_config(name)  # unknown names fail here, naming the known ones
+    config = get_config(name)  # unknown names fail here, naming the known ones
+    size = config.get("image_resolution")
+    if open_clip_only.get("force_image_size") in (size, (size, size), [size, size]):
+        open_clip_only.pop("force_image_size")  # the published size: nothing to force
+    _check_open_clip_options(open_clip_only, jit)
     model = clipforge.create_model(name, pretrained=pretrained, download_root=cache_dir, device=device,
                                    output_dict=output_dict).eval()
     cfg = dict(getattr(model, "preprocess_cfg", None) or {})

@@ -210,3 +210,31 @@ def test_shipped_models_have_a_tokenizer_and_foreign_tokens_are_one_clear_error(
         assert loaded.model.encode_text(tokenizer(texts)).shape == (2, 256)
     with pytest.raises(KeyError, match="unknown model 'no-such-model'"):
         clipforge.get_tokenizer("no-such-model")
+
+
+def test_open_clip_options_are_refused_or_said_to_be_ignored_never_dropped(tmp_path) -> None:
+    """`create_model_and_transforms("ViT-B-32", force_image_size=336)` gave a 224 px model without a word, and
+    `jit=True`, `force_patch_dropout`, `pretrained_image` were dropped the same way; `create_model` with weights
+    came back in eval mode, without in train mode (open_clip: train mode both ways)."""
+    import warnings
+
+    import clipforge
+
+    with pytest.raises(ValueError, match="force_image_size=336 is not supported"):
+        clipforge.create_model_and_transforms("test-vit-tiny", force_image_size=336)
+    with pytest.raises(ValueError, match="force_patch_dropout=0.5"):
+        clipforge.create_model_and_transforms("test-vit-tiny", force_patch_dropout=0.5)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'no_such_option'"):
+        clipforge.create_model_and_transforms("test-vit-tiny", no_such_option=1)
+    with pytest.warns(UserWarning, match="jit=True is ignored"):
+        clipforge.create_model_and_transforms("test-vit-tiny", jit=True)
+    with pytest.warns(UserWarning, match="aug_cfg is ignored"):
+        clipforge.create_model_and_transforms("test-vit-tiny", aug_cfg={"scale": (0.9, 1.0)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # defaults, and the published size, say nothing
+        model, _, _ = clipforge.create_model_and_transforms("test-vit-tiny", force_image_size=32,
+                                                            force_patch_dropout=0.0, precision="amp_bf16")
+    assert model.image_size in (32, (32, 32))
+    path = tmp_path / "tiny.pt"
+    torch.save(clipforge.create_model("test-vit-tiny").state_dict(), path)
+    assert clipforge.create_model("test-vit-tiny").training and clipforge.create_model("test-vit-tiny", pretrained=path).training
