@@ -78,6 +78,9 @@ def test_wise_ft_interpolates_exactly_and_checks_architecture(tmp_path, tiny_vit
     rn = save_safetensors(tiny_rn, tmp_path / "rn.safetensors")
     assert main(["wise-ft", "--zeroshot", str(a), "--finetuned", str(rn), "--out", str(tmp_path / "x.safetensors")]) == 2
     assert not (tmp_path / "x.safetensors").exists()
+    # safetensors bytes in a file named .pt made torch.load fail later: the name is refused before any work
+    assert main(["wise-ft", "--zeroshot", str(a), "--finetuned", str(b), "--out", str(tmp_path / "mix.pt")]) == 2
+    assert not (tmp_path / "mix.pt").exists()
 
 
 def test_two_process_ddp_trainer_matches_one_process(tmp_path):

@@ -14,15 +14,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--zeroshot", required=True, help="model A, any --model spec (ViT-B/32, clipforge-tiny, a "
                                                           "checkpoint file): the zero-shot model")
     parser.add_argument("--finetuned", required=True, help="model B, any --model spec: the fine-tuned model")
-    parser.add_argument("--alpha", type=float, default=0.5, help="weight of the fine-tuned model, in [0, 1]")
+    parser.add_argument("--alpha", type=float, default=0.5, help="weight of the fine-tuned model, in [0, 1] (default 0.5)")
     parser.add_argument("--out", required=True, help="output .safetensors path")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Failures (a bad spec, different architectures, alpha out of range) reach the CLI's one error edge."""
+    from pathlib import Path
+
     from clipforge.train.wise_ft import wise_ft
 
+    if Path(args.out).suffix.lower() != ".safetensors":  # a safetensors file named .pt fooled torch.load
+        raise ValueError(f"--out {args.out}: the interpolated weights are written as safetensors; name the file "
+                         f"{Path(args.out).with_suffix('.safetensors').name}")
     path = wise_ft(args.zeroshot, args.finetuned, args.alpha, args.out)
     print(f"wrote {path} (alpha={args.alpha})")
     return 0
