@@ -236,3 +236,13 @@ def test_special_ids_match_reference(ref):
     assert ref.encoder["<|startoftext|>"] == SOT_TOKEN == 49406
     assert ref.encoder["<|endoftext|>"] == EOT_TOKEN == 49407
     assert len(ref.encoder) == 49408
+
+
+def test_bytes_are_named_as_bytes() -> None:
+    """`tokenize(b"a cat")` said "texts[0] must be a str, got int: 97" (bytes iterate as ints)."""
+    import pytest
+
+    from clipforge.text import tokenize
+
+    with pytest.raises(TypeError, match=r"got bytes b'a cat': decode it first"):
+        tokenize(b"a cat")

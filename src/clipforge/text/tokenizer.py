@@ -59,6 +59,9 @@ def tokenize(
     """
     if isinstance(texts, str):
         texts = [texts]
+    elif isinstance(texts, bytes | bytearray):  # else read as a list of ints: "texts[0] must be a str, got int: 98"
+        raise TypeError(f"texts must be a str or a list of str, got {type(texts).__name__} "
+                        f"{bytes(texts)[:40]!r}: decode it first, e.g. texts.decode('utf-8')")
     elif not isinstance(texts, Sequence):
         texts = list(texts)
     if isinstance(context_length, bool) or not isinstance(context_length, int) or context_length < 2:
