@@ -137,7 +137,8 @@ def export_onnx(model: nn.Module, out_dir: str | os.PathLike, *, opset: int = DE
 
     Files appear atomically: everything is written to a temporary folder beside `out_dir` and
     moved in at the end. With `verify`, both graphs are run through onnxruntime on random
-    inputs and the largest absolute difference from PyTorch is recorded (and must be <= 1e-4).
+    inputs and the largest difference from PyTorch is recorded (and must be <= 1e-4, or 1e-5 of the
+    features' largest value).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -166,9 +167,12 @@ def export_onnx(model: nn.Module, out_dir: str | os.PathLike, *, opset: int = DE
         (staging / META_FILE).write_text(json.dumps(meta, indent=2))
         if verify:
             meta["parity"] = onnx_parity(plain, staging)
-            worst = max(meta["parity"]["image_max_abs_diff"], meta["parity"]["text_max_abs_diff"])
-            if worst > 1e-4:
-                raise RuntimeError(f"ONNX export of {name or 'model'} differs from PyTorch by {worst:.2e} (> 1e-4)")
+            parity = meta["parity"]
+            worst = max(parity["image_max_abs_diff"], parity["text_max_abs_diff"])
+            relative = max(parity["image_max_rel_diff"], parity["text_max_rel_diff"])
+            if worst > 1e-4 and relative > 1e-5:
+                raise RuntimeError(f"ONNX export of {name or 'model'} differs from PyTorch by {worst:.2e} "
+                                   f"({relative:.1e} of the features' size; allowed: 1e-4, or 1e-5 relative)")
         (staging / META_FILE).write_text(json.dumps(meta, indent=2))
         for file in (IMAGE_FILE, TEXT_FILE, META_FILE):
             os.replace(staging / file, out_dir / file)
@@ -244,6 +248,11 @@ def onnx_parity(model: nn.Module, directory: str | os.PathLike, batch: int = 3, 
     if int(plain.vocab_size) != 49408:
         tokens = _family_ids(plain, batch, generator)
     runner = OnnxCLIP(directory, threads=1)
-    image_diff = np.abs(runner.encode_image(images) - plain.encode_image(images).numpy()).max()
-    text_diff = np.abs(runner.encode_text(tokens) - plain.encode_text(tokens).numpy()).max()
-    return {"image_max_abs_diff": float(image_diff), "text_max_abs_diff": float(text_diff), "batch": batch}
+    want_image, want_text = plain.encode_image(images).numpy(), plain.encode_text(tokens).numpy()
+    image_diff = np.abs(runner.encode_image(images) - want_image).max()
+    text_diff = np.abs(runner.encode_text(tokens) - want_text).max()
+    # relative to the features' size too: a model with large raw features (clipforge-tiny) sat at 9.2e-5 absolute
+    # against the 1e-4 bound while only 3e-7 off relatively
+    return {"image_max_abs_diff": float(image_diff), "text_max_abs_diff": float(text_diff),
+            "image_max_rel_diff": float(image_diff / max(np.abs(want_image).max(), 1e-12)),
+            "text_max_rel_diff": float(text_diff / max(np.abs(want_text).max(), 1e-12)), "batch": batch}
