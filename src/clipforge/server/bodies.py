@@ -35,6 +35,7 @@ from starlette.concurrency import run_in_threadpool
 from clipforge.server.errors import APIError, validation_error
 from clipforge.server.limits import ServerLimits
 from clipforge.server.uploads import read_upload
+from clipforge.text.labels import LABEL_SEPARATORS
 from clipforge.zeroshot.prompts import MAX_TEMPLATE_CHARS, TEMPLATE_PATTERN, list_template_sets
 
 __all__ = ["IMAGE_MEDIA_TYPES", "BodyKind", "Bodies", "ParsedBody", "build_bodies", "parse_body"]
@@ -99,9 +100,12 @@ def _label_type(limits: ServerLimits) -> Any:
 
 
 def _comma_type(limits: ServerLimits, required: bool) -> Any:
-    """`"cat, dog, car"`: at most max_labels items (max_labels - 1 commas) in max_labels_chars characters."""
-    count = rf"^[^,]*(?:,[^,]*){{0,{limits.max_labels - 1}}}$"
-    patterns = [{"pattern": count}, {"pattern": NOT_JSON}] + ([{"pattern": NONBLANK_LABEL}] if required else [])
+    """`"cat, dog, car"` (or "猫，狗、鸟": the separators of `text.labels.split_labels`): at most max_labels items
+    (max_labels - 1 separators) in max_labels_chars characters."""
+    separators = "".join(LABEL_SEPARATORS)
+    count = rf"^[^{separators}]*(?:[{separators}][^{separators}]*){{0,{limits.max_labels - 1}}}$"
+    nonblank = f"[^{separators}{_SPACE}]"
+    patterns = [{"pattern": count}, {"pattern": NOT_JSON}] + ([{"pattern": nonblank}] if required else [])
     schema = {"type": "string", "maxLength": limits.max_labels_chars, "allOf": patterns,
               "description": f"comma-separated, at most {limits.max_labels} items"}
     if required:
@@ -112,7 +116,7 @@ def _comma_type(limits: ServerLimits, required: bool) -> Any:
                        "comma-separated labels as plain text: no brackets, braces or double quotes (send a JSON list "
                        "in a JSON body for labels that need them)")]
     if required:
-        checks.append(_checked(lambda v: re.search(NONBLANK_LABEL, v) is not None, "give at least one label"))
+        checks.append(_checked(lambda v: re.search(nonblank, v) is not None, "give at least one label"))
     return Annotated[(str, Field(max_length=limits.max_labels_chars), WithJsonSchema(schema), *checks)]
 
 
