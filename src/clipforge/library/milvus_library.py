@@ -32,7 +32,15 @@ from clipforge.library.backend import StoreSpec, parse_store
 from clipforge.library.encoder import Encoder, default_model_name, resolve_encoder
 from clipforge.library.indexer import AddReport, _plan, _Planned
 from clipforge.library.media import image_bytes, store_upload, thumbnail_bytes
-from clipforge.library.milvus_store import MilvusSpace, MilvusStore, like_prefix, quote
+from clipforge.library.milvus_store import (
+    MAX_TAGS,
+    MilvusSpace,
+    MilvusStore,
+    StoreUnavailableError,
+    like_prefix,
+    no_library,
+    quote,
+)
 from clipforge.library.milvus_writer import MilvusWriter, record_from_row, tag_filter
 from clipforge.library.paths import LibraryPaths
 from clipforge.library.scan import FolderFilter, folders_of, is_under, normalise_path, scan_paths
@@ -71,10 +79,10 @@ class MilvusLibrary:
         self.spec = parse_store(store) if isinstance(store, str) else store
         self.paths = LibraryPaths(path)
         self.paths.check_folder()
-        self.milvus = MilvusStore(self.spec)
+        self.milvus = MilvusStore(self.spec, create=create)  # create=False: checks a milvus-lite path first
         if not create and not self.milvus.spaces():
-            raise FileNotFoundError(f"no library in {self.spec.describe()} (run `clipforge index add --store ...` "
-                                    "first)")
+            self.milvus.close()
+            raise FileNotFoundError(no_library(self.spec))
         self.max_pixels = int(max_pixels) if max_pixels else DEFAULT_MAX_PIXELS
         self._device, self._precision, self._draft = device, precision, draft
         self._towers = towers  # as `Library`'s: ("image",) for an add (Milvus libraries tag only in `tag`)
@@ -180,6 +188,12 @@ class MilvusLibrary:
                         embed_files(reader, encoder.encode_pixels, writer, dim=encoder.embed_dim, batch_size=batch_size,
                                     workers=default_workers() if workers is None else workers, held=held,
                                     on_batch=bar.update)
+        except StoreUnavailableError as exc:
+            if type(exc) is not StoreUnavailableError:  # locked or damaged: a re-run meets the same wall
+                raise
+            # Only here is it true: each batch is one idempotent upsert, and the plan skips stored files.
+            raise StoreUnavailableError(f"{exc}; every batch written before this is stored, and running the "
+                                        "same command again finishes the rest") from None
         finally:
             self._changed()  # rows written so far count, also when indexing stopped half-way
         report.seconds = time.perf_counter() - started
@@ -217,14 +231,16 @@ class MilvusLibrary:
         if isinstance(items, (int, np.integer, str, os.PathLike)):
             items = [items]
         items = list(items)
-        space = self.space
+        spaces = self._every_space()  # a file may be stored in a second space only (`index add --model M`)
         ids = sorted({int(i) for i in items if isinstance(i, (int, np.integer))})
         by_id: dict[int, str] = {}
-        for start in range(0, len(ids), 512):
-            chunk = ", ".join(str(i) for i in ids[start:start + 512])
-            by_id |= {int(r["id"]): r["path"] for r in space.query(f"id in [{chunk}]", ["path", "id"])}
         names = [normalise_path(i) for i in items if not isinstance(i, (int, np.integer))]
-        exact = set(space.rows_for_paths(names, ["path"]))
+        exact: set[str] = set()
+        for space in spaces:
+            for start in range(0, len(ids), 512):
+                chunk = ", ".join(str(i) for i in ids[start:start + 512])
+                by_id |= {int(r["id"]): r["path"] for r in space.query(f"id in [{chunk}]", ["path", "id"])}
+            exact |= set(space.rows_for_paths(names, ["path"]))
         gone: set[str] = set()
         unknown: list[str] = []
         for item in items:
@@ -235,7 +251,7 @@ class MilvusLibrary:
             if path in exact:
                 gone.add(path)
                 continue
-            under = self._under(space, path.rstrip(os.sep) + os.sep)
+            under = set().union(*(self._under(space, path.rstrip(os.sep) + os.sep) for space in spaces))
             if not under:
                 unknown.append(BadImage(path, "").to_dict()["path"])
             gone |= under
@@ -243,6 +259,14 @@ class MilvusLibrary:
             raise ValueError(f"{self.spec.describe()} has no image with {', '.join(unknown)} (nothing removed; see "
                              "`clipforge index stats`)")
         return self._delete(sorted(gone))
+
+    def _every_space(self) -> list[MilvusSpace]:
+        """Every model space, loaded for reading: what `remove` and `prune` look in (as the embedded store's
+        one images table holds every file of every model); the model itself is never loaded."""
+        spaces = self.milvus.spaces()
+        for space in spaces:
+            self.milvus.space(space.fingerprint)
+        return spaces
 
     @staticmethod
     def _under(space: MilvusSpace, prefix: str) -> set[str]:
@@ -260,8 +284,9 @@ class MilvusLibrary:
         return {r["path"] for r in rows if r["path"].startswith(prefix)}
 
     def prune(self) -> int:
-        return self._delete(sorted(r["path"] for r in self.space.iter_rows(fields=["path"])
-                                   if not os.path.exists(r["path"])))
+        """Forget files that no longer exist, whichever model spaces hold them."""
+        stored = {r["path"] for space in self._every_space() for r in space.iter_rows(fields=["path"])}
+        return self._delete(sorted(p for p in stored if not os.path.exists(p)))
 
     def _delete(self, paths: list[str]) -> int:
         with self._lock:
@@ -273,7 +298,10 @@ class MilvusLibrary:
 
     def classify(self, labels: str | Sequence[str], templates: str | Sequence[str] = "imagenet", top_k: int = 5,
                  progress: bool = True) -> TagReport:
-        """Zero-shot tag every image of this model's space (tags stored in its rows, filterable)."""
+        """Zero-shot tag every image of this model's space (tags stored in its rows, filterable).
+
+        At most `milvus_store.MAX_TAGS` (16) labels are kept per image, whatever `top_k` asks: the rows'
+        tag arrays have that fixed capacity in the collection schema (the embedded store keeps `top_k`)."""
         started = time.perf_counter()
         labels = parse_labels(labels)
         encoder, space = self.encoder, self.space
@@ -282,7 +310,7 @@ class MilvusLibrary:
         report = TagReport(labels=labels, templates=templates if isinstance(templates, str) else list(templates),
                            scoring=scoring.kind)
         counts: Counter[str] = Counter()
-        k = min(int(top_k), len(labels), 16)
+        k = min(int(top_k), len(labels), MAX_TAGS)
         with self._lock:
             rows = list(space.iter_rows('status == "ok"', fields=[*_ALL, "vector"]))
             for start in range(0, len(rows), 1024):

@@ -15,23 +15,29 @@ Source of truth: the collections. Every write is an `upsert` keyed by path, so w
 twice (a re-run after ``kill -9``, a rank restarted by torchrun) leaves each file stored once;
 a file is skipped on the next run only when its row is there with the same size and mtime.
 A server that goes away mid-run raises `StoreUnavailableError` (an OSError: one line at the
-CLI); what was upserted stays, and the next run finishes the rest.
+CLI); what was upserted stays, and the next run finishes the rest. A milvus-lite folder that
+another process holds (`StoreLockedError`) or whose files are damaged (`StoreDamagedError`) is
+one line naming the cause instead: re-running never helps there.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import os
+import re
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from clipforge.library.backend import StoreSpec, read_token
 
-__all__ = ["MilvusSpace", "MilvusStore", "StoreUnavailableError", "image_id", "key_path", "path_key"]
+__all__ = ["MilvusSpace", "MilvusStore", "StoreDamagedError", "StoreLockedError", "StoreUnavailableError", "image_id",
+           "key_path", "no_library", "path_key"]
 
 MAX_TAGS = 16
 _PAGE = 4096
@@ -40,6 +46,39 @@ _MAX_TOPK = 16384  # Milvus's largest search limit
 
 class StoreUnavailableError(OSError):
     """The Milvus server could not be reached or refused a request."""
+
+
+class StoreLockedError(StoreUnavailableError):
+    """Another process holds the milvus-lite folder (the embedded engine allows one process at a time)."""
+
+
+class StoreDamagedError(StoreUnavailableError):
+    """A milvus-lite folder whose files cannot be read (or that is no milvus-lite store at all)."""
+
+
+_ENGINES = ("pymilvus", "grpc", "milvus_lite")
+# Words of the embedded engine's errors about unreadable files (a truncated parquet segment, a garbage
+# index file, a lost manifest or schema): damage that no re-run repairs.
+_DAMAGE = re.compile(r"corrupt|magic bytes|pickled|manifest|schema\.json|does not exist|not a parquet|"
+                     r"unexpected end|invalid load key|truncated", re.IGNORECASE)
+
+
+def no_library(spec: StoreSpec) -> str:
+    """The sentence for a store that holds no library yet (a mistyped --store, or nothing indexed)."""
+    return (f"no library in {spec.describe()}: check --store, or build one with `clipforge index add FOLDER "
+            "--store ...` (`clipforge serve` can also start an empty one with --create)")
+
+
+def quiet_engine_logs() -> None:
+    """Silence pymilvus' and milvus-lite's own error logs (13-51 lines of traceback per failure).
+
+    Every engine failure reaches the caller through `MilvusStore.call` as one exception sentence that
+    carries the engine's reason, so their logged tracebacks only repeat it. Loggers an application set
+    to a level of its own (other than pymilvus' default WARNING) are left alone."""
+    for name, default in (("pymilvus", logging.WARNING), ("milvus_lite", logging.NOTSET)):
+        logger = logging.getLogger(name)
+        if logger.level in (default, logging.NOTSET):
+            logger.setLevel(logging.CRITICAL)
 
 
 def path_key(path: str) -> str:
@@ -167,13 +206,21 @@ class MilvusSpace:
         return out
 
     def vectors_for_shas(self, shas: Sequence[str]) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {}
+        return {sha: held["vector"] for sha, held in self.contents_for_shas(shas).items()}
+
+    def contents_for_shas(self, shas: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """sha256 -> {vector, width, height} of a stored "ok" row holding those bytes (one with a known
+        width preferred): what a new path of held bytes reuses without decoding them again."""
+        out: dict[str, dict[str, Any]] = {}
         shas = sorted(set(shas))
         for start in range(0, len(shas), 256):
             chunk = shas[start:start + 256]
             expr = f'status == "ok" and sha256 in [{", ".join(quote(s) for s in chunk)}]'
-            for row in self.query(expr, ["sha256", "vector"]):
-                out.setdefault(row["sha256"], np.asarray(row["vector"], dtype=np.float32))
+            for row in self.query(expr, ["sha256", "vector", "width", "height"]):
+                known = out.get(row["sha256"])
+                if known is None or (not known["width"] and row["width"]):
+                    out[row["sha256"]] = {"vector": np.asarray(row["vector"], dtype=np.float32),
+                                          "width": int(row["width"] or 0), "height": int(row["height"] or 0)}
         return out
 
     def count(self, filter: str = "") -> int:
@@ -227,17 +274,27 @@ class MilvusSpace:
 class MilvusStore:
     """A connection to a Milvus server (or milvus-lite file) and the registry of its model spaces."""
 
-    def __init__(self, spec: StoreSpec) -> None:
+    def __init__(self, spec: StoreSpec, create: bool = True) -> None:
+        """Connect; `create=False` (read-only commands, `serve` without --create) refuses a milvus-lite
+        path that holds no store before the engine would create one there (a mistyped --store left an
+        empty store folder behind)."""
         self.spec = spec
         try:
             from pymilvus import MilvusClient
         except ImportError:
             raise ValueError("a Milvus store needs pymilvus and milvus-lite: pip install -c constraints.txt "
                              "-e '.[milvus]'") from None
+        quiet_engine_logs()
         if spec.kind == "milvus-lite":
-            Path = __import__("pathlib").Path
-            Path(spec.uri).parent.mkdir(parents=True, exist_ok=True)
-            self.client = self.call(MilvusClient, spec.uri)
+            folder = Path(spec.uri)
+            _check_lite_folder(spec, folder, create)
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.client = MilvusClient(spec.uri)
+            except Exception as exc:
+                if type(exc).__module__.split(".")[0] not in _ENGINES:
+                    raise
+                raise _lite_open_failure(folder, exc) from None
         else:
             self.client = self.call(MilvusClient, uri=spec.uri, token=read_token(), timeout=30)
         self.registry = f"{spec.collection}_spaces"
@@ -251,16 +308,22 @@ class MilvusStore:
         self.fast: dict[str, Any] = {} if lite else {"consistency_level": "Session"}
 
     def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        """`fn(*args)`, with a lost server or a refused request as one StoreUnavailableError sentence."""
+        """`fn(*args)`, with an engine failure as one StoreUnavailableError sentence.
+
+        On milvus-lite a failure that names an unreadable file of the store (or a collection that lost
+        its files) is a StoreDamagedError naming it. The advice that a re-run finishes the rest is added
+        by the writer (`MilvusLibrary.add`), the one place where it is true."""
         try:
             return fn(*args, **kwargs)
         except Exception as exc:
-            if type(exc).__module__.split(".")[0] not in ("pymilvus", "grpc", "milvus_lite"):
+            if type(exc).__module__.split(".")[0] not in _ENGINES:
                 raise
-            reason = getattr(exc, "message", None) or str(exc)
-            raise StoreUnavailableError(
-                f"Milvus store {self.spec.describe()} failed ({reason.splitlines()[0][:200]}); every batch written "
-                "before this is stored, and running the same command again finishes the rest") from None
+            reason = (getattr(exc, "message", None) or str(exc)).splitlines()[0][:300]
+            if self.spec.kind == "milvus-lite":
+                damage = _damage(Path(self.spec.uri), reason, args[0] if args and isinstance(args[0], str) else None)
+                if damage is not None:
+                    raise StoreDamagedError(damage) from None
+            raise StoreUnavailableError(f"Milvus store {self.spec.describe()} failed ({reason})") from None
 
     # -- spaces -----------------------------------------------------------------------------
     def _ensure_registry(self) -> None:
@@ -334,3 +397,59 @@ class MilvusStore:
 
     def close(self) -> None:
         self.call(self.client.close)
+
+
+def _check_lite_folder(spec: StoreSpec, folder: Path, create: bool) -> None:
+    """Refuse, before the engine touches it, a path that is no milvus-lite store (a file: milvus-lite keeps
+    a folder), and with `create=False` one that holds no store at all."""
+    if folder.exists() and not folder.is_dir():
+        with open(folder, "rb") as handle:
+            head = handle.read(16)
+        what = ("an SQLite database (the embedded store: open it with --library, without --store)"
+                if head.startswith(b"SQLite format 3") else "an empty file" if not head else "a plain file")
+        raise StoreDamagedError(f"{folder} is not a milvus-lite store: it is {what}, and milvus-lite keeps a "
+                                "folder at that path; check --store")
+    if not create and not (folder / "collections").is_dir():
+        raise FileNotFoundError(no_library(spec))
+
+
+def _lite_open_failure(folder: Path, exc: Exception) -> StoreUnavailableError:
+    """Why the embedded engine would not open `folder` (pymilvus says only "Open local milvus failed")."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no probe, the engine's own words
+        fcntl = None
+    lock = folder / "LOCK"
+    if fcntl is not None and lock.is_file():
+        fd = os.open(lock, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        except OSError:
+            return StoreLockedError(
+                f"milvus-lite store {folder} is in use by another process (a running `clipforge serve`?): the "
+                "embedded milvus-lite file allows one process at a time; stop that process, or use a Milvus "
+                "server (--store milvus://HOST:PORT/NAME)")
+        finally:
+            os.close(fd)
+    reason = (getattr(exc, "message", None) or str(exc)).splitlines()[0][:300]
+    return StoreDamagedError(f"cannot open milvus-lite store {folder} ({reason}); check that --store names a "
+                             "milvus-lite folder")
+
+
+def _damage(root: Path, reason: str, collection: str | None) -> str | None:
+    """The sentence for an engine failure caused by an unreadable file of the milvus-lite store at
+    `root`, naming the file (or the collection folder that lost one); None for any other failure."""
+    named = next((m for m in re.findall(r"'([^']+)'", reason) if Path(m).is_absolute()
+                  and Path(m).resolve().is_relative_to(root.resolve())), None)
+    folder = root / "collections" / collection if collection else None
+    if named is not None:
+        where = f"{named} cannot be read"
+    elif folder is not None and folder.is_dir() and not (folder / "schema.json").exists():
+        where = f"{folder / 'schema.json'} is missing"
+    elif _DAMAGE.search(reason):
+        where = f"{folder if folder is not None and folder.is_dir() else root} cannot be read"
+    else:
+        return None
+    return (f"milvus-lite store {root} is damaged: {where} ({reason}); restore the folder from a backup, or "
+            "index the photos again into a new store")

@@ -52,25 +52,36 @@ class MilvusWriter:
     def write(self, batch: EmbeddedBatch) -> None:
         fresh = batch.by_sha()
         missing = [f.sha256 for f in batch.files if f.sha256 not in fresh]
-        stored = self.space.vectors_for_shas(missing) if missing else {}
-        previous = self.space.rows_for_paths([f.path for f in batch.files], ["path", "sha256", "tags", "tag_scores"])
+        # Bytes the store holds are not decoded again (the reader skips them: no width or height), so
+        # their size comes from a stored row of the same content, as their vector does.
+        stored = self.space.contents_for_shas(missing) if missing else {}
+        previous = self.space.rows_for_paths([f.path for f in batch.files],
+                                             ["path", "sha256", "tags", "tag_scores", "width", "height", "added_at"])
         rows = []
         claimed: set[str] = set()
         for item in batch.files:
             vector = fresh.get(item.sha256)
-            if vector is None:
-                vector = stored.get(item.sha256)
+            held = stored.get(item.sha256)
+            if vector is None and held is not None:
+                vector = held["vector"]
             if vector is None:  # held bytes whose row vanished meanwhile: count as failed, retried next run
                 self.report.add_failure(BadImage(item.path, "content vanished from the store while indexing"))
                 continue
             plan = self.planned[item.path]
             before = previous.get(item.path)
             keep_tags = before is not None and before.get("sha256") == item.sha256
-            rows.append({"path": item.path, "id": image_id(item.path), "sha256": item.sha256, "size": item.size,
-                         "mtime_ns": plan.mtime_ns, "width": item.width or 0, "height": item.height or 0,
-                         "status": "ok", "error": "", "tags": list(before["tags"]) if keep_tags else [],
-                         "tag_scores": list(before["tag_scores"]) if keep_tags else [],
-                         "vector": np.asarray(vector, np.float32).tolist()})
+            width, height = item.width, item.height
+            if not width:  # not decoded: this path's own row of the same bytes, else any row of them
+                same = before if keep_tags and before is not None and before.get("width") else held
+                width, height = (same["width"], same["height"]) if same is not None else (0, 0)
+            row = {"path": item.path, "id": image_id(item.path), "sha256": item.sha256, "size": item.size,
+                   "mtime_ns": plan.mtime_ns, "width": int(width or 0), "height": int(height or 0),
+                   "status": "ok", "error": "", "tags": list(before["tags"]) if keep_tags else [],
+                   "tag_scores": list(before["tag_scores"]) if keep_tags else [],
+                   "vector": np.asarray(vector, np.float32).tolist()}
+            if before is not None and before.get("added_at"):  # a re-written file keeps its first time, as
+                row["added_at"] = float(before["added_at"])  # the embedded store's row does
+            rows.append(row)
             known = self.known.get(item.path)
             new_content = item.sha256 in fresh and item.sha256 not in claimed and item.sha256 not in self.held
             claimed.add(item.sha256)
