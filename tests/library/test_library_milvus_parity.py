@@ -147,3 +147,18 @@ def test_serve_without_create_creates_nothing_and_says_create(tmp_path) -> None:
     with pytest.raises(ServeError, match="--create"):
         open_server_library(tmp_path / "mlib", store=f"milvus-lite:{tmp_path}/none.db", create=False)
     assert not (tmp_path / "none.db").exists()
+
+
+def test_tag_top_k_over_the_milvus_capacity_is_said(tmp_path, images_factory, capsys) -> None:
+    """`tag --top-k 20` kept 16 tags per image on Milvus without a word (the embedded store keeps 20)."""
+    from clipforge.cli.main import main
+
+    images_factory(tmp_path / "photos", 2)
+    base = ["--store", f"milvus-lite:{tmp_path}/m.db", "--library", str(tmp_path / "mlib")]
+    assert main(["index", "add", str(tmp_path / "photos"), *base, "--model", "test-vit-tiny", "--workers", "0",
+                 "-q"]) == 0
+    labels = ",".join(f"label{i}" for i in range(20))
+    assert main(["tag", "--labels", labels, "--top-k", "20", "--templates", "simple", "-q", *base]) == 0
+    assert "note: a Milvus library keeps 16 tags per image: top_k 20 was cut to 16" in capsys.readouterr().out
+    assert main(["tag", "--labels", labels, "--top-k", "5", "--templates", "simple", "-q", *base]) == 0
+    assert "keeps 16" not in capsys.readouterr().out

@@ -311,6 +311,8 @@ class MilvusLibrary:
                            scoring=scoring.kind)
         counts: Counter[str] = Counter()
         k = min(int(top_k), len(labels), MAX_TAGS)
+        if min(int(top_k), len(labels)) > MAX_TAGS:  # said, not silently cut
+            report.kept_note = f"a Milvus library keeps {MAX_TAGS} tags per image: top_k {int(top_k)} was cut to {k}"
         with self._lock:
             rows = list(space.iter_rows('status == "ok"', fields=[*_ALL, "vector"]))
             for start in range(0, len(rows), 1024):

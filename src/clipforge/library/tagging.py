@@ -50,13 +50,15 @@ class TagReport:
     top1_counts: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     scoring: str = "softmax"
+    kept_note: str | None = None  # fewer tags kept per image than asked (a Milvus library's fixed capacity)
 
     @property
     def note(self) -> str | None:
-        """What to tell users beside sigmoid scores (None for softmax)."""
+        """What to tell users beside the tags: sigmoid scores do not sum to 1; fewer tags kept than asked."""
         from clipforge.models.scoring import SIGMOID_NOTE
 
-        return SIGMOID_NOTE if self.scoring == "sigmoid" else None
+        notes = [n for n in (SIGMOID_NOTE if self.scoring == "sigmoid" else None, self.kept_note) if n]
+        return "; ".join(notes) or None
 
     def summary_line(self) -> str:
         top = ", ".join(f"{label} {n}" for label, n in list(self.top1_counts.items())[:10])
