@@ -4,7 +4,9 @@ Same commands, same answers: `add` plans with the embedded store's rules (`index
 unchanged size and mtime is skipped without reading) and feeds the one embedding loop
 (`clipforge.data.files.embed_files`) into `MilvusWriter`; search ranks by inner product of unit
 vectors, one hit per distinct content (grouped by sha256, duplicates listed), and tag filters
-become Milvus filter expressions (``tags[0] == "cat" and tag_scores[0] >= 0.5``). Storage layout
+become Milvus filter expressions (``tags[0] == "cat" and tag_scores[0] >= 0.5``). As in the embedded
+store, `classify` (``clipforge tag``) remembers each model space's vocabulary - in Milvus, so every
+process sees it - and `add`/`add_bytes` tag the photos they embed with it (`last_tagged`). Storage layout
 and the crash story: `clipforge.library.milvus_store`. The `--library` folder keeps only
 thumbnails, zero-shot caches and uploads.
 
@@ -16,6 +18,7 @@ a file.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import threading
 import time
@@ -41,12 +44,21 @@ from clipforge.library.milvus_store import (
     no_library,
     quote,
 )
-from clipforge.library.milvus_writer import MilvusWriter, record_from_row, tag_filter
+from clipforge.library.milvus_writer import MilvusWriter, Tagger, record_from_row, tag_filter
 from clipforge.library.paths import LibraryPaths
 from clipforge.library.scan import FolderFilter, folders_of, is_under, normalise_path, scan_paths
 from clipforge.library.search import SearchHit
 from clipforge.library.store import FileState, ImageRecord
-from clipforge.library.tagging import EMPTY_LIBRARY, TagReport, no_tag_sentence, parse_labels, scored_top_k
+from clipforge.library.tagging import (
+    EMPTY_LIBRARY,
+    VOCABULARY_KEY,
+    TagReport,
+    no_tag_sentence,
+    parse_labels,
+    scored_top_k,
+    tag_vocabulary,
+    tags_on_add,
+)
 
 __all__ = ["MilvusLibrary", "MilvusWriter", "tag_filter"]
 
@@ -60,6 +72,21 @@ class _StoreView:
     def images_with_sha(self, sha256: str, status: str | None = "ok") -> list[ImageRecord]:
         expr = f"sha256 == {quote(sha256)}" + (f" and status == {quote(status)}" if status else "")
         return sorted((record_from_row(r) for r in self._library.space.query(expr)), key=lambda r: r.path)
+
+
+class _Vocabularies:
+    """The two meta reads of `tagging.tags_on_add` and `tagging.tag_vocabulary`, answered from the store's
+    ``_tagsets`` collection (`MilvusStore.tag_vocabulary`): one reading of a vocabulary - its defaults, a
+    damaged one ignored - for both stores. It stands in for the `Store` those functions take (duck-typed)."""
+
+    def __init__(self, milvus: MilvusStore) -> None:
+        self._milvus = milvus
+
+    def get_meta(self, key: str) -> str | None:
+        return self._milvus.tag_vocabulary(key.removeprefix(VOCABULARY_KEY))
+
+    def has_meta_prefix(self, prefix: str) -> bool:
+        return self._milvus.has_tag_vocabulary()
 
 
 class MilvusLibrary:
@@ -85,7 +112,13 @@ class MilvusLibrary:
             raise FileNotFoundError(no_library(self.spec))
         self.max_pixels = int(max_pixels) if max_pixels else DEFAULT_MAX_PIXELS
         self._device, self._precision, self._draft = device, precision, draft
-        self._towers = towers  # as `Library`'s: ("image",) for an add (Milvus libraries tag only in `tag`)
+        # As `Library`'s: ("image",) for an add reads the image tower only, unless the add will tag its new
+        # photos with a remembered vocabulary, which needs the text tower too (the class embeddings' cache
+        # is keyed by it).
+        if towers is not None and "text" not in towers and tags_on_add(_Vocabularies(self.milvus)):
+            towers = None
+        self._towers = towers
+        self.last_tagged = 0  # photos the last add tagged with the space's vocabulary
         self._new_space = new_space
         self._encoder: Encoder | None = None
         self._space: MilvusSpace | None = None
@@ -149,6 +182,7 @@ class MilvusLibrary:
         from clipforge.data.files import default_workers
 
         started = time.perf_counter()
+        self.last_tagged = 0
         rank = int(os.environ.get("RANK", "0")) if rank is None else int(rank)
         world_size = int(os.environ.get("WORLD_SIZE", "1")) if world_size is None else int(world_size)
         if paths is None:
@@ -176,7 +210,8 @@ class MilvusLibrary:
                     else:
                         planned[path] = _Planned(path, size, mtime_ns)
                         unstat.append((planned[path], reason))
-                writer = MilvusWriter(space, report, planned, known, held)
+                # New photos get the space's tags in the upsert that stores them (see `_space_tagger`).
+                writer = MilvusWriter(space, report, planned, known, held, self._space_tagger(space, encoder))
                 if unstat:
                     writer.write(EmbeddedBatch([], [], np.zeros((0, space.dim), np.float32),
                                                [BadImage(p.path, reason) for p, reason in unstat]))
@@ -188,6 +223,7 @@ class MilvusLibrary:
                         embed_files(reader, encoder.encode_pixels, writer, dim=encoder.embed_dim, batch_size=batch_size,
                                     workers=default_workers() if workers is None else workers, held=held,
                                     on_batch=bar.update)
+                self.last_tagged = writer.tagged
         except StoreUnavailableError as exc:
             if type(exc) is not StoreUnavailableError:  # locked or damaged: a re-run meets the same wall
                 raise
@@ -200,6 +236,41 @@ class MilvusLibrary:
         if world_size > 1:
             _rank_done(report, rank, world_size)
         return report
+
+    def _space_tagger(self, space: MilvusSpace, encoder: Encoder) -> Tagger | None:
+        """The tagger of the space's remembered vocabulary (what `classify` applied), or None when it has
+        none, or when this add loaded the image tower only (then the photos stay untagged until `tag`).
+
+        Its class embeddings are made on its first call: an add with nothing new to tag reads no cache
+        and encodes no prompt (a `--library` folder without the cache would encode them each run)."""
+        from clipforge.weights.towers import missing_towers
+
+        vocabulary = tag_vocabulary(_Vocabularies(self.milvus), space.fingerprint)
+        if vocabulary is None or "text" in missing_towers(encoder.model):
+            return None
+        made: list[Tagger] = []
+
+        def tag(vectors: np.ndarray) -> list[tuple[list[str], list[float]]]:
+            if not made:
+                made.append(self._tagger(encoder, parse_labels(vocabulary["labels"]), vocabulary["templates"],
+                                         int(vocabulary["top_k"])))
+            return made[0](vectors)
+
+        return tag
+
+    def _tagger(self, encoder: Encoder, labels: list[str], templates: str | Sequence[str], top_k: int,
+                progress: bool = False) -> Tagger:
+        """Vectors -> (labels, scores) of their top `top_k` labels (at most `MAX_TAGS`), scored the model's way:
+        the one rule of `classify` and of the photos an add tags afterwards, so both give the same tags."""
+        classes = encoder.class_embeddings(labels, templates, cache_dir=self.paths.cache_dir, progress=progress)
+        scoring = encoder.scoring()
+        k = min(int(top_k), len(labels), MAX_TAGS)
+
+        def tag(vectors: np.ndarray) -> list[tuple[list[str], list[float]]]:
+            top, probs = scored_top_k(vectors, classes, scoring, k)
+            return [([labels[j] for j in idx], [float(p) for p in prob]) for idx, prob in zip(top, probs, strict=True)]
+
+        return tag
 
     def _file_states(self, space: MilvusSpace) -> dict[str, FileState]:
         return {r["path"]: FileState(int(r["id"]), int(r["size"]), int(r["mtime_ns"]), r["status"],
@@ -216,7 +287,7 @@ class MilvusLibrary:
     def add_bytes(self, data: bytes, filename: str | None = None) -> ImageRecord:
         self.paths.ensure()
         target = store_upload(self.paths, data, self.max_pixels, filename=filename)
-        self.add([target], False, batch_size=1, workers=0, progress=False, rank=0, world_size=1)
+        self.add([target], False, batch_size=1, workers=0, progress=False, rank=0, world_size=1)  # tags it too
         record = self.get_path(normalise_path(target))
         if record is None:
             raise RuntimeError(f"upload {filename or target} was stored but not indexed")
@@ -301,28 +372,30 @@ class MilvusLibrary:
         """Zero-shot tag every image of this model's space (tags stored in its rows, filterable).
 
         At most `milvus_store.MAX_TAGS` (16) labels are kept per image, whatever `top_k` asks: the rows'
-        tag arrays have that fixed capacity in the collection schema (the embedded store keeps `top_k`)."""
+        tag arrays have that fixed capacity in the collection schema (the embedded store keeps `top_k`).
+        The vocabulary (labels, templates, `top_k`) is remembered in the store, as `tagging.tag_library` does
+        in the embedded one: photos added later, by any process, are tagged with it (`add`)."""
         started = time.perf_counter()
         labels = parse_labels(labels)
         encoder, space = self.encoder, self.space
-        classes = encoder.class_embeddings(labels, templates, cache_dir=self.paths.cache_dir, progress=progress)
-        scoring = encoder.scoring()
+        tag = self._tagger(encoder, labels, templates, int(top_k), progress=progress)
         report = TagReport(labels=labels, templates=templates if isinstance(templates, str) else list(templates),
-                           scoring=scoring.kind)
+                           scoring=encoder.scoring().kind)
         counts: Counter[str] = Counter()
         k = min(int(top_k), len(labels), MAX_TAGS)
         if min(int(top_k), len(labels)) > MAX_TAGS:  # said, not silently cut
             report.kept_note = f"a Milvus library keeps {MAX_TAGS} tags per image: top_k {int(top_k)} was cut to {k}"
         with self._lock:
+            # Remembered first, as the embedded store does: an add that runs meanwhile tags with these labels.
+            self.milvus.set_tag_vocabulary(space.fingerprint, json.dumps(
+                {"labels": labels, "templates": report.templates, "top_k": int(top_k)}))
             rows = list(space.iter_rows('status == "ok"', fields=[*_ALL, "vector"]))
             for start in range(0, len(rows), 1024):
                 chunk = rows[start:start + 1024]
                 vectors = np.asarray([r["vector"] for r in chunk], dtype=np.float32)
-                top, probs = scored_top_k(vectors, classes, scoring, k)
-                for row, idx, prob in zip(chunk, top, probs, strict=True):
-                    row["tags"] = [labels[j] for j in idx]
-                    row["tag_scores"] = [float(p) for p in prob]
-                    counts[labels[idx[0]]] += 1
+                for row, (names, scores) in zip(chunk, tag(vectors), strict=True):
+                    row["tags"], row["tag_scores"] = names, scores
+                    counts[names[0]] += 1
                 space.upsert(chunk)
             self._changed()  # the stats' top tags
         report.images = len(rows)
@@ -447,9 +520,16 @@ class MilvusLibrary:
         return list(zip(rows[0]["tags"], map(float, rows[0]["tag_scores"]), strict=False)) if rows else []
 
     def tag_counts(self) -> dict[str, int]:
-        """label -> photos whose top tag it is, most first (`tag --list`). Only labels some photo has: a Milvus
-        library keeps no tag vocabulary (`tag` tags what is there; photos added later are not tagged)."""
-        return dict(self.stats().get("tags") or {})
+        """label -> photos whose top tag it is, most first (`tag --list`); the labels of the space's remembered
+        vocabulary that no photo has show 0, as in the embedded store (`tagging.tag_counts`)."""
+        counts = dict(self.stats().get("tags") or {})
+        spaces = self.milvus.spaces()
+        if spaces:
+            space = self._space or spaces[0]  # the space `stats` counted
+            vocabulary = tag_vocabulary(_Vocabularies(self.milvus), space.fingerprint)
+            for label in (vocabulary or {}).get("labels", []):
+                counts.setdefault(label, 0)
+        return counts
 
     def no_results_reason(self, filter_tags: str | Sequence[str] | None = None) -> str:
         """One sentence for an empty search result, as `Library.no_results_reason` says it (from `stats`: its

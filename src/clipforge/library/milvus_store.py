@@ -10,6 +10,10 @@ Layout, for a store named C (``milvus://HOST:PORT/C`` or ``milvus-lite:PATH#C``)
   tag_scores (zero-shot labels in rank order), and the unit vector (zeros for a failed file,
   which searches exclude with ``status == "ok"``). `id` is a 53-bit hash of the path: the
   image id the API and web UI use (exact in JavaScript).
+- ``C_tagsets``: each model space's tag vocabulary (the labels, templates and top_k of its last
+  `tag` run, as JSON), keyed by the space's fingerprint, so that every process adding photos
+  tags them with the same labels. Created by the first `tag`; a store without it (made before
+  it existed, or never tagged) has no vocabulary.
 
 Source of truth: the collections. Every write is an `upsert` keyed by path, so writing a batch
 twice (a re-run after ``kill -9``, a rank restarted by torchrun) leaves each file stored once;
@@ -40,6 +44,7 @@ __all__ = ["MilvusSpace", "MilvusStore", "StoreDamagedError", "StoreLockedError"
            "key_path", "no_library", "path_key"]
 
 MAX_TAGS = 16
+MAX_VOCABULARY = 65535  # characters of one space's vocabulary JSON: Milvus's longest VARCHAR
 _PAGE = 4096
 _MAX_TOPK = 16384  # Milvus's largest search limit
 
@@ -298,6 +303,7 @@ class MilvusStore:
         else:
             self.client = self.call(MilvusClient, uri=spec.uri, token=read_token(), timeout=30)
         self.registry = f"{spec.collection}_spaces"
+        self.tagsets = f"{spec.collection}_tagsets"
         # Consistency on a server. `read` (Strong) sees every write acknowledged before it, whoever made
         # it: what planning a run, remove/prune and stats use (a re-run after kill -9 must see the rows
         # the killed run wrote; pymilvus's default, Bounded, returned none of rows written 0.1 s before).
@@ -391,9 +397,53 @@ class MilvusStore:
         if space is None:
             raise ValueError(f"{self.spec.describe()} has no model space {fingerprint[:12]}")
         self.call(self.client.delete, self.registry, ids=[fingerprint])
+        if self._has_tagsets():  # as the embedded store's drop forgets the space's vocabulary
+            self.call(self.client.delete, self.tagsets, filter=f"fingerprint == {quote(fingerprint)}")
         if self.call(self.client.has_collection, space.collection):
             self.call(self.client.drop_collection, space.collection)
         return space
+
+    # -- tag vocabularies ---------------------------------------------------------------------
+    # Kept in Milvus, not in the `--library` folder: every process (each `index add`, a server's uploads)
+    # must tag new photos with the labels of the last `tag`, wherever it runs.
+    def _has_tagsets(self) -> bool:
+        """Whether the vocabulary collection exists (loaded when it does); stores made before it have none."""
+        if not self.call(self.client.has_collection, self.tagsets):
+            return False
+        self.call(self.client.load_collection, self.tagsets)
+        return True
+
+    def has_tag_vocabulary(self) -> bool:
+        """Whether some model space has a vocabulary: an add then needs the text tower as well."""
+        return self._has_tagsets() and bool(self.call(self.client.query, self.tagsets, filter='fingerprint != ""',
+                                                      output_fields=["fingerprint"], limit=1, **self.read))
+
+    def tag_vocabulary(self, fingerprint: str) -> str | None:
+        """The JSON text of the space's vocabulary (see `tagging.tag_vocabulary`), or None."""
+        if not self._has_tagsets():
+            return None
+        rows = self.call(self.client.query, self.tagsets, filter=f"fingerprint == {quote(fingerprint)}",
+                         output_fields=["vocabulary"], limit=1, **self.read)
+        return rows[0]["vocabulary"] if rows else None
+
+    def set_tag_vocabulary(self, fingerprint: str, vocabulary: str) -> None:
+        """Remember the space's vocabulary (JSON text, at most `MAX_VOCABULARY` characters), replacing the last."""
+        if len(vocabulary.encode()) > MAX_VOCABULARY:
+            raise ValueError(f"a Milvus library keeps a tag vocabulary of at most {MAX_VOCABULARY} characters; "
+                             f"these labels take {len(vocabulary.encode())}: tag with fewer labels")
+        if not self._has_tagsets():
+            from pymilvus import DataType, MilvusClient
+
+            schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+            schema.add_field("fingerprint", DataType.VARCHAR, max_length=128, is_primary=True)
+            schema.add_field("vocabulary", DataType.VARCHAR, max_length=MAX_VOCABULARY)
+            schema.add_field("dummy", DataType.FLOAT_VECTOR, dim=2)  # Milvus wants a vector in every collection
+            index = self.client.prepare_index_params()
+            index.add_index(field_name="dummy", index_type="FLAT", metric_type="L2")
+            self.create_collection(self.tagsets, schema, index)
+            self.call(self.client.load_collection, self.tagsets)
+        self.call(self.client.upsert, self.tagsets, [{"fingerprint": fingerprint, "vocabulary": vocabulary,
+                                                      "dummy": [0.0, 0.0]}])
 
     def close(self) -> None:
         self.call(self.client.close)

@@ -5,11 +5,13 @@ new contents carry their fresh vector, bytes the store already holds reuse the s
 embedded twice), a file whose bytes are unchanged keeps its tags, and a bad file is a row with status
 "failed" and its reason (a zero vector that `status == "ok"` filters out). The report counts are the
 embedded store's (`indexer.AddReport`), so both stores print the same summary for the same run.
+Given the space's tagger (its remembered `tag` vocabulary), the new "ok" rows without tags are
+tagged before that upsert, so a new photo is never stored without the tags a filter looks for.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -42,12 +44,20 @@ def tag_filter(labels: Sequence[str], tag_rank: int = 0, min_score: float = 0.0)
     return "(" + " or ".join(terms) + ")"
 
 
+Tagger = Callable[[np.ndarray], list[tuple[list[str], list[float]]]]
+"""Unit vectors [n, dim] -> each one's (labels, scores) in rank order: a space's vocabulary applied."""
+
+
 class MilvusWriter:
-    """`embed_files`' writer into one Milvus space: a batch is one upsert keyed by path (idempotent)."""
+    """`embed_files`' writer into one Milvus space: a batch is one upsert keyed by path (idempotent).
+
+    `tag`: the space's tagger when it has a vocabulary (None: rows keep no tags); `tagged` counts the
+    rows it tagged (`MilvusLibrary.last_tagged`)."""
 
     def __init__(self, space: MilvusSpace, report: AddReport, planned: dict[str, _Planned],
-                 known: dict[str, FileState], held: set[str]) -> None:
+                 known: dict[str, FileState], held: set[str], tag: Tagger | None = None) -> None:
         self.space, self.report, self.planned, self.known, self.held = space, report, planned, known, held
+        self.tag, self.tagged = tag, 0
 
     def write(self, batch: EmbeddedBatch) -> None:
         fresh = batch.by_sha()
@@ -101,5 +111,11 @@ class MilvusWriter:
                          "mtime_ns": plan.mtime_ns, "width": 0, "height": 0, "status": "failed",
                          "error": bad.reason[:2000], "tags": [], "tag_scores": [], "vector": zeros})
             self.report.add_failure(bad)
+        untagged = [row for row in rows if row["status"] == "ok" and not row["tags"]]
+        if self.tag is not None and untagged:  # new or changed bytes: the vocabulary's tags, as `tag` gives
+            vectors = np.asarray([row["vector"] for row in untagged], dtype=np.float32)
+            for row, (labels, scores) in zip(untagged, self.tag(vectors), strict=True):
+                row["tags"], row["tag_scores"] = labels, scores
+            self.tagged += len(untagged)
         self.space.upsert(rows)
         self.held.update(fresh)

@@ -31,10 +31,11 @@ from clipforge.text.labels import split_labels
 if TYPE_CHECKING:
     from clipforge.models.scoring import Scoring
 
-__all__ = ["EMPTY_LIBRARY", "TagReport", "count_noun", "no_results_reason", "no_tag_match", "no_tag_sentence", "parse_labels", "scored_top_k",
+__all__ = ["EMPTY_LIBRARY", "VOCABULARY_KEY", "TagReport", "count_noun", "no_results_reason", "no_tag_match", "no_tag_sentence", "parse_labels", "scored_top_k",
            "softmax_top_k", "tag_counts", "tag_library", "tag_new_images", "tag_vocabulary"]
 
-_VOCABULARY_KEY = "tag_labels:"
+VOCABULARY_KEY = "tag_labels:"
+"""Meta key prefix of a model space's remembered tag vocabulary (labels, templates, top_k) in a store."""
 
 
 def count_noun(count: int, noun: str) -> str:
@@ -116,7 +117,7 @@ def tag_library(store: Store, encoder: Encoder, labels: Sequence[str], templates
                        scoring=scoring.kind)
     with store.transaction() as tx:
         tx.clear_tags(model)
-        tx.set_meta(_VOCABULARY_KEY + model, json.dumps({"labels": labels, "templates": report.templates,
+        tx.set_meta(VOCABULARY_KEY + model, json.dumps({"labels": labels, "templates": report.templates,
                                                          "top_k": int(top_k)}))
     total = store.embedding_count(model)
     with tqdm(total=total, unit="img", desc="tagging", disable=not progress, dynamic_ncols=True) as bar:
@@ -142,13 +143,13 @@ def tags_on_add(store: Store) -> bool:
 
     `Library` asks before loading a model for an add: only then does the add need the text tower
     (the class embeddings' cache is keyed by it), so otherwise the image tower alone is read."""
-    return store.has_meta_prefix(_VOCABULARY_KEY)
+    return store.has_meta_prefix(VOCABULARY_KEY)
 
 
 def tag_vocabulary(store: Store, model: str) -> dict[str, Any] | None:
     """{"labels", "templates", "top_k"} of the library's last `tag` run with `model`, or None."""
     try:
-        data = json.loads(store.get_meta(_VOCABULARY_KEY + model) or "null")
+        data = json.loads(store.get_meta(VOCABULARY_KEY + model) or "null")
     except ValueError:
         return None
     if not isinstance(data, dict) or not data.get("labels"):
