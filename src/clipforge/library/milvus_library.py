@@ -44,14 +44,14 @@ from clipforge.library.milvus_store import (
     no_library,
     quote,
 )
-from clipforge.library.milvus_writer import MilvusWriter, Tagger, record_from_row, tag_filter
+from clipforge.library.milvus_tags import Vocabularies, make_tagger, space_tagger
+from clipforge.library.milvus_writer import MilvusWriter, record_from_row, tag_filter
 from clipforge.library.paths import LibraryPaths
 from clipforge.library.scan import FolderFilter, folders_of, is_under, normalise_path, scan_paths
 from clipforge.library.search import SearchHit
 from clipforge.library.store import FileState, ImageRecord
 from clipforge.library.tagging import (
     EMPTY_LIBRARY,
-    VOCABULARY_KEY,
     TagReport,
     no_tag_sentence,
     parse_labels,
@@ -72,21 +72,6 @@ class _StoreView:
     def images_with_sha(self, sha256: str, status: str | None = "ok") -> list[ImageRecord]:
         expr = f"sha256 == {quote(sha256)}" + (f" and status == {quote(status)}" if status else "")
         return sorted((record_from_row(r) for r in self._library.space.query(expr)), key=lambda r: r.path)
-
-
-class _Vocabularies:
-    """The two meta reads of `tagging.tags_on_add` and `tagging.tag_vocabulary`, answered from the store's
-    ``_tagsets`` collection (`MilvusStore.tag_vocabulary`): one reading of a vocabulary - its defaults, a
-    damaged one ignored - for both stores. It stands in for the `Store` those functions take (duck-typed)."""
-
-    def __init__(self, milvus: MilvusStore) -> None:
-        self._milvus = milvus
-
-    def get_meta(self, key: str) -> str | None:
-        return self._milvus.tag_vocabulary(key.removeprefix(VOCABULARY_KEY))
-
-    def has_meta_prefix(self, prefix: str) -> bool:
-        return self._milvus.has_tag_vocabulary()
 
 
 class MilvusLibrary:
@@ -115,7 +100,7 @@ class MilvusLibrary:
         # As `Library`'s: ("image",) for an add reads the image tower only, unless the add will tag its new
         # photos with a remembered vocabulary, which needs the text tower too (the class embeddings' cache
         # is keyed by it).
-        if towers is not None and "text" not in towers and tags_on_add(_Vocabularies(self.milvus)):
+        if towers is not None and "text" not in towers and tags_on_add(Vocabularies(self.milvus)):
             towers = None
         self._towers = towers
         self.last_tagged = 0  # photos the last add tagged with the space's vocabulary
@@ -210,8 +195,9 @@ class MilvusLibrary:
                     else:
                         planned[path] = _Planned(path, size, mtime_ns)
                         unstat.append((planned[path], reason))
-                # New photos get the space's tags in the upsert that stores them (see `_space_tagger`).
-                writer = MilvusWriter(space, report, planned, known, held, self._space_tagger(space, encoder))
+                # New photos get the space's tags in the upsert that stores them (see `space_tagger`).
+                writer = MilvusWriter(space, report, planned, known, held,
+                                      space_tagger(self.milvus, space, encoder, self.paths.cache_dir))
                 if unstat:
                     writer.write(EmbeddedBatch([], [], np.zeros((0, space.dim), np.float32),
                                                [BadImage(p.path, reason) for p, reason in unstat]))
@@ -236,41 +222,6 @@ class MilvusLibrary:
         if world_size > 1:
             _rank_done(report, rank, world_size)
         return report
-
-    def _space_tagger(self, space: MilvusSpace, encoder: Encoder) -> Tagger | None:
-        """The tagger of the space's remembered vocabulary (what `classify` applied), or None when it has
-        none, or when this add loaded the image tower only (then the photos stay untagged until `tag`).
-
-        Its class embeddings are made on its first call: an add with nothing new to tag reads no cache
-        and encodes no prompt (a `--library` folder without the cache would encode them each run)."""
-        from clipforge.weights.towers import missing_towers
-
-        vocabulary = tag_vocabulary(_Vocabularies(self.milvus), space.fingerprint)
-        if vocabulary is None or "text" in missing_towers(encoder.model):
-            return None
-        made: list[Tagger] = []
-
-        def tag(vectors: np.ndarray) -> list[tuple[list[str], list[float]]]:
-            if not made:
-                made.append(self._tagger(encoder, parse_labels(vocabulary["labels"]), vocabulary["templates"],
-                                         int(vocabulary["top_k"])))
-            return made[0](vectors)
-
-        return tag
-
-    def _tagger(self, encoder: Encoder, labels: list[str], templates: str | Sequence[str], top_k: int,
-                progress: bool = False) -> Tagger:
-        """Vectors -> (labels, scores) of their top `top_k` labels (at most `MAX_TAGS`), scored the model's way:
-        the one rule of `classify` and of the photos an add tags afterwards, so both give the same tags."""
-        classes = encoder.class_embeddings(labels, templates, cache_dir=self.paths.cache_dir, progress=progress)
-        scoring = encoder.scoring()
-        k = min(int(top_k), len(labels), MAX_TAGS)
-
-        def tag(vectors: np.ndarray) -> list[tuple[list[str], list[float]]]:
-            top, probs = scored_top_k(vectors, classes, scoring, k)
-            return [([labels[j] for j in idx], [float(p) for p in prob]) for idx, prob in zip(top, probs, strict=True)]
-
-        return tag
 
     def _file_states(self, space: MilvusSpace) -> dict[str, FileState]:
         return {r["path"]: FileState(int(r["id"]), int(r["size"]), int(r["mtime_ns"]), r["status"],
@@ -378,7 +329,7 @@ class MilvusLibrary:
         started = time.perf_counter()
         labels = parse_labels(labels)
         encoder, space = self.encoder, self.space
-        tag = self._tagger(encoder, labels, templates, int(top_k), progress=progress)
+        tag = make_tagger(encoder, labels, templates, int(top_k), self.paths.cache_dir, progress=progress)
         report = TagReport(labels=labels, templates=templates if isinstance(templates, str) else list(templates),
                            scoring=encoder.scoring().kind)
         counts: Counter[str] = Counter()
@@ -526,7 +477,7 @@ class MilvusLibrary:
         spaces = self.milvus.spaces()
         if spaces:
             space = self._space or spaces[0]  # the space `stats` counted
-            vocabulary = tag_vocabulary(_Vocabularies(self.milvus), space.fingerprint)
+            vocabulary = tag_vocabulary(Vocabularies(self.milvus), space.fingerprint)
             for label in (vocabulary or {}).get("labels", []):
                 counts.setdefault(label, 0)
         return counts
