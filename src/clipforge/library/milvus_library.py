@@ -1,7 +1,7 @@
 """`MilvusLibrary`: the `Library` API on a Milvus collection (`--store milvus://...`, `milvus-lite:...`).
 
 Same commands, same answers: `add` plans with the embedded store's rules (`indexer._plan`: an
-unchanged size and mtime is skipped without reading) and feeds the one embedding loop
+unchanged size and mtime is skipped without reading; a moved file is relinked, not duplicated) and feeds the one embedding loop
 (`clipforge.data.files.embed_files`) into `MilvusWriter`; search ranks by inner product of unit
 vectors, one hit per distinct content (grouped by sha256, duplicates listed), and tag filters
 become Milvus filter expressions (``tags[0] == "cat" and tag_scores[0] >= 0.5``). As in the embedded
@@ -197,7 +197,9 @@ class MilvusLibrary:
                         unstat.append((planned[path], reason))
                 # New photos get the space's tags in the upsert that stores them (see `space_tagger`).
                 writer = MilvusWriter(space, report, planned, known, held,
-                                      space_tagger(self.milvus, space, encoder, self.paths.cache_dir))
+                                      space_tagger(self.milvus, space, encoder, self.paths.cache_dir),
+                                      others=lambda: [s for s in self._every_space()
+                                                      if s.fingerprint != space.fingerprint])
                 if unstat:
                     writer.write(EmbeddedBatch([], [], np.zeros((0, space.dim), np.float32),
                                                [BadImage(p.path, reason) for p, reason in unstat]))

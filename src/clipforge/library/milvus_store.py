@@ -269,6 +269,22 @@ class MilvusSpace:
             row.setdefault("added_at", time.time())
         self.store.call(self.client.upsert, self.collection, rows)
 
+    def move_row(self, old: str, new: str, size: int, mtime_ns: int) -> bool:
+        """Re-key the row of `old` (a moved file) to `new`, keeping everything else: id, vector, tags,
+        width/height, added_at - what the embedded store's relink keeps. Primary keys cannot change, so
+        the new key is written first and the old one deleted after: a crash between the two leaves a
+        duplicate (`index prune` or the next add's relink clears it), never a lost row. False (nothing
+        written) when this space has no row for `old`, or already one for `new`."""
+        rows = self.rows_for_paths([old, new], [*_FIELDS, "vector"])
+        if old not in rows or new in rows:
+            return False
+        row = rows[old]
+        row.update(path=new, size=int(size), mtime_ns=int(mtime_ns),
+                   vector=np.asarray(row["vector"], np.float32).tolist())
+        self.upsert([row])
+        self.delete_paths([old])
+        return True
+
     def delete_paths(self, paths: Sequence[str]) -> int:
         keys = [quote(path_key(p)) for p in paths]
         for start in range(0, len(keys), 512):

@@ -2,15 +2,20 @@
 
 `MilvusWriter` turns one batch of `clipforge.data.files.embed_files` into one upsert keyed by path:
 new contents carry their fresh vector, bytes the store already holds reuse the stored vector (never
-embedded twice), a file whose bytes are unchanged keeps its tags, and a bad file is a row with status
-"failed" and its reason (a zero vector that `status == "ok"` filters out). The report counts are the
-embedded store's (`indexer.AddReport`), so both stores print the same summary for the same run.
+embedded twice), a file whose bytes are unchanged keeps its tags and id, and a bad file is a row with
+status "failed" and its reason (a zero vector that `status == "ok"` filters out). A new path whose bytes
+are a stored file's that no longer exists is that file moved: its row is re-keyed to the new path in
+every model space (`MilvusSpace.move_row`), keeping id, vector, tags and added_at, as the embedded
+store's relink keeps its record (`indexer.StoreWriter`), instead of a duplicate that prune later
+deletes together with its tags. The report counts are the embedded store's (`indexer.AddReport`),
+so both stores print the same summary for the same run.
 Given the space's tagger (its remembered `tag` vocabulary), the new "ok" rows without tags are
 tagged before that upsert, so a new photo is never stored without the tags a filter looks for.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -52,12 +57,38 @@ class MilvusWriter:
     """`embed_files`' writer into one Milvus space: a batch is one upsert keyed by path (idempotent).
 
     `tag`: the space's tagger when it has a vocabulary (None: rows keep no tags); `tagged` counts the
-    rows it tagged (`MilvusLibrary.last_tagged`)."""
+    rows it tagged (`MilvusLibrary.last_tagged`). `others`: the store's other model spaces, asked for only
+    when a moved file is relinked (its row moves in each of them too, as the embedded store's one images
+    table moves it for every model)."""
 
     def __init__(self, space: MilvusSpace, report: AddReport, planned: dict[str, _Planned],
-                 known: dict[str, FileState], held: set[str], tag: Tagger | None = None) -> None:
+                 known: dict[str, FileState], held: set[str], tag: Tagger | None = None,
+                 others: Callable[[], Sequence[MilvusSpace]] = tuple) -> None:
         self.space, self.report, self.planned, self.known, self.held = space, report, planned, known, held
-        self.tag, self.tagged = tag, 0
+        self.tag, self.tagged, self.others = tag, 0, others
+        self._by_sha: dict[str, list[str]] | None = None
+
+    def _moved_from(self, sha256: str, path: str) -> str | None:
+        """The stored "ok" path holding these bytes whose file is gone (the first by name), as the embedded
+        store's writer looks for one (`indexer.StoreWriter._write_item`); None: not a move."""
+        if self._by_sha is None:  # built once, from the plan's snapshot of the space's rows
+            self._by_sha = {}
+            for known_path, state in sorted(self.known.items()):
+                if state.status == "ok" and state.sha256:
+                    self._by_sha.setdefault(state.sha256, []).append(known_path)
+        return next((p for p in self._by_sha.get(sha256, []) if p != path and p in self.known
+                     and not os.path.lexists(p)), None)
+
+    def _relink(self, old: str, new: str, size: int, mtime_ns: int) -> bool:
+        """Move `old`'s row to `new` here and in every other space holding it; False when this space's
+        row vanished meanwhile (the file is then added as usual)."""
+        if not self.space.move_row(old, new, size, mtime_ns):
+            return False
+        for space in self.others():
+            space.move_row(old, new, size, mtime_ns)
+        state = self.known.pop(old)
+        self.known[new] = FileState(state.id, int(size), int(mtime_ns), "ok", state.sha256)
+        return True
 
     def write(self, batch: EmbeddedBatch) -> None:
         fresh = batch.by_sha()
@@ -70,6 +101,12 @@ class MilvusWriter:
         rows = []
         claimed: set[str] = set()
         for item in batch.files:
+            plan = self.planned[item.path]
+            if item.path not in self.known:
+                old = self._moved_from(item.sha256, item.path)
+                if old is not None and self._relink(old, item.path, item.size, plan.mtime_ns):
+                    self.report.relinked += 1  # nothing embedded, nothing added: the same photo, moved
+                    continue
             vector = fresh.get(item.sha256)
             held = stored.get(item.sha256)
             if vector is None and held is not None:
@@ -77,14 +114,14 @@ class MilvusWriter:
             if vector is None:  # held bytes whose row vanished meanwhile: count as failed, retried next run
                 self.report.add_failure(BadImage(item.path, "content vanished from the store while indexing"))
                 continue
-            plan = self.planned[item.path]
             before = previous.get(item.path)
             keep_tags = before is not None and before.get("sha256") == item.sha256
             width, height = item.width, item.height
             if not width:  # not decoded: this path's own row of the same bytes, else any row of them
                 same = before if keep_tags and before is not None and before.get("width") else held
                 width, height = (same["width"], same["height"]) if same is not None else (0, 0)
-            row = {"path": item.path, "id": image_id(item.path), "sha256": item.sha256, "size": item.size,
+            known = self.known.get(item.path)
+            row = {"path": item.path, "id": _id(item.path, known), "sha256": item.sha256, "size": item.size,
                    "mtime_ns": plan.mtime_ns, "width": int(width or 0), "height": int(height or 0),
                    "status": "ok", "error": "", "tags": list(before["tags"]) if keep_tags else [],
                    "tag_scores": list(before["tag_scores"]) if keep_tags else [],
@@ -92,7 +129,6 @@ class MilvusWriter:
             if before is not None and before.get("added_at"):  # a re-written file keeps its first time, as
                 row["added_at"] = float(before["added_at"])  # the embedded store's row does
             rows.append(row)
-            known = self.known.get(item.path)
             new_content = item.sha256 in fresh and item.sha256 not in claimed and item.sha256 not in self.held
             claimed.add(item.sha256)
             if known is None:
@@ -107,7 +143,8 @@ class MilvusWriter:
         zeros = [0.0] * self.space.dim
         for bad in batch.bad:
             plan = self.planned.get(bad.path, _Planned(bad.path, 0, 0))
-            rows.append({"path": bad.path, "id": image_id(bad.path), "sha256": bad.sha256 or "", "size": plan.size,
+            rows.append({"path": bad.path, "id": _id(bad.path, self.known.get(bad.path)), "sha256": bad.sha256 or "",
+                         "size": plan.size,
                          "mtime_ns": plan.mtime_ns, "width": 0, "height": 0, "status": "failed",
                          "error": bad.reason[:2000], "tags": [], "tag_scores": [], "vector": zeros})
             self.report.add_failure(bad)
@@ -119,3 +156,8 @@ class MilvusWriter:
             self.tagged += len(untagged)
         self.space.upsert(rows)
         self.held.update(fresh)
+
+
+def _id(path: str, known: FileState | None) -> int:
+    """A known path keeps its stored id (a relinked file's is its first path's); a new one gets its own."""
+    return known.id if known is not None else image_id(path)
