@@ -162,3 +162,19 @@ def test_tag_top_k_over_the_milvus_capacity_is_said(tmp_path, images_factory, ca
     assert "note: a Milvus library keeps 16 tags per image: top_k 20 was cut to 16" in capsys.readouterr().out
     assert main(["tag", "--labels", labels, "--top-k", "5", "--templates", "simple", "-q", *base]) == 0
     assert "keeps 16" not in capsys.readouterr().out
+
+
+def test_no_grpc_fork_chatter_on_stderr(tmp_path, images_factory) -> None:
+    """`index add --store milvus-lite:... --workers 1` printed gRPC core's INFO line "Other threads are currently
+    calling into gRPC, skipping fork() handlers" on stderr as the decoding worker forked."""
+    import os
+    import subprocess
+    import sys
+
+    images_factory(tmp_path / "photos", 4)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRPC_")}
+    run = subprocess.run([sys.executable, "-m", "clipforge", "index", "add", str(tmp_path / "photos"), "--model",
+                          "test-vit-tiny", "--store", f"milvus-lite:{tmp_path}/m.db", "--library", str(tmp_path / "lib"),
+                          "--workers", "1", "-q"], capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "fork_posix" not in run.stderr and "skipping fork() handlers" not in run.stderr, run.stderr

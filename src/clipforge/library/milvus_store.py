@@ -300,6 +300,9 @@ class MilvusStore:
         path that holds no store before the engine would create one there (a mistyped --store left an
         empty store folder behind)."""
         self.spec = spec
+        # gRPC core logs at INFO on every fork while its threads run ("Other threads are currently calling into
+        # gRPC, skipping fork() handlers" on stderr, once per decoding worker): read when grpc is first imported
+        os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
         try:
             from pymilvus import MilvusClient
         except ImportError:
