@@ -134,3 +134,13 @@ def test_plot_paths_are_settled_before_any_work(tmp_path, capsys, monkeypatch, c
     assert main([*args, "--plot", str(tmp_path / "x.tmp")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--plot" in err and "x.tmp" in err and ".png" in err and not loads
+
+
+def test_one_label_gets_a_notice(tmp_path, capsys):
+    """`classify IMG --labels cat` answered 100.00% cat with no word that one label always scores 100%."""
+    good, _ = _images(tmp_path)
+    assert main(["classify", good[0], "--labels", "cat", "--model", "test-vit-tiny", "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    assert "100.00%  cat" in captured.out and "a softmax over one label is always 100%" in captured.err
+    assert main(["classify", good[0], "--labels", "cat,dog", "--model", "test-vit-tiny", "--device", "cpu"]) == 0
+    assert "one label" not in capsys.readouterr().err

@@ -58,6 +58,9 @@ def run(args: argparse.Namespace) -> int:
     # after the model resolved (a mistyped --model is one error, not a notice about it first); --quiet: none
     if not args.quiet and (notice := query_notice(" ".join(labels), model_spec(args))):
         print(notice, file=sys.stderr)
+    if not args.quiet and len(labels) == 1 and out.get("scoring", "softmax") == "softmax":
+        print(f"notice: one label ({labels[0]!r}): a softmax over one label is always 100%; give the labels it "
+              "competes with, e.g. --labels \"cat,dog,car\"", file=sys.stderr)
     if not args.quiet and out.get("indistinct"):
         print(indistinct_notice(out["indistinct"], out["model"], out.get("context_length", 0), "labels"),
               file=sys.stderr)
