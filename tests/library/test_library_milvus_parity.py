@@ -178,3 +178,17 @@ def test_no_grpc_fork_chatter_on_stderr(tmp_path, images_factory) -> None:
                           "--workers", "1", "-q"], capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode == 0, run.stderr
     assert "fork_posix" not in run.stderr and "skipping fork() handlers" not in run.stderr, run.stderr
+
+
+def test_embedded_only_index_options_are_refused_on_milvus(tmp_path, images_factory, capsys) -> None:
+    """`index add --index ivf --float16 --store milvus-lite:...` was accepted and both options ignored silently."""
+    from clipforge.cli.main import main
+
+    images_factory(tmp_path / "photos", 2)
+    base = ["index", "add", str(tmp_path / "photos"), "--store", f"milvus-lite:{tmp_path}/m.db", "--library",
+            str(tmp_path / "mlib"), "--model", "test-vit-tiny", "--workers", "0", "-q"]
+    for extra in (["--index", "ivf"], ["--float16"]):
+        assert main([*base, *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Milvus builds and keeps its own index" in err
+    assert main(base) == 0

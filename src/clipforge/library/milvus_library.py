@@ -89,6 +89,10 @@ class MilvusLibrary:
         from clipforge.image import DEFAULT_MAX_PIXELS
 
         self.spec = parse_store(store) if isinstance(store, str) else store
+        if _embedded_only.get("index") is not None or _embedded_only.get("vector_dtype") == "float16":
+            # `index add --index ivf --float16` on a Milvus store was accepted and ignored without a word
+            raise ValueError(f"{self.spec.describe()}: --index and --float16 choose the embedded store's index and "
+                             "vector type; Milvus builds and keeps its own index of float32 vectors: drop them")
         self.paths = LibraryPaths(path)
         self.paths.check_folder()
         self.milvus = MilvusStore(self.spec, create=create)  # create=False: checks a milvus-lite path first
