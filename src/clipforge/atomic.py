@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "folder_problem",
     "atomic_path", "remove_stale_temps", "save_figure", "write_atomic", "write_bytes_atomic", "write_json_atomic",
     "write_text_atomic",
 ]
@@ -162,3 +163,25 @@ def remove_stale_temps(directory: str | os.PathLike[str]) -> list[Path]:
                 continue
             removed.append(entry)
     return removed
+
+
+def folder_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why files cannot be written in the folder `path` (missing folders are made by the writers), or None.
+
+    Nothing is created: a temporary file probes `path`, or the nearest existing folder above it (every rank of
+    a torchrun job may check at once). Commands call it before loading anything (`eval --out/--plot`,
+    `train --out`), so `--out afile` or an unwritable folder is one line, not an errno after the whole run.
+    """
+    import tempfile
+
+    path = Path(path).expanduser().absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists() or p.is_symlink())
+    if not existing.is_dir():
+        what = "a file" if existing.is_file() else "something else"
+        return f"is {what}, not a folder" if existing == path else f"cannot write there: {existing} is {what}, not a folder"
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        return f"cannot write files in {existing} ({exc.strerror or type(exc).__name__})"
+    return None

@@ -236,20 +236,16 @@ def check_out_dir(path: str | Path, flag: str = "--out") -> Path:
     """Make sure `path` is a folder this process can write into (creating it), or raise one line naming `flag`.
 
     Called before any model or image is loaded: `--out afile` used to end in "[Errno 17] File exists"
-    and an unwritable folder in a failure after the whole run, with the report lost.
+    and an unwritable folder in a failure after the whole run, with the report lost. The probe is the one
+    `train --out` uses (`atomic.folder_problem`).
     """
-    import tempfile
+    from clipforge.atomic import folder_problem
 
     path = Path(path).expanduser()
-    if path.exists() and not path.is_dir():
-        raise NotADirectoryError(f"{flag} {path}: is a file, not a folder")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".clipforge-write-check-"):
-            pass
-    except OSError as exc:
-        why = exc.strerror or type(exc).__name__
-        raise PermissionError(f"{flag} {path}: cannot write there ({why})") from None
+    problem = folder_problem(path)
+    if problem is not None:
+        raise (NotADirectoryError if problem.startswith("is ") else PermissionError)(f"{flag} {path}: {problem}")
+    path.mkdir(parents=True, exist_ok=True)
     return path
 
 

@@ -98,28 +98,16 @@ def check_config(config: TrainConfig) -> TrainConfig:
 def check_out_dir(out_dir: str) -> None:
     """The run folder (`--out`) is a folder or can become one, and takes files: checked before the
     model loads, so `--out afile` or `--out /proc/nope` is one line naming --out, not an errno after
-    the model has loaded. Nothing is created: a temporary file probes the folder, or the nearest
-    existing folder above it (every rank of a torchrun job checks at once, so no folder is made
-    and removed under another rank's feet)."""
-    import tempfile
-    from pathlib import Path
+    the model has loaded. Nothing is created (`atomic.folder_problem` probes the nearest existing
+    folder: every rank of a torchrun job checks at once)."""
+    from clipforge.atomic import folder_problem
 
     if not isinstance(out_dir, str) or not out_dir.strip():
         raise TrainConfigError(f"--out (config field 'out_dir') must be a folder path, got {out_dir!r}")
-    path = Path(out_dir).expanduser().absolute()
-    try:
-        existing = next(p for p in (path, *path.parents) if p.exists() or p.is_symlink())
-        if not existing.is_dir():
-            what = "is" if existing == path else f"is inside {existing}, which is"
-            kind = "a file" if existing.is_file() else "something"
-            raise TrainConfigError(f"--out {out_dir}: {what} {kind}, not a folder; the run writes its logs and "
-                                   "checkpoints into a folder (give a new or an existing folder)")
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as err:
-        where = "this folder" if existing == path else f"{existing}, where it would be created"
-        raise TrainConfigError(f"--out {out_dir}: cannot write files in {where} ({err.strerror or err}); "
-                               "give a folder this user can write") from None
+    problem = folder_problem(out_dir)
+    if problem is not None:
+        raise TrainConfigError(f"--out {out_dir}: {problem}; the run writes its logs and checkpoints into a folder "
+                               "this user can write")
 
 
 def check_model_config(model_config: Any) -> dict[str, Any]:
