@@ -11,6 +11,7 @@ import argparse
 import json
 import re
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 # clipforge.api's defaults, named here because importing it loads torch and `clipforge --help` must
@@ -181,3 +182,18 @@ def indistinct_notice(sets: list[list[str]], model: str, context: int, what: str
                       for same in sets[:3])
     return (f"notice: model {model} cannot tell these {what} apart: its {context}-token context cuts them to the "
             f"same tokens, so they score the same ({shown}); shorten them")
+
+
+SHOWN_FAILURES = 20
+"""Failed files a batch command names on stderr (enough to see the pattern; the rest are in its record)."""
+
+
+def print_failures(failures: Sequence[tuple[str, str]], rest: str) -> None:
+    """`  failed: PATH: why` on stderr for the first `SHOWN_FAILURES` files a batch command could not read, then
+    where the rest are (`rest`): one shape for `index add` and `embed`."""
+    from clipforge.library.dbfile import display_path
+
+    for path, reason in failures[:SHOWN_FAILURES]:
+        print(f"  failed: {display_path(path)}: {reason}", file=sys.stderr)
+    if len(failures) > SHOWN_FAILURES:
+        print(f"  ... and {len(failures) - SHOWN_FAILURES} more (see {rest})", file=sys.stderr)

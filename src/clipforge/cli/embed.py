@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Callable
 
-from clipforge.cli.common import add_model_argument, add_output_arguments, add_speed_arguments, json_text
-
-SHOW_FAILURES = 20  # as `index add`: enough to see the pattern, the rest are in OUT/stats/stats_*.json
+from clipforge.cli.common import (
+    add_model_argument,
+    add_output_arguments,
+    add_speed_arguments,
+    json_text,
+    print_failures,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -64,9 +67,5 @@ def run(args: argparse.Namespace) -> int:
         print(json_text(report.to_dict()))
         return 0
     print(report.summary_line())
-    for path, reason in report.failures[:SHOW_FAILURES]:  # `index add`'s lines: the file, then why
-        print(f"  failed: {path}: {reason}", file=sys.stderr)
-    if len(report.failures) > SHOW_FAILURES:
-        print(f"  ... and {len(report.failures) - SHOW_FAILURES} more (see {args.out}/stats/stats_*.json)",
-              file=sys.stderr)
+    print_failures(report.failures, f"{args.out}/stats/stats_*.json")  # as `index add` names them
     return 0

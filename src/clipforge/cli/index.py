@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from clipforge.cli.common import json_text
+from clipforge.cli.common import json_text, print_failures
 
 
 def count_noun(count: int, noun: str) -> str:
@@ -203,10 +203,7 @@ def run_add(args: argparse.Namespace) -> int:
                   f"{'' if args.recursive else 'top-level '}files with image extensions)", file=sys.stderr)
         if tagged:
             print(f"tagged {count_noun(tagged, 'new image')} with the library's labels (see `clipforge tag --list`)")
-        for path, reason in report.failures[:20]:
-            print(f"  failed: {display_path(path)}: {reason}", file=sys.stderr)
-        if len(report.failures) > 20:
-            print(f"  ... and {len(report.failures) - 20} more (see `clipforge index stats`)", file=sys.stderr)
+        print_failures(report.failures, "`clipforge index stats`")
     return 0
 
 
