@@ -268,6 +268,9 @@ def same_after_cut(tokenizer: Any, groups: dict[str, list[str]]) -> list[list[st
     keys = [key for key, texts in groups.items() if texts]
     if len(keys) < 2:
         return []
+    context = getattr(tokenizer, "context_length", None)
+    if context and all(len(text.encode("utf-8")) + 4 <= int(context) for key in keys for text in groups[key]):
+        return []  # nothing can be cut (no tokenizer makes more tokens than bytes, plus its markers): no 2nd pass
     rows = tokenizer([text for key in keys for text in groups[key]])
     seen: dict[bytes, list[str]] = {}
     start = 0
