@@ -152,12 +152,13 @@ class UploadLedger:
             kind, budget = (1, self.max_files) if over_files else (0, self.max_bytes)
             if not self._held:
                 return False
-            host = max(self._held, key=lambda h: self._held[h][kind])
+            host = max(self._held, key=lambda h: self._held[h][kind])  # once per holder, not per eviction
             if 2 * self._held[host][kind] <= budget:
                 return False
-            oldest = next(iter(self._by_host[host]))
-            self._forget(oldest)
-            self._doomed.append(oldest)
+            while host in self._held and 2 * self._held[host][kind] > budget and not self._fits(nbytes, nfiles):
+                oldest = next(iter(self._by_host[host]))
+                self._forget(oldest)
+                self._doomed.append(oldest)
         return True
 
     def doomed(self) -> list[str]:
