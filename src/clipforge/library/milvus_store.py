@@ -426,10 +426,14 @@ class MilvusStore:
     # Kept in Milvus, not in the `--library` folder: every process (each `index add`, a server's uploads)
     # must tag new photos with the labels of the last `tag`, wherever it runs.
     def _has_tagsets(self) -> bool:
-        """Whether the vocabulary collection exists (loaded when it does); stores made before it have none."""
+        """Whether the vocabulary collection exists (loaded when it does); stores made before it have none.
+        Once found it is remembered: a server asks on every upload, and the collection is never dropped."""
+        if self.__dict__.get("_tagsets_ready"):
+            return True
         if not self.call(self.client.has_collection, self.tagsets):
             return False
         self.call(self.client.load_collection, self.tagsets)
+        self._tagsets_ready = True
         return True
 
     def has_tag_vocabulary(self) -> bool:
