@@ -204,6 +204,7 @@ def test_bf16_image_attention_in_cache_sized_chunks_equals_the_whole_batch(monke
     from clipforge.inference import _attention as fast_attention
 
     monkeypatch.setattr(fast_attention, "SMALL_PAIRS", 0)  # the two-matmul path, whatever the size
+    monkeypatch.setattr(fast_attention, "amx_supported", lambda: False)  # ... and whatever the CPU
     gen = torch.Generator().manual_seed(5)
     q, k, v = (torch.randn(7, 4, 50, 64, generator=gen).to(torch.bfloat16) for _ in range(3))
     whole = fast_attention.attention(q, k, v, causal=False)
@@ -285,6 +286,7 @@ def test_small_bf16_attention_runs_torchs_fused_kernel(batch: int, heads: int, l
     attends to nothing: zeros). Passing the causal flag wrongly, or the mask, fails the fp32 comparison."""
     from clipforge.inference import _attention as fast_attention
 
+    monkeypatch.setattr(fast_attention, "amx_supported", lambda: False)  # the rule for CPUs without AMX
     gen = torch.Generator().manual_seed(batch * 1000 + heads * 10 + length)
     q, k, v = (torch.randn(batch, heads, length, 64, generator=gen).to(torch.bfloat16) for _ in range(3))
     keep = None
@@ -311,6 +313,52 @@ def test_small_bf16_attention_runs_torchs_fused_kernel(batch: int, heads: int, l
     other = fast_attention.attention(q, k, v, causal=causal, keep=keep)[1:] if keep is not None and batch > 1 \
         else fast_attention.attention(q, k, v, causal=causal, keep=keep)
     torch.testing.assert_close(got.float(), other.float(), rtol=0.02, atol=0.02)
+
+
+@pytest.mark.parametrize(("batch", "heads", "length", "mask", "amx", "fused"), [
+    (4, 12, 50, "none", True, True),       # ViT-B/32 images on an AMX CPU: torch's fused kernel
+    (4, 12, 50, "none", False, False),     # ... without AMX: the two matmuls
+    (4, 8, 77, "causal", True, True),      # whole-context prompts
+    (4, 12, 52, "padding", True, True),    # Chinese-CLIP's padded context
+    (4, 12, 48, "padding", True, True),    # the threshold itself
+    (4, 12, 47, "padding", True, False),   # one key fewer: the two matmuls
+    (8, 8, 15, "causal", True, False),     # short prompts stay on the two matmuls everywhere
+])
+def test_bf16_attention_on_amx_runs_torchs_fused_kernel_from_48_keys(batch: int, heads: int, length: int, mask: str,
+                                                                    amx: bool, fused: bool,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """On CPUs with AMX tiles the fused kernel multiplies on the tiles and wins from `AMX_FUSED_MIN_KEYS` keys
+    (`_fused_wins`); without AMX, or on shorter rows, the two-matmul path runs. Either way each position gets
+    the fp32 attention within bf16 rounding, a sequence of only padding gets zeros, and the two paths agree.
+    Dropping the AMX rule, or applying it below the threshold, fails the path counts."""
+    from clipforge.inference import _attention as fast_attention
+
+    monkeypatch.setattr(fast_attention, "amx_supported", lambda: amx)
+    monkeypatch.setattr(fast_attention, "SMALL_PAIRS", 0)  # no attention here is `_small`
+    gen = torch.Generator().manual_seed(length)
+    q, k, v = (torch.randn(batch, heads, length, 64, generator=gen).to(torch.bfloat16) for _ in range(3))
+    keep = None
+    if mask == "padding":
+        keep = torch.ones(batch, 1, 1, length, dtype=torch.bool)
+        keep[-1, ..., 9:] = False
+        keep[0] = False
+    fused_calls, matmul_calls = [], []
+    sdpa, two_matmuls = F.scaled_dot_product_attention, fast_attention._softmax_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention",
+                        lambda *a, **kw: fused_calls.append(a[0].shape) or sdpa(*a, **kw))
+    monkeypatch.setattr(fast_attention, "_softmax_attention",
+                        lambda *a, **kw: matmul_calls.append(a[0].shape) or two_matmuls(*a, **kw))
+    got = fast_attention.attention(q, k, v, causal=mask == "causal", keep=keep)
+    assert (len(fused_calls), len(matmul_calls)) == ((1, 0) if fused else (0, 1))
+    assert got.dtype == torch.bfloat16 and got.shape == q.shape
+    want = sdpa(q.float(), k.float(), v.float(), attn_mask=keep, is_causal=mask == "causal")
+    if keep is not None:
+        assert (got[0] == 0).all()
+        got, want = got[1:], want[1:]
+    assert F.cosine_similarity(got.float().flatten(0, 2), want.flatten(0, 2), dim=-1).min() >= 0.999
+    monkeypatch.setattr(fast_attention, "amx_supported", lambda: not amx)  # the other path, same inputs
+    other = fast_attention.attention(q, k, v, causal=mask == "causal", keep=keep)
+    torch.testing.assert_close(got.float(), (other[1:] if keep is not None else other).float(), rtol=0.02, atol=0.02)
 
 
 def test_bf16_layer_norm_weights_stay_fp32_on_the_cpu_and_follow_bf16_elsewhere() -> None:
