@@ -137,9 +137,14 @@ def test_a_text_batch_is_split_only_when_a_slice_has_enough_work(monkeypatch) ->
     from clipforge.inference._threads import SPLIT_MIN_MACS, worth_splitting
 
     with _with_threads(2):  # 32 prompts of 15 tokens, ViT-B/32's width 512: 16 x 15 x 512^2 = 63 M a slice
+        monkeypatch.setattr(threads_module, "amx_supported", lambda: False)
         assert not worth_splitting(32, 15, 512, torch.bfloat16) and worth_splitting(32, 25, 512, torch.bfloat16)
         assert worth_splitting(32, 15, 512, torch.float32) and not worth_splitting(32, 8, 512, torch.float32)
         assert worth_splitting(32, 15, 768, torch.bfloat16)  # XLM-R's and ViT-L's width
+        monkeypatch.setattr(threads_module, "amx_supported", lambda: True)  # AMX: bf16 splits from 50 M a slice
+        assert worth_splitting(32, 15, 512, torch.bfloat16) and worth_splitting(32, 13, 512, torch.bfloat16)
+        assert not worth_splitting(32, 11, 512, torch.bfloat16)
+        assert worth_splitting(32, 15, 512, torch.float32) and not worth_splitting(32, 8, 512, torch.float32)
     torch.manual_seed(0)
     model = prepare(create_model_from_config(get_config("test-vit-tiny")), "fp32")
     eot = int(model.vocab_size) - 1
