@@ -167,3 +167,20 @@ def test_probe_fits_run_single_threaded_and_are_timed(tmp_path, colour_classes):
     assert timing["full"]["search_s"] > 0 and timing["fewshot"]["probes"] == 1
     assert report["dataset"]["train_root"] == str(tmp_path / "d" / "train")
     assert report["dataset"]["root"] == str(tmp_path / "d" / "test")
+
+
+def test_a_run_that_fails_before_its_log_leaves_no_out_folder(tmp_path, capsys, colour_classes):
+    """`--out` is checked up front without being made: a dataset that then fails to open (a root that does not
+    exist, a dataset of another shape) used to leave an empty `--out` folder behind; the folder appears with
+    the run's log. A run that starts writes into it as before."""
+    out = tmp_path / "new" / "out"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for task in ("zeroshot", "linear-probe"):  # a folder dataset with no class folders fails as it opens
+        assert main(["eval", task, *_BASE, "--dataset", "folder", "--root", str(empty), "--out", str(out)]) == 2
+        assert "error:" in capsys.readouterr().err
+        assert not (tmp_path / "new").exists()
+    root = colour_classes(tmp_path / "d", per_class=2, side=16)
+    assert main(["eval", "zeroshot", *_BASE, "--dataset", "folder", "--root", str(root), "--templates", "simple",
+                 "--out", str(out)]) == 0
+    assert len(list(out.glob("*.json"))) == 1 and len(list(out.glob("*.log"))) == 1

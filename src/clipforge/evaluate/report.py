@@ -233,11 +233,13 @@ def parse_expect(items: Sequence[str] | None, task: str | None = None, dataset: 
 
 
 def check_out_dir(path: str | Path, flag: str = "--out") -> Path:
-    """Make sure `path` is a folder this process can write into (creating it), or raise one line naming `flag`.
+    """Make sure files can be written in the folder `path`, or raise one line naming `flag`; nothing is created.
 
     Called before any model or image is loaded: `--out afile` used to end in "[Errno 17] File exists"
     and an unwritable folder in a failure after the whole run, with the report lost. The probe is the one
-    `train --out` uses (`atomic.folder_problem`).
+    `train --out` uses (`atomic.folder_problem`). The folder is made by the first file written into it (the
+    run's log, `open_run_log`; reports and plots through `atomic`): a run that fails before that, on a
+    dataset that does not open, used to leave an empty folder behind.
     """
     from clipforge.atomic import folder_problem
 
@@ -245,7 +247,6 @@ def check_out_dir(path: str | Path, flag: str = "--out") -> Path:
     problem = folder_problem(path)
     if problem is not None:
         raise (NotADirectoryError if problem.startswith("is ") else PermissionError)(f"{flag} {path}: {problem}")
-    path.mkdir(parents=True, exist_ok=True)
     return path
 
 
