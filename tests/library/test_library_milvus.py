@@ -353,6 +353,33 @@ def test_a_search_without_results_says_why_on_milvus_too(tmp_path, tiny_encoder,
     assert capsys.readouterr().out == f"no results: no photo has tag 'giraffe'; tags: {listing}\n"
 
 
+def test_a_search_of_an_empty_store_creates_nothing_and_stats_tells_the_size(tmp_path, tiny_encoder, images_factory,
+                                                                            capsys) -> None:
+    """A search before anything was indexed answered nothing but created the model's collection (and its registry)
+    in the store; it creates nothing now. `index stats` said 0.0 MB for every Milvus store: a milvus-lite
+    store's size is its folder's, and grows as photos are added."""
+    from clipforge.library.backend import lite_bytes
+
+    db = tmp_path / "m.db"
+    with MilvusLibrary(f"milvus-lite:{db}", tmp_path / "mlib", tiny_encoder) as milvus:
+        assert milvus.search("a photo", top_k=5) == []
+        assert milvus.milvus.spaces() == []
+        collections = milvus.milvus.client.list_collections()
+        empty = milvus.stats()["db_bytes"]
+    assert collections == []
+    images_factory(tmp_path / "photos", 5)
+    base = ["--store", f"milvus-lite:{db}", "--library", str(tmp_path / "mlib")]
+    assert main(["index", "add", str(tmp_path / "photos"), *base, "--model", "test-vit-tiny", "--workers", "0",
+                 "-q"]) == 0
+    with MilvusLibrary(f"milvus-lite:{db}", tmp_path / "mlib") as milvus:
+        stored = milvus.stats()["db_bytes"]
+        assert [hit.path for hit in milvus.search("a photo", top_k=5)]  # the same search finds the photos now
+    assert stored == lite_bytes(db) > empty >= 0
+    capsys.readouterr()
+    assert main(["index", "stats", *base]) == 0
+    assert f"database  {stored / 1e6:.1f} MB" in capsys.readouterr().out
+
+
 def test_every_library_method_a_command_calls_exists_on_milvus(tmp_path, tiny_encoder, images_factory, capsys) -> None:
     """The commands and the server take either store through one interface: a method only the embedded
     `Library` has is a crash waiting for a Milvus user (`search --tag` and `tag --list` were two)."""

@@ -262,7 +262,10 @@ def run_stats(args: argparse.Namespace) -> int:
               f" {count_noun(space['images'], 'image')}" + (" (default)" if space.get("default") else ""))
     if stats.get("tags"):
         print("tags      " + ", ".join(f"{k} {v}" for k, v in list(stats["tags"].items())[:15]))
-    print(f"database  {stats['db_bytes'] / 1e6:.1f} MB")
+    if stats["db_bytes"] is None:  # a Milvus server's size is its own monitoring's to tell
+        print("database  on the Milvus server")
+    else:
+        print(f"database  {stats['db_bytes'] / 1e6:.1f} MB")
     for failure in stats["failures"]:
         print(f"  failed: {failure['path']}: {failure['reason']}")
     return 0

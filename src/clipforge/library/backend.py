@@ -15,12 +15,13 @@ holds what can be rebuilt (thumbnails, zero-shot caches) and uploads.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["StoreSpec", "parse_store", "read_token"]
+__all__ = ["StoreSpec", "lite_bytes", "parse_store", "read_token"]
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,200}$")
 DEFAULT_COLLECTION = "clipforge"
@@ -41,6 +42,21 @@ class StoreSpec:
         if self.kind == "milvus":
             return f"milvus://{self.uri.split('://', 1)[-1]}/{self.collection}"
         return "sqlite"
+
+
+def lite_bytes(path: str | os.PathLike[str]) -> int:
+    """Bytes a milvus-lite store takes on disk: its `PATH.db` is a folder (collections, parquet segments, write-ahead
+    logs), summed file by file without following links; 0 where nothing is there yet. `index stats` reported 0
+    for every Milvus store, as if the database were empty."""
+    root = Path(path)
+    if root.is_file():
+        return root.stat().st_size
+    total = 0
+    for folder, _, files in os.walk(root):
+        for name in files:
+            with contextlib.suppress(OSError):  # a segment compacted away while we walked
+                total += os.lstat(os.path.join(folder, name)).st_size
+    return total
 
 
 def _bad(spec: str, why: str) -> ValueError:

@@ -31,7 +31,7 @@ import numpy as np
 
 from clipforge.data.base import BadImage
 from clipforge.data.files import EmbeddedBatch, ImageFileReader, embed_files, with_max_pixels
-from clipforge.library.backend import StoreSpec, parse_store
+from clipforge.library.backend import StoreSpec, lite_bytes, parse_store
 from clipforge.library.encoder import Encoder, default_model_name, resolve_encoder
 from clipforge.library.indexer import AddReport, _plan, _Planned
 from clipforge.library.media import image_bytes, store_upload, thumbnail_bytes
@@ -387,14 +387,18 @@ class MilvusLibrary:
             if not folders:
                 return []
             expr += " and (" + " or ".join(f"path like {quote(like_prefix(f))}" for f in folders) + ")"
-        found = self.space.search(vector, int(top_k), expr)
+        space = self._space or self.milvus.space(self.encoder.fingerprint)
+        if space is None:  # nothing indexed with this model yet: a search answers nothing and creates no collection
+            return []
+        self._space = space
+        found = space.search(vector, int(top_k), expr)
         if not found:
             return []
         shas = sorted({row["sha256"] for row, _ in found})
         owners: dict[str, list[ImageRecord]] = {}
         tags: dict[str, dict[str, Any]] = {}
         condition = f"{expr} and sha256 in [{', '.join(quote(s) for s in shas)}]"
-        for row in self.space.query(condition, _ALL, strong=False):
+        for row in space.query(condition, _ALL, strong=False):
             owners.setdefault(row["sha256"], []).append(record_from_row(row))
             tags[row["path"]] = row
         hits = []
@@ -529,7 +533,8 @@ class MilvusLibrary:
     def _stats(self) -> dict[str, Any]:
         spaces = self.milvus.spaces()
         out: dict[str, Any] = {"library": self.spec.describe(), "store": self.spec.kind, "model": None,
-                               "images": {"ok": 0, "failed": 0}, "distinct_contents": 0, "db_bytes": 0,
+                               "images": {"ok": 0, "failed": 0}, "distinct_contents": 0,
+                               "db_bytes": lite_bytes(self.spec.uri) if self.spec.kind == "milvus-lite" else None,
                                "failures": [], "spaces": self.spaces()}
         if not spaces:
             return out
