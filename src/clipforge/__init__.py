@@ -23,6 +23,7 @@ _EXPORTS = {
     "create_model_and_transforms": "clipforge.zoo",
     "create_model_from_pretrained": "clipforge.zoo",
     "get_tokenizer": "clipforge.zoo",
+    "decode": "clipforge.zoo",
     "list_models": "clipforge.zoo",
     "list_pretrained": "clipforge.zoo",
     "list_pretrained_tags_by_model": "clipforge.zoo",

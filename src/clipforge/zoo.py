@@ -18,18 +18,20 @@ with the weights' activation (open_clip warns and builds the wrong one).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 
 from clipforge.image import Preprocess
+from clipforge.text.vocab import EOT_TOKEN, SOT_TOKEN, VOCAB_SIZE
 from clipforge.weights.preprocessing import WeightsPreprocess, build_weights_preprocess
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "INCEPTION_MEAN", "INCEPTION_STD", "OPENAI_DATASET_MEAN",
            "OPENAI_DATASET_STD", "Tokenizer", "WeightsPreprocess", "build_weights_preprocess",
-           "create_model_and_transforms", "create_model_from_pretrained", "get_model_config", "get_pretrained_cfg",
-           "get_tokenizer", "image_transform", "list_models", "list_pretrained", "list_pretrained_tags_by_model"]
+           "create_model_and_transforms", "create_model_from_pretrained", "decode", "get_model_config",
+           "get_pretrained_cfg", "get_tokenizer", "image_transform", "list_models", "list_pretrained",
+           "list_pretrained_tags_by_model"]
 
 # open_clip's constants (open_clip/constants.py)
 OPENAI_DATASET_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -101,6 +103,9 @@ def list_pretrained(as_str: bool = False) -> list[Any]:
     return pairs(as_str=as_str)
 
 
+_OPEN_CLIP_MARKERS = {SOT_TOKEN: "<start_of_text>", EOT_TOKEN: "<end_of_text>"}
+
+
 class Tokenizer:
     """open_clip's tokenizer call: ``tokenizer(texts) -> LongTensor[N, context_length]``,
     truncating long texts (keeping ``<|endoftext|>`` last) as open_clip does."""
@@ -117,6 +122,33 @@ class Tokenizer:
         from clipforge.text import get_tokenizer as bpe
 
         return bpe().encode(text)
+
+    def decode(self, tokens: Iterable[int]) -> str:
+        """Text of `tokens` (a list, a tensor row) as open_clip's `SimpleTokenizer.decode` gives it: "</w>"
+        becomes a space, bad UTF-8 is U+FFFD, and the markers are spelled open_clip's way
+        (``<start_of_text>``, ``<end_of_text>``; OpenAI's `clipforge.text` decoder keeps ``<|startoftext|>``).
+        The markers are matched as ids, so a text that spells one out decodes as it was written."""
+        from clipforge.text import get_tokenizer as bpe
+
+        ids = tokens.tolist() if hasattr(tokens, "tolist") else list(tokens)
+        parts, start = [], 0
+        for at, token in enumerate(ids):
+            if int(token) in _OPEN_CLIP_MARKERS:
+                parts += [bpe().decode(ids[start:at]), _OPEN_CLIP_MARKERS[int(token)]]
+                start = at + 1
+        return "".join(parts) + bpe().decode(ids[start:])
+
+    # open_clip's SimpleTokenizer attributes (code that builds its own token rows reads them)
+    vocab_size: int = VOCAB_SIZE
+    sot_token_id: int = SOT_TOKEN
+    eot_token_id: int = EOT_TOKEN
+    all_special_ids: tuple[int, int] = (SOT_TOKEN, EOT_TOKEN)
+
+
+def decode(output_ids: Iterable[int]) -> str:
+    """open_clip's module-level `decode`: the text of one row of CLIP BPE ids (padding zeros decode as "!",
+    as there)."""
+    return Tokenizer().decode(output_ids)
 
 
 def get_tokenizer(model_name: str = "", context_length: int | None = None, cache_dir: Any = None,

@@ -112,3 +112,37 @@ def test_get_tokenizer_follows_the_family(name: str, kind: str, tmp_path, monkey
     assert type(tokenizer).__name__ == kind
     ids = tokenizer(["a photo of a cat"])
     assert ids.shape == (1, 64 if kind == "ModelTokenizer" else 77)
+
+
+def _open_clip_tokenizer_module():
+    """open_clip's `tokenizer.py` by itself (importing the package pulls in torchvision, which does not
+    import beside this torch); skipped where open-clip-torch is not installed."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("open-clip-torch is not installed (README setup: pip install --no-deps open-clip-torch)")
+    path = Path(next(iter(spec.submodule_search_locations))) / "tokenizer.py"
+    loader = importlib.util.spec_from_file_location("open_clip_tokenizer_alone", path)
+    module = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(module)
+    return module
+
+
+def test_tokenizer_decode_and_ids_are_open_clips() -> None:
+    """Code ported from open_clip reads `tokenizer.decode`, `vocab_size`, `sot_token_id`, `eot_token_id`,
+    `all_special_ids` and the module-level `open_clip.decode`; each was an AttributeError. Same values as
+    open_clip's `SimpleTokenizer` on the same rows, padding and truncation included."""
+    reference = _open_clip_tokenizer_module()
+    ours, theirs = open_clip.get_tokenizer("ViT-B-32"), reference.SimpleTokenizer()
+    assert (ours.vocab_size, ours.sot_token_id, ours.eot_token_id) == \
+        (theirs.vocab_size, theirs.sot_token_id, theirs.eot_token_id)
+    assert list(ours.all_special_ids) == list(theirs.all_special_ids)
+    texts = ["a photo of a cat, 猫!", "Straße &amp; café: naïve résumé", "x " * 100]
+    rows = ours(texts)
+    assert torch.equal(rows, theirs(texts))
+    for row in rows:
+        assert ours.decode(row) == theirs.decode(row.tolist()) == open_clip.decode(row)
+        assert ours.decode(row.tolist()) == reference.decode(row)
+    assert ours.decode(ours.encode("a photo of a dog")) == "a photo of a dog "
