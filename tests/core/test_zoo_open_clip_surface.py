@@ -146,3 +146,44 @@ def test_tokenizer_decode_and_ids_are_open_clips() -> None:
         assert ours.decode(row) == theirs.decode(row.tolist()) == open_clip.decode(row)
         assert ours.decode(row.tolist()) == reference.decode(row)
     assert ours.decode(ours.encode("a photo of a dog")) == "a photo of a dog "
+
+
+def _open_clip_file(name: str):
+    """One of open_clip's self-contained modules, loaded by itself (see `_open_clip_tokenizer_module`)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("open-clip-torch is not installed (README setup: pip install --no-deps open-clip-torch)")
+    path = Path(next(iter(spec.submodule_search_locations))) / f"{name}.py"
+    loader = importlib.util.spec_from_file_location(f"open_clip_{name}_alone", path)
+    module = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(module)
+    return module
+
+
+def test_zero_shot_classifier_and_imagenet_metadata_are_open_clips() -> None:
+    """open_clip's zero-shot recipe (`build_zero_shot_classifier(model, tokenizer, IMAGENET_CLASSNAMES,
+    OPENAI_IMAGENET_TEMPLATES)`) was three AttributeErrors. The metadata equal open_clip's (names, and each
+    template's prompt); the head equals open_clip's own function run on the same model and tokenizer, for
+    callables and format strings, as [embed_dim, num_classes] unit columns. Dropping the per-prompt
+    normalisation (open_clip's `normalize=True`) or the transpose fails."""
+    metadata, reference = _open_clip_file("zero_shot_metadata"), _open_clip_file("zero_shot_classifier")
+    assert open_clip.IMAGENET_CLASSNAMES == tuple(metadata.IMAGENET_CLASSNAMES)
+    for ours, theirs in ((open_clip.OPENAI_IMAGENET_TEMPLATES, metadata.OPENAI_IMAGENET_TEMPLATES),
+                         (open_clip.SIMPLE_IMAGENET_TEMPLATES, metadata.SIMPLE_IMAGENET_TEMPLATES)):
+        assert [t("golden retriever") for t in ours] == [t("golden retriever") for t in theirs]
+    torch.manual_seed(0)
+    model = open_clip.create_model("test-vit-tiny").eval()
+    tokenizer = open_clip.get_tokenizer("test-vit-tiny")
+    names = list(open_clip.IMAGENET_CLASSNAMES[:7])
+    for templates in (open_clip.OPENAI_IMAGENET_TEMPLATES[:5], ["a photo of a {}.", "itap of a {}."]):
+        got = open_clip.build_zero_shot_classifier(model, tokenizer, names, templates, num_classes_per_batch=3)
+        with torch.no_grad():
+            want = reference.build_zero_shot_classifier(model, tokenizer, names, templates, num_classes_per_batch=3)
+        assert got.shape == want.shape == (model.embed_dim, len(names))
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(got.norm(dim=0), torch.ones(len(names)))
+    with pytest.raises(ValueError, match="at least one class name"):
+        open_clip.build_zero_shot_classifier(model, tokenizer, [], ["a {}."])

@@ -206,11 +206,23 @@ def build_class_embeddings(model: torch.nn.Module, classnames: Sequence[str], te
         raise ValueError("no class names given")
     if not templates:
         raise ValueError("no templates given")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    num_templates = len(templates)
     context_length = int(getattr(model, "context_length", 77))
     tokens = tokenize_for(model, _prompts(classnames, templates), context_length)  # the model's own tokenizer
-    sums = torch.zeros(len(classnames), int(model.embed_dim), dtype=torch.float32, device=device)
+    return class_embeddings_of_tokens(model, tokens, len(templates), batch_size, device, progress)
+
+
+@torch.no_grad()
+def class_embeddings_of_tokens(model: torch.nn.Module, tokens: torch.Tensor, num_templates: int,
+                               batch_size: int = 256, device: str | torch.device | None = None,
+                               progress: bool = True) -> torch.Tensor:
+    """float32 [num_classes, embed_dim] unit vectors from token rows in class-major order (row i is class
+    i // num_templates): the mean of each class's normalised prompt features, normalised. The one loop behind
+    `build_class_embeddings` and open_clip's `build_zero_shot_classifier` (`clipforge.zoo`), whose callers
+    tokenize themselves."""
+    if num_templates < 1 or len(tokens) == 0 or len(tokens) % num_templates:
+        raise ValueError(f"{len(tokens)} prompts are not a whole number of classes of {num_templates} templates")
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    sums = torch.zeros(len(tokens) // num_templates, int(model.embed_dim), dtype=torch.float32, device=device)
     for idx, features in _unit_features(model, tokens, batch_size, device, progress, "prompt", "class embeddings"):
         sums.index_add_(0, idx // num_templates, features)
     mean = sums / num_templates
