@@ -17,7 +17,6 @@ with the weights' activation (open_clip warns and builds the wrong one).
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -30,10 +29,9 @@ from clipforge.weights.preprocessing import WeightsPreprocess, build_weights_pre
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "INCEPTION_MEAN", "INCEPTION_STD", "OPENAI_DATASET_MEAN",
            "OPENAI_DATASET_STD", "Tokenizer", "WeightsPreprocess", "build_weights_preprocess",
-           "build_zero_shot_classifier", "create_model_and_transforms", "create_model_from_pretrained", "decode",
-           "get_model_config", "get_pretrained_cfg", "get_tokenizer", "image_transform", "list_models",
-           "list_pretrained", "list_pretrained_tags_by_model"]
-# and, read on first use (`__getattr__`): IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
+           "create_model_and_transforms", "create_model_from_pretrained", "decode", "get_model_config",
+           "get_pretrained_cfg", "get_tokenizer", "image_transform", "list_models", "list_pretrained",
+           "list_pretrained_tags_by_model"]
 
 # open_clip's constants (open_clip/constants.py)
 OPENAI_DATASET_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -268,34 +266,3 @@ def create_model_and_transforms(
     preprocess = build_weights_preprocess(model.image_size, cfg)
     return model, preprocess, preprocess
 
-
-def build_zero_shot_classifier(model: torch.nn.Module, tokenizer: Any, classnames: Sequence[str],
-                               templates: Sequence[Any], num_classes_per_batch: int | None = 10,
-                               device: str | torch.device = "cpu", use_tqdm: bool = False) -> torch.Tensor:
-    """open_clip's zero-shot head: [embed_dim, num_classes], each column the normalised mean of a class's
-    normalised prompt features. `templates`: format strings ("a photo of a {}.") or callables (open_clip's
-    `OPENAI_IMAGENET_TEMPLATES`). Computed by clipforge's class-embedding loop (prompts encoded in batches of
-    similar length, each stopping at its longest prompt), so `num_classes_per_batch` is accepted and not needed:
-    memory stays [num_classes, embed_dim] whatever the batch."""
-    from clipforge.zeroshot.embeddings import class_embeddings_of_tokens
-    from clipforge.zeroshot.prompts import fill_template
-
-    if not classnames or not templates:
-        raise ValueError("build_zero_shot_classifier needs at least one class name and one template")
-    texts = [fill_template(template, name) if isinstance(template, str) else template(name)
-             for name in classnames for template in templates]
-    return class_embeddings_of_tokens(model, tokenizer(texts), len(templates), device=device, progress=use_tqdm).T
-
-
-def __getattr__(name: str) -> Any:
-    """open_clip's ImageNet metadata, read from the shipped prompt files on first use: `IMAGENET_CLASSNAMES`
-    (OpenAI's 1,000 names), `OPENAI_IMAGENET_TEMPLATES` (their 80 templates) and `SIMPLE_IMAGENET_TEMPLATES`
-    (the 7 of OpenAI's notebook), as open_clip's tuples (templates as callables: ``t("cat")``)."""
-    from clipforge.zeroshot.prompts import fill_template, get_classnames, get_templates
-
-    if name == "IMAGENET_CLASSNAMES":
-        return tuple(get_classnames("imagenet"))
-    if name in ("OPENAI_IMAGENET_TEMPLATES", "SIMPLE_IMAGENET_TEMPLATES"):
-        chosen = get_templates("imagenet" if name.startswith("OPENAI") else "imagenet7")
-        return tuple(functools.partial(fill_template, template) for template in chosen)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

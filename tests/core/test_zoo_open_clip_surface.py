@@ -114,42 +114,9 @@ def test_get_tokenizer_follows_the_family(name: str, kind: str, tmp_path, monkey
     assert ids.shape == (1, 64 if kind == "ModelTokenizer" else 77)
 
 
-def _open_clip_tokenizer_module():
-    """open_clip's `tokenizer.py` by itself (importing the package pulls in torchvision, which does not
-    import beside this torch); skipped where open-clip-torch is not installed."""
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.find_spec("open_clip")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("open-clip-torch is not installed (README setup: pip install --no-deps open-clip-torch)")
-    path = Path(next(iter(spec.submodule_search_locations))) / "tokenizer.py"
-    loader = importlib.util.spec_from_file_location("open_clip_tokenizer_alone", path)
-    module = importlib.util.module_from_spec(loader)
-    loader.loader.exec_module(module)
-    return module
-
-
-def test_tokenizer_decode_and_ids_are_open_clips() -> None:
-    """Code ported from open_clip reads `tokenizer.decode`, `vocab_size`, `sot_token_id`, `eot_token_id`,
-    `all_special_ids` and the module-level `open_clip.decode`; each was an AttributeError. Same values as
-    open_clip's `SimpleTokenizer` on the same rows, padding and truncation included."""
-    reference = _open_clip_tokenizer_module()
-    ours, theirs = open_clip.get_tokenizer("ViT-B-32"), reference.SimpleTokenizer()
-    assert (ours.vocab_size, ours.sot_token_id, ours.eot_token_id) == \
-        (theirs.vocab_size, theirs.sot_token_id, theirs.eot_token_id)
-    assert list(ours.all_special_ids) == list(theirs.all_special_ids)
-    texts = ["a photo of a cat, 猫!", "Straße &amp; café: naïve résumé", "x " * 100]
-    rows = ours(texts)
-    assert torch.equal(rows, theirs(texts))
-    for row in rows:
-        assert ours.decode(row) == theirs.decode(row.tolist()) == open_clip.decode(row)
-        assert ours.decode(row.tolist()) == reference.decode(row)
-    assert ours.decode(ours.encode("a photo of a dog")) == "a photo of a dog "
-
-
 def _open_clip_file(name: str):
-    """One of open_clip's self-contained modules, loaded by itself (see `_open_clip_tokenizer_module`)."""
+    """One of open_clip's self-contained modules (`tokenizer`, `zero_shot_metadata`, ...) loaded by itself: importing
+    the package pulls in torchvision, which does not import beside this torch. Skipped without open-clip-torch."""
     import importlib.util
     from pathlib import Path
 
@@ -163,6 +130,24 @@ def _open_clip_file(name: str):
     return module
 
 
+def test_tokenizer_decode_and_ids_are_open_clips() -> None:
+    """Code ported from open_clip reads `tokenizer.decode`, `vocab_size`, `sot_token_id`, `eot_token_id`,
+    `all_special_ids` and the module-level `open_clip.decode`; each was an AttributeError. Same values as
+    open_clip's `SimpleTokenizer` on the same rows, padding and truncation included."""
+    reference = _open_clip_file("tokenizer")
+    ours, theirs = open_clip.get_tokenizer("ViT-B-32"), reference.SimpleTokenizer()
+    assert (ours.vocab_size, ours.sot_token_id, ours.eot_token_id) == \
+        (theirs.vocab_size, theirs.sot_token_id, theirs.eot_token_id)
+    assert list(ours.all_special_ids) == list(theirs.all_special_ids)
+    texts = ["a photo of a cat, 猫!", "Straße &amp; café: naïve résumé", "x " * 100]
+    rows = ours(texts)
+    assert torch.equal(rows, theirs(texts))
+    for row in rows:
+        assert ours.decode(row) == theirs.decode(row.tolist()) == open_clip.decode(row)
+        assert ours.decode(row.tolist()) == reference.decode(row)
+    assert ours.decode(ours.encode("a photo of a dog")) == "a photo of a dog "
+
+
 def test_zero_shot_classifier_and_imagenet_metadata_are_open_clips() -> None:
     """open_clip's zero-shot recipe (`build_zero_shot_classifier(model, tokenizer, IMAGENET_CLASSNAMES,
     OPENAI_IMAGENET_TEMPLATES)`) was three AttributeErrors. The metadata equal open_clip's (names, and each
@@ -170,14 +155,15 @@ def test_zero_shot_classifier_and_imagenet_metadata_are_open_clips() -> None:
     callables and format strings, as [embed_dim, num_classes] unit columns. Dropping the per-prompt
     normalisation (open_clip's `normalize=True`) or the transpose fails."""
     metadata, reference = _open_clip_file("zero_shot_metadata"), _open_clip_file("zero_shot_classifier")
-    assert open_clip.IMAGENET_CLASSNAMES == tuple(metadata.IMAGENET_CLASSNAMES)
+    names = open_clip.IMAGENET_CLASSNAMES
+    assert names == tuple(metadata.IMAGENET_CLASSNAMES)
     for ours, theirs in ((open_clip.OPENAI_IMAGENET_TEMPLATES, metadata.OPENAI_IMAGENET_TEMPLATES),
                          (open_clip.SIMPLE_IMAGENET_TEMPLATES, metadata.SIMPLE_IMAGENET_TEMPLATES)):
         assert [t("golden retriever") for t in ours] == [t("golden retriever") for t in theirs]
     torch.manual_seed(0)
     model = open_clip.create_model("test-vit-tiny").eval()
     tokenizer = open_clip.get_tokenizer("test-vit-tiny")
-    names = list(open_clip.IMAGENET_CLASSNAMES[:7])
+    names = list(names[:7])
     for templates in (open_clip.OPENAI_IMAGENET_TEMPLATES[:5], ["a photo of a {}.", "itap of a {}."]):
         got = open_clip.build_zero_shot_classifier(model, tokenizer, names, templates, num_classes_per_batch=3)
         with torch.no_grad():
