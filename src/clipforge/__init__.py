@@ -24,6 +24,8 @@ _EXPORTS = {
     "create_model_from_pretrained": "clipforge.zoo",
     "get_tokenizer": "clipforge.zoo",
     "decode": "clipforge.zoo",
+    "ClipLoss": "clipforge.train.open_clip_loss",
+    "SigLipLoss": "clipforge.train.open_clip_loss",
     "build_zero_shot_classifier": "clipforge.zeroshot.open_clip_api",
     "IMAGENET_CLASSNAMES": "clipforge.zeroshot.open_clip_api",
     "OPENAI_IMAGENET_TEMPLATES": "clipforge.zeroshot.open_clip_api",

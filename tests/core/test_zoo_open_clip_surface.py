@@ -173,3 +173,38 @@ def test_zero_shot_classifier_and_imagenet_metadata_are_open_clips() -> None:
         torch.testing.assert_close(got.norm(dim=0), torch.ones(len(names)))
     with pytest.raises(ValueError, match="at least one class name"):
         open_clip.build_zero_shot_classifier(model, tokenizer, [], ["a {}."])
+
+
+@pytest.mark.parametrize("name", ["test-vit-tiny", "test-siglip-tiny"])
+def test_open_clip_losses_take_the_models_outputs_as_open_clip_does(name: str) -> None:
+    """``loss = open_clip.ClipLoss()(*model(images, texts))`` (SigLIP: `SigLipLoss`) was an AttributeError.
+    The model returns the exponentiated scale, which clipforge's own losses (log scale) would exponentiate
+    again: the open_clip classes give open_clip's loss and the same gradients to every parameter,
+    `logit_scale` included, and ``output_dict=True`` its dict."""
+    reference = _open_clip_file("loss")
+    torch.manual_seed(0)
+    model = open_clip.create_model(name)
+    images = torch.randn(6, 3, model.visual.input_resolution, model.visual.input_resolution)
+    texts = open_clip.get_tokenizer(name)([f"a photo of thing {i}" for i in range(6)]) if name == "test-vit-tiny" \
+        else torch.randint(1, model.vocab_size - 1, (6, model.context_length))
+    ours, theirs = ((open_clip.ClipLoss(), reference.ClipLoss()) if name == "test-vit-tiny"
+                    else (open_clip.SigLipLoss(), reference.SigLipLoss()))
+    grads = []
+    for loss_fn in (ours, theirs):
+        model.zero_grad()
+        loss = loss_fn(*model(images, texts))
+        loss.backward()
+        grads.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    torch.testing.assert_close(grads[0][0], grads[1][0], rtol=1e-5, atol=1e-6)
+    assert grads[0][1].keys() == grads[1][1].keys() and "logit_scale" in grads[0][1]
+    for key, value in grads[0][1].items():
+        torch.testing.assert_close(value, grads[1][1][key], rtol=1e-4, atol=1e-6)
+    with torch.no_grad():
+        outputs = model(images, texts)
+        assert ours(*outputs, output_dict=True)["contrastive_loss"] == ours(*outputs)
+        if name == "test-vit-tiny":  # clipforge's training loss on the same outputs: the scale exponentiated twice
+            from clipforge.train.loss import ClipLoss as TrainingLoss
+
+            assert not torch.isclose(TrainingLoss()(*outputs), ours(*outputs))
+    with pytest.raises(ValueError, match="horovod"):
+        open_clip.ClipLoss(use_horovod=True)
