@@ -269,6 +269,23 @@ def test_short_bf16_attention_padded_to_16_keys_equals_the_fp32_attention(keys: 
         torch.testing.assert_close(again[:, :, :6], got[:, :, :6], rtol=0, atol=0)
 
 
+def _attention_counting_paths(monkeypatch: pytest.MonkeyPatch, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                              causal: bool, keep: torch.Tensor | None) -> tuple[torch.Tensor, tuple[int, int]]:
+    """`attention`'s output and how many times it ran (torch's fused kernel, the two-matmul path)."""
+    from clipforge.inference import _attention as fast_attention
+
+    fused_calls, matmul_calls = [], []
+    sdpa, two_matmuls = F.scaled_dot_product_attention, fast_attention._softmax_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention",
+                        lambda *a, **kw: fused_calls.append(a[0].shape) or sdpa(*a, **kw))
+    monkeypatch.setattr(fast_attention, "_softmax_attention",
+                        lambda *a, **kw: matmul_calls.append(a[0].shape) or two_matmuls(*a, **kw))
+    got = fast_attention.attention(q, k, v, causal=causal, keep=keep)
+    monkeypatch.setattr(F, "scaled_dot_product_attention", sdpa)
+    monkeypatch.setattr(fast_attention, "_softmax_attention", two_matmuls)
+    return got, (len(fused_calls), len(matmul_calls))
+
+
 @pytest.mark.parametrize(("batch", "heads", "length", "causal", "fused"), [
     (1, 12, 50, False, True),    # one ViT-B/32 image
     (2, 12, 50, False, False),   # two: the two matmuls are faster
@@ -295,14 +312,9 @@ def test_small_bf16_attention_runs_torchs_fused_kernel(batch: int, heads: int, l
         keep[-1, ..., 5:] = False
         if batch > 1:
             keep[0] = False
-    fused_calls, matmul_calls = [], []
-    sdpa, two_matmuls = F.scaled_dot_product_attention, fast_attention._softmax_attention
-    monkeypatch.setattr(F, "scaled_dot_product_attention",
-                        lambda *a, **kw: fused_calls.append(a[0].shape) or sdpa(*a, **kw))
-    monkeypatch.setattr(fast_attention, "_softmax_attention",
-                        lambda *a, **kw: matmul_calls.append(a[0].shape) or two_matmuls(*a, **kw))
-    got = fast_attention.attention(q, k, v, causal=causal, keep=keep)
-    assert (len(fused_calls), len(matmul_calls)) == ((1, 0) if fused else (0, 1))
+    sdpa = F.scaled_dot_product_attention
+    got, paths = _attention_counting_paths(monkeypatch, q, k, v, causal, keep)
+    assert paths == ((1, 0) if fused else (0, 1))
     assert got.dtype == torch.bfloat16 and got.shape == q.shape
     want = sdpa(q.float(), k.float(), v.float(), attn_mask=keep, is_causal=causal)
     if keep is not None and batch > 1:
@@ -342,14 +354,9 @@ def test_bf16_attention_on_amx_runs_torchs_fused_kernel_from_48_keys(batch: int,
         keep = torch.ones(batch, 1, 1, length, dtype=torch.bool)
         keep[-1, ..., 9:] = False
         keep[0] = False
-    fused_calls, matmul_calls = [], []
-    sdpa, two_matmuls = F.scaled_dot_product_attention, fast_attention._softmax_attention
-    monkeypatch.setattr(F, "scaled_dot_product_attention",
-                        lambda *a, **kw: fused_calls.append(a[0].shape) or sdpa(*a, **kw))
-    monkeypatch.setattr(fast_attention, "_softmax_attention",
-                        lambda *a, **kw: matmul_calls.append(a[0].shape) or two_matmuls(*a, **kw))
-    got = fast_attention.attention(q, k, v, causal=mask == "causal", keep=keep)
-    assert (len(fused_calls), len(matmul_calls)) == ((1, 0) if fused else (0, 1))
+    sdpa = F.scaled_dot_product_attention
+    got, paths = _attention_counting_paths(monkeypatch, q, k, v, mask == "causal", keep)
+    assert paths == ((1, 0) if fused else (0, 1))
     assert got.dtype == torch.bfloat16 and got.shape == q.shape
     want = sdpa(q.float(), k.float(), v.float(), attn_mask=keep, is_causal=mask == "causal")
     if keep is not None:
