@@ -265,4 +265,3 @@ def create_model_and_transforms(
             cfg[key] = list(value) if key in ("mean", "std") else value
     preprocess = build_weights_preprocess(model.image_size, cfg)
     return model, preprocess, preprocess
-
