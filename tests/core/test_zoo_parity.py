@@ -316,3 +316,43 @@ def test_dfn_378_and_metaclip2_worldwide_match_open_clip(name: str) -> None:
             text[row, pos] = 2
             text[row, pos + 1:] = 1
     _compare(cfg, ours, seed=len(name), text=text)
+
+
+def test_partial_tower_locks_unlock_open_clips_groups() -> None:
+    """`lock_image_tower(unlocked_groups=k)` and `lock_text_tower(unlocked_layers=k)` (partial fine-tuning in
+    open_clip's recipes) were NotImplementedError. For every k, the trainable parameters are exactly those
+    open_clip's own `VisionTransformer.lock` and `lock_text_tower` leave trainable when run on the same model;
+    the other tower and `logit_scale` keep theirs. A group missing (the projection, `ln_post`) or an off-by-one
+    fails."""
+    transformer = importlib.import_module(_open_clip_model().__name__.rsplit(".", 1)[0] + ".transformer")
+    import clipforge as open_clip
+
+    torch.manual_seed(0)
+    model = open_clip.create_model("test-vit-tiny")
+
+    def trainable() -> set[str]:
+        return {name for name, p in model.named_parameters() if p.requires_grad}
+
+    every = trainable()
+    image_groups = 1 + len(model.visual.transformer.resblocks) + 1
+    text_groups = 1 + len(model.transformer.resblocks) + 1
+    for k in range(image_groups + 2):
+        model.requires_grad_(True)
+        model.lock_image_tower(unlocked_groups=k)
+        ours = trainable()
+        model.requires_grad_(True)
+        transformer.VisionTransformer.lock(model.visual, unlocked_groups=k)
+        assert ours == trainable(), k
+        assert {n for n in every if not n.startswith("visual.")} <= ours
+    for k in range(text_groups + 2):
+        model.requires_grad_(True)
+        model.lock_text_tower(unlocked_layers=k)
+        ours = trainable()
+        model.requires_grad_(True)
+        transformer.lock_text_tower(model, unlocked_layers=k)
+        assert ours == trainable(), k
+        assert {n for n in every if n.startswith("visual.")} | {"logit_scale"} <= ours
+    with pytest.raises(ValueError, match="must be >= 0"):
+        model.lock_text_tower(unlocked_layers=-1)
+    with pytest.raises(NotImplementedError, match="ModifiedResNet"):
+        open_clip.create_model("test-rn-tiny").lock_image_tower(unlocked_groups=1)

@@ -132,22 +132,37 @@ class CLIP(nn.Module):
     # --- open_clip's model surface (`clipforge.create_model*`; see `clipforge.zoo`) ---------------
 
     def lock_image_tower(self, unlocked_groups: int = 0, freeze_bn_stats: bool = False) -> None:
-        """Freeze the image tower (open_clip's call; `unlocked_groups` > 0 is refused, not ignored)."""
-        if unlocked_groups:
-            raise NotImplementedError("lock_image_tower(unlocked_groups>0) is not supported; use train's lock_image")
+        """Freeze the image tower, open_clip's call: with `unlocked_groups` = k the last k of its groups stay
+        trainable (a ViT's groups, first to last: patch and position embeddings with `ln_pre`, each block but
+        the last, the last block with `ln_post`, the projection), for partial fine-tuning. Towers without
+        open_clip's grouping (ModifiedResNet, as there; SigLIP's timm-style tower) refuse k > 0."""
         self.visual.requires_grad_(False)
         if freeze_bn_stats:
             for module in self.visual.modules():
                 if isinstance(module, nn.BatchNorm2d):
                     module.eval()
+        if unlocked_groups:
+            _unlock_last(_vit_groups(self.visual), unlocked_groups, "lock_image_tower(unlocked_groups)")
 
     def lock_text_tower(self, unlocked_layers: int = 0, freeze_layer_norm: bool = True) -> None:
-        """Freeze the text tower (embeddings, blocks, final norm, projection)."""
-        if unlocked_layers:
-            raise NotImplementedError("lock_text_tower(unlocked_layers>0) is not supported")
+        """Freeze the text tower (embeddings, blocks, final norm, projection), open_clip's call: with
+        `unlocked_layers` = k the last k groups stay trainable (the embeddings, each block but the last, the
+        last block with `ln_final`, the projection). `freeze_layer_norm=False` is refused, as there."""
+        if not freeze_layer_norm:
+            raise NotImplementedError("lock_text_tower(freeze_layer_norm=False): LayerNorms are frozen with their "
+                                      "tower (open_clip refuses it too)")
         for name, param in self.named_parameters():
             if not name.startswith("visual.") and name not in ("logit_scale", "logit_bias"):
                 param.requires_grad_(False)
+        if unlocked_layers:
+            if getattr(self, "text", None) is not None:
+                raise NotImplementedError("lock_text_tower(unlocked_layers>0) on a transformers text tower")
+            groups: list[list[Any]] = [[self.token_embedding, self.positional_embedding]]
+            blocks = list(self.transformer.resblocks)
+            groups += [[block] for block in blocks[:-1]] + [[blocks[-1], self.ln_final]]
+            if getattr(self, "text_projection", None) is not None:
+                groups.append([self.text_projection])
+            _unlock_last(groups, unlocked_layers, "lock_text_tower(unlocked_layers)")
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each block in the backward pass (both towers), as open_clip's call."""
@@ -281,3 +296,27 @@ def matching_architectures(config: dict[str, Any]) -> list[str]:
     """Registered architecture names whose tensors have the shapes of `config` (OpenAI's first)."""
     names = [n for n in ARCH_CONFIGS if not n.startswith("test-") and same_shape(config, ARCH_CONFIGS[n])]
     return sorted(names, key=lambda n: n not in OPENAI_MODELS)
+
+
+def _vit_groups(visual: nn.Module) -> list[list[Any]]:
+    """open_clip's parameter groups of a ViT image tower, first to last (`VisionTransformer.lock`)."""
+    if not all(hasattr(visual, name) for name in ("conv1", "class_embedding", "ln_pre", "ln_post", "proj")):
+        raise NotImplementedError(f"lock_image_tower(unlocked_groups>0) on a {type(visual).__name__} image tower "
+                                  "(open_clip groups only its ViT; train's --lock-image freezes the whole tower)")
+    blocks = list(visual.transformer.resblocks)
+    return [[visual.conv1, visual.class_embedding, visual.positional_embedding, visual.ln_pre],
+            *[[block] for block in blocks[:-1]], [blocks[-1], visual.ln_post], [visual.proj]]
+
+
+def _unlock_last(groups: list[list[Any]], count: int, call: str) -> None:
+    """Make the last `count` groups trainable (all of them when `count` reaches their number, as open_clip's
+    slice does); a negative count is refused (open_clip's slice would read it from the front)."""
+    if int(count) < 0:
+        raise ValueError(f"{call} must be >= 0, got {count}")
+    for group in groups[-int(count):]:
+        for item in group:
+            if item is None:
+                continue
+            params = [item] if isinstance(item, nn.Parameter) else list(item.parameters())
+            for param in params:
+                param.requires_grad_(True)
