@@ -356,3 +356,46 @@ def test_partial_tower_locks_unlock_open_clips_groups() -> None:
         model.lock_text_tower(unlocked_layers=-1)
     with pytest.raises(NotImplementedError, match="ModifiedResNet"):
         open_clip.create_model("test-rn-tiny").lock_image_tower(unlocked_groups=1)
+
+
+def test_open_clips_own_encode_text_loop_runs_with_its_attn_mask() -> None:
+    """Code ported from open_clip runs the text blocks itself, ``model.transformer(x, attn_mask=model.attn_mask)``,
+    and open_clip's block takes ``attn_mask=``: both were TypeErrors (and `model.attn_mask` missing). The mask is
+    open_clip's (float, -inf above the diagonal); open_clip's `encode_text` loop written out over our model gives
+    `encode_text`'s features, on the fast path (eval, no grad) and the reference one (training mode); one block
+    with a padding mask equals open_clip's `ResidualAttentionBlock` on the same weights and the same mask."""
+    transformer = importlib.import_module(_open_clip_model().__name__.rsplit(".", 1)[0] + ".transformer")
+    import clipforge as open_clip
+
+    torch.manual_seed(0)
+    model = open_clip.create_model("test-vit-tiny")
+    mask = model.attn_mask
+    n = int(model.context_length)
+    assert mask.shape == (n, n) and mask.dtype == torch.float32
+    assert torch.equal(torch.isinf(mask), torch.ones(n, n, dtype=torch.bool).triu(1))
+    text = open_clip.get_tokenizer("test-vit-tiny")(["a photo of a cat", "a dog on the beach at sunset"])
+    text = text[:, :n]
+
+    def open_clips_loop() -> torch.Tensor:
+        x = model.token_embedding(text) + model.positional_embedding
+        x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask))
+        return x[torch.arange(x.shape[0]), text.argmax(dim=-1)] @ model.text_projection
+
+    for training in (False, True):
+        model.train(training)
+        with torch.no_grad():
+            torch.testing.assert_close(open_clips_loop(), model.encode_text(text), rtol=1e-5, atol=1e-5)
+    model.eval()
+    block = model.transformer.resblocks[0]
+    width = block.attn.in_proj_weight.shape[1]
+    theirs = transformer.ResidualAttentionBlock(width, block.attn.heads, mlp_ratio=4.0, batch_first=True)
+    theirs.mlp.gelu = block.mlp.gelu  # the same activation module (the tiny model's QuickGELU)
+    theirs.load_state_dict(block.state_dict())
+    x = torch.randn(3, 9, width)
+    padding = torch.zeros(3, 1, 9, 9)
+    padding[1, ..., 5:] = float("-inf")  # the second sequence's last four keys are padding
+    with torch.no_grad():
+        # nn.MultiheadAttention's 3-D mask: [N * heads, L, S], each sequence's heads together
+        want = theirs(x, attn_mask=padding[:, 0].repeat_interleave(block.attn.heads, 0))
+        torch.testing.assert_close(block(x, attn_mask=padding), want, rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(block(x), want, atol=1e-4)  # the mask matters

@@ -165,10 +165,10 @@ class InferenceBlock(InferenceModule, ResidualAttentionBlock):
             return None
         return self._cf_packed(dtype, self.fused and x.device.type == "cpu")
 
-    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
-        w = self._weights(x)
+    def forward(self, x: torch.Tensor, causal: bool = False, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        w = None if attn_mask is not None else self._weights(x)  # a caller's own mask: the reference computes it
         if w is None:
-            return super().forward(x, causal=causal)
+            return super().forward(x, causal=causal, attn_mask=attn_mask)
         with autocast_off(x):
             return self._forward(x.to(w.dtype), w, causal)
 
@@ -229,7 +229,11 @@ def patch_features(x: torch.Tensor, wb: tuple[torch.Tensor, torch.Tensor | None]
 class InferenceTransformer(Transformer):
     """`forward(x, rows=None)`: with `rows`, the last block returns only those positions."""
 
-    def forward(self, x: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rows: torch.Tensor | None = None,
+                attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        if attn_mask is not None:  # open_clip's call with its own mask: every block computes it as the reference
+            out = super().forward(x, attn_mask=attn_mask)
+            return out if rows is None else out[torch.arange(x.shape[0], device=x.device), rows]
         if rows is None:
             return super().forward(x)
         if self.training:

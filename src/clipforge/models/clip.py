@@ -164,6 +164,17 @@ class CLIP(nn.Module):
                 groups.append([self.text_projection])
             _unlock_last(groups, unlocked_layers, "lock_text_tower(unlocked_layers)")
 
+    @property
+    def attn_mask(self) -> torch.Tensor | None:
+        """open_clip's text mask, for code that runs the blocks itself (``model.transformer(x,
+        attn_mask=model.attn_mask)``): [context_length, context_length] float, -inf above the diagonal (a
+        position sees itself and the positions before it); None for a bidirectional text tower. Slice it with
+        the tokens (``[:L, :L]``)."""
+        if not getattr(self.transformer, "causal", False):
+            return None
+        n = int(self.context_length)
+        return torch.full((n, n), float("-inf"), device=self.token_embedding.weight.device).triu_(1)
+
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each block in the backward pass (both towers), as open_clip's call."""
         self.transformer.grad_checkpointing = enable

@@ -49,11 +49,18 @@ class SelfAttention(nn.Module):
         nn.init.xavier_uniform_(self.in_proj_weight)
         nn.init.zeros_(self.out_proj.bias)
 
-    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, causal: bool = False, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """`attn_mask`: open_clip's mask (additive float, -inf where a query must not look, or bool, True where it
+        may), [L, L] or broadcastable to [N, heads, L, L]; given, it is the whole mask and `causal` is not
+        applied (open_clip passes its causal mask this way)."""
         batch, length, width = x.shape
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
         qkv = qkv.view(batch, length, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=causal)
+        if attn_mask is not None:
+            mask = attn_mask if attn_mask.dtype == torch.bool else attn_mask.to(qkv.dtype)
+            out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=mask)
+        else:
+            out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=causal)
         out = out.transpose(1, 2).reshape(batch, length, width)
         return self.out_proj(out)
 
@@ -87,8 +94,8 @@ class ResidualAttentionBlock(nn.Module):
         self.mlp.add_module("c_proj", nn.Linear(hidden, width))
         self.ln_2 = LayerNorm(width, eps=norm_eps)
 
-    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), causal=causal)
+    def forward(self, x: torch.Tensor, causal: bool = False, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), causal=causal, attn_mask=attn_mask)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -109,12 +116,14 @@ class Transformer(nn.Module):
         self.resblocks = nn.Sequential(*[ResidualAttentionBlock(width, heads, mlp_width, activation, norm_eps)
                                          for _ in range(layers)])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """`attn_mask` (open_clip's call, ``transformer(x, attn_mask=model.attn_mask)``) replaces the tower's own
+        causal flag for this call (see `SelfAttention.forward`)."""
         for block in self.resblocks:
             if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(block, x, self.causal, use_reentrant=False)
+                x = checkpoint(block, x, self.causal, attn_mask, use_reentrant=False)
             else:
-                x = block(x, causal=self.causal)
+                x = block(x, causal=self.causal, attn_mask=attn_mask)
         return x
 
     def init_weights(self) -> None:
