@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clipforge.models.layers import SelfAttention
+from clipforge.models.layers import SelfAttention, attend
 
 __all__ = ["QuantizableSelfAttention", "feature_cosine", "quantize_dynamic_int8"]
 
@@ -39,11 +39,10 @@ class QuantizableSelfAttention(nn.Module):
             self.in_proj.bias.copy_(source.in_proj_bias.float())
         self.out_proj = source.out_proj
 
-    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, causal: bool = False, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         batch, length, width = x.shape
         qkv = self.in_proj(x).view(batch, length, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=causal)
-        return self.out_proj(out.transpose(1, 2).reshape(batch, length, width))
+        return self.out_proj(attend(qkv, causal, attn_mask).transpose(1, 2).reshape(batch, length, width))
 
 
 def quantize_dynamic_int8(model: nn.Module, *, include_attention: bool = True) -> nn.Module:

@@ -56,13 +56,17 @@ class SelfAttention(nn.Module):
         batch, length, width = x.shape
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
         qkv = qkv.view(batch, length, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
-        if attn_mask is not None:
-            mask = attn_mask if attn_mask.dtype == torch.bool else attn_mask.to(qkv.dtype)
-            out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=mask)
-        else:
-            out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=causal)
-        out = out.transpose(1, 2).reshape(batch, length, width)
-        return self.out_proj(out)
+        return self.out_proj(attend(qkv, causal, attn_mask).transpose(1, 2).reshape(batch, length, width))
+
+
+def attend(qkv: torch.Tensor, causal: bool, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Attention over stacked [3, N, heads, L, d] queries, keys and values -> [N, heads, L, d]: the tower's
+    causal flag, or the caller's `attn_mask` instead of it (see `SelfAttention.forward`). Shared by every
+    attention module that keeps the reference's arithmetic (`SelfAttention`, the int8 copy's)."""
+    if attn_mask is not None:
+        mask = attn_mask if attn_mask.dtype == torch.bool else attn_mask.to(qkv.dtype)
+        return F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=mask)
+    return F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=causal)
 
 
 def make_activation(name: str) -> nn.Module:
