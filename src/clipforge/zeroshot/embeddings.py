@@ -217,7 +217,7 @@ def class_embeddings_of_tokens(model: torch.nn.Module, tokens: torch.Tensor, num
                                progress: bool = True) -> torch.Tensor:
     """float32 [num_classes, embed_dim] unit vectors from token rows in class-major order (row i is class
     i // num_templates): the mean of each class's normalised prompt features, normalised. The one loop behind
-    `build_class_embeddings` and open_clip's `build_zero_shot_classifier` (`clipforge.zoo`), whose callers
+    `build_class_embeddings` and open_clip's `build_zero_shot_classifier` (`zeroshot.open_clip_api`), whose callers
     tokenize themselves."""
     if num_templates < 1 or len(tokens) == 0 or len(tokens) % num_templates:
         raise ValueError(f"{len(tokens)} prompts are not a whole number of classes of {num_templates} templates")
