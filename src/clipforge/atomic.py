@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "files_under",
     "folder_problem",
     "atomic_path", "remove_stale_temps", "save_figure", "write_atomic", "write_bytes_atomic", "write_json_atomic",
     "write_text_atomic",
@@ -185,3 +186,16 @@ def folder_problem(path: str | os.PathLike[str]) -> str | None:
     except OSError as exc:
         return f"cannot write files in {existing} ({exc.strerror or type(exc).__name__})"
     return None
+
+
+def files_under(folder: str | os.PathLike[str]) -> Iterator[tuple[Path, os.stat_result]]:
+    """Every file under `folder` with its own `lstat` (links are counted as links, never followed); a file that
+    vanishes during the walk is skipped. What the commands and the server measure a folder by: the UI's upload
+    space and a milvus-lite store's size (`index stats`)."""
+    for dirpath, _, names in os.walk(folder):
+        for name in names:
+            path = Path(dirpath) / name
+            try:
+                yield path, path.lstat()
+            except OSError:
+                continue

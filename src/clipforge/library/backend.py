@@ -15,7 +15,6 @@ holds what can be rebuilt (thumbnails, zero-shot caches) and uploads.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 from dataclasses import dataclass
@@ -48,15 +47,12 @@ def lite_bytes(path: str | os.PathLike[str]) -> int:
     """Bytes a milvus-lite store takes on disk: its `PATH.db` is a folder (collections, parquet segments, write-ahead
     logs), summed file by file without following links; 0 where nothing is there yet. `index stats` reported 0
     for every Milvus store, as if the database were empty."""
+    from clipforge.atomic import files_under
+
     root = Path(path)
     if root.is_file():
         return root.stat().st_size
-    total = 0
-    for folder, _, files in os.walk(root):
-        for name in files:
-            with contextlib.suppress(OSError):  # a segment compacted away while we walked
-                total += os.lstat(os.path.join(folder, name)).st_size
-    return total
+    return sum(info.st_size for _, info in files_under(root))  # a segment compacted away mid-walk is skipped
 
 
 def _bad(spec: str, why: str) -> ValueError:

@@ -42,6 +42,7 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import get_route_path
 
+from clipforge.atomic import files_under
 from clipforge.server.bodies import check_json_items
 from clipforge.server.errors import APIError
 from clipforge.server.middleware import ASGIApp, Message, Receive, Scope, Send, send_json
@@ -140,19 +141,9 @@ def uploader(scope: Scope) -> str | None:
     return None
 
 
-def _files(folder: Path) -> Iterator[tuple[Path, os.stat_result]]:
-    for dirpath, _, names in os.walk(folder):
-        for name in names:
-            path = Path(dirpath) / name
-            try:
-                yield path, path.lstat()
-            except OSError:
-                continue
-
-
 def upload_bytes_used(upload_dir: str | os.PathLike[str]) -> int:
     """Bytes held by files under `upload_dir`."""
-    return sum(info.st_size for _, info in _files(Path(upload_dir)))
+    return sum(info.st_size for _, info in files_under(upload_dir))
 
 
 def prune_uploads(upload_dir: str | os.PathLike[str], max_age_s: float, now: float | None = None) -> int:
@@ -160,7 +151,7 @@ def prune_uploads(upload_dir: str | os.PathLike[str], max_age_s: float, now: flo
     now = time.time() if now is None else now
     removed = 0
     root = Path(upload_dir)
-    for path, info in _files(root):
+    for path, info in files_under(root):
         if now - max(info.st_mtime, info.st_ctime) > max_age_s:
             try:
                 path.unlink()

@@ -31,6 +31,8 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from clipforge.atomic import files_under
+
 __all__ = ["PartCounter", "Reservation", "UploadLedger", "multipart_boundary", "sweep"]
 
 _UPLOAD_FOLDER = re.compile(r"^[0-9a-f]{64}$")  # gradio names each upload's folder by a sha256
@@ -105,11 +107,8 @@ class UploadLedger:
         self._doomed: list[str] = []  # evicted entries' paths, for the caller to delete
         self.bytes = self.files = 0
         self.reserved_bytes = self.reserved_files = 0
-        for dirpath, _, names in os.walk(self.folder):  # once, at start: files from an earlier run
-            for name in names:
-                with contextlib.suppress(OSError):
-                    info = os.lstat(os.path.join(dirpath, name))
-                    self._add(os.path.join(dirpath, name), info.st_size, info.st_mtime, None)
+        for path, info in files_under(self.folder):  # once, at start: files from an earlier run
+            self._add(str(path), info.st_size, info.st_mtime, None)
 
     def _add(self, path: str, size: int, added: float, owner: str | None, host: str = "") -> None:
         entry = self._entries.get(path)
