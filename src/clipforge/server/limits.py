@@ -93,6 +93,10 @@ class ServerLimits:
     """Answers of web-UI events one browser session may leave unread (gradio keeps each until it is read)."""
     ui_unread_sessions: int = 64
     """Browser sessions of one address that may have unread answers at once."""
+    ui_streams_per_host: int = 32
+    """gradio streams (heartbeat, queue/data) one address may hold open at once; an open tab holds one or two."""
+    ui_streams: int = 2000
+    """gradio streams the whole server may hold open at once (each is a socket: file descriptors run out)."""
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():

@@ -26,13 +26,19 @@ from starlette.routing import get_route_path
 
 from clipforge.server.errors import error_body
 
-__all__ = ["BodyLimitMiddleware", "TimeoutMiddleware", "send_json"]
+__all__ = ["BodyLimitMiddleware", "TimeoutMiddleware", "client_host", "send_json"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def client_host(scope: Scope) -> str:
+    """The client's address (the peer's, or the proxy-named one where the operator trusts a proxy)."""
+    client = scope.get("client")
+    return str(client[0])[:64] if client else "unknown"
 
 
 async def send_json(send: Send, status: int, code: str, detail: str) -> None:

@@ -33,6 +33,7 @@ from clipforge.server.errors import APIError, api_error, user_error  # noqa: E40
 from clipforge.server.fair import client_key  # noqa: E402
 from clipforge.server.service import DEFAULT_TEMPLATE, LibraryService  # noqa: E402
 from clipforge.server.ui_guard import UIGuardMiddleware, inside  # noqa: E402
+from clipforge.server.ui_streams import OpenStreams, StreamLimitMiddleware  # noqa: E402
 from clipforge.server.uploads import SniffedImage, client_file_name, sniff_image  # noqa: E402
 
 __all__ = ["build_ui", "mount_ui"]
@@ -375,6 +376,9 @@ def mount_ui(app: Any, service: LibraryService) -> Any:
                        cache_files=limits.ui_cache_files, max_body_bytes=limits.max_body_bytes,
                        unread=lambda session: len(demo._queue.pending_event_ids_session.get(session, ())),
                        max_unread_events=limits.ui_unread_events, max_unread_sessions=limits.ui_unread_sessions)
+    streams = OpenStreams(per_host=limits.ui_streams_per_host, total=limits.ui_streams)
+    app.add_middleware(StreamLimitMiddleware, streams=streams)  # outside the guard: a refusal costs nothing
+    app.state.ui_streams = streams
     app.state.ui_blocks = demo
     app.state.ui_upload_dir = upload_dir
     return app

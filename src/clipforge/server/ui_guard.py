@@ -45,7 +45,7 @@ from starlette.routing import get_route_path
 from clipforge.atomic import files_under
 from clipforge.server.bodies import check_json_items
 from clipforge.server.errors import APIError
-from clipforge.server.middleware import ASGIApp, Message, Receive, Scope, Send, send_json
+from clipforge.server.middleware import ASGIApp, Message, Receive, Scope, Send, client_host, send_json
 from clipforge.server.service import disk_full
 from clipforge.server.upload_space import PartCounter, UploadLedger, delete_files, multipart_boundary, sweep
 
@@ -216,7 +216,7 @@ class UIGuardMiddleware:
         """Reserve room, let gradio store the files, record them (owner, size) before answering."""
         gone = self.ledger.expired()
         declared = _content_length(scope)
-        reservation = self.ledger.reserve(declared if declared else self.max_body_bytes, 1, _host(scope))
+        reservation = self.ledger.reserve(declared if declared else self.max_body_bytes, 1, client_host(scope))
         gone += self.ledger.doomed()
         if gone:
             await run_in_threadpool(delete_files, gone, self.upload_dir)
@@ -299,7 +299,7 @@ class UIGuardMiddleware:
             return None
         if not isinstance(session, str) or not 0 < len(session) <= 128:
             return 400, "bad_request", "a UI event needs its session_hash (at most 128 characters)"
-        host = _host(scope)
+        host = client_host(scope)
         sessions = self._unread_sessions.setdefault(host, {})
         for read in [s for s in sessions if s != session and self.unread(s) == 0]:  # read: their place is free
             del sessions[read]
@@ -383,11 +383,6 @@ def _without_upload_id(scope: Scope) -> Scope:
     query = scope.get("query_string", b"").decode("latin-1")
     kept = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != "upload_id"]
     return {**scope, "query_string": urlencode(kept).encode("latin-1")}
-
-
-def _host(scope: Scope) -> str:
-    client = scope.get("client")
-    return str(client[0])[:64] if client else "unknown"
 
 
 def _stored_files(answer: list[Message], upload_dir: str) -> list[tuple[str, int]]:
