@@ -20,7 +20,8 @@ upload folder, and this middleware), so a gap in one of them is not a hole:
   files older than their maximum age are deleted); a full disk is a 507 too, and what the failed
   upload left behind is removed;
 * every upload is bound to the browser that sent it (an HttpOnly cookie holding a random id),
-  and events or `file=` requests naming another browser's upload are refused (403);
+  and events or `file=` requests naming another browser's upload are refused (403); a browser naming
+  its own upload after the server deleted it (age, room) is told so and to upload it again (410);
 * gradio keeps every answer until the session that joined the event reads its stream: a join is
   refused (429) when its session already has `max_unread_events` unread answers, or its address
   `max_unread_sessions` sessions with unread answers (a join must name its session).
@@ -47,7 +48,14 @@ from clipforge.server.bodies import check_json_items
 from clipforge.server.errors import APIError
 from clipforge.server.middleware import ASGIApp, Message, Receive, Scope, Send, client_host, send_json
 from clipforge.server.service import disk_full
-from clipforge.server.upload_space import PartCounter, UploadLedger, delete_files, multipart_boundary, sweep
+from clipforge.server.upload_space import (
+    EXPIRED,
+    PartCounter,
+    UploadLedger,
+    delete_files,
+    multipart_boundary,
+    sweep,
+)
 
 __all__ = ["MAX_EVENT_FILES", "UPLOADER_COOKIE", "UIGuardMiddleware", "inside", "plausible_path", "prune_uploads", "upload_bytes_used", "upload_paths",
            "uploader"]
@@ -199,8 +207,13 @@ class UIGuardMiddleware:
             await send_json(send, 404, "not_found", "no such endpoint")
             return
         if rest.startswith(("file=", "file/")):
-            if not is_upload(rest[5:], self.upload_dir) or not self.ledger.owns(rest[5:], uploader(scope)):
-                await send_json(send, 403, "forbidden", "only files uploaded through this page are served here")
+            owner = uploader(scope)
+            if not is_upload(rest[5:], self.upload_dir) or not self.ledger.owns(rest[5:], owner):
+                why = self._gone(rest[5:], owner)
+                if why is not None:
+                    await send_json(send, 410, "gone", self._gone_detail(rest[5:], why))
+                else:
+                    await send_json(send, 403, "forbidden", "only files uploaded through this page are served here")
                 return
             await self.app(scope, receive, send)
             return
@@ -315,9 +328,32 @@ class UIGuardMiddleware:
             del self._unread_sessions[host]
         return 429, "too_many_requests", detail
 
-    def _all_own(self, paths: list[Any], owner: str | None) -> bool:
-        """Every path is a regular file in the upload folder that `owner` uploaded."""
-        return all(is_upload(p, self.upload_dir) and self.ledger.owns(p, owner) for p in paths)
+    def _files_refusal(self, paths: list[Any], owner: str | None) -> tuple[int, str, str] | None:
+        """None when every path is a regular file in the upload folder that `owner` uploaded; else 403, or
+        410 when the only ones missing are `owner`'s own uploads that the server has deleted since."""
+        gone = None
+        for path in paths:
+            if is_upload(path, self.upload_dir) and self.ledger.owns(path, owner):
+                continue
+            why = self._gone(path, owner)
+            if why is None:
+                return 403, "forbidden", _FORBIDDEN
+            gone = gone or (path, why)
+        return None if gone is None else (410, "gone", self._gone_detail(*gone))
+
+    def _gone(self, path: Any, owner: str | None) -> str | None:
+        """Why `owner`'s upload at `path` is no longer there (`upload_space.EXPIRED`/`EVICTED`), or None."""
+        if not isinstance(path, str) or not inside(path, self.upload_dir):
+            return None
+        if self.ledger.owns(path, owner):  # still on the books, the file deleted by gradio's own cache cleaner
+            return EXPIRED
+        return self.ledger.removed(path, owner)
+
+    def _gone_detail(self, path: str, why: str) -> str:
+        name = os.path.basename(path)[:120]
+        reason = (f"uploads are kept {self.cache_age_s:g} s" if why == EXPIRED else
+                  "when this page's upload space is full, your address's oldest uploads make room for new ones")
+        return f"{name}: this upload was deleted from the server ({reason}); upload it again"
 
     async def _event(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Buffer a (small) JSON body, refuse it when it names a server file, else replay it to gradio."""
@@ -361,8 +397,9 @@ class UIGuardMiddleware:
             await send_json(send, 413, "payload_too_large", f"a UI event may name at most {MAX_EVENT_FILES:,} files")
             return
         owner = uploader(scope)
-        if paths and not await run_in_threadpool(self._all_own, paths, owner):  # stat calls: not on the loop
-            await send_json(send, 403, "forbidden", _FORBIDDEN)
+        refusal = await run_in_threadpool(self._files_refusal, paths, owner) if paths else None  # stat calls
+        if refusal is not None:
+            await send_json(send, *refusal)
             return
         replayed = False
 

@@ -17,6 +17,9 @@ walking the folder on each upload (a walk over 40,000 tiny files took a second o
   less (one client once locked every other browser out of uploads for the 30 minutes they are kept).
 * **Owner**: each file is bound to the uploader (a random cookie this server gave that browser);
   a client that merely knows the path of someone else's upload cannot use it.
+* **Gone**: the last `max_files` deleted uploads are remembered with their owners and why they went
+  (`removed`), so a tab left open past the maximum age is told to upload its file again, instead of
+  getting the answer meant for a client naming a server path.
 
 `sweep` removes what a failed upload left behind (gradio's temporary files, emptied folders).
 """
@@ -33,7 +36,12 @@ from dataclasses import dataclass, field
 
 from clipforge.atomic import files_under
 
-__all__ = ["PartCounter", "Reservation", "UploadLedger", "multipart_boundary", "sweep"]
+__all__ = ["EVICTED", "EXPIRED", "PartCounter", "Reservation", "UploadLedger", "multipart_boundary", "sweep"]
+
+EXPIRED = "expired"
+"""`UploadLedger.removed`: deleted for its age."""
+EVICTED = "evicted"
+"""`UploadLedger.removed`: deleted to make room for a newer upload of the same address."""
 
 _UPLOAD_FOLDER = re.compile(r"^[0-9a-f]{64}$")  # gradio names each upload's folder by a sha256
 
@@ -105,6 +113,7 @@ class UploadLedger:
         self._by_host: dict[str, OrderedDict[str, None]] = {}  # host -> its entries' paths, oldest first
         self._held: dict[str, list[int]] = {}  # host -> [bytes, files] of its entries
         self._doomed: list[str] = []  # evicted entries' paths, for the caller to delete
+        self._removed: OrderedDict[str, tuple[frozenset[str], str]] = OrderedDict()  # path -> (owners, why)
         self.bytes = self.files = 0
         self.reserved_bytes = self.reserved_files = 0
         for path, info in files_under(self.folder):  # once, at start: files from an earlier run
@@ -113,6 +122,7 @@ class UploadLedger:
     def _add(self, path: str, size: int, added: float, owner: str | None, host: str = "") -> None:
         entry = self._entries.get(path)
         if entry is None:
+            self._removed.pop(path, None)
             entry = self._entries[path] = _Entry(size, added, host)
             self.bytes += size
             self.files += 1
@@ -129,8 +139,13 @@ class UploadLedger:
         if owner:
             entry.owners.add(owner)
 
-    def _forget(self, path: str) -> None:
+    def _forget(self, path: str, why: str | None = None) -> None:
+        """Drop an entry; with `why` (it is being deleted), remember its owners and the reason."""
         entry = self._entries.pop(path)
+        if why is not None and entry.owners:
+            self._removed[path] = (frozenset(entry.owners), why)
+            while len(self._removed) > self.max_files:
+                self._removed.popitem(last=False)
         self.bytes -= entry.size
         self.files -= 1
         del self._by_host[entry.host][path]
@@ -156,7 +171,7 @@ class UploadLedger:
                 return False
             while host in self._held and 2 * self._held[host][kind] > budget and not self._fits(nbytes, nfiles):
                 oldest = next(iter(self._by_host[host]))
-                self._forget(oldest)
+                self._forget(oldest, EVICTED)
                 self._doomed.append(oldest)
         return True
 
@@ -175,7 +190,7 @@ class UploadLedger:
                 path, entry = next(iter(self._entries.items()))
                 if now - entry.added <= self.max_age_s:
                     break
-                self._forget(path)
+                self._forget(path, EXPIRED)
                 gone.append(path)
         return gone
 
@@ -217,6 +232,14 @@ class UploadLedger:
         with self._lock:
             entry = self._entries.get(os.path.realpath(path))
             return entry is not None and owner in entry.owners
+
+    def removed(self, path: str, owner: str | None) -> str | None:
+        """`EXPIRED` or `EVICTED` when `path` (resolved) was `owner`'s upload and has been deleted, else None."""
+        if not owner:
+            return None
+        with self._lock:
+            owners, why = self._removed.get(os.path.realpath(path), (frozenset(), None))
+            return why if owner in owners else None
 
     def known(self, path: str) -> bool:
         with self._lock:
