@@ -28,10 +28,10 @@ from clipforge.text.vocab import EOT_TOKEN, SOT_TOKEN, VOCAB_SIZE
 from clipforge.weights.preprocessing import WeightsPreprocess, build_weights_preprocess
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "INCEPTION_MEAN", "INCEPTION_STD", "OPENAI_DATASET_MEAN",
-           "OPENAI_DATASET_STD", "Tokenizer", "WeightsPreprocess", "build_weights_preprocess",
+           "OPENAI_DATASET_STD", "SimpleTokenizer", "Tokenizer", "WeightsPreprocess", "build_weights_preprocess",
            "create_model_and_transforms", "create_model_from_pretrained", "decode", "get_model_config",
-           "get_pretrained_cfg", "get_tokenizer", "image_transform", "list_models", "list_pretrained",
-           "list_pretrained_tags_by_model"]
+           "get_pretrained_cfg", "get_tokenizer", "image_transform", "list_models", "list_openai_models",
+           "list_pretrained", "list_pretrained_models_by_tag", "list_pretrained_tags_by_model"]
 
 # open_clip's constants (open_clip/constants.py)
 OPENAI_DATASET_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -47,6 +47,19 @@ def list_pretrained_tags_by_model(model: str) -> list[str]:
     from clipforge.weights.registry import list_pretrained_tags_by_model as tags
 
     return tags(model)
+
+
+def list_pretrained_models_by_tag(tag: str) -> list[str]:
+    """Architectures with weights under `tag`, as open_clip's function (its spellings: ``ViT-B-32``)."""
+    from clipforge.weights.registry import list_pretrained_models_by_tag as by_tag
+
+    return by_tag(tag)
+
+
+def list_openai_models() -> list[str]:
+    """OpenAI's released architectures in open_clip's spellings, ``-quickgelu`` names included, as open_clip's
+    `list_openai_models`; `clipforge.available_models()` gives OpenAI's own spellings."""
+    return list_pretrained_models_by_tag("openai")
 
 
 def get_pretrained_cfg(model: str, tag: str) -> dict[str, Any]:
@@ -143,6 +156,39 @@ class Tokenizer:
     sot_token_id: int = SOT_TOKEN
     eot_token_id: int = EOT_TOKEN
     all_special_ids: tuple[int, int] = (SOT_TOKEN, EOT_TOKEN)
+
+
+class SimpleTokenizer(Tokenizer):
+    """open_clip's `SimpleTokenizer` constructor over `Tokenizer` (``open_clip.SimpleTokenizer()``, or with
+    ``context_length=``). CLIP's own vocabulary is the only one: a `bpe_path` naming another file, extra
+    special tokens, another `clean` or a `reduction_mask` would tokenize differently from the model's
+    training, and are refused by name instead of ignored."""
+
+    def __init__(self, bpe_path: str | os.PathLike[str] | None = None, additional_special_tokens: Sequence[str] | None = None,
+                 context_length: int | None = 77, clean: str = "lower", reduction_mask: str = "") -> None:
+        if bpe_path is not None and not _same_vocab(bpe_path):
+            raise ValueError(f"SimpleTokenizer(bpe_path={os.fspath(bpe_path)!r}): clipforge tokenizes with CLIP's "
+                             "own BPE vocabulary only (leave bpe_path out); that file's merges differ")
+        unsupported = {"additional_special_tokens": additional_special_tokens if additional_special_tokens else None,
+                       "clean": clean if clean != "lower" else None, "reduction_mask": reduction_mask or None}
+        for name, value in unsupported.items():
+            if value is not None:
+                raise NotImplementedError(f"SimpleTokenizer({name}={value!r}) is not supported: clipforge tokenizes as "
+                                          "CLIP was trained (lower-cased, no extra special tokens, no reduction)")
+        super().__init__(77 if context_length is None else int(context_length))
+
+
+def _same_vocab(path: str | os.PathLike[str]) -> bool:
+    """Whether a gzipped BPE merges file holds CLIP's merges (the shipped file's bytes once unzipped)."""
+    import gzip
+
+    from clipforge.text.vocab import VOCAB_PATH
+
+    try:
+        with gzip.open(path) as theirs, gzip.open(VOCAB_PATH) as ours:
+            return theirs.read() == ours.read()
+    except (OSError, EOFError):
+        return False
 
 
 def decode(output_ids: Iterable[int]) -> str:

@@ -168,6 +168,13 @@ def list_pretrained_tags_by_model(name: str) -> list[str]:
     return [tag for arch, tag in PRETRAINED if arch == canonical_name(name)]
 
 
+def list_pretrained_models_by_tag(tag: str) -> list[str]:
+    """Architectures with weights under `tag` (any case, ``-`` or ``_``), in open_clip's spellings and order;
+    OpenAI's own spellings (``ViT-B/32``) are left out: they name the same weights as ``ViT-B-32``."""
+    wanted = _clean_tag(tag)
+    return [arch for arch, entry_tag in PRETRAINED if entry_tag == wanted and "/" not in arch and "@" not in arch]
+
+
 def get_pretrained(name: str, tag: str = "openai") -> PretrainedWeights:
     """Registry entry for an architecture (any spelling) and tag; KeyError names what exists."""
     from clipforge.models import canonical_name
