@@ -14,7 +14,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 LAYERS: dict[str, int] = {
     "cli": 7, "server": 7,
     "zeroshot": 5, "evaluate": 5, "train": 5, "library": 5, "similarity": 5,
-    "api": 4, "zoo": 4,
+    "api": 4, "zoo": 4, "zoo_training": 4,
     "data": 3,
     "inference": 2,
     "models": 1, "text": 1, "image": 1, "weights": 1,
