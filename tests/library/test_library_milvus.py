@@ -21,6 +21,7 @@ pytest.importorskip("milvus_lite")
 from clipforge.cli.main import main  # noqa: E402
 from clipforge.library import Library  # noqa: E402
 from clipforge.library import indexer as indexer_module  # noqa: E402
+from clipforge.library import milvus_add as milvus_add_module  # noqa: E402
 from clipforge.library import milvus_library as milvus_module  # noqa: E402
 from clipforge.library import milvus_store as store_module  # noqa: E402
 from clipforge.library.backend import parse_store, read_token  # noqa: E402
@@ -109,7 +110,7 @@ def test_rerun_skips_remove_and_prune(tmp_path, tiny_encoder, photo_set, monkeyp
             def __init__(self, *a, **k):
                 raise AssertionError("unchanged files must be skipped without reading")
 
-        monkeypatch.setattr(milvus_module, "ImageFileReader", Forbidden)
+        monkeypatch.setattr(milvus_add_module, "ImageFileReader", Forbidden)
         again = milvus.add(photo_set, workers=0, progress=False)
         assert (again.unchanged, again.added, again.embedded) == (19, 0, 0)
         monkeypatch.undo()
@@ -210,7 +211,7 @@ def test_kill_9_mid_run_then_rerun_stores_each_image_once(tmp_path, photo_set, s
 
 def test_indexer_plan_is_shared(tmp_path) -> None:
     """The Milvus store plans with the embedded store's own rules, not a copy."""
-    assert milvus_module._plan is indexer_module._plan
+    assert milvus_add_module._plan is indexer_module._plan
 
 
 def test_scale_benchmark_runs_on_a_small_set() -> None:

@@ -30,26 +30,27 @@ from typing import Any
 import numpy as np
 
 from clipforge.data.base import BadImage
-from clipforge.data.files import EmbeddedBatch, ImageFileReader, embed_files, with_max_pixels
-from clipforge.library.backend import StoreSpec, lite_bytes, parse_store
+from clipforge.library.backend import StoreSpec, parse_store
 from clipforge.library.encoder import Encoder, default_model_name, resolve_encoder
-from clipforge.library.indexer import AddReport, _plan, _Planned
+from clipforge.library.indexer import AddReport
 from clipforge.library.media import image_bytes, store_upload, thumbnail_bytes
+from clipforge.library.milvus_add import add_to_space, rank_done
+from clipforge.library.milvus_search import search_space
+from clipforge.library.milvus_stats import space_stats
 from clipforge.library.milvus_store import (
     MAX_TAGS,
     MilvusSpace,
     MilvusStore,
     StoreUnavailableError,
-    like_prefix,
     no_library,
     quote,
 )
-from clipforge.library.milvus_tags import Vocabularies, make_tagger, space_tagger
-from clipforge.library.milvus_writer import MilvusWriter, record_from_row, tag_filter
+from clipforge.library.milvus_tags import Vocabularies, make_tagger
+from clipforge.library.milvus_writer import RECORD_FIELDS, MilvusWriter, record_from_row, tag_filter
 from clipforge.library.paths import LibraryPaths
-from clipforge.library.scan import FolderFilter, folders_of, is_under, normalise_path, scan_paths
+from clipforge.library.scan import FolderFilter, normalise_path, scan_paths
 from clipforge.library.search import SearchHit
-from clipforge.library.store import FileState, ImageRecord
+from clipforge.library.store import ImageRecord
 from clipforge.library.tagging import (
     EMPTY_LIBRARY,
     TagReport,
@@ -166,10 +167,6 @@ class MilvusLibrary:
             update_index: bool = True, rank: int | None = None, world_size: int | None = None) -> AddReport:
         """Index files incrementally; `paths=None` fills this model's space with every file of the default
         space. Under torchrun (or with `rank`/`world_size`) only this rank's share of the sorted files."""
-        from tqdm.auto import tqdm
-
-        from clipforge.data.files import default_workers
-
         started = time.perf_counter()
         self.last_tagged = 0
         rank = int(os.environ.get("RANK", "0")) if rank is None else int(rank)
@@ -185,37 +182,12 @@ class MilvusLibrary:
         rejected = sorted(rejected)[rank::world_size]
         try:
             with self._lock:
-                space, encoder = self.space, self.encoder
-                report = AddReport()
-                known = self._file_states(space)
-                held = {s.sha256 for s in known.values() if s.status == "ok" and s.sha256}
-                todo, unstat = _plan(_States(known), files, held, retry_failed, report)
-                planned = {p.path: p for p in todo} | {p.path: p for p, _ in unstat}
-                for path, size, mtime_ns, reason in rejected:
-                    state = known.get(path)
-                    if (state is not None and not retry_failed and state.status == "failed"
-                            and (state.size, state.mtime_ns) == (size, mtime_ns)):
-                        report.unchanged += 1
-                    else:
-                        planned[path] = _Planned(path, size, mtime_ns)
-                        unstat.append((planned[path], reason))
-                # New photos get the space's tags in the upsert that stores them (see `space_tagger`).
-                writer = MilvusWriter(space, report, planned, known, held,
-                                      space_tagger(self.milvus, space, encoder, self.paths.cache_dir),
-                                      others=lambda: [s for s in self._every_space()
-                                                      if s.fingerprint != space.fingerprint])
-                if unstat:
-                    writer.write(EmbeddedBatch([], [], np.zeros((0, space.dim), np.float32),
-                                               [BadImage(p.path, reason) for p, reason in unstat]))
-                if todo:
-                    reader = ImageFileReader([p.path for p in todo], with_max_pixels(encoder.preprocess, self.max_pixels),
-                                             hash=True, skip_shas=frozenset(held))
-                    with tqdm(total=len(todo), unit="img", desc=f"indexing {self.spec.kind}", disable=not progress,
-                              dynamic_ncols=True) as bar:
-                        embed_files(reader, encoder.encode_pixels, writer, dim=encoder.embed_dim, batch_size=batch_size,
-                                    workers=default_workers() if workers is None else workers, held=held,
-                                    on_batch=bar.update)
-                self.last_tagged = writer.tagged
+                space = self.space
+                report, self.last_tagged = add_to_space(
+                    self.milvus, space, self.encoder, files, rejected,
+                    lambda: [s for s in self._every_space() if s.fingerprint != space.fingerprint],
+                    self.paths.cache_dir, self.max_pixels, retry_failed=retry_failed, batch_size=batch_size,
+                    workers=workers, progress=progress, label=self.spec.kind)
         except StoreUnavailableError as exc:
             if type(exc) is not StoreUnavailableError:  # locked or damaged: a re-run meets the same wall
                 raise
@@ -226,13 +198,8 @@ class MilvusLibrary:
             self._changed()  # rows written so far count, also when indexing stopped half-way
         report.seconds = time.perf_counter() - started
         if world_size > 1:
-            _rank_done(report, rank, world_size)
+            rank_done(world_size)
         return report
-
-    def _file_states(self, space: MilvusSpace) -> dict[str, FileState]:
-        return {r["path"]: FileState(int(r["id"]), int(r["size"]), int(r["mtime_ns"]), r["status"],
-                                     r["sha256"] or None)
-                for r in space.iter_rows(fields=["path", "id", "size", "mtime_ns", "status", "sha256"])}
 
     def _known_files(self) -> list[str]:
         spaces = self.milvus.spaces()
@@ -346,7 +313,7 @@ class MilvusLibrary:
             # Remembered first, as the embedded store does: an add that runs meanwhile tags with these labels.
             self.milvus.set_tag_vocabulary(space.fingerprint, json.dumps(
                 {"labels": labels, "templates": report.templates, "top_k": int(top_k)}))
-            rows = list(space.iter_rows('status == "ok"', fields=[*_ALL, "vector"]))
+            rows = list(space.iter_rows('status == "ok"', fields=[*RECORD_FIELDS, "vector"]))
             for start in range(0, len(rows), 1024):
                 chunk = rows[start:start + 1024]
                 vectors = np.asarray([r["vector"] for r in chunk], dtype=np.float32)
@@ -379,42 +346,11 @@ class MilvusLibrary:
                       tag_rank: int = 0, min_tag_score: float = 0.0, under: FolderFilter = None) -> list[SearchHit]:
         if int(top_k) <= 0:
             return []
-        expr = 'status == "ok"'
-        if filter_tags:
-            expr += " and " + tag_filter(parse_labels(filter_tags), tag_rank, min_tag_score)
-        if under is not None:
-            folders = folders_of(under)
-            if not folders:
-                return []
-            expr += " and (" + " or ".join(f"path like {quote(like_prefix(f))}" for f in folders) + ")"
         space = self._space or self.milvus.space(self.encoder.fingerprint)
         if space is None:  # nothing indexed with this model yet: a search answers nothing and creates no collection
             return []
         self._space = space
-        found = space.search(vector, int(top_k), expr)
-        if not found:
-            return []
-        shas = sorted({row["sha256"] for row, _ in found})
-        owners: dict[str, list[ImageRecord]] = {}
-        tags: dict[str, dict[str, Any]] = {}
-        condition = f"{expr} and sha256 in [{', '.join(quote(s) for s in shas)}]"
-        for row in space.query(condition, _ALL, strong=False):
-            owners.setdefault(row["sha256"], []).append(record_from_row(row))
-            tags[row["path"]] = row
-        hits = []
-        for row, score in found:
-            records = sorted(owners.get(row["sha256"], []), key=lambda r: r.path) or [record_from_row(row)]
-            if under is not None:  # `like_prefix` widens a backslash to any character: the exact test is here
-                records = [r for r in records if is_under(r.path, folders)]
-                if not records:
-                    continue
-            first = records[0]
-            own = tags.get(first.path, row)
-            hits.append(SearchHit(id=first.id, path=first.path, score=score, sha256=first.sha256 or "",
-                                  width=first.width, height=first.height, duplicates=[r.path for r in records[1:]],
-                                  tags=list(zip(own.get("tags") or [], map(float, own.get("tag_scores") or []),
-                                                strict=False))))
-        return hits
+        return search_space(space, vector, top_k, filter_tags, tag_rank, min_tag_score, under)
 
     def classify_image(self, image: Any, labels: str | Sequence[str], templates: str | Sequence[str] = "imagenet",
                        ) -> list[tuple[str, float]]:
@@ -426,11 +362,11 @@ class MilvusLibrary:
         return [(labels[j], float(p)) for j, p in zip(top[0], probs[0], strict=True)]
 
     def get_image(self, image_id: int) -> ImageRecord | None:
-        rows = self.space.query(f"id == {int(image_id)}", _ALL, limit=1)
+        rows = self.space.query(f"id == {int(image_id)}", RECORD_FIELDS, limit=1)
         return record_from_row(rows[0]) if rows else None
 
     def get_path(self, path: str) -> ImageRecord | None:
-        rows = self.space.rows_for_paths([path], _ALL)
+        rows = self.space.rows_for_paths([path], RECORD_FIELDS)
         return record_from_row(rows[path]) if path in rows else None
 
     def _existing(self, image_id: int) -> ImageRecord:
@@ -473,7 +409,7 @@ class MilvusLibrary:
             return [path for _, path in keys]
 
         page = self._listing(f"order:{self.space.fingerprint}:{status}", order)[int(offset):int(offset) + int(limit)]
-        rows = self.space.rows_for_paths(page, _ALL)
+        rows = self.space.rows_for_paths(page, RECORD_FIELDS)
         return [record_from_row(rows[p]) for p in page if p in rows]
 
     def tags(self, image_id: int) -> list[tuple[str, float]]:
@@ -532,34 +468,10 @@ class MilvusLibrary:
 
     def _stats(self) -> dict[str, Any]:
         spaces = self.milvus.spaces()
-        out: dict[str, Any] = {"library": self.spec.describe(), "store": self.spec.kind, "model": None,
-                               "images": {"ok": 0, "failed": 0}, "distinct_contents": 0,
-                               "db_bytes": lite_bytes(self.spec.uri) if self.spec.kind == "milvus-lite" else None,
-                               "failures": [], "spaces": self.spaces()}
-        if not spaces:
-            return out
-        space = self._space or spaces[0]
-        self.milvus.space(space.fingerprint)
-        # Distinct contents and the top tags need each stored image's sha256 and tags (short fields, never
-        # paths or vectors); the first 20 failures come from a limited query. Counts: count(*) on a server;
-        # milvus-lite walks every row for a count (2.2 s for 10k rows against 1.5 s to scan their paths),
-        # so there one scan that adds the status answers everything.
-        if self.spec.kind == "milvus-lite":
-            rows = list(space.iter_rows(fields=["status", "sha256", "tags"]))
-            out["images"] = {"ok": sum(r["status"] == "ok" for r in rows)}
-            out["images"]["failed"] = len(rows) - out["images"]["ok"]
-            rows = [r for r in rows if r["status"] == "ok"]
-        else:
-            out["images"] = {"ok": space.count('status == "ok"'), "failed": space.count('status == "failed"')}
-            rows = list(space.iter_rows('status == "ok"', fields=["sha256", "tags"]))
-        out["distinct_contents"] = len({r["sha256"] for r in rows})
-        failed = sorted(space.query('status == "failed"', ["path", "error"], limit=20), key=lambda r: r["path"])
-        out["failures"] = [BadImage(r["path"], r["error"]).to_dict() for r in failed]
-        out["model"] = {"name": space.name or None, "fingerprint": space.fingerprint, "embed_dim": space.dim,
-                        "vector_dtype": "float32"}
-        out["index"] = {"kind": "milvus", "requested": "milvus", "fresh": True}
-        out["tags"] = dict(Counter(r["tags"][0] for r in rows if r["tags"]).most_common())
-        return out
+        space = (self._space or spaces[0]) if spaces else None
+        if space is not None:
+            self.milvus.space(space.fingerprint)
+        return space_stats(self.spec, space, self.spaces())
 
     # -- lifetime ---------------------------------------------------------------------------
     def close(self) -> None:
@@ -573,31 +485,6 @@ class MilvusLibrary:
 
     def __repr__(self) -> str:
         return f"MilvusLibrary({self.spec.describe()!r})"
-
-
-_ALL = ["path", "id", "sha256", "size", "mtime_ns", "width", "height", "status", "error", "added_at", "tags",
-        "tag_scores"]
-
-
-def _rank_done(report: AddReport, rank: int, world_size: int) -> None:
-    """Under torchrun: wait for every rank (gloo), so rank 0's exit means the whole collection is written."""
-    from clipforge.library.export import _maybe_init_group
-
-    if _maybe_init_group(world_size):
-        import torch.distributed as dist
-
-        dist.barrier()
-        dist.destroy_process_group()
-
-
-class _States:
-    """`indexer._plan` reads `store.file_states()`; here they come from the space's rows."""
-
-    def __init__(self, states: dict[str, FileState]) -> None:
-        self.states = states
-
-    def file_states(self) -> dict[str, FileState]:
-        return self.states
 
 
 def open_store_library(store: str | None, path: str | os.PathLike[str] | Path | None, model: Any = None,

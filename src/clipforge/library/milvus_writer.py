@@ -27,7 +27,11 @@ from clipforge.library.indexer import AddReport, _Planned
 from clipforge.library.milvus_store import MilvusSpace, image_id, quote
 from clipforge.library.store import FileState, ImageRecord
 
-__all__ = ["MilvusWriter", "record_from_row", "tag_filter"]
+__all__ = ["RECORD_FIELDS", "MilvusWriter", "record_from_row", "tag_filter"]
+
+RECORD_FIELDS = ["path", "id", "sha256", "size", "mtime_ns", "width", "height", "status", "error", "added_at", "tags",
+                 "tag_scores"]
+"""The fields of a row that `record_from_row` and the tag readers need (everything but the vector)."""
 
 
 def record_from_row(row: dict[str, Any]) -> ImageRecord:

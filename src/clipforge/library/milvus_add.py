@@ -1,0 +1,92 @@
+"""One model space's share of an `index add` on a Milvus store: plan, embed, write.
+
+The plan is the embedded store's (`indexer._plan`, over the space's rows instead of SQLite's): an
+unchanged size and mtime is skipped without reading, bytes the space already holds are not embedded
+again, a file that failed before is retried only when it changed (or `retry_failed`). What is left goes
+through the one embedding loop (`clipforge.data.files.embed_files`) into `MilvusWriter`, one idempotent
+upsert per batch, new photos tagged with the space's remembered vocabulary on the way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from clipforge.data.base import BadImage
+from clipforge.data.files import EmbeddedBatch, ImageFileReader, default_workers, embed_files, with_max_pixels
+from clipforge.library.encoder import Encoder
+from clipforge.library.indexer import AddReport, _plan, _Planned
+from clipforge.library.milvus_store import MilvusSpace, MilvusStore
+from clipforge.library.milvus_tags import space_tagger
+from clipforge.library.milvus_writer import MilvusWriter
+from clipforge.library.store import FileState
+
+__all__ = ["add_to_space", "rank_done"]
+
+Rejected = tuple[str, int, int, str]
+"""A file the scan refused before reading it: (path, size, mtime_ns, reason)."""
+
+
+def add_to_space(milvus: MilvusStore, space: MilvusSpace, encoder: Encoder, files: list[str], rejected: list[Rejected],
+                 others: Callable[[], list[MilvusSpace]], cache_dir: Path, max_pixels: int, *, retry_failed: bool,
+                 batch_size: int, workers: int | None, progress: bool, label: str) -> tuple[AddReport, int]:
+    """Index `files` into `space` (`rejected`: recorded as failures, or unchanged); the report and how many new
+    photos were tagged. `others()`: the store's other model spaces (a moved file is relinked in each)."""
+    from tqdm.auto import tqdm
+
+    report = AddReport()
+    known = file_states(space)
+    held = {s.sha256 for s in known.values() if s.status == "ok" and s.sha256}
+    todo, unstat = _plan(_States(known), files, held, retry_failed, report)
+    planned = {p.path: p for p in todo} | {p.path: p for p, _ in unstat}
+    for path, size, mtime_ns, reason in rejected:
+        state = known.get(path)
+        if (state is not None and not retry_failed and state.status == "failed"
+                and (state.size, state.mtime_ns) == (size, mtime_ns)):
+            report.unchanged += 1
+        else:
+            planned[path] = _Planned(path, size, mtime_ns)
+            unstat.append((planned[path], reason))
+    # New photos get the space's tags in the upsert that stores them (see `space_tagger`).
+    writer = MilvusWriter(space, report, planned, known, held, space_tagger(milvus, space, encoder, cache_dir),
+                          others=others)
+    if unstat:
+        writer.write(EmbeddedBatch([], [], np.zeros((0, space.dim), np.float32),
+                                   [BadImage(p.path, reason) for p, reason in unstat]))
+    if todo:
+        reader = ImageFileReader([p.path for p in todo], with_max_pixels(encoder.preprocess, max_pixels),
+                                 hash=True, skip_shas=frozenset(held))
+        with tqdm(total=len(todo), unit="img", desc=f"indexing {label}", disable=not progress,
+                  dynamic_ncols=True) as bar:
+            embed_files(reader, encoder.encode_pixels, writer, dim=encoder.embed_dim, batch_size=batch_size,
+                        workers=default_workers() if workers is None else workers, held=held, on_batch=bar.update)
+    return report, writer.tagged
+
+
+def file_states(space: MilvusSpace) -> dict[str, FileState]:
+    """path -> what the space stored of it (id, size, mtime, status, sha256)."""
+    return {r["path"]: FileState(int(r["id"]), int(r["size"]), int(r["mtime_ns"]), r["status"], r["sha256"] or None)
+            for r in space.iter_rows(fields=["path", "id", "size", "mtime_ns", "status", "sha256"])}
+
+
+def rank_done(world_size: int) -> None:
+    """Under torchrun: wait for every rank (gloo), so rank 0's exit means the whole collection is written."""
+    from clipforge.library.export import _maybe_init_group
+
+    if _maybe_init_group(world_size):
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+class _States:
+    """`indexer._plan` reads `store.file_states()`; here they come from the space's rows."""
+
+    def __init__(self, states: dict[str, FileState]) -> None:
+        self.states = states
+
+    def file_states(self) -> dict[str, FileState]:
+        return self.states

@@ -1,0 +1,61 @@
+"""Nearest photos in one Milvus model space, answered as the embedded store answers them.
+
+Milvus ranks rows by inner product of unit vectors under a filter expression (status, tags, folders);
+a hit is then one distinct content: every stored path with the hit's sha256 (that passes the same
+filter) is read back, the first by path is the hit and the others its duplicates, as
+`clipforge.library.search` groups them in the embedded store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from clipforge.library.milvus_store import MilvusSpace, like_prefix, quote
+from clipforge.library.milvus_writer import RECORD_FIELDS, record_from_row, tag_filter
+from clipforge.library.scan import FolderFilter, folders_of, is_under
+from clipforge.library.search import SearchHit
+from clipforge.library.store import ImageRecord
+from clipforge.library.tagging import parse_labels
+
+__all__ = ["search_space"]
+
+
+def search_space(space: MilvusSpace, vector: np.ndarray, top_k: int, filter_tags: str | Sequence[str] | None = None,
+                 tag_rank: int = 0, min_tag_score: float = 0.0, under: FolderFilter = None) -> list[SearchHit]:
+    """The `top_k` best distinct contents for a query `vector`, filtered as `Library.search_vector` filters."""
+    expr = 'status == "ok"'
+    if filter_tags:
+        expr += " and " + tag_filter(parse_labels(filter_tags), tag_rank, min_tag_score)
+    folders: list[str] = []
+    if under is not None:
+        folders = folders_of(under)
+        if not folders:
+            return []
+        expr += " and (" + " or ".join(f"path like {quote(like_prefix(f))}" for f in folders) + ")"
+    found = space.search(vector, int(top_k), expr)
+    if not found:
+        return []
+    shas = sorted({row["sha256"] for row, _ in found})
+    owners: dict[str, list[ImageRecord]] = {}
+    tags: dict[str, dict[str, Any]] = {}
+    condition = f"{expr} and sha256 in [{', '.join(quote(s) for s in shas)}]"
+    for row in space.query(condition, RECORD_FIELDS, strong=False):
+        owners.setdefault(row["sha256"], []).append(record_from_row(row))
+        tags[row["path"]] = row
+    hits = []
+    for row, score in found:
+        records = sorted(owners.get(row["sha256"], []), key=lambda r: r.path) or [record_from_row(row)]
+        if under is not None:  # `like_prefix` widens a backslash to any character: the exact test is here
+            records = [r for r in records if is_under(r.path, folders)]
+            if not records:
+                continue
+        first = records[0]
+        own = tags.get(first.path, row)
+        hits.append(SearchHit(id=first.id, path=first.path, score=score, sha256=first.sha256 or "",
+                              width=first.width, height=first.height, duplicates=[r.path for r in records[1:]],
+                              tags=list(zip(own.get("tags") or [], map(float, own.get("tag_scores") or []),
+                                            strict=False))))
+    return hits

@@ -1,0 +1,46 @@
+"""`index stats` of a Milvus store: counts, distinct contents, failures and top tags of one model space.
+
+Every row of the space is read once (short fields only: status, sha256, tags; never paths or vectors),
+which is why `MilvusLibrary.stats` reuses the answer for `listing_ttl` seconds on a server.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from clipforge.data.base import BadImage
+from clipforge.library.backend import StoreSpec, lite_bytes
+from clipforge.library.milvus_store import MilvusSpace
+
+__all__ = ["space_stats"]
+
+
+def space_stats(spec: StoreSpec, space: MilvusSpace | None, spaces: list[dict[str, Any]]) -> dict[str, Any]:
+    """The stats dict `Library.stats` gives, for `space` (None: the store holds no space yet); `spaces`:
+    `MilvusLibrary.spaces()`, listed as they are."""
+    out: dict[str, Any] = {"library": spec.describe(), "store": spec.kind, "model": None,
+                           "images": {"ok": 0, "failed": 0}, "distinct_contents": 0,
+                           "db_bytes": lite_bytes(spec.uri) if spec.kind == "milvus-lite" else None,
+                           "failures": [], "spaces": spaces}
+    if space is None:
+        return out
+    # Distinct contents and the top tags need each stored image's sha256 and tags; the first 20 failures come
+    # from a limited query. Counts: count(*) on a server; milvus-lite walks every row for a count (2.2 s for 10k
+    # rows against 1.5 s to scan their paths), so there one scan that adds the status answers everything.
+    if spec.kind == "milvus-lite":
+        rows = list(space.iter_rows(fields=["status", "sha256", "tags"]))
+        out["images"] = {"ok": sum(r["status"] == "ok" for r in rows)}
+        out["images"]["failed"] = len(rows) - out["images"]["ok"]
+        rows = [r for r in rows if r["status"] == "ok"]
+    else:
+        out["images"] = {"ok": space.count('status == "ok"'), "failed": space.count('status == "failed"')}
+        rows = list(space.iter_rows('status == "ok"', fields=["sha256", "tags"]))
+    out["distinct_contents"] = len({r["sha256"] for r in rows})
+    failed = sorted(space.query('status == "failed"', ["path", "error"], limit=20), key=lambda r: r["path"])
+    out["failures"] = [BadImage(r["path"], r["error"]).to_dict() for r in failed]
+    out["model"] = {"name": space.name or None, "fingerprint": space.fingerprint, "embed_dim": space.dim,
+                    "vector_dtype": "float32"}
+    out["index"] = {"kind": "milvus", "requested": "milvus", "fresh": True}
+    out["tags"] = dict(Counter(r["tags"][0] for r in rows if r["tags"]).most_common())
+    return out
