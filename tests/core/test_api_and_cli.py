@@ -168,6 +168,9 @@ def test_similarity_of_a_folder_skips_and_names_a_bad_file(tmp_path: Path, tiny_
     assert "坏图.jpg" in capsys.readouterr().err  # nothing readable: an error naming it
     assert main(["classify", str(folder), "--labels", "red,fish", "--model", str(tiny_checkpoint), "--json"]) == 0
     assert capsys.readouterr().err.count("坏图.jpg") == 1  # `skipped P: why`, the path said once
+    assert main(["classify", str(folder), "--labels", "red,fish", "-k", "1", "--model", str(tiny_checkpoint),
+                 "--json"]) == 0  # -k: --top-k, as in search and tag
+    assert [len(r["labels"]) for r in json.loads(capsys.readouterr().out)["results"]] == [1, 1]
 
 
 def test_repeated_list_flags_accumulate(tmp_path: Path, tiny_checkpoint: Path, capsys) -> None:
@@ -223,7 +226,7 @@ def test_labels_split_by_spaces_get_a_hint(capsys) -> None:
 
 
 @pytest.mark.parametrize("argv, meant", [
-    (["search", "a dog", "-k", "3"], "--top-k"),  # rclip / faiss habits
+    (["search", "a dog", "--topn", "3"], "--top-k"),  # (-k is --top-k itself)
     (["search", "a dog", "--topk", "3"], "--top-k"),
     (["search", "a dog", "--top_k=3"], "--top-k"),
     (["index", "add", "photos", "--wrkers", "2"], "--workers"),  # a subcommand's own flags

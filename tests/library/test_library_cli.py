@@ -24,6 +24,8 @@ def test_index_search_tag_cycle(tmp_path, images_factory, bad_files_factory, cap
 
     assert main(["search", "--image", str(photos[2]), "--library", lib, "--top-k", "1"]) == 0
     assert capsys.readouterr().out.split()[1:3] == ["1.0000", str(photos[2])]
+    assert main(["search", "a dog on the beach", "--library", lib, "-k", "2", "--json"]) == 0  # -k: --top-k
+    assert len(json.loads(capsys.readouterr().out)["results"]) == 2
 
     assert main(["tag", "--labels", "cat, dog,car", "--templates", "simple", "--library", lib, "--json"]) == 0
     tagged = json.loads(capsys.readouterr().out)

@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     labels.add_argument("--labels-file", metavar="F", help="file with one label per line (or a JSON list)")
     add_templates_argument(parser, DEFAULT_TEMPLATES)
     parser.add_argument("--template", dest="templates", help=argparse.SUPPRESS)  # old spelling of --templates
-    parser.add_argument("--top-k", type=int, default=5, help="labels shown per image (default 5)")
+    parser.add_argument("--top-k", "-k", type=int, default=5, help="labels shown per image (default 5)")
     parser.add_argument("--plot", metavar="OUT.png", help="write each image beside a bar chart of its top-k (a PNG; a folder: classify.png in it)")
     add_model_argument(parser, device=True)
     parser.add_argument("--batch-size", type=int, default=32, help="images per model batch (default 32)")

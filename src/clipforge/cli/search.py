@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("query", nargs="?", default=None, help="text or query arithmetic")
     parser.add_argument("--image", action="append", default=[], metavar="IMG",
                         help="query image (repeatable; added to QUERY when both are given)")
-    parser.add_argument("--top-k", type=int, default=20, help="results (default 20)")
+    parser.add_argument("--top-k", "-k", type=int, default=20, help="results (default 20)")
     parser.add_argument("--tag", action="append", default=[], metavar="LABEL",
                         help="only images whose top zero-shot tag is LABEL (repeatable; see `clipforge tag`)")
     parser.add_argument("--in", dest="folders", action="append", default=[], metavar="DIR",

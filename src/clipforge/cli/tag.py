@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--templates", default="imagenet",
                         help="prompt template set (imagenet, imagenet7, simple, ...), a template with {}, "
                              "or a file (default imagenet: OpenAI's 80)")
-    parser.add_argument("--top-k", type=int, default=5, help="labels kept per image (default 5)")
+    parser.add_argument("--top-k", "-k", type=int, default=5, help="labels kept per image (default 5)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     add_output_arguments(parser, json=False)
     add_library_arguments(parser)
