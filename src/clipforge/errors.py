@@ -28,6 +28,12 @@ class UserError(Exception):
     the request (a busy store, a full disk) may say 503 or 507."""
 
 
+class Notice(UserWarning):
+    """A remark for the person at the terminal from below the CLI (a fallback taken, e.g. the shipped model
+    when ViT-B/32's weights are not cached): a warning of this category, which the CLI prints as one
+    ``notice:`` line and `--quiet` hides; a program using the library sees a Python warning it can filter."""
+
+
 class UsageError(UserError, ValueError):
     """A command-line value that cannot be used (a field out of range, flags that contradict)."""
 

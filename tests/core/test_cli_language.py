@@ -126,6 +126,21 @@ def test_classify_has_one_templates_flag_and_states_its_default(image, capsys) -
     assert json.loads(capsys.readouterr().out)["templates"] == ["art of {}"]
 
 
+def test_quiet_hides_the_librarys_default_model_notice(monkeypatch, image, tmp_path, capsys) -> None:
+    """A new library without --model takes the shipped model with a notice the library layer gives; `index add -q`
+    and `search -q` printed it all the same (the library printed it itself; now it is a `Notice` warning the CLI
+    shows as one line, and --quiet hides). `search` had no --quiet at all."""
+    monkeypatch.setattr("clipforge.weights.is_cached", lambda name, root=None: False)
+    folder = Path(image).parent
+    line = "notice: ViT-B/32 weights are not downloaded; using the small shipped model 'clipforge-tiny'"
+    for argv in (["index", "add", str(folder), "--library", str(tmp_path / "a"), "--workers", "0"],
+                 ["search", "red", "--in", str(folder), "--library", str(tmp_path / "b")]):
+        assert main([*argv, "-q"]) == 0
+        assert capsys.readouterr().err == "", argv
+        assert main([*argv[:-2], "--library", str(tmp_path / f"{argv[0]}-loud")]) == 0
+        assert capsys.readouterr().err.count(line) == 1, argv  # once, in the CLI's words
+
+
 def test_json_stays_pure_when_the_default_model_notice_is_printed(monkeypatch, image, capsys) -> None:
     monkeypatch.setattr("clipforge.weights.is_cached", lambda name, root=None: False)
     assert main(["similarity", image, "--text", "red", "blue", "--json", "--device", "cpu"]) == 0

@@ -114,8 +114,12 @@ def _command_name(args: argparse.Namespace) -> str | None:
 
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                   file: TextIO | None = None, line: str | None = None) -> None:
-    """Library warnings (e.g. an assumed activation) as one line in the CLI's wording, not Python's."""
-    print(f"warning: {message}", file=file or sys.stderr)
+    """Library warnings (e.g. an assumed activation) as one line in the CLI's wording, not Python's; a
+    `Notice` (a fallback the library took) as a ``notice:`` line, as the CLI's own notices."""
+    from clipforge.errors import Notice
+
+    kind = "notice" if issubclass(category, Notice) else "warning"
+    print(f"{kind}: {message}", file=file or sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None, *, decode_ahead: bool = False) -> int:
@@ -130,8 +134,11 @@ def main(argv: Sequence[str] | None = None, *, decode_ahead: bool = False) -> in
         parser.print_help()
         return 0 if args.command is None else 2
     ahead = _decode_ahead(args) if decode_ahead else None
+    from clipforge.errors import Notice  # a floor module of the standard library only
+
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
+        warnings.simplefilter("ignore" if getattr(args, "quiet", False) else "always", Notice)  # --quiet: none
         code = _run(args)
     if ahead is not None:
         _remember_preprocess(ahead)

@@ -35,6 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     output.add_argument("--paths", action="store_true",
                         help="print only the files, one per line, best first (for pipes: `... --paths | xargs feh`; "
                              "names as the file system spells them)")
+    parser.add_argument("--quiet", "-q", action="store_true",
+                        help="no progress bar, notices or indexing summary on stderr (results and errors only)")
     add_library_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -77,8 +79,9 @@ def run(args: argparse.Namespace) -> int:
     try:  # indexing needs the image tower and may create the library
         with open_library(args, create=index_first, **({} if index_first else _towers(args))) as library:
             if index_first:
-                report = library.add(args.folders, progress=not (args.json or args.paths) and sys.stderr.isatty())
-                if report.added or report.updated or report.failed:
+                report = library.add(args.folders, progress=not (args.json or args.paths or args.quiet)
+                                     and sys.stderr.isatty())
+                if (report.added or report.updated or report.failed) and not args.quiet:
                     print(f"indexed {', '.join(map(display_path, args.folders))}: {report.summary_line()}",
                           file=sys.stderr)
             hits = library.search(args.query, image=args.image or None, top_k=args.top_k,
@@ -86,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
             empty = _no_results(library, args) if not hits else ""
             from clipforge.zeroshot.languages import query_notice  # a script the model was not trained for
 
-            if args.query and (notice := query_notice(args.query, library.encoder)):
+            if args.query and not args.quiet and (notice := query_notice(args.query, library.encoder)):
                 print(notice, file=sys.stderr)
     except user_errors() as exc:  # QueryError, ImageLoadError, ModelMismatchError are ValueErrors
         return fail(exc)

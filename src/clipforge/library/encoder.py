@@ -11,14 +11,16 @@ here), through `clipforge.zeroshot.ZeroShotClassifier`.
 from __future__ import annotations
 
 import logging
-import sys
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+
+from clipforge.errors import Notice
 
 if TYPE_CHECKING:
     from clipforge.models.scoring import Scoring
@@ -150,12 +152,12 @@ class Encoder:
 
 
 def default_model_name() -> str:
-    """ViT-B/32 when its weights are cached, else the shipped offline model (with a notice)."""
+    """ViT-B/32 when its weights are cached, else the shipped offline model (with a `Notice` warning)."""
     from clipforge.api import default_model_spec as default_model
 
     name, notice = default_model()
     if notice:
-        print(f"notice: {notice}", file=sys.stderr)
+        warnings.warn(notice, Notice, stacklevel=2)
     return name
 
 
