@@ -80,7 +80,9 @@ class ExportReport:
         return [(b.to_dict()["path"], b.reason) for b in self.bad]
 
     def summary_line(self) -> str:
-        return (f"rank {self.rank}/{self.world_size}: wrote {len(self.written)} of {self.partitions} partitions "
+        """One line for the terminal; "rank R/W: " first only when the job is one of several (torchrun)."""
+        rank = f"rank {self.rank}/{self.world_size}: " if self.world_size > 1 else ""
+        return (f"{rank}wrote {len(self.written)} of {self.partitions} partitions "
                 f"({len(self.skipped)} already done), {self.images} embeddings, {self.failed} failed "
                 f"in {self.seconds:.1f}s")
 
