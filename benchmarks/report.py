@@ -30,6 +30,20 @@ def _goal(goal: str, target: str, value: float | None, ok: bool | None, note: st
             "note": note}
 
 
+ABOVE_ROOF = 1.05
+"""A share of the matmul roof above this is the roof timed low (a slow minute of a shared machine), not a tower
+outrunning its own matmuls: such a goal is not counted as met, and says why."""
+
+
+def _share_goal(goal: str, target: float, gflops: float | None, roof: float | None, note: str = "") -> dict:
+    """A share-of-roof goal; met only within `ABOVE_ROOF` (see there)."""
+    frac = gflops / roof if gflops and roof else None
+    detail = f"{gflops:.0f} of {roof:.0f} GFLOP/s" if frac else ""
+    if frac is not None and frac > ABOVE_ROOF:
+        detail += " (above the roof timed in the same group: that roof read low, so this share says nothing)"
+    return _goal(goal, f">= {target:.0%}", frac, frac is not None and target <= frac <= ABOVE_ROOF, detail + note)
+
+
 def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a and b else None
 
@@ -47,19 +61,14 @@ def goals(results: dict) -> list[dict]:
 
     r = _ratio(ips(b32, "clipforge"), ips(b32, "hf"))
     out.append(_goal("ViT-B/32 image fp32 batch 32 vs HF", ">= 0.95x", r, r is not None and r >= 0.95))
-    g = _get(b32, "clipforge", "gflops")
-    frac = g / roof if g and roof else None
-    out.append(_goal("ViT-B/32 image fp32 batch 32, share of fp32 matmul roof", ">= 90%", frac,
-                     frac is not None and frac >= 0.9, f"{g:.0f} of {roof:.0f} GFLOP/s" if frac else ""))
+    out.append(_share_goal("ViT-B/32 image fp32 batch 32, share of fp32 matmul roof", 0.9,
+                           _get(b32, "clipforge", "gflops"), roof))
     roof16 = (_get(results, "sections", "image", "models", "ViT-B/32", "roof_in_group", "matmul-roof-bf16")
               or _get(results, "roof", "bf16_gflops"))
     native16 = _get(results, "roof", "bf16_native")
-    g = _get(b32, "clipforge-bf16", "gflops")
-    frac = g / roof16 if g and roof16 else None
-    out.append(_goal("ViT-B/32 image bf16 batch 32, share of bf16 matmul roof", ">= 80%", frac,
-                     frac is not None and frac >= 0.8,
-                     (f"{g:.0f} of {roof16:.0f} GFLOP/s" if frac else "")
-                     + ("" if native16 is not False else " (bf16 emulated on this CPU: not a goal here)")))
+    out.append(_share_goal("ViT-B/32 image bf16 batch 32, share of bf16 matmul roof", 0.8,
+                           _get(b32, "clipforge-bf16", "gflops"), roof16,
+                           "" if native16 is not False else " (bf16 emulated on this CPU: not a goal here)"))
     r = _ratio(ips(b1, "clipforge"), ips(b1, "hf"))
     out.append(_goal("ViT-B/32 image fp32 batch 1 vs HF", ">= 1.3x", r, r is not None and r >= 1.3))
     modes = {k: ips(b32, k) for k in ("hf-autocast", "hf-bf16") if ips(b32, k)}
@@ -142,10 +151,13 @@ def goals(results: dict) -> list[dict]:
     for precision, target in (("fp32", 0.9), ("bf16", 0.8)):
         rows = [r for r in towers if r["precision"] == precision]
         low = min(rows, key=lambda r: r["roof_share"]) if rows else None
+        above = [r for r in rows if r["roof_share"] > ABOVE_ROOF]
         out.append(_goal(f"text and family towers, batch 32, {precision}: lowest share of the {precision} roof",
                          f">= {target:.0%}", low["roof_share"] if low else None,
-                         low is not None and low["roof_share"] >= target,
-                         f"{low['model']} {low['tower']} ({low['input']}); {len(rows)} rows" if low else ""))
+                         low is not None and low["roof_share"] >= target and not above,
+                         (f"{low['model']} {low['tower']} ({low['input']}); {len(rows)} rows" if low else "")
+                         + (f"; {len(above)} above their group's roof (it read low: those shares say nothing)"
+                            if above else "")))
     families = _get(results, "sections", "families", "rows") or []
     for batch, target in ((1, 1.3), (32, 1.0)):  # issue 16.5: SigLIP 2 B/16 towers vs transformers
         rows = [r for r in families if r.get("batch") == batch]
