@@ -8,6 +8,8 @@ so their state dicts load with `strict=True`. Attention goes through
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -49,14 +51,64 @@ class SelfAttention(nn.Module):
         nn.init.xavier_uniform_(self.in_proj_weight)
         nn.init.zeros_(self.out_proj.bias)
 
-    def forward(self, x: torch.Tensor, causal: bool = False, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """`attn_mask`: open_clip's mask (additive float, -inf where a query must not look, or bool, True where it
-        may), [L, L] or broadcastable to [N, heads, L, L]; given, it is the whole mask and `causal` is not
-        applied (open_clip passes its causal mask this way)."""
+    def forward(self, x: torch.Tensor, *key_value: torch.Tensor, causal: bool = False,
+                attn_mask: torch.Tensor | None = None, need_weights: bool | None = None,
+                key_padding_mask: torch.Tensor | None = None, average_attn_weights: bool = True,
+                is_causal: bool = False) -> Any:
+        """The towers' call, ``attn(x, causal=..., attn_mask=...)`` -> [N, L, D]. `attn_mask`: open_clip's mask
+        (additive float, -inf where a query must not look, or bool, True where it may), [L, L] or broadcastable
+        to [N, heads, L, L]; given, it is the whole mask and `causal` is not applied (open_clip passes its causal
+        mask this way).
+
+        Called as `nn.MultiheadAttention` (batch first) is, ``attn(query, key, value, need_weights=True, ...)``,
+        as open_clip's blocks and attention-map code call it: ``(output, weights)`` with torch's meaning of every
+        argument (see `multihead_attention`)."""
+        if key_value or need_weights is not None or key_padding_mask is not None:
+            if len(key_value) != 2:
+                raise TypeError("attn(query, key, value, ...): nn.MultiheadAttention's call takes query, key and "
+                                "value; the towers' call is attn(x, causal=..., attn_mask=...)")
+            if is_causal and attn_mask is None:  # torch's hint, taken at its word
+                attn_mask = torch.ones(x.shape[1], key_value[0].shape[1], dtype=torch.bool, device=x.device).triu_(1)
+            return multihead_attention(self, x, *key_value, attn_mask=attn_mask, key_padding_mask=key_padding_mask,
+                                       need_weights=True if need_weights is None else need_weights,
+                                       average_attn_weights=average_attn_weights)
         batch, length, width = x.shape
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
         qkv = qkv.view(batch, length, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
         return self.out_proj(attend(qkv, causal, attn_mask).transpose(1, 2).reshape(batch, length, width))
+
+
+def multihead_attention(attn: SelfAttention, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *,
+                        attn_mask: torch.Tensor | None = None, key_padding_mask: torch.Tensor | None = None,
+                        need_weights: bool = True, average_attn_weights: bool = True,
+                        ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`nn.MultiheadAttention(batch_first=True)`'s forward on `attn`'s weights (the same parameter names):
+    queries [N, L, D], keys and values [N, S, D] -> ([N, L, D], weights [N, L, S] averaged over heads, or
+    [N, heads, L, S], or None). Masks mean what they mean there: a bool `attn_mask` ([L, S] or [N * heads,
+    L, S]) and `key_padding_mask` ([N, S]) are True where a key is NOT attended; float ones are added to the
+    scores. The probabilities are computed explicitly (what attention maps are made of), so this is the
+    slower path; the towers' own call runs torch's fused kernel."""
+    batch, length, width = query.shape
+    heads, sources = attn.heads, key.shape[1]
+    w_q, w_k, w_v = attn.in_proj_weight.chunk(3)
+    b_q, b_k, b_v = attn.in_proj_bias.chunk(3)
+
+    def split(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, weight, bias).view(batch, x.shape[1], heads, width // heads).transpose(1, 2)
+
+    q, k, v = split(query, w_q, b_q), split(key, w_k, b_k), split(value, w_v, b_v)
+    scores = (q * (width // heads) ** -0.5) @ k.transpose(-1, -2)
+    for mask in (attn_mask, None if key_padding_mask is None else key_padding_mask.view(batch, 1, 1, sources)):
+        if mask is None:
+            continue
+        if mask.dim() == 3:  # [N * heads, L, S]
+            mask = mask.view(batch, heads, length, sources)
+        scores = scores.masked_fill(mask, float("-inf")) if mask.dtype == torch.bool else scores + mask.to(scores.dtype)
+    weights = scores.softmax(dim=-1)
+    out = attn.out_proj((weights @ v).transpose(1, 2).reshape(batch, length, width))
+    if not need_weights:
+        return out, None
+    return out, weights.mean(dim=1) if average_attn_weights else weights
 
 
 def attend(qkv: torch.Tensor, causal: bool, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
