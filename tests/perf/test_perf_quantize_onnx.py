@@ -85,6 +85,20 @@ def test_onnx_export_matches_pytorch_on_any_batch_size(tmp_path, name: str) -> N
     with torch.inference_mode():
         assert np.abs(runner.encode_image(images) - model.encode_image(images).numpy()).max() <= 1e-4
         assert np.abs(runner.encode_text(tokens) - model.encode_text(tokens).numpy()).max() <= 1e-4
+        # an empty batch is [0, embed_dim] everywhere (a ResNet's attention pool split its rows with -1 and
+        # failed on it: eager, fast path and ONNX graph alike)
+        empty_images, empty_tokens = images[:0], tokens[:0]
+        assert runner.encode_image(empty_images).shape == runner.encode_text(empty_tokens).shape == (0, 32)
+        assert model.encode_image(empty_images).shape == model.encode_text(empty_tokens).shape == (0, 32)
+    assert model.train().encode_image(empty_images).shape == (0, 32)  # the plain modules
+    # the graph itself takes an empty batch (every reshape names its sizes) where onnxruntime's optimiser is off;
+    # with it on, reshape fusion brings back a -1, so `OnnxCLIP` answers empty batches itself
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    raw = ort.InferenceSession(str(tmp_path / "image_encoder.onnx"), options, providers=["CPUExecutionProvider"])
+    assert raw.run(None, {raw.get_inputs()[0].name: empty_images.numpy()})[0].shape == (0, 32)
 
 
 def test_cli_export_onnx(tmp_path, capsys) -> None:

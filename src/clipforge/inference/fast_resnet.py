@@ -170,7 +170,7 @@ class InferenceAttentionPool2d(_Precision, InferenceModule, AttentionPool2d):
         x = x.flatten(2).transpose(1, 2)  # [N, HW, C]; a free view for channels-last input
         x = torch.cat([x.mean(dim=1, keepdim=True), x], dim=1) + self.positional_embedding.to(x.dtype)
         q = linear(x[:, 0], w["q"], fused).view(batch, heads, 1, channels // heads)
-        kv = linear(x, w["kv"], fused).view(batch, -1, 2, heads, channels // heads).permute(2, 0, 3, 1, 4)
+        kv = linear(x, w["kv"], fused).view(batch, x.shape[1], 2, heads, channels // heads).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(q, kv[0], kv[1])
         return linear(out.reshape(batch, channels), w["c"], fused)
 

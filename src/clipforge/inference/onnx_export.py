@@ -209,6 +209,11 @@ class OnnxCLIP:
         output = spec.get("normalized_output") if normalize else spec["output"]
         if output is None:
             raise ValueError(f"{self.meta[tower]['file']} was exported without normalised outputs; re-export it")
+        if not array.shape[0]:
+            # An empty batch is answered here: the graphs take one (their reshapes name every size), but
+            # onnxruntime's own graph optimisation (reshape fusion) rewrites a [batch, C, H * W] reshape into
+            # [0, C, -1], and -1 cannot be inferred from 0 elements.
+            return np.zeros((0, int(self.meta["embed_dim"])), dtype=np.float32)
         return self.sessions[tower].run([output], {spec["input"]: array})[0]
 
     def encode_image(self, pixel_values: torch.Tensor | np.ndarray, normalize: bool = False) -> np.ndarray:

@@ -26,7 +26,7 @@ from clipforge.models.clip import CLIP
 from clipforge.models.configs import mlp_width, vision_heads
 from clipforge.models.family_hf import HFTextTower
 from clipforge.models.family_keys import FAMILY_DEFAULTS, check_family_fields, family_value
-from clipforge.models.layers import LayerNorm, Transformer, make_activation
+from clipforge.models.layers import LayerNorm, Transformer, grid_rows, make_activation
 from clipforge.models.vit import VisionTransformer
 
 
@@ -48,10 +48,10 @@ class PoolAttention(nn.Module):
         q = F.linear(query, w[:width], b[:width])
         kv = F.linear(x, w[width:], b[width:])
         head = width // self.heads
-        q = q.view(batch, -1, self.heads, head).transpose(1, 2)
+        q = q.view(batch, query.shape[1], self.heads, head).transpose(1, 2)  # sizes named: see `grid_rows`
         kv = kv.view(batch, length, 2, self.heads, head).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(q, kv[0], kv[1])
-        return self.out_proj(out.transpose(1, 2).reshape(batch, -1, width))
+        return self.out_proj(out.transpose(1, 2).reshape(batch, query.shape[1], width))
 
 
 class AttentionPoolHead(nn.Module):
@@ -105,7 +105,7 @@ class MapVisionTransformer(nn.Module):
 
     def patch_embed(self, x: torch.Tensor) -> torch.Tensor:
         """Images [N, 3, H, W] -> patch features [N, grid*grid, width] (the fast path packs this)."""
-        return self.conv1(x).flatten(2).transpose(1, 2)
+        return grid_rows(self.conv1(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x)

@@ -111,6 +111,13 @@ def multihead_attention(attn: SelfAttention, query: torch.Tensor, key: torch.Ten
     return out, weights.mean(dim=1) if average_attn_weights else weights
 
 
+def grid_rows(x: torch.Tensor) -> torch.Tensor:
+    """[N, C, H, W] feature map -> [N, H * W, C] rows, sizes written out: ``flatten(2)`` exports to ONNX as a
+    reshape to [N, C, -1], which onnxruntime cannot infer for an empty batch (0 elements)."""
+    batch, channels, height, width = x.shape
+    return x.reshape(batch, channels, height * width).transpose(1, 2)
+
+
 def attend(qkv: torch.Tensor, causal: bool, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Attention over stacked [3, N, heads, L, d] queries, keys and values -> [N, heads, L, d]: the tower's
     causal flag, or the caller's `attn_mask` instead of it (see `SelfAttention.forward`). Shared by every

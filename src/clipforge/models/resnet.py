@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clipforge.models.layers import grid_rows
+
 
 class Bottleneck(nn.Module):
     expansion = 4
@@ -60,12 +62,12 @@ class AttentionPool2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, channels = x.shape[:2]
-        x = x.flatten(2).transpose(1, 2)  # [N, HW, C]
+        x = grid_rows(x)  # [N, HW, C]
         x = torch.cat([x.mean(dim=1, keepdim=True), x], dim=1) + self.positional_embedding.to(x.dtype)
         heads, head_dim = self.num_heads, channels // self.num_heads
 
-        def split(t: torch.Tensor) -> torch.Tensor:
-            return t.view(batch, -1, heads, head_dim).transpose(1, 2)
+        def split(t: torch.Tensor) -> torch.Tensor:  # rows named, not -1: an empty batch has no size to infer
+            return t.view(batch, t.shape[1], heads, head_dim).transpose(1, 2)
 
         q = split(self.q_proj(x[:, :1]))
         k, v = split(self.k_proj(x)), split(self.v_proj(x))

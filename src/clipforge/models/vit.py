@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from clipforge.models.layers import LayerNorm, Transformer
+from clipforge.models.layers import LayerNorm, Transformer, grid_rows
 
 
 class VisionTransformer(nn.Module):
@@ -38,7 +38,7 @@ class VisionTransformer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)  # [N, width, grid, grid]
-        x = x.flatten(2).transpose(1, 2)  # [N, grid*grid, width]
+        x = grid_rows(x)  # [N, grid*grid, width]
         cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
         x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
         x = self.transformer(self.ln_pre(x))
