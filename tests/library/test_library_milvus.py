@@ -110,7 +110,7 @@ def test_rerun_skips_remove_and_prune(tmp_path, tiny_encoder, photo_set, monkeyp
             def __init__(self, *a, **k):
                 raise AssertionError("unchanged files must be skipped without reading")
 
-        monkeypatch.setattr(milvus_add_module, "ImageFileReader", Forbidden)
+        monkeypatch.setattr(indexer_module, "ImageFileReader", Forbidden)  # the one reader of both stores
         again = milvus.add(photo_set, workers=0, progress=False)
         assert (again.unchanged, again.added, again.embedded) == (19, 0, 0)
         monkeypatch.undo()

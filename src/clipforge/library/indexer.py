@@ -203,29 +203,40 @@ def index_files(store: Store, encoder: Encoder, files: Sequence[str], *, batch_s
     Decoding follows `encoder.preprocess` (draft JPEG decode unless the encoder was made with
     ``draft=False``); the model runs in `encoder.precision`.
     """
-    from tqdm.auto import tqdm
-
     started = time.perf_counter()
     report = AddReport()
     embedded = store.embedded_shas(encoder.fingerprint)
     todo, unstat = _plan(store, files, embedded, retry_failed, report)
     planned = {p.path: p for p in todo} | {p.path: p for p, _ in unstat}
     writer = StoreWriter(store, encoder, embedded, report, dtype, planned)
+    embed_planned(todo, unstat, writer, encoder, embedded, report, max_pixels=max_pixels, batch_size=batch_size,
+                  workers=workers, progress=progress)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def embed_planned(todo: Sequence[_Planned], unstat: Sequence[tuple[_Planned, str]], writer: Any, encoder: Encoder,
+                  held: set[str], report: AddReport, *, max_pixels: int | None, batch_size: int, workers: int,
+                  progress: bool, desc: str = "indexing") -> None:
+    """The plan's second half, for every store: files that could not be read are written as failures, then
+    the rest go through the one loop (`embed_files`, bytes in `held` never embedded again) into `writer`,
+    with a bar that counts what was skipped and what failed."""
+    from tqdm.auto import tqdm
+
     if unstat:
         writer.write(EmbeddedBatch([], [], np.zeros((0, encoder.embed_dim), np.float32),
                                    [BadImage(p.path, reason) for p, reason in unstat]))
-    if todo:
-        reader = ImageFileReader([p.path for p in todo], with_max_pixels(encoder.preprocess, max_pixels),
-                                 hash=True, skip_shas=frozenset(embedded))
-        with tqdm(total=len(todo), unit="img", desc="indexing", disable=not progress, dynamic_ncols=True,
-                  smoothing=0.1) as bar:
-            bar.set_postfix(skipped=report.unchanged, failed=report.failed)
+    if not todo:
+        return
+    reader = ImageFileReader([p.path for p in todo], with_max_pixels(encoder.preprocess, max_pixels),
+                             hash=True, skip_shas=frozenset(held))
+    with tqdm(total=len(todo), unit="img", desc=desc, disable=not progress, dynamic_ncols=True,
+              smoothing=0.1) as bar:
+        bar.set_postfix(skipped=report.unchanged, failed=report.failed)
 
-            def advance(files: int) -> None:
-                bar.update(files)
-                bar.set_postfix(skipped=report.unchanged, failed=report.failed, refresh=False)
+        def advance(files: int) -> None:
+            bar.update(files)
+            bar.set_postfix(skipped=report.unchanged, failed=report.failed, refresh=False)
 
-            embed_files(reader, encoder.encode_pixels, writer, dim=encoder.embed_dim, batch_size=batch_size,
-                        workers=workers, held=embedded, on_batch=advance)
-    report.seconds = time.perf_counter() - started
-    return report
+        embed_files(reader, encoder.encode_pixels, writer, dim=encoder.embed_dim, batch_size=batch_size,
+                    workers=workers, held=held, on_batch=advance)

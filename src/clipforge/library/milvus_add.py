@@ -12,12 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
-from clipforge.data.base import BadImage
-from clipforge.data.files import EmbeddedBatch, ImageFileReader, default_workers, embed_files, with_max_pixels
+from clipforge.data.files import default_workers
 from clipforge.library.encoder import Encoder
-from clipforge.library.indexer import AddReport, _plan, _Planned
+from clipforge.library.indexer import AddReport, _plan, _Planned, embed_planned
 from clipforge.library.milvus_store import MilvusSpace, MilvusStore
 from clipforge.library.milvus_tags import space_tagger
 from clipforge.library.milvus_writer import MilvusWriter
@@ -34,8 +31,6 @@ def add_to_space(milvus: MilvusStore, space: MilvusSpace, encoder: Encoder, file
                  batch_size: int, workers: int | None, progress: bool, label: str) -> tuple[AddReport, int]:
     """Index `files` into `space` (`rejected`: recorded as failures, or unchanged); the report and how many new
     photos were tagged. `others()`: the store's other model spaces (a moved file is relinked in each)."""
-    from tqdm.auto import tqdm
-
     report = AddReport()
     known = file_states(space)
     held = {s.sha256 for s in known.values() if s.status == "ok" and s.sha256}
@@ -52,16 +47,9 @@ def add_to_space(milvus: MilvusStore, space: MilvusSpace, encoder: Encoder, file
     # New photos get the space's tags in the upsert that stores them (see `space_tagger`).
     writer = MilvusWriter(space, report, planned, known, held, space_tagger(milvus, space, encoder, cache_dir),
                           others=others)
-    if unstat:
-        writer.write(EmbeddedBatch([], [], np.zeros((0, space.dim), np.float32),
-                                   [BadImage(p.path, reason) for p, reason in unstat]))
-    if todo:
-        reader = ImageFileReader([p.path for p in todo], with_max_pixels(encoder.preprocess, max_pixels),
-                                 hash=True, skip_shas=frozenset(held))
-        with tqdm(total=len(todo), unit="img", desc=f"indexing {label}", disable=not progress,
-                  dynamic_ncols=True) as bar:
-            embed_files(reader, encoder.encode_pixels, writer, dim=encoder.embed_dim, batch_size=batch_size,
-                        workers=default_workers() if workers is None else workers, held=held, on_batch=bar.update)
+    embed_planned(todo, unstat, writer, encoder, held, report, max_pixels=max_pixels, batch_size=batch_size,
+                  workers=default_workers() if workers is None else workers, progress=progress,
+                  desc=f"indexing {label}")
     return report, writer.tagged
 
 
