@@ -708,15 +708,18 @@ def test_a_ui_event_names_at_most_1000_plausible_paths_checked_off_the_event_loo
     search = _fn_index(client, "search")
     for long_path in ("/tmp/" + "a/" * 100_000, "/tmp/" + "a/../" * 40_000, "/tmp/" + "b" * 300_000):
         body = {"fn_index": search, "data": [_fd(long_path), None, 3, ""], "session_hash": uuid.uuid4().hex}
-        for route in ("/gradio_api/queue/join", "/gradio_api/anything"):
-            answer = client.post(route, json=body)
-            assert answer.status_code == 403, answer.text
+        for route, status in (("/gradio_api/queue/join", 413), ("/gradio_api/anything", 403)):
+            answer = client.post(route, json=body)  # a join's values are bounded first (`ui_events`)
+            assert answer.status_code == status, answer.text
     assert max((n for n, _ in resolved), default=0) <= 4096
     resolved.clear()
     too_many = [_fd(f"/tmp/x{i}.png") for i in range(1001)]
+    answer = client.post("/gradio_api/anything", json={"fn_index": search, "data": too_many,
+                                                        "session_hash": uuid.uuid4().hex})
+    assert answer.status_code == 413 and "1,000 files" in answer.json()["detail"], answer.text
     answer = client.post("/gradio_api/queue/join", json={"fn_index": search, "data": too_many,
                                                           "session_hash": uuid.uuid4().hex})
-    assert answer.status_code == 413 and "1,000 files" in answer.json()["detail"], answer.text
+    assert answer.status_code == 400 and "takes 4 values, got 1001" in answer.json()["detail"], answer.text
     assert not resolved  # refused before a single path was resolved
     answer = client.post("/gradio_api/queue/join", json={"fn_index": search, "data": [_fd("/tmp/x.png"), None, 3, ""],
                                                           "session_hash": uuid.uuid4().hex})

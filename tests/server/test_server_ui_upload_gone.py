@@ -108,3 +108,18 @@ def test_the_ledger_remembers_only_the_last_deletions_and_forgets_a_path_stored_
     assert ledger.removed(paths[4], "browser1") is None and ledger.removed(paths[4], None) is None
     ledger.settle(ledger.reserve(10), [(paths[4], 10)], owner="browser0")  # the same name stored again
     assert ledger.removed(paths[4], "browser0") is None and ledger.owns(paths[4], "browser0")
+
+
+def test_one_addresss_uploads_in_flight_hold_at_most_half_the_space(tmp_path):
+    """Uploads that declare 20 MB and trickle their bytes reserved the whole space from one address (a review:
+    25 sockets, 1 byte every 4 s, and every other address's upload got 507 for as long as they lasted):
+    reservations cannot be evicted, only stored files. One address now reserves at most half the budget."""
+    from clipforge.server.upload_space import UploadLedger
+
+    ledger = UploadLedger(str(tmp_path), max_bytes=100, max_files=100, max_age_s=60)
+    held = [ledger.reserve(20, host="attacker") for _ in range(4)]
+    assert [r is not None for r in held] == [True, True, False, False]  # 40 of 100; a third would pass half
+    victim = ledger.reserve(45, host="victim")
+    assert victim is not None  # before: the attacker's four reservations left 20 bytes
+    ledger.settle(held[0], [], owner=None)  # a finished (or failed) upload gives its reservation back
+    assert ledger.reserve(20, host="attacker") is not None

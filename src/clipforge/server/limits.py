@@ -93,6 +93,12 @@ class ServerLimits:
     """Answers of web-UI events one browser session may leave unread (gradio keeps each until it is read)."""
     ui_unread_sessions: int = 64
     """Browser sessions of one address that may have unread answers at once."""
+    ui_pending_per_host: int = 64
+    """UI events one address may have waiting or unread, all its sessions together (each holds its inputs)."""
+    ui_new_sessions_per_minute: int = 120
+    """Browser sessions one address may start a minute (a page load is one)."""
+    ui_sessions: int = 1000
+    """Browser sessions whose UI state gradio keeps (least recently used dropped first; gradio's default 10,000)."""
     ui_streams_per_host: int = 32
     """gradio streams (heartbeat, queue/data) one address may hold open at once; an open tab holds one or two."""
     ui_streams: int = 2000

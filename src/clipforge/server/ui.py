@@ -32,6 +32,7 @@ from clipforge.library.dbfile import display_path  # noqa: E402
 from clipforge.server.errors import APIError, api_error, user_error  # noqa: E402
 from clipforge.server.fair import client_key  # noqa: E402
 from clipforge.server.service import DEFAULT_TEMPLATE, LibraryService  # noqa: E402
+from clipforge.server.ui_events import JoinRules  # noqa: E402
 from clipforge.server.ui_guard import UIGuardMiddleware, inside  # noqa: E402
 from clipforge.server.ui_streams import OpenStreams, StreamLimitMiddleware  # noqa: E402
 from clipforge.server.uploads import SniffedImage, client_file_name, sniff_image  # noqa: E402
@@ -350,6 +351,16 @@ def build_ui(service: LibraryService, upload_dir: str):
     return demo
 
 
+def _forget_uploads(demo: gr.Blocks, paths: list[str], cache_files: int) -> None:
+    """Drop deleted uploads from gradio's record of uploaded files (it never forgets one by itself: its cleaner
+    skips files already gone); once the record outgrows twice the folder's budget, every entry whose file is gone
+    (paths spelt through another route to the folder included)."""
+    record = demo.upload_file_set
+    record.difference_update(paths)
+    if len(record) > 2 * cache_files:
+        record.difference_update([p for p in list(record) if not os.path.lexists(p)])
+
+
 def mount_ui(app: Any, service: LibraryService) -> Any:
     """Mount the UI at `/` of `app` (after the API routes, so /api and /docs win).
 
@@ -371,11 +382,19 @@ def mount_ui(app: Any, service: LibraryService) -> Any:
     # A mounted app never "launches", and gradio skips its check that event inputs are files
     # uploaded to its folder until it has: mark it launched so the check runs on every event.
     demo.has_launched = True
+    # gradio keeps a state per session (inputs included) for up to 10,000 sessions; this page keeps one number
+    demo.state_session_capacity = limits.ui_sessions
+    queue = demo._queue
+    rules = JoinRules({i: len(fn.inputs) for i, fn in demo.fns.items()},
+                      unread=lambda session: len(queue.pending_event_ids_session.get(session, ())),
+                      sessions=lambda: queue.pending_event_ids_session, max_unread_events=limits.ui_unread_events,
+                      max_unread_sessions=limits.ui_unread_sessions, max_pending=limits.ui_pending_per_host,
+                      max_new_sessions=limits.ui_new_sessions_per_minute)
     app.add_middleware(UIGuardMiddleware, upload_dir=upload_dir, max_json_bytes=limits.max_ui_request_bytes,
-                       cache_bytes=limits.ui_cache_bytes, cache_age_s=limits.ui_cache_age_s, events=set(demo.fns),
+                       cache_bytes=limits.ui_cache_bytes, cache_age_s=limits.ui_cache_age_s, rules=rules,
                        cache_files=limits.ui_cache_files, max_body_bytes=limits.max_body_bytes,
-                       unread=lambda session: len(demo._queue.pending_event_ids_session.get(session, ())),
-                       max_unread_events=limits.ui_unread_events, max_unread_sessions=limits.ui_unread_sessions)
+                       known_session=lambda session: session in queue.pending_messages_per_session,
+                       forget_uploads=lambda paths: _forget_uploads(demo, paths, limits.ui_cache_files))
     streams = OpenStreams(per_host=limits.ui_streams_per_host, total=limits.ui_streams)
     app.add_middleware(StreamLimitMiddleware, streams=streams)  # outside the guard: a refusal costs nothing
     app.state.ui_streams = streams

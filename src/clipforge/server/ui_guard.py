@@ -36,7 +36,7 @@ import re
 import secrets
 import stat
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ from clipforge.server.bodies import check_json_items
 from clipforge.server.errors import APIError
 from clipforge.server.middleware import ASGIApp, Message, Receive, Scope, Send, client_host, send_json
 from clipforge.server.service import disk_full
+from clipforge.server.ui_events import JoinRules
 from clipforge.server.upload_space import (
     EXPIRED,
     PartCounter,
@@ -75,7 +76,8 @@ _API = "/gradio_api/"
 # `custom_component` serves files of third-party components (this page has none) and prints each request's
 # path segments to the server's stdout: any client could write lines of its choosing into the server's log.
 _UNUSED = ("proxy=", "component_server", "custom_component", "process_recording", "stream/", "vibe", "undo-vibe", "run-history",
-           "runs", "profiling", "dev/", "mcp", "monitoring", "deep_link", "run/", "call/", "api/", "upload_progress")
+           "runs", "profiling", "dev/", "mcp", "monitoring", "deep_link", "run/", "call/", "api/", "upload_progress",
+           "startup-events")
 _FORBIDDEN = ("files must be uploaded through this page first, in this browser; the server never opens a path "
               "sent by a client")
 
@@ -179,15 +181,13 @@ class UIGuardMiddleware:
     """Enforce the rules in the module docstring in front of the gradio app mounted at `/`."""
 
     def __init__(self, app: ASGIApp, upload_dir: str | os.PathLike[str], max_json_bytes: int,
-                 cache_bytes: int, cache_age_s: float, events: Collection[int] = (), cache_files: int = 2000,
-                 max_body_bytes: int | None = None, unread: Callable[[str], int] | None = None,
-                 max_unread_events: int = 32, max_unread_sessions: int = 64) -> None:
+                 cache_bytes: int, cache_age_s: float, rules: JoinRules | None = None, cache_files: int = 2000,
+                 max_body_bytes: int | None = None, known_session: Callable[[str], bool] | None = None,
+                 forget_uploads: Callable[[list[str]], None] | None = None) -> None:
         self.app = app
-        self.unread = unread  # session hash -> answers gradio keeps for it, unread
-        self.max_unread_events = int(max_unread_events)
-        self.max_unread_sessions = int(max_unread_sessions)
-        self._unread_sessions: dict[str, dict[str, None]] = {}  # address -> its sessions with unread answers
-        self.events = frozenset(events)
+        self.rules = rules  # what a queue/join may carry (`ui_events`); None: not checked
+        self.known_session = known_session  # whether gradio holds a stream for a session hash
+        self.forget_uploads = forget_uploads  # deleted uploads, for gradio's own record of them
         self.upload_dir = os.path.realpath(upload_dir)
         self.max_json_bytes = int(max_json_bytes)
         self.cache_bytes = int(cache_bytes)
@@ -218,6 +218,11 @@ class UIGuardMiddleware:
             await self.app(scope, receive, send)
             return
         if scope.get("method") != "POST":
+            if rest.rstrip("/") == "queue/data" and self.known_session is not None \
+                    and not self.known_session(_query_value(scope, "session_hash")):
+                # gradio answers 200 and then logs a 15 kB traceback for each such request
+                await send_json(send, 404, "not_found", "no such UI session; reload the page")
+                return
             await self.app(scope, receive, send)
             return
         if rest.rstrip("/") == "upload":
@@ -232,7 +237,7 @@ class UIGuardMiddleware:
         reservation = self.ledger.reserve(declared if declared else self.max_body_bytes, 1, client_host(scope))
         gone += self.ledger.doomed()
         if gone:
-            await run_in_threadpool(delete_files, gone, self.upload_dir)
+            await run_in_threadpool(self._delete, gone)
         if reservation is None:
             await send_json(send, 507, "insufficient_storage", self._full())
             return
@@ -293,7 +298,7 @@ class UIGuardMiddleware:
             self._in_flight -= 1
             doomed = self.ledger.doomed()  # evicted while the parts arrived
             if doomed:
-                await run_in_threadpool(delete_files, doomed, self.upload_dir)
+                await run_in_threadpool(self._delete, doomed)
             if self._litter and self._in_flight == 0:
                 self._litter = False
                 await run_in_threadpool(sweep, self.upload_dir, self.ledger)
@@ -302,31 +307,15 @@ class UIGuardMiddleware:
                 message = {**message, "headers": [*message.get("headers", []), (b"set-cookie", cookie)]}
             await send(message)
 
+    def _delete(self, paths: list[str]) -> None:
+        """Delete uploads the ledger let go (in a worker thread), and drop them from gradio's own record."""
+        delete_files(paths, self.upload_dir)
+        if self.forget_uploads is not None:
+            self.forget_uploads(paths)
+
     def _full(self) -> str:
         return (f"the upload space of this page ({self.cache_bytes:,} bytes, {self.ledger.max_files:,} files) is "
                 f"full; uploads are kept {self.cache_age_s:g} s, try again later")
-
-    def _unread_refusal(self, scope: Scope, session: Any) -> tuple[int, str, str] | None:
-        """(status, code, detail) when a queue/join would leave too many answers unread, else None."""
-        if self.unread is None:
-            return None
-        if not isinstance(session, str) or not 0 < len(session) <= 128:
-            return 400, "bad_request", "a UI event needs its session_hash (at most 128 characters)"
-        host = client_host(scope)
-        sessions = self._unread_sessions.setdefault(host, {})
-        for read in [s for s in sessions if s != session and self.unread(s) == 0]:  # read: their place is free
-            del sessions[read]
-        if self.unread(session) >= self.max_unread_events:
-            detail = (f"this page has {self.max_unread_events} answers it has not read yet; reload the page")
-        elif session not in sessions and len(sessions) >= self.max_unread_sessions:
-            detail = (f"{self.max_unread_sessions} pages from your address have answers they have not read yet; "
-                      f"close some or reload them")
-        else:
-            sessions[session] = None
-            return None
-        if not sessions:
-            del self._unread_sessions[host]
-        return 429, "too_many_requests", detail
 
     def _files_refusal(self, paths: list[Any], owner: str | None) -> tuple[int, str, str] | None:
         """None when every path is a regular file in the upload folder that `owner` uploaded; else 403, or
@@ -384,12 +373,8 @@ class UIGuardMiddleware:
         except (ValueError, RecursionError):
             await send_json(send, 400, "bad_request", "the request body is not valid JSON")
             return
-        if get_route_path(scope).rstrip("/").endswith("/queue/join") and self.events:
-            fn_index = decoded.get("fn_index") if isinstance(decoded, dict) else None
-            if type(fn_index) is not int or fn_index not in self.events:
-                await send_json(send, 400, "bad_request", "unknown UI event (fn_index)")
-                return
-            refusal = self._unread_refusal(scope, decoded.get("session_hash"))
+        if get_route_path(scope).rstrip("/").endswith("/queue/join") and self.rules is not None:
+            refusal = self.rules.refusal(client_host(scope), decoded)
             if refusal is not None:
                 await send_json(send, *refusal)
                 return
@@ -411,6 +396,14 @@ class UIGuardMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+def _query_value(scope: Scope, name: str) -> str:
+    """The first value of query parameter `name` ("" when absent)."""
+    from urllib.parse import parse_qsl
+
+    query = scope.get("query_string", b"").decode("latin-1")
+    return next((v for k, v in parse_qsl(query, keep_blank_values=True) if k == name), "")
 
 
 def _without_upload_id(scope: Scope) -> Scope:

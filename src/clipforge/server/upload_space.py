@@ -11,6 +11,7 @@ walking the folder on each upload (a walk over 40,000 tiny files took a second o
   takes its place in the budget as it arrives (`PartCounter`, `UploadLedger.grow`), so a request
   cannot pass the file budget by arriving as one (six requests once left 6,000 files against 2,000).
 * **Age**: entries older than the maximum age are deleted, oldest first (insertion order).
+* **Uploads in flight**: one address's reservations may hold at most half the byte budget at once.
 * **Fairness**: when the folder is full, room is made from the oldest uploads of the client address
   that holds more than half of the budget (bytes or files): a lone user's uploads turn over, oldest
   first, and a client that filled the folder evicts itself, never the uploads of someone who holds
@@ -116,6 +117,7 @@ class UploadLedger:
         self._removed: OrderedDict[str, tuple[frozenset[str], str]] = OrderedDict()  # path -> (owners, why)
         self.bytes = self.files = 0
         self.reserved_bytes = self.reserved_files = 0
+        self._reserved_by_host: dict[str, int] = {}  # bytes of uploads in flight, per address
         for path, info in files_under(self.folder):  # once, at start: files from an earlier run
             self._add(str(path), info.st_size, info.st_mtime, None)
 
@@ -196,12 +198,16 @@ class UploadLedger:
 
     def reserve(self, nbytes: int, nfiles: int = 1, host: str = "") -> Reservation | None:
         """Hold room for an upload of `nbytes` from `host`, evicting as the module docstring says (the paths:
-        `doomed()`), or None when the folder would pass its budget all the same."""
+        `doomed()`), or None when the folder would pass its budget all the same, or when `host`'s uploads in
+        flight would hold more than half of it (uploads declaring 20 MB each and trickling in held the whole
+        space, and nobody else could upload while they lasted: only stored files can be evicted)."""
         with self._lock:
-            if not self._make_room(nbytes, nfiles):
+            in_flight = self._reserved_by_host.get(host, 0)
+            if 2 * (in_flight + nbytes) > self.max_bytes or not self._make_room(nbytes, nfiles):
                 return None
             self.reserved_bytes += nbytes
             self.reserved_files += nfiles
+            self._reserved_by_host[host] = in_flight + nbytes
             return Reservation(nbytes, nfiles, host)
 
     def grow(self, reservation: Reservation, files: int) -> bool:
@@ -222,6 +228,9 @@ class UploadLedger:
         with self._lock:
             self.reserved_bytes -= reservation.bytes
             self.reserved_files -= reservation.files
+            left = self._reserved_by_host.pop(reservation.host, 0) - reservation.bytes
+            if left > 0:
+                self._reserved_by_host[reservation.host] = left
             for path, size in stored:
                 self._add(os.path.realpath(path), size, now, owner, reservation.host)
 
