@@ -519,7 +519,8 @@ def test_a_flood_of_library_page_events_does_not_queue_another_user_behind_it(ui
     nothing bounded how many it could queue). Paging now takes turns per client in a gate of its own
     (model work does not delay it), with the same per-client cap as model work (429 beyond it)."""
     make, _, _, _ = ui_env
-    client = make(ServerLimits(ui_unread_events=64))  # 40 joins before reading: past the default 32 unread
+    client = make(ServerLimits(ui_unread_events=64, ui_pending_per_host=64))  # 40 joins before reading: past the
+    # default 32 unread and 16 pending of an address (the test client is one address for both sessions)
     service = client.app.state.service
     other_joined = threading.Event()
     real_stats = type(service.library).stats

@@ -93,7 +93,7 @@ class ServerLimits:
     """Answers of web-UI events one browser session may leave unread (gradio keeps each until it is read)."""
     ui_unread_sessions: int = 64
     """Browser sessions of one address that may have unread answers at once."""
-    ui_pending_per_host: int = 64
+    ui_pending_per_host: int = 16
     """UI events one address may have waiting or unread, all its sessions together (each holds its inputs)."""
     ui_new_sessions_per_minute: int = 120
     """Browser sessions one address may start a minute (a page load is one)."""
