@@ -125,3 +125,15 @@ def test_new_sessions_are_counted_over_a_sliding_minute():
     now[0] = 61.0  # "b" (seen at 0) has left the minute; "a" was seen again at 0 as well
     assert [join("c"), join("d"), join("e")] == [200, 200, 429]
     assert rules.refusal("198.51.100.2", {"fn_index": 0, "data": [""], "session_hash": "z"}) is None  # per address
+
+
+def test_gradio_runs_ui_event_slots_events_at_once(ui_env):
+    """gradio runs 40 events at a time server-wide, first come, and each of ours then waits for its turn in the
+    model's fair queue while holding one: three addresses' allowed pending events (16 each) filled them all, and a
+    fourth address's classify waited in gradio's line (a review measured 5 s behind 128 events on the tiny model).
+    The slots are `ui_event_slots` (256), and the thread limiter gradio runs handlers under follows them."""
+    make, _, _, _ = ui_env
+    client = make(ServerLimits(ui_event_slots=100))
+    blocks = _blocks(client)
+    assert blocks._queue.max_thread_count == 100 and len(blocks._queue.active_jobs) == 100
+    assert blocks.limiter is not None and blocks.limiter.total_tokens == 100

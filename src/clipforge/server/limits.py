@@ -97,6 +97,9 @@ class ServerLimits:
     """UI events one address may have waiting or unread, all its sessions together (each holds its inputs)."""
     ui_new_sessions_per_minute: int = 120
     """Browser sessions one address may start a minute (a page load is one)."""
+    ui_event_slots: int = 256
+    """UI events gradio runs at once, server-wide (its default 40): each waits for its turn in the model's fair
+    queue inside one, so with 40 three addresses' pending events made everyone else wait in gradio's line."""
     ui_sessions: int = 1000
     """Browser sessions whose UI state gradio keeps (least recently used dropped first; gradio's default 10,000)."""
     ui_streams_per_host: int = 32

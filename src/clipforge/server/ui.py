@@ -384,6 +384,8 @@ def mount_ui(app: Any, service: LibraryService) -> Any:
     demo.has_launched = True
     # gradio keeps a state per session (inputs included) for up to 10,000 sessions; this page keeps one number
     demo.state_session_capacity = limits.ui_sessions
+    # gradio runs 40 events at once, first come; ours wait for their turn in `fair.FairGate` inside one
+    demo.max_threads = demo._queue.max_thread_count = limits.ui_event_slots
     queue = demo._queue
     rules = JoinRules({i: len(fn.inputs) for i, fn in demo.fns.items()},
                       unread=lambda session: len(queue.pending_event_ids_session.get(session, ())),
