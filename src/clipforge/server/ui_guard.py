@@ -12,9 +12,11 @@ upload folder, and this middleware), so a gap in one of them is not a hole:
   inside this server's upload folder - the request never reaches gradio;
 * `/gradio_api/file=` serves only files inside the upload folder, never a URL (gradio would
   fetch it: a server-side request on behalf of an anonymous client);
-* a queue/join naming an event the UI does not have is refused (400) instead of crashing gradio;
+* a queue/join is checked by `ui_events.JoinRules` before gradio stores anything of it: an event the UI
+  has, with its number of values, none too long, and the address's pending events and new sessions bounded;
 * gradio routes the page never uses (named-endpoint API, proxy, component server, recording, deep links,
-  streaming, vibe editing, run history, profiling, monitoring) answer 404;
+  streaming, vibe editing, run history, profiling, monitoring, startup events) answer 404, and so does
+  `queue/data` for a session gradio does not hold;
 * `/gradio_api/upload` reserves room in the upload folder's ledger (`upload_space`) before gradio
   writes a byte, and is refused (507) when the folder's byte or file budget would be passed (after
   files older than their maximum age are deleted); a full disk is a 507 too, and what the failed
@@ -22,9 +24,8 @@ upload folder, and this middleware), so a gap in one of them is not a hole:
 * every upload is bound to the browser that sent it (an HttpOnly cookie holding a random id),
   and events or `file=` requests naming another browser's upload are refused (403); a browser naming
   its own upload after the server deleted it (age, room) is told so and to upload it again (410);
-* gradio keeps every answer until the session that joined the event reads its stream: a join is
-  refused (429) when its session already has `max_unread_events` unread answers, or its address
-  `max_unread_sessions` sessions with unread answers (a join must name its session).
+* an address's uploads in flight reserve at most half the space, and deleted uploads leave gradio's own
+  record of uploaded files (`forget_uploads`).
 """
 
 from __future__ import annotations
