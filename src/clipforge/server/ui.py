@@ -21,6 +21,7 @@ import html
 import logging
 import os
 import stat
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -386,6 +387,11 @@ def mount_ui(app: Any, service: LibraryService) -> Any:
     demo.state_session_capacity = limits.ui_sessions
     # gradio runs 40 events at once, first come; ours wait for their turn in `fair.FairGate` inside one
     demo.max_threads = demo._queue.max_thread_count = limits.ui_event_slots
+    # gradio records the last 10,000 events for its monitoring dashboard (closed here: `ui_guard._UNUSED`) and
+    # rebuilds a pandas table of all of them after every event (16.7 ms of CPU each at 10,000, and pandas
+    # imported on the first): keep one record and never rebuild
+    demo._queue.ANALYTICS_MAX_EVENTS = 1
+    demo._queue.ANAYLTICS_CACHE_FREQUENCY = sys.maxsize
     queue = demo._queue
     rules = JoinRules({i: len(fn.inputs) for i, fn in demo.fns.items()},
                       unread=lambda session: len(queue.pending_event_ids_session.get(session, ())),
