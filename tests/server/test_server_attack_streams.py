@@ -139,3 +139,34 @@ def test_other_requests_are_not_counted(path):
         return sent
 
     assert [m["status"] for _, m in asyncio.run(scenario())] == [204, 204, 204]
+
+
+def test_an_ipv6_hosts_addresses_are_one_address():
+    """One IPv6 host is usually given a /64 and may send from any of its 2^64 addresses: counted one by one, each
+    was a new client past every per-address cap (streams here; the fair queue, UI events and uploads alike)."""
+    from clipforge.server.fair import address_key, client_key
+
+    assert address_key("2001:db8::1") == address_key("2001:db8::ffff:7") == "2001:db8::/64"
+    assert address_key("2001:db8:0:1::1") != address_key("2001:db8::1")
+    assert address_key("::ffff:198.51.100.7") == address_key("198.51.100.7") == "198.51.100.7"
+    assert address_key("testclient") == "testclient" and client_key("2001:db8::5", "tab")[0] == "2001:db8::/64"
+
+    async def stream_app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await receive()
+
+    async def scenario() -> list:
+        limit = StreamLimitMiddleware(stream_app, OpenStreams(per_host=2, total=100))
+        sent: list = []
+        release = asyncio.Event()
+        hosts = ["2001:db8::1", "2001:db8::2", "2001:db8::3", "2001:db8:0:1::1"]
+        tasks = [asyncio.create_task(_hold_stream(limit, host, "/gradio_api/heartbeat/x", sent, release))
+                 for host in hosts]
+        for _ in range(50):
+            await asyncio.sleep(0)
+        release.set()
+        await asyncio.gather(*tasks)
+        return [(host, m["status"]) for host, m in sent if m["type"] == "http.response.start"]
+
+    assert asyncio.run(scenario()) == [("2001:db8::1", 200), ("2001:db8::2", 200), ("2001:db8::3", 429),
+                                       ("2001:db8:0:1::1", 200)]

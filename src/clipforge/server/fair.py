@@ -26,14 +26,33 @@ import anyio.to_thread
 
 from clipforge.server.errors import APIError
 
-__all__ = ["ClientGone", "FairGate", "client_key"]
+__all__ = ["ClientGone", "FairGate", "address_key", "client_key"]
 
 T = TypeVar("T")
 
 
+def address_key(host: str | None) -> str:
+    """The address every per-address cap counts: an IPv4 address as it is, an IPv6 address as its /64 network.
+
+    One IPv6 host is usually given a whole /64 (2^64 addresses) and may send from any of them: counted one
+    by one, each would be a new client past every per-address cap. An IPv4-mapped IPv6 address is its IPv4."""
+    import ipaddress
+
+    text = str(host or "unknown")
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return text[:64]
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
 def client_key(host: str | None, session: str | None = None) -> tuple[str, str]:
-    """(host, session): who a request belongs to for fairness (REST requests have no session)."""
-    return (str(host or "unknown")[:64], str(session or "")[:128])
+    """(address, session): who a request belongs to for fairness (REST requests have no session)."""
+    return (address_key(host), str(session or "")[:128])
 
 
 class _Waiter:

@@ -36,9 +36,12 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 def client_host(scope: Scope) -> str:
-    """The client's address (the peer's, or the proxy-named one where the operator trusts a proxy)."""
+    """The client's address as the per-address caps count it (`fair.address_key`: an IPv6 address's /64): the
+    peer's, or the proxy-named one where the operator trusts a proxy."""
+    from clipforge.server.fair import address_key
+
     client = scope.get("client")
-    return str(client[0])[:64] if client else "unknown"
+    return address_key(client[0] if client else None)
 
 
 async def send_json(send: Send, status: int, code: str, detail: str) -> None:
