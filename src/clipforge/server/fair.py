@@ -17,6 +17,7 @@ only when the thread has actually finished, so abandoned work never runs beside 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
@@ -36,8 +37,6 @@ def address_key(host: str | None) -> str:
 
     One IPv6 host is usually given a whole /64 (2^64 addresses) and may send from any of them: counted one
     by one, each would be a new client past every per-address cap. An IPv4-mapped IPv6 address is its IPv4."""
-    import ipaddress
-
     text = str(host or "unknown")
     try:
         address = ipaddress.ip_address(text)

@@ -25,6 +25,7 @@ from typing import Any
 from starlette.routing import get_route_path
 
 from clipforge.server.errors import error_body
+from clipforge.server.fair import address_key
 
 __all__ = ["BodyLimitMiddleware", "TimeoutMiddleware", "client_host", "send_json"]
 
@@ -38,8 +39,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 def client_host(scope: Scope) -> str:
     """The client's address as the per-address caps count it (`fair.address_key`: an IPv6 address's /64): the
     peer's, or the proxy-named one where the operator trusts a proxy."""
-    from clipforge.server.fair import address_key
-
     client = scope.get("client")
     return address_key(client[0] if client else None)
 
