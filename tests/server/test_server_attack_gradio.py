@@ -464,6 +464,22 @@ def test_ui_search_and_add_still_work_through_the_event_api(ui_env, library, kit
     assert library.stats()["images"]["ok"] == 9
 
 
+def _read_live(stream, counts: dict[str, int], release: threading.Event) -> None:
+    """Open every session's stream, then let the held first event go: the streams are read while the server
+    serves, so the order the readers record is the server's (read after the fact, two threads draining
+    buffered messages recorded their own race: under load the other session read 4th of 41)."""
+    readers, opened = [], []
+    for session, count in counts.items():
+        opened.append(threading.Event())
+        readers.append(threading.Thread(target=stream, args=(session, count, opened[-1])))
+        readers[-1].start()
+    for event in opened:
+        assert event.wait(60), "a queue/data stream did not open"
+    release.set()
+    for reader in readers:
+        reader.join(timeout=120)
+
+
 def test_queued_ui_events_of_one_client_do_not_starve_another(ui_env, photos, monkeypatch, library):
     """8 classify events queued by one browser session made another session's 2-label classify wait for all
     of them (gradio's queue is first come, first served). Now the other session's event runs second."""
@@ -488,8 +504,9 @@ def test_queued_ui_events_of_one_client_do_not_starve_another(ui_env, photos, mo
             "session_hash": session, "event_data": None, "trigger_id": None})
         assert joined.status_code == 200, joined.text
 
-    def stream(session: str, count: int) -> None:
+    def stream(session: str, count: int, opened: threading.Event) -> None:
         with client.stream("GET", "/gradio_api/queue/data", params={"session_hash": session}) as events:
+            opened.set()
             for line in events.iter_lines():
                 message = json.loads(line[5:]) if line.startswith("data:") else {}
                 if message.get("msg") == "process_completed":
@@ -502,12 +519,7 @@ def test_queued_ui_events_of_one_client_do_not_starve_another(ui_env, photos, mo
     for i in range(8):
         join(hog, f"thing{i}, other{i}")  # all queued before the other session's event
     join(other, "cat, dog")
-    other_joined.set()
-    readers = [threading.Thread(target=stream, args=(hog, 8)), threading.Thread(target=stream, args=(other, 1))]
-    for reader in readers:
-        reader.start()
-    for reader in readers:
-        reader.join(timeout=120)
+    _read_live(stream, {hog: 8, other: 1}, other_joined)
     assert len(finished) == 9 and all(item.endswith(":") for item in finished), finished
     position = finished.index(f"{other}:")
     assert position <= 2, f"the other session waited for {position} of the hog's events"
@@ -539,8 +551,9 @@ def test_a_flood_of_library_page_events_does_not_queue_another_user_behind_it(ui
             "trigger_id": None})
         assert joined.status_code == 200, joined.text
 
-    def stream(session: str, count: int) -> None:
+    def stream(session: str, count: int, opened: threading.Event) -> None:
         with client.stream("GET", "/gradio_api/queue/data", params={"session_hash": session}) as events:
+            opened.set()
             for line in events.iter_lines():
                 message = json.loads(line[5:]) if line.startswith("data:") else {}
                 if message.get("msg") == "process_completed":
@@ -554,12 +567,7 @@ def test_a_flood_of_library_page_events_does_not_queue_another_user_behind_it(ui
     for _ in range(40):
         join(hog)  # all queued before the other session's event
     join(other)
-    other_joined.set()
-    readers = [threading.Thread(target=stream, args=(hog, 40)), threading.Thread(target=stream, args=(other, 1))]
-    for reader in readers:
-        reader.start()
-    for reader in readers:
-        reader.join(timeout=120)
+    _read_live(stream, {hog: 40, other: 1}, other_joined)
     assert len(finished) == 41 and f"{other}:page" in finished, finished
     served = [item for item in finished if item.endswith(":page")]
     position = served.index(f"{other}:page")
