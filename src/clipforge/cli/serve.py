@@ -51,6 +51,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="comma-separated addresses of the reverse proxies this server runs behind, whose "
                              "X-Forwarded-For names the client (default $FORWARDED_ALLOW_IPS, else none: every "
                              "client is its peer address)")
+    parser.add_argument("--allowed-host", metavar="NAME", action="append", default=[],
+                        help="a dotted host name this server answers to (repeatable; '*' = any): a reverse proxy's "
+                             "public name or a LAN DNS name. Addresses, localhost and single-label names always "
+                             "work; other names are refused, so a web page cannot point its own name at this server")
     parser.add_argument("--no-ui", action="store_true", help="serve the REST API only")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     parser.set_defaults(func=run)
@@ -81,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
             token = token_from_env()  # set but blank: an error, never "no token"
         return serve(args.library, host=args.host, port=args.port, token=token, model=args.model, limits=limits,
                      device=args.device, log_level=args.log_level, ui=not args.no_ui, create=args.create,
-                     forwarded_allow_ips=args.forwarded_allow_ips, **({"store": args.store} if args.store else {}))
+                     forwarded_allow_ips=args.forwarded_allow_ips, allowed_hosts=args.allowed_host,
+                     **({"store": args.store} if args.store else {}))
     except (ServeError, ValueError) as exc:  # one line and status 2, through the one error edge
         from clipforge.cli.main import report_error
 

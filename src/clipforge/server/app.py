@@ -8,6 +8,7 @@ of the library it opened.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI
@@ -19,6 +20,7 @@ from clipforge.server.api import build_router
 from clipforge.server.errors import install_error_handlers
 from clipforge.server.limits import ServerLimits
 from clipforge.server.middleware import BodyLimitMiddleware, TimeoutMiddleware
+from clipforge.server.origins import BrowserOriginMiddleware, HostNames
 from clipforge.server.service import LibraryService
 
 __all__ = ["create_app"]
@@ -33,16 +35,21 @@ _DESCRIPTION = """Search and classify an image library with CLIP.
   whose code names the reason (a refusal from the library is named after its error class, e.g. `query_error`,
   `template_error`, `image_load_error`); a fault of the server itself is 500 `internal_error`, whose details
   stay in the server's log.
-* No cross-origin access (no CORS headers): only pages served by this server call it from a browser.
+* No cross-origin access (no CORS headers): only pages served by this server call it from a browser. A
+  request other than GET/HEAD/OPTIONS that a browser marks as sent by another site's page is refused (403
+  `cross_site_request`), and so is a `Host` name the server was not started to answer to (400
+  `host_not_allowed`: addresses, localhost and single-label names always work).
 """
 
 
 def create_app(library: Any, token: str | None = None, limits: ServerLimits | None = None, *,
-               ui: bool = True) -> FastAPI:
+               ui: bool = True, allowed_hosts: Sequence[str] = ()) -> FastAPI:
     """The app for an open `clipforge.library.Library` (whose model is loaded here).
 
     `token`: required for write endpoints when given. `limits`: request ceilings
     (`ServerLimits()` by default). `ui=False` leaves out the gradio UI (the API alone starts faster).
+    `allowed_hosts`: dotted names this server answers to beyond its addresses, localhost and its own host
+    name ("*": any; see `clipforge.server.origins`).
     """
     from clipforge import __version__
 
@@ -73,4 +80,6 @@ def create_app(library: Any, token: str | None = None, limits: ServerLimits | No
                        body_timeout=limits.request_timeout_s)
     # gradio's upload route too: a body trickling in under the idle timeout must not hold a socket forever
     app.add_middleware(TimeoutMiddleware, seconds=limits.request_timeout_s, prefixes=("/api/", "/gradio_api/upload"))
+    # Outermost: a rebinding page's or another site's request costs nothing past its headers.
+    app.add_middleware(BrowserOriginMiddleware, names=HostNames(allowed_hosts))
     return app

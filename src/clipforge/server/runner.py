@@ -28,7 +28,7 @@ import socket
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -325,9 +325,10 @@ def _url(host: str, port: int) -> str:
 def serve(library: str | os.PathLike[str] | None, host: str = "127.0.0.1", port: int = 7860, token: str | None = None,
           model: str | None = None, limits: ServerLimits | None = None, device: str | None = None,
           log_level: str = "info", ui: bool = True, create: bool = False, store: str | None = None,
-          forwarded_allow_ips: str | None = None) -> int:
+          forwarded_allow_ips: str | None = None, allowed_hosts: Sequence[str] = ()) -> int:
     """Run the server until interrupted; returns the process exit code. `forwarded_allow_ips`: the reverse
-    proxies whose X-Forwarded-For is believed (comma-separated addresses; default $FORWARDED_ALLOW_IPS)."""
+    proxies whose X-Forwarded-For is believed (comma-separated addresses; default $FORWARDED_ALLOW_IPS).
+    `allowed_hosts`: dotted names it answers to beyond addresses, localhost and this machine's name."""
     from clipforge.server.app import create_app
 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -345,7 +346,7 @@ def serve(library: str | os.PathLike[str] | None, host: str = "127.0.0.1", port:
         raise
     private_uploads = _private_upload_dir() if ui else None
     try:
-        app = create_app(opened, token=token, limits=limits, ui=ui)
+        app = create_app(opened, token=token, limits=limits, ui=ui, allowed_hosts=allowed_hosts)
         service = app.state.service
         if service.notice:
             print(f"notice: {service.notice}", file=sys.stderr)
