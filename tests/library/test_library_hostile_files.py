@@ -152,3 +152,63 @@ def test_indexed_photo_swapped_for_a_fifo_does_not_hang_readers(tmp_path, tiny_e
     assert library.store.image(record.id).status == "failed"
     assert [h.path for h in library.search("a photo", top_k=5)] == [str(photos[0])]
     library.close()
+
+
+def _sparse(path: Path, size: int, head: bytes) -> Path:
+    """A file of `size` bytes that starts with `head` and is holes after it (no disk, no time to write)."""
+    with open(path, "wb") as handle:
+        handle.write(head)
+        handle.truncate(size)
+    return path
+
+
+def _peak_bytes(call) -> tuple[object, int]:
+    """`call()`'s result (or exception) and the most memory Python allocated meanwhile."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        try:
+            result: object = call()
+        except Exception as exc:  # the test asserts on it
+            result = exc
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_file_over_a_gigabyte_is_refused_before_it_is_read(tmp_path, tiny_encoder, images_factory):
+    """A 2 GB sparse `huge.jpg` (a JPEG's first bytes, then holes) cost 4.4 GB of memory to index and was
+    indexed as ok; a photo file over 1 GiB is now refused from its size before a byte of it is read, in
+    `index add` and in a single-file `load_image` alike."""
+    from clipforge.image import ImageLoadError, load_image, loading
+
+    limit = getattr(loading, "MAX_IMAGE_FILE_BYTES", 1 << 30)  # (getattr: the test also runs on the code before)
+    photos = images_factory(tmp_path / "photos", 2)
+    huge = _sparse(tmp_path / "photos" / "huge.jpg", limit + 1, photos[0].read_bytes()[:4096])
+    library = Library(tmp_path / "lib", tiny_encoder)
+    report, peak = _peak_bytes(lambda: library.add(tmp_path / "photos", workers=0, progress=False))
+    assert (report.added, report.failed) == (2, 1)
+    assert report.failures == [(str(huge), "file is 1,073.7 MB, larger than the 1,073.7 MB read at most")]
+    assert peak < 200 * 10**6, f"indexing allocated {peak / 1e6:.0f} MB"
+    error, peak = _peak_bytes(lambda: load_image(huge))
+    assert isinstance(error, ImageLoadError) and "larger than the 1,073.7 MB read at most" in str(error)
+    assert peak < 50 * 10**6
+    library.close()
+
+
+def test_an_indexed_photo_swapped_for_a_bigger_file_is_refused_unread(tmp_path, tiny_encoder, images_factory):
+    """An indexed photo replaced by a 1.5 GB file: reading its original for the server (every anonymous request
+    for it) read all 1.5 GB before comparing sizes; the recorded size is now the most that is read."""
+    photos = images_factory(tmp_path / "photos", 2)
+    library = Library(tmp_path / "lib", tiny_encoder)
+    library.add(tmp_path / "photos", workers=0, progress=False)
+    record = library.store.image_by_path(str(photos[1]))
+    head = photos[1].read_bytes()
+    photos[1].unlink()
+    _sparse(photos[1], 1_500_000_000, head)
+    for call in (lambda: library.image_bytes(record.id), lambda: library.thumbnail(record.id, size=32)):
+        error, peak = _peak_bytes(call)
+        assert isinstance(error, ValueError) and "changed since it was indexed" in str(error)
+        assert peak < 50 * 10**6, f"read {peak / 1e6:.0f} MB of a file it refused"
+    library.close()

@@ -16,8 +16,10 @@ from collections.abc import Container
 from dataclasses import dataclass
 from typing import Any
 
+from clipforge.image.loading import MAX_IMAGE_FILE_BYTES
+
 from .bad import DECODE_ERRORS, BadImage, error_reason
-from .regular import NotRegularFileError, read_regular_file
+from .regular import FileTooLargeError, NotRegularFileError, read_regular_file
 
 __all__ = ["DecodedFile", "decode_crop", "read_file"]
 
@@ -72,8 +74,8 @@ def read_file(path: str, preprocess: Any, *, hash: bool = False, skip_shas: Cont
     """`path` -> `DecodedFile` (pixels None when its sha256 is in `skip_shas`) or `BadImage`; never raises
     for a bad file (programming errors do raise)."""
     try:
-        data = read_regular_file(path)  # never blocks on a FIFO swapped in after a scan
-    except NotRegularFileError as exc:
+        data = read_regular_file(path, MAX_IMAGE_FILE_BYTES)  # never blocks on a FIFO swapped in after a scan
+    except (NotRegularFileError, FileTooLargeError) as exc:
         return BadImage(path, exc.reason, index)
     except OSError as exc:
         return BadImage(path, _read_error(exc), index)

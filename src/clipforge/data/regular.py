@@ -4,17 +4,20 @@ Every reader of user files goes through `read_regular_file`: a FIFO named ``x.jp
 a plain ``open()`` forever and a device would stream without end, and a scan that checked the
 type first can be raced (the file swapped for a FIFO between the check and the read). The open
 uses O_NONBLOCK and the type is checked on the open descriptor, so the check and the read see
-the same file.
+the same file. A size bound is checked on that descriptor too, before anything is read: a 2 GB
+sparse file named ``x.jpg`` cost 4.4 GB of memory to index, and an indexed photo swapped for one
+cost every anonymous request for it 2 GB before the size check refused it.
 """
 
 from __future__ import annotations
 
 import os
 import stat
+from typing import BinaryIO
 
 from clipforge.errors import UserError
 
-__all__ = ["NotRegularFileError", "read_regular_file", "special_kind"]
+__all__ = ["FileTooLargeError", "NotRegularFileError", "file_size_text", "read_regular_file", "special_kind"]
 
 _KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
           (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a directory"))
@@ -29,6 +32,19 @@ class NotRegularFileError(UserError, ValueError):
         self.reason = reason
 
 
+class FileTooLargeError(UserError, ValueError):
+    """`path` holds more than the reader's bound; `reason` says how much without the path."""
+
+    def __init__(self, path: str | os.PathLike[str], size: int, limit: int) -> None:
+        self.path = os.fspath(path)
+        self.reason = f"file is {file_size_text(size)}, larger than the {file_size_text(limit)} read at most"
+        super().__init__(f"{self.path}: {self.reason}")
+
+
+def file_size_text(n: int) -> str:
+    return f"{n:,} bytes" if n < 10**6 else f"{n / 1e6:,.1f} MB"
+
+
 def special_kind(mode: int) -> str | None:
     """None for a regular file, else what it is ("a FIFO", "a directory", ...)."""
     if stat.S_ISREG(mode):
@@ -36,16 +52,37 @@ def special_kind(mode: int) -> str | None:
     return next((name for test, name in _KINDS if test(mode)), "a special file")
 
 
-def read_regular_file(path: str | os.PathLike[str]) -> bytes:
-    """The bytes of `path`; `NotRegularFileError` for anything but a regular file, OSError as usual."""
+def read_regular_file(path: str | os.PathLike[str], max_bytes: int | None = None) -> bytes:
+    """The bytes of `path`; `NotRegularFileError` for anything but a regular file, `FileTooLargeError` for
+    one over `max_bytes` (its size on the open descriptor, and what is read: a file growing meanwhile is
+    refused too), OSError as usual."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     try:
-        kind = special_kind(os.fstat(fd).st_mode)
+        info = os.fstat(fd)
+        kind = special_kind(info.st_mode)
         if kind is not None:
             raise NotRegularFileError(path, f"not a regular file ({kind})")
+        if max_bytes is not None and info.st_size > max_bytes:
+            raise FileTooLargeError(path, info.st_size, max_bytes)
         with os.fdopen(fd, "rb") as f:
             fd = -1  # the file object owns it now
-            return f.read()
+            if max_bytes is None:
+                return f.read()
+            return _read_at_most(f, info.st_size, max_bytes, path)
     finally:
         if fd >= 0:
             os.close(fd)
+
+
+def _read_at_most(f: BinaryIO, expected: int, max_bytes: int, path: str | os.PathLike[str]) -> bytes:
+    """The file's bytes, `FileTooLargeError` once more than `max_bytes` have come (it grew since fstat). A read
+    of `max_bytes + 1` would allocate that much up front, for every small photo; this reads what fstat said,
+    then what has been added since, a megabyte at a time."""
+    chunks = [f.read(expected)]
+    total = len(chunks[0])
+    while chunk := f.read(min(1 << 20, max_bytes + 1 - total)):
+        chunks.append(chunk)
+        total += len(chunk)
+        if total > max_bytes:
+            raise FileTooLargeError(path, total, max_bytes)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)

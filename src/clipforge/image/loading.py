@@ -28,7 +28,12 @@ from clipforge.image.costly import source_refusal
 from clipforge.image.geometry import exif_orientation, orientation_transpose, transpose_box, transposed_size
 from clipforge.image.modes import to_rgb
 
-__all__ = ["DEFAULT_MAX_PIXELS", "DRAFT_MARGIN", "Decoded", "ImageLoadError", "ImageSource", "decode_image", "load_image"]
+__all__ = ["DEFAULT_MAX_PIXELS", "MAX_IMAGE_FILE_BYTES", "DRAFT_MARGIN", "Decoded", "ImageLoadError", "ImageSource", "decode_image", "load_image"]
+
+MAX_IMAGE_FILE_BYTES = 1 << 30
+"""Largest image file read (1 GiB): an uncompressed 16-bit RGB photo at the default pixel cap is 1.07 GB, a
+compressed one far less. Readers refuse a bigger file before reading a byte of it (`data.regular`: a 2 GB
+sparse file named ``x.jpg`` cost 4.4 GB of memory to index)."""
 
 # Pillow's own hard limit with its default settings (2 * 89,478,485): ~179 megapixels, ~540 MB as RGB.
 DEFAULT_MAX_PIXELS = 178_956_970
@@ -105,6 +110,9 @@ def _check_path(path: str, label: str) -> None:
         raise _fail(label, "is a directory, not an image file")
     if info.st_size == 0:
         raise _fail(label, "file is empty (0 bytes)")
+    if info.st_size > MAX_IMAGE_FILE_BYTES:  # its checks read it whole: refused before a byte is read
+        raise _fail(label, f"file is {info.st_size / 1e6:,.1f} MB, larger than the {MAX_IMAGE_FILE_BYTES / 1e6:,.1f} MB "
+                           "read at most")
 
 
 def _check_stream(stream: IO[bytes], label: str) -> None:

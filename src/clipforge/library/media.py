@@ -21,7 +21,7 @@ import unicodedata
 from pathlib import Path
 
 from clipforge.atomic import write_bytes_atomic
-from clipforge.data.regular import read_regular_file
+from clipforge.data.regular import FileTooLargeError, read_regular_file
 from clipforge.library.paths import LibraryPaths
 from clipforge.library.store import ImageRecord
 from clipforge.library.thumbs import thumb_cache
@@ -48,7 +48,10 @@ def read_original(record: ImageRecord) -> bytes:
     sha256 differs from the record (swapped for another file or for a link elsewhere)."""
     if record.status != "ok":
         raise ValueError(f"image {record.id} ({record.path}) was not indexed: {record.error}")
-    data = read_regular_file(record.path)
+    try:
+        data = read_regular_file(record.path, max_bytes=record.size)  # a bigger file is refused unread
+    except FileTooLargeError:
+        raise ChangedFileError(record) from None
     if len(data) != record.size or not record.sha256 or hashlib.sha256(data).hexdigest() != record.sha256:
         raise ChangedFileError(record)
     return data

@@ -16,6 +16,7 @@ instead of falling through to the UI mounted at `/`.
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response, Security
+from fastapi.responses import StreamingResponse
 from fastapi.security import APIKeyHeader, HTTPBearer
 from starlette.routing import Match
 from starlette.routing import Route as StarletteRoute
@@ -38,6 +39,20 @@ _WHY = {400: "malformed request (an id that is not a positive integer, an unread
         422: "a field is missing, has the wrong type, or is out of bounds", 503: "timed out",
         507: "the library's disk is full: nothing was added"}
 _IMAGE_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=3600"}
+
+
+_CHUNK = 1 << 20
+
+
+def _bytes_response(data: bytes, mime: str) -> Response:
+    """An original's bytes, sent a megabyte at a time (an indexed photo may be hundreds of megabytes: sent in
+    one message, the event loop copied it into the socket's buffer at once, 2.9 s for 2 GB, while every other
+    client waited), each piece after the client has taken the last."""
+    if len(data) <= _CHUNK:
+        return Response(content=data, media_type=mime, headers=_IMAGE_HEADERS)
+    view = memoryview(data)
+    pieces = (bytes(view[i:i + _CHUNK]) for i in range(0, len(data), _CHUNK))
+    return StreamingResponse(pieces, media_type=mime, headers={**_IMAGE_HEADERS, "Content-Length": str(len(data))})
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -213,7 +228,7 @@ def build_router(service: LibraryService) -> APIRouter:
     async def get_image(request: Request, image_id: ImageId) -> Response:
         """The original file of an image, by id (its type is sniffed from its bytes)."""
         data, mime = await in_turn(request, service.image_bytes, image_id, gate=service.reads)
-        return Response(content=data, media_type=mime, headers=_IMAGE_HEADERS)
+        return _bytes_response(data, mime)
 
     @router.get("/api/images/{image_id}/thumb", response_class=Response, tags=["images"],
                 responses={200: {"description": "a JPEG thumbnail",

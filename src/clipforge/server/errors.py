@@ -28,7 +28,7 @@ from clipforge.errors import UserError, one_line
 from clipforge.server.limits import MAX_IMAGE_ID
 
 __all__ = ["INTERNAL_DETAIL", "APIError", "api_error", "error_body", "error_response", "install_error_handlers",
-           "user_error", "validation_error"]
+           "user_error", "validation_error", "without_folders"]
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ _MAX_DETAIL = 2000
 _FOLDERS = re.compile(r"(?<![\w:./])(?:/[^\s/'\"]+)+/(?=[^\s/'\"])")
 
 
-def _without_folders(message: str) -> str:
+def without_folders(message: str) -> str:
     """A UserError names its file for a person at the server's terminal; its client sees the file's name only
     (a folder whose name holds a blank is cut at the blank: its part before it goes, the rest stays)."""
     return _FOLDERS.sub("", message)
@@ -73,7 +73,7 @@ def user_error(exc: BaseException) -> APIError | None:
     if isinstance(exc, UserError):
         status = getattr(exc, "http_status", 400)
         return APIError(status if isinstance(status, int) and 400 <= status < 600 else 400, _code(exc),
-                        _without_folders(one_line(exc)[:_MAX_DETAIL]))
+                        without_folders(one_line(exc)[:_MAX_DETAIL]))
     return None
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from clipforge.image import ImageLoadError
 from clipforge.library.dbfile import display_path
-from clipforge.server.errors import APIError
+from clipforge.server.errors import APIError, without_folders
 from clipforge.server.fair import FairGate
 from clipforge.server.limits import ServerLimits
 from clipforge.server.security import TokenChecker
@@ -260,8 +260,7 @@ class LibraryService:
         try:
             data, mime = self.library.image_bytes(image_id)
         except (OSError, ValueError) as exc:
-            raise APIError(404, "file_unavailable", f"image {image_id}'s file cannot be read now: "
-                                                    f"{getattr(exc, 'strerror', None) or exc}") from None
+            raise _file_unavailable(image_id, exc) from None
         if not mime.startswith("image/"):
             raise APIError(404, "file_unavailable", f"image {image_id}'s file is no longer an image")
         return data, mime
@@ -273,8 +272,7 @@ class LibraryService:
         try:
             return self.library.thumbnail(image_id, int(size))
         except (OSError, ValueError) as exc:
-            reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
-            raise APIError(404, "file_unavailable", f"image {image_id}'s file cannot be read now: {reason}") from None
+            raise _file_unavailable(image_id, exc) from None
 
     def stats(self) -> dict[str, Any]:
         """The library's stats without absolute server paths."""
@@ -289,3 +287,10 @@ class LibraryService:
         stats["server"] = {"model": self.model_name, "model_notice": self.notice,
                            "write_token_required": self.tokens.enabled, "limits": self.limits.to_dict()}
         return stats
+
+
+def _file_unavailable(image_id: int, exc: BaseException) -> APIError:
+    """404 for an indexed file that cannot be served now, saying why without the server's path (a FIFO's
+    `NotRegularFileError` named it: `/srv/photos/a.jpg is not a regular file`)."""
+    reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or without_folders(str(exc))
+    return APIError(404, "file_unavailable", f"image {image_id}'s file cannot be read now: {reason}")
