@@ -281,3 +281,14 @@ def test_the_access_log_masks_every_credential_like_name(path):
     assert "SECRET" not in masked and "***" in masked, masked
     assert masked.endswith(' HTTP/1.1" 200')
     assert redact_query("/x?monkey=banana&tokens_left=3") == "/x?monkey=banana&tokens_left=3"
+
+
+def test_the_access_log_escapes_what_decoding_the_query_brings_in():
+    """The masking decodes the query up to three times, so `%1b[2J` reached the log as a raw escape (clearing
+    the terminal that tails it) and `%250d%250a` as a line break that forged a log line of its own."""
+    from clipforge.server.runner import redact_query
+
+    line = redact_query('127.0.0.1:5 - "GET /api/stats?q=%1b%5b2J%250d%250aINFO:%20fake&token=T HTTP/1.1" 200')
+    assert line == '127.0.0.1:5 - "GET /api/stats?q=\\x1b[2J\\x0d\\x0aINFO: fake&token=*** HTTP/1.1" 200'
+    assert line.isprintable()
+    assert redact_query("/x?q=%E7%8C%AB%20dog") == "/x?q=猫 dog"

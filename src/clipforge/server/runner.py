@@ -173,13 +173,18 @@ def _decoded(query: str) -> str:
 def redact_query(text: str) -> str:
     """`/x?token=abc&a=1` -> `/x?token=***&a=1` (for logs). The query (and `;` parameters) is
     percent-decoded first, so `?%74oken=` or `?tok%65n=` is masked too, and every credential-like
-    name is (`is_credential_name`)."""
+    name is (`is_credential_name`); control characters the decoding yields are written escaped."""
     def mask(match: re.Match[str]) -> str:
         params = _PARAM.sub(lambda m: f"{m.group(1)}{m.group(2)}={'***' if is_credential_name(m.group(2)) else m.group(3)}",
                             _decoded(match.group(2)))
-        return match.group(1) + params
+        return match.group(1) + _CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", params)
 
     return _QUERY.sub(mask, text)
+
+
+# What decoding may bring into a log line: `%1b[2J` cleared the terminal tailing the log, `%0d%0a` wrote a
+# forged line of its own. Written as \xNN escapes.
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 class _RedactTokens(logging.Filter):
