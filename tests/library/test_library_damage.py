@@ -122,3 +122,39 @@ def test_empty_database_file_alone_is_a_new_library(tmp_path, tiny_encoder, imag
     (tmp_path / "lib" / "library.sqlite3").write_bytes(b"")  # e.g. a crash right after creating it
     with Library(tmp_path / "lib", tiny_encoder) as library:
         assert library.add(tmp_path / "photos", workers=0, progress=False).added == 2
+
+
+@pytest.mark.parametrize("blob", [b"\x01\x02", b"\x00" * 4096])
+def test_a_vector_blob_of_the_wrong_length_is_named_with_its_photos_and_the_fix(built, capsys, blob):
+    """A stored vector cut short (or grown) with the index file gone: every search was a 500 with a 110-line
+    traceback (np.stack of rows of different lengths) in the server, a traceback at the CLI. Now one line naming
+    the row, the photos holding it and how to embed them again; doing that makes search work."""
+    lib, photos = built
+    with Library(lib) as library:
+        victim = library.list_images()[2]
+        embedding = library.store.conn().execute("SELECT id FROM embeddings WHERE sha256 = ?",
+                                                 (victim.sha256,)).fetchone()[0]
+        library.store.conn().execute("UPDATE embeddings SET vector = ? WHERE id = ?", (blob, embedding))
+        index_path, width = library.index_manager.index_path, library.index_manager.embed_dim
+    index_path.unlink()
+    assert main(["search", "a cat", "--library", str(lib)]) == 2
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err and err.count("\n") == 1, err
+    assert err.startswith(f"error: library database {lib / 'library.sqlite3'} is damaged: vector {embedding} is "
+                          f"{len(blob)} bytes, not {width} values;"), err
+    assert f"`clipforge index remove {victim.id}`, then add those photos again" in err, err
+    if blob == b"\x01\x02":  # the server says the same, once per request, without its folders
+        pytest.importorskip("fastapi")
+        from fastapi.testclient import TestClient
+
+        from clipforge.server import create_app
+
+        with Library(lib) as library, TestClient(create_app(library, ui=False)) as client:
+            answer = client.post("/api/search", json={"text": "a cat"})
+        assert answer.status_code == 503 and answer.json()["error"] == "damaged_library_error", answer.text
+        assert answer.json()["detail"].startswith(f"library database library.sqlite3 is damaged: vector {embedding}")
+    assert main(["index", "remove", str(victim.id), "--library", str(lib)]) == 0
+    assert main(["index", "add", str(photos[0].parent), "--library", str(lib), "--workers", "0", "-q"]) == 0
+    capsys.readouterr()
+    assert main(["search", "a cat", "--library", str(lib), "--top-k", "8", "--paths"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 8

@@ -133,10 +133,10 @@ def test_unreadable_file_is_recorded(tmp_path, tiny_encoder, images_factory, mon
     locked = str(photos[1])
     real_read = decode_module.read_regular_file
 
-    def guarded_read(path):  # what opening a file of mode 000 does (root ignores chmod)
+    def guarded_read(path, *bound):  # what opening a file of mode 000 does (root ignores chmod)
         if str(path) == locked:
             raise PermissionError(13, "Permission denied", locked)
-        return real_read(path)
+        return real_read(path, *bound)
 
     monkeypatch.setattr(decode_module, "read_regular_file", guarded_read)
     library = Library(tmp_path / "lib", tiny_encoder)

@@ -43,6 +43,8 @@ _DAMAGE_CODES = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
 class DamagedLibraryError(SchemaError):
     """The library database cannot be read as a library (truncated, emptied, overwritten)."""
 
+    http_status = 503  # the server's fault, not the request's
+
 
 class LibraryWriteError(OSError):
     """The disk refused a write to the library (full, or a file-size limit); the library is intact."""

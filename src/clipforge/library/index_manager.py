@@ -215,7 +215,7 @@ class IndexManager:
     def _extend(self, vindex: VectorIndex, state: dict[str, Any], generation: int) -> int:
         """Append rows added since the index was built; returns how many."""
         added = 0
-        for ids, vectors in self.store.iter_embeddings(self.fingerprint, after_id=state["max_id"]):
+        for ids, vectors in self.store.iter_embeddings(self.fingerprint, after_id=state["max_id"], dim=self.embed_dim):
             with self._rw.write():
                 vindex.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
             state["max_id"] = int(ids[-1])
@@ -291,7 +291,7 @@ class IndexManager:
         ids = np.empty(count, dtype=np.int64)
         vectors = np.empty((count, self.embed_dim), dtype=np.float32)
         filled = 0
-        for chunk_ids, chunk_vectors in self.store.iter_embeddings(self.fingerprint, upto_id=max_id):
+        for chunk_ids, chunk_vectors in self.store.iter_embeddings(self.fingerprint, upto_id=max_id, dim=self.embed_dim):
             n = min(len(chunk_ids), count - filled)  # rows deleted meanwhile shrink it, see below
             ids[filled:filled + n] = chunk_ids[:n]
             vectors[filled:filled + n] = chunk_vectors[:n]

@@ -269,9 +269,11 @@ class Store:
         return int(self.conn().execute("SELECT COUNT(*) FROM embeddings WHERE model = ?", (model,)).fetchone()[0])
 
     def iter_embeddings(self, model: str, chunk: int = 65536, after_id: int = -1,
-                        upto_id: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                        upto_id: int | None = None, dim: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(ids int64 [n], vectors float32 [n, d]) in id order, `chunk` rows at a time,
-        for ids in (`after_id`, `upto_id`]."""
+        for ids in (`after_id`, `upto_id`]. A vector that is not `dim` values long (or not as long as the
+        others) is `DamagedLibraryError` naming it and the photos that hold it (a blob cut short made every
+        search a 500 with a 110-line traceback)."""
         last = int(after_id)
         upper = (1 << 62) if upto_id is None else int(upto_id)
         conn = self.conn()
@@ -282,8 +284,24 @@ class Store:
             if not rows:
                 return
             ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-            yield ids, np.stack([_decode_vector(r[1], r[2]) for r in rows])
+            vectors = [_decoded_or_none(r[1], r[2]) for r in rows]
+            lengths = [-1 if v is None else len(v) for v in vectors]
+            width = dim if dim is not None else max(set(lengths), key=lengths.count)
+            wrong = next((i for i, n in enumerate(lengths) if n != width), None)
+            if wrong is not None:
+                raise self._damaged_vector(int(ids[wrong]), len(rows[wrong][2]), int(width))
+            yield ids, np.stack(vectors)
             last = int(ids[-1])
+
+    def _damaged_vector(self, embedding_id: int, size: int, width: int) -> DamagedLibraryError:
+        owners = [row[0] for row in self.conn().execute(
+            "SELECT id FROM images WHERE sha256 = (SELECT sha256 FROM embeddings WHERE id = ?) ORDER BY id LIMIT 20",
+            (embedding_id,))]
+        fix = (f"`clipforge index remove {' '.join(map(str, owners))}`, then add those photos again" if owners else
+               "`clipforge index drop-space` for this model, then `clipforge index add` again")
+        return DamagedLibraryError(
+            f"library database {display_path(str(self.path))} is damaged: vector {embedding_id} is {size} bytes, "
+            f"not {width} values; nothing was changed. To embed its photos again: {fix}")
 
     @_reads
     def vectors_for_shas(self, model: str, shas: Sequence[str]) -> dict[str, np.ndarray]:
@@ -442,6 +460,14 @@ class Store:
     @_reads
     def integrity_ok(self) -> bool:
         return self.conn().execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def _decoded_or_none(dtype: str, blob: bytes) -> np.ndarray | None:
+    """The vector, or None for a blob that is not whole values (a row cut short mid-value)."""
+    try:
+        return _decode_vector(dtype, blob)
+    except ValueError:
+        return None
 
 
 def _decode_vector(dtype: str, blob: bytes) -> np.ndarray:
