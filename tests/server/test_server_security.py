@@ -285,3 +285,16 @@ def test_token_guessing_is_slowed_per_address(make_client, kit, library, monkeyp
     again = client.post("/api/images", headers={"X-Token": "correct horse"},
                         files={"file": ("y.png", kit.encode(kit.picture((5, 5, 100), seed=8)), "image/png")})
     assert again.status_code == 201
+
+
+def test_an_image_id_in_a_path_has_one_spelling(make_client, library):
+    """`/api/images/1_0` answered image 10, and `+1`, `01`, `1.0` and a full-width `１` answered image 1: several
+    URLs for one image (a cache or a proxy rule keyed on the URL sees different images). Only plain digits now."""
+    client = make_client()
+    first = library.list_images()[0].id
+    assert client.get(f"/api/images/{first}").status_code == 200
+    for spelling in (f"{first}_0", f"+{first}", f"0{first}", f"{first}.0", chr(0xFF10 + first), f" {first}"):
+        for route in (f"/api/images/{spelling}", f"/api/images/{spelling}/thumb"):
+            answer = client.get(route)
+            assert answer.status_code == 400 and answer.json()["error"] == "invalid_id", (route, answer.text)
+            assert "digits 0-9" in answer.json()["detail"]

@@ -13,11 +13,13 @@ instead of falling through to the UI mounted at `/`.
 # No `from __future__ import annotations`: the parameter bounds below refer to `limits`, a local of
 # build_router, and FastAPI must evaluate the annotations where they are written.
 
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response, Security
 from fastapi.responses import StreamingResponse
 from fastapi.security import APIKeyHeader, HTTPBearer
+from pydantic import BeforeValidator
 from starlette.routing import Match
 from starlette.routing import Route as StarletteRoute
 
@@ -42,6 +44,15 @@ _IMAGE_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "private
 
 
 _CHUNK = 1 << 20
+_DIGITS = re.compile(r"[1-9][0-9]{0,18}")
+
+
+def _plain_digits(value: Any) -> Any:
+    """An id in a path is written one way: `1_0`, `+1`, `01`, `1.0` and `１` were read as ids too (several URLs
+    for one image, past a cache's or a proxy rule's idea of which image a URL names)."""
+    if isinstance(value, str) and not _DIGITS.fullmatch(value):
+        raise ValueError("an image id is written in digits 0-9 with no sign, point, separator or leading zero")
+    return value
 
 
 def _bytes_response(data: bytes, mime: str) -> Response:
@@ -113,7 +124,8 @@ def build_router(service: LibraryService) -> APIRouter:
             Security(APIKeyHeader(name="X-Token", auto_error=False, description="the server's --token"))] \
         if service.tokens.enabled else []
     page, thumb = min(50, limits.max_page_size), min(limits.thumb_size, limits.max_thumb_size)  # defaults in bounds
-    ImageId = Annotated[int, Path(ge=1, le=MAX_IMAGE_ID, description="an image id from search or listing")]  # noqa: N806
+    ImageId = Annotated[int, BeforeValidator(_plain_digits),  # noqa: N806
+                        Path(ge=1, le=MAX_IMAGE_ID, description="an image id from search or listing")]
 
     def sniffed(data: bytes | None, what: str):
         # Called inside the client's turn, as is the library call that decodes the image (`uploads` reads
