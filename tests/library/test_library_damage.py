@@ -158,3 +158,43 @@ def test_a_vector_blob_of_the_wrong_length_is_named_with_its_photos_and_the_fix(
     capsys.readouterr()
     assert main(["search", "a cat", "--library", str(lib), "--top-k", "8", "--paths"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 8
+
+
+
+def _as_a_user_without_override() -> list[str]:
+    """A command prefix that runs without root's permission override (root writes read-only folders)."""
+    import shutil
+
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("root without setpriv: cannot run as a user that read-only permissions stop")
+    drop = "-dac_override,-dac_read_search"
+    return ["setpriv", f"--inh-caps={drop}", f"--bounding-set={drop}"]
+
+
+def test_a_library_this_user_cannot_write_is_one_line(built):
+    """A library in a read-only folder (a shared copy, a read-only mount): every command, `search` and
+    `index stats` too, ended in `sqlite3.OperationalError: attempt to write a readonly database` and a
+    traceback (SQLite's write-ahead log needs the folder even to read). Now one line naming the database and
+    what to do, exit 2."""
+    import subprocess
+    import sys
+
+    lib, photos = built
+    prefix = _as_a_user_without_override()
+    modes = {path: path.stat().st_mode for path in [lib, *lib.rglob("*")]}
+    for path in modes:
+        path.chmod(modes[path] & ~0o222)
+    try:
+        for command in (["search", "a cat"],):  # (index stats, tag, index add: the same Store.conn)
+            done = subprocess.run([*prefix, sys.executable, "-m", "clipforge", *command, "--library", str(lib)],
+                                  capture_output=True, text=True, timeout=120)
+            assert done.returncode == 2, (command, done.stderr)
+            assert "Traceback" not in done.stderr and done.stdout == "", (command, done.stderr)
+            line = done.stderr.strip().splitlines()[-1]
+            assert line.startswith(f"error: cannot open library database {lib / 'library.sqlite3'} for writing ("), line
+            assert f"give this user write access to {lib} and its files" in line
+    finally:
+        for path, mode in modes.items():
+            path.chmod(mode)

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from clipforge.library.schema import SchemaError
 
-__all__ = ["DamagedLibraryError", "LibraryWriteError", "check_database_file", "damage_error", "display_path",
+__all__ = ["DamagedLibraryError", "LibraryWriteError", "access_error", "check_database_file", "damage_error", "display_path",
            "from_db", "to_db", "wal_path", "write_error"]
 
 _MAGIC = b"SQLite format 3\x00"
@@ -142,6 +142,21 @@ def write_error(path: Path, exc: sqlite3.Error) -> LibraryWriteError | None:
     return LibraryWriteError(code, f"could not write library database {display_path(os.fspath(path))}: {why}; "
                                    "everything saved before is kept and the library can still be read: free some "
                                    "space (or raise the limit) and run the command again")
+
+
+def access_error(path: Path, exc: sqlite3.Error) -> LibraryWriteError | None:
+    """The error to raise for `exc` when this user may not write the library (a read-only folder, file or
+    disk): SQLite keeps its write-ahead log and shared memory beside the database, so even a search writes."""
+    name = str(getattr(exc, "sqlite_errorname", ""))
+    text = str(exc)
+    if not (name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM")) or "readonly database" in text
+            or "unable to open database file" in text):
+        return None
+    folder = display_path(os.fspath(Path(path).parent))
+    return LibraryWriteError(errno.EACCES, f"cannot open library database {display_path(os.fspath(path))} for "
+                                           f"writing ({text}): clipforge keeps SQLite's write-ahead log beside it, "
+                                           f"even to search; give this user write access to {folder} and its "
+                                           "files, or copy the library to a folder it can write")
 
 
 def to_db(path: str) -> str | bytes:

@@ -37,6 +37,7 @@ import numpy as np
 from clipforge.library.dbfile import (
     DamagedLibraryError,
     LibraryWriteError,
+    access_error,
     check_database_file,
     damage_error,
     damaged,
@@ -172,7 +173,8 @@ class Store:
         try:
             yield
         except sqlite3.DatabaseError as exc:
-            error: Exception | None = damage_error(self.path, exc) or write_error(self.path, exc)
+            error: Exception | None = (damage_error(self.path, exc) or write_error(self.path, exc)
+                                       or access_error(self.path, exc))
             if error is None:
                 raise
             raise error from exc
