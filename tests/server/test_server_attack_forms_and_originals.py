@@ -34,7 +34,7 @@ def test_a_form_body_is_split_in_c_and_bounded(make_client, library):
     twice = client.post("/api/search", content=b"text=red&text=blue",
                         headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert twice.status_code == 422 and "given more than once" in twice.text
-    spaced = client.post("/api/search", content="text=%E7%8C%AB+and+dog".encode(),
+    spaced = client.post("/api/search", content=b"text=%E7%8C%AB+and+dog",
                          headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert spaced.status_code == 200
     assert spaced.json()["text"] == "猫 and dog"

@@ -124,8 +124,8 @@ def build_router(service: LibraryService) -> APIRouter:
             Security(APIKeyHeader(name="X-Token", auto_error=False, description="the server's --token"))] \
         if service.tokens.enabled else []
     page, thumb = min(50, limits.max_page_size), min(limits.thumb_size, limits.max_thumb_size)  # defaults in bounds
-    ImageId = Annotated[int, BeforeValidator(_plain_digits),  # noqa: N806
-                        Path(ge=1, le=MAX_IMAGE_ID, description="an image id from search or listing")]
+    ImageId = Annotated[int, Path(ge=1, le=MAX_IMAGE_ID, description="an image id from search or listing"),  # noqa: N806
+                        BeforeValidator(_plain_digits)]
 
     def sniffed(data: bytes | None, what: str):
         # Called inside the client's turn, as is the library call that decodes the image (`uploads` reads

@@ -414,7 +414,16 @@ def _validate(model: type[BaseModel], data: Any) -> BaseModel:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise validation_error([{**e, "loc": ("body", *e.get("loc", ()))} for e in exc.errors()]) from None
+        raise validation_error([_named(e, model) for e in exc.errors()]) from None
+
+
+def _named(error: Any, model: type[BaseModel]) -> dict[str, Any]:
+    """pydantic's error, located in the body; an unknown field says which fields there are ("Extra inputs are
+    not permitted" alone left `{"query": "fish"}` to guess that the field is `text`)."""
+    error = {**error, "loc": ("body", *error.get("loc", ()))}
+    if error.get("type") == "extra_forbidden":
+        error["msg"] = f"not a field of this request; its fields are {', '.join(model.model_fields)}"
+    return error
 
 
 def _decode_base64(value: str, name: str) -> bytes:

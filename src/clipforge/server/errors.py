@@ -115,7 +115,11 @@ def _message(item: dict[str, Any]) -> str:
 def _validation_detail(exc: RequestValidationError) -> str:
     parts = []
     for item in exc.errors()[:10]:
-        where = ".".join(str(p) for p in item.get("loc", ()) if p not in ("body", "query", "path"))
+        loc = tuple(item.get("loc", ()))
+        # the first element names where (FastAPI's "body", "query", "path", "header"); the rest is the field,
+        # which may itself be called "query" (`{"query": "fish"}` was reported as "request: ...")
+        where = ".".join(str(p) for p in (loc[1:] if loc[:1] in (("body",), ("query",), ("path",), ("header",))
+                                          else loc))
         parts.append(f"{where or 'request'}: {_message(item)}")
     return "; ".join(parts)[:2000] or "invalid request"
 
