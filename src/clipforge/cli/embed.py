@@ -3,7 +3,9 @@
 Runs as one process or under `torchrun --nproc_per_node N` (or any launcher setting RANK and
 WORLD_SIZE), each rank embedding a disjoint set of partitions on its own GPU when there is one.
 A rerun into the same --out resumes the same job and refuses another (`clipforge.library.export`);
-the files that failed are named on stderr as `index add` names them.
+the files that failed are named on stderr as `index add` names them. A setting out of range
+(`--shard-size 0`, `--batch-size -1`, `--workers -1`) or an --out that would hide the photos (the input
+folder itself, or a folder holding it) is one line and exit status 2 before the model loads or a file is written.
 """
 
 from __future__ import annotations
@@ -44,20 +46,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run, files_ahead=files_ahead)
 
 
-def files_ahead(args: argparse.Namespace) -> tuple[str, Callable[[], list[str]]]:
+def files_ahead(args: argparse.Namespace) -> tuple[str, Callable[[], list[str]]] | None:
     """What `clipforge.data.prefetch` may decode before the model is loaded: the files `export_embeddings`
-    will read (its own discovery), under a hint key of what decides their preprocessing."""
+    will read (its own discovery), under a hint key of what decides their preprocessing; None (nothing
+    decoded ahead) for a run that `run` will refuse."""
     from clipforge.library.scan import discover_files
 
+    if _check_arguments(args) is not None:
+        return None
     key = json.dumps(["embed", args.model or "", bool(args.exact_decode)])
     return key, lambda: discover_files(args.paths, recursive=args.recursive, exclude=[args.out])
+
+
+def _check_arguments(args: argparse.Namespace) -> str | None:
+    """The first bad run setting, as one line naming its flag (as `index add` checks its own; the library says
+    the same of its parameters, `clipforge.library.export.check_export_settings`). No imports: `files_ahead`
+    calls it before torch loads."""
+    if args.shard_size < 1:
+        return f"--shard-size must be at least 1 (images per output partition), got {args.shard_size}"
+    if args.batch_size < 1:
+        return f"--batch-size must be at least 1 (images per model batch), got {args.batch_size}"
+    if args.workers is not None and args.workers < 0:
+        return f"--workers must be 0 (decode in this process) or more, got {args.workers}"
+    return None
 
 
 def run(args: argparse.Namespace) -> int:
     from clipforge.api import resolve_device
     from clipforge.cli.common import model_spec
-    from clipforge.library.export import export_embeddings
+    from clipforge.cli.main import report_error
+    from clipforge.library.export import check_output_apart, export_embeddings
 
+    problem = _check_arguments(args)
+    if problem is not None:  # before the default-model notice, the model and any file in --out
+        return report_error(problem)
+    check_output_apart(args.paths, args.out, recursive=args.recursive)  # a UsageError: one line, status 2
     report = export_embeddings(args.paths, args.out, model_spec(args), recursive=args.recursive,
                                shard_size=args.shard_size, batch_size=args.batch_size, workers=args.workers,
                                dtype="float32" if args.float32 else "float16", overwrite=args.overwrite,

@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import numbers
 import os
 import time
 from collections.abc import Iterable
@@ -44,14 +45,14 @@ import numpy as np
 
 from clipforge.atomic import atomic_path, remove_stale_temps, write_json_atomic
 from clipforge.data.base import BadImage
-from clipforge.data.files import EmbeddedBatch, ImageFileReader, embed_files, with_max_pixels
-from clipforge.errors import UserError
+from clipforge.data.files import EmbeddedBatch, ImageFileReader, default_workers, embed_files, with_max_pixels
+from clipforge.errors import UsageError, UserError
 from clipforge.library.dbfile import display_path
 from clipforge.library.encoder import Encoder, resolve_encoder
-from clipforge.library.scan import discover_files
+from clipforge.library.scan import discover_files, is_under, normalise_path
 
-__all__ = ["ExportMismatch", "ExportReport", "export_embeddings", "job_identity", "partition_name", "read_export",
-           "rank_partitions"]
+__all__ = ["ExportMismatch", "ExportReport", "check_export_settings", "check_output_apart", "export_embeddings",
+           "job_identity", "partition_name", "read_export", "rank_partitions"]
 
 JOB_FILE = "job.json"
 JOB_FORMAT = 1
@@ -90,6 +91,56 @@ class ExportReport:
         return {"rank": self.rank, "world_size": self.world_size, "partitions": self.partitions,
                 "written": self.written, "skipped": self.skipped, "images": self.images, "failed": self.failed,
                 "failures": [b.to_dict() for b in self.bad], "seconds": round(self.seconds, 3)}
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_export_settings(shard_size: Any, batch_size: Any = 64, workers: Any = None) -> None:
+    """`UsageError` (a ValueError) naming the first unusable setting. A shard size below 1 used to drop
+    files (a negative slice) or divide by zero; a batch size below 1 became 1 and workers below 0 became
+    0, silently (`clipforge embed` says the same of its flags first: `clipforge.cli.embed`)."""
+    if not _whole(shard_size) or shard_size < 1:
+        raise UsageError(f"shard_size must be at least 1 (images per output partition), got {shard_size!r}")
+    if not _whole(batch_size) or batch_size < 1:
+        raise UsageError(f"batch_size must be at least 1 (images per model batch), got {batch_size!r}")
+    if workers is not None and (not _whole(workers) or workers < 0):
+        raise UsageError(f"workers must be 0 (decode in this process) or more, got {workers!r}")
+
+
+def check_output_apart(paths: Iterable[str | os.PathLike[str]], out_dir: str | os.PathLike[str],
+                       recursive: bool = True) -> None:
+    """`UsageError`, before anything is read or written, when `out_dir` would hide photos the `paths` name.
+
+    The scan never walks into the output folder (`discover_files(exclude=[out])`: an export must not
+    embed its own files), so an input folder that is `out_dir` or lies inside it would contribute nothing,
+    and image files inside an `out_dir` that an input folder's walk reaches would be left out: both were
+    a silent "wrote 0 of 0 partitions" (or fewer embeddings than photos), exit status 0. An `out_dir`
+    inside an input folder is fine while it holds no photos (its own npy, parquet and json are not
+    images); a file named explicitly is always read, wherever it lies.
+    """
+    out = normalise_path(out_dir)
+    inputs = [(raw, normalise_path(raw)) for raw in paths]
+    for raw, path in inputs:
+        if os.path.isdir(path) and (path == out or is_under(path, [out])):
+            where = "is the input folder" if path == out else "holds the input folder"
+            raise UsageError(f"--out {display_path(os.fspath(out_dir))} {where} {display_path(os.fspath(raw))}: "
+                             f"embed never reads the folder it writes to, so those photos would not be embedded; "
+                             f"choose an --out outside the input folders")
+    if not recursive or not os.path.isdir(out):
+        return
+    for raw, path in inputs:
+        if not (os.path.isdir(path) and is_under(out, [path])):
+            continue
+        if any(part.startswith(".") for part in Path(os.path.relpath(out, path)).parts):
+            continue  # the walk skips hidden folders: it never reaches this --out
+        hidden = discover_files([out], recursive=True)
+        if hidden:
+            raise UsageError(f"--out {display_path(os.fspath(out_dir))} is inside the input folder "
+                             f"{display_path(os.fspath(raw))} and holds {len(hidden)} image file(s) "
+                             f"(e.g. {display_path(hidden[0])}) that embed would leave out, as it never reads "
+                             f"the folder it writes to; move them, or choose an --out that holds no photos")
 
 
 def partition_name(index: int, count: int) -> str:
@@ -182,7 +233,11 @@ class PartitionWriter:
 
 def _embed_partition(encoder: Encoder, files: list[str], batch_size: int, workers: int | None,
                      max_pixels: int | None, dtype: str, bar: Any) -> PartitionWriter:
-    """One partition through the one loop (`clipforge.data.files.embed_files`)."""
+    """One partition through the one loop (`clipforge.data.files.embed_files`), with no more decoding
+    workers than it has batches (`--workers 1000` started 1000 processes for 14 photos; a worker beyond
+    the batches, counting the loop's shorter first one, would only start up and wait)."""
+    workers = default_workers() if workers is None else workers
+    workers = min(workers, math.ceil(len(files) / batch_size) + 1) if files else 0
     reader = ImageFileReader(files, with_max_pixels(encoder.preprocess, max_pixels), hash=True)
     writer = PartitionWriter(encoder.embed_dim, dtype)
     embed_files(reader, encoder.encode_pixels, writer, dim=encoder.embed_dim, batch_size=batch_size,
@@ -201,6 +256,7 @@ def job_identity(encoder: Encoder, files: list[str], *, shard_size: int, dtype: 
     Batch size, workers, device and the rank split are left out: they change neither which file lands in
     which partition nor, beyond float rounding, its vector, so a resume may change them.
     """
+    check_export_settings(shard_size)
     digest = hashlib.sha256()
     for path in files:
         digest.update(os.fsencode(path) + b"\0")
@@ -330,12 +386,16 @@ def export_embeddings(paths: Iterable[str | os.PathLike[str]], out_dir: str | os
 
     `model` is anything `resolve_encoder` accepts; `precision` ("fp32", "bf16"), `draft` (False:
     exact JPEG decode) and `device` apply when it is not already an `Encoder`. `workers=None`
-    uses `clipforge.data.files.default_workers()`.
+    uses `clipforge.data.files.default_workers()`. A setting out of range (`check_export_settings`) or an
+    `out_dir` that would hide input photos (`check_output_apart`) is a `UsageError` before anything is written.
     """
     from tqdm.auto import tqdm
 
     if dtype not in ("float16", "float32"):
         raise ValueError(f"dtype must be 'float16' or 'float32', got {dtype!r}")
+    check_export_settings(shard_size, batch_size, workers)
+    paths = list(paths)
+    check_output_apart(paths, out_dir, recursive)  # before the model loads or any file is written
     env_rank, env_world = _env_rank()
     rank = env_rank if rank is None else int(rank)
     world_size = env_world if world_size is None else int(world_size)
