@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from clipforge.cli.common import (
+    FIGURE_TARGET_HELP,
     add_model_argument,
     add_output_arguments,
     add_speed_arguments,
@@ -29,7 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_templates_argument(parser, DEFAULT_TEMPLATES)
     parser.add_argument("--template", dest="templates", help=argparse.SUPPRESS)  # old spelling of --templates
     parser.add_argument("--top-k", "-k", type=int, default=5, help="labels shown per image (default 5)")
-    parser.add_argument("--plot", metavar="OUT.png", help="write each image beside a bar chart of its top-k (a PNG; a folder: classify.png in it)")
+    parser.add_argument("--plot", metavar="OUT.png",
+                        help="write each image beside a bar chart of its top-k (a PNG; a folder, or a name ending in "
+                             f"/ (created): classify.png in it); {FIGURE_TARGET_HELP}")
     add_model_argument(parser, device=True)
     parser.add_argument("--batch-size", type=int, default=32, help="images per model batch (default 32)")
     add_speed_arguments(parser)
@@ -47,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     labels = parse_labels(",".join(args.labels)) if args.labels is not None else read_labels_file(args.labels_file)
     images = expand_images(args.images)  # before the model loads: a typo costs one line
     if args.plot:
-        args.plot = figure_target(args.plot, "classify.png")
+        args.plot = figure_target(args.plot, "classify.png", inputs=[*images, *filter(None, [args.labels_file])])
     device = str(resolve_device(args.device))
     out = classify_files(images, labels, model_spec(args), templates=args.templates, top_k=args.top_k,
                          plot=args.plot, device=device, progress=not (args.json or args.quiet),

@@ -139,27 +139,101 @@ def expand_images(paths: list[str]) -> list[str]:
     return out
 
 
-def figure_target(path: str, default_name: str, flag: str = "--plot") -> str:
-    """Where a figure flag's PNG goes, decided before any work: a folder gets `default_name` inside it, a name
-    without an extension gets ``.png``; an extension matplotlib cannot write is one line naming the flag.
+FIGURE_TARGET_HELP = ("never one of the input files; an existing file is replaced only when it is a figure "
+                      "matplotlib wrote (an earlier --plot to .png, .pdf or .svg), anything else (a photo, a .jpg "
+                      "chart) is refused: remove it or name another file")
+"""What `figure_target` allows, for the help of every flag it checks."""
+
+
+def figure_target(path: str, default_name: str, flag: str = "--plot", inputs: Sequence[str] = ()) -> str:
+    """Where a figure flag's PNG goes, decided before any work: a folder (an existing one, or a name ending in
+    ``/``, created here) gets `default_name` inside it, a name without an extension gets ``.png``; the file's
+    folder is created now. One line naming the flag (a ValueError) for an extension matplotlib cannot write, a
+    folder that cannot be made, a target that is one of `inputs` (the files the command reads), and an existing
+    file that is not a figure matplotlib wrote (`FIGURE_TARGET_HELP`).
 
     Without this the figure was the last thing written: `--plot chart` or `--plot some_folder` ran the
-    whole command, then failed with matplotlib's "Format 'tmp' is not supported" and printed nothing.
+    whole command, then failed with matplotlib's "Format 'tmp' is not supported" and printed nothing;
+    `--plot nodir/` became the dotfile ``nodir/.png`` (the same failure); and `--plot photo.jpg`, naming one of
+    the images being classified, silently replaced the photo with the chart.
     """
     import os
 
-    if os.path.isdir(path):
-        return os.path.join(path, default_name)
-    root, extension = os.path.splitext(path)
-    if not extension or extension == ".":
-        return root + ".png"
-    from matplotlib.backend_bases import FigureCanvasBase
+    if path.endswith(("/", os.sep)) or os.path.isdir(path):
+        _make_folder(path, flag, path)
+        target = os.path.join(path, default_name)
+    else:
+        root, extension = os.path.splitext(path)
+        if not extension or extension == ".":
+            target = root + ".png"
+        else:
+            from matplotlib.backend_bases import FigureCanvasBase
 
-    formats = FigureCanvasBase.get_supported_filetypes()
-    if extension[1:].lower() not in formats:
-        raise ValueError(f"{flag} {path}: cannot write a {extension} figure; use .png (or "
-                         f"{', '.join('.' + f for f in sorted(formats) if f != 'png')})")
-    return path
+            formats = FigureCanvasBase.get_supported_filetypes()
+            if extension[1:].lower() not in formats:
+                raise ValueError(f"{flag} {path}: cannot write a {extension} figure; use .png (or "
+                                 f"{', '.join('.' + f for f in sorted(formats) if f != 'png')})")
+            target = path
+        if os.path.dirname(target):
+            _make_folder(os.path.dirname(target), flag, path)
+    named = path if target == path else f"{path} ({target})"
+    if os.path.lexists(target):
+        if any(_same_file(target, given) for given in inputs):
+            raise ValueError(f"{flag} {named}: is one of the input files, which the figure would replace; "
+                             "name another file")
+        if os.path.isdir(target):
+            raise ValueError(f"{flag} {named}: is a folder; name a file")
+        if not _matplotlib_figure(target):
+            raise ValueError(f"{flag} {named}: already exists and is not a figure matplotlib wrote; refusing to "
+                             "replace it: remove it or name another file")
+    return target
+
+
+def _make_folder(folder: str, flag: str, given: str) -> None:
+    """`folder` and its parents, made now (a figure flag's folder), or one line saying why not."""
+    import os
+
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ValueError(f"{flag} {given}: cannot create folder {folder}: a file is in the way") from None
+    except OSError as error:
+        raise ValueError(f"{flag} {given}: cannot create folder {folder}: {error.strerror or error}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {given}: folder {folder} is not writable")
+
+
+def _same_file(a: str, b: str) -> bool:
+    import os
+
+    try:
+        return os.path.realpath(a) == os.path.realpath(b) or os.path.samefile(a, b)
+    except OSError:  # one of them is a dangling link: only the resolved names can say
+        return False
+
+
+_FIGURE_MARK = b"matplotlib"  # PNG's Software text, PDF's Creator, SVG's title, PostScript's %%Creator
+_MARK_WINDOW = 1 << 16
+
+
+def _matplotlib_figure(path: str) -> bool:
+    """True for an empty file or one that names matplotlib as its writer near its start or end (where the
+    formats that record a writer keep it); JPEG, GIF, WebP and TIFF record none, so they are never taken for one."""
+    import os
+
+    try:
+        size = os.path.getsize(path)
+        if not os.path.isfile(path):
+            return False
+        if size == 0:
+            return True
+        with open(path, "rb") as handle:
+            head = handle.read(_MARK_WINDOW)
+            handle.seek(max(size - _MARK_WINDOW, 0))
+            tail = handle.read(_MARK_WINDOW)
+    except OSError:
+        return False
+    return _FIGURE_MARK in head.lower() or _FIGURE_MARK in tail.lower()
 
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")

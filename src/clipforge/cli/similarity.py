@@ -6,7 +6,13 @@ import argparse
 import copy
 import sys
 
-from clipforge.cli.common import add_model_argument, add_output_arguments, add_speed_arguments, json_text
+from clipforge.cli.common import (
+    FIGURE_TARGET_HELP,
+    add_model_argument,
+    add_output_arguments,
+    add_speed_arguments,
+    json_text,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,7 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--text", nargs="+", action="extend", required=True,
                         help="texts to compare with each image (--text A B, or --text A --text B)")
     add_model_argument(parser, device=True)
-    parser.add_argument("--plot", metavar="OUT.png", help="write the cosine-similarity heatmap to this PNG (a folder: similarity.png in it)")
+    parser.add_argument("--plot", metavar="OUT.png",
+                        help="write the cosine-similarity heatmap to this PNG (a folder, or a name ending in / "
+                             f"(created): similarity.png in it); {FIGURE_TARGET_HELP}")
     add_speed_arguments(parser, workers=False)
     add_output_arguments(parser)
     parser.set_defaults(func=run)
@@ -34,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(_no_images(args.text))
     args.images = expand_images(args.images)  # before the model loads: a typo costs one line
     if args.plot:
-        args.plot = figure_target(args.plot, "similarity.png")
+        args.plot = figure_target(args.plot, "similarity.png", inputs=args.images)
     loaded = load_cli_model(args)
     preprocess = loaded.preprocess
     if args.exact_decode:
