@@ -212,3 +212,38 @@ def test_an_indexed_photo_swapped_for_a_bigger_file_is_refused_unread(tmp_path, 
         assert isinstance(error, ValueError) and "changed since it was indexed" in str(error)
         assert peak < 50 * 10**6, f"read {peak / 1e6:.0f} MB of a file it refused"
     library.close()
+
+
+def test_a_folder_that_cannot_be_listed_is_named_not_skipped_silently(tmp_path, tiny_encoder, images_factory,
+                                                                       monkeypatch):
+    """A subfolder this user may not list (mode 000; simulated by its listing failing as EACCES does, since
+    the suite may run as root) was skipped without a word by `index add`, `classify` and `embed`: its photos
+    were simply not there. Now one warning names it."""
+    import warnings
+
+    from clipforge.library.scan import discover_files
+
+    photos = images_factory(tmp_path / "photos", 2)
+    locked = tmp_path / "photos" / "locked"
+    images_factory(locked, 2)
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path) == str(locked):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    for recursive in (True, False):
+        target = tmp_path / "photos" if recursive else locked
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            found = discover_files([target], recursive=recursive)
+        assert found == (sorted(map(str, photos)) if recursive else [])
+        assert [str(w.message) for w in caught] == [
+            f"skipped 1 folder(s) that could not be read, with whatever photos they hold: {locked} (permission denied)"]
+    library = Library(tmp_path / "lib", tiny_encoder)
+    with pytest.warns(UserWarning, match=f"could not be read, with whatever photos they hold: {locked} "):
+        report = library.add(tmp_path / "photos", workers=0, progress=False, recursive=True)
+    assert report.added == 2
+    library.close()

@@ -61,14 +61,20 @@ def _is_image_name(name: str) -> bool:
     return is_image_path(name)
 
 
-def _walk(root: str, recursive: bool, exclude: Sequence[str]) -> Iterable[str]:
+def _walk(root: str, recursive: bool, exclude: Sequence[str], unreadable: list[OSError]) -> Iterable[str]:
+    """Image-named files under `root`; the folders the walk could not list go to `unreadable` (os.walk
+    skipped them without a word: a mode-000 subfolder's photos were simply not there)."""
     if not recursive:
-        with os.scandir(root) as entries:
-            for entry in entries:
-                if not entry.name.startswith(".") and not entry.is_dir() and _is_image_name(entry.name):
-                    yield os.path.join(root, entry.name)
+        try:
+            with os.scandir(root) as entries:
+                names = [entry.name for entry in entries if not entry.name.startswith(".") and not entry.is_dir()
+                         and _is_image_name(entry.name)]
+        except OSError as exc:
+            unreadable.append(exc)
+            return
+        yield from (os.path.join(root, name) for name in names)
         return
-    for current, dirs, files in os.walk(root):
+    for current, dirs, files in os.walk(root, onerror=unreadable.append):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".")
                          and not any(_inside(os.path.join(current, d), ex) for ex in exclude))
         for name in files:
@@ -99,18 +105,22 @@ def scan_paths(paths: Iterable[str | os.PathLike[str]], recursive: bool = False,
     Raises FileNotFoundError naming inputs that do not exist.
     """
     excluded = [normalise_path(p) for p in exclude]
+    unreadable: list[OSError] = []
     found: set[str] = set()
     missing: list[str] = []
     for raw in paths:
         path = normalise_path(raw)
         if os.path.isdir(path):
-            found.update(p for p in _walk(path, recursive, excluded) if not any(_inside(p, ex) for ex in excluded))
+            found.update(p for p in _walk(path, recursive, excluded, unreadable)
+                         if not any(_inside(p, ex) for ex in excluded))
         elif os.path.lexists(path):
             found.add(path)
         else:
             missing.append(str(raw))
     if missing:
         raise FileNotFoundError(f"no such file or folder: {', '.join(missing)}")
+    if unreadable:
+        _warn_unreadable(unreadable)
     result = ScanResult()
     for path in sorted(found):
         odd = _not_regular(path)
@@ -119,6 +129,16 @@ def scan_paths(paths: Iterable[str | os.PathLike[str]], recursive: bool = False,
         else:
             result.rejected.append((path, *odd))
     return result
+
+
+def _warn_unreadable(errors: list[OSError]) -> None:
+    """One warning naming the folders a walk could not list (the CLI prints it as one ``warning:`` line)."""
+    import warnings
+
+    shown = "; ".join(f"{err.filename} ({(err.strerror or str(err)).lower()})" for err in errors[:3])
+    more = f" and {len(errors) - 3} more" if len(errors) > 3 else ""
+    warnings.warn(f"skipped {len(errors)} folder(s) that could not be read, with whatever photos they hold: "
+                  f"{shown}{more}", UserWarning, stacklevel=3)
 
 
 def discover_files(paths: Iterable[str | os.PathLike[str]], recursive: bool = False,
