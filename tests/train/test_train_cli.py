@@ -41,7 +41,7 @@ def test_overrides_are_typed():
         parse_override("learning_rate=1")
 
 
-def test_cub_smoke_run_writes_a_checkpoint_clipforge_load_reads(tmp_path):
+def test_cub_smoke_run_writes_a_checkpoint_clipforge_load_reads(tmp_path, capsys):
     cub = SHARED / "cub200_2011_mini"
     if not cub.exists():
         pytest.skip(f"real data {cub} is absent")
@@ -59,6 +59,17 @@ def test_cub_smoke_run_writes_a_checkpoint_clipforge_load_reads(tmp_path):
     model, preprocess = clipforge.load(str(weights[0]), device="cpu")
     assert model.visual.input_resolution == 32 and model.embed_dim == 32
     assert (out / "log.jsonl").is_file() and (out / "loss.png").is_file()
+    # the same command again started from scratch and appended to this run's log, its checkpoints beside
+    # these: refused now, the first run's files untouched
+    log = (out / "log.jsonl").read_bytes()
+    again = main(["train", "--recipe", "finetune-cub", "--model", "test-vit-tiny", "--root", str(cub),
+                  "--split", "test", "--steps", "2", "--out", str(out)])
+    assert again == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == (f"error: --out {out} already holds a run (a log (log.jsonl), 1 checkpoint(s)): continue it with "
+                   "--resume latest, or give this run another --out (a new run there would mix its curves and "
+                   "checkpoints with the old one's)")
+    assert (out / "log.jsonl").read_bytes() == log and sorted((out / "checkpoints").glob("*.safetensors")) == weights
 
 
 def test_wise_ft_interpolates_exactly_and_checks_architecture(tmp_path, tiny_vit, tiny_rn):

@@ -56,6 +56,7 @@ class Trainer:
     def __init__(self, config: TrainConfig, dist_info: DistInfo | None = None,
                  train_dataset: Any = None, eval_hooks: list[Any] | None = None) -> None:
         self.config = check_config(config)
+        refuse_mixed_runs(config)
         self.dist = dist_info or init_distributed(config.device)
         self.device = self.dist.device
         torch.manual_seed(config.seed)
@@ -450,6 +451,25 @@ def scale_lr_to_model(config: TrainConfig, model: nn.Module) -> float:
                 config.lr = float(rule["lr"])
             break
     return config.lr
+
+
+def refuse_mixed_runs(config: TrainConfig) -> None:
+    """A new run (no `resume`) into an out_dir holding another run's log or checkpoints: TrainConfigError. It
+    started from scratch and appended to the old run's train.csv and log.jsonl, its checkpoints beside the
+    old ones: one curve that was two runs, and best.json free to name the other run's checkpoint."""
+    if config.resume:
+        return
+    out = Path(config.out_dir)
+    folder = out / "checkpoints"
+    checkpoints = [p for p in folder.glob("*.safetensors")] if folder.is_dir() else []
+    logged = (out / "log.jsonl").is_file() and (out / "log.jsonl").stat().st_size > 0
+    if not (checkpoints or logged):
+        return
+    held = ", ".join(filter(None, ["a log (log.jsonl)" if logged else "",
+                                   f"{len(checkpoints)} checkpoint(s)" if checkpoints else ""]))
+    raise TrainConfigError(f"--out {out} already holds a run ({held}): continue it with --resume latest, or give "
+                           "this run another --out (a new run there would mix its curves and checkpoints with the "
+                           "old one's)")
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
