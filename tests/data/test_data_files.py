@@ -73,7 +73,7 @@ def test_a_bad_file_is_one_badimage_shape_everywhere(photos, tmp_path) -> None:
     folder.mkdir(parents=True)
     (folder / "text.jpg").write_bytes(photos["text.jpg"].read_bytes())
     (folder / "ok.png").write_bytes(photos["b.png"].read_bytes())
-    dataset = ImageFolder(tmp_path / "ds", transform=preprocess)
+    dataset = ImageFolder(tmp_path / "ds", transform=preprocess, min_classes=1)
     from_dataset = next(dataset[i] for i in range(len(dataset)) if isinstance(dataset[i], BadImage))
     assert type(from_dataset) is BadImage and from_dataset.path.endswith("text.jpg")
     assert from_dataset.reason == bad[1].reason.replace(str(photos["text.jpg"]), from_dataset.path)

@@ -31,7 +31,7 @@ def test_image_folder_sorted_classes(tmp_path, make_image):
 def test_image_folder_split_subfolder_and_errors(tmp_path, make_image):
     make_image(tmp_path / "train" / "a" / "1.jpg")
     make_image(tmp_path / "test" / "b" / "1.jpg")
-    assert ImageFolder(tmp_path, "test").folder_names == ["b"]
+    assert ImageFolder(tmp_path, "test", min_classes=1).folder_names == ["b"]
     with pytest.raises(DatasetLayoutError, match=r"missing folder .*nowhere"):
         ImageFolder(tmp_path / "nowhere")
     with pytest.raises(DatasetFormatError, match=r"class folders \['b'\] are not in the given class list"):

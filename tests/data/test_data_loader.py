@@ -71,7 +71,7 @@ def test_zip_members_read_in_two_workers_match_direct_decoding(tmp_path):
 def test_shuffle_is_seeded(tmp_path, make_image):
     for i in range(12):
         make_image(tmp_path / "c" / f"{i:02d}.png")
-    ds = ImageFolder(tmp_path, transform=build_preprocess(8))
+    ds = ImageFolder(tmp_path, transform=build_preprocess(8), min_classes=1)
 
     def order(seed):
         return [i for b in make_loader(ds, 5, shuffle=True, seed=seed) for i in b.indices.tolist()]
@@ -146,7 +146,7 @@ def test_datasets_survive_pickling_for_spawned_workers(tmp_path):
         buf = io.BytesIO()
         Image.new("RGB", (8, 8), (1, 2, 3)).save(buf, "PNG")
         z.writestr("c/0.png", buf.getvalue())
-    ds = ZipImageFolder(path, transform=build_preprocess(8))
+    ds = ZipImageFolder(path, transform=build_preprocess(8), min_classes=1)
     ds.load_image(0)
     wrapped = make_loader(ds, batch_size=1).dataset
     clone = pickle.loads(pickle.dumps(wrapped))
@@ -158,7 +158,7 @@ def test_distributed_sampler_splits_map_style_data(tmp_path, make_image):
 
     for i in range(7):
         make_image(tmp_path / "k" / f"{i}.png")
-    ds = ImageFolder(tmp_path, transform=build_preprocess(8))
+    ds = ImageFolder(tmp_path, transform=build_preprocess(8), min_classes=1)
     seen = []
     for rank in (0, 1):
         sampler = DistributedSampler(ds, num_replicas=2, rank=rank, shuffle=True, seed=1, drop_last=True)

@@ -132,6 +132,8 @@ def test_unfinished_run_keeps_a_log_that_says_why_and_where(tmp_path, capsys):
     root = tmp_path / "d"
     (root / "red").mkdir(parents=True)
     (root / "red" / "0.png").write_bytes(b"not a png")  # nothing readable: the run fails after its log opened
+    (root / "blue").mkdir()
+    (root / "blue" / "0.png").write_bytes(b"not a png either")  # two classes: one is refused before any log
     assert main(["eval", "zeroshot", *_BASE, "--dataset", "folder", "--root", str(root), "--templates", "simple",
                  "--out", str(tmp_path / "out")]) == 2
     logs = list((tmp_path / "out").glob("*.log"))

@@ -5,17 +5,24 @@ captions ranks in the top k, and a caption query hits when its own image does. S
 turned into unique images + captions + both index maps. Malformed rows are reported with their
 CSV line number (skipped by default, fatal with strict=True); images missing on disk are
 dropped together with their captions so the two sides stay consistent.
+
+A path that is no caption CSV is refused in one line naming it and what it is instead: a folder
+(with the caption files it holds that would do, e.g. Flickr8k's `captions.txt`), an image or other
+binary file, text that is not UTF-8 (with the line), never a bare codec error or "missing file"
+for a folder that exists.
 """
 
 from __future__ import annotations
 
 import csv
+import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .base import DatasetFormatError, DatasetLayoutError, LabelledDataset
+from .regular import special_kind
 
 __all__ = ["CAPTION_LAYOUT", "CaptionDataset", "CaptionTable", "read_caption_csv"]
 
@@ -50,6 +57,82 @@ def _column(header: list[str], wanted: str | None, aliases: tuple[str, ...], pat
     )
 
 
+_EXPECTED = "expected a UTF-8 CSV file of image,caption rows (e.g. captions.csv)"
+_CANDIDATE_SUFFIXES = (".csv", ".tsv", ".txt")
+_SIGNATURES = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
+               (b"RIFF", "a RIFF file (WebP image?)"), (b"BM", "a BMP image"), (b"PK\x03\x04", "a zip archive"),
+               (b"\x1f\x8b", "a gzip file"), (b"%PDF", "a PDF file"), (b"\xff\xfe", "UTF-16 text"),
+               (b"\xfe\xff", "UTF-16 text"))
+
+
+def _header_fits(path: Path) -> bool:
+    """Whether the first line of `path` names an image column and a caption column."""
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            first = f.readline(4096)
+    except (OSError, UnicodeDecodeError):
+        return False
+    for delimiter in (",", "\t"):
+        names = {h.strip().lower() for h in first.strip().split(delimiter)}
+        if names & set(_IMAGE_COLUMNS) and names & set(_CAPTION_COLUMNS):
+            return True
+    return False
+
+
+def _caption_files_in(folder: Path) -> list[Path]:
+    """Regular files in `folder` whose header would do as a caption CSV (at most 3, `caption*` first)."""
+    try:
+        with os.scandir(folder) as entries:
+            names = sorted(e.name for e in entries if e.name.lower().endswith(_CANDIDATE_SUFFIXES)
+                           and not e.name.startswith(".") and e.is_file())
+    except OSError:
+        return []
+    names.sort(key=lambda n: "caption" not in n.lower())
+    return [folder / n for n in names[:50] if _header_fits(folder / n)][:3]
+
+
+def _not_a_caption_file(path: Path) -> DatasetFormatError | DatasetLayoutError | None:
+    """The error for a `path` that cannot be a caption CSV at all (absent, a folder, a FIFO), else None."""
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        if os.path.lexists(path):  # a dangling or looping link, a folder that cannot be entered
+            return DatasetLayoutError(f"{path} cannot be opened ({exc.strerror}): {_EXPECTED}")
+        return DatasetLayoutError(f"missing file {path}\nexpected layout:\n{CAPTION_LAYOUT}")
+    if os.path.isdir(path):
+        found = _caption_files_in(path)
+        hint = f"; it holds {', '.join(f.name for f in found)}: did you mean {found[0]}?" if found else ""
+        return DatasetLayoutError(f"{path} is a folder, not a caption file: {_EXPECTED}{hint}")
+    kind = special_kind(info.st_mode)
+    if kind is not None:
+        return DatasetFormatError(f"{path} is {kind}, not a caption file: {_EXPECTED}")
+    return None
+
+
+def _binary_kind(path: Path) -> str | None:
+    """What `path` is when its first bytes say it is no text file ("a PNG image"), else None."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError:
+        return None
+    for magic, kind in _SIGNATURES:
+        if head.startswith(magic):
+            return kind
+    return "a binary file" if b"\0" in head else None
+
+
+def _first_bad_utf8_line(path: Path) -> int:
+    """The 1-based number of the first line of `path` that is not UTF-8 (0 when none is)."""
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return 0
+
+
 def read_caption_csv(
     path: str | Path,
     image_column: str | None = None,
@@ -58,36 +141,46 @@ def read_caption_csv(
     delimiter: str = ",",
 ) -> CaptionTable:
     path = Path(path)
-    if not path.is_file():
-        raise DatasetLayoutError(f"missing file {path}\nexpected layout:\n{CAPTION_LAYOUT}")
+    refusal = _not_a_caption_file(path)
+    if refusal is not None:
+        raise refusal
+    binary = _binary_kind(path)
+    if binary is not None:
+        raise DatasetFormatError(f"{path} is {binary}, not a caption file: {_EXPECTED}")
     table = CaptionTable(path)
     index: dict[str, int] = {}
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f, delimiter=delimiter)
-        header = next(reader, None)
-        if not header:
-            raise DatasetFormatError(f"{path} is empty\nexpected layout:\n{CAPTION_LAYOUT}")
-        img_col = _column(header, image_column, _IMAGE_COLUMNS, path)
-        cap_col = _column(header, caption_column, _CAPTION_COLUMNS, path)
-        start = reader.line_num + 1
-        for row in reader:
-            lineno, start = start, reader.line_num + 1
-            if not row or not any(c.strip() for c in row):
-                continue
-            if len(row) <= max(img_col, cap_col):
-                table.bad_rows.append((lineno, f"{len(row)} fields, expected {len(header)}"))
-                continue
-            image, caption = row[img_col].strip(), row[cap_col].strip()
-            if len(row) > len(header) and cap_col == len(header) - 1:
-                caption = delimiter.join(row[cap_col:]).strip()  # unquoted commas in the last column
-            if not image or not caption:
-                table.bad_rows.append((lineno, "empty image" if not image else "empty caption"))
-                continue
-            if image not in index:
-                index[image] = len(table.images)
-                table.images.append(image)
-            table.captions.append(caption)
-            table.caption_image.append(index[image])
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f, delimiter=delimiter)
+            header = next(reader, None)
+            if not header:
+                raise DatasetFormatError(f"{path} is empty\nexpected layout:\n{CAPTION_LAYOUT}")
+            img_col = _column(header, image_column, _IMAGE_COLUMNS, path)
+            cap_col = _column(header, caption_column, _CAPTION_COLUMNS, path)
+            start = reader.line_num + 1
+            for row in reader:
+                lineno, start = start, reader.line_num + 1
+                if not row or not any(c.strip() for c in row):
+                    continue
+                if len(row) <= max(img_col, cap_col):
+                    table.bad_rows.append((lineno, f"{len(row)} fields, expected {len(header)}"))
+                    continue
+                image, caption = row[img_col].strip(), row[cap_col].strip()
+                if len(row) > len(header) and cap_col == len(header) - 1:
+                    caption = delimiter.join(row[cap_col:]).strip()  # unquoted commas in the last column
+                if not image or not caption:
+                    table.bad_rows.append((lineno, "empty image" if not image else "empty caption"))
+                    continue
+                if image not in index:
+                    index[image] = len(table.images)
+                    table.images.append(image)
+                table.captions.append(caption)
+                table.caption_image.append(index[image])
+    except UnicodeDecodeError as exc:
+        raise DatasetFormatError(f"{path}: line {_first_bad_utf8_line(path)} is not UTF-8 text (byte "
+                                 f"0x{exc.object[exc.start]:02x}): {_EXPECTED}") from exc
+    except csv.Error as exc:
+        raise DatasetFormatError(f"{path}: not readable as CSV ({exc}): {_EXPECTED}") from exc
     if table.bad_rows:
         listing = "; ".join(f"line {n}: {why}" for n, why in table.bad_rows[:10])
         message = f"{path}: {len(table.bad_rows)} bad rows ({listing})"
