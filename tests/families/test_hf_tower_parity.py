@@ -56,16 +56,16 @@ def _zoo_parity():
     return sys.modules[key]
 
 
-def _small_hf(hf: dict) -> dict:
-    out = {**hf, "vocab_size": VOCAB, _LAYER_FIELD[hf["model_type"]]: LAYERS}
+def _small_hf(hf: dict, layers: int = LAYERS) -> dict:
+    out = {**hf, "vocab_size": VOCAB, _LAYER_FIELD[hf["model_type"]]: layers}
     if hf["model_type"] in _DECODER_FIELD:
         out[_DECODER_FIELD[hf["model_type"]]] = 1
     return out
 
 
-def _ours(name: str) -> dict:
+def _ours(name: str, text_layers: int = LAYERS) -> dict:
     config = get_config(name)
-    config["text_hf"] = _small_hf(config["text_hf"])
+    config["text_hf"] = _small_hf(config["text_hf"], text_layers)
     config.update(vision_layers=LAYERS, transformer_layers=LAYERS, vocab_size=VOCAB)
     return config
 
@@ -195,3 +195,49 @@ def test_onnx_text_graph_equals_pytorch_on_padded_rows(arch: str, tmp_path: Path
     with torch.no_grad():
         want = loaded.model.encode_text(ids)
     assert _relative(got, want) <= 1e-5
+
+
+def _one_arch_per_encoder() -> list[str]:
+    first: dict[str, str] = {}
+    for name in CLIP_ARCHS:
+        first.setdefault(get_config(name)["text_hf"]["model_type"], name)
+    return sorted(first.values())
+
+
+@pytest.mark.parametrize("name", _one_arch_per_encoder())
+def test_text_tower_locks_as_open_clips_hf_encoder(name: str, tmp_path: Path) -> None:
+    """`lock_text_tower(unlocked_layers=k)` on a transformers text tower was NotImplementedError for k > 0,
+    `freeze_layer_norm=False` was refused, and k = 0 froze the projection, which open_clip's
+    `HFTextEncoder.lock` leaves trainable. Now the trainable parameters equal those open_clip's own lock leaves
+    on the same model, for every k and both LayerNorm settings (3 encoder layers; open_clip cannot lock an
+    M2M100 encoder partially, it has no layer name for it: there k > 0 is checked by hand)."""
+    ours_cfg = _ours(name, text_layers=3)
+    cfg = _open_clip_cfg(name, tmp_path / "hf", ours_cfg)
+    reference_module = _zoo_parity()._open_clip_model()
+    reference = skeleton(lambda: reference_module.CustomTextCLIP(
+        cfg["embed_dim"], cfg["vision_cfg"], cfg["text_cfg"], quick_gelu=cfg.get("quick_gelu", False)))
+    ours = create_model_from_config(ours_cfg)
+    assert set(dict(ours.named_parameters())) == set(dict(reference.named_parameters()))
+    model_type = ours_cfg["text_hf"]["model_type"]
+
+    def trainable(model: torch.nn.Module) -> set[str]:
+        return {n for n, p in model.named_parameters() if p.requires_grad}
+
+    for freeze_layer_norm in (True, False):
+        for k in range(6):
+            ours.requires_grad_(True)
+            ours.lock_text_tower(unlocked_layers=k, freeze_layer_norm=freeze_layer_norm)
+            if model_type == "m2m_100" and k:  # open_clip's rule by hand: [embeddings, *layers][:-k] frozen
+                frozen = tuple(["text.transformer.embed_tokens.", *(f"text.transformer.layers.{i}." for i in range(3))
+                                ][:-k])
+                assert {n for n in trainable(ours) if n.startswith("text.transformer.")} == {
+                    n for n, _ in ours.named_parameters() if n.startswith("text.transformer.")
+                    and not (frozen and n.startswith(frozen))}, k
+                continue
+            reference.requires_grad_(True)
+            reference.lock_text_tower(unlocked_layers=k, freeze_layer_norm=freeze_layer_norm)
+            assert trainable(ours) == trainable(reference), (k, freeze_layer_norm)
+    assert {n for n in trainable(ours) if n.startswith("visual.")} == {
+        n for n, _ in ours.named_parameters() if n.startswith("visual.")}
+    with pytest.raises(ValueError, match="must be >= 0"):
+        ours.lock_text_tower(unlocked_layers=-1)

@@ -134,8 +134,8 @@ class CLIP(nn.Module):
     def lock_image_tower(self, unlocked_groups: int = 0, freeze_bn_stats: bool = False) -> None:
         """Freeze the image tower, open_clip's call: with `unlocked_groups` = k the last k of its groups stay
         trainable (a ViT's groups, first to last: patch and position embeddings with `ln_pre`, each block but
-        the last, the last block with `ln_post`, the projection), for partial fine-tuning. Towers without
-        open_clip's grouping (ModifiedResNet, as there; SigLIP's timm-style tower) refuse k > 0."""
+        the last, the last block with `ln_post`, the projection; SigLIP's attention-pool tower: timm's groups,
+        `MapVisionTransformer.lock_groups`), for partial fine-tuning. A ModifiedResNet refuses k > 0, as there."""
         self.visual.requires_grad_(False)
         if freeze_bn_stats:
             for module in self.visual.modules():
@@ -147,7 +147,11 @@ class CLIP(nn.Module):
     def lock_text_tower(self, unlocked_layers: int = 0, freeze_layer_norm: bool = True) -> None:
         """Freeze the text tower (embeddings, blocks, final norm, projection), open_clip's call: with
         `unlocked_layers` = k the last k groups stay trainable (the embeddings, each block but the last, the
-        last block with `ln_final`, the projection). `freeze_layer_norm=False` is refused, as there."""
+        last block with `ln_final`, the projection). `freeze_layer_norm=False` is refused, as there. A
+        transformers text tower locks as open_clip's `HFTextEncoder.lock` does (`HFTextTower.lock`)."""
+        if getattr(self, "text", None) is not None:  # a transformers encoder: open_clip's HFTextEncoder.lock
+            self.text.lock(unlocked_layers, freeze_layer_norm)
+            return
         if not freeze_layer_norm:
             raise NotImplementedError("lock_text_tower(freeze_layer_norm=False): LayerNorms are frozen with their "
                                       "tower (open_clip refuses it too)")
@@ -155,8 +159,6 @@ class CLIP(nn.Module):
             if not name.startswith("visual.") and name not in ("logit_scale", "logit_bias"):
                 param.requires_grad_(False)
         if unlocked_layers:
-            if getattr(self, "text", None) is not None:
-                raise NotImplementedError("lock_text_tower(unlocked_layers>0) on a transformers text tower")
             groups: list[list[Any]] = [[self.token_embedding, self.positional_embedding]]
             blocks = list(self.transformer.resblocks)
             groups += [[block] for block in blocks[:-1]] + [[blocks[-1], self.ln_final]]
@@ -310,7 +312,10 @@ def matching_architectures(config: dict[str, Any]) -> list[str]:
 
 
 def _vit_groups(visual: nn.Module) -> list[list[Any]]:
-    """open_clip's parameter groups of a ViT image tower, first to last (`VisionTransformer.lock`)."""
+    """open_clip's parameter groups of a ViT image tower, first to last (`VisionTransformer.lock`); a tower
+    that groups itself (`lock_groups`) says its own."""
+    if hasattr(visual, "lock_groups"):
+        return visual.lock_groups()
     if not all(hasattr(visual, name) for name in ("conv1", "class_embedding", "ln_pre", "ln_post", "proj")):
         raise NotImplementedError(f"lock_image_tower(unlocked_groups>0) on a {type(visual).__name__} image tower "
                                   "(open_clip groups only its ViT; train's --lock-image freezes the whole tower)")

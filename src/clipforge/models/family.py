@@ -103,6 +103,16 @@ class MapVisionTransformer(nn.Module):
         """(height, width), as open_clip's ``model.visual.image_size``."""
         return (self.input_resolution, self.input_resolution)
 
+    def lock_groups(self) -> list[list[Any]]:
+        """Parameter groups, first to last, as timm's `group_matcher` numbers them for open_clip's
+        `TimmModel.lock`: the stem (patch and position embeddings, `ln_pre`), each block but the last, the
+        last block with the final norm (timm folds `norm` into it), then the attention-pool head (what the
+        matcher leaves unmatched, its last group); a projection, which no published family has, comes last."""
+        blocks = list(self.transformer.resblocks)
+        groups: list[list[Any]] = [[self.conv1, self.positional_embedding, self.ln_pre],
+                                   *[[block] for block in blocks[:-1]], [blocks[-1], self.ln_post], [self.attn_pool]]
+        return groups + ([[self.proj]] if self.proj is not None else [])
+
     def patch_embed(self, x: torch.Tensor) -> torch.Tensor:
         """Images [N, 3, H, W] -> patch features [N, grid*grid, width] (the fast path packs this)."""
         return grid_rows(self.conv1(x))

@@ -84,6 +84,22 @@ class HFTextTower(nn.Module):
         else:
             self.proj = nn.Linear(width, embed_dim, bias=False)
 
+    def lock(self, unlocked_layers: int = 0, freeze_layer_norm: bool = True) -> None:
+        """open_clip's `HFTextEncoder.lock`: freeze the encoder (all of it, or its embeddings and every layer but
+        the last `unlocked_layers` - 1), each LayerNorm trainable when `freeze_layer_norm` is False; the
+        projection is left as it is, as there."""
+        if int(unlocked_layers) < 0:
+            raise ValueError(f"lock_text_tower(unlocked_layers) must be >= 0, got {unlocked_layers}")
+        modules: list[nn.Module] = [self.transformer]
+        if unlocked_layers:
+            model_type = str(self.transformer.config.model_type)
+            layers = self.transformer.get_submodule(hf_layer_prefix(model_type).rstrip("."))
+            embeddings = self.transformer.get_submodule(hf_embedding_key(model_type).split(".")[0])
+            modules = [embeddings, *layers][:-int(unlocked_layers)]
+        for module in modules:
+            for name, param in module.named_parameters():
+                param.requires_grad_(not freeze_layer_norm and "LayerNorm" in name.split("."))
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         mask = (ids != self.pad_id).long()
         hidden = self.transformer(input_ids=ids, attention_mask=mask).last_hidden_state
