@@ -100,3 +100,31 @@ def test_siglip_matches_open_clips_timm_tower(name, open_clip, monkeypatch) -> N
             assert _relative(image, ref_image) <= RTOL
             assert _relative(txt, ref_text) <= RTOL
             assert _relative(logits, ref_logits) <= RTOL
+    _check_locks(theirs, ours)
+
+
+def _check_locks(theirs: torch.nn.Module, ours: torch.nn.Module) -> None:
+    """`lock_image_tower(unlocked_groups=k)` on SigLIP's attention-pool tower was NotImplementedError: now the
+    parameters it leaves trainable are those open_clip's `TimmModel.lock` (timm's `group_matcher` groups) leaves
+    on the same model, name for name through the layout conversion, for every k; and the text tower's
+    `lock_text_tower(k)` those of open_clip's `TextTransformer.lock`."""
+    def flags(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        return {n: torch.tensor([float(p.requires_grad)]) for n, p in model.named_parameters()}
+
+    def ours_from_theirs() -> dict[str, bool]:
+        converted = to_clipforge_layout(flags(theirs))
+        assert all(bool((v == v.flatten()[0]).all()) for v in converted.values())  # a fused tensor: one flag
+        return {n: bool(v.flatten()[0]) for n, v in converted.items()}
+
+    for tower, groups in (("image", DEPTH + 2), ("text", DEPTH + 2)):
+        for k in range(groups + 2):
+            theirs.requires_grad_(True)
+            ours.requires_grad_(True)
+            if tower == "image":
+                theirs.lock_image_tower(unlocked_groups=k)
+                ours.lock_image_tower(unlocked_groups=k)
+            else:
+                theirs.lock_text_tower(unlocked_layers=k)
+                ours.lock_text_tower(unlocked_layers=k)
+            expected = ours_from_theirs()
+            assert {n: p.requires_grad for n, p in ours.named_parameters()} == expected, (tower, k)
