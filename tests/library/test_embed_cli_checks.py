@@ -135,3 +135,27 @@ def test_out_inside_the_photos_is_fine_when_no_photo_is_hidden_by_it(tmp_path, i
     assert json.loads((out / "manifest.json").read_text())["files"] == 5
     assert main(["embed", str(photos), "--out", str(out), *TINY, *extra]) == 0  # its rerun resumes it
     assert "wrote 0 of 1 partitions (1 already done)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["classify", "eval"])
+@pytest.mark.parametrize(("flag", "value", "expected"), [
+    ("--batch-size", "0", "--batch-size must be at least 1 (images per model batch), got 0"),
+    ("--workers", "-1", "--workers must be 0 (decode in this process) or more, got -1"),
+])
+def test_classify_and_eval_refuse_the_same_settings_before_the_model(tmp_path, capsys, command, flag, value,
+                                                                     expected):
+    """`classify --batch-size 0` ran with batches of 1 and `--workers -1` with none, silently; `eval` refused
+    them only after loading the model, in the library's words (`batch_size must be >= 1`). The model named
+    here does not exist: the setting is refused before anything looks for it."""
+    from PIL import Image
+
+    photo = tmp_path / "red.png"
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(photo)
+    for name in ("a", "b"):
+        (tmp_path / "ds" / name).mkdir(parents=True)
+        Image.new("RGB", (8, 8), (10, 10, 10)).save(tmp_path / "ds" / name / "0.png")
+    argv = (["classify", str(photo), "--labels", "cat,dog"] if command == "classify" else
+            ["eval", "zeroshot", "--dataset", "folder", "--root", str(tmp_path / "ds"), "--out", str(tmp_path / "o")])
+    assert main([*argv, "--model", "no-such-model", flag, value]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: {expected}"
+    assert not (tmp_path / "o").exists()

@@ -42,11 +42,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from clipforge.api import resolve_device
-    from clipforge.cli.common import expand_images, figure_target, indistinct_notice, model_spec
+    from clipforge.cli.common import (
+        batch_settings_problem,
+        expand_images,
+        figure_target,
+        indistinct_notice,
+        model_spec,
+    )
+    from clipforge.errors import UsageError
     from clipforge.zeroshot.files import classify_files, parse_labels, read_labels_file
 
     if args.top_k < 1:
         raise ValueError(f"--top-k must be at least 1, got {args.top_k}")
+    if problem := batch_settings_problem(args):
+        raise UsageError(problem)
     labels = parse_labels(",".join(args.labels)) if args.labels is not None else read_labels_file(args.labels_file)
     images = expand_images(args.images)  # before the model loads: a typo costs one line
     if args.plot:

@@ -53,6 +53,19 @@ def add_speed_arguments(parser: argparse.ArgumentParser, workers: bool = True) -
                             help="image decoding processes (default: one per CPU core beyond the first, at most 8)")
 
 
+def batch_settings_problem(args: argparse.Namespace, batch_means: str = "images per model batch") -> str | None:
+    """The first unusable `--batch-size` / `--workers` of a command, as one line naming the flag, for the
+    commands to refuse before the model loads (`read_batches` turned a batch size of 0 into 1 and -1 workers
+    into 0, silently; eval refused them after loading the model, in the library's words)."""
+    batch = getattr(args, "batch_size", None)
+    if batch is not None and batch < 1:
+        return f"--batch-size must be at least 1 ({batch_means}), got {batch}"
+    workers = getattr(args, "workers", None)
+    if workers is not None and workers < 0:
+        return f"--workers must be 0 (decode in this process) or more, got {workers}"
+    return None
+
+
 def add_output_arguments(parser: argparse.ArgumentParser, json: bool = True, quiet: bool = True) -> None:
     if json:
         parser.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")

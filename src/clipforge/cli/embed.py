@@ -64,11 +64,9 @@ def _check_arguments(args: argparse.Namespace) -> str | None:
     calls it before torch loads."""
     if args.shard_size < 1:
         return f"--shard-size must be at least 1 (images per output partition), got {args.shard_size}"
-    if args.batch_size < 1:
-        return f"--batch-size must be at least 1 (images per model batch), got {args.batch_size}"
-    if args.workers is not None and args.workers < 0:
-        return f"--workers must be 0 (decode in this process) or more, got {args.workers}"
-    return None
+    from clipforge.cli.common import batch_settings_problem
+
+    return batch_settings_problem(args)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -219,8 +219,11 @@ def _finish(report: dict, keys: list[str], args: argparse.Namespace) -> int:
 def _prepare(args: argparse.Namespace) -> tuple[str, str]:
     """(model spec, device) for the library call: the defaults decided once, in clipforge.api."""
     from clipforge.api import resolve_device
-    from clipforge.cli.common import model_spec
+    from clipforge.cli.common import batch_settings_problem, model_spec
+    from clipforge.errors import UsageError
 
+    if problem := batch_settings_problem(args):  # before the model loads and the run's log opens
+        raise UsageError(problem)
     return model_spec(args), str(resolve_device(args.device))
 
 

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from clipforge.cli.common import json_text, print_failures
+from clipforge.cli.common import batch_settings_problem, json_text, print_failures
 
 
 def count_noun(count: int, noun: str) -> str:
@@ -146,11 +146,7 @@ def _check_add_arguments(args: argparse.Namespace) -> str | None:
     """The first bad run setting, as one line (a setting is never recorded as a photo's failure)."""
     if args.max_pixels is not None and args.max_pixels < 1:
         return f"--max-pixels must be a positive number of pixels (the bomb guard, e.g. 178956970), got {args.max_pixels}"
-    if args.batch_size < 1:
-        return f"--batch-size must be at least 1 (images per model batch and per commit), got {args.batch_size}"
-    if args.workers is not None and args.workers < 0:
-        return f"--workers must be 0 (decode in this process) or more, got {args.workers}"
-    return None
+    return batch_settings_problem(args, "images per model batch and per commit")
 
 
 def files_ahead(args: argparse.Namespace) -> tuple[str, Callable[[], list[str]]] | None:
