@@ -13,12 +13,23 @@ from clipforge.cli.common import json_text
 from clipforge.cli.index import add_library_arguments, display_path, fail, open_library, user_errors
 
 
+class _JoinedWords(argparse.Action):
+    """The words of an unquoted query as one text (`search cat dog` was "unrecognized arguments: dog")."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        words = [values] if isinstance(values, str) else list(values or [])  # type: ignore[call-overload]
+        setattr(namespace, self.dest, " ".join(words) if words else None)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "search", help="search a library by text, image, or query arithmetic",
         description='Search an image library. QUERY: text ("a dog on the beach"), or arithmetic such as '
                     '\'"cat" + photo.jpg - "grass"\' and \'2:"cat" + "sofa"\' (quoted = text, bare file = image).')
-    parser.add_argument("query", nargs="?", default=None, help="text or query arithmetic")
+    parser.add_argument("query", nargs="*", default=None, action=_JoinedWords,
+                        help="text or query arithmetic (several words without quotes are one text: "
+                             "`clipforge search red car` searches \"red car\")")
     parser.add_argument("--image", action="append", default=[], metavar="IMG",
                         help="query image (repeatable; added to QUERY when both are given)")
     parser.add_argument("--top-k", "-k", type=int, default=20, help="results (default 20)")
@@ -93,6 +104,10 @@ def run(args: argparse.Namespace) -> int:
                 print(notice, file=sys.stderr)
     except user_errors() as exc:  # QueryError, ImageLoadError, ModelMismatchError are ValueErrors
         return fail(exc)
+    gone = {hit.path for hit in hits if not os.path.lexists(hit.path)}
+    if gone and not args.quiet:  # deleted since indexed: a `--paths | xargs` pipe would get names that do not open
+        print(f"notice: {len(gone)} of these photos are no longer on disk (marked 'missing'); `clipforge index "
+              "prune` forgets the library's photos whose files are gone", file=sys.stderr)
     if args.json:
         print(json_text({"query": args.query, "images": args.image, "results": [h.to_dict() for h in hits]}))
         return 0
@@ -107,5 +122,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"no results: {empty}")
     for rank, hit in enumerate(hits, 1):
         tag = f"  [{hit.tags[0][0]}]" if hit.tags else ""
-        print(f"{rank:3d}  {hit.score:.4f}  {display_path(hit.path)}{tag}")
+        mark = "  (missing)" if hit.path in gone else ""
+        print(f"{rank:3d}  {hit.score:.4f}  {display_path(hit.path)}{tag}{mark}")
     return 0
