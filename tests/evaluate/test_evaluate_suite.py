@@ -215,3 +215,17 @@ def test_expect_published_checks_every_cell_with_a_published_number():
     assert len(none) == 1 and not none[0]["ok"] and "no cell" in none[0]["why"]
     with pytest.raises(ValueError, match="DATASET"):
         parse_suite_expect(["imagenet"])
+
+
+def test_a_suite_that_found_no_dataset_is_not_a_success(tmp_path, capsys):
+    """`eval suite --datasets cifar10` without --root printed an empty table and exited 0: nothing was measured.
+    The table and the list of skipped datasets are still written; the exit status is 2 with one line."""
+    args = ["eval", "suite", "--models", "test-vit-tiny", "--datasets", "cifar10", "--out", str(tmp_path / "out"),
+            "--device", "cpu", "--workers", "0", "--quiet"]
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    assert "- cifar10: not found at --root" in captured.out
+    assert captured.err.strip().splitlines()[-1] == (
+        "error: no dataset of the suite was found without --root (where the datasets are): 1 skipped, listed "
+        "above; --download fetches those that can be downloaded")
+    assert json.loads((tmp_path / "out" / "table.json").read_text())["missing"]

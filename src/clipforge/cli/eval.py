@@ -316,4 +316,10 @@ def run_suite_command(args: argparse.Namespace) -> int:
             print(f"expect {check['model'] or '*'}@{check['dataset']}:{check['metric']}={check['expected']} "
                   f"±{check['tolerance']}: measured {check['measured']} MISSED"
                   + (f" ({check['why']})" if check.get("why") else ""), file=sys.stderr)
+    if not summary["cells"] and summary["missing"]:  # nothing measured: not a success (it exited 0)
+        from clipforge.cli.main import report_error
+
+        where = f"under --root {args.root}" if args.root else "without --root (where the datasets are)"
+        return report_error(f"no dataset of the suite was found {where}: {len(summary['missing'])} skipped, "
+                            "listed above; --download fetches those that can be downloaded")
     return 0 if summary["passed"] else 1
