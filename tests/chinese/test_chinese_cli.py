@@ -154,3 +154,25 @@ def test_texts_the_context_cuts_alike_get_a_notice(tmp_path: Path, capsys) -> No
     assert main(["classify", str(image), "--labels", "猫,狗", "--model", "clipforge-tiny-zh", "--json"]) == 0
     captured = capsys.readouterr()
     assert "indistinct" not in json.loads(captured.out) and "cannot tell" not in captured.err
+
+
+def test_tag_says_what_classify_says(tmp_path: Path, capsys) -> None:
+    """`tag` with Chinese labels on an English model, or with one label, said nothing (classify and search give a
+    notice for each): it tagged every photo with meaningless scores, or every photo 100% with the one label."""
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, colour in enumerate(((200, 20, 20), (20, 200, 20))):
+        Image.new("RGB", (32, 32), colour).save(photos / f"{i}.png")
+    lib = str(tmp_path / "lib")
+    assert main(["index", "add", str(photos), "--library", lib, "--model", "clipforge-tiny", "-q"]) == 0
+    capsys.readouterr()
+    assert main(["tag", "--labels", "猫,狗", "--library", lib]) == 0
+    assert "notice: the query '猫 狗' is written in zh but model clipforge-tiny was trained for en only" \
+        in capsys.readouterr().err
+    assert main(["tag", "--labels", "cat", "--library", lib]) == 0
+    assert "notice: one label ('cat'): a softmax over one label is always 100%, so every photo gets it" \
+        in capsys.readouterr().err
+    assert main(["tag", "--labels", "cat", "--library", lib, "--quiet"]) == 0
+    assert "notice" not in capsys.readouterr().err

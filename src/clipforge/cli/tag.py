@@ -7,6 +7,7 @@ are tagged with them as they are added.
 from __future__ import annotations
 
 import argparse
+import sys
 
 from clipforge.cli.common import add_output_arguments, json_text
 from clipforge.cli.index import add_library_arguments, fail, open_library, user_errors
@@ -62,8 +63,16 @@ def run(args: argparse.Namespace) -> int:
         with open_library(args, create=False) as library:
             report = library.classify(",".join(args.labels), templates=args.templates, top_k=args.top_k,
                                       progress=not (args.json or args.quiet))
+            from clipforge.zeroshot.languages import query_notice  # as classify and search say it
+
+            language = None if args.quiet else query_notice(" ".join(report.labels), library.encoder)
     except user_errors() as exc:
         return fail(exc)
+    if language:
+        print(language, file=sys.stderr)
+    if not args.quiet and len(report.labels) == 1 and report.scoring == "softmax":
+        print(f"notice: one label ({report.labels[0]!r}): a softmax over one label is always 100%, so every photo "
+              "gets it; give the labels it competes with, e.g. --labels \"cat,dog,car\"", file=sys.stderr)
     print(json_text(report.to_dict()) if args.json else report.summary_line())
     if report.note and not args.json:
         print(f"note: {report.note}")
