@@ -144,3 +144,19 @@ def test_one_label_gets_a_notice(tmp_path, capsys):
     assert "100.00%  cat" in captured.out and "a softmax over one label is always 100%" in captured.err
     assert main(["classify", good[0], "--labels", "cat,dog", "--model", "test-vit-tiny", "--device", "cpu"]) == 0
     assert "one label" not in capsys.readouterr().err
+
+
+def test_a_labels_file_that_repeats_a_label_scores_it_once(tmp_path, capsys):
+    """A labels file naming `cat` twice printed `cat 31.51%` twice, the probability split between the copies
+    (`--labels cat,dog,cat` kept one): each label once now, with a notice; `Cat` is another label."""
+    good, _ = _images(tmp_path)
+    labels = tmp_path / "dups.txt"
+    labels.write_text("cat\ndog\ncat\nCat\n")
+    base = ["classify", good[0], "--model", "test-vit-tiny", "--device", "cpu", "--json"]
+    assert main([*base, "--labels-file", str(labels)]) == 0
+    captured = capsys.readouterr()
+    from_file = json.loads(captured.out)["results"][0]
+    assert sorted(from_file["labels"]) == ["Cat", "cat", "dog"]
+    assert captured.err.strip() == f"notice: {labels} repeats 1 label(s) (cat); each is scored once"
+    assert main([*base, "--labels", "cat,dog,Cat"]) == 0
+    assert json.loads(capsys.readouterr().out)["results"][0] == from_file

@@ -56,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--top-k must be at least 1, got {args.top_k}")
     if problem := batch_settings_problem(args):
         raise UsageError(problem)
-    labels = parse_labels(",".join(args.labels)) if args.labels is not None else read_labels_file(args.labels_file)
+    labels = parse_labels(",".join(args.labels)) if args.labels is not None else _distinct(
+        read_labels_file(args.labels_file), args)
     images = expand_images(args.images)  # before the model loads: a typo costs one line
     if args.plot:
         args.plot = figure_target(args.plot, "classify.png", inputs=[*images, *filter(None, [args.labels_file])])
@@ -90,3 +91,15 @@ def run(args: argparse.Namespace) -> int:
     for error in out["errors"]:
         print(f"skipped {error['image']}: {error['error']}", file=sys.stderr)
     return 1 if out["errors"] and not out["results"] else 0
+
+
+def _distinct(labels: list[str], args: argparse.Namespace) -> list[str]:
+    """A labels file's labels, each once (as `--labels` keeps them): a repeated line split the probability
+    between its copies ("cat 31.51%" printed twice). The file reader keeps repeats for evaluations, whose
+    class i is line i."""
+    kept = list(dict.fromkeys(labels))
+    if len(kept) < len(labels) and not args.quiet:
+        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        print(f"notice: {args.labels_file} repeats {len(labels) - len(kept)} label(s) ({', '.join(repeated[:5])}"
+              f"{', ...' if len(repeated) > 5 else ''}); each is scored once", file=sys.stderr)
+    return kept
