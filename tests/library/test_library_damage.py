@@ -198,3 +198,16 @@ def test_a_library_this_user_cannot_write_is_one_line(built):
     finally:
         for path, mode in modes.items():
             path.chmod(mode)
+
+
+def test_a_garbled_embedding_width_names_the_database_and_the_key(built, capsys):
+    """A meta value `embed_dim` of 'abc' made `index stats` (and the server's start) fail with
+    "invalid literal for int() with base 10: 'abc'", naming neither the file nor the key."""
+    lib, _ = built
+    with Library(lib) as library:
+        library.store.conn().execute("UPDATE meta SET value = 'abc' WHERE key = 'embed_dim'")
+    assert main(["index", "stats", "--library", str(lib)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"error: library database {lib / 'library.sqlite3'} is damaged (its meta key "
+                          "'embed_dim' holds 'abc', not a number)"), err

@@ -275,3 +275,17 @@ def test_resolve_encoder_accepts_every_model_form(tiny_encoder):
         assert resolve_encoder(form).fingerprint == tiny_encoder.fingerprint
     with pytest.raises(TypeError, match="model must be"):
         resolve_encoder(42)
+
+
+def test_an_avif_upload_keeps_its_format_as_extension(library):
+    """An AVIF upload was stored as `holiday.img` (no extension known for the format): a later scan of the
+    uploads did not see it as an image. `.avif` now, from the bytes."""
+    from PIL import features
+
+    if not features.check("avif"):
+        pytest.skip("this Pillow cannot write AVIF")
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (30, 160, 90)).save(buffer, format="AVIF")
+    record = library.add_bytes(buffer.getvalue(), filename="holiday.jpg")
+    assert record.status == "ok" and record.path.endswith("/holiday.avif"), record.path
+    assert library.image_bytes(record.id) == (buffer.getvalue(), "image/avif")

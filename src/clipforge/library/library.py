@@ -423,6 +423,14 @@ class Library:
         fingerprint = self.model_fingerprint
         return self.store.tags_for_images(fingerprint, [image_id]).get(int(image_id), []) if fingerprint else []
 
+    def _stored_dim(self) -> int:
+        """The embedding width the library recorded; DamagedLibraryError naming the database and the key when it
+        is not a number (`int()`'s "invalid literal for int() with base 10: 'abc'" named neither)."""
+        value = self.store.get_meta(_META_DIM) or "0"
+        if not value.strip().isdigit():
+            raise damaged(self.store.path, f"its meta key {_META_DIM!r} holds {value[:40]!r}, not a number")
+        return int(value)
+
     def spaces(self) -> list[dict[str, Any]]:
         """Each model space (a model with vectors here): name, fingerprint, dim, vectors, default or not."""
         default = self.model_fingerprint
@@ -467,11 +475,10 @@ class Library:
         }
         if fingerprint is not None:
             out["model"] = {"name": self.store.get_meta(_META_NAME) or None, "fingerprint": fingerprint,
-                            "embed_dim": int(self.store.get_meta(_META_DIM) or 0),
+                            "embed_dim": self._stored_dim(),
                             "vector_dtype": self.store.get_meta(_META_DTYPE)}
             out["distinct_contents"] = self.store.embedding_count(fingerprint)
-            manager = self._manager or IndexManager(self.store, self.paths, fingerprint,
-                                                    int(self.store.get_meta(_META_DIM) or 0))
+            manager = self._manager or IndexManager(self.store, self.paths, fingerprint, self._stored_dim())
             out["index"] = manager.status()
             out["tags"] = self.store.tag_counts(fingerprint)
             if verify:

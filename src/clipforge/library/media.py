@@ -31,7 +31,7 @@ __all__ = ["THUMB_SIZES", "ChangedFileError", "clean_upload_name", "image_bytes"
 
 THUMB_SIZES = (16, 2048)  # inclusive bounds on the requested longest side
 _EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tiff",
-               "MPO": ".jpg"}
+               "MPO": ".jpg", "AVIF": ".avif", "HEIF": ".heic"}  # AVIF uploads were kept as `.img`
 
 
 class ChangedFileError(ValueError):
