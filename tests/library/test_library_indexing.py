@@ -126,6 +126,8 @@ def test_pixel_cap_is_configurable(tmp_path, tiny_encoder, images_factory):
     report = library.add(tmp_path / "photos", workers=0, progress=False)
     assert (report.added, report.failed) == (1, 1)
     assert "too many pixels" in report.failures[0][1]
+    assert "`index add --max-pixels N`" in report.failures[0][1]  # it said "pass a larger max_pixels", a name
+    # that classify, embed and eval users have no flag for
 
 
 def test_unreadable_file_is_recorded(tmp_path, tiny_encoder, images_factory, monkeypatch):
