@@ -26,9 +26,6 @@ def _listing(folder):
 @pytest.mark.parametrize(("flag", "value", "expected"), [
     ("--shard-size", "-1", "--shard-size must be at least 1 (images per output partition), got -1"),
     ("--shard-size", "0", "--shard-size must be at least 1 (images per output partition), got 0"),
-    ("--batch-size", "0", "--batch-size must be at least 1 (images per model batch), got 0"),
-    ("--batch-size", "-1", "--batch-size must be at least 1 (images per model batch), got -1"),
-    ("--workers", "-1", "--workers must be 0 (decode in this process) or more, got -1"),
 ])
 def test_a_bad_setting_is_one_line_and_writes_nothing(tmp_path, images_factory, capsys, flag, value, expected):
     images_factory(tmp_path / "photos", 3)
@@ -137,25 +134,35 @@ def test_out_inside_the_photos_is_fine_when_no_photo_is_hidden_by_it(tmp_path, i
     assert "wrote 0 of 1 partitions (1 already done)" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("command", ["classify", "eval"])
-@pytest.mark.parametrize(("flag", "value", "expected"), [
-    ("--batch-size", "0", "--batch-size must be at least 1 (images per model batch), got 0"),
-    ("--workers", "-1", "--workers must be 0 (decode in this process) or more, got -1"),
-])
-def test_classify_and_eval_refuse_the_same_settings_before_the_model(tmp_path, capsys, command, flag, value,
-                                                                     expected):
-    """`classify --batch-size 0` ran with batches of 1 and `--workers -1` with none, silently; `eval` refused
-    them only after loading the model, in the library's words (`batch_size must be >= 1`). The model named
-    here does not exist: the setting is refused before anything looks for it."""
+
+def _batching_command(command: str, tmp_path) -> list[str]:
+    """argv of each command that decodes photos in batches, over a small folder (outputs under tmp_path)."""
     from PIL import Image
 
-    photo = tmp_path / "red.png"
-    Image.new("RGB", (8, 8), (200, 10, 10)).save(photo)
     for name in ("a", "b"):
         (tmp_path / "ds" / name).mkdir(parents=True)
         Image.new("RGB", (8, 8), (10, 10, 10)).save(tmp_path / "ds" / name / "0.png")
-    argv = (["classify", str(photo), "--labels", "cat,dog"] if command == "classify" else
-            ["eval", "zeroshot", "--dataset", "folder", "--root", str(tmp_path / "ds"), "--out", str(tmp_path / "o")])
-    assert main([*argv, "--model", "no-such-model", flag, value]) == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: {expected}"
-    assert not (tmp_path / "o").exists()
+    photos = str(tmp_path / "ds" / "a")
+    return {"index add": ["index", "add", photos, "--library", str(tmp_path / "out")],
+            "embed": ["embed", photos, "--out", str(tmp_path / "out")],
+            "classify": ["classify", photos, "--labels", "cat,dog"],
+            "eval": ["eval", "zeroshot", "--dataset", "folder", "--root", str(tmp_path / "ds"),
+                     "--out", str(tmp_path / "out")]}[command]
+
+
+@pytest.mark.parametrize("command", ["index add", "embed", "classify", "eval"])
+@pytest.mark.parametrize(("flag", "value", "expected"), [
+    ("--batch-size", "0", "--batch-size must be at least 1 (images per model batch{}), got 0"),
+    ("--batch-size", "-4", "--batch-size must be at least 1 (images per model batch{}), got -4"),
+    ("--workers", "-1", "--workers must be 0 (decode in this process) or more, got -1"),
+])
+def test_every_batching_command_refuses_the_same_settings_first(tmp_path, capsys, command, flag, value, expected):
+    """`classify --batch-size 0` ran with batches of 1 and `--workers -1` with none, silently (`embed` too); `eval`
+    refused them only after loading the model, in the library's words (`batch_size must be >= 1`). One check
+    now, before anything: the model named here does not exist, and nothing is written."""
+    argv = [*_batching_command(command, tmp_path), "--model", "no-such-model", flag, value]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    per_commit = " and per commit" if command == "index add" else ""
+    assert captured.out == "" and captured.err == f"error: {expected.format(per_commit)}\n"
+    assert not (tmp_path / "out").exists()

@@ -15,10 +15,7 @@ from clipforge.library import Library
 @pytest.mark.parametrize(("flag", "value", "words"), [
     ("--max-pixels", "-5", "--max-pixels must be a positive number of pixels"),
     ("--max-pixels", "0", "--max-pixels must be a positive number of pixels"),
-    ("--batch-size", "0", "--batch-size must be at least 1"),
-    ("--batch-size", "-4", "--batch-size must be at least 1"),
-    ("--workers", "-1", "--workers must be 0 (decode in this process) or more"),
-])
+])  # --batch-size and --workers: every batching command at once, tests/library/test_embed_cli_checks.py
 def test_bad_add_setting_is_one_line_and_records_nothing(tmp_path, images_factory, capsys, flag, value, words):
     images_factory(tmp_path / "photos", 3)
     lib = tmp_path / "lib"
