@@ -71,7 +71,11 @@ def test_a_rebinding_pages_host_name_is_not_answered(app_client):
         assert answer.json()["error"] == "host_not_allowed"
         assert "--allowed-host" in answer.json()["detail"]
         assert client.get("/docs", headers={"Host": host}).status_code == 400
-    for host in ("127.0.0.1:7860", "localhost:7860", "[::1]:7860", "192.168.1.20", "myhost", "app.localhost:7860"):
+    import socket
+
+    own = socket.gethostname().split(".")[0]
+    for host in ("127.0.0.1:7860", "localhost:7860", "[::1]:7860", "192.168.1.20", "myhost", "app.localhost:7860",
+                 f"{own}.local:7860"):
         assert client.get("/api/images", headers={"Host": host}).status_code == 200, host
     listed = app_client(ui=False, allowed_hosts=["photos.example.com"])
     assert listed.get("/api/images", headers={"Host": "photos.example.com"}).status_code == 200

@@ -14,8 +14,9 @@ A server on 127.0.0.1 is reachable by every web page its user opens, through the
   still says `Host: attacker.example`. A request whose `Host` is a dotted name this server was not told
   to answer to is refused with 400. Addresses (`127.0.0.1`, `[::1]`, a LAN address), `localhost` and
   single-label names (`myhost`: resolved by this network, not by whoever runs a web page) are always
-  answered, and so is this machine's own host name; other names are added with `--allowed-host NAME`
-  (a reverse proxy's public name, a LAN DNS name), or `--allowed-host '*'` to answer any.
+  answered, and so are this machine's own host name and its mDNS name (`myhost.local`); other names are
+  added with `--allowed-host NAME` (a reverse proxy's public name, a LAN DNS name), or `--allowed-host '*'`
+  to answer any.
 
 Every answer also says it may not be framed by another page (`X-Frame-Options`, CSP `frame-ancestors`):
 clicks on an invisible framed UI would otherwise be the attacker's.
@@ -78,7 +79,8 @@ class HostNames:
         names = {name.strip().lower().rstrip(".") for name in allowed if name.strip()}
         self.any = "*" in names
         self.listed = names - {"*"}
-        self._own = {socket.gethostname().lower().rstrip(".")}
+        own = socket.gethostname().lower().rstrip(".")
+        self._own = {own, f"{own.split('.')[0]}.local"}  # its name, and as mDNS spells it on the LAN
 
     def answers(self, name: str) -> bool:
         return (self.any or not name or _is_address(name) or "." not in name or name == "localhost"
