@@ -103,6 +103,11 @@ def test_library_user_errors_are_one_line_with_nonzero_exit(tmp_path, images_fac
         assert err == (f"error: library {not_a_folder} is a file, not a library folder: give --library a folder "
                        "(a new one is created by `clipforge index add`)\n"), command
     assert not_a_folder.read_text().startswith("root:")
+    # a path through a file: it was "[Errno 20] Not a directory: '.../passwd/sub'"
+    assert main(["index", "add", str(tmp_path / "photos"), "--model", "test-vit-tiny", "-q", "--library",
+                 str(not_a_folder / "sub")]) == 2
+    assert capsys.readouterr().err == (f"error: cannot make library folder {not_a_folder / 'sub'}: {not_a_folder} "
+                                       "is a file, not a folder; give --library a folder path\n")
 
     lib = str(tmp_path / "lib")
     assert main(["index", "add", str(tmp_path / "photos"), "--library", lib, "--model", "test-vit-tiny",

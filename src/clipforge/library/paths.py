@@ -77,4 +77,11 @@ class LibraryPaths:
         return found
 
     def ensure(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
+        """The library folder, made with its parents; one sentence naming what is in the way ("[Errno 20] Not
+        a directory: 'libfile/sub'" named no culprit)."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            blocker = next((p for p in [self.root, *self.root.parents] if p.exists() and not p.is_dir()), self.root)
+            raise NotADirectoryError(f"cannot make library folder {self.root}: {blocker} is a file, not a folder; "
+                                     "give --library a folder path") from None
