@@ -55,6 +55,7 @@ def test_expect_names_are_checked_and_the_suites_names_accepted():
     (["--out", "{tmp}/afile"], "--out {tmp}/afile: is a file, not a folder"),
     (["--out", "{tmp}/afile/sub"], "--out {tmp}/afile/sub: cannot write there"),
     (["--plot", "{tmp}/afile"], "--plot {tmp}/afile: is a file, not a folder"),
+    (["--templates", "nosuchset"], "unknown template set 'nosuchset'"),  # it came after the model had loaded
 ])
 def test_zeroshot_refuses_before_loading_anything(tmp_path, capsys, no_model, extra, message, colour_classes):
     root = colour_classes(tmp_path / "d", per_class=2, side=16)

@@ -224,6 +224,10 @@ def _prepare(args: argparse.Namespace) -> tuple[str, str]:
 
     if problem := batch_settings_problem(args):  # before the model loads and the run's log opens
         raise UsageError(problem)
+    if getattr(args, "templates", None):
+        from clipforge.zeroshot.prompts import get_templates
+
+        get_templates(args.templates)  # an unknown set or a missing file: one line before the model loads (it came after)
     return model_spec(args), str(resolve_device(args.device))
 
 
