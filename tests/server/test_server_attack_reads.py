@@ -47,7 +47,7 @@ def test_reads_past_the_cap_are_refused_with_a_429_that_names_them(library, live
     service = app.state.service
     release = threading.Event()
     real = service.image_bytes
-    monkeypatch.setattr(service, "image_bytes", lambda image_id: (release.wait(60), real(image_id))[1])
+    monkeypatch.setattr(service, "image_bytes", lambda *args: (release.wait(60), real(*args))[1])
     image_id = library.list_images(limit=1)[0].id
     answers: list[httpx.Response] = []
 

@@ -64,13 +64,13 @@ def test_spec_states_ids_bounds_bodies_and_errors(make_client):
                 ("/api/classify", "post"): {"200", "400", "405", "413", "415", "422", "429", "503"},
                 ("/api/images", "get"): {"200", "400", "405", "422", "503"},
                 ("/api/images", "post"): {"200", "201", "400", "405", "413", "415", "422", "429", "503", "507"},
-                ("/api/images/{image_id}", "get"): {"200", "400", "404", "405", "422", "429", "503"},
-                ("/api/images/{image_id}/thumb", "get"): {"200", "400", "404", "405", "422", "429", "503"},
+                ("/api/images/{image_id}", "get"): {"200", "304", "400", "404", "405", "422", "429", "503"},
+                ("/api/images/{image_id}/thumb", "get"): {"200", "304", "400", "404", "405", "422", "429", "503"},
                 ("/api/stats", "get"): {"200", "405", "503"}, ("/healthz", "get"): {"200", "405"}}
     for (path, method), codes in expected.items():
         responses = paths[path][method]["responses"]
         assert set(responses) == codes, (path, method)
-        for code in codes - {"200", "201"}:
+        for code in codes - {"200", "201", "304"}:  # a 304 has no body
             assert responses[code]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorOut"}
         assert "Allow" in responses["405"]["headers"]
     assert spec["components"]["schemas"]["ErrorOut"]["required"] == ["error", "detail"]
@@ -152,6 +152,11 @@ def test_spec_validated_client_round_trips_search_classify_list_upload(make_clie
     thumb = api.call("GET", f"/api/images/{new_id}/thumb", template="/api/images/{image_id}/thumb",
                      params={"size": 16})
     assert thumb.headers["content-type"] == "image/jpeg"
+    for response, template, params in ((original, "/api/images/{image_id}", {}),
+                                       (thumb, "/api/images/{image_id}/thumb", {"size": 16})):
+        again = api.call("GET", template.replace("{image_id}", str(new_id)), template=template, params=params,
+                         headers={"If-None-Match": response.headers["etag"]})
+        assert again.status_code == 304 and again.content == b"" and again.headers["etag"] == response.headers["etag"]
     # errors are in the spec too
     missing = api.call("GET", "/api/images/999999", template="/api/images/{image_id}")
     assert missing.status_code == 404 and set(missing.json()) == {"error", "detail"}

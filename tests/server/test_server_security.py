@@ -298,3 +298,24 @@ def test_an_image_id_in_a_path_has_one_spelling(make_client, library):
             answer = client.get(route)
             assert answer.status_code == 400 and answer.json()["error"] == "invalid_id", (route, answer.text)
             assert "digits 0-9" in answer.json()["detail"]
+
+
+def test_an_id_given_to_another_photo_is_not_served_from_the_browsers_copy(make_client, library, kit):
+    """Ids are reused (`index remove`, then a new photo may get the same id), and originals and thumbnails were
+    sent with `max-age=3600`: a browser kept showing the removed photo for the new one, unasked, for an hour.
+    Now they are revalidated each time (`no-cache`) against an ETag that is the content's sha256."""
+    client = make_client()
+    first = library.add_bytes(kit.encode(kit.picture((200, 30, 30), seed=91)), filename="old.png")
+    served = client.get(f"/api/images/{first.id}")
+    assert served.headers["cache-control"] == "private, no-cache"
+    assert served.headers["etag"] == f'"{first.sha256}"'
+    thumb = client.get(f"/api/images/{first.id}/thumb", params={"size": 32})
+    assert client.get(f"/api/images/{first.id}", headers={"If-None-Match": served.headers["etag"]}).status_code == 304
+    library.remove(first.id)
+    second = library.add_bytes(kit.encode(kit.picture((30, 30, 200), seed=92)), filename="new.png")
+    assert second.id == first.id  # (SQLite gives the largest id + 1: the removed one again)
+    for route, tag in ((f"/api/images/{first.id}", served.headers["etag"]),
+                       (f"/api/images/{first.id}/thumb?size=32", thumb.headers["etag"])):
+        fresh = client.get(route, headers={"If-None-Match": tag})
+        assert fresh.status_code == 200 and fresh.headers["etag"] != tag
+    assert client.get(f"/api/images/{first.id}").content == library.image_bytes(second.id)[0]

@@ -40,7 +40,9 @@ _WHY = {400: "malformed request (an id that is not a positive integer, an unread
                                                               "waiting", 415: "not an image, or a body type this route does not take",
         422: "a field is missing, has the wrong type, or is out of bounds", 503: "timed out",
         507: "the library's disk is full: nothing was added"}
-_IMAGE_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=3600"}
+# Kept by the browser, asked again each time (a 304 when its ETag, the content's sha256, still holds): an id can
+# be given to another photo after `index remove`, and an hour's unasked copy showed the old one.
+_IMAGE_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "private, no-cache"}
 
 
 _CHUNK = 1 << 20
@@ -55,15 +57,23 @@ def _plain_digits(value: Any) -> Any:
     return value
 
 
-def _bytes_response(data: bytes, mime: str) -> Response:
+_NOT_MODIFIED = {"description": "not modified: the request's If-None-Match names the ETag (the content's sha256)"}
+
+
+def _not_modified(tag: str) -> Response:
+    return Response(status_code=304, headers={**_IMAGE_HEADERS, "ETag": tag})
+
+
+def _bytes_response(data: bytes, mime: str, tag: str) -> Response:
     """An original's bytes, sent a megabyte at a time (an indexed photo may be hundreds of megabytes: sent in
     one message, the event loop copied it into the socket's buffer at once, 2.9 s for 2 GB, while every other
     client waited), each piece after the client has taken the last."""
+    headers = {**_IMAGE_HEADERS, "ETag": tag}
     if len(data) <= _CHUNK:
-        return Response(content=data, media_type=mime, headers=_IMAGE_HEADERS)
+        return Response(content=data, media_type=mime, headers=headers)
     view = memoryview(data)
     pieces = (bytes(view[i:i + _CHUNK]) for i in range(0, len(data), _CHUNK))
-    return StreamingResponse(pieces, media_type=mime, headers={**_IMAGE_HEADERS, "Content-Length": str(len(data))})
+    return StreamingResponse(pieces, media_type=mime, headers={**headers, "Content-Length": str(len(data))})
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -235,24 +245,26 @@ def build_router(service: LibraryService) -> APIRouter:
     image_types = {t.strip(): {"schema": {"type": "string", "format": "binary"}} for t in IMAGE_MEDIA_TYPES.split(",")}
 
     @router.get("/api/images/{image_id}", response_class=Response, tags=["images"],
-                responses={200: {"description": "the original file", "content": image_types},
+                responses={200: {"description": "the original file", "content": image_types}, 304: _NOT_MODIFIED,
                            **_errors(400, 404, 422, 429, 503)})  # 422 never happens here; listed so FastAPI adds no other
     async def get_image(request: Request, image_id: ImageId) -> Response:
         """The original file of an image, by id (its type is sniffed from its bytes)."""
-        data, mime = await in_turn(request, service.image_bytes, image_id, gate=service.reads)
-        return _bytes_response(data, mime)
+        data, mime, tag = await in_turn(request, service.image_bytes, image_id, request.headers.get("if-none-match"),
+                                        gate=service.reads)
+        return _not_modified(tag) if data is None else _bytes_response(data, mime, tag)
 
     @router.get("/api/images/{image_id}/thumb", response_class=Response, tags=["images"],
                 responses={200: {"description": "a JPEG thumbnail",
                                  "content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}},
-                           **_errors(400, 404, 422, 429, 503)})
+                           304: _NOT_MODIFIED, **_errors(400, 404, 422, 429, 503)})
     async def get_thumbnail(request: Request, image_id: ImageId,
                             size: Annotated[int, Query(ge=16, le=limits.max_thumb_size,
                                                        description="longest side in pixels")] = thumb,
                             ) -> Response:
         """A JPEG thumbnail whose longest side is at most `size` pixels (never enlarged)."""
-        data = await in_turn(request, service.thumbnail, image_id, size, gate=service.reads)
-        return Response(content=data, media_type="image/jpeg", headers=_IMAGE_HEADERS)
+        data, tag = await in_turn(request, service.thumbnail, image_id, size, request.headers.get("if-none-match"),
+                                  gate=service.reads)
+        return _not_modified(tag) if data is None else _bytes_response(data, "image/jpeg", tag)
 
     @router.get("/api/stats", response_model=schemas.StatsOut, responses=_errors(503), tags=["server"])
     async def stats(request: Request) -> dict[str, Any]:

@@ -255,22 +255,30 @@ class LibraryService:
             raise APIError(404, "not_indexed", f"image {image_id} could not be indexed: {record.error}")
         return record
 
-    def image_bytes(self, image_id: int) -> tuple[bytes, str]:
-        self._existing(image_id)
+    def image_bytes(self, image_id: int, known: str | None = None) -> tuple[bytes | None, str, str]:
+        """(bytes, MIME type, ETag) of an original; bytes None when `known` (If-None-Match) names its ETag, which
+        is its content's sha256: an id removed and given to another photo has another tag, so a browser's
+        copy of the old photo is never shown for it (ids are reused; copies were kept an hour, unasked)."""
+        tag = f'"{self._existing(image_id).sha256}"'
+        if _names(known, tag):
+            return None, "", tag
         try:
             data, mime = self.library.image_bytes(image_id)
         except (OSError, ValueError) as exc:
             raise _file_unavailable(image_id, exc) from None
         if not mime.startswith("image/"):
             raise APIError(404, "file_unavailable", f"image {image_id}'s file is no longer an image")
-        return data, mime
+        return data, mime, tag
 
-    def thumbnail(self, image_id: int, size: int) -> bytes:
+    def thumbnail(self, image_id: int, size: int, known: str | None = None) -> tuple[bytes | None, str]:
+        """(JPEG, ETag) of a thumbnail, JPEG None when `known` names the tag (see `image_bytes`)."""
         if not 16 <= int(size) <= self.limits.max_thumb_size:
             raise APIError(400, "invalid_size", f"thumbnail size must be between 16 and {self.limits.max_thumb_size}")
-        self._existing(image_id)
+        tag = f'"{self._existing(image_id).sha256}-{int(size)}"'
+        if _names(known, tag):
+            return None, tag
         try:
-            return self.library.thumbnail(image_id, int(size))
+            return self.library.thumbnail(image_id, int(size)), tag
         except (OSError, ValueError) as exc:
             raise _file_unavailable(image_id, exc) from None
 
@@ -294,3 +302,11 @@ def _file_unavailable(image_id: int, exc: BaseException) -> APIError:
     `NotRegularFileError` named it: `/srv/photos/a.jpg is not a regular file`)."""
     reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or without_folders(str(exc))
     return APIError(404, "file_unavailable", f"image {image_id}'s file cannot be read now: {reason}")
+
+
+def _names(if_none_match: str | None, tag: str) -> bool:
+    """Whether an If-None-Match header names `tag` (a list of tags, weak ones too, or `*`)."""
+    if not if_none_match:
+        return False
+    given = {t.strip().removeprefix("W/") for t in if_none_match[:4096].split(",")}
+    return tag in given or "*" in given
