@@ -33,15 +33,14 @@ def open_clip():
         yield module
 
 
-@pytest.mark.parametrize("name", ["ViT-B-16-SigLIP", "ViT-B-32-SigLIP2-256"])
-def test_siglip_timm_parity_in_a_fresh_process(name, request) -> None:
+def test_siglip_timm_parity_in_a_fresh_process(request) -> None:
     """In the whole suite an earlier test has imported open_clip without timm, and the shim cannot mix
-    with it (the in-process case skips): the same parity check then runs in a process of its own, so
-    it is never silently skipped in CI."""
+    with it (the in-process case skips): the same parity checks then run in a process of their own, so
+    they are never silently skipped in CI."""
     if not timm_shim.imported_elsewhere():
         pytest.skip("checked in this process by test_siglip_matches_open_clips_timm_tower")
-    node = f"{__file__}::test_siglip_matches_open_clips_timm_tower[{name}]"
-    timm_shim.assert_passes_in_a_fresh_process(request, node)
+    timm_shim.assert_passes_in_a_fresh_process(
+        request, [f"{__file__}::test_siglip_matches_open_clips_timm_tower[{name}]" for name in sorted(CASES)])
 
 
 def _relative(ours: torch.Tensor, ref: torch.Tensor) -> float:

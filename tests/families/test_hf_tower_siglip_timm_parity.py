@@ -33,12 +33,11 @@ def _parity_helpers():
     return helpers
 
 
-@pytest.mark.parametrize("name", SIGLIP_ARCHS)
-def test_siglip_twin_in_a_fresh_process(name: str, request) -> None:
+def test_siglip_twins_in_a_fresh_process(request) -> None:
     if not timm_shim.imported_elsewhere():
         pytest.skip("checked in this process by test_siglip_twin_matches_open_clip_whole")
-    node = f"{__file__}::test_siglip_twin_matches_open_clip_whole[{name}]"
-    timm_shim.assert_passes_in_a_fresh_process(request, node)
+    timm_shim.assert_passes_in_a_fresh_process(
+        request, [f"{__file__}::test_siglip_twin_matches_open_clip_whole[{name}]" for name in SIGLIP_ARCHS])
 
 
 @pytest.mark.parametrize("name", SIGLIP_ARCHS)
