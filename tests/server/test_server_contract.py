@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("schemathesis")
 
-MAX_EXAMPLES = 5  # per operation and phase; the coverage phase adds its ~350 boundary cases regardless
+MAX_EXAMPLES = 3  # per operation and phase; the coverage phase adds its ~350 boundary cases regardless
 
 
 def _hooks():
