@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -15,8 +16,20 @@ from clipforge.models.skeleton import skeleton
 
 
 def count_parameters(name: str, config: dict[str, Any] | None = None) -> dict[str, int]:
+    """(total, image, text) parameters of an architecture; counted once per process per config (80 skeletons
+    take seconds, and a program that lists the models twice need not build them twice)."""
+    key = json.dumps(config or ARCH_CONFIGS[name], sort_keys=True, default=str)
+    if key not in _COUNTED:
+        _COUNTED[key] = _count(config or ARCH_CONFIGS[name])
+    return dict(_COUNTED[key])
+
+
+_COUNTED: dict[str, dict[str, int]] = {}
+
+
+def _count(config: dict[str, Any]) -> dict[str, int]:
     with torch.device("meta"):  # nothing allocated, and no initialiser runs (`skeleton`)
-        model = skeleton(lambda **c: create_model_from_config(c), **dict(config or ARCH_CONFIGS[name]))
+        model = skeleton(lambda **c: create_model_from_config(c), **dict(config))
     image = sum(p.numel() for p in model.visual.parameters())
     total = sum(p.numel() for p in model.parameters())
     scalars = sum(1 for n in ("logit_scale", "logit_bias") if getattr(model, n, None) is not None)
