@@ -87,6 +87,9 @@ def test_template_inputs(tmp_path):
 def test_template_errors(tmp_path):
     with pytest.raises(ValueError, match="unknown template set 'nonsense'"):
         get_templates("nonsense")
+    (tmp_path / "imgs").mkdir()  # a folder was "unknown template set" too
+    with pytest.raises(ValueError, match=r"--templates .*imgs: is a folder; expected a \.json or \.txt file"):
+        get_templates(str(tmp_path / "imgs"))
     with pytest.raises(ValueError, match="exactly once"):
         get_templates(["a photo"])
     with pytest.raises(ValueError, match=r"template '\{\} and \{\}' is not a valid template.*exactly once"):

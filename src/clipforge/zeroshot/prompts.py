@@ -180,6 +180,9 @@ def get_templates(name_or_list: str | Sequence[str]) -> list[str]:
     if key in _CUB:
         return list(CUB_TEMPLATES)
     dataset = _DATASET_ALIASES.get(key) or {_key(k): k for k in _all_datasets()}.get(key)
+    if dataset is None and path.is_dir():  # it was "unknown template set 'imgs'"
+        raise ValueError(f"--templates {value}: is a folder; expected a .json or .txt file of templates, a template "
+                         "containing '{}', or a set name (" + ", ".join(list_template_sets()[:4]) + ", ...)")
     if dataset is None:
         raise ValueError(f"unknown template set {value!r}; known: {', '.join(list_template_sets())} "
                        "(or pass a template containing '{}', or a .json/.txt file of templates)")
