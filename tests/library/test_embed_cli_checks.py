@@ -69,7 +69,12 @@ def test_workers_are_never_more_than_the_batches(tmp_path, images_factory, tiny_
                                progress=False)
     assert report.images == 5 and report.written == [0, 1]
     # 1000 workers asked for, each time for at most 2 batches (a shorter first batch, then the rest)
-    assert asked and all(1 <= w <= 2 for w in asked), asked
+    assert len(asked) == 3 and all(1 <= w <= 2 for w in asked), asked
+    # classify reads through the same loop (`read_batches`): the same bound (9 photos: it decodes fewer than 8 in
+    # its own process)
+    images_factory(tmp_path / "more", 9)
+    assert main(["classify", str(tmp_path / "more"), "--labels", "cat,dog", *TINY, "--workers", "1000"]) == 0
+    assert asked[3:] == [2], asked
 
 
 def test_out_that_is_the_photo_folder_is_refused_and_nothing_lands_among_the_photos(tmp_path, images_factory,

@@ -29,6 +29,7 @@ into a *writer* - the library's SQLite store, clip-retrieval partitions, a Milvu
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import time
 from collections.abc import Callable, Container, Iterator, Sequence
@@ -134,10 +135,13 @@ cores the main process used to idle until 64 files were decoded: `clipforge embe
 
 
 def read_batches(reader: ImageFileReader, *, batch_size: int = 32, workers: int | None = None) -> Iterator[FileBatch]:
-    """Batches of `reader`'s files through `make_loader` (workers decode; None: `default_workers()`)."""
+    """Batches of `reader`'s files through `make_loader` (workers decode; None: `default_workers()`), with no
+    more workers than there are batches (`--workers 1000` started 1000 processes for 14 photos; a worker
+    beyond the batches, counting the shorter first one, would only start up and wait)."""
     from .loader import make_loader
 
     workers = default_workers() if workers is None else max(0, int(workers))
+    workers = min(workers, math.ceil(len(reader) / max(1, int(batch_size))) + 1) if len(reader) else 0
     prefetch.reader_starts(reader.preprocess)  # the command's decoding ahead stops; these workers go on
     loader = make_loader(reader, batch_size=max(1, int(batch_size)), workers=workers, collate_fn=collate_files,
                          prefetch_factor=2 if workers else None, first_batch=FIRST_BATCH if workers else None)

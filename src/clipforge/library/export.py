@@ -45,7 +45,7 @@ import numpy as np
 
 from clipforge.atomic import atomic_path, remove_stale_temps, write_json_atomic
 from clipforge.data.base import BadImage
-from clipforge.data.files import EmbeddedBatch, ImageFileReader, default_workers, embed_files, with_max_pixels
+from clipforge.data.files import EmbeddedBatch, ImageFileReader, embed_files, with_max_pixels
 from clipforge.errors import UsageError, UserError
 from clipforge.library.dbfile import display_path
 from clipforge.library.encoder import Encoder, resolve_encoder
@@ -233,11 +233,7 @@ class PartitionWriter:
 
 def _embed_partition(encoder: Encoder, files: list[str], batch_size: int, workers: int | None,
                      max_pixels: int | None, dtype: str, bar: Any) -> PartitionWriter:
-    """One partition through the one loop (`clipforge.data.files.embed_files`), with no more decoding
-    workers than it has batches (`--workers 1000` started 1000 processes for 14 photos; a worker beyond
-    the batches, counting the loop's shorter first one, would only start up and wait)."""
-    workers = default_workers() if workers is None else workers
-    workers = min(workers, math.ceil(len(files) / batch_size) + 1) if files else 0
+    """One partition through the one loop (`clipforge.data.files.embed_files`)."""
     reader = ImageFileReader(files, with_max_pixels(encoder.preprocess, max_pixels), hash=True)
     writer = PartitionWriter(encoder.embed_dim, dtype)
     embed_files(reader, encoder.encode_pixels, writer, dim=encoder.embed_dim, batch_size=batch_size,
