@@ -64,6 +64,12 @@ def test_index_search_tag_cycle(tmp_path, images_factory, bad_files_factory, cap
     assert json.loads(capsys.readouterr().out)["kind"] == "flat"
     assert main(["index", "rebuild", "--index", "flat", "--library", lib]) == 0
     assert capsys.readouterr().out.startswith("rebuilt the flat index of 4 vectors in ")
+    # a folder this machine does not see (a Milvus store's photos on the machines that indexed them) is not
+    # "missing": only a file gone from a folder that is here
+    (tmp_path / "photos").rename(tmp_path / "elsewhere")
+    assert main(["search", "a cat", "--library", lib, "--top-k", "3"]) == 0
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 3 and "(missing)" not in out and "notice" not in err
 
 
 def test_cli_errors_are_one_line(tmp_path, images_factory, capsys):

@@ -104,7 +104,9 @@ def run(args: argparse.Namespace) -> int:
                 print(notice, file=sys.stderr)
     except user_errors() as exc:  # QueryError, ImageLoadError, ModelMismatchError are ValueErrors
         return fail(exc)
-    gone = {hit.path for hit in hits if not os.path.lexists(hit.path)}
+    # A file gone from a folder this machine sees; a Milvus store's photos may live on the machines that indexed
+    # them, whose folders are not here: those are not called missing.
+    gone = {hit.path for hit in hits if not os.path.lexists(hit.path) and os.path.isdir(os.path.dirname(hit.path))}
     if gone and not args.quiet:  # deleted since indexed: a `--paths | xargs` pipe would get names that do not open
         print(f"notice: {len(gone)} of these photos are no longer on disk (marked 'missing'); `clipforge index "
               "prune` forgets the library's photos whose files are gone", file=sys.stderr)
