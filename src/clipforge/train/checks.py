@@ -10,6 +10,7 @@ CPU. Each rule here names the field in a `TrainConfigError` (a `clipforge.errors
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from clipforge.cores import usable_cores
@@ -142,3 +143,22 @@ def check_device(device: str | None) -> None:
     if resolved.index is not None and resolved.index >= count:
         raise TrainConfigError(f"config field 'device' is {device!r} but this machine has {count} CUDA "
                                f"device(s): cuda:0..cuda:{count - 1}")
+
+
+def refuse_mixed_runs(config: TrainConfig) -> None:
+    """A new run (no `resume`) into an out_dir holding another run's log or checkpoints: TrainConfigError. It
+    started from scratch and appended to the old run's train.csv and log.jsonl, its checkpoints beside the
+    old ones: one curve that was two runs, and best.json free to name the other run's checkpoint."""
+    if config.resume:
+        return
+    out = Path(config.out_dir)
+    folder = out / "checkpoints"
+    checkpoints = [p for p in folder.glob("*.safetensors")] if folder.is_dir() else []
+    logged = (out / "log.jsonl").is_file() and (out / "log.jsonl").stat().st_size > 0
+    if not (checkpoints or logged):
+        return
+    held = ", ".join(filter(None, ["a log (log.jsonl)" if logged else "",
+                                   f"{len(checkpoints)} checkpoint(s)" if checkpoints else ""]))
+    raise TrainConfigError(f"--out {out} already holds a run ({held}): continue it with --resume latest, or give "
+                           "this run another --out (a new run there would mix its curves and checkpoints with the "
+                           "old one's)")

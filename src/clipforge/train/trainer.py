@@ -34,7 +34,7 @@ from clipforge.train.checkpoint import (
     rng_state,
     set_rng_state,
 )
-from clipforge.train.checks import check_config
+from clipforge.train.checks import check_config, refuse_mixed_runs
 from clipforge.train.config import TrainConfig, TrainConfigError
 from clipforge.train.data import ResumableSampler, build_train_dataset
 from clipforge.train.distributed import DistInfo, all_reduce_max, all_reduce_mean, init_distributed
@@ -451,25 +451,6 @@ def scale_lr_to_model(config: TrainConfig, model: nn.Module) -> float:
                 config.lr = float(rule["lr"])
             break
     return config.lr
-
-
-def refuse_mixed_runs(config: TrainConfig) -> None:
-    """A new run (no `resume`) into an out_dir holding another run's log or checkpoints: TrainConfigError. It
-    started from scratch and appended to the old run's train.csv and log.jsonl, its checkpoints beside the
-    old ones: one curve that was two runs, and best.json free to name the other run's checkpoint."""
-    if config.resume:
-        return
-    out = Path(config.out_dir)
-    folder = out / "checkpoints"
-    checkpoints = [p for p in folder.glob("*.safetensors")] if folder.is_dir() else []
-    logged = (out / "log.jsonl").is_file() and (out / "log.jsonl").stat().st_size > 0
-    if not (checkpoints or logged):
-        return
-    held = ", ".join(filter(None, ["a log (log.jsonl)" if logged else "",
-                                   f"{len(checkpoints)} checkpoint(s)" if checkpoints else ""]))
-    raise TrainConfigError(f"--out {out} already holds a run ({held}): continue it with --resume latest, or give "
-                           "this run another --out (a new run there would mix its curves and checkpoints with the "
-                           "old one's)")
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
