@@ -60,8 +60,8 @@ def files_ahead(args: argparse.Namespace) -> tuple[str, Callable[[], list[str]]]
 
 def _check_arguments(args: argparse.Namespace) -> str | None:
     """The first bad run setting, as one line naming its flag (as `index add` checks its own; the library says
-    the same of its parameters, `clipforge.library.export.check_export_settings`). No imports: `files_ahead`
-    calls it before torch loads."""
+    the same of its parameters, `clipforge.library.export.check_export_settings`). It imports nothing heavy:
+    `files_ahead` calls it before torch loads."""
     if args.shard_size < 1:
         return f"--shard-size must be at least 1 (images per output partition), got {args.shard_size}"
     from clipforge.cli.common import batch_settings_problem
