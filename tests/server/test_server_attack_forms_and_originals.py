@@ -10,7 +10,6 @@ tests failed on the code before the fix.
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
 
@@ -19,7 +18,6 @@ pytest.importorskip("fastapi")
 
 def test_a_form_body_is_split_in_c_and_bounded(make_client, library):
     client = make_client()
-    started = time.process_time()
     answer = client.post("/api/search", content=b"&" * 2_000_000,
                          headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert answer.status_code == 413, answer.text
@@ -27,7 +25,6 @@ def test_a_form_body_is_split_in_c_and_bounded(make_client, library):
     under_cap = client.post("/api/search", content=b"&" * 200_000,
                             headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert under_cap.status_code == 422 and "at most" in under_cap.text and "fields" in under_cap.text
-    assert time.process_time() - started < 60  # (a bound on a runaway, not a timing claim)
     found = client.post("/api/search", data={"text": "a red picture", "top_k": "3"})
     assert found.status_code == 200, found.text
     assert len(found.json()["results"]) == 3
