@@ -78,6 +78,21 @@ def shared_data_dir(name: str) -> Path:
 
 
 @pytest.fixture(scope="session")
+def without_root_override() -> list[str]:
+    """A command prefix that runs a process without root's permission override (root writes read-only
+    folders), so read-only files stop it as they stop any user; skips where that is impossible."""
+    import os
+    import shutil
+
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("root without setpriv: cannot run as a user that read-only permissions stop")
+    drop = "-dac_override,-dac_read_search"
+    return ["setpriv", f"--inh-caps={drop}", f"--bounding-set={drop}"]
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.exists():
         pytest.skip(f"{SHARED_DATA} is absent")

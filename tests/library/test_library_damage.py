@@ -161,40 +161,88 @@ def test_a_vector_blob_of_the_wrong_length_is_named_with_its_photos_and_the_fix(
 
 
 
-def _as_a_user_without_override() -> list[str]:
-    """A command prefix that runs without root's permission override (root writes read-only folders)."""
-    import shutil
-
-    if os.geteuid() != 0:
-        return []
-    if shutil.which("setpriv") is None:
-        pytest.skip("root without setpriv: cannot run as a user that read-only permissions stop")
-    drop = "-dac_override,-dac_read_search"
-    return ["setpriv", f"--inh-caps={drop}", f"--bounding-set={drop}"]
+def _read_only(folder):
+    """Remove every write permission below `folder`; returns the modes to put back."""
+    modes = {path: path.stat().st_mode for path in [folder, *folder.rglob("*")]}
+    for path, mode in modes.items():
+        path.chmod(mode & ~0o222)
+    return modes
 
 
-def test_a_library_this_user_cannot_write_is_one_line(built):
-    """A library in a read-only folder (a shared copy, a read-only mount): every command, `search` and
-    `index stats` too, ended in `sqlite3.OperationalError: attempt to write a readonly database` and a
-    traceback (SQLite's write-ahead log needs the folder even to read). Now one line naming the database and
-    what to do, exit 2."""
+def _clipforge(prefix: list[str], *args: str):
     import subprocess
     import sys
 
+    return subprocess.run([*prefix, sys.executable, "-m", "clipforge", *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+def _snapshot(folder):
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
+def test_a_library_this_user_cannot_write_is_searched_as_it_is(built, without_root_override):
+    """A library in a read-only folder (a shared copy, a read-only mount) could not even be searched: every
+    command ended in `attempt to write a readonly database` (SQLite's write-ahead log and its shared memory
+    live beside the database). A library whose log is empty holds everything in the file: it is now opened
+    read-only and searched as it is, same results, nothing written; a command that must write says so in one
+    line, exit 2."""
     lib, photos = built
-    prefix = _as_a_user_without_override()
-    modes = {path: path.stat().st_mode for path in [lib, *lib.rglob("*")]}
-    for path in modes:
-        path.chmod(modes[path] & ~0o222)
+    prefix = without_root_override
+    expected = _clipforge([], "search", "a cat", "--library", str(lib), "--top-k", "5")
+    stats = _clipforge([], "index", "stats", "--library", str(lib))
+    assert expected.returncode == 0 and stats.returncode == 0, expected.stderr + stats.stderr
+    modes = _read_only(lib)
+    before = _snapshot(lib)
     try:
-        for command in (["search", "a cat"],):  # (index stats, tag, index add: the same Store.conn)
-            done = subprocess.run([*prefix, sys.executable, "-m", "clipforge", *command, "--library", str(lib)],
-                                  capture_output=True, text=True, timeout=120)
-            assert done.returncode == 2, (command, done.stderr)
-            assert "Traceback" not in done.stderr and done.stdout == "", (command, done.stderr)
-            line = done.stderr.strip().splitlines()[-1]
-            assert line.startswith(f"error: cannot open library database {lib / 'library.sqlite3'} for writing ("), line
-            assert f"give this user write access to {lib} and its files" in line
+        found = _clipforge(prefix, "search", "a cat", "--library", str(lib), "--top-k", "5")
+        assert found.returncode == 0, found.stderr
+        assert found.stdout == expected.stdout and len(found.stdout.splitlines()) == 5
+        counted = _clipforge(prefix, "index", "stats", "--library", str(lib))
+        assert counted.returncode == 0 and counted.stdout == stats.stdout, counted.stderr
+        assert _snapshot(lib) == before  # nothing written, no log or shared memory left beside it
+        newcomer = photos[0].parent / "newcomer.png"
+        from PIL import Image
+
+        Image.new("RGB", (40, 30), (200, 30, 90)).save(newcomer)
+        added = _clipforge(prefix, "index", "add", str(photos[0].parent), "--library", str(lib), "--workers", "0",
+                           "-q")
+        assert added.returncode == 2 and "Traceback" not in added.stderr, added.stderr
+        line = added.stderr.strip().splitlines()[-1]
+        assert line.startswith(f"error: cannot write library database {lib / 'library.sqlite3'} "
+                               "(attempt to write a readonly database): give this user write access to "
+                               f"{lib} and its files"), line
+        assert _snapshot(lib) == before
+    finally:
+        for path, mode in modes.items():
+            path.chmod(mode)
+
+
+def test_a_read_only_copy_with_unmerged_writes_is_one_line(built, tmp_path, without_root_override):
+    """A library copied while a writer had it open, without SQLite's shared-memory file, carries writes only in
+    its write-ahead log; SQLite reads them only through shared memory it must create beside it, and the file
+    alone would be an older library. Read-only, such a copy is one line naming the log and what to do, exit 2 -
+    never an older answer."""
+    import shutil
+    import sqlite3
+
+    lib, _ = built
+    prefix = without_root_override
+    writer = sqlite3.connect(lib / "library.sqlite3", isolation_level=None)
+    writer.execute("PRAGMA wal_autocheckpoint=0")
+    writer.execute("INSERT INTO meta VALUES ('written_by_test', '1')")
+    copy = tmp_path / "copy"
+    shutil.copytree(lib, copy, ignore=shutil.ignore_patterns("*-shm"))  # (with it, SQLite reads the pair)
+    writer.close()
+    assert (copy / "library.sqlite3-wal").stat().st_size > 0 and not (copy / "library.sqlite3-shm").exists()
+    modes = _read_only(copy)
+    try:
+        done = _clipforge(prefix, "search", "a cat", "--library", str(copy))
+        assert done.returncode == 2 and "Traceback" not in done.stderr and done.stdout == "", done.stderr
+        line = done.stderr.strip().splitlines()[-1]
+        assert line.startswith(f"error: cannot write library database {copy / 'library.sqlite3'} ("), line
+        assert ("; its write-ahead log library.sqlite3-wal holds writes not yet copied into it, which SQLite "
+                f"reads only from a folder it can write: give this user write access to {copy} and its files") in line
     finally:
         for path, mode in modes.items():
             path.chmod(mode)

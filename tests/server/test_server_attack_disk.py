@@ -102,3 +102,50 @@ def test_sigterm_removes_the_private_upload_folder(tmp_path, kit, photos):
             proc.kill()
             proc.wait()
     assert not folders[0].exists(), f"{folders[0]} outlived the server: {sorted(_tree(folders[0]))[:5]}"
+
+
+_READ_ONLY_SERVER = r'''
+import json, sys
+from fastapi.testclient import TestClient
+from clipforge.library import Library, resolve_encoder
+from clipforge.server import create_app
+
+library = Library(sys.argv[1], resolve_encoder("test-vit-tiny"))
+with TestClient(create_app(library, ui=False)) as client:
+    found = client.post("/api/search", json={"text": "a red photo", "top_k": 3})
+    added = client.post("/api/images", files={"file": ("new.png", open(sys.argv[2], "rb").read(), "image/png")})
+    print(json.dumps({"search": [found.status_code, found.json()], "add": [added.status_code, added.json()]}))
+'''
+
+
+def test_a_read_only_library_is_served_for_search_and_refuses_uploads_in_one_line(library, kit, tmp_path,
+                                                                                  without_root_override):
+    """A library on a read-only folder or mount could not be served at all (SQLite's write-ahead log and shared
+    memory are written even to read); it is now searched as it is, and an upload is a 403 saying why (it was a
+    500 with a traceback in the log once the library could be opened), with nothing written."""
+    import json
+
+    folder = library.paths.root
+    expected = [hit.id for hit in library.search("a red photo", top_k=3)]
+    library.close()
+    upload = tmp_path / "new.png"
+    upload.write_bytes(kit.encode(kit.picture((10, 120, 240), seed=78), "PNG"))
+    modes = {path: path.stat().st_mode for path in [folder, *folder.rglob("*")]}
+    for path, mode in modes.items():
+        path.chmod(mode & ~0o222)
+    before = {str(p): p.stat().st_mtime_ns for p in folder.rglob("*")}
+    try:
+        done = subprocess.run([*without_root_override, sys.executable, "-c", _READ_ONLY_SERVER, str(folder),
+                               str(upload)], capture_output=True, text=True, timeout=120)
+    finally:
+        for path, mode in modes.items():
+            path.chmod(mode)
+    assert done.returncode == 0, done.stderr[-3000:]
+    answers = json.loads(done.stdout.strip().splitlines()[-1])
+    status, body = answers["search"]
+    assert status == 200 and [hit["id"] for hit in body["results"]] == expected, body
+    status, body = answers["add"]
+    assert status == 403 and body["error"] == "read_only_library", body
+    assert body["detail"] == ("this server's library is read-only (its folder or disk cannot be written): the image "
+                              "was not added")
+    assert {str(p): p.stat().st_mtime_ns for p in folder.rglob("*")} == before

@@ -146,16 +146,19 @@ def write_error(path: Path, exc: sqlite3.Error) -> LibraryWriteError | None:
 
 def access_error(path: Path, exc: sqlite3.Error) -> LibraryWriteError | None:
     """The error to raise for `exc` when this user may not write the library (a read-only folder, file or
-    disk): SQLite keeps its write-ahead log and shared memory beside the database, so even a search writes."""
+    disk). Such a library is still searched as it is (`Store` opens it read-only) unless its write-ahead log
+    holds writes not yet copied into the file: SQLite reads those only through shared memory beside it."""
     name = str(getattr(exc, "sqlite_errorname", ""))
     text = str(exc)
     if not (name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM")) or "readonly database" in text
             or "unable to open database file" in text):
         return None
     folder = display_path(os.fspath(Path(path).parent))
-    return LibraryWriteError(errno.EACCES, f"cannot open library database {display_path(os.fspath(path))} for "
-                                           f"writing ({text}): clipforge keeps SQLite's write-ahead log beside it, "
-                                           f"even to search; give this user write access to {folder} and its "
+    wal = wal_path(Path(path))
+    pending = (f"; its write-ahead log {display_path(wal.name)} holds writes not yet copied into it, which SQLite "
+               "reads only from a folder it can write") if _size(wal) > 0 else ""
+    return LibraryWriteError(errno.EACCES, f"cannot write library database {display_path(os.fspath(path))} "
+                                           f"({text}){pending}: give this user write access to {folder} and its "
                                            "files, or copy the library to a folder it can write")
 
 

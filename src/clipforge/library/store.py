@@ -44,6 +44,7 @@ from clipforge.library.dbfile import (
     display_path,
     from_db,
     to_db,
+    wal_path,
     write_error,
 )
 from clipforge.library.schema import SCHEMA_VERSION, SchemaError, migrate
@@ -117,6 +118,7 @@ class Store:
                                     "search a folder directly: `clipforge search QUERY --in FOLDER`)")
         pending = check_database_file(self.path, create)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.read_only = False  # set when this user can read the library but not write it (`_writable_conn`)
         self._local = threading.local()
         self._lock = threading.RLock()
         self._all: list[sqlite3.Connection] = []
@@ -154,16 +156,46 @@ class Store:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             with self.guard():
-                conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
-                conn.execute("PRAGMA journal_mode=WAL")
-                # NORMAL in WAL mode: a process crash loses nothing committed; only a power cut can
-                # lose the last transactions, and never corrupts the file.
-                conn.execute("PRAGMA synchronous=NORMAL")
-                conn.execute("PRAGMA foreign_keys=ON")
-                conn.execute("PRAGMA busy_timeout=60000")
+                conn = self._read_only_conn() if self.read_only else self._writable_conn()
             self._local.conn = conn
             with self._lock:
                 self._all.append(conn)
+        return conn
+
+    def _writable_conn(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode: a process crash loses nothing committed; only a power cut can
+            # lose the last transactions, and never corrupts the file.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=60000")
+        except sqlite3.Error as exc:
+            conn.close()
+            if access_error(self.path, exc) is None or not self._readable_as_is():
+                raise
+            self.read_only = True  # a library this user may read but not write: search it as it is
+            return self._read_only_conn()
+        return conn
+
+    def _readable_as_is(self) -> bool:
+        """Whether the file alone holds every committed write: no write-ahead log beside it, or an empty
+        one (SQLite removes it when the last writer closes). Only then may it be read without the WAL's
+        shared memory, which needs a folder this user can write."""
+        if not self.path.is_file():
+            return False
+        try:
+            return os.stat(wal_path(self.path)).st_size == 0
+        except FileNotFoundError:
+            return True
+
+    def _read_only_conn(self) -> sqlite3.Connection:
+        """A connection that never writes: `immutable` (no locks, no shared memory, no WAL), for a library on
+        a read-only folder or mount; any write through it is SQLite's "readonly database" error."""
+        uri = f"{self.path.resolve().as_uri()}?mode=ro&immutable=1"
+        conn = sqlite3.connect(uri, uri=True, timeout=60.0, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA foreign_keys=ON")
         return conn
 
     @contextmanager

@@ -34,7 +34,8 @@ from clipforge.server.uploads import client_file_name, sniff_image
 __all__ = ["build_router"]
 
 _WHY = {400: "malformed request (an id that is not a positive integer, an unreadable body or form)",
-        401: "missing or wrong token", 404: "no image with this id, or its file is gone",
+        401: "missing or wrong token", 403: "the library is read-only (its folder or disk cannot be written)",
+        404: "no image with this id, or its file is gone",
         405: "method not allowed here (the Allow header lists the allowed ones)",
         413: "file, body or pixel count over the limit", 429: "too many of this client's requests are running or "
                                                               "waiting", 415: "not an image, or a body type this route does not take",
@@ -223,7 +224,7 @@ def build_router(service: LibraryService) -> APIRouter:
     @router.post("/api/images", response_model=schemas.UploadOut, status_code=201,
                  responses={200: {"model": schemas.UploadOut, "description": "these bytes were already in the "
                                                                              "library: the existing image"},
-                            **_errors(400, *([401] if auth else []), 413, 415, 422, 429, 503, 507)},
+                            **_errors(400, *([401] if auth else []), 403, 413, 415, 422, 429, 503, 507)},
                  tags=["images"], dependencies=auth, openapi_extra={"requestBody": bodies.upload.openapi()})
     async def upload_image(request: Request, response: Response) -> schemas.UploadOut:
         """Add an image to the library (needs the token when the server has one). 200 when already present.

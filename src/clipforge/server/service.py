@@ -32,6 +32,7 @@ from clipforge.server.uploads import SniffedImage
 __all__ = ["DEFAULT_TEMPLATE", "LibraryService", "disk_full", "model_notice"]
 
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
 
 
 @contextlib.contextmanager
@@ -215,6 +216,11 @@ class LibraryService:
                 with _decoding(image):
                     return self.library.add_bytes(image.data, filename=filename), True
             except (OSError, sqlite3.OperationalError) as exc:
+                if isinstance(exc, OSError) and exc.errno in _NOT_WRITABLE:
+                    # a library on a read-only folder or mount is served for search (`Store` reads it as it is)
+                    self._forget_partial_upload(sha256)
+                    raise APIError(403, "read_only_library", "this server's library is read-only (its folder or "
+                                                             "disk cannot be written): the image was not added") from None
                 if not disk_full(exc):
                     raise
                 self._forget_partial_upload(sha256)
