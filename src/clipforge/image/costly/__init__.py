@@ -3,12 +3,14 @@
 Decoding is bounded by the pixel limit, but some formats can be made to cost seconds or minutes per
 megabyte without more pixels: a JPEG's scans or segments (`jpeg`), a GIF's blocks (`gif`), a PNG's chunks
 (`png`), a TIFF's strips (`tiff`), an RLE BMP (`bmp`, decoded in Python); or gigabytes of memory: the TIFF
-directories of a TIFF or of the EXIF in a JPEG, PNG or WebP (`tiff`, `exif`, `webp`), whose entries Pillow
-copies one by one even when they all point at the same block. `refusal` walks a file's structure (fast: a
-fraction of a millisecond for a 2 MB photo; 0.1-0.5 ms for 12-72 MB TIFF, JPEG, PNG and WebP photos) and says
-why it would be refused, or None. `clipforge.image.loading` asks `source_refusal` before Pillow opens any
-file, and the server asks `refusal` before it reads an upload's header, so no request, `index add` or
-dataset pays for such a file.
+directories of a TIFF (its first, EXIF, GPS and interoperability ones) or of the EXIF in a JPEG, PNG, WebP,
+AVIF or HEIF (`tiff`, `exif`, `webp`, `isobmff`), whose entries Pillow copies one by one even when they all
+point at the same block, and the groups of prefix codes of a lossless WebP picture, whose tables libwebp
+allocates up front (`vp8l`). `refusal` walks a file's structure (fast: a fraction of a millisecond for a 2 MB
+photo; 0.1-0.5 ms for 12-72 MB TIFF, JPEG, PNG and lossy WebP photos; 1-70 ms for a 12-megapixel lossless WebP,
+whose small transform images are decoded in Python) and says why it would be refused, or None.
+`clipforge.image.loading` asks `source_refusal` before Pillow opens any file, and the server asks `refusal`
+before it reads an upload's header, so no request, `index add` or dataset pays for such a file.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import os
 from typing import IO
 
-from clipforge.image.costly import bmp, gif, jpeg, png, tiff, webp
+from clipforge.image.costly import bmp, exif, gif, isobmff, jpeg, png, tiff, webp
 
 __all__ = ["refusal", "source_refusal"]
 
@@ -24,8 +26,8 @@ _MAGIC_BYTES = 12  # a WebP's RIFF header
 
 
 def refusal(data: bytes | bytearray | memoryview) -> str | None:
-    """Why this file would be refused (a crafted JPEG, GIF, PNG, TIFF, BMP or WebP), or None (any other file
-    too)."""
+    """Why this file would be refused (a crafted JPEG, GIF, PNG, TIFF, BMP, WebP, AVIF or HEIF), or None (any
+    other file too)."""
     head = bytes(data[:_MAGIC_BYTES])
     if head.startswith(jpeg.MAGIC):
         return jpeg.refusal(data)
@@ -34,16 +36,19 @@ def refusal(data: bytes | bytearray | memoryview) -> str | None:
     if head.startswith(gif.MAGICS):
         return gif.refusal(data)
     if head.startswith(tiff.MAGICS):
-        return tiff.refusal(data)
+        return tiff.refusal(data) or exif.tiff_refusal(data)
     if head.startswith(bmp.MAGIC):
         return bmp.refusal(data)
     if webp.is_webp(head):
         return webp.refusal(data)
+    if isobmff.is_isobmff(head):
+        return isobmff.refusal(data)
     return None
 
 
 def _checked_format(head: bytes) -> bool:
-    return head.startswith((jpeg.MAGIC, png.MAGIC, *gif.MAGICS, *tiff.MAGICS, bmp.MAGIC)) or webp.is_webp(head)
+    return (head.startswith((jpeg.MAGIC, png.MAGIC, *gif.MAGICS, *tiff.MAGICS, bmp.MAGIC)) or webp.is_webp(head)
+            or isobmff.is_isobmff(head))
 
 
 def source_refusal(source: str | os.PathLike[str] | IO[bytes]) -> str | None:
