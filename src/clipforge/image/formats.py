@@ -13,13 +13,28 @@ from functools import cached_property
 
 from PIL import Image, features
 
-__all__ = ["IMAGE_EXTENSIONS", "OPTIONAL_PLUGINS", "is_image_path"]
+__all__ = ["IMAGE_EXTENSIONS", "OPTIONAL_PLUGINS", "PHOTO_FORMATS", "is_image_path", "photo_formats"]
 
 _CANDIDATES = (
     ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".gif", ".webp", ".bmp", ".dib",
     ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".ico", ".jp2", ".j2k", ".jpx",
     ".avif", ".heic", ".heif", ".mpo",
 )
+
+
+PHOTO_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP", "DIB", "PPM", "ICO", "JPEG2000", "AVIF", "HEIF", "TGA")
+"""Pillow's names of the formats of `_CANDIDATES` (MPO is the JPEG opener's; TGA, which has no signature, last):
+the only openers `clipforge.image.loading` lets Pillow try. Pillow identifies a file by its bytes and tries
+every opener it has, so a file named `x.jpg` in a photo folder could otherwise be FITS, PSD, SGI or one of
+thirty other formats, some decoded in Python, none a photo."""
+
+
+def photo_formats() -> tuple[str, ...]:
+    """`PHOTO_FORMATS` whose openers Pillow has registered so far. Pillow's five common openers are always
+    registered (`Image.preinit`); the rest once `Image.init()` has imported every plugin (30-80 ms), which
+    `load_image` does only when a file is none of those registered."""
+    Image.preinit()
+    return tuple(name for name in PHOTO_FORMATS if name in Image.OPEN)
 
 
 def _register_optional_plugins() -> tuple[str, ...]:

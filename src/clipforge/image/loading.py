@@ -25,6 +25,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from clipforge.errors import UserError
 from clipforge.image.costly import source_refusal
+from clipforge.image.formats import photo_formats
 from clipforge.image.geometry import exif_orientation, orientation_transpose, transpose_box, transposed_size
 from clipforge.image.modes import to_rgb
 
@@ -138,13 +139,13 @@ def _seekable(stream: IO[bytes]) -> bool:
 
 
 def _pil_open(source: str | IO[bytes]) -> Image.Image:
-    """``Image.open`` with Pillow's global bomb check neutralised: warnings silenced, and a refusal
+    """`_open_photo` with Pillow's global bomb check neutralised: warnings silenced, and a refusal
     retried with the global lifted (under a lock; header parsing only) so `max_pixels` decides."""
     start = source.tell() if not isinstance(source, str) and source.seekable() else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            return Image.open(source)
+            return _open_photo(source, start)
         except Image.DecompressionBombError:
             if start is not None:
                 source.seek(start)
@@ -152,9 +153,22 @@ def _pil_open(source: str | IO[bytes]) -> Image.Image:
                 saved = Image.MAX_IMAGE_PIXELS
                 Image.MAX_IMAGE_PIXELS = None
                 try:
-                    return Image.open(source)
+                    return _open_photo(source, start)
                 finally:
                     Image.MAX_IMAGE_PIXELS = saved
+
+
+def _open_photo(source: str | IO[bytes], start: int | None) -> Image.Image:
+    """``Image.open`` trying the photo formats' openers only (`formats.PHOTO_FORMATS`): those registered first,
+    then, for a file none of them knows, every photo opener once Pillow has imported all its plugins."""
+    try:
+        return Image.open(source, formats=photo_formats())
+    except UnidentifiedImageError:
+        if not Image.init():  # every plugin was registered already: no other photo opener to try
+            raise
+    if start is not None:
+        source.seek(start)
+    return Image.open(source, formats=photo_formats())
 
 
 def _open(source: ImageSource, label: str) -> Image.Image:
@@ -173,7 +187,8 @@ def _open(source: ImageSource, label: str) -> Image.Image:
     try:
         return _pil_open(opened)
     except UnidentifiedImageError:
-        raise _fail(label, "not an image (unrecognised or unsupported format)") from None
+        raise _fail(label, "not an image (unrecognised or unsupported format; photo formats: "
+                           f"{', '.join(photo_formats())})") from None
     except FileNotFoundError:
         raise _fail(label, "file not found") from None
     except PermissionError:
