@@ -263,6 +263,11 @@ def run_retrieval(args: argparse.Namespace) -> int:
         model, args.captions, args.images, batch_size=args.batch_size, workers=args.workers,
         device=device, limit=args.limit, out_dir=args.out, expect=expect,
         tolerance=args.tolerance, progress=not (args.quiet or args.json), plot=_plot(args), **_speed(args))
+    trivial = [k for k in (1, 5, 10) if k >= report["metrics"]["num_images"]]
+    if trivial:  # --limit 5, or a tiny CSV: "R@5 100.00%" read as a result
+        print(f"warning: only {report['metrics']['num_images']} images were evaluated, so text->image R@"
+              f"{'/'.join(map(str, trivial))} is 100% whatever the model (every image is in the top k); use more "
+              "images", file=sys.stderr)
     return _finish(report, [f"{d}_R@{k}" for d in ("image_to_text", "text_to_image") for k in (1, 5, 10)], args)
 
 

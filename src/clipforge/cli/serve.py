@@ -60,6 +60,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def check_startup_flags(args: argparse.Namespace) -> None:
+    """One line naming --device or --host before a library is opened or created: a device this machine lacks was
+    told after `--create` had written an empty library, as a failure to load the model ("check the --model
+    value"), and a host name that does not resolve as a port taken ("is another server using the port?")."""
+    import socket
+
+    from clipforge.api import resolve_device
+
+    if args.device:
+        resolve_device(args.device)  # ValueError: "device 'cuda:3' requested but CUDA is not available here"
+    try:
+        socket.getaddrinfo(args.host.strip("[]"), args.port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise ValueError(f"--host {args.host}: not an address this machine can listen on ({reason}); use "
+                         "127.0.0.1 (this machine only), 0.0.0.0 (every interface) or one of its own "
+                         "addresses") from None
+
+
 def run(args: argparse.Namespace) -> int:
     import sys
 
@@ -73,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
     from clipforge.server.runner import read_token_file, token_from_env
 
     try:
+        check_startup_flags(args)
         limits = ServerLimits(max_upload_bytes=parse_size(args.max_upload), max_pixels=args.max_pixels,
                               request_timeout_s=args.timeout)
         if args.token_file is not None:

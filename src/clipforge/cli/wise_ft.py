@@ -21,10 +21,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Failures (a bad spec, different architectures, alpha out of range) reach the CLI's one error edge."""
+    import os
     from pathlib import Path
 
     from clipforge.train.wise_ft import wise_ft
 
+    if args.out.endswith(("/", os.sep)) or Path(args.out).is_dir():  # the suffix advice named a sibling file
+        raise ValueError(f"--out {args.out} is a folder; name the file to write, e.g. "
+                         f"{Path(args.out) / 'wise-ft.safetensors'}")
     if Path(args.out).suffix.lower() != ".safetensors":  # a safetensors file named .pt fooled torch.load
         raise ValueError(f"--out {args.out}: the interpolated weights are written as safetensors; name the file "
                          f"{Path(args.out).with_suffix('.safetensors').name}")

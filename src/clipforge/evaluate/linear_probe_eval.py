@@ -30,6 +30,7 @@ from clipforge.evaluate.report import (
     canonical_expect,
     check_limit,
     check_out_dir,
+    check_tolerance,
     finish_report,
     log_skipped,
     open_run_log,
@@ -48,6 +49,36 @@ def _scores(probs: np.ndarray, y: np.ndarray) -> dict[str, float]:
     acc = topk_accuracy(probs, y, ks=(1, 5))
     pred = probs.argmax(axis=1)
     return {"top1": acc[1], "top5": acc[5], "mean_per_class_recall": mean_per_class_recall(y, pred, probs.shape[1])}
+
+
+def check_probe_settings(full: bool, fewshot_k: Sequence[int] | None, seeds: int, train_split: str | None,
+                         test_split: str) -> None:
+    """ValueError, before the model loads, for settings under which the probe measures nothing: `--no-full`
+    without `--fewshot-k`, or `--seeds` below 1 (both ran, reported no metric and exited 0), and a training
+    split that is the test split (a probe fit on the images it is scored on)."""
+    if not full and not fewshot_k:
+        raise ValueError("--no-full skips the probe on all training data, and without --fewshot-k nothing is left to "
+                         "measure: add --fewshot-k 1,2,4,8,16 or drop --no-full")
+    if fewshot_k and (isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1):
+        raise ValueError(f"--seeds must be 1 or more (few-shot draws per k), got {seeds}")
+    if train_split is not None and train_split == test_split:
+        raise ValueError(f"--train-split {train_split} is the test split (--split {test_split}): the probe would be "
+                         "fit on the images it is scored on; train on another split")
+
+
+def refuse_same_images(train_ds: Any, test_ds: Any, name: str, root: str | Path | None) -> None:
+    """ValueError when the two splits are the same images: a class-folder root without train/ and test/
+    folders gives every split all of its images, and the probe was fit on its own test set (100% on anything
+    separable) and reported with exit status 0. Checked on up to 32 evenly spaced samples."""
+    n = len(train_ds)
+    if n != len(test_ds) or n == 0 or str(getattr(train_ds, "root", "")) != str(getattr(test_ds, "root", "")):
+        return
+    picks = sorted({int(i) for i in np.linspace(0, n - 1, num=min(n, 32))})
+    if all(train_ds.source_name(i) == test_ds.source_name(i) for i in picks):
+        where = getattr(test_ds, "root", root)
+        raise ValueError(f"the train and test splits of {name} at {where} are the same {n} images (no train/ and "
+                         f"test/ folders there?): a probe fit on the images it is scored on measures nothing; put "
+                         "them in ROOT/train/<class>/ and ROOT/test/<class>/")
 
 
 def evaluate_linear_probe(model: str | torch.nn.Module, dataset: str | tuple[Any, Any],
@@ -80,6 +111,8 @@ def evaluate_linear_probe(model: str | torch.nn.Module, dataset: str | tuple[Any
     expect = canonical_expect(expect, "linear-probe")
     check_limit(limit_train, "--limit-train")
     check_limit(limit_test)
+    check_tolerance(tolerance)
+    check_probe_settings(full, fewshot_k, seeds, train_split if isinstance(dataset, str) else None, test_split)
     out_dir = check_out_dir(out_dir)
     plot_dir = plot_dir_for(plot, out_dir)
 
@@ -91,6 +124,7 @@ def evaluate_linear_probe(model: str | torch.nn.Module, dataset: str | tuple[Any
     else:
         train_ds, test_ds = dataset
         ds_name = str(getattr(train_ds, "name", "dataset"))
+    refuse_same_images(train_ds, test_ds, ds_name, root)
     if len(train_ds.classnames) != len(test_ds.classnames):
         raise ValueError(f"train and test splits of {ds_name} disagree on the classes "
                          f"({len(train_ds.classnames)} vs {len(test_ds.classnames)})")

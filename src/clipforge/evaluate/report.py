@@ -257,6 +257,22 @@ def check_limit(value: int | None, flag: str = "--limit") -> None:
         raise ValueError(f"{flag} must be >= 1 (a number of images), got {value}")
 
 
+def check_tolerance(value: float) -> None:
+    """ValueError for an --expect tolerance below 0 or not a number, before anything is loaded: every golden
+    check then missed (``±-1.0: measured 5.00 MISSED``) and the run exited 1 after all its work."""
+    import math
+
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"--tolerance must be 0 or more percentage points, got {value}")
+
+
+def check_top_k(value: int) -> None:
+    """ValueError for a predictions --top-k below 1: -3 kept all classes but three, by Python's slicing, and 0
+    wrote empty lists, both with exit status 0."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"--top-k must be 1 or more (classes kept per sample in the predictions), got {value}")
+
+
 def plot_dir_for(plot: bool | str | Path, out_dir: Path) -> Path | None:
     """The folder plots go to (`plot`: False, True = `out_dir`, or a folder), checked writable up front."""
     if not plot:

@@ -21,6 +21,7 @@ from clipforge.evaluate.report import (
     canonical_expect,
     check_limit,
     check_out_dir,
+    check_tolerance,
     finish_report,
     log_skipped,
     open_run_log,
@@ -55,6 +56,7 @@ def evaluate_retrieval(model: str | torch.nn.Module, captions: str | Path | Any,
 
     expect = canonical_expect(expect, "retrieval")
     check_limit(limit)
+    check_tolerance(tolerance)
     out_dir = check_out_dir(out_dir)
     plot_dir = plot_dir_for(plot, out_dir)
 

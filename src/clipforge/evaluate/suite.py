@@ -216,10 +216,12 @@ def run_suite(models: Sequence[str], datasets: Sequence[str] | str, root: str | 
     bad_tasks = set(tasks) - set(TASK_NAMES)
     if bad_tasks:
         raise ValueError(f"unknown suite task(s) {sorted(bad_tasks)}; tasks: {', '.join(TASK_NAMES)}")
-    from clipforge.evaluate.report import check_limit, check_out_dir
+    from clipforge.evaluate.report import check_limit, check_out_dir, check_tolerance, check_top_k
 
     check_limit(limit)
     check_limit(limit_train, "--limit-train")
+    check_tolerance(tolerance)
+    check_top_k(top_k)
     if root is not None and not Path(root).expanduser().is_dir():
         raise FileNotFoundError(f"--root {root} is not a folder (it should hold one folder per dataset; "
                                 "see docs/datasets.md)")
@@ -233,8 +235,22 @@ def run_suite(models: Sequence[str], datasets: Sequence[str] | str, root: str | 
     rows: list[dict[str, Any]] = []
     total = len(models) * len(_cells("", ready, tasks, templates))
     with tqdm(total=total, desc="suite", unit="cell", disable=not progress) as bar:
+        unloadable: list[BaseException] = []
         for spec in models:
-            ev = resolve_model(spec, device, precision=precision, exact_decode=exact_decode)
+            try:
+                ev = resolve_model(spec, device, precision=precision, exact_decode=exact_decode)
+            except (OSError, ValueError, KeyError, RuntimeError) as exc:
+                # a model that cannot load fails its own cells; it ended the whole grid after the models before
+                # it had run, with no table written
+                unloadable.append(exc)
+                reason = " ".join(str(exc).split()) or type(exc).__name__
+                say(f"failed {spec}: the model did not load: {reason}")
+                for cell in _cells(spec, ready, tasks, templates):
+                    rows.append({"model": spec, "dataset": cell.dataset, "task": cell.task, "split": cell.split,
+                                 "prompt_set": cell.prompts, "cell_file": "", "status": "failed",
+                                 "error": f"model did not load: {reason}"})
+                    bar.update(1)
+                continue
             fingerprint = ev.describe()["fingerprint"]
             model_name, pretrained = _model_fields(spec, ev)
             for cell in _cells(spec, ready, tasks, templates):
@@ -268,6 +284,8 @@ def run_suite(models: Sequence[str], datasets: Sequence[str] | str, root: str | 
                 say(f"{spec} x {cell.dataset} ({cell.task}): {details['paper_metric']} "
                     f"{100 * float(details['paper_value']):.2f}%")
                 bar.update(1)
+    if unloadable and len(unloadable) == len(models):  # nothing could run: the first reason, as one line
+        raise unloadable[0]
     rows += _earlier_cells(out_dir, {r["cell_file"] for r in rows})
     checks = check_suite_expectations(rows, expect, tolerance)
     failed = [r for r in rows if r.get("status") == "failed"]

@@ -30,6 +30,7 @@ from clipforge.evaluate.report import (
     canonical_expect,
     check_limit,
     check_out_dir,
+    check_tolerance,
     finish_report,
     log_skipped,
     open_run_log,
@@ -70,6 +71,7 @@ def evaluate_zeroshot(model: str | torch.nn.Module, dataset: str | Any, root: st
     """
     expect = canonical_expect(expect, "zeroshot", dataset if isinstance(dataset, str) else None)
     check_limit(limit)
+    check_tolerance(tolerance)
     out_dir = check_out_dir(out_dir)
     plot_dir = plot_dir_for(plot, out_dir)
     ev = resolve_model(model, device, preprocess, model_name, precision=precision, exact_decode=exact_decode)

@@ -84,6 +84,10 @@ def parse_store(spec: str | None) -> StoreSpec:
             host, _, collection = rest.partition("/")
             if not host or ":" not in host or not host.rsplit(":", 1)[1].isdigit():
                 raise _bad(spec, "HOST:PORT is missing")
+            port = int(host.rsplit(":", 1)[1])
+            if not 0 < port < 65536:  # pymilvus said only "Port out of range 0-65535", naming no flag
+                raise _bad(spec, f"port {port} is not a TCP port (1-65535; Milvus listens on 19530 unless told "
+                                 "otherwise)")
             collection = collection.strip("/") or DEFAULT_COLLECTION
             if not _NAME.match(collection):
                 raise _bad(spec, f"collection {collection!r} must be letters, digits and _ (not starting with a digit)")

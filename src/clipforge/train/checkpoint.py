@@ -27,8 +27,15 @@ import numpy as np
 import torch
 
 from clipforge.atomic import write_atomic, write_json_atomic
+from clipforge.train.config import TrainConfigError
 
 STATE_SUFFIX = ".state.pt"
+_STATE_KEYS = ("step", "epoch", "batch_in_epoch", "optimizer", "scheduler", "rng")
+
+
+class CheckpointError(TrainConfigError):
+    """A checkpoint, its training state or a record beside it (latest/best/index.json) that cannot be used:
+    one line naming the file and what to do, where torch's and json's tracebacks came out."""
 
 
 def checkpoint_name(epoch: int | None, step: int, accuracy: float | None) -> str:
@@ -100,16 +107,45 @@ class CheckpointManager:
 
     def _read(self, file: str) -> dict[str, Any] | None:
         path = self.directory / file
-        return json.loads(path.read_text()) if path.is_file() else None
+        return _record(path, _load_json(path)) if path.is_file() else None
 
     def _index(self) -> list[dict[str, Any]]:
         path = self.directory / "index.json"
-        return json.loads(path.read_text()) if path.is_file() else []
+        if not path.is_file():
+            return []
+        records = _load_json(path)
+        if not isinstance(records, list):
+            raise _damaged(path, f"expected a JSON list of checkpoint records, got {type(records).__name__}")
+        return [_record(path, record) for record in records]
+
+    def check_records(self) -> None:
+        """Read latest.json, best.json and index.json before any training. A damaged one (a full disk, a hand
+        edit) was found at the first save, after the steps had run, and again at every re-run: the run could
+        never get past it. CheckpointError naming the file."""
+        self._read("latest.json")
+        self._read("best.json")
+        self._index()
+
+    def names(self, exclude: Path | None = None) -> list[str]:
+        """The checkpoints here that can be resumed (weights and training state), oldest first."""
+        if not self.directory.is_dir():
+            return []
+        skip = exclude.resolve() if exclude is not None else None
+        found = [p for p in self.directory.glob("*.safetensors")
+                 if not p.name.startswith(".") and state_path_of(p).is_file() and p.resolve() != skip]
+        return [p.name[: -len(".safetensors")] for p in sorted(found, key=lambda p: p.stat().st_mtime)]
+
+    def resumable(self, exclude: Path | None = None) -> str:
+        """Advice naming the checkpoints a run can resume instead (of `exclude`, a damaged one)."""
+        names = self.names(exclude)
+        if not names:
+            return f"{self.directory} holds no other checkpoint: start the run anew (another --out)"
+        return f"resume one by name instead (--resume {names[-1]}; all: {', '.join(names)})"
 
     def _prune(self) -> None:
         if self.keep_last <= 0:
             return
-        index = sorted(self._index(), key=lambda r: r["step"] or 0)
+        index = sorted(self._index(), key=lambda r: r.get("step") or 0)
         best = self._read("best.json")
         protected = {r["name"] for r in index[-self.keep_last:]} | ({best["name"]} if best else set())
         kept = []
@@ -127,24 +163,117 @@ class CheckpointManager:
             record = self._read(f"{spec}.json")
             if record is None:
                 raise FileNotFoundError(f"no {spec} checkpoint in {self.directory} (no {spec}.json)")
-            return self.directory / f"{record['name']}.safetensors"
+            path = self.directory / f"{record['name']}.safetensors"
+            if not path.is_file():  # said "has weights but no training state" of a file that was not there
+                raise CheckpointError(f"--resume {spec}: {self.directory / (spec + '.json')} names checkpoint "
+                                      f"{record['name']}, whose {path.name} is gone; {self.resumable()}")
+            return path
         path = Path(spec)
+        if path.is_dir():
+            raise CheckpointError(f"--resume {spec} is a folder; expected 'latest', 'best', a checkpoint name or "
+                                  "a checkpoint's .safetensors file")
         if path.name.endswith(STATE_SUFFIX):
             path = path.with_name(path.name[: -len(STATE_SUFFIX)] + ".safetensors")
         if not path.suffix:
             path = self.directory / f"{spec}.safetensors"
+        if path.suffix != ".safetensors":  # `x.pt` was read as weights "x.pt" with the training state ".state.pt"
+            raise CheckpointError(f"--resume {spec}: expected 'latest', 'best', a checkpoint name or a run's "
+                                  f"checkpoint file (NAME.safetensors beside NAME{STATE_SUFFIX}), not a "
+                                  f"{path.suffix} file")
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint {path} not found")
         return path
 
 
-def load_train_state(weights_path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(state dict, train state) of a checkpoint written by `CheckpointManager.save`."""
-    from clipforge.weights import load_state_dict
+def state_path_of(weights_path: Path) -> Path:
+    """`NAME.state.pt`, the training state beside the weights `NAME.safetensors`."""
+    return weights_path.with_name(weights_path.name[: -len(".safetensors")] + STATE_SUFFIX)
 
-    state_path = weights_path.with_name(weights_path.name[: -len(".safetensors")] + STATE_SUFFIX)
+
+def load_train_state(weights_path: Path, advice: str = "resume an earlier checkpoint by name, or start the run "
+                     "anew") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state dict, train state) of a checkpoint written by `CheckpointManager.save`. A training state that
+    cannot be read (cut short by a full disk or a copy, another program's file) is a CheckpointError naming
+    it and ending in `advice`: torch's "PytorchStreamReader failed reading zip archive" came out as a
+    traceback."""
+    from clipforge.weights import load_state_dict
+    from clipforge.weights.errors import CheckpointFormatError
+    from clipforge.weights.torch_pickle import torch_load_safely
+
+    state_path = state_path_of(weights_path)
     if not state_path.is_file():
         raise FileNotFoundError(f"{state_path} is missing: {weights_path} has weights but no training state, "
                                 "so it can initialise a run (--pretrained) but not resume one")
-    state = torch.load(state_path, map_location="cpu", weights_only=True)
+    with open(state_path, "rb") as handle:
+        zipped = handle.read(4) == b"PK\x03\x04"  # torch.save's zip archive (what `save` writes)
+    try:
+        if not zipped:
+            raise CheckpointFormatError("not a zip archive torch.save wrote")
+        state = torch_load_safely(state_path)
+    except CheckpointFormatError as error:
+        reason = " ".join(str(error.__cause__ or error).split()).split(". ")[0]
+        raise CheckpointError(f"training state {state_path} cannot be read ({reason}): it is damaged or "
+                              f"truncated; {advice}") from None
+    missing = [key for key in _STATE_KEYS if key not in state] if isinstance(state, dict) else list(_STATE_KEYS)
+    if missing:
+        raise CheckpointError(f"{state_path} is not a clipforge training state (it has no {', '.join(missing)})")
     return load_state_dict(weights_path), state
+
+
+def check_resumable(path: Path, weights: dict[str, torch.Tensor], model: torch.nn.Module, config: Any,
+                    saved_config: Any) -> None:
+    """CheckpointError when the checkpoint's weights do not fit this run's model (`--model` or the recipe's
+    architecture changed since the run began): torch's load_state_dict printed a traceback with every
+    missing and unexpected parameter name."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    reshaped = [k for k in own if k in weights and tuple(weights[k].shape) != tuple(own[k].shape)]
+    if not (missing or unexpected or reshaped):
+        return
+    try:
+        saved = json.loads(saved_config).get("model") if isinstance(saved_config, str) else None
+    except (ValueError, AttributeError):
+        saved = None
+    counts = ", ".join(f"{len(keys)} {what}" for keys, what in ((missing, "missing"), (unexpected, "unexpected"),
+                                                                (reshaped, "of another shape")) if keys)
+    first = (reshaped or missing or unexpected)[0]
+    was = f" (that run's --model: {saved})" if saved and saved != config.model else ""
+    raise CheckpointError(f"--resume: {path} is a checkpoint of another architecture than --model {config.model}"
+                          f"{was}; parameters {counts} (e.g. {first}): resume with the run's own --model and "
+                          "recipe")
+
+
+_FREEZING = ("lock_image", "lock_text", "projections_only")
+
+
+def freeze_difference(config: Any, saved_config: Any) -> str:
+    """What froze differently, e.g. "lock_image: false then, true now" (or the fields to check)."""
+    try:
+        saved = json.loads(saved_config) if isinstance(saved_config, str) else {}
+    except ValueError:
+        saved = {}
+    changed = [f"{key}: {json.dumps(saved.get(key))} then, {json.dumps(getattr(config, key))} now"
+               for key in _FREEZING if isinstance(saved, dict) and key in saved and saved[key] != getattr(config, key)]
+    return "; ".join(changed) or "check " + ", ".join(_FREEZING)
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:  # UnicodeDecodeError is one too
+        raise _damaged(path, f"it is not JSON ({' '.join(str(error).split())})") from None
+
+
+def _record(path: Path, record: Any) -> dict[str, Any]:
+    """A checkpoint record as `CheckpointManager.save` writes it, or CheckpointError naming the file."""
+    if isinstance(record, dict) and isinstance(record.get("name"), str) and record["name"] \
+            and isinstance(record.get("metrics", {}), dict):
+        return record
+    raise _damaged(path, f"expected a checkpoint record {{\"name\": ..., \"step\": ...}}, got "
+                         f"{json.dumps(record)[:60]}")
+
+
+def _damaged(path: Path, why: str) -> CheckpointError:
+    return CheckpointError(f"{path} is damaged: {why}. It only points at checkpoints: remove it (the next "
+                           "checkpoint writes it again) and resume a checkpoint by name (--resume NAME)")

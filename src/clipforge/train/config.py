@@ -118,6 +118,9 @@ def _recipe_json(name: str) -> tuple[dict[str, Any], str]:
     path = Path(name)
     if path.suffix == ".json" and path.is_file():
         text, origin = path.read_text(encoding="utf-8"), str(path)
+    elif path.suffix == ".json":  # it said "unknown recipe" of a mistyped file name
+        raise TrainConfigError(f"--recipe {name}: {'is a folder' if path.is_dir() else 'no such file'}; expected a "
+                               f"JSON recipe file or a packaged recipe ({', '.join(list_recipes())})")
     else:
         resource = resources.files("clipforge.train") / "recipes" / f"{name}.json"
         if not resource.is_file():

@@ -71,18 +71,20 @@ class RunLogger:
         from clipforge.atomic import write_text_atomic
 
         records = read_log(self.out_dir)
-        kept = [r for r in records if int(r.get("step", 0)) <= step]
-        if len(kept) != len(records):
+        kept = [r for r in records if _step_of(r) <= step]
+        lines = self.jsonl.read_text(encoding="utf-8", errors="replace").splitlines() if self.jsonl.is_file() else []
+        if len(kept) != len([line for line in lines if line.strip()]):  # later records, or a torn line
             text = "".join(json.dumps(r) + "\n" for r in kept)
             write_text_atomic(self.jsonl, text)
         for kind in ("train", "eval"):
             csv_path = self.out_dir / f"{kind}.csv"
             if not csv_path.is_file():
                 continue
-            with open(csv_path, newline="", encoding="utf-8") as f:
+            with open(csv_path, newline="", encoding="utf-8", errors="replace") as f:
                 reader = csv.DictReader(f)
                 fields, rows = reader.fieldnames or [], list(reader)
-            keep = [row for row in rows if _step_of(row) <= step]
+            # a row cut short (fields missing: None) is the torn last line of a killed run
+            keep = [row for row in rows if _step_of(row) <= step and None not in row.values()]
             if len(keep) != len(rows):
                 out = io.StringIO(newline="")
                 writer = csv.DictWriter(out, fieldnames=fields)
@@ -101,18 +103,29 @@ class RunLogger:
             self._tb.close()
 
 
-def _step_of(row: dict[str, str]) -> float:
+def _step_of(row: dict[str, Any]) -> float:
     try:
         return float(row.get("step") or 0)
-    except ValueError:
+    except (TypeError, ValueError):
         return 0.0
 
 
 def read_log(out_dir: str | Path) -> list[dict[str, Any]]:
+    """The records of log.jsonl. A line that is not a JSON object is left out: the torn last line of a run
+    killed (or out of disk) while appending it, which made `--resume` fail on json's "Unterminated string"
+    and the run impossible to continue; a resumed run's `truncate_after` rewrites the file without it."""
     path = Path(out_dir) / "log.jsonl"
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line) if line.strip() else None
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
 
 
 def plot_curves(out_dir: str | Path) -> list[Path]:

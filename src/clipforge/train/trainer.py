@@ -28,8 +28,11 @@ from tqdm import tqdm
 from clipforge.atomic import remove_stale_temps
 from clipforge.train.build import build_eval_hooks, build_model, preprocess_of
 from clipforge.train.checkpoint import (
+    CheckpointError,
     CheckpointManager,
+    check_resumable,
     checkpoint_name,
+    freeze_difference,
     load_train_state,
     rng_state,
     set_rng_state,
@@ -185,15 +188,22 @@ class Trainer:
         return self.last_checkpoint
 
     def resume(self, spec: str) -> None:
-        weights, state = load_train_state(self.checkpoints.resolve(spec))
+        path = self.checkpoints.resolve(spec)
+        weights, state = load_train_state(path, self.checkpoints.resumable(exclude=path))
         ema_state = state.get("ema")
         raw = ema_state["raw_model"] if ema_state else weights
+        check_resumable(path, raw, self.model, self.config, state.get("train_config"))
         self.model.load_state_dict({k: v.to(self.device) for k, v in raw.items()})
         if self.ema is not None:
             self.ema.load({k: v.to(self.device) for k, v in weights.items()}, ema_state["updates"] if ema_state else 0)
         if self.budget is not None and state.get("budget"):
             self.budget.load_state_dict(state["budget"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except ValueError:  # torch: "loaded state dict contains a parameter group that doesn't match ..."
+            raise CheckpointError(f"--resume {spec}: {path.name} was trained with other parameters frozen than "
+                                  f"this run ({freeze_difference(self.config, state.get('train_config'))}); "
+                                  "resume with the run's own settings") from None
         self.scheduler.load_state_dict(state["scheduler"])
         if self.precision.scaler and state.get("scaler"):
             self.precision.scaler.load_state_dict(state["scaler"])
@@ -361,6 +371,7 @@ class Trainer:
         cfg = self.config
         if self.dist.is_main:
             remove_stale_temps(self.checkpoints.directory)  # what a killed save left behind
+        self.checkpoints.check_records()  # a damaged latest/best/index.json: one line now, not after the steps
         if cfg.resume:
             self.resume(cfg.resume)
             self.logger.truncate_after(self.step)

@@ -51,6 +51,35 @@ def _load(spec: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict, 
     return model.state_dict(), model_config(model), loaded
 
 
+def check_out(out: Path, inputs: dict[str, str | os.PathLike[str]]) -> None:
+    """ValueError naming --out, before either model loads, when it is one of the input checkpoints (the mix
+    silently replaced the fine-tuned weights, and a training checkpoint's file no longer matched its
+    training state), a folder, or in a folder that cannot be written (an errno after both models loaded)."""
+    from clipforge.atomic import folder_problem
+
+    for flag, spec in inputs.items():
+        try:
+            same = out.exists() and Path(spec).exists() and os.path.samefile(out, spec)
+        except OSError:
+            same = False
+        if same:
+            raise ValueError(f"--out {out} is the {flag} checkpoint; writing the interpolated weights there would "
+                             "replace it: name another file")
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; name the .safetensors file to write")
+    problem = folder_problem(out.parent)
+    if problem is not None:
+        raise ValueError(f"--out {out}: {out.parent} {problem}" if problem.startswith("is ")
+                         else f"--out {out}: {problem}")
+
+
+def _differences(a: dict, b: dict) -> str:
+    """The architecture fields two configs disagree on, e.g. "image_resolution 64 vs 32; vision_layers ..."."""
+    keys = [k for k in dict.fromkeys([*a, *b]) if a.get(k) != b.get(k)]
+    shown = "; ".join(f"{k} {a.get(k)!r} vs {b.get(k)!r}" for k in keys[:4])
+    return shown + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
+
+
 def wise_ft(zeroshot: str | os.PathLike[str], finetuned: str | os.PathLike[str], alpha: float,
             out: str | os.PathLike[str]) -> Path:
     """Write the interpolated model as safetensors (config and preprocessing in metadata, the family's
@@ -61,12 +90,13 @@ def wise_ft(zeroshot: str | os.PathLike[str], finetuned: str | os.PathLike[str],
 
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    out = Path(out)
+    check_out(out, {"--zeroshot": zeroshot, "--finetuned": finetuned})
     sd_a, config_a, loaded_a = _load(zeroshot)
     sd_b, config_b, _ = _load(finetuned)
     if config_a != config_b:
-        raise ValueError(f"the checkpoints are not the same architecture: {zeroshot} is {config_a}, "
-                         f"{finetuned} is {config_b}")
-    out = Path(out)
+        raise ValueError(f"the checkpoints are not the same architecture: {_differences(config_a, config_b)} "
+                         f"({zeroshot} vs {finetuned})")
     carry_tokenizer_file(loaded_a.tokenizer, out.parent)
     return save_safetensors(interpolate_state_dicts(sd_a, sd_b, alpha), out, config=config_a,
                             preprocess=getattr(loaded_a.model, "preprocess_cfg", None))
