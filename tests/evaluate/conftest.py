@@ -25,3 +25,19 @@ def write_colour_classes(root: Path, per_class: int = 3, seed: int = 0, side: in
 def colour_classes() -> Callable[..., Path]:
     """`colour_classes(root, per_class=3, seed=0, side=20)`: see `write_colour_classes`."""
     return write_colour_classes
+
+
+@pytest.fixture()
+def no_model(monkeypatch):
+    """Make loading a model fail the test loudly: a refusal must come before it (every runner, and the suite,
+    which imports `resolve_model` from `evaluate.common` when it runs)."""
+    import clipforge.evaluate.common as common
+    import clipforge.evaluate.linear_probe_eval as lp
+    import clipforge.evaluate.retrieval_eval as rt
+    import clipforge.evaluate.zeroshot_eval as zs
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    for module in (zs, rt, lp, common):
+        monkeypatch.setattr(module, "resolve_model", refuse)

@@ -25,20 +25,6 @@ def _isolated(monkeypatch, tmp_path):
     monkeypatch.setenv("CLIPFORGE_CACHE", str(tmp_path / "cache"))
 
 
-@pytest.fixture()
-def no_model(monkeypatch):
-    """Loading a model fails the test: these refusals come before it."""
-    import clipforge.evaluate.common as common  # the suite imports it from there when it runs
-    import clipforge.evaluate.linear_probe_eval as lp
-    import clipforge.evaluate.zeroshot_eval as zs
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("the model was loaded before the arguments were checked")
-
-    for module in (zs, lp, common):
-        monkeypatch.setattr(module, "resolve_model", refuse)
-
-
 def _error(capsys) -> str:
     err = capsys.readouterr().err.strip()
     assert "Traceback" not in err

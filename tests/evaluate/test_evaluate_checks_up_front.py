@@ -24,20 +24,6 @@ def _isolated(monkeypatch, tmp_path):
     monkeypatch.delenv("CLIPFORGE_PROBE_THREADS", raising=False)
 
 
-@pytest.fixture()
-def no_model(monkeypatch):
-    """Make loading a model fail loudly: a refusal must come before it."""
-    import clipforge.evaluate.linear_probe_eval as lp
-    import clipforge.evaluate.retrieval_eval as rt
-    import clipforge.evaluate.zeroshot_eval as zs
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("the model was loaded before the arguments were checked")
-
-    for module in (zs, rt, lp):
-        monkeypatch.setattr(module, "resolve_model", refuse)
-
-
 def test_expect_names_are_checked_and_the_suites_names_accepted():
     assert parse_expect(["acc1=80,acc5=95"], "zeroshot") == {"top1": 80.0, "top5": 95.0}
     assert parse_expect(["lp_acc1=70", "TOP5=90"], "linear-probe") == {"top1": 70.0, "top5": 90.0}
