@@ -136,7 +136,7 @@ def test_sizes_and_limits():
 
 def test_bad_cli_limit_is_an_error(tiny_library, capsys):
     assert main(["serve", "--library", str(tiny_library), "--max-upload", "lots"]) == 2
-    assert "cannot read size 'lots'" in capsys.readouterr().err
+    assert capsys.readouterr().err == "error: --max-upload 'lots': expected a positive size such as 20MB or 512KiB\n"
 
 
 def test_model_notice_names_the_offline_model():
@@ -253,7 +253,7 @@ def test_a_timeout_that_is_not_a_positive_number_is_one_line(tiny_library, capsy
     """`--timeout nan` passed the `<= 0` check and reached asyncio.wait_for."""
     assert main(["serve", "--library", str(tiny_library), "--timeout", timeout]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "server limit request_timeout_s must be a positive number" in err, err
+    assert err == f"error: --timeout {timeout!r}: expected a positive number of seconds such as 60\n", err
 
 
 @pytest.mark.parametrize("blank", ["", "   ", "\t\n"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 
 
 def _port(value: str) -> int:
@@ -43,10 +44,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="model name, checkpoint path, or test config; default: the library's own model, for a "
                              "new library ViT-B/32 when cached, else the shipped clipforge-tiny")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available, else cpu)")
+    # The three limits stay text here: `limits_from_flags` reads them, so every bad value is one line naming
+    # its flag (argparse's `type=` errors come with the usage block, and `--max-upload -5MB` never reached one).
     parser.add_argument("--max-upload", default="20MB", metavar="SIZE", help="largest image accepted (default 20MB)")
-    parser.add_argument("--max-pixels", type=int, default=50_000_000,
+    parser.add_argument("--max-pixels", default="50000000", metavar="PIXELS",
                         help="largest decoded image in pixels (default 50,000,000)")
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds one API request may take (default 60)")
+    parser.add_argument("--timeout", default="60", metavar="SECONDS",
+                        help="seconds one API request may take (default 60)")
     parser.add_argument("--forwarded-allow-ips", metavar="IPS", default=None,
                         help="comma-separated addresses of the reverse proxies this server runs behind, whose "
                              "X-Forwarded-For names the client (default $FORWARDED_ALLOW_IPS, else none: every "
@@ -58,6 +62,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-ui", action="store_true", help="serve the REST API only")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     parser.set_defaults(func=run)
+    _negative_values_are_values(parser)
+
+
+def _negative_values_are_values(parser: argparse.ArgumentParser) -> None:
+    """Let `--max-upload -5MB` reach the size check instead of argparse's "expected one argument".
+
+    argparse takes any word starting with `-` for an option unless it looks like a negative number, and its
+    idea of one is `-5` or `-.5`, not `-5MB`; so a negative size never reached our check, whatever `type=`
+    converter the flag had. No flag of `serve` starts with `-` and a digit, so a word that does is always a
+    value. The matcher is an attribute of argparse's parser (private, but present in every Python 3 so far); should a
+    later Python drop it, this does nothing and tests/cli/test_cli_serve_startup.py says so.
+    """
+    if hasattr(parser, "_negative_number_matcher"):
+        parser._negative_number_matcher = re.compile(r"^-\.?\d")
 
 
 def check_startup_flags(args: argparse.Namespace) -> None:
@@ -88,13 +106,13 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_ui:
         import gradio  # noqa: F401
 
-    from clipforge.server import ServeError, ServerLimits, parse_size, serve
+    from clipforge.server import ServeError, serve
+    from clipforge.server.limits import limits_from_flags
     from clipforge.server.runner import read_token_file, token_from_env
 
     try:
+        limits = limits_from_flags(args.max_upload, args.max_pixels, args.timeout)
         check_startup_flags(args)
-        limits = ServerLimits(max_upload_bytes=parse_size(args.max_upload), max_pixels=args.max_pixels,
-                              request_timeout_s=args.timeout)
         if args.token_file is not None:
             token = read_token_file(args.token_file)
         elif args.token is not None:

@@ -118,9 +118,7 @@ class Library:
     def _discard_new(self, new_folder: bool) -> None:
         """Remove the database this object just created (and its folder, when it made it and nothing else is in it)."""
         self.store.close()
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(f"{self.paths.db}{suffix}")
+        self.paths.remove_database()
         if new_folder:
             with contextlib.suppress(OSError):
                 for leftover in sorted(self.paths.root.rglob("*"), reverse=True):  # empty folders `ensure` made

@@ -7,6 +7,7 @@ either derived from it or referenced by it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -75,6 +76,13 @@ class LibraryPaths:
             if first is not None:
                 found.append(first)
         return found
+
+    def remove_database(self) -> None:
+        """Remove the database and SQLite's files beside it: only for a database this process just created
+        and must not leave behind (a start whose model or settings were refused)."""
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{self.db}{suffix}")
 
     def ensure(self) -> None:
         """The library folder, made with its parents; one sentence naming what is in the way ("[Errno 20] Not

@@ -13,7 +13,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["MAX_IMAGE_ID", "ServerLimits", "parse_size"]
+__all__ = ["MAX_IMAGE_ID", "ServerLimits", "limits_from_flags", "parse_size"]
 
 MAX_IMAGE_ID = 2**63 - 1
 """Image ids are SQLite rowids: positive 64-bit integers."""
@@ -33,7 +33,10 @@ def parse_size(value: str | int) -> int:
     unit = match.group(2).lower() if match else None
     if match is None or unit not in _UNITS:
         raise ValueError(f"cannot read size {value!r}: expected a number with an optional unit such as 20MB or 512KiB")
-    size = int(float(match.group(1)) * _UNITS[unit])
+    try:
+        size = int(float(match.group(1)) * _UNITS[unit])
+    except OverflowError:  # 400 digits are `inf` as a float
+        raise ValueError(f"size {value!r} is too large") from None
     if size <= 0:
         raise ValueError(f"size must be positive, got {value!r}")
     return size
@@ -125,3 +128,34 @@ class ServerLimits:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def limits_from_flags(max_upload: str | int = "20MB", max_pixels: str | int = 50_000_000,
+                      timeout: str | float = 60.0) -> ServerLimits:
+    """The limits `clipforge serve --max-upload --max-pixels --timeout` asked for; a ValueError naming the flag.
+
+    Each flag is read here, not by argparse or `ServerLimits`, so that its error is one line naming the flag the
+    user typed and the form expected (`ServerLimits` names its fields, "server limit max_pixels", which is right
+    for the Python API and meaningless on a command line), and so that `nan`, `inf`, zero and negatives get the
+    same words as text that is not a number.
+    """
+    def refused(flag: str, value: object, expected: str) -> ValueError:
+        return ValueError(f"{flag} {str(value)!r}: expected {expected}")
+
+    try:
+        upload = parse_size(max_upload)
+    except ValueError:
+        raise refused("--max-upload", max_upload, "a positive size such as 20MB or 512KiB") from None
+    try:
+        pixels = int(str(max_pixels).strip())
+    except ValueError:
+        pixels = 0
+    if not 0 < pixels <= MAX_IMAGE_ID:  # a 400-digit count overflowed the float check in `ServerLimits`
+        raise refused("--max-pixels", max_pixels, "a positive whole number of pixels such as 50000000")
+    try:
+        seconds = float(str(timeout).strip())
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:  # NaN passes `<= 0`, and asyncio.wait_for takes it
+        raise refused("--timeout", timeout, "a positive number of seconds such as 60")
+    return ServerLimits(max_upload_bytes=upload, max_pixels=pixels, request_timeout_s=seconds)

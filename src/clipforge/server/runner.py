@@ -18,6 +18,7 @@ token passed in a query string.
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 import logging
 import os
@@ -53,13 +54,13 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def choose_model(library: Any, requested: str | None) -> str:
-    """The model name to open `library` with (see module docstring)."""
+def choose_model(library: Any | None, requested: str | None) -> str:
+    """The model name to open `library` with (see module docstring); `library` None: a new one, nothing recorded."""
     from clipforge.api import default_model_spec
 
     if requested:
         return requested
-    recorded = library.stats().get("model") or {}
+    recorded = (library.stats().get("model") or {}) if library is not None else {}
     if recorded:
         if not recorded.get("name"):
             raise ServeError(f"library {library.paths.root} was built with a model passed as a Python object "
@@ -69,6 +70,17 @@ def choose_model(library: Any, requested: str | None) -> str:
     if message:  # the CLI's wording (clipforge.cli.common.notice); the server layer cannot import the CLI
         print(f"notice: {message}", file=sys.stderr)
     return spec
+
+
+def _model_error(name: str, error: BaseException) -> str:
+    """The line `cannot load model 'X': <why>; <what to do>`, one sentence whatever the loader's message ends with.
+
+    A loader's message may end in a full stop or not ("...use --device cpu"); the hint was run on after it with
+    neither a stop nor a separator ("...use --device cpu check the --model value")."""
+    from clipforge.errors import one_line
+
+    why = one_line(error).rstrip(" .;:")
+    return f"cannot load model {name!r}: {why}; {_no_model_hint(name)}"
 
 
 def _no_model_hint(name: str) -> str:
@@ -103,23 +115,64 @@ def open_server_library(path: str | os.PathLike[str] | None, model: str | None =
     root = LibraryPaths(path).root
     if root.exists() and not root.is_dir():
         raise ServeError(f"--library {root} is a file, not a library folder")
-    if not create and not LibraryPaths(path).db.exists():
+    exists = LibraryPaths(path).db.exists()
+    if not create and not exists:
         raise ServeError(f"no library at {root} (no library.sqlite3 there): check --library, build one with "
                          f"`clipforge index add`, or pass --create to start an empty library")
     from clipforge.library.schema import SchemaError
 
+    # Only an existing library is opened to read the model it records: opening a new one creates it, and a
+    # model that then failed to load left an empty library behind. A new library is created by the one
+    # `Library(...)` below, which removes what it made when the model does not load.
     try:
-        with Library(path, create=create) as probe:
-            name = choose_model(probe, model)
+        if exists:
+            with Library(path, create=create) as probe:
+                name = choose_model(probe, model)
+        else:
+            name = choose_model(None, model)
     except (OSError, ValueError, SchemaError) as exc:  # SchemaError: a damaged or foreign database
         raise ServeError(str(exc)) from None
     try:
         library = Library(path, model=name, device=device, create=create)
-    except (ModelMismatchError, SchemaError) as exc:
+    except (ModelMismatchError, SchemaError) as exc:  # DamagedLibraryError (a lost database) is a SchemaError
         raise ServeError(str(exc)) from None
     except (OSError, RuntimeError, ValueError, KeyError) as exc:
-        raise ServeError(f"cannot load model {name!r}: {exc}\n{_no_model_hint(name)}") from None
+        raise ServeError(_model_error(name, exc)) from None
     return library
+
+
+class _NewLibraryFootprint:
+    """What a `serve --create` start is about to make on disk (the database, and any folders of the library path
+    that are not there yet), recorded before it starts, so a start that fails before serving removes exactly
+    that: nothing half-made is left behind. `Library` already removes a database whose model did not load; this
+    also covers failures after the model loaded (a blank --token refused by the app) and the parent folders
+    `mkdir(parents=True)` made. Files are never removed from a folder that existed, only the database files."""
+
+    def __init__(self, path: str | os.PathLike[str] | None) -> None:
+        from clipforge.library.paths import LibraryPaths
+
+        self.paths = paths = LibraryPaths(path)
+        self.new_db = not os.path.lexists(paths.db)
+        self.top_new_folder: Path | None = None  # the outermost folder of the path that this start will make
+        for folder in (paths.root, *paths.root.parents):
+            if os.path.lexists(folder):
+                break
+            self.top_new_folder = folder
+
+    def remove(self) -> None:
+        """Remove the database this start created, then the folders it created that are now empty."""
+        if not self.new_db:
+            return
+        with contextlib.suppress(OSError):  # never hides the error that ended the start
+            self.paths.remove_database()
+        top = self.top_new_folder
+        if top is None or not top.is_dir():
+            return
+        for folder in sorted((p for p in top.rglob("*") if p.is_dir() and not p.is_symlink()), reverse=True):
+            with contextlib.suppress(OSError):  # not empty: something else was put there meanwhile
+                folder.rmdir()
+        with contextlib.suppress(OSError):
+            top.rmdir()
 
 
 def token_from_env(environ: Any = None) -> str | None:
@@ -198,6 +251,21 @@ class _RedactTokens(logging.Filter):
         return True
 
 
+def _bind_hint(code: int | None, host: str) -> str | None:
+    """What to do about a failed bind, by its errno; None where a guess would mislead.
+
+    Each cause has its own advice: an address that resolves but is not this machine's (`--host 8.8.8.8`) was
+    told "is another server using the port?", which sent the user after the wrong flag."""
+    if code == errno.EADDRINUSE:
+        return "is another server using the port? try --port 0 for any free port"
+    if code == errno.EADDRNOTAVAIL:
+        return (f"--host {host} is not an address of this machine: use 127.0.0.1 (this machine only), 0.0.0.0 "
+                "(every interface) or one of its own addresses")
+    if code == errno.EACCES:
+        return "ports below 1024 need administrator rights: use --port 0 or a port above 1023"
+    return None
+
+
 def bind_socket(host: str, port: int) -> socket.socket:
     """A listening TCP socket on host:port (port 0 = any free port)."""
     if not 0 <= int(port) <= 65535:
@@ -210,8 +278,8 @@ def bind_socket(host: str, port: int) -> socket.socket:
     except (OSError, OverflowError) as exc:
         sock.close()
         reason = getattr(exc, "strerror", None) or exc
-        raise ServeError(f"cannot listen on {host}:{port}: {reason} "
-                         f"(is another server using the port? try --port 0 for any free port)") from None
+        hint = _bind_hint(getattr(exc, "errno", None), host)
+        raise ServeError(f"cannot listen on {host}:{port}: {reason}{f' ({hint})' if hint else ''}") from None
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
@@ -338,18 +406,23 @@ def serve(library: str | os.PathLike[str] | None, host: str = "127.0.0.1", port:
 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     limits = limits or ServerLimits()
-    if not is_loopback(host):
+    # What `--create` is about to make, recorded before anything is made (a Milvus store's collection is its own).
+    footprint = _NewLibraryFootprint(library) if create and not store else None
+    sock = bind_socket(host, port)  # first: a busy port fails before minutes of model loading
+    if not is_loopback(host):  # after the bind: no warning about listening where the server cannot listen
         protection = ("changes need the token" if token else
                       "anyone who can reach it can also add images: pass --token-file to require a token for changes")
         print(f"warning: listening on {host} makes the library reachable from other machines; {protection}",
               file=sys.stderr)
-    sock = bind_socket(host, port)  # first: a busy port fails before minutes of model loading
     try:
         opened = open_server_library(library, model, device, create=create, store=store)
     except BaseException:
         sock.close()
+        if footprint is not None:
+            footprint.remove()  # `Library` removed the database; this removes the parent folders it made
         raise
     private_uploads = _private_upload_dir() if ui else None
+    serving = False
     try:
         app = create_app(opened, token=token, limits=limits, ui=ui, allowed_hosts=allowed_hosts)
         service = app.state.service
@@ -359,11 +432,14 @@ def serve(library: str | os.PathLike[str] | None, host: str = "127.0.0.1", port:
         url = _url(host, sock.getsockname()[1])
         print(f"clipforge serving library {Path(opened.paths.root)} with model {service.model_name} "
               f"at {url}/ (REST API docs: {url}/docs)", flush=True)
+        serving = True  # from here the library is the user's: the server may have added images to it
         with _terminate_as_exit():
             server.run(sockets=[sock])
     finally:
         sock.close()
         opened.close()
+        if not serving and footprint is not None:
+            footprint.remove()  # a start that failed (a blank --token, ...) leaves no library it created
         if private_uploads:
             shutil.rmtree(private_uploads, ignore_errors=True)
             os.environ.pop("GRADIO_TEMP_DIR", None)
