@@ -11,7 +11,8 @@ and plots unreadable to the group that can read the log beside them).
 
 Temporary names carry the writer's pid (``.<name>.<pid>-<random>.tmp<suffix>``), so
 `remove_stale_temps` can delete what a killed process left behind without touching a
-write still in progress in another one.
+write still in progress in another one. In the same spirit, `NewFolders` lets a start that fails take
+back the empty folders it made (a training run's `--out`, a served library's folder).
 """
 
 from __future__ import annotations
@@ -21,12 +22,13 @@ import os
 import re
 import secrets
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "NewFolders",
     "files_under",
     "folder_problem",
     "atomic_path", "remove_stale_temps", "save_figure", "write_atomic", "write_bytes_atomic", "write_json_atomic",
@@ -199,3 +201,36 @@ def files_under(folder: str | os.PathLike[str]) -> Iterator[tuple[Path, os.stat_
                 yield path, path.lstat()
             except OSError:
                 continue
+
+
+class NewFolders:
+    """The folders among `paths` and their parents that do not exist yet, noted before anything is made, so that
+    a start that fails (a training run before its first checkpoint or log line, `serve --create` before it
+    serves) can take back what it made: a new folder with nothing in it is no run and no library.
+
+    Two rules keep it safe: only folders that were missing when noted are candidates (a folder the user made,
+    or an earlier run's, is never touched), and each goes by `os.rmdir`, which refuses a folder holding
+    anything (what the failed start did write stays, and nothing another process put there can be lost).
+    """
+
+    def __init__(self, paths: Iterable[str | os.PathLike[str]]) -> None:
+        missing: set[Path] = set()
+        for path in paths:
+            folder = Path(os.path.abspath(path))
+            while not os.path.lexists(folder) and folder.parent != folder:
+                missing.add(folder)
+                folder = folder.parent
+        # deepest first: a folder is empty only once the folders inside it are gone
+        self.folders = sorted(missing, key=lambda p: len(p.parts), reverse=True)
+
+    def remove_unused(self) -> list[Path]:
+        """Remove the noted folders that are empty now (deepest first); returns the ones removed. A folder
+        that holds anything, or that cannot be removed, stays, and so do the folders above it."""
+        removed = []
+        for folder in self.folders:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty, gone already, or not ours to remove: leave it
+                continue
+            removed.append(folder)
+        return removed

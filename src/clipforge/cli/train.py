@@ -69,6 +69,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         metrics = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                             for k, v in summary.get("metrics", {}).items())
-        print(f"trained {summary['steps']} steps; checkpoint {summary['checkpoint']}" + (f"; {metrics}" if metrics
-                                                                                      else ""))
+        # a resumed run trained only the steps after its checkpoint: "trained 4 steps" claimed all of them
+        first = summary.get("resumed_at_step") or 0
+        span = f"step {first + 1}" if summary["steps"] == first + 1 else f"steps {first + 1}-{summary['steps']}"
+        trained = f"trained {span} (resumed at step {first})" if first else f"trained {summary['steps']} steps"
+        print(f"{trained}; checkpoint {summary['checkpoint']}" + (f"; {metrics}" if metrics else ""))
     return 0

@@ -7,6 +7,7 @@ once (and cached on disk), so adding seeds or shots costs only the small fits.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,30 @@ def _scores(probs: np.ndarray, y: np.ndarray) -> dict[str, float]:
     acc = topk_accuracy(probs, y, ks=(1, 5))
     pred = probs.argmax(axis=1)
     return {"top1": acc[1], "top5": acc[5], "mean_per_class_recall": mean_per_class_recall(y, pred, probs.shape[1])}
+
+
+def fewshot_counts(y_shot: np.ndarray, k: int, classnames: Sequence[Any]) -> tuple[dict[str, int], str | None]:
+    """({class name: training images in the k-shot sample}, a warning or None) for one k.
+
+    `fewshot_split` takes all of a class's images when it has fewer than k, so a "50-shot" probe could be fit
+    on 12 images of some classes while its label said 50: the counts go into the report beside the scores and
+    the warning says how many classes fell short and the fewest, so the label is never taken at its word. The
+    counts are the same for every seed (min(k, the class's images)); classes with no image count 0."""
+    counts = np.bincount(np.asarray(y_shot, dtype=np.int64), minlength=len(classnames))[: len(classnames)]
+    names = [str(c) for c in classnames]
+    if len(set(names)) != len(names):  # keys must not collapse: number repeated names
+        names = [f"{i}:{n}" for i, n in enumerate(names)]
+    per_class = {name: int(n) for name, n in zip(names, counts, strict=True)}
+    short = [name for name in names if per_class[name] < k]
+    if not short:
+        return per_class, None
+    fewest = min(per_class[name] for name in short)
+    at_fewest = [name for name in short if per_class[name] == fewest]
+    where = at_fewest[0] + (f" and {len(at_fewest) - 1} more" if len(at_fewest) > 1 else "")
+    return per_class, (f"{k}-shot: {len(short)} of {len(names)} classes have fewer than {k} training images (the "
+                       f"fewest: {fewest}, in {where}): they were fit on all they have, so the result is not "
+                       f"{k}-shot for them; each class's count is in the report "
+                       f"(metrics.fewshot.{k}.train_per_class)")
 
 
 def check_probe_settings(full: bool, fewshot_k: Sequence[int] | None, seeds: int, train_split: str | None,
@@ -174,7 +199,14 @@ def evaluate_linear_probe(model: str | torch.nn.Module, dataset: str | tuple[Any
                             refit_on_val=False, max_iter=max_iter)
             fewshot_search_s += res.search_s
             fewshot_fits += res.fits
-            entry = fewshot.setdefault(str(k), {"runs": []})
+            if str(k) not in fewshot:  # the k-shot sample's class counts are the same for every seed
+                per_class, short = fewshot_counts(y_tr[tr], k, test_ds.classnames)
+                fewshot[str(k)] = {"runs": [], "train_per_class": per_class,
+                                   "classes_below_k": sum(n < k for n in per_class.values())}
+                if short:
+                    log.warning("%s", short)
+                    warnings.warn(short, UserWarning, stacklevel=2)
+            entry = fewshot[str(k)]
             entry["runs"].append({"seed": seed, **_scores(res.test_scores, y_te), **res.summary(),
                                   "train_examples": int(len(tr)), "val_examples": int(len(va))})
         for k, entry in fewshot.items():

@@ -142,22 +142,19 @@ def open_server_library(path: str | os.PathLike[str] | None, model: str | None =
 
 
 class _NewLibraryFootprint:
-    """What a `serve --create` start is about to make on disk (the database, and any folders of the library path
-    that are not there yet), recorded before it starts, so a start that fails before serving removes exactly
-    that: nothing half-made is left behind. `Library` already removes a database whose model did not load; this
-    also covers failures after the model loaded (a blank --token refused by the app) and the parent folders
-    `mkdir(parents=True)` made. Files are never removed from a folder that existed, only the database files."""
+    """What a `serve --create` start is about to make on disk (the database, and the library's folders that are
+    not there yet), noted before it starts, so a start that fails before serving removes exactly that: nothing
+    half-made is left behind. `Library` already removes a database whose model did not load; this also covers
+    failures after the model loaded (a blank --token refused by the app) and the parent folders
+    `mkdir(parents=True)` made."""
 
     def __init__(self, path: str | os.PathLike[str] | None) -> None:
+        from clipforge.atomic import NewFolders
         from clipforge.library.paths import LibraryPaths
 
         self.paths = paths = LibraryPaths(path)
         self.new_db = not os.path.lexists(paths.db)
-        self.top_new_folder: Path | None = None  # the outermost folder of the path that this start will make
-        for folder in (paths.root, *paths.root.parents):
-            if os.path.lexists(folder):
-                break
-            self.top_new_folder = folder
+        self.folders = NewFolders([paths.index_dir, paths.thumbs_dir, paths.uploads_dir, paths.cache_dir])
 
     def remove(self) -> None:
         """Remove the database this start created, then the folders it created that are now empty."""
@@ -165,14 +162,7 @@ class _NewLibraryFootprint:
             return
         with contextlib.suppress(OSError):  # never hides the error that ended the start
             self.paths.remove_database()
-        top = self.top_new_folder
-        if top is None or not top.is_dir():
-            return
-        for folder in sorted((p for p in top.rglob("*") if p.is_dir() and not p.is_symlink()), reverse=True):
-            with contextlib.suppress(OSError):  # not empty: something else was put there meanwhile
-                folder.rmdir()
-        with contextlib.suppress(OSError):
-            top.rmdir()
+        self.folders.remove_unused()
 
 
 def token_from_env(environ: Any = None) -> str | None:

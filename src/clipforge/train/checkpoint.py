@@ -244,6 +244,52 @@ def check_resumable(path: Path, weights: dict[str, torch.Tensor], model: torch.n
                           "recipe")
 
 
+def check_same_batch_size(spec: str, path: Path, config: Any, state: dict[str, Any]) -> None:
+    """CheckpointError when this run's `batch_size` is not the one the checkpoint was trained with.
+
+    A checkpoint's place in the data is `batch_in_epoch` batches of *its* size, and the sampler skips that many
+    batches of the *current* size: with another size a resumed run skipped or repeated images, and declared an
+    epoch done that it had read only part of (batch 4 -> 8 at half an epoch: the other half never seen). An
+    epochs-based schedule also counts steps per epoch, so its cosine bent mid-run, and the contrastive loss
+    itself changes with the batch (its negatives). The trainer's promise is an exact resume (DESIGN: resume
+    from latest; `ResumableSampler`), so this is refused, as other frozen parameters are, naming the two ways
+    on: the same batch in less memory (`micro_batch`, GradCache), or a new run from these weights."""
+    try:
+        saved = json.loads(state.get("train_config") or "{}")
+    except (TypeError, ValueError):
+        return
+    before = saved.get("batch_size") if isinstance(saved, dict) else None
+    if not isinstance(before, int) or isinstance(before, bool) or before == config.batch_size:
+        return
+    name = path.name[: -len(".safetensors")]
+    where = (f"{state.get('batch_in_epoch')} batches into epoch {int(state.get('epoch', 0)) + 1}"
+             if state.get("batch_in_epoch") else f"the start of epoch {int(state.get('epoch', 0)) + 1}")
+    raise CheckpointError(f"--resume {spec}: {name} was trained with --batch-size {before}, this run has "
+                          f"{config.batch_size}: its place in the data ({where}) and its learning-rate schedule "
+                          f"count batches of {before}, so another size would skip or repeat images; resume with "
+                          f"--batch-size {before} (for less memory, --set micro_batch=N computes that batch in "
+                          f"chunks), or start a new run from its weights (--pretrained {path}, another --out)")
+
+
+def refuse_finished_run(spec: str, path: Path, step: int, config: Any, total_steps: int, budget_spent: bool) -> None:
+    """CheckpointError when the resumed checkpoint already reached where this run would stop: `--steps` at or
+    below its step, all its `--epochs` done, or its time budget spent. Such a resume trained nothing, saved the
+    same checkpoint again and said "trained 2 steps" with exit status 0; the line names what was reached and
+    the setting to raise to continue."""
+    name = path.name[: -len(".safetensors")]
+    if budget_spent:
+        reached, raise_ = (f"spent its time budget (time_budget_s {config.time_budget_s:g}; step {step}, {name})",
+                           "time_budget_s (--set time_budget_s=SECONDS)")
+    elif step < total_steps:
+        return
+    elif config.steps is not None:
+        reached, raise_ = f"reached step {step} ({name}) and --steps {config.steps} asks for no more", "--steps"
+    else:
+        reached, raise_ = f"finished its {config.epochs} epoch(s) (step {step}, {name})", "--epochs"
+    raise CheckpointError(f"--resume {spec}: the run already {reached}, so there is nothing to train: give a larger "
+                          f"{raise_} to continue it")
+
+
 _FREEZING = ("lock_image", "lock_text", "projections_only")
 
 

@@ -21,18 +21,29 @@ class RunLogger:
     def __init__(self, out_dir: str | Path, enabled: bool = True, tensorboard: bool = True) -> None:
         self.out_dir = Path(out_dir)
         self.enabled = enabled
-        self._tb = None
+        self._tb: Any = None
+        self._tb_wanted = False
+        self._purge_step: int | None = None  # a resumed run's first step: TensorBoard hides later old events
         if not enabled:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.jsonl = self.out_dir / "log.jsonl"
         if tensorboard:
             try:
-                from torch.utils.tensorboard import SummaryWriter
+                import torch.utils.tensorboard  # noqa: F401 - tensorboard is optional
+            except ImportError:
+                return
+            self._tb_wanted = True
 
-                self._tb = SummaryWriter(str(self.out_dir / "tensorboard"))
-            except ImportError:  # tensorboard is optional
-                self._tb = None
+    def _writer(self) -> Any:
+        """The TensorBoard writer, made at the first record: SummaryWriter writes an event file as it is
+        made, so a run that failed before logging anything left `tensorboard/` with an empty event file,
+        and its new `--out` folder could not be recognised as unused and removed (`clipforge.atomic.NewFolders`)."""
+        if self._tb is None and self._tb_wanted:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=self._purge_step)
+        return self._tb
 
     def log(self, kind: str, record: dict[str, Any]) -> None:
         """kind: "train" (per log interval) or "eval" (per epoch)."""
@@ -49,12 +60,13 @@ class RunLogger:
             if new:
                 writer.writeheader()
             writer.writerow(record)
-        if self._tb is not None:
+        board = self._writer()
+        if board is not None:
             step = int(record.get("step", 0))
             for key, value in record.items():
                 if isinstance(value, (int, float)) and key != "step":
-                    self._tb.add_scalar(f"{kind}/{key}", value, step)
-            self._tb.flush()
+                    board.add_scalar(f"{kind}/{key}", value, step)
+            board.flush()
 
     def note(self, kind: str, record: dict[str, Any]) -> None:
         """A record for log.jsonl only (no CSV, no curve): e.g. "skipped", the images a data set lost."""
@@ -91,16 +103,17 @@ class RunLogger:
                 writer.writeheader()
                 writer.writerows(keep)
                 write_text_atomic(csv_path, out.getvalue())
-        if self._tb is not None:  # TensorBoard's own way: drop events from step + 1 on
-            from torch.utils.tensorboard import SummaryWriter
-
+        # TensorBoard's own way: drop events from step + 1 on (the writer is made with it at the next record)
+        self._purge_step = step + 1
+        if self._tb is not None:
             self._tb.close()
-            self._tb = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=step + 1)
+            self._tb = None
         return len(records) - len(kept)
 
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+            self._tb = None
 
 
 def _step_of(row: dict[str, Any]) -> float:

@@ -44,12 +44,13 @@ class SkippedImages:
             self._seen.add(err.path)
             self.log.add([err])
 
-    def line(self) -> str:
-        """`training data: 3 images skipped: a.jpg: reason; b.jpg: reason; ... (see log.jsonl)`."""
+    def line(self, logged: bool = True) -> str:
+        """`training data: 3 images skipped: a.jpg: reason; b.jpg: reason; ... (see log.jsonl)`. `logged=False`
+        for a run that stops before writing its log (the line must not point at a file that is not there)."""
         shown = "; ".join(f"{e.path}: {e.reason}" for e in self.log.examples[:SHOWN])
         more = f"; and {self.count - SHOWN} more" if self.count > SHOWN else ""
         noun = "image" if self.count == 1 else "images"
-        return f"{self.label}: {self.count} {noun} skipped: {shown}{more} (see log.jsonl)"
+        return f"{self.label}: {self.count} {noun} skipped: {shown}{more}" + (" (see log.jsonl)" if logged else "")
 
     def as_dict(self) -> dict[str, Any]:
         return self.log.as_dict()

@@ -25,15 +25,17 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from clipforge.atomic import remove_stale_temps
+from clipforge.atomic import NewFolders, remove_stale_temps
 from clipforge.train.build import build_eval_hooks, build_model, preprocess_of
 from clipforge.train.checkpoint import (
     CheckpointError,
     CheckpointManager,
     check_resumable,
+    check_same_batch_size,
     checkpoint_name,
     freeze_difference,
     load_train_state,
+    refuse_finished_run,
     rng_state,
     set_rng_state,
 )
@@ -108,6 +110,9 @@ class Trainer:
         self.budget = TimeBudget(config.time_budget_s, config.warmup_fraction) if config.time_budget_s else None
         self.ema = WeightEMA(self.model, config.ema_decay) if config.ema_decay else None
         self.out_dir = Path(config.out_dir)
+        # noted before the logger makes the first of them: a run that fails before writing anything takes them back
+        self.new_folders = NewFolders([self.out_dir / "checkpoints", self.out_dir / "tensorboard"]
+                                      if self.dist.is_main else [])
         self.checkpoints = CheckpointManager(self.out_dir / "checkpoints", keep_last=config.keep_last,
                                              metric="val_top1")
         self.logger = RunLogger(self.out_dir, enabled=self.dist.is_main, tensorboard=config.tensorboard)
@@ -193,6 +198,7 @@ class Trainer:
         ema_state = state.get("ema")
         raw = ema_state["raw_model"] if ema_state else weights
         check_resumable(path, raw, self.model, self.config, state.get("train_config"))
+        check_same_batch_size(spec, path, self.config, state)
         self.model.load_state_dict({k: v.to(self.device) for k, v in raw.items()})
         if self.ema is not None:
             self.ema.load({k: v.to(self.device) for k, v in weights.items()}, ema_state["updates"] if ema_state else 0)
@@ -214,6 +220,7 @@ class Trainer:
         self._window.update(loss=float(window.get("loss", 0.0)), n=int(window.get("n", 0)))
         if self.batch_in_epoch >= self.steps_per_epoch:
             self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+        refuse_finished_run(spec, path, self.step, self.config, self.total_steps, self._out_of_budget())
 
     # -- loop ------------------------------------------------------------------------------
     def _loader(self) -> Any:
@@ -289,6 +296,15 @@ class Trainer:
             raise TrainingDivergedError(
                 f"training stopped at step {self.step + 1}: the loss is {loss} (lr {cfg.lr:g}, eps {cfg.eps:g}, "
                 f"weight_decay {cfg.weight_decay:g}, precision {cfg.precision}); lower the lr or use precision=fp32")
+
+    def _no_batch_reason(self) -> str:
+        """Why a pass over the training data gave no batch: the images it skipped, or too few samples."""
+        if self.skipped.count:
+            why = f"{self.skipped.line(logged=False)}; replace or remove those files"
+        else:
+            why = (f"it gave fewer than --batch-size {self.config.batch_size} samples per rank (the last batch of a "
+                   "pass is dropped when short); lower --batch-size or add data")
+        return f"epoch {self.epoch + 1} of the training data gave no batch to train on: {why}"
 
     def evaluate(self) -> dict[str, float]:
         metrics: dict[str, float] = {}
@@ -368,6 +384,17 @@ class Trainer:
         self._bar.set_postfix(loss=f"{record['loss']:.4f}", samples_s=f"{rate:.1f}")
 
     def fit(self) -> dict[str, Any]:
+        """Train to the end of the run; returns its summary. A run that fails (any error, Ctrl-C) removes
+        the folders it made and left empty (`NewFolders`): a new `--out` with nothing in it is no run."""
+        try:
+            return self._fit()
+        except BaseException:
+            if self.dist.is_main:
+                self.logger.close()  # TensorBoard's event file is open
+                self.new_folders.remove_unused()
+            raise
+
+    def _fit(self) -> dict[str, Any]:
         cfg = self.config
         if self.dist.is_main:
             remove_stale_temps(self.checkpoints.directory)  # what a killed save left behind
@@ -388,6 +415,7 @@ class Trainer:
         try:
             tick = self._now()
             while not self._done():
+                stepped = self.step
                 for batch in self._loader():
                     self.skipped.add(getattr(batch, "errors", None) or ())
                     if len(batch.indices) == 0:
@@ -413,6 +441,8 @@ class Trainer:
                         self.save(checkpoint_name(None, self.step, None))
                     if ends:
                         break
+                if self.step == stepped:  # looped for ever, saving a checkpoint of no training per pass
+                    raise NoTrainingDataError(self._no_batch_reason())
                 if not self._done() or self.batch_in_epoch >= self.steps_per_epoch:
                     self._end_epoch()  # the epoch is complete (or its stream ran dry)
                     tick = self._now()  # evaluation is not training time
@@ -434,13 +464,19 @@ class Trainer:
         torch.set_num_threads(self._threads_before)
         # `metrics` are the returned checkpoint's own evaluation ({} when it had none, e.g. stop_after_steps),
         # never an earlier epoch's shown as if they were the file's
-        return {"steps": self.step, "epoch": self._epochs_done(), "losses": self.losses,
-                "checkpoint": self.last_checkpoint, "metrics": self.checkpoint_metrics, **self.freeze_summary,
+        # `steps` is where the run stands; `resumed_at_step` where this call began (0: a new run)
+        return {"steps": self.step, "resumed_at_step": self._first_step, "epoch": self._epochs_done(),
+                "losses": self.losses, "checkpoint": self.last_checkpoint, "metrics": self.checkpoint_metrics, **self.freeze_summary,
                 "skipped_images": {data: tally.as_dict() for data, tally in self._skipped_sets().items()}}
 
 
 class TrainingDivergedError(TrainConfigError):
     """The loss became NaN or infinite: the run stops (exit status 2), nothing more is saved."""
+
+
+class NoTrainingDataError(TrainConfigError):
+    """A whole pass over the training data gave no batch (every image unreadable, a stream shorter than one
+    batch): the run stops in one line (exit status 2) instead of looping for ever."""
 
 
 def scale_lr_to_model(config: TrainConfig, model: nn.Module) -> float:
