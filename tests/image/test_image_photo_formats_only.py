@@ -2,7 +2,7 @@
 
 Pillow identifies a file by its bytes and tried every opener it has: a hostile `holiday.jpg` in a folder
 given to `index add` (or any dataset) could be SGI, PCX, IM, QOI, DDS, SPIDER, FITS, PSD... and was decoded
-as that, some in Python. Now such a file is "not an image" naming the formats taken, and every photo format
+as that, some in Python. Now such a file is "not an image" as any other file, and every photo format
 still loads, the ones Pillow registers only after importing all its plugins included.
 """
 
@@ -32,8 +32,7 @@ def test_a_file_of_another_format_named_like_a_photo_is_not_an_image(fmt, tmp_pa
     path = tmp_path / "holiday.jpg"
     path.write_bytes(data)
     for source in (path, data):
-        with pytest.raises(ImageLoadError, match=r"not an image \(unrecognised or unsupported format; photo "
-                                                 r"formats: JPEG, PNG, WEBP, GIF, TIFF"):
+        with pytest.raises(ImageLoadError, match=r"not an image \(unrecognised or unsupported format\)$"):
             load_image(source)
 
 

@@ -187,8 +187,7 @@ def _open(source: ImageSource, label: str) -> Image.Image:
     try:
         return _pil_open(opened)
     except UnidentifiedImageError:
-        raise _fail(label, "not an image (unrecognised or unsupported format; photo formats: "
-                           f"{', '.join(photo_formats())})") from None
+        raise _fail(label, "not an image (unrecognised or unsupported format)") from None
     except FileNotFoundError:
         raise _fail(label, "file not found") from None
     except PermissionError:
