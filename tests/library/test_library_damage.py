@@ -259,3 +259,31 @@ def test_a_garbled_embedding_width_names_the_database_and_the_key(built, capsys)
     assert err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith(f"error: library database {lib / 'library.sqlite3'} is damaged (its meta key "
                           "'embed_dim' holds 'abc', not a number)"), err
+
+
+def test_a_library_read_without_write_access_sees_what_its_owner_adds(built):
+    """A server run by a user who may only read the library, while its owner keeps adding photos: the read-only
+    connection (immutable while no writer has the log open) kept the pages it had read, and never saw the
+    owner's additions (nor would a checkpoint rewriting pages under it be noticed). It opens the library anew
+    whenever the database or its log changes, and reads a writer's log through its shared memory meanwhile."""
+    import sqlite3
+
+    from clipforge.library.store import LibraryWriteError, Store
+
+    lib, _ = built
+    store = Store(lib / "library.sqlite3", create=False)
+    store.close()
+    store.read_only = True  # what `_writable_conn` decides for a user without write access
+    before = len(store.list_images(status=None))
+    owner = sqlite3.connect(lib / "library.sqlite3", isolation_level=None)
+    owner.execute("PRAGMA wal_autocheckpoint=0")
+    owner.execute("INSERT INTO images (path, sha256, size, mtime_ns, added_at, status, error) "
+                  "VALUES ('/x/new.jpg', NULL, 1, 1, 0, 'failed', 'test')")
+    assert len(store.list_images(status=None)) == before + 1  # read through the writer's log, before it closes
+    owner.execute("DELETE FROM images WHERE path = '/x/new.jpg'")
+    owner.close()  # the last writer: its log is checkpointed into the file and removed
+    assert len(store.list_images(status=None)) == before
+    with pytest.raises(LibraryWriteError, match="attempt to write a readonly database"), store.transaction() as tx:
+        tx.execute("DELETE FROM images")
+    assert len(store.list_images(status=None)) == before
+    store.close()

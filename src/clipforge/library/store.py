@@ -154,13 +154,25 @@ class Store:
     def conn(self) -> sqlite3.Connection:
         """This thread's connection (autocommit mode; writes go through `transaction`)."""
         conn = getattr(self._local, "conn", None)
+        if conn is not None and self.read_only and self._local.stamp != self._file_stamp():
+            self._drop(conn)  # someone with write access changed the library: read it anew
+            conn = None
         if conn is None:
             with self.guard():
                 conn = self._read_only_conn() if self.read_only else self._writable_conn()
             self._local.conn = conn
+            self._local.stamp = self._file_stamp() if self.read_only else None
             with self._lock:
                 self._all.append(conn)
         return conn
+
+    def _drop(self, conn: sqlite3.Connection) -> None:
+        with self._lock:
+            if conn in self._all:
+                self._all.remove(conn)
+        with contextlib.suppress(sqlite3.Error):
+            conn.close()
+        self._local.conn = None
 
     def _writable_conn(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
@@ -173,29 +185,46 @@ class Store:
             conn.execute("PRAGMA busy_timeout=60000")
         except sqlite3.Error as exc:
             conn.close()
-            if access_error(self.path, exc) is None or not self._readable_as_is():
+            if access_error(self.path, exc) is None or not self.path.is_file():
                 raise
             self.read_only = True  # a library this user may read but not write: search it as it is
             return self._read_only_conn()
         return conn
 
-    def _readable_as_is(self) -> bool:
-        """Whether the file alone holds every committed write: no write-ahead log beside it, or an empty
-        one (SQLite removes it when the last writer closes). Only then may it be read without the WAL's
-        shared memory, which needs a folder this user can write."""
-        if not self.path.is_file():
-            return False
-        try:
-            return os.stat(wal_path(self.path)).st_size == 0
-        except FileNotFoundError:
-            return True
+    def _file_stamp(self) -> tuple[tuple[int, int, int] | None, ...]:
+        """(inode, size, mtime) of the database and of its write-ahead log (None when absent): what a writer with
+        access (the owner's `index add` beside a read-only server) changes, and a read-only connection must see."""
+        stamps: list[tuple[int, int, int] | None] = []
+        for path in (self.path, wal_path(self.path)):
+            try:
+                info = os.stat(path)
+            except OSError:
+                stamps.append(None)
+                continue
+            stamps.append((info.st_ino, info.st_size, info.st_mtime_ns))
+        return tuple(stamps)
 
     def _read_only_conn(self) -> sqlite3.Connection:
-        """A connection that never writes: `immutable` (no locks, no shared memory, no WAL), for a library on
-        a read-only folder or mount; any write through it is SQLite's "readonly database" error."""
-        uri = f"{self.path.resolve().as_uri()}?mode=ro&immutable=1"
+        """A connection that never writes, for a library this user cannot write (a read-only folder, file or
+        mount). When the database alone holds every committed write (no write-ahead log, or an empty one: SQLite
+        removes it when the last writer closes), it is opened `immutable` (no locks, no shared memory, which
+        needs a folder this user can write); `conn` opens it anew whenever the files change. While a writer has
+        it open (a log with writes), SQLite reads the log through the writer's shared memory, if it can read
+        that; else this is the one-line access error. Any write through it is SQLite's "readonly database"."""
+        try:
+            settled = os.stat(wal_path(self.path)).st_size == 0
+        except FileNotFoundError:
+            settled = True
+        uri = f"{self.path.resolve().as_uri()}?mode=ro{'&immutable=1' if settled else ''}"
         conn = sqlite3.connect(uri, uri=True, timeout=60.0, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA foreign_keys=ON")
+        try:
+            conn.execute("PRAGMA foreign_keys=ON")
+            if not settled:
+                conn.execute("PRAGMA busy_timeout=60000")
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # reads the log now, or fails now
+        except sqlite3.Error:
+            conn.close()
+            raise
         return conn
 
     @contextmanager
