@@ -132,3 +132,56 @@ def _sibling_split(root: str, train_split: str, split: str) -> str:
             if sibling.is_file():
                 return str(sibling)
     return root
+
+
+def prepare_for_training(model: nn.Module, config: TrainConfig) -> tuple[nn.Module, dict[str, Any]]:
+    """(the model as the run trains it, what was frozen): the loss checked against the model, channels-last
+    memory, the locked towers (`freeze.apply_freezing`) and gradient checkpointing as `config` asks."""
+    import torch
+
+    from clipforge.train.freeze import apply_freezing
+
+    if config.loss not in ("clip", "siglip"):
+        raise ValueError(f"loss must be 'clip' or 'siglip', got {config.loss!r}")
+    if config.loss == "siglip" and getattr(model, "logit_bias", None) is None:
+        raise ValueError("loss 'siglip' needs a model with a logit_bias (a SigLIP family model)")
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    frozen = apply_freezing(model, config.lock_image, config.lock_text, config.projections_only)
+    if config.grad_checkpointing and getattr(model, "text", None) is not None:
+        model.set_grad_checkpointing(True)  # a transformers text tower: its own way (FamilyCLIP)
+    elif config.grad_checkpointing:
+        model.transformer.grad_checkpointing = True
+        if hasattr(model.visual, "transformer"):
+            model.visual.transformer.grad_checkpointing = True
+    return model, frozen
+
+
+def scale_lr_to_model(config: TrainConfig, model: nn.Module) -> float:
+    """Apply the recipe's `lr_by_size` (the first rule whose `below_params` the model is under) and
+    say so: a recipe's lr is chosen for its own model (finetune-cub's 1e-6 is ViT-L/14's, and moves a
+    small model not at all). Returns the lr used."""
+    import warnings
+
+    rules = sorted(config.lr_by_size or [], key=lambda rule: rule.get("below_params", 0))
+    count = sum(p.numel() for p in model.parameters())
+    for rule in rules:
+        if not isinstance(rule, dict) or not {"below_params", "lr"} <= set(rule):
+            raise TrainConfigError(f"config field 'lr_by_size' needs {{\"below_params\": N, \"lr\": X}} items, "
+                                   f"got {rule!r}")
+        if count < rule["below_params"]:
+            if rule["lr"] != config.lr:
+                warnings.warn(f"this recipe's lr {config.lr:g} is for larger models; this one has {count:,} "
+                              f"parameters, so lr {rule['lr']:g} is used (--lr sets it)", stacklevel=2)
+                config.lr = float(rule["lr"])
+            break
+    return config.lr
+
+
+def family_tokenizer(model: nn.Module) -> Any:
+    """A model family's own tokenizer for the captions (None: CLIP's BPE, the data default)."""
+    if getattr(model, "tokenizer_cfg", None) is None:
+        return None
+    from clipforge.text import tokenizer_of
+
+    return tokenizer_of(model)

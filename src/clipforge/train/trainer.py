@@ -26,7 +26,14 @@ from torch import nn
 from tqdm import tqdm
 
 from clipforge.atomic import NewFolders, remove_stale_temps
-from clipforge.train.build import build_eval_hooks, build_model, preprocess_of
+from clipforge.train.build import (
+    build_eval_hooks,
+    build_model,
+    family_tokenizer,
+    prepare_for_training,
+    preprocess_of,
+    scale_lr_to_model,
+)
 from clipforge.train.checkpoint import (
     CheckpointError,
     CheckpointManager,
@@ -44,7 +51,7 @@ from clipforge.train.config import TrainConfig, TrainConfigError
 from clipforge.train.data import ResumableSampler, build_train_dataset
 from clipforge.train.distributed import DistInfo, all_reduce_max, all_reduce_mean, init_distributed
 from clipforge.train.ema import WeightEMA
-from clipforge.train.freeze import apply_freezing, set_frozen_eval
+from clipforge.train.freeze import set_frozen_eval
 from clipforge.train.logs import RunLogger, plot_curves
 from clipforge.train.loss import ClipLoss, SigLipLoss, unique_caption_loss
 from clipforge.train.optim import build_optimizer
@@ -70,20 +77,7 @@ class Trainer:
         self.model = build_model(config).to(self.device)
         self.preprocess = preprocess_of(self.model)  # normalise as the weights were trained; checkpoints record it
         scale_lr_to_model(config, self.model)
-        if config.loss not in ("clip", "siglip"):
-            raise ValueError(f"loss must be 'clip' or 'siglip', got {config.loss!r}")
-        if config.loss == "siglip" and getattr(self.model, "logit_bias", None) is None:
-            raise ValueError("loss 'siglip' needs a model with a logit_bias (a SigLIP family model)")
-        if config.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.freeze_summary = apply_freezing(self.model, config.lock_image, config.lock_text,
-                                             config.projections_only)
-        if config.grad_checkpointing and getattr(self.model, "text", None) is not None:
-            self.model.set_grad_checkpointing(True)  # a transformers text tower: its own way (FamilyCLIP)
-        elif config.grad_checkpointing:
-            self.model.transformer.grad_checkpointing = True
-            if hasattr(self.model.visual, "transformer"):
-                self.model.visual.transformer.grad_checkpointing = True
+        self.model, self.freeze_summary = prepare_for_training(self.model, config)
         wrapped: nn.Module = ContrastiveModel(self.model, with_bias=config.loss == "siglip")
         if self.dist.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -92,7 +86,7 @@ class Trainer:
         size, context = int(self.model.visual.input_resolution), int(self.model.context_length)
         self.dataset = train_dataset if train_dataset is not None else build_train_dataset(
             config, size, context, self.dist.rank, self.dist.world_size, self.preprocess,
-            _family_tokenizer(self.model))
+            family_tokenizer(self.model))
         self.skipped = SkippedImages("training data")  # rank 0 tells its own share (see _tell_skipped)
         self.skipped.add(known_bad(self.dataset))
         if eval_hooks is None:  # only rank 0 evaluates
@@ -188,7 +182,7 @@ class Trainer:
             if not self._tokenizer_carried:  # a family's tokenizer file beside its checkpoints, once per run
                 from clipforge.train.tokenizer_file import carry_tokenizer_file
 
-                carry_tokenizer_file(_family_tokenizer(self.model), self.checkpoints.directory)
+                carry_tokenizer_file(family_tokenizer(self.model), self.checkpoints.directory)
                 self._tokenizer_carried = True
         return self.last_checkpoint
 
@@ -479,36 +473,6 @@ class NoTrainingDataError(TrainConfigError):
     batch): the run stops in one line (exit status 2) instead of looping for ever."""
 
 
-def scale_lr_to_model(config: TrainConfig, model: nn.Module) -> float:
-    """Apply the recipe's `lr_by_size` (the first rule whose `below_params` the model is under) and
-    say so: a recipe's lr is chosen for its own model (finetune-cub's 1e-6 is ViT-L/14's, and moves a
-    small model not at all). Returns the lr used."""
-    import warnings
-
-    rules = sorted(config.lr_by_size or [], key=lambda rule: rule.get("below_params", 0))
-    count = sum(p.numel() for p in model.parameters())
-    for rule in rules:
-        if not isinstance(rule, dict) or not {"below_params", "lr"} <= set(rule):
-            raise TrainConfigError(f"config field 'lr_by_size' needs {{\"below_params\": N, \"lr\": X}} items, "
-                                   f"got {rule!r}")
-        if count < rule["below_params"]:
-            if rule["lr"] != config.lr:
-                warnings.warn(f"this recipe's lr {config.lr:g} is for larger models; this one has {count:,} "
-                              f"parameters, so lr {rule['lr']:g} is used (--lr sets it)", stacklevel=2)
-                config.lr = float(rule["lr"])
-            break
-    return config.lr
-
-
 def train(config: TrainConfig) -> dict[str, Any]:
     """Run a training job described by `config` (the library entry point of `clipforge train`)."""
     return Trainer(config).fit()
-
-
-def _family_tokenizer(model: nn.Module) -> Any:
-    """A model family's own tokenizer for the captions (None: CLIP's BPE, the data default)."""
-    if getattr(model, "tokenizer_cfg", None) is None:
-        return None
-    from clipforge.text import tokenizer_of
-
-    return tokenizer_of(model)
