@@ -15,7 +15,7 @@ upload folder, and this middleware), so a gap in one of them is not a hole:
 * a queue/join is checked by `ui_events.JoinRules` before gradio stores anything of it: an event the UI
   has, with its number of values, none too long, and the address's pending events and new sessions bounded;
 * gradio routes the page never uses (named-endpoint API, proxy, component server, recording, deep links,
-  streaming, vibe editing, run history, profiling, monitoring, startup events) answer 404, and so does
+  streaming, vibe editing, run history, profiling, monitoring, startup events, login and logout) answer 404, and so does
   `queue/data` for a session gradio does not hold;
 * `/gradio_api/upload` reserves room in the upload folder's ledger (`upload_space`) before gradio
   writes a byte, and is refused (507) when the folder's byte or file budget would be passed (after
@@ -79,6 +79,9 @@ _API = "/gradio_api/"
 _UNUSED = ("proxy=", "component_server", "custom_component", "process_recording", "stream/", "vibe", "undo-vibe", "run-history",
            "runs", "profiling", "dev/", "mcp", "monitoring", "deep_link", "run/", "call/", "api/", "upload_progress",
            "startup-events")
+# gradio's own login routes, for `launch(auth=...)`, which this UI does not use (the token guards its writes):
+# `/login` parsed any anonymous form body with python-multipart, a byte at a time (19 MB of `&`: 4.1 s of CPU).
+_UNUSED_TOP = frozenset({"/login", "/login/", "/logout", "/logout/"})
 _FORBIDDEN = ("files must be uploaded through this page first, in this browser; the server never opens a path "
               "sent by a client")
 
@@ -200,6 +203,9 @@ class UIGuardMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = get_route_path(scope) if scope["type"] == "http" else ""  # without a --root-path prefix
+        if path in _UNUSED_TOP:
+            await send_json(send, 404, "not_found", "no such endpoint")
+            return
         if scope["type"] != "http" or not (path.startswith(_API) or path.startswith("/monitoring")):
             await self.app(scope, receive, send)
             return
