@@ -184,3 +184,20 @@ def test_classifier_rejects_empty_inputs(tiny_vit):
         ZeroShotClassifier(tiny_vit, [], "{}")
     with pytest.raises(ValueError, match="exactly once"):
         ZeroShotClassifier(tiny_vit, ["a"], ["no placeholder"], use_cache=False)
+
+
+def test_an_unwritable_cache_is_said_once_not_per_classifier(tiny_vit, tmp_path, caplog):
+    """A server on a read-only library cannot write its class-embedding cache: every anonymous classify logged
+    the same warning (one log line per request). Said once per folder; classification still works."""
+    import logging
+
+    from clipforge.zeroshot.classifier import ZeroShotClassifier
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with caplog.at_level(logging.WARNING, logger="clipforge.zeroshot.classifier"):
+        for labels in (["cat", "dog"], ["car", "boat"], ["cat", "dog"]):
+            classifier = ZeroShotClassifier(tiny_vit, labels, "simple", cache_dir=blocker / "cache", progress=False)
+            assert classifier.class_embeddings.shape[0] == 2 and not classifier.cache_hit
+    said = [r for r in caplog.records if "could not write class-embedding cache" in r.getMessage()]
+    assert len(said) == 1, [r.getMessage() for r in said]

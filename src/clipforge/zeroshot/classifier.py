@@ -38,6 +38,16 @@ def _model_class(model: torch.nn.Module) -> str:
 
 
 _FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
+_UNWRITABLE: set[str] = set()  # cache folders this process was told it cannot write
+
+
+def _warn_unwritable(folder: Path, exc: OSError) -> None:
+    """Say once per folder that the class-embedding cache cannot be written: a server on a read-only library
+    logged one warning for every anonymous classify."""
+    if str(folder) not in _UNWRITABLE:
+        _UNWRITABLE.add(str(folder))
+        log.warning("could not write class-embedding cache in %s: %s (said once; class embeddings are computed "
+                    "for each request meanwhile)", folder, exc)
 
 
 def _tokenizer_id(model: torch.nn.Module) -> str:
@@ -121,7 +131,7 @@ class ZeroShotClassifier:
                     "fingerprint": self.fingerprint or "", "num_classes": str(len(self.classnames)),
                     "num_templates": str(len(self.templates))})
             except OSError as exc:  # a read-only cache must not stop classification
-                log.warning("could not write class-embedding cache in %s: %s", self.cache_dir, exc)
+                _warn_unwritable(self.cache_dir, exc)
         return embeddings
 
     @property
