@@ -161,3 +161,25 @@ def test_a_user_error_that_names_a_server_path_shows_only_the_file_name(make_cli
     assert png.status_code == 400, png.text
     assert png.json() == {"error": "schema_error", "detail": "library library.sqlite3 is damaged (see "
                                                              "http://example.org/a/b and ./rel/x.txt)"}
+
+
+def test_a_ui_batch_stops_at_the_first_refusal_of_the_library_itself(library, tmp_path, kit, monkeypatch):
+    """An "Add" of many files to a read-only library (or a full disk) read, decoded and hashed each of up to 1,000
+    files only to refuse each the same way: the batch stops at the first such refusal and counts the rest."""
+    from clipforge.server.errors import APIError
+
+    handlers, upload_dir = _ui(library, tmp_path)
+    calls = []
+
+    def refuse(image, filename=None):
+        calls.append(filename)
+        raise APIError(403, "read_only_library", "this server's library is read-only (its folder or disk cannot be "
+                                                 "written): the image was not added")
+
+    monkeypatch.setattr(handlers.service, "add", refuse)
+    files = [_uploaded(upload_dir, kit, f"f{i}.png") for i in range(5)]
+    status, _, _, _ = asyncio.run(handlers.add(files, "", 0))
+    assert calls == ["f0.png"]
+    assert status.startswith("Added 0 image(s); 0 already in the library; 5 refused.")
+    assert "library is read-only" in status and status.count(": not tried (read_only_library)") == 4
+    assert "f4.png: not tried (read_only_library)" in status

@@ -232,7 +232,8 @@ class _Handlers:
 
     def _add(self, files: list[Any]) -> tuple[int, int, list[str]]:
         added, present, refused = 0, 0, []
-        for index, item in enumerate(files[:1000]):
+        chosen = files[:1000]
+        for index, item in enumerate(chosen):
             name = _client_name(item)
             try:
                 _, created = self.service.add(self._image(item, (name or f"file {index + 1}")[:80]), filename=name)
@@ -241,6 +242,10 @@ class _Handlers:
                 if error is None:
                     raise
                 refused.append(f"{error.detail}")
+                if error.code in _LIBRARY_REFUSALS:  # the library, not the file: no other file can be added
+                    refused += [f"{_client_name(rest) or 'a file'}: not tried ({error.code})"
+                                for rest in chosen[index + 1:]]
+                    break
                 continue
             added += int(created)
             present += int(not created)
@@ -265,6 +270,11 @@ class _Handlers:
         except Exception as exc:
             return "\n".join([*lines, _refused("library", exc)]), gr.skip(), gr.skip(), None
         return "\n".join(lines), items, summary, None
+
+
+# Refusals that are the library's state, not the file's (a read-only library, a full disk): a batch stops at the
+# first, where each of up to 1,000 files was read, decoded and hashed only to be refused the same way.
+_LIBRARY_REFUSALS = frozenset({"read_only_library", "insufficient_storage"})
 
 
 def _tag_line(counts: dict[str, int]) -> str:
