@@ -215,3 +215,13 @@ def test_index_add_refusals_leave_no_library_and_an_empty_folder_says_so(tmp_pat
     assert "notice" not in capsys.readouterr().err  # unchanged photos are not "no image files"
     assert main(["search", "a photo", "--in", str(photos[0]), "--library", str(lib)]) == 2
     assert "is a file, not a folder (to find photos like it: --image" in capsys.readouterr().err
+
+
+def test_a_refused_model_takes_back_the_parent_folders_its_library_path_made(tmp_path, images_factory, capsys):
+    """`--library new/parents/lib` with a mistyped --model left `new/parents/` behind (only the library folder
+    itself was removed): every folder the start made is taken back, and a folder that was there stays."""
+    images_factory(tmp_path / "photos", 1)
+    lib = tmp_path / "new" / "parents" / "lib"
+    assert main(["index", "add", str(tmp_path / "photos"), "--library", str(lib), "--model", "test-vit-tinyy"]) == 2
+    capsys.readouterr()
+    assert not (tmp_path / "new").exists() and (tmp_path / "photos").is_dir()

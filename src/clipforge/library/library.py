@@ -11,7 +11,6 @@ A library whose database cannot be read is refused before anything else in it is
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 import warnings
@@ -78,7 +77,7 @@ class Library:
         self.paths = LibraryPaths(path)
         self.paths.check_folder()
         self._refuse_lost_database()
-        new_folder, new_db = not os.path.lexists(self.paths.root), not os.path.lexists(self.paths.db)
+        made = self.paths.new_library() if create else None  # what a refused model must not leave behind
         if create:
             self.paths.ensure()
         self.store = Store(self.paths.db, create=create)
@@ -111,19 +110,10 @@ class Library:
                 self._set_encoder(resolve_encoder(model, preprocess, device, precision=precision, draft=draft,
                                                   towers=self._towers))
             except BaseException:
-                if create and new_db:  # a mistyped --model must not leave an empty library behind
-                    self._discard_new(new_folder)
+                if made is not None:  # a mistyped --model must not leave an empty library behind
+                    self.store.close()
+                    made.discard()
                 raise
-
-    def _discard_new(self, new_folder: bool) -> None:
-        """Remove the database this object just created (and its folder, when it made it and nothing else is in it)."""
-        self.store.close()
-        self.paths.remove_database()
-        if new_folder:
-            with contextlib.suppress(OSError):
-                for leftover in sorted(self.paths.root.rglob("*"), reverse=True):  # empty folders `ensure` made
-                    leftover.rmdir()
-                self.paths.root.rmdir()
 
     def _refuse_lost_database(self) -> None:
         """An emptied or vanished database beside an index, thumbnails or uploads is a damaged library,

@@ -11,7 +11,7 @@ import contextlib
 import os
 from pathlib import Path
 
-__all__ = ["LibraryPaths", "default_library_dir"]
+__all__ = ["LibraryPaths", "NewLibrary", "default_library_dir"]
 
 
 def default_library_dir() -> Path:
@@ -77,12 +77,12 @@ class LibraryPaths:
                 found.append(first)
         return found
 
-    def remove_database(self) -> None:
-        """Remove the database and SQLite's files beside it: only for a database this process just created
-        and must not leave behind (a start whose model or settings were refused)."""
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(f"{self.db}{suffix}")
+    def new_library(self) -> NewLibrary | None:
+        """What a start that may create this library is about to make (None: the database exists already),
+        noted before anything is made, so that a start that fails takes exactly that back."""
+        if os.path.lexists(self.db):
+            return None
+        return NewLibrary(self)
 
     def ensure(self) -> None:
         """The library folder, made with its parents; one sentence naming what is in the way ("[Errno 20] Not
@@ -93,3 +93,22 @@ class LibraryPaths:
             blocker = next((p for p in [self.root, *self.root.parents] if p.exists() and not p.is_dir()), self.root)
             raise NotADirectoryError(f"cannot make library folder {self.root}: {blocker} is a file, not a folder; "
                                      "give --library a folder path") from None
+
+
+class NewLibrary:
+    """A library a start is creating: its database and the folders of its path that did not exist. `discard`
+    (a start whose model, token or settings were refused) removes the database and SQLite's files beside it,
+    then those folders that are empty (`atomic.NewFolders`: parents `mkdir(parents=True)` made included;
+    anything else put there stays)."""
+
+    def __init__(self, paths: LibraryPaths) -> None:
+        from clipforge.atomic import NewFolders
+
+        self.paths = paths
+        self.folders = NewFolders([paths.index_dir, paths.thumbs_dir, paths.uploads_dir, paths.cache_dir])
+
+    def discard(self) -> None:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            with contextlib.suppress(OSError):  # never hides the error that ended the start
+                os.unlink(f"{self.paths.db}{suffix}")
+        self.folders.remove_unused()

@@ -141,30 +141,6 @@ def open_server_library(path: str | os.PathLike[str] | None, model: str | None =
     return library
 
 
-class _NewLibraryFootprint:
-    """What a `serve --create` start is about to make on disk (the database, and the library's folders that are
-    not there yet), noted before it starts, so a start that fails before serving removes exactly that: nothing
-    half-made is left behind. `Library` already removes a database whose model did not load; this also covers
-    failures after the model loaded (a blank --token refused by the app) and the parent folders
-    `mkdir(parents=True)` made."""
-
-    def __init__(self, path: str | os.PathLike[str] | None) -> None:
-        from clipforge.atomic import NewFolders
-        from clipforge.library.paths import LibraryPaths
-
-        self.paths = paths = LibraryPaths(path)
-        self.new_db = not os.path.lexists(paths.db)
-        self.folders = NewFolders([paths.index_dir, paths.thumbs_dir, paths.uploads_dir, paths.cache_dir])
-
-    def remove(self) -> None:
-        """Remove the database this start created, then the folders it created that are now empty."""
-        if not self.new_db:
-            return
-        with contextlib.suppress(OSError):  # never hides the error that ended the start
-            self.paths.remove_database()
-        self.folders.remove_unused()
-
-
 def token_from_env(environ: Any = None) -> str | None:
     """`$CLIPFORGE_TOKEN`, or None when it is not set. Set but blank is an error, never "no token":
     whoever set it meant to protect the library, and a server without a token lets anyone add images."""
@@ -396,8 +372,11 @@ def serve(library: str | os.PathLike[str] | None, host: str = "127.0.0.1", port:
 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     limits = limits or ServerLimits()
-    # What `--create` is about to make, recorded before anything is made (a Milvus store's collection is its own).
-    footprint = _NewLibraryFootprint(library) if create and not store else None
+    # What `--create` is about to make, noted before anything is made (a Milvus store's collection is its own):
+    # a start that fails before serving (a refused model or --token) takes it back.
+    from clipforge.library.paths import LibraryPaths
+
+    made = LibraryPaths(library).new_library() if create and not store else None
     sock = bind_socket(host, port)  # first: a busy port fails before minutes of model loading
     if not is_loopback(host):  # after the bind: no warning about listening where the server cannot listen
         protection = ("changes need the token" if token else
@@ -408,8 +387,8 @@ def serve(library: str | os.PathLike[str] | None, host: str = "127.0.0.1", port:
         opened = open_server_library(library, model, device, create=create, store=store)
     except BaseException:
         sock.close()
-        if footprint is not None:
-            footprint.remove()  # `Library` removed the database; this removes the parent folders it made
+        if made is not None:
+            made.discard()
         raise
     private_uploads = _private_upload_dir() if ui else None
     serving = False
@@ -428,8 +407,8 @@ def serve(library: str | os.PathLike[str] | None, host: str = "127.0.0.1", port:
     finally:
         sock.close()
         opened.close()
-        if not serving and footprint is not None:
-            footprint.remove()  # a start that failed (a blank --token, ...) leaves no library it created
+        if not serving and made is not None:
+            made.discard()  # a start that failed (a blank --token, ...) leaves no library it created
         if private_uploads:
             shutil.rmtree(private_uploads, ignore_errors=True)
             os.environ.pop("GRADIO_TEMP_DIR", None)
