@@ -273,7 +273,7 @@ def test_a_library_read_without_write_access_sees_what_its_owner_adds(built):
     lib, _ = built
     store = Store(lib / "library.sqlite3", create=False)
     store.close()
-    store.read_only = True  # what `_writable_conn` decides for a user without write access
+    store.read_only = True  # what `Store._open` decides for a user without write access
     before = len(store.list_images(status=None))
     owner = sqlite3.connect(lib / "library.sqlite3", isolation_level=None)
     owner.execute("PRAGMA wal_autocheckpoint=0")

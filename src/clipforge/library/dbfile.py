@@ -34,7 +34,7 @@ from pathlib import Path
 from clipforge.library.schema import SchemaError
 
 __all__ = ["DamagedLibraryError", "LibraryWriteError", "access_error", "check_database_file", "damage_error", "display_path",
-           "from_db", "to_db", "wal_path", "write_error"]
+           "file_stamp", "from_db", "open_read_only", "open_writable", "to_db", "wal_path", "write_error"]
 
 _MAGIC = b"SQLite format 3\x00"
 _DAMAGE_CODES = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
@@ -160,6 +160,58 @@ def access_error(path: Path, exc: sqlite3.Error) -> LibraryWriteError | None:
     return LibraryWriteError(errno.EACCES, f"cannot write library database {display_path(os.fspath(path))} "
                                            f"({text}){pending}: give this user write access to {folder} and its "
                                            "files, or copy the library to a folder it can write")
+
+
+def open_writable(path: Path) -> sqlite3.Connection:
+    """The library's connection for reading and writing (WAL, autocommit: writes go through transactions); an
+    sqlite3.Error, the connection closed, when SQLite refuses it (`access_error` says whether for access)."""
+    conn = sqlite3.connect(path, timeout=60.0, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: a process crash loses nothing committed; only a power cut can
+        # lose the last transactions, and never corrupts the file.
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=60000")
+    except sqlite3.Error:
+        conn.close()
+        raise
+    return conn
+
+
+def open_read_only(path: Path) -> sqlite3.Connection:
+    """A connection that never writes, for a library this user cannot write (a read-only folder, file or
+    mount). When the database alone holds every committed write (no write-ahead log, or an empty one: SQLite
+    removes it when the last writer closes), it is opened `immutable` (no locks, no shared memory, which needs a
+    folder this user can write), and its user must open it anew when `file_stamp` changes. While a writer has
+    it open (a log with writes), SQLite reads the log through the writer's shared memory, if it can read that;
+    else this is the access error (`access_error`). Any write through it is SQLite's "readonly database"."""
+    settled = _size(wal_path(path)) == 0
+    uri = f"{path.resolve().as_uri()}?mode=ro{'&immutable=1' if settled else ''}"
+    conn = sqlite3.connect(uri, uri=True, timeout=60.0, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute("PRAGMA foreign_keys=ON")
+        if not settled:
+            conn.execute("PRAGMA busy_timeout=60000")
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # reads the log now, or fails now
+    except sqlite3.Error:
+        conn.close()
+        raise
+    return conn
+
+
+def file_stamp(path: Path) -> tuple[tuple[int, int, int] | None, ...]:
+    """(inode, size, mtime) of the database and of its write-ahead log (None when absent): what a writer with
+    access (the owner's `index add` beside a read-only server) changes, and a read-only connection must see."""
+    stamps: list[tuple[int, int, int] | None] = []
+    for file in (path, wal_path(path)):
+        try:
+            info = os.stat(file)
+        except OSError:
+            stamps.append(None)
+            continue
+        stamps.append((info.st_ino, info.st_size, info.st_mtime_ns))
+    return tuple(stamps)
 
 
 def to_db(path: str) -> str | bytes:

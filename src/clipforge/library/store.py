@@ -42,9 +42,11 @@ from clipforge.library.dbfile import (
     damage_error,
     damaged,
     display_path,
+    file_stamp,
     from_db,
+    open_read_only,
+    open_writable,
     to_db,
-    wal_path,
     write_error,
 )
 from clipforge.library.schema import SCHEMA_VERSION, SchemaError, migrate
@@ -118,7 +120,7 @@ class Store:
                                     "search a folder directly: `clipforge search QUERY --in FOLDER`)")
         pending = check_database_file(self.path, create)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.read_only = False  # set when this user can read the library but not write it (`_writable_conn`)
+        self.read_only = False  # set when this user can read the library but not write it (`_open`)
         self._local = threading.local()
         self._lock = threading.RLock()
         self._all: list[sqlite3.Connection] = []
@@ -154,14 +156,14 @@ class Store:
     def conn(self) -> sqlite3.Connection:
         """This thread's connection (autocommit mode; writes go through `transaction`)."""
         conn = getattr(self._local, "conn", None)
-        if conn is not None and self.read_only and self._local.stamp != self._file_stamp():
+        if conn is not None and self.read_only and self._local.stamp != file_stamp(self.path):
             self._drop(conn)  # someone with write access changed the library: read it anew
             conn = None
         if conn is None:
             with self.guard():
-                conn = self._read_only_conn() if self.read_only else self._writable_conn()
+                conn = self._open()
             self._local.conn = conn
-            self._local.stamp = self._file_stamp() if self.read_only else None
+            self._local.stamp = file_stamp(self.path) if self.read_only else None
             with self._lock:
                 self._all.append(conn)
         return conn
@@ -174,58 +176,18 @@ class Store:
             conn.close()
         self._local.conn = None
 
-    def _writable_conn(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
+    def _open(self) -> sqlite3.Connection:
+        """A new connection: writable, or read-only for a library this user may read but not write (then
+        for good: `dbfile.open_read_only`)."""
+        if self.read_only:
+            return open_read_only(self.path)
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            # NORMAL in WAL mode: a process crash loses nothing committed; only a power cut can
-            # lose the last transactions, and never corrupts the file.
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA busy_timeout=60000")
+            return open_writable(self.path)
         except sqlite3.Error as exc:
-            conn.close()
             if access_error(self.path, exc) is None or not self.path.is_file():
                 raise
-            self.read_only = True  # a library this user may read but not write: search it as it is
-            return self._read_only_conn()
-        return conn
-
-    def _file_stamp(self) -> tuple[tuple[int, int, int] | None, ...]:
-        """(inode, size, mtime) of the database and of its write-ahead log (None when absent): what a writer with
-        access (the owner's `index add` beside a read-only server) changes, and a read-only connection must see."""
-        stamps: list[tuple[int, int, int] | None] = []
-        for path in (self.path, wal_path(self.path)):
-            try:
-                info = os.stat(path)
-            except OSError:
-                stamps.append(None)
-                continue
-            stamps.append((info.st_ino, info.st_size, info.st_mtime_ns))
-        return tuple(stamps)
-
-    def _read_only_conn(self) -> sqlite3.Connection:
-        """A connection that never writes, for a library this user cannot write (a read-only folder, file or
-        mount). When the database alone holds every committed write (no write-ahead log, or an empty one: SQLite
-        removes it when the last writer closes), it is opened `immutable` (no locks, no shared memory, which
-        needs a folder this user can write); `conn` opens it anew whenever the files change. While a writer has
-        it open (a log with writes), SQLite reads the log through the writer's shared memory, if it can read
-        that; else this is the one-line access error. Any write through it is SQLite's "readonly database"."""
-        try:
-            settled = os.stat(wal_path(self.path)).st_size == 0
-        except FileNotFoundError:
-            settled = True
-        uri = f"{self.path.resolve().as_uri()}?mode=ro{'&immutable=1' if settled else ''}"
-        conn = sqlite3.connect(uri, uri=True, timeout=60.0, isolation_level=None, check_same_thread=False)
-        try:
-            conn.execute("PRAGMA foreign_keys=ON")
-            if not settled:
-                conn.execute("PRAGMA busy_timeout=60000")
-                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # reads the log now, or fails now
-        except sqlite3.Error:
-            conn.close()
-            raise
-        return conn
+        self.read_only = True  # a library this user may read but not write: search it as it is
+        return open_read_only(self.path)
 
     @contextmanager
     def guard(self) -> Iterator[None]:
