@@ -62,6 +62,8 @@ class StoreDamagedError(StoreUnavailableError):
 
 
 _ENGINES = ("pymilvus", "grpc", "milvus_lite")
+# how long a failed create waits for another writer's create of the same collection to appear
+CREATE_RACE_SECONDS = 30.0
 # Words of the embedded engine's errors about unreadable files (a truncated parquet segment, a garbage
 # index file, a lost manifest or schema): damage that no re-run repairs.
 _DAMAGE = re.compile(r"corrupt|magic bytes|pickled|manifest|schema\.json|does not exist|not a parquet|"
@@ -370,12 +372,19 @@ class MilvusStore:
         self.create_collection(self.registry, schema, index)
 
     def create_collection(self, name: str, schema: Any, index: Any) -> None:
-        """Create `name`; another writer (a torchrun rank) creating it first is fine."""
+        """Create `name`; another writer (a torchrun rank) creating it first is fine.
+
+        The other writer's create may still be under way when ours fails ("[Errno 17] File exists" from a
+        milvus-lite server while it lays out the collection's files, before `has_collection` says so): the
+        failure is ours only if the collection has not appeared within `CREATE_RACE_SECONDS`."""
         try:
             self.call(self.client.create_collection, name, schema=schema, index_params=index)
         except StoreUnavailableError:
-            if not self.call(self.client.has_collection, name):
-                raise
+            deadline = time.monotonic() + CREATE_RACE_SECONDS
+            while not self.call(self.client.has_collection, name):
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.1)
 
     def spaces(self) -> list[MilvusSpace]:
         """The model spaces, the default (first) one first; [] for a new store."""

@@ -49,7 +49,7 @@ from clipforge.train.checkpoint import (
 from clipforge.train.checks import check_config, refuse_mixed_runs
 from clipforge.train.config import TrainConfig, TrainConfigError
 from clipforge.train.data import ResumableSampler, build_train_dataset
-from clipforge.train.distributed import DistInfo, all_reduce_max, all_reduce_mean, init_distributed
+from clipforge.train.distributed import DistInfo, all_reduce_max, all_reduce_mean, barrier, init_distributed
 from clipforge.train.ema import WeightEMA
 from clipforge.train.freeze import set_frozen_eval
 from clipforge.train.logs import RunLogger, plot_curves
@@ -456,6 +456,10 @@ class Trainer:
             plot_curves(self.out_dir)
         self.logger.close()
         torch.set_num_threads(self._threads_before)
+        # every rank leaves together, so none tears down its process group while another still saves and plots
+        # (gloo's advice; a 2-rank test's rank 1 once aborted at exit, "terminate called without an active
+        # exception": not reproduced in 29 runs since, with or without this barrier)
+        barrier()
         # `metrics` are the returned checkpoint's own evaluation ({} when it had none, e.g. stop_after_steps),
         # never an earlier epoch's shown as if they were the file's
         # `steps` is where the run stands; `resumed_at_step` where this call began (0: a new run)
