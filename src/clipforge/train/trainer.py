@@ -457,8 +457,6 @@ class Trainer:
         self.logger.close()
         torch.set_num_threads(self._threads_before)
         # every rank leaves together, so none tears down its process group while another still saves and plots
-        # (gloo's advice; a 2-rank test's rank 1 once aborted at exit, "terminate called without an active
-        # exception": not reproduced in 29 runs since, with or without this barrier)
         barrier()
         # `metrics` are the returned checkpoint's own evaluation ({} when it had none, e.g. stop_after_steps),
         # never an earlier epoch's shown as if they were the file's
