@@ -26,7 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     labels = parser.add_mutually_exclusive_group(required=True)
     labels.add_argument("--labels", action="append",
                         help='comma-separated class names, e.g. "cat,dog,plane" (repeatable: --labels cat --labels dog)')
-    labels.add_argument("--labels-file", metavar="F", help="file with one label per line (or a JSON list)")
+    labels.add_argument("--labels-file", metavar="F",
+                        help="file with one label per line (or a JSON list, or one line of labels separated as "
+                             "--labels separates them)")
     add_templates_argument(parser, DEFAULT_TEMPLATES)
     parser.add_argument("--template", dest="templates", help=argparse.SUPPRESS)  # old spelling of --templates
     parser.add_argument("--top-k", "-k", type=int, default=5, help="labels shown per image (default 5)")
@@ -66,10 +68,10 @@ def run(args: argparse.Namespace) -> int:
                          plot=args.plot, device=device, progress=not (args.json or args.quiet),
                          precision=args.precision, draft=not args.exact_decode, batch_size=args.batch_size,
                          workers=args.workers)
-    from clipforge.zeroshot.languages import query_notice  # labels in a script the model was not trained for
-
-    # after the model resolved (a mistyped --model is one error, not a notice about it first); --quiet: none
-    if not args.quiet and (notice := query_notice(" ".join(labels), model_spec(args))):
+    # labels in a script the loaded model was not trained for (asked of the model, not of the --model string: a
+    # checkpoint file's name says nothing of its language); after the model resolved; --quiet: none
+    notice = out.pop("notice", None)
+    if not args.quiet and notice:
         print(notice, file=sys.stderr)
     if not args.quiet and len(labels) == 1 and out.get("scoring", "softmax") == "softmax":
         print(f"notice: one label ({labels[0]!r}): a softmax over one label is always 100%; give the labels it "
@@ -96,7 +98,13 @@ def run(args: argparse.Namespace) -> int:
 def _distinct(labels: list[str], args: argparse.Namespace) -> list[str]:
     """A labels file's labels, each once (as `--labels` keeps them): a repeated line split the probability
     between its copies ("cat 31.51%" printed twice). The file reader keeps repeats for evaluations, whose
-    class i is line i."""
+    class i is line i. A text file of one line holding separated labels ("猫，狗，鸟") gives them as `--labels`
+    would: classifying among one label is always 100%."""
+    from clipforge.text.labels import split_labels
+
+    one_line = len(labels) == 1 and not str(args.labels_file).lower().endswith(".json")  # a JSON item is whole
+    if one_line and len(separated := split_labels(labels[0], required=False)) > 1:
+        labels = separated
     kept = list(dict.fromkeys(labels))
     if len(kept) < len(labels) and not args.quiet:
         repeated = sorted({label for label in labels if labels.count(label) > 1})

@@ -238,7 +238,6 @@ def _speed(args: argparse.Namespace) -> dict[str, object]:
 def run_zeroshot(args: argparse.Namespace) -> int:
     from clipforge.evaluate import evaluate_zeroshot
     from clipforge.evaluate.report import parse_expect
-    from clipforge.zeroshot.files import read_labels_file
 
     check_dataset_name(args.dataset)
     expect = parse_expect(args.expect, "zeroshot", args.dataset)  # names checked before the model loads
@@ -246,7 +245,7 @@ def run_zeroshot(args: argparse.Namespace) -> int:
     plot = _plot(args)
     report = evaluate_zeroshot(
         model, args.dataset, args.root, _split(args), templates=args.templates,
-        classnames=read_labels_file(args.classnames) if args.classnames else None,
+        classnames=args.classnames or None,  # a file: read (and named in its errors) by evaluate_zeroshot
         batch_size=args.batch_size, workers=args.workers, device=device, limit=args.limit,
         out_dir=args.out, plot=plot, expect=expect, tolerance=args.tolerance,
         cache_dir=args.cache_dir, progress=not (args.quiet or args.json), **_speed(args))

@@ -67,6 +67,26 @@ def _towers(args: argparse.Namespace) -> dict[str, tuple[str, ...]]:
     return {"towers": (kinds.pop(),)} if len(kinds) == 1 else {}
 
 
+def _notices(query: str, encoder: object) -> list[str]:
+    """What to say about the query's texts (not its operators, weights, quotes or image paths): a script the
+    model was not trained for, and each text the model's context cut (clipforge-tiny-zh reads 16 tokens, about
+    four Chinese characters; Chinese-CLIP 52): the search ran on its beginning only."""
+    from clipforge.cli.common import cut_notice
+    from clipforge.library.query import parse_query
+    from clipforge.text.families import tokenizer_of, unread_part
+    from clipforge.zeroshot.languages import query_notice
+
+    texts = [term.value for term in parse_query(query) if term.kind == "text"]
+    notices = [notice] if texts and (notice := query_notice(" ".join(texts), encoder)) else []
+    model = getattr(encoder, "model", None)
+    if model is not None and texts:
+        tokenizer = tokenizer_of(model)
+        name = getattr(encoder, "name", None) or "in use"
+        notices += [cut_notice(text, tail, name, int(tokenizer.context_length))
+                    for text in dict.fromkeys(texts) if (tail := unread_part(tokenizer, text))]
+    return notices
+
+
 def _no_results(library: object, args: argparse.Namespace) -> str:
     if not args.folders:
         return library.no_results_reason(args.tag or None)  # type: ignore[attr-defined]  # both stores have it
@@ -98,9 +118,7 @@ def run(args: argparse.Namespace) -> int:
             hits = library.search(args.query, image=args.image or None, top_k=args.top_k,
                                   filter_tags=args.tag or None, under=args.folders or None)
             empty = _no_results(library, args) if not hits else ""
-            from clipforge.zeroshot.languages import query_notice  # a script the model was not trained for
-
-            if args.query and not args.quiet and (notice := query_notice(args.query, library.encoder)):
+            for notice in [] if args.quiet or not args.query else _notices(args.query, library.encoder):
                 print(notice, file=sys.stderr)
     except user_errors() as exc:  # QueryError, ImageLoadError, ModelMismatchError are ValueErrors
         return fail(exc)

@@ -35,7 +35,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clipforge.cli.common import expand_images, figure_target, indistinct_notice, load_cli_model
+    from clipforge.cli.common import (
+        cut_notice,
+        expand_images,
+        figure_target,
+        indistinct_notice,
+        load_cli_model,
+    )
     from clipforge.similarity import compute_similarity, plot_similarity
 
     if not args.images:
@@ -53,11 +59,14 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.quiet and (notice := query_notice(" ".join(args.text), loaded)):
         print(notice, file=sys.stderr)
-    from clipforge.text.families import same_after_cut
+    from clipforge.text.families import same_after_cut, unread_part
 
+    context = int(getattr(loaded.model, "context_length", 77))
+    for text in [] if args.quiet else dict.fromkeys(args.text):  # each text the context cut, once
+        if tail := unread_part(loaded.tokenizer, text):
+            print(cut_notice(text, tail, loaded.name, context, "text", "read"), file=sys.stderr)
     if not args.quiet and (same := same_after_cut(loaded.tokenizer, {text: [text] for text in args.text})):
-        print(indistinct_notice(same, loaded.name, int(getattr(loaded.model, "context_length", 77)), "texts"),
-              file=sys.stderr)
+        print(indistinct_notice(same, loaded.name, context, "texts"), file=sys.stderr)
     plot = str(plot_similarity(table, None, args.plot)) if args.plot else None
     for bad in table.skipped:  # as `classify` says it: the table has no row for these
         print(f"skipped {bad.path}: {bad.reason}", file=sys.stderr)

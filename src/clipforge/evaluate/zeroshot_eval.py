@@ -42,14 +42,19 @@ from clipforge.evaluate.report import (
     write_plots,
 )
 from clipforge.zeroshot import ZeroShotClassifier, get_templates
-from clipforge.zeroshot.languages import classnames_for, default_template_set, model_languages
+from clipforge.zeroshot.languages import (
+    classnames_for,
+    default_template_set,
+    model_languages,
+    templates_for_labels,
+)
 
 __all__ = ["evaluate_zeroshot"]
 
 
 def evaluate_zeroshot(model: str | torch.nn.Module, dataset: str | Any, root: str | Path | None = None,
                       split: str | None = None, *, templates: str | Sequence[str] | None = None,
-                      classnames: Sequence[str] | None = None, batch_size: int = 64, workers: int = 0,
+                      classnames: Sequence[str] | str | Path | None = None, batch_size: int = 64, workers: int = 0,
                       device: str | torch.device | None = None, limit: int | None = None,
                       out_dir: str | Path = "eval_results", plot: bool | str | Path = False,
                       expect: Mapping[str, float] | None = None, tolerance: float = 0.3,
@@ -59,7 +64,8 @@ def evaluate_zeroshot(model: str | torch.nn.Module, dataset: str | Any, root: st
                       predictions: str | Path | None = None, top_k: int = 5) -> dict[str, Any]:
     """Run the evaluation, write ``<out_dir>/<stem>.json`` and ``.log`` (and PNGs with `plot`).
 
-    `model`: a `--model` string or a CLIP-like module. `dataset`: a name for
+    `model`: a `--model` string or a CLIP-like module. `classnames`: the names to prompt with, in the
+    dataset's class order, or a file of them (one per line, `clipforge.zeroshot.files.read_labels_file`). `dataset`: a name for
     `clipforge.data.open_dataset` (with `root`) or a dataset object with `classnames`.
     `expect`: percent values per metric (``{"top1": 63.3}``); the report's ``passed`` says
     whether every one is within `tolerance` points. Returns the report dict (with ``files``).
@@ -70,6 +76,11 @@ def evaluate_zeroshot(model: str | torch.nn.Module, dataset: str | Any, root: st
     loaded (they were checked after the run, losing it); `--expect acc1=...` (the suite's name) works.
     """
     expect = canonical_expect(expect, "zeroshot", dataset if isinstance(dataset, str) else None)
+    names_file = Path(classnames) if isinstance(classnames, str | Path) else None
+    if names_file is not None:  # a file of class names (--classnames): read before the model loads
+        from clipforge.zeroshot.files import read_labels_file
+
+        classnames = read_labels_file(names_file)
     check_limit(limit)
     check_tolerance(tolerance)
     out_dir = check_out_dir(out_dir)
@@ -83,7 +94,10 @@ def evaluate_zeroshot(model: str | torch.nn.Module, dataset: str | Any, root: st
     names = list(classnames) if classnames is not None else (
         classnames_for(ds_name, template_spec, len(ds.classnames)) or dataset_classnames(ds_name, ds))
     if len(names) != len(ds.classnames):
-        raise ValueError(f"{len(names)} class names given for {len(ds.classnames)} classes of {ds_name}")
+        raise ValueError(_names_misfit(names, names_file, ds.classnames, ds_name))
+    # Chinese class names with an English set that has a Chinese twin ("simple", "imagenet") are prompted with
+    # the twin (as `ZeroShotClassifier` does): resolved here so the report names the templates that were used
+    template_spec = templates_for_labels(template_spec, names)
     template_list = get_templates(template_spec)
     stem = run_stem("zeroshot", ev.name, ds_name, getattr(ds, "split", split))
     json_path, log_path = out_dir / f"{stem}.json", out_dir / f"{stem}.log"
@@ -162,3 +176,23 @@ def _plots(metrics: dict, names: list[str], labels: torch.Tensor, pred: torch.Te
         str(plot_confusion_matrix(np.asarray(cm), names, out_dir / f"{stem}_confusion.png",
                                   title=f"{who}zero-shot confusion matrix (row-normalised)")),
     ]
+
+
+def _names_misfit(names: Sequence[str], source: Path | None, classes: Sequence[str], dataset: str) -> str:
+    """Why class names do not fit a dataset, in one line naming the file: names written on one line with
+    commas ("飞机，汽车，鸟"), a repeated name and the dataset's own classes are said."""
+    from clipforge.text.labels import split_labels
+
+    where = f"class names file {source}" if source is not None else "classnames"
+    shown = ", ".join(str(c) for c in classes[:5]) + (", ..." if len(classes) > 5 else "")
+    line = (f"{where}: {len(names)} class name{'s' if len(names) != 1 else ''} for the {len(classes)} classes of "
+            f"{dataset}; expected one name per line for each class, in the order of the dataset's classes ({shown})")
+    crowded = next(((name, n) for name in names if (n := len(split_labels(name, required=False))) > 1), None)
+    if crowded is not None and len(names) < len(classes):
+        line += (f"; {crowded[0]!r} holds {crowded[1]} names separated by commas: put each class name on a line "
+                 "of its own")
+    repeated = [name for name in dict.fromkeys(names) if names.count(name) > 1]
+    if repeated and len(names) > len(classes):
+        line += "; " + ", ".join(f"{name!r}" for name in repeated[:3]) + (" is" if len(repeated) == 1 else " are") \
+            + " repeated"
+    return line

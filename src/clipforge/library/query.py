@@ -10,6 +10,10 @@ weighted sum of unit vectors, renormalised. The grammar is small on purpose:
 
 Quoted atoms are text. A bare atom is an image when it names an existing file or ends in an
 image extension, otherwise text, so a plain ``a dog on the beach`` is one text term.
+The quotes a Chinese input method types for ``"`` and ``'`` quote too: ``“猫” - “草地”`` is
+``"猫" - "草地"`` (also ``‘…’``, ``「…」``, ``『…』`` and the full-width ``＂…＂``), so they do not stay in
+the text (Chinese-CLIP's vocabulary has no “ or ”: they became [UNK]). Such quotes inside words
+(``一只叫“咪咪”的猫``, ``“福”字灯笼``) or left open are part of a text, as they are in Chinese writing.
 ``image:"my photo.jpg"`` forces an image (paths with spaces), ``text:photo.jpg`` forces text.
 A hyphen inside words (``black-and-white``) is never an operator.
 """
@@ -28,6 +32,9 @@ from clipforge.errors import UserError
 __all__ = ["QueryError", "QueryTerm", "combine_terms", "parse_query"]
 
 _WEIGHT = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*:")
+_QUOTES = {'"': '"', "'": "'", "\u201c": "\u201d", "\u2018": "\u2019", "\u300c": "\u300d", "\u300e": "\u300f",
+           "\uff02": "\uff02"}
+"""Opening quote -> its closing one: ASCII, and what a Chinese input method types (“” ‘’ 「」 『』 ＂＂)."""
 _PREFIX = re.compile(r"(image|img|text):", re.IGNORECASE)
 
 
@@ -56,11 +63,11 @@ def _is_operator(query: str, pos: int) -> bool:
     """A +/- followed by whitespace, a quote, or the end of the query."""
     if query[pos] not in "+-":
         return False
-    return pos + 1 == len(query) or query[pos + 1].isspace() or query[pos + 1] in "\"'"
+    return pos + 1 == len(query) or query[pos + 1].isspace() or query[pos + 1] in _QUOTES
 
 
 def _read_quoted(query: str, pos: int) -> tuple[str, int]:
-    quote = query[pos]
+    quote = _QUOTES[query[pos]]  # the closing quote
     out: list[str] = []
     i = pos + 1
     while i < len(query):
@@ -131,8 +138,16 @@ def parse_query(query: str, is_image: Callable[[str], bool] | None = None) -> li
             pos = match.end()
         if pos >= n:
             raise _fail(query, pos, "expected a term")
+        quoted = None
         if query[pos] in "\"'":
-            value, pos = _read_quoted(query, pos)
+            quoted = _read_quoted(query, pos)
+        elif query[pos] in _QUOTES:  # a Chinese quote: a term when it closes before the next term or the end
+            closing = query.find(_QUOTES[query[pos]], pos + 1)
+            end = closing + 1
+            if closing > 0 and (end == n or query[end].isspace() or query[end] in "+-"):
+                quoted = _read_quoted(query, pos)  # else words follow (“福”字灯笼) or it is open: part of a text
+        if quoted is not None:
+            value, pos = quoted
             kind = forced or "text"
         else:
             value, pos = _read_bare(query, pos)

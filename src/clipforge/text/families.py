@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = ["ModelTokenizer", "TokenizerUnavailableError", "build_tokenizer", "clean", "same_after_cut", "tokenize_for",
-           "tokenizer_of"]
+           "tokenizer_of", "unread_part"]
 
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 
@@ -279,3 +279,31 @@ def same_after_cut(tokenizer: Any, groups: dict[str, list[str]]) -> list[list[st
         seen.setdefault(rows[start:start + count].numpy().tobytes(), []).append(key)
         start += count
     return [same for same in seen.values() if len(same) > 1]
+
+
+def unread_part(tokenizer: Any, text: str) -> str:
+    """The end of `text` that `tokenizer` (a model's: `tokenizer_of`, `LoadedModel.tokenizer`) cuts away at its
+    context: ``""`` when the whole text is read.
+
+    A search query is one text, so nothing like `same_after_cut` would ever say that it was cut; but a context
+    of 16 BPE tokens reads about four Chinese characters ("一只在沙发上睡觉的猫" searched "一只在沙发上"), 52
+    WordPiece tokens 50. A prefix is read whole when its ids at the model's context are its ids at a longer one,
+    cut there, with padding only beyond; the longest such prefix (whole characters) is found by bisection.
+    Any tokenizer kind: only its truncating call with a context length is used.
+    """
+    context = int(getattr(tokenizer, "context_length", 0) or 0)
+    if not context or not text or len(text.encode("utf-8")) + 4 <= context:
+        return ""  # no tokenizer makes more tokens than bytes, plus its markers
+
+    def whole(prefix: str) -> bool:
+        longer = context + 4 * len(prefix.encode("utf-8")) + 8
+        short, wide = tokenizer([prefix], context)[0], tokenizer([prefix], longer)[0]
+        return bool((short == wide[:context]).all()) and bool((wide[context:] == wide[-1]).all())
+
+    if whole(text):
+        return ""
+    low, high = 0, len(text)  # whole(text[:low]) holds, whole(text[:high]) does not
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (mid, high) if whole(text[:mid]) else (low, mid)
+    return text[low:]

@@ -11,8 +11,9 @@ the web UI read "猫，狗、鸟" the same way (they used to disagree about blan
   a duplicate would split one class's probability in two.
 - A string with no label at all is one clear error naming the flag or field (`LabelsError`).
 - A file of labels or templates is UTF-8, a leading byte-order mark ignored (Windows Notepad writes
-  one); a file in another encoding (GBK ...), a folder, or broken JSON is one line naming the file
-  and what was expected, never a bare codec or parser message.
+  one), or UTF-16 with its byte-order mark (Notepad's "Unicode", Excel's "Unicode text": the mark names
+  the encoding); a file in another encoding (GBK ...), a folder, or broken JSON is one line naming the
+  file and what was expected, never a bare codec or parser message.
 
 Standard library only (besides `clipforge.errors`): a floor every layer may import.
 """
@@ -78,6 +79,13 @@ def read_text_file(path: str | Path, what: str, expected: str) -> str:
     if not path.is_file():
         raise MissingTextFileError(f"{what} {path} does not exist")
     data = path.read_bytes()
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16 (or UTF-32) that says so with its byte-order mark
+        codec = "utf-32" if data.startswith(b"\xff\xfe\x00\x00") else "utf-16"
+        try:
+            return data.decode(codec)
+        except UnicodeDecodeError as exc:
+            raise TextFileError(f"{what} {path} starts with a {codec.upper()} byte-order mark but is not {codec.upper()}"
+                                f" text (byte {exc.start}); save it as UTF-8, expected {expected}") from None
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -52,7 +52,9 @@ def classify_files(paths: Sequence[str | Path], labels: Sequence[str], model: st
     Files go through the one reader and encoder (`clipforge.data.files.encode_files`, model in
     `precision`; `draft=False` decodes every JPEG pixel). Unreadable images do not stop the run:
     they are listed under ``errors`` with the reason. Returns ``{"model", "templates", "precision",
-    "draft_decode", "results": [{image, labels, probabilities}], "errors"}``, results in input order.
+    "draft_decode", "results": [{image, labels, probabilities}], "errors"}``, results in input order, and
+    ``notice`` when the labels are in a script the loaded model was not trained for (asked of the model
+    itself: a checkpoint path such as ``中文模型.pt`` names no language, the Chinese-CLIP it holds does).
     """
     from clipforge.data.files import encode_files
     from clipforge.image import Preprocess, load_image
@@ -64,9 +66,9 @@ def classify_files(paths: Sequence[str | Path], labels: Sequence[str], model: st
         from clipforge.api import load_model
 
         loaded = load_model(model, device=device)
-        model, copy_model = loaded.model, False
+        model, copy_model, speaker = loaded.model, False, loaded
     else:
-        copy_model = True
+        copy_model, speaker = True, model
     if preprocess is None or (not draft and isinstance(preprocess, Preprocess)):
         preprocess = preprocess_for(model, draft=draft)
     encoder = BatchEncoder(model, precision, normalizer=preprocess, copy_model=copy_model)
@@ -99,6 +101,10 @@ def classify_files(paths: Sequence[str | Path], labels: Sequence[str], model: st
 
     if out["scoring"] == "sigmoid":
         out["note"] = SIGMOID_NOTE
+    from clipforge.zeroshot.languages import query_notice
+
+    if notice := query_notice(" ".join(classifier.classnames), speaker):
+        out["notice"] = notice
     if plot is not None and results:
         from clipforge.zeroshot.plot import plot_predictions
 

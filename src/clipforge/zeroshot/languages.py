@@ -180,13 +180,19 @@ def model_languages(model: Any) -> tuple[str, ...]:
 
 
 def templates_for_labels(templates: object, labels: Sequence[str]) -> object:
-    """``simple`` ("a photo of a {}.": the CLI's and the server's default, as a set name or written out)
-    in the labels' language: ``zh-simple`` ("一张{}的照片") when every label is Chinese. A one-template
-    list stays a list, so callers that report the templates they used report the Chinese one."""
+    """A prompt set in the labels' language: when every label is Chinese, ``simple`` ("a photo of a {}.": the
+    CLI's and the server's default, as a set name or written out) becomes ``zh-simple`` ("一张{}的照片"), and a
+    set with a Chinese twin becomes the twin (``imagenet``, `tag`'s default -> ``zh-imagenet``, Chinese-CLIP's
+    80; ``cifar10`` -> ``zh-cifar10``): "a bad photo of a 猫." is neither English nor Chinese. A set without a
+    twin (``imagenet7``), a template or a file of one's own is kept as given. A one-template list stays a
+    list, so callers that report the templates they used report the Chinese one."""
     simple = ("simple", "photo", "default", "a photo of a {}.")
     chinese = bool(labels) and all(language_of(str(label)) == "zh" for label in labels)
     if chinese and isinstance(templates, str) and templates.strip().lower() in simple:
         return "zh-simple"
+    if (chinese and isinstance(templates, str) and "{" not in templates and not is_language_set(templates)
+            and not Path(templates).expanduser().is_file() and (twin := _set_key(f"zh-{templates}"))):
+        return twin
     if chinese and isinstance(templates, list | tuple) and [str(t).strip().lower() for t in templates] == [simple[-1]]:
         return list(ZH_SIMPLE_TEMPLATES)
     return templates
@@ -202,7 +208,7 @@ def query_notice(text: str, model: Any) -> str | None:
     languages = model_languages(model)
     script = language_of(text)
     if script != "en" and script not in languages and MULTILINGUAL not in languages:
-        name = getattr(model, "name", model)
+        name = getattr(model, "name", None) or (model if isinstance(model, str | Path) else type(model).__name__)
         return (f"notice: the query {text[:40]!r} is written in {script} but model {name} was trained for "
                 f"{', '.join(languages)} only; its scores for this query are not meaningful "
                 f"(use a {script} model, e.g. clipforge-tiny-zh offline or cn-ViT-B-16)")

@@ -54,6 +54,9 @@ def check_template(template: object, origin: str = "template") -> str:
     if len(template) > MAX_TEMPLATE_CHARS:
         raise TemplateError(f"{origin} {shown!r} has {len(template)} characters, more than the limit of "
                             f"{MAX_TEMPLATE_CHARS}")
+    if not _TEMPLATE.search(template) and ("\uff5b" in template or "\uff5d" in template):  # ｛ ｝
+        raise TemplateError(f"{origin} {shown!r} has full-width braces '｛｝' (typed in a Chinese input method's "
+                            f"full-width mode), not the ASCII '{{}}' where the class name goes, e.g. '一张{{}}的照片'")
     if not _TEMPLATE.search(template):
         raise TemplateError(f"{origin} {shown!r} is not a valid template: it must contain '{{}}' exactly once, "
                             f"where the class name goes, and no other braces except '{{{{' and '}}}}' for literal "
@@ -161,7 +164,7 @@ def get_templates(name_or_list: str | Sequence[str]) -> list[str]:
     if not isinstance(name_or_list, str):
         return _validate_templates(list(name_or_list), "templates")
     value = name_or_list
-    if "{" in value or "}" in value:
+    if any(brace in value for brace in "{}\uff5b\uff5d"):  # a template (full-width braces: said by check_template)
         return _validate_templates([value], "template")
     path = Path(value).expanduser()
     if path.suffix.lower() in {".json", ".txt"} or path.is_file():  # a missing file or a folder: one line
