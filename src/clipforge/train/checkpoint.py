@@ -244,31 +244,78 @@ def check_resumable(path: Path, weights: dict[str, torch.Tensor], model: torch.n
                           "recipe")
 
 
-def check_same_batch_size(spec: str, path: Path, config: Any, state: dict[str, Any]) -> None:
-    """CheckpointError when this run's `batch_size` is not the one the checkpoint was trained with.
-
-    A checkpoint's place in the data is `batch_in_epoch` batches of *its* size, and the sampler skips that many
-    batches of the *current* size: with another size a resumed run skipped or repeated images, and declared an
-    epoch done that it had read only part of (batch 4 -> 8 at half an epoch: the other half never seen). An
-    epochs-based schedule also counts steps per epoch, so its cosine bent mid-run, and the contrastive loss
-    itself changes with the batch (its negatives). The trainer's promise is an exact resume (DESIGN: resume
-    from latest; `ResumableSampler`), so this is refused, as other frozen parameters are, naming the two ways
-    on: the same batch in less memory (`micro_batch`, GradCache), or a new run from these weights."""
+def _saved_batch_size(state: dict[str, Any]) -> int | None:
+    """The per-process `batch_size` of the run that wrote `state` (None: not readable from it)."""
     try:
         saved = json.loads(state.get("train_config") or "{}")
     except (TypeError, ValueError):
-        return
+        return None
     before = saved.get("batch_size") if isinstance(saved, dict) else None
-    if not isinstance(before, int) or isinstance(before, bool) or before == config.batch_size:
+    return before if isinstance(before, int) and not isinstance(before, bool) else None
+
+
+def saved_world_size(state: dict[str, Any]) -> int | None:
+    """The number of processes that wrote `state`; None in checkpoints from before it was recorded."""
+    world = state.get("world_size")
+    return world if isinstance(world, int) and not isinstance(world, bool) and world >= 1 else None
+
+
+def _processes(count: int) -> str:
+    return f"{count} process" if count == 1 else f"{count} processes"
+
+
+def check_same_batches(spec: str, path: Path, config: Any, state: dict[str, Any], world_size: int = 1,
+                       steps_per_epoch: int = 0, shards_per_process: bool = False) -> None:
+    """CheckpointError when this run's batches are not the ones the checkpoint's place in the data counts.
+
+    A checkpoint's place is `step` and `batch_in_epoch`, counted in *global* batches: the per-process
+    `batch_size` x the number of processes (`world_size`, recorded in the state). `ResumableSampler` gives global
+    batch s the samples order[s*G:(s+1)*G] of the epoch's order however they are split over processes, the
+    dataset's augmentation is a function of (seed, epoch, sample), and the loss (gathered, `gather_with_grad`) is
+    the global batch's: so the same global batch on another number of processes (1 x 4 -> 2 x 2) continues the run
+    exactly, and any other global batch skipped or repeated images (1 x 4 at half an epoch resumed by 2 x 4: the
+    other half never seen, the epoch declared done, an epochs-based schedule bent from 8 steps to 4), and
+    changes the loss itself (its negatives). That is refused in one line naming both sizes and the ways on.
+
+    Two things stay per process even with the same global batch, and are refused on a change of processes:
+    an ordered stream's place (`shards_per_process`: each process reads its own shards, so "k batches into the
+    epoch" means other samples in another split; an epoch end is fine) and the in-memory `unique_captions` loss
+    (computed over each process's own batch). A checkpoint that does not record its process count (written before
+    it was) is checked as before: the per-process `batch_size` only."""
+    before = _saved_batch_size(state)
+    if before is None:
         return
     name = path.name[: -len(".safetensors")]
-    where = (f"{state.get('batch_in_epoch')} batches into epoch {int(state.get('epoch', 0)) + 1}"
-             if state.get("batch_in_epoch") else f"the start of epoch {int(state.get('epoch', 0)) + 1}")
-    raise CheckpointError(f"--resume {spec}: {name} was trained with --batch-size {before}, this run has "
-                          f"{config.batch_size}: its place in the data ({where}) and its learning-rate schedule "
-                          f"count batches of {before}, so another size would skip or repeat images; resume with "
-                          f"--batch-size {before} (for less memory, --set micro_batch=N computes that batch in "
-                          f"chunks), or start a new run from its weights (--pretrained {path}, another --out)")
+    done, epoch = int(state.get("batch_in_epoch") or 0), int(state.get("epoch", 0)) + 1
+    where = f"{done} batch{'' if done == 1 else 'es'} into epoch {epoch}" if done else f"the start of epoch {epoch}"
+    fresh = f"or start a new run from its weights (--pretrained {path}, another --out)"
+    was_world = saved_world_size(state)
+    if was_world is None or was_world == world_size:
+        if before == config.batch_size:
+            return
+        raise CheckpointError(f"--resume {spec}: {name} was trained with --batch-size {before}, this run has "
+                              f"{config.batch_size}: its place in the data ({where}) and its learning-rate schedule "
+                              f"count batches of {before}, so another size would skip or repeat images; resume with "
+                              f"--batch-size {before} (for less memory, --set micro_batch=N computes that batch in "
+                              f"chunks), {fresh}")
+    global_before, global_now = before * was_world, config.batch_size * world_size
+    trained = (f"--resume {spec}: {name} was trained on {_processes(was_world)} x --batch-size {before} (a global "
+               f"batch of {global_before}), this run has {_processes(world_size)} x --batch-size {config.batch_size} "
+               f"({global_now})")
+    back = f"with {_processes(was_world)} and --batch-size {before}"  # what it was trained with
+    if global_now != global_before:
+        same = (f"with --batch-size {global_before // world_size} on {_processes(world_size)} (the same global "
+                "batch), or " if global_before % world_size == 0 else "")
+        raise CheckpointError(f"{trained}: its place in the data ({where}) and its learning-rate schedule count global "
+                              f"batches of {global_before}, so another global batch would skip or repeat images; "
+                              f"resume {same}{back}, {fresh}")
+    if shards_per_process and 0 < done < steps_per_epoch:
+        raise CheckpointError(f"{trained}: each process reads its own shards of the stream, so its place in it "
+                              f"({where}) is no place in another split; resume {back}, or from the checkpoint of an "
+                              f"epoch end, {fresh}")
+    if getattr(config, "unique_captions", False):
+        raise CheckpointError(f"{trained}: the unique_captions loss is computed over each process's own batch of "
+                              f"{before}, so another split changes it; resume {back}, {fresh}")
 
 
 def refuse_finished_run(spec: str, path: Path, step: int, config: Any, total_steps: int, budget_spent: bool) -> None:

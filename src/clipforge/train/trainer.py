@@ -38,7 +38,7 @@ from clipforge.train.checkpoint import (
     CheckpointError,
     CheckpointManager,
     check_resumable,
-    check_same_batch_size,
+    check_same_batches,
     checkpoint_name,
     freeze_difference,
     load_train_state,
@@ -146,6 +146,8 @@ class Trainer:
                 "scaler": self.precision.scaler.state_dict() if self.precision.scaler else None,
                 "rng": rng_state(), "budget": self.budget.state_dict() if self.budget else None,
                 "elapsed_s": self._elapsed(),
+                # the place in the data counts global batches: a resume on another number of processes checks it
+                "world_size": self.dist.world_size, "global_batch": self.config.batch_size * self.dist.world_size,
                 "log_window": {"loss": self._window_loss_mean, "n": int(self._window["n"])}}
 
     def _elapsed(self) -> float:
@@ -192,7 +194,10 @@ class Trainer:
         ema_state = state.get("ema")
         raw = ema_state["raw_model"] if ema_state else weights
         check_resumable(path, raw, self.model, self.config, state.get("train_config"))
-        check_same_batch_size(spec, path, self.config, state)
+        # an ordered stream (no sampler, shards not resampled): each process's place is in its own shards
+        ordered_stream = self.sampler is None and not getattr(self.dataset, "resampled", False)
+        check_same_batches(spec, path, self.config, state, self.dist.world_size, self.steps_per_epoch,
+                           shards_per_process=ordered_stream)
         self.model.load_state_dict({k: v.to(self.device) for k, v in raw.items()})
         if self.ema is not None:
             self.ema.load({k: v.to(self.device) for k, v in weights.items()}, ema_state["updates"] if ema_state else 0)
