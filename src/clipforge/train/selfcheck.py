@@ -62,10 +62,15 @@ def reference_gradients(local_loss: bool = False) -> tuple[float, dict[str, torc
     return float(loss.detach()), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-def _join(rank: int, world: int, port: int) -> None:
+def _environment(rank: int, world: int, port: int) -> None:
+    """What torchrun sets for each process it starts (one thread each: the ranks share the test's cores)."""
     os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     torch.set_num_threads(1)
+
+
+def _join(rank: int, world: int, port: int) -> None:
+    _environment(rank, world, port)
     from clipforge.train.distributed import init_distributed
 
     init_distributed("cpu")
@@ -97,17 +102,23 @@ def gradient_worker(rank: int, world: int, port: int, out_dir: str) -> None:
 
 
 def trainer_worker(rank: int, world: int, port: int, config: dict[str, Any]) -> None:
-    """Run `Trainer` as one rank of a job (what `torchrun -m clipforge train` does per process)."""
+    """Run one rank as `torchrun -m clipforge train` does: the environment names the group, `train` joins it
+    and destroys it when it ends; a group left behind is an error here (left to the interpreter's exit, gloo can
+    abort the process there)."""
     import torch.distributed as dist
 
     from clipforge.train.config import TrainConfig
-    from clipforge.train.trainer import Trainer
+    from clipforge.train.trainer import train
 
-    _join(rank, world, port)
+    _environment(rank, world, port)
     try:
-        Trainer(TrainConfig(**config)).fit()
+        train(TrainConfig(**config))
     finally:
-        dist.destroy_process_group()
+        left = dist.is_initialized()
+        if left:
+            dist.destroy_process_group()
+    if left:
+        raise RuntimeError(f"rank {rank}: train() ended with its process group still initialized")
 
 
 def run_gradient_check(world: int = 2) -> dict[str, dict[str, float]]:

@@ -481,5 +481,21 @@ class NoTrainingDataError(TrainConfigError):
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
-    """Run a training job described by `config` (the library entry point of `clipforge train`)."""
-    return Trainer(config).fit()
+    """Run a training job described by `config` (the library entry point of `clipforge train`).
+
+    Under torchrun the process group this call joins is destroyed when it ends, after the trainer (whose DDP
+    module, held in reference cycles, keeps gloo's threads alive) is collected: a group left to the interpreter's
+    exit can abort it there (gloo threads dropping Python-owned tensors without the GIL; pytorch#179291)."""
+    import gc
+
+    import torch.distributed as dist
+
+    joined_here = dist.is_available() and not dist.is_initialized()
+    trainer = Trainer(config)
+    try:
+        return trainer.fit()
+    finally:
+        del trainer
+        if joined_here and dist.is_initialized():
+            gc.collect()
+            dist.destroy_process_group()
