@@ -81,10 +81,10 @@ def test_spec_states_ids_bounds_bodies_and_errors(make_client):
 def test_unlisted_methods_answer_405_with_allow(make_client):
     for ui in (False, True):  # with the gradio UI mounted at "/" too (it used to swallow them as 404)
         client = make_client(ui=ui)
-        for method, path, allow in [("TRACE", "/healthz", "GET"), ("QUERY", "/healthz", "GET"), ("GET", "/api/search", "POST"),
-                                    ("PUT", "/api/classify", "POST"), ("DELETE", "/api/images", "GET, POST"),
-                                    ("PATCH", "/api/images/3", "GET"), ("POST", "/api/images/3/thumb", "GET"),
-                                    ("DELETE", "/api/stats", "GET")]:
+        for method, path, allow in [("TRACE", "/healthz", "GET, HEAD"), ("QUERY", "/healthz", "GET, HEAD"), ("GET", "/api/search", "POST"),
+                                    ("PUT", "/api/classify", "POST"), ("DELETE", "/api/images", "GET, HEAD, POST"),
+                                    ("PATCH", "/api/images/3", "GET, HEAD"), ("POST", "/api/images/3/thumb", "GET, HEAD"),
+                                    ("DELETE", "/api/stats", "GET, HEAD")]:
             response = client.request(method, path)
             assert response.status_code == 405, (ui, method, path, response.text)
             assert response.headers["allow"] == allow

@@ -102,6 +102,8 @@ def _allowed_methods(request: Request, routes: list[Any]) -> list[str]:
         match, _ = route.matches(scope)
         if match is Match.PARTIAL:
             allowed |= set(methods)
+    if "GET" in allowed:  # answered as GET is (`head.HeadAsGetMiddleware`)
+        allowed.add("HEAD")
     return sorted(allowed)
 
 

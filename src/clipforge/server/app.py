@@ -18,6 +18,7 @@ from fastapi_offline import FastAPIOffline
 
 from clipforge.server.api import build_router
 from clipforge.server.errors import install_error_handlers
+from clipforge.server.head import HeadAsGetMiddleware
 from clipforge.server.limits import ServerLimits
 from clipforge.server.middleware import BodyLimitMiddleware, TimeoutMiddleware
 from clipforge.server.origins import BrowserOriginMiddleware, HostNames
@@ -31,6 +32,7 @@ _DESCRIPTION = """Search and classify an image library with CLIP.
 * Uploads are identified by their bytes (not their name or content type) and bounded in bytes and pixels.
 * Changes (`POST /api/images`) need `Authorization: Bearer <token>` or `X-Token: <token>` when the server
   was started with `--token`.
+* Every GET route answers HEAD with the same status and headers and no body.
 * Every error is JSON: `{"error": code, "detail": message}`. A request that cannot be served as sent gets a 4xx
   whose code names the reason (a refusal from the library is named after its error class, e.g. `query_error`,
   `template_error`, `image_load_error`); a fault of the server itself is 500 `internal_error`, whose details
@@ -80,6 +82,8 @@ def create_app(library: Any, token: str | None = None, limits: ServerLimits | No
                        body_timeout=limits.request_timeout_s)
     # gradio's upload route too: a body trickling in under the idle timeout must not hold a socket forever
     app.add_middleware(TimeoutMiddleware, seconds=limits.request_timeout_s, prefixes=("/api/", "/gradio_api/upload"))
-    # Outermost: a rebinding page's or another site's request costs nothing past its headers.
+    # A rebinding page's or another site's request costs nothing past its headers.
     app.add_middleware(BrowserOriginMiddleware, names=HostNames(allowed_hosts))
+    # Outermost: a HEAD is a GET to everything inside (every check included), answered without the body.
+    app.add_middleware(HeadAsGetMiddleware)
     return app

@@ -11,14 +11,16 @@ upload folder, and this middleware), so a gap in one of them is not a hole:
   size, and refused (403) when any object in it carries a `path` that is not a regular file
   inside this server's upload folder - the request never reaches gradio;
 * `/gradio_api/file=` serves only files inside the upload folder, never a URL (gradio would
-  fetch it: a server-side request on behalf of an anonymous client);
+  fetch it: a server-side request on behalf of an anonymous client), and always whole: gradio's answer to a
+  `Range` copied every request header into it (`_without_ranges`);
 * a queue/join is checked by `ui_events.JoinRules` before gradio stores anything of it: an event the UI
   has, with its number of values, none too long, and the address's pending events and new sessions bounded;
 * gradio routes the page never uses (named-endpoint API, proxy, component server, recording, deep links,
   streaming, vibe editing, run history, profiling, monitoring, startup events, login and logout) answer 404, and so does
-  `queue/data` for a session gradio does not hold;
-* `/gradio_api/upload` reserves room in the upload folder's ledger (`upload_space`) before gradio
-  writes a byte, and is refused (507) when the folder's byte or file budget would be passed (after
+  `queue/data` for a session gradio does not hold, and a heartbeat for a session id no gradio client makes;
+* `/gradio_api/upload` takes file parts named `files` and nothing else, checked chunk by chunk before gradio
+  reads them (`upload_form`: a bad body is a 400/413 naming the part and the rule, never a 507); it
+  reserves room in the upload folder's ledger (`upload_space`) before gradio writes a byte, and is refused (507) when the folder's byte or file budget would be passed (after
   files older than their maximum age are deleted); a full disk is a 507 too, and what the failed
   upload left behind is removed;
 * every upload is bound to the browser that sent it (an HttpOnly cookie holding a random id),
@@ -50,14 +52,8 @@ from clipforge.server.errors import APIError
 from clipforge.server.middleware import ASGIApp, Message, Receive, Scope, Send, client_host, send_json
 from clipforge.server.service import disk_full
 from clipforge.server.ui_events import JoinRules
-from clipforge.server.upload_space import (
-    EXPIRED,
-    PartCounter,
-    UploadLedger,
-    delete_files,
-    multipart_boundary,
-    sweep,
-)
+from clipforge.server.upload_form import UploadForm, UploadRefused
+from clipforge.server.upload_space import EXPIRED, UploadLedger, delete_files, sweep
 
 __all__ = ["MAX_EVENT_FILES", "UPLOADER_COOKIE", "UIGuardMiddleware", "inside", "plausible_path", "prune_uploads", "upload_bytes_used", "upload_paths",
            "uploader"]
@@ -66,6 +62,7 @@ log = logging.getLogger(__name__)
 
 UPLOADER_COOKIE = "clipforge_uploader"
 _UPLOADER = re.compile(r"^[0-9a-f]{32}$")
+_SESSION = re.compile(r"[A-Za-z0-9_.-]{1,128}")  # a gradio session id: the page's base-36, its client's uuid4
 _MAX_UI_JSON_ITEMS = 100_000  # structural JSON characters of one UI event (1,000 FileData fit easily)
 
 _API = "/gradio_api/"
@@ -104,8 +101,10 @@ def plausible_path(path: str) -> bool:
 def inside(path: str | os.PathLike[str], folder: str | os.PathLike[str]) -> bool:
     """True when `path`, with every symlink and `..` resolved, is a file strictly inside `folder`.
 
-    A path that is not `plausible_path` is refused unresolved."""
-    if not plausible_path(os.fspath(path)):
+    A path that is not `plausible_path`, or holds a NUL (`realpath` raised ValueError: a 500 and a traceback for
+    `/gradio_api/file=...%00`), is refused unresolved."""
+    text = os.fspath(path)
+    if not plausible_path(text) or "\0" in text:
         return False
     real = os.path.realpath(path)
     root = os.path.realpath(folder)
@@ -222,7 +221,12 @@ class UIGuardMiddleware:
                 else:
                     await send_json(send, 403, "forbidden", "only files uploaded through this page are served here")
                 return
-            await self.app(scope, receive, send)
+            await self.app(_without_ranges(scope), receive, _whole_send(send))
+            return
+        if rest.startswith("heartbeat/") and not _SESSION.fullmatch(rest[len("heartbeat/"):]):
+            # gradio puts the session id into a URL when the stream ends: a control character in it made that
+            # raise inside its cleanup (two tracebacks, 18 kB of log, for each anonymous request)
+            await send_json(send, 404, "not_found", "no such UI session; reload the page")
             return
         if scope.get("method") != "POST":
             if rest.rstrip("/") == "queue/data" and self.known_session is not None \
@@ -239,6 +243,11 @@ class UIGuardMiddleware:
 
     async def _upload(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Reserve room, let gradio store the files, record them (owner, size) before answering."""
+        try:
+            form = UploadForm(_header(scope, b"content-type"))  # a body that is no upload costs no reservation
+        except UploadRefused as exc:
+            await send_json(send, exc.status, exc.code, exc.detail)
+            return
         gone = self.ledger.expired()
         declared = _content_length(scope)
         reservation = self.ledger.reserve(declared if declared else self.max_body_bytes, 1, client_host(scope))
@@ -248,18 +257,22 @@ class UIGuardMiddleware:
         if reservation is None:
             await send_json(send, 507, "insufficient_storage", self._full())
             return
-        boundary = multipart_boundary(_header(scope, b"content-type"))
-        parts = PartCounter(boundary) if boundary else None
-        too_many = False
+        refused: UploadRefused | None = None
 
         async def counted() -> Message:
-            """The body as gradio reads it, each file part taking its place in the budget as it arrives."""
-            nonlocal too_many
+            """The body as gradio reads it, checked (`upload_form`) before gradio gets each chunk, each file part
+            taking its place in the budget as it arrives."""
+            nonlocal refused
             message = await receive()
-            if (parts is not None and message["type"] == "http.request"
-                    and not self.ledger.grow(reservation, parts.feed(message.get("body", b"")))):
-                too_many = True
-                raise _TooManyFiles
+            if message["type"] == "http.request":
+                try:
+                    form.feed(message.get("body", b""), last=not message.get("more_body", False))
+                except UploadRefused as exc:
+                    refused = exc
+                    raise
+                if not self.ledger.grow(reservation, form.files):
+                    refused = UploadRefused(507, "insufficient_storage", self._full())
+                    raise refused
             return message
         owner = uploader(scope)
         cookie = None
@@ -276,12 +289,12 @@ class UIGuardMiddleware:
         try:
             try:
                 await self.app(scope, counted, hold)
-                if too_many:  # gradio answered the aborted body itself (a 400 or a 500)
-                    raise _TooManyFiles
-            except _TooManyFiles:
+                if refused is not None:  # gradio answered the aborted body itself (a 400 or a 500)
+                    raise refused
+            except UploadRefused as exc:
                 answer = []
                 self._litter = True
-                await send_json(send, 507, "insufficient_storage", self._full())
+                await send_json(send, exc.status, exc.code, exc.detail)
                 return
             except OSError as exc:
                 if not disk_full(exc):
@@ -413,6 +426,28 @@ def _query_value(scope: Scope, name: str) -> str:
     return next((v for k, v in parse_qsl(query, keep_blank_values=True) if k == name), "")
 
 
+_RANGE_HEADERS = frozenset({b"range", b"if-range"})
+
+
+def _without_ranges(scope: Scope) -> Scope:
+    """A `file=` request without its Range: gradio answered one by copying every request header into its answer
+    (the HttpOnly uploader cookie, any header a client sent, `Set-Cookie` and `Cache-Control` included, for a
+    cache in front to keep), served `bytes=5-1` as byte 1, and failed with a 500 and an 8 kB traceback in the log
+    on `bytes=0-0,2-2`. Uploads are photos of at most `max_upload_bytes`: the whole file is the answer (HTTP lets
+    a server ignore Range)."""
+    return {**scope, "headers": [(k, v) for k, v in scope.get("headers", ()) if k.lower() not in _RANGE_HEADERS]}
+
+
+def _whole_send(send: Send) -> Send:
+    """`send` without `Accept-Ranges` in the answer (ranges are not served: `_without_ranges`)."""
+    async def whole(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [(k, v) for k, v in message.get("headers", ())
+                                              if k.lower() != b"accept-ranges"]}
+        await send(message)
+    return whole
+
+
 def _without_upload_id(scope: Scope) -> Scope:
     """The request without its `upload_id` query parameter (see `_UNUSED`)."""
     from urllib.parse import parse_qsl, urlencode
@@ -437,10 +472,6 @@ def _stored_files(answer: list[Message], upload_dir: str) -> list[tuple[str, int
             except OSError:
                 continue
     return stored
-
-
-class _TooManyFiles(Exception):
-    """An upload's file parts would pass the upload folder's file budget (raised from its body's `receive`)."""
 
 
 def _header(scope: Scope, name: bytes) -> str:

@@ -8,7 +8,7 @@ walking the folder on each upload (a walk over 40,000 tiny files took a second o
   so parallel uploads cannot together pass the byte budget (they once reached 380 MB of 200 MB);
   files are counted as well as bytes, so 40,000 tiny uploads cannot pass as "0.8 MB".
 * **Files of one request**: gradio takes up to 1,000 files in one multipart request; each file part
-  takes its place in the budget as it arrives (`PartCounter`, `UploadLedger.grow`), so a request
+  takes its place in the budget as it arrives (`upload_form.UploadForm`, `UploadLedger.grow`), so a request
   cannot pass the file budget by arriving as one (six requests once left 6,000 files against 2,000).
 * **Age**: entries older than the maximum age are deleted, oldest first (insertion order).
 * **Uploads in flight**: one address's reservations may hold at most half the byte budget at once.
@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 
 from clipforge.atomic import files_under
 
-__all__ = ["EVICTED", "EXPIRED", "PartCounter", "Reservation", "UploadLedger", "multipart_boundary", "sweep"]
+__all__ = ["EVICTED", "EXPIRED", "Reservation", "UploadLedger", "sweep"]
 
 EXPIRED = "expired"
 """`UploadLedger.removed`: deleted for its age."""
@@ -60,45 +60,6 @@ class Reservation:
     bytes: int
     files: int
     host: str = ""
-
-
-class PartCounter:
-    """Counts the parts of a multipart body as its chunks go by (a delimiter split across chunks included).
-
-    A part starts at each ``CRLF--boundary`` not followed by ``--`` (that one closes the body); the body's
-    first delimiter has no CRLF before it, so the stream is read as if it began with one.
-    """
-
-    def __init__(self, boundary: bytes) -> None:
-        self.delimiter = b"\r\n--" + boundary
-        self._tail = b"\r\n"
-        self.parts = 0
-
-    def feed(self, data: bytes) -> int:
-        """Read the next chunk; the number of parts started so far."""
-        buffer, start, width = self._tail + data, 0, len(self.delimiter)
-        while True:
-            found = buffer.find(self.delimiter, start)
-            if found < 0 or found + width + 2 > len(buffer):  # none, or too near the end to tell a close
-                break
-            if buffer[found + width:found + width + 2] != b"--":
-                self.parts += 1
-            start = found + width
-        self._tail = buffer[max(start, len(buffer) - width - 1):]
-        return self.parts
-
-
-def multipart_boundary(content_type: str) -> bytes | None:
-    """The boundary of a ``multipart/form-data`` Content-Type (RFC 2046: 1-70 characters), else None."""
-    kind, _, params = content_type.partition(";")
-    if kind.strip().lower() != "multipart/form-data":
-        return None
-    for param in params.split(";"):
-        name, _, value = param.strip().partition("=")
-        value = value.strip().strip('"')
-        if name.lower() == "boundary" and 0 < len(value) <= 70:
-            return value.encode("latin-1")
-    return None
 
 
 class UploadLedger:
