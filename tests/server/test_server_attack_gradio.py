@@ -262,7 +262,7 @@ def _guard(client):
 
 def test_ui_upload_space_is_bounded_and_pruned(ui_env, kit, monkeypatch):
     from clipforge.server import upload_space
-    from clipforge.server.ui_guard import upload_bytes_used
+    from clipforge.server.upload_space import upload_bytes_used
 
     make, upload_dir, _, _ = ui_env
     limits = ServerLimits(max_upload_bytes=100_000, form_overhead_bytes=20_000, ui_cache_bytes=300_000,
@@ -309,7 +309,7 @@ def test_parallel_ui_uploads_cannot_pass_the_budget_together(ui_env):
     folder never holds more than the budget, and what it holds is what the ledger counts."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from clipforge.server.ui_guard import upload_bytes_used
+    from clipforge.server.upload_space import upload_bytes_used
 
     make, upload_dir, _, _ = ui_env
     limits = ServerLimits(max_upload_bytes=100_000, form_overhead_bytes=20_000, ui_cache_bytes=300_000)
@@ -325,7 +325,7 @@ def test_parallel_ui_uploads_cannot_pass_the_budget_together(ui_env):
 
 
 def test_many_tiny_ui_uploads_are_counted_as_files(ui_env):
-    from clipforge.server.ui_guard import upload_bytes_used
+    from clipforge.server.upload_space import upload_bytes_used
 
     make, upload_dir, _, _ = ui_env
     client = make(ServerLimits(ui_cache_files=20))
@@ -645,7 +645,7 @@ def test_one_upload_request_of_many_files_counts_every_file(ui_env):
     parallel requests of 1,000 tiny files left 6,000 files against a budget of 2,000. Every file part now
     takes its place in the budget as it arrives; a request that would pass it is refused whole (507) and
     leaves nothing behind."""
-    from clipforge.server.ui_guard import upload_bytes_used
+    from clipforge.server.upload_space import upload_bytes_used
 
     make, upload_dir, _, _ = ui_env
     client = make(ServerLimits(ui_cache_files=20))

@@ -2,7 +2,7 @@
 
 The guard asked `os.path.realpath` whether such a path lay in the upload folder (to tell a deleted upload from a
 stranger's path), and realpath raised `ValueError: embedded null byte`: each anonymous request was a 500 and a
-traceback of ~40 lines in the server log. `ui_guard.inside` now refuses a path holding a NUL unresolved.
+traceback of ~40 lines in the server log. `upload_paths.inside` now refuses a path holding a NUL unresolved.
 """
 
 from __future__ import annotations

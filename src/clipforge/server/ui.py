@@ -34,8 +34,9 @@ from clipforge.server.errors import APIError, api_error, user_error  # noqa: E40
 from clipforge.server.fair import client_key  # noqa: E402
 from clipforge.server.service import DEFAULT_TEMPLATE, LibraryService  # noqa: E402
 from clipforge.server.ui_events import JoinRules  # noqa: E402
-from clipforge.server.ui_guard import UIGuardMiddleware, inside  # noqa: E402
+from clipforge.server.ui_guard import UIGuardMiddleware  # noqa: E402
 from clipforge.server.ui_streams import OpenStreams, StreamLimitMiddleware  # noqa: E402
+from clipforge.server.upload_paths import inside  # noqa: E402
 from clipforge.server.uploads import SniffedImage, client_file_name, sniff_image  # noqa: E402
 
 __all__ = ["build_ui", "mount_ui"]

@@ -130,7 +130,7 @@ class JoinRules:
 
 
 def _longest_string(value: Any, depth: int = 0) -> int:
-    """Length of the longest string anywhere in decoded JSON (`ui_guard.upload_paths` bounds the depth first)."""
+    """Length of the longest string anywhere in decoded JSON (`upload_paths.upload_paths` bounds the depth first)."""
     if isinstance(value, str):
         return len(value)
     if depth > 32:

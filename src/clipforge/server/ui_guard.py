@@ -37,26 +37,22 @@ import logging
 import os
 import re
 import secrets
-import stat
-import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import get_route_path
 
-from clipforge.atomic import files_under
 from clipforge.server.bodies import check_json_items
 from clipforge.server.errors import APIError
 from clipforge.server.middleware import ASGIApp, Message, Receive, Scope, Send, client_host, send_json
 from clipforge.server.service import disk_full
 from clipforge.server.ui_events import JoinRules
 from clipforge.server.upload_form import UploadForm, UploadRefused
+from clipforge.server.upload_paths import inside, is_upload, upload_paths
 from clipforge.server.upload_space import EXPIRED, UploadLedger, delete_files, sweep
 
-__all__ = ["MAX_EVENT_FILES", "UPLOADER_COOKIE", "UIGuardMiddleware", "inside", "plausible_path", "prune_uploads", "upload_bytes_used", "upload_paths",
-           "uploader"]
+__all__ = ["MAX_EVENT_FILES", "UPLOADER_COOKIE", "UIGuardMiddleware", "uploader"]
 
 log = logging.getLogger(__name__)
 
@@ -83,63 +79,8 @@ _FORBIDDEN = ("files must be uploaded through this page first, in this browser; 
               "sent by a client")
 
 
-MAX_PATH_CHARS = 4096
-"""A client-sent path longer than this (Linux's PATH_MAX) is refused without being resolved."""
-MAX_PATH_PARTS = 64
-"""... and one of more components (gradio's own upload paths have about ten). `os.path.realpath` costs
-grow with the square of the components: one 1 MB path of "a/" held the event loop for 38 s; at these
-bounds the worst path costs ~0.2 ms (2-core EPYC)."""
 MAX_EVENT_FILES = 1000
 """Files one UI event may name: what the Add tab reads of a selection (`ui._Handlers.add`)."""
-
-
-def plausible_path(path: str) -> bool:
-    """Short enough, and of few enough components, to be worth resolving (see `MAX_PATH_PARTS`)."""
-    return len(path) <= MAX_PATH_CHARS and path.count("/") + path.count("\\") <= MAX_PATH_PARTS
-
-
-def inside(path: str | os.PathLike[str], folder: str | os.PathLike[str]) -> bool:
-    """True when `path`, with every symlink and `..` resolved, is a file strictly inside `folder`.
-
-    A path that is not `plausible_path`, or holds a NUL (`realpath` raised ValueError: a 500 and a traceback for
-    `/gradio_api/file=...%00`), is refused unresolved."""
-    text = os.fspath(path)
-    if not plausible_path(text) or "\0" in text:
-        return False
-    real = os.path.realpath(path)
-    root = os.path.realpath(folder)
-    return real != root and os.path.commonpath([real, root]) == root
-
-
-def _is_url(value: str) -> bool:
-    lowered = value.strip().lower()
-    return "://" in lowered or lowered.startswith(("//", "data:", "\\\\"))
-
-
-def upload_paths(value: Any, depth: int = 0) -> Iterator[Any]:
-    """Every `path` value of every object nested in a decoded JSON body (depth-bounded)."""
-    if depth > 32:
-        raise ValueError("request data is nested too deeply")
-    if isinstance(value, dict):
-        if "path" in value:
-            yield value["path"]
-        for item in value.values():
-            yield from upload_paths(item, depth + 1)
-    elif isinstance(value, list):
-        for item in value:
-            yield from upload_paths(item, depth + 1)
-
-
-def is_upload(path: Any, upload_dir: str | os.PathLike[str]) -> bool:
-    """A client-sent path names a regular file gradio stored in `upload_dir` (never a URL)."""
-    if not isinstance(path, str) or not path or "\0" in path or _is_url(path):
-        return False
-    if not inside(path, upload_dir):
-        return False
-    try:
-        return stat.S_ISREG(os.stat(os.path.realpath(path)).st_mode)
-    except (OSError, ValueError):
-        return False
 
 
 def uploader(scope: Scope) -> str | None:
@@ -152,32 +93,6 @@ def uploader(scope: Scope) -> str | None:
             if key == UPLOADER_COOKIE and _UPLOADER.match(item.strip()):
                 return item.strip()
     return None
-
-
-def upload_bytes_used(upload_dir: str | os.PathLike[str]) -> int:
-    """Bytes held by files under `upload_dir`."""
-    return sum(info.st_size for _, info in files_under(upload_dir))
-
-
-def prune_uploads(upload_dir: str | os.PathLike[str], max_age_s: float, now: float | None = None) -> int:
-    """Delete files under `upload_dir` older than `max_age_s` (and emptied folders); returns the count."""
-    now = time.time() if now is None else now
-    removed = 0
-    root = Path(upload_dir)
-    for path, info in files_under(root):
-        if now - max(info.st_mtime, info.st_ctime) > max_age_s:
-            try:
-                path.unlink()
-                removed += 1
-            except OSError:
-                continue
-    for dirpath, dirnames, filenames in os.walk(root, topdown=False):
-        if Path(dirpath) != root and not dirnames and not filenames:
-            try:
-                os.rmdir(dirpath)
-            except OSError:
-                continue
-    return removed
 
 
 class UIGuardMiddleware:

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 
 from clipforge.atomic import files_under
 
-__all__ = ["EVICTED", "EXPIRED", "Reservation", "UploadLedger", "sweep"]
+__all__ = ["EVICTED", "EXPIRED", "Reservation", "UploadLedger", "sweep", "upload_bytes_used"]
 
 EXPIRED = "expired"
 """`UploadLedger.removed`: deleted for its age."""
@@ -242,3 +242,8 @@ def sweep(root: str, ledger: UploadLedger) -> int:
                     os.unlink(path)
                     removed += 1
     return removed
+
+
+def upload_bytes_used(upload_dir: str | os.PathLike[str]) -> int:
+    """Bytes held by files under `upload_dir`."""
+    return sum(info.st_size for _, info in files_under(upload_dir))
