@@ -91,7 +91,7 @@ def test_labels_file_with_a_bom_or_gbk_or_a_folder_or_broken_json(tmp_path, imag
     (tmp_path / "photos").mkdir()
     (tmp_path / "bad.json").write_text('["猫", "狗",]', encoding="utf-8")
     expected = {
-        str(gbk): f"error: labels file {gbk} is not UTF-8 text (line 2 has byte 0xb9; save it as UTF-8)",
+        str(gbk): f"error: labels file {gbk} is not UTF-8 text (line 2 has byte 0xb9) but looks like GBK/GB18030",
         str(tmp_path / "photos"): f"error: labels file {tmp_path / 'photos'} is a folder, expected a file of labels",
         str(tmp_path / "bad.json"): f"error: {tmp_path / 'bad.json'}: not valid JSON at line 1 column 11",
     }

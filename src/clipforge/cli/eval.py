@@ -249,6 +249,8 @@ def run_zeroshot(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, workers=args.workers, device=device, limit=args.limit,
         out_dir=args.out, plot=plot, expect=expect, tolerance=args.tolerance,
         cache_dir=args.cache_dir, progress=not (args.quiet or args.json), **_speed(args))
+    if report.get("notice") and not args.quiet:  # Chinese class names on an English-only model, as classify says it
+        print(report["notice"], file=sys.stderr)
     return _finish(report, ["top1", "top5", "mean_per_class_recall"], args)
 
 

@@ -140,18 +140,23 @@ def probe_plots(sweep: dict | None, scores, labels, classnames: Sequence[str], f
 
 def plot_heatmap(values: np.ndarray, rows: Sequence[str], cols: Sequence[str], out_path: str | Path,
                  title: str = "", label: str = "score (%)") -> Path:
-    """A rows x cols table as a heat map with each cell's number written in it (NaN = not run)."""
+    """A rows x cols table as a heat map with each cell's number written in it (NaN = not run).
+
+    Row and column names (the suite's models: a checkpoint may be ``模型/猫模型.pt``) are drawn as the class
+    names of the other plots are: with a CJK font, or as ``#<index>`` with a notice, never as empty boxes."""
     plt = pyplot()
     v = np.asarray(values, dtype=float)
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(cols) + 3), max(2.5, 0.5 * len(rows) + 1.5)))
-    image = ax.imshow(np.ma.masked_invalid(v), cmap="viridis", vmin=0, vmax=100, aspect="auto")
-    ax.set_xticks(range(len(cols)), list(cols), rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(len(rows)), list(rows), fontsize=8)
-    for i in range(v.shape[0]):
-        for j in range(v.shape[1]):
-            text = "-" if np.isnan(v[i, j]) else f"{v[i, j]:.1f}"
-            ax.text(j, i, text, ha="center", va="center", fontsize=7,
-                    color="white" if np.isnan(v[i, j]) or v[i, j] < 60 else "black")
-    ax.set_title(title)
-    fig.colorbar(image, ax=ax, label=label)
-    return save_figure(fig, out_path)
+    with drawn_labels([*rows, *cols]) as style:
+        rows, cols = style.labels[:len(rows)], style.labels[len(rows):]
+        fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(cols) + 3), max(2.5, 0.5 * len(rows) + 1.5)))
+        image = ax.imshow(np.ma.masked_invalid(v), cmap="viridis", vmin=0, vmax=100, aspect="auto")
+        ax.set_xticks(range(len(cols)), list(cols), rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(len(rows)), list(rows), fontsize=8)
+        for i in range(v.shape[0]):
+            for j in range(v.shape[1]):
+                text = "-" if np.isnan(v[i, j]) else f"{v[i, j]:.1f}"
+                ax.text(j, i, text, ha="center", va="center", fontsize=7,
+                        color="white" if np.isnan(v[i, j]) or v[i, j] < 60 else "black")
+        ax.set_title(title)
+        fig.colorbar(image, ax=ax, label=label)
+        return save_figure(fig, out_path, finish=lambda f: mark_figure(f, style))

@@ -98,10 +98,13 @@ def peak_memory(device: torch.device) -> dict[str, float]:
 
 
 def run_stem(task: str, model_name: str, dataset: str, split: str | None) -> str:
-    """A file-name-safe, sortable stem: ``zeroshot_ViT-B-32_imagenet_val_20240101-120000``."""
+    """A file-name-safe, sortable stem: ``zeroshot_ViT-B-32_imagenet_val_20240101-120000``.
+
+    Letters and digits of any script are kept (``zeroshot_猫模型.pt_folder_test_...``): with ASCII only, every
+    Chinese-named model was ``.pt``, so two models run within one second wrote the same report and log."""
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     parts = [task, model_name, dataset] + ([split] if split else []) + [stamp]
-    return "_".join(re.sub(r"[^A-Za-z0-9.@-]+", "-", p).strip("-") for p in parts)
+    return "_".join(re.sub(r"(?:[^\w.@-]|_)+", "-", p).strip("-") for p in parts)
 
 
 def now_iso() -> str:

@@ -190,7 +190,17 @@ def _details(cell: Cell, report: dict[str, Any], seconds: float, cid: str) -> di
         "paper_value": report["metrics"].get(metric), "report": report["files"]["report"],
         "predictions": report["files"].get("predictions"), "limit": report["dataset"].get("limit"),
         "date": report.get("date"),
+        **({"notice": report["notice"]} if report.get("notice") else {}),
     }
+
+
+def _language(report: dict[str, Any]) -> str:
+    """CLIP_benchmark's ``language`` of a cell: that of the class names and templates it prompted with (``zh``
+    for ``--templates zh-cifar10``; it said ``en`` whatever the prompts), ``en`` for a task without prompts."""
+    from clipforge.zeroshot.languages import language_of
+
+    prompts = [*report.get("classnames", []), *report.get("templates", {}).get("templates", [])]
+    return language_of(" ".join(map(str, prompts))) if prompts else "en"
 
 
 def run_suite(models: Sequence[str], datasets: Sequence[str] | str, root: str | Path | None, out_dir: str | Path,
@@ -278,11 +288,13 @@ def run_suite(models: Sequence[str], datasets: Sequence[str] | str, root: str | 
                 details = _details(cell, report, time.perf_counter() - t0, cid)
                 result = {"dataset": cell.dataset, "model": model_name, "pretrained": pretrained,
                           "task": TASK_NAMES[cell.task], "metrics": _metrics_cb(cell.task, report["metrics"]),
-                          "language": "en", "clipforge": {"model_spec": spec, **details}}
+                          "language": _language(report), "clipforge": {"model_spec": spec, **details}}
                 write_json_atomic(path, result)  # written last: its presence means the cell is finished
                 rows.append({**row, **_row_values(result), "status": "computed"})
                 say(f"{spec} x {cell.dataset} ({cell.task}): {details['paper_metric']} "
                     f"{100 * float(details['paper_value']):.2f}%")
+                if details.get("notice"):  # prompts in a language the model was not trained for (eval zeroshot's)
+                    say(details["notice"])
                 bar.update(1)
     if unloadable and len(unloadable) == len(models):  # nothing could run: the first reason, as one line
         raise unloadable[0]

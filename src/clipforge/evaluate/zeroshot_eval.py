@@ -68,7 +68,8 @@ def evaluate_zeroshot(model: str | torch.nn.Module, dataset: str | Any, root: st
     dataset's class order, or a file of them (one per line, `clipforge.zeroshot.files.read_labels_file`). `dataset`: a name for
     `clipforge.data.open_dataset` (with `root`) or a dataset object with `classnames`.
     `expect`: percent values per metric (``{"top1": 63.3}``); the report's ``passed`` says
-    whether every one is within `tolerance` points. Returns the report dict (with ``files``).
+    whether every one is within `tolerance` points. Returns the report dict (with ``files``, and ``notice`` when
+    the class names or templates are in a language the model was not trained for: its scores mean nothing).
     `predictions`: a Parquet path for each evaluated sample's `top_k` class ids and scores.
     The report's ``paper_metric`` names the CLIP paper's number for the dataset (mean per-class
     accuracy for some, 11-point mAP for multi-label VOC 2007, which the metrics then include).
@@ -99,12 +100,15 @@ def evaluate_zeroshot(model: str | torch.nn.Module, dataset: str | Any, root: st
     # the twin (as `ZeroShotClassifier` does): resolved here so the report names the templates that were used
     template_spec = templates_for_labels(template_spec, names)
     template_list = get_templates(template_spec)
+    notice = _language_notice(names, template_list, ev)
     stem = run_stem("zeroshot", ev.name, ds_name, getattr(ds, "split", split))
     json_path, log_path = out_dir / f"{stem}.json", out_dir / f"{stem}.log"
 
     with open_run_log(log_path) as log:
         log.info("model %s (%s) on %s; dataset %r: %d images, %d classes; %d templates",
                  ev.name, ev.weights, ev.device, ds, len(ds), len(names), len(template_list))
+        if notice:
+            log.warning("%s", notice)
         reset_peak_memory(ev.device)
         t0 = time.perf_counter()
         classifier = ZeroShotClassifier(ev.model, names, template_list, device=ev.device, cache_dir=cache_dir,
@@ -150,6 +154,8 @@ def evaluate_zeroshot(model: str | torch.nn.Module, dataset: str | Any, root: st
             "memory": peak_memory(ev.device),
             "files": {"report": str(json_path), "log": str(log_path)},
         }
+        if notice:  # the scores of prompts in a language the model was not trained for mean nothing: kept with them
+            report["notice"] = notice
         if predictions is not None:
             from clipforge.evaluate.predictions import write_predictions
 
@@ -162,6 +168,15 @@ def evaluate_zeroshot(model: str | torch.nn.Module, dataset: str | Any, root: st
                                                     stem, title))
         finish_report(report, metrics, expect, tolerance, json_path, log)
     return report
+
+
+def _language_notice(names: Sequence[str], templates: Sequence[str], ev: Any) -> str | None:
+    """The notice `classify` gives for labels in a language the model was not trained for, asked of the loaded
+    model (a Chinese-CLIP checkpoint file is known to be Chinese): of the class names, else of the templates
+    ("一张{}的照片" filled with "bird"). None when the model reads them."""
+    from clipforge.zeroshot.languages import query_notice
+
+    return query_notice(" ".join(names), ev, "class names") or query_notice(" ".join(templates), ev, "templates")
 
 
 def _plots(metrics: dict, names: list[str], labels: torch.Tensor, pred: torch.Tensor, out_dir: Path,

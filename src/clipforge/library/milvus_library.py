@@ -56,6 +56,7 @@ from clipforge.library.tagging import (
     TagReport,
     no_tag_sentence,
     parse_labels,
+    prompted_templates,
     scored_top_k,
     tag_vocabulary,
     tags_on_add,
@@ -301,10 +302,10 @@ class MilvusLibrary:
         in the embedded one: photos added later, by any process, are tagged with it (`add`)."""
         started = time.perf_counter()
         labels = parse_labels(labels)
+        templates = prompted_templates(templates, labels)  # recorded as prompted ("zh-imagenet"), as tag_library does
         encoder, space = self.encoder, self.space
         tag = make_tagger(encoder, labels, templates, int(top_k), self.paths.cache_dir, progress=progress)
-        report = TagReport(labels=labels, templates=templates if isinstance(templates, str) else list(templates),
-                           scoring=encoder.scoring().kind)
+        report = TagReport(labels=labels, templates=templates, scoring=encoder.scoring().kind)
         counts: Counter[str] = Counter()
         k = min(int(top_k), len(labels), MAX_TAGS)
         if min(int(top_k), len(labels)) > MAX_TAGS:  # said, not silently cut

@@ -7,9 +7,10 @@ labels for CLIP, independent sigmoids for SigLIP (`clipforge.models.scoring`); a
 replaces the previous tags of that model, because probabilities from different label sets
 are not comparable.
 
-The library remembers its vocabulary (labels, prompt templates, top-k; one `meta` row per
-model), so photos added later - by `index add` or an upload - are tagged with the same
-labels right after they are added (`tag_new_images`): a tag filter never silently skips them.
+The library remembers its vocabulary (labels, the templates they were prompted with - Chinese labels'
+`zh-imagenet`, not the `imagenet` typed -, top-k; one `meta` row per model), so photos added later - by
+`index add` or an upload - are tagged with the same labels right after they are added (`tag_new_images`):
+a tag filter never silently skips them.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ from clipforge.text.labels import split_labels
 if TYPE_CHECKING:
     from clipforge.models.scoring import Scoring
 
-__all__ = ["EMPTY_LIBRARY", "VOCABULARY_KEY", "TagReport", "count_noun", "no_results_reason", "no_tag_match", "no_tag_sentence", "parse_labels", "scored_top_k",
-           "softmax_top_k", "tag_counts", "tag_library", "tag_new_images", "tag_vocabulary"]
+__all__ = ["EMPTY_LIBRARY", "VOCABULARY_KEY", "TagReport", "count_noun", "no_results_reason", "no_tag_match", "no_tag_sentence", "parse_labels",
+           "prompted_templates", "scored_top_k", "softmax_top_k", "tag_counts", "tag_library", "tag_new_images", "tag_vocabulary"]
 
 VOCABULARY_KEY = "tag_labels:"
 """Meta key prefix of a model space's remembered tag vocabulary (labels, templates, top_k) in a store."""
@@ -79,6 +80,18 @@ def parse_labels(labels: str | Sequence[str]) -> list[str]:
     return split_labels(labels, "labels")
 
 
+def prompted_templates(templates: str | Sequence[str], labels: Sequence[str]) -> str | list[str]:
+    """The templates `labels` are prompted with, as a vocabulary records them and `tag` reports them: Chinese
+    labels take a set's Chinese twin (`imagenet`, `tag`'s default, -> `zh-imagenet`; `simple` -> `zh-simple`),
+    as `ZeroShotClassifier` prompts them (`zeroshot.languages.templates_for_labels`). The record named the set
+    as typed, `imagenet`, beside labels prompted in Chinese. Resolving the result again gives it unchanged, so
+    the photos an add tags later with the recorded vocabulary are prompted exactly as `tag` prompted."""
+    from clipforge.zeroshot.languages import templates_for_labels
+
+    resolved = templates_for_labels(templates if isinstance(templates, str) else list(templates), labels)
+    return resolved if isinstance(resolved, str) else list(resolved)  # type: ignore[call-overload]
+
+
 def softmax_top_k(vectors: np.ndarray, classes: np.ndarray, scale: float, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(indices [n, k], probabilities [n, k]) of the k most likely classes under a softmax, highest first."""
     from clipforge.models.scoring import Scoring
@@ -108,13 +121,13 @@ def tag_library(store: Store, encoder: Encoder, labels: Sequence[str], templates
 
     started = time.perf_counter()
     labels = parse_labels(labels)
+    templates = prompted_templates(templates, labels)  # recorded and reported as prompted ("zh-imagenet")
     classes = encoder.class_embeddings(labels, templates, cache_dir=cache_dir, progress=progress)
     scoring = encoder.scoring()
     model = encoder.fingerprint
     owners = store.image_ids_by_embedding(model)
     counts: Counter[str] = Counter()
-    report = TagReport(labels=labels, templates=templates if isinstance(templates, str) else list(templates),
-                       scoring=scoring.kind)
+    report = TagReport(labels=labels, templates=templates, scoring=scoring.kind)
     with store.transaction() as tx:
         tx.clear_tags(model)
         tx.set_meta(VOCABULARY_KEY + model, json.dumps({"labels": labels, "templates": report.templates,

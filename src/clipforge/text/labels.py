@@ -12,8 +12,10 @@ the web UI read "猫，狗、鸟" the same way (they used to disagree about blan
 - A string with no label at all is one clear error naming the flag or field (`LabelsError`).
 - A file of labels or templates is UTF-8, a leading byte-order mark ignored (Windows Notepad writes
   one), or UTF-16 with its byte-order mark (Notepad's "Unicode", Excel's "Unicode text": the mark names
-  the encoding); a file in another encoding (GBK ...), a folder, or broken JSON is one line naming the
-  file and what was expected, never a bare codec or parser message.
+  the encoding); a file in another encoding, a folder, or broken JSON is one line naming the file and
+  what was expected, never a bare codec or parser message. Other encodings are not guessed (a legacy
+  European file could be mis-read), but a file that reads as Chinese in GBK/GB18030, Chinese Windows'
+  default, is said to look like it, with how to convert it (`looks_like_gb18030`).
 
 Standard library only (besides `clipforge.errors`): a floor every layer may import.
 """
@@ -22,14 +24,15 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from clipforge.errors import UserError
 
-__all__ = ["LABEL_SEPARATORS", "LabelsError", "MissingTextFileError", "TextFileError", "parse_json_file",
-           "read_text_file", "split_labels"]
+__all__ = ["LABEL_SEPARATORS", "LabelsError", "MissingTextFileError", "TextFileError", "looks_like_gb18030",
+           "parse_json_file", "read_text_file", "split_labels"]
 
 LABEL_SEPARATORS = (",", "\uff0c", "\u3001")
 """What separates labels in a string: ",", the full-width "，" and the enumeration comma "、"."""
@@ -90,8 +93,40 @@ def read_text_file(path: str | Path, what: str, expected: str) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise TextFileError(f"{what} {path} is not UTF-8 text (line {line} has byte 0x{data[exc.start]:02x}; "
-                            f"save it as UTF-8), expected {expected}") from None
+        where = f"line {line} has byte 0x{data[exc.start]:02x}"
+        if looks_like_gb18030(data):  # said, never decoded: a legacy European file could be mis-read as GBK
+            converted = path.with_name(f"{path.stem}.utf8{path.suffix}")
+            raise TextFileError(
+                f"{what} {path} is not UTF-8 text ({where}) but looks like GBK/GB18030 (Chinese Windows' default); "
+                f"expected {expected} in UTF-8: save it as UTF-8 (Notepad: Save as -> Encoding UTF-8), or convert "
+                f"it: iconv -f GB18030 -t UTF-8 {shlex.quote(str(path))} > {shlex.quote(str(converted))}") from None
+        raise TextFileError(f"{what} {path} is not UTF-8 text ({where}; save it as UTF-8), expected {expected}") \
+            from None
+
+
+_HAN = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def looks_like_gb18030(data: bytes) -> bool:
+    """Whether bytes that are not UTF-8 read as Chinese in GB18030 (GBK's superset, Chinese Windows' default).
+
+    A hint for the error, never a decoding: the bytes must decode as GB18030 without an error or a control
+    character, at least half of the letters they give must be Han characters, and the file must not hold
+    UTF-8 Chinese as well (a UTF-8 file with one pasted GBK line is not a GBK file). A legacy European file
+    decodes as GBK often ("Straße" in Windows-1252 is "Stra遝"), but its letters are mostly Latin ones.
+    """
+    try:
+        text = data.decode("gb18030")
+    except UnicodeDecodeError:
+        return False
+    if _CONTROL.search(text):  # binary, or UTF-16 without its byte-order mark
+        return False
+    letters = sum(1 for char in text if char.isalpha())
+    han = len(_HAN.findall(text))
+    # GBK misread as UTF-8 forms a Han character now and then (~1 in 150); a file of UTF-8 Chinese, many
+    utf8_han = len(_HAN.findall(data.decode("utf-8", "replace")))
+    return han > 0 and 2 * han >= letters and 10 * utf8_han < han
 
 
 def parse_json_file(text: str, path: str | Path, expected: str) -> Any:

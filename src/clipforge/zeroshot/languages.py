@@ -198,23 +198,26 @@ def templates_for_labels(templates: object, labels: Sequence[str]) -> object:
     return templates
 
 
-def query_notice(text: str, model: Any) -> str | None:
+def query_notice(text: str, model: Any, what: str = "query") -> str | None:
     """A one-line notice when `text` is in a script `model` was not trained for, else None.
 
     A model's tokenizer may encode any script and still know nothing of it: OpenAI's byte-level BPE
     turns Chinese into byte pieces an English-only model never learned, and Chinese-CLIP's WordPiece
     maps scripts outside its vocabulary to [UNK]. Both give confident-looking but meaningless scores.
+    `what` names the text in the sentence: ``query`` (search, classify, similarity), or a plural such as
+    ``class names`` or ``templates`` (`eval zeroshot`: "the class names '鸟 猫 狗' are written in zh ...").
     """
     languages = model_languages(model)
     script = language_of(text)
+    plural = what.endswith("s")
     if script != "en" and script not in languages and MULTILINGUAL not in languages:
         name = getattr(model, "name", None) or (model if isinstance(model, str | Path) else type(model).__name__)
-        return (f"notice: the query {text[:40]!r} is written in {script} but model {name} was trained for "
-                f"{', '.join(languages)} only; its scores for this query are not meaningful "
-                f"(use a {script} model, e.g. clipforge-tiny-zh offline or cn-ViT-B-16)")
+        return (f"notice: the {what} {text[:40]!r} {'are' if plural else 'is'} written in {script} but model {name} "
+                f"was trained for {', '.join(languages)} only; its scores for {'them' if plural else 'this ' + what} "
+                f"are not meaningful (use a {script} model, e.g. clipforge-tiny-zh offline or cn-ViT-B-16)")
     tokenizer = getattr(model, "tokenizer", None) or getattr(getattr(model, "model", None), "tokenizer", None)
     unknown = getattr(tokenizer, "unknown_fraction", None)
     if callable(unknown) and unknown(text) > 0:
-        return (f"notice: {unknown(text):.0%} of the query {text[:40]!r} is outside the model's vocabulary "
-                f"([UNK]); that part cannot be searched")
+        return (f"notice: {unknown(text):.0%} of the {what} {text[:40]!r} is outside the model's vocabulary "
+                f"([UNK]); that part cannot be {'searched' if what == 'query' else 'read'}")
     return None

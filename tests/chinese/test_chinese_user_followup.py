@@ -1,0 +1,303 @@
+"""A Chinese-writing user, continued: what `test_chinese_user.py`'s round left, each case as it was met.
+
+- A labels, class-name or template file saved by Chinese Windows' Notepad in its default encoding (GBK, i.e.
+  GB18030's two-byte part) was refused as "is not UTF-8 text (line 2 has byte 0xb9; save it as UTF-8)": true,
+  but it named neither the encoding the file is in nor how to convert it. (Its first line was no help either:
+  "猫" in GBK is the bytes c3 a8, which are valid UTF-8 for "è".)
+- `eval zeroshot --classnames 类名.txt --model clipforge-tiny` (an English-only model) measured Chinese class
+  names without a word, while `classify`, `search` and `similarity` say that such scores are not meaningful.
+- `tag --labels 猫，狗` recorded (and printed with --json) the template set as typed, `imagenet`, although the
+  labels were prompted with its Chinese twin `zh-imagenet`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from shlex import quote
+
+import pytest
+from PIL import Image
+
+from clipforge.cli.main import main
+
+COLOURS = ((220, 20, 20), (20, 200, 40), (30, 60, 230))
+
+
+def _photos(folder: Path, names: list[str]) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, colour in zip(names, COLOURS * 4, strict=False):
+        path = folder / name
+        Image.new("RGB", (32, 32), colour).save(path)
+        paths.append(path)
+    return paths
+
+
+# -- 1. GBK / GB18030 files -------------------------------------------------------------------------------------
+
+
+def test_a_gbk_labels_file_is_named_as_gbk_with_how_to_convert_it(tmp_path: Path, capsys) -> None:
+    image = _photos(tmp_path, ["p.png"])[0]
+    labels = tmp_path / "标签.txt"
+    labels.write_bytes("猫\r\n狗\r\n小汽车\r\n".encode("gbk"))  # what Chinese Windows' Notepad saves by default
+    assert main(["classify", str(image), "--labels-file", str(labels), "--model", "clipforge-tiny-zh"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith(f"error: labels file {labels} is not UTF-8 text"), err
+    assert "looks like GBK/GB18030 (Chinese Windows' default)" in err, err
+    assert "Notepad: Save as -> Encoding UTF-8" in err, err
+    assert f"iconv -f GB18030 -t UTF-8 {quote(str(labels))} > {quote(str(tmp_path / '标签.utf8.txt'))}" in err, err
+
+
+def test_gb18030_templates_and_class_names_files_are_named_too(tmp_path: Path) -> None:
+    from clipforge.text.labels import TextFileError
+    from clipforge.zeroshot.files import read_labels_file
+    from clipforge.zeroshot.prompts import get_templates
+
+    templates = tmp_path / "my templates.txt"
+    templates.write_bytes("一张{}的照片\n一张{}的图片。\n".encode("gb18030"))
+    with pytest.raises(TextFileError, match="looks like GBK/GB18030") as caught:
+        get_templates(str(templates))
+    message = str(caught.value)
+    assert message.startswith(f"template file {templates} ") and "\n" not in message
+    converted = tmp_path / "my templates.utf8.txt"  # quoted as a shell needs them
+    assert f"iconv -f GB18030 -t UTF-8 '{templates}' > '{converted}'" in message, message
+    names = tmp_path / "类名.json"
+    names.write_bytes(json.dumps(["鸟", "猫", "狗"], ensure_ascii=False).encode("gb18030"))
+    with pytest.raises(TextFileError, match=r"looks like GBK/GB18030.*类名\.utf8\.json"):
+        read_labels_file(names)
+
+
+@pytest.mark.parametrize(("data", "why"), [
+    ("Müller\nStraße\nKäse\nBrötchen\n".encode("cp1252"), "German in Windows-1252 (decodes as GBK, few CJK)"),
+    ("café\nnaïve\n".encode("latin-1"), "Latin-1 that is not GB18030 at all"),
+    (bytes([0x80, 0xFF, 0x00, 0x41]) * 4, "binary"),
+    ("丁鲷\n金鱼\n虎鲨\n".encode() + "猫狗\n".encode("gbk"), "UTF-8 Chinese with one GBK line (reads as GB18030 too)"),
+    ("猫狗鸟鱼\n".encode("utf-16-le"), "UTF-16 without its byte-order mark"),
+])
+def test_a_file_that_is_not_gbk_is_not_called_gbk(tmp_path: Path, data: bytes, why: str) -> None:
+    from clipforge.text.labels import TextFileError
+    from clipforge.zeroshot.files import read_labels_file
+
+    path = tmp_path / "labels.txt"
+    path.write_bytes(data)
+    with pytest.raises(TextFileError) as caught:
+        read_labels_file(path)
+    message = str(caught.value)
+    assert "is not UTF-8 text" in message and "save it as UTF-8" in message, (why, message)
+    assert "GBK" not in message and "GB18030" not in message, (why, message)
+
+
+# -- 2. `eval zeroshot`'s language notice -----------------------------------------------------------------------
+
+
+@pytest.fixture()
+def chinese_folder_dataset(tmp_path: Path) -> tuple[Path, Path]:
+    """A class-folder dataset of three classes (two photos each) and its Chinese class-name file."""
+    root = tmp_path / "数据集"
+    for name in ("bird", "cat", "dog"):
+        _photos(root / name, ["0.png", "1.png"])
+    names = tmp_path / "类名.txt"
+    names.write_text("鸟\n猫\n狗\n", encoding="utf-8")
+    return root, names
+
+
+def _eval(root: Path, out: Path, model: str, *extra: str) -> list[str]:
+    return ["eval", "zeroshot", "--model", model, "--dataset", "folder", "--root", str(root), "--out", str(out),
+            *extra]
+
+
+def test_eval_zeroshot_says_when_chinese_class_names_meet_an_english_model(chinese_folder_dataset, tmp_path: Path,
+                                                                            capsys) -> None:
+    root, names = chinese_folder_dataset
+    out = tmp_path / "结果"
+    assert main(_eval(root, out, "clipforge-tiny", "--classnames", str(names), "--json")) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)  # stdout is the report alone
+    notice = ("notice: the class names '鸟 猫 狗' are written in zh but model clipforge-tiny was trained for en only; "
+              "its scores for them are not meaningful")
+    assert captured.err.count("notice: ") == 1 and notice in captured.err, captured.err
+    assert report["notice"].startswith(notice), report.get("notice")  # the report keeps it
+    assert json.loads(Path(report["files"]["report"]).read_text(encoding="utf-8"))["notice"] == report["notice"]
+    assert notice in Path(report["files"]["log"]).read_text(encoding="utf-8")
+    assert main(_eval(root, out, "clipforge-tiny", "--classnames", str(names), "-q")) == 0
+    assert "notice" not in capsys.readouterr().err  # --quiet: none
+
+
+def test_eval_zeroshot_says_nothing_when_the_model_reads_chinese(chinese_folder_dataset, tmp_path: Path,
+                                                                 capsys) -> None:
+    root, names = chinese_folder_dataset
+    assert main(_eval(root, tmp_path / "out", "clipforge-tiny-zh", "--classnames", str(names), "--json")) == 0
+    captured = capsys.readouterr()
+    assert "notice" not in captured.err and "notice" not in json.loads(captured.out), captured.err
+
+
+def test_eval_zeroshot_says_when_chinese_templates_meet_an_english_model(chinese_folder_dataset,
+                                                                              tmp_path: Path, capsys) -> None:
+    root, _ = chinese_folder_dataset
+    assert main(_eval(root, tmp_path / "out", "clipforge-tiny", "--templates", "一张{}的照片")) == 0
+    err = capsys.readouterr().err  # English class names in Chinese templates ("一张bird的照片")
+    assert err.count("notice: ") == 1 and "the templates '一张{}的照片' are written in zh but model clipforge-tiny" in err, \
+        err
+
+
+# -- 3. the tag vocabulary names the templates it prompted with --------------------------------------------------
+
+
+def _spy_templates(monkeypatch) -> list[list[str]]:
+    from clipforge.zeroshot import classifier as classifier_module
+
+    used: list[list[str]] = []
+    real = classifier_module.ZeroShotClassifier.__init__
+
+    def spy(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        used.append(list(self.templates))
+
+    monkeypatch.setattr(classifier_module.ZeroShotClassifier, "__init__", spy)
+    return used
+
+
+def _tags_by_name(lib: str) -> dict[str, list[tuple[str, float]]]:
+    from clipforge.library import Library
+
+    with Library(lib) as library:
+        return {Path(r.path).name: library.tags(r.id) for r in library.list_images(limit=100)}
+
+
+def test_tag_records_the_chinese_twin_it_prompted_with_and_an_add_prompts_the_same(tmp_path: Path, capsys,
+                                                                                   monkeypatch) -> None:
+    import shutil
+
+    from clipforge.library import Library
+    from clipforge.library.tagging import VOCABULARY_KEY, tag_vocabulary
+    from clipforge.zeroshot.languages import language_templates
+
+    photos = _photos(tmp_path / "照片", ["a.png", "b.png"])
+    lib = str(tmp_path / "图库")
+    assert main(["index", "add", str(tmp_path / "照片"), "--library", lib, "--model", "clipforge-tiny-zh", "-q"]) == 0
+    capsys.readouterr()
+    used = _spy_templates(monkeypatch)
+    assert main(["tag", "--labels", "猫，狗", "--library", lib, "--json", "-q"]) == 0  # the default set: imagenet
+    report = json.loads(capsys.readouterr().out)
+    zh_imagenet = language_templates("zh-imagenet")
+    assert report["templates"] == "zh-imagenet", report["templates"]  # what it prompted with, not what was typed
+    assert used and all(templates == zh_imagenet for templates in used)
+    with Library(lib) as library:
+        model = library.encoder.fingerprint
+        assert tag_vocabulary(library.store, model)["templates"] == "zh-imagenet"
+
+    # round trip: a photo added later is tagged with the recorded vocabulary exactly as `tag` tagged its twin
+    (tmp_path / "后来").mkdir()
+    shutil.copy(photos[0], tmp_path / "后来" / "a2.png")
+    used.clear()
+    assert main(["index", "add", str(tmp_path / "后来"), "--library", lib]) == 0
+    assert "tagged 1 new image with the library's labels" in capsys.readouterr().out
+    assert used and all(templates == zh_imagenet for templates in used), [t[:1] for t in used]
+    tags = _tags_by_name(lib)
+    assert [label for label, _ in tags["a2.png"]] == [label for label, _ in tags["a.png"]]
+    assert [p for _, p in tags["a2.png"]] == pytest.approx([p for _, p in tags["a.png"]], abs=1e-6)
+
+    # a library tagged before the record named the twin ("imagenet" beside Chinese labels) still prompts the same
+    with Library(lib) as library, library.store.transaction() as tx:
+        tx.set_meta(VOCABULARY_KEY + model, json.dumps({"labels": ["猫", "狗"], "templates": "imagenet", "top_k": 5}))
+    shutil.copy(photos[0], tmp_path / "后来" / "a3.png")
+    assert main(["index", "add", str(tmp_path / "后来"), "--library", lib, "-q"]) == 0
+    tags = _tags_by_name(lib)
+    assert [p for _, p in tags["a3.png"]] == pytest.approx([p for _, p in tags["a.png"]], abs=1e-6)
+
+
+def test_a_milvus_library_records_the_chinese_twin_too(tmp_path: Path, capsys) -> None:
+    pytest.importorskip("pymilvus")
+    pytest.importorskip("milvus_lite")
+    from clipforge.library.milvus_library import MilvusLibrary
+    from clipforge.library.milvus_tags import Vocabularies
+    from clipforge.library.tagging import tag_vocabulary
+
+    _photos(tmp_path / "照片", ["a.png", "b.png"])
+    base = ["--store", f"milvus-lite:{tmp_path}/m.db", "--library", str(tmp_path / "图库")]
+    assert main(["index", "add", str(tmp_path / "照片"), *base, "--model", "clipforge-tiny-zh", "-q"]) == 0
+    capsys.readouterr()
+    assert main(["tag", "--labels", "猫，狗", *base, "--json", "-q"]) == 0
+    assert json.loads(capsys.readouterr().out)["templates"] == "zh-imagenet"
+    with MilvusLibrary(f"milvus-lite:{tmp_path}/m.db", tmp_path / "图库") as library:
+        vocabulary = tag_vocabulary(Vocabularies(library.milvus), library.space.fingerprint)
+    assert vocabulary is not None and vocabulary["templates"] == "zh-imagenet", vocabulary
+
+
+# -- 4. `eval suite` keeps Chinese names and texts --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def chinese_named_checkpoints(tmp_path_factory) -> list[Path]:
+    """clipforge-tiny's weights saved twice under Chinese file names, the second with another logit scale."""
+    import torch
+
+    from clipforge.api import load_model
+
+    state = load_model("clipforge-tiny", device="cpu").model.state_dict()
+    folder = tmp_path_factory.mktemp("模型")
+    torch.save(state, folder / "猫模型.pt")
+    torch.save({**state, "logit_scale": state["logit_scale"] + 0.5}, folder / "狗模型.pt")
+    return [folder / "猫模型.pt", folder / "狗模型.pt"]
+
+
+def _suite_root(tmp_path: Path) -> Path:
+    root = tmp_path / "数据"
+    for side in ("negative", "positive"):
+        _photos(root / "rendered-sst2" / "test" / side, ["0.png", "1.png"])
+    (root / "dtd" / "images" / "banded").mkdir(parents=True)  # present but broken: no labels/test1.txt
+    (root / "dtd" / "labels").mkdir()
+    return root
+
+
+def test_suite_keeps_chinese_model_names_paths_and_errors(chinese_named_checkpoints, tmp_path: Path, capsys,
+                                                         recwarn) -> None:
+    root, out = _suite_root(tmp_path), tmp_path / "结果"
+    models = [str(path) for path in chinese_named_checkpoints]
+    assert main(["eval", "suite", "--models", ",".join(models), "--datasets", "rendered_sst2,dtd", "--root", str(root),
+                 "--out", str(out), "--device", "cpu", "--workers", "0", "--json"]) == 1  # dtd failed
+    text = capsys.readouterr().out
+    assert "\\u" not in text, text[:300]
+    summary = json.loads(text)
+    failed = [row for row in summary["cells"] if row["status"] == "failed"]
+    assert {row["model"] for row in summary["cells"]} == set(models)
+    assert failed and all(f"{root}/dtd/labels/test1.txt" in row["error"] for row in failed), failed
+    table = (out / "table.json").read_text(encoding="utf-8")
+    assert "\\u" not in table and {row["model"] for row in json.loads(table)["rows"]} == set(models)
+    markdown = (out / "table.md").read_text(encoding="utf-8")
+    assert all(model in markdown for model in models) and f"{root}/dtd" in markdown
+    # each model's report keeps its name in its file name: both were "zeroshot_.pt_rendered-sst2_test_<second>"
+    # (the same file for two models run within one second)
+    reports = {json.loads(p.read_text(encoding="utf-8"))["model"]["weights"]: p.name
+               for p in (out / "reports").glob("*.json")}
+    assert sorted(reports) == sorted(str(path.resolve()) for path in chinese_named_checkpoints), reports
+    assert [name for name in reports.values() if "猫模型" in name] and [n for n in reports.values() if "狗模型" in n]
+    # the heat map draws the Chinese model names (a CJK font, or "#i" and a notice), never empty boxes
+    assert not [str(w.message) for w in recwarn if "missing from font" in str(w.message)]
+
+
+def test_report_stems_of_chinese_named_models_differ() -> None:
+    from clipforge.evaluate.report import run_stem
+
+    cat, dog = (run_stem("zeroshot", name, "folder", "test") for name in ("猫模型.pt", "狗模型.pt"))
+    assert cat != dog and cat.startswith("zeroshot_猫模型.pt_folder_test_"), (cat, dog)
+    assert run_stem("zeroshot", "ViT-B/32", "image net", None).startswith("zeroshot_ViT-B-32_image-net_")  # as before
+
+
+def test_suite_cell_of_chinese_prompts_says_zh_and_keeps_the_notice(tmp_path: Path, capsys) -> None:
+    from clipforge.data.classnames import CIFAR10_CLASSES
+
+    root = tmp_path / "数据"
+    for name in CIFAR10_CLASSES:
+        _photos(root / "cifar10" / "test" / name, ["0.png"])
+    said: list[str] = []
+    from clipforge.evaluate.suite import run_suite
+
+    summary = run_suite(["clipforge-tiny"], ["cifar10"], root, tmp_path / "结果", templates="zh-cifar10",
+                        workers=0, device="cpu", progress=False, echo=said.append)
+    cell = json.loads(Path(summary["cells"][0]["cell_file"]).read_text(encoding="utf-8"))
+    assert cell["language"] == "zh", cell["language"]  # CLIP_benchmark's field: the prompts' language
+    assert "trained for en only" in cell["clipforge"]["notice"]
+    assert [line for line in said if "trained for en only" in line], said
