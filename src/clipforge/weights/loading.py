@@ -2,7 +2,8 @@
 
 Formats are recognised by content, not by file extension (people rename files):
 
-- a directory with ``config.json``: a Hugging Face ``CLIPModel`` checkpoint, converted;
+- a directory with ``config.json``: a Hugging Face ``CLIPModel`` checkpoint, converted; or clipforge's own
+  model folder (a shipped model's, copied: ``model.safetensors`` carrying its config), read as that file;
 - a zip with ``<root>/data.pkl`` and TorchScript code: an OpenAI JIT archive, read by the
   restricted reader in `clipforge.weights.torchscript` (nothing is executed);
 - any other zip or a legacy pickle: ``torch.load(weights_only=True)``;
@@ -168,6 +169,24 @@ def _to_fp32(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             for k, v in state_dict.items() if k not in _NON_PARAMETER_KEYS}
 
 
+def _own_model_file(folder: Path) -> Path | None:
+    """The ``model.safetensors`` of a clipforge model folder (its metadata holds the config `save_safetensors`
+    writes: a shipped model's folder, copied or downloaded), else None (a Hugging Face folder, anything else)."""
+    from safetensors import SafetensorError, safe_open
+
+    from clipforge.weights.save import CONFIG_KEY
+
+    file = folder / "model.safetensors"
+    if not file.is_file():
+        return None
+    try:
+        with safe_open(str(file), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except (OSError, SafetensorError):
+        return None  # the Hugging Face reader names what is wrong with it
+    return file if CONFIG_KEY in metadata else None
+
+
 def _read_raw(path: Path, skip: Callable[[str], bool] | None = None
               ) -> tuple[Any, dict[str, Any] | None, str, frozenset[str]]:
     from clipforge.weights.hf import read_hf_directory
@@ -179,6 +198,9 @@ def _read_raw(path: Path, skip: Callable[[str], bool] | None = None
     )
 
     if path.is_dir():
+        own = _own_model_file(path)
+        if own is not None:  # a copy of a shipped model's folder was read as a Hugging Face one and refused
+            return _read_raw(own, skip)
         raw, hf_config = read_hf_directory(path)
         return raw, hf_config, "huggingface", frozenset()
     if path.is_file():
