@@ -193,6 +193,21 @@ def test_an_image_or_non_utf8_file_as_captions_is_named(tmp_path, make_image):
     assert _one_line(exc).startswith(f"{latin}: line 3 is not UTF-8 text (byte 0xe9): expected a UTF-8 CSV")
 
 
+def test_a_captions_csv_saved_by_excel_on_chinese_windows_is_said_to_be_gbk(tmp_path):
+    """Excel on Chinese Windows saves "CSV" in GBK: the error says so and how to convert it (never decoded as it)."""
+    import shlex
+
+    gbk = tmp_path / "标注.csv"
+    gbk.write_bytes("image,caption\na.jpg,一只在草地上奔跑的狗\nb.jpg,两只猫在沙发上睡觉\n".encode("gbk"))
+    with pytest.raises(DatasetFormatError) as exc:
+        read_caption_csv(gbk)
+    assert _one_line(exc) == (
+        f"{gbk}: line 2 is not UTF-8 text (byte 0xd4) but looks like GBK/GB18030 (Chinese Windows' default): "
+        "expected a UTF-8 CSV file of image,caption rows (e.g. captions.csv); save it as UTF-8 (Notepad: Save as "
+        f"-> Encoding UTF-8), or convert it: iconv -f GB18030 -t UTF-8 {shlex.quote(str(gbk))} > "
+        f"{shlex.quote(str(tmp_path / '标注.utf8.csv'))}")
+
+
 @pytest.mark.parametrize("what", ["folder", "png"])
 def test_retrieval_cli_names_the_captions_file_in_one_line(tmp_path, capsys, make_image, what):
     folder = tmp_path / "flickr"

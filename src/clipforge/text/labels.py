@@ -31,7 +31,7 @@ from typing import Any
 
 from clipforge.errors import UserError
 
-__all__ = ["LABEL_SEPARATORS", "LabelsError", "MissingTextFileError", "TextFileError", "looks_like_gb18030",
+__all__ = ["LABEL_SEPARATORS", "LabelsError", "MissingTextFileError", "TextFileError", "gb18030_advice", "looks_like_gb18030",
            "parse_json_file", "read_text_file", "split_labels"]
 
 LABEL_SEPARATORS = (",", "\uff0c", "\u3001")
@@ -94,27 +94,41 @@ def read_text_file(path: str | Path, what: str, expected: str) -> str:
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         where = f"line {line} has byte 0x{data[exc.start]:02x}"
-        if looks_like_gb18030(data):  # said, never decoded: a legacy European file could be mis-read as GBK
-            converted = path.with_name(f"{path.stem}.utf8{path.suffix}")
-            raise TextFileError(
-                f"{what} {path} is not UTF-8 text ({where}) but looks like GBK/GB18030 (Chinese Windows' default); "
-                f"expected {expected} in UTF-8: save it as UTF-8 (Notepad: Save as -> Encoding UTF-8), or convert "
-                f"it: iconv -f GB18030 -t UTF-8 {shlex.quote(str(path))} > {shlex.quote(str(converted))}") from None
+        if advice := gb18030_advice(path, data):  # said, never decoded: a legacy European file could be mis-read
+            raise TextFileError(f"{what} {path} is not UTF-8 text ({where}) but looks like GBK/GB18030 (Chinese "
+                                f"Windows' default); expected {expected} in UTF-8: {advice}") from None
         raise TextFileError(f"{what} {path} is not UTF-8 text ({where}; save it as UTF-8), expected {expected}") \
             from None
 
 
 _HAN = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
+_LATIN = re.compile("[A-Za-z]")
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def gb18030_advice(path: Path, data: bytes) -> str | None:
+    """How to turn `path` (whose bytes, or their beginning, are `data`) into UTF-8 when it `looks_like_gb18030`,
+    else None: the end of the one-line error of every reader of text files (labels, templates, captions)."""
+    head = data if len(data) <= _SNIFF_BYTES else data[:data.rfind(b"\n", 0, _SNIFF_BYTES) + 1]
+    if not looks_like_gb18030(head):
+        return None
+    converted = path.with_name(f"{path.stem}.utf8{path.suffix}")
+    return ("save it as UTF-8 (Notepad: Save as -> Encoding UTF-8), or convert it: iconv -f GB18030 -t "
+            f"UTF-8 {shlex.quote(str(path))} > {shlex.quote(str(converted))}")
+
+
+_SNIFF_BYTES = 1 << 20  # what `gb18030_advice` reads of a large file (whole lines)
 
 
 def looks_like_gb18030(data: bytes) -> bool:
     """Whether bytes that are not UTF-8 read as Chinese in GB18030 (GBK's superset, Chinese Windows' default).
 
     A hint for the error, never a decoding: the bytes must decode as GB18030 without an error or a control
-    character, at least half of the letters they give must be Han characters, and the file must not hold
-    UTF-8 Chinese as well (a UTF-8 file with one pasted GBK line is not a GBK file). A legacy European file
-    decodes as GBK often ("Straße" in Windows-1252 is "Stra遝"), but its letters are mostly Latin ones.
+    character, give Han characters that stand apart from Latin letters (at least three in four of them) or
+    outnumber them, and the file must not hold UTF-8 Chinese as well (a UTF-8 file with one pasted GBK line is
+    not a GBK file). A legacy European file decodes as GBK often ("Straße" in Windows-1252 is "Stra遝"), but each
+    accented letter pairs with the letter after it into a Han character inside a Latin word; a Chinese CSV's
+    Han characters follow commas and each other, beside ASCII file names and headers ("a.jpg,一只狗").
     """
     try:
         text = data.decode("gb18030")
@@ -126,7 +140,9 @@ def looks_like_gb18030(data: bytes) -> bool:
     han = len(_HAN.findall(text))
     # GBK misread as UTF-8 forms a Han character now and then (~1 in 150); a file of UTF-8 Chinese, many
     utf8_han = len(_HAN.findall(data.decode("utf-8", "replace")))
-    return han > 0 and 2 * han >= letters and 10 * utf8_han < han
+    touching = sum(1 for m in _HAN.finditer(text) if _LATIN.match(text[m.start() - 1:m.start()] or " ")
+                   or _LATIN.match(text[m.end():m.end() + 1] or " "))
+    return han > 0 and 10 * utf8_han < han and (2 * han >= letters or 4 * touching <= han)
 
 
 def parse_json_file(text: str, path: str | Path, expected: str) -> Any:
