@@ -301,3 +301,22 @@ def test_suite_cell_of_chinese_prompts_says_zh_and_keeps_the_notice(tmp_path: Pa
     assert cell["language"] == "zh", cell["language"]  # CLIP_benchmark's field: the prompts' language
     assert "trained for en only" in cell["clipforge"]["notice"]
     assert [line for line in said if "trained for en only" in line], said
+
+
+def test_suite_prompts_a_chinese_model_as_eval_zeroshot_does(tmp_path: Path) -> None:
+    """`eval suite` prompted clipforge-tiny-zh in English ("a photo of a {}.") where `eval zeroshot` prompts it in
+    Chinese (zh-cifar10, with Chinese class names): one model, one dataset, two accuracies."""
+    from clipforge.data.classnames import CIFAR10_CLASSES
+    from clipforge.evaluate.suite import run_suite
+
+    root = tmp_path / "数据"
+    for name in CIFAR10_CLASSES:
+        _photos(root / "cifar10" / "test" / name, ["0.png"])
+    summary = run_suite(["clipforge-tiny-zh", "clipforge-tiny"], ["cifar10"], root, tmp_path / "结果", workers=0,
+                        device="cpu", progress=False, echo=lambda line: None)
+    cells = {row["model"]: json.loads(Path(row["cell_file"]).read_text(encoding="utf-8")) for row in summary["cells"]}
+    assert cells["clipforge-tiny-zh"]["language"] == "zh" and cells["clipforge-tiny"]["language"] == "en"
+    reports = {model: json.loads(Path(cell["clipforge"]["report"]).read_text(encoding="utf-8"))
+               for model, cell in cells.items()}
+    assert reports["clipforge-tiny-zh"]["templates"]["spec"] == "zh-cifar10"
+    assert reports["clipforge-tiny"]["templates"]["spec"] != "zh-cifar10"

@@ -115,16 +115,22 @@ def _plan(keys: list[str], root: str | Path | None, tasks: Sequence[str]) -> tup
 
 
 def _cells(spec: str, ready: list[tuple], tasks: Sequence[str], templates: str | None) -> list[Cell]:
+    """The cells of one model. A zero-shot cell's prompts default to what `eval zeroshot` prompts that model and
+    dataset with: the set of the model's first language (`clipforge-tiny-zh` x cifar10: zh-cifar10; the suite
+    prompted every model in English), as far as its `--models` entry tells (a name, a folder with languages.json;
+    a bare checkpoint file is read as English, as `eval zeroshot` reads it only once loaded)."""
     from clipforge.evaluate.common import default_templates
+    from clipforge.zeroshot.languages import default_template_set, model_languages
 
+    languages = model_languages(spec) if spec else ("en",)
     cells = []
     for info, data_root in ready:
         if info.task == "retrieval":
             cells.append(Cell(spec, info.key, "retrieval", info.test_split, "-", data_root))
             continue
         if "zeroshot" in tasks:
-            cells.append(Cell(spec, info.key, "zeroshot", info.test_split, templates or default_templates(info.key),
-                              data_root))
+            prompts = templates or default_template_set(info.key, languages, default_templates(info.key))
+            cells.append(Cell(spec, info.key, "zeroshot", info.test_split, prompts, data_root))
         if "linear-probe" in tasks and info.train_split:
             cells.append(Cell(spec, info.key, "linear-probe", info.test_split, "-", data_root))
     return cells
