@@ -89,3 +89,23 @@ def test_rest_search_says_why_nothing_matched(make_client, photos):
     assert empty["results"] == [] and "no photo has tag 'no-such-tag'" in empty["reason"]
     found = client.post("/api/search", json={"text": "a cat", "top_k": 2}).json()
     assert found["results"] and found["reason"] is None
+
+
+def test_a_query_longer_than_the_model_reads_is_said_to_be_cut(make_client, library, tmp_path):
+    """The CLI's `search` says what a model's context cut off a query; the server searched the beginning of a long
+    query and said nothing (REST and web UI alike)."""
+    context = int(library.encoder.model.context_length)
+    long = " ".join(["a small striped cat asleep on a red sofa"] * (context // 4 + 2))
+    answer = make_client().post("/api/search", json={"text": long, "top_k": 2}).json()
+    assert answer["results"] and f"reads {context} tokens of a text" in answer["notice"]
+    assert "was cut off" in answer["notice"] and not answer["notice"].startswith("notice:")
+    short = make_client().post("/api/search", json={"text": "a cat", "top_k": 2}).json()
+    assert short["notice"] is None
+    import asyncio
+
+    from clipforge.server.service import LibraryService
+    from clipforge.server.ui import _Handlers
+
+    pytest.importorskip("gradio")
+    _, status = asyncio.run(_Handlers(LibraryService(library), str(tmp_path)).search(long, None, 3, ""))
+    assert "**Note:**" in status and "was cut off" in status

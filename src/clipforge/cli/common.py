@@ -271,16 +271,6 @@ def indistinct_notice(sets: list[list[str]], model: str, context: int, what: str
             f"same tokens, so they score the same ({shown}); shorten them")
 
 
-def cut_notice(text: str, tail: str, model: str, context: int, what: str = "query", done: str = "searched") -> str:
-    """The notice for a text whose end `tail` a model's context cut away (`clipforge.text.families.unread_part`):
-    commands truncate as open_clip and cn_clip do, so a long text is never an error, but it is said."""
-    from clipforge.text.width import shorten
-
-    kept = text[: len(text) - len(tail)].rstrip()
-    return (f"notice: model {model} reads {context} tokens of a text: only {shorten(kept, 40)!r} of the {what} was "
-            f"{done} ({shorten(tail.strip(), 40)!r} was cut off); shorten it")
-
-
 SHOWN_FAILURES = 20
 """Failed files a batch command names on stderr (enough to see the pattern; the rest are in its record)."""
 

@@ -71,9 +71,8 @@ def _notices(query: str, encoder: object) -> list[str]:
     """What to say about the query's texts (not its operators, weights, quotes or image paths): a script the
     model was not trained for, and each text the model's context cut (clipforge-tiny-zh reads 16 tokens, about
     four Chinese characters; Chinese-CLIP 52): the search ran on its beginning only."""
-    from clipforge.cli.common import cut_notice
     from clipforge.library.query import parse_query
-    from clipforge.text.families import tokenizer_of, unread_part
+    from clipforge.text.families import cut_notice, tokenizer_of, unread_part
     from clipforge.zeroshot.languages import query_notice
 
     texts = [term.value for term in parse_query(query) if term.kind == "text"]

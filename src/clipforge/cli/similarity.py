@@ -35,13 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clipforge.cli.common import (
-        cut_notice,
-        expand_images,
-        figure_target,
-        indistinct_notice,
-        load_cli_model,
-    )
+    from clipforge.cli.common import expand_images, figure_target, indistinct_notice, load_cli_model
     from clipforge.similarity import compute_similarity, plot_similarity
 
     if not args.images:
@@ -59,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.quiet and (notice := query_notice(" ".join(args.text), loaded)):
         print(notice, file=sys.stderr)
-    from clipforge.text.families import same_after_cut, unread_part
+    from clipforge.text.families import cut_notice, same_after_cut, unread_part
 
     context = int(getattr(loaded.model, "context_length", 77))
     for text in [] if args.quiet else dict.fromkeys(args.text):  # each text the context cut, once

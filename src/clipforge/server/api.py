@@ -173,7 +173,7 @@ def build_router(service: LibraryService) -> APIRouter:
             hits, took = service.search(body.get("text"), sniffed(body.get("image"), "query image"), body["top_k"],
                                         body.get("tags"))
             reason = None if hits else service.no_results_reason(body.get("tags"))
-            return hits, took, service.language_notice(service.clean_text(body.get("text"))), reason
+            return hits, took, service.search_notice(service.clean_text(body.get("text"))), reason
 
         hits, took, notice, reason = await in_turn(request, work)
         prefix = _prefix(request)

@@ -63,8 +63,9 @@ class SearchOut(BaseModel):
     model: str
     took_ms: float
     results: list[SearchHitOut]
-    notice: str | None = Field(None, description="a sentence to show beside the results when the query is in a "
-                                                 "language the model was not trained for; null otherwise")
+    notice: str | None = Field(None, description="sentences to show beside the results when the query is in a "
+                                                 "language the model was not trained for, or longer than the model "
+                                                 "reads (what was cut off); null otherwise")
     reason: str | None = Field(None, description="when there are no results, why (an empty library, no photo with "
                                                  "those tags, or nothing matched); null otherwise")
 

@@ -142,12 +142,12 @@ class _Handlers:
 
     def _search(self, text: str | None, image: Any, top_k: int,
                 tags: str | None) -> tuple[list[Any], float, str | None, str | None]:
-        """(hits, milliseconds, language notice, why nothing matched), in the client's turn: the notice may read
+        """(hits, milliseconds, notice (language, cut text), why nothing matched), in the client's turn: the notice may read
         the model's files and the reason the store."""
         query = self._image(image, "query image") if image else None
         hits, took = self.service.search(text, query, top_k, tags)
         reason = None if hits else self.service.no_results_reason(tags)
-        return hits, took, self.service.language_notice(text), reason
+        return hits, took, self.service.search_notice(text), reason
 
     async def search(self, text: Any, image: Any, top_k: Any, tags: Any, request: gr.Request = None):
         try:

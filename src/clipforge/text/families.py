@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = ["ModelTokenizer", "TokenizerUnavailableError", "build_tokenizer", "clean", "same_after_cut", "tokenize_for",
-           "tokenizer_of", "unread_part"]
+           "tokenizer_of", "cut_notice", "unread_part"]
 
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 
@@ -307,3 +307,13 @@ def unread_part(tokenizer: Any, text: str) -> str:
         mid = (low + high) // 2
         low, high = (mid, high) if whole(text[:mid]) else (low, mid)
     return text[low:]
+
+
+def cut_notice(text: str, tail: str, model: str, context: int, what: str = "query", done: str = "searched") -> str:
+    """The notice for a text whose end `tail` a model's context cut away (`unread_part`): commands and the
+    server truncate as open_clip and cn_clip do, so a long text is never an error, but it is said."""
+    from clipforge.text.width import shorten
+
+    kept = text[: len(text) - len(tail)].rstrip()
+    return (f"notice: model {model} reads {context} tokens of a text: only {shorten(kept, 40)!r} of the {what} was "
+            f"{done} ({shorten(tail.strip(), 40)!r} was cut off); shorten it")
