@@ -1,4 +1,4 @@
-"""`clipforge index add|remove|prune|stats|rebuild`: build and maintain an image library.
+"""`clipforge index add|remove|prune|stats|rebuild|drop-space|copy`: build and maintain an image library.
 
 Also holds the `--library` / `--model` arguments that every library subcommand (index,
 search, tag) spells the same way.
@@ -129,6 +129,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     drop.add_argument("space", metavar="MODEL_OR_FINGERPRINT")
     add_library_arguments(drop, model=False)
     drop.set_defaults(func=run_drop_space)
+
+    copy = sub.add_parser("copy", help="copy a library (records, vectors, tags) into another store, e.g. Milvus",
+                          description="Copy every model space of a library - file records (failed ones with their "
+                                      "reason), vectors, tags and tag vocabularies, and which space is the default - "
+                                      "into another store, without loading a model or reading an image: an "
+                                      "embedded library to a Milvus server (--to milvus://HOST:PORT/COLLECTION) or "
+                                      "milvus-lite (--to milvus-lite:PATH.db), or a Milvus store to an embedded "
+                                      "library (--to-library PATH). Writes are keyed by path: safe to interrupt "
+                                      "(even kill -9) and run again, which finishes the copy; a later `index add` "
+                                      "on the destination skips the unchanged files.")
+    copy.add_argument("--library", metavar="PATH", default=None,
+                      help="the source library folder (default $CLIPFORGE_LIBRARY, else $XDG_DATA_HOME/clipforge/"
+                           "library)")
+    copy.add_argument("--store", metavar="STORE", default=None,
+                      help="the source when it is a Milvus store (milvus://HOST:PORT/COLLECTION or milvus-lite:PATH.db); "
+                           "$CLIPFORGE_STORE is not read here: a copy names both of its ends")
+    target = copy.add_mutually_exclusive_group(required=True)
+    target.add_argument("--to", metavar="STORE", default=None,
+                        help="the destination Milvus store: milvus://HOST:PORT/COLLECTION (token as for --store) or "
+                             "milvus-lite:PATH.db")
+    target.add_argument("--to-library", metavar="PATH", default=None,
+                        help="the destination: an embedded (SQLite + FAISS) library folder")
+    copy.add_argument("--space", metavar="MODEL_OR_FINGERPRINT", default=None,
+                      help="copy only this model space (a model name or fingerprint prefix as `index stats` lists "
+                           "them; default: every space)")
+    copy.add_argument("--batch-size", type=int, default=1000, help="files per write (default 1000)")
+    copy.add_argument("--json", action="store_true", help="print the report as JSON")
+    copy.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    copy.set_defaults(func=run_copy)
 
     rebuild = sub.add_parser("rebuild", help="rebuild the vector index (optionally as another kind)",
                              description="Rebuild the FAISS index from the database, optionally as another kind "
@@ -275,6 +304,18 @@ def run_drop_space(args: argparse.Namespace) -> int:
         return fail(exc)
     print(f"dropped model space {dropped['name'] or '(object)'} ({dropped['fingerprint'][:12]}): "
           f"{count_noun(dropped['images'], 'vector')}")
+    return 0
+
+
+def run_copy(args: argparse.Namespace) -> int:
+    try:
+        from clipforge.library.transfer import copy_library
+
+        report = copy_library(args.store, args.library, to=args.to, to_library=args.to_library, space=args.space,
+                              batch_size=args.batch_size, progress=not (args.quiet or args.json))
+    except user_errors() as exc:
+        return fail(exc)
+    print(json_text(report.to_dict()) if args.json else report.summary_line())
     return 0
 
 

@@ -53,7 +53,7 @@ from clipforge.library.tagging import (
 )
 from clipforge.library.vector_index import IndexSpec
 
-__all__ = ["Library", "ModelMismatchError"]
+__all__ = ["Library", "ModelMismatchError", "record_model"]
 
 _META_FINGERPRINT = "model_fingerprint"
 _META_NAME = "model_name"
@@ -173,12 +173,7 @@ class Library:
 
     def _record_model(self) -> None:
         encoder = self.encoder
-        if self.model_fingerprint is None:
-            with self.store.transaction() as tx:
-                tx.set_meta(_META_FINGERPRINT, encoder.fingerprint)
-                tx.set_meta(_META_NAME, encoder.name or "")
-                tx.set_meta(_META_DIM, str(encoder.embed_dim))
-                tx.set_meta(_META_DTYPE, self._vector_dtype)
+        record_model(self.store, encoder.fingerprint, encoder.name or "", encoder.embed_dim, self._vector_dtype)
 
     # -- writing ----------------------------------------------------------------------------
     def add(self, paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], recursive: bool = True, *,
@@ -487,6 +482,17 @@ class Library:
 
     def __repr__(self) -> str:
         return f"Library({str(self.paths.root)!r})"
+
+
+def record_model(store: Store, fingerprint: str, name: str, embed_dim: int, vector_dtype: str) -> None:
+    """Record a library's model (its default space) once: what its first `add` does with its encoder, and `index
+    copy` (`clipforge.library.transfer`) with the source's model, no model loaded."""
+    if store.get_meta(_META_FINGERPRINT) is None:
+        with store.transaction() as tx:
+            tx.set_meta(_META_FINGERPRINT, fingerprint)
+            tx.set_meta(_META_NAME, name or "")
+            tx.set_meta(_META_DIM, str(int(embed_dim)))
+            tx.set_meta(_META_DTYPE, vector_dtype)
 
 
 def open_library(path: str | Path | None = None, model: Any = None, **kwargs: Any) -> Library:

@@ -24,10 +24,10 @@ import numpy as np
 from clipforge.data.base import BadImage
 from clipforge.data.files import EmbeddedBatch
 from clipforge.library.indexer import AddReport, _Planned
-from clipforge.library.milvus_store import MilvusSpace, image_id, quote
+from clipforge.library.milvus_store import MAX_TAGS, MilvusSpace, image_id, quote
 from clipforge.library.store import FileState, ImageRecord
 
-__all__ = ["RECORD_FIELDS", "MilvusWriter", "record_from_row", "tag_filter"]
+__all__ = ["RECORD_FIELDS", "MilvusWriter", "record_from_row", "row_from_record", "tag_filter"]
 
 RECORD_FIELDS = ["path", "id", "sha256", "size", "mtime_ns", "width", "height", "status", "error", "added_at", "tags",
                  "tag_scores"]
@@ -38,6 +38,26 @@ def record_from_row(row: dict[str, Any]) -> ImageRecord:
     return ImageRecord(int(row["id"]), row["path"], row.get("sha256") or None, int(row["size"]),
                        int(row["mtime_ns"]), int(row["width"]) or None, int(row["height"]) or None,
                        float(row.get("added_at") or 0.0), row["status"], row.get("error") or None)
+
+
+def row_from_record(record: ImageRecord, vector: np.ndarray | Sequence[float] | None, dim: int,
+                    tags: Sequence[tuple[str, float]] = ()) -> dict[str, Any]:
+    """The one layout of a model space's row (the inverse of `record_from_row`), for every writer: an `index add`
+    batch (`MilvusWriter`) and `index copy` (`clipforge.library.transfer`). A failed file (or no `vector`) holds
+    zeros, which `status == "ok"` filters out; its reason is cut to what the schema's field holds; at most
+    `MAX_TAGS` tags, in rank order. An `added_at` of 0 is left out: `MilvusSpace.upsert` stamps the time of the
+    write, so a new row's time is when it was stored."""
+    ok = record.status == "ok" and vector is not None
+    row: dict[str, Any] = {
+        "path": record.path, "id": int(record.id), "sha256": record.sha256 or "", "size": int(record.size),
+        "mtime_ns": int(record.mtime_ns), "width": int(record.width or 0), "height": int(record.height or 0),
+        "status": record.status, "error": "" if record.status == "ok" else (record.error or "")[:2000],
+        "tags": [str(label) for label, _ in tags[:MAX_TAGS]],
+        "tag_scores": [float(score) for _, score in tags[:MAX_TAGS]],
+        "vector": np.asarray(vector, np.float32).tolist() if ok else [0.0] * int(dim)}
+    if record.added_at:
+        row["added_at"] = float(record.added_at)
+    return row
 
 
 def tag_filter(labels: Sequence[str], tag_rank: int = 0, min_score: float = 0.0) -> str:
@@ -125,14 +145,12 @@ class MilvusWriter:
                 same = before if keep_tags and before is not None and before.get("width") else held
                 width, height = (same["width"], same["height"]) if same is not None else (0, 0)
             known = self.known.get(item.path)
-            row = {"path": item.path, "id": _id(item.path, known), "sha256": item.sha256, "size": item.size,
-                   "mtime_ns": plan.mtime_ns, "width": int(width or 0), "height": int(height or 0),
-                   "status": "ok", "error": "", "tags": list(before["tags"]) if keep_tags else [],
-                   "tag_scores": list(before["tag_scores"]) if keep_tags else [],
-                   "vector": np.asarray(vector, np.float32).tolist()}
-            if before is not None and before.get("added_at"):  # a re-written file keeps its first time, as
-                row["added_at"] = float(before["added_at"])  # the embedded store's row does
-            rows.append(row)
+            # a re-written file keeps its first time, as the embedded store's row does (0: stamped on upsert)
+            added_at = float(before["added_at"]) if before is not None and before.get("added_at") else 0.0
+            tags = list(zip(before["tags"], before["tag_scores"], strict=False)) if keep_tags else []
+            record = ImageRecord(_id(item.path, known), item.path, item.sha256, item.size, plan.mtime_ns,
+                                 width or None, height or None, added_at, "ok", None)
+            rows.append(row_from_record(record, vector, self.space.dim, tags))
             new_content = item.sha256 in fresh and item.sha256 not in claimed and item.sha256 not in self.held
             claimed.add(item.sha256)
             if known is None:
@@ -144,13 +162,11 @@ class MilvusWriter:
             else:
                 self.report.updated += 1
                 self.report.embedded += int(new_content)
-        zeros = [0.0] * self.space.dim
         for bad in batch.bad:
             plan = self.planned.get(bad.path, _Planned(bad.path, 0, 0))
-            rows.append({"path": bad.path, "id": _id(bad.path, self.known.get(bad.path)), "sha256": bad.sha256 or "",
-                         "size": plan.size,
-                         "mtime_ns": plan.mtime_ns, "width": 0, "height": 0, "status": "failed",
-                         "error": bad.reason[:2000], "tags": [], "tag_scores": [], "vector": zeros})
+            record = ImageRecord(_id(bad.path, self.known.get(bad.path)), bad.path, bad.sha256 or None, plan.size,
+                                 plan.mtime_ns, None, None, 0.0, "failed", bad.reason)
+            rows.append(row_from_record(record, None, self.space.dim))
             self.report.add_failure(bad)
         untagged = [row for row in rows if row["status"] == "ok" and not row["tags"]]
         if self.tag is not None and untagged:  # new or changed bytes: the vocabulary's tags, as `tag` gives

@@ -278,6 +278,14 @@ class Store:
         return [_record(r) for r in self.conn().execute(sql, params).fetchall()]
 
     @_reads
+    def images_after(self, after_id: int, limit: int) -> list[ImageRecord]:
+        """Up to `limit` images with an id above `after_id`, by id: keyset pages that stream every record of a
+        library of any size (`index copy`), each page one index range, where an OFFSET rescans what it skips."""
+        rows = self.conn().execute(f"SELECT {_IMAGE_COLUMNS} FROM images WHERE id > ? ORDER BY id LIMIT ?",
+                                   (int(after_id), int(limit))).fetchall()
+        return [_record(r) for r in rows]
+
+    @_reads
     def file_states(self) -> dict[str, FileState]:
         """path -> state for every known file, read once per indexing run."""
         rows = self.conn().execute("SELECT path, id, size, mtime_ns, status, sha256 FROM images").fetchall()

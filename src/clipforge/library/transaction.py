@@ -55,21 +55,23 @@ class Transaction:
 
     # -- images -----------------------------------------------------------------------------
     def upsert_image(self, path: str, sha256: str | None, size: int, mtime_ns: int, width: int | None,
-                     height: int | None, status: str, error: str | None) -> int:
+                     height: int | None, status: str, error: str | None, added_at: float | None = None) -> int:
+        """Write a file's record; a new one is stamped `added_at` (default: now), a known one keeps its time."""
         row = self.conn.execute(
             "INSERT INTO images(path, sha256, size, mtime_ns, width, height, added_at, status, error)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT(path) DO UPDATE SET sha256 = excluded.sha256, size = excluded.size,"
             " mtime_ns = excluded.mtime_ns, width = excluded.width, height = excluded.height,"
             " status = excluded.status, error = excluded.error RETURNING id",
-            (to_db(path), sha256, size, mtime_ns, width, height, time.time(), status, error)).fetchone()
+            (to_db(path), sha256, size, mtime_ns, width, height, added_at or time.time(), status, error)).fetchone()
         return int(row[0])
 
-    def mark_failed(self, path: str, size: int, mtime_ns: int, reason: str, sha256: str | None = None) -> None:
+    def mark_failed(self, path: str, size: int, mtime_ns: int, reason: str, sha256: str | None = None,
+                    added_at: float | None = None) -> None:
         """Record why `path` cannot be indexed; what the previous bytes of that path had (tags, an
         unshared vector) goes."""
         before = self.conn.execute("SELECT id, sha256 FROM images WHERE path = ?", (to_db(path),)).fetchone()
-        self.upsert_image(path, sha256, size, mtime_ns, None, None, "failed", reason)
+        self.upsert_image(path, sha256, size, mtime_ns, None, None, "failed", reason, added_at)
         if before is not None and before[1]:
             self.delete_tags_for(before[0])
             self.gc_embeddings([before[1]])
