@@ -26,22 +26,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 
 from clipforge.cli.main import main
-
-COLOURS = ((220, 20, 20), (20, 200, 40), (30, 60, 230))
-
-
-def _photos(folder: Path, names: list[str]) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, colour in zip(names, COLOURS * 4, strict=False):
-        path = folder / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.new("RGB", (32, 32), colour).save(path)
-        paths.append(path)
-    return paths
+from tests.chinese.chinese_files import folder_dataset, write_photos
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +49,7 @@ def chinese_checkpoint(tmp_path_factory) -> Path:
 
 def test_classify_with_a_chinese_clip_checkpoint_file_says_nothing_about_its_language(
         chinese_checkpoint: Path, tmp_path: Path, capsys) -> None:
-    image = _photos(tmp_path / "照片", ["猫.png"])[0]
+    image = write_photos(tmp_path / "照片", ["猫.png"])[0]
     assert main(["classify", str(image), "--labels", "猫，狗", "--model", str(chinese_checkpoint)]) == 0
     captured = capsys.readouterr()
     assert "trained for en only" not in captured.err, captured.err
@@ -98,7 +85,7 @@ def test_tag_prompts_chinese_labels_in_chinese(tmp_path: Path, capsys, monkeypat
     from clipforge.zeroshot import classifier as classifier_module
     from clipforge.zeroshot.languages import language_templates
 
-    _photos(tmp_path / "照片", ["a.png", "b.png"])
+    write_photos(tmp_path / "照片", ["a.png", "b.png"])
     lib = str(tmp_path / "图库")
     assert main(["index", "add", str(tmp_path / "照片"), "--library", lib, "--model", "clipforge-tiny-zh", "-q"]) == 0
     used: list[list[str]] = []
@@ -115,13 +102,7 @@ def test_tag_prompts_chinese_labels_in_chinese(tmp_path: Path, capsys, monkeypat
 
 @pytest.fixture()
 def chinese_folder_dataset(tmp_path: Path) -> tuple[Path, Path]:
-    """A class-folder dataset of three classes (two photos each) and its Chinese class-name file."""
-    root = tmp_path / "数据集"
-    for name in ("bird", "cat", "dog"):
-        _photos(root / name, ["0.png", "1.png"])
-    names = tmp_path / "类名.txt"
-    names.write_text("鸟\n猫\n狗\n", encoding="utf-8")
-    return root, names
+    return folder_dataset(tmp_path)
 
 
 def test_eval_reports_the_templates_it_prompted_with(chinese_folder_dataset, tmp_path: Path, capsys) -> None:
@@ -152,7 +133,7 @@ def test_eval_classnames_file_that_does_not_fit_is_named(chinese_folder_dataset,
 
 
 def test_classify_labels_file_with_the_labels_on_one_line(tmp_path: Path, capsys) -> None:
-    image = _photos(tmp_path, ["p.png"])[0]
+    image = write_photos(tmp_path, ["p.png"])[0]
     labels = tmp_path / "标签.txt"
     labels.write_text("猫，狗、鸟\n", encoding="utf-8")
     assert main(["classify", str(image), "--labels-file", str(labels), "--model", "clipforge-tiny-zh", "--json"]) == 0
@@ -179,7 +160,7 @@ def test_query_arithmetic_with_chinese_quotes() -> None:
 
 
 def test_search_says_when_the_query_is_cut_by_the_context(tmp_path: Path, capsys) -> None:
-    _photos(tmp_path / "照片", ["a.png", "b.png"])
+    write_photos(tmp_path / "照片", ["a.png", "b.png"])
     lib = str(tmp_path / "图库")
     assert main(["index", "add", str(tmp_path / "照片"), "--library", lib, "--model", "clipforge-tiny-zh", "-q"]) == 0
     capsys.readouterr()
@@ -197,7 +178,7 @@ def test_search_says_when_the_query_is_cut_by_the_context(tmp_path: Path, capsys
 
 
 def test_similarity_says_which_texts_are_cut(tmp_path: Path, capsys) -> None:
-    image = _photos(tmp_path, ["p.png"])[0]
+    image = write_photos(tmp_path, ["p.png"])[0]
     assert main(["similarity", str(image), "--text", "一只在沙发上睡觉的猫", "--text", "狗", "--model",
                  "clipforge-tiny-zh"]) == 0
     err = capsys.readouterr().err

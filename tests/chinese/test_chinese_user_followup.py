@@ -17,28 +17,15 @@ from pathlib import Path
 from shlex import quote
 
 import pytest
-from PIL import Image
 
 from clipforge.cli.main import main
-
-COLOURS = ((220, 20, 20), (20, 200, 40), (30, 60, 230))
-
-
-def _photos(folder: Path, names: list[str]) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, colour in zip(names, COLOURS * 4, strict=False):
-        path = folder / name
-        Image.new("RGB", (32, 32), colour).save(path)
-        paths.append(path)
-    return paths
-
+from tests.chinese.chinese_files import folder_dataset, write_photos
 
 # -- 1. GBK / GB18030 files -------------------------------------------------------------------------------------
 
 
 def test_a_gbk_labels_file_is_named_as_gbk_with_how_to_convert_it(tmp_path: Path, capsys) -> None:
-    image = _photos(tmp_path, ["p.png"])[0]
+    image = write_photos(tmp_path, ["p.png"])[0]
     labels = tmp_path / "标签.txt"
     labels.write_bytes("猫\r\n狗\r\n小汽车\r\n".encode("gbk"))  # what Chinese Windows' Notepad saves by default
     assert main(["classify", str(image), "--labels-file", str(labels), "--model", "clipforge-tiny-zh"]) == 2
@@ -94,13 +81,7 @@ def test_a_file_that_is_not_gbk_is_not_called_gbk(tmp_path: Path, data: bytes, w
 
 @pytest.fixture()
 def chinese_folder_dataset(tmp_path: Path) -> tuple[Path, Path]:
-    """A class-folder dataset of three classes (two photos each) and its Chinese class-name file."""
-    root = tmp_path / "数据集"
-    for name in ("bird", "cat", "dog"):
-        _photos(root / name, ["0.png", "1.png"])
-    names = tmp_path / "类名.txt"
-    names.write_text("鸟\n猫\n狗\n", encoding="utf-8")
-    return root, names
+    return folder_dataset(tmp_path)
 
 
 def _eval(root: Path, out: Path, model: str, *extra: str) -> list[str]:
@@ -174,7 +155,7 @@ def test_tag_records_the_chinese_twin_it_prompted_with_and_an_add_prompts_the_sa
     from clipforge.library.tagging import VOCABULARY_KEY, tag_vocabulary
     from clipforge.zeroshot.languages import language_templates
 
-    photos = _photos(tmp_path / "照片", ["a.png", "b.png"])
+    photos = write_photos(tmp_path / "照片", ["a.png", "b.png"])
     lib = str(tmp_path / "图库")
     assert main(["index", "add", str(tmp_path / "照片"), "--library", lib, "--model", "clipforge-tiny-zh", "-q"]) == 0
     capsys.readouterr()
@@ -215,7 +196,7 @@ def test_a_milvus_library_records_the_chinese_twin_too(tmp_path: Path, capsys) -
     from clipforge.library.milvus_tags import Vocabularies
     from clipforge.library.tagging import tag_vocabulary
 
-    _photos(tmp_path / "照片", ["a.png", "b.png"])
+    write_photos(tmp_path / "照片", ["a.png", "b.png"])
     base = ["--store", f"milvus-lite:{tmp_path}/m.db", "--library", str(tmp_path / "图库")]
     assert main(["index", "add", str(tmp_path / "照片"), *base, "--model", "clipforge-tiny-zh", "-q"]) == 0
     capsys.readouterr()
@@ -246,7 +227,7 @@ def chinese_named_checkpoints(tmp_path_factory) -> list[Path]:
 def _suite_root(tmp_path: Path) -> Path:
     root = tmp_path / "数据"
     for side in ("negative", "positive"):
-        _photos(root / "rendered-sst2" / "test" / side, ["0.png", "1.png"])
+        write_photos(root / "rendered-sst2" / "test" / side, ["0.png", "1.png"])
     (root / "dtd" / "images" / "banded").mkdir(parents=True)  # present but broken: no labels/test1.txt
     (root / "dtd" / "labels").mkdir()
     return root
@@ -291,7 +272,7 @@ def test_suite_cell_of_chinese_prompts_says_zh_and_keeps_the_notice(tmp_path: Pa
 
     root = tmp_path / "数据"
     for name in CIFAR10_CLASSES:
-        _photos(root / "cifar10" / "test" / name, ["0.png"])
+        write_photos(root / "cifar10" / "test" / name, ["0.png"])
     said: list[str] = []
     from clipforge.evaluate.suite import run_suite
 
@@ -311,7 +292,7 @@ def test_suite_prompts_a_chinese_model_as_eval_zeroshot_does(tmp_path: Path) -> 
 
     root = tmp_path / "数据"
     for name in CIFAR10_CLASSES:
-        _photos(root / "cifar10" / "test" / name, ["0.png"])
+        write_photos(root / "cifar10" / "test" / name, ["0.png"])
     summary = run_suite(["clipforge-tiny-zh", "clipforge-tiny"], ["cifar10"], root, tmp_path / "结果", workers=0,
                         device="cpu", progress=False, echo=lambda line: None)
     cells = {row["model"]: json.loads(Path(row["cell_file"]).read_text(encoding="utf-8")) for row in summary["cells"]}

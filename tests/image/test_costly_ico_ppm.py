@@ -12,7 +12,6 @@ their pixels cost and are not checked.
 from __future__ import annotations
 
 import io
-import re
 import struct
 import zlib
 
@@ -22,6 +21,7 @@ from PIL import IcoImagePlugin, Image, PpmImagePlugin
 
 from clipforge.image import ImageLoadError, load_image
 from clipforge.image.costly import refusal, source_refusal
+from tests.image.refused import assert_refused_everywhere
 
 MAX_HEADER_BYTES = 65_536  # `MAX_HEADER_BYTES`, written out: this module imports against the code before `ppm`
 
@@ -105,16 +105,7 @@ def pillow_opened(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def test_a_crafted_icon_or_netpbm_file_is_refused_before_pillow_opens_it(name, tmp_path, pillow_opened):
     crafted, why, _ = CRAFTED[name]
     assert len(crafted) < 5_000_000
-    path = tmp_path / f"evil-{name}"
-    path.write_bytes(crafted)
-    for source in (str(path), crafted, io.BytesIO(crafted)):
-        with pytest.raises(ImageLoadError, match="cannot load image .*: " + re.escape(why)) as info:
-            load_image(source)
-        assert info.value.reason.startswith(why)
-    with pytest.raises(ImageLoadError) as info:
-        load_image(path)
-    assert info.value.path == str(path) and str(path) in str(info.value)
-    assert (refusal(crafted) or "").startswith(why), refusal(crafted)
+    assert_refused_everywhere(crafted, why, tmp_path / f"evil-{name}")
     assert not pillow_opened, pillow_opened
 
 

@@ -105,6 +105,19 @@ def make_client(library) -> Callable[..., object]:
         client.close()
 
 
+@pytest.fixture()
+def ui_client(library, tmp_path, monkeypatch):
+    """A TestClient over the app with the web UI mounted, gradio's files under this test's folder; a server
+    error is an answer (500), not an exception, as a client would see it."""
+    from fastapi.testclient import TestClient
+
+    from clipforge.server import create_app
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    with TestClient(create_app(library, ui=True), raise_server_exceptions=False) as client:
+        yield client
+
+
 class ImageKit:
     """Image helpers for tests (a fixture, since test modules cannot import conftest here)."""
 

@@ -10,17 +10,7 @@ from __future__ import annotations
 import logging
 import uuid
 
-import pytest
-from fastapi.testclient import TestClient
-
 from clipforge.server import create_app
-
-
-@pytest.fixture()
-def ui_client(library, tmp_path, monkeypatch):
-    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
-    with TestClient(create_app(library, ui=True), raise_server_exceptions=False) as client:
-        yield client
 
 
 def test_a_nul_in_a_named_path_is_refused_without_a_traceback(ui_client, photos, caplog):

@@ -12,20 +12,10 @@ from __future__ import annotations
 
 import logging
 
-import pytest
 from fastapi.testclient import TestClient
-
-from clipforge.server import create_app
 
 RANGES = ["bytes=0-3", "bytes=5-1", "bytes=-1", "bytes=99999999-", "bytes=0-0,2-2",
           "bytes=" + ",".join(["0-0"] * 10_000), "bytes=" + ",".join(f"{i}-{i}" for i in range(10_000)), "lines=1-2"]
-
-
-@pytest.fixture()
-def ui_client(library, tmp_path, monkeypatch):
-    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
-    with TestClient(create_app(library, ui=True), raise_server_exceptions=False) as client:
-        yield client
 
 
 def test_a_range_on_an_upload_gets_the_whole_file_and_no_request_header_back(ui_client, photos, caplog):

@@ -13,7 +13,6 @@ import json
 import socket
 import time
 
-import pytest
 from fastapi.testclient import TestClient
 
 from clipforge.server import ServerLimits, create_app
@@ -33,13 +32,6 @@ def _same_as_get(client, path: str, **kwargs):
     assert head.content == b"", path
     assert _headers(head) == _headers(got), path
     return head
-
-
-@pytest.fixture()
-def ui_client(library, tmp_path, monkeypatch):
-    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
-    with TestClient(create_app(library, ui=True), raise_server_exceptions=False) as client:
-        yield client
 
 
 def test_head_answers_every_get_route_of_the_api_with_the_get_s_headers(ui_client):
