@@ -124,6 +124,22 @@ def test_two_process_ddp_trainer_matches_one_process(tmp_path):
         ["model-1.safetensors", "model-step-3.safetensors"]
 
 
+def test_a_run_refused_under_torchrun_leaves_no_process_group(tmp_path):
+    """The group is joined inside `Trainer()`, before its data is read: a run refused there (no images) left it
+    initialized, to be torn down at the interpreter's exit, where gloo can abort the process."""
+    import torch.multiprocessing as mp
+    from torch.multiprocessing import ProcessRaisedException
+
+    from clipforge.train.selfcheck import free_port, trainer_worker
+
+    (tmp_path / "empty").mkdir()
+    config = dict(model="test-vit-tiny", data="folder", root=str(tmp_path / "empty"), steps=1, batch_size=2,
+                  precision="fp32", device="cpu", tensorboard=False, out_dir=str(tmp_path / "run"))
+    with pytest.raises(ProcessRaisedException) as raised:
+        mp.spawn(trainer_worker, args=(2, free_port(), config), nprocs=2, join=True)
+    assert "no images" in str(raised.value) and "still initialized" not in str(raised.value), str(raised.value)[-600:]
+
+
 def test_pretrain_recipe_streams_webdataset_shards(tmp_path):
     import io
     import tarfile

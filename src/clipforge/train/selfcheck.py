@@ -111,14 +111,17 @@ def trainer_worker(rank: int, world: int, port: int, config: dict[str, Any]) -> 
     from clipforge.train.trainer import train
 
     _environment(rank, world, port)
+    failure: BaseException | None = None
     try:
         train(TrainConfig(**config))
-    finally:
-        left = dist.is_initialized()
-        if left:
-            dist.destroy_process_group()
+    except BaseException as exc:  # a refused run is judged on the group it leaves as well
+        failure = exc
+    left = dist.is_initialized()
     if left:
-        raise RuntimeError(f"rank {rank}: train() ended with its process group still initialized")
+        dist.destroy_process_group()
+        raise RuntimeError(f"rank {rank}: train() ended with its process group still initialized") from failure
+    if failure is not None:
+        raise failure
 
 
 def run_gradient_check(world: int = 2) -> dict[str, dict[str, float]]:

@@ -491,8 +491,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
     import torch.distributed as dist
 
     joined_here = dist.is_available() and not dist.is_initialized()
-    trainer = Trainer(config)
-    try:
+    trainer = None
+    try:  # the group is joined inside Trainer(), before its data and model: a refusal there leaves it too
+        trainer = Trainer(config)
         return trainer.fit()
     finally:
         del trainer
