@@ -23,12 +23,13 @@ EngineError.__module__ = "pymilvus.exceptions"
 class RacingClient:
     """A server on which another writer's create of the collection finishes `appears_after` checks later."""
 
-    def __init__(self, appears_after: int | None) -> None:
-        self.appears_after = appears_after
+    def __init__(self, appears_after: int | None,
+                 refusal: str = "[Errno 17] File exists: '/data/collections/photos_spaces'") -> None:
+        self.appears_after, self.refusal = appears_after, refusal
         self.checks = 0
 
     def create_collection(self, name, schema=None, index_params=None):
-        raise EngineError("[Errno 17] File exists: '/data/collections/photos_spaces'")
+        raise EngineError(self.refusal)
 
     def has_collection(self, name):
         self.checks += 1
@@ -54,3 +55,11 @@ def test_a_create_that_fails_for_its_own_reason_still_fails(monkeypatch):
     with pytest.raises(StoreUnavailableError, match=r"failed \(\[Errno 17\] File exists"):
         _store(client).create_collection("photos_spaces", schema=None, index=None)
     assert client.checks >= 2
+
+
+def test_a_create_refused_for_another_reason_is_said_at_once():
+    """A quota or a permission is no race: it was answered after 30 s and 300 engine calls."""
+    client = RacingClient(appears_after=None, refusal="exceeded the limit number of collections")
+    with pytest.raises(StoreUnavailableError, match="exceeded the limit number of collections"):
+        _store(client).create_collection("photos_spaces", schema=None, index=None)
+    assert client.checks == 0

@@ -29,6 +29,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -61,6 +62,8 @@ _MAX_TOPK = 16384  # Milvus's largest search limit
 
 # how long a failed create waits for another writer's create of the same collection to appear
 CREATE_RACE_SECONDS = 30.0
+# what a create that lost that race is answered: "already exist(s)" (a server), "[Errno 17] File exists" (milvus-lite)
+_RACE = re.compile(r"exist", re.IGNORECASE)
 
 
 def path_key(path: str) -> str:
@@ -351,10 +354,13 @@ class MilvusStore:
 
         The other writer's create may still be under way when ours fails ("[Errno 17] File exists" from a
         milvus-lite server while it lays out the collection's files, before `has_collection` says so): the
-        failure is ours only if the collection has not appeared within `CREATE_RACE_SECONDS`."""
+        failure is ours only if the collection has not appeared within `CREATE_RACE_SECONDS`. Any other refusal (a
+        quota, a permission) is raised at once."""
         try:
             self.call(self.client.create_collection, name, schema=schema, index_params=index)
-        except StoreUnavailableError:
+        except StoreUnavailableError as exc:
+            if not _RACE.search(str(exc)):  # a quota, a permission, a schema: said at once
+                raise
             deadline = time.monotonic() + CREATE_RACE_SECONDS
             while not self.call(self.client.has_collection, name):
                 if time.monotonic() >= deadline:
