@@ -180,13 +180,16 @@ def test_tag_records_the_chinese_twin_it_prompted_with_and_an_add_prompts_the_sa
     assert [label for label, _ in tags["a2.png"]] == [label for label, _ in tags["a.png"]]
     assert [p for _, p in tags["a2.png"]] == pytest.approx([p for _, p in tags["a.png"]], abs=1e-6)
 
-    # a library tagged before the record named the twin ("imagenet" beside Chinese labels) still prompts the same
+    # a library tagged before the record named the twin ("imagenet" beside Chinese labels) was prompted in English:
+    # its later photos are prompted in English too, as its tagged ones were (`vocabulary_templates`)
+    from clipforge.zeroshot.prompts import get_templates
+
     with Library(lib) as library, library.store.transaction() as tx:
         tx.set_meta(VOCABULARY_KEY + model, json.dumps({"labels": ["猫", "狗"], "templates": "imagenet", "top_k": 5}))
     shutil.copy(photos[0], tmp_path / "后来" / "a3.png")
+    used.clear()
     assert main(["index", "add", str(tmp_path / "后来"), "--library", lib, "-q"]) == 0
-    tags = _tags_by_name(lib)
-    assert [p for _, p in tags["a3.png"]] == pytest.approx([p for _, p in tags["a.png"]], abs=1e-6)
+    assert used and all(templates == get_templates("imagenet") for templates in used), [t[:1] for t in used]
 
 
 def test_a_milvus_library_records_the_chinese_twin_too(tmp_path: Path, capsys) -> None:
@@ -301,3 +304,36 @@ def test_suite_prompts_a_chinese_model_as_eval_zeroshot_does(tmp_path: Path) -> 
                for model, cell in cells.items()}
     assert reports["clipforge-tiny-zh"]["templates"]["spec"] == "zh-cifar10"
     assert reports["clipforge-tiny"]["templates"]["spec"] != "zh-cifar10"
+
+
+@pytest.mark.parametrize("codec, text", [("shift_jis", "猫\n犬\n鳥\nりんご\n"), ("euc_kr", "고양이\n개\n새\n사과\n"),
+                                         ("big5", "貓\n狗\n鳥\n蘋果\n")])
+def test_a_japanese_korean_or_taiwanese_file_is_not_told_it_is_gbk_alone(tmp_path: Path, codec: str, text: str):
+    """Shift-JIS, EUC-KR and Big5 bytes read as Han text in GB18030 too: "looks like GBK" with only an
+    `iconv -f GB18030` line sent a Japanese user to convert their labels into valid UTF-8 nonsense."""
+    from clipforge.text.labels import TextFileError
+    from clipforge.zeroshot.files import read_labels_file
+
+    path = tmp_path / f"labels-{codec}.txt"
+    path.write_bytes(text.encode(codec))
+    with pytest.raises(TextFileError) as caught:
+        read_labels_file(path)
+    message = str(caught.value)
+    assert "is not UTF-8 text" in message, message
+    if "GB18030" in message:  # named only beside the others, with their iconv names
+        assert "or another East Asian encoding (Big5, Shift-JIS, EUC-KR)" in message, message
+        assert "-f BIG5, SHIFT_JIS or EUC-KR" in message, message
+
+
+def test_a_vocabulary_recorded_before_the_twin_mapping_keeps_its_english_prompts() -> None:
+    """A library tagged with Chinese labels and `imagenet` before `tag` recorded the Chinese twin was prompted in
+    English; photos added later must be prompted alike (they were prompted with zh-imagenet: two prompt sets,
+    incomparable probabilities, in one library). Records written since, and `simple`, are prompted as recorded."""
+    from clipforge.library.tagging import vocabulary_templates
+    from clipforge.zeroshot.prompts import get_templates
+
+    old = {"labels": ["猫", "狗"], "templates": "imagenet", "top_k": 5}
+    assert vocabulary_templates(old) == get_templates("imagenet")  # written out: no twin mapping applies to a list
+    assert vocabulary_templates({**old, "templates": "zh-imagenet"}) == "zh-imagenet"
+    assert vocabulary_templates({**old, "templates": "simple"}) == "simple"  # zh-simple then as now
+    assert vocabulary_templates({**old, "labels": ["cat", "dog"]}) == "imagenet"

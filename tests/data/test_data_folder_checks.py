@@ -202,10 +202,12 @@ def test_a_captions_csv_saved_by_excel_on_chinese_windows_is_said_to_be_gbk(tmp_
     with pytest.raises(DatasetFormatError) as exc:
         read_caption_csv(gbk)
     assert _one_line(exc) == (
-        f"{gbk}: line 2 is not UTF-8 text (byte 0xd4) but looks like GBK/GB18030 (Chinese Windows' default): "
+        f"{gbk}: line 2 is not UTF-8 text (byte 0xd4) but looks like GBK/GB18030 (Chinese Windows' default) or another East Asian encoding "
+        "(Big5, Shift-JIS, EUC-KR): "
         "expected a UTF-8 CSV file of image,caption rows (e.g. captions.csv); save it as UTF-8 (Notepad: Save as "
         f"-> Encoding UTF-8), or convert it: iconv -f GB18030 -t UTF-8 {shlex.quote(str(gbk))} > "
-        f"{shlex.quote(str(tmp_path / '标注.utf8.csv'))}")
+        f"{shlex.quote(str(tmp_path / '标注.utf8.csv'))} (-f BIG5, SHIFT_JIS or EUC-KR for Taiwanese, Japanese or Korean "
+        "text)")
 
 
 @pytest.mark.parametrize("what", ["folder", "png"])

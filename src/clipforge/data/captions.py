@@ -181,10 +181,9 @@ def read_caption_csv(
 
         with open(path, "rb") as handle:  # Excel on Chinese Windows saves a CSV in GBK/GB18030: said so
             advice = gb18030_advice(Path(path), handle.read((1 << 20) + 1))
-        looks = " but looks like GBK/GB18030 (Chinese Windows' default)" if advice else ""
+        looks, how = (f" but {advice[0]}", f"; {advice[1]}") if advice else ("", "")
         raise DatasetFormatError(f"{path}: line {_first_bad_utf8_line(path)} is not UTF-8 text (byte "
-                                 f"0x{exc.object[exc.start]:02x}){looks}: {_EXPECTED}"
-                                 + (f"; {advice}" if advice else "")) from exc
+                                 f"0x{exc.object[exc.start]:02x}){looks}: {_EXPECTED}{how}") from exc
     except csv.Error as exc:
         raise DatasetFormatError(f"{path}: not readable as CSV ({exc}): {_EXPECTED}") from exc
     if table.bad_rows:

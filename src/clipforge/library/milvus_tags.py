@@ -17,7 +17,13 @@ import numpy as np
 from clipforge.library.encoder import Encoder
 from clipforge.library.milvus_store import MAX_TAGS, MilvusSpace, MilvusStore
 from clipforge.library.milvus_writer import Tagger
-from clipforge.library.tagging import VOCABULARY_KEY, parse_labels, scored_top_k, tag_vocabulary
+from clipforge.library.tagging import (
+    VOCABULARY_KEY,
+    parse_labels,
+    scored_top_k,
+    tag_vocabulary,
+    vocabulary_templates,
+)
 
 __all__ = ["Vocabularies", "make_tagger", "space_tagger"]
 
@@ -68,7 +74,7 @@ def space_tagger(milvus: MilvusStore, space: MilvusSpace, encoder: Encoder,
 
     def tag(vectors: np.ndarray) -> list[tuple[list[str], list[float]]]:
         if not made:
-            made.append(make_tagger(encoder, parse_labels(vocabulary["labels"]), vocabulary["templates"],
+            made.append(make_tagger(encoder, parse_labels(vocabulary["labels"]), vocabulary_templates(vocabulary),
                                     int(vocabulary["top_k"]), cache_dir))
         return made[0](vectors)
 

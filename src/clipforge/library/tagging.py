@@ -33,7 +33,8 @@ if TYPE_CHECKING:
     from clipforge.models.scoring import Scoring
 
 __all__ = ["EMPTY_LIBRARY", "VOCABULARY_KEY", "TagReport", "count_noun", "no_results_reason", "no_tag_match", "no_tag_sentence", "parse_labels",
-           "prompted_templates", "scored_top_k", "softmax_top_k", "tag_counts", "tag_library", "tag_new_images", "tag_vocabulary"]
+           "prompted_templates", "scored_top_k", "softmax_top_k", "tag_counts", "tag_library", "tag_new_images", "tag_vocabulary",
+           "vocabulary_templates"]
 
 VOCABULARY_KEY = "tag_labels:"
 """Meta key prefix of a model space's remembered tag vocabulary (labels, templates, top_k) in a store."""
@@ -172,6 +173,23 @@ def tag_vocabulary(store: Store, model: str) -> dict[str, Any] | None:
     return data
 
 
+def vocabulary_templates(vocabulary: dict[str, Any]) -> str | list[str]:
+    """The templates a recorded vocabulary's photos were prompted with, for tagging the photos added later alike.
+
+    A record written before `prompted_templates` named a set with a Chinese twin as typed (`imagenet`) beside
+    Chinese labels, which were prompted with that English set: its templates are given written out, a list the
+    twin mapping leaves alone (the set name would now be prompted as `zh-imagenet`, and tags of one library
+    would mix two prompt sets). `simple` was prompted as `zh-simple` then as now; records since are as prompted."""
+    templates = vocabulary["templates"]
+    if isinstance(templates, str):
+        prompted = prompted_templates(templates, parse_labels(vocabulary["labels"]))
+        if prompted != templates and prompted != "zh-simple":
+            from clipforge.zeroshot.prompts import get_templates
+
+            return get_templates(templates)
+    return templates
+
+
 def tag_new_images(store: Store, encoder: Encoder, cache_dir: str | Path | None = None, chunk: int = 4096) -> int:
     """Tag the 'ok' images that have no tags yet with the library's vocabulary; returns how many.
 
@@ -188,7 +206,7 @@ def tag_new_images(store: Store, encoder: Encoder, cache_dir: str | Path | None 
     if not todo:
         return 0
     labels = parse_labels(vocabulary["labels"])
-    classes = encoder.class_embeddings(labels, vocabulary["templates"], cache_dir=cache_dir, progress=False)
+    classes = encoder.class_embeddings(labels, vocabulary_templates(vocabulary), cache_dir=cache_dir, progress=False)
     scoring = encoder.scoring()
     tagged = 0
     for start in range(0, len(todo), chunk):

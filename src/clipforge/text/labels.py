@@ -95,8 +95,8 @@ def read_text_file(path: str | Path, what: str, expected: str) -> str:
         line = data.count(b"\n", 0, exc.start) + 1
         where = f"line {line} has byte 0x{data[exc.start]:02x}"
         if advice := gb18030_advice(path, data):  # said, never decoded: a legacy European file could be mis-read
-            raise TextFileError(f"{what} {path} is not UTF-8 text ({where}) but looks like GBK/GB18030 (Chinese "
-                                f"Windows' default); expected {expected} in UTF-8: {advice}") from None
+            raise TextFileError(f"{what} {path} is not UTF-8 text ({where}) but {advice[0]}; expected {expected} in "
+                                f"UTF-8: {advice[1]}") from None
         raise TextFileError(f"{what} {path} is not UTF-8 text ({where}; save it as UTF-8), expected {expected}") \
             from None
 
@@ -106,15 +106,29 @@ _LATIN = re.compile("[A-Za-z]")
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
-def gb18030_advice(path: Path, data: bytes) -> str | None:
-    """How to turn `path` (whose bytes, or their beginning, are `data`) into UTF-8 when it `looks_like_gb18030`,
-    else None: the end of the one-line error of every reader of text files (labels, templates, captions)."""
+def gb18030_advice(path: Path, data: bytes) -> tuple[str, str] | None:
+    """(what the file looks like, how to turn it into UTF-8) when `path` (whose bytes, or their beginning, are
+    `data`) `looks_like_gb18030`, else None: the end of the one-line error of every reader of text files (labels,
+    templates, captions). Bytes that read as Chinese in GB18030 often read as Han text in Big5, EUC-KR or EUC-JP
+    as well (Korean and Japanese files too): then the other encodings are named beside it."""
     head = data if len(data) <= _SNIFF_BYTES else data[:data.rfind(b"\n", 0, _SNIFF_BYTES) + 1]
     if not looks_like_gb18030(head):
         return None
     converted = path.with_name(f"{path.stem}.utf8{path.suffix}")
-    return ("save it as UTF-8 (Notepad: Save as -> Encoding UTF-8), or convert it: iconv -f GB18030 -t "
-            f"UTF-8 {shlex.quote(str(path))} > {shlex.quote(str(converted))}")
+    command = f"iconv -f GB18030 -t UTF-8 {shlex.quote(str(path))} > {shlex.quote(str(converted))}"
+    looks = "looks like GBK/GB18030 (Chinese Windows' default)"
+    if any(_decodes(head, codec) for codec in ("big5", "euc_kr", "euc_jp", "shift_jis")):
+        looks += " or another East Asian encoding (Big5, Shift-JIS, EUC-KR)"
+        command += " (-f BIG5, SHIFT_JIS or EUC-KR for Taiwanese, Japanese or Korean text)"
+    return looks, f"save it as UTF-8 (Notepad: Save as -> Encoding UTF-8), or convert it: {command}"
+
+
+def _decodes(data: bytes, codec: str) -> bool:
+    try:
+        data.decode(codec)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 _SNIFF_BYTES = 1 << 20  # what `gb18030_advice` reads of a large file (whole lines)
