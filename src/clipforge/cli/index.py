@@ -154,7 +154,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     copy.add_argument("--space", metavar="MODEL_OR_FINGERPRINT", default=None,
                       help="copy only this model space (a model name or fingerprint prefix as `index stats` lists "
                            "them; default: every space)")
-    copy.add_argument("--batch-size", type=int, default=1000, help="files per write (default 1000)")
+    copy.add_argument("--batch-size", type=int, default=1000, help="files per write (default 1000, at most 1000000)")
     copy.add_argument("--json", action="store_true", help="print the report as JSON")
     copy.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     copy.set_defaults(func=run_copy)

@@ -417,11 +417,8 @@ class Library:
     def spaces(self) -> list[dict[str, Any]]:
         """Each model space (a model with vectors here): name, fingerprint, dim, vectors, default or not."""
         default = self.model_fingerprint
-        rows = self.store.conn().execute(
-            "SELECT m.fingerprint, m.name, m.embed_dim, (SELECT COUNT(*) FROM embeddings e WHERE e.model = "
-            "m.fingerprint) FROM models m ORDER BY m.created_at").fetchall()
-        return [{"name": r[1] or None, "fingerprint": r[0], "embed_dim": int(r[2]), "images": int(r[3]),
-                 "default": r[0] == default} for r in rows]
+        return [{"name": name, "fingerprint": fingerprint, "embed_dim": dim, "images": vectors,
+                 "default": fingerprint == default} for fingerprint, name, dim, vectors in self.store.model_spaces()]
 
     def drop_space(self, model: str) -> dict[str, Any]:
         """Forget one model space's vectors, tags and index (by model name or fingerprint prefix >= 6 chars)."""

@@ -246,6 +246,14 @@ class Store:
     def removals(self) -> int:
         return int(self.get_meta("removals", "0") or 0)
 
+    @_reads
+    def model_spaces(self) -> list[tuple[str, str | None, int, int]]:
+        """(fingerprint, name, dimension, vectors) of each model with a space here, oldest first."""
+        rows = self.conn().execute(
+            "SELECT m.fingerprint, m.name, m.embed_dim, (SELECT COUNT(*) FROM embeddings e WHERE e.model = "
+            "m.fingerprint) FROM models m ORDER BY m.created_at").fetchall()
+        return [(r[0], r[1] or None, int(r[2]), int(r[3])) for r in rows]
+
     # -- images -----------------------------------------------------------------------------
     @_reads
     def image(self, image_id: int) -> ImageRecord | None:

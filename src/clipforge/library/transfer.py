@@ -49,6 +49,9 @@ from clipforge.library.store import ImageRecord
 
 __all__ = ["CopyRefused", "CopyReport", "SpaceInfo", "copy_library"]
 
+VECTOR_DTYPE_META = "vector_dtype"  # the library's meta key (`library._META_DTYPE`)
+MAX_BATCH_SIZE = 1_000_000
+
 Item = tuple[ImageRecord, "np.ndarray | None", list[tuple[str, float]]]
 """One file of one space: its record, its vector (None for a failed file) and its tags in rank order."""
 
@@ -90,8 +93,10 @@ class CopyReport:
 
         counts = " + ".join(str(s["files"]) for s in self.spaces) or "0"
         vocabularies = sum(bool(s["vocabulary"]) for s in self.spaces)
-        line = (f"copied {count_noun(len(self.spaces), 'model space')} ({counts} files, {self.failed} failed "
-                f"records, {count_noun(vocabularies, 'tag vocabulary')}) from {self.source} to {self.destination} "
+        vocabulary_noun = f"{vocabularies} tag " + ("vocabulary" if vocabularies == 1 else "vocabularies")
+        line = (f"copied {count_noun(len(self.spaces), 'model space')} ({counts} files, "
+                f"{count_noun(self.failed, 'failed record')}, {vocabulary_noun}) from {self.source} to "
+                f"{self.destination} "
                 f"in {self.seconds:.1f}s ({self.files / max(self.seconds, 1e-9):.0f} files/s)")
         skipped = sum(s["no_vector"] for s in self.spaces)
         if skipped:
@@ -125,11 +130,11 @@ class _SqliteSource:
 
     def spaces(self) -> list[SpaceInfo]:
         found = [SpaceInfo(s["fingerprint"], s["name"] or "", s["embed_dim"], s["default"])
-                 for s in self.library.spaces()]
+                 for s in self.library.spaces()]  # a damaged database: one line naming it (`Store.model_spaces`)
         return sorted(found, key=lambda s: not s.default)
 
     def vector_dtype(self) -> str:
-        return (self.library.stats().get("model") or {}).get("vector_dtype") or "float32"
+        return self.store.get_meta(VECTOR_DTYPE_META) or "float32"  # (`Library.stats` counts every table)
 
     def count(self, space: SpaceInfo) -> int:
         return sum(self.store.status_counts().values())
@@ -306,7 +311,7 @@ class _SqliteTarget:
         from clipforge.library.library import record_model
 
         record_model(self.library.store, space.fingerprint, space.name, space.dim, dtype)  # once: the first space
-        self.dtype = (self.library.stats().get("model") or {}).get("vector_dtype") or dtype
+        self.dtype = self.library.store.get_meta(VECTOR_DTYPE_META) or dtype
         self.space, self.first = space, first
 
     def write(self, items: Sequence[Item]) -> int:
@@ -350,7 +355,10 @@ def _open_source(store: str | None, library: str | os.PathLike[str] | None) -> A
 def _target(to: str | None, to_library: str | os.PathLike[str] | None) -> Any:
     from clipforge.library.backend import parse_store
 
-    spec = parse_store(to) if to else None
+    try:
+        spec = parse_store(to) if to else None
+    except ValueError as exc:  # parse_store speaks of --store; here the destination is --to
+        raise CopyRefused(str(exc).replace("--store ", "--to ", 1)) from None
     if spec is not None and spec.kind != "sqlite":
         if to_library is not None:
             raise CopyRefused(f"--to {to} names the destination already; --to-library is for an embedded one")
@@ -358,6 +366,11 @@ def _target(to: str | None, to_library: str | os.PathLike[str] | None) -> Any:
     if to_library is None:
         raise CopyRefused("name the destination: --to milvus://HOST:PORT/COLLECTION (or milvus-lite:PATH.db), or "
                           "--to-library PATH for an embedded (SQLite + FAISS) library")
+    root = Path(to_library).expanduser()
+    blocker = next((p for p in [root, *root.parents] if os.path.lexists(p)), None)
+    if blocker is not None and not blocker.is_dir():
+        raise CopyRefused(f"--to-library {to_library}: {blocker} is a file, not a folder; give --to-library a "
+                          "library folder or a new folder's path")
     return _SqliteTarget(to_library)
 
 
@@ -402,14 +415,16 @@ def copy_library(store: str | None = None, library: str | os.PathLike[str] | Non
     module docstring for what is copied and refused; the report counts what was written."""
     from tqdm.auto import tqdm
 
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise CopyRefused(f"--batch-size must be a whole number of at least 1 (files per write), got {batch_size}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise CopyRefused(f"--batch-size must be a whole number from 1 to {MAX_BATCH_SIZE} (files per write), got "
+                          f"{batch_size}")
     started = time.perf_counter()
     target = _target(to, to_library)
     source = _open_source(store, library)
     try:
         if source.key() == target.key():
-            raise CopyRefused(f"{source.name} is both the source and the destination: name another --to")
+            flag = "--to-library" if isinstance(target, _SqliteTarget) else "--to"
+            raise CopyRefused(f"{source.name} is both the source and the destination: name another {flag}")
         spaces = _chosen(source, space)
         _check_destination(source, target, spaces)
         target.keep_ids = source.kind == "milvus"
