@@ -139,7 +139,18 @@ def test_classify_labels_file_with_the_labels_on_one_line(tmp_path: Path, capsys
     assert main(["classify", str(image), "--labels-file", str(labels), "--model", "clipforge-tiny-zh", "--json"]) == 0
     captured = capsys.readouterr()
     assert sorted(json.loads(captured.out)["results"][0]["labels"]) == ["狗", "猫", "鸟"]
-    assert "one label" not in captured.err
+    assert "one label" not in captured.err and "read as 3 labels" in captured.err
+
+
+@pytest.mark.parametrize("line", ["Washington, D.C.", '["Washington, D.C."]'])
+def test_a_one_line_labels_file_with_an_ascii_comma_is_one_label(tmp_path: Path, capsys, line: str) -> None:
+    """An ASCII comma may be part of a label: "Washington, D.C." was scored as "Washington" and "D.C.", and a JSON
+    list saved as .txt as '["Washington' and 'D.C."]'."""
+    image = write_photos(tmp_path, ["p.png"])[0]
+    labels = tmp_path / "one.txt"
+    labels.write_text(line + "\n", encoding="utf-8")
+    assert main(["classify", str(image), "--labels-file", str(labels), "--model", "clipforge-tiny", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["results"][0]["labels"] == [line]
 
 
 def _texts(query: str) -> list[tuple[float, str, str]]:
@@ -218,3 +229,15 @@ def test_a_utf16_labels_file_with_its_byte_order_mark_is_read(tmp_path: Path) ->
         path = tmp_path / f"{codec}.txt"
         path.write_bytes(bom + "猫\r\n狗\r\n".encode(codec))  # Notepad's "Unicode", Excel's "Unicode text"
         assert read_labels_file(path) == ["猫", "狗"], codec
+
+
+def test_a_curly_quoted_phrase_followed_by_words_is_still_one_text() -> None:
+    """Curly quotes (an editor's, or a Chinese input method's) quote a term only where an operator or the end
+    follows: '“Starry Night” painting' was refused ("expected + or - between terms"), where it had been searched
+    as one text, as before the Chinese quotes quoted."""
+    from clipforge.library.query import parse_query
+
+    for query in ("“Starry Night” painting", "‘Hello’ sign on a door", "“猫” 在草地上", "“cat” “dog”"):
+        assert [(t.kind, t.value) for t in parse_query(query, lambda _: False)] == [("text", query)], query
+    assert [(t.weight, t.value) for t in parse_query("“猫” - “草地”", lambda _: False)] == [(1.0, "猫"), (-1.0, "草地")]
+    assert [(t.weight, t.value) for t in parse_query("“猫”", lambda _: False)] == [(1.0, "猫")]

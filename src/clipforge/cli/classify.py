@@ -98,13 +98,18 @@ def run(args: argparse.Namespace) -> int:
 def _distinct(labels: list[str], args: argparse.Namespace) -> list[str]:
     """A labels file's labels, each once (as `--labels` keeps them): a repeated line split the probability
     between its copies ("cat 31.51%" printed twice). The file reader keeps repeats for evaluations, whose
-    class i is line i. A text file of one line holding separated labels ("猫，狗，鸟") gives them as `--labels`
-    would: classifying among one label is always 100%."""
-    from clipforge.text.labels import split_labels
+    class i is line i. A text file of one line holding labels separated by a Chinese input method's "，" or "、"
+    ("猫，狗、鸟") gives them, said in a notice: classifying among one label is always 100%. An ASCII comma splits
+    nothing here: one line may be one label ("Washington, D.C."), and a JSON list in a .txt file stays whole."""
+    import re
 
-    one_line = len(labels) == 1 and not str(args.labels_file).lower().endswith(".json")  # a JSON item is whole
-    if one_line and len(separated := split_labels(labels[0], required=False)) > 1:
-        labels = separated
+    line = labels[0] if len(labels) == 1 else ""
+    parts = [part.strip() for part in re.split("[\uff0c\u3001]", line) if part.strip()]
+    if len(parts) > 1 and not str(args.labels_file).lower().endswith(".json"):
+        if not args.quiet:
+            print(f"notice: {args.labels_file} holds one line; its labels separated by '，' or '、' are read as "
+                  f"{len(parts)} labels", file=sys.stderr)
+        labels = parts
     kept = list(dict.fromkeys(labels))
     if len(kept) < len(labels) and not args.quiet:
         repeated = sorted({label for label in labels if labels.count(label) > 1})

@@ -13,7 +13,8 @@ image extension, otherwise text, so a plain ``a dog on the beach`` is one text t
 The quotes a Chinese input method types for ``"`` and ``'`` quote too: ``“猫” - “草地”`` is
 ``"猫" - "草地"`` (also ``‘…’``, ``「…」``, ``『…』`` and the full-width ``＂…＂``), so they do not stay in
 the text (Chinese-CLIP's vocabulary has no “ or ”: they became [UNK]). Such quotes inside words
-(``一只叫“咪咪”的猫``, ``“福”字灯笼``) or left open are part of a text, as they are in Chinese writing.
+(``一只叫“咪咪”的猫``, ``“福”字灯笼``), followed by more words (``“Starry Night” painting``: an editor's curly
+quotes) or left open are part of a text, as they are in writing.
 ``image:"my photo.jpg"`` forces an image (paths with spaces), ``text:photo.jpg`` forces text.
 A hyphen inside words (``black-and-white``) is never an operator.
 """
@@ -141,11 +142,14 @@ def parse_query(query: str, is_image: Callable[[str], bool] | None = None) -> li
         quoted = None
         if query[pos] in "\"'":
             quoted = _read_quoted(query, pos)
-        elif query[pos] in _QUOTES:  # a Chinese quote: a term when it closes before the next term or the end
+        elif query[pos] in _QUOTES:  # a Chinese quote: a term when an operator or the end follows its close
             closing = query.find(_QUOTES[query[pos]], pos + 1)
-            end = closing + 1
-            if closing > 0 and (end == n or query[end].isspace() or query[end] in "+-"):
-                quoted = _read_quoted(query, pos)  # else words follow (“福”字灯笼) or it is open: part of a text
+            after = closing + 1
+            while 0 < after < n and query[after].isspace():
+                after += 1
+            if closing > 0 and (after == n or _is_operator(query, after)):
+                quoted = _read_quoted(query, pos)  # else words follow (“福”字灯笼, “Starry Night” painting: typed
+                # as text, not as grammar) or it is left open: part of a text
         if quoted is not None:
             value, pos = quoted
             kind = forced or "text"
