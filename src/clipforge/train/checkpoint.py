@@ -265,7 +265,8 @@ def _processes(count: int) -> str:
 
 
 def check_same_batches(spec: str, path: Path, config: Any, state: dict[str, Any], world_size: int = 1,
-                       steps_per_epoch: int = 0, shards_per_process: bool = False) -> None:
+                       steps_per_epoch: int = 0, shards_per_process: bool = False,
+                       batch_norm: bool = False) -> None:
     """CheckpointError when this run's batches are not the ones the checkpoint's place in the data counts.
 
     A checkpoint's place is `step` and `batch_in_epoch`, counted in *global* batches: the per-process
@@ -277,10 +278,13 @@ def check_same_batches(spec: str, path: Path, config: Any, state: dict[str, Any]
     other half never seen, the epoch declared done, an epochs-based schedule bent from 8 steps to 4), and
     changes the loss itself (its negatives). That is refused in one line naming both sizes and the ways on.
 
-    Two things stay per process even with the same global batch, and are refused on a change of processes:
+    Some things stay per process even with the same global batch, and are refused on a change of processes:
     an ordered stream's place (`shards_per_process`: each process reads its own shards, so "k batches into the
-    epoch" means other samples in another split; an epoch end is fine) and the in-memory `unique_captions` loss
-    (computed over each process's own batch). A checkpoint that does not record its process count (written before
+    epoch" means other samples in another split; an epoch end is fine), the in-memory `unique_captions` loss
+    (computed over each process's own batch), `gather_with_grad=false` (each process's gradient is open_clip's
+    approximation for its number of processes) and BatchNorm layers being trained (`batch_norm`: a ResNet
+    tower's statistics are each process's own batch's; measured, 1 x 4 -> 2 x 2 -> 1 x 4 moved the losses by up
+    to 0.53 where a ViT's stayed within 5e-7). A checkpoint that does not record its process count (written before
     it was) is checked as before: the per-process `batch_size` only."""
     before = _saved_batch_size(state)
     if before is None:
@@ -316,6 +320,13 @@ def check_same_batches(spec: str, path: Path, config: Any, state: dict[str, Any]
     if getattr(config, "unique_captions", False):
         raise CheckpointError(f"{trained}: the unique_captions loss is computed over each process's own batch of "
                               f"{before}, so another split changes it; resume {back}, {fresh}")
+    if not getattr(config, "gather_with_grad", True):
+        raise CheckpointError(f"{trained}: with gather_with_grad=false each process's gradient is the "
+                              f"approximation for {_processes(was_world)}, so another split trains otherwise; resume "
+                              f"{back}, or with --set gather_with_grad=true (exact on any split), {fresh}")
+    if batch_norm:
+        raise CheckpointError(f"{trained}: its BatchNorm layers (a ResNet tower) are trained on each process's own "
+                              f"batch of {before}, so another split trains otherwise; resume {back}, {fresh}")
 
 
 def refuse_finished_run(spec: str, path: Path, step: int, config: Any, total_steps: int, budget_spent: bool) -> None:

@@ -196,8 +196,11 @@ class Trainer:
         check_resumable(path, raw, self.model, self.config, state.get("train_config"))
         # an ordered stream (no sampler, shards not resampled): each process's place is in its own shards
         ordered_stream = self.sampler is None and not getattr(self.dataset, "resampled", False)
+        # BatchNorm being trained (a ResNet tower not locked) keeps per-process statistics
+        batch_norm = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and any(
+            p.requires_grad for p in m.parameters()) for m in self.model.modules())
         check_same_batches(spec, path, self.config, state, self.dist.world_size, self.steps_per_epoch,
-                           shards_per_process=ordered_stream)
+                           shards_per_process=ordered_stream, batch_norm=batch_norm)
         self.model.load_state_dict({k: v.to(self.device) for k, v in raw.items()})
         if self.ema is not None:
             self.ema.load({k: v.to(self.device) for k, v in weights.items()}, ema_state["updates"] if ema_state else 0)
