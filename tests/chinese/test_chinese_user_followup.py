@@ -262,6 +262,20 @@ def test_suite_keeps_chinese_model_names_paths_and_errors(chinese_named_checkpoi
     assert not [str(w.message) for w in recwarn if "missing from font" in str(w.message)]
 
 
+def test_report_stems_are_normalised_and_bounded() -> None:
+    """Letters of any script are kept, so a stem could pass a file system's 255 bytes (80 Chinese characters: 281)
+    and one name gave two stems in NFC and NFD (macOS): a long part is cut with a hash, and NFC is used."""
+    import unicodedata
+
+    from clipforge.evaluate.report import run_stem
+
+    long = run_stem("zeroshot", "模" * 80 + ".pt", "cifar10", "test")
+    other = run_stem("zeroshot", "模" * 79 + "型.pt", "cifar10", "test")
+    assert len(long.encode("utf-8")) < 160 and long.startswith("zeroshot_模模") and long[:-16] != other[:-16]
+    nfd, nfc = (run_stem("zeroshot", unicodedata.normalize(form, "modèle.pt"), "folder", None) for form in ("NFD", "NFC"))
+    assert nfd[:-16] == nfc[:-16] and "modèle.pt" in nfc
+
+
 def test_report_stems_of_chinese_named_models_differ() -> None:
     from clipforge.evaluate.report import run_stem
 

@@ -104,7 +104,25 @@ def run_stem(task: str, model_name: str, dataset: str, split: str | None) -> str
     Chinese-named model was ``.pt``, so two models run within one second wrote the same report and log."""
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     parts = [task, model_name, dataset] + ([split] if split else []) + [stamp]
-    return "_".join(re.sub(r"(?:[^\w.@-]|_)+", "-", p).strip("-") for p in parts)
+    return "_".join(_stem_part(p) for p in parts)
+
+
+_PART_BYTES = 60  # of one part of a stem, in UTF-8: four parts and a stamp stay far below a 255-byte file name
+
+
+def _stem_part(text: str) -> str:
+    """One part of a file-name stem: NFC (a macOS name in NFD gave `mode-le.pt` beside `modèle.pt`), runs of
+    anything but letters, digits, `.`, `@`, `-` as one `-`, and at most `_PART_BYTES` bytes (80 Chinese characters
+    made a 281-byte name that no file system writes): a longer one is cut, with a short hash of the whole."""
+    import hashlib
+    import unicodedata
+
+    part = re.sub(r"(?:[^\w.@-]|_)+", "-", unicodedata.normalize("NFC", text)).strip("-")
+    if len(part.encode("utf-8")) <= _PART_BYTES:
+        return part
+    digest = hashlib.blake2b(part.encode("utf-8"), digest_size=4).hexdigest()
+    cut = part.encode("utf-8")[:_PART_BYTES - len(digest) - 1].decode("utf-8", "ignore").rstrip("-")
+    return f"{cut}-{digest}"
 
 
 def now_iso() -> str:
