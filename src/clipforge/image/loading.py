@@ -24,6 +24,7 @@ from typing import IO
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from clipforge.errors import UserError
+from clipforge.image import netpbm
 from clipforge.image.costly import source_refusal
 from clipforge.image.formats import photo_formats
 from clipforge.image.geometry import exif_orientation, orientation_transpose, transpose_box, transposed_size
@@ -247,7 +248,12 @@ def _decode_opened(
             drafted = image.draft("RGB", (request, request))
             if drafted is not None and image.size != (width, height):
                 box = drafted[1]
-        image.load()
+        if netpbm.decodes(image):  # binary PGM/PPM samples Pillow would scale in Python: numpy, the same values
+            decoded = netpbm.decode(image)
+            image.close()
+            image = decoded
+        else:
+            image.load()
     except MemoryError:
         raise
     except Exception as exc:  # Pillow signals bad data with OSError, SyntaxError, ValueError, EOFError...
