@@ -103,8 +103,11 @@ def _distinct(labels: list[str], args: argparse.Namespace) -> list[str]:
     nothing here: one line may be one label ("Washington, D.C."), and a JSON list in a .txt file stays whole."""
     import re
 
+    from clipforge.text.labels import LABEL_SEPARATORS
+
+    wide = "".join(sep for sep in LABEL_SEPARATORS if not sep.isascii())  # "，" and "、": never inside a label
     line = labels[0] if len(labels) == 1 else ""
-    parts = [part.strip() for part in re.split("[\uff0c\u3001]", line) if part.strip()]
+    parts = [part.strip() for part in re.split(f"[{re.escape(wide)}]", line) if part.strip()]
     if len(parts) > 1 and not str(args.labels_file).lower().endswith(".json"):
         if not args.quiet:
             print(f"notice: {args.labels_file} holds one line; its labels separated by '，' or '、' are read as "

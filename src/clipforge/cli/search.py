@@ -69,21 +69,12 @@ def _towers(args: argparse.Namespace) -> dict[str, tuple[str, ...]]:
 
 def _notices(query: str, encoder: object) -> list[str]:
     """What to say about the query's texts (not its operators, weights, quotes or image paths): a script the
-    model was not trained for, and each text the model's context cut (clipforge-tiny-zh reads 16 tokens, about
-    four Chinese characters; Chinese-CLIP 52): the search ran on its beginning only."""
+    model was not trained for, and each text the model's context cut (`zeroshot.languages.text_notices`)."""
     from clipforge.library.query import parse_query
-    from clipforge.text.families import cut_notice, tokenizer_of, unread_part
-    from clipforge.zeroshot.languages import query_notice
+    from clipforge.zeroshot.languages import text_notices
 
     texts = [term.value for term in parse_query(query) if term.kind == "text"]
-    notices = [notice] if texts and (notice := query_notice(" ".join(texts), encoder)) else []
-    model = getattr(encoder, "model", None)
-    if model is not None and texts:
-        tokenizer = tokenizer_of(model)
-        name = getattr(encoder, "name", None) or "in use"
-        notices += [cut_notice(text, tail, name, int(tokenizer.context_length))
-                    for text in dict.fromkeys(texts) if (tail := unread_part(tokenizer, text))]
-    return notices
+    return text_notices(texts, encoder, getattr(encoder, "name", None) or "in use")
 
 
 def _no_results(library: object, args: argparse.Namespace) -> str:

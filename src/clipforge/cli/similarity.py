@@ -49,16 +49,14 @@ def run(args: argparse.Namespace) -> int:
         preprocess = copy.copy(preprocess)
         preprocess.draft = False
     table = compute_similarity(loaded.model, preprocess, args.images, args.text, precision=args.precision)
-    from clipforge.zeroshot.languages import query_notice  # texts in a script the model was not trained for
+    from clipforge.text.families import same_after_cut
+    from clipforge.zeroshot.languages import text_notices
 
-    if not args.quiet and (notice := query_notice(" ".join(args.text), loaded)):
+    # a script the model was not trained for; each text its context cut
+    for notice in [] if args.quiet else text_notices(args.text, loaded, loaded.name, loaded.tokenizer, "text",
+                                                     "read"):
         print(notice, file=sys.stderr)
-    from clipforge.text.families import cut_notice, same_after_cut, unread_part
-
     context = int(getattr(loaded.model, "context_length", 77))
-    for text in [] if args.quiet else dict.fromkeys(args.text):  # each text the context cut, once
-        if tail := unread_part(loaded.tokenizer, text):
-            print(cut_notice(text, tail, loaded.name, context, "text", "read"), file=sys.stderr)
     if not args.quiet and (same := same_after_cut(loaded.tokenizer, {text: [text] for text in args.text})):
         print(indistinct_notice(same, loaded.name, context, "texts"), file=sys.stderr)
     plot = str(plot_similarity(table, None, args.plot)) if args.plot else None

@@ -103,19 +103,13 @@ class LibraryService:
         return notice.removeprefix("notice: ") if notice else None
 
     def search_notice(self, text: str | None) -> str | None:
-        """What to show beside a text search's results: `language_notice`, and what of the text the model's
-        context cut away (clipforge-tiny-zh reads 16 tokens, about four Chinese characters; Chinese-CLIP 52): the
-        search ran on its beginning only, as the CLI's `search` says (`text.families.unread_part`)."""
-        from clipforge.text.families import cut_notice, tokenizer_of, unread_part
+        """What to show beside a text search's results, as the CLI's `search` says it
+        (`zeroshot.languages.text_notices`): a language the model was not trained for, and what of the text its
+        context cut away (the search ran on its beginning only)."""
+        from clipforge.zeroshot.languages import text_notices
 
-        notices = [self.language_notice(text)]
-        model = getattr(self.library.encoder, "model", None)
-        if text and text.strip() and model is not None:
-            tokenizer = tokenizer_of(model)
-            if tail := unread_part(tokenizer, text):
-                cut = cut_notice(text, tail, self.model_name, int(tokenizer.context_length))
-                notices.append(cut.removeprefix("notice: "))
-        return " ".join(n for n in notices if n) or None
+        notices = text_notices([text or ""], self.library.encoder, self.model_name)
+        return " ".join(notice.removeprefix("notice: ") for notice in notices) or None
 
     # -- validation -------------------------------------------------------------------------
     def clean_text(self, text: str | None) -> str | None:

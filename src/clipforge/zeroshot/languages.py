@@ -179,6 +179,29 @@ def model_languages(model: Any) -> tuple[str, ...]:
     return DEFAULT_LANGUAGES
 
 
+def text_notices(texts: Sequence[str], model: Any, name: str, tokenizer: Any = None, what: str = "query",
+                 done: str = "searched") -> list[str]:
+    """Every notice about texts a model embeds, one line each: a script it was not trained for (`query_notice`,
+    over them all), then each text whose end its context cut (`text.families.unread_part`: only the beginning
+    was embedded; clipforge-tiny-zh reads 16 tokens, about four Chinese characters). The one wording of the
+    CLI's `search` and `similarity` and of the server's search. `tokenizer`: the model's (default: built from
+    ``model.model``, a library's encoder, or `model`)."""
+    from clipforge.text.families import cut_notice, tokenizer_of, unread_part
+
+    texts = [text for text in texts if text and text.strip()]
+    if not texts:
+        return []
+    notices = [notice] if (notice := query_notice(" ".join(texts), model)) else []
+    if tokenizer is None:
+        inner = getattr(model, "model", model)
+        tokenizer = tokenizer_of(inner) if hasattr(inner, "context_length") else None
+    if tokenizer is not None:
+        context = int(tokenizer.context_length)
+        notices += [cut_notice(text, tail, name, context, what, done)
+                    for text in dict.fromkeys(texts) if (tail := unread_part(tokenizer, text))]
+    return notices
+
+
 def templates_for_labels(templates: object, labels: Sequence[str]) -> object:
     """A prompt set in the labels' language: when every label is Chinese, ``simple`` ("a photo of a {}.": the
     CLI's and the server's default, as a set name or written out) becomes ``zh-simple`` ("一张{}的照片"), and a
