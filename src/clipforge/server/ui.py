@@ -13,6 +13,11 @@ server's upload folder (what the browser uploaded); it reads the bytes and check
 like a REST upload. gradio's own "uploaded files only" check, which a mounted app skips, is
 switched back on, and `ui_guard.UIGuardMiddleware` refuses requests naming any other file
 before gradio sees them.
+
+Languages (`ui_text`, words in the package data file `ui_text.json`): labels, buttons and tabs are gradio
+translation keys, shown in Simplified or Traditional Chinese to a zh-CN / zh-TW browser and in English otherwise;
+the status lines written here follow the request's Accept-Language (the API's own messages inside them stay
+English); the example labels, template and query follow the served model's first language.
 """
 
 from __future__ import annotations
@@ -32,10 +37,11 @@ import gradio as gr  # noqa: E402
 from clipforge.library.dbfile import display_path  # noqa: E402
 from clipforge.server.errors import APIError, api_error, user_error  # noqa: E402
 from clipforge.server.fair import client_key  # noqa: E402
-from clipforge.server.service import DEFAULT_TEMPLATE, LibraryService  # noqa: E402
+from clipforge.server.service import LibraryService  # noqa: E402
 from clipforge.server.ui_events import JoinRules  # noqa: E402
 from clipforge.server.ui_guard import UIGuardMiddleware  # noqa: E402
 from clipforge.server.ui_streams import OpenStreams, StreamLimitMiddleware  # noqa: E402
+from clipforge.server.ui_text import examples_for, i18n, key, status_locale, status_text  # noqa: E402
 from clipforge.server.upload_paths import inside  # noqa: E402
 from clipforge.server.uploads import SniffedImage, client_file_name, sniff_image  # noqa: E402
 
@@ -44,7 +50,6 @@ __all__ = ["build_ui", "mount_ui"]
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 24
-DEFAULT_LABELS = "cat, dog, bird, car, airplane, ship, horse, truck, frog, deer"
 CSS = """
 #model-notice { border-left: 4px solid #d97706; background: #fef3c7; color: #78350f; padding: 6px 12px;
                 border-radius: 4px; }
@@ -91,6 +96,15 @@ def read_upload_file(value: Any, service: LibraryService, upload_dir: str, what:
     if len(data) > limit:
         raise APIError(413, "payload_too_large", f"{what} is larger than the limit of {limit:,} bytes")
     return sniff_image(data, service.limits, what)
+
+
+def _locale(request: Any) -> str:
+    """The status lines' locale: the browser's preferred language as its requests say (`ui_text.status_locale`)."""
+    headers = getattr(request, "headers", None)
+    try:
+        return status_locale(headers.get("accept-language") if headers is not None else None)
+    except AttributeError:
+        return status_locale(None)
 
 
 def _host(request: Any) -> str | None:
@@ -158,15 +172,14 @@ class _Handlers:
             hits, took, notice, reason = await self._in_turn(request, self._search, text, image, top_k, tags)
         except Exception as exc:
             return gr.skip(), _refused("search", exc)
-        base = _base_url(request)
+        base, say = _base_url(request), _locale(request)
         items = [(self.thumb(base, h.id), f"{h.score:.3f} · {display_path(os.path.basename(h.path))}") for h in hits]
         if not hits:
-            status = f"No results: {html.escape(reason or 'no photo matched')}."
+            status = status_text(say, "none", reason=html.escape(reason or status_text(say, "no_match")))
         else:
-            status = (f"{len(hits)} results in {took:.0f} ms from model {self.service.model_name} "
-                      "(score = cosine similarity with the query).")
+            status = status_text(say, "found", count=len(hits), ms=f"{took:.0f}", model=self.service.model_name)
         if notice:
-            status += f"\n\n**Note:** {html.escape(notice)}"
+            status += f"\n\n{status_text(say, 'note')} {html.escape(notice)}"
         return items, status
 
     def _classify(self, image: Any, labels: str | None,
@@ -184,9 +197,10 @@ class _Handlers:
         except Exception as exc:
             return gr.skip(), _refused("classify", exc)
         note = self.service.library.encoder.scoring().note  # SigLIP: say the scores do not sum to 1
-        lines = [f"note: {note}"] if note else []
+        say = _locale(request)
+        lines = [status_text(say, "score_note", note=note)] if note else []
         if notice:
-            lines.append(f"**Note:** {html.escape(notice)}")
+            lines.append(f"{status_text(say, 'note')} {html.escape(notice)}")
         return {label: float(p) for label, p in ranked}, "\n\n".join(lines)
 
     def browse(self, offset: int, request: gr.Request = None):
@@ -195,9 +209,10 @@ class _Handlers:
         items = [(self.thumb(base, r.id), f"#{r.id} · {display_path(os.path.basename(r.path))}") for r in records]
         stats = self.service.library.stats()
         counts = stats["images"]
-        shown = f"{offset + 1}-{offset + len(records)}" if records else "none"
-        summary = (f"**{counts.get('ok', 0)} images** in the library ({counts.get('failed', 0)} files could not be "
-                   f"read) · showing {shown}" + _tag_line(stats.get("tags") or {}))
+        say = _locale(request)
+        shown = f"{offset + 1}-{offset + len(records)}" if records else status_text(say, "shown_none")
+        summary = (status_text(say, "summary", ok=counts.get("ok", 0), failed=counts.get("failed", 0), shown=shown)
+                   + _tag_line(stats.get("tags") or {}, say))
         return items, summary, int(offset), next_offset is not None
 
     async def _page(self, request: Any, offset: int, stay: int | None = None):
@@ -231,7 +246,7 @@ class _Handlers:
             return gr.skip(), _refused("library", exc), gr.skip()
         return items, summary, new_offset
 
-    def _add(self, files: list[Any]) -> tuple[int, int, list[str]]:
+    def _add(self, files: list[Any], say: str = "en") -> tuple[int, int, list[str]]:
         added, present, refused = 0, 0, []
         chosen = files[:1000]
         for index, item in enumerate(chosen):
@@ -244,8 +259,8 @@ class _Handlers:
                     raise
                 refused.append(f"{error.detail}")
                 if error.code in _LIBRARY_REFUSALS:  # the library, not the file: no other file can be added
-                    refused += [f"{_client_name(rest) or 'a file'}: not tried ({error.code})"
-                                for rest in chosen[index + 1:]]
+                    refused += [status_text(say, "not_tried", file=_client_name(rest) or status_text(say, "a_file"),
+                                            code=error.code) for rest in chosen[index + 1:]]
                     break
                 continue
             added += int(created)
@@ -261,10 +276,10 @@ class _Handlers:
                                                     "the Server token field" if not _text(token) else
                                                     "the server token is wrong")
             files = files if isinstance(files, list) else [files]
-            added, present, refused = await self._in_turn(request, self._add, files)
+            added, present, refused = await self._in_turn(request, self._add, files, _locale(request))
         except Exception as exc:  # the chosen files, the gallery and the summary stay as they were
             return _refused("add", exc), gr.skip(), gr.skip(), gr.skip()
-        lines = [f"Added {added} image(s); {present} already in the library; {len(refused)} refused."]
+        lines = [status_text(_locale(request), "added", added=added, present=present, refused=len(refused))]
         lines += [f"- {html.escape(reason)}" for reason in refused[:20]]
         try:
             items, summary, offset, _ = await self._page(request, int(offset))  # not on the event loop
@@ -278,9 +293,11 @@ class _Handlers:
 _LIBRARY_REFUSALS = frozenset({"read_only_library", "insufficient_storage"})
 
 
-def _tag_line(counts: dict[str, int]) -> str:
+def _tag_line(counts: dict[str, int], say: str = "en") -> str:
     """The library's tags for the Library tab's summary (read-only; `clipforge tag` makes them)."""
-    return (" · tags: " + ", ".join(f"{html.escape(k)} ({v})" for k, v in list(counts.items())[:20])) if counts else ""
+    if not counts:
+        return ""
+    return status_text(say, "tags") + ", ".join(f"{html.escape(k)} ({v})" for k, v in list(counts.items())[:20])
 
 
 def _text(value: Any) -> str | None:
@@ -290,29 +307,42 @@ def _text(value: Any) -> str | None:
     raise APIError(400, "bad_request", "expected text")
 
 
+def model_examples(service: LibraryService) -> dict[str, str]:
+    """The example values the UI starts with (labels, search placeholder, template), in the served model's
+    language: English labels on a Chinese-CLIP model would be a poor default (`ui_text.examples_for`)."""
+    from clipforge.zeroshot.languages import model_languages
+
+    return examples_for(model_languages(service.library.encoder))
+
+
 def build_ui(service: LibraryService, upload_dir: str):
-    """The gradio Blocks for `service` (not yet mounted); `upload_dir` is gradio's upload folder."""
+    """The gradio Blocks for `service` (not yet mounted); `upload_dir` is gradio's upload folder.
+
+    Fixed text is a translation key (`ui_text.key`), translated in the browser by its language; the
+    example values follow the model's language (`model_examples`)."""
     handlers = _Handlers(service, upload_dir)
+    examples = model_examples(service)
+    chinese_model = examples == examples_for(("zh",))
     age = max(1, int(service.limits.ui_cache_age_s))
     with gr.Blocks(title="clipforge", analytics_enabled=False, delete_cache=(age, age)) as demo:
-        gr.Markdown(f"## clipforge — search and classify your photos\nModel: **{service.model_name}** · "
-                    f"REST API: [/docs](/docs)")
+        # one translation marker per string (gradio translates the first): the model's name follows it
+        gr.Markdown(key("header") + f" **{service.model_name}** · REST API: [/docs](/docs)")
         if service.notice:
-            gr.Markdown(f"**Note:** {service.notice}", elem_id="model-notice")
-        with gr.Tab("Search", id="search"):
+            gr.Markdown(key("note") + f" {service.notice}", elem_id="model-notice")
+        with gr.Tab(key("tab_search"), id="search"):
             with gr.Row(equal_height=True):
-                text = gr.Textbox(label="Describe the photo you are looking for", placeholder="a dog on the beach",
+                text = gr.Textbox(label=key("search_label"), placeholder=examples["search"],
                                   scale=5, elem_id="search-text", max_length=service.limits.max_text_chars)
-                search_button = gr.Button("Search", variant="primary", scale=1, elem_id="search-button")
-            with gr.Accordion("Search with an image, filter by tag", open=False), gr.Row():
-                query_image = gr.Image(type="filepath", label="Example image (added to the text)",
+                search_button = gr.Button(key("search_button"), variant="primary", scale=1, elem_id="search-button")
+            with gr.Accordion(key("search_more"), open=False), gr.Row():
+                query_image = gr.Image(type="filepath", label=key("search_image"),
                                        sources=["upload", "clipboard"], height=200, elem_id="search-image")
                 with gr.Column():
-                    top_k = gr.Slider(1, min(100, service.limits.max_top_k), value=12, step=1, label="Results")
-                    tags = gr.Textbox(label="Only images tagged (comma-separated zero-shot tags)",
-                                      placeholder="e.g. dog, cat (see `clipforge tag`)")
+                    top_k = gr.Slider(1, min(100, service.limits.max_top_k), value=12, step=1, label=key("top_k"))
+                    tags = gr.Textbox(label=key("tags_label"), placeholder=key(
+                        "tags_placeholder_zh_model" if chinese_model else "tags_placeholder"))
             search_status = gr.Markdown(elem_id="search-status")
-            results = gr.Gallery(label="Results", columns=4, height="auto", object_fit="contain",
+            results = gr.Gallery(label=key("results"), columns=4, height="auto", object_fit="contain",
                                  elem_id="search-results", interactive=False)
             inputs = [text, query_image, top_k, tags]
             # concurrency_limit=None: gradio's queue would serve each event first come, first served; the
@@ -322,34 +352,34 @@ def build_ui(service: LibraryService, upload_dir: str):
             text.submit(handlers.search, inputs, [results, search_status], api_name=False, preprocess=False,
                         concurrency_limit=None)
 
-        with gr.Tab("Classify", id="classify"):
+        with gr.Tab(key("tab_classify"), id="classify"):
             with gr.Row():
                 with gr.Column():
-                    image = gr.Image(type="filepath", label="Image", sources=["upload", "clipboard"], height=300,
-                                     elem_id="classify-image")
-                    labels = gr.Textbox(label="Labels (comma-separated)", value=DEFAULT_LABELS, elem_id="labels")
-                    template = gr.Textbox(label="Prompt template ({} = label), or a set name such as imagenet",
-                                          value=DEFAULT_TEMPLATE)
-                    classify_button = gr.Button("Classify", variant="primary", elem_id="classify-button")
+                    image = gr.Image(type="filepath", label=key("classify_image"), sources=["upload", "clipboard"],
+                                     height=300, elem_id="classify-image")
+                    labels = gr.Textbox(label=key("labels_label"), value=examples["labels"], elem_id="labels")
+                    template = gr.Textbox(label=key("template_label"), value=examples["template"],
+                                          elem_id="template")
+                    classify_button = gr.Button(key("classify_button"), variant="primary", elem_id="classify-button")
                 with gr.Column():
                     classify_status = gr.Markdown(elem_id="classify-status")
-                    probabilities = gr.Label(label="Probabilities", num_top_classes=10, elem_id="probabilities")
+                    probabilities = gr.Label(label=key("probabilities"), num_top_classes=10, elem_id="probabilities")
             classify_button.click(handlers.classify, [image, labels, template], [probabilities, classify_status],
                                   api_name=False, preprocess=False, concurrency_limit=None)
 
-        with gr.Tab("Library", id="library"):
+        with gr.Tab(key("tab_library"), id="library"):
             summary = gr.Markdown(elem_id="library-summary")
-            browse = gr.Gallery(label="Library", columns=6, height="auto", object_fit="cover",
+            browse = gr.Gallery(label=key("library_gallery"), columns=6, height="auto", object_fit="cover",
                                 elem_id="library-gallery", interactive=False)
             offset = gr.State(0)
             with gr.Row():
-                previous = gr.Button("Previous page", size="sm")
-                following = gr.Button("Next page", size="sm")
-            with gr.Accordion("Add images", open=True):
-                files = gr.File(file_count="multiple", file_types=["image"], label="Images to add",
+                previous = gr.Button(key("previous_page"), size="sm")
+                following = gr.Button(key("next_page"), size="sm")
+            with gr.Accordion(key("add_images"), open=True):
+                files = gr.File(file_count="multiple", file_types=["image"], label=key("add_files"),
                                 elem_id="add-files")
-                token = gr.Textbox(label="Server token", type="password", visible=service.tokens.enabled)
-                add_button = gr.Button("Add to library", variant="primary", elem_id="add-button")
+                token = gr.Textbox(label=key("token"), type="password", visible=service.tokens.enabled)
+                add_button = gr.Button(key("add_button"), variant="primary", elem_id="add-button")
                 add_status = gr.Markdown(elem_id="add-status")
             # Paging takes turns per client in `service.pages`, not in gradio's first-come queue.
             previous.click(handlers.previous_page, offset, [browse, summary, offset], api_name=False,
@@ -360,6 +390,7 @@ def build_ui(service: LibraryService, upload_dir: str):
                              api_name=False, preprocess=False, concurrency_limit=None)
 
         demo.load(handlers.first_page, None, [browse, summary], api_name=False, concurrency_limit=None)
+    demo.i18n_instance = i18n()  # what `mount_gradio_app(i18n=...)` sets: the config's translations
     return demo
 
 
@@ -389,7 +420,7 @@ def mount_ui(app: Any, service: LibraryService) -> Any:
     library_root = str(Path(service.library.paths.root).resolve())
     app = gr.mount_gradio_app(app, demo, path="/", footer_links=["gradio", "settings"],
                               max_file_size=limits.max_upload_bytes, ssr_mode=False, pwa=False, mcp_server=False,
-                              css=CSS, run_history=False, show_error=False, allowed_paths=[],
+                              css=CSS, run_history=False, show_error=False, allowed_paths=[], i18n=demo.i18n_instance,
                               blocked_paths=[library_root])
     # A mounted app never "launches", and gradio skips its check that event inputs are files
     # uploaded to its folder until it has: mark it launched so the check runs on every event.

@@ -1,0 +1,176 @@
+"""The web UI's words in English and Chinese, from the package data file `ui_text.json`.
+
+Three kinds of text, three ways of choosing the language:
+
+- `ui`: labels, buttons, tabs and headings. Sent to the browser as gradio `I18n` keys and translated
+  there by the browser's language (gradio's frontend picks ``zh-CN`` or ``zh-TW`` when
+  `navigator.language` is exactly one of those; other Chinese tags such as ``zh``, ``zh-Hans`` or
+  ``zh-HK`` get English unless the user chooses a language under the page's Settings footer link:
+  a gradio rule this module cannot change). A key must not hold ``}`` or ``.``: gradio finds the end
+  of a translation marker at the first ``}``, and svelte-i18n reads dots as nesting.
+- `status`: the status lines the server writes after an event, in the language of the request's
+  ``Accept-Language`` (`status_locale`): any ``zh`` tag gets Chinese here, Traditional for Taiwan,
+  Hong Kong, Macau and ``Hant``. The API's own messages inside them (refusals, "why nothing
+  matched", model notices) stay English: they are the REST API's words, one wording for both.
+- `examples`: the values a field starts with (default labels, the search placeholder, the prompt
+  template), chosen by the served model's first language, not the browser's: Chinese labels are the
+  right default for a Chinese-CLIP model whatever language its user reads.
+
+The file is checked when first read (every locale holds exactly the keys of ``en``), so a missing
+translation is one clear error naming the file, the locale and the keys.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import string
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+__all__ = [
+    "ENGLISH",
+    "TextFileError",
+    "examples_for",
+    "i18n",
+    "key",
+    "status_locale",
+    "status_text",
+    "ui_keys",
+]
+
+FILE = "ui_text.json"
+ENGLISH = "en"
+SIMPLIFIED = "zh-CN"
+TRADITIONAL = "zh-TW"
+# The locales gradio's frontend may pick, and the ones svelte-i18n falls back through ("zh-SG" -> "zh").
+_UI_ALIASES = {
+    "zh": SIMPLIFIED,
+    "zh-Hans": SIMPLIFIED,
+    "zh-SG": SIMPLIFIED,
+    "zh-Hant": TRADITIONAL,
+    "zh-HK": TRADITIONAL,
+    "zh-MO": TRADITIONAL,
+}
+_TRADITIONAL_TAGS = re.compile(r"^zh-(?:.*-)?(?:hant|tw|hk|mo)(?:-|$)", re.IGNORECASE)
+
+
+class TextFileError(ValueError):
+    """`ui_text.json` does not hold what the UI needs (a broken install or an incomplete edit)."""
+
+
+def _fields(text: str) -> set[str]:
+    """The `str.format` fields of a status line (``{}`` in a ui text is gradio's business: none there)."""
+    try:
+        return {field for _, field, _, _ in string.Formatter().parse(text) if field is not None}
+    except ValueError as exc:
+        raise TextFileError(f"{FILE}: {text[:40]!r} is not a valid format string ({exc})") from None
+
+
+def _check(data: Any) -> dict[str, dict[str, dict[str, str]]]:
+    """The file's sections after checking each one: every locale has exactly the keys of the first
+    (English) one, every value is a string, and no `ui` key breaks gradio's marker format."""
+    if not isinstance(data, dict):
+        raise TextFileError(f"{FILE}: expected a JSON object with sections ui, status, examples")
+    out = {}
+    for section, first in (("ui", ENGLISH), ("status", ENGLISH), ("examples", ENGLISH)):
+        table = data.get(section)
+        if not isinstance(table, dict) or not isinstance(table.get(first), dict):
+            raise TextFileError(f"{FILE}: section {section!r} must map locales to objects, {first!r} first")
+        keys = set(table[first])
+        for locale, words in table.items():
+            if not isinstance(words, dict) or not all(isinstance(v, str) for v in words.values()):
+                raise TextFileError(f"{FILE}: {section}.{locale} must map keys to strings")
+            missing, extra = sorted(keys - set(words)), sorted(set(words) - keys)
+            if missing or extra:
+                raise TextFileError(
+                    f"{FILE}: {section}.{locale} must hold the keys of {section}.{first}; "
+                    f"missing {missing}, unknown {extra}"
+                )
+        for locale, words in table.items():  # a translation fills the same fields as the English line
+            for name in keys:
+                if _fields(words[name]) != _fields(table[first][name]):
+                    raise TextFileError(
+                        f"{FILE}: {section}.{locale}.{name} must use the fields {sorted(_fields(table[first][name]))} "
+                        f"of {section}.{first}.{name}; it uses {sorted(_fields(words[name]))}"
+                    )
+        bad = [k for k in keys if section == "ui" and not re.fullmatch(r"[a-z0-9_]+", k)]
+        if bad:
+            raise TextFileError(f"{FILE}: ui keys must be lower-case words joined by '_' (gradio); got {bad}")
+        out[section] = table
+    return out
+
+
+@lru_cache(maxsize=1)
+def _table() -> dict[str, dict[str, dict[str, str]]]:
+    text = resources.files(__package__).joinpath(FILE).read_text(encoding="utf-8")
+    try:
+        return _check(json.loads(text))
+    except json.JSONDecodeError as exc:
+        raise TextFileError(f"{FILE}: not valid JSON ({exc})") from None
+
+
+def ui_keys() -> list[str]:
+    """Every key of the UI's fixed text (the English locale's)."""
+    return list(_table()["ui"][ENGLISH])
+
+
+def ui_translations() -> dict[str, dict[str, str]]:
+    """locale -> {key: text} as gradio's frontend receives it, aliases included (see the module notes)."""
+    table = dict(_table()["ui"])
+    for alias, locale in _UI_ALIASES.items():
+        table.setdefault(alias, table[locale])
+    return table
+
+
+def i18n() -> Any:
+    """The `gr.I18n` of the UI's fixed text (gradio imported here: this module's data needs no gradio)."""
+    import gradio as gr
+
+    return gr.I18n(**ui_translations())
+
+
+def key(name: str) -> Any:
+    """The translation marker of one `ui` key; a name not in the file is an error now, not English later."""
+    import gradio as gr
+
+    if name not in _table()["ui"][ENGLISH]:
+        raise KeyError(f"{FILE}: no ui key {name!r}")
+    return gr.i18n.I18nData(name)
+
+
+def status_locale(accept_language: str | None) -> str:
+    """The status lines' locale for an ``Accept-Language`` header: its most preferred tag, ``zh-CN`` for a
+    Chinese one (``zh-TW`` for Traditional: Taiwan, Hong Kong, Macau, ``Hant``), else English."""
+    best, best_q = "", -1.0
+    for part in (accept_language or "").split(","):
+        tag, _, params = part.strip().partition(";")
+        quality = 1.0
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name.strip() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        if tag and quality > best_q:
+            best, best_q = tag.strip(), quality
+    if best.lower() == "zh" or best.lower().startswith("zh-"):
+        return TRADITIONAL if _TRADITIONAL_TAGS.match(best) else SIMPLIFIED
+    return ENGLISH
+
+
+def status_text(locale: str, name: str, /, **fields: Any) -> str:
+    """One status line in `locale` (English when the file has no such locale), its fields filled in."""
+    table = _table()["status"]
+    return table.get(locale, table[ENGLISH])[name].format(**fields)
+
+
+def examples_for(languages: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """Default labels, search placeholder and prompt template for a model trained for `languages`: the
+    first language with examples wins (`zeroshot.languages.default_template_set` decides the same way),
+    English for any other model (multilingual ones included: they read English)."""
+    table = _table()["examples"]
+    first = languages[0] if languages else ENGLISH
+    return dict(table.get(first, table[ENGLISH]))
