@@ -160,8 +160,8 @@ def opened_paths():
 
 @pytest.fixture()
 def live_server():
-    """`live_server(app, limits)`: a context manager giving the base URL of `app` served by the same
-    uvicorn setup as `clipforge serve`, on a loopback socket, in a thread."""
+    """`live_server(app, limits, log_level="warning")`: a context manager giving the base URL of `app` served by
+    the same uvicorn setup as `clipforge serve`, on a loopback socket, in a thread."""
     import contextlib
     import threading
     import time
@@ -169,9 +169,9 @@ def live_server():
     from clipforge.server.runner import bind_socket, build_server
 
     @contextlib.contextmanager
-    def serve(app, limits):
+    def serve(app, limits, log_level: str = "warning"):
         sock = bind_socket("127.0.0.1", 0)
-        server = build_server(app, limits, log_level="warning")
+        server = build_server(app, limits, log_level=log_level)
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
         thread.start()
         deadline = time.monotonic() + 60

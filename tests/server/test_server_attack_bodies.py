@@ -161,3 +161,19 @@ def test_a_form_field_given_a_json_object_or_list_is_refused(make_client, kit):
     assert {"pattern": r'^[^{}\[\]"]*$'} in tags["allOf"]
     assert client.post("/api/search", data={"text": "a red picture", "tags": "red, blue"}).status_code == 200
     assert client.post("/api/search", json={"text": "x", "tags": ['say "cheese"']}).status_code == 200
+
+
+def test_json_the_parser_cannot_take_is_explained_in_the_apis_words(make_client):
+    """A deep nest answered "maximum recursion depth exceeded while decoding a JSON array from a unicode string",
+    a 5,000-digit number "... use sys.set_int_max_str_digits() to increase the limit": the server's interpreter
+    and its settings, told to an anonymous client."""
+    client = make_client()
+    headers = {"content-type": "application/json"}
+    deep = client.post("/api/search", content="[" * 2000 + "]" * 2000, headers=headers)
+    assert deep.json() == {"error": "invalid_request",
+                           "detail": "body: not valid JSON (arrays or objects nested too deeply)"}, deep.text
+    digits = client.post("/api/search", content=b'{"text": "x", "top_k": ' + b"9" * 5000 + b"}", headers=headers)
+    assert digits.json() == {"error": "invalid_request",
+                             "detail": "body: not valid JSON (a number with more than 4,300 digits)"}, digits.text
+    assert client.post("/api/search", content=b'{"text": ', headers=headers).json()["detail"].startswith(
+        "body: not valid JSON (Expecting value: line 1 column 10")

@@ -14,10 +14,10 @@ instead of falling through to the UI mounted at `/`.
 # build_router, and FastAPI must evaluate the annotations where they are written.
 
 import re
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response, Security
-from fastapi.responses import StreamingResponse
 from fastapi.security import APIKeyHeader, HTTPBearer
 from pydantic import BeforeValidator
 from starlette.routing import Match
@@ -26,8 +26,9 @@ from starlette.routing import Route as StarletteRoute
 from clipforge.server import schemas
 from clipforge.server.bodies import IMAGE_MEDIA_TYPES, build_bodies, parse_body
 from clipforge.server.errors import error_response
-from clipforge.server.fair import client_key
+from clipforge.server.fair import address_key, client_key
 from clipforge.server.limits import MAX_IMAGE_ID
+from clipforge.server.sending import ReleasingResponse, ReleasingStream
 from clipforge.server.service import LibraryService
 from clipforge.server.uploads import client_file_name, sniff_image
 
@@ -65,16 +66,24 @@ def _not_modified(tag: str) -> Response:
     return Response(status_code=304, headers={**_IMAGE_HEADERS, "ETag": tag})
 
 
-def _bytes_response(data: bytes, mime: str, tag: str) -> Response:
+def _bytes_response(data: bytes, mime: str, tag: str, release: Callable[[], None]) -> Response:
     """An original's bytes, sent a megabyte at a time (an indexed photo may be hundreds of megabytes: sent in
     one message, the event loop copied it into the socket's buffer at once, 2.9 s for 2 GB, while every other
-    client waited), each piece after the client has taken the last."""
+    client waited), each piece after the client has taken the last; `release` runs when it is done with (the
+    bytes are counted while it is sent: `sending`)."""
     headers = {**_IMAGE_HEADERS, "ETag": tag}
     if len(data) <= _CHUNK:
-        return Response(content=data, media_type=mime, headers=headers)
-    view = memoryview(data)
-    pieces = (bytes(view[i:i + _CHUNK]) for i in range(0, len(data), _CHUNK))
-    return StreamingResponse(pieces, media_type=mime, headers={**headers, "Content-Length": str(len(data))})
+        response: Response = ReleasingResponse(content=data, media_type=mime, headers=headers)
+    else:
+        view = memoryview(data)
+        pieces = (bytes(view[i:i + _CHUNK]) for i in range(0, len(data), _CHUNK))
+        response = ReleasingStream(pieces, media_type=mime, headers={**headers, "Content-Length": str(len(data))})
+    response.release = release  # type: ignore[attr-defined]
+    return response
+
+
+def _address(request: Request) -> str:
+    return address_key(request.client.host if request.client else None)
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -254,7 +263,9 @@ def build_router(service: LibraryService) -> APIRouter:
         """The original file of an image, by id (its type is sniffed from its bytes)."""
         data, mime, tag = await in_turn(request, service.image_bytes, image_id, request.headers.get("if-none-match"),
                                         gate=service.reads)
-        return _not_modified(tag) if data is None else _bytes_response(data, mime, tag)
+        if data is None:
+            return _not_modified(tag)
+        return _bytes_response(data, mime, tag, service.sending.hold(_address(request), len(data)))
 
     @router.get("/api/images/{image_id}/thumb", response_class=Response, tags=["images"],
                 responses={200: {"description": "a JPEG thumbnail",
@@ -267,7 +278,9 @@ def build_router(service: LibraryService) -> APIRouter:
         """A JPEG thumbnail whose longest side is at most `size` pixels (never enlarged)."""
         data, tag = await in_turn(request, service.thumbnail, image_id, size, request.headers.get("if-none-match"),
                                   gate=service.reads)
-        return _not_modified(tag) if data is None else _bytes_response(data, "image/jpeg", tag)
+        if data is None:
+            return _not_modified(tag)
+        return _bytes_response(data, "image/jpeg", tag, service.sending.hold(_address(request), len(data)))
 
     @router.get("/api/stats", response_model=schemas.StatsOut, responses=_errors(503), tags=["server"])
     async def stats(request: Request) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import base64
 import binascii
 import json
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -398,11 +399,22 @@ def check_json_items(raw: bytes, limit: int) -> None:
                                            f"most {limit:,} are accepted (a search or classify needs a few hundred)")
 
 
+def _json_error(exc: BaseException) -> str:
+    """Why `json.loads` refused a body, for its client: Python's words for a deep nest ("maximum recursion depth
+    exceeded while decoding...") and a long number ("...; use sys.set_int_max_str_digits() to increase the
+    limit") spoke of the server's interpreter, and the second told the client to change it."""
+    if isinstance(exc, RecursionError):
+        return "arrays or objects nested too deeply"
+    if "integer string conversion" in str(exc):
+        return f"a number with more than {sys.get_int_max_str_digits():,} digits"
+    return str(exc)
+
+
 def _parse_json(raw: bytes, model: type[BaseModel], kind: BodyKind) -> ParsedBody:
     try:
         data = json.loads(raw)
     except (ValueError, RecursionError) as exc:
-        raise APIError(422, "invalid_request", f"body: not valid JSON ({exc})"[:300]) from None
+        raise APIError(422, "invalid_request", f"body: not valid JSON ({_json_error(exc)})"[:300]) from None
     fields = _validate(model, data).model_dump(exclude_unset=False)
     for name in kind.files:
         if fields.get(name) is not None:

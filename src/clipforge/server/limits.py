@@ -82,6 +82,9 @@ class ServerLimits:
     parsed: a search or classify body needs a few hundred; a million keys stalled the server for seconds."""
     max_prompts: int = 400
     """Prompts one classify may encode (labels x templates): 8,000 prompts cost minutes of CPU."""
+    max_sending_bytes: int = 512 * 2**20
+    """Bytes of originals and thumbnails the answers still being sent may hold, all clients together (a client
+    that asks and never reads holds the whole file); one address may hold a quarter, or one file of any size."""
     max_client_requests: int = 8
     """Searches/classifications/additions one client may have running or waiting at once; more get 429."""
     max_ui_request_bytes: int = 2**20

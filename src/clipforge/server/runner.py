@@ -10,9 +10,11 @@ Connections: uvicorn keeps a connection that never finishes its request headers 
 ever, and its `limit_concurrency` then answers 503 to everyone once enough such sockets are
 open (300 idle sockets locked the server out). So there is no connection cap; instead a
 connection must complete its headers within `header_timeout_s` (a small subclass of uvicorn's
-h11 protocol), an idle keep-alive connection closes after `keep_alive_s`, and a body that
-stops arriving is answered 408 by the body-limit middleware. The access log never shows a
-token passed in a query string.
+h11 protocol), an idle keep-alive connection closes after `keep_alive_s`, a body that
+stops arriving is answered 408 by the body-limit middleware, and a client that stops taking its
+answer for `header_timeout_s` is dropped. The access log never shows a
+token passed in a query string, nor more than a few hundred characters of any field a client chose
+(`access_log`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ import errno
 import ipaddress
 import logging
 import os
-import re
 import shutil
 import signal
 import socket
@@ -32,9 +33,9 @@ import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 from clipforge.errors import UserError
+from clipforge.server.access_log import AccessLogFilter, is_credential_name, redact_query
 from clipforge.server.limits import ServerLimits
 
 __all__ = ["ServeError", "bind_socket", "build_server", "choose_model", "is_credential_name", "is_loopback",
@@ -165,58 +166,6 @@ def read_token_file(path: str | os.PathLike[str]) -> str:
     return token
 
 
-_CREDENTIAL_NAMES = frozenset({
-    "token", "key", "apikey", "api_key", "password", "passwd", "pwd", "pass", "secret", "auth", "authorization",
-    "access_token", "x_token", "x_api_key", "credential", "credentials", "session", "sessionid", "sig", "signature",
-    "jwt", "bearer"})
-_CREDENTIAL_SUFFIXES = ("_token", "_key", "_secret", "_password", "_passwd", "_auth", "_credential", "_signature")
-_QUERY = re.compile(r'([?;])([^\s"]*)')
-_PARAM = re.compile(r"(^|[&;?])([^=&;?#]*)=([^&;#]*)")
-
-
-def is_credential_name(name: str) -> bool:
-    """`token`, `api-key`, `Authorization`, `client_secret`, ... (case and `-`/`_` ignored); not `monkey`."""
-    normal = name.strip().lower().replace("-", "_")
-    return normal in _CREDENTIAL_NAMES or normal.endswith(_CREDENTIAL_SUFFIXES) or normal.startswith("auth_")
-
-
-def _decoded(query: str) -> str:
-    for _ in range(3):  # `%2574oken` is `%74oken` is `token`
-        plain = unquote(query)
-        if plain == query:
-            break
-        query = plain
-    return query
-
-
-def redact_query(text: str) -> str:
-    """`/x?token=abc&a=1` -> `/x?token=***&a=1` (for logs). The query (and `;` parameters) is
-    percent-decoded first, so `?%74oken=` or `?tok%65n=` is masked too, and every credential-like
-    name is (`is_credential_name`); control characters the decoding yields are written escaped."""
-    def mask(match: re.Match[str]) -> str:
-        params = _PARAM.sub(lambda m: f"{m.group(1)}{m.group(2)}={'***' if is_credential_name(m.group(2)) else m.group(3)}",
-                            _decoded(match.group(2)))
-        return match.group(1) + _CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", params)
-
-    return _QUERY.sub(mask, text)
-
-
-# What decoding may bring into a log line: `%1b[2J` cleared the terminal tailing the log, `%0d%0a` wrote a
-# forged line of its own. Written as \xNN escapes.
-_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
-
-class _RedactTokens(logging.Filter):
-    """Removes token values from uvicorn's access-log lines before they are written."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(redact_query(a) if isinstance(a, str) else a for a in record.args)
-        elif isinstance(record.msg, str):
-            record.msg = redact_query(record.msg)
-        return True
-
-
 def _bind_hint(code: int | None, host: str) -> str | None:
     """What to do about a failed bind, by its errno; None where a guess would mislead.
 
@@ -251,6 +200,10 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+_FREE_PIECES = 4096
+_MIN_PIECE = 1024
+
+
 def _protocol_with_header_timeout(seconds: float) -> type:
     """uvicorn's h11 protocol, closing connections that take longer than `seconds` to send request headers."""
     import h11
@@ -273,8 +226,34 @@ def _protocol_with_header_timeout(seconds: float) -> type:
             if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
                 self.transport.close()  # headers never completed: drop the connection
 
+        # A body sent in tiny chunks (`1\r\nX\r\n` a byte at a time): h11 parses each chunk in Python and
+        # uvicorn copies its body buffer for each, on the event loop every client shares. 200,000 one-byte
+        # chunks (1.2 MB on the wire) cost 1.4 s of that loop; a 20 MB body sent so, minutes. Past
+        # `_FREE_PIECES` pieces a request's body must average `_MIN_PIECE` bytes a piece, or the connection closes.
+        _pieces = 0
+        _piece_bytes = 0
+        _too_fragmented = False
+
+        def _counted_next_event(self) -> Any:
+            if self._too_fragmented:
+                return h11.NEED_DATA
+            event = self._next_event()
+            if type(event) is h11.Data:
+                self._pieces += 1
+                self._piece_bytes += len(event.data)
+                if self._pieces > _FREE_PIECES and self._pieces * _MIN_PIECE > self._piece_bytes:
+                    self._too_fragmented = True
+                    self.logger.warning("Request body sent in too many small pieces; connection closed.")
+                    self.transport.close()
+                    return h11.NEED_DATA
+            elif type(event) is h11.Request:
+                self._pieces = self._piece_bytes = 0
+            return event
+
         def connection_made(self, transport: Any) -> None:  # type: ignore[override]
             super().connection_made(transport)
+            self._next_event = self.conn.next_event
+            self.conn.next_event = self._counted_next_event  # type: ignore[method-assign]
             self._arm()
 
         def data_received(self, data: bytes) -> None:
@@ -287,8 +266,37 @@ def _protocol_with_header_timeout(seconds: float) -> type:
             if not self.transport.is_closing():
                 self._arm()
 
+        # A client that stops taking its answer: while the send buffer stays over its high-water mark, the
+        # connection is dropped once `seconds` pass in which the client took nothing. Without this a client
+        # that never read kept the unsent piece of an original (and its socket) for as long as it liked,
+        # even after the request's time ran out.
+        _send_timer: Any = None
+
+        def _watch_sending(self, before: int | None) -> None:
+            self._send_timer = None
+            left = self.transport.get_write_buffer_size()
+            if before is not None and left >= before:
+                self.transport.abort()  # nothing taken for `seconds`: drop the connection and what it holds
+                return
+            self._send_timer = self.loop.call_later(seconds, self._watch_sending, left)
+
+        def _stop_watching(self) -> None:
+            if self._send_timer is not None:
+                self._send_timer.cancel()
+                self._send_timer = None
+
+        def pause_writing(self) -> None:
+            super().pause_writing()
+            self._stop_watching()
+            self._watch_sending(None)
+
+        def resume_writing(self) -> None:
+            self._stop_watching()
+            super().resume_writing()
+
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
+            self._stop_watching()
             super().connection_lost(exc)
 
     return HeaderTimeoutH11Protocol
@@ -312,8 +320,8 @@ def build_server(app: Any, limits: ServerLimits, log_level: str = "info", forwar
     server = uvicorn.Server(config)
     config.load()  # configures uvicorn's loggers now, so the filter below is not replaced later
     access = logging.getLogger("uvicorn.access")
-    if not any(isinstance(f, _RedactTokens) for f in access.filters):
-        access.addFilter(_RedactTokens())
+    if not any(isinstance(f, AccessLogFilter) for f in access.filters):
+        access.addFilter(AccessLogFilter())  # tokens masked, each client-chosen field escaped and cut
     return server
 
 
@@ -361,6 +369,15 @@ def _url(host: str, port: int) -> str:
     return f"http://{shown}:{port}"
 
 
+def _served_store(library: Any) -> tuple[str, str]:
+    """(where the served records are, what to say after the URL): the library folder, or a Milvus store, whose
+    `--library` folder holds only thumbnails and uploads (it was named as if it were the library)."""
+    spec = getattr(library, "spec", None)
+    if spec is None or getattr(spec, "kind", "sqlite") == "sqlite":
+        return f"library {Path(library.paths.root)}", ""
+    return spec.describe(), f"; thumbnails and uploads in {Path(library.paths.root)}"
+
+
 def serve(library: str | os.PathLike[str] | None, host: str = "127.0.0.1", port: int = 7860, token: str | None = None,
           model: str | None = None, limits: ServerLimits | None = None, device: str | None = None,
           log_level: str = "info", ui: bool = True, create: bool = False, store: str | None = None,
@@ -399,8 +416,9 @@ def serve(library: str | os.PathLike[str] | None, host: str = "127.0.0.1", port:
             print(f"notice: {service.notice}", file=sys.stderr)
         server = build_server(app, limits, log_level, forwarded_allow_ips)
         url = _url(host, sock.getsockname()[1])
-        print(f"clipforge serving library {Path(opened.paths.root)} with model {service.model_name} "
-              f"at {url}/ (REST API docs: {url}/docs)", flush=True)
+        served, beside = _served_store(opened)
+        print(f"clipforge serving {served} with model {service.model_name} "
+              f"at {url}/ (REST API docs: {url}/docs){beside}", flush=True)
         serving = True  # from here the library is the user's: the server may have added images to it
         with _terminate_as_exit():
             server.run(sockets=[sock])

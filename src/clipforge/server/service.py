@@ -27,9 +27,10 @@ from clipforge.server.errors import APIError, without_folders
 from clipforge.server.fair import FairGate
 from clipforge.server.limits import ServerLimits
 from clipforge.server.security import TokenChecker
+from clipforge.server.sending import SendingBytes
 from clipforge.server.uploads import SniffedImage
 
-__all__ = ["DEFAULT_TEMPLATE", "LibraryService", "disk_full", "model_notice"]
+__all__ = ["DEFAULT_TEMPLATE", "LibraryService", "disk_full", "model_notice", "served_space_stats"]
 
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
@@ -87,6 +88,9 @@ class LibraryService:
         # client's many connections cannot fill the thread pool. A browser's gallery fetches six at a
         # time per tab, so a client may hold four times the model's cap here.
         self.reads = FairGate(slots=2, per_client=4 * self.limits.max_client_requests, what="image downloads")
+        # Bytes of originals and thumbnails whose answers are still being sent (a client that never reads
+        # holds them): an address may hold a quarter of the server's budget (`sending`).
+        self.sending = SendingBytes(self.limits.max_sending_bytes, self.limits.max_sending_bytes // 4)
         if hasattr(library, "listing_ttl"):  # a Milvus store: pages and stats read every row (see the limit)
             library.listing_ttl = self.limits.listing_cache_s
         encoder = library.encoder  # load the model now: a broken model fails at start, not on first use
@@ -298,10 +302,14 @@ class LibraryService:
             raise _file_unavailable(image_id, exc) from None
 
     def stats(self) -> dict[str, Any]:
-        """The library's stats without absolute server paths."""
+        """The stats of the model space this server searches in, without absolute server paths.
+
+        A library may hold several model spaces; `serve --model M` serves M's. Its `model`, `distinct_contents`,
+        `index` and `tags` are M's on every store (a Milvus store's `stats` already counted the space it opened;
+        the SQLite library's counted its default space, so the same server said two different things)."""
         import os
 
-        stats = dict(self.library.stats())
+        stats = served_space_stats(self.library)
         stats["library"] = os.path.basename(str(stats.get("library", "")).rstrip(os.sep))
         if isinstance(stats.get("index"), dict) and stats["index"].get("path"):
             stats["index"] = {**stats["index"], "path": os.path.basename(str(stats["index"]["path"]))}
@@ -310,6 +318,24 @@ class LibraryService:
         stats["server"] = {"model": self.model_name, "model_notice": self.notice,
                            "write_token_required": self.tokens.enabled, "limits": self.limits.to_dict()}
         return stats
+
+
+def served_space_stats(library: Any) -> dict[str, Any]:
+    """`library.stats()` with the fields of one model space (`model`, `distinct_contents`, `index`, `tags`) taken
+    from the space its encoder searches, when that is not the one `stats` reported (the SQLite library's default
+    space; `clipforge.library.Library.stats` would be the better home for this, see the server's notes)."""
+    stats = dict(library.stats())
+    served = library.encoder.fingerprint
+    reported = stats.get("model") or {}
+    if reported.get("fingerprint") in (None, served) or not hasattr(library, "store"):
+        return stats
+    space = next((s for s in stats.get("spaces") or [] if s["fingerprint"] == served), None)
+    stats["model"] = {"name": (space or {}).get("name") or library.encoder.name or None, "fingerprint": served,
+                      "embed_dim": library.encoder.embed_dim, "vector_dtype": reported.get("vector_dtype")}
+    stats["distinct_contents"] = library.store.embedding_count(served)
+    stats["index"] = library.index_manager.status()
+    stats["tags"] = library.store.tag_counts(served)
+    return stats
 
 
 def _file_unavailable(image_id: int, exc: BaseException) -> APIError:

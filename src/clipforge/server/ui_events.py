@@ -6,7 +6,8 @@ stream, and runs at most 40 events at a time server-wide, first come first serve
 the model's fair queue (`fair.FairGate`). So the join is where an anonymous client's cost is bounded:
 
 * the event exists and gets exactly as many values as it has inputs (a wrong count made gradio write
-  every value it received into a traceback: a 1 MB value, 1 MB of log);
+  every value it received into a traceback: a 1 MB value, 1 MB of log), each of the shape its component
+  takes (`value_refusal`: an image given as a string made gradio print a 1.4 kB traceback per event);
 * no string in them is longer than `MAX_UI_STRING_CHARS` (the UI's longest field, a label list, takes
   2,000 characters; a 1,000,000-character query was kept in the session's state after the handler had
   refused it: 1.1 MB per session, for up to 10,000 sessions);
@@ -26,7 +27,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["MAX_UI_STRING_CHARS", "JoinRules"]
+__all__ = ["MAX_UI_STRING_CHARS", "JoinRules", "value_refusal"]
 
 MAX_UI_STRING_CHARS = 4096
 """Longest string a UI event may carry (paths: Linux's PATH_MAX; the page's fields take at most 2,000)."""
@@ -127,6 +128,27 @@ class JoinRules:
         if table is not None and len(table) > _SWEEP_ABOVE:
             for session in [s for s, ids in table.items() if not ids]:
                 table.pop(session, None)
+
+
+def value_refusal(blocks: Any, join: Any) -> tuple[int, str, str] | None:
+    """400 when a value of this `queue/join` (one `JoinRules` let through) is not of the shape its component's
+    data model takes: gradio checks it with that model only once the event runs, and prints the traceback of
+    every failure to the server's stderr (an image or file list given as a string, a number, a list)."""
+    fn = getattr(blocks, "fns", {}).get(join.get("fn_index")) if isinstance(join, dict) else None
+    if fn is None or not isinstance(join.get("data"), list):
+        return None
+    props = set(getattr(fn, "component_prop_inputs", ()) or ())
+    for i, (component, value) in enumerate(zip(fn.inputs, join["data"], strict=False)):
+        model = getattr(component, "data_model", None)
+        if value is None or model is None or i in props or getattr(component, "stateful", False):
+            continue
+        try:
+            model.model_validate(value, context={"validate_meta": True})
+        except (ValueError, TypeError):  # pydantic's ValidationError is a ValueError
+            what = type(component).__name__.lower()
+            return 400, "bad_request", (f"value {i + 1} of this UI event ({what}) is not what this page sends "
+                                        f"there: a file it uploaded, or null")
+    return None
 
 
 def _longest_string(value: Any, depth: int = 0) -> int:

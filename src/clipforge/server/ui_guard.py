@@ -47,7 +47,7 @@ from clipforge.server.bodies import check_json_items
 from clipforge.server.errors import APIError
 from clipforge.server.middleware import ASGIApp, Message, Receive, Scope, Send, client_host, send_json
 from clipforge.server.service import disk_full
-from clipforge.server.ui_events import JoinRules
+from clipforge.server.ui_events import JoinRules, value_refusal
 from clipforge.server.upload_form import UploadForm, UploadRefused
 from clipforge.server.upload_paths import inside, is_upload, upload_paths
 from clipforge.server.upload_space import EXPIRED, UploadLedger, delete_files, sweep
@@ -318,6 +318,8 @@ class UIGuardMiddleware:
             return
         owner = uploader(scope)
         refusal = await run_in_threadpool(self._files_refusal, paths, owner) if paths else None  # stat calls
+        if refusal is None and self.rules is not None and get_route_path(scope).rstrip("/").endswith("/queue/join"):
+            refusal = value_refusal(_blocks(scope), decoded)  # after the paths: a server path is a 403 whatever its shape
         if refusal is not None:
             await send_json(send, *refusal)
             return
@@ -331,6 +333,11 @@ class UIGuardMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+def _blocks(scope: Scope) -> Any:
+    """The gradio Blocks of the page (`ui.mount_ui` keeps it in the app's state), or None."""
+    return getattr(getattr(scope.get("app"), "state", None), "ui_blocks", None)
 
 
 def _query_value(scope: Scope, name: str) -> str:

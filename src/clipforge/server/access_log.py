@@ -1,0 +1,122 @@
+"""What a client's request may put into the server's access log.
+
+uvicorn writes one line per request holding the client's address, method and whole request
+target. Everything in it is the client's choice, so before a line is written (a filter on the
+`uvicorn.access` logger, installed by `runner.build_server`):
+
+- credentials in the query (or `;` parameters) are masked: `?token=***` (`redact_query`);
+- every character that is not printable is written as an escape (`\\x0d`, `\\x1b`, `\\u202e`), so a
+  client cannot end a line and forge the next one, clear the terminal that tails the log, or
+  reverse what follows;
+- each field is cut to `MAX_FIELD_CHARS` characters with a marker saying how much was cut: a request
+  line near h11's 16 KiB head limit made every logged line 15 kB long, as fast as a client could
+  send requests, so one anonymous client filled the disk or drowned the lines that matter.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from urllib.parse import unquote
+
+__all__ = ["MAX_FIELD_CHARS", "AccessLogFilter", "is_credential_name", "log_safe", "redact_query"]
+
+MAX_FIELD_CHARS = 256
+
+_CREDENTIAL_NAMES = frozenset(
+    {
+        "token",
+        "key",
+        "apikey",
+        "api_key",
+        "password",
+        "passwd",
+        "pwd",
+        "pass",
+        "secret",
+        "auth",
+        "authorization",
+        "access_token",
+        "x_token",
+        "x_api_key",
+        "credential",
+        "credentials",
+        "session",
+        "sessionid",
+        "sig",
+        "signature",
+        "jwt",
+        "bearer",
+    }
+)
+_CREDENTIAL_SUFFIXES = (
+    "_token",
+    "_key",
+    "_secret",
+    "_password",
+    "_passwd",
+    "_auth",
+    "_credential",
+    "_signature",
+)
+# `;` parameters are found whether uvicorn logs them as sent or quoted (`/x%3Btoken%3DT`: it quotes the path).
+_QUERY = re.compile(r'(\?|;|%3[bB])([^\s"]*)')
+_PARAM = re.compile(r"(^|[&;?])([^=&;?#]*)=([^&;#]*)")
+
+
+def is_credential_name(name: str) -> bool:
+    """`token`, `api-key`, `Authorization`, `client_secret`, ... (case and `-`/`_` ignored); not `monkey`."""
+    normal = name.strip().lower().replace("-", "_")
+    return normal in _CREDENTIAL_NAMES or normal.endswith(_CREDENTIAL_SUFFIXES) or normal.startswith("auth_")
+
+
+def _decoded(query: str) -> str:
+    for _ in range(3):  # `%2574oken` is `%74oken` is `token`
+        plain = unquote(query)
+        if plain == query:
+            break
+        query = plain
+    return query
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def _printable(text: str) -> str:
+    return text if text.isprintable() else "".join(c if c.isprintable() else _escape(c) for c in text)
+
+
+def redact_query(text: str) -> str:
+    """`/x?token=abc&a=1` -> `/x?token=***&a=1` (for logs). The query (and `;` parameters) is
+    percent-decoded first, so `?%74oken=` or `?tok%65n=` is masked too, and every credential-like
+    name is (`is_credential_name`); what is not printable (what the decoding yields too) is escaped."""
+
+    def mask(match: re.Match[str]) -> str:
+        params = _PARAM.sub(
+            lambda m: f"{m.group(1)}{m.group(2)}={'***' if is_credential_name(m.group(2)) else m.group(3)}",
+            _decoded(match.group(2)),
+        )
+        return match.group(1) + _printable(params)
+
+    return _QUERY.sub(mask, text)
+
+
+def log_safe(text: str, limit: int = MAX_FIELD_CHARS) -> str:
+    """`text` (a client's field) as one printable piece of a log line of at most about `limit` characters."""
+    text = _printable(text)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}...[+{len(text) - limit:,} characters]"
+
+
+class AccessLogFilter(logging.Filter):
+    """Masks credentials in, escapes and cuts every client-chosen field of uvicorn's access-log lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(log_safe(redact_query(a)) if isinstance(a, str) else a for a in record.args)
+        elif isinstance(record.msg, str):
+            record.msg = log_safe(redact_query(record.msg), 4 * MAX_FIELD_CHARS)
+        return True

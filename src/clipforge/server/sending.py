@@ -1,0 +1,88 @@
+"""How many bytes of originals and thumbnails the answers still being sent may hold, per address and in all.
+
+An original is read whole (`Library.image_bytes`) and sent a megabyte at a time, each piece once the
+client has taken the last: a client that asks and then never reads keeps the whole file in the
+server's memory until the request's time runs out. The reads gate (`fair`) takes turns over the
+reading only, and no count of connections is capped (see `runner`), so one anonymous address opening
+40 such requests for a 13 MB photo held 546 MB, and more connections held more, without bound.
+Here the bytes of unfinished answers are counted: an address may hold `per_host`, the server `total`,
+and an answer that would pass either is refused (429 / 503) before it starts. An address that holds
+nothing may always fetch one file (a photo bigger than the share is still served, one at a time).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from starlette.responses import Response, StreamingResponse
+
+from clipforge.server.errors import APIError
+
+__all__ = ["ReleasingResponse", "ReleasingStream", "SendingBytes"]
+
+
+class SendingBytes:
+    """Bytes held by answers being sent, per client address; changed on the event loop only (no lock)."""
+
+    def __init__(self, total: int, per_host: int) -> None:
+        self.total = total
+        self.per_host = per_host
+        self._held: Counter[str] = Counter()
+
+    def held(self, host: str | None = None) -> int:
+        return sum(self._held.values()) if host is None else self._held[host]
+
+    def hold(self, host: str, size: int) -> Callable[[], None]:
+        """Count `size` bytes for `host`, or APIError (429 for the address's share, 503 for the server's); the
+        function returned gives them back (once)."""
+        mine, everyone = self._held[host], self.held()
+        if mine and mine + size > self.per_host:
+            raise APIError(
+                429,
+                "too_many_requests",
+                f"your address is being sent {mine:,} bytes of images already (at most {self.per_host:,} "
+                f"at once); read those answers first",
+                {"Retry-After": "5"},
+            )
+        if everyone and everyone + size > self.total:
+            raise APIError(
+                503,
+                "server_busy",
+                f"this server is sending {everyone:,} bytes of images already (at most "
+                f"{self.total:,} at once); try again shortly",
+                {"Retry-After": "5"},
+            )
+        self._held[host] += size
+        done = False
+
+        def release() -> None:
+            nonlocal done
+            if not done:
+                done = True
+                self._held[host] -= size
+                if self._held[host] <= 0:
+                    del self._held[host]
+
+        return release
+
+
+class _Releasing:
+    """Gives its bytes back when the answer is sent, or abandoned (a client gone, a request timed out)."""
+
+    release: Callable[[], None] = staticmethod(lambda: None)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)  # type: ignore[misc]
+        finally:
+            self.release()
+
+
+class ReleasingResponse(_Releasing, Response):
+    """A Response whose `release` runs once it is sent."""
+
+
+class ReleasingStream(_Releasing, StreamingResponse):
+    """A StreamingResponse whose `release` runs once it is sent or abandoned."""
