@@ -33,10 +33,10 @@ def test_usable_cores_without_an_affinity_call(monkeypatch: pytest.MonkeyPatch) 
 
 def test_decoding_workers_and_the_library_share_one_default(two_of_64: None) -> None:
     from clipforge.data.files import default_workers
-    from clipforge.library import library
+    from clipforge.library import library_writes
 
     assert default_workers() == 1
-    assert library.default_workers is default_workers
+    assert library_writes.default_workers is default_workers  # what `Library.add` calls
 
 
 def test_eval_workers_default_to_usable_cores(two_of_64: None) -> None:

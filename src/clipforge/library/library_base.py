@@ -1,0 +1,219 @@
+"""What every part of a `Library` stands on: its folder, its database and the model it is built with.
+
+Opening checks the folder, refuses a library whose database was lost beside its derived files
+(an index, thumbnails, uploads), and opens the store. The model is loaded on first use
+(`encoder`) and must be the library's own or one with a model space here (`spaces`): a library
+built with one model never takes vectors from another (`ModelMismatchError`). `record_model`
+writes the model's identity into the database, once.
+
+The rest of `Library` is built on `LibraryBase`: `library_writes` (add, remove, prune, tag,
+rebuild the index), `library_reads` (search, images, thumbnails, tags) and `library` (dropping
+a model space, statistics, lifetime).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from clipforge.errors import UserError
+from clipforge.library.dbfile import damaged
+from clipforge.library.encoder import Encoder, default_model_name, resolve_encoder
+from clipforge.library.index_manager import IndexManager
+from clipforge.library.paths import LibraryPaths
+from clipforge.library.settings import check_max_pixels
+from clipforge.library.store import Store
+from clipforge.library.tagging import tags_on_add
+from clipforge.library.vector_index import IndexSpec
+
+__all__ = [
+    "META_DIM",
+    "META_DTYPE",
+    "META_FINGERPRINT",
+    "META_NAME",
+    "LibraryBase",
+    "ModelMismatchError",
+    "record_model",
+]
+
+META_FINGERPRINT = "model_fingerprint"
+META_NAME = "model_name"
+META_DIM = "embed_dim"
+META_DTYPE = "vector_dtype"
+
+
+class ModelMismatchError(UserError, ValueError):
+    """The library's vectors come from a different model than the one offered."""
+
+
+class LibraryBase:
+    """A library's folder, store and model; `Library` (in `clipforge.library.library`) is what users open."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        model: Any = None,
+        *,
+        preprocess: Any = None,
+        device: str | None = None,
+        index: str | IndexSpec | None = None,
+        max_pixels: int | None = None,
+        vector_dtype: str = "float32",
+        create: bool = True,
+        precision: str = "fp32",
+        draft: bool = True,
+        new_space: bool = False,
+        towers: Sequence[str] | None = None,
+    ) -> None:
+        self.paths = LibraryPaths(path)
+        self.paths.check_folder()
+        self._refuse_lost_database()
+        made = self.paths.new_library() if create else None  # what a refused model must not leave behind
+        if create:
+            self.paths.ensure()
+        self.store = Store(self.paths.db, create=create)
+        from clipforge.image import DEFAULT_MAX_PIXELS
+
+        # None would mean "no cap" to load_image; a library always keeps the bomb guard.
+        check_max_pixels(max_pixels or None)
+        self.max_pixels = int(max_pixels) if max_pixels else DEFAULT_MAX_PIXELS
+        self._vector_dtype = vector_dtype
+        if vector_dtype not in ("float32", "float16"):
+            raise ValueError(f"vector_dtype must be 'float32' or 'float16', got {vector_dtype!r}")
+        self._device = device
+        # How the one files-to-embeddings path runs (`--precision`, `--exact-decode`); the library's
+        # identity is the model's fp32 fingerprint, so a bf16 run adds to the same library.
+        self._precision, self._draft = precision, draft
+        # ("text",): a text search loads the text tower only (`api.load_model`); ("image",): an add reads
+        # the image tower only, unless it will tag its new photos, which needs the text tower too.
+        if towers is not None and "text" not in towers and tags_on_add(self.store):
+            towers = None
+        self._towers = towers
+        self._encoder: Encoder | None = None
+        self._manager: IndexManager | None = None
+        self._init_lock = threading.Lock()
+        self._write_lock = threading.RLock()
+        self._pending_spec = IndexSpec(kind=index) if isinstance(index, str) else index
+        self.last_tagged = 0  # photos the last add tagged with the library's vocabulary
+        self._new_space = new_space  # a model without vectors here may start its own model space
+        if model is not None:
+            try:
+                self._set_encoder(
+                    resolve_encoder(
+                        model, preprocess, device, precision=precision, draft=draft, towers=self._towers
+                    )
+                )
+            except BaseException:
+                if made is not None:  # a mistyped --model must not leave an empty library behind
+                    self.store.close()
+                    made.discard()
+                raise
+
+    def _refuse_lost_database(self) -> None:
+        """An emptied or vanished database beside an index, thumbnails or uploads is a damaged library,
+        not a new one: starting afresh would silently "rebuild" the index from nothing."""
+        db = self.paths.db
+        lost = (
+            "missing" if not os.path.lexists(db) else ("empty (0 bytes)" if db.stat().st_size == 0 else None)
+        )
+        if lost is None:
+            return
+        derived = self.paths.derived_files()
+        if derived:
+            raise damaged(
+                db,
+                f"the file is {lost} but the library folder still holds "
+                f"{derived[0].relative_to(self.paths.root)}",
+            )
+
+    # -- model ------------------------------------------------------------------------------
+    @property
+    def model_fingerprint(self) -> str | None:
+        return self.store.get_meta(META_FINGERPRINT)
+
+    def _set_encoder(self, encoder: Encoder) -> None:
+        recorded = self.model_fingerprint
+        if (
+            recorded is not None
+            and recorded != encoder.fingerprint
+            and not self._new_space
+            and encoder.fingerprint not in {s["fingerprint"] for s in self.spaces()}
+        ):
+            name = self.store.get_meta(META_NAME) or "an unnamed model"
+            raise ModelMismatchError(
+                f"library {self.paths.root} was built with {name} (fingerprint {recorded[:12]}), but the model "
+                f"offered is {encoder.describe()}. Vectors of different models cannot be searched together: "
+                f"open it with its own model (omit --model), fill a model space for this one (`clipforge index add "
+                f"--model {encoder.name or 'M'}`), or use another --library folder for this model."
+            )
+        self._encoder = encoder
+        if self._manager is None or self._manager.fingerprint != encoder.fingerprint:
+            self._manager = IndexManager(self.store, self.paths, encoder.fingerprint, encoder.embed_dim)
+            if (
+                self._pending_spec is not None
+                and self._pending_spec.to_dict() != self._manager.spec().to_dict()
+            ):
+                self._manager.set_spec(self._pending_spec)
+
+    @property
+    def encoder(self) -> Encoder:
+        """The library's model, loaded on first use."""
+        if self._encoder is None:
+            with self._init_lock:
+                if self._encoder is None:
+                    name = self.store.get_meta(META_NAME)
+                    if self.model_fingerprint is not None and not name:
+                        raise ModelMismatchError(
+                            f"library {self.paths.root} was built with a model passed as an object; pass the same "
+                            f"model again (fingerprint {self.model_fingerprint[:12]})"
+                        )
+                    self._set_encoder(
+                        resolve_encoder(
+                            name or default_model_name(),
+                            device=self._device,
+                            precision=self._precision,
+                            draft=self._draft,
+                            towers=self._towers,
+                        )
+                    )
+        assert self._encoder is not None
+        return self._encoder
+
+    @property
+    def index_manager(self) -> IndexManager:
+        self.encoder  # noqa: B018  (creates the manager)
+        assert self._manager is not None
+        return self._manager
+
+    def _record_model(self) -> None:
+        encoder = self.encoder
+        record_model(
+            self.store, encoder.fingerprint, encoder.name or "", encoder.embed_dim, self._vector_dtype
+        )
+
+    def spaces(self) -> list[dict[str, Any]]:
+        """Each model space (a model with vectors here): name, fingerprint, dim, vectors, default or not."""
+        default = self.model_fingerprint
+        return [
+            {
+                "name": name,
+                "fingerprint": fingerprint,
+                "embed_dim": dim,
+                "images": vectors,
+                "default": fingerprint == default,
+            }
+            for fingerprint, name, dim, vectors in self.store.model_spaces()
+        ]
+
+
+def record_model(store: Store, fingerprint: str, name: str, embed_dim: int, vector_dtype: str) -> None:
+    """Record a library's model (its default space) once: what its first `add` does with its encoder, and `index
+    copy` (`clipforge.library.transfer`) with the source's model, no model loaded."""
+    if store.get_meta(META_FINGERPRINT) is None:
+        with store.transaction() as tx:
+            tx.set_meta(META_FINGERPRINT, fingerprint)
+            tx.set_meta(META_NAME, name or "")
+            tx.set_meta(META_DIM, str(int(embed_dim)))
+            tx.set_meta(META_DTYPE, vector_dtype)

@@ -1,0 +1,263 @@
+"""The writes of a `Library`: add files and uploads, remove and prune them, tag them, rebuild the index.
+
+Writes are serialised in this process by the library's write lock, and against other processes
+by its lock file (`clipforge.library.lock`): `add` runs take turns, so the second skips what the
+first embedded instead of embedding it again. Each write to the database is one transaction of
+the store (`Store.transaction`).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from clipforge.data.base import BadImage
+from clipforge.data.files import default_workers
+from clipforge.library.dbfile import display_path
+from clipforge.library.indexer import AddReport, index_files
+from clipforge.library.library_base import META_DTYPE, LibraryBase
+from clipforge.library.lock import library_lock
+from clipforge.library.media import store_upload
+from clipforge.library.scan import ScanResult, normalise_path, scan_paths
+from clipforge.library.settings import check_add_settings, files_missing_vectors, release_pixel_failures
+from clipforge.library.store import ImageRecord
+from clipforge.library.tagging import TagReport, count_noun, tag_library, tag_new_images
+from clipforge.library.vector_index import IndexSpec
+
+__all__ = ["LibraryWrites"]
+
+
+class LibraryWrites(LibraryBase):
+    """The writing methods of `Library` (see `clipforge.library.library`)."""
+
+    def add(
+        self,
+        paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+        recursive: bool = True,
+        *,
+        batch_size: int = 64,
+        workers: int | None = None,
+        retry_failed: bool = False,
+        progress: bool = True,
+        update_index: bool = True,
+    ) -> AddReport:
+        """Index files and folders incrementally (see `clipforge.library.indexer`).
+
+        Folders are walked recursively unless `recursive=False` (as `export_embeddings` does).
+        Concurrent `add` runs on one library (other processes included) take turns, so the
+        second one skips what the first embedded instead of embedding it again.
+        """
+        check_add_settings(batch_size, workers)
+        self.last_tagged = 0
+        report = self._add(
+            paths,
+            recursive,
+            batch_size=batch_size,
+            workers=workers,
+            retry_failed=retry_failed,
+            progress=progress,
+            update_index=update_index,
+            exclusive=True,
+        )
+        self._repair_missing_vectors(batch_size=batch_size, workers=workers)
+        return report
+
+    def _repair_missing_vectors(self, **settings: Any) -> None:
+        """Re-embed 'ok' images whose vector is missing (see `settings.files_missing_vectors`)."""
+        present = files_missing_vectors(self.store, self.encoder.fingerprint)
+        if present:
+            self._add(
+                present,
+                False,
+                retry_failed=False,
+                progress=False,
+                update_index=True,
+                exclusive=True,
+                **settings,
+            )
+            warnings.warn(
+                f"re-embedded {count_noun(len(present), 'image')} whose "
+                f"{'vector was' if len(present) == 1 else 'vectors were'} missing",
+                stacklevel=3,
+            )
+
+    def _add(
+        self,
+        paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+        recursive: bool,
+        *,
+        batch_size: int,
+        workers: int | None,
+        retry_failed: bool,
+        progress: bool,
+        update_index: bool,
+        exclusive: bool,
+    ) -> AddReport:
+        if paths is None:  # fill this model's space with every file the library holds
+            found = ScanResult(files=[r.path for r in self.store.list_images(status="ok")])
+            if not found.files:
+                raise ValueError(f"library {self.paths.root} holds no images yet: name the photos to index")
+        else:
+            if isinstance(paths, (str, os.PathLike)):
+                paths = [paths]
+            found = scan_paths(paths, recursive=recursive, exclude=[self.paths.root])
+        with self._write_lock, library_lock(self.paths.lock if exclusive else None):
+            self._record_model()
+            if exclusive:
+                release_pixel_failures(self.store, self.max_pixels)
+            report = index_files(
+                self.store,
+                self.encoder,
+                found.files,
+                batch_size=batch_size,
+                workers=default_workers() if workers is None else workers,
+                max_pixels=self.max_pixels,
+                retry_failed=retry_failed,
+                dtype=self.store.get_meta(META_DTYPE) or self._vector_dtype,
+                progress=progress,
+            )
+            self._record_rejected(found.rejected, report, retry_failed)
+            # New photos get the library's tags (a hook after the add, see `tagging.tag_new_images`).
+            if report.added or report.updated:
+                self.last_tagged += tag_new_images(self.store, self.encoder, self.paths.cache_dir)
+        if update_index and (report.added or report.updated or report.relinked):
+            self.index_manager.get()
+        return report
+
+    def _record_rejected(
+        self, rejected: Sequence[tuple[str, int, int, str]], report: AddReport, retry_failed: bool
+    ) -> None:
+        """Files the scan refused to open (FIFOs, devices...): failed with their reason, once."""
+        todo = []
+        for path, size, mtime_ns, reason in rejected:
+            known = self.store.image_by_path(path)
+            if (
+                known is not None
+                and not retry_failed
+                and known.status == "failed"
+                and known.error == reason
+                and (known.size, known.mtime_ns) == (size, mtime_ns)
+            ):
+                report.unchanged += 1
+            else:
+                todo.append((path, size, mtime_ns, reason))
+        if not todo:
+            return
+        with self.store.transaction() as tx:
+            for path, size, mtime_ns, reason in todo:
+                tx.mark_failed(path, size, mtime_ns, reason)
+            tx.bump_generation()
+        for path, _, _, reason in todo:
+            report.add_failure(BadImage(path, reason))
+
+    def add_bytes(self, data: bytes, filename: str | None = None) -> ImageRecord:
+        """Keep uploaded bytes in the library and index them; ImageLoadError when not an image.
+
+        `filename` (the client's) is kept, cleaned, as the stored file's name; the bytes decide its extension.
+        """
+        target = store_upload(self.paths, data, self.max_pixels, filename=filename)
+        # One known file: no need to queue behind a long `index add` in another process.
+        self._add(
+            [target],
+            False,
+            batch_size=1,
+            workers=0,
+            retry_failed=False,
+            progress=False,
+            update_index=False,
+            exclusive=False,
+        )
+        record = self.store.image_by_path(normalise_path(target))
+        if record is None:
+            raise RuntimeError(f"upload {filename or target} was stored but not indexed")
+        return record
+
+    def remove(
+        self,
+        items: int | str | os.PathLike[str] | Iterable[int | str | os.PathLike[str]],
+        missing_ok: bool = True,
+    ) -> int:
+        """Forget images by id, by file path, or everything under a folder path. Files are not touched.
+
+        With `missing_ok=False`, an id or path the library does not know raises ValueError naming
+        it, and nothing is removed.
+        """
+        if isinstance(items, (int, np.integer, str, os.PathLike)):
+            items = [items]
+        # Every writer holds the library lock from planning to commit (an `add` in another process
+        # may be about to write a row for bytes whose vector this removal would drop).
+        with self._write_lock, library_lock(self.paths.lock):
+            return self._remove(items, missing_ok)
+
+    def _remove(self, items: Iterable[int | str | os.PathLike[str]], missing_ok: bool) -> int:
+        ids: set[int] = set()
+        unknown: list[str] = []
+        for item in items:
+            if isinstance(item, (int, np.integer)):
+                if self.store.image(int(item)) is None:
+                    unknown.append(f"id {int(item)}")
+                ids.add(int(item))
+                continue
+            path = normalise_path(item)
+            record = self.store.image_by_path(path)
+            if record is not None:
+                ids.add(record.id)
+                continue
+            prefix = path.rstrip(os.sep) + os.sep
+            under = [r.id for r in self.store.list_images() if r.path.startswith(prefix)]
+            if not under:
+                unknown.append(display_path(path))
+            ids.update(under)
+        if unknown and not missing_ok:
+            raise ValueError(
+                f"library {self.paths.root} has no image with {', '.join(unknown)} (nothing removed; "
+                "see `clipforge index stats`)"
+            )
+        with self._write_lock, self.store.transaction() as tx:
+            return tx.delete_images(ids)
+
+    def prune(self) -> int:
+        """Forget images whose file no longer exists; returns how many."""
+        with self._write_lock, library_lock(self.paths.lock):  # a running add may relink a moved file
+            gone = [r.id for r in self.store.list_images() if not os.path.exists(r.path)]
+            if not gone:
+                return 0
+            with self.store.transaction() as tx:
+                return tx.delete_images(gone)
+
+    def classify(
+        self,
+        labels: str | Sequence[str],
+        templates: str | Sequence[str] = "imagenet",
+        top_k: int = 5,
+        progress: bool = True,
+    ) -> TagReport:
+        """Zero-shot tag every image (stored in the DB; use as `search(filter_tags=...)`)."""
+        with self._write_lock, library_lock(self.paths.lock):
+            return tag_library(
+                self.store,
+                self.encoder,
+                labels,
+                templates,
+                top_k=top_k,
+                cache_dir=self.paths.cache_dir,
+                progress=progress,
+            )
+
+    def rebuild_index(self, index: str | IndexSpec | None = None, **params: Any) -> dict[str, Any]:
+        """Rebuild the vector index now, optionally switching kind (`"flat"`, `"ivf"`, `"hnsw"`, `"auto"`)."""
+        spec = None
+        if index is not None or params:
+            base = self.index_manager.spec().to_dict()
+            if isinstance(index, IndexSpec):
+                base = index.to_dict()
+            elif index is not None:
+                base.update({"kind": index, "nlist": None, "nprobe": None, "ef_search": None})
+            base.update(params)
+            spec = IndexSpec.from_dict(base)
+        built = self.index_manager.rebuild(spec)
+        return {"kind": built.kind, "count": built.count, "params": built.params, **built.info}

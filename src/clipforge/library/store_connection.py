@@ -1,0 +1,185 @@
+"""Connections to one library database: opened per thread, checked, and made read-only when they must be.
+
+sqlite3 objects must not be shared across threads, so each thread gets its own connection
+(autocommit mode); writes from this process are serialised by a lock, writes from other
+processes by SQLite itself (WAL mode: readers never block the writer). Every write is one
+`transaction()`, which yields the `Transaction` that owns all writes.
+
+A user who may read a library but not write it gets read-only connections, for good, reopened
+whenever someone with write access changes the file. A damaged database (truncated,
+overwritten, emptied) is reported as `DamagedLibraryError` naming the file, never as a bare
+sqlite3 traceback (`guard`, and `reads` for each query method), and a disk that refuses a write
+as `LibraryWriteError`. A file left short by an interrupted checkpoint is judged by SQLite
+together with its write-ahead log before anything reads it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import sqlite3
+import threading
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from clipforge.library.dbfile import (
+    DamagedLibraryError,
+    access_error,
+    check_database_file,
+    damage_error,
+    damaged,
+    display_path,
+    file_stamp,
+    open_read_only,
+    open_writable,
+    write_error,
+)
+from clipforge.library.schema import migrate
+from clipforge.library.transaction import Transaction
+
+__all__ = ["StoreConnection", "reads"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def reads(method: _F) -> _F:
+    """Turn SQLite's "malformed"/"not a database" during a read into DamagedLibraryError."""
+
+    @functools.wraps(method)
+    def wrapper(self: StoreConnection, *args: Any, **kwargs: Any) -> Any:
+        with self.guard():
+            return method(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+class StoreConnection:
+    """One library database's file, connections and transactions (the queries are `Store`'s)."""
+
+    def __init__(self, db_path: str | Path, create: bool = True) -> None:
+        self.path = Path(db_path)
+        if not self.path.exists() and not create:
+            raise FileNotFoundError(
+                f"no library database at {self.path} (run `clipforge index add FOLDER` first, or "
+                "search a folder directly: `clipforge search QUERY --in FOLDER`)"
+            )
+        pending = check_database_file(self.path, create)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.read_only = False  # set when this user can read the library but not write it (`_open`)
+        self._local = threading.local()
+        self._lock = threading.RLock()
+        self._all: list[sqlite3.Connection] = []
+        if pending is not None:
+            self._finish_interrupted_checkpoint(pending)
+        with self.guard():
+            migrate(self, self.path)
+
+    def _finish_interrupted_checkpoint(self, problem: str) -> None:
+        """A short file beside its WAL (see `clipforge.library.dbfile`): let SQLite judge the pair, then
+        copy the WAL into the file. Damage only if SQLite cannot read every page whole."""
+        try:
+            with self.guard():
+                verdict = self.conn().execute("PRAGMA integrity_check").fetchall()
+        except DamagedLibraryError:
+            self.close()
+            raise
+        if [tuple(r) for r in verdict] != [("ok",)]:
+            self.close()
+            raise damaged(
+                self.path,
+                f"{problem}, and its write-ahead log does not complete it "
+                f"({'; '.join(str(r[0]) for r in verdict[:3])})",
+            )
+        with contextlib.suppress(
+            sqlite3.Error
+        ):  # PASSIVE: never waits for another process's readers or writer
+            self.conn().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        finished = check_database_file(self.path, create=False) is None
+        warnings.warn(
+            f"library database {display_path(str(self.path))} was left half-written by an interrupted write "
+            "(a full disk, a file-size limit or a crash during a checkpoint); SQLite checked it whole and "
+            + (
+                "it is complete again: nothing was lost"
+                if finished
+                else "it can be read, but the disk still refuses the rest: free some space before adding photos"
+            ),
+            stacklevel=4,
+        )
+
+    # -- connections and transactions -------------------------------------------------------
+    def conn(self) -> sqlite3.Connection:
+        """This thread's connection (autocommit mode; writes go through `transaction`)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and self.read_only and self._local.stamp != file_stamp(self.path):
+            self._drop(conn)  # someone with write access changed the library: read it anew
+            conn = None
+        if conn is None:
+            with self.guard():
+                conn = self._open()
+            self._local.conn = conn
+            self._local.stamp = file_stamp(self.path) if self.read_only else None
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def _drop(self, conn: sqlite3.Connection) -> None:
+        with self._lock:
+            if conn in self._all:
+                self._all.remove(conn)
+        with contextlib.suppress(sqlite3.Error):
+            conn.close()
+        self._local.conn = None
+
+    def _open(self) -> sqlite3.Connection:
+        """A new connection: writable, or read-only for a library this user may read but not write (then
+        for good: `dbfile.open_read_only`)."""
+        if self.read_only:
+            return open_read_only(self.path)
+        try:
+            return open_writable(self.path)
+        except sqlite3.Error as exc:
+            if access_error(self.path, exc) is None or not self.path.is_file():
+                raise
+        self.read_only = True  # a library this user may read but not write: search it as it is
+        return open_read_only(self.path)
+
+    @contextmanager
+    def guard(self) -> Iterator[None]:
+        """Report a damaged database file as one DamagedLibraryError naming it, and a write the disk
+        refused (full, file-size limit) as one LibraryWriteError."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            error: Exception | None = (
+                damage_error(self.path, exc) or write_error(self.path, exc) or access_error(self.path, exc)
+            )
+            if error is None:
+                raise
+            raise error from exc
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """One atomic write: everything done through the yielded object commits together or not at all."""
+        with self._lock, self.guard():
+            conn = self.conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield Transaction(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                # A COMMIT the disk refused leaves the transaction open; an I/O error may have ended it.
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                with contextlib.suppress(sqlite3.ProgrammingError):  # closed from another thread already
+                    conn.close()
+            self._all.clear()
+            self._local = threading.local()

@@ -1,0 +1,189 @@
+"""Reads of the `embeddings` table: one model's vectors, by id range, by content or by image.
+
+The vectors are the bulk of a library and what a FAISS index is built from, so these reads
+stream (`iter_embeddings` in id order, `chunk` rows at a time) or take their keys in chunks
+(`clipforge.library.transaction.chunks`: SQLite caps the `?` marks of one statement). A vector
+blob that is not whole values of the model's width is `DamagedLibraryError` naming it and the
+photos that hold it, never a numpy error from deep inside a search.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from clipforge.library.dbfile import DamagedLibraryError, display_path
+from clipforge.library.records import IMAGE_COLUMNS, ImageRecord, image_record
+from clipforge.library.store_connection import StoreConnection, reads
+from clipforge.library.transaction import chunks
+
+__all__ = ["VectorReads"]
+
+
+class VectorReads(StoreConnection):
+    """The vector reads of `Store` (see `clipforge.library.store`)."""
+
+    @reads
+    def embedded_shas(self, model: str) -> set[str]:
+        rows = self.conn().execute("SELECT sha256 FROM embeddings WHERE model = ?", (model,)).fetchall()
+        return {r[0] for r in rows}
+
+    @reads
+    def embedding_count(self, model: str) -> int:
+        return int(
+            self.conn().execute("SELECT COUNT(*) FROM embeddings WHERE model = ?", (model,)).fetchone()[0]
+        )
+
+    def iter_embeddings(
+        self,
+        model: str,
+        chunk: int = 65536,
+        after_id: int = -1,
+        upto_id: int | None = None,
+        dim: int | None = None,
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids int64 [n], vectors float32 [n, d]) in id order, `chunk` rows at a time,
+        for ids in (`after_id`, `upto_id`]. A vector that is not `dim` values long (or not as long as the
+        others) is `DamagedLibraryError` naming it and the photos that hold it (a blob cut short made every
+        search a 500 with a 110-line traceback)."""
+        last = int(after_id)
+        upper = (1 << 62) if upto_id is None else int(upto_id)
+        conn = self.conn()
+        while True:
+            with self.guard():
+                rows = conn.execute(
+                    "SELECT id, dtype, vector FROM embeddings WHERE model = ? AND id > ? AND id <= ?"
+                    " ORDER BY id LIMIT ?",
+                    (model, last, upper, chunk),
+                ).fetchall()
+            if not rows:
+                return
+            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            vectors = [_decoded_or_none(r[1], r[2]) for r in rows]
+            lengths = [-1 if v is None else len(v) for v in vectors]
+            width = dim if dim is not None else max(set(lengths), key=lengths.count)
+            wrong = next((i for i, n in enumerate(lengths) if n != width), None)
+            if wrong is not None:
+                raise self._damaged_vector(int(ids[wrong]), len(rows[wrong][2]), int(width))
+            yield ids, np.stack(vectors)
+            last = int(ids[-1])
+
+    def _damaged_vector(self, embedding_id: int, size: int, width: int) -> DamagedLibraryError:
+        owners = [
+            row[0]
+            for row in self.conn().execute(
+                "SELECT id FROM images WHERE sha256 = (SELECT sha256 FROM embeddings WHERE id = ?) ORDER BY id LIMIT 20",
+                (embedding_id,),
+            )
+        ]
+        fix = (
+            f"`clipforge index remove {' '.join(map(str, owners))}`, then add those photos again"
+            if owners
+            else "`clipforge index drop-space` for this model, then `clipforge index add` again"
+        )
+        return DamagedLibraryError(
+            f"library database {display_path(str(self.path))} is damaged: vector {embedding_id} is {size} bytes, "
+            f"not {width} values; nothing was changed. To embed its photos again: {fix}"
+        )
+
+    @reads
+    def vectors_for_shas(self, model: str, shas: Sequence[str]) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for chunk in chunks(list(shas)):
+            marks = ",".join("?" * len(chunk))
+            for sha, dtype, blob in (
+                self.conn()
+                .execute(
+                    f"SELECT sha256, dtype, vector FROM embeddings WHERE model = ? AND sha256 IN ({marks})",
+                    (model, *chunk),
+                )
+                .fetchall()
+            ):
+                out[sha] = _decode_vector(dtype, blob)
+        return out
+
+    @reads
+    def vectors_for_image_ids(self, model: str, image_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(embedding ids, vectors) of the given images' contents, for exact filtered search."""
+        ids: list[int] = []
+        vecs: list[np.ndarray] = []
+        for chunk in chunks([int(i) for i in image_ids]):
+            marks = ",".join("?" * len(chunk))
+            for eid, dtype, blob in (
+                self.conn()
+                .execute(
+                    "SELECT DISTINCT e.id, e.dtype, e.vector FROM embeddings e JOIN images i ON i.sha256 = e.sha256"
+                    f" WHERE e.model = ? AND i.status = 'ok' AND i.id IN ({marks})",
+                    (model, *chunk),
+                )
+                .fetchall()
+            ):
+                ids.append(eid)
+                vecs.append(_decode_vector(dtype, blob))
+        if not ids:
+            return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
+        return np.asarray(ids, dtype=np.int64), np.stack(vecs)
+
+    @reads
+    def content_digest(self, model: str, upto_id: int | None = None) -> tuple[int, int, str]:
+        """(row count, max id, sha256 over every (id, content hash)) of the rows with id <= `upto_id`:
+        exactly what an index built from them holds."""
+        digest = hashlib.sha256()
+        count, max_id = 0, -1
+        upper = (1 << 62) if upto_id is None else int(upto_id)
+        for eid, sha in self.conn().execute(
+            "SELECT id, sha256 FROM embeddings WHERE model = ? AND id <= ? ORDER BY id", (model, upper)
+        ):
+            digest.update(f"{eid}:{sha}\n".encode())
+            count += 1
+            max_id = eid
+        return count, max_id, digest.hexdigest()
+
+    @reads
+    def images_for_embeddings(self, model: str, embedding_ids: Sequence[int]) -> dict[int, list[ImageRecord]]:
+        """embedding id -> the 'ok' images holding those bytes (several when duplicated)."""
+        out: dict[int, list[ImageRecord]] = {}
+        cols = ", ".join(f"i.{c.strip()}" for c in IMAGE_COLUMNS.split(","))
+        for chunk in chunks([int(i) for i in embedding_ids]):
+            marks = ",".join("?" * len(chunk))
+            for row in (
+                self.conn()
+                .execute(
+                    f"SELECT e.id, {cols} FROM embeddings e JOIN images i ON i.sha256 = e.sha256"
+                    f" WHERE e.model = ? AND i.status = 'ok' AND e.id IN ({marks}) ORDER BY i.id",
+                    (model, *chunk),
+                )
+                .fetchall()
+            ):
+                out.setdefault(int(row[0]), []).append(image_record(row[1:]))
+        return out
+
+    @reads
+    def image_ids_by_embedding(self, model: str) -> dict[int, list[int]]:
+        """embedding id -> ids of the 'ok' images holding those bytes."""
+        out: dict[int, list[int]] = {}
+        for eid, image_id in (
+            self.conn()
+            .execute(
+                "SELECT e.id, i.id FROM embeddings e JOIN images i ON i.sha256 = e.sha256"
+                " WHERE e.model = ? AND i.status = 'ok' ORDER BY i.id",
+                (model,),
+            )
+            .fetchall()
+        ):
+            out.setdefault(int(eid), []).append(int(image_id))
+        return out
+
+
+def _decoded_or_none(dtype: str, blob: bytes) -> np.ndarray | None:
+    """The vector, or None for a blob that is not whole values (a row cut short mid-value)."""
+    try:
+        return _decode_vector(dtype, blob)
+    except ValueError:
+        return None
+
+
+def _decode_vector(dtype: str, blob: bytes) -> np.ndarray:
+    return np.frombuffer(blob, dtype=np.float16 if dtype == "float16" else np.float32).astype(np.float32)
