@@ -50,6 +50,14 @@ def test_cub_splits_labels_and_missing(cub_root):
     assert test.classnames == ["Black footed Albatross", "Laysan Albatross", "Sooty Albatross"]
 
 
+def test_cub_without_its_split_file_reads_all_and_says_so_for_a_split(cub_root):
+    (cub_root / "train_test_split.txt").unlink()
+    assert sorted(Path(p).name for p, _ in CUB(cub_root, "all").samples) == ["a1.jpg", "a2.jpg", "l2.jpg", "s1.jpg"]
+    with pytest.raises(DatasetLayoutError, match=r"train_test_split.txt: CUB's test split is read from it; without it "
+                                                 r"only --split all \(every image\) can be evaluated"):
+        CUB(cub_root, "test")
+
+
 def test_cub_nested_root_and_errors(cub_root, tmp_path_factory):
     outer = tmp_path_factory.mktemp("outer")
     cub_root.rename(outer / "CUB_200_2011")

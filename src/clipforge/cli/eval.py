@@ -53,7 +53,7 @@ def _ks(text: str) -> list[int]:
     return values
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def _common(parser: argparse.ArgumentParser, expect_example: str = "top1=63.3") -> None:
     add_model_argument(parser, device=True)
     parser.add_argument("--batch-size", type=int, default=64, help="images per model batch (default 64)")
     add_speed_arguments(parser, workers=False)
@@ -63,7 +63,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None,
                         help="evaluate a fixed random subset of N images (seed 0) instead of all")
     parser.add_argument("--expect", action="append", metavar="METRIC=PCT",
-                        help="golden check, e.g. top1=63.3; exit status 1 when a metric misses")
+                        help=f"golden check, e.g. {expect_example}; exit status 1 when a metric misses")
     parser.add_argument("--tolerance", type=float, default=0.3, help="allowed miss in percentage points (0.3)")
     add_output_arguments(parser, json=True, quiet=True)
 
@@ -84,7 +84,8 @@ def check_dataset_name(name: str) -> str:
 def _dataset_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, metavar="NAME",
                         help="one of: " + ", ".join(DATASETS) + " (layouts: docs/datasets.md)")
-    parser.add_argument("--root", required=True, help="dataset folder (layouts: see clipforge.data)")
+    parser.add_argument("--root", required=True,
+                        help="the dataset's folder, zip or download archive (layouts: docs/datasets.md)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -109,11 +110,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rt = tasks.add_parser("retrieval", help="image<->text recall@1/5/10 on a caption CSV",
                           description="Image-to-text and text-to-image recall@1/5/10 on images with captions "
                                       "(e.g. Flickr8k/30k, MS-COCO in CSV form).")
-    _common(rt)
+    _common(rt, "image_to_text_R@1=80.0")
     rt.add_argument("--captions", required=True,
-                    help="CSV with image,caption rows (several per image), or Karpathy's dataset_flickr30k.json / "
-                         "dataset_coco.json (its test split)")
-    rt.add_argument("--images", default=None, help="image folder (default: beside the CSV)")
+                    help="CSV with image,caption rows (several per image; split by , tab | or ;), Flickr's own Flickr8k.token.txt "
+                         "(<image>#<n><TAB><caption>), or Karpathy's dataset_flickr30k.json / dataset_coco.json "
+                         "(its test split); every captioned image is evaluated")
+    rt.add_argument("--images", default=None,
+                    help="image folder (default: images/ or Images/ beside the captions, Flickr8k's "
+                         "Flicker8k_Dataset/, else the captions' folder)")
     _plot_argument(rt, "recall@k curve")
     rt.set_defaults(func=run_retrieval)
 

@@ -7,6 +7,7 @@ resolves the handful of numpy reconstruction functions such a file needs and ref
 
 from __future__ import annotations
 
+import io
 import pickle
 from pathlib import Path
 from typing import Any
@@ -52,9 +53,12 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(f"refusing to load global {module}.{name}") from None
 
 
-def load_restricted_pickle(path: Path) -> Any:
-    """Load a CIFAR-style pickle; bytes keys/strings are decoded to str by the caller."""
+def load_restricted_pickle(path: Path | str, data: bytes | None = None) -> Any:
+    """Load a CIFAR-style pickle from `path` (or from `data`, read out of an archive `path` names);
+    bytes keys/strings are decoded to str by the caller."""
     try:
+        if data is not None:
+            return _NumpyOnlyUnpickler(io.BytesIO(data), encoding="bytes").load()
         with open(path, "rb") as f:
             return _NumpyOnlyUnpickler(f, encoding="bytes").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .base import DatasetFormatError, DatasetLayoutError, LabelledDataset
+from .flickr_text import FLICKR8K_IMAGE_DIRS, is_token_file, read_token_file
 from .regular import special_kind
 
 __all__ = ["CAPTION_LAYOUT", "CaptionDataset", "CaptionTable", "read_caption_csv"]
@@ -31,6 +32,8 @@ CAPTION_LAYOUT = """\
       image,caption
       1000268201_693b08cb0e.jpg,A child in a pink dress is climbing up a set of stairs .
       1000268201_693b08cb0e.jpg,A girl going into a wooden building .
+  (the header may be split by tab, | or ; instead: image_name| comment_number| comment)
+  or Flickr's own caption file (Flickr8k.token.txt), no header: <image>#<n><TAB><caption>
   images in IMAGES_DIR (default: the CSV's folder /images, else the CSV's folder), paths relative to it"""
 
 _IMAGE_COLUMNS = ("image", "image_name", "filename", "file", "filepath", "path")
@@ -65,18 +68,26 @@ _SIGNATURES = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (
                (b"\xfe\xff", "UTF-16 text"))
 
 
-def _header_fits(path: Path) -> bool:
-    """Whether the first line of `path` names an image column and a caption column."""
+_DELIMITERS = (",", "\t", "|", ";")  # Kaggle's Flickr30k `results.csv` is `image_name| comment_number| comment`
+
+
+def _header_delimiter(path: Path) -> str | None:
+    """The delimiter by which the first line of `path` names an image column and a caption column."""
     try:
         with open(path, encoding="utf-8-sig") as f:
             first = f.readline(4096)
     except (OSError, UnicodeDecodeError):
-        return False
-    for delimiter in (",", "\t"):
+        return None
+    for delimiter in _DELIMITERS:
         names = {h.strip().lower() for h in first.strip().split(delimiter)}
         if names & set(_IMAGE_COLUMNS) and names & set(_CAPTION_COLUMNS):
-            return True
-    return False
+            return delimiter
+    return None
+
+
+def _header_fits(path: Path) -> bool:
+    """Whether the first line of `path` names an image column and a caption column."""
+    return _header_delimiter(path) is not None or is_token_file(path)
 
 
 def _caption_files_in(folder: Path) -> list[Path]:
@@ -150,6 +161,17 @@ def read_caption_csv(
     table = CaptionTable(path)
     index: dict[str, int] = {}
     try:
+        if image_column is None and caption_column is None and is_token_file(path):
+            rows, table.bad_rows = read_token_file(path)  # Flickr8k.token.txt: `<image>#<n><TAB><caption>`
+            for image, caption in rows:
+                index.setdefault(image, len(index))
+                if index[image] == len(table.images):
+                    table.images.append(image)
+                table.captions.append(caption)
+                table.caption_image.append(index[image])
+            return _checked(table, strict)
+        if delimiter == "," and image_column is None and caption_column is None:
+            delimiter = _header_delimiter(path) or delimiter  # a header split by "|", tab or ";" says so
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f, delimiter=delimiter)
             header = next(reader, None)
@@ -186,6 +208,12 @@ def read_caption_csv(
                                  f"0x{exc.object[exc.start]:02x}){looks}: {_EXPECTED}{how}") from exc
     except csv.Error as exc:
         raise DatasetFormatError(f"{path}: not readable as CSV ({exc}): {_EXPECTED}") from exc
+    return _checked(table, strict)
+
+
+def _checked(table: CaptionTable, strict: bool) -> CaptionTable:
+    """`table` once its bad rows are told (fatal with `strict`) and it has a caption at all."""
+    path = table.path
     if table.bad_rows:
         listing = "; ".join(f"line {n}: {why}" for n, why in table.bad_rows[:10])
         message = f"{path}: {len(table.bad_rows)} bad rows ({listing})"
@@ -198,7 +226,15 @@ def read_caption_csv(
 
 
 def default_images_dir(csv_path: Path) -> Path:
-    return csv_path.parent / "images" if (csv_path.parent / "images").is_dir() else csv_path.parent
+    """`images/` beside the captions, else Flickr8k's own folders (Kaggle's `Images/`, the original
+    `Flicker8k_Dataset/` beside the captions or beside their `Flickr8k_text/`) or Kaggle's Flickr30k
+    `flickr30k_images/` (beside its `results.csv`), else their folder."""
+    here = csv_path.parent
+    for base in (here, here.parent):
+        for name in ("images", *FLICKR8K_IMAGE_DIRS, "flickr30k_images", "flickr30k-images"):
+            if (base / name).is_dir() and (base is here or here.name == "Flickr8k_text"):
+                return base / name
+    return here
 
 
 class CaptionDataset(LabelledDataset):

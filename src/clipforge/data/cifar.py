@@ -1,4 +1,5 @@
-"""CIFAR-10 / CIFAR-100 from the python pickle batches, JPEG/PNG class folders, or a zip of them.
+"""CIFAR-10 / CIFAR-100 from the python pickle batches (unpacked, or inside the `.tar.gz` download),
+JPEG/PNG class folders, or a zip of them.
 
 The pickle batches are read with a numpy-only Unpickler (see `_pickle`); the 32x32 images stay
 in one uint8 array in memory (150 MB for CIFAR-10 train), shared copy-on-write by forked
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ._pickle import load_restricted_pickle
+from .archives import is_tar_archive, read_tar_batches
 from .base import DatasetFormatError, DatasetLayoutError, LabelledDataset
 from .classnames import CIFAR10_CLASSES, CIFAR100_CLASSES
 from .folder import ImageFolder, ZipImageFolder, display_name
@@ -25,6 +27,7 @@ __all__ = ["CIFAR_LAYOUT", "CIFARPickle", "open_cifar", "read_class_order"]
 CIFAR_LAYOUT = """\
   pickle:  ROOT/cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}
            ROOT/cifar-100-python/{train, test, meta}            (or ROOT = that folder)
+           ROOT = the download itself: cifar-10-python.tar.gz, cifar-100-python.tar.gz (read as it is)
   folders: ROOT/<split>/<class>/NNNN.jpg|png                    (or ROOT/<class>/...)
   zip:     ROOT/<split>_jpeg.zip or ROOT/<split>.zip holding <split>/<class>/NNNN.jpg (or ROOT = the zip)
   class order: ROOT/classes.json ({"classes": [...]} or a list), else the standard CIFAR order"""
@@ -42,8 +45,8 @@ def _text(value: Any) -> Any:
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
-def _batch(path: Path) -> dict[str, Any]:
-    content = load_restricted_pickle(path)
+def _batch(path: Path | str, data: bytes | None = None) -> dict[str, Any]:
+    content = load_restricted_pickle(path, data)
     if not isinstance(content, dict):
         raise DatasetFormatError(f"{path}: expected a pickled dict, got {type(content).__name__}")
     return {_text(k): v for k, v in content.items()}
@@ -66,20 +69,28 @@ class CIFARPickle(ArrayDataset):
             raise ValueError(f"CIFAR split must be train or test, got {split!r}")
         spec = _PICKLE[variant]
         root = Path(root)
-        folder = _pickle_dir(root, variant)
-        if folder is None:
-            raise DatasetLayoutError(f"missing file {root / spec['dir'] / spec['meta']}\nexpected layout:\n{CIFAR_LAYOUT}")
+        if is_tar_archive(root):  # the download itself, cifar-10-python.tar.gz: read without unpacking
+            folder, files = root, read_tar_batches(root, spec["dir"], [spec["meta"], *spec[split]])
+            batches = {name: _batch(f"{root}:{spec['dir']}/{name}", data) for name, data in files.items()}
+        else:
+            found = _pickle_dir(root, variant)
+            if found is None:
+                raise DatasetLayoutError(f"missing file {root / spec['dir'] / spec['meta']}\n"
+                                         f"expected layout:\n{CIFAR_LAYOUT}")
+            folder, batches = found, {}
+            for name in [spec["meta"], *spec[split]]:
+                if not (folder / name).is_file():
+                    raise DatasetLayoutError(f"missing file {folder / name}\nexpected layout:\n{CIFAR_LAYOUT}")
+                batches[name] = _batch(folder / name)
         meta_path = folder / spec["meta"]
-        meta = _batch(meta_path)
+        meta = batches[spec["meta"]]
         if spec["names"] not in meta:
             raise DatasetFormatError(f"{meta_path}: no {spec['names']!r} entry (has {sorted(meta)})")
         self.folder_names = [_text(n) for n in meta[spec["names"]]]
         arrays, labels, sources = [], [], []
         for fname in spec[split]:
             path = folder / fname
-            if not path.is_file():
-                raise DatasetLayoutError(f"missing file {path}\nexpected layout:\n{CIFAR_LAYOUT}")
-            batch = _batch(path)
+            batch = batches[fname]
             if "data" not in batch or spec["labels"] not in batch:
                 raise DatasetFormatError(f"{path}: needs 'data' and {spec['labels']!r} entries (has {sorted(batch)})")
             data = np.asarray(batch["data"], dtype=np.uint8)
@@ -150,6 +161,11 @@ def open_cifar(root: str | Path, split: str = "test", transform: Callable | None
     if root.is_file() and root.suffix == ".zip":
         order = _class_order(variant, root.parent)
         return ZipImageFolder(root, split, transform, class_order=order, name=variant)
+    if is_tar_archive(root):
+        return CIFARPickle(root, split, transform, variant)
+    if root.is_file():
+        raise DatasetLayoutError(f"{root} is a file but neither a zip of class folders nor CIFAR's tar.gz download"
+                                 f"\nexpected layout:\n{CIFAR_LAYOUT}")
     if not root.is_dir():
         raise DatasetLayoutError(f"missing folder {root}\nexpected layout:\n{CIFAR_LAYOUT}")
     if _pickle_dir(root, variant) is not None:

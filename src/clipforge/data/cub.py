@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from .base import DatasetFormatError, LabelledDataset, require_dir, require_file
+from .base import DatasetFormatError, DatasetLayoutError, LabelledDataset, require_dir, require_file
 from .classnames import clean_cub_name
 
 __all__ = ["CUB", "CUB_LAYOUT", "read_cub_classes"]
@@ -69,7 +69,11 @@ class CUB(LabelledDataset):
         classnames, self.raw_classnames = read_cub_classes(root)
         images = dict(_pairs(root / "images.txt"))
         labels = dict(_pairs(root / "image_class_labels.txt", numeric=True))
-        is_train = dict(_pairs(root / "train_test_split.txt", numeric=True))
+        split_file = root / "train_test_split.txt"
+        if not split_file.is_file() and split != "all":  # said before a layout dump, with the way on
+            raise DatasetLayoutError(f"missing file {split_file}: CUB's {split} split is read from it; without it "
+                                     "only --split all (every image) can be evaluated\nexpected layout:\n" + CUB_LAYOUT)
+        is_train = dict(_pairs(split_file, numeric=True)) if split_file.is_file() else dict.fromkeys(images, 0)
         image_dir = require_dir(root / "images", CUB_LAYOUT)
         samples, missing = [], []
         for image_id in sorted(images):

@@ -28,6 +28,7 @@ IMAGENET_LAYOUT = """\
   folders: ROOT/val/<wnid>/*.JPEG  (or ROOT/<wnid>/*.JPEG), e.g. ROOT/val/n01440764/x.JPEG
   kaggle:  ROOT/LOC_val_solution.csv (columns ImageId,PredictionString starting with the wnid)
            ROOT/ILSVRC/Data/CLS-LOC/val/<ImageId>.JPEG  (or ROOT/val/, ROOT/)
+  (ROOT may also be the folder of ILSVRC2012_val_*.JPEG itself, the labels up to four levels above)
   flat:    ROOT/<wnid>_anything.JPEG  (or ROOT/images/...), e.g. n01440764_tench.JPEG"""
 
 _GT = "ILSVRC2012_validation_ground_truth.txt"
@@ -40,17 +41,40 @@ def _is_image(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
+def _holds_val_images(folder: Path) -> bool:
+    try:
+        return any(n.startswith("ILSVRC2012_val_") and _is_image(n) for n in os.listdir(folder))
+    except OSError:
+        return False
+
+
+def _label_homes(root: Path) -> list[Path]:
+    """Where labels for `root`'s images may live: `root`, and when `root` is itself the folder of
+    ILSVRC2012_val_*.JPEG images, its ancestors (Kaggle's csv is four levels above
+    ILSVRC/Data/CLS-LOC/val/, the devkit beside ILSVRC2012_img_val/): pointing --root at the images
+    was refused with a screenful of layouts."""
+    if not _holds_val_images(root):
+        return [root]
+    return [root, *list(root.resolve().parents)[:4]]
+
+
 def _find_devkit(root: Path) -> Path | None:
-    for sub in _DEVKIT_DIRS:
-        if (root / sub / _GT).is_file():
-            return root / sub
+    for home in _label_homes(root):
+        for sub in _DEVKIT_DIRS:
+            if (home / sub / _GT).is_file():
+                return home / sub
     return None
+
+
+def _kaggle_csv(root: Path) -> Path | None:
+    return next((h / "LOC_val_solution.csv" for h in _label_homes(root) if (h / "LOC_val_solution.csv").is_file()),
+                None)
 
 
 def _find_devkit_images(root: Path) -> Path | None:
     for sub in _VAL_IMAGE_DIRS:
         folder = root / sub
-        if folder.is_dir() and any(n.startswith("ILSVRC2012_val_") and _is_image(n) for n in os.listdir(folder)):
+        if folder.is_dir() and _holds_val_images(folder):
             return folder
     return None
 
@@ -77,7 +101,7 @@ def detect_imagenet_layout(root: str | Path, split: str = "val") -> str:
     devkit = _find_devkit(root)
     if devkit is not None and _find_devkit_images(root) is not None:
         return "devkit"
-    if (root / "LOC_val_solution.csv").is_file():
+    if _kaggle_csv(root) is not None:
         return "kaggle"
     if _wnid_folder_root(root, split) is not None:
         return "folders"
@@ -153,7 +177,7 @@ def _devkit_samples(root: Path) -> tuple[list[tuple[str, int]], list[str]]:
 
 
 def _kaggle_samples(root: Path) -> tuple[list[tuple[str, int]], list[str]]:
-    csv_path = root / "LOC_val_solution.csv"
+    csv_path = _kaggle_csv(root) or root / "LOC_val_solution.csv"
     folder = next((root / d for d in _KAGGLE_IMAGE_DIRS if (root / d).is_dir()
                    and any(n.startswith("ILSVRC2012_val_") for n in os.listdir(root / d))), None)
     if folder is None:

@@ -3,7 +3,8 @@
 Karpathy's `dataset_flickr30k.json` / `dataset_coco.json` (caption_datasets.zip) list every image
 with its split and sentences; the CLIP paper's retrieval numbers use the "test" split (1,000
 Flickr30k images, 5,000 COCO images) with 5 captions per image (COCO images with more keep the
-first five, as is standard). Flickr8k comes as Kaggle's `captions.txt` CSV (or our CSV form).
+first five, as is standard). Flickr8k comes as Kaggle's `captions.txt` CSV (or our CSV form) or as
+its authors' `Flickr8k.token.txt` with the split lists (see `flickr_text`).
 """
 
 from __future__ import annotations
@@ -13,14 +14,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .base import DatasetFormatError, DatasetLayoutError
-from .captions import CaptionDataset, CaptionTable
+from .captions import CaptionDataset, CaptionTable, default_images_dir, read_caption_csv
+from .flickr_text import find_split_list, read_split_list
 
 __all__ = ["KARPATHY_LAYOUT", "open_karpathy_json", "open_retrieval_dataset", "read_karpathy"]
 
 KARPATHY_LAYOUT = """\
   flickr30k: ROOT/dataset_flickr30k.json + ROOT/flickr30k-images/<filename>   (or ROOT/images/)
   mscoco:    ROOT/dataset_coco.json + ROOT/<filepath>/<filename> (val2014/COCO_val2014_*.jpg; or ROOT/images/)
-  flickr8k:  ROOT/captions.txt (CSV image,caption) + ROOT/Images/ (or images/)"""
+  flickr8k:  ROOT/captions.txt (CSV image,caption) + ROOT/Images/ (or images/), or the original
+             ROOT/Flickr8k_text/{Flickr8k.token.txt, Flickr_8k.testImages.txt} + ROOT/Flicker8k_Dataset/"""
 
 _JSON = {"flickr30k": "dataset_flickr30k.json", "mscoco": "dataset_coco.json"}
 _SPLITS = {"test": ("test",), "val": ("val",), "train": ("train", "restval")}
@@ -80,11 +83,45 @@ def open_retrieval_dataset(key: str, root: str | Path, split: str = "test",
         if not images.is_dir() or not (images / table.images[0]).exists():
             images = root / "images" if (root / "images").is_dir() else images
         return CaptionDataset.from_table(table, images, transform, name=key, split=split, layout=f"karpathy-{key}")
-    csv = root if root.is_file() else next((root / n for n in ("captions.txt", "captions.csv") if (root / n).is_file()),
-                                          None)
+    return _open_flickr8k(key, root, split, transform)
+
+
+_FLICKR8K_CAPTIONS = ("captions.txt", "captions.csv", "Flickr8k.token.txt", "Flickr8k_text/Flickr8k.token.txt")
+
+
+def _open_flickr8k(key: str, root: Path, split: str, transform: Callable | None) -> CaptionDataset:
+    """Kaggle's `captions.txt` + `Images/`, or the original `Flickr8k.token.txt` + `Flicker8k_Dataset/`.
+
+    Where Flickr8k's own split list is there (`Flickr_8k.testImages.txt`, 1,000 images), the split
+    is read from it; Kaggle's copy has none, so every image is evaluated and the layout says so.
+    """
+    csv = root if root.is_file() else next((root / n for n in _FLICKR8K_CAPTIONS if (root / n).is_file()), None)
     if csv is None:
         raise DatasetLayoutError(f"missing file {root / 'captions.txt'}\nexpected layout:\n{KARPATHY_LAYOUT}")
-    images = next((csv.parent / n for n in ("Images", "images") if (csv.parent / n).is_dir()), csv.parent)
-    ds = CaptionDataset(csv, images, transform)
-    ds.name, ds.split = key, split
-    return ds
+    table = read_caption_csv(csv)
+    images = default_images_dir(csv)
+    listing = find_split_list(csv.parent, split)
+    if listing is not None:
+        keep = read_split_list(listing)
+        table = _only(table, keep)
+        if not table.images:
+            raise DatasetFormatError(f"{listing}: none of its {len(keep)} images has a caption in {csv}")
+        layout = f"{key} ({listing.name})"
+    else:
+        layout = f"{key} (no split list: every captioned image)"
+    return CaptionDataset.from_table(table, images, transform, name=key, split=split, layout=layout)
+
+
+def _only(table: CaptionTable, names: set[str]) -> CaptionTable:
+    """The part of `table` whose images are in `names`, re-indexed."""
+    out = CaptionTable(table.path, bad_rows=table.bad_rows)
+    index: dict[int, int] = {}
+    for caption, old in zip(table.captions, table.caption_image, strict=True):
+        if table.images[old] not in names:
+            continue
+        if old not in index:
+            index[old] = len(out.images)
+            out.images.append(table.images[old])
+        out.captions.append(caption)
+        out.caption_image.append(index[old])
+    return out

@@ -344,5 +344,6 @@ def _row_values(result: dict[str, Any]) -> dict[str, Any]:
     cf = result["clipforge"]
     return {"metric": cf["paper_metric"], "value": cf["paper_value"], "fingerprint": cf["fingerprint"],
             "images_evaluated": cf["images_evaluated"], "images_skipped": cf["images_skipped"],
-            "seconds_per_image": cf["seconds_per_image"], "precision": cf["precision"], "decode": cf["decode"],
+            "seconds_per_image": cf["seconds_per_image"], "wall_seconds": cf.get("wall_seconds"),
+            "precision": cf["precision"], "decode": cf["decode"],
             "metrics": result["metrics"]}

@@ -117,7 +117,8 @@ def _table_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
                     "prompt_set": r["prompt_set"], "metric": r.get("metric"), "ours": ours, "published": published,
                     "difference": None if ours is None or published is None else round(ours - published, 2),
                     "images_evaluated": r.get("images_evaluated"), "images_skipped": r.get("images_skipped"),
-                    "seconds_per_image": r.get("seconds_per_image"), "precision": r.get("precision"),
+                    "seconds_per_image": r.get("seconds_per_image"), "wall_seconds": r.get("wall_seconds"),
+                    "precision": r.get("precision"),
                     "decode": r.get("decode"), "status": r.get("status"), "error": r.get("error", "")})
     return out
 
@@ -130,7 +131,7 @@ def _fmt(value: Any) -> str:
 
 def _markdown(rows: list[dict[str, Any]], missing: list[dict[str, Any]], checks: list[dict[str, Any]]) -> str:
     head = ["model", "dataset", "task", "metric", "ours %", "published %", "diff", "images", "skipped", "s/image",
-            "precision", "decode", "status"]
+            "cell s", "precision", "decode", "status"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         diff = r["difference"]
@@ -139,6 +140,7 @@ def _markdown(rows: list[dict[str, Any]], missing: list[dict[str, Any]], checks:
                  "-" if r["published"] is None else f"{r['published']:.2f}",
                  "-" if diff is None else f"{diff:+.2f}", _fmt(r["images_evaluated"]), _fmt(r["images_skipped"]),
                  "-" if r["seconds_per_image"] is None else f"{r['seconds_per_image']:.4f}",
+                 "-" if r.get("wall_seconds") is None else f"{r['wall_seconds']:.1f}",
                  _fmt(r["precision"]), _fmt(r["decode"]), r["status"] + (f": {r['error']}" if r["error"] else "")]
         lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
     if missing:

@@ -95,32 +95,47 @@ def zh_classnames(dataset: str) -> list[str] | None:
     return list(_load("zh_prompts_datasets.json")[name]["classes"]) if name else None
 
 
-def classnames_for(dataset: str, templates: object, count: int | None = None) -> list[str] | None:
+def classnames_for(dataset: str, templates: object, count: int | None = None,
+                   own: Sequence[str] | None = None) -> list[str] | None:
     """Class names matching `templates` when they are a language set, else None (use the usual ones).
 
     ValueError when the set's language has no names for `dataset` (prompting Chinese templates
-    with English names would silently measure something else) or their count differs.
+    with English names would silently measure something else) or their count differs. The dataset's
+    `own` names do when they are in the set's language already (a folder dataset of 猫/ 狗/).
     """
-    if set_language(templates) == "en":
+    language = set_language(templates)
+    if language == "en":
         return None
     names = zh_classnames(dataset)
+    if names is None and own and all(language_of(str(n)) == language for n in own):
+        return None
     if names is None:
         raise ValueError(f"template set {templates!r} is Chinese but no Chinese class names are packaged for "
-                         f"dataset {dataset!r} (packaged: imagenet, cifar10, cifar100); pass --classnames FILE")
+                         f"dataset {dataset!r} (packaged: imagenet, cifar10, cifar100); pass --classnames FILE "
+                         "(Chinese names, one a line, in the dataset's class order) or an English --templates set")
     if count is not None and len(names) != count:
         raise ValueError(f"{len(names)} Chinese class names packaged for {dataset!r}, but the dataset has {count}")
     return names
 
 
 def default_template_set(dataset: str, languages: Sequence[str], english_default: str) -> str:
-    """The set `eval zeroshot` prompts `dataset` with for a model speaking `languages` (first wins)."""
+    """The set `eval zeroshot` prompts `dataset` with for a model speaking `languages` (first wins).
+
+    A first language with no class names packaged for `dataset` gives way to English where the model
+    reads English too: `clipforge-tiny-zh` (zh, en) on CUB was refused by default ("no Chinese class
+    names ... for 'cub'"), in `eval zeroshot` and in every suite cell of a dataset without them.
+    """
     first = languages[0] if languages else "en"
     if first == "en":
         return english_default
     key = _key(dataset)
     key = "imagenet" if key in _IMAGENET_KEYS else key
     candidate = f"{first}-{key}"
-    return candidate if candidate in LANGUAGE_SETS else f"{first}-simple"
+    if candidate in LANGUAGE_SETS:
+        return candidate
+    if first == "zh" and zh_classnames(dataset) is None and "en" in languages:
+        return english_default
+    return f"{first}-simple"
 
 
 def language_of(text: str) -> str:
