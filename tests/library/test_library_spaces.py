@@ -91,3 +91,32 @@ def test_server_answers_from_a_milvus_store_and_names_its_model(tmp_path, images
         assert client.post("/api/images", files={"file": ("again.png", extra, "image/png")}).status_code == 200
         assert client.get("/api/stats").json()["images"]["ok"] == 5
     library.close()
+
+
+@pytest.mark.parametrize("kind", STORES[:2])
+def test_the_reads_of_a_second_space_are_that_spaces(kind, tmp_path, images_factory, capsys, request) -> None:
+    """Tags, stats and the empty-result sentence follow the model a library was opened with. On SQLite they
+    read the default space's: `tag --list --model M` after tagging M's space said "no tags yet", and
+    `stats()` named the default model beside M's index."""
+    images_factory(tmp_path / "photos", 4, formats=("png",))
+    store = _store(kind, tmp_path, request)
+    lib = ["--library", str(tmp_path / "lib"), *_store_args(store)]
+    quiet = ["--workers", "0", "-q"]
+    assert main(["index", "add", str(tmp_path / "photos"), "--model", "test-vit-tiny", *lib, *quiet]) == 0
+    assert main(["index", "add", "--model", "test-rn-tiny", *lib, *quiet]) == 0
+    assert main(["tag", "--labels", "red,blue", "--templates", "simple", "--model", "test-rn-tiny", *lib, "-q"]) == 0
+    capsys.readouterr()
+    assert main(["tag", "--list", "--json", "--model", "test-rn-tiny", *lib]) == 0
+    counts = json.loads(capsys.readouterr().out)["tags"]
+    assert set(counts) == {"red", "blue"} and sum(counts.values()) == 4
+    assert main(["tag", "--list", "--json", *lib]) == 0  # the default space was never tagged
+    assert json.loads(capsys.readouterr().out)["tags"] == {}
+    with open_store_library(store, tmp_path / "lib", "test-rn-tiny", create=False) as library:
+        stats = library.stats()
+        assert stats["model"]["name"] == "test-rn-tiny"
+        assert stats["model"]["fingerprint"] == library.encoder.fingerprint
+        assert stats["model"]["embed_dim"] == library.encoder.embed_dim
+        assert stats["tags"] == {k: v for k, v in counts.items() if v} and stats["distinct_contents"] == 4
+        first = library.list_images(limit=1)[0]
+        assert {label for label, _ in library.tags(first.id)} == {"red", "blue"}
+        assert "red" in library.no_results_reason("green")

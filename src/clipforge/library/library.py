@@ -92,7 +92,7 @@ class Library(LibraryWrites, LibraryReads):
         """Counts, model, index state, tags and recent failures, as plain JSON-able data.
 
         `verify`: also count 'ok' images without a vector (`missing_vectors`; a scan of every row)."""
-        fingerprint = self.model_fingerprint
+        fingerprint = self.space_fingerprint
         db_bytes = sum(
             p.stat().st_size for p in self.paths.root.glob(self.paths.db.name + "*") if p.is_file()
         )
@@ -106,14 +106,21 @@ class Library(LibraryWrites, LibraryReads):
             "failures": [BadImage(p, r).to_dict() for p, r in self.store.failures(20)],
         }
         if fingerprint is not None:
+            spaces = self.spaces()
+            space = next((s for s in spaces if s["fingerprint"] == fingerprint), None)
+            default = fingerprint == self.model_fingerprint
+            dim = self._stored_dim() if default else self.encoder.embed_dim
             out["model"] = {
-                "name": self.store.get_meta(META_NAME) or None,
+                "name": (self.store.get_meta(META_NAME) if default else (space or {}).get("name") or self.encoder.name)
+                or None,
                 "fingerprint": fingerprint,
-                "embed_dim": self._stored_dim(),
+                "embed_dim": dim,
                 "vector_dtype": self.store.get_meta(META_DTYPE),
             }
             out["distinct_contents"] = self.store.embedding_count(fingerprint)
-            manager = self._manager or IndexManager(self.store, self.paths, fingerprint, self._stored_dim())
+            manager = self._manager
+            if manager is None or manager.fingerprint != fingerprint:
+                manager = IndexManager(self.store, self.paths, fingerprint, dim)
             out["index"] = manager.status()
             out["tags"] = self.store.tag_counts(fingerprint)
             if verify:
@@ -122,7 +129,7 @@ class Library(LibraryWrites, LibraryReads):
                     if self.store.vectors_checked(fingerprint)
                     else len(self.store.images_missing_vectors(fingerprint))
                 )
-            out["spaces"] = self.spaces()
+            out["spaces"] = spaces
         return out
 
     # -- lifetime ---------------------------------------------------------------------------

@@ -133,6 +133,13 @@ class LibraryBase:
     def model_fingerprint(self) -> str | None:
         return self.store.get_meta(META_FINGERPRINT)
 
+    @property
+    def space_fingerprint(self) -> str | None:
+        """The model space this library reads: its model's once one is loaded (`--model` naming a second space),
+        else the default space (the first model's). Tags, stats and the empty-result sentence read this one,
+        as search does; they read the default space's before, beside a second space's hits."""
+        return self._encoder.fingerprint if self._encoder is not None else self.model_fingerprint
+
     def _set_encoder(self, encoder: Encoder) -> None:
         recorded = self.model_fingerprint
         if (

@@ -120,14 +120,14 @@ class LibraryReads(LibraryBase):
     def tag_counts(self) -> dict[str, int]:
         """The library's tags: label -> photos whose top tag it is, most first (vocabulary labels no photo
         has show 0); empty before `clipforge tag`."""
-        return tag_counts(self.store, self.model_fingerprint)
+        return tag_counts(self.store, self.space_fingerprint)
 
     def no_results_reason(self, filter_tags: str | Sequence[str] | None = None) -> str:
         """One sentence for an empty search result: an empty library, or no photo with those tags."""
-        return no_results_reason(self.store, self.model_fingerprint, filter_tags)
+        return no_results_reason(self.store, self.space_fingerprint, filter_tags)
 
     def tags(self, image_id: int) -> list[tuple[str, float]]:
-        fingerprint = self.model_fingerprint
+        fingerprint = self.space_fingerprint
         return (
             self.store.tags_for_images(fingerprint, [image_id]).get(int(image_id), []) if fingerprint else []
         )
