@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from clipforge.library.library_base import META_DTYPE
 from clipforge.library.store import ImageRecord
 
-VECTOR_DTYPE_META = "vector_dtype"  # the library's meta key (`library._META_DTYPE`)
+VECTOR_DTYPE_META = META_DTYPE  # the library's meta key for its vectors' dtype
 
 Item = tuple[ImageRecord, "np.ndarray | None", list[tuple[str, float]]]
 """One file of one space: its record, its vector (None for a failed file) and its tags in rank order."""
