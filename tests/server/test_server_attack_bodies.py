@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from clipforge.server import ServerLimits, bodies, create_app
+from clipforge.server import ServerLimits, bodies, body_parsing, create_app
 
 # How long a held parse waits for its /healthz answer before it records "not answered" (only a broken
 # server waits this long: a free event loop answers at once, one running the parse never does).
@@ -29,14 +29,14 @@ HELD_WAIT_S = 30
 
 
 class ParseProbe:
-    """Wraps `bodies._parse_json`: records the size of each body parsed, the thread it ran in, and whether a
+    """Wraps `body_parsing._parse_json`: records the size of each body parsed, the thread it ran in, and whether a
     `/healthz` sent from inside the parse call was answered before the parse went on."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, url_box: list[str]) -> None:
         self.parsed: list[int] = []
         self.answered_while_held: list[bool] = []
         self.on_loop_thread: list[bool] = []
-        original = bodies._parse_json
+        original = body_parsing._parse_json
 
         def held(raw: bytes, model: Any, kind: Any) -> Any:
             import asyncio
@@ -54,7 +54,7 @@ class ParseProbe:
             self.parsed.append(len(raw))
             return original(raw, model, kind)
 
-        monkeypatch.setattr(bodies, "_parse_json", held)
+        monkeypatch.setattr(body_parsing, "_parse_json", held)
 
 
 class RegexSpy:
@@ -93,8 +93,9 @@ def test_a_json_body_with_a_million_keys_is_refused_before_parsing(library, live
     assert 10_000_000 < len(body) < limits.max_body_bytes
     with live_server(create_app(library, ui=False, limits=limits), limits) as base:
         url.append(base)
-        answer = httpx.post(f"{base}/api/search", content=body, headers={"content-type": "application/json"},
-                            timeout=300)
+        answer = httpx.post(
+            f"{base}/api/search", content=body, headers={"content-type": "application/json"}, timeout=300
+        )
         assert answer.status_code == 413, answer.text
         assert answer.json()["error"] == "too_complex"
         assert f"{limits.max_json_items:,}" in answer.json()["detail"]
@@ -104,14 +105,19 @@ def test_a_json_body_with_a_million_keys_is_refused_before_parsing(library, live
         assert refused.status_code == 413 and refused.json()["error"] == "too_complex"
         assert probe.parsed == []
         # a body under the limit is parsed off the event loop: a /healthz sent from inside its parse is answered
-        ok = httpx.post(f"{base}/api/search", json={"text": "a red picture", "top_k": 3, "tags": ["a", "b"]},
-                        timeout=300)
+        ok = httpx.post(
+            f"{base}/api/search", json={"text": "a red picture", "top_k": 3, "tags": ["a", "b"]}, timeout=300
+        )
         assert ok.status_code == 200 and len(ok.json()["results"]) == 0  # no image carries these tags
-    assert probe.answered_while_held == [True], "the event loop could not answer /healthz while a body was parsed"
+    assert probe.answered_while_held == [True], (
+        "the event loop could not answer /healthz while a body was parsed"
+    )
     assert len(probe.parsed) == 1 and probe.on_loop_thread == [False]
 
 
-def test_a_large_base64_image_is_checked_off_the_event_loop_without_a_regex(library, live_server, monkeypatch):
+def test_a_large_base64_image_is_checked_off_the_event_loop_without_a_regex(
+    library, live_server, monkeypatch
+):
     # 60 MB instead of the default 20 MB: three times what a default server accepts
     limits = ServerLimits(max_upload_bytes=60 * 10**6)
     junk = base64.b64encode(os.urandom(limits.max_base64_chars // 4 * 3)).decode()
@@ -121,11 +127,14 @@ def test_a_large_base64_image_is_checked_off_the_event_loop_without_a_regex(libr
     probe, regex = ParseProbe(monkeypatch, url), RegexSpy(monkeypatch)
     with live_server(create_app(library, ui=False, limits=limits), limits) as base:
         url.append(base)
-        answer = httpx.post(f"{base}/api/classify", content=body, headers={"content-type": "application/json"},
-                            timeout=300)
+        answer = httpx.post(
+            f"{base}/api/classify", content=body, headers={"content-type": "application/json"}, timeout=300
+        )
         assert answer.status_code == 415, answer.text  # valid base64 of random bytes: not an image
         assert httpx.get(f"{base}/healthz").status_code == 200
-    assert probe.answered_while_held == [True], "the event loop could not answer /healthz while a body was parsed"
+    assert probe.answered_while_held == [True], (
+        "the event loop could not answer /healthz while a body was parsed"
+    )
     assert probe.parsed == [len(body)] and probe.on_loop_thread == [False]
     assert regex.lengths and max(regex.lengths) < 10_000, "a regular expression read the base64 string"
 
@@ -139,7 +148,9 @@ def test_base64_is_checked_in_linear_time_with_the_same_rule(make_client):
         assert refused.status_code == 422 and "standard base64" in refused.json()["detail"], bad[-8:]
     over = client.post("/api/classify", json={"image": good + "AAAA", "labels": "cat"})
     assert over.status_code == 422 and f"{limits.max_base64_chars:,}" in over.json()["detail"]
-    assert client.post("/api/classify", json={"image": good, "labels": "cat"}).status_code == 415  # not an image
+    assert (
+        client.post("/api/classify", json={"image": good, "labels": "cat"}).status_code == 415
+    )  # not an image
 
 
 def test_a_form_field_given_a_json_object_or_list_is_refused(make_client, kit):
@@ -149,11 +160,17 @@ def test_a_form_field_given_a_json_object_or_list_is_refused(make_client, kit):
     image = kit.encode(kit.picture((200, 20, 20), 3))
     for value in ('{"a": 1}', "{}", '["cat", "dog"]', "[]"):
         searched = client.post("/api/search", data={"text": "a red picture", "tags": value})
-        assert searched.status_code == 422 and "plain text" in searched.json()["detail"], (value, searched.text)
-        searched = client.post("/api/search", files={"image": ("a.png", image, "image/png")}, data={"tags": value})
+        assert searched.status_code == 422 and "plain text" in searched.json()["detail"], (
+            value,
+            searched.text,
+        )
+        searched = client.post(
+            "/api/search", files={"image": ("a.png", image, "image/png")}, data={"tags": value}
+        )
         assert searched.status_code == 422, value
-        classified = client.post("/api/classify", files={"image": ("a.png", image, "image/png")},
-                                 data={"labels": value})
+        classified = client.post(
+            "/api/classify", files={"image": ("a.png", image, "image/png")}, data={"labels": value}
+        )
         assert classified.status_code == 422, value
     spec = client.get("/openapi.json").json()
     form = spec["paths"]["/api/search"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
@@ -170,10 +187,19 @@ def test_json_the_parser_cannot_take_is_explained_in_the_apis_words(make_client)
     client = make_client()
     headers = {"content-type": "application/json"}
     deep = client.post("/api/search", content="[" * 2000 + "]" * 2000, headers=headers)
-    assert deep.json() == {"error": "invalid_request",
-                           "detail": "body: not valid JSON (arrays or objects nested too deeply)"}, deep.text
-    digits = client.post("/api/search", content=b'{"text": "x", "top_k": ' + b"9" * 5000 + b"}", headers=headers)
-    assert digits.json() == {"error": "invalid_request",
-                             "detail": "body: not valid JSON (a number with more than 4,300 digits)"}, digits.text
-    assert client.post("/api/search", content=b'{"text": ', headers=headers).json()["detail"].startswith(
-        "body: not valid JSON (Expecting value: line 1 column 10")
+    assert deep.json() == {
+        "error": "invalid_request",
+        "detail": "body: not valid JSON (arrays or objects nested too deeply)",
+    }, deep.text
+    digits = client.post(
+        "/api/search", content=b'{"text": "x", "top_k": ' + b"9" * 5000 + b"}", headers=headers
+    )
+    assert digits.json() == {
+        "error": "invalid_request",
+        "detail": "body: not valid JSON (a number with more than 4,300 digits)",
+    }, digits.text
+    assert (
+        client.post("/api/search", content=b'{"text": ', headers=headers)
+        .json()["detail"]
+        .startswith("body: not valid JSON (Expecting value: line 1 column 10")
+    )

@@ -51,16 +51,28 @@ def ui_env(tmp_path, monkeypatch, library):
     inner.mkdir()
     (inner / "link.png").symlink_to(secret)
     os.mkfifo(inner / "pipe.png")
-    targets = ["/proc/self/environ", str(token_file), str(library.paths.db), str(secret), in_tmp,
-               f"{upload_dir}/../secret.txt", str(inner / "link.png"), str(inner / "pipe.png"),
-               "http://127.0.0.1:9/x.png", "/etc/passwd"]
+    targets = [
+        "/proc/self/environ",
+        str(token_file),
+        str(library.paths.db),
+        str(secret),
+        in_tmp,
+        f"{upload_dir}/../secret.txt",
+        str(inner / "link.png"),
+        str(inner / "pipe.png"),
+        "http://127.0.0.1:9/x.png",
+        "/etc/passwd",
+    ]
     environ = Path("/proc/self/environ").read_bytes().split(b"\0")[0].decode(errors="replace")
     secrets = [canary, TOKEN, "SQLite format 3", "root:x:0", environ]
     clients = []
 
     def make(limits: ServerLimits | None = None, root_path: str = ""):
-        client = TestClient(create_app(library, token=TOKEN, limits=limits, ui=True), raise_server_exceptions=False,
-                            root_path=root_path)
+        client = TestClient(
+            create_app(library, token=TOKEN, limits=limits, ui=True),
+            raise_server_exceptions=False,
+            root_path=root_path,
+        )
         client.__enter__()  # lifespan: gradio's queue starts
         clients.append(client)
         return client
@@ -80,9 +92,16 @@ def run_events(client, calls: list[tuple[int, list]]) -> tuple[list, list[dict]]
     session = uuid.uuid4().hex
     joins, pending = [], set()
     for fn_index, data in calls:
-        response = client.post("/gradio_api/queue/join", json={"fn_index": fn_index, "data": data,
-                                                                "session_hash": session, "event_data": None,
-                                                                "trigger_id": None})
+        response = client.post(
+            "/gradio_api/queue/join",
+            json={
+                "fn_index": fn_index,
+                "data": data,
+                "session_hash": session,
+                "event_data": None,
+                "trigger_id": None,
+            },
+        )
         joins.append(response)
         if response.status_code == 200:
             pending.add(response.json()["event_id"])
@@ -149,7 +168,9 @@ def _succeeded(message: dict) -> bool:
     return bool(message.get("success")) and _refusal(message) is None
 
 
-def _attack(client, upload_dir: Path, targets: list[str], guarded: bool = True) -> tuple[list[str], list[str]]:
+def _attack(
+    client, upload_dir: Path, targets: list[str], guarded: bool = True
+) -> tuple[list[str], list[str]]:
     """Every hostile event through queue/join, run and call; every file= fetch. (event texts, file= texts)."""
     blocks = _blocks(client)
     texts = []
@@ -168,7 +189,10 @@ def _attack(client, upload_dir: Path, targets: list[str], guarded: bool = True) 
     for target in targets:
         response = client.get(f"/gradio_api/file={target}")
         # With the guard: 403. Without it gradio refuses too, though a FIFO makes it answer 500.
-        assert response.status_code == 403 if guarded else response.status_code >= 400, (target, response.status_code)
+        assert response.status_code == 403 if guarded else response.status_code >= 400, (
+            target,
+            response.status_code,
+        )
         fetched.append(response.text)
     return texts, fetched
 
@@ -212,8 +236,13 @@ def test_positive_control_the_attack_works_with_every_layer_off(ui_env, tmp_path
     _blocks(client).has_launched = False
     secret = targets[3]
     run_events(client, [(fn, [_fd(secret)] * len(f.inputs)) for fn, f in _blocks(client).fns.items()])
-    copied = [p for p in _files_under(upload_dir) if Path(p).is_file() and not Path(p).is_symlink()
-              and Path(p).read_text(errors="replace") == Path(secret).read_text()]
+    copied = [
+        p
+        for p in _files_under(upload_dir)
+        if Path(p).is_file()
+        and not Path(p).is_symlink()
+        and Path(p).read_text(errors="replace") == Path(secret).read_text()
+    ]
     assert copied, "the attack no longer reproduces: this control cannot show the test would fail"
 
 
@@ -239,8 +268,12 @@ def test_a_real_upload_classifies_and_a_non_image_gets_the_api_message(ui_env, t
     # A text file named like a picture: the UI says what the REST API says, with no server path.
     notes = b"this is not an image, whatever its name says\n"
     text_path = _upload(client, "holiday.jpg", notes).json()[0]
-    _, done = run_events(client, [(classify, [_fd(text_path, "holiday.jpg"), "cat, dog", "a photo of a {}."])])
-    api = client.post("/api/classify", files={"image": ("holiday.jpg", notes, "image/jpeg")}, data={"labels": "cat"})
+    _, done = run_events(
+        client, [(classify, [_fd(text_path, "holiday.jpg"), "cat, dog", "a photo of a {}."])]
+    )
+    api = client.post(
+        "/api/classify", files={"image": ("holiday.jpg", notes, "image/jpeg")}, data={"labels": "cat"}
+    )
     assert api.status_code == 415 and api.json()["error"] == "not_an_image"
     # The status line of the tab says it, in the API's words; the probabilities are left as they were.
     assert done[0]["success"] is True
@@ -265,8 +298,9 @@ def test_ui_upload_space_is_bounded_and_pruned(ui_env, kit, monkeypatch):
     from clipforge.server.upload_space import upload_bytes_used
 
     make, upload_dir, _, _ = ui_env
-    limits = ServerLimits(max_upload_bytes=100_000, form_overhead_bytes=20_000, ui_cache_bytes=300_000,
-                          ui_cache_age_s=600)
+    limits = ServerLimits(
+        max_upload_bytes=100_000, form_overhead_bytes=20_000, ui_cache_bytes=300_000, ui_cache_age_s=600
+    )
     client = make(limits)
     start = upload_bytes_used(upload_dir)
     answers = [_upload(client, f"f{i}.png", os.urandom(90_000)) for i in range(5)]
@@ -277,7 +311,9 @@ def test_ui_upload_space_is_bounded_and_pruned(ui_env, kit, monkeypatch):
     # room is made from the client's own uploads only when it holds more than half: others hold the rest
     guard = _guard(client)
     other = guard.ledger.reserve(150_000, 1, "198.51.100.9")
-    assert other is not None and guard.ledger.bytes - start == 90_000  # two more of its own went (270 -> 90 KB)
+    assert (
+        other is not None and guard.ledger.bytes - start == 90_000
+    )  # two more of its own went (270 -> 90 KB)
     from clipforge.server.upload_space import delete_files
 
     delete_files(guard.ledger.doomed(), str(upload_dir))
@@ -316,7 +352,9 @@ def test_parallel_ui_uploads_cannot_pass_the_budget_together(ui_env):
     client = make(limits)
     before = upload_bytes_used(upload_dir)
     with ThreadPoolExecutor(max_workers=10) as pool:
-        statuses = list(pool.map(lambda i: _upload(client, f"p{i}.png", os.urandom(90_000)).status_code, range(10)))
+        statuses = list(
+            pool.map(lambda i: _upload(client, f"p{i}.png", os.urandom(90_000)).status_code, range(10))
+        )
     assert set(statuses) <= {200, 507} and 200 in statuses, statuses
     kept = [p for p in upload_dir.rglob("p*.png") if p.is_file()]
     assert 1 <= len(kept) <= 3, kept
@@ -366,21 +404,36 @@ def test_an_upload_is_usable_only_by_the_browser_that_sent_it(ui_env, photos):
 def test_unused_gradio_routes_and_url_fetches_are_closed(ui_env, capfd):
     make, _, _, _ = ui_env
     client = make()
-    for path in ("/gradio_api/file=http://127.0.0.1:9/x.png", "/gradio_api/file=https://example.com/a.png",
-                 "/gradio_api/file=//example.com/a.png"):
+    for path in (
+        "/gradio_api/file=http://127.0.0.1:9/x.png",
+        "/gradio_api/file=https://example.com/a.png",
+        "/gradio_api/file=//example.com/a.png",
+    ):
         assert client.get(path).status_code == 403, path
-    for path in ("/gradio_api/proxy=http://127.0.0.1:9/", "/monitoring", "/gradio_api/runs", "/gradio_api/deep_link",
-                 "/gradio_api/custom_component/x/client/y/FORGED-LOG-LINE",  # gradio printed it to stdout
-                 "/gradio_api/custom_component/x/nope/y/z"):  # gradio: 422
+    for path in (
+        "/gradio_api/proxy=http://127.0.0.1:9/",
+        "/monitoring",
+        "/gradio_api/runs",
+        "/gradio_api/deep_link",
+        "/gradio_api/custom_component/x/client/y/FORGED-LOG-LINE",  # gradio printed it to stdout
+        "/gradio_api/custom_component/x/nope/y/z",
+    ):  # gradio: 422
         assert client.get(path).status_code == 404, path
     assert "FORGED-LOG-LINE" not in capfd.readouterr().out
     for path in ("/gradio_api/component_server", "/gradio_api/process_recording", "/gradio_api/stream/x"):
         assert client.post(path, json={}).status_code == 404, path
-    too_big = client.post("/gradio_api/queue/join", content=b"[" + b"0," * 600_000 + b"0]",
-                          headers={"content-type": "application/json"})
+    too_big = client.post(
+        "/gradio_api/queue/join",
+        content=b"[" + b"0," * 600_000 + b"0]",
+        headers={"content-type": "application/json"},
+    )
     assert too_big.status_code == 413
-    assert client.post("/gradio_api/queue/join", content=b"{not json",
-                       headers={"content-type": "application/json"}).status_code == 400
+    assert (
+        client.post(
+            "/gradio_api/queue/join", content=b"{not json", headers={"content-type": "application/json"}
+        ).status_code
+        == 400
+    )
     # The page itself still loads.
     assert client.get("/").status_code == 200 and client.get("/config").status_code == 200
 
@@ -390,8 +443,12 @@ def test_the_guard_holds_behind_a_path_prefix(ui_env):
     and the time limit must match the route path, or every check above is skipped."""
     make, _, targets, secrets = ui_env
     client = make(root_path="/photos")
-    for path in ("/photos/gradio_api/proxy=http://127.0.0.1:9/", "/photos/monitoring", "/photos/gradio_api/runs",
-                 "/photos/gradio_api/deep_link"):
+    for path in (
+        "/photos/gradio_api/proxy=http://127.0.0.1:9/",
+        "/photos/monitoring",
+        "/photos/gradio_api/runs",
+        "/photos/gradio_api/deep_link",
+    ):
         assert client.get(path).status_code == 404, path
     for target in targets[:4]:
         response = client.get(f"/photos/gradio_api/file={target}")
@@ -405,10 +462,12 @@ def test_no_cross_origin_reads_with_credentials(ui_env):
     `Access-Control-Allow-Credentials: true`; now no origin but the page's own may read answers."""
     make, _, _, _ = ui_env
     client = make()
-    cases = [({"Host": "localhost:7860", "Origin": "http://localhost:9999"}, "/config"),
-             ({"Host": "127.0.0.1:7860", "Origin": "http://127.0.0.1:5173"}, "/gradio_api/info"),
-             ({"Host": "192.168.1.20:7860", "Origin": "http://evil.example"}, "/config"),
-             ({"Host": "192.168.1.20:7860", "Origin": "http://evil.example"}, "/api/stats")]
+    cases = [
+        ({"Host": "localhost:7860", "Origin": "http://localhost:9999"}, "/config"),
+        ({"Host": "127.0.0.1:7860", "Origin": "http://127.0.0.1:5173"}, "/gradio_api/info"),
+        ({"Host": "192.168.1.20:7860", "Origin": "http://evil.example"}, "/config"),
+        ({"Host": "192.168.1.20:7860", "Origin": "http://evil.example"}, "/api/stats"),
+    ]
     for headers, path in cases:
         response = client.get(path, headers=headers)
         assert response.status_code == 200, (path, response.status_code)
@@ -421,7 +480,7 @@ def test_no_cross_origin_reads_with_credentials(ui_env):
 def test_the_ui_handlers_open_only_uploads(ui_env, tmp_path, opened_paths, kit):
     """The innermost layer alone: a handler given a FileData outside the upload folder never opens it."""
     from clipforge.server.errors import APIError
-    from clipforge.server.ui import read_upload_file
+    from clipforge.server.ui_files import read_upload_file
 
     make, upload_dir, targets, _ = ui_env
     client = make()
@@ -457,7 +516,9 @@ def test_ui_search_and_add_still_work_through_the_event_api(ui_env, library, kit
     add = _fn_index(client, "add")
     _, done = run_events(client, [(add, [[_fd(path, "teal.png")], "wrong", None])])
     assert _refusal(done[0]).startswith("⚠️ **401 unauthorized**")
-    assert done[0]["output"]["data"][1:] == [{"__type__": "update"}] * 3  # gallery, summary, chosen files kept
+    assert (
+        done[0]["output"]["data"][1:] == [{"__type__": "update"}] * 3
+    )  # gallery, summary, chosen files kept
     _, done = run_events(client, [(add, [[_fd(path, "teal.png")], TOKEN, None])])
     assert done[0]["success"], done
     assert done[0]["output"]["data"][0].startswith("Added 1 image(s)")
@@ -499,9 +560,16 @@ def test_queued_ui_events_of_one_client_do_not_starve_another(ui_env, photos, mo
     finished: list[str] = []
 
     def join(session: str, labels: str) -> None:
-        joined = client.post("/gradio_api/queue/join", json={
-            "fn_index": classify, "data": [_fd(path, "red.png"), labels, "a photo of a {}."],
-            "session_hash": session, "event_data": None, "trigger_id": None})
+        joined = client.post(
+            "/gradio_api/queue/join",
+            json={
+                "fn_index": classify,
+                "data": [_fd(path, "red.png"), labels, "a photo of a {}."],
+                "session_hash": session,
+                "event_data": None,
+                "trigger_id": None,
+            },
+        )
         assert joined.status_code == 200, joined.text
 
     def stream(session: str, count: int, opened: threading.Event) -> None:
@@ -510,7 +578,9 @@ def test_queued_ui_events_of_one_client_do_not_starve_another(ui_env, photos, mo
             for line in events.iter_lines():
                 message = json.loads(line[5:]) if line.startswith("data:") else {}
                 if message.get("msg") == "process_completed":
-                    finished.append(f"{session}:{message['output']['data'][1] if message.get('success') else 'x'}")
+                    finished.append(
+                        f"{session}:{message['output']['data'][1] if message.get('success') else 'x'}"
+                    )
                     count -= 1
                 if count == 0 or message.get("msg") == "close_stream":
                     return
@@ -531,7 +601,9 @@ def test_a_flood_of_library_page_events_does_not_queue_another_user_behind_it(ui
     nothing bounded how many it could queue). Paging now takes turns per client in a gate of its own
     (model work does not delay it), with the same per-client cap as model work (429 beyond it)."""
     make, _, _, _ = ui_env
-    client = make(ServerLimits(ui_unread_events=64, ui_pending_per_host=64))  # 40 joins before reading: past the
+    client = make(
+        ServerLimits(ui_unread_events=64, ui_pending_per_host=64)
+    )  # 40 joins before reading: past the
     # default 32 unread and 16 pending of an address (the test client is one address for both sessions)
     service = client.app.state.service
     other_joined = threading.Event()
@@ -546,9 +618,16 @@ def test_a_flood_of_library_page_events_does_not_queue_another_user_behind_it(ui
     finished: list[str] = []
 
     def join(session: str) -> None:
-        joined = client.post("/gradio_api/queue/join", json={
-            "fn_index": next_page, "data": [None], "session_hash": session, "event_data": None,
-            "trigger_id": None})
+        joined = client.post(
+            "/gradio_api/queue/join",
+            json={
+                "fn_index": next_page,
+                "data": [None],
+                "session_hash": session,
+                "event_data": None,
+                "trigger_id": None,
+            },
+        )
         assert joined.status_code == 200, joined.text
 
     def stream(session: str, count: int, opened: threading.Event) -> None:
@@ -577,8 +656,16 @@ def test_a_flood_of_library_page_events_does_not_queue_another_user_behind_it(ui
 
 
 def _join(client, fn_index: int, data: list, session: str):
-    return client.post("/gradio_api/queue/join", json={"fn_index": fn_index, "data": data, "session_hash": session,
-                                                       "event_data": None, "trigger_id": None})
+    return client.post(
+        "/gradio_api/queue/join",
+        json={
+            "fn_index": fn_index,
+            "data": data,
+            "session_hash": session,
+            "event_data": None,
+            "trigger_id": None,
+        },
+    )
 
 
 def test_answers_nobody_reads_are_bounded_per_session_and_per_address(ui_env):
@@ -628,13 +715,21 @@ def test_upload_progress_ids_leave_nothing_behind(ui_env):
     before_signals, before_statuses = set(file_upload_statuses._signals), set(file_upload_statuses._statuses)
     ids = [uuid.uuid4().hex for _ in range(12)]
     with ThreadPoolExecutor(12) as pool:
-        answers = list(pool.map(lambda i: client.get("/gradio_api/upload_progress", params={"upload_id": i}), ids))
+        answers = list(
+            pool.map(lambda i: client.get("/gradio_api/upload_progress", params={"upload_id": i}), ids)
+        )
     assert {a.status_code for a in answers} == {404}
-    refused = client.post("/gradio_api/upload", params={"upload_id": "x" * 40},
-                          files=[("files", ("big.png", os.urandom(120_000), "image/png"))])
+    refused = client.post(
+        "/gradio_api/upload",
+        params={"upload_id": "x" * 40},
+        files=[("files", ("big.png", os.urandom(120_000), "image/png"))],
+    )
     assert refused.status_code == 413, refused.text
-    stored = client.post("/gradio_api/upload", params={"upload_id": "y" * 40},
-                         files=[("files", ("ok.png", os.urandom(1_000), "image/png"))])
+    stored = client.post(
+        "/gradio_api/upload",
+        params={"upload_id": "y" * 40},
+        files=[("files", ("ok.png", os.urandom(1_000), "image/png"))],
+    )
     assert stored.status_code == 200, stored.text
     assert set(file_upload_statuses._signals) <= before_signals, "progress signals were left behind"
     assert set(file_upload_statuses._statuses) <= before_statuses, "progress trackers were left behind"
@@ -653,13 +748,16 @@ def test_one_upload_request_of_many_files_counts_every_file(ui_env):
     guard = _guard(client)
     room = 20 - guard.ledger.files  # the fixture's symlink and FIFO count too
     before = _files_under(upload_dir)
-    many = client.post("/gradio_api/upload", files=[("files", (f"m{i}.png", os.urandom(8), "image/png"))
-                                                    for i in range(50)])
+    many = client.post(
+        "/gradio_api/upload", files=[("files", (f"m{i}.png", os.urandom(8), "image/png")) for i in range(50)]
+    )
     assert many.status_code == 507 and many.json()["error"] == "insufficient_storage", many.text
     assert _files_under(upload_dir) == before and guard.ledger.files == 20 - room
     assert guard.ledger.reserved_files == 0 and guard.ledger.reserved_bytes == 0
-    fits = client.post("/gradio_api/upload", files=[("files", (f"f{i}.png", os.urandom(8), "image/png"))
-                                                    for i in range(room)])
+    fits = client.post(
+        "/gradio_api/upload",
+        files=[("files", (f"f{i}.png", os.urandom(8), "image/png")) for i in range(room)],
+    )
     assert fits.status_code == 200 and len(fits.json()) == room
     assert guard.ledger.files == 20 and upload_bytes_used(upload_dir) >= 8 * room
 
@@ -687,8 +785,12 @@ def test_a_client_that_fills_the_upload_space_does_not_lock_others_out(ui_env):
     for i in range(30):  # the hog goes on: it evicts itself, not the other client
         assert _upload(hog, f"g{i}.png", os.urandom(16), "image/png").status_code == 200
     kept = [a.json()[0] for a in mine]
-    assert all(Path(p).exists() and guard.ledger.owns(p, other.cookies.get("clipforge_uploader")) for p in kept)
-    assert guard.ledger.files <= 20 and len(_files_under(upload_dir)) <= 20 + 1  # + the fixture's inner folder
+    assert all(
+        Path(p).exists() and guard.ledger.owns(p, other.cookies.get("clipforge_uploader")) for p in kept
+    )
+    assert (
+        guard.ledger.files <= 20 and len(_files_under(upload_dir)) <= 20 + 1
+    )  # + the fixture's inner folder
 
 
 def test_a_ui_event_names_at_most_1000_plausible_paths_checked_off_the_event_loop(ui_env, monkeypatch):
@@ -723,13 +825,18 @@ def test_a_ui_event_names_at_most_1000_plausible_paths_checked_off_the_event_loo
     assert max((n for n, _ in resolved), default=0) <= 4096
     resolved.clear()
     too_many = [_fd(f"/tmp/x{i}.png") for i in range(1001)]
-    answer = client.post("/gradio_api/anything", json={"fn_index": search, "data": too_many,
-                                                        "session_hash": uuid.uuid4().hex})
+    answer = client.post(
+        "/gradio_api/anything", json={"fn_index": search, "data": too_many, "session_hash": uuid.uuid4().hex}
+    )
     assert answer.status_code == 413 and "1,000 files" in answer.json()["detail"], answer.text
-    answer = client.post("/gradio_api/queue/join", json={"fn_index": search, "data": too_many,
-                                                          "session_hash": uuid.uuid4().hex})
+    answer = client.post(
+        "/gradio_api/queue/join",
+        json={"fn_index": search, "data": too_many, "session_hash": uuid.uuid4().hex},
+    )
     assert answer.status_code == 400 and "takes 4 values, got 1001" in answer.json()["detail"], answer.text
     assert not resolved  # refused before a single path was resolved
-    answer = client.post("/gradio_api/queue/join", json={"fn_index": search, "data": [_fd("/tmp/x.png"), None, 3, ""],
-                                                          "session_hash": uuid.uuid4().hex})
+    answer = client.post(
+        "/gradio_api/queue/join",
+        json={"fn_index": search, "data": [_fd("/tmp/x.png"), None, 3, ""], "session_hash": uuid.uuid4().hex},
+    )
     assert answer.status_code == 403 and resolved and not any(on_loop for _, on_loop in resolved)

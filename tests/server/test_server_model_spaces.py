@@ -97,3 +97,30 @@ def test_stats_and_the_start_up_line_describe_what_the_server_searches(kind, tmp
     if kind == "sqlite":  # the served space's own FAISS index, by the served model's fingerprint
         assert stats["index"]["vectors_in_db"] == 8
         assert model["fingerprint"][:12] in stats["index"]["path"], stats["index"]
+
+
+def test_the_ui_library_summary_lists_the_served_spaces_tags(tmp_path, kit):
+    """The web UI's Library tab read the library's default space's stats: under `serve --model test-rn-tiny` it
+    listed no tags (only test-rn-tiny's space is tagged) while /api/stats listed that space's."""
+    pytest.importorskip("gradio")
+    from clipforge.server.runner import open_server_library
+    from clipforge.server.service import LibraryService
+    from clipforge.server.ui import _Handlers
+
+    _two_spaces(tmp_path, kit, "sqlite")
+    library = open_server_library(tmp_path / "lib", "test-rn-tiny")
+    try:
+        service = LibraryService(library)
+        _, summary, _, _ = _Handlers(service, str(tmp_path)).browse(0)
+        tags = library.store.tag_counts(
+            library.encoder.fingerprint
+        )  # the served space's, as the store counts them
+        assert set(tags) <= {"red", "blue"} and sum(tags.values()) == 8, tags
+        assert (
+            summary
+            == "**8 images** in the library (0 files could not be read) · showing 1-8 · tags: "
+            + ", ".join(f"{name} ({count})" for name, count in tags.items())
+        ), summary
+        assert service.stats()["tags"] == tags  # what /api/stats answers
+    finally:
+        library.close()

@@ -36,11 +36,29 @@ class StoreSpec:
     secure: bool = False
 
     def describe(self) -> str:
+        """The store as people are shown it: for a Milvus server the `--store` text that opens it again
+        (`milvus+https://` kept: a secure store was shown, and suggested to be opened, as `milvus://`), with
+        its HOST:PORT and nothing else of `uri` (`_address`: messages go to logs and to a server's clients)."""
         if self.kind == "milvus-lite":
             return f"milvus-lite:{self.uri} (collection {self.collection})"
         if self.kind == "milvus":
-            return f"milvus://{self.uri.split('://', 1)[-1]}/{self.collection}"
+            return f"{'milvus+https' if self.secure else 'milvus'}://{_address(self.uri)}/{self.collection}"
         return "sqlite"
+
+
+_ADDRESS = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[\w.-]+)(?::\d+)?$")
+
+
+def _address(uri: str) -> str:
+    """HOST:PORT of a server URI and nothing else: never a user, a password or a token. `parse_store` refuses
+    specs carrying any, but a StoreSpec built by hand may hold one; where the URI cannot be read for certain (an
+    `@` past its authority: an unescaped `/` in a password, or a token in a query), no part of it is shown."""
+    rest = uri.split("://", 1)[-1]
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    address = authority.rpartition("@")[2]
+    if "@" in rest[len(authority) :] or not _ADDRESS.match(address):
+        return "(address withheld)"
+    return address
 
 
 def lite_bytes(path: str | os.PathLike[str]) -> int:
@@ -56,7 +74,22 @@ def lite_bytes(path: str | os.PathLike[str]) -> int:
 
 
 def _bad(spec: str, why: str) -> ValueError:
-    return ValueError(f"--store {spec!r}: {why} (expected milvus://HOST:PORT/COLLECTION or milvus-lite:PATH.db)")
+    return ValueError(
+        f"--store {_shown_spec(spec)!r}: {why} (expected milvus://HOST:PORT/COLLECTION or milvus-lite:PATH.db)"
+    )
+
+
+def _shown_spec(spec: str) -> str:
+    """`spec` as its error repeats it: a server spec that may carry credentials (an `@`, a query, `token`) keeps
+    only its scheme and HOST:PORT. The refusal of `milvus://root:secret@db:19530/c` printed the password back."""
+    scheme, sep, rest = spec.partition("://")
+    if spec.startswith("milvus-lite:") or not any(mark in spec.lower() for mark in ("@", "?", "token")):
+        return spec
+    return (
+        f"{scheme}://{_address(rest)} [credentials withheld]"
+        if sep
+        else "[withheld: it may hold credentials]"
+    )
 
 
 def parse_store(spec: str | None) -> StoreSpec:
@@ -64,7 +97,7 @@ def parse_store(spec: str | None) -> StoreSpec:
     if spec is None or spec in ("", "sqlite"):
         return StoreSpec("sqlite")
     if spec.startswith("milvus-lite:"):
-        rest = spec[len("milvus-lite:"):]
+        rest = spec[len("milvus-lite:") :]
         path, _, collection = rest.partition("#")
         if not path:
             raise _bad(spec, "no path after milvus-lite:")
@@ -73,24 +106,34 @@ def parse_store(spec: str | None) -> StoreSpec:
             raise _bad(spec, "a milvus-lite path must end in .db")
         collection = collection or DEFAULT_COLLECTION
         if not _NAME.match(collection):
-            raise _bad(spec, f"collection {collection!r} must be letters, digits and _ (not starting with a digit)")
+            raise _bad(
+                spec, f"collection {collection!r} must be letters, digits and _ (not starting with a digit)"
+            )
         return StoreSpec("milvus-lite", path, collection)
     for scheme, secure in (("milvus://", False), ("milvus+https://", True)):
         if spec.startswith(scheme):
-            rest = spec[len(scheme):]
+            rest = spec[len(scheme) :]
             if "@" in rest or "token=" in rest or "?" in rest:
-                raise _bad(spec, "credentials are never read from the command line; put the token in "
-                                 "$CLIPFORGE_MILVUS_TOKEN or a file named by $CLIPFORGE_MILVUS_TOKEN_FILE")
+                raise _bad(
+                    spec,
+                    "credentials are never read from the command line; put the token in "
+                    "$CLIPFORGE_MILVUS_TOKEN or a file named by $CLIPFORGE_MILVUS_TOKEN_FILE",
+                )
             host, _, collection = rest.partition("/")
             if not host or ":" not in host or not host.rsplit(":", 1)[1].isdigit():
                 raise _bad(spec, "HOST:PORT is missing")
             port = int(host.rsplit(":", 1)[1])
             if not 0 < port < 65536:  # pymilvus said only "Port out of range 0-65535", naming no flag
-                raise _bad(spec, f"port {port} is not a TCP port (1-65535; Milvus listens on 19530 unless told "
-                                 "otherwise)")
+                raise _bad(
+                    spec,
+                    f"port {port} is not a TCP port (1-65535; Milvus listens on 19530 unless told otherwise)",
+                )
             collection = collection.strip("/") or DEFAULT_COLLECTION
             if not _NAME.match(collection):
-                raise _bad(spec, f"collection {collection!r} must be letters, digits and _ (not starting with a digit)")
+                raise _bad(
+                    spec,
+                    f"collection {collection!r} must be letters, digits and _ (not starting with a digit)",
+                )
             return StoreSpec("milvus", f"{'https' if secure else 'http'}://{host}", collection, secure)
     raise _bad(spec, "unknown kind of store")
 
@@ -104,8 +147,9 @@ def read_token() -> str:
     try:
         text = Path(path).read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"cannot read $CLIPFORGE_MILVUS_TOKEN_FILE {path}: {getattr(exc, 'strerror', None) or exc}"
-                         ) from None
+        raise ValueError(
+            f"cannot read $CLIPFORGE_MILVUS_TOKEN_FILE {path}: {getattr(exc, 'strerror', None) or exc}"
+        ) from None
     if not text or "\n" in text:
         raise ValueError(f"$CLIPFORGE_MILVUS_TOKEN_FILE {path} must hold the token on one line")
     return text

@@ -24,7 +24,8 @@ from starlette.routing import Match
 from starlette.routing import Route as StarletteRoute
 
 from clipforge.server import schemas
-from clipforge.server.bodies import IMAGE_MEDIA_TYPES, build_bodies, parse_body
+from clipforge.server.bodies import IMAGE_MEDIA_TYPES, build_bodies
+from clipforge.server.body_parsing import parse_body
 from clipforge.server.errors import error_response
 from clipforge.server.fair import address_key, client_key
 from clipforge.server.limits import MAX_IMAGE_ID
@@ -34,14 +35,19 @@ from clipforge.server.uploads import client_file_name, sniff_image
 
 __all__ = ["build_router"]
 
-_WHY = {400: "malformed request (an id that is not a positive integer, an unreadable body or form)",
-        401: "missing or wrong token", 403: "the library is read-only (its folder or disk cannot be written)",
-        404: "no image with this id, or its file is gone",
-        405: "method not allowed here (the Allow header lists the allowed ones)",
-        413: "file, body or pixel count over the limit", 429: "too many of this client's requests are running or "
-                                                              "waiting", 415: "not an image, or a body type this route does not take",
-        422: "a field is missing, has the wrong type, or is out of bounds", 503: "timed out",
-        507: "the library's disk is full: nothing was added"}
+_WHY = {
+    400: "malformed request (an id that is not a positive integer, an unreadable body or form)",
+    401: "missing or wrong token",
+    403: "the library is read-only (its folder or disk cannot be written)",
+    404: "no image with this id, or its file is gone",
+    405: "method not allowed here (the Allow header lists the allowed ones)",
+    413: "file, body or pixel count over the limit",
+    429: "too many of this client's requests are running or waiting",
+    415: "not an image, or a body type this route does not take",
+    422: "a field is missing, has the wrong type, or is out of bounds",
+    503: "timed out",
+    507: "the library's disk is full: nothing was added",
+}
 # Kept by the browser, asked again each time (a 304 when its ETag, the content's sha256, still holds): an id can
 # be given to another photo after `index remove`, and an hour's unasked copy showed the old one.
 _IMAGE_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "private, no-cache"}
@@ -55,11 +61,15 @@ def _plain_digits(value: Any) -> Any:
     """An id in a path is written one way: `1_0`, `+1`, `01`, `1.0` and `１` were read as ids too (several URLs
     for one image, past a cache's or a proxy rule's idea of which image a URL names)."""
     if isinstance(value, str) and not _DIGITS.fullmatch(value):
-        raise ValueError("an image id is written in digits 0-9 with no sign, point, separator or leading zero")
+        raise ValueError(
+            "an image id is written in digits 0-9 with no sign, point, separator or leading zero"
+        )
     return value
 
 
-_NOT_MODIFIED = {"description": "not modified: the request's If-None-Match names the ETag (the content's sha256)"}
+_NOT_MODIFIED = {
+    "description": "not modified: the request's If-None-Match names the ETag (the content's sha256)"
+}
 
 
 def _not_modified(tag: str) -> Response:
@@ -76,8 +86,10 @@ def _bytes_response(data: bytes, mime: str, tag: str, release: Callable[[], None
         response: Response = ReleasingResponse(content=data, media_type=mime, headers=headers)
     else:
         view = memoryview(data)
-        pieces = (bytes(view[i:i + _CHUNK]) for i in range(0, len(data), _CHUNK))
-        response = ReleasingStream(pieces, media_type=mime, headers={**headers, "Content-Length": str(len(data))})
+        pieces = (bytes(view[i : i + _CHUNK]) for i in range(0, len(data), _CHUNK))
+        response = ReleasingStream(
+            pieces, media_type=mime, headers={**headers, "Content-Length": str(len(data))}
+        )
     response.release = release  # type: ignore[attr-defined]
     return response
 
@@ -91,7 +103,9 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     for code in (*codes, 405):
         entry: dict[str, Any] = {"model": schemas.ErrorOut, "description": _WHY[code]}
         if code == 405:
-            entry["headers"] = {"Allow": {"description": "the methods this path allows", "schema": {"type": "string"}}}
+            entry["headers"] = {
+                "Allow": {"description": "the methods this path allows", "schema": {"type": "string"}}
+            }
         out[code] = entry
     return out
 
@@ -128,9 +142,12 @@ class _NotHere:
         allowed = _allowed_methods(request, self.routes)
         path = request.url.path[:80]
         if allowed:
-            response = error_response(405, "method_not_allowed", f"{request.method[:20]} is not allowed on {path}; "
-                                                                 f"use {', '.join(allowed)}",
-                                      headers={"Allow": ", ".join(allowed)})
+            response = error_response(
+                405,
+                "method_not_allowed",
+                f"{request.method[:20]} is not allowed on {path}; use {', '.join(allowed)}",
+                headers={"Allow": ", ".join(allowed)},
+            )
         else:
             response = error_response(404, "not_found", f"no endpoint {path}; see /docs")
         await response(scope, receive, send)
@@ -142,12 +159,23 @@ def build_router(service: LibraryService) -> APIRouter:
     limits = service.limits
     bodies = build_bodies(limits)
     # Declared only when the server has a token, so the spec never promises a 401 it will not send.
-    auth = [Security(HTTPBearer(auto_error=False, description="the server's --token")),
-            Security(APIKeyHeader(name="X-Token", auto_error=False, description="the server's --token"))] \
-        if service.tokens.enabled else []
-    page, thumb = min(50, limits.max_page_size), min(limits.thumb_size, limits.max_thumb_size)  # defaults in bounds
-    ImageId = Annotated[int, Path(ge=1, le=MAX_IMAGE_ID, description="an image id from search or listing"),  # noqa: N806
-                        BeforeValidator(_plain_digits)]
+    auth = (
+        [
+            Security(HTTPBearer(auto_error=False, description="the server's --token")),
+            Security(APIKeyHeader(name="X-Token", auto_error=False, description="the server's --token")),
+        ]
+        if service.tokens.enabled
+        else []
+    )
+    page, thumb = (
+        min(50, limits.max_page_size),
+        min(limits.thumb_size, limits.max_thumb_size),
+    )  # defaults in bounds
+    ImageId = Annotated[
+        int,
+        Path(ge=1, le=MAX_IMAGE_ID, description="an image id from search or listing"),  # noqa: N806
+        BeforeValidator(_plain_digits),
+    ]
 
     def sniffed(data: bytes | None, what: str):
         # Called inside the client's turn, as is the library call that decodes the image (`uploads` reads
@@ -165,11 +193,20 @@ def build_router(service: LibraryService) -> APIRouter:
     @router.get("/healthz", response_model=schemas.HealthOut, responses=_errors(), tags=["server"])
     def healthz() -> schemas.HealthOut:
         """Liveness: the model is loaded and the server answers."""
-        return schemas.HealthOut(status="ok", model=service.model_name, model_notice=service.notice,
-                                 write_token_required=service.tokens.enabled)
+        return schemas.HealthOut(
+            status="ok",
+            model=service.model_name,
+            model_notice=service.notice,
+            write_token_required=service.tokens.enabled,
+        )
 
-    @router.post("/api/search", response_model=schemas.SearchOut, responses=_errors(400, 413, 415, 422, 429, 503),
-                 tags=["search"], openapi_extra={"requestBody": bodies.search.openapi()})
+    @router.post(
+        "/api/search",
+        response_model=schemas.SearchOut,
+        responses=_errors(400, 413, 415, 422, 429, 503),
+        tags=["search"],
+        openapi_extra={"requestBody": bodies.search.openapi()},
+    )
     async def search(request: Request) -> schemas.SearchOut:
         """Library images most similar to a text, an image, or both (summed).
 
@@ -179,20 +216,33 @@ def build_router(service: LibraryService) -> APIRouter:
         body = (await parse_body(request, bodies.search, limits)).fields
 
         def work():  # the notice and an empty result's reason too: they read files and the store, never on the loop
-            hits, took = service.search(body.get("text"), sniffed(body.get("image"), "query image"), body["top_k"],
-                                        body.get("tags"))
+            hits, took = service.search(
+                body.get("text"), sniffed(body.get("image"), "query image"), body["top_k"], body.get("tags")
+            )
             reason = None if hits else service.no_results_reason(body.get("tags"))
             return hits, took, service.search_notice(service.clean_text(body.get("text"))), reason
 
         hits, took, notice, reason = await in_turn(request, work)
         prefix = _prefix(request)
-        return schemas.SearchOut(text=service.clean_text(body.get("text")), image=body.get("image") is not None,
-                                 top_k=body["top_k"], tags=service.clean_labels(body.get("tags"), "tags") or None,
-                                 model=service.model_name, took_ms=round(took, 2),
-                                 results=[schemas.hit_out(h, prefix) for h in hits], notice=notice, reason=reason)
+        return schemas.SearchOut(
+            text=service.clean_text(body.get("text")),
+            image=body.get("image") is not None,
+            top_k=body["top_k"],
+            tags=service.clean_labels(body.get("tags"), "tags") or None,
+            model=service.model_name,
+            took_ms=round(took, 2),
+            results=[schemas.hit_out(h, prefix) for h in hits],
+            notice=notice,
+            reason=reason,
+        )
 
-    @router.post("/api/classify", response_model=schemas.ClassifyOut, responses=_errors(400, 413, 415, 422, 429, 503),
-                 tags=["classify"], openapi_extra={"requestBody": bodies.classify.openapi()})
+    @router.post(
+        "/api/classify",
+        response_model=schemas.ClassifyOut,
+        responses=_errors(400, 413, 415, 422, 429, 503),
+        tags=["classify"],
+        openapi_extra={"requestBody": bodies.classify.openapi()},
+    )
     async def classify(request: Request) -> schemas.ClassifyOut:
         """Zero-shot probabilities of each label for an image (nothing is stored). `scoring` says how to
         read them: softmax (CLIP) sums to 1 over the labels; sigmoid (SigLIP) scores each label on its own.
@@ -204,23 +254,31 @@ def build_router(service: LibraryService) -> APIRouter:
         service.classify_plan(body["labels"], body["template"])  # a 400 now, not after waiting for a turn
 
         def work():
-            ranked, templates, took = service.classify(sniffed(body["image"], "image"), body["labels"],
-                                                       body["template"])
+            ranked, templates, took = service.classify(
+                sniffed(body["image"], "image"), body["labels"], body["template"]
+            )
             return ranked, templates, took, service.language_notice(", ".join(label for label, _ in ranked))
 
         ranked, templates, took, notice = await in_turn(request, work)
         scoring = service.library.encoder.scoring()
-        return schemas.ClassifyOut(labels=[schemas.LabelProbability(label=lb, probability=round(p, 6))
-                                           for lb, p in ranked],
-                                   templates=templates, model=service.model_name, took_ms=round(took, 2),
-                                   scoring=scoring.kind, note=scoring.note, notice=notice)
+        return schemas.ClassifyOut(
+            labels=[schemas.LabelProbability(label=lb, probability=round(p, 6)) for lb, p in ranked],
+            templates=templates,
+            model=service.model_name,
+            took_ms=round(took, 2),
+            scoring=scoring.kind,
+            note=scoring.note,
+            notice=notice,
+        )
 
-    @router.get("/api/images", response_model=schemas.ImageListOut, responses=_errors(400, 422, 503),
-                tags=["images"])
-    async def list_images(request: Request,
-                          limit: Annotated[int, Query(ge=1, le=limits.max_page_size, description="page size")] = page,
-                          offset: Annotated[int, Query(ge=0, le=limits.max_offset, description="images to skip")] = 0,
-                          ) -> schemas.ImageListOut:
+    @router.get(
+        "/api/images", response_model=schemas.ImageListOut, responses=_errors(400, 422, 503), tags=["images"]
+    )
+    async def list_images(
+        request: Request,
+        limit: Annotated[int, Query(ge=1, le=limits.max_page_size, description="page size")] = page,
+        offset: Annotated[int, Query(ge=0, le=limits.max_offset, description="images to skip")] = 0,
+    ) -> schemas.ImageListOut:
         """Indexed images, oldest first, one page at a time."""
         prefix = _prefix(request)
 
@@ -232,11 +290,21 @@ def build_router(service: LibraryService) -> APIRouter:
         images, next_offset = await in_turn(request, work, gate=service.pages)
         return schemas.ImageListOut(images=images, limit=limit, offset=offset, next_offset=next_offset)
 
-    @router.post("/api/images", response_model=schemas.UploadOut, status_code=201,
-                 responses={200: {"model": schemas.UploadOut, "description": "these bytes were already in the "
-                                                                             "library: the existing image"},
-                            **_errors(400, *([401] if auth else []), 403, 413, 415, 422, 429, 503, 507)},
-                 tags=["images"], dependencies=auth, openapi_extra={"requestBody": bodies.upload.openapi()})
+    @router.post(
+        "/api/images",
+        response_model=schemas.UploadOut,
+        status_code=201,
+        responses={
+            200: {
+                "model": schemas.UploadOut,
+                "description": "these bytes were already in the library: the existing image",
+            },
+            **_errors(400, *([401] if auth else []), 403, 413, 415, 422, 429, 503, 507),
+        },
+        tags=["images"],
+        dependencies=auth,
+        openapi_extra={"requestBody": bodies.upload.openapi()},
+    )
     async def upload_image(request: Request, response: Response) -> schemas.UploadOut:
         """Add an image to the library (needs the token when the server has one). 200 when already present.
 
@@ -244,40 +312,74 @@ def build_router(service: LibraryService) -> APIRouter:
         last component, letters, digits and a few marks, the extension from the bytes); bytes already in
         the library keep the name they were first added under.
         """
-        service.tokens.require(request.headers.get("authorization"), request.headers.get("x-token"),
-                               request.client.host if request.client else None)
+        service.tokens.require(
+            request.headers.get("authorization"),
+            request.headers.get("x-token"),
+            request.client.host if request.client else None,
+        )
         parsed = await parse_body(request, bodies.upload, limits)
         name = client_file_name(parsed.file_names.get("file"))
-        record, created = await in_turn(request, lambda: service.add(sniffed(parsed.fields["file"], "upload"), name))
+        record, created = await in_turn(
+            request, lambda: service.add(sniffed(parsed.fields["file"], "upload"), name)
+        )
         if not created:
             response.status_code = 200
-        return schemas.UploadOut(created=created, image=schemas.image_out(record, service.tags(record.id),
-                                                                          _prefix(request)))
+        return schemas.UploadOut(
+            created=created, image=schemas.image_out(record, service.tags(record.id), _prefix(request))
+        )
 
-    image_types = {t.strip(): {"schema": {"type": "string", "format": "binary"}} for t in IMAGE_MEDIA_TYPES.split(",")}
+    image_types = {
+        t.strip(): {"schema": {"type": "string", "format": "binary"}} for t in IMAGE_MEDIA_TYPES.split(",")
+    }
 
-    @router.get("/api/images/{image_id}", response_class=Response, tags=["images"],
-                responses={200: {"description": "the original file", "content": image_types}, 304: _NOT_MODIFIED,
-                           **_errors(400, 404, 422, 429, 503)})  # 422 never happens here; listed so FastAPI adds no other
+    @router.get(
+        "/api/images/{image_id}",
+        response_class=Response,
+        tags=["images"],
+        responses={
+            200: {"description": "the original file", "content": image_types},
+            304: _NOT_MODIFIED,
+            **_errors(400, 404, 422, 429, 503),
+        },
+    )  # 422 never happens here; listed so FastAPI adds no other
     async def get_image(request: Request, image_id: ImageId) -> Response:
         """The original file of an image, by id (its type is sniffed from its bytes)."""
-        data, mime, tag = await in_turn(request, service.image_bytes, image_id, request.headers.get("if-none-match"),
-                                        gate=service.reads)
+        data, mime, tag = await in_turn(
+            request, service.image_bytes, image_id, request.headers.get("if-none-match"), gate=service.reads
+        )
         if data is None:
             return _not_modified(tag)
         return _bytes_response(data, mime, tag, service.sending.hold(_address(request), len(data)))
 
-    @router.get("/api/images/{image_id}/thumb", response_class=Response, tags=["images"],
-                responses={200: {"description": "a JPEG thumbnail",
-                                 "content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}},
-                           304: _NOT_MODIFIED, **_errors(400, 404, 422, 429, 503)})
-    async def get_thumbnail(request: Request, image_id: ImageId,
-                            size: Annotated[int, Query(ge=16, le=limits.max_thumb_size,
-                                                       description="longest side in pixels")] = thumb,
-                            ) -> Response:
+    @router.get(
+        "/api/images/{image_id}/thumb",
+        response_class=Response,
+        tags=["images"],
+        responses={
+            200: {
+                "description": "a JPEG thumbnail",
+                "content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}},
+            },
+            304: _NOT_MODIFIED,
+            **_errors(400, 404, 422, 429, 503),
+        },
+    )
+    async def get_thumbnail(
+        request: Request,
+        image_id: ImageId,
+        size: Annotated[
+            int, Query(ge=16, le=limits.max_thumb_size, description="longest side in pixels")
+        ] = thumb,
+    ) -> Response:
         """A JPEG thumbnail whose longest side is at most `size` pixels (never enlarged)."""
-        data, tag = await in_turn(request, service.thumbnail, image_id, size, request.headers.get("if-none-match"),
-                                  gate=service.reads)
+        data, tag = await in_turn(
+            request,
+            service.thumbnail,
+            image_id,
+            size,
+            request.headers.get("if-none-match"),
+            gate=service.reads,
+        )
         if data is None:
             return _not_modified(tag)
         return _bytes_response(data, "image/jpeg", tag, service.sending.hold(_address(request), len(data)))

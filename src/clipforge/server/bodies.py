@@ -7,20 +7,19 @@ multipart file. Each field's rule is written once, as a pydantic type whose JSON
 for a generated client exactly when the server accepts it. Patterns are plain regular
 expressions that Python, ECMA-262 and Rust engines read alike (explicit character classes, no
 `\\s`, no lookarounds, no large bounded repeats).
+
+This module is what a body may be (the models and their published schemas); `body_parsing` reads a
+request's body and validates it against them.
 """
 
 # No `from __future__ import annotations`: the models below are built inside a function from local
 # types (the bounds come from the server's limits), and pydantic must see those types themselves.
 
-import base64
 import binascii
-import json
 import re
-import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Any
-from urllib.parse import parse_qsl
 
 from pydantic import (
     AfterValidator,
@@ -28,19 +27,15 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    ValidationError,
     WithJsonSchema,
     model_validator,
 )
-from starlette.concurrency import run_in_threadpool
 
-from clipforge.server.errors import APIError, validation_error
 from clipforge.server.limits import ServerLimits
-from clipforge.server.uploads import read_upload
 from clipforge.text.labels import LABEL_SEPARATORS
 from clipforge.zeroshot.prompts import MAX_TEMPLATE_CHARS, TEMPLATE_PATTERN, list_template_sets
 
-__all__ = ["IMAGE_MEDIA_TYPES", "BodyKind", "Bodies", "ParsedBody", "build_bodies", "parse_body"]
+__all__ = ["IMAGE_MEDIA_TYPES", "BodyKind", "Bodies", "build_bodies"]
 
 # Exactly the characters str.isspace() (and so str.strip()) treats as blank, as one regex class.
 _SPACE = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
@@ -54,7 +49,7 @@ JSON_TYPES = ("application/json",)
 MULTIPART = "multipart/form-data"
 URLENCODED = "application/x-www-form-urlencoded"
 # 1x1 red PNG: the example image of /docs (and of schemathesis' example phase).
-EXAMPLE_PNG = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC")
+EXAMPLE_PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"
 
 
 def _not_bool(value: Any) -> Any:
@@ -73,6 +68,7 @@ def _checked(rule: Callable[[str], bool], message: str) -> AfterValidator:
         if not rule(value):
             raise ValueError(message)
         return value
+
     return AfterValidator(check)
 
 
@@ -88,17 +84,37 @@ class _Query(BaseModel):
 
 def _text_type(limits: ServerLimits) -> Any:
     # Any non-empty text is a query (blank text is embedded as it is), so the rule is a length range.
-    schema = {"type": "string", "minLength": 1, "maxLength": limits.max_text_chars,
-              "description": "what to look for, in words", "examples": ["a dog on the beach"]}
-    return Annotated[str, Field(min_length=1, max_length=limits.max_text_chars), WithJsonSchema(schema),
-                     _checked(lambda v: True, "")]  # the check every string gets: valid Unicode
+    schema = {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": limits.max_text_chars,
+        "description": "what to look for, in words",
+        "examples": ["a dog on the beach"],
+    }
+    return Annotated[
+        str,
+        Field(min_length=1, max_length=limits.max_text_chars),
+        WithJsonSchema(schema),
+        _checked(lambda v: True, ""),
+    ]  # the check every string gets: valid Unicode
 
 
 def _label_type(limits: ServerLimits) -> Any:
-    schema = {"type": "string", "minLength": 1, "maxLength": limits.max_label_chars, "pattern": NONBLANK_LABEL}
-    return Annotated[str, Field(max_length=limits.max_label_chars), WithJsonSchema(schema),
-                     _checked(lambda v: re.search(NONBLANK_LABEL, v) is not None,
-                              "a label needs a character other than commas and blanks")]
+    schema = {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": limits.max_label_chars,
+        "pattern": NONBLANK_LABEL,
+    }
+    return Annotated[
+        str,
+        Field(max_length=limits.max_label_chars),
+        WithJsonSchema(schema),
+        _checked(
+            lambda v: re.search(NONBLANK_LABEL, v) is not None,
+            "a label needs a character other than commas and blanks",
+        ),
+    ]
 
 
 def _comma_type(limits: ServerLimits, required: bool) -> Any:
@@ -108,15 +124,25 @@ def _comma_type(limits: ServerLimits, required: bool) -> Any:
     count = rf"^[^{separators}]*(?:[{separators}][^{separators}]*){{0,{limits.max_labels - 1}}}$"
     nonblank = f"[^{separators}{_SPACE}]"
     patterns = [{"pattern": count}, {"pattern": NOT_JSON}] + ([{"pattern": nonblank}] if required else [])
-    schema = {"type": "string", "maxLength": limits.max_labels_chars, "allOf": patterns,
-              "description": f"comma-separated, at most {limits.max_labels} items"}
+    schema = {
+        "type": "string",
+        "maxLength": limits.max_labels_chars,
+        "allOf": patterns,
+        "description": f"comma-separated, at most {limits.max_labels} items",
+    }
     if required:
         schema["minLength"] = 1
-    checks = [_checked(lambda v: re.search(count, v) is not None, f"at most {limits.max_labels} comma-separated "
-                                                                    f"items are allowed"),
-              _checked(lambda v: re.search(NOT_JSON, v) is not None,
-                       "comma-separated labels as plain text: no brackets, braces or double quotes (send a JSON list "
-                       "in a JSON body for labels that need them)")]
+    checks = [
+        _checked(
+            lambda v: re.search(count, v) is not None,
+            f"at most {limits.max_labels} comma-separated items are allowed",
+        ),
+        _checked(
+            lambda v: re.search(NOT_JSON, v) is not None,
+            "comma-separated labels as plain text: no brackets, braces or double quotes (send a JSON list "
+            "in a JSON body for labels that need them)",
+        ),
+    ]
     if required:
         checks.append(_checked(lambda v: re.search(nonblank, v) is not None, "give at least one label"))
     return Annotated[(str, Field(max_length=limits.max_labels_chars), WithJsonSchema(schema), *checks)]
@@ -129,29 +155,49 @@ def _label_list_type(limits: ServerLimits, required: bool) -> Any:
 
 def _template_type() -> Any:
     sets = list_template_sets()
-    schema = {"anyOf": [{"type": "string", "enum": sets},
-                        {"type": "string", "maxLength": MAX_TEMPLATE_CHARS, "pattern": TEMPLATE_PATTERN}],
-              "description": "a prompt with exactly one {} where the label goes ({{ and }} for literal braces), "
-                             "or the name of a template set", "examples": ["a photo of a {}."]}
+    schema = {
+        "anyOf": [
+            {"type": "string", "enum": sets},
+            {"type": "string", "maxLength": MAX_TEMPLATE_CHARS, "pattern": TEMPLATE_PATTERN},
+        ],
+        "description": "a prompt with exactly one {} where the label goes ({{ and }} for literal braces), "
+        "or the name of a template set",
+        "examples": ["a photo of a {}."],
+    }
 
     def valid(value: str) -> bool:
-        return value in sets or (len(value) <= MAX_TEMPLATE_CHARS and re.search(TEMPLATE_PATTERN, value) is not None)
+        return value in sets or (
+            len(value) <= MAX_TEMPLATE_CHARS and re.search(TEMPLATE_PATTERN, value) is not None
+        )
 
-    return Annotated[str, WithJsonSchema(schema),
-                     _checked(valid, f"must contain '{{}}' exactly once (no other braces except '{{{{' and '}}}}', "
-                                     f"no format specs) or be a template set name ({', '.join(sets[:6])}, ...)")]
+    return Annotated[
+        str,
+        WithJsonSchema(schema),
+        _checked(
+            valid,
+            f"must contain '{{}}' exactly once (no other braces except '{{{{' and '}}}}', "
+            f"no format specs) or be a template set name ({', '.join(sets[:6])}, ...)",
+        ),
+    ]
 
 
 def _base64_type(limits: ServerLimits) -> Any:
     # Only `format: byte` is published as a constraint: no JSON schema can say "decodes to an image",
     # and a bare format is what lets a test generator plug in real image files for it.
     max_chars = limits.max_base64_chars
-    schema = {"type": "string", "format": "byte", "x-max-length": max_chars,
-              "description": f"the image file's bytes in standard base64 (not a URL or a path), at most {max_chars:,} "
-                             f"characters"}
-    return Annotated[str, WithJsonSchema(schema),
-                     _checked(lambda v: len(v) <= max_chars, f"at most {max_chars:,} characters of base64 are accepted"),
-                     _checked(is_base64, "must be an image file in standard base64 (A-Z a-z 0-9 + /, padded with =)")]
+    schema = {
+        "type": "string",
+        "format": "byte",
+        "x-max-length": max_chars,
+        "description": f"the image file's bytes in standard base64 (not a URL or a path), at most {max_chars:,} "
+        f"characters",
+    }
+    return Annotated[
+        str,
+        WithJsonSchema(schema),
+        _checked(lambda v: len(v) <= max_chars, f"at most {max_chars:,} characters of base64 are accepted"),
+        _checked(is_base64, "must be an image file in standard base64 (A-Z a-z 0-9 + /, padded with =)"),
+    ]
 
 
 def is_base64(value: str) -> bool:
@@ -168,14 +214,20 @@ def is_base64(value: str) -> bool:
 
 def _file_type(limits: ServerLimits, what: str) -> Any:
     # The byte limit is stated, not schema-enforced: an oversized file is a 413, not a schema violation.
-    schema = {"type": "string", "format": "binary", "minLength": 1, "x-max-bytes": limits.max_upload_bytes,
-              "description": f"{what}: a file part of at most {limits.max_upload_bytes:,} bytes; its format is read "
-                             f"from its bytes"}
+    schema = {
+        "type": "string",
+        "format": "binary",
+        "minLength": 1,
+        "x-max-bytes": limits.max_upload_bytes,
+        "description": f"{what}: a file part of at most {limits.max_upload_bytes:,} bytes; its format is read "
+        f"from its bytes",
+    }
     return Annotated[bytes, WithJsonSchema(schema)]
 
 
-def _strict(title: str, examples: list[dict[str, Any]] | None = None,
-            any_of: list[dict[str, Any]] | None = None) -> ConfigDict:
+def _strict(
+    title: str, examples: list[dict[str, Any]] | None = None, any_of: list[dict[str, Any]] | None = None
+) -> ConfigDict:
     extra: dict[str, Any] = {}
     if examples:
         extra["examples"] = examples
@@ -224,8 +276,11 @@ def _schema(model: type[BaseModel]) -> dict[str, Any]:
 def build_bodies(limits: ServerLimits) -> Bodies:
     """The request models for these limits (bounds are part of the published contract)."""
     TextT, Base64T = _text_type(limits), _base64_type(limits)  # noqa: N806 (types)
-    TopK = Annotated[int, Field(ge=1, le=limits.max_top_k, description="how many results"),  # noqa: N806
-                     BeforeValidator(_not_bool)]
+    TopK = Annotated[
+        int,
+        Field(ge=1, le=limits.max_top_k, description="how many results"),  # noqa: N806
+        BeforeValidator(_not_bool),
+    ]
     default_k = min(20, limits.max_top_k)
     TagList, TagString = _label_list_type(limits, False), _comma_type(limits, False)  # noqa: N806
     LabelList, LabelString = _label_list_type(limits, True), _comma_type(limits, True)  # noqa: N806
@@ -269,178 +324,38 @@ def build_bodies(limits: ServerLimits) -> Bodies:
         model_config = _strict("UploadForm")
         file: UploadFile
 
-    search_examples = {"text": {"summary": "by text", "value": {"text": "a photo of a fish", "top_k": 3}},
-                       "image": {"summary": "by example image (base64)", "value": {"image": EXAMPLE_PNG, "top_k": 5}},
-                       "both": {"summary": "text and image, only some tags",
-                                "value": {"text": "at night", "image": EXAMPLE_PNG, "top_k": 10, "tags": ["city"]}}}
-    classify_examples = {"labels": {"summary": "labels and a template",
-                                    "value": {"image": EXAMPLE_PNG, "labels": ["cat", "dog", "red square"],
-                                              "template": "a photo of a {}."}},
-                         "set": {"summary": "a template set", "value": {"image": EXAMPLE_PNG,
-                                                                        "labels": "cat, dog", "template": "imagenet7"}}}
+    search_examples = {
+        "text": {"summary": "by text", "value": {"text": "a photo of a fish", "top_k": 3}},
+        "image": {"summary": "by example image (base64)", "value": {"image": EXAMPLE_PNG, "top_k": 5}},
+        "both": {
+            "summary": "text and image, only some tags",
+            "value": {"text": "at night", "image": EXAMPLE_PNG, "top_k": 10, "tags": ["city"]},
+        },
+    }
+    classify_examples = {
+        "labels": {
+            "summary": "labels and a template",
+            "value": {
+                "image": EXAMPLE_PNG,
+                "labels": ["cat", "dog", "red square"],
+                "template": "a photo of a {}.",
+            },
+        },
+        "set": {
+            "summary": "a template set",
+            "value": {"image": EXAMPLE_PNG, "labels": "cat, dog", "template": "imagenet7"},
+        },
+    }
     return Bodies(
-        search=BodyKind({"application/json": SearchJSON, MULTIPART: SearchForm, URLENCODED: SearchText},
-                        {"image": "query image"},
-                        {"application/json": search_examples}),
-        classify=BodyKind({"application/json": ClassifyJSON, MULTIPART: ClassifyForm}, {"image": "image"},
-                          {"application/json": classify_examples}),
+        search=BodyKind(
+            {"application/json": SearchJSON, MULTIPART: SearchForm, URLENCODED: SearchText},
+            {"image": "query image"},
+            {"application/json": search_examples},
+        ),
+        classify=BodyKind(
+            {"application/json": ClassifyJSON, MULTIPART: ClassifyForm},
+            {"image": "image"},
+            {"application/json": classify_examples},
+        ),
         upload=BodyKind({MULTIPART: UploadForm}, {"file": "upload"}, {}),
     )
-
-
-@dataclass(frozen=True)
-class ParsedBody:
-    """A validated body: its fields, with file and base64 fields as bytes, and the file name the client
-    gave each file part (as sent: attacker input, see `uploads.client_file_name`; none for JSON bodies)."""
-
-    fields: dict[str, Any]
-    file_names: dict[str, str] = field(default_factory=dict)
-
-
-async def parse_body(request: Any, kind: BodyKind, limits: ServerLimits) -> ParsedBody:
-    """Read and validate the body of `request` as `kind` says; 415/422/413/400 as an APIError."""
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    model = kind.models.get(media)
-    if model is None:
-        accepted = ", ".join(kind.models)
-        raise APIError(415, "unsupported_media_type", f"send the body as {accepted}, not {media or 'nothing'}")
-    if media in JSON_TYPES:
-        raw = await request.body()
-        check_json_items(raw, limits.max_json_items)
-        # Parsing and validating a body of up to 20 MB takes tens of milliseconds: in a thread, so the
-        # event loop goes on answering others meanwhile.
-        return await run_in_threadpool(_parse_json, raw, model, kind)
-    if media == URLENCODED:
-        raw = await _read_capped(request, limits.form_overhead_bytes)
-        return _form_fields(_urlencoded_items(raw, len(model.model_fields)), model, kind)
-    async with request.form(max_files=len(kind.files), max_fields=len(model.model_fields)) as form:
-        data, file_names = {}, {}
-        for name, value in form.multi_items():
-            if name in data:
-                raise _given_twice(name)
-            is_file = hasattr(value, "read")
-            if name in kind.files:
-                if not is_file:
-                    raise validation_error([{"loc": ("body", name), "msg": "must be a file part",
-                                             "type": "value_error"}])
-                file_names[name] = str(value.filename or "")
-                value = await read_upload(value, limits, kind.files[name])
-            elif is_file:
-                raise validation_error([{"loc": ("body", name), "msg": "must be a plain field, not a file",
-                                         "type": "value_error"}])
-            data[name] = value
-    return ParsedBody(_validate(model, data).model_dump(), file_names)
-
-
-async def _read_capped(request: Any, cap: int) -> bytes:
-    """The whole body, or 413 as soon as it is known to pass `cap` (declared or counted)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > cap:
-        raise _form_too_large(cap)
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > cap:
-            raise _form_too_large(cap)
-    return bytes(body)
-
-
-def _form_too_large(cap: int) -> APIError:
-    return APIError(413, "body_too_large", f"a form body (application/x-www-form-urlencoded) holds at most {cap:,} "
-                                           "bytes: send an image as multipart/form-data or base64 in JSON")
-
-
-def _urlencoded_items(raw: bytes, max_fields: int) -> list[tuple[str, str]]:
-    """`a=1&b=2` -> pairs, split by the standard library in C. python-multipart's form parser (what
-    `request.form()` runs) stepped through 20 MB of `&` a byte at a time on the event loop (5.3 s of CPU: every
-    other client waited), and empty fields never counted towards its field limit; `parse_qsl` counts every
-    separator before splitting."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise validation_error([{"loc": ("body",), "msg": "a form body must be UTF-8 text",
-                                 "type": "value_error"}]) from None
-    try:
-        return parse_qsl(text, keep_blank_values=True, max_num_fields=max_fields, encoding="utf-8", errors="strict")
-    except UnicodeDecodeError:
-        raise validation_error([{"loc": ("body",), "msg": "a form field's %-escapes are not UTF-8",
-                                 "type": "value_error"}]) from None
-    except ValueError:
-        raise validation_error([{"loc": ("body",), "msg": f"at most {max_fields} fields are accepted",
-                                 "type": "value_error"}]) from None
-
-
-def _form_fields(items: list[tuple[str, str]], model: type[BaseModel], kind: BodyKind) -> ParsedBody:
-    data: dict[str, str] = {}
-    for name, value in items:
-        if name in data:
-            raise _given_twice(name)
-        if name in kind.files:
-            raise validation_error([{"loc": ("body", name), "msg": "must be a file part (send multipart/form-data)",
-                                     "type": "value_error"}])
-        data[name] = value
-    return ParsedBody(_validate(model, data).model_dump())
-
-
-def _given_twice(name: str) -> APIError:
-    return validation_error([{"loc": ("body", name), "msg": "given more than once", "type": "value_error"}])
-
-
-def check_json_items(raw: bytes, limit: int) -> None:
-    """Refuse (413) a JSON body with more than `limit` structural characters before parsing it.
-
-    Counting five bytes with `bytes.count` takes milliseconds on 20 MB, whereas `json.loads` and
-    validation of a million keys or list items took seconds (holding the GIL, so not even a
-    thread helps). Strings (a base64 image) are a few structural characters however long.
-    """
-    items = sum(raw.count(char) for char in (b'"', b",", b":", b"[", b"{"))
-    if items > limit:
-        raise APIError(413, "too_complex", f"the JSON body has {items:,} quotes, commas, colons and brackets; at "
-                                           f"most {limit:,} are accepted (a search or classify needs a few hundred)")
-
-
-def _json_error(exc: BaseException) -> str:
-    """Why `json.loads` refused a body, for its client: Python's words for a deep nest ("maximum recursion depth
-    exceeded while decoding...") and a long number ("...; use sys.set_int_max_str_digits() to increase the
-    limit") spoke of the server's interpreter, and the second told the client to change it."""
-    if isinstance(exc, RecursionError):
-        return "arrays or objects nested too deeply"
-    if "integer string conversion" in str(exc):
-        return f"a number with more than {sys.get_int_max_str_digits():,} digits"
-    return str(exc)
-
-
-def _parse_json(raw: bytes, model: type[BaseModel], kind: BodyKind) -> ParsedBody:
-    try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        raise APIError(422, "invalid_request", f"body: not valid JSON ({_json_error(exc)})"[:300]) from None
-    fields = _validate(model, data).model_dump(exclude_unset=False)
-    for name in kind.files:
-        if fields.get(name) is not None:
-            fields[name] = _decode_base64(fields[name], name)
-    return ParsedBody(fields)
-
-
-def _validate(model: type[BaseModel], data: Any) -> BaseModel:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise validation_error([_named(e, model) for e in exc.errors()]) from None
-
-
-def _named(error: Any, model: type[BaseModel]) -> dict[str, Any]:
-    """pydantic's error, located in the body; an unknown field says which fields there are ("Extra inputs are
-    not permitted" alone left `{"query": "fish"}` to guess that the field is `text`)."""
-    error = {**error, "loc": ("body", *error.get("loc", ()))}
-    if error.get("type") == "extra_forbidden":
-        error["msg"] = f"not a field of this request; its fields are {', '.join(model.model_fields)}"
-    return error
-
-
-def _decode_base64(value: str, name: str) -> bytes:
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise validation_error([{"loc": ("body", name), "msg": f"not valid base64 ({exc})",
-                                 "type": "value_error"}]) from None

@@ -27,14 +27,35 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from clipforge.errors import UserError, one_line
 from clipforge.server.limits import MAX_IMAGE_ID
 
-__all__ = ["INTERNAL_DETAIL", "APIError", "api_error", "error_body", "error_response", "install_error_handlers",
-           "user_error", "validation_error", "without_folders"]
+__all__ = [
+    "INTERNAL_DETAIL",
+    "SHOWN_CHARS",
+    "APIError",
+    "api_error",
+    "error_body",
+    "error_response",
+    "install_error_handlers",
+    "shown",
+    "user_error",
+    "validation_error",
+    "without_folders",
+]
 
 log = logging.getLogger(__name__)
 
-_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-          413: "payload_too_large", 415: "unsupported_media_type", 422: "invalid_request", 429: "too_many_requests",
-          503: "timeout", 507: "insufficient_storage"}
+_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    429: "too_many_requests",
+    503: "timeout",
+    507: "insufficient_storage",
+}
 
 
 class APIError(Exception):
@@ -55,6 +76,19 @@ _MAX_DETAIL = 2000
 _FOLDERS = re.compile(r"(?<![\w:./])(?:/[^\s/'\"]+)+/(?=[^\s/'\"])")
 
 
+SHOWN_CHARS = 40
+
+
+def shown(value: Any, limit: int = SHOWN_CHARS) -> str:
+    """A refused value as an error echoes it back: at most `limit` characters, `...` marking a cut. A client's
+    `1e308` for top_k came back as its 309 digits; what the client sent is theirs to see, not to be repeated."""
+    try:
+        text = str(value)
+    except ValueError:  # an int past Python's digit limit for str()
+        return f"a number of more than {limit} digits"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def without_folders(message: str) -> str:
     """A UserError names its file for a person at the server's terminal; its client sees the file's name only
     (a folder whose name holds a blank is cut at the blank: its part before it goes, the rest stays)."""
@@ -72,8 +106,11 @@ def user_error(exc: BaseException) -> APIError | None:
         return exc
     if isinstance(exc, UserError):
         status = getattr(exc, "http_status", 400)
-        return APIError(status if isinstance(status, int) and 400 <= status < 600 else 400, _code(exc),
-                        without_folders(one_line(exc)[:_MAX_DETAIL]))
+        return APIError(
+            status if isinstance(status, int) and 400 <= status < 600 else 400,
+            _code(exc),
+            without_folders(one_line(exc)[:_MAX_DETAIL]),
+        )
     return None
 
 
@@ -95,7 +132,9 @@ def error_body(code: str, detail: Any) -> dict[str, Any]:
     return {"error": code, "detail": detail}
 
 
-def error_response(status: int, code: str, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status: int, code: str, detail: Any, headers: dict[str, str] | None = None
+) -> JSONResponse:
     return JSONResponse(error_body(code, detail), status_code=status, headers=headers)
 
 
@@ -118,8 +157,9 @@ def _validation_detail(exc: RequestValidationError) -> str:
         loc = tuple(item.get("loc", ()))
         # the first element names where (FastAPI's "body", "query", "path", "header"); the rest is the field,
         # which may itself be called "query" (`{"query": "fish"}` was reported as "request: ...")
-        where = ".".join(str(p) for p in (loc[1:] if loc[:1] in (("body",), ("query",), ("path",), ("header",))
-                                          else loc))
+        where = ".".join(
+            str(p) for p in (loc[1:] if loc[:1] in (("body",), ("query",), ("path",), ("header",)) else loc)
+        )
         parts.append(f"{where or 'request'}: {_message(item)}")
     return "; ".join(parts)[:2000] or "invalid request"
 
@@ -145,8 +185,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         if exc.errors() and _in_path(exc):  # a path that names no resource: the id itself is malformed
-            return error_response(400, "invalid_id", f"image ids are integers from 1 to {MAX_IMAGE_ID}; "
-                                                      + _validation_detail(exc))
+            return error_response(
+                400,
+                "invalid_id",
+                f"image ids are integers from 1 to {MAX_IMAGE_ID}; " + _validation_detail(exc),
+            )
         return error_response(422, "invalid_request", _validation_detail(exc))
 
     @app.exception_handler(StarletteHTTPException)

@@ -24,7 +24,7 @@ from typing import Any
 
 from starlette.routing import get_route_path
 
-from clipforge.server.errors import error_body
+from clipforge.server.errors import error_body, shown
 from clipforge.server.fair import address_key
 
 __all__ = ["BodyLimitMiddleware", "TimeoutMiddleware", "client_host", "send_json"]
@@ -45,9 +45,17 @@ def client_host(scope: Scope) -> str:
 
 async def send_json(send: Send, status: int, code: str, detail: str) -> None:
     body = json.dumps(error_body(code, detail)).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -77,8 +85,15 @@ def _body_headers(scope: Scope) -> tuple[int | None, bool, bool]:
 class BodyLimitMiddleware:
     """Answer 413 to any request whose body exceeds `max_bytes` (declared or actual), readably."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, file_limit: int | None = None, drain_bytes: int | None = None,
-                 idle_timeout: float | None = None, body_timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        file_limit: int | None = None,
+        drain_bytes: int | None = None,
+        idle_timeout: float | None = None,
+        body_timeout: float | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = int(max_bytes)
         self.file_limit = int(file_limit or max_bytes)
@@ -87,8 +102,10 @@ class BodyLimitMiddleware:
         self.body_timeout = body_timeout
 
     def _detail(self, size: str) -> str:
-        return (f"request body {size} exceeds the limit of {self.max_bytes:,} bytes "
-                f"(files up to {self.file_limit:,} bytes are accepted)")
+        return (
+            f"request body {size} exceeds the limit of {self.max_bytes:,} bytes "
+            f"(files up to {self.file_limit:,} bytes are accepted)"
+        )
 
     async def _drain(self, receive: Receive, already: int) -> None:
         """Read and discard what is left of the body, at most `drain_bytes` in all, within the idle timeout."""
@@ -116,14 +133,18 @@ class BodyLimitMiddleware:
         if declared is not None and declared > self.max_bytes:
             if not expects_continue and declared <= self.drain_bytes:
                 await self._drain(receive, 0)
-            await send_json(send, 413, "payload_too_large", self._detail(f"of {declared:,} bytes"))
+            await send_json(
+                send, 413, "payload_too_large", self._detail(f"of {shown(f'{declared:,}')} bytes")
+            )
             return
         has_body = chunked or bool(declared)
         received = 0
         exceeded = stalled = late = False
         body_done = not has_body
         started = False
-        deadline = None if self.body_timeout is None else asyncio.get_running_loop().time() + self.body_timeout
+        deadline = (
+            None if self.body_timeout is None else asyncio.get_running_loop().time() + self.body_timeout
+        )
 
         async def counting_receive() -> Message:
             nonlocal received, exceeded, stalled, late, body_done
@@ -166,11 +187,18 @@ class BodyLimitMiddleware:
         if exceeded:
             if not body_done:
                 await self._drain(receive, received)
-            await send_json(send, 413, "payload_too_large", self._detail(f"of more than {self.max_bytes:,} bytes"))
+            await send_json(
+                send, 413, "payload_too_large", self._detail(f"of more than {self.max_bytes:,} bytes")
+            )
         elif stalled:
-            await send_json(send, 408, "request_timeout",
-                            f"the request body did not arrive within {self.body_timeout:g} s" if late else
-                            f"the request body stopped arriving for {self.idle_timeout:g} s")
+            await send_json(
+                send,
+                408,
+                "request_timeout",
+                f"the request body did not arrive within {self.body_timeout:g} s"
+                if late
+                else f"the request body stopped arriving for {self.idle_timeout:g} s",
+            )
 
 
 class TimeoutMiddleware:
@@ -199,6 +227,10 @@ class TimeoutMiddleware:
             # Work already handed to a thread (model inference) finishes in the background;
             # the client is told now instead of waiting on it.
             if not started:
-                await send_json(send, 503, "timeout",
-                                 f"the request took longer than {self.seconds:g} s (waiting for its turn "
-                                 f"included) and was abandoned; try a smaller image or fewer labels, or again later")
+                await send_json(
+                    send,
+                    503,
+                    "timeout",
+                    f"the request took longer than {self.seconds:g} s (waiting for its turn "
+                    f"included) and was abandoned; try a smaller image or fewer labels, or again later",
+                )

@@ -10,7 +10,7 @@ Connections: uvicorn keeps a connection that never finishes its request headers 
 ever, and its `limit_concurrency` then answers 503 to everyone once enough such sockets are
 open (300 idle sockets locked the server out). So there is no connection cap; instead a
 connection must complete its headers within `header_timeout_s` (a small subclass of uvicorn's
-h11 protocol), an idle keep-alive connection closes after `keep_alive_s`, a body that
+h11 protocol, `protocol`), an idle keep-alive connection closes after `keep_alive_s`, a body that
 stops arriving is answered 408 by the body-limit middleware, and a client that stops taking its
 answer for `header_timeout_s` is dropped. The access log never shows a
 token passed in a query string, nor more than a few hundred characters of any field a client chose
@@ -37,9 +37,21 @@ from typing import Any
 from clipforge.errors import UserError
 from clipforge.server.access_log import AccessLogFilter, is_credential_name, redact_query
 from clipforge.server.limits import ServerLimits
+from clipforge.server.protocol import protocol_with_timeouts
 
-__all__ = ["ServeError", "bind_socket", "build_server", "choose_model", "is_credential_name", "is_loopback",
-           "open_server_library", "read_token_file", "redact_query", "serve", "token_from_env"]
+__all__ = [
+    "ServeError",
+    "bind_socket",
+    "build_server",
+    "choose_model",
+    "is_credential_name",
+    "is_loopback",
+    "open_server_library",
+    "read_token_file",
+    "redact_query",
+    "serve",
+    "token_from_env",
+]
 
 
 class ServeError(UserError, RuntimeError):
@@ -64,8 +76,10 @@ def choose_model(library: Any | None, requested: str | None) -> str:
     recorded = (library.stats().get("model") or {}) if library is not None else {}
     if recorded:
         if not recorded.get("name"):
-            raise ServeError(f"library {library.paths.root} was built with a model passed as a Python object "
-                             f"(fingerprint {recorded['fingerprint'][:12]}); pass the same checkpoint with --model")
+            raise ServeError(
+                f"library {library.paths.root} was built with a model passed as a Python object "
+                f"(fingerprint {recorded['fingerprint'][:12]}); pass the same checkpoint with --model"
+            )
         return str(recorded["name"])
     spec, message = default_model_spec()
     if message:  # the CLI's wording (clipforge.cli.common.notice); the server layer cannot import the CLI
@@ -90,13 +104,20 @@ def _no_model_hint(name: str) -> str:
 
     if name != DEFAULT_MODEL:
         return "check the --model value (a model name, a checkpoint path, or a test config such as test-vit-tiny)"
-    return (f"no model is available offline: {DEFAULT_MODEL}'s weights are not cached and the shipped offline model "
-            f"{OFFLINE_MODEL} is not installed. Pass --model /path/to/checkpoint, or download {DEFAULT_MODEL} once "
-            f"while online: python -c 'import clipforge; clipforge.load(\"{DEFAULT_MODEL}\")'")
+    return (
+        f"no model is available offline: {DEFAULT_MODEL}'s weights are not cached and the shipped offline model "
+        f"{OFFLINE_MODEL} is not installed. Pass --model /path/to/checkpoint, or download {DEFAULT_MODEL} once "
+        f"while online: python -c 'import clipforge; clipforge.load(\"{DEFAULT_MODEL}\")'"
+    )
 
 
-def open_server_library(path: str | os.PathLike[str] | None, model: str | None = None,
-                        device: str | None = None, create: bool = False, store: str | None = None) -> Any:
+def open_server_library(
+    path: str | os.PathLike[str] | None,
+    model: str | None = None,
+    device: str | None = None,
+    create: bool = False,
+    store: str | None = None,
+) -> Any:
     """The Library at `path` with its model loaded; ServeError with advice when that fails.
 
     Like `clipforge search`, a library must already exist unless `create` is set (`--create`),
@@ -118,8 +139,10 @@ def open_server_library(path: str | os.PathLike[str] | None, model: str | None =
         raise ServeError(f"--library {root} is a file, not a library folder")
     exists = LibraryPaths(path).db.exists()
     if not create and not exists:
-        raise ServeError(f"no library at {root} (no library.sqlite3 there): check --library, build one with "
-                         f"`clipforge index add`, or pass --create to start an empty library")
+        raise ServeError(
+            f"no library at {root} (no library.sqlite3 there): check --library, build one with "
+            f"`clipforge index add`, or pass --create to start an empty library"
+        )
     from clipforge.library.schema import SchemaError
 
     # Only an existing library is opened to read the model it records: opening a new one creates it, and a
@@ -149,8 +172,10 @@ def token_from_env(environ: Any = None) -> str | None:
     if value is None:
         return None
     if not value.strip():
-        raise ServeError("CLIPFORGE_TOKEN is set but blank: put the token in it, or unset it to run without a token "
-                         "(anyone who reaches the server can then add images)")
+        raise ServeError(
+            "CLIPFORGE_TOKEN is set but blank: put the token in it, or unset it to run without a token "
+            "(anyone who reaches the server can then add images)"
+        )
     return value.strip()
 
 
@@ -159,10 +184,14 @@ def read_token_file(path: str | os.PathLike[str]) -> str:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ServeError(f"cannot read --token-file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+        raise ServeError(
+            f"cannot read --token-file {path}: {getattr(exc, 'strerror', None) or exc}"
+        ) from None
     token = text.strip()
     if not token or "\n" in token:
-        raise ServeError(f"--token-file {path} must hold the token on one line (it is {'empty' if not token else 'several lines'})")
+        raise ServeError(
+            f"--token-file {path} must hold the token on one line (it is {'empty' if not token else 'several lines'})"
+        )
     return token
 
 
@@ -174,8 +203,10 @@ def _bind_hint(code: int | None, host: str) -> str | None:
     if code == errno.EADDRINUSE:
         return "is another server using the port? try --port 0 for any free port"
     if code == errno.EADDRNOTAVAIL:
-        return (f"--host {host} is not an address of this machine: use 127.0.0.1 (this machine only), 0.0.0.0 "
-                "(every interface) or one of its own addresses")
+        return (
+            f"--host {host} is not an address of this machine: use 127.0.0.1 (this machine only), 0.0.0.0 "
+            "(every interface) or one of its own addresses"
+        )
     if code == errno.EACCES:
         return "ports below 1024 need administrator rights: use --port 0 or a port above 1023"
     return None
@@ -200,109 +231,9 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-_FREE_PIECES = 4096
-_MIN_PIECE = 1024
-
-
-def _protocol_with_header_timeout(seconds: float) -> type:
-    """uvicorn's h11 protocol, closing connections that take longer than `seconds` to send request headers."""
-    import h11
-    from uvicorn.protocols.http.h11_impl import H11Protocol
-
-    class HeaderTimeoutH11Protocol(H11Protocol):
-        _header_timer: Any = None
-
-        def _arm(self) -> None:
-            self._disarm()
-            self._header_timer = self.loop.call_later(seconds, self._expire)
-
-        def _disarm(self) -> None:
-            if self._header_timer is not None:
-                self._header_timer.cancel()
-                self._header_timer = None
-
-        def _expire(self) -> None:
-            self._header_timer = None
-            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
-                self.transport.close()  # headers never completed: drop the connection
-
-        # A body sent in tiny chunks (`1\r\nX\r\n` a byte at a time): h11 parses each chunk in Python and
-        # uvicorn copies its body buffer for each, on the event loop every client shares. 200,000 one-byte
-        # chunks (1.2 MB on the wire) cost 1.4 s of that loop; a 20 MB body sent so, minutes. Past
-        # `_FREE_PIECES` pieces a request's body must average `_MIN_PIECE` bytes a piece, or the connection closes.
-        _pieces = 0
-        _piece_bytes = 0
-        _too_fragmented = False
-
-        def _counted_next_event(self) -> Any:
-            if self._too_fragmented:
-                return h11.NEED_DATA
-            event = self._next_event()
-            if type(event) is h11.Data:
-                self._pieces += 1
-                self._piece_bytes += len(event.data)
-                if self._pieces > _FREE_PIECES and self._pieces * _MIN_PIECE > self._piece_bytes:
-                    self._too_fragmented = True
-                    self.logger.warning("Request body sent in too many small pieces; connection closed.")
-                    self.transport.close()
-                    return h11.NEED_DATA
-            elif type(event) is h11.Request:
-                self._pieces = self._piece_bytes = 0
-            return event
-
-        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self._next_event = self.conn.next_event
-            self.conn.next_event = self._counted_next_event  # type: ignore[method-assign]
-            self._arm()
-
-        def data_received(self, data: bytes) -> None:
-            super().data_received(data)
-            if self.conn.their_state is not h11.IDLE:
-                self._disarm()
-
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            if not self.transport.is_closing():
-                self._arm()
-
-        # A client that stops taking its answer: while the send buffer stays over its high-water mark, the
-        # connection is dropped once `seconds` pass in which the client took nothing. Without this a client
-        # that never read kept the unsent piece of an original (and its socket) for as long as it liked,
-        # even after the request's time ran out.
-        _send_timer: Any = None
-
-        def _watch_sending(self, before: int | None) -> None:
-            self._send_timer = None
-            left = self.transport.get_write_buffer_size()
-            if before is not None and left >= before:
-                self.transport.abort()  # nothing taken for `seconds`: drop the connection and what it holds
-                return
-            self._send_timer = self.loop.call_later(seconds, self._watch_sending, left)
-
-        def _stop_watching(self) -> None:
-            if self._send_timer is not None:
-                self._send_timer.cancel()
-                self._send_timer = None
-
-        def pause_writing(self) -> None:
-            super().pause_writing()
-            self._stop_watching()
-            self._watch_sending(None)
-
-        def resume_writing(self) -> None:
-            self._stop_watching()
-            super().resume_writing()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            self._stop_watching()
-            super().connection_lost(exc)
-
-    return HeaderTimeoutH11Protocol
-
-
-def build_server(app: Any, limits: ServerLimits, log_level: str = "info", forwarded_allow_ips: str | None = None) -> Any:
+def build_server(
+    app: Any, limits: ServerLimits, log_level: str = "info", forwarded_allow_ips: str | None = None
+) -> Any:
     """The uvicorn Server `serve` runs (tests run the same one on a loopback socket)."""
     import uvicorn
 
@@ -313,10 +244,19 @@ def build_server(app: Any, limits: ServerLimits, log_level: str = "info", forwar
     if forwarded_allow_ips is None:
         forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "")
     proxies = forwarded_allow_ips.strip()
-    config = uvicorn.Config(app, log_level=log_level, http=_protocol_with_header_timeout(limits.header_timeout_s),
-                            timeout_keep_alive=max(1, int(limits.keep_alive_s)), timeout_graceful_shutdown=5,
-                            server_header=False, limit_concurrency=None, backlog=2048, lifespan="on",
-                            proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None)
+    config = uvicorn.Config(
+        app,
+        log_level=log_level,
+        http=protocol_with_timeouts(limits.header_timeout_s),
+        timeout_keep_alive=max(1, int(limits.keep_alive_s)),
+        timeout_graceful_shutdown=5,
+        server_header=False,
+        limit_concurrency=None,
+        backlog=2048,
+        lifespan="on",
+        proxy_headers=bool(proxies),
+        forwarded_allow_ips=proxies or None,
+    )
     server = uvicorn.Server(config)
     config.load()  # configures uvicorn's loggers now, so the filter below is not replaced later
     access = logging.getLogger("uvicorn.access")
@@ -378,10 +318,21 @@ def _served_store(library: Any) -> tuple[str, str]:
     return spec.describe(), f"; thumbnails and uploads in {Path(library.paths.root)}"
 
 
-def serve(library: str | os.PathLike[str] | None, host: str = "127.0.0.1", port: int = 7860, token: str | None = None,
-          model: str | None = None, limits: ServerLimits | None = None, device: str | None = None,
-          log_level: str = "info", ui: bool = True, create: bool = False, store: str | None = None,
-          forwarded_allow_ips: str | None = None, allowed_hosts: Sequence[str] = ()) -> int:
+def serve(
+    library: str | os.PathLike[str] | None,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    token: str | None = None,
+    model: str | None = None,
+    limits: ServerLimits | None = None,
+    device: str | None = None,
+    log_level: str = "info",
+    ui: bool = True,
+    create: bool = False,
+    store: str | None = None,
+    forwarded_allow_ips: str | None = None,
+    allowed_hosts: Sequence[str] = (),
+) -> int:
     """Run the server until interrupted; returns the process exit code. `forwarded_allow_ips`: the reverse
     proxies whose X-Forwarded-For is believed (comma-separated addresses; default $FORWARDED_ALLOW_IPS).
     `allowed_hosts`: dotted names it answers to beyond addresses, localhost and this machine's name."""
@@ -396,10 +347,15 @@ def serve(library: str | os.PathLike[str] | None, host: str = "127.0.0.1", port:
     made = LibraryPaths(library).new_library() if create and not store else None
     sock = bind_socket(host, port)  # first: a busy port fails before minutes of model loading
     if not is_loopback(host):  # after the bind: no warning about listening where the server cannot listen
-        protection = ("changes need the token" if token else
-                      "anyone who can reach it can also add images: pass --token-file to require a token for changes")
-        print(f"warning: listening on {host} makes the library reachable from other machines; {protection}",
-              file=sys.stderr)
+        protection = (
+            "changes need the token"
+            if token
+            else "anyone who can reach it can also add images: pass --token-file to require a token for changes"
+        )
+        print(
+            f"warning: listening on {host} makes the library reachable from other machines; {protection}",
+            file=sys.stderr,
+        )
     try:
         opened = open_server_library(library, model, device, create=create, store=store)
     except BaseException:
@@ -417,8 +373,11 @@ def serve(library: str | os.PathLike[str] | None, host: str = "127.0.0.1", port:
         server = build_server(app, limits, log_level, forwarded_allow_ips)
         url = _url(host, sock.getsockname()[1])
         served, beside = _served_store(opened)
-        print(f"clipforge serving {served} with model {service.model_name} "
-              f"at {url}/ (REST API docs: {url}/docs){beside}", flush=True)
+        print(
+            f"clipforge serving {served} with model {service.model_name} "
+            f"at {url}/ (REST API docs: {url}/docs){beside}",
+            flush=True,
+        )
         serving = True  # from here the library is the user's: the server may have added images to it
         with _terminate_as_exit():
             server.run(sockets=[sock])

@@ -23,11 +23,12 @@ from typing import Any
 
 from clipforge.image import ImageLoadError
 from clipforge.library.dbfile import display_path
-from clipforge.server.errors import APIError, without_folders
+from clipforge.server.errors import APIError, shown, without_folders
 from clipforge.server.fair import FairGate
 from clipforge.server.limits import ServerLimits
 from clipforge.server.security import TokenChecker
 from clipforge.server.sending import SendingBytes
+from clipforge.server.space_stats import served_space_stats
 from clipforge.server.uploads import SniffedImage
 
 __all__ = ["DEFAULT_TEMPLATE", "LibraryService", "disk_full", "model_notice", "served_space_stats"]
@@ -45,8 +46,9 @@ def _decoding(image: SniffedImage | None) -> Iterator[None]:
     except ImageLoadError as exc:
         if image is None:
             raise
-        raise ImageLoadError(f"{image.what} could not be decoded: {exc.reason}", path=image.what,
-                             reason=exc.reason) from None
+        raise ImageLoadError(
+            f"{image.what} could not be decoded: {exc.reason}", path=image.what, reason=exc.reason
+        ) from None
 
 
 def disk_full(exc: BaseException) -> bool:
@@ -55,6 +57,7 @@ def disk_full(exc: BaseException) -> bool:
         return exc.errno in _DISK_FULL
     return isinstance(exc, sqlite3.OperationalError) and "full" in str(exc).lower()
 
+
 DEFAULT_TEMPLATE = "a photo of a {}."
 OFFLINE_MODEL = "clipforge-tiny"
 
@@ -62,9 +65,11 @@ OFFLINE_MODEL = "clipforge-tiny"
 def model_notice(name: str | None) -> str | None:
     """A sentence people must see when results will be poor because of the model."""
     if name == OFFLINE_MODEL:
-        return (f"Using the offline model {OFFLINE_MODEL}: a tiny CLIP trained on CIFAR-10, shipped so the app works "
-                f"without downloads. Expect rough results; start the server with --model ViT-B/32 (or another "
-                f"real checkpoint) once its weights are available.")
+        return (
+            f"Using the offline model {OFFLINE_MODEL}: a tiny CLIP trained on CIFAR-10, shipped so the app works "
+            f"without downloads. Expect rough results; start the server with --model ViT-B/32 (or another "
+            f"real checkpoint) once its weights are available."
+        )
     if name and name.startswith("test-"):
         return f"Using the test architecture {name} with random weights: results are meaningless (for tests only)."
     return None
@@ -121,8 +126,11 @@ class LibraryService:
         (the API's contract: any non-empty text), embedded as it was given."""
         text = text or ""
         if len(text) > self.limits.max_text_chars:
-            raise APIError(400, "text_too_long",
-                           f"query text has {len(text)} characters, more than the limit of {self.limits.max_text_chars}")
+            raise APIError(
+                400,
+                "text_too_long",
+                f"query text has {len(text)} characters, more than the limit of {self.limits.max_text_chars}",
+            )
         return text.strip() or text or None
 
     def clean_labels(self, labels: str | list[str] | None, what: str = "labels") -> list[str]:
@@ -134,19 +142,28 @@ class LibraryService:
         """
         if isinstance(labels, str):
             if len(labels) > self.limits.max_labels_chars:
-                raise APIError(400, "labels_too_long", f"{what}: {len(labels)} characters, more than the limit of "
-                                                       f"{self.limits.max_labels_chars}")
+                raise APIError(
+                    400,
+                    "labels_too_long",
+                    f"{what}: {len(labels)} characters, more than the limit of "
+                    f"{self.limits.max_labels_chars}",
+                )
         else:
             labels = [str(item) for item in labels or []]
             for item in labels:
                 if len(item.strip()) > self.limits.max_label_chars:
-                    raise APIError(400, "label_too_long", f"{what}: {item[:40]!r}... is longer than "
-                                                          f"{self.limits.max_label_chars} characters")
+                    raise APIError(
+                        400,
+                        "label_too_long",
+                        f"{what}: {item[:40]!r}... is longer than {self.limits.max_label_chars} characters",
+                    )
         from clipforge.text.labels import split_labels
 
         out = split_labels(labels, what, required=False)
         if len(out) > self.limits.max_labels:
-            raise APIError(400, "too_many_labels", f"{len(out)} {what} given, the limit is {self.limits.max_labels}")
+            raise APIError(
+                400, "too_many_labels", f"{len(out)} {what} given, the limit is {self.limits.max_labels}"
+            )
         return out
 
     def clean_template(self, template: str | None) -> str | list[str]:
@@ -159,26 +176,37 @@ class LibraryService:
         if value in sets:
             return value
         if "{" not in value and "}" not in value:
-            raise TemplateError(f"template {value[:80]!r} is neither a string containing '{{}}' such as "
-                                f"{DEFAULT_TEMPLATE!r} nor a template set name ({', '.join(sets[:8])}, ...)")
+            raise TemplateError(
+                f"template {value[:80]!r} is neither a string containing '{{}}' such as "
+                f"{DEFAULT_TEMPLATE!r} nor a template set name ({', '.join(sets[:8])}, ...)"
+            )
         return [check_template(value)]  # a TemplateError (a UserError) says what is wrong
 
     # -- operations -------------------------------------------------------------------------
-    def search(self, text: str | None, image: SniffedImage | None, top_k: int,
-               tags: str | list[str] | None = None) -> tuple[list[Any], float]:
+    def search(
+        self, text: str | None, image: SniffedImage | None, top_k: int, tags: str | list[str] | None = None
+    ) -> tuple[list[Any], float]:
         """(hits, milliseconds): text, image or both summed; optional zero-shot tag filter."""
         text = self.clean_text(text)
         if text is None and image is None:
             raise APIError(400, "empty_query", "give a text, an image, or both")
         if not 1 <= int(top_k) <= self.limits.max_top_k:
-            raise APIError(400, "invalid_top_k", f"top_k must be between 1 and {self.limits.max_top_k}, got {top_k}")
+            raise APIError(
+                400,
+                "invalid_top_k",
+                f"top_k must be between 1 and {self.limits.max_top_k}, got {shown(top_k)}",
+            )
         filter_tags = self.clean_labels(tags, "tags") or None
         start = time.perf_counter()
         # What the library refuses (a `UserError` of any layer) reaches the client through
         # `errors.api_error`; any other exception is a bug, not "a bad query".
         with _decoding(image):  # the bytes, read by the library's reader as `index add` reads files
-            hits = self.library.search(text=text, image=image.data if image is not None else None,
-                                       top_k=int(top_k), filter_tags=filter_tags)
+            hits = self.library.search(
+                text=text,
+                image=image.data if image is not None else None,
+                top_k=int(top_k),
+                filter_tags=filter_tags,
+            )
         return hits, (time.perf_counter() - start) * 1000
 
     def no_results_reason(self, tags: str | list[str] | None = None) -> str:
@@ -188,7 +216,9 @@ class LibraryService:
         in the client's turn, as the search itself, never on the event loop."""
         return self.library.no_results_reason(self.clean_labels(tags, "tags") or None)
 
-    def classify_plan(self, labels: str | list[str] | None, template: str | None) -> tuple[list[str], str | list[str]]:
+    def classify_plan(
+        self, labels: str | list[str] | None, template: str | None
+    ) -> tuple[list[str], str | list[str]]:
         """(labels, templates) of a classify, refused (400) when it would encode more than `max_prompts`
         prompts (labels x templates): 100 labels x the 80 `imagenet` templates cost minutes of CPU."""
         from clipforge.zeroshot.prompts import get_templates
@@ -202,14 +232,18 @@ class LibraryService:
         templates = templates_for_labels(self.clean_template(template), clean)
         count = len(get_templates(templates)) if isinstance(templates, str) else len(templates)
         if len(clean) * count > self.limits.max_prompts:
-            raise APIError(400, "too_many_prompts",
-                           f"{len(clean)} labels x {count} templates = {len(clean) * count:,} prompts; at most "
-                           f"{self.limits.max_prompts:,} prompts per request: use fewer labels or a smaller template "
-                           f"set (imagenet7 has 7 templates, simple 1)")
+            raise APIError(
+                400,
+                "too_many_prompts",
+                f"{len(clean)} labels x {count} templates = {len(clean) * count:,} prompts; at most "
+                f"{self.limits.max_prompts:,} prompts per request: use fewer labels or a smaller template "
+                f"set (imagenet7 has 7 templates, simple 1)",
+            )
         return clean, templates
 
-    def classify(self, image: SniffedImage, labels: str | list[str],
-                 template: str | None) -> tuple[list[tuple[str, float]], str | list[str], float]:
+    def classify(
+        self, image: SniffedImage, labels: str | list[str], template: str | None
+    ) -> tuple[list[tuple[str, float]], str | list[str], float]:
         """((label, probability) most likely first, templates used, milliseconds)."""
         clean, templates = self.classify_plan(labels, template)
         start = time.perf_counter()
@@ -232,13 +266,21 @@ class LibraryService:
                 if isinstance(exc, OSError) and exc.errno in _NOT_WRITABLE:
                     # a library on a read-only folder or mount is served for search (`Store` reads it as it is)
                     self._forget_partial_upload(sha256)
-                    raise APIError(403, "read_only_library", "this server's library is read-only (its folder or "
-                                                             "disk cannot be written): the image was not added") from None
+                    raise APIError(
+                        403,
+                        "read_only_library",
+                        "this server's library is read-only (its folder or "
+                        "disk cannot be written): the image was not added",
+                    ) from None
                 if not disk_full(exc):
                     raise
                 self._forget_partial_upload(sha256)
-                raise APIError(507, "insufficient_storage", "the library's disk is full (or a file size limit "
-                                                            "stopped the write): the image was not added") from None
+                raise APIError(
+                    507,
+                    "insufficient_storage",
+                    "the library's disk is full (or a file size limit "
+                    "stopped the write): the image was not added",
+                ) from None
 
     def _forget_partial_upload(self, sha256: str) -> None:
         """Remove what a write stopped by a full disk left of this upload in the library's uploads folder
@@ -292,7 +334,9 @@ class LibraryService:
     def thumbnail(self, image_id: int, size: int, known: str | None = None) -> tuple[bytes | None, str]:
         """(JPEG, ETag) of a thumbnail, JPEG None when `known` names the tag (see `image_bytes`)."""
         if not 16 <= int(size) <= self.limits.max_thumb_size:
-            raise APIError(400, "invalid_size", f"thumbnail size must be between 16 and {self.limits.max_thumb_size}")
+            raise APIError(
+                400, "invalid_size", f"thumbnail size must be between 16 and {self.limits.max_thumb_size}"
+            )
         tag = f'"{self._existing(image_id).sha256}-{int(size)}"'
         if _names(known, tag):
             return None, tag
@@ -313,29 +357,17 @@ class LibraryService:
         stats["library"] = os.path.basename(str(stats.get("library", "")).rstrip(os.sep))
         if isinstance(stats.get("index"), dict) and stats["index"].get("path"):
             stats["index"] = {**stats["index"], "path": os.path.basename(str(stats["index"]["path"]))}
-        stats["failures"] = [{"filename": display_path(os.path.basename(f["path"])), "reason": f["reason"]}
-                             for f in stats.get("failures", [])]
-        stats["server"] = {"model": self.model_name, "model_notice": self.notice,
-                           "write_token_required": self.tokens.enabled, "limits": self.limits.to_dict()}
+        stats["failures"] = [
+            {"filename": display_path(os.path.basename(f["path"])), "reason": f["reason"]}
+            for f in stats.get("failures", [])
+        ]
+        stats["server"] = {
+            "model": self.model_name,
+            "model_notice": self.notice,
+            "write_token_required": self.tokens.enabled,
+            "limits": self.limits.to_dict(),
+        }
         return stats
-
-
-def served_space_stats(library: Any) -> dict[str, Any]:
-    """`library.stats()` with the fields of one model space (`model`, `distinct_contents`, `index`, `tags`) taken
-    from the space its encoder searches, when that is not the one `stats` reported (the SQLite library's default
-    space; `clipforge.library.Library.stats` would be the better home for this, see the server's notes)."""
-    stats = dict(library.stats())
-    served = library.encoder.fingerprint
-    reported = stats.get("model") or {}
-    if reported.get("fingerprint") in (None, served) or not hasattr(library, "store"):
-        return stats
-    space = next((s for s in stats.get("spaces") or [] if s["fingerprint"] == served), None)
-    stats["model"] = {"name": (space or {}).get("name") or library.encoder.name or None, "fingerprint": served,
-                      "embed_dim": library.encoder.embed_dim, "vector_dtype": reported.get("vector_dtype")}
-    stats["distinct_contents"] = library.store.embedding_count(served)
-    stats["index"] = library.index_manager.status()
-    stats["tags"] = library.store.tag_counts(served)
-    return stats
 
 
 def _file_unavailable(image_id: int, exc: BaseException) -> APIError:

@@ -18,8 +18,8 @@ upload folder, and this middleware), so a gap in one of them is not a hole:
 * gradio routes the page never uses (named-endpoint API, proxy, component server, recording, deep links,
   streaming, vibe editing, run history, profiling, monitoring, startup events, login and logout) answer 404, and so does
   `queue/data` for a session gradio does not hold, and a heartbeat for a session id no gradio client makes;
-* `/gradio_api/upload` takes file parts named `files` and nothing else, checked chunk by chunk before gradio
-  reads them (`upload_form`: a bad body is a 400/413 naming the part and the rule, never a 507); it
+* `/gradio_api/upload` (`ui_upload_route`) takes file parts named `files` and nothing else, checked chunk by
+  chunk before gradio reads them (`upload_form`: a bad body is a 400/413 naming the part and the rule, never a 507); it
   reserves room in the upload folder's ledger (`upload_space`) before gradio writes a byte, and is refused (507) when the folder's byte or file budget would be passed (after
   files older than their maximum age are deleted); a full disk is a 507 too, and what the failed
   upload left behind is removed;
@@ -33,31 +33,24 @@ upload folder, and this middleware), so a gap in one of them is not a hole:
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
-import secrets
 from collections.abc import Callable
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import get_route_path
 
-from clipforge.server.bodies import check_json_items
+from clipforge.server.body_parsing import check_json_items
 from clipforge.server.errors import APIError
 from clipforge.server.middleware import ASGIApp, Message, Receive, Scope, Send, client_host, send_json
-from clipforge.server.service import disk_full
 from clipforge.server.ui_events import JoinRules, value_refusal
-from clipforge.server.upload_form import UploadForm, UploadRefused
+from clipforge.server.ui_upload_route import UPLOADER_COOKIE, UploadRoute, uploader, without_upload_id
 from clipforge.server.upload_paths import inside, is_upload, upload_paths
-from clipforge.server.upload_space import EXPIRED, UploadLedger, delete_files, sweep
+from clipforge.server.upload_space import EXPIRED, UploadLedger
 
 __all__ = ["MAX_EVENT_FILES", "UPLOADER_COOKIE", "UIGuardMiddleware", "uploader"]
 
-log = logging.getLogger(__name__)
-
-UPLOADER_COOKIE = "clipforge_uploader"
-_UPLOADER = re.compile(r"^[0-9a-f]{32}$")
 _SESSION = re.compile(r"[A-Za-z0-9_.-]{1,128}")  # a gradio session id: the page's base-36, its client's uuid4
 _MAX_UI_JSON_ITEMS = 100_000  # structural JSON characters of one UI event (1,000 FileData fit easily)
 
@@ -69,51 +62,74 @@ _API = "/gradio_api/"
 # are sent to gradio without their `upload_id`, so nothing is tracked and the page does without progress.
 # `custom_component` serves files of third-party components (this page has none) and prints each request's
 # path segments to the server's stdout: any client could write lines of its choosing into the server's log.
-_UNUSED = ("proxy=", "component_server", "custom_component", "process_recording", "stream/", "vibe", "undo-vibe", "run-history",
-           "runs", "profiling", "dev/", "mcp", "monitoring", "deep_link", "run/", "call/", "api/", "upload_progress",
-           "startup-events")
+_UNUSED = (
+    "proxy=",
+    "component_server",
+    "custom_component",
+    "process_recording",
+    "stream/",
+    "vibe",
+    "undo-vibe",
+    "run-history",
+    "runs",
+    "profiling",
+    "dev/",
+    "mcp",
+    "monitoring",
+    "deep_link",
+    "run/",
+    "call/",
+    "api/",
+    "upload_progress",
+    "startup-events",
+)
 # gradio's own login routes, for `launch(auth=...)`, which this UI does not use (the token guards its writes):
 # `/login` parsed any anonymous form body with python-multipart, a byte at a time (19 MB of `&`: 4.1 s of CPU).
 _UNUSED_TOP = frozenset({"/login", "/login/", "/logout", "/logout/"})
-_FORBIDDEN = ("files must be uploaded through this page first, in this browser; the server never opens a path "
-              "sent by a client")
+_FORBIDDEN = (
+    "files must be uploaded through this page first, in this browser; the server never opens a path "
+    "sent by a client"
+)
 
 
 MAX_EVENT_FILES = 1000
-"""Files one UI event may name: what the Add tab reads of a selection (`ui._Handlers.add`)."""
-
-
-def uploader(scope: Scope) -> str | None:
-    """The uploader id in the request's cookie, when it is one this server could have issued."""
-    for name, value in scope.get("headers", ()):
-        if name != b"cookie":
-            continue
-        for part in value.decode("latin-1").split(";"):
-            key, _, item = part.strip().partition("=")
-            if key == UPLOADER_COOKIE and _UPLOADER.match(item.strip()):
-                return item.strip()
-    return None
+"""Files one UI event may name: what the Add tab reads of a selection (`ui_handlers.Handlers.add`)."""
 
 
 class UIGuardMiddleware:
     """Enforce the rules in the module docstring in front of the gradio app mounted at `/`."""
 
-    def __init__(self, app: ASGIApp, upload_dir: str | os.PathLike[str], max_json_bytes: int,
-                 cache_bytes: int, cache_age_s: float, rules: JoinRules | None = None, cache_files: int = 2000,
-                 max_body_bytes: int | None = None, known_session: Callable[[str], bool] | None = None,
-                 forget_uploads: Callable[[list[str]], None] | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        upload_dir: str | os.PathLike[str],
+        max_json_bytes: int,
+        cache_bytes: int,
+        cache_age_s: float,
+        rules: JoinRules | None = None,
+        cache_files: int = 2000,
+        max_body_bytes: int | None = None,
+        known_session: Callable[[str], bool] | None = None,
+        forget_uploads: Callable[[list[str]], None] | None = None,
+    ) -> None:
         self.app = app
         self.rules = rules  # what a queue/join may carry (`ui_events`); None: not checked
         self.known_session = known_session  # whether gradio holds a stream for a session hash
-        self.forget_uploads = forget_uploads  # deleted uploads, for gradio's own record of them
         self.upload_dir = os.path.realpath(upload_dir)
         self.max_json_bytes = int(max_json_bytes)
         self.cache_bytes = int(cache_bytes)
         self.cache_age_s = float(cache_age_s)
         self.max_body_bytes = int(max_body_bytes or cache_bytes)
         self.ledger = UploadLedger(self.upload_dir, cache_bytes, cache_files, cache_age_s)
-        self._in_flight = 0
-        self._litter = False
+        self.uploads = UploadRoute(
+            app,
+            self.upload_dir,
+            self.ledger,
+            self.max_body_bytes,
+            self.cache_bytes,
+            self.cache_age_s,
+            forget_uploads,
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = get_route_path(scope) if scope["type"] == "http" else ""  # without a --root-path prefix
@@ -123,7 +139,7 @@ class UIGuardMiddleware:
         if scope["type"] != "http" or not (path.startswith(_API) or path.startswith("/monitoring")):
             await self.app(scope, receive, send)
             return
-        rest = path[len(_API):] if path.startswith(_API) else "monitoring"
+        rest = path[len(_API) :] if path.startswith(_API) else "monitoring"
         if rest.startswith(_UNUSED):
             await send_json(send, 404, "not_found", "no such endpoint")
             return
@@ -134,123 +150,32 @@ class UIGuardMiddleware:
                 if why is not None:
                     await send_json(send, 410, "gone", self._gone_detail(rest[5:], why))
                 else:
-                    await send_json(send, 403, "forbidden", "only files uploaded through this page are served here")
+                    await send_json(
+                        send, 403, "forbidden", "only files uploaded through this page are served here"
+                    )
                 return
             await self.app(_without_ranges(scope), receive, _whole_send(send))
             return
-        if rest.startswith("heartbeat/") and not _SESSION.fullmatch(rest[len("heartbeat/"):]):
+        if rest.startswith("heartbeat/") and not _SESSION.fullmatch(rest[len("heartbeat/") :]):
             # gradio puts the session id into a URL when the stream ends: a control character in it made that
             # raise inside its cleanup (two tracebacks, 18 kB of log, for each anonymous request)
             await send_json(send, 404, "not_found", "no such UI session; reload the page")
             return
         if scope.get("method") != "POST":
-            if rest.rstrip("/") == "queue/data" and self.known_session is not None \
-                    and not self.known_session(_query_value(scope, "session_hash")):
+            if (
+                rest.rstrip("/") == "queue/data"
+                and self.known_session is not None
+                and not self.known_session(_query_value(scope, "session_hash"))
+            ):
                 # gradio answers 200 and then logs a 15 kB traceback for each such request
                 await send_json(send, 404, "not_found", "no such UI session; reload the page")
                 return
             await self.app(scope, receive, send)
             return
         if rest.rstrip("/") == "upload":
-            await self._upload(_without_upload_id(scope), receive, send)
+            await self.uploads(without_upload_id(scope), receive, send)
             return
         await self._event(scope, receive, send)
-
-    async def _upload(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Reserve room, let gradio store the files, record them (owner, size) before answering."""
-        try:
-            form = UploadForm(_header(scope, b"content-type"))  # a body that is no upload costs no reservation
-        except UploadRefused as exc:
-            await send_json(send, exc.status, exc.code, exc.detail)
-            return
-        gone = self.ledger.expired()
-        declared = _content_length(scope)
-        reservation = self.ledger.reserve(declared if declared else self.max_body_bytes, 1, client_host(scope))
-        gone += self.ledger.doomed()
-        if gone:
-            await run_in_threadpool(self._delete, gone)
-        if reservation is None:
-            await send_json(send, 507, "insufficient_storage", self._full())
-            return
-        refused: UploadRefused | None = None
-
-        async def counted() -> Message:
-            """The body as gradio reads it, checked (`upload_form`) before gradio gets each chunk, each file part
-            taking its place in the budget as it arrives."""
-            nonlocal refused
-            message = await receive()
-            if message["type"] == "http.request":
-                try:
-                    form.feed(message.get("body", b""), last=not message.get("more_body", False))
-                except UploadRefused as exc:
-                    refused = exc
-                    raise
-                if not self.ledger.grow(reservation, form.files):
-                    refused = UploadRefused(507, "insufficient_storage", self._full())
-                    raise refused
-            return message
-        owner = uploader(scope)
-        cookie = None
-        if owner is None:
-            owner = secrets.token_hex(16)
-            cookie = (f"{UPLOADER_COOKIE}={owner}; Path=/; HttpOnly; SameSite=Strict").encode()
-        answer: list[Message] = []
-
-        async def hold(message: Message) -> None:
-            answer.append(message)
-
-        stored: list[tuple[str, int]] = []
-        self._in_flight += 1
-        try:
-            try:
-                await self.app(scope, counted, hold)
-                if refused is not None:  # gradio answered the aborted body itself (a 400 or a 500)
-                    raise refused
-            except UploadRefused as exc:
-                answer = []
-                self._litter = True
-                await send_json(send, exc.status, exc.code, exc.detail)
-                return
-            except OSError as exc:
-                if not disk_full(exc):
-                    raise
-                log.warning("UI upload refused: the disk is full (%s)", exc.strerror)
-                answer = []
-                self._litter = True
-                await send_json(send, 507, "insufficient_storage", "the server's disk is full: the upload was not "
-                                                                   "kept; try again later or tell its administrator")
-                return
-            except BaseException:
-                self._litter = True
-                raise
-            status = answer[0].get("status") if answer else None
-            if status == 200:
-                stored = _stored_files(answer, self.upload_dir)
-            else:
-                self._litter = True
-        finally:
-            self.ledger.settle(reservation, stored, owner)
-            self._in_flight -= 1
-            doomed = self.ledger.doomed()  # evicted while the parts arrived
-            if doomed:
-                await run_in_threadpool(self._delete, doomed)
-            if self._litter and self._in_flight == 0:
-                self._litter = False
-                await run_in_threadpool(sweep, self.upload_dir, self.ledger)
-        for message in answer:
-            if message["type"] == "http.response.start" and cookie and message.get("status") == 200:
-                message = {**message, "headers": [*message.get("headers", []), (b"set-cookie", cookie)]}
-            await send(message)
-
-    def _delete(self, paths: list[str]) -> None:
-        """Delete uploads the ledger let go (in a worker thread), and drop them from gradio's own record."""
-        delete_files(paths, self.upload_dir)
-        if self.forget_uploads is not None:
-            self.forget_uploads(paths)
-
-    def _full(self) -> str:
-        return (f"the upload space of this page ({self.cache_bytes:,} bytes, {self.ledger.max_files:,} files) is "
-                f"full; uploads are kept {self.cache_age_s:g} s, try again later")
 
     def _files_refusal(self, paths: list[Any], owner: str | None) -> tuple[int, str, str] | None:
         """None when every path is a regular file in the upload folder that `owner` uploaded; else 403, or
@@ -269,14 +194,19 @@ class UIGuardMiddleware:
         """Why `owner`'s upload at `path` is no longer there (`upload_space.EXPIRED`/`EVICTED`), or None."""
         if not isinstance(path, str) or not inside(path, self.upload_dir):
             return None
-        if self.ledger.owns(path, owner):  # still on the books, the file deleted by gradio's own cache cleaner
+        if self.ledger.owns(
+            path, owner
+        ):  # still on the books, the file deleted by gradio's own cache cleaner
             return EXPIRED
         return self.ledger.removed(path, owner)
 
     def _gone_detail(self, path: str, why: str) -> str:
         name = os.path.basename(path)[:120]
-        reason = (f"uploads are kept {self.cache_age_s:g} s" if why == EXPIRED else
-                  "when this page's upload space is full, your address's oldest uploads make room for new ones")
+        reason = (
+            f"uploads are kept {self.cache_age_s:g} s"
+            if why == EXPIRED
+            else "when this page's upload space is full, your address's oldest uploads make room for new ones"
+        )
         return f"{name}: this upload was deleted from the server ({reason}); upload it again"
 
     async def _event(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -289,9 +219,13 @@ class UIGuardMiddleware:
                 return  # client went away
             size += len(message.get("body", b""))
             if size > self.max_json_bytes:
-                await send_json(send, 413, "payload_too_large",
-                                f"UI requests are limited to {self.max_json_bytes:,} bytes (files go to the upload "
-                                f"endpoint)")
+                await send_json(
+                    send,
+                    413,
+                    "payload_too_large",
+                    f"UI requests are limited to {self.max_json_bytes:,} bytes (files go to the upload "
+                    f"endpoint)",
+                )
                 return
             chunks.append(message.get("body", b""))
             if not message.get("more_body"):
@@ -314,12 +248,20 @@ class UIGuardMiddleware:
                 await send_json(send, *refusal)
                 return
         if len(paths) > MAX_EVENT_FILES:
-            await send_json(send, 413, "payload_too_large", f"a UI event may name at most {MAX_EVENT_FILES:,} files")
+            await send_json(
+                send, 413, "payload_too_large", f"a UI event may name at most {MAX_EVENT_FILES:,} files"
+            )
             return
         owner = uploader(scope)
         refusal = await run_in_threadpool(self._files_refusal, paths, owner) if paths else None  # stat calls
-        if refusal is None and self.rules is not None and get_route_path(scope).rstrip("/").endswith("/queue/join"):
-            refusal = value_refusal(_blocks(scope), decoded)  # after the paths: a server path is a 403 whatever its shape
+        if (
+            refusal is None
+            and self.rules is not None
+            and get_route_path(scope).rstrip("/").endswith("/queue/join")
+        ):
+            refusal = value_refusal(
+                _blocks(scope), decoded
+            )  # after the paths: a server path is a 403 whatever its shape
         if refusal is not None:
             await send_json(send, *refusal)
             return
@@ -357,57 +299,21 @@ def _without_ranges(scope: Scope) -> Scope:
     cache in front to keep), served `bytes=5-1` as byte 1, and failed with a 500 and an 8 kB traceback in the log
     on `bytes=0-0,2-2`. Uploads are photos of at most `max_upload_bytes`: the whole file is the answer (HTTP lets
     a server ignore Range)."""
-    return {**scope, "headers": [(k, v) for k, v in scope.get("headers", ()) if k.lower() not in _RANGE_HEADERS]}
+    return {
+        **scope,
+        "headers": [(k, v) for k, v in scope.get("headers", ()) if k.lower() not in _RANGE_HEADERS],
+    }
 
 
 def _whole_send(send: Send) -> Send:
     """`send` without `Accept-Ranges` in the answer (ranges are not served: `_without_ranges`)."""
+
     async def whole(message: Message) -> None:
         if message["type"] == "http.response.start":
-            message = {**message, "headers": [(k, v) for k, v in message.get("headers", ())
-                                              if k.lower() != b"accept-ranges"]}
+            message = {
+                **message,
+                "headers": [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"accept-ranges"],
+            }
         await send(message)
+
     return whole
-
-
-def _without_upload_id(scope: Scope) -> Scope:
-    """The request without its `upload_id` query parameter (see `_UNUSED`)."""
-    from urllib.parse import parse_qsl, urlencode
-
-    query = scope.get("query_string", b"").decode("latin-1")
-    kept = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != "upload_id"]
-    return {**scope, "query_string": urlencode(kept).encode("latin-1")}
-
-
-def _stored_files(answer: list[Message], upload_dir: str) -> list[tuple[str, int]]:
-    """(path, size) of each file gradio says it stored (its 200 answer is a JSON list of paths)."""
-    body = b"".join(m.get("body", b"") for m in answer if m["type"] == "http.response.body")
-    try:
-        paths = json.loads(body)
-    except ValueError:
-        return []
-    stored = []
-    for path in paths if isinstance(paths, list) else []:
-        if isinstance(path, str) and inside(path, upload_dir):
-            try:
-                stored.append((path, os.lstat(path).st_size))
-            except OSError:
-                continue
-    return stored
-
-
-def _header(scope: Scope, name: bytes) -> str:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return value.decode("latin-1")
-    return ""
-
-
-def _content_length(scope: Scope) -> int:
-    for name, value in scope.get("headers", ()):
-        if name == b"content-length":
-            try:
-                return max(0, int(value))
-            except ValueError:
-                return 0
-    return 0
