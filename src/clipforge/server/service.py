@@ -28,10 +28,9 @@ from clipforge.server.fair import FairGate
 from clipforge.server.limits import ServerLimits
 from clipforge.server.security import TokenChecker
 from clipforge.server.sending import SendingBytes
-from clipforge.server.space_stats import served_space_stats
 from clipforge.server.uploads import SniffedImage
 
-__all__ = ["DEFAULT_TEMPLATE", "LibraryService", "disk_full", "model_notice", "served_space_stats"]
+__all__ = ["DEFAULT_TEMPLATE", "LibraryService", "disk_full", "model_notice"]
 
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
@@ -349,11 +348,12 @@ class LibraryService:
         """The stats of the model space this server searches in, without absolute server paths.
 
         A library may hold several model spaces; `serve --model M` serves M's. Its `model`, `distinct_contents`,
-        `index` and `tags` are M's on every store (a Milvus store's `stats` already counted the space it opened;
-        the SQLite library's counted its default space, so the same server said two different things)."""
+        `index` and `tags` are M's on every store: a library's `stats` counts the space of the model it has loaded
+        (`Library.space_fingerprint`), and the model is loaded first here."""
         import os
 
-        stats = served_space_stats(self.library)
+        self.library.encoder  # noqa: B018  (the served model, whose space the stats describe)
+        stats = dict(self.library.stats())
         stats["library"] = os.path.basename(str(stats.get("library", "")).rstrip(os.sep))
         if isinstance(stats.get("index"), dict) and stats["index"].get("path"):
             stats["index"] = {**stats["index"], "path": os.path.basename(str(stats["index"]["path"]))}
