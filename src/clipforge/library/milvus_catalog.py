@@ -1,0 +1,173 @@
+"""`MilvusLibrary`'s read side: search, one image, a page of images, the model spaces and stats.
+
+Search ranks by inner product in this model's space (`milvus_search.search_space`); with nothing indexed
+by this model yet it answers nothing and creates no collection. Milvus cannot order a query and every count reads every row, so `list_images`' order and
+`stats` are kept for `listing_ttl` seconds (`_listing`); every write through the library clears them
+(`_changed`). A part of `MilvusLibrary` (`clipforge.library.milvus_library`), whose `__init__` sets the
+attributes these methods read.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from clipforge.library.media import image_bytes, thumbnail_bytes
+from clipforge.library.milvus_search import search_space
+from clipforge.library.milvus_stats import space_stats
+from clipforge.library.milvus_store import quote
+from clipforge.library.milvus_writer import RECORD_FIELDS, record_from_row
+from clipforge.library.scan import FolderFilter
+from clipforge.library.search import SearchHit
+from clipforge.library.store import ImageRecord
+
+
+class MilvusCatalog:
+    """The reading methods of `MilvusLibrary` (see the module docstring)."""
+
+    def search(
+        self,
+        query: str | None = None,
+        *,
+        text: str | Sequence[str] | None = None,
+        image: Any = None,
+        top_k: int = 20,
+        filter_tags: str | Sequence[str] | None = None,
+        tag_rank: int = 0,
+        min_tag_score: float = 0.0,
+        under: FolderFilter = None,
+    ) -> list[SearchHit]:
+        from clipforge.library.library import query_vector
+
+        if int(top_k) < 0:
+            raise ValueError(f"top_k must be 0 or more, got {top_k}")
+        vector = query_vector(self.encoder, self.max_pixels, query, text, image)
+        return self.search_vector(vector, top_k, filter_tags, tag_rank, min_tag_score, under)
+
+    def search_vector(
+        self,
+        vector: np.ndarray,
+        top_k: int = 20,
+        filter_tags: str | Sequence[str] | None = None,
+        tag_rank: int = 0,
+        min_tag_score: float = 0.0,
+        under: FolderFilter = None,
+    ) -> list[SearchHit]:
+        if int(top_k) <= 0:
+            return []
+        space = self._space or self.milvus.space(self.encoder.fingerprint)
+        if (
+            space is None
+        ):  # nothing indexed with this model yet: a search answers nothing and creates no collection
+            return []
+        self._space = space
+        return search_space(space, vector, top_k, filter_tags, tag_rank, min_tag_score, under)
+
+    def get_image(self, image_id: int) -> ImageRecord | None:
+        rows = self.space.query(f"id == {int(image_id)}", RECORD_FIELDS, limit=1)
+        return record_from_row(rows[0]) if rows else None
+
+    def get_path(self, path: str) -> ImageRecord | None:
+        rows = self.space.rows_for_paths([path], RECORD_FIELDS)
+        return record_from_row(rows[path]) if path in rows else None
+
+    def _existing(self, image_id: int) -> ImageRecord:
+        record = self.get_image(image_id)
+        if record is None:
+            raise KeyError(f"no image with id {image_id} in {self.spec.describe()}")
+        return record
+
+    def image_bytes(self, image_id: int) -> tuple[bytes, str]:
+        return image_bytes(self._existing(image_id))
+
+    def thumbnail(self, image_id: int, size: int = 256) -> bytes:
+        return thumbnail_bytes(self.paths, self._existing(image_id), size, self.max_pixels)
+
+    def _listing(self, key: str, read: Callable[[], Any]) -> Any:
+        """`read()`, or its result from the last `listing_ttl` seconds (writes here clear it)."""
+        if self.listing_ttl <= 0:
+            return read()
+        now = time.monotonic()
+        with self._lock:
+            known = self._listings.get(key)
+        if known is not None and now - known[0] < self.listing_ttl:
+            return known[1]
+        value = read()
+        with self._lock:
+            self._listings[key] = (now, value)
+        return value
+
+    def _changed(self) -> None:
+        with self._lock:
+            self._listings.clear()
+
+    def list_images(self, limit: int = 100, offset: int = 0, status: str | None = "ok") -> list[ImageRecord]:
+        """A page of images, oldest first. Milvus cannot order a query, so the order comes from every
+        row's key and time (reused for `listing_ttl` seconds); the page's full rows are then read by key."""
+        expr = f"status == {quote(status)}" if status else ""
+
+        def order() -> list[str]:
+            keys = sorted(
+                (r["added_at"], r["path"]) for r in self.space.iter_rows(expr, ["path", "added_at"])
+            )
+            return [path for _, path in keys]
+
+        page = self._listing(f"order:{self.space.fingerprint}:{status}", order)[
+            int(offset) : int(offset) + int(limit)
+        ]
+        rows = self.space.rows_for_paths(page, RECORD_FIELDS)
+        return [record_from_row(rows[p]) for p in page if p in rows]
+
+    def spaces(self) -> list[dict[str, Any]]:
+        """Each model space: name, fingerprint, dim, vectors stored, whether it is the default."""
+        out = []
+        for i, space in enumerate(self.milvus.spaces()):
+            self.milvus.space(space.fingerprint)
+            out.append(
+                {
+                    "name": space.name or None,
+                    "fingerprint": space.fingerprint,
+                    "embed_dim": space.dim,
+                    "images": space.count('status == "ok"'),
+                    "default": i == 0,
+                    "collection": space.collection,
+                }
+            )
+        return out
+
+    def drop_space(self, model: str) -> dict[str, Any]:
+        """Forget one model space (by model name or fingerprint prefix); the default only when it is the last."""
+        spaces = self.spaces()
+        match = [
+            s
+            for s in spaces
+            if model in (s["name"], s["fingerprint"])
+            or (len(model) >= 6 and s["fingerprint"].startswith(model))
+        ]
+        if len(match) != 1:
+            raise ValueError(
+                f"{self.spec.describe()} has no single model space {model!r} (spaces: "
+                f"{', '.join(s['name'] or s['fingerprint'][:12] for s in spaces)})"
+            )
+        if match[0]["default"] and len(spaces) > 1:
+            raise ValueError(f"{model!r} is the store's default model space; drop the others first")
+        self.milvus.drop_space(match[0]["fingerprint"])
+        self._changed()
+        return match[0]
+
+    def stats(
+        self, verify: bool = False
+    ) -> dict[str, Any]:  # `verify`: the embedded store's scan; a no-op here
+        """Counts, distinct contents, failures and top tags (reused for `listing_ttl` seconds: every row is read)."""
+        return copy.deepcopy(self._listing("stats", self._stats))
+
+    def _stats(self) -> dict[str, Any]:
+        spaces = self.milvus.spaces()
+        space = (self._space or spaces[0]) if spaces else None
+        if space is not None:
+            self.milvus.space(space.fingerprint)
+        return space_stats(self.spec, space, self.spaces())

@@ -1,0 +1,123 @@
+"""`MilvusLibrary`'s zero-shot tags: tagging every photo of a space, one image, and reading the tags back.
+
+`classify` (``clipforge tag``) writes each photo's top labels into its row (at most `MAX_TAGS`, the schema's
+capacity) and remembers the vocabulary in the store, so later adds by any process tag with it;
+`classify_image` answers for one image without storing anything; `tags`, `tag_counts` and
+`no_results_reason` read the stored tags as the embedded store's `tagging` does. The tagging rule itself is
+`clipforge.library.milvus_tags`. A part of `MilvusLibrary` (`clipforge.library.milvus_library`), whose
+`__init__` sets the attributes these methods read.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from clipforge.library.milvus_store import MAX_TAGS
+from clipforge.library.milvus_tags import Vocabularies, make_tagger
+from clipforge.library.milvus_writer import RECORD_FIELDS
+from clipforge.library.tagging import (
+    EMPTY_LIBRARY,
+    TagReport,
+    no_tag_sentence,
+    parse_labels,
+    prompted_templates,
+    scored_top_k,
+    tag_vocabulary,
+)
+
+
+class MilvusClassify:
+    """The tagging methods of `MilvusLibrary` (see the module docstring)."""
+
+    def classify(
+        self,
+        labels: str | Sequence[str],
+        templates: str | Sequence[str] = "imagenet",
+        top_k: int = 5,
+        progress: bool = True,
+    ) -> TagReport:
+        """Zero-shot tag every image of this model's space (tags stored in its rows, filterable).
+
+        At most `milvus_store.MAX_TAGS` (16) labels are kept per image, whatever `top_k` asks: the rows'
+        tag arrays have that fixed capacity in the collection schema (the embedded store keeps `top_k`).
+        The vocabulary (labels, templates, `top_k`) is remembered in the store, as `tagging.tag_library` does
+        in the embedded one: photos added later, by any process, are tagged with it (`add`)."""
+        started = time.perf_counter()
+        labels = parse_labels(labels)
+        # recorded as prompted ("zh-imagenet"), as tag_library does
+        templates = prompted_templates(templates, labels)
+        encoder, space = self.encoder, self.space
+        tag = make_tagger(encoder, labels, templates, int(top_k), self.paths.cache_dir, progress=progress)
+        report = TagReport(labels=labels, templates=templates, scoring=encoder.scoring().kind)
+        counts: Counter[str] = Counter()
+        k = min(int(top_k), len(labels), MAX_TAGS)
+        if min(int(top_k), len(labels)) > MAX_TAGS:  # said, not silently cut
+            report.kept_note = (
+                f"a Milvus library keeps {MAX_TAGS} tags per image: top_k {int(top_k)} was cut to {k}"
+            )
+        with self._lock:
+            # Remembered first, as the embedded store does: an add that runs meanwhile tags with these labels.
+            self.milvus.set_tag_vocabulary(
+                space.fingerprint,
+                json.dumps({"labels": labels, "templates": report.templates, "top_k": int(top_k)}),
+            )
+            rows = list(space.iter_rows('status == "ok"', fields=[*RECORD_FIELDS, "vector"]))
+            for start in range(0, len(rows), 1024):
+                chunk = rows[start : start + 1024]
+                vectors = np.asarray([r["vector"] for r in chunk], dtype=np.float32)
+                for row, (names, scores) in zip(chunk, tag(vectors), strict=True):
+                    row["tags"], row["tag_scores"] = names, scores
+                    counts[names[0]] += 1
+                space.upsert(chunk)
+            self._changed()  # the stats' top tags
+        report.images = len(rows)
+        report.top1_counts = dict(counts.most_common())
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def classify_image(
+        self,
+        image: Any,
+        labels: str | Sequence[str],
+        templates: str | Sequence[str] = "imagenet",
+    ) -> list[tuple[str, float]]:
+        labels = parse_labels(labels)
+        encoder = self.encoder
+        classes = encoder.class_embeddings(labels, templates, cache_dir=self.paths.cache_dir)
+        top, probs = scored_top_k(
+            encoder.encode_images([image], self.max_pixels), classes, encoder.scoring(), len(labels)
+        )
+        return [(labels[j], float(p)) for j, p in zip(top[0], probs[0], strict=True)]
+
+    def tags(self, image_id: int) -> list[tuple[str, float]]:
+        rows = self.space.query(f"id == {int(image_id)}", ["tags", "tag_scores"], limit=1)
+        return list(zip(rows[0]["tags"], map(float, rows[0]["tag_scores"]), strict=False)) if rows else []
+
+    def tag_counts(self) -> dict[str, int]:
+        """label -> photos whose top tag it is, most first (`tag --list`); the labels of the space's remembered
+        vocabulary that no photo has show 0, as in the embedded store (`tagging.tag_counts`)."""
+        counts = dict(self.stats().get("tags") or {})
+        spaces = self.milvus.spaces()
+        if spaces:
+            space = self._space or spaces[0]  # the space `stats` counted
+            vocabulary = tag_vocabulary(Vocabularies(self.milvus), space.fingerprint)
+            for label in (vocabulary or {}).get("labels", []):
+                counts.setdefault(label, 0)
+        return counts
+
+    def no_results_reason(self, filter_tags: str | Sequence[str] | None = None) -> str:
+        """One sentence for an empty search result, as `Library.no_results_reason` says it (from `stats`: its
+        counts and each photo's top tag, the one a tag filter matches)."""
+        if not self.stats()["images"].get("ok"):
+            return EMPTY_LIBRARY
+        labels = parse_labels(filter_tags) if filter_tags else []
+        counts = self.tag_counts()
+        if labels and not any(counts.get(label) for label in labels):
+            return no_tag_sentence(labels, counts)
+        return "no photo matched"
