@@ -29,10 +29,7 @@ from clipforge.library.library_base import (
     ModelMismatchError,
     record_model,
 )
-from clipforge.library.library_reads import (
-    LibraryReads,
-    query_vector,  # noqa: F401  (the Milvus library imports it from here)
-)
+from clipforge.library.library_reads import LibraryReads
 from clipforge.library.library_writes import LibraryWrites
 from clipforge.library.store import SCHEMA_VERSION
 

@@ -41,7 +41,7 @@ class MilvusCatalog:
         min_tag_score: float = 0.0,
         under: FolderFilter = None,
     ) -> list[SearchHit]:
-        from clipforge.library.library import query_vector
+        from clipforge.library.library_reads import query_vector
 
         if int(top_k) < 0:
             raise ValueError(f"top_k must be 0 or more, got {top_k}")
