@@ -203,7 +203,13 @@ def get_tokenizer(model_name: str = "", context_length: int | None = None, cache
     SentencePiece, SigLIP 2's Gemma, XLM-V; `clipforge.text.ModelTokenizer`, same call), its file
     fetched from the hub repository the config names when not cached."""
     from clipforge.models import get_config
+    from clipforge.models.chinese_clip import CONTEXT_LENGTH, is_chinese_clip_name
 
+    if is_chinese_clip_name(model_name):  # its WordPiece vocabulary ships with clipforge: no weights are needed
+        from clipforge.text.families import CarriedTokenizer
+        from clipforge.text.wordpiece import get_wordpiece_tokenizer
+
+        return CarriedTokenizer(get_wordpiece_tokenizer(), context_length or CONTEXT_LENGTH)
     try:
         config = get_config(model_name) if model_name else {"context_length": 77}
     except KeyError:

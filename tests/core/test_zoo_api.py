@@ -238,3 +238,22 @@ def test_open_clip_options_are_refused_or_said_to_be_ignored_never_dropped(tmp_p
     path = tmp_path / "tiny.pt"
     torch.save(clipforge.create_model("test-vit-tiny").state_dict(), path)
     assert clipforge.create_model("test-vit-tiny").training and clipforge.create_model("test-vit-tiny", pretrained=path).training
+
+
+def test_a_chinese_clip_tokenizer_needs_no_weights(monkeypatch, tmp_path) -> None:
+    """`clipforge.get_tokenizer("cn-ViT-B-16")` loaded the model to find its tokenizer, so offline it tried to download
+    the weights and failed, though Chinese-CLIP's WordPiece vocabulary ships with clipforge: it is built from the
+    package, the same ids the loaded model's tokenizer gives (`tokenize_chinese`), with no model loaded."""
+    import clipforge
+    import clipforge.api
+    from clipforge.text.wordpiece import tokenize_chinese
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("get_tokenizer loaded a model")
+
+    monkeypatch.setattr(clipforge.api, "load_model", no_model)
+    monkeypatch.setenv("CLIPFORGE_CACHE", str(tmp_path))
+    texts = ["一张猫的照片", "海滩上的狗"]
+    tokenizer = clipforge.get_tokenizer("cn-ViT-B-16")
+    assert torch.equal(tokenizer(texts), tokenize_chinese(texts)) and tokenizer(texts).shape == (2, 52)
+    assert clipforge.get_tokenizer("cn-RN50", context_length=8)(texts).shape == (2, 8)

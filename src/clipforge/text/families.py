@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["ModelTokenizer", "TokenizerUnavailableError", "build_tokenizer", "clean", "same_after_cut", "tokenize_for",
+__all__ = ["CarriedTokenizer", "ModelTokenizer", "TokenizerUnavailableError", "build_tokenizer", "clean", "same_after_cut", "tokenize_for",
            "tokenizer_of", "cut_notice", "unread_part"]
 
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
@@ -219,7 +219,7 @@ class _MissingTokenizer(ModelTokenizer):
             "put it beside the checkpoint")
 
 
-class _CarriedTokenizer:
+class CarriedTokenizer:
     """A tokenizer object a model carries (``tokenizer(texts, context_length=, truncate=)``), called
     like a `ModelTokenizer`: long texts truncated, the model's own context by default."""
 
@@ -240,7 +240,7 @@ def tokenizer_of(model: Any, search: Sequence[str | Path] = ()) -> ModelTokenize
         return cached
     own = getattr(model, "tokenizer", None)  # a model that carries its tokenizer (Chinese-CLIP's WordPiece)
     if own is not None and callable(own) and not isinstance(own, ModelTokenizer):
-        return _CarriedTokenizer(own, int(getattr(model, "context_length", 52)))
+        return CarriedTokenizer(own, int(getattr(model, "context_length", 52)))
     spec = getattr(model, "tokenizer_cfg", None)
     folders: list[str | Path] = [*search, *getattr(model, "tokenizer_dirs", ())]
     tokenizer = build_tokenizer(spec, int(getattr(model, "context_length", 77)), folders)
