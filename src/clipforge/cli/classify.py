@@ -76,6 +76,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet and len(labels) == 1 and out.get("scoring", "softmax") == "softmax":
         print(f"notice: one label ({labels[0]!r}): a softmax over one label is always 100%; give the labels it "
               "competes with, e.g. --labels \"cat,dog,car\"", file=sys.stderr)
+    cut = out.pop("cut_notice", None)
+    if not args.quiet and cut:
+        print(cut, file=sys.stderr)
     if not args.quiet and out.get("indistinct"):
         print(indistinct_notice(out["indistinct"], out["model"], out.get("context_length", 0), "labels"),
               file=sys.stderr)

@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["CarriedTokenizer", "ModelTokenizer", "TokenizerUnavailableError", "build_tokenizer", "clean", "same_after_cut", "tokenize_for",
-           "tokenizer_of", "cut_notice", "unread_part"]
+__all__ = ["CarriedTokenizer", "ModelTokenizer", "TokenizerUnavailableError", "build_tokenizer", "clean", "cut_notice",
+           "cut_texts", "same_after_cut", "tokenize_for", "tokenizer_of", "unread_part"]
 
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 
@@ -307,6 +307,19 @@ def unread_part(tokenizer: Any, text: str) -> str:
         mid = (low + high) // 2
         low, high = (mid, high) if whole(text[:mid]) else (low, mid)
     return text[low:]
+
+
+def cut_texts(tokenizer: Any, texts: Sequence[str]) -> list[str]:
+    """The texts of `texts` whose end `tokenizer`'s context cuts away, each once: `unread_part`'s test of a whole
+    text, for many texts in two batched calls (a classifier's prompts: 80 templates x its labels)."""
+    context = int(getattr(tokenizer, "context_length", 0) or 0)
+    candidates = [text for text in dict.fromkeys(texts) if text and len(text.encode("utf-8")) + 4 > context]
+    if not context or not candidates:
+        return []
+    longer = context + 4 * max(len(text.encode("utf-8")) for text in candidates) + 8
+    short, wide = tokenizer(candidates, context), tokenizer(candidates, longer)
+    whole = (short == wide[:, :context]).all(dim=1) & (wide[:, context:] == wide[:, -1:]).all(dim=1)
+    return [text for text, kept in zip(candidates, whole.tolist(), strict=True) if not kept]
 
 
 def cut_notice(text: str, tail: str, model: str, context: int, what: str = "query", done: str = "searched") -> str:

@@ -97,12 +97,14 @@ def classify_files(paths: Sequence[str | Path], labels: Sequence[str], model: st
     indistinct = same_after_cut(tokenizer_of(model), prompts)  # labels whose prompts the context cuts alike
     if indistinct:
         out["indistinct"], out["context_length"] = indistinct, int(getattr(model, "context_length", 77))
+    from clipforge.zeroshot.languages import prompts_cut_notice, query_notice
+
+    if cut := prompts_cut_notice(prompts, tokenizer_of(model), model_name):
+        out["cut_notice"] = cut
     from clipforge.models.scoring import SIGMOID_NOTE
 
     if out["scoring"] == "sigmoid":
         out["note"] = SIGMOID_NOTE
-    from clipforge.zeroshot.languages import query_notice
-
     if notice := query_notice(" ".join(classifier.classnames), speaker):
         out["notice"] = notice
     if plot is not None and results:
