@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from clipforge.atomic import atomic_path, remove_stale_temps
+from clipforge.library.dbfile import DamagedLibraryError, display_path
 from clipforge.library.paths import LibraryPaths
 from clipforge.library.store import Store
 from clipforge.library.vector_index import IndexSpec, VectorIndex, build_index
@@ -116,8 +117,24 @@ class IndexManager:
 
     # -- configuration ----------------------------------------------------------------------
     def spec(self) -> IndexSpec:
-        raw = self.store.get_meta(_SPEC_META_KEY)
-        return IndexSpec.from_dict(json.loads(raw)) if raw else IndexSpec()
+        """The index kind asked for (flat by default). A spec edited into something else - not JSON, nested
+        past the decoder's depth, an unknown kind, a cell count that would allocate terabytes - is one
+        DamagedLibraryError naming the database, the key and the command that records a good one (which works
+        on such a library: `Library.rebuild_index` with a kind does not read the old spec)."""
+        data, why = self.store.meta_json(_SPEC_META_KEY)
+        if why is None and data is None:
+            return IndexSpec()
+        if why is None:
+            try:
+                if not isinstance(data, dict):
+                    raise ValueError(f"a JSON {type(data).__name__}, not an object")
+                return IndexSpec.from_dict(data)
+            except (ValueError, TypeError) as exc:
+                why = f"its meta key {_SPEC_META_KEY!r} is not an index spec: {exc}"
+        raise DamagedLibraryError(
+            f"library database {display_path(str(self.store.path))} is damaged ({why}); choose the index again "
+            "with `clipforge index rebuild --index flat` (or ivf, hnsw, auto)"
+        )
 
     def set_spec(self, spec: IndexSpec) -> None:
         with self.store.transaction() as tx:
@@ -183,9 +200,13 @@ class IndexManager:
         """What is on disk and in memory, cheaply: no rebuilding, and no hashing - a file whose size or
         mtime differs from the recorded ones is reported as changed (its bytes are checked on load)."""
         saved = self._read_saved()
-        out: dict[str, Any] = {"path": str(self.index_path), "requested": self.spec().kind,
-                               "vectors_in_db": self.store.embedding_count(self.fingerprint),
-                               "last_action": self.last_action, "rebuild_reason": self.rebuild_reason}
+        out: dict[str, Any] = {
+            "path": str(self.index_path),
+            "requested": self.spec().kind,
+            "vectors_in_db": self.store.embedding_count(self.fingerprint),
+            "last_action": self.last_action,
+            "rebuild_reason": self.rebuild_reason,
+        }
         try:
             on_disk = os.stat(self.index_path)
         except OSError:
@@ -194,14 +215,29 @@ class IndexManager:
             out.update({"exists": False, "fresh": False})
             return out
         info = saved.get("info") or {}
-        file_unchanged = (on_disk.st_size, on_disk.st_mtime_ns) == (saved.get("file_bytes"),
-                                                                    saved.get("file_mtime_ns"))
-        fresh = (saved.get("count") == out["vectors_in_db"] and saved.get("removals") == self.store.removals()
-                 and saved.get("spec") == self.spec().to_dict() and file_unchanged)
-        out.update({"exists": True, "fresh": fresh, "file_unchanged": file_unchanged, "kind": saved.get("kind"),
-                    "count": saved.get("count"), "params": saved.get("params"),
-                    "recall_at_k": info.get("recall_at_k"), "recall_k": info.get("recall_k"),
-                    "built_at": saved.get("built_at")})
+        file_unchanged = (on_disk.st_size, on_disk.st_mtime_ns) == (
+            saved.get("file_bytes"),
+            saved.get("file_mtime_ns"),
+        )
+        fresh = (
+            saved.get("count") == out["vectors_in_db"]
+            and saved.get("removals") == self.store.removals()
+            and saved.get("spec") == self.spec().to_dict()
+            and file_unchanged
+        )
+        out.update(
+            {
+                "exists": True,
+                "fresh": fresh,
+                "file_unchanged": file_unchanged,
+                "kind": saved.get("kind"),
+                "count": saved.get("count"),
+                "params": saved.get("params"),
+                "recall_at_k": info.get("recall_at_k"),
+                "recall_k": info.get("recall_k"),
+                "built_at": saved.get("built_at"),
+            }
+        )
         return out
 
     # -- internals --------------------------------------------------------------------------
@@ -215,7 +251,9 @@ class IndexManager:
     def _extend(self, vindex: VectorIndex, state: dict[str, Any], generation: int) -> int:
         """Append rows added since the index was built; returns how many."""
         added = 0
-        for ids, vectors in self.store.iter_embeddings(self.fingerprint, after_id=state["max_id"], dim=self.embed_dim):
+        for ids, vectors in self.store.iter_embeddings(
+            self.fingerprint, after_id=state["max_id"], dim=self.embed_dim
+        ):
             with self._rw.write():
                 vindex.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
             state["max_id"] = int(ids[-1])
@@ -235,10 +273,9 @@ class IndexManager:
                 self._save(self._current, {**self._state, "content_hash": digest})
 
     def _read_saved(self) -> dict[str, Any] | None:
-        try:
-            data = json.loads(self.store.get_meta(self.state_key) or "null")
-        except ValueError:
-            return None
+        """The record of the saved index, or None when there is none or it is not a record (then the index is
+        rebuilt from the database, and the record written anew: it is derived, like the file)."""
+        data, _ = self.store.meta_json(self.state_key)
         return data if isinstance(data, dict) else None
 
     def _refuse(self, reason: str) -> None:
@@ -253,10 +290,22 @@ class IndexManager:
         if saved is None or not self.index_path.exists():
             self._refuse("no saved index" if saved is None else "the index file is missing")
             return None
-        expected = {"format": STATE_FORMAT, "model_fingerprint": self.fingerprint, "spec": spec.to_dict(),
-                    "dim": self.embed_dim, "removals": removals}
+        expected = {
+            "format": STATE_FORMAT,
+            "model_fingerprint": self.fingerprint,
+            "spec": spec.to_dict(),
+            "dim": self.embed_dim,
+            "removals": removals,
+        }
         if any(saved.get(key) != value for key, value in expected.items()):
             self._refuse("rows were removed, or another index kind or model was asked for")
+            return None
+        if not (
+            type(saved.get("max_id")) is int
+            and saved.get("kind") in ("flat", "ivf", "hnsw")
+            and isinstance(saved.get("params") or {}, dict)
+        ):
+            self._refuse("the record of the saved index is not one this version writes")
             return None
         count, _, digest = self.store.content_digest(self.fingerprint, upto_id=saved.get("max_id", -1))
         if count != saved.get("count") or digest != saved.get("content_hash"):
@@ -265,22 +314,35 @@ class IndexManager:
         try:
             checksum, before = _file_checksum(self.index_path)
             if checksum != saved.get("file_crc32"):
-                self._refuse("the index file does not match the checksum kept in the database (damaged or replaced)")
+                self._refuse(
+                    "the index file does not match the checksum kept in the database (damaged or replaced)"
+                )
                 return None
             index = faiss.read_index(str(self.index_path))
             after = os.stat(self.index_path)
         except (OSError, RuntimeError) as exc:
             self._refuse(f"the index file is unreadable ({exc})")
             return None
-        if (after.st_ino, after.st_size, after.st_mtime_ns) != (before.st_ino, before.st_size, before.st_mtime_ns):
+        if (after.st_ino, after.st_size, after.st_mtime_ns) != (
+            before.st_ino,
+            before.st_size,
+            before.st_mtime_ns,
+        ):
             self._refuse("the index file was replaced while it was being read")
             return None
         if int(index.ntotal) != count or int(index.d) != self.embed_dim:
-            self._refuse(f"the index file holds {index.ntotal} vectors of dim {index.d}, expected {count} of dim "
-                         f"{self.embed_dim}")
+            self._refuse(
+                f"the index file holds {index.ntotal} vectors of dim {index.d}, expected {count} of dim "
+                f"{self.embed_dim}"
+            )
             return None
-        vindex = VectorIndex(index=index, kind=saved["kind"], dim=self.embed_dim,
-                             params=dict(saved.get("params") or {}), info=dict(saved.get("info") or {}))
+        vindex = VectorIndex(
+            index=index,
+            kind=saved["kind"],
+            dim=self.embed_dim,
+            params=dict(saved.get("params") or {}),
+            info=dict(saved.get("info") or {}),
+        )
         vindex.apply_params()
         state = {key: saved.get(key) for key in ("count", "max_id", "removals", "spec", "trained_on")}
         return vindex, state
@@ -291,24 +353,34 @@ class IndexManager:
         ids = np.empty(count, dtype=np.int64)
         vectors = np.empty((count, self.embed_dim), dtype=np.float32)
         filled = 0
-        for chunk_ids, chunk_vectors in self.store.iter_embeddings(self.fingerprint, upto_id=max_id, dim=self.embed_dim):
+        for chunk_ids, chunk_vectors in self.store.iter_embeddings(
+            self.fingerprint, upto_id=max_id, dim=self.embed_dim
+        ):
             n = min(len(chunk_ids), count - filled)  # rows deleted meanwhile shrink it, see below
-            ids[filled:filled + n] = chunk_ids[:n]
-            vectors[filled:filled + n] = chunk_vectors[:n]
+            ids[filled : filled + n] = chunk_ids[:n]
+            vectors[filled : filled + n] = chunk_vectors[:n]
             filled += n
         if filled != count:  # rows were removed while reading: the next get() sees `removals` moved on
             ids, vectors, digest = ids[:filled], vectors[:filled], None
         vindex = build_index(vectors, ids, spec)
         vindex.apply_params()
-        state = {"count": filled, "max_id": max_id, "removals": removals, "spec": spec.to_dict(),
-                 "generation": generation, "unsaved": 0,
-                 "trained_on": filled if vindex.kind == "ivf" else None}
+        state = {
+            "count": filled,
+            "max_id": max_id,
+            "removals": removals,
+            "spec": spec.to_dict(),
+            "generation": generation,
+            "unsaved": 0,
+            "trained_on": filled if vindex.kind == "ivf" else None,
+        }
         with self._rw.write():
             self._current, self._state = vindex, state
         self.last_action = "rebuilt"
         if digest is not None:
-            self._save(vindex, {**state, "content_hash": digest,
-                                "total_seconds": round(time.perf_counter() - started, 3)})
+            self._save(
+                vindex,
+                {**state, "content_hash": digest, "total_seconds": round(time.perf_counter() - started, 3)},
+            )
 
     def _save(self, vindex: VectorIndex | None, state: dict[str, Any]) -> None:
         """Write the index file, then record its checksum and contents in the database."""
@@ -323,10 +395,17 @@ class IndexManager:
                 faiss.write_index(vindex.index, str(tmp))
                 checksum, written = _file_checksum(tmp)
             saved = {
-                "format": STATE_FORMAT, "model_fingerprint": self.fingerprint, "dim": self.embed_dim,
-                "kind": vindex.kind, "params": vindex.params, "info": vindex.info, "built_at": time.time(),
-                "faiss_version": getattr(faiss, "__version__", "unknown"), "file_crc32": checksum,
-                "file_bytes": written.st_size, "file_mtime_ns": written.st_mtime_ns,
+                "format": STATE_FORMAT,
+                "model_fingerprint": self.fingerprint,
+                "dim": self.embed_dim,
+                "kind": vindex.kind,
+                "params": vindex.params,
+                "info": vindex.info,
+                "built_at": time.time(),
+                "faiss_version": getattr(faiss, "__version__", "unknown"),
+                "file_crc32": checksum,
+                "file_bytes": written.st_size,
+                "file_mtime_ns": written.st_mtime_ns,
                 **{k: v for k, v in state.items() if k not in ("generation", "unsaved")},
             }
             with self.store.transaction() as tx:
@@ -335,8 +414,12 @@ class IndexManager:
         # A read-only library, or a full disk (faiss reports write errors as RuntimeError), can still
         # be searched from memory; the next run saves the index.
         except (OSError, RuntimeError, sqlite3.Error) as exc:
-            reason = getattr(exc, "strerror", None) or str(exc).rsplit(": ", 1)[-1]  # faiss: "... (No space left)"
+            reason = (
+                getattr(exc, "strerror", None) or str(exc).rsplit(": ", 1)[-1]
+            )  # faiss: "... (No space left)"
             log.warning("could not save index %s (%s); keeping it in memory only", self.index_path, reason)
             return
-        with contextlib.suppress(OSError):  # an older clipforge's JSON sidecar: the record now lives in the db
+        with contextlib.suppress(
+            OSError
+        ):  # an older clipforge's JSON sidecar: the record now lives in the db
             self.index_path.with_suffix(".json").unlink()

@@ -31,6 +31,7 @@ from clipforge.library.library_base import (
 )
 from clipforge.library.library_reads import LibraryReads
 from clipforge.library.library_writes import LibraryWrites
+from clipforge.library.lock import library_lock
 from clipforge.library.store import SCHEMA_VERSION
 
 __all__ = ["Library", "ModelMismatchError", "record_model"]
@@ -71,18 +72,25 @@ class Library(LibraryWrites, LibraryReads):
                 "(drop the other spaces, or start another --library)"
             )
         fingerprint = space["fingerprint"]
-        with self._write_lock, self.store.transaction() as tx:
-            for sql in (
-                "DELETE FROM tags WHERE model = ?",
-                "DELETE FROM embeddings WHERE model = ?",
-                "DELETE FROM models WHERE fingerprint = ?",
-            ):
-                tx.execute(sql, (fingerprint,))
-            tx.execute(
-                "DELETE FROM meta WHERE key IN (?, ?)",
-                (f"index_state:{fingerprint}", f"tag_labels:{fingerprint}"),
-            )
-        self.paths.index_file(fingerprint).unlink(missing_ok=True)
+        with self._write_lock, library_lock(self.paths.lock):
+            # The index file goes first: it is derived, so a kill -9 before the commit below only costs a
+            # rebuild. Removed after the commit, a kill in between left it behind for good (the space was gone,
+            # so no second drop-space could name it).
+            self.paths.index_file(fingerprint).unlink(missing_ok=True)
+            with self.store.transaction() as tx:
+                for sql in (
+                    "DELETE FROM tags WHERE model = ?",
+                    "DELETE FROM embeddings WHERE model = ?",
+                    "DELETE FROM models WHERE fingerprint = ?",
+                ):
+                    tx.execute(sql, (fingerprint,))
+                tx.execute(
+                    "DELETE FROM meta WHERE key IN (?, ?)",
+                    (f"index_state:{fingerprint}", f"tag_labels:{fingerprint}"),
+                )
+                # Vectors were deleted: a process holding this space's index in memory must see it go.
+                tx.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'removals'")
+                tx.bump_generation()
         return space
 
     def stats(self, verify: bool = False) -> dict[str, Any]:
@@ -108,7 +116,11 @@ class Library(LibraryWrites, LibraryReads):
             default = fingerprint == self.model_fingerprint
             dim = self._stored_dim() if default else self.encoder.embed_dim
             out["model"] = {
-                "name": (self.store.get_meta(META_NAME) if default else (space or {}).get("name") or self.encoder.name)
+                "name": (
+                    self.store.get_meta(META_NAME)
+                    if default
+                    else (space or {}).get("name") or self.encoder.name
+                )
                 or None,
                 "fingerprint": fingerprint,
                 "embed_dim": dim,

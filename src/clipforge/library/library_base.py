@@ -171,6 +171,11 @@ class LibraryBase:
             with self._init_lock:
                 if self._encoder is None:
                     name = self.store.get_meta(META_NAME)
+                    if name is not None and not isinstance(name, str):  # a blob: "got bytes" was a TypeError
+                        raise damaged(
+                            self.store.path,
+                            f"its meta key {META_NAME!r} holds {name!r:.40}, not a model name",
+                        )
                     if self.model_fingerprint is not None and not name:
                         raise ModelMismatchError(
                             f"library {self.paths.root} was built with a model passed as an object; pass the same "

@@ -17,7 +17,7 @@ import numpy as np
 
 from clipforge.data.base import BadImage
 from clipforge.data.files import default_workers
-from clipforge.library.dbfile import display_path
+from clipforge.library.dbfile import DamagedLibraryError, damaged, display_path
 from clipforge.library.indexer import AddReport, index_files
 from clipforge.library.library_base import META_DTYPE, LibraryBase
 from clipforge.library.lock import library_lock
@@ -117,7 +117,7 @@ class LibraryWrites(LibraryBase):
                 workers=default_workers() if workers is None else workers,
                 max_pixels=self.max_pixels,
                 retry_failed=retry_failed,
-                dtype=self.store.get_meta(META_DTYPE) or self._vector_dtype,
+                dtype=self._stored_dtype(),
                 progress=progress,
             )
             self._record_rejected(found.rejected, report, retry_failed)
@@ -127,6 +127,18 @@ class LibraryWrites(LibraryBase):
         if update_index and (report.added or report.updated or report.relinked):
             self.index_manager.get()
         return report
+
+    def _stored_dtype(self) -> str:
+        """The dtype the library keeps its vectors in. Any other value (`float64`, a number) was passed on to
+        `insert_embedding`, whose row the schema's CHECK refused and INSERT OR IGNORE dropped without a word:
+        the add reported its photos indexed, and search never found them."""
+        value = self.store.get_meta(META_DTYPE) or self._vector_dtype
+        if value not in ("float32", "float16"):
+            raise damaged(
+                self.store.path,
+                f"its meta key {META_DTYPE!r} holds {value!r:.40}, not 'float32' or 'float16'",
+            )
+        return str(value)
 
     def _record_rejected(
         self, rejected: Sequence[tuple[str, int, int, str]], report: AddReport, retry_failed: bool
@@ -252,7 +264,12 @@ class LibraryWrites(LibraryBase):
         """Rebuild the vector index now, optionally switching kind (`"flat"`, `"ivf"`, `"hnsw"`, `"auto"`)."""
         spec = None
         if index is not None or params:
-            base = self.index_manager.spec().to_dict()
+            try:
+                base = self.index_manager.spec().to_dict()
+            except DamagedLibraryError:
+                if index is None:
+                    raise
+                base = IndexSpec().to_dict()  # a kind given anew replaces a spec that cannot be read
             if isinstance(index, IndexSpec):
                 base = index.to_dict()
             elif index is not None:

@@ -22,11 +22,12 @@ the values they return.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Sequence
 from typing import Any
 
-from clipforge.library.dbfile import DamagedLibraryError, LibraryWriteError, from_db, to_db
+from clipforge.library.dbfile import DamagedLibraryError, LibraryWriteError, damaged, from_db, to_db
 from clipforge.library.records import IMAGE_COLUMNS, FileState, ImageRecord, image_record
 from clipforge.library.schema import SCHEMA_VERSION, SchemaError
 from clipforge.library.store_connection import reads
@@ -68,12 +69,37 @@ class Store(VectorReads):
             is not None
         )
 
+    def meta_count(self, key: str) -> int:
+        """A counter kept in `meta` (0 when absent); DamagedLibraryError naming the database and the key when
+        it is not a whole number >= 0 (`int()`'s "invalid literal for int() with base 10: 'abc'" named neither)."""
+        value = self.get_meta(key)
+        if value is None or value == "":
+            return 0
+        text = str(value).strip() if isinstance(value, (str, int)) else ""
+        if not text.isdigit() or len(text) > 18:
+            raise damaged(self.path, f"its meta key {key!r} holds {value!r:.40}, not a count")
+        return int(text)
+
+    def meta_json(self, key: str) -> tuple[Any, str | None]:
+        """(the JSON value of a `meta` row, None) when it parses, else (None, why not): the rows written as
+        JSON (an index's record, its spec, a tag vocabulary) may have been edited by hand, so nesting too deep
+        for the decoder (RecursionError) and bytes that are no text are reported, never raised."""
+        raw = self.get_meta(key)
+        if raw is None:
+            return None, None
+        if not isinstance(raw, str):
+            return None, f"its meta key {key!r} holds {type(raw).__name__} {raw!r:.40}, not JSON text"
+        try:
+            return json.loads(raw), None
+        except (ValueError, RecursionError) as exc:
+            return None, f"its meta key {key!r} holds {raw!r:.40}, not JSON ({type(exc).__name__})"
+
     def generation(self) -> int:
         """Bumped by every write that changes which vectors are searchable (cheap staleness check)."""
-        return int(self.get_meta("generation", "0") or 0)
+        return self.meta_count("generation")
 
     def removals(self) -> int:
-        return int(self.get_meta("removals", "0") or 0)
+        return self.meta_count("removals")
 
     @reads
     def model_spaces(self) -> list[tuple[str, str | None, int, int]]:
@@ -222,6 +248,12 @@ class Store(VectorReads):
                 )
                 .fetchall()
             ):
+                if not isinstance(score, (int, float)):  # float('x') named neither the database nor the table
+                    raise damaged(
+                        self.path,
+                        f"a tag of image {image_id} has the score {score!r:.40}, not a "
+                        "number; tag the library again with `clipforge tag`",
+                    )
                 out.setdefault(int(image_id), []).append((label, float(score)))
         return out
 

@@ -61,14 +61,34 @@ class VectorReads(StoreConnection):
             if not rows:
                 return
             ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-            vectors = [_decoded_or_none(r[1], r[2]) for r in rows]
-            lengths = [-1 if v is None else len(v) for v in vectors]
-            width = dim if dim is not None else max(set(lengths), key=lengths.count)
-            wrong = next((i for i, n in enumerate(lengths) if n != width), None)
-            if wrong is not None:
-                raise self._damaged_vector(int(ids[wrong]), len(rows[wrong][2]), int(width))
-            yield ids, np.stack(vectors)
+            yield ids, self._checked_vectors(model, rows, dim)
             last = int(ids[-1])
+
+    def model_dim(self, model: str) -> int | None:
+        """The embedding width recorded for `model` in the `models` table (None when absent or not a number)."""
+        with self.guard():
+            row = (
+                self.conn().execute("SELECT embed_dim FROM models WHERE fingerprint = ?", (model,)).fetchone()
+            )
+        # A width no model has (0, 10**12: a hand-edited row) is not trusted: the vectors' own width is used.
+        return int(row[0]) if row is not None and isinstance(row[0], int) and 0 < row[0] <= 1 << 16 else None
+
+    def _checked_vectors(self, model: str, rows: Sequence[tuple], dim: int | None) -> np.ndarray:
+        """Rows of (embedding id, dtype, blob) as float32 [n, d]: every blob must hold whole values of the width
+        `dim` (default: the model's recorded width, else the commonest). A row edited to another dtype or cut
+        short is `DamagedLibraryError` naming it, not a numpy error ("matmul: ... size 32 is different from
+        64") from a filtered search or a TypeError from a vector stored as text."""
+        vectors = [_decoded_or_none(r[1], r[2]) for r in rows]
+        lengths = [-1 if v is None else len(v) for v in vectors]
+        width = dim if dim is not None else self.model_dim(model)
+        if width is None:
+            width = max(set(lengths), key=lengths.count)
+        wrong = next((i for i, n in enumerate(lengths) if n != width), None)
+        if wrong is not None:
+            blob = rows[wrong][2]
+            size = len(blob) if isinstance(blob, (bytes, str)) else 0
+            raise self._damaged_vector(int(rows[wrong][0]), size, int(width))
+        return np.stack(vectors)
 
     def _damaged_vector(self, embedding_id: int, size: int, width: int) -> DamagedLibraryError:
         owners = [
@@ -93,15 +113,22 @@ class VectorReads(StoreConnection):
         out: dict[str, np.ndarray] = {}
         for chunk in chunks(list(shas)):
             marks = ",".join("?" * len(chunk))
-            for sha, dtype, blob in (
+            rows = (
                 self.conn()
                 .execute(
-                    f"SELECT sha256, dtype, vector FROM embeddings WHERE model = ? AND sha256 IN ({marks})",
+                    f"SELECT sha256, id, dtype, vector FROM embeddings WHERE model = ? AND sha256 IN ({marks})",
                     (model, *chunk),
                 )
                 .fetchall()
-            ):
-                out[sha] = _decode_vector(dtype, blob)
+            )
+            if rows:
+                out.update(
+                    zip(
+                        (r[0] for r in rows),
+                        self._checked_vectors(model, [r[1:] for r in rows], None),
+                        strict=True,
+                    )
+                )
         return out
 
     @reads
@@ -111,7 +138,7 @@ class VectorReads(StoreConnection):
         vecs: list[np.ndarray] = []
         for chunk in chunks([int(i) for i in image_ids]):
             marks = ",".join("?" * len(chunk))
-            for eid, dtype, blob in (
+            rows = (
                 self.conn()
                 .execute(
                     "SELECT DISTINCT e.id, e.dtype, e.vector FROM embeddings e JOIN images i ON i.sha256 = e.sha256"
@@ -119,12 +146,13 @@ class VectorReads(StoreConnection):
                     (model, *chunk),
                 )
                 .fetchall()
-            ):
-                ids.append(eid)
-                vecs.append(_decode_vector(dtype, blob))
+            )
+            if rows:
+                ids.extend(int(r[0]) for r in rows)
+                vecs.append(self._checked_vectors(model, rows, None))
         if not ids:
             return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
-        return np.asarray(ids, dtype=np.int64), np.stack(vecs)
+        return np.asarray(ids, dtype=np.int64), np.concatenate(vecs)
 
     @reads
     def content_digest(self, model: str, upto_id: int | None = None) -> tuple[int, int, str]:
@@ -181,7 +209,7 @@ def _decoded_or_none(dtype: str, blob: bytes) -> np.ndarray | None:
     """The vector, or None for a blob that is not whole values (a row cut short mid-value)."""
     try:
         return _decode_vector(dtype, blob)
-    except ValueError:
+    except (ValueError, TypeError):  # TypeError: a vector stored as text (or a number) by a hostile hand
         return None
 
 

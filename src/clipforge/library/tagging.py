@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from clipforge.library.dbfile import DamagedLibraryError, display_path
 from clipforge.library.encoder import Encoder
 from clipforge.library.store import Store
 from clipforge.text.labels import split_labels
@@ -32,16 +33,35 @@ from clipforge.text.labels import split_labels
 if TYPE_CHECKING:
     from clipforge.models.scoring import Scoring
 
-__all__ = ["EMPTY_LIBRARY", "VOCABULARY_KEY", "TagReport", "count_noun", "no_results_reason", "no_tag_match", "no_tag_sentence", "parse_labels",
-           "prompted_templates", "scored_top_k", "softmax_top_k", "tag_counts", "tag_library", "tag_new_images", "tag_vocabulary",
-           "vocabulary_templates"]
+__all__ = [
+    "EMPTY_LIBRARY",
+    "VOCABULARY_KEY",
+    "TagReport",
+    "count_noun",
+    "no_results_reason",
+    "no_tag_match",
+    "no_tag_sentence",
+    "parse_labels",
+    "prompted_templates",
+    "scored_top_k",
+    "softmax_top_k",
+    "tag_counts",
+    "tag_library",
+    "tag_new_images",
+    "tag_vocabulary",
+    "vocabulary_templates",
+]
 
 VOCABULARY_KEY = "tag_labels:"
 """Meta key prefix of a model space's remembered tag vocabulary (labels, templates, top_k) in a store."""
 
+MAX_LABELS = 100_000
+"""The most labels one `tag` run takes (ImageNet-21k has 21,841): each is a row of class embeddings held in memory,
+and prompting a recorded vocabulary is what every later add does first."""
+
 
 def count_noun(count: int, noun: str) -> str:
-    """"1 image", "2 images": the one plural rule of the library's summaries."""
+    """ "1 image", "2 images": the one plural rule of the library's summaries."""
     return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
@@ -65,18 +85,25 @@ class TagReport:
 
     def summary_line(self) -> str:
         top = ", ".join(f"{label} {n}" for label, n in list(self.top1_counts.items())[:10])
-        return (f"tagged {count_noun(self.images, 'image')} with {count_noun(len(self.labels), 'label')} "
-                f"in {self.seconds:.1f}s") + (
-            f"; top labels: {top}" if top else "")
+        return (
+            f"tagged {count_noun(self.images, 'image')} with {count_noun(len(self.labels), 'label')} "
+            f"in {self.seconds:.1f}s"
+        ) + (f"; top labels: {top}" if top else "")
 
     def to_dict(self) -> dict[str, Any]:
-        out = {"images": self.images, "labels": self.labels, "templates": self.templates,
-               "top1_counts": self.top1_counts, "seconds": round(self.seconds, 3), "scoring": self.scoring}
+        out = {
+            "images": self.images,
+            "labels": self.labels,
+            "templates": self.templates,
+            "top1_counts": self.top1_counts,
+            "seconds": round(self.seconds, 3),
+            "scoring": self.scoring,
+        }
         return {**out, "note": self.note} if self.note else out
 
 
 def parse_labels(labels: str | Sequence[str]) -> list[str]:
-    """"cat, dog，car、cat" or a list -> unique non-empty labels in order, by the one rule of
+    """ "cat, dog，car、cat" or a list -> unique non-empty labels in order, by the one rule of
     `clipforge.text.labels.split_labels` (the same as `classify` and the server); a clear error when none."""
     return split_labels(labels, "labels")
 
@@ -93,14 +120,18 @@ def prompted_templates(templates: str | Sequence[str], labels: Sequence[str]) ->
     return resolved if isinstance(resolved, str) else list(resolved)  # type: ignore[call-overload]
 
 
-def softmax_top_k(vectors: np.ndarray, classes: np.ndarray, scale: float, k: int) -> tuple[np.ndarray, np.ndarray]:
+def softmax_top_k(
+    vectors: np.ndarray, classes: np.ndarray, scale: float, k: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(indices [n, k], probabilities [n, k]) of the k most likely classes under a softmax, highest first."""
     from clipforge.models.scoring import Scoring
 
     return scored_top_k(vectors, classes, Scoring("softmax", scale), k)
 
 
-def scored_top_k(vectors: np.ndarray, classes: np.ndarray, scoring: Scoring, k: int) -> tuple[np.ndarray, np.ndarray]:
+def scored_top_k(
+    vectors: np.ndarray, classes: np.ndarray, scoring: Scoring, k: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(indices [n, k], probabilities [n, k]) of the k most likely classes, highest first, scored the
     model's way (`Encoder.scoring()`): a softmax over the labels, or SigLIP's sigmoid with its bias."""
     logits = scoring.scale * (vectors @ classes.T)
@@ -115,13 +146,22 @@ def scored_top_k(vectors: np.ndarray, classes: np.ndarray, scoring: Scoring, k: 
     return top, np.take_along_axis(probs, top, axis=1)
 
 
-def tag_library(store: Store, encoder: Encoder, labels: Sequence[str], templates: str | Sequence[str] = "imagenet",
-                top_k: int = 5, cache_dir: str | Path | None = None, progress: bool = True,
-                chunk: int = 65536) -> TagReport:
+def tag_library(
+    store: Store,
+    encoder: Encoder,
+    labels: Sequence[str],
+    templates: str | Sequence[str] = "imagenet",
+    top_k: int = 5,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    chunk: int = 65536,
+) -> TagReport:
     from tqdm.auto import tqdm
 
     started = time.perf_counter()
     labels = parse_labels(labels)
+    if len(labels) > MAX_LABELS:
+        raise ValueError(f"labels: {len(labels)} given, at most {MAX_LABELS} are taken by one tagging run")
     templates = prompted_templates(templates, labels)  # recorded and reported as prompted ("zh-imagenet")
     classes = encoder.class_embeddings(labels, templates, cache_dir=cache_dir, progress=progress)
     scoring = encoder.scoring()
@@ -129,23 +169,31 @@ def tag_library(store: Store, encoder: Encoder, labels: Sequence[str], templates
     owners = store.image_ids_by_embedding(model)
     counts: Counter[str] = Counter()
     report = TagReport(labels=labels, templates=templates, scoring=scoring.kind)
-    with store.transaction() as tx:
-        tx.clear_tags(model)
-        tx.set_meta(VOCABULARY_KEY + model, json.dumps({"labels": labels, "templates": report.templates,
-                                                         "top_k": int(top_k)}))
     total = store.embedding_count(model)
-    with tqdm(total=total, unit="img", desc="tagging", disable=not progress, dynamic_ncols=True) as bar:
+    # One transaction: the new vocabulary and every photo's new tags commit together. Committed chunk by chunk,
+    # a kill -9 or Ctrl-C mid-run left the new vocabulary beside the old tags cleared and some photos tagged:
+    # a tag filter then silently skipped the rest, and no later add tagged them (they were not new).
+    with (
+        store.transaction() as tx,
+        tqdm(total=total, unit="img", desc="tagging", disable=not progress, dynamic_ncols=True) as bar,
+    ):
+        tx.clear_tags(model)
+        tx.set_meta(
+            VOCABULARY_KEY + model,
+            json.dumps({"labels": labels, "templates": report.templates, "top_k": int(top_k)}),
+        )
         for ids, vectors in store.iter_embeddings(model, chunk=chunk):
             top, probs = scored_top_k(vectors, classes, scoring, top_k)
             rows = []
             for eid, idx_row, prob_row in zip(ids.tolist(), top, probs, strict=True):
                 for image_id in owners.get(eid, []):
-                    rows.extend((image_id, labels[j], float(p), rank)
-                                for rank, (j, p) in enumerate(zip(idx_row, prob_row, strict=True)))
+                    rows.extend(
+                        (image_id, labels[j], float(p), rank)
+                        for rank, (j, p) in enumerate(zip(idx_row, prob_row, strict=True))
+                    )
                     counts[labels[idx_row[0]]] += 1
                     report.images += 1
-            with store.transaction() as tx:
-                tx.replace_tags(model, rows)
+            tx.replace_tags(model, rows)
             bar.update(len(ids))
     report.top1_counts = dict(counts.most_common())
     report.seconds = time.perf_counter() - started
@@ -161,16 +209,56 @@ def tags_on_add(store: Store) -> bool:
 
 
 def tag_vocabulary(store: Store, model: str) -> dict[str, Any] | None:
-    """{"labels", "templates", "top_k"} of the library's last `tag` run with `model`, or None."""
-    try:
-        data = json.loads(store.get_meta(VOCABULARY_KEY + model) or "null")
-    except ValueError:
+    """{"labels", "templates", "top_k"} of the library's last `tag` run with `model`, or None.
+
+    The record is read back by every add (which tags its new photos with it), so one edited into something
+    else - nested past the JSON decoder's depth, labels that are a number, a million labels, a top_k of "x" -
+    is one DamagedLibraryError naming the database, the key and the command that records a good one, never a
+    RecursionError or TypeError traceback, nor an add that encodes a million prompts."""
+    key = VOCABULARY_KEY + model
+    raw = store.get_meta(key)
+    data, why = None, None
+    if isinstance(raw, str):
+        try:
+            data = json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            why = f"{raw!r:.40}, not JSON ({type(exc).__name__})"
+    elif raw is not None:
+        why = f"{type(raw).__name__} {raw!r:.40}, not JSON text"
+    if why is None:
+        if data is None or (isinstance(data, dict) and not data.get("labels")):
+            return None
+        why = _vocabulary_problem(data)
+        if why is None:
+            data.setdefault("templates", "imagenet")
+            data.setdefault("top_k", 5)  # what `tag` kept before the vocabulary recorded it
+            return data
+    if not isinstance(store, Store):  # a Milvus store's vocabularies (`milvus_tags.Vocabularies`): ignored
         return None
-    if not isinstance(data, dict) or not data.get("labels"):
-        return None
-    data.setdefault("templates", "imagenet")
-    data.setdefault("top_k", 5)  # what `tag` kept before the vocabulary recorded it
-    return data
+    why = f"its meta key {key!r} holds {why}"
+    raise DamagedLibraryError(
+        f"library database {display_path(str(store.path))} is damaged ({why}); record the tag vocabulary again "
+        'with `clipforge tag --labels "cat, dog, car"` (your labels)'
+    )
+
+
+def _vocabulary_problem(data: Any) -> str | None:
+    """What is wrong with a recorded vocabulary, or None when `tag_new_images` can use it."""
+    if not isinstance(data, dict):
+        return f"a JSON {type(data).__name__}, not a tag vocabulary"
+    labels, templates, top_k = data["labels"], data.get("templates", "imagenet"), data.get("top_k", 5)
+    if not isinstance(labels, list) or not all(isinstance(label, str) and label.strip() for label in labels):
+        return "labels that are not a list of words"
+    if len(labels) > MAX_LABELS:
+        return f"{len(labels)} labels, more than the {MAX_LABELS} `clipforge tag` records"
+    if not (
+        isinstance(templates, str)
+        or (isinstance(templates, list) and templates and all(isinstance(t, str) for t in templates))
+    ):
+        return "templates that are neither a template set's name nor a list of templates"
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_LABELS:
+        return f"a top_k of {top_k!r:.20}, not a whole number from 1 to {MAX_LABELS}"
+    return None
 
 
 def vocabulary_templates(vocabulary: dict[str, Any]) -> str | list[str]:
@@ -190,7 +278,9 @@ def vocabulary_templates(vocabulary: dict[str, Any]) -> str | list[str]:
     return templates
 
 
-def tag_new_images(store: Store, encoder: Encoder, cache_dir: str | Path | None = None, chunk: int = 4096) -> int:
+def tag_new_images(
+    store: Store, encoder: Encoder, cache_dir: str | Path | None = None, chunk: int = 4096
+) -> int:
     """Tag the 'ok' images that have no tags yet with the library's vocabulary; returns how many.
 
     Called after every add; costs one query when nothing is new and nothing when the library was
@@ -206,20 +296,25 @@ def tag_new_images(store: Store, encoder: Encoder, cache_dir: str | Path | None 
     if not todo:
         return 0
     labels = parse_labels(vocabulary["labels"])
-    classes = encoder.class_embeddings(labels, vocabulary_templates(vocabulary), cache_dir=cache_dir, progress=False)
+    classes = encoder.class_embeddings(
+        labels, vocabulary_templates(vocabulary), cache_dir=cache_dir, progress=False
+    )
     scoring = encoder.scoring()
     tagged = 0
     for start in range(0, len(todo), chunk):
-        part = todo[start:start + chunk]
+        part = todo[start : start + chunk]
         vectors = store.vectors_for_shas(model, sorted({sha for _, sha in part}))
         part = [(image_id, sha) for image_id, sha in part if sha in vectors]
         if not part:
             continue
-        top, probs = scored_top_k(np.stack([vectors[sha] for _, sha in part]), classes, scoring,
-                                  int(vocabulary["top_k"]))
-        rows = [(image_id, labels[j], float(p), rank)
-                for (image_id, _), idx_row, prob_row in zip(part, top, probs, strict=True)
-                for rank, (j, p) in enumerate(zip(idx_row, prob_row, strict=True))]
+        top, probs = scored_top_k(
+            np.stack([vectors[sha] for _, sha in part]), classes, scoring, int(vocabulary["top_k"])
+        )
+        rows = [
+            (image_id, labels[j], float(p), rank)
+            for (image_id, _), idx_row, prob_row in zip(part, top, probs, strict=True)
+            for rank, (j, p) in enumerate(zip(idx_row, prob_row, strict=True))
+        ]
         with store.transaction() as tx:
             tx.replace_tags(model, rows)
         tagged += len(part)
@@ -250,8 +345,10 @@ def no_tag_sentence(labels: Sequence[str], counts: dict[str, int]) -> str:
     """Why a search filtered on `labels` found nothing, naming the tags that do exist (`counts`: label -> photos)."""
     wanted = " or ".join(repr(label) for label in labels)
     if not counts:
-        return (f"no photo has tag {wanted}: this library has no tags yet (tag it with "
-                "`clipforge tag --labels \"cat, dog, car\"`)")
+        return (
+            f"no photo has tag {wanted}: this library has no tags yet (tag it with "
+            '`clipforge tag --labels "cat, dog, car"`)'
+        )
     return f"no photo has tag {wanted}; tags: {_listing(counts)}"
 
 

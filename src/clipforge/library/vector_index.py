@@ -19,12 +19,34 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "MIN_IVF_VECTORS", "IndexSpec", "VectorIndex", "build_index", "default_nlist", "exact_knn", "recall_at_k", "resolve_kind",
+    "MIN_IVF_VECTORS",
+    "IndexSpec",
+    "VectorIndex",
+    "build_index",
+    "default_nlist",
+    "exact_knn",
+    "recall_at_k",
+    "resolve_kind",
 ]
 
 KINDS = ("flat", "ivf", "hnsw", "auto")
 _IVF_PROBES = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 512, 1024)
 _HNSW_EFS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 1024)
+
+
+_INT_FIELDS = (  # (name, lowest, highest, may be None): what FAISS can build in bounded memory and time
+    ("nlist", 1, 1 << 18, True),
+    ("nprobe", 1, 1 << 18, True),
+    ("hnsw_m", 2, 512, False),
+    ("ef_construction", 1, 1 << 16, False),
+    ("ef_search", 1, 1 << 16, True),
+    ("recall_k", 1, 10_000, False),
+    ("recall_queries", 0, 1 << 20, False),
+    ("train_size", 1, 1 << 40, True),
+    ("train_iterations", 1, 10_000, False),
+    ("auto_threshold", 0, 1 << 62, False),
+    ("seed", 0, (1 << 31) - 1, False),
+)
 
 
 @dataclass
@@ -53,6 +75,26 @@ class IndexSpec:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"unknown index kind {self.kind!r}; expected one of {', '.join(KINDS)}")
+        # A spec is read back from the database (`IndexManager.spec`), so a hand-edited one must not reach
+        # FAISS: nlist 10**12 was std::bad_alloc (a traceback) on every search.
+        for name, low, high, optional in _INT_FIELDS:
+            value = getattr(self, name)
+            if value is None and optional:
+                continue
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, np.integer))
+                or not low <= value <= high
+            ):
+                raise ValueError(
+                    f"index setting {name} must be a whole number from {low} to {high}"
+                    f"{' (or unset)' if optional else ''}, got {value!r:.40}"
+                )
+        recall = self.target_recall
+        if isinstance(recall, bool) or not isinstance(recall, (int, float)) or not 0.0 < recall <= 1.0:
+            raise ValueError(
+                f"index setting target_recall must be a number above 0 and at most 1, got {recall!r:.40}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,9 +129,12 @@ def exact_knn(queries: np.ndarray, vectors: np.ndarray, k: int) -> tuple[np.ndar
     import faiss
 
     k = min(k, len(vectors))
-    scores, positions = faiss.knn(np.ascontiguousarray(queries, dtype=np.float32),
-                                  np.ascontiguousarray(vectors, dtype=np.float32), k,
-                                  metric=faiss.METRIC_INNER_PRODUCT)
+    scores, positions = faiss.knn(
+        np.ascontiguousarray(queries, dtype=np.float32),
+        np.ascontiguousarray(vectors, dtype=np.float32),
+        k,
+        metric=faiss.METRIC_INNER_PRODUCT,
+    )
     return scores, positions
 
 
@@ -129,7 +174,10 @@ class VectorIndex:
         """(scores [q, k], embedding ids [q, k]); missing slots have id -1."""
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         if self.count == 0 or k <= 0:
-            return (np.zeros((len(queries), 0), dtype=np.float32), np.zeros((len(queries), 0), dtype=np.int64))
+            return (
+                np.zeros((len(queries), 0), dtype=np.float32),
+                np.zeros((len(queries), 0), dtype=np.int64),
+            )
         return self.index.search(queries, min(int(k), self.count))
 
 
@@ -194,8 +242,11 @@ def _tune(vindex: VectorIndex, vectors: np.ndarray, ids: np.ndarray, spec: Index
         _, found = vindex.search(queries, k + 1)
         return recall_at_k(_drop_self(found, ids[pick], k), truth, k)
 
-    name, fixed, candidates = (("nprobe", spec.nprobe, [p for p in _IVF_PROBES if p <= vindex.params["nlist"]])
-                               if vindex.kind == "ivf" else ("ef_search", spec.ef_search, list(_HNSW_EFS)))
+    name, fixed, candidates = (
+        ("nprobe", spec.nprobe, [p for p in _IVF_PROBES if p <= vindex.params["nlist"]])
+        if vindex.kind == "ivf"
+        else ("ef_search", spec.ef_search, list(_HNSW_EFS))
+    )
     curve: list[tuple[int, float]] = []
     if fixed is not None:
         vindex.params[name] = int(fixed)
@@ -208,8 +259,12 @@ def _tune(vindex: VectorIndex, vectors: np.ndarray, ids: np.ndarray, spec: Index
             curve.append((int(value), measure()))
             if curve[-1][1] >= spec.target_recall:
                 break
-    return {"recall_at_k": round(curve[-1][1], 4), "recall_k": k, "recall_queries": n_queries,
-            "tuning_curve": [{name: v, "recall": round(r, 4)} for v, r in curve]}
+    return {
+        "recall_at_k": round(curve[-1][1], 4),
+        "recall_k": k,
+        "recall_queries": n_queries,
+        "tuning_curve": [{name: v, "recall": round(r, 4)} for v, r in curve],
+    }
 
 
 def _drop_self(found: np.ndarray, self_ids: np.ndarray, k: int) -> np.ndarray:
@@ -217,7 +272,7 @@ def _drop_self(found: np.ndarray, self_ids: np.ndarray, k: int) -> np.ndarray:
     out = np.full((len(found), k), -1, dtype=np.int64)
     for row, (ids_row, own) in enumerate(zip(found, self_ids, strict=True)):
         kept = [int(i) for i in ids_row if i != own][:k]
-        out[row, :len(kept)] = kept
+        out[row, : len(kept)] = kept
     return out
 
 
@@ -232,8 +287,10 @@ def build_index(vectors: np.ndarray, ids: np.ndarray, spec: IndexSpec | None = N
     fallback = None
     if kind == "ivf" and default_nlist(len(vectors)) < 2 and not spec.nlist:
         kind = "flat"  # too few vectors to train even two cells: exact is also the fastest here
-        fallback = (f"{len(vectors)} vectors are too few to train IVF cells (it needs at least {MIN_IVF_VECTORS}), "
-                    "and exact search is as fast at this size")
+        fallback = (
+            f"{len(vectors)} vectors are too few to train IVF cells (it needs at least {MIN_IVF_VECTORS}), "
+            "and exact search is as fast at this size"
+        )
     started = time.perf_counter()
     if kind == "flat":
         index, params = _flat(vectors.shape[1]), {}
