@@ -96,3 +96,23 @@ def test_right_shapes_download_once_and_load(hub, monkeypatch, tmp_path) -> None
     from clipforge.weights import is_cached
 
     assert is_cached("cn-RN50", tag="cn_clip")
+
+
+def test_a_file_saved_where_the_error_said_is_named_with_the_one_step_left(hub, tmp_path) -> None:
+    """The refusal says to fetch the file and save it at the cache path; a user who did so got the same "could not
+    download ... save it as <that path>" again. Now the line says the file is there and what accepts it."""
+    files, served = hub
+    from clipforge.weights.errors import DownloadError
+
+    cached = tmp_path / "cache" / "OFA-Sys--chinese-clip-rn50--clip_cn_rn50.pt"
+    with pytest.raises(DownloadError) as err:
+        clipforge.load_model("cn-RN50", "cpu")
+    assert f"save it as {cached}" in str(err.value)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_bytes(b"saved by hand")
+    with pytest.raises(DownloadError) as err:
+        clipforge.load_model("cn-RN50", "cpu")
+    message = str(err.value)
+    assert message.startswith(f"{cached} is there, but clipforge pins no sha256 for the cn-RN50:cn_clip weights")
+    assert "set CLIPFORGE_ALLOW_UNPINNED=1 for one run" in message and "could not download" not in message
+    assert served == []

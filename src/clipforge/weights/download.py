@@ -273,6 +273,13 @@ def download_pretrained(
             f"are checked)"
         )
     first = next((s for s in sources if is_full_sha256(s.sha256)), sources[0])
+    saved = base / first.filename
+    if saved.is_file() and not allowed and not is_full_sha256(first.sha256):  # where this line's own advice put it
+        raise DownloadError(
+            f"{saved} is there, but clipforge pins no sha256 for the {entry.listed_as or entry.name}:{entry.tag} "
+            f"weights, so a copy is used once accepted: set {ALLOW_UNPINNED_ENV}=1 for one run (its tensor shapes "
+            f"are checked, and it is recorded as accepted), or pass the file's path instead."
+        )
     then = "" if is_full_sha256(first.sha256) else f" and set {ALLOW_UNPINNED_ENV}=1"
     raise DownloadError(
         f"could not download the {entry.listed_as or entry.name}:{entry.tag} weights ({'; '.join(reasons)}); "
