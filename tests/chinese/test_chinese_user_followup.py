@@ -351,3 +351,18 @@ def test_a_vocabulary_recorded_before_the_twin_mapping_keeps_its_english_prompts
     assert vocabulary_templates({**old, "templates": "zh-imagenet"}) == "zh-imagenet"
     assert vocabulary_templates({**old, "templates": "simple"}) == "simple"  # zh-simple then as now
     assert vocabulary_templates({**old, "labels": ["cat", "dog"]}) == "imagenet"
+
+
+def test_a_gbk_class_names_file_is_called_a_class_names_file(tmp_path: Path) -> None:
+    """`eval zeroshot --classnames` given a GBK file was refused as a "labels file ... (one per line, or a JSON list
+    of strings)": the line names the class-names file and its order, before any model or dataset is read."""
+    from clipforge.evaluate.zeroshot_eval import evaluate_zeroshot
+    from clipforge.text.labels import TextFileError
+
+    names = tmp_path / "类名.txt"
+    names.write_bytes("鸟\n猫\n狗\n".encode("gb18030"))
+    with pytest.raises(TextFileError) as caught:
+        evaluate_zeroshot("no-such-model", "cifar10", root=tmp_path, classnames=names)
+    message = str(caught.value)
+    assert message.startswith(f"class-names file {names} is not UTF-8 text") and "looks like GBK/GB18030" in message
+    assert "one per line in the dataset's class order" in message

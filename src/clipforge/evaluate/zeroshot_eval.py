@@ -79,9 +79,9 @@ def evaluate_zeroshot(model: str | torch.nn.Module, dataset: str | Any, root: st
     expect = canonical_expect(expect, "zeroshot", dataset if isinstance(dataset, str) else None)
     names_file = Path(classnames) if isinstance(classnames, str | Path) else None
     if names_file is not None:  # a file of class names (--classnames): read before the model loads
-        from clipforge.zeroshot.files import read_labels_file
+        from clipforge.zeroshot.files import CLASSNAMES_FILE, read_labels_file
 
-        classnames = read_labels_file(names_file)
+        classnames = read_labels_file(names_file, *CLASSNAMES_FILE)
     check_limit(limit)
     check_tolerance(tolerance)
     out_dir = check_out_dir(out_dir)

@@ -21,14 +21,20 @@ def parse_labels(text: str) -> list[str]:
     return split_labels(text, "--labels")
 
 
-def read_labels_file(path: str | Path) -> list[str]:
+CLASSNAMES_FILE = ("class-names file", "a file of class names (one per line in the dataset's class order, or a JSON "
+                   "list of strings)")
+"""`read_labels_file`'s words for an evaluation's `--classnames` file, whose refusals name it so."""
+
+
+def read_labels_file(path: str | Path, what: str = "labels file",
+                     expected: str = "a file of labels (one per line, or a JSON list of strings)") -> list[str]:
     """One label per line (blank lines and ``#`` comments skipped) or a JSON list of strings, in UTF-8.
 
     Lines are kept as they are, repeats included: an evaluation's class-name file maps line i to class i
-    (OpenAI's ImageNet names repeat "crane"), so nothing here may drop or merge a line.
+    (OpenAI's ImageNet names repeat "crane"), so nothing here may drop or merge a line. `what` and `expected`
+    name the file's role in refusals (`CLASSNAMES_FILE` for class names).
     """
-    expected = "a file of labels (one per line, or a JSON list of strings)"
-    text = read_text_file(path, "labels file", expected)
+    text = read_text_file(path, what, expected)
     path = Path(path)
     if path.suffix.lower() == ".json":
         data = parse_json_file(text, path, "a JSON list of label strings")
