@@ -143,3 +143,19 @@ def test_kaggle_flickr30k_images_folder_is_found_beside_results_csv(tmp_path, ma
     make_image(tmp_path / "flickr30k_images" / "a.jpg")
     ds = CaptionDataset(tmp_path / "results.csv")
     assert Path(ds.root).name == "flickr30k_images" and len(ds.images) == 1 and not ds.missing
+
+
+@pytest.mark.parametrize("folder", ["Images", "flickr30k_images", "images"])
+def test_a_caption_csv_naming_its_images_folder_is_read_from_its_own_folder(tmp_path, make_image, folder):
+    """A CSV whose image paths start with the folder beside it (`Images/x.jpg`) had that folder taken as the
+    images' root: every image was missing as `Images/Images/x.jpg` and the dataset refused."""
+    for name in ("x.jpg", "y.jpg"):
+        make_image(tmp_path / folder / name)
+    csv = tmp_path / "caps.csv"
+    csv.write_text(f"image,caption\n{folder}/x.jpg,a cat\n{folder}/y.jpg,a dog\n")
+    ds = CaptionDataset(csv)
+    assert ds.images == [str(tmp_path / folder / "x.jpg"), str(tmp_path / folder / "y.jpg")]
+    assert ds.captions == ["a cat", "a dog"]
+    bare = tmp_path / "bare.csv"  # names without the folder still resolve inside it
+    bare.write_text("image,caption\nx.jpg,a cat\n")
+    assert CaptionDataset(bare).images == [str(tmp_path / folder / "x.jpg")]

@@ -14,7 +14,10 @@ import io
 import logging
 import socket
 
+import pytest
+
 from clipforge.server import ServerLimits, create_app
+from clipforge.server.access_log import redact_query
 
 _CUT = "...[+"  # the marker of a cut field: `...[+14,745 characters]`
 
@@ -72,3 +75,29 @@ def test_one_anonymous_request_writes_a_bounded_printable_access_log_line(librar
     )
     assert '"GET /api/stats%3Btoken=*** HTTP/1.1" 404' in lines[4], lines[4]
     assert "?q=\\x0d\\x0aINFO: forged\\x1b[2J\\x0bx\\u2028y HTTP/1.1" in lines[3], lines[3]
+
+
+@pytest.mark.parametrize(
+    ("path", "logged"),
+    [
+        ("/x?password=p%26ss&a=1", "/x?password=***&a=1"),
+        ("/x?token=abc%23def", "/x?token=***"),
+        ("/x?api_key=ab%3Bcd", "/x?api_key=***"),
+        ("/x?token=a%2523tail", "/x?token=***"),
+        ("/x?a=1%26token%3Dtail", "/x?a=1&token=***"),
+        ("/x?a=1?token=tail", "/x?a=1?token=***"),  # a second `?` began no parameter: `a` held the token
+    ],
+)
+def test_a_secret_holding_an_escaped_separator_is_masked_whole(path, logged):
+    """The query was decoded before it was split, so an escaped `&`, `;` or `#` inside a password ended the
+    masked value there: `?password=p%26ss` was logged as `password=***&ss`, the rest of the secret in clear."""
+    assert redact_query(path) == logged
+
+
+def test_the_server_takes_no_websocket_handshake(library):
+    """uvicorn's WebSocket protocols write each handshake's path and query to `uvicorn.error` (`?token=` in
+    clear, uncut), past the access-log filter; `serve` has no WebSocket route, so none is spoken at all."""
+    from clipforge.server.runner import build_server
+
+    server = build_server(create_app(library, ui=False), ServerLimits())
+    assert server.config.ws == "none" and server.config.ws_protocol_class is None

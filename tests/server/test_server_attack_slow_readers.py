@@ -13,7 +13,7 @@ import contextlib
 import socket
 import time
 
-from clipforge.server import ServerLimits, create_app
+from clipforge.server import ServerLimits, api, create_app
 
 _SIZE = 24 * 2**20  # more than the loopback socket buffers of both ends take in
 
@@ -119,3 +119,27 @@ def test_a_client_that_stops_reading_is_dropped_with_what_it_held(library, live_
         finally:
             sock.close()
     assert received < _SIZE // 2, received  # the connection was dropped, not the whole answer sent later
+
+
+def test_an_unread_answer_of_one_piece_is_counted_until_the_client_takes_it(
+    library, live_server, monkeypatch
+):
+    """An answer of at most a megabyte (every thumbnail, most originals) is sent in one message: its bytes were
+    given back as soon as uvicorn had them, so any number of unread ones sat in the connections' buffers while
+    the budget read zero."""
+    one_piece = b"\x89PNG" + b"\0" * (_SIZE - 4)  # more than the loopback's socket buffers take in
+    monkeypatch.setattr(api, "_CHUNK", _SIZE)  # sent in one message, as an answer of up to a megabyte is
+    monkeypatch.setattr(library, "image_bytes", lambda image_id: (one_piece, "image/png"))
+    limits = ServerLimits(max_sending_bytes=2 * _SIZE)  # an address may hold one such answer at a time
+    app = create_app(library, ui=False, limits=limits)
+    with live_server(app, limits) as url:
+        port = int(url.rsplit(":", 1)[1])
+        first, status = _ask(port, "/api/images/1")
+        try:
+            assert status == b"HTTP/1.1 200 OK"
+            second, status = _ask(port, "/api/images/1")
+            second.close()
+            assert status == b"HTTP/1.1 429 Too Many Requests", status
+            assert app.state.service.sending.held("127.0.0.1") == len(one_piece)
+        finally:
+            first.close()

@@ -66,6 +66,11 @@ def test_credentials_in_a_uri_are_never_shown(uri, shown):
         ),
         ("postgres://root:s3cret@db.example/photos", "postgres://db.example [credentials withheld]"),
         ("root:s3cret@db.example", "[withheld: it may hold credentials]"),
+        # a server URI under the lite scheme was echoed whole, as if it were a file path
+        (
+            "milvus-lite://root:s3cret@db.example:19530/photos",
+            "milvus-lite://db.example:19530 [credentials withheld]",
+        ),
     ],
 )
 def test_a_refused_spec_with_credentials_is_not_printed_back(spec, shown):

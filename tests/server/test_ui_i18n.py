@@ -168,6 +168,9 @@ class _Request:
         ("", "en"),
         ("fr-FR", "en"),
         ("zhx", "en"),
+        ("zh-Hans-HK", "zh-CN"),  # Simplified script named outright, in Hong Kong: was Traditional
+        ("zh-Hans-TW,en;q=0.5", "zh-CN"),
+        ("zh-CN;q=0,en;q=0", "en"),  # q=0 refuses a language (RFC 9110): was Chinese
     ],
 )
 def test_status_lines_follow_the_accept_language(header, locale):

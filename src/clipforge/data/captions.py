@@ -34,7 +34,8 @@ CAPTION_LAYOUT = """\
       1000268201_693b08cb0e.jpg,A girl going into a wooden building .
   (the header may be split by tab, | or ; instead: image_name| comment_number| comment)
   or Flickr's own caption file (Flickr8k.token.txt), no header: <image>#<n><TAB><caption>
-  images in IMAGES_DIR (default: the CSV's folder /images, else the CSV's folder), paths relative to it"""
+  images in IMAGES_DIR, paths relative to it (default: the first of images/, Images/, Flicker8k_Dataset/,
+  flickr30k_images/ beside the CSV that holds its first image, else the CSV's folder)"""
 
 _IMAGE_COLUMNS = ("image", "image_name", "filename", "file", "filepath", "path")
 _CAPTION_COLUMNS = ("caption", "comment", "text", "title")
@@ -225,16 +226,28 @@ def _checked(table: CaptionTable, strict: bool) -> CaptionTable:
     return table
 
 
-def default_images_dir(csv_path: Path) -> Path:
+def default_images_dir(csv_path: Path, first_image: str | None = None) -> Path:
     """`images/` beside the captions, else Flickr8k's own folders (Kaggle's `Images/`, the original
     `Flicker8k_Dataset/` beside the captions or beside their `Flickr8k_text/`) or Kaggle's Flickr30k
-    `flickr30k_images/` (beside its `results.csv`), else their folder."""
+    `flickr30k_images/` (beside its `results.csv`), else their folder. Given the table's `first_image`, the
+    first of these that holds it: a CSV naming `Images/x.jpg` beside an `Images/` folder is relative to its
+    own folder (every image was "missing" as `Images/Images/x.jpg`)."""
     here = csv_path.parent
-    for base in (here, here.parent):
-        for name in ("images", *FLICKR8K_IMAGE_DIRS, "flickr30k_images", "flickr30k-images"):
-            if (base / name).is_dir() and (base is here or here.name == "Flickr8k_text"):
-                return base / name
-    return here
+    candidates = [
+        base / name
+        for base in (here, here.parent)
+        for name in ("images", *FLICKR8K_IMAGE_DIRS, "flickr30k_images", "flickr30k-images")
+        if (base / name).is_dir() and (base is here or here.name == "Flickr8k_text")
+    ]
+    if first_image is not None:
+        holding = next((folder for folder in (*candidates, here) if (folder / first_image).is_file()), None)
+        if holding is not None:
+            return holding
+    return candidates[0] if candidates else here
+
+
+def _first(table: CaptionTable) -> str | None:
+    return table.images[0] if table.images else None
 
 
 class CaptionDataset(LabelledDataset):
@@ -255,7 +268,7 @@ class CaptionDataset(LabelledDataset):
     ) -> None:
         csv_path = Path(csv_path)
         table = read_caption_csv(csv_path, image_column, caption_column, strict=strict)
-        folder = Path(images_dir) if images_dir is not None else default_images_dir(csv_path)
+        folder = Path(images_dir) if images_dir is not None else default_images_dir(csv_path, _first(table))
         self._build(table, folder, transform, source=str(csv_path))
         self.csv_path = csv_path
 

@@ -118,7 +118,11 @@ class CaptionCsvImageText(ImageTextDataset):
                  tokenizer: Callable | None = None, seed: int = 0, strict: bool = False) -> None:
         csv_path = Path(csv_path)
         table = read_caption_csv(csv_path, strict=strict)
-        folder = Path(images_dir) if images_dir is not None else default_images_dir(csv_path)
+        folder = (
+            Path(images_dir)
+            if images_dir is not None
+            else default_images_dir(csv_path, table.images[0] if table.images else None)
+        )
         if not folder.is_dir():
             raise DatasetLayoutError(f"missing folder {folder} (images of {csv_path})\nexpected layout:\n{CAPTION_LAYOUT}")
         grouped: list[list[str]] = [[] for _ in table.images]

@@ -99,7 +99,6 @@ def _open_flickr8k(key: str, root: Path, split: str, transform: Callable | None)
     if csv is None:
         raise DatasetLayoutError(f"missing file {root / 'captions.txt'}\nexpected layout:\n{KARPATHY_LAYOUT}")
     table = read_caption_csv(csv)
-    images = default_images_dir(csv)
     listing = find_split_list(csv.parent, split)
     if listing is not None:
         keep = read_split_list(listing)
@@ -109,6 +108,7 @@ def _open_flickr8k(key: str, root: Path, split: str, transform: Callable | None)
         layout = f"{key} ({listing.name})"
     else:
         layout = f"{key} (no split list: every captioned image)"
+    images = default_images_dir(csv, table.images[0] if table.images else None)
     return CaptionDataset.from_table(table, images, transform, name=key, split=split, layout=layout)
 
 

@@ -83,7 +83,9 @@ def _shown_spec(spec: str) -> str:
     """`spec` as its error repeats it: a server spec that may carry credentials (an `@`, a query, `token`) keeps
     only its scheme and HOST:PORT. The refusal of `milvus://root:secret@db:19530/c` printed the password back."""
     scheme, sep, rest = spec.partition("://")
-    if spec.startswith("milvus-lite:") or not any(mark in spec.lower() for mark in ("@", "?", "token")):
+    # a path, not `milvus-lite://root:s3cret@db:19530/c` (a server's URI under the wrong scheme: refused, not echoed)
+    lite_path = spec.startswith("milvus-lite:") and not spec.startswith("milvus-lite://")
+    if lite_path or not any(mark in spec.lower() for mark in ("@", "?", "token")):
         return spec
     return (
         f"{scheme}://{_address(rest)} [credentials withheld]"

@@ -61,7 +61,8 @@ _CREDENTIAL_SUFFIXES = (
 )
 # `;` parameters are found whether uvicorn logs them as sent or quoted (`/x%3Btoken%3DT`: it quotes the path).
 _QUERY = re.compile(r'(\?|;|%3[bB])([^\s"]*)')
-_PARAM = re.compile(r"(^|[&;?])([^=&;?#]*)=([^&;#]*)")
+_PARAM = re.compile(r"(^|[&;?])([^=&;?#]*)=([^&;?#]*)")
+_SEPARATORS = re.compile(r"([&;])")
 
 
 def is_credential_name(name: str) -> bool:
@@ -88,17 +89,28 @@ def _printable(text: str) -> str:
     return text if text.isprintable() else "".join(c if c.isprintable() else _escape(c) for c in text)
 
 
+def _masked_piece(piece: str) -> str:
+    """One parameter as sent (split at the separators the client wrote), decoded, with everything after the
+    first credential-like name masked. Decoding first and splitting after cut a secret at the `&`, `;` or `#`
+    it held escaped: `?password=p%26ss` was logged `password=***&ss`."""
+    plain = _decoded(piece)
+    for match in _PARAM.finditer(plain):
+        if is_credential_name(match.group(2)):
+            return plain[: match.start(3)] + "***"
+    return plain
+
+
 def redact_query(text: str) -> str:
-    """`/x?token=abc&a=1` -> `/x?token=***&a=1` (for logs). The query (and `;` parameters) is
+    """`/x?token=abc&a=1` -> `/x?token=***&a=1` (for logs). Each parameter (and `;` parameter) is
     percent-decoded first, so `?%74oken=` or `?tok%65n=` is masked too, and every credential-like
-    name is (`is_credential_name`); what is not printable (what the decoding yields too) is escaped."""
+    name is (`is_credential_name`), its whole value as sent; what is not printable (what the decoding
+    yields too) is escaped."""
 
     def mask(match: re.Match[str]) -> str:
-        params = _PARAM.sub(
-            lambda m: f"{m.group(1)}{m.group(2)}={'***' if is_credential_name(m.group(2)) else m.group(3)}",
-            _decoded(match.group(2)),
+        pieces = _SEPARATORS.split(match.group(2))
+        return match.group(1) + _printable(
+            "".join(p if _SEPARATORS.fullmatch(p) else _masked_piece(p) for p in pieces)
         )
-        return match.group(1) + _printable(params)
 
     return _QUERY.sub(mask, text)
 

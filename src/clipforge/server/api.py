@@ -27,8 +27,9 @@ from clipforge.server import schemas
 from clipforge.server.bodies import IMAGE_MEDIA_TYPES, build_bodies
 from clipforge.server.body_parsing import parse_body
 from clipforge.server.errors import error_response
-from clipforge.server.fair import address_key, client_key
+from clipforge.server.fair import client_key
 from clipforge.server.limits import MAX_IMAGE_ID
+from clipforge.server.middleware import client_host
 from clipforge.server.sending import ReleasingResponse, ReleasingStream
 from clipforge.server.service import LibraryService
 from clipforge.server.uploads import client_file_name, sniff_image
@@ -92,10 +93,6 @@ def _bytes_response(data: bytes, mime: str, tag: str, release: Callable[[], None
         )
     response.release = release  # type: ignore[attr-defined]
     return response
-
-
-def _address(request: Request) -> str:
-    return address_key(request.client.host if request.client else None)
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -349,7 +346,7 @@ def build_router(service: LibraryService) -> APIRouter:
         )
         if data is None:
             return _not_modified(tag)
-        return _bytes_response(data, mime, tag, service.sending.hold(_address(request), len(data)))
+        return _bytes_response(data, mime, tag, service.sending.hold(client_host(request.scope), len(data)))
 
     @router.get(
         "/api/images/{image_id}/thumb",
@@ -382,7 +379,9 @@ def build_router(service: LibraryService) -> APIRouter:
         )
         if data is None:
             return _not_modified(tag)
-        return _bytes_response(data, "image/jpeg", tag, service.sending.hold(_address(request), len(data)))
+        return _bytes_response(
+            data, "image/jpeg", tag, service.sending.hold(client_host(request.scope), len(data))
+        )
 
     @router.get("/api/stats", response_model=schemas.StatsOut, responses=_errors(503), tags=["server"])
     async def stats(request: Request) -> dict[str, Any]:

@@ -72,7 +72,8 @@ class ServerLimits:
     form_overhead_bytes: int = 256 * 1024
     """Room for multipart headers and text fields on top of `max_upload_bytes`."""
     header_timeout_s: float = 10.0
-    """A connection must send its request headers, and keep a body arriving, within this many seconds."""
+    """A connection must send its request headers, and keep a body arriving, within this many seconds; one whose
+    client takes nothing of its answer for this long is dropped (`protocol`)."""
     keep_alive_s: int = 5
     """An idle keep-alive connection is closed after this many seconds."""
     drain_bytes: int = 100 * 10**6

@@ -248,6 +248,10 @@ def build_server(
         app,
         log_level=log_level,
         http=protocol_with_timeouts(limits.header_timeout_s),
+        # No route takes a WebSocket (gradio's events are HTTP streams), and uvicorn's WebSocket protocols log
+        # each handshake's whole path and query to `uvicorn.error`, where `AccessLogFilter` never looks: a
+        # `?token=` would be written in clear wherever the `websockets` or `wsproto` package is installed.
+        ws="none",
         timeout_keep_alive=max(1, int(limits.keep_alive_s)),
         timeout_graceful_shutdown=5,
         server_header=False,

@@ -81,7 +81,24 @@ class _Releasing:
 
 
 class ReleasingResponse(_Releasing, Response):
-    """A Response whose `release` runs once it is sent."""
+    """A Response whose `release` runs once it is sent: its body goes as one message and then an empty last
+    one, which uvicorn takes only once its write buffer is under its low-water mark (it waits so before each
+    message), so the bytes are counted until the client has taken them. Released as the body was handed over,
+    an unread answer of up to a megabyte (every thumbnail, most originals) sat in its connection's buffer
+    uncounted, one per connection, and connections are not capped."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        async def send_then_wait(message: Any) -> None:
+            if (
+                message["type"] == "http.response.body"
+                and message.get("body")
+                and not message.get("more_body")
+            ):
+                await send({**message, "more_body": True})
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await super().__call__(scope, receive, send_then_wait)
 
 
 class ReleasingStream(_Releasing, StreamingResponse):

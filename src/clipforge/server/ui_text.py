@@ -54,6 +54,7 @@ _UI_ALIASES = {
     "zh-MO": TRADITIONAL,
 }
 _TRADITIONAL_TAGS = re.compile(r"^zh-(?:.*-)?(?:hant|tw|hk|mo)(?:-|$)", re.IGNORECASE)
+_SIMPLIFIED_SCRIPT = re.compile(r"-hans(?:-|$)", re.IGNORECASE)
 
 
 class TextFileError(ValueError):
@@ -154,10 +155,12 @@ def status_locale(accept_language: str | None) -> str:
                     quality = float(value)
                 except ValueError:
                     quality = 0.0
-        if tag and quality > best_q:
+        if tag and quality > max(best_q, 0.0):  # q=0: "not this one" (RFC 9110)
             best, best_q = tag.strip(), quality
     if best.lower() == "zh" or best.lower().startswith("zh-"):
-        return TRADITIONAL if _TRADITIONAL_TAGS.match(best) else SIMPLIFIED
+        # a script named outright wins over a region: zh-Hans-HK is Simplified Chinese read in Hong Kong
+        simplified = _SIMPLIFIED_SCRIPT.search(best)
+        return TRADITIONAL if _TRADITIONAL_TAGS.match(best) and not simplified else SIMPLIFIED
     return ENGLISH
 
 
