@@ -109,12 +109,7 @@ class InferenceMapVisionTransformer(InferenceModule, MapVisionTransformer):
 
     def _forward(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """The reference forward in `dtype` with autocast off (one slice of `split_batch`)."""
-        x = self._patches(x, dtype)
-        x = x + self.positional_embedding.to(dtype)
-        if self.ln_pre is not None:
-            x = self.ln_pre(x)
-        x = self.attn_pool(self.ln_post(self.transformer(x)))
-        return x @ self.proj.to(x.dtype) if self.proj is not None else x
+        return self.pool_patches(self._patches(x, dtype))
 
 
 @dataclass

@@ -118,7 +118,11 @@ class MapVisionTransformer(nn.Module):
         return grid_rows(self.conv1(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.patch_embed(x)
+        return self.pool_patches(self.patch_embed(x))
+
+    def pool_patches(self, x: torch.Tensor) -> torch.Tensor:
+        """Patch features [N, grid^2, width] -> image features: the tower after its patch embedding (the fast
+        path embeds patches its own way and goes on from here)."""
         x = x + self.positional_embedding.to(x.dtype)
         if self.ln_pre is not None:
             x = self.ln_pre(x)
