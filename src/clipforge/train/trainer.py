@@ -4,7 +4,7 @@ Everything that varies is in `TrainConfig`; the loop itself is the same for all 
 sample a batch (ResumableSampler, so a resumed run sees exactly the batches it missed), run a
 plain or GradCache step under autocast, step AdamW through the GradScaler when there is one,
 advance the cosine schedule, clamp the logit scale to ln(100), log, and checkpoint every N
-steps and at each epoch end after the zero-shot eval hooks. Only rank 0 writes files.
+steps and at each epoch end after the zero-shot eval hooks. Only global rank 0 writes files.
 
 Switches any recipe can turn on: `time_budget_s` (the schedule runs on elapsed training time,
 wall or CPU, and the run stops when it is spent; evaluation does not count), `ema_decay`
@@ -48,6 +48,7 @@ from clipforge.train.logs import RunLogger, plot_curves
 from clipforge.train.loss import ClipLoss, SigLipLoss
 from clipforge.train.optim import build_optimizer
 from clipforge.train.precision import resolve_precision
+from clipforge.train.same_run import check_same_run
 from clipforge.train.schedule import TimeBudget, cosine_with_warmup
 from clipforge.train.skipped import SkippedImages, known_bad
 from clipforge.train.step import ContrastiveModel
@@ -86,11 +87,6 @@ class Trainer(TrainerSteps, TrainerState, TrainerProgress):
         self.preprocess = preprocess_of(self.model)
         scale_lr_to_model(config, self.model)
         self.model, self.freeze_summary = prepare_for_training(self.model, config)
-        wrapped: nn.Module = ContrastiveModel(self.model, with_bias=config.loss == "siglip")
-        if self.dist.distributed:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            wrapped = nn.parallel.DistributedDataParallel(wrapped, device_ids=ids)
-        self.wrapped = wrapped
         size, context = int(self.model.visual.input_resolution), int(self.model.context_length)
         self.dataset = (
             train_dataset
@@ -105,6 +101,14 @@ class Trainer(TrainerSteps, TrainerState, TrainerProgress):
                 family_tokenizer(self.model),
             )
         )
+        # the nodes of a job are started by hand: the same settings, data and model everywhere, or one line now
+        # (not batches of other sizes for a few steps, then a hang at the epoch end)
+        check_same_run(config, self.dataset, self.model)
+        wrapped: nn.Module = ContrastiveModel(self.model, with_bias=config.loss == "siglip")
+        if self.dist.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            wrapped = nn.parallel.DistributedDataParallel(wrapped, device_ids=ids)
+        self.wrapped = wrapped
         self.skipped = SkippedImages("training data")  # rank 0 tells its own share (see _tell_skipped)
         self.skipped.add(known_bad(self.dataset))
         if eval_hooks is None:  # only rank 0 evaluates

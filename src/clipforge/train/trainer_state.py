@@ -28,6 +28,7 @@ from clipforge.train.checkpoint import (
     set_rng_state,
 )
 from clipforge.train.distributed import all_reduce_mean
+from clipforge.train.same_run import agree_on_checkpoint
 
 
 class TrainerState:
@@ -96,8 +97,17 @@ class TrainerState:
         return self.last_checkpoint
 
     def resume(self, spec: str) -> None:
-        path = self.checkpoints.resolve(spec)
-        weights, state = load_train_state(path, self.checkpoints.resumable(exclude=path))
+        # under torchrun each rank reads its own --out (a disk per node): all resume the same checkpoint or none
+        found, failure = None, None
+        try:
+            path = self.checkpoints.resolve(spec)
+            weights, state = load_train_state(path, self.checkpoints.resumable(exclude=path))
+            found = (path.name[: -len(".safetensors")], int(state["step"]))
+        except (FileNotFoundError, CheckpointError) as error:
+            if not self.dist.distributed:
+                raise
+            failure = str(error)
+        agree_on_checkpoint(spec, found, failure)
         ema_state = state.get("ema")
         raw = ema_state["raw_model"] if ema_state else weights
         check_resumable(path, raw, self.model, self.config, state.get("train_config"))
