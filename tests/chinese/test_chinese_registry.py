@@ -116,3 +116,24 @@ def test_a_file_saved_where_the_error_said_is_named_with_the_one_step_left(hub, 
     assert message.startswith(f"{cached} is there, but clipforge pins no sha256 for the cn-RN50:cn_clip weights")
     assert "set CLIPFORGE_ALLOW_UNPINNED=1 for one run" in message and "could not download" not in message
     assert served == []
+
+
+def test_a_file_saved_by_hand_and_refused_under_the_opt_in_is_named_with_why(
+    hub, tmp_path, monkeypatch
+) -> None:
+    """Under the opt-in, a file saved at the cache path whose tensors are not the model's was deleted (to fetch a
+    good copy) and, offline, the line said to "save it as <that path> and set CLIPFORGE_ALLOW_UNPINNED=1": what the
+    user had just done. Now it says the file was refused, why, and that it was removed."""
+    _, served = hub
+    from clipforge.weights.errors import DownloadError
+
+    cached = tmp_path / "cache" / "OFA-Sys--chinese-clip-rn50--clip_cn_rn50.pt"
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_bytes(b"saved by hand")
+    monkeypatch.setenv("CLIPFORGE_ALLOW_UNPINNED", "1")
+    with pytest.raises(DownloadError) as err:
+        clipforge.load_model("cn-RN50", "cpu")
+    message = str(err.value)
+    assert message.startswith(f"{cached} was refused ({cached.name} does not hold cn-RN50 weights: "), message
+    assert ") and removed; could not download the cn-RN50:cn_clip weights (" in message
+    assert "\n" not in message and not cached.exists() and served == []

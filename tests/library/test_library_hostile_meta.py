@@ -258,6 +258,47 @@ def _paths(lib) -> list[str]:
         return [r.path for r in library.list_images()]
 
 
+def test_tag_scores_without_the_write_lock_and_tags_a_photo_committed_meanwhile(
+    tagged, tiny_encoder, monkeypatch
+):
+    """`tag` scored every photo inside its one write transaction: SQLite's write lock was held for the whole run
+    (25 s for 150,000 photos and 1,000 labels), so an upload in a server process waited that long, or failed with
+    "database is locked" past its 60 s busy timeout. Now the scores are computed first and only written under the
+    lock; a photo another process commits while they are computed is scored under the lock and tagged too."""
+    import sqlite3
+
+    from clipforge.library import tagging
+    from clipforge.library.transaction import Transaction
+
+    lib, db, fingerprint = tagged
+    with Library(lib, tiny_encoder) as library:
+        vector = next(library.store.iter_embeddings(fingerprint))[1][0]
+        real, calls = tagging.scored_top_k, []
+
+        def upload_meanwhile(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 1:  # another process commits a photo, without waiting (timeout 0)
+                other = sqlite3.connect(db, timeout=0, isolation_level=None)
+                try:
+                    other.execute("BEGIN IMMEDIATE")  # "database is locked" while tag held the write lock
+                    tx = Transaction(other)
+                    tx.upsert_image(str(lib.parent / "upload.png"), "f" * 64, 1, 1, 8, 8, "ok", None)
+                    tx.insert_embedding("f" * 64, fingerprint, vector)
+                    other.execute("COMMIT")
+                finally:
+                    other.close()
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(tagging, "scored_top_k", upload_meanwhile)
+        report = tag_library(library.store, library.encoder, "car, tree", top_k=2, progress=False, chunk=2)
+        # two chunks of the 4 photos, then (under the lock) the photo committed meanwhile
+        assert len(calls) == 3
+        assert report.images == 5 and library.store.untagged_images(fingerprint) == []
+        tags = _tags(library)
+        assert len(tags) == 5 and all(len(t) == 2 for t in tags.values())
+        assert {label for t in tags.values() for label, _ in t} <= {"car", "tree"}
+
+
 def test_drop_space_killed_at_its_worst_moment_leaves_no_index_file_behind(
     tmp_path, images_factory, monkeypatch, capsys
 ):

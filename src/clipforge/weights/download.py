@@ -208,6 +208,19 @@ def download(
     raise _fail(url, f"{reason}, after {retries + 1} attempts", dest)
 
 
+def _refusal(path: Path, expected: str | None, verify: Callable[[Path], None]) -> str:
+    """Why a file already in the cache is not used: another sha256 than the pinned one, or (unpinned, under the
+    opt-in) tensors that are not the entry's architecture."""
+    if is_full_sha256(expected):
+        return f"its sha256 is {sha256_file(path)[:16]}..., not the pinned {str(expected)[:16]}..."
+    try:
+        verify(path)
+    except (ValueError, OSError, RuntimeError) as exc:
+        text = str(exc)
+        return text if len(text) <= 160 else text[:157] + "..."
+    return "it was not the file this entry names"
+
+
 def _short_reason(err: DownloadError) -> str:
     return str(err).partition(" (")[2].rpartition("); fetch")[0] or str(err)
 
@@ -242,11 +255,15 @@ def download_pretrained(
 
         check_architecture(path, entry.name)
 
+    refused: dict[Path, str] = {}  # files the checks refused, and why (`download` replaces them if it can)
     for source in sources:  # a copy accepted earlier (pinned, or recorded under the opt-in) needs no network
         path = base / source.filename
         trusted = is_full_sha256(source.sha256) or allowed or _record(path).is_file()
-        if path.is_file() and trusted and _cached_ok(path, source.sha256, verify if allowed else None):
-            return path
+        if path.is_file() and trusted:
+            if _cached_ok(path, source.sha256, verify if allowed else None):
+                return path
+            if is_full_sha256(source.sha256) or allowed:
+                refused[path] = _refusal(path, source.sha256, verify)
     reasons, skipped = [], []
     for source in sources:
         if not is_full_sha256(source.sha256) and not allowed:
@@ -274,15 +291,22 @@ def download_pretrained(
         )
     first = next((s for s in sources if is_full_sha256(s.sha256)), sources[0])
     saved = base / first.filename
-    if saved.is_file() and not allowed and not is_full_sha256(first.sha256):  # where this line's own advice put it
+    # where this line's own advice put it
+    if saved.is_file() and not allowed and not is_full_sha256(first.sha256):
         raise DownloadError(
             f"{saved} is there, but clipforge pins no sha256 for the {entry.listed_as or entry.name}:{entry.tag} "
             f"weights, so a copy is used once accepted: set {ALLOW_UNPINNED_ENV}=1 for one run (its tensor shapes "
             f"are checked, and it is recorded as accepted), or pass the file's path instead."
         )
     then = "" if is_full_sha256(first.sha256) else f" and set {ALLOW_UNPINNED_ENV}=1"
+    # A file saved there by hand and refused was removed by `download`: said, or the user saves the same one again.
+    gone = (
+        f"{saved} was refused ({refused[saved]}) and removed; "
+        if saved in refused and not saved.exists()
+        else ""
+    )
     raise DownloadError(
-        f"could not download the {entry.listed_as or entry.name}:{entry.tag} weights ({'; '.join(reasons)}); "
+        f"{gone}could not download the {entry.listed_as or entry.name}:{entry.tag} weights ({'; '.join(reasons)}); "
         f"fetch {first.url} another way and save it as {base / first.filename}{then}, or pass the file's path "
         f"instead."
     )
