@@ -149,3 +149,27 @@ def test_a_read_only_library_is_served_for_search_and_refuses_uploads_in_one_lin
     assert body["detail"] == ("this server's library is read-only (its folder or disk cannot be written): the image "
                               "was not added")
     assert {str(p): p.stat().st_mtime_ns for p in folder.rglob("*")} == before
+
+
+def test_an_upload_while_another_process_holds_the_library_is_a_503_to_retry(make_client, library, kit, monkeypatch):
+    """Another process writing the library past SQLite's 60 s busy wait (a `clipforge tag` of a large library
+    clearing and inserting its tags) made an upload a 500 with "database is locked": it is a 503 with
+    Retry-After, and nothing of the upload is kept."""
+    import sqlite3
+
+    client = make_client()
+    data = kit.encode(kit.picture((240, 120, 10), seed=78), "PNG")
+    before, count = _tree(library.paths.uploads_dir), library.stats()["images"]["ok"]
+    real = library.add_bytes
+
+    def busy(payload, filename=None):  # what SQLite says once its busy wait runs out
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(library, "add_bytes", busy)
+    answer = client.post("/api/images", files={"file": ("orange.png", data, "image/png")})
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["error"] == "library_busy" and "another process" in answer.json()["detail"]
+    assert answer.headers["retry-after"] == "10"
+    assert _tree(library.paths.uploads_dir) == before and library.stats()["images"]["ok"] == count
+    monkeypatch.setattr(library, "add_bytes", real)
+    assert client.post("/api/images", files={"file": ("orange.png", data, "image/png")}).status_code == 201

@@ -57,6 +57,11 @@ def disk_full(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and "full" in str(exc).lower()
 
 
+def _busy(exc: BaseException) -> bool:
+    """SQLite's answer when another connection held the write lock past the busy wait (60 s)."""
+    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc).lower()
+
+
 DEFAULT_TEMPLATE = "a photo of a {}."
 OFFLINE_MODEL = "clipforge-tiny"
 
@@ -270,6 +275,15 @@ class LibraryService:
                         "read_only_library",
                         "this server's library is read-only (its folder or "
                         "disk cannot be written): the image was not added",
+                    ) from None
+                if _busy(exc):  # another process (a `clipforge tag` of a large library) held it past the wait
+                    self._forget_partial_upload(sha256)
+                    raise APIError(
+                        503,
+                        "library_busy",
+                        "the library is being written by another process (e.g. `clipforge tag`): the image was "
+                        "not added; try again shortly",
+                        {"Retry-After": "10"},
                     ) from None
                 if not disk_full(exc):
                     raise

@@ -257,7 +257,7 @@ class Handlers:
 
 # Refusals that are the library's state, not the file's (a read-only library, a full disk): a batch stops at the
 # first, where each of up to 1,000 files was read, decoded and hashed only to be refused the same way.
-_LIBRARY_REFUSALS = frozenset({"read_only_library", "insufficient_storage"})
+_LIBRARY_REFUSALS = frozenset({"read_only_library", "insufficient_storage", "library_busy"})
 
 
 def _tag_line(counts: dict[str, int], say: str = "en") -> str:
