@@ -34,15 +34,32 @@ walked, never data: ~0.1 ms for a single-tile photo, 1-3 ms for thousands of til
 tile-parts, `MAX_SEGMENTS` header segments, `MAX_CODING_SEGMENTS` COD, COC and POC segments or `MAX_BOXES` JP2
 boxes before its codestream (encoders write a few dozen; OpenJPEG parses 4 MB of them in ~0.3 s) is refused
 rather than walked on (~30-60 ms to get there).
+
+The walk lives in `jp2_header` (the codestream found, its headers read, the codings applied) and the counting
+in `jp2_counts` (blocks and packets of every tile); this module holds the bounds, `layout` and `refusal`, and
+imports back every name callers take from it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import numpy as np
+from clipforge.image.costly.jp2_counts import _blocks_and_packets
+from clipforge.image.costly.jp2_header import (
+    CODESTREAM,
+    MAGICS,
+    MAX_BOXES,
+    MAX_CODING_SEGMENTS,
+    MAX_COMPONENTS,
+    MAX_SEGMENTS,
+    MAX_TILE_PARTS,
+    TooLong,
+    _codestream_start,
+    _main_header,
+    _tile_parts,
+)
 
 __all__ = [
     "BLOCK_SAMPLES", "FREE_BLOCKS", "FREE_PACKETS", "FREE_TILES", "MAGICS", "MAX_BOXES", "MAX_CODING_SEGMENTS",
@@ -50,12 +67,6 @@ __all__ = [
     "layout", "refusal",
 ]
 
-CODESTREAM = b"\xff\x4f\xff\x51"  # SOC then SIZ
-SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
-MAGICS = (CODESTREAM, SIGNATURE)
-
-MAX_COMPONENTS = 4
-"""Pillow decodes 1-4 components; OpenJPEG sets up all of them, in every tile, before Pillow can refuse more."""
 MIN_TILE_PIXELS = 1024
 """Pixels of a tile (32x32) at least, once there are more than `FREE_TILES`."""
 FREE_TILES = 1024
@@ -65,55 +76,7 @@ FREE_BLOCKS = 1 << 16
 PACKET_SAMPLES = 2
 """Samples a packet must average once there are more than `FREE_PACKETS` (~140 ns of OpenJPEG's each)."""
 FREE_PACKETS = 1 << 20
-MAX_TILE_PARTS = 1 << 16
-MAX_SEGMENTS = 1 << 16
-"""Marker segments in the main and tile-part headers (SOT excepted)."""
-MAX_CODING_SEGMENTS = 1 << 14
-"""COD, COC and POC segments among them (a main header holds one COD and a COC or two; a tile rarely any)."""
-MAX_BOXES = 4096
-
-_SOT, _SOD, _EOC = 0x90, 0x93, 0xD9
-_SIZ, _COD, _COC, _POC = 0x51, 0x52, 0x53, 0x5F
-_MAIN_STOPS = frozenset({_SOT})  # OpenJPEG knows no SOD or EOC there
-_TILE_STOPS = frozenset({_SOT, _SOD, _EOC})
-_WANTED = frozenset({_SIZ, _COD, _COC, _POC})
-# the markers OpenJPEG's decoder has a handler for (`j2k_memory_marker_handler_tab`), SOT and SOP included
-_KNOWN = frozenset({0x90, 0x52, 0x53, 0x5E, 0x5C, 0x5D, 0x5F, 0x51, 0x55, 0x57, 0x58, 0x60, 0x61, 0x91, 0x63, 0x64,
-                    0x74, 0x78, 0x50, 0x59, 0x75, 0x77})
-_KNOWN_UNITS = np.zeros(1 << 16, dtype=bool)
-_KNOWN_UNITS[[0xFF00 | marker for marker in _KNOWN]] = True
 _MAX_TILES = 65535  # OpenJPEG refuses more
-_MAX_LEVELS = 32  # and more decomposition levels
-_WIDE_COMPONENTS = 257  # from here component indices take 2 bytes
-_UNSET_PRECINCT = 15
-
-
-class TooLong(Exception):
-    """A walk bound passed (too many boxes, tile-parts or header segments); the message says which."""
-
-
-@dataclass(frozen=True)
-class _Style:
-    """What a COD or COC sets for a component: decomposition levels, code-block exponents (width, height) and the
-    precinct exponents of each resolution, lowest first."""
-
-    levels: int
-    block: tuple[int, int]
-    precincts: tuple[tuple[int, int], ...]
-
-
-_DEFAULT_STYLE = _Style(5, (6, 6), ((_UNSET_PRECINCT, _UNSET_PRECINCT),) * 6)
-
-
-@dataclass
-class _Coding:
-    """The layers, progression changes and component styles in force in the main header or one tile; for a tile,
-    also every style each component took there."""
-
-    layers: int
-    progressions: int
-    styles: list[_Style]
-    taken: list[set[_Style]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -132,268 +95,6 @@ class Layout:
     packets: int
     tile_parts: int
     segments: int
-
-
-def _codestream_start(data: memoryview) -> int | None:
-    """Where the codestream starts: 0 for a raw one, the first ``jp2c`` box's payload for a JP2 file."""
-    if bytes(data[:4]) == CODESTREAM:
-        return 0
-    if bytes(data[:12]) != SIGNATURE:
-        return None
-    pos = 0
-    for _ in range(MAX_BOXES):
-        if pos + 8 > len(data):
-            return None
-        size, kind = struct.unpack_from(">I4s", data, pos)
-        header = 8
-        if size == 1 and pos + 16 <= len(data):
-            size, header = struct.unpack_from(">Q", data, pos + 8)[0], 16
-        elif size == 0:
-            size = len(data) - pos
-        if kind == b"jp2c":
-            return pos + header
-        if size < header:
-            return None
-        pos += size
-    raise TooLong(f"JP2 file with more than {MAX_BOXES:,} boxes before its codestream (crafted to cost seconds to "
-                  "walk)")
-
-
-def _next_known(data: memoryview, pos: int) -> int:
-    """Where OpenJPEG picks the main header up again after an unknown marker: it ignores the marker's length and
-    reads two bytes at a time from `pos` until they are a marker it knows (the data's end where none is)."""
-    units = np.frombuffer(data[pos:pos + (len(data) - pos) // 2 * 2], dtype=">u2")
-    hits = np.flatnonzero(_KNOWN_UNITS[units])
-    return pos + 2 * int(hits[0]) if len(hits) else len(data)
-
-
-def _segments(data: memoryview, pos: int, seen: tuple[int, int],
-              main: bool = False) -> tuple[int, int, list[tuple[int, memoryview]]]:
-    """From `pos` to the next SOT (SOD or EOC in a tile-part header), or to the first bytes that are no marker (then
-    the data's end): where that is, how many marker segments lie before it, and the SIZ, COD, COC and POC ones among
-    them. `seen`: segments and coding segments walked before, counted against `MAX_SEGMENTS` and
-    `MAX_CODING_SEGMENTS`. In the `main` header an unknown marker is skipped as OpenJPEG skips it (`_next_known`);
-    in a tile-part header OpenJPEG fails on one, and the walk stops there."""
-    found: list[tuple[int, memoryview]] = []
-    end, count, left, coding_left = len(data), 0, MAX_SEGMENTS - seen[0], MAX_CODING_SEGMENTS - seen[1]
-    stops = _MAIN_STOPS if main else _TILE_STOPS
-    while pos + 4 <= end and data[pos] == 0xFF:
-        marker = data[pos + 1]
-        if marker in stops:
-            return pos, count, found
-        count += 1
-        if count > left:
-            raise TooLong(f"JPEG 2000 file with more than {MAX_SEGMENTS:,} header segments (crafted to cost seconds "
-                          "to walk)")
-        if marker not in _KNOWN:
-            if not main:
-                break
-            pos = _next_known(data, pos + 2)
-            continue
-        length = (data[pos + 2] << 8) | data[pos + 3]
-        if marker in _WANTED:
-            found.append((marker, data[pos + 4:pos + 2 + length]))
-            if len(found) > coding_left:
-                raise TooLong(f"JPEG 2000 file with more than {MAX_CODING_SEGMENTS:,} COD, COC and POC segments "
-                              "(crafted to cost seconds to walk)")
-        if length < 2:
-            break
-        pos += 2 + length
-    return end, count, found
-
-
-def _style(segment: memoryview, at: int, custom_precincts: bool) -> _Style:
-    levels = min(segment[at], _MAX_LEVELS)
-    block = (segment[at + 1] + 2, segment[at + 2] + 2)
-    if not custom_precincts:
-        return _Style(levels, block, ((_UNSET_PRECINCT, _UNSET_PRECINCT),) * (levels + 1))
-    raw = bytes(segment[at + 5:at + 6 + levels]).ljust(levels + 1, b"\xff")
-    return _Style(levels, block, tuple((value & 15, value >> 4) for value in raw))
-
-
-def _apply(coding: _Coding, marker: int, segment: memoryview, components: int) -> None:
-    """A COD, COC or POC segment applied to `coding` as OpenJPEG applies it (a COD sets every component)."""
-    if marker == _COD and len(segment) >= 10:
-        coding.layers = max(1, (segment[2] << 8) | segment[3])
-        style = _style(segment, 5, bool(segment[0] & 1))
-        coding.styles = [style] * components
-        for taken in coding.taken:
-            taken.add(style)
-    elif marker == _COC:
-        at = 2 if components >= _WIDE_COMPONENTS else 1
-        if len(segment) < at + 6:
-            return
-        component = int.from_bytes(segment[:at], "big")
-        if component < components:
-            style = coding.styles[component] = _style(segment, at + 1, bool(segment[at] & 1))
-            if coding.taken:
-                coding.taken[component].add(style)
-    elif marker == _POC:
-        coding.progressions = max(1, len(segment) // (9 if components >= _WIDE_COMPONENTS else 7))
-
-
-@dataclass
-class _Header:
-    """A codestream's size segment and the codings its headers set."""
-
-    size: tuple[int, int, int, int]  # Xsiz, Ysiz, XOsiz, YOsiz
-    tiling: tuple[int, int, int, int]  # XTsiz, YTsiz, XTOsiz, YTOsiz
-    components: int
-    subsampling: list[tuple[int, int]]  # of the first `MAX_COMPONENTS` + 1 components at most
-    main: _Coding
-    tiles: dict[int, _Coding] = field(default_factory=dict)
-    tile_parts: int = 0
-    segments: int = 0
-    coding_segments: int = 0
-
-    @property
-    def grid(self) -> tuple[int, int]:
-        """Tiles across and down."""
-        (x1, y1, _, _), (width, height, x0, y0) = self.size, self.tiling
-        return -(-(x1 - x0) // width), -(-(y1 - y0) // height)
-
-    @property
-    def pixels(self) -> int:
-        x1, y1, x0, y0 = self.size
-        return (x1 - x0) * (y1 - y0)
-
-    @property
-    def samples(self) -> int:
-        x1, y1, x0, y0 = self.size
-        return sum((-(-x1 // dx) + x0 // dx) * (-(-y1 // dy) + y0 // dy) for dx, dy in self.subsampling)
-
-
-def _main_header(data: memoryview, start: int) -> tuple[_Header, int] | None:
-    """The main header and where its first tile-part starts, or None where OpenJPEG refuses the size segment."""
-    pos, count, segments = _segments(data, start + 2, (0, 0), main=True)
-    siz = next((segment for marker, segment in segments if marker == _SIZ), None)
-    if siz is None or len(siz) < 36:
-        return None
-    fields = struct.unpack_from(">HIIIIIIIIH", siz)
-    (x1, y1, x0, y0), (width, height, tile_x, tile_y), components = fields[1:5], fields[5:9], fields[9]
-    if x1 <= x0 or y1 <= y0 or not width or not height or tile_x > x0 or tile_y > y0:
-        return None
-    subsampling = [(max(1, siz[37 + 3 * c]), max(1, siz[38 + 3 * c])) if len(siz) >= 39 + 3 * c else (1, 1)
-                   for c in range(min(components, MAX_COMPONENTS + 1))]
-    header = _Header(fields[1:5], fields[5:9], components, subsampling,
-                     _Coding(1, 1, [_DEFAULT_STYLE] * len(subsampling)))
-    header.segments, header.coding_segments = count, len(segments)
-    for marker, segment in segments:
-        _apply(header.main, marker, segment, len(subsampling))
-    return header, pos
-
-
-def _tile_parts(data: memoryview, pos: int, header: _Header) -> None:
-    """Walk the tile-parts from `pos` (each SOT's Psot leads to the next), applying their COD, COC and POC."""
-    components, end, sot = len(header.subsampling), len(data) - 14, struct.Struct(">HHHIBBH")
-    for _ in range(MAX_TILE_PARTS):
-        if pos > end:
-            return
-        marker, _, index, length, _, _, next_marker = sot.unpack_from(data, pos)
-        if marker != 0xFF90:
-            return
-        header.tile_parts += 1
-        if next_marker != 0xFF93:  # not straight to SOD: a tile-part header with segments of its own
-            _, count, segments = _segments(data, pos + 12, (header.segments, header.coding_segments))
-            header.segments += count
-            header.coding_segments += len(segments)
-            for marker, segment in segments:
-                if marker != _SIZ:
-                    coding = header.tiles.get(index)
-                    if coding is None:
-                        main = header.main
-                        coding = header.tiles[index] = _Coding(main.layers, main.progressions, list(main.styles),
-                                                               [{style} for style in main.styles])
-                    _apply(coding, marker, segment, components)
-        if length < 14:  # 0: the last tile-part, which runs to the end of the codestream
-            return
-        pos += length
-    if pos <= end and data[pos] == 0xFF and data[pos + 1] == _SOT:
-        raise TooLong(f"JPEG 2000 file with more than {MAX_TILE_PARTS:,} tile-parts (crafted to cost seconds to walk)")
-
-
-Extent = int | np.ndarray  # one tile's edge along an axis, or every column's (row's)
-
-
-def _ceil(values: Extent, shift: int) -> Extent:
-    return -((-values) >> shift)
-
-
-def _sum(values: Extent) -> int:
-    return int(values.sum()) if isinstance(values, np.ndarray) else values
-
-
-def _axis(low: Extent, high: Extent, style: _Style, vertical: bool) -> list[tuple[int, ...]]:
-    """For tile-components spanning [low, high) along one axis (one tile's, or every column's or row's, summed), at
-    each resolution: the precincts across it and the code-blocks across its low band (and, above the lowest
-    resolution, its high band), as OpenJPEG lays them out: code-blocks no larger than a band's precincts, which
-    are half the resolution's."""
-    out = []
-    block = style.block[vertical]
-    for resolution in range(style.levels + 1):
-        level = style.levels - resolution
-        precinct = style.precincts[resolution][vertical]
-        res_low, res_high = _ceil(low, level), _ceil(high, level)
-        present = res_high > res_low
-        precincts = _sum(present * (_ceil(res_high, precinct) - (res_low >> precinct)))
-        if resolution == 0:
-            size = min(block, precinct)
-            out.append((precincts, _sum(present * (_ceil(res_high, size) - (res_low >> size)))))
-            continue
-        size = min(block, max(precinct - 1, 0))
-        bands = [precincts]
-        for offset in (0, 1 << level):
-            band_low, band_high = _ceil(low - offset, level + 1), _ceil(high - offset, level + 1)
-            bands.append(_sum((band_high > band_low) * (_ceil(band_high, size) - (band_low >> size))))
-        out.append(tuple(bands))
-    return out
-
-
-def _counts(xs: tuple[Extent, Extent], ys: tuple[Extent, Extent], style: _Style) -> tuple[int, int]:
-    """(half-blocks, precincts) summed over the tile-components whose extents are `xs` (every column's, or one
-    tile's) and `ys` (every row's, or that tile's): a grid's counts are sums of products, so products of sums."""
-    half_blocks = precincts = 0
-    for across, down in zip(_axis(*xs, style, False), _axis(*ys, style, True), strict=True):
-        count = across[0] * down[0]
-        precincts += count
-        if len(across) == 2:
-            half_blocks += 2 * across[1] * down[1] + count
-        else:  # HL, LH and HH bands, each with the resolution's precincts
-            half_blocks += 2 * (across[2] * down[1] + across[1] * down[2] + across[2] * down[2]) + 3 * count
-    return half_blocks, precincts
-
-
-def _edges(first: int, origin: int, end: int, size: int, count: int, scale: int) -> tuple[Extent, Extent]:
-    """The component edges (a `scale`th of the picture's) of `count` tiles of `size` from `first`, clipped to
-    [`origin`, `end`): Python integers for one tile, arrays for more."""
-    if count == 1:
-        return -(-max(first, origin) // scale), -(-min(first + size, end) // scale)
-    starts = first + size * np.arange(count, dtype=np.int64)
-    return -(-np.maximum(starts, origin) // scale), -(-np.minimum(starts + size, end) // scale)
-
-
-def _blocks_and_packets(header: _Header) -> tuple[int, int]:
-    """Blocks and packets of every tile, each tile counted under every style it took."""
-    (x1, y1, x0, y0), (width, height, tile_x, tile_y) = header.size, header.tiling
-    across, down = header.grid
-    main = header.main
-    own = {index: coding for index, coding in header.tiles.items() if index < across * down}
-    half_blocks = packets = 0
-    for component, (dx, dy) in enumerate(header.subsampling):
-        xs, ys = _edges(tile_x, x0, x1, width, across, dx), _edges(tile_y, y0, y1, height, down, dy)
-        grid_half_blocks, grid_precincts = _counts(xs, ys, main.styles[component])
-        half_blocks += grid_half_blocks
-        packets += grid_precincts * main.layers * main.progressions
-        for index, coding in own.items():
-            one_x = tuple(edge if isinstance(edge, int) else int(edge[index % across]) for edge in xs)
-            one_y = tuple(edge if isinstance(edge, int) else int(edge[index // across]) for edge in ys)
-            layers = max(coding.layers * coding.progressions, main.layers * main.progressions)
-            packets += _counts(one_x, one_y, main.styles[component])[1] * (layers - main.layers * main.progressions)
-            for style in coding.taken[component] - {main.styles[component]}:
-                extra_half_blocks, extra_precincts = _counts(one_x, one_y, style)
-                half_blocks += extra_half_blocks
-                packets += extra_precincts * layers
-    return half_blocks // 2, packets
 
 
 def _early_refusal(counts: Layout) -> str | None:

@@ -5,14 +5,21 @@ run. A spec is whatever a user has:
 
 - a registry name (``ViT-B/32``, ``RN50``): its default weights, downloaded and verified;
 - ``ARCH:TAG`` (``ViT-B/32:openai``), or ``load_model(ARCH, pretrained=TAG)``: named weights for an
-  architecture (`_pretrained_checkpoint` is where the weights registry is asked; `_default_tag` says
+  architecture (`_pretrained_source` is where the weights registry is asked; `_default_tag` says
   what a bare architecture name means);
 - a shipped model (``clipforge-tiny``): no network needed;
 - a checkpoint file of any format, or a Hugging Face folder: its architecture read from its tensors;
 - ``random:ARCH`` or a test config (``test-vit-tiny``): random weights, seeded, labelled "random".
 
-The device default is decided here once (`default_device`), and so is the model default
+The device default is decided once (`default_device`), and so is the model default
 (`default_model_spec`). Library code never prints: notices are returned for the CLI to show.
+
+Its parts live beside it and are imported back here, so callers take every name from `clipforge.api`:
+`clipforge.api.loaded` (`LoadedModel`, what a load returns), `clipforge.api.devices` (the device
+default) and `clipforge.api.sources` (what a spec resolved to, and the small facts asked of one). What
+decides what a spec means, `load_model` itself and the entry points that call it stay in this module:
+tests replace `load_model`, `_shipped_models` and `_pretrained_source` here, so their callers must look
+them up here too.
 """
 
 from __future__ import annotations
@@ -20,113 +27,35 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
+from clipforge.api.devices import default_device, resolve_device
+from clipforge.api.loaded import LoadedModel, tokenizer_for
+from clipforge.api.sources import (
+    Spec,
+    _cached_tokenizer_dirs,
+    _default_tag,
+    _is_registry_tag,
+    _known_fingerprint,
+    _random_model,
+    _Source,
+)
 from clipforge.image import Preprocess
 from clipforge.models import CLIP, OPENAI_MODELS, canonical_name, create_model_from_config, get_config
-
-if TYPE_CHECKING:
-    from clipforge.models.scoring import Scoring
-    from clipforge.text.families import ModelTokenizer
 
 __all__ = [
     "OFFLINE_DEFAULT", "PREFERRED_DEFAULT", "LoadedModel", "available_models", "create_model",
     "default_device", "default_model_spec", "load", "load_model", "resolve_device", "resolve_spec", "tokenizer_for",
 ]
 
-SHIPPED_MODELS_DIR = Path(__file__).resolve().parent / "pretrained"
+SHIPPED_MODELS_DIR = Path(__file__).resolve().parents[1] / "pretrained"
 PREFERRED_DEFAULT = "ViT-B/32"
 OFFLINE_DEFAULT = "clipforge-tiny"
 RANDOM_PREFIX = "random:"
 TOWERS = ("image", "text")
-
-Spec = str | os.PathLike[str]
-
-
-@dataclass
-class LoadedModel:
-    """A model with its preprocessing, tokenizer, scoring and identity, as every command and task
-    receives it: tasks take these as they are and never re-derive them.
-
-    `weights` says where the numbers came from ("random (seed 0)", a resolved checkpoint path, or
-    the registry name), so reports never pass random weights off as real ones. `tokenizer`
-    (`clipforge.text.families.ModelTokenizer`) turns texts into the ids this model's text tower
-    takes (OpenAI's BPE, SigLIP's SentencePiece, a tokenizers JSON); `scoring` says whether
-    probabilities are a softmax over the labels or independent sigmoids (SigLIP).
-    """
-
-    model: CLIP
-    preprocess: Preprocess
-    name: str
-    weights: str
-    known_fingerprint: str | None = field(default=None, repr=False)
-    tokenizer: ModelTokenizer | None = field(default=None, repr=False)
-
-    def __post_init__(self) -> None:
-        if self.tokenizer is None:
-            self.tokenizer = tokenizer_for(self.model)
-
-    @property
-    def scoring(self) -> Scoring:
-        """Softmax or sigmoid (with bias), read from the model's current parameters."""
-        from clipforge.models.scoring import scoring_of
-
-        return scoring_of(self.model)
-
-    def tokenize(self, texts: str | Sequence[str], context_length: int | None = None) -> torch.Tensor:
-        """Texts -> the id tensor this model's text tower takes (long texts truncated)."""
-        assert self.tokenizer is not None
-        return self.tokenizer(texts, context_length)
-
-    @property
-    def fingerprint(self) -> str:
-        """`clipforge.weights.model_fingerprint` of the weights: remembered per weights file, so only a
-        file's first load pays the pass over every tensor (`clipforge.weights.fingerprint`)."""
-        if self.known_fingerprint is None:
-            from clipforge.weights import model_fingerprint
-
-            self.known_fingerprint = str(model_fingerprint(self.model))
-        return self.known_fingerprint
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-
-@dataclass(frozen=True)
-class _Source:
-    """What a spec resolved to: a checkpoint to read, or an architecture to initialise randomly."""
-
-    name: str
-    checkpoint: Path | None = None
-    random_arch: str | None = None
-    weights: str = ""
-    arch: str | None = None  # the architecture the user named for a checkpoint file (its activation)
-    activation: str | None = None  # registry weights: the activation they were trained with
-    preprocess_cfg: dict | None = None  # registry weights: their mean/std/interpolation/resize mode
-    note: str | None = None  # said as a warning when the model is built
-    tokenizer_dir: str | None = None  # registry weights: where their tokenizer file was downloaded
-
-
-def tokenizer_for(model: torch.nn.Module, search: Sequence[str | os.PathLike[str]] = ()) -> ModelTokenizer:
-    """The tokenizer a model's config names (`clipforge.text.families.tokenizer_of`)."""
-    from clipforge.text.families import tokenizer_of
-
-    return tokenizer_of(model, search)
-
-
-def _cached_tokenizer_dirs(model: torch.nn.Module, download_root: Spec | None) -> tuple[str, ...]:
-    """Where a family's tokenizer file lands when downloaded (`weights.zoo.download_tokenizer`)."""
-    spec = getattr(model, "tokenizer_cfg", None) or {}
-    if not spec.get("hub_repo"):
-        return ()
-    from clipforge.weights.registry import cache_dir
-
-    return (str(cache_dir(download_root) / "tokenizers" / str(spec["hub_repo"]).replace("/", "--")),)
 
 
 def _shipped_models() -> dict[str, Path]:
@@ -142,27 +71,6 @@ def available_models() -> list[str]:
     return list(OPENAI_MODELS) + list(_shipped_models())
 
 
-def default_device() -> torch.device:
-    """The device used when none is given: this rank's GPU under torchrun, any GPU, else the CPU."""
-    if not torch.cuda.is_available():
-        return torch.device("cpu")
-    local_rank = os.environ.get("LOCAL_RANK")
-    return torch.device(f"cuda:{int(local_rank)}" if local_rank and local_rank.isdigit() else "cuda")
-
-
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """`device` as a torch.device (None -> `default_device`); ValueError for names this machine lacks."""
-    if device is None or device == "":
-        return default_device()
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"unknown device {str(device)!r}: expected cpu, cuda, cuda:N or mps") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(device)!r} requested but CUDA is not available here; use --device cpu")
-    return resolved
-
-
 def default_model_spec() -> tuple[str, str | None]:
     """ViT-B/32 when its checkpoint is in the download cache, else the shipped offline model.
 
@@ -175,11 +83,6 @@ def default_model_spec() -> tuple[str, str | None]:
         return PREFERRED_DEFAULT, None
     return OFFLINE_DEFAULT, (f"{PREFERRED_DEFAULT} weights are not downloaded; using the small shipped model "
                              f"{OFFLINE_DEFAULT!r} (pass --model to choose)")
-
-
-def _default_tag(arch: str) -> str | None:
-    """The weights a bare architecture name means (open_clip zoo entries may add theirs here)."""
-    return "openai" if arch in OPENAI_MODELS else None
 
 
 def _pretrained_source(name: str, arch: str, tag: str, download_root: Spec | None) -> _Source:
@@ -261,23 +164,6 @@ def resolve_spec(spec: Spec, pretrained: str | None = None, download_root: Spec 
     return _pretrained_source(name, arch, tag, download_root)
 
 
-def _is_registry_tag(arch: str, tag: str) -> bool:
-    """Registry tags win over same-named files: `ViT-B/32` with pretrained="openai" never reads ./openai."""
-    from clipforge.weights.registry import list_pretrained_tags_by_model
-
-    return tag in list_pretrained_tags_by_model(arch)
-
-
-def _random_model(arch: str, seed: int) -> CLIP:
-    """Seeded random weights without disturbing the caller's random state."""
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        return create_model_from_config(get_config(arch))
-    finally:
-        torch.random.set_rng_state(state)
-
-
 def load_model(spec: Spec, device: str | torch.device | None = None, *, pretrained: str | None = None,
                download_root: Spec | None = None, seed: int = 0, arch: str | None = None,
                towers: Sequence[str] | None = None) -> LoadedModel:
@@ -353,14 +239,6 @@ def load_model(spec: Spec, device: str | torch.device | None = None, *, pretrain
     from clipforge.weights.preprocessing import preprocess_for  # OpenAI's, or what the weights say they need
 
     return LoadedModel(model, preprocess_for(model), source.name, weights)
-
-
-def _known_fingerprint(path: Path) -> tuple[str | None, str | None]:
-    """(the file's identity, its cached weights digest or None) (`clipforge.weights.fingerprint`)."""
-    from clipforge.weights.fingerprint import cached_file_fingerprint, file_identity
-
-    identity = file_identity(path)
-    return identity, cached_file_fingerprint(identity)
 
 
 def load(name_or_path: Spec, device: str | torch.device | None = None, jit: bool = False,

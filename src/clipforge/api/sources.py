@@ -1,0 +1,74 @@
+"""What a model spec resolves to (`_Source`) and the small facts `clipforge.api.load_model` asks about one.
+
+Which weights a bare architecture name means (`_default_tag`), whether a tag is the registry's
+(`_is_registry_tag`), seeded random weights (`_random_model`), a file's cached fingerprint
+(`_known_fingerprint`) and where a family's downloaded tokenizer lies (`_cached_tokenizer_dirs`). None of
+them decides anything about a spec on its own: `clipforge.api.resolve_spec` and `load_model` do.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from clipforge.models import CLIP, OPENAI_MODELS, create_model_from_config, get_config
+
+Spec = str | os.PathLike[str]
+
+
+@dataclass(frozen=True)
+class _Source:
+    """What a spec resolved to: a checkpoint to read, or an architecture to initialise randomly."""
+
+    name: str
+    checkpoint: Path | None = None
+    random_arch: str | None = None
+    weights: str = ""
+    arch: str | None = None  # the architecture the user named for a checkpoint file (its activation)
+    activation: str | None = None  # registry weights: the activation they were trained with
+    preprocess_cfg: dict | None = None  # registry weights: their mean/std/interpolation/resize mode
+    note: str | None = None  # said as a warning when the model is built
+    tokenizer_dir: str | None = None  # registry weights: where their tokenizer file was downloaded
+
+
+def _cached_tokenizer_dirs(model: torch.nn.Module, download_root: Spec | None) -> tuple[str, ...]:
+    """Where a family's tokenizer file lands when downloaded (`weights.zoo.download_tokenizer`)."""
+    spec = getattr(model, "tokenizer_cfg", None) or {}
+    if not spec.get("hub_repo"):
+        return ()
+    from clipforge.weights.registry import cache_dir
+
+    return (str(cache_dir(download_root) / "tokenizers" / str(spec["hub_repo"]).replace("/", "--")),)
+
+
+def _default_tag(arch: str) -> str | None:
+    """The weights a bare architecture name means (open_clip zoo entries may add theirs here)."""
+    return "openai" if arch in OPENAI_MODELS else None
+
+
+def _is_registry_tag(arch: str, tag: str) -> bool:
+    """Registry tags win over same-named files: `ViT-B/32` with pretrained="openai" never reads ./openai."""
+    from clipforge.weights.registry import list_pretrained_tags_by_model
+
+    return tag in list_pretrained_tags_by_model(arch)
+
+
+def _random_model(arch: str, seed: int) -> CLIP:
+    """Seeded random weights without disturbing the caller's random state."""
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        return create_model_from_config(get_config(arch))
+    finally:
+        torch.random.set_rng_state(state)
+
+
+def _known_fingerprint(path: Path) -> tuple[str | None, str | None]:
+    """(the file's identity, its cached weights digest or None) (`clipforge.weights.fingerprint`)."""
+    from clipforge.weights.fingerprint import cached_file_fingerprint, file_identity
+
+    identity = file_identity(path)
+    return identity, cached_file_fingerprint(identity)
