@@ -23,14 +23,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 
 from clipforge.cli.main import main
-from clipforge.train.logs import read_log
 from clipforge.train.selfcheck import free_port
-from clipforge.weights import load_state_dict
 
 ARGS = [
     "--model",
@@ -122,51 +118,23 @@ def test_a_node_started_with_another_batch_size_is_refused_on_every_node_in_one_
     assert not out.exists() or not any(out.rglob("*"))
 
 
-@pytest.mark.slow  # four runs, two of them two processes: 19-67 s on the shared 2-core machine
-def test_two_nodes_each_with_its_own_disk_resume_only_the_same_checkpoint_and_match_one_process(
-    caption_folders, tmp_path, capsys
-):
+def test_two_nodes_each_with_its_own_disk_resume_only_the_same_checkpoint(caption_folders, tmp_path, capsys):
     """Two nodes, each its own --out (a disk per node) and its own copy of the data at another path, resume a
-    1 x 4 run paused at step 3 as 2 x --batch-size 2 (the same global batch): refused while node 1 holds an
-    older checkpoint (before: each rank resumed its own, and the job hung with mixed weights), exact once rank
-    0's checkpoints are copied to it: the curve and weights of the uninterrupted 1-process run, and node 1's
-    disk is only read."""
-    data1 = Path(
-        shutil.copytree(caption_folders, tmp_path / "mnt" / "data")
-    )  # another mount point, same files
+    1 x 4 run as 2 x --batch-size 2 (the same global batch): refused on both while node 1 holds an older
+    checkpoint (before: each rank resumed its own, and the job hung with mixed weights), and nothing written to
+    node 1's disk. That a resume on another process count with the same global batch continues exactly is
+    `test_train_resume_world`'s; that the same data at another path is accepted, `test_train_same_run`'s."""
+    data1 = Path(shutil.copytree(caption_folders, tmp_path / "mnt" / "data"))  # another mount point, same files
     disks, roots = [tmp_path / "node0", tmp_path / "node1"], [caption_folders, data1]
 
     def one_process(out: Path, *extra: str) -> None:
-        assert (
-            main(
-                [
-                    "train",
-                    *ARGS,
-                    "--root",
-                    str(caption_folders),
-                    "--out",
-                    str(out),
-                    "--batch-size",
-                    "4",
-                    "--json",
-                    *extra,
-                ]
-            )
-            == 0
-        )
+        argv = ["train", *ARGS, "--root", str(caption_folders), "--out", str(out), "--batch-size", "4", "--json"]
+        assert main([*argv, *extra]) == 0
         capsys.readouterr()
-
-    def nodes(timeout: float) -> list[tuple[int, str]]:
-        return _nodes(
-            [
-                ["--root", str(r), "--out", str(d), "--batch-size", "2", "--resume", "latest"]
-                for r, d in zip(roots, disks, strict=True)
-            ],
-            timeout=timeout,
-        )
 
     one_process(disks[0], "--set", "stop_after_steps=3")
     shutil.copytree(disks[0] / "checkpoints", disks[1] / "checkpoints")  # node 1's copy: step 3
+    copied = {p.name: p.read_bytes() for p in (disks[1] / "checkpoints").iterdir()}
     one_process(disks[0], "--resume", "latest", "--set", "stop_after_steps=1")  # node 0 went on to step 4
 
     host = __import__("socket").gethostname()
@@ -175,36 +143,9 @@ def test_two_nodes_each_with_its_own_disk_resume_only_the_same_checkpoint_and_ma
         "model-1 (step 4); each node reads the checkpoint from its own --out: share one --out between the "
         "nodes, or copy rank 0's checkpoints folder to every node before resuming"
     )
-    results = nodes(timeout=60)  # the old code hung here
+    per_node = [["--root", str(r), "--out", str(d), "--batch-size", "2", "--resume", "latest"]
+                for r, d in zip(roots, disks, strict=True)]
+    results = _nodes(per_node, timeout=60)  # the old code hung here
     assert _errors(results) == [older, older] and [code for code, _ in results] == [2, 2]
-
-    shutil.rmtree(disks[1] / "checkpoints")
-    shutil.copytree(disks[0] / "checkpoints", disks[1] / "checkpoints")
-    copied = {p.name: p.read_bytes() for p in (disks[1] / "checkpoints").iterdir()}
-    results = nodes(timeout=180)
-    assert [code for code, _ in results] == [0, 0], results[0][1][-2000:] + results[1][1][-2000:]
-    reference = tmp_path / "one"
-    one_process(reference)
-
-    def curve(out: Path) -> list[tuple]:
-        return [(r["step"], r["epoch"], r["loss"], r["lr"]) for r in read_log(out) if r["kind"] == "train"]
-
-    got, want = curve(disks[0]), curve(reference)
-    assert (
-        [r[:2] for r in got]
-        == [r[:2] for r in want]
-        == [(s, s / 4 if s % 4 else s // 4) for s in range(1, 7)]
-    )
-    np.testing.assert_allclose([r[2] for r in got], [r[2] for r in want], rtol=0, atol=1e-5)
-    np.testing.assert_allclose([r[3] for r in got], [r[3] for r in want], rtol=1e-9, atol=0)
-    final, expected = (
-        load_state_dict(out / "checkpoints" / "model-step-6.safetensors") for out in (disks[0], reference)
-    )
-    assert final.keys() == expected.keys()
-    for key, value in expected.items():
-        torch.testing.assert_close(final[key], value, rtol=0, atol=1e-4)
-    state = torch.load(disks[0] / "checkpoints" / "model-step-6.state.pt", weights_only=True)
-    assert (state["world_size"], state["global_batch"], state["step"]) == (2, 4, 6)
-    # only global rank 0 writes: node 1's disk holds the copy it read and nothing else
     assert {p.name: p.read_bytes() for p in (disks[1] / "checkpoints").iterdir()} == copied
     assert sorted(p.name for p in disks[1].iterdir()) == ["checkpoints"]
