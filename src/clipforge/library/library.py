@@ -27,6 +27,7 @@ from clipforge.library.library_base import (
     META_DTYPE,
     META_NAME,
     ModelMismatchError,
+    names_space,
     record_model,
 )
 from clipforge.library.library_reads import LibraryReads
@@ -54,12 +55,7 @@ class Library(LibraryWrites, LibraryReads):
     def drop_space(self, model: str) -> dict[str, Any]:
         """Forget one model space's vectors, tags and index (by model name or fingerprint prefix >= 6 chars)."""
         spaces = self.spaces()
-        match = [
-            s
-            for s in spaces
-            if model in (s["name"], s["fingerprint"])
-            or (len(model) >= 6 and s["fingerprint"].startswith(model))
-        ]
+        match = [s for s in spaces if names_space(model, s["name"], s["fingerprint"])]
         if len(match) != 1:
             raise ValueError(
                 f"library {self.paths.root} has no single model space {model!r} (spaces: "

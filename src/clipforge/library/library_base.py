@@ -220,6 +220,12 @@ class LibraryBase:
         ]
 
 
+def names_space(given: str, name: str | None, fingerprint: str) -> bool:
+    """Whether `given` (a `--space`/`drop-space` argument) names a model space: its model's name, its fingerprint,
+    or a fingerprint prefix of 6 or more characters (as `index stats` lists them). The one rule of every store."""
+    return given in (name, fingerprint) or (len(given) >= 6 and fingerprint.startswith(given))
+
+
 def record_model(store: Store, fingerprint: str, name: str, embed_dim: int, vector_dtype: str) -> None:
     """Record a library's model (its default space) once: what its first `add` does with its encoder, and `index
     copy` (`clipforge.library.transfer`) with the source's model, no model loaded."""

@@ -142,12 +142,9 @@ class MilvusCatalog:
     def drop_space(self, model: str) -> dict[str, Any]:
         """Forget one model space (by model name or fingerprint prefix); the default only when it is the last."""
         spaces = self.spaces()
-        match = [
-            s
-            for s in spaces
-            if model in (s["name"], s["fingerprint"])
-            or (len(model) >= 6 and s["fingerprint"].startswith(model))
-        ]
+        from clipforge.library.library_base import names_space
+
+        match = [s for s in spaces if names_space(model, s["name"], s["fingerprint"])]
         if len(match) != 1:
             raise ValueError(
                 f"{self.spec.describe()} has no single model space {model!r} (spaces: "

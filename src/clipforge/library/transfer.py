@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from clipforge.errors import UserError
+from clipforge.library.library_base import names_space
 from clipforge.library.transfer_sources import SpaceInfo as SpaceInfo
 from clipforge.library.transfer_sources import _MilvusSource, _SqliteSource
 from clipforge.library.transfer_targets import _MilvusTarget, _SqliteTarget
@@ -149,11 +150,7 @@ def _chosen(source: Any, space: str | None) -> list[SpaceInfo]:
         )
     if space is None:
         return spaces
-    match = [
-        s
-        for s in spaces
-        if space in (s.name, s.fingerprint) or (len(space) >= 6 and s.fingerprint.startswith(space))
-    ]
+    match = [s for s in spaces if names_space(space, s.name, s.fingerprint)]
     if len(match) != 1:
         raise CopyRefused(
             f"{source.name} has no single model space {space!r} (spaces: "
