@@ -169,6 +169,12 @@ class MilvusLibrary(MilvusRemoval, MilvusClassify, MilvusCatalog):
     def model_fingerprint(self) -> str | None:
         return self.encoder.fingerprint if self._encoder is not None or self.milvus.spaces() else None
 
+    @property
+    def space_fingerprint(self) -> str | None:
+        """The model space this library reads (`Library.space_fingerprint`): here always its model's, the space
+        it opened."""
+        return self.model_fingerprint
+
     # -- writing ----------------------------------------------------------------------------
     def add(
         self,
