@@ -87,21 +87,25 @@ def _blocks(client):
     return client.app.state.ui_blocks
 
 
+def _join(client, fn_index: int, data: list, session: str):
+    return client.post(
+        "/gradio_api/queue/join",
+        json={
+            "fn_index": fn_index,
+            "data": data,
+            "session_hash": session,
+            "event_data": None,
+            "trigger_id": None,
+        },
+    )
+
+
 def run_events(client, calls: list[tuple[int, list]]) -> tuple[list, list[dict]]:
     """Join the queue with each (fn_index, data); the join responses and every completion message."""
     session = uuid.uuid4().hex
     joins, pending = [], set()
     for fn_index, data in calls:
-        response = client.post(
-            "/gradio_api/queue/join",
-            json={
-                "fn_index": fn_index,
-                "data": data,
-                "session_hash": session,
-                "event_data": None,
-                "trigger_id": None,
-            },
-        )
+        response = _join(client, fn_index, data, session)
         joins.append(response)
         if response.status_code == 200:
             pending.add(response.json()["event_id"])
@@ -653,19 +657,6 @@ def test_a_flood_of_library_page_events_does_not_queue_another_user_behind_it(ui
     assert position <= 2, f"the other session waited for {position} of the hog's pages"
     limit = service.limits.max_client_requests
     assert served.count(f"{hog}:page") <= limit and finished.count(f"{hog}:refused") >= 40 - limit
-
-
-def _join(client, fn_index: int, data: list, session: str):
-    return client.post(
-        "/gradio_api/queue/join",
-        json={
-            "fn_index": fn_index,
-            "data": data,
-            "session_hash": session,
-            "event_data": None,
-            "trigger_id": None,
-        },
-    )
 
 
 def test_answers_nobody_reads_are_bounded_per_session_and_per_address(ui_env):
