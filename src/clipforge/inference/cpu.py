@@ -15,7 +15,8 @@ import torch
 
 from clipforge.cores import usable_cores
 
-__all__ = ["amx_supported", "bf16_supported", "cpu_flags", "cpu_summary", "onednn_available"]
+__all__ = ["amx_supported", "bf16_supported", "cpu_flags", "cpu_summary", "no_bf16_reason", "onednn_available",
+           "onednn_isa_cap"]
 
 _INTERESTING_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
                       "amx_bf16", "amx_int8", "amx_tile")
@@ -42,10 +43,34 @@ def onednn_available() -> bool:
                                         "_convolution_pointwise", "_reorder_convolution_weight"))
 
 
+_ISA_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
+_BF16_ISAS = ("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX10_")
+"""oneDNN's `ONEDNN_MAX_CPU_ISA` values (and their prefixes) whose kernels multiply bf16 natively."""
+
+
+def onednn_isa_cap() -> str | None:
+    """The instruction set oneDNN is capped at by `ONEDNN_MAX_CPU_ISA` (or its old name `DNNL_MAX_CPU_ISA`),
+    upper-cased, or None when neither is set (or set to DEFAULT).
+
+    The cap outranks the CPU's flags: under `ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16` an AMX Xeon's bf16 matmuls
+    run on AVX512-BF16 dot products (2-core Xeon: 144 instead of ~2,250 GFLOP/s for 2048^2), and under
+    `AVX512_CORE` or `AVX2` oneDNN emulates bf16 altogether, slower than fp32. The rules that pick kernels
+    and precisions (`amx_supported`, `bf16_supported`) must read the machine oneDNN will actually drive."""
+    for name in _ISA_VARIABLES:
+        value = os.environ.get(name, "").strip().upper()
+        if value:
+            return None if value in ("DEFAULT", "ALL") else value
+    return None
+
+
 @functools.lru_cache(maxsize=1)
 def bf16_supported() -> bool:
-    """Native bf16 matmuls: AVX512-BF16 or AMX-BF16 in the flags, or oneDNN saying so."""
+    """Native bf16 matmuls: AVX512-BF16 or AMX-BF16 in the flags (and not capped away by
+    `ONEDNN_MAX_CPU_ISA`: see `onednn_isa_cap`), or oneDNN saying so."""
     flags = cpu_flags()
+    cap = onednn_isa_cap()
+    if cap is not None and not cap.startswith(_BF16_ISAS):
+        return False
     if "avx512_bf16" in flags or "amx_bf16" in flags:
         return True
     if flags:  # flags known and neither present: emulated bf16 would be slower than fp32
@@ -56,12 +81,25 @@ def bf16_supported() -> bool:
         return False
 
 
+def no_bf16_reason() -> str:
+    """Why bf16 is not native here, for the one-line refusals of `--precision bf16`: the CPU, or the cap."""
+    cap = onednn_isa_cap()
+    if cap is not None and not cap.startswith(_BF16_ISAS):
+        variable = next(name for name in _ISA_VARIABLES if os.environ.get(name, "").strip())
+        return f"{variable}={os.environ[variable].strip()} keeps oneDNN from native bf16 matmuls"
+    return "this CPU has no native bf16 matmuls (AVX512-BF16 or AMX)"
+
+
 @functools.lru_cache(maxsize=1)
 def amx_supported() -> bool:
     """AMX bf16 tiles (Sapphire Rapids and later Xeons): oneDNN's bf16 matmuls run ~7x the fp32 roof there
     (2-core Xeon: 2,650 vs 350 GFLOP/s) instead of ~2x with AVX512-BF16 alone, which moves the best kernel
-    for the work around the matmuls (see `clipforge.inference._attention`)."""
+    for the work around the matmuls (see `clipforge.inference._attention`). A cap of oneDNN's instruction set
+    below AMX (`ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16`, see `onednn_isa_cap`) means no AMX."""
     flags = cpu_flags()
+    cap = onednn_isa_cap()
+    if cap is not None and "AMX" not in cap:
+        return False
     return "amx_bf16" in flags and "amx_tile" in flags
 
 
@@ -84,6 +122,7 @@ def cpu_summary() -> dict[str, object]:
         "flags": [f for f in _INTERESTING_FLAGS if f in flags],
         "bf16_native": bf16_supported(),
         "amx": amx_supported(),
+        "onednn_max_isa": onednn_isa_cap(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),

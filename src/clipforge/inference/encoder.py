@@ -113,11 +113,11 @@ class BatchEncoder:
 
 def check_precision(precision: str) -> str:
     """Validate `precision` now (a CLI flag), raising `Bf16UnsupportedError` for bf16 on this CPU."""
-    from clipforge.inference.cpu import bf16_supported
+    from clipforge.inference.cpu import bf16_supported, no_bf16_reason
 
     name = resolve_precision(precision)
     if name == "bf16" and not torch.cuda.is_available() and not bf16_supported():
         raise Bf16UnsupportedError(
-            "--precision bf16: this CPU has no native bf16 matmuls (AVX512-BF16 or AMX), so bf16 would be "
-            "emulated and slower than fp32; use --precision fp32")
+            f"--precision bf16: {no_bf16_reason()}, so bf16 would be emulated and slower than fp32; use "
+            "--precision fp32")
     return name

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from clipforge.errors import UserError
-from clipforge.inference.cpu import bf16_supported, onednn_available
+from clipforge.inference.cpu import bf16_supported, no_bf16_reason, onednn_available
 from clipforge.inference.fast_encoder import InferenceChineseCLIP, InferenceHFTextTower
 from clipforge.inference.fast_family import (
     InferenceAttentionPoolHead,
@@ -129,8 +129,7 @@ def prepare(model: nn.Module, precision: str = "fp32", *, fused: bool | None = N
     on_cpu = all(p.device.type == "cpu" for p in params)
     if precision == "bf16" and require_native_bf16 and on_cpu and not bf16_supported():
         raise Bf16UnsupportedError(
-            "this CPU has no native bf16 matmuls (AVX512-BF16 or AMX); bf16 would be emulated and slower "
-            "than fp32 - use precision='fp32'")
+            f"{no_bf16_reason()}; bf16 would be emulated and slower than fp32 - use precision='fp32'")
     dtype = DTYPES[precision]
     use_fused = (onednn_available() and on_cpu) if fused is None else bool(fused and onednn_available())
     model.eval()
