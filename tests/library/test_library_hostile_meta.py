@@ -337,3 +337,20 @@ def test_drop_space_killed_at_its_worst_moment_leaves_no_index_file_behind(
     assert not index_file.exists(), "the dropped space's index file was left behind"
     assert main(["search", "red", "--model", "test-rn-tiny", *lib]) == 2
     assert "index add --model test-rn-tiny" in capsys.readouterr().err
+
+
+def test_a_tag_score_edited_into_text_is_fixed_by_the_command_the_line_names(tagged, capsys):
+    """The line once ended with two remedies, the second "restore that file from a backup, or ... index the
+    photos again": for a tag score, `clipforge tag` rewrites every tag in place, and the line says only that."""
+    lib, db, _ = tagged
+    _edit(lib, "UPDATE tags SET score = 'x'")
+    err = _one_line(capsys, "search", "a cat", "--library", str(lib), "--tag", "cat")
+    assert err == (
+        f"error: library database {db} is damaged (a tag of image 1 has the score 'x', not a number); nothing in "
+        'the library was changed: tag the library again with `clipforge tag --labels "cat, dog, car"` (your '
+        "labels)\n"
+    )
+    assert main(["tag", "--labels", "cat, dog", "--library", str(lib), "-q"]) == 0
+    capsys.readouterr()
+    assert main(["search", "a cat", "--library", str(lib), "--tag", "cat", "--top-k", "9", "--paths"]) == 0
+    assert capsys.readouterr().out.strip()

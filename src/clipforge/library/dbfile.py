@@ -53,11 +53,17 @@ class LibraryWriteError(OSError):
         return str(self.strerror)
 
 
-def damaged(path: str | os.PathLike[str], what: str) -> DamagedLibraryError:
+def damaged(path: str | os.PathLike[str], what: str, fix: str | None = None) -> DamagedLibraryError:
+    """The one line for a damaged database: the file, what is wrong, and what to do. `fix`: a command that
+    repairs this damage in place (a tag score edited into text: tag again), said instead of the remedy for a
+    lost file (restore a backup, or index everything again), which would cost far more than it needs."""
+    remedy = fix or (
+        "restore that file from a backup, or move the library folder aside and index the photos again with "
+        "`clipforge index add`"
+    )
     return DamagedLibraryError(
         f"library database {display_path(os.fspath(path))} is damaged ({what}); nothing in the library was "
-        "changed: restore that file from a backup, or move the library folder aside and index the photos again "
-        "with `clipforge index add`")
+        f"changed: {remedy}")
 
 
 def _truncation(path: Path) -> str | None:

@@ -251,8 +251,8 @@ class Store(VectorReads):
                 if not isinstance(score, (int, float)):  # float('x') named neither the database nor the table
                     raise damaged(
                         self.path,
-                        f"a tag of image {image_id} has the score {score!r:.40}, not a "
-                        "number; tag the library again with `clipforge tag`",
+                        f"a tag of image {image_id} has the score {score!r:.40}, not a number",
+                        fix='tag the library again with `clipforge tag --labels "cat, dog, car"` (your labels)',
                     )
                 out.setdefault(int(image_id), []).append((label, float(score)))
         return out
