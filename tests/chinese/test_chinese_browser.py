@@ -1,5 +1,8 @@
 """A real browser types Chinese into the web app: `clipforge serve` with the bilingual shipped model,
-Debian chromium driven by playwright (as tests/server/test_server_browser.py does in English)."""
+Debian chromium driven by playwright (as tests/server/test_server_browser.py does in English).
+
+One server and one browser for the module; each browser language is a context of that browser.
+"""
 
 from __future__ import annotations
 
@@ -64,15 +67,31 @@ def server(tmp_path_factory):
             proc.wait(timeout=15)
 
 
-@pytest.mark.slow
-def test_typing_chinese_in_search_and_classify(server, tmp_path) -> None:
+@pytest.fixture(scope="module")
+def browser():
+    """One headless chromium for the module's tests (each opens its own contexts)."""
     sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
-    url, photos = server
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.route("**/*", lambda r: r.continue_() if r.request.url.startswith((url, "data:", "blob:")) else r.abort())
-        page.goto(f"{url}/", wait_until="load", timeout=120_000)
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def _open(browser, url: str, **options):
+    """A page of the app in a new context of `browser` (`options`: the context's, e.g. locale), offline."""
+    page = browser.new_context(**options).new_page()
+    page.route("**/*", lambda r: r.continue_() if r.request.url.startswith((url, "data:", "blob:")) else r.abort())
+    page.goto(f"{url}/", wait_until="load", timeout=120_000)
+    return page
+
+
+@pytest.mark.slow
+def test_typing_chinese_in_search_and_classify(server, browser, tmp_path) -> None:
+    url, photos = server
+    page = _open(browser, url, viewport={"width": 1280, "height": 900})
+    try:
         page.wait_for_selector("#search-text textarea", timeout=120_000)
         page.locator("#search-text textarea").fill("一只猫")
         page.locator("#search-button").click()
@@ -91,4 +110,46 @@ def test_typing_chinese_in_search_and_classify(server, tmp_path) -> None:
         shown = page.locator("#probabilities").inner_text()
         assert all(label in shown for label in ("猫", "狗", "卡车")), shown
         page.screenshot(path=str(tmp_path / "browser-zh.png"), full_page=True)
-        browser.close()
+    finally:
+        page.context.close()
+
+
+# A browser language -> the UI's Chinese (or English) as the tabs show it and as the Library summary (a status line
+# the server writes by the request's Accept-Language) starts.
+TABS = {"zh-CN": ["搜索", "分类", "图库"], "zh-TW": ["搜尋", "分類", "圖庫"], "en": ["Search", "Classify", "Library"]}
+SUMMARY = {"zh-CN": "图库中有 18 张图片", "zh-TW": "圖庫中有 18 張圖片", "en": "18 images in the library"}
+LOCALES = {"zh": "zh-CN", "zh-SG": "zh-CN", "zh-HK": "zh-TW"}
+# more tags for the page's rule against the server's (evaluated in the page: no page load each)
+TAGS = [*LOCALES, "zh-CN", "zh-cn", "zh-TW", "zh-MO", "zh-MY", "zh-Hans", "zh-Hans-CN", "zh-Hans-HK", "zh-Hant",
+        "zh-Hant-TW", "zh-Hant-CN", "en-US", "zhx", ""]
+
+
+@pytest.mark.slow
+def test_every_chinese_browser_gets_its_script_in_labels_and_status_lines(server, browser) -> None:
+    """gradio's frontend translated the labels only for a browser language of exactly zh-CN or zh-TW: zh, zh-SG,
+    zh-HK... got English tabs and buttons above Chinese status lines. Now every Chinese tag gets one script for
+    both: Traditional for Hong Kong, Macau and Hant, Simplified for the rest (a Hans script named outright wins)."""
+    url, _ = server
+    seen, pages = {}, []
+    try:
+        for tag in LOCALES:
+            page = _open(browser, url, locale=tag)
+            pages.append(page)
+            page.wait_for_selector("#search-button", timeout=60_000)
+            page.locator("[role=tab]").nth(2).click()  # the Library tab (its summary is drawn when shown)
+            page.wait_for_function(
+                "/18 (张|張|images)/.test(document.querySelector('#library-summary')?.textContent)", timeout=60_000)
+            tabs = page.eval_on_selector_all("[role=tab]", "tabs => tabs.map(t => t.innerText.trim())")
+            summary = page.locator("#library-summary").text_content().strip()
+            labels = next((locale for locale, names in TABS.items() if tabs == names), tabs)
+            status = next((locale for locale, start in SUMMARY.items() if summary.startswith(start)), summary)
+            seen[tag] = (labels, status, page.evaluate("document.documentElement.lang"))
+        assert seen == {tag: (locale, locale, locale) for tag, locale in LOCALES.items()}
+        # the page's rule, tag by tag, against the server's (built from the same patterns)
+        from clipforge.server.ui_text import browser_locale_rule, status_locale
+
+        rule = pages[-1].evaluate(f"tags => tags.map({browser_locale_rule()})", TAGS)
+        assert rule == [status_locale(tag) for tag in TAGS]
+    finally:
+        for page in pages:
+            page.context.close()

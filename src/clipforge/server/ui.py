@@ -15,9 +15,11 @@ like a REST upload (`ui_files`; the handlers themselves are `ui_handlers`). grad
 `ui_guard.UIGuardMiddleware` refuses requests naming any other file before gradio sees them.
 
 Languages (`ui_text`, words in the package data file `ui_text.json`): labels, buttons and tabs are gradio
-translation keys, shown in Simplified or Traditional Chinese to a zh-CN / zh-TW browser and in English otherwise;
-the status lines written here follow the request's Accept-Language (the API's own messages inside them stay
-English); the example labels, template and query follow the served model's first language.
+translation keys, shown in Simplified or Traditional Chinese to a browser whose language is any Chinese tag
+(`LocaleScriptMiddleware` puts `ui_text.browser_locale_script` into the page: gradio's frontend alone matched
+only exactly zh-CN and zh-TW) and in English otherwise; the status lines written here follow the request's
+Accept-Language by the same rule (the API's own messages inside them stay English); the example labels,
+template and query follow the served model's first language.
 """
 
 from __future__ import annotations
@@ -31,15 +33,17 @@ from typing import Any
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no telemetry calls
 
 import gradio as gr  # noqa: E402
+from starlette.routing import get_route_path  # noqa: E402
 
+from clipforge.server.middleware import ASGIApp, Message, Receive, Scope, Send  # noqa: E402
 from clipforge.server.service import LibraryService  # noqa: E402
 from clipforge.server.ui_events import JoinRules  # noqa: E402
 from clipforge.server.ui_guard import UIGuardMiddleware  # noqa: E402
 from clipforge.server.ui_handlers import Handlers as _Handlers  # noqa: E402  (tests reach it here too)
 from clipforge.server.ui_streams import OpenStreams, StreamLimitMiddleware  # noqa: E402
-from clipforge.server.ui_text import examples_for, i18n, key  # noqa: E402
+from clipforge.server.ui_text import browser_locale_script, examples_for, i18n, key  # noqa: E402
 
-__all__ = ["build_ui", "mount_ui"]
+__all__ = ["LocaleScriptMiddleware", "build_ui", "mount_ui"]
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +210,53 @@ def build_ui(service: LibraryService, upload_dir: str):
     return demo
 
 
+class LocaleScriptMiddleware:
+    """Puts `script` into the head of the UI's page (``GET /``, gradio's HTML), before gradio's own code runs.
+
+    gradio chooses the page's language when its code starts, from `navigator.language`, and its `head=`
+    option inserts tags only after that choice: so the page's HTML itself carries the script. The script is
+    the same for every browser (it reads the browser's language where it runs), so the page needs no `Vary`.
+    The page is asked for uncompressed (some 70 KB, gradio's config inlined; its scripts and styles, the
+    megabytes, keep their compression)."""
+
+    def __init__(self, app: ASGIApp, script: str) -> None:
+        self.app = app
+        self.script = script.encode("utf-8")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") != "GET" or get_route_path(scope) != "/":
+            await self.app(scope, receive, send)
+            return
+        headers = [(k, v) for k, v in scope.get("headers", ()) if k.lower() != b"accept-encoding"]
+        start: Message | None = None
+        body: list[bytes] = []
+
+        async def rewrite(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                start = message
+                return
+            if start is None or message["type"] != "http.response.body":  # not a page held here: as it is
+                if start is not None:
+                    await send(start)
+                    start = None
+                await send(message)
+                return
+            body.append(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            page, fields = b"".join(body), list(start.get("headers", ()))
+            kind = next((v for k, v in fields if k.lower() == b"content-type"), b"")
+            if kind.startswith(b"text/html") and b"<head>" in page:  # first in the head: before gradio's code
+                page = page.replace(b"<head>", b"<head>" + self.script, 1)
+                fields = [(k, v) for k, v in fields if k.lower() != b"content-length"]
+                fields.append((b"content-length", str(len(page)).encode("latin-1")))
+            await send({**start, "headers": fields})
+            await send({"type": "http.response.body", "body": page, "more_body": False})
+
+        await self.app({**scope, "headers": headers}, receive, rewrite)
+
+
 def _forget_uploads(demo: gr.Blocks, paths: list[str], cache_files: int) -> None:
     """Drop deleted uploads from gradio's record of uploaded files (it never forgets one by itself: its cleaner
     skips files already gone); once the record outgrows twice the folder's budget, every entry whose file is gone
@@ -259,6 +310,8 @@ def mount_ui(app: Any, service: LibraryService) -> Any:
     demo._queue.ANALYTICS_MAX_EVENTS = 1
     demo._queue.ANAYLTICS_CACHE_FREQUENCY = sys.maxsize
     queue = demo._queue
+    # innermost: the page gets its language script after every check of the guards outside it
+    app.add_middleware(LocaleScriptMiddleware, script=browser_locale_script())
     rules = JoinRules(
         {i: len(fn.inputs) for i, fn in demo.fns.items()},
         unread=lambda session: len(queue.pending_event_ids_session.get(session, ())),

@@ -3,7 +3,9 @@
 Each handler takes what gradio sends, goes through `LibraryService` as the REST API does, and
 answers with the values its outputs show; a refusal changes only the status line of its tab,
 in the API's words (`_refused`). Model work and paging take turns between clients in the
-service's fair gates. Status lines follow the request's Accept-Language (`ui_text.status_text`).
+service's fair gates. Status lines follow the request's Accept-Language (`ui_text.status_text`), and so do
+the refusals only this page makes (nothing typed, no image or file chosen, the token field): they name its
+fields as the page shows them, so a Chinese page does not tell its user to fill in "the Server token field".
 """
 
 from __future__ import annotations
@@ -110,7 +112,7 @@ class Handlers:
             top_k = _number(top_k, "top_k")
             text, tags = _text(text), _text(tags)
             if not (text or "").strip() and not image:
-                raise APIError(400, "empty_query", "type what to look for, or choose an example image")
+                raise APIError(400, "empty_query", status_text(_locale(request), "empty_query"))
             hits, took, notice, reason = await self._in_turn(request, self._search, text, image, top_k, tags)
         except Exception as exc:
             return gr.skip(), _refused("search", exc)
@@ -138,7 +140,7 @@ class Handlers:
     async def classify(self, image: Any, labels: Any, template: Any, request: gr.Request = None):
         try:
             if not image:
-                raise APIError(400, "no_image", "upload an image to classify first")
+                raise APIError(400, "no_image", status_text(_locale(request), "no_image"))
             labels, template = _text(labels), _text(template)
             self.service.classify_plan(labels, template)  # refused now, without waiting for a turn
             ranked, notice = await self._in_turn(request, self._classify, image, labels, template)
@@ -233,15 +235,10 @@ class Handlers:
     async def add(self, files: Any, token: Any, offset: int, request: gr.Request = None):
         try:
             if not files:
-                raise APIError(400, "no_files", "choose one or more images to add first")
+                raise APIError(400, "no_files", status_text(_locale(request), "no_files"))
             if not self.service.tokens.verify(_text(token) or None, _host(request)):  # guesses counted
-                raise APIError(
-                    401,
-                    "unauthorized",
-                    "this server needs its token to add images: type it in the Server token field"
-                    if not _text(token)
-                    else "the server token is wrong",
-                )
+                why = "token_wrong" if _text(token) else "token_needed"
+                raise APIError(401, "unauthorized", status_text(_locale(request), why))
             files = files if isinstance(files, list) else [files]
             added, present, refused = await self._in_turn(request, self._add, files, _locale(request))
         except Exception as exc:  # the chosen files, the gallery and the summary stay as they were

@@ -3,11 +3,14 @@
 Three kinds of text, three ways of choosing the language:
 
 - `ui`: labels, buttons, tabs and headings. Sent to the browser as gradio `I18n` keys and translated
-  there by the browser's language (gradio's frontend picks ``zh-CN`` or ``zh-TW`` when
-  `navigator.language` is exactly one of those; other Chinese tags such as ``zh``, ``zh-Hans`` or
-  ``zh-HK`` get English unless the user chooses a language under the page's Settings footer link:
-  a gradio rule this module cannot change). A key must not hold ``}`` or ``.``: gradio finds the end
-  of a translation marker at the first ``}``, and svelte-i18n reads dots as nesting.
+  there by the browser's language. gradio's frontend picks its locale from `navigator.language` among
+  its own built-in languages only (an exact match, else the part before the first ``-``), never among
+  the keys of `gr.I18n`: ``zh-CN`` and ``zh-TW`` are built in, but ``zh`` is not, so ``zh``,
+  ``zh-Hans``, ``zh-SG``, ``zh-HK``, ``zh-Hant-TW``, ``zh-cn``... all got English labels beside Chinese
+  status lines. `browser_locale_script` (put in the page before gradio's code by `ui.mount_ui`) shows
+  gradio every Chinese tag as the one of those two that `status_locale` picks for it, so labels and
+  status lines are one language. A key must not hold ``}`` or ``.``: gradio finds the end of a
+  translation marker at the first ``}``, and svelte-i18n reads dots as nesting.
 - `status`: the status lines the server writes after an event, in the language of the request's
   ``Accept-Language`` (`status_locale`): any ``zh`` tag gets Chinese here, Traditional for Taiwan,
   Hong Kong, Macau and ``Hant``. The API's own messages inside them (refusals, "why nothing
@@ -32,6 +35,8 @@ from typing import Any
 __all__ = [
     "ENGLISH",
     "TextFileError",
+    "browser_locale_rule",
+    "browser_locale_script",
     "examples_for",
     "i18n",
     "key",
@@ -44,7 +49,8 @@ FILE = "ui_text.json"
 ENGLISH = "en"
 SIMPLIFIED = "zh-CN"
 TRADITIONAL = "zh-TW"
-# The locales gradio's frontend may pick, and the ones svelte-i18n falls back through ("zh-SG" -> "zh").
+# Translations also registered under other Chinese tags: gradio's frontend never picks these (see the module
+# notes) but svelte-i18n falls back through "zh", and a gradio that did pick them would find them.
 _UI_ALIASES = {
     "zh": SIMPLIFIED,
     "zh-Hans": SIMPLIFIED,
@@ -53,6 +59,7 @@ _UI_ALIASES = {
     "zh-HK": TRADITIONAL,
     "zh-MO": TRADITIONAL,
 }
+_CHINESE_TAG = re.compile(r"^zh(?:-|$)", re.IGNORECASE)
 _TRADITIONAL_TAGS = re.compile(r"^zh-(?:.*-)?(?:hant|tw|hk|mo)(?:-|$)", re.IGNORECASE)
 _SIMPLIFIED_SCRIPT = re.compile(r"-hans(?:-|$)", re.IGNORECASE)
 
@@ -157,11 +164,36 @@ def status_locale(accept_language: str | None) -> str:
                     quality = 0.0
         if tag and quality > max(best_q, 0.0):  # q=0: "not this one" (RFC 9110)
             best, best_q = tag.strip(), quality
-    if best.lower() == "zh" or best.lower().startswith("zh-"):
+    if _CHINESE_TAG.match(best):
         # a script named outright wins over a region: zh-Hans-HK is Simplified Chinese read in Hong Kong
         simplified = _SIMPLIFIED_SCRIPT.search(best)
         return TRADITIONAL if _TRADITIONAL_TAGS.match(best) and not simplified else SIMPLIFIED
     return ENGLISH
+
+
+def browser_locale_rule() -> str:
+    """`status_locale`'s rule for one language tag as a JavaScript function expression (tag -> ``zh-CN``,
+    ``zh-TW`` or ``en``), built from the same patterns, so the browser and the server cannot disagree."""
+    patterns = [json.dumps(p.pattern) for p in (_CHINESE_TAG, _TRADITIONAL_TAGS, _SIMPLIFIED_SCRIPT)]
+    chinese, traditional, simplified = (f"new RegExp({p}, 'i').test(tag)" for p in patterns)
+    return (
+        f"(tag) => !{chinese} ? {json.dumps(ENGLISH)} : {traditional} && !{simplified} "
+        f"? {json.dumps(TRADITIONAL)} : {json.dumps(SIMPLIFIED)}"
+    )
+
+
+def browser_locale_script() -> str:
+    """A ``<script>`` for the page's head, run before gradio's code: a browser whose language is any Chinese
+    tag shows gradio the locale `status_locale` gives it (``zh-HK`` reads as ``zh-TW``, ``zh``/``zh-SG``/
+    ``zh-Hans-HK`` as ``zh-CN``), the one form gradio's frontend matches (module notes). Other languages,
+    and the user's own choice under the page's Settings link, are left to gradio."""
+    return (
+        "<script>(() => { const tag = String(navigator.language || (navigator.languages || [])[0] || '');"
+        f" const locale = ({browser_locale_rule()})(tag);"
+        f" if (locale !== {json.dumps(ENGLISH)} && locale !== tag) {{"
+        " try { Object.defineProperty(navigator, 'language', { get: () => locale, configurable: true }); }"
+        " catch (e) {} } })();</script>"
+    )
 
 
 def status_text(locale: str, name: str, /, **fields: Any) -> str:
