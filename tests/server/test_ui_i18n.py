@@ -195,6 +195,8 @@ def test_the_server_writes_status_lines_in_the_browser_language(library, tmp_pat
     assert status.startswith("沒有結果：") and "no-such-tag" in status and status.endswith("。")
     _, status = asyncio.run(handlers.search("a cat", None, 3, "", _Request("en-US")))
     assert status.startswith("3 results in ")
+    _, status = asyncio.run(handlers.search("a cat", None, 1, "", _Request("en-US")))
+    assert status.startswith("1 result in "), status  # was "1 results"
     items, summary = asyncio.run(handlers.first_page(zh))
     assert summary == "图库中有 **8 张图片**（0 个文件无法读取）· 显示 1-8"
     _, summary = asyncio.run(handlers.first_page(None))

@@ -125,7 +125,8 @@ class Handlers:
             status = status_text(say, "none", reason=html.escape(reason or status_text(say, "no_match")))
         else:
             status = status_text(
-                say, "found", count=len(hits), ms=f"{took:.0f}", model=self.service.model_name
+                say, "found_one" if len(hits) == 1 else "found", count=len(hits), ms=f"{took:.0f}",
+                model=self.service.model_name,
             )
         if notice:
             status += f"\n\n{status_text(say, 'note')} {html.escape(notice)}"
