@@ -4,18 +4,19 @@ A cell is (model fingerprint, dataset, split, task, prompt set[, subset]). Each 
 very functions the single commands run (`evaluate_zeroshot`, `evaluate_linear_probe`,
 `evaluate_retrieval`), so a suite cell equals `clipforge eval zeroshot`'s number for the same
 inputs. A finished cell's JSON is written last and atomically; a rerun finds it and recomputes
-nothing (the model is loaded to learn its fingerprint, no image is read). Missing datasets are
-listed with where to get them and skipped; a dataset that fails to open is recorded, not fatal.
+nothing (the model is loaded to learn its fingerprint, no image is read), and what a killed run left
+unfinished is removed, never read (`suite_files`). Missing datasets are listed with where to get them
+and skipped; a cell that fails, whatever the error, is recorded with its reason, not fatal.
 
 Layout of `out_dir`: ``cells/<model>/<cell>.json`` (CLIP_benchmark's result format: dataset,
-model, pretrained, task, metrics, language; our details under ``clipforge``), ``predictions/<cell>.parquet``,
-``reports/`` (the single commands' full reports and logs), ``table.{md,csv,json}`` and ``heatmap.png``.
+model, pretrained, task, metrics, language; our details under ``clipforge``; names keep Chinese and
+other scripts, with a hash where a spec or template had to change to become a file name),
+``predictions/<cell>.parquet``, ``reports/`` (the single commands' full reports and logs),
+``table.{md,csv,json}``, ``table_excel.csv`` (the CSV with a BOM, see `suite_table`) and ``heatmap.png``.
 """
 
 from __future__ import annotations
 
-import json
-import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -24,6 +25,16 @@ from pathlib import Path
 from typing import Any
 
 from clipforge.atomic import write_json_atomic
+from clipforge.evaluate.suite_files import (
+    clean_stale,
+    finite,
+    is_cell_file,
+    legacy_cell_path,
+    model_folder,
+    prompts_part,
+    read_cell,
+    slug,
+)
 
 __all__ = ["Cell", "SuiteExpectation", "cell_id", "parse_suite_expect", "run_suite"]
 
@@ -48,16 +59,17 @@ class SuiteExpectation:
     percent: float
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.@-]+", "-", text).strip("-") or "x"
+def _id_parts(cell: Cell, fingerprint: str, limit: int | None, mode: str) -> list[str]:
+    return [cell.dataset, cell.split, cell.task, cell.prompts, fingerprint[:16], mode] + \
+        ([f"limit{limit}"] if limit else [])
 
 
 def cell_id(cell: Cell, fingerprint: str, limit: int | None, mode: str = "fp32-draft") -> str:
     """The cell's identity as a file name: dataset, split, task, prompt set, weights fingerprint, and
-    what else changes the number: precision and decode mode, and the subset."""
-    parts = [cell.dataset, cell.split, cell.task, cell.prompts, fingerprint[:16], mode] + \
-        ([f"limit{limit}"] if limit else [])
-    return "__".join(_slug(p) for p in parts)
+    what else changes the number: precision and decode mode, and the subset. A template or template file is
+    named by a hash of its templates, so two of them never share a name (see `suite_files`)."""
+    parts = _id_parts(cell, fingerprint, limit, mode)
+    return "__".join(prompts_part(p) if i == 3 else slug(p) for i, p in enumerate(parts))
 
 
 def parse_suite_expect(items: Sequence[str] | None) -> list[SuiteExpectation]:
@@ -228,7 +240,8 @@ def run_suite(models: Sequence[str], datasets: Sequence[str] | str, root: str | 
     from clipforge.evaluate.common import resolve_model
     from clipforge.evaluate.suite_table import check_suite_expectations, write_tables
 
-    say = echo or (lambda text: print(text, file=sys.stderr))
+    # above the progress bar, not into it (a plain print wrote "...1.14s/cell][1/2] model x cifar10 ..." on one line)
+    say = echo or (lambda text: tqdm.write(text, file=sys.stderr))
     bad_tasks = set(tasks) - set(TASK_NAMES)
     if bad_tasks:
         raise ValueError(f"unknown suite task(s) {sorted(bad_tasks)}; tasks: {', '.join(TASK_NAMES)}")
@@ -248,34 +261,46 @@ def run_suite(models: Sequence[str], datasets: Sequence[str] | str, root: str | 
         say(f"skipped {m['dataset']}: {m['reason']}" + (f" - {m['get']}" if m["get"] else ""))
     if not ready:
         say(f"no dataset of the {len(missing)} asked for was found under {root}: nothing to evaluate")
+    models = list(dict.fromkeys(m.strip() for m in models if m.strip()))  # `--models a a` ran `a` twice
+    removed = clean_stale(out_dir)  # what a killed run was writing; never read as a result
+    if removed:
+        say(f"removed {removed} unfinished file(s) a stopped run left in {out_dir}")
     rows: list[dict[str, Any]] = []
     total = len(models) * len(_cells("", ready, tasks, templates))
+    position = 0
     with tqdm(total=total, desc="suite", unit="cell", disable=not progress) as bar:
         unloadable: list[BaseException] = []
         for spec in models:
             try:
                 ev = resolve_model(spec, device, precision=precision, exact_decode=exact_decode)
-            except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            except Exception as exc:  # noqa: BLE001 - one model's failure is its cells', never the grid's
                 # a model that cannot load fails its own cells; it ended the whole grid after the models before
                 # it had run, with no table written
                 unloadable.append(exc)
-                reason = " ".join(str(exc).split()) or type(exc).__name__
+                reason = _reason(exc)
                 say(f"failed {spec}: the model did not load: {reason}")
                 for cell in _cells(spec, ready, tasks, templates):
                     rows.append({"model": spec, "dataset": cell.dataset, "task": cell.task, "split": cell.split,
                                  "prompt_set": cell.prompts, "cell_file": "", "status": "failed",
                                  "error": f"model did not load: {reason}"})
                     bar.update(1)
+                    position += 1
                 continue
             fingerprint = ev.describe()["fingerprint"]
             model_name, pretrained = _model_fields(spec, ev)
             for cell in _cells(spec, ready, tasks, templates):
-                cid = cell_id(cell, fingerprint, limit, f"{ev.precision}-{'draft' if ev.draft_decode else 'exact'}")
-                path = out_dir / "cells" / _slug(spec) / f"{cid}.json"
+                mode = f"{ev.precision}-{'draft' if ev.draft_decode else 'exact'}"
+                cid = cell_id(cell, fingerprint, limit, mode)
+                path = out_dir / "cells" / model_folder(spec) / f"{cid}.json"
+                position += 1
                 bar.set_postfix_str(f"{spec} x {cell.dataset} ({cell.task})")
                 row = {"model": spec, "dataset": cell.dataset, "task": cell.task, "split": cell.split,
                        "prompt_set": cell.prompts, "cell_file": str(path)}
-                done = _read_cell(path)
+                done = read_cell(path)
+                if done is None:  # written by an earlier version (ASCII-only names): only if it is this very cell
+                    old = legacy_cell_path(out_dir / "cells", spec, _id_parts(cell, fingerprint, limit, mode))
+                    done = read_cell(old, spec, cell.prompts)
+                    row["cell_file"] = str(old if done is not None else path)
                 if done is not None:
                     rows.append({**row, **_row_values(done), "status": "cached"})
                     bar.update(1)
@@ -285,9 +310,9 @@ def run_suite(models: Sequence[str], datasets: Sequence[str] | str, root: str | 
                     report = _run_cell(cell, ev, out_dir, cid, limit=limit, limit_train=limit_train,
                                        batch_size=batch_size, workers=workers, top_k=top_k,
                                        feature_cache_dir=feature_cache_dir, cache_dir=cache_dir)
-                except (OSError, ValueError, KeyError, RuntimeError) as exc:
-                    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                    say(f"failed {spec} x {cell.dataset} ({cell.task}): {reason}")
+                except Exception as exc:  # noqa: BLE001 - one bad cell is counted and explained; the rest go on
+                    reason = _reason(exc, first_line=True)
+                    say(f"[{position}/{total}] failed {spec} x {cell.dataset} ({cell.task}): {reason}")
                     rows.append({**row, "status": "failed", "error": reason})
                     bar.update(1)
                     continue
@@ -295,16 +320,18 @@ def run_suite(models: Sequence[str], datasets: Sequence[str] | str, root: str | 
                 result = {"dataset": cell.dataset, "model": model_name, "pretrained": pretrained,
                           "task": TASK_NAMES[cell.task], "metrics": _metrics_cb(cell.task, report["metrics"]),
                           "language": _language(report), "clipforge": {"model_spec": spec, **details}}
+                result = finite(result)  # NaN (mAP of a subset with no positives) as null: NaN is not JSON
                 write_json_atomic(path, result)  # written last: its presence means the cell is finished
                 rows.append({**row, **_row_values(result), "status": "computed"})
-                say(f"{spec} x {cell.dataset} ({cell.task}): {details['paper_metric']} "
-                    f"{100 * float(details['paper_value']):.2f}%")
+                value = result["clipforge"]["paper_value"]
+                say(f"[{position}/{total}] {spec} x {cell.dataset} ({cell.task}): {details['paper_metric']} "
+                    + ("n/a" if value is None else f"{100 * float(value):.2f}%") + f" ({details['wall_seconds']:.1f} s)")
                 if details.get("notice"):  # prompts in a language the model was not trained for (eval zeroshot's)
                     say(details["notice"])
                 bar.update(1)
     if unloadable and len(unloadable) == len(models):  # nothing could run: the first reason, as one line
         raise unloadable[0]
-    rows += _earlier_cells(out_dir, {r["cell_file"] for r in rows})
+    rows = finite(rows + _earlier_cells(out_dir, {r["cell_file"] for r in rows}))  # NaN read back: null, as written
     checks = check_suite_expectations(rows, expect, tolerance)
     failed = [r for r in rows if r.get("status") == "failed"]
     summary = {"cells": rows, "missing": missing, "expectations": checks, "failed": len(failed),
@@ -313,14 +340,13 @@ def run_suite(models: Sequence[str], datasets: Sequence[str] | str, root: str | 
     return summary
 
 
-def _read_cell(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None  # unreadable: recompute it
-    return data if isinstance(data, dict) and isinstance(data.get("metrics"), dict) and "clipforge" in data else None
+def _reason(exc: BaseException, first_line: bool = False) -> str:
+    """One line for a failed cell or model: the message of an expected error; type and message of any other
+    (a TypeError in a dataset adapter ended the whole grid with no table)."""
+    text = str(exc).splitlines()[0] if first_line and str(exc) else " ".join(str(exc).split())
+    if isinstance(exc, (OSError, ValueError, KeyError, RuntimeError)):
+        return text or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _earlier_cells(out_dir: Path, seen: set[str]) -> list[dict[str, Any]]:
@@ -328,9 +354,9 @@ def _earlier_cells(out_dir: Path, seen: set[str]) -> list[dict[str, Any]]:
     table covers the whole grid computed so far, not just this run's part of it."""
     rows = []
     for path in sorted((out_dir / "cells").glob("*/*.json")):
-        if str(path) in seen:
+        if str(path) in seen or not is_cell_file(path):  # a killed writer's temporary is no cell
             continue
-        done = _read_cell(path)
+        done = read_cell(path)
         if done is None:
             continue
         cf = done["clipforge"]

@@ -5,6 +5,14 @@ CLIP_benchmark on the released checkpoints): ImageNet top-1 for every registry e
 (`clipforge.weights.registry`, the numbers docs/reference-numbers.md lists) and, for OpenAI's nine
 models, CIFAR-10, CIFAR-100 and Stanford Cars (`published.json`, the same page's second table).
 Each row shows ours, the published number and the difference in points.
+
+Two CSV files, one table: ``table.csv`` is plain UTF-8 with no byte-order mark, what CLIP_benchmark writes and
+what scripts expect (with a BOM, ``csv.DictReader(open(f, encoding="utf-8"))`` names the first column
+``"\ufeffmodel"``, and ``cut``/``awk`` see three stray bytes); ``table_excel.csv`` is the same rows with a BOM
+(``utf-8-sig``) and CRLF lines, because Excel opens a BOM-less CSV in the system code page (GBK on a Chinese
+Windows) and shows every Chinese model, path or error as mojibake. A BOM only when the text is not ASCII would
+make one file's format depend on its content, so a script that read an English run would break on a Chinese one.
+NaN is written as null in ``table.json`` (``NaN`` is not JSON) and as an empty field in the CSVs.
 """
 
 from __future__ import annotations
@@ -13,12 +21,14 @@ import csv
 import io
 import json
 import math
+from collections import Counter
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from clipforge.atomic import write_json_atomic, write_text_atomic
+from clipforge.atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
+from clipforge.evaluate.suite_files import finite
 
 __all__ = ["check_suite_expectations", "published_number", "write_tables"]
 
@@ -130,19 +140,21 @@ def _fmt(value: Any) -> str:
 
 
 def _markdown(rows: list[dict[str, Any]], missing: list[dict[str, Any]], checks: list[dict[str, Any]]) -> str:
-    head = ["model", "dataset", "task", "metric", "ours %", "published %", "diff", "images", "skipped", "s/image",
+    # the prompt set tells apart two cells of one model and dataset (`--templates zh-cifar10` and the default)
+    head = ["model", "dataset", "task", "prompts", "metric", "ours %", "published %", "diff", "images", "skipped", "s/image",
             "cell s", "precision", "decode", "status"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         diff = r["difference"]
-        cells = [r["model"], r["dataset"], r["task"], r["metric"] or "-",
+        cells = [r["model"], r["dataset"], r["task"], _short(str(r["prompt_set"])), r["metric"] or "-",
                  "-" if r["ours"] is None else f"{r['ours']:.2f}",
                  "-" if r["published"] is None else f"{r['published']:.2f}",
                  "-" if diff is None else f"{diff:+.2f}", _fmt(r["images_evaluated"]), _fmt(r["images_skipped"]),
                  "-" if r["seconds_per_image"] is None else f"{r['seconds_per_image']:.4f}",
                  "-" if r.get("wall_seconds") is None else f"{r['wall_seconds']:.1f}",
                  _fmt(r["precision"]), _fmt(r["decode"]), r["status"] + (f": {r['error']}" if r["error"] else "")]
-        lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
+        lines.append("| " + " | ".join(" ".join(str(c).replace("|", "/").split()) for c in cells) + " |")
+    lines += ["", _counts_line(rows, missing)]
     if missing:
         lines += ["", "Skipped datasets:", ""] + [f"- {m['dataset']}: {m['reason']}" +
                                                   (f" ({m['get']})" if m["get"] else "") for m in missing]
@@ -153,24 +165,38 @@ def _markdown(rows: list[dict[str, Any]], missing: list[dict[str, Any]], checks:
     return "\n".join(lines) + "\n"
 
 
-def _csv(rows: list[dict[str, Any]]) -> str:
+def _counts_line(rows: list[dict[str, Any]], missing: list[dict[str, Any]]) -> str:
+    """``5 cells: 3 computed, 1 cached, 1 failed; 2 datasets skipped``: what a long run did, at a glance."""
+    counts = Counter(r["status"] for r in rows)
+    order = ["computed", "cached", "earlier run", "failed"]
+    what = ", ".join(f"{counts[k]} {k}" for k in [*order, *sorted(set(counts) - set(order))] if counts[k])
+    return f"{len(rows)} cell{'s' * (len(rows) != 1)}" + (f": {what}" if what else "") + \
+        (f"; {len(missing)} dataset{'s' * (len(missing) != 1)} skipped" if missing else "")
+
+
+def _csv(rows: list[dict[str, Any]], lineterminator: str = "\n") -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["model", "dataset"], lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["model", "dataset"],
+                            lineterminator=lineterminator)
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()
 
 
 def write_tables(summary: dict[str, Any], out_dir: Path) -> dict[str, str]:
-    """table.md / table.csv / table.json and heatmap.png (models x dataset-task, paper metric %)."""
-    rows = _table_rows(summary)
+    """table.md / table.csv (+ table_excel.csv) / table.json and heatmap.png (models x dataset-task, paper metric
+    %)."""
+    rows = finite(_table_rows(summary))
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"markdown": str(write_text_atomic(out_dir / "table.md",
                                                _markdown(rows, summary["missing"], summary["expectations"]))),
              "csv": str(write_text_atomic(out_dir / "table.csv", _csv(rows))),
+             "excel_csv": str(write_bytes_atomic(out_dir / "table_excel.csv",
+                                                 _csv(rows, "\r\n").encode("utf-8-sig"))),
              "json": str(write_json_atomic(out_dir / "table.json",
-                                           {"rows": rows, "missing": summary["missing"],
-                                            "expectations": summary["expectations"], "passed": summary["passed"]}))}
+                                           finite({"rows": rows, "missing": summary["missing"],
+                                                   "expectations": summary["expectations"],
+                                                   "passed": summary["passed"]})))}
     done = [r for r in rows if r["ours"] is not None]
     if done:
         import numpy as np
@@ -178,12 +204,46 @@ def write_tables(summary: dict[str, Any], out_dir: Path) -> dict[str, str]:
         from clipforge.evaluate.plots import plot_heatmap
 
         models = list(dict.fromkeys(r["model"] for r in done))
-        cols = list(dict.fromkeys(f"{r['dataset']} ({r['task']})" if r["task"] != "zeroshot" else r["dataset"]
-                                  for r in done))
+        labels = _heatmap_columns(done)
+        cols = list(dict.fromkeys(labels))
         grid = np.full((len(models), len(cols)), np.nan)
-        for r in done:
-            col = f"{r['dataset']} ({r['task']})" if r["task"] != "zeroshot" else r["dataset"]
+        for r, col in zip(done, labels, strict=True):
             grid[models.index(r["model"]), cols.index(col)] = r["ours"]
-        files["heatmap"] = str(plot_heatmap(grid, models, cols, out_dir / "heatmap.png",
+        short = [_short(m) for m in models]  # a checkpoint's file name, not its whole path, where that is unique
+        files["heatmap"] = str(plot_heatmap(grid, short if len(set(short)) == len(short) else models, cols,
+                                            out_dir / "heatmap.png",
                                             title="clipforge eval suite (each dataset's paper metric, %)"))
     return files
+
+
+_VARIANTS = (("prompt_set", "{}"), ("split", "{}"), ("images_evaluated", "n={}"), ("precision", "{}"),
+             ("decode", "{}"))
+
+
+def _heatmap_columns(rows: list[dict[str, Any]]) -> list[str]:
+    """Each row's heat-map column: the dataset (and task), plus what tells two cells of one model apart when the
+    folder holds both (another --limit, prompt set, precision): one column each, where the later drew over the
+    earlier one and the table listed a cell the map did not show."""
+    base = [f"{r['dataset']} ({r['task']})" if r["task"] != "zeroshot" else r["dataset"] for r in rows]
+    counts = Counter(zip((r["model"] for r in rows), base, strict=True))
+    clash = {col for (_, col), n in counts.items() if n > 1}
+    varying = {col: [key for key, _ in _VARIANTS
+                     if len({str(r.get(key)) for r, c in zip(rows, base, strict=True) if c == col}) > 1]
+               for col in clash}
+    out = []
+    for r, col in zip(rows, base, strict=True):
+        keys = varying.get(col, [])
+        what = ", ".join(fmt.format(_short(str(r.get(k)))) for k, fmt in _VARIANTS if k in keys)
+        out.append(f"{col} [{what}]" if keys else col)
+    return out
+
+
+_FILE_SUFFIXES = {".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".onnx", ".tar", ".txt", ".json"}
+
+
+def _short(text: str) -> str:
+    """A path's last part (`/data/runs/模型/中文模型甲.pt` -> `中文模型甲.pt`; `ViT-B/32` stays): whole paths as row
+    names left the heat map no room ("Tight layout not applied") for its numbers."""
+    path = Path(text)
+    is_path = ("/" in text or "\\" in text) and (path.suffix.lower() in _FILE_SUFFIXES or path.is_dir())
+    return path.name if is_path and path.name else text

@@ -1,0 +1,149 @@
+"""Where the suite keeps each cell on disk, and how a rerun reads the cells back.
+
+Decisions this module owns:
+
+- **A cell's file name is its identity.** ``cells/<model>/<cell>.json``: one folder per ``--models`` spec, one
+  file per (dataset, split, task, prompt set, weights fingerprint, precision and decode mode, subset). Two
+  different specs never share a folder and two different prompt sets never share a name, because a resumed run
+  takes a file that is there as the finished cell. Names were ASCII only: every Chinese-named checkpoint
+  (``中文模型甲.pt``, ``中文模型乙.pt``) went to one hidden folder ``.pt``, so a second model with the same weights
+  read the first one's cells as its own and vanished from the merged table; every Chinese template
+  (``一张{}的照片``) was ``x``, so another template's cells were read back as this one's.
+- **Readable and stable.** Letters and digits of any script are kept (NFC, as `report.run_stem` does); a spec the
+  file system cannot hold as written (``ViT-B/32``, a path, a name over `_PART_BYTES`) gets a short hash of the
+  whole spec, and a template or template file a hash of the templates themselves (editing the file is a new
+  cell). Names that were already safe (``clipforge-tiny``, ``cifar10``, ``zh-cifar10``) are what they were, and
+  a cell written under the old scheme is still found (`legacy_cell_path`), so an existing ``--out`` resumes.
+- **Nothing unfinished is read back.** A cell's JSON is written last and atomically; the temporary file a
+  ``kill -9`` leaves beside it (``.<name>.<pid>-<hex>.tmp.json``, a complete JSON when the kill came between
+  writing and renaming) is never taken for a cell, and is removed by the next run (`clean_stale`).
+- **Valid JSON.** NaN (VOC mAP of a subset without positives) is written as ``null``: ``NaN`` is not JSON, and
+  ``jq``, JavaScript and strict parsers refuse the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "clean_stale",
+    "finite",
+    "is_cell_file",
+    "legacy_cell_path",
+    "model_folder",
+    "prompts_part",
+    "read_cell",
+    "safe_name",
+    "slug",
+]
+
+_PART_BYTES = 60  # UTF-8 bytes of one part: a cell name of seven parts stays far below a 255-byte file name
+
+
+def slug(text: str) -> str:
+    """The ASCII-only name of earlier versions: still that of the catalogue's parts (``rendered_sst2`` ->
+    ``rendered-sst2``), and how cells they wrote are found."""
+    return re.sub(r"[^A-Za-z0-9.@-]+", "-", text).strip("-") or "x"
+
+
+def safe_name(text: str, content: str | None = None) -> str:
+    """`text` as one file-name part: itself when it already is one, else its readable letters plus a hash.
+
+    The hash is of `content` when given (the templates a template spec stands for), else of the NFC text, so two
+    specs that read alike (``a b.pt``, ``a-b.pt``) stay apart; the tail is kept, where a path has its file name."""
+    nfc = unicodedata.normalize("NFC", text)
+    part = re.sub(r"(?:[^\w.@-]|_)+", "-", nfc).strip("-").lstrip(".")
+    if content is None and part == nfc and len(part.encode("utf-8")) <= _PART_BYTES:
+        return part
+    digest = hashlib.blake2b((nfc if content is None else content).encode("utf-8"), digest_size=5).hexdigest()
+    budget = _PART_BYTES - len(digest) - 1
+    tail = part.encode("utf-8")[-budget:].decode("utf-8", "ignore")
+    if len(part.encode("utf-8")) > budget and "-" in tail:
+        tail = tail.split("-", 1)[1]  # a whole word first: `checkpoints-模型-甲.pt`, not `nese-named-...`
+    tail = tail.strip("-").lstrip(".")
+    return f"{tail}-{digest}" if tail else digest
+
+
+def model_folder(spec: str) -> str:
+    """The folder of one ``--models`` spec under ``cells/``."""
+    return safe_name(spec)
+
+
+def prompts_part(prompts: str) -> str:
+    """The prompt set's part of a cell name: a set name as it was; a template or a template file by its content."""
+    if prompts == "-":
+        return "x"  # tasks without prompts (what earlier versions wrote)
+    literal = any(brace in prompts for brace in "{}\uff5b\uff5d")
+    is_file = Path(prompts).suffix.lower() in {".json", ".txt"} or Path(prompts).expanduser().is_file()
+    if literal or is_file:
+        from clipforge.zeroshot import get_templates
+
+        try:
+            content = json.dumps(get_templates(prompts), ensure_ascii=False)
+        except Exception:  # noqa: BLE001 - the cell itself reports why; the name only needs to be stable
+            content = None
+        return safe_name(prompts, content if content is not None else prompts)
+    if prompts.isascii():
+        return slug(prompts)  # `imagenet`, `zh-cifar10`, `SST2`: unchanged, so old cells still count
+    return safe_name(prompts)
+
+
+def legacy_cell_path(cells_dir: Path, spec: str, parts: list[str]) -> Path:
+    """Where an earlier version wrote this cell (ASCII-only names); read only if its ``model_spec`` is `spec`."""
+    return cells_dir / slug(spec) / ("__".join(slug(p) for p in parts) + ".json")
+
+
+def is_cell_file(path: Path) -> bool:
+    """A finished cell's file: not an atomic writer's temporary (``.<name>.<pid>-<hex>.tmp.json``)."""
+    return path.suffix == ".json" and not path.name.startswith(".")
+
+
+def read_cell(path: Path, spec: str | None = None, prompts: str | None = None) -> dict[str, Any] | None:
+    """A finished cell's result, or None: absent, unreadable, not a cell, or (when `spec` and `prompts` are given,
+    for a file an earlier version named) another model's or prompt set's that happened to get the same name."""
+    if not is_cell_file(path) or not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # unreadable: recompute it
+    if not (
+        isinstance(data, dict)
+        and isinstance(data.get("metrics"), dict)
+        and isinstance(data.get("clipforge"), dict)
+    ):
+        return None
+    cf = data["clipforge"]
+    if (spec is not None and cf.get("model_spec") != spec) or (
+        prompts is not None and cf.get("prompt_set") != prompts
+    ):
+        return None
+    return data
+
+
+def clean_stale(out_dir: Path) -> int:
+    """Remove temporaries of killed writers under the suite's folders (never a live writer's); how many."""
+    from clipforge.atomic import remove_stale_temps
+
+    folders = [out_dir, out_dir / "predictions", out_dir / "reports"]
+    cells = out_dir / "cells"
+    if cells.is_dir():
+        folders += [p for p in cells.iterdir() if p.is_dir()]
+    return sum(len(remove_stale_temps(folder)) for folder in folders)
+
+
+def finite(value: Any) -> Any:
+    """`value` with every NaN or infinity replaced by None (JSON's null), through dicts, lists and tuples."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
