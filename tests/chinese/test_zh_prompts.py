@@ -63,15 +63,19 @@ def test_chinese_templates_of_no_set_bring_the_datasets_chinese_names(tmp_path) 
     """`--templates 一张{}的照片` on CIFAR-10 prompted 一张airplane的照片: 6.67% on clipforge-tiny-zh where the
     dataset's Chinese names gave 66.67%. A template, a file or a list written in Chinese now takes them."""
     zh = classnames_for("cifar10", "zh-cifar10", 10)
-    assert classnames_for("cifar10", "一张{}的照片", 10) == zh
-    assert classnames_for("cifar10", ["一张{}的照片", "{}的图片"], 10) == zh
+
+    def names(spec, dataset="cifar10", count=10, own=None):
+        return classnames_for(dataset, spec, count, own, get_templates(spec))
+
+    assert names("一张{}的照片") == zh
+    assert names(["一张{}的照片", "{}的图片"]) == zh
     listed = tmp_path / "模板.txt"
     listed.write_text("一张{}的照片\n一幅{}的画\n", encoding="utf-8")
-    assert classnames_for("cifar10", str(listed), 10) == zh
-    assert classnames_for("cifar10", "a photo of a {}.", 10) is None
-    assert classnames_for("cifar10", ["一张{}的照片", "a photo of a {}."], 10) is None  # mixed: as given
-    assert classnames_for("cars", "一张{}的照片") is None  # none packaged: the names as they are (a set refuses)
-    assert classnames_for("folder", "一张{}的照片", 2, own=["猫", "狗"]) is None  # the folders' names already
+    assert names(str(listed)) == zh
+    assert names("a photo of a {}.") is None
+    assert names(["一张{}的照片", "a photo of a {}."]) is None  # mixed: as given
+    assert names("一张{}的照片", "cars", 196) is None  # none packaged: the names as they are (a set refuses)
+    assert names("一张{}的照片", "folder", 2, own=["猫", "狗"]) is None  # the folders' names already
 
 
 def test_default_set_follows_the_model_language() -> None:

@@ -94,7 +94,7 @@ def evaluate_zeroshot(model: str | torch.nn.Module, dataset: str | Any, root: st
         ds_name, model_languages(ev), default_templates(ds_name))
     own = dataset_classnames(ds_name, ds) if classnames is None else None
     names = list(classnames) if classnames is not None else (
-        classnames_for(ds_name, template_spec, len(ds.classnames), own) or own)
+        classnames_for(ds_name, template_spec, len(ds.classnames), own, get_templates(template_spec)) or own)
     if len(names) != len(ds.classnames):
         raise ValueError(_names_misfit(names, names_file, ds.classnames, ds_name))
     # Chinese class names with an English set that has a Chinese twin ("simple", "imagenet") are prompted with

@@ -96,16 +96,17 @@ def zh_classnames(dataset: str) -> list[str] | None:
 
 
 def classnames_for(dataset: str, templates: object, count: int | None = None,
-                   own: Sequence[str] | None = None) -> list[str] | None:
-    """Class names matching `templates` when they are a language set or written in one (a Chinese template, a file
-    or list of them: `_written_in`), else None (use the usual ones).
+                   own: Sequence[str] | None = None, written: Sequence[str] | None = None) -> list[str] | None:
+    """Class names matching `templates` when they are a language set or, for any other spec, when the templates
+    it stands for (`written`: what `get_templates` gave for it) are Chinese (`_written_in`), else None (use the
+    usual ones).
 
     ValueError when the set's language has no names for `dataset` (prompting Chinese templates
     with English names would silently measure something else) or their count differs. The dataset's
     `own` names do when they are in the set's language already (a folder dataset of 猫/ 狗/).
     """
     named_set = is_language_set(templates)
-    language = set_language(templates) if named_set else _written_in(templates)
+    language = set_language(templates) if named_set else _written_in(written)
     if language == "en":
         return None
     names = zh_classnames(dataset)
@@ -122,18 +123,12 @@ def classnames_for(dataset: str, templates: object, count: int | None = None,
     return names
 
 
-def _written_in(templates: object) -> str:
+def _written_in(templates: Sequence[str] | None) -> str:
     """``zh`` when every template of a spec that is no language set (one template, a file, a list) is written in
     Chinese, else ``en``: `eval zeroshot --templates 一张{}的照片` on CIFAR-10 prompted 一张airplane的照片 (6.67%
     where zh-cifar10's names gave 66.67% on clipforge-tiny-zh) instead of taking the dataset's Chinese names."""
-    from clipforge.zeroshot.prompts import get_templates
-
-    try:
-        texts = get_templates(templates)  # type: ignore[arg-type]
-    except (OSError, ValueError, KeyError, TypeError):
-        return "en"  # the run itself says what is wrong with the spec
-    written = [t.replace("{}", "") for t in texts]
-    return "zh" if written and all(language_of(t) == "zh" for t in written) else "en"
+    texts = [t.replace("{}", "") for t in templates or ()]
+    return "zh" if texts and all(language_of(t) == "zh" for t in texts) else "en"
 
 
 def default_template_set(dataset: str, languages: Sequence[str], english_default: str) -> str:
