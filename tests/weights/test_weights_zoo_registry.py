@@ -37,15 +37,18 @@ EXPECTED = [("ViT-B-32", "laion2b_s34b_b79k"), ("ViT-L-14", "laion2b_s32b_b82k")
 def test_every_entry_is_complete():
     pairs = [pair for pair in list_pretrained() if pair[1] != "cn_clip"]  # Chinese-CLIP: tests/chinese
     # open_clip's 94 for OpenAI's shapes + OpenAI's spellings (98), and the families of issue 16:
-    # 26 SigLIP / SigLIP 2, DFN at 378 px and MetaCLIP 2 worldwide (33), open_clip's transformers text towers (9)
-    assert len(pairs) == len(set(pairs)) == 98 + 33 + 9
+    # 26 SigLIP / SigLIP 2, DFN at 378 px and MetaCLIP 2 worldwide (33), open_clip's transformers text towers (9),
+    # CLIPA-v2 (7)
+    assert len(pairs) == len(set(pairs)) == 98 + 33 + 9 + 7
     assert set(EXPECTED) <= set(pairs)
     assert list_pretrained(as_str=True)[0] == "RN50:openai"
     for (arch, tag), entry in ((pair, PRETRAINED[pair]) for pair in pairs):
         assert arch in ARCH_CONFIGS and entry.name in ARCH_CONFIGS, (arch, tag)
         assert entry.sources() and all(s.url.startswith("https://") for s in entry.sources()), (arch, tag)
         assert entry.activation == activation_of(get_config(entry.name)), (arch, tag)
-        assert entry.interpolation == "bicubic" and entry.resize_mode in ("shortest", "squash")
+        # bilinear: CLIPA's, as open_clip's own entries say (tests/families/test_family_clipa.py)
+        assert entry.interpolation == ("bilinear" if "CLIPA" in arch else "bicubic"), (arch, tag)
+        assert entry.resize_mode in ("shortest", "squash")
         assert len(entry.mean) == len(entry.std) == 3
         assert entry.imagenet_top1 is None or 0 < entry.imagenet_top1 < 100
         if arch.endswith("-quickgelu") or tag == "openai":
@@ -294,7 +297,7 @@ def test_models_all_lists_every_pretrained_pair(capsys):
     assert (laion["activation"], laion["imagenet_top1"], laion["builds"]) == ("gelu", 66.56, "ViT-B-32")
     assert rows["ViT-B-32:laion400m_e31"]["builds"] == "ViT-B-32-quickgelu"
     assert rows["ViT-bigG-14"]["params"] == 2_539_567_105 and rows["ViT-B-32"]["activation"] == "gelu"
-    assert sum(r["kind"] == "pretrained" for r in rows.values()) == 98 + 33 + 9  # + the families of issue 16
+    assert sum(r["kind"] == "pretrained" for r in rows.values()) == 98 + 33 + 9 + 7  # + issue 16's families, CLIPA
     assert main(["models"]) == 0
     table = capsys.readouterr().out
     assert "ViT-H-14-quickgelu" in table and "laion2b" not in table  # pairs only with --all

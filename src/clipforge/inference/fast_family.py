@@ -1,4 +1,5 @@
-"""The attention-pool ViT (SigLIP's image tower) on the fast path.
+"""The families' ViTs on the fast path: the attention-pool one (SigLIP's image tower), and CLIPA's read by the
+mean of its patch tokens.
 
 Its blocks are `InferenceBlock`s already (`prepare` swaps every `ResidualAttentionBlock`); what the
 tower adds:
@@ -48,19 +49,15 @@ from clipforge.inference.fast_transformer import (
     patch_features,
 )
 from clipforge.models.family import AttentionPoolHead, FamilyCLIP, MapVisionTransformer
+from clipforge.models.family_clipa import AvgPoolVisionTransformer
 
-__all__ = ["InferenceAttentionPoolHead", "InferenceFamilyCLIP", "InferenceMapVisionTransformer"]
+__all__ = ["InferenceAttentionPoolHead", "InferenceAvgPoolVisionTransformer", "InferenceFamilyCLIP",
+           "InferenceMapVisionTransformer"]
 
 
-class InferenceMapVisionTransformer(InferenceModule, MapVisionTransformer):
-    """`MapVisionTransformer` whose batch is split across the cores and whose patches are one packed matmul.
-
-    Under bf16 autocast too (see the module docstring). SigLIP 2 B/16 image tower, plain model under
-    `torch.autocast("cpu", torch.bfloat16)`, batch 32, 2 threads, 2-core AMX Xeon (2026-12-06, load ~9 from
-    other processes), medians of interleaved calls in one process, reference fallback -> split: 7,635 ->
-    6,372 ms and 4,971 -> 4,568 ms in two runs (faster in 11 of 13 rounds); batch 1 unchanged (1,145 vs
-    1,173 ms, within the noise).
-    """
+class _PatchTower(InferenceModule):
+    """A family's ViT (`patch_embed` then `pool_patches`) whose batch is split across the cores and whose
+    patches are one packed matmul; the class it is mixed into supplies both steps (the reference's own)."""
 
     compute_dtype: torch.dtype = torch.float32
     fused: bool = True
@@ -110,6 +107,23 @@ class InferenceMapVisionTransformer(InferenceModule, MapVisionTransformer):
     def _forward(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """The reference forward in `dtype` with autocast off (one slice of `split_batch`)."""
         return self.pool_patches(self._patches(x, dtype))
+
+
+class InferenceMapVisionTransformer(_PatchTower, MapVisionTransformer):
+    """`MapVisionTransformer` (SigLIP's) on the fast path: `_PatchTower`.
+
+    Under bf16 autocast too (see the module docstring). SigLIP 2 B/16 image tower, plain model under
+    `torch.autocast("cpu", torch.bfloat16)`, batch 32, 2 threads, 2-core AMX Xeon (2026-12-06, load ~9 from
+    other processes), medians of interleaved calls in one process, reference fallback -> split: 7,635 ->
+    6,372 ms and 4,971 -> 4,568 ms in two runs (faster in 11 of 13 rounds); batch 1 unchanged (1,145 vs
+    1,173 ms, within the noise).
+    """
+
+
+class InferenceAvgPoolVisionTransformer(_PatchTower, AvgPoolVisionTransformer):
+    """CLIPA's image tower (`AvgPoolVisionTransformer`, read by the mean of its patch tokens) on the fast path:
+    `_PatchTower`. Every block runs whole (the mean reads every row). Before, it ran its reference forward
+    under `prepare` (packed blocks, but one batch on two intra-op threads and oneDNN's strided convolution)."""
 
 
 @dataclass

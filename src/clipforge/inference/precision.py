@@ -25,6 +25,7 @@ from clipforge.inference.cpu import bf16_supported, no_bf16_reason, onednn_avail
 from clipforge.inference.fast_encoder import InferenceChineseCLIP, InferenceHFTextTower
 from clipforge.inference.fast_family import (
     InferenceAttentionPoolHead,
+    InferenceAvgPoolVisionTransformer,
     InferenceFamilyCLIP,
     InferenceMapVisionTransformer,
 )
@@ -43,6 +44,7 @@ from clipforge.inference.fast_transformer import (
 from clipforge.models.chinese_clip import ChineseCLIP
 from clipforge.models.clip import CLIP
 from clipforge.models.family import AttentionPoolHead, FamilyCLIP, MapVisionTransformer
+from clipforge.models.family_clipa import AvgPoolVisionTransformer
 from clipforge.models.family_hf import HFTextTower
 from clipforge.models.layers import LayerNorm, ResidualAttentionBlock, Transformer
 from clipforge.models.resnet import AttentionPool2d, Bottleneck, ModifiedResNet
@@ -64,6 +66,7 @@ _SWAPS: dict[type, type] = {
     Bottleneck: InferenceBottleneck,
     AttentionPool2d: InferenceAttentionPool2d,
     MapVisionTransformer: InferenceMapVisionTransformer,
+    AvgPoolVisionTransformer: InferenceAvgPoolVisionTransformer,
     AttentionPoolHead: InferenceAttentionPoolHead,
     FamilyCLIP: InferenceFamilyCLIP,
     ChineseCLIP: InferenceChineseCLIP,
@@ -71,7 +74,7 @@ _SWAPS: dict[type, type] = {
 }
 _PACKED = (InferenceBlock, InferenceVisionTransformer, InferenceModifiedResNet, InferenceBottleneck,
            InferenceAttentionPool2d, InferenceChineseCLIP, InferenceHFTextTower, InferenceMapVisionTransformer,
-           InferenceAttentionPoolHead)
+           InferenceAttentionPoolHead, InferenceAvgPoolVisionTransformer)
 _CONFIGURED = (*_PACKED, InferenceCLIP, InferenceFamilyCLIP)
 _ATTR = "_cf_precision"
 

@@ -241,6 +241,8 @@ def config_from_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, Any
         vision_patch_size = sd["visual.conv1.weight"].shape[-1]
         grid = round((sd["visual.positional_embedding"].shape[0] - 1) ** 0.5)
         image_resolution = vision_patch_size * grid
+        if "visual.ln_pre.weight" not in sd:  # a class-token ViT without ln_pre: CLIPA's, read by the mean
+            family.update(vision_pool="avg", vision_ln_pre=False)  # of its patch tokens (`family_clipa`)
     elif "visual.attnpool.positional_embedding" in sd:
         vision_layers = tuple(
             len({k.split(".")[2] for k in sd if k.startswith(f"visual.layer{i}.")}) for i in (1, 2, 3, 4))

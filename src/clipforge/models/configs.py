@@ -105,8 +105,9 @@ OPEN_CLIP_GELU_RESNETS: dict[str, str] = {name: f"{name}-gelu" for name in ("RN5
 for _name, _gelu in OPEN_CLIP_GELU_RESNETS.items():
     ARCH_CONFIGS[_gelu] = {**ARCH_CONFIGS[_name], "activation": "gelu"}
 
-# The families beyond OpenAI's shape (SigLIP, SigLIP 2, MetaCLIP 2 worldwide, DFN-378), as data.
+# The families beyond OpenAI's shape (SigLIP, SigLIP 2, MetaCLIP 2 worldwide, DFN-378, CLIPA-v2), as data.
 from clipforge.models.family_configs import (  # noqa: E402
+    CLIPA_CONFIGS,
     DFN_CONFIGS,
     HF_TOWER_CONFIGS,
     SIGLIP_CONFIGS,
@@ -114,8 +115,9 @@ from clipforge.models.family_configs import (  # noqa: E402
     WORLDWIDE_CONFIGS,
 )
 
-FAMILY_MODELS: tuple[str, ...] = (*SIGLIP_CONFIGS, *WORLDWIDE_CONFIGS, *DFN_CONFIGS, *HF_TOWER_CONFIGS)
-for _table in (SIGLIP_CONFIGS, WORLDWIDE_CONFIGS, DFN_CONFIGS, HF_TOWER_CONFIGS, TEST_FAMILY_CONFIGS):
+FAMILY_MODELS: tuple[str, ...] = (*SIGLIP_CONFIGS, *WORLDWIDE_CONFIGS, *DFN_CONFIGS, *HF_TOWER_CONFIGS,
+                                  *CLIPA_CONFIGS)
+for _table in (SIGLIP_CONFIGS, WORLDWIDE_CONFIGS, DFN_CONFIGS, HF_TOWER_CONFIGS, CLIPA_CONFIGS, TEST_FAMILY_CONFIGS):
     ARCH_CONFIGS.update(_table)
 
 # Other spellings of OpenAI's names (never of a different architecture).

@@ -1,11 +1,13 @@
 """`FamilyCLIP`: one CLIP built from data for every family beyond OpenAI's shape.
 
 SigLIP / SigLIP 2 (attention-pool image head, bidirectional text tower read at its last
-position, projection with bias, tanh-GELU, sigmoid scores with `logit_bias`) and MetaCLIP 2
-worldwide (OpenAI's towers, text read at the first end token of XLM-V) differ from OpenAI's
-CLIP only in the knobs listed in `clipforge.models.family_keys`. So this is a subclass of
-`CLIP` (every task that takes a CLIP takes it) whose towers are assembled from those knobs,
-reusing the same blocks: the fast inference path packs them like OpenAI's.
+position, projection with bias, tanh-GELU, sigmoid scores with `logit_bias`), MetaCLIP 2
+worldwide (OpenAI's towers, text read at the first end token of XLM-V) and CLIPA-v2 (no ``ln_pre``,
+the image read by the mean of its patch tokens, `family_clipa`; a bidirectional text tower read at
+its last position) differ from OpenAI's CLIP only in the knobs listed in
+`clipforge.models.family_keys`. So this is a subclass of `CLIP` (every task that takes a CLIP
+takes it) whose towers are assembled from those knobs, reusing the same blocks: the fast inference
+path packs them like OpenAI's.
 
 Parameter layout (clipforge's own; `clipforge.weights.family_layouts` converts open_clip's
 timm-layout files and transformers' Siglip folders to it): OpenAI's names, plus
@@ -24,6 +26,7 @@ from torch import nn
 
 from clipforge.models.clip import CLIP
 from clipforge.models.configs import mlp_width, vision_heads
+from clipforge.models.family_clipa import AvgPoolVisionTransformer
 from clipforge.models.family_hf import HFTextTower
 from clipforge.models.family_keys import FAMILY_DEFAULTS, check_family_fields, family_value
 from clipforge.models.layers import LayerNorm, Transformer, grid_rows, make_activation
@@ -168,11 +171,17 @@ class FamilyCLIP(CLIP):
                 int(config["vision_layers"]), vision_heads(vision), embed_dim, mlp_width=mlp_width(vision),
                 activation=activation, norm_eps=eps, patch_bias=bool(get("vision_patch_bias")),
                 ln_pre=bool(get("vision_ln_pre")), proj=bool(get("vision_proj")))
+        elif get("vision_pool") == "avg":  # CLIPA: the mean of the patch tokens (`family_clipa`)
+            self.visual = AvgPoolVisionTransformer(
+                int(config["image_resolution"]), int(config["vision_patch_size"]), int(config["vision_width"]),
+                int(config["vision_layers"]), vision_heads(vision), embed_dim, mlp_width=mlp_width(vision),
+                activation=activation, norm_eps=eps, patch_bias=bool(get("vision_patch_bias")),
+                ln_pre=bool(get("vision_ln_pre")), proj=bool(get("vision_proj")))
         else:
             odd = [k for k in ("vision_patch_bias", "vision_ln_pre", "vision_proj") if get(k) != FAMILY_DEFAULTS[k]]
             if odd or eps != 1e-5:
                 raise ValueError(f"a class-token image tower is OpenAI's: {', '.join(odd) or 'norm_eps'} "
-                                 "needs vision_pool 'map'")
+                                 "needs vision_pool 'map' or 'avg'")
             self.visual = VisionTransformer(
                 input_resolution=int(config["image_resolution"]), patch_size=int(config["vision_patch_size"]),
                 width=int(config["vision_width"]), layers=int(config["vision_layers"]), heads=vision_heads(vision),

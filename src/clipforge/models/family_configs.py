@@ -1,4 +1,4 @@
-"""open_clip's SigLIP, SigLIP 2, MetaCLIP 2 worldwide and DFN-378 architectures, as data.
+"""open_clip's SigLIP, SigLIP 2, MetaCLIP 2 worldwide, DFN-378 and CLIPA-v2 architectures, as data.
 
 Transcribed from open-clip-torch 3.3's ``model_configs/*.json`` and the timm image towers they
 name (``vit_base_patch16_siglip_224`` etc.: no class token, MAP head, patch bias, LayerNorm
@@ -138,6 +138,29 @@ DFN_CONFIGS: dict[str, dict[str, Any]] = {
     "ViT-H-14-378-quickgelu": {**_openai_shape(1024, 378, 32, 1280, 80, 1024, 16, 24), "activation": "quick_gelu"},
 }
 
+# CLIPA-v2 (UCSC-VLAA; open_clip's ``*-CLIPA*.json``): OpenAI-named towers with GELU, an image tower without
+# ln_pre read by the mean of its patch tokens with ln_post after the mean (`family_clipa`), a bidirectional
+# 32-position text tower read at its last position (padding, for short texts: the rows are always full),
+# bert-base-uncased's WordPiece with the [SEP] id turned into padding (open_clip's ``strip_sep_token``).
+CLIPA_PREPROCESS = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "interpolation": "bilinear",
+                    "resize_mode": "squash"}  # open_clip's `_apcfg`: ImageNet's mean/std, bilinear, squash
+_CLIPA_TOKENIZER = {"kind": "wordpiece", "file": "vocab.txt", "hub_repo": "google-bert/bert-base-uncased",
+                    "clean": "whitespace", "lower": True, "strip_sep": True}
+_CLIPA_TOWERS = {"vision_pool": "avg", "vision_ln_pre": False, "text_causal": False, "text_pool": "last",
+                 "activation": "gelu", "preprocess": CLIPA_PREPROCESS, "tokenizer": _CLIPA_TOKENIZER}
+
+
+def _clipa(base: dict[str, Any], resolution: int) -> dict[str, Any]:
+    return {**base, "image_resolution": resolution, "context_length": 32, "vocab_size": 32000, **_CLIPA_TOWERS}
+
+
+CLIPA_CONFIGS: dict[str, dict[str, Any]] = {}
+for _name, _base in (("ViT-L-14-CLIPA", _openai_shape(768, 224, 24, 1024, 64, 768, 12, 12)),
+                     ("ViT-H-14-CLIPA", _openai_shape(1024, 224, 32, 1280, 80, 1024, 16, 24)),
+                     ("ViT-bigG-14-CLIPA", _openai_shape(1280, 224, 48, 1664, 104, 1280, 20, 32, mlp=4.9231))):
+    CLIPA_CONFIGS[_name] = _clipa(_base, 224)
+    CLIPA_CONFIGS[f"{_name}-336"] = _clipa(_base, 336)
+
 # Small configs of each family for unit tests: same code paths, seconds to run.
 _TINY_SIGLIP = {**_SIGLIP_TOWER, "embed_dim": 64, "image_resolution": 32, "vision_layers": 2, "vision_width": 64,
                 "vision_patch_size": 8, "context_length": 64, "vocab_size": 512, "transformer_width": 64,
@@ -153,6 +176,8 @@ TEST_FAMILY_CONFIGS: dict[str, dict[str, Any]] = {
                             "activation": "gelu", "text_pool": "eos", "text_eos_id": 2,
                             "tokenizer": {"kind": "hf-json", "file": "tokenizer.json", "clean": "whitespace"},
                             "languages": [*MULTILINGUAL]},
+    "test-clipa-tiny": {**_openai_shape(32, 32, 2, 64, 32, 64, 2, 2, vocab=512), "vision_patch_size": 8,
+                        **_CLIPA_TOWERS, "context_length": 16},
 }
 
 # --- open_clip's transformers text towers (XLM-R, RoBERTa, NLLB, mT5), as data ------------------------

@@ -4,8 +4,9 @@ OpenAI's CLIP is one point in a small design space. Every family clipforge build
 two towers with these knobs turned (absent keys mean OpenAI's choice, so OpenAI-shaped configs
 are unchanged):
 
-- image tower: ``vision_pool`` ``"class"`` (class token, OpenAI) or ``"map"`` (SigLIP's
-  attention-pool head over all patches, no class token); ``vision_patch_bias`` (the patch
+- image tower: ``vision_pool`` ``"class"`` (class token, OpenAI), ``"map"`` (SigLIP's
+  attention-pool head over all patches, no class token) or ``"avg"`` (CLIPA: the class token runs
+  through the blocks, the feature is ``ln_post`` of the mean of the patch tokens); ``vision_patch_bias`` (the patch
   convolution has a bias); ``vision_ln_pre`` (a LayerNorm before the blocks, OpenAI only);
   ``vision_proj`` (a bias-free projection after pooling; SigLIP has none, its width is the
   embedding);
@@ -23,7 +24,9 @@ are unchanged):
   when the weights do not say theirs;
 - ``tokenizer``: ``{"kind": "openai-bpe"}`` (default), ``{"kind": "sentencepiece", "file":
   ...}`` or ``{"kind": "hf-json", "file": ...}`` with ``clean``, ``lower``, ``pad_id``,
-  ``eos_id``, ``bos_id`` (see `clipforge.text.families`), or ``{"kind": "hf-transformers",
+  ``eos_id``, ``bos_id`` (see `clipforge.text.families`), ``{"kind": "wordpiece", "file": "vocab.txt",
+  "strip_sep": true}`` (BERT's uncased WordPiece; ``strip_sep``: the ``[SEP]`` id becomes padding, CLIPA's
+  rows), or ``{"kind": "hf-transformers",
   "class": ..., "file": ..., "extra_files": [...]}`` (transformers' own tokenizer class read from
   the hub repository's files: `clipforge.text.hf_tokenizer`);
 - a transformers text tower (open_clip's XLM-R, RoBERTa, NLLB, mT5 towers; `clipforge.models.family_hf`):
@@ -61,13 +64,13 @@ FAMILY_DEFAULTS: dict[str, Any] = {
 }
 FAMILY_KEYS: tuple[str, ...] = tuple(FAMILY_DEFAULTS)
 ALL_ACTIVATIONS = ("quick_gelu", "gelu", "gelu_tanh")
-_CHOICES = {"vision_pool": ("class", "map"), "text_pool": ("argmax", "eos", "last", "mean", "cls"),
+_CHOICES = {"vision_pool": ("class", "map", "avg"), "text_pool": ("argmax", "eos", "last", "mean", "cls"),
             "scoring": ("softmax", "sigmoid")}
 _BOOLS = ("vision_patch_bias", "vision_ln_pre", "vision_proj", "text_causal", "text_proj", "text_proj_bias",
           "text_proj_mlp")
-TOKENIZER_KINDS = ("openai-bpe", "sentencepiece", "hf-json", "hf-transformers")
+TOKENIZER_KINDS = ("openai-bpe", "sentencepiece", "hf-json", "hf-transformers", "wordpiece")
 _TOKENIZER_FIELDS = {"kind", "file", "clean", "lower", "pad_id", "eos_id", "bos_id", "hub_repo", "add_eos",
-                     "class", "extra_files"}
+                     "class", "extra_files", "strip_sep"}
 
 
 # transformers encoder types a text tower may be (``text_hf.model_type``) -> (config field of the width,
@@ -164,6 +167,8 @@ def check_family_fields(config: Mapping[str, Any]) -> list[str]:
         elif tok["kind"] == "hf-transformers" and not (isinstance(tok.get("class"), str)
                                                        and tok["class"].isidentifier()):
             errors.append("field 'tokenizer.class' must name a transformers tokenizer class")
+        elif not isinstance(tok.get("strip_sep", False), bool):
+            errors.append(f"field 'tokenizer.strip_sep' must be true or false, got {tok['strip_sep']!r}")
     return errors
 
 

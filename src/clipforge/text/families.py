@@ -1,6 +1,6 @@
 """The tokenizer a model family needs, built from the config's ``tokenizer`` field (data).
 
-Three kinds, one call shape (`ModelTokenizer(texts) -> LongTensor[N, context_length]`):
+The kinds, one call shape (`ModelTokenizer(texts) -> LongTensor[N, context_length]`):
 
 - ``openai-bpe``: CLIP's BPE (`clipforge.text.tokenize`), truncating with the end token kept.
 - ``sentencepiece``: a SentencePiece model file (SigLIP's ``spiece.model``, mT5's), through the
@@ -10,6 +10,8 @@ Three kinds, one call shape (`ModelTokenizer(texts) -> LongTensor[N, context_len
 - ``hf-json``: a ``tokenizers`` JSON file (SigLIP 2's Gemma tokenizer, XLM-V). The file's own
   post-processor adds its special tokens; truncation and padding to the context are the
   `tokenizers` library's, configured as transformers' fast tokenizers configure them.
+- ``wordpiece``: a BERT ``vocab.txt`` read by `clipforge.text.wordpiece` (CLIPA's bert-base-uncased,
+  ``[SEP]`` turned into padding with ``strip_sep``).
 
 Cleaning before tokenizing is open_clip's: ``canonicalize`` (underscores to spaces,
 punctuation removed, lower case, whitespace collapsed: SigLIP's training text) or
@@ -109,6 +111,8 @@ class ModelTokenizer:
             with self._lock:  # the call sets truncation/padding state on the backend
                 rows = transformers_ids(backend, cleaned, length)
             return torch.tensor(rows, dtype=torch.long).reshape(len(rows), length)
+        if self.kind == "wordpiece":  # BERT's WordPiece (CLIPA: bert-base-uncased, [SEP] stripped)
+            return self._wordpiece(cleaned, length)
         rows = self._sentencepiece(cleaned, length) if self.kind == "sentencepiece" else self._hf(cleaned, length)
         return torch.tensor(rows, dtype=torch.long).reshape(len(rows), length)
 
@@ -125,6 +129,8 @@ class ModelTokenizer:
             from clipforge.text.hf_tokenizer import encode_plain
 
             return encode_plain(self._load(), text)
+        if self.kind == "wordpiece":
+            return self._load().encode(text)
         return list(self._load().encode(text, add_special_tokens=False).ids)
 
     def _load(self) -> Any:
@@ -142,6 +148,18 @@ class ModelTokenizer:
         for ids in sp.encode(texts):
             ids = list(ids)[:room] + ([eos] if add_eos else [])
             rows.append(ids + [pad] * (length - len(ids)))
+        return rows
+
+    def _wordpiece(self, texts: list[str], length: int) -> torch.Tensor:
+        """``[CLS] pieces [SEP]`` padded with ``[PAD]``, truncated to the context keeping ``[SEP]`` (transformers'
+        ``BertTokenizer`` with ``padding="max_length", truncation=True``); ``strip_sep``: every ``[SEP]`` id then
+        becomes the pad id (open_clip's ``strip_sep_token``, which CLIPA was trained with). One known difference:
+        special-token text a user types ("[SEP]") is split like any other text here (`clipforge.text.wordpiece`),
+        where transformers maps it to the special id."""
+        backend = self._load()
+        rows = backend(texts, context_length=length, truncate=True)
+        if self.spec.get("strip_sep"):
+            rows[rows == backend.sep_id] = backend.pad_id
         return rows
 
     def _hf(self, texts: list[str], length: int) -> list[list[int]]:
@@ -173,6 +191,10 @@ def _open_backend(kind: str, path: Path | None, spec: dict[str, Any] | None = No
         from clipforge.text.hf_tokenizer import open_transformers_tokenizer
 
         return open_transformers_tokenizer(dict(spec or {}), Path(path), TokenizerUnavailableError)
+    if kind == "wordpiece":  # transformers' BertTokenizer reads words of up to 100 characters (cn_clip's: 200)
+        from clipforge.text.wordpiece import WordPieceTokenizer
+
+        return WordPieceTokenizer(path, lower_case=bool((spec or {}).get("lower", True)), max_input_chars_per_word=100)
     if kind == "sentencepiece":
         try:
             import sentencepiece as spm

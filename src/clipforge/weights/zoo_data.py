@@ -190,3 +190,13 @@ ENTRIES += [
     ("nllb-clip-large-siglip", "v1", "", "visheratin/nllb-clip-large-siglip", False, 51.75, SIGLIP),
     ("nllb-clip-large-siglip", "mrl", "", "visheratin/nllb-siglip-mrl-large", False, None, SIGLIP),
 ]
+
+# CLIPA-v2 (UCSC-VLAA; open-clip-torch 3.3 `pretrained.py`, `_apcfg`): GELU, ImageNet mean/std, bilinear, squash.
+# Top-1: None (open_clip's results table could not be read while these rows were written: no network).
+CLIPA = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225), "interpolation": "bilinear",
+         "resize_mode": "squash"}
+ENTRIES += [(arch, tag, "", f"UCSC-VLAA/{arch}-{data}", False, None, CLIPA) for arch, tag, data in (
+    ("ViT-L-14-CLIPA", "datacomp1b", "datacomp1B"), ("ViT-L-14-CLIPA-336", "datacomp1b", "datacomp1B"),
+    ("ViT-H-14-CLIPA", "datacomp1b", "datacomp1B"), ("ViT-H-14-CLIPA-336", "laion2b", "laion2B"),
+    ("ViT-H-14-CLIPA-336", "datacomp1b", "datacomp1B"), ("ViT-bigG-14-CLIPA", "datacomp1b", "datacomp1B"),
+    ("ViT-bigG-14-CLIPA-336", "datacomp1b", "datacomp1B"))]
