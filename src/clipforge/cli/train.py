@@ -72,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         # a resumed run trained only the steps after its checkpoint: "trained 4 steps" claimed all of them
         first = summary.get("resumed_at_step") or 0
         span = f"step {first + 1}" if summary["steps"] == first + 1 else f"steps {first + 1}-{summary['steps']}"
-        trained = f"trained {span} (resumed at step {first})" if first else f"trained {summary['steps']} steps"
+        count = f"{summary['steps']} step" + ("" if summary["steps"] == 1 else "s")  # "trained 1 steps"
+        trained = f"trained {span} (resumed at step {first})" if first else f"trained {count}"
         print(f"{trained}; checkpoint {summary['checkpoint']}" + (f"; {metrics}" if metrics else ""))
     return 0

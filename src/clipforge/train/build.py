@@ -179,9 +179,34 @@ def scale_lr_to_model(config: TrainConfig, model: nn.Module) -> float:
 
 
 def family_tokenizer(model: nn.Module) -> Any:
-    """A model family's own tokenizer for the captions (None: CLIP's BPE, the data default)."""
-    if getattr(model, "tokenizer_cfg", None) is None:
+    """A model family's own tokenizer for the captions (None: CLIP's BPE, the data default): the one its
+    config names (`tokenizer_cfg`) or the one it carries (Chinese-CLIP's WordPiece, `model.tokenizer`; before,
+    that one was passed over and `random:cn-RN50` fed BPE ids past its 21,128-word vocabulary: an IndexError
+    traceback at the first step)."""
+    carried = getattr(model, "tokenizer", None)
+    if getattr(model, "tokenizer_cfg", None) is None and not callable(carried):
         return None
     from clipforge.text import tokenizer_of
 
     return tokenizer_of(model)
+
+
+def caption_tokenizer(model: nn.Module, config: TrainConfig) -> Any:
+    """`family_tokenizer`, tried once before any data is read: a family whose tokenizer file is absent
+    (SigLIP's `spiece.model` with random weights) failed inside the first batch, in a DataLoader worker
+    when workers > 0. TrainConfigError naming `--model` and the ways on."""
+    from clipforge.text.families import TokenizerUnavailableError
+
+    tokenizer = family_tokenizer(model)
+    try:
+        if tokenizer is not None:
+            tokenizer(["a photo"])
+    except TokenizerUnavailableError as err:
+        spec = config.pretrained or config.model
+        hint = ""
+        if config.pretrained is None and spec.startswith(("random:", "test-")):
+            hint = ("; random weights come without one: start from a checkpoint whose folder holds it, "
+                    "or train with CLIP's tokenizer through an inline model_config "
+                    "(\"scoring\": \"sigmoid\" gives loss=siglip its logit_bias)")
+        raise TrainConfigError(f"--model {spec}: its captions cannot be tokenized: {err}{hint}") from None
+    return tokenizer

@@ -113,7 +113,8 @@ def build_train_dataset(config: TrainConfig, image_size: int, context_length: in
         raise ValueError(f"data={config.data!r} needs a root (--root PATH)")
     if config.data == "labelled":
         if not config.dataset:
-            raise ValueError("data=labelled needs dataset=<registry name> (e.g. cub, cars, cifar10)")
+            raise TrainConfigError("data=labelled needs dataset=<registry name> (e.g. cub, cars, cifar10)"
+                                   + _other_kind_hint(config.root))
         base = strided_subset(open_split(config.dataset, config.root, config.split), config.max_samples)
         from clipforge.zeroshot.captions import caption_table
 
@@ -138,6 +139,21 @@ def build_train_dataset(config: TrainConfig, image_size: int, context_length: in
                                    rank=rank, world_size=world_size,
                                    samples_per_epoch=config.samples_per_epoch)
     raise ValueError(f"unknown data kind {config.data!r}; expected labelled, csv, folder or webdataset")
+
+
+def _other_kind_hint(root: str) -> str:
+    """What `--root` looks like when the data kind was left at its default (labelled): a caption CSV
+    given as `--root captions.txt` was refused as "data=labelled needs dataset=...", not naming the flag
+    that reads it."""
+    from pathlib import Path
+
+    path = Path(root)
+    if path.is_file():
+        return f"; --root {root} is a file: for a caption CSV (image,caption rows) add --set data=csv"
+    if path.is_dir():
+        return (f"; --root {root} is a folder: "
+                f"for caption folders (ROOT/<caption>/*.jpg) add --set data=folder")
+    return ""
 
 
 FAST_PATH_ONLY = ("unique_captions", "templates_per_batch", "pad_crop", "label_positives")

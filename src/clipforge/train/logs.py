@@ -53,7 +53,9 @@ class RunLogger:
         with open(self.jsonl, "a", encoding="utf-8") as f:
             f.write(json.dumps(line) + "\n")
         csv_path = self.out_dir / f"{kind}.csv"
-        fields = list(TRAIN_FIELDS) if kind == "train" else sorted(record)
+        # a sigmoid-loss model's learned bias is a column of its own run (SigLIP starts it at -10)
+        extra = [k for k in ("logit_bias",) if k in record]
+        fields = [*TRAIN_FIELDS, *extra] if kind == "train" else sorted(record)
         new = not csv_path.exists()
         with open(csv_path, "a", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")

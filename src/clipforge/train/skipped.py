@@ -8,6 +8,8 @@ text file named .jpg trained with exit 0; only `val_samples 247` hinted at it), 
 path printed its own count. `SkippedImages` is the one tally for both paths, for the training data
 and every evaluation set: it counts with the project's `clipforge.data.BadSampleLog` (the tally
 `eval` reports, so the JSON has the same shape), each file once however many epochs read it.
+Under torchrun each rank decodes only its share of the data, so `gather` merges every rank's news at
+each report (before, the summary and the log held rank 0's share alone: 2 of 4 bad images on 2 ranks).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class SkippedImages:
         self.label = label
         self.log = BadSampleLog()
         self._seen: set[str] = set()
+        self._news: list[BadImage] = []  # added since the last `gather`: what the other ranks do not know yet
         self.reported = 0  # how many `line()` has already told (the trainer tells only news)
 
     @property
@@ -42,7 +45,19 @@ class SkippedImages:
             if err.path in self._seen:
                 continue
             self._seen.add(err.path)
+            self._news.append(err)
             self.log.add([err])
+
+    def gather(self) -> None:
+        """Merge the images every rank skipped since the last call into every rank's tally, each file once (a
+        missing file every rank knows counts once). A collective under torchrun: every rank calls it, at the
+        same points of the run (the trainer: each epoch end and the run's end)."""
+        from clipforge.train.distributed import all_gather_objects
+
+        news, self._news = self._news, []
+        for part in all_gather_objects(news):
+            self.add(part)
+        self._news = []  # what was just merged, every rank now has
 
     def line(self, logged: bool = True) -> str:
         """`training data: 3 images skipped: a.jpg: reason; b.jpg: reason; ... (see log.jsonl)`. `logged=False`

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +29,17 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from clipforge.atomic import NewFolders, remove_stale_temps
+from clipforge.atomic import NewFolders
 from clipforge.train.build import (
     build_eval_hooks,
     build_model,
-    family_tokenizer,
+    caption_tokenizer,
     prepare_for_training,
     preprocess_of,
     scale_lr_to_model,
 )
-from clipforge.train.checkpoint import CheckpointManager, checkpoint_name
+from clipforge.train.captions_cut import cut_captions_line
+from clipforge.train.checkpoint import CheckpointManager, checkpoint_name, remove_killed_saves
 from clipforge.train.checks import check_config, refuse_mixed_runs
 from clipforge.train.config import TrainConfig
 from clipforge.train.data import build_train_dataset
@@ -88,19 +90,16 @@ class Trainer(TrainerSteps, TrainerState, TrainerProgress):
         scale_lr_to_model(config, self.model)
         self.model, self.freeze_summary = prepare_for_training(self.model, config)
         size, context = int(self.model.visual.input_resolution), int(self.model.context_length)
+        tokenizer = caption_tokenizer(self.model, config)
         self.dataset = (
             train_dataset
             if train_dataset is not None
             else build_train_dataset(
-                config,
-                size,
-                context,
-                self.dist.rank,
-                self.dist.world_size,
-                self.preprocess,
-                family_tokenizer(self.model),
+                config, size, context, self.dist.rank, self.dist.world_size, self.preprocess, tokenizer
             )
         )
+        if self.dist.is_main and (cut := cut_captions_line(self.dataset, tokenizer, context, config.root)):
+            warnings.warn(cut, stacklevel=2)  # a small context trains on each caption's start: said
         # the nodes of a job are started by hand: the same settings, data and model everywhere, or one line now
         # (not batches of other sizes for a few steps, then a hang at the epoch end)
         check_same_run(config, self.dataset, self.model)
@@ -109,7 +108,7 @@ class Trainer(TrainerSteps, TrainerState, TrainerProgress):
             ids = [self.device.index] if self.device.type == "cuda" else None
             wrapped = nn.parallel.DistributedDataParallel(wrapped, device_ids=ids)
         self.wrapped = wrapped
-        self.skipped = SkippedImages("training data")  # rank 0 tells its own share (see _tell_skipped)
+        self.skipped = SkippedImages("training data")  # every rank's share, gathered (see _tell_skipped)
         self.skipped.add(known_bad(self.dataset))
         if eval_hooks is None:  # only rank 0 evaluates
             eval_hooks = build_eval_hooks(config, size, self.preprocess) if self.dist.is_main else []
@@ -170,7 +169,7 @@ class Trainer(TrainerSteps, TrainerState, TrainerProgress):
     def _fit(self) -> dict[str, Any]:
         cfg = self.config
         if self.dist.is_main:
-            remove_stale_temps(self.checkpoints.directory)  # what a killed save left behind
+            remove_killed_saves(self.checkpoints.directory)  # what a killed save left behind
         self.checkpoints.check_records()  # a damaged latest/best/index.json: one line now, not after the steps
         if cfg.resume:
             self.resume(cfg.resume)

@@ -74,7 +74,9 @@ class TrainerProgress:
 
     def _tell_skipped(self) -> None:
         """One stderr line (and a log.jsonl record) per data set whose tally grew since it was last
-        told: after the first epoch (or the final evaluation) for fixed data, so once per run."""
+        told: after the first epoch (or the final evaluation) for fixed data, so once per run. Every rank
+        calls it: the training data's tally first gathers what each rank skipped of its own share."""
+        self.skipped.gather()
         if not self.dist.is_main:
             return
         for data, tally in self._skipped_sets().items():
@@ -109,6 +111,9 @@ class TrainerProgress:
             "samples_per_s": rate,
             "elapsed_s": self._elapsed(),
         }
+        bias = getattr(self.model, "logit_bias", None)
+        if bias is not None:  # the sigmoid loss learns it beside the scale: train.csv shows both
+            record["logit_bias"] = float(bias.detach())
         self.logger.log("train", record)
         window.update(loss=0.0, n=0, samples=0, t=now)
         self._bar.set_postfix(loss=f"{record['loss']:.4f}", samples_s=f"{rate:.1f}")

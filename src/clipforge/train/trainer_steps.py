@@ -36,12 +36,19 @@ class TrainerSteps:
         sampler = ResumableSampler(
             len(self.dataset), cfg.batch_size, cfg.seed, self.dist.rank, self.dist.world_size
         )
-        if sampler.batches_per_epoch == 0:
-            raise ValueError(
-                f"{len(self.dataset)} samples over {self.dist.world_size} rank(s) do not fill one "
-                f"batch of {cfg.batch_size}; lower batch_size"
-            )
+        if sampler.batches_per_epoch == 0:  # was "8 samples over 1 rank(s) ...": which data, which flag?
+            raise TrainConfigError(self._too_few_samples(len(self.dataset)))
         return sampler, sampler.batches_per_epoch
+
+    def _too_few_samples(self, count: int) -> str:
+        """One line naming the data, its size and the largest --batch-size that fills one batch."""
+        cfg, world = self.config, self.dist.world_size
+        lost = f" ({self.skipped.count} more listed but unusable)" if self.skipped.count else ""
+        where = f" over {world} processes" if world > 1 else ""
+        fits = count // world
+        way = f"use --batch-size {fits} or less" if fits else "give it more samples"
+        return (f"the training data ({cfg.root}) has {count} samples{lost}: too few for one batch of "
+                f"--batch-size {cfg.batch_size}{where} (the last partial batch is dropped); {way}")
 
     def _loader(self) -> Any:
         from clipforge.data import make_loader
