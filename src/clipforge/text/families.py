@@ -233,12 +233,16 @@ class _MissingTokenizer(ModelTokenizer):
     folders: list[Path] = field(default_factory=list)
 
     def _load(self) -> Any:
-        where = ", ".join(str(f) for f in self.folders) or "nowhere (no checkpoint folder)"
         repo = self.spec.get("hub_repo")
         hint = f" (it comes with the weights from {repo})" if repo else ""
+        file = f"this model's {self.kind} tokenizer file {self.spec['file']!r}"
+        if not self.folders:  # random weights, or a model built in memory: no folder was ever looked in
+            raise TokenizerUnavailableError(
+                f"{file} is needed and this model has no checkpoint folder to hold it{hint}; load the model from a "
+                "checkpoint with the file beside it")
+        where = ", ".join(str(f) for f in self.folders)
         raise TokenizerUnavailableError(
-            f"this model's {self.kind} tokenizer file {self.spec['file']!r} was not found in {where}{hint}; "
-            "put it beside the checkpoint")
+            f"{file} was not found in {where}{hint}; put it beside the checkpoint")
 
 
 class CarriedTokenizer:

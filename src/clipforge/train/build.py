@@ -205,8 +205,7 @@ def caption_tokenizer(model: nn.Module, config: TrainConfig) -> Any:
         spec = config.pretrained or config.model
         hint = ""
         if config.pretrained is None and spec.startswith(("random:", "test-")):
-            hint = ("; random weights come without one: start from a checkpoint whose folder holds it, "
-                    "or train with CLIP's tokenizer through an inline model_config "
+            hint = ("; or, from random weights, train with CLIP's tokenizer through an inline model_config "
                     "(\"scoring\": \"sigmoid\" gives loss=siglip its logit_bias)")
         raise TrainConfigError(f"--model {spec}: its captions cannot be tokenized: {err}{hint}") from None
     return tokenizer
