@@ -156,11 +156,15 @@ class MilvusCatalog:
         self._changed()
         return match[0]
 
-    def stats(
-        self, verify: bool = False
-    ) -> dict[str, Any]:  # `verify`: the embedded store's scan; a no-op here
-        """Counts, distinct contents, failures and top tags (reused for `listing_ttl` seconds: every row is read)."""
-        return copy.deepcopy(self._listing("stats", self._stats))
+    def stats(self, verify: bool = False) -> dict[str, Any]:
+        """Counts, distinct contents, failures and top tags (reused for `listing_ttl` seconds: every row is read).
+
+        `verify` (`index stats`) adds `missing_vectors` as the embedded store does: always 0 here, where a row
+        holds its file's record and vector together, so no scan is needed (scripts read the key on both)."""
+        out = copy.deepcopy(self._listing("stats", self._stats))
+        if verify and out.get("model"):
+            out["missing_vectors"] = 0
+        return out
 
     def _stats(self) -> dict[str, Any]:
         spaces = self.milvus.spaces()

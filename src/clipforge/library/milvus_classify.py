@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from clipforge.library.milvus_store import MAX_TAGS
+from clipforge.library.milvus_store import MAX_LABEL_BYTES, MAX_TAGS
 from clipforge.library.milvus_tags import Vocabularies, make_tagger
 from clipforge.library.milvus_writer import RECORD_FIELDS
 from clipforge.library.tagging import (
@@ -50,6 +50,7 @@ class MilvusClassify:
         in the embedded one: photos added later, by any process, are tagged with it (`add`)."""
         started = time.perf_counter()
         labels = parse_labels(labels)
+        check_label_sizes(labels)
         # recorded as prompted ("zh-imagenet"), as tag_library does
         templates = prompted_templates(templates, labels)
         encoder, space = self.encoder, self.space
@@ -121,3 +122,16 @@ class MilvusClassify:
         if labels and not any(counts.get(label) for label in labels):
             return no_tag_sentence(labels, counts)
         return "no photo matched"
+
+
+def check_label_sizes(labels: Sequence[str]) -> None:
+    """Refuse, before the vocabulary is remembered, a label longer than a row's tag field holds (`MAX_LABEL_BYTES`
+    of UTF-8, as a Milvus server counts: 171 Chinese characters are 513 bytes). milvus-lite stored it anyway, but
+    a server refuses the rows, and the remembered vocabulary would then fail every later `index add`."""
+    for label in labels:
+        size = len(label.encode("utf-8", "surrogatepass"))
+        if size > MAX_LABEL_BYTES:
+            raise ValueError(
+                f"label {label[:40]!r}{'...' if len(label) > 40 else ''} is {size} bytes in UTF-8; a Milvus library "
+                f"stores labels of at most {MAX_LABEL_BYTES} bytes: use a shorter label"
+            )

@@ -15,7 +15,8 @@ from collections.abc import Iterable
 import numpy as np
 
 from clipforge.data.base import BadImage
-from clipforge.library.milvus_store import MilvusSpace, quote
+from clipforge.library.milvus_expr import under_expr
+from clipforge.library.milvus_store import MilvusSpace
 from clipforge.library.scan import normalise_path
 
 
@@ -77,17 +78,14 @@ class MilvusRemoval:
     def _under(space: MilvusSpace, prefix: str) -> set[str]:
         """Paths stored under the folder `prefix` (ending in a separator).
 
-        A prefix match (``path like "prefix%"``) plus the few rows keyed ``b64:`` (names that are not
-        UTF-8), filtered here by the exact prefix: milvus-lite reads ``_`` in a pattern as a wildcard
-        (more rows, filtered out), a 2.3 server refuses ``%`` inside one and the engines escape ``\\``
-        differently, so a prefix holding ``%`` or ``\\`` reads every path instead."""
+        A prefix match (`milvus_expr.under_expr`: ``path like "prefix%"`` and the ``b64:`` keys of names
+        below it that are not UTF-8), filtered here by the exact prefix: milvus-lite reads ``_`` in a pattern
+        as a wildcard (more rows, filtered out), a 2.3 server refuses ``%`` inside one and the engines escape
+        ``\\`` differently, so a prefix holding ``%`` or ``\\`` reads every path instead."""
         if "%" in prefix or "\\" in prefix:
             rows = space.iter_rows(fields=["path"])
         else:
-            rows = [
-                *space.query(f"path like {quote(prefix + '%')}", ["path"]),
-                *space.query('path like "b64:%"', ["path"]),
-            ]
+            rows = space.query(under_expr(prefix), ["path"])
         return {r["path"] for r in rows if r["path"].startswith(prefix)}
 
     def prune(self) -> int:

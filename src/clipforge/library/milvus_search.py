@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from clipforge.library.milvus_store import MilvusSpace, like_prefix, quote
+from clipforge.library.milvus_expr import quote, under_expr
+from clipforge.library.milvus_store import MilvusSpace
 from clipforge.library.milvus_writer import RECORD_FIELDS, record_from_row, tag_filter
 from clipforge.library.scan import FolderFilter, folders_of, is_under
 from clipforge.library.search import SearchHit
@@ -34,7 +35,7 @@ def search_space(space: MilvusSpace, vector: np.ndarray, top_k: int, filter_tags
         folders = folders_of(under)
         if not folders:
             return []
-        expr += " and (" + " or ".join(f"path like {quote(like_prefix(f))}" for f in folders) + ")"
+        expr += " and (" + " or ".join(under_expr(f) for f in folders) + ")"
     found = space.search(vector, int(top_k), expr)
     if not found:
         return []
@@ -48,7 +49,7 @@ def search_space(space: MilvusSpace, vector: np.ndarray, top_k: int, filter_tags
     hits = []
     for row, score in found:
         records = sorted(owners.get(row["sha256"], []), key=lambda r: r.path) or [record_from_row(row)]
-        if under is not None:  # `like_prefix` widens a backslash to any character: the exact test is here
+        if under is not None:  # `under_expr` may match a few more paths: the exact test is here
             records = [r for r in records if is_under(r.path, folders)]
             if not records:
                 continue

@@ -13,7 +13,9 @@ from clipforge.data.base import BadImage
 from clipforge.library.backend import StoreSpec, lite_bytes
 from clipforge.library.milvus_store import MilvusSpace
 
-__all__ = ["space_stats"]
+__all__ = ["first_failures", "space_stats"]
+
+_FAILED_READ = 16384  # Milvus's largest query result window
 
 
 def space_stats(spec: StoreSpec, space: MilvusSpace | None, spaces: list[dict[str, Any]]) -> dict[str, Any]:
@@ -37,10 +39,20 @@ def space_stats(spec: StoreSpec, space: MilvusSpace | None, spaces: list[dict[st
         out["images"] = {"ok": space.count('status == "ok"'), "failed": space.count('status == "failed"')}
         rows = list(space.iter_rows('status == "ok"', fields=["sha256", "tags"]))
     out["distinct_contents"] = len({r["sha256"] for r in rows})
-    failed = sorted(space.query('status == "failed"', ["path", "error"], limit=20), key=lambda r: r["path"])
-    out["failures"] = [BadImage(r["path"], r["error"]).to_dict() for r in failed]
+    out["failures"] = first_failures(space, 20)
     out["model"] = {"name": space.name or None, "fingerprint": space.fingerprint, "embed_dim": space.dim,
                     "vector_dtype": "float32"}
     out["index"] = {"kind": "milvus", "requested": "milvus", "fresh": True}
     out["tags"] = dict(Counter(r["tags"][0] for r in rows if r["tags"]).most_common())
     return out
+
+
+def first_failures(space: MilvusSpace, limit: int) -> list[dict[str, str]]:
+    """The first `limit` failed files in the order they were recorded (time stored, then path), as the embedded
+    store lists them (by id). A query's `limit` took whichever rows the engine met first (7 of one folder's
+    failures and 13 of another's, where the embedded store listed the first folder's 13). One bounded query of
+    the failed rows' short fields: past `_FAILED_READ` failures the first ones are looked for among that many."""
+    found = space.query('status == "failed"', ["path", "added_at"], limit=_FAILED_READ)
+    paths = [path for _, path in sorted((r["added_at"], r["path"]) for r in found)[:limit]]
+    rows = space.rows_for_paths(paths, ["path", "error"])
+    return [BadImage(p, rows[p]["error"]).to_dict() for p in paths if p in rows]

@@ -50,11 +50,14 @@ from clipforge.library.milvus_engine import (
     no_library,
     quiet_engine_logs,
 )
+from clipforge.library.milvus_expr import like_prefix, quote  # where callers found them first
 
 __all__ = ["MilvusSpace", "MilvusStore", "StoreDamagedError", "StoreLockedError", "StoreUnavailableError", "image_id",
-           "key_path", "no_library", "path_key"]
+           "key_path", "like_prefix", "no_library", "path_key", "quote"]
 
 MAX_TAGS = 16
+MAX_LABEL_BYTES = 512  # one stored tag label, in UTF-8 bytes: what a Milvus server measures a VARCHAR in
+MAX_ERROR_BYTES = 2048  # one failed file's reason, in UTF-8 bytes
 MAX_VOCABULARY = 65535  # characters of one space's vocabulary JSON: Milvus's longest VARCHAR
 _PAGE = 4096
 _MAX_TOPK = 16384  # Milvus's largest search limit
@@ -84,19 +87,6 @@ def image_id(path: str) -> int:
     return int.from_bytes(hashlib.blake2b(os.fsencode(path), digest_size=8).digest(), "big") >> 11
 
 
-def quote(value: str) -> str:
-    """A Milvus filter-expression string literal."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def like_prefix(folder: str) -> str:
-    """The LIKE pattern (before `quote`) of the paths in `folder` and below: its `%` and `_` escaped, and a
-    backslash, whose escaping Milvus versions read differently, widened to `_` (any one character; callers
-    test the paths they get exactly)."""
-    prefix = folder.rstrip(os.sep) + os.sep
-    return "".join("\\" + c if c in "%_" else "_" if c == "\\" else c for c in prefix) + "%"
-
-
 _FIELDS = ["path", "id", "sha256", "size", "mtime_ns", "width", "height", "status", "error", "added_at",
            "tags", "tag_scores"]
 
@@ -123,10 +113,10 @@ class MilvusSpace:
         schema.add_field("width", DataType.INT32)
         schema.add_field("height", DataType.INT32)
         schema.add_field("status", DataType.VARCHAR, max_length=8)
-        schema.add_field("error", DataType.VARCHAR, max_length=2048)
+        schema.add_field("error", DataType.VARCHAR, max_length=MAX_ERROR_BYTES)
         schema.add_field("added_at", DataType.DOUBLE)
         schema.add_field("tags", DataType.ARRAY, element_type=DataType.VARCHAR, max_capacity=MAX_TAGS,
-                         max_length=512)
+                         max_length=MAX_LABEL_BYTES)
         schema.add_field("tag_scores", DataType.ARRAY, element_type=DataType.FLOAT, max_capacity=MAX_TAGS)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
         index = self.client.prepare_index_params()

@@ -24,10 +24,10 @@ import numpy as np
 from clipforge.data.base import BadImage
 from clipforge.data.files import EmbeddedBatch
 from clipforge.library.indexer import AddReport, _Planned
-from clipforge.library.milvus_store import MAX_TAGS, MilvusSpace, image_id, quote
+from clipforge.library.milvus_store import MAX_ERROR_BYTES, MAX_TAGS, MilvusSpace, image_id, quote
 from clipforge.library.store import FileState, ImageRecord
 
-__all__ = ["RECORD_FIELDS", "MilvusWriter", "record_from_row", "row_from_record", "tag_filter"]
+__all__ = ["RECORD_FIELDS", "MilvusWriter", "record_from_row", "row_from_record", "stored_reason", "tag_filter"]
 
 RECORD_FIELDS = ["path", "id", "sha256", "size", "mtime_ns", "width", "height", "status", "error", "added_at", "tags",
                  "tag_scores"]
@@ -51,13 +51,22 @@ def row_from_record(record: ImageRecord, vector: np.ndarray | Sequence[float] | 
     row: dict[str, Any] = {
         "path": record.path, "id": int(record.id), "sha256": record.sha256 or "", "size": int(record.size),
         "mtime_ns": int(record.mtime_ns), "width": int(record.width or 0), "height": int(record.height or 0),
-        "status": record.status, "error": "" if record.status == "ok" else (record.error or "")[:2000],
+        "status": record.status, "error": "" if record.status == "ok" else stored_reason(record.error),
         "tags": [str(label) for label, _ in tags[:MAX_TAGS]],
         "tag_scores": [float(score) for _, score in tags[:MAX_TAGS]],
         "vector": np.asarray(vector, np.float32).tolist() if ok else [0.0] * int(dim)}
     if record.added_at:
         row["added_at"] = float(record.added_at)
     return row
+
+
+def stored_reason(error: str | None) -> str:
+    """A failure reason as a row's `error` field holds it: at most `MAX_ERROR_BYTES` of UTF-8, which is how a Milvus
+    server measures a VARCHAR (a cut at 2,000 characters let 2,000 Chinese ones through as 6,000 bytes, and the
+    server refuses the whole batch, again on every re-run); characters UTF-8 cannot carry (an undecodable file
+    name inside an OS error) written as escapes, since pymilvus cannot send them."""
+    text = (error or "").encode("utf-8", "backslashreplace")
+    return text[:MAX_ERROR_BYTES].decode("utf-8", "ignore")  # "ignore": a character the cut split in two
 
 
 def tag_filter(labels: Sequence[str], tag_rank: int = 0, min_score: float = 0.0) -> str:
