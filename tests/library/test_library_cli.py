@@ -42,7 +42,12 @@ def test_index_search_tag_cycle(tmp_path, images_factory, bad_files_factory, cap
     stats = json.loads(capsys.readouterr().out)
     assert stats["images"] == {"ok": 6, "failed": 4} and stats["model"]["name"] == "test-vit-tiny"
     assert main(["index", "stats", "--library", lib]) == 0
-    assert "6 indexed, 4 failed" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "6 indexed, 4 failed" in out
+    # a space holds one vector per distinct content (files of the same bytes share it): "N images" there
+    # contradicted the line above it whenever two files were copies
+    space = next(line for line in out.splitlines() if line.startswith("space "))
+    assert space.endswith(f" {stats['distinct_contents']} vectors (default)"), space
 
     photos[5].unlink()  # still found until pruned: marked, and said once (a pipe of --paths got a name that fails)
     assert main(["search", "--image", str(photos[4]), "--library", lib, "--top-k", "6"]) == 0

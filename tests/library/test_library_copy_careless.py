@@ -67,3 +67,19 @@ def test_the_summary_counts_in_english(tmp_path, lib, capsys) -> None:
     assert main(["index", "copy", "-q", "--library", str(lib), "--to-library", str(tmp_path / "new")]) == 0
     assert capsys.readouterr().out.startswith(  # was "1 failed records, 0 tag vocabularys"
         "copied 1 model space (4 files, 1 failed record, 0 tag vocabularies) from library ")
+
+
+def test_a_label_longer_than_milvus_holds_is_refused_before_a_copy_into_milvus(tmp_path, lib, capfd) -> None:
+    """A label of 171 Chinese characters (513 bytes) was copied into milvus-lite, which stores it; a Milvus
+    server refuses such rows, and the copied vocabulary would fail every later `index add` there."""
+    pytest.importorskip("milvus_lite")
+    label = "猫" * 171
+    with Library(lib) as library:
+        library.classify(f"{label}, dog", progress=False)
+    target = tmp_path / "m.db"
+    _refused(capfd, ["--library", str(lib), "--to", f"milvus-lite:{target}"],
+             "cannot go to milvus-lite:")
+    assert not target.exists()
+    main(["index", "copy", "-q", "--library", str(lib), "--to", f"milvus-lite:{target}"])
+    err = capfd.readouterr().err
+    assert "is 513 bytes in UTF-8; a Milvus library stores labels of at most 512 bytes" in err, err

@@ -284,7 +284,7 @@ def run_stats(args: argparse.Namespace) -> int:
               "by search): run `clipforge index add` (any path) to re-embed them")
     for space in stats.get("spaces") or []:
         print(f"space     {space['name'] or '(object)'} fingerprint {space['fingerprint'][:12]} dim {space['embed_dim']}"
-              f" {count_noun(space['images'], 'image')}" + (" (default)" if space.get("default") else ""))
+              f" {count_noun(space['images'], 'vector')}" + (" (default)" if space.get("default") else ""))
     if stats.get("tags"):
         print("tags      " + ", ".join(f"{k} {v}" for k, v in list(stats["tags"].items())[:15]))
     if stats["db_bytes"] is None:  # a Milvus server's size is its own monitoring's to tell

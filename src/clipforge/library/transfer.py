@@ -24,8 +24,9 @@ large collection not spent again), and back. What this module decides:
   `index add` gives a new file; unique across libraries merged into one collection); Milvus to Milvus keeps
   the stored ids; an embedded destination numbers its records itself.
 - **Refusals** (`CopyRefused`, one line, before anything is written): the same store at both ends, a missing
-  source or space, a destination that holds another library (its default model is not the source's), and a
-  destination space of the same model with another dimension.
+  source or space, a destination that holds another library (its default model is not the source's), a
+  destination space of the same model with another dimension, and a tag vocabulary with a label longer than a
+  Milvus destination holds.
 - **Not copied:** thumbnails and zero-shot caches (rebuilt on demand), uploads (files, not records), the FAISS
   index's kind (an embedded destination builds a flat index on its first search; `index rebuild --index ivf`).
   A record with no vector in a space (a file indexed only into another model's space) is skipped and counted.
@@ -180,6 +181,25 @@ def _check_destination(source: Any, target: Any, spaces: list[SpaceInfo]) -> Non
             )
 
 
+def _check_labels_fit(source: Any, target: Any, spaces: list[SpaceInfo]) -> None:
+    """Refuse, before anything is written, a tag vocabulary a Milvus destination cannot hold: a server refuses
+    rows whose labels pass `milvus_classify.MAX_LABEL_BYTES` (milvus-lite takes them), and the copied
+    vocabulary would then fail every later `index add` there, as `tag` on such a store refuses it up front."""
+    if not isinstance(target, _MilvusTarget):
+        return
+    from clipforge.library.milvus_classify import check_label_sizes
+
+    for info in spaces:
+        vocabulary = source.vocabulary(info) or {}
+        try:
+            check_label_sizes([str(label) for label in vocabulary.get("labels") or ()])
+        except ValueError as exc:
+            raise CopyRefused(
+                f"{source.name}'s tag vocabulary of {info.label()} cannot go to {target.name}: {exc}; tag the "
+                "source again with shorter labels (nothing was written)"
+            ) from None
+
+
 def copy_library(
     store: str | None = None,
     library: str | os.PathLike[str] | None = None,
@@ -213,6 +233,7 @@ def copy_library(
             raise CopyRefused(f"{source.name} is both the source and the destination: name another {flag}")
         spaces = _chosen(source, space)
         _check_destination(source, target, spaces)
+        _check_labels_fit(source, target, spaces)
         target.keep_ids = source.kind == "milvus"
         report = CopyReport(source.name, target.name)
         dtype = source.vector_dtype()
