@@ -17,6 +17,7 @@ from fastapi.responses import RedirectResponse
 from fastapi_offline import FastAPIOffline
 
 from clipforge.server.api import build_router
+from clipforge.server.error_shape import ErrorShapeMiddleware
 from clipforge.server.errors import install_error_handlers
 from clipforge.server.head import HeadAsGetMiddleware
 from clipforge.server.limits import ServerLimits
@@ -75,6 +76,9 @@ def create_app(library: Any, token: str | None = None, limits: ServerLimits | No
         @app.get("/", include_in_schema=False)
         def root() -> RedirectResponse:
             return RedirectResponse("/docs")
+    # Around the API, gradio and CORS: their own error answers ({"detail": "Not Found"}, a 422 echoing the
+    # client's values, a text/plain 500) leave in the one `{"error", "detail"}` shape.
+    app.add_middleware(ErrorShapeMiddleware)
     # Added last = outermost: the body limit also covers the UI's routes, and the timeout also
     # covers a slow body upload.
     app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_body_bytes, file_limit=limits.max_upload_bytes,

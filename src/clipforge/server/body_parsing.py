@@ -17,10 +17,12 @@ from urllib.parse import parse_qsl
 
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
 
 from clipforge.server.bodies import JSON_TYPES, URLENCODED, BodyKind
 from clipforge.server.errors import APIError, validation_error
 from clipforge.server.limits import ServerLimits
+from clipforge.server.multipart_bound import DelimiterCount
 from clipforge.server.uploads import read_upload
 
 __all__ = ["ParsedBody", "check_json_items", "parse_body"]
@@ -53,7 +55,10 @@ async def parse_body(request: Any, kind: BodyKind, limits: ServerLimits) -> Pars
     if media == URLENCODED:
         raw = await _read_capped(request, limits.form_overhead_bytes)
         return _form_fields(_urlencoded_items(raw, len(model.model_fields)), model, kind)
-    async with request.form(max_files=len(kind.files), max_fields=len(model.model_fields)) as form:
+    # python-multipart steps through a delimiter that ends nothing byte by byte: bounded by the parts (`multipart_bound`)
+    bound = DelimiterCount(request.headers.get("content-type", ""), len(model.model_fields) + len(kind.files))
+    form_request = Request(request.scope, _counted(request.receive, bound))
+    async with form_request.form(max_files=len(kind.files), max_fields=len(model.model_fields)) as form:
         data, file_names = {}, {}
         for name, value in form.multi_items():
             if name in data:
@@ -78,6 +83,26 @@ async def parse_body(request: Any, kind: BodyKind, limits: ServerLimits) -> Pars
                 )
             data[name] = value
     return ParsedBody(_validate(model, data).model_dump(), file_names)
+
+
+def _counted(receive: Any, bound: DelimiterCount) -> Any:
+    """`receive`, refusing (400) a multipart body once it holds more delimiter lines than its parts can: the
+    parser is given the body up to that line first, so its own refusal of those parts (too many fields) wins."""
+    refused = False
+
+    async def counted() -> Any:
+        nonlocal refused
+        if refused:
+            raise APIError(400, "bad_request", bound.detail("the request body"))
+        message = await receive()
+        body = message.get("body", b"") if message.get("type") == "http.request" else b""
+        allowed = bound.feed(body)
+        if allowed < len(body):
+            refused = True
+            return {**message, "body": body[:allowed], "more_body": True}
+        return message
+
+    return counted
 
 
 async def _read_capped(request: Any, cap: int) -> bytes:

@@ -36,8 +36,10 @@ __all__ = [
     "error_response",
     "install_error_handlers",
     "shown",
+    "status_code_name",
     "user_error",
     "validation_error",
+    "validation_text",
     "without_folders",
 ]
 
@@ -56,6 +58,11 @@ _CODES = {
     503: "timeout",
     507: "insufficient_storage",
 }
+
+
+def status_code_name(status: int) -> str:
+    """The `error` code of an answer with this status when nothing more specific names it."""
+    return _CODES.get(status, "internal_error" if status >= 500 else "error")
 
 
 class APIError(Exception):
@@ -145,16 +152,23 @@ def validation_error(errors: list[dict[str, Any]]) -> RequestValidationError:
 
 def _message(item: dict[str, Any]) -> str:
     # Our validators raise ValueError with a sentence; pydantic prefixes it with "Value error, ".
-    error = (item.get("ctx") or {}).get("error")
+    ctx = item.get("ctx")
+    error = ctx.get("error") if isinstance(ctx, dict) else None
     if item.get("type") == "value_error" and error is not None:
         return str(error)
     return str(item.get("msg", "invalid"))
 
 
 def _validation_detail(exc: RequestValidationError) -> str:
+    return validation_text(exc.errors())
+
+
+def validation_text(errors: Any) -> str:
+    """FastAPI's list of validation errors as one line, `field: message; ...`, without the `input` each item
+    echoes (gradio's own routes sent a client's whole value back, and a 1e400 in it made the answer raise)."""
     parts = []
-    for item in exc.errors()[:10]:
-        loc = tuple(item.get("loc", ()))
+    for item in [e for e in errors if isinstance(e, dict)][:10] if isinstance(errors, (list, tuple)) else ():
+        loc = tuple(item["loc"]) if isinstance(item.get("loc"), (list, tuple)) else ()
         # the first element names where (FastAPI's "body", "query", "path", "header"); the rest is the field,
         # which may itself be called "query" (`{"query": "fish"}` was reported as "request: ...")
         where = ".".join(
@@ -194,7 +208,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = _CODES.get(exc.status_code, "error")
+        code = status_code_name(exc.status_code)
         return error_response(exc.status_code, code, exc.detail, getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)

@@ -17,20 +17,31 @@ the model's fair queue (`fair.FairGate`). So the join is where an anonymous clie
 * an address may start `max_new_sessions` sessions a minute (gradio keeps the message queues of 2,000
   sessions and drops the least recently used: one client cycling 2,100 sessions made another user's
   running classify end in "session not found");
-* the tables this keeps, and gradio's per-session event table, are swept of sessions with nothing left.
+* the tables this keeps, and gradio's per-session event table, are swept of sessions with nothing left, and
+  answers left unread for `UNREAD_AGE_S` with no stream reading them are forgotten (`forget_unread`): gradio keeps
+  them for good, so 16 joins never read had locked their address (every user, on loopback) out of the UI.
+
+Every UI event body (join, cancel, reset) is also JSON that writes back as it came (`json_refusal`): a number
+that is not finite (`NaN`, `Infinity`, `1e400`) made gradio's 422 answer raise while echoing it (a 500 and a
+17 kB traceback per anonymous request on `cancel`, `reset` and a join's `trigger_id`), and a lone surrogate
+(`"\\ud800"`) in a search made the handler raise deep in the tokenizer (a 5 kB traceback per event).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["MAX_UI_STRING_CHARS", "JoinRules", "value_refusal"]
+__all__ = ["MAX_UI_STRING_CHARS", "UNREAD_AGE_S", "JoinRules", "forget_unread", "json_refusal", "value_refusal"]
 
 MAX_UI_STRING_CHARS = 4096
 """Longest string a UI event may carry (paths: Linux's PATH_MAX; the page's fields take at most 2,000)."""
+UNREAD_AGE_S = 60.0
+"""Answers of a session left unread this long after its last join or read, with no stream open, are forgotten
+(a page reads each answer as it comes, over the `queue/data` stream it opens with its join)."""
 _SWEEP_ABOVE = 1000
 """Tables of sessions are swept of finished ones once they hold more entries than this."""
 
@@ -49,13 +60,20 @@ class JoinRules:
         self.max_unread_events = int(max_unread_events)
         self.max_unread_sessions = int(max_unread_sessions)
         self.max_pending = int(max_pending)
-        self._by_host: dict[str, dict[str, None]] = {}  # address -> its sessions with unread answers
+        self._by_host: dict[str, dict[str, float]] = {}  # address -> its sessions with unread answers: last seen
+        self._reading: dict[str, int] = {}  # session -> its `queue/data` streams open now
+        self.drop: Callable[[str], bool] | None = None  # forget a session's unread answers (`forget_unread`)
         self.max_new_sessions = int(max_new_sessions)
         self.clock = clock
         self._recent: dict[str, OrderedDict[str, float]] = {}  # address -> sessions it joined in the last minute
 
     def refusal(self, host: str, join: Any) -> tuple[int, str, str] | None:
         """(status, code, detail) when this `queue/join` body must not reach gradio, else None (then it is counted)."""
+        refusal = self.shape_refusal(join)
+        return refusal if refusal is not None else self.count_refusal(host, join)
+
+    def shape_refusal(self, join: Any) -> tuple[int, str, str] | None:
+        """The checks of `refusal` that read the join alone (its event, its values): safe in a worker thread."""
         fn_index = join.get("fn_index") if isinstance(join, dict) else None
         if type(fn_index) is not int or fn_index not in self.inputs:
             return 400, "bad_request", "unknown UI event (fn_index)"
@@ -65,6 +83,11 @@ class JoinRules:
             return 400, "bad_request", f"this UI event takes {self.inputs[fn_index]} values, got {got}"
         if _longest_string(data) > MAX_UI_STRING_CHARS:
             return 413, "payload_too_large", f"a UI value may be at most {MAX_UI_STRING_CHARS:,} characters"
+        return None
+
+    def count_refusal(self, host: str, join: Any) -> tuple[int, str, str] | None:
+        """The checks of `refusal` against what `host` and the join's session hold (on the event loop); a join
+        they let through is counted."""
         refusal = self._unread_refusal(host, join.get("session_hash"))
         return refusal if refusal is not None else self._new_session_refusal(host, join.get("session_hash"))
 
@@ -98,6 +121,7 @@ class JoinRules:
         sessions = self._by_host.setdefault(host, {})
         for read in [s for s in sessions if s != session and self.unread(s) == 0]:  # read: their place is free
             del sessions[read]
+        self._expire(sessions)
         if self.unread(session) >= self.max_unread_events:
             detail = f"this page has {self.max_unread_events} answers it has not read yet; reload the page"
         elif session not in sessions and len(sessions) >= self.max_unread_sessions:
@@ -108,11 +132,34 @@ class JoinRules:
             detail = (f"your address has {self.max_pending} UI events waiting or unread already; wait for them "
                       f"or reload the pages")
         else:
-            sessions[session] = None
+            sessions[session] = self.clock()
             return None
         if not sessions:
             del self._by_host[host]
         return 429, "too_many_requests", detail
+
+    def reading(self, session: str, opened: bool) -> None:
+        """A `queue/data` stream of `session` opened (True) or ended: answers being read are not abandoned, and
+        the session counts as seen when its stream ends."""
+        count = self._reading.get(session, 0) + (1 if opened else -1)
+        if count > 0:
+            self._reading[session] = count
+        else:
+            self._reading.pop(session, None)
+        for sessions in self._by_host.values():
+            if session in sessions:
+                sessions[session] = self.clock()
+
+    def _expire(self, sessions: dict[str, float]) -> None:
+        """Forget the answers of `sessions` nobody has read for `UNREAD_AGE_S` (no stream open, nothing of theirs
+        waiting or running): gradio keeps them for good, and 16 joins never read locked their address out of the
+        UI until the server restarted (on loopback or behind a proxy: every user)."""
+        if self.drop is None:
+            return
+        now = self.clock()
+        for session, seen in list(sessions.items()):
+            if session not in self._reading and now - seen > UNREAD_AGE_S and self.drop(session):
+                del sessions[session]
 
     def _sweep(self) -> None:
         """Forget sessions with nothing pending, here and in gradio's table, once either has grown large."""
@@ -130,24 +177,63 @@ class JoinRules:
                 table.pop(session, None)
 
 
+_SCALAR_COMPONENTS = frozenset({"Textbox", "Slider", "Number", "Checkbox"})
+"""Components whose value is text, a number or a flag: a list or object there (49,000 empty objects in a text
+box's place, 196 kB) was parsed again by gradio on the event loop, kept in the session's state and refused by
+the handler only once the event ran."""
+
+
 def value_refusal(blocks: Any, join: Any) -> tuple[int, str, str] | None:
     """400 when a value of this `queue/join` (one `JoinRules` let through) is not of the shape its component's
     data model takes: gradio checks it with that model only once the event runs, and prints the traceback of
-    every failure to the server's stderr (an image or file list given as a string, a number, a list)."""
+    every failure to the server's stderr (an image or file list given as a string, a number, a list); a text
+    box's, slider's, number's or checkbox's value that is no scalar (`_SCALAR_COMPONENTS`)."""
     fn = getattr(blocks, "fns", {}).get(join.get("fn_index")) if isinstance(join, dict) else None
     if fn is None or not isinstance(join.get("data"), list):
         return None
     props = set(getattr(fn, "component_prop_inputs", ()) or ())
     for i, (component, value) in enumerate(zip(fn.inputs, join["data"], strict=False)):
         model = getattr(component, "data_model", None)
-        if value is None or model is None or i in props or getattr(component, "stateful", False):
+        if value is None or i in props or getattr(component, "stateful", False):
+            continue
+        what = type(component).__name__
+        if what in _SCALAR_COMPONENTS and not isinstance(value, (str, int, float)):
+            return 400, "bad_request", (f"value {i + 1} of this UI event ({what.lower()}) is not what this page "
+                                        f"sends there: text or a number")
+        if model is None:
             continue
         try:
             model.model_validate(value, context={"validate_meta": True})
         except (ValueError, TypeError):  # pydantic's ValidationError is a ValueError
-            what = type(component).__name__.lower()
-            return 400, "bad_request", (f"value {i + 1} of this UI event ({what}) is not what this page sends "
+            return 400, "bad_request", (f"value {i + 1} of this UI event ({what.lower()}) is not what this page sends "
                                         f"there: a file it uploaded, or null")
+    return None
+
+
+def forget_unread(queue: Any, session: str) -> bool:
+    """Drop `session` from gradio's tables of unread answers (`queue` is gradio's `Queue`), unless an event of its
+    still waits or runs (gradio would look its message queue up when the event ends); True when dropped. A stream
+    opened for it afterwards is a 404 "reload the page" (`ui_guard`)."""
+    ids = queue.pending_event_ids_session.get(session, ())
+    if any(event_id in queue.event_ids_to_events for event_id in ids):
+        return False
+    queue.pending_event_ids_session.pop(session, None)
+    queue.pending_messages_per_session.pop(session, None)
+    return True
+
+
+def json_refusal(decoded: Any) -> tuple[int, str, str] | None:
+    """400 when decoded JSON does not write back as strict JSON in UTF-8: a number that is not finite, or a
+    string (key or value) holding a lone surrogate. Neither is anything a browser's page sends (its JSON turns
+    NaN into null); one C-speed pass over at most `max_ui_request_bytes`."""
+    try:
+        json.dumps(decoded, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except ValueError as exc:  # UnicodeEncodeError is a ValueError too
+        if isinstance(exc, UnicodeEncodeError):
+            return 400, "bad_request", "a UI value holds text that is not valid Unicode (a lone surrogate)"
+        return 400, "bad_request", "a UI value holds a number that is not finite (NaN, Infinity or past 1e308)"
+    except RecursionError:
+        return 400, "bad_request", "request data is nested too deeply"
     return None
 
 

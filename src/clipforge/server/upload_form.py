@@ -20,7 +20,8 @@ each extra was a fault of its own:
 a part starts and what it is named are read exactly as gradio reads them; the first part that breaks a rule
 raises `UploadRefused` (a 400 naming the part and the rule, 413 for a bound passed), and gradio never sees that
 part's headers, so it opens no file for it. What gradio stored of earlier parts is swept by the guard. The
-parser skips part data with a `find` for the delimiter: a 20 MB file costs ~10 ms more here.
+parser skips part data with a `find` for the delimiter: a 20 MB file costs ~10 ms more here; a body holding more
+delimiter lines than 1,001 parts is refused before the parser steps through them (`multipart_bound`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from __future__ import annotations
 from python_multipart import multipart as _multipart
 from python_multipart.exceptions import FormParserError, MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
+
+from clipforge.server.multipart_bound import DelimiterCount
 
 __all__ = ["FIELD", "MAX_FILES", "MAX_HEADER_BYTES", "UploadForm", "UploadRefused"]
 
@@ -80,6 +83,7 @@ class UploadForm:
         callbacks = {"on_part_begin": self._part_begin, "on_header_field": self._header_field,
                      "on_header_value": self._header_value, "on_header_end": self._header_end,
                      "on_headers_finished": self._headers_finished, "on_end": self._end}
+        self._delimiters = DelimiterCount(content_type, MAX_FILES + 1)  # room for the file that is one too many
         try:
             self._parser = MultipartParser(params[b"boundary"], callbacks)  # type: ignore[arg-type]
         except (FormParserError, ValueError) as exc:  # a boundary over 256 bytes: a 500 inside gradio
@@ -88,9 +92,10 @@ class UploadForm:
     def feed(self, data: bytes, last: bool = False) -> None:
         """Read the next chunk of the body (`last`: the body ends with it); `UploadRefused` at the first part
         that breaks a rule, or at the end of a body that stopped before its closing delimiter."""
+        allowed = self._delimiters.feed(data)
         try:
-            if data:
-                self._parser.write(data)
+            if allowed:
+                self._parser.write(data[:allowed] if allowed < len(data) else data)
         except MultipartParseError as exc:
             where, why = f"part {max(self._parts, 1)} of the upload", str(exc)
             if why.startswith("Maximum header size"):  # python-multipart's own bounds on a part's headers
@@ -99,6 +104,8 @@ class UploadForm:
             if why.startswith("Maximum header count"):
                 raise UploadRefused(413, "bad_upload", f"{where} has more than {_HEADER_COUNT} headers") from None
             raise UploadRefused(400, "bad_upload", f"{where} is not well-formed multipart: {why[:200]}") from None
+        if allowed < len(data):  # python-multipart steps through a delimiter that ends nothing byte by byte
+            raise UploadRefused(400, "bad_upload", self._delimiters.detail("the upload"))
         if last and not self.ended:
             raise UploadRefused(400, "bad_upload", f"the upload ended after {self._parts:,} part(s) without the "
                                                    "closing multipart delimiter (a cut-off body)")
