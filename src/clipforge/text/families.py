@@ -282,6 +282,13 @@ def tokenize_for(model: Any, texts: str | Sequence[str], context_length: int | N
 
 
 
+def _utf8_bytes(text: str) -> bytes:
+    """`text` in UTF-8 for counting its length, a lone surrogate included (an undecodable byte of a command-line
+    argument, or ``"\ud800"`` in JSON): strict encoding raised out of every notice a search or classify gives
+    (a REST search with such a query was a codec error, the CLI's "surrogates not allowed")."""
+    return text.encode("utf-8", "surrogatepass")
+
+
 def same_after_cut(tokenizer: Any, groups: dict[str, list[str]]) -> list[list[str]]:
     """Keys whose texts `tokenizer` (a model's: `tokenizer_of`, `LoadedModel.tokenizer`) turns into the same ids.
 
@@ -295,7 +302,7 @@ def same_after_cut(tokenizer: Any, groups: dict[str, list[str]]) -> list[list[st
     if len(keys) < 2:
         return []
     context = getattr(tokenizer, "context_length", None)
-    if context and all(len(text.encode("utf-8")) + 4 <= int(context) for key in keys for text in groups[key]):
+    if context and all(len(_utf8_bytes(text)) + 4 <= int(context) for key in keys for text in groups[key]):
         return []  # nothing can be cut (no tokenizer makes more tokens than bytes, plus its markers): no 2nd pass
     rows = tokenizer([text for key in keys for text in groups[key]])
     seen: dict[bytes, list[str]] = {}
@@ -318,11 +325,11 @@ def unread_part(tokenizer: Any, text: str) -> str:
     Any tokenizer kind: only its truncating call with a context length is used.
     """
     context = int(getattr(tokenizer, "context_length", 0) or 0)
-    if not context or not text or len(text.encode("utf-8")) + 4 <= context:
+    if not context or not text or len(_utf8_bytes(text)) + 4 <= context:
         return ""  # no tokenizer makes more tokens than bytes, plus its markers
 
     def whole(prefix: str) -> bool:
-        longer = context + 4 * len(prefix.encode("utf-8")) + 8
+        longer = context + 4 * len(_utf8_bytes(prefix)) + 8
         short, wide = tokenizer([prefix], context)[0], tokenizer([prefix], longer)[0]
         return bool((short == wide[:context]).all()) and bool((wide[context:] == wide[-1]).all())
 
@@ -339,10 +346,10 @@ def cut_texts(tokenizer: Any, texts: Sequence[str]) -> list[str]:
     """The texts of `texts` whose end `tokenizer`'s context cuts away, each once: `unread_part`'s test of a whole
     text, for many texts in two batched calls (a classifier's prompts: 80 templates x its labels)."""
     context = int(getattr(tokenizer, "context_length", 0) or 0)
-    candidates = [text for text in dict.fromkeys(texts) if text and len(text.encode("utf-8")) + 4 > context]
+    candidates = [text for text in dict.fromkeys(texts) if text and len(_utf8_bytes(text)) + 4 > context]
     if not context or not candidates:
         return []
-    longer = context + 4 * max(len(text.encode("utf-8")) for text in candidates) + 8
+    longer = context + 4 * max(len(_utf8_bytes(text)) for text in candidates) + 8
     short, wide = tokenizer(candidates, context), tokenizer(candidates, longer)
     whole = (short == wide[:, :context]).all(dim=1) & (wide[:, context:] == wide[:, -1:]).all(dim=1)
     return [text for text, kept in zip(candidates, whole.tolist(), strict=True) if not kept]

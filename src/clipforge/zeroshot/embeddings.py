@@ -107,7 +107,9 @@ def cache_key(fingerprint: str, classnames: Sequence[str], templates: Sequence[s
         "model_class": model_class, "context_length": int(context_length), "classnames": list(classnames),
         "templates": list(templates),
     }, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:32]
+    # surrogatepass: a label holding an undecodable command-line byte ("\udcff") hashes as itself (it was a
+    # codec error out of classify); keys of valid text are unchanged
+    return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def text_tower_fingerprint(model: torch.nn.Module) -> str:
