@@ -279,6 +279,8 @@ def config_from_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, Any
     fc = sd.get("visual.transformer.resblocks.0.mlp.c_fc.weight")
     if fc is not None and fc.shape[0] != 4 * vision_width:
         config["vision_mlp_ratio"] = fc.shape[0] / vision_width
+    if family.get("vision_pool") == "avg" and not _clipa_shaped(config):  # no ln_pre, yet no CLIPA's shapes: a
+        del family["vision_pool"], family["vision_ln_pre"]  # damaged OpenAI file, refused by its strict load
     text_fc = sd.get("transformer.resblocks.0.mlp.c_fc.weight")
     if family and text_fc is not None and text_fc.shape[0] != 4 * transformer_width:
         family["text_mlp_ratio"] = text_fc.shape[0] / transformer_width
@@ -299,6 +301,14 @@ def _with_known_heads(config: dict[str, Any]) -> dict[str, Any]:
             config["activation"] = known["activation"]
         break
     return config
+
+
+def _clipa_shaped(config: dict[str, Any]) -> bool:
+    """Whether a registered architecture read by the mean of its patch tokens (CLIPA) has these shapes. A missing
+    ``visual.ln_pre`` alone is also an OpenAI file with tensors lost: read as CLIPA it loaded silently, its image
+    tower averaged and its text tower OpenAI's, where its strict load names the missing ``ln_pre``."""
+    return any(not name.startswith("test-") and family_value(known, "vision_pool") == "avg" and same_shape(config, known)
+               for name, known in ARCH_CONFIGS.items())
 
 
 def _same_layout(config: dict[str, Any], known: dict[str, Any]) -> bool:

@@ -22,6 +22,19 @@ from torch import nn
 from clipforge.models.layers import LayerNorm, Transformer, grid_rows
 
 
+def check_image_grid(images: torch.Tensor, resolution: int, patch_size: int) -> None:
+    """Refuse images whose patch grid is not the tower's, in one line: past the convolution they failed deep inside
+    ("The size of tensor a (65) must match the size of tensor b (17)"). A few extra pixels pass, as the strided
+    convolution of the reference (open_clip's, timm's) leaves them unread."""
+    if images.dim() != 4:
+        raise ValueError(
+            f"expected a batch of images [N, 3, {resolution}, {resolution}], got {tuple(images.shape)}"
+        )
+    height, width = (int(side) for side in images.shape[-2:])
+    if height // patch_size != resolution // patch_size or width // patch_size != resolution // patch_size:
+        raise ValueError(f"expected images of {resolution}x{resolution}, got {height}x{width}")
+
+
 class AvgPoolVisionTransformer(nn.Module):
     """A ViT whose image feature is ``ln_post(mean of the patch tokens) @ proj`` (CLIPA; module docstring)."""
 
@@ -77,6 +90,7 @@ class AvgPoolVisionTransformer(nn.Module):
 
     def patch_embed(self, x: torch.Tensor) -> torch.Tensor:
         """Images [N, 3, H, W] -> patch rows [N, grid*grid, width] (the fast path packs this as one matmul)."""
+        check_image_grid(x, self.input_resolution, self.patch_size)
         return grid_rows(self.conv1(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
