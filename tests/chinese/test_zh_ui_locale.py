@@ -35,6 +35,7 @@ SCRIPT_TAGS = [
     "zh-Hant-TW",
     "zh-Hant-CN",
     "ZH-hk",
+    "zh-H\u212ant",  # a Kelvin sign: Python's case-insensitive match took it for k (zh-TW), JavaScript's not
     "en-US",
     "en",
     "zhx",

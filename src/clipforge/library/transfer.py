@@ -232,8 +232,8 @@ def copy_library(
             flag = "--to-library" if isinstance(target, _SqliteTarget) else "--to"
             raise CopyRefused(f"{source.name} is both the source and the destination: name another {flag}")
         spaces = _chosen(source, space)
+        _check_labels_fit(source, target, spaces)  # first: asking the destination what it holds may create it
         _check_destination(source, target, spaces)
-        _check_labels_fit(source, target, spaces)
         target.keep_ids = source.kind == "milvus"
         report = CopyReport(source.name, target.name)
         dtype = source.vector_dtype()

@@ -59,9 +59,11 @@ _UI_ALIASES = {
     "zh-HK": TRADITIONAL,
     "zh-MO": TRADITIONAL,
 }
-_CHINESE_TAG = re.compile(r"^zh(?:-|$)", re.IGNORECASE)
-_TRADITIONAL_TAGS = re.compile(r"^zh-(?:.*-)?(?:hant|tw|hk|mo)(?:-|$)", re.IGNORECASE)
-_SIMPLIFIED_SCRIPT = re.compile(r"-hans(?:-|$)", re.IGNORECASE)
+# re.ASCII: Python's case-insensitive match also takes the Kelvin sign for k and the long s for s, JavaScript's
+# (`browser_locale_rule`) does not; language tags are ASCII, and both sides now read them alike
+_CHINESE_TAG = re.compile(r"^zh(?:-|$)", re.IGNORECASE | re.ASCII)
+_TRADITIONAL_TAGS = re.compile(r"^zh-(?:.*-)?(?:hant|tw|hk|mo)(?:-|$)", re.IGNORECASE | re.ASCII)
+_SIMPLIFIED_SCRIPT = re.compile(r"-hans(?:-|$)", re.IGNORECASE | re.ASCII)
 
 
 class TextFileError(ValueError):

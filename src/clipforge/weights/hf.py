@@ -70,6 +70,25 @@ def _is_resnet(state_dict: dict[str, Tensor]) -> bool:
     return any(k.startswith(("visual.attnpool.", "visual.layer1.")) for k in state_dict)
 
 
+_CLIPMODEL_FORM = {"vision_pool": "class", "vision_ln_pre": True, "text_causal": True, "text_pool": "argmax",
+                   "tokenizer": None, "text_hf": None}
+"""Family settings a transformers `CLIPModel` has, and their only value there (`models.family_keys`)."""
+
+
+def _refuse_family_settings(config: dict[str, Any], state_dict: dict[str, Tensor]) -> None:
+    """A state dict whose config has a family setting `CLIPModel` lacks (CLIPA's mean-pooled image tower without
+    `ln_pre`, a bidirectional text tower read at its last position, a tokenizer of its own) has no CLIPModel form:
+    `save_hf(model.state_dict(), ...)` of a CLIPA model wrote a folder transformers loaded with `pre_layrnorm`
+    missing, whose image features had cosine 0.25-0.63 to ours. `save_hf(model)` refused it already."""
+    odd = [f"{key}={config[key]!r}" for key, value in _CLIPMODEL_FORM.items()
+           if config.get(key) is not None and config[key] != value]
+    if "visual.class_embedding" in state_dict and "visual.ln_pre.weight" not in state_dict:
+        odd.append("no visual.ln_pre, as in CLIPA's image tower")
+    if odd:
+        raise CheckpointFormatError(
+            f"this model has no Hugging Face CLIPModel form ({', '.join(odd)}): save it with save_safetensors")
+
+
 def to_hf(state_dict: dict[str, Tensor], config: dict[str, Any] | None = None,
           ) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """OpenAI-layout state dict + our config -> (HF CLIPModel state dict, HF config dict).
@@ -84,6 +103,7 @@ def to_hf(state_dict: dict[str, Tensor], config: dict[str, Any] | None = None,
                                     "CLIPModel equivalent: only ViT image towers can be converted")
     sd = {k: v for k, v in state_dict.items() if k not in _NON_PARAMETER_KEYS}
     config = dict(config) if config is not None else config_from_state_dict(sd)
+    _refuse_family_settings(config, sd)
     out: dict[str, Tensor] = {}
     for key, value in sd.items():
         if key in _TOP_LEVEL:
