@@ -29,7 +29,7 @@ from clipforge.models.configs import mlp_width, vision_heads
 from clipforge.models.family_clipa import AvgPoolVisionTransformer
 from clipforge.models.family_hf import HFTextTower
 from clipforge.models.family_keys import FAMILY_DEFAULTS, check_family_fields, family_value
-from clipforge.models.layers import LayerNorm, Transformer, grid_rows, make_activation
+from clipforge.models.layers import LayerNorm, Transformer, check_image_grid, grid_rows, make_activation
 from clipforge.models.vit import VisionTransformer
 
 
@@ -117,7 +117,9 @@ class MapVisionTransformer(nn.Module):
         return groups + ([[self.proj]] if self.proj is not None else [])
 
     def patch_embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Images [N, 3, H, W] -> patch features [N, grid*grid, width] (the fast path packs this)."""
+        """Images [N, 3, H, W] -> patch features [N, grid*grid, width] (the fast path packs this); images of another
+        grid are one line (`check_image_grid`), not a size mismatch deep in the blocks."""
+        check_image_grid(x, self.input_resolution, self.patch_size)
         return grid_rows(self.conv1(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -19,20 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from clipforge.models.layers import LayerNorm, Transformer, grid_rows
-
-
-def check_image_grid(images: torch.Tensor, resolution: int, patch_size: int) -> None:
-    """Refuse images whose patch grid is not the tower's, in one line: past the convolution they failed deep inside
-    ("The size of tensor a (65) must match the size of tensor b (17)"). A few extra pixels pass, as the strided
-    convolution of the reference (open_clip's, timm's) leaves them unread."""
-    if images.dim() != 4:
-        raise ValueError(
-            f"expected a batch of images [N, 3, {resolution}, {resolution}], got {tuple(images.shape)}"
-        )
-    height, width = (int(side) for side in images.shape[-2:])
-    if height // patch_size != resolution // patch_size or width // patch_size != resolution // patch_size:
-        raise ValueError(f"expected images of {resolution}x{resolution}, got {height}x{width}")
+from clipforge.models.layers import LayerNorm, Transformer, check_image_grid, grid_rows
 
 
 class AvgPoolVisionTransformer(nn.Module):

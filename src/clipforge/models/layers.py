@@ -199,3 +199,16 @@ class Transformer(nn.Module):
             nn.init.normal_(block.attn.out_proj.weight, std=proj_std)
             nn.init.normal_(block.mlp.c_fc.weight, std=fc_std)
             nn.init.normal_(block.mlp.c_proj.weight, std=proj_std)
+
+
+def check_image_grid(images: torch.Tensor, resolution: int, patch_size: int) -> None:
+    """Refuse images whose patch grid is not the tower's, in one line: past the convolution they failed deep inside
+    ("The size of tensor a (65) must match the size of tensor b (17)"). A few extra pixels pass, as the strided
+    convolution of the reference (open_clip's, timm's) leaves them unread."""
+    if images.dim() != 4:
+        raise ValueError(
+            f"expected a batch of images [N, 3, {resolution}, {resolution}], got {tuple(images.shape)}"
+        )
+    height, width = (int(side) for side in images.shape[-2:])
+    if height // patch_size != resolution // patch_size or width // patch_size != resolution // patch_size:
+        raise ValueError(f"expected images of {resolution}x{resolution}, got {height}x{width}")
