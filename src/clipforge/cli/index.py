@@ -28,6 +28,14 @@ def display_path(path: str) -> str:
     return printable(path)
 
 
+def one_line(name: str) -> str:
+    """`name` with its control characters escaped (a newline as \\n), so a row of a table or a list stays one
+    line (a name holding a newline printed its tail as a row of its own). --paths and --json keep names exact."""
+    if name.isprintable():
+        return name
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in name)
+
+
 STORE_HELP = ("where records and vectors live: the embedded SQLite + FAISS store in --library (default), "
               "milvus-lite:PATH.db (Milvus's embedded engine, one file), or milvus://HOST:PORT/COLLECTION (a Milvus "
               "server or cluster; its token from $CLIPFORGE_MILVUS_TOKEN or the file named by "
@@ -292,7 +300,7 @@ def run_stats(args: argparse.Namespace) -> int:
     else:
         print(f"database  {stats['db_bytes'] / 1e6:.1f} MB")
     for failure in stats["failures"]:
-        print(f"  failed: {failure['path']}: {failure['reason']}")
+        print(f"  failed: {one_line(failure['path'])}: {failure['reason']}")
     return 0
 
 

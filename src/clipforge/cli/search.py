@@ -10,7 +10,7 @@ import os
 import sys
 
 from clipforge.cli.common import json_text
-from clipforge.cli.index import add_library_arguments, display_path, fail, open_library, user_errors
+from clipforge.cli.index import add_library_arguments, display_path, fail, one_line, open_library, user_errors
 
 
 class _JoinedWords(argparse.Action):
@@ -46,6 +46,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     output.add_argument("--paths", action="store_true",
                         help="print only the files, one per line, best first (for pipes: `... --paths | xargs feh`; "
                              "names as the file system spells them)")
+    # No `-0` alias: an option spelled like a number makes argparse read `--top-k -5` as an option, not a value.
+    parser.add_argument("--null", action="store_true",
+                        help="with --paths: end each name with a NUL byte instead of a newline, for `xargs -0` "
+                             "(a name may hold a newline, which splits it in a line-based pipe)")
     parser.add_argument("--quiet", "-q", action="store_true",
                         help="no progress bar, notices or indexing summary on stderr (results and errors only)")
     add_library_arguments(parser)
@@ -89,6 +93,8 @@ def _no_results(library: object, args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace) -> int:
     if not args.query and not args.image:
         return fail("give a QUERY, --image IMG, or both")
+    if args.null and not args.paths:
+        return fail("--null changes how --paths ends each name: give --paths too")
     if args.top_k < 1:
         return fail(f"--top-k must be at least 1 (the number of results to show), got {args.top_k}")
     missing = [folder for folder in args.folders if not os.path.isdir(folder)]
@@ -102,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
             if index_first:
                 report = library.add(args.folders, progress=not (args.json or args.paths or args.quiet)
                                      and sys.stderr.isatty())
-                if (report.added or report.updated or report.failed) and not args.quiet:
+                if (report.added or report.updated or report.relinked or report.failed) and not args.quiet:
                     print(f"indexed {', '.join(map(display_path, args.folders))}: {report.summary_line()}",
                           file=sys.stderr)
             hits = library.search(args.query, image=args.image or None, top_k=args.top_k,
@@ -122,8 +128,13 @@ def run(args: argparse.Namespace) -> int:
         print(json_text({"query": args.query, "images": args.image, "results": [h.to_dict() for h in hits]}))
         return 0
     if args.paths:  # raw names (not `display_path`), so a pipe gets names that open, whatever their bytes
+        split = sum("\n" in hit.path for hit in hits)
+        if split and not args.null and not args.quiet:
+            print(f"notice: {split} of these names {'holds' if split == 1 else 'hold'} a newline, which splits it "
+                  "in a line-based pipe: add --null and read them with `xargs -0`", file=sys.stderr)
+        end = b"\0" if args.null else b"\n"
         sys.stdout.flush()
-        sys.stdout.buffer.write(b"".join(os.fsencode(hit.path) + b"\n" for hit in hits))
+        sys.stdout.buffer.write(b"".join(os.fsencode(hit.path) + end for hit in hits))
         sys.stdout.buffer.flush()
         if not hits:
             print(f"no results: {empty}", file=sys.stderr)
@@ -133,5 +144,5 @@ def run(args: argparse.Namespace) -> int:
     for rank, hit in enumerate(hits, 1):
         tag = f"  [{hit.tags[0][0]}]" if hit.tags else ""
         mark = "  (missing)" if hit.path in gone else ""
-        print(f"{rank:3d}  {hit.score:.4f}  {display_path(hit.path)}{tag}{mark}")
+        print(f"{rank:3d}  {hit.score:.4f}  {one_line(display_path(hit.path))}{tag}{mark}")
     return 0

@@ -43,6 +43,7 @@ class AddReport:
     failed: int = 0      # recorded with a reason
     embedded: int = 0    # model forward passes (distinct new contents)
     duplicates: int = 0  # added paths whose bytes were already embedded
+    gone: int = 0        # indexed photos of the folders named whose files are no longer there (not removed)
     bad: list[BadImage] = field(default_factory=list)  # the files that failed, the one bad-image record
     seconds: float = 0.0
 
@@ -70,12 +71,16 @@ class AddReport:
         if self.failed:
             line += ": " + ", ".join(f"{n} {reason}" for reason, n in self.reasons().most_common())
         rate = self.considered / self.seconds if self.seconds > 0 else 0.0
-        return line + f" in {self.seconds:.1f}s ({rate:.0f} files/s)"
+        line += f" in {self.seconds:.1f}s ({rate:.0f} files/s)"
+        if self.gone:  # search lists them as missing until pruned: say so where the user looks after deleting
+            line += (f"; {self.gone} indexed {'photo' if self.gone == 1 else 'photos'} in these folders "
+                     f"{'is' if self.gone == 1 else 'are'} gone from disk (`clipforge index prune` forgets them)")
+        return line
 
     def to_dict(self) -> dict[str, Any]:
         return {"added": self.added, "updated": self.updated, "relinked": self.relinked, "touched": self.touched,
                 "unchanged": self.unchanged, "failed": self.failed, "embedded": self.embedded,
-                "duplicates": self.duplicates, "seconds": round(self.seconds, 3),
+                "duplicates": self.duplicates, "gone": self.gone, "seconds": round(self.seconds, 3),
                 "failures": [b.to_dict() for b in self.bad],
                 "failure_reasons": dict(self.reasons())}
 
@@ -107,11 +112,17 @@ def _plan(store: Store, files: Sequence[str], embedded: set[str], retry_failed: 
     unstat: list[tuple[_Planned, str]] = []
     for path in files:
         stat = _stat(path)
+        known = states.get(path)
         if isinstance(stat, str):
-            unstat.append((_Planned(path, 0, 0), stat))
+            # Recorded as failed without a stat last time (a dangling link): still so, it is unchanged, as
+            # any unchanged failure is; re-failing it made every `search --in` print an indexing summary.
+            if known is not None and known.status == "failed" and known.size == known.mtime_ns == 0 \
+                    and not retry_failed:
+                report.unchanged += 1
+            else:
+                unstat.append((_Planned(path, 0, 0), stat))
             continue
         size, mtime_ns = stat
-        known = states.get(path)
         if known is not None and known.size == size and known.mtime_ns == mtime_ns:
             if known.status == "ok" and known.sha256 in embedded:
                 report.unchanged += 1

@@ -22,7 +22,7 @@ from clipforge.library.indexer import AddReport, index_files
 from clipforge.library.library_base import META_DTYPE, LibraryBase
 from clipforge.library.lock import library_lock
 from clipforge.library.media import store_upload
-from clipforge.library.scan import ScanResult, normalise_path, scan_paths
+from clipforge.library.scan import ScanResult, is_under, normalise_path, scan_paths
 from clipforge.library.settings import check_add_settings, files_missing_vectors, release_pixel_failures
 from clipforge.library.store import ImageRecord
 from clipforge.library.tagging import TagReport, count_noun, tag_library, tag_new_images
@@ -102,8 +102,8 @@ class LibraryWrites(LibraryBase):
             if not found.files:
                 raise ValueError(f"library {self.paths.root} holds no images yet: name the photos to index")
         else:
-            if isinstance(paths, (str, os.PathLike)):
-                paths = [paths]
+            # A list: read twice (the scan, then `_gone_under`).
+            paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
             found = scan_paths(paths, recursive=recursive, exclude=[self.paths.root])
         with self._write_lock, library_lock(self.paths.lock if exclusive else None):
             self._record_model()
@@ -121,12 +121,31 @@ class LibraryWrites(LibraryBase):
                 progress=progress,
             )
             self._record_rejected(found.rejected, report, retry_failed)
+            if paths is not None:
+                report.gone = self._gone_under(paths, found)
             # New photos get the library's tags (a hook after the add, see `tagging.tag_new_images`).
             if report.added or report.updated:
                 self.last_tagged += tag_new_images(self.store, self.encoder, self.paths.cache_dir)
         if update_index and (report.added or report.updated or report.relinked):
             self.index_manager.get()
         return report
+
+    def _gone_under(self, paths: Iterable[str | os.PathLike[str]], found: ScanResult) -> int:
+        """How many 'ok' photos indexed in the folders of `paths` (and below) have no file any more. They are
+        kept (a photo moved elsewhere keeps its tags when added there), but the user is told: deleted photos
+        came back in every search as "missing" while `index add` said nothing of them."""
+        folders = [normalise_path(p) for p in paths if os.path.isdir(p)]
+        if not folders:
+            return 0
+        seen = set(found.files) | {r[0] for r in found.rejected}
+        return sum(
+            1
+            for path, state in self.store.file_states().items()
+            if state.status == "ok"
+            and path not in seen
+            and is_under(path, folders)
+            and not os.path.lexists(path)
+        )
 
     def _stored_dtype(self) -> str:
         """The dtype the library keeps its vectors in. Any other value (`float64`, a number) was passed on to

@@ -57,7 +57,11 @@ def _default_is_image(value: str) -> bool:
 
 
 def _fail(query: str, pos: int, what: str) -> QueryError:
-    return QueryError(f"{what} at position {pos} in query {query!r}\n  {query}\n  {' ' * pos}^")
+    """One line that quotes the query from the problem on: the caret under the query was a second and third
+    line, which the CLI's one-line errors joined into `... '"cat" +' "cat" + ^` (the caret under nothing)."""
+    rest = query[pos:]
+    where = "at its end" if not rest.strip() else f"at {rest[:24]!r}" + (" ..." if len(rest) > 24 else "")
+    return QueryError(f"{what} at position {pos} in query {query!r} ({where})")
 
 
 def _is_operator(query: str, pos: int) -> bool:

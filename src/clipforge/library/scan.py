@@ -6,6 +6,12 @@ extension at all - is tried, fails and gets recorded with its reason instead of 
 Hidden files and folders are skipped in folder walks, and so is the library's own folder
 (its thumbnails must never index themselves).
 
+A symlinked folder is followed when it leads outside everything walked so far (``Pictures/phone ->
+/media/phone``: its photos were silently missing, as `os.walk` does not follow links), and its photos
+keep the link's path. One that leads back into a walked tree (a loop such as ``2020/all -> ..``, or a
+second name for a folder already walked) is not followed: those photos are indexed once, under their
+real path.
+
 Only regular files are ever opened. A FIFO named ``x.jpg`` would block the reader forever
 and a device file would stream without end, so anything else (FIFO, socket, device) is
 handed back as *rejected* with the reason, for the caller to record, never read. Names
@@ -61,9 +67,11 @@ def _is_image_name(name: str) -> bool:
     return is_image_path(name)
 
 
-def _walk(root: str, recursive: bool, exclude: Sequence[str], unreadable: list[OSError]) -> Iterable[str]:
+def _walk(root: str, recursive: bool, exclude: Sequence[str], unreadable: list[OSError],
+          walked: list[str] | None = None) -> Iterable[str]:
     """Image-named files under `root`; the folders the walk could not list go to `unreadable` (os.walk
-    skipped them without a word: a mode-000 subfolder's photos were simply not there)."""
+    skipped them without a word: a mode-000 subfolder's photos were simply not there). `walked`: the real
+    paths of the trees being walked, grown by each symlinked folder followed (see the module docstring)."""
     if not recursive:
         try:
             with os.scandir(root) as entries:
@@ -74,9 +82,11 @@ def _walk(root: str, recursive: bool, exclude: Sequence[str], unreadable: list[O
             return
         yield from (os.path.join(root, name) for name in names)
         return
-    for current, dirs, files in os.walk(root, onerror=unreadable.append):
+    walked = [os.path.realpath(root)] if walked is None else walked
+    for current, dirs, files in os.walk(root, onerror=unreadable.append, followlinks=True):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".")
-                         and not any(_inside(os.path.join(current, d), ex) for ex in exclude))
+                         and not any(_inside(os.path.join(current, d), ex) for ex in exclude)
+                         and _follow(os.path.join(current, d), walked, exclude))
         for name in files:
             if not name.startswith(".") and _is_image_name(name):
                 yield os.path.join(current, name)
@@ -84,6 +94,18 @@ def _walk(root: str, recursive: bool, exclude: Sequence[str], unreadable: list[O
 
 def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _follow(folder: str, walked: list[str], exclude: Sequence[str]) -> bool:
+    """Whether the walk enters `folder`: always for a real folder; for a symlinked one only when its
+    target is outside every tree walked (and the library's folder), nor holds one of them (a loop)."""
+    if not os.path.islink(folder):
+        return True
+    real = os.path.realpath(folder)
+    if any(_inside(real, tree) or _inside(tree, real) for tree in [*walked, *map(os.path.realpath, exclude)]):
+        return False
+    walked.append(real)
+    return True
 
 
 def _not_regular(path: str) -> tuple[int, int, str] | None:
@@ -108,10 +130,13 @@ def scan_paths(paths: Iterable[str | os.PathLike[str]], recursive: bool = False,
     unreadable: list[OSError] = []
     found: set[str] = set()
     missing: list[str] = []
+    paths = list(paths)
+    # The named folders: a symlinked folder leading into one of them is not followed (its photos are found there).
+    walked = [os.path.realpath(normalise_path(p)) for p in paths if os.path.isdir(normalise_path(p))]
     for raw in paths:
         path = normalise_path(raw)
         if os.path.isdir(path):
-            found.update(p for p in _walk(path, recursive, excluded, unreadable)
+            found.update(p for p in _walk(path, recursive, excluded, unreadable, walked)
                          if not any(_inside(p, ex) for ex in excluded))
         elif os.path.lexists(path):
             found.add(path)

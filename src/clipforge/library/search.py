@@ -9,6 +9,7 @@ approximate index and immune to its missed neighbours.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -24,7 +25,8 @@ __all__ = ["SearchHit", "search_vector"]
 
 @dataclass
 class SearchHit:
-    """One result: the image (lowest id holding these bytes) and its cosine similarity."""
+    """One result: the image (lowest id holding these bytes whose file is still there, else the lowest id)
+    and its cosine similarity."""
 
     id: int
     path: str
@@ -53,9 +55,12 @@ def _hits(store: Store, model: str, ranked: Sequence[tuple[int, float]],
             records = [r for r in records if r.id in allowed]
         if not records:  # removed by another writer since the index was built
             continue
-        first = records[0]
+        # A copy still on disk stands for the bytes: the lowest id's file deleted, the hit was shown "missing"
+        # (and `--paths` piped a name that does not open) while the same photo sat under its other names.
+        first = next((r for r in records if os.path.lexists(r.path)), records[0])
         hits.append(SearchHit(id=first.id, path=first.path, score=float(score), sha256=first.sha256 or "",
-                              width=first.width, height=first.height, duplicates=[r.path for r in records[1:]]))
+                              width=first.width, height=first.height,
+                              duplicates=[r.path for r in records if r is not first]))
     tags = store.tags_for_images(model, [h.id for h in hits])
     for hit in hits:
         hit.tags = tags.get(hit.id, [])

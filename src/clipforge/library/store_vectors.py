@@ -133,20 +133,26 @@ class VectorReads(StoreConnection):
 
     @reads
     def vectors_for_image_ids(self, model: str, image_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        """(embedding ids, vectors) of the given images' contents, for exact filtered search."""
+        """(embedding ids, vectors) of the given images' contents, for exact filtered search: each content once.
+
+        The images are read first (by id), then each one's vector by (sha256, model): SQLite's own plan
+        walked every vector of the model once per chunk of 900 ids, so `search --in` a 10,000-photo folder
+        took 34 s. Duplicates split across chunks are dropped here (`DISTINCT` saw one chunk at a time:
+        such a photo was listed twice)."""
         ids: list[int] = []
         vecs: list[np.ndarray] = []
+        seen: set[int] = set()
         for chunk in chunks([int(i) for i in image_ids]):
             marks = ",".join("?" * len(chunk))
-            rows = (
-                self.conn()
-                .execute(
-                    "SELECT DISTINCT e.id, e.dtype, e.vector FROM embeddings e JOIN images i ON i.sha256 = e.sha256"
-                    f" WHERE e.model = ? AND i.status = 'ok' AND i.id IN ({marks})",
-                    (model, *chunk),
-                )
-                .fetchall()
-            )
+            rows = []
+            for row in self.conn().execute(
+                "SELECT e.id, e.dtype, e.vector FROM images i CROSS JOIN embeddings e"
+                f" ON e.sha256 = i.sha256 AND e.model = ? WHERE i.status = 'ok' AND i.id IN ({marks})",
+                (model, *chunk),
+            ):
+                if row[0] not in seen:
+                    seen.add(row[0])
+                    rows.append(row)
             if rows:
                 ids.extend(int(r[0]) for r in rows)
                 vecs.append(self._checked_vectors(model, rows, None))
