@@ -40,7 +40,10 @@ from clipforge.library.dbfile import (
 from clipforge.library.schema import migrate
 from clipforge.library.transaction import Transaction
 
-__all__ = ["StoreConnection", "reads"]
+__all__ = ["CLOSE_WAIT_S", "StoreConnection", "reads"]
+
+CLOSE_WAIT_S = 30.0
+"""How long `StoreConnection.close` waits for reads running in other threads before closing under them."""
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -50,7 +53,7 @@ def reads(method: _F) -> _F:
 
     @functools.wraps(method)
     def wrapper(self: StoreConnection, *args: Any, **kwargs: Any) -> Any:
-        with self.guard():
+        with self.reading(), self.guard():
             return method(self, *args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
@@ -72,6 +75,9 @@ class StoreConnection:
         self._local = threading.local()
         self._lock = threading.RLock()
         self._all: list[sqlite3.Connection] = []
+        self._readers = 0  # `reads` calls running now, in every thread (`close` waits for them)
+        self._idle = threading.Condition()
+        self._mine = threading.local()  # this thread's share of `_readers`
         if pending is not None:
             self._finish_interrupted_checkpoint(pending)
         with self.guard():
@@ -176,7 +182,29 @@ class StoreConnection:
                         conn.execute("ROLLBACK")
                 raise
 
-    def close(self) -> None:
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """Count one read in progress (what `reads` wraps), so that `close` waits for it."""
+        with self._idle:
+            self._readers += 1
+        self._mine.count = getattr(self._mine, "count", 0) + 1
+        try:
+            yield
+        finally:
+            self._mine.count -= 1
+            with self._idle:
+                self._readers -= 1
+                self._idle.notify_all()
+
+    def close(self, wait_s: float = CLOSE_WAIT_S) -> None:
+        """Close every thread's connection, once the reads running in other threads have ended (at most `wait_s`).
+
+        A connection closed under a statement another thread was stepping crashed the process inside SQLite (a
+        server's search still running in gradio's worker thread when the library closed: a segfault, seen in the
+        tests). Transactions hold `_lock`, which this takes too."""
+        mine = getattr(self._mine, "count", 0)
+        with self._idle:
+            self._idle.wait_for(lambda: self._readers <= mine, timeout=wait_s)
         with self._lock:
             for conn in self._all:
                 with contextlib.suppress(sqlite3.ProgrammingError):  # closed from another thread already
