@@ -310,18 +310,20 @@ def run_suite(models: Sequence[str], datasets: Sequence[str] | str, root: str | 
                     report = _run_cell(cell, ev, out_dir, cid, limit=limit, limit_train=limit_train,
                                        batch_size=batch_size, workers=workers, top_k=top_k,
                                        feature_cache_dir=feature_cache_dir, cache_dir=cache_dir)
+                    details = _details(cell, report, time.perf_counter() - t0, cid)
+                    result = {"dataset": cell.dataset, "model": model_name, "pretrained": pretrained,
+                              "task": TASK_NAMES[cell.task], "metrics": _metrics_cb(cell.task, report["metrics"]),
+                              "language": _language(report), "clipforge": {"model_spec": spec, **details}}
+                    result = finite(result)  # NaN (mAP of a subset with no positives) as null: NaN is not JSON
+                    # written last: its presence means the cell is finished; a write that fails (a full disk, its
+                    # temporary removed by another machine's run into the same --out) is this cell's failure only
+                    write_json_atomic(path, result)
                 except Exception as exc:  # noqa: BLE001 - one bad cell is counted and explained; the rest go on
                     reason = _reason(exc, first_line=True)
                     say(f"[{position}/{total}] failed {spec} x {cell.dataset} ({cell.task}): {reason}")
                     rows.append({**row, "status": "failed", "error": reason})
                     bar.update(1)
                     continue
-                details = _details(cell, report, time.perf_counter() - t0, cid)
-                result = {"dataset": cell.dataset, "model": model_name, "pretrained": pretrained,
-                          "task": TASK_NAMES[cell.task], "metrics": _metrics_cb(cell.task, report["metrics"]),
-                          "language": _language(report), "clipforge": {"model_spec": spec, **details}}
-                result = finite(result)  # NaN (mAP of a subset with no positives) as null: NaN is not JSON
-                write_json_atomic(path, result)  # written last: its presence means the cell is finished
                 rows.append({**row, **_row_values(result), "status": "computed"})
                 value = result["clipforge"]["paper_value"]
                 say(f"[{position}/{total}] {spec} x {cell.dataset} ({cell.task}): {details['paper_metric']} "

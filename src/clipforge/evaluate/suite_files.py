@@ -80,8 +80,7 @@ def prompts_part(prompts: str) -> str:
     if prompts == "-":
         return "x"  # tasks without prompts (what earlier versions wrote)
     literal = any(brace in prompts for brace in "{}\uff5b\uff5d")
-    is_file = Path(prompts).suffix.lower() in {".json", ".txt"} or Path(prompts).expanduser().is_file()
-    if literal or is_file:
+    if literal or _template_file(prompts):
         from clipforge.zeroshot import get_templates
 
         try:
@@ -94,8 +93,22 @@ def prompts_part(prompts: str) -> str:
     return safe_name(prompts)
 
 
-def legacy_cell_path(cells_dir: Path, spec: str, parts: list[str]) -> Path:
-    """Where an earlier version wrote this cell (ASCII-only names); read only if its ``model_spec`` is `spec`."""
+def _template_file(prompts: str) -> bool:
+    """Whether a prompt spec is a template file (as `get_templates` reads it): a name that says nothing of its content."""
+    if any(brace in prompts for brace in "{}\uff5b\uff5d"):
+        return False
+    try:
+        return Path(prompts).suffix.lower() in {".json", ".txt"} or Path(prompts).expanduser().is_file()
+    except OSError:  # a name no file system holds ("File name too long"): no file; the cell says why it fails
+        return False
+
+
+def legacy_cell_path(cells_dir: Path, spec: str, parts: list[str]) -> Path | None:
+    """Where an earlier version wrote this cell (ASCII-only names); read only if its ``model_spec`` is `spec`.
+    None for a template file's cell: an earlier version named it by the file's path alone, so the cell cannot say
+    which templates it measured (a file edited since was read back as the new templates' result)."""
+    if len(parts) > 3 and _template_file(parts[3]):
+        return None
     return cells_dir / slug(spec) / ("__".join(slug(p) for p in parts) + ".json")
 
 
@@ -104,10 +117,13 @@ def is_cell_file(path: Path) -> bool:
     return path.suffix == ".json" and not path.name.startswith(".")
 
 
-def read_cell(path: Path, spec: str | None = None, prompts: str | None = None) -> dict[str, Any] | None:
-    """A finished cell's result, or None: absent, unreadable, not a cell, or (when `spec` and `prompts` are given,
-    for a file an earlier version named) another model's or prompt set's that happened to get the same name."""
-    if not is_cell_file(path) or not path.is_file():
+def read_cell(path: Path | None, spec: str | None = None, prompts: str | None = None) -> dict[str, Any] | None:
+    """A finished cell's result, or None: no path, absent, unreadable, not a cell, or (when `spec` and `prompts` are
+    given, for a file an earlier version named) another model's or prompt set's that happened to get the same name."""
+    try:
+        if path is None or not is_cell_file(path) or not path.is_file():
+            return None
+    except OSError:  # a name over the file system's 255 bytes (an earlier version's name of a long spec): no cell
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import platform
+import re
 
 import torch
 
@@ -46,21 +47,30 @@ def onednn_available() -> bool:
 _ISA_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
 _BF16_ISAS = ("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX10_")
 """oneDNN's `ONEDNN_MAX_CPU_ISA` values (and their prefixes) whose kernels multiply bf16 natively."""
+_KNOWN_ISAS = frozenset({"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_MIC", "AVX512_MIC_4OPS",
+                         "AVX512_CORE", "AVX512_CORE_VNNI", "AVX512_CORE_BF16", "AVX512_CORE_FP16",
+                         "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16"})
+_AVX10_ISA = re.compile(r"AVX10_\d+_512(?:_AMX(?:_[A-Z0-9]+)?)?")  # AVX10_1_512, AVX10_1_512_AMX_FP16, AVX10_2_512_AMX_2
 
 
 def onednn_isa_cap() -> str | None:
     """The instruction set oneDNN is capped at by `ONEDNN_MAX_CPU_ISA` (or its old name `DNNL_MAX_CPU_ISA`),
-    upper-cased, or None when neither is set (or set to DEFAULT).
+    upper-cased, or None when neither is set (or set to ALL, DEFAULT or a value oneDNN does not know).
 
     The cap outranks the CPU's flags: under `ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16` an AMX Xeon's bf16 matmuls
     run on AVX512-BF16 dot products (2-core Xeon: 144 instead of ~2,250 GFLOP/s for 2048^2), and under
     `AVX512_CORE` or `AVX2` oneDNN emulates bf16 altogether, slower than fp32. The rules that pick kernels
     and precisions (`amx_supported`, `bf16_supported`) must read the machine oneDNN will actually drive."""
-    for name in _ISA_VARIABLES:
-        value = os.environ.get(name, "").strip().upper()
-        if value:
-            return None if value in ("DEFAULT", "ALL") else value
-    return None
+    setting = _isa_setting()
+    value = setting[1].upper() if setting else ""
+    # oneDNN matches the value whole (any case): ALL, DEFAULT, " AVX2" or a misspelt name caps nothing (measured
+    # on an AMX Xeon: ONEDNN_MAX_CPU_ISA=" AVX2" and "AVX512_CORE_BF" ran AMX kernels, which the rules turned off)
+    return value if value in _KNOWN_ISAS or _AVX10_ISA.fullmatch(value) else None
+
+
+def _isa_setting() -> tuple[str, str] | None:
+    """(variable, value) of the setting oneDNN reads: the first of `_ISA_VARIABLES` set to anything but ""."""
+    return next(((name, os.environ[name]) for name in _ISA_VARIABLES if os.environ.get(name)), None)
 
 
 @functools.lru_cache(maxsize=1)
@@ -85,8 +95,8 @@ def no_bf16_reason() -> str:
     """Why bf16 is not native here, for the one-line refusals of `--precision bf16`: the CPU, or the cap."""
     cap = onednn_isa_cap()
     if cap is not None and not cap.startswith(_BF16_ISAS):
-        variable = next(name for name in _ISA_VARIABLES if os.environ.get(name, "").strip())
-        return f"{variable}={os.environ[variable].strip()} keeps oneDNN from native bf16 matmuls"
+        variable, value = _isa_setting() or ("", "")
+        return f"{variable}={value} keeps oneDNN from native bf16 matmuls"
     return "this CPU has no native bf16 matmuls (AVX512-BF16 or AMX)"
 
 

@@ -207,5 +207,6 @@ def caption_tokenizer(model: nn.Module, config: TrainConfig) -> Any:
         if config.pretrained is None and spec.startswith(("random:", "test-")):
             hint = ("; or, from random weights, train with CLIP's tokenizer through an inline model_config "
                     "(\"scoring\": \"sigmoid\" gives loss=siglip its logit_bias)")
-        raise TrainConfigError(f"--model {spec}: its captions cannot be tokenized: {err}{hint}") from None
+        why = " ".join(str(err).split())  # one line: a backend's own message (transformers') may span several
+        raise TrainConfigError(f"--model {spec}: its captions cannot be tokenized: {why}{hint}") from None
     return tokenizer

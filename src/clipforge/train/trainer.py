@@ -196,9 +196,10 @@ class Trainer(TrainerSteps, TrainerState, TrainerProgress):
                 stepped = self.step
                 for batch in self._loader():
                     self.skipped.add(getattr(batch, "errors", None) or ())
-                    if len(batch.indices) == 0:
+                    size = self._step_size(batch)  # the smallest rank's: a batch empty on one rank, all skip
+                    if size == 0:
                         continue
-                    loss = self._train_step(batch)
+                    loss = self._train_step(batch, size)
                     self._check_finite(loss)
                     now = self._now()
                     self._tick(now[0] - tick[0], now[1] - tick[1], len(batch.indices))

@@ -91,7 +91,21 @@ class TrainerSteps:
         groups = getattr(batch, "classes", None) if self.config.label_positives else None
         return self.loss_fn, groups
 
-    def _train_step(self, batch: Any) -> float:
+    def _step_size(self, batch: Any) -> int:
+        """How many images every rank has in this step's batch: the smallest rank's count (its own for one process).
+
+        All ranks learn it together, so a batch whose every image failed to decode on one rank is skipped by every
+        rank. That rank alone skipped it, its collectives met the other ranks' different ones and the job hung (1
+        bad image in 16, --batch-size 1 on 2 ranks: both ranks waited until killed)."""
+        count = len(batch.indices)
+        if not self.dist.distributed:
+            return count
+        size = torch.tensor([count], device=self.device)
+        torch.distributed.all_reduce(size, op=torch.distributed.ReduceOp.MIN)
+        return int(size)
+
+    def _train_step(self, batch: Any, size: int | None = None) -> float:
+        """One optimiser step on `batch`; `size`: the smallest rank's count (`_step_size`), asked for when None."""
         cfg = self.config
         images, texts = (
             batch.images.to(self.device, non_blocking=True),
@@ -100,10 +114,9 @@ class TrainerSteps:
         loss_fn, groups = self._loss_for(batch)
         if self.dist.distributed and getattr(batch, "caption_index", None) is None:
             # all_gather needs equal batches: trim to the smallest rank's
-            size = torch.tensor([len(images)], device=self.device)
-            torch.distributed.all_reduce(size, op=torch.distributed.ReduceOp.MIN)
-            images, texts = images[: int(size)], texts[: int(size)]
-            groups = None if groups is None else groups[: int(size)]
+            size = self._step_size(batch) if size is None else size
+            images, texts = images[:size], texts[:size]
+            groups = None if groups is None else groups[:size]
         if self.budget is not None:  # the schedule runs on training time, not on steps
             for group in self.optimizer.param_groups:
                 group["lr"] = group["initial_lr"] * self.budget.factor()

@@ -128,7 +128,18 @@ def _written_in(templates: Sequence[str] | None) -> str:
     Chinese, else ``en``: `eval zeroshot --templates 一张{}的照片` on CIFAR-10 prompted 一张airplane的照片 (6.67%
     where zh-cifar10's names gave 66.67% on clipforge-tiny-zh) instead of taking the dataset's Chinese names."""
     texts = [t.replace("{}", "") for t in templates or ()]
-    return "zh" if texts and all(language_of(t) == "zh" for t in texts) else "en"
+    return "zh" if texts and all(_chinese_template(t) for t in texts) else "en"
+
+
+_KANA_HANGUL = re.compile(r"[\u3040-\u30ff\u31f0-\u31ff\uff66-\uff9f\u1100-\u11ff\u3130-\u318f\uac00-\ud7af]")
+
+
+def _chinese_template(text: str) -> bool:
+    """Chinese, not merely holding ideographs: no kana or hangul (``{}の写真`` is Japanese: it took the Chinese names,
+    ``飞机の写真``) and no more Latin words than ideographs (``a photo of a {}, 照片`` is English with a gloss)."""
+    ideographs = len(re.findall(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]", text))
+    words = len(re.findall(r"[A-Za-z]+", text))
+    return ideographs > 0 and not _KANA_HANGUL.search(text) and ideographs >= words
 
 
 def default_template_set(dataset: str, languages: Sequence[str], english_default: str) -> str:
