@@ -57,6 +57,8 @@ class RunLogger:
         extra = [k for k in ("logit_bias",) if k in record]
         fields = [*TRAIN_FIELDS, *extra] if kind == "train" else sorted(record)
         new = not csv_path.exists()
+        if not new:
+            fields = _widened_header(csv_path, fields)
         with open(csv_path, "a", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
             if new:
@@ -173,3 +175,26 @@ def plot_curves(out_dir: str | Path) -> list[Path]:
         ax.set_title("zero-shot accuracy during training")
         written.append(save_figure(fig, out_dir / "accuracy.png"))
     return written
+
+
+def _widened_header(csv_path: Path, fields: list[str]) -> list[str]:
+    """The columns to append a row under: the file's own header, widened (the file rewritten once, the old rows'
+    new cells empty) when the record has columns it lacks. A run resumed from a `train.csv` written before its
+    `logit_bias` column existed, or an `eval.csv` whose evaluations gained a metric, appended rows one column
+    longer than their header: spreadsheets read them shifted."""
+    from clipforge.atomic import write_text_atomic
+
+    with open(csv_path, newline="", encoding="utf-8", errors="replace") as f:
+        reader = csv.DictReader(f)
+        header = list(reader.fieldnames or [])
+        missing = [name for name in fields if name not in header]
+        if not header or not missing:
+            return header or fields
+        rows = list(reader)
+    widened = header + missing
+    out = io.StringIO(newline="")
+    writer = csv.DictWriter(out, fieldnames=widened)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(csv_path, out.getvalue())
+    return widened
