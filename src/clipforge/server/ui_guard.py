@@ -307,11 +307,13 @@ def _blocks(scope: Scope) -> Any:
 
 
 def _query_value(scope: Scope, name: str) -> str:
-    """The first value of query parameter `name` ("" when absent)."""
+    """The value of query parameter `name` that gradio reads: its last, as FastAPI takes one ("" when absent).
+    The first let `?session_hash=<live>&session_hash=gone` past the unknown-session check, and counted a
+    stream as reading a session it never read (`JoinRules.reading`)."""
     from urllib.parse import parse_qsl
 
     query = scope.get("query_string", b"").decode("latin-1")
-    return next((v for k, v in parse_qsl(query, keep_blank_values=True) if k == name), "")
+    return next((v for k, v in reversed(parse_qsl(query, keep_blank_values=True)) if k == name), "")
 
 
 _RANGE_HEADERS = frozenset({b"range", b"if-range"})
