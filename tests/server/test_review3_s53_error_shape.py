@@ -102,3 +102,13 @@ def test_exceptions_after_a_200_reach_the_server_and_after_an_error_start_are_on
     assert start["status"] == 500 and b"s53-review3" not in body["body"]
     assert body["body"] == b'{"error": "internal_error", "detail": "%s"}' % INTERNAL_DETAIL.encode()
     assert len([r for r in caplog.records if r.exc_info]) == 1
+
+
+def test_gradios_queue_stopped_503_keeps_its_words():
+    """At shutdown gradio answers 503 "Queue is stopped.": it was shaped as {"error": "timeout", "detail": "an
+    internal error ... the server log has the details"}, with nothing in the log."""
+    from clipforge.server.error_shape import shaped_error
+
+    assert shaped_error(503, "text/plain; charset=utf-8", b"Queue is stopped.") == {
+        "error": "unavailable", "detail": "Queue is stopped."}
+    assert shaped_error(500, "text/plain", b"Internal Server Error")["error"] == "internal_error"
