@@ -93,6 +93,8 @@ def _no_results(library: object, args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace) -> int:
     if not args.query and not args.image:
         return fail("give a QUERY, --image IMG, or both")
+    if args.null and args.json:  # "give --paths too" sent the user to a pair argparse refuses (--json with --paths)
+        return fail("--null is for --paths: --json already writes a name holding a newline as \\n (drop --null)")
     if args.null and not args.paths:
         return fail("--null changes how --paths ends each name: give --paths too")
     if args.top_k < 1:
@@ -120,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         return fail(exc)
     # A file gone from a folder this machine sees; a Milvus store's photos may live on the machines that indexed
     # them, whose folders are not here: those are not called missing.
-    gone = {hit.path for hit in hits if not os.path.lexists(hit.path) and os.path.isdir(os.path.dirname(hit.path))}
+    gone = {hit.path for hit in hits if not os.path.exists(hit.path) and os.path.isdir(os.path.dirname(hit.path))}
     if gone and not args.quiet:  # deleted since indexed: a `--paths | xargs` pipe would get names that do not open
         print(f"notice: {len(gone)} of these photos are no longer on disk (marked 'missing'); `clipforge index "
               "prune` forgets the library's photos whose files are gone", file=sys.stderr)

@@ -22,7 +22,7 @@ from clipforge.library.indexer import AddReport, index_files
 from clipforge.library.library_base import META_DTYPE, LibraryBase
 from clipforge.library.lock import library_lock
 from clipforge.library.media import store_upload
-from clipforge.library.scan import ScanResult, is_under, normalise_path, scan_paths
+from clipforge.library.scan import ScanResult, normalise_path, scan_paths
 from clipforge.library.settings import check_add_settings, files_missing_vectors, release_pixel_failures
 from clipforge.library.store import ImageRecord
 from clipforge.library.tagging import TagReport, count_noun, tag_library, tag_new_images
@@ -138,14 +138,11 @@ class LibraryWrites(LibraryBase):
         if not folders:
             return 0
         seen = set(found.files) | {r[0] for r in found.rejected}
-        return sum(
-            1
-            for path, state in self.store.file_states().items()
-            if state.status == "ok"
-            and path not in seen
-            and is_under(path, folders)
-            and not os.path.lexists(path)
-        )
+        # The rows under these folders only (a range of the path index): every row of a 100,000-photo library
+        # read again doubled the time of adding a 3-photo folder.
+        indexed = {path for folder in folders for path in self.store.paths_under(folder)}
+        # Gone as `prune` judges: a link whose target was deleted is gone too.
+        return sum(1 for path in indexed if path not in seen and not os.path.exists(path))
 
     def _stored_dtype(self) -> str:
         """The dtype the library keeps its vectors in. Any other value (`float64`, a number) was passed on to

@@ -10,7 +10,10 @@ A symlinked folder is followed when it leads outside everything walked so far (`
 /media/phone``: its photos were silently missing, as `os.walk` does not follow links), and its photos
 keep the link's path. One that leads back into a walked tree (a loop such as ``2020/all -> ..``, or a
 second name for a folder already walked) is not followed: those photos are indexed once, under their
-real path.
+real path. A link to a folder holding one followed before is followed, and that folder is skipped when
+reached again (the photos beside it were missing when the shallower link was met first). Links into
+/proc, /sys and /dev are never followed: those trees hold links to every process's folders
+(``/proc/self/cwd``), which a walk followed out into whatever tree they led to.
 
 Only regular files are ever opened. A FIFO named ``x.jpg`` would block the reader forever
 and a device file would stream without end, so anything else (FIFO, socket, device) is
@@ -68,7 +71,7 @@ def _is_image_name(name: str) -> bool:
 
 
 def _walk(root: str, recursive: bool, exclude: Sequence[str], unreadable: list[OSError],
-          walked: list[str] | None = None) -> Iterable[str]:
+          walked: _Trees | None = None) -> Iterable[str]:
     """Image-named files under `root`; the folders the walk could not list go to `unreadable` (os.walk
     skipped them without a word: a mode-000 subfolder's photos were simply not there). `walked`: the real
     paths of the trees being walked, grown by each symlinked folder followed (see the module docstring)."""
@@ -82,7 +85,7 @@ def _walk(root: str, recursive: bool, exclude: Sequence[str], unreadable: list[O
             return
         yield from (os.path.join(root, name) for name in names)
         return
-    walked = [os.path.realpath(root)] if walked is None else walked
+    walked = _Trees([os.path.realpath(root)]) if walked is None else walked
     for current, dirs, files in os.walk(root, onerror=unreadable.append, followlinks=True):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".")
                          and not any(_inside(os.path.join(current, d), ex) for ex in exclude)
@@ -96,15 +99,44 @@ def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
-def _follow(folder: str, walked: list[str], exclude: Sequence[str]) -> bool:
-    """Whether the walk enters `folder`: always for a real folder; for a symlinked one only when its
-    target is outside every tree walked (and the library's folder), nor holds one of them (a loop)."""
+_SYSTEM_TREES = ("/proc", "/sys", "/dev")
+"""Never entered through a link: kernel views, not photos (/proc/<pid>/cwd leads to every process's folder)."""
+
+
+@dataclass
+class _Trees:
+    """What a walk has entered: `named` (the real paths of the folders named, and the library's folder), and
+    the real paths and (device, inode) of the symlinked folders followed so far."""
+
+    named: list[str]
+    followed: list[str] = field(default_factory=list)
+    followed_ids: set[tuple[int, int]] = field(default_factory=set)
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _follow(folder: str, walked: _Trees, exclude: Sequence[str]) -> bool:
+    """Whether the walk enters `folder`. A real folder: yes, unless it is a followed link's target met again
+    through a link to a folder above it. A symlinked one: only when its target is outside every tree walked,
+    does not hold a named tree or the library's folder (a loop), and is not a kernel view (`_SYSTEM_TREES`)."""
     if not os.path.islink(folder):
-        return True
+        return not walked.followed_ids or _identity(folder) not in walked.followed_ids
     real = os.path.realpath(folder)
-    if any(_inside(real, tree) or _inside(tree, real) for tree in [*walked, *map(os.path.realpath, exclude)]):
+    named = [*walked.named, *map(os.path.realpath, exclude)]
+    if any(_inside(real, tree) or _inside(tree, real) for tree in named):
+        return False  # a named folder again, or a loop
+    if any(_inside(real, tree) for tree in [*walked.followed, *_SYSTEM_TREES]):
         return False
-    walked.append(real)
+    walked.followed.append(real)
+    identity = _identity(real)
+    if identity is not None:
+        walked.followed_ids.add(identity)
     return True
 
 
@@ -132,7 +164,7 @@ def scan_paths(paths: Iterable[str | os.PathLike[str]], recursive: bool = False,
     missing: list[str] = []
     paths = list(paths)
     # The named folders: a symlinked folder leading into one of them is not followed (its photos are found there).
-    walked = [os.path.realpath(normalise_path(p)) for p in paths if os.path.isdir(normalise_path(p))]
+    walked = _Trees([os.path.realpath(normalise_path(p)) for p in paths if os.path.isdir(normalise_path(p))])
     for raw in paths:
         path = normalise_path(raw)
         if os.path.isdir(path):

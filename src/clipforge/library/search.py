@@ -56,8 +56,9 @@ def _hits(store: Store, model: str, ranked: Sequence[tuple[int, float]],
         if not records:  # removed by another writer since the index was built
             continue
         # A copy still on disk stands for the bytes: the lowest id's file deleted, the hit was shown "missing"
-        # (and `--paths` piped a name that does not open) while the same photo sat under its other names.
-        first = next((r for r in records if os.path.lexists(r.path)), records[0])
+        # (and `--paths` piped a name that does not open) while the same photo sat under its other names. A link
+        # whose target is gone does not open either (`exists`, not `lexists`, as `prune` judges).
+        first = next((r for r in records if os.path.exists(r.path)), records[0])
         hits.append(SearchHit(id=first.id, path=first.path, score=float(score), sha256=first.sha256 or "",
                               width=first.width, height=first.height,
                               duplicates=[r.path for r in records if r is not first]))

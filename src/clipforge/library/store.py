@@ -177,8 +177,18 @@ class Store(VectorReads):
 
     @reads
     def image_ids_under(self, folder: str) -> list[int]:
-        """Ids of the 'ok' images in `folder` (a normalised absolute path) and below it: one range of the
-        path index for names stored as text, one for those stored as bytes (not UTF-8, see `dbfile.to_db`)."""
+        """Ids of the 'ok' images in `folder` (a normalised absolute path) and below it."""
+        return [int(r[0]) for r in self._ok_under(folder, "id")]
+
+    @reads
+    def paths_under(self, folder: str) -> list[str]:
+        """Paths of the 'ok' images in `folder` and below it: what `index add` of a small folder checks for files
+        gone from disk, in the rows of that folder alone (not every row of the library)."""
+        return [from_db(r[0]) for r in self._ok_under(folder, "path")]
+
+    def _ok_under(self, folder: str, column: str) -> list[tuple[Any, ...]]:
+        """`column` of the 'ok' images under `folder`: one range of the path index for names stored as text,
+        one for those stored as bytes (not UTF-8, see `dbfile.to_db`)."""
         prefix = folder.rstrip(os.sep) + os.sep
         ranges: list[tuple[str | bytes, str | bytes]] = []
         with contextlib.suppress(UnicodeEncodeError):
@@ -186,15 +196,16 @@ class Store(VectorReads):
             ranges.append((prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)))
         raw = os.fsencode(prefix)
         ranges.append((raw, raw[:-1] + bytes([raw[-1] + 1])))
-        ids: list[int] = []
+        rows: list[tuple[Any, ...]] = []
         for low, high in ranges:  # SQLite orders text before bytes: each range holds only its own kind
-            ids += [
-                int(r[0])
-                for r in self.conn()
-                .execute("SELECT id FROM images WHERE status = 'ok' AND path >= ? AND path < ?", (low, high))
+            rows += (
+                self.conn()
+                .execute(
+                    f"SELECT {column} FROM images WHERE status = 'ok' AND path >= ? AND path < ?", (low, high)
+                )
                 .fetchall()
-            ]
-        return ids
+            )
+        return rows
 
     # -- images without vectors -------------------------------------------------------------
     def vectors_checked(self, model: str) -> bool:

@@ -77,6 +77,9 @@ class StoreConnection:
         self._all: list[sqlite3.Connection] = []
         self._readers = 0  # `reads` calls running now, in every thread (`close` waits for them)
         self._idle = threading.Condition()
+        self._closing = False  # set while `close` runs: a read starting then waits for it (see `reading`)
+        self._conns = threading.Lock()  # guards `_all` (not `_lock`: a read opening its connection during a
+        # close must not wait for the lock the close holds)
         self._mine = threading.local()  # this thread's share of `_readers`
         if pending is not None:
             self._finish_interrupted_checkpoint(pending)
@@ -127,12 +130,12 @@ class StoreConnection:
                 conn = self._open()
             self._local.conn = conn
             self._local.stamp = file_stamp(self.path) if self.read_only else None
-            with self._lock:
+            with self._conns:
                 self._all.append(conn)
         return conn
 
     def _drop(self, conn: sqlite3.Connection) -> None:
-        with self._lock:
+        with self._conns:
             if conn in self._all:
                 self._all.remove(conn)
         with contextlib.suppress(sqlite3.Error):
@@ -184,8 +187,13 @@ class StoreConnection:
 
     @contextmanager
     def reading(self) -> Iterator[None]:
-        """Count one read in progress (what `reads` wraps), so that `close` waits for it."""
+        """Count one read in progress (what `reads` wraps), so that `close` waits for it. A read starting while
+        `close` runs waits for it to end, then opens a new connection: one started between two reads of another
+        thread's search was handed the connection being closed ("bad parameter or other API misuse"). A read
+        inside a read goes on (its thread holds a count `close` is waiting for)."""
         with self._idle:
+            if not getattr(self._mine, "count", 0):
+                self._idle.wait_for(lambda: not self._closing)
             self._readers += 1
         self._mine.count = getattr(self._mine, "count", 0) + 1
         try:
@@ -201,13 +209,22 @@ class StoreConnection:
 
         A connection closed under a statement another thread was stepping crashed the process inside SQLite (a
         server's search still running in gradio's worker thread when the library closed: a segfault, seen in the
-        tests). Transactions hold `_lock`, which this takes too."""
+        tests). Transactions hold `_lock`, which this takes first; reads starting meanwhile wait (`reading`)."""
         mine = getattr(self._mine, "count", 0)
-        with self._idle:
-            self._idle.wait_for(lambda: self._readers <= mine, timeout=wait_s)
-        with self._lock:
-            for conn in self._all:
-                with contextlib.suppress(sqlite3.ProgrammingError):  # closed from another thread already
-                    conn.close()
-            self._all.clear()
-            self._local = threading.local()
+        with self._lock:  # no transaction runs while closing (they take `_lock` first too, then may read)
+            with self._idle:
+                self._closing = True
+            try:
+                with self._idle:
+                    self._idle.wait_for(lambda: self._readers <= mine, timeout=wait_s)
+                with self._conns:
+                    for conn in self._all:
+                        # ProgrammingError: closed from another thread already
+                        with contextlib.suppress(sqlite3.ProgrammingError):
+                            conn.close()
+                    self._all.clear()
+                self._local = threading.local()
+            finally:
+                with self._idle:
+                    self._closing = False
+                    self._idle.notify_all()

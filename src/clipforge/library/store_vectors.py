@@ -50,18 +50,24 @@ class VectorReads(StoreConnection):
         search a 500 with a 110-line traceback)."""
         last = int(after_id)
         upper = (1 << 62) if upto_id is None else int(upto_id)
-        conn = self.conn()
         while True:
-            with self.guard():
-                rows = conn.execute(
-                    "SELECT id, dtype, vector FROM embeddings WHERE model = ? AND id > ? AND id <= ?"
-                    " ORDER BY id LIMIT ?",
-                    (model, last, upper, chunk),
-                ).fetchall()
-            if not rows:
-                return
-            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-            yield ids, self._checked_vectors(model, rows, dim)
+            # Counted as a read (`StoreConnection.reading`) so that `close` waits for the chunk being stepped: an
+            # index built in a server's worker thread read this way while the library closed under it.
+            with self.reading(), self.guard():
+                rows = (
+                    self.conn()
+                    .execute(
+                        "SELECT id, dtype, vector FROM embeddings WHERE model = ? AND id > ? AND id <= ?"
+                        " ORDER BY id LIMIT ?",
+                        (model, last, upper, chunk),
+                    )
+                    .fetchall()
+                )
+                if not rows:
+                    return
+                ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+                vectors = self._checked_vectors(model, rows, dim)  # may read the model's width
+            yield ids, vectors
             last = int(ids[-1])
 
     def model_dim(self, model: str) -> int | None:
