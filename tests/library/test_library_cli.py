@@ -54,7 +54,7 @@ def test_index_search_tag_cycle(tmp_path, images_factory, bad_files_factory, cap
     out, err = capsys.readouterr()
     assert f"  {photos[5]}  " in out and [line for line in out.splitlines() if line.endswith("  (missing)")] == [
         line for line in out.splitlines() if f"  {photos[5]}  " in line]
-    assert err == ("notice: 1 of these photos are no longer on disk (marked 'missing'); `clipforge index prune` "
+    assert err == ("notice: 1 of these photos is no longer on disk (marked 'missing'); `clipforge index prune` "
                    "forgets the library's photos whose files are gone\n")
     assert main(["index", "prune", "--library", lib]) == 0
     assert capsys.readouterr().out == "pruned 1 image whose files are gone\n"

@@ -30,3 +30,12 @@ def test_a_search_with_an_undecodable_byte_runs_and_says_nothing_false(tmp_path,
     assert main(["search", "a \udcff cat", "--library", str(tmp_path / "lib"), "-k", "2", "--paths"]) == 0
     out, err = capsys.readouterr()
     assert len(out.splitlines()) == 2 and "surrogates" not in err
+
+
+
+def test_a_failed_file_whose_name_holds_a_newline_is_one_failure_line(tmp_path, capsys) -> None:
+    """`index add`'s and `embed`'s `  failed: PATH: why` lines printed such a name's tail as a line of its own."""
+    from clipforge.cli.common import print_failures
+
+    print_failures([(str(tmp_path / "bad\nname.jpg"), "not an image")], "index stats")
+    assert capsys.readouterr().err == f"  failed: {tmp_path}/bad\\nname.jpg: not an image\n"

@@ -275,12 +275,20 @@ SHOWN_FAILURES = 20
 """Failed files a batch command names on stderr (enough to see the pattern; the rest are in its record)."""
 
 
+def one_line(name: str) -> str:
+    """`name` with its control characters escaped (a newline as \\n), so a row of a table or a list stays one
+    line (a name holding a newline printed its tail as a row of its own). --paths and --json keep names exact."""
+    if name.isprintable():
+        return name
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in name)
+
+
 def print_failures(failures: Sequence[tuple[str, str]], rest: str) -> None:
     """`  failed: PATH: why` on stderr for the first `SHOWN_FAILURES` files a batch command could not read, then
     where the rest are (`rest`): one shape for `index add` and `embed`."""
     from clipforge.library.dbfile import display_path
 
     for path, reason in failures[:SHOWN_FAILURES]:
-        print(f"  failed: {display_path(path)}: {reason}", file=sys.stderr)
+        print(f"  failed: {one_line(display_path(path))}: {reason}", file=sys.stderr)
     if len(failures) > SHOWN_FAILURES:
         print(f"  ... and {len(failures) - SHOWN_FAILURES} more (see {rest})", file=sys.stderr)

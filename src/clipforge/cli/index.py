@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from clipforge.cli.common import batch_settings_problem, json_text, print_failures
+from clipforge.cli.common import batch_settings_problem, json_text, one_line, print_failures
 
 
 def count_noun(count: int, noun: str) -> str:
@@ -26,14 +26,6 @@ def display_path(path: str) -> str:
     from clipforge.library.dbfile import display_path as printable
 
     return printable(path)
-
-
-def one_line(name: str) -> str:
-    """`name` with its control characters escaped (a newline as \\n), so a row of a table or a list stays one
-    line (a name holding a newline printed its tail as a row of its own). --paths and --json keep names exact."""
-    if name.isprintable():
-        return name
-    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in name)
 
 
 STORE_HELP = ("where records and vectors live: the embedded SQLite + FAISS store in --library (default), "

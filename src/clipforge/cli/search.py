@@ -124,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
     # them, whose folders are not here: those are not called missing.
     gone = {hit.path for hit in hits if not os.path.exists(hit.path) and os.path.isdir(os.path.dirname(hit.path))}
     if gone and not args.quiet:  # deleted since indexed: a `--paths | xargs` pipe would get names that do not open
-        print(f"notice: {len(gone)} of these photos are no longer on disk (marked 'missing'); `clipforge index "
+        print(f"notice: {len(gone)} of these photos {'is' if len(gone) == 1 else 'are'} no longer on disk (marked "
+              "'missing'); `clipforge index "
               "prune` forgets the library's photos whose files are gone", file=sys.stderr)
     if args.json:
         print(json_text({"query": args.query, "images": args.image, "results": [h.to_dict() for h in hits]}))
