@@ -80,3 +80,38 @@ def test_on_an_amx_cpu_the_cap_takes_amx_from_onednn_and_from_the_rules() -> Non
     kernels = [line for line in out.stdout.splitlines() if ",exec,cpu,matmul," in line]
     assert kernels and all("amx" not in line for line in kernels), out.stdout[-2000:]
     assert "amx_supported False" in out.stdout
+
+
+# oneDNN compares the variable's value, upper-cased, with its list of ISA names and ignores any other value (no
+# cap): measured on an AMX Xeon with ONEDNN_VERBOSE=1, " AVX2", "AVX2 " and the misspelt "AVX512_CORE_BF" all ran
+# brg_matmul:avx10_1_512_amx; "avx2" did cap.
+
+
+@pytest.mark.parametrize("value", [" AVX2", "AVX2 ", "AVX512_CORE_BF", "AVX2,AVX512_CORE", "DEFAULT", "all"])
+def test_a_value_onednn_does_not_know_caps_nothing(machine, value: str) -> None:
+    machine(AMX_XEON, ONEDNN_MAX_CPU_ISA=value)
+    assert (cpu.onednn_isa_cap(), cpu.amx_supported(), cpu.bf16_supported()) == (None, True, True)
+
+
+@pytest.mark.parametrize(
+    ("value", "cap", "amx", "bf16"),
+    [
+        ("avx2", "AVX2", False, False),
+        ("avx512_core_amx_fp16", "AVX512_CORE_AMX_FP16", True, True),
+        ("AVX10_2_512_AMX_2", "AVX10_2_512_AMX_2", True, True),
+        ("AVX10_1_512", "AVX10_1_512", False, True),
+    ],
+)
+def test_a_known_name_in_any_case_is_the_cap(
+    machine, value: str, cap: str, amx: bool, bf16: bool
+) -> None:
+    machine(AMX_XEON, ONEDNN_MAX_CPU_ISA=value)
+    assert (cpu.onednn_isa_cap(), cpu.amx_supported(), cpu.bf16_supported()) == (cap, amx, bf16)
+
+
+def test_the_variable_onednn_reads_first_is_the_one_named(machine) -> None:
+    """ONEDNN_ wins over DNNL_ when it holds anything; a space-only ONEDNN_ value is read (and ignored) first."""
+    machine(AMX_XEON, ONEDNN_MAX_CPU_ISA=" ", DNNL_MAX_CPU_ISA="AVX2")
+    assert (cpu.onednn_isa_cap(), cpu.bf16_supported()) == (None, True)
+    machine(AMX_XEON, ONEDNN_MAX_CPU_ISA="", DNNL_MAX_CPU_ISA="avx512_core")
+    assert cpu.no_bf16_reason() == "DNNL_MAX_CPU_ISA=avx512_core keeps oneDNN from native bf16 matmuls"
