@@ -21,8 +21,9 @@ def test_the_length_checks_and_the_cache_key_take_a_lone_surrogate(tiny_encoder)
     assert len(key) == 32 and key != cache_key("f" * 64, ["dog", "cat"], ["a photo of a {}."], 77)
 
 
-def test_a_search_with_an_undecodable_byte_runs_and_says_nothing_false(tmp_path, tiny_encoder, images_factory,
-                                                                         capsys) -> None:
+def test_a_search_with_an_undecodable_byte_runs_and_says_nothing_false(
+    tmp_path, tiny_encoder, images_factory, capsys
+) -> None:
     images_factory(tmp_path / "photos", 3)
     with Library(tmp_path / "lib", tiny_encoder) as library:
         library.add(tmp_path / "photos", workers=0, progress=False)
@@ -30,7 +31,6 @@ def test_a_search_with_an_undecodable_byte_runs_and_says_nothing_false(tmp_path,
     assert main(["search", "a \udcff cat", "--library", str(tmp_path / "lib"), "-k", "2", "--paths"]) == 0
     out, err = capsys.readouterr()
     assert len(out.splitlines()) == 2 and "surrogates" not in err
-
 
 
 def test_a_failed_file_whose_name_holds_a_newline_is_one_failure_line(tmp_path, capsys) -> None:

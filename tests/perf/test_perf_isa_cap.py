@@ -102,9 +102,7 @@ def test_a_value_onednn_does_not_know_caps_nothing(machine, value: str) -> None:
         ("AVX10_1_512", "AVX10_1_512", False, True),
     ],
 )
-def test_a_known_name_in_any_case_is_the_cap(
-    machine, value: str, cap: str, amx: bool, bf16: bool
-) -> None:
+def test_a_known_name_in_any_case_is_the_cap(machine, value: str, cap: str, amx: bool, bf16: bool) -> None:
     machine(AMX_XEON, ONEDNN_MAX_CPU_ISA=value)
     assert (cpu.onednn_isa_cap(), cpu.amx_supported(), cpu.bf16_supported()) == (cap, amx, bf16)
 

@@ -110,5 +110,7 @@ def test_gradios_queue_stopped_503_keeps_its_words():
     from clipforge.server.error_shape import shaped_error
 
     assert shaped_error(503, "text/plain; charset=utf-8", b"Queue is stopped.") == {
-        "error": "unavailable", "detail": "Queue is stopped."}
+        "error": "unavailable",
+        "detail": "Queue is stopped.",
+    }
     assert shaped_error(500, "text/plain", b"Internal Server Error")["error"] == "internal_error"

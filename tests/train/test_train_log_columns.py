@@ -7,7 +7,15 @@ import csv
 
 from clipforge.train.logs import RunLogger
 
-ROW = {"step": 1, "epoch": 0.1, "loss": 2.5, "lr": 1e-4, "logit_scale": 14.3, "samples_per_s": 50.0, "elapsed_s": 1.0}
+ROW = {
+    "step": 1,
+    "epoch": 0.1,
+    "loss": 2.5,
+    "lr": 1e-4,
+    "logit_scale": 14.3,
+    "samples_per_s": 50.0,
+    "elapsed_s": 1.0,
+}
 
 
 def _rows(path) -> tuple[list[str], list[list[str]]]:
@@ -22,7 +30,16 @@ def test_a_resumed_run_that_logs_a_new_column_widens_the_header(tmp_path) -> Non
     later.log("train", {**ROW, "step": 2, "logit_bias": -9.5})
     later.log("train", {**ROW, "step": 3, "logit_bias": -9.25})
     header, rows = _rows(tmp_path / "train.csv")
-    assert header == ["step", "epoch", "loss", "lr", "logit_scale", "samples_per_s", "elapsed_s", "logit_bias"]
+    assert header == [
+        "step",
+        "epoch",
+        "loss",
+        "lr",
+        "logit_scale",
+        "samples_per_s",
+        "elapsed_s",
+        "logit_bias",
+    ]
     assert [len(r) for r in rows] == [8, 8, 8]
     assert [r[0] for r in rows] == ["1", "2", "3"] and [r[-1] for r in rows] == ["", "-9.5", "-9.25"]
     later.log("eval", {"step": 2, "val_acc1": 0.5})

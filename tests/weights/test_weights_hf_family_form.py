@@ -21,7 +21,10 @@ def test_a_clipa_state_dict_is_refused_and_nothing_is_written(tmp_path) -> None:
         "this model has no Hugging Face CLIPModel form (no visual.ln_pre, as in CLIPA's image tower): save it with "
         "save_safetensors"
     )
-    with pytest.raises(UserError, match=r"form \(vision_pool='avg', vision_ln_pre=False, text_causal=False, "
-                                        r"text_pool='last', tokenizer="):
+    with pytest.raises(
+        UserError,
+        match=r"form \(vision_pool='avg', vision_ln_pre=False, text_causal=False, "
+        r"text_pool='last', tokenizer=",
+    ):
         save_hf(model.state_dict(), tmp_path / "hf", config=model.arch_config)
     assert not (tmp_path / "hf").exists() or not any((tmp_path / "hf").iterdir())

@@ -117,13 +117,17 @@ def is_cell_file(path: Path) -> bool:
     return path.suffix == ".json" and not path.name.startswith(".")
 
 
-def read_cell(path: Path | None, spec: str | None = None, prompts: str | None = None) -> dict[str, Any] | None:
+def read_cell(
+    path: Path | None, spec: str | None = None, prompts: str | None = None
+) -> dict[str, Any] | None:
     """A finished cell's result, or None: no path, absent, unreadable, not a cell, or (when `spec` and `prompts` are
     given, for a file an earlier version named) another model's or prompt set's that happened to get the same name."""
     try:
         if path is None or not is_cell_file(path) or not path.is_file():
             return None
-    except OSError:  # a name over the file system's 255 bytes (an earlier version's name of a long spec): no cell
+    except (
+        OSError
+    ):  # a name over the file system's 255 bytes (an earlier version's name of a long spec): no cell
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))

@@ -58,9 +58,18 @@ def shaped_error(status: int, content_type: str, body: bytes) -> dict[str, str] 
         if _ours(decoded):
             return None
     code = status_code_name(status)
-    if status == 503:  # gradio's "Queue is stopped." at shutdown: a state, not a fault with a logged traceback
-        text = body.decode("utf-8", "replace") if decoded is None and content_type.startswith("text/plain") else ""
-        return {"error": "unavailable", "detail": _one_line(text) or "the server cannot take this request now"}
+    if (
+        status == 503
+    ):  # gradio's "Queue is stopped." at shutdown: a state, not a fault with a logged traceback
+        text = (
+            body.decode("utf-8", "replace")
+            if decoded is None and content_type.startswith("text/plain")
+            else ""
+        )
+        return {
+            "error": "unavailable",
+            "detail": _one_line(text) or "the server cannot take this request now",
+        }
     if status >= 500:
         return {"error": code, "detail": INTERNAL_DETAIL}
     if isinstance(decoded, dict) and isinstance(decoded.get("detail"), list):

@@ -61,7 +61,12 @@ def cut_captions(dataset: Any, tokenizer: Any, context: int) -> tuple[int, int, 
     for text in picked:
         probes.setdefault(text[: _PROBE_CHARS * context], []).append(text)
     starts, reader = list(probes), _AtContext(tokenizer, context)
-    cut = [t for i in range(0, len(starts), _CHUNK) for s in cut_texts(reader, starts[i : i + _CHUNK]) for t in probes[s]]
+    cut = [
+        t
+        for i in range(0, len(starts), _CHUNK)
+        for s in cut_texts(reader, starts[i : i + _CHUNK])
+        for t in probes[s]
+    ]
     return len(cut), len(picked), len(texts), (cut[0] if cut else None)
 
 
