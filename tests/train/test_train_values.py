@@ -100,7 +100,7 @@ def test_the_size_estimate_matches_the_built_model(arch):
 def test_a_non_finite_loss_stops_the_run_with_exit_2(captions, tmp_path, capsys, monkeypatch):
     from clipforge.train import trainer
 
-    monkeypatch.setattr(trainer.Trainer, "_train_step", lambda self, batch: float("nan"))
+    monkeypatch.setattr(trainer.Trainer, "_train_step", lambda self, batch, size=None: float("nan"))
     code = main(["train", "--model", "random:test-vit-tiny", "--root", str(captions), "--set", "data=folder",
                  "--steps", "3", "--batch-size", "4", "--out", str(tmp_path / "nan"), "--set", "tensorboard=false",
                  "--set", "device=cpu", "--set", "precision=fp32"])
