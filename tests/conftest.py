@@ -7,6 +7,13 @@ PyPI package `clip-anytorch` installed with --no-deps) is imported by file path:
 
 from __future__ import annotations
 
+import os
+
+# Before anything imports grpc (pymilvus at collection): gRPC core's own log lines ("Got goaway ... too_many_pings"
+# from a milvus-lite client of an earlier test) land in whatever stderr a test is capturing; the product sets the
+# same when it first imports pymilvus (`library.milvus_store`).
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
 import hashlib
 import importlib.util
 import io
