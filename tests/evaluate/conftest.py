@@ -41,3 +41,19 @@ def no_model(monkeypatch):
 
     for module in (zs, rt, lp, common):
         monkeypatch.setattr(module, "resolve_model", refuse)
+
+
+@pytest.fixture()
+def quiet_suite(monkeypatch, tmp_path):
+    """A suite run isolated for its cells: its own class-embedding cache, no heat map drawn (the cells are what is
+    tested), one torch thread; the thread count restored after."""
+    import torch
+
+    import clipforge.evaluate.plots as plots
+
+    monkeypatch.setenv("CLIPFORGE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(plots, "plot_heatmap", lambda grid, rows, cols, path, **kw: path)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -20,17 +20,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*plain state dict:UserWarning")
 
 
 @pytest.fixture(autouse=True)
-def _isolated(monkeypatch, tmp_path):
-    import clipforge.evaluate.plots as plots
-
-    monkeypatch.setenv("CLIPFORGE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(
-        plots, "plot_heatmap", lambda grid, rows, cols, path, **kw: path
-    )  # cells are tested here
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _isolated(quiet_suite):
+    """Every test here runs the suite as `quiet_suite` sets it up (conftest)."""
 
 
 @pytest.fixture()

@@ -19,15 +19,8 @@ from clipforge.evaluate.suite import run_suite
 
 
 @pytest.fixture(autouse=True)
-def _isolated(monkeypatch, tmp_path):
-    import clipforge.evaluate.plots as plots
-
-    monkeypatch.setenv("CLIPFORGE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(plots, "plot_heatmap", lambda grid, rows, cols, path, **kw: path)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _isolated(quiet_suite):
+    """Every test here runs the suite as `quiet_suite` sets it up (conftest)."""
 
 
 @pytest.fixture()
