@@ -21,32 +21,14 @@ from clipforge.library.milvus_search import search_space
 from clipforge.library.milvus_stats import space_stats
 from clipforge.library.milvus_store import quote
 from clipforge.library.milvus_writer import RECORD_FIELDS, record_from_row
+from clipforge.library.queries import QueryMethods
 from clipforge.library.scan import FolderFilter
 from clipforge.library.search import SearchHit
 from clipforge.library.store import ImageRecord
 
 
-class MilvusCatalog:
+class MilvusCatalog(QueryMethods):
     """The reading methods of `MilvusLibrary` (see the module docstring)."""
-
-    def search(
-        self,
-        query: str | None = None,
-        *,
-        text: str | Sequence[str] | None = None,
-        image: Any = None,
-        top_k: int = 20,
-        filter_tags: str | Sequence[str] | None = None,
-        tag_rank: int = 0,
-        min_tag_score: float = 0.0,
-        under: FolderFilter = None,
-    ) -> list[SearchHit]:
-        from clipforge.library.library_reads import query_vector
-
-        if int(top_k) < 0:
-            raise ValueError(f"top_k must be 0 or more, got {top_k}")
-        vector = query_vector(self.encoder, self.max_pixels, query, text, image)
-        return self.search_vector(vector, top_k, filter_tags, tag_rank, min_tag_score, under)
 
     def search_vector(
         self,

@@ -2,7 +2,7 @@
 
 `classify` (``clipforge tag``) writes each photo's top labels into its row (at most `MAX_TAGS`, the schema's
 capacity) and remembers the vocabulary in the store, so later adds by any process tag with it;
-`classify_image` answers for one image without storing anything; `tags`, `tag_counts` and
+`classify_image` (one image, nothing stored) is every store's (`queries.QueryMethods`); `tags`, `tag_counts` and
 `no_results_reason` read the stored tags as the embedded store's `tagging` does. The tagging rule itself is
 `clipforge.library.milvus_tags`. A part of `MilvusLibrary` (`clipforge.library.milvus_library`), whose
 `__init__` sets the attributes these methods read.
@@ -14,7 +14,6 @@ import json
 import time
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
@@ -27,7 +26,6 @@ from clipforge.library.tagging import (
     no_tag_sentence,
     parse_labels,
     prompted_templates,
-    scored_top_k,
     tag_vocabulary,
 )
 
@@ -81,20 +79,6 @@ class MilvusClassify:
         report.top1_counts = dict(counts.most_common())
         report.seconds = time.perf_counter() - started
         return report
-
-    def classify_image(
-        self,
-        image: Any,
-        labels: str | Sequence[str],
-        templates: str | Sequence[str] = "imagenet",
-    ) -> list[tuple[str, float]]:
-        labels = parse_labels(labels)
-        encoder = self.encoder
-        classes = encoder.class_embeddings(labels, templates, cache_dir=self.paths.cache_dir)
-        top, probs = scored_top_k(
-            encoder.encode_images([image], self.max_pixels), classes, encoder.scoring(), len(labels)
-        )
-        return [(labels[j], float(p)) for j, p in zip(top[0], probs[0], strict=True)]
 
     def tags(self, image_id: int) -> list[tuple[str, float]]:
         rows = self.space.query(f"id == {int(image_id)}", ["tags", "tag_scores"], limit=1)
