@@ -74,16 +74,16 @@ class Library(LibraryWrites, LibraryReads):
             # so no second drop-space could name it).
             self.paths.index_file(fingerprint).unlink(missing_ok=True)
             with self.store.transaction() as tx:
+                # Every key `tag` wrote the space's tags under, its vocabulary and the key naming the current
+                # rows: the rows of `<fingerprint>#<n>` and that key, left, answered again once the space was
+                # copied or added back with a vocabulary (`transaction.current_tag_rows`).
+                tx.drop_tags(fingerprint)
                 for sql in (
-                    "DELETE FROM tags WHERE model = ?",
                     "DELETE FROM embeddings WHERE model = ?",
                     "DELETE FROM models WHERE fingerprint = ?",
                 ):
                     tx.execute(sql, (fingerprint,))
-                tx.execute(
-                    "DELETE FROM meta WHERE key IN (?, ?)",
-                    (f"index_state:{fingerprint}", f"tag_labels:{fingerprint}"),
-                )
+                tx.execute("DELETE FROM meta WHERE key = ?", (f"index_state:{fingerprint}",))
                 # Vectors were deleted: a process holding this space's index in memory must see it go.
                 tx.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'removals'")
                 tx.bump_generation()

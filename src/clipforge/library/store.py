@@ -32,7 +32,7 @@ from clipforge.library.records import IMAGE_COLUMNS, FileState, ImageRecord, ima
 from clipforge.library.schema import SCHEMA_VERSION, SchemaError
 from clipforge.library.store_connection import reads
 from clipforge.library.store_vectors import VectorReads
-from clipforge.library.transaction import Transaction, chunks
+from clipforge.library.transaction import Transaction, chunks, current_tag_rows
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -170,6 +170,11 @@ class Store(VectorReads):
         return [image_record(r) for r in rows]
 
     @reads
+    def last_image_id(self) -> int:
+        """The highest image id (0 in an empty library)."""
+        return int(self.conn().execute("SELECT COALESCE(MAX(id), 0) FROM images").fetchone()[0])
+
+    @reads
     def file_states(self) -> dict[str, FileState]:
         """path -> state for every known file, read once per indexing run."""
         rows = self.conn().execute("SELECT path, id, size, mtime_ns, status, sha256 FROM images").fetchall()
@@ -230,16 +235,20 @@ class Store(VectorReads):
         return [image_record(r) for r in rows]
 
     # -- tags -------------------------------------------------------------------------------
+    # Each query names `model`'s current tags by `current_tag_rows` (the rows `clipforge tag` switched to last):
+    # rows a `tag` run is still writing, or was killed writing, under another key are never read.
     @reads
     def image_ids_with_tags(
         self, model: str, labels: Sequence[str], max_rank: int = 0, min_score: float = 0.0
     ) -> list[int]:
         marks = ",".join("?" * len(labels))
+        key, params = current_tag_rows(model)
         rows = (
             self.conn()
             .execute(
-                f"SELECT DISTINCT image_id FROM tags WHERE model = ? AND label IN ({marks}) AND rank <= ? AND score >= ?",
-                (model, *labels, int(max_rank), float(min_score)),
+                f"SELECT DISTINCT image_id FROM tags WHERE model = {key} AND label IN ({marks}) AND rank <= ?"
+                " AND score >= ?",
+                (*params, *labels, int(max_rank), float(min_score)),
             )
             .fetchall()
         )
@@ -248,14 +257,15 @@ class Store(VectorReads):
     @reads
     def tags_for_images(self, model: str, image_ids: Sequence[int]) -> dict[int, list[tuple[str, float]]]:
         out: dict[int, list[tuple[str, float]]] = {}
+        key, params = current_tag_rows(model)
         for chunk in chunks([int(i) for i in image_ids]):
             marks = ",".join("?" * len(chunk))
             for image_id, label, score in (
                 self.conn()
                 .execute(
-                    f"SELECT image_id, label, score FROM tags WHERE model = ? AND image_id IN ({marks})"
+                    f"SELECT image_id, label, score FROM tags WHERE model = {key} AND image_id IN ({marks})"
                     " ORDER BY image_id, rank",
-                    (model, *chunk),
+                    (*params, *chunk),
                 )
                 .fetchall()
             ):
@@ -269,14 +279,16 @@ class Store(VectorReads):
         return out
 
     @reads
-    def untagged_images(self, model: str) -> list[tuple[int, str]]:
-        """(image id, content hash) of the 'ok' images with no tag of `model` (added since the last tagging)."""
+    def untagged_images(self, model: str, key: str | None = None) -> list[tuple[int, str]]:
+        """(image id, content hash) of the 'ok' images with no current tag of `model` (added since the last
+        tagging), or none under the `tags.model` value `key` (what a `tag` run has not written yet)."""
+        sql, params = ("?", (key,)) if key is not None else current_tag_rows(model)
         rows = (
             self.conn()
             .execute(
                 "SELECT i.id, i.sha256 FROM images i WHERE i.status = 'ok' AND NOT EXISTS"
-                " (SELECT 1 FROM tags t WHERE t.image_id = i.id AND t.model = ?) ORDER BY i.id",
-                (model,),
+                f" (SELECT 1 FROM tags t WHERE t.image_id = i.id AND t.model = {sql}) ORDER BY i.id",
+                params,
             )
             .fetchall()
         )
@@ -284,16 +296,55 @@ class Store(VectorReads):
 
     @reads
     def tag_counts(self, model: str) -> dict[str, int]:
+        key, params = current_tag_rows(model)
         rows = (
             self.conn()
             .execute(
-                "SELECT label, COUNT(*) FROM tags WHERE model = ? AND rank = 0 GROUP BY label"
+                f"SELECT label, COUNT(*) FROM tags WHERE model = {key} AND rank = 0 GROUP BY label"
                 " ORDER BY COUNT(*) DESC, label",
-                (model,),
+                params,
             )
             .fetchall()
         )
         return {r[0]: int(r[1]) for r in rows}
+
+    @reads
+    def tag_rows(self, model: str) -> str:
+        """The `tags.model` value holding `model`'s current tags (see `transaction.TAG_ROWS_KEY`)."""
+        sql, params = current_tag_rows(model)
+        return str(self.conn().execute(f"SELECT {sql}", params).fetchone()[0])
+
+    @reads
+    def tag_row_keys(self, model: str) -> list[str]:
+        """Every `tags.model` value `model`'s tags were ever written under and still hold rows: the current one,
+        and those a killed `tag` run left (one index range step each, not a scan of the rows)."""
+        conn = self.conn()
+        keys = (
+            [model] if conn.execute("SELECT 1 FROM tags WHERE model = ? LIMIT 1", (model,)).fetchone() else []
+        )
+        after, end = model + "#", model + "$"
+        while row := conn.execute(
+            "SELECT model FROM tags WHERE model > ? AND model < ? ORDER BY model LIMIT 1", (after, end)
+        ).fetchone():
+            keys.append(after := row[0])
+        return keys
+
+    @reads
+    def image_ids_for_embeddings(self, model: str, first: int, last: int) -> dict[int, list[int]]:
+        """embedding id -> ids of the 'ok' images holding those bytes, for the embeddings of `model` with ids in
+        [`first`, `last`] (one chunk of a `tag` run, read inside the transaction that writes its tags)."""
+        out: dict[int, list[int]] = {}
+        for eid, image_id in (
+            self.conn()
+            .execute(
+                "SELECT e.id, i.id FROM embeddings e JOIN images i ON i.sha256 = e.sha256"
+                " WHERE e.model = ? AND e.id >= ? AND e.id <= ? AND i.status = 'ok' ORDER BY i.id",
+                (model, int(first), int(last)),
+            )
+            .fetchall()
+        ):
+            out.setdefault(int(eid), []).append(int(image_id))
+        return out
 
     # -- statistics -------------------------------------------------------------------------
     @reads

@@ -17,7 +17,31 @@ import numpy as np
 
 from clipforge.library.dbfile import to_db
 
-__all__ = ["Transaction", "chunks"]
+__all__ = ["TAG_ROWS_KEY", "VOCABULARY_KEY", "Transaction", "chunks", "current_tag_rows"]
+
+VOCABULARY_KEY = "tag_labels:"
+"""Meta key prefix of a model space's remembered tag vocabulary (labels, templates, top_k) in a store."""
+
+TAG_ROWS_KEY = "tag_rows:"
+"""Meta key prefix naming the `tags.model` value that holds a model space's current tags.
+
+`clipforge tag` writes a whole library's new tags under a fresh value (`<fingerprint>#<n>`) in short
+transactions, then switches this key and the vocabulary in one transaction and deletes the old rows after: a
+kill -9 at any point leaves one vocabulary's tags answering, and a reader never sees two. Absent (every library
+tagged before this scheme, or a copy), the tags are under the fingerprint itself. Read only while the space's
+vocabulary is recorded too, so `index drop-space` (which deletes the vocabulary) cannot leave rows to come back."""
+
+
+def current_tag_rows(model: str) -> tuple[str, tuple[str, str, str]]:
+    """(SQL expression, its parameters) for the `tags.model` value holding `model`'s current tags.
+
+    One expression inside each query, not a value read before it: a statement reads one snapshot, so a reader
+    never pairs the old key with the rows the switch left behind being deleted."""
+    return (
+        "COALESCE((SELECT k.value FROM meta k WHERE k.key = ? AND EXISTS"
+        " (SELECT 1 FROM meta v WHERE v.key = ?)), ?)",
+        (TAG_ROWS_KEY + model, VOCABULARY_KEY + model, model),
+    )
 
 
 def chunks(items: Sequence[Any], size: int = 900) -> Iterator[Sequence[Any]]:
@@ -146,23 +170,55 @@ class Transaction:
     def delete_tags_for(self, image_id: int) -> None:
         self.conn.execute("DELETE FROM tags WHERE image_id = ?", (image_id,))
 
-    def replace_tags(self, model: str, rows: Iterable[tuple[int, str, float, int]]) -> None:
-        """Write (image_id, label, score, rank) rows, replacing that image's previous tags."""
+    def tag_rows(self, model: str) -> str:
+        """The `tags.model` value holding `model`'s current tags, as this transaction sees it."""
+        sql, params = current_tag_rows(model)
+        return str(self.conn.execute(f"SELECT {sql}", params).fetchone()[0])
+
+    def replace_tags(
+        self, model: str, rows: Iterable[tuple[int, str, float, int]], expected: str | None = None
+    ) -> bool:
+        """Write (image_id, label, score, rank) rows as `model`'s current tags, replacing those images' previous
+        ones. `expected`: the rows' key (`tag_rows`) read when their vocabulary was; when `tag` switched the
+        vocabulary since, nothing is written and False comes back (the switch tagged those photos itself)."""
+        key = self.tag_rows(model)
+        if expected is not None and key != expected:
+            return False
         rows = list(rows)
         for image_id in {r[0] for r in rows}:
-            self.conn.execute("DELETE FROM tags WHERE image_id = ? AND model = ?", (image_id, model))
+            self.conn.execute("DELETE FROM tags WHERE image_id = ? AND model = ?", (image_id, key))
+        self.insert_tags(key, rows)
+        return True
+
+    def insert_tags(self, key: str, rows: Iterable[tuple[int, str, float, int]]) -> None:
+        """Write (image_id, label, score, rank) rows under the `tags.model` value `key` for images with none there
+        (`tag` writing a fresh key): `replace_tags`' one DELETE per image was half of a whole-library `tag`'s
+        write time."""
         self.conn.executemany(
             "INSERT INTO tags(image_id, model, label, score, rank) VALUES (?, ?, ?, ?, ?)",
-            [(r[0], model, r[1], float(r[2]), int(r[3])) for r in rows],
+            [(r[0], key, r[1], float(r[2]), int(r[3])) for r in rows],
         )
 
-    def insert_tags(self, model: str, rows: Iterable[tuple[int, str, float, int]]) -> None:
-        """Write (image_id, label, score, rank) rows for images with no tags of `model` (after `clear_tags` in this
-        transaction): `replace_tags`' one DELETE per image was half of a whole-library `tag`'s write time."""
-        self.conn.executemany(
-            "INSERT INTO tags(image_id, model, label, score, rank) VALUES (?, ?, ?, ?, ?)",
-            [(r[0], model, r[1], float(r[2]), int(r[3])) for r in rows],
-        )
+    def switch_tags(self, model: str, key: str, vocabulary: str) -> None:
+        """Make the rows under `key` `model`'s tags and `vocabulary` (JSON) its vocabulary, together."""
+        self.set_meta(VOCABULARY_KEY + model, vocabulary)
+        self.set_meta(TAG_ROWS_KEY + model, key)
 
-    def clear_tags(self, model: str) -> None:
-        self.conn.execute("DELETE FROM tags WHERE model = ?", (model,))
+    def delete_tag_rows(self, key: str, first_image: int, last_image: int) -> int:
+        """Delete the rows under the `tags.model` value `key` (one that is no model's current tags) of the images
+        with ids in [`first_image`, `last_image`]; returns how many. A large purge is many short transactions, each
+        one range of the table's primary key (by image): rows picked by label were spread over every page of it,
+        and rewriting the same pages in each commit made the purge slower than the run."""
+        return self.conn.execute(
+            "DELETE FROM tags WHERE image_id >= ? AND image_id <= ? AND +model = ?",  # by the key: one range
+            (int(first_image), int(last_image), key),
+        ).rowcount
+
+    def drop_tags(self, model: str) -> None:
+        """Forget all of `model`'s tags (every key it wrote them under) and its vocabulary: `index drop-space`."""
+        self.conn.execute(
+            "DELETE FROM tags WHERE model = ? OR (model > ? AND model < ?)", (model, model + "#", model + "$")
+        )
+        self.conn.execute(
+            "DELETE FROM meta WHERE key IN (?, ?)", (VOCABULARY_KEY + model, TAG_ROWS_KEY + model)
+        )
