@@ -15,7 +15,7 @@ def test_index_search_tag_cycle(tmp_path, images_factory, bad_files_factory, cap
     assert main(["index", "add", str(tmp_path / "photos"), "--library", lib, "--model", "test-vit-tiny",
                  "--workers", "0", "-q"]) == 0
     out, err = capsys.readouterr()
-    assert out.startswith("added 6 (6 embedded, 0 duplicates)") and "failed 4:" in out
+    assert out.startswith("added 6 files, updated 0,") and "failed 4:" in out and "; embedded 6, duplicates 0 in " in out
     assert "bomb.png: too many pixels" in err
 
     assert main(["search", "a dog on the beach", "--library", lib, "--top-k", "4", "--json"]) == 0

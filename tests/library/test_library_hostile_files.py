@@ -111,7 +111,7 @@ def test_non_utf8_name_through_the_cli(tmp_path, images_factory, capsys):
     assert main(["index", "add", str(tmp_path / "photos"), "--library", lib, "--model", "test-vit-tiny",
                  "--workers", "0", "-q"]) == 0
     out, err = capsys.readouterr()
-    assert out.startswith("added 3 (3 embedded, 0 duplicates)") and "failed 2" in out
+    assert out.startswith("added 3 files,") and "failed 2" in out and "; embedded 3, duplicates 0 in " in out
     assert "gon\\xe9.png: file not found" in err  # named, readably, on one line
     assert main(["search", "a photo", "--library", lib, "--top-k", "3"]) == 0
     assert "caf\\xe9.jpg" in capsys.readouterr().out

@@ -52,7 +52,9 @@ def test_incremental_add_counts(tmp_path, tiny_encoder, images_factory, monkeypa
     assert library.store.image_by_path(str(photos[0])).sha256 == _sha(photos[0])
     # The replaced content's vector is gone; one vector per distinct content remains.
     assert library.stats()["distinct_contents"] == 14 == library.store.status_counts()["ok"]
-    assert "added 2 (3 embedded, 0 duplicates), updated 1" in third.summary_line()
+    assert third.summary_line().startswith(
+        "added 2 files, updated 1, relinked 0, skipped 11 unchanged, failed 0; embedded 3, duplicates 0 in "
+    )
 
 
 def test_duplicates_are_embedded_once_and_returned_as_one_hit(tmp_path, tiny_encoder, images_factory):

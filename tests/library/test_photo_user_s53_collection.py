@@ -144,7 +144,7 @@ def test_names_holding_a_newline_stay_whole_in_every_output(tmp_path, images_fac
     assert main(["search", "x", "--in", str(moved.parent), "--paths", *lib]) == 0
     out, err = capsysbinary.readouterr()
     assert out == os.fsencode(str(moved)) + b"\n"
-    assert "relinked 1, skipped 0 unchanged, failed 0 in " in err.decode()
+    assert "relinked 1, skipped 0 unchanged, failed 0; embedded 0, duplicates 0 in " in err.decode()
 
 
 def test_a_query_error_is_one_line_that_quotes_where(capsys):

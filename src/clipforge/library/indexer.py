@@ -65,11 +65,14 @@ class AddReport:
         return Counter(reason.split(" (")[0] for _, reason in self.failures)
 
     def summary_line(self) -> str:
-        line = (f"added {self.added} ({self.embedded} embedded, {self.duplicates} duplicates), "
-                f"updated {self.updated}, relinked {self.relinked}, skipped {self.unchanged + self.touched} "
-                f"unchanged, failed {self.failed}")
+        """Each file once, by what happened to it; then the model's work: `embedded` counts new contents (of added
+        and updated files alike), `duplicates` added files whose bytes were already indexed. "added 0 (200
+        embedded, ...), updated 200" read as 200 embeddings for no file."""
+        line = (f"added {self.added} file{'' if self.added == 1 else 's'}, updated {self.updated}, "
+                f"relinked {self.relinked}, skipped {self.unchanged + self.touched} unchanged, failed {self.failed}")
         if self.failed:
             line += ": " + ", ".join(f"{n} {reason}" for reason, n in self.reasons().most_common())
+        line += f"; embedded {self.embedded}, duplicates {self.duplicates}"  # new contents; added copies
         rate = self.considered / self.seconds if self.seconds > 0 else 0.0
         line += f" in {self.seconds:.1f}s ({rate:.0f} files/s)"
         if self.gone:  # search lists them as missing until pruned: say so where the user looks after deleting
