@@ -9,19 +9,24 @@ The result has the permissions a plain ``open(target, "w")`` would give it: the 
 a new file, the old file's for a replaced one (not ``mkstemp``'s 0600, which made reports
 and plots unreadable to the group that can read the log beside them).
 
-Temporary names carry the writer's pid (``.<name>.<pid>-<random>.tmp<suffix>``), so
+Temporary names carry the writer's pid and host (``.<name>.<pid>-<random>.tmp@<host><suffix>``), so
 `remove_stale_temps` can delete what a killed process left behind without touching a
-write still in progress in another one. In the same spirit, `NewFolders` lets a start that fails take
+write still in progress in another one: on another host (a shared folder: a suite's ``--out``, a
+training run's checkpoints on NFS) a pid means nothing here, so that host's temporaries go only once a
+day old. In the same spirit, `NewFolders` lets a start that fails take
 back the empty folders it made (a training run's `--out`, a served library's folder).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import secrets
+import socket
 import stat
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -31,17 +36,30 @@ __all__ = [
     "NewFolders",
     "files_under",
     "folder_problem",
+    "STALE_AFTER_S", "host_tag",
     "atomic_path", "remove_stale_temps", "save_figure", "write_atomic", "write_bytes_atomic", "write_json_atomic",
     "write_text_atomic",
 ]
 
-_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)-[0-9a-f]{8}\.tmp")
+_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)-[0-9a-f]{8}\.tmp(?:@(?P<host>[A-Za-z0-9-]+))?")
+
+STALE_AFTER_S = 86_400.0
+"""Age past which a temporary is removed whatever host wrote it: no write takes a day."""
+
+
+def host_tag() -> str:
+    """This machine's name as one part of a temporary's name (letters, digits, `-`; a hash when changed)."""
+    host = socket.gethostname() or "localhost"
+    tag = re.sub(r"[^A-Za-z0-9-]+", "-", host)[:24]
+    if tag != host:  # `a.b` and `a-b` stay apart
+        tag = f"{tag}-{hashlib.blake2b(host.encode('utf-8', 'replace'), digest_size=4).hexdigest()}"
+    return tag
 
 
 def _create_temp(target: Path, suffix: str) -> Path:
     """A new empty file beside `target`, created with mode 0666 so the kernel applies the umask."""
     while True:
-        tmp = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp{suffix}")
+        tmp = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp@{host_tag()}{suffix}")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:
@@ -142,29 +160,37 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # exists, owned by someone else
+    except (PermissionError, OverflowError):  # someone else's; or a number no pid is (then judged by age)
         return True
     return True
 
 
-def remove_stale_temps(directory: str | os.PathLike[str]) -> list[Path]:
+def remove_stale_temps(
+    directory: str | os.PathLike[str], *, hostless_by_pid: bool = True, now: float | None = None
+) -> list[Path]:
     """Delete temporary files in `directory` left by writers that no longer run; returns them.
 
-    Only names this module creates are considered, and only when their pid is not a live
-    process on this machine, so a concurrent writer's file is never removed.
+    Only names this module creates are considered: this host's when their pid is not a live process here,
+    another host's (its pid says nothing here) only once `STALE_AFTER_S` old, so a concurrent writer's file is
+    never removed. A name without a host (an earlier version's) is judged by its pid, or with
+    `hostless_by_pid=False` (a folder other hosts write into) by age like another host's.
     """
-    removed = []
+    removed: list[Path] = []
     folder = Path(directory)
     if not folder.is_dir():
         return removed
+    here, now = host_tag(), time.time() if now is None else now
     for entry in folder.iterdir():
         match = _TEMP_RE.match(entry.name)
-        if match and entry.is_file() and not _alive(int(match["pid"])):
-            try:
-                entry.unlink()
-            except FileNotFoundError:
+        try:
+            if not match or not entry.is_file():
                 continue
-            removed.append(entry)
+            by_pid = match["host"] == here or (match["host"] is None and hostless_by_pid)
+            if (by_pid and not _alive(int(match["pid"]))) or now - entry.stat().st_mtime > STALE_AFTER_S:
+                entry.unlink()
+                removed.append(entry)
+        except FileNotFoundError:  # its writer renamed it, or another process removed it
+            continue
     return removed
 
 

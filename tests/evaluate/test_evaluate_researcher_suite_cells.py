@@ -178,13 +178,16 @@ def test_resume_after_a_kill_between_writing_and_renaming_a_cell(sst2_root, tmp_
     """The state a kill -9 leaves in the middle of the second cell's write: its complete JSON under the atomic
     writer's temporary name, half a predictions file, no cell. The rerun read the temporary as an "earlier run"
     cell and computed the cell again: the table listed it twice."""
+    from clipforge.evaluate.suite_files import host_tag
+
     out, models = tmp_path / "结果", ["test-vit-tiny", "test-rn-tiny"]
     first = _suite(models, sst2_root, out)
     cells = {r["model"]: Path(r["cell_file"]) for r in first["cells"]}
     pid, killed = _dead_pid(), cells["test-rn-tiny"]
-    temp = killed.with_name(f".{killed.name}.{pid}-0badc0de.tmp.json")
+    here = host_tag()  # this host's writer left them (another host's are judged by age: test_evaluate_suite_hosts)
+    temp = killed.with_name(f".{killed.name}.{pid}-0badc0de.tmp@{here}.json")
     killed.rename(temp)  # complete, never renamed
-    preds = out / "predictions" / f".{killed.stem}.parquet.{pid}-0badc0de.tmp.parquet"
+    preds = out / "predictions" / f".{killed.stem}.parquet.{pid}-0badc0de.tmp@{here}.parquet"
     preds.write_bytes(b"PAR1\x00half")
     truncated = out / "table.json"  # the table is rewritten, never read
     truncated.write_text('{"rows": [', encoding="utf-8")

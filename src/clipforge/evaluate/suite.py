@@ -317,7 +317,7 @@ def run_suite(models: Sequence[str], datasets: Sequence[str] | str, root: str | 
                     result = finite(result)  # NaN (mAP of a subset with no positives) as null: NaN is not JSON
                     # written last: its presence means the cell is finished; a write that fails (a full disk, its
                     # temporary removed by another machine's run into the same --out) is this cell's failure only
-                    write_json_atomic(path, result)
+                    write_json_atomic(path, result)  # its temporary named with this host: `clean_stale`
                 except Exception as exc:  # noqa: BLE001 - one bad cell is counted and explained; the rest go on
                     reason = _reason(exc, first_line=True)
                     say(f"[{position}/{total}] failed {spec} x {cell.dataset} ({cell.task}): {reason}")

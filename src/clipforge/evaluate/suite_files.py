@@ -14,9 +14,16 @@ Decisions this module owns:
   whole spec, and a template or template file a hash of the templates themselves (editing the file is a new
   cell). Names that were already safe (``clipforge-tiny``, ``cifar10``, ``zh-cifar10``) are what they were, and
   a cell written under the old scheme is still found (`legacy_cell_path`), so an existing ``--out`` resumes.
+- **One file, one spelling.** A spec in NFD (what macOS file names give) shares the NFC spelling's folder, so
+  the same file typed either way resumes; but where both spellings are files and not the same one (Linux keeps
+  both), the NFD one's folder gets a hash of its exact text: two files never share cells, nor one merged-table
+  row (a second same-weights model read the first one's cells and vanished from the table).
 - **Nothing unfinished is read back.** A cell's JSON is written last and atomically; the temporary file a
-  ``kill -9`` leaves beside it (``.<name>.<pid>-<hex>.tmp.json``, a complete JSON when the kill came between
-  writing and renaming) is never taken for a cell, and is removed by the next run (`clean_stale`).
+  ``kill -9`` leaves beside it (``.<name>.<pid>-<hex>.tmp@<host>.json``, a complete JSON when the kill came
+  between writing and renaming) is never taken for a cell, and is removed by the next run (`clean_stale`): on
+  this host when its writer's pid is gone, from any host once a day old. A shared ``--out`` may be written by a
+  run on another machine, whose pids mean nothing here: judged by pid alone, its live temporary was removed and
+  its cell failed. A temporary without a host (an earlier version's) waits out the day too (`atomic`'s rule).
 - **Valid JSON.** NaN (VOC mAP of a subset without positives) is written as ``null``: ``NaN`` is not JSON, and
   ``jq``, JavaScript and strict parsers refuse the file.
 """
@@ -26,10 +33,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 import unicodedata
 from pathlib import Path
 from typing import Any
+
+from clipforge.atomic import STALE_AFTER_S, host_tag, remove_stale_temps
 
 __all__ = [
     "clean_stale",
@@ -41,6 +51,8 @@ __all__ = [
     "read_cell",
     "safe_name",
     "slug",
+    "STALE_AFTER_S",
+    "host_tag",
 ]
 
 _PART_BYTES = 60  # UTF-8 bytes of one part: a cell name of seven parts stays far below a 255-byte file name
@@ -71,8 +83,20 @@ def safe_name(text: str, content: str | None = None) -> str:
 
 
 def model_folder(spec: str) -> str:
-    """The folder of one ``--models`` spec under ``cells/``."""
+    """The folder of one ``--models`` spec under ``cells/``: the NFC spelling's, unless that names another file."""
+    nfc = unicodedata.normalize("NFC", spec)
+    if nfc != spec and _two_files(spec, nfc):
+        return safe_name(spec, spec)  # the hash of the NFD text itself
     return safe_name(spec)
+
+
+def _two_files(first: str, second: str) -> bool:
+    """Whether two spellings name two existing files (or folders), not one."""
+    try:
+        a, b = Path(first).expanduser(), Path(second).expanduser()
+        return a.exists() and b.exists() and not os.path.samefile(a, b)
+    except OSError:  # a name no file system holds: no file
+        return False
 
 
 def prompts_part(prompts: str) -> str:
@@ -113,7 +137,7 @@ def legacy_cell_path(cells_dir: Path, spec: str, parts: list[str]) -> Path | Non
 
 
 def is_cell_file(path: Path) -> bool:
-    """A finished cell's file: not an atomic writer's temporary (``.<name>.<pid>-<hex>.tmp.json``)."""
+    """A finished cell's file: not an atomic writer's temporary (``.<name>.<pid>-<hex>.tmp@<host>.json``)."""
     return path.suffix == ".json" and not path.name.startswith(".")
 
 
@@ -147,15 +171,16 @@ def read_cell(
     return data
 
 
-def clean_stale(out_dir: Path) -> int:
-    """Remove temporaries of killed writers under the suite's folders (never a live writer's); how many."""
-    from clipforge.atomic import remove_stale_temps
+def clean_stale(out_dir: Path, now: float | None = None) -> int:
+    """Remove temporaries of killed writers under the suite's folders (never a live writer's); how many.
 
+    `atomic.remove_stale_temps` with this folder's rule: runs on several hosts may share an ``--out``, so a
+    temporary without a host (an earlier version's) is judged by age like another host's, never by a pid."""
     folders = [out_dir, out_dir / "predictions", out_dir / "reports"]
     cells = out_dir / "cells"
     if cells.is_dir():
         folders += [p for p in cells.iterdir() if p.is_dir()]
-    return sum(len(remove_stale_temps(folder)) for folder in folders)
+    return sum(len(remove_stale_temps(folder, hostless_by_pid=False, now=now)) for folder in folders)
 
 
 def finite(value: Any) -> Any:
