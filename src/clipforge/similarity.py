@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,12 +33,15 @@ class SimilarityTable:
     image_paths: list[str] = field(default_factory=list)  # the rows' images (the readable ones)
     skipped: list[BadImage] = field(default_factory=list)  # images that could not be read, with why
 
-    def format(self) -> str:
+    def format(self, shown: Callable[[str], str] = str) -> str:
+        """The table as text, each image name and text through `shown`: the CLI passes its escaping of names
+        (`cli.common.one_line`), as `search` prints paths; a file named ``a\\nb.jpg`` printed its tail as a row."""
+        texts, names = [shown(t) for t in self.texts], [shown(n) for n in self.image_names]
         # padded by terminal columns, not characters: a Chinese text or file name takes two per character
-        width = max(12, *(display_width(t) for t in self.texts)) if self.texts else 12
-        name_width = max(5, *(display_width(n) for n in self.image_names))
-        lines = [" " * name_width + "  " + "  ".join(pad(t, width, ">") for t in self.texts)]
-        for name, row in zip(self.image_names, self.probabilities.tolist(), strict=True):
+        width = max(12, *(display_width(t) for t in texts)) if texts else 12
+        name_width = max(5, *(display_width(n) for n in names))
+        lines = [" " * name_width + "  " + "  ".join(pad(t, width, ">") for t in texts)]
+        for name, row in zip(names, self.probabilities.tolist(), strict=True):
             lines.append(pad(name, name_width) + "  " + "  ".join(f"{p:>{width}.4f}" for p in row))
         if self.note:
             lines.append(f"note: {self.note}")

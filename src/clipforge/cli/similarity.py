@@ -35,7 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clipforge.cli.common import expand_images, figure_target, indistinct_notice, load_cli_model
+    from clipforge.cli.common import expand_images, figure_target, indistinct_notice, load_cli_model, one_line
+    from clipforge.library.dbfile import display_path
     from clipforge.similarity import compute_similarity, plot_similarity
 
     if not args.images:
@@ -61,14 +62,14 @@ def run(args: argparse.Namespace) -> int:
         print(indistinct_notice(same, loaded.name, context, "texts"), file=sys.stderr)
     plot = str(plot_similarity(table, None, args.plot)) if args.plot else None
     for bad in table.skipped:  # as `classify` says it: the table has no row for these
-        print(f"skipped {bad.path}: {bad.reason}", file=sys.stderr)
+        print(f"skipped {one_line(display_path(str(bad.path)))}: {bad.reason}", file=sys.stderr)
     if args.json:
         print(json_text({"model": loaded.name, "weights": loaded.weights, "images": table.image_paths,
                          "texts": table.texts, "probabilities": table.probabilities.tolist(),
                          "cosine": table.cosine.tolist(), "plot": plot,
                          "errors": [{"image": str(b.path), "error": b.reason} for b in table.skipped]}))
         return 0
-    print(table.format())
+    print(table.format(shown=lambda name: one_line(display_path(name))))  # as `search` prints paths
     if plot:
         print(f"plot written to {plot}")
     return 0
