@@ -5,9 +5,12 @@ reads is decided here, explicitly, so it can be tested without a process group:
 
 * without resampling, the (per-epoch shuffled, identically on every rank) shard list is dealt
   out round-robin: shard i goes to rank i % world_size, then to DataLoader worker
-  (i // world_size) % num_workers. Ranks see disjoint shards and together see every shard once.
+  (i // world_size) % num_workers. Ranks see disjoint shards and together see every shard once, but not
+  equally many samples (shards of other sizes, 3 shards on 2 ranks): the trainer ends every rank's epoch when
+  the first rank's share runs out (`clipforge.train.trainer_steps`), the rest of the others' unused.
 * with `resampled=True`, every rank/worker draws shards with replacement from its own seeded
-  stream, forever; `samples_per_epoch` (per rank) makes epochs finite. This is the pretraining
+  stream, forever; `samples_per_epoch` (this rank's: the trainer passes the job's `samples_per_epoch` / ranks,
+  `clipforge.train.data`) makes epochs finite. This is the pretraining
   mode: no rank ever runs out of data, so no rank waits on another at the end of an epoch.
 
 Undecodable samples come out as `BadImage` (index -1, path `<shard>::<key>`), which

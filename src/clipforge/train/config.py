@@ -40,7 +40,7 @@ class TrainConfig:
     split: str = "train"
     templates: str | list[str] = field(default_factory=lambda: ["A photo of a {}."])  # a set name or a list
     random_template: bool = False
-    samples_per_epoch: int | None = None    # for resampled WebDataset streams
+    samples_per_epoch: int | None = None    # resampled WebDataset streams: an epoch's samples, all ranks together
     crop_scale: list[float] = field(default_factory=lambda: [0.9, 1.0])
     hflip: bool = False
     workers: int = 0
@@ -191,16 +191,31 @@ def parse_override(item: str) -> tuple[str, Any]:
 
 
 def build_config(recipe: str | None = None, overrides: list[str] | None = None, **fields: Any) -> TrainConfig:
-    """recipe < keyword fields (CLI flags) < `key=value` overrides."""
+    """recipe < keyword fields (CLI flags) < `key=value` overrides. A recipe's `workers` is a default written for
+    some machine: it is cut to the cores this one has (`recipe_workers`); a number the user gave is kept."""
     data: dict[str, Any] = load_recipe(recipe) if recipe else {}
-    data.update({k: v for k, v in fields.items() if v is not None})
+    given = {k: v for k, v in fields.items() if v is not None}
+    data.update(given)
     for item in overrides or []:
         key, value = parse_override(item)
         data[key] = value
+        given[key] = value
     unknown = set(data) - set(FIELDS)
     if unknown:
         raise TrainConfigError(f"unknown config fields {sorted(unknown)}")
-    return TrainConfig(**{key: check_value(key, value) for key, value in data.items()})
+    checked = {key: check_value(key, value) for key, value in data.items()}
+    if "workers" in checked and "workers" not in given:
+        checked["workers"] = recipe_workers(checked["workers"])
+    return TrainConfig(**checked)
+
+
+def recipe_workers(workers: int) -> int:
+    """A recipe's DataLoader workers, at most the cores this process may run on: the pretrain recipe's 4 on a
+    2-core machine made torch print "This DataLoader will create 4 worker processes in total. Our suggested max
+    number of worker in current system is 2" twice a run, for a number nobody on that machine asked for."""
+    from clipforge.cores import usable_cores
+
+    return min(workers, usable_cores())
 
 
 _KINDS = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "dict": (dict,), "list": (list,)}

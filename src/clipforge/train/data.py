@@ -134,10 +134,12 @@ def build_train_dataset(config: TrainConfig, image_size: int, context_length: in
     if config.data == "folder":
         return FolderCaptionImageText(config.root, transform=transform, tokenizer=tokenizer, seed=config.seed)
     if config.data == "webdataset":
+        # samples_per_epoch is the job's (all ranks together, as the trainer counts its steps); each rank reads
+        # its share: every rank reading the whole number left (N-1)/N of each rank's stream unread an epoch
+        share = None if config.samples_per_epoch is None else -(-config.samples_per_epoch // world_size)
         return WebDatasetImageText(config.root, transform=transform, tokenizer=tokenizer,
                                    resampled=config.samples_per_epoch is not None, seed=config.seed,
-                                   rank=rank, world_size=world_size,
-                                   samples_per_epoch=config.samples_per_epoch)
+                                   rank=rank, world_size=world_size, samples_per_epoch=share)
     raise ValueError(f"unknown data kind {config.data!r}; expected labelled, csv, folder or webdataset")
 
 

@@ -5,7 +5,8 @@ descheduled, so under load one thread can be many times faster (a measured run: 
 with one thread, 22 with two); on an idle machine two are faster. Every `period` steps the other
 setting runs for `probe` steps (the first is discarded as warm-up) and is kept if its best step
 beat the incumbent's median. The first probe comes after `first` steps; three steps in a row
-4x slower than before (someone else's job started) trigger the re-check at once.
+4x slower than before (someone else's job started) trigger the re-check at once. The processes a run
+uses beside its threads, DataLoader workers, are checked against the cores too (`too_many_workers`).
 """
 
 from __future__ import annotations
@@ -68,3 +69,20 @@ def configure_threads(threads: int | None) -> ThreadTuner | None:
         return ThreadTuner((1, 2))
     torch.set_num_threads(threads)
     return None
+
+
+def too_many_workers(workers: int) -> str | None:
+    """One line when the DataLoader workers asked for outnumber the cores this process may run on, else None.
+
+    The number is kept (the user asked for it: `--set workers=N`; a recipe's own is cut to the cores when the
+    config is built), and the trainer silences torch's own warning, which said it twice a run in three lines."""
+    from clipforge.cores import usable_cores
+
+    cores = usable_cores()
+    if workers <= cores:
+        return None
+    noun = "core" if cores == 1 else "cores"
+    return (
+        f"workers={workers}: more DataLoader processes than the {cores} {noun} this process may run on; kept as "
+        f"asked (they take turns on the cores; --set workers={cores} uses each once)"
+    )

@@ -54,7 +54,7 @@ from clipforge.train.same_run import check_same_run
 from clipforge.train.schedule import TimeBudget, cosine_with_warmup
 from clipforge.train.skipped import SkippedImages, known_bad
 from clipforge.train.step import ContrastiveModel
-from clipforge.train.threads import configure_threads
+from clipforge.train.threads import configure_threads, too_many_workers
 from clipforge.train.trainer_progress import TrainerProgress
 from clipforge.train.trainer_state import TrainerState
 from clipforge.train.trainer_steps import (
@@ -84,6 +84,8 @@ class Trainer(TrainerSteps, TrainerState, TrainerProgress):
         torch.manual_seed(config.seed)
         self._threads_before = torch.get_num_threads()  # restored when fit() returns
         self.thread_tuner = configure_threads(config.threads)
+        if self.dist.is_main and (crowded := too_many_workers(config.workers)):
+            warnings.warn(crowded, stacklevel=2)  # one line, in place of torch's (silenced in `_loader`)
         self.model = build_model(config).to(self.device)
         # normalise as the weights were trained; checkpoints record it
         self.preprocess = preprocess_of(self.model)
@@ -143,6 +145,8 @@ class Trainer(TrainerSteps, TrainerState, TrainerProgress):
         self.last_checkpoint: Path | None = None
         self._tokenizer_carried = False
         self.losses: list[float] = []
+        self.told_uneven_streams = False  # the line on ranks whose streams ran dry at different steps: once
+        self._dry_ranks: list[int] = []  # the ranks whose stream ran dry at the last such step
         self.last_metrics: dict[str, float] = {}
         self.checkpoint_metrics: dict[
             str, float
@@ -197,6 +201,9 @@ class Trainer(TrainerSteps, TrainerState, TrainerProgress):
                 for batch in self._loader():
                     self.skipped.add(getattr(batch, "errors", None) or ())
                     size = self._step_size(batch)  # the smallest rank's: a batch empty on one rank, all skip
+                    if size is None:  # another rank's stream ran dry: every rank ends the epoch at this step
+                        self._stream_ran_dry(len(batch.indices))
+                        break
                     if size == 0:
                         continue
                     loss = self._train_step(batch, size)
@@ -220,6 +227,10 @@ class Trainer(TrainerSteps, TrainerState, TrainerProgress):
                         self.save(checkpoint_name(None, self.step, None))
                     if ends:
                         break
+                else:  # this rank's batches ran out: a stream says so to the others, which may still hold one
+                    if self._streamed():
+                        self._step_size(None)
+                        self._stream_ran_dry(None)
                 if self.step == stepped:  # looped for ever, saving a checkpoint of no training per pass
                     raise NoTrainingDataError(self._no_batch_reason())
                 if not self._done() or self.batch_in_epoch >= self.steps_per_epoch:

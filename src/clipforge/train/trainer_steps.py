@@ -4,13 +4,17 @@ Owns the data order (a `ResumableSampler`, or a stream replayed to its place on 
 batch is scored with (de-duplicated captions, class-label positives, SigLIP's pairwise sigmoid), one
 plain or GradCache step through the GradScaler and schedule with the logit scale clamped to ln(100),
 and the two ways a run stops on its data: a loss that is no longer finite (`TrainingDivergedError`)
-and a pass that gave no batch (`NoTrainingDataError`). A part of `Trainer` (`clipforge.train.trainer`),
-whose `__init__` sets the attributes these methods read.
+and a pass that gave no batch (`NoTrainingDataError`). Under torchrun the ranks agree at each step on the
+batch size and on whether every rank still has a batch, so a batch empty on one rank or a stream that runs
+dry on one rank first is met by every rank at the same step (`_step_size`, `_stream_ran_dry`). A part of
+`Trainer` (`clipforge.train.trainer`), whose `__init__` sets the attributes these methods read.
 """
 
 from __future__ import annotations
 
 import math
+import sys
+import warnings
 from typing import Any
 
 import torch
@@ -31,8 +35,9 @@ class TrainerSteps:
         if isinstance(self.dataset, torch.utils.data.IterableDataset):
             if cfg.samples_per_epoch is None and cfg.steps is None:
                 raise ValueError("a streamed dataset needs samples_per_epoch or steps to define its length")
-            per_rank = cfg.samples_per_epoch or cfg.steps * cfg.batch_size * self.dist.world_size
-            return None, max(per_rank // (cfg.batch_size * self.dist.world_size), 1)
+            # samples_per_epoch: the whole job's samples an epoch (each rank reads its share, `build_train_dataset`)
+            samples = cfg.samples_per_epoch or cfg.steps * cfg.batch_size * self.dist.world_size
+            return None, max(samples // (cfg.batch_size * self.dist.world_size), 1)
         sampler = ResumableSampler(
             len(self.dataset), cfg.batch_size, cfg.seed, self.dist.rank, self.dist.world_size
         )
@@ -51,6 +56,13 @@ class TrainerSteps:
                 f"--batch-size {cfg.batch_size}{where} (the last partial batch is dropped); {way}")
 
     def _loader(self) -> Any:
+        """This epoch's batches from where the run stands. torch's warning on more workers than cores is silenced:
+        the trainer said it once in one line (`too_many_workers`), torch said it at each loader and each pass."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="This DataLoader will create", category=UserWarning)
+            return self._batches()
+
+    def _batches(self) -> Any:
         from clipforge.data import make_loader
 
         if hasattr(self.dataset, "set_epoch"):
@@ -61,13 +73,14 @@ class TrainerSteps:
                 return self.dataset.epoch_batches(
                     list(self.sampler), self.config.batch_size, self.epoch, self.batch_in_epoch
                 )
-            return make_loader(
+            loader = make_loader(
                 self.dataset,
                 self.config.batch_size,
                 workers=self.config.workers,
                 sampler=self.sampler,
                 drop_last=True,
             )
+            return iter(loader)  # torch warns here too: inside `_loader`'s filter, not in the trainer's loop
         loader = make_loader(
             self.dataset, self.config.batch_size, workers=self.config.workers, drop_last=True
         )
@@ -91,18 +104,60 @@ class TrainerSteps:
         groups = getattr(batch, "classes", None) if self.config.label_positives else None
         return self.loss_fn, groups
 
-    def _step_size(self, batch: Any) -> int:
-        """How many images every rank has in this step's batch: the smallest rank's count (its own for one process).
+    def _step_size(self, batch: Any | None) -> int | None:
+        """How many images every rank has in this step's batch: the smallest rank's count (its own for one process);
+        None when some rank has no batch at all (`batch` None here: this rank's stream ran dry).
 
         All ranks learn it together, so a batch whose every image failed to decode on one rank is skipped by every
         rank. That rank alone skipped it, its collectives met the other ranks' different ones and the job hung (1
-        bad image in 16, --batch-size 1 on 2 ranks: both ranks waited until killed)."""
-        count = len(batch.indices)
+        bad image in 16, --batch-size 1 on 2 ranks: both ranks waited until killed). The same all_reduce carries
+        whether each rank still has a batch: shards dealt round-robin give ranks streams of different lengths, and
+        a rank that left the epoch alone met the others' all_reduce with its epoch-end gather (a hang)."""
+        count = 0 if batch is None else len(batch.indices)
         if not self.dist.distributed:
-            return count
-        size = torch.tensor([count], device=self.device)
-        torch.distributed.all_reduce(size, op=torch.distributed.ReduceOp.MIN)
-        return int(size)
+            return None if batch is None else count
+        sizes = torch.tensor([count, int(batch is not None)], device=self.device)
+        torch.distributed.all_reduce(sizes, op=torch.distributed.ReduceOp.MIN)
+        return int(sizes[0]) if int(sizes[1]) else None
+
+    def _streamed(self) -> bool:
+        """Ranks whose batches may run out at different steps: a stream under torchrun. Map-style data gives every
+        rank the same number of batches (`ResumableSampler`), so all its ranks run out together and none asks."""
+        return self.dist.distributed and self.sampler is None
+
+    def _stream_ran_dry(self, in_hand: int | None) -> None:
+        """Every rank ends the epoch here because some rank's stream ran dry (`in_hand`: None on such a rank, else
+        the images of the batch this rank drops). A collective: every rank calls it at the same step. Rank 0 says
+        once per run what the other ranks left unused, when they did not all run out together."""
+        if not self._streamed():
+            return
+        world = self.dist.world_size
+        held = torch.zeros(world, dtype=torch.long, device=self.device)
+        held[self.dist.rank] = -1 if in_hand is None else in_hand
+        torch.distributed.all_reduce(held, op=torch.distributed.ReduceOp.SUM)
+        dry = [rank for rank, count in enumerate(held.tolist()) if count < 0]
+        self._dry_ranks = dry  # for `_no_batch_reason`, on every rank
+        if self.batch_in_epoch == 0:  # no step this pass: the run stops in one line (`_no_batch_reason`)
+            return
+        if not self.dist.is_main or self.told_uneven_streams or len(dry) == world:
+            return
+        self.told_uneven_streams = True
+        left = int(held.clamp(min=0).sum())  # usable images: an undecodable one in hand is skipped anyway
+        others = [rank for rank in range(world) if rank not in dry]
+        steps = f"{self.batch_in_epoch} step" + ("" if self.batch_in_epoch == 1 else "s")
+        one = len(others) == 1
+        whose = f"{_ranks(others)}'s share" if one else f"the shares of {_ranks(others)}"
+        if left:
+            unused = f"leaving the batch{'' if one else 'es'} in hand ({left} sample{'' if left == 1 else 's'}) and "
+            unused += f"any later samples of {whose} unused"
+        else:
+            unused = f"leaving any later samples of {whose} unused"
+        self._bar.write(
+            f"epoch {self.epoch + 1}: {_ranks(dry)}'s share of the training stream ran out after {steps}; every rank "
+            f"ended the epoch there, {unused} (shards of one size, as many as a multiple of the ranks, or "
+            "resampling with samples_per_epoch keep ranks even; told once)",
+            file=sys.stderr,
+        )
 
     def _train_step(self, batch: Any, size: int | None = None) -> float:
         """One optimiser step on `batch`; `size`: the smallest rank's count (`_step_size`), asked for when None."""
@@ -153,7 +208,16 @@ class TrainerSteps:
 
     def _no_batch_reason(self) -> str:
         """Why a pass over the training data gave no batch: the images it skipped, or too few samples."""
-        if self.skipped.count:
+        dry, world = getattr(self, "_dry_ranks", []), self.dist.world_size
+        if dry and len(dry) < world:  # was "fewer than --batch-size samples per rank": the others had plenty
+            shards = len(getattr(self.dataset, "urls", ()))
+            counted = f"{shards} shard{'' if shards == 1 else 's'}" if shards else "shards"
+            why = (
+                f"{_ranks(dry)}'s share of the training stream ({counted} dealt round-robin to {world} ranks) gave "
+                f"no batch of --batch-size {self.config.batch_size}; use at least as many shards as ranks, each "
+                "with a batch's samples, or resampling with samples_per_epoch"
+            )
+        elif self.skipped.count:
             why = f"{self.skipped.line(logged=False)}; replace or remove those files"
         else:
             why = (
@@ -170,3 +234,9 @@ class TrainingDivergedError(TrainConfigError):
 class NoTrainingDataError(TrainConfigError):
     """A whole pass over the training data gave no batch (every image unreadable, a stream shorter than one
     batch): the run stops in one line (exit status 2) instead of looping for ever."""
+
+
+def _ranks(ranks: list[int]) -> str:
+    """`rank 1`, `ranks 1, 2 and 3`: the ranks a line names."""
+    names = [str(rank) for rank in ranks]
+    return f"rank {names[0]}" if len(names) == 1 else f"ranks {', '.join(names[:-1])} and {names[-1]}"
