@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from clipforge.cli.common import add_output_arguments, json_text
 from clipforge.cli.index import add_library_arguments, fail, open_library, user_errors
@@ -66,10 +67,12 @@ def run(args: argparse.Namespace) -> int:
             from clipforge.zeroshot.languages import query_notice  # as classify and search say it
 
             language = None if args.quiet else query_notice(" ".join(report.labels), library.encoder)
+            cut = None if args.quiet else _prompts_cut_notice(report, library.encoder)
     except user_errors() as exc:
         return fail(exc)
-    if language:
-        print(language, file=sys.stderr)
+    for notice in (language, cut):
+        if notice:
+            print(notice, file=sys.stderr)
     if not args.quiet and len(report.labels) == 1 and report.scoring == "softmax":
         print(f"notice: one label ({report.labels[0]!r}): a softmax over one label is always 100%, so every photo "
               "gets it; give the labels it competes with, e.g. --labels \"cat,dog,car\"", file=sys.stderr)
@@ -77,3 +80,19 @@ def run(args: argparse.Namespace) -> int:
     if report.note and not args.json:
         print(f"note: {report.note}")
     return 0
+
+
+def _prompts_cut_notice(report: Any, encoder: Any) -> str | None:
+    """`classify`'s line when the model's context cuts the labels out of the prompts the photos were tagged with
+    (clipforge-tiny-zh reads 16 tokens: Chinese labels take the 80 ``zh-imagenet`` templates, most of which put
+    the label late, so those prompts score every label alike), said here too: `tag` had said nothing."""
+    from clipforge.text.families import tokenizer_of
+    from clipforge.zeroshot.languages import prompts_cut_notice
+    from clipforge.zeroshot.prompts import fill_template, get_templates
+
+    model = getattr(encoder, "model", None)
+    if model is None or not hasattr(model, "context_length"):
+        return None
+    templates = get_templates(report.templates)
+    prompts = {label: [fill_template(t, label) for t in templates] for label in report.labels}
+    return prompts_cut_notice(prompts, tokenizer_of(model), getattr(encoder, "name", None) or "")
