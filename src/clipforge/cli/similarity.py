@@ -57,6 +57,9 @@ def run(args: argparse.Namespace) -> int:
     for notice in [] if args.quiet else text_notices(args.text, loaded, loaded.name, loaded.tokenizer, "text",
                                                      "read"):
         print(notice, file=sys.stderr)
+    if not args.quiet and len(set(args.text)) == 1 and str(getattr(loaded.model, "scoring", "softmax")) == "softmax":
+        print(f"notice: one text ({args.text[0]!r}): a softmax over one text is always 1.0000; give the texts it "
+              "competes with, e.g. --text \"a dog\" \"a cat\" (the cosine is in --json)", file=sys.stderr)
     context = int(getattr(loaded.model, "context_length", 77))
     if not args.quiet and (same := same_after_cut(loaded.tokenizer, {text: [text] for text in args.text})):
         print(indistinct_notice(same, loaded.name, context, "texts"), file=sys.stderr)
