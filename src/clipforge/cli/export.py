@@ -81,17 +81,19 @@ def run_onnx(args: argparse.Namespace) -> int:
 
     check_opset(args.opset)  # both before the model loads: a mistake costs one line, not a model and a traceback
     created = check_out_folder(args.out)
-    model, _ = load_model_for_cli(args.model, device="cpu")
-    from clipforge.inference.onnx_export import export_onnx
-
     try:
+        os.makedirs(args.out, exist_ok=True)  # before the model loads: /proc/x, a read-only mount say so in one line
+    except OSError as exc:
+        _remove_created(created)
+        raise ValueError(f"--out {args.out}: cannot create folder {exc.filename or args.out} ({exc.strerror}); "
+                         "expected a folder this user can create and write") from None
+    try:
+        model, _ = load_model_for_cli(args.model, device="cpu")
+        from clipforge.inference.onnx_export import export_onnx
+
         meta = export_onnx(model, args.out, opset=args.opset, verify=not args.no_verify, name=args.model)
     except BaseException:
-        for folder in created:  # innermost first; a folder something else wrote into stays
-            try:
-                os.rmdir(folder)
-            except OSError:
-                break
+        _remove_created(created)
         raise
     print(f"wrote {meta['image']['file']} and {meta['text']['file']} to {args.out} (opset {meta['opset']}, "
           f"embed_dim {meta['embed_dim']}, image {meta['image_resolution']}px, text {meta['context_length']} tokens)")
@@ -100,3 +102,12 @@ def run_onnx(args: argparse.Namespace) -> int:
         print(f"onnxruntime parity: image max |diff| {parity['image_max_abs_diff']:.2e}, "
               f"text max |diff| {parity['text_max_abs_diff']:.2e} (limit 1e-4)")
     return 0
+
+
+def _remove_created(created: list[str]) -> None:
+    """Remove the folders this export created, innermost first; a folder something else wrote into stays."""
+    for folder in created:
+        try:
+            os.rmdir(folder)
+        except OSError:
+            break
