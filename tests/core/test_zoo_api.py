@@ -67,7 +67,7 @@ def hub(checkpoint_bytes, monkeypatch, tmp_path):
                 self.end_headers()
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
     monkeypatch.setenv("CLIPFORGE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("CLIPFORGE_ALLOW_UNPINNED", "1")  # hub files have no pinned sha256 (shapes are checked)

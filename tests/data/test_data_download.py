@@ -29,7 +29,7 @@ def served(tmp_path, monkeypatch):
     folder.mkdir()
     handler = lambda *a, **k: _Quiet(*a, directory=str(folder), **k)  # noqa: E731
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     monkeypatch.setenv(dl.MIRROR_ENV, f"http://127.0.0.1:{httpd.server_address[1]}")
     yield folder

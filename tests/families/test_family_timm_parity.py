@@ -36,11 +36,12 @@ def open_clip():
 def test_siglip_timm_parity_in_a_fresh_process(request) -> None:
     """In the whole suite an earlier test has imported open_clip without timm, and the shim cannot mix
     with it (the in-process case skips): the same parity checks then run in a process of their own, so
-    they are never silently skipped in CI."""
+    they are never silently skipped in CI. That one fresh process also runs test_hf_tower_siglip_timm_parity's
+    in-process cases (one start of torch, open_clip, timm and transformers for both files); this test checks
+    that each of this file's cases PASSED there."""
     if not timm_shim.imported_elsewhere():
         pytest.skip("checked in this process by test_siglip_matches_open_clips_timm_tower")
-    timm_shim.assert_passes_in_a_fresh_process(
-        request, [f"{__file__}::test_siglip_matches_open_clips_timm_tower[{name}]" for name in sorted(CASES)])
+    timm_shim.assert_passes_in_a_fresh_process(request, FRESH_NODES)
 
 
 def _relative(ours: torch.Tensor, ref: torch.Tensor) -> float:
@@ -53,6 +54,7 @@ def _relative(ours: torch.Tensor, ref: torch.Tensor) -> float:
 # open_clip's by ~2e-4 relative. So v1 is compared with clipforge's towers built with erf GELU (the
 # layouts, blocks and heads are what is checked); SigLIP 2 configs name tanh on both sides.
 CASES = {"ViT-B-16-SigLIP": "gelu", "ViT-B-32-SigLIP2-256": "gelu_tanh"}
+FRESH_NODES = timm_shim.run_in_a_fresh_process(__file__, "test_siglip_matches_open_clips_timm_tower", sorted(CASES))
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

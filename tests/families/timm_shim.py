@@ -20,6 +20,7 @@ import subprocess
 import sys
 import types
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -27,6 +28,7 @@ _STUBBED = ("torchvision", "torchvision.ops", "torchvision.ops.misc", "torchvisi
             "torchvision.transforms.functional", "torchvision.transforms.v2", "torchvision.datasets",
             "torchvision.utils", "torchvision.io", "torchvision.models", "torchvision.models.feature_extraction")
 _OWNED = ("torchvision", "timm", "open_clip")
+_ROOT = Path(__file__).resolve().parents[2]  # the rootdir: pytest names nodes relative to it
 
 
 class _Inert(type):
@@ -97,10 +99,31 @@ def imported_elsewhere() -> bool:
     return any(key.split(".")[0] in _OWNED for key in sys.modules)
 
 
+_FRESH_NODES: list[str] = []  # every file's in-process cases, registered when the file is collected
+_FRESH_RUNS: dict[tuple[str, ...], subprocess.CompletedProcess] = {}
+
+
+def run_in_a_fresh_process(test_file: str, test_name: str, params: list[str]) -> list[str]:
+    """Register `test_name[param]` of `test_file` for the one shared fresh interpreter, and return their node
+    ids (relative to the rootdir, as pytest's ``-rA`` summary names them). Called at a test file's import, so
+    in the whole suite every file's cases are registered before the first fresh-process test runs."""
+    rel = Path(test_file).resolve().relative_to(_ROOT).as_posix()
+    nodes = [f"{rel}::{test_name}[{param}]" for param in params]
+    _FRESH_NODES.extend(node for node in nodes if node not in _FRESH_NODES)
+    return nodes
+
+
 def assert_passes_in_a_fresh_process(request: pytest.FixtureRequest, nodes: list[str]) -> None:
-    """Run the tests `nodes` (``file::name[param]``) in one new interpreter and assert that all passed: the
-    in-process check skips in the whole suite, and this keeps it from being silently skipped in CI (one
-    interpreter for all of a file's cases: each start costs seconds of imports)."""
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", *nodes],
-                          capture_output=True, text=True, timeout=600, cwd=request.config.rootpath)
-    assert done.returncode == 0 and f"{len(nodes)} passed" in done.stdout, done.stdout[-3000:] + done.stderr[-2000:]
+    """Assert that each of `nodes` PASSED in a new interpreter: the in-process check skips in the whole suite,
+    and this keeps it from being silently skipped in CI. One interpreter runs every registered file's cases
+    (`run_in_a_fresh_process`) once per session and each caller checks its own nodes in its ``-rA`` summary:
+    each start costs seconds of imports (torch, open_clip, timm, transformers)."""
+    todo = tuple(_FRESH_NODES) if set(nodes) <= set(_FRESH_NODES) else tuple(nodes)
+    if todo not in _FRESH_RUNS:
+        _FRESH_RUNS[todo] = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rA", *todo],
+            capture_output=True, text=True, timeout=600, cwd=request.config.rootpath)
+    done = _FRESH_RUNS[todo]
+    passed = {line.split(" ", 1)[1].strip() for line in done.stdout.splitlines() if line.startswith("PASSED ")}
+    missing = [node for node in nodes if node not in passed]
+    assert not missing, f"not PASSED: {missing}\n" + done.stdout[-3000:] + done.stderr[-2000:]

@@ -3,7 +3,10 @@
 Full-size models get random weights generated directly into a model built on the meta
 device (one randn per tensor, no throwaway initialisation), and the HF model is built on
 meta too and given the converted tensors with ``assign=True``: the numbers compared are the
-real forward passes of both implementations, at a fraction of the set-up cost.
+real forward passes of both implementations, at a fraction of the set-up cost. ViT-L/14 at both resolutions
+is compared at full width, heads, resolution and context with two blocks per tower (`FEWER_BLOCKS`: every
+distinct code path; ViT-B/16 and ViT-B/32 run at full depth), and its full-depth conversion is checked on the
+meta device: names, shapes and config there and back, and transformers' model of that config takes it strictly.
 """
 
 from __future__ import annotations
@@ -128,8 +131,33 @@ def _assert_round_trip(model) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     return hf_state, hf_config
 
 
-def _check_parity(name: str, images: int) -> None:
+FEWER_BLOCKS = {"vision_layers": 2, "transformer_layers": 2}
+"""ViT-L/14's numbers at two blocks per tower: its full-depth random weights and forwards took ~20 s of the suite."""
+
+
+def _check_full_depth_conversion(name: str) -> None:
+    """`name`'s full-depth state dict (meta tensors, a real `logit_scale`) converts to HF layout and back with
+    every name, shape and dtype and the config kept, and `transformers.CLIPModel` built from the converted
+    config loads the converted tensors strictly (shapes checked): the values are compared at fewer blocks."""
     config = get_config(name)
+    with torch.device("meta"):
+        model = create_model_from_config(config)
+    state = dict(model.state_dict())
+    state["logit_scale"] = torch.tensor(math.log(1 / 0.07))
+    ours = model_config(model)
+    hf_state, hf_config = to_hf(state, ours)
+    assert hf_config["vision_config"]["num_hidden_layers"] == config["vision_layers"]
+    assert hf_config["text_config"]["num_hidden_layers"] == config["transformer_layers"]
+    back, back_config = from_hf(hf_state, json.loads(json.dumps(hf_config)))
+    assert back_config == ours and list(back) == list(state)
+    assert all((back[k].dtype, back[k].shape) == (v.dtype, v.shape) for k, v in state.items())
+    with torch.device("meta"):
+        hf = transformers.CLIPModel(transformers.CLIPConfig(**hf_config))
+    hf.load_state_dict(hf_state, strict=True, assign=True)
+
+
+def _check_parity(name: str, images: int, fewer_blocks: bool = False) -> None:
+    config = get_config(name) | (FEWER_BLOCKS if fewer_blocks else {})
     model = _random_model(config, seed=len(name))
     hf_state, hf_config = _assert_round_trip(model)
     assert hf_config["text_config"]["eos_token_id"] == 49407  # HF then pools at the first EOT, as we do
@@ -158,14 +186,14 @@ def test_parity_vit_b16():
     _check_parity("ViT-B/16", images=2)
 
 
-@pytest.mark.slow
 def test_parity_vit_l14():
-    _check_parity("ViT-L/14", images=1)
+    _check_full_depth_conversion("ViT-L/14")
+    _check_parity("ViT-L/14", images=1, fewer_blocks=True)
 
 
-@pytest.mark.slow
 def test_parity_vit_l14_336():
-    _check_parity("ViT-L/14@336px", images=1)
+    _check_full_depth_conversion("ViT-L/14@336px")
+    _check_parity("ViT-L/14@336px", images=1, fewer_blocks=True)
 
 
 def test_save_hf_loads_in_transformers_and_back(tmp_path):

@@ -180,7 +180,7 @@ def hub(monkeypatch, bodies):
     still checked then: the announced hash, the tensors' shapes)."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Hub)
     server.requests, server.announced, server.bodies = [], None, bodies
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
     monkeypatch.setenv("CLIPFORGE_ALLOW_UNPINNED", "1")
