@@ -77,52 +77,43 @@ def summarize_pretrained() -> list[dict]:
             for (arch, tag), entry in PRETRAINED.items()]
 
 
-def shipped_rows() -> list[dict]:
-    """Models inside the package (clipforge-tiny): their config rides in the file's metadata."""
+def shipped_configs() -> dict[str, dict]:
+    """name -> config of the models inside the package (clipforge-tiny): their config rides in the file's metadata."""
     from clipforge.api import _shipped_models
-    from clipforge.models import activation_of
-    from clipforge.models.summary import count_parameters
     from clipforge.weights.loading import _read_safetensors
     from clipforge.weights.save import config_from_metadata
 
-    rows = []
+    configs = {}
     for name, path in _shipped_models().items():
         _, metadata = _read_safetensors(path)
         config = config_from_metadata(metadata, path)
-        if config is None:
-            continue
-        rows.append({"name": name, "kind": "shipped", **count_parameters(name, config),
-                     "input_size": config["image_resolution"], "embed_dim": config["embed_dim"],
-                     "activation": activation_of(config), "cached": True})
-    return rows
+        if config is not None:
+            configs[name] = config
+    return configs
+
+
+def shipped_rows() -> list[dict]:
+    """Models inside the package (clipforge-tiny)."""
+    from clipforge.models import activation_of
+    from clipforge.models.summary import count_parameters
+
+    return [{"name": name, "kind": "shipped", **count_parameters(name, config),
+             "input_size": config["image_resolution"], "embed_dim": config["embed_dim"],
+             "activation": activation_of(config), "cached": True}
+            for name, config in shipped_configs().items()]
 
 
 def chinese_rows() -> list[dict]:
-    """Chinese-CLIP's models (cn-*): image tower sized on the meta device, BERT tower by its formula."""
-    import torch
-
-    from clipforge.models.chinese_clip import CHINESE_CLIP_CONFIGS, bert_parameter_count, chinese_clip_config
-    from clipforge.models.resnet import ModifiedResNet
-    from clipforge.models.vit import VisionTransformer
+    """Chinese-CLIP's models (cn-*): image tower and BERT tower counted by `models.summary`."""
+    from clipforge.models.chinese_clip import CHINESE_CLIP_CONFIGS, chinese_clip_config
+    from clipforge.models.summary import count_chinese_parameters
     from clipforge.weights import is_cached
 
     rows = []
     for name in CHINESE_CLIP_CONFIGS:
         c = chinese_clip_config(name)
-        with torch.device("meta"):
-            if isinstance(c["vision_layers"], list):
-                visual = ModifiedResNet(tuple(c["vision_layers"]), c["embed_dim"],
-                                        c["vision_width"] * 32 // c["vision_head_width"], c["image_resolution"],
-                                        c["vision_width"])
-            else:
-                visual = VisionTransformer(c["image_resolution"], c["vision_patch_size"], c["vision_width"],
-                                           c["vision_layers"], c["vision_width"] // c["vision_head_width"],
-                                           c["embed_dim"])
-        image = sum(p.numel() for p in visual.parameters())
-        text = bert_parameter_count(c["bert"]) + c["bert"]["hidden_size"] * c["embed_dim"] + 1  # + projection, scale
-        rows.append({"name": name, "kind": "chinese-clip", "params": image + text, "image_params": image,
-                     "text_params": text, "input_size": c["image_resolution"], "embed_dim": c["embed_dim"],
-                     "activation": "quick_gelu",
+        rows.append({"name": name, "kind": "chinese-clip", **count_chinese_parameters(name),
+                     "input_size": c["image_resolution"], "embed_dim": c["embed_dim"], "activation": "quick_gelu",
                      "cached": is_cached(name, tag="cn_clip") if _known(name) else False})
     return rows
 
@@ -131,3 +122,9 @@ def _known(name: str) -> bool:
     from clipforge.weights.registry import PRETRAINED
 
     return (name, "cn_clip") in PRETRAINED
+
+
+if __name__ == "__main__":  # python -m clipforge.cli.models: rewrite models/parameter_counts.json after a change
+    from clipforge.models.summary import COUNTS_FILE, write_counts
+
+    print(f"wrote {len(write_counts(shipped_configs()))} parameter counts to {COUNTS_FILE}")
