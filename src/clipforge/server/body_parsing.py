@@ -3,20 +3,25 @@ model for its media type; every refusal an APIError (415/422/413/400) in the API
 
 Each form is read so that one anonymous body cannot hold the event loop every client shares: a JSON body's
 structure is counted before it is parsed (`check_json_items`) and it is parsed in a worker thread, a urlencoded
-form is capped and split by the standard library in C, and multipart file parts are read under the upload limit
-(`uploads.read_upload`).
+form is capped and split by the standard library in a worker thread too, and multipart file parts are read under the upload limit
+(`uploads.read_upload`). Text is UTF-8 in every form: a multipart field is no longer read as latin-1 when its bytes
+are not (`_Utf8Fields`), as a urlencoded form never was.
 """
 
 import base64
 import binascii
 import json
 import sys
+from collections.abc import AsyncIterator
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
 from clipforge.server.bodies import JSON_TYPES, URLENCODED, BodyKind
@@ -54,11 +59,14 @@ async def parse_body(request: Any, kind: BodyKind, limits: ServerLimits) -> Pars
         return await run_in_threadpool(_parse_json, raw, model, kind)
     if media == URLENCODED:
         raw = await _read_capped(request, limits.form_overhead_bytes)
-        return _form_fields(_urlencoded_items(raw, len(model.model_fields)), model, kind)
+        # `parse_qsl` unquotes in Python (256 KB of %-escapes: 40 ms): in a thread, as a JSON body is parsed
+        return await run_in_threadpool(_parse_form, raw, model, kind)
     # python-multipart steps through a delimiter that ends nothing byte by byte: bounded by the parts (`multipart_bound`)
     bound = DelimiterCount(request.headers.get("content-type", ""), len(model.model_fields) + len(kind.files))
     form_request = Request(request.scope, _counted(request.receive, bound))
-    async with form_request.form(max_files=len(kind.files), max_fields=len(model.model_fields)) as form:
+    async with _multipart_form(
+        form_request, frozenset(model.model_fields), frozenset(kind.files), max_fields=len(model.model_fields)
+    ) as form:
         data, file_names = {}, {}
         for name, value in form.multi_items():
             if name in data:
@@ -83,6 +91,58 @@ async def parse_body(request: Any, kind: BodyKind, limits: ServerLimits) -> Pars
                 )
             data[name] = value
     return ParsedBody(_validate(model, data).model_dump(), file_names)
+
+
+class _NotUtf8(Exception):
+    """A plain multipart field (`name`) whose bytes are not UTF-8."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+class _Utf8Fields(MultiPartParser):
+    """starlette's multipart parser (what `Request.form()` runs), but a plain field's bytes must be UTF-8: starlette
+    decodes them with the body's charset and falls back to latin-1, so `text=caf\\xe9` searched for "café" where the
+    same bytes in a urlencoded form were refused. `fields`: names of the request's text fields, the only parts
+    checked (any other is refused by name: "not a field of this request", or "must be a file part" in a file
+    field, whatever its bytes; an unknown field of bytes that were not UTF-8 was reported as a bad encoding)."""
+
+    fields: frozenset[str] = frozenset()
+
+    def on_part_end(self) -> None:
+        part = self._current_part
+        if part.file is None and part.field_name in self.fields:
+            try:
+                value = bytes(part.data).decode("utf-8")  # whatever charset the header claims, as urlencoded
+            except UnicodeDecodeError:
+                raise _NotUtf8(part.field_name) from None
+            self.items.append((part.field_name, value))
+            return
+        super().on_part_end()
+
+
+@asynccontextmanager
+async def _multipart_form(
+    request: Request, fields: frozenset[str], files: frozenset[str], max_fields: int
+) -> AsyncIterator[FormData]:
+    """`request.form(...)` as starlette reads it (400 for what it refuses), every text field of `fields` UTF-8
+    (422 naming it); the form's files are closed on the way out."""
+    try:
+        async with aclosing(request.stream()) as stream:
+            parser = _Utf8Fields(request.headers, stream, max_files=len(files), max_fields=max_fields)
+            parser.fields = fields - files
+            form = await parser.parse()
+    except MultiPartException as exc:
+        raise APIError(400, "bad_request", exc.message) from None
+    except _NotUtf8 as exc:
+        raise validation_error(
+            [{"loc": ("body", exc.name[:60]), "msg": "expected UTF-8 text", "type": "value_error"}]
+        ) from None
+    try:
+        yield form
+    finally:
+        await form.close()
 
 
 def _counted(receive: Any, bound: DelimiterCount) -> Any:
@@ -128,7 +188,7 @@ def _form_too_large(cap: int) -> APIError:
 
 
 def _urlencoded_items(raw: bytes, max_fields: int) -> list[tuple[str, str]]:
-    """`a=1&b=2` -> pairs, split by the standard library in C. python-multipart's form parser (what
+    """`a=1&b=2` -> pairs, split by the standard library (in a worker thread). python-multipart's form parser (what
     `request.form()` runs) stepped through 20 MB of `&` a byte at a time on the event loop (5.3 s of CPU: every
     other client waited), and empty fields never counted towards its field limit; `parse_qsl` counts every
     separator before splitting."""
@@ -150,6 +210,10 @@ def _urlencoded_items(raw: bytes, max_fields: int) -> list[tuple[str, str]]:
         raise validation_error(
             [{"loc": ("body",), "msg": f"at most {max_fields} fields are accepted", "type": "value_error"}]
         ) from None
+
+
+def _parse_form(raw: bytes, model: type[BaseModel], kind: BodyKind) -> ParsedBody:
+    return _form_fields(_urlencoded_items(raw, len(model.model_fields)), model, kind)
 
 
 def _form_fields(items: list[tuple[str, str]], model: type[BaseModel], kind: BodyKind) -> ParsedBody:

@@ -21,8 +21,9 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from clipforge.errors import UserError, one_line
 from clipforge.server.limits import MAX_IMAGE_ID
@@ -210,6 +211,13 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = status_code_name(exc.status_code)
         return error_response(exc.status_code, code, exc.detail, getattr(exc, "headers", None))
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, exc: ClientDisconnect) -> Response:
+        # The client closed its connection before its body was whole (an aborted upload, a client's timeout):
+        # nobody to answer and no fault of the server. It reached the catch-all below as a bug, and each such
+        # request wrote two tracebacks (ours and uvicorn's, ~10 kB) into the log.
+        return Response(status_code=400)
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:

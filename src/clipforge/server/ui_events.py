@@ -13,7 +13,10 @@ the model's fair queue (`fair.FairGate`). So the join is where an anonymous clie
   refused it: 1.1 MB per session, for up to 10,000 sessions);
 * a session may leave `max_unread_events` answers unread, an address `max_unread_sessions` sessions with
   unread answers and `max_pending` events in all (64 sessions x 32 events of 3 MB each was 6 GB, and
-  128 waiting events of one address made another's classify wait 5 s);
+  128 waiting events of one address made another's classify wait 5 s). A join is parsed in a worker thread and
+  gradio records its event only after the guard has forwarded it, so a join let through holds its place
+  (`admit`) until gradio has recorded it or its request has ended (`settle`): counting gradio's tables alone,
+  50 joins of one address sent together all saw the count from before any of them and all got in;
 * an address may start `max_new_sessions` sessions a minute (gradio keeps the message queues of 2,000
   sessions and drops the least recently used: one client cycling 2,100 sessions made another user's
   running classify end in "session not found");
@@ -35,7 +38,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["MAX_UI_STRING_CHARS", "UNREAD_AGE_S", "JoinRules", "forget_unread", "json_refusal", "value_refusal"]
+__all__ = ["MAX_UI_STRING_CHARS", "UNREAD_AGE_S", "Cancels", "JoinRules", "forget_unread", "json_refusal",
+           "value_refusal"]
 
 MAX_UI_STRING_CHARS = 4096
 """Longest string a UI event may carry (paths: Linux's PATH_MAX; the page's fields take at most 2,000)."""
@@ -48,7 +52,8 @@ _SWEEP_ABOVE = 1000
 
 class JoinRules:
     """`inputs`: fn_index -> number of inputs; `unread(session)`: events gradio keeps for it (pending or unread);
-    `sessions()`: gradio's table of them (swept here: it never forgets a session by itself)."""
+    `sessions()`: gradio's table of them (swept here: it never forgets a session by itself). Every count adds the
+    joins `admit` let through that gradio has not recorded yet (`_held`)."""
 
     def __init__(self, inputs: Mapping[int, int], unread: Callable[[str], int] | None = None,
                  sessions: Callable[[], dict[str, Any]] | None = None, max_unread_events: int = 32,
@@ -62,13 +67,15 @@ class JoinRules:
         self.max_pending = int(max_pending)
         self._by_host: dict[str, dict[str, float]] = {}  # address -> its sessions with unread answers: last seen
         self._reading: dict[str, int] = {}  # session -> its `queue/data` streams open now
+        self._joining: dict[str, int] = {}  # session -> joins admitted, not yet settled (in gradio's table or ended)
         self.drop: Callable[[str], bool] | None = None  # forget a session's unread answers (`forget_unread`)
         self.max_new_sessions = int(max_new_sessions)
         self.clock = clock
         self._recent: dict[str, OrderedDict[str, float]] = {}  # address -> sessions it joined in the last minute
 
     def refusal(self, host: str, join: Any) -> tuple[int, str, str] | None:
-        """(status, code, detail) when this `queue/join` body must not reach gradio, else None (then it is counted)."""
+        """(status, code, detail) when this `queue/join` body must not reach gradio, else None (then it is counted
+        among its address's sessions; its event is counted once `unread` shows it: `admit` holds its place until)."""
         refusal = self.shape_refusal(join)
         return refusal if refusal is not None else self.count_refusal(host, join)
 
@@ -90,6 +97,30 @@ class JoinRules:
         they let through is counted."""
         refusal = self._unread_refusal(host, join.get("session_hash"))
         return refusal if refusal is not None else self._new_session_refusal(host, join.get("session_hash"))
+
+    def admit(self, host: str, join: Any) -> tuple[int, str, str] | None:
+        """`count_refusal`, and a join it lets through holds a place among its session's events until `settle`:
+        check and hold in one step on the event loop, so joins arriving together each see the ones before."""
+        refusal = self.count_refusal(host, join)
+        session = join.get("session_hash")
+        if refusal is None and self.unread is not None and isinstance(session, str):
+            self._joining[session] = self._joining.get(session, 0) + 1
+        return refusal
+
+    def settle(self, session: Any) -> None:
+        """A join `admit` let through is now in gradio's table (its answer has started) or its request has ended:
+        gradio's count alone tells from here on. Call once per admitted join."""
+        if not isinstance(session, str):
+            return  # `admit` held nothing for it
+        count = self._joining.get(session, 0) - 1
+        if count > 0:
+            self._joining[session] = count
+        else:
+            self._joining.pop(session, None)
+
+    def _held(self, session: str) -> int:
+        """Events of `session` gradio keeps, and its joins admitted that gradio has not recorded yet."""
+        return (self.unread(session) if self.unread is not None else 0) + self._joining.get(session, 0)
 
     def _new_session_refusal(self, host: str, session: Any) -> tuple[int, str, str] | None:
         """Count `session` among `host`'s sessions of the last minute; 429 for one more than `max_new_sessions`."""
@@ -119,15 +150,15 @@ class JoinRules:
             return 400, "bad_request", "a UI event needs its session_hash (at most 128 characters)"
         self._sweep()
         sessions = self._by_host.setdefault(host, {})
-        for read in [s for s in sessions if s != session and self.unread(s) == 0]:  # read: their place is free
+        for read in [s for s in sessions if s != session and self._held(s) == 0]:  # read: their place is free
             del sessions[read]
         self._expire(sessions)
-        if self.unread(session) >= self.max_unread_events:
+        if self._held(session) >= self.max_unread_events:
             detail = f"this page has {self.max_unread_events} answers it has not read yet; reload the page"
         elif session not in sessions and len(sessions) >= self.max_unread_sessions:
             detail = (f"{self.max_unread_sessions} pages from your address have answers they have not read yet; "
                       f"close some or reload them")
-        elif sum(self.unread(s) for s in sessions) + (0 if session in sessions else self.unread(session)) \
+        elif sum(self._held(s) for s in sessions) + (0 if session in sessions else self._held(session)) \
                 >= self.max_pending:
             detail = (f"your address has {self.max_pending} UI events waiting or unread already; wait for them "
                       f"or reload the pages")
@@ -158,7 +189,8 @@ class JoinRules:
             return
         now = self.clock()
         for session, seen in list(sessions.items()):
-            if session not in self._reading and now - seen > UNREAD_AGE_S and self.drop(session):
+            if session not in self._reading and session not in self._joining and now - seen > UNREAD_AGE_S \
+                    and self.drop(session):
                 del sessions[session]
 
     def _sweep(self) -> None:
@@ -167,7 +199,7 @@ class JoinRules:
             return
         if len(self._by_host) > _SWEEP_ABOVE:
             for host in list(self._by_host):
-                for session in [s for s in self._by_host[host] if self.unread(s) == 0]:
+                for session in [s for s in self._by_host[host] if self._held(s) == 0]:
                     del self._by_host[host][session]
                 if not self._by_host[host]:
                     del self._by_host[host]
@@ -208,6 +240,37 @@ def value_refusal(blocks: Any, join: Any) -> tuple[int, str, str] | None:
             return 400, "bad_request", (f"value {i + 1} of this UI event ({what.lower()}) is not what this page sends "
                                         f"there: a file it uploaded, or null")
     return None
+
+
+class Cancels:
+    """Which `/gradio_api/cancel` bodies reach gradio: one per event, while it waits or runs, of the session named.
+
+    gradio's cancel route queues a "process completed" message for the session whenever the event it names is among
+    the session's unread ones, however often it is asked, and only the session's stream empties that queue: 300
+    anonymous cancels of one answered event left 303 messages queued, and nothing bounded their number. A cancel
+    of an event gradio holds no longer (answered, or never was), of another session's, or one already sent changes
+    nothing in gradio but that queue, so the guard answers it itself as gradio does (`{"success": true}`)."""
+
+    def __init__(self) -> None:
+        self.sent: set[str] = set()  # event ids whose cancel reached gradio, kept while gradio holds the event
+
+    def forward(self, queue: Any, body: Any) -> bool:
+        """Whether this cancel `body` goes to gradio; one that does is counted as sent until `refused` says gradio
+        did not take it. A body without text `session_hash` and `event_id` goes too: gradio refuses it (422)."""
+        if not isinstance(body, dict) or not all(isinstance(body.get(k), str) for k in ("session_hash", "event_id")):
+            return True
+        live = queue.event_ids_to_events
+        self.sent = {sent for sent in self.sent if sent in live}  # at most the events gradio holds
+        event = live.get(body["event_id"])
+        if event is None or getattr(event, "session_hash", None) != body["session_hash"] or body["event_id"] in self.sent:
+            return False
+        self.sent.add(body["event_id"])
+        return True
+
+    def refused(self, body: Any) -> None:
+        """gradio did not take the cancel `body` that `forward` sent (a 422 for its `fn_index`): not sent after all."""
+        if isinstance(body, dict) and isinstance(body.get("event_id"), str):
+            self.sent.discard(body["event_id"])
 
 
 def forget_unread(queue: Any, session: str) -> bool:

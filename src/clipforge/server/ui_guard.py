@@ -12,9 +12,12 @@ upload folder, and this middleware), so a gap in one of them is not a hole:
   inside this server's upload folder - the request never reaches gradio;
 * `/gradio_api/file=` serves only files inside the upload folder, never a URL (gradio would
   fetch it: a server-side request on behalf of an anonymous client), and always whole: gradio's answer to a
-  `Range` copied every request header into it (`_without_ranges`);
+  `Range` copied every request header into it (`ui_file_route`);
 * a queue/join is checked by `ui_events.JoinRules` before gradio stores anything of it: an event the UI
-  has, with its number of values, none too long, and the address's pending events and new sessions bounded;
+  has, with its number of values, none too long, and the address's pending events and new sessions bounded
+  (a join let through holds its place until gradio has recorded it: `_Settle`);
+* a `cancel` reaches gradio once per event while the event waits or runs (`ui_events.Cancels`): each one naming an
+  unread event queued one more message for its session;
 * gradio routes the page never uses (named-endpoint API, proxy, component server, recording, deep links,
   streaming, vibe editing, run history, profiling, monitoring, startup events, login and logout) answer 404, and so does
   `queue/data` for a session gradio does not hold, and a heartbeat for a session id no gradio client makes;
@@ -44,7 +47,9 @@ from starlette.routing import get_route_path
 from clipforge.server.body_parsing import check_json_items
 from clipforge.server.errors import APIError
 from clipforge.server.middleware import ASGIApp, Message, Receive, Scope, Send, client_host, send_json
-from clipforge.server.ui_events import JoinRules, forget_unread, json_refusal, value_refusal
+from clipforge.server.ui_assets import StaticFiles
+from clipforge.server.ui_events import Cancels, JoinRules, forget_unread, json_refusal, value_refusal
+from clipforge.server.ui_file_route import whole_send, without_ranges
 from clipforge.server.ui_upload_route import UPLOADER_COOKIE, UploadRoute, uploader, without_upload_id
 from clipforge.server.upload_paths import inside, is_upload, upload_paths
 from clipforge.server.upload_space import EXPIRED, UploadLedger
@@ -115,6 +120,8 @@ class UIGuardMiddleware:
         self.app = app
         self.rules = rules  # what a queue/join may carry (`ui_events`); None: not checked
         self.known_session = known_session  # whether gradio holds a stream for a session hash
+        self.cancels = Cancels()  # which `cancel` bodies reach gradio (`ui_events.Cancels`)
+        self.static = StaticFiles.of_gradio()  # which static files gradio may compress (`ui_assets`)
         self.upload_dir = os.path.realpath(upload_dir)
         self.max_json_bytes = int(max_json_bytes)
         self.cache_bytes = int(cache_bytes)
@@ -137,7 +144,7 @@ class UIGuardMiddleware:
             await send_json(send, 404, "not_found", "no such endpoint")
             return
         if scope["type"] != "http" or not (path.startswith(_API) or path.startswith("/monitoring")):
-            await self.app(scope, receive, send)
+            await self.app(self.static.scope(scope, path) if scope["type"] == "http" else scope, receive, send)
             return
         rest = path[len(_API) :] if path.startswith(_API) else "monitoring"
         if rest.startswith(_UNUSED):
@@ -154,7 +161,7 @@ class UIGuardMiddleware:
                         send, 403, "forbidden", "only files uploaded through this page are served here"
                     )
                 return
-            await self.app(_without_ranges(scope), receive, _whole_send(send))
+            await self.app(without_ranges(scope), receive, whole_send(send))
             return
         if rest.startswith("heartbeat/") and not _SESSION.fullmatch(rest[len("heartbeat/") :]):
             # gradio puts the session id into a URL when the stream ends: a control character in it made that
@@ -250,14 +257,31 @@ class UIGuardMiddleware:
         if refusal is not None:
             await send_json(send, *refusal)
             return
+        queue = getattr(_blocks(scope), "_queue", None)
+        if queue is not None and get_route_path(scope).rstrip("/") == f"{_API}cancel":
+            if not self.cancels.forward(queue, decoded):
+                await _send_ok(send, b'{"success":true}')  # what gradio answers, without the message it would queue
+                return
+            send = _watch_cancel(self.cancels, decoded, send)
         if join and self.rules is not None:
-            queue = getattr(_blocks(scope), "_queue", None)
             if self.rules.drop is None and queue is not None:  # gradio's queue exists once the app has started
                 self.rules.drop = lambda session: forget_unread(queue, session)
-            refusal = self.rules.count_refusal(client_host(scope), decoded)
+            refusal = self.rules.admit(client_host(scope), decoded)  # holds its place until settled below
             if refusal is not None:
                 await send_json(send, *refusal)
                 return
+            settled = _Settle(self.rules, decoded.get("session_hash"), send)
+            try:
+                await self._forward(scope, receive, settled.send, body, paths, values)
+            finally:
+                settled()
+            return
+        await self._forward(scope, receive, send, body, paths, values)
+
+    async def _forward(
+        self, scope: Scope, receive: Receive, send: Send, body: bytes, paths: list[Any], values: Any
+    ) -> None:
+        """The checks of an event's files and values, then the event (`body`) handed to gradio."""
         if len(paths) > MAX_EVENT_FILES:
             await send_json(
                 send, 413, "payload_too_large", f"a UI event may name at most {MAX_EVENT_FILES:,} files"
@@ -281,6 +305,24 @@ class UIGuardMiddleware:
         await self.app(scope, replay, send)
 
 
+class _Settle:
+    """Settles a join `JoinRules.admit` let through once, when its answer starts (gradio records the event before
+    it answers) or, when called, as its request ends (refused here or by gradio, or the client gone)."""
+
+    def __init__(self, rules: JoinRules, session: Any, send: Send) -> None:
+        self.rules, self.session, self._send, self._done = rules, session, send, False
+
+    def __call__(self) -> None:
+        if not self._done:
+            self._done = True
+            self.rules.settle(self.session)
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self()
+        await self._send(message)
+
+
 def _read_event(body: bytes, rules: JoinRules | None, blocks: Any) -> tuple[Any, list[Any], Any, Any]:
     """(decoded, its paths, refusal, refusal of its values) of a UI event body; `rules` for a join. The parse and
     every check that walks the whole body, for a worker thread: on the event loop, a 196 kB join of 49,000 empty
@@ -301,6 +343,24 @@ def _read_event(body: bytes, rules: JoinRules | None, blocks: Any) -> tuple[Any,
     return decoded, paths, refusal, values
 
 
+def _watch_cancel(cancels: Cancels, body: Any, send: Send) -> Send:
+    """`send`, telling `cancels` when gradio refuses the cancel `body` it was forwarded."""
+
+    async def watched(message: Message) -> None:
+        if message["type"] == "http.response.start" and message.get("status") != 200:
+            cancels.refused(body)
+        await send(message)
+
+    return watched
+
+
+async def _send_ok(send: Send, body: bytes) -> None:
+    """A 200 JSON answer of `body`."""
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 def _blocks(scope: Scope) -> Any:
     """The gradio Blocks of the page (`ui.mount_ui` keeps it in the app's state), or None."""
     return getattr(getattr(scope.get("app"), "state", None), "ui_blocks", None)
@@ -314,37 +374,3 @@ def _query_value(scope: Scope, name: str) -> str:
 
     query = scope.get("query_string", b"").decode("latin-1")
     return next((v for k, v in reversed(parse_qsl(query, keep_blank_values=True)) if k == name), "")
-
-
-_RANGE_HEADERS = frozenset({b"range", b"if-range"})
-
-
-def _without_ranges(scope: Scope) -> Scope:
-    """A `file=` request without its Range: gradio answered one by copying every request header into its answer
-    (the HttpOnly uploader cookie, any header a client sent, `Set-Cookie` and `Cache-Control` included, for a
-    cache in front to keep), served `bytes=5-1` as byte 1, and failed with a 500 and an 8 kB traceback in the log
-    on `bytes=0-0,2-2`. Uploads are photos of at most `max_upload_bytes`: the whole file is the answer (HTTP lets
-    a server ignore Range)."""
-    return {
-        **scope,
-        "headers": [(k, v) for k, v in scope.get("headers", ()) if k.lower() not in _RANGE_HEADERS],
-    }
-
-
-_FILE_HEADERS = ((b"cache-control", b"private, no-cache"), (b"x-content-type-options", b"nosniff"))
-_REPLACED = frozenset({b"accept-ranges", *(name for name, _ in _FILE_HEADERS)})
-
-
-def _whole_send(send: Send) -> Send:
-    """`send` without `Accept-Ranges` in the answer (ranges are not served: `_without_ranges`), and with the
-    headers of a private file: gradio sent an upload (one browser's own, `ledger.owns`) with a Last-Modified and
-    no Cache-Control, which a shared cache in front may keep and hand to anyone by heuristic freshness, and
-    typed by its name's extension without `nosniff` (the REST originals have carried both since they were found)."""
-
-    async def whole(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            kept = [(k, v) for k, v in message.get("headers", ()) if k.lower() not in _REPLACED]
-            message = {**message, "headers": [*kept, *_FILE_HEADERS]}
-        await send(message)
-
-    return whole
