@@ -59,14 +59,16 @@ def _not_bool(value: Any) -> Any:
     return value
 
 
-def _checked(rule: Callable[[str], bool], message: str) -> AfterValidator:
+def _checked(rule: Callable[[str], bool], message: str | Callable[[str], str]) -> AfterValidator:
+    """`message`: the refusal, or a function of the refused value that words it (a template's full-width braces)."""
+
     def check(value: str) -> str:
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
             raise ValueError("must be valid Unicode text (it has a lone surrogate)") from None
         if not rule(value):
-            raise ValueError(message)
+            raise ValueError(message(value) if callable(message) else message)
         return value
 
     return AfterValidator(check)
@@ -170,15 +172,15 @@ def _template_type() -> Any:
             len(value) <= MAX_TEMPLATE_CHARS and re.search(TEMPLATE_PATTERN, value) is not None
         )
 
-    return Annotated[
-        str,
-        WithJsonSchema(schema),
-        _checked(
-            valid,
-            f"must contain '{{}}' exactly once (no other braces except '{{{{' and '}}}}', "
-            f"no format specs) or be a template set name ({', '.join(sets[:6])}, ...)",
-        ),
-    ]
+    generic = (f"must contain '{{}}' exactly once (no other braces except '{{{{' and '}}}}', "
+               f"no format specs) or be a template set name ({', '.join(sets[:6])}, ...)")
+
+    def refusal(value: str) -> str:  # the CLI's words for full-width braces (a Chinese input method's default)
+        if "\uff5b" in value or "\uff5d" in value:
+            return ("has full-width braces '｛｝', not the ASCII '{}' where the label goes, e.g. '一张{}的照片'")
+        return generic
+
+    return Annotated[str, WithJsonSchema(schema), _checked(valid, refusal)]
 
 
 def _base64_type(limits: ServerLimits) -> Any:
