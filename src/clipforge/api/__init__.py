@@ -222,6 +222,7 @@ def load_model(spec: Spec, device: str | torch.device | None = None, *, pretrain
             reason = lines[1] if len(lines) > 1 else lines[0]  # the first mismatch, under torch's heading
             raise CheckpointFormatError(f"{source.checkpoint}: its tensors do not fit the architecture it records "
                                         f"({reason})") from None
+        _check_vocabulary(model, source.checkpoint)
         model.preprocess_cfg = (source.preprocess_cfg or checkpoint.preprocess  # saved files and save_hf keep it
                                 or getattr(model, "preprocess_cfg", None))  # else the family's default
         folder = source.checkpoint if source.checkpoint.is_dir() else source.checkpoint.parent
@@ -239,6 +240,28 @@ def load_model(spec: Spec, device: str | torch.device | None = None, *, pretrain
     from clipforge.weights.preprocessing import preprocess_for  # OpenAI's, or what the weights say they need
 
     return LoadedModel(model, preprocess_for(model), source.name, weights)
+
+
+def _check_vocabulary(model: torch.nn.Module, path: Path) -> None:
+    """CheckpointFormatError when the model would be read with OpenAI's BPE but has fewer token embeddings than
+    its ids: a plain state dict of another family (SigLIP's 32,000 tokens; the test configs' 512) records no
+    tokenizer, and the first text it encoded ended in torch's "IndexError: index out of range in self"."""
+    from clipforge.text.vocab import VOCAB_SIZE
+    from clipforge.weights import CheckpointFormatError
+
+    weight = getattr(getattr(model, "token_embedding", None), "weight", None)
+    # the tokenizer `text.families.tokenizer_of` would build (no config: OpenAI's BPE), read without building it:
+    # that call keeps what it built on the model, before the loader has said where a family's file lies
+    spec = getattr(model, "tokenizer_cfg", None) or {}
+    kind = spec.get("kind", "openai-bpe") if isinstance(spec, dict) else None
+    carried = callable(getattr(model, "tokenizer", None))  # Chinese-CLIP's WordPiece travels with the model
+    # a folder is no plain state dict: a Hugging Face folder's tokenizer files lie beside its weights
+    if weight is None or weight.shape[0] >= VOCAB_SIZE or kind != "openai-bpe" or carried or path.is_dir():
+        return
+    raise CheckpointFormatError(
+        f"{path}: its text tower has {weight.shape[0]:,} token embeddings, but a file that records no tokenizer is "
+        f"read with OpenAI's BPE ({VOCAB_SIZE:,} ids): a plain state dict of another family (SigLIP, CLIPA, a "
+        f"multilingual tower) cannot say which; load it as ARCH:{path} (`clipforge models --all` lists them)")
 
 
 def load(name_or_path: Spec, device: str | torch.device | None = None, jit: bool = False,

@@ -96,8 +96,11 @@ def check_cn_architecture(path: str | os.PathLike[str], arch: str) -> None:
     import pickle
 
     from clipforge.models.chinese_clip import chinese_clip_config, create_chinese_clip
+    from clipforge.weights.damaged import damage_of
     from clipforge.weights.errors import CheckpointFormatError, check_shapes
 
+    if (damage := damage_of(path)) is not None:  # a web page or a cut file, not torch's "mmap can only be used..."
+        raise CheckpointFormatError(f"{Path(path).name} does not hold {arch} weights: {damage}")
     try:
         got = cn_clip_state_dict(torch.load(path, map_location="cpu", weights_only=True, mmap=True))
     except (ValueError, AttributeError, RuntimeError, pickle.UnpicklingError) as err:  # not a cn_clip file

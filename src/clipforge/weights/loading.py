@@ -111,7 +111,9 @@ def _read_safetensors_parts(path: Path, skip: Callable[[str], bool] | None
                     out[key] = fh.get_tensor(key)
             return out, metadata, frozenset(skipped)
     except Exception as err:  # safetensors raises its own error types
-        raise CheckpointFormatError(f"cannot read {path} as safetensors: {err}") from err
+        from clipforge.weights.damaged import safetensors_shortfall
+
+        raise CheckpointFormatError(safetensors_shortfall(path) or f"cannot read {path} as safetensors: {err}") from err
 
 
 def _strip_name(key: str) -> str:
@@ -221,8 +223,15 @@ def _read_raw(path: Path, skip: Callable[[str], bool] | None = None
         if preprocess is not None and config is not None:
             config = {**config, PREPROCESS_FIELD: preprocess}
         return tensors, config, "safetensors", skipped
+    from clipforge.weights.damaged import damage_of
+
     if head[:1] == b"\x80":  # pickle protocol >= 2: torch.save's legacy (pre-zip) format
+        # first, even when the head also reads as a cut safetensors header: a pickle can be built to look like
+        # one, and only the unpickler's refusal names the forbidden global; a real cut safetensors comes back
+        # from `torch_load_safely` named as cut short (`clipforge.weights.damaged`)
         return torch_load_safely(path), None, "torch", frozenset()
+    if (damage := damage_of(path)) is not None:  # includes a safetensors file cut short
+        raise CheckpointFormatError(damage)
     raise CheckpointFormatError(
         f"{path} is not a checkpoint format clipforge reads: expected a PyTorch state dict "
         "(.pt/.pth/.bin), a .safetensors file, an OpenAI TorchScript archive, or a Hugging Face "

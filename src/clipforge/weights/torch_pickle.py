@@ -21,7 +21,8 @@ _UNSAFE_HINT = ("only plain state dicts of tensors are loaded from pickles; save
 
 
 def _forbidden_global(path: Path, err: Exception) -> str | None:
-    """The global a weights_only torch.load refused, or None when the failure was something else."""
+    """The global a weights_only torch.load refused, or None when the failure was something else (no global
+    named: damaged bytes)."""
     message = str(err)
     if "Weights only load failed" not in message and "weights_only" not in message:
         return None
@@ -32,18 +33,147 @@ def _forbidden_global(path: Path, err: Exception) -> str | None:
     except Exception:  # legacy (non-zip) files are not supported by that helper
         pass
     match = re.search(r"GLOBAL ([\w.]+)", message) or re.search(r"global[: ]+'?([\w.]+)", message)
-    return match.group(1) if match else "an unsupported global"
+    # no global named: torch stopped at an opcode it does not take (protocol 4's FRAME and STACK_GLOBAL, INST,
+    # or bytes that are no opcode at all). Read the pickle's opcodes without running them before calling it
+    # damage: `pickle.dumps` of an object that runs code (protocol 4 by default) stops there too
+    # "GLOBAL ." is torch's reading of a global cut inside its name (a legacy file cut short): no code named
+    return match.group(1) if match and re.fullmatch(r"\w+(\.\w+)*", match.group(1)) else None
+
+
+_SCAN_LIMIT = 16 << 20  # bytes of pickle read when looking for globals: a CLIP's pickle is far smaller
+_PUSHES_STR = {"UNICODE", "BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8", "STRING", "BINSTRING",
+               "SHORT_BINSTRING"}
+
+
+def _pickle_bytes(path: Path) -> bytes:
+    """The pickle torch would read (a zip's ``data.pkl``, from its first local entry when the archive is cut
+    short; else the file's head), at most `_SCAN_LIMIT` bytes."""
+    import struct
+    import zipfile
+
+    with open(path, "rb") as fh:
+        head = fh.read(30)
+        if not head.startswith(b"PK\x03\x04"):
+            fh.seek(0)
+            return fh.read(_SCAN_LIMIT)
+        try:
+            with zipfile.ZipFile(fh) as archive:
+                name = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+                if name is None:
+                    return b""
+                with archive.open(name) as member:
+                    return member.read(_SCAN_LIMIT)
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+            # the first local header: torch writes data.pkl first
+            name_len, extra_len = struct.unpack("<HH", head[26:30])
+            fh.seek(30)
+            if not fh.read(name_len).endswith(b"data.pkl"):
+                return b""
+            fh.seek(30 + name_len + extra_len)
+            return fh.read(_SCAN_LIMIT)
+
+
+def _globals_in_pickle(data: bytes) -> list[str]:
+    """Every global the pickles in `data` name, in order, read with `pickletools` (nothing is imported or run),
+    up to where the bytes stop parsing: a pickle cut or damaged after a global still names it. Pickles that
+    follow one another are all read: torch's legacy format is a magic-number pickle, two more, then the state
+    dict's."""
+    import io
+    import pickletools
+
+    found: list[str] = []
+    pushed: list[object] = []  # the last values pushed, enough to name STACK_GLOBAL's module and name
+    memo: dict[int, object] = {}
+    stream = io.BytesIO(data)
+    try:
+        for _ in range(8):  # torch's legacy files hold five; a file of STOP bytes must not loop for long
+            if stream.tell() >= len(data):
+                break
+            _read_one(pickletools.genops(stream), found, pushed, memo)
+    except (ValueError, EOFError, KeyError, UnicodeDecodeError):  # damaged bytes: what was read so far stands
+        pass
+    return found
+
+
+def _read_one(ops: Any, found: list[str], pushed: list[object], memo: dict[int, object]) -> None:
+    """The globals of one pickle's opcodes, added to `found` (`pushed` and `memo`: enough of its stack and memo
+    to name STACK_GLOBAL's module and name)."""
+    memo.clear()
+    for op, arg, _ in ops:
+        if op.name in ("GLOBAL", "INST"):
+            found.append(str(arg).replace(" ", "."))
+        elif op.name == "STACK_GLOBAL":
+            parts = pushed[-2:]
+            named = len(parts) == 2 and all(isinstance(p, str) for p in parts)
+            found.append(".".join(str(p) for p in parts) if named else "a global named at load time")
+        elif op.name in ("EXT1", "EXT2", "EXT4"):
+            found.append(f"copyreg extension {arg}")
+        if op.name in _PUSHES_STR:
+            pushed.append(arg)
+        elif op.name in ("BINGET", "LONG_BINGET", "GET"):
+            pushed.append(memo.get(int(arg)))
+        elif op.name in ("MEMOIZE", "BINPUT", "LONG_BINPUT", "PUT"):
+            memo[len(memo) if arg is None else int(arg)] = pushed[-1] if pushed else None
+        elif op.name not in ("FRAME", "PROTO"):
+            pushed.append(None)
+        del pushed[:-2]
+
+
+def _scanned_forbidden(path: Path) -> str | None:
+    """The first global in the file's pickle that torch's weights-only reader does not allow, else None."""
+    try:
+        from torch._weights_only_unpickler import _get_allowed_globals, _get_user_allowed_globals
+
+        allowed = set(_get_allowed_globals()) | set(_get_user_allowed_globals())
+    except Exception:  # a torch without these helpers: every global counts as forbidden
+        allowed = set()
+    try:
+        names = _globals_in_pickle(_pickle_bytes(path))
+    except OSError:
+        return None
+    for name in names:
+        if name.replace("__builtin__.", "builtins.") not in allowed:
+            return name
+    return None
+
+
+def _unreadable(path: Path, err: Exception) -> CheckpointFormatError:
+    """The one-line refusal of a file torch cannot read: what the bytes are when that is plain (cut short, a
+    web page: `clipforge.weights.damaged`), else torch's own reason, without its advice to load with
+    ``weights_only=False`` (which would run whatever the file holds)."""
+    from clipforge.weights.damaged import damage_of
+
+    if (damage := damage_of(path)) is not None:
+        return CheckpointFormatError(damage)
+    message = str(err)
+    if "WeightsUnpickler error:" in message:
+        reason = message.split("WeightsUnpickler error:", 1)[1].strip().splitlines()[0].strip()
+        if reason.startswith("Unsupported global: GLOBAL . "):
+            reason = "it ends inside a global's name"
+        elif reason == "Unsupported operand 149":  # FRAME: pickle protocol 4 or 5
+            return CheckpointFormatError(
+                f"cannot read {path} as a PyTorch checkpoint: its pickle uses protocol 4 or later, which "
+                "torch's weights-only reader does not take; save it again with torch.save's default protocol")
+        return CheckpointFormatError(f"cannot read {path} as a PyTorch checkpoint: its pickle data is damaged or "
+                                     f"not a pickle ({reason})")
+    first = message.strip().splitlines()[0] if message.strip() else type(err).__name__
+    return CheckpointFormatError(f"cannot read {path} as a PyTorch checkpoint: {first}")
 
 
 def torch_load_safely(path: str | os.PathLike[str]) -> Any:
     """``torch.load(weights_only=True)``, with refusals turned into `UnsafeCheckpointError`."""
+    from safetensors import SafetensorError  # torch.load hands a safetensors-looking file to safetensors
+
     path = Path(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        forbidden = _forbidden_global(path, err)
+        forbidden = _forbidden_global(path, err) or _scanned_forbidden(path)
         if forbidden is not None:
             raise UnsafeCheckpointError(path, forbidden, _UNSAFE_HINT) from None
-        raise CheckpointFormatError(f"cannot read {path} as a PyTorch checkpoint: {err}") from err
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise CheckpointFormatError(f"cannot read {path} as a PyTorch checkpoint: {err}") from err
+        raise _unreadable(path, err) from err
+    except (RuntimeError, EOFError, OSError, ValueError, SafetensorError) as err:
+        # e.g. a zip cut short around a malicious data.pkl: torch cannot open it, its pickle still names the global
+        if (forbidden := _scanned_forbidden(path)) is not None:
+            raise UnsafeCheckpointError(path, forbidden, _UNSAFE_HINT) from None
+        raise _unreadable(path, err) from err
