@@ -21,11 +21,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "classify", help="zero-shot classify images among given labels",
         description="Classify image files among free-form labels with a CLIP model (no training). "
-                    "Prompts default to the 'simple' set (\"a photo of a {}.\").")
+                    "Prompts default to the 'simple' set (\"a photo of a {}.\"; \"一张{}的照片\" for Chinese "
+                    "labels).")
     parser.add_argument("images", nargs="+", metavar="IMG", help="image files or folders (walked like index add)")
     labels = parser.add_mutually_exclusive_group(required=True)
     labels.add_argument("--labels", action="append",
-                        help='comma-separated class names, e.g. "cat,dog,plane" (repeatable: --labels cat --labels dog)')
+                        help='class names separated by "," or the Chinese "，" and "、", e.g. "cat,dog,plane" or '
+                             '"猫，狗、飞机" (repeatable: --labels cat --labels dog)')
     labels.add_argument("--labels-file", metavar="F",
                         help="file with one label per line (or a JSON list, or one line of labels separated as "
                              "--labels separates them)")

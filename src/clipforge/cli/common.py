@@ -113,9 +113,17 @@ _PATTERN_MARKS = ("{", "*", "?", "[", "://", "pipe:")  # shard patterns and URLs
 
 
 def check_local_inputs(args: argparse.Namespace) -> None:
-    """FileNotFoundError (one line) for a local input flag naming nothing that exists."""
+    """FileNotFoundError (one line) for a local input flag naming nothing that exists; UsageError for a blank
+    `--model` (an unset shell variable, `--model "$MODEL"`), which every command read as no `--model` at all:
+    the default model ran, with a notice saying to pass the --model the user had passed."""
     import os
 
+    model = getattr(args, "model", None)
+    if isinstance(model, str) and not model.strip():
+        from clipforge.errors import UsageError
+
+        raise UsageError("--model is empty: give a model name (clipforge-tiny, ViT-B/32, ...), ARCH:TAG, a checkpoint "
+                         "file or folder, or random:ARCH; leave --model out for the default")
     for name in LOCAL_INPUTS:
         if name == "root" and getattr(args, "download", False):
             continue  # `--download` fills --root

@@ -100,11 +100,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _dataset_args(zs)
     zs.add_argument("--split", default=None, help="split (default: val for imagenet, test otherwise)")
     add_templates_argument(zs, "the dataset's own set: imagenet (OpenAI's 80) for imagenet, cifar10/cifar100/cars "
-                               "for those, a bird prompt for cub, simple for folder")
+                               "for those, a bird prompt for cub, simple for folder; for a model whose first "
+                               "language is Chinese (`clipforge models`: languages) its Chinese twin where one exists, "
+                               "zh-imagenet, zh-cifar10, zh-cifar100 or zh-simple, with Chinese class names")
     zs.set_defaults(templates=None)
-    zs.add_argument("--classnames", default=None, metavar="F", help="file of class names (one per line) to prompt with")
+    zs.add_argument("--classnames", default=None, metavar="F",
+                    help="file of class names to prompt with: one per line, in the dataset's class order, UTF-8 "
+                         "(or UTF-16 with its BOM)")
     _plot_argument(zs, "per-class accuracy and confusion-matrix")
-    zs.add_argument("--cache-dir", default=None, help="class-embedding cache (default ~/.cache/clipforge)")
+    zs.add_argument("--cache-dir", default=None,
+                    help="class-embedding cache (default: class_embeddings under $CLIPFORGE_CACHE, else under "
+                         "~/.cache/clipforge)")
     zs.set_defaults(func=run_zeroshot)
 
     rt = tasks.add_parser("retrieval", help="image<->text recall@1/5/10 on a caption CSV",

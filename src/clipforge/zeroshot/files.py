@@ -59,8 +59,9 @@ def classify_files(paths: Sequence[str | Path], labels: Sequence[str], model: st
     `precision`; `draft=False` decodes every JPEG pixel). Unreadable images do not stop the run:
     they are listed under ``errors`` with the reason. Returns ``{"model", "templates", "precision",
     "draft_decode", "results": [{image, labels, probabilities}], "errors"}``, results in input order, and
-    ``notice`` when the labels are in a script the loaded model was not trained for (asked of the model
-    itself: a checkpoint path such as ``中文模型.pt`` names no language, the Chinese-CLIP it holds does).
+    ``notice`` when the labels (else the templates) are in a script the loaded model was not trained for
+    (asked of the model itself: a checkpoint path such as ``中文模型.pt`` names no language, the Chinese-CLIP
+    it holds does).
     """
     from clipforge.data.files import encode_files
     from clipforge.image import Preprocess, load_image
@@ -111,7 +112,10 @@ def classify_files(paths: Sequence[str | Path], labels: Sequence[str], model: st
 
     if out["scoring"] == "sigmoid":
         out["note"] = SIGMOID_NOTE
-    if notice := query_notice(" ".join(classifier.classnames), speaker):
+    # the labels, else the templates (as `eval zeroshot` asks): "一张{}的照片" around "cat" on an English-only model
+    # scored every label alike (50.02% / 49.98%) without a word
+    if notice := (query_notice(" ".join(classifier.classnames), speaker)
+                  or query_notice(" ".join(classifier.templates), speaker, "templates")):
         out["notice"] = notice
     if plot is not None and results:
         from clipforge.zeroshot.plot import plot_predictions
