@@ -18,7 +18,7 @@ from torch import Tensor
 
 from clipforge.weights.errors import CheckpointFormatError
 
-__all__ = ["from_hf_siglip_state", "save_hf_siglip"]
+__all__ = ["folder_tokenizer", "from_hf_siglip_state", "save_hf_siglip"]
 
 _ACT = {"gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh", "gelu": "gelu", "quick_gelu": "quick_gelu"}
 
@@ -28,6 +28,24 @@ def _number(sub: dict[str, Any], key: str, default: Any, label: str) -> Any:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise CheckpointFormatError(f"config.json field '{label}_config.{key}' must be a number, got {value!r}")
     return value
+
+
+def folder_tokenizer(directory: Path, hf_config: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The tokenizer a transformers SigLIP folder carries, as clipforge's tokenizer config: SigLIP 1's
+    SentencePiece (``spiece.model``: `SiglipTokenizer` strips punctuation and lower-cases, open_clip's
+    ``canonicalize``) or SigLIP 2's Gemma ``tokenizer.json``; None when the folder has neither.
+
+    Without it a folder loaded with no tokenizer config and was read with OpenAI's BPE: ids up to 49,407 into
+    SigLIP's 32,000 token embeddings (an IndexError, or wrong text features in a larger vocabulary)."""
+    text = (hf_config or {}).get("text_config") or {}
+    if (directory / "spiece.model").is_file():
+        pad, eos = text.get("pad_token_id", 1), text.get("eos_token_id", 1)
+        ids = {"pad_id": pad, "eos_id": eos} if all(isinstance(i, int) and i >= 0 for i in (pad, eos)) else {}
+        return {"kind": "sentencepiece", "file": "spiece.model", "clean": "canonicalize", "eos_id": 1, "pad_id": 1,
+                **ids}
+    if (directory / "tokenizer.json").is_file():
+        return {"kind": "hf-json", "file": "tokenizer.json", "clean": "canonicalize"}
+    return None
 
 
 def from_hf_siglip_state(hf_state_dict: dict[str, Tensor], hf_config: dict[str, Any] | None

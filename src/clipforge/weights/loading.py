@@ -254,7 +254,13 @@ def load_checkpoint(path: str | os.PathLike[str], skip: Callable[[str], bool] | 
     path = Path(path).expanduser()
     raw, config, fmt, skipped = _read_raw(path, skip)
     if fmt == "huggingface":
-        state_dict, config = from_hf(_unwrap(raw, path), config)
+        hf_config = config
+        state_dict, config = from_hf(_unwrap(raw, path), hf_config)
+        if config.get("scoring") == "sigmoid" and not config.get("tokenizer"):  # a SiglipModel folder
+            from clipforge.weights.hf_siglip import folder_tokenizer
+
+            if (tokenizer := folder_tokenizer(path, hf_config)) is not None:
+                config["tokenizer"] = tokenizer
     else:
         state_dict = _strip_prefixes(_unwrap(raw, path))
         from clipforge.weights.family_layouts import to_clipforge_layout
