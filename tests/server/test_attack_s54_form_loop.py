@@ -7,17 +7,8 @@ test checks where the work runs, not how long it takes.
 
 from __future__ import annotations
 
-import asyncio
-
 from clipforge.server import body_parsing
-
-
-def _on_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:  # no event loop runs in this thread
-        return False
-    return True
+from tests.server.test_attack_s53_event_loop import _on_loop
 
 
 def test_a_urlencoded_form_is_parsed_in_a_worker_thread(make_client, monkeypatch):
