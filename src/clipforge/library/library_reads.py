@@ -17,7 +17,8 @@ from clipforge.library.queries import QueryMethods
 from clipforge.library.scan import FolderFilter, folders_of
 from clipforge.library.search import SearchHit, search_vector
 from clipforge.library.store import ImageRecord
-from clipforge.library.tagging import no_results_reason, parse_labels, tag_counts
+from clipforge.library.tag_answers import no_results_reason, tag_counts
+from clipforge.library.tagging import parse_labels
 
 __all__ = ["LibraryReads"]
 

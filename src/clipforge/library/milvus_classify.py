@@ -20,10 +20,9 @@ import numpy as np
 from clipforge.library.milvus_store import MAX_LABEL_BYTES, MAX_TAGS
 from clipforge.library.milvus_tags import Vocabularies, make_tagger
 from clipforge.library.milvus_writer import RECORD_FIELDS
+from clipforge.library.tag_answers import EMPTY_LIBRARY, no_tag_sentence
 from clipforge.library.tagging import (
-    EMPTY_LIBRARY,
     TagReport,
-    no_tag_sentence,
     parse_labels,
     prompted_templates,
     tag_vocabulary,
@@ -86,7 +85,7 @@ class MilvusClassify:
 
     def tag_counts(self) -> dict[str, int]:
         """label -> photos whose top tag it is, most first (`tag --list`); the labels of the space's remembered
-        vocabulary that no photo has show 0, as in the embedded store (`tagging.tag_counts`)."""
+        vocabulary that no photo has show 0, as in the embedded store (`tag_answers.tag_counts`)."""
         counts = dict(self.stats().get("tags") or {})
         spaces = self.milvus.spaces()
         if spaces:

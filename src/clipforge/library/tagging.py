@@ -10,7 +10,8 @@ are not comparable.
 The library remembers its vocabulary (labels, the templates they were prompted with - Chinese labels'
 `zh-imagenet`, not the `imagenet` typed -, top-k; one `meta` row per model), so photos added later - by
 `index add` or an upload - are tagged with the same labels right after they are added (`tag_new_images`):
-a tag filter never silently skips them.
+a tag filter never silently skips them. What a search says about tags (counts, why nothing matched) is
+`clipforge.library.tag_answers`.
 """
 
 from __future__ import annotations
@@ -34,18 +35,13 @@ if TYPE_CHECKING:
     from clipforge.models.scoring import Scoring
 
 __all__ = [
-    "EMPTY_LIBRARY",
     "VOCABULARY_KEY",
     "TagReport",
     "count_noun",
-    "no_results_reason",
-    "no_tag_match",
-    "no_tag_sentence",
     "parse_labels",
     "prompted_templates",
     "scored_top_k",
     "softmax_top_k",
-    "tag_counts",
     "tag_library",
     "tag_new_images",
     "tag_vocabulary",
@@ -357,50 +353,3 @@ def tag_new_images(
                 break
         tagged += len(part)
     return tagged
-
-
-def tag_counts(store: Store, model: str | None) -> dict[str, int]:
-    """label -> photos whose top tag it is, most first; the vocabulary's labels no photo has show 0."""
-    if model is None:
-        return {}
-    counts = store.tag_counts(model)
-    vocabulary = tag_vocabulary(store, model)
-    for label in (vocabulary or {}).get("labels", []):
-        counts.setdefault(label, 0)
-    return counts
-
-
-def _listing(counts: dict[str, int], limit: int = 20) -> str:
-    shown = ", ".join(f"{label} ({n})" for label, n in list(counts.items())[:limit])
-    return shown + (f", ... ({len(counts) - limit} more)" if len(counts) > limit else "")
-
-
-EMPTY_LIBRARY = "the library has no photos yet: add some with `clipforge index add FOLDER` (or upload them)"
-"""Why a search of a library without photos found nothing (both stores say it)."""
-
-
-def no_tag_sentence(labels: Sequence[str], counts: dict[str, int]) -> str:
-    """Why a search filtered on `labels` found nothing, naming the tags that do exist (`counts`: label -> photos)."""
-    wanted = " or ".join(repr(label) for label in labels)
-    if not counts:
-        return (
-            f"no photo has tag {wanted}: this library has no tags yet (tag it with "
-            '`clipforge tag --labels "cat, dog, car"`)'
-        )
-    return f"no photo has tag {wanted}; tags: {_listing(counts)}"
-
-
-def no_tag_match(store: Store, model: str | None, labels: Sequence[str]) -> str:
-    """Why a search filtered on `labels` found nothing, naming the tags that do exist."""
-    return no_tag_sentence(labels, tag_counts(store, model))
-
-
-def no_results_reason(store: Store, model: str | None, filter_tags: str | Sequence[str] | None = None) -> str:
-    """One sentence for an empty search result: an empty library, or no photo with those tags."""
-    if not store.status_counts().get("ok"):
-        return EMPTY_LIBRARY
-    if filter_tags:
-        labels = parse_labels(filter_tags)
-        if not store.image_ids_with_tags(model or "", labels):
-            return no_tag_match(store, model, labels)
-    return "no photo matched"

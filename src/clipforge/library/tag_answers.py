@@ -1,0 +1,62 @@
+"""What a tag search answers about tags: the library's tag counts, and one sentence when it found nothing.
+
+Both stores say it the same way: `Library` through these functions over its store, `MilvusLibrary` through
+`no_tag_sentence` and `EMPTY_LIBRARY` over its own counts. The tagging itself (scoring, writing, the remembered
+vocabulary) is `clipforge.library.tagging`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from clipforge.library.store import Store
+from clipforge.library.tagging import parse_labels, tag_vocabulary
+
+__all__ = ["EMPTY_LIBRARY", "no_results_reason", "no_tag_match", "no_tag_sentence", "tag_counts"]
+
+
+def tag_counts(store: Store, model: str | None) -> dict[str, int]:
+    """label -> photos whose top tag it is, most first; the vocabulary's labels no photo has show 0."""
+    if model is None:
+        return {}
+    counts = store.tag_counts(model)
+    vocabulary = tag_vocabulary(store, model)
+    for label in (vocabulary or {}).get("labels", []):
+        counts.setdefault(label, 0)
+    return counts
+
+
+def _listing(counts: dict[str, int], limit: int = 20) -> str:
+    shown = ", ".join(f"{label} ({n})" for label, n in list(counts.items())[:limit])
+    return shown + (f", ... ({len(counts) - limit} more)" if len(counts) > limit else "")
+
+
+EMPTY_LIBRARY = "the library has no photos yet: add some with `clipforge index add FOLDER` (or upload them)"
+"""Why a search of a library without photos found nothing (both stores say it)."""
+
+
+def no_tag_sentence(labels: Sequence[str], counts: dict[str, int]) -> str:
+    """Why a search filtered on `labels` found nothing, naming the tags that do exist (`counts`: label -> photos)."""
+    wanted = " or ".join(repr(label) for label in labels)
+    if not counts:
+        return (
+            f"no photo has tag {wanted}: this library has no tags yet (tag it with "
+            '`clipforge tag --labels "cat, dog, car"`)'
+        )
+    return f"no photo has tag {wanted}; tags: {_listing(counts)}"
+
+
+def no_tag_match(store: Store, model: str | None, labels: Sequence[str]) -> str:
+    """Why a search filtered on `labels` found nothing, naming the tags that do exist."""
+    return no_tag_sentence(labels, tag_counts(store, model))
+
+
+def no_results_reason(store: Store, model: str | None, filter_tags: str | Sequence[str] | None = None) -> str:
+    """One sentence for an empty search result: an empty library, or no photo with those tags."""
+    if not store.status_counts().get("ok"):
+        return EMPTY_LIBRARY
+    if filter_tags:
+        labels = parse_labels(filter_tags)
+        if not store.image_ids_with_tags(model or "", labels):
+            return no_tag_match(store, model, labels)
+    return "no photo matched"
