@@ -12,6 +12,9 @@ test-only torchvision stub (`timm_shim`).
 
 from __future__ import annotations
 
+import contextlib
+import os
+
 import pytest
 import timm_shim
 import torch
@@ -28,20 +31,22 @@ DEPTH, VOCAB = 2, 1000
 
 
 @pytest.fixture(scope="module")
-def open_clip():
+def open_clip(request):
+    timm_shim.skip_unless_checked_here(request)
     with timm_shim.imported() as module:
         yield module
 
 
-def test_siglip_timm_parity_in_a_fresh_process(request) -> None:
-    """In the whole suite an earlier test has imported open_clip without timm, and the shim cannot mix
-    with it (the in-process case skips): the same parity checks then run in a process of their own, so
-    they are never silently skipped in CI. That one fresh process also runs test_hf_tower_siglip_timm_parity's
-    in-process cases (one start of torch, open_clip, timm and transformers for both files); this test checks
-    that each of this file's cases PASSED there."""
-    if not timm_shim.imported_elsewhere():
-        pytest.skip("checked in this process by test_siglip_matches_open_clips_timm_tower")
-    timm_shim.assert_passes_in_a_fresh_process(request, FRESH_NODES)
+def test_timm_parities_in_a_fresh_process(request) -> None:
+    """The timm parity cases of this file and of test_hf_tower_siglip_timm_parity run in one process of their
+    own (the shim cannot mix with an open_clip an earlier test imported without timm, and one start of torch,
+    open_clip, timm and transformers serves both files); this test checks that each of them PASSED there, so
+    none is silently skipped in CI."""
+    if os.environ.get(timm_shim.FRESH_ENV) == "1":
+        pytest.skip("this is the fresh interpreter")
+    with contextlib.suppress(pytest.skip.Exception):  # without transformers that file's cases skip
+        import test_hf_tower_siglip_timm_parity  # noqa: F401  (registers its cases when only this file ran)
+    timm_shim.assert_passes_in_a_fresh_process(request)
 
 
 def _relative(ours: torch.Tensor, ref: torch.Tensor) -> float:

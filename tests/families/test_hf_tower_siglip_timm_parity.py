@@ -34,19 +34,9 @@ def _parity_helpers():
     return helpers
 
 
-def test_siglip_twins_in_a_fresh_process(request) -> None:
-    """In the whole suite open_clip is already imported without timm (the in-process cases skip): each twin's
-    whole-model parity must have PASSED in the one fresh process `timm_shim` shares with
-    test_family_timm_parity's cases, so it is never silently skipped in CI."""
-    if not timm_shim.imported_elsewhere():
-        pytest.skip("checked in this process by test_siglip_twin_matches_open_clip_whole")
-    timm_shim.assert_passes_in_a_fresh_process(request, FRESH_NODES)
-
-
 @pytest.mark.parametrize("name", SIGLIP_ARCHS)
-def test_siglip_twin_matches_open_clip_whole(name: str, tmp_path: Path, monkeypatch) -> None:
-    if timm_shim.imported_elsewhere():
-        pytest.skip("open_clip/timm already imported in this process: checked in a fresh process")
+def test_siglip_twin_matches_open_clip_whole(name: str, tmp_path: Path, monkeypatch, request) -> None:
+    timm_shim.skip_unless_checked_here(request)
 
     helpers = _parity_helpers()
     ours_cfg = helpers._ours(name)

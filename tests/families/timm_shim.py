@@ -16,6 +16,7 @@ import contextlib
 import importlib
 import importlib.machinery
 import importlib.util
+import os
 import subprocess
 import sys
 import types
@@ -99,31 +100,48 @@ def imported_elsewhere() -> bool:
     return any(key.split(".")[0] in _OWNED for key in sys.modules)
 
 
-_FRESH_NODES: list[str] = []  # every file's in-process cases, registered when the file is collected
+FRESH_ENV = "CLIPFORGE_TEST_TIMM_FRESH_PROCESS"  # set in the one fresh interpreter that runs the parity cases
+FRESH_TEST = "test_timm_parities_in_a_fresh_process"  # the test that starts it (test_family_timm_parity)
+_FRESH_NODES: list[str] = []  # every file's in-process cases, registered when the file is imported
 _FRESH_RUNS: dict[tuple[str, ...], subprocess.CompletedProcess] = {}
 
 
 def run_in_a_fresh_process(test_file: str, test_name: str, params: list[str]) -> list[str]:
     """Register `test_name[param]` of `test_file` for the one shared fresh interpreter, and return their node
-    ids (relative to the rootdir, as pytest's ``-rA`` summary names them). Called at a test file's import, so
-    in the whole suite every file's cases are registered before the first fresh-process test runs."""
+    ids (relative to the rootdir, as pytest's ``-rA`` summary names them). Called at a test file's import."""
     rel = Path(test_file).resolve().relative_to(_ROOT).as_posix()
     nodes = [f"{rel}::{test_name}[{param}]" for param in params]
     _FRESH_NODES.extend(node for node in nodes if node not in _FRESH_NODES)
     return nodes
 
 
-def assert_passes_in_a_fresh_process(request: pytest.FixtureRequest, nodes: list[str]) -> None:
-    """Assert that each of `nodes` PASSED in a new interpreter: the in-process check skips in the whole suite,
-    and this keeps it from being silently skipped in CI. One interpreter runs every registered file's cases
-    (`run_in_a_fresh_process`) once per session and each caller checks its own nodes in its ``-rA`` summary:
-    each start costs seconds of imports (torch, open_clip, timm, transformers)."""
-    todo = tuple(_FRESH_NODES) if set(nodes) <= set(_FRESH_NODES) else tuple(nodes)
+def skip_unless_checked_here(request: pytest.FixtureRequest) -> None:
+    """Where an in-process parity case runs: always in the fresh interpreter; elsewhere only when no
+    `FRESH_TEST` was collected (one case or one file run by hand) and nothing imported timm or open_clip yet.
+
+    In the whole suite the cases run in the fresh interpreter only: whether a process has imported open_clip
+    depends on which tests ran before in it, and under pytest-xdist the cases and the test that checks them
+    can land on different workers, where a rule of "run here unless imported" could skip on both sides."""
+    if os.environ.get(FRESH_ENV) == "1":
+        return
+    if any(item.name == FRESH_TEST for item in request.session.items):
+        pytest.skip(f"checked in one fresh interpreter by {FRESH_TEST}")
+    if imported_elsewhere():
+        pytest.skip("timm/open_clip/torchvision already imported in this process; the shim would mix with them")
+
+
+def assert_passes_in_a_fresh_process(request: pytest.FixtureRequest) -> None:
+    """Assert that every registered case PASSED in one new interpreter (`FRESH_ENV` set, pytest-xdist off):
+    one start of torch, open_clip, timm and transformers for every timm parity file, read back from its
+    ``-rA`` summary so that none of them is silently skipped in CI."""
+    todo = tuple(_FRESH_NODES)
+    assert todo, "no timm parity case was registered"
     if todo not in _FRESH_RUNS:
         _FRESH_RUNS[todo] = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rA", *todo],
-            capture_output=True, text=True, timeout=600, cwd=request.config.rootpath)
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0", "-rA", *todo],
+            capture_output=True, text=True, timeout=600, cwd=request.config.rootpath,
+            env={**os.environ, FRESH_ENV: "1"})
     done = _FRESH_RUNS[todo]
     passed = {line.split(" ", 1)[1].strip() for line in done.stdout.splitlines() if line.startswith("PASSED ")}
-    missing = [node for node in nodes if node not in passed]
+    missing = [node for node in todo if node not in passed]
     assert not missing, f"not PASSED: {missing}\n" + done.stdout[-3000:] + done.stderr[-2000:]
