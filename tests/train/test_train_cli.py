@@ -140,24 +140,32 @@ def test_a_run_refused_under_torchrun_leaves_no_process_group(tmp_path):
     assert "no images" in str(raised.value) and "still initialized" not in str(raised.value), str(raised.value)[-600:]
 
 
-def test_pretrain_recipe_streams_webdataset_shards(tmp_path):
+def test_pretrain_recipe_streams_webdataset_shards(tmp_path, capsys):
+    """Two shards named as WebDataset's `a.tar::b.tar` list (the CLI's input check refused it as one missing
+    path); a list naming a shard that does not exist is one line naming that shard, before any model loads."""
     import io
     import tarfile
 
-    shard = tmp_path / "shard-000.tar"
     rng = np.random.default_rng(2)
-    with tarfile.open(shard, "w") as tar:
-        for i in range(8):
-            buf = io.BytesIO()
-            Image.fromarray(rng.integers(0, 255, (36, 36, 3), dtype=np.uint8)).save(buf, format="JPEG")
-            for ext, data in (("jpg", buf.getvalue()), ("txt", f"picture number {i}".encode())):
-                info = tarfile.TarInfo(f"{i:05d}.{ext}")
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
+    for s in range(2):
+        with tarfile.open(tmp_path / f"shard-00{s}.tar", "w") as tar:
+            for i in range(4):
+                buf = io.BytesIO()
+                Image.fromarray(rng.integers(0, 255, (36, 36, 3), dtype=np.uint8)).save(buf, format="JPEG")
+                for ext, data in (("jpg", buf.getvalue()), ("txt", f"picture number {s}{i}".encode())):
+                    info = tarfile.TarInfo(f"{s}{i:04d}.{ext}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+    shards = f"{tmp_path / 'shard-000.tar'}::{tmp_path / 'shard-001.tar'}"
     out = tmp_path / "pretrain"
-    code = main(["train", "--recipe", "pretrain", "--model", "test-vit-tiny", "--root", str(shard), "--steps", "3",
-                 "--batch-size", "4", "--out", str(out), "--set", "samples_per_epoch=8", "--set", "workers=0",
-                 "--set", "warmup_steps=1", "--set", "precision=fp32", "--set", "tensorboard=false"])
+    args = ["train", "--recipe", "pretrain", "--model", "test-vit-tiny", "--steps", "3", "--batch-size", "4",
+            "--out", str(out), "--set", "samples_per_epoch=8", "--set", "workers=0", "--set", "warmup_steps=1",
+            "--set", "precision=fp32", "--set", "tensorboard=false"]
+    assert main([*args, "--root", f"{shards}::{tmp_path / 'shard-009.tar'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"shard '{tmp_path / 'shard-009.tar'}'" in err, err
+    assert "of the '::' list does not exist" in err and not out.exists(), err
+    code = main([*args, "--root", shards])
     assert code == 0
     from clipforge.train.logs import read_log
 

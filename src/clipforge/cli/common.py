@@ -130,9 +130,13 @@ def check_local_inputs(args: argparse.Namespace) -> None:
         value = getattr(args, name, None)
         if not isinstance(value, str) or not value or any(mark in value for mark in _PATTERN_MARKS):
             continue
-        if not os.path.exists(os.path.expanduser(value)):
-            flag = "--" + name.replace("_", "-")
+        flag = "--" + name.replace("_", "-")
+        pieces = value.split("::") if "::" in value else [value]  # `a.tar::b.tar`: a WebDataset shard list
+        missing = [piece for piece in pieces if not os.path.exists(os.path.expanduser(piece))]
+        if missing == pieces and len(pieces) == 1:
             raise FileNotFoundError(f"{flag} {value}: no such file or folder")
+        if missing:
+            raise FileNotFoundError(f"{flag} {value}: shard {missing[0]!r} of the '::' list does not exist")
 
 
 def expand_images(paths: list[str]) -> list[str]:
