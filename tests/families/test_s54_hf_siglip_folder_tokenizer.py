@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from clipforge.api import load_model
+from clipforge.text.families import TokenizerUnavailableError
 from clipforge.weights.hf import save_hf
 
 
@@ -26,8 +27,15 @@ def test_a_siglip_folder_tokenizes_as_the_model_it_was_saved_from(family_checkpo
     with torch.no_grad():
         assert torch.allclose(again.model.encode_text(again.tokenize(prompts)),
                               loaded.model.encode_text(loaded.tokenize(prompts)), atol=1e-6)
-    (folder / "spiece.model").unlink()  # a folder without its tokenizer file: loads, says nothing new
-    assert getattr(load_model(folder, "cpu").model, "tokenizer_cfg", None) is None
+
+    (folder / "spiece.model").unlink()  # no tokenizer file: images still embed, a text names the missing file
+    bare = load_model(folder, "cpu")
+    image = torch.randn(1, 3, *bare.model.visual.image_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(bare.model.encode_image(image), loaded.model.encode_image(image), atol=1e-6)
+    with pytest.raises(TokenizerUnavailableError) as raised:  # it tokenized with OpenAI's BPE
+        bare.tokenize(prompts)
+    assert "'spiece.model' was not found in" in str(raised.value) and str(folder) in str(raised.value)
 
 
 def test_a_siglip_folder_with_a_gemma_tokenizer_json_uses_it(family_checkpoints, tmp_path) -> None:

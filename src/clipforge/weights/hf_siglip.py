@@ -30,22 +30,28 @@ def _number(sub: dict[str, Any], key: str, default: Any, label: str) -> Any:
     return value
 
 
-def folder_tokenizer(directory: Path, hf_config: dict[str, Any] | None) -> dict[str, Any] | None:
+GEMMA_VOCAB = 256_000  # SigLIP 2's Gemma tokenizer
+
+
+def folder_tokenizer(directory: Path, hf_config: dict[str, Any] | None) -> dict[str, Any]:
     """The tokenizer a transformers SigLIP folder carries, as clipforge's tokenizer config: SigLIP 1's
     SentencePiece (``spiece.model``: `SiglipTokenizer` strips punctuation and lower-cases, open_clip's
-    ``canonicalize``) or SigLIP 2's Gemma ``tokenizer.json``; None when the folder has neither.
+    ``canonicalize``) or SigLIP 2's Gemma ``tokenizer.json``. A folder with neither still gets the config of
+    the file its vocabulary needs (Gemma's 256,000 rows: tokenizer.json), so images embed and the first text
+    says which file is missing where.
 
-    Without it a folder loaded with no tokenizer config and was read with OpenAI's BPE: ids up to 49,407 into
-    SigLIP's 32,000 token embeddings (an IndexError, or wrong text features in a larger vocabulary)."""
+    Without a tokenizer config a folder was read with OpenAI's BPE: ids up to 49,407 into SigLIP's 32,000
+    token embeddings (an IndexError, or wrong text features in a larger vocabulary)."""
     text = (hf_config or {}).get("text_config") or {}
+    pad, eos = text.get("pad_token_id", 1), text.get("eos_token_id", 1)
+    ids = {"pad_id": pad, "eos_id": eos} if all(isinstance(i, int) and i >= 0 for i in (pad, eos)) else {}
+    spiece = {"kind": "sentencepiece", "file": "spiece.model", "clean": "canonicalize", "eos_id": 1, "pad_id": 1,
+              **ids}
     if (directory / "spiece.model").is_file():
-        pad, eos = text.get("pad_token_id", 1), text.get("eos_token_id", 1)
-        ids = {"pad_id": pad, "eos_id": eos} if all(isinstance(i, int) and i >= 0 for i in (pad, eos)) else {}
-        return {"kind": "sentencepiece", "file": "spiece.model", "clean": "canonicalize", "eos_id": 1, "pad_id": 1,
-                **ids}
-    if (directory / "tokenizer.json").is_file():
+        return spiece
+    if (directory / "tokenizer.json").is_file() or text.get("vocab_size") == GEMMA_VOCAB:
         return {"kind": "hf-json", "file": "tokenizer.json", "clean": "canonicalize"}
-    return None
+    return spiece  # neither file: the first text says spiece.model is missing from the folder
 
 
 def from_hf_siglip_state(hf_state_dict: dict[str, Tensor], hf_config: dict[str, Any] | None

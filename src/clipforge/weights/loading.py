@@ -259,8 +259,7 @@ def load_checkpoint(path: str | os.PathLike[str], skip: Callable[[str], bool] | 
         if config.get("scoring") == "sigmoid" and not config.get("tokenizer"):  # a SiglipModel folder
             from clipforge.weights.hf_siglip import folder_tokenizer
 
-            if (tokenizer := folder_tokenizer(path, hf_config)) is not None:
-                config["tokenizer"] = tokenizer
+            config["tokenizer"] = folder_tokenizer(path, hf_config)
     else:
         state_dict = _strip_prefixes(_unwrap(raw, path))
         from clipforge.weights.family_layouts import to_clipforge_layout
