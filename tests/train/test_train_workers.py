@@ -72,5 +72,18 @@ def test_workers_beyond_the_cores_are_kept_and_said_once(one_core, caption_folde
     assert trainer.config.workers == 2 and len(batch.indices) == 4
     assert [str(w.message) for w in said] == [
         "workers=2: more DataLoader processes than the 1 core this process may run on; kept as asked "
-        "(they take turns on the cores; --set workers=1 uses each once)"
+        "(they take turns on the cores; --workers 1 uses each once)"
     ]
+
+
+def test_the_workers_flag_is_the_users_number(one_core, caption_folders, monkeypatch) -> None:
+    """`train --workers N` (before, only `--set workers=N`) reaches the run's config as the user's number: kept
+    above the cores, where a recipe's own number is cut to them."""
+    import clipforge.train.trainer as trainer
+
+    seen = []
+    monkeypatch.setattr(trainer, "train", lambda config: seen.append(config) or {"steps": 0, "checkpoint": "-"})
+    base = ["train", "--recipe", "pretrain", "--model", "test-vit-tiny", "--set", "data=folder", "--root",
+            str(caption_folders), "--json"]
+    assert main([*base, "--workers", "3"]) == 0 and main(base) == 0 and main([*base, "--workers", "0"]) == 0
+    assert [config.workers for config in seen] == [3, 1, 0]

@@ -12,7 +12,8 @@ import argparse
 
 from clipforge.cli.common import MODEL_HELP
 
-_FIELDS = ("model", "pretrained", "root", "split", "steps", "epochs", "batch_size", "lr", "out_dir", "resume")
+_FIELDS = ("model", "pretrained", "root", "split", "steps", "epochs", "batch_size", "lr", "workers", "out_dir",
+           "resume")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--lr", type=float, help="learning rate (replaces the recipe's, and its lr_by_size scaling)")
+    parser.add_argument("--workers", type=int, help="DataLoader processes that decode images (default: the recipe's, "
+                        "at most this machine's cores; 0 decodes in the training process)")
     parser.add_argument("--out", dest="out_dir", help="run folder (logs, checkpoints, curves)")
     parser.add_argument("--resume", help="'latest', 'best' or a checkpoint path")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

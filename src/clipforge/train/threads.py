@@ -84,5 +84,5 @@ def too_many_workers(workers: int) -> str | None:
     noun = "core" if cores == 1 else "cores"
     return (
         f"workers={workers}: more DataLoader processes than the {cores} {noun} this process may run on; kept as "
-        f"asked (they take turns on the cores; --set workers={cores} uses each once)"
+        f"asked (they take turns on the cores; --workers {cores} uses each once)"
     )
