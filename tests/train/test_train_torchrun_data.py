@@ -1,8 +1,8 @@
-"""Training data that differs between the ranks of a torchrun job: one 2-process run checks it all.
+"""Training data that differs between the ranks of a torchrun job: one 2-process run per kind of data.
 
 Starting 2 processes costs ~5 s here, so one run (gloo on CPU, `--batch-size 1`) over WebDataset shards holds
-every case the suite had one run each for (tests merged here: test_review_s53_torchrun_empty_batch.py and
-test_train_student_skipped.py):
+every streamed case, and one over a caption CSV the map-style ones (tests merged here:
+test_review_s53_torchrun_empty_batch.py and test_train_student_skipped.py):
 
 * **Unequal streams.** Shards are dealt round-robin to ranks, so ranks can hold different numbers of samples:
   here rank 0 reads 6, rank 1 reads 5. The rank that ran dry left the epoch while the others waited in the
@@ -127,3 +127,30 @@ def test_ranks_with_unequal_streams_and_bad_images_stay_in_step(tmp_path: Path) 
     assert sorted(e["source"] for e in told[0]["examples"]) == bad
     lines = [s for s in stderr if s.startswith("training data:")]
     assert len(lines) == 1 and lines[0].startswith("training data: 3 images skipped: "), lines
+
+
+def test_map_style_ranks_skip_a_batch_empty_on_one_rank_and_count_every_rank_once(tmp_path: Path) -> None:
+    """The same for map-style data (a caption CSV, split by the distributed sampler): 4 images, one a text file
+    named .png, and a CSV row whose file the disk lacks (known to every rank). With `--batch-size 1` on 2 ranks
+    the undecodable image makes one step empty on one rank alone: every rank skips it together (before, that
+    rank skipped alone and both waited until killed), and each bad file counts once in the job's summary."""
+    root, rng = tmp_path / "data", np.random.default_rng(3)
+    root.mkdir()
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(root / f"{i}.png")
+    (root / "2.png").write_text("not an image")
+    csv = root / "captions.csv"
+    csv.write_text("image,caption\n" + "".join(f"{i}.png,a photo number {i}\n" for i in (0, 1, 2, 3, 9)))
+    out = tmp_path / "run"
+    args = ["--model", "test-vit-tiny", "--set", "data=csv", "--root", str(csv), "--batch-size", "1", "--epochs",
+            "1", "--set", "precision=fp32", "--set", "tensorboard=false", "--set", "device=cpu", "--workers", "0",
+            "--out", str(out), "--json"]
+    results = _two_ranks(args, timeout=90)
+    assert [code for code, _, _ in results] == [0, 0], [err[-600:] for _, _, err in results]
+    summary = json.loads(results[0][1])
+    assert summary["steps"] == 2  # 2 rows a rank at batch 1: both steps done (the job hung before)
+    skipped = summary["skipped_images"]["train"]
+    assert skipped["skipped"] == 2
+    assert sorted(e["source"] for e in skipped["examples"]) == [str(root / "2.png"), str(root / "9.png")]
+    told = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [(r["data"], r["skipped"]) for r in told if r.get("kind") == "skipped"] == [("train", 2)]
