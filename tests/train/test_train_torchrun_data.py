@@ -33,7 +33,7 @@ from PIL import Image
 
 from clipforge.train.selfcheck import free_port
 
-STEPS = 3  # more than epoch 1 can give (5 steps, 3+ of them skipped): its stream runs dry first
+STEPS = 6  # also the nominal epoch's batches (no samples_per_epoch): longer than rank 1's share, which runs dry
 SHARDS = {"shared": (3, {1}), "only0": (3, set()), "only1": (2, {0, 1})}  # name: (samples, undecodable ones)
 ROOT_ORDER = ("only1", "shared", "shared", "only0")  # seed 0 deals: rank 0 shared+only0, rank 1 shared+only1
 
@@ -114,7 +114,7 @@ def test_ranks_with_unequal_streams_and_bad_images_stay_in_step(tmp_path: Path) 
     uneven = [s for s in stderr if "ran out" in s]
     assert len(uneven) == 1, stderr[-20:]
     assert re.fullmatch(
-        r"epoch 1: rank 1's share of the training stream ran out after \d+ steps?; every rank ended the epoch "
+        r"epoch 1: rank 1's share of the training stream ran out after \d+ batch(es)?; every rank ended the epoch "
         r"there, leaving (the batch in hand \(1 sample\) and )?any later samples of rank 0's share unused \(.*\)",
         uneven[0],
     ), uneven[0]

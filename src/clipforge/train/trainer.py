@@ -204,7 +204,10 @@ class Trainer(TrainerSteps, TrainerState, TrainerProgress):
                     if size is None:  # another rank's stream ran dry: every rank ends the epoch at this step
                         self._stream_ran_dry(len(batch.indices))
                         break
-                    if size == 0:
+                    if size == 0:  # no step, but a batch of the epoch read: a resume seeks by batches read
+                        self.batch_in_epoch += 1
+                        if self.batch_in_epoch >= self.steps_per_epoch:
+                            break
                         continue
                     loss = self._train_step(batch, size)
                     self._check_finite(loss)

@@ -144,7 +144,7 @@ class TrainerSteps:
         self.told_uneven_streams = True
         left = int(held.clamp(min=0).sum())  # usable images: an undecodable one in hand is skipped anyway
         others = [rank for rank in range(world) if rank not in dry]
-        steps = f"{self.batch_in_epoch} step" + ("" if self.batch_in_epoch == 1 else "s")
+        steps = f"{self.batch_in_epoch} batch" + ("" if self.batch_in_epoch == 1 else "es")  # skipped ones too
         one = len(others) == 1
         whose = f"{_ranks(others)}'s share" if one else f"the shares of {_ranks(others)}"
         if left:
