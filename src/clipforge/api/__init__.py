@@ -118,6 +118,36 @@ def _unknown(spec: str) -> FileNotFoundError:
         f"file or directory. For random weights pass a test config ({tests}) or random:<arch>, e.g. random:ViT-B/32.{hint}")
 
 
+def _url_spec(spec: str) -> FileNotFoundError | None:
+    """The one line for a model given as a URL (``https://.../model.pt``) or open_clip's ``hf-hub:<repo>``, else
+    None: clipforge downloads only the registry's weights, whose sha256 it checks (`clipforge.weights.download`),
+    so a URL is never fetched as a model. Names the registry spec of the same weights when there is one, else
+    says to download the file and pass its path."""
+    import re
+    from urllib.parse import unquote, urlparse
+
+    from clipforge.weights.registry import spec_for_url
+
+    hub = spec.lower().startswith("hf-hub:")
+    scheme = urlparse(spec).scheme.lower()
+    if not (hub or ("://" in spec and re.fullmatch(r"[a-z][a-z0-9+.-]*", scheme))):
+        return None
+    head = (f"model {spec!r} is a {'Hugging Face hub reference' if hub else 'URL'}: clipforge does not load models "
+            f"from {'the hub' if hub else 'URLs'} directly")
+    if (name := spec_for_url(spec)) is not None:
+        return FileNotFoundError(f"{head}; these are the registry's {name} weights: pass {name!r} instead, "
+                                 "which downloads them and checks their sha256")
+    if scheme == "file":
+        return FileNotFoundError(f"{head}; pass the file's path instead: {unquote(urlparse(spec).path)}")
+    if hub:
+        return FileNotFoundError(f"{head}, and no registry weights come from that repository (clipforge."
+                                 "list_pretrained() lists them as ARCH:TAG): download its files and pass their folder")
+    file = Path(unquote(urlparse(spec).path)).name or "model.pt"
+    example = f" (e.g. curl -LO '{spec}')" if scheme in ("http", "https") else ""
+    return FileNotFoundError(f"{head}: it downloads only the registry's weights, whose sha256 it checks; download "
+                             f"the file yourself{example} and pass its path instead: ./{file}")
+
+
 def resolve_spec(spec: Spec, pretrained: str | None = None, download_root: Spec | None = None) -> _Source:
     """Decide what `spec` names, downloading registry weights when needed (see module docstring)."""
     from clipforge.models import ARCH_CONFIGS
@@ -147,7 +177,7 @@ def resolve_spec(spec: Spec, pretrained: str | None = None, download_root: Spec 
     arch, _, tag = text.partition(":")
     arch, tag = canonical_name(arch), pretrained or tag or None
     if arch not in ARCH_CONFIGS:
-        raise _unknown(text)
+        raise _url_spec(text) or _unknown(text)
     tag = tag or _default_tag(arch)
     if tag is None:
         if arch.startswith("test-"):  # configs with no weights of their own

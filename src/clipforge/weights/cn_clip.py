@@ -92,23 +92,47 @@ def config_from_cn_state_dict(sd: dict[str, Tensor]) -> dict[str, Any]:
 def check_cn_architecture(path: str | os.PathLike[str], arch: str) -> None:
     """Refuse a file whose tensors are not exactly those of Chinese-CLIP `arch` (names and shapes): what
     `clipforge.weights.loading.check_architecture` does for the registry's other files, in cn_clip's
-    layout. The architecture is built on the meta device (no memory for its weights)."""
-    import pickle
+    layout. The architecture is built on the meta device (no memory for its weights), and the file's tensors
+    are memory-mapped (`torch_load_safely`'s ``mmap``), so checking a ViT-H costs no memory for its weights.
 
+    The file is read as the generic loader reads it: a pickle naming a forbidden global raises that loader's
+    `UnsafeCheckpointError` unchanged, and damage (cut short, a web page, bytes no unpickler takes) that
+    loader's one-line description, after "<file> does not hold <arch> weights: "."""
     from clipforge.models.chinese_clip import chinese_clip_config, create_chinese_clip
     from clipforge.weights.damaged import damage_of
     from clipforge.weights.errors import CheckpointFormatError, check_shapes
+    from clipforge.weights.torch_pickle import torch_load_safely
 
-    if (damage := damage_of(path)) is not None:  # a web page or a cut file, not torch's "mmap can only be used..."
-        raise CheckpointFormatError(f"{Path(path).name} does not hold {arch} weights: {damage}")
+    name = Path(path).name
+    if Path(path).is_file() and not _zip_or_pickle(path):  # as the generic loader: no unpickler on such bytes
+        damage = damage_of(path)  # a web page or JSON saved under the weights' name, an empty file
+        raise CheckpointFormatError(f"{name} does not hold {arch} weights: " + (damage or (
+            f"{path} is not a PyTorch checkpoint: torch.save writes a zip archive (or a legacy pickle), and its "
+            "first bytes are neither")))
     try:
-        got = cn_clip_state_dict(torch.load(path, map_location="cpu", weights_only=True, mmap=True))
-    except (ValueError, AttributeError, RuntimeError, pickle.UnpicklingError) as err:  # not a cn_clip file
-        raise CheckpointFormatError(f"{Path(path).name} does not hold {arch} weights: {err}") from None
+        checkpoint = torch_load_safely(path, mmap=True)  # UnsafeCheckpointError passes through as it is
+    except CheckpointFormatError as err:
+        raise CheckpointFormatError(f"{name} does not hold {arch} weights: {err}") from None
+    try:
+        got = cn_clip_state_dict(checkpoint)
+    except (ValueError, AttributeError) as err:  # readable, but not a cn_clip checkpoint
+        raise CheckpointFormatError(f"{name} does not hold {arch} weights: {err}") from None
     with torch.device("meta"):
         reference = create_chinese_clip(chinese_clip_config(arch)).state_dict()
     expected = {k: tuple(v.shape) for k, v in cn_clip_state_dict(reference).items()}
     check_shapes(Path(path).name, arch, got, expected)
+
+
+def _zip_or_pickle(path: str | os.PathLike[str]) -> bool:
+    """Whether `path` starts as torch.save writes (a zip, or a protocol-2+ pickle): bytes for the unpickler,
+    which alone can name a forbidden global. Anything else is first asked what it is (`damage_of`), as the
+    generic loader does, so text that happens to parse as a pickle opcode is not called code."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError:
+        return False
+    return head.startswith((b"PK\x03\x04", b"PK\x05\x06", b"\x80"))
 
 
 # ---- transformers' ChineseCLIPModel layout -------------------------------------------------------------
@@ -251,7 +275,9 @@ def read_transformers_folder(directory: str | os.PathLike[str]) -> tuple[dict[st
 
         hf = load_file(str(folder / "model.safetensors"))
     else:
-        hf = torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        from clipforge.weights.torch_pickle import torch_load_safely
+
+        hf = torch_load_safely(folder / "pytorch_model.bin")  # refused as every other torch file is
     sd = {k: (v.float() if v.is_floating_point() else v) for k, v in from_transformers(hf).items()}
     ours = config_from_cn_state_dict(sd)
     vision = config.get("vision_config", {})

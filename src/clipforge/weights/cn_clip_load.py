@@ -28,12 +28,17 @@ _TORCH_FILES = (".pt", ".pth", ".bin")
 
 
 def _read_torch(path: Path, strict: bool = False) -> dict[str, Any]:
-    """A torch checkpoint's top-level dict (weights_only, memory-mapped: a cheap look for the hook).
+    """A torch checkpoint's top-level dict, read by the one safe reader (`torch_load_safely`, memory-mapped:
+    a cheap look for the hook).
 
-    Anything unreadable this way (TorchScript archives, legacy pickles) is not a cn_clip checkpoint
-    and is left to the project's own loader, which explains its failures properly."""
+    `strict` (a registry file, which must be Chinese-CLIP's): its refusal is raised as it is, the
+    generic loader's one line. Otherwise anything unreadable this way (TorchScript archives, a damaged or
+    unsafe file) is not taken as a cn_clip checkpoint and is left to the project's own loader, which reads
+    it the same way and refuses it with the same line."""
+    from clipforge.weights.torch_pickle import torch_load_safely
+
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        data = torch_load_safely(path, mmap=True)
     except Exception:  # noqa: BLE001 - whatever it is, it is the main loader's to judge
         if strict:
             raise

@@ -47,7 +47,7 @@ from clipforge.weights.download_trust import (
 from clipforge.weights.errors import DownloadError
 
 
-# `sha256_file` and `_cached_ok` live together here: `_cached_ok` finds `sha256_file` in this module's
+# `sha256_file` and `_cached_refusal` live together here: `_cached_refusal` finds `sha256_file` in this module's
 # namespace, where a caller (or a test of the network-free cache) may replace it.
 def sha256_file(path: str | os.PathLike[str], chunk: int = CHUNK) -> str:
     """Hex sha256 of a file, streamed so multi-GB checkpoints never sit in memory."""
@@ -65,26 +65,34 @@ def _fail(url: str, reason: str, dest: Path) -> DownloadError:
     )
 
 
-def _cached_ok(dest: Path, expected: str | None, verify: Callable[[Path], None] | None) -> bool:
-    """Whether a file already at `dest` may be used: its pinned hash matches; or, unpinned, the
-    record written when it was accepted matches, or `verify` accepts it now (a file a user saved
-    there by hand), after which the record is written."""
-    digest = sha256_file(dest)
-    if is_full_sha256(expected):
-        return digest == expected
-    if expected is not None and not _matches(digest, expected):
-        return False
+def _cached_refusal(dest: Path, expected: str | None, verify: Callable[[Path], None] | None,
+                    digest: str | None = None) -> str | None:
+    """None when a file already at `dest` may be used: its pinned hash matches; or, unpinned, the record
+    written when it was accepted matches, or `verify` accepts it now (a file a user saved there by hand),
+    after which the record is written. Else why not, as a clause for "<dest> was refused (...)": another
+    sha256 than the pinned one (or than the published prefix) with the file's size, or `verify`'s reason.
+    `digest`: the file's sha256 when already known. A mismatching copy was never put there by `download`,
+    which renames only verified files into place."""
+    digest = digest or sha256_file(dest)
+    if is_full_sha256(expected) or (expected is not None and not _matches(digest, expected)):
+        if digest == expected:
+            return None
+        what = "the pinned" if is_full_sha256(expected) else "the published prefix"
+        shown = f"{str(expected)[:16]}..." if len(str(expected)) > 16 else expected
+        return (f"its sha256 is {digest[:16]}..., not {what} {shown}, in {dest.stat().st_size:,} bytes: a copy "
+                "saved there another way, perhaps cut short, or changed on disk")
     record = _record(dest)
     if record.is_file() and record.read_text(encoding="ascii", errors="replace").strip() == digest:
-        return True
+        return None
     if verify is None:
-        return False
+        return "no pinned sha256, and no record of an earlier acceptance, vouches for it"
     try:
         verify(dest)
-    except (ValueError, OSError, RuntimeError):
-        return False
+    except (ValueError, OSError, RuntimeError) as exc:
+        text = str(exc)
+        return text if len(text) <= 160 else text[:157] + "..."
     _write_record(dest, digest)
-    return True
+    return None
 
 
 def _deadline(deadline: float | None) -> float:
@@ -137,7 +145,6 @@ def download(
     dest_dir = Path(dest_dir).expanduser()
     name = filename or os.path.basename(urlparse(url).path) or "download"
     dest = dest_dir / name
-    partial = dest_dir / f"{name}.partial"
     expected = expected_sha256.lower() if expected_sha256 else None
     if expected is not None and (len(expected) < 8 or any(c not in "0123456789abcdef" for c in expected)):
         raise ValueError(
@@ -146,15 +153,38 @@ def download(
     pinned = is_full_sha256(expected)
     allowed = pinned or (allow_unpinned_from_env() if allow_unpinned is None else allow_unpinned)
 
+    removed = ""  # why a copy already at `dest` was removed: said with the outcome, never silently
     if dest.is_file():
-        if _cached_ok(dest, expected, verify if allowed else None):
+        why = _cached_refusal(dest, expected, verify if allowed else None)
+        if why is None:
             return dest
         if not allowed:
             raise _fail(
                 url, f"the file already at {dest} is not verified: {unpinned_reason(url, expected)}", dest
             )
+        removed = f"{dest} was refused ({why}) and removed"
         dest.unlink()  # corrupt or replaced by hand: fetch a good copy
         _record(dest).unlink(missing_ok=True)
+    try:
+        path = _fetch(url, dest, expected, allowed, verify, retries, backoff, timeout, progress, sleep,
+                      _Clock(_deadline(deadline), min_rate, rate_window))
+    except DownloadError as err:
+        raise DownloadError(f"{removed}; {err}" if removed else str(err)) from err.__cause__
+    if removed:
+        import warnings
+
+        from clipforge.errors import Notice
+
+        warnings.warn(f"{removed}; downloaded {url} anew", Notice, stacklevel=2)
+    return path
+
+
+def _fetch(url: str, dest: Path, expected: str | None, allowed: bool, verify: Callable[[Path], None] | None,
+           retries: int, backoff: float, timeout: float, progress: bool, sleep: Callable[[float], None],
+           clock: _Clock) -> Path:
+    """`download`'s network part: the attempts onto ``<dest>.partial``, each hash check, the final rename."""
+    dest_dir, partial = dest.parent, dest.with_name(f"{dest.name}.partial")
+    pinned = is_full_sha256(expected)
     if urlparse(url).scheme.lower() not in _SCHEMES:
         raise _fail(url, "only http:// and https:// URLs are downloaded", dest)
     if not allowed:
@@ -164,7 +194,6 @@ def download(
     except OSError as err:
         raise _fail(url, f"cannot create {dest_dir}: {err.strerror or err}", dest) from err
 
-    clock = _Clock(_deadline(deadline), min_rate, rate_window)
     reason = "no attempt made"
     for attempt in range(retries + 1):
         if attempt:
@@ -186,8 +215,9 @@ def download(
         got = digest.hexdigest()
         for check, source in ((expected, "the expected"), (announced, "the server's announced")):
             if check is not None and not _matches(got, check):
+                size = partial.stat().st_size
                 partial.unlink(missing_ok=True)
-                reason = f"sha256 {got} does not match {source} {check}"
+                reason = f"sha256 {got} does not match {source} {check}: {_MISMATCH.format(size=size)}"
                 break
         else:
             check = None
@@ -208,21 +238,20 @@ def download(
     raise _fail(url, f"{reason}, after {retries + 1} attempts", dest)
 
 
-def _refusal(path: Path, expected: str | None, verify: Callable[[Path], None]) -> str:
-    """Why a file already in the cache is not used: another sha256 than the pinned one, or (unpinned, under the
-    opt-in) tensors that are not the entry's architecture."""
-    if is_full_sha256(expected):
-        return f"its sha256 is {sha256_file(path)[:16]}..., not the pinned {str(expected)[:16]}..."
-    try:
-        verify(path)
-    except (ValueError, OSError, RuntimeError) as exc:
-        text = str(exc)
-        return text if len(text) <= 160 else text[:157] + "..."
-    return "it was not the file this entry names"
+_MISMATCH = (
+    "the {size:,} bytes received were removed; a transfer cut short unnoticed or altered by a proxy or mirror "
+    "gives other bytes, and so does a file changed upstream: run again to download it anew, and if it fails "
+    "alike, the file changed upstream"
+)
+"""What a downloaded file of the wrong sha256 means, after `_attempt` saw every byte the server announced."""
 
 
 def _short_reason(err: DownloadError) -> str:
-    return str(err).partition(" (")[2].rpartition("); fetch")[0] or str(err)
+    """The reason inside `_fail`'s "could not download URL (...)", without a removed copy's prefix (the caller
+    names refused copies itself)."""
+    text = str(err)
+    tail = text.partition("; could not download ")[2] or text
+    return tail.partition(" (")[2].rpartition("); fetch")[0] or text
 
 
 def download_pretrained(
@@ -260,10 +289,11 @@ def download_pretrained(
         path = base / source.filename
         trusted = is_full_sha256(source.sha256) or allowed or _record(path).is_file()
         if path.is_file() and trusted:
-            if _cached_ok(path, source.sha256, verify if allowed else None):
+            why = _cached_refusal(path, source.sha256, verify if allowed else None)
+            if why is None:
                 return path
             if is_full_sha256(source.sha256) or allowed:
-                refused[path] = _refusal(path, source.sha256, verify)
+                refused[path] = why
     reasons, skipped = [], []
     for source in sources:
         if not is_full_sha256(source.sha256) and not allowed:

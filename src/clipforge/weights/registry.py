@@ -190,6 +190,30 @@ def get_pretrained(name: str, tag: str = "openai") -> PretrainedWeights:
     return entry
 
 
+_HUB_HOSTS = ("huggingface.co", "www.huggingface.co", "hf.co")
+
+
+def spec_for_url(url: str) -> str | None:
+    """The model spec (``ViT-B/32``, ``ARCH:TAG``, ``cn-RN50``) of the registry weights `url` names, else None:
+    an entry's release URL, a Hugging Face hub page or file of an entry's repository
+    (``https://huggingface.co/<repo>/...``, whichever endpoint ``HF_ENDPOINT`` names), or open_clip's
+    ``hf-hub:<repo>``. For a user who gave that URL as the model: the spec downloads the same weights and
+    verifies them, which a URL alone cannot be."""
+    text = url.strip()
+    repo = ""
+    if text.lower().startswith("hf-hub:"):
+        repo = text[len("hf-hub:"):].strip("/")
+    else:
+        parsed = urlparse(text)
+        endpoint = urlparse(os.environ.get(HF_ENDPOINT_ENV, "")).netloc.lower()
+        if parsed.netloc.lower() in (*_HUB_HOSTS, endpoint) and parsed.netloc:
+            repo = "/".join([part for part in parsed.path.split("/") if part][:2])
+    for (arch, tag), entry in PRETRAINED.items():
+        if (entry.url and entry.url == text) or (repo and entry.hf_repo.lower() == repo.lower()):
+            return arch if (tag == "openai" and arch in zoo_data.OPENAI) or arch.startswith("cn-") else f"{arch}:{tag}"
+    return None
+
+
 def cache_dir(root: str | os.PathLike[str] | None = None) -> Path:
     """clipforge's one cache root: the argument, else $CLIPFORGE_CACHE, else $CLIPFORGE_CACHE_DIR (the
     class-embedding cache's older name), else $XDG_CACHE_HOME/clipforge, else ~/.cache/clipforge.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,6 @@ _PUSHES_STR = {"UNICODE", "BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8", "STRI
 def _pickle_bytes(path: Path) -> bytes:
     """The pickle torch would read (a zip's ``data.pkl``, from its first local entry when the archive is cut
     short; else the file's head), at most `_SCAN_LIMIT` bytes."""
-    import struct
     import zipfile
 
     with open(path, "rb") as fh:
@@ -129,12 +129,17 @@ def _scanned_forbidden(path: Path) -> str | None:
         allowed = set()
     try:
         names = _globals_in_pickle(_pickle_bytes(path))
-    except OSError:
+    except (OSError, struct.error):  # struct.error: a zip's first header cut short (under 30 bytes)
         return None
     for name in names:
         if name.replace("__builtin__.", "builtins.") not in allowed:
             return name
     return None
+
+
+_UNPICKLER_SLIPS = (IndexError, KeyError, TypeError, AttributeError, struct.error)
+"""What torch's weights-only unpickler raises on bytes it cannot follow (an opcode on an empty stack: "pop from
+empty list"), instead of an UnpicklingError."""
 
 
 def _unreadable(path: Path, err: Exception) -> CheckpointFormatError:
@@ -157,23 +162,41 @@ def _unreadable(path: Path, err: Exception) -> CheckpointFormatError:
         return CheckpointFormatError(f"cannot read {path} as a PyTorch checkpoint: its pickle data is damaged or "
                                      f"not a pickle ({reason})")
     first = message.strip().splitlines()[0] if message.strip() else type(err).__name__
+    if isinstance(err, _UNPICKLER_SLIPS):  # the unpickler tripped over bytes that are no pickle it can follow
+        return CheckpointFormatError(f"cannot read {path} as a PyTorch checkpoint: its pickle data is damaged or "
+                                     f"not a pickle ({first})")
     return CheckpointFormatError(f"cannot read {path} as a PyTorch checkpoint: {first}")
 
 
-def torch_load_safely(path: str | os.PathLike[str]) -> Any:
-    """``torch.load(weights_only=True)``, with refusals turned into `UnsafeCheckpointError`."""
+def _is_zip(path: Path) -> bool:
+    """Whether `path` starts as a zip archive (torch.save's format since 1.6): the only files torch can map."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4) == b"PK\x03\x04"
+    except OSError:  # torch.load names it
+        return False
+
+
+def torch_load_safely(path: str | os.PathLike[str], *, mmap: bool = False) -> Any:
+    """``torch.load(weights_only=True)``, with refusals turned into `UnsafeCheckpointError` and damage into a
+    one-line `CheckpointFormatError`: the one reader of torch pickles, so every path refuses a file alike.
+
+    `mmap=True` maps a zip-format file's tensors from disk instead of reading them into memory (torch.load's
+    ``mmap``): a look at a multi-GB checkpoint's names and shapes (Chinese-CLIP's download check) then costs
+    no memory for its weights. A legacy (non-zip) file, which torch cannot map, is read as usual."""
     from safetensors import SafetensorError  # torch.load hands a safetensors-looking file to safetensors
 
     path = Path(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and _is_zip(path))
     except pickle.UnpicklingError as err:
         forbidden = _forbidden_global(path, err) or _scanned_forbidden(path)
         if forbidden is not None:
             raise UnsafeCheckpointError(path, forbidden, _UNSAFE_HINT) from None
         raise _unreadable(path, err) from err
-    except (RuntimeError, EOFError, OSError, ValueError, SafetensorError) as err:
-        # e.g. a zip cut short around a malicious data.pkl: torch cannot open it, its pickle still names the global
+    except (RuntimeError, EOFError, OSError, ValueError, SafetensorError, *_UNPICKLER_SLIPS) as err:
+        # e.g. a zip cut short around a malicious data.pkl: torch cannot open it, its pickle still names the global;
+        # bytes that are no pickle make torch's weights-only unpickler fail in its own ways ("pop from empty list")
         if (forbidden := _scanned_forbidden(path)) is not None:
             raise UnsafeCheckpointError(path, forbidden, _UNSAFE_HINT) from None
         raise _unreadable(path, err) from err
