@@ -13,6 +13,16 @@ from clipforge.cli.main import main
 from clipforge.server import ServerLimits, parse_size
 
 
+@pytest.fixture(autouse=True)
+def _default_port_is_any_free_port(monkeypatch):
+    """`serve` without --port listens on 7860; in this file its default is any free port, so two tests run at once
+    (the suite's two pytest-xdist workers) never both bind 7860: the second failed "Address already in use"."""
+    from clipforge.server import runner
+
+    bind = runner.bind_socket
+    monkeypatch.setattr(runner, "bind_socket", lambda host, port: bind(host, 0 if port == 7860 else port))
+
+
 @pytest.fixture()
 def captured_run(monkeypatch):
     """Replace uvicorn's serving loop: record the app and sockets instead of serving forever."""
