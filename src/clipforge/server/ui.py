@@ -33,10 +33,11 @@ from typing import Any
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no telemetry calls
 
 import gradio as gr  # noqa: E402
-from starlette.routing import get_route_path  # noqa: E402
+from starlette.routing import Mount, get_route_path  # noqa: E402
 
 from clipforge.server.middleware import ASGIApp, Message, Receive, Scope, Send  # noqa: E402
 from clipforge.server.service import LibraryService  # noqa: E402
+from clipforge.server.ui_config_cache import PageCache, UIPageCacheMiddleware  # noqa: E402
 from clipforge.server.ui_events import JoinRules  # noqa: E402
 from clipforge.server.ui_guard import UIGuardMiddleware  # noqa: E402
 from clipforge.server.ui_handlers import Handlers as _Handlers  # noqa: E402  (tests reach it here too)
@@ -335,6 +336,16 @@ def mount_ui(app: Any, service: LibraryService) -> Any:
     )
     streams = OpenStreams(per_host=limits.ui_streams_per_host, total=limits.ui_streams)
     app.add_middleware(StreamLimitMiddleware, streams=streams)  # outside the guard: a refusal costs nothing
+    # outermost of the UI's layers: the page and gradio's config, once built for a request's URL and host, are
+    # answered again without gradio (each build: ~3 ms of Python holding the GIL), and builds take turns
+    mounted = next(r.app for r in app.routes if isinstance(r, Mount) and isinstance(r.app, gr.routes.App))
+    pages = PageCache(
+        demo,
+        per_minute=limits.ui_new_sessions_per_minute,
+        shared=lambda: demo.auth is None and mounted.auth is None and mounted.auth_dependency is None,
+    )
+    app.add_middleware(UIPageCacheMiddleware, cache=pages)
+    app.state.ui_page_cache = pages
     app.state.ui_streams = streams
     app.state.ui_blocks = demo
     app.state.ui_upload_dir = upload_dir
