@@ -51,7 +51,10 @@ __all__ = [
     "default_device", "default_model_spec", "load", "load_model", "resolve_device", "resolve_spec", "tokenizer_for",
 ]
 
-SHIPPED_MODELS_DIR = Path(__file__).resolve().parents[1] / "pretrained"
+# Where the shipped models live is a torch-free fact (`clipforge models` reads it without torch); re-exported here.
+from clipforge.weights.shipped import SHIPPED_MODELS_DIR as SHIPPED_MODELS_DIR  # noqa: E402
+from clipforge.weights.shipped import shipped_models  # noqa: E402
+
 PREFERRED_DEFAULT = "ViT-B/32"
 OFFLINE_DEFAULT = "clipforge-tiny"
 RANDOM_PREFIX = "random:"
@@ -60,10 +63,7 @@ TOWERS = ("image", "text")
 
 def _shipped_models() -> dict[str, Path]:
     """Models that live inside the package (no network needed), by name."""
-    if not SHIPPED_MODELS_DIR.is_dir():
-        return {}
-    return {p.name: p / "model.safetensors" for p in sorted(SHIPPED_MODELS_DIR.iterdir())
-            if (p / "model.safetensors").is_file()}
+    return shipped_models()
 
 
 def available_models() -> list[str]:

@@ -64,7 +64,7 @@ def _has_weights(name: str) -> bool:
 def summarize_pretrained() -> list[dict]:
     """One row per (architecture, tag) of the weights registry: what `--model ARCH:TAG` loads."""
     from clipforge.models import ARCH_CONFIGS
-    from clipforge.models.chinese_clip import chinese_clip_config
+    from clipforge.models.chinese_configs import chinese_clip_config
     from clipforge.weights.registry import PRETRAINED, is_cached
 
     configs = {entry.name: ARCH_CONFIGS.get(entry.name) or chinese_clip_config(entry.name)  # cn-*: Chinese-CLIP's
@@ -79,13 +79,12 @@ def summarize_pretrained() -> list[dict]:
 
 def shipped_configs() -> dict[str, dict]:
     """name -> config of the models inside the package (clipforge-tiny): their config rides in the file's metadata."""
-    from clipforge.api import _shipped_models
-    from clipforge.weights.loading import _read_safetensors
-    from clipforge.weights.save import config_from_metadata
+    from clipforge.weights.save import config_from_metadata, read_metadata
+    from clipforge.weights.shipped import shipped_models
 
     configs = {}
-    for name, path in _shipped_models().items():
-        _, metadata = _read_safetensors(path)
+    for name, path in shipped_models().items():
+        metadata = read_metadata(path)
         config = config_from_metadata(metadata, path)
         if config is not None:
             configs[name] = config
@@ -105,7 +104,7 @@ def shipped_rows() -> list[dict]:
 
 def chinese_rows() -> list[dict]:
     """Chinese-CLIP's models (cn-*): image tower and BERT tower counted by `models.summary`."""
-    from clipforge.models.chinese_clip import CHINESE_CLIP_CONFIGS, chinese_clip_config
+    from clipforge.models.chinese_configs import CHINESE_CLIP_CONFIGS, chinese_clip_config
     from clipforge.models.summary import count_chinese_parameters
     from clipforge.weights import is_cached
 

@@ -1,27 +1,26 @@
-"""The CLIP networks and their architecture table."""
+"""The CLIP networks and their architecture table.
 
-from clipforge.models.clip import (
-    CLIP,
-    config_from_state_dict,
-    matching_architectures,
-)
-from clipforge.models.configs import (
-    ACTIVATIONS,
-    ALIASES,
-    ARCH_CONFIGS,
-    OPEN_CLIP_MODELS,
-    OPENAI_MODELS,
-    activation_of,
-    canonical_name,
-    get_config,
-    list_configs,
-    register_config,
-)
-from clipforge.models.factory import build_model, create_model_from_config
-from clipforge.models.validate import ConfigError, validate_config
+Importing this package is cheap and imports no torch: the names load on first use (`clipforge._lazy`, as in
+`clipforge.weights`). It imported `clip` and `factory` eagerly, so every ``import clipforge.models.configs``
+(the table alone: `clipforge models`, name checks, `zeroshot.languages`) paid ~1 s of ``import torch``.
+"""
 
-__all__ = [
-    "ACTIVATIONS", "ALIASES", "ARCH_CONFIGS", "CLIP", "ConfigError", "OPENAI_MODELS", "OPEN_CLIP_MODELS",
-    "activation_of", "build_model", "canonical_name", "config_from_state_dict", "create_model_from_config",
-    "get_config", "list_configs", "matching_architectures", "register_config", "validate_config",
-]
+from __future__ import annotations
+
+from clipforge._lazy import lazy_exports
+
+_LAZY: dict[str, str] = {
+    # the networks (torch)
+    "CLIP": "clip", "config_from_state_dict": "clip", "matching_architectures": "clip",
+    "build_model": "factory", "create_model_from_config": "factory",
+    # the architecture table (standard library only)
+    "ACTIVATIONS": "configs", "ALIASES": "configs", "ARCH_CONFIGS": "configs", "OPEN_CLIP_MODELS": "configs",
+    "OPENAI_MODELS": "configs", "activation_of": "configs", "canonical_name": "configs", "get_config": "configs",
+    "list_configs": "configs", "register_config": "configs",
+    # checking a config from a file (standard library only)
+    "ConfigError": "validate", "validate_config": "validate",
+}
+
+__all__ = sorted(_LAZY)
+
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

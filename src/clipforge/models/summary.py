@@ -81,7 +81,7 @@ def _count(config: dict[str, Any]) -> dict[str, int]:
 def count_chinese_parameters(name: str, recount: bool = False) -> dict[str, int]:
     """Chinese-CLIP's (cn-*) counts: the stored ones, else its image tower sized on the meta device and its BERT
     tower by formula (plus the projection and the logit scale)."""
-    from clipforge.models.chinese_clip import chinese_clip_config
+    from clipforge.models.chinese_configs import chinese_clip_config
 
     config = chinese_clip_config(name)
     stored = None if recount else _from_table(name, config)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 CONFIG_KEY = "clipforge_config"
 PREPROCESS_KEY = "clipforge_preprocess"
@@ -68,6 +69,8 @@ def save_safetensors(model_or_state_dict: torch.nn.Module | dict[str, torch.Tens
     model's ``preprocess_cfg`` when registry weights set one) is stored beside it, so the
     file rebuilds the same features from the same pixels.
     """
+    import torch
+
     if isinstance(model_or_state_dict, torch.nn.Module):
         state_dict = model_or_state_dict.state_dict()
         if config is None:
@@ -123,3 +126,17 @@ def preprocess_from_metadata(metadata: dict[str, str] | None, source: object = "
     except (ValueError, RecursionError) as err:
         kind = "invalid" if isinstance(err, PreprocessConfigError) else "not valid JSON"
         raise CheckpointFormatError(f"{source}: metadata {PREPROCESS_KEY!r} is {kind}: {err}") from None
+
+
+def read_metadata(path: Path) -> dict[str, str] | None:
+    """A safetensors file's metadata from its header alone, without torch (`clipforge models` lists the shipped
+    models' configs without importing it); a damaged file is one `CheckpointFormatError` line."""
+    from safetensors import SafetensorError, safe_open
+
+    from clipforge.weights.errors import CheckpointFormatError
+
+    try:
+        with safe_open(str(path), framework="numpy") as fh:
+            return fh.metadata()
+    except (SafetensorError, OSError) as err:
+        raise CheckpointFormatError(f"cannot read {path} as safetensors: {err}") from None

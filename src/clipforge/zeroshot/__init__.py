@@ -1,17 +1,10 @@
 """Zero-shot classification: prompt templates, class names, class embeddings, classifier."""
 
-from clipforge.zeroshot.classifier import ZeroShotClassifier
-from clipforge.zeroshot.embeddings import build_class_embeddings, cache_key, default_cache_dir
-from clipforge.zeroshot.prompts import (
-    clean_cub_classname,
-    cub_classnames,
-    get_classnames,
-    get_templates,
-    list_datasets,
-    list_template_sets,
-)
+from clipforge._lazy import lazy_exports
 
-__all__ = [
-    "ZeroShotClassifier", "build_class_embeddings", "cache_key", "clean_cub_classname", "cub_classnames",
-    "default_cache_dir", "get_classnames", "get_templates", "list_datasets", "list_template_sets",
-]
+_LAZY = {"ZeroShotClassifier": "classifier", "build_class_embeddings": "embeddings", "cache_key": "embeddings",
+         "default_cache_dir": "embeddings", "clean_cub_classname": "prompts", "cub_classnames": "prompts",
+         "get_classnames": "prompts", "get_templates": "prompts", "list_datasets": "prompts",
+         "list_template_sets": "prompts"}
+__all__ = sorted(_LAZY)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -195,8 +195,8 @@ def model_languages(model: Any) -> tuple[str, ...]:
     configured = _config_languages(model)
     if configured:
         return configured
-    from clipforge.api import SHIPPED_MODELS_DIR
     from clipforge.models.configs import ARCH_CONFIGS
+    from clipforge.weights.shipped import SHIPPED_MODELS_DIR
 
     for name in (getattr(model, "name", model), getattr(model, "weights", None)):
         if not isinstance(name, str | Path) or not str(name):
