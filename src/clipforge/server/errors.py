@@ -151,12 +151,24 @@ def validation_error(errors: list[dict[str, Any]]) -> RequestValidationError:
     return RequestValidationError(errors)
 
 
+_UNICODE = "not valid Unicode text (an escaped lone surrogate such as \\ud800); send the text as UTF-8"
+_PYDANTIC_STEP = re.compile(r"[\w-]+\[.*\]")  # a union branch or validator in a loc: "list[...]", "function-after[...]"
+_PYDANTIC_TAGS = frozenset({"str", "int", "float", "bool", "bytes", "none", "dict", "list"})  # plain union branches
+
+
+def _is_union_branch(step: Any) -> bool:
+    """Whether a loc element after the field's name is pydantic naming the union member it tried."""
+    return isinstance(step, str) and (step in _PYDANTIC_TAGS or bool(_PYDANTIC_STEP.fullmatch(step)))
+
+
 def _message(item: dict[str, Any]) -> str:
     # Our validators raise ValueError with a sentence; pydantic prefixes it with "Value error, ".
     ctx = item.get("ctx")
     error = ctx.get("error") if isinstance(ctx, dict) else None
     if item.get("type") == "value_error" and error is not None:
         return str(error)
+    if item.get("type") == "string_unicode":  # JSON's "\ud800": "unable to parse raw data as a unicode string"
+        return _UNICODE
     return str(item.get("msg", "invalid"))
 
 
@@ -167,15 +179,28 @@ def _validation_detail(exc: RequestValidationError) -> str:
 def validation_text(errors: Any) -> str:
     """FastAPI's list of validation errors as one line, `field: message; ...`, without the `input` each item
     echoes (gradio's own routes sent a client's whole value back, and a 1e400 in it made the answer raise)."""
-    parts = []
+    parts: list[str] = []
+    branches: dict[str, tuple[int, tuple[bool, int]]] = {}  # field -> (index in parts, rank) of its union error
     for item in [e for e in errors if isinstance(e, dict)][:10] if isinstance(errors, (list, tuple)) else ():
         loc = tuple(item["loc"]) if isinstance(item.get("loc"), (list, tuple)) else ()
         # the first element names where (FastAPI's "body", "query", "path", "header"); the rest is the field,
         # which may itself be called "query" (`{"query": "fish"}` was reported as "request: ...")
-        where = ".".join(
-            str(p) for p in (loc[1:] if loc[:1] in (("body",), ("query",), ("path",), ("header",)) else loc)
-        )
-        parts.append(f"{where or 'request'}: {_message(item)}")
+        loc = loc[1:] if loc[:1] in (("body",), ("query",), ("path",), ("header",)) else loc
+        # pydantic names each branch of a union it tried ("labels.list[function-after[check(), constrained-str]].0",
+        # then "labels.function-after[...]"): the field's path without them, and one branch's error, the one that
+        # took the value's type (not "Input should be a valid list" for a string), the deepest of those
+        path = [str(p) for k, p in enumerate(loc) if not (k and _is_union_branch(p))]
+        line = f"{'.'.join(path) or 'request'}: {_message(item)}"
+        if len(path) == len(loc):
+            parts.append(line)
+            continue
+        field, rank = (path[0] if path else ""), (not str(item.get("type", "")).endswith("_type"), len(path))
+        if field not in branches:
+            branches[field] = (len(parts), rank)
+            parts.append(line)
+        elif rank > branches[field][1]:
+            branches[field] = (branches[field][0], rank)
+            parts[branches[field][0]] = line
     return "; ".join(parts)[:2000] or "invalid request"
 
 
