@@ -20,7 +20,8 @@ owns:
   (`shared` false) nothing is kept.
 * What is kept: a whole 200 answer without `Set-Cookie` or `Content-Encoding`, whose `Vary` names only headers of
   the key, up to `MAX_ANSWER_BYTES`; at most `MAX_ANSWERS` (`MAX_KEPT_BYTES`), the least recently used dropped
-  first; all of them dropped when gradio's Blocks config is replaced.
+  first; all of them dropped when gradio's Blocks config is replaced, and an answer whose build began before the
+  replacement is not kept.
 * What a request the cache cannot answer costs: requests for the same key wait for the one build under way; builds
   run `BUILDS_AT_ONCE` at a time server-wide, in order of arrival, the answer buffered (a client that reads slowly
   holds no turn); an address has at most `BUILDS_PER_ADDRESS` running or waiting and `per_minute` a minute (the
@@ -88,6 +89,7 @@ class BuildTurns:
         self._lock = threading.Lock()  # one event loop in a server; a test client may run one per request
         self._free = int(at_once)
         self._queue: deque[asyncio.Future[None]] = deque()
+        self._granted: set[asyncio.Future[None]] = set()  # given the turn, not yet resumed: theirs to pass on
         self._held: dict[str, int] = {}
         self._minute: dict[str, tuple[float, int]] = {}  # address -> (its window's start, builds started in it)
         self._prune_at = _MAX_ADDRESSES
@@ -132,9 +134,13 @@ class BuildTurns:
             with self._lock:
                 if future in self._queue:
                     self._queue.remove(future)
-                else:  # granted as it was cancelled: pass the turn on
+                elif future in self._granted:  # granted as it was cancelled: pass the turn on
+                    self._granted.discard(future)
                     self._pass_on()
+                # else: cancelled before its turn came, and `_pass_on` skipped it: it holds nothing to give back
             raise
+        with self._lock:
+            self._granted.discard(future)
 
     def release(self) -> None:
         with self._lock:
@@ -147,7 +153,8 @@ class BuildTurns:
     def _pass_on(self) -> None:
         while self._queue:
             future = self._queue.popleft()
-            if not future.done():
+            if not future.done():  # a cancelled one is skipped: its own `except` must not pass a turn on
+                self._granted.add(future)
                 future.get_loop().call_soon_threadsafe(_grant, future)
                 return
         self._free += 1
@@ -253,9 +260,10 @@ class PageCache:
             try:
                 answer = self._get(key) if key is not None else None  # built while this one waited
                 if answer is None:
+                    source = getattr(self.blocks, "config", None)  # what gradio builds this answer from
                     await app(scope, receive, buffered.send)
                     if key is not None:
-                        self._put(key, buffered.answer())
+                        self._put(key, buffered.answer(), source)
             finally:
                 self.turns.release()
         finally:
@@ -268,22 +276,29 @@ class PageCache:
         else:
             await buffered.replay(send)
 
+    def _current(self) -> Any:
+        """gradio's config now, every answer kept dropped if it was replaced since the last look (hold `_lock`)."""
+        config = getattr(self.blocks, "config", None)
+        if config is not self._source:
+            self.answers.clear()
+            self._bytes, self._source = 0, config
+        return config
+
     def _get(self, key: Hashable) -> _Answer | None:
         with self._lock:
-            config = getattr(self.blocks, "config", None)
-            if config is not self._source:
-                self.answers.clear()
-                self._bytes, self._source = 0, config
+            self._current()
             answer = self.answers.get(key)
             if answer is not None:
                 self.answers.move_to_end(key)
             return answer
 
-    def _put(self, key: Hashable, answer: _Answer | None) -> None:
+    def _put(self, key: Hashable, answer: _Answer | None, source: Any) -> None:
+        """Keep `answer`, built from the config `source`, unless that config has been replaced meanwhile (its
+        answer would otherwise outlive the drop of every answer of the old config)."""
         if answer is None:
             return
         with self._lock:
-            if key in self.answers:
+            if key in self.answers or self._current() is not source:
                 return
             self.answers[key] = answer
             self._bytes += len(answer.body)
