@@ -1,7 +1,8 @@
 """`MilvusLibrary`'s zero-shot tags: tagging every photo of a space, one image, and reading the tags back.
 
 `classify` (``clipforge tag``) writes each photo's top labels into its row (at most `MAX_TAGS`, the schema's
-capacity) and remembers the vocabulary in the store, so later adds by any process tag with it;
+capacity) and remembers the vocabulary in the store, so later adds by any process tag with it (on milvus-lite the
+rows and the vocabulary switch together, a kill anywhere leaving one vocabulary's tags: `milvus_retag`);
 `classify_image` (one image, nothing stored) is every store's (`queries.QueryMethods`); `tags`, `tag_counts` and
 `no_results_reason` read the stored tags as the embedded store's `tagging` does. The tagging rule itself is
 `clipforge.library.milvus_tags`. A part of `MilvusLibrary` (`clipforge.library.milvus_library`), whose
@@ -10,16 +11,15 @@ capacity) and remembers the vocabulary in the store, so later adds by any proces
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections import Counter
 from collections.abc import Sequence
 
-import numpy as np
-
+from clipforge.library.milvus_retag import retag_space, row_chunks, tag_chunk
 from clipforge.library.milvus_store import MAX_LABEL_BYTES, MAX_TAGS
 from clipforge.library.milvus_tags import Vocabularies, make_tagger
-from clipforge.library.milvus_writer import RECORD_FIELDS
 from clipforge.library.tag_answers import EMPTY_LIBRARY, no_tag_sentence
 from clipforge.library.tagging import (
     TagReport,
@@ -59,22 +59,28 @@ class MilvusClassify:
             report.kept_note = (
                 f"a Milvus library keeps {MAX_TAGS} tags per image: top_k {int(top_k)} was cut to {k}"
             )
+        vocabulary = json.dumps({"labels": labels, "templates": report.templates, "top_k": int(top_k)})
         with self._lock:
-            # Remembered first, as the embedded store does: an add that runs meanwhile tags with these labels.
-            self.milvus.set_tag_vocabulary(
-                space.fingerprint,
-                json.dumps({"labels": labels, "templates": report.templates, "top_k": int(top_k)}),
-            )
-            rows = list(space.iter_rows('status == "ok"', fields=[*RECORD_FIELDS, "vector"]))
-            for start in range(0, len(rows), 1024):
-                chunk = rows[start : start + 1024]
-                vectors = np.asarray([r["vector"] for r in chunk], dtype=np.float32)
-                for row, (names, scores) in zip(chunk, tag(vectors), strict=True):
-                    row["tags"], row["tag_scores"] = names, scores
-                    counts[names[0]] += 1
-                space.upsert(chunk)
-            self._changed()  # the stats' top tags
-        report.images = len(rows)
+            if self.spec.kind == "milvus-lite":  # killed anywhere: one vocabulary everywhere (`milvus_retag`)
+                space = self.milvus.space(space.fingerprint) or space  # as the registry names it now
+                try:
+                    self._space, counts = retag_space(self.milvus, space, tag, vocabulary)
+                except BaseException:  # stopped after the switch (dropping the old rows): read what it switched to
+                    with contextlib.suppress(Exception):
+                        self._space = self.milvus.space(space.fingerprint) or self._space
+                    raise
+                finally:
+                    self._changed()  # the stats' top tags
+            else:
+                # A server: in place (another process may be adding rows, see `milvus_retag`), the vocabulary first,
+                # so that an add running meanwhile tags with these labels. A run killed midway leaves the photos it
+                # had not reached with the old labels (and the store naming the new ones) until the next run.
+                self.milvus.set_tag_vocabulary(space.fingerprint, vocabulary)
+                for chunk in row_chunks(space, 'status == "ok"'):  # a chunk at a time, never every row at once
+                    tag_chunk(chunk, tag, counts)
+                    space.upsert(chunk)
+                self._changed()  # the stats' top tags
+        report.images = sum(counts.values())
         report.top1_counts = dict(counts.most_common())
         report.seconds = time.perf_counter() - started
         return report

@@ -13,7 +13,9 @@ Layout, for a store named C (``milvus://HOST:PORT/C`` or ``milvus-lite:PATH#C``)
 - ``C_tagsets``: each model space's tag vocabulary (the labels, templates and top_k of its last
   `tag` run, as JSON), keyed by the space's fingerprint, so that every process adding photos
   tags them with the same labels. Created by the first `tag`; a store without it (made before
-  it existed, or never tagged) has no vocabulary.
+  it existed, or never tagged) has no vocabulary. On milvus-lite `tag` moves a space's rows to a
+  new collection ``C_m<fingerprint[:16]>_t<n>`` (vocabulary key ``<fingerprint>#t<n>``), and the
+  registry row switches rows and vocabulary together (`milvus_vocabulary`, `milvus_retag`).
 
 Source of truth: the collections. Every write is an `upsert` keyed by path, so writing a batch
 twice (a re-run after ``kill -9``, a rank restarted by torchrun) leaves each file stored once;
@@ -51,6 +53,7 @@ from clipforge.library.milvus_engine import (
     quiet_engine_logs,
 )
 from clipforge.library.milvus_expr import like_prefix, quote  # where callers found them first
+from clipforge.library.milvus_vocabulary import VocabularyRecords
 
 __all__ = ["MilvusSpace", "MilvusStore", "StoreDamagedError", "StoreLockedError", "StoreUnavailableError", "image_id",
            "key_path", "like_prefix", "no_library", "path_key", "quote"]
@@ -58,7 +61,6 @@ __all__ = ["MilvusSpace", "MilvusStore", "StoreDamagedError", "StoreLockedError"
 MAX_TAGS = 16
 MAX_LABEL_BYTES = 512  # one stored tag label, in UTF-8 bytes: what a Milvus server measures a VARCHAR in
 MAX_ERROR_BYTES = 2048  # one failed file's reason, in UTF-8 bytes
-MAX_VOCABULARY = 65535  # characters of one space's vocabulary JSON: Milvus's longest VARCHAR
 _PAGE = 4096
 _MAX_TOPK = 16384  # Milvus's largest search limit
 
@@ -95,13 +97,24 @@ class MilvusSpace:
     """One model space: the collection of one model's vectors and the files' records."""
 
     def __init__(self, store: MilvusStore, collection: str, fingerprint: str, name: str, dim: int) -> None:
-        self.store, self.collection, self.fingerprint, self.name, self.dim = store, collection, fingerprint, name, dim
+        self.store, self._collection, self.fingerprint, self.name, self.dim = store, collection, fingerprint, name, dim
+
+    @property
+    def collection(self) -> str:
+        """The collection of the space's rows: the one it was opened with, or the one a milvus-lite `tag` run of
+        this process moved them to since (`MilvusStore.moved`), whichever library object ran it."""
+        return self.store.moved(self._collection)
 
     @property
     def client(self) -> Any:
         return self.store.client
 
     def create(self) -> None:
+        schema, index = self.layout()
+        self.store.create_collection(self.collection, schema, index)
+
+    def layout(self) -> tuple[Any, Any]:
+        """(schema, index parameters) of a space's collection."""
         from pymilvus import DataType, MilvusClient
 
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
@@ -124,7 +137,7 @@ class MilvusSpace:
         # embedded store; a server picks its own approximate index (AUTOINDEX: HNSW on Milvus).
         kind = "FLAT" if self.store.spec.kind == "milvus-lite" else "AUTOINDEX"
         index.add_index(field_name="vector", index_type=kind, metric_type="IP")
-        self.store.create_collection(self.collection, schema, index)
+        return schema, index
 
     # -- reads ------------------------------------------------------------------------------
     def iter_rows(self, filter: str = "", fields: Sequence[str] = _FIELDS) -> Iterator[dict[str, Any]]:
@@ -237,7 +250,8 @@ class MilvusSpace:
         for row in rows:
             row["path"] = path_key(row["path"])
             row.setdefault("added_at", time.time())
-        self.store.call(self.client.upsert, self.collection, rows)
+        with self.store.writes():  # not into rows a `tag` run is moving (`MilvusStore.writes`)
+            self.store.call(self.client.upsert, self.collection, rows)
 
     def move_row(self, old: str, new: str, size: int, mtime_ns: int) -> bool:
         """Re-key the row of `old` (a moved file) to `new`, keeping everything else: id, vector, tags,
@@ -258,12 +272,15 @@ class MilvusSpace:
     def delete_paths(self, paths: Sequence[str]) -> int:
         keys = [quote(path_key(p)) for p in paths]
         for start in range(0, len(keys), 512):
-            self.store.call(self.client.delete, self.collection, filter=f"path in [{', '.join(keys[start:start + 512])}]")
+            with self.store.writes():
+                self.store.call(self.client.delete, self.collection,
+                                filter=f"path in [{', '.join(keys[start:start + 512])}]")
         return len(keys)
 
 
-class MilvusStore:
-    """A connection to a Milvus server (or milvus-lite file) and the registry of its model spaces."""
+class MilvusStore(VocabularyRecords):
+    """A connection to a Milvus server (or milvus-lite file) and the registry of its model spaces (and, from
+    `VocabularyRecords`, their tag vocabularies and the collection each one's rows are in)."""
 
     def __init__(self, spec: StoreSpec, create: bool = True) -> None:
         """Connect; `create=False` (read-only commands, `serve` without --create) refuses a milvus-lite
@@ -383,7 +400,7 @@ class MilvusStore:
         if existing is not None:
             return existing
         self._ensure_registry()
-        space = MilvusSpace(self, f"{self.spec.collection}_m{fingerprint[:16]}", fingerprint, name, dim)
+        space = MilvusSpace(self, self.base_collection(fingerprint), fingerprint, name, dim)
         if not self.call(self.client.has_collection, space.collection):
             space.create()
         self.call(self.client.load_collection, space.collection)
@@ -397,58 +414,14 @@ class MilvusStore:
         space = self.space(fingerprint)
         if space is None:
             raise ValueError(f"{self.spec.describe()} has no model space {fingerprint[:12]}")
-        self.call(self.client.delete, self.registry, ids=[fingerprint])
-        if self._has_tagsets():  # as the embedded store's drop forgets the space's vocabulary
-            self.call(self.client.delete, self.tagsets, filter=f"fingerprint == {quote(fingerprint)}")
-        if self.call(self.client.has_collection, space.collection):
-            self.call(self.client.drop_collection, space.collection)
+        with self.writes():  # not under a `tag` run of another object (`milvus_retag`)
+            self.call(self.client.delete, self.registry, ids=[fingerprint])
+            for collection in self.collections_of(fingerprint):  # with what a killed `tag` run left
+                self.forget_collection(fingerprint, collection)
+            self.forget_moves(fingerprint)
+            if self._has_tagsets():  # as the embedded store's drop forgets the space's vocabulary
+                self.call(self.client.delete, self.tagsets, filter=f"fingerprint == {quote(fingerprint)}")
         return space
-
-    # -- tag vocabularies ---------------------------------------------------------------------
-    # Kept in Milvus, not in the `--library` folder: every process (each `index add`, a server's uploads)
-    # must tag new photos with the labels of the last `tag`, wherever it runs.
-    def _has_tagsets(self) -> bool:
-        """Whether the vocabulary collection exists (loaded when it does); stores made before it have none.
-        Once found it is remembered: a server asks on every upload, and the collection is never dropped."""
-        if self.__dict__.get("_tagsets_ready"):
-            return True
-        if not self.call(self.client.has_collection, self.tagsets):
-            return False
-        self.call(self.client.load_collection, self.tagsets)
-        self._tagsets_ready = True
-        return True
-
-    def has_tag_vocabulary(self) -> bool:
-        """Whether some model space has a vocabulary: an add then needs the text tower as well."""
-        return self._has_tagsets() and bool(self.call(self.client.query, self.tagsets, filter='fingerprint != ""',
-                                                      output_fields=["fingerprint"], limit=1, **self.read))
-
-    def tag_vocabulary(self, fingerprint: str) -> str | None:
-        """The JSON text of the space's vocabulary (see `tagging.tag_vocabulary`), or None."""
-        if not self._has_tagsets():
-            return None
-        rows = self.call(self.client.query, self.tagsets, filter=f"fingerprint == {quote(fingerprint)}",
-                         output_fields=["vocabulary"], limit=1, **self.read)
-        return rows[0]["vocabulary"] if rows else None
-
-    def set_tag_vocabulary(self, fingerprint: str, vocabulary: str) -> None:
-        """Remember the space's vocabulary (JSON text, at most `MAX_VOCABULARY` characters), replacing the last."""
-        if len(vocabulary.encode()) > MAX_VOCABULARY:
-            raise ValueError(f"a Milvus library keeps a tag vocabulary of at most {MAX_VOCABULARY} characters; "
-                             f"these labels take {len(vocabulary.encode())}: tag with fewer labels")
-        if not self._has_tagsets():
-            from pymilvus import DataType, MilvusClient
-
-            schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-            schema.add_field("fingerprint", DataType.VARCHAR, max_length=128, is_primary=True)
-            schema.add_field("vocabulary", DataType.VARCHAR, max_length=MAX_VOCABULARY)
-            schema.add_field("dummy", DataType.FLOAT_VECTOR, dim=2)  # Milvus wants a vector in every collection
-            index = self.client.prepare_index_params()
-            index.add_index(field_name="dummy", index_type="FLAT", metric_type="L2")
-            self.create_collection(self.tagsets, schema, index)
-            self.call(self.client.load_collection, self.tagsets)
-        self.call(self.client.upsert, self.tagsets, [{"fingerprint": fingerprint, "vocabulary": vocabulary,
-                                                      "dummy": [0.0, 0.0]}])
 
     def close(self) -> None:
         self.call(self.client.close)

@@ -24,7 +24,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Sequence
+import sqlite3
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from clipforge.library.dbfile import DamagedLibraryError, LibraryWriteError, damaged, from_db, to_db
@@ -32,7 +33,7 @@ from clipforge.library.records import IMAGE_COLUMNS, FileState, ImageRecord, ima
 from clipforge.library.schema import SCHEMA_VERSION, SchemaError
 from clipforge.library.store_connection import reads
 from clipforge.library.store_vectors import VectorReads
-from clipforge.library.transaction import Transaction, chunks, current_tag_rows
+from clipforge.library.transaction import CHUNK, Transaction, chunks, current_tag_rows
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -51,6 +52,48 @@ _CHECKED_META = "vectors_checked:"  # the `removals` value at which no image lac
 
 class Store(VectorReads):
     """Typed access to one library database; safe to share between threads."""
+
+    # -- one snapshot -----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """This thread's connection inside one read transaction: every read made in this thread until the block
+        ends (through the connection yielded or this store's read methods) sees the database as one moment left
+        it. What one answer reads in several statements needs it: each statement alone reads one snapshot, and a
+        `tag` run in another process may switch the vocabulary between two of them.
+
+        In WAL mode a read transaction's snapshot is fixed by its first read and held until it ends; writers in
+        other processes go on meanwhile (readers never block the writer, and the writer never blocks them). Inside
+        a transaction of this thread already (a write, or another snapshot), it is that one's view. A user who
+        cannot write the library keeps the connection the snapshot began on until it ends (`conn`): it is reopened
+        when its owner changes the file, and a reopen inside the block closed the snapshot's connection under it
+        (the next read saw the new state, and the block's end raised "Cannot operate on a closed database").
+        No write may start inside a snapshot of the same thread: SQLite refuses a transaction within one."""
+        with self.reading(), self.guard():
+            conn = self.conn()
+            if conn.in_transaction:
+                yield conn
+                return
+            conn.execute("BEGIN")  # deferred: the snapshot is taken by the first read
+            try:
+                yield conn
+            finally:
+                with contextlib.suppress(sqlite3.Error):  # closed by `close` meanwhile: ended with it
+                    if conn.in_transaction:
+                        try:
+                            conn.execute("COMMIT")
+                        except sqlite3.Error:  # never left open: this thread's next reads would stay in it
+                            conn.execute("ROLLBACK")
+
+    def conn(self) -> sqlite3.Connection:
+        """This thread's connection (`StoreConnection.conn`), except that inside a read transaction (`snapshot`) a
+        read-only one is not reopened for its owner's changes: the snapshot's reads stay on the connection that
+        holds it, and the next read after it sees those changes."""
+        held = getattr(self._local, "conn", None)
+        if held is not None and self.read_only:
+            with contextlib.suppress(sqlite3.ProgrammingError):  # closed by `close`: a new one, as always
+                if held.in_transaction:
+                    return held
+        return super().conn()
 
     # -- meta -------------------------------------------------------------------------------
     @reads
@@ -256,26 +299,27 @@ class Store(VectorReads):
 
     @reads
     def tags_for_images(self, model: str, image_ids: Sequence[int]) -> dict[int, list[tuple[str, float]]]:
+        """image id -> its current tags (label, score) in rank order. More than `CHUNK` ids are read in several
+        statements, inside one read transaction (`snapshot`): a `tag` run switching the vocabulary between two
+        of them answered the first photos with the old labels and the rest with the new ones."""
         out: dict[int, list[tuple[str, float]]] = {}
         key, params = current_tag_rows(model)
-        for chunk in chunks([int(i) for i in image_ids]):
-            marks = ",".join("?" * len(chunk))
-            for image_id, label, score in (
-                self.conn()
-                .execute(
+        ids = [int(i) for i in image_ids]
+        with self.snapshot() if len(ids) > CHUNK else contextlib.nullcontext(self.conn()) as conn:
+            for chunk in chunks(ids):
+                marks = ",".join("?" * len(chunk))
+                for image_id, label, score in conn.execute(
                     f"SELECT image_id, label, score FROM tags WHERE model = {key} AND image_id IN ({marks})"
                     " ORDER BY image_id, rank",
                     (*params, *chunk),
-                )
-                .fetchall()
-            ):
-                if not isinstance(score, (int, float)):  # float('x') named neither the database nor the table
-                    raise damaged(
-                        self.path,
-                        f"a tag of image {image_id} has the score {score!r:.40}, not a number",
-                        fix='tag the library again with `clipforge tag --labels "cat, dog, car"` (your labels)',
-                    )
-                out.setdefault(int(image_id), []).append((label, float(score)))
+                ).fetchall():
+                    if not isinstance(score, (int, float)):  # float('x') named neither the database nor the table
+                        raise damaged(
+                            self.path,
+                            f"a tag of image {image_id} has the score {score!r:.40}, not a number",
+                            fix='tag the library again with `clipforge tag --labels "cat, dog, car"` (your labels)',
+                        )
+                    out.setdefault(int(image_id), []).append((label, float(score)))
         return out
 
     @reads

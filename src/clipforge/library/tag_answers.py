@@ -16,11 +16,15 @@ __all__ = ["EMPTY_LIBRARY", "no_results_reason", "no_tag_match", "no_tag_sentenc
 
 
 def tag_counts(store: Store, model: str | None) -> dict[str, int]:
-    """label -> photos whose top tag it is, most first; the vocabulary's labels no photo has show 0."""
+    """label -> photos whose top tag it is, most first; the vocabulary's labels no photo has show 0.
+
+    The counts and the vocabulary are read in one snapshot (`Store.snapshot`): a `tag` run switching between the
+    two reads listed the old labels' counts beside the new labels at 0."""
     if model is None:
         return {}
-    counts = store.tag_counts(model)
-    vocabulary = tag_vocabulary(store, model)
+    with store.snapshot():
+        counts = store.tag_counts(model)
+        vocabulary = tag_vocabulary(store, model)
     for label in (vocabulary or {}).get("labels", []):
         counts.setdefault(label, 0)
     return counts
@@ -52,11 +56,13 @@ def no_tag_match(store: Store, model: str | None, labels: Sequence[str]) -> str:
 
 
 def no_results_reason(store: Store, model: str | None, filter_tags: str | Sequence[str] | None = None) -> str:
-    """One sentence for an empty search result: an empty library, or no photo with those tags."""
-    if not store.status_counts().get("ok"):
-        return EMPTY_LIBRARY
-    if filter_tags:
-        labels = parse_labels(filter_tags)
-        if not store.image_ids_with_tags(model or "", labels):
-            return no_tag_match(store, model, labels)
+    """One sentence for an empty search result: an empty library, or no photo with those tags (read in one
+    snapshot: a `tag` run switching between the reads said "no photo has tag 'cat'; tags: cat (5)")."""
+    with store.snapshot():
+        if not store.status_counts().get("ok"):
+            return EMPTY_LIBRARY
+        if filter_tags:
+            labels = parse_labels(filter_tags)
+            if not store.image_ids_with_tags(model or "", labels):
+                return no_tag_match(store, model, labels)
     return "no photo matched"

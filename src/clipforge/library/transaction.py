@@ -17,7 +17,7 @@ import numpy as np
 
 from clipforge.library.dbfile import to_db
 
-__all__ = ["TAG_ROWS_KEY", "VOCABULARY_KEY", "Transaction", "chunks", "current_tag_rows"]
+__all__ = ["CHUNK", "TAG_ROWS_KEY", "VOCABULARY_KEY", "Transaction", "chunks", "current_tag_rows"]
 
 VOCABULARY_KEY = "tag_labels:"
 """Meta key prefix of a model space's remembered tag vocabulary (labels, templates, top_k) in a store."""
@@ -44,7 +44,11 @@ def current_tag_rows(model: str) -> tuple[str, tuple[str, str, str]]:
     )
 
 
-def chunks(items: Sequence[Any], size: int = 900) -> Iterator[Sequence[Any]]:
+CHUNK = 900
+"""Ids bound in one statement (`chunks`): SQLite limits the bound parameters per statement."""
+
+
+def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
     """Slices of at most `size` items: SQLite limits the bound parameters per statement."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
