@@ -7,6 +7,7 @@ the same unit vector on SQLite and on Milvus; this class ranks it (`search_vecto
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -36,17 +37,20 @@ class LibraryReads(QueryMethods, LibraryBase):
         under: FolderFilter = None,
     ) -> list[SearchHit]:
         allowed: set[int] | None = None
-        if filter_tags:
-            labels = parse_labels(filter_tags)
-            allowed = set(
-                self.store.image_ids_with_tags(self.encoder.fingerprint, labels, tag_rank, min_tag_score)
+        # A tag filter and the tags each hit shows are one snapshot: a `tag` run in another process switching the
+        # vocabulary between the two reads showed photos picked by the old labels carrying only the new ones.
+        with self.store.snapshot() if filter_tags else contextlib.nullcontext():
+            if filter_tags:
+                labels = parse_labels(filter_tags)
+                allowed = set(
+                    self.store.image_ids_with_tags(self.encoder.fingerprint, labels, tag_rank, min_tag_score)
+                )
+            if under is not None:
+                inside = {i for folder in folders_of(under) for i in self.store.image_ids_under(folder)}
+                allowed = inside if allowed is None else allowed & inside
+            return search_vector(
+                self.store, self.index_manager, vector, int(top_k), None if allowed is None else sorted(allowed)
             )
-        if under is not None:
-            inside = {i for folder in folders_of(under) for i in self.store.image_ids_under(folder)}
-            allowed = inside if allowed is None else allowed & inside
-        return search_vector(
-            self.store, self.index_manager, vector, int(top_k), None if allowed is None else sorted(allowed)
-        )
 
     def get_image(self, image_id: int) -> ImageRecord | None:
         return self.store.image(int(image_id))
