@@ -130,7 +130,8 @@ def _url_spec(spec: str) -> FileNotFoundError | None:
 
     hub = spec.lower().startswith("hf-hub:")
     scheme = urlparse(spec).scheme.lower()
-    if not (hub or ("://" in spec and re.fullmatch(r"[a-z][a-z0-9+.-]*", scheme))):
+    # one letter is a Windows drive (``C://models/x.pt``), not a scheme: named as a missing file
+    if not (hub or ("://" in spec and len(scheme) > 1 and re.fullmatch(r"[a-z][a-z0-9+.-]*", scheme))):
         return None
     head = (f"model {spec!r} is a {'Hugging Face hub reference' if hub else 'URL'}: clipforge does not load models "
             f"from {'the hub' if hub else 'URLs'} directly")

@@ -102,6 +102,7 @@ def check_cn_architecture(path: str | os.PathLike[str], arch: str) -> None:
     from clipforge.weights.damaged import damage_of
     from clipforge.weights.errors import CheckpointFormatError, check_shapes
     from clipforge.weights.torch_pickle import torch_load_safely
+    from clipforge.weights.torchscript import is_torchscript_archive, read_torchscript_state_dict
 
     name = Path(path).name
     if Path(path).is_file() and not _zip_or_pickle(path):  # as the generic loader: no unpickler on such bytes
@@ -109,8 +110,9 @@ def check_cn_architecture(path: str | os.PathLike[str], arch: str) -> None:
         raise CheckpointFormatError(f"{name} does not hold {arch} weights: " + (damage or (
             f"{path} is not a PyTorch checkpoint: torch.save writes a zip archive (or a legacy pickle), and its "
             "first bytes are neither")))
-    try:
-        checkpoint = torch_load_safely(path, mmap=True)  # UnsafeCheckpointError passes through as it is
+    try:  # a TorchScript archive by the generic loader's restricted reader: its __torch__ classes are no threat
+        checkpoint = (read_torchscript_state_dict(path) if is_torchscript_archive(path)
+                      else torch_load_safely(path, mmap=True))  # UnsafeCheckpointError passes through as it is
     except CheckpointFormatError as err:
         raise CheckpointFormatError(f"{name} does not hold {arch} weights: {err}") from None
     try:
@@ -274,10 +276,15 @@ def read_transformers_folder(directory: str | os.PathLike[str]) -> tuple[dict[st
         from safetensors.torch import load_file
 
         hf = load_file(str(folder / "model.safetensors"))
-    else:
+    elif (folder / "pytorch_model.bin").is_file():
         from clipforge.weights.torch_pickle import torch_load_safely
 
         hf = torch_load_safely(folder / "pytorch_model.bin")  # refused as every other torch file is
+    else:  # the generic Hugging Face reader's line (`clipforge.weights.hf`), not torch's "[Errno 2] ..."
+        from clipforge.weights.errors import CheckpointFormatError
+
+        raise CheckpointFormatError(f"{folder} has config.json but no model.safetensors or pytorch_model.bin: "
+                                    "no weights to load")
     sd = {k: (v.float() if v.is_floating_point() else v) for k, v in from_transformers(hf).items()}
     ours = config_from_cn_state_dict(sd)
     vision = config.get("vision_config", {})

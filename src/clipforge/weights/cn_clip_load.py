@@ -36,7 +36,10 @@ def _read_torch(path: Path, strict: bool = False) -> dict[str, Any]:
     unsafe file) is not taken as a cn_clip checkpoint and is left to the project's own loader, which reads
     it the same way and refuses it with the same line."""
     from clipforge.weights.torch_pickle import torch_load_safely
+    from clipforge.weights.torchscript import is_torchscript_archive
 
+    if not strict and is_torchscript_archive(path):  # OpenAI's files: never cn_clip's, and torch.load on one
+        return {}  # printed "warning: ... dispatching to 'torch.jit.load'" (which would run the archive's code)
     try:
         data = torch_load_safely(path, mmap=True)
     except Exception:  # noqa: BLE001 - whatever it is, it is the main loader's to judge

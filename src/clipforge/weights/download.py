@@ -9,20 +9,24 @@ truncation.
 The trust policy (which hash pins a file, the ``CLIPFORGE_ALLOW_UNPINNED=1`` opt-in, the ``<file>.sha256``
 record) is `clipforge.weights.download_trust`; one HTTP attempt (resume, redirects, offline hosts not
 retried, the deadline and minimum rate) is `clipforge.weights.download_http`. This module owns the download
-itself: when a cached file may be used, the retries around the attempts, the final rename, and a registry
-checkpoint's sources tried in turn (`download_pretrained`).
+itself: when a cached file may be used, one downloader at a time per file (`_one_downloader`), the retries
+around the attempts, the final rename, and a registry checkpoint's sources tried in turn (`download_pretrained`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from clipforge.errors import Notice
 from clipforge.weights.download_http import (
     _SCHEMES,
     CHUNK,
@@ -46,6 +50,11 @@ from clipforge.weights.download_trust import (
 )
 from clipforge.weights.errors import DownloadError
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: downloads of one file are not serialised (`_one_downloader`)
+    fcntl = None  # type: ignore[assignment]
+
 
 # `sha256_file` and `_cached_refusal` live together here: `_cached_refusal` finds `sha256_file` in this module's
 # namespace, where a caller (or a test of the network-free cache) may replace it.
@@ -65,15 +74,13 @@ def _fail(url: str, reason: str, dest: Path) -> DownloadError:
     )
 
 
-def _cached_refusal(dest: Path, expected: str | None, verify: Callable[[Path], None] | None,
-                    digest: str | None = None) -> str | None:
+def _cached_refusal(dest: Path, expected: str | None, verify: Callable[[Path], None] | None) -> str | None:
     """None when a file already at `dest` may be used: its pinned hash matches; or, unpinned, the record
     written when it was accepted matches, or `verify` accepts it now (a file a user saved there by hand),
     after which the record is written. Else why not, as a clause for "<dest> was refused (...)": another
     sha256 than the pinned one (or than the published prefix) with the file's size, or `verify`'s reason.
-    `digest`: the file's sha256 when already known. A mismatching copy was never put there by `download`,
-    which renames only verified files into place."""
-    digest = digest or sha256_file(dest)
+    A mismatching copy was never put there by `download`, which renames only verified files into place."""
+    digest = sha256_file(dest)
     if is_full_sha256(expected) or (expected is not None and not _matches(digest, expected)):
         if digest == expected:
             return None
@@ -153,38 +160,15 @@ def download(
     pinned = is_full_sha256(expected)
     allowed = pinned or (allow_unpinned_from_env() if allow_unpinned is None else allow_unpinned)
 
-    removed = ""  # why a copy already at `dest` was removed: said with the outcome, never silently
+    seen: tuple[tuple[int, ...] | None, str] | None = None  # the copy already at `dest` that was refused, and why
     if dest.is_file():
+        stamp = _stamp(dest)
         why = _cached_refusal(dest, expected, verify if allowed else None)
         if why is None:
             return dest
         if not allowed:
-            raise _fail(
-                url, f"the file already at {dest} is not verified: {unpinned_reason(url, expected)}", dest
-            )
-        removed = f"{dest} was refused ({why}) and removed"
-        dest.unlink()  # corrupt or replaced by hand: fetch a good copy
-        _record(dest).unlink(missing_ok=True)
-    try:
-        path = _fetch(url, dest, expected, allowed, verify, retries, backoff, timeout, progress, sleep,
-                      _Clock(_deadline(deadline), min_rate, rate_window))
-    except DownloadError as err:
-        raise DownloadError(f"{removed}; {err}" if removed else str(err)) from err.__cause__
-    if removed:
-        import warnings
-
-        from clipforge.errors import Notice
-
-        warnings.warn(f"{removed}; downloaded {url} anew", Notice, stacklevel=2)
-    return path
-
-
-def _fetch(url: str, dest: Path, expected: str | None, allowed: bool, verify: Callable[[Path], None] | None,
-           retries: int, backoff: float, timeout: float, progress: bool, sleep: Callable[[float], None],
-           clock: _Clock) -> Path:
-    """`download`'s network part: the attempts onto ``<dest>.partial``, each hash check, the final rename."""
-    dest_dir, partial = dest.parent, dest.with_name(f"{dest.name}.partial")
-    pinned = is_full_sha256(expected)
+            raise _fail(url, f"the file already at {dest} is not verified: {unpinned_reason(url, expected)}", dest)
+        seen = (stamp, why)
     if urlparse(url).scheme.lower() not in _SCHEMES:
         raise _fail(url, "only http:// and https:// URLs are downloaded", dest)
     if not allowed:
@@ -193,7 +177,91 @@ def _fetch(url: str, dest: Path, expected: str | None, allowed: bool, verify: Ca
         dest_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise _fail(url, f"cannot create {dest_dir}: {err.strerror or err}", dest) from err
+    with _one_downloader(dest):
+        usable, removed = _settle(dest, expected, verify, seen)
+        if usable:  # another downloader put a verified copy there while this one waited
+            return dest
+        try:
+            path = _fetch(url, dest, expected, verify, retries, backoff, timeout, progress, sleep,
+                          _Clock(_deadline(deadline), min_rate, rate_window))
+        except DownloadError as err:
+            if not removed:
+                raise
+            raise DownloadError(f"{removed}; {err}") from err.__cause__
+    if removed:
+        warnings.warn(f"{removed}; downloaded {url} anew", Notice, stacklevel=2)
+    return path
 
+
+def _stamp(path: Path) -> tuple[int, ...] | None:
+    """Which file is at `path` (device, inode, size, mtime: whether a verdict on it still holds); None: no file."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None
+
+
+def _settle(dest: Path, expected: str | None, verify: Callable[[Path], None] | None,
+            seen: tuple[tuple[int, ...] | None, str] | None) -> tuple[bool, str]:
+    """Under `dest`'s lock: (True, "") when a copy there may now be used (another downloader's), else (False, why a
+    refused copy was removed, or ""). `seen`'s verdict on the same file stands without hashing it again."""
+    if (stamp := _stamp(dest)) is None:  # nothing there (any more)
+        return False, ""
+    why = seen[1] if seen is not None and seen[0] == stamp else _cached_refusal(dest, expected, verify)
+    if why is None:
+        return True, ""
+    dest.unlink(missing_ok=True)  # corrupt or replaced by hand: fetch a good copy
+    _record(dest).unlink(missing_ok=True)
+    return False, f"{dest} was refused ({why}) and removed"
+
+
+@contextmanager
+def _one_downloader(dest: Path) -> Iterator[None]:
+    """Hold ``<dest>.lock`` (flock) while `dest` is checked and fetched: one downloader of a file at a time, across
+    processes and threads (two writers of one ``.partial`` interleaved their bytes, and one renamed the mix into
+    place as verified: it had hashed only what it received). The holder removes the lock file before letting go;
+    a waiter then finding another file (or none) there locks anew. Without fcntl (Windows): unguarded."""
+    lock, fd, told = dest.with_name(f"{dest.name}.lock"), None, False
+    while fcntl is not None and fd is None:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+        except OSError:  # a read-only folder: the download itself will say why it cannot write
+            break
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if not told:
+                    warnings.warn(f"another download of {dest.name} into {dest.parent} is under way; waiting "
+                                  "for it to finish", Notice, stacklevel=4)
+                    told = True
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            held, current = os.fstat(fd), os.stat(lock)
+            if (held.st_dev, held.st_ino) != (current.st_dev, current.st_ino):
+                raise FileNotFoundError(lock)  # the previous holder removed it: take the lock anew
+        except OSError as err:  # FileNotFoundError: the holder removed it, lock anew; else no flock here: unguarded
+            os.close(fd)
+            fd = None
+            if not isinstance(err, FileNotFoundError):
+                break
+        except BaseException:  # an interrupt while waiting
+            os.close(fd)
+            raise
+    try:
+        yield
+    finally:
+        if fd is not None:
+            lock.unlink(missing_ok=True)
+            os.close(fd)
+
+
+def _fetch(url: str, dest: Path, expected: str | None, verify: Callable[[Path], None] | None, retries: int,
+           backoff: float, timeout: float, progress: bool, sleep: Callable[[float], None], clock: _Clock) -> Path:
+    """`download`'s network part, under `dest`'s lock: the attempts onto ``<dest>.partial``, each hash check, the
+    final rename."""
+    partial = dest.with_name(f"{dest.name}.partial")
+    pinned = is_full_sha256(expected)
     reason = "no attempt made"
     for attempt in range(retries + 1):
         if attempt:
@@ -254,14 +322,8 @@ def _short_reason(err: DownloadError) -> str:
     return tail.partition(" (")[2].rpartition("); fetch")[0] or text
 
 
-def download_pretrained(
-    name: str,
-    root: str | os.PathLike[str] | None = None,
-    *,
-    progress: bool = True,
-    tag: str = "openai",
-    **kwargs: Any,
-) -> Path:
+def download_pretrained(name: str, root: str | os.PathLike[str] | None = None, *, progress: bool = True,
+                        tag: str = "openai", **kwargs: Any) -> Path:
     """Path to a verified copy of a registry checkpoint (``"ViT-B/32"``, or an architecture
     and `tag` such as ``("ViT-B-32", "laion2b_s34b_b79k")``), downloading if needed.
 
@@ -300,28 +362,23 @@ def download_pretrained(
             skipped.append(source)
             continue
         try:
-            return download(
-                source.url,
-                base,
-                source.sha256,
-                filename=source.filename,
-                progress=progress,
-                allow_unpinned=allowed,
-                verify=verify,
-                **kwargs,
-            )
+            got = download(source.url, base, source.sha256, filename=source.filename, progress=progress,
+                           allow_unpinned=allowed, verify=verify, **kwargs)
         except DownloadError as err:
             reasons.append(f"{urlparse(source.url).netloc}: {_short_reason(err)}")
+            continue
+        for path, why in refused.items():  # removed by a failed download of an earlier source: said here
+            if path != got and not path.exists():
+                warnings.warn(f"{path} was refused ({why}) and removed; the {entry.listed_as or entry.name}:"
+                              f"{entry.tag} weights came from {urlparse(source.url).netloc} instead", Notice,
+                              stacklevel=2)
+        return got
     if skipped:
         host = urlparse(skipped[0].url).netloc
-        reasons.append(
-            f"{'the ' + host + ' copy' if reasons else host} has no full sha256 pinned in clipforge, "
-            f"so it was not tried (set {ALLOW_UNPINNED_ENV}=1 to accept it after its tensor shapes "
-            f"are checked)"
-        )
+        reasons.append(f"{'the ' + host + ' copy' if reasons else host} has no full sha256 pinned in clipforge, so it "
+                       f"was not tried (set {ALLOW_UNPINNED_ENV}=1 to accept it after its tensor shapes are checked)")
     first = next((s for s in sources if is_full_sha256(s.sha256)), sources[0])
-    saved = base / first.filename
-    # where this line's own advice put it
+    saved = base / first.filename  # where this line's own advice put it
     if saved.is_file() and not allowed and not is_full_sha256(first.sha256):
         raise DownloadError(
             f"{saved} is there, but clipforge pins no sha256 for the {entry.listed_as or entry.name}:{entry.tag} "
@@ -329,12 +386,8 @@ def download_pretrained(
             f"are checked, and it is recorded as accepted), or pass the file's path instead."
         )
     then = "" if is_full_sha256(first.sha256) else f" and set {ALLOW_UNPINNED_ENV}=1"
-    # A file saved there by hand and refused was removed by `download`: said, or the user saves the same one again.
-    gone = (
-        f"{saved} was refused ({refused[saved]}) and removed; "
-        if saved in refused and not saved.exists()
-        else ""
-    )
+    # Files saved there by hand and refused were removed by `download`: said, or the user saves the same ones again.
+    gone = "".join(f"{path} was refused ({why}) and removed; " for path, why in refused.items() if not path.exists())
     raise DownloadError(
         f"{gone}could not download the {entry.listed_as or entry.name}:{entry.tag} weights ({'; '.join(reasons)}); "
         f"fetch {first.url} another way and save it as {base / first.filename}{then}, or pass the file's path "

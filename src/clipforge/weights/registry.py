@@ -208,10 +208,14 @@ def spec_for_url(url: str) -> str | None:
         endpoint = urlparse(os.environ.get(HF_ENDPOINT_ENV, "")).netloc.lower()
         if parsed.netloc.lower() in (*_HUB_HOSTS, endpoint) and parsed.netloc:
             repo = "/".join([part for part in parsed.path.split("/") if part][:2])
-    for (arch, tag), entry in PRETRAINED.items():
-        if (entry.url and entry.url == text) or (repo and entry.hf_repo.lower() == repo.lower()):
-            return arch if (tag == "openai" and arch in zoo_data.OPENAI) or arch.startswith("cn-") else f"{arch}:{tag}"
-    return None
+    found = [(arch, tag) for (arch, tag), entry in PRETRAINED.items()
+             if (entry.url and entry.url == text) or (repo and entry.hf_repo.lower() == repo.lower())]
+    # one repository may serve two entries (open_clip maps ViT-SO400M-14-SigLIP-378 to the -384 repository): the
+    # one the repository is named after, as the user asked for it
+    arch, tag = next((m for m in found if m[0].lower() in repo.lower()), found[0]) if found else ("", "")
+    if not arch:
+        return None
+    return arch if (tag == "openai" and arch in zoo_data.OPENAI) or arch.startswith("cn-") else f"{arch}:{tag}"
 
 
 def cache_dir(root: str | os.PathLike[str] | None = None) -> Path:

@@ -46,31 +46,35 @@ _PUSHES_STR = {"UNICODE", "BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8", "STRI
                "SHORT_BINSTRING"}
 
 
-def _pickle_bytes(path: Path) -> bytes:
-    """The pickle torch would read (a zip's ``data.pkl``, from its first local entry when the archive is cut
-    short; else the file's head), at most `_SCAN_LIMIT` bytes."""
+def _pickle_bytes(path: Path) -> list[bytes]:
+    """The pickles torch could read, at most `_SCAN_LIMIT` bytes in all: a zip's every ``data.pkl`` member (torch
+    reads ``<archive>/data.pkl``, the first of duplicate names, and zipfile the last; a member named
+    ``xdata.pkl`` listed first is not torch's), from its first local entry when the archive is cut short; else
+    the file's head."""
     import zipfile
 
     with open(path, "rb") as fh:
         head = fh.read(30)
         if not head.startswith(b"PK\x03\x04"):
             fh.seek(0)
-            return fh.read(_SCAN_LIMIT)
+            return [fh.read(_SCAN_LIMIT)]
         try:
             with zipfile.ZipFile(fh) as archive:
-                name = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
-                if name is None:
-                    return b""
-                with archive.open(name) as member:
-                    return member.read(_SCAN_LIMIT)
+                found, left = [], _SCAN_LIMIT
+                for info in archive.infolist():
+                    if info.filename.rpartition("/")[2] == "data.pkl" and left > 0:
+                        with archive.open(info) as member:
+                            found.append(member.read(left))
+                        left -= len(found[-1])
+                return found
         except (zipfile.BadZipFile, OSError, ValueError, EOFError):
             # the first local header: torch writes data.pkl first
             name_len, extra_len = struct.unpack("<HH", head[26:30])
             fh.seek(30)
-            if not fh.read(name_len).endswith(b"data.pkl"):
-                return b""
+            if fh.read(name_len).rpartition(b"/")[2] != b"data.pkl":
+                return []
             fh.seek(30 + name_len + extra_len)
-            return fh.read(_SCAN_LIMIT)
+            return [fh.read(_SCAN_LIMIT)]
 
 
 def _globals_in_pickle(data: bytes) -> list[str]:
@@ -128,7 +132,7 @@ def _scanned_forbidden(path: Path) -> str | None:
     except Exception:  # a torch without these helpers: every global counts as forbidden
         allowed = set()
     try:
-        names = _globals_in_pickle(_pickle_bytes(path))
+        names = [name for data in _pickle_bytes(path) for name in _globals_in_pickle(data)]
     except (OSError, struct.error):  # struct.error: a zip's first header cut short (under 30 bytes)
         return None
     for name in names:
