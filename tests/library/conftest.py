@@ -94,3 +94,29 @@ def milvus_server(tmp_path_factory):
         pytest.skip("no Milvus server: install the milvus-server extra or set CLIPFORGE_TEST_MILVUS_ADDRESS")
     yield server.address
     server.stop(timeout=0)
+
+
+@pytest.fixture()
+def tagged_vector_store(tiny_encoder) -> Callable[..., object]:
+    """`make(path, photos, labels)`: a `Store` at `path` holding `photos` photos (random unit vectors under the tiny
+    encoder's fingerprint, no image decoded) tagged with `labels`, top 2; the caller closes it."""
+    import hashlib
+
+    from clipforge.library.store import Store
+    from clipforge.library.tagging import tag_library
+
+    def make(path: Path, photos: int, labels: list[str]) -> Store:
+        store = Store(path)
+        model, dim = tiny_encoder.fingerprint, int(tiny_encoder.embed_dim)
+        rng = np.random.default_rng(0)
+        with store.transaction() as tx:
+            tx.ensure_model(model, "test-vit-tiny", dim)
+            for number in range(photos):
+                sha = hashlib.sha256(str(number).encode()).hexdigest()
+                tx.upsert_image(f"/photos/p{number:04d}.jpg", sha, 1, 1, 8, 8, "ok", None)
+                vector = rng.standard_normal(dim).astype(np.float32)
+                tx.insert_embedding(sha, model, vector / np.linalg.norm(vector))
+        tag_library(store, tiny_encoder, labels, "simple", top_k=2, progress=False)
+        return store
+
+    return make

@@ -11,9 +11,6 @@ writable `Store` of the same file (as the owner's process would), started from a
 
 from __future__ import annotations
 
-import hashlib
-
-import numpy as np
 import pytest
 
 from clipforge.library.store import Store
@@ -25,20 +22,10 @@ OLD, NEW = ["cat", "dog"], ["car", "tree"]
 
 
 @pytest.fixture()
-def owner(tmp_path, tiny_encoder):
+def owner(tmp_path, tagged_vector_store):
     """The owner's writable store: `PHOTOS` photos (random unit vectors) tagged OLD, top 2, kept open (its
     write-ahead log holds the writes, as while the owner's process runs)."""
-    store = Store(tmp_path / "library.sqlite3")
-    model, dim = tiny_encoder.fingerprint, int(tiny_encoder.embed_dim)
-    rng = np.random.default_rng(0)
-    with store.transaction() as tx:
-        tx.ensure_model(model, "test-vit-tiny", dim)
-        for number in range(PHOTOS):
-            sha = hashlib.sha256(str(number).encode()).hexdigest()
-            tx.upsert_image(f"/photos/p{number:04d}.jpg", sha, 1, 1, 8, 8, "ok", None)
-            vector = rng.standard_normal(dim).astype(np.float32)
-            tx.insert_embedding(sha, model, vector / np.linalg.norm(vector))
-    tag_library(store, tiny_encoder, OLD, "simple", top_k=2, progress=False)
+    store = tagged_vector_store(tmp_path / "library.sqlite3", PHOTOS, OLD)
     yield store
     store.close()
 

@@ -11,9 +11,6 @@ started from a hook between the reader's statements, never timed.
 
 from __future__ import annotations
 
-import hashlib
-
-import numpy as np
 import pytest
 
 from clipforge.library import store as store_module
@@ -28,19 +25,9 @@ OLD, NEW = ["cat", "dog"], ["car", "tree"]
 
 
 @pytest.fixture()
-def store(tmp_path, tiny_encoder):
+def store(tmp_path, tagged_vector_store):
     """A library of `PHOTOS` photos (random unit vectors, no image decoded) tagged OLD, top 2."""
-    store = Store(tmp_path / "library.sqlite3")
-    model, dim = tiny_encoder.fingerprint, int(tiny_encoder.embed_dim)
-    rng = np.random.default_rng(0)
-    with store.transaction() as tx:
-        tx.ensure_model(model, "test-vit-tiny", dim)
-        for number in range(PHOTOS):
-            sha = hashlib.sha256(str(number).encode()).hexdigest()
-            tx.upsert_image(f"/photos/p{number:04d}.jpg", sha, 1, 1, 8, 8, "ok", None)
-            vector = rng.standard_normal(dim).astype(np.float32)
-            tx.insert_embedding(sha, model, vector / np.linalg.norm(vector))
-    tag_library(store, tiny_encoder, OLD, "simple", top_k=2, progress=False)
+    store = tagged_vector_store(tmp_path / "library.sqlite3", PHOTOS, OLD)
     yield store
     store.close()
 

@@ -21,13 +21,10 @@ a marker file, and every test checks that the marker does not exist.
 
 from __future__ import annotations
 
-import importlib
 import io
 import pickle
-import sys
 import warnings
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,21 +39,10 @@ _NOT_CN = "not a Chinese-CLIP checkpoint: expected bert.embeddings.word_embeddin
 
 
 @pytest.fixture()
-def evil(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[object, Path]]:
+def evil(marker_pickler) -> tuple[object, Path]:
     """(an object whose pickle calls ``s55_review_cn_marker.touch(marker)``, the marker)."""
-    folder = tmp_path / "module"
-    folder.mkdir()
-    (folder / f"{_MODULE}.py").write_text("def touch(path):\n    open(path, 'w').close()\n    return {}\n")
-    monkeypatch.syspath_prepend(str(folder))
-    module = importlib.import_module(_MODULE)
-    marker = tmp_path / "ran"
-
-    class Evil:
-        def __reduce__(self) -> tuple:
-            return (module.touch, (str(marker),))
-
-    yield Evil(), marker
-    sys.modules.pop(_MODULE, None)
+    cls, marker = marker_pickler(_MODULE)
+    return cls(), marker
 
 
 def test_a_torchscript_archive_is_not_called_unsafe(tmp_path: Path) -> None:

@@ -17,12 +17,9 @@ a marker file, and every test checks that the marker does not exist.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import io
 import pickle
-import sys
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,21 +38,9 @@ _SLIPS = {  # bytes torch's weights-only unpickler takes as opcodes, then fails 
 
 
 @pytest.fixture()
-def evil(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[type, Path]]:
+def evil(marker_pickler) -> tuple[type, Path]:
     """(a class whose pickle calls ``s55_review_marker.touch(marker)``, the marker), the module on sys.path."""
-    folder = tmp_path / "module"
-    folder.mkdir()
-    (folder / f"{_MODULE}.py").write_text("def touch(path):\n    open(path, 'w').close()\n    return {}\n")
-    monkeypatch.syspath_prepend(str(folder))
-    module = importlib.import_module(_MODULE)
-    marker = tmp_path / "ran"
-
-    class Evil:
-        def __reduce__(self) -> tuple:
-            return (module.touch, (str(marker),))
-
-    yield Evil, marker
-    sys.modules.pop(_MODULE, None)
+    return marker_pickler(_MODULE)
 
 
 def _zip(members: list[tuple[str, bytes]]) -> bytes:
