@@ -80,3 +80,17 @@ def test_a_file_url_names_the_path(image: str, tmp_path: Path, capsys) -> None:
 
 def test_an_unknown_name_keeps_its_line(image: str, capsys) -> None:
     assert _error(image, "no-such-model", capsys).startswith("error: model 'no-such-model' is neither a known name")
+
+
+@pytest.mark.parametrize("how", ["spec", "pretrained"])
+def test_weights_given_as_a_url_for_an_architecture_say_the_same(how: str) -> None:
+    """`ViT-B/32:https://...` or `load("ViT-B/32", pretrained="https://...")`: "no pretrained weights
+    'https://...' for ViT-B/32" with the known tags listed; now the URL's own line, before any download."""
+    from clipforge.api import resolve_spec
+
+    url = "https://example.com/weights/my-finetune.pt"
+    with pytest.raises(FileNotFoundError) as raised:
+        resolve_spec(f"ViT-B/32:{url}") if how == "spec" else resolve_spec("ViT-B/32", pretrained=url)
+    message = str(raised.value)
+    assert "is a URL" in message and "download the file yourself" in message and "./my-finetune.pt" in message
+    assert "no pretrained weights" not in message

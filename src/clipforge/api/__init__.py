@@ -191,6 +191,8 @@ def resolve_spec(spec: Spec, pretrained: str | None = None, download_root: Spec 
     if not _is_registry_tag(arch, tag) and Path(tag).expanduser().exists():  # ARCH:/path: a file built as ARCH
         path = Path(tag).expanduser().resolve()
         return _Source(f"{arch}:{path.name}", checkpoint=path, weights=str(path), arch=arch)
+    if not _is_registry_tag(arch, tag) and (error := _url_spec(tag)) is not None:  # ARCH:https://... weights
+        raise error
     name = arch if tag == _default_tag(arch) else f"{arch}:{tag}"
     return _pretrained_source(name, arch, tag, download_root)
 
