@@ -241,3 +241,22 @@ def test_only_answers_the_same_for_every_request_of_a_key_are_kept(headers, shar
     answers = [client.get("/config") for _ in range(3)]
     assert [(a.status_code, a.content) for a in answers] == [(200, b'{"root": "x"}')] * 3
     assert len(calls) == (1 if kept else 3) and len(cache.answers) == (1 if kept else 0)
+
+
+def test_the_build_limits_are_server_limits(ui_app, builds):
+    """`ServerLimits.ui_page_builds_per_host` (and `ui_page_builds`) set what the defaults above test: with one place
+    an address, a second build of the same address is refused while the first runs."""
+    app, client = ui_app(ServerLimits(ui_page_builds=1, ui_page_builds_per_host=1))
+    assert (app.state.ui_page_cache.turns.at_once, app.state.ui_page_cache.turns.per_address) == (1, 1)
+    builds.held = True
+    answers: dict[str, object] = {}
+    thread = threading.Thread(target=lambda: answers.update(one=client.get("/config", headers={"Host": "one"})))
+    thread.start()
+    assert builds.entered.acquire(timeout=30)  # the first is building
+    second = client.get("/config", headers={"Host": "two"})
+    assert second.status_code == 429
+    assert second.json()["detail"] == "1 build of the web UI's page from your address is running or waiting; " \
+                                      "try again shortly"
+    builds.release.set()
+    thread.join(30)
+    assert answers["one"].status_code == 200 and builds.count == 1

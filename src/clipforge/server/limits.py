@@ -104,6 +104,11 @@ class ServerLimits:
     """UI events one address may have waiting or unread, all its sessions together (each holds its inputs)."""
     ui_new_sessions_per_minute: int = 120
     """Browser sessions one address may start a minute (a page load is one)."""
+    ui_page_builds: int = 1
+    """Answers of `/` and `/config` gradio builds at once, server-wide (each holds a thread and the GIL for its few
+    milliseconds; answers already built are served without one: `server.ui_config_cache`)."""
+    ui_page_builds_per_host: int = 2
+    """Builds of `/` and `/config` one address may have running or waiting; one more is refused (429)."""
     ui_event_slots: int = 256
     """UI events gradio runs at once, server-wide (its default 40): each waits for its turn in the model's fair
     queue inside one, so with 40 three addresses' pending events made everyone else wait in gradio's line."""

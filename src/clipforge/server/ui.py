@@ -343,6 +343,8 @@ def mount_ui(app: Any, service: LibraryService) -> Any:
         demo,
         per_minute=limits.ui_new_sessions_per_minute,
         shared=lambda: demo.auth is None and mounted.auth is None and mounted.auth_dependency is None,
+        at_once=limits.ui_page_builds,
+        per_address=limits.ui_page_builds_per_host,
     )
     app.add_middleware(UIPageCacheMiddleware, cache=pages)
     app.state.ui_page_cache = pages

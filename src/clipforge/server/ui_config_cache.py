@@ -55,9 +55,11 @@ MAX_ANSWER_BYTES = 2 * 2**20
 MAX_KEPT_BYTES = 16 * 2**20
 """Bytes of all the answers kept together."""
 BUILDS_AT_ONCE = 1
-"""Answers gradio builds at once, server-wide: each holds a thread and the GIL for its few milliseconds."""
+"""Default (`ServerLimits.ui_page_builds`): answers gradio builds at once, server-wide: each holds a thread and
+the GIL for its few milliseconds."""
 BUILDS_PER_ADDRESS = 2
-"""Builds one address may have running or waiting; one more is refused (429), not queued."""
+"""Default (`ServerLimits.ui_page_builds_per_host`): builds one address may have running or waiting; one more is
+refused (429), not queued."""
 _WINDOW_S = 60.0
 _MAX_ADDRESSES = 10_000  # addresses whose minute is remembered before the expired ones are forgotten
 
@@ -83,8 +85,7 @@ class BuildTurns:
 
     def __init__(self, at_once: int, per_address: int, per_minute: int,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.per_address = int(per_address)
-        self.per_minute = int(per_minute)
+        self.at_once, self.per_address, self.per_minute = int(at_once), int(per_address), int(per_minute)
         self._clock = clock
         self._lock = threading.Lock()  # one event loop in a server; a test client may run one per request
         self._free = int(at_once)
@@ -98,8 +99,9 @@ class BuildTurns:
         """Hold a place for `address` (None; `leave` gives it back), or the 429's detail saying why not."""
         with self._lock:
             if self._held.get(address, 0) >= self.per_address:
-                return (f"{self.per_address} builds of the web UI's page from your address are running or waiting; "
-                        f"try again shortly")
+                builds = f"{self.per_address} build{'s' if self.per_address != 1 else ''}"
+                return (f"{builds} of the web UI's page from your address {'are' if self.per_address != 1 else 'is'} "
+                        "running or waiting; try again shortly")
             now = self._clock()
             start, count = self._minute.get(address, (now, 0))
             if now - start >= _WINDOW_S:
@@ -220,10 +222,11 @@ async def _send_answer(send: Send, answer: _Answer) -> None:
 class PageCache:
     """The answers kept and the builds' turns (module docstring); `serve` answers one request of `CACHED_ROUTES`."""
 
-    def __init__(self, blocks: Any, per_minute: int, shared: Callable[[], bool] = lambda: True) -> None:
+    def __init__(self, blocks: Any, per_minute: int, shared: Callable[[], bool] = lambda: True,
+                 at_once: int = BUILDS_AT_ONCE, per_address: int = BUILDS_PER_ADDRESS) -> None:
         self.blocks = blocks  # gradio's Blocks: a new `config` object drops every answer kept
         self.shared = shared  # false when gradio's login is on: answers may name a user, none is kept
-        self.turns = BuildTurns(BUILDS_AT_ONCE, BUILDS_PER_ADDRESS, per_minute)
+        self.turns = BuildTurns(at_once, per_address, per_minute)  # `ServerLimits.ui_page_builds*` in a server
         self.answers: OrderedDict[Hashable, _Answer] = OrderedDict()
         self._bytes = 0
         self._source = getattr(blocks, "config", None)
