@@ -101,8 +101,7 @@ def check_cn_architecture(path: str | os.PathLike[str], arch: str) -> None:
     from clipforge.models.chinese_clip import chinese_clip_config, create_chinese_clip
     from clipforge.weights.damaged import damage_of
     from clipforge.weights.errors import CheckpointFormatError, check_shapes
-    from clipforge.weights.torch_pickle import torch_load_safely
-    from clipforge.weights.torchscript import is_torchscript_archive, read_torchscript_state_dict
+    from clipforge.weights.torch_pickle import read_torch_file
 
     name = Path(path).name
     if Path(path).is_file() and not _zip_or_pickle(path):  # as the generic loader: no unpickler on such bytes
@@ -110,9 +109,8 @@ def check_cn_architecture(path: str | os.PathLike[str], arch: str) -> None:
         raise CheckpointFormatError(f"{name} does not hold {arch} weights: " + (damage or (
             f"{path} is not a PyTorch checkpoint: torch.save writes a zip archive (or a legacy pickle), and its "
             "first bytes are neither")))
-    try:  # a TorchScript archive by the generic loader's restricted reader: its __torch__ classes are no threat
-        checkpoint = (read_torchscript_state_dict(path) if is_torchscript_archive(path)
-                      else torch_load_safely(path, mmap=True))  # UnsafeCheckpointError passes through as it is
+    try:  # as the generic loader reads it (TorchScript by the restricted reader); UnsafeCheckpointError passes
+        checkpoint, _ = read_torch_file(path, mmap=True)
     except CheckpointFormatError as err:
         raise CheckpointFormatError(f"{name} does not hold {arch} weights: {err}") from None
     try:
@@ -126,15 +124,17 @@ def check_cn_architecture(path: str | os.PathLike[str], arch: str) -> None:
 
 
 def _zip_or_pickle(path: str | os.PathLike[str]) -> bool:
-    """Whether `path` starts as torch.save writes (a zip, or a protocol-2+ pickle): bytes for the unpickler,
-    which alone can name a forbidden global. Anything else is first asked what it is (`damage_of`), as the
-    generic loader does, so text that happens to parse as a pickle opcode is not called code."""
+    """Whether `path` starts as torch.save writes (`torch_pickle.ZIP_HEADS`, `LEGACY_HEAD`): bytes for the
+    unpickler, which alone can name a forbidden global. Anything else is first asked what it is (`damage_of`), as
+    the generic loader does, so text that happens to parse as a pickle opcode is not called code."""
+    from clipforge.weights.torch_pickle import LEGACY_HEAD, ZIP_HEADS
+
     try:
         with open(path, "rb") as fh:
             head = fh.read(4)
     except OSError:
         return False
-    return head.startswith((b"PK\x03\x04", b"PK\x05\x06", b"\x80"))
+    return head.startswith((*ZIP_HEADS, LEGACY_HEAD))
 
 
 # ---- transformers' ChineseCLIPModel layout -------------------------------------------------------------

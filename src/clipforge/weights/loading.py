@@ -27,7 +27,7 @@ import torch
 
 from clipforge.weights.errors import CheckpointFormatError, check_shapes
 from clipforge.weights.layout import canonical_order
-from clipforge.weights.torch_pickle import torch_load_safely
+from clipforge.weights.torch_pickle import LEGACY_HEAD, ZIP_HEADS, read_torch_file, torch_load_safely
 
 __all__ = ["Checkpoint", "check_architecture", "load_checkpoint", "load_state_dict", "torch_load_safely"]
 
@@ -193,11 +193,7 @@ def _read_raw(path: Path, skip: Callable[[str], bool] | None = None
               ) -> tuple[Any, dict[str, Any] | None, str, frozenset[str]]:
     from clipforge.weights.hf import read_hf_directory
     from clipforge.weights.save import config_from_metadata, preprocess_from_metadata
-    from clipforge.weights.torchscript import (
-        check_zip_sizes,
-        is_torchscript_archive,
-        read_torchscript_state_dict,
-    )
+    from clipforge.weights.torchscript import check_zip_sizes
 
     if path.is_dir():
         own = _own_model_file(path)
@@ -212,10 +208,9 @@ def _read_raw(path: Path, skip: Callable[[str], bool] | None = None
     size = path.stat().st_size
     with open(path, "rb") as fh:
         head = fh.read(16)
-    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
-        if is_torchscript_archive(path):
-            return read_torchscript_state_dict(path), None, "torchscript", frozenset()
-        return torch_load_safely(path), None, "torch", frozenset()
+    if head.startswith(ZIP_HEADS):
+        raw, fmt = read_torch_file(path)
+        return raw, None, fmt, frozenset()
     if _looks_like_safetensors(head, size):
         tensors, metadata, skipped = _read_safetensors_parts(path, skip)
         config = config_from_metadata(metadata, path)
@@ -225,7 +220,7 @@ def _read_raw(path: Path, skip: Callable[[str], bool] | None = None
         return tensors, config, "safetensors", skipped
     from clipforge.weights.damaged import damage_of
 
-    if head[:1] == b"\x80":  # pickle protocol >= 2: torch.save's legacy (pre-zip) format
+    if head.startswith(LEGACY_HEAD):  # pickle protocol >= 2: torch.save's legacy (pre-zip) format
         # first, even when the head also reads as a cut safetensors header: a pickle can be built to look like
         # one, and only the unpickler's refusal names the forbidden global; a real cut safetensors comes back
         # from `torch_load_safely` named as cut short (`clipforge.weights.damaged`)

@@ -204,3 +204,19 @@ def torch_load_safely(path: str | os.PathLike[str], *, mmap: bool = False) -> An
         if (forbidden := _scanned_forbidden(path)) is not None:
             raise UnsafeCheckpointError(path, forbidden, _UNSAFE_HINT) from None
         raise _unreadable(path, err) from err
+
+
+ZIP_HEADS = (b"PK\x03\x04", b"PK\x05\x06")  # torch.save since 1.6 (an empty archive: the end record alone)
+LEGACY_HEAD = b"\x80"  # a pickle of protocol 2 or more: torch.save's legacy (pre-zip) format
+
+
+def read_torch_file(path: str | os.PathLike[str], *, mmap: bool = False) -> tuple[Any, str]:
+    """(contents, "torchscript" | "torch") of a file whose head is one of `ZIP_HEADS` or `LEGACY_HEAD`, read the
+    one safe way: an OpenAI TorchScript archive by the restricted reader (its ``__torch__`` classes are data to
+    it, never code), anything else by `torch_load_safely` (`mmap`: a zip's tensors mapped from disk). The
+    generic loader and Chinese-CLIP's download check both read torch files through it."""
+    from clipforge.weights.torchscript import is_torchscript_archive, read_torchscript_state_dict
+
+    if is_torchscript_archive(path):
+        return read_torchscript_state_dict(path), "torchscript"
+    return torch_load_safely(path, mmap=mmap), "torch"
