@@ -11,11 +11,19 @@ whichever layer raised it, becomes its status (`http_status`, 400 unless the cla
 code named after its class (`QueryError` -> `query_error`), with its message as one line; both
 are logged as one line, without a traceback. Anything else is a bug: the client gets 500 and a
 generic sentence (nothing of the server's internals), the log gets the whole traceback.
+
+Every 429 carries `Retry-After` (RFC 9110 §10.2.3, RFC 6585: whole seconds, at least 1), so a client that
+honours it backs off instead of asking again at once. Where the limit is a window of time, the refusal names
+the real wait (`APIError(..., retry_after=seconds)`, `retry_after_seconds`); where it is a count of requests
+running or waiting, a place frees when one of them ends, which nobody knows ahead, and the answer says
+`RETRY_SOON_S`. A 429 that names no wait gets that one too (`with_retry_after`), here for FastAPI's answers and
+in `middleware.send_json` for the raw-ASGI ones: no 429 leaves without the header.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import re
 from typing import Any
 
@@ -30,18 +38,21 @@ from clipforge.server.limits import MAX_IMAGE_ID
 
 __all__ = [
     "INTERNAL_DETAIL",
+    "RETRY_SOON_S",
     "SHOWN_CHARS",
     "APIError",
     "api_error",
     "error_body",
     "error_response",
     "install_error_handlers",
+    "retry_after_seconds",
     "shown",
     "status_code_name",
     "user_error",
     "validation_error",
     "validation_text",
     "without_folders",
+    "with_retry_after",
 ]
 
 log = logging.getLogger(__name__)
@@ -66,14 +77,40 @@ def status_code_name(status: int) -> str:
     return _CODES.get(status, "internal_error" if status >= 500 else "error")
 
 
-class APIError(Exception):
-    """Raise anywhere in a request to answer `status` with `{"error": code, "detail": detail}`."""
+RETRY_SOON_S = 1
+"""`Retry-After` of a 429 for a cap on requests running or waiting at once (model work, page builds, UI streams
+and unread answers): a place frees as soon as one of the client's own requests ends, which is not known ahead;
+one second spaces a well-behaved client's retries without keeping it waiting long."""
 
-    def __init__(self, status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> None:
+
+def retry_after_seconds(wait: float) -> int:
+    """A wait of `wait` seconds as `Retry-After` delay-seconds: whole seconds, rounded up (a client that waits
+    the number given never comes back before the limit has freed), at least 1."""
+    return max(1, math.ceil(wait)) if math.isfinite(wait) else RETRY_SOON_S
+
+
+def with_retry_after(status: int, headers: dict[str, str] | None) -> dict[str, str] | None:
+    """`headers` of an answer of `status`, with `Retry-After: RETRY_SOON_S` added to a 429 that names no wait."""
+    if status != 429 or any(name.lower() == "retry-after" for name in headers or {}):
+        return headers
+    return {**(headers or {}), "Retry-After": str(RETRY_SOON_S)}
+
+
+class APIError(Exception):
+    """Raise anywhere in a request to answer `status` with `{"error": code, "detail": detail}`.
+
+    `retry_after`: seconds until the client may try again (a 429's or a 503's wait), sent as `Retry-After`
+    (`retry_after_seconds`); None leaves `headers` as given."""
+
+    def __init__(self, status: int, code: str, detail: str, headers: dict[str, str] | None = None,
+                 *, retry_after: float | None = None) -> None:
         super().__init__(detail)
         self.status = status
         self.code = code
         self.detail = detail
+        self.retry_after = None if retry_after is None else retry_after_seconds(retry_after)
+        if self.retry_after is not None:
+            headers = {**(headers or {}), "Retry-After": str(self.retry_after)}
         self.headers = headers
 
 
@@ -143,7 +180,8 @@ def error_body(code: str, detail: Any) -> dict[str, Any]:
 def error_response(
     status: int, code: str, detail: Any, headers: dict[str, str] | None = None
 ) -> JSONResponse:
-    return JSONResponse(error_body(code, detail), status_code=status, headers=headers)
+    """The REST routes' one way an error becomes an answer (a 429 always with `Retry-After`)."""
+    return JSONResponse(error_body(code, detail), status_code=status, headers=with_retry_after(status, headers))
 
 
 def validation_error(errors: list[dict[str, Any]]) -> RequestValidationError:

@@ -5,7 +5,8 @@ lock (or gradio's first-come queue), one client that sends 30 classify events ma
 else wait for all 30. `FairGate` grants its slots round-robin: first across client hosts, then
 across the sessions of one host (browser tabs share 127.0.0.1 on a laptop), so another
 client's request runs after at most one request of each client already waiting. A client
-holding `per_client` requests (running or waiting) gets 429 for more; a host, `per_host`.
+holding `per_client` requests (running or waiting) gets 429 for more; a host, `per_host`. The 429 says
+`Retry-After: 1` (`errors.RETRY_SOON_S`): a place frees when one of the client's own requests ends.
 
 The work runs in a thread. When its request is answered without it (the time limit) or the
 client disconnects, the thread's stop flag is set: class-embedding builds check it between
@@ -25,7 +26,7 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 
-from clipforge.server.errors import APIError
+from clipforge.server.errors import RETRY_SOON_S, APIError
 
 __all__ = ["ClientGone", "FairGate", "address_key", "client_key"]
 
@@ -81,12 +82,15 @@ class FairGate:
     # -- bookkeeping (under the mutex) ----------------------------------------------------
     def _admit(self, client: tuple[str, str]) -> None:
         host = client[0]
+        # a place frees when one of the client's own requests ends, not at a time known ahead: Retry-After is
+        # the short constant of every such cap (`errors.RETRY_SOON_S`)
         if self._held.get(client, 0) >= self.per_client:
             raise APIError(429, "too_many_requests", f"you already have {self.per_client} {self.what} "
-                                                     f"running or waiting; wait for their answers")
+                                                     f"running or waiting; wait for their answers",
+                           retry_after=RETRY_SOON_S)
         if self._held_by_host.get(host, 0) >= self.per_host:
             raise APIError(429, "too_many_requests", f"{self.per_host} requests from your address are running or "
-                                                     f"waiting; try again shortly")
+                                                     f"waiting; try again shortly", retry_after=RETRY_SOON_S)
         self._held[client] = self._held.get(client, 0) + 1
         self._held_by_host[host] = self._held_by_host.get(host, 0) + 1
 

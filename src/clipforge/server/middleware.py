@@ -24,7 +24,7 @@ from typing import Any
 
 from starlette.routing import get_route_path
 
-from clipforge.server.errors import error_body, shown
+from clipforge.server.errors import error_body, retry_after_seconds, shown, with_retry_after
 from clipforge.server.fair import address_key
 
 __all__ = ["BodyLimitMiddleware", "TimeoutMiddleware", "client_host", "send_json"]
@@ -43,19 +43,20 @@ def client_host(scope: Scope) -> str:
     return address_key(client[0] if client else None)
 
 
-async def send_json(send: Send, status: int, code: str, detail: str) -> None:
+async def send_json(send: Send, status: int, code: str, detail: str, retry_after: float | None = None) -> None:
+    """The raw-ASGI layers' one way an error becomes an answer, in the REST routes' shape. `retry_after`: seconds
+    until the client may try again, sent as `Retry-After` (`errors.retry_after_seconds`); a 429 without one gets
+    `errors.RETRY_SOON_S` (`errors.with_retry_after`)."""
     body = json.dumps(error_body(code, detail)).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
+    extra = {} if retry_after is None else {"Retry-After": str(retry_after_seconds(retry_after))}
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]
+    headers += [(k.lower().encode("latin-1"), v.encode("latin-1"))
+                for k, v in (with_retry_after(status, extra) or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 

@@ -5,7 +5,8 @@ changing it needs the token when the server was started with `--token`. The comp
 `hmac.compare_digest` on bytes so the response time says nothing about how much of a guessed
 token was right. Guessing is slowed: after `MAX_WRONG_TOKENS` wrong tokens from one address within
 `WRONG_TOKEN_WINDOW_S`, that address's writes are refused (429) until the window has passed, without
-comparing anything (the right token too: otherwise the lock would only confirm a guess).
+comparing anything (the right token too: otherwise the lock would only confirm a guess); the 429's
+`Retry-After` is the seconds until the oldest of those wrong tokens leaves the window.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 
-from clipforge.server.errors import APIError
+from clipforge.server.errors import APIError, retry_after_seconds
 
 __all__ = ["MAX_WRONG_TOKENS", "WRONG_TOKEN_WINDOW_S", "TokenChecker", "token_from_headers"]
 
@@ -69,9 +70,11 @@ class TokenChecker:
             while recent and now - recent[0] > WRONG_TOKEN_WINDOW_S:
                 recent.popleft()
             if recent is not None and len(recent) >= MAX_WRONG_TOKENS:
-                wait = WRONG_TOKEN_WINDOW_S - (now - recent[0])
+                # the lock lifts when the oldest wrong token leaves the window: that wait, in whole seconds
+                # rounded up, is both the detail's number and Retry-After (a rounded-down one came back too early)
+                wait = retry_after_seconds(WRONG_TOKEN_WINDOW_S - (now - recent[0]))
                 raise APIError(429, "too_many_requests", f"{MAX_WRONG_TOKENS} wrong tokens from your address in "
-                               f"{WRONG_TOKEN_WINDOW_S:g} s: wait {max(1, round(wait))} s before trying again")
+                               f"{WRONG_TOKEN_WINDOW_S:g} s: wait {wait} s before trying again", retry_after=wait)
         if not presented:
             return False
         if self.matches(presented):

@@ -7,7 +7,8 @@ reading only, and no count of connections is capped (see `runner`), so one anony
 40 such requests for a 13 MB photo held 546 MB, and more connections held more, without bound.
 Here the bytes of unfinished answers are counted: an address may hold `per_host`, the server `total`,
 and an answer that would pass either is refused (429 / 503) before it starts. An address that holds
-nothing may always fetch one file (a photo bigger than the share is still served, one at a time).
+nothing may always fetch one file (a photo bigger than the share is still served, one at a time). Both
+refusals say `Retry-After: 5` (`SENDING_RETRY_S`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,11 @@ from starlette.responses import Response, StreamingResponse
 
 from clipforge.server.errors import APIError
 
-__all__ = ["ReleasingResponse", "ReleasingStream", "SendingBytes"]
+__all__ = ["SENDING_RETRY_S", "ReleasingResponse", "ReleasingStream", "SendingBytes"]
+
+SENDING_RETRY_S = 5
+"""`Retry-After` of the 429 (and the 503) for bytes being sent: they free as the clients read their answers, at
+the clients' pace, which the server cannot know; a few seconds lets a reader take a megabyte piece or several."""
 
 
 class SendingBytes:
@@ -44,7 +49,7 @@ class SendingBytes:
                 "too_many_requests",
                 f"your address is being sent {mine:,} bytes of images already (at most {self.per_host:,} "
                 f"at once); read those answers first",
-                {"Retry-After": "5"},
+                retry_after=SENDING_RETRY_S,
             )
         if everyone and everyone + size > self.total:
             raise APIError(
@@ -52,7 +57,7 @@ class SendingBytes:
                 "server_busy",
                 f"this server is sending {everyone:,} bytes of images already (at most "
                 f"{self.total:,} at once); try again shortly",
-                {"Retry-After": "5"},
+                retry_after=SENDING_RETRY_S,
             )
         self._held[host] += size
         done = False

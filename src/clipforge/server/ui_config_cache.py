@@ -25,8 +25,10 @@ owns:
 * What a request the cache cannot answer costs: requests for the same key wait for the one build under way; builds
   run `BUILDS_AT_ONCE` at a time server-wide, in order of arrival, the answer buffered (a client that reads slowly
   holds no turn); an address has at most `BUILDS_PER_ADDRESS` running or waiting and `per_minute` a minute (the
-  page loads `ServerLimits.ui_new_sessions_per_minute` allows it), then 429. A new host name, path or query string
-  is a new key, so these bounds, not the cache, are what an address varying them meets.
+  page loads `ServerLimits.ui_new_sessions_per_minute` allows it), then 429, whose `Retry-After` is 1 s for the
+  places (a build takes milliseconds) and the seconds left of the address's minute for the builds a minute. A new
+  host name, path or query string is a new key, so these bounds, not the cache, are what an address varying them
+  meets.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from typing import Any
 
 from starlette.routing import get_route_path
 
+from clipforge.server.errors import RETRY_SOON_S, retry_after_seconds
 from clipforge.server.middleware import ASGIApp, Message, Receive, Scope, Send, client_host, send_json
 
 __all__ = ["BUILDS_AT_ONCE", "BUILDS_PER_ADDRESS", "MAX_ANSWERS", "MAX_ANSWER_BYTES", "MAX_KEPT_BYTES", "BuildTurns",
@@ -95,20 +98,23 @@ class BuildTurns:
         self._minute: dict[str, tuple[float, int]] = {}  # address -> (its window's start, builds started in it)
         self._prune_at = _MAX_ADDRESSES
 
-    def admit(self, address: str) -> str | None:
-        """Hold a place for `address` (None; `leave` gives it back), or the 429's detail saying why not."""
+    def admit(self, address: str) -> tuple[str, int] | None:
+        """Hold a place for `address` (None; `leave` gives it back), or the 429's detail saying why not and its
+        `Retry-After` in seconds: a place running or waiting frees when a build of the address ends (a few
+        milliseconds: `errors.RETRY_SOON_S`); the builds of a minute, when the address's minute has passed."""
         with self._lock:
             if self._held.get(address, 0) >= self.per_address:
                 builds = f"{self.per_address} build{'s' if self.per_address != 1 else ''}"
                 return (f"{builds} of the web UI's page from your address {'are' if self.per_address != 1 else 'is'} "
-                        "running or waiting; try again shortly")
+                        "running or waiting; try again shortly", RETRY_SOON_S)
             now = self._clock()
             start, count = self._minute.get(address, (now, 0))
             if now - start >= _WINDOW_S:
                 start, count = now, 0
             if count >= self.per_minute:
                 return (f"the web UI's page was built {self.per_minute} times for your address in the last minute "
-                        f"(each new host name, path or query string is built once); wait a minute")
+                        f"(each new host name, path or query string is built once); wait a minute",
+                        retry_after_seconds(start + _WINDOW_S - now))
             if len(self._minute) >= self._prune_at:  # only addresses that built in the last minute stay
                 self._minute = {a: w for a, w in self._minute.items() if now - w[0] < _WINDOW_S}
                 self._prune_at = max(_MAX_ADDRESSES, 2 * len(self._minute))  # amortised: never a walk per build
@@ -252,7 +258,8 @@ class PageCache:
         address = client_host(scope)
         refusal = self.turns.admit(address)
         if refusal is not None:
-            await send_json(send, 429, "too_many_requests", refusal)
+            detail, retry_after = refusal
+            await send_json(send, 429, "too_many_requests", detail, retry_after)
             return
         future: asyncio.Future[None] | None = None
         if key is not None and key not in self._building:

@@ -19,7 +19,8 @@ the model's fair queue (`fair.FairGate`). So the join is where an anonymous clie
   50 joins of one address sent together all saw the count from before any of them and all got in;
 * an address may start `max_new_sessions` sessions a minute (gradio keeps the message queues of 2,000
   sessions and drops the least recently used: one client cycling 2,100 sessions made another user's
-  running classify end in "session not found");
+  running classify end in "session not found"); its 429's `Retry-After` is the seconds until the address's
+  oldest session of the minute leaves it (the unread caps' is `errors.RETRY_SOON_S`: they free as pages read);
 * the tables this keeps, and gradio's per-session event table, are swept of sessions with nothing left, and
   answers left unread for `UNREAD_AGE_S` with no stream reading them are forgotten (`forget_unread`): gradio keeps
   them for good, so 16 joins never read had locked their address (every user, on loopback) out of the UI.
@@ -38,8 +39,14 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["MAX_UI_STRING_CHARS", "UNREAD_AGE_S", "Cancels", "JoinRules", "forget_unread", "json_refusal",
+from clipforge.server.errors import RETRY_SOON_S, retry_after_seconds
+
+__all__ = ["MAX_UI_STRING_CHARS", "UNREAD_AGE_S", "Cancels", "JoinRules", "Refusal", "forget_unread", "json_refusal",
            "value_refusal"]
+
+Refusal = tuple[int, str, str] | tuple[int, str, str, int]
+"""(status, code, detail) of a refused UI event, a 429's with its `Retry-After` seconds after them: the arguments
+of `middleware.send_json`."""
 
 MAX_UI_STRING_CHARS = 4096
 """Longest string a UI event may carry (paths: Linux's PATH_MAX; the page's fields take at most 2,000)."""
@@ -73,7 +80,7 @@ class JoinRules:
         self.clock = clock
         self._recent: dict[str, OrderedDict[str, float]] = {}  # address -> sessions it joined in the last minute
 
-    def refusal(self, host: str, join: Any) -> tuple[int, str, str] | None:
+    def refusal(self, host: str, join: Any) -> Refusal | None:
         """(status, code, detail) when this `queue/join` body must not reach gradio, else None (then it is counted
         among its address's sessions; its event is counted once `unread` shows it: `admit` holds its place until)."""
         refusal = self.shape_refusal(join)
@@ -92,13 +99,13 @@ class JoinRules:
             return 413, "payload_too_large", f"a UI value may be at most {MAX_UI_STRING_CHARS:,} characters"
         return None
 
-    def count_refusal(self, host: str, join: Any) -> tuple[int, str, str] | None:
+    def count_refusal(self, host: str, join: Any) -> Refusal | None:
         """The checks of `refusal` against what `host` and the join's session hold (on the event loop); a join
         they let through is counted."""
         refusal = self._unread_refusal(host, join.get("session_hash"))
         return refusal if refusal is not None else self._new_session_refusal(host, join.get("session_hash"))
 
-    def admit(self, host: str, join: Any) -> tuple[int, str, str] | None:
+    def admit(self, host: str, join: Any) -> Refusal | None:
         """`count_refusal`, and a join it lets through holds a place among its session's events until `settle`:
         check and hold in one step on the event loop, so joins arriving together each see the ones before."""
         refusal = self.count_refusal(host, join)
@@ -122,7 +129,7 @@ class JoinRules:
         """Events of `session` gradio keeps, and its joins admitted that gradio has not recorded yet."""
         return (self.unread(session) if self.unread is not None else 0) + self._joining.get(session, 0)
 
-    def _new_session_refusal(self, host: str, session: Any) -> tuple[int, str, str] | None:
+    def _new_session_refusal(self, host: str, session: Any) -> Refusal | None:
         """Count `session` among `host`'s sessions of the last minute; 429 for one more than `max_new_sessions`."""
         if not isinstance(session, str):
             return None
@@ -137,13 +144,14 @@ class JoinRules:
             seen.move_to_end(session)
             seen[session] = now
             return None
-        if len(seen) >= self.max_new_sessions:
+        if len(seen) >= self.max_new_sessions:  # a place frees when the oldest session leaves the minute
+            wait = retry_after_seconds(next(iter(seen.values())) + 60 - now)
             return 429, "too_many_requests", (f"your address opened {self.max_new_sessions} pages in the last minute; "
-                                              f"wait a minute")
+                                              f"wait a minute"), wait
         seen[session] = now
         return None
 
-    def _unread_refusal(self, host: str, session: Any) -> tuple[int, str, str] | None:
+    def _unread_refusal(self, host: str, session: Any) -> Refusal | None:
         if self.unread is None:
             return None
         if not isinstance(session, str) or not 0 < len(session) <= 128:
@@ -167,7 +175,7 @@ class JoinRules:
             return None
         if not sessions:
             del self._by_host[host]
-        return 429, "too_many_requests", detail
+        return 429, "too_many_requests", detail, RETRY_SOON_S  # frees when a page reads its answers: not known ahead
 
     def reading(self, session: str, opened: bool) -> None:
         """A `queue/data` stream of `session` opened (True) or ended: answers being read are not abandoned, and
