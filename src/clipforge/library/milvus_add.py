@@ -44,7 +44,7 @@ def add_to_space(milvus: MilvusStore, space: MilvusSpace, encoder: Encoder, file
         else:
             planned[path] = _Planned(path, size, mtime_ns)
             unstat.append((planned[path], reason))
-    # New photos get the space's tags in the upsert that stores them (see `space_tagger`).
+    # New photos get the space's tags in the upsert that stores them, from the vocabulary named then (`space_tagger`).
     writer = MilvusWriter(space, report, planned, known, held, space_tagger(milvus, space, encoder, cache_dir),
                           others=others)
     embed_planned(todo, unstat, writer, encoder, held, report, max_pixels=max_pixels, batch_size=batch_size,

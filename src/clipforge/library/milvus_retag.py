@@ -24,10 +24,16 @@ keys first and then each chunk's rows by key; on a server, as its pages come. He
 photos of a 512-wide model are 1.6 GB of Python floats (10,000 such rows: a peak of 348 MB of Python allocations,
 the in-process engine's included, against 187 MB a chunk at a time); read by key, the run takes as long.
 
-Left as it is: an `index add` of another library object of the same store in the process, running while a `tag`
-switches, tags its new photos with the vocabulary it read when it began (the old one): they are kept, with the old
-labels until the next `tag`. Only `MilvusLibrary.add` holding the store's lock throughout would close that; its
-library's own lock (`MilvusLibrary._lock`) serialises one object's adds (the server's uploads) with its `tag` runs.
+An `index add` of another library object of the same store in the process, running while a `tag` switches, writes
+each batch under that lock too, from reading the rows whose tags it keeps to its upsert, and asks there for the
+tagger of the vocabulary the store names then (`MilvusWriter.write`, `milvus_tags.space_tagger`): a batch lands
+before the switch (copied and tagged anew by the run) or after it (tagged with the new vocabulary). Tagged with the
+vocabulary read when the add began, its photos kept the old labels until the next `tag`. Holding the lock for a
+batch, not the whole add, lets a `tag` run in between two batches; reads take no lock.
+
+A run killed between recording its vocabulary and the switch leaves a record of a collection the registry does not
+name: no reader reads it (`VocabularyRecords.has_tag_vocabulary` counts the named collections' records only, so an
+add does not load the text tower for it), and the next run drops it with its collection (`drop_leftovers`).
 """
 
 from __future__ import annotations

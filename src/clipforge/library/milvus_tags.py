@@ -2,9 +2,10 @@
 
 `clipforge tag` (`MilvusLibrary.classify`) tags every photo of a space and remembers its labels, templates and
 `top_k` in the store (`MilvusStore.set_tag_vocabulary`, a ``<collection>_tagsets`` collection); photos added
-later, by any process, are tagged with that vocabulary in the upsert that stores them (`space_tagger`). Both go
-through `make_tagger`, so a photo gets the same tags whichever way it came in, and the vocabulary is read by the
-embedded store's own `tagging.tag_vocabulary` (`Vocabularies`), so both stores read it alike.
+later, by any process, are tagged with the vocabulary the store names when each batch is written, in the upsert
+that stores them (`space_tagger`). Both go through `make_tagger`, so a photo gets the same tags whichever way it
+came in, and the vocabulary is read by the embedded store's own `tagging.tag_vocabulary` (`Vocabularies`), so both
+stores read it alike.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 
 from clipforge.library.encoder import Encoder
 from clipforge.library.milvus_store import MAX_TAGS, MilvusSpace, MilvusStore
-from clipforge.library.milvus_writer import Tagger
+from clipforge.library.milvus_writer import Tagger, TagSource
 from clipforge.library.tagging import (
     VOCABULARY_KEY,
     parse_labels,
@@ -59,16 +60,38 @@ def make_tagger(encoder: Encoder, labels: list[str], templates: str | Sequence[s
 
 
 def space_tagger(milvus: MilvusStore, space: MilvusSpace, encoder: Encoder,
-                 cache_dir: str | os.PathLike[str]) -> Tagger | None:
-    """The tagger of the space's remembered vocabulary (what `classify` applied), or None when it has
-    none, or when this add loaded the image tower only (then the photos stay untagged until `tag`).
+                 cache_dir: str | os.PathLike[str]) -> TagSource:
+    """Where an add's batches get the tagger of the space's remembered vocabulary (what `classify` applied): asked
+    by each batch under the store's write lock (`MilvusWriter.write`), it answers for the vocabulary the store names
+    then, read again whenever the space's rows are in another collection than when it was last read (a milvus-lite
+    `tag` run of another library object switched them, with their vocabulary, meanwhile). None: the space has no
+    vocabulary, or this add loaded the image tower only (then the photos stay untagged until `tag`).
 
-    Its class embeddings are made on its first call: an add with nothing new to tag reads no cache
-    and encodes no prompt (a `--library` folder without the cache would encode them each run)."""
+    Nothing is read before a batch has photos to tag, and a tagger's class embeddings are made on its first call: an
+    add with nothing new to tag reads no cache and encodes no prompt (a `--library` folder without the cache would
+    encode them each run)."""
     from clipforge.weights.towers import missing_towers
 
+    if "text" in missing_towers(encoder.model):
+        return lambda: None
+    known: dict[str, Tagger | None] = {}  # the collection last read for -> its vocabulary's tagger
+
+    def current() -> Tagger | None:
+        collection = space.collection  # before the vocabulary: a switch in between is read again next time
+        if collection not in known:
+            known.clear()
+            known[collection] = _vocabulary_tagger(milvus, space, encoder, cache_dir)
+        return known[collection]
+
+    return current
+
+
+def _vocabulary_tagger(milvus: MilvusStore, space: MilvusSpace, encoder: Encoder,
+                       cache_dir: str | os.PathLike[str]) -> Tagger | None:
+    """The tagger of the vocabulary the store names for the space now (None: none), its class embeddings made on its
+    first call."""
     vocabulary = tag_vocabulary(Vocabularies(milvus), space.fingerprint)
-    if vocabulary is None or "text" in missing_towers(encoder.model):
+    if vocabulary is None:
         return None
     made: list[Tagger] = []
 

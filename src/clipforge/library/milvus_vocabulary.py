@@ -14,7 +14,9 @@ tags) follows a move: the collections that moved and where to (`moved`, read by 
 call: an object kept the collection it had opened, and after another one's `tag` dropped it, each of its reads was
 "... is damaged: collection ... does not exist"), and one lock for the store's writes (`writes`), which a `tag` run
 holds from its first read of the rows to the switch: a write of another object meanwhile went into the collection
-being copied, and was dropped with it (photos added lost, photos removed back).
+being copied, and was dropped with it (photos added lost, photos removed back). An add holds it for each batch, from
+choosing the batch's tags to storing it (`MilvusWriter.write`), so no batch is tagged from a vocabulary a switch
+replaced before it was stored.
 """
 
 from __future__ import annotations
@@ -155,9 +157,21 @@ class VocabularyRecords:
         return True
 
     def has_tag_vocabulary(self) -> bool:
-        """Whether some model space has a vocabulary: an add then needs the text tower as well."""
-        return self._has_tagsets() and bool(self.call(self.client.query, self.tagsets, filter='fingerprint != ""',
-                                                      output_fields=["fingerprint"], limit=1, **self.read))
+        """Whether some model space's rows have a vocabulary: an add then needs the text tower as well.
+
+        Only the records of the collections the registry names count: a milvus-lite `tag` run killed between
+        recording its vocabulary (for the collection it was filling) and its switch left a record that names no
+        reader's rows, and tags nothing (`tag_vocabulary` reads the current collection's); counted, it had every
+        later add load the text tower for nothing. The run made its collection before the record, so the next `tag`
+        run drops both (`milvus_retag.drop_leftovers`)."""
+        if not self._has_tagsets() or not self.call(self.client.has_collection, self.registry):
+            return False
+        self.call(self.client.load_collection, self.registry)
+        spaces = self.call(self.client.query, self.registry, filter='fingerprint != ""',
+                           output_fields=["fingerprint", "collection"], **self.read)
+        keys = ", ".join(quote(self.vocabulary_key(r["fingerprint"], r["collection"])) for r in spaces)
+        return bool(keys) and bool(self.call(self.client.query, self.tagsets, filter=f"fingerprint in [{keys}]",
+                                             output_fields=["fingerprint"], limit=1, **self.read))
 
     def tag_vocabulary(self, fingerprint: str) -> str | None:
         """The JSON text of the vocabulary of the space's current rows (see `tagging.tag_vocabulary`), or None."""

@@ -11,6 +11,13 @@ deletes together with its tags. The report counts are the embedded store's (`ind
 so both stores print the same summary for the same run.
 Given the space's tagger (its remembered `tag` vocabulary), the new "ok" rows without tags are
 tagged before that upsert, so a new photo is never stored without the tags a filter looks for.
+
+A batch is written under the store's write lock (`MilvusStore.writes`), from reading the rows it keeps tags from to
+its upsert, and asks for the space's tagger there (`TagSource`): on milvus-lite a `tag` run of another library
+object of the store holds that lock from copying the rows to switching them, with their vocabulary, to a new
+collection, so a batch lands wholly before the switch (and is copied and tagged anew by the run) or wholly after it
+(tagged with the new vocabulary, keeping the tags the run gave). Tagged with the vocabulary read when the add began,
+a batch written after the switch kept the old labels until the next `tag`. Reads take no lock.
 """
 
 from __future__ import annotations
@@ -27,7 +34,8 @@ from clipforge.library.indexer import AddReport, _Planned
 from clipforge.library.milvus_store import MAX_ERROR_BYTES, MAX_TAGS, MilvusSpace, image_id, quote
 from clipforge.library.store import FileState, ImageRecord
 
-__all__ = ["RECORD_FIELDS", "MilvusWriter", "record_from_row", "row_from_record", "stored_reason", "tag_filter"]
+__all__ = ["RECORD_FIELDS", "MilvusWriter", "TagSource", "record_from_row", "row_from_record", "stored_reason",
+           "tag_filter"]
 
 RECORD_FIELDS = ["path", "id", "sha256", "size", "mtime_ns", "width", "height", "status", "error", "added_at", "tags",
                  "tag_scores"]
@@ -85,20 +93,24 @@ def tag_filter(labels: Sequence[str], tag_rank: int = 0, min_score: float = 0.0)
 Tagger = Callable[[np.ndarray], list[tuple[list[str], list[float]]]]
 """Unit vectors [n, dim] -> each one's (labels, scores) in rank order: a space's vocabulary applied."""
 
+TagSource = Callable[[], Tagger | None]
+"""The tagger of the vocabulary the store names for the space's rows now (None: it has none, or the add cannot tag):
+asked by each batch under the store's write lock (`milvus_tags.space_tagger`)."""
+
 
 class MilvusWriter:
     """`embed_files`' writer into one Milvus space: a batch is one upsert keyed by path (idempotent).
 
-    `tag`: the space's tagger when it has a vocabulary (None: rows keep no tags); `tagged` counts the
-    rows it tagged (`MilvusLibrary.last_tagged`). `others`: the store's other model spaces, asked for only
-    when a moved file is relinked (its row moves in each of them too, as the embedded store's one images
-    table moves it for every model)."""
+    `tags`: where the space's tagger comes from, asked by each batch that has rows to tag (None: rows keep no
+    tags; see the module docstring); `tagged` counts the rows it tagged (`MilvusLibrary.last_tagged`). `others`:
+    the store's other model spaces, asked for only when a moved file is relinked (its row moves in each of them
+    too, as the embedded store's one images table moves it for every model)."""
 
     def __init__(self, space: MilvusSpace, report: AddReport, planned: dict[str, _Planned],
-                 known: dict[str, FileState], held: set[str], tag: Tagger | None = None,
+                 known: dict[str, FileState], held: set[str], tags: TagSource | None = None,
                  others: Callable[[], Sequence[MilvusSpace]] = tuple) -> None:
         self.space, self.report, self.planned, self.known, self.held = space, report, planned, known, held
-        self.tag, self.tagged, self.others = tag, 0, others
+        self.tags, self.tagged, self.others = tags, 0, others
         self._by_sha: dict[str, list[str]] | None = None
 
     def _moved_from(self, sha256: str, path: str) -> str | None:
@@ -124,6 +136,11 @@ class MilvusWriter:
         return True
 
     def write(self, batch: EmbeddedBatch) -> None:
+        """One batch, one upsert, under the store's write lock (see the module docstring)."""
+        with self.space.store.writes():
+            self._write(batch)
+
+    def _write(self, batch: EmbeddedBatch) -> None:
         fresh = batch.by_sha()
         missing = [f.sha256 for f in batch.files if f.sha256 not in fresh]
         # Bytes the store holds are not decoded again (the reader skips them: no width or height), so
@@ -178,9 +195,10 @@ class MilvusWriter:
             rows.append(row_from_record(record, None, self.space.dim))
             self.report.add_failure(bad)
         untagged = [row for row in rows if row["status"] == "ok" and not row["tags"]]
-        if self.tag is not None and untagged:  # new or changed bytes: the vocabulary's tags, as `tag` gives
+        tag = self.tags() if self.tags is not None and untagged else None  # the vocabulary named now, not at start
+        if tag is not None:  # new or changed bytes: the vocabulary's tags, as `tag` gives
             vectors = np.asarray([row["vector"] for row in untagged], dtype=np.float32)
-            for row, (labels, scores) in zip(untagged, self.tag(vectors), strict=True):
+            for row, (labels, scores) in zip(untagged, tag(vectors), strict=True):
                 row["tags"], row["tag_scores"] = labels, scores
             self.tagged += len(untagged)
         self.space.upsert(rows)
