@@ -11,17 +11,40 @@ target. Everything in it is the client's choice, so before a line is written (a 
 - each field is cut to `MAX_FIELD_CHARS` characters with a marker saying how much was cut: a request
   line near h11's 16 KiB head limit made every logged line 15 kB long, as fast as a client could
   send requests, so one anonymous client filled the disk or drowned the lines that matter.
+
+A request whose client closed its connection before its answer (an aborted upload, a client's timeout) is sent
+nothing (`middleware.BodyLimitMiddleware`), and uvicorn writes a line only for an answer it sends: `log_client_gone`
+writes the request's one line, status 499 as nginx names it (`... "POST /api/images HTTP/1.1" 499 Client Closed
+Request`; `show_client_gone` gives uvicorn's formatter the name). Before, the app handed uvicorn a 400 for it,
+dropped unlogged, so an aborted upload left no trace; a server that logs what it is handed logged a 400.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from urllib.parse import unquote
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote, unquote
 
-__all__ = ["MAX_FIELD_CHARS", "AccessLogFilter", "is_credential_name", "log_safe", "redact_query"]
+__all__ = [
+    "CLIENT_GONE_PHRASE",
+    "CLIENT_GONE_STATUS",
+    "MAX_FIELD_CHARS",
+    "AccessLogFilter",
+    "is_credential_name",
+    "log_client_gone",
+    "log_safe",
+    "redact_query",
+    "show_client_gone",
+]
 
 MAX_FIELD_CHARS = 256
+CLIENT_GONE_STATUS = 499
+"""The status an access-log line gives a request whose client left before its answer (nginx's; no HTTP status is
+sent: there is nobody to send it to)."""
+CLIENT_GONE_PHRASE = "Client Closed Request"
+ACCESS_LOGGER = "uvicorn.access"
 
 _CREDENTIAL_NAMES = frozenset(
     {
@@ -132,3 +155,39 @@ class AccessLogFilter(logging.Filter):
         elif isinstance(record.msg, str):
             record.msg = log_safe(redact_query(record.msg), 4 * MAX_FIELD_CHARS)
         return True
+
+
+def log_client_gone(scope: Mapping[str, Any]) -> None:
+    """The access-log line of a request whose client closed its connection before its answer: uvicorn's own shape
+    (`client - "METHOD path HTTP/v" status`) with `CLIENT_GONE_STATUS`, through the same filter as every line, and
+    only where uvicorn would write one (a logger with handlers)."""
+    access = logging.getLogger(ACCESS_LOGGER)
+    if not access.hasHandlers():
+        return
+    client = scope.get("client")
+    address = f"{client[0]}:{client[1]}" if client else ""
+    target = quote(str(scope.get("path", "")))  # as uvicorn writes it (`uvicorn.protocols.utils`)
+    query = bytes(scope.get("query_string", b""))
+    if query:
+        target += "?" + query.decode("latin-1")
+    access.info('%s - "%s %s HTTP/%s" %d', address, scope.get("method", ""), target,
+                scope.get("http_version", "1.1"), CLIENT_GONE_STATUS)
+
+
+def show_client_gone(logger: logging.Logger) -> None:
+    """Have each uvicorn access formatter of `logger`'s handlers write `499 Client Closed Request`, not a bare
+    `499 ` (Python's `HTTPStatus` has no 499, so uvicorn finds no phrase for it)."""
+    for handler in logger.handlers:
+        formatter = handler.formatter
+        plain = getattr(formatter, "get_status_code", None)
+        if plain is None or getattr(plain, "names_client_gone", False):
+            continue
+
+        def status_code(code: int, plain: Any = plain) -> str:
+            text = str(plain(code))
+            if code != CLIENT_GONE_STATUS:
+                return text
+            return text.replace(f"{code} ", f"{code} {CLIENT_GONE_PHRASE}", 1)
+
+        status_code.names_client_gone = True  # type: ignore[attr-defined]
+        formatter.get_status_code = status_code  # type: ignore[union-attr]

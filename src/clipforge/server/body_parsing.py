@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from pydantic import BaseModel, ValidationError
+from python_multipart.exceptions import MultipartParseError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.formparsers import MultiPartException, MultiPartParser
@@ -27,7 +28,14 @@ from starlette.requests import Request
 from clipforge.server.bodies import JSON_TYPES, URLENCODED, BodyKind
 from clipforge.server.errors import APIError, validation_error
 from clipforge.server.limits import ServerLimits
-from clipforge.server.multipart_bound import DelimiterCount
+from clipforge.server.multipart_bound import (
+    DelimiterCount,
+    MultipartRefused,
+    Preamble,
+    no_parts,
+    parse_error,
+    unclosed,
+)
 from clipforge.server.uploads import read_upload
 
 __all__ = ["ParsedBody", "check_json_items", "parse_body"]
@@ -63,9 +71,11 @@ async def parse_body(request: Any, kind: BodyKind, limits: ServerLimits) -> Pars
         return await run_in_threadpool(_parse_form, raw, model, kind)
     # python-multipart steps through a delimiter that ends nothing byte by byte: bounded by the parts (`multipart_bound`)
     bound = DelimiterCount(request.headers.get("content-type", ""), len(model.model_fields) + len(kind.files))
-    form_request = Request(request.scope, _counted(request.receive, bound))
+    # ... and is handed the body from its first boundary line on: a preamble is no error (`multipart_bound`)
+    preamble = Preamble(bound.boundary, _BODY)
+    form_request = Request(request.scope, _counted(request.receive, bound, preamble))
     async with _multipart_form(
-        form_request, frozenset(model.model_fields), frozenset(kind.files), max_fields=len(model.model_fields)
+        form_request, frozenset(model.model_fields), frozenset(kind.files), len(model.model_fields), preamble
     ) as form:
         data, file_names = {}, {}
         for name, value in form.multi_items():
@@ -109,6 +119,16 @@ class _Utf8Fields(MultiPartParser):
     field, whatever its bytes; an unknown field of bytes that were not UTF-8 was reported as a bad encoding)."""
 
     fields: frozenset[str] = frozenset()
+    parts = 0  # parts begun, for the refusals that name one
+    ended = False  # the closing boundary line was read
+
+    def on_part_begin(self) -> None:
+        self.parts += 1
+        super().on_part_begin()
+
+    def on_end(self) -> None:
+        self.ended = True
+        super().on_end()
 
     def on_part_end(self) -> None:
         part = self._current_part
@@ -124,30 +144,40 @@ class _Utf8Fields(MultiPartParser):
 
 @asynccontextmanager
 async def _multipart_form(
-    request: Request, fields: frozenset[str], files: frozenset[str], max_fields: int
+    request: Request, fields: frozenset[str], files: frozenset[str], max_fields: int, preamble: Preamble
 ) -> AsyncIterator[FormData]:
-    """`request.form(...)` as starlette reads it (400 for what it refuses), every text field of `fields` UTF-8
-    (422 naming it); the form's files are closed on the way out."""
-    try:
-        async with aclosing(request.stream()) as stream:
-            parser = _Utf8Fields(request.headers, stream, max_files=len(files), max_fields=max_fields)
-            parser.fields = fields - files
+    """`request.form(...)` as starlette reads it (400 for what it refuses, saying what was expected where), every
+    text field of `fields` UTF-8 (422 naming it); a body without its closing boundary line, or without a part, is
+    refused (starlette kept the parts before the cut: a search cut off inside its image part searched by its text
+    alone); the form's files are closed on the way out."""
+    async with aclosing(request.stream()) as stream:
+        parser = _Utf8Fields(request.headers, stream, max_files=len(files), max_fields=max_fields)
+        parser.fields = fields - files
+        try:
             form = await parser.parse()
-    except MultiPartException as exc:
-        raise APIError(400, "bad_request", exc.message) from None
-    except _NotUtf8 as exc:
-        raise validation_error(
-            [{"loc": ("body", exc.name[:60]), "msg": "expected UTF-8 text", "type": "value_error"}]
-        ) from None
+        except MultiPartException as exc:
+            why = exc.__cause__
+            if isinstance(why, MultipartParseError):  # python-multipart's words name a state of its parser
+                raise APIError(400, "bad_request", parse_error(_BODY, preamble.boundary, parser.parts, str(why))) from None
+            raise APIError(400, "bad_request", exc.message) from None
+        except _NotUtf8 as exc:
+            raise validation_error(
+                [{"loc": ("body", exc.name[:60]), "msg": "expected UTF-8 text", "type": "value_error"}]
+            ) from None
     try:
+        if not parser.ended:
+            raise APIError(400, "bad_request", unclosed(_BODY, preamble.boundary, parser.parts))
+        if not parser.parts:
+            raise APIError(400, "bad_request", no_parts(_BODY, preamble.boundary, preamble.skipped))
         yield form
     finally:
         await form.close()
 
 
-def _counted(receive: Any, bound: DelimiterCount) -> Any:
+def _counted(receive: Any, bound: DelimiterCount, preamble: Preamble) -> Any:
     """`receive`, refusing (400) a multipart body once it holds more delimiter lines than its parts can: the
-    parser is given the body up to that line first, so its own refusal of those parts (too many fields) wins."""
+    parser is given the body up to that line first, so its own refusal of those parts (too many fields) wins.
+    What comes before the first boundary line is not passed on (`preamble`); a body with none is refused."""
     refused = False
 
     async def counted() -> Any:
@@ -155,14 +185,24 @@ def _counted(receive: Any, bound: DelimiterCount) -> Any:
         if refused:
             raise APIError(400, "bad_request", bound.detail("the request body"))
         message = await receive()
-        body = message.get("body", b"") if message.get("type") == "http.request" else b""
+        if message.get("type") != "http.request":
+            return message
+        body = message.get("body", b"")
         allowed = bound.feed(body)
+        last = allowed == len(body) and not message.get("more_body", False)
+        try:
+            framed = preamble.feed(body[:allowed] if allowed < len(body) else body, last)
+        except MultipartRefused as exc:
+            raise APIError(400, "bad_request", exc.detail) from None
         if allowed < len(body):
             refused = True
-            return {**message, "body": body[:allowed], "more_body": True}
-        return message
+            return {**message, "body": framed, "more_body": True}
+        return {**message, "body": framed}
 
     return counted
+
+
+_BODY = "the request body"  # as the refusals of a multipart body name it
 
 
 async def _read_capped(request: Any, cap: int) -> bytes:

@@ -10,6 +10,10 @@ of the 413. A body that stops arriving for `idle_timeout` seconds is answered 40
 has not arrived whole within `body_timeout` seconds (a byte every few seconds never trips the idle
 timeout: gradio's event routes, which `TimeoutMiddleware` leaves alone, stayed open for as long as
 one came).
+A client that closes its connection before its answer began (ASGI's `http.disconnect`: an aborted upload, a
+client's timeout, a client gone while its search ran) is sent nothing, whatever the app makes of it (starlette's
+`ClientDisconnect` handler answered 400 to nobody), and leaves one access-log line with status 499
+(`access_log.log_client_gone`); uvicorn writes none for it.
 `TimeoutMiddleware` bounds the wall time of REST calls (a slow upload included); gradio's
 long-lived event streams are left alone.
 """
@@ -24,6 +28,7 @@ from typing import Any
 
 from starlette.routing import get_route_path
 
+from clipforge.server.access_log import log_client_gone
 from clipforge.server.errors import error_body, retry_after_seconds, shown, with_retry_after
 from clipforge.server.fair import address_key
 
@@ -131,6 +136,33 @@ class BodyLimitMiddleware:
         except ValueError:
             await send_json(send, 400, "bad_request", "Content-Length is not a number")
             return
+        gone = started = False  # the client left before its answer began; the answer began
+
+        async def noting_receive() -> Message:
+            nonlocal gone
+            message = await receive()
+            if message["type"] == "http.disconnect" and not started:
+                gone = True
+            return message
+
+        async def gone_send(message: Message) -> None:
+            """`send`, unless the client has gone: nobody reads the answer (module docstring)."""
+            nonlocal started
+            if gone:
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self._limited(scope, noting_receive, gone_send, declared, chunked, expects_continue)
+        finally:
+            if gone and not started:
+                log_client_gone(scope)
+
+    async def _limited(self, scope: Scope, receive: Receive, send: Send, declared: int | None, chunked: bool,
+                       expects_continue: bool) -> None:
+        """The request, its body limited (module docstring); `receive` and `send` are those of the connection."""
         if declared is not None and declared > self.max_bytes:
             if not expects_continue and declared <= self.drain_bytes:
                 await self._drain(receive, 0)

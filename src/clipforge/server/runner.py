@@ -13,8 +13,8 @@ connection must complete its headers within `header_timeout_s` (a small subclass
 h11 protocol, `protocol`), an idle keep-alive connection closes after `keep_alive_s`, a body that
 stops arriving is answered 408 by the body-limit middleware, and a client that stops taking its
 answer for `header_timeout_s` is dropped. The access log never shows a
-token passed in a query string, nor more than a few hundred characters of any field a client chose
-(`access_log`).
+token passed in a query string, nor more than a few hundred characters of any field a client chose, and a
+client that leaves before its answer is one line with status 499 (`access_log`).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from clipforge.errors import UserError
-from clipforge.server.access_log import AccessLogFilter, is_credential_name, redact_query
+from clipforge.server.access_log import AccessLogFilter, is_credential_name, redact_query, show_client_gone
 from clipforge.server.limits import ServerLimits
 from clipforge.server.protocol import protocol_with_timeouts
 
@@ -266,6 +266,7 @@ def build_server(
     access = logging.getLogger("uvicorn.access")
     if not any(isinstance(f, AccessLogFilter) for f in access.filters):
         access.addFilter(AccessLogFilter())  # tokens masked, each client-chosen field escaped and cut
+    show_client_gone(access)  # a client that left before its answer: `499 Client Closed Request`
     return server
 
 

@@ -18,6 +18,10 @@ owns:
   answer is compressed (`ui.LocaleScriptMiddleware` asks for the page uncompressed; `/config` has no compressible
   suffix), and gradio's login, the only thing that makes them personal (a cookie's user name), is off: with it on
   (`shared` false) nothing is kept.
+* What the answers say of it: each (kept or built) carries `Vary` naming the request headers of the key, so a
+  shared HTTP cache in front of the server never gives one host's page (its root URL) to a request for another.
+  uvicorn's reading of forwarded headers is untouched: `X-Forwarded-Proto` (the scheme) counts only from the
+  proxies `--forwarded-allow-ips` names, but gradio reads `X-Forwarded-Host` and `X-Forwarded-Proto` itself.
 * What is kept: a whole 200 answer without `Set-Cookie` or `Content-Encoding`, whose `Vary` names only headers of
   the key, up to `MAX_ANSWER_BYTES`; at most `MAX_ANSWERS` (`MAX_KEPT_BYTES`), the least recently used dropped
   first; all of them dropped when gradio's Blocks config is replaced, and an answer whose build began before the
@@ -46,11 +50,13 @@ from starlette.routing import get_route_path
 from clipforge.server.errors import RETRY_SOON_S, retry_after_seconds
 from clipforge.server.middleware import ASGIApp, Message, Receive, Scope, Send, client_host, send_json
 
-__all__ = ["BUILDS_AT_ONCE", "BUILDS_PER_ADDRESS", "MAX_ANSWERS", "MAX_ANSWER_BYTES", "MAX_KEPT_BYTES", "BuildTurns",
+__all__ = ["BUILDS_AT_ONCE", "BUILDS_PER_ADDRESS", "KEY_HEADERS", "MAX_ANSWERS", "MAX_ANSWER_BYTES", "MAX_KEPT_BYTES", "BuildTurns",
            "PageCache", "UIPageCacheMiddleware", "request_key"]
 
 CACHED_ROUTES = frozenset({"/", "/config", "/config/"})
-_KEY_HEADERS = frozenset({b"host", b"x-forwarded-host", b"x-forwarded-proto", b"x-gradio-server", b"origin"})
+KEY_HEADERS = ("Host", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Gradio-Server", "Origin")
+"""The request headers an answer depends on: part of its key, and named by its `Vary`."""
+_KEY_HEADERS = frozenset(name.lower().encode("latin-1") for name in KEY_HEADERS)
 MAX_ANSWERS = 64
 """Answers kept (one per host name, path and query string asked for; the page and its config are ~70 kB each)."""
 MAX_ANSWER_BYTES = 2 * 2**20
@@ -202,7 +208,7 @@ class _Buffered:
 
     async def replay(self, send: Send) -> None:
         for message in self.messages:
-            await send(message)
+            await send(_varying(message))
 
 
 def _shared_headers(headers: Any) -> bool:
@@ -219,9 +225,24 @@ def _shared_headers(headers: Any) -> bool:
     return True
 
 
+def _varying(message: Message) -> Message:
+    """`message`, an answer's start with one `Vary` naming `KEY_HEADERS` (and what the app's `Vary` named)."""
+    if message["type"] != "http.response.start":
+        return message
+    headers, named = [], []
+    for name, value in message.get("headers", ()):
+        if bytes(name).lower() == b"vary":
+            named += [v.strip() for v in bytes(value).decode("latin-1").split(",") if v.strip()]
+        else:
+            headers.append((name, value))
+    seen = {v.lower() for v in named}
+    named += [h for h in KEY_HEADERS if h.lower() not in seen]
+    return {**message, "headers": [*headers, (b"vary", ", ".join(named).encode("latin-1"))]}
+
+
 async def _send_answer(send: Send, answer: _Answer) -> None:
     # fresh lists: a layer outside may add its headers to the message it is handed
-    await send({"type": "http.response.start", "status": answer.status, "headers": list(answer.headers)})
+    await send(_varying({"type": "http.response.start", "status": answer.status, "headers": list(answer.headers)}))
     await send({"type": "http.response.body", "body": answer.body, "more_body": False})
 
 

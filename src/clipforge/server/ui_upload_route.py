@@ -100,14 +100,15 @@ class UploadRoute:
             if message["type"] == "http.disconnect":
                 gone = True
             elif message["type"] == "http.request":
-                try:
-                    form.feed(message.get("body", b""), last=not message.get("more_body", False))
+                try:  # gradio reads the body from its first boundary line on (a preamble it would refuse)
+                    body = form.feed(message.get("body", b""), last=not message.get("more_body", False))
                 except UploadRefused as exc:
                     refused = exc
                     raise
                 if not self.ledger.grow(reservation, form.files):
                     refused = UploadRefused(507, "insufficient_storage", self._full())
                     raise refused
+                message = {**message, "body": body}
             return message
 
         owner = uploader(scope)

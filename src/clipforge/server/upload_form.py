@@ -21,7 +21,9 @@ a part starts and what it is named are read exactly as gradio reads them; the fi
 raises `UploadRefused` (a 400 naming the part and the rule, 413 for a bound passed), and gradio never sees that
 part's headers, so it opens no file for it. What gradio stored of earlier parts is swept by the guard. The
 parser skips part data with a `find` for the delimiter: a 20 MB file costs ~10 ms more here; a body holding more
-delimiter lines than 1,001 parts is refused before the parser steps through them (`multipart_bound`).
+delimiter lines than 1,001 parts is refused before the parser steps through them (`multipart_bound`). A preamble
+before the first boundary line (RFC 2046: to be ignored; gradio's parser refused it in its own words) is dropped
+before either parser reads the body, and a body that is not multipart says what was expected where.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from python_multipart import multipart as _multipart
 from python_multipart.exceptions import FormParserError, MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from clipforge.server.multipart_bound import DelimiterCount
+from clipforge.server.multipart_bound import DelimiterCount, MultipartRefused, Preamble, no_parts, parse_error
 
 __all__ = ["FIELD", "MAX_FILES", "MAX_HEADER_BYTES", "UploadForm", "UploadRefused"]
 
@@ -84,31 +86,45 @@ class UploadForm:
                      "on_header_value": self._header_value, "on_header_end": self._header_end,
                      "on_headers_finished": self._headers_finished, "on_end": self._end}
         self._delimiters = DelimiterCount(content_type, MAX_FILES + 1)  # room for the file that is one too many
+        self._preamble = Preamble(self._delimiters.boundary, "the upload")  # gradio is handed the body after it
         try:
             self._parser = MultipartParser(params[b"boundary"], callbacks)  # type: ignore[arg-type]
         except (FormParserError, ValueError) as exc:  # a boundary over 256 bytes: a 500 inside gradio
             raise UploadRefused(400, "bad_upload", f"the multipart boundary is refused: {exc}") from None
 
-    def feed(self, data: bytes, last: bool = False) -> None:
+    def feed(self, data: bytes, last: bool = False) -> bytes:
         """Read the next chunk of the body (`last`: the body ends with it); `UploadRefused` at the first part
-        that breaks a rule, or at the end of a body that stopped before its closing delimiter."""
+        that breaks a rule, or at the end of a body that stopped before its closing delimiter. Returns what gradio
+        is to be handed of it: the body from its first boundary line on (RFC 2046's preamble is dropped, as its
+        parser refuses one: `multipart_bound.Preamble`)."""
         allowed = self._delimiters.feed(data)
+        cut = allowed < len(data)
         try:
-            if allowed:
-                self._parser.write(data[:allowed] if allowed < len(data) else data)
+            passed = self._preamble.feed(data[:allowed] if cut else data, last and not cut)
+        except MultipartRefused as exc:
+            raise UploadRefused(400, "bad_upload", exc.detail) from None
+        try:
+            if passed:
+                self._parser.write(passed)
         except MultipartParseError as exc:
-            where, why = f"part {max(self._parts, 1)} of the upload", str(exc)
+            why = str(exc)
+            where = f"part {max(self._parts, 1)} of the upload"
             if why.startswith("Maximum header size"):  # python-multipart's own bounds on a part's headers
                 raise UploadRefused(413, "bad_upload", f"{where} has a header line of more than "
                                                        f"{_LINE_BYTES:,} bytes") from None
             if why.startswith("Maximum header count"):
                 raise UploadRefused(413, "bad_upload", f"{where} has more than {_HEADER_COUNT} headers") from None
-            raise UploadRefused(400, "bad_upload", f"{where} is not well-formed multipart: {why[:200]}") from None
-        if allowed < len(data):  # python-multipart steps through a delimiter that ends nothing byte by byte
+            raise UploadRefused(400, "bad_upload", parse_error("the upload", self._delimiters.boundary, self._parts,
+                                                               why)) from None
+        if cut:  # python-multipart steps through a delimiter that ends nothing byte by byte
             raise UploadRefused(400, "bad_upload", self._delimiters.detail("the upload"))
         if last and not self.ended:
             raise UploadRefused(400, "bad_upload", f"the upload ended after {self._parts:,} part(s) without the "
                                                    "closing multipart delimiter (a cut-off body)")
+        if last and not self._parts:
+            raise UploadRefused(400, "bad_upload", no_parts("the upload", self._delimiters.boundary,
+                                                            self._preamble.skipped))
+        return passed
 
     def _end(self) -> None:
         self.ended = True
