@@ -2,8 +2,9 @@
 
 `clipforge tag` (`MilvusLibrary.classify`) tags every photo of a space and remembers its labels, templates and
 `top_k` in the store (`MilvusStore.set_tag_vocabulary`, a ``<collection>_tagsets`` collection); photos added
-later, by any process, are tagged with the vocabulary the store names when each batch is written, in the upsert
-that stores them (`space_tagger`). Both go through `make_tagger`, so a photo gets the same tags whichever way it
+later, by any process, are tagged in the upsert that stores them (`space_tagger`): on milvus-lite with the vocabulary
+the store names when each batch is written; on a Milvus server (where `tag` rewrites rows in place) with the one read
+at the add's first batch that has photos to tag. Both go through `make_tagger`, so a photo gets the same tags whichever way it
 came in, and the vocabulary is read by the embedded store's own `tagging.tag_vocabulary` (`Vocabularies`), so both
 stores read it alike.
 """
