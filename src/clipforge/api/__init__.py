@@ -216,10 +216,16 @@ def load_model(spec: Spec, device: str | torch.device | None = None, *, pretrain
     if unknown or (towers is not None and not towers):
         raise ValueError(f"towers must name some of {', '.join(TOWERS)}; got {list(towers or [])}")
     target = resolve_device(device)
+    from clipforge.models.chinese_configs import is_chinese_clip_name
     from clipforge.weights.cn_clip_load import (
         load_chinese_clip,  # hook: Chinese-CLIP (cn-*, its files), issue 17
     )
 
+    if pretrained is not None and is_chinese_clip_name(os.fspath(spec)):  # as cn-ARCH:TAG or cn-ARCH:PATH
+        spec, pretrained = f"{os.fspath(spec)}:{os.fspath(pretrained)}", None
+    head, colon, tail = os.fspath(spec).partition(":")
+    if colon and is_chinese_clip_name(head) and (error := _url_spec(tail)) is not None:  # cn-ARCH:https://...
+        raise error
     if pretrained is None and (chinese := load_chinese_clip(spec, download_root, seed)) is not None:
         from clipforge.weights.preprocessing import preprocess_for
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ import torch
 
 from clipforge.weights.cn_clip_data import PUBLISHED, TAG
 from clipforge.weights.registry import OPENAI_MEAN, OPENAI_STD, PRETRAINED, PretrainedWeights
+from clipforge.weights.torch_pickle import with_article
 
 Tensor = torch.Tensor
 
@@ -42,24 +44,45 @@ _POOLER = re.compile(r"^bert\.pooler\.")
 _BUFFERS = re.compile(r"(^|\.)(position_ids|token_type_ids)$")
 
 
-def is_cn_clip_state_dict(state_dict: dict[str, Any]) -> bool:
-    """Whether a (possibly wrapped) state dict is Chinese-CLIP's: BERT tower beside OpenAI's visual."""
-    keys = {k.removeprefix("module.") for k in state_dict}
-    return "bert.embeddings.word_embeddings.weight" in keys and "text_projection" in keys
+_MARKS = ("bert.embeddings.word_embeddings.weight", "text_projection")  # what makes a state dict Chinese-CLIP's
+_EXPECTED = "expected bert.embeddings.word_embeddings.weight, text_projection and visual.* tensors"
 
 
-def cn_clip_state_dict(checkpoint: dict[str, Any]) -> dict[str, Tensor]:
-    """Our state dict (fp32) from a cn_clip checkpoint object or its ``state_dict``."""
-    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else checkpoint
+def is_cn_clip_state_dict(state_dict: Mapping[Any, Any]) -> bool:
+    """Whether a (possibly wrapped) state dict is Chinese-CLIP's: BERT tower beside OpenAI's visual. Names that
+    are not strings (what any pickle may hold) make no state dict Chinese-CLIP's."""
+    keys = {k.removeprefix("module.") for k in state_dict if isinstance(k, str)}
+    return all(mark in keys for mark in _MARKS)
+
+
+def cn_clip_state_dict(checkpoint: Any) -> dict[str, Tensor]:
+    """Our state dict (fp32) from a cn_clip checkpoint object or its ``state_dict``.
+
+    Raises ValueError saying what the object is instead (a list, a bare tensor, a ``state_dict`` that is no
+    dict, a marking tensor that is a list): whatever ``torch.load`` returned reaches here, and callers put the
+    file's name in front (`CheckpointFormatError` where they read a file)."""
+    if not isinstance(checkpoint, Mapping):
+        held = with_article(type(checkpoint).__name__)
+        raise ValueError(f"not a Chinese-CLIP checkpoint: it holds {held}, not a dict of tensors (cn_clip's files "
+                         "hold one under 'state_dict')")
+    state = checkpoint.get("state_dict", checkpoint)
+    if not isinstance(state, Mapping):
+        held = with_article(type(state).__name__)
+        raise ValueError(f"not a Chinese-CLIP checkpoint: its 'state_dict' is {held}, not a dict of tensors")
     out = {}
     for key, value in state.items():
+        if not isinstance(key, str) or not isinstance(value, Tensor):  # an epoch count, a name: not a parameter
+            continue
         key = key.removeprefix("module.")
-        if _POOLER.match(key) or _BUFFERS.search(key) or not isinstance(value, Tensor):
+        if _POOLER.match(key) or _BUFFERS.search(key):
             continue
         out[key] = value.float() if value.is_floating_point() else value
     if not is_cn_clip_state_dict(out):
-        raise ValueError("not a Chinese-CLIP checkpoint: expected bert.embeddings.word_embeddings.weight, "
-                         "text_projection and visual.* tensors")
+        odd = next((k for k, v in state.items() if isinstance(k, str) and k.removeprefix("module.") in _MARKS), None)
+        if odd is not None:  # the name is there, its value is no tensor
+            held = with_article(type(state[odd]).__name__)
+            raise ValueError(f"not a Chinese-CLIP checkpoint: its {odd!r} is {held}, not a tensor")
+        raise ValueError(f"not a Chinese-CLIP checkpoint: {_EXPECTED}")
     return out
 
 
@@ -89,6 +112,31 @@ def config_from_cn_state_dict(sd: dict[str, Tensor]) -> dict[str, Any]:
             "vision_head_width": 64}
 
 
+def cn_config(state: dict[str, Tensor], where: str | os.PathLike[str]) -> dict[str, Any]:
+    """`config_from_cn_state_dict`, refused as one `CheckpointFormatError` line naming `where` (the file) when
+    the tensors it reads are missing or of another rank: a file can hold Chinese-CLIP's two marking tensors and
+    little else (a KeyError traceback before)."""
+    from clipforge.weights.errors import CheckpointFormatError
+
+    try:
+        return config_from_cn_state_dict(state)
+    except KeyError as err:
+        raise CheckpointFormatError(f"{where} is not a whole Chinese-CLIP checkpoint: it lacks {err.args[0]}") from None
+    except (IndexError, ValueError, TypeError) as err:
+        raise CheckpointFormatError(f"{where} is not a whole Chinese-CLIP checkpoint: its tensors' shapes are "
+                                    f"not those of one ({err})") from None
+
+
+def expected_cn_shapes(arch: str) -> dict[str, tuple[int, ...]]:
+    """Every tensor Chinese-CLIP `arch` loads (cn_clip's names, no pooler or buffers) and its shape; the model is
+    built on the meta device, so this costs no memory for its weights."""
+    from clipforge.models.chinese_clip import chinese_clip_config, create_chinese_clip
+
+    with torch.device("meta"):
+        reference = create_chinese_clip(chinese_clip_config(arch)).state_dict()
+    return {k: tuple(v.shape) for k, v in cn_clip_state_dict(reference).items()}
+
+
 def check_cn_architecture(path: str | os.PathLike[str], arch: str) -> None:
     """Refuse a file whose tensors are not exactly those of Chinese-CLIP `arch` (names and shapes): what
     `clipforge.weights.loading.check_architecture` does for the registry's other files, in cn_clip's
@@ -98,29 +146,35 @@ def check_cn_architecture(path: str | os.PathLike[str], arch: str) -> None:
     The file is read as the generic loader reads it: a pickle naming a forbidden global raises that loader's
     `UnsafeCheckpointError` unchanged, and damage (cut short, a web page, bytes no unpickler takes) that
     loader's one-line description, after "<file> does not hold <arch> weights: "."""
-    from clipforge.models.chinese_clip import chinese_clip_config, create_chinese_clip
-    from clipforge.weights.damaged import damage_of
     from clipforge.weights.errors import CheckpointFormatError, check_shapes
-    from clipforge.weights.torch_pickle import read_torch_file
 
     name = Path(path).name
-    if Path(path).is_file() and not _zip_or_pickle(path):  # as the generic loader: no unpickler on such bytes
-        damage = damage_of(path)  # a web page or JSON saved under the weights' name, an empty file
-        raise CheckpointFormatError(f"{name} does not hold {arch} weights: " + (damage or (
-            f"{path} is not a PyTorch checkpoint: torch.save writes a zip archive (or a legacy pickle), and its "
-            "first bytes are neither")))
-    try:  # as the generic loader reads it (TorchScript by the restricted reader); UnsafeCheckpointError passes
-        checkpoint, _ = read_torch_file(path, mmap=True)
+    try:  # UnsafeCheckpointError passes as it is
+        checkpoint = read_cn_torch_file(path)
     except CheckpointFormatError as err:
         raise CheckpointFormatError(f"{name} does not hold {arch} weights: {err}") from None
     try:
         got = cn_clip_state_dict(checkpoint)
-    except (ValueError, AttributeError) as err:  # readable, but not a cn_clip checkpoint
+    except ValueError as err:  # readable, but not a cn_clip checkpoint (a list, a bare tensor, other names)
         raise CheckpointFormatError(f"{name} does not hold {arch} weights: {err}") from None
-    with torch.device("meta"):
-        reference = create_chinese_clip(chinese_clip_config(arch)).state_dict()
-    expected = {k: tuple(v.shape) for k, v in cn_clip_state_dict(reference).items()}
-    check_shapes(Path(path).name, arch, got, expected)
+    check_shapes(name, arch, got, expected_cn_shapes(arch))
+
+
+def read_cn_torch_file(path: str | os.PathLike[str]) -> Any:
+    """What a file that should be a cn_clip checkpoint holds, read as the generic loader reads it (TorchScript by
+    the restricted reader, its tensors memory-mapped). Bytes that are neither a zip nor a pickle go to no
+    unpickler: `damage_of` says what they are (a web page, JSON, an empty file), else one line says they are no
+    PyTorch checkpoint. Refusals are the generic loader's `CheckpointFormatError` / `UnsafeCheckpointError`."""
+    from clipforge.weights.damaged import damage_of
+    from clipforge.weights.errors import CheckpointFormatError
+    from clipforge.weights.torch_pickle import read_torch_file
+
+    if Path(path).is_file() and not _zip_or_pickle(path):  # as the generic loader: no unpickler on such bytes
+        raise CheckpointFormatError(damage_of(path) or (
+            f"{path} is not a PyTorch checkpoint: torch.save writes a zip archive (or a legacy pickle), and its "
+            "first bytes are neither"))
+    checkpoint, _ = read_torch_file(path, mmap=True)
+    return checkpoint
 
 
 def _zip_or_pickle(path: str | os.PathLike[str]) -> bool:
@@ -267,30 +321,72 @@ def save_chinese_hf(model: Any, directory: str | os.PathLike[str]) -> Path:
 
 
 def read_transformers_folder(directory: str | os.PathLike[str]) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """(our state dict, constructor config) of a ChineseCLIPModel folder (safetensors or pytorch_model.bin)."""
+    """(our state dict, constructor config) of a ChineseCLIPModel folder (safetensors or pytorch_model.bin).
+
+    Everything read is checked before use, each refusal one `CheckpointFormatError` line naming the file and
+    field: config.json's towers and head counts, and that the weights file holds ChineseCLIPModel's tensors
+    (``torch.save`` of a list, a bare tensor, other names were AttributeError, KeyError or ZeroDivisionError)."""
+    from clipforge.weights.errors import CheckpointFormatError
+
     folder = Path(directory)
-    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    config_path = folder / "config.json"
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8")[:1_000_000])
+    except (OSError, ValueError, RecursionError) as err:
+        raise CheckpointFormatError(f"{config_path} is not valid JSON: {err}") from None
+    if not isinstance(config, dict):
+        raise CheckpointFormatError(f"{config_path} must hold a JSON object, got {type(config).__name__}")
     if config.get("model_type") != "chinese_clip":
-        raise ValueError(f"{folder / 'config.json'}: model_type is {config.get('model_type')!r}, expected chinese_clip")
+        raise ValueError(f"{config_path}: model_type is {config.get('model_type')!r}, expected chinese_clip")
+    heads = {label: _heads(config, config_path, label) for label in ("vision", "text")}
     if (folder / "model.safetensors").is_file():
         from safetensors.torch import load_file
 
-        hf = load_file(str(folder / "model.safetensors"))
+        weights = folder / "model.safetensors"
+        try:
+            hf = load_file(str(weights))
+        except Exception as err:  # safetensors raises its own error types: said as the generic loader says it
+            from clipforge.weights.damaged import safetensors_shortfall
+
+            raise CheckpointFormatError(safetensors_shortfall(weights) or f"cannot read {weights} as safetensors: "
+                                        f"{err}") from None
     elif (folder / "pytorch_model.bin").is_file():
-        from clipforge.weights.torch_pickle import torch_load_safely
+        from clipforge.weights.torch_pickle import torch_load_safely, unwrap
 
-        hf = torch_load_safely(folder / "pytorch_model.bin")  # refused as every other torch file is
+        weights = folder / "pytorch_model.bin"
+        hf = unwrap(torch_load_safely(weights), weights)  # refused as every other torch file is
     else:  # the generic Hugging Face reader's line (`clipforge.weights.hf`), not torch's "[Errno 2] ..."
-        from clipforge.weights.errors import CheckpointFormatError
-
         raise CheckpointFormatError(f"{folder} has config.json but no model.safetensors or pytorch_model.bin: "
                                     "no weights to load")
-    sd = {k: (v.float() if v.is_floating_point() else v) for k, v in from_transformers(hf).items()}
-    ours = config_from_cn_state_dict(sd)
-    vision = config.get("vision_config", {})
-    if vision.get("num_attention_heads"):
-        ours["vision_head_width"] = ours["vision_width"] // int(vision["num_attention_heads"])
-    text = config.get("text_config", {})
-    if text.get("num_attention_heads"):
-        ours["bert"]["num_attention_heads"] = int(text["num_attention_heads"])
+    try:
+        converted = from_transformers(hf)
+    except ValueError as err:
+        raise CheckpointFormatError(f"{weights}: {err}") from None
+    if "visual.proj" not in converted:  # transformers' ChineseCLIPModel is ViT only: read as one, not as a ResNet
+        raise CheckpointFormatError(f"{weights} is not a whole ChineseCLIPModel checkpoint: it lacks "
+                                    "visual_projection.weight")
+    sd = {k: (v.float() if v.is_floating_point() else v) for k, v in converted.items()}
+    ours = cn_config(sd, weights)
+    if heads["vision"]:
+        ours["vision_head_width"] = ours["vision_width"] // heads["vision"]
+    if heads["text"]:
+        ours["bert"]["num_attention_heads"] = heads["text"]
     return sd, ours
+
+
+def _heads(config: dict[str, Any], config_path: Path, label: str) -> int | None:
+    """``<label>_config.num_attention_heads`` of a ChineseCLIPModel's config.json: None when absent (the shapes
+    decide), else a positive whole number."""
+    from clipforge.weights.errors import CheckpointFormatError
+
+    sub = config.get(f"{label}_config", {})
+    if not isinstance(sub, dict):
+        raise CheckpointFormatError(f"{config_path} field '{label}_config' must be a JSON object, got "
+                                    f"{type(sub).__name__}")
+    heads = sub.get("num_attention_heads")
+    if heads is None:
+        return None
+    if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1:
+        raise CheckpointFormatError(f"{config_path} field '{label}_config.num_attention_heads' must be a positive "
+                                    f"whole number, got {heads!r}")
+    return heads

@@ -18,8 +18,10 @@ from clipforge.weights.cn_clip import (
     OPENAI_MEAN,
     OPENAI_STD,
     cn_clip_state_dict,
-    config_from_cn_state_dict,
+    cn_config,
+    expected_cn_shapes,
     is_cn_clip_state_dict,
+    read_cn_torch_file,
     read_transformers_folder,
 )
 
@@ -27,48 +29,54 @@ from clipforge.weights.cn_clip import (
 _TORCH_FILES = (".pt", ".pth", ".bin")
 
 
-def _read_torch(path: Path, strict: bool = False) -> dict[str, Any]:
-    """A torch checkpoint's top-level dict, read by the one safe reader (`torch_load_safely`, memory-mapped:
-    a cheap look for the hook).
+def _read_torch(path: Path, strict: bool = False) -> Any:
+    """What a torch checkpoint holds, read by the one safe reader (`torch_load_safely`, memory-mapped: a cheap
+    look for the hook).
 
-    `strict` (a registry file, which must be Chinese-CLIP's): its refusal is raised as it is, the
-    generic loader's one line. Otherwise anything unreadable this way (TorchScript archives, a damaged or
+    `strict` (a registry file, or ``cn-*:PATH``: it must be Chinese-CLIP's): read as Chinese-CLIP's download
+    check reads one (`read_cn_torch_file`: TorchScript by the restricted reader), its refusal raised as it is,
+    the generic loader's one line. Otherwise anything unreadable this way (TorchScript archives, a damaged or
     unsafe file) is not taken as a cn_clip checkpoint and is left to the project's own loader, which reads
     it the same way and refuses it with the same line."""
     from clipforge.weights.torch_pickle import torch_load_safely
     from clipforge.weights.torchscript import is_torchscript_archive
 
-    if not strict and is_torchscript_archive(path):  # OpenAI's files: never cn_clip's, and torch.load on one
-        return {}  # printed "warning: ... dispatching to 'torch.jit.load'" (which would run the archive's code)
+    if strict:
+        return read_cn_torch_file(path)
+    if is_torchscript_archive(path):  # OpenAI's files: never cn_clip's, and torch.load on one printed
+        return {}  # "warning: ... dispatching to 'torch.jit.load'" (which would run the archive's code)
     try:
-        data = torch_load_safely(path, mmap=True)
+        return torch_load_safely(path, mmap=True)
     except Exception:  # noqa: BLE001 - whatever it is, it is the main loader's to judge
-        if strict:
-            raise
         return {}
-    return data if isinstance(data, dict) else {}
 
 
-def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+def _read_safetensors(path: Path, arch: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
     """(state dict, config) of a Chinese-CLIP safetensors file (what `clipforge wise-ft` writes for one),
     else None: only the tensor names are read to decide, so other files cost nothing here. The config
-    comes from the file's metadata when `save_safetensors` stored one with a ``bert`` part, else from shapes."""
+    comes from the file's metadata when `save_safetensors` stored one with a ``bert`` part, else from shapes.
+    `arch` (``cn-*:PATH``): the file must be one, so damage and other tensors are refused, naming the file."""
     from safetensors import safe_open
 
     from clipforge.weights.save import CONFIG_KEY, MAX_CONFIG_CHARS
 
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            names = list(handle.keys())  # noqa: SIM118 - a safetensors handle is not a mapping
-            if not is_cn_clip_state_dict(dict.fromkeys(names)):
-                return None
-            metadata = handle.metadata() or {}
-            state = {key: handle.get_tensor(key) for key in names}
-    except Exception:  # noqa: BLE001 - not readable as safetensors: the main loader explains it
-        return None
-    state = cn_clip_state_dict(state)
-    shapes = config_from_cn_state_dict(state)
-    text = metadata.get(CONFIG_KEY, "")
+    if arch is not None:
+        from clipforge.weights.loading import _read_safetensors as read_whole
+
+        state, metadata = read_whole(path)  # damage: the generic loader's one line
+    else:
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                names = list(handle.keys())  # noqa: SIM118 - a safetensors handle is not a mapping
+                if not is_cn_clip_state_dict(dict.fromkeys(names)):
+                    return None
+                metadata = handle.metadata() or {}
+                state = {key: handle.get_tensor(key) for key in names}
+        except Exception:  # noqa: BLE001 - not readable as safetensors: the main loader explains it
+            return None
+    state = _cn_state(state, path, arch)
+    shapes = cn_config(state, path)
+    text = (metadata or {}).get(CONFIG_KEY, "")
     try:
         stored = json.loads(text) if 0 < len(text) <= MAX_CONFIG_CHARS else None
     except ValueError:
@@ -78,6 +86,18 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
         if isinstance(stored.get("vision_head_width"), int):
             shapes["vision_head_width"] = stored["vision_head_width"]
     return state, shapes
+
+
+def _is_safetensors(path: Path) -> bool:
+    """Whether `path` starts as a safetensors file (its header length, then ``{``), whatever its name."""
+    from clipforge.weights.loading import _looks_like_safetensors
+
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+        return _looks_like_safetensors(head, path.stat().st_size)
+    except OSError:
+        return False
 
 
 def _finish(model: Any) -> Any:
@@ -94,9 +114,14 @@ def _finish(model: Any) -> Any:
 def load_chinese_clip(spec: str | os.PathLike[str], download_root: str | os.PathLike[str] | None = None,
                       seed: int = 0) -> tuple[Any, str, str] | None:
     """(model, name, weights) when `spec` is a Chinese-CLIP: ``cn-*`` (registry weights, downloaded and
-    verified), ``random:cn-*``, a cn_clip checkpoint file, or a ChineseCLIPModel folder; else None,
-    so `load_model` goes on with its own resolution. Models come back fp32 in eval mode on the CPU."""
-    from clipforge.models.chinese_clip import CHINESE_CLIP_CONFIGS, ChineseCLIP, create_chinese_clip
+    verified), ``random:cn-*``, ``cn-*:PATH`` (a file or folder of that architecture, as ``ARCH:PATH`` is for
+    OpenAI's), a cn_clip checkpoint file, or a ChineseCLIPModel folder; else None, so `load_model` goes on with
+    its own resolution. Models come back fp32 in eval mode on the CPU.
+
+    A file that is Chinese-CLIP's by its names (or by the ``cn-*`` before it) but holds something else (a list,
+    a bare tensor, a ``state_dict`` that is no dict, missing or misshapen tensors) is one
+    `CheckpointFormatError` line naming the file and what was expected."""
+    from clipforge.models.chinese_clip import CHINESE_CLIP_CONFIGS, create_chinese_clip
 
     text = os.fspath(spec)
     text = text.removesuffix(":cn_clip") if text.removesuffix(":cn_clip") in CN_CLIP_WEIGHTS else text  # ARCH:TAG
@@ -109,36 +134,104 @@ def load_chinese_clip(spec: str | os.PathLike[str], download_root: str | os.Path
 
         # the registry's one verified path: refused without a pin unless opted in, then every tensor's shape checked
         path = download_pretrained(text, download_root, tag=TAG)
-        state = cn_clip_state_dict(_read_torch(path, strict=True))
-        model = ChineseCLIP(**config_from_cn_state_dict(state))
-        model.load_state_dict(state, strict=True)
-        return _from_file(_finish(model), path), text, text
+        state = _cn_state(_read_torch(path, strict=True), path, text)
+        # its shapes were checked against `text` when it was accepted into the cache: checked here against the model
+        # they describe (building `text` on the meta device again cost 0.3-1 s a command)
+        return _from_file(_finish(_build(state, cn_config(state, path), path)), path), text, text
     path = Path(text).expanduser()
+    arch, _, tail = text.partition(":")
+    if arch in CHINESE_CLIP_CONFIGS and not path.exists():  # cn-ARCH:PATH
+        return _load_as(arch, tail)
+    found = _read_local(path)
+    if found is None:
+        return None
+    state, ours, where = found
+    return _from_file(_finish(_build(state, ours, where)), path), path.name, str(path.resolve())
+
+
+def _read_local(path: Path, arch: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any], Path] | None:
+    """(state dict, constructor config, the file they came from) of a Chinese-CLIP file or folder at `path`, else
+    None (another model's: the generic loader reads it). `arch` (``cn-*:PATH``): the user said it is one, so a
+    file that is none is refused, naming what it holds."""
     if path.is_dir() and (path / "config.json").is_file():
         try:
             config = json.loads((path / "config.json").read_text(encoding="utf-8"))
         except ValueError:
-            return None
-        if not isinstance(config, dict) or config.get("model_type") != "chinese_clip":
+            config = None
+        if arch is None and (not isinstance(config, dict) or config.get("model_type") != "chinese_clip"):
             return None
         state, ours = read_transformers_folder(path)
-    elif path.is_file() and path.suffix.lower() == ".safetensors":
-        found = _read_safetensors(path)
-        if found is None:
-            return None
-        state, ours = found
-    elif path.is_file() and path.suffix.lower() in _TORCH_FILES:
-        data = _read_torch(path)
-        inner = data.get("state_dict", data)
-        if not isinstance(inner, dict) or not is_cn_clip_state_dict(inner):
-            return None
-        state = cn_clip_state_dict(data)
-        ours = config_from_cn_state_dict(state)
-    else:
+        return state, ours, path
+    if not path.is_file():
         return None
-    model = ChineseCLIP(**ours)
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors" or (arch is not None and _is_safetensors(path)):
+        found = _read_safetensors(path, arch)
+        return None if found is None else (*found, path)
+    if suffix in _TORCH_FILES or arch is not None:
+        data = _read_torch(path, strict=arch is not None)
+        inner = data.get("state_dict", data) if isinstance(data, dict) else data
+        if arch is None and (not isinstance(inner, dict) or not is_cn_clip_state_dict(inner)):
+            return None
+        state = _cn_state(data, path, arch)
+        return state, cn_config(state, path), path
+    return None
+
+
+def _load_as(arch: str, tail: str) -> tuple[Any, str, str]:
+    """``cn-ARCH:PATH``: the Chinese-CLIP file or ChineseCLIPModel folder at PATH, whose tensors must be exactly
+    `arch`'s (`check_shapes`), built with `arch`'s head counts."""
+    from clipforge.models.chinese_clip import chinese_clip_config
+    from clipforge.weights.errors import CheckpointFormatError
+
+    path = Path(tail).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"model {arch}:{tail}: {tail!r} is neither a tag of {arch}'s weights (cn_clip: "
+                                f"{arch} alone downloads them) nor an existing file or folder; {arch}:PATH loads a "
+                                "Chinese-CLIP checkpoint or ChineseCLIPModel folder")
+    found = _read_local(path, arch)
+    if found is None:
+        raise CheckpointFormatError(f"{path} does not hold {arch} weights: expected a cn_clip checkpoint (.pt), "
+                                    "a safetensors file of one, or a ChineseCLIPModel folder (config.json + weights)")
+    state, ours, where = found
+    named = chinese_clip_config(arch)
+    ours = {**ours, "vision_head_width": named["vision_head_width"],
+            "bert": {**ours["bert"], "num_attention_heads": named["bert"]["num_attention_heads"]}}
+    model = _build(state, ours, where, arch)
+    return _from_file(_finish(model), path), f"{arch}:{path.name}", str(path.resolve())
+
+
+def _cn_state(data: Any, path: Path, arch: str | None) -> dict[str, torch.Tensor]:
+    """`cn_clip_state_dict` of what `path` held, its refusal one line naming the file (and `arch`, if named)."""
+    from clipforge.weights.errors import CheckpointFormatError
+
+    try:
+        return cn_clip_state_dict(data)
+    except ValueError as err:
+        what = f" does not hold {arch} weights" if arch else ""
+        raise CheckpointFormatError(f"{path}{what}: {err}") from None
+
+
+def _build(state: dict[str, torch.Tensor], ours: dict[str, Any], where: Path, arch: str | None = None) -> Any:
+    """A `ChineseCLIP` holding exactly `state`. Its tensors are checked first, against `arch` when the user named
+    one, else against the model their shapes describe: torch's multi-line "Error(s) in loading state_dict"
+    traceback became one line naming the file and the first difference."""
+    from clipforge.models.chinese_clip import ChineseCLIP
+    from clipforge.weights.errors import CheckpointFormatError, check_shapes, shape_difference
+
+    if arch is not None:
+        check_shapes(str(where), arch, state, expected_cn_shapes(arch))
+    try:
+        model = ChineseCLIP(**ours)
+    except (ValueError, TypeError, ZeroDivisionError) as err:  # head counts that do not divide the widths
+        raise CheckpointFormatError(f"{where}: its tensors and settings make no Chinese-CLIP ({err})") from None
+    expected = {k: tuple(v.shape) for k, v in cn_clip_state_dict(model.state_dict()).items()}
+    if (difference := shape_difference(state, expected)) is not None:
+        count, want, first = difference
+        raise CheckpointFormatError(f"{where} is not a whole Chinese-CLIP checkpoint: {count:,} parameters where "
+                                    f"the model its shapes describe has {want:,}; {first}")
     model.load_state_dict(state, strict=True)
-    return _from_file(_finish(model), path), path.name, str(path.resolve())
+    return model
 
 
 def _from_file(model: Any, path: Path) -> Any:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -189,8 +190,19 @@ def download(
                 raise
             raise DownloadError(f"{removed}; {err}") from err.__cause__
     if removed:
-        warnings.warn(f"{removed}; downloaded {url} anew", Notice, stacklevel=2)
+        _notice(f"{removed}; downloaded {url} anew", stacklevel=3)
     return path
+
+
+def _notice(message: str, stacklevel: int) -> None:
+    """Tell the user `message` as a `Notice` (the CLI prints it as a ``notice:`` line, ``--quiet`` hides it, a
+    program may filter it). Where the warning filters turn it into an exception (``python -W error``,
+    ``simplefilter("error")``), it is printed as that one line on stderr instead: a remark about a download that
+    worked must not fail it, nor leave a waiting downloader's lock behind. `stacklevel` counts from the caller."""
+    try:
+        warnings.warn(message, Notice, stacklevel=stacklevel)
+    except Notice:
+        print(f"notice: {message}", file=sys.stderr)
 
 
 def _stamp(path: Path) -> tuple[int, ...] | None:
@@ -233,8 +245,8 @@ def _one_downloader(dest: Path) -> Iterator[None]:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 if not told:
-                    warnings.warn(f"another download of {dest.name} into {dest.parent} is under way; waiting "
-                                  "for it to finish", Notice, stacklevel=4)
+                    _notice(f"another download of {dest.name} into {dest.parent} is under way; waiting for it "
+                            "to finish", stacklevel=5)
                     told = True
                 fcntl.flock(fd, fcntl.LOCK_EX)
             held, current = os.fstat(fd), os.stat(lock)
@@ -369,9 +381,8 @@ def download_pretrained(name: str, root: str | os.PathLike[str] | None = None, *
             continue
         for path, why in refused.items():  # removed by a failed download of an earlier source: said here
             if path != got and not path.exists():
-                warnings.warn(f"{path} was refused ({why}) and removed; the {entry.listed_as or entry.name}:"
-                              f"{entry.tag} weights came from {urlparse(source.url).netloc} instead", Notice,
-                              stacklevel=2)
+                _notice(f"{path} was refused ({why}) and removed; the {entry.listed_as or entry.name}:{entry.tag} "
+                        f"weights came from {urlparse(source.url).netloc} instead", stacklevel=3)
         return got
     if skipped:
         host = urlparse(skipped[0].url).netloc

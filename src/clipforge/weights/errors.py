@@ -33,20 +33,29 @@ class CheckpointFormatError(UserError, ValueError):
     """A file is not a checkpoint format we can read, or its contents are not a CLIP."""
 
 
+def shape_difference(got: Mapping[str, Any], expected: Mapping[str, tuple[int, ...]]) -> tuple[int, int, str] | None:
+    """None when `got`'s tensors have exactly `expected`'s names and shapes, else (parameters in `got`, in
+    `expected`, the first difference in words): the facts of `check_shapes`' line, for callers with their own."""
+    missing = [k for k in expected if k not in got]
+    extra = [k for k in got if k not in expected]
+    wrong = [k for k in expected if k in got and tuple(got[k].shape) != tuple(expected[k])]
+    if not (missing or extra or wrong):
+        return None
+    count = sum(v.numel() for v in got.values())
+    want = sum(math.prod(shape) for shape in expected.values())
+    first = (f"{wrong[0]} has shape {tuple(got[wrong[0]].shape)}, not {tuple(expected[wrong[0]])}" if wrong
+             else f"it lacks {missing[0]}" if missing else f"it has an unexpected tensor {extra[0]}")
+    return count, want, first
+
+
 def check_shapes(file_name: str, arch: str, got: Mapping[str, Any], expected: Mapping[str, tuple[int, ...]]) -> None:
     """Raise `CheckpointFormatError` unless `got`'s tensors have exactly `expected`'s names and shapes.
 
     The one message for "this file is not that architecture" (a mirror passing other weights off as a
     registry entry, a wrong file given for a name): the parameter counts and the first difference.
     """
-    missing = [k for k in expected if k not in got]
-    extra = [k for k in got if k not in expected]
-    wrong = [k for k in expected if k in got and tuple(got[k].shape) != tuple(expected[k])]
-    if not (missing or extra or wrong):
+    if (difference := shape_difference(got, expected)) is None:
         return
-    count = sum(v.numel() for v in got.values())
-    want = sum(math.prod(shape) for shape in expected.values())
-    first = (f"{wrong[0]} has shape {tuple(got[wrong[0]].shape)}, not {tuple(expected[wrong[0]])}" if wrong
-             else f"it lacks {missing[0]}" if missing else f"it has an unexpected tensor {extra[0]}")
+    count, want, first = difference
     raise CheckpointFormatError(f"{file_name} does not hold {arch} weights: {count:,} parameters where "
                                 f"{arch} has {want:,}; {first}")

@@ -308,27 +308,47 @@ def read_hf_directory(directory: Path) -> tuple[dict[str, Tensor], dict[str, Any
                                     "expected a CLIPModel (model_type 'clip')")
 
     def read(path: Path) -> dict[str, Tensor]:
-        if path.suffix == ".safetensors":
-            return load_file(str(path))
-        from clipforge.weights.torch_pickle import torch_load_safely
+        from clipforge.weights.torch_pickle import torch_load_safely, unwrap
 
-        return torch_load_safely(path)
+        if path.suffix == ".safetensors":
+            try:
+                return load_file(str(path))
+            except Exception as err:  # safetensors raises its own error types: said as the generic loader says it
+                from clipforge.weights.damaged import safetensors_shortfall
+
+                raise CheckpointFormatError(safetensors_shortfall(path) or f"cannot read {path} as safetensors: "
+                                            f"{err}") from None
+        # whatever torch.save wrote (a list, a bare tensor): said naming this file, not the folder
+        return unwrap(torch_load_safely(path), path)
 
     for single in ("model.safetensors", "pytorch_model.bin"):
         if (directory / single).is_file():
             return read(directory / single), hf_config
     for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
         if (directory / index).is_file():
-            weight_map = json.loads((directory / index).read_text()).get("weight_map", {})
+            weight_map = _weight_map(directory / index)
             state: dict[str, Tensor] = {}
             for shard in sorted(set(weight_map.values())):
-                if Path(shard).name != shard:
+                if not isinstance(shard, str) or Path(shard).name != shard:
                     raise CheckpointFormatError(f"{directory / index} names shard {shard!r} outside "
                                                 "its directory")
                 state.update(read(directory / shard))
             return state, hf_config
     raise CheckpointFormatError(f"{directory} has config.json but no model.safetensors, pytorch_model.bin "
                                 "or sharded index: no weights to load")
+
+
+def _weight_map(index: Path) -> dict[str, Any]:
+    """The ``weight_map`` (tensor name -> shard file) of a sharded folder's index file, checked to be one."""
+    try:
+        found = json.loads(index.read_text()[:50_000_000])
+    except (OSError, ValueError, RecursionError) as err:
+        raise CheckpointFormatError(f"{index} is not valid JSON: {err}") from None
+    weight_map = found.get("weight_map") if isinstance(found, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise CheckpointFormatError(f"{index} must hold a JSON object with a 'weight_map' object (tensor names to "
+                                    "shard files)")
+    return weight_map
 
 
 _RESAMPLE = {2: "bilinear", 3: "bicubic"}  # PIL's codes, as CLIPImageProcessor stores them

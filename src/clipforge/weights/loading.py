@@ -27,11 +27,16 @@ import torch
 
 from clipforge.weights.errors import CheckpointFormatError, check_shapes
 from clipforge.weights.layout import canonical_order
-from clipforge.weights.torch_pickle import LEGACY_HEAD, ZIP_HEADS, read_torch_file, torch_load_safely
+from clipforge.weights.torch_pickle import (
+    LEGACY_HEAD,
+    ZIP_HEADS,
+    read_torch_file,
+    torch_load_safely,
+    unwrap,
+)
 
 __all__ = ["Checkpoint", "check_architecture", "load_checkpoint", "load_state_dict", "torch_load_safely"]
 
-_WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module")
 _PREFIXES = ("module.", "_orig_mod.")
 PREPROCESS_FIELD = "__preprocess__"  # carries a file's preprocessing from the reader to `load_checkpoint`
 _NON_PARAMETER_KEYS = ("input_resolution", "context_length", "vocab_size")
@@ -130,27 +135,6 @@ def _plain_layout(names: list[str]) -> bool:
             and not any(n.startswith(("visual.trunk.", "text_model.", "vision_model.", "text.")) for n in names))
 
 
-def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
-    """Open ``{"state_dict": {...}}``-style wrappers and check that what is left is all tensors."""
-    for _ in range(3):
-        if not isinstance(obj, Mapping):
-            break
-        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-            break
-        inner = next((obj[k] for k in _WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
-        if inner is None:
-            break
-        obj = inner
-    if not isinstance(obj, Mapping) or not obj:
-        raise CheckpointFormatError(f"{path} does not hold a state dict (a mapping of names to tensors); "
-                                    f"found {type(obj).__name__}")
-    bad = next((k for k, v in obj.items() if not isinstance(v, torch.Tensor)), None)
-    if bad is not None:
-        raise CheckpointFormatError(f"{path}: entry {bad!r} is a {type(obj[bad]).__name__}, not a tensor; "
-                                    f"expected a state dict (wrappers tried: {', '.join(_WRAPPER_KEYS)})")
-    return dict(obj)
-
-
 def _strip_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     changed = True
     while changed:
@@ -244,19 +228,30 @@ def load_checkpoint(path: str | os.PathLike[str], skip: Callable[[str], bool] | 
     its (sorted) order instead of the model's: for a caller that builds the model and assigns by
     name (`clipforge.api.load_model`), which then skips building a model skeleton just for the order.
     """
-    from clipforge.weights.hf import from_hf, read_hf_preprocess
-
     path = Path(path).expanduser()
     raw, config, fmt, skipped = _read_raw(path, skip)
+    try:
+        return _convert(path, raw, config, fmt, skipped, ordered)
+    except CheckpointFormatError as err:  # the layout converters' lines name a tensor or a field, not the file
+        if str(path) in str(err):
+            raise
+        raise CheckpointFormatError(f"{path}: {err}") from None
+
+
+def _convert(path: Path, raw: Any, config: dict[str, Any] | None, fmt: str, skipped: frozenset[str],
+             ordered: bool) -> Checkpoint:
+    """`load_checkpoint`'s second half: what `_read_raw` read, in OpenAI's layout, fp32."""
+    from clipforge.weights.hf import from_hf, read_hf_preprocess
+
     if fmt == "huggingface":
         hf_config = config
-        state_dict, config = from_hf(_unwrap(raw, path), hf_config)
+        state_dict, config = from_hf(unwrap(raw, path), hf_config)
         if config.get("scoring") == "sigmoid" and not config.get("tokenizer"):  # a SiglipModel folder
             from clipforge.weights.hf_siglip import folder_tokenizer
 
             config["tokenizer"] = folder_tokenizer(path, hf_config)
     else:
-        state_dict = _strip_prefixes(_unwrap(raw, path))
+        state_dict = _strip_prefixes(unwrap(raw, path))
         from clipforge.weights.family_layouts import to_clipforge_layout
 
         state_dict = to_clipforge_layout(state_dict)  # open_clip's timm-layout SigLIP files

@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import ParseResult, urlparse
 
 from clipforge.weights import zoo_data
 
@@ -193,6 +193,23 @@ def get_pretrained(name: str, tag: str = "openai") -> PretrainedWeights:
 _HUB_HOSTS = ("huggingface.co", "www.huggingface.co", "hf.co")
 
 
+def _hub_repo(parsed: ParseResult) -> str:
+    """``<owner>/<name>`` of a URL on the Hugging Face hub or under the endpoint ``HF_ENDPOINT`` names, else "".
+    The endpoint may carry a path (a mirror at ``http://host:8080/mirror``): its repositories lie under that
+    prefix, as `PretrainedWeights.sources` builds their URLs, and the prefix is not part of their names."""
+    host = parsed.netloc.lower()
+    parts = [part for part in parsed.path.split("/") if part]
+    if not host:
+        return ""
+    if host in _HUB_HOSTS:
+        return "/".join(parts[:2])
+    endpoint = urlparse(os.environ.get(HF_ENDPOINT_ENV, "").strip())
+    prefix = [part for part in endpoint.path.split("/") if part]
+    if host != endpoint.netloc.lower() or parts[:len(prefix)] != prefix:
+        return ""
+    return "/".join(parts[len(prefix):][:2])
+
+
 def spec_for_url(url: str) -> str | None:
     """The model spec (``ViT-B/32``, ``ARCH:TAG``, ``cn-RN50``) of the registry weights `url` names, else None:
     an entry's release URL, a Hugging Face hub page or file of an entry's repository
@@ -204,10 +221,7 @@ def spec_for_url(url: str) -> str | None:
     if text.lower().startswith("hf-hub:"):
         repo = text[len("hf-hub:"):].strip("/")
     else:
-        parsed = urlparse(text)
-        endpoint = urlparse(os.environ.get(HF_ENDPOINT_ENV, "")).netloc.lower()
-        if parsed.netloc.lower() in (*_HUB_HOSTS, endpoint) and parsed.netloc:
-            repo = "/".join([part for part in parsed.path.split("/") if part][:2])
+        repo = _hub_repo(urlparse(text))
     found = [(arch, tag) for (arch, tag), entry in PRETRAINED.items()
              if (entry.url and entry.url == text) or (repo and entry.hf_repo.lower() == repo.lower())]
     # one repository may serve two entries (open_clip maps ViT-SO400M-14-SigLIP-378 to the -384 repository): the

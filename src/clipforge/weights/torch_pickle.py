@@ -206,6 +206,53 @@ def torch_load_safely(path: str | os.PathLike[str], *, mmap: bool = False) -> An
         raise _unreadable(path, err) from err
 
 
+_WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module")
+
+
+def unwrap(obj: Any, where: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """The state dict in what ``torch.load`` read from `where`: ``{"state_dict": {...}}``-style wrappers (training
+    scripts' checkpoints) opened, then `tensor_dict`'s check that names map to tensors."""
+    from collections.abc import Mapping
+
+    for _ in range(3):
+        if not isinstance(obj, Mapping):
+            break
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            break
+        inner = next((obj[k] for k in _WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
+        if inner is None:
+            break
+        obj = inner
+    return tensor_dict(obj, where, f" (wrappers tried: {', '.join(_WRAPPER_KEYS)})")
+
+
+def with_article(noun: str) -> str:
+    """`noun` with its indefinite article (a list, an int, an OrderedDict)."""
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
+
+
+def tensor_dict(obj: Any, where: str | os.PathLike[str], expected: str = "") -> dict[str, torch.Tensor]:
+    """`obj` as a state dict (names to tensors), else the one-line `CheckpointFormatError` naming `where` (the
+    file it came from) and what it holds instead: a list, a bare tensor, an entry named by a number or holding a
+    list. What ``torch.load`` returns is whatever was saved, so every reader asks this before it reads names or
+    tensors (``.items()`` on a list, ``.startswith`` on an int key and ``.t()`` on a list were tracebacks).
+    `expected` follows "expected a state dict" (the generic loader names the wrappers it opened)."""
+    from collections.abc import Mapping
+
+    if not isinstance(obj, Mapping) or not obj:
+        found = f"an empty {type(obj).__name__}" if isinstance(obj, Mapping) else type(obj).__name__
+        raise CheckpointFormatError(f"{where} does not hold a state dict (a mapping of names to tensors); "
+                                    f"found {found}")
+    for key, value in obj.items():
+        if not isinstance(key, str):
+            raise CheckpointFormatError(f"{where}: entry {key!r} is named by {with_article(type(key).__name__)}, not "
+                                        f"a string; expected a state dict{expected}")
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointFormatError(f"{where}: entry {key!r} is {with_article(type(value).__name__)}, not a "
+                                        f"tensor; expected a state dict{expected}")
+    return dict(obj)
+
+
 ZIP_HEADS = (b"PK\x03\x04", b"PK\x05\x06")  # torch.save since 1.6 (an empty archive: the end record alone)
 LEGACY_HEAD = b"\x80"  # a pickle of protocol 2 or more: torch.save's legacy (pre-zip) format
 
