@@ -29,6 +29,7 @@ import torch
 
 from clipforge.atomic import remove_stale_temps, write_atomic, write_json_atomic
 from clipforge.train.config import TrainConfigError
+from clipforge.train.state_fields import wrong_state_field
 
 STATE_SUFFIX = ".state.pt"
 _STATE_KEYS = ("step", "epoch", "batch_in_epoch", "optimizer", "scheduler", "rng")
@@ -233,7 +234,11 @@ def load_train_state(weights_path: Path, advice: str = "resume an earlier checkp
     missing = [key for key in _STATE_KEYS if key not in state] if isinstance(state, dict) else list(_STATE_KEYS)
     if missing:
         raise CheckpointError(f"{state_path} is not a clipforge training state (it has no {', '.join(missing)})")
+    wrong = wrong_state_field(state)
+    if wrong is not None:
+        raise CheckpointError(f"{state_path} is not a clipforge training state ({wrong}); {advice}")
     return load_state_dict(weights_path), state
+
 
 
 def check_resumable(path: Path, weights: dict[str, torch.Tensor], model: torch.nn.Module, config: Any,
