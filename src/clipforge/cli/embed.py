@@ -4,8 +4,10 @@ Runs as one process or under `torchrun --nproc_per_node N` (or any launcher sett
 WORLD_SIZE), each rank embedding a disjoint set of partitions on its own GPU when there is one.
 A rerun into the same --out resumes the same job and refuses another (`clipforge.library.export`);
 the files that failed are named on stderr as `index add` names them. A setting out of range
-(`--shard-size 0`, `--batch-size -1`, `--workers -1`) or an --out that would hide the photos (the input
-folder itself, or a folder holding it) is one line and exit status 2 before the model loads or a file is written.
+(`--shard-size 0`, `--batch-size -1`, `--workers -1`, `--max-pixels 0`), an --out that would hide the photos
+(the input folder itself, or a folder holding it) or PATHs holding no image file at all is one line and exit
+status 2 before the model loads or a file is written: an export of nothing used to exit 0 leaving
+``job.json`` (a job of 0 files) in --out, so the next export into it was refused as another job.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--shard-size", type=int, default=100_000, help="images per output partition")
     parser.add_argument("--batch-size", type=int, default=64, help="images per model batch (default 64)")
     add_speed_arguments(parser)
+    parser.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                        help="refuse images with more pixels (bomb guard; default 178956970, as index add)")
     parser.add_argument("--float32", action="store_true", help="write float32 (default float16, as clip-retrieval)")
     parser.add_argument("--recursive", "-r", action=argparse.BooleanOptionalAction, default=True,
                         help="descend into sub-folders (default: yes; --no-recursive for the top level only)")
@@ -54,7 +58,10 @@ def files_ahead(args: argparse.Namespace) -> tuple[str, Callable[[], list[str]]]
 
     if _check_arguments(args) is not None:
         return None
-    key = json.dumps(["embed", args.model or "", bool(args.exact_decode)])
+    # --max-pixels decides the pixel key too (as in index add's); named only when given, so the hints that runs
+    # without it saved still match
+    where = [args.max_pixels] if args.max_pixels is not None else []
+    key = json.dumps(["embed", args.model or "", bool(args.exact_decode), *where])
     return key, lambda: discover_files(args.paths, recursive=args.recursive, exclude=[args.out])
 
 
@@ -64,6 +71,8 @@ def _check_arguments(args: argparse.Namespace) -> str | None:
     `files_ahead` calls it before torch loads."""
     if args.shard_size < 1:
         return f"--shard-size must be at least 1 (images per output partition), got {args.shard_size}"
+    if args.max_pixels is not None and args.max_pixels < 1:  # index add's words for its own --max-pixels
+        return f"--max-pixels must be a positive number of pixels (the bomb guard, e.g. 178956970), got {args.max_pixels}"
     from clipforge.cli.common import batch_settings_problem
 
     return batch_settings_problem(args)
@@ -79,14 +88,43 @@ def run(args: argparse.Namespace) -> int:
     if problem is not None:  # before the default-model notice, the model and any file in --out
         return report_error(problem)
     check_output_apart(args.paths, args.out, recursive=args.recursive)  # a UsageError: one line, status 2
+    nothing = _nothing_to_embed(args)
+    if nothing is not None:  # before the model loads and before --out (or its job.json) exists
+        return report_error(nothing)
     report = export_embeddings(args.paths, args.out, model_spec(args), recursive=args.recursive,
                                shard_size=args.shard_size, batch_size=args.batch_size, workers=args.workers,
                                dtype="float32" if args.float32 else "float16", overwrite=args.overwrite,
                                progress=not (args.json or args.quiet), precision=args.precision,
-                               draft=not args.exact_decode, device=str(resolve_device(args.device)))
+                               draft=not args.exact_decode, device=str(resolve_device(args.device)),
+                               max_pixels=args.max_pixels)
     if args.json:
         print(json_text(report.to_dict()))
         return 0
     print(report.summary_line())
     print_failures(report.failures, f"{args.out}/stats/stats_*.json")  # as `index add` names them
     return 0
+
+
+def _nothing_to_embed(args: argparse.Namespace) -> str | None:
+    """The error for PATHs holding no image file (found as the export will find them, `discover_files`), naming
+    them as `index add` names them in its notice; None when there is something to embed. An export of zero
+    files is refused rather than run: it wrote a job of 0 files into --out (so the next real export there
+    was "another embed job") and a manifest of nothing, and exited 0 having done nothing.
+    The export walks the PATHs again: the warning of a folder this walk could not read is kept for the export's
+    walk to give (it was said twice), and given here only when there is nothing to embed (it may be why)."""
+    import warnings
+
+    from clipforge.library.dbfile import display_path
+    from clipforge.library.scan import discover_files
+
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        found = discover_files(args.paths, recursive=args.recursive, exclude=[args.out])
+    if found:
+        return None
+    for warning in said:
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    where = ", ".join(map(display_path, args.paths))
+    looked = "top-level files" if not args.recursive else "files"
+    return (f"no image files in {where} (looked for {looked} with image extensions): nothing to embed, "
+            f"nothing written to {display_path(args.out)}")

@@ -1,4 +1,9 @@
-"""`clipforge similarity`: the image x text probability table, optionally as a heatmap."""
+"""`clipforge similarity`: the image x text probability table, optionally as a heatmap.
+
+`--max-pixels N` is the pixel limit of `index add`, `embed` and `serve` (the bomb guard), through the same
+`clipforge.data.files.with_max_pixels`: a photo over the default limit is skipped with a reason that says
+`--max-pixels` allows more, and this command had no such flag.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--plot", metavar="OUT.png",
                         help="write the cosine-similarity heatmap to this PNG (a folder, or a name ending in / "
                              f"(created): similarity.png in it); {FIGURE_TARGET_HELP}")
+    parser.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                        help="refuse images with more pixels (bomb guard; default 178956970, as index add)")
     add_speed_arguments(parser, workers=False)
     add_output_arguments(parser)
     parser.set_defaults(func=run)
@@ -36,9 +43,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from clipforge.cli.common import expand_images, figure_target, indistinct_notice, load_cli_model, one_line
+    from clipforge.data.files import with_max_pixels
     from clipforge.library.dbfile import display_path
     from clipforge.similarity import compute_similarity, plot_similarity
 
+    if args.max_pixels is not None and args.max_pixels < 1:  # index add's words for its own --max-pixels
+        raise ValueError(f"--max-pixels must be a positive number of pixels (the bomb guard, e.g. 178956970), "
+                         f"got {args.max_pixels}")
     if not args.images:
         raise ValueError(_no_images(args.text))
     args.images = expand_images(args.images)  # before the model loads: a typo costs one line
@@ -49,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     if args.exact_decode:
         preprocess = copy.copy(preprocess)
         preprocess.draft = False
+    preprocess = with_max_pixels(preprocess, args.max_pixels)  # a copy when it changes the limit
     table = compute_similarity(loaded.model, preprocess, args.images, args.text, precision=args.precision)
     from clipforge.text.families import same_after_cut
     from clipforge.zeroshot.languages import text_notices
