@@ -88,8 +88,8 @@ def test_search_validation(make_client):
     assert no_body.status_code == 415 and no_body.json()["error"] == "unsupported_media_type"
     empty = client.post("/api/search", json={"text": ""})
     assert empty.status_code == 422 and "text: String should have at least 1 character" in empty.json()["detail"]
-    blank = client.post("/api/search", json={"text": "   ", "top_k": 2})  # any non-empty text is a query
-    assert blank.status_code == 200 and len(blank.json()["results"]) == 2
+    blank = client.post("/api/search", json={"text": "   ", "top_k": 2})  # as the CLI: blanks are no query
+    assert blank.status_code == 422 and blank.json()["detail"].startswith("text: only blanks")
     too_many = client.post("/api/search", data={"text": "cat", "top_k": 100000})
     assert too_many.status_code == 422 and too_many.json()["error"] == "invalid_request"
     assert too_many.json()["detail"] == "top_k: Input should be less than or equal to 200"

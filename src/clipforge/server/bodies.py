@@ -40,6 +40,7 @@ __all__ = ["IMAGE_MEDIA_TYPES", "BodyKind", "Bodies", "build_bodies"]
 # Exactly the characters str.isspace() (and so str.strip()) treats as blank, as one regex class.
 _SPACE = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 NONBLANK_LABEL = f"[^,{_SPACE}]"
+NONBLANK_TEXT = f"[^{_SPACE}]"
 # A comma-separated form field is plain text: a JSON object or list sent in its place (which a form
 # can only carry as its JSON text, e.g. `{"a": 1}`) is refused instead of read as labels.
 NOT_JSON = r'^[^{}\[\]"]*$'
@@ -85,20 +86,27 @@ class _Query(BaseModel):
 
 
 def _text_type(limits: ServerLimits) -> Any:
-    # Any non-empty text is a query (blank text is embedded as it is), so the rule is a length range.
+    # A query text needs a character other than blanks (str.isspace: spaces, tabs, U+3000 ...), as the CLI's
+    # `search "   "` refuses ("empty query"): "   " and "\u3000" were embedded as they were and answered 200 with
+    # hits for nothing asked. Leave `text` out to search by image alone.
     schema = {
         "type": "string",
         "minLength": 1,
         "maxLength": limits.max_text_chars,
-        "description": "what to look for, in words",
+        "pattern": NONBLANK_TEXT,
+        "description": "what to look for, in words (not only blanks)",
         "examples": ["a dog on the beach"],
     }
     return Annotated[
         str,
         Field(min_length=1, max_length=limits.max_text_chars),
         WithJsonSchema(schema),
-        _checked(lambda v: True, ""),
-    ]  # the check every string gets: valid Unicode
+        _checked(
+            lambda v: re.search(NONBLANK_TEXT, v) is not None,  # after min_length: "" keeps pydantic's words
+            "only blanks (spaces, tabs or other white space): give some words, or leave text out to search by "
+            "image alone",
+        ),
+    ]
 
 
 def _label_type(limits: ServerLimits) -> Any:

@@ -126,8 +126,8 @@ class LibraryService:
 
     # -- validation -------------------------------------------------------------------------
     def clean_text(self, text: str | None) -> str | None:
-        """The query text, trimmed; None when there is none. Text that is only blanks is still a query
-        (the API's contract: any non-empty text), embedded as it was given."""
+        """The query text, trimmed; None when there is none or only blanks (str.isspace), as the CLI reads a query:
+        the REST body refuses blank text (`bodies`), and the UI's blank text beside an image searches by the image."""
         text = text or ""
         if len(text) > self.limits.max_text_chars:
             raise APIError(
@@ -135,7 +135,7 @@ class LibraryService:
                 "text_too_long",
                 f"query text has {len(text)} characters, more than the limit of {self.limits.max_text_chars}",
             )
-        return text.strip() or text or None
+        return text.strip() or None
 
     def clean_labels(self, labels: str | list[str] | None, what: str = "labels") -> list[str]:
         """Labels by the one rule of `clipforge.text.labels.split_labels` (a string split on ",", "，" and "、";
