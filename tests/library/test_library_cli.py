@@ -131,7 +131,7 @@ def test_library_user_errors_are_one_line_with_nonzero_exit(tmp_path, images_fac
         assert capsys.readouterr().err.startswith("error: --top-k must be at least 1")
     assert main(["index", "remove", "99999", "1", "--library", lib]) == 2
     assert capsys.readouterr().err == (f"error: library {lib} has no image with id 99999 (nothing removed; "
-                                       "see `clipforge index stats`)\n")
+                                       "`clipforge index list` shows each file's id)\n")
     assert main(["index", "remove", str(tmp_path / "elsewhere.jpg"), "--library", lib]) == 2
     assert f"no image with {tmp_path / 'elsewhere.jpg'}" in capsys.readouterr().err
     assert main(["index", "stats", "--library", lib, "--json"]) == 0

@@ -1,4 +1,4 @@
-"""`clipforge index add|remove|prune|stats|rebuild|drop-space|copy`: build and maintain an image library.
+"""`clipforge index add|remove|list|prune|stats|rebuild|drop-space|copy`: build and maintain an image library.
 
 Also holds the `--library` / `--model` arguments that every library subcommand (index,
 search, tag) spells the same way.
@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -109,6 +110,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     remove.add_argument("items", nargs="+", metavar="ID_OR_PATH")
     add_library_arguments(remove, model=False)
     remove.set_defaults(func=run_remove)
+
+    listing = sub.add_parser("list", help="the indexed files with their ids (what `index remove` takes)",
+                             description="List the library's files, oldest first: id and path, and a failed file's "
+                                         "reason. The ids are what `index remove ID` takes.")
+    listing.add_argument("--failed", action="store_true", help="only the files that failed, with their reasons")
+    listing.add_argument("--json", action="store_true", help="print JSON lines, one record each")
+    add_library_arguments(listing, model=False)
+    listing.set_defaults(func=run_list)
 
     prune = sub.add_parser("prune", help="forget images whose files no longer exist",
                            description="Forget every image whose file no longer exists on disk.")
@@ -210,11 +219,15 @@ def run_add(args: argparse.Namespace) -> int:
                                vector_dtype="float16" if args.float16 else "float32",
                                precision=check_precision(args.precision), draft=not args.exact_decode,
                                new_space=bool(args.model), towers=("image",))  # the text tower only if it tags
-        with library:
+        with library, warnings.catch_warnings():
+            from clipforge.library.library_writes import FilledSpaceNotice
+
+            warnings.simplefilter("ignore", FilledSpaceNotice)  # said below, with the space it filled
             report = library.add(args.paths or None, recursive=args.recursive, batch_size=args.batch_size,
                                  workers=args.workers, retry_failed=args.retry_failed,
                                  progress=not (args.quiet or args.json))
             tagged = getattr(library, "last_tagged", 0)  # the embedded store tags new photos on add
+            space = space_notice(library, args.model, report)
     except user_errors() as exc:
         return fail(exc)
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -228,8 +241,29 @@ def run_add(args: argparse.Namespace) -> int:
                   f"{'' if args.recursive else 'top-level '}files with image extensions)", file=sys.stderr)
         if tagged:
             print(f"tagged {count_noun(tagged, 'new image')} with the library's labels (see `clipforge tag --list`)")
-        print_failures(report.failures, "`clipforge index stats`")
+        print_failures(report.failures, "`clipforge index list --failed`")
+    if space:
+        print(space, file=sys.stderr)
     return 0
+
+
+def space_notice(library: Any, model: str | None, report: Any) -> str | None:
+    """One line when an add wrote into a model space other than the library's default (plain `search` and `tag`
+    do not read it: `index add 照片 --model clipforge-tiny-zh` on a clipforge-tiny library went on to search
+    clipforge-tiny's space, the new photos not in it, without a word), or filled a space with the photos the
+    library already held (`Library.last_filled`); None otherwise."""
+    from clipforge.library.library_writes import filled_sentence
+
+    filled = int(getattr(library, "last_filled", 0) or 0)
+    name = library.encoder.name or model
+    if not model or not (filled or report.added or report.updated or report.relinked):
+        return f"notice: {filled_sentence(name, filled)}" if filled else None
+    default = next((s for s in library.spaces() if s.get("default")), None)
+    if default is None or default["fingerprint"] == library.encoder.fingerprint:
+        return f"notice: {filled_sentence(name, filled)}" if filled else None
+    what = filled_sentence(name, filled) if filled else f"indexed into model space {name}"
+    return (f"notice: {what}; it is not the library's default: plain `search` and `tag` use the default model "
+            f"{default['name'] or '(object)'}: pass `--model {model}` to search or tag this space")
 
 
 def run_remove(args: argparse.Namespace) -> int:
@@ -240,6 +274,29 @@ def run_remove(args: argparse.Namespace) -> int:
     except user_errors() as exc:
         return fail(exc)
     print(f"removed {count_noun(removed, 'image')}")
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    """Every file and its id, a page at a time (a Milvus store orders its rows once for the whole listing)."""
+    page, offset = 5000, 0
+    try:
+        with open_library(args, create=False) as library:
+            if hasattr(library, "listing_ttl"):
+                library.listing_ttl = 3600.0
+            while True:
+                records = library.list_images(limit=page, offset=offset, status="failed" if args.failed else None)
+                for record in records:
+                    if args.json:
+                        print(json.dumps(record.to_dict(), ensure_ascii=False))
+                        continue
+                    failed = f"  (failed: {one_line(record.error or '')})" if record.status == "failed" else ""
+                    print(f"{record.id:>6}  {one_line(display_path(record.path))}{failed}")
+                if len(records) < page:
+                    break
+                offset += page
+    except user_errors() as exc:
+        return fail(exc)
     return 0
 
 
@@ -281,7 +338,7 @@ def run_stats(args: argparse.Namespace) -> int:
     if stats.get("missing_vectors"):
         n = stats["missing_vectors"]
         print(f"vectors   {count_noun(n, 'indexed image')} {'has' if n == 1 else 'have'} no vector (it cannot be found "
-              "by search): run `clipforge index add` (any path) to re-embed them")
+              "by search): run `clipforge index add` (any path) to embed " + ("it" if n == 1 else "them"))
     for space in stats.get("spaces") or []:
         print(f"space     {space['name'] or '(object)'} fingerprint {space['fingerprint'][:12]} dim {space['embed_dim']}"
               f" {count_noun(space['images'], 'vector')}" + (" (default)" if space.get("default") else ""))

@@ -26,10 +26,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "search", help="search a library by text, image, or query arithmetic",
         description='Search an image library. QUERY: text ("a dog on the beach"), or arithmetic such as '
-                    '\'"cat" + photo.jpg - "grass"\' and \'2:"cat" + "sofa"\' (quoted = text, bare file = image).')
+                    '\'"cat" + photo.jpg - "grass"\' and \'2:"cat" + "sofa"\'. Quoted = text; a bare word is text '
+                    'too, unless it names an image: an image extension (photo.jpg) or an existing file\'s path '
+                    '(./scan0001, ~/x). Prefixes decide: image:FILE (image:cat, image:"my photo.png") searches by '
+                    'that file, text:WORDS (text:photo.jpg) by the words.')
     parser.add_argument("query", nargs="*", default=None, action=_JoinedWords,
                         help="text or query arithmetic (several words without quotes are one text: "
-                             "`clipforge search red car` searches \"red car\")")
+                             "`clipforge search red car` searches \"red car\"); image:FILE and text:WORDS force "
+                             "a term's kind")
     parser.add_argument("--image", action="append", default=[], metavar="IMG",
                         help="query image (repeatable; added to QUERY when both are given)")
     parser.add_argument("--top-k", "-k", type=int, default=20, help="results (default 20)")
@@ -81,6 +85,52 @@ def _notices(query: str, encoder: object) -> list[str]:
     return text_notices(texts, encoder, getattr(encoder, "name", None) or "in use")
 
 
+def _terms(query: str | None) -> list:
+    """The query's terms as the search reads them (`parse_query`, the library's own parse); [] without a query."""
+    from clipforge.library.query import parse_query
+
+    return parse_query(query) if query else []
+
+
+def _file_named_like(terms: list) -> str | None:
+    """A notice when a bare word searched as text also names a file here (`search cat` beside a copy of a photo
+    named `cat` was an image search, silently; beside a text file `sunset`, `search sunset` failed "not an
+    image"); None otherwise. The file is not opened: the notice only names the prefix that would use it."""
+    for term in terms:
+        if term.kind == "text" and term.bare and os.path.isfile(term.value):
+            return (f"notice: {term.value!r} was searched as text, though a file of that name is here: "
+                    f"`image:{term.value}` searches by that file")
+    return None
+
+
+def _space_hint(library: object, texts: list[str]) -> str | None:
+    """After the language notice (the query's script is one the model was not trained for): the library's model
+    space whose model reads that script, with the flag that searches it; None when there is none."""
+    from clipforge.zeroshot.languages import MULTILINGUAL, language_of, model_languages
+
+    script = language_of(" ".join(texts))
+    spoken = model_languages(library.encoder)  # type: ignore[attr-defined]
+    if script == "en" or script in spoken or MULTILINGUAL in spoken:
+        return None
+    for space in library.spaces():  # type: ignore[attr-defined]  # both stores list them
+        name = space.get("name")
+        if name and space["fingerprint"] != library.encoder.fingerprint:  # type: ignore[attr-defined]
+            languages = model_languages(name)
+            if script in languages or MULTILINGUAL in languages:
+                return f"notice: this library has a model space of {name}, which reads {script}: add `--model {name}`"
+    return None
+
+
+def _identical(hit: object) -> str:
+    """'  (+N identical: a, b, ...)' for a hit whose bytes the library holds under other names too (one vector,
+    one result: the copies were shown by --json's `duplicates` only); '' when there are none."""
+    copies = list(getattr(hit, "duplicates", None) or [])
+    if not copies:
+        return ""
+    shown = ", ".join(one_line(display_path(path)) for path in copies[:3])
+    return f"  (+{len(copies)} identical: {shown}{', ...' if len(copies) > 3 else ''})"
+
+
 def _no_results(library: object, args: argparse.Namespace) -> str:
     if not args.folders:
         return library.no_results_reason(args.tag or None)  # type: ignore[attr-defined]  # both stores have it
@@ -116,8 +166,14 @@ def run(args: argparse.Namespace) -> int:
             hits = library.search(args.query, image=args.image or None, top_k=args.top_k,
                                   filter_tags=args.tag or None, under=args.folders or None)
             empty = _no_results(library, args) if not hits else ""
-            for notice in [] if args.quiet or not args.query else _notices(args.query, library.encoder):
-                print(notice, file=sys.stderr)
+            terms = _terms(args.query)
+            notices = [] if args.quiet or not args.query else _notices(args.query, library.encoder)
+            texts = [term.value for term in terms if term.kind == "text"]
+            if notices and texts:
+                notices.append(_space_hint(library, texts))
+            for notice in notices + [None if args.quiet else _file_named_like(terms)]:
+                if notice:
+                    print(notice, file=sys.stderr)
     except user_errors() as exc:  # QueryError, ImageLoadError, ModelMismatchError are ValueErrors
         return fail(exc)
     # A file gone from a folder this machine sees; a Milvus store's photos may live on the machines that indexed
@@ -127,8 +183,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"notice: {len(gone)} of these photos {'is' if len(gone) == 1 else 'are'} no longer on disk (marked "
               "'missing'); `clipforge index "
               "prune` forgets the library's photos whose files are gone", file=sys.stderr)
-    if args.json:
-        print(json_text({"query": args.query, "images": args.image, "results": [h.to_dict() for h in hits]}))
+    if args.json:  # the images searched by: the query's image terms, then --image's
+        images = [display_path(path) for path in [t.value for t in terms if t.kind == "image"] + args.image]
+        print(json_text({"query": args.query, "images": images, "results": [h.to_dict() for h in hits]}))
         return 0
     if args.paths:  # raw names (not `display_path`), so a pipe gets names that open, whatever their bytes
         split = sum("\n" in hit.path for hit in hits)
@@ -141,11 +198,17 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.buffer.flush()
         if not hits:
             print(f"no results: {empty}", file=sys.stderr)
+        copies = [path for hit in hits for path in hit.duplicates]
+        if copies and not args.quiet:  # a pipe gets one name per result (one per content); the copies are said
+            shown = ", ".join(one_line(display_path(path)) for path in copies[:3]) + (", ..." if len(copies) > 3 else "")
+            print(f"notice: {len(copies)} identical {'copy' if len(copies) == 1 else 'copies'} of these photos "
+                  f"{'is' if len(copies) == 1 else 'are'} not listed, one name per content ({shown}); --json lists "
+                  "each result's `duplicates`", file=sys.stderr)
         return 0
     if not hits:
         print(f"no results: {empty}")
     for rank, hit in enumerate(hits, 1):
         tag = f"  [{hit.tags[0][0]}]" if hit.tags else ""
         mark = "  (missing)" if hit.path in gone else ""
-        print(f"{rank:3d}  {hit.score:.4f}  {one_line(display_path(hit.path))}{tag}{mark}")
+        print(f"{rank:3d}  {hit.score:.4f}  {one_line(display_path(hit.path))}{tag}{mark}{_identical(hit)}")
     return 0

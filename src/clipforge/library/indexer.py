@@ -157,7 +157,11 @@ class StoreWriter:
         vectors = {sha: v for sha, v in batch.by_sha().items() if sha not in self.embedded}
         claimed: set[str] = set()
         with self.store.transaction() as tx:
-            tx.ensure_model(self.encoder.fingerprint, self.encoder.name, self.encoder.embed_dim)
+            if vectors:  # a model's space (and, the first time, the library's default model) begins with a vector
+                tx.ensure_model(self.encoder.fingerprint, self.encoder.name, self.encoder.embed_dim)
+                tx.record_model(self.encoder.fingerprint, self.encoder.name or "", self.encoder.embed_dim, self.dtype)
+            if batch.files:  # rows with this model's vectors only: other models' spaces now lack them
+                tx.void_vector_checks(self.encoder.fingerprint)
             for sha, vector in vectors.items():
                 tx.insert_embedding(sha, self.encoder.fingerprint, vector, self.dtype)
             self.report.embedded += len(vectors)

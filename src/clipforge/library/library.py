@@ -122,7 +122,7 @@ class Library(LibraryWrites, LibraryReads):
                 "embed_dim": dim,
                 "vector_dtype": self.store.get_meta(META_DTYPE),
             }
-            out["distinct_contents"] = self.store.embedding_count(fingerprint)
+            out["distinct_contents"] = self.store.distinct_contents()
             manager = self._manager
             if manager is None or manager.fingerprint != fingerprint:
                 manager = IndexManager(self.store, self.paths, fingerprint, dim)

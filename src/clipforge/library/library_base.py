@@ -26,6 +26,7 @@ from clipforge.library.paths import LibraryPaths
 from clipforge.library.settings import check_max_pixels
 from clipforge.library.store import Store
 from clipforge.library.tagging import tags_on_add
+from clipforge.library.transaction import META_DIM, META_DTYPE, META_FINGERPRINT, META_NAME
 from clipforge.library.vector_index import IndexSpec
 
 __all__ = [
@@ -37,11 +38,6 @@ __all__ = [
     "ModelMismatchError",
     "record_model",
 ]
-
-META_FINGERPRINT = "model_fingerprint"
-META_NAME = "model_name"
-META_DIM = "embed_dim"
-META_DTYPE = "vector_dtype"
 
 
 class ModelMismatchError(UserError, ValueError):
@@ -97,6 +93,7 @@ class LibraryBase:
         self._write_lock = threading.RLock()
         self._pending_spec = IndexSpec(kind=index) if isinstance(index, str) else index
         self.last_tagged = 0  # photos the last add tagged with the library's vocabulary
+        self.last_filled = 0  # photos held already that the last add embedded into this model's space
         self._new_space = new_space  # a model without vectors here may start its own model space
         if model is not None:
             try:
@@ -199,12 +196,6 @@ class LibraryBase:
         assert self._manager is not None
         return self._manager
 
-    def _record_model(self) -> None:
-        encoder = self.encoder
-        record_model(
-            self.store, encoder.fingerprint, encoder.name or "", encoder.embed_dim, self._vector_dtype
-        )
-
     def spaces(self) -> list[dict[str, Any]]:
         """Each model space (a model with vectors here): name, fingerprint, dim, vectors, default or not."""
         default = self.model_fingerprint
@@ -227,11 +218,9 @@ def names_space(given: str, name: str | None, fingerprint: str) -> bool:
 
 
 def record_model(store: Store, fingerprint: str, name: str, embed_dim: int, vector_dtype: str) -> None:
-    """Record a library's model (its default space) once: what its first `add` does with its encoder, and `index
-    copy` (`clipforge.library.transfer`) with the source's model, no model loaded."""
+    """Record a library's model (its default space) once: what `index copy` (`clipforge.library.transfer`) does with
+    the source's model, no model loaded. An add records its model with its first vectors, in their transaction
+    (`Transaction.record_model`, from `indexer.StoreWriter`)."""
     if store.get_meta(META_FINGERPRINT) is None:
         with store.transaction() as tx:
-            tx.set_meta(META_FINGERPRINT, fingerprint)
-            tx.set_meta(META_NAME, name or "")
-            tx.set_meta(META_DIM, str(int(embed_dim)))
-            tx.set_meta(META_DTYPE, vector_dtype)
+            tx.record_model(fingerprint, name, embed_dim, vector_dtype)

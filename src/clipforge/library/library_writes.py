@@ -17,6 +17,7 @@ import numpy as np
 
 from clipforge.data.base import BadImage
 from clipforge.data.files import default_workers
+from clipforge.errors import Notice
 from clipforge.library.dbfile import DamagedLibraryError, damaged, display_path
 from clipforge.library.indexer import AddReport, index_files
 from clipforge.library.library_base import META_DTYPE, LibraryBase
@@ -28,7 +29,18 @@ from clipforge.library.store import ImageRecord
 from clipforge.library.tagging import TagReport, count_noun, tag_library, tag_new_images
 from clipforge.library.vector_index import IndexSpec
 
-__all__ = ["LibraryWrites"]
+__all__ = ["FilledSpaceNotice", "LibraryWrites", "filled_sentence"]
+
+
+class FilledSpaceNotice(Notice):
+    """An add embedded photos the library already held with another model into this model's space (`index add
+    --model M` on a library built with another model): expected, and said, not a repair."""
+
+
+def filled_sentence(model: str | None, count: int) -> str:
+    """What filling a model's space did, in the words `index add` uses."""
+    return (f"filled model space {model or '(object)'} with {count_noun(count, 'image')} the library already held "
+            "(indexed with another model)")
 
 
 class LibraryWrites(LibraryBase):
@@ -67,21 +79,31 @@ class LibraryWrites(LibraryBase):
         return report
 
     def _repair_missing_vectors(self, **settings: Any) -> None:
-        """Re-embed 'ok' images whose vector is missing (see `settings.files_missing_vectors`)."""
-        present = files_missing_vectors(self.store, self.encoder.fingerprint)
-        if present:
-            self._add(
-                present,
-                False,
-                retry_failed=False,
-                progress=False,
-                update_index=True,
-                exclusive=True,
-                **settings,
-            )
+        """Embed the 'ok' images that have no vector of this model (see `settings.files_missing_vectors`): those
+        indexed with another model (this space is filled with them: `last_filled`, said as a `FilledSpaceNotice`),
+        and those whose vector was lost (no model has one: a writer that bypassed the library lock; a warning)."""
+        self.last_filled = 0
+        missing = files_missing_vectors(self.store, self.encoder.fingerprint)
+        if not missing:
+            return
+        elsewhere = self.store.shas_in_other_spaces(self.encoder.fingerprint, [r.sha256 or "" for r in missing])
+        self._add(
+            [r.path for r in missing],
+            False,
+            retry_failed=False,
+            progress=False,
+            update_index=True,
+            exclusive=True,
+            **settings,
+        )
+        self.last_filled = sum(r.sha256 in elsewhere for r in missing)
+        lost = len(missing) - self.last_filled
+        if self.last_filled:
+            warnings.warn(FilledSpaceNotice(filled_sentence(self.encoder.name, self.last_filled)), stacklevel=3)
+        if lost:
             warnings.warn(
-                f"re-embedded {count_noun(len(present), 'image')} whose "
-                f"{'vector was' if len(present) == 1 else 'vectors were'} missing",
+                f"re-embedded {count_noun(lost, 'image')} whose "
+                f"{'vector was' if lost == 1 else 'vectors were'} missing",
                 stacklevel=3,
             )
 
@@ -106,7 +128,6 @@ class LibraryWrites(LibraryBase):
             paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
             found = scan_paths(paths, recursive=recursive, exclude=[self.paths.root])
         with self._write_lock, library_lock(self.paths.lock if exclusive else None):
-            self._record_model()
             if exclusive:
                 release_pixel_failures(self.store, self.max_pixels)
             report = index_files(
@@ -243,7 +264,7 @@ class LibraryWrites(LibraryBase):
         if unknown and not missing_ok:
             raise ValueError(
                 f"library {self.paths.root} has no image with {', '.join(unknown)} (nothing removed; "
-                "see `clipforge index stats`)"
+                "`clipforge index list` shows each file's id)"
             )
         with self._write_lock, self.store.transaction() as tx:
             return tx.delete_images(ids)

@@ -61,8 +61,8 @@ class MilvusRemoval:
             gone |= under
         if unknown and not missing_ok:
             raise ValueError(
-                f"{self.spec.describe()} has no image with {', '.join(unknown)} (nothing removed; see "
-                "`clipforge index stats`)"
+                f"{self.spec.describe()} has no image with {', '.join(unknown)} (nothing removed; "
+                "`clipforge index list` shows each file's id)"
             )
         return self._delete(sorted(gone))
 

@@ -8,13 +8,17 @@ weighted sum of unit vectors, renormalised. The grammar is small on purpose:
     term  := [weight ":"] atom    (weight: a non-negative number such as 2 or 0.5)
     atom  := "quoted text" | 'quoted text' | image:PATH | text:WORDS | bare words
 
-Quoted atoms are text. A bare atom is an image when it names an existing file or ends in an
-image extension, otherwise text, so a plain ``a dog on the beach`` is one text term.
+Quoted atoms are text. A bare atom is an image only when it unmistakably names one: it ends in an image
+extension (``sofa.jpg``), or it is a path (a separator or a leading ``~``: ``./scan0001``, ``~/x``) of an
+existing file. Anything else is text, so a plain ``a dog on the beach`` is one text term, and so is ``cat``
+even beside a file named ``cat`` (it was an image search then, silently; `QueryTerm.bare` lets the CLI say
+that ``image:cat`` searches by that file).
 The quotes a Chinese input method types for ``"`` and ``'`` quote too: ``“猫” - “草地”`` is
 ``"猫" - "草地"`` (also ``‘…’``, ``「…」``, ``『…』`` and the full-width ``＂…＂``), so they do not stay in
 the text (Chinese-CLIP's vocabulary has no “ or ”: they became [UNK]). Such quotes inside words
 (``一只叫“咪咪”的猫``, ``“福”字灯笼``), followed by more words (``“Starry Night” painting``: an editor's curly
-quotes) or left open are part of a text, as they are in writing.
+quotes) are part of a text, as they are in writing. One that opens a term and is never closed (``“cat``,
+``「猫``) is an unterminated quote, as ``"cat`` is; one left open before an operator (``“猫 - 狗``) stays text.
 ``image:"my photo.jpg"`` forces an image (paths with spaces), ``text:photo.jpg`` forces text.
 A hyphen inside words (``black-and-white``) is never an operator.
 """
@@ -24,13 +28,13 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from clipforge.errors import UserError
 
-__all__ = ["QueryError", "QueryTerm", "combine_terms", "parse_query"]
+__all__ = ["QueryError", "QueryTerm", "combine_terms", "looks_like_path", "parse_query"]
 
 _WEIGHT = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*:")
 _QUOTES = {'"': '"', "'": "'", "\u201c": "\u201d", "\u2018": "\u2019", "\u300c": "\u300d", "\u300e": "\u300f",
@@ -48,12 +52,18 @@ class QueryTerm:
     weight: float  # signed
     kind: str      # "text" or "image"
     value: str
+    bare: bool = field(default=False, compare=False, repr=False)  # typed without quotes or a prefix
+
+
+def looks_like_path(value: str) -> bool:
+    """Whether a bare atom is spelled as a path: a separator in it (``~/x`` arrives expanded), or a leading ``~``."""
+    return any(sep and sep in value for sep in (os.sep, os.altsep)) or value.startswith("~")
 
 
 def _default_is_image(value: str) -> bool:
     from clipforge.image.formats import is_image_path
 
-    return is_image_path(value) or os.path.isfile(value)
+    return is_image_path(value) or (looks_like_path(value) and os.path.isfile(value))
 
 
 def _fail(query: str, pos: int, what: str) -> QueryError:
@@ -153,7 +163,9 @@ def parse_query(query: str, is_image: Callable[[str], bool] | None = None) -> li
                 after += 1
             if closing > 0 and (after == n or _is_operator(query, after)):
                 quoted = _read_quoted(query, pos)  # else words follow (“福”字灯笼, “Starry Night” painting: typed
-                # as text, not as grammar) or it is left open: part of a text
+                # as text, not as grammar) or it is left open before an operator: part of a text
+            elif closing < 0 and _read_bare(query, pos)[1] == n:  # “cat: never closed, as "cat
+                raise _fail(query, pos, "unterminated quote")
         if quoted is not None:
             value, pos = quoted
             kind = forced or "text"
@@ -164,7 +176,7 @@ def parse_query(query: str, is_image: Callable[[str], bool] | None = None) -> li
             raise _fail(query, pos, "empty term")
         if kind == "image":  # the shell leaves `~` alone inside the query's quotes: expand it here
             value = os.path.expanduser(value)
-        terms.append(QueryTerm(sign * weight, kind, value))
+        terms.append(QueryTerm(sign * weight, kind, value, bare=quoted is None and forced is None))
     if not terms:
         raise QueryError("empty query: give some text, an image, or both")
     return terms

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import re
 
-from clipforge.library.store import Store
+from clipforge.library.store import ImageRecord, Store
 
 __all__ = ["check_add_settings", "check_max_pixels", "files_missing_vectors", "release_pixel_failures"]
 
@@ -61,14 +61,15 @@ def release_pixel_failures(store: Store, max_pixels: int) -> int:
     return len(ids)
 
 
-def files_missing_vectors(store: Store, model: str) -> list[str]:
-    """Paths of 'ok' images (still on disk) whose vector of `model` is missing, to embed again. The scan is
-    skipped while no vector was deleted since the last one found none (`Store.vectors_checked`)."""
+def files_missing_vectors(store: Store, model: str) -> list[ImageRecord]:
+    """The 'ok' images (still on disk) whose vector of `model` is missing, to embed: indexed with another model, or
+    their vector lost. The scan is skipped while nothing voided the last one that found none
+    (`Store.vectors_checked`)."""
     removals = store.removals()
     if store.vectors_checked(model):
         return []
-    missing = [r.path for r in store.images_missing_vectors(model)]
+    missing = store.images_missing_vectors(model)
     if not missing:
         with store.transaction() as tx:
             tx.record_vectors_checked(model, removals)
-    return [path for path in missing if os.path.lexists(path)]
+    return [record for record in missing if os.path.lexists(record.path)]

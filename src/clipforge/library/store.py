@@ -33,7 +33,7 @@ from clipforge.library.records import IMAGE_COLUMNS, FileState, ImageRecord, ima
 from clipforge.library.schema import SCHEMA_VERSION, SchemaError
 from clipforge.library.store_connection import reads
 from clipforge.library.store_vectors import VectorReads
-from clipforge.library.transaction import CHUNK, Transaction, chunks, current_tag_rows
+from clipforge.library.transaction import CHECKED_KEY, CHUNK, Transaction, chunks, current_tag_rows
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -45,9 +45,6 @@ __all__ = [
     "Store",
     "Transaction",
 ]
-
-
-_CHECKED_META = "vectors_checked:"  # the `removals` value at which no image lacked its vector
 
 
 class Store(VectorReads):
@@ -257,9 +254,9 @@ class Store(VectorReads):
 
     # -- images without vectors -------------------------------------------------------------
     def vectors_checked(self, model: str) -> bool:
-        """Whether a check found every 'ok' image of `model` with its vector and no vector was deleted since
-        (an image can only lose its vector to a deletion, and every deletion bumps `removals`)."""
-        return self.get_meta(_CHECKED_META + model) == str(self.removals())
+        """Whether a check found every 'ok' image of `model` with its vector and nothing voided it since: a deletion
+        (every one bumps `removals`) or another model's add writing image rows (`Transaction.void_vector_checks`)."""
+        return self.get_meta(CHECKED_KEY + model) == str(self.removals())
 
     @reads
     def images_missing_vectors(self, model: str, limit: int | None = None) -> list[ImageRecord]:

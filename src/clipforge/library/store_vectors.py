@@ -36,6 +36,28 @@ class VectorReads(StoreConnection):
             self.conn().execute("SELECT COUNT(*) FROM embeddings WHERE model = ?", (model,)).fetchone()[0]
         )
 
+    @reads
+    def distinct_contents(self) -> int:
+        """Distinct contents among the library's 'ok' images (files of the same bytes count once), whichever model
+        spaces hold their vectors: what `index stats` puts beside its count of indexed files. A space's vector count
+        (`embedding_count`) is fewer when photos were added with another model only."""
+        row = self.conn().execute("SELECT COUNT(DISTINCT sha256) FROM images WHERE status = 'ok'").fetchone()
+        return int(row[0])
+
+    @reads
+    def shas_in_other_spaces(self, model: str, shas: Sequence[str]) -> set[str]:
+        """Those of `shas` that some model other than `model` has a vector of: contents indexed with another model,
+        which `model`'s space has not been given yet (as opposed to a vector lost)."""
+        found: set[str] = set()
+        unique = sorted(set(shas))
+        for part in chunks(unique):
+            marks = ",".join("?" * len(part))
+            rows = self.conn().execute(
+                f"SELECT DISTINCT sha256 FROM embeddings WHERE model != ? AND sha256 IN ({marks})", (model, *part)
+            )
+            found.update(r[0] for r in rows)
+        return found
+
     def iter_embeddings(
         self,
         model: str,

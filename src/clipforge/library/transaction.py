@@ -17,7 +17,19 @@ import numpy as np
 
 from clipforge.library.dbfile import to_db
 
-__all__ = ["CHUNK", "TAG_ROWS_KEY", "VOCABULARY_KEY", "Transaction", "chunks", "current_tag_rows"]
+__all__ = [
+    "CHECKED_KEY", "CHUNK", "META_DIM", "META_DTYPE", "META_FINGERPRINT", "META_NAME", "TAG_ROWS_KEY", "VOCABULARY_KEY",
+    "Transaction", "chunks", "current_tag_rows",
+]
+
+META_FINGERPRINT = "model_fingerprint"
+META_NAME = "model_name"
+META_DIM = "embed_dim"
+META_DTYPE = "vector_dtype"
+"""The meta keys of a library's default model space (`Transaction.record_model`)."""
+
+CHECKED_KEY = "vectors_checked:"
+"""Meta key prefix: the `removals` value at which no 'ok' image lacked its vector of a model (`Store.vectors_checked`)."""
 
 VOCABULARY_KEY = "tag_labels:"
 """Meta key prefix of a model space's remembered tag vocabulary (labels, templates, top_k) in a store."""
@@ -74,7 +86,26 @@ class Transaction:
 
     def record_vectors_checked(self, model: str, removals: int) -> None:
         """No 'ok' image of `model` lacked its vector when `removals` had this value (see `Store.vectors_checked`)."""
-        self.set_meta("vectors_checked:" + model, str(int(removals)))
+        self.set_meta(CHECKED_KEY + model, str(int(removals)))
+
+    def void_vector_checks(self, keep: str) -> None:
+        """Image rows were written with vectors of model `keep` only: every other model's check that no 'ok' image
+        lacks its vector no longer holds (a photo added by `index add --model M` has no vector of the default model,
+        and the default space's next add must find it, as `index stats` must count it)."""
+        self.conn.execute(
+            "DELETE FROM meta WHERE substr(key, 1, ?) = ? AND key != ?",
+            (len(CHECKED_KEY), CHECKED_KEY, CHECKED_KEY + keep),
+        )
+
+    def record_model(self, fingerprint: str, name: str, embed_dim: int, vector_dtype: str) -> None:
+        """Record the library's default model once: the model of its first vectors, in their transaction (an add
+        that stores no vector - an empty folder, only bad files - leaves the library without one, so a later
+        `index add --model M` makes M the default instead of a second space beside an empty default)."""
+        if self.conn.execute("SELECT 1 FROM meta WHERE key = ?", (META_FINGERPRINT,)).fetchone() is not None:
+            return
+        for key, value in ((META_FINGERPRINT, fingerprint), (META_NAME, name or ""),
+                           (META_DIM, str(int(embed_dim))), (META_DTYPE, vector_dtype)):
+            self.set_meta(key, value)
 
     def bump_generation(self) -> None:
         """Tell every reader that the searchable vectors changed (see `Store.generation`)."""
