@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from pydantic import BaseModel, ValidationError
-from python_multipart.exceptions import MultipartParseError
+from python_multipart.exceptions import FormParserError, MultipartParseError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.formparsers import MultiPartException, MultiPartParser
@@ -159,6 +159,9 @@ async def _multipart_form(
             why = exc.__cause__
             if isinstance(why, MultipartParseError):  # python-multipart's words name a state of its parser
                 raise APIError(400, "bad_request", parse_error(_BODY, preamble.boundary, parser.parts, str(why))) from None
+            if isinstance(why, FormParserError):  # its parser refused the boundary itself (over 256 characters)
+                raise APIError(400, "bad_request", f"{_BODY}: the multipart boundary its Content-Type names is "
+                                                   f"refused ({str(why)[:200]})") from None
             raise APIError(400, "bad_request", exc.message) from None
         except _NotUtf8 as exc:
             raise validation_error(

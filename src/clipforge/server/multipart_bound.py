@@ -94,8 +94,11 @@ class Preamble:
     its boundary lines end with blanks (transport padding, "receivers MUST be able to handle"); python-multipart
     refuses both before the first part ("Invalid multipart data."). `feed` drops them: the first `CRLF--boundary`
     of the body (or `--boundary` at its very start) is found with `bytes.find` across chunks, what precedes it
-    (at most `most` bytes) and the blanks after it are not passed on. An epilogue after the closing line
-    python-multipart ignores itself. `what`: the body as the refusals name it ("the request body", "the upload")."""
+    (at most `most` bytes) and the blanks after it are not passed on. Line breaks (CR, LF) at the very start are
+    skipped first, as python-multipart skipped them: `\n--boundary` opening a body is its first boundary line, not
+    a preamble hiding it (its first part was dropped, and the second read as the first). An epilogue after the
+    closing line python-multipart ignores itself. `what`: the body as the refusals name it ("the request body",
+    "the upload"); an empty boundary is refused (python-multipart's words blamed the body's first line)."""
 
     def __init__(self, boundary: bytes, what: str, most: int = MAX_PREAMBLE_BYTES) -> None:
         self.boundary, self.what, self.most = boundary, what, int(most)
@@ -103,18 +106,27 @@ class Preamble:
         self._held = b"\r\n"  # the body as if after a line: a boundary at its start is a boundary line too
         self._offset = -2  # where `_held` begins in the body
         self._state = "preamble"
+        self._leading = True  # nothing but line breaks read so far (they are skipped)
         self._blanks = 0
         self.skipped = 0  # bytes of preamble dropped
 
     def feed(self, chunk: bytes, last: bool = False) -> bytes:
         """The bytes of `chunk` (and of earlier chunks, held back) python-multipart is to read; MultipartRefused
         when no boundary line begins within `most` bytes, or the body (`last`: it ends with `chunk`) has none."""
-        if self._state == "parts" or not self.boundary:
+        if self._state == "parts":
             return chunk
+        if not self.boundary:  # RFC 2046: 1 to 70 characters (python-multipart takes up to 256)
+            raise MultipartRefused(f"{self.what}: expected a multipart boundary in its Content-Type "
+                                   "(boundary=...), not an empty one")
         if self._state == "padding":
             return self._after_padding(chunk)
+        if self._leading:  # the line breaks skipped stand before the virtual CRLF held: they count to `most`
+            rest = chunk.lstrip(b"\r\n")
+            self._offset += len(chunk) - len(rest)
+            self._leading, chunk = not rest, rest
         data = self._held + chunk
-        end = self.most - self._offset + len(self._delimiter)  # a line found before `end` follows <= `most` bytes
+        # a line found before `end` follows <= `most` bytes (never negative: `find` would count it from the end)
+        end = max(0, self.most - self._offset + len(self._delimiter))
         at = data.find(self._delimiter, 0, end)
         if at == -1:
             if len(data) >= end:  # any boundary line from here on would follow a longer preamble: not read on
@@ -161,9 +173,10 @@ def parse_error(what: str, boundary: bytes, part: int, why: str) -> str:
     """python-multipart's refusal `why` (of a body `Preamble` has passed on) as a line saying what was expected
     where: its words name a state of its parser and an offset within one chunk."""
     where = f"part {max(part, 1):,}"
-    if why.startswith(("Did not find CR at end of boundary", "Did not find LF at end of boundary",
-                       "Did not find CRLF after boundary padding")):
+    if why.startswith(("Did not find CR at end of boundary", "Did not find LF at end of boundary")):
         expected = f"a line break (CRLF) right after the boundary line {_line(boundary)} that begins {where}"
+    elif why.startswith("Did not find CRLF after boundary padding"):  # a line after part `part`'s data: the next
+        expected = f"a line break (CRLF) right after the boundary line {_line(boundary)} that begins part {part + 1:,}"
     elif why.startswith("Did not find - at end of boundary"):
         expected = f"the closing line {_line(boundary, close=True)} after {where}"
     elif why.startswith(("Found invalid character", "Found 0-length header", "Did not find LF character at end "
