@@ -60,7 +60,7 @@ def test_chinese_query_to_an_english_model_gets_a_notice(tmp_path: Path, capsys)
     Image.new("RGB", (32, 32), (200, 20, 20)).save(image)
     assert main(["classify", str(image), "--labels", "猫,狗", "--model", "clipforge-tiny"]) == 0
     captured = capsys.readouterr()
-    assert "notice: the query '猫 狗' is written in zh but model clipforge-tiny was trained for en only" \
+    assert "notice: the labels '猫, 狗' are written in zh but model clipforge-tiny was trained for en only" \
         in captured.err
     assert "红色.png" in captured.out and "猫" in captured.out  # UTF-8 file names and labels printed as they are
     assert main(["similarity", str(image), "--text", "一只猫", "--model", "clipforge-tiny"]) == 0
@@ -169,7 +169,7 @@ def test_tag_says_what_classify_says(tmp_path: Path, capsys) -> None:
     assert main(["index", "add", str(photos), "--library", lib, "--model", "clipforge-tiny", "-q"]) == 0
     capsys.readouterr()
     assert main(["tag", "--labels", "猫,狗", "--library", lib]) == 0
-    assert "notice: the query '猫 狗' is written in zh but model clipforge-tiny was trained for en only" \
+    assert "notice: the labels '猫, 狗' are written in zh but model clipforge-tiny was trained for en only" \
         in capsys.readouterr().err
     assert main(["tag", "--labels", "cat", "--library", lib]) == 0
     assert "notice: one label ('cat'): a softmax over one label is always 100%, so every photo gets it" \

@@ -160,7 +160,8 @@ def test_tag_records_the_chinese_twin_it_prompted_with_and_an_add_prompts_the_sa
     assert main(["index", "add", str(tmp_path / "照片"), "--library", lib, "--model", "clipforge-tiny-zh", "-q"]) == 0
     capsys.readouterr()
     used = _spy_templates(monkeypatch)
-    assert main(["tag", "--labels", "猫，狗", "--library", lib, "--json", "-q"]) == 0  # the default set: imagenet
+    # imagenet named (tag's default set; unnamed, clipforge-tiny-zh's 16 tokens take zh-cifar10: test_s56_audit_templates)
+    assert main(["tag", "--labels", "猫，狗", "--templates", "imagenet", "--library", lib, "--json", "-q"]) == 0
     report = json.loads(capsys.readouterr().out)
     zh_imagenet = language_templates("zh-imagenet")
     assert report["templates"] == "zh-imagenet", report["templates"]  # what it prompted with, not what was typed
@@ -203,7 +204,7 @@ def test_a_milvus_library_records_the_chinese_twin_too(tmp_path: Path, capsys) -
     base = ["--store", f"milvus-lite:{tmp_path}/m.db", "--library", str(tmp_path / "图库")]
     assert main(["index", "add", str(tmp_path / "照片"), *base, "--model", "clipforge-tiny-zh", "-q"]) == 0
     capsys.readouterr()
-    assert main(["tag", "--labels", "猫，狗", *base, "--json", "-q"]) == 0
+    assert main(["tag", "--labels", "猫，狗", "--templates", "imagenet", *base, "--json", "-q"]) == 0
     assert json.loads(capsys.readouterr().out)["templates"] == "zh-imagenet"
     with MilvusLibrary(f"milvus-lite:{tmp_path}/m.db", tmp_path / "图库") as library:
         vocabulary = tag_vocabulary(Vocabularies(library.milvus), library.space.fingerprint)

@@ -19,15 +19,16 @@ def test_tag_names_the_prompts_its_context_cuts(tmp_path, capsys):
         == 0
     )
     capsys.readouterr()
-    assert main(["tag", "--labels", "猫，狗", "--library", lib]) == 0
+    # zh-imagenet named (unnamed, tag now takes a set that fits: tests/zeroshot/test_s56_audit_templates.py)
+    assert main(["tag", "--labels", "猫，狗", "--templates", "zh-imagenet", "--library", lib]) == 0
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if "lose their label to that cut" in line]
     assert len(lines) == 1, err
     assert lines[0].startswith("notice: model clipforge-tiny-zh reads 16 tokens of a text: ")
-    assert lines[0].endswith("a shorter template set fits (--templates zh-simple)"), lines[0]
+    assert lines[0].endswith("a shorter template set fits (--templates zh-cifar10)"), lines[0]
     # a set that fits says nothing
     assert main(["tag", "--labels", "猫，狗", "--templates", "zh-simple", "--library", lib]) == 0
     assert "lose their label" not in capsys.readouterr().err
     # -q keeps stderr quiet
-    assert main(["tag", "--labels", "猫，狗", "--library", lib, "-q"]) == 0
+    assert main(["tag", "--labels", "猫，狗", "--templates", "zh-imagenet", "--library", lib, "-q"]) == 0
     assert "lose their label" not in capsys.readouterr().err

@@ -21,7 +21,7 @@ def test_classify_says_when_its_prompts_are_cut(tmp_path: Path, capsys) -> None:
                  "--model", "clipforge-tiny-zh"]) == 0
     err = capsys.readouterr().err
     assert "notice: model clipforge-tiny-zh reads 16 tokens of a text: " in err
-    assert "prompts lose their label to that cut (e.g. '" in err and "fits (--templates zh-simple)" in err
+    assert "prompts lose their label to that cut (e.g. '" in err and "fits (--templates zh-cifar10)" in err
     assert main(["classify", str(image), "--labels", "猫,狗", "--model", "clipforge-tiny-zh"]) == 0
     assert "lose their label" not in capsys.readouterr().err  # zh-simple's cut "片" keeps every label
     assert main(["classify", str(image), "--labels", "cat,dog", "--templates", "imagenet", "--model",

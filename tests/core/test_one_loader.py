@@ -111,8 +111,10 @@ def test_default_spec_falls_back_to_the_shipped_model_with_one_notice(monkeypatc
     monkeypatch.setattr("clipforge.weights.is_cached", lambda name, root=None: False)
     spec, notice = api.default_model_spec()
     assert spec == "clipforge-tiny"
-    assert notice == ("ViT-B/32 weights are not downloaded; using the small shipped model 'clipforge-tiny' "
-                      "(pass --model to choose)")
+    assert notice == ("ViT-B/32 weights are not downloaded; using the small shipped model 'clipforge-tiny', a tiny "
+                      "demo model trained on 32x32 CIFAR-10 images: results on real photos are rough; --model "
+                      "ViT-B/32 downloads the real weights (offline, it names the file to fetch and where to save "
+                      "it), or pass --model to choose another")
     assert capsys.readouterr().err == ""  # the library never prints it
     from clipforge.cli.common import model_spec
 

@@ -76,7 +76,7 @@ def test_the_labels_notice_comes_first(photo: str, capsys: pytest.CaptureFixture
     ]
     assert main([*args, "--device", "cpu"]) == 0
     err = capsys.readouterr().err
-    assert err.count("notice: ") == 1 and "notice: the query '猫 狗' is written in zh" in err
+    assert err.count("notice: ") == 1 and "notice: the labels '猫, 狗' are written in zh" in err
 
 
 def test_classify_files_returns_the_notice(photo: str) -> None:

@@ -82,7 +82,9 @@ def default_model_spec() -> tuple[str, str | None]:
     if is_cached(PREFERRED_DEFAULT) or OFFLINE_DEFAULT not in _shipped_models():
         return PREFERRED_DEFAULT, None
     return OFFLINE_DEFAULT, (f"{PREFERRED_DEFAULT} weights are not downloaded; using the small shipped model "
-                             f"{OFFLINE_DEFAULT!r} (pass --model to choose)")
+                             f"{OFFLINE_DEFAULT!r}, a tiny demo model trained on 32x32 CIFAR-10 images: results on "
+                             f"real photos are rough; --model {PREFERRED_DEFAULT} downloads the real weights (offline, "
+                             "it names the file to fetch and where to save it), or pass --model to choose another")
 
 
 def _pretrained_source(name: str, arch: str, tag: str, download_root: Spec | None) -> _Source:

@@ -33,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "--labels separates them)")
     add_templates_argument(parser, DEFAULT_TEMPLATES)
     parser.add_argument("--template", dest="templates", help=argparse.SUPPRESS)  # old spelling of --templates
+    parser.set_defaults(templates=None)  # unnamed: the default, fitted to the model's context (classify_files)
     parser.add_argument("--top-k", "-k", type=int, default=5, help="labels shown per image (default 5)")
     parser.add_argument("--plot", metavar="OUT.png",
                         help="write each image beside a bar chart of its top-k (a PNG; a folder, or a name ending in "
@@ -55,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from clipforge.errors import UsageError
     from clipforge.zeroshot.files import classify_files, parse_labels, read_labels_file
+    from clipforge.zeroshot.label_notices import label_notice
 
     if args.top_k < 1:
         raise ValueError(f"--top-k must be at least 1, got {args.top_k}")
@@ -75,12 +77,10 @@ def run(args: argparse.Namespace) -> int:
     notice = out.pop("notice", None)
     if not args.quiet and notice:
         print(notice, file=sys.stderr)
-    if not args.quiet and len(labels) == 1 and out.get("scoring", "softmax") == "softmax":
-        print(f"notice: one label ({labels[0]!r}): a softmax over one label is always 100%; give the labels it "
-              "competes with, e.g. --labels \"cat,dog,car\"", file=sys.stderr)
-    cut = out.pop("cut_notice", None)
-    if not args.quiet and cut:
-        print(cut, file=sys.stderr)
+    labels_notice = label_notice(labels, softmax=out.get("scoring", "softmax") == "softmax")
+    for line in (labels_notice, out.pop("templates_notice", None), out.pop("cut_notice", None)):
+        if line and not args.quiet:  # --quiet: no notices (cli.common.notice)
+            print(line, file=sys.stderr)
     if not args.quiet and out.get("indistinct"):
         print(indistinct_notice(out["indistinct"], out["model"], out.get("context_length", 0), "labels"),
               file=sys.stderr)

@@ -259,8 +259,9 @@ def run_zeroshot(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, workers=args.workers, device=device, limit=args.limit,
         out_dir=args.out, plot=plot, expect=expect, tolerance=args.tolerance,
         cache_dir=args.cache_dir, progress=not (args.quiet or args.json), **_speed(args))
-    if report.get("notice") and not args.quiet:  # Chinese class names on an English-only model, as classify says it
-        print(report["notice"], file=sys.stderr)
+    for key in ("notice", "cut_notice"):  # Chinese class names on an English-only model; labels cut out of prompts
+        if report.get(key) and not args.quiet:  # as classify says them
+            print(report[key], file=sys.stderr)
     return _finish(report, ["top1", "top5", "mean_per_class_recall"], args)
 
 
@@ -274,6 +275,8 @@ def run_retrieval(args: argparse.Namespace) -> int:
         model, args.captions, args.images, batch_size=args.batch_size, workers=args.workers,
         device=device, limit=args.limit, out_dir=args.out, expect=expect,
         tolerance=args.tolerance, progress=not (args.quiet or args.json), plot=_plot(args), **_speed(args))
+    if report.get("cut_notice") and not args.quiet:  # captions longer than the model's context
+        print(report["cut_notice"], file=sys.stderr)
     trivial = [k for k in (1, 5, 10) if k >= report["metrics"]["num_images"]]
     if trivial:  # --limit 5, or a tiny CSV: "R@5 100.00%" read as a result
         print(f"warning: only {report['metrics']['num_images']} images were evaluated, so text->image R@"

@@ -20,8 +20,9 @@ def _port(value: str) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "serve", help="web UI and REST API for a library (http://127.0.0.1:7860)",
-        description="Serve a library: gradio UI at / (search, classify, browse and add), REST API under /api "
-                    "with OpenAPI docs at /docs. Binds 127.0.0.1 unless --host says otherwise.")
+        description="Serve a library: gradio UI at / (search, classify, browse and add; its words follow the "
+                    "browser's language: Chinese (zh-CN / zh-TW) for a Chinese browser, else English), REST API under /api with OpenAPI docs at "
+                    "/docs. Binds 127.0.0.1 unless --host says otherwise.")
     parser.add_argument("--library", metavar="PATH", default=None,
                         help="library folder (default $CLIPFORGE_LIBRARY, else ~/.local/share/clipforge/library)")
     parser.add_argument("--store", metavar="STORE", default=os.environ.get("CLIPFORGE_STORE") or None,

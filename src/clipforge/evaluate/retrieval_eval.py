@@ -51,6 +51,7 @@ def evaluate_retrieval(model: str | torch.nn.Module, captions: str | Path | Any,
     `CaptionDataset`. `limit`: a fixed random subset of images (with all their captions).
     `plot`: True (into `out_dir`) or a folder: recall@k curves of both directions.
     `predictions`: a Parquet path: per image query its `top_k` caption ids and scores.
+    The report's ``captions_cut`` counts the evaluated captions the model's context cuts (``cut_notice`` says it).
     `expect` names, `limit` and the output folders are checked before anything is loaded."""
     from clipforge.data import CaptionDataset
 
@@ -86,6 +87,11 @@ def evaluate_retrieval(model: str | torch.nn.Module, captions: str | Path | Any,
         texts = [ds.captions[j] for j in keep]
         considered = len(ds.captions) if chosen is None else sum(len(ds.image_to_text[i]) for i in chosen)
         text_to_image = torch.tensor([gallery[ds.text_to_image[j]] for j in keep], dtype=torch.long)
+        from clipforge.evaluate.text_cut import captions_cut
+
+        cut_field, cut_notice = captions_cut(texts, ev.model, ev.name)  # embedded by their beginning only
+        if cut_notice:
+            log.warning("%s", cut_notice)
         t0 = time.perf_counter()
         text_features = encode_texts(ev.model, texts, batch_size=text_batch_size, device=ev.device,
                                      progress=progress).cpu()
@@ -106,6 +112,7 @@ def evaluate_retrieval(model: str | torch.nn.Module, captions: str | Path | Any,
                         **skipped_files(ds)},
             "convention": "image query hits when any of its captions is in the top k; text query hits when its "
                           "image is in the top k; ties: higher score first, then lower index",
+            "captions_cut": cut_field,
             "metrics": metrics,
             "bad_images": {**result.bad, "captions_dropped": considered - len(keep)},
             "timing": {**result.timing, "text_s": round(text_s, 4),
@@ -113,6 +120,8 @@ def evaluate_retrieval(model: str | torch.nn.Module, captions: str | Path | Any,
             "memory": peak_memory(ev.device),
             "files": {"report": str(json_path), "log": str(log_path)},
         }
+        if cut_notice:
+            report["cut_notice"] = cut_notice
         if predictions is not None:
             from clipforge.evaluate.predictions import write_predictions
 

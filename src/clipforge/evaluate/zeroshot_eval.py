@@ -69,7 +69,8 @@ def evaluate_zeroshot(model: str | torch.nn.Module, dataset: str | Any, root: st
     `clipforge.data.open_dataset` (with `root`) or a dataset object with `classnames`.
     `expect`: percent values per metric (``{"top1": 63.3}``); the report's ``passed`` says
     whether every one is within `tolerance` points. Returns the report dict (with ``files``, and ``notice`` when
-    the class names or templates are in a language the model was not trained for: its scores mean nothing).
+    the class names or templates are in a language the model was not trained for: its scores mean nothing;
+    ``prompts_cut`` counts the prompts whose label the model's context cuts, ``cut_notice`` says so when any is).
     `predictions`: a Parquet path for each evaluated sample's `top_k` class ids and scores.
     The report's ``paper_metric`` names the CLIP paper's number for the dataset (mean per-class
     accuracy for some, 11-point mAP for multi-label VOC 2007, which the metrics then include).
@@ -102,14 +103,18 @@ def evaluate_zeroshot(model: str | torch.nn.Module, dataset: str | Any, root: st
     template_spec = templates_for_labels(template_spec, names)
     template_list = get_templates(template_spec)
     notice = _language_notice(names, template_list, ev)
+    from clipforge.evaluate.text_cut import prompts_cut
+
+    cut_field, cut_notice = prompts_cut(names, template_list, ev.model, ev.name, template_spec)
     stem = run_stem("zeroshot", ev.name, ds_name, getattr(ds, "split", split))
     json_path, log_path = out_dir / f"{stem}.json", out_dir / f"{stem}.log"
 
     with open_run_log(log_path) as log:
         log.info("model %s (%s) on %s; dataset %r: %d images, %d classes; %d templates",
                  ev.name, ev.weights, ev.device, ds, len(ds), len(names), len(template_list))
-        if notice:
-            log.warning("%s", notice)
+        for line in (notice, cut_notice):
+            if line:
+                log.warning("%s", line)
         reset_peak_memory(ev.device)
         t0 = time.perf_counter()
         classifier = ZeroShotClassifier(ev.model, names, template_list, device=ev.device, cache_dir=cache_dir,
@@ -148,6 +153,7 @@ def evaluate_zeroshot(model: str | torch.nn.Module, dataset: str | Any, root: st
             "templates": {"spec": template_spec if isinstance(template_spec, str) else "custom",
                           "count": len(template_list), "templates": template_list},
             "classnames": names,
+            "prompts_cut": cut_field,  # prompts whose label the model's context cuts (text_cut.prompts_cut)
             "metrics": metrics,
             "paper_metric": paper_metric(ds_name),
             "bad_images": result.bad,
@@ -157,6 +163,8 @@ def evaluate_zeroshot(model: str | torch.nn.Module, dataset: str | Any, root: st
         }
         if notice:  # the scores of prompts in a language the model was not trained for mean nothing: kept with them
             report["notice"] = notice
+        if cut_notice:  # as `classify` says it: those prompts score every class alike
+            report["cut_notice"] = cut_notice
         if predictions is not None:
             from clipforge.evaluate.predictions import write_predictions
 

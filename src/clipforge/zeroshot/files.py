@@ -12,7 +12,10 @@ from tqdm.auto import tqdm
 from clipforge.text.labels import TextFileError, parse_json_file, read_text_file, split_labels
 from clipforge.zeroshot.classifier import ZeroShotClassifier
 
-__all__ = ["classify_files", "parse_labels", "read_labels_file"]
+__all__ = ["DEFAULT_TEMPLATES", "classify_files", "parse_labels", "read_labels_file"]
+
+DEFAULT_TEMPLATES = "simple"
+"""`classify`'s prompts when none are named: "a photo of a {}." ("一张{}的照片" for Chinese labels), as the web app's."""
 
 
 def parse_labels(text: str) -> list[str]:
@@ -49,7 +52,7 @@ def read_labels_file(path: str | Path, what: str = "labels file",
 
 
 def classify_files(paths: Sequence[str | Path], labels: Sequence[str], model: str | torch.nn.Module,
-                   templates: str | Sequence[str] = "simple", top_k: int = 5,
+                   templates: str | Sequence[str] | None = None, top_k: int = 5,
                    plot: str | Path | None = None, device: str | None = None, preprocess: Any = None,
                    cache_dir: str | Path | None = None, progress: bool = True, *, precision: str = "fp32",
                    draft: bool = True, batch_size: int = 32, workers: int | None = None) -> dict[str, Any]:
@@ -61,7 +64,9 @@ def classify_files(paths: Sequence[str | Path], labels: Sequence[str], model: st
     "draft_decode", "results": [{image, labels, probabilities}], "errors"}``, results in input order, and
     ``notice`` when the labels (else the templates) are in a script the loaded model was not trained for
     (asked of the model itself: a checkpoint path such as ``中文模型.pt`` names no language, the Chinese-CLIP
-    it holds does).
+    it holds does). `templates` None: `DEFAULT_TEMPLATES` in the labels' language, or the largest shipped set
+    whose prompts keep every label when the model's context cuts labels out of those
+    (`prompt_fit.default_templates`; ``templates_notice`` then says so).
     """
     from clipforge.data.files import encode_files
     from clipforge.image import Preprocess, load_image
@@ -79,6 +84,12 @@ def classify_files(paths: Sequence[str | Path], labels: Sequence[str], model: st
     if preprocess is None or (not draft and isinstance(preprocess, Preprocess)):
         preprocess = preprocess_for(model, draft=draft)
     encoder = BatchEncoder(model, precision, normalizer=preprocess, copy_model=copy_model)
+    from clipforge.text.families import same_after_cut, tokenizer_of
+    from clipforge.zeroshot.prompt_fit import default_templates, prompts_cut_notice
+
+    fit_notice = None
+    if templates is None:  # the command's default: one that keeps the labels in the model's context
+        templates, fit_notice = default_templates(DEFAULT_TEMPLATES, labels, tokenizer_of(model), model_name)
     classifier = ZeroShotClassifier(encoder.model, labels, templates, preprocess=preprocess, device=encoder.device,
                                     cache_dir=cache_dir, progress=progress)
     with tqdm(total=len(paths), unit="image", desc="classify", disable=not progress or len(paths) < 2) as bar:
@@ -97,16 +108,17 @@ def classify_files(paths: Sequence[str | Path], labels: Sequence[str], model: st
     out: dict[str, Any] = {"model": model_name, "templates": classifier.templates, "precision": encoder.precision,
                            "draft_decode": bool(getattr(preprocess, "draft", False)), "results": results,
                            "errors": errors, "scoring": getattr(model, "scoring", "softmax")}
-    from clipforge.text.families import same_after_cut, tokenizer_of
     from clipforge.zeroshot.prompts import fill_template
 
     prompts = {name: [fill_template(t, name) for t in classifier.templates] for name in classifier.classnames}
     indistinct = same_after_cut(tokenizer_of(model), prompts)  # labels whose prompts the context cuts alike
     if indistinct:
         out["indistinct"], out["context_length"] = indistinct, int(getattr(model, "context_length", 77))
-    from clipforge.zeroshot.languages import prompts_cut_notice, query_notice
+    from clipforge.zeroshot.languages import query_notice
 
-    if cut := prompts_cut_notice(prompts, tokenizer_of(model), model_name):
+    if fit_notice:
+        out["templates_notice"] = fit_notice
+    if cut := prompts_cut_notice(prompts, tokenizer_of(model), model_name, templates):
         out["cut_notice"] = cut
     from clipforge.models.scoring import SIGMOID_NOTE
 
@@ -114,7 +126,7 @@ def classify_files(paths: Sequence[str | Path], labels: Sequence[str], model: st
         out["note"] = SIGMOID_NOTE
     # the labels, else the templates (as `eval zeroshot` asks): "一张{}的照片" around "cat" on an English-only model
     # scored every label alike (50.02% / 49.98%) without a word
-    if notice := (query_notice(" ".join(classifier.classnames), speaker)
+    if notice := (query_notice(", ".join(classifier.classnames), speaker, "labels")
                   or query_notice(" ".join(classifier.templates), speaker, "templates")):
         out["notice"] = notice
     if plot is not None and results:

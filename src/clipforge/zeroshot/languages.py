@@ -241,29 +241,6 @@ def text_notices(texts: Sequence[str], model: Any, name: str, tokenizer: Any = N
     return notices
 
 
-def prompts_cut_notice(prompts: dict[str, list[str]], tokenizer: Any, name: str) -> str | None:
-    """One line when a model's context cuts labels out of a classifier's prompts (label -> its prompts), else None.
-    Such a prompt is the same for every label, so it pulls the labels' scores together: clipforge-tiny-zh reads 16
-    tokens, and Chinese-CLIP's 80 zh-imagenet templates, most of which put the label late, gave a cat photo 47%
-    "猫" against 94% with "一张{}的照片" (whose cut "片" costs nothing: only a cut into the label is said)."""
-    from clipforge.text.families import cut_texts
-    from clipforge.text.width import shorten
-
-    through_label = {}  # each prompt up to the end of its label: cut there, the label is (partly) unread
-    for label, group in prompts.items():
-        for prompt in group:
-            at = prompt.find(label)
-            through_label.setdefault(prompt[: at + len(label)] if at >= 0 else prompt, prompt)
-    lost = cut_texts(tokenizer, list(through_label))
-    if not lost:
-        return None
-    total = len({prompt for group in prompts.values() for prompt in group})
-    shorter = templates_for_labels("simple", list(prompts))
-    return (f"notice: model {name} reads {int(tokenizer.context_length)} tokens of a text: {len(lost)} of the {total} "
-            f"prompts lose their label to that cut (e.g. {shorten(through_label[lost[0]], 40)!r}) and score every "
-            f"label alike; a shorter template set fits (--templates {shorter})")
-
-
 def templates_for_labels(templates: object, labels: Sequence[str]) -> object:
     """A prompt set in the labels' language: when every label is Chinese, ``simple`` ("a photo of a {}.": the
     CLI's and the server's default, as a set name or written out) becomes ``zh-simple`` ("一张{}的照片"), and a
@@ -289,8 +266,9 @@ def query_notice(text: str, model: Any, what: str = "query") -> str | None:
     A model's tokenizer may encode any script and still know nothing of it: OpenAI's byte-level BPE
     turns Chinese into byte pieces an English-only model never learned, and Chinese-CLIP's WordPiece
     maps scripts outside its vocabulary to [UNK]. Both give confident-looking but meaningless scores.
-    `what` names the text in the sentence: ``query`` (search, classify, similarity), or a plural such as
-    ``class names`` or ``templates`` (`eval zeroshot`: "the class names '鸟 猫 狗' are written in zh ...").
+    `what` names the text in the sentence: ``query`` (search, similarity), or a plural such as ``labels``
+    (classify, tag: "the labels '猫, 狗' are written in zh ...": they had been called "the query"), ``class names``
+    or ``templates`` (`eval zeroshot`: "the class names '鸟 猫 狗' are written in zh ...").
     """
     languages = model_languages(model)
     script = language_of(text)

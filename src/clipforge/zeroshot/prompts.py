@@ -187,8 +187,12 @@ def get_templates(name_or_list: str | Sequence[str]) -> list[str]:
         raise ValueError(f"--templates {value}: is a folder; expected a .json or .txt file of templates, a template "
                          "containing '{}', or a set name (" + ", ".join(list_template_sets()[:4]) + ", ...)")
     if dataset is None:
-        raise ValueError(f"unknown template set {value!r}; known: {', '.join(list_template_sets())} "
-                       "(or pass a template containing '{}', or a .json/.txt file of templates)")
+        from clipforge.models.configs import closest_name  # the one guesser, as a mistyped --model gets
+
+        guess = closest_name(value, list_template_sets())
+        hint = f" (did you mean {guess}?)" if guess else ""
+        raise ValueError(f"unknown template set {value!r}{hint}; known: {', '.join(list_template_sets())} "
+                         "(or pass a template containing '{}', or a .json/.txt file of templates)")
     return list(_all_datasets()[dataset]["templates"])
 
 
