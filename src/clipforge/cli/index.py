@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from clipforge.cli.common import batch_settings_problem, json_text, one_line, print_failures
@@ -227,7 +227,7 @@ def run_add(args: argparse.Namespace) -> int:
                                  workers=args.workers, retry_failed=args.retry_failed,
                                  progress=not (args.quiet or args.json))
             tagged = getattr(library, "last_tagged", 0)  # the embedded store tags new photos on add
-            space = space_notice(library, args.model, report)
+            space = space_notice(library, args.model, report, fill=not args.paths)
     except user_errors() as exc:
         return fail(exc)
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -247,14 +247,17 @@ def run_add(args: argparse.Namespace) -> int:
     return 0
 
 
-def space_notice(library: Any, model: str | None, report: Any) -> str | None:
+def space_notice(library: Any, model: str | None, report: Any, fill: bool = False) -> str | None:
     """One line when an add wrote into a model space other than the library's default (plain `search` and `tag`
     do not read it: `index add 照片 --model clipforge-tiny-zh` on a clipforge-tiny library went on to search
     clipforge-tiny's space, the new photos not in it, without a word), or filled a space with the photos the
-    library already held (`Library.last_filled`); None otherwise."""
+    library already held (`Library.last_filled`); None otherwise. `fill`: the add named no path (`index add
+    --model M`, every file the library holds): the embedded store counts the held files it read into the space as
+    touched, not added, and the notice was left out of exactly the command README gives for a second space (a run
+    that embedded nothing only re-read files whose time changed: no fill)."""
     from clipforge.library.library_writes import filled_sentence
 
-    filled = int(getattr(library, "last_filled", 0) or 0)
+    filled = int(getattr(library, "last_filled", 0) or 0) + (int(report.touched) if fill and report.embedded else 0)
     name = library.encoder.name or model
     if not model or not (filled or report.added or report.updated or report.relinked):
         return f"notice: {filled_sentence(name, filled)}" if filled else None
@@ -278,26 +281,41 @@ def run_remove(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    """Every file and its id, a page at a time (a Milvus store orders its rows once for the whole listing)."""
-    page, offset = 5000, 0
+    """Every file and its id, a page at a time: by id in the embedded store (`library.iter_images`: a file removed
+    meanwhile by another process shifts no later one out of the listing), by one order of every row kept for the
+    whole listing in a Milvus store."""
+    status = "failed" if args.failed else None
     try:
         with open_library(args, create=False) as library:
-            if hasattr(library, "listing_ttl"):
-                library.listing_ttl = 3600.0
-            while True:
-                records = library.list_images(limit=page, offset=offset, status="failed" if args.failed else None)
-                for record in records:
-                    if args.json:
-                        print(json.dumps(record.to_dict(), ensure_ascii=False))
-                        continue
-                    failed = f"  (failed: {one_line(record.error or '')})" if record.status == "failed" else ""
-                    print(f"{record.id:>6}  {one_line(display_path(record.path))}{failed}")
-                if len(records) < page:
-                    break
-                offset += page
+            for record in _listing(library, status):
+                if args.json:
+                    print(json.dumps(record.to_dict(), ensure_ascii=False))
+                    continue
+                failed = f"  (failed: {one_line(record.error or '')})" if record.status == "failed" else ""
+                print(f"{record.id:>6}  {one_line(display_path(record.path))}{failed}")
+    except BrokenPipeError:  # `index list | head`: the CLI's quiet exit for a closed pipe, not "error: [Errno 32]"
+        raise
     except user_errors() as exc:
         return fail(exc)
     return 0
+
+
+def _listing(library: Any, status: str | None, page: int = 5000) -> Iterator[Any]:
+    """The records `index list` prints, oldest first, a page at a time."""
+    from clipforge.library.library import Library, iter_images
+
+    if isinstance(library, Library):
+        yield from iter_images(library, status=status, page=page)
+        return
+    if hasattr(library, "listing_ttl"):  # a Milvus store: its order of every row, read once, serves every page
+        library.listing_ttl = 3600.0
+    offset = 0
+    while True:
+        records = library.list_images(limit=page, offset=offset, status=status)
+        yield from records
+        if len(records) < page:
+            return
+        offset += page
 
 
 def run_prune(args: argparse.Namespace) -> int:

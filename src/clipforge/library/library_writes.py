@@ -43,6 +43,11 @@ def filled_sentence(model: str | None, count: int) -> str:
             "(indexed with another model)")
 
 
+def most_pixels(records: Iterable[ImageRecord]) -> int:
+    """The most pixels among `records` (photos held 'ok': their recorded source size), 0 for none."""
+    return max(((r.width or 0) * (r.height or 0) for r in records), default=0)
+
+
 class LibraryWrites(LibraryBase):
     """The writing methods of `Library` (see `clipforge.library.library`)."""
 
@@ -87,17 +92,19 @@ class LibraryWrites(LibraryBase):
         if not missing:
             return
         elsewhere = self.store.shas_in_other_spaces(self.encoder.fingerprint, [r.sha256 or "" for r in missing])
-        self._add(
+        report = self._add(
             [r.path for r in missing],
             False,
             retry_failed=False,
             progress=False,
             update_index=True,
             exclusive=True,
+            held_pixels=most_pixels(missing),
             **settings,
         )
-        self.last_filled = sum(r.sha256 in elsewhere for r in missing)
-        lost = len(missing) - self.last_filled
+        failed = {bad.path for bad in report.bad}  # a file changed into a broken one since: not filled
+        self.last_filled = sum(r.sha256 in elsewhere and r.path not in failed for r in missing)
+        lost = sum(r.sha256 not in elsewhere and r.path not in failed for r in missing)
         if self.last_filled:
             warnings.warn(FilledSpaceNotice(filled_sentence(self.encoder.name, self.last_filled)), stacklevel=3)
         if lost:
@@ -118,11 +125,17 @@ class LibraryWrites(LibraryBase):
         progress: bool,
         update_index: bool,
         exclusive: bool,
+        held_pixels: int = 0,
     ) -> AddReport:
+        """`held_pixels`: the files are photos the library holds 'ok' already, the largest this many pixels. A run
+        admitted them: this run's smaller `max_pixels` (`index add EMPTY --max-pixels 1000` filling the default
+        space) marked them failed in every model space, the row being shared, and the other spaces lost them."""
         if paths is None:  # fill this model's space with every file the library holds
-            found = ScanResult(files=[r.path for r in self.store.list_images(status="ok")])
+            held = self.store.list_images(status="ok")
+            found = ScanResult(files=[r.path for r in held])
             if not found.files:
                 raise ValueError(f"library {self.paths.root} holds no images yet: name the photos to index")
+            held_pixels = most_pixels(held)
         else:
             # A list: read twice (the scan, then `_gone_under`).
             paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
@@ -136,7 +149,7 @@ class LibraryWrites(LibraryBase):
                 found.files,
                 batch_size=batch_size,
                 workers=default_workers() if workers is None else workers,
-                max_pixels=self.max_pixels,
+                max_pixels=max(self.max_pixels, held_pixels),
                 retry_failed=retry_failed,
                 dtype=self._stored_dtype(),
                 progress=progress,

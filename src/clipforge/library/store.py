@@ -33,7 +33,7 @@ from clipforge.library.records import IMAGE_COLUMNS, FileState, ImageRecord, ima
 from clipforge.library.schema import SCHEMA_VERSION, SchemaError
 from clipforge.library.store_connection import reads
 from clipforge.library.store_vectors import VectorReads
-from clipforge.library.transaction import CHECKED_KEY, CHUNK, Transaction, chunks, current_tag_rows
+from clipforge.library.transaction import CHUNK, Transaction, checked_mark, chunks, current_tag_rows
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -196,14 +196,16 @@ class Store(VectorReads):
         return [image_record(r) for r in self.conn().execute(sql, params).fetchall()]
 
     @reads
-    def images_after(self, after_id: int, limit: int) -> list[ImageRecord]:
-        """Up to `limit` images with an id above `after_id`, by id: keyset pages that stream every record of a
-        library of any size (`index copy`), each page one index range, where an OFFSET rescans what it skips."""
+    def images_after(self, after_id: int, limit: int, status: str | None = None) -> list[ImageRecord]:
+        """Up to `limit` images with an id above `after_id` (and of `status`, when given), by id: keyset pages that
+        stream every record of a library of any size (`index copy`, `index list`), each page one index range, where
+        an OFFSET rescans what it skips, and skips a row whenever one before it was deleted between two pages."""
+        where = "" if status is None else " AND status = ?"
         rows = (
             self.conn()
             .execute(
-                f"SELECT {IMAGE_COLUMNS} FROM images WHERE id > ? ORDER BY id LIMIT ?",
-                (int(after_id), int(limit)),
+                f"SELECT {IMAGE_COLUMNS} FROM images WHERE id > ?{where} ORDER BY id LIMIT ?",
+                (int(after_id), *(() if status is None else (status,)), int(limit)),
             )
             .fetchall()
         )
@@ -256,7 +258,8 @@ class Store(VectorReads):
     def vectors_checked(self, model: str) -> bool:
         """Whether a check found every 'ok' image of `model` with its vector and nothing voided it since: a deletion
         (every one bumps `removals`) or another model's add writing image rows (`Transaction.void_vector_checks`)."""
-        return self.get_meta(CHECKED_KEY + model) == str(self.removals())
+        key, value = checked_mark(model, self.removals())  # a bare count (older clipforge) is not believed
+        return self.get_meta(key) == value
 
     @reads
     def images_missing_vectors(self, model: str, limit: int | None = None) -> list[ImageRecord]:

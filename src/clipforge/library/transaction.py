@@ -19,7 +19,7 @@ from clipforge.library.dbfile import to_db
 
 __all__ = [
     "CHECKED_KEY", "CHUNK", "META_DIM", "META_DTYPE", "META_FINGERPRINT", "META_NAME", "TAG_ROWS_KEY", "VOCABULARY_KEY",
-    "Transaction", "chunks", "current_tag_rows",
+    "Transaction", "checked_mark", "chunks", "current_tag_rows",
 ]
 
 META_FINGERPRINT = "model_fingerprint"
@@ -30,6 +30,15 @@ META_DTYPE = "vector_dtype"
 
 CHECKED_KEY = "vectors_checked:"
 """Meta key prefix: the `removals` value at which no 'ok' image lacked its vector of a model (`Store.vectors_checked`)."""
+
+
+def checked_mark(model: str, removals: int) -> tuple[str, str]:
+    """The meta (key, value) of `model`'s mark at `removals`: the count, marked as written by code whose adds void
+    the other models' marks (`Transaction.void_vector_checks`). A bare count is a mark of clipforge before that: its
+    plain adds left the other spaces' marks standing, so after an upgrade `index add DIR --model M` never filled M
+    with the photos they had indexed. Such a mark is not believed (one scan, then a mark of this form)."""
+    return CHECKED_KEY + model, f"{int(removals)}:voided-by-adds"
+
 
 VOCABULARY_KEY = "tag_labels:"
 """Meta key prefix of a model space's remembered tag vocabulary (labels, templates, top_k) in a store."""
@@ -86,7 +95,7 @@ class Transaction:
 
     def record_vectors_checked(self, model: str, removals: int) -> None:
         """No 'ok' image of `model` lacked its vector when `removals` had this value (see `Store.vectors_checked`)."""
-        self.set_meta(CHECKED_KEY + model, str(int(removals)))
+        self.set_meta(*checked_mark(model, removals))
 
     def void_vector_checks(self, keep: str) -> None:
         """Image rows were written with vectors of model `keep` only: every other model's check that no 'ok' image
@@ -100,8 +109,13 @@ class Transaction:
     def record_model(self, fingerprint: str, name: str, embed_dim: int, vector_dtype: str) -> None:
         """Record the library's default model once: the model of its first vectors, in their transaction (an add
         that stores no vector - an empty folder, only bad files - leaves the library without one, so a later
-        `index add --model M` makes M the default instead of a second space beside an empty default)."""
-        if self.conn.execute("SELECT 1 FROM meta WHERE key = ?", (META_FINGERPRINT,)).fetchone() is not None:
+        `index add --model M` makes M the default instead of a second space beside an empty default). A recorded
+        model that holds no vector is replaced the same way: what every add before this rule left after an empty
+        first add (audit 56's own library: the next `--model M` photos were a second space, said nowhere, and
+        plain `search` answered "no photo matched"), or a library whose every photo was removed."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (META_FINGERPRINT,)).fetchone()
+        if row is not None and (row[0] == fingerprint or self.conn.execute(
+                "SELECT 1 FROM embeddings WHERE model = ? LIMIT 1", (row[0],)).fetchone() is not None):
             return
         for key, value in ((META_FINGERPRINT, fingerprint), (META_NAME, name or ""),
                            (META_DIM, str(int(embed_dim))), (META_DTYPE, vector_dtype)):
