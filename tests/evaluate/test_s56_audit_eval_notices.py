@@ -3,7 +3,7 @@
 clipforge-tiny-zh reads 16 tokens: zh-imagenet's long templates lose the label in a third of ImageNet's prompts,
 and about a quarter of Flickr8k's captions are embedded by their beginning only; classify, tag and search say such
 things in one line. Now both evaluations count them in the report (``prompts_cut``, ``captions_cut``) and say them
-in one notice line, by the tests those commands use (`prompt_fit.label_cut`, `train.captions_cut.cut_captions`).
+in one notice line, by the tests those commands use (`prompt_fit.templates_cut`, `text.families.cut_texts`).
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def test_eval_retrieval_counts_and_says_the_captions_cut(tmp_path: Path, capsys)
 
 
 def test_captions_cut_tests_every_caption_past_the_trainers_sample(monkeypatch) -> None:
-    """The trainer samples `SAMPLE` captions; an evaluation counts them all, a slice of `SAMPLE` at a time."""
+    """The trainer samples `SAMPLE` captions; an evaluation tests every caption whole, whatever `SAMPLE` is."""
     import clipforge
     import clipforge.train.captions_cut as captions_module
     from clipforge.evaluate.text_cut import captions_cut

@@ -48,11 +48,11 @@ def zh_library(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def test_default_templates_give_way_to_the_largest_set_that_keeps_every_label(tiny_zh_tokenizer) -> None:
-    from clipforge.zeroshot.prompt_fit import default_templates, fitting_set, label_cut, prompts_for
+    from clipforge.zeroshot.prompt_fit import default_templates, fitting_set, templates_cut
 
     assert default_templates("imagenet", ["猫", "狗"], tiny_zh_tokenizer, "clipforge-tiny-zh") == (
         "zh-cifar10", CUT_DEFAULT)
-    assert label_cut(prompts_for("zh-cifar10", ["猫", "狗"]), tiny_zh_tokenizer).lost == 0
+    assert templates_cut("zh-cifar10", ["猫", "狗"], tiny_zh_tokenizer).lost == 0
     # what already fits stays, in the labels' language; English labels fit imagenet's 80 in 16 tokens
     assert default_templates("simple", ["猫", "狗"], tiny_zh_tokenizer, "m") == ("zh-simple", None)
     assert default_templates("imagenet", ["cat", "dog"], tiny_zh_tokenizer, "m") == ("imagenet", None)

@@ -4,55 +4,68 @@ A model reads `context_length` tokens of a text and the rest is dropped (as open
 long prompt or caption is never an error; but `eval zeroshot --model clipforge-tiny-zh` (16 tokens) prompted
 ImageNet with the 80 zh-imagenet templates, a third of whose prompts lose their label to that cut, and
 `eval retrieval` on Flickr8k cut about a quarter of the captions, and neither said so, where `classify`, `tag` and
-`search` did. The tests are theirs, not copies: `zeroshot.prompt_fit.label_cut` (a prompt cut before the end of
-its label) and `train.captions_cut.cut_captions` (the trainer's count of captions cut, bounded in cost whatever
-a caption holds), both built on `clipforge.text.families.cut_texts`.
+`search` did. Both counts are `clipforge.text.families.cut_texts`, the test every command makes: on each prompt
+up to the end of its label (`zeroshot.prompt_fit.templates_cut`, its prompts tokenized once), and on each whole
+caption. The trainer's `train.captions_cut.cut_captions` tests a sample of captions by their first 8 characters
+per token of context, which is not a count: "photographs photographs ..." holds 128 characters in 14 tokens.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from types import SimpleNamespace
 from typing import Any
 
 __all__ = ["captions_cut", "prompts_cut"]
+
+_WIDTH_BUDGET = 1 << 18
+"""Bytes of captions a `cut_texts` call is given at most (one caption whatever its length): its wide call holds
+4 tokens a byte of the longest, so the longest captions go a few at a time and the rest in thousands."""
 
 
 def prompts_cut(names: Sequence[str], templates: Sequence[str], model: Any, model_name: str,
                 spec: Any = None) -> tuple[dict[str, Any], str | None]:
     """(the report's ``prompts_cut`` field, the notice or None) for prompting `names` with `templates`: how many
-    distinct prompts lose their label to `model`'s context (`prompt_fit.label_cut`), in `classify`'s words."""
+    distinct prompts lose their label to `model`'s context (`prompt_fit.templates_cut_notice`), in `classify`'s
+    words, the suggested set in the language of `spec` (the set named). OpenAI's ImageNet names repeat
+    ("crane"): each prompt is counted once."""
     from clipforge.text.families import tokenizer_of
-    from clipforge.zeroshot.prompt_fit import label_cut, prompts_cut_notice
-    from clipforge.zeroshot.prompts import fill_template
+    from clipforge.zeroshot.prompt_fit import templates_cut_notice
 
-    tokenizer = tokenizer_of(model)
-    prompts: dict[str, list[str]] = {}
-    for name in names:  # OpenAI's ImageNet names repeat ("crane"): one group each
-        prompts.setdefault(name, [fill_template(t, name) for t in templates])
-    cut = label_cut(prompts, tokenizer)
-    return cut.to_dict(), prompts_cut_notice(prompts, tokenizer, model_name, spec, cut=cut)
+    cut, notice = templates_cut_notice(list(templates), list(dict.fromkeys(names)), tokenizer_of(model), model_name,
+                                       spec)
+    return cut.to_dict(), notice
+
+
+def _byte_chunks(texts: list[str]) -> list[list[str]]:
+    """`texts`, shortest first, in groups whose longest times their count stays within `_WIDTH_BUDGET` bytes."""
+    def size(text: str) -> int:
+        return len(text.encode("utf-8", "surrogatepass"))
+
+    chunks: list[list[str]] = []
+    for text in sorted(texts, key=size):
+        if chunks and size(text) * (len(chunks[-1]) + 1) <= _WIDTH_BUDGET:
+            chunks[-1].append(text)
+        else:
+            chunks.append([text])
+    return chunks
 
 
 def captions_cut(texts: Sequence[str], model: Any, model_name: str) -> tuple[dict[str, Any], str | None]:
     """(the report's ``captions_cut`` field, the notice or None): how many of the distinct captions `texts` are
-    longer than `model`'s context and were embedded by their beginning only. Every caption is tested: the
-    trainer's sampled count (`cut_captions`, at most `SAMPLE` captions a call) is taken on consecutive slices."""
-    from clipforge.text.families import tokenizer_of
+    longer than `model`'s context and were embedded by their beginning only, each tested whole (`cut_texts`), the
+    example the first such in `texts`' order."""
+    from clipforge.text.families import cut_texts, tokenizer_of
     from clipforge.text.width import shorten
-    from clipforge.train.captions_cut import SAMPLE, cut_captions
 
     tokenizer = tokenizer_of(model)
     context = int(getattr(tokenizer, "context_length", 0) or 0)
     distinct = list(dict.fromkeys(t for t in texts if isinstance(t, str)))
-    count, first = 0, None
-    for start in range(0, len(distinct), SAMPLE):
-        cut, _, _, example = cut_captions(SimpleNamespace(captions=distinct[start:start + SAMPLE]), tokenizer, context)
-        count, first = count + cut, first or example
-    field: dict[str, Any] = {"captions_cut": count, "captions": len(distinct), "context_length": context}
-    if not count or first is None:
+    cut = {text for chunk in _byte_chunks(distinct) for text in cut_texts(tokenizer, chunk)} if context else set()
+    first = next((text for text in distinct if text in cut), None)
+    field: dict[str, Any] = {"captions_cut": len(cut), "captions": len(distinct), "context_length": context}
+    if first is None:
         return field, None
     field["example"] = first
-    return field, (f"notice: model {model_name} reads {context} tokens of a text: {count} of the {len(distinct)} "
+    return field, (f"notice: model {model_name} reads {context} tokens of a text: {len(cut)} of the {len(distinct)} "
                    f"captions are longer and were embedded by their beginning only (e.g. {shorten(first, 40)!r}); "
                    "the recalls measure those beginnings")

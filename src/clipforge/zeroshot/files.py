@@ -66,7 +66,8 @@ def classify_files(paths: Sequence[str | Path], labels: Sequence[str], model: st
     (asked of the model itself: a checkpoint path such as ``中文模型.pt`` names no language, the Chinese-CLIP
     it holds does). `templates` None: `DEFAULT_TEMPLATES` in the labels' language, or the largest shipped set
     whose prompts keep every label when the model's context cuts labels out of those
-    (`prompt_fit.default_templates`; ``templates_notice`` then says so).
+    (`prompt_fit.choose_templates`; ``templates_notice`` then says so). ``cut_notice``: the prompts whose label the
+    context cuts, counted once (for a default, by the choice itself).
     """
     from clipforge.data.files import encode_files
     from clipforge.image import Preprocess, load_image
@@ -85,11 +86,12 @@ def classify_files(paths: Sequence[str | Path], labels: Sequence[str], model: st
         preprocess = preprocess_for(model, draft=draft)
     encoder = BatchEncoder(model, precision, normalizer=preprocess, copy_model=copy_model)
     from clipforge.text.families import same_after_cut, tokenizer_of
-    from clipforge.zeroshot.prompt_fit import default_templates, prompts_cut_notice
+    from clipforge.zeroshot.prompt_fit import choose_templates, templates_cut_notice
 
-    fit_notice = None
+    choice = None
     if templates is None:  # the command's default: one that keeps the labels in the model's context
-        templates, fit_notice = default_templates(DEFAULT_TEMPLATES, labels, tokenizer_of(model), model_name)
+        choice = choose_templates(DEFAULT_TEMPLATES, labels, tokenizer_of(model), model_name)
+        templates = choice.templates
     classifier = ZeroShotClassifier(encoder.model, labels, templates, preprocess=preprocess, device=encoder.device,
                                     cache_dir=cache_dir, progress=progress)
     with tqdm(total=len(paths), unit="image", desc="classify", disable=not progress or len(paths) < 2) as bar:
@@ -108,7 +110,7 @@ def classify_files(paths: Sequence[str | Path], labels: Sequence[str], model: st
     out: dict[str, Any] = {"model": model_name, "templates": classifier.templates, "precision": encoder.precision,
                            "draft_decode": bool(getattr(preprocess, "draft", False)), "results": results,
                            "errors": errors, "scoring": getattr(model, "scoring", "softmax")}
-    from clipforge.zeroshot.prompts import fill_template
+    from clipforge.zeroshot.prompts import fill_template, get_templates
 
     prompts = {name: [fill_template(t, name) for t in classifier.templates] for name in classifier.classnames}
     indistinct = same_after_cut(tokenizer_of(model), prompts)  # labels whose prompts the context cuts alike
@@ -116,9 +118,14 @@ def classify_files(paths: Sequence[str | Path], labels: Sequence[str], model: st
         out["indistinct"], out["context_length"] = indistinct, int(getattr(model, "context_length", 77))
     from clipforge.zeroshot.languages import query_notice
 
-    if fit_notice:
-        out["templates_notice"] = fit_notice
-    if cut := prompts_cut_notice(prompts, tokenizer_of(model), model_name, templates):
+    if choice is not None and choice.notice:
+        out["templates_notice"] = choice.notice
+    if choice is not None and get_templates(choice.templates) == classifier.templates:  # counted when chosen
+        cut = choice.cut_notice
+    else:
+        cut = templates_cut_notice(classifier.templates, classifier.classnames, tokenizer_of(model), model_name,
+                                   templates)[1]
+    if cut:
         out["cut_notice"] = cut
     from clipforge.models.scoring import SIGMOID_NOTE
 
