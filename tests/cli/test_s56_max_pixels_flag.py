@@ -64,3 +64,21 @@ def test_embed_max_pixels_reaches_the_reader_and_the_job(tmp_path, capsys) -> No
     # another limit is another job (which files fail), as `embed` refuses any other job
     assert main(["embed", str(photos), "--out", str(out), *TINY]) == 2
     assert "max_pixels 10000 there, 178956970 now" in capsys.readouterr().err
+
+
+def test_classify_max_pixels_reaches_the_reader(tmp_path, capsys) -> None:
+    """classify's skipped-photo reason named `--max-pixels N` flags of other commands only: it has its own now."""
+    big, small = _photo(tmp_path / "big.png"), _photo(tmp_path / "small.png", (40, 30))
+    argv = ["classify", str(big), str(small), "--labels", "a,b", *TINY, "--json"]
+    assert main([*argv, "--max-pixels", "10000"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [r["image"] for r in out["results"]] == [str(small)]
+    [error] = out["errors"]
+    assert error["image"] == str(big) and "20,000 pixels exceeds the limit of 10,000" in error["error"]
+    assert "`--max-pixels N` of index add, embed, classify, similarity or serve" in error["error"]
+    assert main([*argv, "--max-pixels", "20000"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [r["image"] for r in out["results"]] == [str(big), str(small)] and out["errors"] == []
+    assert main(["classify", str(small), "--labels", "a,b", *TINY, "--max-pixels=0"]) == 2
+    assert capsys.readouterr().err == ("error: --max-pixels must be a positive number of pixels (the bomb guard, "
+                                       "e.g. 178956970), got 0\n")

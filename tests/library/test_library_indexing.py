@@ -128,8 +128,9 @@ def test_pixel_cap_is_configurable(tmp_path, tiny_encoder, images_factory):
     report = library.add(tmp_path / "photos", workers=0, progress=False)
     assert (report.added, report.failed) == (1, 1)
     assert "too many pixels" in report.failures[0][1]
-    assert "`index add --max-pixels N`" in report.failures[0][1]  # it said "pass a larger max_pixels", a name
-    # that classify, embed and eval users have no flag for
+    # it said "pass a larger max_pixels", a name that classify, embed and eval users have no flag for; then
+    # "`index add --max-pixels N` or `serve --max-pixels N`", flags similarity and embed users did not have
+    assert "`--max-pixels N` of index add, embed, classify, similarity or serve," in report.failures[0][1]
 
 
 def test_unreadable_file_is_recorded(tmp_path, tiny_encoder, images_factory, monkeypatch):

@@ -40,6 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              f"/ (created): classify.png in it); {FIGURE_TARGET_HELP}")
     add_model_argument(parser, device=True)
     parser.add_argument("--batch-size", type=int, default=32, help="images per model batch (default 32)")
+    parser.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                        help="refuse images with more pixels (bomb guard; default 178956970, as index add)")
     add_speed_arguments(parser)
     add_output_arguments(parser)
     parser.set_defaults(func=run)
@@ -60,6 +62,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.top_k < 1:
         raise ValueError(f"--top-k must be at least 1, got {args.top_k}")
+    if args.max_pixels is not None and args.max_pixels < 1:  # index add's words for its own --max-pixels
+        raise ValueError(f"--max-pixels must be a positive number of pixels (the bomb guard, e.g. 178956970), "
+                         f"got {args.max_pixels}")
     if problem := batch_settings_problem(args):
         raise UsageError(problem)
     labels = parse_labels(",".join(args.labels)) if args.labels is not None else _distinct(
@@ -71,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     out = classify_files(images, labels, model_spec(args), templates=args.templates, top_k=args.top_k,
                          plot=args.plot, device=device, progress=not (args.json or args.quiet),
                          precision=args.precision, draft=not args.exact_decode, batch_size=args.batch_size,
-                         workers=args.workers)
+                         workers=args.workers, max_pixels=args.max_pixels)
     # labels in a script the loaded model was not trained for (asked of the model, not of the --model string: a
     # checkpoint file's name says nothing of its language); after the model resolved; --quiet: none
     notice = out.pop("notice", None)

@@ -237,8 +237,8 @@ def _decode_opened(
         raise _fail(
             label,
             f"too many pixels ({width}x{height} = {width * height:,} pixels exceeds the limit of "
-            f"{max_pixels:,}, a guard against decompression bombs: `index add --max-pixels N` or "
-            f"`serve --max-pixels N`, or max_pixels= in the API, allows more)",
+            f"{max_pixels:,}, a guard against decompression bombs: `--max-pixels N` of index add, embed, classify, "
+            f"similarity or serve, or max_pixels= in the API, allows more)",
         )
     box = None
     failure: BaseException | None = None

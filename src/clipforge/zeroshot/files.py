@@ -55,7 +55,8 @@ def classify_files(paths: Sequence[str | Path], labels: Sequence[str], model: st
                    templates: str | Sequence[str] | None = None, top_k: int = 5,
                    plot: str | Path | None = None, device: str | None = None, preprocess: Any = None,
                    cache_dir: str | Path | None = None, progress: bool = True, *, precision: str = "fp32",
-                   draft: bool = True, batch_size: int = 32, workers: int | None = None) -> dict[str, Any]:
+                   draft: bool = True, batch_size: int = 32, workers: int | None = None,
+                   max_pixels: int | None = None) -> dict[str, Any]:
     """Top-k labels for each image file.
 
     Files go through the one reader and encoder (`clipforge.data.files.encode_files`, model in
@@ -67,9 +68,10 @@ def classify_files(paths: Sequence[str | Path], labels: Sequence[str], model: st
     it holds does). `templates` None: `DEFAULT_TEMPLATES` in the labels' language, or the largest shipped set
     whose prompts keep every label when the model's context cuts labels out of those
     (`prompt_fit.choose_templates`; ``templates_notice`` then says so). ``cut_notice``: the prompts whose label the
-    context cuts, counted once (for a default, by the choice itself).
+    context cuts, counted once (for a default, by the choice itself). `max_pixels`: the decompression-bomb guard
+    (`clipforge.data.files.with_max_pixels`; None keeps the preprocessing's own limit).
     """
-    from clipforge.data.files import encode_files
+    from clipforge.data.files import encode_files, with_max_pixels
     from clipforge.image import Preprocess, load_image
     from clipforge.inference.encoder import BatchEncoder
     from clipforge.weights.preprocessing import preprocess_for
@@ -84,6 +86,7 @@ def classify_files(paths: Sequence[str | Path], labels: Sequence[str], model: st
         copy_model, speaker = True, model
     if preprocess is None or (not draft and isinstance(preprocess, Preprocess)):
         preprocess = preprocess_for(model, draft=draft)
+    preprocess = with_max_pixels(preprocess, max_pixels)  # a copy when it changes the limit
     encoder = BatchEncoder(model, precision, normalizer=preprocess, copy_model=copy_model)
     from clipforge.text.families import same_after_cut, tokenizer_of
     from clipforge.zeroshot.prompt_fit import choose_templates, templates_cut_notice
