@@ -28,7 +28,7 @@ import torch
 
 from clipforge.weights.cn_clip_data import PUBLISHED, TAG
 from clipforge.weights.registry import OPENAI_MEAN, OPENAI_STD, PRETRAINED, PretrainedWeights
-from clipforge.weights.torch_pickle import with_article
+from clipforge.weights.torch_pickle import brief, with_article
 
 Tensor = torch.Tensor
 
@@ -78,7 +78,8 @@ def cn_clip_state_dict(checkpoint: Any) -> dict[str, Tensor]:
             continue
         out[key] = value.float() if value.is_floating_point() else value
     if not is_cn_clip_state_dict(out):
-        odd = next((k for k, v in state.items() if isinstance(k, str) and k.removeprefix("module.") in _MARKS), None)
+        odd = next((k for k, v in state.items()
+                    if isinstance(k, str) and k.removeprefix("module.") in _MARKS and not isinstance(v, Tensor)), None)
         if odd is not None:  # the name is there, its value is no tensor
             held = with_article(type(state[odd]).__name__)
             raise ValueError(f"not a Chinese-CLIP checkpoint: its {odd!r} is {held}, not a tensor")
@@ -337,7 +338,7 @@ def read_transformers_folder(directory: str | os.PathLike[str]) -> tuple[dict[st
     if not isinstance(config, dict):
         raise CheckpointFormatError(f"{config_path} must hold a JSON object, got {type(config).__name__}")
     if config.get("model_type") != "chinese_clip":
-        raise ValueError(f"{config_path}: model_type is {config.get('model_type')!r}, expected chinese_clip")
+        raise ValueError(f"{config_path}: model_type is {brief(config.get('model_type'))}, expected chinese_clip")
     heads = {label: _heads(config, config_path, label) for label in ("vision", "text")}
     if (folder / "model.safetensors").is_file():
         from safetensors.torch import load_file
@@ -388,5 +389,5 @@ def _heads(config: dict[str, Any], config_path: Path, label: str) -> int | None:
         return None
     if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1:
         raise CheckpointFormatError(f"{config_path} field '{label}_config.num_attention_heads' must be a positive "
-                                    f"whole number, got {heads!r}")
+                                    f"whole number, got {brief(heads)}")
     return heads

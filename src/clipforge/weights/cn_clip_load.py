@@ -139,8 +139,8 @@ def load_chinese_clip(spec: str | os.PathLike[str], download_root: str | os.Path
         # they describe (building `text` on the meta device again cost 0.3-1 s a command)
         return _from_file(_finish(_build(state, cn_config(state, path), path)), path), text, text
     path = Path(text).expanduser()
-    arch, _, tail = text.partition(":")
-    if arch in CHINESE_CLIP_CONFIGS and not path.exists():  # cn-ARCH:PATH
+    arch, colon, tail = text.partition(":")
+    if arch in CHINESE_CLIP_CONFIGS and colon and not path.exists():  # cn-ARCH:PATH
         return _load_as(arch, tail)
     found = _read_local(path)
     if found is None:
@@ -180,10 +180,15 @@ def _read_local(path: Path, arch: str | None = None) -> tuple[dict[str, torch.Te
 
 def _load_as(arch: str, tail: str) -> tuple[Any, str, str]:
     """``cn-ARCH:PATH``: the Chinese-CLIP file or ChineseCLIPModel folder at PATH, whose tensors must be exactly
-    `arch`'s (`check_shapes`), built with `arch`'s head counts."""
+    `arch`'s (`check_shapes`), built with `arch`'s head counts and named after the resolved file, as ``ARCH:PATH``
+    is. Nothing after the colon (``cn-ARCH:``, ``pretrained=""``) is a ValueError: ``Path("")`` is the current
+    directory, which was read as the checkpoint."""
     from clipforge.models.chinese_clip import chinese_clip_config
     from clipforge.weights.errors import CheckpointFormatError
 
+    if not tail.strip():  # Path("") is ".": the current directory was read as the checkpoint
+        raise ValueError(f"model {arch + ':' + tail!r} names no file or tag after the colon: pass {arch} for its "
+                         f"registry weights or {arch}:PATH for a Chinese-CLIP checkpoint or ChineseCLIPModel folder")
     path = Path(tail).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"model {arch}:{tail}: {tail!r} is neither a tag of {arch}'s weights (cn_clip: "
@@ -198,7 +203,8 @@ def _load_as(arch: str, tail: str) -> tuple[Any, str, str]:
     ours = {**ours, "vision_head_width": named["vision_head_width"],
             "bert": {**ours["bert"], "num_attention_heads": named["bert"]["num_attention_heads"]}}
     model = _build(state, ours, where, arch)
-    return _from_file(_finish(model), path), f"{arch}:{path.name}", str(path.resolve())
+    # named after the file itself, as ARCH:PATH is: "cn-ARCH:." was "cn-ARCH:", a link was named for the link
+    return _from_file(_finish(model), path), f"{arch}:{path.resolve().name}", str(path.resolve())
 
 
 def _cn_state(data: Any, path: Path, arch: str | None) -> dict[str, torch.Tensor]:

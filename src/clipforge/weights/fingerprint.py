@@ -142,6 +142,8 @@ def file_identity(path: str | os.PathLike[str]) -> str | None:
     first and last 64 KiB of its bytes. None when it cannot be read."""
     try:
         root = Path(path).resolve()
+        if not (root.is_dir() or root.is_file()):  # opening a FIFO to sample it blocked for ever
+            return None
         files = sorted(p for p in root.iterdir() if p.is_file()) if root.is_dir() else [root]
         parts: list[Any] = [LOADER_VERSION, str(root)]
         for file in files:

@@ -19,6 +19,7 @@ import torch
 
 from clipforge.weights.errors import CheckpointFormatError
 from clipforge.weights.layout import canonical_order
+from clipforge.weights.torch_pickle import brief
 
 Tensor = torch.Tensor
 
@@ -226,7 +227,7 @@ def _apply_hf_config(config: dict[str, Any], hf_config: dict[str, Any]) -> dict[
     for label, sub in subs.items():
         eps = sub.get("layer_norm_eps", 1e-5)
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or abs(float(eps) - 1e-5) > 1e-12:
-            raise CheckpointFormatError(f"config.json field '{label}_config.layer_norm_eps' is {eps!r}; "
+            raise CheckpointFormatError(f"config.json field '{label}_config.layer_norm_eps' is {brief(eps)}; "
                                         "clipforge uses 1e-5")
     text, vision = subs["text"], subs["vision"]
     if "num_attention_heads" in text:
@@ -234,7 +235,7 @@ def _apply_hf_config(config: dict[str, Any], hf_config: dict[str, Any]) -> dict[
     heads = vision.get("num_attention_heads")
     if heads is not None:
         if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1 or config["vision_width"] % heads:
-            raise CheckpointFormatError(f"config.json field 'vision_config.num_attention_heads' = {heads!r} "
+            raise CheckpointFormatError(f"config.json field 'vision_config.num_attention_heads' = {brief(heads)} "
                                         f"does not divide the vision width {config['vision_width']}")
         config.pop("vision_head_width", None)
         if config["vision_width"] // heads != 64:
@@ -304,13 +305,16 @@ def read_hf_directory(directory: Path) -> tuple[dict[str, Tensor], dict[str, Any
     if not isinstance(hf_config, dict):
         raise CheckpointFormatError(f"{config_path} must hold a JSON object, got {type(hf_config).__name__}")
     if hf_config.get("model_type", "clip") not in ("clip", "siglip"):
-        raise CheckpointFormatError(f"{config_path} describes a {hf_config.get('model_type')!r} model, "
+        raise CheckpointFormatError(f"{config_path} describes a {brief(hf_config.get('model_type'))} model, "
                                     "expected a CLIPModel (model_type 'clip')")
 
     def read(path: Path) -> dict[str, Tensor]:
         from clipforge.weights.torch_pickle import torch_load_safely, unwrap
 
         if path.suffix == ".safetensors":
+            if path.exists() and not path.is_file():  # a FIFO blocked safetensors' read for ever
+                raise CheckpointFormatError(f"{path} is not a regular file (a FIFO, socket or device): expected a "
+                                            "safetensors file")
             try:
                 return load_file(str(path))
             except Exception as err:  # safetensors raises its own error types: said as the generic loader says it
@@ -330,7 +334,7 @@ def read_hf_directory(directory: Path) -> tuple[dict[str, Tensor], dict[str, Any
             state: dict[str, Tensor] = {}
             for shard in sorted(set(weight_map.values())):
                 if not isinstance(shard, str) or Path(shard).name != shard:
-                    raise CheckpointFormatError(f"{directory / index} names shard {shard!r} outside "
+                    raise CheckpointFormatError(f"{directory / index} names shard {brief(shard)} outside "
                                                 "its directory")
                 state.update(read(directory / shard))
             return state, hf_config
@@ -345,7 +349,8 @@ def _weight_map(index: Path) -> dict[str, Any]:
     except (OSError, ValueError, RecursionError) as err:
         raise CheckpointFormatError(f"{index} is not valid JSON: {err}") from None
     weight_map = found.get("weight_map") if isinstance(found, dict) else None
-    if not isinstance(weight_map, dict) or not weight_map:
+    # every shard a file name: a list or a number among them was a TypeError traceback (set(), then sorted())
+    if not isinstance(weight_map, dict) or not weight_map or not all(isinstance(v, str) for v in weight_map.values()):
         raise CheckpointFormatError(f"{index} must hold a JSON object with a 'weight_map' object (tensor names to "
                                     "shard files)")
     return weight_map

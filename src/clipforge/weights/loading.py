@@ -189,6 +189,9 @@ def _read_raw(path: Path, skip: Callable[[str], bool] | None = None
         check_zip_sizes(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if not path.is_file():  # a FIFO blocked the read below for ever; a device is no checkpoint either
+        raise CheckpointFormatError(f"{path} is not a regular file (a FIFO, socket or device): expected a checkpoint "
+                                    "file or a Hugging Face folder")
     size = path.stat().st_size
     with open(path, "rb") as fh:
         head = fh.read(16)

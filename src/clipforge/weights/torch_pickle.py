@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import reprlib
 import struct
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -187,12 +189,24 @@ def torch_load_safely(path: str | os.PathLike[str], *, mmap: bool = False) -> An
 
     `mmap=True` maps a zip-format file's tensors from disk instead of reading them into memory (torch.load's
     ``mmap``): a look at a multi-GB checkpoint's names and shapes (Chinese-CLIP's download check) then costs
-    no memory for its weights. A legacy (non-zip) file, which torch cannot map, is read as usual."""
+    no memory for its weights. A legacy (non-zip) file, which torch cannot map, is read as usual.
+
+    Before torch reads anything, a path that is no regular file (a FIFO: the first read waited for ever) and a
+    zip whose entries claim more bytes than the file can hold (`check_zip_sizes`: torch inflated a 1 MB file's
+    1 GiB data.pkl into memory) are refused, for every caller alike."""
     from safetensors import SafetensorError  # torch.load hands a safetensors-looking file to safetensors
 
+    from clipforge.weights.torchscript import check_zip_sizes
+
     path = Path(path)
+    if path.exists() and not path.is_file():  # a FIFO (a shard named in an index) blocked the first read for ever
+        raise CheckpointFormatError(f"{path} is not a regular file (a FIFO, socket or device): expected a PyTorch "
+                                    "checkpoint")
+    zipped = _is_zip(path)
+    if zipped:  # entries claiming more bytes than the file holds (~1000:1 deflate): refused before any is read
+        check_zip_sizes(path)  # here, so no reader (a folder's pytorch_model.bin, cn-ARCH:PATH) inflates them first
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and _is_zip(path))
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipped)
     except pickle.UnpicklingError as err:
         forbidden = _forbidden_global(path, err) or _scanned_forbidden(path)
         if forbidden is not None:
@@ -231,6 +245,28 @@ def with_article(noun: str) -> str:
     return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
 
 
+def _brief_repr() -> reprlib.Repr:
+    """`brief`'s repr: strings and other objects cut to 80 characters, containers to 6 items, 2 levels deep."""
+    shown = reprlib.Repr()
+    shown.maxstring = shown.maxother = 80  # a tensor name (visual.transformer.resblocks.11.attn.in_proj_weight) whole
+    shown.maxlist = shown.maxtuple = shown.maxset = shown.maxfrozenset = shown.maxdict = 6
+    shown.maxlevel, shown.maxlong = 2, 40
+    return shown
+
+
+_BRIEF = _brief_repr()
+
+
+def brief(value: Any) -> str:
+    """`repr(value)` cut to a few dozen characters (``(0, 1, 2, 3, 4, 5, ...)``, ``'kkk...kkk'``): what a file or
+    config.json holds is anyone's choice, and a refusal quoting a name or field whole printed a 100,000-int tuple
+    or a million-character string as its "one line". An int too long for `repr` is named by its type."""
+    try:
+        return _BRIEF.repr(value)
+    except ValueError:  # int -> str beyond sys.get_int_max_str_digits
+        return f"<{type(value).__name__} of more than {sys.get_int_max_str_digits()} digits>"
+
+
 def tensor_dict(obj: Any, where: str | os.PathLike[str], expected: str = "") -> dict[str, torch.Tensor]:
     """`obj` as a state dict (names to tensors), else the one-line `CheckpointFormatError` naming `where` (the
     file it came from) and what it holds instead: a list, a bare tensor, an entry named by a number or holding a
@@ -245,10 +281,10 @@ def tensor_dict(obj: Any, where: str | os.PathLike[str], expected: str = "") -> 
                                     f"found {found}")
     for key, value in obj.items():
         if not isinstance(key, str):
-            raise CheckpointFormatError(f"{where}: entry {key!r} is named by {with_article(type(key).__name__)}, not "
-                                        f"a string; expected a state dict{expected}")
+            raise CheckpointFormatError(f"{where}: entry {brief(key)} is named by {with_article(type(key).__name__)}, "
+                                        f"not a string; expected a state dict{expected}")
         if not isinstance(value, torch.Tensor):
-            raise CheckpointFormatError(f"{where}: entry {key!r} is {with_article(type(value).__name__)}, not a "
+            raise CheckpointFormatError(f"{where}: entry {brief(key)} is {with_article(type(value).__name__)}, not a "
                                         f"tensor; expected a state dict{expected}")
     return dict(obj)
 
