@@ -17,11 +17,6 @@ from typing import Any
 
 __all__ = ["captions_cut", "prompts_cut"]
 
-_WIDTH_BUDGET = 1 << 18
-"""Bytes of captions a `cut_texts` call is given at most (one caption whatever its length): its wide call holds
-4 tokens a byte of the longest, so the longest captions go a few at a time and the rest in thousands."""
-
-
 def prompts_cut(names: Sequence[str], templates: Sequence[str], model: Any, model_name: str,
                 spec: Any = None) -> tuple[dict[str, Any], str | None]:
     """(the report's ``prompts_cut`` field, the notice or None) for prompting `names` with `templates`: how many
@@ -36,20 +31,6 @@ def prompts_cut(names: Sequence[str], templates: Sequence[str], model: Any, mode
     return cut.to_dict(), notice
 
 
-def _byte_chunks(texts: list[str]) -> list[list[str]]:
-    """`texts`, shortest first, in groups whose longest times their count stays within `_WIDTH_BUDGET` bytes."""
-    def size(text: str) -> int:
-        return len(text.encode("utf-8", "surrogatepass"))
-
-    chunks: list[list[str]] = []
-    for text in sorted(texts, key=size):
-        if chunks and size(text) * (len(chunks[-1]) + 1) <= _WIDTH_BUDGET:
-            chunks[-1].append(text)
-        else:
-            chunks.append([text])
-    return chunks
-
-
 def captions_cut(texts: Sequence[str], model: Any, model_name: str) -> tuple[dict[str, Any], str | None]:
     """(the report's ``captions_cut`` field, the notice or None): how many of the distinct captions `texts` are
     longer than `model`'s context and were embedded by their beginning only, each tested whole (`cut_texts`), the
@@ -60,7 +41,7 @@ def captions_cut(texts: Sequence[str], model: Any, model_name: str) -> tuple[dic
     tokenizer = tokenizer_of(model)
     context = int(getattr(tokenizer, "context_length", 0) or 0)
     distinct = list(dict.fromkeys(t for t in texts if isinstance(t, str)))
-    cut = {text for chunk in _byte_chunks(distinct) for text in cut_texts(tokenizer, chunk)} if context else set()
+    cut = set(cut_texts(tokenizer, distinct)) if context else set()  # in groups of bounded memory
     first = next((text for text in distinct if text in cut), None)
     field: dict[str, Any] = {"captions_cut": len(cut), "captions": len(distinct), "context_length": context}
     if first is None:

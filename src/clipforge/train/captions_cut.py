@@ -54,9 +54,9 @@ def cut_captions(dataset: Any, tokenizer: Any, context: int) -> tuple[int, int, 
         return 0, 0, len(texts), None
     step = max(1, len(texts) // SAMPLE)
     picked = texts[::step][:SAMPLE]
-    # `cut_texts` tokenizes its texts at a width of 4 tokens per byte of the longest: all 2,000 at once, one alt
-    # text of 10,000 characters took 750 MB (100,000: 6 GB). Each caption is tested by its start, `_PROBE_CHARS`
-    # characters per token of context, in groups of `_CHUNK`: the cost is bounded whatever the data holds.
+    # Each caption is tested by its start, `_PROBE_CHARS` characters per token of context, in groups of `_CHUNK`:
+    # tokenizing costs what 2,000 short captions cost whatever the data holds (alt texts of 100,000 characters),
+    # at the price of missing the rare caption whose start is that long yet fits (`cut_texts` bounds the memory).
     probes: dict[str, list[str]] = {}  # a start -> the captions that begin with it
     for text in picked:
         probes.setdefault(text[: _PROBE_CHARS * context], []).append(text)
