@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from clipforge.cli.common import batch_settings_problem, json_text, one_line, print_failures
@@ -113,7 +113,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     listing = sub.add_parser("list", help="the indexed files with their ids (what `index remove` takes)",
                              description="List the library's files, oldest first: id and path, and a failed file's "
-                                         "reason. The ids are what `index remove ID` takes.")
+                                         "reason, whichever model spaces hold them. The ids are what "
+                                         "`index remove ID` takes.")
     listing.add_argument("--failed", action="store_true", help="only the files that failed, with their reasons")
     listing.add_argument("--json", action="store_true", help="print JSON lines, one record each")
     add_library_arguments(listing, model=False)
@@ -281,13 +282,12 @@ def run_remove(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    """Every file and its id, a page at a time: by id in the embedded store (`library.iter_images`: a file removed
-    meanwhile by another process shifts no later one out of the listing), by one order of every row kept for the
-    whole listing in a Milvus store."""
+    """Every file and its id, a page at a time (`iter_images`: a file removed meanwhile by another process shifts
+    no later one out of the listing)."""
     status = "failed" if args.failed else None
     try:
         with open_library(args, create=False) as library:
-            for record in _listing(library, status):
+            for record in library.iter_images(status=status):
                 if args.json:
                     print(json.dumps(record.to_dict(), ensure_ascii=False))
                     continue
@@ -298,24 +298,6 @@ def run_list(args: argparse.Namespace) -> int:
     except user_errors() as exc:
         return fail(exc)
     return 0
-
-
-def _listing(library: Any, status: str | None, page: int = 5000) -> Iterator[Any]:
-    """The records `index list` prints, oldest first, a page at a time."""
-    from clipforge.library.library import Library, iter_images
-
-    if isinstance(library, Library):
-        yield from iter_images(library, status=status, page=page)
-        return
-    if hasattr(library, "listing_ttl"):  # a Milvus store: its order of every row, read once, serves every page
-        library.listing_ttl = 3600.0
-    offset = 0
-    while True:
-        records = library.list_images(limit=page, offset=offset, status=status)
-        yield from records
-        if len(records) < page:
-            return
-        offset += page
 
 
 def run_prune(args: argparse.Namespace) -> int:

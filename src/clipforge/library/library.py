@@ -16,7 +16,6 @@ the statistics and the lifetime, and keeps every name that was always imported f
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +33,9 @@ from clipforge.library.library_base import (
 from clipforge.library.library_reads import LibraryReads
 from clipforge.library.library_writes import LibraryWrites
 from clipforge.library.lock import library_lock
-from clipforge.library.store import SCHEMA_VERSION, ImageRecord
+from clipforge.library.store import SCHEMA_VERSION
 
-__all__ = ["Library", "ModelMismatchError", "iter_images", "record_model"]
+__all__ = ["Library", "ModelMismatchError", "record_model"]
 
 
 class Library(LibraryWrites, LibraryReads):
@@ -155,17 +154,3 @@ class Library(LibraryWrites, LibraryReads):
 def open_library(path: str | Path | None = None, model: Any = None, **kwargs: Any) -> Library:
     """Same as `Library(...)`; a function for symmetry with `clipforge.load`."""
     return Library(path, model, **kwargs)
-
-
-def iter_images(library: Library, status: str | None = None, page: int = 5000) -> Iterator[ImageRecord]:
-    """Every file record of an embedded library (of `status`, when given), oldest first, read `page` rows at a time
-    by id (`Store.images_after`): what `index list` prints. Pages by OFFSET skipped rows that were never removed when
-    another process removed some already listed between two pages (ids 5001-8000 of 200,000). A function, not a
-    method: a Milvus store keeps one order of its rows for a listing instead (`MilvusLibrary.list_images`)."""
-    after = 0
-    while True:
-        records = library.store.images_after(after, page, status=status)
-        yield from records
-        if len(records) < page:
-            return
-        after = records[-1].id

@@ -8,7 +8,7 @@ the same unit vector on SQLite and on Milvus; this class ranks it (`search_vecto
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -71,6 +71,18 @@ class LibraryReads(QueryMethods, LibraryBase):
 
     def list_images(self, limit: int = 100, offset: int = 0, status: str | None = "ok") -> list[ImageRecord]:
         return self.store.list_images(status=status, limit=limit, offset=offset)
+
+    def iter_images(self, status: str | None = None, page: int = 5000) -> Iterator[ImageRecord]:
+        """Every file record (of `status`, when given), oldest first, read `page` rows at a time by id
+        (`Store.images_after`): what `index list` prints. Pages by OFFSET skipped rows that were never removed when
+        another process removed some already listed between two pages (ids 5001-8000 of 200,000)."""
+        after = 0
+        while True:
+            records = self.store.images_after(after, page, status=status)
+            yield from records
+            if len(records) < page:
+                return
+            after = records[-1].id
 
     def tag_counts(self) -> dict[str, int]:
         """The library's tags: label -> photos whose top tag it is, most first (vocabulary labels no photo

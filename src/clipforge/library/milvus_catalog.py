@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -87,22 +87,42 @@ class MilvusCatalog(QueryMethods):
         with self._lock:
             self._listings.clear()
 
-    def list_images(self, limit: int = 100, offset: int = 0, status: str | None = "ok") -> list[ImageRecord]:
-        """A page of images, oldest first. Milvus cannot order a query, so the order comes from every
-        row's key and time (reused for `listing_ttl` seconds); the page's full rows are then read by key."""
+    def _order(self, status: str | None) -> list[str]:
+        """Every row's path (of `status`, when given), oldest first: Milvus cannot order a query, so the order
+        comes from every row's key and time."""
         expr = f"status == {quote(status)}" if status else ""
+        keys = sorted((r["added_at"], r["path"]) for r in self.space.iter_rows(expr, ["path", "added_at"]))
+        return [path for _, path in keys]
 
-        def order() -> list[str]:
-            keys = sorted(
-                (r["added_at"], r["path"]) for r in self.space.iter_rows(expr, ["path", "added_at"])
-            )
-            return [path for _, path in keys]
+    def _records(self, paths: list[str]) -> list[ImageRecord]:
+        rows = self.space.rows_for_paths(paths, RECORD_FIELDS)
+        return [record_from_row(rows[p]) for p in paths if p in rows]
 
-        page = self._listing(f"order:{self.space.fingerprint}:{status}", order)[
-            int(offset) : int(offset) + int(limit)
-        ]
-        rows = self.space.rows_for_paths(page, RECORD_FIELDS)
-        return [record_from_row(rows[p]) for p in page if p in rows]
+    def list_images(self, limit: int = 100, offset: int = 0, status: str | None = "ok") -> list[ImageRecord]:
+        """A page of images, oldest first, by the order of `_order` (reused for `listing_ttl` seconds); the page's
+        full rows are then read by key."""
+        order = self._listing(f"order:{self.space.fingerprint}:{status}", lambda: self._order(status))
+        return self._records(order[int(offset) : int(offset) + int(limit)])
+
+    def iter_images(self, status: str | None = None, page: int = 5000) -> Iterator[ImageRecord]:
+        """Every file record (of `status`, when given) of every model space, each path once, oldest first, `page`
+        rows at a time: what `index list` prints, as the embedded store's one images table lists every file of
+        every model (a file indexed by `index add --model M` only is in M's space alone; ids come from the path,
+        so they agree across spaces). One order, read once, serves the whole listing, so a row removed meanwhile
+        by another process shifts no later one out of it; a row removed before its page is read is left out.
+        No model is loaded."""
+        expr = f"status == {quote(status)}" if status else ""
+        first: dict[str, tuple[float, Any]] = {}
+        for space in self._every_space():  # the default space first: its record of a shared file is the one shown
+            for row in space.iter_rows(expr, ["path", "added_at"]):
+                first.setdefault(row["path"], (float(row["added_at"] or 0.0), space))
+        order = sorted(first, key=lambda path: (first[path][0], path))
+        for start in range(0, len(order), max(1, int(page))):
+            chunk = order[start : start + int(page)]
+            rows: dict[str, Any] = {}
+            for space in {id(first[p][1]): first[p][1] for p in chunk}.values():
+                rows |= space.rows_for_paths([p for p in chunk if first[p][1] is space], RECORD_FIELDS)
+            yield from (record_from_row(rows[p]) for p in chunk if p in rows)
 
     def spaces(self) -> list[dict[str, Any]]:
         """Each model space: name, fingerprint, dim, vectors stored, whether it is the default."""
