@@ -294,11 +294,13 @@ class LibraryWrites(LibraryBase):
     def classify(
         self,
         labels: str | Sequence[str],
-        templates: str | Sequence[str] = "imagenet",
+        templates: str | Sequence[str] | None = None,
         top_k: int = 5,
         progress: bool = True,
     ) -> TagReport:
-        """Zero-shot tag every image (stored in the DB; use as `search(filter_tags=...)`)."""
+        """Zero-shot tag every image (stored in the DB; use as `search(filter_tags=...)`). `templates` None: the
+        default (``imagenet``, in the labels' language) fitted to the model's context, said in the report's
+        `notices` (`tagging.tag_templates`)."""
         with self._write_lock, library_lock(self.paths.lock):
             return tag_library(
                 self.store,

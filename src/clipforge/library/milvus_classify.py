@@ -24,7 +24,7 @@ from clipforge.library.tag_answers import EMPTY_LIBRARY, no_tag_sentence
 from clipforge.library.tagging import (
     TagReport,
     parse_labels,
-    prompted_templates,
+    tag_templates,
     tag_vocabulary,
 )
 
@@ -35,7 +35,7 @@ class MilvusClassify:
     def classify(
         self,
         labels: str | Sequence[str],
-        templates: str | Sequence[str] = "imagenet",
+        templates: str | Sequence[str] | None = None,
         top_k: int = 5,
         progress: bool = True,
     ) -> TagReport:
@@ -48,11 +48,13 @@ class MilvusClassify:
         started = time.perf_counter()
         labels = parse_labels(labels)
         check_label_sizes(labels)
-        # recorded as prompted ("zh-imagenet"), as tag_library does
-        templates = prompted_templates(templates, labels)
         encoder, space = self.encoder, self.space
+        # None: the default fitted to the model's context; recorded as prompted ("zh-imagenet"), as tag_library does
+        choice = tag_templates(templates, labels, encoder)
+        templates = choice.templates
         tag = make_tagger(encoder, labels, templates, int(top_k), self.paths.cache_dir, progress=progress)
-        report = TagReport(labels=labels, templates=templates, scoring=encoder.scoring().kind)
+        report = TagReport(labels=labels, templates=templates, scoring=encoder.scoring().kind,
+                           notices=[n for n in (choice.notice, choice.cut_notice) if n])
         counts: Counter[str] = Counter()
         k = min(int(top_k), len(labels), MAX_TAGS)
         if min(int(top_k), len(labels)) > MAX_TAGS:  # said, not silently cut
