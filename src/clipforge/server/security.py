@@ -6,7 +6,9 @@ changing it needs the token when the server was started with `--token`. The comp
 token was right. Guessing is slowed: after `MAX_WRONG_TOKENS` wrong tokens from one address within
 `WRONG_TOKEN_WINDOW_S`, that address's writes are refused (429) until the window has passed, without
 comparing anything (the right token too: otherwise the lock would only confirm a guess); the 429's
-`Retry-After` is the seconds until the oldest of those wrong tokens leaves the window.
+`Retry-After` is the seconds until the oldest of those wrong tokens leaves the window. An address is what every
+per-address cap counts (`fair.address_key`: an IPv6 address's /64): keyed on the address as sent, a client
+given a /64 guessed without end, one address of it after another.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import time
 from collections import OrderedDict, deque
 
 from clipforge.server.errors import APIError, retry_after_seconds
+from clipforge.server.fair import address_key
 
 __all__ = ["MAX_WRONG_TOKENS", "WRONG_TOKEN_WINDOW_S", "TokenChecker", "token_from_headers"]
 
@@ -63,7 +66,7 @@ class TokenChecker:
         `MAX_WRONG_TOKENS` wrong ones within the window. A missing token is not a guess and is not counted."""
         if self._token is None:
             return True
-        key = client or "unknown"
+        key = address_key(client)  # an IPv6 client's /64, as every per-address cap counts it
         now = time.monotonic()
         with self._lock:
             recent = self._wrong.get(key)
