@@ -83,7 +83,7 @@ def create_app(library: Any, token: str | None = None, limits: ServerLimits | No
     # covers a slow body upload.
     app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_body_bytes, file_limit=limits.max_upload_bytes,
                        drain_bytes=limits.drain_bytes, idle_timeout=limits.header_timeout_s,
-                       body_timeout=limits.request_timeout_s)
+                       body_timeout=limits.request_timeout_s, receiving=service.receiving)
     # gradio's upload route too: a body trickling in under the idle timeout must not hold a socket forever
     app.add_middleware(TimeoutMiddleware, seconds=limits.request_timeout_s, prefixes=("/api/", "/gradio_api/upload"))
     # A rebinding page's or another site's request costs nothing past its headers.

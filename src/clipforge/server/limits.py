@@ -86,6 +86,10 @@ class ServerLimits:
     max_sending_bytes: int = 512 * 2**20
     """Bytes of originals and thumbnails the answers still being sent may hold, all clients together (a client
     that asks and never reads holds the whole file); one address may hold a quarter, or one file of any size."""
+    max_receiving_bytes: int = 256 * 2**20
+    """Bytes of request bodies the server holds at once, from their first byte until they are answered, all clients
+    together (declared lengths; a chunked body counts the whole body limit); one address may hold a quarter, or
+    one body of any size. Past either, a request is refused before its body is read (`server.receiving`)."""
     max_client_requests: int = 8
     """Searches/classifications/additions one client may have running or waiting at once; more get 429."""
     max_ui_request_bytes: int = 2**20

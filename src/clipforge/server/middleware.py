@@ -14,6 +14,8 @@ A client that closes its connection before its answer began (ASGI's `http.discon
 client's timeout, a client gone while its search ran) is sent nothing, whatever the app makes of it (starlette's
 `ClientDisconnect` handler answered 400 to nobody), and leaves one access-log line with status 499
 (`access_log.log_client_gone`); uvicorn writes none for it.
+With `receiving`, the bytes of bodies in flight are counted per address and in all before any is read
+(`receiving.ReceivingBytes`): one more past a share is answered 429/503 at once, its bytes dropped.
 `TimeoutMiddleware` bounds the wall time of REST calls (a slow upload included); gradio's
 long-lived event streams are left alone.
 """
@@ -29,8 +31,9 @@ from typing import Any
 from starlette.routing import get_route_path
 
 from clipforge.server.access_log import log_client_gone
-from clipforge.server.errors import error_body, retry_after_seconds, shown, with_retry_after
+from clipforge.server.errors import APIError, error_body, retry_after_seconds, shown, with_retry_after
 from clipforge.server.fair import address_key
+from clipforge.server.sending import ByteShares
 
 __all__ = ["BodyLimitMiddleware", "TimeoutMiddleware", "client_host", "send_json"]
 
@@ -99,8 +102,10 @@ class BodyLimitMiddleware:
         drain_bytes: int | None = None,
         idle_timeout: float | None = None,
         body_timeout: float | None = None,
+        receiving: ByteShares | None = None,
     ) -> None:
         self.app = app
+        self.receiving = receiving  # bytes of bodies in flight, per address and in all (`receiving.ReceivingBytes`)
         self.max_bytes = int(max_bytes)
         self.file_limit = int(file_limit or max_bytes)
         self.drain_bytes = int(drain_bytes if drain_bytes is not None else 4 * self.max_bytes)
@@ -171,6 +176,24 @@ class BodyLimitMiddleware:
             )
             return
         has_body = chunked or bool(declared)
+        release = None
+        if has_body and self.receiving is not None:
+            try:  # a chunked body's length is not known ahead: it may take the whole limit
+                release = self.receiving.hold(client_host(scope), self.max_bytes if chunked else int(declared or 0))
+            except APIError as refused:
+                if not expects_continue:  # a client told "continue" never sends: nothing to drop
+                    await self._drain(receive, 0)
+                await send_json(send, refused.status, refused.code, refused.detail, retry_after=refused.retry_after)
+                return
+        try:
+            await self._received(scope, receive, send, declared, has_body)
+        finally:
+            if release is not None:
+                release()
+
+    async def _received(self, scope: Scope, receive: Receive, send: Send, declared: int | None,
+                        has_body: bool) -> None:
+        """The request, its body counted as it arrives: 413 past the limit, 408 when it stops arriving."""
         received = 0
         exceeded = stalled = late = False
         body_done = not has_body

@@ -21,20 +21,31 @@ from starlette.responses import Response, StreamingResponse
 
 from clipforge.server.errors import APIError
 
-__all__ = ["SENDING_RETRY_S", "ReleasingResponse", "ReleasingStream", "SendingBytes"]
+__all__ = ["SENDING_RETRY_S", "ByteShares", "ReleasingResponse", "ReleasingStream", "SendingBytes"]
 
 SENDING_RETRY_S = 5
 """`Retry-After` of the 429 (and the 503) for bytes being sent: they free as the clients read their answers, at
 the clients' pace, which the server cannot know; a few seconds lets a reader take a megabyte piece or several."""
 
 
-class SendingBytes:
-    """Bytes held by answers being sent, per client address; changed on the event loop only (no lock)."""
+class ByteShares:
+    """Bytes held by one kind of request's work per client address, against a share of each address (`per_host`)
+    and of the server (`total`); changed on the event loop only (no lock). An address that holds nothing may
+    always take one request of any size (a photo bigger than the share is still served, or sent, one at a time).
+    Subclasses word the two refusals (`mine_words`, `everyone_words`: "..., at most N at once; <advice>")."""
+
+    retry_after: float = SENDING_RETRY_S
 
     def __init__(self, total: int, per_host: int) -> None:
         self.total = total
         self.per_host = per_host
         self._held: Counter[str] = Counter()
+
+    def mine_words(self, mine: int) -> str:
+        raise NotImplementedError
+
+    def everyone_words(self, everyone: int) -> str:
+        raise NotImplementedError
 
     def held(self, host: str | None = None) -> int:
         return sum(self._held.values()) if host is None else self._held[host]
@@ -44,21 +55,9 @@ class SendingBytes:
         function returned gives them back (once)."""
         mine, everyone = self._held[host], self.held()
         if mine and mine + size > self.per_host:
-            raise APIError(
-                429,
-                "too_many_requests",
-                f"your address is being sent {mine:,} bytes of images already (at most {self.per_host:,} "
-                f"at once); read those answers first",
-                retry_after=SENDING_RETRY_S,
-            )
+            raise APIError(429, "too_many_requests", self.mine_words(mine), retry_after=self.retry_after)
         if everyone and everyone + size > self.total:
-            raise APIError(
-                503,
-                "server_busy",
-                f"this server is sending {everyone:,} bytes of images already (at most "
-                f"{self.total:,} at once); try again shortly",
-                retry_after=SENDING_RETRY_S,
-            )
+            raise APIError(503, "server_busy", self.everyone_words(everyone), retry_after=self.retry_after)
         self._held[host] += size
         done = False
 
@@ -71,6 +70,18 @@ class SendingBytes:
                     del self._held[host]
 
         return release
+
+
+class SendingBytes(ByteShares):
+    """Bytes held by answers being sent (originals and thumbnails: the module docstring)."""
+
+    def mine_words(self, mine: int) -> str:
+        return (f"your address is being sent {mine:,} bytes of images already (at most {self.per_host:,} "
+                "at once); read those answers first")
+
+    def everyone_words(self, everyone: int) -> str:
+        return (f"this server is sending {everyone:,} bytes of images already (at most {self.total:,} at once); "
+                "try again shortly")
 
 
 class _Releasing:

@@ -26,6 +26,7 @@ from clipforge.library.dbfile import display_path
 from clipforge.server.errors import APIError, shown, without_folders
 from clipforge.server.fair import FairGate
 from clipforge.server.limits import ServerLimits
+from clipforge.server.receiving import ReceivingBytes
 from clipforge.server.security import TokenChecker
 from clipforge.server.sending import SendingBytes
 from clipforge.server.uploads import SniffedImage
@@ -97,9 +98,10 @@ class LibraryService:
         # client's many connections cannot fill the thread pool. A browser's gallery fetches six at a
         # time per tab, so a client may hold four times the model's cap here.
         self.reads = FairGate(slots=2, per_client=4 * self.limits.max_client_requests, what="image downloads")
-        # Bytes of originals and thumbnails whose answers are still being sent (a client that never reads
-        # holds them): an address may hold a quarter of the server's budget (`sending`).
+        # Bytes of answers still being sent (`sending`), and of request bodies being read or answered, counted
+        # before they are read (`receiving`): an address may hold a quarter of the server's budget of each.
         self.sending = SendingBytes(self.limits.max_sending_bytes, self.limits.max_sending_bytes // 4)
+        self.receiving = ReceivingBytes(self.limits.max_receiving_bytes, self.limits.max_receiving_bytes // 4)
         if hasattr(library, "listing_ttl"):  # a Milvus store: pages and stats read every row (see the limit)
             library.listing_ttl = self.limits.listing_cache_s
         encoder = library.encoder  # load the model now: a broken model fails at start, not on first use
