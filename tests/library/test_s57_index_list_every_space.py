@@ -6,6 +6,7 @@ removed meanwhile shifts no later row out of the listing, on either store."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,16 @@ def test_a_removal_between_two_pages_shifts_no_later_file_out(tmp_path, images_f
         seen += list(listing)
     assert sorted(Path(record.path).name for record in seen) == sorted(p.name for p in photos)
     assert len({record.id for record in seen}) == 5
+
+
+def test_a_milvus_add_of_an_empty_folder_does_not_choose_the_default_model(tmp_path, images_factory, capsys) -> None:
+    """`index add EMPTY --model M` on a new milvus-lite store made M its default space (the embedded store no longer
+    did); the next plain add then indexed into M instead of the shipped default."""
+    (tmp_path / "empty").mkdir()
+    images_factory(tmp_path / "photos", 2)
+    base = ["--library", str(tmp_path / "lib"), "--store", f"milvus-lite:{tmp_path}/m.db"]
+    assert _run(capsys, "index", "add", str(tmp_path / "empty"), "--model", SECOND, *base, *QUIET)[0] == 0
+    assert _run(capsys, "index", "add", str(tmp_path / "photos"), "--model", DEFAULT, *base, *QUIET)[0] == 0
+    code, out, err = _run(capsys, "index", "stats", "--json", *base)
+    stats = json.loads(out)
+    assert [(s["name"], s["images"], s["default"]) for s in stats["spaces"]] == [(DEFAULT, 2, True)]

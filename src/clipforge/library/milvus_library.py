@@ -204,6 +204,10 @@ class MilvusLibrary(MilvusRemoval, MilvusClassify, MilvusCatalog):
             files, rejected = found.files, found.rejected
         files = sorted(files)[rank::world_size]
         rejected = sorted(rejected)[rank::world_size]
+        if not files and not rejected and self._space is None and not self.milvus.spaces():
+            # nothing to store in an empty store: no space is made, so no model becomes its default (as the
+            # embedded store's `record_model`); an empty folder added with `--model M` had fixed M
+            return AddReport(seconds=time.perf_counter() - started)
         try:
             with self._lock:
                 space = self.space
