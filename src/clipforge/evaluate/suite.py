@@ -209,6 +209,8 @@ def _details(cell: Cell, report: dict[str, Any], seconds: float, cid: str) -> di
         "predictions": report["files"].get("predictions"), "limit": report["dataset"].get("limit"),
         "date": report.get("date"),
         **({"notice": report["notice"]} if report.get("notice") else {}),
+        # prompts whose label the model's context cuts, captions read by their beginning only (`text_cut`)
+        **{key: report[key] for key in ("prompts_cut", "captions_cut", "cut_notice") if report.get(key)},
     }
 
 
@@ -328,6 +330,8 @@ def run_suite(models: Sequence[str], datasets: Sequence[str] | str, root: str | 
                 value = result["clipforge"]["paper_value"]
                 say(f"[{position}/{total}] {spec} x {cell.dataset} ({cell.task}): {details['paper_metric']} "
                     + ("n/a" if value is None else f"{100 * float(value):.2f}%") + f" ({details['wall_seconds']:.1f} s)")
+                if details.get("cut_notice"):  # as `eval zeroshot` / `eval retrieval` say it, under its cell
+                    say(details["cut_notice"])
                 if details.get("notice"):  # prompts in a language the model was not trained for (eval zeroshot's)
                     say(details["notice"])
                 bar.update(1)
