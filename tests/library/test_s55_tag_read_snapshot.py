@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 
-from clipforge.library import store as store_module
+from clipforge.library import store_tags as store_module  # the tag reads (a part of `Store`)
 from clipforge.library import transaction
 from clipforge.library.store import Store
 from clipforge.library.tag_answers import no_results_reason, tag_counts

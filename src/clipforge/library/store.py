@@ -14,9 +14,9 @@ naming the file, never as a bare sqlite3 traceback, and nothing derived from it 
 File names are stored losslessly: text when they are valid UTF-8, else their raw bytes.
 
 `Store` is built in layers, one module each: `store_connection` (per-thread connections, the
-read-only fallback, damage reporting, transactions), `store_vectors` (the reads of the
-embeddings table) and this module (meta, image, tag and statistics reads); `records` holds
-the values they return.
+read-only fallback, damage reporting, transactions, one read snapshot), `store_vectors` (the reads of the
+embeddings table), `store_tags` (the reads of the tags table) and this module (meta, image and
+statistics reads); `records` holds the values they return.
 """
 
 from __future__ import annotations
@@ -24,16 +24,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sqlite3
-from collections.abc import Iterator, Sequence
 from typing import Any
 
 from clipforge.library.dbfile import DamagedLibraryError, LibraryWriteError, damaged, from_db, to_db
 from clipforge.library.records import IMAGE_COLUMNS, FileState, ImageRecord, image_record
 from clipforge.library.schema import SCHEMA_VERSION, SchemaError
 from clipforge.library.store_connection import reads
+from clipforge.library.store_tags import TagReads
 from clipforge.library.store_vectors import VectorReads
-from clipforge.library.transaction import CHUNK, Transaction, checked_mark, chunks, current_tag_rows
+from clipforge.library.transaction import Transaction, checked_mark
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -47,50 +46,8 @@ __all__ = [
 ]
 
 
-class Store(VectorReads):
+class Store(TagReads, VectorReads):
     """Typed access to one library database; safe to share between threads."""
-
-    # -- one snapshot -----------------------------------------------------------------------
-    @contextlib.contextmanager
-    def snapshot(self) -> Iterator[sqlite3.Connection]:
-        """This thread's connection inside one read transaction: every read made in this thread until the block
-        ends (through the connection yielded or this store's read methods) sees the database as one moment left
-        it. What one answer reads in several statements needs it: each statement alone reads one snapshot, and a
-        `tag` run in another process may switch the vocabulary between two of them.
-
-        In WAL mode a read transaction's snapshot is fixed by its first read and held until it ends; writers in
-        other processes go on meanwhile (readers never block the writer, and the writer never blocks them). Inside
-        a transaction of this thread already (a write, or another snapshot), it is that one's view. A user who
-        cannot write the library keeps the connection the snapshot began on until it ends (`conn`): it is reopened
-        when its owner changes the file, and a reopen inside the block closed the snapshot's connection under it
-        (the next read saw the new state, and the block's end raised "Cannot operate on a closed database").
-        No write may start inside a snapshot of the same thread: SQLite refuses a transaction within one."""
-        with self.reading(), self.guard():
-            conn = self.conn()
-            if conn.in_transaction:
-                yield conn
-                return
-            conn.execute("BEGIN")  # deferred: the snapshot is taken by the first read
-            try:
-                yield conn
-            finally:
-                with contextlib.suppress(sqlite3.Error):  # closed by `close` meanwhile: ended with it
-                    if conn.in_transaction:
-                        try:
-                            conn.execute("COMMIT")
-                        except sqlite3.Error:  # never left open: this thread's next reads would stay in it
-                            conn.execute("ROLLBACK")
-
-    def conn(self) -> sqlite3.Connection:
-        """This thread's connection (`StoreConnection.conn`), except that inside a read transaction (`snapshot`) a
-        read-only one is not reopened for its owner's changes: the snapshot's reads stay on the connection that
-        holds it, and the next read after it sees those changes."""
-        held = getattr(self._local, "conn", None)
-        if held is not None and self.read_only:
-            with contextlib.suppress(sqlite3.ProgrammingError):  # closed by `close`: a new one, as always
-                if held.in_transaction:
-                    return held
-        return super().conn()
 
     # -- meta -------------------------------------------------------------------------------
     @reads
@@ -276,119 +233,6 @@ class Store(VectorReads):
             .fetchall()
         )
         return [image_record(r) for r in rows]
-
-    # -- tags -------------------------------------------------------------------------------
-    # Each query names `model`'s current tags by `current_tag_rows` (the rows `clipforge tag` switched to last):
-    # rows a `tag` run is still writing, or was killed writing, under another key are never read.
-    @reads
-    def image_ids_with_tags(
-        self, model: str, labels: Sequence[str], max_rank: int = 0, min_score: float = 0.0
-    ) -> list[int]:
-        marks = ",".join("?" * len(labels))
-        key, params = current_tag_rows(model)
-        rows = (
-            self.conn()
-            .execute(
-                f"SELECT DISTINCT image_id FROM tags WHERE model = {key} AND label IN ({marks}) AND rank <= ?"
-                " AND score >= ?",
-                (*params, *labels, int(max_rank), float(min_score)),
-            )
-            .fetchall()
-        )
-        return [int(r[0]) for r in rows]
-
-    @reads
-    def tags_for_images(self, model: str, image_ids: Sequence[int]) -> dict[int, list[tuple[str, float]]]:
-        """image id -> its current tags (label, score) in rank order. More than `CHUNK` ids are read in several
-        statements, inside one read transaction (`snapshot`): a `tag` run switching the vocabulary between two
-        of them answered the first photos with the old labels and the rest with the new ones."""
-        out: dict[int, list[tuple[str, float]]] = {}
-        key, params = current_tag_rows(model)
-        ids = [int(i) for i in image_ids]
-        with self.snapshot() if len(ids) > CHUNK else contextlib.nullcontext(self.conn()) as conn:
-            for chunk in chunks(ids):
-                marks = ",".join("?" * len(chunk))
-                for image_id, label, score in conn.execute(
-                    f"SELECT image_id, label, score FROM tags WHERE model = {key} AND image_id IN ({marks})"
-                    " ORDER BY image_id, rank",
-                    (*params, *chunk),
-                ).fetchall():
-                    if not isinstance(score, (int, float)):  # float('x') named neither the database nor the table
-                        raise damaged(
-                            self.path,
-                            f"a tag of image {image_id} has the score {score!r:.40}, not a number",
-                            fix='tag the library again with `clipforge tag --labels "cat, dog, car"` (your labels)',
-                        )
-                    out.setdefault(int(image_id), []).append((label, float(score)))
-        return out
-
-    @reads
-    def untagged_images(self, model: str, key: str | None = None) -> list[tuple[int, str]]:
-        """(image id, content hash) of the 'ok' images with no current tag of `model` (added since the last
-        tagging), or none under the `tags.model` value `key` (what a `tag` run has not written yet)."""
-        sql, params = ("?", (key,)) if key is not None else current_tag_rows(model)
-        rows = (
-            self.conn()
-            .execute(
-                "SELECT i.id, i.sha256 FROM images i WHERE i.status = 'ok' AND NOT EXISTS"
-                f" (SELECT 1 FROM tags t WHERE t.image_id = i.id AND t.model = {sql}) ORDER BY i.id",
-                params,
-            )
-            .fetchall()
-        )
-        return [(int(r[0]), r[1]) for r in rows]
-
-    @reads
-    def tag_counts(self, model: str) -> dict[str, int]:
-        key, params = current_tag_rows(model)
-        rows = (
-            self.conn()
-            .execute(
-                f"SELECT label, COUNT(*) FROM tags WHERE model = {key} AND rank = 0 GROUP BY label"
-                " ORDER BY COUNT(*) DESC, label",
-                params,
-            )
-            .fetchall()
-        )
-        return {r[0]: int(r[1]) for r in rows}
-
-    @reads
-    def tag_rows(self, model: str) -> str:
-        """The `tags.model` value holding `model`'s current tags (see `transaction.TAG_ROWS_KEY`)."""
-        sql, params = current_tag_rows(model)
-        return str(self.conn().execute(f"SELECT {sql}", params).fetchone()[0])
-
-    @reads
-    def tag_row_keys(self, model: str) -> list[str]:
-        """Every `tags.model` value `model`'s tags were ever written under and still hold rows: the current one,
-        and those a killed `tag` run left (one index range step each, not a scan of the rows)."""
-        conn = self.conn()
-        keys = (
-            [model] if conn.execute("SELECT 1 FROM tags WHERE model = ? LIMIT 1", (model,)).fetchone() else []
-        )
-        after, end = model + "#", model + "$"
-        while row := conn.execute(
-            "SELECT model FROM tags WHERE model > ? AND model < ? ORDER BY model LIMIT 1", (after, end)
-        ).fetchone():
-            keys.append(after := row[0])
-        return keys
-
-    @reads
-    def image_ids_for_embeddings(self, model: str, first: int, last: int) -> dict[int, list[int]]:
-        """embedding id -> ids of the 'ok' images holding those bytes, for the embeddings of `model` with ids in
-        [`first`, `last`] (one chunk of a `tag` run, read inside the transaction that writes its tags)."""
-        out: dict[int, list[int]] = {}
-        for eid, image_id in (
-            self.conn()
-            .execute(
-                "SELECT e.id, i.id FROM embeddings e JOIN images i ON i.sha256 = e.sha256"
-                " WHERE e.model = ? AND e.id >= ? AND e.id <= ? AND i.status = 'ok' ORDER BY i.id",
-                (model, int(first), int(last)),
-            )
-            .fetchall()
-        ):
-            out.setdefault(int(eid), []).append(int(image_id))
-        return out
 
     # -- statistics -------------------------------------------------------------------------
     @reads

@@ -3,7 +3,8 @@
 sqlite3 objects must not be shared across threads, so each thread gets its own connection
 (autocommit mode); writes from this process are serialised by a lock, writes from other
 processes by SQLite itself (WAL mode: readers never block the writer). Every write is one
-`transaction()`, which yields the `Transaction` that owns all writes.
+`transaction()`, which yields the `Transaction` that owns all writes; a read of several statements that must
+see one moment of the database takes one read transaction (`snapshot`).
 
 A user who may read a library but not write it gets read-only connections, for good, reopened
 whenever someone with write access changes the file. A damaged database (truncated,
@@ -120,8 +121,14 @@ class StoreConnection:
 
     # -- connections and transactions -------------------------------------------------------
     def conn(self) -> sqlite3.Connection:
-        """This thread's connection (autocommit mode; writes go through `transaction`)."""
+        """This thread's connection (autocommit mode; writes go through `transaction`). A read-only one is opened
+        anew when its owner changed the file, except inside a read transaction (`snapshot`): the snapshot's reads
+        stay on the connection that holds it, and the next read after it sees those changes."""
         conn = getattr(self._local, "conn", None)
+        if conn is not None and self.read_only:
+            with contextlib.suppress(sqlite3.ProgrammingError):  # closed by `close`: a new one, as always
+                if conn.in_transaction:
+                    return conn
         if conn is not None and self.read_only and self._local.stamp != file_stamp(self.path):
             self._drop(conn)  # someone with write access changed the library: read it anew
             conn = None
@@ -203,6 +210,37 @@ class StoreConnection:
             with self._idle:
                 self._readers -= 1
                 self._idle.notify_all()
+
+    # -- one snapshot -----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """This thread's connection inside one read transaction: every read made in this thread until the block
+        ends (through the connection yielded or this store's read methods) sees the database as one moment left
+        it. What one answer reads in several statements needs it: each statement alone reads one snapshot, and a
+        `tag` run in another process may switch the vocabulary between two of them.
+
+        In WAL mode a read transaction's snapshot is fixed by its first read and held until it ends; writers in
+        other processes go on meanwhile (readers never block the writer, and the writer never blocks them). Inside
+        a transaction of this thread already (a write, or another snapshot), it is that one's view. A user who
+        cannot write the library keeps the connection the snapshot began on until it ends (`conn`): it is reopened
+        when its owner changes the file, and a reopen inside the block closed the snapshot's connection under it
+        (the next read saw the new state, and the block's end raised "Cannot operate on a closed database").
+        No write may start inside a snapshot of the same thread: SQLite refuses a transaction within one."""
+        with self.reading(), self.guard():
+            conn = self.conn()
+            if conn.in_transaction:
+                yield conn
+                return
+            conn.execute("BEGIN")  # deferred: the snapshot is taken by the first read
+            try:
+                yield conn
+            finally:
+                with contextlib.suppress(sqlite3.Error):  # closed by `close` meanwhile: ended with it
+                    if conn.in_transaction:
+                        try:
+                            conn.execute("COMMIT")
+                        except sqlite3.Error:  # never left open: this thread's next reads would stay in it
+                            conn.execute("ROLLBACK")
 
     def close(self, wait_s: float = CLOSE_WAIT_S) -> None:
         """Close every thread's connection, once the reads running in other threads have ended (at most `wait_s`).
