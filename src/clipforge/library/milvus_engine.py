@@ -10,15 +10,22 @@ into one of these; the folder checks here run before the engine touches a path.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
+import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from clipforge.errors import Notice
 from clipforge.library.backend import StoreSpec
 
-__all__ = ["ENGINES", "StoreDamagedError", "StoreLockedError", "StoreUnavailableError", "check_lite_folder",
-           "damage", "engine_reason", "is_engine_error", "lite_open_failure", "no_library", "quiet_engine_logs"]
+__all__ = ["ENGINES", "StoreDamagedError", "StoreLockedError", "StoreUnavailableError", "call_rebuilding_index",
+           "check_lite_folder",
+           "damage", "drop_index_files", "engine_reason", "index_unreadable", "is_engine_error", "lite_open_failure",
+           "no_library", "quiet_engine_logs"]
 
 
 class StoreUnavailableError(OSError):
@@ -38,6 +45,66 @@ ENGINES = ("pymilvus", "grpc", "milvus_lite")
 # index file, a lost manifest or schema): damage that no re-run repairs.
 _DAMAGE = re.compile(r"corrupt|magic bytes|pickled|manifest|schema\.json|does not exist|not a parquet|"
                      r"unexpected end|invalid load key|truncated", re.IGNORECASE)
+
+
+# numpy's words for an index file cut short or overwritten (milvus-lite's FLAT index is a numpy array file), and the
+# engine's for one it cannot decode (a data file's failure is tried this way too: the retry fails again, and that is
+# said as the store's damage): a sidecar written in place when a collection is first loaded after a write (milvus-lite builds a
+# segment's vector and scalar indexes lazily, `storage.segment.build_or_load_index`), by a plain `search` too
+_INDEX_UNREADABLE = re.compile(r"Failed to read all data|No data left in file|seems not fully written|"
+                               r"reading array header|contains pickled|index file|\.s?idx\b", re.IGNORECASE)
+INDEX_FILES = ("*.idx", "*.sidx")
+"""milvus-lite's index sidecars of a segment (`milvus_lite.index.files`): derived from the segment's data, which the
+engine rebuilds from it when one is missing."""
+
+
+def index_unreadable(reason: str) -> bool:
+    """Whether an engine failure says an index file could not be read (repaired by `drop_index_files`)."""
+    return bool(_INDEX_UNREADABLE.search(reason))
+
+
+def drop_index_files(root: Path, collection: str | None) -> list[Path]:
+    """Delete the index sidecars of `collection` (of every collection when None) of the milvus-lite store at `root`,
+    for the engine to rebuild from the data they index; the files deleted.
+
+    milvus-lite writes a segment's index file in place (not to a temporary renamed over it) the first time the
+    collection is loaded after a write: a process killed there, or refused the write by a full disk or a file-size
+    limit, left it short, and every command after failed on it for good ("Failed to read all data for array ...
+    (file seems not fully written?)"), though the photos' rows and vectors were whole."""
+    base = root / "collections"
+    folders = [base / collection] if collection else [p for p in base.iterdir() if p.is_dir()] if base.is_dir() else []
+    dropped = []
+    for folder in folders:
+        for pattern in INDEX_FILES:
+            for path in sorted(folder.glob(f"partitions/*/indexes/{pattern}")):
+                path.unlink(missing_ok=True)
+                dropped.append(path)
+    return dropped
+
+
+def call_rebuilding_index(root: Path, collection: str | None, reason: str, fn: Callable[..., Any], *args: Any,
+                          **kwargs: Any) -> Any:
+    """`fn(*args)` again once the index files of `collection` of the milvus-lite store at `root` are deleted, after
+    a failure (`reason`) that said an index file could not be read; a notice says so. Nothing to delete, or a second
+    failure, is the store's damage (`StoreDamagedError`), said with what the repair did."""
+    dropped = drop_index_files(root, collection)
+    if not dropped:
+        raise StoreDamagedError(damage(root, reason, collection) or f"milvus-lite store {root} is damaged "
+                                f"({reason}); restore the folder from a backup")
+    warnings.warn(Notice(
+        f"milvus-lite store {root}: an index file could not be read ({reason}; a process stopped while writing it, "
+        f"or the disk refused it); deleted {len(dropped)} index file{'s' if len(dropped) != 1 else ''} of its "
+        "photos' vectors, which the engine builds again from them: nothing stored is lost"), stacklevel=4)
+    try:
+        return fn(*args, **kwargs)
+    except Exception as exc:
+        if not is_engine_error(exc):
+            raise
+        again = engine_reason(exc)
+        raise StoreDamagedError(
+            damage(root, again, collection) or f"milvus-lite store {root} is damaged: {again} (after its index files "
+            "were deleted to be built again); restore the folder from a backup, or index the photos again into a "
+            "new store") from None
 
 
 def no_library(spec: StoreSpec) -> str:
@@ -80,6 +147,26 @@ def check_lite_folder(spec: StoreSpec, folder: Path, create: bool) -> None:
                                 "folder at that path; check --store")
     if not create and not (folder / "collections").is_dir():
         raise FileNotFoundError(no_library(spec))
+    for manifest in sorted(folder.glob("collections/*/manifest.json")):
+        _check_manifest(manifest)
+
+
+def _check_manifest(manifest: Path) -> None:
+    """A notice for a collection whose manifest cannot be read: milvus-lite then reads `manifest.json.prev`, its
+    state one save before, with a log line nobody sees (the engine's logs are quiet), and the photos of the last
+    write were missing without a word ("the library has no photos yet", exit 0). milvus-lite saves it atomically;
+    a damaged one was overwritten, truncated or lost by the disk."""
+    try:
+        json.loads(manifest.read_bytes())
+        return
+    except (OSError, ValueError):
+        pass
+    fallback = manifest.with_name("manifest.json.prev")
+    warnings.warn(Notice(
+        f"milvus-lite store file {manifest} cannot be read; the engine reads "
+        + (f"{fallback.name}, the collection as it was one save before: photos stored by its last write may be "
+           "missing (`clipforge index add` of their folders stores them again)" if fallback.is_file() else
+           "nothing in its place")), stacklevel=4)
 
 
 def lite_open_failure(folder: Path, exc: Exception) -> StoreUnavailableError:

@@ -44,9 +44,11 @@ from clipforge.library.milvus_engine import (
     StoreDamagedError,
     StoreLockedError,
     StoreUnavailableError,
+    call_rebuilding_index,
     check_lite_folder,
     damage,
     engine_reason,
+    index_unreadable,
     is_engine_error,
     lite_open_failure,
     no_library,
@@ -324,19 +326,24 @@ class MilvusStore(VocabularyRecords):
     def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """`fn(*args)`, with an engine failure as one StoreUnavailableError sentence.
 
-        On milvus-lite a failure that names an unreadable file of the store (or a collection that lost
-        its files) is a StoreDamagedError naming it. The advice that a re-run finishes the rest is added
-        by the writer (`MilvusLibrary.add`), the one place where it is true."""
+        On milvus-lite an unreadable index file is repaired and the call made once more
+        (`milvus_engine.call_rebuilding_index`); another unreadable file (or a collection that lost its files) is
+        a StoreDamagedError naming it. The advice that a re-run finishes the rest is added by the writer
+        (`MilvusLibrary.add`), the one place where it is true."""
         try:
             return fn(*args, **kwargs)
         except Exception as exc:
             if not is_engine_error(exc):
                 raise
             reason = engine_reason(exc)
-            if self.spec.kind == "milvus-lite":
-                broken = damage(Path(self.spec.uri), reason, args[0] if args and isinstance(args[0], str) else None)
-                if broken is not None:
-                    raise StoreDamagedError(broken) from None
+            if self.spec.kind != "milvus-lite":
+                raise StoreUnavailableError(f"Milvus store {self.spec.describe()} failed ({reason})") from None
+            collection = args[0] if args and isinstance(args[0], str) else None
+            if index_unreadable(reason):  # derived files: rebuilt, and the call made once more
+                return call_rebuilding_index(Path(self.spec.uri), collection, reason, fn, *args, **kwargs)
+            broken = damage(Path(self.spec.uri), reason, collection)
+            if broken is not None:
+                raise StoreDamagedError(broken) from None
             raise StoreUnavailableError(f"Milvus store {self.spec.describe()} failed ({reason})") from None
 
     # -- spaces -----------------------------------------------------------------------------
