@@ -1,4 +1,5 @@
-"""How many CPU cores this process may run on: the one answer every default asks.
+"""How many CPU cores this process may run on (the one answer every default asks), and the decoding processes' tie
+to their parent.
 
 ``os.cpu_count()`` counts the machine's cores, not the process's: in a container limited with
 ``--cpuset-cpus`` or under ``taskset`` it overstates them (a 2-core container on a 64-core host sees
@@ -9,9 +10,12 @@ process forked before torch is imported (`clipforge.data.prefetch`) asks it too.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
+import signal
 
-__all__ = ["usable_cores"]
+__all__ = ["die_with_parent", "usable_cores"]
 
 
 def usable_cores() -> int:
@@ -22,3 +26,11 @@ def usable_cores() -> int:
         except OSError:
             pass
     return max(1, os.cpu_count() or 1)
+
+
+def die_with_parent() -> None:
+    """Make this (forked) process end when the thread that forked it does (Linux `PR_SET_PDEATHSIG`; nothing
+    elsewhere). A decoding process outliving a `kill -9` of its command holds what it inherited: a milvus-lite
+    store's lock (the next command was refused as "in use by another process" for ~5 s), the library's files."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG

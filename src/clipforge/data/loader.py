@@ -10,12 +10,16 @@ samples, which evaluation needs to map predictions back to files.
 
 from __future__ import annotations
 
+import functools
 import random
+import threading
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
+
+from clipforge.cores import die_with_parent
 
 from .collate import Indexed, skip_bad_collate
 
@@ -40,8 +44,12 @@ class WithIndex(Dataset):
         return getattr(self.dataset, name)
 
 
-def worker_init(worker_id: int) -> None:
-    """Give every worker one torch thread and distinct, reproducible python/numpy seeds."""
+def worker_init(worker_id: int, tied: bool = False) -> None:
+    """Give every worker one torch thread and distinct, reproducible python/numpy seeds; `tied`: end it with its
+    parent (`cores.die_with_parent`), for workers forked by the main thread (the signal follows the thread that
+    forked, and a pool thread ending while its process goes on would take them along)."""
+    if tied:
+        die_with_parent()
     torch.set_num_threads(1)
     seed = torch.initial_seed() % 2**32  # DataLoader sets base_seed + worker_id per worker
     random.seed(seed)
@@ -103,7 +111,8 @@ def make_loader(
     generator.manual_seed(seed)
     kwargs: dict[str, Any] = {}
     if workers > 0:
-        kwargs["worker_init_fn"] = worker_init
+        # started by the main thread (the commands): a `kill -9` of the command takes its workers along
+        kwargs["worker_init_fn"] = functools.partial(worker_init, tied=threading.current_thread() is threading.main_thread())
         kwargs["persistent_workers"] = False
         if prefetch_factor is not None:
             kwargs["prefetch_factor"] = prefetch_factor

@@ -31,7 +31,6 @@ the command. Torch-free on purpose (see `clipforge.data`'s lazy names).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import mmap
 import os
@@ -43,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from clipforge.cores import usable_cores
+from clipforge.cores import die_with_parent, usable_cores
 
 from .reading import DecodedFile, read_file
 
@@ -199,7 +198,7 @@ class Prefetch:
         return True
 
     def _child(self, list_files: Callable[[], Iterable[str]]) -> None:
-        _die_with_parent()
+        die_with_parent()
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the command's to handle
         _detach_standard_streams()  # never holds its caller's pipes open, never writes into its output
         self.run(list_files)
@@ -225,11 +224,6 @@ def _detach_standard_streams() -> None:
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
-
-
-def _die_with_parent() -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def start(preprocess: Any, list_files: Callable[[], Iterable[str]]) -> Prefetch | None:
