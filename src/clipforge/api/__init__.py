@@ -249,7 +249,8 @@ def load_model(spec: Spec, device: str | torch.device | None = None, *, pretrain
         identity, digest = _known_fingerprint(source.checkpoint)
         unread = next((t for t in TOWERS if towers is not None and t not in towers), None) if digest else None
         checkpoint = load_checkpoint(source.checkpoint, skip=TOWER_TENSORS[unread] if unread else None,
-                                     ordered=False)  # built and assigned by name below: order does not matter
+                                     ordered=False,  # built and assigned by name below: order does not matter
+                                     arch=source.arch)  # a timm-layout file is checked in its own names
         config, note = checkpoint_config(checkpoint, source.arch)  # a plain file: its activation assumed, said
         if source.activation is not None:  # registry weights: their activation is known
             config, note = {**config, "activation": source.activation}, source.note

@@ -113,6 +113,18 @@ def config_from_cn_state_dict(sd: dict[str, Tensor]) -> dict[str, Any]:
             "vision_head_width": 64}
 
 
+def _width_disagreement(sd: dict[str, Tensor]) -> str | None:
+    """The two projections' embedding widths when they differ. The config takes the width from
+    ``text_projection`` alone, so a damaged text projection blamed the intact ``visual.proj``."""
+    image = "visual.proj" if "visual.proj" in sd else "visual.attnpool.c_proj.weight"
+    text, other = sd["text_projection"], sd.get(image)
+    if other is None or text.dim() != 2 or other.dim() != 2:
+        return None  # the shape check after the build names what is missing or of another rank
+    width = other.shape[1] if image == "visual.proj" else other.shape[0]
+    return None if text.shape[1] == width else (f"text_projection {tuple(text.shape)} and {image} {tuple(other.shape)} "
+                                                f"disagree on the embedding width ({text.shape[1]} vs {width})")
+
+
 def cn_config(state: dict[str, Tensor], where: str | os.PathLike[str]) -> dict[str, Any]:
     """`config_from_cn_state_dict`, refused as one `CheckpointFormatError` line naming `where` (the file) when
     the tensors it reads are missing or of another rank: a file can hold Chinese-CLIP's two marking tensors and
@@ -120,12 +132,15 @@ def cn_config(state: dict[str, Tensor], where: str | os.PathLike[str]) -> dict[s
     from clipforge.weights.errors import CheckpointFormatError
 
     try:
-        return config_from_cn_state_dict(state)
+        config, disagreement = config_from_cn_state_dict(state), _width_disagreement(state)
     except KeyError as err:
         raise CheckpointFormatError(f"{where} is not a whole Chinese-CLIP checkpoint: it lacks {err.args[0]}") from None
     except (IndexError, ValueError, TypeError) as err:
         raise CheckpointFormatError(f"{where} is not a whole Chinese-CLIP checkpoint: its tensors' shapes are "
                                     f"not those of one ({err})") from None
+    if disagreement is not None:
+        raise CheckpointFormatError(f"{where} is not a whole Chinese-CLIP checkpoint: {disagreement}")
+    return config
 
 
 def expected_cn_shapes(arch: str) -> dict[str, tuple[int, ...]]:

@@ -21,7 +21,8 @@ import torch
 from torch import Tensor
 
 __all__ = ["from_hf_siglip", "has_hf_text_tower", "from_open_clip_siglip", "is_hf_siglip", "is_open_clip_siglip",
-           "siglip_hf_config", "to_clipforge_layout", "to_hf_siglip", "to_open_clip_siglip"]
+           "is_timm_layout", "siglip_hf_config", "timm_shapes", "to_clipforge_layout", "to_hf_siglip",
+           "to_open_clip_siglip"]
 
 _BLOCK = (("ln_1", "norm1"), ("ln_2", "norm2"), ("attn.out_proj", "attn.proj"), ("mlp.c_fc", "mlp.fc1"),
           ("mlp.c_proj", "mlp.fc2"))
@@ -43,21 +44,75 @@ def is_hf_siglip(sd: dict[str, Tensor]) -> bool:
     return "vision_model.head.probe" in sd
 
 
+def is_timm_layout(sd: dict[str, Tensor]) -> bool:
+    """open_clip's timm image tower (``visual.trunk.*``): the only one clipforge reads is SigLIP's, so a file
+    in this layout lacking SigLIP's ``attn_pool.latent`` is told which tensor it lacks, in its own names (it
+    was "not a CLIP checkpoint in OpenAI layout")."""
+    return any(k.startswith("visual.trunk.") for k in sd)
+
+
 def to_clipforge_layout(sd: dict[str, Tensor]) -> dict[str, Tensor]:
     """A state dict in any family layout clipforge knows (open_clip's timm-layout SigLIP,
     open_clip's ``text.``-prefixed custom text towers), in clipforge's; others pass unchanged
-    (open_clip's transformers-tower files with a class-token ViT are clipforge's layout already)."""
-    if is_open_clip_siglip(sd):
+    (open_clip's transformers-tower files with a class-token ViT are clipforge's layout already).
+    A timm-layout file with a tensor missing or one no SigLIP has is refused (`CheckpointFormatError`)."""
+    if is_timm_layout(sd):
         return from_open_clip_siglip(sd)
     return sd
+
+
+class _Reads(dict):  # type: ignore[type-arg]
+    """A state dict that remembers the names read from it: what a converter left unread is a tensor the
+    model would silently lose (an unmerged LoRA / adapter tensor: features that are not the user's model)."""
+
+    def __init__(self, sd: dict[str, Tensor]) -> None:
+        super().__init__(sd)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key: str) -> Tensor:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+
+def _ignorable(key: str) -> bool:
+    """Buffers files carry that no model needs: ``attn_mask`` (open_clip's text tower), ``position_ids``."""
+    return key.endswith(("attn_mask", "position_ids"))
+
+
+def _converted(convert: Any, sd: dict[str, Tensor], what: str) -> dict[str, Tensor]:
+    """`convert(sd)`, refused as one `CheckpointFormatError` line for a missing tensor or one left unread."""
+    from clipforge.weights.errors import CheckpointFormatError
+
+    reads = _Reads(sd)
+    try:
+        out = convert(reads)
+    except KeyError as err:
+        raise CheckpointFormatError(f"not a whole {what}: tensor {err.args[0]} is missing") from None
+    extra = next((k for k in sd if k not in reads.read and not _ignorable(k)), None)
+    if extra is not None:
+        raise CheckpointFormatError(f"unexpected tensor {extra!r} in {with_article(what)}")
+    return out
+
+
+def with_article(what: str) -> str:
+    return ("an " if what[:1].lower() in "aeiou" else "a ") + what
 
 
 def _scalar(t: Tensor) -> Tensor:
     return t.reshape(())
 
 
+OPEN_CLIP_SIGLIP = "open_clip SigLIP checkpoint (timm layout)"
+HF_SIGLIP = "Hugging Face SiglipModel checkpoint"
+
+
 def from_open_clip_siglip(sd: dict[str, Tensor]) -> dict[str, Tensor]:
-    """open_clip's SigLIP (timm image tower, custom text tower) -> clipforge's layout."""
+    """open_clip's SigLIP (timm image tower, custom text tower) -> clipforge's layout; a missing tensor or one
+    it has no place for is refused in one line naming it (`_converted`)."""
+    return _converted(_from_open_clip_siglip, sd, OPEN_CLIP_SIGLIP)
+
+
+def _from_open_clip_siglip(sd: _Reads) -> dict[str, Tensor]:
     out: dict[str, Tensor] = {}
     trunk = "visual.trunk."
     out["visual.conv1.weight"] = sd[trunk + "patch_embed.proj.weight"]
@@ -82,9 +137,9 @@ def from_open_clip_siglip(sd: dict[str, Tensor]) -> dict[str, Tensor]:
         for p in ("weight", "bias"):
             out[f"visual.attn_pool.{ours}.{p}"] = sd[f"{pool}{theirs}.{p}"]
     hf_text = has_hf_text_tower(sd)  # a transformers text tower keeps open_clip's names (`family_hf`)
-    for key, value in sd.items():
+    for key in list(sd):
         if key.startswith("text.") and not key.endswith("attn_mask"):
-            out[key if hf_text else key[len("text."):]] = value
+            out[key if hf_text else key[len("text."):]] = sd[key]
     out["logit_scale"] = _scalar(sd["logit_scale"])
     if "logit_bias" in sd:
         out["logit_bias"] = _scalar(sd["logit_bias"])
@@ -141,7 +196,12 @@ def _hf_layers(sd: dict[str, Tensor], src_prefix: str, dst_prefix: str, out: dic
 
 
 def from_hf_siglip(sd: dict[str, Tensor]) -> dict[str, Tensor]:
-    """transformers' ``SiglipModel`` state dict -> clipforge's layout."""
+    """transformers' ``SiglipModel`` state dict -> clipforge's layout; a missing tensor or one it has no place
+    for is refused in one line naming it (`_converted`), as a CLIPModel folder's are."""
+    return _converted(_from_hf_siglip, sd, HF_SIGLIP)
+
+
+def _from_hf_siglip(sd: _Reads) -> dict[str, Tensor]:
     out: dict[str, Tensor] = {}
     v, t = "vision_model.", "text_model."
     out["visual.conv1.weight"] = sd[v + "embeddings.patch_embedding.weight"]
@@ -233,3 +293,26 @@ def siglip_hf_config(config: dict[str, Any]) -> dict[str, Any]:
             "hidden_act": act[str(config.get("activation", "gelu_tanh"))], "layer_norm_eps": eps,
             "num_channels": 3},
     }
+
+
+def timm_shapes(arch: str) -> dict[str, tuple[int, ...]]:
+    """The tensor names and shapes of `arch`'s weights in open_clip's timm layout (built on the meta device: no
+    memory), for refusing a file of that layout in its own names (``ARCH:PATH``, as ``cn-ARCH:PATH`` is)."""
+    from clipforge.models import create_model_from_config, get_config
+
+    with torch.device("meta"):
+        ours = create_model_from_config(get_config(arch)).state_dict()
+    params = {k: v for k, v in ours.items() if k not in ("input_resolution", "context_length", "vocab_size")}
+    return {k: tuple(v.shape) for k, v in to_open_clip_siglip(params).items() if not _ignorable(k)}
+
+
+def check_timm_file(sd: dict[str, Tensor], arch: str, where: str) -> None:
+    """Refuse (`check_shapes`' line) a timm-layout file whose tensors are not exactly `arch`'s, named as the
+    file names them: a missing one was "not a CLIP checkpoint in OpenAI layout", a mis-shaped one torch's
+    load_state_dict message about a tensor the file does not have."""
+    from clipforge.models.configs import ARCH_CONFIGS, canonical_name
+    from clipforge.weights.errors import check_shapes
+
+    if ARCH_CONFIGS.get(canonical_name(arch), {}).get("vision_pool") != "map":
+        return  # no timm form (not SigLIP's image tower): the layout conversion and the build say what is wrong
+    check_shapes(where, arch, {k: v for k, v in sd.items() if not _ignorable(k)}, timm_shapes(arch))

@@ -356,23 +356,9 @@ def _weight_map(index: Path) -> dict[str, Any]:
     return weight_map
 
 
-_RESAMPLE = {2: "bilinear", 3: "bicubic"}  # PIL's codes, as CLIPImageProcessor stores them
+def read_hf_preprocess(directory: Path, image_size: int | None = None,
+                       default: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The preprocessing a folder's image processor config records (`clipforge.weights.hf_preprocess`)."""
+    from clipforge.weights.hf_preprocess import read_hf_preprocess as read
 
-
-def read_hf_preprocess(directory: Path) -> dict[str, Any] | None:
-    """The mean/std/interpolation of a folder's ``preprocessor_config.json`` (None when absent)."""
-    from clipforge.weights.preprocess_cfg import PreprocessConfigError, validate_preprocess
-
-    path = Path(directory) / "preprocessor_config.json"
-    if not path.is_file():
-        return None
-    try:
-        raw = json.loads(path.read_text()[:100_000])
-        if not isinstance(raw, dict):
-            raise PreprocessConfigError("not a JSON object")
-        cfg = {k: raw[f"image_{k}"] for k in ("mean", "std") if f"image_{k}" in raw}
-        if "resample" in raw:
-            cfg["interpolation"] = _RESAMPLE.get(raw["resample"], f"PIL code {raw['resample']!r}")
-        return validate_preprocess(cfg)
-    except (OSError, ValueError, RecursionError) as err:
-        raise CheckpointFormatError(f"{path} is not a usable image processor config: {err}") from None
+    return read(directory, image_size, default)

@@ -17,8 +17,10 @@ import torch
 from torch import Tensor
 
 from clipforge.weights.errors import CheckpointFormatError
+from clipforge.weights.hf_siglip_folder import GEMMA_VOCAB, folder_tokenizer
+from clipforge.weights.torch_pickle import brief
 
-__all__ = ["folder_tokenizer", "from_hf_siglip_state", "save_hf_siglip"]
+__all__ = ["GEMMA_VOCAB", "check_config_sizes", "folder_tokenizer", "from_hf_siglip_state", "save_hf_siglip"]
 
 _ACT = {"gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh", "gelu": "gelu", "quick_gelu": "quick_gelu"}
 
@@ -30,28 +32,44 @@ def _number(sub: dict[str, Any], key: str, default: Any, label: str) -> Any:
     return value
 
 
-GEMMA_VOCAB = 256_000  # SigLIP 2's Gemma tokenizer
+_SIZES = {  # config.json field -> (the tensor that has that size, its dimension)
+    ("text", "vocab_size"): ("text_model.embeddings.token_embedding.weight", 0),
+    ("text", "hidden_size"): ("text_model.embeddings.token_embedding.weight", 1),
+    ("text", "intermediate_size"): ("text_model.encoder.layers.0.mlp.fc1.weight", 0),
+    ("text", "max_position_embeddings"): ("text_model.embeddings.position_embedding.weight", 0),
+    ("text", "projection_size"): ("text_model.head.weight", 0),
+    ("vision", "hidden_size"): ("vision_model.embeddings.patch_embedding.weight", 0),
+    ("vision", "num_channels"): ("vision_model.embeddings.patch_embedding.weight", 1),
+    ("vision", "patch_size"): ("vision_model.embeddings.patch_embedding.weight", 3),
+    ("vision", "intermediate_size"): ("vision_model.encoder.layers.0.mlp.fc1.weight", 0),
+}
 
 
-def folder_tokenizer(directory: Path, hf_config: dict[str, Any] | None) -> dict[str, Any]:
-    """The tokenizer a transformers SigLIP folder carries, as clipforge's tokenizer config: SigLIP 1's
-    SentencePiece (``spiece.model``: `SiglipTokenizer` strips punctuation and lower-cases, open_clip's
-    ``canonicalize``) or SigLIP 2's Gemma ``tokenizer.json``. A folder with neither still gets the config of
-    the file its vocabulary needs (Gemma's 256,000 rows: tokenizer.json), so images embed and the first text
-    says which file is missing where.
+def _layers(sd: dict[str, Tensor], prefix: str) -> int:
+    return len({k[len(prefix):].split(".")[0] for k in sd if k.startswith(prefix)})
 
-    Without a tokenizer config a folder was read with OpenAI's BPE: ids up to 49,407 into SigLIP's 32,000
-    token embeddings (an IndexError, or wrong text features in a larger vocabulary)."""
-    text = (hf_config or {}).get("text_config") or {}
-    pad, eos = text.get("pad_token_id", 1), text.get("eos_token_id", 1)
-    ids = {"pad_id": pad, "eos_id": eos} if all(isinstance(i, int) and i >= 0 for i in (pad, eos)) else {}
-    spiece = {"kind": "sentencepiece", "file": "spiece.model", "clean": "canonicalize", "eos_id": 1, "pad_id": 1,
-              **ids}
-    if (directory / "spiece.model").is_file():
-        return spiece
-    if (directory / "tokenizer.json").is_file() or text.get("vocab_size") == GEMMA_VOCAB:
-        return {"kind": "hf-json", "file": "tokenizer.json", "clean": "canonicalize"}
-    return spiece  # neither file: the first text says spiece.model is missing from the folder
+
+def check_config_sizes(sd: dict[str, Tensor], text: dict[str, Any], vision: dict[str, Any]) -> None:
+    """Refuse a config.json whose sizes contradict the tensors, naming the field (transformers refuses such a
+    folder with "mismatched sizes"); fields the file leaves out are not checked. The tensors decide what is
+    built, so a wrong or mixed-up config.json went unnoticed."""
+    found: dict[tuple[str, str], tuple[int, str]] = {}
+    for (label, key), (name, dim) in _SIZES.items():
+        if name in sd and sd[name].dim() > dim:
+            found[label, key] = int(sd[name].shape[dim]), f"{name} has {int(sd[name].shape[dim])}"
+    for label, prefix in (("text", "text_model.encoder.layers."), ("vision", "vision_model.encoder.layers.")):
+        count = _layers(sd, prefix)
+        found[label, "num_hidden_layers"] = count, f"the weights have {count} {label} layers"
+    positions, patch = sd.get("vision_model.embeddings.position_embedding.weight"), found.get(("vision", "patch_size"))
+    if positions is not None and patch is not None:
+        side = round(positions.shape[0] ** 0.5) * patch[0]
+        found["vision", "image_size"] = side, f"the {positions.shape[0]} position embeddings of patch {patch[0]} " \
+                                              f"cover {side} pixels"
+    for (label, key), (size, said) in found.items():
+        sub = text if label == "text" else vision
+        if key in sub and _number(sub, key, size, label) != size:
+            raise CheckpointFormatError(f"config.json field '{label}_config.{key}' = {brief(sub[key])} contradicts "
+                                        f"the tensors: {said}")
 
 
 def from_hf_siglip_state(hf_state_dict: dict[str, Tensor], hf_config: dict[str, Any] | None
@@ -60,17 +78,18 @@ def from_hf_siglip_state(hf_state_dict: dict[str, Tensor], hf_config: dict[str, 
     from clipforge.models import ConfigError, config_from_state_dict, validate_config
     from clipforge.weights.family_layouts import from_hf_siglip
 
+    sd = from_hf_siglip(hf_state_dict)  # a missing or unexpected tensor: its own line
+    hf_config = hf_config or {}
+    text, vision = hf_config.get("text_config") or {}, hf_config.get("vision_config") or {}
+    if not isinstance(text, dict) or not isinstance(vision, dict):
+        raise CheckpointFormatError("config.json fields 'text_config'/'vision_config' must be JSON objects")
+    check_config_sizes(hf_state_dict, text, vision)
     try:
-        sd = from_hf_siglip(hf_state_dict)
         config = config_from_state_dict(sd)
     except (KeyError, IndexError, ValueError) as err:
         raise CheckpointFormatError(f"SigLIP checkpoint is incomplete: {err!s} is missing or malformed") from None
     config.update(vision_pool="map", vision_patch_bias=True, vision_ln_pre=False, vision_proj=False,
                   text_causal=False, text_pool="last", text_proj_bias=True, scoring="sigmoid")
-    hf_config = hf_config or {}
-    text, vision = hf_config.get("text_config") or {}, hf_config.get("vision_config") or {}
-    if not isinstance(text, dict) or not isinstance(vision, dict):
-        raise CheckpointFormatError("config.json fields 'text_config'/'vision_config' must be JSON objects")
     acts = {}
     for label, sub in (("text", text), ("vision", vision)):
         act = sub.get("hidden_act", "gelu_pytorch_tanh")
@@ -132,6 +151,11 @@ def save_hf_siglip(model: torch.nn.Module, directory: str | os.PathLike[str],
                       {"eos_token": "</s>", "pad_token": "</s>", "unk_token": "<unk>"})
     cfg = dict(preprocess or getattr(model, "preprocess_cfg", None) or {})
     size = int(config["image_resolution"])
+    if cfg.get("resize_mode") == "shortest":  # SiglipImageProcessor only squashes: CLIP's form says this one
+        from clipforge.weights.hf_files import write_preprocessor_config
+
+        write_preprocessor_config(directory, size, cfg)
+        return directory
     write_json_atomic(directory / "preprocessor_config.json", {
         "image_processor_type": "SiglipImageProcessor", "processor_class": "SiglipProcessor",
         "do_resize": True, "size": {"height": size, "width": size}, "resample": 3 if

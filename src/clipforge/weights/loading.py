@@ -221,7 +221,7 @@ def _read_raw(path: Path, skip: Callable[[str], bool] | None = None
 
 
 def load_checkpoint(path: str | os.PathLike[str], skip: Callable[[str], bool] | None = None, *,
-                    ordered: bool = True) -> Checkpoint:
+                    ordered: bool = True, arch: str | None = None) -> Checkpoint:
     """Read any supported checkpoint; see the module docstring for the formats.
 
     `skip(name)` (OpenAI-layout names) marks tensors not to read, e.g. the image tower for a text
@@ -230,11 +230,13 @@ def load_checkpoint(path: str | os.PathLike[str], skip: Callable[[str], bool] | 
     layouts are read whole (`skipped` empty). `ordered=False` leaves a safetensors file's keys in
     its (sorted) order instead of the model's: for a caller that builds the model and assigns by
     name (`clipforge.api.load_model`), which then skips building a model skeleton just for the order.
+    `arch`: the architecture the user named for the file (``ARCH:PATH``); a file in open_clip's timm layout
+    is then checked against it in its own tensor names before conversion (`family_layouts.check_timm_file`).
     """
     path = Path(path).expanduser()
     raw, config, fmt, skipped = _read_raw(path, skip)
     try:
-        return _convert(path, raw, config, fmt, skipped, ordered)
+        return _convert(path, raw, config, fmt, skipped, ordered, arch)
     except CheckpointFormatError as err:  # the layout converters' lines name a tensor or a field, not the file
         if str(path) in str(err):
             raise
@@ -242,7 +244,7 @@ def load_checkpoint(path: str | os.PathLike[str], skip: Callable[[str], bool] | 
 
 
 def _convert(path: Path, raw: Any, config: dict[str, Any] | None, fmt: str, skipped: frozenset[str],
-             ordered: bool) -> Checkpoint:
+             ordered: bool, arch: str | None = None) -> Checkpoint:
     """`load_checkpoint`'s second half: what `_read_raw` read, in OpenAI's layout, fp32."""
     from clipforge.weights.hf import from_hf, read_hf_preprocess
 
@@ -250,20 +252,29 @@ def _convert(path: Path, raw: Any, config: dict[str, Any] | None, fmt: str, skip
         hf_config = config
         state_dict, config = from_hf(unwrap(raw, path), hf_config)
         if config.get("scoring") == "sigmoid" and not config.get("tokenizer"):  # a SiglipModel folder
-            from clipforge.weights.hf_siglip import folder_tokenizer
+            from clipforge.weights.hf_siglip_folder import folder_languages, folder_tokenizer
 
-            config["tokenizer"] = folder_tokenizer(path, hf_config)
+            config["tokenizer"] = folder_tokenizer(path, hf_config, config.get("vocab_size"))
+            if languages := folder_languages(path, config.get("vocab_size")):  # SigLIP 2: no "en only" notice
+                config["languages"] = languages
     else:
         state_dict = _strip_prefixes(unwrap(raw, path))
-        from clipforge.weights.family_layouts import to_clipforge_layout
+        from clipforge.weights.family_layouts import check_timm_file, is_timm_layout, to_clipforge_layout
 
+        if arch is not None and is_timm_layout(state_dict):  # said in the file's names, not in converted ones
+            check_timm_file(state_dict, arch, str(path))
         state_dict = to_clipforge_layout(state_dict)  # open_clip's timm-layout SigLIP files
         if _is_hf_layout(state_dict):
             state_dict, hf_config = from_hf(state_dict, None)
             config = config or hf_config
     preprocess = config.pop(PREPROCESS_FIELD, None) if config else None
-    if fmt == "huggingface":
-        preprocess = read_hf_preprocess(path)
+    if fmt == "huggingface":  # size/crop/mean/std/resample as transformers reads them; else the family's
+        family = None
+        if config.get("scoring") == "sigmoid":
+            from clipforge.models.family_configs import SIGLIP_PREPROCESS
+
+            family = dict(SIGLIP_PREPROCESS)
+        preprocess = read_hf_preprocess(path, config.get("image_resolution"), family) or family
     if fmt == "torchscript" and "text_projection" in state_dict:  # OpenAI's archives: QuickGELU, always
         from clipforge.models import config_from_state_dict
 
