@@ -106,16 +106,17 @@ def test_a_store_another_process_holds_is_one_line_saying_so(tmp_path, images_fa
     assert "running the same command again" not in err
 
 
-@pytest.mark.parametrize("damage", ["truncated segment", "garbage index", "no schema.json"])
+# (a garbage index file is derived data, rebuilt: tests/library/test_s57_milvus_index_repair.py)
+@pytest.mark.parametrize("damage", ["truncated segment", "garbage segment", "no schema.json"])
 def test_a_damaged_store_is_one_line_naming_the_file(tmp_path, images_factory, capfd, caplog, damage) -> None:
     store, folder = _build(tmp_path, images_factory)
     space = next(p for p in (folder / "collections").iterdir() if not p.name.endswith("_spaces"))
     if damage == "truncated segment":
         victim = next(space.rglob("*.parquet"))
         victim.write_bytes(victim.read_bytes()[:40])
-    elif damage == "garbage index":
-        victim = next(p for p in space.rglob("*") if p.is_file() and "index" in str(p.relative_to(space)))
-        victim.write_bytes(os.urandom(64))
+    elif damage == "garbage segment":
+        victim = next(space.rglob("*.parquet"))
+        victim.write_bytes(os.urandom(victim.stat().st_size))
     else:
         victim = space / "schema.json"
         victim.unlink()
