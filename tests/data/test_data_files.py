@@ -258,8 +258,9 @@ def test_the_reader_never_blocks_on_a_fifo(photos, tiny, tmp_path) -> None:
 
 
 def test_embed_exports_a_photo_whose_name_is_not_utf8(photos, tmp_path, capsys) -> None:
-    """parquet and JSON hold UTF-8 only: such a name is written with \\xNN escapes, not a crash after the
-    whole partition was embedded."""
+    """parquet and JSON hold UTF-8 only: such a name is written as ``b64:`` + its bytes (lossless: the \\xNN escapes
+    written before could name two files alike and open neither), not a crash after the whole partition was
+    embedded."""
     import os
 
     from clipforge.cli.main import main
@@ -271,7 +272,10 @@ def test_embed_exports_a_photo_whose_name_is_not_utf8(photos, tmp_path, capsys) 
         handle.write(photos["b.png"].read_bytes())
     assert main(["embed", str(folder), "--model", "test-vit-tiny", "--out", str(tmp_path / "out"), "--quiet"]) == 0
     vectors, rows = read_export(tmp_path / "out")
-    assert len(vectors) == 1 and Path(rows[0]["image_path"]).name == "caf\\xe9.png"
+    from clipforge.library.export_layout import text_path
+
+    assert len(vectors) == 1 and rows[0]["image_path"].startswith("b64:")
+    assert os.fsencode(text_path(rows[0]["image_path"])) == os.path.join(os.fsencode(folder), b"caf\xe9.png")
 
 
 def test_with_workers_the_first_batch_is_short_and_every_file_comes_once_in_order(photos) -> None:

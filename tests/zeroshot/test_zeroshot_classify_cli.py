@@ -82,7 +82,7 @@ def test_classify_text_output_and_errors(tmp_path, capsys):
                  "test-vit-tiny", "--device", "cpu"]) == 0
     text = capsys.readouterr().out
     assert text.startswith(good[1]) and text.count("%") == 2
-    assert main(["classify", broken, "--labels", "a,b", "--model", "test-vit-tiny", "--device", "cpu"]) == 1
+    assert main(["classify", broken, "--labels", "a,b", "--model", "test-vit-tiny", "--device", "cpu"]) == 2
     assert main(["classify", good[0], "--labels", " , ", "--model", "test-vit-tiny"]) == 2  # "a,,b" is a, b now
     assert "--labels ' , ': no label in it" in capsys.readouterr().err
 

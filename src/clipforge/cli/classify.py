@@ -1,4 +1,8 @@
-"""`clipforge classify IMG... --labels "cat,dog"`: zero-shot labels for image files."""
+"""`clipforge classify IMG... --labels "cat,dog"`: zero-shot labels for image files.
+
+An image that cannot be read is skipped with a line saying why; when none can be read the run is an error (one
+``error:`` line after those, exit status 2, as `similarity` and every fixable error: it was 1).
+"""
 
 from __future__ import annotations
 
@@ -102,7 +106,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"plot written to {out['plot']}")
     for error in out["errors"]:
         print(f"skipped {error['image']}: {error['error']}", file=sys.stderr)
-    return 1 if out["errors"] and not out["results"] else 0
+    if out["errors"] and not out["results"]:  # nothing could be read: a fixable error, status 2 as in `similarity`
+        from clipforge.cli.main import report_error
+
+        return report_error(f"none of the {len(out['errors'])} image(s) could be read (each named above): "
+                            "nothing to classify")
+    return 0
 
 
 def _distinct(labels: list[str], args: argparse.Namespace) -> list[str]:

@@ -2,8 +2,11 @@
 
 Runs as one process or under `torchrun --nproc_per_node N` (or any launcher setting RANK and
 WORLD_SIZE), each rank embedding a disjoint set of partitions on its own GPU when there is one.
-A rerun into the same --out resumes the same job and refuses another (`clipforge.library.export`);
-the files that failed are named on stderr as `index add` names them. A setting out of range
+A rerun into the same --out resumes the same job and refuses another (`clipforge.library.export`), and writes
+again the partitions holding a photo edited since; the files that failed (entries that are not regular files
+among them: a FIFO or device named ``x.jpg``) are named on stderr as `index add` names them. In the files and in
+--json a name that is not UTF-8 is written as ``b64:`` + the base64 of its bytes (lossless:
+`clipforge.library.export_layout.path_text`); the lines on stderr show it with ``\\xNN`` escapes, for people. A setting out of range
 (`--shard-size 0`, `--batch-size -1`, `--workers -1`, `--max-pixels 0`), an --out that would hide the photos
 (the input folder itself, or a folder holding it) or PATHs holding no image file at all is one line and exit
 status 2 before the model loads or a file is written: an export of nothing used to exit 0 leaving
@@ -115,12 +118,12 @@ def _nothing_to_embed(args: argparse.Namespace) -> str | None:
     import warnings
 
     from clipforge.library.dbfile import display_path
-    from clipforge.library.scan import discover_files
+    from clipforge.library.scan import scan_paths
 
     with warnings.catch_warnings(record=True) as said:
         warnings.simplefilter("always")
-        found = discover_files(args.paths, recursive=args.recursive, exclude=[args.out])
-    if found:
+        found = scan_paths(args.paths, recursive=args.recursive, exclude=[args.out])
+    if found.files or found.rejected:  # a FIFO named x.jpg is embed's to report as failed, as index add does
         return None
     for warning in said:
         warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)

@@ -69,10 +69,10 @@ def run(args: argparse.Namespace) -> int:
             from clipforge.zeroshot.label_notices import label_notice
             from clipforge.zeroshot.languages import query_notice  # as classify and search say it
 
-            notices = [] if args.quiet else [  # --quiet: no notices (cli.common.notice)
-                query_notice(", ".join(report.labels), library.encoder, "labels"),
+            notices = [n for n in report.notices if n.startswith("warning:")] if args.quiet else [
+                query_notice(", ".join(report.labels), library.encoder, "labels"),  # --quiet: no notices
                 label_notice(report.labels, softmax=report.scoring == "softmax", every_photo=True),
-                *report.notices]
+                *report.notices]  # (cli.common.notice), but a warning (`tagging.old_tags_kept`) still
     except user_errors() as exc:
         return fail(exc)
     for notice in notices:

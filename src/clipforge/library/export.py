@@ -11,7 +11,11 @@ Output (what clip-retrieval writes and autofaiss / embedding-reader read):
 The sorted file list is cut into partitions of `shard_size` files; partition i belongs to
 rank ``i % world_size``. So ranks never overlap, together they cover everything, and a rank
 that dies can be re-run: partitions whose three files exist are skipped (each file is written
-atomically, the stats file last).
+atomically, the stats file last) unless one of their files was edited since (size or modification time:
+`clipforge.library.export_job.partition_done`), which writes that partition again. Entries named like images that
+are not regular files (a FIFO, a device) are never opened: each is a failure of its partition with the reason
+`clipforge.library.scan.scan_paths` gives, as `index add` records them. File names are written losslessly
+(`clipforge.library.export_layout.path_text`: ``b64:`` + base64 for a name that is not UTF-8).
 
 A resume may only continue the same job, or the folder would mix two jobs' vectors under one
 manifest: ``OUT/job.json`` records what decides the partitions' contents, and a run of another job
@@ -44,7 +48,7 @@ from clipforge.library.export_checks import check_output_apart as check_output_a
 from clipforge.library.export_job import JOB_FILE as JOB_FILE
 from clipforge.library.export_job import JOB_FORMAT as JOB_FORMAT
 from clipforge.library.export_job import ExportMismatch as ExportMismatch
-from clipforge.library.export_job import _claim_output, job_identity
+from clipforge.library.export_job import _claim_output, files_stamp, job_identity, partition_done
 from clipforge.library.export_job import check_job as check_job
 from clipforge.library.export_job import clear_job as clear_job
 
@@ -55,14 +59,16 @@ from clipforge.library.export_layout import (
     _partition_count,
     _paths,
     _write_partition,
+    failure_dict,
     partition_name,
     rank_partitions,
+    writing,
 )
 from clipforge.library.export_layout import _int32s as _int32s
 from clipforge.library.export_layout import _strings as _strings
 from clipforge.library.export_layout import load_export_manifest as load_export_manifest
 from clipforge.library.export_layout import read_export as read_export
-from clipforge.library.scan import discover_files
+from clipforge.library.scan import scan_paths
 
 __all__ = [
     "ExportMismatch",
@@ -84,6 +90,7 @@ class ExportReport:
     partitions: int
     written: list[int] = field(default_factory=list)
     skipped: list[int] = field(default_factory=list)
+    changed: list[int] = field(default_factory=list)  # written again: files in them edited since
     images: int = 0
     failed: int = 0
     bad: list[BadImage] = field(default_factory=list)
@@ -97,9 +104,11 @@ class ExportReport:
     def summary_line(self) -> str:
         """One line for the terminal; "rank R/W: " first only when the job is one of several (torchrun)."""
         rank = f"rank {self.rank}/{self.world_size}: " if self.world_size > 1 else ""
+        again = (f"; {len(self.changed)} written again, as files in them changed since (size or modification "
+                 f"time)" if self.changed else "")
         return (
             f"{rank}wrote {len(self.written)} of {self.partitions} partitions "
-            f"({len(self.skipped)} already done), {self.images} embeddings, {self.failed} failed "
+            f"({len(self.skipped)} already done{again}), {self.images} embeddings, {self.failed} failed "
             f"in {self.seconds:.1f}s"
         )
 
@@ -110,9 +119,10 @@ class ExportReport:
             "partitions": self.partitions,
             "written": self.written,
             "skipped": self.skipped,
+            "changed": self.changed,
             "images": self.images,
             "failed": self.failed,
-            "failures": [b.to_dict() for b in self.bad],
+            "failures": [failure_dict(b) for b in self.bad],
             "seconds": round(self.seconds, 3),
         }
 
@@ -141,10 +151,16 @@ def _embed_partition(
     max_pixels: int | None,
     dtype: str,
     bar: Any,
+    rejected: dict[str, str] | None = None,
 ) -> PartitionWriter:
-    """One partition through the one loop (`clipforge.data.files.embed_files`)."""
-    reader = ImageFileReader(files, with_max_pixels(encoder.preprocess, max_pixels), hash=True)
+    """One partition through the one loop (`clipforge.data.files.embed_files`); the entries of `rejected` (path:
+    reason, not regular files) are never opened, only recorded as failed, as `index add` records them."""
+    rejected = rejected or {}
+    readable = [path for path in files if path not in rejected]
+    reader = ImageFileReader(readable, with_max_pixels(encoder.preprocess, max_pixels), hash=True)
     writer = PartitionWriter(encoder.embed_dim, dtype)
+    writer.bad += [BadImage(path, rejected[path]) for path in files if path in rejected]
+    bar.update(len(files) - len(readable))
     embed_files(
         reader,
         encoder.encode_pixels,
@@ -203,7 +219,9 @@ def export_embeddings(
     started = time.perf_counter()
     joined = _maybe_init_group(world_size)
     out = Path(out_dir)
-    files = discover_files(paths, recursive=recursive, exclude=[out])
+    found = scan_paths(paths, recursive=recursive, exclude=[out])
+    rejected = {path: reason for path, _size, _mtime, reason in found.rejected}
+    files = sorted([*found.files, *rejected])  # one cut for both: a FIFO's failure belongs to one partition
     count = _partition_count(len(files), shard_size)
     report = ExportReport(rank=rank, world_size=world_size, partitions=count)
     encoder = resolve_encoder(model, device=device, precision=precision, draft=draft, towers=("image",))
@@ -212,17 +230,27 @@ def export_embeddings(
     mine = rank_partitions(count, rank, world_size)
     todo = []
     for i in mine:
-        if all(p.exists() for p in _paths(out, partition_name(i, count))):
+        done = partition_done(out, partition_name(i, count), files[i * shard_size : (i + 1) * shard_size])
+        if done:
             report.skipped.append(i)
         else:
             todo.append(i)
+            if done is None:
+                report.changed.append(i)
+    if todo:  # a manifest from before says every partition is written: not true until this run is done
+        with writing(out / "manifest.json"):
+            (out / "manifest.json").unlink(missing_ok=True)
     total = sum(len(files[i * shard_size : (i + 1) * shard_size]) for i in todo)
     with tqdm(
         total=total, unit="img", desc=f"embed rank {rank}", disable=not progress, dynamic_ncols=True
     ) as bar:
         for i in todo:
             part = files[i * shard_size : (i + 1) * shard_size]
-            written = _embed_partition(encoder, part, batch_size, workers, max_pixels, dtype, bar)
+            stats_file = _paths(out, partition_name(i, count))[2]
+            with writing(stats_file):
+                stats_file.unlink(missing_ok=True)  # the old partition is no longer done once its rewrite starts
+            stamp = files_stamp(part)  # before the files are read: an edit while reading shows on the next run
+            written = _embed_partition(encoder, part, batch_size, workers, max_pixels, dtype, bar, rejected)
             vectors, rows, bad = written.vectors(), written.rows, written.bad
             stats = {
                 "partition": i,
@@ -232,7 +260,8 @@ def export_embeddings(
                 "files": len(part),
                 "embedded": len(vectors),
                 "failed": len(bad),
-                "failures": [b.to_dict() for b in bad],
+                "failures": [failure_dict(b) for b in bad],
+                "files_stamp": stamp,
                 "dtype": dtype,
                 "model": encoder.name,
                 "model_fingerprint": encoder.fingerprint,
@@ -249,10 +278,11 @@ def export_embeddings(
     if joined:
         _finish_group(out, report, job)
     elif world_size == 1:
-        write_json_atomic(
-            out / "manifest.json",
-            {"partitions": count, "files": len(files), "job": job, "ranks": [report.to_dict()]},
-        )
+        with writing(out / "manifest.json"):
+            write_json_atomic(
+                out / "manifest.json",
+                {"partitions": count, "files": len(files), "job": job, "ranks": [report.to_dict()]},
+            )
     return report
 
 
@@ -262,9 +292,10 @@ def _finish_group(out: Path, report: ExportReport, job: dict[str, Any]) -> None:
     gathered: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, report.to_dict())
     if dist.get_rank() == 0:
-        write_json_atomic(
-            out / "manifest.json",
-            {"partitions": job["partitions"], "files": job["files"], "job": job, "ranks": gathered},
-        )
+        with writing(out / "manifest.json"):
+            write_json_atomic(
+                out / "manifest.json",
+                {"partitions": job["partitions"], "files": job["files"], "job": job, "ranks": gathered},
+            )
     dist.barrier()
     dist.destroy_process_group()

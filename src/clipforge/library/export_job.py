@@ -10,9 +10,15 @@ folder holding partitions with no record, is refused in one line before any file
 so an overwrite killed while clearing leaves a folder that is refused, one killed later a resumable
 folder of the new job: never a mix that passes for either.
 
+A file edited in place keeps its name, so the job's list does not see it: each partition's stats file
+records `files_stamp` (a digest of its files' names, sizes and modification times, taken before they are read),
+and a resume writes again every partition whose files' stamp changed since (`partition_done`), as `index add`
+re-embeds a file whose size or mtime changed. A partition written by a clipforge that recorded no stamp cannot
+be checked, so it is written again too.
+
 Owns the record (`job_identity`), the comparison that names each difference (`check_job`), the clearing
-order of ``overwrite=True`` (`clear_job`) and the claim of the folder before the first partition
-(`_claim_output`).
+order of ``overwrite=True`` (`clear_job`), the claim of the folder before the first partition
+(`_claim_output`) and whether a partition on disk is done and still describes its files (`partition_done`).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from clipforge.atomic import remove_stale_temps, write_json_atomic
 from clipforge.errors import UserError
 from clipforge.library.encoder import Encoder
 from clipforge.library.export_checks import check_export_settings
-from clipforge.library.export_layout import _PARTITION_GLOBS, _partition_count
+from clipforge.library.export_layout import _PARTITION_GLOBS, _partition_count, _paths, writing
 
 JOB_FILE = "job.json"
 JOB_FORMAT = 1
@@ -67,6 +73,34 @@ def job_identity(
         "files": len(files),
         "files_sha256": digest.hexdigest(),
     }
+
+
+def files_stamp(files: list[str]) -> str:
+    """A digest of each file's name, size and modification time (what `index add` compares to skip a file);
+    a file that cannot be stat'ed counts by its name alone (it fails when read, and again if it comes back)."""
+    digest = hashlib.sha256()
+    for path in files:
+        try:
+            info = os.stat(path)
+            stamp = f"{info.st_size}:{info.st_mtime_ns}"
+        except OSError:
+            stamp = "-"
+        digest.update(os.fsencode(path) + b"\0" + stamp.encode("ascii") + b"\0")
+    return digest.hexdigest()
+
+
+def partition_done(out: Path, name: str, files: list[str]) -> bool | None:
+    """True when partition `name`'s three files are there and its stats record the stamp its `files` have now;
+    None when they are there but describe other contents (a file edited in place since, or no stamp recorded):
+    to be written again; False when the partition is not (wholly) written."""
+    paths = _paths(out, name)
+    if not all(p.exists() for p in paths):
+        return False
+    try:
+        recorded = json.loads(paths[2].read_text(encoding="utf-8")).get("files_stamp")
+    except (OSError, ValueError, AttributeError):
+        recorded = None  # an unreadable stats file marks nothing done
+    return True if recorded == files_stamp(files) else None
 
 
 def _model_words(job: dict[str, Any]) -> str:
@@ -185,4 +219,5 @@ def _claim_output(
     for folder in (out, *(out / name for name, _ in _PARTITION_GLOBS)):
         remove_stale_temps(folder)  # what killed writers left; a live writer's temporaries stay
     if not check_job(out, job):
-        write_json_atomic(out / JOB_FILE, job)  # before the first partition: a killed run stays resumable
+        with writing(out / JOB_FILE):
+            write_json_atomic(out / JOB_FILE, job)  # before the first partition: a killed run stays resumable

@@ -4,13 +4,29 @@ Owns the cut into partitions (`partition_name`, `rank_partitions`, `_partition_c
 files (`_paths`: npy vectors, parquet metadata rows, stats JSON), their atomic writing with the stats file last
 (`_write_partition`, fed by `PartitionWriter`), and reading an export back (`read_export`,
 `load_export_manifest`). The layout itself is described in `clipforge.library.export`.
+
+**File names in the output** (the parquet's ``image_path``, the ``path`` of each failure in the stats files, the
+manifest and ``embed --json``) are written losslessly (`path_text`): a name that is valid UTF-8 as itself, one that
+is not (raw bytes, as Linux allows) as ``b64:`` + the base64 of its bytes, the form the Milvus store keys such names
+by; `text_path` reads either back. The ``\\xNN`` escapes of `display_path` (kept for the lines people read) gave
+``caf\\xe9.jpg`` to the byte name and to a file literally named so: two files, one string, neither openable.
+Exported names are absolute (they start with ``/``), so no real name is mistaken for a ``b64:`` form.
+
+**A refused write** (a full disk, a file-size limit such as ``ulimit -f``, a quota, no permission) is
+`ExportWriteError`: one line naming the file and what to do (`writing`). numpy says "256000 requested and 153536
+written" and nothing else; the temporary is removed (`clipforge.atomic`), no stats file marks the partition done, so
+a rerun of the same command writes it again.
 """
 
 from __future__ import annotations
 
+import base64
+import errno
 import json
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +42,63 @@ _PARTITION_GLOBS = (
     ("metadata", "metadata_*.parquet"),
     ("stats", "stats_*.json"),
 )
+
+
+class ExportWriteError(OSError):
+    """The disk refused a write of the export (full, a file-size limit, a quota, no permission): one sentence."""
+
+    def __str__(self) -> str:  # one sentence, not "[Errno 27] ..."
+        return str(self.strerror)
+
+
+def _refusal(exc: OSError) -> tuple[str, str]:
+    """(why, what to do) for an OSError raised while writing: said as `index add` says it of its database."""
+    code = exc.errno
+    if code == errno.ENOSPC:
+        return "the disk is full", "free some space"
+    if code == errno.EFBIG:
+        return "the file reached this process's file-size limit (`ulimit -f`)", "raise the limit"
+    if code == errno.EDQUOT:
+        return "the disk quota is used up", "free some space (or raise the quota)"
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"this user may not write there ({exc.strerror or exc})", "give this user write access, or choose another --out"
+    detail = exc.strerror or str(exc) or exc.__class__.__name__
+    return (f"the disk refused a write ({detail}: full, or a file-size limit such as `ulimit -f` reached)",
+            "free some space (or raise the limit)")
+
+
+@contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Turn an OSError raised by the block (writing `path`) into `ExportWriteError` naming `path` and the remedy."""
+    try:
+        yield
+    except ExportWriteError:
+        raise
+    except OSError as exc:
+        why, fix = _refusal(exc)
+        raise ExportWriteError(
+            exc.errno or errno.EIO,
+            f"could not write {display_path(os.fspath(path))}: {why}; the partitions written before are kept: "
+            f"{fix} and run the same command again to write the rest") from exc
+
+
+def path_text(path: str) -> str:
+    """A file name as lossless UTF-8 text (see the module docstring): itself, or ``b64:`` + base64 of its bytes."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return "b64:" + base64.b64encode(os.fsencode(path)).decode("ascii")
+    return path
+
+
+def text_path(text: str) -> str:
+    """The file name `path_text` wrote, as Python spells it (undecodable bytes as surrogates, as `os.listdir`)."""
+    return os.fsdecode(base64.b64decode(text[4:])) if text.startswith("b64:") else text
+
+
+def failure_dict(bad: BadImage) -> dict[str, str]:
+    """A failed file as the export's files and `embed --json` record it: its lossless name and the reason."""
+    return {"path": path_text(bad.path), "reason": bad.reason}
 
 
 def partition_name(index: int, count: int) -> str:
@@ -74,8 +147,8 @@ def _write_partition(
     import pyarrow.parquet as pq
 
     emb_path, meta_path, stats_path = _paths(out, name)
-    with atomic_path(emb_path, suffix=".npy") as tmp, open(tmp, "wb") as f:
-        np.save(f, vectors)
+    with writing(emb_path), atomic_path(emb_path, suffix=".npy") as tmp, open(tmp, "wb") as f:
+        np.save(_Chunks(f), vectors)
     table = pa.Table.from_arrays(
         [
             _strings(rows["image_path"]),
@@ -85,9 +158,23 @@ def _write_partition(
         ],
         names=["image_path", "sha256", "width", "height"],
     )
-    with atomic_path(meta_path, suffix=".parquet") as tmp:
+    with writing(meta_path), atomic_path(meta_path, suffix=".parquet") as tmp:
         pq.write_table(table, str(tmp))
-    write_json_atomic(stats_path, stats)  # last: its presence marks the partition complete
+    with writing(stats_path):
+        write_json_atomic(stats_path, stats)  # last: its presence marks the partition complete
+
+
+class _Chunks:
+    """A file that numpy writes through Python's `write`, chunk by chunk. Given the file object itself, `np.save`
+    hands it to C stdio (`ndarray.tofile`), which ignores a failed final flush: under `ulimit -f` a partition's
+    npy came out cut at the limit, with no error, and was renamed into place; a big one failed with "256000
+    requested and 153536 written" and no errno. Python's writes raise the OSError (EFBIG, ENOSPC) instead."""
+
+    def __init__(self, file: Any) -> None:
+        self.file = file
+
+    def write(self, data: bytes) -> int:
+        return int(self.file.write(data))
 
 
 class PartitionWriter:
@@ -105,7 +192,7 @@ class PartitionWriter:
             self.chunks.append(batch.vectors.astype(self.dtype))
         for k in batch.rows:
             item = batch.files[k]
-            self.rows["image_path"].append(display_path(item.path))  # parquet/JSON need UTF-8: \xNN escapes
+            self.rows["image_path"].append(path_text(item.path))  # parquet needs UTF-8: lossless `path_text`
             self.rows["sha256"].append(item.sha256)
             self.rows["width"].append(item.width)
             self.rows["height"].append(item.height)
@@ -120,7 +207,8 @@ def _partition_count(files: int, shard_size: int) -> int:
 
 
 def read_export(out_dir: str | os.PathLike[str]) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """All vectors (float32) and metadata rows of an export, checking that npy and parquet align."""
+    """All vectors (float32) and metadata rows of an export, checking that npy and parquet align. Each row's
+    ``image_path`` is as stored (`path_text`); `text_path` gives the name that opens the file."""
     import pyarrow.parquet as pq
 
     out = Path(out_dir)

@@ -4,12 +4,14 @@ The plan is the embedded store's (`indexer._plan`, over the space's rows instead
 unchanged size and mtime is skipped without reading, bytes the space already holds are not embedded
 again, a file that failed before is retried only when it changed (or `retry_failed`). What is left goes
 through the one embedding loop (`clipforge.data.files.embed_files`) into `MilvusWriter`, one idempotent
-upsert per batch, new photos tagged with the space's remembered vocabulary on the way.
+upsert per batch, new photos tagged with the space's remembered vocabulary on the way. The report counts the
+indexed photos of the folders named whose files are gone (`gone_under`), as the embedded store's does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 from clipforge.data.files import default_workers
@@ -18,9 +20,10 @@ from clipforge.library.indexer import AddReport, _plan, _Planned, embed_planned
 from clipforge.library.milvus_store import MilvusSpace, MilvusStore
 from clipforge.library.milvus_tags import space_tagger
 from clipforge.library.milvus_writer import MilvusWriter
+from clipforge.library.scan import is_under
 from clipforge.library.store import FileState
 
-__all__ = ["add_to_space", "rank_done"]
+__all__ = ["add_to_space", "gone_under", "rank_done"]
 
 Rejected = tuple[str, int, int, str]
 """A file the scan refused before reading it: (path, size, mtime_ns, reason)."""
@@ -28,9 +31,12 @@ Rejected = tuple[str, int, int, str]
 
 def add_to_space(milvus: MilvusStore, space: MilvusSpace, encoder: Encoder, files: list[str], rejected: list[Rejected],
                  others: Callable[[], list[MilvusSpace]], cache_dir: Path, max_pixels: int, *, retry_failed: bool,
-                 batch_size: int, workers: int | None, progress: bool, label: str) -> tuple[AddReport, int]:
+                 batch_size: int, workers: int | None, progress: bool, label: str,
+                 folders: Sequence[str] = (), seen: Collection[str] = ()) -> tuple[AddReport, int]:
     """Index `files` into `space` (`rejected`: recorded as failures, or unchanged); the report and how many new
-    photos were tagged. `others()`: the store's other model spaces (a moved file is relinked in each)."""
+    photos were tagged. `others()`: the store's other model spaces (a moved file is relinked in each).
+    `folders`: the normalised folders named, `seen`: every path their scan found (all ranks' share), for the
+    report's count of photos gone from disk (`gone_under`)."""
     report = AddReport()
     known = file_states(space)
     held = {s.sha256 for s in known.values() if s.status == "ok" and s.sha256}
@@ -50,7 +56,19 @@ def add_to_space(milvus: MilvusStore, space: MilvusSpace, encoder: Encoder, file
     embed_planned(todo, unstat, writer, encoder, held, report, max_pixels=max_pixels, batch_size=batch_size,
                   workers=default_workers() if workers is None else workers, progress=progress,
                   desc=f"indexing {label}")
+    report.gone = gone_under(known, folders, seen)  # after the writes: `known` has followed each relinked file
     return report, writer.tagged
+
+
+def gone_under(known: dict[str, FileState], folders: Sequence[str], seen: Collection[str]) -> int:
+    """How many 'ok' photos stored in `folders` (and below) the scan did not find (`seen`) and that are not on disk
+    any more: `clipforge.library.library_writes`'s rule for the embedded store (kept, not removed; a link whose
+    target was deleted is gone too). Read from the rows the plan reads anyway (`known`): no extra query."""
+    if not folders:
+        return 0
+    seen = set(seen)
+    return sum(1 for path, state in known.items() if state.status == "ok" and is_under(path, folders)
+               and path not in seen and not os.path.exists(path))
 
 
 def file_states(space: MilvusSpace) -> dict[str, FileState]:

@@ -195,6 +195,8 @@ class MilvusLibrary(MilvusRemoval, MilvusClassify, MilvusCatalog):
         self.last_tagged = 0
         rank = int(os.environ.get("RANK", "0")) if rank is None else int(rank)
         world_size = int(os.environ.get("WORLD_SIZE", "1")) if world_size is None else int(world_size)
+        folders: list[str] = []  # the folders named, and all their scan found: for the "gone from disk" count
+        seen: set[str] = set()
         if paths is None:
             files, rejected = self._known_files(), []
         else:
@@ -202,6 +204,8 @@ class MilvusLibrary(MilvusRemoval, MilvusClassify, MilvusCatalog):
                 paths = [paths]
             found = scan_paths(paths, recursive=recursive, exclude=[self.paths.root])
             files, rejected = found.files, found.rejected
+            folders = [normalise_path(p) for p in paths if os.path.isdir(p)]
+            seen = {*files, *(r[0] for r in rejected)}
         files = sorted(files)[rank::world_size]
         rejected = sorted(rejected)[rank::world_size]
         if not files and not rejected and self._space is None and not self.milvus.spaces():
@@ -225,6 +229,8 @@ class MilvusLibrary(MilvusRemoval, MilvusClassify, MilvusCatalog):
                     workers=workers,
                     progress=progress,
                     label=self.spec.kind,
+                    folders=folders,
+                    seen=seen,
                 )
         except StoreUnavailableError as exc:
             if type(exc) is not StoreUnavailableError:  # locked or damaged: a re-run meets the same wall

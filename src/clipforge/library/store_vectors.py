@@ -4,7 +4,10 @@ The vectors are the bulk of a library and what a FAISS index is built from, so t
 stream (`iter_embeddings` in id order, `chunk` rows at a time) or take their keys in chunks
 (`clipforge.library.transaction.chunks`: SQLite caps the `?` marks of one statement). A vector
 blob that is not whole values of the model's width is `DamagedLibraryError` naming it and the
-photos that hold it, never a numpy error from deep inside a search.
+photos that hold it, never a numpy error from deep inside a search. So is a vector holding NaN or
+infinity (a unit vector never does): it was accepted, its photo could no longer be found (not even by
+itself), and `index stats` counted it. The check is one pass over the chunk (`np.isfinite`), paid for by
+decoding a chunk of whole rows of one dtype as one buffer (`_whole_rows`): measured in the issue note.
 """
 
 from __future__ import annotations
@@ -106,19 +109,25 @@ class VectorReads(StoreConnection):
         `dim` (default: the model's recorded width, else the commonest). A row edited to another dtype or cut
         short is `DamagedLibraryError` naming it, not a numpy error ("matmul: ... size 32 is different from
         64") from a filtered search or a TypeError from a vector stored as text."""
-        vectors = [_decoded_or_none(r[1], r[2]) for r in rows]
-        lengths = [-1 if v is None else len(v) for v in vectors]
         width = dim if dim is not None else self.model_dim(model)
-        if width is None:
-            width = max(set(lengths), key=lengths.count)
-        wrong = next((i for i, n in enumerate(lengths) if n != width), None)
-        if wrong is not None:
-            blob = rows[wrong][2]
-            size = len(blob) if isinstance(blob, (bytes, str)) else 0
-            raise self._damaged_vector(int(rows[wrong][0]), size, int(width))
-        return np.stack(vectors)
+        out = _whole_rows(rows, width) if width is not None else None
+        if out is None:
+            vectors = [_decoded_or_none(r[1], r[2]) for r in rows]
+            lengths = [-1 if v is None else len(v) for v in vectors]
+            if width is None:
+                width = max(set(lengths), key=lengths.count)
+            wrong = next((i for i, n in enumerate(lengths) if n != width), None)
+            if wrong is not None:
+                blob = rows[wrong][2]
+                size = len(blob) if isinstance(blob, (bytes, str)) else 0
+                raise self._damaged_vector(int(rows[wrong][0]), f"is {size} bytes, not {width} values")
+            out = np.stack(vectors)
+        if not np.isfinite(out).all():
+            wrong = int(np.flatnonzero(~np.isfinite(out).all(axis=1))[0])
+            raise self._damaged_vector(int(rows[wrong][0]), "holds NaN or infinite values, not a unit vector")
+        return out
 
-    def _damaged_vector(self, embedding_id: int, size: int, width: int) -> DamagedLibraryError:
+    def _damaged_vector(self, embedding_id: int, what: str) -> DamagedLibraryError:
         owners = [
             row[0]
             for row in self.conn().execute(
@@ -132,8 +141,8 @@ class VectorReads(StoreConnection):
             else "`clipforge index drop-space` for this model, then `clipforge index add` again"
         )
         return DamagedLibraryError(
-            f"library database {display_path(str(self.path))} is damaged: vector {embedding_id} is {size} bytes, "
-            f"not {width} values; nothing was changed. To embed its photos again: {fix}"
+            f"library database {display_path(str(self.path))} is damaged: vector {embedding_id} {what}; nothing was "
+            f"changed. To embed its photos again: {fix}"
         )
 
     @reads
@@ -237,6 +246,20 @@ class VectorReads(StoreConnection):
         ):
             out.setdefault(int(eid), []).append(int(image_id))
         return out
+
+
+def _whole_rows(rows: Sequence[tuple], width: int) -> np.ndarray | None:
+    """Rows of (id, dtype, blob) as float32 [n, width] from one buffer, when every blob is bytes of one dtype and
+    exactly `width` values (every row of a sound library); None otherwise, for the row-by-row path that names the
+    odd one. One join and one conversion instead of a `frombuffer`, `astype` and a stack per row."""
+    if not rows:
+        return None
+    dtype = rows[0][1]
+    size = width * (2 if dtype == "float16" else 4)
+    if not all(r[1] == dtype and type(r[2]) is bytes and len(r[2]) == size for r in rows):
+        return None
+    data = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float16 if dtype == "float16" else np.float32)
+    return data.reshape(len(rows), width).astype(np.float32)
 
 
 def _decoded_or_none(dtype: str, blob: bytes) -> np.ndarray | None:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from clipforge.library.dbfile import DamagedLibraryError, display_path
+from clipforge.library.dbfile import DamagedLibraryError, LibraryWriteError, display_path
 from clipforge.library.encoder import Encoder
 from clipforge.library.store import Store
 from clipforge.library.transaction import VOCABULARY_KEY
@@ -238,9 +238,22 @@ def tag_library(
         tx.switch_tags(model, staging, json.dumps(vocabulary))
     report.top1_counts = store.tag_counts(model)
     report.images = sum(report.top1_counts.values())
-    _purge(store, [key for key in store.tag_row_keys(model) if key != staging])  # the old tags
+    try:
+        _purge(store, [key for key in store.tag_row_keys(model) if key != staging])  # the old tags
+    except LibraryWriteError as exc:  # the run's tags are committed and answer: no failure of the run
+        report.notices.append(old_tags_kept(exc))
     report.seconds = time.perf_counter() - started
     return report
+
+
+def old_tags_kept(exc: LibraryWriteError) -> str:
+    """The warning for a run whose tags were switched in, after which the disk refused the removal of the old
+    tags' rows (full, `ulimit -f`): the store's own sentence says to run the command again, which the run does not
+    need (its error, exit status 2, was printed for tags that were saved and answered searches)."""
+    what = str(exc).split("; everything saved before")[0]
+    return ("warning: the new tags are saved and answer searches; removing the old tags' rows after them was "
+            f"refused: {what}. The old rows take space until the next `clipforge tag` removes them: free some "
+            "space (or raise the limit) first")
 
 
 def _next_key(model: str, current: str) -> str:
