@@ -29,7 +29,7 @@ _SHELL_STOP = {"|", ">", "2>", ">>", "&", "&&", "||", ";"}
 _CLIPFORGE = {"clipforge", ".venv/bin/clipforge"}
 _PYTHONS = {"python", "python3", ".venv/bin/python"}
 _PLACEHOLDERS = {"N": "1"}  # `[--limit N]`: a metavar standing for a number
-# Flags of the other programs the docs show beside clipforge (pip, torchrun, pytest, schemathesis).
+# Flags of the other programs the docs show beside clipforge (pip, torchrun, pytest, schemathesis, clip_benchmark).
 _OTHER_TOOLS = {
     "--no-deps",
     "--nproc",
@@ -42,6 +42,7 @@ _OTHER_TOOLS = {
     "--rdzv-id",
     "--rdzv-conf",
     "--checks",
+    "--output",  # clip_benchmark build's
 }
 _FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*[a-z0-9]")
 

@@ -65,8 +65,8 @@ def test_suite_cells_missing_failed_and_resume(tmp_path, monkeypatch):
                                                                                   "ucf101": "not"}
     assert "frames" in next(m["get"] for m in summary["missing"] if m["dataset"] == "ucf101")
     assert summary["failed"] == 1 and summary["passed"] is False
-    cells = {json.loads(p.read_text())["dataset"]: json.loads(p.read_text())
-             for p in (tmp_path / "out" / "cells").glob("*/*.json")}
+    cells = {json.loads(p.read_text())["clipforge"]["dataset"]: json.loads(p.read_text())
+             for p in (tmp_path / "out" / "cells").glob("*/*.json")}  # "dataset": CLIP_benchmark's name
     sst, voc = cells["rendered_sst2"], cells["voc2007"]
     assert {k for k in sst} >= {"dataset", "model", "pretrained", "task", "metrics", "language"}
     assert sst["task"] == "zeroshot_classification" and set(sst["metrics"]) == {"acc1", "acc5", "mean_per_class_recall"}
@@ -191,7 +191,7 @@ def test_suite_reads_torchvision_roots_with_the_right_labels(tmp_path):
         cell = json.loads(path.read_text())
         preds = pq.read_table(cell["clipforge"]["predictions"]).to_pydict()
         got = {Path(s.split("::")[-1]).name: label for s, label in zip(preds["source"], preds["label"], strict=True)}
-        assert got == expected[cell["dataset"]], cell["dataset"]
+        assert got == expected[cell["clipforge"]["dataset"]], cell["dataset"]  # "dataset": CLIP_benchmark's name
     flowers = next(r for r in summary["cells"] if r["dataset"] == "flowers102")
     assert flowers["metric"] == "mean_per_class_recall"
 

@@ -45,7 +45,8 @@ def _single(tmp_path, name, *args) -> dict:
 
 
 def _cells(out: Path) -> dict[str, dict]:
-    return {json.loads(p.read_text())["dataset"]: json.loads(p.read_text()) for p in out.glob("cells/*/*.json")}
+    return {json.loads(p.read_text())["clipforge"]["dataset"]: json.loads(p.read_text())  # ours; "dataset": CB's
+            for p in out.glob("cells/*/*.json")}
 
 
 def test_suite_cells_equal_single_commands_and_resume(tmp_path, monkeypatch):
@@ -117,7 +118,7 @@ def _clip_benchmark_build(out: Path, tmp_path: Path) -> None:
     namespace["main_build"](argparse.Namespace(files=files, output=str(tmp_path / "benchmark.csv")))
     with open(tmp_path / "benchmark.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert {r["dataset"] for r in rows} == {"cifar10", "cub", "flickr8k", "imagenet"}
+    assert {r["dataset"] for r in rows} == {"cifar10", "cub", "flickr8k", "imagenet1k"}  # CLIP_benchmark's names
     by = {r["dataset"]: r for r in rows}
     assert by["cifar10"]["model_fullname"] == "clipforge-tiny " + by["cifar10"]["pretrained"]
     assert float(by["cifar10"]["acc1"]) == json.loads(next(out.glob("cells/*/cifar10__*.json")).read_text())[

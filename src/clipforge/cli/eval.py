@@ -335,7 +335,9 @@ def run_suite_command(args: argparse.Namespace) -> int:
         print(Path(summary["files"]["markdown"]).read_text(encoding="utf-8"), end="")
         print("files: " + ", ".join(summary["files"].values()))
     for check in summary["expectations"]:
-        if not check["ok"]:
+        if not check["ok"] and check["dataset"] == "*":  # `--expect published` with nothing to check
+            print(f"expect published: MISSED ({check.get('why')})", file=sys.stderr)
+        elif not check["ok"]:
             print(f"expect {check['model'] or '*'}@{check['dataset']}:{check['metric']}={check['expected']} "
                   f"±{check['tolerance']}: measured {check['measured']} MISSED"
                   + (f" ({check['why']})" if check.get("why") else ""), file=sys.stderr)

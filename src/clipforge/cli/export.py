@@ -80,7 +80,7 @@ def check_out_folder(out: str) -> list[str]:
 
 
 def run_onnx(args: argparse.Namespace) -> int:
-    from clipforge.cli.common import load_model_for_cli
+    from clipforge.cli.common import load_cli_model
 
     check_opset(args.opset)  # both before the model loads: a mistake costs one line, not a model and a traceback
     created = check_out_folder(args.out)
@@ -91,10 +91,12 @@ def run_onnx(args: argparse.Namespace) -> int:
         raise ValueError(f"--out {args.out}: cannot create folder {exc.filename or args.out} ({exc.strerror}); "
                          "expected a folder this user can create and write") from None
     try:
-        model, _ = load_model_for_cli(args.model, device="cpu")
+        # the LoadedModel: its preprocessing, tokenizer and scoring go into clipforge_onnx.json as every command
+        # uses them (the graphs alone did not say how to make their inputs or read their outputs)
+        loaded = load_cli_model(argparse.Namespace(model=args.model, device="cpu"))
         from clipforge.inference.onnx_export import export_onnx
 
-        meta = export_onnx(model, args.out, opset=args.opset, verify=not args.no_verify, name=args.model)
+        meta = export_onnx(loaded, args.out, opset=args.opset, verify=not args.no_verify, name=args.model)
     except BaseException:
         _remove_created(created)
         raise

@@ -32,13 +32,13 @@ from clipforge.evaluate.report import (
     check_limit,
     check_out_dir,
     check_tolerance,
+    claim_run_files,
     finish_report,
     log_skipped,
     open_run_log,
     peak_memory,
     plot_dir_for,
     reset_peak_memory,
-    run_stem,
     skipped_files,
     write_plots,
 )
@@ -157,8 +157,7 @@ def evaluate_linear_probe(model: str | torch.nn.Module, dataset: str | tuple[Any
     fingerprint = ev.fingerprint or str(model_fingerprint(ev.model))
     # features differ (slightly) by precision and decode: each combination is its own cache entry
     feature_key = f"{fingerprint}-{ev.precision}-{'draft' if ev.draft_decode else 'exact'}"
-    stem = run_stem("linear-probe", ev.name, ds_name, test_split)
-    json_path, log_path = out_dir / f"{stem}.json", out_dir / f"{stem}.log"
+    stem, json_path, log_path = claim_run_files(out_dir, "linear-probe", ev.name, ds_name, test_split)
 
     with open_run_log(log_path) as log:
         reset_peak_memory(ev.device)

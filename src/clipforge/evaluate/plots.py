@@ -20,6 +20,54 @@ __all__ = ["plot_confusion_matrix", "plot_heatmap", "plot_per_class_accuracy", "
            "probe_plots"]
 
 _NAMED_LIMIT = 60
+_TITLE_MARGIN_PX = 2  # a fitted title keeps this far from the figure's edges
+
+
+def _fit_title(ax, title: str) -> None:
+    """Set `ax`'s title so that it lies inside the figure: wrapped at spaces into as few lines as fit (at most
+    `_TITLE_LINES`), then, only while it still does not fit (a long checkpoint name is one word), a smaller font
+    (down to 6 pt).
+
+    A title is centred over its axes, which a colour bar pushes left of the figure's centre: "clipforge-tiny on
+    cifar10: zero-shot confusion matrix (row-normalised)" on the 500-pixel confusion matrix was cut at both edges.
+    Measured after the figure's layout, which is redone after each change (a wrapped title is taller), so what is
+    checked is what `save_figure` writes."""
+    fig = ax.figure
+    text = ax.set_title(title)
+    if not title.strip():
+        return
+    get_renderer = getattr(fig.canvas, "get_renderer", None)  # Agg's; a caller's own backend may lack it
+    renderer = get_renderer() if get_renderer is not None else fig._get_renderer()
+
+    def fits() -> bool:
+        fig.tight_layout()
+        box = text.get_window_extent(renderer)
+        return box.x0 >= _TITLE_MARGIN_PX and box.x1 <= fig.bbox.width - _TITLE_MARGIN_PX
+
+    for lines in range(1, _TITLE_LINES + 1):
+        text.set_text(_wrap_into(title, lines))
+        if fits():
+            return
+    size = float(text.get_fontsize())
+    while size > 6 and not fits():
+        size -= 1
+        text.set_fontsize(size)
+
+
+_TITLE_LINES = 3
+
+
+def _wrap_into(title: str, lines: int) -> str:
+    """`title` wrapped at spaces into at most `lines` lines of about equal length (a word is never broken)."""
+    import math
+    import textwrap
+
+    width = math.ceil(len(title) / lines)
+    while True:
+        wrapped = textwrap.wrap(title, width, break_long_words=False, break_on_hyphens=False)
+        if len(wrapped) <= lines:
+            return "\n".join(wrapped)
+        width += 1
 
 
 def plot_per_class_accuracy(accuracy: Sequence[float | None], classnames: Sequence[str], out_path: str | Path,
@@ -46,7 +94,7 @@ def plot_per_class_accuracy(accuracy: Sequence[float | None], classnames: Sequen
             ax.set_ylabel("accuracy (%)")
             worst = ", ".join(f"{n} ({100 * v:.0f}%)" for n, v in zip(names[:8], values[:8], strict=True))
             ax.text(0.01, 0.97, f"worst: {worst}", transform=ax.transAxes, fontsize=7, va="top", wrap=True)
-        ax.set_title(f"{title} (mean {100 * np.nanmean(acc):.1f}%)")
+        _fit_title(ax, f"{title} (mean {100 * np.nanmean(acc):.1f}%)")
         return save_figure(fig, out_path, finish=lambda f: mark_figure(f, style))
 
 
@@ -67,8 +115,8 @@ def plot_confusion_matrix(cm: np.ndarray, classnames: Sequence[str], out_path: s
             ax.set_yticks(ticks, list(classnames), fontsize=7)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
-        ax.set_title(title)
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+        _fit_title(ax, title)  # after the colour bar, which moves the axes (and the title over it) left
         return save_figure(fig, out_path, finish=lambda f: mark_figure(f, style))
 
 
@@ -87,8 +135,8 @@ def plot_recall_curves(i2t_ranks, t2i_ranks, out_path: str | Path, title: str = 
     ax.set_ylim(0, 100)
     ax.set_xlabel("k")
     ax.set_ylabel("recall@k (%)")
-    ax.set_title(title)
     ax.legend()
+    _fit_title(ax, title)
     return save_figure(fig, out_path)
 
 
@@ -110,8 +158,8 @@ def probe_plots(sweep: dict | None, scores, labels, classnames: Sequence[str], f
         ax.axvline(best, color="tab:red", ls="--", label=f"chosen C = 1e{best:g}")
         ax.set_xlabel("log10 C")
         ax.set_ylabel("validation accuracy (%)")
-        ax.set_title(f"{who}linear probe: C sweep")
         ax.legend()
+        _fit_title(ax, f"{who}linear probe: C sweep")
         written.append(str(save_figure(fig, out_dir / f"{stem}_c_sweep.png")))
     if scores is not None:
         from clipforge.evaluate.metrics import confusion_matrix, per_class_accuracy
@@ -133,7 +181,7 @@ def probe_plots(sweep: dict | None, scores, labels, classnames: Sequence[str], f
         ax.set_xscale("log", base=2)
         ax.set_xlabel("labelled examples per class (k)")
         ax.set_ylabel("top-1 (%)")
-        ax.set_title(f"{who}few-shot linear probe")
+        _fit_title(ax, f"{who}few-shot linear probe")
         written.append(str(save_figure(fig, out_dir / f"{stem}_fewshot.png")))
     return written
 
@@ -157,6 +205,6 @@ def plot_heatmap(values: np.ndarray, rows: Sequence[str], cols: Sequence[str], o
                 text = "-" if np.isnan(v[i, j]) else f"{v[i, j]:.1f}"
                 ax.text(j, i, text, ha="center", va="center", fontsize=7,
                         color="white" if np.isnan(v[i, j]) or v[i, j] < 60 else "black")
-        ax.set_title(title)
         fig.colorbar(image, ax=ax, label=label)
+        _fit_title(ax, title)
         return save_figure(fig, out_path, finish=lambda f: mark_figure(f, style))

@@ -26,7 +26,8 @@ from clipforge.atomic import write_json_atomic as write_json
 __all__ = [
     "CB_METRICS", "TASK_METRICS", "canonical_expect", "check_expectations", "check_limit", "check_out_dir",
     "device_info", "expectable_metrics", "log_skipped", "open_run_log", "parse_expect", "peak_memory",
-    "plot_dir_for", "reset_peak_memory", "run_stem", "skipped_files", "versions", "write_plots", "write_report",
+    "claim_run_files", "plot_dir_for", "reset_peak_memory", "run_stem", "skipped_files", "versions", "write_plots",
+    "write_report",
 ]
 
 
@@ -105,6 +106,32 @@ def run_stem(task: str, model_name: str, dataset: str, split: str | None) -> str
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     parts = [task, model_name, dataset] + ([split] if split else []) + [stamp]
     return "_".join(_stem_part(p) for p in parts)
+
+
+def claim_run_files(out_dir: Path, task: str, model_name: str, dataset: str,
+                    split: str | None) -> tuple[str, Path, Path]:
+    """The run's stem and its report and log paths in `out_dir`, owned by this run alone: ``(stem, json, log)``.
+
+    The stem is `run_stem`'s; its log is created here exclusively (``O_EXCL``), so a second run of the same model,
+    dataset and split started in the same second (a template sweep in parallel, a fast cached run in a loop) takes
+    ``<stem>-2`` (then ``-3``...) instead of writing over the first run's report: both used to print the same path
+    and one result was lost. A stem whose report exists without its log is taken too. Runners call it right before
+    `open_run_log`, after their arguments are checked, so a refused run still leaves no file.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    base = run_stem(task, model_name, dataset, split)
+    for n in range(1, 10_000):
+        stem = base if n == 1 else f"{base}-{n}"
+        json_path, log_path = out_dir / f"{stem}.json", out_dir / f"{stem}.log"
+        if json_path.exists():
+            continue
+        try:
+            os.close(os.open(log_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            continue
+        return stem, json_path, log_path
+    raise FileExistsError(f"{out_dir}: 9999 runs of {base} already; use another --out")
 
 
 _PART_BYTES = 60  # of one part of a stem, in UTF-8: four parts and a stamp stay far below a 255-byte file name

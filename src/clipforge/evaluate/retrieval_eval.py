@@ -22,13 +22,13 @@ from clipforge.evaluate.report import (
     check_limit,
     check_out_dir,
     check_tolerance,
+    claim_run_files,
     finish_report,
     log_skipped,
     open_run_log,
     peak_memory,
     plot_dir_for,
     reset_peak_memory,
-    run_stem,
     skipped_files,
     write_plots,
 )
@@ -71,8 +71,7 @@ def evaluate_retrieval(model: str | torch.nn.Module, captions: str | Path | Any,
     else:
         ds = CaptionDataset(captions, images, ev.preprocess)
     name = dataset_name or Path(getattr(ds, "csv_path", "captions")).parent.name or "captions"
-    stem = run_stem("retrieval", ev.name, name, None)
-    json_path, log_path = out_dir / f"{stem}.json", out_dir / f"{stem}.log"
+    stem, json_path, log_path = claim_run_files(out_dir, "retrieval", ev.name, name, None)
 
     with open_run_log(log_path) as log:
         reset_peak_memory(ev.device)

@@ -27,18 +27,22 @@ from typing import Any
 from clipforge.atomic import write_json_atomic
 from clipforge.evaluate.suite_files import (
     clean_stale,
+    clip_benchmark_name,
     finite,
     is_cell_file,
     legacy_cell_path,
     model_folder,
     prompts_part,
     read_cell,
+    same_settings,
     slug,
 )
 
 __all__ = ["Cell", "SuiteExpectation", "cell_id", "parse_suite_expect", "run_suite"]
 
 TASK_NAMES = {"zeroshot": "zeroshot_classification", "linear-probe": "linear_probe", "retrieval": "zeroshot_retrieval"}
+DEFAULT_TOP_K = 5  # `run_suite`'s and `eval suite --top-k`'s default: not a part of a cell's name
+TOP_K_TASKS = ("zeroshot", "linear-probe")  # the tasks whose predictions --top-k cuts (retrieval keeps its own 10)
 
 
 @dataclass(frozen=True)
@@ -59,16 +63,25 @@ class SuiteExpectation:
     percent: float
 
 
-def _id_parts(cell: Cell, fingerprint: str, limit: int | None, mode: str) -> list[str]:
+def _id_parts(cell: Cell, fingerprint: str, limit: int | None, mode: str, limit_train: int | None = None,
+              top_k: int = DEFAULT_TOP_K) -> list[str]:
+    """The parts of a cell's name; a setting at its default adds none, so cells written before it was a part
+    keep their names and are still found."""
     return [cell.dataset, cell.split, cell.task, cell.prompts, fingerprint[:16], mode] + \
-        ([f"limit{limit}"] if limit else [])
+        ([f"limit{limit}"] if limit else []) + \
+        ([f"train{limit_train}"] if limit_train and cell.task == "linear-probe" else []) + \
+        ([f"top{top_k}"] if top_k != DEFAULT_TOP_K and cell.task in TOP_K_TASKS else [])
 
 
-def cell_id(cell: Cell, fingerprint: str, limit: int | None, mode: str = "fp32-draft") -> str:
+def cell_id(cell: Cell, fingerprint: str, limit: int | None, mode: str = "fp32-draft",
+            limit_train: int | None = None, top_k: int = DEFAULT_TOP_K) -> str:
     """The cell's identity as a file name: dataset, split, task, prompt set, weights fingerprint, and
-    what else changes the number: precision and decode mode, and the subset. A template or template file is
-    named by a hash of its templates, so two of them never share a name (see `suite_files`)."""
-    parts = _id_parts(cell, fingerprint, limit, mode)
+    what else changes the number or the files: precision and decode mode, the subset, a linear probe's training
+    subset (``--limit-train``: a probe trained on 300 images was read back as "cached" for 1000) and the
+    predictions kept per sample (``--top-k``, which decides the Parquet a zero-shot or probe cell writes). A
+    template or template file is named by a hash of its templates, so two of them never share a name (see
+    `suite_files`)."""
+    parts = _id_parts(cell, fingerprint, limit, mode, limit_train, top_k)
     return "__".join(prompts_part(p) if i == 3 else slug(p) for i, p in enumerate(parts))
 
 
@@ -180,8 +193,10 @@ def _run_cell(cell: Cell, ev: Any, out_dir: Path, cid: str, *, limit: int | None
     return evaluate_retrieval(ev, ds, limit=limit, dataset_name=cell.dataset, predictions=preds, **common)
 
 
-def _details(cell: Cell, report: dict[str, Any], seconds: float, cid: str) -> dict[str, Any]:
-    """What a cell records besides its metrics: counts, skips and why, prompts, precision, decode, speed."""
+def _details(cell: Cell, report: dict[str, Any], seconds: float, cid: str,
+             top_k: int = DEFAULT_TOP_K) -> dict[str, Any]:
+    """What a cell records besides its metrics: clipforge's name of the dataset, counts, skips and why, prompts,
+    precision, decode, speed, the subsets (``limit``; a probe's ``limit_train``) and the predictions' ``top_k``."""
     from clipforge.evaluate.common import paper_metric
 
     bad = report.get("bad_images", {})
@@ -196,7 +211,7 @@ def _details(cell: Cell, report: dict[str, Any], seconds: float, cid: str) -> di
     metric = "top1" if cell.task == "linear-probe" else (
         paper_metric(cell.dataset) if cell.task == "zeroshot" else "image_to_text_R@1")
     return {
-        "cell": cid, "split": cell.split, "task": cell.task, "prompt_set": cell.prompts,
+        "cell": cid, "dataset": cell.dataset, "split": cell.split, "task": cell.task, "prompt_set": cell.prompts,
         "fingerprint": report["model"]["fingerprint"], "weights": report["model"]["weights"],
         "precision": report["model"]["precision"],
         "decode": "draft" if report["model"]["draft_decode"] else "exact",
@@ -206,7 +221,10 @@ def _details(cell: Cell, report: dict[str, Any], seconds: float, cid: str) -> di
         "seconds_per_image": round(timing.get("total_s", seconds) / max(1, evaluated or 1), 6),
         "wall_seconds": round(seconds, 3), "paper_metric": metric,
         "paper_value": report["metrics"].get(metric), "report": report["files"]["report"],
-        "predictions": report["files"].get("predictions"), "limit": report["dataset"].get("limit"),
+        "predictions": report["files"].get("predictions"),
+        "limit": report["dataset"].get("limit", report["dataset"].get("limit_test")),
+        **({"limit_train": report["dataset"].get("limit_train")} if cell.task == "linear-probe" else {}),
+        **({"top_k": top_k} if cell.task in TOP_K_TASKS else {}),
         "date": report.get("date"),
         **({"notice": report["notice"]} if report.get("notice") else {}),
         # prompts whose label the model's context cuts, captions read by their beginning only (`text_cut`)
@@ -227,7 +245,7 @@ def run_suite(models: Sequence[str], datasets: Sequence[str] | str, root: str | 
               *, tasks: Sequence[str] = ("zeroshot", "retrieval"), templates: str | None = None,
               limit: int | None = None, limit_train: int | None = None, batch_size: int = 64, workers: int = 0,
               device: str | None = None, precision: str = "fp32", exact_decode: bool = False,
-              expect: Sequence[SuiteExpectation] = (), tolerance: float = 0.3, top_k: int = 5,
+              expect: Sequence[SuiteExpectation] = (), tolerance: float = 0.3, top_k: int = DEFAULT_TOP_K,
               feature_cache_dir: str | Path | None = None, cache_dir: str | Path | None = None,
               progress: bool = True, echo: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run (or resume) the grid; write cells, predictions, the merged table and heat map; return the summary.
@@ -292,16 +310,17 @@ def run_suite(models: Sequence[str], datasets: Sequence[str] | str, root: str | 
             model_name, pretrained = _model_fields(spec, ev)
             for cell in _cells(spec, ready, tasks, templates):
                 mode = f"{ev.precision}-{'draft' if ev.draft_decode else 'exact'}"
-                cid = cell_id(cell, fingerprint, limit, mode)
+                cid = cell_id(cell, fingerprint, limit, mode, limit_train, top_k)
                 path = out_dir / "cells" / model_folder(spec) / f"{cid}.json"
                 position += 1
                 bar.set_postfix_str(f"{spec} x {cell.dataset} ({cell.task})")
                 row = {"model": spec, "dataset": cell.dataset, "task": cell.task, "split": cell.split,
                        "prompt_set": cell.prompts, "cell_file": str(path)}
-                done = read_cell(path)
+                done = same_settings(read_cell(path), cell.task, limit_train, top_k)
                 if done is None:  # written by an earlier version (ASCII-only names): only if it is this very cell
-                    old = legacy_cell_path(out_dir / "cells", spec, _id_parts(cell, fingerprint, limit, mode))
-                    done = read_cell(old, spec, cell.prompts)
+                    old = legacy_cell_path(out_dir / "cells", spec,
+                                           _id_parts(cell, fingerprint, limit, mode, limit_train, top_k))
+                    done = same_settings(read_cell(old, spec, cell.prompts), cell.task, limit_train, top_k)
                     row["cell_file"] = str(old if done is not None else path)
                 if done is not None:
                     rows.append({**row, **_row_values(done), "status": "cached"})
@@ -312,8 +331,10 @@ def run_suite(models: Sequence[str], datasets: Sequence[str] | str, root: str | 
                     report = _run_cell(cell, ev, out_dir, cid, limit=limit, limit_train=limit_train,
                                        batch_size=batch_size, workers=workers, top_k=top_k,
                                        feature_cache_dir=feature_cache_dir, cache_dir=cache_dir)
-                    details = _details(cell, report, time.perf_counter() - t0, cid)
-                    result = {"dataset": cell.dataset, "model": model_name, "pretrained": pretrained,
+                    details = _details(cell, report, time.perf_counter() - t0, cid, top_k)
+                    # CLIP_benchmark's name for the dataset (imagenet1k, vtab/resisc45), so `clip_benchmark build`
+                    # puts ours and theirs in one column; ours stays in the clipforge section
+                    result = {"dataset": clip_benchmark_name(cell.dataset), "model": model_name, "pretrained": pretrained,
                               "task": TASK_NAMES[cell.task], "metrics": _metrics_cb(cell.task, report["metrics"]),
                               "language": _language(report), "clipforge": {"model_spec": spec, **details}}
                     result = finite(result)  # NaN (mAP of a subset with no positives) as null: NaN is not JSON
@@ -366,7 +387,8 @@ def _earlier_cells(out_dir: Path, seen: set[str]) -> list[dict[str, Any]]:
         if done is None:
             continue
         cf = done["clipforge"]
-        rows.append({"model": cf.get("model_spec", done.get("model")), "dataset": done["dataset"], "task": cf["task"],
+        rows.append({"model": cf.get("model_spec", done.get("model")), "dataset": cf.get("dataset", done["dataset"]),
+                     "task": cf["task"],
                      "split": cf["split"], "prompt_set": cf["prompt_set"], "cell_file": str(path),
                      **_row_values(done), "status": "earlier run"})
     return rows
@@ -377,5 +399,5 @@ def _row_values(result: dict[str, Any]) -> dict[str, Any]:
     return {"metric": cf["paper_metric"], "value": cf["paper_value"], "fingerprint": cf["fingerprint"],
             "images_evaluated": cf["images_evaluated"], "images_skipped": cf["images_skipped"],
             "seconds_per_image": cf["seconds_per_image"], "wall_seconds": cf.get("wall_seconds"),
-            "precision": cf["precision"], "decode": cf["decode"],
+            "precision": cf["precision"], "decode": cf["decode"], "limit_train": cf.get("limit_train"),
             "metrics": result["metrics"]}

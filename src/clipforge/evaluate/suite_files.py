@@ -24,6 +24,14 @@ Decisions this module owns:
   this host when its writer's pid is gone, from any host once a day old. A shared ``--out`` may be written by a
   run on another machine, whose pids mean nothing here: judged by pid alone, its live temporary was removed and
   its cell failed. A temporary without a host (an earlier version's) waits out the day too (`atomic`'s rule).
+- **CLIP_benchmark's dataset names.** A cell's ``dataset`` is the name CLIP_benchmark writes for that dataset
+  (``imagenet1k``, ``imagenet-a``, ``flowers``, ``renderedsst2``, ``mscoco_captions``, ``vtab/resisc45``...:
+  `clip_benchmark_name`), so `clip_benchmark build` merges our cells and theirs into one column per dataset;
+  clipforge's own name (the catalogue key, the file name's first part) is ``clipforge.dataset``.
+- **A cell is read back only for its own settings.** ``--limit-train`` and ``--top-k`` are parts of a cell's name
+  when not at their defaults, and a cell records them (``limit_train``, ``top_k``); a cell written before they were
+  recorded is checked against its full report (`same_settings`), so a probe trained on a subset is never taken for
+  one trained on all the images.
 - **Valid JSON.** NaN (VOC mAP of a subset without positives) is written as ``null``: ``NaN`` is not JSON, and
   ``jq``, JavaScript and strict parsers refuse the file.
 """
@@ -42,7 +50,9 @@ from typing import Any
 from clipforge.atomic import STALE_AFTER_S, host_tag, remove_stale_temps
 
 __all__ = [
+    "CLIP_BENCHMARK_NAMES",
     "clean_stale",
+    "clip_benchmark_name",
     "finite",
     "is_cell_file",
     "legacy_cell_path",
@@ -50,12 +60,57 @@ __all__ = [
     "prompts_part",
     "read_cell",
     "safe_name",
+    "same_settings",
     "slug",
     "STALE_AFTER_S",
     "host_tag",
 ]
 
 _PART_BYTES = 60  # UTF-8 bytes of one part: a cell name of seven parts stays far below a 255-byte file name
+
+
+# clipforge's catalogue key -> CLIP_benchmark's dataset name where the two differ (`clip_benchmark.datasets.builder`:
+# `build_dataset` and its `dataset_collection`); datasets CLIP_benchmark does not have (cub, birdsnap, ucf101,
+# kinetics700, hateful_memes) keep our name
+CLIP_BENCHMARK_NAMES = {
+    "imagenet": "imagenet1k", "imagenet_a": "imagenet-a", "imagenet_r": "imagenet-r", "flowers102": "flowers",
+    "rendered_sst2": "renderedsst2", "mscoco": "mscoco_captions", "resisc45": "vtab/resisc45",
+    "kitti_distance": "vtab/kitti_closest_vehicle_distance", "clevr_counts": "vtab/clevr_count_all",
+}
+
+
+def clip_benchmark_name(dataset: str) -> str:
+    """The ``dataset`` a cell of clipforge's catalogue key `dataset` records: CLIP_benchmark's name for it."""
+    return CLIP_BENCHMARK_NAMES.get(dataset, dataset)
+
+
+def same_settings(data: dict[str, Any] | None, task: str, limit_train: int | None,
+                  top_k: int) -> dict[str, Any] | None:
+    """`data` (a cell read back) if it was computed with this run's ``--limit-train`` (linear probe) and ``--top-k``
+    (tasks that write top-k predictions), else None (recompute it).
+
+    A cell records both; one written before they were recorded is named as a default-settings cell, and its
+    ``limit_train`` is read from the full report it points to (an earlier ``--limit-train 300`` run wrote its probe
+    under the same name as a run on every image). A report that is gone leaves the name to decide, as before."""
+    if data is None:
+        return None
+    cf = data["clipforge"]
+    if task == "linear-probe":
+        recorded = cf["limit_train"] if "limit_train" in cf else _report_limit_train(cf.get("report"))
+        if recorded != limit_train:
+            return None
+    if "top_k" in cf and cf["top_k"] != top_k:
+        return None
+    return data
+
+
+def _report_limit_train(report: Any) -> int | None:
+    """A linear-probe report's ``dataset.limit_train``; None when it cannot be read."""
+    try:
+        value = json.loads(Path(str(report)).read_text(encoding="utf-8"))["dataset"]["limit_train"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return value if isinstance(value, int) else None
 
 
 def slug(text: str) -> str:

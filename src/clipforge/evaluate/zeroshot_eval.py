@@ -31,13 +31,13 @@ from clipforge.evaluate.report import (
     check_limit,
     check_out_dir,
     check_tolerance,
+    claim_run_files,
     finish_report,
     log_skipped,
     open_run_log,
     peak_memory,
     plot_dir_for,
     reset_peak_memory,
-    run_stem,
     skipped_files,
     write_plots,
 )
@@ -106,8 +106,7 @@ def evaluate_zeroshot(model: str | torch.nn.Module, dataset: str | Any, root: st
     from clipforge.evaluate.text_cut import prompts_cut
 
     cut_field, cut_notice = prompts_cut(names, template_list, ev.model, ev.name, template_spec)
-    stem = run_stem("zeroshot", ev.name, ds_name, getattr(ds, "split", split))
-    json_path, log_path = out_dir / f"{stem}.json", out_dir / f"{stem}.log"
+    stem, json_path, log_path = claim_run_files(out_dir, "zeroshot", ev.name, ds_name, getattr(ds, "split", split))
 
     with open_run_log(log_path) as log:
         log.info("model %s (%s) on %s; dataset %r: %d images, %d classes; %d templates",

@@ -8,15 +8,22 @@ Layout written by `export_onnx(model, out_dir)`:
     out_dir/text_encoder.onnx    input_ids int64 [batch, sequence <= context_length]
                                    -> text_features [batch, D] (raw, as `encode_text`)
                                    -> text_embeds [batch, D]   (L2-normalised, as HF's `text_embeds`)
-    out_dir/clipforge_onnx.json  shapes, opset, names and the parity measured at export time
+    out_dir/clipforge_onnx.json  shapes, opset, names, the parity measured at export time, and what using the
+                                 graphs needs (`onnx_usage`): ``preprocessing`` (size, resize mode, interpolation,
+                                 mean/std), ``scoring`` (softmax or sigmoid, scale, bias), ``tokenizer`` (kind,
+                                 context length, ids, file)
+    out_dir/<tokenizer file>     a model family's own tokenizer file (``spiece.model``, ``tokenizer.json``), when
+                                 the model has one
 
 Output names keep one meaning each: HF's names (``image_embeds``/``text_embeds``) are normalised,
 as in `transformers`; raw features have their own names. Batch and sequence axes are dynamic:
 token rows may be cut after the batch's last EOT (``<|endoftext|>``, the highest id), as
 `CLIP.encode_text` does internally, or padded to the full 77. The EOT gather is inside the graph.
-Token ids are int64 in the graph; `OnnxCLIP.encode_text` casts int32 (or any integer) ids and
-refuses anything else with a clear error, and takes rows longer than the model's context (what
-`clipforge.tokenize` returns: 77 ids) when every prompt ends within it, as `CLIP.encode_text` does.
+Token ids are int64 in the graph, in the model's own tokenizer's vocabulary (the JSON's ``tokenizer``: OpenAI's
+BPE, `clipforge.tokenize`, for OpenAI-style models; SigLIP's SentencePiece ids, padded to the full context, for
+SigLIP); `OnnxCLIP.encode_text` casts int32 (or any integer) ids and refuses anything else with a clear error,
+and takes rows longer than the model's context (what `clipforge.tokenize` returns: 77 ids) when every prompt
+ends within it, as `CLIP.encode_text` does.
 
 `OnnxCLIP` lives here: ``from clipforge.inference import OnnxCLIP`` (or
 ``clipforge.inference.onnx_export.OnnxCLIP``); `clipforge export onnx --out DIR` writes what it reads.
@@ -139,18 +146,26 @@ def _export(module: nn.Module, example: torch.Tensor, path: Path, input_name: st
             do_constant_folding=True)
 
 
-def export_onnx(model: nn.Module, out_dir: str | os.PathLike, *, opset: int = DEFAULT_OPSET,
+def export_onnx(model: Any, out_dir: str | os.PathLike, *, opset: int = DEFAULT_OPSET,
                 verify: bool = True, name: str | None = None) -> dict[str, Any]:
     """Write image and text encoders to `out_dir` (see module docstring); returns the metadata.
+
+    `model`: a `LoadedModel` (`clipforge.api.load_model`, what `export onnx` passes: its preprocessing, tokenizer
+    and scoring go into the metadata as the commands use them) or a bare CLIP module (they are then read from the
+    module as `load_model` reads them).
 
     Files appear atomically: everything is written to a temporary folder beside `out_dir` and
     moved in at the end. With `verify`, both graphs are run through onnxruntime on random
     inputs, the differences from PyTorch are recorded (`onnx_parity`) and each output must be within
     `PARITY_RTOL` of its largest value (`parity_failures`), or nothing is written.
     """
+    from clipforge.inference.onnx_usage import usage_meta
+
+    module = model if isinstance(model, nn.Module) else model.model
+    usage, tokenizer = usage_meta(model, module)  # preprocessing, scoring, tokenizer; its file to copy
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    plain = _plain_fp32(model).eval()
+    plain = _plain_fp32(module).eval()
     resolution = int(plain.visual.input_resolution)
     context = int(plain.context_length)
     meta: dict[str, Any] = {
@@ -160,7 +175,7 @@ def export_onnx(model: nn.Module, out_dir: str | os.PathLike, *, opset: int = DE
         "text": {"file": TEXT_FILE, "input": "input_ids", "output": "text_features",
                  "normalized_output": "text_embeds", "shape": ["batch", f"sequence<={context}"], "dtype": "int64"},
         "embed_dim": int(plain.embed_dim), "image_resolution": resolution, "context_length": context,
-        "activation": str(getattr(plain, "activation", "quick_gelu")),
+        "activation": str(getattr(plain, "activation", "quick_gelu")), **usage,
     }
     staging = Path(tempfile.mkdtemp(prefix=".onnx-export-", dir=out_dir))
     try:
@@ -180,8 +195,12 @@ def export_onnx(model: nn.Module, out_dir: str | os.PathLike, *, opset: int = DE
                 raise RuntimeError(f"ONNX export of {name or 'model'} differs from PyTorch: {'; '.join(failures)} "
                                    f"(allowed: {PARITY_RTOL:.0e} x the output's largest |value| + {PARITY_ATOL:.0e}); "
                                    f"nothing was written")
+        files = [IMAGE_FILE, TEXT_FILE, META_FILE]
+        if tokenizer is not None:  # the model family's own file, beside the graphs that take its ids
+            shutil.copyfile(tokenizer, staging / tokenizer.name)
+            files.insert(2, tokenizer.name)
         (staging / META_FILE).write_text(json.dumps(meta, indent=2))
-        for file in (IMAGE_FILE, TEXT_FILE, META_FILE):
+        for file in files:
             os.replace(staging / file, out_dir / file)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
