@@ -176,6 +176,12 @@ class SigLipLoss(nn.Module):
     against all of them, positives on its own block: the same sum of terms and, through the
     gather's summed backward, the same gradients.
 
+    `groups` (one id per pair, e.g. the class with `label_positives`) makes every (image, text) pair
+    that shares an id a positive (+1), all others -1: SigLIP's loss with a multi-positive label
+    matrix. Without it, class-name captions that are identical ("a photo of a cat." twice in a
+    batch) are each other's negatives, a contradiction the sigmoid loss cannot resolve (each pair
+    is scored on its own, unlike the softmax, where identical copies share their probability).
+
     `logit_params` is what the training forward returns for a model with a bias: the stacked
     ``(logit_scale, logit_bias)`` (log scale; exp taken here) - or a bare ``logit_scale`` with
     `bias` given.
@@ -183,22 +189,68 @@ class SigLipLoss(nn.Module):
 
     def forward(self, image_features: torch.Tensor, text_features: torch.Tensor, logit_params: torch.Tensor,
                 groups: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
-        if logit_params.dim() == 1 and logit_params.numel() == 2:
-            logit_scale, bias = logit_params[0], logit_params[1]
-        else:
-            logit_scale = logit_params
-        if bias is None:
-            raise ValueError("the sigmoid loss needs the model's logit_bias (a SigLIP model)")
-        texts = gather_with_grad(text_features)
+        logit_scale, bias = _scale_and_bias(logit_params, bias)
         rows = image_features.shape[0]
-        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        if text_features.shape[0] != rows:  # was an IndexError from the label matrix
+            raise ValueError(f"the sigmoid loss takes one text per image: {rows} images, {text_features.shape[0]} "
+                             "texts (de-duplicated captions go through unique_caption_sigmoid_loss)")
+        texts = gather_with_grad(text_features)
         logits = logit_scale.exp() * image_features @ texts.t() + bias
-        labels = -torch.ones_like(logits)
-        labels[torch.arange(rows, device=logits.device), rank * rows + torch.arange(rows, device=logits.device)] = 1
+        if groups is None:
+            rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+            labels = -torch.ones_like(logits)
+            diagonal = torch.arange(rows, device=logits.device)
+            labels[diagonal, rank * rows + diagonal] = 1
+        else:
+            same = groups[:, None] == _gather_ids(groups)[None, :]
+            labels = torch.where(same, 1.0, -1.0).to(logits.dtype)
         return -F.logsigmoid(labels * logits).sum() / rows
 
 
+def unique_caption_sigmoid_loss(image_features: torch.Tensor, caption_features: torch.Tensor,
+                                logit_params: torch.Tensor, caption_index: torch.Tensor,
+                                caption_labels: torch.Tensor | None = None,
+                                bias: torch.Tensor | None = None) -> torch.Tensor:
+    """`SigLipLoss` when the batch's captions were de-duplicated before the text tower.
+
+    image_features [B, D], caption_features [U, D] (the U distinct captions), caption_index [B]
+    (each image's caption), caption_labels [U] (a class per caption: `label_positives`). A pair is a
+    positive when the caption is the image's own (or, with labels, of the image's class); each
+    distinct caption's terms count once per copy it stands for, so the value (and gradient) equals
+    `SigLipLoss` on the duplicated batch with groups = the caption (or class) of each pair, at the
+    text tower's cost of U sequences instead of B. One process's own batch, as `unique_caption_loss`.
+    """
+    logit_scale, bias = _scale_and_bias(logit_params, bias)
+    logits = logit_scale.exp() * image_features @ caption_features.t() + bias  # [B, U]
+    captions = torch.arange(caption_features.shape[0], device=logits.device)
+    if caption_labels is None:
+        same = caption_index[:, None] == captions[None, :]
+    else:
+        same = caption_labels[caption_index][:, None] == caption_labels[None, :]
+    labels = torch.where(same, 1.0, -1.0).to(logits.dtype)
+    copies = torch.bincount(caption_index, minlength=caption_features.shape[0]).to(logits.dtype)
+    return -(F.logsigmoid(labels * logits) * copies[None, :]).sum() / image_features.shape[0]
+
+
+def _scale_and_bias(logit_params: torch.Tensor, bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log scale, bias) from the stacked pair the training forward returns, or a bare scale and `bias`."""
+    if logit_params.dim() == 1 and logit_params.numel() == 2:
+        return logit_params[0], logit_params[1]
+    if bias is None:
+        raise ValueError("the sigmoid loss needs the model's logit_bias (a SigLIP model)")
+    return logit_params, bias
+
+
+def _gather_ids(ids: torch.Tensor) -> torch.Tensor:
+    """Every rank's ids (group labels) in rank order; no gradient (they are integers)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return ids
+    parts = [torch.empty_like(ids) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, ids.contiguous())
+    return torch.cat(parts)
+
+
 def siglip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor,
-                logit_bias: torch.Tensor) -> torch.Tensor:
-    """`SigLipLoss` as a function (unit features, log scale, bias)."""
-    return SigLipLoss()(image_features, text_features, logit_scale, bias=logit_bias)
+                logit_bias: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
+    """`SigLipLoss` as a function (unit features, log scale, bias, optional groups)."""
+    return SigLipLoss()(image_features, text_features, logit_scale, groups, bias=logit_bias)

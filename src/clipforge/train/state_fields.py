@@ -59,6 +59,7 @@ _FIELD_CHECKS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("scaler", lambda v: v is None or isinstance(v, dict), "None or a dict"),
     ("elapsed_s", _number, "a number of seconds"),
     ("log_window", _log_window, "None or a dict with 'loss' and 'n'"),
+    ("stream_epoch_batches", lambda v: v is None or (_count(v) and v > 0), "None or a whole number > 0"),
 )
 """(field, check, what it must be) for what `CheckpointManager.save` writes; optional fields (ema, budget,
 scaler, elapsed_s, log_window) are checked only when present."""

@@ -141,6 +141,7 @@ class Trainer(TrainerSteps, TrainerState, TrainerProgress):
         )
         self.logger = RunLogger(self.out_dir, enabled=self.dist.is_main, tensorboard=config.tensorboard)
         self.step = self.epoch = self.batch_in_epoch = 0
+        self.stream_epoch_batches: int | None = None  # a stream of unknown length: its batches an epoch, once seen
         self.saved_step = -1
         self.last_checkpoint: Path | None = None
         self._tokenizer_carried = False
@@ -206,7 +207,7 @@ class Trainer(TrainerSteps, TrainerState, TrainerProgress):
                         break
                     if size == 0:  # no step, but a batch of the epoch read: a resume seeks by batches read
                         self.batch_in_epoch += 1
-                        if self.batch_in_epoch >= self.steps_per_epoch:
+                        if self._epoch_complete():
                             break
                         continue
                     loss = self._train_step(batch, size)
@@ -223,7 +224,7 @@ class Trainer(TrainerSteps, TrainerState, TrainerProgress):
                     if self.step % cfg.log_every == 0 or self.step == self.total_steps:
                         self._log(window)
                     self._bar.update(1)
-                    ends = self._done() or self.batch_in_epoch >= self.steps_per_epoch
+                    ends = self._done() or self._epoch_complete()
                     # a step that ends the epoch or the run is saved just below, evaluated and named
                     # with its accuracy: no second, unevaluated `model-step-N` of the same weights
                     if cfg.save_every_steps and self.step % cfg.save_every_steps == 0 and not ends:
@@ -236,7 +237,7 @@ class Trainer(TrainerSteps, TrainerState, TrainerProgress):
                         self._stream_ran_dry(None)
                 if self.step == stepped:  # looped for ever, saving a checkpoint of no training per pass
                     raise NoTrainingDataError(self._no_batch_reason())
-                if not self._done() or self.batch_in_epoch >= self.steps_per_epoch:
+                if not self._done() or self._epoch_complete():
                     self._end_epoch()  # the epoch is complete (or its stream ran dry)
                     tick = self._now()  # evaluation is not training time
             metrics: dict[str, float] = {}

@@ -15,6 +15,7 @@ import time
 from clipforge.train.checkpoint import checkpoint_name
 from clipforge.train.distributed import all_reduce_max, all_reduce_mean
 from clipforge.train.skipped import SkippedImages
+from clipforge.train.trainer_steps import UNKNOWN_EPOCH
 
 
 class TrainerProgress:
@@ -54,6 +55,8 @@ class TrainerProgress:
             self._bar.write(f"{label} (step {self.step}{spent}): {shown}", file=sys.stderr)
 
     def _end_epoch(self) -> None:
+        if self.steps_per_epoch == UNKNOWN_EPOCH and self.batch_in_epoch:
+            self.stream_epoch_batches = self.batch_in_epoch  # a stream of unknown length ran out: its length
         metrics = self.evaluate()
         self.last_metrics = metrics
         self.logger.log("eval", {"step": self.step, "epoch": self.epoch + 1, **self._clock(), **metrics})

@@ -29,6 +29,7 @@ from clipforge.train.checkpoint import (
 )
 from clipforge.train.distributed import all_reduce_mean
 from clipforge.train.same_run import agree_on_checkpoint
+from clipforge.train.trainer_steps import UNKNOWN_EPOCH
 
 
 class TrainerState:
@@ -49,6 +50,9 @@ class TrainerState:
             "world_size": self.dist.world_size,
             "global_batch": self.config.batch_size * self.dist.world_size,
             "log_window": {"loss": self._window_loss_mean, "n": int(self._window["n"])},
+            # a stream of unknown length: its batches an epoch once seen (None before its first end), so a resumed
+            # run knows an epoch-end place and counts the epochs it logs
+            "stream_epoch_batches": self.stream_epoch_batches,
         }
 
     def _elapsed(self) -> float:
@@ -58,9 +62,23 @@ class TrainerState:
 
     def _epochs_done(self) -> float:
         """Epochs of data consumed (1.3333 = a third into the second): the one `epoch` every log
-        line, checkpoint record (index/latest/best.json) and the summary use, 1-based at epoch ends."""
-        done = self.epoch + self.batch_in_epoch / self.steps_per_epoch
-        return int(done) if float(done).is_integer() else round(done, 4)
+        line, checkpoint record (index/latest/best.json) and the summary use, 1-based at epoch ends.
+
+        A stream of unknown length (WebDataset without samples_per_epoch) counts in the batches an epoch of it
+        gave (`stream_epoch_batches`), and its epoch ends where it runs out (`_epoch_complete`); before its first
+        end the fraction is unknown and the whole epochs done (0) are said. It was divided by --steps: 150
+        samples at batch 16 logged 0.45 at step 9, where `model-1` ends the first epoch."""
+        if not self.batch_in_epoch:
+            return self.epoch
+        if self._epoch_complete():
+            return self.epoch + 1
+        length = self.steps_per_epoch
+        if length == UNKNOWN_EPOCH:
+            if self.stream_epoch_batches is None:
+                return self.epoch
+            length = self.stream_epoch_batches
+        done = round(self.epoch + min(self.batch_in_epoch / length, 0.9999), 4)  # not its end: below the next
+        return int(done) if float(done).is_integer() else done
 
     def _weights_for_eval(self) -> Any:
         """The EMA weights swapped in (yielding the raw ones), or the model as it is."""
@@ -125,7 +143,7 @@ class TrainerState:
             self.config,
             state,
             self.dist.world_size,
-            self.steps_per_epoch,
+            state.get("stream_epoch_batches") or self.steps_per_epoch,  # a stream's known epoch end is one
             shards_per_process=ordered_stream,
             batch_norm=batch_norm,
         )
@@ -152,6 +170,7 @@ class TrainerState:
         self._elapsed_before = float(state.get("elapsed_s", 0.0))  # absent in checkpoints before it was kept
         window = state.get("log_window") or {}
         self._window.update(loss=float(window.get("loss", 0.0)), n=int(window.get("n", 0)))
-        if self.batch_in_epoch >= self.steps_per_epoch:
+        self.stream_epoch_batches = state.get("stream_epoch_batches")  # absent in checkpoints before it was kept
+        if self.batch_in_epoch >= (self.stream_epoch_batches or self.steps_per_epoch):  # at an epoch end
             self.epoch, self.batch_in_epoch = self.epoch + 1, 0
         refuse_finished_run(spec, path, self.step, self.config, self.total_steps, self._out_of_budget())

@@ -1,13 +1,14 @@
 """`Trainer`'s steps: where each batch comes from and what one optimiser step does with it.
 
-Owns the data order (a `ResumableSampler`, or a stream replayed to its place on a resume), the loss a
-batch is scored with (de-duplicated captions, class-label positives, SigLIP's pairwise sigmoid), one
-plain or GradCache step through the GradScaler and schedule with the logit scale clamped to ln(100),
-and the two ways a run stops on its data: a loss that is no longer finite (`TrainingDivergedError`)
-and a pass that gave no batch (`NoTrainingDataError`). Under torchrun the ranks agree at each step on the
-batch size and on whether every rank still has a batch, so a batch empty on one rank or a stream that runs
-dry on one rank first is met by every rank at the same step (`_step_size`, `_stream_ran_dry`). A part of
-`Trainer` (`clipforge.train.trainer`), whose `__init__` sets the attributes these methods read.
+Owns the data order (a `ResumableSampler`, or a stream replayed to its place on a resume), the loss a batch is
+scored with (de-duplicated captions and class-label positives, for the softmax loss and SigLIP's pairwise
+sigmoid alike), one plain or GradCache step through the GradScaler and schedule with the logit scale clamped
+to ln(100), and the two ways a run stops on its data: a loss that is no longer finite
+(`TrainingDivergedError`) and a pass that gave no batch (`NoTrainingDataError`). Under torchrun the ranks
+agree at each step on the batch size and on whether every rank still has a batch, so a batch empty on one rank
+or a stream that runs dry on one rank first is met by every rank at the same step (`_step_size`,
+`_stream_ran_dry`). A part of `Trainer` (`clipforge.train.trainer`), whose `__init__` sets the attributes
+these methods read.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 
 from clipforge.train.config import TrainConfigError
 from clipforge.train.data import ResumableSampler
-from clipforge.train.loss import unique_caption_loss
+from clipforge.train.loss import unique_caption_loss, unique_caption_sigmoid_loss
 from clipforge.train.step import gradcache_step, plain_step
 
 MAX_LOGIT_SCALE = math.log(100)
@@ -35,9 +36,10 @@ class TrainerSteps:
         if isinstance(self.dataset, torch.utils.data.IterableDataset):
             if cfg.samples_per_epoch is None and cfg.steps is None:
                 raise ValueError("a streamed dataset needs samples_per_epoch or steps to define its length")
+            if cfg.samples_per_epoch is None:  # its epoch ends where it runs out (its length was --steps: wrong)
+                return None, UNKNOWN_EPOCH
             # samples_per_epoch: the whole job's samples an epoch (each rank reads its share, `build_train_dataset`)
-            samples = cfg.samples_per_epoch or cfg.steps * cfg.batch_size * self.dist.world_size
-            return None, max(samples // (cfg.batch_size * self.dist.world_size), 1)
+            return None, max(cfg.samples_per_epoch // (cfg.batch_size * self.dist.world_size), 1)
         sampler = ResumableSampler(
             len(self.dataset), cfg.batch_size, cfg.seed, self.dist.rank, self.dist.world_size
         )
@@ -68,11 +70,15 @@ class TrainerSteps:
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(self.epoch)
         if self.sampler is not None:
-            self.sampler.set_epoch(self.epoch, self.batch_in_epoch)
             if hasattr(self.dataset, "epoch_batches"):  # in memory: batches by tensor ops, no DataLoader
-                return self.dataset.epoch_batches(
-                    list(self.sampler), self.config.batch_size, self.epoch, self.batch_in_epoch
-                )
+                # the whole epoch's order: `epoch_batches` skips the consumed batches itself, as it numbers each
+                # batch (its augmentation seed) by its place in the epoch. The sampler's resumed tail skipped
+                # them a second time: a resumed run trained on other batches, or found none in a short epoch.
+                self.sampler.set_epoch(self.epoch)
+                order = list(self.sampler)
+                self.sampler.set_epoch(self.epoch, self.batch_in_epoch)
+                return self.dataset.epoch_batches(order, self.config.batch_size, self.epoch, self.batch_in_epoch)
+            self.sampler.set_epoch(self.epoch, self.batch_in_epoch)
             loader = make_loader(
                 self.dataset,
                 self.config.batch_size,
@@ -84,21 +90,42 @@ class TrainerSteps:
         loader = make_loader(
             self.dataset, self.config.batch_size, workers=self.config.workers, drop_last=True
         )
-        iterator = iter(loader)
+        iterator: Any = iter(loader)
+        self._lookahead = None
+        if self.steps_per_epoch == UNKNOWN_EPOCH and not self.dist.distributed:
+            # one process: a look one batch ahead says which batch is the epoch's last (`_epoch_complete`). Under
+            # torchrun the ranks learn it together a step later (`_step_size`): a rank must not leave alone.
+            iterator = self._lookahead = Lookahead(iterator)
         for _ in range(self.batch_in_epoch):  # a stream cannot seek: replay the consumed batches
-            next(iterator)
+            if next(iterator, None) is None:
+                break
         return iterator
 
+    def _epoch_complete(self) -> bool:
+        """Whether the batch just trained was its epoch's last: by count where the epoch's length is known; for a
+        stream of unknown length (WebDataset without samples_per_epoch), when a look one batch ahead finds it
+        has run out (the length then learnt: `stream_epoch_batches`). Its epoch ended one fetch later, after the
+        step was logged and saved as if a fraction of the way through (`epoch` 0.45 at the end of the first)."""
+        if self.batch_in_epoch >= self.steps_per_epoch:
+            return True
+        ahead = getattr(self, "_lookahead", None)
+        if self.batch_in_epoch and ahead is not None and ahead.exhausted():
+            self.stream_epoch_batches = self.batch_in_epoch
+            return True
+        return False
+
     def _loss_for(self, batch: Any) -> tuple[Any, torch.Tensor | None]:
-        """(loss function, groups) for a batch: de-duplicated captions, class-label positives or plain."""
+        """(loss function, groups) for a batch: de-duplicated captions, class-label positives or plain, for the
+        softmax and the sigmoid loss alike. The sigmoid loss took neither (every pair its own label): de-duplicated
+        captions crashed it (64 images, 10 texts) and `label_positives` left identical class captions negatives
+        of each other, which it cannot reconcile (below-chance zero-shot accuracy on CIFAR-10's class names)."""
         caption_index = getattr(batch, "caption_index", None)
-        if self.config.loss == "siglip":  # pairwise sigmoid: every pair its own label, no groups
-            return self.loss_fn, None
         if caption_index is not None:
             labels = batch.caption_labels if self.config.label_positives else None
+            unique = unique_caption_sigmoid_loss if self.config.loss == "siglip" else unique_caption_loss
 
             def loss(image_features, text_features, logit_scale, _groups):
-                return unique_caption_loss(image_features, text_features, logit_scale, caption_index, labels)
+                return unique(image_features, text_features, logit_scale, caption_index, labels)
 
             return loss, None
         groups = getattr(batch, "classes", None) if self.config.label_positives else None
@@ -225,6 +252,37 @@ class TrainerSteps:
                 "pass is dropped when short); lower --batch-size or add data"
             )
         return f"epoch {self.epoch + 1} of the training data gave no batch to train on: {why}"
+
+
+UNKNOWN_EPOCH = 2**62
+"""`steps_per_epoch` of a stream of unknown length: only its running out ends an epoch (no count reaches it)."""
+
+
+class Lookahead:
+    """An iterator that can say whether another item follows without losing it (one item held)."""
+
+    _EMPTY = object()
+
+    def __init__(self, iterator: Any) -> None:
+        self._iterator, self._held, self._ended = iterator, self._EMPTY, False
+
+    def __iter__(self) -> Lookahead:
+        return self
+
+    def __next__(self) -> Any:
+        if self._held is not self._EMPTY:
+            item, self._held = self._held, self._EMPTY
+            return item
+        return next(self._iterator)
+
+    def exhausted(self) -> bool:
+        """True when no item follows (fetching the next one, kept for `__next__`, to know)."""
+        if self._held is self._EMPTY and not self._ended:
+            try:
+                self._held = next(self._iterator)
+            except StopIteration:
+                self._ended = True
+        return self._ended and self._held is self._EMPTY
 
 
 class TrainingDivergedError(TrainConfigError):
