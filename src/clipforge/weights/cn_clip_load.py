@@ -111,6 +111,20 @@ def _finish(model: Any) -> Any:
     return model.eval()
 
 
+def _folder_preprocess(model: Any, path: Path) -> Any:
+    """A ChineseCLIPModel folder's own image processor, read by the one reader (`hf_preprocess`): a folder
+    transformers 5's ``ChineseCLIPProcessor`` saved resizes the shortest side and crops the centre, and was
+    squashed (image-feature cosine 0.9955 to transformers'). The hub's OFA-Sys files (size {height, width},
+    ``do_center_crop`` false) squash, as cn_clip does; a folder without one, and every cn_clip checkpoint,
+    keep cn_clip's transform (`_finish`)."""
+    if path.is_dir():
+        from clipforge.weights.hf_preprocess import read_hf_preprocess
+
+        found = read_hf_preprocess(path, int(model.visual.input_resolution), model.preprocess_cfg)
+        model.preprocess_cfg = found or model.preprocess_cfg
+    return model
+
+
 def load_chinese_clip(spec: str | os.PathLike[str], download_root: str | os.PathLike[str] | None = None,
                       seed: int = 0) -> tuple[Any, str, str] | None:
     """(model, name, weights) when `spec` is a Chinese-CLIP: ``cn-*`` (registry weights, downloaded and
@@ -146,7 +160,8 @@ def load_chinese_clip(spec: str | os.PathLike[str], download_root: str | os.Path
     if found is None:
         return None
     state, ours, where = found
-    return _from_file(_finish(_build(state, ours, where)), path), path.name, str(path.resolve())
+    model = _folder_preprocess(_finish(_build(state, ours, where)), path)
+    return _from_file(model, path), path.name, str(path.resolve())
 
 
 def _read_local(path: Path, arch: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any], Path] | None:
@@ -202,9 +217,9 @@ def _load_as(arch: str, tail: str) -> tuple[Any, str, str]:
     named = chinese_clip_config(arch)
     ours = {**ours, "vision_head_width": named["vision_head_width"],
             "bert": {**ours["bert"], "num_attention_heads": named["bert"]["num_attention_heads"]}}
-    model = _build(state, ours, where, arch)
+    model = _folder_preprocess(_finish(_build(state, ours, where, arch)), path)
     # named after the file itself, as ARCH:PATH is: "cn-ARCH:." was "cn-ARCH:", a link was named for the link
-    return _from_file(_finish(model), path), f"{arch}:{path.resolve().name}", str(path.resolve())
+    return _from_file(model, path), f"{arch}:{path.resolve().name}", str(path.resolve())
 
 
 def _cn_state(data: Any, path: Path, arch: str | None) -> dict[str, torch.Tensor]:

@@ -305,8 +305,7 @@ def read_hf_directory(directory: Path) -> tuple[dict[str, Tensor], dict[str, Any
     if not isinstance(hf_config, dict):
         raise CheckpointFormatError(f"{config_path} must hold a JSON object, got {type(hf_config).__name__}")
     if hf_config.get("model_type", "clip") not in ("clip", "siglip"):
-        raise CheckpointFormatError(f"{config_path} describes a {brief(hf_config.get('model_type'))} model, "
-                                    "expected a CLIPModel (model_type 'clip')")
+        raise CheckpointFormatError(_unread_model_type(config_path, hf_config.get("model_type")))
 
     def read(path: Path) -> dict[str, Tensor]:
         from clipforge.weights.torch_pickle import torch_load_safely, unwrap
@@ -340,6 +339,20 @@ def read_hf_directory(directory: Path) -> tuple[dict[str, Tensor], dict[str, Any
             return state, hf_config
     raise CheckpointFormatError(f"{directory} has config.json but no model.safetensors, pytorch_model.bin "
                                 "or sharded index: no weights to load")
+
+
+_READ_FOLDERS = ("CLIPModel (model_type 'clip'), SiglipModel ('siglip': SigLIP, and SigLIP 2 at a fixed resolution) "
+                 "and ChineseCLIPModel ('chinese_clip')")
+
+
+def _unread_model_type(config_path: Path, model_type: Any) -> str:
+    """The line for a transformers folder of a model clipforge does not run, saying which folders it does read:
+    a SigLIP 2 NaFlex folder was told "expected a CLIPModel", as if no SiglipModel folder loaded."""
+    if model_type == "siglip2":  # Siglip2Model: patches of any aspect ratio, no fixed position grid
+        return (f"{config_path} describes a 'siglip2' model (Siglip2Model: SigLIP 2 NaFlex, variable resolution), "
+                "which clipforge does not run; the fixed-resolution SigLIP 2 folders (SiglipModel, model_type "
+                "'siglip', e.g. google/siglip2-base-patch16-224) load, as do CLIPModel and ChineseCLIPModel folders")
+    return f"{config_path} describes a {brief(model_type)} model, which clipforge does not run: it reads {_READ_FOLDERS}"
 
 
 def _weight_map(index: Path) -> dict[str, Any]:

@@ -18,6 +18,9 @@ The fields, as transformers' image processors read them:
 
 What clipforge cannot reproduce exactly (a non-square output, a crop smaller than the resize, a size other
 than the model's, no resize, a rescale other than 1/255) is refused in one line naming the file and the field.
+A SigLIP image tower takes any size that gives its patch grid (``size // patch``): the model is then built at the
+processor's size (`read_hf_image_processor`), e.g. so400m-patch14-384's 384, whose 27 x 27 grid covers 378.
+``ChineseCLIPImageProcessor`` reads as CLIP's (its defaults are: shortest side + centre crop).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from typing import Any
 from clipforge.weights.errors import CheckpointFormatError
 from clipforge.weights.preprocess_cfg import DEFAULT_PREPROCESS, PreprocessConfigError, validate_preprocess
 
-__all__ = ["image_processor_fields", "read_hf_preprocess"]
+__all__ = ["image_processor_fields", "read_hf_image_processor", "read_hf_preprocess"]
 
 _RESAMPLE = {2: "bilinear", 3: "bicubic"}  # PIL's codes, as transformers' image processors store them
 _SIGLIP = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "interpolation": "bicubic", "resize_mode": "squash"}
@@ -45,7 +48,7 @@ def _class_defaults(raw: dict[str, Any], default: dict[str, Any] | None) -> dict
     kind = _processor_class(raw)
     if kind.startswith("Siglip"):
         return dict(_SIGLIP)
-    if kind.startswith("CLIP"):
+    if kind.startswith(("CLIP", "ChineseCLIP")):  # ChineseCLIPImageProcessor's defaults are CLIP's
         return dict(DEFAULT_PREPROCESS)
     return dict(default or DEFAULT_PREPROCESS)
 
@@ -96,6 +99,13 @@ def image_processor_fields(raw: Any, image_size: int | None = None,
                            default: dict[str, Any] | None = None) -> dict[str, Any]:
     """An image processor's JSON object -> clipforge's checked preprocessing config (see the module docstring);
     `image_size`: the model's, which the resize must reach. Raises `PreprocessConfigError` naming the field."""
+    return _fields(raw, image_size, default)[0]
+
+
+def _fields(raw: Any, image_size: int | None, default: dict[str, Any] | None,
+            patch: int | None = None) -> tuple[dict[str, Any], int | None]:
+    """`image_processor_fields` and the side the file resizes to (None: left to the class). `patch`: the side
+    may differ from `image_size` while it gives the same patch grid (``side // patch``)."""
     if not isinstance(raw, dict):
         raise PreprocessConfigError("not a JSON object")
     cfg = _class_defaults(raw, default)
@@ -111,10 +121,11 @@ def image_processor_fields(raw: Any, image_size: int | None = None,
         raise PreprocessConfigError(f"fields 'do_rescale' / 'rescale_factor' = {raw.get('do_rescale', True)!r} / "
                                     f"{factor!r}: clipforge scales pixels by 1/255")
     side = _geometry(raw, cfg)
-    if side is not None and image_size is not None and side != image_size:
+    if side is not None and image_size is not None and side != image_size and (
+            not patch or side // patch != image_size // patch):
         raise PreprocessConfigError(f"field 'size' gives {side} x {side} images, but the model takes "
                                     f"{image_size} x {image_size}")
-    return validate_preprocess(cfg)
+    return validate_preprocess(cfg), side
 
 
 def _load_json(path: Path) -> Any:
@@ -129,6 +140,18 @@ def read_hf_preprocess(directory: str | Path, image_size: int | None = None,
     """The preprocessing a folder's ``preprocessor_config.json`` (else ``processor_config.json``'s
     ``"image_processor"``) records, checked against the model's `image_size`; None when the folder has neither.
     `default`: the family's preprocessing, for fields the file leaves out when its class is not named."""
+    found = read_hf_image_processor(directory, image_size, default)
+    return None if found is None else found[0]
+
+
+def read_hf_image_processor(directory: str | Path, image_size: int | None = None,
+                            default: dict[str, Any] | None = None,
+                            patch: int | None = None) -> tuple[dict[str, Any], int | None] | None:
+    """`read_hf_preprocess`, and the side the file resizes images to (None when it leaves that to its class).
+
+    `patch`: a model whose position grid the patch convolution fills by flooring (SigLIP's image tower): a side
+    is then the model's when ``side // patch == image_size // patch``, and the caller builds the model at that
+    side, the pixels transformers feeds (google/siglip-so400m-patch14-384: 384, its 27 x 27 grid covering 378)."""
     directory = Path(directory)
     path, where = directory / "preprocessor_config.json", ""
     if path.is_file():
@@ -142,7 +165,7 @@ def read_hf_preprocess(directory: str | Path, image_size: int | None = None,
         if raw is None:
             return None  # a processor without an image processor (tokenizer only)
     try:
-        return image_processor_fields(raw, image_size, default)
+        return _fields(raw, image_size, default, patch)
     except (PreprocessConfigError, ValueError) as err:
         said = str(err).replace("field '", f"field '{where}").replace("fields '", f"fields '{where}")
         raise CheckpointFormatError(f"{path} is not a usable image processor config: {said}") from None

@@ -49,10 +49,16 @@ def _layers(sd: dict[str, Tensor], prefix: str) -> int:
     return len({k[len(prefix):].split(".")[0] for k in sd if k.startswith(prefix)})
 
 
-def check_config_sizes(sd: dict[str, Tensor], text: dict[str, Any], vision: dict[str, Any]) -> None:
+def check_config_sizes(sd: dict[str, Tensor], text: dict[str, Any], vision: dict[str, Any]) -> int | None:
     """Refuse a config.json whose sizes contradict the tensors, naming the field (transformers refuses such a
     folder with "mismatched sizes"); fields the file leaves out are not checked. The tensors decide what is
-    built, so a wrong or mixed-up config.json went unnoticed."""
+    built, so a wrong or mixed-up config.json went unnoticed. Returns ``vision_config.image_size`` (checked), or
+    None when the file leaves it out.
+
+    The image size fits the n x n position grid when ``image_size // patch_size == n``: the patch convolution
+    drops what is left over, so google/siglip-so400m-patch14-384's 27 x 27 positions take 384-pixel images (the
+    last 6 rows and columns unread), as transformers, open_clip and the registry's ViT-SO400M-14-SigLIP-384
+    feed them (it was refused, "cover 378 pixels")."""
     found: dict[tuple[str, str], tuple[int, str]] = {}
     for (label, key), (name, dim) in _SIZES.items():
         if name in sd and sd[name].dim() > dim:
@@ -60,16 +66,23 @@ def check_config_sizes(sd: dict[str, Tensor], text: dict[str, Any], vision: dict
     for label, prefix in (("text", "text_model.encoder.layers."), ("vision", "vision_model.encoder.layers.")):
         count = _layers(sd, prefix)
         found[label, "num_hidden_layers"] = count, f"the weights have {count} {label} layers"
-    positions, patch = sd.get("vision_model.embeddings.position_embedding.weight"), found.get(("vision", "patch_size"))
-    if positions is not None and patch is not None:
-        side = round(positions.shape[0] ** 0.5) * patch[0]
-        found["vision", "image_size"] = side, f"the {positions.shape[0]} position embeddings of patch {patch[0]} " \
-                                              f"cover {side} pixels"
     for (label, key), (size, said) in found.items():
         sub = text if label == "text" else vision
         if key in sub and _number(sub, key, size, label) != size:
             raise CheckpointFormatError(f"config.json field '{label}_config.{key}' = {brief(sub[key])} contradicts "
                                         f"the tensors: {said}")
+    if "image_size" not in vision:
+        return None
+    size = _number(vision, "image_size", 0, "vision")
+    positions, patch = sd.get("vision_model.embeddings.position_embedding.weight"), found.get(("vision", "patch_size"))
+    if positions is None or patch is None or patch[0] < 1:
+        return None  # no grid to check it against: the layout converter has said what is missing
+    grid = round(positions.shape[0] ** 0.5)
+    if isinstance(size, float) and not size.is_integer() or int(size) // patch[0] != grid:
+        raise CheckpointFormatError(f"config.json field 'vision_config.image_size' = {brief(size)} contradicts the "
+                                    f"tensors: the {positions.shape[0]} position embeddings of patch {patch[0]} "
+                                    f"cover {grid * patch[0]} pixels")
+    return int(size)
 
 
 def from_hf_siglip_state(hf_state_dict: dict[str, Tensor], hf_config: dict[str, Any] | None
@@ -83,7 +96,7 @@ def from_hf_siglip_state(hf_state_dict: dict[str, Tensor], hf_config: dict[str, 
     text, vision = hf_config.get("text_config") or {}, hf_config.get("vision_config") or {}
     if not isinstance(text, dict) or not isinstance(vision, dict):
         raise CheckpointFormatError("config.json fields 'text_config'/'vision_config' must be JSON objects")
-    check_config_sizes(hf_state_dict, text, vision)
+    image_size = check_config_sizes(hf_state_dict, text, vision)
     try:
         config = config_from_state_dict(sd)
     except (KeyError, IndexError, ValueError) as err:
@@ -100,6 +113,8 @@ def from_hf_siglip_state(hf_state_dict: dict[str, Tensor], hf_config: dict[str, 
     config["activation"] = acts["vision"]
     if acts["text"] != acts["vision"]:
         config["text_activation"] = acts["text"]
+    if image_size is not None:  # the tensors' grid at the size transformers feeds: 384 for so400m-patch14-384
+        config["image_resolution"] = image_size
     config["norm_eps"] = float(_number(vision, "layer_norm_eps", 1e-6, "vision"))
     config["transformer_heads"] = int(_number(text, "num_attention_heads", config["transformer_heads"], "text"))
     heads = int(_number(vision, "num_attention_heads", 12, "vision"))

@@ -11,7 +11,9 @@ Decisions owned here, each from the tokenizer files, never from ``config.json``'
   ``text_config`` with ``SiglipTextConfig``'s unused defaults (``eos_token_id`` 49407): read as the end id, a
   1,000 / 32,000-row text tower got an IndexError traceback on the first text.
 - every id the tokenizer can emit fits the text tower's token embeddings, else one line naming the folder, the
-  file and the field.
+  file and the field. A ``tokenizer.json`` is read up to its vocabulary for this (`_json_vocabulary`), not
+  built as a `tokenizers.Tokenizer`: the text tokenizer builds that for the first text, and a second build of
+  SigLIP 2's 256,000-row Gemma file cost every load 0.6 s.
 - the languages: a Gemma tokenizer (SigLIP 2) or SigLIP's 250,000-piece i18n vocabulary is multilingual,
   as the registry's configs of those families say (`zeroshot.languages.model_languages`).
 """
@@ -19,6 +21,7 @@ Decisions owned here, each from the tokenizer files, never from ``config.json``'
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +100,102 @@ def _spiece_ids(directory: Path, config: dict[str, Any], vocab_size: int | None)
     return ids
 
 
+_WHITESPACE = " \t\n\r"
+
+
+def _members(text: str, pos: int) -> Generator[tuple[str, int], int, None]:
+    """The members of the JSON object starting at `pos`: each key and where its value starts. The caller
+    decodes (or skips) each value and sends back where it ends; a malformed object is a ValueError."""
+    decoder = json.JSONDecoder()
+    pos = _skip(text, pos)
+    if text[pos:pos + 1] != "{":
+        raise ValueError("not a JSON object")
+    pos = _skip(text, pos + 1)
+    if text[pos:pos + 1] == "}":
+        return
+    while True:
+        key, pos = decoder.raw_decode(text, pos)
+        pos = _skip(text, pos)
+        if not isinstance(key, str) or text[pos:pos + 1] != ":":
+            raise ValueError("not a JSON object")
+        pos = yield key, _skip(text, pos + 1)
+        pos = _skip(text, pos)
+        if text[pos:pos + 1] == "}":
+            return
+        if text[pos:pos + 1] != ",":
+            raise ValueError("not a JSON object")
+        pos = _skip(text, pos + 1)
+
+
+def _resume(members: Generator[tuple[str, int], int, None], end: int) -> tuple[str, int] | None:
+    """The next member of `_members`, its previous value having ended at `end`; None after the last."""
+    try:
+        return members.send(end)
+    except StopIteration:
+        return None
+
+
+def _skip(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos] in _WHITESPACE:
+        pos += 1
+    return pos
+
+
+def _json_vocabulary(path: Path) -> tuple[list[Any], dict[str, int] | list[Any]]:
+    """(``added_tokens``, ``model.vocab``) of a tokenizers JSON file, decoded up to the vocabulary only.
+
+    SigLIP 2's Gemma ``tokenizer.json`` is 256,000 rows and some 500,000 merges (34 MB on the hub): building a
+    `tokenizers.Tokenizer` from it only to count its ids and look up the pad token cost a whole second parse per
+    load (0.6 s of a 17.8 MB file here), on top of the one the text tokenizer makes for the first text. The
+    merges, after the vocabulary in the file, are left to that one. ValueError when the file is not shaped so."""
+    text = path.read_bytes().decode("utf-8")
+    decoder = json.JSONDecoder()
+    added: Any = None
+    top = _members(text, 0)
+    step = next(top, None)
+    while step is not None:
+        key, pos = step
+        if key != "model":
+            value, end = decoder.raw_decode(text, pos)
+            added = value if key == "added_tokens" else added
+            step = _resume(top, end)
+            continue
+        inner = _members(text, pos)
+        found = next(inner, None)
+        while found is not None and found[0] != "vocab":
+            found = _resume(inner, decoder.raw_decode(text, found[1])[1])
+        if found is None:
+            raise ValueError("its 'model' has no 'vocab'")
+        vocab, _ = decoder.raw_decode(text, found[1])
+        if added is None:  # after the model, unusually: read the rest (a whole parse, as before)
+            added = json.loads(text).get("added_tokens")
+        if not isinstance(added, list) or not isinstance(vocab, (dict, list)):
+            raise ValueError("its 'added_tokens' or 'model.vocab' is not a list / object")
+        return added, vocab
+    raise ValueError("it has no 'model'")
+
+
+def _json_token_ids(path: Path) -> tuple[int, Callable[[str], int | None]]:
+    """(one past the highest id the file's tokenizer can emit, token text -> its id, added tokens first as the
+    `tokenizers` library looks them up); the tokenizers library's own refusal when the file is not shaped as
+    `_json_vocabulary` reads it."""
+    try:
+        added, vocab = _json_vocabulary(path)
+        special = {str(t["content"]): int(t["id"]) for t in added}
+        pieces = vocab if isinstance(vocab, dict) else {str(row[0]): i for i, row in enumerate(vocab)}
+        ids = [int(i) for i in pieces.values()]
+    except (OSError, ValueError, TypeError, KeyError, IndexError, RecursionError):
+        from tokenizers import Tokenizer
+
+        try:
+            tok = Tokenizer.from_file(str(path))
+        except Exception as err:  # noqa: BLE001 - the tokenizers library raises plain Exceptions
+            raise CheckpointFormatError(f"{path} is not a tokenizers JSON file: {err}") from None
+        return int(tok.get_vocab_size(with_added_tokens=True)), tok.token_to_id
+    count = max([*ids, *special.values(), -1]) + 1
+    return count, lambda token: special.get(token, pieces.get(token))
+
+
 def _json_ids(directory: Path, config: dict[str, Any], vocab_size: int | None) -> dict[str, int]:
     """The pad id ``tokenizer_config.json`` names in the folder's ``tokenizer.json`` (its post-processor adds
     the end token itself); nothing when the file is absent (its first text names it)."""
@@ -104,18 +203,15 @@ def _json_ids(directory: Path, config: dict[str, Any], vocab_size: int | None) -
     if not path.is_file():
         return {}
     try:
-        from tokenizers import Tokenizer
+        import tokenizers  # noqa: F401 - the text tokenizer's package: without it the first text says so
     except ImportError:
         return {}
-    try:
-        tok = Tokenizer.from_file(str(path))
-    except Exception as err:  # noqa: BLE001 - the tokenizers library raises plain Exceptions
-        raise CheckpointFormatError(f"{path} is not a tokenizers JSON file: {err}") from None
-    _too_many(directory, "tokenizer.json", int(tok.get_vocab_size(with_added_tokens=True)), vocab_size)
+    count, token_to_id = _json_token_ids(path)
+    _too_many(directory, "tokenizer.json", count, vocab_size)
     token = _token(config, "pad_token", None)
     if token is None or str(config.get("tokenizer_class") or "").startswith(("Siglip", "T5")):
         return {}  # none named, or the config describes a spiece.model the folder no longer has
-    found = tok.token_to_id(token)
+    found = token_to_id(token)
     if found is None:
         raise CheckpointFormatError(f"{directory / _CONFIG} field 'pad_token' = {brief(token)} is not a token of "
                                     "tokenizer.json")

@@ -246,7 +246,7 @@ def load_checkpoint(path: str | os.PathLike[str], skip: Callable[[str], bool] | 
 def _convert(path: Path, raw: Any, config: dict[str, Any] | None, fmt: str, skipped: frozenset[str],
              ordered: bool, arch: str | None = None) -> Checkpoint:
     """`load_checkpoint`'s second half: what `_read_raw` read, in OpenAI's layout, fp32."""
-    from clipforge.weights.hf import from_hf, read_hf_preprocess
+    from clipforge.weights.hf import from_hf
 
     if fmt == "huggingface":
         hf_config = config
@@ -269,12 +269,7 @@ def _convert(path: Path, raw: Any, config: dict[str, Any] | None, fmt: str, skip
             config = config or hf_config
     preprocess = config.pop(PREPROCESS_FIELD, None) if config else None
     if fmt == "huggingface":  # size/crop/mean/std/resample as transformers reads them; else the family's
-        family = None
-        if config.get("scoring") == "sigmoid":
-            from clipforge.models.family_configs import SIGLIP_PREPROCESS
-
-            family = dict(SIGLIP_PREPROCESS)
-        preprocess = read_hf_preprocess(path, config.get("image_resolution"), family) or family
+        preprocess = _hf_preprocess(path, config)
     if fmt == "torchscript" and "text_projection" in state_dict:  # OpenAI's archives: QuickGELU, always
         from clipforge.models import config_from_state_dict
 
@@ -286,6 +281,27 @@ def _convert(path: Path, raw: Any, config: dict[str, Any] | None, fmt: str, skip
         state_dict = canonical_order(state_dict, config)
     return Checkpoint(state_dict=_to_fp32(state_dict), config=config, format=fmt, path=path, preprocess=preprocess,
                       skipped=skipped)
+
+
+def _hf_preprocess(path: Path, config: dict[str, Any]) -> dict[str, Any] | None:
+    """A Hugging Face folder's image processor (`hf_preprocess.read_hf_image_processor`). A SigLIP image tower
+    (``vision_pool`` map) takes any side that gives its patch grid: the model is built at the side the processor
+    resizes to, what transformers feeds (so400m-patch14-384's 384, whose 27 x 27 grid covers 378)."""
+    from clipforge.weights.hf_preprocess import read_hf_image_processor
+
+    family = None
+    if config.get("scoring") == "sigmoid":
+        from clipforge.models.family_configs import SIGLIP_PREPROCESS
+
+        family = dict(SIGLIP_PREPROCESS)
+    patch = config.get("vision_patch_size") if config.get("vision_pool") == "map" else None
+    found = read_hf_image_processor(path, config.get("image_resolution"), family, patch)
+    if found is None:
+        return family
+    preprocess, side = found
+    if patch and side is not None:
+        config["image_resolution"] = side
+    return preprocess
 
 
 def load_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
