@@ -120,12 +120,12 @@ def test_the_server_as_a_whole_holds_at_most_ui_streams():
     sent, during, after = asyncio.run(scenario())
     starts = [(host, m["status"]) for host, m in sent if m["type"] == "http.response.start"]
     assert during == 5 and after == 0
-    # 198.51.100.2 and .3 each take the place of one of .0's (it held 3, they none); their second is refused (then
-    # no address holds two more than they do)
+    # 198.51.100.2 takes the place of .0's oldest (it held 3, .2 none), .3 that of .1's (the newest of the two
+    # holding 2); their second is refused (then no address holds two more than they do, nor more than a tab's 2)
     assert starts == [(f"198.51.100.{i}", status) for i, status in
                       [(0, 200)] * 3 + [(0, 429)] + [(1, 200)] * 2 + [(2, 200), (2, 429), (3, 200), (3, 429)]]
     ended = [host for host, m in sent if m["type"] == "http.response.body" and not m.get("body")]
-    assert ended[:2] == ["198.51.100.0", "198.51.100.0"]  # .0's two oldest, ended as finished streams
+    assert ended[:2] == ["198.51.100.0", "198.51.100.1"]  # ended as finished streams
     refusals = [json.loads(m["body"]) for _, m in sent if m["type"] == "http.response.body" and m.get("body")]
     assert {r["error"] for r in refusals} == {"too_many_requests"}
     assert any("this server" in r["detail"] for r in refusals) and any("your address" in r["detail"] for r in refusals)

@@ -87,9 +87,9 @@ class ServerLimits:
     """Bytes of originals and thumbnails the answers still being sent may hold, all clients together (a client
     that asks and never reads holds the whole file); one address may hold a quarter, or one file of any size."""
     max_receiving_bytes: int = 256 * 2**20
-    """Bytes of request bodies the server holds at once, from their first byte until they are answered, all clients
-    together (declared lengths; a chunked body counts the whole body limit); one address may hold a quarter, or
-    one body of any size. Past either, a request is refused before its body is read (`server.receiving`)."""
+    """Bytes of request bodies the server holds at once, counted as they arrive, from their first byte until they are
+    answered, all clients together; one address may hold a quarter, or one body of any size. A body that passes
+    either is refused (429/503), the rest of it dropped (`server.receiving`)."""
     max_client_requests: int = 8
     """Searches/classifications/additions one client may have running or waiting at once; more get 429."""
     max_ui_request_bytes: int = 2**20

@@ -14,8 +14,8 @@ A client that closes its connection before its answer began (ASGI's `http.discon
 client's timeout, a client gone while its search ran) is sent nothing, whatever the app makes of it (starlette's
 `ClientDisconnect` handler answered 400 to nobody), and leaves one access-log line with status 499
 (`access_log.log_client_gone`); uvicorn writes none for it.
-With `receiving`, the bytes of bodies in flight are counted per address and in all before any is read
-(`receiving.ReceivingBytes`): one more past a share is answered 429/503 at once, its bytes dropped.
+With `receiving`, the bytes of bodies in flight are counted per address and in all as they arrive
+(`receiving.ReceivingBytes`): a body that passes a share is answered 429/503, the rest of its bytes dropped.
 `TimeoutMiddleware` bounds the wall time of REST calls (a slow upload included); gradio's
 long-lived event streams are left alone.
 """
@@ -76,6 +76,10 @@ class _BodyStalled(Exception):
     pass
 
 
+class _BodyRefused(Exception):
+    """Past the address's or the server's share of bytes in flight (`receiving`)."""
+
+
 def _body_headers(scope: Scope) -> tuple[int | None, bool, bool]:
     """(declared Content-Length or None, chunked, Expect: 100-continue); ValueError on a bad length."""
     declared, chunked, expects = None, False, False
@@ -119,11 +123,15 @@ class BodyLimitMiddleware:
         )
 
     async def _drain(self, receive: Receive, already: int) -> None:
-        """Read and discard what is left of the body, at most `drain_bytes` in all, within the idle timeout."""
+        """Read and discard what is left of the body, at most `drain_bytes` in all, each piece within the idle
+        timeout and the whole within `body_timeout` (a piece every few seconds held a drain without end)."""
         total = already
+        loop = asyncio.get_running_loop()
+        end = None if self.body_timeout is None else loop.time() + self.body_timeout
         while total <= self.drain_bytes:
+            waits = [t for t in (self.idle_timeout, None if end is None else end - loop.time()) if t is not None]
             try:
-                message = await asyncio.wait_for(receive(), timeout=self.idle_timeout)
+                message = await asyncio.wait_for(receive(), timeout=max(0.0, min(waits)) if waits else None)
             except asyncio.TimeoutError:
                 return
             if message["type"] != "http.request":
@@ -176,24 +184,23 @@ class BodyLimitMiddleware:
             )
             return
         has_body = chunked or bool(declared)
-        release = None
-        if has_body and self.receiving is not None:
-            try:  # a chunked body's length is not known ahead: it may take the whole limit
-                release = self.receiving.hold(client_host(scope), self.max_bytes if chunked else int(declared or 0))
-            except APIError as refused:
-                if not expects_continue:  # a client told "continue" never sends: nothing to drop
-                    await self._drain(receive, 0)
-                await send_json(send, refused.status, refused.code, refused.detail, retry_after=refused.retry_after)
-                return
-        try:
-            await self._received(scope, receive, send, declared, has_body)
-        finally:
-            if release is not None:
-                release()
+        await self._received(scope, receive, send, declared, has_body)
 
     async def _received(self, scope: Scope, receive: Receive, send: Send, declared: int | None,
                         has_body: bool) -> None:
-        """The request, its body counted as it arrives: 413 past the limit, 408 when it stops arriving."""
+        """The request, its body counted as it arrives: 413 past the limit, 408 when it stops arriving, 429/503
+        past the address's or the server's share of bytes in flight (`receiving`)."""
+        shares, host = self.receiving, client_host(scope)
+        held = 0  # this body's bytes counted in `shares` (a request alone may hold any size: `ByteShares.take`)
+        refused: APIError | None = None
+
+        def give_back() -> None:
+            """The body's bytes are dropped: an answer before them, a refusal, or the request done."""
+            nonlocal held
+            if shares is not None and held:
+                shares.give(host, held)
+            held = 0
+
         received = 0
         exceeded = stalled = late = False
         body_done = not has_body
@@ -203,9 +210,11 @@ class BodyLimitMiddleware:
         )
 
         async def counting_receive() -> Message:
-            nonlocal received, exceeded, stalled, late, body_done
+            nonlocal received, exceeded, stalled, late, body_done, held, refused
             if exceeded:
                 raise _BodyTooLarge
+            if refused is not None:
+                raise _BodyRefused
             waits = [] if body_done else [t for t in (self.idle_timeout,) if t is not None]
             if not body_done and deadline is not None:
                 waits.append(max(0.0, deadline - asyncio.get_running_loop().time()))
@@ -219,26 +228,43 @@ class BodyLimitMiddleware:
                     late = deadline is not None and asyncio.get_running_loop().time() >= deadline
                     raise _BodyStalled from None
             if message["type"] == "http.request":
-                received += len(message.get("body", b""))
+                size = len(message.get("body", b""))
+                received += size
                 body_done = not message.get("more_body", False)
                 if received > self.max_bytes:
                     exceeded = True
                     raise _BodyTooLarge
+                if shares is not None and size:
+                    try:
+                        shares.take(host, size, own=held)
+                    except APIError as refusal:
+                        refused = refusal
+                        raise _BodyRefused from None
+                    held += size
             return message
 
         async def guarded_send(message: Message) -> None:
             nonlocal started
-            if exceeded or stalled:  # whatever the app makes of the aborted body, the answer is 413/408
+            if exceeded or stalled or refused is not None:  # the aborted body's answer is 413/408/429/503
                 return
             if message["type"] == "http.response.start":
                 if not body_done:  # answering early (e.g. gradio's own 413): let the client finish sending
+                    give_back()  # what is drained is dropped, not held
                     await self._drain(receive, received)
                 started = True
             await send(message)
 
-        with contextlib.suppress(_BodyTooLarge, _BodyStalled):
-            await self.app(scope, counting_receive, guarded_send)
+        try:
+            with contextlib.suppress(_BodyTooLarge, _BodyStalled, _BodyRefused):
+                await self.app(scope, counting_receive, guarded_send)
+        finally:
+            give_back()  # before any drain below: the bytes dropped are not held
         if started:
+            return
+        if refused is not None:
+            if not body_done:
+                await self._drain(receive, received)
+            await send_json(send, refused.status, refused.code, refused.detail, retry_after=refused.retry_after)
             return
         if exceeded:
             if not body_done:

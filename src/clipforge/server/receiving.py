@@ -7,12 +7,15 @@ request once its body had been read and parsed. One anonymous address sending 30
 took a server from 520 MB to 2 GB (1.5 GB kept by malloc afterwards) and 8.6 s of CPU before 22 of them got
 their 429, and delayed another client's `/healthz` by 4-13 s; the multipart form left 540 MB of temporary files.
 
-Here the bytes of bodies in flight are counted before any of them is read (`middleware.BodyLimitMiddleware`):
-the declared Content-Length, or the whole body limit for a chunked one, whose length is not known ahead. An
-address may hold a quarter of `ServerLimits.max_receiving_bytes` and the server all of it; one more body is
-answered at once, 429 for the address's share, 503 for the server's, both with `Retry-After: 1` (a place frees
-when a request is answered), its bytes read and dropped first, as for a 413, so that ordinary clients read the
-answer. An address that holds nothing may always send one body up to the limit.
+Here the bytes of bodies in flight are counted as they arrive (`middleware.BodyLimitMiddleware`), from their
+first byte until their answer is sent (or they are dropped: an answer before them, a refusal): an address may hold
+a quarter of `ServerLimits.max_receiving_bytes` and the server all of it, and a body that would pass either is
+answered 429 (the address's share) or 503 (the server's), both with `Retry-After: 1`, the rest of its bytes read
+and dropped (within `request_timeout_s`), so that ordinary clients read the answer. A request holding all that its
+address (the server) holds may grow to any size: one body alone is never refused by a share. The first version
+counted declared lengths before any byte came: 16 connections of 4 addresses declaring 20 MB and sending a byte
+every few seconds held the server's whole share, and every request with a body got 503 for as long as they
+trickled (a review); counted as they arrive, holding the share costs the bandwidth and the memory it measures.
 """
 
 from __future__ import annotations

@@ -50,24 +50,34 @@ class ByteShares:
     def held(self, host: str | None = None) -> int:
         return sum(self._held.values()) if host is None else self._held[host]
 
-    def hold(self, host: str, size: int) -> Callable[[], None]:
-        """Count `size` bytes for `host`, or APIError (429 for the address's share, 503 for the server's); the
-        function returned gives them back (once)."""
+    def take(self, host: str, size: int, own: int = 0) -> None:
+        """Count `size` more bytes for `host`, or APIError (429 for the address's share, 503 for the server's).
+        `own`: what the same request holds already (a body counted as it arrives); a request holding all its
+        address holds (the server holds) may grow to any size, as one request alone always may."""
         mine, everyone = self._held[host], self.held()
-        if mine and mine + size > self.per_host:
+        if mine > own and mine + size > self.per_host:
             raise APIError(429, "too_many_requests", self.mine_words(mine), retry_after=self.retry_after)
-        if everyone and everyone + size > self.total:
+        if everyone > own and everyone + size > self.total:
             raise APIError(503, "server_busy", self.everyone_words(everyone), retry_after=self.retry_after)
         self._held[host] += size
+
+    def give(self, host: str, size: int) -> None:
+        """Give back `size` bytes `take` counted for `host`."""
+        self._held[host] -= size
+        if self._held[host] <= 0:
+            del self._held[host]
+
+    def hold(self, host: str, size: int) -> Callable[[], None]:
+        """`take` `size` bytes at once (an address, or a server, holding nothing may always take one request of
+        any size); the function returned gives them back (once)."""
+        self.take(host, size)
         done = False
 
         def release() -> None:
             nonlocal done
             if not done:
                 done = True
-                self._held[host] -= size
-                if self._held[host] <= 0:
-                    del self._held[host]
+                self.give(host, size)
 
         return release
 
