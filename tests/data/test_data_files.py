@@ -272,7 +272,7 @@ def test_embed_exports_a_photo_whose_name_is_not_utf8(photos, tmp_path, capsys) 
         handle.write(photos["b.png"].read_bytes())
     assert main(["embed", str(folder), "--model", "test-vit-tiny", "--out", str(tmp_path / "out"), "--quiet"]) == 0
     vectors, rows = read_export(tmp_path / "out")
-    from clipforge.library.export_layout import text_path
+    from clipforge.library.dbfile import text_path
 
     assert len(vectors) == 1 and rows[0]["image_path"].startswith("b64:")
     assert os.fsencode(text_path(rows[0]["image_path"])) == os.path.join(os.fsencode(folder), b"caf\xe9.png")

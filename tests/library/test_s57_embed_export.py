@@ -115,7 +115,7 @@ def test_names_that_are_not_utf8_are_written_losslessly(tmp_path, images_factory
     assert [f["path"] for f in report["failures"]] == [failed]
     stats = json.loads((out / "stats" / "stats_0.json").read_text())
     assert [f["path"] for f in stats["failures"]] == [failed]
-    from clipforge.library.export_layout import path_text, text_path
+    from clipforge.library.dbfile import path_text, text_path
 
     assert text_path(b64) == os.fsdecode(raw) and path_text(os.fsdecode(raw)) == b64
     assert text_path(str(escaped)) == str(escaped)

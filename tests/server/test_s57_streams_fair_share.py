@@ -78,6 +78,7 @@ def _scenario(opened: list[tuple[str, str]], total: int, per_host: int = 8, stat
     import asyncio
 
     from clipforge.server.ui_streams import OpenStreams, StreamLimitMiddleware
+    from tests.server.test_server_attack_streams import _hold_stream
 
     async def stream_app(scope, receive, send):
         await send({"type": "http.response.start", "status": status, "headers": []})
@@ -90,23 +91,9 @@ def _scenario(opened: list[tuple[str, str]], total: int, per_host: int = 8, stat
         sent: list = []
         release = asyncio.Event()
 
-        async def hold(host: str, path: str) -> None:
-            path, _, query = path.partition("?")
-            scope = {"type": "http", "method": "GET", "path": path, "raw_path": path.encode(), "root_path": "",
-                     "query_string": query.encode(), "headers": [], "client": (host, 1234)}
-
-            async def receive():
-                await release.wait()
-                return {"type": "http.disconnect"}
-
-            async def send(message):
-                sent.append((host, message))
-
-            await limit(scope, receive, send)
-
         tasks = []
         for host, path in opened:
-            tasks.append(asyncio.create_task(hold(host, path)))
+            tasks.append(asyncio.create_task(_hold_stream(limit, host, path, sent, release)))
             for _ in range(20):
                 await asyncio.sleep(0)
         held = {host: len(s) for host, s in streams._open.items()}

@@ -6,7 +6,7 @@ A rerun into the same --out resumes the same job and refuses another (`clipforge
 again the partitions holding a photo edited since; the files that failed (entries that are not regular files
 among them: a FIFO or device named ``x.jpg``) are named on stderr as `index add` names them. In the files and in
 --json a name that is not UTF-8 is written as ``b64:`` + the base64 of its bytes (lossless:
-`clipforge.library.export_layout.path_text`); the lines on stderr show it with ``\\xNN`` escapes, for people. A setting out of range
+`clipforge.library.dbfile.path_text`); the lines on stderr show it with ``\\xNN`` escapes, for people. A setting out of range
 (`--shard-size 0`, `--batch-size -1`, `--workers -1`, `--max-pixels 0`), an --out that would hide the photos
 (the input folder itself, or a folder holding it) or PATHs holding no image file at all is one line and exit
 status 2 before the model loads or a file is written: an export of nothing used to exit 0 leaving

@@ -24,6 +24,7 @@ the next run, and shown escaped (``caf\\xe9.jpg``) wherever text is required.
 
 from __future__ import annotations
 
+import base64
 import errno
 import os
 import sqlite3
@@ -34,7 +35,8 @@ from pathlib import Path
 from clipforge.library.schema import SchemaError
 
 __all__ = ["DamagedLibraryError", "LibraryWriteError", "access_error", "check_database_file", "damage_error", "display_path",
-           "file_stamp", "from_db", "open_read_only", "open_writable", "to_db", "wal_path", "write_error"]
+           "file_stamp", "from_db", "open_read_only", "open_writable", "path_text", "text_path", "to_db", "wal_path",
+           "write_error"]
 
 _MAGIC = b"SQLite format 3\x00"
 _DAMAGE_CODES = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
@@ -232,6 +234,21 @@ def to_db(path: str) -> str | bytes:
 def from_db(value: str | bytes) -> str:
     """The file name as Python spells it (undecodable bytes as surrogates, as `os.listdir` gives them)."""
     return os.fsdecode(value) if isinstance(value, bytes) else value
+
+
+def path_text(path: str) -> str:
+    """A file name as lossless UTF-8 text, for what holds text only (a Milvus key, an export's parquet and JSON):
+    itself, or ``b64:`` + base64 of its bytes when it is not UTF-8 (a real name is a path, never starting so)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return "b64:" + base64.b64encode(os.fsencode(path)).decode("ascii")
+    return path
+
+
+def text_path(text: str) -> str:
+    """The file name `path_text` wrote, as Python spells it (undecodable bytes as surrogates, as `os.listdir`)."""
+    return os.fsdecode(base64.b64decode(text[4:])) if text.startswith("b64:") else text
 
 
 def display_path(path: str) -> str:

@@ -15,7 +15,7 @@ atomically, the stats file last) unless one of their files was edited since (siz
 `clipforge.library.export_job.partition_done`), which writes that partition again. Entries named like images that
 are not regular files (a FIFO, a device) are never opened: each is a failure of its partition with the reason
 `clipforge.library.scan.scan_paths` gives, as `index add` records them. File names are written losslessly
-(`clipforge.library.export_layout.path_text`: ``b64:`` + base64 for a name that is not UTF-8).
+(`clipforge.library.dbfile.path_text`: ``b64:`` + base64 for a name that is not UTF-8).
 
 A resume may only continue the same job, or the folder would mix two jobs' vectors under one
 manifest: ``OUT/job.json`` records what decides the partitions' contents, and a run of another job

@@ -8,7 +8,7 @@ files (`_paths`: npy vectors, parquet metadata rows, stats JSON), their atomic w
 **File names in the output** (the parquet's ``image_path``, the ``path`` of each failure in the stats files, the
 manifest and ``embed --json``) are written losslessly (`path_text`): a name that is valid UTF-8 as itself, one that
 is not (raw bytes, as Linux allows) as ``b64:`` + the base64 of its bytes, the form the Milvus store keys such names
-by; `text_path` reads either back. The ``\\xNN`` escapes of `display_path` (kept for the lines people read) gave
+by; `dbfile.text_path` reads either back. The ``\\xNN`` escapes of `display_path` (kept for the lines people read) gave
 ``caf\\xe9.jpg`` to the byte name and to a file literally named so: two files, one string, neither openable.
 Exported names are absolute (they start with ``/``), so no real name is mistaken for a ``b64:`` form.
 
@@ -20,7 +20,6 @@ a rerun of the same command writes it again.
 
 from __future__ import annotations
 
-import base64
 import errno
 import json
 import math
@@ -35,7 +34,7 @@ import numpy as np
 from clipforge.atomic import atomic_path, write_json_atomic
 from clipforge.data.base import BadImage
 from clipforge.data.files import EmbeddedBatch
-from clipforge.library.dbfile import display_path
+from clipforge.library.dbfile import display_path, path_text
 
 _PARTITION_GLOBS = (
     ("img_emb", "img_emb_*.npy"),
@@ -80,20 +79,6 @@ def writing(path: Path) -> Iterator[None]:
             exc.errno or errno.EIO,
             f"could not write {display_path(os.fspath(path))}: {why}; the partitions written before are kept: "
             f"{fix} and run the same command again to write the rest") from exc
-
-
-def path_text(path: str) -> str:
-    """A file name as lossless UTF-8 text (see the module docstring): itself, or ``b64:`` + base64 of its bytes."""
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        return "b64:" + base64.b64encode(os.fsencode(path)).decode("ascii")
-    return path
-
-
-def text_path(text: str) -> str:
-    """The file name `path_text` wrote, as Python spells it (undecodable bytes as surrogates, as `os.listdir`)."""
-    return os.fsdecode(base64.b64decode(text[4:])) if text.startswith("b64:") else text
 
 
 def failure_dict(bad: BadImage) -> dict[str, str]:

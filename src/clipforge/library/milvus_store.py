@@ -28,7 +28,6 @@ one line naming the cause instead: re-running never helps there.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import os
 import re
@@ -40,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from clipforge.library.backend import StoreSpec, read_token
+from clipforge.library.dbfile import path_text, text_path
 from clipforge.library.milvus_engine import (
     StoreDamagedError,
     StoreLockedError,
@@ -73,17 +73,7 @@ CREATE_RACE_SECONDS = 30.0
 _RACE = re.compile(r"exist", re.IGNORECASE)
 
 
-def path_key(path: str) -> str:
-    """The primary key of a file: its name as text, or ``b64:`` + its raw bytes when not UTF-8."""
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        return "b64:" + base64.b64encode(os.fsencode(path)).decode("ascii")
-    return path
-
-
-def key_path(key: str) -> str:
-    return os.fsdecode(base64.b64decode(key[4:])) if key.startswith("b64:") else key
+path_key, key_path = path_text, text_path  # a file's primary key: the one lossless text of a name (`dbfile`)
 
 
 def image_id(path: str) -> int:
