@@ -168,6 +168,10 @@ def check_fast_path(config: TrainConfig) -> None:
     for key in FAST_PATH_ONLY:
         if getattr(config, key) and not config.in_memory:
             raise ValueError(f"{key} is an option of the in-memory path: set in_memory=true (data=labelled)")
+    if config.unique_captions and config.micro_batch:  # GradCache's chunks pair images and captions one to one
+        raise ValueError("unique_captions (one caption row per distinct caption) and micro_batch (chunks of "
+                         "images paired with their captions) do not go together yet: set micro_batch=null, or "
+                         "unique_captions=false")
 
 
 def strided_subset(dataset: Any, max_samples: int | None) -> Any:
