@@ -6,6 +6,7 @@ are failures with `index add`'s reason, not silently dropped."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -153,3 +154,40 @@ def test_a_folder_holding_only_a_fifo_is_not_nothing_to_embed(tmp_path, capsys) 
     os.mkfifo(photos / "pipe.png")
     assert main(["embed", str(photos), "--out", str(tmp_path / "out"), *TINY]) == 0
     assert capsys.readouterr().err == f"  failed: {photos}/pipe.png: not a regular file (a FIFO)\n"
+
+
+def test_a_rewrite_stopped_between_its_two_files_never_reads_as_a_partition(tmp_path, images_factory, tiny_encoder,
+                                                                              monkeypatch) -> None:
+    """A rewrite killed between writing the new `img_emb_N.npy` and `metadata_N.parquet` left the new vectors
+    beside the old rows (same count), and `read_export` returned the pair: rows describing the old picture (a
+    review). The old files now go with the stats file when the rewrite starts, and a partition without its stats
+    file (written last) is refused as unfinished."""
+    import clipforge.library.export_layout as layout
+
+    photos = images_factory(tmp_path / "photos", 3)
+    other = images_factory(tmp_path / "other", 1, seed=7)[0]
+    out = tmp_path / "out"
+    export_embeddings([tmp_path / "photos"], out, tiny_encoder, shard_size=2, progress=False, workers=0)
+    edited = next(p for p in photos if p.suffix == other.suffix)
+    shutil.copyfile(other, edited)
+
+    class Killed(BaseException):  # what kill -9 leaves: nothing after this point runs
+        pass
+
+    def killed(*args, **kwargs):
+        raise Killed
+
+    monkeypatch.setattr(pq, "write_table", killed)  # the new npy is written, its parquet never
+    with contextlib.suppress(Killed):
+        export_embeddings([tmp_path / "photos"], out, tiny_encoder, shard_size=2, progress=False, workers=0)
+    monkeypatch.undo()
+    part = layout.partition_name(sorted(map(str, photos)).index(str(edited)) // 2, 2)
+    assert not (out / "metadata" / f"metadata_{part}.parquet").exists()  # the old rows went with the rewrite
+    try:
+        read_export(out)
+        raise AssertionError("an unfinished partition was read")
+    except (ValueError, FileNotFoundError) as refused:
+        assert "not finished" in str(refused) or "metadata" in str(refused), refused
+    export_embeddings([tmp_path / "photos"], out, tiny_encoder, shard_size=2, progress=False, workers=0)
+    _, rows = read_export(out)
+    assert next(r for r in rows if r["image_path"] == str(edited))["sha256"] == _sha(edited)

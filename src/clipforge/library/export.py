@@ -246,9 +246,13 @@ def export_embeddings(
     ) as bar:
         for i in todo:
             part = files[i * shard_size : (i + 1) * shard_size]
-            stats_file = _paths(out, partition_name(i, count))[2]
+            emb_file, meta_file, stats_file = _paths(out, partition_name(i, count))
             with writing(stats_file):
-                stats_file.unlink(missing_ok=True)  # the old partition is no longer done once its rewrite starts
+                # the old partition is no longer done once its rewrite starts; its vectors and rows go too, stats
+                # first: killed between writing the new npy and parquet, a rewrite had left the new vectors beside
+                # the old rows, which readers of npy + parquet took as one partition
+                for old in (stats_file, meta_file, emb_file):
+                    old.unlink(missing_ok=True)
             stamp = files_stamp(part)  # before the files are read: an edit while reading shows on the next run
             written = _embed_partition(encoder, part, batch_size, workers, max_pixels, dtype, bar, rejected)
             vectors, rows, bad = written.vectors(), written.rows, written.bad

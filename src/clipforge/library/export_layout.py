@@ -201,7 +201,10 @@ def read_export(out_dir: str | os.PathLike[str]) -> tuple[np.ndarray, list[dict[
     rows: list[dict[str, Any]] = []
     for emb_path in sorted((out / "img_emb").glob("img_emb_*.npy")):
         name = emb_path.stem[len("img_emb_") :]
-        meta_path = out / "metadata" / f"metadata_{name}.parquet"
+        meta_path, stats_path = _paths(out, name)[1:]
+        if (out / "stats").is_dir() and not stats_path.is_file():  # written last: its partition is whole
+            raise ValueError(f"{out}: partition {name} is not finished (no {stats_path.name}): run the same "
+                             "`clipforge embed` again to finish it")
         array = np.load(emb_path)
         table = pq.read_table(meta_path)
         if table.num_rows != len(array):
