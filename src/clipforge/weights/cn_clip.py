@@ -17,7 +17,6 @@ Registry: the data is `clipforge.weights.cn_clip_data` (the registry lists the m
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping
@@ -342,16 +341,11 @@ def read_transformers_folder(directory: str | os.PathLike[str]) -> tuple[dict[st
     Everything read is checked before use, each refusal one `CheckpointFormatError` line naming the file and
     field: config.json's towers and head counts, and that the weights file holds ChineseCLIPModel's tensors
     (``torch.save`` of a list, a bare tensor, other names were AttributeError, KeyError or ZeroDivisionError)."""
-    from clipforge.weights.errors import CheckpointFormatError
+    from clipforge.weights.errors import CheckpointFormatError, json_object
 
     folder = Path(directory)
     config_path = folder / "config.json"
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8")[:1_000_000])
-    except (OSError, ValueError, RecursionError) as err:
-        raise CheckpointFormatError(f"{config_path} is not valid JSON: {err}") from None
-    if not isinstance(config, dict):
-        raise CheckpointFormatError(f"{config_path} must hold a JSON object, got {type(config).__name__}")
+    config = json_object(config_path)
     if config.get("model_type") != "chinese_clip":
         raise ValueError(f"{config_path}: model_type is {brief(config.get('model_type'))}, expected chinese_clip")
     heads = {label: _heads(config, config_path, label) for label in ("vision", "text")}

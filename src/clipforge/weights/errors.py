@@ -7,8 +7,10 @@ machine, half-finished download, a checkpoint from an untrusted source).
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from clipforge.errors import UserError
@@ -59,3 +61,16 @@ def check_shapes(file_name: str, arch: str, got: Mapping[str, Any], expected: Ma
     count, want, first = difference
     raise CheckpointFormatError(f"{file_name} does not hold {arch} weights: {count:,} parameters where "
                                 f"{arch} has {want:,}; {first}")
+
+
+def json_object(path: Path, limit: int = 1_000_000) -> dict[str, Any]:
+    """The JSON object a config file of a weights folder holds (its first `limit` characters read), or one
+    `CheckpointFormatError` line naming the file: not JSON (nested past the decoder's depth included), or not an
+    object. The one reader of `config.json`, `tokenizer_config.json` and Chinese-CLIP's config."""
+    try:
+        found = json.loads(Path(path).read_text(encoding="utf-8")[:limit])
+    except (OSError, ValueError, RecursionError) as err:
+        raise CheckpointFormatError(f"{path} is not valid JSON: {err}") from None
+    if not isinstance(found, dict):
+        raise CheckpointFormatError(f"{path} must hold a JSON object, got {type(found).__name__}")
+    return found

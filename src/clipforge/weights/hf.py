@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from clipforge.weights.errors import CheckpointFormatError
+from clipforge.weights.errors import CheckpointFormatError, json_object
 from clipforge.weights.layout import canonical_order
 from clipforge.weights.torch_pickle import brief
 
@@ -298,12 +298,7 @@ def read_hf_directory(directory: Path) -> tuple[dict[str, Tensor], dict[str, Any
         raise CheckpointFormatError(f"{directory} is a directory without config.json: expected a Hugging "
                                     "Face CLIPModel checkpoint (config.json + model.safetensors or "
                                     "pytorch_model.bin)")
-    try:
-        hf_config = json.loads(config_path.read_text()[:1_000_000])
-    except (OSError, ValueError, RecursionError) as err:
-        raise CheckpointFormatError(f"{config_path} is not valid JSON: {err}") from None
-    if not isinstance(hf_config, dict):
-        raise CheckpointFormatError(f"{config_path} must hold a JSON object, got {type(hf_config).__name__}")
+    hf_config = json_object(config_path)
     if hf_config.get("model_type", "clip") not in ("clip", "siglip"):
         raise CheckpointFormatError(_unread_model_type(config_path, hf_config.get("model_type")))
 

@@ -25,7 +25,7 @@ from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
-from clipforge.weights.errors import CheckpointFormatError
+from clipforge.weights.errors import CheckpointFormatError, json_object
 from clipforge.weights.torch_pickle import brief
 
 __all__ = ["GEMMA_VOCAB", "folder_languages", "folder_tokenizer"]
@@ -39,13 +39,7 @@ def _tokenizer_config(directory: Path) -> dict[str, Any]:
     path = directory / _CONFIG
     if not path.is_file():
         return {}
-    try:
-        found = json.loads(path.read_text(encoding="utf-8")[:5_000_000])
-    except (OSError, ValueError, RecursionError) as err:
-        raise CheckpointFormatError(f"{path} is not valid JSON: {err}") from None
-    if not isinstance(found, dict):
-        raise CheckpointFormatError(f"{path} must hold a JSON object, got {type(found).__name__}")
-    return found
+    return json_object(path, 5_000_000)
 
 
 def _token(config: dict[str, Any], key: str, default: str | None) -> str | None:
