@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,32 +79,23 @@ def compute_similarity(model: CLIP, preprocess: Preprocess, image_paths: Sequenc
                            readable, list(encoded.bad))
 
 
-def _printable(name: str) -> str:
-    """`name` as text every font can draw where its bytes are not UTF-8: those bytes as ``\\xNN`` (as
-    `clipforge.library.dbfile.display_path` shows them in the table on stdout)."""
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return os.fsencode(name).decode("utf-8", "backslashreplace")
-    return name
-
-
 def plot_similarity(table: SimilarityTable, image_paths: Sequence[str | Path] | None, out: str | Path) -> Path:
     """Texts down the side, image thumbnails along the top, cosine similarity in each cell.
 
     Texts and file names in any script: drawn with an installed CJK font where they need one, else as
     ``#<index>`` (texts first, then the images) with a notice in the figure (`zeroshot.fonts`). A file name whose
-    bytes are not UTF-8 is drawn as the table prints it (``bad_\\xff.jpg``, `_printable`): its undecodable bytes
+    bytes are not UTF-8 is drawn as the table prints it (``bad_\\xff.jpg``, `display_path`): its undecodable bytes
     are no script, so no font draws them, and it was drawn as ``#<index>`` with advice to install a CJK font.
     """
     plt = pyplot()
+    from clipforge.library.dbfile import display_path  # the table's spelling of a name that is not UTF-8
     from clipforge.zeroshot.fonts import drawn_labels, mark_figure
 
     image_paths = table.image_paths or list(image_paths or [])  # the rows' images: unreadable ones skipped
 
     n_images, n_texts = table.cosine.shape
     # long captions and camera file names would squeeze the heatmap (or run off the figure): shortened in the middle
-    labels = [shorten(t, TEXT_COLUMNS) for t in table.texts] + [shorten(_printable(n), NAME_COLUMNS)
+    labels = [shorten(t, TEXT_COLUMNS) for t in table.texts] + [shorten(display_path(n), NAME_COLUMNS)
                                                                 for n in table.image_names]
     with drawn_labels(labels) as style:
         texts, names = style.labels[:n_texts], style.labels[n_texts:]
