@@ -21,7 +21,12 @@ from clipforge.server.error_shape import ErrorShapeMiddleware
 from clipforge.server.errors import install_error_handlers
 from clipforge.server.head import HeadAsGetMiddleware
 from clipforge.server.limits import ServerLimits
-from clipforge.server.middleware import BodyLimitMiddleware, TimeoutMiddleware
+from clipforge.server.middleware import (
+    UI_UPLOAD_PATH,
+    BodyLimitMiddleware,
+    StoppingMiddleware,
+    TimeoutMiddleware,
+)
 from clipforge.server.origins import BrowserOriginMiddleware, HostNames
 from clipforge.server.service import LibraryService
 
@@ -83,11 +88,15 @@ def create_app(library: Any, token: str | None = None, limits: ServerLimits | No
     # covers a slow body upload.
     app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_body_bytes, file_limit=limits.max_upload_bytes,
                        drain_bytes=limits.drain_bytes, idle_timeout=limits.header_timeout_s,
-                       body_timeout=limits.request_timeout_s, receiving=service.receiving)
+                       body_timeout=limits.request_timeout_s, receiving=service.receiving,
+                       min_rate=limits.min_body_rate, upload_route=(UI_UPLOAD_PATH, limits.max_ui_upload_body_bytes))
     # gradio's upload route too: a body trickling in under the idle timeout must not hold a socket forever
-    app.add_middleware(TimeoutMiddleware, seconds=limits.request_timeout_s, prefixes=("/api/", "/gradio_api/upload"))
+    app.add_middleware(TimeoutMiddleware, seconds=limits.request_timeout_s, prefixes=("/api/", UI_UPLOAD_PATH),
+                       min_rate=limits.min_body_rate)
     # A rebinding page's or another site's request costs nothing past its headers.
     app.add_middleware(BrowserOriginMiddleware, names=HostNames(allowed_hosts))
     # Outermost: a HEAD is a GET to everything inside (every check included), answered without the body.
     app.add_middleware(HeadAsGetMiddleware)
+    # ... but for the server's stop, whose cancellation of the requests still running is answered here.
+    app.add_middleware(StoppingMiddleware)
     return app

@@ -51,7 +51,12 @@ class ServerLimits:
     max_pixels: int = 50_000_000
     """Largest decoded image (width x height); bigger headers are refused before decoding."""
     request_timeout_s: float = 60.0
-    """Wall time for one /api request, body upload included; slower ones get a 503."""
+    """Wall time for one /api request (its model work and its turn), and for its body to arrive: slower ones get a 503
+    (a body still arriving, a 408). A body may take longer while it keeps `min_body_rate` (a slow link's upload)."""
+    min_body_rate: int = 32 * 1024
+    """Bytes a second a request body must average to be given more than `request_timeout_s`: a body of N bytes has
+    `request_timeout_s` + N / this to arrive (a 4 MB photo over a 400 kbit/s link: 60 s were not enough, 185 s are).
+    A client holds at most its address's share of `max_receiving_bytes` meanwhile."""
     max_top_k: int = 200
     max_labels: int = 100
     """Labels per classify request, and tags per search."""
@@ -138,6 +143,14 @@ class ServerLimits:
     def max_body_bytes(self) -> int:
         """Largest request body: one file at the limit plus its form fields."""
         return self.max_upload_bytes + self.form_overhead_bytes
+
+    @property
+    def max_ui_upload_body_bytes(self) -> int:
+        """Largest body of the web UI's upload route: the page sends every file chosen at once in one request (8
+        photos of 3-4 MB were one 28 MB body, refused whole), so it may hold one address's share of
+        `max_receiving_bytes`, or one file at the limit where that is more; each file is still `max_upload_bytes`
+        at most (gradio's own check) and takes its room in the upload folder's budget as it arrives."""
+        return max(self.max_body_bytes, self.max_receiving_bytes // 4)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

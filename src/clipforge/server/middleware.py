@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -35,7 +36,13 @@ from clipforge.server.errors import APIError, error_body, retry_after_seconds, s
 from clipforge.server.fair import address_key
 from clipforge.server.sending import ByteShares
 
-__all__ = ["BodyLimitMiddleware", "TimeoutMiddleware", "client_host", "send_json"]
+__all__ = ["UI_UPLOAD_PATH", "BodyLimitMiddleware", "StoppingMiddleware", "TimeoutMiddleware", "body_deadline", "client_host", "send_json",
+           "too_slow"]
+
+_log = logging.getLogger(__name__)
+
+UI_UPLOAD_PATH = "/gradio_api/upload"
+"""The web UI's upload route (gradio's): one body holds every file a page chose at once."""
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -66,6 +73,21 @@ async def send_json(send: Send, status: int, code: str, detail: str, retry_after
                 for k, v in (with_retry_after(status, extra) or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def body_deadline(begun: float, seconds: float | None, received: int, min_rate: float | None) -> float | None:
+    """When a body that began arriving at `begun` must be whole: `seconds` later, plus one second for every
+    `min_rate` bytes received so far (a slow link's upload keeps its time while it keeps that rate)."""
+    if seconds is None:
+        return None
+    return begun + seconds + (received / min_rate if min_rate else 0.0)
+
+
+def too_slow(received: int, elapsed: float, seconds: float | None, min_rate: float | None) -> str:
+    """The 408's words for a body that did not arrive within its `body_deadline`."""
+    rule = f"{seconds:g} s" + (f", and one more second for every {min_rate / 1024:g} KiB received" if min_rate else "")
+    return (f"the request body did not arrive in time: {received:,} bytes in {elapsed:.0f} s, where this server "
+            f"allows {rule}; on a slower link send smaller or fewer files")
 
 
 class _BodyTooLarge(Exception):
@@ -107,18 +129,34 @@ class BodyLimitMiddleware:
         idle_timeout: float | None = None,
         body_timeout: float | None = None,
         receiving: ByteShares | None = None,
+        min_rate: float | None = None,
+        upload_route: tuple[str, int] | None = None,
     ) -> None:
         self.app = app
         self.receiving = receiving  # bytes of bodies in flight, per address and in all (`receiving.ReceivingBytes`)
         self.max_bytes = int(max_bytes)
         self.file_limit = int(file_limit or max_bytes)
+        # (path prefix, its body limit): the web UI's upload route, whose one body holds every file a page chose
+        self.upload_route = upload_route
         self.drain_bytes = int(drain_bytes if drain_bytes is not None else 4 * self.max_bytes)
         self.idle_timeout = idle_timeout
         self.body_timeout = body_timeout
+        self.min_rate = min_rate  # a body keeping this average rate has longer than `body_timeout` (`body_deadline`)
 
-    def _detail(self, size: str) -> str:
+    def _limit(self, scope: Scope) -> tuple[int, bool]:
+        """(the body limit of this request's route, whether it is the UI's upload route)."""
+        if self.upload_route is not None and get_route_path(scope).startswith(self.upload_route[0]):
+            return max(self.max_bytes, int(self.upload_route[1])), True
+        return self.max_bytes, False
+
+    def _detail(self, size: str, limit: int, upload: bool) -> str:
+        if upload:
+            return (
+                f"the files chosen at once make a request {size} bytes, over the limit of {limit:,} bytes for one "
+                f"upload from this page; add them in smaller groups (each file up to {self.file_limit:,} bytes)"
+            )
         return (
-            f"request body {size} exceeds the limit of {self.max_bytes:,} bytes "
+            f"request body {size} bytes exceeds the limit of {limit:,} bytes "
             f"(files up to {self.file_limit:,} bytes are accepted)"
         )
 
@@ -168,26 +206,26 @@ class BodyLimitMiddleware:
             await send(message)
 
         try:
-            await self._limited(scope, noting_receive, gone_send, declared, chunked, expects_continue)
+            await self._limited(scope, noting_receive, gone_send, declared, chunked, expects_continue, *self._limit(scope))
         finally:
             if gone and not started:
                 log_client_gone(scope)
 
     async def _limited(self, scope: Scope, receive: Receive, send: Send, declared: int | None, chunked: bool,
-                       expects_continue: bool) -> None:
-        """The request, its body limited (module docstring); `receive` and `send` are those of the connection."""
-        if declared is not None and declared > self.max_bytes:
+                       expects_continue: bool, limit: int, upload: bool) -> None:
+        """The request, its body limited to `limit` (module docstring); `receive` and `send` are the connection's."""
+        if declared is not None and declared > limit:
             if not expects_continue and declared <= self.drain_bytes:
                 await self._drain(receive, 0)
             await send_json(
-                send, 413, "payload_too_large", self._detail(f"of {shown(f'{declared:,}')} bytes")
+                send, 413, "payload_too_large", self._detail(f"of {shown(f'{declared:,}')}", limit, upload)
             )
             return
         has_body = chunked or bool(declared)
-        await self._received(scope, receive, send, declared, has_body)
+        await self._received(scope, receive, send, has_body, limit, upload)
 
-    async def _received(self, scope: Scope, receive: Receive, send: Send, declared: int | None,
-                        has_body: bool) -> None:
+    async def _received(self, scope: Scope, receive: Receive, send: Send, has_body: bool, limit: int,
+                        upload: bool) -> None:
         """The request, its body counted as it arrives: 413 past the limit, 408 when it stops arriving, 429/503
         past the address's or the server's share of bytes in flight (`receiving`)."""
         shares, host = self.receiving, client_host(scope)
@@ -205,9 +243,7 @@ class BodyLimitMiddleware:
         exceeded = stalled = late = False
         body_done = not has_body
         started = False
-        deadline = (
-            None if self.body_timeout is None else asyncio.get_running_loop().time() + self.body_timeout
-        )
+        begun = asyncio.get_running_loop().time()
 
         async def counting_receive() -> Message:
             nonlocal received, exceeded, stalled, late, body_done, held, refused
@@ -216,6 +252,7 @@ class BodyLimitMiddleware:
             if refused is not None:
                 raise _BodyRefused
             waits = [] if body_done else [t for t in (self.idle_timeout,) if t is not None]
+            deadline = body_deadline(begun, self.body_timeout, received, self.min_rate)
             if not body_done and deadline is not None:
                 waits.append(max(0.0, deadline - asyncio.get_running_loop().time()))
             if not waits:
@@ -231,7 +268,7 @@ class BodyLimitMiddleware:
                 size = len(message.get("body", b""))
                 received += size
                 body_done = not message.get("more_body", False)
-                if received > self.max_bytes:
+                if received > limit:
                     exceeded = True
                     raise _BodyTooLarge
                 if shares is not None and size:
@@ -270,29 +307,114 @@ class BodyLimitMiddleware:
             if not body_done:
                 await self._drain(receive, received)
             await send_json(
-                send, 413, "payload_too_large", self._detail(f"of more than {self.max_bytes:,} bytes")
+                send, 413, "payload_too_large", self._detail(f"of more than {limit:,}", limit, upload)
             )
         elif stalled:
             await send_json(
                 send,
                 408,
                 "request_timeout",
-                f"the request body did not arrive within {self.body_timeout:g} s"
+                too_slow(received, asyncio.get_running_loop().time() - begun, self.body_timeout, self.min_rate)
                 if late
                 else f"the request body stopped arriving for {self.idle_timeout:g} s",
             )
 
 
 class TimeoutMiddleware:
-    """Cancel REST requests under `prefixes` that take longer than `seconds` and answer 503."""
+    """Cancel REST requests under `prefixes` that take longer than `seconds` and answer 503.
 
-    def __init__(self, app: ASGIApp, seconds: float, prefixes: tuple[str, ...] = ("/api/",)) -> None:
+    The time a body takes to arrive is given back as `body_deadline` gives it (one second per `min_rate` bytes, as
+    long as they come that fast): a 4 MB photo over a slow link was cut at 60 s and told to "try a smaller image or
+    fewer labels". A request cut while its body is still arriving is a 408 saying so."""
+
+    def __init__(self, app: ASGIApp, seconds: float, prefixes: tuple[str, ...] = ("/api/",),
+                 min_rate: float | None = None) -> None:
         self.app = app
         self.seconds = float(seconds)
         self.prefixes = prefixes
+        self.min_rate = min_rate
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not get_route_path(scope).startswith(self.prefixes):
+            await self.app(scope, receive, send)
+            return
+        started = False
+        received, body_done = 0, False
+        loop = asyncio.get_running_loop()
+        begun = loop.time()
+        body_time = 0.0  # seconds the body took to arrive (once it is whole)
+
+        async def counting_receive() -> Message:
+            nonlocal received, body_done, body_time
+            message = await receive()
+            if message["type"] == "http.request" and not body_done:
+                received += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    body_done, body_time = True, loop.time() - begun
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        def deadline() -> float:
+            end = body_deadline(begun, self.seconds, received, self.min_rate)
+            # a body that came fast does not lend its allowance to the work after it
+            return min(end, begun + self.seconds + body_time) if body_done else end
+
+        task = asyncio.ensure_future(self.app(scope, counting_receive, tracking_send))
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=max(0.0, deadline() - loop.time()))
+                if done:
+                    task.result()
+                    return
+                if loop.time() >= deadline():
+                    break
+        except BaseException:
+            task.cancel()
+            raise
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        # Work already handed to a thread (model inference) finishes in the background;
+        # the client is told now instead of waiting on it.
+        if started:
+            return
+        if not body_done:
+            await send_json(send, 408, "request_timeout",
+                            too_slow(received, loop.time() - begun, self.seconds, self.min_rate))
+            return
+        if scope.get("method") == "POST" and get_route_path(scope).rstrip("/") == "/api/images":
+            # the write goes on in its thread: a retry must not be told the first one was lost
+            await send_json(send, 503, "timeout", (
+                f"the upload took longer than {self.seconds:g} s (waiting for its turn included) and its answer was "
+                "abandoned, but the image may still be added: look for it (GET /api/images) or send it again (an "
+                "identical file is answered created: false)"))
+            return
+        await send_json(
+            send,
+            503,
+            "timeout",
+            f"the request took longer than {self.seconds:g} s (waiting for its turn "
+            f"included) and was abandoned; try a smaller image or fewer labels, or again later",
+        )
+
+
+class StoppingMiddleware:
+    """Answer a request that the server's stop cancels (uvicorn cancels what is still running 5 s after SIGTERM or
+    SIGINT) with a 503 in the REST shape and one log line, where uvicorn answered `500 text/plain "Internal Server
+    Error"` and logged a full traceback for every request in flight (141 lines for 8 classify calls)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # requests that do work (POST: search, classify, uploads, UI events); a GET is a read or one of gradio's
+        # streams, whose cancellation is theirs to finish (an async generator must see it)
+        if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD"):
             await self.app(scope, receive, send)
             return
         started = False
@@ -304,15 +426,11 @@ class TimeoutMiddleware:
             await send(message)
 
         try:
-            await asyncio.wait_for(self.app(scope, receive, tracking_send), timeout=self.seconds)
-        except asyncio.TimeoutError:
-            # Work already handed to a thread (model inference) finishes in the background;
-            # the client is told now instead of waiting on it.
-            if not started:
-                await send_json(
-                    send,
-                    503,
-                    "timeout",
-                    f"the request took longer than {self.seconds:g} s (waiting for its turn "
-                    f"included) and was abandoned; try a smaller image or fewer labels, or again later",
-                )
+            await self.app(scope, receive, tracking_send)
+        except asyncio.CancelledError:
+            if started:
+                raise
+            _log.warning("%s %s: cut off by the server's stop", scope.get("method"), get_route_path(scope))
+            with contextlib.suppress(Exception):
+                await send_json(send, 503, "server_stopping", "the server is stopping and did not finish this "
+                                "request; send it again once it is back", retry_after=5)
