@@ -35,7 +35,7 @@ def test_the_ui_top_k_error_cuts_the_number_it_repeats(library, tmp_path):
         (0, "0"),
     ):
         _, status = asyncio.run(handlers.search("a red picture", None, sent, None))
-        assert status == f"⚠️ **400 invalid top k**: top_k must be between 1 and {max_k}, got {echoed}", status
+        assert status == f"⚠️ **400 invalid top k**: top\\_k must be between 1 and {max_k}, got {echoed}", status
 
 
 def test_a_huge_declared_content_length_is_not_repeated_in_full(make_client):

@@ -63,6 +63,11 @@ def model_examples(service: LibraryService) -> dict[str, str]:
     return examples_for(model_languages(service.library.encoder))
 
 
+_GALLERY_BUTTONS = ["fullscreen"]
+"""gradio's gallery buttons that work here: its share button fails without a Hugging Face Space, and its download
+buttons saved the 256-px thumbnails as `thumb`, `thumb-2`, ... (the originals are at `/api/images/{id}`)."""
+
+
 def build_ui(service: LibraryService, upload_dir: str):
     """The gradio Blocks for `service` (not yet mounted); `upload_dir` is gradio's upload folder.
 
@@ -96,6 +101,7 @@ def build_ui(service: LibraryService, upload_dir: str):
                     sources=["upload", "clipboard"],
                     height=200,
                     elem_id="search-image",
+                    buttons=["fullscreen"],
                 )
                 with gr.Column():
                     top_k = gr.Slider(
@@ -113,6 +119,7 @@ def build_ui(service: LibraryService, upload_dir: str):
                 object_fit="contain",
                 elem_id="search-results",
                 interactive=False,
+                buttons=_GALLERY_BUTTONS,
             )
             inputs = [text, query_image, top_k, tags]
             # concurrency_limit=None: gradio's queue would serve each event first come, first served; the
@@ -143,6 +150,7 @@ def build_ui(service: LibraryService, upload_dir: str):
                         sources=["upload", "clipboard"],
                         height=300,
                         elem_id="classify-image",
+                        buttons=["fullscreen"],
                     )
                     labels = gr.Textbox(label=key("labels_label"), value=examples["labels"], elem_id="labels")
                     template = gr.Textbox(
@@ -174,6 +182,7 @@ def build_ui(service: LibraryService, upload_dir: str):
                 object_fit="cover",
                 elem_id="library-gallery",
                 interactive=False,
+                buttons=_GALLERY_BUTTONS,
             )
             offset = gr.State(0)
             with gr.Row():
@@ -286,7 +295,9 @@ def mount_ui(app: Any, service: LibraryService) -> Any:
         app,
         demo,
         path="/",
-        footer_links=["gradio", "settings"],
+        # no "settings": its language picker left our tabs and status lines in the browser's language, and its PWA
+        # and screen-recording panels are for gradio's developers
+        footer_links=["gradio"],
         max_file_size=limits.max_upload_bytes,
         ssr_mode=False,
         pwa=False,

@@ -210,7 +210,10 @@ class UIGuardMiddleware:
         return None if gone is None else (410, "gone", self._gone_detail(*gone))
 
     def _gone(self, path: Any, owner: str | None) -> str | None:
-        """Why `owner`'s upload at `path` is no longer there (`upload_space.EXPIRED`/`EVICTED`), or None."""
+        """Why `owner`'s upload at `path` is no longer there (`upload_space.EXPIRED`/`EVICTED`, or `RESTARTED`), or
+        None."""
+        if isinstance(path, str) and _earlier_run(path, self.upload_dir):
+            return RESTARTED
         if not isinstance(path, str) or not inside(path, self.upload_dir):
             return None
         if self.ledger.owns(
@@ -221,6 +224,8 @@ class UIGuardMiddleware:
 
     def _gone_detail(self, path: str, why: str) -> str:
         name = os.path.basename(path)[:120]
+        if why == RESTARTED:  # the page still shows an image chosen before: not an attack, as the 403 said
+            return f"{name}: the server restarted since this image was uploaded, and uploads do not outlive it; upload it again"
         reason = (
             f"uploads are kept {self.cache_age_s:g} s"
             if why == EXPIRED
@@ -321,6 +326,23 @@ class _Settle:
         if message["type"] == "http.response.start":
             self()
         await self._send(message)
+
+
+RESTARTED = "restarted"
+"""Why an upload is gone: it was made in an earlier run of the server (each run has an upload folder of its own)."""
+
+
+def _earlier_run(path: str, upload_dir: str) -> bool:
+    """`path` names a file in another run's upload folder: a sibling of `upload_dir` of the same name pattern
+    (`runner`'s `clipforge-ui-uploads-*`), read as text only (nothing is opened or stat'ed)."""
+    folder = os.path.basename(upload_dir.rstrip(os.sep))
+    prefix = folder[: folder.rfind("-") + 1] if folder.startswith("clipforge-ui-uploads-") else ""
+    if not prefix or "\0" in path or not os.path.isabs(path):
+        return False
+    parent = os.path.dirname(upload_dir.rstrip(os.sep))
+    rest = os.path.relpath(os.path.normpath(path), parent)
+    first = rest.split(os.sep, 1)[0]
+    return first != folder and first.startswith(prefix) and not rest.startswith("..") and os.sep in rest
 
 
 def _read_event(body: bytes, rules: JoinRules | None, blocks: Any) -> tuple[Any, list[Any], Any, Any]:

@@ -10,9 +10,9 @@ fields as the page shows them, so a Chinese page does not tell its user to fill 
 
 from __future__ import annotations
 
-import html
 import logging
 import os
+import re
 from typing import Any
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no telemetry calls
@@ -55,9 +55,22 @@ def _host(request: Any) -> str | None:
     return getattr(client, "host", None)
 
 
+_MARKDOWN = re.compile(r"([\\`*_\[\]<>&!|~$])")  # what starts emphasis, code, links, images, HTML, tables, LaTeX
+_BLOCK_START = re.compile(r"^(\d*)([#+\-=>.)])")  # what makes a heading, a list or a quote of a line's start
+
+
+def plain(text: str) -> str:
+    """`text` as the status lines' Markdown shows it, character for character: the marks Markdown, its HTML or its
+    LaTeX could read are backslash-escaped, line breaks become spaces. HTML escapes were shown as written inside the
+    hints' code spans (`--labels &quot;cat, dog&quot;`), and a refused file named `![b](https:host).jpg` was drawn
+    as an image fetched from that host."""
+    escaped = _MARKDOWN.sub(r"\\\1", " ".join(str(text).split()))
+    return _BLOCK_START.sub(r"\1\\\2", escaped)
+
+
 def _message(exc: APIError) -> str:
     """The API's own words for a refused request, as one Markdown line where the user is looking."""
-    return f"⚠️ **{exc.status} {exc.code.replace('_', ' ')}**: {html.escape(exc.detail)}"
+    return f"⚠️ **{exc.status} {exc.code.replace('_', ' ')}**: {plain(exc.detail)}"
 
 
 def _refused(event: str, exc: BaseException) -> str:
@@ -122,14 +135,14 @@ class Handlers:
             for h in hits
         ]
         if not hits:
-            status = status_text(say, "none", reason=html.escape(reason or status_text(say, "no_match")))
+            status = status_text(say, "none", reason=plain(reason or status_text(say, "no_match")))
         else:
             status = status_text(
                 say, "found_one" if len(hits) == 1 else "found", count=len(hits), ms=f"{took:.0f}",
                 model=self.service.model_name,
             )
         if notice:
-            status += f"\n\n{status_text(say, 'note')} {html.escape(notice)}"
+            status += f"\n\n{status_text(say, 'note')} {plain(notice)}"
         return items, status
 
     def _classify(
@@ -151,7 +164,7 @@ class Handlers:
         say = _locale(request)
         lines = [status_text(say, "score_note", note=note)] if note else []
         if notice:
-            lines.append(f"{status_text(say, 'note')} {html.escape(notice)}")
+            lines.append(f"{status_text(say, 'note')} {plain(notice)}")
         return {label: float(p) for label, p in ranked}, "\n\n".join(lines)
 
     def browse(self, offset: int, request: gr.Request = None):
@@ -245,7 +258,7 @@ class Handlers:
         except Exception as exc:  # the chosen files, the gallery and the summary stay as they were
             return _refused("add", exc), gr.skip(), gr.skip(), gr.skip()
         lines = [status_text(_locale(request), "added", added=added, present=present, refused=len(refused))]
-        lines += [f"- {html.escape(reason)}" for reason in refused[:20]]
+        lines += [f"- {plain(reason)}" for reason in refused[:20]]
         try:
             items, summary, offset, _ = await self._page(request, int(offset))  # not on the event loop
         except Exception as exc:
@@ -263,7 +276,7 @@ def _tag_line(counts: dict[str, int], say: str = "en") -> str:
     if not counts:
         return ""
     return status_text(say, "tags") + ", ".join(
-        f"{html.escape(k)} ({v})" for k, v in list(counts.items())[:20]
+        f"{plain(k)} ({v})" for k, v in list(counts.items())[:20]
     )
 
 
