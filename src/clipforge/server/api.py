@@ -150,6 +150,17 @@ class _NotHere:
         await response(scope, receive, send)
 
 
+def served_image_types() -> list[str]:
+    """Every type an original may be served as: what Pillow names the formats it reads (`media.image_bytes` asks it),
+    so that an AVIF or JPEG 2000 upload's `image/avif` / `image/jp2` is one the contract declares (generated clients
+    and schemathesis refused the undeclared type)."""
+    from PIL import Image
+
+    Image.init()
+    named = {mime for mime in Image.MIME.values() if mime.startswith("image/")}
+    return sorted(named | {t.strip() for t in IMAGE_MEDIA_TYPES.split(",")})
+
+
 def build_router(service: LibraryService) -> APIRouter:
     """All endpoints, closed over `service` (its limits shape the declared bounds)."""
     router = APIRouter()
@@ -325,9 +336,7 @@ def build_router(service: LibraryService) -> APIRouter:
             created=created, image=schemas.image_out(record, service.tags(record.id), _prefix(request))
         )
 
-    image_types = {
-        t.strip(): {"schema": {"type": "string", "format": "binary"}} for t in IMAGE_MEDIA_TYPES.split(",")
-    }
+    image_types = {t: {"schema": {"type": "string", "format": "binary"}} for t in served_image_types()}
 
     @router.get(
         "/api/images/{image_id}",

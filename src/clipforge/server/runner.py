@@ -180,9 +180,10 @@ def token_from_env(environ: Any = None) -> str | None:
 
 
 def read_token_file(path: str | os.PathLike[str]) -> str:
-    """The token in `path` (surrounding whitespace removed); ServeError when it is missing or empty."""
+    """The token in `path` (surrounding whitespace and a UTF-8 byte order mark removed: Windows editors and
+    PowerShell's `Set-Content -Encoding UTF8` write one); ServeError when it is missing or empty."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise ServeError(
             f"cannot read --token-file {path}: {getattr(exc, 'strerror', None) or exc}"

@@ -46,6 +46,13 @@ class TokenChecker:
     def __init__(self, token: str | None) -> None:
         if token is not None and not token.strip():
             raise ValueError("the server token must not be empty (omit --token to run without one)")
+        if token is not None:
+            # HTTP carries header values as bytes that servers read as Latin-1, clients send as UTF-8 or Latin-1:
+            # a token of other characters started fine and then matched no client's header (curl's UTF-8 bytes)
+            odd = next((i for i, c in enumerate(token.strip(), 1) if not " " <= c <= "~"), None)
+            if odd is not None:
+                raise ValueError(f"the server token must be printable ASCII, as HTTP headers carry it: its character "
+                                 f"{odd} is not (choose letters, digits and punctuation)")
         self._token = token.strip().encode() if token else None
         self._wrong: OrderedDict[str, deque[float]] = OrderedDict()  # address -> times of its recent wrong tokens
         self._lock = threading.Lock()

@@ -238,8 +238,8 @@ class LibraryService:
         templates = templates_for_labels(self.clean_template(template), clean)
         count = len(get_templates(templates)) if isinstance(templates, str) else len(templates)
         if len(clean) * count > self.limits.max_prompts:
-            raise APIError(
-                400,
+            raise APIError(  # a limit passed by a well-formed request: 413, as every other (400 is "malformed")
+                413,
                 "too_many_prompts",
                 f"{len(clean)} labels x {count} templates = {len(clean) * count:,} prompts; at most "
                 f"{self.limits.max_prompts:,} prompts per request: use fewer labels or a smaller template "
