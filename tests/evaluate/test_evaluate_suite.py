@@ -73,8 +73,10 @@ def test_suite_cells_missing_failed_and_resume(tmp_path, monkeypatch):
     cf = sst["clipforge"]
     assert cf["prompt_set"] == "SST2" and cf["images_evaluated"] == 6 and cf["images_skipped"] == 0
     assert cf["paper_metric"] == "top1" and cf["split"] == "test" and cf["precision"] == "fp32"
-    assert voc["clipforge"]["paper_metric"] == "mAP11"
-    assert voc["metrics"]["mean_average_precision"] == voc["clipforge"]["paper_value"]
+    assert voc["clipforge"]["paper_metric"] == "mAP11" and voc["dataset"] == "voc2007_multilabel"
+    # CLIP_benchmark's name holds CLIP_benchmark's mAP (all 20 classes, non-interpolated), not the devkit's 11-point
+    assert set(voc["metrics"]) == {"mean_average_precision"}
+    assert voc["metrics"]["mean_average_precision"] != voc["clipforge"]["paper_value"]
     import pyarrow.parquet as pq
 
     preds = pq.read_table(cf["predictions"]).to_pydict()

@@ -211,7 +211,9 @@ def _finish(report: dict, keys: list[str], args: argparse.Namespace) -> int:
     metrics = report["metrics"]
     paper = report.get("paper_metric")
     keys = keys + ([paper] if paper and paper not in keys else [])
-    shown = "  ".join(f"{k} {100 * metrics[k]:.2f}%" for k in keys if isinstance(metrics.get(k), float))
+    # None: undefined for this dataset (top5 of fewer than 5 classes; CLIP_benchmark's NaN), shown as n/a
+    shown = "  ".join(f"{k} " + ("n/a" if metrics[k] is None else f"{100 * metrics[k]:.2f}%") for k in keys
+                      if k in metrics and (metrics[k] is None or isinstance(metrics[k], float)))
     if paper and paper != "top1" and isinstance(metrics.get(paper), float):
         shown += f"  (the CLIP paper reports {paper} for this dataset)"
     print(f"{report['model']['name']} on {report['dataset']['name']}: {shown}")

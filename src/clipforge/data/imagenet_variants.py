@@ -10,8 +10,10 @@
   prompted with ObjectNet's own class names as CLIP_benchmark does; each image's 1-pixel red
   border is cropped (2 px a side) before preprocessing.
 - VOC 2007 classification: multi-label; `multilabels` [N, 20] holds 1 / 0 (difficult) / -1
-  from `ImageSets/Main/<class>_<split>.txt`, scored with 11-point mAP; `label` is the first
-  class present (for the single-label plumbing).
+  from `ImageSets/Main/<class>_<split>.txt`, scored with mAP only (the devkit's 11-point one, the CLIP
+  paper's, and CLIP_benchmark's `voc2007_multilabel` one). `label` is the first class present, only
+  so the single-label plumbing (loaders, Parquet's ``label``) can carry the images: no accuracy is
+  computed from it (`eval zeroshot` reports none, `eval linear-probe` refuses the dataset).
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ Karpathy's `dataset_flickr30k.json` / `dataset_coco.json` (caption_datasets.zip)
 with its split and sentences; the CLIP paper's retrieval numbers use the "test" split (1,000
 Flickr30k images, 5,000 COCO images) with 5 captions per image (COCO images with more keep the
 first five, as is standard). Flickr8k comes as Kaggle's `captions.txt` CSV (or our CSV form) or as
-its authors' `Flickr8k.token.txt` with the split lists (see `flickr_text`).
+its authors' `Flickr8k.token.txt` with the split lists (see `flickr_text`); without a split list every
+captioned image is read and the dataset's split is "all", whatever split was asked for (`retrieval_split`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from .base import DatasetFormatError, DatasetLayoutError
 from .captions import CaptionDataset, CaptionTable, default_images_dir, read_caption_csv
 from .flickr_text import find_split_list, read_split_list
 
-__all__ = ["KARPATHY_LAYOUT", "open_karpathy_json", "open_retrieval_dataset", "read_karpathy"]
+__all__ = ["KARPATHY_LAYOUT", "open_karpathy_json", "open_retrieval_dataset", "read_karpathy", "retrieval_split"]
 
 KARPATHY_LAYOUT = """\
   flickr30k: ROOT/dataset_flickr30k.json + ROOT/flickr30k-images/<filename>   (or ROOT/images/)
@@ -106,10 +107,25 @@ def _open_flickr8k(key: str, root: Path, split: str, transform: Callable | None)
         if not table.images:
             raise DatasetFormatError(f"{listing}: none of its {len(keep)} images has a caption in {csv}")
         layout = f"{key} ({listing.name})"
-    else:
-        layout = f"{key} (no split list: every captioned image)"
+    else:  # every image, whatever split was asked for: the dataset says so (split "all"), never "test"
+        layout, split = f"{key} (no split list: every captioned image)", "all"
     images = default_images_dir(csv, table.images[0] if table.images else None)
     return CaptionDataset.from_table(table, images, transform, name=key, split=split, layout=layout)
+
+
+def retrieval_split(key: str, root: str | Path, split: str = "test") -> str:
+    """The split a retrieval dataset of catalogue key `key` under `root` gives when `split` is asked for, read from
+    which files are there (no image, no caption): `split` for Karpathy's JSON (Flickr30k, MSCOCO) and for Flickr8k
+    with its split list (`Flickr_8k.testImages.txt`: the 1,000 test images, Karpathy's Flickr8k test split); "all"
+    for a Flickr8k without one (Kaggle's `captions.txt`), which `_open_flickr8k` reads whole. The suite names its
+    cell by it: a cell of every image is not CLIP_benchmark's ``flickr8k`` (the Karpathy 1k test split)."""
+    root = Path(root)
+    if key in _JSON:
+        return split
+    csv = root if root.is_file() else next((root / n for n in _FLICKR8K_CAPTIONS if (root / n).is_file()), None)
+    if csv is None:
+        return split  # opening it says what is missing
+    return split if find_split_list(csv.parent, split) is not None else "all"
 
 
 def _only(table: CaptionTable, names: set[str]) -> CaptionTable:

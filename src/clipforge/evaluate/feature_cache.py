@@ -2,71 +2,159 @@
 
 A linear probe's cost is almost all feature extraction; the fits afterwards take seconds.
 Features are keyed by the weights fingerprint, the dataset (name, resolved root, split), the
-exact subset of indices and the input resolution, and written atomically as safetensors.
+exact subset of indices, the input resolution and a digest of what the features and labels are
+OF (`dataset_digest`: each sample's source, label, size and mtime), and written atomically as
+safetensors.
+
+Decisions this module owns:
+
+- **A cache never changes which labels a probe is scored against.** The key had no file list: after a user
+  swapped two training class folders (or moved a few misfiled images), the next run read the old features WITH
+  THEIR OLD LABELS and printed the old result with exit status 0. The digest makes a relabelled, edited, added or
+  removed file a miss, and a hit is still checked against the dataset's labels at the cached indices; a dataset
+  that cannot say what its samples are (no ``samples``) is not cached at all.
+- **A hit's timing is this run's.** It used to hand back the extracting run's throughput and batch size as if
+  measured now: a hit reports the seconds this run spent reading the entry, ``features_cached: true``, no
+  throughput, and the extracting run's timing under ``extracted_by_an_earlier_run``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
+import stat
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from clipforge.atomic import atomic_path
 from clipforge.evaluate.features import FeatureResult, extract_image_features
 from clipforge.zeroshot.embeddings import default_cache_dir
 
-__all__ = ["cached_features", "default_feature_cache_dir", "feature_cache_key"]
+__all__ = ["cached_features", "dataset_digest", "default_feature_cache_dir", "feature_cache_key"]
 
-_VERSION = 1
+_VERSION = 2  # 2: the key covers the samples' digest; entries of version 1 are never read
+log = logging.getLogger(__name__)
 
 
 def default_feature_cache_dir() -> Path:
     return default_cache_dir().parent / "features"
 
 
+def _stat(path: Any) -> tuple[int, int] | None:
+    """(size, mtime_ns) of a file on disk, or None (an archive member, an array row)."""
+    try:
+        st = os.stat(path)
+    except (OSError, TypeError, ValueError):
+        return None
+    return (st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None
+
+
+def dataset_digest(dataset: Any, indices: Sequence[int] | None) -> str | None:
+    """A digest of what features of `dataset` (subset `indices`) are of, or None when the dataset cannot say.
+
+    Covers the class names; each chosen sample's source, label and (for a file on disk) size and mtime_ns; the
+    files that hold samples which are not files of their own (a zip, an HDF5 file: size and mtime_ns); the pixels
+    of an in-memory array dataset (CIFAR's pickles, MNIST); and VOC's multi-label marks. So a relabelled, edited,
+    added or removed file changes it. Stats only, no image is read: ~1 s per 300k files on a local disk."""
+    samples = getattr(dataset, "samples", None)
+    if not isinstance(samples, (list, tuple)):
+        return None
+    chosen = range(len(samples)) if indices is None else indices
+    h = hashlib.blake2b(digest_size=16)
+    h.update(json.dumps([str(c) for c in getattr(dataset, "classnames", [])], ensure_ascii=False).encode())
+    for i in chosen:
+        source, label = samples[int(i)]
+        h.update(f"{source}\0{int(label)}\0{_stat(source)}\n".encode("utf-8", "surrogateescape"))
+    for attr in ("root", "images_path", "csv_path"):  # containers: a zip root, an .h5 file
+        value = getattr(dataset, attr, None)
+        if value is not None:
+            h.update(f"{attr}\0{_stat(value)}\n".encode())
+    images = getattr(dataset, "images", None)
+    if isinstance(images, np.ndarray):  # pixels held in memory: hash them (CIFAR-10 test: 30 MB, ~30 ms)
+        pick = images if indices is None else images[np.asarray(list(indices), dtype=np.int64)]
+        h.update(np.ascontiguousarray(pick).data)
+    marks = getattr(dataset, "multilabels", None)
+    if marks is not None:
+        marks = np.asarray(marks)
+        h.update(np.ascontiguousarray(marks if indices is None else marks[list(indices)]).tobytes())
+    return h.hexdigest()
+
+
 def feature_cache_key(fingerprint: str, dataset: Any, split: str, indices: Sequence[int] | None,
-                      resolution: int, model_class: str = "") -> str:
+                      resolution: int, model_class: str = "", digest: str | None = None) -> str:
     payload = json.dumps({
         "version": _VERSION, "fingerprint": fingerprint, "model_class": model_class,
         "dataset": str(getattr(dataset, "name", "")),
         "root": str(Path(getattr(dataset, "root", "")).resolve()), "split": split,
         "num_samples": len(dataset), "indices": None if indices is None else list(indices),
-        "resolution": int(resolution),
+        "resolution": int(resolution), "digest": digest,
     }, separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
-def _load(path: Path) -> FeatureResult | None:
+def _load(path: Path, digest: str) -> FeatureResult | None:
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in ("features", "labels", "indices")}
+        if meta.get("digest") != digest:
+            return None
         return FeatureResult(tensors["features"], tensors["labels"], tensors["indices"],
                              json.loads(meta.get("bad", "{}")), json.loads(meta.get("timing", "{}")))
     except Exception:  # a damaged cache entry is recomputed, never trusted
         return None
 
 
+def _labels_agree(hit: FeatureResult, dataset: Any) -> bool:
+    """Whether the cached labels are the dataset's labels at the cached indices (a digest collision, an entry
+    written by hand or by another version: never trusted)."""
+    samples = dataset.samples
+    try:
+        want = [int(samples[int(i)][1]) for i in hit.indices.tolist()]
+    except (IndexError, TypeError, ValueError):
+        return False
+    return len(want) == len(hit.labels) and want == hit.labels.tolist()
+
+
+def _hit_timing(hit: FeatureResult, seconds: float, batch_size: int, workers: int) -> dict[str, Any]:
+    """This run's timing of a cache hit: the seconds spent reading the entry (and checking it), nothing decoded
+    or encoded; the extracting run's numbers kept apart, under their own key."""
+    return {"images": len(hit.labels), "features_cached": True, "cache_read_s": round(seconds, 4),
+            "total_s": round(seconds, 4), "images_per_s": None, "decode_preprocess_s": 0.0, "model_s": 0.0,
+            "batch_size": batch_size, "workers": workers, "extracted_by_an_earlier_run": hit.timing}
+
+
 def cached_features(model: torch.nn.Module, dataset: Any, *, fingerprint: str, split: str,
                     indices: Sequence[int] | None, cache_dir: str | Path | None, batch_size: int, workers: int,
                     device: torch.device, progress: bool = True, use_cache: bool = True) -> tuple[FeatureResult, bool]:
-    """Features of `dataset` (subset `indices`), from the cache when present; returns (result, hit)."""
+    """Features of `dataset` (subset `indices`), from the cache when present and still the dataset's; returns
+    (result, hit). On a hit ``result.timing`` describes this run (``features_cached: true``)."""
     from safetensors.torch import save_file
 
+    t0 = time.perf_counter()
+    digest = dataset_digest(dataset, indices) if use_cache else None
+    if use_cache and digest is None:
+        log.info("features of %s not cached: the dataset does not list its samples", getattr(dataset, "name", split))
+        use_cache = False
     cache_dir = Path(cache_dir) if cache_dir is not None else default_feature_cache_dir()
     key = feature_cache_key(fingerprint, dataset, split, indices, int(model.visual.input_resolution),
-                            f"{type(model).__module__}.{type(model).__qualname__}")
+                            f"{type(model).__module__}.{type(model).__qualname__}", digest)
     path = cache_dir / f"{key}.safetensors"
     if use_cache and path.is_file():
-        hit = _load(path)
-        if hit is not None:
+        hit = _load(path, str(digest))
+        if hit is not None and _labels_agree(hit, dataset):
+            hit.timing = _hit_timing(hit, time.perf_counter() - t0, batch_size, workers)
             return hit, True
+        log.warning("feature cache %s is unreadable or not the dataset's (labels differ): extracted again", path)
     result = extract_image_features(model, dataset, batch_size=batch_size, workers=workers, device=device,
                                     indices=indices, progress=progress, desc=f"features {split}")
     if use_cache:
@@ -75,10 +163,7 @@ def cached_features(model: torch.nn.Module, dataset: Any, *, fingerprint: str, s
                 save_file({"features": result.features.contiguous(), "labels": result.labels.contiguous(),
                            "indices": result.indices.contiguous()}, str(tmp),
                           metadata={"bad": json.dumps(result.bad), "timing": json.dumps(result.timing),
-                                    "fingerprint": fingerprint, "split": split})
+                                    "fingerprint": fingerprint, "split": split, "digest": str(digest)})
         except OSError as exc:
-            import logging
-
-            logging.getLogger(__name__).warning("could not write feature cache %s: %s", path, exc)
+            log.warning("could not write feature cache %s: %s", path, exc)
     return result, False
-

@@ -16,10 +16,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from clipforge.data.base import DatasetFormatError, DatasetLayoutError
 from clipforge.evaluate.common import open_eval_dataset, report_header, resolve_model
 from clipforge.evaluate.feature_cache import cached_features
 from clipforge.evaluate.features import subset_indices
-from clipforge.evaluate.metrics import mean_per_class_recall, topk_accuracy
+from clipforge.evaluate.metrics import defined, mean_per_class_recall, topk_accuracy
 from clipforge.evaluate.probe import (
     fewshot_split,
     fit_probe,
@@ -43,13 +44,67 @@ from clipforge.evaluate.report import (
     write_plots,
 )
 
-__all__ = ["evaluate_linear_probe"]
+__all__ = ["NoTrainSplitError", "class_map", "evaluate_linear_probe", "open_probe_splits"]
 
 
-def _scores(probs: np.ndarray, y: np.ndarray) -> dict[str, float]:
+class NoTrainSplitError(DatasetLayoutError):
+    """The dataset's test split is there and its training split is not (a test-only copy: the shared mini CUB,
+    an ImageNet sample): the message is the dataset's own; the suite skips the probe cell, `eval linear-probe`
+    exits 2 as for any missing folder."""
+
+
+def _scores(probs: np.ndarray, y: np.ndarray) -> dict[str, float | None]:
+    """top1, top5 (None with fewer than 5 classes, CLIP_benchmark's NaN: not a trivial 100%) and mean per-class
+    recall of a probe's class probabilities."""
     acc = topk_accuracy(probs, y, ks=(1, 5))
     pred = probs.argmax(axis=1)
-    return {"top1": acc[1], "top5": acc[5], "mean_per_class_recall": mean_per_class_recall(y, pred, probs.shape[1])}
+    return {"top1": acc[1], "top5": defined(acc[5]),
+            "mean_per_class_recall": mean_per_class_recall(y, pred, probs.shape[1])}
+
+
+def open_probe_splits(dataset: str, root: str | Path | None, train_split: str, test_split: str,
+                      transform: Any) -> tuple[Any, Any]:
+    """(train, test) datasets of catalogue name `dataset`; the test split first, so a training split that is not
+    there (a missing folder or file, or no sample listed for it) is a `NoTrainSplitError`, not a broken dataset."""
+    test_ds = open_eval_dataset(dataset, root, test_split, transform)
+    try:
+        train_ds = open_eval_dataset(dataset, root, train_split, transform)
+    except (DatasetLayoutError, DatasetFormatError) as exc:
+        if isinstance(exc, DatasetLayoutError) or "has no samples for split" in str(exc):
+            raise NoTrainSplitError(str(exc)) from exc
+        raise
+    return train_ds, test_ds
+
+
+def _shown(names: Sequence[str]) -> str:
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "") if names else "none"
+
+
+def class_map(train_ds: Any, test_ds: Any, name: str) -> np.ndarray | None:
+    """Each training label's index in the test split's class list: None when the two lists are the same; a
+    mapping by name when they hold the same classes in another order; ValueError, naming the classes only in
+    one of them, when they differ. Comparing the counts alone fit a probe on train/{cat,dog,frog} and scored it
+    on test/{cat,frog,horse}, label 1 meaning "dog" to the fit and "frog" to the score, with exit status 0."""
+    train, test = [str(c) for c in train_ds.classnames], [str(c) for c in test_ds.classnames]
+    if train == test:
+        return None
+    only_train = [c for c in train if c not in set(test)]
+    only_test = [c for c in test if c not in set(train)]
+    if only_train or only_test or len(set(train)) != len(train) or len(set(test)) != len(test):
+        where = f"train ({getattr(train_ds, 'root', '?')}) and test ({getattr(test_ds, 'root', '?')})"
+        raise ValueError(f"the {where} splits of {name} have different classes: only in train: {_shown(only_train)}; "
+                         f"only in test: {_shown(only_test)} (a probe fit on one class list and scored on another "
+                         "measures nothing: give both splits the same classes)")
+    index = {c: i for i, c in enumerate(test)}
+    return np.array([index[c] for c in train], dtype=np.int64)
+
+
+def refuse_undefined_top5(expect: Mapping[str, float], num_classes: int, name: str) -> None:
+    """ValueError for ``--expect top5`` on a dataset of fewer than 5 classes, before any image is read: top-5 is
+    undefined there (CLIP_benchmark writes NaN) and the report's top5 is null."""
+    if "top5" in expect and num_classes < 5:
+        raise ValueError(f"--expect top5: top-5 accuracy is undefined for the {num_classes} classes of {name} "
+                         "(fewer than 5; the report writes null, as CLIP_benchmark writes NaN)")
 
 
 def fewshot_counts(y_shot: np.ndarray, k: int, classnames: Sequence[Any]) -> tuple[dict[str, int], str | None]:
@@ -127,7 +182,9 @@ def evaluate_linear_probe(model: str | torch.nn.Module, dataset: str | tuple[Any
     of the full probe, and accuracy against k for few-shot. A C at the edge of the widened sweep is
     logged and noted in the report (``probe.full.note``) since the optimum may lie beyond it.
     `predictions`: a Parquet path for each test sample's `top_k` classes under the full probe.
-    `expect` names, the limits and the output folders are checked before anything is loaded. The
+    Train and test class lists must hold the same classes (another order is mapped by name; other classes are
+    refused, naming them); a multi-label dataset (VOC 2007) is refused; a training split that is not there is a
+    `NoTrainSplitError`. `expect` names, the limits and the output folders are checked before anything is loaded. The
     report's ``timing.probe`` has the seconds the C searches and fits took (``fit_threads``: the
     BLAS/OpenMP threads they ran with, see `probe.limited_fit_threads`).
     """
@@ -143,17 +200,19 @@ def evaluate_linear_probe(model: str | torch.nn.Module, dataset: str | tuple[Any
 
     ev = resolve_model(model, device, preprocess, model_name, precision=precision, exact_decode=exact_decode)
     if isinstance(dataset, str):
-        train_ds = open_eval_dataset(dataset, root, train_split, ev.preprocess)
-        test_ds = open_eval_dataset(dataset, root, test_split, ev.preprocess)
+        train_ds, test_ds = open_probe_splits(dataset, root, train_split, test_split, ev.preprocess)
         ds_name = dataset
     else:
         train_ds, test_ds = dataset
         ds_name = str(getattr(train_ds, "name", "dataset"))
+    if getattr(test_ds, "multilabels", None) is not None or getattr(train_ds, "multilabels", None) is not None:
+        raise ValueError(f"{ds_name} is multi-label (an image may hold several of its {len(test_ds.classnames)} "
+                         "classes): a single-label probe would be fit and scored on each image's first class present, "
+                         "a number neither the CLIP paper nor CLIP_benchmark reports; evaluate it zero-shot (mAP)")
     refuse_same_images(train_ds, test_ds, ds_name, root)
-    if len(train_ds.classnames) != len(test_ds.classnames):
-        raise ValueError(f"train and test splits of {ds_name} disagree on the classes "
-                         f"({len(train_ds.classnames)} vs {len(test_ds.classnames)})")
+    to_test = class_map(train_ds, test_ds, ds_name)  # training labels in the test split's class order
     num_classes = len(test_ds.classnames)
+    refuse_undefined_top5(expect, num_classes, ds_name)
     fingerprint = ev.fingerprint or str(model_fingerprint(ev.model))
     # features differ (slightly) by precision and decode: each combination is its own cache entry
     feature_key = f"{fingerprint}-{ev.precision}-{'draft' if ev.draft_decode else 'exact'}"
@@ -172,6 +231,9 @@ def evaluate_linear_probe(model: str | torch.nn.Module, dataset: str | tuple[Any
                      "cached" if hit else "extracted", f"{result.bad.get('skipped', 0)} bad images skipped")
             log_skipped(log, result.bad, ds, what=split)
         x_tr, y_tr = feats["train"][0].features.numpy(), feats["train"][0].labels.numpy()
+        if to_test is not None:
+            y_tr = to_test[y_tr]
+            log.info("train classes are the test classes in another order: mapped by name")
         x_te, y_te = feats["test"][0].features.numpy(), feats["test"][0].labels.numpy()
 
         metrics: dict[str, Any] = {}
@@ -232,12 +294,16 @@ def evaluate_linear_probe(model: str | torch.nn.Module, dataset: str | tuple[Any
                         "train_root": str(getattr(train_ds, "root", root)), "train_split": train_split,
                         "test_split": test_split, "num_classes": num_classes,
                         "train_examples": int(len(y_tr)), "test_examples": int(len(y_te)),
+                        "train_images": len(train_ds), "test_images": len(test_ds),
+                        **({"train_classes_mapped_by_name": True} if to_test is not None else {}),
                         "limit_train": limit_train, "limit_test": limit_test,
                         "train_missing": skipped_files(train_ds), **skipped_files(test_ds)},
             "probe": {"classifier": "sklearn LogisticRegression (multinomial, L-BFGS, L2)", "max_iter": max_iter,
                       "val_fraction": val_fraction, "seeds": seeds, **({"full": probe_info} if full else {})},
+            "classnames": [str(c) for c in test_ds.classnames],
             "metrics": metrics,
             "bad_images": {s: feats[s][0].bad for s in feats},
+            # on a feature-cache hit, this run's seconds (features_cached: true), never the extracting run's
             "timing": {**{s: {**feats[s][0].timing, "cached": feats[s][1]} for s in feats},
                        **({"probe": probe_timing} if probe_timing else {})},
             "memory": peak_memory(ev.device),

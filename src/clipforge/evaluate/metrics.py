@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 __all__ = [
-    "binary_roc_auc", "classification_metrics", "confusion_matrix", "mean_average_precision_11pt", "mean_per_class_recall", "per_class_accuracy",
+    "average_precision_per_class", "binary_roc_auc", "classification_metrics", "confusion_matrix", "defined",
+    "mean_average_precision", "mean_average_precision_11pt", "mean_per_class_recall", "per_class_accuracy",
     "predictions", "retrieval_metrics", "retrieval_rank_lists", "retrieval_ranks", "target_ranks", "topk_accuracy",
 ]
 
@@ -53,11 +54,20 @@ def predictions(scores) -> torch.Tensor:
 
 
 def topk_accuracy(scores, targets, ks: Iterable[int] = (1, 5)) -> dict[int, float]:
-    """Fraction of samples whose target ranks within the top k, for each k (k > C counts as C)."""
+    """Fraction of samples whose target ranks within the top k, for each k; NaN for a k above the number of
+    classes C, as CLIP_benchmark writes ``acc5`` for fewer than 5 classes: every target is then in the "top 5",
+    and the 100% it used to give (k > C counted as C) read as a result beside CLIP_benchmark's empty field."""
     ranks = target_ranks(scores, targets)
+    num_classes = _scores(scores).shape[1]
     if len(ranks) == 0:
         return {int(k): float("nan") for k in ks}
-    return {int(k): int((ranks < k).sum()) / len(ranks) for k in ks}
+    return {int(k): int((ranks < k).sum()) / len(ranks) if k <= num_classes else float("nan") for k in ks}
+
+
+def defined(value: float) -> float | None:
+    """`value`, or None for NaN: what a report writes for a metric that is undefined (top-5 of 2 classes),
+    JSON's null, shown as "n/a" by every table."""
+    return None if value is None or np.isnan(value) else float(value)
 
 
 def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
@@ -88,7 +98,7 @@ def classification_metrics(scores, targets, ks: Sequence[int] = (1, 5)) -> dict:
     pred = predictions(s)
     acc = topk_accuracy(s, y, ks)
     return {
-        **{f"top{k}": v for k, v in acc.items()},
+        **{f"top{k}": defined(v) if k > num_classes else v for k, v in acc.items()},  # null: more k than classes
         "mean_per_class_recall": mean_per_class_recall(y, pred, num_classes),
         "per_class_accuracy": [None if np.isnan(a) else float(a) for a in per_class_accuracy(y, pred, num_classes)],
         "num_samples": int(len(y)),
@@ -188,6 +198,34 @@ def mean_average_precision_11pt(scores, targets) -> float:
     aps = [average_precision_11pt(s[:, c], t[:, c] == 1, t[:, c] == 0) for c in range(s.shape[1])]
     aps = [a for a in aps if not np.isnan(a)]
     return float(np.mean(aps)) if aps else float("nan")
+
+
+def average_precision_per_class(scores, positive) -> np.ndarray:
+    """Non-interpolated average precision of each class, CLIP_benchmark's ``average_precision_per_class`` (torchnet's
+    meter): the mean of the precision at the rank of each positive, over the ranking of every image; a class with no
+    positive scores 0 (``max(positives, 1)``). `positive` [N, C] marks the images containing each class. Ties are
+    ranked by index, lowest first (this module's rule; torch's unstable sort leaves them in no set order)."""
+    s = _scores(scores).numpy().astype(np.float64)
+    pos = np.asarray(positive, dtype=bool)
+    if s.ndim != 2 or s.shape != pos.shape:
+        raise ValueError(f"scores {s.shape} and positives {pos.shape} must both be [N, C]")
+    ap = np.zeros(s.shape[1])
+    ranks = np.arange(1, s.shape[0] + 1)
+    for c in range(s.shape[1]):
+        hits = pos[np.argsort(-s[:, c], kind="stable"), c]
+        precision = np.cumsum(hits) / ranks
+        ap[c] = precision[hits].sum() / max(int(hits.sum()), 1)
+    return ap
+
+
+def mean_average_precision(scores, targets) -> float:
+    """CLIP_benchmark's ``mean_average_precision`` of ``voc2007_multilabel``: `average_precision_per_class` averaged
+    over ALL classes (a class absent from the images counts 0). `targets` [N, C] as the VOC devkit marks them (1
+    present, 0 difficult, -1 absent): CLIP_benchmark reads every annotated object, difficult ones too, so 0 and 1
+    are both present here (the devkit's 11-point mAP, `mean_average_precision_11pt`, leaves difficult ones out)."""
+    t = np.asarray(targets)
+    ap = average_precision_per_class(scores, t >= 0)
+    return float(ap.mean()) if ap.size and t.shape[0] else float("nan")
 
 
 def binary_roc_auc(scores, targets) -> float:

@@ -4,7 +4,8 @@ A suite's aggregate numbers are only as trustworthy as what can be inspected und
 one row per evaluated sample lets a person find the images a model gets wrong, and lets two
 runs be compared sample by sample. Columns: ``index`` (dataset position), ``source`` (file or
 archive member), ``label``, ``topk_ids`` (list<int32>) and ``topk_scores`` (list<float32>),
-best first under the metrics module's tie rule (lower class id first among equal scores).
+best first under the metrics module's tie rule (lower class id first among equal scores); a multi-label set
+(VOC 2007) adds ``labels`` (list<int32>: every class in the image).
 """
 
 from __future__ import annotations
@@ -29,18 +30,24 @@ def topk_rows(scores: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def write_predictions(path: str | Path, indices: Sequence[int] | torch.Tensor, sources: Sequence[str],
-                      labels: Sequence[int] | torch.Tensor, scores: torch.Tensor, k: int = 5) -> Path:
+                      labels: Sequence[int] | torch.Tensor, scores: torch.Tensor, k: int = 5,
+                      present: Sequence[Sequence[int]] | None = None) -> Path:
+    """`present`: a multi-label set's classes in each image (VOC 2007), written as ``labels`` (list<int32>) beside
+    ``label``, which is then only the first of them."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     ids, top = topk_rows(scores, k)
-    table = pa.table({
+    columns = {
         "index": pa.array(np.asarray(indices, dtype=np.int64)),
         "source": pa.array([str(s) for s in sources], pa.string()),
         "label": pa.array(np.asarray(labels, dtype=np.int64)),
         "topk_ids": pa.array(list(ids), pa.list_(pa.int32())),
         "topk_scores": pa.array(list(top), pa.list_(pa.float32())),
-    })
+    }
+    if present is not None:
+        columns["labels"] = pa.array([list(map(int, p)) for p in present], pa.list_(pa.int32()))
+    table = pa.table(columns)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:

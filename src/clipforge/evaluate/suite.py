@@ -4,9 +4,13 @@ A cell is (model fingerprint, dataset, split, task, prompt set[, subset]). Each 
 very functions the single commands run (`evaluate_zeroshot`, `evaluate_linear_probe`,
 `evaluate_retrieval`), so a suite cell equals `clipforge eval zeroshot`'s number for the same
 inputs. A finished cell's JSON is written last and atomically; a rerun finds it and recomputes
-nothing (the model is loaded to learn its fingerprint, no image is read), and what a killed run left
+nothing (the model is loaded to learn its fingerprint, each dataset is opened to check that the cell
+measured this copy and size of it, `suite_data`; no image is read), and what a killed run left
 unfinished is removed, never read (`suite_files`). Missing datasets are listed with where to get them
-and skipped; a cell that fails, whatever the error, is recorded with its reason, not fatal.
+and skipped; a cell that fails, whatever the error, is recorded with its reason, not fatal; a linear
+probe of a dataset without a training split here is listed as skipped, not failed.
+Each model is loaded once, before its cells: its seconds are the summary's ``models[].load_seconds``
+(and a cell's ``model_load_seconds``), not part of any cell's ``wall_seconds``.
 
 Layout of `out_dir`: ``cells/<model>/<cell>.json`` (CLIP_benchmark's result format: dataset,
 model, pretrained, task, metrics, language; our details under ``clipforge``; names keep Chinese and
@@ -25,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from clipforge.atomic import write_json_atomic
+from clipforge.evaluate.suite_data import changed, dataset_now, details, language, metrics_cb, row_values
 from clipforge.evaluate.suite_files import (
     clean_stale,
     clip_benchmark_name,
@@ -53,6 +58,7 @@ class Cell:
     split: str
     prompts: str  # the prompt set ("-" where a task uses none)
     root: Path
+    skip: str = ""  # why the cell is not run (a probe of a dataset without a training split): listed, not failed
 
 
 @dataclass(frozen=True)
@@ -144,29 +150,26 @@ def _cells(spec: str, ready: list[tuple], tasks: Sequence[str], templates: str |
     dataset with: the set of the model's first language (`clipforge-tiny-zh` x cifar10: zh-cifar10; the suite
     prompted every model in English), as far as its `--models` entry tells (a name, a folder with languages.json;
     a bare checkpoint file is read as English, as `eval zeroshot` reads it only once loaded)."""
+    from clipforge.data.retrieval_sets import retrieval_split
     from clipforge.evaluate.common import default_templates
     from clipforge.zeroshot.languages import default_template_set, model_languages
 
     languages = model_languages(spec) if spec else ("en",)
     cells = []
     for info, data_root in ready:
-        if info.task == "retrieval":
-            cells.append(Cell(spec, info.key, "retrieval", info.test_split, "-", data_root))
+        if info.task == "retrieval":  # Flickr8k without a split list is read whole: split "all", not "test"
+            cells.append(Cell(spec, info.key, "retrieval", retrieval_split(info.key, data_root, info.test_split), "-",
+                              data_root))
             continue
         if "zeroshot" in tasks:
             prompts = templates or default_template_set(info.key, languages, default_templates(info.key))
             cells.append(Cell(spec, info.key, "zeroshot", info.test_split, prompts, data_root))
-        if "linear-probe" in tasks and info.train_split:
-            cells.append(Cell(spec, info.key, "linear-probe", info.test_split, "-", data_root))
+        if "linear-probe" in tasks:
+            skip = "" if info.train_split else f"no train split: linear probe skipped ({info.key} has none)"
+            if info.metric == "mAP11":
+                skip = f"multi-label: linear probe skipped ({info.key}: clipforge's probe is single-label)"
+            cells.append(Cell(spec, info.key, "linear-probe", info.test_split, "-", data_root, skip))
     return cells
-
-
-def _metrics_cb(task: str, metrics: dict[str, Any]) -> dict[str, float]:
-    """Our metric names -> CLIP_benchmark's (acc1, acc5, mean_per_class_recall, recall@k, lp_*), from the one
-    table `--expect` also reads (`report.CB_METRICS`); mAP11 only where the dataset has it (VOC 2007)."""
-    from clipforge.evaluate.report import CB_METRICS
-
-    return {cb: metrics[ours] for cb, ours in CB_METRICS[task].items() if ours in metrics}
 
 
 def _run_cell(cell: Cell, ev: Any, out_dir: Path, cid: str, *, limit: int | None, limit_train: int | None,
@@ -193,54 +196,6 @@ def _run_cell(cell: Cell, ev: Any, out_dir: Path, cid: str, *, limit: int | None
     return evaluate_retrieval(ev, ds, limit=limit, dataset_name=cell.dataset, predictions=preds, **common)
 
 
-def _details(cell: Cell, report: dict[str, Any], seconds: float, cid: str,
-             top_k: int = DEFAULT_TOP_K) -> dict[str, Any]:
-    """What a cell records besides its metrics: clipforge's name of the dataset, counts, skips and why, prompts,
-    precision, decode, speed, the subsets (``limit``; a probe's ``limit_train``) and the predictions' ``top_k``."""
-    from clipforge.evaluate.common import paper_metric
-
-    bad = report.get("bad_images", {})
-    if cell.task == "linear-probe":
-        evaluated = report["dataset"]["test_examples"]
-        skipped = sum(b.get("skipped", 0) for b in bad.values())
-        reasons = [e for b in bad.values() for e in b.get("examples", [])]
-        timing = report["timing"]["test"]
-    else:
-        evaluated = report["metrics"].get("num_samples", report["metrics"].get("num_images"))
-        skipped, reasons, timing = bad.get("skipped", 0), bad.get("examples", []), report["timing"]
-    metric = "top1" if cell.task == "linear-probe" else (
-        paper_metric(cell.dataset) if cell.task == "zeroshot" else "image_to_text_R@1")
-    return {
-        "cell": cid, "dataset": cell.dataset, "split": cell.split, "task": cell.task, "prompt_set": cell.prompts,
-        "fingerprint": report["model"]["fingerprint"], "weights": report["model"]["weights"],
-        "precision": report["model"]["precision"],
-        "decode": "draft" if report["model"]["draft_decode"] else "exact",
-        "images_evaluated": evaluated, "images_skipped": skipped,
-        "skip_reasons": [f"{e.get('source')}: {e.get('reason')}" for e in reasons[:20]],
-        "files_missing": report["dataset"].get("missing_files", 0),
-        "seconds_per_image": round(timing.get("total_s", seconds) / max(1, evaluated or 1), 6),
-        "wall_seconds": round(seconds, 3), "paper_metric": metric,
-        "paper_value": report["metrics"].get(metric), "report": report["files"]["report"],
-        "predictions": report["files"].get("predictions"),
-        "limit": report["dataset"].get("limit", report["dataset"].get("limit_test")),
-        **({"limit_train": report["dataset"].get("limit_train")} if cell.task == "linear-probe" else {}),
-        **({"top_k": top_k} if cell.task in TOP_K_TASKS else {}),
-        "date": report.get("date"),
-        **({"notice": report["notice"]} if report.get("notice") else {}),
-        # prompts whose label the model's context cuts, captions read by their beginning only (`text_cut`)
-        **{key: report[key] for key in ("prompts_cut", "captions_cut", "cut_notice") if report.get(key)},
-    }
-
-
-def _language(report: dict[str, Any]) -> str:
-    """CLIP_benchmark's ``language`` of a cell: that of the class names and templates it prompted with (``zh``
-    for ``--templates zh-cifar10``; it said ``en`` whatever the prompts), ``en`` for a task without prompts."""
-    from clipforge.zeroshot.languages import language_of
-
-    prompts = [*report.get("classnames", []), *report.get("templates", {}).get("templates", [])]
-    return language_of(" ".join(map(str, prompts))) if prompts else "en"
-
-
 def run_suite(models: Sequence[str], datasets: Sequence[str] | str, root: str | Path | None, out_dir: str | Path,
               *, tasks: Sequence[str] = ("zeroshot", "retrieval"), templates: str | None = None,
               limit: int | None = None, limit_train: int | None = None, batch_size: int = 64, workers: int = 0,
@@ -258,6 +213,7 @@ def run_suite(models: Sequence[str], datasets: Sequence[str] | str, root: str | 
 
     from clipforge.data.catalog import expand_datasets
     from clipforge.evaluate.common import resolve_model
+    from clipforge.evaluate.linear_probe_eval import NoTrainSplitError
     from clipforge.evaluate.suite_table import check_suite_expectations, write_tables
 
     # above the progress bar, not into it (a plain print wrote "...1.14s/cell][1/2] model x cifar10 ..." on one line)
@@ -286,13 +242,17 @@ def run_suite(models: Sequence[str], datasets: Sequence[str] | str, root: str | 
     if removed:
         say(f"removed {removed} unfinished file(s) a stopped run left in {out_dir}")
     rows: list[dict[str, Any]] = []
+    loads: list[dict[str, Any]] = []  # each model's load (once, before its cells): not in any cell's seconds
     total = len(models) * len(_cells("", ready, tasks, templates))
     position = 0
+    memo: dict[tuple, dict[str, Any]] = {}  # each dataset opened once to check the cells read back (no image read)
     with tqdm(total=total, desc="suite", unit="cell", disable=not progress) as bar:
         unloadable: list[BaseException] = []
         for spec in models:
+            t_load = time.perf_counter()
             try:
                 ev = resolve_model(spec, device, precision=precision, exact_decode=exact_decode)
+                fingerprint = ev.describe()["fingerprint"]
             except Exception as exc:  # noqa: BLE001 - one model's failure is its cells', never the grid's
                 # a model that cannot load fails its own cells; it ended the whole grid after the models before
                 # it had run, with no table written
@@ -301,12 +261,13 @@ def run_suite(models: Sequence[str], datasets: Sequence[str] | str, root: str | 
                 say(f"failed {spec}: the model did not load: {reason}")
                 for cell in _cells(spec, ready, tasks, templates):
                     rows.append({"model": spec, "dataset": cell.dataset, "task": cell.task, "split": cell.split,
-                                 "prompt_set": cell.prompts, "cell_file": "", "status": "failed",
-                                 "error": f"model did not load: {reason}"})
+                                 "prompt_set": cell.prompts, "cell_file": "", "status": "skipped" if cell.skip
+                                 else "failed", "error": cell.skip or f"model did not load: {reason}"})
                     bar.update(1)
                     position += 1
                 continue
-            fingerprint = ev.describe()["fingerprint"]
+            load_s = round(time.perf_counter() - t_load, 3)
+            loads.append({"model": spec, "load_seconds": load_s})
             model_name, pretrained = _model_fields(spec, ev)
             for cell in _cells(spec, ready, tasks, templates):
                 mode = f"{ev.precision}-{'draft' if ev.draft_decode else 'exact'}"
@@ -316,14 +277,22 @@ def run_suite(models: Sequence[str], datasets: Sequence[str] | str, root: str | 
                 bar.set_postfix_str(f"{spec} x {cell.dataset} ({cell.task})")
                 row = {"model": spec, "dataset": cell.dataset, "task": cell.task, "split": cell.split,
                        "prompt_set": cell.prompts, "cell_file": str(path)}
+                if cell.skip:  # listed and counted, not failed: the run still exits 0
+                    say(f"[{position}/{total}] {spec} x {cell.dataset}: {cell.skip}")
+                    rows.append({**row, "cell_file": "", "status": "skipped", "error": cell.skip})
+                    bar.update(1)
+                    continue
                 done = same_settings(read_cell(path), cell.task, limit_train, top_k)
                 if done is None:  # written by an earlier version (ASCII-only names): only if it is this very cell
                     old = legacy_cell_path(out_dir / "cells", spec,
                                            _id_parts(cell, fingerprint, limit, mode, limit_train, top_k))
                     done = same_settings(read_cell(old, spec, cell.prompts), cell.task, limit_train, top_k)
                     row["cell_file"] = str(old if done is not None else path)
+                if done is not None and (why := _reuse_problem(done, cell, memo, limit)):
+                    say(f"cell {Path(row['cell_file']).stem}: {why}: computed again")
+                    done, row["cell_file"] = None, str(path)
                 if done is not None:
-                    rows.append({**row, **_row_values(done), "status": "cached"})
+                    rows.append({**row, **row_values(done), "status": "cached"})
                     bar.update(1)
                     continue
                 t0 = time.perf_counter()
@@ -331,30 +300,39 @@ def run_suite(models: Sequence[str], datasets: Sequence[str] | str, root: str | 
                     report = _run_cell(cell, ev, out_dir, cid, limit=limit, limit_train=limit_train,
                                        batch_size=batch_size, workers=workers, top_k=top_k,
                                        feature_cache_dir=feature_cache_dir, cache_dir=cache_dir)
-                    details = _details(cell, report, time.perf_counter() - t0, cid, top_k)
-                    # CLIP_benchmark's name for the dataset (imagenet1k, vtab/resisc45), so `clip_benchmark build`
-                    # puts ours and theirs in one column; ours stays in the clipforge section
-                    result = {"dataset": clip_benchmark_name(cell.dataset), "model": model_name, "pretrained": pretrained,
-                              "task": TASK_NAMES[cell.task], "metrics": _metrics_cb(cell.task, report["metrics"]),
-                              "language": _language(report), "clipforge": {"model_spec": spec, **details}}
-                    result = finite(result)  # NaN (mAP of a subset with no positives) as null: NaN is not JSON
+                    info = details(cell, report, time.perf_counter() - t0, cid,
+                                   top_k if cell.task in TOP_K_TASKS else None)
+                    # CLIP_benchmark's name for the dataset (imagenet1k, vtab/resisc45, voc2007_multilabel,
+                    # flickr8k_all), so `clip_benchmark build` puts ours and theirs in one column; ours stays below
+                    result = {"dataset": clip_benchmark_name(cell.dataset, cell.split), "model": model_name,
+                              "pretrained": pretrained, "task": TASK_NAMES[cell.task],
+                              "metrics": metrics_cb(cell.task, report["metrics"]), "language": language(report),
+                              "clipforge": {"model_spec": spec, **info, "model_load_seconds": load_s}}
+                    result = finite(result)  # NaN (an undefined metric) as null: NaN is not JSON
                     # written last: its presence means the cell is finished; a write that fails (a full disk, its
                     # temporary removed by another machine's run into the same --out) is this cell's failure only
                     write_json_atomic(path, result)  # its temporary named with this host: `clean_stale`
+                except NoTrainSplitError as exc:  # a test-only copy (the shared mini CUB): skipped, not failed
+                    why = f"no train split: linear probe skipped ({_reason(exc, first_line=True)})"
+                    say(f"[{position}/{total}] {spec} x {cell.dataset}: {why}")
+                    rows.append({**row, "cell_file": "", "status": "skipped", "error": why})
+                    bar.update(1)
+                    continue
                 except Exception as exc:  # noqa: BLE001 - one bad cell is counted and explained; the rest go on
                     reason = _reason(exc, first_line=True)
                     say(f"[{position}/{total}] failed {spec} x {cell.dataset} ({cell.task}): {reason}")
                     rows.append({**row, "status": "failed", "error": reason})
                     bar.update(1)
                     continue
-                rows.append({**row, **_row_values(result), "status": "computed"})
+                rows.append({**row, **row_values(result), "status": "computed"})
                 value = result["clipforge"]["paper_value"]
-                say(f"[{position}/{total}] {spec} x {cell.dataset} ({cell.task}): {details['paper_metric']} "
-                    + ("n/a" if value is None else f"{100 * float(value):.2f}%") + f" ({details['wall_seconds']:.1f} s)")
-                if details.get("cut_notice"):  # as `eval zeroshot` / `eval retrieval` say it, under its cell
-                    say(details["cut_notice"])
-                if details.get("notice"):  # prompts in a language the model was not trained for (eval zeroshot's)
-                    say(details["notice"])
+                say(f"[{position}/{total}] {spec} x {cell.dataset} ({cell.task}): {info['paper_metric']} "
+                    + ("n/a" if value is None else f"{100 * float(value):.2f}%") + f" ({info['wall_seconds']:.1f} s"
+                    + (", features cached" if info.get("features_cached") else "") + ")")
+                if info.get("cut_notice"):  # as `eval zeroshot` / `eval retrieval` say it, under its cell
+                    say(info["cut_notice"])
+                if info.get("notice"):  # prompts in a language the model was not trained for (eval zeroshot's)
+                    say(info["notice"])
                 bar.update(1)
     if unloadable and len(unloadable) == len(models):  # nothing could run: the first reason, as one line
         raise unloadable[0]
@@ -362,6 +340,7 @@ def run_suite(models: Sequence[str], datasets: Sequence[str] | str, root: str | 
     checks = check_suite_expectations(rows, expect, tolerance)
     failed = [r for r in rows if r.get("status") == "failed"]
     summary = {"cells": rows, "missing": missing, "expectations": checks, "failed": len(failed),
+               "skipped": sum(r.get("status") == "skipped" for r in rows), "models": loads,
                "passed": all(c["ok"] for c in checks) and not failed, "out_dir": str(out_dir)}
     summary["files"] = write_tables(summary, out_dir)
     return summary
@@ -374,6 +353,18 @@ def _reason(exc: BaseException, first_line: bool = False) -> str:
     if isinstance(exc, (OSError, ValueError, KeyError, RuntimeError)):
         return text or type(exc).__name__
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _reuse_problem(done: dict[str, Any], cell: Cell, memo: dict[tuple, dict[str, Any]],
+                   limit: int | None) -> str | None:
+    """Why a finished cell of this name is not this run's result (another copy or size of the dataset, or a cell
+    that does not say), or None to reuse it. A dataset that no longer opens: computed again, to fail with its
+    reason (or be skipped, a probe whose training split is gone)."""
+    try:
+        now = dataset_now(cell, memo)
+    except Exception as exc:  # noqa: BLE001 - the computation says it properly
+        return f"the dataset does not open ({_reason(exc, first_line=True)})"
+    return changed(done["clipforge"], now, limit)
 
 
 def _earlier_cells(out_dir: Path, seen: set[str]) -> list[dict[str, Any]]:
@@ -390,14 +381,5 @@ def _earlier_cells(out_dir: Path, seen: set[str]) -> list[dict[str, Any]]:
         rows.append({"model": cf.get("model_spec", done.get("model")), "dataset": cf.get("dataset", done["dataset"]),
                      "task": cf["task"],
                      "split": cf["split"], "prompt_set": cf["prompt_set"], "cell_file": str(path),
-                     **_row_values(done), "status": "earlier run"})
+                     **row_values(done), "status": "earlier run"})
     return rows
-
-
-def _row_values(result: dict[str, Any]) -> dict[str, Any]:
-    cf = result["clipforge"]
-    return {"metric": cf["paper_metric"], "value": cf["paper_value"], "fingerprint": cf["fingerprint"],
-            "images_evaluated": cf["images_evaluated"], "images_skipped": cf["images_skipped"],
-            "seconds_per_image": cf["seconds_per_image"], "wall_seconds": cf.get("wall_seconds"),
-            "precision": cf["precision"], "decode": cf["decode"], "limit_train": cf.get("limit_train"),
-            "metrics": result["metrics"]}

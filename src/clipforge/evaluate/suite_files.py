@@ -25,14 +25,19 @@ Decisions this module owns:
   run on another machine, whose pids mean nothing here: judged by pid alone, its live temporary was removed and
   its cell failed. A temporary without a host (an earlier version's) waits out the day too (`atomic`'s rule).
 - **CLIP_benchmark's dataset names.** A cell's ``dataset`` is the name CLIP_benchmark writes for that dataset
-  (``imagenet1k``, ``imagenet-a``, ``flowers``, ``renderedsst2``, ``mscoco_captions``, ``vtab/resisc45``...:
-  `clip_benchmark_name`), so `clip_benchmark build` merges our cells and theirs into one column per dataset;
-  clipforge's own name (the catalogue key, the file name's first part) is ``clipforge.dataset``.
+  (``imagenet1k``, ``imagenet-a``, ``flowers``, ``renderedsst2``, ``mscoco_captions``, ``vtab/resisc45``,
+  ``voc2007_multilabel``...: `clip_benchmark_name`), so `clip_benchmark build` merges our cells and theirs into one
+  column per dataset; clipforge's own name (the catalogue key, the file name's first part) is ``clipforge.dataset``.
+  A cell that is not what CLIP_benchmark's name means is named otherwise: Flickr8k without a split list (every
+  image) is ``flickr8k_all``, split ``all``.
 - **A cell is read back only for its own settings.** ``--limit-train`` and ``--top-k`` are parts of a cell's name
   when not at their defaults, and a cell records them (``limit_train``, ``top_k``); a cell written before they were
   recorded is checked against its full report (`same_settings`), so a probe trained on a subset is never taken for
   one trained on all the images.
-- **Valid JSON.** NaN (VOC mAP of a subset without positives) is written as ``null``: ``NaN`` is not JSON, and
+- **A cell is read back only for its own dataset.** A cell records its data root (resolved) and the split's
+  image and missing-file counts (a probe's training images too); a rerun whose dataset differs computes it again
+  and says why (`suite_data`): a 190-image copy's number was reported "cached" for the 10,000-image test set.
+- **Valid JSON.** NaN (an undefined metric: top-5 of fewer than 5 classes) is written as ``null``: ``NaN`` is not JSON, and
   ``jq``, JavaScript and strict parsers refuse the file.
 """
 
@@ -76,11 +81,17 @@ CLIP_BENCHMARK_NAMES = {
     "imagenet": "imagenet1k", "imagenet_a": "imagenet-a", "imagenet_r": "imagenet-r", "flowers102": "flowers",
     "rendered_sst2": "renderedsst2", "mscoco": "mscoco_captions", "resisc45": "vtab/resisc45",
     "kitti_distance": "vtab/kitti_closest_vehicle_distance", "clevr_counts": "vtab/clevr_count_all",
+    # whole images, multi-label, mAP: CLIP_benchmark's `voc2007` is another task (one cropped object a sample, acc1)
+    "voc2007": "voc2007_multilabel",
 }
 
 
-def clip_benchmark_name(dataset: str) -> str:
-    """The ``dataset`` a cell of clipforge's catalogue key `dataset` records: CLIP_benchmark's name for it."""
+def clip_benchmark_name(dataset: str, split: str | None = None) -> str:
+    """The ``dataset`` a cell of clipforge's catalogue key `dataset` records: CLIP_benchmark's name for it. A
+    Flickr8k read whole (split "all": no split list beside Kaggle's captions.txt) is ``flickr8k_all``: CLIP_benchmark's
+    ``flickr8k`` is Karpathy's 1,000-image test split, whose recall a gallery 8 times larger does not measure."""
+    if dataset == "flickr8k" and split == "all":
+        return "flickr8k_all"
     return CLIP_BENCHMARK_NAMES.get(dataset, dataset)
 
 

@@ -73,7 +73,8 @@ def evaluate_zeroshot(model: str | torch.nn.Module, dataset: str | Any, root: st
     ``prompts_cut`` counts the prompts whose label the model's context cuts, ``cut_notice`` says so when any is).
     `predictions`: a Parquet path for each evaluated sample's `top_k` class ids and scores.
     The report's ``paper_metric`` names the CLIP paper's number for the dataset (mean per-class
-    accuracy for some, 11-point mAP for multi-label VOC 2007, which the metrics then include).
+    accuracy for some, 11-point mAP for multi-label VOC 2007, whose metrics are ``mAP11`` and CLIP_benchmark's
+    ``mean_average_precision`` only). ``top5`` is null (not 100%) with fewer than 5 classes, as CLIP_benchmark.
     `expect` names, `limit` and the output folders are checked before the model or the dataset is
     loaded (they were checked after the run, losing it); `--expect acc1=...` (the suite's name) works.
     """
@@ -98,6 +99,10 @@ def evaluate_zeroshot(model: str | torch.nn.Module, dataset: str | Any, root: st
         classnames_for(ds_name, template_spec, len(ds.classnames), own, get_templates(template_spec)) or own)
     if len(names) != len(ds.classnames):
         raise ValueError(_names_misfit(names, names_file, ds.classnames, ds_name))
+    multilabels = getattr(ds, "multilabels", None)  # VOC 2007: scored by mAP only (no single-label accuracy)
+    if "top5" in expect and len(names) < 5:  # before any image is read: the report's top5 is null
+        raise ValueError(f"--expect top5: top-5 accuracy is undefined for the {len(names)} classes of {ds_name} "
+                         "(fewer than 5; the report writes null, as CLIP_benchmark writes NaN)")
     # Chinese class names with an English set that has a Chinese twin ("simple", "imagenet") are prompted with
     # the twin (as `ZeroShotClassifier` does): resolved here so the report names the templates that were used
     template_spec = templates_for_labels(template_spec, names)
@@ -125,21 +130,17 @@ def evaluate_zeroshot(model: str | torch.nn.Module, dataset: str | Any, root: st
         result = extract_image_features(ev.model, ds, batch_size=batch_size, workers=workers, device=ev.device,
                                         indices=chosen, progress=progress, desc=f"zeroshot {ds_name}")
         scores = classifier.logits(result.features).cpu()
-        metrics = classification_metrics(scores, result.labels, ks=(1, 5))
-        multilabels = getattr(ds, "multilabels", None)
-        if multilabels is not None:  # VOC 2007: every class present in the image counts (11-point mAP)
-            from clipforge.evaluate.metrics import mean_average_precision_11pt
-
-            metrics["mAP11"] = mean_average_precision_11pt(scores, np.asarray(multilabels)[result.indices.numpy()])
+        marks = None if multilabels is None else np.asarray(multilabels)[result.indices.numpy()]
+        metrics = classification_metrics(scores, result.labels, ks=(1, 5)) if marks is None else \
+            _multilabel_metrics(scores, marks)
         if paper_metric(ds_name) == "roc_auc" and scores.shape[1] == 2:  # Hateful Memes
             from clipforge.evaluate.metrics import binary_roc_auc
 
             metrics["roc_auc"] = binary_roc_auc(scores[:, 1] - scores[:, 0], result.labels)
-        if paper_metric(ds_name) == "mean_top1_top5":  # Kinetics-700, as the paper reports it
-            metrics["mean_top1_top5"] = (metrics["top1"] + metrics["top5"]) / 2
-        log.info("top1 %.2f%% top5 %.2f%% mean per-class recall %.2f%% over %d images; %s",
-                 100 * metrics["top1"], 100 * metrics["top5"], 100 * metrics["mean_per_class_recall"],
-                 metrics["num_samples"], f"{result.bad['skipped']} bad images skipped")
+        if paper_metric(ds_name) == "mean_top1_top5" and marks is None:  # Kinetics-700, as the paper reports it
+            metrics["mean_top1_top5"] = None if metrics["top5"] is None else (metrics["top1"] + metrics["top5"]) / 2
+        log.info("%s over %d images; %s", _summary(metrics), metrics["num_samples"],
+                 f"{result.bad['skipped']} bad images skipped")
         log_skipped(log, result.bad, ds)
         timing = {**result.timing, "class_embeddings_s": round(embed_s, 4),
                   "class_embeddings_cached": classifier.cache_hit}
@@ -169,13 +170,34 @@ def evaluate_zeroshot(model: str | torch.nn.Module, dataset: str | Any, root: st
 
             report["files"]["predictions"] = str(write_predictions(
                 predictions, result.indices, [ds.source_name(int(i)) for i in result.indices], result.labels,
-                scores, top_k))
-        if plot_dir is not None:
+                scores, top_k, present=None if marks is None else [np.flatnonzero(m >= 0).tolist() for m in marks]))
+        if plot_dir is not None and marks is not None:  # per-class accuracy and confusion need one label an image
+            report["files"]["plots"] = []
+            log.info("no plots for a multi-label dataset: per-class accuracy and confusion need one label an image")
+        elif plot_dir is not None:
             title = f"{ev.name} on {ds_name}"
             write_plots(report, log, lambda: _plots(metrics, names, result.labels, top1_predictions(scores), plot_dir,
                                                     stem, title))
         finish_report(report, metrics, expect, tolerance, json_path, log)
     return report
+
+
+def _multilabel_metrics(scores: torch.Tensor, marks: np.ndarray) -> dict[str, Any]:
+    """A multi-label set's metrics (VOC 2007; `marks` [N, C]: 1 present, 0 difficult, -1 absent): the devkit's
+    11-point mAP (``mAP11``, the CLIP paper's number) and CLIP_benchmark's ``mean_average_precision``
+    (``voc2007_multilabel``: non-interpolated, difficult objects present, all classes). No top-1/top-5/per-class
+    recall: they were scored on each image's first class present, which neither reports."""
+    from clipforge.evaluate.metrics import mean_average_precision, mean_average_precision_11pt
+
+    return {"mAP11": mean_average_precision_11pt(scores, marks), "mean_average_precision":
+            mean_average_precision(scores, marks), "num_samples": int(len(marks)), "num_classes": int(marks.shape[1])}
+
+
+def _summary(metrics: dict[str, Any]) -> str:
+    """The log's line of the metrics, in percent; "n/a" for one that is undefined (top5 of fewer than 5 classes)."""
+    names = ("top1", "top5", "mean_per_class_recall", "mAP11", "mean_average_precision")
+    return " ".join(f"{n.replace('_', ' ')} " + ("n/a" if metrics[n] is None else f"{100 * metrics[n]:.2f}%")
+                    for n in names if n in metrics)
 
 
 def _language_notice(names: Sequence[str], templates: Sequence[str], ev: Any) -> str | None:
