@@ -214,8 +214,8 @@ def test_a_library_this_user_cannot_write_is_searched_as_it_is(built, without_ro
         assert added.returncode == 2 and "Traceback" not in added.stderr, added.stderr
         line = added.stderr.strip().splitlines()[-1]
         assert line.startswith(f"error: cannot write library database {lib / 'library.sqlite3'} "
-                               "(attempt to write a readonly database): give this user write access to "
-                               f"{lib} and its files"), line
+                               f"(attempt to write a readonly database); the folder {lib} is read-only for this "
+                               f"user: give this user write access to {lib} and its files"), line
         assert _snapshot(lib) == before
     finally:
         for path, mode in modes.items():

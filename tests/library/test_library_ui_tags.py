@@ -46,5 +46,5 @@ def test_ui_keeps_upload_names_lists_tags_and_explains_an_empty_tag_filter(tmp_p
     assert sum(counts.values()) == 5 and sum(library.tag_counts().values()) == 5
     assert summary.endswith(" · tags: " + ", ".join(f"{k} ({v})" for k, v in counts.items()))
     _, status = _run(handlers.search("a photo", None, 5, "giraffe"))
-    assert status.startswith("No results: no photo has tag &#x27;giraffe&#x27;; tags: ") and "empty" not in status
+    assert status.startswith("No results: no photo has tag 'giraffe'; tags: ") and "empty" not in status
     library.close()

@@ -50,7 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "(model, --precision, --exact-decode, --float32, --shard-size, files) and refuses "
                              "any other")
     add_output_arguments(parser)
-    parser.set_defaults(func=run, files_ahead=files_ahead)
+    parser.set_defaults(func=run, files_ahead=files_ahead,
+                        stop_note="every partition written before it is kept, nothing lost; run the same command "
+                                  "again to resume")
 
 
 def files_ahead(args: argparse.Namespace) -> tuple[str, Callable[[], list[str]]] | None:

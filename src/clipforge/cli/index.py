@@ -101,7 +101,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add.add_argument("--json", action="store_true", help="print the report as JSON")
     add.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     add_library_arguments(add)
-    add.set_defaults(func=run_add, files_ahead=files_ahead)
+    add.set_defaults(func=run_add, files_ahead=files_ahead,  # stopped: `clipforge.cli.main._stopped`'s line
+                     stop_note="every batch indexed before it is kept, nothing lost; run the same command again to "
+                               "resume")
 
     remove = sub.add_parser("remove", help="forget images by id, file or folder (files are not deleted)",
                             description="Forget images by id, file path, or every image under a folder. The files "
@@ -167,7 +169,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     copy.add_argument("--batch-size", type=int, default=1000, help="files per write (default 1000, at most 1000000)")
     copy.add_argument("--json", action="store_true", help="print the report as JSON")
     copy.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
-    copy.set_defaults(func=run_copy)
+    copy.set_defaults(func=run_copy, stop_note="every batch copied before it is kept, nothing lost; run the same "
+                                               "command again to finish the copy")
 
     rebuild = sub.add_parser("rebuild", help="rebuild the vector index (optionally as another kind)",
                              description="Rebuild the FAISS index from the database, optionally as another kind "

@@ -9,9 +9,11 @@ their `run` functions so `clipforge --help` stays fast.
 `clipforge.errors.UserError` (and the plain ValueError / OSError of bad input) becomes one line
 ``error: ...`` on stderr and status 2 (`report_error`, which commands that keep going after a
 bad item call too), a missing optional extra names it ("pip install 'clipforge[app]'"), a closed
-stdout (`clipforge models --json | head`) ends quietly with 141. Anything else is a bug and keeps
-its traceback. No other module calls `sys.exit` or chooses a status for an exception
-(tests/core/test_one_error_edge.py).
+stdout (`clipforge models --json | head`) ends quietly with 141, Ctrl-C with ``interrupted`` and 130,
+SIGTERM (a service manager's stop) the same way with ``terminated`` and 143; a command that can say what its
+run left adds it (``set_defaults(stop_note=...)``: `index add` keeps every committed batch and resumes when
+run again). Anything else is a bug and keeps its traceback. No other module calls `sys.exit` or chooses a
+status for an exception (tests/core/test_one_error_edge.py).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import pkgutil
 import sys
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import NoReturn, TextIO
 
 import clipforge.cli as cli_package
@@ -229,7 +231,65 @@ def _remember_preprocess(hint: str) -> None:
         prefetch.save_hint(hint, prefetch.hint_to_keep())
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (systemd's and Kubernetes' stop signal), raised where Ctrl-C raises KeyboardInterrupt: every
+    command's cleanup for an interrupt runs for it too, and it ends in one line and status 143 (128 + 15), as
+    SIGINT ends in one line and 130. Before, the process died on the spot: status -15, the log ending mid-bar."""
+
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+EXIT_TERMINATED = 143  # 128 + SIGTERM
+_OWN_SIGNALS = {"serve", "milvus-server"}
+"""Commands that install their own SIGTERM handling (uvicorn's graceful shutdown; stopping the Milvus server)."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt(args: argparse.Namespace) -> Iterator[None]:
+    """SIGTERM raises `Terminated` while the command runs (main thread only, where Python delivers signals); a
+    second SIGTERM during the cleanup ends the process at once, as the default does.
+
+    A service manager signals the whole process group, so the decoding workers (torch's DataLoader processes) die
+    of the same SIGTERM; torch's SIGCHLD handler then raised "DataLoader worker (pid N) is killed by signal:
+    Terminated" inside the cleanup, a traceback before the one line. Their end is part of the stop: SIGCHLD is
+    left to the default while the command stops, and its handler restored after."""
+    import signal
+
+    if _command_name(args) in _OWN_SIGNALS or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    child = getattr(signal, "SIGCHLD", None)
+    on_child: list[object] = []  # the SIGCHLD handler the stop set aside
+
+    def stop(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if child is not None:
+            on_child.append(signal.signal(child, signal.SIG_DFL))
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if child is not None and on_child and on_child[0] is not None:
+            signal.signal(child, on_child[0])  # type: ignore[arg-type]
+
+
+def _stopped(args: argparse.Namespace, exc: KeyboardInterrupt) -> int:
+    """One line for a command stopped by SIGINT or SIGTERM: what happened, and what its run left (the command's
+    `stop_note`, where it can say it: ``index add``'s committed batches, resumed by running it again)."""
+    word, code = ("terminated", EXIT_TERMINATED) if isinstance(exc, Terminated) else ("interrupted", EXIT_INTERRUPTED)
+    note = getattr(args, "stop_note", None)
+    print(f"{word}: {note}" if note else word, file=sys.stderr)
+    return code
+
+
 def _run(args: argparse.Namespace) -> int:
+    with _sigterm_as_interrupt(args):
+        return _run_command(args)
+
+
+def _run_command(args: argparse.Namespace) -> int:
     try:
         from clipforge.cli.common import check_local_inputs
 
@@ -237,9 +297,8 @@ def _run(args: argparse.Namespace) -> int:
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows up here, inside the handler, not at interpreter exit
         return code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        return _stopped(args, exc)
     except BrokenPipeError:
         _silence_stdout()
         return EXIT_BROKEN_PIPE

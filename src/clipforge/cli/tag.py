@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     add_output_arguments(parser, json=False)
     add_library_arguments(parser)
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, stop_note="run the same command again to finish tagging")
 
 
 def run_list(args: argparse.Namespace) -> int:

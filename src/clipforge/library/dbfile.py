@@ -25,6 +25,7 @@ the next run, and shown escaped (``caf\\xe9.jpg``) wherever text is required.
 from __future__ import annotations
 
 import base64
+import contextlib
 import errno
 import os
 import sqlite3
@@ -35,8 +36,8 @@ from pathlib import Path
 from clipforge.library.schema import SchemaError
 
 __all__ = ["DamagedLibraryError", "LibraryWriteError", "access_error", "check_database_file", "damage_error", "display_path",
-           "file_stamp", "from_db", "open_read_only", "open_writable", "path_text", "text_path", "to_db", "wal_path",
-           "write_error"]
+           "file_stamp", "from_db", "not_writable", "open_read_only", "open_writable", "path_text", "read_only_part",
+           "text_path", "to_db", "wal_path", "write_error"]
 
 _MAGIC = b"SQLite format 3\x00"
 _DAMAGE_CODES = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
@@ -152,10 +153,12 @@ def write_error(path: Path, exc: sqlite3.Error) -> LibraryWriteError | None:
                                    "space (or raise the limit) and run the command again")
 
 
-def access_error(path: Path, exc: sqlite3.Error) -> LibraryWriteError | None:
+def access_error(path: Path, exc: sqlite3.Error, writing: bool = False) -> LibraryWriteError | None:
     """The error to raise for `exc` when this user may not write the library (a read-only folder, file or
     disk). Such a library is still searched as it is (`Store` opens it read-only) unless its write-ahead log
-    holds writes not yet copied into the file: SQLite reads those only through shared memory beside it."""
+    holds writes not yet copied into the file: SQLite reads those only through shared memory beside it.
+    `writing`: `exc` ended a write (the library was read, so its log is no matter): the sentence names what is
+    read-only (the folder, the file, the disk) instead; a copy's write-ahead log was blamed for a read-only folder."""
     name = str(getattr(exc, "sqlite_errorname", ""))
     text = str(exc)
     if not (name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM")) or "readonly database" in text
@@ -163,11 +166,43 @@ def access_error(path: Path, exc: sqlite3.Error) -> LibraryWriteError | None:
         return None
     folder = display_path(os.fspath(Path(path).parent))
     wal = wal_path(Path(path))
-    pending = (f"; its write-ahead log {display_path(wal.name)} holds writes not yet copied into it, which SQLite "
-               "reads only from a folder it can write") if _size(wal) > 0 else ""
+    if writing:
+        why = read_only_part(Path(path))
+        clause = f"; {why}" if why else ""
+    else:
+        clause = (f"; its write-ahead log {display_path(wal.name)} holds writes not yet copied into it, which SQLite "
+                  "reads only from a folder it can write") if _size(wal) > 0 else ""
     return LibraryWriteError(errno.EACCES, f"cannot write library database {display_path(os.fspath(path))} "
-                                           f"({text}){pending}: give this user write access to {folder} and its "
+                                           f"({text}){clause}: give this user write access to {folder} and its "
                                            "files, or copy the library to a folder it can write")
+
+
+def read_only_part(path: Path) -> str | None:
+    """What makes `path` (a library's database, or a file it writes) read-only for this user, in words: the disk or
+    mount, its folder (or the nearest existing folder above it), or the file itself; None when none of them is."""
+    folder = next((p for p in [path.parent, *path.parent.parents] if p.exists()), path.parent)
+    with contextlib.suppress(OSError, AttributeError):
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return f"the disk holding {display_path(os.fspath(folder))} is mounted read-only"
+    if not os.access(folder, os.W_OK):
+        return f"the folder {display_path(os.fspath(folder))} is read-only for this user"
+    for file in (path, wal_path(path), path.with_name(path.name + "-shm")):
+        if file.exists() and not os.access(file, os.W_OK):
+            return f"the file {display_path(os.fspath(file))} is read-only for this user"
+    return None
+
+
+def not_writable(root: Path, exc: OSError) -> LibraryWriteError | None:
+    """The library's own write error for an OSError that says this user may not write `root`'s files (EACCES,
+    EPERM, EROFS: an upload stored in a read-only library), the same class and sentence a refused database write
+    gets (`access_error`: the REST answers it 403 read_only_library); None for any other OSError."""
+    if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return None
+    where = Path(exc.filename) if isinstance(exc.filename, str) else root
+    why = read_only_part(where / "x" if where.is_dir() else where) or (exc.strerror or str(exc)).lower()
+    return LibraryWriteError(errno.EACCES, f"cannot write library {display_path(os.fspath(root))}: {why}: give this "
+                                           f"user write access to {display_path(os.fspath(root))} and its files, or "
+                                           "copy the library to a folder it can write")
 
 
 def open_writable(path: Path) -> sqlite3.Connection:

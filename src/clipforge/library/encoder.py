@@ -119,10 +119,13 @@ class Encoder:
             raise ImageLoadError(f"{item.path}: {item.reason}", path=item.path, reason=item.reason)
         return self.encode_pixels(item.pixels.unsqueeze(0))[0]
 
-    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+    def encode_texts(self, texts: str | Sequence[str]) -> np.ndarray:
+        """[N, D] unit vectors of `texts`; one string is one text ([1, D], as `clipforge.tokenize` reads it), never
+        one text per character."""
         from clipforge.text import tokenize_for
+        from clipforge.zeroshot.inputs import text_list
 
-        tokens = tokenize_for(self.model, list(texts), self.context_length)  # the model's own tokenizer
+        tokens = tokenize_for(self.model, text_list(texts), self.context_length)  # the model's own tokenizer
         return self.batch_encoder.texts(tokens)
 
     def logit_scale(self) -> float:
@@ -135,9 +138,13 @@ class Encoder:
 
         return scoring_of(self.model)
 
-    def class_embeddings(self, labels: Sequence[str], templates: str | Sequence[str] = "imagenet",
+    def class_embeddings(self, labels: str | Sequence[str], templates: str | Sequence[str] = "imagenet",
                          cache_dir: str | Path | None = None, progress: bool = False) -> np.ndarray:
-        """[L, D] zero-shot class vectors (prompt ensemble), via ZeroShotClassifier, memoised."""
+        """[L, D] zero-shot class vectors (prompt ensemble), via ZeroShotClassifier, memoised. `labels`: a list, or
+        one string of comma-separated labels (``"cat,dog"``, as `Library.classify` reads it)."""
+        from clipforge.zeroshot.inputs import class_names
+
+        labels = class_names(labels, "labels")
         key = (tuple(labels), templates if isinstance(templates, str) else tuple(templates))
         with self._lock:
             classifier = self._classifiers.get(key)

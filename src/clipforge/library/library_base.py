@@ -13,6 +13,7 @@ a model space, statistics, lifetime).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ from clipforge.library.settings import check_max_pixels
 from clipforge.library.store import Store
 from clipforge.library.tagging import tags_on_add
 from clipforge.library.transaction import META_DIM, META_DTYPE, META_FINGERPRINT, META_NAME
+from clipforge.library.uploads import rehome_uploads
 from clipforge.library.vector_index import IndexSpec
 
 __all__ = [
@@ -63,6 +65,18 @@ class LibraryBase:
         new_space: bool = False,
         towers: Sequence[str] | None = None,
     ) -> None:
+        # Every keyword is checked before anything is made on disk: a refused call leaves no library behind
+        # (`Library(path, vector_dtype="float64")` raised after creating an empty library.sqlite3).
+        check_max_pixels(max_pixels or None)  # 0 or None: the default limit
+        if vector_dtype not in ("float32", "float16"):
+            raise ValueError(f"vector_dtype must be 'float32' or 'float16', got {vector_dtype!r}")
+        pending_spec = IndexSpec(kind=index) if isinstance(index, str) else index  # an unknown kind: ValueError
+        if pending_spec is not None and not isinstance(pending_spec, IndexSpec):
+            raise TypeError(f"index must be a kind ('flat', 'ivf', 'hnsw', 'auto') or an IndexSpec, got "
+                            f"{type(index).__name__}")
+        from clipforge.inference.precision import resolve_precision
+
+        resolve_precision(precision)
         self.paths = LibraryPaths(path)
         self.paths.check_folder()
         self._refuse_lost_database()
@@ -73,11 +87,8 @@ class LibraryBase:
         from clipforge.image import DEFAULT_MAX_PIXELS
 
         # None would mean "no cap" to load_image; a library always keeps the bomb guard.
-        check_max_pixels(max_pixels or None)
         self.max_pixels = int(max_pixels) if max_pixels else DEFAULT_MAX_PIXELS
         self._vector_dtype = vector_dtype
-        if vector_dtype not in ("float32", "float16"):
-            raise ValueError(f"vector_dtype must be 'float32' or 'float16', got {vector_dtype!r}")
         self._device = device
         # How the one files-to-embeddings path runs (`--precision`, `--exact-decode`); the library's
         # identity is the model's fp32 fingerprint, so a bf16 run adds to the same library.
@@ -91,22 +102,41 @@ class LibraryBase:
         self._manager: IndexManager | None = None
         self._init_lock = threading.Lock()
         self._write_lock = threading.RLock()
-        self._pending_spec = IndexSpec(kind=index) if isinstance(index, str) else index
+        self._pending_spec = pending_spec
         self.last_tagged = 0  # photos the last add tagged with the library's vocabulary
         self.last_filled = 0  # photos held already that the last add embedded into this model's space
         self._new_space = new_space  # a model without vectors here may start its own model space
-        if model is not None:
-            try:
+        try:
+            # a library moved, renamed or copied: its uploads' records follow it (`clipforge.library.uploads`)
+            rehome_uploads(self.store, self.paths)
+            if model is not None:
                 self._set_encoder(
                     resolve_encoder(
                         model, preprocess, device, precision=precision, draft=draft, towers=self._towers
                     )
                 )
-            except BaseException:
-                if made is not None:  # a mistyped --model must not leave an empty library behind
-                    self.store.close()
-                    made.discard()
-                raise
+                if create:
+                    self._claim_model()
+        except BaseException:
+            if made is not None:  # a mistyped --model must not leave an empty library behind
+                self.store.close()
+                made.discard()
+            raise
+
+    def _claim_model(self) -> None:
+        """A library opened to be written with an explicit model (`Library(path, model=M)`, `serve --create
+        --model M`) that records no model yet records M now: a later writer without a model (`index add DIR` in
+        another process) used the shipped default and made it the library's model, beside a server that searched
+        M's space and found nothing. (A recorded model that holds no vector is still replaced by the first
+        vectors of another, `Transaction.record_model`: an explicit `index add --model N` on the empty library.)
+        A library this user cannot write records nothing (nobody can add to it)."""
+        from clipforge.library.dbfile import LibraryWriteError
+
+        encoder = self._encoder
+        if encoder is None or self.store.get_meta(META_FINGERPRINT) is not None or self.store.read_only:
+            return
+        with contextlib.suppress(LibraryWriteError):
+            record_model(self.store, encoder.fingerprint, encoder.name or "", encoder.embed_dim, self._vector_dtype)
 
     def _refuse_lost_database(self) -> None:
         """An emptied or vanished database beside an index, thumbnails or uploads is a damaged library,

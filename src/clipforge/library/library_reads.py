@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -20,6 +21,7 @@ from clipforge.library.search import SearchHit, search_vector
 from clipforge.library.store import ImageRecord
 from clipforge.library.tag_answers import no_results_reason, tag_counts
 from clipforge.library.tagging import parse_labels
+from clipforge.library.uploads import home_path, home_record
 
 __all__ = ["LibraryReads"]
 
@@ -48,12 +50,23 @@ class LibraryReads(QueryMethods, LibraryBase):
             if under is not None:
                 inside = {i for folder in folders_of(under) for i in self.store.image_ids_under(folder)}
                 allowed = inside if allowed is None else allowed & inside
-            return search_vector(
+            hits = search_vector(
                 self.store, self.index_manager, vector, int(top_k), None if allowed is None else sorted(allowed)
             )
+        return [self._home_hit(hit) for hit in hits]
+
+    def _home_hit(self, hit: SearchHit) -> SearchHit:
+        """`hit` with this library's copies of its uploads (`uploads.home_path`: a moved library not rewritten)."""
+        path = home_path(self.paths, hit.path, hit.sha256) or hit.path
+        duplicates = [home_path(self.paths, p, hit.sha256) or p for p in hit.duplicates]
+        if (path, duplicates) == (hit.path, hit.duplicates):
+            return hit
+        return replace(hit, path=path, duplicates=duplicates)
 
     def get_image(self, image_id: int) -> ImageRecord | None:
-        return self.store.image(int(image_id))
+        """The record of `image_id` (None when unknown); an upload's path is this library's copy of it, wherever the
+        library folder was moved (`clipforge.library.uploads`)."""
+        return home_record(self.paths, self.store.image(int(image_id)))
 
     def image_bytes(self, image_id: int) -> tuple[bytes, str]:
         """(bytes, MIME type); KeyError for an unknown id."""
@@ -64,13 +77,18 @@ class LibraryReads(QueryMethods, LibraryBase):
         return thumbnail_bytes(self.paths, self._record(image_id), size, self.max_pixels)
 
     def _record(self, image_id: int) -> ImageRecord:
-        record = self.store.image(int(image_id))
+        record = home_record(self.paths, self.store.image(int(image_id)))
         if record is None:
             raise KeyError(f"no image with id {image_id} in library {self.paths.root}")
         return record
 
     def list_images(self, limit: int = 100, offset: int = 0, status: str | None = "ok") -> list[ImageRecord]:
-        return self.store.list_images(status=status, limit=limit, offset=offset)
+        return [self._home(r) for r in self.store.list_images(status=status, limit=limit, offset=offset)]
+
+    def _home(self, record: ImageRecord) -> ImageRecord:
+        found = home_record(self.paths, record)
+        assert found is not None
+        return found
 
     def iter_images(self, status: str | None = None, page: int = 5000) -> Iterator[ImageRecord]:
         """Every file record (of `status`, when given), oldest first, read `page` rows at a time by id
@@ -79,7 +97,7 @@ class LibraryReads(QueryMethods, LibraryBase):
         after = 0
         while True:
             records = self.store.images_after(after, page, status=status)
-            yield from records
+            yield from (self._home(r) for r in records)
             if len(records) < page:
                 return
             after = records[-1].id

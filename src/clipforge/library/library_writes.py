@@ -27,6 +27,7 @@ from clipforge.library.scan import ScanResult, normalise_path, scan_paths
 from clipforge.library.settings import check_add_settings, files_missing_vectors, release_pixel_failures
 from clipforge.library.store import ImageRecord
 from clipforge.library.tagging import TagReport, count_noun, tag_library, tag_new_images
+from clipforge.library.uploads import home_path, rehome_uploads
 from clipforge.library.vector_index import IndexSpec
 
 __all__ = ["FilledSpaceNotice", "LibraryWrites", "filled_sentence"]
@@ -283,9 +284,13 @@ class LibraryWrites(LibraryBase):
             return tx.delete_images(ids)
 
     def prune(self) -> int:
-        """Forget images whose file no longer exists; returns how many."""
+        """Forget images whose file no longer exists; returns how many. An upload recorded under another folder
+        whose copy is in this library's ``uploads/`` (the library was moved) is not gone: its record follows it
+        first (`uploads.rehome_uploads`)."""
         with self._write_lock, library_lock(self.paths.lock):  # a running add may relink a moved file
-            gone = [r.id for r in self.store.list_images() if not os.path.exists(r.path)]
+            rehome_uploads(self.store, self.paths, force=True)
+            gone = [r.id for r in self.store.list_images()
+                    if not os.path.exists(r.path) and home_path(self.paths, r.path, r.sha256) is None]
             if not gone:
                 return 0
             with self.store.transaction() as tx:

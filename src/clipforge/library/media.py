@@ -22,6 +22,7 @@ from pathlib import Path
 
 from clipforge.atomic import write_bytes_atomic
 from clipforge.data.regular import FileTooLargeError, read_regular_file
+from clipforge.library.dbfile import not_writable
 from clipforge.library.paths import LibraryPaths
 from clipforge.library.store import ImageRecord
 from clipforge.library.thumbs import thumb_cache
@@ -139,7 +140,9 @@ def store_upload(paths: LibraryPaths, data: bytes, max_pixels: int | None = None
     finds the same bytes again, `name` is the client's `filename` cleaned by `clean_upload_name` (so the
     photo shows as ``holiday.png``, not a hash), and `ext` comes from the format actually decoded. Without
     a usable name it is ``uploads/<sha[:2]>/<sha256><ext>``. Bytes already stored are not stored again.
-    Raises `clipforge.image.ImageLoadError` (a ValueError) saying why when `data` is not an image.
+    Raises `clipforge.image.ImageLoadError` (a ValueError) saying why when `data` is not an image, and
+    `dbfile.LibraryWriteError` (an OSError, errno EACCES) naming what is read-only when this user may not write
+    the library: the error a refused database write raises, which the REST answers 403 read_only_library.
     """
     from PIL import Image
 
@@ -161,5 +164,11 @@ def store_upload(paths: LibraryPaths, data: bytes, max_pixels: int | None = None
         return existing
     stem = clean_upload_name(filename)
     target = folder / sha / f"{stem}{extension}" if stem else folder / f"{sha}{extension}"
-    write_bytes_atomic(target, data)  # the umask decides who may read it, as for any file we write
+    try:
+        write_bytes_atomic(target, data)  # the umask decides who may read it, as for any file we write
+    except OSError as exc:  # a read-only library: its own write error (a bare PermissionError named a folder)
+        refused = not_writable(paths.root, exc)
+        if refused is None:
+            raise
+        raise refused from exc
     return target

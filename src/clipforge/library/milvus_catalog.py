@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,7 @@ from clipforge.library.queries import QueryMethods
 from clipforge.library.scan import FolderFilter
 from clipforge.library.search import SearchHit
 from clipforge.library.store import ImageRecord
+from clipforge.library.uploads import home_path, home_record
 
 
 class MilvusCatalog(QueryMethods):
@@ -47,11 +49,27 @@ class MilvusCatalog(QueryMethods):
         ):  # nothing indexed with this model yet: a search answers nothing and creates no collection
             return []
         self._space = space
-        return search_space(space, vector, top_k, filter_tags, tag_rank, min_tag_score, under)
+        hits = search_space(space, vector, top_k, filter_tags, tag_rank, min_tag_score, under)
+        return [self._home_hit(hit) for hit in hits]
+
+    def _home_hit(self, hit: SearchHit) -> SearchHit:
+        """`hit` with the library folder's copies of its uploads (`uploads.home_path`: the folder was moved)."""
+        path = home_path(self.paths, hit.path, hit.sha256) or hit.path
+        duplicates = [home_path(self.paths, p, hit.sha256) or p for p in hit.duplicates]
+        if (path, duplicates) == (hit.path, hit.duplicates):
+            return hit
+        return replace(hit, path=path, duplicates=duplicates)
+
+    def _record(self, row: dict[str, Any]) -> ImageRecord:
+        """A row's record, an upload's path the one in this library folder's ``uploads/`` (`uploads.home_record`):
+        the records are Milvus's, the upload files the `--library` folder's, which may have been moved."""
+        record = home_record(self.paths, record_from_row(row))
+        assert record is not None
+        return record
 
     def get_image(self, image_id: int) -> ImageRecord | None:
         rows = self.space.query(f"id == {int(image_id)}", RECORD_FIELDS, limit=1)
-        return record_from_row(rows[0]) if rows else None
+        return self._record(rows[0]) if rows else None
 
     def get_path(self, path: str) -> ImageRecord | None:
         rows = self.space.rows_for_paths([path], RECORD_FIELDS)
@@ -96,7 +114,7 @@ class MilvusCatalog(QueryMethods):
 
     def _records(self, paths: list[str]) -> list[ImageRecord]:
         rows = self.space.rows_for_paths(paths, RECORD_FIELDS)
-        return [record_from_row(rows[p]) for p in paths if p in rows]
+        return [self._record(rows[p]) for p in paths if p in rows]
 
     def list_images(self, limit: int = 100, offset: int = 0, status: str | None = "ok") -> list[ImageRecord]:
         """A page of images, oldest first, by the order of `_order` (reused for `listing_ttl` seconds); the page's
@@ -122,7 +140,7 @@ class MilvusCatalog(QueryMethods):
             rows: dict[str, Any] = {}
             for space in {id(first[p][1]): first[p][1] for p in chunk}.values():
                 rows |= space.rows_for_paths([p for p in chunk if first[p][1] is space], RECORD_FIELDS)
-            yield from (record_from_row(rows[p]) for p in chunk if p in rows)
+            yield from (self._record(rows[p]) for p in chunk if p in rows)
 
     def spaces(self) -> list[dict[str, Any]]:
         """Each model space: name, fingerprint, dim, vectors stored, whether it is the default."""

@@ -38,7 +38,7 @@ from clipforge.library.milvus_classify import MilvusClassify
 from clipforge.library.milvus_remove import MilvusRemoval
 from clipforge.library.milvus_store import MilvusSpace, MilvusStore, StoreUnavailableError, no_library, quote
 from clipforge.library.milvus_tags import Vocabularies
-from clipforge.library.milvus_writer import MilvusWriter, record_from_row, tag_filter
+from clipforge.library.milvus_writer import MilvusWriter, tag_filter
 from clipforge.library.paths import LibraryPaths
 from clipforge.library.scan import normalise_path, scan_paths
 from clipforge.library.store import ImageRecord
@@ -55,7 +55,8 @@ class _StoreView:
 
     def images_with_sha(self, sha256: str, status: str | None = "ok") -> list[ImageRecord]:
         expr = f"sha256 == {quote(sha256)}" + (f" and status == {quote(status)}" if status else "")
-        return sorted((record_from_row(r) for r in self._library.space.query(expr)), key=lambda r: r.path)
+        library = self._library
+        return sorted((library._record(r) for r in library.space.query(expr)), key=lambda r: r.path)
 
 
 class MilvusLibrary(MilvusRemoval, MilvusClassify, MilvusCatalog):
@@ -255,7 +256,15 @@ class MilvusLibrary(MilvusRemoval, MilvusClassify, MilvusCatalog):
         return [r["path"] for r in spaces[0].iter_rows(fields=["path"])]
 
     def add_bytes(self, data: bytes, filename: str | None = None) -> ImageRecord:
-        self.paths.ensure()
+        from clipforge.library.dbfile import not_writable
+
+        try:
+            self.paths.ensure()
+        except OSError as exc:  # a read-only place for the library folder: the library's own write error
+            refused = not_writable(self.paths.root, exc)
+            if refused is None:
+                raise
+            raise refused from exc
         target = store_upload(self.paths, data, self.max_pixels, filename=filename)
         # tags it too
         self.add([target], False, batch_size=1, workers=0, progress=False, rank=0, world_size=1)

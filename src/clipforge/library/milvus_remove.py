@@ -89,9 +89,14 @@ class MilvusRemoval:
         return {r["path"] for r in rows if r["path"].startswith(prefix)}
 
     def prune(self) -> int:
-        """Forget files that no longer exist, whichever model spaces hold them."""
-        stored = {r["path"] for space in self._every_space() for r in space.iter_rows(fields=["path"])}
-        return self._delete(sorted(p for p in stored if not os.path.exists(p)))
+        """Forget files that no longer exist, whichever model spaces hold them. An upload whose copy is in this
+        library folder's ``uploads/`` is not gone (the folder was moved: `uploads.home_path`)."""
+        from clipforge.library.uploads import home_path
+
+        stored = {r["path"]: r.get("sha256") for space in self._every_space()
+                  for r in space.iter_rows(fields=["path", "sha256"])}
+        return self._delete(sorted(p for p, sha in stored.items()
+                                   if not os.path.exists(p) and home_path(self.paths, p, sha) is None))
 
     def _delete(self, paths: list[str]) -> int:
         with self._lock:

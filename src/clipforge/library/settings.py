@@ -26,7 +26,10 @@ _PIXEL_COUNT = re.compile(r"= ([\d,]+) pixels exceeds the limit")
 
 def check_max_pixels(max_pixels: int | None) -> None:
     """ValueError unless `max_pixels` is None (the default limit) or a positive number of pixels."""
-    if max_pixels is not None and (isinstance(max_pixels, bool) or int(max_pixels) < 1):
+    import numbers
+
+    if max_pixels is not None and (isinstance(max_pixels, bool) or not isinstance(max_pixels, numbers.Integral)
+                                   or int(max_pixels) < 1):
         raise ValueError(f"max_pixels must be a positive number of pixels (e.g. 178956970, the default), "
                          f"got {max_pixels!r}")
 

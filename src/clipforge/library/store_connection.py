@@ -163,14 +163,16 @@ class StoreConnection:
         return open_read_only(self.path)
 
     @contextmanager
-    def guard(self) -> Iterator[None]:
+    def guard(self, writing: bool = False) -> Iterator[None]:
         """Report a damaged database file as one DamagedLibraryError naming it, and a write the disk
-        refused (full, file-size limit) as one LibraryWriteError."""
+        refused (full, file-size limit) or this user may not make as one LibraryWriteError (`writing`: inside a
+        write, which names what is read-only, `dbfile.access_error`)."""
         try:
             yield
         except sqlite3.DatabaseError as exc:
             error: Exception | None = (
-                damage_error(self.path, exc) or write_error(self.path, exc) or access_error(self.path, exc)
+                damage_error(self.path, exc) or write_error(self.path, exc)
+                or access_error(self.path, exc, writing=writing)
             )
             if error is None:
                 raise
@@ -179,8 +181,8 @@ class StoreConnection:
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
         """One atomic write: everything done through the yielded object commits together or not at all."""
-        with self._lock, self.guard():
-            conn = self.conn()
+        with self._lock, self.guard(writing=True):
+            conn = self.conn()  # (a connection that cannot be opened is the reading sentence: its own guard)
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield Transaction(conn)

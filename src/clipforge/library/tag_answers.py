@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from clipforge.library.store import Store
-from clipforge.library.tagging import parse_labels, tag_vocabulary
+from clipforge.library.tagging import count_noun, parse_labels, tag_vocabulary
 
-__all__ = ["EMPTY_LIBRARY", "no_results_reason", "no_tag_match", "no_tag_sentence", "tag_counts"]
+__all__ = ["EMPTY_LIBRARY", "no_results_reason", "no_tag_match", "no_tag_sentence", "no_vectors_sentence",
+           "tag_counts"]
 
 
 def tag_counts(store: Store, model: str | None) -> dict[str, int]:
@@ -55,12 +56,24 @@ def no_tag_match(store: Store, model: str | None, labels: Sequence[str]) -> str:
     return no_tag_sentence(labels, tag_counts(store, model))
 
 
+def no_vectors_sentence(held: int) -> str:
+    """Why a search of a model space without vectors found nothing in a library holding `held` photos: a server of
+    model M beside photos another writer indexed with another model said "no photo matched"."""
+    return (f"none of the library's {count_noun(held, 'photo')} has a vector of the model this search uses: they "
+            "were indexed with another model (`clipforge index stats` lists the model spaces); `clipforge index add "
+            "--model M` embeds them with model M")
+
+
 def no_results_reason(store: Store, model: str | None, filter_tags: str | Sequence[str] | None = None) -> str:
-    """One sentence for an empty search result: an empty library, or no photo with those tags (read in one
-    snapshot: a `tag` run switching between the reads said "no photo has tag 'cat'; tags: cat (5)")."""
+    """One sentence for an empty search result: an empty library, a model space without vectors, or no photo with
+    those tags (read in one snapshot: a `tag` run switching between the reads said "no photo has tag 'cat'; tags:
+    cat (5)")."""
     with store.snapshot():
-        if not store.status_counts().get("ok"):
+        held = store.status_counts().get("ok")
+        if not held:
             return EMPTY_LIBRARY
+        if model and not store.embedding_count(model):  # photos, but none in this model's space
+            return no_vectors_sentence(held)
         if filter_tags:
             labels = parse_labels(filter_tags)
             if not store.image_ids_with_tags(model or "", labels):

@@ -27,8 +27,10 @@ large collection not spent again), and back. What this module decides:
   source or space, a destination that holds another library (its default model is not the source's), a
   destination space of the same model with another dimension, and a tag vocabulary with a label longer than a
   Milvus destination holds.
-- **Not copied:** thumbnails and zero-shot caches (rebuilt on demand), uploads (files, not records), the FAISS
-  index's kind (an embedded destination builds a flat index on its first search; `index rebuild --index ivf`).
+- **Uploads** are files of the source's folder: into an embedded destination (`--to-library`) they are copied
+  to its ``uploads/`` and its records name the copies (`uploads.copy_upload`); a Milvus destination's records
+  name the source's files, as every other record names the file it was indexed from.
+- **Not copied:** thumbnails and zero-shot caches (rebuilt on demand), the FAISS index's kind (an embedded destination builds a flat index on its first search; `index rebuild --index ivf`).
   A record with no vector in a space (a file indexed only into another model's space) is skipped and counted.
 
 This module runs the copy (choosing the spaces, the refusals, the loop over pages) and holds its report; the

@@ -123,7 +123,14 @@ class _SqliteTarget:
         self.space, self.first = space, first
 
     def write(self, items: Sequence[Item]) -> int:
+        from clipforge.library.uploads import copy_upload
+
         store, fingerprint = self.library.store, self.space.fingerprint
+        # The source's uploads are files of its folder: copied into this library's (before the transaction: a
+        # copy killed between the two finds them there and rewrites nothing), the records naming the copies.
+        homes = {record.path: copy_upload(record, self.paths) for record, _, _ in items}
+        items = [(replace(record, path=homes[record.path] or record.path), vector, tags)
+                 for record, vector, tags in items]
         with store.transaction() as tx:
             tx.ensure_model(fingerprint, self.space.name or None, self.space.dim)
             for record, vector, tags in items:

@@ -80,21 +80,26 @@ def _tokenizer_id(model: torch.nn.Module) -> str:
 class ZeroShotClassifier:
     """Classify images among `classnames` described by prompt `templates`.
 
-    `templates` is anything `get_templates` accepts (a set name such as ``"imagenet"``, one
+    `classnames`: a list (each item one class, kept as given) or one string of comma-separated labels
+    (``"cat,dog"``: two classes, split as `Library.classify`, the CLI and the REST API split it; see
+    `clipforge.zeroshot.inputs`). `templates` is anything `get_templates` accepts (a set name such as ``"imagenet"``, one
     template, a list, a file). The class embeddings are cached under `cache_dir` (default
     `default_cache_dir()`), keyed by the fingerprint of the text tower's weights, the model
     class, the class names, the templates and the context length; `use_cache=False` always
     recomputes and writes nothing. `fingerprint` is that text-tower fingerprint.
     """
 
-    def __init__(self, model: torch.nn.Module, classnames: Sequence[str],
+    def __init__(self, model: torch.nn.Module, classnames: str | Sequence[str],
                  templates: str | Sequence[str] = "imagenet", *, preprocess: Any = None,
                  device: str | torch.device | None = None, batch_size: int = 256,
                  cache_dir: str | Path | None = None, use_cache: bool = True, progress: bool = True) -> None:
-        if not classnames:
+        from clipforge.zeroshot.inputs import class_names
+
+        names = class_names(classnames, "classnames")  # "cat,dog": two classes, as `Library.classify` reads it
+        if not names:
             raise ValueError("ZeroShotClassifier needs at least one class name")
         self.model = model
-        self.classnames = [str(c) for c in classnames]
+        self.classnames = names
         from clipforge.zeroshot.languages import templates_for_labels
 
         self.templates = get_templates(templates_for_labels(templates, self.classnames))  # "simple" in their language

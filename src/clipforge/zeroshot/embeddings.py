@@ -193,17 +193,27 @@ def _prompts(classnames: Sequence[str], templates: Sequence[str]) -> list[str]:
 
 
 @torch.no_grad()
-def build_class_embeddings(model: torch.nn.Module, classnames: Sequence[str], templates: Sequence[str],
+def build_class_embeddings(model: torch.nn.Module, classnames: str | Sequence[str], templates: str | Sequence[str],
                            batch_size: int = 256, device: str | torch.device | None = None,
                            progress: bool = True) -> torch.Tensor:
     """Return float32 [num_classes, embed_dim] unit vectors (on `device`).
+
+    `classnames`: a list, or one string of comma-separated labels; `templates`: a list, or one string as
+    `get_templates` reads it (a template with ``{}``, a set name, a file): never one item per character
+    (`clipforge.zeroshot.inputs`).
 
     Prompts are tokenised once, sorted by EOT position and encoded in batches of similar
     length; each prompt's normalised feature is added to its class's sum, so memory stays
     [num_classes, embed_dim] however many templates there are.
     """
     from clipforge.text import tokenize_for
+    from clipforge.zeroshot.inputs import class_names
+    from clipforge.zeroshot.prompts import get_templates
 
+    if isinstance(classnames, str):
+        classnames = class_names(classnames)
+    if isinstance(templates, str):
+        templates = get_templates(templates)
     if not classnames:
         raise ValueError("no class names given")
     if not templates:
@@ -232,11 +242,14 @@ def class_embeddings_of_tokens(model: torch.nn.Module, tokens: torch.Tensor, num
 
 
 @torch.no_grad()
-def encode_texts(model: torch.nn.Module, texts: Sequence[str], batch_size: int = 256,
+def encode_texts(model: torch.nn.Module, texts: str | Sequence[str], batch_size: int = 256,
                  device: str | torch.device | None = None, progress: bool = True) -> torch.Tensor:
     """Normalised float32 text features [len(texts), embed_dim] in input order, computed in
-    batches of similar token length (the same trick as `build_class_embeddings`)."""
+    batches of similar token length (the same trick as `build_class_embeddings`); one string is one text."""
     from clipforge.text import tokenize_for
+    from clipforge.zeroshot.inputs import text_list
+
+    texts = text_list(texts)
 
     device = torch.device(device) if device is not None else next(model.parameters()).device
     tokens = tokenize_for(model, list(texts), int(getattr(model, "context_length", 77)))

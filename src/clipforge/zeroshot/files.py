@@ -51,8 +51,8 @@ def read_labels_file(path: str | Path, what: str = "labels file",
     return labels
 
 
-def classify_files(paths: Sequence[str | Path], labels: Sequence[str], model: str | torch.nn.Module,
-                   templates: str | Sequence[str] | None = None, top_k: int = 5,
+def classify_files(paths: str | Path | Sequence[str | Path], labels: str | Sequence[str],
+                   model: str | torch.nn.Module, templates: str | Sequence[str] | None = None, top_k: int = 5,
                    plot: str | Path | None = None, device: str | None = None, preprocess: Any = None,
                    cache_dir: str | Path | None = None, progress: bool = True, *, precision: str = "fp32",
                    draft: bool = True, batch_size: int = 32, workers: int | None = None,
@@ -69,8 +69,13 @@ def classify_files(paths: Sequence[str | Path], labels: Sequence[str], model: st
     whose prompts keep every label when the model's context cuts labels out of those
     (`prompt_fit.choose_templates`; ``templates_notice`` then says so). ``cut_notice``: the prompts whose label the
     context cuts, counted once (for a default, by the choice itself). `max_pixels`: the decompression-bomb guard
-    (`clipforge.data.files.with_max_pixels`; None keeps the preprocessing's own limit).
+    (`clipforge.data.files.with_max_pixels`; None keeps the preprocessing's own limit). One path may be given
+    as itself, and `labels` as one string of comma-separated labels (`clipforge.zeroshot.inputs`).
     """
+    from clipforge.zeroshot.inputs import class_names
+
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    labels = class_names(labels, "labels")
     from clipforge.data.files import encode_files, with_max_pixels
     from clipforge.image import Preprocess, load_image
     from clipforge.inference.encoder import BatchEncoder

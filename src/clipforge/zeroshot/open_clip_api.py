@@ -14,16 +14,23 @@ __all__ = ["build_zero_shot_classifier"]
 # and, read on first use (`__getattr__`): IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
 
 
-def build_zero_shot_classifier(model: torch.nn.Module, tokenizer: Any, classnames: Sequence[str],
-                               templates: Sequence[Any], num_classes_per_batch: int | None = 10,
+def build_zero_shot_classifier(model: torch.nn.Module, tokenizer: Any, classnames: str | Sequence[str],
+                               templates: str | Sequence[Any], num_classes_per_batch: int | None = 10,
                                device: str | torch.device = "cpu", use_tqdm: bool = False) -> torch.Tensor:
     """open_clip's zero-shot head: [embed_dim, num_classes], each column the normalised mean of a class's
     normalised prompt features. `templates`: format strings ("a photo of a {}.") or callables (open_clip's
     `OPENAI_IMAGENET_TEMPLATES`). Computed by clipforge's class-embedding loop (prompts encoded in batches of
     similar length, each stopping at its longest prompt), so `num_classes_per_batch` is accepted and not needed:
-    memory stays [num_classes, embed_dim] whatever the batch."""
+    memory stays [num_classes, embed_dim] whatever the batch. One string is never read a character at a time
+    (`clipforge.zeroshot.inputs`): `classnames` as comma-separated labels, `templates` as `get_templates` reads it."""
     from clipforge.zeroshot.embeddings import class_embeddings_of_tokens
-    from clipforge.zeroshot.prompts import fill_template
+    from clipforge.zeroshot.inputs import class_names
+    from clipforge.zeroshot.prompts import fill_template, get_templates
+
+    if isinstance(classnames, str):
+        classnames = class_names(classnames)
+    if isinstance(templates, str):
+        templates = get_templates(templates)
 
     if not classnames or not templates:
         raise ValueError("build_zero_shot_classifier needs at least one class name and one template")

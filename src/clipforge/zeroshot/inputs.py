@@ -1,0 +1,39 @@
+"""The one rule for a public function's texts and class names given as one string instead of a list.
+
+A `str` is a `Sequence[str]`, so ``ZeroShotClassifier(model, "cat,dog")`` was classified over the letters
+``c a t , d o g`` and ``Encoder.encode_texts("a cat")`` gave five vectors, without a word, while
+`Library.classify("cat,dog")`, ``clipforge classify --labels``, the REST API and the UI split the string on commas:
+
+- **Class names** (`class_names`): a string is comma-separated labels, split by the rule every interface uses
+  (`clipforge.text.labels.split_labels`: ",", "，" and "、", blanks and repeats dropped); a list is kept as given,
+  each item one class (ImageNet's names hold commas and one name twice).
+- **Texts** (`text_list`): a string is one text, as `clipforge.tokenize("a cat")` (and open_clip's) reads it.
+- Bytes are refused in one line naming the parameter (their items are numbers, not texts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = ["class_names", "text_list"]
+
+
+def _refuse_bytes(value: object, what: str, expected: str) -> None:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        raise TypeError(f"{what} must be {expected}, got {type(value).__name__}")
+
+
+def class_names(value: str | Iterable[object], what: str = "classnames") -> list[str]:
+    """Class names from comma-separated labels (``"cat,dog"``) or a list (each item one class, kept as given)."""
+    from clipforge.text.labels import split_labels
+
+    _refuse_bytes(value, what, "a list of class names or a comma-separated str")
+    if isinstance(value, str):
+        return split_labels(value, what)
+    return [str(item) for item in value]
+
+
+def text_list(value: str | Iterable[str], what: str = "texts") -> list[str]:
+    """Texts from one text (``"a cat"``) or a list of them."""
+    _refuse_bytes(value, what, "a str or a list of str")
+    return [value] if isinstance(value, str) else list(value)
