@@ -54,3 +54,15 @@ def test_an_avif_original_is_served_as_a_type_the_contract_declares(library):
         declared = client.get("/openapi.json").json()["paths"]["/api/images/{image_id}"]["get"]["responses"]["200"]
     assert original.status_code == 200 and original.headers["content-type"] == "image/avif"
     assert "image/avif" in declared["content"] and "image/jpeg" in declared["content"]
+
+
+def test_a_utf16_token_file_from_powershell_gives_its_token(tmp_path):
+    """Review: Windows PowerShell 5.1's `>` writes UTF-16 with a BOM: a raw codec error, exit 2."""
+    path = tmp_path / "token"
+    path.write_bytes("tok-utf16\r\n".encode("utf-16"))
+    assert read_token_file(path) == "tok-utf16"
+    (tmp_path / "latin1").write_bytes(b"caf\xe9-token")
+    from clipforge.server.runner import ServeError
+
+    with pytest.raises(ServeError, match=r"it is not UTF-8 text \(save it as UTF-8\)"):
+        read_token_file(tmp_path / "latin1")

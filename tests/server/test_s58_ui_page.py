@@ -33,6 +33,9 @@ def _unescaped(markdown: str) -> str:
     "<img src=x onerror=alert(1)>.png",
     "[x](javascript:alert(1)).png",
     "1. `code` *em* _u_ ~~s~~ $x$ | a | & &amp; \\ .png",
+    "www.evil.example.jpg",
+    "mail@evil.example.jpg",
+    "see https://evil.example/x now",
 ])
 def test_a_status_line_shows_a_hostile_name_as_written(name):
     """Before: `html.escape` (entities shown as written in code spans; Markdown images, links and lists kept)."""
@@ -42,6 +45,7 @@ def test_a_status_line_shows_a_hostile_name_as_written(name):
     assert _unescaped(shown) == name
     assert not re.search(r"(?<!\\)[!\[\]<>`*_~$&|]", shown.replace("\\\\", ""))  # no mark left unescaped
     assert not re.match(r"\d+\.", shown)  # no ordered list
+    assert not re.search(r"(?i)www\.|(?<!\\):(?=//)|(?<!\\)@", shown)  # no GFM autolink (review: www.x and a@b.c were links)
 
 
 def test_the_tag_hint_shows_its_command_as_typed(library, tmp_path):

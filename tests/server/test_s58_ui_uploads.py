@@ -97,3 +97,26 @@ def test_a_slow_link_keeps_its_upload_and_a_slower_one_is_told_why(library, live
     assert slow.startswith(b"HTTP/1.1 408 "), slow[:300]
     assert b"the request body did not arrive in time: " in slow
     assert b"where this server allows 1 s, and one more second for every 16 KiB received" in slow
+
+
+def test_a_slow_bodys_extra_time_has_a_ceiling():
+    """Review: without one, 64 MiB sent in 3 s bought 35 minutes (a byte every 8 s) of holding the server's bytes
+    in flight: four addresses held every upload off that long."""
+    from clipforge.server.middleware import body_deadline
+
+    assert body_deadline(0.0, 60.0, 2 * 2**20, 32 * 1024) == 60.0 + 64.0  # a 2 MiB photo: 64 s more
+    assert body_deadline(0.0, 60.0, 64 * 2**20, 32 * 1024) == 180.0  # never more than 2 x 60 s more
+
+
+def test_a_chunked_ui_upload_reserves_the_routes_whole_limit(library, tmp_path, monkeypatch):
+    """Review: a body without Content-Length reserved one file's size in the upload folder's budget while it may
+    now be 64 MiB: chunked uploads filled the 200 MB folder to 296 MB."""
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    limits = ServerLimits()
+    from clipforge.server.ui_guard import UIGuardMiddleware
+
+    with TestClient(create_app(library, ui=True, limits=limits)) as client:
+        app = client.app.middleware_stack
+        while not isinstance(app, UIGuardMiddleware):
+            app = app.app
+    assert app.uploads.max_body_bytes == limits.max_ui_upload_body_bytes > limits.max_body_bytes

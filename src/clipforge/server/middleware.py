@@ -75,17 +75,25 @@ async def send_json(send: Send, status: int, code: str, detail: str, retry_after
     await send({"type": "http.response.body", "body": body})
 
 
+SLOW_BODY_EXTRA = 2.0
+"""A body's time past `request_timeout_s` is at most this many times it (3 minutes in all by default): bytes in
+flight hold a share of `max_receiving_bytes`, and an allowance without a ceiling let 4 addresses send 64 MiB each in
+3 s, then a byte every 8 s, and hold every upload of the server off for 35 minutes (for 60 s before)."""
+
+
 def body_deadline(begun: float, seconds: float | None, received: int, min_rate: float | None) -> float | None:
     """When a body that began arriving at `begun` must be whole: `seconds` later, plus one second for every
-    `min_rate` bytes received so far (a slow link's upload keeps its time while it keeps that rate)."""
+    `min_rate` bytes received so far, up to `SLOW_BODY_EXTRA` x `seconds` more (a slow link's upload keeps its
+    time while it keeps that rate)."""
     if seconds is None:
         return None
-    return begun + seconds + (received / min_rate if min_rate else 0.0)
+    return begun + seconds + (min(received / min_rate, SLOW_BODY_EXTRA * seconds) if min_rate else 0.0)
 
 
 def too_slow(received: int, elapsed: float, seconds: float | None, min_rate: float | None) -> str:
     """The 408's words for a body that did not arrive within its `body_deadline`."""
-    rule = f"{seconds:g} s" + (f", and one more second for every {min_rate / 1024:g} KiB received" if min_rate else "")
+    rule = f"{seconds:g} s" + (f", and one more second for every {min_rate / 1024:g} KiB received (at most "
+                               f"{(1 + SLOW_BODY_EXTRA) * (seconds or 0):g} s in all)" if min_rate else "")
     return (f"the request body did not arrive in time: {received:,} bytes in {elapsed:.0f} s, where this server "
             f"allows {rule}; on a slower link send smaller or fewer files")
 
@@ -387,7 +395,7 @@ class TimeoutMiddleware:
             await send_json(send, 408, "request_timeout",
                             too_slow(received, loop.time() - begun, self.seconds, self.min_rate))
             return
-        if scope.get("method") == "POST" and get_route_path(scope).rstrip("/") == "/api/images":
+        if _is_upload(scope):
             # the write goes on in its thread: a retry must not be told the first one was lost
             await send_json(send, 503, "timeout", (
                 f"the upload took longer than {self.seconds:g} s (waiting for its turn included) and its answer was "
@@ -431,6 +439,14 @@ class StoppingMiddleware:
             if started:
                 raise
             _log.warning("%s %s: cut off by the server's stop", scope.get("method"), get_route_path(scope))
+            detail = ("the server is stopping and did not answer this upload, but the image may still be added: once "
+                      "it is back, look for it (GET /api/images) or send it again (an identical file is answered "
+                      "created: false)") if _is_upload(scope) else (
+                      "the server is stopping and did not finish this request; send it again once it is back")
             with contextlib.suppress(Exception):
-                await send_json(send, 503, "server_stopping", "the server is stopping and did not finish this "
-                                "request; send it again once it is back", retry_after=5)
+                await send_json(send, 503, "server_stopping", detail, retry_after=5)
+
+
+def _is_upload(scope: Scope) -> bool:
+    """A REST upload (`POST /api/images`), whose write goes on in its thread after its answer is abandoned."""
+    return scope.get("method") == "POST" and get_route_path(scope).rstrip("/") == "/api/images"

@@ -183,11 +183,15 @@ def read_token_file(path: str | os.PathLike[str]) -> str:
     """The token in `path` (surrounding whitespace and a UTF-8 byte order mark removed: Windows editors and
     PowerShell's `Set-Content -Encoding UTF8` write one); ServeError when it is missing or empty."""
     try:
-        text = Path(path).read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ServeError(
-            f"cannot read --token-file {path}: {getattr(exc, 'strerror', None) or exc}"
-        ) from None
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise ServeError(f"cannot read --token-file {path}: {exc.strerror or exc}") from None
+    # Windows PowerShell 5.1's `>` writes UTF-16 with its byte order mark: read it as what it says it is
+    encoding = "utf-16" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError:
+        raise ServeError(f"cannot read --token-file {path}: it is not UTF-8 text (save it as UTF-8)") from None
     token = text.strip()
     if not token or "\n" in token:
         raise ServeError(

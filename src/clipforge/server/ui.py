@@ -341,7 +341,7 @@ def mount_ui(app: Any, service: LibraryService) -> Any:
         cache_age_s=limits.ui_cache_age_s,
         rules=rules,
         cache_files=limits.ui_cache_files,
-        max_body_bytes=limits.max_body_bytes,
+        max_body_bytes=limits.max_ui_upload_body_bytes,  # what a chunked upload (no Content-Length) reserves
         known_session=lambda session: session in queue.pending_messages_per_session,
         forget_uploads=lambda paths: _forget_uploads(demo, paths, limits.ui_cache_files),
     )

@@ -56,6 +56,7 @@ def _host(request: Any) -> str | None:
 
 
 _MARKDOWN = re.compile(r"([\\`*_\[\]<>&!|~$])")  # what starts emphasis, code, links, images, HTML, tables, LaTeX
+_AUTOLINK = re.compile(r"(?i)\bwww\.|:(?=//)|@")  # the mark of each that GFM needs, escaped
 _BLOCK_START = re.compile(r"^(\d*)([#+\-=>.)])")  # what makes a heading, a list or a quote of a line's start
 
 
@@ -65,6 +66,8 @@ def plain(text: str) -> str:
     hints' code spans (`--labels &quot;cat, dog&quot;`), and a refused file named `![b](https:host).jpg` was drawn
     as an image fetched from that host."""
     escaped = _MARKDOWN.sub(r"\\\1", " ".join(str(text).split()))
+    # GFM's autolinks: `www.x`, `scheme://x` and `a@b.c` became links (a refused `www.evil.example.jpg`)
+    escaped = _AUTOLINK.sub(lambda m: m.group(0)[:-1] + "\\" + m.group(0)[-1], escaped)
     return _BLOCK_START.sub(r"\1\\\2", escaped)
 
 

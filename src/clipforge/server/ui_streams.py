@@ -167,6 +167,11 @@ class StreamLimitMiddleware:
                     await send_json(send, 503, "server_busy", "this stream was closed to make room; open it again")
                 return
             answer.result()
+        except asyncio.CancelledError:
+            # this request was cancelled: the server stopping (uvicorn cancels what runs 5 s after SIGTERM/SIGINT) or
+            # its client gone. The stream itself runs in `answer`, its own task, cancelled below; uvicorn logged
+            # "Exception in ASGI application" and a 40-line traceback for every open tab at every stop.
+            return
         finally:
             evicted.cancel()
             if not answer.done():  # this request itself was cancelled (its client gone, the server stopping)
