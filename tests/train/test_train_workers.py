@@ -62,7 +62,7 @@ def test_workers_beyond_the_cores_are_kept_and_said_once(one_core, caption_folde
     from clipforge.train.trainer import Trainer
 
     config = build_config(
-        "pretrain", ["workers=2"], model="test-vit-tiny", root=str(caption_folders), batch_size=4
+        "pretrain", ["workers=2", "warmup_steps=10"], model="test-vit-tiny", root=str(caption_folders), batch_size=4
     )
     config.data, config.out_dir, config.tensorboard = "folder", str(tmp_path / "run"), False
     with warnings.catch_warnings(record=True) as said:

@@ -112,7 +112,10 @@ class ImageTextDataset(torch.utils.data.Dataset):
 
 
 class CaptionCsvImageText(ImageTextDataset):
-    """One sample per image of an `image,caption` CSV; each epoch picks one of its captions."""
+    """One sample per image of an `image,caption` CSV; each epoch picks one of its captions.
+
+    open_clip's CsvDataset takes one sample per *row*: an epoch of Flickr8k's captions.txt (5 rows an image)
+    is 5x longer there. `caption_rows` (the rows of the usable images) lets the trainer say so at the start."""
 
     def __init__(self, csv_path: str | Path, images_dir: str | Path | None = None, transform: Callable | None = None,
                  tokenizer: Callable | None = None, seed: int = 0, strict: bool = False) -> None:
@@ -138,6 +141,7 @@ class CaptionCsvImageText(ImageTextDataset):
             else:
                 self.missing.append(str(path))
         self.bad_rows = table.bad_rows
+        self.caption_rows = sum(len(captions) for captions in self.captions)
         if not self.sources:
             raise DatasetLayoutError(f"none of the {len(table.images)} images of {csv_path} exist in {folder}")
 
@@ -156,7 +160,7 @@ class FolderCaptionImageText(ImageTextDataset):
         super().__init__(transform, tokenizer, seed, root)
         self.sources, self.texts = [], []
         for entry in sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith(".")):
-            caption = " ".join(entry.replace("_", " ").split())
+            caption = " ".join(folder_caption(root, entry).replace("_", " ").split())
             for name in sorted(os.listdir(root / entry)):
                 if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
                     self.sources.append(str(root / entry / name))
@@ -167,6 +171,26 @@ class FolderCaptionImageText(ImageTextDataset):
 
     def caption(self, index: int, rng: random.Random) -> str:
         return self.texts[index]
+
+
+def folder_caption(root: Path, name: str) -> str:
+    r"""A caption folder's name as its caption text. A name that is not UTF-8 (Python spells its bytes as
+    surrogates, which the tokenizer read as U+FFFD: `caf\udce9_table` trained as "caf \ufffd table") is
+    decoded as Latin-1 (one character a byte: "café_table") and said in one warning line naming the folder
+    with its bytes as \xNN escapes."""
+    import warnings
+
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        pass
+    raw = os.fsencode(name)
+    decoded = raw.decode("latin-1")
+    shown = os.fsencode(str(root / name)).decode("utf-8", "backslashreplace")
+    warnings.warn(f"caption folder {shown}: its name is not UTF-8; its caption was decoded as Latin-1: "
+                  f"{' '.join(decoded.replace('_', ' ').split())!r}", stacklevel=3)
+    return decoded
 
 
 class LabelledImageText(ImageTextDataset):

@@ -14,7 +14,11 @@ reads is decided here, explicitly, so it can be tested without a process group:
   mode: no rank ever runs out of data, so no rank waits on another at the end of an epoch.
 
 Undecodable samples come out as `BadImage` (index -1, path `<shard>::<key>`), which
-`skip_bad_collate` drops and reports.
+`skip_bad_collate` drops and reports. A shard that cannot be read to its end (truncated, not a tar,
+unreadable) ends with one `DamagedShard` (a `BadImage` naming the shard, the error and the samples read
+from it before the error), which the trainer counts apart from the images (`clipforge.train.skipped`):
+how many samples its unreadable rest held is unknown. Before, webdataset's `warn_and_continue` printed
+the exception's repr once per epoch and the run's summary said 0 skipped.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import os
 import random
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +38,7 @@ from torch.utils.data import IterableDataset
 from .base import DECODE_ERRORS, BadImage, DatasetLayoutError, error_reason
 from .imagetext import Tokenizer, apply_transform, sample_rng
 
-__all__ = ["WebDatasetImageText", "expand_shards", "rank_and_world"]
+__all__ = ["DamagedShard", "WebDatasetImageText", "expand_shards", "rank_and_world"]
 
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
 TEXT_KEYS = ("txt", "text", "caption")
@@ -58,6 +63,21 @@ def rank_and_world() -> tuple[int, int]:
 def _worker() -> tuple[int, int]:
     info = torch.utils.data.get_worker_info()
     return (info.id, info.num_workers) if info is not None else (0, 1)
+
+
+@dataclass(frozen=True)
+class DamagedShard(BadImage):
+    """A shard the stream could not read to its end: `path` is the shard, `error` what failed (`reason`:
+    "damaged shard (<error>)"), `samples_read` the samples it gave before the error (used; the rest was not)."""
+
+    samples_read: int = 0
+    error: str = ""
+
+
+def _shard_error(exc: BaseException) -> str:
+    """`ReadError: unexpected end of data` (webdataset appends the stream and url to the exception's args)."""
+    first = str(exc.args[0]).split(" @ ")[0] if exc.args else ""  # some versions append " @ <stream>" here
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def _first(sample: dict[str, Any], keys: Sequence[str]) -> Any:
@@ -146,6 +166,8 @@ class WebDatasetImageText(IterableDataset):
         """One raw tar sample -> (image, tokens), or a BadImage saying why not."""
         from ._decode import load_bytes
 
+        if isinstance(sample, BadImage):  # a damaged shard's record (`_samples`), passed on as it is
+            return sample
         source = f"{sample.get('__url__', '?')}::{sample.get('__key__', '?')}"
         data, text = _first(sample, IMAGE_KEYS), _first(sample, TEXT_KEYS)
         if data is None or text is None:
@@ -160,15 +182,33 @@ class WebDatasetImageText(IterableDataset):
         return image, self.tokenizer(caption)
 
     def __iter__(self) -> Iterator[Any]:
-        import webdataset as wds
-
         rank, world = self.rank_world()
         worker, num_workers = _worker()
-        shards = ({"url": url} for url in self._shard_stream(rank, world, worker, num_workers))
-        samples = wds.tarfile_to_samples(handler=wds.warn_and_continue)(shards)
+        samples = _samples(self._shard_stream(rank, world, worker, num_workers))
         rng = random.Random(f"{self.seed}:{self.epoch}:{rank}:{worker}:buffer")
         stream = map(self.decode, self._shuffled(samples, rng))
         if self.samples_per_epoch:
             per_worker = self.samples_per_epoch // num_workers + (worker < self.samples_per_epoch % num_workers)
             stream = itertools.islice(stream, per_worker)
         yield from stream
+
+
+def _samples(urls: Iterator[str]) -> Iterator[dict[str, Any] | DamagedShard]:
+    """The raw samples of each shard in turn (webdataset's tar reader); a shard whose reading fails (opening
+    it, or a member: a truncated tar) stops there and is followed by one `DamagedShard` saying so."""
+    import webdataset as wds
+
+    for url in urls:
+        failures: list[BaseException] = []
+
+        def stop(exc: BaseException, failures: list[BaseException] = failures) -> bool:
+            failures.append(exc)
+            return False  # the rest of this shard is unreadable: on to the next shard
+
+        read = 0
+        for sample in wds.tarfile_to_samples(handler=stop)([{"url": url}]):
+            read += 1
+            yield sample
+        if failures:
+            error = _shard_error(failures[0])
+            yield DamagedShard(url, f"damaged shard ({error})", samples_read=read, error=error)

@@ -37,36 +37,52 @@ class ZeroShotEval:
         self.skipped.add(self.known_bad or known_bad(self.dataset))
 
     @torch.no_grad()
-    def __call__(self, model: nn.Module, device: torch.device, autocast=None) -> dict[str, float]:
+    def __call__(self, model: nn.Module, device: torch.device, precision: str | None = None) -> dict[str, float]:
+        """Top-1 of `model` as `clipforge eval zeroshot --precision P` scores its saved weights.
+
+        `precision` ("fp32" or "bf16"; `eval_precision` of the run's training precision) is applied as that
+        command applies it (`clipforge.evaluate.common.resolve_model`): fp32 runs the model itself on the
+        inference fast path; bf16 runs a copy whose weights are cast to bf16, class embeddings and image
+        features alike. Before, the image features were taken under the training autocast and the class
+        embeddings in fp32: a mixed number `eval zeroshot` gives in neither precision (1-2 images of 250 on
+        the CUB mini set), written into checkpoint names and best.json. Every module's train/eval mode is
+        restored afterwards (not `model.train(was_training)`, which put a locked tower back in train mode).
+        """
         from clipforge.data import make_loader
-        from clipforge.inference.encoder import BatchEncoder
+        from clipforge.inference.encoder import fast_model
         from clipforge.zeroshot import ZeroShotClassifier
 
-        was_training = model.training
+        modes = {module: module.training for module in model.modules()}
         model.eval()
-        # the one encoder; fp32 gives the model its packed eval forward in place (parameters,
-        # requires_grad and the training forward untouched), repacked after each optimizer step
-        encoder = BatchEncoder(model, "fp32")
-        classifier = ZeroShotClassifier(model, list(self.classnames), list(self.templates), device=device,
-                                        use_cache=False, progress=False)
-        dataset = self.dataset
-        if self.max_samples is not None and self.max_samples < len(dataset):
-            dataset = torch.utils.data.Subset(dataset, range(self.max_samples))
-        correct = total = skipped = 0
-        for batch in make_loader(dataset, self.batch_size, workers=self.workers):
-            skipped += len(batch.errors)
-            self.skipped.add(batch.errors)
-            if len(batch.indices) == 0:
-                continue
-            if autocast is not None:
-                with autocast():
-                    features = encoder.image_features(batch.images)
-            else:
-                features = encoder.image_features(batch.images)
-            pred = classifier.logits(features).argmax(dim=-1).cpu()
-            correct += int((pred == batch.labels).sum())
-            total += len(pred)
-        model.train(was_training)
+        try:
+            # fp32: the packed eval forward given in place (parameters, requires_grad and the training forward
+            # untouched, repacked after each optimizer step); bf16: a cast copy, as the eval command loads one
+            net = fast_model(model, "bf16" if precision == "bf16" else "fp32", copy_model=True)
+            classifier = ZeroShotClassifier(net, list(self.classnames), list(self.templates), device=device,
+                                            use_cache=False, progress=False)
+            dataset = self.dataset
+            if self.max_samples is not None and self.max_samples < len(dataset):
+                dataset = torch.utils.data.Subset(dataset, range(self.max_samples))
+            correct = total = skipped = 0
+            for batch in make_loader(dataset, self.batch_size, workers=self.workers):
+                skipped += len(batch.errors)
+                self.skipped.add(batch.errors)
+                if len(batch.indices) == 0:
+                    continue
+                # as `clipforge.evaluate.features.extract_image_features` encodes them
+                features = net.encode_image(batch.images.to(device, non_blocking=True)).float()
+                pred = classifier.logits(features).argmax(dim=-1).cpu()
+                correct += int((pred == torch.as_tensor(batch.labels)).sum())
+                total += len(pred)
+        finally:
+            for module, training in modes.items():
+                module.training = training
         if total == 0:
             raise RuntimeError(f"evaluation set {self.name!r} yielded no readable images ({skipped} skipped)")
         return {f"{self.name}_top1": correct / total, f"{self.name}_samples": total}
+
+
+def eval_precision(dtype: torch.dtype | None) -> str:
+    """The `eval zeroshot --precision` a run's evaluations use: bf16 for a run that computes in bf16 (its
+    autocast dtype), else fp32 (fp32 runs, and fp16 ones: the command has no fp16)."""
+    return "bf16" if dtype == torch.bfloat16 else "fp32"

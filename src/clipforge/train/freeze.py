@@ -2,8 +2,9 @@
 
 Locked-image tuning (LiT, Zhai et al. 2022) shows a frozen pretrained image tower with a
 trained text tower keeps most of the image tower's quality while costing a fraction of the
-compute; training only the projections is the cheapest adaptation of all. A frozen tower is
-also put in eval mode, so BatchNorm statistics (ResNet towers) stop drifting.
+compute; training only the projections is the cheapest adaptation of all. Every frozen part is
+kept in eval mode whenever the trainer enters train mode (`train_mode`), so BatchNorm statistics
+(ResNet towers) never drift.
 """
 
 from __future__ import annotations
@@ -44,11 +45,40 @@ def apply_freezing(model: nn.Module, lock_image: bool = False, lock_text: bool =
     return {"trainable_params": trainable, "frozen_params": frozen}
 
 
-def set_frozen_eval(model: nn.Module, lock_image: bool = False, lock_text: bool = False) -> None:
-    """After `model.train()`: keep locked towers in eval mode (no BatchNorm statistic updates)."""
-    if lock_image:
-        model.visual.eval()
-    if lock_text:  # (a transformers text tower is `model.text`; the others are None then)
-        for module in (getattr(model, "text", None), model.transformer, model.ln_final):
-            if module is not None:
-                module.eval()
+def train_mode(model: nn.Module) -> nn.Module:
+    """`model.train()`, with every frozen part left in eval mode; the one way the trainer enters train mode
+    (the loop's start, after each evaluation, after a resume). Returns `model`.
+
+    A module whose parameters are all frozen (`apply_freezing`: `lock_image`, `lock_text`, the towers under
+    `projections_only`) is put in eval mode as a whole, so a locked ResNet tower's BatchNorm layers normalise
+    with their running statistics and never update them, as open_clip's `lock_image_tower(freeze_bn_stats=True)`
+    does. Before, `set_frozen_eval` ran once before the loop and only for `lock_image`/`lock_text`: the first
+    evaluation's `model.train(was_training)` put the locked tower back in train mode (its statistics drifted
+    from epoch 2 on: the shipped clipforge-tiny-zh was trained so), and `projections_only` never had it.
+    A module that holds a trainable parameter somewhere (a tower whose projection trains) stays in train mode
+    and its frozen children are judged one by one: an eval-mode module with a trainable parameter would take
+    the inference fast path (`clipforge.inference`), whose packed weights are detached copies.
+    """
+    model.train()
+    _frozen_eval(model)
+    return model
+
+
+def _frozen_eval(module: nn.Module) -> None:
+    params = list(module.parameters())
+    if params and not any(p.requires_grad for p in params):
+        module.eval()
+        return
+    for child in module.children():
+        _frozen_eval(child)
+
+
+def batch_norms_in_training(model: nn.Module) -> list[str]:
+    """The names of the BatchNorm layers `train_mode(model)` leaves in train mode (their statistics are
+    the batch's and their running stats update): the trainable ones."""
+    was = {m: m.training for m in model.modules()}
+    train_mode(model)
+    names = [name for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    for m, training in was.items():
+        m.training = training
+    return names

@@ -22,12 +22,39 @@ def warmup_cosine(progress: float, warmup: float, final_ratio: float = 0.0) -> f
     return final_ratio + (1.0 - final_ratio) * cosine
 
 
+SHORT_RUN_WARMUP = 0.1
+"""The share of a run its warmup takes when the recipe's `warmup_steps` is not shorter than the run."""
+
+
+def effective_warmup(warmup_steps: int, total_steps: int) -> int:
+    """The warmup steps a run of `total_steps` uses: `warmup_steps`, unless that leaves no step to decay in
+    (the pretrain recipe's 2,000 warmup steps in a 20-step smoke run); then the first 10% of the run (at least
+    one step), so a short run still warms up and decays. It was cut to the run's length: the lr rose for the
+    whole run and its last steps trained at the peak rate, without a word (`warmup_notice` says it now)."""
+    warmup_steps = max(int(warmup_steps), 0)
+    if warmup_steps < total_steps:
+        return warmup_steps
+    return max(math.ceil(SHORT_RUN_WARMUP * total_steps), 1) if total_steps > 1 else 0
+
+
+def warmup_notice(warmup_steps: int, total_steps: int) -> str | None:
+    """One line when `effective_warmup` changes the warmup (None when it keeps it)."""
+    used = effective_warmup(warmup_steps, total_steps)
+    if used == warmup_steps or total_steps <= 1:  # one step: it trains at the full rate either way
+        return None
+    steps = "step" if used == 1 else "steps"
+    return (f"warmup_steps {warmup_steps} is not shorter than this run's {total_steps} steps: the learning rate "
+            f"warms up over the first {used} {steps} ({SHORT_RUN_WARMUP:.0%} of the run) and then decays (cosine) "
+            f"to 0 instead of rising for the whole run; set warmup_steps below {total_steps} to choose")
+
+
 def cosine_with_warmup(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int,
                        final_ratio: float = 0.0) -> torch.optim.lr_scheduler.LambdaLR:
-    """A LambdaLR (so its state dict checkpoints like any scheduler) stepping once per optimiser step."""
+    """A LambdaLR (so its state dict checkpoints like any scheduler) stepping once per optimiser step; a
+    warmup not shorter than the run is `effective_warmup`'s 10% of it."""
     if total_steps <= 0:
         raise ValueError(f"total_steps must be positive, got {total_steps}")
-    warmup_steps = min(max(warmup_steps, 0), total_steps)
+    warmup_steps = effective_warmup(warmup_steps, total_steps)
 
     def factor(step: int) -> float:
         if step < warmup_steps:

@@ -10,6 +10,9 @@ and every evaluation set: it counts with the project's `clipforge.data.BadSample
 `eval` reports, so the JSON has the same shape), each file once however many epochs read it.
 Under torchrun each rank decodes only its share of the data, so `gather` merges every rank's news at
 each report (before, the summary and the log held rank 0's share alone: 2 of 4 bad images on 2 ranks).
+A WebDataset shard that cannot be read to its end (`clipforge.data.webdata.DamagedShard`) is kept apart
+(`damaged`, `damaged_shards` in the summary, one line each): the images of its unreadable rest are not
+known, so they are not counted as skipped images.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ class SkippedImages:
         self.label = label
         self.log = BadSampleLog()
         self._seen: set[str] = set()
+        self.damaged: dict[str, Any] = {}  # shard -> its `DamagedShard` (the first read's), in the order found
+        self.told_damaged = 0  # how many of `damaged` the trainer has told
         self._news: list[BadImage] = []  # added since the last `gather`: what the other ranks do not know yet
         self.reported = 0  # how many `line()` has already told (the trainer tells only news)
 
@@ -41,8 +46,15 @@ class SkippedImages:
 
     def add(self, errors: Iterable[BadImage]) -> None:
         """Count each file once: a bad file fails again every epoch, and is still one bad file."""
+        from clipforge.data.webdata import DamagedShard
+
         for err in errors:
             if err.path in self._seen:
+                continue
+            if isinstance(err, DamagedShard):
+                self._seen.add(err.path)
+                self._news.append(err)
+                self.damaged[err.path] = err
                 continue
             self._seen.add(err.path)
             self._news.append(err)
@@ -67,8 +79,30 @@ class SkippedImages:
         noun = "image" if self.count == 1 else "images"
         return f"{self.label}: {self.count} {noun} skipped: {shown}{more}" + (" (see log.jsonl)" if logged else "")
 
+    def damaged_line(self, shard: Any, logged: bool = True) -> str:
+        """`training data: shard a/bad.tar is damaged (ReadError: unexpected end of data): 26 samples were read
+        from it, the rest could not be`."""
+        read = shard.samples_read
+        samples = f"{read} sample{'' if read == 1 else 's'} {'was' if read == 1 else 'were'} read from it"
+        return (f"{self.label}: shard {shard.to_dict()['path']} is damaged ({shard.error}): {samples}, the rest "
+                "could not be" + (" (see log.jsonl)" if logged else ""))
+
+    def untold_damaged(self) -> list[Any]:
+        """The damaged shards not told yet (marked told)."""
+        news = list(self.damaged.values())[self.told_damaged:]
+        self.told_damaged = len(self.damaged)
+        return news
+
     def as_dict(self) -> dict[str, Any]:
-        return self.log.as_dict()
+        tally = self.log.as_dict()
+        if self.damaged:
+            tally["damaged_shards"] = [damaged_record(shard) for shard in self.damaged.values()]
+        return tally
+
+
+def damaged_record(shard: Any) -> dict[str, Any]:
+    """A damaged shard as the summary and log.jsonl write it."""
+    return {"shard": shard.to_dict()["path"], "samples_read": shard.samples_read, "error": shard.error}
 
 
 def known_bad(dataset: Any) -> list[BadImage]:

@@ -12,9 +12,12 @@ batch). GradCache (Gao et al. 2021) keeps the big-batch semantics at small-batch
 2. compute the loss on the full feature matrix and backpropagate only to the features
    (and the logit scale), which is cheap;
 3. re-encode each micro-batch with autograd and backpropagate the cached feature gradients.
-The parameter gradients equal those of the full batch (up to float summation order); the
-price is one extra forward. RNG state is replayed for the re-encoding so any stochastic layer
-would match; BatchNorm running statistics see each micro-batch twice (ResNet towers only).
+The parameter gradients equal those of the full batch (up to float summation order) when a chunk's
+features do not depend on the other chunks; the price is one extra forward. RNG state is replayed
+for the re-encoding so any stochastic layer would match. A BatchNorm layer in train mode breaks
+that (each chunk normalised with its own statistics, running statistics updated by both passes):
+the trainer refuses `micro_batch` then (`checks.refuse_inexact_micro_batch`); BatchNorm frozen in
+eval mode (a locked ResNet tower) uses its running statistics in both passes and updates nothing.
 """
 
 from __future__ import annotations
@@ -112,7 +115,11 @@ def gradcache_step(model: nn.Module, images: torch.Tensor, texts: torch.Tensor, 
                 image_features, text_features, logit_scale = model(chunk_images, chunk_texts)
             # The logit scale's gradient rides on the last chunk so DDP averages it once.
             scale_grad = scale_leaf.grad if last else torch.zeros_like(scale_leaf.grad)
-            torch.autograd.backward([image_features, text_features, logit_scale],
-                                    [img_grads[i], txt_grads[i], scale_grad.to(logit_scale.dtype)])
+            # a locked tower's features need no gradient (lock_image: backward on them crashed, "element 0 of
+            # tensors does not require grad"); each chunk still backpropagates to what trains
+            pairs = [(out, grad) for out, grad in ((image_features, img_grads[i]), (text_features, txt_grads[i]),
+                                                   (logit_scale, scale_grad.to(logit_scale.dtype)))
+                     if out.requires_grad]
+            torch.autograd.backward([out for out, _ in pairs], [grad for _, grad in pairs])
     _set_rng_state(after, device)
     return loss.detach()

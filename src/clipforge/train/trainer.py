@@ -40,18 +40,23 @@ from clipforge.train.build import (
 )
 from clipforge.train.captions_cut import cut_captions_line
 from clipforge.train.checkpoint import CheckpointManager, checkpoint_name, remove_killed_saves
-from clipforge.train.checks import check_config, refuse_mixed_runs
+from clipforge.train.checks import (
+    check_config,
+    refuse_inexact_micro_batch,
+    refuse_mixed_runs,
+    set_aside_unsaved_run,
+)
 from clipforge.train.config import TrainConfig
-from clipforge.train.data import build_train_dataset
+from clipforge.train.data import build_train_dataset, check_fast_path, epoch_line
 from clipforge.train.distributed import DistInfo, barrier, init_distributed
 from clipforge.train.ema import WeightEMA
-from clipforge.train.freeze import set_frozen_eval
+from clipforge.train.freeze import train_mode
 from clipforge.train.logs import RunLogger, plot_curves
 from clipforge.train.loss import ClipLoss, SigLipLoss
 from clipforge.train.optim import build_optimizer
 from clipforge.train.precision import resolve_precision
 from clipforge.train.same_run import check_same_run
-from clipforge.train.schedule import TimeBudget, cosine_with_warmup
+from clipforge.train.schedule import TimeBudget, cosine_with_warmup, warmup_notice
 from clipforge.train.skipped import SkippedImages, known_bad
 from clipforge.train.step import ContrastiveModel
 from clipforge.train.threads import configure_threads, too_many_workers
@@ -78,8 +83,12 @@ class Trainer(TrainerSteps, TrainerState, TrainerProgress):
         eval_hooks: list[Any] | None = None,
     ) -> None:
         self.config = check_config(config)
-        refuse_mixed_runs(config)
+        unsaved = refuse_mixed_runs(config)  # the last step of a run in --out that saved no checkpoint, else None
         self.dist = dist_info or init_distributed(config.device)
+        if unsaved is not None:  # nothing to continue: started again, for --resume latest too (every rank)
+            config.resume = None
+            if self.dist.is_main:  # every rank decided before the group formed: only then is the log moved
+                warnings.warn(set_aside_unsaved_run(config.out_dir, unsaved), stacklevel=2)
         self.device = self.dist.device
         torch.manual_seed(config.seed)
         self._threads_before = torch.get_num_threads()  # restored when fit() returns
@@ -91,6 +100,8 @@ class Trainer(TrainerSteps, TrainerState, TrainerProgress):
         self.preprocess = preprocess_of(self.model)
         scale_lr_to_model(config, self.model)
         self.model, self.freeze_summary = prepare_for_training(self.model, config)
+        check_fast_path(config)  # the data options' own refusals (micro_batch with unique_captions) come first
+        refuse_inexact_micro_batch(config, self.model)  # a BatchNorm in training: GradCache is not exact
         size, context = int(self.model.visual.input_resolution), int(self.model.context_length)
         tokenizer = caption_tokenizer(self.model, config)
         self.dataset = (
@@ -102,6 +113,8 @@ class Trainer(TrainerSteps, TrainerState, TrainerProgress):
         )
         if self.dist.is_main and (cut := cut_captions_line(self.dataset, tokenizer, context, config.root)):
             warnings.warn(cut, stacklevel=2)  # a small context trains on each caption's start: said
+        if self.dist.is_main and (epoch := epoch_line(self.dataset, config.root)):
+            print(epoch, file=sys.stderr)  # a caption CSV's epoch is one sample per image, not per row: said
         # the nodes of a job are started by hand: the same settings, data and model everywhere, or one line now
         # (not batches of other sizes for a few steps, then a hang at the epoch end)
         check_same_run(config, self.dataset, self.model)
@@ -111,6 +124,8 @@ class Trainer(TrainerSteps, TrainerState, TrainerProgress):
             wrapped = nn.parallel.DistributedDataParallel(wrapped, device_ids=ids)
         self.wrapped = wrapped
         self.skipped = SkippedImages("training data")  # every rank's share, gathered (see _tell_skipped)
+        self.trimmed_news = 0  # readable images this rank cut from steps since the last report (`trim_images`)
+        self.trimmed_images = 0  # ... and every rank's, told so far (gathered in `_tell_skipped`)
         self.skipped.add(known_bad(self.dataset))
         if eval_hooks is None:  # only rank 0 evaluates
             eval_hooks = build_eval_hooks(config, size, self.preprocess) if self.dist.is_main else []
@@ -125,6 +140,9 @@ class Trainer(TrainerSteps, TrainerState, TrainerProgress):
         self.sampler, self.steps_per_epoch = self._sampler()
         self.total_steps = config.steps or max(self.steps_per_epoch * config.epochs, 1)
         self.scheduler = cosine_with_warmup(self.optimizer, self.total_steps, config.warmup_steps)
+        if self.dist.is_main and not config.time_budget_s and (warm := warmup_notice(config.warmup_steps,
+                                                                                     self.total_steps)):
+            warnings.warn(warm, stacklevel=2)  # a warmup as long as the run: 10% of it, said
         if config.budget_clock not in ("wall", "cpu"):
             raise ValueError(f"budget_clock must be 'wall' or 'cpu', got {config.budget_clock!r}")
         self.budget = (
@@ -146,6 +164,7 @@ class Trainer(TrainerSteps, TrainerState, TrainerProgress):
         self.last_checkpoint: Path | None = None
         self._tokenizer_carried = False
         self.losses: list[float] = []
+        self.step_lr = 0.0  # the learning rate the last step trained at (train.csv's `lr`)
         self.told_uneven_streams = False  # the line on ranks whose streams ran dry at different steps: once
         self._dry_ranks: list[int] = []  # the ranks whose stream ran dry at the last such step
         self.last_metrics: dict[str, float] = {}
@@ -180,8 +199,7 @@ class Trainer(TrainerSteps, TrainerState, TrainerProgress):
             self.resume(cfg.resume)
             self.logger.truncate_after(self.step)
         self._first_step = self.step
-        self.model.train()
-        set_frozen_eval(self.model, cfg.lock_image, cfg.lock_text)
+        train_mode(self.model)  # frozen parts in eval mode (a locked ResNet tower's BatchNorm statistics kept)
         self._started = time.perf_counter()
         window = self._window  # loss and n carried over from a resumed checkpoint
         window.update(samples=0, t=self._started)
@@ -206,6 +224,7 @@ class Trainer(TrainerSteps, TrainerState, TrainerProgress):
                         self._stream_ran_dry(len(batch.indices))
                         break
                     if size == 0:  # no step, but a batch of the epoch read: a resume seeks by batches read
+                        self.trim_images(len(batch.indices))  # another rank's batch was all unreadable
                         self.batch_in_epoch += 1
                         if self._epoch_complete():
                             break
@@ -272,6 +291,8 @@ class Trainer(TrainerSteps, TrainerState, TrainerProgress):
             "metrics": self.checkpoint_metrics,
             **self.freeze_summary,
             "skipped_images": {data: tally.as_dict() for data, tally in self._skipped_sets().items()},
+            # readable images left out because another rank's batch was smaller (torchrun; 0 on one process)
+            "trimmed_images": self.trimmed_images,
         }
 
 

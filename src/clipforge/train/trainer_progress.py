@@ -14,7 +14,9 @@ import time
 
 from clipforge.train.checkpoint import checkpoint_name
 from clipforge.train.distributed import all_reduce_max, all_reduce_mean
-from clipforge.train.skipped import SkippedImages
+from clipforge.train.evalhook import eval_precision
+from clipforge.train.freeze import train_mode
+from clipforge.train.skipped import SkippedImages, damaged_record
 from clipforge.train.trainer_steps import UNKNOWN_EPOCH
 
 
@@ -22,11 +24,18 @@ class TrainerProgress:
     """The evaluation, stopping and logging methods of `Trainer` (see the module docstring)."""
 
     def evaluate(self) -> dict[str, float]:
+        """The hooks' metrics (rank 0), measured as `clipforge eval zeroshot --precision P` measures the saved
+        checkpoint (`evalhook.eval_precision`); the model goes back to train mode with its frozen parts in
+        eval mode (`freeze.train_mode`), whatever a hook left."""
         metrics: dict[str, float] = {}
         if self.dist.is_main and self.eval_hooks:
-            with self._weights_for_eval():
-                for hook in self.eval_hooks:
-                    metrics.update(hook(self.model, self.device, self.precision.autocast))
+            precision = eval_precision(self.precision.dtype)
+            try:
+                with self._weights_for_eval():
+                    for hook in self.eval_hooks:
+                        metrics.update(hook(self.model, self.device, precision))
+            finally:
+                train_mode(self.model)
         return metrics
 
     def _out_of_budget(self) -> bool:
@@ -80,6 +89,9 @@ class TrainerProgress:
         told: after the first epoch (or the final evaluation) for fixed data, so once per run. Every rank
         calls it: the training data's tally first gathers what each rank skipped of its own share."""
         self.skipped.gather()
+        trimmed = round(all_reduce_mean(float(self.trimmed_news)) * self.dist.world_size)  # every rank's news
+        self.trimmed_news = 0
+        self.trimmed_images += trimmed
         if not self.dist.is_main:
             return
         for data, tally in self._skipped_sets().items():
@@ -87,6 +99,20 @@ class TrainerProgress:
                 self._bar.write(tally.line(), file=sys.stderr)
                 self.logger.note("skipped", {"step": self.step, "data": data, **tally.as_dict()})
                 tally.reported = tally.count
+            for shard in tally.untold_damaged():  # a shard read only in part: one line each
+                self._bar.write(tally.damaged_line(shard), file=sys.stderr)
+                self.logger.note("damaged_shard", {"step": self.step, "data": data, **damaged_record(shard)})
+        if trimmed:  # a log.jsonl record each time the count grows, one stderr line a run (the first time)
+            self.logger.note("trimmed", {"step": self.step, "trimmed_images": self.trimmed_images})
+            if self.trimmed_images == trimmed:
+                images = "image" if trimmed == 1 else "images"
+                self._bar.write(
+                    f"training data: {trimmed} readable {images} left out by step {self.step}: a rank that skipped "
+                    "unreadable images has a smaller batch, and every rank trains on the smallest rank's count "
+                    "(all_gather needs batches of one size); the summary's trimmed_images counts them all (told "
+                    "once)",
+                    file=sys.stderr,
+                )
 
     def _clock(self) -> dict[str, float]:
         return {"train_s": self.budget.elapsed_s} if self.budget is not None else {}
@@ -109,7 +135,7 @@ class TrainerProgress:
             "step": self.step,
             "epoch": self._epochs_done(),
             "loss": all_reduce_mean(window["loss"] / window["n"]),
-            "lr": self.optimizer.param_groups[0]["lr"],
+            "lr": self.step_lr,  # the rate the logged step trained at (`_train_step`), in every recipe
             "logit_scale": float(self.model.logit_scale.detach().exp()),
             "samples_per_s": rate,
             "elapsed_s": self._elapsed(),

@@ -147,6 +147,14 @@ class TrainerSteps:
         torch.distributed.all_reduce(sizes, op=torch.distributed.ReduceOp.MIN)
         return int(sizes[0]) if int(sizes[1]) else None
 
+    def trim_images(self, count: int) -> None:
+        """Count readable images this rank leaves out of a step because another rank's batch is smaller (it skipped
+        unreadable images): `all_gather` needs batches of one size, so every rank trains on the smallest rank's
+        count. A skipped image cost the other ranks as many good ones, silently (audit 58 #5: 2 processes then
+        trained another model than 1 process on the same data). Told with the skipped images
+        (`TrainerProgress._tell_skipped`); the summary's `trimmed_images` is every rank's total."""
+        self.trimmed_news += max(int(count), 0)
+
     def _streamed(self) -> bool:
         """Ranks whose batches may run out at different steps: a stream under torchrun. Map-style data gives every
         rank the same number of batches (`ResumableSampler`), so all its ranks run out together and none asks."""
@@ -195,8 +203,10 @@ class TrainerSteps:
         )
         loss_fn, groups = self._loss_for(batch)
         if self.dist.distributed and getattr(batch, "caption_index", None) is None:
-            # all_gather needs equal batches: trim to the smallest rank's
+            # all_gather needs equal batches: trim to the smallest rank's (a rank that skipped images has fewer);
+            # the readable images cut here are counted and told (`trim_images`), not lost without a word
             size = self._step_size(batch) if size is None else size
+            self.trim_images(len(images) - size)
             images, texts = images[:size], texts[:size]
             groups = None if groups is None else groups[:size]
         if self.budget is not None:  # the schedule runs on training time, not on steps
@@ -214,6 +224,9 @@ class TrainerSteps:
             self.precision.scaler.update()
         else:
             self.optimizer.step()
+        # the rate this step used, for its log row: read before the schedule advances (it was read after, so a row
+        # showed the next step's rate: never the start rate at step 1, 0.0 at the last step; open_clip logs the used one)
+        self.step_lr = float(self.optimizer.param_groups[0]["lr"])
         if self.budget is None:
             self.scheduler.step()
         with torch.no_grad():
