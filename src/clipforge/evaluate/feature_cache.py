@@ -13,6 +13,16 @@ Decisions this module owns:
   THEIR OLD LABELS and printed the old result with exit status 0. The digest makes a relabelled, edited, added or
   removed file a miss, and a hit is still checked against the dataset's labels at the cached indices; a dataset
   that cannot say what its samples are (no ``samples``) is not cached at all.
+- **The cache does not grow without limit.** The digest makes every touched file a new key, so each edit of a
+  dataset left a whole stale entry behind (ImageNet train: ~2.6 GB at 512-d fp32). An entry's file name starts with
+  its *slot* (`feature_cache_slot`: the key without the digest: weights, model class, dataset, resolved root, split,
+  indices, resolution), and writing an entry deletes the other entries of its slot (they can never be read again:
+  their digest is not the dataset's any more) and the entries of earlier versions (named by their key alone, never
+  read again); then the folder is cut to `feature_cache_budget()` bytes, least recently used first (a hit counts as
+  a use), by the class-embedding cache's `evict_cache`.
+- **One dataset, one digest, whichever path reaches it.** The digest names each sample relative to the dataset's
+  root (the resolved root is in the key): through a symlinked or relative ``--root`` the same files were another
+  digest, and with one entry a slot, a user alternating the two paths would extract the features every time.
 - **A hit's timing is this run's.** It used to hand back the extracting run's throughput and batch size as if
   measured now: a hit reports the seconds this run spent reading the entry, ``features_cached: true``, no
   throughput, and the extracting run's timing under ``extracted_by_an_earlier_run``.
@@ -20,10 +30,12 @@ Decisions this module owns:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import re
 import stat
 import time
 from collections.abc import Sequence
@@ -35,16 +47,30 @@ import torch
 
 from clipforge.atomic import atomic_path
 from clipforge.evaluate.features import FeatureResult, extract_image_features
-from clipforge.zeroshot.embeddings import default_cache_dir
+from clipforge.zeroshot.embeddings import default_cache_dir, evict_cache
 
-__all__ = ["cached_features", "dataset_digest", "default_feature_cache_dir", "feature_cache_key"]
+__all__ = ["DEFAULT_FEATURE_CACHE_BYTES", "cached_features", "dataset_digest", "default_feature_cache_dir",
+           "feature_cache_budget", "feature_cache_key", "feature_cache_slot", "prune_feature_cache"]
 
-_VERSION = 2  # 2: the key covers the samples' digest; entries of version 1 are never read
+_VERSION = 3  # 2: the key covers the samples' digest; 3: sources relative to the root, named by slot
+DEFAULT_FEATURE_CACHE_BYTES = 32 * 2**30  # a dozen ImageNet-train entries at 512-d; `$CLIPFORGE_FEATURE_CACHE_BYTES`
+_KEY_NAME = re.compile(r"[0-9a-f]{32}\.safetensors")  # an entry named by its key alone (versions 1 and 2)
 log = logging.getLogger(__name__)
 
 
 def default_feature_cache_dir() -> Path:
     return default_cache_dir().parent / "features"
+
+
+def feature_cache_budget() -> int:
+    """``$CLIPFORGE_FEATURE_CACHE_BYTES`` (bytes) or `DEFAULT_FEATURE_CACHE_BYTES`: the LRU budget of the folder."""
+    value = os.environ.get("CLIPFORGE_FEATURE_CACHE_BYTES", "").strip()
+    if value:
+        try:
+            return max(0, int(value))
+        except ValueError:
+            log.warning("ignoring CLIPFORGE_FEATURE_CACHE_BYTES=%r (not a whole number of bytes)", value)
+    return DEFAULT_FEATURE_CACHE_BYTES
 
 
 def _stat(path: Any) -> tuple[int, int] | None:
@@ -62,16 +88,22 @@ def dataset_digest(dataset: Any, indices: Sequence[int] | None) -> str | None:
     Covers the class names; each chosen sample's source, label and (for a file on disk) size and mtime_ns; the
     files that hold samples which are not files of their own (a zip, an HDF5 file: size and mtime_ns); the pixels
     of an in-memory array dataset (CIFAR's pickles, MNIST); and VOC's multi-label marks. So a relabelled, edited,
-    added or removed file changes it. Stats only, no image is read: ~1 s per 300k files on a local disk."""
+    added or removed file changes it. A source under the dataset's root is named relative to it, so a symlinked or
+    relative root gives the same digest (callers compare the resolved root themselves). Stats only, no image is
+    read: ~1 s per 300k files on a local disk."""
     samples = getattr(dataset, "samples", None)
     if not isinstance(samples, (list, tuple)):
         return None
     chosen = range(len(samples)) if indices is None else indices
     h = hashlib.blake2b(digest_size=16)
     h.update(json.dumps([str(c) for c in getattr(dataset, "classnames", [])], ensure_ascii=False).encode())
+    root = getattr(dataset, "root", None)
+    prefix = os.path.join(str(root), "") if root is not None else None  # "<root>/"
     for i in chosen:
         source, label = samples[int(i)]
-        h.update(f"{source}\0{int(label)}\0{_stat(source)}\n".encode("utf-8", "surrogateescape"))
+        name = str(source)
+        name = name[len(prefix):] if prefix and name.startswith(prefix) else name
+        h.update(f"{name}\0{int(label)}\0{_stat(source)}\n".encode("utf-8", "surrogateescape"))
     for attr in ("root", "images_path", "csv_path"):  # containers: a zip root, an .h5 file
         value = getattr(dataset, attr, None)
         if value is not None:
@@ -87,16 +119,56 @@ def dataset_digest(dataset: Any, indices: Sequence[int] | None) -> str | None:
     return h.hexdigest()
 
 
+def _key_fields(fingerprint: str, dataset: Any, split: str, indices: Sequence[int] | None, resolution: int,
+                model_class: str) -> dict[str, Any]:
+    return {"version": _VERSION, "fingerprint": fingerprint, "model_class": model_class,
+            "dataset": str(getattr(dataset, "name", "")),
+            "root": str(Path(getattr(dataset, "root", "")).resolve()), "split": split,
+            "num_samples": len(dataset), "indices": None if indices is None else list(indices),
+            "resolution": int(resolution)}
+
+
 def feature_cache_key(fingerprint: str, dataset: Any, split: str, indices: Sequence[int] | None,
                       resolution: int, model_class: str = "", digest: str | None = None) -> str:
-    payload = json.dumps({
-        "version": _VERSION, "fingerprint": fingerprint, "model_class": model_class,
-        "dataset": str(getattr(dataset, "name", "")),
-        "root": str(Path(getattr(dataset, "root", "")).resolve()), "split": split,
-        "num_samples": len(dataset), "indices": None if indices is None else list(indices),
-        "resolution": int(resolution), "digest": digest,
-    }, separators=(",", ":"))
+    payload = json.dumps({**_key_fields(fingerprint, dataset, split, indices, resolution, model_class),
+                          "digest": digest}, separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+def feature_cache_slot(fingerprint: str, dataset: Any, split: str, indices: Sequence[int] | None,
+                       resolution: int, model_class: str = "") -> str:
+    """The key without the digest: which features an entry is for, whatever state of the files it saw. One entry
+    per slot is ever useful (the one whose digest is the dataset's now): writing one deletes the slot's others."""
+    payload = json.dumps(_key_fields(fingerprint, dataset, split, indices, resolution, model_class),
+                         separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _is_old_entry(path: Path) -> bool:
+    """Whether `path` (named by a key alone) is a feature entry of an earlier version (1: no digest; 2: the
+    digest of full paths), which no key of this version names: never read again."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta, names = f.metadata() or {}, set(f.keys())
+    except Exception:  # noqa: BLE001 - not a safetensors file: not ours to delete
+        return False
+    return {"features", "labels", "indices"} <= names and "fingerprint" in meta and "slot" not in meta
+
+
+def prune_feature_cache(cache_dir: Path, slot: str, keep: Path, max_bytes: int | None = None) -> int:
+    """After writing `keep`: delete the other entries of its `slot` and earlier versions' entries, then the least
+    recently used entries until the folder holds at most `max_bytes` (`feature_cache_budget()`; `keep` goes last).
+    Returns how many files were deleted."""
+    removed = 0
+    for path in list(cache_dir.glob(f"{slot}-*.safetensors")) + \
+            [p for p in cache_dir.glob("*.safetensors") if _KEY_NAME.fullmatch(p.name) and _is_old_entry(p)]:
+        if path != keep:
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed += 1
+    return removed + evict_cache(cache_dir, feature_cache_budget() if max_bytes is None else max_bytes, keep=keep)
 
 
 def _load(path: Path, digest: str) -> FeatureResult | None:
@@ -146,12 +218,15 @@ def cached_features(model: torch.nn.Module, dataset: Any, *, fingerprint: str, s
         log.info("features of %s not cached: the dataset does not list its samples", getattr(dataset, "name", split))
         use_cache = False
     cache_dir = Path(cache_dir) if cache_dir is not None else default_feature_cache_dir()
-    key = feature_cache_key(fingerprint, dataset, split, indices, int(model.visual.input_resolution),
-                            f"{type(model).__module__}.{type(model).__qualname__}", digest)
-    path = cache_dir / f"{key}.safetensors"
+    where = (fingerprint, dataset, split, indices, int(model.visual.input_resolution),
+             f"{type(model).__module__}.{type(model).__qualname__}")
+    key, slot = feature_cache_key(*where, digest), feature_cache_slot(*where)
+    path = cache_dir / f"{slot}-{key}.safetensors"
     if use_cache and path.is_file():
         hit = _load(path, str(digest))
         if hit is not None and _labels_agree(hit, dataset):
+            with contextlib.suppress(OSError):  # recently used: the last to be evicted
+                os.utime(path)
             hit.timing = _hit_timing(hit, time.perf_counter() - t0, batch_size, workers)
             return hit, True
         log.warning("feature cache %s is unreadable or not the dataset's (labels differ): extracted again", path)
@@ -163,7 +238,10 @@ def cached_features(model: torch.nn.Module, dataset: Any, *, fingerprint: str, s
                 save_file({"features": result.features.contiguous(), "labels": result.labels.contiguous(),
                            "indices": result.indices.contiguous()}, str(tmp),
                           metadata={"bad": json.dumps(result.bad), "timing": json.dumps(result.timing),
-                                    "fingerprint": fingerprint, "split": split, "digest": str(digest)})
+                                    "fingerprint": fingerprint, "split": split, "digest": str(digest),
+                                    "slot": slot})
         except OSError as exc:
             log.warning("could not write feature cache %s: %s", path, exc)
+        else:
+            prune_feature_cache(cache_dir, slot, path)
     return result, False

@@ -83,20 +83,40 @@ def _shown(names: Sequence[str]) -> str:
 def class_map(train_ds: Any, test_ds: Any, name: str) -> np.ndarray | None:
     """Each training label's index in the test split's class list: None when the two lists are the same; a
     mapping by name when they hold the same classes in another order; ValueError, naming the classes only in
-    one of them, when they differ. Comparing the counts alone fit a probe on train/{cat,dog,frog} and scored it
+    one of them, when they differ, or naming the repeated name and its folders when the lists differ and one holds
+    a name twice (`sea_ship/` and `sea ship/` both show as "sea ship": no name to map it by). Comparing the counts alone fit a probe on train/{cat,dog,frog} and scored it
     on test/{cat,frog,horse}, label 1 meaning "dog" to the fit and "frog" to the score, with exit status 0."""
     train, test = [str(c) for c in train_ds.classnames], [str(c) for c in test_ds.classnames]
     if train == test:
         return None
+    for split, ds, names in (("train", train_ds, train), ("test", test_ds, test)):
+        if len(set(names)) != len(names):  # two classes shown alike (`sea_ship/`, `sea ship/`): no name to map by
+            raise ValueError(_duplicate_classes(split, ds, names, name))
     only_train = [c for c in train if c not in set(test)]
     only_test = [c for c in test if c not in set(train)]
-    if only_train or only_test or len(set(train)) != len(train) or len(set(test)) != len(test):
+    if only_train or only_test:
         where = f"train ({getattr(train_ds, 'root', '?')}) and test ({getattr(test_ds, 'root', '?')})"
         raise ValueError(f"the {where} splits of {name} have different classes: only in train: {_shown(only_train)}; "
                          f"only in test: {_shown(only_test)} (a probe fit on one class list and scored on another "
                          "measures nothing: give both splits the same classes)")
     index = {c: i for i, c in enumerate(test)}
     return np.array([index[c] for c in train], dtype=np.int64)
+
+
+def _duplicate_classes(split: str, ds: Any, names: Sequence[str], dataset: str) -> str:
+    """One line for a split whose class list holds a name twice, while the other split's list differs: the name,
+    the folders it stands for where the dataset keeps them (`ImageFolder.folder_names`), and what to do. It was
+    refused as "different classes: only in train: none; only in test: none", naming nothing."""
+    dup = next(c for c in dict.fromkeys(names) if names.count(c) > 1)
+    at = [i for i, c in enumerate(names) if c == dup]
+    folders = getattr(ds, "folder_names", None)
+    what = f"folders {', '.join(repr(f'{folders[i]}/') for i in at)}" if isinstance(folders, (list, tuple)) and \
+        len(folders) == len(names) else f"classes {', '.join(str(i) for i in at)}"
+    more = sum(names.count(c) > 1 for c in dict.fromkeys(names)) - 1
+    return (f"the {split} split ({getattr(ds, 'root', '?')}) of {dataset} has {'two' if len(at) == 2 else len(at)} classes named {dup!r} ({what})"
+            + (f" and {more} more repeated name{'s' if more > 1 else ''}" if more else "")
+            + ": the train and test class lists differ, and a repeated name cannot be matched to the other split's "
+            "class: rename or merge those folders")
 
 
 def refuse_undefined_top5(expect: Mapping[str, float], num_classes: int, name: str) -> None:

@@ -71,7 +71,10 @@ def _wrap_into(title: str, lines: int) -> str:
 
 
 def plot_per_class_accuracy(accuracy: Sequence[float | None], classnames: Sequence[str], out_path: str | Path,
-                            title: str = "per-class accuracy") -> Path:
+                            title: str = "per-class accuracy", value_name: str = "accuracy",
+                            mean: float | None = None) -> Path:
+    """One bar per class (None: not drawn), in %, sorted; `value_name` labels the axis ("average precision" for a
+    multi-label set's per-class AP), `mean` the title's mean (default: of the classes drawn)."""
     plt = pyplot()
     with drawn_labels(list(classnames)) as style:  # a CJK font for Chinese names, or "#i" and a notice
         classnames = style.labels
@@ -85,16 +88,16 @@ def plot_per_class_accuracy(accuracy: Sequence[float | None], classnames: Sequen
             ax.barh(range(len(values)), 100 * values, color="tab:blue")
             ax.set_yticks(range(len(values)), names, fontsize=7)
             ax.set_xlim(0, 100)
-            ax.set_xlabel("accuracy (%)")
+            ax.set_xlabel(f"{value_name} (%)")
         else:
             fig, ax = plt.subplots(figsize=(10, 4))
             ax.bar(range(len(values)), 100 * values, width=1.0, color="tab:blue")
             ax.set_ylim(0, 100)
-            ax.set_xlabel(f"{len(values)} classes, sorted by accuracy")
-            ax.set_ylabel("accuracy (%)")
+            ax.set_xlabel(f"{len(values)} classes, sorted by {value_name}")
+            ax.set_ylabel(f"{value_name} (%)")
             worst = ", ".join(f"{n} ({100 * v:.0f}%)" for n, v in zip(names[:8], values[:8], strict=True))
             ax.text(0.01, 0.97, f"worst: {worst}", transform=ax.transAxes, fontsize=7, va="top", wrap=True)
-        _fit_title(ax, f"{title} (mean {100 * np.nanmean(acc):.1f}%)")
+        _fit_title(ax, f"{title} (mean {100 * (np.nanmean(acc) if mean is None else mean):.1f}%)")
         return save_figure(fig, out_path, finish=lambda f: mark_figure(f, style))
 
 

@@ -5,8 +5,9 @@ very functions the single commands run (`evaluate_zeroshot`, `evaluate_linear_pr
 `evaluate_retrieval`), so a suite cell equals `clipforge eval zeroshot`'s number for the same
 inputs. A finished cell's JSON is written last and atomically; a rerun finds it and recomputes
 nothing (the model is loaded to learn its fingerprint, each dataset is opened to check that the cell
-measured this copy and size of it, `suite_data`; no image is read), and what a killed run left
-unfinished is removed, never read (`suite_files`). Missing datasets are listed with where to get them
+measured this copy, size and content of it, `suite_data`: stats, no image is read), what a killed run
+left unfinished is removed, never read, and cells of an earlier clipforge are moved to ``cells/stale/``
+(`suite_files`). Missing datasets are listed with where to get them
 and skipped; a cell that fails, whatever the error, is recorded with its reason, not fatal; a linear
 probe of a dataset without a training split here is listed as skipped, not failed.
 Each model is loaded once, before its cells: its seconds are the summary's ``models[].load_seconds``
@@ -37,6 +38,7 @@ from clipforge.evaluate.suite_files import (
     is_cell_file,
     legacy_cell_path,
     model_folder,
+    move_old_cells,
     prompts_part,
     read_cell,
     same_settings,
@@ -241,6 +243,9 @@ def run_suite(models: Sequence[str], datasets: Sequence[str] | str, root: str | 
     removed = clean_stale(out_dir)  # what a killed run was writing; never read as a result
     if removed:
         say(f"removed {removed} unfinished file(s) a stopped run left in {out_dir}")
+    if old := move_old_cells(out_dir):  # their metrics or names may mean something else: never tabled as current
+        say(f"{old} cell{'s' if old != 1 else ''} written by an earlier clipforge moved to cells/stale/: their "
+            "metrics may mean something else; rerun them")
     rows: list[dict[str, Any]] = []
     loads: list[dict[str, Any]] = []  # each model's load (once, before its cells): not in any cell's seconds
     total = len(models) * len(_cells("", ready, tasks, templates))
@@ -288,7 +293,8 @@ def run_suite(models: Sequence[str], datasets: Sequence[str] | str, root: str | 
                                            _id_parts(cell, fingerprint, limit, mode, limit_train, top_k))
                     done = same_settings(read_cell(old, spec, cell.prompts), cell.task, limit_train, top_k)
                     row["cell_file"] = str(old if done is not None else path)
-                if done is not None and (why := _reuse_problem(done, cell, memo, limit)):
+                now = _dataset_now(cell, memo)  # taken before the cell runs: what its digests record
+                if done is not None and (why := _reuse_problem(done, now)):
                     say(f"cell {Path(row['cell_file']).stem}: {why}: computed again")
                     done, row["cell_file"] = None, str(path)
                 if done is not None:
@@ -301,7 +307,7 @@ def run_suite(models: Sequence[str], datasets: Sequence[str] | str, root: str | 
                                        batch_size=batch_size, workers=workers, top_k=top_k,
                                        feature_cache_dir=feature_cache_dir, cache_dir=cache_dir)
                     info = details(cell, report, time.perf_counter() - t0, cid,
-                                   top_k if cell.task in TOP_K_TASKS else None)
+                                   top_k if cell.task in TOP_K_TASKS else None, None if "error" in now else now)
                     # CLIP_benchmark's name for the dataset (imagenet1k, vtab/resisc45, voc2007_multilabel,
                     # flickr8k_all), so `clip_benchmark build` puts ours and theirs in one column; ours stays below
                     result = {"dataset": clip_benchmark_name(cell.dataset, cell.split), "model": model_name,
@@ -355,27 +361,34 @@ def _reason(exc: BaseException, first_line: bool = False) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _reuse_problem(done: dict[str, Any], cell: Cell, memo: dict[tuple, dict[str, Any]],
-                   limit: int | None) -> str | None:
-    """Why a finished cell of this name is not this run's result (another copy or size of the dataset, or a cell
-    that does not say), or None to reuse it. A dataset that no longer opens: computed again, to fail with its
-    reason (or be skipped, a probe whose training split is gone)."""
+def _dataset_now(cell: Cell, memo: dict[tuple, dict[str, Any]]) -> dict[str, Any]:
+    """`dataset_now` of the cell (root, counts, digests; no image read), or ``{"error": why}`` when the dataset does
+    not open: the cell is then computed, to fail with its reason (or be skipped, a probe without a training split)."""
     try:
-        now = dataset_now(cell, memo)
+        return dataset_now(cell, memo)
     except Exception as exc:  # noqa: BLE001 - the computation says it properly
-        return f"the dataset does not open ({_reason(exc, first_line=True)})"
-    return changed(done["clipforge"], now, limit)
+        return {"error": _reason(exc, first_line=True)}
+
+
+def _reuse_problem(done: dict[str, Any], now: dict[str, Any]) -> str | None:
+    """Why a finished cell of this name is not this run's result (another copy, size or content of the dataset, or
+    a cell that cannot say), or None to reuse it."""
+    if "error" in now:
+        return f"the dataset does not open ({now['error']})"
+    return changed(done["clipforge"], now)
 
 
 def _earlier_cells(out_dir: Path, seen: set[str]) -> list[dict[str, Any]]:
     """Cells finished by earlier runs into the same folder (other models or datasets): the merged
     table covers the whole grid computed so far, not just this run's part of it."""
+    from clipforge.evaluate.suite_data import is_current
+
     rows = []
     for path in sorted((out_dir / "cells").glob("*/*.json")):
         if str(path) in seen or not is_cell_file(path):  # a killed writer's temporary is no cell
             continue
         done = read_cell(path)
-        if done is None:
+        if done is None or not is_current(done["clipforge"]):  # one `move_old_cells` could not move: not tabled
             continue
         cf = done["clipforge"]
         rows.append({"model": cf.get("model_spec", done.get("model")), "dataset": cf.get("dataset", done["dataset"]),

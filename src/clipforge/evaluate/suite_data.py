@@ -8,11 +8,16 @@ reading an image, to compare (`dataset_now`, `changed`):
 
 - ``data_root``: the dataset's root, resolved (the ``NAME=PATH`` override or the folder found under ``--root``);
 - ``dataset_images``: the images of the evaluated split as the dataset lists them (before ``--limit``),
-  ``files_missing``: the files its metadata lists that are not on disk; a linear probe's ``train_images`` too.
+  ``files_missing``: the files its metadata lists that are not on disk; a linear probe's ``train_images`` too;
+- ``dataset_digest`` (a probe's ``train_digest`` too): `feature_cache.dataset_digest` of the whole split, each
+  sample's path, label, size and mtime (stats only, no image decoded). Root and counts alone let a relabelled set
+  (two class folders swapped, misfiled images moved) be served from the cell as "cached", with the old number.
 
-A cell written before these were recorded is computed again once, saying why: from its own counts it can be seen
-to differ (``images_evaluated`` + ``images_skipped`` against this run's), or it cannot be told, and either way its
-number is not taken on trust.
+Which format a cell is (``cell_format``, `CELL_FORMAT`): 1 recorded no dataset (before the counts), 2 root and counts,
+3 the digests too. A cell of a format before `CURRENT_SINCE` is not shown or exported beside this run's cells as if
+current (`suite_files.move_old_cells` moves it to ``cells/stale/``): format-1 cells may name their metrics otherwise
+(VOC's single-label ``acc1``, ``acc5`` 1.0 of 2 classes, every Flickr8k image as ``flickr8k`` test), and no cell of
+an older format can be checked against its dataset.
 """
 
 from __future__ import annotations
@@ -20,64 +25,92 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["changed", "dataset_now", "details", "language", "metrics_cb", "recorded", "row_values"]
+__all__ = ["CELL_FORMAT", "CURRENT_SINCE", "cell_format", "changed", "dataset_now", "details", "is_current",
+           "language", "metrics_cb", "recorded", "row_values"]
+
+CELL_FORMAT = 3  # 1: no dataset recorded; 2: root and counts; 3: also a digest of the split's samples
+CURRENT_SINCE = 3  # cells of an older format are moved aside (cells/stale/), never reused or tabled
+_RECORDED = ("data_root", "dataset_images", "dataset_digest")  # what a current cell cannot lack
+
+
+def cell_format(cf: dict[str, Any]) -> int:
+    """The format of a cell's ``clipforge`` section: its ``cell_format``, else what its fields say (1 or 2)."""
+    fmt = cf.get("cell_format")
+    if isinstance(fmt, int) and not isinstance(fmt, bool):
+        return fmt
+    return 2 if "data_root" in cf and "dataset_images" in cf else 1
+
+
+def is_current(cf: dict[str, Any]) -> bool:
+    """Whether a cell (its ``clipforge`` section) is of a format this clipforge reuses, tables and exports."""
+    return cell_format(cf) >= CURRENT_SINCE and all(key in cf for key in _RECORDED)
 
 
 def _resolved(root: Any) -> str:
     return str(Path(root).expanduser().resolve())
 
 
-def recorded(cell: Any, report: dict[str, Any]) -> dict[str, Any]:
-    """What a computed cell records of its dataset, from the single command's report."""
+def recorded(cell: Any, report: dict[str, Any], now: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a computed cell records of its dataset: counts from the single command's report, the digests from
+    `now` (`dataset_now`, taken before the cell ran; None when the dataset did not open then: the cell then
+    records no digest to match, and the next run computes it again)."""
     data = report["dataset"]
     images = data.get("test_images") if cell.task == "linear-probe" else data.get("num_images")
-    out = {"data_root": _resolved(cell.root), "dataset_images": images, "files_missing": data.get("missing_files", 0)}
+    now = now or {}
+    out = {"cell_format": CELL_FORMAT, "data_root": _resolved(cell.root), "dataset_images": images,
+           "files_missing": data.get("missing_files", 0), "dataset_digest": now.get("dataset_digest")}
     if cell.task == "linear-probe":
         out["train_images"] = data.get("train_images")
+        out["train_digest"] = now.get("train_digest")
+    return out
+
+
+def _split_now(kind: str, dataset: str, root: Any, split: str, memo: dict[tuple, dict[str, Any]]) -> dict[str, Any]:
+    """One split's images, missing files and digest, the split opened once per run (no image read, no transform)."""
+    key = (kind, dataset, str(root), split)
+    if key in memo:
+        return memo[key]
+    from clipforge.evaluate.feature_cache import dataset_digest
+    from clipforge.evaluate.report import skipped_files
+
+    if kind == "retrieval":
+        from clipforge.data.retrieval_sets import open_retrieval_dataset
+
+        ds = open_retrieval_dataset(dataset, root, split, None)
+        images = len(ds.images)
+    else:
+        from clipforge.evaluate.common import open_eval_dataset
+
+        ds = open_eval_dataset(dataset, root, split, None)
+        images = len(ds)
+    memo[key] = out = {"images": images, "missing": skipped_files(ds)["missing_files"],
+                       "digest": dataset_digest(ds, None)}
     return out
 
 
 def dataset_now(cell: Any, memo: dict[tuple, dict[str, Any]]) -> dict[str, Any]:
-    """This run's counterpart of `recorded`: the dataset opened (no image read, no transform), memoised per
-    (dataset, root, split, task) within a run. An error opening it propagates: the caller then computes the cell,
-    which fails or is skipped with the dataset's own message."""
-    key = (cell.dataset, str(cell.root), cell.split, cell.task)
-    if key in memo:
-        return memo[key]
-    from clipforge.evaluate.report import skipped_files
-
-    if cell.task == "retrieval":
-        from clipforge.data.retrieval_sets import open_retrieval_dataset
-
-        ds = open_retrieval_dataset(cell.dataset, cell.root, cell.split, None)
-        out = {"dataset_images": len(ds.images)}
-    elif cell.task == "linear-probe":
+    """This run's counterpart of `recorded`: each split the cell reads, opened once per run (`_split_now`). An error
+    opening it propagates: the caller then computes the cell, which fails or is skipped with the dataset's own
+    message."""
+    kind = "retrieval" if cell.task == "retrieval" else "classification"
+    test = _split_now(kind, cell.dataset, cell.root, cell.split, memo)
+    out = {"data_root": _resolved(cell.root), "dataset_images": test["images"], "files_missing": test["missing"],
+           "dataset_digest": test["digest"]}
+    if cell.task == "linear-probe":
         from clipforge.data.catalog import dataset_info
-        from clipforge.evaluate.linear_probe_eval import open_probe_splits
 
-        train, ds = open_probe_splits(cell.dataset, cell.root, dataset_info(cell.dataset).train_split, cell.split,
-                                      None)
-        out = {"dataset_images": len(ds), "train_images": len(train)}
-    else:
-        from clipforge.evaluate.common import open_eval_dataset
-
-        ds = open_eval_dataset(cell.dataset, cell.root, cell.split, None)
-        out = {"dataset_images": len(ds)}
-    memo[key] = out = {"data_root": _resolved(cell.root), **out,
-                       "files_missing": skipped_files(ds)["missing_files"]}
+        train = _split_now(kind, cell.dataset, cell.root, dataset_info(cell.dataset).train_split, memo)
+        out.update(train_images=train["images"], train_digest=train["digest"])
     return out
 
 
-def changed(cf: dict[str, Any], now: dict[str, Any], limit: int | None) -> str | None:
+def changed(cf: dict[str, Any], now: dict[str, Any]) -> str | None:
     """Why a cell read back (its ``clipforge`` section `cf`) is not this run's dataset `now`, or None when it is.
-    One phrase, e.g. ``dataset changed (190 -> 10000 images, /a -> /b)``."""
-    if "data_root" not in cf or "dataset_images" not in cf:  # written before cells recorded their dataset
-        before = (cf.get("images_evaluated") or 0) + (cf.get("images_skipped") or 0)
-        n = now["dataset_images"]
-        expected = n if not limit else min(int(limit), n)
-        if before and before != expected:
-            return f"dataset changed ({before} -> {expected} images)"
-        return "the cell does not record its dataset's root and size (written by an earlier clipforge)"
+    One phrase, e.g. ``dataset changed (190 -> 10000 images, /a -> /b)``, or ``dataset changed (labels or files)``
+    when only the digest differs (a relabelled or edited split of the same size). The digest is of the whole split,
+    whatever ``--limit`` took of it (the limit is a part of the cell's name)."""
+    if not is_current(cf):  # `move_old_cells` moved it aside; one it could not move is not trusted either
+        return "the cell was written by an earlier clipforge (it records no digest of its dataset)"
     what = []
     if cf["dataset_images"] != now["dataset_images"]:
         what.append(f"{cf['dataset_images']} -> {now['dataset_images']} images")
@@ -87,7 +120,14 @@ def changed(cf: dict[str, Any], now: dict[str, Any], limit: int | None) -> str |
         what.append(f"{cf.get('train_images')} -> {now['train_images']} training images")
     if cf["data_root"] != now["data_root"]:
         what.append(f"{cf['data_root']} -> {now['data_root']}")
-    return f"dataset changed ({', '.join(what)})" if what else None
+    if what:
+        return f"dataset changed ({', '.join(what)})"
+    digests = ["dataset_digest"] + (["train_digest"] if "train_digest" in now else [])
+    if any(now[d] is None for d in digests):  # a dataset that does not list its samples: nothing to compare
+        return "the dataset does not list its samples, so a cell cannot be checked against it"
+    if any(cf.get(d) != now[d] for d in digests):
+        return "dataset changed (labels or files)"
+    return None
 
 
 def metrics_cb(task: str, metrics: dict[str, Any]) -> dict[str, float | None]:
@@ -99,8 +139,10 @@ def metrics_cb(task: str, metrics: dict[str, Any]) -> dict[str, float | None]:
     return {cb: metrics[ours] for cb, ours in CB_METRICS[task].items() if ours in metrics}
 
 
-def details(cell: Any, report: dict[str, Any], seconds: float, cid: str, top_k: int | None) -> dict[str, Any]:
-    """What a cell records besides its metrics: clipforge's name of the dataset, which copy of it (`recorded`),
+def details(cell: Any, report: dict[str, Any], seconds: float, cid: str, top_k: int | None,
+            now: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a cell records besides its metrics: clipforge's name of the dataset, which copy of it and in which
+    state (`recorded`, with the digests of `now`),
     counts, skips and why, prompts, precision, decode, speed, the subsets (``limit``; a probe's ``limit_train``) and
     the predictions' ``top_k`` (None: the task writes none).
 
@@ -133,7 +175,7 @@ def details(cell: Any, report: dict[str, Any], seconds: float, cid: str, top_k: 
         "decode": "draft" if report["model"]["draft_decode"] else "exact",
         "images_evaluated": evaluated, "images_skipped": skipped,
         "skip_reasons": [f"{e.get('source')}: {e.get('reason')}" for e in reasons[:20]],
-        **recorded(cell, report),
+        **recorded(cell, report, now),
         "seconds_per_image": per_image, **cached,
         "wall_seconds": round(seconds, 3), "paper_metric": metric,
         "paper_value": report["metrics"].get(metric), "report": report["files"]["report"],

@@ -34,9 +34,17 @@ Decisions this module owns:
   when not at their defaults, and a cell records them (``limit_train``, ``top_k``); a cell written before they were
   recorded is checked against its full report (`same_settings`), so a probe trained on a subset is never taken for
   one trained on all the images.
-- **A cell is read back only for its own dataset.** A cell records its data root (resolved) and the split's
-  image and missing-file counts (a probe's training images too); a rerun whose dataset differs computes it again
-  and says why (`suite_data`): a 190-image copy's number was reported "cached" for the 10,000-image test set.
+- **A cell is read back only for its own dataset.** A cell records its data root (resolved), the split's
+  image and missing-file counts (a probe's training images too) and a digest of the split's samples (paths, labels,
+  sizes, mtimes; a probe's training split too); a rerun whose dataset differs computes it again and says why
+  (`suite_data`): a 190-image copy's number was reported "cached" for the 10,000-image test set, and a relabelled
+  copy of the same size for itself.
+- **A cell of an earlier clipforge is moved aside, not shown as current.** A cell whose format is older than
+  `suite_data.CURRENT_SINCE` may name its metrics or its dataset otherwise (VOC's single-label ``acc1``, ``acc5`` 1.0
+  of 2 classes, ``flickr8k`` test for every Kaggle image: a renamed cell never replaced the old one, which stayed in
+  the table and in ``clip_benchmark build cells/*/*.json`` for ever) and records no digest to check it by:
+  `move_old_cells` moves it to ``cells/stale/<model>/`` (which that glob does not reach) at the start of a run, and
+  the run says so in one line.
 - **Valid JSON.** NaN (an undefined metric: top-5 of fewer than 5 classes) is written as ``null``: ``NaN`` is not JSON, and
   ``jq``, JavaScript and strict parsers refuse the file.
 """
@@ -62,15 +70,18 @@ __all__ = [
     "is_cell_file",
     "legacy_cell_path",
     "model_folder",
+    "move_old_cells",
     "prompts_part",
     "read_cell",
     "safe_name",
     "same_settings",
     "slug",
     "STALE_AFTER_S",
+    "STALE_FOLDER",
     "host_tag",
 ]
 
+STALE_FOLDER = "stale"  # cells/stale/<model>/<cell>.json: cells of an earlier clipforge, out of `cells/*/*.json`
 _PART_BYTES = 60  # UTF-8 bytes of one part: a cell name of seven parts stays far below a 255-byte file name
 
 
@@ -235,6 +246,26 @@ def read_cell(
     ):
         return None
     return data
+
+
+def move_old_cells(out_dir: Path) -> int:
+    """Move each finished cell of an earlier clipforge (`suite_data.is_current` false) from ``cells/<model>/`` to
+    ``cells/stale/<model>/``; how many. One that cannot be moved stays, and is still neither reused nor tabled."""
+    from clipforge.evaluate.suite_data import is_current
+
+    cells, moved = out_dir / "cells", 0
+    for path in sorted(cells.glob("*/*.json")):
+        data = read_cell(path)
+        if data is None or is_current(data["clipforge"]):
+            continue
+        target = cells / STALE_FOLDER / path.parent.name / path.name
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+        except OSError:
+            continue
+        moved += 1
+    return moved
 
 
 def clean_stale(out_dir: Path, now: float | None = None) -> int:

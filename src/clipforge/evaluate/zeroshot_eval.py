@@ -74,7 +74,7 @@ def evaluate_zeroshot(model: str | torch.nn.Module, dataset: str | Any, root: st
     `predictions`: a Parquet path for each evaluated sample's `top_k` class ids and scores.
     The report's ``paper_metric`` names the CLIP paper's number for the dataset (mean per-class
     accuracy for some, 11-point mAP for multi-label VOC 2007, whose metrics are ``mAP11`` and CLIP_benchmark's
-    ``mean_average_precision`` only). ``top5`` is null (not 100%) with fewer than 5 classes, as CLIP_benchmark.
+    ``mean_average_precision`` only; its `plot` is a per-class AP chart, `_ap_plot`). ``top5`` is null (not 100%) with fewer than 5 classes, as CLIP_benchmark.
     `expect` names, `limit` and the output folders are checked before the model or the dataset is
     loaded (they were checked after the run, losing it); `--expect acc1=...` (the suite's name) works.
     """
@@ -171,11 +171,10 @@ def evaluate_zeroshot(model: str | torch.nn.Module, dataset: str | Any, root: st
             report["files"]["predictions"] = str(write_predictions(
                 predictions, result.indices, [ds.source_name(int(i)) for i in result.indices], result.labels,
                 scores, top_k, present=None if marks is None else [np.flatnonzero(m >= 0).tolist() for m in marks]))
-        if plot_dir is not None and marks is not None:  # per-class accuracy and confusion need one label an image
-            report["files"]["plots"] = []
-            log.info("no plots for a multi-label dataset: per-class accuracy and confusion need one label an image")
+        title = f"{ev.name} on {ds_name}"
+        if plot_dir is not None and marks is not None:  # no single label an image: per-class AP, not accuracy
+            write_plots(report, log, lambda: [_ap_plot(scores, marks, metrics, names, plot_dir, stem, title)])
         elif plot_dir is not None:
-            title = f"{ev.name} on {ds_name}"
             write_plots(report, log, lambda: _plots(metrics, names, result.labels, top1_predictions(scores), plot_dir,
                                                     stem, title))
         finish_report(report, metrics, expect, tolerance, json_path, log)
@@ -221,6 +220,25 @@ def _plots(metrics: dict, names: list[str], labels: torch.Tensor, pred: torch.Te
         str(plot_confusion_matrix(np.asarray(cm), names, out_dir / f"{stem}_confusion.png",
                                   title=f"{who}zero-shot confusion matrix (row-normalised)")),
     ]
+
+
+def _ap_plot(scores: torch.Tensor, marks: np.ndarray, metrics: dict[str, Any], names: list[str], out_dir: Path,
+             stem: str, title: str) -> str:
+    """A multi-label set's figure (VOC 2007): each class's average precision as CLIP_benchmark computes it
+    (`average_precision_per_class`, difficult objects present), whose mean over all classes is the report's
+    ``mean_average_precision``; a class with no image holding it is not drawn (CLIP_benchmark counts it 0). Per-class
+    accuracy and a confusion matrix need one label an image, which VOC does not have."""
+    from clipforge.evaluate.metrics import average_precision_per_class
+    from clipforge.evaluate.plots import plot_per_class_accuracy
+
+    present = marks >= 0
+    ap = average_precision_per_class(scores, present)
+    values = [float(a) if present[:, c].any() else None for c, a in enumerate(ap)]
+    absent = values.count(None)
+    note = f"; {absent} class{'es' if absent != 1 else ''} without an image not drawn, counted 0" if absent else ""
+    return str(plot_per_class_accuracy(values, names, out_dir / f"{stem}_per_class_ap.png",
+                                       title=f"{title}: zero-shot per-class AP (CLIP_benchmark's{note})",
+                                       value_name="average precision", mean=metrics["mean_average_precision"]))
 
 
 def _names_misfit(names: Sequence[str], source: Path | None, classes: Sequence[str], dataset: str) -> str:
