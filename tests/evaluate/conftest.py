@@ -57,3 +57,15 @@ def quiet_suite(monkeypatch, tmp_path):
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture()
+def isolated_cache(monkeypatch, tmp_path):
+    """A cache folder of the test's own (features, class embeddings) and one torch thread, restored after."""
+    import torch
+
+    monkeypatch.setenv("CLIPFORGE_CACHE", str(tmp_path / "cache"))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -24,13 +24,7 @@ from clipforge.evaluate.feature_cache import cached_features
 MODEL = "test-vit-tiny"
 
 
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch, tmp_path):
-    monkeypatch.setenv("CLIPFORGE_CACHE", str(tmp_path / "cache"))
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("isolated_cache")  # tests/evaluate/conftest.py
 
 
 def _colours(tmp_path: Path, colour_classes, names=("red", "green", "blue")) -> Path:

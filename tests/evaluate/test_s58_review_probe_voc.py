@@ -22,13 +22,7 @@ from clipforge.cli.main import main
 MODEL = "test-vit-tiny"
 
 
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch, tmp_path):
-    monkeypatch.setenv("CLIPFORGE_CACHE", str(tmp_path / "cache"))
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("isolated_cache")  # tests/evaluate/conftest.py
 
 
 def _folders(root: Path, split: str, names: dict[str, tuple[int, int, int]], per_class: int = 2) -> None:

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image
 
 from clipforge.cli.main import main
@@ -24,13 +23,7 @@ from clipforge.evaluate.suite import run_suite
 MODEL = "test-vit-tiny"
 
 
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch, tmp_path):
-    monkeypatch.setenv("CLIPFORGE_CACHE", str(tmp_path / "cache"))
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("isolated_cache")  # tests/evaluate/conftest.py
 
 
 def _sst2(folder: Path, per_class: int, splits=("test",)) -> Path:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
 
 import numpy as np
 
@@ -21,7 +20,7 @@ from clipforge.library.search import SearchHit, search_vector
 from clipforge.library.store import ImageRecord
 from clipforge.library.tag_answers import no_results_reason, tag_counts
 from clipforge.library.tagging import parse_labels
-from clipforge.library.uploads import home_path, home_record
+from clipforge.library.uploads import home_hit, home_record
 
 __all__ = ["LibraryReads"]
 
@@ -53,15 +52,7 @@ class LibraryReads(QueryMethods, LibraryBase):
             hits = search_vector(
                 self.store, self.index_manager, vector, int(top_k), None if allowed is None else sorted(allowed)
             )
-        return [self._home_hit(hit) for hit in hits]
-
-    def _home_hit(self, hit: SearchHit) -> SearchHit:
-        """`hit` with this library's copies of its uploads (`uploads.home_path`: a moved library not rewritten)."""
-        path = home_path(self.paths, hit.path, hit.sha256) or hit.path
-        duplicates = [home_path(self.paths, p, hit.sha256) or p for p in hit.duplicates]
-        if (path, duplicates) == (hit.path, hit.duplicates):
-            return hit
-        return replace(hit, path=path, duplicates=duplicates)
+        return [home_hit(self.paths, hit) for hit in hits]
 
     def get_image(self, image_id: int) -> ImageRecord | None:
         """The record of `image_id` (None when unknown); an upload's path is this library's copy of it, wherever the

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -26,7 +25,7 @@ from clipforge.library.queries import QueryMethods
 from clipforge.library.scan import FolderFilter
 from clipforge.library.search import SearchHit
 from clipforge.library.store import ImageRecord
-from clipforge.library.uploads import home_path, home_record
+from clipforge.library.uploads import home_hit, home_record
 
 
 class MilvusCatalog(QueryMethods):
@@ -50,15 +49,7 @@ class MilvusCatalog(QueryMethods):
             return []
         self._space = space
         hits = search_space(space, vector, top_k, filter_tags, tag_rank, min_tag_score, under)
-        return [self._home_hit(hit) for hit in hits]
-
-    def _home_hit(self, hit: SearchHit) -> SearchHit:
-        """`hit` with the library folder's copies of its uploads (`uploads.home_path`: the folder was moved)."""
-        path = home_path(self.paths, hit.path, hit.sha256) or hit.path
-        duplicates = [home_path(self.paths, p, hit.sha256) or p for p in hit.duplicates]
-        if (path, duplicates) == (hit.path, hit.duplicates):
-            return hit
-        return replace(hit, path=path, duplicates=duplicates)
+        return [home_hit(self.paths, hit) for hit in hits]
 
     def _record(self, row: dict[str, Any]) -> ImageRecord:
         """A row's record, an upload's path the one in this library folder's ``uploads/`` (`uploads.home_record`):

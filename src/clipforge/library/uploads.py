@@ -30,7 +30,7 @@ from clipforge.library.dbfile import from_db, to_db
 from clipforge.library.paths import LibraryPaths
 from clipforge.library.records import ImageRecord
 
-__all__ = ["UPLOADS_META", "copy_upload", "home_path", "home_record", "rehome_uploads", "upload_tail"]
+__all__ = ["UPLOADS_META", "copy_upload", "home_hit", "home_path", "home_record", "rehome_uploads", "upload_tail"]
 
 UPLOADS_META = "uploads_dir"
 """Meta key: the uploads folder (normalised absolute path) the records were last brought home to."""
@@ -78,6 +78,16 @@ def home_record(paths: LibraryPaths, record: ImageRecord | None) -> ImageRecord 
         return None
     moved = home_path(paths, record.path, record.sha256)
     return record if moved is None else replace(record, path=moved)
+
+
+def home_hit(paths: LibraryPaths, hit: Any) -> Any:
+    """A search hit (`search.SearchHit`) with this library's copies of its uploads (`home_path`: a moved library
+    whose records were not rewritten), for both stores."""
+    path = home_path(paths, hit.path, hit.sha256) or hit.path
+    duplicates = [home_path(paths, p, hit.sha256) or p for p in hit.duplicates]
+    if (path, duplicates) == (hit.path, hit.duplicates):
+        return hit
+    return replace(hit, path=path, duplicates=duplicates)
 
 
 def rehome_uploads(store: Any, paths: LibraryPaths, force: bool = False) -> int:
