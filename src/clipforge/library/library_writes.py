@@ -289,8 +289,12 @@ class LibraryWrites(LibraryBase):
         first (`uploads.rehome_uploads`)."""
         with self._write_lock, library_lock(self.paths.lock):  # a running add may relink a moved file
             rehome_uploads(self.store, self.paths, force=True)
-            gone = [r.id for r in self.store.list_images()
-                    if not os.path.exists(r.path) and home_path(self.paths, r.path, r.sha256) is None]
+            records = self.store.list_images()
+            held = {r.path for r in records}
+            # gone: no file, and no copy here that is its own (a copy another record holds is that record's: a
+            # user's deleted photo whose bytes were also uploaded kept its record for good)
+            gone = [r.id for r in records if not os.path.exists(r.path)
+                    and (home_path(self.paths, r.path, r.sha256) or r.path) in held]
             if not gone:
                 return 0
             with self.store.transaction() as tx:

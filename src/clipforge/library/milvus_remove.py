@@ -95,8 +95,9 @@ class MilvusRemoval:
 
         stored = {r["path"]: r.get("sha256") for space in self._every_space()
                   for r in space.iter_rows(fields=["path", "sha256"])}
+        # gone: no file, and no copy here that another row holds already (that copy is that row's)
         return self._delete(sorted(p for p, sha in stored.items()
-                                   if not os.path.exists(p) and home_path(self.paths, p, sha) is None))
+                                   if not os.path.exists(p) and (home_path(self.paths, p, sha) or p) in stored))
 
     def _delete(self, paths: list[str]) -> int:
         with self._lock:

@@ -179,11 +179,21 @@ class StoreConnection:
             raise error from exc
 
     @contextmanager
-    def transaction(self) -> Iterator[Transaction]:
-        """One atomic write: everything done through the yielded object commits together or not at all."""
+    def transaction(self, wait: bool = True) -> Iterator[Transaction]:
+        """One atomic write: everything done through the yielded object commits together or not at all.
+
+        `wait=False`: do not wait for another process's write to end (the busy timeout is 0 for its start):
+        sqlite3.OperationalError ("database is locked") at once, for a write that may be left for later."""
         with self._lock, self.guard(writing=True):
             conn = self.conn()  # (a connection that cannot be opened is the reading sentence: its own guard)
-            conn.execute("BEGIN IMMEDIATE")
+            if not wait:
+                (previous,) = conn.execute("PRAGMA busy_timeout").fetchone()
+                conn.execute("PRAGMA busy_timeout = 0")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            finally:
+                if not wait:
+                    conn.execute(f"PRAGMA busy_timeout = {int(previous)}")
             try:
                 yield Transaction(conn)
                 conn.execute("COMMIT")

@@ -17,6 +17,7 @@ import numpy as np
 
 from clipforge.library.library_base import META_DTYPE
 from clipforge.library.store import ImageRecord
+from clipforge.library.uploads import home_record
 
 VECTOR_DTYPE_META = META_DTYPE  # the library's meta key for its vectors' dtype
 
@@ -80,6 +81,8 @@ class _SqliteSource:
             if not records:
                 return
             last = records[-1].id
+            # a moved library's uploads as it reads them (`uploads.home_record`): the copy then takes their files
+            records = [home_record(self.library.paths, r) for r in records]
             shas = sorted({r.sha256 for r in records if r.status == "ok" and r.sha256})
             vectors = self.store.vectors_for_shas(space.fingerprint, shas)
             tags = self.store.tags_for_images(space.fingerprint, [r.id for r in records])

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 from dataclasses import replace
 from typing import Any
 
@@ -66,6 +67,10 @@ def home_path(paths: LibraryPaths, path: str, sha256: str | None) -> str | None:
     if path.startswith(own + os.sep):
         return None
     tail = upload_tail(path, sha256)
+    # a file still where it was recorded is that file, unless it sits in another library's uploads (the source of
+    # a copied library): a user's own photo in a folder shaped like `uploads/<ab>/<sha>/` was served from here
+    if tail is not None and os.path.lexists(path) and not _in_a_library(path, tail):
+        return None
     if tail is None:
         return None
     candidate = os.path.join(own, tail)
@@ -100,13 +105,16 @@ def rehome_uploads(store: Any, paths: LibraryPaths, force: bool = False) -> int:
     own = _uploads_dir(paths)
     recorded = store.get_meta(UPLOADS_META)
     # the same folder by another name (a symlink, a bind mount): its records are live as they are
-    if not force and recorded is not None and (recorded == own or os.path.realpath(recorded) == os.path.realpath(own)):
+    if not force and recorded is not None and _same_folder(recorded, own):
         return 0
     if getattr(store, "read_only", False):
         return 0
     pattern = f"%{os.sep}uploads{os.sep}%"
     moved = 0
-    with contextlib.suppress(LibraryWriteError), store.transaction() as tx:
+    # On open (not `force`) this is a courtesy: it never waits for another process's write (a `search` beside an
+    # `index add` waited 60 s, then crashed on "database is locked"); reads find the uploads anyway (`home_record`).
+    with contextlib.suppress(LibraryWriteError, *(() if force else (sqlite3.OperationalError,))), \
+            store.transaction(wait=force) as tx:
         rows = tx.execute("SELECT id, path, sha256 FROM images WHERE sha256 IS NOT NULL AND CAST(path AS TEXT) "
                           "LIKE ?", (pattern,)).fetchall()
         for image_id, stored, sha256 in rows:
@@ -119,6 +127,23 @@ def rehome_uploads(store: Any, paths: LibraryPaths, force: bool = False) -> int:
                 moved += 1
         tx.set_meta(UPLOADS_META, own)
     return moved
+
+
+def _in_a_library(path: str, tail: str) -> bool:
+    """Whether the folder holding `path`'s ``uploads/`` is a library (its database is there)."""
+    root = path[: -len(tail)].rstrip(os.sep)  # .../<root>/uploads
+    return os.path.isfile(LibraryPaths(os.path.dirname(root)).db)
+
+
+def _same_folder(recorded: str, own: str) -> bool:
+    """Whether the folder recorded is this one: the same name, or the same directory by another path (a symlink, a
+    bind mount, a container's mount: a library reached two ways rewrote its records back and forth at each open)."""
+    if recorded == own:
+        return True
+    try:
+        return os.path.samefile(recorded, own)
+    except OSError:
+        return False
 
 
 def copy_upload(record: ImageRecord, paths: LibraryPaths) -> str | None:

@@ -36,8 +36,8 @@ from clipforge.server.errors import APIError, error_body, retry_after_seconds, s
 from clipforge.server.fair import address_key
 from clipforge.server.sending import ByteShares
 
-__all__ = ["UI_UPLOAD_PATH", "BodyLimitMiddleware", "StoppingMiddleware", "TimeoutMiddleware", "body_deadline", "client_host", "send_json",
-           "too_slow"]
+__all__ = ["UI_UPLOAD_PATH", "BodyLimitMiddleware", "StoppingMiddleware", "TimeoutMiddleware", "body_deadline", "client_host",
+           "cut_by_stop", "send_json", "too_slow"]
 
 _log = logging.getLogger(__name__)
 
@@ -435,8 +435,8 @@ class StoppingMiddleware:
 
         try:
             await self.app(scope, receive, tracking_send)
-        except asyncio.CancelledError:
-            if started:
+        except asyncio.CancelledError as exc:
+            if started or not cut_by_stop(exc):
                 raise
             _log.warning("%s %s: cut off by the server's stop", scope.get("method"), get_route_path(scope))
             detail = ("the server is stopping and did not answer this upload, but the image may still be added: once "
@@ -445,6 +445,13 @@ class StoppingMiddleware:
                       "the server is stopping and did not finish this request; send it again once it is back")
             with contextlib.suppress(Exception):
                 await send_json(send, 503, "server_stopping", detail, retry_after=5)
+
+
+def cut_by_stop(exc: BaseException) -> bool:
+    """Whether a cancellation is uvicorn's at the end of a stop (the requests still running 5 s after SIGTERM or
+    SIGINT), as its message says; any other (a test client's teardown, anyio's task groups, a client gone) is
+    not ours to answer or swallow: an async generator must see it."""
+    return isinstance(exc, asyncio.CancelledError) and any("graceful shutdown" in str(a) for a in exc.args)
 
 
 def _is_upload(scope: Scope) -> bool:

@@ -31,7 +31,16 @@ import itertools
 
 from starlette.routing import get_route_path
 
-from clipforge.server.middleware import ASGIApp, Message, Receive, Scope, Send, client_host, send_json
+from clipforge.server.middleware import (
+    ASGIApp,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    client_host,
+    cut_by_stop,
+    send_json,
+)
 
 __all__ = ["STREAM_ROUTES", "OpenStreams", "StreamLimitMiddleware", "holder_of"]
 
@@ -167,10 +176,12 @@ class StreamLimitMiddleware:
                     await send_json(send, 503, "server_busy", "this stream was closed to make room; open it again")
                 return
             answer.result()
-        except asyncio.CancelledError:
-            # this request was cancelled: the server stopping (uvicorn cancels what runs 5 s after SIGTERM/SIGINT) or
-            # its client gone. The stream itself runs in `answer`, its own task, cancelled below; uvicorn logged
-            # "Exception in ASGI application" and a 40-line traceback for every open tab at every stop.
+        except asyncio.CancelledError as exc:
+            # the server stopping (uvicorn cancels what runs 5 s after SIGTERM/SIGINT): uvicorn logged "Exception in
+            # ASGI application" and a 40-line traceback for every open tab at every stop. The stream itself runs in
+            # `answer`, its own task, cancelled below. Any other cancellation goes on (`cut_by_stop`).
+            if not cut_by_stop(exc):
+                raise
             return
         finally:
             evicted.cancel()
