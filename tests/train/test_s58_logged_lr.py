@@ -41,18 +41,19 @@ def test_a_warmup_as_long_as_the_run_is_said_and_the_run_still_decays(caption_fo
         lrs = _lrs(caption_folders, tmp_path / "short", steps=10, warmup_steps=2000, batch_size=2)
     told = [str(w.message) for w in caught if "warmup" in str(w.message)]
     assert told == ["warmup_steps 2000 is not shorter than this run's 10 steps: the learning rate warms up over the "
-                    "first 1 step (10% of the run) and then decays (cosine) to 0 instead of rising for the whole "
-                    "run; set warmup_steps below 10 to choose"]
-    expected = [LR * 0.5 * (1 + math.cos(math.pi * (step - 1) / 9)) for step in range(1, 10)]
-    assert lrs == pytest.approx([LR, *expected], rel=1e-12)  # 1 warmup step, then the cosine over the other 9
+                    "first 2 steps (10% of the run, at least 2) and then decays (cosine) to 0 instead of rising for "
+                    "the whole run; set warmup_steps below 10 to choose"]
+    expected = [LR * 0.5 * (1 + math.cos(math.pi * (step - 2) / 8)) for step in range(2, 10)]
+    # 2 warmup steps (a 1-step warmup's first step was at the peak already: review), then the cosine over 8
+    assert lrs == pytest.approx([LR / 2, LR, *expected], rel=1e-12)
     assert lrs[-1] < LR / 10  # decays to near 0 by the end (it rose to the peak at the last step before)
 
 
 def test_a_warmup_shorter_than_the_run_is_kept_without_a_word():
     from clipforge.train.schedule import effective_warmup, warmup_notice
 
-    assert [effective_warmup(w, 8) for w in (0, 3, 7, 8, 2000)] == [0, 3, 7, 1, 1]
-    assert [effective_warmup(2000, n) for n in (1, 2, 20, 1999, 2000, 2001)] == [0, 1, 2, 200, 200, 2000]
-    assert warmup_notice(7, 8) is None and warmup_notice(5, 1) is None  # one step trains at the full rate anyway
+    assert [effective_warmup(w, 8) for w in (0, 3, 7, 8, 2000)] == [0, 3, 7, 2, 2]
+    assert [effective_warmup(2000, n) for n in (1, 2, 3, 20, 1999, 2000, 2001)] == [0, 0, 2, 2, 200, 200, 2000]
+    assert warmup_notice(7, 8) is None and warmup_notice(5, 1) is None and warmup_notice(5, 2) is None
     assert warmup_notice(8, 8).startswith("warmup_steps 8 is not shorter than this run's 8 steps: the learning rate "
-                                          "warms up over the first 1 step (10% of the run)")
+                                          "warms up over the first 2 steps (10% of the run, at least 2)")

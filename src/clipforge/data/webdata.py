@@ -26,7 +26,9 @@ from __future__ import annotations
 import itertools
 import os
 import random
+import tarfile
 import warnings
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,9 +203,14 @@ def _samples(urls: Iterator[str]) -> Iterator[dict[str, Any] | DamagedShard]:
     for url in urls:
         failures: list[BaseException] = []
 
-        def stop(exc: BaseException, failures: list[BaseException] = failures) -> bool:
-            failures.append(exc)
-            return False  # the rest of this shard is unreadable: on to the next shard
+        def stop(exc: BaseException, failures: list[BaseException] = failures, url: str = url) -> bool:
+            if isinstance(exc, (tarfile.TarError, EOFError, OSError, zlib.error)):
+                failures.append(exc)
+                return False  # the stream itself failed: the rest of this shard is unreadable, on to the next
+            # one bad member (a duplicate name, a sample webdataset cannot group): the shard's other samples are
+            # read as before; stopping dropped 36 good samples of 40 for one duplicate
+            warnings.warn(f"shard {url}: {type(exc).__name__}: {exc} (that sample is skipped)", stacklevel=2)
+            return True
 
         read = 0
         for sample in wds.tarfile_to_samples(handler=stop)([{"url": url}]):

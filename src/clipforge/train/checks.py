@@ -10,6 +10,7 @@ CPU. Each rule here names the field in a `TrainConfigError` (a `clipforge.errors
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -179,12 +180,19 @@ def refuse_mixed_runs(config: TrainConfig) -> int | None:
     dead end. None when the folder holds no run (or, with `resume`, holds checkpoints to resume)."""
     out = Path(config.out_dir)
     folder = out / "checkpoints"
-    checkpoints = [p for p in folder.glob("*.safetensors") if not p.name.startswith(".")] if folder.is_dir() else []
+    # a checkpoint is whole once its training state is written beside it (killed between the two: no checkpoint)
+    checkpoints = [p for p in folder.glob("*.safetensors") if not p.name.startswith(".")
+                   and p.with_suffix(".state.pt").is_file()] if folder.is_dir() else []
     logged = (out / "log.jsonl").is_file() and (out / "log.jsonl").stat().st_size > 0
     if logged and not checkpoints and (not config.resume or config.resume == "latest"):
         from clipforge.train.logs import read_log
 
-        steps = [int(r.get("step") or 0) for r in read_log(out) if r.get("kind") == "train"]
+        records = read_log(out)
+        if (pid := running_elsewhere(records)) is not None:
+            # a second run here took a live one for dead: moved its logs, mixed its rows and made it crash
+            raise TrainConfigError(f"--out {out}: a run (pid {pid}) is training there now and has saved no "
+                                   "checkpoint yet: wait for it to end, or give this run another --out")
+        steps = [int(r.get("step") or 0) for r in records if r.get("kind") == "train"]
         return max(steps, default=0)
     if config.resume or not checkpoints:
         return None
@@ -192,6 +200,26 @@ def refuse_mixed_runs(config: TrainConfig) -> int | None:
     raise TrainConfigError(f"--out {out} already holds a run ({held}): continue it with --resume latest, or give "
                            "this run another --out (a new run there would mix its curves and checkpoints with the "
                            "old one's)")
+
+
+def running_elsewhere(records: list[dict[str, Any]]) -> int | None:
+    """The pid of the process that wrote the last `run` record of a log (`Trainer` writes one as it starts) when
+    it is still alive on this machine, else None: a run that has saved no checkpoint yet may be training now."""
+    import socket
+
+    started = [r for r in records if r.get("kind") == "run"]
+    if not started:
+        return None
+    pid, host = started[-1].get("pid"), started[-1].get("host")
+    if not isinstance(pid, int) or host != socket.gethostname() or pid == os.getpid():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # alive, another user's
+        return pid
+    return pid
 
 
 UNSAVED_RUN = "unsaved-run"

@@ -82,7 +82,13 @@ class ZeroShotEval:
         return {f"{self.name}_top1": correct / total, f"{self.name}_samples": total}
 
 
-def eval_precision(dtype: torch.dtype | None) -> str:
+def eval_precision(dtype: torch.dtype | None, device: torch.device | str = "cpu") -> str:
     """The `eval zeroshot --precision` a run's evaluations use: bf16 for a run that computes in bf16 (its
-    autocast dtype), else fp32 (fp32 runs, and fp16 ones: the command has no fp16)."""
-    return "bf16" if dtype == torch.bfloat16 else "fp32"
+    autocast dtype) where the command takes bf16 (CUDA, or a CPU multiplying it natively), else fp32 (fp32 runs,
+    fp16 ones: the command has no fp16; and a CPU emulating bf16, where the command refuses it: the hook raised
+    that refusal at the first epoch end, losing the epoch before its checkpoint)."""
+    if dtype != torch.bfloat16:
+        return "fp32"
+    from clipforge.inference.cpu import bf16_supported
+
+    return "bf16" if torch.device(device).type == "cuda" or bf16_supported() else "fp32"

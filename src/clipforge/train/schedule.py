@@ -34,27 +34,29 @@ def effective_warmup(warmup_steps: int, total_steps: int) -> int:
     warmup_steps = max(int(warmup_steps), 0)
     if warmup_steps < total_steps:
         return warmup_steps
-    return max(math.ceil(SHORT_RUN_WARMUP * total_steps), 1) if total_steps > 1 else 0
+    # at least 2 steps: the factor of step 0 is 1 / warmup, so a 1-step warmup trains at the peak rate at once
+    return max(math.ceil(SHORT_RUN_WARMUP * total_steps), 2) if total_steps > 2 else 0
 
 
 def warmup_notice(warmup_steps: int, total_steps: int) -> str | None:
     """One line when `effective_warmup` changes the warmup (None when it keeps it)."""
     used = effective_warmup(warmup_steps, total_steps)
-    if used == warmup_steps or total_steps <= 1:  # one step: it trains at the full rate either way
+    if used == warmup_steps or total_steps <= 2:  # two steps or one: no room to warm up and decay
         return None
     steps = "step" if used == 1 else "steps"
     return (f"warmup_steps {warmup_steps} is not shorter than this run's {total_steps} steps: the learning rate "
-            f"warms up over the first {used} {steps} ({SHORT_RUN_WARMUP:.0%} of the run) and then decays (cosine) "
+            f"warms up over the first {used} {steps} ({SHORT_RUN_WARMUP:.0%} of the run, at least 2) and then decays (cosine) "
             f"to 0 instead of rising for the whole run; set warmup_steps below {total_steps} to choose")
 
 
 def cosine_with_warmup(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int,
-                       final_ratio: float = 0.0) -> torch.optim.lr_scheduler.LambdaLR:
+                       final_ratio: float = 0.0, as_given: bool = False) -> torch.optim.lr_scheduler.LambdaLR:
     """A LambdaLR (so its state dict checkpoints like any scheduler) stepping once per optimiser step; a
-    warmup not shorter than the run is `effective_warmup`'s 10% of it."""
+    warmup not shorter than the run is `effective_warmup`'s 10% of it (`as_given`: `warmup_steps` as it is, the
+    warmup a checkpoint's run used). The warmup used is the scheduler's `warmup_steps` attribute."""
     if total_steps <= 0:
         raise ValueError(f"total_steps must be positive, got {total_steps}")
-    warmup_steps = effective_warmup(warmup_steps, total_steps)
+    warmup_steps = max(int(warmup_steps), 0) if as_given else effective_warmup(warmup_steps, total_steps)
 
     def factor(step: int) -> float:
         if step < warmup_steps:
@@ -63,7 +65,19 @@ def cosine_with_warmup(optimizer: torch.optim.Optimizer, total_steps: int, warmu
         progress = min((step - warmup_steps) / span, 1.0)
         return final_ratio + (1.0 - final_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    scheduler.warmup_steps = warmup_steps  # type: ignore[attr-defined]  (kept in checkpoints: `Trainer.state`)
+    return scheduler
+
+
+def resumed_warmup(state: dict, warmup_steps: int, total_steps: int) -> int:
+    """The warmup a checkpoint's run used: recorded in its state, or, for a checkpoint written before it was
+    recorded, the rule of then (a warmup longer than the run cut to the run's length). Resuming such a run under
+    the 10% rule changed its schedule mid-run (its rate fell by half at once and the losses parted)."""
+    used = state.get("warmup_steps_used")
+    if isinstance(used, int) and not isinstance(used, bool) and used >= 0:
+        return used
+    return min(max(int(warmup_steps), 0), int(total_steps))
 
 
 class TimeBudget:

@@ -19,6 +19,8 @@ the stop rule, clocks and logs). `train` is the library entry point of `clipforg
 
 from __future__ import annotations
 
+import os
+import socket
 import sys
 import time
 import warnings
@@ -187,8 +189,21 @@ class Trainer(TrainerSteps, TrainerState, TrainerProgress):
         except BaseException:
             if self.dist.is_main:
                 self.logger.close()  # TensorBoard's event file is open
+                self._forget_start_only_log()
                 self.new_folders.remove_unused()
             raise
+
+    def _forget_start_only_log(self) -> None:
+        """A log holding only this run's `run` record (it failed before its first step): removed, so a failed run
+        leaves nothing, as before the record was written."""
+        from clipforge.train.logs import read_log
+
+        jsonl = self.out_dir / "log.jsonl"
+        try:
+            if jsonl.is_file() and all(r.get("kind") == "run" for r in read_log(self.out_dir)):
+                jsonl.unlink()
+        except (OSError, ValueError):
+            pass
 
     def _fit(self) -> dict[str, Any]:
         cfg = self.config
@@ -199,6 +214,8 @@ class Trainer(TrainerSteps, TrainerState, TrainerProgress):
             self.resume(cfg.resume)
             self.logger.truncate_after(self.step)
         self._first_step = self.step
+        if self.dist.is_main:  # who trains here: a second run into this --out tells a live run from a dead one
+            self.logger.note("run", {"pid": os.getpid(), "host": socket.gethostname(), "step": self.step})
         train_mode(self.model)  # frozen parts in eval mode (a locked ResNet tower's BatchNorm statistics kept)
         self._started = time.perf_counter()
         window = self._window  # loss and n carried over from a resumed checkpoint

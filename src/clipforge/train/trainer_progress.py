@@ -29,7 +29,7 @@ class TrainerProgress:
         eval mode (`freeze.train_mode`), whatever a hook left."""
         metrics: dict[str, float] = {}
         if self.dist.is_main and self.eval_hooks:
-            precision = eval_precision(self.precision.dtype)
+            precision = eval_precision(self.precision.dtype, self.device)
             try:
                 with self._weights_for_eval():
                     for hook in self.eval_hooks:

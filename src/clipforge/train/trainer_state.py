@@ -29,6 +29,7 @@ from clipforge.train.checkpoint import (
 )
 from clipforge.train.distributed import all_reduce_mean
 from clipforge.train.same_run import agree_on_checkpoint
+from clipforge.train.schedule import cosine_with_warmup, resumed_warmup
 from clipforge.train.trainer_steps import UNKNOWN_EPOCH
 
 
@@ -42,6 +43,8 @@ class TrainerState:
             "batch_in_epoch": self.batch_in_epoch,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
+            "warmup_steps_used": int(getattr(self.scheduler, "warmup_steps", self.config.warmup_steps)),
+            "trimmed_images": self.trimmed_images,  # images cut from steps across ranks so far (a resume adds to it)
             "scaler": self.precision.scaler.state_dict() if self.precision.scaler else None,
             "rng": rng_state(),
             "budget": self.budget.state_dict() if self.budget else None,
@@ -154,6 +157,11 @@ class TrainerState:
             )
         if self.budget is not None and state.get("budget"):
             self.budget.load_state_dict(state["budget"])
+        used = resumed_warmup(state, self.config.warmup_steps, self.total_steps)
+        if self.budget is None and used != getattr(self.scheduler, "warmup_steps", used):
+            # the checkpoint's run warmed up otherwise (written before the 10% rule): its schedule goes on as it was;
+            # rebuilt before the optimizer's state is loaded (building a scheduler sets the groups' rate)
+            self.scheduler = cosine_with_warmup(self.optimizer, self.total_steps, used, as_given=True)
         try:
             self.optimizer.load_state_dict(state["optimizer"])
         except ValueError:  # torch: "loaded state dict contains a parameter group that doesn't match ..."
@@ -163,6 +171,7 @@ class TrainerState:
                 "resume with the run's own settings"
             ) from None
         self.scheduler.load_state_dict(state["scheduler"])
+        self.scheduler.warmup_steps = used  # (its state dict carries the attribute too: the schedule's own wins)
         if self.precision.scaler and state.get("scaler"):
             self.precision.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
@@ -171,6 +180,7 @@ class TrainerState:
         window = state.get("log_window") or {}
         self._window.update(loss=float(window.get("loss", 0.0)), n=int(window.get("n", 0)))
         self.stream_epoch_batches = state.get("stream_epoch_batches")  # absent in checkpoints before it was kept
+        self.trimmed_images = int(state.get("trimmed_images") or 0)  # (review: a resumed run counted from 0)
         if self.batch_in_epoch >= (self.stream_epoch_batches or self.steps_per_epoch):  # at an epoch end
             self.epoch, self.batch_in_epoch = self.epoch + 1, 0
         refuse_finished_run(spec, path, self.step, self.config, self.total_steps, self._out_of_budget())
