@@ -120,3 +120,21 @@ def test_a_chunked_ui_upload_reserves_the_routes_whole_limit(library, tmp_path, 
         while not isinstance(app, UIGuardMiddleware):
             app = app.app
     assert app.uploads.max_body_bytes == limits.max_ui_upload_body_bytes > limits.max_body_bytes
+
+
+def test_a_slow_request_without_a_body_is_a_503_timeout_not_a_408(library, held_calls, monkeypatch):
+    """A GET whose handler never reads its (absent) body is cut by the time limit as before: no "request body did
+    not arrive" for a request that has none."""
+    from clipforge.server import ServerLimits
+
+    limits = ServerLimits(request_timeout_s=0.5)
+    app = create_app(library, limits=limits)
+    service = app.state.service
+    held = held_calls(service.stats)
+    monkeypatch.setattr(service, "stats", held)
+    try:
+        with TestClient(app) as client:
+            answer = client.get("/api/stats")
+    finally:
+        held.release.set()
+    assert answer.status_code == 503 and answer.json()["error"] == "timeout", answer.text

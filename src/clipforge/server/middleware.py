@@ -347,7 +347,12 @@ class TimeoutMiddleware:
             await self.app(scope, receive, send)
             return
         started = False
-        received, body_done = 0, False
+        received = 0
+        try:
+            declared, chunked, _ = _body_headers(scope)
+        except ValueError:
+            declared, chunked = None, False
+        body_done = not chunked and not declared  # no body to wait for: the time is all the work's
         loop = asyncio.get_running_loop()
         begun = loop.time()
         body_time = 0.0  # seconds the body took to arrive (once it is whole)
