@@ -21,13 +21,9 @@ MODEL = "test-vit-tiny"
 
 
 @pytest.fixture(autouse=True)
-def _isolated(monkeypatch, tmp_path):
-    monkeypatch.setenv("CLIPFORGE_CACHE", str(tmp_path / "cache"))
+def _isolated(isolated_cache, monkeypatch):
+    """`isolated_cache` (tests/evaluate/conftest.py), with the feature cache's size cap at its default."""
     monkeypatch.delenv("CLIPFORGE_FEATURE_CACHE_BYTES", raising=False)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture()

@@ -102,7 +102,7 @@ def test_a_slow_link_keeps_its_upload_and_a_slower_one_is_told_why(library, live
 def test_a_slow_bodys_extra_time_has_a_ceiling():
     """Review: without one, 64 MiB sent in 3 s bought 35 minutes (a byte every 8 s) of holding the server's bytes
     in flight: four addresses held every upload off that long."""
-    from clipforge.server.middleware import body_deadline
+    from clipforge.server.body_time import body_deadline
 
     assert body_deadline(0.0, 60.0, 2 * 2**20, 32 * 1024) == 60.0 + 64.0  # a 2 MiB photo: 64 s more
     assert body_deadline(0.0, 60.0, 64 * 2**20, 32 * 1024) == 180.0  # never more than 2 x 60 s more

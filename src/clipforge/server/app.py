@@ -21,13 +21,9 @@ from clipforge.server.error_shape import ErrorShapeMiddleware
 from clipforge.server.errors import install_error_handlers
 from clipforge.server.head import HeadAsGetMiddleware
 from clipforge.server.limits import ServerLimits
-from clipforge.server.middleware import (
-    UI_UPLOAD_PATH,
-    BodyLimitMiddleware,
-    StoppingMiddleware,
-    TimeoutMiddleware,
-)
+from clipforge.server.middleware import UI_UPLOAD_PATH, BodyLimitMiddleware
 from clipforge.server.origins import BrowserOriginMiddleware, HostNames
+from clipforge.server.request_time import StoppingMiddleware, TimeoutMiddleware
 from clipforge.server.service import LibraryService
 
 __all__ = ["create_app"]

@@ -16,8 +16,8 @@ client's timeout, a client gone while its search ran) is sent nothing, whatever 
 (`access_log.log_client_gone`); uvicorn writes none for it.
 With `receiving`, the bytes of bodies in flight are counted per address and in all as they arrive
 (`receiving.ReceivingBytes`): a body that passes a share is answered 429/503, the rest of its bytes dropped.
-`TimeoutMiddleware` bounds the wall time of REST calls (a slow upload included); gradio's
-long-lived event streams are left alone.
+The time a body has is `body_time.body_deadline`'s; `request_time.TimeoutMiddleware` bounds the wall time of REST
+calls (a slow upload included), leaving gradio's long-lived event streams alone.
 """
 
 from __future__ import annotations
@@ -25,21 +25,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from starlette.routing import get_route_path
 
 from clipforge.server.access_log import log_client_gone
+from clipforge.server.body_time import body_deadline, too_slow
 from clipforge.server.errors import APIError, error_body, retry_after_seconds, shown, with_retry_after
 from clipforge.server.fair import address_key
 from clipforge.server.sending import ByteShares
 
-__all__ = ["UI_UPLOAD_PATH", "BodyLimitMiddleware", "StoppingMiddleware", "TimeoutMiddleware", "body_deadline", "client_host",
-           "cut_by_stop", "send_json", "too_slow"]
-
-_log = logging.getLogger(__name__)
+__all__ = ["UI_UPLOAD_PATH", "BodyLimitMiddleware", "body_headers", "client_host", "send_json"]
 
 UI_UPLOAD_PATH = "/gradio_api/upload"
 """The web UI's upload route (gradio's): one body holds every file a page chose at once."""
@@ -75,29 +72,6 @@ async def send_json(send: Send, status: int, code: str, detail: str, retry_after
     await send({"type": "http.response.body", "body": body})
 
 
-SLOW_BODY_EXTRA = 2.0
-"""A body's time past `request_timeout_s` is at most this many times it (3 minutes in all by default): bytes in
-flight hold a share of `max_receiving_bytes`, and an allowance without a ceiling let 4 addresses send 64 MiB each in
-3 s, then a byte every 8 s, and hold every upload of the server off for 35 minutes (for 60 s before)."""
-
-
-def body_deadline(begun: float, seconds: float | None, received: int, min_rate: float | None) -> float | None:
-    """When a body that began arriving at `begun` must be whole: `seconds` later, plus one second for every
-    `min_rate` bytes received so far, up to `SLOW_BODY_EXTRA` x `seconds` more (a slow link's upload keeps its
-    time while it keeps that rate)."""
-    if seconds is None:
-        return None
-    return begun + seconds + (min(received / min_rate, SLOW_BODY_EXTRA * seconds) if min_rate else 0.0)
-
-
-def too_slow(received: int, elapsed: float, seconds: float | None, min_rate: float | None) -> str:
-    """The 408's words for a body that did not arrive within its `body_deadline`."""
-    rule = f"{seconds:g} s" + (f", and one more second for every {min_rate / 1024:g} KiB received (at most "
-                               f"{(1 + SLOW_BODY_EXTRA) * (seconds or 0):g} s in all)" if min_rate else "")
-    return (f"the request body did not arrive in time: {received:,} bytes in {elapsed:.0f} s, where this server "
-            f"allows {rule}; on a slower link send smaller or fewer files")
-
-
 class _BodyTooLarge(Exception):
     pass
 
@@ -110,7 +84,7 @@ class _BodyRefused(Exception):
     """Past the address's or the server's share of bytes in flight (`receiving`)."""
 
 
-def _body_headers(scope: Scope) -> tuple[int | None, bool, bool]:
+def body_headers(scope: Scope) -> tuple[int | None, bool, bool]:
     """(declared Content-Length or None, chunked, Expect: 100-continue); ValueError on a bad length."""
     declared, chunked, expects = None, False, False
     for name, value in scope.get("headers", ()):
@@ -191,7 +165,7 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         try:
-            declared, chunked, expects_continue = _body_headers(scope)
+            declared, chunked, expects_continue = body_headers(scope)
         except ValueError:
             await send_json(send, 400, "bad_request", "Content-Length is not a number")
             return
@@ -326,139 +300,3 @@ class BodyLimitMiddleware:
                 if late
                 else f"the request body stopped arriving for {self.idle_timeout:g} s",
             )
-
-
-class TimeoutMiddleware:
-    """Cancel REST requests under `prefixes` that take longer than `seconds` and answer 503.
-
-    The time a body takes to arrive is given back as `body_deadline` gives it (one second per `min_rate` bytes, as
-    long as they come that fast): a 4 MB photo over a slow link was cut at 60 s and told to "try a smaller image or
-    fewer labels". A request cut while its body is still arriving is a 408 saying so."""
-
-    def __init__(self, app: ASGIApp, seconds: float, prefixes: tuple[str, ...] = ("/api/",),
-                 min_rate: float | None = None) -> None:
-        self.app = app
-        self.seconds = float(seconds)
-        self.prefixes = prefixes
-        self.min_rate = min_rate
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not get_route_path(scope).startswith(self.prefixes):
-            await self.app(scope, receive, send)
-            return
-        started = False
-        received = 0
-        try:
-            declared, chunked, _ = _body_headers(scope)
-        except ValueError:
-            declared, chunked = None, False
-        body_done = not chunked and not declared  # no body to wait for: the time is all the work's
-        loop = asyncio.get_running_loop()
-        begun = loop.time()
-        body_time = 0.0  # seconds the body took to arrive (once it is whole)
-
-        async def counting_receive() -> Message:
-            nonlocal received, body_done, body_time
-            message = await receive()
-            if message["type"] == "http.request" and not body_done:
-                received += len(message.get("body", b""))
-                if not message.get("more_body", False):
-                    body_done, body_time = True, loop.time() - begun
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        def deadline() -> float:
-            end = body_deadline(begun, self.seconds, received, self.min_rate)
-            # a body that came fast does not lend its allowance to the work after it
-            return min(end, begun + self.seconds + body_time) if body_done else end
-
-        task = asyncio.ensure_future(self.app(scope, counting_receive, tracking_send))
-        try:
-            while True:
-                done, _ = await asyncio.wait({task}, timeout=max(0.0, deadline() - loop.time()))
-                if done:
-                    task.result()
-                    return
-                if loop.time() >= deadline():
-                    break
-        except BaseException:
-            task.cancel()
-            raise
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
-        # Work already handed to a thread (model inference) finishes in the background;
-        # the client is told now instead of waiting on it.
-        if started:
-            return
-        if not body_done:
-            await send_json(send, 408, "request_timeout",
-                            too_slow(received, loop.time() - begun, self.seconds, self.min_rate))
-            return
-        if _is_upload(scope):
-            # the write goes on in its thread: a retry must not be told the first one was lost
-            await send_json(send, 503, "timeout", (
-                f"the upload took longer than {self.seconds:g} s (waiting for its turn included) and its answer was "
-                "abandoned, but the image may still be added: look for it (GET /api/images) or send it again (an "
-                "identical file is answered created: false)"))
-            return
-        await send_json(
-            send,
-            503,
-            "timeout",
-            f"the request took longer than {self.seconds:g} s (waiting for its turn "
-            f"included) and was abandoned; try a smaller image or fewer labels, or again later",
-        )
-
-
-class StoppingMiddleware:
-    """Answer a request that the server's stop cancels (uvicorn cancels what is still running 5 s after SIGTERM or
-    SIGINT) with a 503 in the REST shape and one log line, where uvicorn answered `500 text/plain "Internal Server
-    Error"` and logged a full traceback for every request in flight (141 lines for 8 classify calls)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # requests that do work (POST: search, classify, uploads, UI events); a GET is a read or one of gradio's
-        # streams, whose cancellation is theirs to finish (an async generator must see it)
-        if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD"):
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, receive, tracking_send)
-        except asyncio.CancelledError as exc:
-            if started or not cut_by_stop(exc):
-                raise
-            _log.warning("%s %s: cut off by the server's stop", scope.get("method"), get_route_path(scope))
-            detail = ("the server is stopping and did not answer this upload, but the image may still be added: once "
-                      "it is back, look for it (GET /api/images) or send it again (an identical file is answered "
-                      "created: false)") if _is_upload(scope) else (
-                      "the server is stopping and did not finish this request; send it again once it is back")
-            with contextlib.suppress(Exception):
-                await send_json(send, 503, "server_stopping", detail, retry_after=5)
-
-
-def cut_by_stop(exc: BaseException) -> bool:
-    """Whether a cancellation is uvicorn's at the end of a stop (the requests still running 5 s after SIGTERM or
-    SIGINT), as its message says; any other (a test client's teardown, anyio's task groups, a client gone) is
-    not ours to answer or swallow: an async generator must see it."""
-    return isinstance(exc, asyncio.CancelledError) and any("graceful shutdown" in str(a) for a in exc.args)
-
-
-def _is_upload(scope: Scope) -> bool:
-    """A REST upload (`POST /api/images`), whose write goes on in its thread after its answer is abandoned."""
-    return scope.get("method") == "POST" and get_route_path(scope).rstrip("/") == "/api/images"

@@ -38,9 +38,9 @@ from clipforge.server.middleware import (
     Scope,
     Send,
     client_host,
-    cut_by_stop,
     send_json,
 )
+from clipforge.server.request_time import cut_by_stop
 
 __all__ = ["STREAM_ROUTES", "OpenStreams", "StreamLimitMiddleware", "holder_of"]
 
