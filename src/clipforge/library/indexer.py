@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,10 +26,17 @@ import numpy as np
 
 from clipforge.data.base import BadImage
 from clipforge.data.files import DecodedFile, EmbeddedBatch, ImageFileReader, embed_files, with_max_pixels
+from clipforge.errors import Notice
 from clipforge.library.encoder import Encoder
 from clipforge.library.store import FileState, Store
 
-__all__ = ["AddReport", "StoreWriter", "index_files"]
+__all__ = ["AddReport", "ModelReplacedNotice", "StoreWriter", "index_files"]
+
+
+class ModelReplacedNotice(Notice):
+    """A library recorded a model that held no vector (made for it: `serve --create --model M`,
+    `Library(create=True, model=M)`) and an add with another model filled it first: that model is the library's
+    from then on. Said, because a server still open on M searches an empty space."""
 
 
 @dataclass
@@ -156,10 +164,13 @@ class StoreWriter:
     def write(self, batch: EmbeddedBatch) -> None:
         vectors = {sha: v for sha, v in batch.by_sha().items() if sha not in self.embedded}
         claimed: set[str] = set()
+        replaced: str | None = None
         with self.store.transaction() as tx:
             if vectors:  # a model's space (and, the first time, the library's default model) begins with a vector
                 tx.ensure_model(self.encoder.fingerprint, self.encoder.name, self.encoder.embed_dim)
-                tx.record_model(self.encoder.fingerprint, self.encoder.name or "", self.encoder.embed_dim, self.dtype)
+                replaced = tx.record_model(
+                    self.encoder.fingerprint, self.encoder.name or "", self.encoder.embed_dim, self.dtype
+                )
             if batch.files:  # rows with this model's vectors only: other models' spaces now lack them
                 tx.void_vector_checks(self.encoder.fingerprint)
             for sha, vector in vectors.items():
@@ -174,6 +185,12 @@ class StoreWriter:
                 self._write_item(tx, item, new_content=new_content)
             tx.bump_generation()
         self.embedded.update(vectors)
+        if replaced is not None:
+            warnings.warn(ModelReplacedNotice(
+                f"library {self.store.path.parent} was made for model {replaced or '(an object)'} and held none of "
+                f"its vectors: it is built with {self.encoder.name or '(an object)'} from now on (plain `search` "
+                f"and `tag` use it; a server still open on {replaced or 'the old model'} must be restarted)"
+            ), stacklevel=2)
 
     def _write_bad(self, tx: Any, bad: BadImage) -> None:
         plan = self.planned.get(bad.path, _Planned(bad.path, 0, 0))

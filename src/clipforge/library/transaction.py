@@ -106,20 +106,29 @@ class Transaction:
             (len(CHECKED_KEY), CHECKED_KEY, CHECKED_KEY + keep),
         )
 
-    def record_model(self, fingerprint: str, name: str, embed_dim: int, vector_dtype: str) -> None:
+    def record_model(self, fingerprint: str, name: str, embed_dim: int, vector_dtype: str) -> str | None:
         """Record the library's default model once: the model of its first vectors, in their transaction (an add
         that stores no vector - an empty folder, only bad files - leaves the library without one, so a later
         `index add --model M` makes M the default instead of a second space beside an empty default). A recorded
         model that holds no vector is replaced the same way: what every add before this rule left after an empty
         first add (audit 56's own library: the next `--model M` photos were a second space, said nowhere, and
-        plain `search` answered "no photo matched"), or a library whose every photo was removed."""
+        plain `search` answered "no photo matched"), or a library whose every photo was removed.
+
+        Returns the name of the model replaced ("" for one passed as an object), None when none was: a library
+        made for M (`serve --create --model M`) that an `index add --model N` fills first is N's from then on,
+        and the server searching M's space must be told (`ModelReplacedNotice`)."""
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (META_FINGERPRINT,)).fetchone()
         if row is not None and (row[0] == fingerprint or self.conn.execute(
                 "SELECT 1 FROM embeddings WHERE model = ? LIMIT 1", (row[0],)).fetchone() is not None):
-            return
+            return None
+        replaced = None
+        if row is not None:
+            named = self.conn.execute("SELECT value FROM meta WHERE key = ?", (META_NAME,)).fetchone()
+            replaced = str(named[0]) if named is not None and named[0] is not None else ""
         for key, value in ((META_FINGERPRINT, fingerprint), (META_NAME, name or ""),
                            (META_DIM, str(int(embed_dim))), (META_DTYPE, vector_dtype)):
             self.set_meta(key, value)
+        return replaced
 
     def bump_generation(self) -> None:
         """Tell every reader that the searchable vectors changed (see `Store.generation`)."""
