@@ -5,6 +5,9 @@ the command gives in neither precision)."""
 
 from __future__ import annotations
 
+import csv
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -48,3 +51,9 @@ def test_the_hooks_accuracy_is_the_eval_commands(caption_folders, val_folder, tm
     assert report["metrics"]["num_samples"] == result["metrics"]["val_samples"] == 120
     assert hook == report["metrics"]["top1"]
     assert f"_acc-{report['metrics']['top1']:.4f}" in result["checkpoint"].name
+    # stop 50: the precision the accuracy was measured in is written beside it (eval.csv, log.jsonl, best.json)
+    assert result["metrics"]["eval_precision"] == command
+    run = tmp_path / "run"
+    with open(run / "eval.csv", newline="", encoding="utf-8") as f:
+        assert [row["eval_precision"] for row in csv.DictReader(f)] == [command]
+    assert json.loads((run / "checkpoints" / "best.json").read_text())["metrics"]["eval_precision"] == command

@@ -169,7 +169,7 @@ class Trainer(TrainerSteps, TrainerState, TrainerProgress):
         self.step_lr = 0.0  # the learning rate the last step trained at (train.csv's `lr`)
         self.told_uneven_streams = False  # the line on ranks whose streams ran dry at different steps: once
         self._dry_ranks: list[int] = []  # the ranks whose stream ran dry at the last such step
-        self.last_metrics: dict[str, float] = {}
+        self.last_metrics: dict[str, float | str] = {}
         self.checkpoint_metrics: dict[
             str, float
         ] = {}  # the evaluation of `last_checkpoint` itself ({}: none)

@@ -23,11 +23,13 @@ from clipforge.train.trainer_steps import UNKNOWN_EPOCH
 class TrainerProgress:
     """The evaluation, stopping and logging methods of `Trainer` (see the module docstring)."""
 
-    def evaluate(self) -> dict[str, float]:
+    def evaluate(self) -> dict[str, float | str]:
         """The hooks' metrics (rank 0), measured as `clipforge eval zeroshot --precision P` measures the saved
-        checkpoint (`evalhook.eval_precision`); the model goes back to train mode with its frozen parts in
-        eval mode (`freeze.train_mode`), whatever a hook left."""
-        metrics: dict[str, float] = {}
+        checkpoint (`evalhook.eval_precision`), with P itself as `eval_precision`: eval.csv, log.jsonl and the
+        checkpoint records (best.json) held bf16 accuracies without saying so, and `eval zeroshot` of the same
+        checkpoint in fp32 differs by an image or two. The model goes back to train mode with its frozen parts
+        in eval mode (`freeze.train_mode`), whatever a hook left."""
+        metrics: dict[str, float | str] = {}
         if self.dist.is_main and self.eval_hooks:
             precision = eval_precision(self.precision.dtype, self.device)
             try:
@@ -36,6 +38,7 @@ class TrainerProgress:
                         metrics.update(hook(self.model, self.device, precision))
             finally:
                 train_mode(self.model)
+            metrics["eval_precision"] = precision
         return metrics
 
     def _out_of_budget(self) -> bool:
