@@ -186,9 +186,9 @@ def test_the_server_writes_status_lines_in_the_browser_language(library, tmp_pat
     handlers = _Handlers(LibraryService(library), str(tmp_path))
     zh = _Request("zh-CN,zh;q=0.9")
     _, status = asyncio.run(handlers.search("a cat", None, 3, "", zh))
-    assert re.fullmatch(
-        r"3 个结果，用时 \d+ 毫秒，模型 test-vit-tiny（分数 = 与查询的余弦相似度）。", status
-    ), status
+    first, originals = status.split("\n\n")
+    assert re.fullmatch(r"3 个结果，用时 \d+ 毫秒，模型 test-vit-tiny（分数 = 与查询的余弦相似度）。", first), status
+    assert originals.startswith("原图（完整尺寸）：[") and originals.count("](http://") == 3
     _, status = asyncio.run(handlers.search("一只猫", None, 3, "", zh))
     assert "**注意：** the query" in status and "written in zh" in status  # the API's notice stays English
     _, status = asyncio.run(handlers.search("a cat", None, 3, "no-such-tag", _Request("zh-TW")))
@@ -198,9 +198,9 @@ def test_the_server_writes_status_lines_in_the_browser_language(library, tmp_pat
     _, status = asyncio.run(handlers.search("a cat", None, 1, "", _Request("en-US")))
     assert status.startswith("1 result in "), status  # was "1 results"
     items, summary = asyncio.run(handlers.first_page(zh))
-    assert summary == "图库中有 **8 张图片**（0 个文件无法读取）· 显示 1-8"
+    assert summary.split("\n\n")[0] == "图库中有 **8 张图片**（0 个文件无法读取）· 显示 1-8"
     _, summary = asyncio.run(handlers.first_page(None))
-    assert summary == "**8 images** in the library (0 files could not be read) · showing 1-8"
+    assert summary.split("\n\n")[0] == "**8 images** in the library (0 files could not be read) · showing 1-8"
 
 
 def test_a_broken_translations_file_is_one_clear_error():

@@ -113,6 +113,21 @@ class Handlers:
     def thumb(self, base: str, image_id: int) -> str:
         return f"{base}/api/images/{image_id}/thumb?size={self.service.limits.thumb_size}"
 
+    @staticmethod
+    def originals(base: str, shown: list[tuple[int, str]], say: str) -> str:
+        """A line of links to the originals of the photos a gallery shows, in its order (`GET /api/images/{id}`,
+        which anyone may read): the gallery holds 256-px thumbnails, its download buttons saved those, and a
+        gallery `select` event would send gradio's item, a server path the upload guard refuses. Names are
+        escaped as every status line's (`plain`) and cut to 40 characters; the link is the integer id's."""
+        if not shown:
+            return ""
+        links = []
+        for image_id, path in shown:
+            name = display_path(os.path.basename(path))
+            name = name if len(name) <= 40 else name[:39] + "…"
+            links.append(f"[{plain(name)}]({base}/api/images/{int(image_id)})")
+        return "\n\n" + status_text(say, "originals") + " · ".join(links)
+
     def _search(
         self, text: str | None, image: Any, top_k: int, tags: str | None
     ) -> tuple[list[Any], float, str | None, str | None]:
@@ -146,6 +161,7 @@ class Handlers:
             )
         if notice:
             status += f"\n\n{status_text(say, 'note')} {plain(notice)}"
+        status += self.originals(base, [(h.id, h.path) for h in hits], say)
         return items, status
 
     def _classify(
@@ -184,7 +200,7 @@ class Handlers:
         shown = f"{offset + 1}-{offset + len(records)}" if records else status_text(say, "shown_none")
         summary = status_text(
             say, "summary", ok=counts.get("ok", 0), failed=counts.get("failed", 0), shown=shown
-        ) + _tag_line(stats.get("tags") or {}, say)
+        ) + _tag_line(stats.get("tags") or {}, say) + self.originals(base, [(r.id, r.path) for r in records], say)
         return items, summary, int(offset), next_offset is not None
 
     async def _page(self, request: Any, offset: int, stay: int | None = None):
