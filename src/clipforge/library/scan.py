@@ -4,7 +4,10 @@ Folders contribute files with an image extension (the list `clipforge.image` can
 a file named explicitly is always taken, so a broken ``notes.jpg`` - or a file with no image
 extension at all - is tried, fails and gets recorded with its reason instead of vanishing.
 Hidden files and folders are skipped in folder walks, and so is the library's own folder
-(its thumbnails must never index themselves).
+(its thumbnails must never index themselves), and the folders NAS boxes, Windows and tools keep beside
+photos (`SKIPPED_FOLDERS`: a Synology share's ``@eaDir`` holds two thumbnails of every photo, which were
+indexed as photos of their own and came back beside it in every image search). A folder named
+explicitly is walked whatever its name.
 
 A symlinked folder is followed when it leads outside everything walked so far (``Pictures/phone ->
 /media/phone``: its photos were silently missing, as `os.walk` does not follow links), and its photos
@@ -30,7 +33,7 @@ from pathlib import Path
 
 from clipforge.data.regular import read_regular_file, special_kind
 
-__all__ = ["FolderFilter", "ScanResult", "discover_files", "folders_of", "is_under", "normalise_path",
+__all__ = ["SKIPPED_FOLDERS", "FolderFilter", "ScanResult", "discover_files", "folders_of", "is_under", "normalise_path",
            "read_regular_file", "scan_paths"]
 
 FolderFilter = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None
@@ -64,6 +67,19 @@ def folders_of(under: FolderFilter) -> list[str]:
     return [normalise_path(item) for item in items]
 
 
+SKIPPED_FOLDERS = frozenset(name.casefold() for name in (
+    "@eaDir", "#recycle", "#snapshot", "@Recycle", "@Recently-Snapshot",  # Synology, QNAP
+    "$RECYCLE.BIN", "System Volume Information",  # Windows drives
+    "lost+found", "node_modules", "__pycache__",
+))
+"""Folder names a walk never enters (compared without case): thumbnails, recycle bins and snapshots of NAS
+boxes and drives, and tool folders; what rclip skips by default, and the NAS ones it does not."""
+
+
+def _walked_folder(name: str) -> bool:
+    return not name.startswith(".") and name.casefold() not in SKIPPED_FOLDERS
+
+
 def _is_image_name(name: str) -> bool:
     from clipforge.image.formats import is_image_path
 
@@ -87,7 +103,7 @@ def _walk(root: str, recursive: bool, exclude: Sequence[str], unreadable: list[O
         return
     walked = _Trees([os.path.realpath(root)]) if walked is None else walked
     for current, dirs, files in os.walk(root, onerror=unreadable.append, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".")
+        dirs[:] = sorted(d for d in dirs if _walked_folder(d)
                          and not any(_inside(os.path.join(current, d), ex) for ex in exclude)
                          and _follow(os.path.join(current, d), walked, exclude))
         for name in files:
