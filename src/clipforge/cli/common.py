@@ -47,7 +47,8 @@ def add_speed_arguments(parser: argparse.ArgumentParser, workers: bool = True) -
     parser.add_argument("--exact-decode", action="store_true",
                         help="decode every JPEG pixel and resize the whole picture before the centre crop, "
                              "instead of the faster draft decode that resamples only the crop (within cosine "
-                             "0.99); for results that must match a reference pixel for pixel")
+                             "0.99); for results that must match a reference pixel for pixel (photos are turned "
+                             "upright by their EXIF orientation in either mode, which references do not do)")
     if workers:
         parser.add_argument("--workers", type=int, default=None,
                             help="image decoding processes (default: one per CPU core beyond the first, at most 8)")
