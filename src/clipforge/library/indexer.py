@@ -52,6 +52,7 @@ class AddReport:
     embedded: int = 0    # model forward passes (distinct new contents)
     duplicates: int = 0  # added paths whose bytes were already embedded
     gone: int = 0        # indexed photos of the folders named whose files are no longer there (not removed)
+    known_failed: int = 0  # of `unchanged`: files that failed before and were not tried again
     bad: list[BadImage] = field(default_factory=list)  # the files that failed, the one bad-image record
     seconds: float = 0.0
 
@@ -59,6 +60,12 @@ class AddReport:
     def failures(self) -> list[tuple[str, str]]:
         """(path, reason) of each failed file (read-only view of `bad`)."""
         return [(b.path, b.reason) for b in self.bad]
+
+    def skip_failed(self) -> None:
+        """A file recorded as failed, unchanged since: skipped (not read again without `retry_failed`), and counted
+        apart, so a rerun over the same bad files does not read "failed 0" as if they were gone."""
+        self.unchanged += 1
+        self.known_failed += 1
 
     def add_failure(self, bad: BadImage) -> None:
         self.failed += 1
@@ -77,7 +84,11 @@ class AddReport:
         and updated files alike), `duplicates` added files whose bytes were already indexed. "added 0 (200
         embedded, ...), updated 200" read as 200 embeddings for no file."""
         line = (f"added {self.added} file{'' if self.added == 1 else 's'}, updated {self.updated}, "
-                f"relinked {self.relinked}, skipped {self.unchanged + self.touched} unchanged, failed {self.failed}")
+                f"relinked {self.relinked}, skipped {self.unchanged + self.touched} unchanged")
+        if self.known_failed:
+            line += (f" ({self.known_failed} of them failed before: `clipforge index list --failed`; "
+                     "--retry-failed reads them again)")
+        line += f", failed {self.failed}"
         if self.failed:
             line += ": " + ", ".join(f"{n} {reason}" for reason, n in self.reasons().most_common())
         line += f"; embedded {self.embedded}, duplicates {self.duplicates}"  # new contents; added copies
@@ -91,7 +102,8 @@ class AddReport:
     def to_dict(self) -> dict[str, Any]:
         return {"added": self.added, "updated": self.updated, "relinked": self.relinked, "touched": self.touched,
                 "unchanged": self.unchanged, "failed": self.failed, "embedded": self.embedded,
-                "duplicates": self.duplicates, "gone": self.gone, "seconds": round(self.seconds, 3),
+                "duplicates": self.duplicates, "gone": self.gone, "known_failed": self.known_failed,
+                "seconds": round(self.seconds, 3),
                 "failures": [b.to_dict() for b in self.bad],
                 "failure_reasons": dict(self.reasons())}
 
@@ -129,7 +141,7 @@ def _plan(store: Store, files: Sequence[str], embedded: set[str], retry_failed: 
             # any unchanged failure is; re-failing it made every `search --in` print an indexing summary.
             if known is not None and known.status == "failed" and known.size == known.mtime_ns == 0 \
                     and not retry_failed:
-                report.unchanged += 1
+                report.skip_failed()
             else:
                 unstat.append((_Planned(path, 0, 0), stat))
             continue
@@ -139,7 +151,7 @@ def _plan(store: Store, files: Sequence[str], embedded: set[str], retry_failed: 
                 report.unchanged += 1
                 continue
             if known.status == "failed" and not retry_failed:
-                report.unchanged += 1
+                report.skip_failed()
                 continue
         todo.append(_Planned(path, size, mtime_ns))
     return todo, unstat

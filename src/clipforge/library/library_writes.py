@@ -205,7 +205,7 @@ class LibraryWrites(LibraryBase):
                 and known.error == reason
                 and (known.size, known.mtime_ns) == (size, mtime_ns)
             ):
-                report.unchanged += 1
+                report.skip_failed()
             else:
                 todo.append((path, size, mtime_ns, reason))
         if not todo:

@@ -46,7 +46,7 @@ def add_to_space(milvus: MilvusStore, space: MilvusSpace, encoder: Encoder, file
         state = known.get(path)
         if (state is not None and not retry_failed and state.status == "failed"
                 and (state.size, state.mtime_ns) == (size, mtime_ns)):
-            report.unchanged += 1
+            report.skip_failed()
         else:
             planned[path] = _Planned(path, size, mtime_ns)
             unstat.append((planned[path], reason))
