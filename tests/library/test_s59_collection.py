@@ -3,17 +3,25 @@
 3. A Synology share's `@eaDir` (two thumbnails of every photo) was indexed as photos: five photos were "added 15
    files" and every image search returned the photo with its thumbnails. NAS, drive and tool folders are skipped
    in folder walks as hidden ones are (`scan.SKIPPED_FOLDERS`); a folder named on the command line is walked.
+4. A photo deleted since indexed came back in `search --json`, `--paths` and REST `/api/search` with no mark
+   (`--paths | xargs ls` failed; REST's result 1 had a thumbnail answering 404): --json and REST say `missing`,
+   --paths leaves it out (the notice counts it), the web page's caption says it is gone.
+6. A Latin-1 name `caf\xe9.jpg` and a file literally named `caf\\xe9.jpg` came out of `search --json` and `index
+   list --json` as the same text: names that are not UTF-8 are written `b64:` + base64, as `embed` writes them.
 8. A rerun over the same bad files printed "failed 0" (`"failed": 0, "failures": []`) while `index stats` still
    counted them failed: they were "unchanged". They are still skipped unread, and counted apart (`known_failed`).
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 
 import pytest
 
 from clipforge.cli.main import main
+from clipforge.library.dbfile import text_path
 
 QUIET = ["--workers", "0", "-q"]
 
@@ -63,3 +71,72 @@ def test_a_rerun_says_how_many_skipped_files_failed_before(tmp_path, images_fact
     assert main(["index", "add", str(photos), *lib, "--json", "--retry-failed"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert (report["unchanged"], report["known_failed"], report["failed"]) == (2, 0, 4)
+
+
+def test_a_deleted_photo_is_marked_in_json_and_left_out_of_paths(tmp_path, images_factory, capsys) -> None:
+    photos = images_factory(tmp_path / "photos", 3, formats=("png",))
+    lib = ["--library", str(tmp_path / "lib")]
+    assert main(["index", "add", str(tmp_path / "photos"), *lib, "--workers", "0", "-q"]) == 0
+    photos[1].unlink()
+    capsys.readouterr()
+    assert main(["search", "a photo", "-k", "3", "--json", *lib]) == 0
+    results = json.loads(capsys.readouterr().out)["results"]
+    assert {(r["path"], r["missing"]) for r in results} == {(str(p), p == photos[1]) for p in photos}
+    assert main(["search", "a photo", "-k", "3", "--paths", *lib]) == 0
+    out, err = capsys.readouterr()
+    assert sorted(out.splitlines()) == sorted(str(p) for p in (photos[0], photos[2]))
+    assert "1 of these photos is no longer on disk (left out of --paths)" in err
+    photos[0].unlink()
+    photos[2].unlink()
+    assert main(["search", "a photo", "-k", "3", "--paths", "-q", *lib]) == 0
+    out, err = capsys.readouterr()
+    assert out == "" and err == "no results: every match is gone from disk\n"
+
+
+def test_the_rest_api_and_the_page_say_a_result_is_gone(tmp_path, images_factory) -> None:
+    pytest.importorskip("fastapi")
+    import asyncio
+
+    from fastapi.testclient import TestClient
+
+    from clipforge.library import Library
+    from clipforge.server import create_app
+
+    photos = images_factory(tmp_path / "photos", 3, formats=("png",))
+    with Library(tmp_path / "lib", model="test-vit-tiny", create=True) as library:
+        library.add(tmp_path / "photos", workers=0, progress=False)
+        photos[2].unlink()
+        with TestClient(create_app(library)) as client:
+            results = client.post("/api/search", json={"text": "a photo", "top_k": 3}).json()["results"]
+            assert {(r["filename"], r["missing"]) for r in results} == {(p.name, p == photos[2]) for p in photos}
+            gone = next(r for r in results if r["missing"])
+            assert client.get(gone["url"]).status_code == 404
+        pytest.importorskip("gradio")
+        from clipforge.server.service import LibraryService
+        from clipforge.server.ui import _Handlers
+
+        class Request:
+            headers = {"accept-language": "zh-CN", "host": "testserver"}
+
+        items, _ = asyncio.run(_Handlers(LibraryService(library), str(tmp_path)).search("a photo", None, 3, "",
+                                                                                         Request()))
+        assert sorted(caption.endswith("· 文件已不在磁盘上") for _, caption in items) == [False, False, True]
+
+
+@pytest.mark.skipif(os.uname().sysname == "Darwin", reason="macOS refuses names that are not UTF-8")
+def test_a_name_that_is_not_utf8_is_written_as_its_bytes(tmp_path, images_factory, capsys) -> None:
+    folder = tmp_path / "photos"
+    one, two = images_factory(folder, 2, formats=("png",))
+    latin = os.path.join(os.fsencode(folder), b"caf\xe9.png")
+    os.rename(one, latin)
+    os.rename(two, folder / "caf\\xe9.png")  # a real name with a backslash, x, e, 9
+    lib = ["--library", str(tmp_path / "lib")]
+    assert main(["index", "add", str(folder), *lib, "--workers", "0", "-q"]) == 0
+    capsys.readouterr()
+    assert main(["index", "list", "--json", *lib]) == 0
+    listed = sorted(json.loads(line)["path"] for line in capsys.readouterr().out.splitlines())
+    assert listed == sorted([str(folder / "caf\\xe9.png"), "b64:" + base64.b64encode(latin).decode()])
+    assert main(["search", "a photo", "-k", "2", "--json", *lib]) == 0
+    found = sorted(r["path"] for r in json.loads(capsys.readouterr().out)["results"])
+    assert found == listed
+    assert [os.fsencode(text_path(p)) for p in found] == sorted([os.fsencode(folder / "caf\\xe9.png"), latin])

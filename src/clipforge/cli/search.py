@@ -180,14 +180,18 @@ def run(args: argparse.Namespace) -> int:
     # them, whose folders are not here: those are not called missing.
     gone = {hit.path for hit in hits if not os.path.exists(hit.path) and os.path.isdir(os.path.dirname(hit.path))}
     if gone and not args.quiet:  # deleted since indexed: a `--paths | xargs` pipe would get names that do not open
-        print(f"notice: {len(gone)} of these photos {'is' if len(gone) == 1 else 'are'} no longer on disk (marked "
-              "'missing'); `clipforge index "
-              "prune` forgets the library's photos whose files are gone", file=sys.stderr)
+        marked = "left out of --paths" if args.paths else "marked 'missing'"
+        print(f"notice: {len(gone)} of these photos {'is' if len(gone) == 1 else 'are'} no longer on disk ({marked}); "
+              "`clipforge index prune` forgets the library's photos whose files are gone", file=sys.stderr)
     if args.json:  # the images searched by: the query's image terms, then --image's
         images = [display_path(path) for path in [t.value for t in terms if t.kind == "image"] + args.image]
-        print(json_text({"query": args.query, "images": images, "results": [h.to_dict() for h in hits]}))
+        # each result says whether its file is gone (a script read a deleted photo as result 1, nothing marked)
+        results = [{**h.to_dict(), "missing": h.path in gone} for h in hits]
+        print(json_text({"query": args.query, "images": images, "results": results}))
         return 0
     if args.paths:  # raw names (not `display_path`), so a pipe gets names that open, whatever their bytes
+        # a file gone from disk is not piped (`xargs ls` failed on it; the notice above counts it, --json lists it)
+        hits = [hit for hit in hits if hit.path not in gone]
         split = sum("\n" in hit.path for hit in hits)
         if split and not args.null and not args.quiet:
             print(f"notice: {split} of these names {'holds' if split == 1 else 'hold'} a newline, which splits it "
@@ -197,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.buffer.write(b"".join(os.fsencode(hit.path) + end for hit in hits))
         sys.stdout.buffer.flush()
         if not hits:
-            print(f"no results: {empty}", file=sys.stderr)
+            print(f"no results: {empty or 'every match is gone from disk'}", file=sys.stderr)
         copies = [path for hit in hits for path in hit.duplicates]
         if copies and not args.quiet:  # a pipe gets one name per result (one per content); the copies are said
             shown = ", ".join(one_line(display_path(path)) for path in copies[:3]) + (", ..." if len(copies) > 3 else "")

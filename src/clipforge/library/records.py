@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from clipforge.library.dbfile import display_path, from_db
+from clipforge.library.dbfile import from_db, path_text
 
 __all__ = ["IMAGE_COLUMNS", "FileState", "ImageRecord", "image_record"]
 
@@ -33,9 +33,10 @@ class ImageRecord:
     error: str | None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able; a path that is not valid UTF-8 is shown with backslash escapes."""
+        """JSON-able; a path that is not valid UTF-8 is ``b64:`` + base64 of its bytes (`dbfile.path_text`): shown
+        with backslash escapes, `caf\\xe9.jpg` (Latin-1) was also the name of a file literally called so."""
         data = asdict(self)
-        data["path"] = display_path(self.path)
+        data["path"] = path_text(self.path)
         return data
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from clipforge.library.dbfile import display_path
+from clipforge.library.dbfile import path_text
 from clipforge.library.index_manager import IndexManager
 from clipforge.library.store import ImageRecord, Store
 
@@ -38,9 +38,11 @@ class SearchHit:
     tags: list[tuple[str, float]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-able; a name that is not UTF-8 is ``b64:`` + base64 of its bytes (`dbfile.path_text`, as `embed`
+        and `index export` write it): its backslash-escaped display form was also the name of another file."""
         data = asdict(self)
-        data["path"] = display_path(self.path)
-        data["duplicates"] = [display_path(p) for p in self.duplicates]
+        data["path"] = path_text(self.path)
+        data["duplicates"] = [path_text(p) for p in self.duplicates]
         data["tags"] = [{"label": label, "score": round(score, 6)} for label, score in self.tags]
         return data
 

@@ -228,9 +228,9 @@ def build_router(service: LibraryService) -> APIRouter:
                 body.get("text"), sniffed(body.get("image"), "query image"), body["top_k"], body.get("tags")
             )
             reason = None if hits else service.no_results_reason(body.get("tags"))
-            return hits, took, service.search_notice(service.clean_text(body.get("text"))), reason
+            return hits, took, service.search_notice(service.clean_text(body.get("text"))), reason, schemas.gone_files(hits)
 
-        hits, took, notice, reason = await in_turn(request, work)
+        hits, took, notice, reason, gone = await in_turn(request, work)
         prefix = _prefix(request)
         return schemas.SearchOut(
             text=service.clean_text(body.get("text")),
@@ -239,7 +239,7 @@ def build_router(service: LibraryService) -> APIRouter:
             tags=service.clean_labels(body.get("tags"), "tags") or None,
             model=service.model_name,
             took_ms=round(took, 2),
-            results=[schemas.hit_out(h, prefix) for h in hits],
+            results=[schemas.hit_out(h, prefix, h.id in gone) for h in hits],
             notice=notice,
             reason=reason,
         )

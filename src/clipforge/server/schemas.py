@@ -53,6 +53,8 @@ class SearchHitOut(BaseModel):
     thumb_url: str
     duplicates: int = Field(description="other files in the library with the same bytes")
     tags: list[TagOut] = []
+    missing: bool = Field(False, description="the file is gone from the server's disk since it was indexed: `url` "
+                                             "and `thumb_url` answer 404 (`clipforge index prune` forgets it)")
 
 
 class SearchOut(BaseModel):
@@ -133,8 +135,14 @@ def image_out(record: Any, tags: Any, prefix: str = "") -> ImageOut:
                     **_urls(prefix, record.id))
 
 
-def hit_out(hit: Any, prefix: str = "") -> SearchHitOut:
-    """A SearchHit as the API shows it."""
+def hit_out(hit: Any, prefix: str = "", missing: bool = False) -> SearchHitOut:
+    """A SearchHit as the API shows it; `missing`: its file is gone (`gone_files`, looked up off the event loop)."""
     return SearchHitOut(id=hit.id, filename=display_path(os.path.basename(hit.path)), score=round(float(hit.score), 6),
                         width=hit.width, height=hit.height, duplicates=len(hit.duplicates), tags=_tags(hit.tags),
-                        **_urls(prefix, hit.id))
+                        missing=missing, **_urls(prefix, hit.id))
+
+
+def gone_files(hits: Any) -> set[int]:
+    """The ids of the hits whose files are gone from this machine's disk (deleted since indexed): their originals
+    and thumbnails answer 404, which a client saw as result 1 with a broken picture and no word. A stat each."""
+    return {hit.id for hit in hits if not os.path.exists(hit.path)}

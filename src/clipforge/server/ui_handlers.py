@@ -22,6 +22,7 @@ import gradio as gr  # noqa: E402
 from clipforge.library.dbfile import display_path  # noqa: E402
 from clipforge.server.errors import APIError, api_error, user_error  # noqa: E402
 from clipforge.server.fair import client_key  # noqa: E402
+from clipforge.server.schemas import gone_files  # noqa: E402
 from clipforge.server.service import LibraryService  # noqa: E402
 from clipforge.server.ui_files import client_name, read_upload_file  # noqa: E402
 from clipforge.server.ui_text import status_locale, status_text  # noqa: E402
@@ -130,13 +131,13 @@ class Handlers:
 
     def _search(
         self, text: str | None, image: Any, top_k: int, tags: str | None
-    ) -> tuple[list[Any], float, str | None, str | None]:
-        """(hits, milliseconds, notice (language, cut text), why nothing matched), in the client's turn: the notice may read
-        the model's files and the reason the store."""
+    ) -> tuple[list[Any], float, str | None, str | None, set[int]]:
+        """(hits, milliseconds, notice (language, cut text), why nothing matched, ids of hits whose files are gone),
+        in the client's turn: the notice may read the model's files, the reason the store, the last the disk."""
         query = self._image(image, "query image") if image else None
         hits, took = self.service.search(text, query, top_k, tags)
         reason = None if hits else self.service.no_results_reason(tags)
-        return hits, took, self.service.search_notice(text), reason
+        return hits, took, self.service.search_notice(text), reason, gone_files(hits)
 
     async def search(self, text: Any, image: Any, top_k: Any, tags: Any, request: gr.Request = None):
         try:
@@ -144,12 +145,13 @@ class Handlers:
             text, tags = _text(text), _text(tags)
             if not (text or "").strip() and not image:
                 raise APIError(400, "empty_query", status_text(_locale(request), "empty_query"))
-            hits, took, notice, reason = await self._in_turn(request, self._search, text, image, top_k, tags)
+            hits, took, notice, reason, gone = await self._in_turn(request, self._search, text, image, top_k, tags)
         except Exception as exc:
             return gr.skip(), _refused("search", exc)
         base, say = _base_url(request), _locale(request)
-        items = [
-            (self.thumb(base, h.id), f"{h.score:.3f} · {display_path(os.path.basename(h.path))}")
+        items = [  # a photo deleted since indexed showed a broken thumbnail and no word
+            (self.thumb(base, h.id), f"{h.score:.3f} · {display_path(os.path.basename(h.path))}"
+             + (f" · {status_text(say, 'gone')}" if h.id in gone else ""))
             for h in hits
         ]
         if not hits:
