@@ -86,8 +86,10 @@ class ClassifyOut(BaseModel):
     scoring: str = Field("softmax", description="softmax: a distribution over the labels offered; sigmoid "
                                                 "(SigLIP): each label's probability is independent of the others")
     note: str | None = Field(None, description="what to tell users beside sigmoid scores; null for softmax")
-    notice: str | None = Field(None, description="a sentence to show beside the probabilities when the labels are "
-                                                 "in a language the model was not trained for; null otherwise")
+    notice: str | None = Field(None, description="sentences to show beside the probabilities when the labels cannot "
+                                                 "be what was meant (one label under softmax, Chinese words separated "
+                                                 "by spaces) or are in a language the model was not trained for; "
+                                                 "null otherwise")
 
 
 class ImageListOut(BaseModel):

@@ -117,6 +117,16 @@ class LibraryService:
         notice = query_notice(text, self.library.encoder) if text and text.strip() else None
         return notice.removeprefix("notice: ") if notice else None
 
+    def classify_notice(self, labels: list[str]) -> str | None:
+        """What to show beside a classify's probabilities, as the CLI's `classify` says it: labels that cannot be what
+        was meant (one label under a softmax; Chinese words separated by spaces, "猫 狗 鸟" scored as one label at
+        100% with no word: `zeroshot.label_notices`), then a language the model was not trained for."""
+        from clipforge.zeroshot.label_notices import label_notice
+
+        softmax = self.library.encoder.scoring().kind == "softmax"
+        notices = [label_notice(labels, softmax=softmax), self.language_notice(", ".join(labels))]
+        return " ".join(n.removeprefix("notice: ") for n in notices if n) or None
+
     def search_notice(self, text: str | None) -> str | None:
         """What to show beside a text search's results, as the CLI's `search` says it
         (`zeroshot.languages.text_notices`): a language the model was not trained for, and what of the text its

@@ -170,7 +170,7 @@ class Handlers:
         self, image: Any, labels: str | None, template: str | None
     ) -> tuple[list[tuple[str, float]], str | None]:
         ranked, _, _ = self.service.classify(self._image(image, "image"), labels, template)
-        return ranked, self.service.language_notice(", ".join(label for label, _ in ranked))
+        return ranked, self.service.classify_notice([label for label, _ in ranked])
 
     async def classify(self, image: Any, labels: Any, template: Any, request: gr.Request = None):
         try:
