@@ -90,7 +90,7 @@ def read_text_file(path: str | Path, what: str, expected: str) -> str:
             raise TextFileError(f"{what} {path} starts with a {codec.upper()} byte-order mark but is not {codec.upper()}"
                                 f" text (byte {exc.start}); save it as UTF-8, expected {expected}") from None
     try:
-        return data.decode("utf-8-sig")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         where = f"line {line} has byte 0x{data[exc.start]:02x}"
@@ -99,6 +99,23 @@ def read_text_file(path: str | Path, what: str, expected: str) -> str:
                                 f"UTF-8: {advice[1]}") from None
         raise TextFileError(f"{what} {path} is not UTF-8 text ({where}; save it as UTF-8), expected {expected}") \
             from None
+    _warn_if_gbk_read_as_utf8(path, data, text, what)
+    return text
+
+
+def _warn_if_gbk_read_as_utf8(path: Path, data: bytes, text: str, what: str) -> None:
+    """A notice when bytes that are valid UTF-8 read as Latin letters there but as Chinese in GBK: "猫 鹿 牛" saved
+    as GBK is also UTF-8 for "ţ è ¹", classified without a word (audit 59). Said, not refused: a UTF-8 file of a
+    few accented words can read as Han in GBK too, so the user decides from the two readings shown."""
+    if text.isascii() or _HAN.search(text) or not looks_like_gb18030(data):
+        return
+    import warnings
+
+    from clipforge.errors import Notice
+
+    shown, chinese = " ".join(text.split())[:40], " ".join(data.decode("gb18030").split())[:40]
+    warnings.warn(Notice(f"{what} {path} reads as UTF-8 {shown!r}, but as GBK it reads {chinese!r}: if the first "
+                         f"is not what you wrote, save the file as UTF-8"), stacklevel=3)
 
 
 _HAN = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
