@@ -32,6 +32,7 @@ _PLACEHOLDERS = {"N": "1"}  # `[--limit N]`: a metavar standing for a number
 # Flags of the other programs the docs show beside clipforge (pip, torchrun, pytest, schemathesis, clip_benchmark).
 _OTHER_TOOLS = {
     "--no-deps",
+    "--index-url",  # pip's: the CPU build of torch
     "--nproc",
     "--nproc-per-node",
     "--nnodes",

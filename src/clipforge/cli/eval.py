@@ -83,9 +83,9 @@ def check_dataset_name(name: str) -> str:
 
 def _dataset_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, metavar="NAME",
-                        help="one of: " + ", ".join(DATASETS) + " (layouts: docs/datasets.md)")
+                        help="one of: " + ", ".join(DATASETS) + " (layouts: docs/datasets.md of the source repository or sdist)")
     parser.add_argument("--root", required=True,
-                        help="the dataset's folder, zip or download archive (layouts: docs/datasets.md)")
+                        help="the dataset's folder, zip or download archive (layouts: docs/datasets.md of the source repository or sdist)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -157,7 +157,7 @@ def _register_suite(tasks: argparse._SubParsersAction) -> None:
                     help="model specs (any --model value), space- or comma-separated; repeatable")
     st.add_argument("--datasets", required=True, nargs="+", action="extend", metavar="NAME",
                     help="dataset names, presets (clip-paper, robustness, retrieval, local) or NAME=PATH; repeatable")
-    st.add_argument("--root", default=None, help="folder with one sub-folder per dataset (see docs/datasets.md)")
+    st.add_argument("--root", default=None, help="folder with one sub-folder per dataset (layouts: docs/datasets.md of the source repository or sdist)")
     st.add_argument("--tasks", default="zeroshot,retrieval",
                     help="comma-separated: zeroshot, linear-probe, retrieval (default zeroshot,retrieval)")
     st.add_argument("--templates", default=None, help="one prompt set for every dataset (default: each dataset's own)")
