@@ -7,7 +7,7 @@ server accepts and returns. Sync library calls (model inference, SQLite, JPEG en
 in the threadpool so the event loop keeps serving; model work and the decoding of a request's
 image run there in the client's turn (`fair.FairGate`). Methods a path does not list answer 405
 with an `Allow` header, and `/api/...` paths that match no endpoint get a JSON 404 here
-instead of falling through to the UI mounted at `/`.
+instead of falling through to the UI mounted at `/` (`not_here`).
 """
 
 # No `from __future__ import annotations`: the parameter bounds below refer to `limits`, a local of
@@ -20,16 +20,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request, Response, Security
 from fastapi.security import APIKeyHeader, HTTPBearer
 from pydantic import BeforeValidator
-from starlette.routing import Match
 from starlette.routing import Route as StarletteRoute
 
 from clipforge.server import schemas
 from clipforge.server.bodies import IMAGE_MEDIA_TYPES, build_bodies
 from clipforge.server.body_parsing import parse_body
-from clipforge.server.errors import error_response
 from clipforge.server.fair import client_key
 from clipforge.server.limits import MAX_IMAGE_ID
 from clipforge.server.middleware import client_host
+from clipforge.server.not_here import NotHere
 from clipforge.server.sending import ReleasingResponse, ReleasingStream
 from clipforge.server.service import LibraryService
 from clipforge.server.uploads import client_file_name, sniff_image
@@ -109,45 +108,6 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 def _prefix(request: Request) -> str:
     return str(request.scope.get("root_path", "")).rstrip("/")
-
-
-def _allowed_methods(request: Request, routes: list[Any]) -> list[str]:
-    """Methods of the `routes` whose path matches this request (but whose method does not)."""
-    scope = dict(request.scope)
-    allowed: set[str] = set()
-    for route in routes:
-        methods = getattr(route, "methods", None)
-        if not methods:
-            continue
-        match, _ = route.matches(scope)
-        if match is Match.PARTIAL:
-            allowed |= set(methods)
-    if "GET" in allowed:  # answered as GET is (`head.HeadAsGetMiddleware`)
-        allowed.add("HEAD")
-    return sorted(allowed)
-
-
-class _NotHere:
-    """An ASGI endpoint (so its route takes every method): 405 + Allow when another method of the
-    path exists, else a JSON 404 (instead of falling through to the UI mounted at `/`)."""
-
-    def __init__(self, routes: list[Any]) -> None:
-        self.routes = list(routes)
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        request = Request(scope, receive)
-        allowed = _allowed_methods(request, self.routes)
-        path = request.url.path[:80]
-        if allowed:
-            response = error_response(
-                405,
-                "method_not_allowed",
-                f"{request.method[:20]} is not allowed on {path}; use {', '.join(allowed)}",
-                headers={"Allow": ", ".join(allowed)},
-            )
-        else:
-            response = error_response(404, "not_found", f"no endpoint {path}; see /docs")
-        await response(scope, receive, send)
 
 
 def served_image_types() -> list[str]:
@@ -399,7 +359,7 @@ def build_router(service: LibraryService) -> APIRouter:
 
     # Registered last, for every method (QUERY and other extension methods too): they only see
     # requests that no endpoint above took.
-    not_here = _NotHere(router.routes)
+    not_here = NotHere(router.routes)
     router.routes.append(StarletteRoute("/healthz", not_here, include_in_schema=False))
     router.routes.append(StarletteRoute("/api/{rest:path}", not_here, include_in_schema=False))
     return router
