@@ -135,6 +135,10 @@ def check_local_inputs(args: argparse.Namespace) -> None:
         pieces = value.split("::") if "::" in value else [value]  # `a.tar::b.tar`: a WebDataset shard list
         missing = [piece for piece in pieces if not os.path.exists(os.path.expanduser(piece))]
         if missing == pieces and len(pieces) == 1:
+            if name == "root" and isinstance(getattr(args, "dataset", None), str):  # eval zeroshot | linear-probe
+                from clipforge.evaluate.roots import missing_root_message  # the layout --dataset expects
+
+                raise FileNotFoundError(missing_root_message(args.dataset, value))
             raise FileNotFoundError(f"{flag} {value}: no such file or folder")
         if missing:
             raise FileNotFoundError(f"{flag} {value}: shard {missing[0]!r} of the '::' list does not exist")

@@ -97,6 +97,9 @@ def open_eval_dataset(dataset: str | Any, root: str | Path | None, split: str | 
     if root is None:
         raise ValueError(f"--root is required for dataset {dataset!r}")
     from clipforge.data import open_dataset
+    from clipforge.evaluate.roots import check_root
+
+    check_root(dataset, root)  # one line naming the layout, not the adapter's "missing folder" and its layout
 
     return open_dataset(dataset, root, split, transform)
 

@@ -107,7 +107,8 @@ def extract_image_features(model: torch.nn.Module, dataset: Dataset, *, batch_si
     decode_s = wait_s = model_s = 0.0
     start = time.perf_counter()
     tick = start
-    with tqdm(total=len(timed), unit="img", desc=desc, disable=not progress) as bar:
+    # leave=None: kept at the top (a single command's bar), cleared when nested under the suite's cell bar
+    with tqdm(total=len(timed), unit="img", desc=desc, disable=not progress, leave=None) as bar:
         for batch, seconds in loader:
             got = time.perf_counter()
             wait_s += got - tick

@@ -43,6 +43,7 @@ from clipforge.evaluate.report import (
     skipped_files,
     write_plots,
 )
+from clipforge.evaluate.roots import check_root
 
 __all__ = ["NoTrainSplitError", "class_map", "evaluate_linear_probe", "open_probe_splits"]
 
@@ -217,6 +218,7 @@ def evaluate_linear_probe(model: str | torch.nn.Module, dataset: str | tuple[Any
     check_probe_settings(full, fewshot_k, seeds, train_split if isinstance(dataset, str) else None, test_split)
     out_dir = check_out_dir(out_dir)
     plot_dir = plot_dir_for(plot, out_dir)
+    check_root(dataset, root)  # a --root that is not there: the layout expected, before the model loads
 
     ev = resolve_model(model, device, preprocess, model_name, precision=precision, exact_decode=exact_decode)
     if isinstance(dataset, str):
@@ -274,7 +276,7 @@ def evaluate_linear_probe(model: str | torch.nn.Module, dataset: str | tuple[Any
         fewshot: dict[str, Any] = {}
         runs = [(k, s) for k in (fewshot_k or ()) for s in range(seeds)]
         fewshot_t0, fewshot_search_s, fewshot_fits = time.perf_counter(), 0.0, 0
-        for k, seed in tqdm(runs, desc="few-shot fits", disable=not progress or not runs):
+        for k, seed in tqdm(runs, desc="few-shot fits", disable=not progress or not runs, leave=None):
             tr, va = fewshot_split(y_tr, k, seed)
             res = fit_probe(x_tr[tr], y_tr[tr], x_te, num_classes, val=(x_tr[va], y_tr[va]),
                             refit_on_val=False, max_iter=max_iter)

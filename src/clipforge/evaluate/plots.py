@@ -3,6 +3,10 @@ curves, the linear probe's C sweep and few-shot curve, and the suite's model x d
 
 Both must stay readable from 3 to 1000 classes, so names are drawn only while they fit;
 beyond that the per-class chart is sorted and the worst classes are listed in the title area.
+
+Every text a figure draws from its caller (titles: "clipforge-tiny-zh on 中文数据"; class, model and dataset names;
+axis and legend labels) goes through `zeroshot.fonts.drawn_labels`, which picks a font for each script and
+replaces what no font draws, saying so: the recall curve's title alone went without it and was drawn as boxes.
 """
 
 from __future__ import annotations
@@ -76,8 +80,8 @@ def plot_per_class_accuracy(accuracy: Sequence[float | None], classnames: Sequen
     """One bar per class (None: not drawn), in %, sorted; `value_name` labels the axis ("average precision" for a
     multi-label set's per-class AP), `mean` the title's mean (default: of the classes drawn)."""
     plt = pyplot()
-    with drawn_labels(list(classnames)) as style:  # a CJK font for Chinese names, or "#i" and a notice
-        classnames = style.labels
+    with drawn_labels([*classnames, title, value_name]) as style:  # a CJK font for Chinese names, never boxes
+        classnames, (title, value_name) = style.labels[:-2], style.labels[-2:]
         acc = np.array([np.nan if a is None else float(a) for a in accuracy])
         present = ~np.isnan(acc)
         order = np.argsort(acc[present], kind="stable")
@@ -104,8 +108,8 @@ def plot_per_class_accuracy(accuracy: Sequence[float | None], classnames: Sequen
 def plot_confusion_matrix(cm: np.ndarray, classnames: Sequence[str], out_path: str | Path,
                           title: str = "confusion matrix (row-normalised)") -> Path:
     plt = pyplot()
-    with drawn_labels(list(classnames)) as style:  # a CJK font for Chinese names, or "#i" and a notice
-        classnames = style.labels
+    with drawn_labels([*classnames, title]) as style:  # a CJK font for Chinese names, never boxes
+        classnames, title = style.labels[:-1], style.labels[-1]
         cm = np.asarray(cm, dtype=float)
         rows = cm.sum(axis=1, keepdims=True)
         normed = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
@@ -125,22 +129,25 @@ def plot_confusion_matrix(cm: np.ndarray, classnames: Sequence[str], out_path: s
 
 def plot_recall_curves(i2t_ranks, t2i_ranks, out_path: str | Path, title: str = "retrieval",
                        max_k: int = 50) -> Path:
-    """Recall@k for k = 1..max_k, image->text and text->image, from each query's 0-based rank."""
+    """Recall@k for k = 1..max_k, image->text and text->image, from each query's 0-based rank. The title names the
+    captions' dataset (``中文数据``): drawn with the fonts its script needs."""
     plt = pyplot()
     ks = np.arange(1, max_k + 1)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for ranks, label in ((i2t_ranks, "image -> text"), (t2i_ranks, "text -> image")):
-        r = np.asarray(ranks)
-        ax.plot(ks, [100.0 * float((r < k).mean()) for k in ks], label=label)
-    for k in (1, 5, 10):
-        ax.axvline(k, color="grey", lw=0.5, ls=":")
-    ax.set_xscale("log")
-    ax.set_ylim(0, 100)
-    ax.set_xlabel("k")
-    ax.set_ylabel("recall@k (%)")
-    ax.legend()
-    _fit_title(ax, title)
-    return save_figure(fig, out_path)
+    with drawn_labels([title, "image -> text", "text -> image"]) as style:
+        title, *curves = style.labels
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for ranks, label in zip((i2t_ranks, t2i_ranks), curves, strict=True):
+            r = np.asarray(ranks)
+            ax.plot(ks, [100.0 * float((r < k).mean()) for k in ks], label=label)
+        for k in (1, 5, 10):
+            ax.axvline(k, color="grey", lw=0.5, ls=":")
+        ax.set_xscale("log")
+        ax.set_ylim(0, 100)
+        ax.set_xlabel("k")
+        ax.set_ylabel("recall@k (%)")
+        ax.legend()
+        _fit_title(ax, title)
+        return save_figure(fig, out_path, finish=lambda f: mark_figure(f, style))
 
 
 def probe_plots(sweep: dict | None, scores, labels, classnames: Sequence[str], fewshot: dict,
@@ -155,15 +162,17 @@ def probe_plots(sweep: dict | None, scores, labels, classnames: Sequence[str], f
     if sweep:
         xs = sorted(float(k) for k in sweep)
         ys = [100.0 * float(sweep[f"{x:g}"]) for x in xs]
-        fig, ax = plt.subplots(figsize=(6, 4))
-        ax.plot(xs, ys, marker="o")
-        best = max(xs, key=lambda x: (sweep[f"{x:g}"], -x))
-        ax.axvline(best, color="tab:red", ls="--", label=f"chosen C = 1e{best:g}")
-        ax.set_xlabel("log10 C")
-        ax.set_ylabel("validation accuracy (%)")
-        ax.legend()
-        _fit_title(ax, f"{who}linear probe: C sweep")
-        written.append(str(save_figure(fig, out_dir / f"{stem}_c_sweep.png")))
+        with drawn_labels([f"{who}linear probe: C sweep"]) as style:  # the model and dataset: any script
+            fig, ax = plt.subplots(figsize=(6, 4))
+            ax.plot(xs, ys, marker="o")
+            best = max(xs, key=lambda x: (sweep[f"{x:g}"], -x))
+            ax.axvline(best, color="tab:red", ls="--", label=f"chosen C = 1e{best:g}")
+            ax.set_xlabel("log10 C")
+            ax.set_ylabel("validation accuracy (%)")
+            ax.legend()
+            _fit_title(ax, style.labels[0])
+            written.append(str(save_figure(fig, out_dir / f"{stem}_c_sweep.png",
+                                           finish=lambda f: mark_figure(f, style))))
     if scores is not None:
         from clipforge.evaluate.metrics import confusion_matrix, per_class_accuracy
 
@@ -179,13 +188,15 @@ def probe_plots(sweep: dict | None, scores, labels, classnames: Sequence[str], f
         ks = sorted(fewshot, key=int)
         means = [100.0 * fewshot[k]["top1"]["mean"] for k in ks]
         stds = [100.0 * fewshot[k]["top1"]["std"] for k in ks]
-        fig, ax = plt.subplots(figsize=(6, 4))
-        ax.errorbar([int(k) for k in ks], means, yerr=stds, marker="o", capsize=3)
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("labelled examples per class (k)")
-        ax.set_ylabel("top-1 (%)")
-        _fit_title(ax, f"{who}few-shot linear probe")
-        written.append(str(save_figure(fig, out_dir / f"{stem}_fewshot.png")))
+        with drawn_labels([f"{who}few-shot linear probe"]) as style:
+            fig, ax = plt.subplots(figsize=(6, 4))
+            ax.errorbar([int(k) for k in ks], means, yerr=stds, marker="o", capsize=3)
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("labelled examples per class (k)")
+            ax.set_ylabel("top-1 (%)")
+            _fit_title(ax, style.labels[0])
+            written.append(str(save_figure(fig, out_dir / f"{stem}_fewshot.png",
+                                           finish=lambda f: mark_figure(f, style))))
     return written
 
 
@@ -193,12 +204,14 @@ def plot_heatmap(values: np.ndarray, rows: Sequence[str], cols: Sequence[str], o
                  title: str = "", label: str = "score (%)") -> Path:
     """A rows x cols table as a heat map with each cell's number written in it (NaN = not run).
 
-    Row and column names (the suite's models: a checkpoint may be ``模型/猫模型.pt``) are drawn as the class
-    names of the other plots are: with a CJK font, or as ``#<index>`` with a notice, never as empty boxes."""
+    Row and column names (the suite's models: a checkpoint may be ``模型/猫模型.pt``), the title and the colour bar's
+    label are drawn as the class names of the other plots are: with a CJK font, never as empty boxes (what no font
+    draws is replaced and said, `zeroshot.fonts`)."""
     plt = pyplot()
     v = np.asarray(values, dtype=float)
-    with drawn_labels([*rows, *cols]) as style:
-        rows, cols = style.labels[:len(rows)], style.labels[len(rows):]
+    with drawn_labels([*rows, *cols, title, label]) as style:
+        n = len(rows)
+        rows, cols, (title, label) = style.labels[:n], style.labels[n:-2], style.labels[-2:]
         fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(cols) + 3), max(2.5, 0.5 * len(rows) + 1.5)))
         image = ax.imshow(np.ma.masked_invalid(v), cmap="viridis", vmin=0, vmax=100, aspect="auto")
         ax.set_xticks(range(len(cols)), list(cols), rotation=45, ha="right", fontsize=8)

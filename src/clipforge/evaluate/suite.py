@@ -176,13 +176,15 @@ def _cells(spec: str, ready: list[tuple], tasks: Sequence[str], templates: str |
 
 def _run_cell(cell: Cell, ev: Any, out_dir: Path, cid: str, *, limit: int | None, limit_train: int | None,
               batch_size: int, workers: int, top_k: int, feature_cache_dir: str | Path | None,
-              cache_dir: str | Path | None) -> dict[str, Any]:
+              cache_dir: str | Path | None, progress: bool = False) -> dict[str, Any]:
+    """One cell by the single command's function. `progress`: its own bars (prompts, images, fits) under the suite's,
+    each cleared when done: a cell embedding ImageNet's 80,000 prompts showed nothing for minutes."""
     from clipforge.evaluate.linear_probe_eval import evaluate_linear_probe
     from clipforge.evaluate.retrieval_eval import evaluate_retrieval
     from clipforge.evaluate.zeroshot_eval import evaluate_zeroshot
 
     reports, preds = out_dir / "reports", out_dir / "predictions" / f"{cid}.parquet"
-    common = {"batch_size": batch_size, "workers": workers, "out_dir": reports, "progress": False}
+    common = {"batch_size": batch_size, "workers": workers, "out_dir": reports, "progress": progress}
     if cell.task == "zeroshot":
         return evaluate_zeroshot(ev, cell.dataset, cell.root, cell.split, templates=cell.prompts, limit=limit,
                                  predictions=preds, top_k=top_k, cache_dir=cache_dir, **common)
@@ -224,14 +226,13 @@ def run_suite(models: Sequence[str], datasets: Sequence[str] | str, root: str | 
     if bad_tasks:
         raise ValueError(f"unknown suite task(s) {sorted(bad_tasks)}; tasks: {', '.join(TASK_NAMES)}")
     from clipforge.evaluate.report import check_limit, check_out_dir, check_tolerance, check_top_k
+    from clipforge.evaluate.roots import check_suite_root
 
     check_limit(limit)
     check_limit(limit_train, "--limit-train")
     check_tolerance(tolerance)
     check_top_k(top_k)
-    if root is not None and not Path(root).expanduser().is_dir():
-        raise FileNotFoundError(f"--root {root} is not a folder (it should hold one folder per dataset; "
-                                "see docs/datasets.md)")
+    check_suite_root(root)  # a folder of dataset folders, said in one line
     out_dir = check_out_dir(out_dir)  # up front: an unwritable --out failed every cell, then the table
     ready, missing = _plan(expand_datasets(list(datasets) if not isinstance(datasets, str) else datasets),
                            root, tasks)
@@ -305,7 +306,7 @@ def run_suite(models: Sequence[str], datasets: Sequence[str] | str, root: str | 
                 try:
                     report = _run_cell(cell, ev, out_dir, cid, limit=limit, limit_train=limit_train,
                                        batch_size=batch_size, workers=workers, top_k=top_k,
-                                       feature_cache_dir=feature_cache_dir, cache_dir=cache_dir)
+                                       feature_cache_dir=feature_cache_dir, cache_dir=cache_dir, progress=progress)
                     info = details(cell, report, time.perf_counter() - t0, cid,
                                    top_k if cell.task in TOP_K_TASKS else None, None if "error" in now else now)
                     # CLIP_benchmark's name for the dataset (imagenet1k, vtab/resisc45, voc2007_multilabel,

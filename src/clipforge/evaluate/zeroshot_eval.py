@@ -41,6 +41,7 @@ from clipforge.evaluate.report import (
     skipped_files,
     write_plots,
 )
+from clipforge.evaluate.roots import check_root
 from clipforge.zeroshot import ZeroShotClassifier, get_templates
 from clipforge.zeroshot.languages import (
     classnames_for,
@@ -88,6 +89,7 @@ def evaluate_zeroshot(model: str | torch.nn.Module, dataset: str | Any, root: st
     check_tolerance(tolerance)
     out_dir = check_out_dir(out_dir)
     plot_dir = plot_dir_for(plot, out_dir)
+    check_root(dataset, root)  # a --root that is not there: the layout expected, before the model loads
     ev = resolve_model(model, device, preprocess, model_name, precision=precision, exact_decode=exact_decode)
     ds = open_eval_dataset(dataset, root, split, ev.preprocess)
     ds_name = dataset if isinstance(dataset, str) else str(getattr(ds, "name", "dataset"))
