@@ -22,14 +22,23 @@ from typing import Any
 from clipforge.errors import Notice
 from clipforge.library.backend import StoreSpec
 
-__all__ = ["ENGINES", "StoreDamagedError", "StoreLockedError", "StoreUnavailableError", "call_rebuilding_index",
-           "check_lite_folder",
-           "damage", "drop_index_files", "engine_reason", "index_unreadable", "is_engine_error", "lite_open_failure",
-           "no_library", "quiet_engine_logs"]
+__all__ = ["ENGINES", "CollectionMismatchError", "StoreConnectionError", "StoreDamagedError", "StoreLockedError",
+           "StoreUnavailableError", "call_rebuilding_index", "check_lite_folder", "damage", "drop_index_files",
+           "engine_reason", "index_unreadable", "interrupted", "is_engine_error", "lite_open_failure", "no_library",
+           "quiet_engine_logs"]
 
 
 class StoreUnavailableError(OSError):
     """The Milvus server could not be reached or refused a request."""
+
+
+class StoreConnectionError(StoreUnavailableError):
+    """The server went away or did not answer in time (`interrupted`): the one failure a re-run gets past, so the
+    only one an interrupted `index add` tells to run again (a refusal of the request itself repeats for ever)."""
+
+
+class CollectionMismatchError(StoreUnavailableError):
+    """A collection clipforge would use exists with fields clipforge did not make (`milvus_layout.check_layout`)."""
 
 
 class StoreLockedError(StoreUnavailableError):
@@ -128,6 +137,25 @@ def quiet_engine_logs() -> None:
 def is_engine_error(exc: BaseException) -> bool:
     """Raised by pymilvus, gRPC or milvus-lite (not a bug of ours: those propagate as they are)."""
     return type(exc).__module__.split(".")[0] in ENGINES
+
+
+# The engine's words when the connection, not the request, failed: pymilvus's "Fail connecting to server on HOST:PORT,
+# illegal connection params or server unavailable" (a server killed mid-run), gRPC's UNAVAILABLE / DEADLINE_EXCEEDED
+# ("failed to connect to all addresses", "Deadline Exceeded"), a stream cut ("Socket closed", "Connection reset").
+_INTERRUPTED = re.compile(r"unavailable|fail(?:ed)? (?:connecting|to connect)|connection (?:refused|reset|closed|"
+                          r"lost|aborted)|socket closed|broken pipe|deadline|timed? ?out|goaway|stream removed",
+                          re.IGNORECASE)
+_INTERRUPTED_CODES = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED", "ABORTED")
+
+
+def interrupted(exc: BaseException) -> bool:
+    """Whether an engine failure is the connection's (the server away or too slow), which a re-run gets past, not a
+    refusal of the request (a schema, a dimension, a quota, a permission), which repeats on every run."""
+    code = getattr(exc, "code", None)
+    code = code() if callable(code) else code  # a grpc.RpcError's is a method returning a StatusCode
+    if getattr(code, "name", None) in _INTERRUPTED_CODES:
+        return True
+    return bool(_INTERRUPTED.search(getattr(exc, "message", None) or str(exc)))
 
 
 def engine_reason(exc: BaseException) -> str:

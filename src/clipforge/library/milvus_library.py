@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from clipforge.library.milvus_add import add_to_space, rank_done
 from clipforge.library.milvus_catalog import MilvusCatalog
 from clipforge.library.milvus_classify import MilvusClassify
 from clipforge.library.milvus_remove import MilvusRemoval
-from clipforge.library.milvus_store import MilvusSpace, MilvusStore, StoreUnavailableError, no_library, quote
+from clipforge.library.milvus_store import MilvusSpace, MilvusStore, StoreConnectionError, no_library, quote
 from clipforge.library.milvus_tags import Vocabularies
 from clipforge.library.milvus_writer import MilvusWriter, tag_filter
 from clipforge.library.paths import LibraryPaths
@@ -64,7 +65,11 @@ class MilvusLibrary(MilvusRemoval, MilvusClassify, MilvusCatalog):
 
     `store`: a `--store` string or `StoreSpec`; `path`: the folder for thumbnails and uploads;
     `model`: as for `Library` (None: the store's default model space); `new_space=True` lets a
-    model without a space in this store start one (``index add --model M``).
+    model without a space in this store start one (``index add --model M``). `create=False` refuses a store
+    that holds no library (read-only commands); `create=True` (``serve --create``) also records `model`'s
+    space, empty, in a store that has none (`_claim_model`); the default (None) opens or starts the store
+    as True does but records nothing before the first photo is stored (a search of an empty store makes no
+    collection, and ``index add EMPTY --model M`` chooses no default model).
     """
 
     def __init__(
@@ -76,7 +81,7 @@ class MilvusLibrary(MilvusRemoval, MilvusClassify, MilvusCatalog):
         preprocess: Any = None,
         device: str | None = None,
         max_pixels: int | None = None,
-        create: bool = True,
+        create: bool | None = None,
         precision: str = "fp32",
         draft: bool = True,
         new_space: bool = False,
@@ -94,8 +99,9 @@ class MilvusLibrary(MilvusRemoval, MilvusClassify, MilvusCatalog):
             )
         self.paths = LibraryPaths(path)
         self.paths.check_folder()
-        self.milvus = MilvusStore(self.spec, create=create)  # create=False: checks a milvus-lite path first
-        if not create and not self.milvus.spaces():
+        read_only = create is not None and not create
+        self.milvus = MilvusStore(self.spec, create=not read_only)  # read-only: checks a milvus-lite path first
+        if read_only and not self.milvus.spaces():
             self.milvus.close()
             raise FileNotFoundError(no_library(self.spec))
         self.max_pixels = int(max_pixels) if max_pixels else DEFAULT_MAX_PIXELS
@@ -108,6 +114,7 @@ class MilvusLibrary(MilvusRemoval, MilvusClassify, MilvusCatalog):
         self._towers = towers
         self.last_tagged = 0  # photos the last add tagged with the space's vocabulary
         self._new_space = new_space
+        self._is_default = False  # whether this object's space was found to be the store's default (`_take_default`)
         self._encoder: Encoder | None = None
         self._space: MilvusSpace | None = None
         self._lock = threading.RLock()
@@ -118,9 +125,15 @@ class MilvusLibrary(MilvusRemoval, MilvusClassify, MilvusCatalog):
         one each. Writes through this object drop them at once; other processes' writes show within it."""
         self._listings: dict[str, tuple[float, Any]] = {}
         if model is not None:
-            self._set_encoder(
-                resolve_encoder(model, preprocess, device, precision=precision, draft=draft, towers=towers)
-            )
+            try:
+                self._set_encoder(
+                    resolve_encoder(model, preprocess, device, precision=precision, draft=draft, towers=towers)
+                )
+                if create:  # True, not the default (None)
+                    self._claim_model()
+            except BaseException:  # a refused model or collection: the milvus-lite folder is not left held
+                self.milvus.close()
+                raise
 
     # -- model and space --------------------------------------------------------------------
     def _set_encoder(self, encoder: Encoder) -> None:
@@ -136,6 +149,39 @@ class MilvusLibrary(MilvusRemoval, MilvusClassify, MilvusCatalog):
                 ", or omit --model"
             )
         self._encoder, self._space = encoder, self.milvus.space(encoder.fingerprint) if space else None
+
+    def _claim_model(self) -> None:
+        """A store opened to be written with an explicit model (`MilvusLibrary(store, model=M, create=True)`,
+        `serve --create --model M`) that has no model space yet records M's, empty, as its default, as the embedded
+        store records M (`Library._claim_model`): a later writer without a model (`index add DIR` in another
+        process) used the shipped default model and made its space the default, beside a server that searched M's
+        and found nothing. (A default space that holds no vector is still taken over by the first vectors of another
+        model: `_take_default`.)"""
+        if self._space is None and not self.milvus.spaces():
+            self._space = self.space
+
+    def _take_default(self, space: MilvusSpace) -> None:
+        """After an add into `space`: when the store's default space holds no photo (made for a model by
+        `_claim_model`, or every photo removed) and `space` now does, `space` becomes the default, with a notice
+        (`ModelReplacedNotice`), as the embedded store's `record_model` replaces a recorded model without vectors:
+        plain `search` and `tag` searched the empty space, and the new photos were said to be a second space."""
+        if self._is_default:
+            return
+        spaces = self.milvus.spaces()
+        if not spaces or spaces[0].fingerprint == space.fingerprint:
+            self._is_default = bool(spaces)  # not asked again on each upload: the default moves only to a space
+            return  # that holds photos, from one that holds none (or by `index drop-space`, another process's)
+        default = self.milvus.space(spaces[0].fingerprint)
+        if default is None or default.count('status == "ok"') or not space.count('status == "ok"'):
+            return
+        from clipforge.library.indexer import ModelReplacedNotice
+
+        self.milvus.set_default(space.fingerprint)
+        replaced = default.name or "(an object)"
+        warnings.warn(ModelReplacedNotice(
+            f"library {self.spec.describe()} was made for model {replaced} and held none of its vectors: it is built "
+            f"with {space.name or '(an object)'} from now on (plain `search` and `tag` use it; a server still open on "
+            f"{default.name or 'the old model'} must be restarted)"), stacklevel=3)
 
     @property
     def encoder(self) -> Encoder:
@@ -210,8 +256,8 @@ class MilvusLibrary(MilvusRemoval, MilvusClassify, MilvusCatalog):
         files = sorted(files)[rank::world_size]
         rejected = sorted(rejected)[rank::world_size]
         if not files and not rejected and self._space is None and not self.milvus.spaces():
-            # nothing to store in an empty store: no space is made, so no model becomes its default (as the
-            # embedded store's `record_model`); an empty folder added with `--model M` had fixed M
+            # nothing to store in an empty store: no space is made, so no model becomes its default (as the embedded
+            # store's `record_model`); only `create=True` (`serve --create --model M`) records one first (`_claim_model`)
             return AddReport(seconds=time.perf_counter() - started)
         try:
             with self._lock:
@@ -233,16 +279,17 @@ class MilvusLibrary(MilvusRemoval, MilvusClassify, MilvusCatalog):
                     folders=folders,
                     seen=seen,
                 )
-        except StoreUnavailableError as exc:
-            if type(exc) is not StoreUnavailableError:  # locked or damaged: a re-run meets the same wall
-                raise
-            # Only here is it true: each batch is one idempotent upsert, and the plan skips stored files.
-            raise StoreUnavailableError(
+        except StoreConnectionError as exc:
+            # Only here is it true: each batch is one idempotent upsert, and the plan skips stored files. Only for
+            # a lost or slow connection: a refused request (a collection of another schema, a quota), a locked or
+            # a damaged store meets the same wall on every run, and was told to run again for ever.
+            raise StoreConnectionError(
                 f"{exc}; every batch written before this is stored, and running the "
                 "same command again finishes the rest"
             ) from None
         finally:
             self._changed()  # rows written so far count, also when indexing stopped half-way
+        self._take_default(space)
         report.seconds = time.perf_counter() - started
         if world_size > 1:
             rank_done(world_size)

@@ -20,10 +20,12 @@ Layout, for a store named C (``milvus://HOST:PORT/C`` or ``milvus-lite:PATH#C``)
 Source of truth: the collections. Every write is an `upsert` keyed by path, so writing a batch
 twice (a re-run after ``kill -9``, a rank restarted by torchrun) leaves each file stored once;
 a file is skipped on the next run only when its row is there with the same size and mtime.
-A server that goes away mid-run raises `StoreUnavailableError` (an OSError: one line at the
-CLI); what was upserted stays, and the next run finishes the rest. A milvus-lite folder that
-another process holds (`StoreLockedError`) or whose files are damaged (`StoreDamagedError`) is
-one line naming the cause instead: re-running never helps there.
+A server that goes away mid-run raises `StoreConnectionError` (a `StoreUnavailableError`, an OSError: one
+line at the CLI); what was upserted stays, and the next run finishes the rest. A request the engine refuses
+(`StoreUnavailableError`), a milvus-lite folder that another process holds (`StoreLockedError`), one whose files
+are damaged (`StoreDamagedError`) or a collection under one of the names above that clipforge did not make
+(`CollectionMismatchError`, checked before anything is written: `milvus_registry`) is one line naming the cause
+instead: re-running never helps there.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ import numpy as np
 from clipforge.library.backend import StoreSpec, read_token
 from clipforge.library.dbfile import path_text, text_path
 from clipforge.library.milvus_engine import (
+    CollectionMismatchError,
+    StoreConnectionError,
     StoreDamagedError,
     StoreLockedError,
     StoreUnavailableError,
@@ -49,20 +53,25 @@ from clipforge.library.milvus_engine import (
     damage,
     engine_reason,
     index_unreadable,
+    interrupted,
     is_engine_error,
     lite_open_failure,
     no_library,
     quiet_engine_logs,
 )
 from clipforge.library.milvus_expr import like_prefix, quote  # where callers found them first
-from clipforge.library.milvus_vocabulary import VocabularyRecords
+from clipforge.library.milvus_layout import (  # the constants where callers found them first
+    MAX_ERROR_BYTES,
+    MAX_LABEL_BYTES,
+    MAX_TAGS,
+    space_schema,
+)
+from clipforge.library.milvus_registry import SpaceRegistry
 
-__all__ = ["MilvusSpace", "MilvusStore", "StoreDamagedError", "StoreLockedError", "StoreUnavailableError", "image_id",
+__all__ = ["MAX_ERROR_BYTES", "MAX_LABEL_BYTES", "MAX_TAGS", "CollectionMismatchError", "MilvusSpace", "MilvusStore",
+           "StoreConnectionError", "StoreDamagedError", "StoreLockedError", "StoreUnavailableError", "image_id",
            "key_path", "like_prefix", "no_library", "path_key", "quote"]
 
-MAX_TAGS = 16
-MAX_LABEL_BYTES = 512  # one stored tag label, in UTF-8 bytes: what a Milvus server measures a VARCHAR in
-MAX_ERROR_BYTES = 2048  # one failed file's reason, in UTF-8 bytes
 _PAGE = 4096
 _MAX_TOPK = 16384  # Milvus's largest search limit
 
@@ -106,24 +115,8 @@ class MilvusSpace:
         self.store.create_collection(self.collection, schema, index)
 
     def layout(self) -> tuple[Any, Any]:
-        """(schema, index parameters) of a space's collection."""
-        from pymilvus import DataType, MilvusClient
-
-        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-        schema.add_field("path", DataType.VARCHAR, max_length=8192, is_primary=True)
-        schema.add_field("id", DataType.INT64)
-        schema.add_field("sha256", DataType.VARCHAR, max_length=64)
-        schema.add_field("size", DataType.INT64)
-        schema.add_field("mtime_ns", DataType.INT64)
-        schema.add_field("width", DataType.INT32)
-        schema.add_field("height", DataType.INT32)
-        schema.add_field("status", DataType.VARCHAR, max_length=8)
-        schema.add_field("error", DataType.VARCHAR, max_length=MAX_ERROR_BYTES)
-        schema.add_field("added_at", DataType.DOUBLE)
-        schema.add_field("tags", DataType.ARRAY, element_type=DataType.VARCHAR, max_capacity=MAX_TAGS,
-                         max_length=MAX_LABEL_BYTES)
-        schema.add_field("tag_scores", DataType.ARRAY, element_type=DataType.FLOAT, max_capacity=MAX_TAGS)
-        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
+        """(schema, index parameters) of a space's collection (the schema: `milvus_layout.space_schema`)."""
+        schema = space_schema(self.dim)
         index = self.client.prepare_index_params()
         # Exact inner product (unit vectors: cosine) on the embedded engine, the same ranking as the
         # embedded store; a server picks its own approximate index (AUTOINDEX: HNSW on Milvus).
@@ -270,9 +263,11 @@ class MilvusSpace:
         return len(keys)
 
 
-class MilvusStore(VocabularyRecords):
-    """A connection to a Milvus server (or milvus-lite file) and the registry of its model spaces (and, from
-    `VocabularyRecords`, their tag vocabularies and the collection each one's rows are in)."""
+class MilvusStore(SpaceRegistry[MilvusSpace]):
+    """A connection to a Milvus server (or milvus-lite file); from `SpaceRegistry`, the registry of its model spaces
+    (and, from `VocabularyRecords`, their tag vocabularies and the collection each one's rows are in)."""
+
+    space_class = MilvusSpace
 
     def __init__(self, spec: StoreSpec, create: bool = True) -> None:
         """Connect; `create=False` (read-only commands, `serve` without --create) refuses a milvus-lite
@@ -287,8 +282,9 @@ class MilvusStore(VocabularyRecords):
         try:
             from pymilvus import MilvusClient
         except ImportError:
-            raise ValueError("a Milvus store needs pymilvus and milvus-lite: pip install -c constraints.txt "
-                             "-e '.[milvus]'") from None
+            # the form every extra's message takes: it works from an installed package (a checkout's
+            # constraints.txt is not beside it: `pip install -c constraints.txt -e '.[milvus]'` failed there)
+            raise ValueError("a Milvus store needs pymilvus and milvus-lite: pip install 'clipforge[milvus]'") from None
         quiet_engine_logs()
         if spec.kind == "milvus-lite":
             folder = Path(spec.uri)
@@ -304,6 +300,7 @@ class MilvusStore(VocabularyRecords):
             self.client = self.call(MilvusClient, uri=spec.uri, token=read_token(), timeout=30)
         self.registry = f"{spec.collection}_spaces"
         self.tagsets = f"{spec.collection}_tagsets"
+        self._checked: set[str] = set()  # collections found to be clipforge's (`check_layout`), not asked again
         # Consistency on a server. `read` (Strong) sees every write acknowledged before it, whoever made
         # it: what planning a run, remove/prune and stats use (a re-run after kill -9 must see the rows
         # the killed run wrote; pymilvus's default, Bounded, returned none of rows written 0.1 s before).
@@ -318,42 +315,25 @@ class MilvusStore(VocabularyRecords):
 
         On milvus-lite an unreadable index file is repaired and the call made once more
         (`milvus_engine.call_rebuilding_index`); another unreadable file (or a collection that lost its files) is
-        a StoreDamagedError naming it. The advice that a re-run finishes the rest is added by the writer
-        (`MilvusLibrary.add`), the one place where it is true."""
+        a StoreDamagedError naming it. A failure of the connection (`milvus_engine.interrupted`) is a
+        StoreConnectionError, the one kind that a re-run gets past; the advice that a re-run finishes the rest is
+        added to it by the writer (`MilvusLibrary.add`), the one place where it is true."""
         try:
             return fn(*args, **kwargs)
         except Exception as exc:
             if not is_engine_error(exc):
                 raise
             reason = engine_reason(exc)
+            failed = StoreConnectionError if interrupted(exc) else StoreUnavailableError
             if self.spec.kind != "milvus-lite":
-                raise StoreUnavailableError(f"Milvus store {self.spec.describe()} failed ({reason})") from None
+                raise failed(f"Milvus store {self.spec.describe()} failed ({reason})") from None
             collection = args[0] if args and isinstance(args[0], str) else None
             if index_unreadable(reason):  # derived files: rebuilt, and the call made once more
                 return call_rebuilding_index(Path(self.spec.uri), collection, reason, fn, *args, **kwargs)
             broken = damage(Path(self.spec.uri), reason, collection)
             if broken is not None:
                 raise StoreDamagedError(broken) from None
-            raise StoreUnavailableError(f"Milvus store {self.spec.describe()} failed ({reason})") from None
-
-    # -- spaces -----------------------------------------------------------------------------
-    def _ensure_registry(self) -> None:
-        if self.call(self.client.has_collection, self.registry):
-            self.call(self.client.load_collection, self.registry)
-            return
-        from pymilvus import DataType, MilvusClient
-
-        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-        schema.add_field("fingerprint", DataType.VARCHAR, max_length=128, is_primary=True)
-        schema.add_field("name", DataType.VARCHAR, max_length=4096)
-        schema.add_field("dim", DataType.INT64)
-        schema.add_field("collection", DataType.VARCHAR, max_length=256)
-        schema.add_field("is_default", DataType.BOOL)
-        schema.add_field("created", DataType.DOUBLE)
-        schema.add_field("dummy", DataType.FLOAT_VECTOR, dim=2)  # Milvus wants a vector in every collection
-        index = self.client.prepare_index_params()
-        index.add_index(field_name="dummy", index_type="FLAT", metric_type="L2")
-        self.create_collection(self.registry, schema, index)
+            raise failed(f"Milvus store {self.spec.describe()} failed ({reason})") from None
 
     def create_collection(self, name: str, schema: Any, index: Any) -> None:
         """Create `name`; another writer (a torchrun rank) creating it first is fine.
@@ -372,53 +352,6 @@ class MilvusStore(VocabularyRecords):
                 if time.monotonic() >= deadline:
                     raise
                 time.sleep(0.1)
-
-    def spaces(self) -> list[MilvusSpace]:
-        """The model spaces, the default (first) one first; [] for a new store."""
-        if not self.call(self.client.has_collection, self.registry):
-            return []
-        self.call(self.client.load_collection, self.registry)
-        # A filter that every row passes: a 2.3 server refuses an empty one without a limit.
-        rows = self.call(self.client.query, self.registry, filter='fingerprint != ""',
-                         output_fields=["fingerprint", "name", "dim", "collection", "is_default", "created"],
-                         **self.read)
-        rows = sorted(rows, key=lambda r: (not r["is_default"], r["created"]))
-        return [MilvusSpace(self, r["collection"], r["fingerprint"], r["name"], int(r["dim"])) for r in rows]
-
-    def space(self, fingerprint: str) -> MilvusSpace | None:
-        space = next((s for s in self.spaces() if s.fingerprint == fingerprint), None)
-        if space is not None and self.call(self.client.has_collection, space.collection):
-            self.call(self.client.load_collection, space.collection)
-        return space
-
-    def add_space(self, fingerprint: str, name: str, dim: int) -> MilvusSpace:
-        """Create (or reopen) the space of a model; the first space becomes the default."""
-        existing = self.space(fingerprint)
-        if existing is not None:
-            return existing
-        self._ensure_registry()
-        space = MilvusSpace(self, self.base_collection(fingerprint), fingerprint, name, dim)
-        if not self.call(self.client.has_collection, space.collection):
-            space.create()
-        self.call(self.client.load_collection, space.collection)
-        first = not self.spaces()
-        self.call(self.client.upsert, self.registry, [{"fingerprint": fingerprint, "name": name, "dim": int(dim),
-                                                       "collection": space.collection, "is_default": first,
-                                                       "created": time.time(), "dummy": [0.0, 0.0]}])
-        return space
-
-    def drop_space(self, fingerprint: str) -> MilvusSpace:
-        space = self.space(fingerprint)
-        if space is None:
-            raise ValueError(f"{self.spec.describe()} has no model space {fingerprint[:12]}")
-        with self.writes():  # not under a `tag` run of another object (`milvus_retag`)
-            self.call(self.client.delete, self.registry, ids=[fingerprint])
-            for collection in self.collections_of(fingerprint):  # with what a killed `tag` run left
-                self.forget_collection(fingerprint, collection)
-            self.forget_moves(fingerprint)
-            if self._has_tagsets():  # as the embedded store's drop forgets the space's vocabulary
-                self.call(self.client.delete, self.tagsets, filter=f"fingerprint == {quote(fingerprint)}")
-        return space
 
     def close(self) -> None:
         self.call(self.client.close)

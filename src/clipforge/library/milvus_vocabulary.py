@@ -23,15 +23,15 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from clipforge.library.backend import StoreSpec
 from clipforge.library.milvus_expr import quote
+from clipforge.library.milvus_layout import MAX_VOCABULARY, tagsets_schema
 
 __all__ = ["MAX_VOCABULARY", "VocabularyRecords"]
-
-MAX_VOCABULARY = 65535  # characters of one space's vocabulary JSON: Milvus's longest VARCHAR
 
 _SHARED = threading.Lock()  # guards the two tables below
 _WRITES: dict[tuple[str, str], threading.RLock] = {}  # (milvus-lite folder, store name) -> its writes' lock
@@ -53,6 +53,9 @@ class VocabularyRecords:
         def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any: ...
 
         def create_collection(self, name: str, schema: Any, index: Any) -> None: ...
+
+        def check_layout(self, collection: str, schema: Callable[[], Any], what: str,
+                         show_dim: bool = False) -> None: ...
 
     # -- shared by the process's objects of this store (see the module docstring) ------------------
     def _lite_key(self) -> tuple[str, str] | None:
@@ -146,12 +149,14 @@ class VocabularyRecords:
 
     # -- tag vocabularies -----------------------------------------------------------------------
     def _has_tagsets(self) -> bool:
-        """Whether the vocabulary collection exists (loaded when it does); stores made before it have none.
-        Once found it is remembered: a server asks on every upload, and the collection is never dropped."""
+        """Whether the vocabulary collection exists (checked to be clipforge's, and loaded, when it does); stores made
+        before it have none. Once found it is remembered: a server asks on every upload, and the collection is never
+        dropped."""
         if self.__dict__.get("_tagsets_ready"):
             return True
         if not self.call(self.client.has_collection, self.tagsets):
             return False
+        self.check_layout(self.tagsets, tagsets_schema, "record of tag vocabularies")
         self.call(self.client.load_collection, self.tagsets)
         self._tagsets_ready = True
         return True
@@ -189,15 +194,9 @@ class VocabularyRecords:
             raise ValueError(f"a Milvus library keeps a tag vocabulary of at most {MAX_VOCABULARY} characters; "
                              f"these labels take {len(vocabulary.encode())}: tag with fewer labels")
         if not self._has_tagsets():
-            from pymilvus import DataType, MilvusClient
-
-            schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-            schema.add_field("fingerprint", DataType.VARCHAR, max_length=128, is_primary=True)
-            schema.add_field("vocabulary", DataType.VARCHAR, max_length=MAX_VOCABULARY)
-            schema.add_field("dummy", DataType.FLOAT_VECTOR, dim=2)  # Milvus wants a vector in every collection
             index = self.client.prepare_index_params()
             index.add_index(field_name="dummy", index_type="FLAT", metric_type="L2")
-            self.create_collection(self.tagsets, schema, index)
+            self.create_collection(self.tagsets, tagsets_schema(), index)
             self.call(self.client.load_collection, self.tagsets)
         key = self.vocabulary_key(fingerprint, collection or self.current_collection(fingerprint))
         self.call(self.client.upsert, self.tagsets, [{"fingerprint": key, "vocabulary": vocabulary,
