@@ -85,8 +85,8 @@ def test_a_crop_one_pixel_off_is_caught(photos: list[Path], monkeypatch: pytest.
     # positive control for the tolerance above: the same shortcut with the crop one resized pixel aside
     real = geometry_module.crop_region
 
-    def shifted(region, resized, crop):
-        box = real(region, resized, crop)
+    def shifted(region, resized, crop, *rounding):
+        box = real(region, resized, crop, *rounding)
         step = (region[2] - region[0]) / resized[0]
         if box is None or resized[0] == crop:  # nothing beside the crop to shift into
             return box

@@ -74,7 +74,7 @@ def test_a_transformers5_processor_folder_resizes_and_crops_as_transformers(save
     folder = _folder(saved, tmp_path, image.to_dict(), "tf5")
     assert image.to_dict()["do_center_crop"] is True
     loaded = load_model(folder, "cpu")
-    assert loaded.model.preprocess_cfg == {**CN_SQUASH, "resize_mode": "shortest"}
+    assert loaded.model.preprocess_cfg == {**CN_SQUASH, "resize_mode": "shortest", "crop_offset": "floor"}
     _same_pixels(folder)
 
 
@@ -110,7 +110,8 @@ def test_cn_arch_colon_folder_reads_the_processor_too(monkeypatch, tmp_path) -> 
     assert load_model(f"cn-test-tiny:{saved}", "cpu").model.preprocess_cfg == CN_SQUASH
     crop = _folder(saved, tmp_path, {"image_processor_type": "ChineseCLIPImageProcessor", "size": {
         "shortest_edge": 32}, "crop_size": {"height": 32, "width": 32}}, "crop")
-    assert load_model(f"cn-test-tiny:{crop}", "cpu").model.preprocess_cfg == {**CN_SQUASH, "resize_mode": "shortest"}
+    assert load_model(f"cn-test-tiny:{crop}", "cpu").model.preprocess_cfg == {**CN_SQUASH, "resize_mode": "shortest",
+                                                                              "crop_offset": "floor"}
 
 
 def test_a_processor_clipforge_cannot_reproduce_is_one_line(saved, tmp_path) -> None:

@@ -42,6 +42,7 @@ from clipforge.api.sources import (
     _known_fingerprint,
     _random_model,
     _Source,
+    offline_test_configs,
 )
 from clipforge.image import Preprocess
 from clipforge.models import CLIP, OPENAI_MODELS, canonical_name, create_model_from_config, get_config
@@ -111,7 +112,9 @@ def _unknown(spec: str) -> FileNotFoundError:
     from clipforge.models.chinese_clip import CHINESE_CLIP_CONFIGS
     from clipforge.models.configs import closest_name
 
-    tests = ", ".join(n for n in ARCH_CONFIGS if n.startswith("test-"))
+    # only the test configs that run here as they are: the others read a small tokenizer file of their own
+    # (spiece.model, tokenizer.json, vocab.txt) that ships with no install, and failed at the first text
+    tests = ", ".join(offline_test_configs())
     names = [*available_models(), *CHINESE_CLIP_CONFIGS]  # Chinese-CLIP's were missing from the list
     guess = closest_name(spec, [*names, *ARCH_CONFIGS])
     hint = f" Did you mean {guess}?" if guess else ""

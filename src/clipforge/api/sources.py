@@ -44,6 +44,17 @@ def _cached_tokenizer_dirs(model: torch.nn.Module, download_root: Spec | None) -
     return (str(cache_dir(download_root) / "tokenizers" / str(spec["hub_repo"]).replace("/", "--")),)
 
 
+def offline_test_configs() -> list[str]:
+    """The test configs (``test-*``: random weights for tests and smoke runs) that run with nothing beside them:
+    those read with OpenAI's BPE, which ships. The others (SigLIP's, CLIPA's, the transformers towers') read a
+    tokenizer file sized to their 512-token towers that no install has (the tests write one beside a saved
+    checkpoint), so they are not offered where a user is told what to pass."""
+    from clipforge.models import ARCH_CONFIGS
+
+    return [name for name, config in ARCH_CONFIGS.items() if name.startswith("test-")
+            and (config.get("tokenizer") or {}).get("kind", "openai-bpe") == "openai-bpe"]
+
+
 def _default_tag(arch: str) -> str | None:
     """The weights a bare architecture name means (open_clip zoo entries may add theirs here)."""
     return "openai" if arch in OPENAI_MODELS else None

@@ -41,6 +41,7 @@ EXTRA_OF_MODULE: dict[str, str] = {
     "webdataset": "train", "tensorboard": "train",
     "onnx": "onnx", "onnxruntime": "onnx", "onnxscript": "onnx",
     "milvus": "milvus-server",
+    "transformers": "families", "sentencepiece": "families",  # Chinese-CLIP's BERT, XLM-R/NLLB/mT5 towers, SigLIP
 }
 EXIT_USER_ERROR = 2  # the same number as clipforge.errors.EXIT_USER_ERROR (kept here: no import at --help)
 EXIT_BROKEN_PIPE = 141  # what a shell reports for a process ended by SIGPIPE
@@ -69,9 +70,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _missing_module(exc: BaseException) -> str | None:
+    """The name of the missing module `exc` reports: its own (a ModuleNotFoundError), or the one it was raised
+    over (``except ImportError: raise ImportError("...") from ...``, as a model or tokenizer says what its
+    library is for) when `exc` is itself an ImportError or already tells the user to install an extra. An
+    error merely raised while some other import was being handled keeps its own report."""
+    seen = [exc]
+    if isinstance(exc, ImportError) or "pip install 'clipforge[" in str(exc):
+        seen.append(exc.__cause__ or exc.__context__)  # type: ignore[arg-type]
+    for error in seen:
+        if isinstance(error, ModuleNotFoundError) and (error.name or "").split(".")[0] in EXTRA_OF_MODULE:
+            return error.name
+    return None
+
+
 def missing_extra_message(exc: BaseException, command: str | None) -> str | None:
     """One line naming the extra to install when `exc` is a missing optional dependency, else None."""
-    name = getattr(exc, "name", None) if isinstance(exc, ModuleNotFoundError) else None
+    name = _missing_module(exc)
     extra = EXTRA_OF_MODULE.get((name or "").split(".")[0])
     if extra is None and type(exc).__name__ == "OnnxExporterError":  # torch.onnx without onnx/onnxscript
         name, extra = "onnx", "onnx"

@@ -4,6 +4,11 @@ and EXIF orientation.
 The numbers here decide which source pixels land in the model's input, so they follow
 torchvision's integer rules exactly (truncation for the long side, Python's round-half-to-even
 for the crop offset); a one-pixel disagreement shifts every pixel of the crop.
+
+transformers' image processors (CLIPImageProcessor, ChineseCLIPImageProcessor, both backends of transformers
+5) cut the same crop at ``(size - crop) // 2`` instead: where the margin is odd and half of it rounds up to
+even (227 -> 224: 1.5 -> 2) their crop starts a pixel earlier (1.5 -> 1). 124 of the 1,000 ImageNet sample
+photos differ at 224 px. `CROP_OFFSETS` names both rules; the weights' preprocessing says which applies.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 __all__ = [
+    "CROP_OFFSETS",
     "ORIENTATION_TAG",
     "center_crop_array",
     "crop_offsets",
@@ -24,6 +30,11 @@ __all__ = [
 ]
 
 ORIENTATION_TAG = 0x0112
+
+CROP_OFFSETS = ("round", "floor")
+"""How a centre crop's offset is rounded: "round" is torchvision's ``CenterCrop`` (Python's round-half-to-even
+of ``(size - crop) / 2``; OpenAI's and open_clip's preprocessing), "floor" is transformers' ``center_crop``
+(``(size - crop) // 2``; a Hugging Face folder's image processor)."""
 
 # EXIF orientation value -> the PIL transpose that displays the image upright (as ImageOps.exif_transpose).
 _ORIENTATION_TO_TRANSPOSE: dict[int, Image.Transpose] = {
@@ -53,20 +64,24 @@ def resized_size(width: int, height: int, n_px: int) -> tuple[int, int]:
     return int(n_px * width / height), n_px
 
 
-def crop_offsets(size: int, crop: int) -> tuple[int, int]:
+def crop_offsets(size: int, crop: int, rounding: str = "round") -> tuple[int, int]:
     """(pad_before, offset) of torchvision's ``CenterCrop`` along one axis.
 
     A side shorter than the crop is zero-padded by ``(crop - size) // 2`` before it (and the rest
     after); a longer side is cut at ``int(round((size - crop) / 2.0))`` - Python's round, so half
-    pixels go to the even neighbour, as in torchvision.
+    pixels go to the even neighbour, as in torchvision. ``rounding="floor"``: transformers'
+    ``(size - crop) // 2`` instead (its padding of a short side is never reached by a resize that
+    makes the shortest side the crop's, so only the offset is modelled).
     """
+    if rounding not in CROP_OFFSETS:
+        raise ValueError(f"rounding must be one of {', '.join(CROP_OFFSETS)}, got {rounding!r}")
     if size < crop:
         return (crop - size) // 2, 0
-    return 0, int(round((size - crop) / 2.0))
+    return 0, (size - crop) // 2 if rounding == "floor" else int(round((size - crop) / 2.0))
 
 
 def crop_region(
-    region: tuple[float, float, float, float], resized: tuple[int, int], crop: int
+    region: tuple[float, float, float, float], resized: tuple[int, int], crop: int, rounding: str = "round"
 ) -> tuple[float, float, float, float] | None:
     """The part of `region` (a box in the source image) that becomes the centre `crop` once `region`
     is resized to `resized` (width, height), or None when the crop would need padding.
@@ -74,22 +89,23 @@ def crop_region(
     Resampling only that part straight to crop x crop gives the same geometry as resize-then-crop (each
     output pixel's centre maps to the same source point) for a quarter less work on a 4:3 photo; the
     filter weights are computed from a shifted origin, so a value may differ by a level or two
-    (measured on 1,000 ImageNet photos: 9 in 100,000 values, never more than 2).
+    (measured on 1,000 ImageNet photos: 9 in 100,000 values, never more than 2). `rounding`: see `crop_offsets`.
     """
     width, height = resized
     if width < crop or height < crop:
         return None
-    left, top = crop_offsets(width, crop)[1], crop_offsets(height, crop)[1]
+    left, top = crop_offsets(width, crop, rounding)[1], crop_offsets(height, crop, rounding)[1]
     x0, y0, x1, y1 = region
     sx, sy = (x1 - x0) / width, (y1 - y0) / height
     return (x0 + left * sx, y0 + top * sy, x0 + (left + crop) * sx, y0 + (top + crop) * sy)
 
 
-def center_crop_array(array: np.ndarray, crop: int) -> np.ndarray:
-    """Centre `crop` x `crop` window of an HxW[xC] array with torchvision's rounding and zero padding."""
+def center_crop_array(array: np.ndarray, crop: int, rounding: str = "round") -> np.ndarray:
+    """Centre `crop` x `crop` window of an HxW[xC] array with torchvision's rounding and zero padding
+    (``rounding="floor"``: transformers' offset, see `crop_offsets`)."""
     height, width = array.shape[:2]
-    pad_top, top = crop_offsets(height, crop)
-    pad_left, left = crop_offsets(width, crop)
+    pad_top, top = crop_offsets(height, crop, rounding)
+    pad_left, left = crop_offsets(width, crop, rounding)
     if pad_top == 0 and pad_left == 0 and height >= crop and width >= crop:
         return array[top : top + crop, left : left + crop]
     out = np.zeros((crop, crop) + array.shape[2:], dtype=array.dtype)

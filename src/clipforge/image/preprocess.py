@@ -123,6 +123,10 @@ class Preprocess:
     resample: Image.Resampling = Image.Resampling.BICUBIC
     """The resize filter (OpenAI's bicubic; some weights were trained with bilinear)."""
 
+    crop_offset: str = "round"
+    """How the centre crop's offset is rounded (`geometry.CROP_OFFSETS`): torchvision's "round" (OpenAI's
+    reference); a Hugging Face folder's image processor crops at transformers' "floor"."""
+
     def _target(self, width: int, height: int) -> tuple[int, int]:
         """The (width, height) an upright picture of this size is resized to before the centre crop."""
         return resized_size(width, height, self.n_px)
@@ -144,7 +148,8 @@ class Preprocess:
         # `box` (a drafted JPEG): the region that holds the full picture, resampled to the size a full decode
         # would be resized to, so the crop sees the same geometry as the exact path
         huge = target[0] * target[1] > EXACT_RESIZE_PIXELS
-        region = crop_region(box or (0, 0, *image.size), target, self.n_px) if resizing and (crop_first or huge) else None
+        region = (crop_region(box or (0, 0, *image.size), target, self.n_px, self.crop_offset)
+                  if resizing and (crop_first or huge) else None)
         if region is not None:
             image = image.resize((self.n_px, self.n_px), self.resample, box=region)
         elif resizing:
@@ -152,7 +157,7 @@ class Preprocess:
         # The reference converts to RGB after cropping; every Pillow conversion is per pixel, so
         # converting the (slightly larger) resized image first gives identical pixels.
         array = np.asarray(to_rgb(image))
-        return np.array(center_crop_array(array, self.n_px), dtype=np.uint8, order="C", copy=True)
+        return np.array(center_crop_array(array, self.n_px, self.crop_offset), dtype=np.uint8, order="C", copy=True)
 
     # -- tensors ------------------------------------------------------------------------------
     def normalize(self, pixels: np.ndarray | torch.Tensor) -> torch.Tensor:

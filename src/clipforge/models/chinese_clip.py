@@ -29,8 +29,8 @@ __all__ = [
     "create_chinese_clip", "is_chinese_clip_name",
 ]
 
-MISSING_TRANSFORMERS = ("Chinese-CLIP's text tower is transformers' BertModel: pip install -c constraints.txt "
-                        "transformers (it is in the dev extra)")
+MISSING_TRANSFORMERS = ("Chinese-CLIP's text tower is transformers' BertModel: pip install 'clipforge[families]' "
+                        "(installs transformers)")
 
 from clipforge.models.chinese_configs import (  # noqa: E402,F401
     _BERT_COMMON,

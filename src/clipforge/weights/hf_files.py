@@ -4,8 +4,11 @@
 2-token tokenizer without ``vocab.json``/``merges.txt``, and ``CLIPProcessor`` and
 ``pipeline("zero-shot-image-classification")`` need ``preprocessor_config.json``. These are
 written from clipforge's own BPE tables and the weights' preprocessing, so the folder
-tokenises and preprocesses as clipforge does (known difference: HF's tokenizer does not
-unescape HTML entities such as ``&amp;``; OpenAI's and clipforge's do).
+tokenises and preprocesses as clipforge does (known differences: HF's tokenizer does not
+unescape HTML entities such as ``&amp;``; OpenAI's and clipforge's do. CLIPImageProcessor cuts its
+centre crop at ``(size - crop) // 2`` where torchvision's CenterCrop rounds half to even, so on about
+12% of photos transformers' crop of such a folder starts a pixel before OpenAI's; clipforge reads the
+folder back as transformers does, ``crop_offset: "floor"``, see `hf_preprocess`).
 """
 
 from __future__ import annotations

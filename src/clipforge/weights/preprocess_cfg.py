@@ -4,6 +4,11 @@ Most CLIP weights use OpenAI's pipeline (bicubic resize of the shortest side, ce
 OpenAI's mean/std), but not all: open_clip's ViT-L-14 ``laion2b_s32b_b82k`` was trained with
 Inception's mean/std (0.5), DFN's ViT-H-14 with a squashing resize. Features from the wrong
 preprocessing are quietly worse, so the registry and saved files carry these four fields.
+
+A fifth, ``crop_offset``, is present only where it is not torchvision's: ``"floor"`` for a Hugging Face
+folder whose image processor crops (transformers cuts the centre crop at ``(size - crop) // 2``, torchvision
+rounds half to even: 1 px apart on 12% of ImageNet photos at 224). `validate_preprocess` drops ``"round"``
+and drops the field under ``squash`` (no crop), so every other config keeps its four fields.
 """
 
 from __future__ import annotations
@@ -17,8 +22,10 @@ OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 INTERPOLATIONS = ("bicubic", "bilinear")
 RESIZE_MODES = ("shortest", "squash")
+CROP_OFFSETS = ("round", "floor")  # = clipforge.image.geometry.CROP_OFFSETS; kept here so reading a config needs no PIL
 DEFAULT_PREPROCESS: dict[str, Any] = {"mean": list(OPENAI_MEAN), "std": list(OPENAI_STD),
                                       "interpolation": "bicubic", "resize_mode": "shortest"}
+OPTIONAL_FIELDS: dict[str, Any] = {"crop_offset": "round"}  # kept only when not this default (see above)
 
 
 class PreprocessConfigError(UserError, ValueError):
@@ -47,7 +54,7 @@ def validate_preprocess(config: Any) -> dict[str, Any]:
     """A checked, complete copy (missing fields take OpenAI's values); raises `PreprocessConfigError`."""
     if not isinstance(config, dict):
         raise PreprocessConfigError(f"a preprocessing config must be a JSON object, got {type(config).__name__}")
-    unknown = sorted(set(config) - set(DEFAULT_PREPROCESS))
+    unknown = sorted(set(config) - set(DEFAULT_PREPROCESS) - set(OPTIONAL_FIELDS))
     if unknown:
         raise PreprocessConfigError(f"unknown field {unknown[0]!r}")
     out = {**DEFAULT_PREPROCESS, **config}
@@ -59,4 +66,10 @@ def validate_preprocess(config: Any) -> dict[str, Any]:
     if out["resize_mode"] not in RESIZE_MODES:
         raise PreprocessConfigError(f"field 'resize_mode' must be one of {', '.join(RESIZE_MODES)}, "
                                     f"got {out['resize_mode']!r}")
+    crop = out.pop("crop_offset", "round")
+    if crop not in CROP_OFFSETS:
+        raise PreprocessConfigError(f"field 'crop_offset' must be one of {', '.join(CROP_OFFSETS)} (torchvision's "
+                                    f"or transformers' centre crop), got {crop!r}")
+    if crop != "round" and out["resize_mode"] == "shortest":  # squash has no crop to place
+        out["crop_offset"] = crop
     return out
