@@ -271,6 +271,12 @@ def load_model(spec: Spec, device: str | torch.device | None = None, *, pretrain
         model.preprocess_cfg = (source.preprocess_cfg or checkpoint.preprocess  # saved files and save_hf keep it
                                 or getattr(model, "preprocess_cfg", None))  # else the family's default
         folder = source.checkpoint if source.checkpoint.is_dir() else source.checkpoint.parent
+        from clipforge.weights.save import recorded_languages
+
+        if not getattr(model, "languages", None) and (languages := recorded_languages(source.checkpoint)):
+            # what the weights say they read (a fine-tune of clipforge-tiny-zh: zh, en), on the bare model too:
+            # `clipforge.load(...)[0]` was taken for English, and saving it again dropped the record
+            model.languages = list(languages)
         # a family's tokenizer file lies beside its weights (or was downloaded with them)
         model.tokenizer_dirs = tuple(d for d in (str(folder), source.tokenizer_dir) if d)
         weights = source.weights

@@ -150,8 +150,9 @@ def _plan(keys: list[str], root: str | Path | None, tasks: Sequence[str]) -> tup
 def _cells(spec: str, ready: list[tuple], tasks: Sequence[str], templates: str | None) -> list[Cell]:
     """The cells of one model. A zero-shot cell's prompts default to what `eval zeroshot` prompts that model and
     dataset with: the set of the model's first language (`clipforge-tiny-zh` x cifar10: zh-cifar10; the suite
-    prompted every model in English), as far as its `--models` entry tells (a name, a folder with languages.json;
-    a bare checkpoint file is read as English, as `eval zeroshot` reads it only once loaded)."""
+    prompted every model in English), as far as its `--models` entry tells (a name, a folder with languages.json,
+    a `.safetensors` file recording `clipforge_languages` as `clipforge train` writes them; any other file is read
+    as English, as `eval zeroshot` reads it only once loaded)."""
     from clipforge.data.retrieval_sets import retrieval_split
     from clipforge.evaluate.common import default_templates
     from clipforge.zeroshot.languages import default_template_set, model_languages

@@ -27,18 +27,24 @@ def build_model(config: TrainConfig) -> nn.Module:
     from clipforge.train.checks import check_model_config
     from clipforge.weights.preprocess_cfg import validate_preprocess
 
+    start: Any = None  # what the run starts from, for its languages: a LoadedModel (None: random weights)
     if config.model_config is not None and config.pretrained is None:
         model = create_model_from_config(check_model_config(config.model_config))
     elif config.pretrained is None:
-        model = _load(config.model, config.seed)
+        start = _load(config.model, config.seed)
+        model = start.model.train()
     else:
-        model = _load(config.pretrained, config.seed)
+        start = _load(config.pretrained, config.seed)
+        model = start.model.train()
         expected = check_model_config(config.model_config) if config.model_config is not None \
             else _architecture(config.model)
         if expected is not None and _shapes(model) != _meta_shapes(expected):
             raise TrainConfigError(f"pretrained weights {config.pretrained!r} do not fit architecture "
                                    f"{'model_config' if config.model_config is not None else repr(config.model)}")
     model.preprocess_cfg = validate_preprocess(dict(getattr(model, "preprocess_cfg", None) or {}))
+    from clipforge.train.languages import trained_languages
+
+    model.languages = trained_languages(config, model, start)  # every checkpoint records them (`weights.save`)
     return model
 
 
@@ -69,9 +75,9 @@ def _architecture(spec: str) -> dict | None:
         return None
 
 
-def _load(spec: str, seed: int) -> nn.Module:
-    """Any spec through the project's one model loader; random weights are seeded by `seed` and
-    first checked to fit this machine's memory with their gradients and optimiser state."""
+def _load(spec: str, seed: int) -> Any:
+    """Any spec through the project's one model loader (its `LoadedModel`); random weights are seeded by
+    `seed` and first checked to fit this machine's memory with their gradients and optimiser state."""
     from clipforge.api import RANDOM_PREFIX, load_model
 
     if spec.startswith(RANDOM_PREFIX) or spec.startswith("test-"):
@@ -80,7 +86,7 @@ def _load(spec: str, seed: int) -> nn.Module:
         arch = _architecture(spec)
         if arch is not None:
             check_model_config(arch)
-    return load_model(spec, device="cpu", seed=seed).model.train()
+    return load_model(spec, device="cpu", seed=seed)
 
 
 def preprocess_of(model: nn.Module) -> dict[str, Any]:
@@ -148,12 +154,18 @@ def prepare_for_training(model: nn.Module, config: TrainConfig) -> tuple[nn.Modu
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     frozen = apply_freezing(model, config.lock_image, config.lock_text, config.projections_only)
-    if config.grad_checkpointing and getattr(model, "text", None) is not None:
-        model.set_grad_checkpointing(True)  # a transformers text tower: its own way (FamilyCLIP)
-    elif config.grad_checkpointing:
-        model.transformer.grad_checkpointing = True
-        if hasattr(model.visual, "transformer"):
-            model.visual.transformer.grad_checkpointing = True
+    if config.grad_checkpointing:  # every family's towers, each its own way (a Chinese-CLIP's BERT included)
+        import warnings
+
+        import torch.distributed as dist
+
+        from clipforge.errors import Notice
+        from clipforge.train.grad_checkpointing import enable_grad_checkpointing
+
+        notices = enable_grad_checkpointing(model, f"--model {config.pretrained or config.model}")
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0:  # once per job
+            for notice in notices:
+                warnings.warn(notice, Notice, stacklevel=2)
     return model, frozen
 
 

@@ -92,6 +92,10 @@ def check_config(config: TrainConfig) -> TrainConfig:
                                f"({c.batch_size})")
     if c.model_config is not None:
         check_model_config(c.model_config)
+    if c.languages is not None and not (isinstance(c.languages, list | tuple) and 0 < len(c.languages) <= 8 and all(
+            isinstance(code, str) and 0 < len(code) <= 16 and code.strip() == code for code in c.languages)):
+        raise TrainConfigError("config field 'languages' must be a list of 1-8 language codes, the model's first "
+                               f"language first (e.g. [\"zh\", \"en\"]), got {c.languages!r}")
     check_device(c.device)
     check_out_dir(c.out_dir)
     return config

@@ -33,6 +33,9 @@ class TrainConfig:
     model: str = "ViT-B/32"                 # any `--model` spec (ViT-B/32: OpenAI's weights); random:ARCH for random
     pretrained: str | None = None           # weights to start from (any spec clipforge.api.load_model takes)
     model_config: dict | None = None        # inline CLIP(**model_config) architecture, randomly initialised
+    languages: list[str] | None = None      # what the trained model reads, recorded in its checkpoints (first:
+                                            # eval's default prompt language); None: the starting model's, plus
+                                            # the languages of the training templates (data=labelled)
     # data: "labelled" (a registry dataset turned into captions), "csv", "folder", "webdataset"
     data: str = "labelled"
     dataset: str | None = None              # registry name for data=labelled (cub, cars, cifar10, ...)

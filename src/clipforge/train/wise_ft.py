@@ -82,11 +82,13 @@ def _differences(a: dict, b: dict) -> str:
 
 def wise_ft(zeroshot: str | os.PathLike[str], finetuned: str | os.PathLike[str], alpha: float,
             out: str | os.PathLike[str]) -> Path:
-    """Write the interpolated model as safetensors (config and preprocessing in metadata, the family's
+    """Write the interpolated model as safetensors (config, preprocessing and languages in metadata, the family's
     tokenizer file beside it) and return its path. Both models load through `clipforge.api.load_model`;
-    the result keeps the zero-shot model's preprocessing, tokenizer and scoring."""
+    the result keeps the zero-shot model's preprocessing, tokenizer, scoring and languages (a mix of two
+    clipforge-tiny-zh fine-tunes was taken for English)."""
     from clipforge.train.tokenizer_file import carry_tokenizer_file
     from clipforge.weights import save_safetensors
+    from clipforge.zeroshot.languages import model_languages
 
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
@@ -99,4 +101,5 @@ def wise_ft(zeroshot: str | os.PathLike[str], finetuned: str | os.PathLike[str],
                          f"({zeroshot} vs {finetuned})")
     carry_tokenizer_file(loaded_a.tokenizer, out.parent)
     return save_safetensors(interpolate_state_dicts(sd_a, sd_b, alpha), out, config=config_a,
-                            preprocess=getattr(loaded_a.model, "preprocess_cfg", None))
+                            preprocess=getattr(loaded_a.model, "preprocess_cfg", None),
+                            languages=model_languages(loaded_a))

@@ -3,12 +3,19 @@
 safetensors cannot run code when read, which is why it is the format clipforge writes. The
 config is stored because shapes do not determine everything (a text tower's head count), so
 a file written here rebuilds exactly the model that was saved.
+
+The languages the weights were trained for ride along too (``clipforge_languages``, a JSON list such as
+``["zh", "en"]``): a checkpoint fine-tuned from clipforge-tiny-zh recorded none and was taken for English
+(a false "trained for en only" notice on Chinese queries, English prompts by default). They are a key of
+their own, not a field of the config: ``languages`` there is a family knob, and a ResNet CLIP's config with
+it would be built as a `FamilyCLIP` (which refuses ResNets) by every clipforge, this one and older ones.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +24,9 @@ if TYPE_CHECKING:
 
 CONFIG_KEY = "clipforge_config"
 PREPROCESS_KEY = "clipforge_preprocess"
+LANGUAGES_KEY = "clipforge_languages"
 MAX_CONFIG_CHARS = 100_000
+MAX_LANGUAGES = 8
 
 
 def model_config(model: torch.nn.Module) -> dict[str, Any]:
@@ -60,14 +69,15 @@ def _jsonable(config: dict[str, Any]) -> dict[str, Any]:
 
 def save_safetensors(model_or_state_dict: torch.nn.Module | dict[str, torch.Tensor],
                      path: str | os.PathLike[str], config: dict[str, Any] | None = None,
-                     preprocess: dict[str, Any] | None = None) -> Path:
+                     preprocess: dict[str, Any] | None = None, languages: Sequence[str] | None = None) -> Path:
     """Save weights (OpenAI layout) to `path`, atomically, with `config` as JSON metadata.
 
     Given a model and no config, the model's own config is stored (activation included);
     given a bare state dict and no config, none is stored and loaders fall back to inferring
     it from shapes. `preprocess` (mean, std, interpolation, resize_mode; default: the
     model's ``preprocess_cfg`` when registry weights set one) is stored beside it, so the
-    file rebuilds the same features from the same pixels.
+    file rebuilds the same features from the same pixels. `languages` (default: the model's
+    ``languages``, which the trainer and Chinese-CLIP's loader set) is stored as ``clipforge_languages``.
     """
     import torch
 
@@ -77,6 +87,8 @@ def save_safetensors(model_or_state_dict: torch.nn.Module | dict[str, torch.Tens
             config = model_config(model_or_state_dict)
         if preprocess is None:
             preprocess = getattr(model_or_state_dict, "preprocess_cfg", None)
+        if languages is None:
+            languages = getattr(model_or_state_dict, "languages", None)
     else:
         state_dict = dict(model_or_state_dict)
     metadata = {"format": "pt"}
@@ -84,6 +96,12 @@ def save_safetensors(model_or_state_dict: torch.nn.Module | dict[str, torch.Tens
         metadata[CONFIG_KEY] = json.dumps(_jsonable(config), sort_keys=True)
     if preprocess is not None:
         metadata[PREPROCESS_KEY] = json.dumps(_jsonable(dict(preprocess)), sort_keys=True)
+    if languages:
+        checked = _checked_languages(list(languages))
+        if checked is None:
+            raise ValueError(f"languages must be 1-{MAX_LANGUAGES} language codes (e.g. ['zh', 'en']), "
+                             f"got {list(languages)!r}")
+        metadata[LANGUAGES_KEY] = json.dumps(list(checked))
     path = Path(path)
     _atomic_write_safetensors(state_dict, path, metadata)
     return path
@@ -126,6 +144,56 @@ def preprocess_from_metadata(metadata: dict[str, str] | None, source: object = "
     except (ValueError, RecursionError) as err:
         kind = "invalid" if isinstance(err, PreprocessConfigError) else "not valid JSON"
         raise CheckpointFormatError(f"{source}: metadata {PREPROCESS_KEY!r} is {kind}: {err}") from None
+
+
+def _checked_languages(value: Any) -> tuple[str, ...] | None:
+    """`value` as language codes when it is a list of 1-8 short strings (the family config's rule), else None."""
+    if not isinstance(value, list) or not 0 < len(value) <= MAX_LANGUAGES:
+        return None
+    if not all(isinstance(code, str) and 0 < len(code) <= 16 and code.strip() == code for code in value):
+        return None
+    return tuple(value)
+
+
+def languages_from_metadata(metadata: dict[str, str] | None) -> tuple[str, ...] | None:
+    """The languages `save_safetensors` recorded, or None when the file records none (or nothing usable: the
+    record only picks prompts and notices, so a bad one is passed over rather than stopping a load)."""
+    if not metadata or LANGUAGES_KEY not in metadata:
+        return None
+    try:
+        return _checked_languages(json.loads(metadata[LANGUAGES_KEY][:MAX_CONFIG_CHARS]))
+    except (ValueError, RecursionError):
+        return None
+
+
+def file_languages(path: str | os.PathLike[str]) -> tuple[str, ...] | None:
+    """The languages a clipforge ``.safetensors`` file records (header only, no torch); None for other files,
+    files that record none, and files that cannot be read (the loader names those)."""
+    from clipforge.weights.errors import CheckpointFormatError
+
+    path = Path(path)
+    if path.suffix != ".safetensors" or not path.is_file():
+        return None
+    try:
+        return languages_from_metadata(read_metadata(path))
+    except CheckpointFormatError:
+        return None
+
+
+def recorded_languages(path: str | os.PathLike[str]) -> tuple[str, ...] | None:
+    """The languages weights at `path` record: a clipforge ``.safetensors`` file's ``clipforge_languages``, else a
+    ``languages.json`` (``{"languages": [...]}``) in the model's folder (the shipped clipforge-tiny-zh's); None when
+    neither says (the loader then leaves the model's languages to its family)."""
+    path = Path(path)
+    if recorded := file_languages(path):
+        return recorded
+    folder = path if path.is_dir() else path.parent
+    try:
+        data = json.loads((folder / "languages.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    listed = data.get("languages") if isinstance(data, dict) else None
+    return _checked_languages([str(code) for code in listed]) if isinstance(listed, list) else None
 
 
 def read_metadata(path: Path) -> dict[str, str] | None:

@@ -184,9 +184,11 @@ def _config_languages(model: Any) -> tuple[str, ...] | None:
 def model_languages(model: Any) -> tuple[str, ...]:
     """The languages a model (a `LoadedModel`, a name, or a shipped model folder) was trained for.
 
-    Order: the model's own `languages` attribute, its architecture config's ``languages`` (the
-    multilingual families), a shipped model's `languages.json`, the registry names of Chinese-CLIP
-    (``cn-...``), the architecture a name (``ARCH`` or ``ARCH:TAG``) names, else English.
+    Order: the model's own `languages` attribute (the trainer sets it), its architecture config's ``languages``
+    (the multilingual families), the registry names of Chinese-CLIP (``cn-...``), the architecture a name
+    (``ARCH`` or ``ARCH:TAG``) names, the languages a ``.safetensors`` file records (``clipforge_languages``:
+    what `clipforge train` saves, so a checkpoint fine-tuned from clipforge-tiny-zh reads zh, en as its source
+    did; it had been taken for English), a shipped model's (or a model folder's) `languages.json`, else English.
     """
     for module in (model, getattr(model, "model", None)):
         own = getattr(module, "languages", None)
@@ -196,6 +198,7 @@ def model_languages(model: Any) -> tuple[str, ...]:
     if configured:
         return configured
     from clipforge.models.configs import ARCH_CONFIGS
+    from clipforge.weights.save import recorded_languages
     from clipforge.weights.shipped import SHIPPED_MODELS_DIR
 
     for name in (getattr(model, "name", model), getattr(model, "weights", None)):
@@ -207,14 +210,9 @@ def model_languages(model: Any) -> tuple[str, ...]:
         named = ARCH_CONFIGS.get(text.split(":", 1)[0])
         if named and named.get("languages"):
             return tuple(named["languages"])
-        path = Path(text)
-        for folder in (SHIPPED_MODELS_DIR / text, path.parent if path.suffix else path):
-            try:
-                data = json.loads((folder / "languages.json").read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue
-            if isinstance(data, dict) and isinstance(data.get("languages"), list):
-                return tuple(str(x) for x in data["languages"])
+        for where in (Path(text).expanduser(), SHIPPED_MODELS_DIR / text):
+            if recorded := recorded_languages(where):
+                return recorded
     return DEFAULT_LANGUAGES
 
 
