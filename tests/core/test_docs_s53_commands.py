@@ -33,6 +33,7 @@ _PLACEHOLDERS = {"N": "1"}  # `[--limit N]`: a metavar standing for a number
 _OTHER_TOOLS = {
     "--no-deps",
     "--index-url",  # pip's: the CPU build of torch
+    "--notest",  # convmv's: rename GBK file names
     "--nproc",
     "--nproc-per-node",
     "--nnodes",

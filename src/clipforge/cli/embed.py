@@ -67,7 +67,7 @@ def files_ahead(args: argparse.Namespace) -> tuple[str, Callable[[], list[str]]]
     # without it saved still match
     where = [args.max_pixels] if args.max_pixels is not None else []
     key = json.dumps(["embed", args.model or "", bool(args.exact_decode), *where])
-    return key, lambda: discover_files(args.paths, recursive=args.recursive, exclude=[args.out])
+    return key, lambda: discover_files(args.paths, recursive=args.recursive, exclude=[args.out], notify=False)
 
 
 def _check_arguments(args: argparse.Namespace) -> str | None:

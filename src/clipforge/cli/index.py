@@ -7,6 +7,7 @@ search, tag) spells the same way.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import sys
@@ -94,6 +95,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add.add_argument("--workers", type=int, default=None, help="decoding processes (default: CPU count - 1, max 8)")
     add_speed_arguments(add, workers=False)
     add.add_argument("--retry-failed", action="store_true", help="re-read files that failed before even if unchanged")
+    add.add_argument("--rehash", action="store_true",
+                     help="read and hash every file named, also those whose size and time are unchanged, and "
+                          "re-embed those whose bytes changed (photos that swapped names, or were edited keeping "
+                          "their size and time: `cp -p`, `rsync -t`, `exiftool -P`); files that failed are read "
+                          "again too. Slower: every file is read")
     add.add_argument("--max-pixels", type=int, default=None, help="refuse images with more pixels (bomb guard)")
     add.add_argument("--index", choices=["flat", "ivf", "hnsw", "auto"], default=None,
                      help="vector index kind to keep (default: as before, initially exact flat)")
@@ -200,7 +206,7 @@ def files_ahead(args: argparse.Namespace) -> tuple[str, Callable[[], list[str]]]
 
     where = ["", ""] if args.model else [args.library or "", args.store or ""]  # the library's model, without --model
     key = json.dumps(["index add", args.model or "", *where, bool(args.exact_decode), args.max_pixels])
-    return key, lambda: discover_files(args.paths, recursive=args.recursive)
+    return key, lambda: discover_files(args.paths, recursive=args.recursive, notify=False)
 
 
 def run_add(args: argparse.Namespace) -> int:
@@ -227,9 +233,12 @@ def run_add(args: argparse.Namespace) -> int:
             from clipforge.library.library_writes import FilledSpaceNotice
 
             warnings.simplefilter("ignore", FilledSpaceNotice)  # said below, with the space it filled
+            if args.rehash and "rehash" not in inspect.signature(library.add).parameters:
+                raise ValueError("--rehash is for the embedded store (a Milvus store re-reads a file only when its "
+                                 "size or time changed: `clipforge index remove` it, then add it again)")
             report = library.add(args.paths or None, recursive=args.recursive, batch_size=args.batch_size,
                                  workers=args.workers, retry_failed=args.retry_failed,
-                                 progress=not (args.quiet or args.json))
+                                 progress=not (args.quiet or args.json), **({"rehash": True} if args.rehash else {}))
             tagged = getattr(library, "last_tagged", 0)  # the embedded store tags new photos on add
             space = space_notice(library, args.model, report, fill=not args.paths)
     except user_errors() as exc:
@@ -317,6 +326,9 @@ def run_stats(args: argparse.Namespace) -> int:
     try:
         with open_library(args, create=False) as library:
             stats = library.stats(verify=True)
+            from clipforge.library.library import same_file_names
+
+            stats["same_file_names"] = same_file_names(library)  # files counted already (links); null: cannot tell
     except user_errors() as exc:
         return fail(exc)
     if args.json:
@@ -324,8 +336,11 @@ def run_stats(args: argparse.Namespace) -> int:
         return 0
     images = stats["images"]
     print(f"library   {stats['library']}")
-    print(f"images    {images['ok']} indexed, {images['failed']} failed, {stats['distinct_contents']} distinct by "
-          "content")
+    names = int(stats.get("same_file_names") or 0)  # one file indexed under two names is one photo, not two
+    second = (f" (+{names} second {'name' if names == 1 else 'names'} of these files, reached through a link: not "
+              "copies)") if names else ""
+    print(f"images    {images['ok'] - names} indexed{second}, {images['failed']} failed, "
+          f"{stats['distinct_contents']} distinct by content")
     if stats["model"]:
         print(f"model     {stats['model']['name'] or '(object)'} fingerprint {stats['model']['fingerprint'][:12]} "
               f"dim {stats['model']['embed_dim']} {stats['model']['vector_dtype']}")

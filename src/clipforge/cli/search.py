@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 
 from clipforge.cli.common import json_text
 from clipforge.cli.index import add_library_arguments, display_path, fail, one_line, open_library, user_errors
@@ -121,14 +122,29 @@ def _space_hint(library: object, texts: list[str]) -> str | None:
     return None
 
 
+def _shown(paths: list[str]) -> str:
+    return ", ".join(one_line(display_path(path)) for path in paths[:3]) + (", ..." if len(paths) > 3 else "")
+
+
 def _identical(hit: object) -> str:
-    """'  (+N identical: a, b, ...)' for a hit whose bytes the library holds under other names too (one vector,
-    one result: the copies were shown by --json's `duplicates` only); '' when there are none."""
+    """'  (+N identical: a, b, ...)' for a hit whose bytes the library holds in other files too (one vector,
+    one result: the copies were shown by --json's `duplicates` only), and '  (same file also named: c)' for the
+    other names of this very file (a symlinked folder's name and its real path, a hard link: not copies, and
+    someone deleting copies deleted the only file); '' when there are none."""
     copies = list(getattr(hit, "duplicates", None) or [])
-    if not copies:
-        return ""
-    shown = ", ".join(one_line(display_path(path)) for path in copies[:3])
-    return f"  (+{len(copies)} identical: {shown}{', ...' if len(copies) > 3 else ''})"
+    names = list(getattr(hit, "same_file", None) or [])
+    said = f"  (+{len(copies)} identical: {_shown(copies)})" if copies else ""
+    return said + (f"  (same file also named: {_shown(names)})" if names else "")
+
+
+def _not_there(folder: str) -> str:
+    """Why `folder` (no folder now) is not there: a link whose target is gone (an unplugged drive: it read "is a
+    file, not a folder"), or nothing at all."""
+    if not os.path.islink(folder):
+        return "no such folder"
+    target = os.path.join(os.path.dirname(os.path.abspath(folder)), os.readlink(folder))
+    return (f"a link to {display_path(os.path.normpath(target))}, which is not there (a drive not mounted, or a "
+            "folder moved?)")
 
 
 def _no_results(library: object, args: argparse.Namespace) -> str:
@@ -149,22 +165,43 @@ def run(args: argparse.Namespace) -> int:
         return fail("--null changes how --paths ends each name: give --paths too")
     if args.top_k < 1:
         return fail(f"--top-k must be at least 1 (the number of results to show), got {args.top_k}")
-    missing = [folder for folder in args.folders if not os.path.isdir(folder)]
-    if missing:
-        what = ("is a file, not a folder (to find photos like it: --image " + display_path(missing[0]) + ")"
-                if os.path.lexists(missing[0]) else "no such folder")
-        return fail(f"--in {display_path(missing[0])}: {what}")
+    absent: list[str] = []  # with --no-index: folders not there now, searched in the records all the same
+    for folder in args.folders:
+        if os.path.isdir(folder):
+            continue
+        if os.path.exists(folder):
+            return fail(f"--in {display_path(folder)}: is a file, not a folder (to find photos like it: --image "
+                        f"{display_path(folder)})")
+        if not args.no_index:  # a link's target gone is an unplugged drive; a name with nothing there, a typo
+            hint = "; --no-index searches the photos indexed there" if os.path.islink(folder) else ""
+            return fail(f"--in {display_path(folder)}: {_not_there(folder)}{hint}")
+        absent.append(folder)
     index_first = bool(args.folders) and not args.no_index
+    from clipforge.library.scan_notices import NotUtf8NamesNotice, UnreadablePhotosNotice
+
     try:  # indexing needs the image tower and may create the library
         with open_library(args, create=index_first, **({} if index_first else _towers(args))) as library:
             if index_first:
-                report = library.add(args.folders, progress=not (args.json or args.paths or args.quiet)
-                                     and sys.stderr.isatty())
-                if (report.added or report.updated or report.relinked or report.failed) and not args.quiet:
+                with warnings.catch_warnings(record=True) as said:  # the scan's notices go with the summary
+                    warnings.simplefilter("always", UnreadablePhotosNotice)
+                    warnings.simplefilter("always", NotUtf8NamesNotice)
+                    report = library.add(args.folders, progress=not (args.json or args.paths or args.quiet)
+                                         and sys.stderr.isatty())
+                summary = (report.added or report.updated or report.relinked or report.failed) and not args.quiet
+                if summary:
                     print(f"indexed {', '.join(map(display_path, args.folders))}: {report.summary_line()}",
                           file=sys.stderr)
+                for warning in said:  # the scan's: once, when the folder is indexed, not at every search
+                    if summary or not issubclass(warning.category, (UnreadablePhotosNotice, NotUtf8NamesNotice)):
+                        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
             hits = library.search(args.query, image=args.image or None, top_k=args.top_k,
                                   filter_tags=args.tag or None, under=args.folders or None)
+            if absent and not hits and len(absent) == len(args.folders):  # a typo stays an error, as before
+                return fail(f"--in {display_path(absent[0])}: {_not_there(absent[0])}, and the library holds "
+                            "no photo indexed there")
+            if absent and not args.quiet:
+                print(f"notice: --in {display_path(absent[0])}: {_not_there(absent[0])}; searched the photos "
+                      "indexed there (their files cannot be opened now)", file=sys.stderr)
             empty = _no_results(library, args) if not hits else ""
             terms = _terms(args.query)
             notices = [] if args.quiet or not args.query else _notices(args.query, library.encoder)
@@ -204,10 +241,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"no results: {empty or 'every match is gone from disk'}", file=sys.stderr)
         copies = [path for hit in hits for path in hit.duplicates]
         if copies and not args.quiet:  # a pipe gets one name per result (one per content); the copies are said
-            shown = ", ".join(one_line(display_path(path)) for path in copies[:3]) + (", ..." if len(copies) > 3 else "")
             print(f"notice: {len(copies)} identical {'copy' if len(copies) == 1 else 'copies'} of these photos "
-                  f"{'is' if len(copies) == 1 else 'are'} not listed, one name per content ({shown}); --json lists "
-                  "each result's `duplicates`", file=sys.stderr)
+                  f"{'is' if len(copies) == 1 else 'are'} not listed, one name per content ({_shown(copies)}); "
+                  "--json lists each result's `duplicates`", file=sys.stderr)
         return 0
     if not hits:
         print(f"no results: {empty}")

@@ -3,7 +3,9 @@
 Folder scanners use `IMAGE_EXTENSIONS` to decide what to index. It is a curated list (Pillow also
 registers save-only or exotic formats such as PDF and EPS that must not be treated as photos),
 intersected with what this installation can actually decode, so a ``.heic`` file is only listed
-when pillow-heif is installed.
+when pillow-heif is installed. Photos in a format this installation cannot read (an iPhone's ``.heic`` without
+pillow-heif) are not silently left out: `unreadable_extension` names them for the scanner, which counts them,
+and `reader_hint` says what would read them (`clipforge.library.scan` turns both into one notice).
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ from functools import cached_property
 
 from PIL import Image, features
 
-__all__ = ["IMAGE_EXTENSIONS", "OPTIONAL_PLUGINS", "PHOTO_FORMATS", "is_image_path", "photo_formats"]
+__all__ = ["IMAGE_EXTENSIONS", "OPTIONAL_PLUGINS", "PHOTO_FORMATS", "is_image_path", "photo_formats", "reader_hint",
+           "unreadable_extension"]
 
 _CANDIDATES = (
     ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".gif", ".webp", ".bmp", ".dib",
     ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".ico", ".jp2", ".j2k", ".jpx",
-    ".avif", ".heic", ".heif", ".mpo",
+    ".avif", ".heic", ".heif", ".hif", ".mpo",
 )
 
 
@@ -101,8 +104,38 @@ OPTIONAL_PLUGINS: tuple[str, ...] = _register_optional_plugins()
 IMAGE_EXTENSIONS: Set[str] = _OpenableExtensions()
 
 
-def is_image_path(path: object) -> bool:
-    """True when the file name ends in one of `IMAGE_EXTENSIONS` (case-insensitive)."""
+def _extension(path: object) -> str:
     name = str(path).lower()
     dot = name.rfind(".")
-    return dot >= 0 and name[dot:] in IMAGE_EXTENSIONS
+    return name[dot:] if dot >= 0 and "/" not in name[dot:] else ""
+
+
+def is_image_path(path: object) -> bool:
+    """True when the file name ends in one of `IMAGE_EXTENSIONS` (case-insensitive). A name without an extension
+    is answered without reading Pillow's registry (`Image.init()`: a text search need not pay for it)."""
+    extension = _extension(path)
+    return bool(extension) and extension in IMAGE_EXTENSIONS
+
+
+_HEIF = "`pip install pillow-heif` lets clipforge read them"
+_OPENJPEG = "a Pillow built with OpenJPEG reads them"
+_READERS = {
+    ".heic": _HEIF, ".heif": _HEIF, ".hif": _HEIF,
+    ".avif": "a Pillow built with libavif (11.3 or later), or `pip install pillow-avif-plugin`, reads them",
+    ".jp2": _OPENJPEG, ".j2k": _OPENJPEG, ".jpx": _OPENJPEG,
+    ".jxl": "clipforge reads no JPEG XL yet: convert them, e.g. with `djxl IMG.jxl IMG.png`",
+}
+"""Photo extensions a phone or camera writes that this installation may be unable to read, and what reads them.
+Camera raw files (.cr2, .nef, .dng) are not here: they are the negatives beside the JPEGs, which rclip skips too."""
+
+
+def unreadable_extension(path: object) -> str | None:
+    """The lower-case extension of a photo this installation cannot read (``.heic`` without pillow-heif: a folder
+    walk skipped half of an iPhone's photos without a word), else None (readable, or not a photo name)."""
+    extension = _extension(path)
+    return extension if extension in _READERS and extension not in IMAGE_EXTENSIONS else None
+
+
+def reader_hint(extension: str) -> str:
+    """What would read photos with `extension` (one of `unreadable_extension`'s answers), as a clause of a notice."""
+    return _READERS.get(extension.lower(), "another image reader reads them")

@@ -63,7 +63,7 @@ def check_output_apart(
             continue
         if any(part.startswith(".") for part in Path(os.path.relpath(out, path)).parts):
             continue  # the walk skips hidden folders: it never reaches this --out
-        hidden = discover_files([out], recursive=True)
+        hidden = discover_files([out], recursive=True, notify=False)
         if hidden:
             raise UsageError(
                 f"--out {display_path(os.fspath(out_dir))} is inside the input folder "

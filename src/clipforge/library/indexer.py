@@ -1,7 +1,9 @@
 """Incremental, crash-safe indexing of image files into a library.
 
 The run has three steps. *Plan* (no file is opened): a known path whose size and mtime are
-unchanged is skipped; everything else is read. *Decode* (DataLoader workers): read, hash,
+unchanged is skipped; everything else is read. With `rehash` every file is read and hashed whatever its stat
+says: two photos that swapped names (same size, same time) kept each other's vectors, since only the bytes
+tell them apart, and the advice to run `index add` again did nothing. *Decode* (DataLoader workers): read, hash,
 decode, preprocess - or an error reason. *Commit* (main process, one SQLite transaction per
 batch): embed the new contents, then write the vectors and the image rows together, so a
 `kill -9` loses at most the batch in flight and the next run simply picks those files up
@@ -9,7 +11,10 @@ again (they are still unknown to the database).
 
 Content, not path, decides what gets embedded: the same bytes under two paths share one
 vector, and a new path whose bytes belong to a record whose file has vanished is a *move*:
-that record is relinked (keeping its id and tags) instead of being duplicated.
+that record is relinked (keeping its id and tags) instead of being duplicated. A new path that is the same
+file as one indexed (a symlinked folder's name and its real path, a hard link) is added, and counted apart
+(`same_file`): it is a second name, not a copy. The vectors no record refers to any more are dropped at the end
+of each batch, once all its rows are written: files that swapped bytes within a batch keep both vectors.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from clipforge.data.base import BadImage
 from clipforge.data.files import DecodedFile, EmbeddedBatch, ImageFileReader, embed_files, with_max_pixels
 from clipforge.errors import Notice
 from clipforge.library.encoder import Encoder
+from clipforge.library.scan import file_identity
 from clipforge.library.store import FileState, Store
 
 __all__ = ["AddReport", "ModelReplacedNotice", "StoreWriter", "index_files"]
@@ -53,6 +59,9 @@ class AddReport:
     duplicates: int = 0  # added paths whose bytes were already embedded
     gone: int = 0        # indexed photos of the folders named whose files are no longer there (not removed)
     known_failed: int = 0  # of `unchanged`: files that failed before and were not tried again
+    rehashed: int = 0    # files read only because of `rehash` (size and mtime unchanged); counted above too
+    rehash_changed: int = 0  # of `rehashed`: those whose bytes had changed (updated, or failed now)
+    same_file: int = 0   # of `added`: second names of a file already indexed (a link), not copies
     bad: list[BadImage] = field(default_factory=list)  # the files that failed, the one bad-image record
     seconds: float = 0.0
 
@@ -92,8 +101,14 @@ class AddReport:
         if self.failed:
             line += ": " + ", ".join(f"{n} {reason}" for reason, n in self.reasons().most_common())
         line += f"; embedded {self.embedded}, duplicates {self.duplicates}"  # new contents; added copies
+        if self.same_file:  # not copies: deleting one "copy" deletes the only file
+            line += (f", {self.same_file} second {'name' if self.same_file == 1 else 'names'} of files already "
+                     "indexed (the same file reached through a link, not a copy)")
         rate = self.considered / self.seconds if self.seconds > 0 else 0.0
         line += f" in {self.seconds:.1f}s ({rate:.0f} files/s)"
+        if self.rehashed:
+            line += (f"; --rehash read {self.rehashed} {'file' if self.rehashed == 1 else 'files'} whose size and time "
+                     f"had not changed: {self.rehash_changed} held other bytes")
         if self.gone:  # search lists them as missing until pruned: say so where the user looks after deleting
             line += (f"; {self.gone} indexed {'photo' if self.gone == 1 else 'photos'} in these folders "
                      f"{'is' if self.gone == 1 else 'are'} gone from disk (`clipforge index prune` forgets them)")
@@ -103,6 +118,7 @@ class AddReport:
         return {"added": self.added, "updated": self.updated, "relinked": self.relinked, "touched": self.touched,
                 "unchanged": self.unchanged, "failed": self.failed, "embedded": self.embedded,
                 "duplicates": self.duplicates, "gone": self.gone, "known_failed": self.known_failed,
+                "rehashed": self.rehashed, "rehash_changed": self.rehash_changed, "same_file": self.same_file,
                 "seconds": round(self.seconds, 3),
                 "failures": [b.to_dict() for b in self.bad],
                 "failure_reasons": dict(self.reasons())}
@@ -125,11 +141,13 @@ class _Planned:
     path: str
     size: int
     mtime_ns: int
+    rehash: bool = False  # read only because of `rehash`: its size and mtime are the recorded ones
 
 
 def _plan(store: Store, files: Sequence[str], embedded: set[str], retry_failed: bool,
-          report: AddReport) -> tuple[list[_Planned], list[tuple[_Planned, str]]]:
-    """Split files into work and skips, without opening any of them."""
+          report: AddReport, rehash: bool = False) -> tuple[list[_Planned], list[tuple[_Planned, str]]]:
+    """Split files into work and skips, without opening any of them. `rehash`: nothing is skipped for an
+    unchanged size and mtime (files that failed before are read again too)."""
     states: dict[str, FileState] = store.file_states()
     todo: list[_Planned] = []
     unstat: list[tuple[_Planned, str]] = []
@@ -146,6 +164,10 @@ def _plan(store: Store, files: Sequence[str], embedded: set[str], retry_failed: 
                 unstat.append((_Planned(path, 0, 0), stat))
             continue
         size, mtime_ns = stat
+        if known is not None and known.size == size and known.mtime_ns == mtime_ns and rehash:
+            report.rehashed += 1
+            todo.append(_Planned(path, size, mtime_ns, rehash=True))
+            continue
         if known is not None and known.size == size and known.mtime_ns == mtime_ns:
             if known.status == "ok" and known.sha256 in embedded:
                 report.unchanged += 1
@@ -188,15 +210,19 @@ class StoreWriter:
             for sha, vector in vectors.items():
                 tx.insert_embedding(sha, self.encoder.fingerprint, vector, self.dtype)
             self.report.embedded += len(vectors)
+            stale: list[str] = []  # contents the batch's files held before: their vectors may have lost every row
             for bad in batch.bad:
                 self._write_bad(tx, bad)
             for item in batch.files:
                 # Only the first item carrying new bytes counts as "embedded"; later ones are duplicates.
                 new_content = item.sha256 in vectors and item.sha256 not in claimed
                 claimed.add(item.sha256)
-                self._write_item(tx, item, new_content=new_content)
+                self._write_item(tx, item, stale, new_content=new_content)
+            # After every row of the batch: two files that swapped bytes each still hold the other's vector.
+            dropped = {sha for sha in dict.fromkeys(stale) if tx.gc_embeddings([sha])}
             tx.bump_generation()
         self.embedded.update(vectors)
+        self.embedded.difference_update(dropped)  # bytes met again later in this run are embedded again
         if replaced is not None:
             warnings.warn(ModelReplacedNotice(
                 f"library {self.store.path.parent} was made for model {replaced or '(an object)'} and held none of "
@@ -206,12 +232,16 @@ class StoreWriter:
 
     def _write_bad(self, tx: Any, bad: BadImage) -> None:
         plan = self.planned.get(bad.path, _Planned(bad.path, 0, 0))
+        known = self.store.image_by_path(bad.path) if plan.rehash else None
+        if known is not None and known.status == "ok":  # read by --rehash: it was a photo, it is broken now
+            self.report.rehash_changed += 1
         tx.mark_failed(bad.path, plan.size, plan.mtime_ns, bad.reason, sha256=bad.sha256)
         self.report.add_failure(bad)
 
-    def _write_item(self, tx: Any, item: DecodedFile, new_content: bool) -> None:
+    def _write_item(self, tx: Any, item: DecodedFile, stale: list[str], new_content: bool) -> None:
         store, report = self.store, self.report
-        mtime_ns = self.planned[item.path].mtime_ns
+        plan = self.planned[item.path]
+        mtime_ns = plan.mtime_ns
         known = store.image_by_path(item.path)
         width, height = item.width, item.height
         if width is None:  # decoding was skipped: the bytes are known, copy their geometry
@@ -227,7 +257,10 @@ class StoreWriter:
                 return
             tx.upsert_image(item.path, item.sha256, item.size, mtime_ns, width, height, "ok", None)
             report.added += 1
-            report.duplicates += 0 if new_content else 1
+            if not new_content and self._second_name(item.path, item.sha256):
+                report.same_file += 1  # not a copy: said apart, as search and stats say it
+            else:
+                report.duplicates += 0 if new_content else 1
             return
         tx.upsert_image(item.path, item.sha256, item.size, mtime_ns, width, height, "ok", None)
         if known.sha256 == item.sha256 and known.status == "ok":
@@ -235,8 +268,19 @@ class StoreWriter:
             return
         tx.delete_tags_for(known.id)  # tags described the old bytes
         if known.sha256 and known.sha256 != item.sha256:
-            tx.gc_embeddings([known.sha256])
+            stale.append(known.sha256)
         report.updated += 1
+        report.rehash_changed += plan.rehash
+
+    def _second_name(self, path: str, sha256: str) -> bool:
+        """Whether `path` is the same file (device and inode) as a name the library already holds these bytes
+        under: a symlinked folder's name and its real path, a hard link. Only files whose bytes are held are
+        asked, so a stat per copy, none per new photo."""
+        identity = file_identity(path)
+        return identity is not None and any(
+            record.path != path and file_identity(record.path) == identity
+            for record in self.store.images_with_sha(sha256)
+        )
 
 
 _BatchWriter = StoreWriter  # the name tests/library/test_library_crash.py patches to slow each commit
@@ -244,7 +288,7 @@ _BatchWriter = StoreWriter  # the name tests/library/test_library_crash.py patch
 
 def index_files(store: Store, encoder: Encoder, files: Sequence[str], *, batch_size: int = 64,
                 workers: int = 0, max_pixels: int | None = None, retry_failed: bool = False,
-                dtype: str = "float32", progress: bool = True) -> AddReport:
+                dtype: str = "float32", progress: bool = True, rehash: bool = False) -> AddReport:
     """Bring `files` (absolute paths from `discover_files`) into the store. See module docstring.
 
     Decoding follows `encoder.preprocess` (draft JPEG decode unless the encoder was made with
@@ -253,7 +297,7 @@ def index_files(store: Store, encoder: Encoder, files: Sequence[str], *, batch_s
     started = time.perf_counter()
     report = AddReport()
     embedded = store.embedded_shas(encoder.fingerprint)
-    todo, unstat = _plan(store, files, embedded, retry_failed, report)
+    todo, unstat = _plan(store, files, embedded, retry_failed, report, rehash)
     planned = {p.path: p for p in todo} | {p.path: p for p, _ in unstat}
     writer = StoreWriter(store, encoder, embedded, report, dtype, planned)
     embed_planned(todo, unstat, writer, encoder, embedded, report, max_pixels=max_pixels, batch_size=batch_size,

@@ -62,12 +62,15 @@ class LibraryWrites(LibraryBase):
         retry_failed: bool = False,
         progress: bool = True,
         update_index: bool = True,
+        rehash: bool = False,
     ) -> AddReport:
         """Index files and folders incrementally (see `clipforge.library.indexer`).
 
         Folders are walked recursively unless `recursive=False` (as `export_embeddings` does).
         Concurrent `add` runs on one library (other processes included) take turns, so the
-        second one skips what the first embedded instead of embedding it again.
+        second one skips what the first embedded instead of embedding it again. `rehash`: read and hash every
+        file, also those whose size and mtime are unchanged (files edited or swapped keeping both: a server
+        refuses them as "changed since it was indexed", and only reading them tells).
         """
         check_add_settings(batch_size, workers)
         self.last_tagged = 0
@@ -80,6 +83,7 @@ class LibraryWrites(LibraryBase):
             progress=progress,
             update_index=update_index,
             exclusive=True,
+            rehash=rehash,
         )
         self._repair_missing_vectors(batch_size=batch_size, workers=workers)
         return report
@@ -101,6 +105,7 @@ class LibraryWrites(LibraryBase):
             update_index=True,
             exclusive=True,
             held_pixels=most_pixels(missing),
+            notify=False,  # files the add's own scan has spoken of
             **settings,
         )
         failed = {bad.path for bad in report.bad}  # a file changed into a broken one since: not filled
@@ -127,10 +132,13 @@ class LibraryWrites(LibraryBase):
         update_index: bool,
         exclusive: bool,
         held_pixels: int = 0,
+        rehash: bool = False,
+        notify: bool = True,
     ) -> AddReport:
         """`held_pixels`: the files are photos the library holds 'ok' already, the largest this many pixels. A run
         admitted them: this run's smaller `max_pixels` (`index add EMPTY --max-pixels 1000` filling the default
-        space) marked them failed in every model space, the row being shared, and the other spaces lost them."""
+        space) marked them failed in every model space, the row being shared, and the other spaces lost them.
+        `notify`: let the scan say what it skipped or cannot show (`clipforge.library.scan_notices`)."""
         if paths is None:  # fill this model's space with every file the library holds
             held = self.store.list_images(status="ok")
             found = ScanResult(files=[r.path for r in held])
@@ -140,7 +148,7 @@ class LibraryWrites(LibraryBase):
         else:
             # A list: read twice (the scan, then `_gone_under`).
             paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
-            found = scan_paths(paths, recursive=recursive, exclude=[self.paths.root])
+            found = scan_paths(paths, recursive=recursive, exclude=[self.paths.root], notify=notify)
         with self._write_lock, library_lock(self.paths.lock if exclusive else None):
             if exclusive:
                 release_pixel_failures(self.store, self.max_pixels)
@@ -154,6 +162,7 @@ class LibraryWrites(LibraryBase):
                 retry_failed=retry_failed,
                 dtype=self._stored_dtype(),
                 progress=progress,
+                rehash=rehash,
             )
             self._record_rejected(found.rejected, report, retry_failed)
             if paths is not None:
@@ -233,6 +242,7 @@ class LibraryWrites(LibraryBase):
             progress=False,
             update_index=False,
             exclusive=False,
+            notify=False,  # the library's own file, named by it: nothing for a server's log to say
         )
         record = self.store.image_by_path(normalise_path(target))
         if record is None:

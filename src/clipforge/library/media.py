@@ -4,9 +4,11 @@ A server hands out `/images/{id}` and `/thumb/{id}`; the path comes from the dat
 request can only ever reach files the library indexed - and only while they still hold the
 bytes that were indexed: an original is read as a regular file and served only if its size
 and sha256 match the record (a file swapped for another, or for a link to /etc/passwd, is
-refused until `index add` sees it again). Thumbnails are cached by content hash (moving or
-duplicating a photo reuses its thumbnail) in a few size classes under a byte budget, and a
-cached file is served only if it is one this library wrote (see `clipforge.library.thumbs`).
+refused until `index add --rehash` reads it again: its size and time may be the indexed ones, which a plain
+`index add` trusts without reading). The refusal does not mark the record for the next add: a GET, from any
+client the server lets in, never writes to the library (which may also be read-only to the server). Thumbnails
+are cached by content hash (moving or duplicating a photo reuses its thumbnail) in a few size classes under a
+byte budget, and a cached file is served only if it is one this library wrote (see `clipforge.library.thumbs`).
 Uploads are sniffed by decoding them - the client's content type is not trusted, and its file
 name is kept only as a cleaned label - and stored under the content hash with the extension of
 the format actually found.
@@ -39,7 +41,8 @@ class ChangedFileError(ValueError):
     """An indexed file no longer holds the bytes that were indexed (`reason` says it without the path)."""
 
     def __init__(self, record: ImageRecord) -> None:
-        self.reason = "changed since it was indexed (run `clipforge index add` on it again)"
+        # --rehash: a file swapped for another of the same size and time is skipped unread by a plain add
+        self.reason = "changed since it was indexed (run `clipforge index add --rehash` on it to read it again)"
         super().__init__(f"image {record.id}'s file {self.reason}")
 
 
@@ -106,17 +109,37 @@ _CHECK_DRAFT_SIZE = 64
 _NAME_BYTES = 120  # of the stem, in UTF-8: far below NAME_MAX (255) with room for the extension
 
 
+_SLASH_LIKE = frozenset("\uff0f\uff3c\ufe68\u2571\u2572\u244a\u29f8\u29f9\u2044\u2215\u2216\u29f5")
+"""Non-ASCII characters drawn as a slash or backslash (full-width ／ ＼, small ﹨, box-drawing ╱ ╲, ...): a
+name holding one reads as a path to whoever looks at it."""
+
+
+def _kept(char: str) -> bool:
+    """Whether `char` may stay in a stored upload's name. ASCII: letters, digits and `` -_.,()+@`` only (no
+    quote, colon, percent or anything a shell or header reads). Beyond ASCII: printable letters, digits, marks
+    and punctuation (Chinese and Japanese names use （）【】《》「」、，。！？：), and symbols such as emoji,
+    but no space other than " ", no format or control character (a bidi override reverses how a name reads; a
+    zero-width joiner hides in a name unseen), no maths sign (＜ ＞ ｜ ∕ mimic what file systems forbid) and
+    nothing drawn as a slash (`_SLASH_LIKE`)."""
+    if char.isascii():
+        return char.isalnum() or char in " -_.,()+@"
+    if not char.isprintable() or char in _SLASH_LIKE:
+        return False
+    return unicodedata.category(char)[0] in "LNMP" or unicodedata.category(char) in ("So", "Sc", "Sk")
+
+
 def clean_upload_name(filename: str | None) -> str | None:
-    """The stem of a client's file name, safe to keep as a file name: its last path component, NFC,
-    letters, digits and `` -_.,()+@`` kept, anything else (controls, separators, quotes) as ``_``, no
-    leading dot, at most 120 UTF-8 bytes. None when nothing is left."""
+    """The stem of a client's file name, safe to keep as a file name: its last path component, NFC, the
+    characters `_kept` allows (any other, such as controls, separators and ASCII quotes, as ``_``), no leading
+    dot, at most 120 UTF-8 bytes. None when nothing is left. Full-width punctuation is kept: 上传 测试（一）.jpg
+    was stored as 上传 测试_一.jpg while ASCII () were kept."""
     if not filename:
         return None
     name = unicodedata.normalize("NFC", str(filename).replace("\\", "/").rsplit("/", 1)[-1])
     stem = os.path.splitext(name)[0] if "." in name.lstrip(".") else name
-    stem = "".join(c if (c.isalnum() and c.isprintable()) or c in " -_.,()+@" else "_" for c in stem)
+    stem = "".join(c if _kept(c) else "_" for c in stem)
     stem = stem.strip(" ._")
-    # whole characters within the byte budget (no surrogate is left to encode: they are not alnum)
+    # whole characters within the byte budget (no surrogate is left to encode: they are not printable)
     stem = stem.encode("utf-8")[:_NAME_BYTES].decode("utf-8", "ignore")
     stem = stem.rstrip(" ._")
     return stem or None

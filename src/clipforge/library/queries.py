@@ -16,7 +16,7 @@ import numpy as np
 from clipforge.library.encoder import Encoder
 from clipforge.library.query import QueryTerm, combine_terms, parse_query
 from clipforge.library.scan import FolderFilter
-from clipforge.library.search import SearchHit
+from clipforge.library.search import SearchHit, split_second_names
 from clipforge.library.tagging import parse_labels, scored_top_k
 
 __all__ = ["QueryMethods", "query_vector"]
@@ -67,12 +67,13 @@ class QueryMethods:
 
         `filter_tags`: only images whose rank-`tag_rank` (0 = top-1) or better zero-shot tag is
         one of these labels (and at least `min_tag_score` probability). `under`: only images in these
-        folders (one or several) and below them.
+        folders (one or several) and below them. A hit's `duplicates` are its copies (same bytes, another file);
+        other names of the same file (links) are its `same_file`.
         """
         if int(top_k) < 0:
             raise ValueError(f"top_k must be 0 or more, got {top_k}")
         vector = query_vector(self.encoder, self.max_pixels, query, text, image)
-        return self.search_vector(
+        hits = self.search_vector(
             vector,
             top_k=top_k,
             filter_tags=filter_tags,
@@ -80,6 +81,7 @@ class QueryMethods:
             min_tag_score=min_tag_score,
             under=under,
         )
+        return [split_second_names(hit) for hit in hits]  # a link's name is the same file, not a copy
 
     def classify_image(
         self,

@@ -22,19 +22,31 @@ Only regular files are ever opened. A FIFO named ``x.jpg`` would block the reade
 and a device file would stream without end, so anything else (FIFO, socket, device) is
 handed back as *rejected* with the reason, for the caller to record, never read. Names
 that are not valid UTF-8 arrive as Python spells them (surrogate escapes) and are kept so.
+
+What a scan leaves out or cannot show well is said, once per scan (`clipforge.library.scan_notices`): photos
+in a format this installation cannot read (``.heic`` without pillow-heif), which walks skip, and names that are
+not UTF-8 (a Windows zip's GBK names), which are indexed all the same. Both are counted in the `ScanResult`.
 """
 
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from clipforge.data.regular import read_regular_file, special_kind
+from clipforge.library.scan_notices import (
+    NotUtf8NamesNotice,
+    UnreadablePhotosNotice,
+    is_utf8_name,
+    not_utf8_sentence,
+    unreadable_sentence,
+)
 
-__all__ = ["SKIPPED_FOLDERS", "FolderFilter", "ScanResult", "discover_files", "folders_of", "is_under", "normalise_path",
-           "read_regular_file", "scan_paths"]
+__all__ = ["SKIPPED_FOLDERS", "FolderFilter", "ScanResult", "discover_files", "file_identity", "folders_of", "is_under",
+           "normalise_path", "read_regular_file", "scan_paths"]
 
 FolderFilter = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None
 """A search's `under`: one folder or several (their images and those of every folder below)."""
@@ -43,10 +55,15 @@ FolderFilter = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None
 @dataclass
 class ScanResult:
     """`files`: regular files (or names that could not be stat'ed: the reader says why) to read.
-    `rejected`: (path, size, mtime_ns, reason) of entries that must not be opened."""
+    `rejected`: (path, size, mtime_ns, reason) of entries that must not be opened. `unreadable`: extension ->
+    photos a folder walk skipped because this installation cannot read their format (`unreadable_named`: those
+    named outright, taken anyway). `not_utf8`: the files and rejected entries whose names are not UTF-8."""
 
     files: list[str] = field(default_factory=list)
     rejected: list[tuple[str, int, int, str]] = field(default_factory=list)
+    unreadable: Counter[str] = field(default_factory=Counter)
+    unreadable_named: Counter[str] = field(default_factory=Counter)
+    not_utf8: list[str] = field(default_factory=list)
 
 
 def normalise_path(path: str | os.PathLike[str]) -> str:
@@ -86,16 +103,33 @@ def _is_image_name(name: str) -> bool:
     return is_image_path(name)
 
 
+def _unreadable_extension(name: str) -> str | None:
+    from clipforge.image.formats import unreadable_extension
+
+    return unreadable_extension(name)
+
+
 def _walk(root: str, recursive: bool, exclude: Sequence[str], unreadable: list[OSError],
-          walked: _Trees | None = None) -> Iterable[str]:
+          walked: _Trees | None = None, skipped: set[str] | None = None) -> Iterable[str]:
     """Image-named files under `root`; the folders the walk could not list go to `unreadable` (os.walk
     skipped them without a word: a mode-000 subfolder's photos were simply not there). `walked`: the real
-    paths of the trees being walked, grown by each symlinked folder followed (see the module docstring)."""
+    paths of the trees being walked, grown by each symlinked folder followed (see the module docstring).
+    `skipped` gets the photos left out because this installation cannot read their format."""
+    skipped = set() if skipped is None else skipped
+
+    def taken(folder: str, name: str) -> bool:
+        if name.startswith("."):
+            return False
+        if _is_image_name(name):
+            return True
+        if _unreadable_extension(name) is not None:
+            skipped.add(os.path.join(folder, name))
+        return False
+
     if not recursive:
         try:
             with os.scandir(root) as entries:
-                names = [entry.name for entry in entries if not entry.name.startswith(".") and not entry.is_dir()
-                         and _is_image_name(entry.name)]
+                names = [entry.name for entry in entries if not entry.is_dir() and taken(root, entry.name)]
         except OSError as exc:
             unreadable.append(exc)
             return
@@ -107,7 +141,7 @@ def _walk(root: str, recursive: bool, exclude: Sequence[str], unreadable: list[O
                          and not any(_inside(os.path.join(current, d), ex) for ex in exclude)
                          and _follow(os.path.join(current, d), walked, exclude))
         for name in files:
-            if not name.startswith(".") and _is_image_name(name):
+            if taken(current, name):
                 yield os.path.join(current, name)
 
 
@@ -129,12 +163,17 @@ class _Trees:
     followed_ids: set[tuple[int, int]] = field(default_factory=set)
 
 
-def _identity(path: str) -> tuple[int, int] | None:
+def file_identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of the file `path` leads to (links followed), None when it cannot be stat'ed: two names
+    with one identity are one file (a symlinked folder's name and its real path, a hard link), not two copies."""
     try:
         info = os.stat(path)
     except OSError:
         return None
     return info.st_dev, info.st_ino
+
+
+_identity = file_identity
 
 
 def _follow(folder: str, walked: _Trees, exclude: Sequence[str]) -> bool:
@@ -169,24 +208,30 @@ def _not_regular(path: str) -> tuple[int, int, str] | None:
 
 
 def scan_paths(paths: Iterable[str | os.PathLike[str]], recursive: bool = False,
-               exclude: Iterable[str | os.PathLike[str]] = ()) -> ScanResult:
+               exclude: Iterable[str | os.PathLike[str]] = (), notify: bool = True) -> ScanResult:
     """Sorted, de-duplicated absolute paths split into files to read and entries to reject.
 
-    Raises FileNotFoundError naming inputs that do not exist.
+    Raises FileNotFoundError naming inputs that do not exist. `notify`: say what the scan skipped or cannot show
+    well (see the module docstring); False for a scan that only checks a folder.
     """
     excluded = [normalise_path(p) for p in exclude]
     unreadable: list[OSError] = []
     found: set[str] = set()
     missing: list[str] = []
     paths = list(paths)
+    result = ScanResult()
+    skipped: set[str] = set()  # photos a walk left out, in a format this installation cannot read
+    named: set[str] = set()  # those named outright (taken anyway)
     # The named folders: a symlinked folder leading into one of them is not followed (its photos are found there).
     walked = _Trees([os.path.realpath(normalise_path(p)) for p in paths if os.path.isdir(normalise_path(p))])
     for raw in paths:
         path = normalise_path(raw)
         if os.path.isdir(path):
-            found.update(p for p in _walk(path, recursive, excluded, unreadable, walked)
+            found.update(p for p in _walk(path, recursive, excluded, unreadable, walked, skipped)
                          if not any(_inside(p, ex) for ex in excluded))
         elif os.path.lexists(path):
+            if _unreadable_extension(path) is not None:
+                named.add(path)
             found.add(path)
         else:
             missing.append(str(raw))
@@ -194,14 +239,31 @@ def scan_paths(paths: Iterable[str | os.PathLike[str]], recursive: bool = False,
         raise FileNotFoundError(f"no such file or folder: {', '.join(missing)}")
     if unreadable:
         _warn_unreadable(unreadable)
-    result = ScanResult()
+    result.unreadable_named.update(_unreadable_extension(p) or "" for p in named)
+    result.unreadable.update(_unreadable_extension(p) or "" for p in skipped - named
+                             if not any(_inside(p, ex) for ex in excluded))
     for path in sorted(found):
         odd = _not_regular(path)
         if odd is None:
             result.files.append(path)
         else:
             result.rejected.append((path, *odd))
+        if not is_utf8_name(path):
+            result.not_utf8.append(path)
+    if notify:
+        _notify(result)
     return result
+
+
+def _notify(result: ScanResult) -> None:
+    """The scan's notices (`clipforge.library.scan_notices`): photos it cannot read, names that are not UTF-8."""
+    import warnings
+
+    if result.unreadable or result.unreadable_named:
+        warnings.warn(UnreadablePhotosNotice(unreadable_sentence(result.unreadable, result.unreadable_named)),
+                      stacklevel=3)
+    if result.not_utf8:
+        warnings.warn(NotUtf8NamesNotice(not_utf8_sentence(result.not_utf8)), stacklevel=3)
 
 
 def _warn_unreadable(errors: list[OSError]) -> None:
@@ -215,6 +277,6 @@ def _warn_unreadable(errors: list[OSError]) -> None:
 
 
 def discover_files(paths: Iterable[str | os.PathLike[str]], recursive: bool = False,
-                   exclude: Iterable[str | os.PathLike[str]] = ()) -> list[str]:
+                   exclude: Iterable[str | os.PathLike[str]] = (), notify: bool = True) -> list[str]:
     """The files `scan_paths` would read (entries that are not regular files are left out)."""
-    return scan_paths(paths, recursive, exclude).files
+    return scan_paths(paths, recursive, exclude, notify).files

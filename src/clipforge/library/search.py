@@ -1,7 +1,9 @@
 """From a query vector to ranked library images.
 
 The FAISS index holds one vector per distinct content, so a photo stored under three paths
-is one hit (its other paths listed in `duplicates`), never three copies of the same result.
+is one hit (its other paths listed in `duplicates`), never three copies of the same result. A path that is the
+same file as the hit's (a symlinked folder's name and its real path, a hard link: one device and inode) is
+listed in `same_file`, not among the copies: someone deleting "identical copies" deleted the only file.
 Tag-filtered searches are exact: the candidate set is small by construction (the images
 carrying a tag), so scoring their stored vectors directly is both faster than filtering an
 approximate index and immune to its missed neighbours.
@@ -11,16 +13,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from clipforge.library.dbfile import path_text
 from clipforge.library.index_manager import IndexManager
+from clipforge.library.scan import file_identity
 from clipforge.library.store import ImageRecord, Store
 
-__all__ = ["SearchHit", "search_vector"]
+__all__ = ["SearchHit", "search_vector", "second_names", "split_second_names"]
 
 
 @dataclass
@@ -36,6 +39,7 @@ class SearchHit:
     height: int | None
     duplicates: list[str] = field(default_factory=list)
     tags: list[tuple[str, float]] = field(default_factory=list)
+    same_file: list[str] = field(default_factory=list)  # other names of this very file (links), not copies
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able; a name that is not UTF-8 is ``b64:`` + base64 of its bytes (`dbfile.path_text`, as `embed`
@@ -43,6 +47,7 @@ class SearchHit:
         data = asdict(self)
         data["path"] = path_text(self.path)
         data["duplicates"] = [path_text(p) for p in self.duplicates]
+        data["same_file"] = [path_text(p) for p in self.same_file]
         data["tags"] = [{"label": label, "score": round(score, 6)} for label, score in self.tags]
         return data
 
@@ -68,6 +73,38 @@ def _hits(store: Store, model: str, ranked: Sequence[tuple[int, float]],
     for hit in hits:
         hit.tags = tags.get(hit.id, [])
     return hits
+
+
+def split_second_names(hit: SearchHit) -> SearchHit:
+    """`hit` with the names in `duplicates` that are the same file as its path (one device and inode, links
+    followed) moved to `same_file`: they are not copies. A stat per listed name, for the hits shown only; a
+    name that cannot be stat'ed (gone, another machine's) stays where it was."""
+    if not hit.duplicates:
+        return hit
+    identity = file_identity(hit.path)
+    if identity is None:
+        return hit
+    same = [path for path in hit.duplicates if file_identity(path) == identity]
+    if not same:
+        return hit
+    return replace(hit, duplicates=[path for path in hit.duplicates if path not in same],
+                   same_file=[*hit.same_file, *same])
+
+
+def second_names(rows: Sequence[tuple[str, str]]) -> int:
+    """How many of `rows` ((sha256, path) of images sharing their bytes, `Store.shared_content_paths`) are a
+    further name of a file another row names: one file reached through a symlinked folder and its real path
+    counted twice in `index stats` ("188 indexed" for 94 files on disk). Names that cannot be stat'ed count
+    as files of their own."""
+    seen: set[tuple[str, tuple[int, int]]] = set()
+    count = 0
+    for sha, path in rows:
+        identity = file_identity(path)
+        if identity is None:
+            continue
+        count += (sha, identity) in seen
+        seen.add((sha, identity))
+    return count
 
 
 def search_vector(store: Store, manager: IndexManager, query: np.ndarray, top_k: int,

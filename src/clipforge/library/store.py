@@ -180,6 +180,16 @@ class Store(TagReads, VectorReads):
         return {from_db(r[0]): FileState(r[1], r[2], r[3], r[4], r[5]) for r in rows}
 
     @reads
+    def shared_content_paths(self) -> list[tuple[str, str]]:
+        """(sha256, path) of the 'ok' images whose bytes another 'ok' image holds too, by content: the only
+        rows that can be a second name of one file (`index stats` stats these, not every row)."""
+        rows = self.conn().execute(
+            "SELECT sha256, path FROM images WHERE status = 'ok' AND sha256 IN (SELECT sha256 FROM images WHERE "
+            "status = 'ok' GROUP BY sha256 HAVING COUNT(*) > 1) ORDER BY sha256, id"
+        ).fetchall()
+        return [(r[0], from_db(r[1])) for r in rows]
+
+    @reads
     def image_ids_under(self, folder: str) -> list[int]:
         """Ids of the 'ok' images in `folder` (a normalised absolute path) and below it."""
         return [int(r[0]) for r in self._ok_under(folder, "id")]
