@@ -7,7 +7,8 @@ gives. Each of those is read from the same objects every command uses (the loade
 `LoadedModel` gets them), never re-derived:
 
 - ``preprocessing``: image size, resize mode (``shortest``: shortest side to the size, then a centre crop, as
-  torchvision's ``Resize`` + ``CenterCrop``; ``squash``: straight to size x size, no crop), interpolation, the
+  torchvision's ``Resize`` + ``CenterCrop``, or at transformers' offset (``crop_offset``: ``floor``) for a Hugging
+  Face folder whose processor crops; ``squash``: straight to size x size, no crop), interpolation, the
   1/255 rescale and mean/std, RGB channel order, NCHW layout.
 - ``scoring``: ``softmax`` (``softmax(scale * cos)`` over the labels: probabilities sum to 1) or ``sigmoid``
   (``sigmoid(scale * cos + bias)`` per label, SigLIP), with ``scale`` = exp of the model's ``logit_scale`` (not
@@ -51,11 +52,17 @@ def usage_meta(source: Any, module: Any) -> tuple[dict[str, Any], Path | None]:
 def _preprocessing(preprocess: Any) -> dict[str, Any]:
     resize = str(getattr(preprocess, "resize_mode", "shortest"))
     size = int(preprocess.n_px)
+    # where the centre crop starts: torchvision's round-half-to-even, or transformers' floor for a Hugging Face
+    # folder whose image processor crops (`image.geometry.crop_offsets`): a pixel apart on 12% of photos
+    floor = str(getattr(preprocess, "crop_offset", "round")) == "floor"
+    crop = (f"at ((side - {size}) // 2), as transformers' CLIPImageProcessor center_crop" if floor else
+            f"at round((side - {size}) / 2) (half to even), as torchvision's Resize({size}) + CenterCrop({size})")
     return {
         "image_size": size, "resize_mode": resize,
+        "crop_offset": None if resize == "squash" else ("floor" if floor else "round"),
         "resize": (f"straight to {size}x{size}, no crop" if resize == "squash" else
                    f"shortest side to {size} (other side int({size} * long / short)), then a centre crop of "
-                   f"{size}x{size}, as torchvision's Resize({size}) + CenterCrop({size})"),
+                   f"{size}x{size} {crop}"),
         "interpolation": str(getattr(preprocess, "interpolation", "bicubic")),
         "convert": "RGB", "rescale": 1 / 255, "mean": list(preprocess.mean), "std": list(preprocess.std),
         "normalize": "(pixel / 255 - mean) / std per channel", "layout": "NCHW float32",
