@@ -1,7 +1,8 @@
 """`clipforge index add|remove|list|prune|stats|rebuild|drop-space|copy`: build and maintain an image library.
 
-Also holds the `--library` / `--model` arguments that every library subcommand (index,
-search, tag) spells the same way.
+`add`, `remove`, `list` and `prune` run here; `stats`, `drop-space`, `copy` and `rebuild` in `index_upkeep`; the
+`--library` / `--model` arguments every library subcommand (index, search, tag) spells the same way in
+`library_args`.
 """
 
 from __future__ import annotations
@@ -16,64 +17,19 @@ from collections.abc import Callable
 from typing import Any
 
 from clipforge.cli.common import batch_settings_problem, json_text, one_line, print_failures
+from clipforge.cli.index_upkeep import run_copy, run_drop_space, run_rebuild, run_stats
+from clipforge.cli.library_args import (
+    STORE_HELP,
+    add_library_arguments,
+    count_noun,
+    display_path,
+    fail,
+    open_library,
+    user_errors,
+)
 
-
-def count_noun(count: int, noun: str) -> str:
-    from clipforge.library.tagging import count_noun as plural
-
-    return plural(count, noun)
-
-
-def display_path(path: str) -> str:
-    from clipforge.library.dbfile import display_path as printable
-
-    return printable(path)
-
-
-STORE_HELP = ("where records and vectors live: the embedded SQLite + FAISS store in --library (default), "
-              "milvus-lite:PATH.db (Milvus's embedded engine, one file), or milvus://HOST:PORT/COLLECTION (a Milvus "
-              "server or cluster; its token from $CLIPFORGE_MILVUS_TOKEN or the file named by "
-              "$CLIPFORGE_MILVUS_TOKEN_FILE, never the command line); default $CLIPFORGE_STORE")
-
-
-def add_library_arguments(parser: argparse.ArgumentParser, model: bool = True) -> None:
-    import os
-
-    parser.add_argument("--library", metavar="PATH", default=None,
-                        help="library folder (default $CLIPFORGE_LIBRARY, else $XDG_DATA_HOME/clipforge/library "
-                             "= ~/.local/share/clipforge/library)")
-    parser.add_argument("--store", metavar="STORE", default=os.environ.get("CLIPFORGE_STORE") or None,
-                        help=STORE_HELP)
-    if model:
-        from clipforge.cli.common import DEVICE_HELP, MODEL_HELP, OFFLINE_DEFAULT, PREFERRED_DEFAULT
-
-        parser.add_argument("--model", default=None,
-                            help=MODEL_HELP.split("; default: ")[0] + "; default: the model the library was built "
-                                 f"with, for a new library {PREFERRED_DEFAULT} when downloaded, else the shipped "
-                                 f"{OFFLINE_DEFAULT}")
-        parser.add_argument("--device", default=None, help=DEVICE_HELP)
-
-
-def open_library(args: argparse.Namespace, **kwargs: Any):
-    """The Library an argparse namespace describes; problems become one-line errors."""
-    from clipforge.library.milvus_library import open_store_library
-
-    return open_store_library(getattr(args, "store", None), args.library, getattr(args, "model", None),
-                              device=getattr(args, "device", None), **kwargs)
-
-
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Errors that mean "bad input or environment": the one list, `clipforge.cli.main.user_errors`."""
-    from clipforge.cli.main import user_errors as every_user_error
-
-    return every_user_error()
-
-
-def fail(message: object) -> int:
-    """One line and the user-error status, through the one error edge (`clipforge.cli.main.report_error`)."""
-    from clipforge.cli.main import report_error
-
-    return report_error(message if isinstance(message, BaseException) else str(message))
+__all__ = ["STORE_HELP", "add_library_arguments", "count_noun", "display_path", "fail", "open_library", "register",
+           "space_notice", "user_errors"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -319,103 +275,4 @@ def run_prune(args: argparse.Namespace) -> int:
     except user_errors() as exc:
         return fail(exc)
     print(f"pruned {count_noun(pruned, 'image')} whose files are gone")
-    return 0
-
-
-def run_stats(args: argparse.Namespace) -> int:
-    try:
-        with open_library(args, create=False) as library:
-            stats = library.stats(verify=True)
-            from clipforge.library.library import same_file_names
-
-            stats["same_file_names"] = same_file_names(library)  # files counted already (links); null: cannot tell
-    except user_errors() as exc:
-        return fail(exc)
-    if args.json:
-        print(json_text(stats))
-        return 0
-    images = stats["images"]
-    print(f"library   {stats['library']}")
-    names = int(stats.get("same_file_names") or 0)  # one file indexed under two names is one photo, not two
-    second = (f" (+{names} second {'name' if names == 1 else 'names'} of these files, reached through a link: not "
-              "copies)") if names else ""
-    print(f"images    {images['ok'] - names} indexed{second}, {images['failed']} failed, "
-          f"{stats['distinct_contents']} distinct by content")
-    if stats["model"]:
-        print(f"model     {stats['model']['name'] or '(object)'} fingerprint {stats['model']['fingerprint'][:12]} "
-              f"dim {stats['model']['embed_dim']} {stats['model']['vector_dtype']}")
-        index = stats["index"]
-        if index.get("fresh"):
-            state = "fresh"
-        elif index.get("exists") and not index.get("file_unchanged", True):
-            state = "file changed since it was saved (checked, and rebuilt if damaged, on next search)"
-        else:
-            state = "stale (rebuilt on next search)" if index.get("exists") else "not built yet"
-        recall = f", recall@{index.get('recall_k')} {index['recall_at_k']}" if index.get("recall_at_k") else ""
-        print(f"index     {index.get('kind') or index['requested']} {state}{recall}")
-    if stats.get("missing_vectors"):
-        n = stats["missing_vectors"]
-        print(f"vectors   {count_noun(n, 'indexed image')} {'has' if n == 1 else 'have'} no vector (it cannot be found "
-              "by search): run `clipforge index add` (any path) to embed " + ("it" if n == 1 else "them"))
-    for space in stats.get("spaces") or []:
-        print(f"space     {space['name'] or '(object)'} fingerprint {space['fingerprint'][:12]} dim {space['embed_dim']}"
-              f" {count_noun(space['images'], 'vector')}" + (" (default)" if space.get("default") else ""))
-    if stats.get("tags"):
-        print("tags      " + ", ".join(f"{k} {v}" for k, v in list(stats["tags"].items())[:15]))
-    if stats["db_bytes"] is None:  # a Milvus server's size is its own monitoring's to tell
-        print("database  on the Milvus server")
-    else:
-        print(f"database  {stats['db_bytes'] / 1e6:.1f} MB")
-    for failure in stats["failures"]:
-        print(f"  failed: {one_line(failure['path'])}: {failure['reason']}")
-    return 0
-
-
-def run_drop_space(args: argparse.Namespace) -> int:
-    try:
-        with open_library(args, create=False) as library:
-            dropped = library.drop_space(args.space)
-    except user_errors() as exc:
-        return fail(exc)
-    print(f"dropped model space {dropped['name'] or '(object)'} ({dropped['fingerprint'][:12]}): "
-          f"{count_noun(dropped['images'], 'vector')}")
-    return 0
-
-
-def run_copy(args: argparse.Namespace) -> int:
-    try:
-        from clipforge.library.transfer import copy_library
-
-        report = copy_library(args.store, args.library, to=args.to, to_library=args.to_library, space=args.space,
-                              batch_size=args.batch_size, progress=not (args.quiet or args.json))
-    except user_errors() as exc:
-        return fail(exc)
-    print(json_text(report.to_dict()) if args.json else report.summary_line())
-    return 0
-
-
-def rebuild_sentence(info: dict[str, Any]) -> str:
-    """What `index rebuild` built, in one sentence (the JSON is behind --json)."""
-    vectors = count_noun(int(info["count"]), "vector")
-    if info.get("kept_flat_because"):
-        return (f"kept an exact flat index of {vectors} instead of {info.get('requested_kind')}: "
-                f"{info['kept_flat_because']}; {info.get('requested_kind')} is remembered for later rebuilds")
-    line = f"rebuilt the {info['kind']} index of {vectors} in {info.get('build_seconds', 0):.1f}s"
-    knob = {k: v for k, v in (info.get("params") or {}).items() if k in ("nlist", "nprobe", "ef_search")}
-    if knob:
-        line += " (" + ", ".join(f"{k} {v}" for k, v in knob.items()) + ")"
-    if info["kind"] != "flat" and info.get("recall_at_k") is not None:
-        line += f", recall@{info.get('recall_k')} {info['recall_at_k']}"
-    return line
-
-
-def run_rebuild(args: argparse.Namespace) -> int:
-    params = {k: v for k, v in {"nlist": args.nlist, "nprobe": args.nprobe,
-                                "target_recall": args.target_recall}.items() if v is not None}
-    try:
-        with open_library(args, create=False) as library:
-            info = library.rebuild_index(args.index, **params)
-    except user_errors() as exc:
-        return fail(exc)
-    print(json_text(info) if args.json else rebuild_sentence(info))
     return 0

@@ -10,8 +10,8 @@ import os
 import sys
 import warnings
 
-from clipforge.cli.common import json_text
-from clipforge.cli.index import add_library_arguments, display_path, fail, one_line, open_library, user_errors
+from clipforge.cli.common import json_text, one_line
+from clipforge.cli.library_args import add_library_arguments, display_path, fail, open_library, user_errors
 
 
 class _JoinedWords(argparse.Action):

@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from clipforge.cli.common import add_output_arguments, json_text
-from clipforge.cli.index import add_library_arguments, fail, open_library, user_errors
+from clipforge.cli.library_args import add_library_arguments, fail, open_library, user_errors
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
