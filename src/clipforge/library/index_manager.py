@@ -27,7 +27,6 @@ import sqlite3
 import threading
 import time
 import zlib
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ import numpy as np
 from clipforge.atomic import atomic_path, remove_stale_temps
 from clipforge.library.dbfile import DamagedLibraryError, display_path
 from clipforge.library.paths import LibraryPaths
+from clipforge.library.rwlock import ReadWriteLock
 from clipforge.library.store import Store
 from clipforge.library.vector_index import IndexSpec, VectorIndex, build_index
 
@@ -64,41 +64,6 @@ def _file_checksum(path: Path) -> tuple[str, os.stat_result]:
     return f"{crc:08x}", info
 
 
-class _ReadWriteLock:
-    """Many concurrent searches, or one in-place modification of the index."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._readers = 0
-        self._writing = False
-
-    @contextmanager
-    def read(self):
-        with self._cond:
-            while self._writing:
-                self._cond.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                self._cond.notify_all()
-
-    @contextmanager
-    def write(self):
-        with self._cond:
-            while self._writing or self._readers:
-                self._cond.wait()
-            self._writing = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._writing = False
-                self._cond.notify_all()
-
-
 class IndexManager:
     """Loads, validates, extends, rebuilds and saves the index of one model fingerprint."""
 
@@ -108,7 +73,7 @@ class IndexManager:
         self.fingerprint = fingerprint
         self.embed_dim = int(embed_dim)
         self._lock = threading.Lock()  # one loader/builder at a time
-        self._rw = _ReadWriteLock()
+        self._rw = ReadWriteLock()
         self._current: VectorIndex | None = None
         self._state: dict[str, Any] = {}
         # "memory", "loaded", "extended" or "rebuilt": what the last get() did (for tests and stats)
