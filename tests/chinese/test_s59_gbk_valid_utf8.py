@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from clipforge.cli.main import main
 from tests.chinese.chinese_files import write_photos
 
@@ -27,3 +29,20 @@ def test_accented_utf8_labels_say_nothing(tmp_path: Path, capsys) -> None:
     labels.write_text("crème brûlée\ncafé au lait\nStraße\n", encoding="utf-8")
     assert main(["classify", str(image), "--labels-file", str(labels), "--model", "clipforge-tiny"]) == 0
     assert "GBK" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("labels", ["кошка\nсобака\nптица\n", "γάτα\nσκύλος\n", "ねこ\nいぬ\n", "🐱\n🐶\n",
+                                    "قطة\nكلب\n", "חתול\nכלב\n"])
+def test_utf8_files_of_other_scripts_are_not_called_gbk(tmp_path: Path, labels: str) -> None:
+    """Review: any two- or three-byte UTF-8 sequence is a valid GBK pair, so Russian, Greek, Japanese, Arabic, Hebrew
+    and emoji files were told they read as Chinese in GBK."""
+    import warnings
+
+    from clipforge.text.labels import read_text_file
+
+    path = tmp_path / "labels.txt"
+    path.write_text(labels, encoding="utf-8")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert read_text_file(path, "labels file", "a file of labels") == labels
+    assert [str(w.message) for w in seen] == []

@@ -35,5 +35,10 @@ def test_the_sdist_carries_what_the_readme_and_help_point_to() -> None:
                        and any(fnmatch.fnmatch(path.name, pattern) for pattern in rule[2:]))
                    for rule in rules)
 
-    pointed = ["constraints.txt", *(p.relative_to(ROOT).as_posix() for p in (ROOT / "docs").iterdir())]
+    import re
+
+    shown = {match for doc in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]
+             for match in re.findall(r"\]\((?:\.\./)?([^)#]+\.png)\)", doc.read_text(encoding="utf-8"))}
+    pointed = ["constraints.txt", *(p.relative_to(ROOT).as_posix() for p in (ROOT / "docs").iterdir()),
+               *sorted(s if (ROOT / s).is_file() else f"docs/{s}" for s in shown)]  # the figures README/docs show
     assert [p for p in pointed if not carried(ROOT / p)] == []

@@ -142,7 +142,7 @@ def test_without_a_cjk_font_names_keep_what_can_be_drawn_and_stand_ins_are_numbe
     assert style.notice.startswith("5 label(s) cannot be rendered with the installed fonts: no glyph for "
                                    "飞 (U+98DE, CJK), 机 (U+673A, CJK), 猫 (U+732B, CJK), 狗 (U+72D7, CJK), "
                                    "跑 (U+8DD1, CJK) and 2 more; drawn as: '飞机' -> #1, '猫.jpg' -> #2, "
-                                   "'狗.jpg' -> #3 and 2 more; ")
+                                   f"'狗.jpg' -> #3, '{CAR}' -> #4, 'a 猫' -> 'a \ufffd'; ")  # every #n named (review)
     assert style.notice.endswith(f"CJK: {fonts.INSTALL_HINT}; emoji: {EMOJI_HINT}")
     assert "#<n> for a label with nothing else to show" in style.figure_notice
 

@@ -70,3 +70,17 @@ def test_a_hostile_name_is_text_not_a_link(library, tmp_path, photos) -> None:
     targets = re.findall(r"(?<!\\)\]\(([^)]*)\)", last)  # a "](" Markdown reads: not backslash-escaped
     assert len(targets) == len(items) and all(re.fullmatch(r"http://testserver/api/images/\d+", t) for t in targets)
     assert not re.search(r"(?<!\\)<img", last) and "\\<img src=x onerror=alert(1)\\>.png" in last
+
+
+def test_a_bidi_control_in_a_name_reorders_nothing(library, tmp_path, photos) -> None:
+    """Review: a name holding U+202E (right-to-left override) reversed every link after it in a real browser, the
+    names and their order (`x\u202egnp.exe` read as `x.exe.png`). Bidi controls are shown as U+FFFD."""
+    named = tmp_path / "named"
+    named.mkdir()
+    shutil.copy(photos[0], named / "invoice\u202egnp.exe.png")
+    shutil.copy(photos[1], named / "b\u2067c.png")
+    library.add(named, workers=0, progress=False)
+    _, summary = asyncio.run(_handlers(library, tmp_path).first_page(_Request()))
+    last = summary.split("\n\n")[-1]
+    assert not re.search("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]", last)
+    assert "[invoice\ufffdgnp.exe.png](" in last and "[b\ufffdc.png](" in last

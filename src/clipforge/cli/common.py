@@ -136,6 +136,10 @@ def check_local_inputs(args: argparse.Namespace) -> None:
         missing = [piece for piece in pieces if not os.path.exists(os.path.expanduser(piece))]
         if missing == pieces and len(pieces) == 1:
             if name == "root" and isinstance(getattr(args, "dataset", None), str):  # eval zeroshot | linear-probe
+                from clipforge.data.registry import registered_name
+
+                if registered_name(args.dataset) is None:
+                    continue  # the command names an unknown --dataset first, with its likeliest meaning
                 from clipforge.evaluate.roots import missing_root_message  # the layout --dataset expects
 
                 raise FileNotFoundError(missing_root_message(args.dataset, value))

@@ -102,6 +102,13 @@ def _key(name: str) -> str:
     return key if key in _REGISTRY else (canonical(name) or key)
 
 
+def registered_name(name: str) -> str | None:
+    """The registry's name for `name` (an alias or spelling it accepts: imagenet1k, CIFAR-10, stanford_cars ...), or
+    None when no dataset answers to it."""
+    key = _key(name)
+    return key if key in _REGISTRY else None
+
+
 def available_datasets() -> list[str]:
     return sorted(_REGISTRY)
 

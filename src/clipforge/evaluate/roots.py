@@ -64,8 +64,15 @@ SUITE_ROOT_LAYOUT = "one folder per dataset, named as the suite looks for them (
 
 
 def missing_root_message(dataset: str, root: str | Path) -> str:
-    """One line for a `--root` that does not exist: the path, the dataset and what the path should be."""
-    layout = ROOT_LAYOUTS.get(str(dataset).lower())
+    """One line for a `--root` that does not exist: the path, the dataset and what the path should be. A name the
+    registry does not know is its unknown-dataset error (with the names it knows), not a dataset "reading" a folder;
+    an alias (imagenet1k, CIFAR-10, stanford_cars) gets its dataset's layout."""
+    from clipforge.data.registry import open_dataset, registered_name
+
+    key = registered_name(str(dataset))
+    if key is None:
+        open_dataset(str(dataset), root)  # raises UnknownDatasetError, the one wording of an unknown name
+    layout = ROOT_LAYOUTS.get(key or "")
     expected = f"--dataset {dataset} reads {layout}" if layout else f"--dataset {dataset} reads the dataset's folder"
     return f"--root {root}: no such file or folder; {expected}"
 

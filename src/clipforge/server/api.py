@@ -225,7 +225,7 @@ def build_router(service: LibraryService) -> APIRouter:
             ranked, templates, took = service.classify(
                 sniffed(body["image"], "image"), body["labels"], body["template"]
             )
-            return ranked, templates, took, service.classify_notice([label for label, _ in ranked])
+            return ranked, templates, took, service.classify_notice(service.clean_labels(body["labels"]))
 
         ranked, templates, took, notice = await in_turn(request, work)
         scoring = service.library.encoder.scoring()

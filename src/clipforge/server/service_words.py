@@ -32,13 +32,14 @@ class RequestWords:
         return notice.removeprefix("notice: ") if notice else None
 
     def classify_notice(self, labels: list[str]) -> str | None:
-        """What to show beside a classify's probabilities, as the CLI's `classify` says it: labels that cannot be what
+        """What to show beside a classify's probabilities, as the CLI's `classify` says it (`labels` as given, not
+        ranked: the split it suggests keeps their order; no `--labels` flag, which nobody types here): labels that cannot be what
         was meant (one label under a softmax; Chinese words separated by spaces, "猫 狗 鸟" scored as one label at
         100% with no word: `zeroshot.label_notices`), then a language the model was not trained for."""
         from clipforge.zeroshot.label_notices import label_notice
 
         softmax = self.library.encoder.scoring().kind == "softmax"
-        notices = [label_notice(labels, softmax=softmax), self.language_notice(", ".join(labels))]
+        notices = [label_notice(labels, softmax=softmax, flag=""), self.language_notice(", ".join(labels))]
         return " ".join(n.removeprefix("notice: ") for n in notices if n) or None
 
     def search_notice(self, text: str | None) -> str | None:

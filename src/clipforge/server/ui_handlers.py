@@ -59,14 +59,17 @@ def _host(request: Any) -> str | None:
 _MARKDOWN = re.compile(r"([\\`*_\[\]<>&!|~$])")  # what starts emphasis, code, links, images, HTML, tables, LaTeX
 _AUTOLINK = re.compile(r"(?i)\bwww\.|:(?=//)|@")  # the mark of each that GFM needs, escaped
 _BLOCK_START = re.compile(r"^(\d*)([#+\-=>.)])")  # what makes a heading, a list or a quote of a line's start
+# bidi controls: a file name holding U+202E reversed every link after it in the originals line (review)
+_BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def plain(text: str) -> str:
     """`text` as the status lines' Markdown shows it, character for character: the marks Markdown, its HTML or its
-    LaTeX could read are backslash-escaped, line breaks become spaces. HTML escapes were shown as written inside the
+    LaTeX could read are backslash-escaped, line breaks become spaces, bidi controls (which reorder the text after
+    them, past the name) become U+FFFD. HTML escapes were shown as written inside the
     hints' code spans (`--labels &quot;cat, dog&quot;`), and a refused file named `![b](https:host).jpg` was drawn
     as an image fetched from that host."""
-    escaped = _MARKDOWN.sub(r"\\\1", " ".join(str(text).split()))
+    escaped = _MARKDOWN.sub(r"\\\1", " ".join(_BIDI.sub("\ufffd", str(text)).split()))
     # GFM's autolinks: `www.x`, `scheme://x` and `a@b.c` became links (a refused `www.evil.example.jpg`)
     escaped = _AUTOLINK.sub(lambda m: m.group(0)[:-1] + "\\" + m.group(0)[-1], escaped)
     return _BLOCK_START.sub(r"\1\\\2", escaped)
@@ -170,7 +173,7 @@ class Handlers:
         self, image: Any, labels: str | None, template: str | None
     ) -> tuple[list[tuple[str, float]], str | None]:
         ranked, _, _ = self.service.classify(self._image(image, "image"), labels, template)
-        return ranked, self.service.classify_notice([label for label, _ in ranked])
+        return ranked, self.service.classify_notice(self.service.clean_labels(labels))
 
     async def classify(self, image: Any, labels: Any, template: Any, request: gr.Request = None):
         try:

@@ -103,11 +103,20 @@ def read_text_file(path: str | Path, what: str, expected: str) -> str:
     return text
 
 
+# GBK pairs that are valid UTF-8 are two-byte sequences of U+0080-U+07FF; Chinese in GBK reads as Latin-1 and Latin
+# Extended letters there (猫 = C3 A8 = è), never as Cyrillic, Greek, kana or emoji, which UTF-8 files hold
+_LATIN_ONLY = re.compile(r"[\x00-\u024f]*")
+_IN_LATIN_WORD = re.compile(r"[A-Za-z][\x80-\u024f]|[\x80-\u024f][A-Za-z]")  # crème, Straße: accented words
+
+
 def _warn_if_gbk_read_as_utf8(path: Path, data: bytes, text: str, what: str) -> None:
     """A notice when bytes that are valid UTF-8 read as Latin letters there but as Chinese in GBK: "猫 鹿 牛" saved
-    as GBK is also UTF-8 for "ţ è ¹", classified without a word (audit 59). Said, not refused: a UTF-8 file of a
-    few accented words can read as Han in GBK too, so the user decides from the two readings shown."""
-    if text.isascii() or _HAN.search(text) or not looks_like_gb18030(data):
+    as GBK is also UTF-8 for "ţ è ¹", classified without a word (audit 59). Only where the UTF-8 reading is what GBK
+    Chinese gives (Latin-1 and Latin Extended letters standing alone, not inside Latin words): Russian, Greek,
+    Japanese and emoji files were told they look like GBK (review). Said, not refused: a label of single accented
+    letters ("ç", "ñ") reads so too, so the user decides from the two readings shown."""
+    if text.isascii() or not _LATIN_ONLY.fullmatch(text) or _IN_LATIN_WORD.search(text) \
+            or not looks_like_gb18030(data):
         return
     import warnings
 

@@ -165,8 +165,11 @@ def _notices(bad: list[str], drawn: dict[str, str], missing: list[str], have_cjk
     more = f" and {len(missing) - _SHOWN} more" if len(missing) > _SHOWN else ""
     chars = ", ".join(f"{c} (U+{ord(c):04X}, {_kind(c)})" for c in missing[:_SHOWN]) + more
     codes = ", ".join(f"U+{ord(c):04X} ({_kind(c)})" for c in missing[:_SHOWN]) + more
-    mapped = ", ".join(f"{t!r} -> {drawn[t] if drawn[t].startswith('#') else repr(drawn[t])}" for t in bad[:3]) + \
-        (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+    # every #<n> stand-in is named (nothing else says which photo #4 is); names drawn with U+FFFD, the first 3
+    numbered = [t for t in bad if drawn[t].startswith("#")]
+    partial = [t for t in bad if not drawn[t].startswith("#")]
+    mapped = ", ".join([*(f"{t!r} -> {drawn[t]}" for t in numbered), *(f"{t!r} -> {drawn[t]!r}" for t in partial[:3])])
+    mapped += f" and {len(partial) - 3} more drawn with {PLACEHOLDER}" if len(partial) > 3 else ""
     head = f"{len(bad)} label(s) cannot be rendered with the installed fonts"
     how = []
     if any(not d.startswith("#") for d in drawn.values()):

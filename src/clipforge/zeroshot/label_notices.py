@@ -30,18 +30,20 @@ def _chinese(label: str) -> bool:
     return re.search(_IDEOGRAPH, label) is not None
 
 
-def label_notice(labels: Sequence[str], softmax: bool = True, every_photo: bool = False) -> str | None:
+def label_notice(labels: Sequence[str], softmax: bool = True, every_photo: bool = False,
+                 flag: str = "--labels ") -> str | None:
     """One line about `labels` (as parsed) that cannot be what was meant, else None.
 
     One label under a softmax is always 100% (`every_photo`: `tag`'s "so every photo gets it"); a label holding
     Chinese words separated by spaces was probably several. The split it probably meant is shown as a
-    ``--labels`` value, and the example labels are in the labels' script (Chinese for a Chinese label).
+    ``--labels`` value (`flag`: "" where no flag is typed, the REST API and the web page), and the example labels are
+    in the labels' script (Chinese for a Chinese label).
     """
     labels = [str(label) for label in labels]
     split = [spaced_words(label) for label in labels]
     meant = list(dict.fromkeys(word for label, words in zip(labels, split, strict=True) for word in words or [label]))
     spaced = next((label for label, words in zip(labels, split, strict=True) if words), None)
-    separate = (f'labels are separated by commas ({SEPARATORS}), not spaces: --labels "{",".join(meant)}" gives '
+    separate = (f'labels are separated by commas ({SEPARATORS}), not spaces: {flag}"{",".join(meant)}" gives '
                 f"{len(meant)}")
     if len(labels) == 1 and softmax:
         head = (f"notice: one label ({labels[0]!r}): a softmax over one label is always 100%"
@@ -49,7 +51,7 @@ def label_notice(labels: Sequence[str], softmax: bool = True, every_photo: bool 
         if spaced is not None:
             return head + separate
         example = "猫,狗,汽车" if _chinese(labels[0]) else "cat,dog,car"
-        return head + f'give the labels it competes with, e.g. --labels "{example}"'
+        return head + f'give the labels it competes with, e.g. {flag}"{example}"'
     if spaced is not None:
         return f"notice: label {spaced!r} has spaces between Chinese words; {separate}"
     return None
