@@ -109,3 +109,16 @@ def test_names_that_are_not_utf8_are_counted_and_their_encoding_guessed(tmp_path
     assert len(found.not_utf8) == 1
     with pytest.warns(UserWarning, match=r"read as LATIN1, caf\\xe9.png is café.png; `convmv -f latin1 -t utf-8"):
         scan_paths([latin], recursive=True)
+
+
+def test_a_name_holding_terminal_codes_stays_one_inert_line(tmp_path, images_factory, capsys) -> None:
+    """Review: a GBK name holding ESC[31m and a newline split the notice over three lines and coloured the
+    terminal; control characters are written as their escapes."""
+    folder = tmp_path / "photos"
+    photo = images_factory(folder, 1, formats=("png",))[0]
+    os.rename(photo, os.path.join(os.fsencode(folder), "风景".encode("gbk") + b"\x1b[31m\n.png"))
+    assert main(["index", "add", str(folder), "--library", str(tmp_path / "lib"), "--workers", "0"]) == 0
+    err = capsys.readouterr().err
+    line = next(line for line in err.splitlines() if "not UTF-8" in line)
+    assert "\x1b" not in err and "\\x1b[31m\\n.png" in line
+    assert "read as GBK" in line and "风景\\x1b[31m\\n.png" in line, line

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import sys
@@ -189,12 +188,9 @@ def run_add(args: argparse.Namespace) -> int:
             from clipforge.library.library_writes import FilledSpaceNotice
 
             warnings.simplefilter("ignore", FilledSpaceNotice)  # said below, with the space it filled
-            if args.rehash and "rehash" not in inspect.signature(library.add).parameters:
-                raise ValueError("--rehash is for the embedded store (a Milvus store re-reads a file only when its "
-                                 "size or time changed: `clipforge index remove` it, then add it again)")
             report = library.add(args.paths or None, recursive=args.recursive, batch_size=args.batch_size,
                                  workers=args.workers, retry_failed=args.retry_failed,
-                                 progress=not (args.quiet or args.json), **({"rehash": True} if args.rehash else {}))
+                                 progress=not (args.quiet or args.json), rehash=args.rehash)
             tagged = getattr(library, "last_tagged", 0)  # the embedded store tags new photos on add
             space = space_notice(library, args.model, report, fill=not args.paths)
     except user_errors() as exc:

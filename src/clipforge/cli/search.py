@@ -143,7 +143,7 @@ def _not_there(folder: str) -> str:
     if not os.path.islink(folder):
         return "no such folder"
     target = os.path.join(os.path.dirname(os.path.abspath(folder)), os.readlink(folder))
-    return (f"a link to {display_path(os.path.normpath(target))}, which is not there (a drive not mounted, or a "
+    return (f"a link to {one_line(display_path(os.path.normpath(target)))}, which is not there (a drive not mounted, or a "
             "folder moved?)")
 
 

@@ -31,6 +31,7 @@ Rejected = tuple[str, int, int, str]
 
 def add_to_space(milvus: MilvusStore, space: MilvusSpace, encoder: Encoder, files: list[str], rejected: list[Rejected],
                  others: Callable[[], list[MilvusSpace]], cache_dir: Path, max_pixels: int, *, retry_failed: bool,
+                 rehash: bool = False,
                  batch_size: int, workers: int | None, progress: bool, label: str,
                  folders: Sequence[str] = (), seen: Collection[str] = ()) -> tuple[AddReport, int]:
     """Index `files` into `space` (`rejected`: recorded as failures, or unchanged); the report and how many new
@@ -40,7 +41,7 @@ def add_to_space(milvus: MilvusStore, space: MilvusSpace, encoder: Encoder, file
     report = AddReport()
     known = file_states(space)
     held = {s.sha256 for s in known.values() if s.status == "ok" and s.sha256}
-    todo, unstat = _plan(_States(known), files, held, retry_failed, report)
+    todo, unstat = _plan(_States(known), files, held, retry_failed, report, rehash)  # rehash: unchanged stats too
     planned = {p.path: p for p in todo} | {p.path: p for p, _ in unstat}
     for path, size, mtime_ns, reason in rejected:
         state = known.get(path)

@@ -231,13 +231,15 @@ class MilvusLibrary(MilvusRemoval, MilvusClassify, MilvusCatalog):
         batch_size: int = 64,
         workers: int | None = None,
         retry_failed: bool = False,
+        rehash: bool = False,
         progress: bool = True,
         update_index: bool = True,
         rank: int | None = None,
         world_size: int | None = None,
     ) -> AddReport:
         """Index files incrementally; `paths=None` fills this model's space with every file of the default
-        space. Under torchrun (or with `rank`/`world_size`) only this rank's share of the sorted files."""
+        space. Under torchrun (or with `rank`/`world_size`) only this rank's share of the sorted files. `rehash`: read
+        and hash every file, also those whose size and time are the recorded ones (as `Library.add`'s)."""
         started = time.perf_counter()
         self.last_tagged = 0
         rank = int(os.environ.get("RANK", "0")) if rank is None else int(rank)
@@ -272,6 +274,7 @@ class MilvusLibrary(MilvusRemoval, MilvusClassify, MilvusCatalog):
                     self.paths.cache_dir,
                     self.max_pixels,
                     retry_failed=retry_failed,
+                    rehash=rehash,
                     batch_size=batch_size,
                     workers=workers,
                     progress=progress,

@@ -188,8 +188,12 @@ class MilvusWriter:
             else:
                 self.report.updated += 1
                 self.report.embedded += int(new_content)
+                self.report.rehash_changed += plan.rehash  # read by --rehash only: its bytes had changed
         for bad in batch.bad:
             plan = self.planned.get(bad.path, _Planned(bad.path, 0, 0))
+            before_bad = self.known.get(bad.path)
+            if plan.rehash and before_bad is not None and before_bad.status == "ok":  # a photo, broken now
+                self.report.rehash_changed += 1
             record = ImageRecord(_id(bad.path, self.known.get(bad.path)), bad.path, bad.sha256 or None, plan.size,
                                  plan.mtime_ns, None, None, 0.0, "failed", bad.reason)
             rows.append(row_from_record(record, None, self.space.dim))

@@ -87,6 +87,13 @@ def _odd_part(path: str) -> str:
     return next((part for part in reversed(path.split(os.sep)) if not is_utf8_name(part)), os.path.basename(path))
 
 
+def _printable(text: str) -> str:
+    """`text` on one line with nothing a terminal acts on: a control character (an ESC colour code, a newline in a
+    name) is written as its escape (review: a GBK name holding `\\e[31m\\n` split the notice and coloured the terminal)."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                                                   for c in text)
+
+
 def not_utf8_sentence(names: Sequence[str]) -> str:
     """One sentence for the files of a scan whose names are not UTF-8 (`names`, at least one, sorted): how many,
     one of them as shown, the encoding most of them read cleanly in (`_guess`) and the command that renames them."""
@@ -98,12 +105,13 @@ def not_utf8_sentence(names: Sequence[str]) -> str:
     example, guess = next(((n, g) for n, g in guesses if g is not None and g[0] == encoding), guesses[0])
     count = len(names)
     folder = os.path.commonpath([os.path.dirname(name) for name in names])
-    target = shlex.quote(folder) if is_utf8_name(folder) else "FOLDER"  # a folder to type, or a placeholder
+    target = shlex.quote(folder) if is_utf8_name(folder) and folder.isprintable() else "FOLDER"  # typeable, or a stand-in
     head = (f"{count} file {'name is' if count == 1 else 'names are'} not UTF-8 (indexed all the same; shown with "
-            f"\\xNN escapes, e.g. {display_path(example)}; JSON writes them as b64:...)")
+            f"\\xNN escapes, e.g. {_printable(display_path(example))}; JSON writes them as b64:...)")
     if guess is None:
         return f"{head}: `convmv -f ENCODING -t utf-8 -r --notest {target}` renames them"
     source = ("perhaps a zip made on Windows (`unzip -O GBK` unpacks one with the right names)" if encoding == "gbk"
               else "perhaps copied from an old Windows or Mac disk")
-    return (f"{head}: {source}; read as {guess[0].upper()}, {display_path(_odd_part(example))} is {guess[1]}; "
+    return (f"{head}: {source}; read as {guess[0].upper()}, {_printable(display_path(_odd_part(example)))} is "
+            f"{_printable(guess[1])}; "
             f"`convmv -f {guess[0]} -t utf-8 -r --notest {target}` renames them")
