@@ -140,3 +140,33 @@ def test_a_name_that_is_not_utf8_is_written_as_its_bytes(tmp_path, images_factor
     found = sorted(r["path"] for r in json.loads(capsys.readouterr().out)["results"])
     assert found == listed
     assert [os.fsencode(text_path(p)) for p in found] == sorted([os.fsencode(folder / "caf\\xe9.png"), latin])
+    assert main(["search", "--image", os.fsdecode(latin), "-k", "1", "--json", *lib]) == 0  # review: the query too
+    assert json.loads(capsys.readouterr().out)["images"] == ["b64:" + base64.b64encode(latin).decode()]
+
+
+def test_cli_and_rest_mark_the_same_photos_missing(tmp_path, images_factory, capsys) -> None:
+    """Review: REST called an unplugged drive's photos missing (its rule: not on disk) while the CLI did not (its
+    rule: deleted from a folder that is still there); both use `deleted_since_indexed` now."""
+    pytest.importorskip("fastapi")
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from clipforge.library import Library
+    from clipforge.server import create_app
+
+    images_factory(tmp_path / "drive", 2, formats=("png",))
+    kept = images_factory(tmp_path / "home", 2, seed=5, formats=("jpg",))
+    (tmp_path / "pics").symlink_to(tmp_path / "drive")
+    lib = ["--library", str(tmp_path / "lib")]
+    for folder in ("pics", "home"):
+        assert main(["index", "add", str(tmp_path / folder), *lib, "--workers", "0", "-q"]) == 0
+    shutil.rmtree(tmp_path / "drive")  # unplugged: the link's target is gone
+    kept[0].unlink()  # deleted
+    capsys.readouterr()
+    assert main(["search", "a photo", "-k", "4", "--json", *lib]) == 0
+    cli = {os.path.basename(r["path"]): r["missing"] for r in json.loads(capsys.readouterr().out)["results"]}
+    with Library(tmp_path / "lib", create=False) as library, TestClient(create_app(library)) as client:
+        rest = {r["filename"]: r["missing"]
+                for r in client.post("/api/search", json={"text": "a photo", "top_k": 4}).json()["results"]}
+    assert cli == rest and sorted(name for name, gone in cli.items() if gone) == [kept[0].name]

@@ -24,6 +24,8 @@ from clipforge.library.media import clean_upload_name
     ("€5 ©2024 ½.png", "€5 ©2024 ½"),
     ("a\uff0fb\uff3cc\u2215d\u2571e.png", "a_b_c_d_e"),  # full-width and other slashes: not a path, not even seen as one
     ("a＜b＞c｜d.png", "a_b_c_d"),  # maths signs that mimic what Windows forbids
+    ("..／..／etc⼃passwd.jpg", "etc_passwd"),  # review: KANGXI RADICAL SLASH, drawn as a slash
+    ("a\u0338b\U0001F67Cc\u2E4Ad.png", "a_b_c_d"),  # review: combining long solidus, heavy and dotted solidus
     ("photo\u202egnp.exe", "photo_gnp"),  # bidi override
     ("家\u200d庭.jpg", "家_庭"),  # zero-width joiner: unseen in a name
     ("\u3000全角空格\u3000.png", "全角空格"),  # only the ASCII space is kept

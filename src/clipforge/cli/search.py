@@ -215,13 +215,19 @@ def run(args: argparse.Namespace) -> int:
         return fail(exc)
     # A file gone from a folder this machine sees; a Milvus store's photos may live on the machines that indexed
     # them, whose folders are not here: those are not called missing.
-    gone = {hit.path for hit in hits if not os.path.exists(hit.path) and os.path.isdir(os.path.dirname(hit.path))}
+    from clipforge.library.search import deleted_since_indexed  # the one rule of every "missing" mark
+
+    gone = {hit.path for hit in hits if deleted_since_indexed(hit.path)}
     if gone and not args.quiet:  # deleted since indexed: a `--paths | xargs` pipe would get names that do not open
         marked = "left out of --paths" if args.paths else "marked 'missing'"
         print(f"notice: {len(gone)} of these photos {'is' if len(gone) == 1 else 'are'} no longer on disk ({marked}); "
               "`clipforge index prune` forgets the library's photos whose files are gone", file=sys.stderr)
     if args.json:  # the images searched by: the query's image terms, then --image's
-        images = [display_path(path) for path in [t.value for t in terms if t.kind == "image"] + args.image]
+        from clipforge.library.dbfile import (
+            path_text,  # a name that is not UTF-8 as b64:, as each result's path
+        )
+
+        images = [path_text(path) for path in [t.value for t in terms if t.kind == "image"] + args.image]
         # each result says whether its file is gone (a script read a deleted photo as result 1, nothing marked)
         results = [{**h.to_dict(), "missing": h.path in gone} for h in hits]
         print(json_text({"query": args.query, "images": images, "results": results}))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import unicodedata
 from pathlib import Path
 
@@ -114,6 +115,10 @@ _SLASH_LIKE = frozenset("\uff0f\uff3c\ufe68\u2571\u2572\u244a\u29f8\u29f9\u2044\
 name holding one reads as a path to whoever looks at it."""
 
 
+_SLASH_NAMED = re.compile(r"\b(SOLIDUS|SLASH)\b")
+"""What Unicode calls a character drawn as a slash: every such name says SOLIDUS or SLASH."""
+
+
 def _kept(char: str) -> bool:
     """Whether `char` may stay in a stored upload's name. ASCII: letters, digits and `` -_.,()+@`` only (no
     quote, colon, percent or anything a shell or header reads). Beyond ASCII: printable letters, digits, marks
@@ -123,8 +128,8 @@ def _kept(char: str) -> bool:
     nothing drawn as a slash (`_SLASH_LIKE`)."""
     if char.isascii():
         return char.isalnum() or char in " -_.,()+@"
-    if not char.isprintable() or char in _SLASH_LIKE:
-        return False
+    if not char.isprintable() or char in _SLASH_LIKE or _SLASH_NAMED.search(unicodedata.name(char, "")):
+        return False  # by name too: ⼃ KANGXI RADICAL SLASH, ̸ COMBINING LONG SOLIDUS OVERLAY, 🙼, ⹊ (review)
     return unicodedata.category(char)[0] in "LNMP" or unicodedata.category(char) in ("So", "Sc", "Sk")
 
 

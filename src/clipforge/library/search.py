@@ -23,7 +23,15 @@ from clipforge.library.index_manager import IndexManager
 from clipforge.library.scan import file_identity
 from clipforge.library.store import ImageRecord, Store
 
-__all__ = ["SearchHit", "search_vector", "second_names", "split_second_names"]
+__all__ = ["SearchHit", "deleted_since_indexed", "search_vector", "second_names", "split_second_names"]
+
+
+def deleted_since_indexed(path: str) -> bool:
+    """Whether a hit's file was deleted since it was indexed: it is not there, its folder is. The one rule of every
+    "missing" mark (CLI text, `--json`, `--paths`, REST, the web page's captions): a file whose folder is not here
+    either (an unplugged drive; a Milvus store's photos on the machine that indexed them) is not called deleted,
+    which `index prune` would then forget."""
+    return not os.path.lexists(path) and os.path.isdir(os.path.dirname(path))
 
 
 @dataclass

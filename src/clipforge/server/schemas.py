@@ -53,8 +53,10 @@ class SearchHitOut(BaseModel):
     thumb_url: str
     duplicates: int = Field(description="other files in the library with the same bytes")
     tags: list[TagOut] = []
-    missing: bool = Field(False, description="the file is gone from the server's disk since it was indexed: `url` "
-                                             "and `thumb_url` answer 404 (`clipforge index prune` forgets it)")
+    missing: bool = Field(False, description="the file was deleted since it was indexed (its folder is there, the "
+                                             "file is not): `url` and `thumb_url` answer 404 (`clipforge index "
+                                             "prune` forgets it); a file whose folder is not there either (an "
+                                             "unplugged drive) is not marked")
 
 
 class SearchOut(BaseModel):
@@ -145,6 +147,9 @@ def hit_out(hit: Any, prefix: str = "", missing: bool = False) -> SearchHitOut:
 
 
 def gone_files(hits: Any) -> set[int]:
-    """The ids of the hits whose files are gone from this machine's disk (deleted since indexed): their originals
-    and thumbnails answer 404, which a client saw as result 1 with a broken picture and no word. A stat each."""
-    return {hit.id for hit in hits if not os.path.exists(hit.path)}
+    """The ids of the hits whose files were deleted since they were indexed (`deleted_since_indexed`, the CLI's own
+    rule): their originals and thumbnails answer 404, which a client saw as result 1 with a broken picture and no
+    word. Two stats each."""
+    from clipforge.library.search import deleted_since_indexed
+
+    return {hit.id for hit in hits if deleted_since_indexed(hit.path)}
