@@ -170,3 +170,27 @@ def test_cli_and_rest_mark_the_same_photos_missing(tmp_path, images_factory, cap
         rest = {r["filename"]: r["missing"]
                 for r in client.post("/api/search", json={"text": "a photo", "top_k": 4}).json()["results"]}
     assert cli == rest and sorted(name for name, gone in cli.items() if gone) == [kept[0].name]
+
+
+@pytest.mark.parametrize("store", ["embedded", "milvus-lite"])
+def test_photos_indexed_in_a_folder_walks_skip_now_are_said(tmp_path, images_factory, capsys, store) -> None:
+    """Review: a library indexed before walks skipped `@eaDir` kept its thumbnails for good: `index add` said
+    nothing and `index prune` keeps them (their files are there). The add names them and how to forget them."""
+    if store == "milvus-lite":
+        pytest.importorskip("milvus_lite")
+    photos = tmp_path / "photos"
+    images_factory(photos, 2, formats=("jpg",))
+    images_factory(photos / "@eaDir" / "img000.jpg", 2, seed=7, prefix="SYNOPHOTO_THUMB", formats=("jpg",))
+    lib = ["--library", str(tmp_path / "lib"), "--workers", "0"]
+    if store == "milvus-lite":
+        lib += ["--store", f"milvus-lite:{tmp_path / 'm.db'}"]
+    assert main(["index", "add", str(photos / "@eaDir" / "img000.jpg"), *lib, "-q"]) == 0  # as before the rule
+    capsys.readouterr()
+    assert main(["index", "add", str(photos), *lib]) == 0
+    line = capsys.readouterr().out.splitlines()[0]
+    assert line.endswith(f"; 2 indexed photos in these folders lie in folders walks skip now (e.g. "
+                         f"{photos / '@eaDir'}): `clipforge index remove FOLDER` forgets them"), line
+    assert main(["index", "remove", str(photos / "@eaDir"), *lib[:2], *lib[4:]]) == 0
+    capsys.readouterr()
+    assert main(["index", "add", str(photos), *lib, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["unwalked"] == 0

@@ -33,10 +33,10 @@ from clipforge.data.base import BadImage
 from clipforge.data.files import DecodedFile, EmbeddedBatch, ImageFileReader, embed_files, with_max_pixels
 from clipforge.errors import Notice
 from clipforge.library.encoder import Encoder
-from clipforge.library.scan import file_identity
+from clipforge.library.scan import file_identity, skipped_folder_of
 from clipforge.library.store import FileState, Store
 
-__all__ = ["AddReport", "ModelReplacedNotice", "StoreWriter", "index_files"]
+__all__ = ["AddReport", "ModelReplacedNotice", "StoreWriter", "count_unwalked", "index_files"]
 
 
 class ModelReplacedNotice(Notice):
@@ -59,6 +59,8 @@ class AddReport:
     duplicates: int = 0  # added paths whose bytes were already embedded
     gone: int = 0        # indexed photos of the folders named whose files are no longer there (not removed)
     known_failed: int = 0  # of `unchanged`: files that failed before and were not tried again
+    unwalked: int = 0    # indexed photos of the folders named, still on disk, in folders walks skip now
+    unwalked_folder: str | None = None  # one of those folders (what `index remove` takes)
     rehashed: int = 0    # files read only because of `rehash` (size and mtime unchanged); counted above too
     rehash_changed: int = 0  # of `rehashed`: those whose bytes had changed (updated, or failed now)
     same_file: int = 0   # of `added`: second names of a file already indexed (a link), not copies
@@ -109,6 +111,10 @@ class AddReport:
         if self.rehashed:
             line += (f"; --rehash read {self.rehashed} {'file' if self.rehashed == 1 else 'files'} whose size and time "
                      f"had not changed: {self.rehash_changed} held other bytes")
+        if self.unwalked:  # indexed before walks skipped their folder (@eaDir): nothing else removes them
+            line += (f"; {self.unwalked} indexed {'photo' if self.unwalked == 1 else 'photos'} in these folders "
+                     f"{'lies' if self.unwalked == 1 else 'lie'} in folders walks skip now (e.g. "
+                     f"{self.unwalked_folder}): `clipforge index remove FOLDER` forgets them")
         if self.gone:  # search lists them as missing until pruned: say so where the user looks after deleting
             line += (f"; {self.gone} indexed {'photo' if self.gone == 1 else 'photos'} in these folders "
                      f"{'is' if self.gone == 1 else 'are'} gone from disk (`clipforge index prune` forgets them)")
@@ -118,10 +124,22 @@ class AddReport:
         return {"added": self.added, "updated": self.updated, "relinked": self.relinked, "touched": self.touched,
                 "unchanged": self.unchanged, "failed": self.failed, "embedded": self.embedded,
                 "duplicates": self.duplicates, "gone": self.gone, "known_failed": self.known_failed,
+                "unwalked": self.unwalked, "unwalked_folder": self.unwalked_folder,
                 "rehashed": self.rehashed, "rehash_changed": self.rehash_changed, "same_file": self.same_file,
                 "seconds": round(self.seconds, 3),
                 "failures": [b.to_dict() for b in self.bad],
                 "failure_reasons": dict(self.reasons())}
+
+
+def count_unwalked(report: AddReport, unseen: Sequence[str], folders: Sequence[str]) -> None:
+    """Count into `report` the photos of `unseen` (indexed under `folders`, not found by this walk) that are still on
+    disk in a folder walks skip now: a Synology share indexed before `@eaDir` was skipped kept its thumbnails in
+    every search, said nowhere, and `index prune` keeps them (their files are there)."""
+    for path in unseen:
+        skipped = skipped_folder_of(path, folders)
+        if skipped is not None and os.path.exists(path):
+            report.unwalked += 1
+            report.unwalked_folder = report.unwalked_folder or skipped
 
 
 def _stat(path: str) -> tuple[int, int] | str:

@@ -19,7 +19,7 @@ from clipforge.data.base import BadImage
 from clipforge.data.files import default_workers
 from clipforge.errors import Notice
 from clipforge.library.dbfile import DamagedLibraryError, damaged, display_path
-from clipforge.library.indexer import AddReport, index_files
+from clipforge.library.indexer import AddReport, count_unwalked, index_files
 from clipforge.library.library_base import META_DTYPE, LibraryBase
 from clipforge.library.lock import library_lock
 from clipforge.library.media import store_upload
@@ -166,7 +166,7 @@ class LibraryWrites(LibraryBase):
             )
             self._record_rejected(found.rejected, report, retry_failed)
             if paths is not None:
-                report.gone = self._gone_under(paths, found)
+                report.gone = self._gone_under(paths, found, report)
             # New photos get the library's tags (a hook after the add, see `tagging.tag_new_images`).
             if report.added or report.updated:
                 self.last_tagged += tag_new_images(self.store, self.encoder, self.paths.cache_dir)
@@ -174,10 +174,12 @@ class LibraryWrites(LibraryBase):
             self.index_manager.get()
         return report
 
-    def _gone_under(self, paths: Iterable[str | os.PathLike[str]], found: ScanResult) -> int:
+    def _gone_under(self, paths: Iterable[str | os.PathLike[str]], found: ScanResult,
+                    report: AddReport | None = None) -> int:
         """How many 'ok' photos indexed in the folders of `paths` (and below) have no file any more. They are
         kept (a photo moved elsewhere keeps its tags when added there), but the user is told: deleted photos
-        came back in every search as "missing" while `index add` said nothing of them."""
+        came back in every search as "missing" while `index add` said nothing of them. Those still on disk in a
+        folder walks skip now (`scan.skipped_folder_of`) are counted in `report.unwalked`."""
         folders = [normalise_path(p) for p in paths if os.path.isdir(p)]
         if not folders:
             return 0
@@ -185,8 +187,11 @@ class LibraryWrites(LibraryBase):
         # The rows under these folders only (a range of the path index): every row of a 100,000-photo library
         # read again doubled the time of adding a 3-photo folder.
         indexed = {path for folder in folders for path in self.store.paths_under(folder)}
+        unseen = [path for path in indexed if path not in seen]
+        if report is not None:
+            count_unwalked(report, unseen, folders)
         # Gone as `prune` judges: a link whose target was deleted is gone too.
-        return sum(1 for path in indexed if path not in seen and not os.path.exists(path))
+        return sum(1 for path in unseen if not os.path.exists(path))
 
     def _stored_dtype(self) -> str:
         """The dtype the library keeps its vectors in. Any other value (`float64`, a number) was passed on to

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from clipforge.data.files import default_workers
 from clipforge.library.encoder import Encoder
-from clipforge.library.indexer import AddReport, _plan, _Planned, embed_planned
+from clipforge.library.indexer import AddReport, _plan, _Planned, count_unwalked, embed_planned
 from clipforge.library.milvus_store import MilvusSpace, MilvusStore
 from clipforge.library.milvus_tags import space_tagger
 from clipforge.library.milvus_writer import MilvusWriter
@@ -58,6 +58,8 @@ def add_to_space(milvus: MilvusStore, space: MilvusSpace, encoder: Encoder, file
                   workers=default_workers() if workers is None else workers, progress=progress,
                   desc=f"indexing {label}")
     report.gone = gone_under(known, folders, seen)  # after the writes: `known` has followed each relinked file
+    unseen = set(seen)
+    count_unwalked(report, [p for p, state in known.items() if state.status == "ok" and p not in unseen], folders)
     return report, writer.tagged
 
 

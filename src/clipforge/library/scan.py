@@ -45,7 +45,7 @@ from clipforge.library.scan_notices import (
     unreadable_sentence,
 )
 
-__all__ = ["SKIPPED_FOLDERS", "FolderFilter", "ScanResult", "discover_files", "file_identity", "folders_of", "is_under",
+__all__ = ["SKIPPED_FOLDERS", "FolderFilter", "ScanResult", "skipped_folder_of", "discover_files", "file_identity", "folders_of", "is_under",
            "normalise_path", "read_regular_file", "scan_paths"]
 
 FolderFilter = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None
@@ -95,6 +95,21 @@ boxes and drives, and tool folders; what rclip skips by default, and the NAS one
 
 def _walked_folder(name: str) -> bool:
     return not name.startswith(".") and name.casefold() not in SKIPPED_FOLDERS
+
+
+def skipped_folder_of(path: str, folders: Sequence[str]) -> str | None:
+    """The folder a walk of `folders` does not enter on the way to `path` (a hidden one, or one of `SKIPPED_FOLDERS`:
+    a Synology `@eaDir` indexed before walks skipped it), or None: photos indexed there stay in the library, which
+    `index add` says (`AddReport.unwalked`), as `index prune` keeps them (their files are there)."""
+    for folder in folders:
+        root = folder.rstrip(os.sep) + os.sep
+        if not path.startswith(root):
+            continue
+        parts = path[len(root):].split(os.sep)[:-1]
+        for i, name in enumerate(parts):
+            if not _walked_folder(name):
+                return os.path.join(folder, *parts[:i + 1])
+    return None
 
 
 def _is_image_name(name: str) -> bool:
