@@ -161,3 +161,15 @@ def test_the_bare_loaded_model_reports_and_keeps_its_languages(tmp_path) -> None
     assert file_languages(again) == ("zh", "en")
     assert model_languages(clipforge.load(str(again))[0]) == ("zh", "en")
     assert model_languages(clipforge.load("clipforge-tiny")[0]) == ("en",)
+
+
+def test_a_languages_file_in_the_working_folder_speaks_for_no_named_model(tmp_path, monkeypatch) -> None:
+    """Review: `recorded_languages` looked beside any name, so a ./languages.json (the shipped clipforge-tiny-zh
+    folder holds one: cd into it) made clipforge-tiny and RN50 Chinese, prompts and notices included."""
+    from clipforge.zeroshot.languages import model_languages
+
+    (tmp_path / "languages.json").write_text('{"languages": ["zh"]}', encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    assert [model_languages(name) for name in ("clipforge-tiny", "RN50", "ViT-B/32")] == [("en",)] * 3
+    assert model_languages("clipforge-tiny-zh") == ("zh", "en")
+    assert model_languages(str(tmp_path)) == ("zh",)  # the folder itself, named: its file speaks for it

@@ -185,6 +185,8 @@ def recorded_languages(path: str | os.PathLike[str]) -> tuple[str, ...] | None:
     ``languages.json`` (``{"languages": [...]}``) in the model's folder (the shipped clipforge-tiny-zh's); None when
     neither says (the loader then leaves the model's languages to its family)."""
     path = Path(path)
+    if not path.exists():  # a bare name (`clipforge-tiny`, `RN50`): a ./languages.json must not speak for it
+        return None
     if recorded := file_languages(path):
         return recorded
     folder = path if path.is_dir() else path.parent
