@@ -173,3 +173,22 @@ def test_a_languages_file_in_the_working_folder_speaks_for_no_named_model(tmp_pa
     assert [model_languages(name) for name in ("clipforge-tiny", "RN50", "ViT-B/32")] == [("en",)] * 3
     assert model_languages("clipforge-tiny-zh") == ("zh", "en")
     assert model_languages(str(tmp_path)) == ("zh",)  # the folder itself, named: its file speaks for it
+
+
+def test_wise_ft_and_save_hf_keep_the_languages_read(tmp_path) -> None:
+    """Review: WiSE-FT of clipforge-tiny with a bilingual fine-tune kept only English (the zero-shot model's),
+    even at alpha 1; `save_hf` of a zh, en model wrote no languages and reloaded as English."""
+    from clipforge.api import load_model
+    from clipforge.train.wise_ft import wise_ft
+    from clipforge.weights import save_safetensors
+    from clipforge.weights.hf import save_hf
+    from clipforge.zeroshot.languages import model_languages
+
+    tiny = load_model("clipforge-tiny", "cpu").model
+    bilingual = save_safetensors(tiny, tmp_path / "bilingual.safetensors", languages=["zh", "en"])
+    mixed = wise_ft("clipforge-tiny", bilingual, 1.0, tmp_path / "mixed.safetensors")
+    assert model_languages(load_model(mixed, "cpu")) == ("zh", "en")
+    vit = load_model("random:test-vit-tiny", "cpu").model  # save_hf writes ViT towers (clipforge-tiny is a ResNet)
+    vit.languages = ["zh", "en"]
+    folder = save_hf(vit, tmp_path / "hf")
+    assert model_languages(load_model(folder, "cpu")) == ("zh", "en")

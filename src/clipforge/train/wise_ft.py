@@ -84,8 +84,9 @@ def wise_ft(zeroshot: str | os.PathLike[str], finetuned: str | os.PathLike[str],
             out: str | os.PathLike[str]) -> Path:
     """Write the interpolated model as safetensors (config, preprocessing and languages in metadata, the family's
     tokenizer file beside it) and return its path. Both models load through `clipforge.api.load_model`;
-    the result keeps the zero-shot model's preprocessing, tokenizer, scoring and languages (a mix of two
-    clipforge-tiny-zh fine-tunes was taken for English)."""
+    the result keeps the zero-shot model's preprocessing, tokenizer and scoring, and reads the languages of both
+    (a mix of two clipforge-tiny-zh fine-tunes was taken for English; a bilingual fine-tune mixed into
+    clipforge-tiny kept only English, even at alpha 1)."""
     from clipforge.train.tokenizer_file import carry_tokenizer_file
     from clipforge.weights import save_safetensors
     from clipforge.zeroshot.languages import model_languages
@@ -95,11 +96,11 @@ def wise_ft(zeroshot: str | os.PathLike[str], finetuned: str | os.PathLike[str],
     out = Path(out)
     check_out(out, {"--zeroshot": zeroshot, "--finetuned": finetuned})
     sd_a, config_a, loaded_a = _load(zeroshot)
-    sd_b, config_b, _ = _load(finetuned)
+    sd_b, config_b, loaded_b = _load(finetuned)
     if config_a != config_b:
         raise ValueError(f"the checkpoints are not the same architecture: {_differences(config_a, config_b)} "
                          f"({zeroshot} vs {finetuned})")
     carry_tokenizer_file(loaded_a.tokenizer, out.parent)
     return save_safetensors(interpolate_state_dicts(sd_a, sd_b, alpha), out, config=config_a,
                             preprocess=getattr(loaded_a.model, "preprocess_cfg", None),
-                            languages=model_languages(loaded_a))
+                            languages=list(dict.fromkeys([*model_languages(loaded_b), *model_languages(loaded_a)])))

@@ -258,8 +258,15 @@ def _build(state: dict[str, torch.Tensor], ours: dict[str, Any], where: Path, ar
 def _from_file(model: Any, path: Path) -> Any:
     """`model`, marked as holding exactly `path`'s tensors: its fingerprint (what a library is keyed by)
     comes from the fingerprint cache after the first command hashed the file (`weights.fingerprint`),
-    as for every other checkpoint: 0.3-1 s of hashing per command otherwise."""
+    as for every other checkpoint: 0.3-1 s of hashing per command otherwise. A clipforge safetensors file's own
+    records win over cn_clip's defaults (`_finish`): its preprocessing (a model trained from a cropping folder
+    was squashed after reloading) and its languages (``["zh", "en"]`` came back as zh only)."""
     from clipforge.weights.fingerprint import seed_from_file
+    from clipforge.weights.save import languages_from_metadata, preprocess_from_metadata, read_metadata
 
     seed_from_file(model, path)
+    if path.is_file() and _is_safetensors(path):
+        metadata = read_metadata(path)
+        model.preprocess_cfg = preprocess_from_metadata(metadata, path) or model.preprocess_cfg
+        model.languages = languages_from_metadata(metadata) or model.languages
     return model

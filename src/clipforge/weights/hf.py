@@ -286,6 +286,9 @@ def save_hf(model_or_state_dict: Any, directory: str | os.PathLike[str],
     write_json_atomic(directory / "config.json", hf_config)
     write_tokenizer_files(directory, int(hf_config["text_config"]["max_position_embeddings"]))
     write_preprocessor_config(directory, int(hf_config["vision_config"]["image_size"]), preprocess)
+    languages = getattr(model_or_state_dict, "languages", None)
+    if languages:  # what the model reads (a fine-tune of clipforge-tiny-zh: zh, en), read back by `recorded_languages`
+        write_json_atomic(directory / "languages.json", {"languages": [str(code) for code in languages]})
     return directory
 
 
