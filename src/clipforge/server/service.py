@@ -105,6 +105,10 @@ class LibraryService(RequestWords):
         if hasattr(library, "listing_ttl"):  # a Milvus store: pages and stats read every row (see the limit)
             library.listing_ttl = self.limits.listing_cache_s
         encoder = library.encoder  # load the model now: a broken model fails at start, not on first use
+        from clipforge.text.families import tokenize_for
+
+        # and its tokenizer: without sentencepiece a SigLIP server started, then answered every text search 500
+        tokenize_for(encoder.model, ["a photo"], encoder.context_length)
         self.model_name: str = encoder.name or f"custom model {encoder.fingerprint[:12]}"
         self.notice = model_notice(encoder.name)
 
