@@ -73,7 +73,7 @@ def test_a_foreign_space_collection_is_refused_and_nothing_is_registered(tmp_pat
     want = (f"error: Milvus store milvus-lite:{db} (collection gamma): collection {foreign} exists with dim 512 and "
             f"fields [id, vector]; clipforge's space for test-vit-tiny needs dim 32 and fields [{SPACE_FIELDS}]: drop "
             "it or use another collection name (a store named gamma uses the collections gamma_spaces, "
-            "gamma_tagsets and gamma_m<fingerprint>)")
+            "gamma_tagsets, gamma_m<fingerprint> and gamma_m<fingerprint>_t<n>)")
     assert _fail(capfd, *add) == want
     assert _fail(capfd, *add) == want  # the same line again, never "running again finishes the rest"
     err = _fail(capfd, "index", "stats", "--store", store, "--library", str(tmp_path / "lib"))
@@ -95,7 +95,7 @@ def test_a_foreign_registry_is_refused_by_writes_and_reads(tmp_path, images_fact
     want = (f"error: Milvus store milvus-lite:{db} (collection beta): collection beta_spaces exists with fields "
             "[id, vector]; clipforge's registry of model spaces needs fields [fingerprint, name, dim, collection, "
             "is_default, created, dummy]: drop it or use another collection name (a store named beta uses the "
-            "collections beta_spaces, beta_tagsets and beta_m<fingerprint>)")
+            "collections beta_spaces, beta_tagsets, beta_m<fingerprint> and beta_m<fingerprint>_t<n>)")
     lib = str(tmp_path / "lib")
     assert _fail(capfd, "index", "add", str(photos), "--store", store, "--library", lib, "--model", "test-vit-tiny",
                  "--workers", "0", "-q") == want
@@ -149,7 +149,7 @@ def test_a_space_collection_replaced_by_another_schema_is_named_with_the_field_t
     client.close()
     want = (f"error: Milvus store milvus-lite:{db} (collection c): collection {collection} exists with field width "
             "INT64; clipforge's space for test-vit-tiny needs width INT32: drop it or use another collection name "
-            "(a store named c uses the collections c_spaces, c_tagsets and c_m<fingerprint>)")
+            "(a store named c uses the collections c_spaces, c_tagsets, c_m<fingerprint> and c_m<fingerprint>_t<n>)")
     assert _fail(capfd, "index", "stats", "--store", store, "--library", lib) == want
     assert _fail(capfd, "search", "a dog", "--store", store, "--library", lib) == want
     assert _fail(capfd, "index", "add", str(photos), "--store", store, "--library", lib, "--workers", "0",

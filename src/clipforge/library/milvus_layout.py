@@ -153,5 +153,5 @@ def check_layout(call: Callable[..., Any], client: Any, store: tuple[str, str], 
     raise CollectionMismatchError(
         f"Milvus store {where}: collection {collection} exists with {differs[0]}; clipforge's {what} needs "
         f"{differs[1]}: drop it or use another collection name (a store named {name} uses the collections "
-        f"{name}_spaces, {name}_tagsets and {name}_m<fingerprint>)"
+        f"{name}_spaces, {name}_tagsets, {name}_m<fingerprint> and {name}_m<fingerprint>_t<n>)"
     )

@@ -104,6 +104,11 @@ class MilvusLibrary(MilvusRemoval, MilvusClassify, MilvusCatalog):
         if read_only and not self.milvus.spaces():
             self.milvus.close()
             raise FileNotFoundError(no_library(self.spec))
+        try:  # a foreign C_tagsets refused here, in one line: `serve` answered every upload with a 500
+            self.milvus.check_tagsets()
+        except BaseException:
+            self.milvus.close()
+            raise
         self.max_pixels = int(max_pixels) if max_pixels else DEFAULT_MAX_PIXELS
         self._device, self._precision, self._draft = device, precision, draft
         # As `Library`'s: ("image",) for an add reads the image tower only, unless the add will tag its new

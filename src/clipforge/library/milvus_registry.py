@@ -62,6 +62,16 @@ class SpaceRegistry(VocabularyRecords, Generic[SpaceT]):
         self.check_layout(space.collection, lambda: space_schema(space.dim), f"space for {space.name or '(object)'}",
                           show_dim=True)
 
+    def checked_collections(self, fingerprint: str, dim: int, name: str | None) -> list[str]:
+        """`collections_of(fingerprint)` (found by name: the base one and ``_t<n>`` ones), each checked to be a
+        clipforge space of `dim` first: the callers drop the ones the registry does not name
+        (`milvus_retag.drop_leftovers`, `drop_space`), and another tool's collection under such a name was dropped,
+        rows and all, without a word. A foreign one refuses the whole run before anything is dropped."""
+        found = self.collections_of(fingerprint)
+        for collection in found:
+            self.check_layout(collection, lambda: space_schema(dim), f"space for {name or '(object)'}", show_dim=True)
+        return found
+
     # -- spaces -----------------------------------------------------------------------------
     def _ensure_registry(self) -> None:
         if self._has_registry():
@@ -141,8 +151,9 @@ class SpaceRegistry(VocabularyRecords, Generic[SpaceT]):
         if space is None:
             raise ValueError(f"{self.spec.describe()} has no model space {fingerprint[:12]}")
         with self.writes():  # not under a `tag` run of another object (`milvus_retag`)
+            found = self.checked_collections(fingerprint, space.dim, space.name)  # before anything is dropped
             self.call(self.client.delete, self.registry, ids=[fingerprint])
-            for collection in self.collections_of(fingerprint):  # with what a killed `tag` run left
+            for collection in found:  # with what a killed `tag` run left
                 self.forget_collection(fingerprint, collection)
             self.forget_moves(fingerprint)
             if self._has_tagsets():  # as the embedded store's drop forgets the space's vocabulary

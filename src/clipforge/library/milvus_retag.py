@@ -69,8 +69,9 @@ def tag_chunk(rows: list[dict[str, Any]], tag: Tag, counts: Counter[str]) -> Non
 
 def drop_leftovers(milvus: MilvusStore, space: MilvusSpace) -> None:
     """Drop the collections of the space that the registry does not name (what a killed run left: its half-written
-    collection before the switch, the old one after), each with its vocabulary record."""
-    for collection in milvus.collections_of(space.fingerprint):
+    collection before the switch, the old one after), each with its vocabulary record. A collection under such a
+    name that is not a clipforge space of the space's dimension (another tool's) is refused, before any is dropped."""
+    for collection in milvus.checked_collections(space.fingerprint, space.dim, space.name):  # foreign: refused
         if collection != space.collection:
             milvus.forget_collection(space.fingerprint, collection)
 
@@ -102,6 +103,7 @@ def retag_space(milvus: MilvusStore, space: MilvusSpace, tag: Tag, vocabulary: s
     """Tag every "ok" row of `space` with `tag` and make that, with `vocabulary` (JSON), the space's tags in one
     switch (see the module docstring). Returns the space as it now is and the photos' top-label counts."""
     with milvus.writes():  # no write of this process between the rows' read and the switch
+        milvus.check_tagsets()  # a foreign one refused before the target collection is made, not after
         drop_leftovers(milvus, space)
         old = space.collection  # after the switch `space.collection` names the new one (`MilvusStore.moved`)
         target = MilvusSpace(milvus, _next_collection(milvus, space), space.fingerprint, space.name, space.dim)

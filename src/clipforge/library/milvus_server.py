@@ -96,7 +96,7 @@ def start_local_server(data_dir: str | os.PathLike[str], timeout: float = 180.0)
 
     if not hasattr(milvus, "MilvusServerConfig"):
         raise MilvusServerError("the `milvus` module found is not the Milvus server wheel "
-                                "(pip install -c constraints.txt 'clipforge[milvus-server]')")
+                                "(pip install 'clipforge[milvus-server]')")
     data = Path(data_dir).resolve()
     data.mkdir(parents=True, exist_ok=True)
     cache = _cache_dir()

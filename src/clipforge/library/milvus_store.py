@@ -287,6 +287,11 @@ class MilvusStore(SpaceRegistry[MilvusSpace]):
             raise ValueError("a Milvus store needs pymilvus and milvus-lite: pip install 'clipforge[milvus]'") from None
         quiet_engine_logs()
         if spec.kind == "milvus-lite":
+            try:  # pymilvus 3 installs it only as its `milvus-lite` extra: its own advice named pymilvus's extra
+                import milvus_lite  # noqa: F401
+            except ImportError:
+                raise ValueError("a milvus-lite store needs milvus-lite (pymilvus is installed without it): "
+                                 "pip install 'clipforge[milvus]'") from None
             folder = Path(spec.uri)
             check_lite_folder(spec, folder, create)
             folder.parent.mkdir(parents=True, exist_ok=True)

@@ -47,6 +47,7 @@ class VocabularyRecords:
     registry: str
     tagsets: str
     read: dict[str, Any]
+    _checked: set[str]
 
     if TYPE_CHECKING:  # MilvusStore's
 
@@ -146,6 +147,7 @@ class VocabularyRecords:
             self.call(self.client.delete, self.tagsets, filter=f"fingerprint == {quote(key)}")
         if self.call(self.client.has_collection, collection):
             self.call(self.client.drop_collection, collection)
+        self._checked.discard(collection)  # a collection made later under the name is checked again
 
     # -- tag vocabularies -----------------------------------------------------------------------
     def _has_tagsets(self) -> bool:
@@ -160,6 +162,13 @@ class VocabularyRecords:
         self.call(self.client.load_collection, self.tagsets)
         self._tagsets_ready = True
         return True
+
+    def check_tagsets(self) -> None:
+        """Refuse a ``C_tagsets`` that is not clipforge's (`CollectionMismatchError`) now, before anything is
+        written: found only when a vocabulary was first needed, it failed an upload of a server mid-request
+        (HTTP 500, the file left in uploads/), a copy after it had written a space, a `tag` after it had made
+        its new collection."""
+        self._has_tagsets()
 
     def has_tag_vocabulary(self) -> bool:
         """Whether some model space's rows have a vocabulary: an add then needs the text tower as well.

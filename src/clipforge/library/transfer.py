@@ -163,12 +163,12 @@ def _chosen(source: Any, space: str | None) -> list[SpaceInfo]:
 
 
 def _check_destination(source: Any, target: Any, spaces: list[SpaceInfo]) -> None:
-    """Refuse a destination that holds another library, or a space of the same model of another width."""
+    """Refuse a destination that holds another library, or a space of the same model of another width, or (a
+    Milvus one) a collection the copy would use that is not clipforge's: each was refused only when the copy
+    reached it, after the spaces before it (or every row, before the vocabularies) were written."""
     there = target.existing()
-    if not there:
-        return
     default = next(s for s in source.spaces() if s.default)
-    if there[0].fingerprint != default.fingerprint:
+    if there and there[0].fingerprint != default.fingerprint:
         raise CopyRefused(
             f"{target.name} holds another library: its default model is {there[0].label()}, {source.name}'s is "
             f"{default.label()}; copy into a new collection or an empty folder (nothing was written)"
@@ -181,6 +181,9 @@ def _check_destination(source: Any, target: Any, spaces: list[SpaceInfo]) -> Non
                 f"{target.name}'s model space {other.label()} holds {other.dim}-dimensional vectors, "
                 f"{source.name}'s {space.dim}-dimensional ones (nothing was written)"
             )
+    check = getattr(target, "check_collections", None)  # a Milvus destination's
+    if check is not None:
+        check(spaces)
 
 
 def _check_labels_fit(source: Any, target: Any, spaces: list[SpaceInfo]) -> None:

@@ -108,6 +108,11 @@ class _MilvusSource:
         if not self.milvus.spaces():
             self.milvus.close()
             raise FileNotFoundError(no_library(spec))
+        try:  # a foreign C_tagsets refused now: found when the vocabularies were read, after every row was copied
+            self.milvus.check_tagsets()
+        except BaseException:
+            self.milvus.close()
+            raise
 
     def key(self) -> tuple[str, ...]:
         return (self.spec.kind, self.spec.uri, self.spec.collection)

@@ -45,6 +45,24 @@ class _MilvusTarget:
 
             self.milvus = MilvusStore(self.spec, create=True)
 
+    def check_collections(self, spaces: Sequence[SpaceInfo]) -> None:
+        """Refuse, before anything is written, a collection the copy would use that another tool made: each
+        space's (`add_space` checked it only when the copy reached that space, after the spaces before it were
+        written) and ``C_tagsets`` (checked after every row was). The registry was checked by `existing`; a store
+        not made yet holds none."""
+        if self.milvus is None:  # `existing` found no milvus-lite store there
+            return
+        from clipforge.library.milvus_layout import space_schema
+
+        milvus = self.milvus
+        for space in spaces:
+            milvus.space(space.fingerprint)  # a registered one: the collection the registry names, checked
+            base = milvus.base_collection(space.fingerprint)
+            if milvus.call(milvus.client.has_collection, base):
+                milvus.check_layout(base, lambda dim=space.dim: space_schema(dim),
+                                    f"space for {space.name or '(object)'}", show_dim=True)
+        milvus.check_tagsets()
+
     def lock(self) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext()  # upserts keyed by path: concurrent writers cannot double a file
 
