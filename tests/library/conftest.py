@@ -120,3 +120,18 @@ def tagged_vector_store(tiny_encoder) -> Callable[..., object]:
         return store
 
     return make
+
+
+@pytest.fixture()
+def fail_line(capfd) -> Callable[..., str]:
+    """`fail_line(*argv)`: run a CLI command that must fail; its status is 2 and stderr is exactly one line, returned."""
+    from clipforge.cli.main import main
+
+    def run(*argv: str) -> str:
+        capfd.readouterr()
+        assert main(list(argv)) == 2
+        err = capfd.readouterr().err.strip()
+        assert err.count("\n") == 0 and "Traceback" not in err, err
+        return err
+
+    return run

@@ -46,20 +46,11 @@ def _photos(tmp_path: Path, images_factory) -> Path:
     return tmp_path / "photos"
 
 
-def _fail(capfd, *argv: str) -> str:
-    """A command that must fail: status 2 and exactly one line on stderr."""
-    capfd.readouterr()
-    assert main(list(argv)) == 2
-    err = capfd.readouterr().err.strip()
-    assert err.count("\n") == 0 and "Traceback" not in err, err
-    return err
-
-
 def _names(client: MilvusClient) -> list[str]:
     return sorted(client.list_collections())
 
 
-def test_a_foreign_space_collection_is_refused_and_nothing_is_registered(tmp_path, images_factory, capfd,
+def test_a_foreign_space_collection_is_refused_and_nothing_is_registered(tmp_path, images_factory, capfd, fail_line,
                                                                           vit_fp) -> None:
     photos, db = _photos(tmp_path, images_factory), tmp_path / "m.db"
     client = _client(db)
@@ -74,9 +65,9 @@ def test_a_foreign_space_collection_is_refused_and_nothing_is_registered(tmp_pat
             f"fields [id, vector]; clipforge's space for test-vit-tiny needs dim 32 and fields [{SPACE_FIELDS}]: drop "
             "it or use another collection name (a store named gamma uses the collections gamma_spaces, "
             "gamma_tagsets, gamma_m<fingerprint> and gamma_m<fingerprint>_t<n>)")
-    assert _fail(capfd, *add) == want
-    assert _fail(capfd, *add) == want  # the same line again, never "running again finishes the rest"
-    err = _fail(capfd, "index", "stats", "--store", store, "--library", str(tmp_path / "lib"))
+    assert fail_line(*add) == want
+    assert fail_line(*add) == want  # the same line again, never "running again finishes the rest"
+    err = fail_line("index", "stats", "--store", store, "--library", str(tmp_path / "lib"))
     assert err.startswith(f"error: no library in milvus-lite:{db} (collection gamma)"), err  # not a healthy library
     client = _client(db)
     try:
@@ -86,7 +77,7 @@ def test_a_foreign_space_collection_is_refused_and_nothing_is_registered(tmp_pat
         client.close()
 
 
-def test_a_foreign_registry_is_refused_by_writes_and_reads(tmp_path, images_factory, capfd) -> None:
+def test_a_foreign_registry_is_refused_by_writes_and_reads(tmp_path, images_factory, capfd, fail_line) -> None:
     photos, db = _photos(tmp_path, images_factory), tmp_path / "m.db"
     client = _client(db)
     client.create_collection("beta_spaces", dimension=8)
@@ -97,10 +88,10 @@ def test_a_foreign_registry_is_refused_by_writes_and_reads(tmp_path, images_fact
             "is_default, created, dummy]: drop it or use another collection name (a store named beta uses the "
             "collections beta_spaces, beta_tagsets, beta_m<fingerprint> and beta_m<fingerprint>_t<n>)")
     lib = str(tmp_path / "lib")
-    assert _fail(capfd, "index", "add", str(photos), "--store", store, "--library", lib, "--model", "test-vit-tiny",
+    assert fail_line("index", "add", str(photos), "--store", store, "--library", lib, "--model", "test-vit-tiny",
                  "--workers", "0", "-q") == want
-    assert _fail(capfd, "index", "stats", "--store", store, "--library", lib) == want
-    assert _fail(capfd, "search", "a dog", "--store", store, "--library", lib) == want
+    assert fail_line("index", "stats", "--store", store, "--library", lib) == want
+    assert fail_line("search", "a dog", "--store", store, "--library", lib) == want
     client = _client(db)
     try:
         assert _names(client) == ["beta_spaces"]  # no space collection was made beside it
@@ -108,12 +99,12 @@ def test_a_foreign_registry_is_refused_by_writes_and_reads(tmp_path, images_fact
         client.close()
 
 
-def test_a_foreign_vocabulary_collection_is_refused_before_the_add_writes(tmp_path, images_factory, capfd) -> None:
+def test_a_foreign_vocabulary_collection_is_refused_before_the_add_writes(tmp_path, images_factory, capfd, fail_line) -> None:
     photos, db = _photos(tmp_path, images_factory), tmp_path / "m.db"
     client = _client(db)
     client.create_collection("delta_tagsets", dimension=2)
     client.close()
-    err = _fail(capfd, "index", "add", str(photos), "--store", f"milvus-lite:{db}#delta", "--library",
+    err = fail_line("index", "add", str(photos), "--store", f"milvus-lite:{db}#delta", "--library",
                 str(tmp_path / "lib"), "--model", "test-vit-tiny", "--workers", "0", "-q")
     assert ("collection delta_tagsets exists with fields [id, vector]; clipforge's record of tag vocabularies needs "
             "fields [fingerprint, vocabulary, dummy]: drop it or use another collection name") in err, err
@@ -126,7 +117,7 @@ def test_a_foreign_vocabulary_collection_is_refused_before_the_add_writes(tmp_pa
 
 
 def test_a_space_collection_replaced_by_another_schema_is_named_with_the_field_that_differs(
-        tmp_path, images_factory, capfd, vit_fp) -> None:
+        tmp_path, images_factory, capfd, fail_line, vit_fp) -> None:
     """A library's space whose collection was dropped and made again by another tool with the same field names
     but one other type: the reads refuse it, naming that field, instead of the engine's error mid-search."""
     photos, db = _photos(tmp_path, images_factory), tmp_path / "m.db"
@@ -150,9 +141,9 @@ def test_a_space_collection_replaced_by_another_schema_is_named_with_the_field_t
     want = (f"error: Milvus store milvus-lite:{db} (collection c): collection {collection} exists with field width "
             "INT64; clipforge's space for test-vit-tiny needs width INT32: drop it or use another collection name "
             "(a store named c uses the collections c_spaces, c_tagsets, c_m<fingerprint> and c_m<fingerprint>_t<n>)")
-    assert _fail(capfd, "index", "stats", "--store", store, "--library", lib) == want
-    assert _fail(capfd, "search", "a dog", "--store", store, "--library", lib) == want
-    assert _fail(capfd, "index", "add", str(photos), "--store", store, "--library", lib, "--workers", "0",
+    assert fail_line("index", "stats", "--store", store, "--library", lib) == want
+    assert fail_line("search", "a dog", "--store", store, "--library", lib) == want
+    assert fail_line("index", "add", str(photos), "--store", store, "--library", lib, "--workers", "0",
                  "-q") == want
 
 
@@ -164,7 +155,7 @@ def test_a_space_collection_replaced_by_another_schema_is_named_with_the_field_t
     ("exceeded the limit number of collections", False),
     ("PermissionDenied: not allowed to Upsert", False),
 ])
-def test_only_a_lost_connection_is_told_to_run_again(tmp_path, images_factory, capfd, monkeypatch, message,
+def test_only_a_lost_connection_is_told_to_run_again(tmp_path, images_factory, capfd, fail_line, monkeypatch, message,
                                                      rerun) -> None:
     photos, db = _photos(tmp_path, images_factory), tmp_path / "m.db"
     real = MilvusClient.upsert
@@ -175,7 +166,7 @@ def test_only_a_lost_connection_is_told_to_run_again(tmp_path, images_factory, c
         raise MilvusException(message=message)
 
     monkeypatch.setattr(MilvusClient, "upsert", refuse)
-    err = _fail(capfd, "index", "add", str(photos), "--store", f"milvus-lite:{db}", "--library",
+    err = fail_line("index", "add", str(photos), "--store", f"milvus-lite:{db}", "--library",
                 str(tmp_path / "lib"), "--model", "test-vit-tiny", "--workers", "0", "-q")
     assert message in err
     assert (RERUN in err) is rerun, err
@@ -201,9 +192,9 @@ def test_a_grpc_status_of_the_connection_counts_as_interrupted() -> None:
     assert not interrupted(MilvusException(code=1100, message="group_by_field 'sha256' not found in schema"))
 
 
-def test_a_missing_pymilvus_names_the_extra_as_every_other_extra_does(tmp_path, monkeypatch, capfd) -> None:
+def test_a_missing_pymilvus_names_the_extra_as_every_other_extra_does(tmp_path, monkeypatch, capfd, fail_line) -> None:
     monkeypatch.setitem(sys.modules, "pymilvus", None)  # not installed: `import pymilvus` fails
-    err = _fail(capfd, "index", "stats", "--store", f"milvus-lite:{tmp_path}/m.db", "--library", str(tmp_path / "lib"))
+    err = fail_line("index", "stats", "--store", f"milvus-lite:{tmp_path}/m.db", "--library", str(tmp_path / "lib"))
     assert err == "error: a Milvus store needs pymilvus and milvus-lite: pip install 'clipforge[milvus]'"
     assert not (tmp_path / "m.db").exists()
 

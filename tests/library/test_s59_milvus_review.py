@@ -33,15 +33,6 @@ def fps() -> tuple[str, str]:
     return resolve_encoder("test-vit-tiny").fingerprint, resolve_encoder("test-rn-tiny").fingerprint
 
 
-def _fail(capfd, *argv: str) -> str:
-    """A command that must fail: status 2 and exactly one line on stderr."""
-    capfd.readouterr()
-    assert main(list(argv)) == 2
-    err = capfd.readouterr().err.strip()
-    assert err.count("\n") == 0 and "Traceback" not in err, err
-    return err
-
-
 def _foreign(db: Path, name: str, rows: int, dim: int = 4) -> None:
     client = MilvusClient(str(db))
     try:
@@ -82,13 +73,13 @@ def photos(tmp_path, images_factory) -> Path:
     return tmp_path / "photos"
 
 
-def test_tag_refuses_a_foreign_t_collection_and_drops_nothing(tmp_path, photos, capfd, fps) -> None:
+def test_tag_refuses_a_foreign_t_collection_and_drops_nothing(tmp_path, photos, capfd, fail_line, fps) -> None:
     db, store = tmp_path / "m.db", f"milvus-lite:{tmp_path / 'm.db'}#lib"
     _add(tmp_path, store, photos)
     foreign = f"lib_m{fps[0][:16]}_t1"
     _foreign(db, foreign, 7)
     before = _state(db)
-    err = _fail(capfd, *_tag(store, tmp_path))
+    err = fail_line(*_tag(store, tmp_path))
     assert err == (f"error: Milvus store milvus-lite:{db} (collection lib): collection {foreign} exists with dim 4 "
                    "and fields [id, vector]; clipforge's space for test-vit-tiny needs dim 32 and fields [path, id, "
                    "sha256, size, mtime_ns, width, height, status, error, added_at, tags, tag_scores, vector]: drop it "
@@ -96,7 +87,7 @@ def test_tag_refuses_a_foreign_t_collection_and_drops_nothing(tmp_path, photos, 
     assert _state(db) == before  # the foreign rows kept, no vocabulary collection made
 
 
-def test_tag_refuses_a_foreign_base_collection_put_back_after_a_tag(tmp_path, photos, capfd, fps) -> None:
+def test_tag_refuses_a_foreign_base_collection_put_back_after_a_tag(tmp_path, photos, capfd, fail_line, fps) -> None:
     db, store = tmp_path / "m.db", f"milvus-lite:{tmp_path / 'm.db'}#lib"
     _add(tmp_path, store, photos)
     assert main(_tag(store, tmp_path)) == 0  # the rows move to lib_m<fp>_t1
@@ -104,29 +95,29 @@ def test_tag_refuses_a_foreign_base_collection_put_back_after_a_tag(tmp_path, ph
     assert f"{base}_t1" in _state(db) and base not in _state(db)
     _foreign(db, base, 11)
     before = _state(db)
-    err = _fail(capfd, *_tag(store, tmp_path))
+    err = fail_line(*_tag(store, tmp_path))
     assert f"collection {base} exists with dim 4 and fields [id, vector]" in err, err
     assert _state(db) == before
 
 
-def test_tag_with_a_foreign_tagsets_creates_nothing(tmp_path, photos, capfd, fps) -> None:
+def test_tag_with_a_foreign_tagsets_creates_nothing(tmp_path, photos, capfd, fail_line, fps) -> None:
     db, store = tmp_path / "m.db", f"milvus-lite:{tmp_path / 'm.db'}#lib"
     _add(tmp_path, store, photos)
     _foreign(db, "lib_tagsets", 2, dim=2)
     before = _state(db)
-    err = _fail(capfd, *_tag(store, tmp_path))
+    err = fail_line(*_tag(store, tmp_path))
     assert "collection lib_tagsets exists with fields [id, vector]; clipforge's record of tag vocabularies" in err
     assert _state(db) == before  # no empty lib_m<fp>_t1 made before the refusal
 
 
-def test_drop_space_refuses_a_foreign_t_collection(tmp_path, photos, capfd, fps) -> None:
+def test_drop_space_refuses_a_foreign_t_collection(tmp_path, photos, capfd, fail_line, fps) -> None:
     db, store = tmp_path / "m.db", f"milvus-lite:{tmp_path / 'm.db'}#ds"
     _add(tmp_path, store, photos)
     _add(tmp_path, store, photos, "test-rn-tiny")
     foreign = f"ds_m{fps[1][:16]}_t7"
     _foreign(db, foreign, 9)
     before = _state(db)
-    err = _fail(capfd, "index", "drop-space", "test-rn-tiny", "--store", store, "--library", str(tmp_path / "lib"))
+    err = fail_line("index", "drop-space", "test-rn-tiny", "--store", store, "--library", str(tmp_path / "lib"))
     assert f"collection {foreign} exists with dim 4 and fields [id, vector]; clipforge's space for test-rn-tiny" in err
     assert err.endswith(NAMES.format(c="ds")), err
     assert _state(db) == before  # the registry row, the space and the foreign rows all kept
@@ -140,31 +131,31 @@ def _two_space_source(tmp_path: Path, photos: Path) -> str:
     return src
 
 
-def test_copy_refuses_a_foreign_second_space_before_writing(tmp_path, photos, capfd, fps) -> None:
+def test_copy_refuses_a_foreign_second_space_before_writing(tmp_path, photos, capfd, fail_line, fps) -> None:
     src = _two_space_source(tmp_path, photos)
     db = tmp_path / "dst.db"
     foreign = f"cpa_m{fps[1][:16]}"
     _foreign(db, foreign, 3)
-    err = _fail(capfd, "index", "copy", "--store", src, "--to", f"milvus-lite:{db}#cpa", "-q")
+    err = fail_line("index", "copy", "--store", src, "--to", f"milvus-lite:{db}#cpa", "-q")
     assert f"collection {foreign} exists with dim 4 and fields [id, vector]" in err, err
     assert _state(db) == {foreign: 3}  # no registry, no first space
 
 
-def test_copy_refuses_a_foreign_destination_tagsets_before_writing(tmp_path, photos, capfd) -> None:
+def test_copy_refuses_a_foreign_destination_tagsets_before_writing(tmp_path, photos, capfd, fail_line) -> None:
     src = _two_space_source(tmp_path, photos)
     db = tmp_path / "dst.db"
     _foreign(db, "cpb_tagsets", 0, dim=2)
-    err = _fail(capfd, "index", "copy", "--store", src, "--to", f"milvus-lite:{db}#cpb", "-q")
+    err = fail_line("index", "copy", "--store", src, "--to", f"milvus-lite:{db}#cpb", "-q")
     assert "collection cpb_tagsets exists with fields [id, vector]" in err, err
     assert _state(db) == {"cpb_tagsets": 0}
 
 
-def test_copy_out_of_a_store_with_a_foreign_tagsets_writes_nothing(tmp_path, photos, capfd) -> None:
+def test_copy_out_of_a_store_with_a_foreign_tagsets_writes_nothing(tmp_path, photos, capfd, fail_line) -> None:
     db, store = tmp_path / "m.db", f"milvus-lite:{tmp_path / 'm.db'}#cpc"
     _add(tmp_path, store, photos)
     _foreign(db, "cpc_tagsets", 0, dim=2)
     out = tmp_path / "back"
-    err = _fail(capfd, "index", "copy", "--store", store, "--to-library", str(out), "-q")
+    err = fail_line("index", "copy", "--store", store, "--to-library", str(out), "-q")
     assert "collection cpc_tagsets exists with fields [id, vector]" in err, err
     assert not (out / "library.sqlite3").exists(), sorted(out.rglob("*"))  # the destination was not filled
 
@@ -193,9 +184,9 @@ def test_serve_of_an_existing_library_with_a_foreign_tagsets_refuses(tmp_path, p
     MilvusClient(str(db)).close()  # the folder was let go
 
 
-def test_pymilvus_without_milvus_lite_names_the_extra(tmp_path, capfd, monkeypatch) -> None:
+def test_pymilvus_without_milvus_lite_names_the_extra(tmp_path, capfd, fail_line, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "milvus_lite", None)  # what `pip install pymilvus` (3.x) alone leaves
-    err = _fail(capfd, "index", "stats", "--store", f"milvus-lite:{tmp_path / 'm.db'}", "--library",
+    err = fail_line("index", "stats", "--store", f"milvus-lite:{tmp_path / 'm.db'}", "--library",
                 str(tmp_path / "lib"))
     assert err == ("error: a milvus-lite store needs milvus-lite (pymilvus is installed without it): "
                    "pip install 'clipforge[milvus]'")

@@ -271,14 +271,19 @@ def from_db(value: str | bytes) -> str:
     return os.fsdecode(value) if isinstance(value, bytes) else value
 
 
-def path_text(path: str) -> str:
-    """A file name as lossless UTF-8 text, for what holds text only (a Milvus key, an export's parquet and JSON):
-    itself, or ``b64:`` + base64 of its bytes when it is not UTF-8 (a real name is a path, never starting so)."""
+def is_utf8_name(path: str) -> bool:
+    """Whether `path` (as Python spells a file name: undecodable bytes as surrogates) is valid UTF-8."""
     try:
         path.encode("utf-8")
     except UnicodeEncodeError:
-        return "b64:" + base64.b64encode(os.fsencode(path)).decode("ascii")
-    return path
+        return False
+    return True
+
+
+def path_text(path: str) -> str:
+    """A file name as lossless UTF-8 text, for what holds text only (a Milvus key, an export's parquet and JSON):
+    itself, or ``b64:`` + base64 of its bytes when it is not UTF-8 (a real name is a path, never starting so)."""
+    return path if is_utf8_name(path) else "b64:" + base64.b64encode(os.fsencode(path)).decode("ascii")
 
 
 def text_path(text: str) -> str:

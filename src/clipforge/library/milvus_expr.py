@@ -23,6 +23,8 @@ from __future__ import annotations
 import base64
 import os
 
+from clipforge.library.dbfile import is_utf8_name
+
 __all__ = ["like_prefix", "quote", "under_expr"]
 
 
@@ -42,11 +44,7 @@ def like_prefix(folder: str) -> str:
 
 def text_form(path: str) -> bool:
     """Whether `path` is stored under its own name (valid UTF-8) rather than a ``b64:`` key."""
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+    return is_utf8_name(path)
 
 
 def b64_prefix(folder: str) -> str:

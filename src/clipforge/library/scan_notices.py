@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from clipforge.errors import Notice
+from clipforge.library.dbfile import is_utf8_name
 
 __all__ = ["NotUtf8NamesNotice", "UnreadablePhotosNotice", "is_utf8_name", "not_utf8_sentence",
            "unreadable_sentence"]
@@ -29,15 +30,6 @@ class UnreadablePhotosNotice(Notice):
 
 class NotUtf8NamesNotice(Notice):
     """A scan found files whose names are not UTF-8: indexed, but shown with escapes."""
-
-
-def is_utf8_name(path: str) -> bool:
-    """Whether `path` (as Python spells a file name: undecodable bytes as surrogates) is valid UTF-8."""
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _files(count: int, extension: str) -> str:
