@@ -17,6 +17,7 @@ from PIL import Image
 
 from clipforge.cli.main import main
 from clipforge.evaluate.suite import parse_suite_expect, run_suite
+from tests.evaluate.dataset_builders import voc2007_folder
 
 MODEL = "test-vit-tiny"
 
@@ -31,20 +32,8 @@ def _cb_average_precision():
 
 def _voc(root: Path) -> Path:
     """A VOC 2007 test set of 8 images: dog/cat/person marks, one difficult (0) chair, 16 classes never present."""
-    from clipforge.data.imagenet_variants import VOC_CLASSES
-
-    base = root / "VOCdevkit" / "VOC2007"
-    (base / "ImageSets" / "Main").mkdir(parents=True)
-    (base / "JPEGImages").mkdir()
-    present = {1: ["dog"], 2: ["cat", "person"], 3: ["dog", "person"], 4: ["bird"], 5: ["cat"], 6: ["dog", "chair"],
-               7: ["person"], 8: ["bird", "cat"]}
-    rng = np.random.default_rng(0)
-    for i in present:
-        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(base / "JPEGImages" / f"{i:06d}.jpg")
-    for cls in VOC_CLASSES:
-        lines = [f"{i:06d} {(0 if cls == 'chair' else 1) if cls in names else -1:2d}\n" for i, names in present.items()]
-        (base / "ImageSets" / "Main" / f"{cls}_test.txt").write_text("".join(lines))
-    return root
+    return voc2007_folder(root, {1: ["dog"], 2: ["cat", "person"], 3: ["dog", "person"], 4: ["bird"], 5: ["cat"],
+                                 6: ["dog", "chair"], 7: ["person"], 8: ["bird", "cat"]})
 
 
 def test_voc_mean_average_precision_is_clip_benchmarks_and_the_11_point_one_keeps_its_own_name(tmp_path):

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from clipforge.cli.main import main
+from tests.evaluate.dataset_builders import voc2007_folder
 
 MODEL = "test-vit-tiny"
 
@@ -63,19 +64,8 @@ def test_a_repeated_name_without_folders_is_named_by_its_class_indices():
 
 def _voc(root: Path) -> Path:
     """A VOC 2007 test set of 6 images: dog/cat/person marks, a difficult (0) chair, 16 classes never present."""
-    from clipforge.data.imagenet_variants import VOC_CLASSES
-
-    base = root / "VOCdevkit" / "VOC2007"
-    (base / "ImageSets" / "Main").mkdir(parents=True)
-    (base / "JPEGImages").mkdir()
-    present = {1: ["dog"], 2: ["cat", "person"], 3: ["dog", "person"], 4: ["cat"], 5: ["dog", "chair"], 6: ["person"]}
-    rng = np.random.default_rng(0)
-    for i in present:
-        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(base / "JPEGImages" / f"{i:06d}.jpg")
-    for cls in VOC_CLASSES:
-        lines = [f"{i:06d} {(0 if cls == 'chair' else 1) if cls in names else -1:2d}\n" for i, names in present.items()]
-        (base / "ImageSets" / "Main" / f"{cls}_test.txt").write_text("".join(lines))
-    return root
+    return voc2007_folder(root, {1: ["dog"], 2: ["cat", "person"], 3: ["dog", "person"], 4: ["cat"],
+                                 5: ["dog", "chair"], 6: ["person"]})
 
 
 def test_voc_plot_writes_per_class_ap_and_the_line_shows_clip_benchmarks_map(tmp_path, capsys):

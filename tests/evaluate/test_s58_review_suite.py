@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from clipforge.evaluate.suite import run_suite
+from tests.evaluate.dataset_builders import flickr8k_folder
 
 MODEL = "test-vit-tiny"
 MOVED = "written by an earlier clipforge moved to cells/stale/: their metrics may mean something else; rerun them"
@@ -91,13 +92,7 @@ def test_only_the_probes_training_split_changed_recomputes_the_probe_alone(tmp_p
 
 def _flickr8k(root: Path) -> Path:
     """Kaggle's layout: captions.txt + Images/, no split list (so the cell is `flickr8k_all`, split `all`)."""
-    (root / "Images").mkdir(parents=True)
-    rows = ["image,caption"]
-    for i, colour in enumerate(((200, 0, 0), (0, 200, 0), (0, 0, 200))):
-        Image.new("RGB", (8, 8), colour).save(root / "Images" / f"{i}.jpg")
-        rows += [f"{i}.jpg,a picture number {i} of a colour", f"{i}.jpg,colour {i} fills the frame"]
-    (root / "captions.txt").write_text("\n".join(rows) + "\n")
-    return root
+    return flickr8k_folder(root)
 
 
 def test_edited_captions_recompute_a_retrieval_cell(tmp_path):

@@ -19,6 +19,7 @@ from PIL import Image
 from clipforge.cli.main import main
 from clipforge.evaluate import suite as suite_module
 from clipforge.evaluate.suite import run_suite
+from tests.evaluate.dataset_builders import flickr8k_folder
 
 MODEL = "test-vit-tiny"
 
@@ -85,15 +86,7 @@ def test_a_cell_without_its_dataset_fields_is_moved_aside_and_computed_again_say
 
 
 def _flickr8k(root: Path, test_list: list[str] | None) -> Path:
-    (root / "Images").mkdir(parents=True)
-    rows = ["image,caption"]
-    for i, colour in enumerate(((200, 0, 0), (0, 200, 0), (0, 0, 200))):
-        Image.new("RGB", (8, 8), colour).save(root / "Images" / f"{i}.jpg")
-        rows += [f"{i}.jpg,a picture number {i} of a colour", f"{i}.jpg,colour {i} fills the frame"]
-    (root / "captions.txt").write_text("\n".join(rows) + "\n")
-    if test_list is not None:
-        (root / "Flickr_8k.testImages.txt").write_text("\n".join(test_list) + "\n")
-    return root
+    return flickr8k_folder(root, test_list)
 
 
 def test_flickr8k_without_a_split_list_is_flickr8k_all_not_the_karpathy_test_split(tmp_path):

@@ -12,14 +12,11 @@ import torch
 from clipforge.train.config import TrainConfig, TrainConfigError
 from clipforge.train.logs import read_log
 from clipforge.train.trainer import Trainer
+from tests.train.run_configs import small_run
 
 
 def _config(root, out, **kw) -> TrainConfig:
-    base = dict(model="test-rn-tiny", data="folder", root=str(root), batch_size=8, steps=2, lr=1e-3,
-                warmup_steps=0, precision="fp32", log_every=1, out_dir=str(out), seed=3, device="cpu",
-                tensorboard=False)
-    base.update(kw)
-    return TrainConfig(**base)
+    return small_run(root, out, **{"model": "test-rn-tiny", "steps": 2, **kw})
 
 
 def test_micro_batch_with_a_trainable_batchnorm_tower_is_refused_in_one_line(caption_folders, tmp_path):

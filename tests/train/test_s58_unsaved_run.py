@@ -11,6 +11,7 @@ import pytest
 from clipforge.train.config import TrainConfig
 from clipforge.train.logs import read_log
 from clipforge.train.trainer import Trainer
+from tests.train.run_configs import small_run
 
 
 class _Interrupted:
@@ -23,11 +24,7 @@ class _Interrupted:
 
 
 def _config(root, out, **kw) -> TrainConfig:
-    base = dict(model="test-vit-tiny", data="folder", root=str(root), batch_size=8, steps=3, lr=1e-3,
-                warmup_steps=0, precision="fp32", log_every=1, out_dir=str(out), seed=3, device="cpu",
-                tensorboard=False)
-    base.update(kw)
-    return TrainConfig(**base)
+    return small_run(root, out, **kw)
 
 
 def _killed_run(root, out) -> None:
