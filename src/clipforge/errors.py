@@ -26,6 +26,12 @@ class UserError(Exception):
     """What the REST API answers (`clipforge.server.errors.api_error`; the code is the class name in snake
     case): the request cannot be served as sent. A class about the server's own environment rather than
     the request (a busy store, a full disk) may say 503 or 507."""
+    client_detail: str | None = None
+    """What a client of the server is told instead of the message, for a class whose message names what is the
+    operator's alone (a store's host and the engine's words): the message stays in the server's log line."""
+    retry_after: float | None = None
+    """Seconds after which the same request may well succeed (a server that went away): the REST answer's
+    `Retry-After`. None: trying again changes nothing until someone acts."""
 
 
 class Notice(UserWarning):

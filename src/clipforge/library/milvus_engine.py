@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from clipforge.errors import Notice
+from clipforge.errors import Notice, UserError
 from clipforge.library.backend import StoreSpec
 
 __all__ = ["ENGINES", "CollectionMismatchError", "StoreConnectionError", "StoreDamagedError", "StoreLockedError",
@@ -28,13 +28,20 @@ __all__ = ["ENGINES", "CollectionMismatchError", "StoreConnectionError", "StoreD
            "quiet_engine_logs"]
 
 
-class StoreUnavailableError(OSError):
-    """The Milvus server could not be reached or refused a request."""
+class StoreUnavailableError(UserError, OSError):
+    """The Milvus server could not be reached or refused a request: the environment's fault, not the request's,
+    so `serve` answers 503 (a 500 told clients the server had a bug), with a sentence that names no host."""
+
+    http_status = 503
+    client_detail = "the library's Milvus store could not serve this request (the server log names it and why)"
 
 
 class StoreConnectionError(StoreUnavailableError):
     """The server went away or did not answer in time (`interrupted`): the one failure a re-run gets past, so the
     only one an interrupted `index add` tells to run again (a refusal of the request itself repeats for ever)."""
+
+    client_detail = "the library's Milvus store is not answering (the server log names it); try again shortly"
+    retry_after = 10.0
 
 
 class CollectionMismatchError(StoreUnavailableError):

@@ -38,7 +38,9 @@ _DESCRIPTION = """Search and classify an image library with CLIP.
 * Every error is JSON: `{"error": code, "detail": message}`. A request that cannot be served as sent gets a 4xx
   whose code names the reason (a refusal from the library is named after its error class, e.g. `query_error`,
   `template_error`, `image_load_error`); a fault of the server itself is 500 `internal_error`, whose details
-  stay in the server's log.
+  stay in the server's log. A store that cannot serve the request is 503: `store_connection_error` for a Milvus
+  server that is not answering (with `Retry-After`), `damaged_library_error` for a damaged database, other
+  failures of a Milvus store by their class (`store_unavailable_error`, `collection_mismatch_error`, ...).
 * No cross-origin access (no CORS headers): only pages served by this server call it from a browser. A
   request other than GET/HEAD/OPTIONS that a browser marks as sent by another site's page is refused (403
   `cross_site_request`), and so is a `Host` name the server was not started to answer to (400

@@ -151,10 +151,12 @@ def user_error(exc: BaseException) -> APIError | None:
         return exc
     if isinstance(exc, UserError):
         status = getattr(exc, "http_status", 400)
+        wait = exc.retry_after
         return APIError(
             status if isinstance(status, int) and 400 <= status < 600 else 400,
             _code(exc),
-            without_folders(one_line(exc)[:_MAX_DETAIL]),
+            exc.client_detail or without_folders(one_line(exc)[:_MAX_DETAIL]),
+            retry_after=wait if isinstance(wait, (int, float)) and wait > 0 else None,
         )
     return None
 
@@ -169,7 +171,10 @@ def api_error(exc: BaseException, where: str, level: int = logging.INFO) -> APIE
     if error is None:
         log.error("unhandled error in %s", where, exc_info=exc)
         return APIError(500, "internal_error", INTERNAL_DETAIL)
-    log.log(level, "%s refused (%d %s): %s", where, error.status, error.code, str(error.detail)[:200])
+    if error.status >= 500:  # the server's environment failed (a lost store, a damaged database): the operator's
+        level = max(level, logging.WARNING)
+    told = one_line(exc) if isinstance(exc, UserError) and exc.client_detail else error.detail  # the log's words
+    log.log(level, "%s refused (%d %s): %s", where, error.status, error.code, str(told)[:300])
     return error
 
 
