@@ -52,6 +52,8 @@ class SearchHitOut(BaseModel):
     url: str
     thumb_url: str
     duplicates: int = Field(description="other files in the library with the same bytes")
+    same_file: int = Field(0, description="other names in the library of this very file (a hard link, a symlinked "
+                                          "folder's path): not copies, deleting one deletes the photo")
     tags: list[TagOut] = []
     missing: bool = Field(False, description="the file was deleted since it was indexed (its folder is there, the "
                                              "file is not): `url` and `thumb_url` answer 404 (`clipforge index "
@@ -143,7 +145,7 @@ def hit_out(hit: Any, prefix: str = "", missing: bool = False) -> SearchHitOut:
     """A SearchHit as the API shows it; `missing`: its file is gone (`gone_files`, looked up off the event loop)."""
     return SearchHitOut(id=hit.id, filename=display_path(os.path.basename(hit.path)), score=round(float(hit.score), 6),
                         width=hit.width, height=hit.height, duplicates=len(hit.duplicates), tags=_tags(hit.tags),
-                        missing=missing, **_urls(prefix, hit.id))
+                        same_file=len(getattr(hit, "same_file", ()) or ()), missing=missing, **_urls(prefix, hit.id))
 
 
 def gone_files(hits: Any) -> set[int]:
