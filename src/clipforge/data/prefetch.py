@@ -11,13 +11,17 @@ that the main process and its DataLoader workers (forked later) read.
 Safe by construction:
 
 * **Verified, never trusted.** A result is used only by a reader whose preprocessing has the
-  same pixel key (`pixel_key`: class, resolution, draft decoding, EXIF handling, pixel limit);
+  same pixel key (`pixel_key`: the class and every parameter that decides the uint8 crop - resolution,
+  draft decoding, EXIF handling, pixel limit and, for the weights' `WeightsPreprocess` (SigLIP's squash,
+  a Hugging Face folder's floor crop, bilinear weights), interpolation, resize mode and crop offset);
   the key the prefetch decodes with is what the same command used last time (`hints`, kept only
-  when that run read at least `AHEAD_MIN` photos), and a first run or a changed model simply finds
-  nothing. Pixels, size and sha256 come from one read of the file's bytes, as `read_file` gives
-  them, and are taken only while the file's inode and modification time are what they were when it
-  was read (a library records a file's state when it scans it, after this process read it: a photo
-  rewritten in between must be read again). A file the prefetch could not decode is left to the
+  when that run read at least `AHEAD_MIN` photos; rebuilt from the file field by field, and only if
+  the rebuilt preprocess gives back exactly that key), and a first run or a changed model simply finds
+  nothing; any other class (a subclass, a custom callable) is never decoded ahead. Pixels, size and
+  sha256 come from one read of the file's bytes, as `read_file` gives them, and are taken only while
+  the file's inode and modification time are what they were when it was read (a library records a
+  file's state when it scans it, after this process read it: a photo rewritten in between must be
+  read again). A file the prefetch could not decode is left to the
   reader, which reports it in its own words.
 * **Bounded.** At most `MAX_IMAGES` photos and `MAX_BYTES` of pixels; paths over `PATH_BYTES`
   bytes are left to the reader. The mapping is anonymous: nothing is left on disk.
@@ -36,6 +40,7 @@ import mmap
 import os
 import signal
 import struct
+import sys
 from collections.abc import Callable, Container, Iterable
 from pathlib import Path
 from typing import Any
@@ -43,6 +48,8 @@ from typing import Any
 import numpy as np
 
 from clipforge.cores import die_with_parent, usable_cores
+from clipforge.image.geometry import CROP_OFFSETS
+from clipforge.image.loading import DEFAULT_MAX_PIXELS
 
 from .reading import DecodedFile, read_file
 
@@ -68,28 +75,80 @@ _READER_KEY: list[tuple[Any, ...] | None] = []  # the pixel key of this process'
 _DELIVERED = [0]  # photos this process's readers delivered with pixels
 
 
+_WEIGHTS_MODULE = "clipforge.weights.preprocessing"
+_RESAMPLE_CODES = {"bicubic": 3, "bilinear": 2}  # PIL's Resampling codes, as `WeightsPreprocess` maps its names
+_RESIZE_MODES = ("shortest", "squash")
+_PIXEL_METHODS = ("pixels", "decode", "decoded_pixels", "_resized_pixels", "_target")
+_KEY_SCALARS = (str, bool, int)
+
+
 def pixel_key(preprocess: Any) -> tuple[Any, ...] | None:
-    """What decides a crop's pixels, for `clipforge.image.Preprocess` itself; None for anything else
-    (subclasses and custom callables resize their own way and are never prefetched)."""
+    """What decides a crop's pixels: the class's name and every parameter of it that does.
+
+    ``("Preprocess", n_px, draft, exif_transpose, max_pixels)`` for `clipforge.image.Preprocess` itself (the
+    form hint files have always held), ``("WeightsPreprocess", n_px, draft, exif_transpose, max_pixels,
+    interpolation, resize_mode, crop_offset)`` for the weights' preprocessing. None for anything else: a
+    subclass or a custom callable resizes its own way, and an instance whose pixel methods or resize filter /
+    crop offset were replaced on it is not what its class and parameters say (mean and std are left out:
+    they apply after the uint8 crop, in the reader's own `normalize`).
+    """
     from clipforge.image import Preprocess
 
-    if type(preprocess) is not Preprocess:
+    kind = type(preprocess)
+    weights = getattr(sys.modules.get(_WEIGHTS_MODULE), "WeightsPreprocess", None)  # loaded if one exists
+    if kind is not Preprocess and (weights is None or kind is not weights):
+        return None
+    own = vars(preprocess)
+    if any(name in own for name in _PIXEL_METHODS):
         return None
     limit = preprocess.max_pixels
-    return ("Preprocess", preprocess.n_px, preprocess.draft, preprocess.exif_transpose,
+    base = (int(preprocess.n_px), bool(preprocess.draft), bool(preprocess.exif_transpose),
             None if limit is None else int(limit))
+    resample, crop = preprocess.resample, preprocess.crop_offset
+    if kind is Preprocess:
+        default = resample == Preprocess.resample and crop == Preprocess.crop_offset
+        return ("Preprocess", *base) if default else None
+    interpolation, mode = preprocess.interpolation, preprocess.resize_mode
+    if not (isinstance(interpolation, str) and isinstance(mode, str) and isinstance(crop, str)
+            and interpolation in _RESAMPLE_CODES and mode in _RESIZE_MODES and crop in CROP_OFFSETS
+            and resample == _RESAMPLE_CODES[interpolation]):  # mutated after construction: not what it says
+        return None
+    return ("WeightsPreprocess", *base, interpolation, mode, crop)
 
 
 def _preprocess_from_key(key: Any) -> Any:
-    from clipforge.image import Preprocess
+    """The preprocess a hint file's key names, or None for anything that is not exactly a key `pixel_key` gives.
 
-    if not isinstance(key, (list, tuple)) or len(key) != 5 or key[0] != "Preprocess":
+    A hint is our own cache file, but read as untrusted: every field is checked (types, a sane crop size,
+    a pixel limit - never decode without one - no larger than Pillow's default), the class is one of the
+    two `pixel_key` knows, and the preprocess built from it must give back the very same key.
+    """
+    if not isinstance(key, (list, tuple)) or len(key) not in (5, 8) or not all(
+            isinstance(value, _KEY_SCALARS) for value in key):
         return None
-    _, n_px, draft, exif, limit = key
-    # a hint is our own cache file, but read as untrusted: a sane crop size, and never decode without a pixel limit
-    if not isinstance(n_px, int) or not 16 <= n_px <= 1024 or not isinstance(limit, int) or limit < 1:
+    name, n_px, draft, exif, limit, *extra = key
+    if not (_whole(n_px) and 16 <= n_px <= 1024 and isinstance(draft, bool) and isinstance(exif, bool)
+            and _whole(limit) and 1 <= limit <= DEFAULT_MAX_PIXELS):
         return None
-    return Preprocess(n_px, bool(draft), exif_transpose=bool(exif), max_pixels=limit)
+    options = {"draft": draft, "exif_transpose": exif, "max_pixels": limit}
+    if name == "Preprocess" and not extra:
+        from clipforge.image import Preprocess
+
+        built = Preprocess(n_px, **options)
+    elif name == "WeightsPreprocess" and len(extra) == 3:
+        interpolation, mode, crop = extra
+        if interpolation not in _RESAMPLE_CODES or mode not in _RESIZE_MODES or crop not in CROP_OFFSETS:
+            return None
+        from clipforge.weights.preprocessing import WeightsPreprocess  # torch-free, like this module
+
+        built = WeightsPreprocess(n_px, interpolation=interpolation, resize_mode=mode, crop_offset=crop, **options)
+    else:
+        return None
+    return built if pixel_key(built) == tuple(key) else None
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class Prefetch:
@@ -98,7 +157,8 @@ class Prefetch:
     def __init__(self, preprocess: Any, capacity: int) -> None:
         self.key = pixel_key(preprocess)
         if self.key is None:
-            raise ValueError("only clipforge.image.Preprocess crops can be prefetched")
+            raise ValueError("only clipforge.image.Preprocess and the weights' WeightsPreprocess crops can be "
+                             "prefetched")
         self.preprocess = preprocess
         self.n_px = int(preprocess.n_px)
         self.crop = self.n_px * self.n_px * 3
@@ -293,7 +353,8 @@ def _hints_path() -> Path:
 
 
 def load_hint(command: str) -> Any:
-    """The `Preprocess` the command `command` (a key such as "embed\\0--model value") read with last time, or None."""
+    """The preprocess (`Preprocess` or `WeightsPreprocess`, see `pixel_key`) the command `command` (a key such as
+    "embed\\0--model value") read with last time, or None (none kept, or a hint that does not check out)."""
     try:
         hints = json.loads(_hints_path().read_text(encoding="utf-8"))
     except (OSError, ValueError):
