@@ -21,7 +21,8 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 from clipforge.inference._memory import retain_freed_memory
 from clipforge.inference.cpu import bf16_supported
 
-__all__ = ["InferenceModule", "autocast_off", "autocast_output", "fast_dtype", "linear", "pack_conv", "pack_linear", "source_key"]
+__all__ = ["InferenceModule", "autocast_off", "autocast_output", "fast_dtype", "linear", "pack_conv",
+           "pack_linear", "probe_views", "source_key"]
 
 _CACHE = "_cf_cache"
 
@@ -33,6 +34,30 @@ def source_key(params: Sequence[torch.Tensor]) -> tuple[tuple[int, int, torch.dt
     dtype still identify them (`load_state_dict` outside inference mode replaces them).
     """
     return tuple((p.data_ptr(), 0 if p.is_inference() else p._version, p.dtype) for p in params)
+
+
+_PROBES = 8
+
+
+def probe_views(params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Views of a few values (~8, spread over it) of each weight matrix or kernel among `params`: what
+    `source_key` cannot see, read again on every call (`torch.cat` of them: ~1 us per matrix).
+
+    An update through `.data` (``p.data.copy_(new)``, an EMA's ``p.data.mul_(d).add_(q.data, ...)``, a LoRA merge
+    ``w.data += b @ a``, written that way in many training scripts) moves no version counter and keeps the
+    storage, so the packed copies were kept: measured, `encode_image` off by 143.8 after a model soup, and a
+    zero-shot classifier cached the old weights' class embeddings under the new ones' fingerprint. Such an
+    update changes these values. Not seen: one that changes only elements between them, or only biases and
+    norms (vectors are left out: they are updated with their matrices), or a non-contiguous parameter's."""
+    views = []
+    for p in params:
+        if p.dim() >= 2 and p.is_contiguous() and p.numel():
+            views.append(p.detach().view(-1)[:: max(1, p.numel() // _PROBES)])
+    return views
+
+
+def _probe(views: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat(views) if views else torch.empty(0)
 
 
 def _mark_fused_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
@@ -148,11 +173,14 @@ class InferenceModule(nn.Module):
         fused = bool(getattr(self, "fused", False)) if fused is None else fused
         cache = self.__dict__.setdefault(_CACHE, {})
         entry = cache.get((dtype, fused))
-        key = source_key(self._cf_sources())
-        if entry is None or entry[0] != key:
+        sources = self._cf_sources()
+        key = source_key(sources)
+        # the views read the parameters' storage, which an equal key says is the one they were made on
+        if entry is None or entry[0] != key or not torch.equal(_probe(entry[2]), entry[3]):  # NaN: rebuilt per call
             if fused:  # the oneDNN path runs on the CPU: its activations reuse freed memory from now on
                 retain_freed_memory()
-            entry = (key, self._cf_build(lambda p: p.detach().float(), dtype, fused))
+            views = probe_views(sources)
+            entry = (key, self._cf_build(lambda p: p.detach().float(), dtype, fused), views, _probe(views).clone())
             cache[(dtype, fused)] = entry
         return entry[1]
 
