@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from clipforge.library import Library, ModelMismatchError, SchemaError, resolve_encoder
+from clipforge.library.schema import CREATED_VERSION
 from clipforge.library.store import SCHEMA_VERSION, Store
 
 
@@ -238,7 +239,7 @@ def test_concurrent_reads_while_writing(library, tmp_path, images_factory):
 def test_schema_is_versioned_and_checked(tmp_path):
     store = Store(tmp_path / "a.sqlite3")
     conn = store.conn()
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == CREATED_VERSION  # raised by the writes that need it
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert store.integrity_ok()
     store.close()

@@ -15,7 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from clipforge.library import schema
 from clipforge.library.dbfile import to_db
+from clipforge.library.schema import TAG_ROWS_VERSION, require_version
 
 __all__ = [
     "CHECKED_KEY", "CHUNK", "META_DIM", "META_DTYPE", "META_FINGERPRINT", "META_NAME", "TAG_ROWS_KEY", "VOCABULARY_KEY",
@@ -43,14 +45,17 @@ def checked_mark(model: str, removals: int) -> tuple[str, str]:
 VOCABULARY_KEY = "tag_labels:"
 """Meta key prefix of a model space's remembered tag vocabulary (labels, templates, top_k) in a store."""
 
-TAG_ROWS_KEY = "tag_rows:"
+TAG_ROWS_KEY = schema.TAG_ROWS_KEY  # "tag_rows:" (spelled in `schema`, which must know it too)
 """Meta key prefix naming the `tags.model` value that holds a model space's current tags.
 
 `clipforge tag` writes a whole library's new tags under a fresh value (`<fingerprint>#<n>`) in short
 transactions, then switches this key and the vocabulary in one transaction and deletes the old rows after: a
 kill -9 at any point leaves one vocabulary's tags answering, and a reader never sees two. Absent (every library
 tagged before this scheme, or a copy), the tags are under the fingerprint itself. Read only while the space's
-vocabulary is recorded too, so `index drop-space` (which deletes the vocabulary) cannot leave rows to come back."""
+vocabulary is recorded too, so `index drop-space` (which deletes the vocabulary) cannot leave rows to come back.
+
+A release that knows no such key reads the tags under the fingerprint, so the transaction writing one raises the
+library to `schema.TAG_ROWS_VERSION` (`Transaction.set_meta`), which those releases refuse in one line."""
 
 
 def current_tag_rows(model: str) -> tuple[str, tuple[str, str, str]]:
@@ -87,6 +92,11 @@ class Transaction:
 
     # -- meta -------------------------------------------------------------------------------
     def set_meta(self, key: str, value: str) -> None:
+        """Write one meta key. A `TAG_ROWS_KEY` one raises the library's version to `TAG_ROWS_VERSION` in this
+        transaction (every writer of such a key comes here: `switch_tags`), so an older release refuses the library
+        rather than read or write its tags under the fingerprint."""
+        if key.startswith(TAG_ROWS_KEY):
+            require_version(self.conn, TAG_ROWS_VERSION)
         self.conn.execute(
             "INSERT INTO meta(key, value) VALUES (?, ?)"
             " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
