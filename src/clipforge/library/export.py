@@ -12,7 +12,9 @@ The sorted file list is cut into partitions of `shard_size` files; partition i b
 rank ``i % world_size``. So ranks never overlap, together they cover everything, and a rank
 that dies can be re-run: partitions whose three files exist are skipped (each file is written
 atomically, the stats file last) unless one of their files was edited since (size or modification time:
-`clipforge.library.export_job.partition_done`), which writes that partition again. Entries named like images that
+`clipforge.library.export_job.partition_state`), which writes that partition again. A partition an earlier
+clipforge wrote without that stamp is kept (and stamped) when its records name exactly its files and none is newer
+than it, else written again with that reason; the summary counts each reason apart. Entries named like images that
 are not regular files (a FIFO, a device) are never opened: each is a failure of its partition with the reason
 `clipforge.library.scan.scan_paths` gives, as `index add` records them. File names are written losslessly
 (`clipforge.library.dbfile.path_text`: ``b64:`` + base64 for a name that is not UTF-8).
@@ -45,10 +47,21 @@ from clipforge.data.files import ImageFileReader, embed_files, with_max_pixels
 from clipforge.library.encoder import Encoder, resolve_encoder
 from clipforge.library.export_checks import check_export_settings
 from clipforge.library.export_checks import check_output_apart as check_output_apart
+from clipforge.library.export_job import (
+    CHANGED,
+    DONE,
+    LEGACY_CHANGED,
+    LEGACY_UNLISTED,
+    STAMPED,
+    UNREADABLE,
+    _claim_output,
+    files_stamp,
+    job_identity,
+    partition_state,
+)
 from clipforge.library.export_job import JOB_FILE as JOB_FILE
 from clipforge.library.export_job import JOB_FORMAT as JOB_FORMAT
 from clipforge.library.export_job import ExportMismatch as ExportMismatch
-from clipforge.library.export_job import _claim_output, files_stamp, job_identity, partition_done
 from clipforge.library.export_job import check_job as check_job
 from clipforge.library.export_job import clear_job as clear_job
 
@@ -91,6 +104,12 @@ class ExportReport:
     written: list[int] = field(default_factory=list)
     skipped: list[int] = field(default_factory=list)
     changed: list[int] = field(default_factory=list)  # written again: files in them edited since
+    # partitions an earlier clipforge wrote without file stamps (`export_job._legacy_state`): kept and stamped now
+    # (also in `skipped`), or written again as a file is newer than them, or as their records name other files
+    stamped: list[int] = field(default_factory=list)
+    legacy_changed: list[int] = field(default_factory=list)
+    legacy_unlisted: list[int] = field(default_factory=list)
+    unreadable: list[int] = field(default_factory=list)  # written again: their records could not be read
     images: int = 0
     failed: int = 0
     bad: list[BadImage] = field(default_factory=list)
@@ -104,11 +123,21 @@ class ExportReport:
     def summary_line(self) -> str:
         """One line for the terminal; "rank R/W: " first only when the job is one of several (torchrun)."""
         rank = f"rank {self.rank}/{self.world_size}: " if self.world_size > 1 else ""
-        again = (f"; {len(self.changed)} written again, as files in them changed since (size or modification "
-                 f"time)" if self.changed else "")
+        old = "written by an earlier clipforge without file stamps"
+        again = "".join(
+            f"; {len(parts)} written again, as {why}"
+            for parts, why in (
+                (self.changed, "files in them changed since (size or modification time)"),
+                (self.legacy_changed, f"they were {old}, and files in them changed since"),
+                (self.legacy_unlisted, f"they were {old}, and their records do not name exactly their files now"),
+                (self.unreadable, "their stats or metadata files could not be read"),
+            )
+            if parts
+        )
+        stamped = f", {len(self.stamped)} of them {old}, checked and stamped now" if self.stamped else ""
         return (
             f"{rank}wrote {len(self.written)} of {self.partitions} partitions "
-            f"({len(self.skipped)} already done{again}), {self.images} embeddings, {self.failed} failed "
+            f"({len(self.skipped)} already done{stamped}{again}), {self.images} embeddings, {self.failed} failed "
             f"in {self.seconds:.1f}s"
         )
 
@@ -120,6 +149,10 @@ class ExportReport:
             "written": self.written,
             "skipped": self.skipped,
             "changed": self.changed,
+            "stamped": self.stamped,
+            "legacy_changed": self.legacy_changed,
+            "legacy_unlisted": self.legacy_unlisted,
+            "unreadable": self.unreadable,
             "images": self.images,
             "failed": self.failed,
             "failures": [failure_dict(b) for b in self.bad],
@@ -229,14 +262,13 @@ def export_embeddings(
     _claim_output(out, job, overwrite, rank, world_size, joined)
     mine = rank_partitions(count, rank, world_size)
     todo = []
+    reasons = {STAMPED: report.stamped, CHANGED: report.changed, LEGACY_CHANGED: report.legacy_changed,
+               LEGACY_UNLISTED: report.legacy_unlisted, UNREADABLE: report.unreadable}
     for i in mine:
-        done = partition_done(out, partition_name(i, count), files[i * shard_size : (i + 1) * shard_size])
-        if done:
-            report.skipped.append(i)
-        else:
-            todo.append(i)
-            if done is None:
-                report.changed.append(i)
+        state = partition_state(out, partition_name(i, count), files[i * shard_size : (i + 1) * shard_size])
+        (report.skipped if state in (DONE, STAMPED) else todo).append(i)
+        if state in reasons:
+            reasons[state].append(i)
     if todo:  # a manifest from before says every partition is written: not true until this run is done
         with writing(out / "manifest.json"):
             (out / "manifest.json").unlink(missing_ok=True)

@@ -12,13 +12,22 @@ folder of the new job: never a mix that passes for either.
 
 A file edited in place keeps its name, so the job's list does not see it: each partition's stats file
 records `files_stamp` (a digest of its files' names, sizes and modification times, taken before they are read),
-and a resume writes again every partition whose files' stamp changed since (`partition_done`), as `index add`
-re-embeds a file whose size or mtime changed. A partition written by a clipforge that recorded no stamp cannot
-be checked, so it is written again too.
+and a resume writes again every partition whose files' stamp changed since (`partition_state`), as `index add`
+re-embeds a file whose size or mtime changed.
+
+A partition written by a clipforge from before the stamp (the Dec-6 release c04ae83 wrote job.json but no
+`files_stamp`) is checked by the same class of evidence instead (`_legacy_state`): its records (the metadata
+parquet's ``image_path`` rows and the stats file's failures) must name exactly the partition's files now, and
+every file's modification and status-change times must be older than the partition's own files (a file edited,
+touched, or put back with an old mtime by ``cp -p`` / ``rsync -t`` since has a newer status-change time). Shown so,
+it is kept and its stamp is written into its stats file, so the next resume checks it as any other; otherwise it is
+written again, counted apart with its own reason. (Such a job was re-embedded whole, said to have changed.) What
+this cannot see: a file edited while the old release was reading its partition (a stamp is taken before the read),
+and an output folder copied without its times (its partitions then look newer than they are).
 
 Owns the record (`job_identity`), the comparison that names each difference (`check_job`), the clearing
 order of ``overwrite=True`` (`clear_job`), the claim of the folder before the first partition
-(`_claim_output`) and whether a partition on disk is done and still describes its files (`partition_done`).
+(`_claim_output`) and whether a partition on disk is done and still describes its files (`partition_state`).
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ from typing import Any
 
 from clipforge.atomic import remove_stale_temps, write_json_atomic
 from clipforge.errors import UserError
+from clipforge.library.dbfile import path_text
 from clipforge.library.encoder import Encoder
 from clipforge.library.export_checks import check_export_settings
 from clipforge.library.export_layout import _PARTITION_GLOBS, _partition_count, _paths, writing
@@ -75,32 +85,113 @@ def job_identity(
     }
 
 
-def files_stamp(files: list[str]) -> str:
-    """A digest of each file's name, size and modification time (what `index add` compares to skip a file);
-    a file that cannot be stat'ed counts by its name alone (it fails when read, and again if it comes back)."""
+def _stat(path: str) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except OSError:
+        return None
+
+
+def _stamp(files: list[str], infos: list[os.stat_result | None]) -> str:
+    """`files_stamp` from stat results already taken (None: the file could not be stat'ed)."""
     digest = hashlib.sha256()
-    for path in files:
-        try:
-            info = os.stat(path)
-            stamp = f"{info.st_size}:{info.st_mtime_ns}"
-        except OSError:
-            stamp = "-"
+    for path, info in zip(files, infos, strict=True):
+        stamp = "-" if info is None else f"{info.st_size}:{info.st_mtime_ns}"
         digest.update(os.fsencode(path) + b"\0" + stamp.encode("ascii") + b"\0")
     return digest.hexdigest()
 
 
-def partition_done(out: Path, name: str, files: list[str]) -> bool | None:
-    """True when partition `name`'s three files are there and its stats record the stamp its `files` have now;
-    None when they are there but describe other contents (a file edited in place since, or no stamp recorded):
-    to be written again; False when the partition is not (wholly) written."""
+def files_stamp(files: list[str]) -> str:
+    """A digest of each file's name, size and modification time (what `index add` compares to skip a file);
+    a file that cannot be stat'ed counts by its name alone (it fails when read, and again if it comes back)."""
+    return _stamp(files, [_stat(path) for path in files])
+
+
+# What a resume finds in a partition's place (`partition_state`), and so what it does with it.
+ABSENT = "absent"  # not (wholly) written: written now
+DONE = "done"  # its stamp is its files' stamp now: kept
+STAMPED = "stamped"  # no stamp (an earlier clipforge), shown to describe its files now: kept, its stamp written now
+CHANGED = "changed"  # a file's size or modification time differs from its stamp: written again
+LEGACY_CHANGED = "legacy-changed"  # no stamp, and a file is newer than the partition (or gone): written again
+LEGACY_UNLISTED = "legacy-unlisted"  # no stamp, and its records do not name exactly its files: written again
+UNREADABLE = "unreadable"  # its stats file (with no stamp: its rows) cannot be read: written again
+
+
+def partition_state(out: Path, name: str, files: list[str]) -> str:
+    """What partition `name` on disk is to a resume whose partition holds `files` (one of the names above).
+
+    `ABSENT` when one of its three files is missing; `DONE` when its stats record the stamp its files have now,
+    `CHANGED` when another; with no stamp recorded (an earlier clipforge) what `_legacy_state` finds, which
+    writes the stamp of a partition it keeps (`STAMPED`).
+    """
     paths = _paths(out, name)
     if not all(p.exists() for p in paths):
-        return False
+        return ABSENT
     try:
-        recorded = json.loads(paths[2].read_text(encoding="utf-8")).get("files_stamp")
-    except (OSError, ValueError, AttributeError):
-        recorded = None  # an unreadable stats file marks nothing done
-    return True if recorded == files_stamp(files) else None
+        stats = json.loads(paths[2].read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return UNREADABLE
+    if not isinstance(stats, dict):
+        return UNREADABLE
+    if "files_stamp" in stats:
+        return DONE if stats["files_stamp"] == files_stamp(files) else CHANGED
+    return _legacy_state(paths, stats, files)
+
+
+class _Unreadable(Exception):
+    """A partition's npy, parquet or stats cannot be read as the layout writes them."""
+
+
+def _recorded_paths(paths: tuple[Path, Path, Path], stats: dict[str, Any]) -> list[str] | None:
+    """The names partition `paths` records (its rows', then its failures', as written); None when its npy, parquet
+    and stats disagree on the counts (then it vouches for no list). Raises `_Unreadable` when one cannot be read."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        rows = [str(r) for r in pq.read_table(paths[1], columns=["image_path"]).column("image_path").to_pylist()]
+        vectors = len(np.load(paths[0], mmap_mode="r"))  # the header only
+        failures = [str(f["path"]) for f in stats["failures"]]
+        counts = (int(stats["files"]), int(stats["embedded"]), int(stats["failed"]))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, pa.ArrowException) as exc:
+        raise _Unreadable(str(exc)) from exc
+    if counts != (len(rows) + len(failures), len(rows), len(failures)) or vectors != len(rows):
+        return None
+    return rows + failures
+
+
+def _legacy_state(paths: tuple[Path, Path, Path], stats: dict[str, Any], files: list[str]) -> str:
+    """A partition with no stamp (written by an earlier clipforge): `STAMPED` (kept, stamp written) when it is
+    shown to describe `files` now, else why not (see the module docstring).
+
+    Its records must name exactly `files` (as this release writes names: `path_text`; the Dec-6 release wrote a
+    name that is not UTF-8 lossily, so such a partition is written again), and no file may have been modified or
+    had its status changed since the partition's first file was written (its vectors, written after every file
+    was read). The stamp is made from the same stat results the check read, so a file edited after the check
+    differs from the stamp at the next resume. Times equal to the partition's count as newer (a coarse clock).
+    """
+    try:
+        recorded = _recorded_paths(paths, stats)
+    except _Unreadable:
+        return UNREADABLE
+    if recorded is None or sorted(recorded) != sorted(path_text(path) for path in files):
+        return LEGACY_UNLISTED
+    try:
+        written = min(p.stat().st_mtime_ns for p in paths)
+    except OSError:
+        return UNREADABLE
+    infos = [_stat(path) for path in files]
+    if any(info is None or max(info.st_mtime_ns, info.st_ctime_ns) >= written for info in infos):
+        return LEGACY_CHANGED
+    stamped: dict[str, Any] = {}
+    for key, value in stats.items():  # the stamp where this release puts it: after the failures
+        stamped[key] = value
+        if key == "failures":
+            stamped["files_stamp"] = _stamp(files, infos)
+    with writing(paths[2]):
+        write_json_atomic(paths[2], stamped)
+    return STAMPED
 
 
 def _model_words(job: dict[str, Any]) -> str:
