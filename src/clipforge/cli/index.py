@@ -1,8 +1,9 @@
-"""`clipforge index add|remove|list|prune|stats|rebuild|drop-space|copy`: build and maintain an image library.
+"""`clipforge index add|remove|list|prune|stats|rebuild|drop-space|set-default|copy`: build and maintain an image
+library.
 
-`add`, `remove`, `list` and `prune` run here; `stats`, `drop-space`, `copy` and `rebuild` in `index_upkeep`; the
-`--library` / `--model` arguments every library subcommand (index, search, tag) spells the same way in
-`library_args`.
+`add`, `remove`, `list` and `prune` run here; `stats`, `drop-space`, `set-default`, `copy` and `rebuild` in
+`index_upkeep`; the `--library` / `--model` arguments every library subcommand (index, search, tag) spells the same
+way in `library_args`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from clipforge.cli.common import batch_settings_problem, json_text, one_line, print_failures
-from clipforge.cli.index_upkeep import run_copy, run_drop_space, run_rebuild, run_stats
+from clipforge.cli.index_upkeep import run_copy, run_drop_space, run_rebuild, run_set_default, run_stats
 from clipforge.cli.library_args import (
     STORE_HELP,
     add_library_arguments,
@@ -102,6 +103,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     drop.add_argument("space", metavar="MODEL_OR_FINGERPRINT")
     add_library_arguments(drop, model=False)
     drop.set_defaults(func=run_drop_space)
+
+    default = sub.add_parser("set-default", help="make another model space the library's default",
+                             description="Make one model space (named by model name or fingerprint prefix as `index "
+                                         "stats` lists them) the library's default: the one plain `search`, `tag` and "
+                                         "`index stats` use. After a model's new build (`index add --model M` filled "
+                                         "its space), make it the default, then `index drop-space` the old one.")
+    default.add_argument("space", metavar="MODEL_OR_FINGERPRINT")
+    add_library_arguments(default, model=False)
+    default.set_defaults(func=run_set_default)
 
     copy = sub.add_parser("copy", help="copy a library (records, vectors, tags) into another store, e.g. Milvus",
                           description="Copy every model space of a library - file records (failed ones with their "
@@ -230,8 +240,28 @@ def space_notice(library: Any, model: str | None, report: Any, fill: bool = Fals
     if default is None or default["fingerprint"] == library.encoder.fingerprint:
         return f"notice: {filled_sentence(name, filled)}" if filled else None
     what = filled_sentence(name, filled) if filled else f"indexed into model space {name}"
+    if default["name"] and default["name"] == name:  # one name, two builds: "use the default model X: pass --model X"
+        target, new, old = library_target(library), library.encoder.fingerprint[:12], default["fingerprint"][:12]
+        labelled = f"{name} ({new})"
+        what = filled_sentence(labelled, filled) if filled else f"indexed into model space {labelled}"
+        return (f"notice: {what}; the library's default is still an older build of {name} ({old}): make this one the "
+                f"default with `clipforge index set-default {target} {new}`, then forget the old one with `clipforge "
+                f"index drop-space {target} {old}`")
     return (f"notice: {what}; it is not the library's default: plain `search` and `tag` use the default model "
             f"{default['name'] or '(object)'}: pass `--model {model}` to search or tag this space")
+
+
+def library_target(library: Any) -> str:
+    """The arguments that name `library` in a command a message gives: `--store S` for a Milvus store, else
+    `--library L`."""
+    import shlex
+
+    spec = getattr(library, "spec", None)
+    if spec is not None:
+        from clipforge.library.backend import store_argument
+
+        return f"--store {store_argument(spec)}"
+    return f"--library {shlex.quote(str(library.paths.root))}"
 
 
 def run_remove(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""`clipforge index stats|drop-space|copy|rebuild`: look after a library (its counts, its model spaces, moving it
+"""`clipforge index stats|drop-space|set-default|copy|rebuild`: look after a library (its counts, its model spaces, moving it
 to another store, its vector index)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 from clipforge.cli.common import json_text, one_line
 from clipforge.cli.library_args import count_noun, fail, open_library, user_errors
 
-__all__ = ["rebuild_sentence", "run_copy", "run_drop_space", "run_rebuild", "run_stats"]
+__all__ = ["rebuild_sentence", "run_copy", "run_drop_space", "run_rebuild", "run_set_default", "run_stats"]
 
 
 def run_stats(args: argparse.Namespace) -> int:
@@ -69,6 +69,23 @@ def run_drop_space(args: argparse.Namespace) -> int:
         return fail(exc)
     print(f"dropped model space {dropped['name'] or '(object)'} ({dropped['fingerprint'][:12]}): "
           f"{count_noun(dropped['images'], 'vector')}")
+    return 0
+
+
+def run_set_default(args: argparse.Namespace) -> int:
+    """Make another model space the default: the way out of a library built with an older build of its model,
+    whose default space could never be dropped."""
+    try:
+        with open_library(args, create=False) as library:
+            space = library.set_default(args.space)
+    except user_errors() as exc:
+        return fail(exc)
+    label = f"{space['name'] or '(object)'} ({space['fingerprint'][:12]})"
+    if space["default"]:
+        print(f"model space {label} is the default already")
+        return 0
+    print(f"model space {label} is the default now: plain `search`, `tag` and `index stats` use it (a server still "
+          "open on this library must be restarted)")
     return 0
 
 

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["StoreSpec", "lite_bytes", "parse_store", "read_token"]
+__all__ = ["StoreSpec", "lite_bytes", "parse_store", "read_token", "store_argument"]
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,200}$")
 DEFAULT_COLLECTION = "clipforge"
@@ -155,3 +156,12 @@ def read_token() -> str:
     if not text or "\n" in text:
         raise ValueError(f"$CLIPFORGE_MILVUS_TOKEN_FILE {path} must hold the token on one line")
     return text
+
+
+def store_argument(spec: StoreSpec) -> str:
+    """The `--store` text that opens `spec` again, for the commands a message gives (`describe()` adds the
+    collection in words for milvus-lite)."""
+    if spec.kind == "milvus-lite":
+        return shlex.quote(f"milvus-lite:{spec.uri}" + (f"#{spec.collection}" if spec.collection != DEFAULT_COLLECTION
+                                                         else ""))
+    return shlex.quote(spec.describe())

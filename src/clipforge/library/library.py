@@ -10,12 +10,13 @@ A library whose database cannot be read is refused before anything else in it is
 
 `Library` is assembled from one module per idea: `library_base` (opening the folder, the store
 and the model), `library_writes` (add, remove, prune, tag, rebuild the index) and
-`library_reads` (search, images, thumbnails, tags); this module adds dropping a model space,
-the statistics and the lifetime, and keeps every name that was always imported from here.
+`library_reads` (search, images, thumbnails, tags); this module adds dropping a model space or making it
+the default, the statistics and the lifetime, and keeps every name that was always imported from here.
 """
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,10 @@ from clipforge.library.index_manager import IndexManager
 from clipforge.library.library_base import (
     META_DIM,
     META_DTYPE,
+    META_FINGERPRINT,
     META_NAME,
     ModelMismatchError,
-    names_space,
+    pick_space,
     record_model,
 )
 from clipforge.library.library_reads import LibraryReads
@@ -64,18 +66,12 @@ class Library(LibraryWrites, LibraryReads):
 
     def drop_space(self, model: str) -> dict[str, Any]:
         """Forget one model space's vectors, tags and index (by model name or fingerprint prefix >= 6 chars)."""
-        spaces = self.spaces()
-        match = [s for s in spaces if names_space(model, s["name"], s["fingerprint"])]
-        if len(match) != 1:
-            raise ValueError(
-                f"library {self.paths.root} has no single model space {model!r} (spaces: "
-                f"{', '.join(s['name'] or s['fingerprint'][:12] for s in spaces)})"
-            )
-        space = match[0]
+        space = pick_space(model, self.spaces(), f"library {self.paths.root}")
         if space["default"]:
             raise ValueError(
-                f"{model!r} is the model library {self.paths.root} was built with; it cannot be dropped "
-                "(drop the other spaces, or start another --library)"
+                f"{model!r} is the model library {self.paths.root} was built with (its default model space); it "
+                f"cannot be dropped: make another space the default first (`clipforge index set-default --library "
+                f"{shlex.quote(str(self.paths.root))} MODEL`), drop the other spaces, or start another --library"
             )
         fingerprint = space["fingerprint"]
         with self._write_lock, library_lock(self.paths.lock):
@@ -97,6 +93,24 @@ class Library(LibraryWrites, LibraryReads):
                 # Vectors were deleted: a process holding this space's index in memory must see it go.
                 tx.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'removals'")
                 tx.bump_generation()
+        return space
+
+    def set_default(self, model: str) -> dict[str, Any]:
+        """Make one model space (by model name or fingerprint prefix >= 6 chars, as `drop_space` takes) the library's
+        default: the one plain `search`, `tag` and `index stats` read and whose model a library opened without one
+        loads. The way out of a library built with an older build of a model (`other_build_refusal`): its default
+        space stayed the old build's for good, as the default cannot be dropped. The space as `spaces()` listed it,
+        `default` still False when it was not the default before. Objects open on the library keep the model they
+        loaded (a server must be restarted)."""
+        space = pick_space(model, self.spaces(), f"library {self.paths.root}")
+        if space["default"]:
+            return space
+        with self._write_lock, library_lock(self.paths.lock), self.store.transaction() as tx:
+            # The keys `Transaction.record_model` writes for the first model, but for a space that holds vectors:
+            # the vector dtype is the library's, not a space's, and stays.
+            tx.set_meta(META_FINGERPRINT, space["fingerprint"])
+            tx.set_meta(META_NAME, space["name"] or "")
+            tx.set_meta(META_DIM, str(int(space["embed_dim"])))
         return space
 
     def stats(self, verify: bool = False) -> dict[str, Any]:

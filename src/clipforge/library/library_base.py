@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import threading
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from clipforge.errors import UserError
@@ -26,7 +28,7 @@ from clipforge.library.index_manager import IndexManager
 from clipforge.library.paths import LibraryPaths
 from clipforge.library.settings import check_max_pixels
 from clipforge.library.store import Store
-from clipforge.library.tagging import tags_on_add
+from clipforge.library.tagging import count_noun, tags_on_add
 from clipforge.library.transaction import META_DIM, META_DTYPE, META_FINGERPRINT, META_NAME
 from clipforge.library.uploads import rehome_uploads
 from clipforge.library.vector_index import IndexSpec
@@ -38,7 +40,11 @@ __all__ = [
     "META_NAME",
     "LibraryBase",
     "ModelMismatchError",
+    "names_space",
+    "other_build_refusal",
+    "pick_space",
     "record_model",
+    "space_labels",
 ]
 
 
@@ -176,6 +182,11 @@ class LibraryBase:
             and encoder.fingerprint not in {s["fingerprint"] for s in self.spaces()}
         ):
             name = self.store.get_meta(META_NAME) or "an unnamed model"
+            if name == encoder.name:  # one name, two builds: "built with X, but the model offered is X" said nothing
+                raise ModelMismatchError(other_build_refusal(
+                    f"library {self.paths.root}", name, recorded, encoder.fingerprint,
+                    int(self.store.status_counts().get("ok") or 0),
+                    f"--library {shlex.quote(str(self.paths.root))}"))
             raise ModelMismatchError(
                 f"library {self.paths.root} was built with {name} (fingerprint {recorded[:12]}), but the model "
                 f"offered is {encoder.describe()}. Vectors of different models cannot be searched together: "
@@ -245,6 +256,48 @@ def names_space(given: str, name: str | None, fingerprint: str) -> bool:
     """Whether `given` (a `--space`/`drop-space` argument) names a model space: its model's name, its fingerprint,
     or a fingerprint prefix of 6 or more characters (as `index stats` lists them). The one rule of every store."""
     return given in (name, fingerprint) or (len(given) >= 6 and fingerprint.startswith(given))
+
+
+def space_labels(spaces: Iterable[tuple[str | None, str]]) -> str:
+    """Model spaces, given as (name, fingerprint), as a refusal lists them: each by its name, and by
+    `name (fingerprint12)` when two share the name (two builds of one model: "spaces: clipforge-tiny,
+    clipforge-tiny" named nothing a user could type), an unnamed one (a model passed as an object) by its
+    fingerprint."""
+    pairs = [(name or None, fingerprint) for name, fingerprint in spaces]
+    seen = Counter(name for name, _ in pairs)
+    return ", ".join(
+        fingerprint[:12] if not name else f"{name} ({fingerprint[:12]})" if seen[name] > 1 else name
+        for name, fingerprint in pairs
+    )
+
+
+def pick_space(given: str, spaces: Sequence[dict[str, Any]], where: str) -> dict[str, Any]:
+    """The one model space of `spaces` (as `spaces()` lists them) that `given` names (`names_space`): what
+    `drop-space` and `set-default` act on. ValueError listing the spaces when none or several match."""
+    match = [s for s in spaces if names_space(given, s["name"], s["fingerprint"])]
+    if len(match) == 1:
+        return match[0]
+    labels = space_labels((s["name"], s["fingerprint"]) for s in spaces)
+    if not match:
+        raise ValueError(f"{where} has no single model space {given!r} (spaces: {labels})")
+    raise ValueError(f"{where} has no single model space {given!r}: it names {len(match)} of them (spaces: "
+                     f"{labels}); name one by its fingerprint")
+
+
+def other_build_refusal(where: str, name: str, old: str, new: str, photos: int | None, target: str) -> str:
+    """The refusal of a library built with another build of the model offered under the same name: the shipped
+    clipforge-tiny's preprocessing changed after the first release, and its libraries were refused with "built
+    with clipforge-tiny (fingerprint f724...), but the model offered is clipforge-tiny (fingerprint 0a99...)".
+    It says what happened and the three commands that move the library to the build offered (`target`: the
+    `--library L` or `--store S` arguments that name it)."""
+    held = f"its {count_noun(photos, 'photo')}" if photos is not None else "its photos"
+    return (
+        f"{where} was built with an older build of {name} (fingerprint {old[:12]}) than the {name} offered now "
+        f"(fingerprint {new[:12]}): its weights or preprocessing changed since, and vectors of two builds cannot be "
+        f"searched together. To move the library to this build, re-embed {held} as a new model space: `clipforge "
+        f"index add {target} --model {shlex.quote(name)}`, then `clipforge index set-default {target} {new[:12]}` "
+        f"and `clipforge index drop-space {target} {old[:12]}`"
+    )
 
 
 def record_model(store: Store, fingerprint: str, name: str, embed_dim: int, vector_dtype: str) -> None:

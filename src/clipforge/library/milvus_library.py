@@ -29,7 +29,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from clipforge.library.backend import StoreSpec, parse_store
+from clipforge.library.backend import StoreSpec, parse_store, store_argument
 from clipforge.library.encoder import Encoder, default_model_name, resolve_encoder
 from clipforge.library.indexer import AddReport
 from clipforge.library.media import store_upload
@@ -143,10 +143,15 @@ class MilvusLibrary(MilvusRemoval, MilvusClassify, MilvusCatalog):
     # -- model and space --------------------------------------------------------------------
     def _set_encoder(self, encoder: Encoder) -> None:
         from clipforge.library.library import ModelMismatchError
+        from clipforge.library.library_base import other_build_refusal
 
         spaces = self.milvus.spaces()
         space = next((s for s in spaces if s.fingerprint == encoder.fingerprint), None)
         if space is None and spaces and not self._new_space:
+            if spaces[0].name and spaces[0].name == encoder.name:  # one name, two builds (`other_build_refusal`)
+                raise ModelMismatchError(other_build_refusal(
+                    self.spec.describe(), spaces[0].name, spaces[0].fingerprint, encoder.fingerprint, None,
+                    f"--store {store_argument(self.spec)}"))
             names = ", ".join(f"{s.name or '(object)'} ({s.fingerprint[:12]})" for s in spaces)
             raise ModelMismatchError(
                 f"{self.spec.describe()} has no vectors of {encoder.describe()} (its model spaces: {names}); "
@@ -187,6 +192,32 @@ class MilvusLibrary(MilvusRemoval, MilvusClassify, MilvusCatalog):
             f"library {self.spec.describe()} was made for model {replaced} and held none of its vectors: it is built "
             f"with {space.name or '(an object)'} from now on (plain `search` and `tag` use it; a server still open on "
             f"{default.name or 'the old model'} must be restarted)"), stacklevel=3)
+
+    def set_default(self, model: str) -> dict[str, Any]:
+        """Make one model space (by model name or fingerprint prefix >= 6 chars) the store's default, as
+        `Library.set_default` does: the registry's flag (`SpaceRegistry.set_default`, what `_take_default` sets).
+        The space as `spaces()` listed it; objects open on the store keep the space they opened."""
+        from clipforge.library.library_base import pick_space
+
+        space = pick_space(model, self.spaces(), self.spec.describe())
+        if not space["default"]:
+            with self._lock, self.milvus.writes():  # not under a `tag` run of another object (`milvus_retag`)
+                self.milvus.set_default(space["fingerprint"])
+                self._changed()
+        return space
+
+    def drop_space(self, model: str) -> dict[str, Any]:
+        """`MilvusCatalog.drop_space`, with the space named as `pick_space` names it (two builds of one model told
+        apart by fingerprint) and the default's refusal saying how to make another space the default."""
+        from clipforge.library.library_base import pick_space
+
+        spaces = self.spaces()
+        space = pick_space(model, spaces, self.spec.describe())
+        if space["default"] and len(spaces) > 1:
+            raise ValueError(f"{model!r} is the store's default model space: make another the default first "
+                             f"(`clipforge index set-default --store {store_argument(self.spec)} MODEL`), or drop the "
+                             "others first")
+        return super().drop_space(space["fingerprint"])
 
     @property
     def encoder(self) -> Encoder:

@@ -1,7 +1,8 @@
 """A Milvus store's registry of model spaces (``C_spaces``): a part of `MilvusStore`.
 
 One row per model space: its fingerprint (the key), model name, dimension, the collection of its rows and whether it
-is the library's default model (the first space, or the one that replaced an empty default: `set_default`). Every
+is the library's default model (the first space, the one that replaced an empty default, or the one `index set-default`
+named: `set_default`). Every
 collection clipforge finds already there under one of its names (the registry, a space's rows) is checked to be
 clipforge's before it is used (`check_layout`, `milvus_layout`): another tool's collection under the name was
 reused, and the first write failed on it for good after the registry had recorded the space.
@@ -133,7 +134,7 @@ class SpaceRegistry(VocabularyRecords, Generic[SpaceT]):
     def set_default(self, fingerprint: str) -> None:
         """Make the space of `fingerprint` the default one (the first `spaces` lists), the others not: what an add
         does whose model filled a store made for another model that holds none of its vectors (`MilvusLibrary.add`,
-        as the embedded store's `record_model`). The old default loses its flag first: killed between the two
+        as the embedded store's `record_model`), and `index set-default` (`MilvusLibrary.set_default`). The old default loses its flag first: killed between the two
         upserts, no space has it and the oldest is the default again, so the next add of the model switches it."""
         rows = self.call(self.client.query, self.registry, filter='fingerprint != ""', output_fields=_REGISTRY_FIELDS,
                          **self.read)
