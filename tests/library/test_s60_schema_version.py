@@ -209,3 +209,22 @@ def test_version_3_is_refused_and_version_2_opens_as_it_is(tmp_path, tiny_encode
         Store(db)
     assert str(refused.value) == (f"{db}: library schema version 3 is newer than this clipforge understands (2); "
                                   "upgrade clipforge")
+
+
+def test_index_stats_reports_the_files_version_not_the_codes(tmp_path, images_factory, capsys) -> None:
+    """`index stats --json` said `schema_version` 2 (this clipforge's newest) of a version-1 library."""
+    import json
+
+    from clipforge.cli.main import main
+
+    images_factory(tmp_path / "photos", 3, formats=("png",))
+    lib = ["--library", str(tmp_path / "lib")]
+    assert main(["index", "add", str(tmp_path / "photos"), *lib, "--model", "test-vit-tiny", "--workers", "0",
+                 "-q"]) == 0
+    capsys.readouterr()
+    assert main(["index", "stats", "--json", *lib]) == 0
+    assert json.loads(capsys.readouterr().out)["schema_version"] == 1
+    assert main(["tag", "--labels", "red,blue", "--templates", "simple", *lib, "-q"]) == 0
+    capsys.readouterr()
+    assert main(["index", "stats", "--json", *lib]) == 0
+    assert json.loads(capsys.readouterr().out)["schema_version"] == 2

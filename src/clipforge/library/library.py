@@ -36,7 +36,6 @@ from clipforge.library.library_reads import LibraryReads
 from clipforge.library.library_writes import LibraryWrites
 from clipforge.library.lock import library_lock
 from clipforge.library.search import second_names
-from clipforge.library.store import SCHEMA_VERSION
 
 __all__ = ["Library", "ModelMismatchError", "record_model", "same_file_names"]
 
@@ -123,7 +122,7 @@ class Library(LibraryWrites, LibraryReads):
         )
         out: dict[str, Any] = {
             "library": str(self.paths.root),
-            "schema_version": SCHEMA_VERSION,
+            "schema_version": self.store.conn().execute("PRAGMA user_version").fetchone()[0],  # the file's
             "images": self.store.status_counts(),
             "model": None,
             "distinct_contents": 0,
