@@ -273,7 +273,8 @@ def _check_open_clip_options(options: dict[str, Any], jit: bool) -> None:
 def create_model_from_pretrained(model_name: str, pretrained: str | os.PathLike[str] | None = None, *,
                                  device: str | torch.device | None = "cpu", return_transform: bool = True,
                                  cache_dir: str | os.PathLike[str] | None = None, **kwargs: Any) -> Any:
-    """(model, preprocess) as open_clip's function; only the model with ``return_transform=False``."""
+    """(model, preprocess) as open_clip's function; only the model with ``return_transform=False``. In training
+    mode, as open_clip's (``model.eval()`` for inference)."""
     model, _, preprocess = create_model_and_transforms(model_name, pretrained, device=device, cache_dir=cache_dir,
                                                        **kwargs)
     return (model, preprocess) if return_transform else model
@@ -292,7 +293,7 @@ def create_model_and_transforms(
     weights); `force_quick_gelu` builds the ``-quickgelu`` architecture, as in open_clip. open_clip's
     other arguments are refused when they would change the model (`force_image_size`, ...) and said to be
     ignored otherwise (`jit`, `aug_cfg`): they were all dropped in silence (`force_image_size=336` gave a
-    224 px model).
+    224 px model). The model is in training mode, as open_clip returns it: call ``model.eval()`` for inference.
     """
     import clipforge
     from clipforge.models import ARCH_CONFIGS, get_config
@@ -308,8 +309,10 @@ def create_model_and_transforms(
     if open_clip_only.get("force_image_size") in (size, (size, size), [size, size]):
         open_clip_only.pop("force_image_size")  # the published size: nothing to force
     _check_open_clip_options(open_clip_only, jit)
+    # training mode, as `create_model` and open_clip's own function return it (open_clip never calls .eval() here;
+    # its users do): this returned eval mode, the only `create_model*` that did, against the README
     model = clipforge.create_model(name, pretrained=pretrained, download_root=cache_dir, device=device,
-                                   output_dict=output_dict).eval()
+                                   output_dict=output_dict)
     cfg = dict(getattr(model, "preprocess_cfg", None) or {})
     for key, value in (("mean", image_mean), ("std", image_std), ("interpolation", image_interpolation),
                        ("resize_mode", image_resize_mode)):

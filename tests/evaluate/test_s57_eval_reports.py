@@ -56,7 +56,9 @@ def test_two_runs_in_the_same_second_keep_both_reports(tmp_path, colour_classes,
                                  out_dir=out, workers=0, progress=False, model_name="tiny")
                for template in ("a photo of a {}.", "art of the {}.")]
 
-    stem = "zeroshot_tiny_folder_data_20261206-234202"  # the name users know, for the first run of the second
+    # the name users know, for the first run of the second; split "test": the CLI's default, which the Python
+    # call without a split takes too since s60 (`evaluate.common.default_split`; it read None as the folder's name)
+    stem = "zeroshot_tiny_folder_test_20261206-234202"
     paths = [Path(r["files"]["report"]) for r in reports]
     assert [p.name for p in paths] == [f"{stem}.json", f"{stem}-2.json"]
     assert [Path(r["files"]["log"]).name for r in reports] == [f"{stem}.log", f"{stem}-2.log"]

@@ -58,7 +58,8 @@ def test_clipa_images_of_another_grid_are_one_line(fast: bool) -> None:
             assert str(error.value) == f"expected images of 32x32, got {got}"
         with pytest.raises(ValueError) as error:
             model.encode_image(torch.randn(3, 32, 32))
-        assert str(error.value) == "expected a batch of images [N, 3, 32, 32], got (3, 32, 32)"
+        assert str(error.value) == ("encode_image expects a float tensor [batch, 3, H, W]; got [3, 32, 32] (one image "
+                                    "without its batch dimension: image.unsqueeze(0))")  # s60: models.tensor_checks
         # a pixel the strided convolution leaves unread, as open_clip's does
         images = torch.randn(2, 3, 33, 33)
         assert torch.allclose(

@@ -29,5 +29,7 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     except (RuntimeError, TypeError):
         raise ValueError(f"unknown device {str(device)!r}: expected cpu, cuda, cuda:N or mps") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(device)!r} requested but CUDA is not available here; use --device cpu")
+        # worded for both callers: a Python caller never typed --device (the CLI shows the message as is)
+        raise ValueError(f"device {str(device)!r} requested but CUDA is not available here; use --device cpu "
+                         "(device='cpu' in Python)")
     return resolved

@@ -179,8 +179,12 @@ def _register_suite(tasks: argparse._SubParsersAction) -> None:
     st.set_defaults(func=run_suite_command)
 
 
-def _split(args: argparse.Namespace) -> str:
-    return args.split or ("val" if args.dataset == "imagenet" else "test")
+def _split(args: argparse.Namespace) -> str | None:
+    """--split, or the dataset's evaluation split: `clipforge.evaluate.common.default_split`, the one rule the
+    Python functions use too (it lived here alone, so `evaluate_zeroshot(model, "cifar10", root)` crashed)."""
+    from clipforge.evaluate.common import default_split
+
+    return default_split(args.dataset, args.split or None)
 
 
 def _skipped(report: dict) -> int:

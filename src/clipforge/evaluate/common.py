@@ -11,7 +11,7 @@ import torch
 
 from clipforge.evaluate.report import device_info, now_iso, paper_metric, versions
 
-__all__ = ["EvalModel", "dataset_classnames", "default_templates", "open_eval_dataset", "paper_metric",
+__all__ = ["EvalModel", "dataset_classnames", "default_split", "default_templates", "open_eval_dataset", "paper_metric",
            "report_header", "resolve_model"]
 
 # Prompt sets the CLIP paper used per dataset; a folder of unknown classes gets the plain one.
@@ -90,10 +90,29 @@ def resolve_model(model: str | torch.nn.Module, device: str | torch.device | Non
     return EvalModel(net, preprocess, label, weights, target, precision, fingerprint)
 
 
+def default_split(dataset: str | Any, split: str | None = None) -> str | None:
+    """`split`, or when it is None the split a dataset is evaluated on: the catalogue's test split (``val`` for
+    imagenet, clevr_counts and kinetics700's ``validate``; ``test`` for the rest), ``test`` for a name the catalogue
+    does not list (``folder``). A dataset object keeps None (it is its own split).
+
+    The one place this default lives: ``clipforge eval zeroshot/linear-probe`` without ``--split``, and
+    `evaluate_zeroshot` / `evaluate_linear_probe` called from Python without a split, use it (the Python calls
+    passed None down: "unsupported operand type(s) for /: 'PosixPath' and 'NoneType'" for CIFAR, "CUB split must
+    be one of [...], got None"). A split the dataset lacks is the adapter's own one line, as before.
+    """
+    if split is not None or not isinstance(dataset, str):
+        return split
+    from clipforge.data.catalog import canonical, dataset_info
+
+    return dataset_info(dataset).test_split if canonical(dataset) is not None else "test"
+
+
 def open_eval_dataset(dataset: str | Any, root: str | Path | None, split: str | None, transform: Any) -> Any:
-    """A `LabelledDataset` from a name + root, or the given dataset object unchanged."""
+    """A `LabelledDataset` from a name + root (`split` None: `default_split`), or the given dataset object
+    unchanged."""
     if not isinstance(dataset, str):
         return dataset
+    split = default_split(dataset, split)
     if root is None:
         raise ValueError(f"--root is required for dataset {dataset!r}")
     from clipforge.data import open_dataset

@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from clipforge.data.base import DatasetFormatError, DatasetLayoutError
-from clipforge.evaluate.common import open_eval_dataset, report_header, resolve_model
+from clipforge.evaluate.common import default_split, open_eval_dataset, report_header, resolve_model
 from clipforge.evaluate.feature_cache import cached_features
 from clipforge.evaluate.features import subset_indices
 from clipforge.evaluate.metrics import defined, mean_per_class_recall, topk_accuracy
@@ -44,6 +44,7 @@ from clipforge.evaluate.report import (
     write_plots,
 )
 from clipforge.evaluate.roots import check_root
+from clipforge.models.modes import keeps_caller_mode
 
 __all__ = ["NoTrainSplitError", "class_map", "evaluate_linear_probe", "open_probe_splits"]
 
@@ -182,8 +183,9 @@ def refuse_same_images(train_ds: Any, test_ds: Any, name: str, root: str | Path 
                          "them in ROOT/train/<class>/ and ROOT/test/<class>/")
 
 
+@keeps_caller_mode  # an nn.Module runs in eval mode and is given back in the modes it had (`models.modes`)
 def evaluate_linear_probe(model: str | torch.nn.Module, dataset: str | tuple[Any, Any],
-                          root: str | Path | None = None, *, train_split: str = "train", test_split: str = "test",
+                          root: str | Path | None = None, *, train_split: str = "train", test_split: str | None = None,
                           fewshot_k: Sequence[int] | None = None, seeds: int = 3, full: bool = True,
                           val_fraction: float = 0.2, max_iter: int = 1000, batch_size: int = 64, workers: int = 0,
                           device: str | torch.device | None = None, limit_train: int | None = None,
@@ -207,8 +209,11 @@ def evaluate_linear_probe(model: str | torch.nn.Module, dataset: str | tuple[Any
     refused, naming them); a multi-label dataset (VOC 2007) is refused; a training split that is not there is a
     `NoTrainSplitError`. `expect` names, the limits and the output folders are checked before anything is loaded. The
     report's ``timing.probe`` has the seconds the C searches and fits took (``fit_threads``: the
-    BLAS/OpenMP threads they ran with, see `probe.limited_fit_threads`).
+    BLAS/OpenMP threads they ran with, see `probe.limited_fit_threads`). `test_split` None: the dataset's
+    evaluation split, as the CLI without ``--split`` (`common.default_split`: val for imagenet, test for most; it
+    was always "test", which ImageNet lacks). A model module is given back in the modes it had.
     """
+    test_split = default_split(dataset, test_split) or "test"  # a (train, test) pair of objects: named "test"
     from clipforge.weights import model_fingerprint
 
     expect = canonical_expect(expect, "linear-probe")

@@ -32,11 +32,13 @@ from clipforge.evaluate.report import (
     skipped_files,
     write_plots,
 )
+from clipforge.models.modes import keeps_caller_mode
 from clipforge.zeroshot.embeddings import encode_texts
 
 __all__ = ["evaluate_retrieval"]
 
 
+@keeps_caller_mode  # an nn.Module runs in eval mode and is given back in the modes it had (`models.modes`)
 def evaluate_retrieval(model: str | torch.nn.Module, captions: str | Path | Any, images: str | Path | None = None,
                        *, ks: Sequence[int] = (1, 5, 10), batch_size: int = 64, text_batch_size: int = 256,
                        workers: int = 0, device: str | torch.device | None = None, limit: int | None = None,

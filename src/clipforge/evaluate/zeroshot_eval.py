@@ -17,6 +17,7 @@ import torch
 
 from clipforge.evaluate.common import (
     dataset_classnames,
+    default_split,
     default_templates,
     open_eval_dataset,
     paper_metric,
@@ -42,6 +43,7 @@ from clipforge.evaluate.report import (
     write_plots,
 )
 from clipforge.evaluate.roots import check_root
+from clipforge.models.modes import keeps_caller_mode
 from clipforge.zeroshot import ZeroShotClassifier, get_templates
 from clipforge.zeroshot.languages import (
     classnames_for,
@@ -53,6 +55,7 @@ from clipforge.zeroshot.languages import (
 __all__ = ["evaluate_zeroshot"]
 
 
+@keeps_caller_mode  # an nn.Module runs in eval mode and is given back in the modes it had (`models.modes`)
 def evaluate_zeroshot(model: str | torch.nn.Module, dataset: str | Any, root: str | Path | None = None,
                       split: str | None = None, *, templates: str | Sequence[str] | None = None,
                       classnames: Sequence[str] | str | Path | None = None, batch_size: int = 64, workers: int = 0,
@@ -78,7 +81,10 @@ def evaluate_zeroshot(model: str | torch.nn.Module, dataset: str | Any, root: st
     ``mean_average_precision`` only; its `plot` is a per-class AP chart, `_ap_plot`). ``top5`` is null (not 100%) with fewer than 5 classes, as CLIP_benchmark.
     `expect` names, `limit` and the output folders are checked before the model or the dataset is
     loaded (they were checked after the run, losing it); `--expect acc1=...` (the suite's name) works.
+    `split` None: the dataset's evaluation split, as the CLI without ``--split`` (`common.default_split`: val for
+    imagenet, test for most). A model module is encoded in eval mode and handed back in the modes it had.
     """
+    split = default_split(dataset, split)
     expect = canonical_expect(expect, "zeroshot", dataset if isinstance(dataset, str) else None)
     names_file = Path(classnames) if isinstance(classnames, str | Path) else None
     if names_file is not None:  # a file of class names (--classnames): read before the model loads

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from clipforge.models.resnet import ModifiedResNet
+from clipforge.models.tensor_checks import check_image_batch, check_token_batch
 from clipforge.models.vit import VisionTransformer
 
 __all__ = [
@@ -98,10 +99,12 @@ class ChineseCLIP(nn.Module):
         return self.visual.input_resolution
 
     def encode_image(self, image: torch.Tensor) -> torch.Tensor:
+        check_image_batch(image)  # one line naming the shape, before the fast path's kernels (`tensor_checks`)
         return self.visual(image.to(self.dtype))
 
     def encode_text(self, text: torch.Tensor) -> torch.Tensor:
         """Features at [CLS] of the BERT tower, padding (id 0) masked; rows are `tokenize_chinese`'s."""
+        check_token_batch(text)
         length = int(text.ne(self.pad_id).sum(dim=1).max().item()) if text.numel() else 1
         text = text[:, : max(length, 1)]  # trailing all-padding columns are masked anyway: skip them
         mask = text.ne(self.pad_id).to(self.dtype)

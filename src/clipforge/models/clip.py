@@ -27,6 +27,7 @@ from clipforge.models.family_keys import (
 )
 from clipforge.models.layers import LayerNorm, Transformer
 from clipforge.models.resnet import ModifiedResNet
+from clipforge.models.tensor_checks import check_image_batch, check_token_batch
 from clipforge.models.vit import VisionTransformer
 
 
@@ -93,6 +94,8 @@ class CLIP(nn.Module):
         return self.visual.input_resolution
 
     def encode_image(self, image: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        """Image features of a preprocessed float batch [batch, 3, H, W] (checked first: `tensor_checks`)."""
+        check_image_batch(image)  # the fast path's oneDNN kernels said gibberish for 1/4 channels or a 3-D tensor
         features = self.visual(image.to(self.dtype))
         return F.normalize(features, dim=-1) if normalize else features
 
@@ -101,8 +104,10 @@ class CLIP(nn.Module):
 
         Because the mask is causal, the EOT feature never depends on positions after it, so
         the tower only runs on the first `max(eot) + 1` positions of the batch: identical
-        output, much less work for short prompts padded to 77.
+        output, much less work for short prompts padded to 77. `text` must be token ids [batch, context]
+        (`tensor_checks.check_token_batch`, one line naming the shape otherwise).
         """
+        check_token_batch(text)
         eot = text.argmax(dim=-1)
         length = self.text_length(text, eot)
         x = self.token_embedding(text[:, :length]).to(self.dtype)
@@ -117,7 +122,10 @@ class CLIP(nn.Module):
         Ids from another tokenizer (OpenAI's 77-position BPE given to clipforge-tiny-zh's 16 positions, or ids
         past the vocabulary) failed deep inside with "The size of tensor a (19) must match the size of tensor
         b (16)" or "index out of range in self"; they are one `TokensError` saying how to tokenize for it.
+        The shape is checked first: the fast path's `encode_text` (`clipforge.inference`) calls this before
+        any kernel, so a [77] or [1, 2, 77] tensor is the same one line there as on the reference path.
         """
+        check_token_batch(text)
         if not text.numel():
             return 1
         length = int((text.argmax(dim=-1) if eot is None else eot).max().item()) + 1

@@ -30,6 +30,7 @@ from clipforge.models.family_clipa import AvgPoolVisionTransformer
 from clipforge.models.family_hf import HFTextTower
 from clipforge.models.family_keys import FAMILY_DEFAULTS, check_family_fields, family_value
 from clipforge.models.layers import LayerNorm, Transformer, check_image_grid, grid_rows, make_activation
+from clipforge.models.tensor_checks import check_token_batch
 from clipforge.models.vit import VisionTransformer
 
 
@@ -236,7 +237,9 @@ class FamilyCLIP(CLIP):
         return x @ self.text_projection.to(x.dtype)
 
     def text_pool_positions(self, text: torch.Tensor) -> torch.Tensor:
-        """Where each sequence's feature is read: argmax id, first `text_eos_id`, or the last position."""
+        """Where each sequence's feature is read: argmax id, first `text_eos_id`, or the last position. The
+        shape is checked first (`tensor_checks`): the fast path (`clipforge.inference`) calls this before its kernels."""
+        check_token_batch(text)
         if self.text_pool == "last":
             return text[:, 0] * 0 + (text.shape[1] - 1)  # (written so an ONNX trace keeps the batch dynamic)
         if self.text_pool == "eos":
@@ -258,6 +261,7 @@ class FamilyCLIP(CLIP):
         """Text features at each sequence's pooling position. A causal tower stops at the last
         position read (later ones cannot change it); a bidirectional one sees the whole padded row.
         A transformers tower (`family_hf`) pools over the non-pad positions itself."""
+        check_token_batch(text)
         if self.text is not None:
             features = self.text(text)
             return F.normalize(features, dim=-1) if normalize else features

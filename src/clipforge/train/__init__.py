@@ -9,6 +9,8 @@ like every command's) registers without importing torch; torchrun runs the same 
 from __future__ import annotations
 
 import importlib
+import os
+from pathlib import Path
 from typing import Any
 
 _EXPORTS = {
@@ -33,7 +35,23 @@ def train(config: Any) -> dict:
     return _train(config)
 
 
-def wise_ft(zeroshot: str, finetuned: str, alpha: float, out: str):
+def wise_ft(zeroshot: str | os.PathLike[str], finetuned: str | os.PathLike[str], alpha: float,
+            out: str | os.PathLike[str]) -> Path:
+    """WiSE-FT (Wortsman et al. 2022): write ``(1 - alpha) * zeroshot + alpha * finetuned`` as a safetensors file
+    at `out` and return its path.
+
+    `zeroshot` and `finetuned`: two checkpoints of one architecture, anything `clipforge.load` reads (their names
+    and shapes are checked first); `alpha` in [0, 1] (0: the zero-shot weights, 1: the fine-tuned ones; about 0.5
+    keeps most of the fine-tune's gain and the zero-shot model's robustness). The file keeps the zero-shot
+    model's config, preprocessing, tokenizer and scoring, and the languages of both. See
+    `clipforge.train.wise_ft.wise_ft`, which this calls (imported on first use, so the package imports no torch).
+    """
     from clipforge.train.wise_ft import wise_ft as _wise_ft
 
+    # importing the submodule bound its name in this package, over this function: the next
+    # ``clipforge.train.wise_ft(...)`` raised "'module' object is not callable"; put the function back
+    globals()["wise_ft"] = _WISE_FT
     return _wise_ft(zeroshot, finetuned, alpha, out)
+
+
+_WISE_FT = wise_ft

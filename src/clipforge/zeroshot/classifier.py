@@ -8,6 +8,7 @@ evaluation the CLIP paper describes.
 from __future__ import annotations
 
 import logging
+import operator
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 import torch
 
+from clipforge.models.modes import eval_mode
 from clipforge.zeroshot.embeddings import (
     build_class_embeddings,
     cache_key,
@@ -77,6 +79,21 @@ def _tokenizer_id(model: torch.nn.Module) -> str:
     return f"{tokenizer.kind}:{json.dumps(tokenizer.spec, sort_keys=True, default=str)}:{digest}"
 
 
+_NO_IMAGES = ("images: no image given; expected a path, a PIL image, a preprocessed tensor [N, 3, H, W] (or "
+              "[3, H, W]) or a non-empty list of those")
+
+
+def _check_top_k(top_k: Any) -> int:
+    """`top_k` as an int of 1 or more, or one ValueError naming it (as `Library.search` names its own)."""
+    try:
+        value = operator.index(top_k)  # ints and numpy ints; not 2.5, "5" or True
+    except TypeError:
+        value = None
+    if value is None or isinstance(top_k, bool) or value < 1:
+        raise ValueError(f"top_k must be an int of 1 or more, got {top_k!r}")
+    return value
+
+
 class ZeroShotClassifier:
     """Classify images among `classnames` described by prompt `templates`.
 
@@ -128,8 +145,9 @@ class ZeroShotClassifier:
                 self.cache_hit = True
                 self.cache_path = self.cache_dir / f"{key}.safetensors"
                 return cached.to(self.device)
-        embeddings = build_class_embeddings(self.model, self.classnames, self.templates,
-                                            batch_size=self.batch_size, device=self.device, progress=progress)
+        with eval_mode(self.model):  # the caller's training-mode model: encoded in eval, given back as it was
+            embeddings = build_class_embeddings(self.model, self.classnames, self.templates,
+                                                batch_size=self.batch_size, device=self.device, progress=progress)
         if key is not None:
             try:
                 self.cache_path = save_cached_embeddings(self.cache_dir, key, embeddings, metadata={
@@ -163,6 +181,8 @@ class ZeroShotClassifier:
 
     def _as_batch(self, images: Any) -> torch.Tensor:
         if isinstance(images, torch.Tensor):
+            if images.ndim == 4 and images.shape[0] == 0:  # other shapes: encode_image's one line names them
+                raise ValueError(_NO_IMAGES)
             return images.unsqueeze(0) if images.ndim == 3 else images
         if not isinstance(images, (list, tuple)):
             images = [images]
@@ -180,14 +200,21 @@ class ZeroShotClassifier:
 
                 item = load_image(item)
             tensors.append(self.preprocess(item))
+        if not tensors:  # torch.stack said "stack expects a non-empty TensorList"
+            raise ValueError(_NO_IMAGES)
         return torch.stack(tensors)
 
     @torch.no_grad()
     def encode_images(self, images: Any, batch_size: int = 64) -> torch.Tensor:
-        """Image features (unnormalised, float32) for a tensor batch, PIL images or paths."""
+        """Image features (unnormalised, float32) for a tensor batch, PIL images or paths.
+
+        Encoded in eval mode (`clipforge.models.modes.eval_mode`), the model given back in the modes it had: a
+        training-mode ResNet normalised with each batch's own statistics (other labels, depending on the rest of
+        the batch; one image alone raised). An empty batch is a ValueError naming `images`."""
         batch = self._as_batch(images)
-        out = [self.model.encode_image(batch[i:i + batch_size].to(self.device)).float()
-               for i in range(0, len(batch), batch_size)]
+        with eval_mode(self.model):
+            out = [self.model.encode_image(batch[i:i + batch_size].to(self.device)).float()
+                   for i in range(0, len(batch), batch_size)]
         return torch.cat(out)
 
     @torch.no_grad()
@@ -196,10 +223,12 @@ class ZeroShotClassifier:
         classes, or for sigmoid models (SigLIP) each class's own probability, which do not sum to 1.
 
         `images`: a preprocessed tensor [N,3,R,R] (or [3,R,R]), a PIL image, a path, or a list
-        of those. Probabilities are over all classes, so they sum to at most 1 across the k.
+        of those. Probabilities are over all classes, so they sum to at most 1 across the k. `top_k` must be an
+        int of 1 or more (more than the classes gives every class); no image at all is a ValueError naming `images`.
         """
         from clipforge.models.scoring import scoring_of
 
+        top_k = _check_top_k(top_k)  # before any image is read: -1 was torch's "selected index k out of range"
         probs = scoring_of(self.model).probabilities(self.logits(self.encode_images(images)))  # softmax or sigmoid
         values, indices = probs.topk(min(top_k, self.num_classes), dim=-1)
         labels = [[self.classnames[j] for j in row] for row in indices.tolist()]

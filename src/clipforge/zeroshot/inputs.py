@@ -6,7 +6,8 @@ A `str` is a `Sequence[str]`, so ``ZeroShotClassifier(model, "cat,dog")`` was cl
 
 - **Class names** (`class_names`): a string is comma-separated labels, split by the rule every interface uses
   (`clipforge.text.labels.split_labels`: ",", "，" and "、", blanks and repeats dropped); a list is kept as given,
-  each item one class (ImageNet's names hold commas and one name twice).
+  each item one class (ImageNet's names hold commas and one name twice), but a blank item is refused naming its
+  position (``classnames[1] is blank ('')``): it was classified as a class named '', which no string can give.
 - **Texts** (`text_list`): a string is one text, as `clipforge.tokenize("a cat")` (and open_clip's) reads it.
 - Bytes are refused in one line naming the parameter (their items are numbers, not texts).
 """
@@ -25,12 +26,16 @@ def _refuse_bytes(value: object, what: str, expected: str) -> None:
 
 def class_names(value: str | Iterable[object], what: str = "classnames") -> list[str]:
     """Class names from comma-separated labels (``"cat,dog"``) or a list (each item one class, kept as given)."""
-    from clipforge.text.labels import split_labels
+    from clipforge.text.labels import LabelsError, split_labels
 
     _refuse_bytes(value, what, "a list of class names or a comma-separated str")
     if isinstance(value, str):
         return split_labels(value, what)
-    return [str(item) for item in value]
+    names = [str(item) for item in value]
+    blank = next((i for i, name in enumerate(names) if not name.strip()), None)
+    if blank is not None:  # it was a class of its own, predicted as '' (a string's blank labels are separators)
+        raise LabelsError(f"{what}[{blank}] is blank ({names[blank]!r}): every class needs a name")
+    return names
 
 
 def text_list(value: str | Iterable[str], what: str = "texts") -> list[str]:

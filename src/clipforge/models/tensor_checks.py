@@ -1,0 +1,61 @@
+"""Shape and dtype checks at a model's public `encode_image` / `encode_text`: one line naming the expected shape.
+
+Why here and not left to torch: the inference fast path (`clipforge.inference`) runs packed oneDNN kernels under
+`no_grad`, and a common tensor mistake reached them as gibberish ("could not create a primitive descriptor for the
+convolution forward propagation primitive", "required rank 4 tensor to use channels_last format", "too many indices
+for tensor of dimension 3"), while the same call with grad on gave torch's own message. The check runs before either
+path, so the message is the same with grad on and off. Only attributes are read (ndim, shape, dtype): no data is
+touched and nothing is synchronised with a GPU; a trace (ONNX export, TorchScript) skips them (its shapes are
+the example's, recorded as constants).
+
+Mistakes it names: a grayscale (1 channel) or RGBA (4 channel) image, an image without its batch dimension
+(``[3, H, W]``: ``image.unsqueeze(0)``), integer pixels, token ids without their batch dimension (``[77]``), a
+batch of tokenized batches (``[1, 2, 77]``), float "token ids", and a list of strings instead of tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+__all__ = ["check_image_batch", "check_token_batch"]
+
+
+def _shape(x: torch.Tensor) -> str:
+    return "[" + ", ".join(str(int(n)) for n in x.shape) + "]"
+
+
+def check_image_batch(image: Any, what: str = "encode_image", channels: int = 3) -> None:
+    """Raise a ValueError (TypeError for a non-tensor) unless `image` is a float tensor [batch, channels, H, W]."""
+    if torch.jit.is_tracing():  # a trace (ONNX, TorchScript) would record the comparison: its input is fixed
+        return
+    expected = f"{what} expects a float tensor [batch, {channels}, H, W]"
+    if not isinstance(image, torch.Tensor):
+        raise TypeError(f"{expected}; got {type(image).__name__} (preprocess images first: "
+                        "torch.stack([preprocess(im) for im in images]))")
+    if image.ndim != 4 or image.shape[1] != channels:
+        hint = ""
+        if image.ndim == 3 and image.shape[0] == channels:
+            hint = " (one image without its batch dimension: image.unsqueeze(0))"
+        elif image.ndim == 4 and image.shape[1] in (1, 4):
+            hint = (" (grayscale: convert to RGB first)" if image.shape[1] == 1
+                    else " (RGBA: convert to RGB first, e.g. Image.convert('RGB'))")
+        raise ValueError(f"{expected}; got {_shape(image)}{hint}")
+    if not image.is_floating_point():
+        raise ValueError(f"{expected}; got {_shape(image)} of dtype {image.dtype} (preprocess gives normalised floats)")
+
+
+def check_token_batch(text: Any, what: str = "encode_text") -> None:
+    """Raise a ValueError (TypeError for a non-tensor) unless `text` is an integer tensor [batch, context]."""
+    if torch.jit.is_tracing():
+        return
+    expected = f"{what} expects token ids [batch, context] (an integer tensor from the model's tokenizer)"
+    if not isinstance(text, torch.Tensor):
+        hint = " (tokenize first: clipforge.tokenize(texts))" if isinstance(text, (str, list, tuple)) else ""
+        raise TypeError(f"{expected}; got {type(text).__name__}{hint}")
+    if text.ndim != 2:
+        hint = " (one text without its batch dimension: tokens.unsqueeze(0))" if text.ndim == 1 else ""
+        raise ValueError(f"{expected}; got {_shape(text)}{hint}")
+    if text.is_floating_point() or text.is_complex() or text.dtype == torch.bool:
+        raise ValueError(f"{expected}; got {_shape(text)} of dtype {text.dtype}")
