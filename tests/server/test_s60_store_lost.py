@@ -90,3 +90,23 @@ def test_a_lost_store_answers_503_with_retry_after_and_no_traceback(served_store
     assert not [r for r in caplog.records if r.exc_info], "a lost store is no bug: no traceback"
     logged = " ".join(r.getMessage() for r in caplog.records)
     assert "10.1.2.3:19530" in logged and "503 store_connection_error" in logged, logged
+
+
+def test_a_store_lost_while_an_original_or_thumbnail_is_read_is_503_not_a_missing_file(served_store, monkeypatch):
+    """The file routes read the record, then the store again: a store lost in between was "file_unavailable"
+    (404) with the store's address and the engine's words in its detail, to an anonymous client."""
+    from clipforge.library.milvus_engine import StoreConnectionError
+
+    library, app = served_store
+
+    def lost(*args, **kwargs):
+        raise StoreConnectionError("Milvus store milvus://10.1.2.3:19530/photos failed (connection refused)")
+
+    monkeypatch.setattr(type(library), "thumbnail", lost)
+    monkeypatch.setattr(type(library), "image_bytes", lost)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        image_id = client.get("/api/images", params={"limit": 1}).json()["images"][0]["id"]
+        for path in (f"/api/images/{image_id}", f"/api/images/{image_id}/thumb"):
+            answer = client.get(path)
+            assert answer.status_code == 503, (path, answer.text)
+            assert answer.json()["error"] == "store_connection_error" and "10.1.2.3" not in answer.text

@@ -183,3 +183,27 @@ def test_a_ui_batch_stops_at_the_first_refusal_of_the_library_itself(library, tm
     assert status.startswith("Added 0 image(s); 0 already in the library; 5 refused.")
     assert "library is read-only" in status and status.count(r": not tried (read\_only\_library)") == 4
     assert r"f4.png: not tried (read\_only\_library)" in status  # Markdown-escaped (`ui_handlers.plain`)
+
+
+def test_a_ui_batch_stops_at_a_store_that_is_not_answering(library, tmp_path, kit, monkeypatch, caplog):
+    """A Milvus store lost during an "Add" of many files: each file was read, hashed and embedded, then waited
+    on the dead store (20 files: 20 store calls, 10 s), since the store's error became a UserError (503): a
+    refusal of the server's own (any 5xx) stops the batch as the library's own refusals do, logged once."""
+    from clipforge.library.milvus_engine import StoreConnectionError
+
+    handlers, upload_dir = _ui(library, tmp_path)
+    calls = []
+
+    def lost(image, filename=None):
+        calls.append(filename)
+        raise StoreConnectionError("Milvus store milvus://10.1.2.3:19530/photos failed (connection refused)")
+
+    monkeypatch.setattr(handlers.service, "add", lost)
+    files = [_uploaded(upload_dir, kit, f"f{i}.png") for i in range(5)]
+    with caplog.at_level(logging.WARNING, logger="clipforge.server.errors"):
+        status, _, _, _ = asyncio.run(handlers.add(files, "", 0))
+    assert calls == ["f0.png"]
+    assert status.startswith("Added 0 image(s); 0 already in the library; 5 refused.")
+    assert "Milvus store is not answering" in status and "10.1.2.3" not in status
+    assert status.count(r": not tried (store\_connection\_error)") == 4
+    assert "10.1.2.3:19530" in caplog.text  # the operator's log line names the store

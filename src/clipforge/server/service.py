@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from clipforge.errors import UserError
 from clipforge.image import ImageLoadError
 from clipforge.library.dbfile import display_path
 from clipforge.server.errors import APIError, shown, without_folders
@@ -265,6 +266,8 @@ class LibraryService(RequestWords):
         try:
             data, mime = self.library.image_bytes(image_id)
         except (OSError, ValueError) as exc:
+            if isinstance(exc, UserError) and exc.http_status >= 500:  # the store's (a Milvus server not answering)
+                raise
             raise _file_unavailable(image_id, exc) from None
         if not mime.startswith("image/"):
             raise APIError(404, "file_unavailable", f"image {image_id}'s file is no longer an image")
@@ -282,6 +285,8 @@ class LibraryService(RequestWords):
         try:
             return self.library.thumbnail(image_id, int(size)), tag
         except (OSError, ValueError) as exc:
+            if isinstance(exc, UserError) and exc.http_status >= 500:  # the store's (a Milvus server not answering)
+                raise
             raise _file_unavailable(image_id, exc) from None
 
     def stats(self) -> dict[str, Any]:

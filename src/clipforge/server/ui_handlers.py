@@ -254,7 +254,10 @@ class Handlers:
                 if error is None:
                     raise
                 refused.append(f"{error.detail}")
-                if error.code in _LIBRARY_REFUSALS:  # the library, not the file: no other file can be added
+                # the library, not the file (its own refusals, and any of the server's own: a store not answering):
+                # no other file can be added, and each would be read, hashed and embedded only to wait on it
+                if error.code in _LIBRARY_REFUSALS or error.status >= 500:
+                    api_error(exc, "UI upload", logging.WARNING)  # the operator's log line (the store's name)
                     refused += [
                         status_text(
                             say,
