@@ -228,3 +228,30 @@ def test_index_stats_reports_the_files_version_not_the_codes(tmp_path, images_fa
     capsys.readouterr()
     assert main(["index", "stats", "--json", *lib]) == 0
     assert json.loads(capsys.readouterr().out)["schema_version"] == 2
+
+
+def test_opening_does_not_wait_for_another_writer_to_mark_the_library(tmp_path, tiny_encoder,
+                                                                      tagged_vector_store) -> None:
+    """The mark at open waited for another process's write (the 60 s busy timeout, then a traceback), so a
+    `search` queued behind a `tag` of another process: it is left for the next open."""
+    import time
+
+    db = tmp_path / "library.sqlite3"
+    tagged_vector_store(db, 5, LABELS).close()
+    _as_dec6_left_it(db)
+    writer = sqlite3.connect(db, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # another process's write, held
+    try:
+        start = time.monotonic()
+        store = Store(db)
+        try:
+            assert time.monotonic() - start < 10  # not the busy timeout
+            assert sum(store.tag_counts(tiny_encoder.fingerprint).values()) == 5  # read as it is
+        finally:
+            store.close()
+        assert _version(db) == 1
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    Store(db).close()
+    assert _version(db) == 2  # the next open marks it

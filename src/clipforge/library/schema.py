@@ -24,6 +24,7 @@ holding such a key is read as it is (it cannot be marked).
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -146,9 +147,11 @@ def migrate(store: Any, path: Path) -> None:
             and _holds_tag_rows(conn):
         # Tags switched by the Dec 6 release, which left the version at 1: mark the library, so that older
         # releases refuse it instead of reading (or writing) the tags under the fingerprint.
+        # Without waiting: a read (`search`) must not queue behind another process's write for the busy timeout
+        # (60 s, then a traceback); the next open after that write marks it.
         try:
-            with store.transaction() as tx:  # re-read under the write lock
+            with store.transaction(wait=False) as tx:  # re-read under the write lock
                 if _holds_tag_rows(tx):
                     require_version(tx, TAG_ROWS_VERSION)
-        except OSError:  # LibraryWriteError: a file, folder or disk this user cannot write (or full): read it as is
-            pass
+        except (OSError, sqlite3.OperationalError):  # a library this user cannot write, a full disk, a held lock:
+            pass  # read it as it is
