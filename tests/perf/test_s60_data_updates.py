@@ -58,3 +58,23 @@ def test_unchanged_weights_keep_their_packed_copies() -> None:
         packed = block._cf_packed(torch.float32, block.fused)
         model.encode_image(images)
         assert block._cf_packed(torch.float32, block.fused) is packed  # not rebuilt on every call
+
+
+@pytest.mark.parametrize("convert", ["half", "bfloat16", "to_double"])
+def test_a_conversion_drops_the_packed_copies_and_the_weights_they_hold(convert: str) -> None:
+    """`.half()` / `.to(...)` gives every parameter new storage: the packed copies of the old weights (and the probe
+    views, which hold the old storage itself) were kept for ever by entries no call would use again (review: 22 of
+    clipforge-tiny's 35 MB of fp32 weights stayed after `.half()`). A conversion empties every cache."""
+    from clipforge.inference._packing import InferenceModule
+
+    model = load_model("test-vit-tiny", "cpu").model.eval()
+    images, _ = _inputs(model)
+    with torch.no_grad():
+        model.encode_image(images)
+    cached = [m for m in model.modules() if isinstance(m, InferenceModule) and m.__dict__.get("_cf_cache")]
+    assert cached  # the fast path packed its weights
+    if convert == "to_double":
+        model.to(torch.float64)
+    else:
+        getattr(model, convert)()
+    assert not [m for m in model.modules() if isinstance(m, InferenceModule) and m.__dict__.get("_cf_cache")]

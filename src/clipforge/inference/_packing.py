@@ -187,6 +187,12 @@ class InferenceModule(nn.Module):
     def _cf_clear(self) -> None:
         self.__dict__.pop(_CACHE, None)
 
+    def _apply(self, fn: Callable[..., Any], recurse: bool = True) -> Any:
+        """`.half()`, `.to(...)`, `.cuda()`, ...: every parameter gets new storage, so no cache entry is used again;
+        dropped here, or they (and their probe views, which hold the old storage) stayed for the module's life."""
+        self._cf_clear()
+        return super()._apply(fn, recurse)
+
     def __getstate__(self) -> dict[str, Any]:
         # oneDNN's opaque tensors cannot be copied or pickled; they are rebuilt on first use.
         state = self.__dict__.copy()
