@@ -5,7 +5,8 @@ files; HEAD wrote every such partition again (hours for a large job) while sayin
 since". Here a job is built with this code and `files_stamp` is stripped from its stats files to play the old
 release: verified by hand that this stripped form (JSON with indent 2, UTF-8, a final newline) is byte for byte
 what c04ae83 writes for the same photos (and its npy, parquet and job.json equal this code's too). A partition so
-written is kept and stamped when its records name exactly its files and none is newer than it; else it is written
+written is kept and stamped when its records name exactly its files, none is newer than it, and each row's recorded
+sha256 is that of its file's bytes now (a swapped folder or a retargeted symlink keeps old times); else it is written
 again with a true reason, counted apart.
 """
 
@@ -150,3 +151,77 @@ def test_a_legacy_partition_whose_counts_disagree_or_a_broken_stats_file(tmp_pat
         f"wrote 2 of 3 partitions (1 already done, 1 of them {LEGACY}, checked and stamped now; 1 written again, as "
         f"they were {LEGACY}, and their records do not name exactly their files now; 1 written again, as their "
         "stats or metadata files could not be read), 4 embeddings, 0 failed in ")
+
+
+def _old_times(files: list[Path], before: int) -> None:
+    for path in files:
+        os.utime(path, ns=(before, before))
+
+
+def test_a_folder_swapped_for_another_version_is_embedded_again(tmp_path, images_factory, tiny_encoder) -> None:
+    """Review 60 defect 2: ``mv photos photos_v1; mv photos_v2 photos`` where photos_v2 holds other photos under the
+    same names, made (and dated back) before the embed run. Renaming a folder changes no time of its files, so every
+    file looks older than its partition; only the recorded sha256 of each row shows the bytes are others. Was: all
+    three kept and stamped, so the old photos' vectors stood for the new ones for good."""
+    v2 = images_factory(tmp_path / "photos_v2", 3 * SHARD, seed=7)
+    _old_times(v2, v2[0].stat().st_mtime_ns - 60 * 10**9)  # its ctime stays its creation: before the export
+    photos, out, _ = _legacy_job(tmp_path, images_factory, tiny_encoder)
+    assert [p.name for p in sorted(photos.iterdir())] == [p.name for p in v2]
+    photos.rename(tmp_path / "photos_v1")
+    (tmp_path / "photos_v2").rename(photos)
+    resumed = _export(photos, out, tiny_encoder)
+    assert _states(resumed) == {"written": [0, 1, 2], "skipped": [], "stamped": [], "changed": [],
+                                "legacy_changed": [0, 1, 2], "legacy_unlisted": [], "unreadable": []}
+    assert resumed.summary_line().startswith(
+        f"wrote 3 of 3 partitions (0 already done; 3 written again, as they were {LEGACY}, and files in them "
+        "changed since), 6 embeddings, 0 failed in ")
+    vectors, rows = read_export(out)
+    assert [r["sha256"] for r in rows] == [hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(
+        photos.iterdir())]
+    assert _export(photos, tmp_path / "fresh", tiny_encoder).written == [0, 1, 2]
+    fresh, fresh_rows = read_export(tmp_path / "fresh")
+    assert [r["image_path"] for r in rows] == [r["image_path"] for r in fresh_rows]
+    np.testing.assert_array_equal(vectors, fresh)  # the swapped-in photos' own vectors
+
+
+def test_a_retargeted_symlink_writes_only_its_partition_again(tmp_path, images_factory, tiny_encoder) -> None:
+    """The photos are symlinks (``os.stat`` follows them); one is pointed at an older file of other bytes. Its
+    partition is written again; the others are hashed, shown the same bytes, and kept."""
+    store = images_factory(tmp_path / "store", 3 * SHARD)
+    other = images_factory(tmp_path / "other", 1, seed=7, formats=(store[3].suffix[1:],))[0]
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for target in store:
+        (photos / target.name).symlink_to(target)
+    out = tmp_path / "out"
+    assert _export(photos, out, tiny_encoder).written == [0, 1, 2]
+    for path in _files(out, "stats"):
+        stats = json.loads(path.read_text(encoding="utf-8"))
+        del stats["files_stamp"]
+        path.write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    vectors_before, _ = read_export(out)
+    link = photos / store[3].name
+    link.unlink()
+    link.symlink_to(other)
+    resumed = _export(photos, out, tiny_encoder)
+    assert _states(resumed) == {"written": [1], "skipped": [0, 2], "stamped": [0, 2], "changed": [],
+                                "legacy_changed": [1], "legacy_unlisted": [], "unreadable": []}
+    vectors, rows = read_export(out)
+    assert rows[3]["sha256"] == hashlib.sha256(other.read_bytes()).hexdigest()
+    assert not np.array_equal(vectors[3], vectors_before[3])
+    np.testing.assert_array_equal(vectors[[0, 1, 2, 4, 5]], vectors_before[[0, 1, 2, 4, 5]])
+
+
+def test_a_legacy_row_without_a_recorded_sha256_proves_nothing(tmp_path, images_factory, tiny_encoder) -> None:
+    """A metadata row whose sha256 is null (not as any clipforge writes it): its partition is written again."""
+    photos, out, _ = _legacy_job(tmp_path, images_factory, tiny_encoder)
+    meta = out / "metadata" / "metadata_2.parquet"
+    table = pq.read_table(meta)
+    shas = table.column("sha256").to_pylist()
+    shas[1] = None
+    pq.write_table(table.set_column(1, "sha256", pa.array(shas, pa.string())), meta)
+    resumed = _export(photos, out, tiny_encoder)
+    assert _states(resumed) == {"written": [2], "skipped": [0, 1], "stamped": [0, 1], "changed": [],
+                                "legacy_changed": [], "legacy_unlisted": [], "unreadable": [2]}
+    assert pq.read_table(meta).column("sha256").to_pylist()[1] == hashlib.sha256(
+        sorted(photos.iterdir())[5].read_bytes()).hexdigest()

@@ -13,8 +13,9 @@ rank ``i % world_size``. So ranks never overlap, together they cover everything,
 that dies can be re-run: partitions whose three files exist are skipped (each file is written
 atomically, the stats file last) unless one of their files was edited since (size or modification time:
 `clipforge.library.export_job.partition_state`), which writes that partition again. A partition an earlier
-clipforge wrote without that stamp is kept (and stamped) when its records name exactly its files and none is newer
-than it, else written again with that reason; the summary counts each reason apart. Entries named like images that
+clipforge wrote without that stamp is kept (and stamped) when its records name exactly its files and each row's
+recorded sha256 is that of its file's bytes now (times alone are fooled by a swapped folder), else written again
+with that reason; the summary counts each reason apart. Entries named like images that
 are not regular files (a FIFO, a device) are never opened: each is a failure of its partition with the reason
 `clipforge.library.scan.scan_paths` gives, as `index add` records them. File names are written losslessly
 (`clipforge.library.dbfile.path_text`: ``b64:`` + base64 for a name that is not UTF-8).
@@ -105,7 +106,8 @@ class ExportReport:
     skipped: list[int] = field(default_factory=list)
     changed: list[int] = field(default_factory=list)  # written again: files in them edited since
     # partitions an earlier clipforge wrote without file stamps (`export_job._legacy_state`): kept and stamped now
-    # (also in `skipped`), or written again as a file is newer than them, or as their records name other files
+    # (also in `skipped`), or written again as a file is newer than them or not the bytes they embedded, or as their
+    # records name other files
     stamped: list[int] = field(default_factory=list)
     legacy_changed: list[int] = field(default_factory=list)
     legacy_unlisted: list[int] = field(default_factory=list)

@@ -16,14 +16,22 @@ and a resume writes again every partition whose files' stamp changed since (`par
 re-embeds a file whose size or mtime changed.
 
 A partition written by a clipforge from before the stamp (the Dec-6 release c04ae83 wrote job.json but no
-`files_stamp`) is checked by the same class of evidence instead (`_legacy_state`): its records (the metadata
-parquet's ``image_path`` rows and the stats file's failures) must name exactly the partition's files now, and
-every file's modification and status-change times must be older than the partition's own files (a file edited,
-touched, or put back with an old mtime by ``cp -p`` / ``rsync -t`` since has a newer status-change time). Shown so,
-it is kept and its stamp is written into its stats file, so the next resume checks it as any other; otherwise it is
-written again, counted apart with its own reason. (Such a job was re-embedded whole, said to have changed.) What
-this cannot see: a file edited while the old release was reading its partition (a stamp is taken before the read),
-and an output folder copied without its times (its partitions then look newer than they are).
+`files_stamp`) is kept only when shown to describe its files' bytes now (`_legacy_state`): its records (the metadata
+parquet's ``image_path`` rows and the stats file's failures) must name exactly the partition's files now, and the
+sha256 that release recorded for each embedded row (the parquet's ``sha256`` column, the hash of the very bytes it
+decoded) must equal the sha256 of the file's bytes now. Times cannot prove that: renaming a folder (``mv ds ds_v1;
+mv ds_v2 ds``) or retargeting a symlink changes no file's modification or status-change time, while the names then
+hold other photos. The times serve only as a cheap first filter: a file modified or with its status changed since the
+partition was written (edited, touched, put back with an old mtime by ``cp -p`` / ``rsync -t``) has it written again
+without hashing anything. A failed file's record (no vector) is kept on that time rule alone: it carries no vector
+that could be wrong, and the file is listed as failed in the stats and report. A row with no recorded sha256 proves
+nothing and has its partition written again. Shown so, a partition is kept and its stamp (from the stats taken before
+the hashing) is written into its stats file, so the next resume checks it as any other; otherwise it is written
+again, counted apart with its own reason. (Such a job was re-embedded whole, said to have changed.) Cost: one read of
+each legacy file, hashed, far cheaper than decoding and embedding it, and paid once per legacy
+partition. An edit at any time after the old release read a file is seen (its bytes differ from the recorded
+hash), whatever the times say. What stays unseen: a failed file's name given to another file by a rename keeps its
+failure record (no wrong vector; touching the file, or ``--overwrite``, embeds it).
 
 Owns the record (`job_identity`), the comparison that names each difference (`check_job`), the clearing
 order of ``overwrite=True`` (`clear_job`), the claim of the folder before the first partition
@@ -112,7 +120,7 @@ ABSENT = "absent"  # not (wholly) written: written now
 DONE = "done"  # its stamp is its files' stamp now: kept
 STAMPED = "stamped"  # no stamp (an earlier clipforge), shown to describe its files now: kept, its stamp written now
 CHANGED = "changed"  # a file's size or modification time differs from its stamp: written again
-LEGACY_CHANGED = "legacy-changed"  # no stamp, and a file is newer than the partition (or gone): written again
+LEGACY_CHANGED = "legacy-changed"  # no stamp, and a file is newer than it, gone, or not the bytes it embedded: again
 LEGACY_UNLISTED = "legacy-unlisted"  # no stamp, and its records do not name exactly its files: written again
 UNREADABLE = "unreadable"  # its stats file (with no stamp: its rows) cannot be read: written again
 
@@ -142,40 +150,68 @@ class _Unreadable(Exception):
     """A partition's npy, parquet or stats cannot be read as the layout writes them."""
 
 
-def _recorded_paths(paths: tuple[Path, Path, Path], stats: dict[str, Any]) -> list[str] | None:
-    """The names partition `paths` records (its rows', then its failures', as written); None when its npy, parquet
-    and stats disagree on the counts (then it vouches for no list). Raises `_Unreadable` when one cannot be read."""
+_HEX = frozenset("0123456789abcdef")
+
+
+def _recorded(paths: tuple[Path, Path, Path], stats: dict[str, Any]) -> tuple[list[str], list[str], list[str]] | None:
+    """(row names, their recorded sha256s, failed names) of partition `paths`, as written; None when its npy,
+    parquet and stats disagree on the counts (then it vouches for no list). Raises `_Unreadable` when one cannot be
+    read, or a row has no sha256 as the layout writes it (64 hex digits: nothing to prove its vector by)."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        rows = [str(r) for r in pq.read_table(paths[1], columns=["image_path"]).column("image_path").to_pylist()]
+        table = pq.read_table(paths[1], columns=["image_path", "sha256"])
+        rows = [str(r) for r in table.column("image_path").to_pylist()]
+        shas = table.column("sha256").to_pylist()
         vectors = len(np.load(paths[0], mmap_mode="r"))  # the header only
         failures = [str(f["path"]) for f in stats["failures"]]
         counts = (int(stats["files"]), int(stats["embedded"]), int(stats["failed"]))
     except (OSError, ValueError, KeyError, TypeError, AttributeError, pa.ArrowException) as exc:
         raise _Unreadable(str(exc)) from exc
+    if not all(isinstance(sha, str) and len(sha) == 64 and set(sha) <= _HEX for sha in shas):
+        raise _Unreadable("a row without a recorded sha256")
     if counts != (len(rows) + len(failures), len(rows), len(failures)) or vectors != len(rows):
         return None
-    return rows + failures
+    return rows, shas, failures
+
+
+def _same_bytes(path: str, sha256: str) -> bool:
+    """Whether `path` holds now the bytes whose sha256 was recorded: read as the embedding reads it
+    (`clipforge.data.reading.read_file`: never blocking on a FIFO, at most `MAX_IMAGE_FILE_BYTES`) and
+    hashed as it hashes them; a file that cannot be read so holds no provable bytes."""
+    from clipforge.data.regular import read_regular_file
+    from clipforge.image.loading import MAX_IMAGE_FILE_BYTES
+
+    try:
+        data = read_regular_file(path, MAX_IMAGE_FILE_BYTES)
+    except (OSError, ValueError):  # NotRegularFileError / FileTooLargeError are ValueErrors
+        return False
+    return hashlib.sha256(data).hexdigest() == sha256
 
 
 def _legacy_state(paths: tuple[Path, Path, Path], stats: dict[str, Any], files: list[str]) -> str:
     """A partition with no stamp (written by an earlier clipforge): `STAMPED` (kept, stamp written) when it is
-    shown to describe `files` now, else why not (see the module docstring).
+    shown to describe the bytes of `files` now, else why not (see the module docstring).
 
     Its records must name exactly `files` (as this release writes names: `path_text`; the Dec-6 release wrote a
-    name that is not UTF-8 lossily, so such a partition is written again), and no file may have been modified or
-    had its status changed since the partition's first file was written (its vectors, written after every file
-    was read). The stamp is made from the same stat results the check read, so a file edited after the check
-    differs from the stamp at the next resume. Times equal to the partition's count as newer (a coarse clock).
+    name that is not UTF-8 lossily, so such a partition is written again). Then, cheapest first: no file may have
+    been modified or had its status changed since the partition's first file was written (its vectors, written
+    after every file was read; times equal to the partition's count as newer, a coarse clock), and each embedded
+    row's recorded sha256 must be that of its file's bytes now (the proof: times survive a folder swap or a
+    retargeted symlink). The stamp is made from the stat results taken before the hashing, so a file edited after
+    the check differs from the stamp at the next resume.
     """
     try:
-        recorded = _recorded_paths(paths, stats)
+        recorded = _recorded(paths, stats)
     except _Unreadable:
         return UNREADABLE
-    if recorded is None or sorted(recorded) != sorted(path_text(path) for path in files):
+    if recorded is None:
+        return LEGACY_UNLISTED
+    rows, shas, failures = recorded
+    names = {path_text(path): path for path in files}
+    if len(names) != len(files) or sorted(rows + failures) != sorted(names):
         return LEGACY_UNLISTED
     try:
         written = min(p.stat().st_mtime_ns for p in paths)
@@ -184,6 +220,8 @@ def _legacy_state(paths: tuple[Path, Path, Path], stats: dict[str, Any], files: 
     infos = [_stat(path) for path in files]
     if any(info is None or max(info.st_mtime_ns, info.st_ctime_ns) >= written for info in infos):
         return LEGACY_CHANGED
+    if not all(_same_bytes(names[row], sha) for row, sha in zip(rows, shas, strict=True)):
+        return LEGACY_CHANGED  # other bytes under the same names (a folder swapped, a link retargeted)
     stamped: dict[str, Any] = {}
     for key, value in stats.items():  # the stamp where this release puts it: after the failures
         stamped[key] = value
