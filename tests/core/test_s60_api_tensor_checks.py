@@ -57,3 +57,11 @@ def test_right_inputs_still_encode(fast_model):
         assert fast_model.encode_image(torch.zeros(2, 3, 32, 32)).shape[0] == 2
         assert fast_model.encode_text(clipforge.tokenize(["a cat"])).shape[0] == 1
         assert fast_model.encode_text(clipforge.tokenize(["a cat"]).int()).shape[0] == 1
+
+
+def test_texts_instead_of_tokens_are_named_under_no_grad_too() -> None:
+    """The fast path read `.device` of the list first: AttributeError: 'list' object has no attribute 'device'."""
+    model, _ = clipforge.load("clipforge-tiny")
+    with torch.no_grad(), pytest.raises(TypeError) as error:
+        model.encode_text(["a cat"])
+    assert "tokenize first: clipforge.tokenize(texts)" in str(error.value)

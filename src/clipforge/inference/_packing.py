@@ -85,6 +85,8 @@ def fast_dtype(module: nn.Module, x: torch.Tensor, param: torch.Tensor, *, tower
     bf16 (weights cast once and cached, not per call as autocast does). Otherwise a tower
     (`tower=True`) computes in its `compute_dtype` and a block follows its input's dtype.
     """
+    if not isinstance(x, torch.Tensor):  # a list of strings, a PIL image: the reference path names the mistake
+        return None
     if module.training or (torch.is_grad_enabled() and (x.requires_grad or param.requires_grad)):
         return None
     if torch.jit.is_tracing() or torch.compiler.is_compiling():
