@@ -36,7 +36,7 @@ __all__ = [
     "NewFolders",
     "files_under",
     "folder_problem",
-    "STALE_AFTER_S", "host_tag",
+    "STALE_AFTER_S", "host_tag", "left_behind",
     "atomic_path", "remove_stale_temps", "save_figure", "write_atomic", "write_bytes_atomic", "write_json_atomic",
     "write_text_atomic",
 ]
@@ -153,6 +153,15 @@ def save_figure(fig: Any, target: str | os.PathLike[str], *, dpi: int = 100,
     return Path(target)
 
 
+def left_behind(host: str | None, pid: str | None, mtime: float, now: float, *, hostless_by_pid: bool = True) -> bool:
+    """Whether a temporary file or folder named with its writer's `host` and `pid` was left by a writer that no
+    longer runs: this host's when that pid is no live process here; another host's (its pid says nothing here),
+    one without a pid, or without a host and `hostless_by_pid=False`, once `STALE_AFTER_S` old. A live writer's
+    is never judged left behind (a reused pid keeps it: the safe side)."""
+    by_pid = pid is not None and (host == host_tag() or (host is None and hostless_by_pid))
+    return (by_pid and not _alive(int(pid))) or now - mtime > STALE_AFTER_S
+
+
 def _alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
@@ -179,14 +188,13 @@ def remove_stale_temps(
     folder = Path(directory)
     if not folder.is_dir():
         return removed
-    here, now = host_tag(), time.time() if now is None else now
+    now = time.time() if now is None else now
     for entry in folder.iterdir():
         match = _TEMP_RE.match(entry.name)
         try:
             if not match or not entry.is_file():
                 continue
-            by_pid = match["host"] == here or (match["host"] is None and hostless_by_pid)
-            if (by_pid and not _alive(int(match["pid"]))) or now - entry.stat().st_mtime > STALE_AFTER_S:
+            if left_behind(match["host"], match["pid"], entry.stat().st_mtime, now, hostless_by_pid=hostless_by_pid):
                 entry.unlink()
                 removed.append(entry)
         except FileNotFoundError:  # its writer renamed it, or another process removed it

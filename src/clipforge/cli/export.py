@@ -25,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      "checked against PyTorch with onnxruntime",
         description="Write image_encoder.onnx and text_encoder.onnx: outputs image_embeds/text_embeds are "
                     "L2-normalised (as Hugging Face's of those names), image_features/text_features the raw "
-                    "encode_image/encode_text values; batch and sequence axes are dynamic; token ids int64. "
+                    "encode_image/encode_text values; batch and sequence axes are dynamic (the sequence axis is fixed to "
+                    "the context for a text tower that attends to its padding: SigLIP); token ids int64. "
                     f"Checked against PyTorch with onnxruntime (max |diff| <= {PARITY_RULE}).")
     add_model_argument(onnx)
     onnx.add_argument("--out", required=True, help="output folder (created if missing; files of an earlier export "

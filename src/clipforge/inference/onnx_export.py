@@ -5,20 +5,25 @@ Layout written by `export_onnx(model, out_dir)`:
     out_dir/image_encoder.onnx   pixel_values float32 [batch, 3, R, R]
                                    -> image_features [batch, D] (raw, as `encode_image`)
                                    -> image_embeds [batch, D]   (L2-normalised, as HF's `image_embeds`)
-    out_dir/text_encoder.onnx    input_ids int64 [batch, sequence <= context_length]
+    out_dir/text_encoder.onnx    input_ids int64 [batch, sequence <= context_length] ([batch, context_length]
+                                 for a tower that attends to its padding: SigLIP)
                                    -> text_features [batch, D] (raw, as `encode_text`)
                                    -> text_embeds [batch, D]   (L2-normalised, as HF's `text_embeds`)
     out_dir/clipforge_onnx.json  shapes, opset, names, the parity measured at export time, and what using the
                                  graphs needs (`onnx_usage`): ``preprocessing`` (size, resize mode, interpolation,
                                  mean/std), ``scoring`` (softmax or sigmoid, scale, bias), ``tokenizer`` (kind,
                                  context length, ids, file)
-    out_dir/<tokenizer file>     a model family's own tokenizer file (``spiece.model``, ``tokenizer.json``), when
-                                 the model has one
+    out_dir/<tokenizer file>     a model family's own tokenizer file (``spiece.model``, ``tokenizer.json``,
+                                 Chinese-CLIP's ``bert_chinese_vocab.txt``), when the model has one
+    out_dir/<graph>.onnx.data    a graph's tensors, for a graph over 2 GB (the JSON's ``external_data``)
 
 Output names keep one meaning each: HF's names (``image_embeds``/``text_embeds``) are normalised,
 as in `transformers`; raw features have their own names. Batch and sequence axes are dynamic:
 token rows may be cut after the batch's last EOT (``<|endoftext|>``, the highest id), as
 `CLIP.encode_text` does internally, or padded to the full 77. The EOT gather is inside the graph.
+Except where the tower attends to its padding (SigLIP: no mask, read at the last position): a shorter row gave
+other features silently, so that graph's sequence axis is fixed to the context (the JSON's shape says so).
+Chinese-CLIP's BERT tower masks its padding (id 0) inside the graph and reads [CLS], as `ChineseCLIP.encode_text`.
 Token ids are int64 in the graph, in the model's own tokenizer's vocabulary (the JSON's ``tokenizer``: OpenAI's
 BPE, `clipforge.tokenize`, for OpenAI-style models; SigLIP's SentencePiece ids, padded to the full context, for
 SigLIP); `OnnxCLIP.encode_text` casts int32 (or any integer) ids and refuses anything else with a clear error,
@@ -37,7 +42,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -83,6 +87,10 @@ class TextTower(nn.Module):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
+        self.bert = getattr(model, "bert", None)  # Chinese-CLIP (`models.chinese_clip`): BERT read at [CLS]
+        if self.bert is not None:
+            self.pad_id, self.text_projection = int(model.pad_id), model.text_projection
+            return
         self.hf_text = getattr(model, "text", None)  # a transformers encoder tower (`models.family_hf`): whole
         self.token_embedding = model.token_embedding
         self.positional_embedding = model.positional_embedding
@@ -94,6 +102,12 @@ class TextTower(nn.Module):
         self.project = getattr(model, "_project_text", None)
 
     def forward(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.bert is not None:
+            # `ChineseCLIP.encode_text`: padding masked, features at [CLS] (position 0), then the projection. It
+            # also drops all-padding trailing columns first; masked columns change nothing, so the graph keeps them
+            mask = input_ids.ne(self.pad_id).to(self.text_projection.dtype)
+            hidden = self.bert(input_ids=input_ids, attention_mask=mask).last_hidden_state
+            return _both(hidden[:, 0, :] @ self.text_projection)
         if self.hf_text is not None:
             return _both(self.hf_text(input_ids))
         x = self.token_embedding(input_ids) + self.positional_embedding[: input_ids.shape[1]]
@@ -111,9 +125,13 @@ def _family_ids(model: nn.Module, batch: int, generator: torch.Generator) -> tor
     context, vocab = int(model.context_length), int(model.vocab_size)
     tokens = torch.randint(3, vocab, (batch, context), generator=generator)
     eos = getattr(model, "text_eos_id", None)
+    pad = getattr(model, "pad_id", None) if getattr(model, "bert", None) is not None else None
     for row in range(batch):
+        end = min(context - 1, 3 + 5 * row)
         if eos is not None:
-            tokens[row, min(context - 1, 3 + 5 * row)] = int(eos)
+            tokens[row, end] = int(eos)
+        if pad is not None:  # Chinese-CLIP: rows padded after their [SEP], so the padding mask is exercised
+            tokens[row, end + 1:] = int(pad)
     return tokens
 
 
@@ -154,54 +172,79 @@ def export_onnx(model: Any, out_dir: str | os.PathLike, *, opset: int = DEFAULT_
     and scoring go into the metadata as the commands use them) or a bare CLIP module (they are then read from the
     module as `load_model` reads them).
 
-    Files appear atomically: everything is written to a temporary folder beside `out_dir` and
-    moved in at the end. With `verify`, both graphs are run through onnxruntime on random
+    Files appear atomically: everything is written to a staging folder inside `out_dir` in the final layout and
+    moved in at the end (`onnx_files`: staging folders of dead exports are removed first, a >2 GB graph's tensors
+    go in one ``.data`` file moved with it, files an earlier export listed and this one does not write are
+    removed). With `verify`, both graphs are run through onnxruntime on random
     inputs, the differences from PyTorch are recorded (`onnx_parity`) and each output must be within
     `PARITY_RTOL` of its largest value (`parity_failures`), or nothing is written.
     """
-    from clipforge.inference.onnx_usage import usage_meta
+    from clipforge.inference.onnx_files import (
+        listed_files,
+        make_staging,
+        remove_stale_staging,
+        remove_unlisted,
+        single_data_file,
+    )
+    from clipforge.inference.onnx_usage import full_context_only, usage_meta
 
     module = model if isinstance(model, nn.Module) else model.model
     usage, tokenizer = usage_meta(model, module)  # preprocessing, scoring, tokenizer; its file to copy
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(out_dir)  # what hard-killed exports left (`onnx_files`)
     plain = _plain_fp32(module).eval()
     resolution = int(plain.visual.input_resolution)
     context = int(plain.context_length)
+    # a tower that attends to its padding (SigLIP) gives other features on shorter rows: its sequence axis is fixed
+    fixed = full_context_only(plain)
     meta: dict[str, Any] = {
         "format": "clipforge-onnx-2", "model": name, "opset": opset,
         "image": {"file": IMAGE_FILE, "input": "pixel_values", "output": "image_features",
                   "normalized_output": "image_embeds", "shape": ["batch", 3, resolution, resolution]},
         "text": {"file": TEXT_FILE, "input": "input_ids", "output": "text_features",
-                 "normalized_output": "text_embeds", "shape": ["batch", f"sequence<={context}"], "dtype": "int64"},
+                 "normalized_output": "text_embeds", "dtype": "int64",
+                 "shape": ["batch", context if fixed else f"sequence<={context}"]},
         "embed_dim": int(plain.embed_dim), "image_resolution": resolution, "context_length": context,
         "activation": str(getattr(plain, "activation", "quick_gelu")), **usage,
     }
-    staging = Path(tempfile.mkdtemp(prefix=".onnx-export-", dir=out_dir))
+    staging = make_staging(out_dir)
     try:
-        _export(ImageTower(plain), torch.randn(2, 3, resolution, resolution), staging / IMAGE_FILE,
-                "pixel_values", ("image_features", "image_embeds"), opset, {0: "batch"})
+        files = []
         tokens = torch.zeros(2, context, dtype=torch.long)
         tokens[:, 0], tokens[:, 1:4], tokens[:, 4] = 49406, 320, 49407
-        if int(plain.vocab_size) != 49408:  # a model family's own vocabulary (SigLIP, MetaCLIP 2)
+        if int(plain.vocab_size) != 49408:  # a model family's own vocabulary (SigLIP, MetaCLIP 2, Chinese-CLIP)
             tokens = _family_ids(plain, 2, torch.Generator().manual_seed(0))
-        _export(TextTower(plain), tokens, staging / TEXT_FILE, "input_ids", ("text_features", "text_embeds"), opset,
-                {0: "batch", 1: "sequence"})
+        towers = (("image", IMAGE_FILE, ImageTower(plain), torch.randn(2, 3, resolution, resolution), "pixel_values",
+                   ("image_features", "image_embeds"), {0: "batch"}),
+                  ("text", TEXT_FILE, TextTower(plain), tokens, "input_ids", ("text_features", "text_embeds"),
+                   {0: "batch"} if fixed else {0: "batch", 1: "sequence"}))
+        for tower, file, wrapper, example, input_name, outputs, dynamic in towers:
+            (staging / tower).mkdir()  # a folder each: torch's weight files of a >2 GB graph are named by tensor
+            _export(wrapper, example, staging / tower / file, input_name, outputs, opset, dynamic)
+            data = single_data_file(staging / tower / file, staging / file)
+            if data is not None:
+                meta[tower]["external_data"] = data
+                files.append(data)
+            shutil.rmtree(staging / tower)
+        files += [IMAGE_FILE, TEXT_FILE]
         (staging / META_FILE).write_text(json.dumps(meta, indent=2))
-        if verify:
+        if verify:  # on the final layout: the graphs and their data files as they will lie in `out_dir`
             meta["parity"] = onnx_parity(plain, staging)
             failures = parity_failures(meta["parity"])
             if failures:
                 raise RuntimeError(f"ONNX export of {name or 'model'} differs from PyTorch: {'; '.join(failures)} "
                                    f"(allowed: {PARITY_RTOL:.0e} x the output's largest |value| + {PARITY_ATOL:.0e}); "
                                    f"nothing was written")
-        files = [IMAGE_FILE, TEXT_FILE, META_FILE]
         if tokenizer is not None:  # the model family's own file, beside the graphs that take its ids
             shutil.copyfile(tokenizer, staging / tokenizer.name)
-            files.insert(2, tokenizer.name)
+            files.append(tokenizer.name)
         (staging / META_FILE).write_text(json.dumps(meta, indent=2))
-        for file in files:
+        files.append(META_FILE)
+        previous = listed_files(out_dir, META_FILE)
+        for file in files:  # data files before their graphs, the JSON last
             os.replace(staging / file, out_dir / file)
+        remove_unlisted(out_dir, previous, files)  # e.g. a SigLIP's spiece.model under clipforge-tiny's graphs
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return meta
@@ -254,6 +297,9 @@ class OnnxCLIP:
         context = int(self.meta["context_length"])
         if array.ndim != 2 or array.shape[1] < 1:
             raise ValueError(f"token ids must be shaped [batch, sequence], got {array.shape}")
+        if isinstance(self.meta["text"]["shape"][1], int) and array.shape[1] < context:
+            raise ValueError(f"token rows are {array.shape[1]} ids long; this model's text graph takes exactly "
+                             f"{context} (rows padded to the full context: its tower attends to the padding)")
         if array.shape[1] > context:  # e.g. clipforge.tokenize's 77 ids for a 16-token model: keep what is used
             used = int(array.argmax(axis=1).max()) + 1  # through the batch's last EOT (the highest id)
             if used > context:
