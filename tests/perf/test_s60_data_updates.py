@@ -78,3 +78,17 @@ def test_a_conversion_drops_the_packed_copies_and_the_weights_they_hold(convert:
     else:
         getattr(model, convert)()
     assert not [m for m in model.modules() if isinstance(m, InferenceModule) and m.__dict__.get("_cf_cache")]
+
+
+def test_a_conversion_that_changes_nothing_keeps_the_packed_copies() -> None:
+    """`model.to("cpu")` before each batch (a common habit) emptied every cache, and each call packed its weights
+    again (review: encode_image of one image 3.9 -> 16.7 ms)."""
+    model = load_model("test-vit-tiny", "cpu").model.eval()
+    images, _ = _inputs(model)
+    block = model.visual.transformer.resblocks[0]
+    with torch.no_grad():
+        model.encode_image(images)
+        packed = block._cf_packed(torch.float32, block.fused)
+        model.to("cpu")
+        model.float()
+        assert block._cf_packed(torch.float32, block.fused) is packed
