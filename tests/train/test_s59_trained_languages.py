@@ -73,7 +73,7 @@ def test_an_english_checkpoint_still_gets_the_notice(tmp_path, caption_folders) 
 
 
 def test_wise_ft_of_two_zh_checkpoints_keeps_their_languages(zh_run, tmp_path) -> None:
-    from clipforge.train.wise_ft import wise_ft
+    from clipforge.train.weight_interpolation import wise_ft
 
     out = wise_ft(zh_run / "model-step-1.safetensors", zh_run / "model-step-2.safetensors", 0.5,
                   tmp_path / "mix.safetensors")
@@ -179,7 +179,7 @@ def test_wise_ft_and_save_hf_keep_the_languages_read(tmp_path) -> None:
     """Review: WiSE-FT of clipforge-tiny with a bilingual fine-tune kept only English (the zero-shot model's),
     even at alpha 1; `save_hf` of a zh, en model wrote no languages and reloaded as English."""
     from clipforge.api import load_model
-    from clipforge.train.wise_ft import wise_ft
+    from clipforge.train.weight_interpolation import wise_ft
     from clipforge.weights import save_safetensors
     from clipforge.weights.hf import save_hf
     from clipforge.zeroshot.languages import model_languages

@@ -64,8 +64,9 @@ def test_cuda_refusal_names_the_python_argument_too(monkeypatch):
 
 
 def test_wise_ft_is_documented_and_callable_twice():
-    # a fresh process: another test in this one may have imported the submodule `clipforge.train.wise_ft` already
+    # a fresh process; the submodule imported first, as the CLI does (it was named wise_ft and shadowed the function)
     code = ("import clipforge.train as train\n"
+            "from clipforge.train.weight_interpolation import wise_ft  # what the CLI imports first\n"
             "for _ in range(2):\n"
             "    assert 'WiSE-FT' in (train.wise_ft.__doc__ or '')\n"
             "    try:\n"

@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
 
-    from clipforge.train.wise_ft import wise_ft
+    from clipforge.train.weight_interpolation import wise_ft
 
     if args.out.endswith(("/", os.sep)) or Path(args.out).is_dir():  # the suffix advice named a sibling file
         raise ValueError(f"--out {args.out} is a folder; name the file to write, e.g. "

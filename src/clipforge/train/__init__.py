@@ -44,14 +44,9 @@ def wise_ft(zeroshot: str | os.PathLike[str], finetuned: str | os.PathLike[str],
     and shapes are checked first); `alpha` in [0, 1] (0: the zero-shot weights, 1: the fine-tuned ones; about 0.5
     keeps most of the fine-tune's gain and the zero-shot model's robustness). The file keeps the zero-shot
     model's config, preprocessing, tokenizer and scoring, and the languages of both. See
-    `clipforge.train.wise_ft.wise_ft`, which this calls (imported on first use, so the package imports no torch).
+    `clipforge.train.weight_interpolation.wise_ft`, which this calls (imported on first use, so the package imports
+    no torch; the module is not named `wise_ft`: importing it bound that name in this package over this function).
     """
-    from clipforge.train.wise_ft import wise_ft as _wise_ft
+    from clipforge.train.weight_interpolation import wise_ft as _wise_ft
 
-    # importing the submodule bound its name in this package, over this function: the next
-    # ``clipforge.train.wise_ft(...)`` raised "'module' object is not callable"; put the function back
-    globals()["wise_ft"] = _WISE_FT
     return _wise_ft(zeroshot, finetuned, alpha, out)
-
-
-_WISE_FT = wise_ft
