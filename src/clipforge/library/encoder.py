@@ -10,6 +10,7 @@ here), through `clipforge.zeroshot.ZeroShotClassifier`.
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import warnings
@@ -38,6 +39,21 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     return str(core_fingerprint(model))
 
 
+def _ready(model: torch.nn.Module, device: torch.device) -> bool:
+    """Whether `model` can be encoded with as it is: every module in eval mode and every tensor on `device`."""
+    tensors = [*model.parameters(), *model.buffers()]
+    return not any(m.training for m in model.modules()) and all(_same_device(t.device, device) for t in tensors)
+
+
+def _same_device(have: torch.device, want: torch.device) -> bool:
+    """Whether a tensor on `have` is on the device asked for (`want`: "cuda" is the current GPU, as `.to` reads it)."""
+    if have.type != want.type:
+        return False
+    if want.index is None and want.type == "cuda":
+        return have.index == torch.cuda.current_device()  # where `.to("cuda")` puts it
+    return want.index is None or have.index == want.index
+
+
 class Encoder:
     """A CLIP model plus its preprocessing and identity; every output vector is L2-normalised.
 
@@ -53,8 +69,16 @@ class Encoder:
                  copy_model: bool = True) -> None:
         from clipforge.inference.encoder import BatchEncoder
 
-        model = model.eval()
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        if copy_model and not _ready(model, self.device):
+            # The caller's model (`Library(path, (model, preprocess))`, `Encoder(model)`) in training mode or on
+            # another device: `.eval()` and `.to()` on it switched its 23 training flags off (a training loop's
+            # BatchNorm frozen from then on) and moved it. The encoder gets its own copy, in eval mode, on its
+            # device (one copy of the weights, only then; a model already in eval on the device, as every loaded
+            # one is, is shared as before). Not `eval_mode` around each call: a server's threads encoding at once
+            # would restore training mode under each other's forward passes (`clipforge.models.modes`).
+            model, copy_model = copy.deepcopy(model), False  # copied once: bf16 need not copy again
+        model = model.eval()  # (the library's own model, or the copy)
         model.to(self.device)
         if preprocess is None:
             from clipforge.weights.preprocessing import preprocess_for
@@ -174,7 +198,8 @@ def resolve_encoder(model: Any, preprocess: Any = None, device: str | torch.devi
     """Turn any accepted `model` argument into an `Encoder` (see module docstring).
 
     A name or path is loaded through `clipforge.api.load_model` (the one loader) and prepared in
-    place; a model passed in is copied before a bf16 cast, so the caller's model stays fp32.
+    place; a model passed in is copied before a bf16 cast, so the caller's model stays fp32, and before it is put
+    in eval mode or moved, so the caller's model keeps its training flags and its device (`Encoder`).
     `draft=False` decodes every JPEG pixel (no DCT-domain downscale). `towers=("text",)`: a name
     or path is loaded for text only where the weights allow it (`load_model`'s `towers`).
     """

@@ -31,6 +31,7 @@ from clipforge.library.library_base import (
     ModelMismatchError,
     pick_space,
     record_model,
+    refuse_unsearchable_default,
 )
 from clipforge.library.library_reads import LibraryReads
 from clipforge.library.library_writes import LibraryWrites
@@ -65,6 +66,13 @@ class Library(LibraryWrites, LibraryReads):
 
     def drop_space(self, model: str) -> dict[str, Any]:
         """Forget one model space's vectors, tags and index (by model name or fingerprint prefix >= 6 chars)."""
+        with self._write_lock, library_lock(self.paths.lock):
+            # Looked up under the lock, as `set_default` looks up what it makes the default: checked before it, a
+            # `set-default` of this space run at the same time made it the default and this dropped it after.
+            return self._drop_space(model)
+
+    def _drop_space(self, model: str) -> dict[str, Any]:
+        """`drop_space` under the library's write lock."""
         space = pick_space(model, self.spaces(), f"library {self.paths.root}")
         if space["default"]:
             raise ValueError(
@@ -73,25 +81,24 @@ class Library(LibraryWrites, LibraryReads):
                 f"{shlex.quote(str(self.paths.root))} MODEL`), drop the other spaces, or start another --library"
             )
         fingerprint = space["fingerprint"]
-        with self._write_lock, library_lock(self.paths.lock):
-            # The index file goes first: it is derived, so a kill -9 before the commit below only costs a
-            # rebuild. Removed after the commit, a kill in between left it behind for good (the space was gone,
-            # so no second drop-space could name it).
-            self.paths.index_file(fingerprint).unlink(missing_ok=True)
-            with self.store.transaction() as tx:
-                # Every key `tag` wrote the space's tags under, its vocabulary and the key naming the current
-                # rows: the rows of `<fingerprint>#<n>` and that key, left, answered again once the space was
-                # copied or added back with a vocabulary (`transaction.current_tag_rows`).
-                tx.drop_tags(fingerprint)
-                for sql in (
-                    "DELETE FROM embeddings WHERE model = ?",
-                    "DELETE FROM models WHERE fingerprint = ?",
-                ):
-                    tx.execute(sql, (fingerprint,))
-                tx.execute("DELETE FROM meta WHERE key = ?", (f"index_state:{fingerprint}",))
-                # Vectors were deleted: a process holding this space's index in memory must see it go.
-                tx.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'removals'")
-                tx.bump_generation()
+        # The index file goes first: it is derived, so a kill -9 before the commit below only costs a
+        # rebuild. Removed after the commit, a kill in between left it behind for good (the space was gone,
+        # so no second drop-space could name it).
+        self.paths.index_file(fingerprint).unlink(missing_ok=True)
+        with self.store.transaction() as tx:
+            # Every key `tag` wrote the space's tags under, its vocabulary and the key naming the current
+            # rows: the rows of `<fingerprint>#<n>` and that key, left, answered again once the space was
+            # copied or added back with a vocabulary (`transaction.current_tag_rows`).
+            tx.drop_tags(fingerprint)
+            for sql in (
+                "DELETE FROM embeddings WHERE model = ?",
+                "DELETE FROM models WHERE fingerprint = ?",
+            ):
+                tx.execute(sql, (fingerprint,))
+            tx.execute("DELETE FROM meta WHERE key = ?", (f"index_state:{fingerprint}",))
+            # Vectors were deleted: a process holding this space's index in memory must see it go.
+            tx.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'removals'")
+            tx.bump_generation()
         return space
 
     def set_default(self, model: str) -> dict[str, Any]:
@@ -100,11 +107,27 @@ class Library(LibraryWrites, LibraryReads):
         loads. The way out of a library built with an older build of a model (`other_build_refusal`): its default
         space stayed the old build's for good, as the default cannot be dropped. The space as `spaces()` listed it,
         `default` still False when it was not the default before. Objects open on the library keep the model they
-        loaded (a server must be restarted)."""
-        space = pick_space(model, self.spaces(), f"library {self.paths.root}")
+        loaded (a server must be restarted).
+
+        Refused (`ModelMismatchError`, `unsearchable_default`) when the space's model name now loads another build:
+        plain `search` and `tag` load the default's name and would read that build's space. Knowing it costs one
+        load of the named model (`loaded_fingerprint`), made before the lock is taken; the space is looked up again
+        under the lock, so a `drop-space` of it run at the same time either wins (then this names no space) or
+        waits."""
+        where, target = f"library {self.paths.root}", f"--library {shlex.quote(str(self.paths.root))}"
+        seen: dict[str, str] = {}
+        spaces = self.spaces()
+        space = pick_space(model, spaces, where)
         if space["default"]:
             return space
+        # the load, outside the lock (other writers need not wait for it); checked again under it, from `seen`
+        refuse_unsearchable_default(space, spaces, self._encoder, self._device, seen, where, target)
         with self._write_lock, library_lock(self.paths.lock), self.store.transaction() as tx:
+            spaces = self.spaces()
+            space = pick_space(model, spaces, where)
+            if space["default"]:
+                return space
+            refuse_unsearchable_default(space, spaces, self._encoder, self._device, seen, where, target)
             # The keys `Transaction.record_model` writes for the first model, but for a space that holds vectors:
             # the vector dtype is the library's, not a space's, and stays.
             tx.set_meta(META_FINGERPRINT, space["fingerprint"])

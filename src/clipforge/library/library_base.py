@@ -40,10 +40,13 @@ __all__ = [
     "META_NAME",
     "LibraryBase",
     "ModelMismatchError",
+    "loaded_fingerprint",
     "names_space",
     "other_build_refusal",
+    "unsearchable_default",
     "pick_space",
     "record_model",
+    "refuse_unsearchable_default",
     "space_labels",
 ]
 
@@ -298,6 +301,57 @@ def other_build_refusal(where: str, name: str, old: str, new: str, photos: int |
         f"index add {target} --model {shlex.quote(name)}`, then `clipforge index set-default {target} {new[:12]}` "
         f"and `clipforge index drop-space {target} {old[:12]}`"
     )
+
+
+def loaded_fingerprint(name: str, loaded: Encoder | None, device: str | None, seen: dict[str, str]) -> str:
+    """The fingerprint the model name `name` loads now: what a library opened without a model loads for its default
+    space (`LibraryBase.encoder`, `MilvusLibrary.encoder`), the `encoder.fingerprint` that `other_build_refusal` is
+    given. Free when the library has that name's model loaded (`loaded`) or `seen` has it; else the name is loaded
+    once through `resolve_encoder`, text tower only (`towers=("text",)`: where the weights file's fingerprint is
+    cached, as after any earlier full load of it, the image tower is not read; otherwise the whole model is), which
+    is what the next plain `search` of the library loads anyway."""
+    if name not in seen:
+        if loaded is not None and loaded.name == name:
+            seen[name] = loaded.fingerprint
+        else:
+            seen[name] = resolve_encoder(name, device=device, towers=("text",)).fingerprint
+    return seen[name]
+
+
+def unsearchable_default(space: dict[str, Any], spaces: Sequence[dict[str, Any]], current: str, where: str,
+                         target: str) -> str | None:
+    """Why `space` (as `spaces()` lists it) cannot be made the default when its model's name now loads the build
+    `current`, or None when it loads this space's own: a library opened without a model loads the default's name and
+    reads the space of the fingerprint it gets (any space here), so plain `search` and `tag` would use `current`'s
+    space while `index stats` and `tag --list` read this one (`set-default` back to an older build of clipforge-tiny,
+    audit review60 1). What to do depends on whether the current build has a space here (`target`: the `--library L`
+    or `--store S` arguments)."""
+    name, fingerprint = space["name"], space["fingerprint"]
+    if not name or current == fingerprint:
+        return None
+    mine = next((s for s in spaces if s["fingerprint"] == current), None)
+    drop = f"forget this one with `clipforge index drop-space {target} {fingerprint[:12]}`"
+    if mine is None:
+        todo = (f"re-embed with the current build (`clipforge index add {target} --model {shlex.quote(name)}`), make "
+                f"its space the default (`clipforge index set-default {target} {current[:12]}`) and {drop}")
+    elif mine["default"]:
+        todo = f"the current build's space ({current[:12]}) is the default: keep it, and {drop}"
+    else:
+        todo = (f"make the current build's space the default instead (`clipforge index set-default {target} "
+                f"{current[:12]}`), then {drop}")
+    return (f"{where}: model space {name} ({fingerprint[:12]}) cannot be the default: {name} now loads another build "
+            f"(fingerprint {current[:12]}), so plain `search` and `tag` would not read this space; {todo}")
+
+
+def refuse_unsearchable_default(space: dict[str, Any], spaces: Sequence[dict[str, Any]], loaded: Encoder | None,
+                                device: str | None, seen: dict[str, str], where: str, target: str) -> None:
+    """`set_default`'s check of both stores: ModelMismatchError (`unsearchable_default`) when `space`, not the default
+    yet, has a model name that now loads another build (`loaded_fingerprint`, which loads it unless `loaded` or
+    `seen` knows it). A space of a model passed as an object (no name) is not checked: it has no name to load."""
+    if space["name"] and not space["default"]:
+        current = loaded_fingerprint(space["name"], loaded, device, seen)
+        if (refusal := unsearchable_default(space, spaces, current, where, target)) is not None:
+            raise ModelMismatchError(refusal)
 
 
 def record_model(store: Store, fingerprint: str, name: str, embed_dim: int, vector_dtype: str) -> None:

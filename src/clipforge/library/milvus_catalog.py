@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from clipforge.library.backend import store_argument
 from clipforge.library.media import image_bytes, thumbnail_bytes
 from clipforge.library.milvus_search import search_space
 from clipforge.library.milvus_stats import space_stats
@@ -150,22 +151,43 @@ class MilvusCatalog(QueryMethods):
             )
         return out
 
-    def drop_space(self, model: str) -> dict[str, Any]:
-        """Forget one model space (by model name or fingerprint prefix); the default only when it is the last."""
-        spaces = self.spaces()
-        from clipforge.library.library_base import names_space
+    def set_default(self, model: str) -> dict[str, Any]:
+        """Make one model space (by model name or fingerprint prefix >= 6 chars) the store's default, as
+        `Library.set_default` does: the registry's flag (`SpaceRegistry.set_default`, what `_take_default` sets).
+        The space as `spaces()` listed it; objects open on the store keep the space they opened. Refused as there
+        (`refuse_unsearchable_default`), and looked up again under the write lock `drop_space` holds too (a
+        milvus-lite folder is open in one process at a time; a server's store has no lock across processes)."""
+        from clipforge.library.library_base import pick_space, refuse_unsearchable_default
 
-        match = [s for s in spaces if names_space(model, s["name"], s["fingerprint"])]
-        if len(match) != 1:
-            raise ValueError(
-                f"{self.spec.describe()} has no single model space {model!r} (spaces: "
-                f"{', '.join(s['name'] or s['fingerprint'][:12] for s in spaces)})"
-            )
-        if match[0]["default"] and len(spaces) > 1:
-            raise ValueError(f"{model!r} is the store's default model space; drop the others first")
-        self.milvus.drop_space(match[0]["fingerprint"])
-        self._changed()
-        return match[0]
+        where, target, seen = self.spec.describe(), f"--store {store_argument(self.spec)}", {}
+        space = pick_space(model, spaces := self.spaces(), where)
+        if space["default"]:
+            return space
+        refuse_unsearchable_default(space, spaces, self._encoder, self._device, seen, where, target)  # loads it
+        with self._lock, self.milvus.writes():  # not under a `tag` run of another object (`milvus_retag`)
+            space = pick_space(model, spaces := self.spaces(), where)
+            if not space["default"]:
+                refuse_unsearchable_default(space, spaces, self._encoder, self._device, seen, where, target)
+                self.milvus.set_default(space["fingerprint"])
+                self._changed()
+        return space
+
+    def drop_space(self, model: str) -> dict[str, Any]:
+        """Forget one model space (by model name or fingerprint prefix, `pick_space`: two builds of one model told
+        apart by fingerprint); the default only when it is the last, its refusal saying how to make another the
+        default."""
+        from clipforge.library.library_base import pick_space
+
+        with self._lock, self.milvus.writes():  # looked up under the lock `set_default` holds (`Library.drop_space`)
+            spaces = self.spaces()
+            space = pick_space(model, spaces, self.spec.describe())
+            if space["default"] and len(spaces) > 1:
+                raise ValueError(f"{model!r} is the store's default model space: make another the default first "
+                                 f"(`clipforge index set-default --store {store_argument(self.spec)} MODEL`), or drop "
+                                 "the others first")
+            self.milvus.drop_space(space["fingerprint"])
+            self._changed()
+            return space
 
     def stats(self, verify: bool = False) -> dict[str, Any]:
         """Counts, distinct contents, failures and top tags (reused for `listing_ttl` seconds: every row is read).

@@ -193,32 +193,6 @@ class MilvusLibrary(MilvusRemoval, MilvusClassify, MilvusCatalog):
             f"with {space.name or '(an object)'} from now on (plain `search` and `tag` use it; a server still open on "
             f"{default.name or 'the old model'} must be restarted)"), stacklevel=3)
 
-    def set_default(self, model: str) -> dict[str, Any]:
-        """Make one model space (by model name or fingerprint prefix >= 6 chars) the store's default, as
-        `Library.set_default` does: the registry's flag (`SpaceRegistry.set_default`, what `_take_default` sets).
-        The space as `spaces()` listed it; objects open on the store keep the space they opened."""
-        from clipforge.library.library_base import pick_space
-
-        space = pick_space(model, self.spaces(), self.spec.describe())
-        if not space["default"]:
-            with self._lock, self.milvus.writes():  # not under a `tag` run of another object (`milvus_retag`)
-                self.milvus.set_default(space["fingerprint"])
-                self._changed()
-        return space
-
-    def drop_space(self, model: str) -> dict[str, Any]:
-        """`MilvusCatalog.drop_space`, with the space named as `pick_space` names it (two builds of one model told
-        apart by fingerprint) and the default's refusal saying how to make another space the default."""
-        from clipforge.library.library_base import pick_space
-
-        spaces = self.spaces()
-        space = pick_space(model, spaces, self.spec.describe())
-        if space["default"] and len(spaces) > 1:
-            raise ValueError(f"{model!r} is the store's default model space: make another the default first "
-                             f"(`clipforge index set-default --store {store_argument(self.spec)} MODEL`), or drop the "
-                             "others first")
-        return super().drop_space(space["fingerprint"])
-
     @property
     def encoder(self) -> Encoder:
         if self._encoder is None:
