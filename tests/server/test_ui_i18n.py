@@ -81,7 +81,8 @@ def test_every_fixed_text_of_the_ui_is_a_translated_key(library, tmp_path):
         assert set(translations[locale]) == set(english), locale
         assert all(translations[locale][k] != english[k] for k in used), locale  # really translated
     assert used <= set(english)
-    assert set(english) - used == {"tags_placeholder_zh_model"}  # the Chinese model's twin (below)
+    # the Chinese model's twin (below); the offline banner, built in ui.py (test_s60_ui_words)
+    assert set(english) - used == {"tags_placeholder_zh_model", "offline_model_notice"}
 
 
 def test_the_blocks_config_carries_chinese_for_a_zh_browser(library, tmp_path):
@@ -190,7 +191,7 @@ def test_the_server_writes_status_lines_in_the_browser_language(library, tmp_pat
     assert re.fullmatch(r"3 个结果，用时 \d+ 毫秒，模型 test-vit-tiny（分数 = 与查询的余弦相似度）。", first), status
     assert originals.startswith("原图（完整尺寸）：[") and originals.count("](http://") == 3
     _, status = asyncio.run(handlers.search("一只猫", None, 3, "", zh))
-    assert "**注意：** the query" in status and "written in zh" in status  # the API's notice stays English
+    assert "**注意：** 查询“一只猫”是 zh 文字" in status  # the language notice in the page's language (s60)
     _, status = asyncio.run(handlers.search("a cat", None, 3, "no-such-tag", _Request("zh-TW")))
     assert status.startswith("沒有結果：") and "no-such-tag" in status and status.endswith("。")
     _, status = asyncio.run(handlers.search("a cat", None, 3, "", _Request("en-US")))

@@ -36,6 +36,7 @@ from typing import Any
 
 from clipforge.errors import UserError
 from clipforge.server.access_log import AccessLogFilter, is_credential_name, redact_query, show_client_gone
+from clipforge.server.lan import lan_line
 from clipforge.server.limits import ServerLimits
 from clipforge.server.protocol import protocol_with_timeouts
 
@@ -388,6 +389,8 @@ def serve(
             f"at {url}/ (REST API docs: {url}/docs){beside}",
             flush=True,
         )
+        if (lan := lan_line(host, sock.getsockname()[1])) is not None:
+            print(lan, flush=True)
         serving = True  # from here the library is the user's: the server may have added images to it
         with _terminate_as_exit():
             server.run(sockets=[sock])

@@ -18,7 +18,9 @@ Languages (`ui_text`, words in the package data file `ui_text.json`): labels, bu
 translation keys, shown in Simplified or Traditional Chinese to a browser whose language is any Chinese tag
 (`LocaleScriptMiddleware` puts `ui_text.browser_locale_script` into the page: gradio's frontend alone matched
 only exactly zh-CN and zh-TW) and in English otherwise; the status lines written here follow the request's
-Accept-Language by the same rule (the API's own messages inside them stay English); the example labels,
+Accept-Language by the same rule (the API's own messages inside them stay English, except the notices a class
+most needs: a query's language, a phone photo's format, the offline model's banner, the page's 429 and 507,
+`ui_text.RefusalWords`); the example labels,
 template and query follow the served model's first language.
 """
 
@@ -36,13 +38,13 @@ import gradio as gr  # noqa: E402
 from starlette.routing import Mount, get_route_path  # noqa: E402
 
 from clipforge.server.middleware import ASGIApp, Message, Receive, Scope, Send  # noqa: E402
-from clipforge.server.service import LibraryService  # noqa: E402
+from clipforge.server.service import OFFLINE_MODEL, LibraryService, model_notice  # noqa: E402
 from clipforge.server.ui_config_cache import PageCache, UIPageCacheMiddleware  # noqa: E402
 from clipforge.server.ui_events import JoinRules  # noqa: E402
 from clipforge.server.ui_guard import UIGuardMiddleware  # noqa: E402
 from clipforge.server.ui_handlers import Handlers as _Handlers  # noqa: E402  (tests reach it here too)
 from clipforge.server.ui_streams import OpenStreams, StreamLimitMiddleware  # noqa: E402
-from clipforge.server.ui_text import browser_locale_script, examples_for, i18n, key  # noqa: E402
+from clipforge.server.ui_text import RefusalWords, browser_locale_script, examples_for, i18n, key  # noqa: E402
 
 __all__ = ["LocaleScriptMiddleware", "build_ui", "mount_ui"]
 
@@ -80,7 +82,9 @@ def build_ui(service: LibraryService, upload_dir: str):
     with gr.Blocks(title="clipforge", analytics_enabled=False, delete_cache=(age, age)) as demo:
         # one translation marker per string (gradio translates the first): the model's name follows it
         gr.Markdown(key("header") + f" **{service.model_name}** · REST API: [/docs](/docs)")
-        if service.notice:
+        if service.notice and service.notice == model_notice(OFFLINE_MODEL):  # every student sees it: translated
+            gr.Markdown(key("offline_model_notice"), elem_id="model-notice")
+        elif service.notice:
             gr.Markdown(key("note") + f" {service.notice}", elem_id="model-notice")
         with gr.Tab(key("tab_search"), id="search"):
             with gr.Row(equal_height=True):
@@ -358,6 +362,7 @@ def mount_ui(app: Any, service: LibraryService) -> Any:
         per_address=limits.ui_page_builds_per_host,
     )
     app.add_middleware(UIPageCacheMiddleware, cache=pages)
+    app.add_middleware(RefusalWords)  # outside every guard: their 429s and 507s in a Chinese browser's words
     app.state.ui_page_cache = pages
     app.state.ui_streams = streams
     app.state.ui_blocks = demo

@@ -6,6 +6,8 @@ in the API's words (`_refused`). Model work and paging take turns between client
 service's fair gates. Status lines follow the request's Accept-Language (`ui_text.status_text`), and so do
 the refusals only this page makes (nothing typed, no image or file chosen, the token field): they name its
 fields as the page shows them, so a Chinese page does not tell its user to fill in "the Server token field".
+So do the notices a class most needs (`_worded_notice`, `_photo_words`): a query or labels in a language the model
+was not trained for, and a phone photo in a format the server cannot read (HEIC without pillow-heif).
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ from clipforge.server.fair import client_key  # noqa: E402
 from clipforge.server.schemas import gone_files  # noqa: E402
 from clipforge.server.service import LibraryService  # noqa: E402
 from clipforge.server.ui_files import client_name, read_upload_file  # noqa: E402
-from clipforge.server.ui_text import status_locale, status_text  # noqa: E402
-from clipforge.server.uploads import SniffedImage  # noqa: E402
+from clipforge.server.ui_text import ENGLISH, status_locale, status_text  # noqa: E402
+from clipforge.server.uploads import SniffedImage, UnreadablePhoto  # noqa: E402
 
 __all__ = ["PAGE_SIZE", "Handlers"]
 
@@ -80,11 +82,24 @@ def _message(exc: APIError) -> str:
     return f"⚠️ **{exc.status} {exc.code.replace('_', ' ')}**: {plain(exc.detail)}"
 
 
-def _refused(event: str, exc: BaseException) -> str:
+def _refused(event: str, exc: BaseException, say: str = ENGLISH) -> str:
     """The status line for any failure of an event, through the server's one error edge: a user's mistake
     (an APIError, any `UserError`) is one log line and its own words; a bug is its traceback in the log
-    and a generic sentence on the page. Either way the other outputs keep what they showed."""
-    return _message(api_error(exc, f"UI {event}", logging.WARNING))
+    and a generic sentence on the page. Either way the other outputs keep what they showed. A phone photo the
+    server cannot read is said in the page's language, without the code's "not an image" (`_photo_words`)."""
+    error = api_error(exc, f"UI {event}", logging.WARNING)
+    worded = _photo_words(exc, say)
+    return _message(error) if worded is None else f"⚠️ **{error.status}**: {worded}"
+
+
+def _photo_words(exc: BaseException, say: str) -> str | None:
+    """An `UnreadablePhoto` refusal as a Markdown line in `say`'s words, else None: a student told that their
+    photo "is not an image" in English learnt neither why nor what to do."""
+    if not isinstance(exc, UnreadablePhoto):
+        return None
+    named = {"query image": "query_image", "image": "image"}.get(exc.what)
+    what = status_text(say, named) if named else plain(exc.what)
+    return status_text(say, "unreadable_photo", what=what, format=plain(exc.format), package=plain(exc.package))
 
 
 def _number(value: Any, name: str) -> int:
@@ -132,15 +147,37 @@ class Handlers:
             links.append(f"[{plain(name)}]({base}/api/images/{int(image_id)})")
         return "\n\n" + status_text(say, "originals") + " · ".join(links)
 
+    def _worded_notice(self, notice: str | None, text: str | None, say: str, what: str) -> str | None:
+        """`notice` (the service's English sentences, joined) as Markdown, its sentence on the language of `text`
+        (`zeroshot.languages.query_notice`: a Chinese query to an English-only model) in `say`'s words; `what`:
+        ``query`` or ``labels``. English pages, and the other sentences, keep the service's words."""
+        if not notice:
+            return None
+        from clipforge.zeroshot.languages import MULTILINGUAL, language_of, model_languages, query_notice
+
+        encoder = self.service.library.encoder
+        english = query_notice(text, encoder) if say != ENGLISH and text and text.strip() else None
+        sentence = english.removeprefix("notice: ") if english else ""
+        languages, script = model_languages(encoder), language_of(text or "")
+        if not sentence or sentence not in notice or script == "en" or {script, MULTILINGUAL} & set(languages):
+            return plain(notice)  # none, or the other kind ([UNK] of a model that reads the script)
+        before, _, after = notice.partition(sentence)
+        worded = status_text(say, f"language_{what}", text=plain((text or "")[:40]), script=script,
+                             model=plain(getattr(encoder, "name", None) or self.service.model_name),
+                             languages=", ".join(languages))
+        return " ".join(part for part in (plain(before), worded, plain(after)) if part)
+
     def _search(
-        self, text: str | None, image: Any, top_k: int, tags: str | None
+        self, text: str | None, image: Any, top_k: int, tags: str | None, say: str = ENGLISH
     ) -> tuple[list[Any], float, str | None, str | None, set[int]]:
-        """(hits, milliseconds, notice (language, cut text), why nothing matched, ids of hits whose files are gone),
-        in the client's turn: the notice may read the model's files, the reason the store, the last the disk."""
+        """(hits, milliseconds, notice (language, cut text; Markdown), why nothing matched, ids of hits whose files
+        are gone), in the client's turn: the notice may read the model's files, the reason the store, the last
+        the disk."""
         query = self._image(image, "query image") if image else None
         hits, took = self.service.search(text, query, top_k, tags)
         reason = None if hits else self.service.no_results_reason(tags)
-        return hits, took, self.service.search_notice(text), reason, gone_files(hits)
+        notice = self._worded_notice(self.service.search_notice(text), text, say, "query")
+        return hits, took, notice, reason, gone_files(hits)
 
     async def search(self, text: Any, image: Any, top_k: Any, tags: Any, request: gr.Request = None):
         try:
@@ -148,9 +185,11 @@ class Handlers:
             text, tags = _text(text), _text(tags)
             if not (text or "").strip() and not image:
                 raise APIError(400, "empty_query", status_text(_locale(request), "empty_query"))
-            hits, took, notice, reason, gone = await self._in_turn(request, self._search, text, image, top_k, tags)
+            hits, took, notice, reason, gone = await self._in_turn(
+                request, self._search, text, image, top_k, tags, _locale(request)
+            )
         except Exception as exc:
-            return gr.skip(), _refused("search", exc)
+            return gr.skip(), _refused("search", exc, _locale(request))
         base, say = _base_url(request), _locale(request)
         items = [  # a photo deleted since indexed showed a broken thumbnail and no word
             (self.thumb(base, h.id), f"{h.score:.3f} · {display_path(os.path.basename(h.path))}"
@@ -165,15 +204,16 @@ class Handlers:
                 model=self.service.model_name,
             )
         if notice:
-            status += f"\n\n{status_text(say, 'note')} {plain(notice)}"
+            status += f"\n\n{status_text(say, 'note')} {notice}"
         status += self.originals(base, [(h.id, h.path) for h in hits], say)
         return items, status
 
     def _classify(
-        self, image: Any, labels: str | None, template: str | None
+        self, image: Any, labels: str | None, template: str | None, say: str = ENGLISH
     ) -> tuple[list[tuple[str, float]], str | None]:
         ranked, _, _ = self.service.classify(self._image(image, "image"), labels, template)
-        return ranked, self.service.classify_notice(self.service.clean_labels(labels))
+        cleaned = self.service.clean_labels(labels)
+        return ranked, self._worded_notice(self.service.classify_notice(cleaned), ", ".join(cleaned), say, "labels")
 
     async def classify(self, image: Any, labels: Any, template: Any, request: gr.Request = None):
         try:
@@ -181,14 +221,14 @@ class Handlers:
                 raise APIError(400, "no_image", status_text(_locale(request), "no_image"))
             labels, template = _text(labels), _text(template)
             self.service.classify_plan(labels, template)  # refused now, without waiting for a turn
-            ranked, notice = await self._in_turn(request, self._classify, image, labels, template)
+            ranked, notice = await self._in_turn(request, self._classify, image, labels, template, _locale(request))
         except Exception as exc:
-            return gr.skip(), _refused("classify", exc)
+            return gr.skip(), _refused("classify", exc, _locale(request))
         note = self.service.library.encoder.scoring().note  # SigLIP: say the scores do not sum to 1
         say = _locale(request)
         lines = [status_text(say, "score_note", note=note)] if note else []
         if notice:
-            lines.append(f"{status_text(say, 'note')} {plain(notice)}")
+            lines.append(f"{status_text(say, 'note')} {notice}")
         return {label: float(p) for label, p in ranked}, "\n\n".join(lines)
 
     def browse(self, offset: int, request: gr.Request = None):
@@ -253,7 +293,7 @@ class Handlers:
                 error = user_error(exc)  # a bad file is counted and named; a bug stops the batch
                 if error is None:
                     raise
-                refused.append(f"{error.detail}")
+                refused.append(_photo_words(exc, say) or plain(error.detail))  # Markdown lines
                 # the library, not the file (its own refusals, and any of the server's own: a store not answering):
                 # no other file can be added, and each would be read, hashed and embedded only to wait on it
                 if error.code in _LIBRARY_REFUSALS or error.status >= 500:
@@ -262,8 +302,8 @@ class Handlers:
                         status_text(
                             say,
                             "not_tried",
-                            file=client_name(rest) or status_text(say, "a_file"),
-                            code=error.code,
+                            file=plain(client_name(rest) or status_text(say, "a_file")),
+                            code=plain(error.code),
                         )
                         for rest in chosen[index + 1 :]
                     ]
@@ -283,9 +323,9 @@ class Handlers:
             files = files if isinstance(files, list) else [files]
             added, present, refused = await self._in_turn(request, self._add, files, _locale(request))
         except Exception as exc:  # the chosen files, the gallery and the summary stay as they were
-            return _refused("add", exc), gr.skip(), gr.skip(), gr.skip()
+            return _refused("add", exc, _locale(request)), gr.skip(), gr.skip(), gr.skip()
         lines = [status_text(_locale(request), "added", added=added, present=present, refused=len(refused))]
-        lines += [f"- {plain(reason)}" for reason in refused[:20]]
+        lines += [f"- {reason}" for reason in refused[:20]]
         try:
             items, summary, offset, _ = await self._page(request, int(offset))  # not on the event loop
         except Exception as exc:

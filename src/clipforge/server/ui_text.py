@@ -14,7 +14,13 @@ Three kinds of text, three ways of choosing the language:
 - `status`: the status lines the server writes after an event, in the language of the request's
   ``Accept-Language`` (`status_locale`): any ``zh`` tag gets Chinese here, Traditional for Taiwan,
   Hong Kong, Macau and ``Hant``. The API's own messages inside them (refusals, "why nothing
-  matched", model notices) stay English: they are the REST API's words, one wording for both.
+  matched", model notices) stay English, the REST API's words, except the ones a class most needs
+  (`ui_handlers`): a query or labels in a language the model was not trained for, and a phone photo in
+  a format the server cannot read. The offline model's banner is a `ui` key (`offline_model_notice`).
+- refusals of the page's own routes (`RefusalWords`): a 429 (too many events, pages or streams from one address)
+  or a 507 (the page's upload space is full) answered under ``/gradio_api/`` is shown by gradio's frontend as
+  a toast of its JSON; a Chinese browser gets its ``detail`` in Chinese (status, code and headers kept). The
+  REST API's answers (``/api/``) stay English.
 - `examples`: the values a field starts with (default labels, the search placeholder, the prompt
   template), chosen by the served model's first language, not the browser's: Chinese labels are the
   right default for a Chinese-CLIP model whatever language its user reads.
@@ -32,8 +38,11 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
+from clipforge.server.middleware import ASGIApp, Message, Receive, Scope, Send
+
 __all__ = [
     "ENGLISH",
+    "RefusalWords",
     "TextFileError",
     "browser_locale_rule",
     "browser_locale_script",
@@ -211,3 +220,74 @@ def examples_for(languages: tuple[str, ...] | list[str]) -> dict[str, str]:
     table = _table()["examples"]
     first = languages[0] if languages else ENGLISH
     return dict(table.get(first, table[ENGLISH]))
+
+
+_REFUSALS = {(429, "too_many_requests"): "too_many_requests", (507, "insufficient_storage"): "upload_space_full"}
+"""(status, code) of a refusal of the page's own routes -> its status line: one sentence per kind, whichever of
+the guards' limits answered (their English details name numbers a student cannot act on)."""
+
+
+def translated_refusal(body: bytes, status: int, locale: str) -> bytes | None:
+    """`body` (``{"error": code, "detail": ...}``) with its detail in `locale`'s words when its status and code are
+    one of `_REFUSALS` and the locale is not English, else None (leave the answer as it is)."""
+    try:
+        answer = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    name = _REFUSALS.get((status, answer.get("error"))) if isinstance(answer, dict) else None
+    if name is None or locale == ENGLISH:
+        return None
+    return json.dumps({**answer, "detail": status_text(locale, name)}, ensure_ascii=False).encode("utf-8")
+
+
+_HELD_REFUSAL_BYTES = 64 << 10
+"""The most of a 429/507 body held to reword it (the server's own refusals are a few hundred bytes)."""
+
+
+class RefusalWords:
+    """ASGI middleware: a 429 or 507 of the page's routes (``/gradio_api/...``) in the language of the request's
+    ``Accept-Language`` (`translated_refusal`; module notes). Other answers pass untouched and unbuffered."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        locale = ENGLISH
+        if scope["type"] == "http" and str(scope.get("path", "")).startswith("/gradio_api/"):
+            accept = next((v for k, v in scope.get("headers", ()) if k.lower() == b"accept-language"), b"")
+            locale = status_locale(accept.decode("latin-1"))
+        if locale == ENGLISH:
+            await self.app(scope, receive, send)
+            return
+        start: Message | None = None
+        body: list[bytes] = []
+
+        async def reword(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start" and message.get("status") in (429, 507):
+                start = message  # held until its (small, JSON) body is whole
+                return
+            if start is None or message["type"] != "http.response.body":
+                await send(message)
+                return
+            body.append(message.get("body", b""))
+            held = sum(len(part) for part in body)
+            if message.get("more_body", False) and held <= _HELD_REFUSAL_BYTES:
+                return
+            page = b"".join(body)
+            if message.get("more_body", False):  # not one of our small JSON refusals: passed on as it is
+                start, held_start = None, start
+                body.clear()
+                await send(held_start)
+                await send({"type": "http.response.body", "body": page, "more_body": True})
+                return
+            fields = list(start.get("headers", ()))
+            worded = translated_refusal(page, int(start["status"]), locale)
+            if worded is not None:
+                page = worded
+                fields = [(k, v) for k, v in fields if k.lower() != b"content-length"]
+                fields.append((b"content-length", str(len(page)).encode("latin-1")))
+            await send({**start, "headers": fields})
+            await send({"type": "http.response.body", "body": page, "more_body": False})
+
+        await self.app(scope, receive, reword)

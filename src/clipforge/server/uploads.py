@@ -29,7 +29,16 @@ from clipforge.image.costly import refusal as costly_refusal
 from clipforge.server.errors import APIError
 from clipforge.server.limits import ServerLimits
 
-__all__ = ["ACCEPTED_FORMATS", "MAX_NAME_CHARS", "SniffedImage", "client_file_name", "read_upload", "sniff_image"]
+__all__ = [
+    "ACCEPTED_FORMATS",
+    "MAX_NAME_CHARS",
+    "SniffedImage",
+    "UnreadablePhoto",
+    "client_file_name",
+    "iso_photo_format",
+    "read_upload",
+    "sniff_image",
+]
 
 _BASE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 _OPTIONAL_FORMATS = ("AVIF", "HEIF")
@@ -45,6 +54,44 @@ def _accepted_formats() -> tuple[str, ...]:
 
 
 ACCEPTED_FORMATS: tuple[str, ...] = _accepted_formats()
+
+
+# ISO-BMFF (`ftyp` box) brands of the phone photo formats Pillow reads only with a plugin: an iPhone's and many
+# Android phones' camera default (HEIC/HEIF), and AVIF. AVIF's brands win: libavif also writes `mif1`/`miaf`.
+_AVIF_BRANDS = frozenset({b"avif", b"avis"})
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1",
+                          b"mif2", b"heif"})
+_PHOTO_PLUGINS = {  # format -> (its name for people, the extension `image.formats.reader_hint` knows, the package)
+    "AVIF": ("AVIF", ".avif", "pillow-avif-plugin"),
+    "HEIF": ("HEIC/HEIF", ".heic", "pillow-heif"),
+}
+
+
+def iso_photo_format(data: bytes) -> str | None:
+    """"HEIF" or "AVIF" when `data` starts with an ISO-BMFF `ftyp` box naming one of their brands (major or
+    compatible), else None: read from the first box only, nothing decoded."""
+    if len(data) < 16 or data[4:8] != b"ftyp":
+        return None
+    size = int.from_bytes(data[:4], "big")
+    end = min(len(data), size if 16 <= size <= 4096 else 16)
+    brands = {data[8:12]} | {data[i:i + 4] for i in range(16, end - 3, 4)}
+    return "AVIF" if brands & _AVIF_BRANDS else "HEIF" if brands & _HEIF_BRANDS else None
+
+
+class UnreadablePhoto(APIError):
+    """415 for a phone photo in a format this installation cannot read (HEIC without pillow-heif): its detail says
+    which and what the server's operator can do; `format`, `what` and `package` let the web page say it in the
+    browser's language (`ui_handlers`). Still a `not_an_image` refusal for clients that branch on the code."""
+
+    def __init__(self, what: str, fmt: str) -> None:
+        from clipforge.image.formats import reader_hint
+
+        name, extension, package = _PHOTO_PLUGINS[fmt]
+        super().__init__(415, "not_an_image",
+                         f"{what} is a {name} photo (a phone camera's format), which this server cannot read: "
+                         f"{reader_hint(extension)} (the server's operator installs it and restarts the server); "
+                         f"send it as a JPEG or PNG instead")
+        self.what, self.format, self.package = what, name, package
 
 
 @dataclass(frozen=True)
@@ -103,6 +150,9 @@ def _open_header(data: bytes, what: str, limits: ServerLimits) -> Image.Image:
         try:
             return Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
         except UnidentifiedImageError:
+            fmt = iso_photo_format(data)
+            if fmt is not None and fmt not in ACCEPTED_FORMATS:  # never decoded: named, with what would read it
+                raise UnreadablePhoto(what, fmt) from None
             raise APIError(415, "not_an_image",
                            f"{what} is not an image in an accepted format ({', '.join(ACCEPTED_FORMATS)}); "
                            f"the format is read from the bytes, not from the file name") from None
