@@ -45,13 +45,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="model name, checkpoint path, or test config; default: the library's own model, for a "
                              "new library ViT-B/32 when cached, else the shipped clipforge-tiny")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available, else cpu)")
-    # The three limits stay text here: `limits_from_flags` reads them, so every bad value is one line naming
+    # The limits stay text here: `limits_from_flags` reads them, so every bad value is one line naming
     # its flag (argparse's `type=` errors come with the usage block, and `--max-upload -5MB` never reached one).
     parser.add_argument("--max-upload", default="20MB", metavar="SIZE", help="largest image accepted (default 20MB)")
     parser.add_argument("--max-pixels", default="50000000", metavar="PIXELS",
                         help="largest decoded image in pixels (default 50,000,000)")
     parser.add_argument("--timeout", default="60", metavar="SECONDS",
                         help="seconds one API request may take (default 60)")
+    parser.add_argument("--ui-upload-space", default=None, metavar="SIZE",
+                        help="bytes the web page's uploads may hold, all users together (default 200MB; when full, "
+                             "the oldest uploads of whoever holds the most make room)")
+    parser.add_argument("--ui-upload-age", default=None, metavar="SECONDS",
+                        help="seconds the web page's uploads are kept (default 1800)")
     parser.add_argument("--forwarded-allow-ips", metavar="IPS", default=None,
                         help="comma-separated addresses of the reverse proxies this server runs behind, whose "
                              "X-Forwarded-For names the client (default $FORWARDED_ALLOW_IPS, else none: every "
@@ -112,7 +117,8 @@ def run(args: argparse.Namespace) -> int:
     from clipforge.server.runner import read_token_file, token_from_env
 
     try:
-        limits = limits_from_flags(args.max_upload, args.max_pixels, args.timeout)
+        limits = limits_from_flags(args.max_upload, args.max_pixels, args.timeout, args.ui_upload_space,
+                                   args.ui_upload_age)
         check_startup_flags(args)
         if args.token_file is not None:
             token = read_token_file(args.token_file)

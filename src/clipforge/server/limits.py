@@ -100,11 +100,12 @@ class ServerLimits:
     max_ui_request_bytes: int = 2**20
     """Largest JSON body of a web-UI event (files travel separately, through the upload endpoint)."""
     ui_cache_bytes: int = 200 * 10**6
-    """Bytes the web UI's upload folder may hold; further uploads get 507 until old ones expire."""
+    """Bytes the web UI's upload folder may hold (`serve --ui-upload-space`); when it is full, the oldest uploads of
+    the addresses holding the most make room (`upload_space`): a 507 only while uploads still arriving hold it."""
     ui_cache_files: int = 2000
     """Files the web UI's upload folder may hold (40,000 tiny files once passed as "0.8 MB")."""
     ui_cache_age_s: float = 1800.0
-    """Web-UI uploads older than this many seconds are deleted."""
+    """Web-UI uploads older than this many seconds are deleted (`serve --ui-upload-age`)."""
     ui_unread_events: int = 32
     """Answers of web-UI events one browser session may leave unread (gradio keeps each until it is read)."""
     ui_unread_sessions: int = 64
@@ -157,8 +158,12 @@ class ServerLimits:
 
 
 def limits_from_flags(max_upload: str | int = "20MB", max_pixels: str | int = 50_000_000,
-                      timeout: str | float = 60.0) -> ServerLimits:
-    """The limits `clipforge serve --max-upload --max-pixels --timeout` asked for; a ValueError naming the flag.
+                      timeout: str | float = 60.0, ui_upload_space: str | int | None = None,
+                      ui_upload_age: str | float | None = None) -> ServerLimits:
+    """The limits `clipforge serve --max-upload --max-pixels --timeout --ui-upload-space --ui-upload-age` asked for;
+    a ValueError naming the flag. The last two are the web page's upload space (`ui_cache_bytes`, a teacher whose
+    class of 30 uploads 4 phone photos each wants more than 200 MB) and how long its uploads are kept
+    (`ui_cache_age_s`); None keeps `ServerLimits`' default.
 
     Each flag is read here, not by argparse or `ServerLimits`, so that its error is one line naming the flag the
     user typed and the form expected (`ServerLimits` names its fields, "server limit max_pixels", which is right
@@ -184,4 +189,21 @@ def limits_from_flags(max_upload: str | int = "20MB", max_pixels: str | int = 50
         seconds = math.nan
     if not math.isfinite(seconds) or seconds <= 0:  # NaN passes `<= 0`, and asyncio.wait_for takes it
         raise refused("--timeout", timeout, "a positive number of seconds such as 60")
-    return ServerLimits(max_upload_bytes=upload, max_pixels=pixels, request_timeout_s=seconds)
+    space, age = ServerLimits.ui_cache_bytes, ServerLimits.ui_cache_age_s
+    if ui_upload_space is not None:
+        try:
+            space = parse_size(ui_upload_space)
+        except ValueError:
+            raise refused("--ui-upload-space", ui_upload_space, "a positive size such as 200MB or 1GB") from None
+        if space < upload:  # one photo at the limit must fit, or every large one is a 507
+            raise refused("--ui-upload-space", ui_upload_space,
+                          f"a size of at least --max-upload ({upload:,} bytes)")
+    if ui_upload_age is not None:
+        try:
+            age = float(str(ui_upload_age).strip())
+        except ValueError:
+            age = math.nan
+        if not math.isfinite(age) or age <= 0:
+            raise refused("--ui-upload-age", ui_upload_age, "a positive number of seconds such as 1800")
+    return ServerLimits(max_upload_bytes=upload, max_pixels=pixels, request_timeout_s=seconds,
+                        ui_cache_bytes=space, ui_cache_age_s=age)

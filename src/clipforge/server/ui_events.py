@@ -20,7 +20,8 @@ the model's fair queue (`fair.FairGate`). So the join is where an anonymous clie
 * an address may start `max_new_sessions` sessions a minute (gradio keeps the message queues of 2,000
   sessions and drops the least recently used: one client cycling 2,100 sessions made another user's
   running classify end in "session not found"); its 429's `Retry-After` is the seconds until the address's
-  oldest session of the minute leaves it (the unread caps' is `errors.RETRY_SOON_S`: they free as pages read);
+  oldest session of the minute leaves it (the unread caps': the seconds until enough of the address's unread
+  answers are forgotten, below; `errors.RETRY_SOON_S` while a page is reading them);
 * the tables this keeps, and gradio's per-session event table, are swept of sessions with nothing left, and
   answers left unread for `UNREAD_AGE_S` with no stream reading them are forgotten (`forget_unread`): gradio keeps
   them for good, so 16 joins never read had locked their address (every user, on loopback) out of the UI.
@@ -161,21 +162,49 @@ class JoinRules:
         for read in [s for s in sessions if s != session and self._held(s) == 0]:  # read: their place is free
             del sessions[read]
         self._expire(sessions)
+        pending = sum(self._held(s) for s in sessions) + (0 if session in sessions else self._held(session))
         if self._held(session) >= self.max_unread_events:
             detail = f"this page has {self.max_unread_events} answers it has not read yet; reload the page"
+            wait = self._free_in(sessions, [session], self._held(session) - self.max_unread_events + 1)
         elif session not in sessions and len(sessions) >= self.max_unread_sessions:
             detail = (f"{self.max_unread_sessions} pages from your address have answers they have not read yet; "
                       f"close some or reload them")
-        elif sum(self._held(s) for s in sessions) + (0 if session in sessions else self._held(session)) \
-                >= self.max_pending:
+            wait = self._free_in(sessions, list(sessions), 1, count=False)
+        elif pending >= self.max_pending:
             detail = (f"your address has {self.max_pending} UI events waiting or unread already; wait for them "
                       f"or reload the pages")
+            wait = self._free_in(sessions, [*sessions, session], pending - self.max_pending + 1)
         else:
             sessions[session] = self.clock()
             return None
         if not sessions:
             del self._by_host[host]
-        return 429, "too_many_requests", detail, RETRY_SOON_S  # frees when a page reads its answers: not known ahead
+        return 429, "too_many_requests", detail, retry_after_seconds(wait)
+
+    def _free_in(self, sessions: dict[str, float], blocking: list[str], need: int, count: bool = True) -> float:
+        """Seconds until `need` events (`count`) or sessions of `blocking` are freed, a refused join's `Retry-After`.
+
+        Unread answers nobody reads are forgotten `UNREAD_AGE_S` after their session was last seen (`_expire`), so
+        that wait is known: the address's 429 said "1 s" while it stayed locked 50 s, and a client honouring it
+        asked ~50 times in vain. A session whose stream is open, or whose join is on its way, frees as the page
+        reads its answers, at no time known ahead (`RETRY_SOON_S`); so does one past its age that `_expire` could
+        not drop (an event of it still waits or runs), and all of them when nothing forgets answers (`drop`)."""
+        if self.drop is None:
+            return RETRY_SOON_S
+        now = self.clock()
+        frees: list[tuple[float, int]] = []
+        for session in blocking:
+            if count and not self._held(session):
+                continue  # the joining page's own new session: it holds nothing yet
+            seen = sessions.get(session)
+            if seen is None or session in self._reading or session in self._joining or now - seen > UNREAD_AGE_S:
+                return RETRY_SOON_S
+            frees.append((seen + UNREAD_AGE_S - now, self._held(session) if count else 1))
+        for wait, freed in sorted(frees):
+            need -= freed
+            if need <= 0:
+                return wait
+        return RETRY_SOON_S
 
     def reading(self, session: str, opened: bool) -> None:
         """A `queue/data` stream of `session` opened (True) or ended: answers being read are not abandoned, and

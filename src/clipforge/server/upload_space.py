@@ -12,10 +12,16 @@ walking the folder on each upload (a walk over 40,000 tiny files took a second o
   cannot pass the file budget by arriving as one (six requests once left 6,000 files against 2,000).
 * **Age**: entries older than the maximum age are deleted, oldest first (insertion order).
 * **Uploads in flight**: one address's reservations may hold at most half the byte budget at once.
-* **Fairness**: when the folder is full, room is made from the oldest uploads of the client address
-  that holds more than half of the budget (bytes or files): a lone user's uploads turn over, oldest
-  first, and a client that filled the folder evicts itself, never the uploads of someone who holds
-  less (one client once locked every other browser out of uploads for the 30 minutes they are kept).
+* **Fairness**: when the folder is full, room is made from the biggest holders first: the oldest upload
+  of the address holding the most (bytes, or files when files are short, the uploader then counted with
+  the files of its upload; among equals the address with the oldest upload), again and again until the new upload fits; when it cannot fit even so (uploads in
+  flight hold the rest), nothing is evicted. A lone user's uploads turn over, oldest first; a client that
+  filled the folder evicts its own first; and nobody is locked out by others' old files.
+  (Room was once made only from an address holding more than half: 30 students with 4 phone photos each,
+  or two addresses with 100 MB of random bytes each, made every upload a 507 for the 30 minutes uploads
+  are kept.) Only stored files are evicted: the files of an upload still arriving are not in the ledger
+  until it has ended (`settle`). The ledger does not know which stored files a running UI event is
+  reading; an event opens its file as it starts, so the window is that of one model call.
 * **Owner**: each file is bound to the uploader (a random cookie this server gave that browser);
   a client that merely knows the path of someone else's upload cannot use it.
 * **Gone**: the last `max_files` deleted uploads are remembered with their owners and why they went
@@ -28,6 +34,7 @@ walking the folder on each upload (a walk over 40,000 tiny files took a second o
 from __future__ import annotations
 
 import contextlib
+import heapq
 import os
 import re
 import threading
@@ -42,7 +49,7 @@ __all__ = ["EVICTED", "EXPIRED", "Reservation", "UploadLedger", "sweep", "upload
 EXPIRED = "expired"
 """`UploadLedger.removed`: deleted for its age."""
 EVICTED = "evicted"
-"""`UploadLedger.removed`: deleted to make room for a newer upload of the same address."""
+"""`UploadLedger.removed`: deleted to make room for a newer upload (its address held the most of the space)."""
 
 _UPLOAD_FOLDER = re.compile(r"^[0-9a-f]{64}$")  # gradio names each upload's folder by a sha256
 
@@ -122,21 +129,66 @@ class UploadLedger:
         return (self.bytes + self.reserved_bytes + nbytes <= self.max_bytes
                 and self.files + self.reserved_files + nfiles <= self.max_files)
 
-    def _make_room(self, nbytes: int, nfiles: int) -> bool:
-        """Evict the oldest entries of whoever holds more than half the budget until `nbytes`/`nfiles` fit."""
-        while not self._fits(nbytes, nfiles):
-            over_files = self.files + self.reserved_files + nfiles > self.max_files
-            kind, budget = (1, self.max_files) if over_files else (0, self.max_bytes)
-            if not self._held:
-                return False
-            host = max(self._held, key=lambda h: self._held[h][kind])  # once per holder, not per eviction
-            if 2 * self._held[host][kind] <= budget:
-                return False
-            while host in self._held and 2 * self._held[host][kind] > budget and not self._fits(nbytes, nfiles):
-                oldest = next(iter(self._by_host[host]))
-                self._forget(oldest, EVICTED)
-                self._doomed.append(oldest)
-        return True
+    def _make_room(self, nbytes: int, nfiles: int, host: str, upload_files: int) -> bool:
+        """Evict the oldest entries of the biggest holders until `nbytes`/`nfiles` more fit (`_plan`); False, with
+        nothing evicted, when they cannot."""
+        plan = self._plan(nbytes, nfiles, host, upload_files)
+        for path in plan or ():
+            self._forget(path, EVICTED)
+            self._doomed.append(path)
+        return plan is not None
+
+    def _plan(self, nbytes: int, nfiles: int, host: str, upload_files: int) -> list[str] | None:
+        """The entries to evict, in order, for `nbytes`/`nfiles` more from `host` to fit (module docstring), found
+        before any is evicted: None when they cannot, and then nothing is evicted for an upload refused all the
+        same. `host`, the uploader, is among the holders: its own oldest go when it holds the most. Where files are
+        short, it counts with the `upload_files` of its upload: nobody holding fewer files than it would is evicted
+        (one request of 50 files in a space of 20 had evicted another address's 2 before it was refused); where
+        bytes are, with its stored files alone: one photo is taken by evicting the biggest holders' oldest, even
+        where every address holds less than that photo (a newcomer in a lecture of 100 one-photo students)."""
+        total = [self.bytes, self.files]
+
+        def over(kind: int) -> bool:
+            return (total[0] + self.reserved_bytes + nbytes > self.max_bytes if kind == 0
+                    else total[1] + self.reserved_files + nfiles > self.max_files)
+
+        plan: list[str] = []
+        if not over(0) and not over(1):
+            return plan
+        held = {h: list(counts) for h, counts in self._held.items()}
+        queued = {h: iter(self._by_host[h]) for h in held}  # each holder's entries, oldest first
+        heads = {h: next(queued[h]) for h in held}
+
+        def weight(holder: str, kind: int) -> int:
+            return (held[holder][kind] if holder in held else 0) + (upload_files if kind == 1 and holder == host else 0)
+
+        def age(holder: str) -> float:  # among holders of as much, the one with the oldest upload goes first
+            return self._entries[heads[holder]].added if holder in heads else float("inf")
+
+        while over(0) or over(1):
+            kind = 1 if over(1) else 0
+            # a heap of holders, biggest first: one eviction costs O(log holders), not a scan of every address
+            # (2,000 of them may hold one file each)
+            heap = [(-weight(h, kind), age(h), h) for h in {*held, host}]
+            heapq.heapify(heap)
+            while over(kind):  # evicting never makes the other kind pass its budget
+                _, _, biggest = heapq.heappop(heap)
+                if biggest not in held:  # the uploader, with nothing stored to give up, would hold the most
+                    return None
+                path = heads[biggest]
+                size = self._entries[path].size
+                plan.append(path)
+                total[0] -= size
+                total[1] -= 1
+                held[biggest][0] -= size
+                held[biggest][1] -= 1
+                if held[biggest][1]:
+                    heads[biggest] = next(queued[biggest])
+                else:
+                    del held[biggest], heads[biggest]
+                if biggest in held or biggest == host:
+                    heapq.heappush(heap, (-weight(biggest, kind), age(biggest), biggest))
+        return plan
 
     def doomed(self) -> list[str]:
         """Paths evicted to make room since the last call, for the caller to delete (off the event loop)."""
@@ -164,7 +216,7 @@ class UploadLedger:
         space, and nobody else could upload while they lasted: only stored files can be evicted)."""
         with self._lock:
             in_flight = self._reserved_by_host.get(host, 0)
-            if 2 * (in_flight + nbytes) > self.max_bytes or not self._make_room(nbytes, nfiles):
+            if 2 * (in_flight + nbytes) > self.max_bytes or not self._make_room(nbytes, nfiles, host, nfiles):
                 return None
             self.reserved_bytes += nbytes
             self.reserved_files += nfiles
@@ -177,7 +229,7 @@ class UploadLedger:
             more = files - reservation.files
             if more <= 0:
                 return True
-            if not self._make_room(0, more):
+            if not self._make_room(0, more, reservation.host, files):
                 return False
             self.reserved_files += more
             reservation.files = files
