@@ -185,7 +185,7 @@ class UploadRoute:
     def _full(self) -> str:
         return (
             f"the upload space of this page ({self.cache_bytes:,} bytes, {self.ledger.max_files:,} files) is "
-            f"full; uploads are kept {self.cache_age_s:g} s, try again later"
+            f"full while other uploads are still arriving; try again in a moment"
         )
 
 
