@@ -14,8 +14,27 @@ import contextlib
 import ctypes
 import os
 import signal
+import weakref
+from typing import Any
 
-__all__ = ["die_with_parent", "usable_cores"]
+__all__ = ["die_with_parent", "fork_is_unsafe", "fork_unsafe", "usable_cores"]
+
+_FORK_UNSAFE: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def fork_unsafe(owner: Any, unsafe: bool = True) -> None:
+    """Mark this process, while `owner` lives (until it says `unsafe=False`, closed), as one whose threads a fork
+    must not copy: a Milvus store's gRPC client (`library.milvus_store`), whose fork handlers can leave a forked
+    child stuck for ever. Decoding workers then start from a forkserver (`data.files.worker_context`)."""
+    if unsafe:
+        _FORK_UNSAFE.add(owner)
+    else:
+        _FORK_UNSAFE.discard(owner)
+
+
+def fork_is_unsafe() -> bool:
+    """Whether an object marked by `fork_unsafe` is alive in this process."""
+    return len(_FORK_UNSAFE) > 0
 
 
 def usable_cores() -> int:

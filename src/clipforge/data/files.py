@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from clipforge.cores import usable_cores
+from clipforge.cores import fork_is_unsafe, usable_cores
 
 from . import prefetch
 from .bad import DECODE_ERRORS, BadImage, error_reason
@@ -49,7 +49,7 @@ from .reading import DecodedFile, decode_crop, read_file
 
 __all__ = ["CollectingWriter", "DecodedFile", "EmbeddedBatch", "EncodedFiles", "FileBatch", "FileWriter",
            "ImageFileReader", "default_workers", "embed_files", "encode_files", "read_batches", "read_image_bytes",
-           "with_max_pixels"]
+           "with_max_pixels", "worker_context"]
 
 
 def default_workers() -> int:
@@ -134,6 +134,25 @@ cores the main process used to idle until 64 files were decoded: `clipforge embe
 (ViT-B/32 size, 2-core EPYC, medians of alternating runs) 9.11 -> 8.90 s in bf16, 14.83 -> 14.65 s in fp32."""
 
 
+def worker_context() -> Any:
+    """How the decoding workers start: forked (None: instant, they share the command's pages), but from a
+    forkserver while a Milvus store's gRPC client is open in this process (`cores.fork_unsafe`).
+
+    gRPC registers fork handlers, and a fork while its threads run can leave the child stuck in gRPC's
+    post-fork handler for ever: seen, an `index add --store milvus-lite` whose DataLoader worker never started
+    (the run hung until the test's 600 s timeout; gdb: the child in `__run_postfork_handlers` inside cygrpc).
+    A forkserver is a fresh process that never held a gRPC thread; the workers fork from it, torch and the
+    reader preloaded there once (a first start costs ~1 s; later ones are forks). The reader is pickled to them
+    (a list of paths and the preprocessing); what the command decoded ahead (`prefetch`) is decoded again."""
+    if not fork_is_unsafe():
+        return None
+    import multiprocessing
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["torch", "clipforge.data.files"])  # no effect once its server runs
+    return context
+
+
 def read_batches(reader: ImageFileReader, *, batch_size: int = 32, workers: int | None = None) -> Iterator[FileBatch]:
     """Batches of `reader`'s files through `make_loader` (workers decode; None: `default_workers()`), with no
     more workers than there are batches (`--workers 1000` started 1000 processes for 14 photos; a worker
@@ -144,7 +163,8 @@ def read_batches(reader: ImageFileReader, *, batch_size: int = 32, workers: int 
     workers = min(workers, math.ceil(len(reader) / max(1, int(batch_size))) + 1) if len(reader) else 0
     prefetch.reader_starts(reader.preprocess)  # the command's decoding ahead stops; these workers go on
     loader = make_loader(reader, batch_size=max(1, int(batch_size)), workers=workers, collate_fn=collate_files,
-                         prefetch_factor=2 if workers else None, first_batch=FIRST_BATCH if workers else None)
+                         prefetch_factor=2 if workers else None, first_batch=FIRST_BATCH if workers else None,
+                         context=worker_context() if workers else None)
     for batch in loader:
         prefetch.note_delivered(len(batch.decoded))
         yield batch

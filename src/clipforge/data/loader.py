@@ -90,13 +90,15 @@ def make_loader(
     prefetch_factor: int | None = None,
     sampler: Sampler | None = None,
     first_batch: int | None = None,
+    context: Any = None,
 ) -> DataLoader:
     """DataLoader yielding `Batch(images, labels, indices, errors)`; see module doc for the choices.
 
     `sampler` (e.g. `DistributedSampler(dataset, num_replicas, rank, shuffle=True, seed=seed)` for
     map-style data under DDP; call its `set_epoch`) replaces `shuffle`. `first_batch` (map-style data
     read in order): a shorter first batch (`RampBatches`), so the consumer starts after that many
-    items instead of a whole batch while the workers go on decoding.
+    items instead of a whole batch while the workers go on decoding. `context`: the multiprocessing
+    context the workers start in (None: the platform's default, fork on Linux).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -116,6 +118,8 @@ def make_loader(
         kwargs["persistent_workers"] = False
         if prefetch_factor is not None:
             kwargs["prefetch_factor"] = prefetch_factor
+        if context is not None:  # how workers start (`files.worker_context`); default: fork
+            kwargs["multiprocessing_context"] = context
     if first_batch is not None and not (iterable or shuffle or sampler is not None or drop_last):
         batching: dict[str, Any] = {"batch_sampler": RampBatches(len(dataset), first_batch, batch_size)}  # type: ignore[arg-type]
     else:

@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from clipforge.cores import fork_unsafe
 from clipforge.library.backend import StoreSpec, read_token
 from clipforge.library.dbfile import path_text, text_path
 from clipforge.library.milvus_engine import (
@@ -303,6 +304,7 @@ class MilvusStore(SpaceRegistry[MilvusSpace]):
                 raise lite_open_failure(folder, exc) from None
         else:
             self.client = self.call(MilvusClient, uri=spec.uri, token=read_token(), timeout=30)
+        fork_unsafe(self)  # gRPC's threads: decoding workers start from a forkserver while this store lives
         self.registry = f"{spec.collection}_spaces"
         self.tagsets = f"{spec.collection}_tagsets"
         self._checked: set[str] = set()  # collections found to be clipforge's (`check_layout`), not asked again
@@ -359,4 +361,7 @@ class MilvusStore(SpaceRegistry[MilvusSpace]):
                 time.sleep(0.1)
 
     def close(self) -> None:
-        self.call(self.client.close)
+        try:
+            self.call(self.client.close)
+        finally:
+            fork_unsafe(self, False)
