@@ -50,6 +50,15 @@ def _names(client: MilvusClient) -> list[str]:
     return sorted(client.list_collections())
 
 
+def _foreign(db: Path, name: str, dimension: int) -> None:
+    """Another tool's plain collection (fields id and vector) under a name clipforge would use."""
+    client = _client(db)
+    try:
+        client.create_collection(name, dimension=dimension)
+    finally:
+        client.close()
+
+
 def test_a_foreign_space_collection_is_refused_and_nothing_is_registered(tmp_path, images_factory, capfd, fail_line,
                                                                           vit_fp) -> None:
     photos, db = _photos(tmp_path, images_factory), tmp_path / "m.db"
@@ -79,9 +88,7 @@ def test_a_foreign_space_collection_is_refused_and_nothing_is_registered(tmp_pat
 
 def test_a_foreign_registry_is_refused_by_writes_and_reads(tmp_path, images_factory, capfd, fail_line) -> None:
     photos, db = _photos(tmp_path, images_factory), tmp_path / "m.db"
-    client = _client(db)
-    client.create_collection("beta_spaces", dimension=8)
-    client.close()
+    _foreign(db, "beta_spaces", 8)
     store = f"milvus-lite:{db}#beta"
     want = (f"error: Milvus store milvus-lite:{db} (collection beta): collection beta_spaces exists with fields "
             "[id, vector]; clipforge's registry of model spaces needs fields [fingerprint, name, dim, collection, "
@@ -101,9 +108,7 @@ def test_a_foreign_registry_is_refused_by_writes_and_reads(tmp_path, images_fact
 
 def test_a_foreign_vocabulary_collection_is_refused_before_the_add_writes(tmp_path, images_factory, capfd, fail_line) -> None:
     photos, db = _photos(tmp_path, images_factory), tmp_path / "m.db"
-    client = _client(db)
-    client.create_collection("delta_tagsets", dimension=2)
-    client.close()
+    _foreign(db, "delta_tagsets", 2)
     err = fail_line("index", "add", str(photos), "--store", f"milvus-lite:{db}#delta", "--library",
                 str(tmp_path / "lib"), "--model", "test-vit-tiny", "--workers", "0", "-q")
     assert ("collection delta_tagsets exists with fields [id, vector]; clipforge's record of tag vocabularies needs "

@@ -196,14 +196,37 @@ def test_the_pages_429_is_chinese_and_keeps_its_retry_after():
 
 
 # -- 6: the LAN address ----------------------------------------------------------------------------------
-def test_the_lan_addresses_are_this_machines_non_loopback_ipv4():
+def test_the_lan_addresses_are_this_machines_non_loopback_ipv4(monkeypatch):
     import ipaddress
+    import socket
 
+    from clipforge.server import lan
     from clipforge.server.lan import lan_addresses
 
-    for address in lan_addresses():
+    for address in lan_addresses():  # this machine's, whatever they are
         ip = ipaddress.IPv4Address(address)
         assert not ip.is_loopback and not ip.is_link_local and not ip.is_unspecified
+
+    class _Probe:  # the route lookup: the default route's source address
+        def __init__(self, *args):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def connect(self, address):
+            pass
+
+        def getsockname(self):
+            return ("192.0.2.7", 5353)
+
+    names = ["127.0.1.1", "169.254.3.4", "0.0.0.0", "192.0.2.7", "10.1.2.3"]  # what /etc/hosts may give
+    monkeypatch.setattr(lan.socket, "socket", _Probe)
+    monkeypatch.setattr(lan.socket, "getaddrinfo", lambda *a, **k: [(socket.AF_INET, 0, 0, "", (n, 0)) for n in names])
+    assert lan_addresses() == ["192.0.2.7", "10.1.2.3"]  # the route's first, once; loopback, link-local, 0.0.0.0 out
 
 
 @pytest.mark.parametrize(("host", "addresses", "second"), [
