@@ -65,3 +65,23 @@ def test_the_json_describes_the_wordpiece_tokenizer_and_carries_its_vocabulary(c
     assert (out / tok["file"]).read_bytes() == Path(WORDPIECE_VOCAB_PATH).read_bytes()
     assert tok["sha256"] == hashlib.sha256((out / tok["file"]).read_bytes()).hexdigest()
     assert tok["rows"].startswith("[CLS] pieces [SEP], then pad_id to 52")
+
+
+def test_rows_longer_than_the_context_are_cut_only_where_every_row_is_padding(cn_export):
+    """Rows longer than the graph's context are cut to it only when nothing but padding lies past it. The end of a
+    prompt was found by the highest id, right for OpenAI's vocabulary (its end token is the last id) only: a
+    WordPiece row whose largest id lies early was cut silently, dropping the end of a prompt the model cannot read."""
+    from clipforge.api import load_model
+    from clipforge.inference.onnx_export import OnnxCLIP
+
+    checkpoint, out = cn_export
+    tokenizer = load_model(str(checkpoint), "cpu").tokenizer
+    runner = OnnxCLIP(out, threads=1)
+    short = tokenizer(["一只猫"])
+    padded = torch.cat([short, torch.zeros(1, 25, dtype=short.dtype)], dim=1)  # 77 ids, padding past 52
+    np.testing.assert_allclose(runner.encode_text(padded), runner.encode_text(short), atol=1e-6)
+    long = padded.clone()
+    long[0, 60] = 102  # a prompt that goes on past the context: its [SEP] at 60, smaller ids than the row's largest
+    assert int(long[0].argmax()) < 52
+    with pytest.raises(ValueError, match="a prompt is 61 tokens long but this model reads at most 52"):
+        runner.encode_text(long)

@@ -301,12 +301,22 @@ class OnnxCLIP:
             raise ValueError(f"token rows are {array.shape[1]} ids long; this model's text graph takes exactly "
                              f"{context} (rows padded to the full context: its tower attends to the padding)")
         if array.shape[1] > context:  # e.g. clipforge.tokenize's 77 ids for a 16-token model: keep what is used
-            used = int(array.argmax(axis=1).max()) + 1  # through the batch's last EOT (the highest id)
+            used = _used_columns(array, self.meta.get("tokenizer", {}).get("pad_id"))
             if used > context:
                 raise ValueError(f"a prompt is {used} tokens long but this model reads at most {context}; "
                                  f"tokenize with context_length={context} (truncate=True to cut it)")
             array = array[:, :context]
         return self._run("text", np.ascontiguousarray(array, dtype=np.int64), normalize)
+
+
+def _used_columns(array: np.ndarray, pad_id: Any) -> int:
+    """How many leading columns of the id rows hold more than padding: through the last id that is not `pad_id`
+    in any row. Without a recorded pad id (an export before the JSON carried one): through the batch's highest id,
+    OpenAI's end token; the highest id marks no end in other vocabularies (a WordPiece [SEP] is 102)."""
+    if pad_id is None:
+        return int(array.argmax(axis=1).max()) + 1
+    columns = np.flatnonzero((array != int(pad_id)).any(axis=0))
+    return int(columns[-1]) + 1 if columns.size else 0
 
 
 @torch.inference_mode()
