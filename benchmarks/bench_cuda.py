@@ -32,7 +32,7 @@ import gc
 import json
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -204,7 +204,7 @@ def run(quick: bool = False, progress: bool = True, device: str | None = None,
         device = "cuda"
     dev = torch.device(device)
     started = time.perf_counter()
-    results: dict[str, Any] = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    results: dict[str, Any] = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
                                "load_average_start": load_average(), "device": str(dev), "rows": [],
                                "host_cpu": _host_cpu()}
     if dev.type == "cuda":

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             "bf16_native": bool(machine["bf16_native"])}
     print(f"matmul roof: fp32 {roof['fp32_gflops']:.0f} GFLOP/s, bf16 {roof['bf16_gflops']:.0f} GFLOP/s "
           f"({'native' if roof['bf16_native'] else 'emulated: no AVX512-BF16/AMX'})", flush=True)
-    results: dict = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "quick": args.quick,
+    results: dict = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "quick": args.quick,
                      "machine": machine, "roof": roof, "sections": {}, "section_seconds": {}}
 
     from benchmarks.zoo import Zoo

@@ -110,6 +110,9 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn  # noqa: F401
 
     if not args.no_ui:
+        from clipforge.server.gradio_version import check_gradio
+
+        check_gradio()  # an old gradio is one line before the model loads, not a traceback after
         import gradio  # noqa: F401
 
     from clipforge.server import ServeError, serve

@@ -152,7 +152,7 @@ class BodyLimitMiddleware:
             waits = [t for t in (self.idle_timeout, None if end is None else end - loop.time()) if t is not None]
             try:
                 message = await asyncio.wait_for(receive(), timeout=max(0.0, min(waits)) if waits else None)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return
             if message["type"] != "http.request":
                 return
@@ -242,7 +242,7 @@ class BodyLimitMiddleware:
             else:
                 try:
                     message = await asyncio.wait_for(receive(), timeout=min(waits))
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     stalled = True
                     late = deadline is not None and asyncio.get_running_loop().time() >= deadline
                     raise _BodyStalled from None

@@ -34,6 +34,9 @@ from typing import Any
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no telemetry calls
 
+from clipforge.server.gradio_version import check_gradio  # noqa: E402
+
+check_gradio()  # `create_app(ui=True)` from Python: the same line as `serve`
 import gradio as gr  # noqa: E402
 from starlette.routing import Mount, get_route_path  # noqa: E402
 
