@@ -9,6 +9,13 @@ refused until `index add --rehash` reads it again: its size and time may be the 
 client the server lets in, never writes to the library (which may also be read-only to the server). Thumbnails
 are cached by content hash (moving or duplicating a photo reuses its thumbnail) in a few size classes under a
 byte budget, and a cached file is served only if it is one this library wrote (see `clipforge.library.thumbs`).
+A thumbnail is served only while its original would be: a cache hit used to skip the file's checks, so a
+deleted photo, one swapped for a FIFO or a link, and a second id holding a cached photo's bytes over a missing
+file all kept their thumbnails. Hashing the photo on every hit would cost what the cache saves (a gallery of 50
+five-megabyte photos: 250 MB read and hashed per view), so a hit whose file is the very one `read_original`
+verified in this process - same device, inode, size, mtime and ctime: a swap changes the inode and a rewrite
+the ctime, which no user can set back - reads nothing; any other is verified by `read_original` itself, so both
+routes refuse alike.
 Uploads are sniffed by decoding them - the client's content type is not trusted, and its file
 name is kept only as a cleaned label - and stored under the content hash with the extension of
 the format actually found.
@@ -20,7 +27,10 @@ import hashlib
 import io
 import os
 import re
+import stat
+import threading
 import unicodedata
+from collections import OrderedDict
 from pathlib import Path
 
 from clipforge.atomic import write_bytes_atomic
@@ -30,8 +40,8 @@ from clipforge.library.paths import LibraryPaths
 from clipforge.library.store import ImageRecord
 from clipforge.library.thumbs import thumb_cache
 
-__all__ = ["THUMB_SIZES", "ChangedFileError", "clean_upload_name", "image_bytes", "read_original", "store_upload",
-           "thumbnail_bytes"]
+__all__ = ["THUMB_SIZES", "ChangedFileError", "clean_upload_name", "forget_verified", "image_bytes", "read_original",
+           "store_upload", "thumbnail_bytes"]
 
 THUMB_SIZES = (16, 2048)  # inclusive bounds on the requested longest side
 _EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tiff",
@@ -53,13 +63,66 @@ def read_original(record: ImageRecord) -> bytes:
     sha256 differs from the record (swapped for another file or for a link elsewhere)."""
     if record.status != "ok":
         raise ValueError(f"image {record.id} ({record.path}) was not indexed: {record.error}")
+    before = _stamp(record.path)
     try:
         data = read_regular_file(record.path, max_bytes=record.size)  # a bigger file is refused unread
     except FileTooLargeError:
         raise ChangedFileError(record) from None
     if len(data) != record.size or not record.sha256 or hashlib.sha256(data).hexdigest() != record.sha256:
         raise ChangedFileError(record)
+    if before is not None and _stamp(record.path) == before:  # not swapped while it was read
+        _remember(record, before)
     return data
+
+
+# -- files verified in this process (a thumbnail hit's check) ------------------------------------------------
+_VERIFIED_MAX = 20_000
+"""Files remembered (about 600 bytes each, 12 MB in all): a gallery's pages; an older one is hashed once more."""
+
+_verified: OrderedDict[tuple[str, str, int], tuple[int, ...]] = OrderedDict()
+_verified_lock = threading.Lock()
+
+
+def _stamp(path: str) -> tuple[int, ...] | None:
+    """What identifies the file `path` leads to now (links followed, as `read_original` opens it): device, inode,
+    size, mtime and ctime in nanoseconds; None when it is absent or not a regular file. Rewriting a file changes
+    its ctime (to the file system clock's tick), which no user can set back, and swapping it (rename, link)
+    changes its inode."""
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        return None
+    return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns
+
+
+def _key(record: ImageRecord) -> tuple[str, str, int]:
+    return record.path, record.sha256 or "", record.size
+
+
+def _remember(record: ImageRecord, stamp: tuple[int, ...]) -> None:
+    with _verified_lock:
+        _verified[_key(record)] = stamp
+        _verified.move_to_end(_key(record))
+        while len(_verified) > _VERIFIED_MAX:
+            _verified.popitem(last=False)
+
+
+def _still_verified(record: ImageRecord) -> bool:
+    """Whether `record`'s file is the one `read_original` last verified for it (one stat, nothing read)."""
+    stamp = _stamp(record.path)
+    with _verified_lock:
+        if stamp is None or _verified.get(_key(record)) != stamp:
+            return False
+        _verified.move_to_end(_key(record))
+    return True
+
+
+def forget_verified() -> None:
+    """Forget every verified file, as a process just started would (tests)."""
+    with _verified_lock:
+        _verified.clear()
 
 
 def image_bytes(record: ImageRecord) -> tuple[bytes, str]:
@@ -82,11 +145,13 @@ def image_bytes(record: ImageRecord) -> tuple[bytes, str]:
 def thumbnail_bytes(paths: LibraryPaths, record: ImageRecord, size: int = 256,
                     max_pixels: int | None = None) -> bytes:
     """A JPEG whose longest side is at most `size` (never enlarged), cached by size class under the
-    library's thumbs folder (see `clipforge.library.thumbs`)."""
+    library's thumbs folder (see `clipforge.library.thumbs`). Refused, with `read_original`'s errors, whenever
+    the original is: a cached one is served only while the record's file is the one verified (module docstring)."""
     if not THUMB_SIZES[0] <= int(size) <= THUMB_SIZES[1]:
         raise ValueError(f"thumbnail size must be between {THUMB_SIZES[0]} and {THUMB_SIZES[1]}, got {size}")
     if record.status != "ok" or not record.sha256:
         raise ValueError(f"image {record.id} ({record.path}) was not indexed: {record.error}")
+    original = None if _still_verified(record) else read_original(record)  # raises what the original route does
 
     def make(klass: int) -> bytes:
         from clipforge.image import load_image
@@ -94,7 +159,7 @@ def thumbnail_bytes(paths: LibraryPaths, record: ImageRecord, size: int = 256,
         # A big JPEG is decoded at a reduced DCT scale that keeps both sides >= 1.5 x the class (`draft_size`,
         # the preprocessing's own margin), not whole: a 24-megapixel photo's 256-pixel thumbnail decodes 1/64
         # of its pixels, 0.09 -> 0.04 s with reading and verifying the original, for a route anyone may call.
-        source = io.BytesIO(read_original(record))
+        source = io.BytesIO(original if original is not None else read_original(record))
         image = load_image(source, max_pixels, draft_size=klass) if max_pixels else load_image(source, draft_size=klass)
         image.thumbnail((klass, klass))
         buffer = io.BytesIO()

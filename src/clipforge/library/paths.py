@@ -11,7 +11,7 @@ import contextlib
 import os
 from pathlib import Path
 
-__all__ = ["LibraryPaths", "NewLibrary", "default_library_dir"]
+__all__ = ["LibraryFolderError", "LibraryPaths", "NewLibrary", "default_library_dir"]
 
 
 def default_library_dir() -> Path:
@@ -86,13 +86,33 @@ class LibraryPaths:
 
     def ensure(self) -> None:
         """The library folder, made with its parents; one sentence naming what is in the way ("[Errno 20] Not
-        a directory: 'libfile/sub'" named no culprit)."""
+        a directory: 'libfile/sub'" named no culprit), or `LibraryFolderError` naming the library folder, the
+        OS's reason and how to choose another (a service account without a writable $HOME printed only
+        "[Errno 2] No such file or directory: '/proc/nohome'", naming neither the library nor --library)."""
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError):
             blocker = next((p for p in [self.root, *self.root.parents] if p.exists() and not p.is_dir()), self.root)
             raise NotADirectoryError(f"cannot make library folder {self.root}: {blocker} is a file, not a folder; "
                                      "give --library a folder path") from None
+        except OSError as exc:
+            raise LibraryFolderError(self.root, exc) from exc
+
+
+class LibraryFolderError(OSError):
+    """The library folder could not be made (no such parent, no permission, a read-only disk). An OSError with
+    the OS's number and file kept, so callers that sort OS errors by number still can (`dbfile.not_writable`
+    turns EACCES into the read-only library's answer); its text is one sentence, not "[Errno 2] ..."."""
+
+    def __init__(self, root: Path, cause: OSError) -> None:
+        where = os.fsdecode(cause.filename) if cause.filename is not None else str(root)
+        reason = cause.strerror or str(cause)
+        super().__init__(cause.errno, reason, cause.filename)
+        self.sentence = (f"cannot make library folder {root} ({where}: {reason}): choose another with --library PATH "
+                         "or $CLIPFORGE_LIBRARY")
+
+    def __str__(self) -> str:
+        return self.sentence
 
 
 class NewLibrary:
