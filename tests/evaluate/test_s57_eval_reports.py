@@ -34,7 +34,7 @@ class _FrozenDatetime(real_datetime.datetime):
 
 @pytest.fixture()
 def frozen_clock(monkeypatch):
-    monkeypatch.setattr(report_module, "_dt", SimpleNamespace(datetime=_FrozenDatetime,
+    monkeypatch.setattr(report_module, "_dt", SimpleNamespace(datetime=_FrozenDatetime, UTC=real_datetime.UTC,
                                                               timezone=real_datetime.timezone))
 
 

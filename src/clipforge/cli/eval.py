@@ -44,12 +44,18 @@ def _plot(args: argparse.Namespace) -> bool | str:
 
 
 def _ks(text: str) -> list[int]:
+    """``--fewshot-k``: distinct positive integers (each k runs --seeds draws: a repeat counted them twice)."""
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, e.g. 1,2,4,8,16; got {text!r}") from None
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    repeated = next((k for k in dict.fromkeys(values) if values.count(k) > 1), None)
+    if repeated is not None:
+        times = "twice" if values.count(repeated) == 2 else f"{values.count(repeated)} times"
+        raise argparse.ArgumentTypeError(f"{text!r} lists k={repeated} {times}; each k already runs --seeds draws, so "
+                                         "a repeat would count the same draws again: list each k once")
     return values
 
 
@@ -138,6 +144,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     lp.add_argument("--fewshot-k", type=_ks, default=None, metavar="K,K,...", help="e.g. 1,2,4,8,16")
     lp.add_argument("--seeds", type=int, default=3, help="few-shot draws per k (default 3)")
     lp.add_argument("--no-full", action="store_true", help="skip the probe on all training data")
+    lp.add_argument("--probe-features", choices=("embedding", "pre-projection"), default="embedding",
+                    help="what the probe is fit on: embedding (encode_image, the joint embedding space, unnormalised; "
+                         "default) or pre-projection (the image tower before visual.proj, as the CLIP paper's "
+                         "appendix A.3 probed its ViTs: ln_post of the class token, 768-d for ViT-B/32; not for "
+                         "ResNets or towers without a projection)")
     lp.add_argument("--feature-cache", default=None, help="feature cache folder (default ~/.cache/clipforge)")
     _plot_argument(lp, "C-sweep, per-class accuracy, confusion-matrix and few-shot")
     lp.set_defaults(func=run_linear_probe)
@@ -305,7 +316,7 @@ def run_linear_probe(args: argparse.Namespace) -> int:
         model, args.dataset, args.root, train_split=args.train_split, test_split=_split(args),
         fewshot_k=args.fewshot_k, seeds=args.seeds, full=not args.no_full, batch_size=args.batch_size,
         workers=args.workers, device=device, limit_train=args.limit_train, limit_test=args.limit,
-        out_dir=args.out, feature_cache_dir=args.feature_cache, expect=expect,
+        out_dir=args.out, feature_cache_dir=args.feature_cache, expect=expect, probe_features=args.probe_features,
         tolerance=args.tolerance, progress=not (args.quiet or args.json), plot=_plot(args), **_speed(args))
     note = report["probe"].get("full", {}).get("note")
     if note:

@@ -23,6 +23,10 @@ Decisions this module owns:
 - **One dataset, one digest, whichever path reaches it.** The digest names each sample relative to the dataset's
   root (the resolved root is in the key): through a symlinked or relative ``--root`` the same files were another
   digest, and with one entry a slot, a user alternating the two paths would extract the features every time.
+- **Embedding and pre-projection features never meet.** `cached_features(features="pre-projection")` (the
+  tower before ``visual.proj``, `features.FEATURE_KINDS`) is another slot and key (the key names the kind only when
+  it is not ``"embedding"``, so every entry written before the choice existed is still found by its key), and an
+  entry records its kind: a file whose kind is not the one asked for is a miss, whatever its name.
 - **A hit's timing is this run's.** It used to hand back the extracting run's throughput and batch size as if
   measured now: a hit reports the seconds this run spent reading the entry, ``features_cached: true``, no
   throughput, and the extracting run's timing under ``extracted_by_an_earlier_run``.
@@ -120,26 +124,28 @@ def dataset_digest(dataset: Any, indices: Sequence[int] | None) -> str | None:
 
 
 def _key_fields(fingerprint: str, dataset: Any, split: str, indices: Sequence[int] | None, resolution: int,
-                model_class: str) -> dict[str, Any]:
+                model_class: str, features: str = "embedding") -> dict[str, Any]:
     return {"version": _VERSION, "fingerprint": fingerprint, "model_class": model_class,
             "dataset": str(getattr(dataset, "name", "")),
             "root": str(Path(getattr(dataset, "root", "")).resolve()), "split": split,
             "num_samples": len(dataset), "indices": None if indices is None else list(indices),
-            "resolution": int(resolution)}
+            "resolution": int(resolution),
+            **({} if features == "embedding" else {"features": features})}  # embedding: the keys written before
 
 
 def feature_cache_key(fingerprint: str, dataset: Any, split: str, indices: Sequence[int] | None,
-                      resolution: int, model_class: str = "", digest: str | None = None) -> str:
-    payload = json.dumps({**_key_fields(fingerprint, dataset, split, indices, resolution, model_class),
+                      resolution: int, model_class: str = "", digest: str | None = None,
+                      features: str = "embedding") -> str:
+    payload = json.dumps({**_key_fields(fingerprint, dataset, split, indices, resolution, model_class, features),
                           "digest": digest}, separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
 def feature_cache_slot(fingerprint: str, dataset: Any, split: str, indices: Sequence[int] | None,
-                       resolution: int, model_class: str = "") -> str:
+                       resolution: int, model_class: str = "", features: str = "embedding") -> str:
     """The key without the digest: which features an entry is for, whatever state of the files it saw. One entry
     per slot is ever useful (the one whose digest is the dataset's now): writing one deletes the slot's others."""
-    payload = json.dumps(_key_fields(fingerprint, dataset, split, indices, resolution, model_class),
+    payload = json.dumps(_key_fields(fingerprint, dataset, split, indices, resolution, model_class, features),
                          separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -171,14 +177,14 @@ def prune_feature_cache(cache_dir: Path, slot: str, keep: Path, max_bytes: int |
     return removed + evict_cache(cache_dir, feature_cache_budget() if max_bytes is None else max_bytes, keep=keep)
 
 
-def _load(path: Path, digest: str) -> FeatureResult | None:
+def _load(path: Path, digest: str, features: str = "embedding") -> FeatureResult | None:
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in ("features", "labels", "indices")}
-        if meta.get("digest") != digest:
+        if meta.get("digest") != digest or meta.get("features", "embedding") != features:  # before: embedding
             return None
         return FeatureResult(tensors["features"], tensors["labels"], tensors["indices"],
                              json.loads(meta.get("bad", "{}")), json.loads(meta.get("timing", "{}")))
@@ -207,9 +213,10 @@ def _hit_timing(hit: FeatureResult, seconds: float, batch_size: int, workers: in
 
 def cached_features(model: torch.nn.Module, dataset: Any, *, fingerprint: str, split: str,
                     indices: Sequence[int] | None, cache_dir: str | Path | None, batch_size: int, workers: int,
-                    device: torch.device, progress: bool = True, use_cache: bool = True) -> tuple[FeatureResult, bool]:
-    """Features of `dataset` (subset `indices`), from the cache when present and still the dataset's; returns
-    (result, hit). On a hit ``result.timing`` describes this run (``features_cached: true``)."""
+                    device: torch.device, progress: bool = True, use_cache: bool = True,
+                    features: str = "embedding") -> tuple[FeatureResult, bool]:
+    """`features` (`features.FEATURE_KINDS`) of `dataset` (subset `indices`), from the cache when present and still
+    the dataset's; returns (result, hit). On a hit ``result.timing`` describes this run (``features_cached: true``)."""
     from safetensors.torch import save_file
 
     t0 = time.perf_counter()
@@ -220,10 +227,10 @@ def cached_features(model: torch.nn.Module, dataset: Any, *, fingerprint: str, s
     cache_dir = Path(cache_dir) if cache_dir is not None else default_feature_cache_dir()
     where = (fingerprint, dataset, split, indices, int(model.visual.input_resolution),
              f"{type(model).__module__}.{type(model).__qualname__}")
-    key, slot = feature_cache_key(*where, digest), feature_cache_slot(*where)
+    key, slot = feature_cache_key(*where, digest, features), feature_cache_slot(*where, features)
     path = cache_dir / f"{slot}-{key}.safetensors"
     if use_cache and path.is_file():
-        hit = _load(path, str(digest))
+        hit = _load(path, str(digest), features)
         if hit is not None and _labels_agree(hit, dataset):
             with contextlib.suppress(OSError):  # recently used: the last to be evicted
                 os.utime(path)
@@ -231,7 +238,7 @@ def cached_features(model: torch.nn.Module, dataset: Any, *, fingerprint: str, s
             return hit, True
         log.warning("feature cache %s is unreadable or not the dataset's (labels differ): extracted again", path)
     result = extract_image_features(model, dataset, batch_size=batch_size, workers=workers, device=device,
-                                    indices=indices, progress=progress, desc=f"features {split}")
+                                    indices=indices, progress=progress, desc=f"features {split}", features=features)
     if use_cache:
         try:
             with atomic_path(path) as tmp:
@@ -239,7 +246,7 @@ def cached_features(model: torch.nn.Module, dataset: Any, *, fingerprint: str, s
                            "indices": result.indices.contiguous()}, str(tmp),
                           metadata={"bad": json.dumps(result.bad), "timing": json.dumps(result.timing),
                                     "fingerprint": fingerprint, "split": split, "digest": str(digest),
-                                    "slot": slot})
+                                    "slot": slot, "features": features})
         except OSError as exc:
             log.warning("could not write feature cache %s: %s", path, exc)
         else:

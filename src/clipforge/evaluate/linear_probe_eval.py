@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from clipforge.data.base import DatasetFormatError, DatasetLayoutError
 from clipforge.evaluate.common import default_split, open_eval_dataset, report_header, resolve_model
 from clipforge.evaluate.feature_cache import cached_features
-from clipforge.evaluate.features import subset_indices
+from clipforge.evaluate.features import check_feature_kind, describe_image_features, subset_indices
 from clipforge.evaluate.metrics import defined, mean_per_class_recall, topk_accuracy
 from clipforge.evaluate.probe import (
     fewshot_split,
@@ -153,11 +153,38 @@ def fewshot_counts(y_shot: np.ndarray, k: int, classnames: Sequence[Any]) -> tup
                        f"(metrics.fewshot.{k}.train_per_class)")
 
 
-def check_probe_settings(full: bool, fewshot_k: Sequence[int] | None, seeds: int, train_split: str | None,
-                         test_split: str) -> None:
+def check_fewshot_k(fewshot_k: Iterable[int] | None) -> list[int] | None:
+    """`fewshot_k` as a list, or ValueError in one line naming ``--fewshot-k`` and the list, unless each k is a
+    whole number >= 1 listed once.
+
+    A repeated k ran its seeds again and appended those runs to the same entry: ``--fewshot-k 4,4 --seeds 2``
+    reported n 4 (seeds [0, 1, 0, 1]) and a std over two draws each counted twice, claiming evidence it did not
+    have, with exit status 0. Refused rather than dropped: the caller meant something by the repeat."""
+    if fewshot_k is None:
+        return None
+    if isinstance(fewshot_k, (str, bytes)) or not isinstance(fewshot_k, Iterable):
+        raise ValueError(f"--fewshot-k {fewshot_k!r}: expected a list of shot counts, e.g. [1, 2, 4, 8, 16]")
+    ks = list(fewshot_k)
+    shown = ",".join(str(k) for k in ks)
+    for k in ks:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"--fewshot-k {shown}: {k!r} is not a whole number of shots >= 1")
+    repeated = next((k for k in dict.fromkeys(ks) if ks.count(k) > 1), None)
+    if repeated is not None:
+        times = "twice" if ks.count(repeated) == 2 else f"{ks.count(repeated)} times"
+        raise ValueError(f"--fewshot-k {shown}: k={repeated} is listed {times}; each k already runs --seeds draws, so "
+                         "a repeat would count the same draws again: list each k once")
+    return [int(k) for k in ks]
+
+
+def check_probe_settings(full: bool, fewshot_k: Iterable[int] | None, seeds: int, train_split: str | None,
+                         test_split: str, probe_features: str = "embedding") -> None:
     """ValueError, before the model loads, for settings under which the probe measures nothing: `--no-full`
-    without `--fewshot-k`, or `--seeds` below 1 (both ran, reported no metric and exited 0), and a training
-    split that is the test split (a probe fit on the images it is scored on)."""
+    without `--fewshot-k`, or `--seeds` below 1 (both ran, reported no metric and exited 0), a k listed twice
+    (`check_fewshot_k`), a training split that is the test split (a probe fit on the images it is scored on), and
+    a `probe_features` that is not one of `features.FEATURE_KINDS`."""
+    check_feature_kind(probe_features)
+    fewshot_k = check_fewshot_k(fewshot_k)
     if not full and not fewshot_k:
         raise ValueError("--no-full skips the probe on all training data, and without --fewshot-k nothing is left to "
                          "measure: add --fewshot-k 1,2,4,8,16 or drop --no-full")
@@ -186,7 +213,7 @@ def refuse_same_images(train_ds: Any, test_ds: Any, name: str, root: str | Path 
 @keeps_caller_mode  # an nn.Module runs in eval mode and is given back in the modes it had (`models.modes`)
 def evaluate_linear_probe(model: str | torch.nn.Module, dataset: str | tuple[Any, Any],
                           root: str | Path | None = None, *, train_split: str = "train", test_split: str | None = None,
-                          fewshot_k: Sequence[int] | None = None, seeds: int = 3, full: bool = True,
+                          fewshot_k: Iterable[int] | None = None, seeds: int = 3, full: bool = True,
                           val_fraction: float = 0.2, max_iter: int = 1000, batch_size: int = 64, workers: int = 0,
                           device: str | torch.device | None = None, limit_train: int | None = None,
                           limit_test: int | None = None, out_dir: str | Path = "eval_results",
@@ -195,7 +222,7 @@ def evaluate_linear_probe(model: str | torch.nn.Module, dataset: str | tuple[Any
                           preprocess: Any = None, model_name: str | None = None,
                           progress: bool = True, precision: str = "fp32", exact_decode: bool = False,
                           plot: bool | str | Path = False, predictions: str | Path | None = None,
-                          top_k: int = 5) -> dict[str, Any]:
+                          top_k: int = 5, probe_features: str = "embedding") -> dict[str, Any]:
     """Fit probes on train features, score test features; write JSON + log; return the report.
 
     `dataset`: a name for `clipforge.data.open_dataset` (both splits read under `root`) or a
@@ -212,20 +239,27 @@ def evaluate_linear_probe(model: str | torch.nn.Module, dataset: str | tuple[Any
     BLAS/OpenMP threads they ran with, see `probe.limited_fit_threads`). `test_split` None: the dataset's
     evaluation split, as the CLI without ``--split`` (`common.default_split`: val for imagenet, test for most; it
     was always "test", which ImageNet lacks). A model module is given back in the modes it had.
+    `probe_features`: ``"embedding"`` (``encode_image``: what openai/CLIP's README and CLIP_benchmark probe) or
+    ``"pre-projection"`` (the tower before ``visual.proj``: the CLIP paper's A.3 probe of its ViTs; refused for a
+    tower without a separate projection); ``probe.features`` in the report says which (layer, dim, l2_normalized).
+    Each k of `fewshot_k` must be listed once.
     """
     test_split = default_split(dataset, test_split) or "test"  # a (train, test) pair of objects: named "test"
     from clipforge.weights import model_fingerprint
 
     expect = canonical_expect(expect, "linear-probe")
+    fewshot_k = check_fewshot_k(fewshot_k)  # a list from here on (an iterator is read once)
     check_limit(limit_train, "--limit-train")
     check_limit(limit_test)
     check_tolerance(tolerance)
-    check_probe_settings(full, fewshot_k, seeds, train_split if isinstance(dataset, str) else None, test_split)
+    check_probe_settings(full, fewshot_k, seeds, train_split if isinstance(dataset, str) else None, test_split,
+                         probe_features)
     out_dir = check_out_dir(out_dir)
     plot_dir = plot_dir_for(plot, out_dir)
     check_root(dataset, root)  # a --root that is not there: the layout expected, before the model loads
 
     ev = resolve_model(model, device, preprocess, model_name, precision=precision, exact_decode=exact_decode)
+    feature_info = describe_image_features(ev.model, probe_features, ev.name)  # a tower without proj: one line
     if isinstance(dataset, str):
         train_ds, test_ds = open_probe_splits(dataset, root, train_split, test_split, ev.preprocess)
         ds_name = dataset
@@ -252,7 +286,7 @@ def evaluate_linear_probe(model: str | torch.nn.Module, dataset: str | tuple[Any
             result, hit = cached_features(ev.model, ds, fingerprint=feature_key, split=split,
                                           indices=subset_indices(len(ds), limit), cache_dir=feature_cache_dir,
                                           batch_size=batch_size, workers=workers, device=ev.device,
-                                          progress=progress, use_cache=use_feature_cache)
+                                          progress=progress, use_cache=use_feature_cache, features=probe_features)
             feats[split] = (result, hit)
             log.info("%s features: %d images (%s), %s", split, len(result.labels),
                      "cached" if hit else "extracted", f"{result.bad.get('skipped', 0)} bad images skipped")
@@ -262,6 +296,8 @@ def evaluate_linear_probe(model: str | torch.nn.Module, dataset: str | tuple[Any
             y_tr = to_test[y_tr]
             log.info("train classes are the test classes in another order: mapped by name")
         x_te, y_te = feats["test"][0].features.numpy(), feats["test"][0].labels.numpy()
+        feature_info["dim"] = int(x_tr.shape[1])  # what was fit (the same as the description's, checked by tests)
+        log.info("probe features: %s", feature_info)
 
         metrics: dict[str, Any] = {}
         probe_info: dict[str, Any] = {}
@@ -326,7 +362,8 @@ def evaluate_linear_probe(model: str | torch.nn.Module, dataset: str | tuple[Any
                         "limit_train": limit_train, "limit_test": limit_test,
                         "train_missing": skipped_files(train_ds), **skipped_files(test_ds)},
             "probe": {"classifier": "sklearn LogisticRegression (multinomial, L-BFGS, L2)", "max_iter": max_iter,
-                      "val_fraction": val_fraction, "seeds": seeds, **({"full": probe_info} if full else {})},
+                      "val_fraction": val_fraction, "seeds": seeds, "features": feature_info,
+                      **({"full": probe_info} if full else {})},
             "classnames": [str(c) for c in test_ds.classnames],
             "metrics": metrics,
             "bad_images": {s: feats[s][0].bad for s in feats},
