@@ -35,6 +35,15 @@ def test_expect_names_are_checked_and_the_suites_names_accepted():
         parse_expect(["mAP11=50"], "zeroshot", "cifar10")  # CIFAR-10 has no mAP
 
 
+@pytest.mark.parametrize("items,named", [(["top1=60", "top1=70"], "top1"), (["top1=60,acc1=70"], "top1"),
+                                         (["TOP5=90", "acc5=91"], "top5")])
+def test_a_metric_expected_twice_with_two_values_is_refused(items, named):
+    """audit 61: the last value silently won (`--expect top1=60 --expect top1=70` checked 70)."""
+    with pytest.raises(ValueError, match=rf"--expect names {named} twice \(\d+ and \d+\): give it once"):
+        parse_expect(items, "zeroshot")
+    assert parse_expect(["top1=60", "acc1=60"], "zeroshot") == {"top1": 60.0}  # the same value twice is no conflict
+
+
 @pytest.mark.parametrize("extra,message", [
     (["--expect", "acc9=80"], "--expect acc9: zeroshot has no such metric"),
     (["--limit", "0"], "--limit must be >= 1"),

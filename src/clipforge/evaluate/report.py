@@ -262,6 +262,8 @@ def canonical_expect(expect: Mapping[str, float] | None, task: str,
             shown = [a for a, t in aliases.items() if t in known and a != t]
             alias_note = "; the suite's names " + ", ".join(shown) if shown else ""
             raise ValueError(f"--expect {name}: {task} has no such metric (known: {', '.join(known)}{alias_note})")
+        if target in out and out[target] != float(value):  # the last one silently won
+            raise ValueError(f"--expect names {target} twice ({out[target]:g} and {float(value):g}): give it once")
         out[target] = float(value)
     return out
 
@@ -276,11 +278,15 @@ def parse_expect(items: Sequence[str] | None, task: str | None = None, dataset: 
         for part in str(item).split(","):
             name, sep, value = part.partition("=")
             try:
-                out[name.strip()] = float(value)
+                number = float(value)
             except ValueError:
                 sep = ""
             if not sep or not name.strip():
                 raise ValueError(f"--expect {part!r}: expected METRIC=PERCENT, e.g. top1=63.3")
+            if out.get(name.strip(), number) != number:
+                raise ValueError(f"--expect names {name.strip()} twice ({out[name.strip()]:g} and {number:g}): "
+                                 "give it once")
+            out[name.strip()] = number
     return canonical_expect(out, task, dataset) if task is not None else out
 
 
