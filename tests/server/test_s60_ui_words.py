@@ -153,7 +153,7 @@ def test_the_pages_507_is_chinese_for_a_chinese_browser_and_rest_stays_english(l
         files = {"files": ("a.jpg", b"x" * 5000, "image/jpeg")}
         zh = client.post("/gradio_api/upload", files=files, headers={"accept-language": "zh-CN,zh;q=0.9"})
         assert zh.status_code == 507 and zh.json() == {"error": "insufficient_storage",
-                                                       "detail": "其他上传尚未完成，本页面的上传空间已满；请稍后再试"}
+                                                       "detail": "本页面的上传空间已满，目前无法为此上传腾出空间；请稍后再试"}
         assert zh.headers["content-length"] == str(len(zh.content))
         en = client.post("/gradio_api/upload", files=files, headers={"accept-language": "en-US"})
         assert en.status_code == 507 and en.json()["detail"].startswith("the upload space of this page (1,000 bytes")

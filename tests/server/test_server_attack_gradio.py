@@ -302,6 +302,7 @@ def test_ui_upload_space_is_bounded_and_pruned(ui_env, kit, monkeypatch):
     from clipforge.server.upload_space import upload_bytes_used
 
     make, upload_dir, _, _ = ui_env
+    monkeypatch.setattr(upload_space, "MIN_AGE_S", 0.0)  # uploads seconds old may go here (s61: `MIN_AGE_S`)
     limits = ServerLimits(
         max_upload_bytes=100_000, form_overhead_bytes=20_000, ui_cache_bytes=300_000, ui_cache_age_s=600
     )
@@ -366,9 +367,11 @@ def test_parallel_ui_uploads_cannot_pass_the_budget_together(ui_env):
     assert _guard(client).ledger.bytes == upload_bytes_used(upload_dir)
 
 
-def test_many_tiny_ui_uploads_are_counted_as_files(ui_env):
+def test_many_tiny_ui_uploads_are_counted_as_files(ui_env, monkeypatch):
+    from clipforge.server import upload_space
     from clipforge.server.upload_space import upload_bytes_used
 
+    monkeypatch.setattr(upload_space, "MIN_AGE_S", 0.0)  # uploads seconds old may go here (s61: `MIN_AGE_S`)
     make, upload_dir, _, _ = ui_env
     client = make(ServerLimits(ui_cache_files=20))
     client.get("/config")
@@ -754,12 +757,15 @@ def test_one_upload_request_of_many_files_counts_every_file(ui_env):
     assert guard.ledger.files == 20 and upload_bytes_used(upload_dir) >= 8 * room
 
 
-def test_a_client_that_fills_the_upload_space_does_not_lock_others_out(ui_env):
+def test_a_client_that_fills_the_upload_space_does_not_lock_others_out(ui_env, monkeypatch):
     """The upload space is shared: one client that filled it (2,000 tiny files, or ten 20 MB ones) made every
     other browser's upload a 507 for as long as uploads are kept (30 minutes), so nobody could search by
     image or classify. When the space is full, room is now made from the biggest holders first (the oldest
     upload of the address holding the most, again until the new one fits; s60, a class of 30 ran out under the
     earlier "more than half" rule): a lone user's space turns over (oldest first), and a hog evicts itself first."""
+    from clipforge.server import upload_space
+
+    monkeypatch.setattr(upload_space, "MIN_AGE_S", 0.0)  # uploads seconds old may go here (s61: `MIN_AGE_S`)
     make, upload_dir, _, _ = ui_env
     hog = make(ServerLimits(ui_cache_files=20))
     hog.get("/config")

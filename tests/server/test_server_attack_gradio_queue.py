@@ -81,9 +81,12 @@ def test_gradios_tables_are_swept_of_finished_sessions(ui_env):
     assert not [s for s in table if s.startswith("old-")]
 
 
-def test_deleted_uploads_leave_gradios_record_of_uploads(ui_env, photos):
+def test_deleted_uploads_leave_gradios_record_of_uploads(ui_env, photos, monkeypatch):
     """gradio adds every stored upload to `upload_file_set` and never drops one its cleaner finds gone: every
     upload the budget evicted stayed listed (12 x 500 files: 6,000 entries for 2,000 files on disk)."""
+    from clipforge.server import upload_space
+
+    monkeypatch.setattr(upload_space, "MIN_AGE_S", 0.0)  # uploads seconds old may go here (s61: `MIN_AGE_S`)
     make, _, _, _ = ui_env
     client = make(ServerLimits(ui_cache_files=6))  # the test folder holds 2 files of its own
     record = _blocks(client).upload_file_set

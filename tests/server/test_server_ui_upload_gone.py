@@ -77,7 +77,10 @@ def test_an_expired_upload_is_gone_for_its_browser_and_forbidden_for_others(ui_e
     assert join.status_code == 200 and done[0]["success"], done
 
 
-def test_an_upload_evicted_for_room_says_so(ui_env):
+def test_an_upload_evicted_for_room_says_so(ui_env, monkeypatch):
+    from clipforge.server import upload_space
+
+    monkeypatch.setattr(upload_space, "MIN_AGE_S", 0.0)  # uploads seconds old may go here (s61: `MIN_AGE_S`)
     make, _, _, _ = ui_env
     data = [_noise_png(seed) for seed in range(3)]  # ~12 KB each: the multipart overhead is noise beside them
     client = make(ServerLimits(ui_cache_bytes=int(2.5 * max(map(len, data))) + 4096))  # room for two

@@ -12,16 +12,23 @@ walking the folder on each upload (a walk over 40,000 tiny files took a second o
   cannot pass the file budget by arriving as one (six requests once left 6,000 files against 2,000).
 * **Age**: entries older than the maximum age are deleted, oldest first (insertion order).
 * **Uploads in flight**: one address's reservations may hold at most half the byte budget at once.
-* **Fairness**: when the folder is full, room is made from the biggest holders first: the oldest upload
-  of the address holding the most (bytes, or files when files are short, the uploader then counted with
-  the files of its upload; among equals the address with the oldest upload), again and again until the new upload fits; when it cannot fit even so (uploads in
-  flight hold the rest), nothing is evicted. A lone user's uploads turn over, oldest first; a client that
-  filled the folder evicts its own first; and nobody is locked out by others' old files.
-  (Room was once made only from an address holding more than half: 30 students with 4 phone photos each,
-  or two addresses with 100 MB of random bytes each, made every upload a 507 for the 30 minutes uploads
-  are kept.) Only stored files are evicted: the files of an upload still arriving are not in the ledger
-  until it has ended (`settle`). The ledger does not know which stored files a running UI event is
-  reading; an event opens its file as it starts, so the window is that of one model call.
+* **Fairness**: when the folder is full, room is made from the biggest holders first (bytes, or files when files
+  are short, the uploader then counted with the files of its upload; among equals the address with the oldest
+  upload), each its oldest upload first, again and again until the new upload fits; but another address gives
+  only while it holds more than an equal share of the space (the budget divided by the holders, the uploader
+  among them), and no upload younger than `MIN_AGE_S` is evicted, not even for its own address. When the
+  upload cannot fit even so (uploads in flight, holders within their share or young uploads hold the rest),
+  nothing is evicted and it is refused (507; `wait_s`: when a young upload in the way may go). A lone user's
+  uploads turn over, oldest first; a client that filled the folder evicts its own first; an upload that keeps
+  its uploader within an equal share finds room once the uploads in its way are `MIN_AGE_S` old, so nobody is
+  locked out by others' old files; and nobody's upload is evicted for others while it is young, or while its
+  address holds no more than an equal share. (Room was once made only from an address holding more than half:
+  30 students with 4 phone photos each, or two addresses with 100 MB of random bytes each, made every upload a
+  507 for the 30 minutes uploads are kept. Then from the biggest holders by size alone: a browser's 100 KB upload
+  was deleted seconds after it was made by the tenth of ten addresses uploading 90 KB each into a 1 MB space,
+  every one of them holding less than it; audit 61.) Only stored files are evicted: the files of an upload still
+  arriving are not in the ledger until it has ended (`settle`). The ledger does not know which stored files a
+  running UI event is reading; an event opens its file as it starts (`MIN_AGE_S`).
 * **Owner**: each file is bound to the uploader (a random cookie this server gave that browser);
   a client that merely knows the path of someone else's upload cannot use it.
 * **Gone**: the last `max_files` deleted uploads are remembered with their owners and why they went
@@ -44,12 +51,20 @@ from dataclasses import dataclass, field
 
 from clipforge.atomic import files_under
 
-__all__ = ["EVICTED", "EXPIRED", "Reservation", "UploadLedger", "sweep", "upload_bytes_used"]
+__all__ = ["EVICTED", "EXPIRED", "MIN_AGE_S", "Reservation", "UploadLedger", "sweep", "upload_bytes_used"]
 
 EXPIRED = "expired"
 """`UploadLedger.removed`: deleted for its age."""
 EVICTED = "evicted"
-"""`UploadLedger.removed`: deleted to make room for a newer upload (its address held the most of the space)."""
+"""`UploadLedger.removed`: deleted to make room for a newer upload (its address held more than an equal share)."""
+MIN_AGE_S = 120.0
+"""Seconds an upload is kept before it may be deleted to make room for another (`UploadLedger`). A page uploads a
+file and then names it in an event (a click on Search or Classify), which waits its turn in the model's fair
+queue and opens the file only as it starts: the UI's event/answer window is `ui_events.UNREAD_AGE_S` (60 s: an
+answer unread that long is forgotten), and as long again is left for the click. An upload evicted sooner was
+lost to the page that had just sent it (410 "upload it again", and its next upload was again the biggest). The
+price: a client that keeps the whole space full of uploads this young gets others' uploads refused (507 with
+`Retry-After`), so it must send the whole space again every `MIN_AGE_S` (200 MB: ~1.7 MB/s)."""
 
 _UPLOAD_FOLDER = re.compile(r"^[0-9a-f]{64}$")  # gradio names each upload's folder by a sha256
 
@@ -72,12 +87,15 @@ class Reservation:
 class UploadLedger:
     """Bytes, files, owners and reservations of one upload folder (thread-safe, O(1) per upload)."""
 
-    def __init__(self, folder: str, max_bytes: int, max_files: int, max_age_s: float) -> None:
+    def __init__(self, folder: str, max_bytes: int, max_files: int, max_age_s: float,
+                 min_age_s: float | None = None) -> None:
         self.folder = os.path.realpath(folder)
         self.max_bytes = int(max_bytes)
         self.max_files = int(max_files)
         self.max_age_s = float(max_age_s)
+        self.min_age_s = MIN_AGE_S if min_age_s is None else float(min_age_s)  # read when built: tests may set it
         self._lock = threading.Lock()
+        self._refused = threading.local()  # `wait_s` of this thread's last refusal
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._by_host: dict[str, OrderedDict[str, None]] = {}  # host -> its entries' paths, oldest first
         self._held: dict[str, list[int]] = {}  # host -> [bytes, files] of its entries
@@ -86,7 +104,8 @@ class UploadLedger:
         self.bytes = self.files = 0
         self.reserved_bytes = self.reserved_files = 0
         self._reserved_by_host: dict[str, int] = {}  # bytes of uploads in flight, per address
-        for path, info in files_under(self.folder):  # once, at start: files from an earlier run
+        # once, at start: files from an earlier run, oldest first (each address's entries are kept in that order)
+        for path, info in sorted(files_under(self.folder), key=lambda item: item[1].st_mtime):
             self._add(str(path), info.st_size, info.st_mtime, None)
 
     def _add(self, path: str, size: int, added: float, owner: str | None, host: str = "") -> None:
@@ -130,22 +149,34 @@ class UploadLedger:
                 and self.files + self.reserved_files + nfiles <= self.max_files)
 
     def _make_room(self, nbytes: int, nfiles: int, host: str, upload_files: int) -> bool:
-        """Evict the oldest entries of the biggest holders until `nbytes`/`nfiles` more fit (`_plan`); False, with
-        nothing evicted, when they cannot."""
+        """Evict the oldest entries of the holders above an equal share until `nbytes`/`nfiles` more fit (`_plan`);
+        False, with nothing evicted, when they cannot (`wait_s` then says when a young upload in the way may go)."""
+        self._refused.wait = None
         plan = self._plan(nbytes, nfiles, host, upload_files)
         for path in plan or ():
             self._forget(path, EVICTED)
             self._doomed.append(path)
         return plan is not None
 
+    @property
+    def wait_s(self) -> float | None:
+        """Seconds until the first upload that was too young to evict for this thread's last refused `reserve` or
+        `grow` is `MIN_AGE_S` old (room may then be made: the 507's `Retry-After`); None when none was in the way."""
+        return getattr(self._refused, "wait", None)
+
     def _plan(self, nbytes: int, nfiles: int, host: str, upload_files: int) -> list[str] | None:
         """The entries to evict, in order, for `nbytes`/`nfiles` more from `host` to fit (module docstring), found
         before any is evicted: None when they cannot, and then nothing is evicted for an upload refused all the
-        same. `host`, the uploader, is among the holders: its own oldest go when it holds the most. Where files are
-        short, it counts with the `upload_files` of its upload: nobody holding fewer files than it would is evicted
-        (one request of 50 files in a space of 20 had evicted another address's 2 before it was refused); where
-        bytes are, with its stored files alone: one photo is taken by evicting the biggest holders' oldest, even
-        where every address holds less than that photo (a newcomer in a lecture of 100 one-photo students)."""
+        same. The share is the budget divided by the holders (the addresses with stored uploads, and `host`, the
+        uploader); another address may give its oldest entry while it holds more than that and the entry is
+        `MIN_AGE_S` old. `host` is ranked with the others: its own oldest go when it holds the most (whatever its
+        share: a lone user's uploads turn over, and so do those of one address's concurrent requests), and when
+        it then has none to give (none stored, or all young: one address may be a classroom behind one router)
+        the upload is refused, so nobody holding less than it is evicted for it. Where files are short, it counts
+        with the `upload_files` of its upload (one request of 50 files in a space of 20 had evicted another
+        address's 2 before it was refused); where bytes are, with its stored files alone (one photo is taken by
+        evicting the biggest holders' oldest, even where every address holds less than that photo: a newcomer in
+        a lecture of 100 one-photo students)."""
         total = [self.bytes, self.files]
 
         def over(kind: int) -> bool:
@@ -155,9 +186,13 @@ class UploadLedger:
         plan: list[str] = []
         if not over(0) and not over(1):
             return plan
+        now = time.time()
         held = {h: list(counts) for h, counts in self._held.items()}
         queued = {h: iter(self._by_host[h]) for h in held}  # each holder's entries, oldest first
         heads = {h: next(queued[h]) for h in held}
+        holders = {*held, host}
+        share = (self.max_bytes / len(holders), self.max_files / len(holders))
+        young: list[float] = []  # when the first entry of each holder passed over for its age may go
 
         def weight(holder: str, kind: int) -> int:
             return (held[holder][kind] if holder in held else 0) + (upload_files if kind == 1 and holder == host else 0)
@@ -165,17 +200,31 @@ class UploadLedger:
         def age(holder: str) -> float:  # among holders of as much, the one with the oldest upload goes first
             return self._entries[heads[holder]].added if holder in heads else float("inf")
 
+        def refused() -> None:
+            self._refused.wait = max(0.0, min(young)) if young else None
+
         while over(0) or over(1):
             kind = 1 if over(1) else 0
             # a heap of holders, biggest first: one eviction costs O(log holders), not a scan of every address
             # (2,000 of them may hold one file each)
-            heap = [(-weight(h, kind), age(h), h) for h in {*held, host}]
+            heap = [(-weight(h, kind), age(h), h) for h in holders]
             heapq.heapify(heap)
             while over(kind):  # evicting never makes the other kind pass its budget
+                if not heap:
+                    return refused()
                 _, _, biggest = heapq.heappop(heap)
-                if biggest not in held:  # the uploader, with nothing stored to give up, would hold the most
-                    return None
+                if biggest == host:
+                    if biggest not in held:  # the uploader would hold the most, with nothing stored to give up
+                        return refused()
+                elif biggest not in held or weight(biggest, kind) <= share[kind]:
+                    continue  # within its share (or emptied): it gives no more to others
                 path = heads[biggest]
+                added = self._entries[path].added
+                if now - added < self.min_age_s:  # its oldest is young, so are all its others
+                    young.append(added + self.min_age_s - now)
+                    if biggest == host:
+                        return refused()
+                    continue
                 size = self._entries[path].size
                 plan.append(path)
                 total[0] -= size
@@ -235,9 +284,13 @@ class UploadLedger:
             reservation.files = files
             return True
 
-    def settle(self, reservation: Reservation, stored: list[tuple[str, int]], owner: str | None) -> None:
-        """The upload ended: release its reservation and record the files it stored (path, size)."""
+    def settle(self, reservation: Reservation, stored: list[tuple[str, int]], owner: str | None,
+               resolved: bool = False) -> None:
+        """The upload ended: release its reservation and record the files it stored (path, size); `resolved`: the
+        paths are real paths already (resolved off the event loop: 1,000 of them are 1,000 `realpath` walks)."""
         now = time.time()
+        if not resolved:
+            stored = [(os.path.realpath(path), size) for path, size in stored]
         with self._lock:
             self.reserved_bytes -= reservation.bytes
             self.reserved_files -= reservation.files
@@ -245,7 +298,7 @@ class UploadLedger:
             if left > 0:
                 self._reserved_by_host[reservation.host] = left
             for path, size in stored:
-                self._add(os.path.realpath(path), size, now, owner, reservation.host)
+                self._add(path, size, now, owner, reservation.host)
 
     def owns(self, path: str, owner: str | None) -> bool:
         """`path` (resolved) was uploaded by `owner`."""
