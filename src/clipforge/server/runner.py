@@ -19,18 +19,15 @@ client that leaves before its answer is one line with status 499 (`access_log`).
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import ipaddress
 import logging
 import os
 import shutil
-import signal
 import socket
 import sys
 import tempfile
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +36,7 @@ from clipforge.server.access_log import AccessLogFilter, is_credential_name, red
 from clipforge.server.lan import lan_line
 from clipforge.server.limits import ServerLimits
 from clipforge.server.protocol import protocol_with_timeouts
+from clipforge.server.serving_process import startup_heap_frozen, terminate_as_exit
 
 __all__ = [
     "ServeError",
@@ -240,22 +238,6 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-@contextlib.contextmanager
-def _startup_heap_frozen() -> Iterator[None]:
-    """Serve with what start-up made (~300,000 objects: torch, gradio, the model) out of the garbage collector's
-    sight. Each full collection walked them all on the event loop: 130-185 ms a pass, every few seconds under a
-    stream of uploads (another client's request waited that long). Given back on the way out, so a process that
-    serves again (the tests) does not keep every earlier server's objects for good."""
-    import gc
-
-    gc.collect()
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
-
-
 def build_server(
     app: Any, limits: ServerLimits, log_level: str = "info", forwarded_allow_ips: str | None = None
 ) -> Any:
@@ -302,35 +284,6 @@ def _private_upload_dir() -> str | None:
     folder = tempfile.mkdtemp(prefix="clipforge-ui-uploads-")
     os.environ["GRADIO_TEMP_DIR"] = folder
     return folder
-
-
-class _Terminated(SystemExit):
-    pass
-
-
-@contextlib.contextmanager
-def _terminate_as_exit() -> Iterator[None]:
-    """SIGTERM/SIGHUP end the server through `finally` blocks (the private upload folder is removed).
-
-    uvicorn shuts down gracefully on SIGTERM and then raises the signal again with the handler
-    that was installed before it: Python's default for SIGTERM ends the process on the spot, so
-    no cleanup ran. With this handler in place that last signal becomes a SystemExit instead.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def leave(signum: int, frame: Any) -> None:
-        raise _Terminated(128 + signum)
-
-    previous = {sig: signal.signal(sig, leave) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    except _Terminated:
-        pass
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def _url(host: str, port: int) -> str:
@@ -411,7 +364,7 @@ def serve(
         if (lan := lan_line(host, sock.getsockname()[1])) is not None:
             print(lan, flush=True)
         serving = True  # from here the library is the user's: the server may have added images to it
-        with _terminate_as_exit(), _startup_heap_frozen():
+        with terminate_as_exit(), startup_heap_frozen():
             server.run(sockets=[sock])
     finally:
         sock.close()
