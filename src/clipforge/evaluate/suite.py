@@ -296,7 +296,7 @@ def run_suite(models: Sequence[str], datasets: Sequence[str] | str, root: str | 
                     done = same_settings(read_cell(old, spec, cell.prompts), cell.task, limit_train, top_k)
                     row["cell_file"] = str(old if done is not None else path)
                 now = _dataset_now(cell, memo)  # taken before the cell runs: what its digests record
-                if done is not None and (why := _reuse_problem(done, now)):
+                if done is not None and (why := _reuse_problem(done, now, out_dir)):
                     say(f"cell {Path(row['cell_file']).stem}: {why}: computed again")
                     done, row["cell_file"] = None, str(path)
                 if done is not None:
@@ -372,12 +372,14 @@ def _dataset_now(cell: Cell, memo: dict[tuple, dict[str, Any]]) -> dict[str, Any
         return {"error": _reason(exc, first_line=True)}
 
 
-def _reuse_problem(done: dict[str, Any], now: dict[str, Any]) -> str | None:
-    """Why a finished cell of this name is not this run's result (another copy, size or content of the dataset, or
-    a cell that cannot say), or None to reuse it."""
+def _reuse_problem(done: dict[str, Any], now: dict[str, Any], out_dir: Path) -> str | None:
+    """Why a finished cell of this name is not this run's result (another copy, size or content of the dataset, a
+    cell that cannot say, or its predictions file not whole: `predictions_problem`), or None to reuse it."""
+    from clipforge.evaluate.suite_data import predictions_problem
+
     if "error" in now:
         return f"the dataset does not open ({now['error']})"
-    return changed(done["clipforge"], now)
+    return changed(done["clipforge"], now) or predictions_problem(out_dir, done["clipforge"])
 
 
 def _earlier_cells(out_dir: Path, seen: set[str]) -> list[dict[str, Any]]:

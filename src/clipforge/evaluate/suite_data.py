@@ -13,6 +13,12 @@ reading an image, to compare (`dataset_now`, `changed`):
   sample's path, label, size and mtime (stats only, no image decoded). Root and counts alone let a relabelled set
   (two class folders swapped, misfiled images moved) be served from the cell as "cached", with the old number.
 
+A cell is read back only with its predictions whole: it records its predictions file's size and rows
+(`predictions_record`), and before it is reused the file must be there, end in a readable parquet footer and have
+those rows and that size (`predictions_problem`: one footer read, no row decoded). A predictions parquet emptied or cut
+short (a copy stopped midway, a disk problem) was kept with its cell as "cached", and failed when opened; now the cell
+is computed again and the run says why. A cell written before the sizes were recorded is checked by its footer alone.
+
 Which format a cell is (``cell_format``, `CELL_FORMAT`): 1 recorded no dataset (before the counts), 2 root and counts,
 3 the digests too. A cell of a format before `CURRENT_SINCE` is not shown or exported beside this run's cells as if
 current (`suite_files.move_old_cells` moves it to ``cells/stale/``): format-1 cells may name their metrics otherwise
@@ -22,11 +28,12 @@ an older format can be checked against its dataset.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 __all__ = ["CELL_FORMAT", "CURRENT_SINCE", "cell_format", "changed", "dataset_now", "details", "is_current",
-           "language", "metrics_cb", "recorded", "row_values"]
+           "language", "metrics_cb", "predictions_problem", "predictions_record", "recorded", "row_values"]
 
 CELL_FORMAT = 3  # 1: no dataset recorded; 2: root and counts; 3: also a digest of the split's samples
 CURRENT_SINCE = 3  # cells of an older format are moved aside (cells/stale/), never reused or tabled
@@ -130,6 +137,53 @@ def changed(cf: dict[str, Any], now: dict[str, Any]) -> str | None:
     return None
 
 
+def _parquet_rows(path: Path) -> tuple[int, int] | str:
+    """(bytes, rows) of the parquet at `path` from its footer alone, or why it has none readable (a phrase)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size == 0:
+                return "is empty"
+            f.seek(max(0, size - 4))
+            if size < 12 or f.read(4) != b"PAR1":  # a parquet ends with its footer and these 4 bytes
+                return "has no parquet footer at its end (cut short, or not a parquet file)"
+        return size, pq.read_metadata(path).num_rows
+    except FileNotFoundError:
+        return "is missing"
+    except (OSError, pa.ArrowException) as exc:
+        return f"cannot be read ({' '.join(str(exc).split())})"
+
+
+def predictions_record(path: Any) -> dict[str, int]:
+    """What a computed cell records of the predictions file its task wrote at `path` (None: it wrote none), so that
+    a rerun knows the file whole (`predictions_problem`): ``predictions_bytes`` and ``predictions_rows``."""
+    found = _parquet_rows(Path(path)) if isinstance(path, str) else None
+    return {"predictions_bytes": found[0], "predictions_rows": found[1]} if isinstance(found, tuple) else {}
+
+
+def predictions_problem(out_dir: Path, cf: dict[str, Any]) -> str | None:
+    """Why the predictions file of a cell read back (its ``clipforge`` section `cf`) is not whole, in a phrase naming
+    it; None when it is, or the cell wrote none. The file is looked for in this `out_dir`'s ``predictions/`` under the
+    recorded name (the recorded path is relative to where the run was started). A cell that records no size and rows
+    (written before they were) is checked by its footer alone."""
+    recorded = cf.get("predictions")
+    if not isinstance(recorded, str) or not recorded:
+        return None
+    name = f"predictions/{Path(recorded).name}"
+    found = _parquet_rows(out_dir / name)
+    if isinstance(found, str):
+        return f"its predictions file {name} {found}"
+    size, rows = found
+    if isinstance(cf.get("predictions_rows"), int) and cf["predictions_rows"] != rows:
+        return f"its predictions file {name} holds {rows} rows, where it held {cf['predictions_rows']} when written"
+    if isinstance(cf.get("predictions_bytes"), int) and cf["predictions_bytes"] != size:
+        return f"its predictions file {name} is {size} bytes, where it was {cf['predictions_bytes']} when written"
+    return None
+
+
 def metrics_cb(task: str, metrics: dict[str, Any]) -> dict[str, float | None]:
     """Our metric names -> CLIP_benchmark's (acc1, acc5, mean_per_class_recall, recall@k, lp_*, VOC's
     mean_average_precision), from the one table `--expect` also reads (`report.CB_METRICS`); a metric the run does
@@ -180,6 +234,7 @@ def details(cell: Any, report: dict[str, Any], seconds: float, cid: str, top_k: 
         "wall_seconds": round(seconds, 3), "paper_metric": metric,
         "paper_value": report["metrics"].get(metric), "report": report["files"]["report"],
         "predictions": report["files"].get("predictions"),
+        **predictions_record(report["files"].get("predictions")),  # its size and rows: a rerun knows it whole
         "limit": report["dataset"].get("limit", report["dataset"].get("limit_test")),
         **({"limit_train": report["dataset"].get("limit_train")} if cell.task == "linear-probe" else {}),
         **({"top_k": top_k} if top_k is not None else {}),

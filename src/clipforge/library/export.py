@@ -12,7 +12,8 @@ The sorted file list is cut into partitions of `shard_size` files; partition i b
 rank ``i % world_size``. So ranks never overlap, together they cover everything, and a rank
 that dies can be re-run: partitions whose three files exist are skipped (each file is written
 atomically, the stats file last) unless one of their files was edited since (size or modification time:
-`clipforge.library.export_job.partition_state`), which writes that partition again. A partition an earlier
+`clipforge.library.export_job.partition_state`), or their npy or parquet is no longer whole (emptied, cut short, not
+the size the stats record: `clipforge.library.export_whole`), which writes that partition again. A partition an earlier
 clipforge wrote without that stamp is kept (and stamped) when its records name exactly its files and each row's
 recorded sha256 is that of its file's bytes now (times alone are fooled by a swapped folder), else written again
 with that reason; the summary counts each reason apart. Entries named like images that
@@ -50,6 +51,7 @@ from clipforge.library.export_checks import check_export_settings
 from clipforge.library.export_checks import check_output_apart as check_output_apart
 from clipforge.library.export_job import (
     CHANGED,
+    DAMAGED,
     DONE,
     LEGACY_CHANGED,
     LEGACY_UNLISTED,
@@ -112,6 +114,10 @@ class ExportReport:
     legacy_changed: list[int] = field(default_factory=list)
     legacy_unlisted: list[int] = field(default_factory=list)
     unreadable: list[int] = field(default_factory=list)  # written again: their records could not be read
+    # written again: their npy or parquet was empty, cut short or not as their stats record (`export_whole`); `damage`
+    # says what, a phrase naming the file, in the same order
+    damaged: list[int] = field(default_factory=list)
+    damage: list[str] = field(default_factory=list)
     images: int = 0
     failed: int = 0
     bad: list[BadImage] = field(default_factory=list)
@@ -133,6 +139,8 @@ class ExportReport:
                 (self.legacy_changed, f"they were {old}, and files in them changed since"),
                 (self.legacy_unlisted, f"they were {old}, and their records do not name exactly their files now"),
                 (self.unreadable, "their stats or metadata files could not be read"),
+                (self.damaged, "their vectors or metadata files were damaged (emptied, cut short, or not as their "
+                 f"stats record){', e.g.' if len(self.damage) > 1 else ':'} {self.damage[0] if self.damage else ''}"),
             )
             if parts
         )
@@ -155,6 +163,8 @@ class ExportReport:
             "legacy_changed": self.legacy_changed,
             "legacy_unlisted": self.legacy_unlisted,
             "unreadable": self.unreadable,
+            "damaged": self.damaged,
+            "damage": self.damage,
             "images": self.images,
             "failed": self.failed,
             "failures": [failure_dict(b) for b in self.bad],
@@ -267,10 +277,13 @@ def export_embeddings(
     reasons = {STAMPED: report.stamped, CHANGED: report.changed, LEGACY_CHANGED: report.legacy_changed,
                LEGACY_UNLISTED: report.legacy_unlisted, UNREADABLE: report.unreadable}
     for i in mine:
-        state = partition_state(out, partition_name(i, count), files[i * shard_size : (i + 1) * shard_size])
+        state, damage = partition_state(out, partition_name(i, count), files[i * shard_size : (i + 1) * shard_size])
         (report.skipped if state in (DONE, STAMPED) else todo).append(i)
         if state in reasons:
             reasons[state].append(i)
+        if state == DAMAGED:
+            report.damaged.append(i)
+            report.damage.append(str(damage))
     if todo:  # a manifest from before says every partition is written: not true until this run is done
         with writing(out / "manifest.json"):
             (out / "manifest.json").unlink(missing_ok=True)

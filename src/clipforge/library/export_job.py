@@ -15,6 +15,11 @@ records `files_stamp` (a digest of its files' names, sizes and modification time
 and a resume writes again every partition whose files' stamp changed since (`partition_state`), as `index add`
 re-embeds a file whose size or mtime changed.
 
+A stats file marks its partition as once written whole, not as whole now: before a partition is kept, its npy
+header and parquet footer are read and its files' sizes compared with its stats (`clipforge.library.export_whole`);
+one emptied or cut short (a copy stopped midway, a disk problem) is written again, counted apart (`DAMAGED`) with
+the file and what is wrong with it. It used to be kept as "already done" and fail when loaded.
+
 A partition written by a clipforge from before the stamp (the Dec-6 release c04ae83 wrote job.json but no
 `files_stamp`) is kept only when shown to describe its files' bytes now (`_legacy_state`): its records (the metadata
 parquet's ``image_path`` rows and the stats file's failures) must name exactly the partition's files now, and the
@@ -35,7 +40,7 @@ failure record (no wrong vector; touching the file, or ``--overwrite``, embeds i
 
 Owns the record (`job_identity`), the comparison that names each difference (`check_job`), the clearing
 order of ``overwrite=True`` (`clear_job`), the claim of the folder before the first partition
-(`_claim_output`) and whether a partition on disk is done and still describes its files (`partition_state`).
+(`_claim_output`) and whether a partition on disk is done, whole, and still describes its files (`partition_state`).
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ from clipforge.library.dbfile import path_text
 from clipforge.library.encoder import Encoder
 from clipforge.library.export_checks import check_export_settings
 from clipforge.library.export_layout import _PARTITION_GLOBS, _partition_count, _paths, writing
+from clipforge.library.export_whole import OUTPUT_BYTES, output_bytes, outputs_problem
 
 JOB_FILE = "job.json"
 JOB_FORMAT = 1
@@ -123,27 +129,40 @@ CHANGED = "changed"  # a file's size or modification time differs from its stamp
 LEGACY_CHANGED = "legacy-changed"  # no stamp, and a file is newer than it, gone, or not the bytes it embedded: again
 LEGACY_UNLISTED = "legacy-unlisted"  # no stamp, and its records do not name exactly its files: written again
 UNREADABLE = "unreadable"  # its stats file (with no stamp: its rows) cannot be read: written again
+DAMAGED = "damaged"  # its npy or parquet is empty, cut short or not as its stats record: written again
 
 
-def partition_state(out: Path, name: str, files: list[str]) -> str:
-    """What partition `name` on disk is to a resume whose partition holds `files` (one of the names above).
+def _counts(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
-    `ABSENT` when one of its three files is missing; `DONE` when its stats record the stamp its files have now,
-    `CHANGED` when another; with no stamp recorded (an earlier clipforge) what `_legacy_state` finds, which
-    writes the stamp of a partition it keeps (`STAMPED`).
+
+def partition_state(out: Path, name: str, files: list[str]) -> tuple[str, str | None]:
+    """What partition `name` on disk is to a resume whose partition holds `files` (one of the names above), and for
+    `DAMAGED` the phrase naming the file and what is wrong with it (else None).
+
+    `ABSENT` when one of its three files is missing; `UNREADABLE` when its stats file is not JSON recording its
+    vectors' count, dim and dtype; `DAMAGED` when its npy or parquet is not whole as its stats describe it
+    (`export_whole.outputs_problem`: a header and a footer read, sizes compared; the stats file, written last, only
+    says they once were); then `DONE` when its stats record the stamp its files have now, `CHANGED` when another;
+    with no stamp recorded (an earlier clipforge) what `_legacy_state` finds, which writes the stamp of a partition
+    it keeps (`STAMPED`).
     """
     paths = _paths(out, name)
     if not all(p.exists() for p in paths):
-        return ABSENT
+        return ABSENT, None
     try:
         stats = json.loads(paths[2].read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return UNREADABLE
-    if not isinstance(stats, dict):
-        return UNREADABLE
+        return UNREADABLE, None
+    if not (isinstance(stats, dict) and _counts(stats.get("embedded")) and _counts(stats.get("dim"))
+            and stats.get("dtype") in ("float16", "float32")):
+        return UNREADABLE, None
+    problem = outputs_problem(paths, stats)
+    if problem is not None:
+        return DAMAGED, problem
     if "files_stamp" in stats:
-        return DONE if stats["files_stamp"] == files_stamp(files) else CHANGED
-    return _legacy_state(paths, stats, files)
+        return (DONE if stats["files_stamp"] == files_stamp(files) else CHANGED), None
+    return _legacy_state(paths, stats, files), None
 
 
 class _Unreadable(Exception):
@@ -215,6 +234,7 @@ def _legacy_state(paths: tuple[Path, Path, Path], stats: dict[str, Any], files: 
         return LEGACY_UNLISTED
     try:
         written = min(p.stat().st_mtime_ns for p in paths)
+        sizes = output_bytes(paths[0], paths[1])  # shown whole by `partition_state`: recorded with the stamp
     except OSError:
         return UNREADABLE
     infos = [_stat(path) for path in files]
@@ -227,6 +247,7 @@ def _legacy_state(paths: tuple[Path, Path, Path], stats: dict[str, Any], files: 
         stamped[key] = value
         if key == "failures":
             stamped["files_stamp"] = _stamp(files, infos)
+    stamped.setdefault(OUTPUT_BYTES, sizes)  # last, where this release writes them
     with writing(paths[2]):
         write_json_atomic(paths[2], stamped)
     return STAMPED

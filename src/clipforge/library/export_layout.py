@@ -35,6 +35,7 @@ from clipforge.atomic import atomic_path, write_json_atomic
 from clipforge.data.base import BadImage
 from clipforge.data.files import EmbeddedBatch
 from clipforge.library.dbfile import display_path, path_text
+from clipforge.library.export_whole import OUTPUT_BYTES, output_bytes
 
 _PARTITION_GLOBS = (
     ("img_emb", "img_emb_*.npy"),
@@ -146,6 +147,8 @@ def _write_partition(
     with writing(meta_path), atomic_path(meta_path, suffix=".parquet") as tmp:
         pq.write_table(table, str(tmp))
     with writing(stats_path):
+        # the sizes written, which a resume compares before it keeps the partition (`export_whole`)
+        stats = {**stats, OUTPUT_BYTES: output_bytes(emb_path, meta_path)}
         write_json_atomic(stats_path, stats)  # last: its presence marks the partition complete
 
 

@@ -15,6 +15,10 @@ again, so a search costs no hashing. New rows (an upload, a running `index add`)
 the live index in place instead of rebuilding it; readers and that in-place add are kept
 apart by a readers-writer lock, while a full rebuild happens beside the live index and is
 swapped in.
+
+A save that fails (a full disk, a read-only library) leaves the index searchable from memory: a search or an add
+warns and goes on, `rebuild` (the `index rebuild` command, whose only job is the file) raises
+(`clipforge.library.index_file`).
 """
 
 from __future__ import annotations
@@ -26,7 +30,6 @@ import os
 import sqlite3
 import threading
 import time
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,7 @@ import numpy as np
 
 from clipforge.atomic import atomic_path, remove_stale_temps
 from clipforge.library.dbfile import DamagedLibraryError, display_path
+from clipforge.library.index_file import file_checksum, save_failure, unsaved_warning
 from clipforge.library.paths import LibraryPaths
 from clipforge.library.rwlock import ReadWriteLock
 from clipforge.library.store import Store
@@ -47,21 +51,6 @@ STATE_FORMAT = 3
 _SPEC_META_KEY = "index_spec"
 _STATE_META_PREFIX = "index_state:"
 _IVF_RETRAIN_GROWTH = 2.0  # retrain IVF cells once the library has doubled since training
-
-
-def _file_checksum(path: Path) -> tuple[str, os.stat_result]:
-    """(CRC-32 of the bytes as 8 hex digits, stat of the file that was read).
-
-    The check is against damage, not forgery (whoever can write the index can write the
-    database too), and CRC-32 reads ~3x faster than sha256 here: 965 vs 349 MiB/s, which is
-    seconds on a million-vector index.
-    """
-    crc = 0
-    with open(path, "rb") as f:
-        info = os.fstat(f.fileno())
-        for block in iter(lambda: f.read(1 << 22), b""):
-            crc = zlib.crc32(block, crc)
-    return f"{crc:08x}", info
 
 
 class IndexManager:
@@ -148,16 +137,22 @@ class IndexManager:
                 if added:
                     self._maybe_save()
                 return vindex
-            self._rebuild(spec, removals, generation)
+            self._warn_unsaved(self._rebuild(spec, removals, generation))
             return self._current
 
     def rebuild(self, spec: IndexSpec | None = None) -> VectorIndex:
-        """Force a rebuild (optionally with a new spec, remembered for later rebuilds)."""
+        """Force a rebuild (optionally with a new spec, remembered for later rebuilds) and save it.
+
+        Saving is the point of a rebuild asked for (`index rebuild`), so a save the disk or the database refused
+        raises (`index_file.save_failure`: one line naming the file and the cause), the index built staying in
+        memory for this process's searches; a rebuild on the way to a search only warns (`get`)."""
         if spec is not None:
             self.set_spec(spec)
         with self._lock:
             self.rebuild_reason = "asked for"
-            self._rebuild(self.spec(), self.store.removals(), self.store.generation())
+            unsaved = self._rebuild(self.spec(), self.store.removals(), self.store.generation())
+            if unsaved is not None:
+                raise save_failure(self.index_path, unsaved) from unsaved
             assert self._current is not None
             return self._current
 
@@ -235,7 +230,7 @@ class IndexManager:
         if unsaved and (unsaved >= 10_000 or unsaved >= 0.05 * max(1, self._state["count"])):
             count, max_id, digest = self.store.content_digest(self.fingerprint, upto_id=self._state["max_id"])
             if count == self._state["count"]:  # nothing removed meanwhile
-                self._save(self._current, {**self._state, "content_hash": digest})
+                self._warn_unsaved(self._save(self._current, {**self._state, "content_hash": digest}))
 
     def _read_saved(self) -> dict[str, Any] | None:
         """The record of the saved index, or None when there is none or it is not a record (then the index is
@@ -277,7 +272,7 @@ class IndexManager:
             self._refuse("the index was built from other rows than the database holds")
             return None
         try:
-            checksum, before = _file_checksum(self.index_path)
+            checksum, before = file_checksum(self.index_path)
             if checksum != saved.get("file_crc32"):
                 self._refuse(
                     "the index file does not match the checksum kept in the database (damaged or replaced)"
@@ -312,7 +307,8 @@ class IndexManager:
         state = {key: saved.get(key) for key in ("count", "max_id", "removals", "spec", "trained_on")}
         return vindex, state
 
-    def _rebuild(self, spec: IndexSpec, removals: int, generation: int) -> None:
+    def _rebuild(self, spec: IndexSpec, removals: int, generation: int) -> BaseException | None:
+        """Build the index from the database and swap it in, then save it; the error that stopped the save, if any."""
         started = time.perf_counter()
         count, max_id, digest = self.store.content_digest(self.fingerprint)
         ids = np.empty(count, dtype=np.int64)
@@ -341,24 +337,33 @@ class IndexManager:
         with self._rw.write():
             self._current, self._state = vindex, state
         self.last_action = "rebuilt"
-        if digest is not None:
-            self._save(
-                vindex,
-                {**state, "content_hash": digest, "total_seconds": round(time.perf_counter() - started, 3)},
-            )
+        if digest is None:
+            return None
+        return self._save(
+            vindex, {**state, "content_hash": digest, "total_seconds": round(time.perf_counter() - started, 3)}
+        )
 
-    def _save(self, vindex: VectorIndex | None, state: dict[str, Any]) -> None:
-        """Write the index file, then record its checksum and contents in the database."""
+    def _warn_unsaved(self, exc: BaseException | None) -> None:
+        """One warning for a save that failed on the way to a search or an add: their own work is done, and the
+        index, a cache of the database, stays searchable from memory and is saved by a later run (`index_file`)."""
+        if exc is not None:
+            log.warning("could not save index %s (%s); keeping it in memory only", self.index_path,
+                        unsaved_warning(exc))
+
+    def _save(self, vindex: VectorIndex | None, state: dict[str, Any]) -> BaseException | None:
+        """Write the index file, then record its checksum and contents in the database; the error that stopped it
+        (a read-only library, a full disk: faiss reports write errors as RuntimeError), else None. The caller says
+        it: `rebuild` raises it, a search or an add warns."""
         import faiss
 
         if vindex is None:
-            return
+            return None
         with contextlib.suppress(OSError):  # what a writer stopped by a full disk or kill -9 left
             remove_stale_temps(self.index_path.parent)
         try:
             with self._rw.read(), atomic_path(self.index_path) as tmp:
                 faiss.write_index(vindex.index, str(tmp))
-                checksum, written = _file_checksum(tmp)
+                checksum, written = file_checksum(tmp)
             saved = {
                 "format": STATE_FORMAT,
                 "model_fingerprint": self.fingerprint,
@@ -376,15 +381,10 @@ class IndexManager:
             with self.store.transaction() as tx:
                 tx.set_meta(self.state_key, json.dumps(saved, sort_keys=True, default=str))
             self._state["unsaved"] = 0
-        # A read-only library, or a full disk (faiss reports write errors as RuntimeError), can still
-        # be searched from memory; the next run saves the index.
-        except (OSError, RuntimeError, sqlite3.Error) as exc:
-            reason = (
-                getattr(exc, "strerror", None) or str(exc).rsplit(": ", 1)[-1]
-            )  # faiss: "... (No space left)"
-            log.warning("could not save index %s (%s); keeping it in memory only", self.index_path, reason)
-            return
+        except (OSError, RuntimeError, sqlite3.Error) as exc:  # still searchable from memory; a later run saves it
+            return exc
         with contextlib.suppress(
             OSError
         ):  # an older clipforge's JSON sidecar: the record now lives in the db
             self.index_path.with_suffix(".json").unlink()
+        return None
