@@ -164,6 +164,14 @@ def _export(module: nn.Module, example: torch.Tensor, path: Path, input_name: st
             do_constant_folding=True)
 
 
+def _naming(out_dir: Path, file: str) -> Any:
+    """A full disk while writing `file` (into the staging folder) as one line naming it as it would lie in
+    `out_dir`: "[Errno 27] File too large" named no file and said nothing of what to do."""
+    from clipforge.atomic import naming_full_disk
+
+    return naming_full_disk(out_dir / file, kept=f"nothing was written to {out_dir}")
+
+
 def export_onnx(model: Any, out_dir: str | os.PathLike, *, opset: int = DEFAULT_OPSET,
                 verify: bool = True, name: str | None = None) -> dict[str, Any]:
     """Write image and text encoders to `out_dir` (see module docstring); returns the metadata.
@@ -221,14 +229,16 @@ def export_onnx(model: Any, out_dir: str | os.PathLike, *, opset: int = DEFAULT_
                    {0: "batch"} if fixed else {0: "batch", 1: "sequence"}))
         for tower, file, wrapper, example, input_name, outputs, dynamic in towers:
             (staging / tower).mkdir()  # a folder each: torch's weight files of a >2 GB graph are named by tensor
-            _export(wrapper, example, staging / tower / file, input_name, outputs, opset, dynamic)
-            data = single_data_file(staging / tower / file, staging / file)
+            with _naming(out_dir, file):
+                _export(wrapper, example, staging / tower / file, input_name, outputs, opset, dynamic)
+                data = single_data_file(staging / tower / file, staging / file)
             if data is not None:
                 meta[tower]["external_data"] = data
                 files.append(data)
             shutil.rmtree(staging / tower)
         files += [IMAGE_FILE, TEXT_FILE]
-        (staging / META_FILE).write_text(json.dumps(meta, indent=2))
+        with _naming(out_dir, META_FILE):
+            (staging / META_FILE).write_text(json.dumps(meta, indent=2))
         if verify:  # on the final layout: the graphs and their data files as they will lie in `out_dir`
             meta["parity"] = onnx_parity(plain, staging)
             failures = parity_failures(meta["parity"])
@@ -237,9 +247,11 @@ def export_onnx(model: Any, out_dir: str | os.PathLike, *, opset: int = DEFAULT_
                                    f"(allowed: {PARITY_RTOL:.0e} x the output's largest |value| + {PARITY_ATOL:.0e}); "
                                    f"nothing was written")
         if tokenizer is not None:  # the model family's own file, beside the graphs that take its ids
-            shutil.copyfile(tokenizer, staging / tokenizer.name)
+            with _naming(out_dir, tokenizer.name):
+                shutil.copyfile(tokenizer, staging / tokenizer.name)
             files.append(tokenizer.name)
-        (staging / META_FILE).write_text(json.dumps(meta, indent=2))
+        with _naming(out_dir, META_FILE):
+            (staging / META_FILE).write_text(json.dumps(meta, indent=2))
         files.append(META_FILE)
         previous = listed_files(out_dir, META_FILE)
         for file in files:  # data files before their graphs, the JSON last

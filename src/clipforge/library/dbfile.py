@@ -33,9 +33,10 @@ import stat
 import time
 from pathlib import Path
 
+from clipforge.atomic import DiskFullError
 from clipforge.library.schema import SchemaError
 
-__all__ = ["DamagedLibraryError", "LibraryWriteError", "access_error", "check_database_file", "damage_error", "display_path",
+__all__ = ["DamagedLibraryError", "LibraryDiskFullError", "LibraryWriteError", "access_error", "check_database_file", "damage_error", "display_path",
            "file_stamp", "from_db", "not_writable", "open_read_only", "open_writable", "path_text", "read_only_part",
            "text_path", "to_db", "wal_path", "write_error"]
 
@@ -50,10 +51,18 @@ class DamagedLibraryError(SchemaError):
 
 
 class LibraryWriteError(OSError):
-    """The disk refused a write to the library (full, or a file-size limit); the library is intact."""
+    """The disk refused a write to the library (full, or a file-size limit), or this user may not write it
+    (`access_error`, errno EACCES); the library is intact."""
 
     def __str__(self) -> str:  # one sentence, not "[Errno 28] ..."
         return str(self.strerror)
+
+
+class LibraryDiskFullError(LibraryWriteError, DiskFullError):
+    """A write to the library the disk refused for want of room (`write_error`): a `DiskFullError` too, so the one
+    disk-full test (`clipforge.atomic.disk_full`) knows it. SQLite reports a write stopped by a file-size limit as
+    "disk I/O error" (errno EIO here, not SQLITE_FULL): the server's test of the errno alone answered an upload
+    refused so 500 with a traceback, not its 507, and kept the upload's file."""
 
 
 def damaged(path: str | os.PathLike[str], what: str, fix: str | None = None) -> DamagedLibraryError:
@@ -136,7 +145,7 @@ def damage_error(path: Path, exc: sqlite3.DatabaseError) -> DamagedLibraryError 
     return None
 
 
-def write_error(path: Path, exc: sqlite3.Error) -> LibraryWriteError | None:
+def write_error(path: Path, exc: sqlite3.Error) -> LibraryDiskFullError | None:
     """The error to raise for `exc` when the disk refused a write (full, or a file-size limit)."""
     name = str(getattr(exc, "sqlite_errorname", ""))
     text = str(exc)
@@ -148,9 +157,9 @@ def write_error(path: Path, exc: sqlite3.Error) -> LibraryWriteError | None:
         code = errno.EIO
     else:
         return None
-    return LibraryWriteError(code, f"could not write library database {display_path(os.fspath(path))}: {why}; "
-                                   "everything saved before is kept and the library can still be read: free some "
-                                   "space (or raise the limit) and run the command again")
+    return LibraryDiskFullError(code, f"could not write library database {display_path(os.fspath(path))}: {why}; "
+                                      "everything saved before is kept and the library can still be read: free "
+                                      "some space (or raise the limit) and run the command again", os.fspath(path))
 
 
 def access_error(path: Path, exc: sqlite3.Error, writing: bool = False) -> LibraryWriteError | None:

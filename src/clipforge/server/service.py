@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from clipforge.atomic import disk_full  # the one "no room to write" test (the library's SQLite refusals too)
 from clipforge.errors import UserError
 from clipforge.image import ImageLoadError
 from clipforge.library.dbfile import display_path
@@ -35,7 +36,6 @@ from clipforge.server.uploads import SniffedImage
 
 __all__ = ["DEFAULT_TEMPLATE", "LibraryService", "disk_full", "model_notice"]
 
-_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
 
 
@@ -51,13 +51,6 @@ def _decoding(image: SniffedImage | None) -> Iterator[None]:
         raise ImageLoadError(
             f"{image.what} could not be decoded: {exc.reason}", path=image.what, reason=exc.reason
         ) from None
-
-
-def disk_full(exc: BaseException) -> bool:
-    """An error that means "no room to write" (a full disk, a quota, `ulimit -f`), from the OS or SQLite."""
-    if isinstance(exc, OSError):
-        return exc.errno in _DISK_FULL
-    return isinstance(exc, sqlite3.OperationalError) and "full" in str(exc).lower()
 
 
 def _busy(exc: BaseException) -> bool:

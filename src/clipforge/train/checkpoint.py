@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from clipforge.atomic import remove_stale_temps, write_atomic, write_json_atomic
+from clipforge.atomic import DiskFullError, remove_stale_temps, write_file_atomic, write_json_atomic
 from clipforge.train.config import TrainConfigError
 from clipforge.train.state_fields import wrong_state_field
 
@@ -104,10 +104,24 @@ class CheckpointManager:
         from clipforge.weights.save import model_config
 
         self.directory.mkdir(parents=True, exist_ok=True)
-        weights = self.directory / f"{name}.safetensors"
-        save_safetensors(model, weights, config=model_config(model))
-        state = {**train_state, "train_config": json.dumps(config), "name": name}
-        write_atomic(self.directory / f"{name}{STATE_SUFFIX}", lambda tmp: torch.save(state, tmp))
+        weights, state_path = self.directory / f"{name}.safetensors", self.directory / f"{name}{STATE_SUFFIX}"
+        fresh, stage = not state_path.exists(), "weights"
+        try:  # a full disk: one line naming the file and --resume latest (a 15-frame traceback named neither)
+            save_safetensors(model, weights, config=model_config(model))
+            stage = "state"
+            state = {**train_state, "train_config": json.dumps(config), "name": name}
+            write_file_atomic(state_path, lambda file: torch.save(state, file))  # its errno, not "unexpected pos"
+            stage = "records"
+            self._write_records(name, train_state, metrics, epoch)
+        except DiskFullError as error:
+            if stage == "state" and fresh:  # weights without their training state are no checkpoint: not kept
+                weights.unlink(missing_ok=True)
+            raise error.advising("the checkpoints saved before are kept and nothing half-written was left",
+                                 "continue the run with --resume latest") from error.__cause__
+        return weights
+
+    def _write_records(self, name: str, train_state: dict[str, Any], metrics: dict[str, float] | None,
+                epoch: float | None) -> None:
         record = {"name": name, "step": train_state.get("step"),
                   "epoch": train_state.get("epoch") if epoch is None else epoch,
                   "metrics": metrics or {}}
@@ -120,7 +134,6 @@ class CheckpointManager:
         if value is not None and (best is None or value > best["metrics"].get(self.metric, float("-inf"))):
             write_json_atomic(self.directory / "best.json", record)
         self._prune()
-        return weights
 
     def _read(self, file: str) -> dict[str, Any] | None:
         path = self.directory / file
