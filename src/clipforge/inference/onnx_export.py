@@ -167,7 +167,7 @@ def _export(module: nn.Module, example: torch.Tensor, path: Path, input_name: st
 def _naming(out_dir: Path, file: str) -> Any:
     """A full disk while writing `file` (into the staging folder) as one line naming it as it would lie in
     `out_dir`: "[Errno 27] File too large" named no file and said nothing of what to do."""
-    from clipforge.atomic import naming_full_disk
+    from clipforge.disk_full import naming_full_disk
 
     return naming_full_disk(out_dir / file, kept=f"nothing was written to {out_dir}")
 

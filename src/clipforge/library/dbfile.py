@@ -33,7 +33,7 @@ import stat
 import time
 from pathlib import Path
 
-from clipforge.atomic import DiskFullError
+from clipforge.disk_full import DiskFullError
 from clipforge.library.schema import SchemaError
 
 __all__ = ["DamagedLibraryError", "LibraryDiskFullError", "LibraryWriteError", "access_error", "check_database_file", "damage_error", "display_path",
@@ -60,7 +60,7 @@ class LibraryWriteError(OSError):
 
 class LibraryDiskFullError(LibraryWriteError, DiskFullError):
     """A write to the library the disk refused for want of room (`write_error`): a `DiskFullError` too, so the one
-    disk-full test (`clipforge.atomic.disk_full`) knows it. SQLite reports a write stopped by a file-size limit as
+    disk-full test (`clipforge.disk_full.disk_full`) knows it. SQLite reports a write stopped by a file-size limit as
     "disk I/O error" (errno EIO here, not SQLITE_FULL): the server's test of the errno alone answered an upload
     refused so 500 with a traceback, not its 507, and kept the upload's file."""
 

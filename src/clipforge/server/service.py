@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from clipforge.atomic import disk_full  # the one "no room to write" test (the library's SQLite refusals too)
+from clipforge.disk_full import disk_full  # the one "no room to write" test (SQLite refusals too)
 from clipforge.errors import UserError
 from clipforge.image import ImageLoadError
 from clipforge.library.dbfile import display_path

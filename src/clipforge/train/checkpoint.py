@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from clipforge.atomic import DiskFullError, remove_stale_temps, write_file_atomic, write_json_atomic
+from clipforge.atomic import remove_stale_temps, write_file_atomic, write_json_atomic
+from clipforge.disk_full import DiskFullError
 from clipforge.train.config import TrainConfigError
 from clipforge.train.state_fields import wrong_state_field
 
