@@ -67,4 +67,17 @@ def test_the_sdist_built_from_the_tracked_files_carries_the_tests_and_no_bytecod
     with tarfile.open(archive) as sdist:
         names = [name.split("/", 1)[1] for name in sdist.getnames() if "/" in name]
     assert "tests/conftest.py" in names and "tests/server/test_s61_wire.py" in names
+    # every project module a shipped test imports is shipped too (review 61: `benchmarks.zoo` was not)
+    import re
+
+    wanted = set()
+    for name in names:
+        if name.startswith("tests/") and name.endswith(".py"):
+            text = (copy / name).read_text(encoding="utf-8")
+            for module in re.findall(r"^\s*(?:from|import) ((?:benchmarks|tests)(?:\.\w+)*)", text, re.MULTILINE):
+                wanted.add(module)
+    shipped = set(names) | {name.rsplit("/", 1)[0] for name in names}  # files, and folders (namespace packages)
+    missing = [module for module in sorted(wanted) if not {f"{module.replace('.', '/')}.py",
+                                                          module.replace(".", "/")} & shipped]
+    assert missing == [] and any(module.startswith("benchmarks.") for module in wanted)
     assert [name for name in names if "__pycache__" in name or name.endswith(".pyc")] == []

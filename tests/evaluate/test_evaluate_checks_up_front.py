@@ -44,6 +44,13 @@ def test_a_metric_expected_twice_with_two_values_is_refused(items, named):
     assert parse_expect(["top1=60", "acc1=60"], "zeroshot") == {"top1": 60.0}  # the same value twice is no conflict
 
 
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_a_value_that_is_no_finite_percent_is_refused_in_one_line(value):
+    """review 61: ``top1=nan`` (never equal to itself) took the "named twice" branch: a KeyError traceback."""
+    with pytest.raises(ValueError, match=rf"--expect 'top1={value}': expected METRIC=PERCENT \(a finite number\)"):
+        parse_expect([f"top1={value}"], "zeroshot")
+
+
 @pytest.mark.parametrize("extra,message", [
     (["--expect", "acc9=80"], "--expect acc9: zeroshot has no such metric"),
     (["--limit", "0"], "--limit must be >= 1"),

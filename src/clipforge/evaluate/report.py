@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import math
 import os
 import platform
 import re
@@ -281,8 +282,8 @@ def parse_expect(items: Sequence[str] | None, task: str | None = None, dataset: 
                 number = float(value)
             except ValueError:
                 sep = ""
-            if not sep or not name.strip():
-                raise ValueError(f"--expect {part!r}: expected METRIC=PERCENT, e.g. top1=63.3")
+            if not sep or not name.strip() or not math.isfinite(number):  # nan: never equal, never checked
+                raise ValueError(f"--expect {part!r}: expected METRIC=PERCENT (a finite number), e.g. top1=63.3")
             if out.get(name.strip(), number) != number:
                 raise ValueError(f"--expect names {name.strip()} twice ({out[name.strip()]:g} and {number:g}): "
                                  "give it once")

@@ -27,6 +27,7 @@ gives. Each of those is read from the same objects every command uses (the loade
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -204,6 +205,9 @@ def _tokenizer(tokenizer: Any, module: Any = None) -> dict[str, Any]:
 
         return out | _OPENAI_BPE | {"vocab_sha256": _sha256(VOCAB_PATH) if VOCAB_PATH.is_file() else None}
     out |= {k: v for k, v in spec.items() if k != "kind"}  # file, clean, eos_id, pad_id...
+    if "pad_id" not in out:  # the spec leaves it to the tokenizer file (hf-json, hf-transformers): ask it
+        with contextlib.suppress(OSError, AttributeError):  # no file found (random weights, a model in memory)
+            out["pad_id"] = tokenizer.pad_id()
     if out.get("clean") in _CLEANING:  # spelled out, as the openai-bpe entry's: the word alone is open_clip's
         out["clean_steps"] = _CLEANING[out["clean"]]
     out["rows"] = _rows(module, out.get("pad_id")) if module is not None else "padded to the full context"

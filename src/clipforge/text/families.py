@@ -133,6 +133,19 @@ class ModelTokenizer:
             return self._load().encode(text)
         return list(self._load().encode(text, add_special_tokens=False).ids)
 
+    def pad_id(self) -> int:
+        """The id rows are padded with (what a reader of exported ids needs to find where a prompt ends)."""
+        if self.kind == "openai-bpe":
+            return 0
+        if self.kind == "sentencepiece":
+            return int(self.spec.get("pad_id", 1))
+        if self.spec.get("pad_id") is not None:
+            return int(self.spec["pad_id"])
+        backend = self._load()
+        if self.kind == "hf-transformers":
+            return int(backend.pad_token_id if backend.pad_token_id is not None else 0)
+        return int(backend.pad_id) if self.kind == "wordpiece" else _pad_id(backend)
+
     def _load(self) -> Any:
         with self._lock:
             if self._backend is None:
