@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import default_collate
 
 from .base import BadImage
+from .sharing import shared_tensor
 
 __all__ = ["Batch", "BadSampleLog", "Indexed", "skip_bad_collate"]
 
@@ -52,8 +53,8 @@ def skip_bad_collate(items: Sequence[Any]) -> Batch:
         indices.append(index)
     if not good:
         return Batch(torch.empty(0), torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long), errors)
-    images, labels = default_collate(good)
-    return Batch(images, labels, torch.tensor(indices, dtype=torch.long), errors)
+    images, labels = default_collate(good)  # in a worker: in shared memory there (`sharing`), as the indices
+    return Batch(images, labels, shared_tensor(torch.tensor(indices, dtype=torch.long)), errors)
 
 
 class BadSampleLog:

@@ -46,6 +46,7 @@ from . import prefetch
 from .bad import DECODE_ERRORS, BadImage, error_reason
 from .collate import Indexed
 from .reading import DecodedFile, decode_crop, read_file
+from .sharing import shared_stack
 
 __all__ = ["CollectingWriter", "DecodedFile", "EmbeddedBatch", "EncodedFiles", "FileBatch", "FileWriter",
            "ImageFileReader", "default_workers", "embed_files", "encode_files", "read_batches", "read_image_bytes",
@@ -114,6 +115,9 @@ class FileBatch:
 
 
 def collate_files(items: Sequence[Any]) -> FileBatch:
+    """Items -> `FileBatch`; in a worker the pixels are stacked into shared memory there (`sharing.shared_stack`):
+    stacked in ordinary memory, they were copied into it by the worker's queue thread, whose failure (a full
+    /dev/shm, `ulimit -f`) lost the batch and left the command waiting for it for ever."""
     files: list[DecodedFile] = []
     bad: list[BadImage] = []
     for item in items:
@@ -121,7 +125,7 @@ def collate_files(items: Sequence[Any]) -> FileBatch:
             item = item.item
         (bad if isinstance(item, BadImage) else files).append(item)
     decoded = [k for k, f in enumerate(files) if f.pixels is not None]
-    pixels = torch.stack([files[k].pixels for k in decoded]) if decoded else None
+    pixels = shared_stack([files[k].pixels for k in decoded]) if decoded else None
     for k in decoded:
         files[k].pixels = None  # the stacked tensor is the one copy that travels on
     return FileBatch(files, pixels, decoded, bad)

@@ -5,7 +5,9 @@ would serialise decoding in threads); each worker runs torch with one thread (N 
 intra-op threads oversubscribes small CPUs badly); persistent workers are off so that
 `dataset.set_epoch()` reaches the workers, which are re-forked each epoch; pin_memory only when
 CUDA exists; map-style datasets are wrapped so each batch carries the dataset indices of its
-samples, which evaluation needs to map predictions back to files.
+samples, which evaluation needs to map predictions back to files. A batch shared memory refuses on its way from
+a worker (a full /dev/shm, `ulimit -f`) is one line, `sharing.SharedMemoryError`, never a batch lost and waited
+for (`sharing`'s docstring says how).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 from clipforge.cores import die_with_parent
 
 from .collate import Indexed, skip_bad_collate
+from .sharing import guard_feeder, refused_batch
 
 __all__ = ["RampBatches", "WithIndex", "make_loader", "worker_init"]
 
@@ -45,11 +48,13 @@ class WithIndex(Dataset):
 
 
 def worker_init(worker_id: int, tied: bool = False) -> None:
-    """Give every worker one torch thread and distinct, reproducible python/numpy seeds; `tied`: end it with its
+    """Give every worker one torch thread, distinct, reproducible python/numpy seeds, and a data queue that answers a
+    batch it cannot send with the error (`sharing.guard_feeder`); `tied`: end it with its
     parent (`cores.die_with_parent`), for workers forked by the main thread (the signal follows the thread that
     forked, and a pool thread ending while its process goes on would take them along)."""
     if tied:
         die_with_parent()
+    guard_feeder()  # a batch that cannot be sent is raised in the command, not lost (`sharing`)
     torch.set_num_threads(1)
     seed = torch.initial_seed() % 2**32  # DataLoader sets base_seed + worker_id per worker
     random.seed(seed)
@@ -77,6 +82,43 @@ class RampBatches(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return len(self._bounds()) - 1
+
+
+class _Batches:
+    """A DataLoader's iterator whose shared-memory refusals are `sharing.SharedMemoryError` (one line)."""
+
+    def __init__(self, iterator: Any) -> None:
+        self._iterator = iterator
+
+    def __iter__(self) -> _Batches:
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            return next(self._iterator)
+        except StopIteration:
+            raise
+        except Exception as exc:
+            error = refused_batch(exc)
+            if error is None or error is exc:
+                raise
+            raise error from exc
+
+    def __len__(self) -> int:
+        return len(self._iterator)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "_iterator":  # not yet set
+            raise AttributeError(name)
+        return getattr(self._iterator, name)
+
+
+class _Loader(DataLoader):
+    """`DataLoader` whose iterators say a refused batch in one line (`_Batches`)."""
+
+    def __iter__(self) -> Any:  # type: ignore[override]
+        iterator = super().__iter__()
+        return _Batches(iterator) if self.num_workers > 0 else iterator
 
 
 def make_loader(
@@ -124,7 +166,7 @@ def make_loader(
         batching: dict[str, Any] = {"batch_sampler": RampBatches(len(dataset), first_batch, batch_size)}  # type: ignore[arg-type]
     else:
         batching = {"batch_size": batch_size, "shuffle": shuffle, "sampler": sampler, "drop_last": drop_last}
-    return DataLoader(
+    return _Loader(
         dataset if iterable else WithIndex(dataset),
         **batching,
         num_workers=workers,
