@@ -29,11 +29,12 @@ _SHELL_STOP = {"|", ">", "2>", ">>", "&", "&&", "||", ";"}
 _CLIPFORGE = {"clipforge", ".venv/bin/clipforge"}
 _PYTHONS = {"python", "python3", ".venv/bin/python"}
 _PLACEHOLDERS = {"N": "1"}  # `[--limit N]`: a metavar standing for a number
-# Flags of the other programs the docs show beside clipforge (pip, torchrun, pytest, schemathesis, clip_benchmark).
+# Flags of the other programs the docs show beside clipforge (pip, torchrun, pytest, schemathesis, clip_benchmark, docker).
 _OTHER_TOOLS = {
     "--no-deps",
     "--index-url",  # pip's: the CPU build of torch
     "--notest",  # convmv's: rename GBK file names
+    "--shm-size",  # docker run's: a bigger /dev/shm for decoding workers
     "--nproc",
     "--nproc-per-node",
     "--nnodes",
