@@ -50,6 +50,7 @@ from clipforge.inference.fast_transformer import (
 )
 from clipforge.models.family import AttentionPoolHead, FamilyCLIP, MapVisionTransformer
 from clipforge.models.family_clipa import AvgPoolVisionTransformer
+from clipforge.models.tensor_checks import check_tokens_fit
 
 __all__ = ["InferenceAttentionPoolHead", "InferenceAvgPoolVisionTransformer", "InferenceFamilyCLIP",
            "InferenceMapVisionTransformer"]
@@ -217,6 +218,7 @@ class InferenceFamilyCLIP(FamilyCLIP):
             return super().encode_text(text)
         with autocast_off(text):
             length = int(self.text_pool_positions(text).max().item()) + 1 if self.transformer.causal else text.shape[1]
+            check_tokens_fit(text, length, self.context_length, self.token_embedding.num_embeddings)
             if worth_splitting(text.shape[0], length, int(self.transformer.width), dtype):
                 for block in self.transformer.resblocks:  # pack here, once, not in every slice's thread
                     if isinstance(block, InferenceBlock):

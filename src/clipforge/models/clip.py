@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clipforge.errors import UserError
 from clipforge.models.configs import (
     ARCH_CONFIGS,
     DEFAULT_ACTIVATION,
@@ -27,12 +26,13 @@ from clipforge.models.family_keys import (
 )
 from clipforge.models.layers import LayerNorm, Transformer
 from clipforge.models.resnet import ModifiedResNet
-from clipforge.models.tensor_checks import check_image_batch, check_token_batch
+from clipforge.models.tensor_checks import (  # noqa: F401  (TokensError: re-exported from its first home)
+    TokensError,
+    check_image_batch,
+    check_token_batch,
+    check_tokens_fit,
+)
 from clipforge.models.vit import VisionTransformer
-
-
-class TokensError(UserError, ValueError):
-    """Token ids a model cannot read (from another tokenizer): the message says how to tokenize for it."""
 
 
 class CLIP(nn.Module):
@@ -129,12 +129,7 @@ class CLIP(nn.Module):
         if not text.numel():
             return 1
         length = int((text.argmax(dim=-1) if eot is None else eot).max().item()) + 1
-        top = int(text.max().item())
-        if length > self.context_length or top >= self.vocab_size or int(text.min().item()) < 0:
-            raise TokensError(
-                f"the text tokens do not fit this model ({length} positions and ids up to {top}; it reads "
-                f"{self.context_length} positions of ids below {self.vocab_size}): tokenize with the model's own "
-                "tokenizer, clipforge.load_model(NAME).tokenize(texts) or clipforge.get_tokenizer(NAME)(texts)")
+        check_tokens_fit(text, length, self.context_length, self.vocab_size)
         return length
 
     # --- open_clip's model surface (`clipforge.create_model*`; see `clipforge.zoo`) ---------------

@@ -30,7 +30,7 @@ from clipforge.models.family_clipa import AvgPoolVisionTransformer
 from clipforge.models.family_hf import HFTextTower
 from clipforge.models.family_keys import FAMILY_DEFAULTS, check_family_fields, family_value
 from clipforge.models.layers import LayerNorm, Transformer, check_image_grid, grid_rows, make_activation
-from clipforge.models.tensor_checks import check_token_batch
+from clipforge.models.tensor_checks import check_token_batch, check_tokens_fit
 from clipforge.models.vit import VisionTransformer
 
 
@@ -269,6 +269,7 @@ class FamilyCLIP(CLIP):
         length = text.shape[1]
         if self.transformer.causal and text.numel():
             length = int(pos.max().item()) + 1
+        check_tokens_fit(text, length, self.context_length, self.token_embedding.num_embeddings)
         x = self.token_embedding(text[:, :length]).to(self.dtype)
         x = x + self.positional_embedding[:length].to(self.dtype)
         x = self.ln_final(self.transformer(x))

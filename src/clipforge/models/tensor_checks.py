@@ -19,7 +19,9 @@ from typing import Any
 
 import torch
 
-__all__ = ["check_image_batch", "check_token_batch"]
+from clipforge.errors import UserError
+
+__all__ = ["TokensError", "check_image_batch", "check_token_batch", "check_tokens_fit"]
 
 
 def _shape(x: torch.Tensor) -> str:
@@ -59,3 +61,22 @@ def check_token_batch(text: Any, what: str = "encode_text") -> None:
         raise ValueError(f"{expected}; got {_shape(text)}{hint}")
     if text.is_floating_point() or text.is_complex() or text.dtype == torch.bool:
         raise ValueError(f"{expected}; got {_shape(text)} of dtype {text.dtype}")
+
+
+class TokensError(UserError, ValueError):
+    """Token ids a model cannot read (from another tokenizer): the message says how to tokenize for it."""
+
+
+def check_tokens_fit(text: torch.Tensor, length: int, context: int, vocab: int) -> None:
+    """Raise `TokensError` unless a text tower of `context` positions and `vocab` ids can read `text`, of which it
+    runs the first `length` positions. Ids from another tokenizer (OpenAI's 77-position BPE given to a 16-position
+    model, ids past the vocabulary) failed deep inside with "The size of tensor a (22) must match the size of
+    tensor b (16)" or "index out of range in self"."""
+    if not text.numel():
+        return
+    top = int(text.max().item())
+    if length > context or top >= vocab or int(text.min().item()) < 0:
+        raise TokensError(
+            f"the text tokens do not fit this model ({length} positions and ids up to {top}; it reads "
+            f"{context} positions of ids below {vocab}): tokenize with the model's own "
+            "tokenizer, clipforge.load_model(NAME).tokenize(texts) or clipforge.get_tokenizer(NAME)(texts)")
