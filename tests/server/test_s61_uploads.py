@@ -2,9 +2,10 @@
 
 * Finding 3: with the upload space full, ten addresses uploading 90 KB each (every one holding less than the victim)
   made a browser's 100 KB upload the biggest holder, and the next upload deleted it seconds after it was made (its
-  page got 410 "upload it again"). Room is now made only from holders above an equal share of the space, never
-  from an upload younger than `upload_space.MIN_AGE_S`; an upload that cannot fit so is a 507 that deletes nothing
-  and says when to try again.
+  page got 410 "upload it again"). No address's newest upload is now deleted while it is younger than
+  `upload_space.MIN_AGE_S` (its older ones go as before, biggest holder first); an upload that cannot fit so is a
+  507 that deletes nothing and says when to try again. (A first form kept every young upload and made room only
+  from holders above an equal share: one address filling the space locked the others out; review 61.)
 * Finding 4: one anonymous 107 KB upload of 1,000 tiny files held the server's event loop 100-380 ms (gradio makes
   a temporary file, a folder and a rename for each file on the loop that runs it). gradio now handles uploads on a
   loop of its own (`ui_upload_route.off_loop`); what is tested here is where that work runs, never how long it takes.
@@ -51,8 +52,7 @@ def _upload(ledger: UploadLedger, host: str, name: str, size: int) -> bool:
 def test_many_addresses_each_holding_less_cannot_evict_a_young_upload(tmp_path, monkeypatch):
     """The audit's attack on the ledger: a victim's 100 KB, then ten addresses of 90 KB each. The tenth does not
     fit: it is refused and nothing is deleted (the victim's upload was evicted here), and `wait_s` says when the
-    victim's upload is `MIN_AGE_S` old. After that, a holder above an equal share (1 MB / 11 holders: 90,909 bytes)
-    gives its oldest: the victim's 100 KB; the attackers' 90 KB each are within it."""
+    victim's upload is `MIN_AGE_S` old. After that the biggest holder gives its oldest: the victim's 100 KB."""
     now = _clock(monkeypatch)
     ledger = UploadLedger(str(tmp_path), max_bytes=SPACE, max_files=2000, max_age_s=1800)
     assert _upload(ledger, "127.0.0.1", "victim.jpg", 100_000)
@@ -70,37 +70,50 @@ def test_many_addresses_each_holding_less_cannot_evict_a_young_upload(tmp_path, 
     assert ledger.wait_s is None  # the last call was not refused
 
 
-def test_only_holders_above_an_equal_share_make_room(tmp_path, monkeypatch):
-    """A space of 1,000 bytes: A holds 400 (four 100s), B and C 250 each, all old. A newcomer's 400 needs 300 more:
-    the holders above an equal share (1,000 / 4) can give 200 (A down to 200): refused, nothing evicted (B's file
-    was evicted for it, though B held a quarter and the newcomer would hold more). A newcomer's 200 fits: A's
-    oldest goes."""
+def test_one_address_filling_the_space_cannot_lock_the_others_out(tmp_path, monkeypatch):
+    """review 61: with every young upload kept (and room made only from holders above an equal share), one address
+    that filled a 20 MB space with 20 uploads in 0.3 s made every other browser's upload a 507 for 120 s, renewable.
+    Only an address's newest upload is kept while young: the others of the address holding the most go first."""
     now = _clock(monkeypatch)
-    ledger = UploadLedger(str(tmp_path), max_bytes=1000, max_files=100, max_age_s=1800)
-    for k in range(4):
-        ledger.settle(ledger.reserve(100, 1, "A"), [(f"{ledger.folder}/a{k}", 100)], "a")
-    for host in ("B", "C"):
-        ledger.settle(ledger.reserve(250, 1, host), [(f"{ledger.folder}/{host.lower()}", 250)], host.lower())
-    now[0] += upload_space.MIN_AGE_S + 1
-    assert ledger.reserve(400, 1, "D") is None and not ledger.doomed() and ledger.bytes == 900
-    assert ledger.wait_s is None  # nothing young in the way: nothing to wait for
-    assert ledger.reserve(200, 1, "D") is not None and ledger.doomed() == [f"{ledger.folder}/a0"]
+    ledger = UploadLedger(str(tmp_path), max_bytes=16_500, max_files=100, max_age_s=1800)
+    for k in range(20):
+        now[0] += 0.01
+        assert _upload(ledger, "203.0.113.9", f"flood{k}", 800)
+    now[0] += 0.01
+    assert _upload(ledger, "10.0.0.2", "victim.jpg", 800)
+    assert ledger.doomed() == [f"{ledger.folder}/flood0"] and ledger.removed(f"{ledger.folder}/flood0",
+                                                                              "owner-203.0.113.9") == EVICTED
+    for k in range(3, 21):  # a class after it: each photo evicts the flood, never another student's
+        now[0] += 1.0
+        assert _upload(ledger, f"10.0.0.{k}", f"p{k}.jpg", 800)
+    assert all(ledger.owns(f"{ledger.folder}/p{k}.jpg", f"owner-10.0.0.{k}") for k in range(3, 21))
+    assert ledger.owns(f"{ledger.folder}/victim.jpg", "owner-10.0.0.2")
+    assert ledger.owns(f"{ledger.folder}/flood19", "owner-203.0.113.9")  # its newest, still young, is kept
 
 
-def test_an_address_keeps_its_own_young_uploads_and_turns_over_once_they_are_old(tmp_path, monkeypatch):
-    """One address filling the space (one student, or a class behind one router): its next upload does not delete
-    one it made a few seconds ago (another tab may be about to use it): 507 with the wait; once its oldest is
-    `MIN_AGE_S` old, its uploads turn over, oldest first."""
+def test_an_address_turns_its_older_uploads_over_at_once_and_keeps_its_newest_while_young(tmp_path, monkeypatch):
+    """One address filling the space (one student, or a class behind one router): its next upload deletes its
+    oldest, however young; its newest is never deleted while young, so an upload that could only fit by deleting
+    it is a 507 with the wait (the first form of the rule refused the second upload already)."""
     now = _clock(monkeypatch)
     ledger = UploadLedger(str(tmp_path), max_bytes=1000, max_files=100, max_age_s=1800)
     for k in range(4):
         now[0] += 5.0
         assert _upload(ledger, "10.0.0.1", f"p{k}", 200)
     now[0] += 5.0
-    assert not _upload(ledger, "10.0.0.1", "p4", 200) and not ledger.doomed()
-    assert ledger.wait_s == pytest.approx(upload_space.MIN_AGE_S - 20.0)
-    now[0] = 1_000_000.0 + 5.0 + upload_space.MIN_AGE_S  # p0 is MIN_AGE_S old, p1 is not
     assert _upload(ledger, "10.0.0.1", "p4", 200) and ledger.doomed() == [f"{ledger.folder}/p0"]
+    assert ledger.wait_s is None
+    both = UploadLedger(str(tmp_path / "both"), max_bytes=1000, max_files=100, max_age_s=1800)
+    assert _upload(both, "10.0.0.9", "other", 300)
+    now[0] += 1.0
+    assert _upload(both, "10.0.0.1", "old", 100) and _upload(both, "10.0.0.1", "new", 300)
+    now[0] += 5.0
+    # 700 + 450 needs 150: "old" could go, but then only a newest upload, 5-6 s old, would make room: refused
+    assert both.reserve(450, 1, "10.0.0.1") is None and not both.doomed() and both.bytes == 700
+    assert 0 < both.wait_s <= upload_space.MIN_AGE_S - 5.0
+    now[0] += upload_space.MIN_AGE_S
+    assert both.reserve(450, 1, "10.0.0.1") is not None and both.doomed() == [f"{both.folder}/old",
+                                                                              f"{both.folder}/other"]
 
 
 def test_the_minimum_age_covers_the_pages_event_window():
@@ -152,8 +165,8 @@ def test_through_the_upload_route_a_young_upload_stays_and_the_attacker_gets_507
         assert refused.status_code == 507 and refused.json()["error"] == "insufficient_storage", refused.text
         detail = refused.json()["detail"]
         assert detail.startswith("the upload space of this page (1,000,000 bytes, 20 files) is full, and room is "
-                                 f"made only from the uploads older than {upload_space.MIN_AGE_S:g} s of whoever "
-                                 "holds more than an equal share of it") and "\n" not in detail
+                                 "made from the biggest holders' older uploads, never from anyone's newest upload "
+                                 f"younger than {upload_space.MIN_AGE_S:g} s") and "\n" not in detail
         wait = int(refused.headers["retry-after"])
         assert 1 <= wait <= upload_space.MIN_AGE_S and detail.endswith(f"; try again in {wait} s")
         served = victim.get(f"/gradio_api/file={path}")

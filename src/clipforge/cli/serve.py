@@ -54,7 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="seconds one API request may take (default 60)")
     parser.add_argument("--ui-upload-space", default=None, metavar="SIZE",
                         help="bytes the web page's uploads may hold, all users together (default 200MB; when full, "
-                             "the oldest uploads of whoever holds the most make room)")
+                             "the oldest uploads of whoever holds the most make room, never an address's newest upload "
+                             "younger than 2 minutes)")
     parser.add_argument("--ui-upload-age", default=None, metavar="SECONDS",
                         help="seconds the web page's uploads are kept (default 1800)")
     parser.add_argument("--forwarded-allow-ips", metavar="IPS", default=None,

@@ -101,7 +101,7 @@ class ServerLimits:
     """Largest JSON body of a web-UI event (files travel separately, through the upload endpoint)."""
     ui_cache_bytes: int = 200 * 10**6
     """Bytes the web UI's upload folder may hold (`serve --ui-upload-space`); when it is full, the oldest uploads of
-    the addresses holding more than an equal share make room, never one younger than `upload_space.MIN_AGE_S`
+    the addresses holding the most make room, never an address's newest younger than `upload_space.MIN_AGE_S`
     (`upload_space`); otherwise a 507."""
     ui_cache_files: int = 2000
     """Files the web UI's upload folder may hold (40,000 tiny files once passed as "0.8 MB")."""

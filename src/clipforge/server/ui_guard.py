@@ -229,7 +229,7 @@ class UIGuardMiddleware:
         reason = (
             f"uploads are kept {self.cache_age_s:g} s"
             if why == EXPIRED
-            else "when this page's upload space is full, the oldest uploads of whoever holds more than an equal share make room"
+            else "when this page's upload space is full, the oldest uploads of whoever holds the most make room"
         )
         return f"{name}: this upload was deleted from the server ({reason}); upload it again"
 

@@ -143,11 +143,11 @@ class UploadRoute:
         reservation = self.ledger.reserve(
             declared if declared else self.max_body_bytes, 1, client_host(scope)
         )
+        wait = self.ledger.wait_s  # now: another request's refusal may set it while this one awaits below
         gone += self.ledger.doomed()
         if gone:
             await run_in_threadpool(self._delete, gone)
         if reservation is None:
-            wait = self.ledger.wait_s
             await send_json(send, 507, "insufficient_storage", self._full(wait), retry_after=wait)
             return
         refused: UploadRefused | None = None
@@ -254,8 +254,8 @@ class UploadRoute:
         when = f"try again in {retry_after_seconds(wait_s)} s" if wait_s is not None else "try again later"
         return (
             f"the upload space of this page ({self.cache_bytes:,} bytes, {self.ledger.max_files:,} files) is full, "
-            f"and room is made only from the uploads older than {self.ledger.min_age_s:g} s of whoever holds more "
-            f"than an equal share of it (none can make room for this one now); {when}"
+            f"and room is made from the biggest holders' older uploads, never from anyone's newest upload younger "
+            f"than {self.ledger.min_age_s:g} s (none can make room for this one now); {when}"
         )
 
 

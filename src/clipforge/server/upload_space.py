@@ -14,21 +14,22 @@ walking the folder on each upload (a walk over 40,000 tiny files took a second o
 * **Uploads in flight**: one address's reservations may hold at most half the byte budget at once.
 * **Fairness**: when the folder is full, room is made from the biggest holders first (bytes, or files when files
   are short, the uploader then counted with the files of its upload; among equals the address with the oldest
-  upload), each its oldest upload first, again and again until the new upload fits; but another address gives
-  only while it holds more than an equal share of the space (the budget divided by the holders, the uploader
-  among them), and no upload younger than `MIN_AGE_S` is evicted, not even for its own address. When the
-  upload cannot fit even so (uploads in flight, holders within their share or young uploads hold the rest),
-  nothing is evicted and it is refused (507; `wait_s`: when a young upload in the way may go). A lone user's
-  uploads turn over, oldest first; a client that filled the folder evicts its own first; an upload that keeps
-  its uploader within an equal share finds room once the uploads in its way are `MIN_AGE_S` old, so nobody is
-  locked out by others' old files; and nobody's upload is evicted for others while it is young, or while its
-  address holds no more than an equal share. (Room was once made only from an address holding more than half:
-  30 students with 4 phone photos each, or two addresses with 100 MB of random bytes each, made every upload a
-  507 for the 30 minutes uploads are kept. Then from the biggest holders by size alone: a browser's 100 KB upload
-  was deleted seconds after it was made by the tenth of ten addresses uploading 90 KB each into a 1 MB space,
-  every one of them holding less than it; audit 61.) Only stored files are evicted: the files of an upload still
-  arriving are not in the ledger until it has ended (`settle`). The ledger does not know which stored files a
-  running UI event is reading; an event opens its file as it starts (`MIN_AGE_S`).
+  upload), each its oldest upload first, again and again until the new upload fits; but no address gives its
+  newest upload (the files it stored last, together: one request's) while that is younger than `MIN_AGE_S`. When
+  the upload cannot fit even so (uploads in flight or young newest uploads hold the rest), nothing is evicted and
+  it is refused (507; `wait_s`: when a young upload in the way may go). A lone user's uploads turn over, oldest
+  first; a client that filled the folder evicts its own first (all but its newest, whatever their age: one
+  address cannot hold more than one request's worth, at most half the space, out of reach); a class of 30 phones
+  fits, each student's latest photo kept; and no browser's fresh upload is evicted for others, however many
+  addresses each holding less than it upload after it. (Room was once made only from an address holding more
+  than half: 30 students with 4 phone photos each, or two addresses with 100 MB of random bytes each, made every
+  upload a 507 for the 30 minutes uploads are kept. Then from the biggest holders by size alone: a browser's
+  100 KB upload was deleted seconds after it was made by the tenth of ten addresses uploading 90 KB each into a
+  1 MB space, every one of them holding less than it; audit 61. Then only from holders above an equal share, and
+  no upload younger than `MIN_AGE_S`: one address filling the space with 20 uploads locked every other browser
+  out, and a class of 30 had 15 photos refused again; review 61.) Only stored files are evicted: the files of an
+  upload still arriving are not in the ledger until it has ended (`settle`). The ledger does not know which
+  stored files a running UI event is reading; an event opens its file as it starts (`MIN_AGE_S`).
 * **Owner**: each file is bound to the uploader (a random cookie this server gave that browser);
   a client that merely knows the path of someone else's upload cannot use it.
 * **Gone**: the last `max_files` deleted uploads are remembered with their owners and why they went
@@ -56,15 +57,16 @@ __all__ = ["EVICTED", "EXPIRED", "MIN_AGE_S", "Reservation", "UploadLedger", "sw
 EXPIRED = "expired"
 """`UploadLedger.removed`: deleted for its age."""
 EVICTED = "evicted"
-"""`UploadLedger.removed`: deleted to make room for a newer upload (its address held more than an equal share)."""
+"""`UploadLedger.removed`: deleted to make room for a newer upload (its address held the most)."""
 MIN_AGE_S = 120.0
-"""Seconds an upload is kept before it may be deleted to make room for another (`UploadLedger`). A page uploads a
-file and then names it in an event (a click on Search or Classify), which waits its turn in the model's fair
-queue and opens the file only as it starts: the UI's event/answer window is `ui_events.UNREAD_AGE_S` (60 s: an
-answer unread that long is forgotten), and as long again is left for the click. An upload evicted sooner was
-lost to the page that had just sent it (410 "upload it again", and its next upload was again the biggest). The
-price: a client that keeps the whole space full of uploads this young gets others' uploads refused (507 with
-`Retry-After`), so it must send the whole space again every `MIN_AGE_S` (200 MB: ~1.7 MB/s)."""
+"""Seconds an address's newest upload is kept before it may be deleted to make room for another (`UploadLedger`). A
+page uploads a file and then names it in an event (a click on Search or Classify), which waits its turn in the
+model's fair queue and opens the file only as it starts: the UI's event/answer window is `ui_events.UNREAD_AGE_S`
+(60 s: an answer unread that long is forgotten), and as long again is left for the click. An upload evicted sooner
+was lost to the page that had just sent it (410 "upload it again", and its next upload was again the biggest). Only
+the newest is kept so: many addresses that each keep one young upload can hold the space (an address's one request
+is at most half of it), re-sending it every `MIN_AGE_S` (200 MB: ~1.7 MB/s from two addresses); one address
+cannot."""
 
 _UPLOAD_FOLDER = re.compile(r"^[0-9a-f]{64}$")  # gradio names each upload's folder by a sha256
 
@@ -149,7 +151,7 @@ class UploadLedger:
                 and self.files + self.reserved_files + nfiles <= self.max_files)
 
     def _make_room(self, nbytes: int, nfiles: int, host: str, upload_files: int) -> bool:
-        """Evict the oldest entries of the holders above an equal share until `nbytes`/`nfiles` more fit (`_plan`);
+        """Evict the oldest entries of the biggest holders until `nbytes`/`nfiles` more fit (`_plan`);
         False, with nothing evicted, when they cannot (`wait_s` then says when a young upload in the way may go)."""
         self._refused.wait = None
         plan = self._plan(nbytes, nfiles, host, upload_files)
@@ -167,16 +169,14 @@ class UploadLedger:
     def _plan(self, nbytes: int, nfiles: int, host: str, upload_files: int) -> list[str] | None:
         """The entries to evict, in order, for `nbytes`/`nfiles` more from `host` to fit (module docstring), found
         before any is evicted: None when they cannot, and then nothing is evicted for an upload refused all the
-        same. The share is the budget divided by the holders (the addresses with stored uploads, and `host`, the
-        uploader); another address may give its oldest entry while it holds more than that and the entry is
-        `MIN_AGE_S` old. `host` is ranked with the others: its own oldest go when it holds the most (whatever its
-        share: a lone user's uploads turn over, and so do those of one address's concurrent requests), and when
-        it then has none to give (none stored, or all young: one address may be a classroom behind one router)
-        the upload is refused, so nobody holding less than it is evicted for it. Where files are short, it counts
-        with the `upload_files` of its upload (one request of 50 files in a space of 20 had evicted another
-        address's 2 before it was refused); where bytes are, with its stored files alone (one photo is taken by
-        evicting the biggest holders' oldest, even where every address holds less than that photo: a newcomer in
-        a lecture of 100 one-photo students)."""
+        same. The biggest holder gives its oldest entry, again and again, but no address gives its newest upload
+        (the entries it stored last, together: one request's files) while that is younger than `MIN_AGE_S`.
+        `host`, the uploader, is ranked with the others: its own older uploads go when it holds the most, and when
+        it then has nothing it may give (none stored, or only its young newest) the upload is refused, so nobody
+        holding less than it is evicted for it. Where files are short, it counts with the `upload_files` of its
+        upload (one request of 50 files in a space of 20 had evicted another address's 2 before it was refused);
+        where bytes are, with its stored files alone (one photo is taken by evicting the biggest holders' oldest,
+        even where every address holds less than that photo: a newcomer in a lecture of 100 one-photo students)."""
         total = [self.bytes, self.files]
 
         def over(kind: int) -> bool:
@@ -190,9 +190,11 @@ class UploadLedger:
         held = {h: list(counts) for h, counts in self._held.items()}
         queued = {h: iter(self._by_host[h]) for h in held}  # each holder's entries, oldest first
         heads = {h: next(queued[h]) for h in held}
+        # when each holder stored its newest upload (its last entries share that time), while it is young
+        kept = {h: added for h in held
+                if now - (added := self._entries[next(reversed(self._by_host[h]))].added) < self.min_age_s}
         holders = {*held, host}
-        share = (self.max_bytes / len(holders), self.max_files / len(holders))
-        young: list[float] = []  # when the first entry of each holder passed over for its age may go
+        young: list[float] = []  # when the newest upload of each holder passed over for its age may go
 
         def weight(holder: str, kind: int) -> int:
             return (held[holder][kind] if holder in held else 0) + (upload_files if kind == 1 and holder == host else 0)
@@ -213,15 +215,14 @@ class UploadLedger:
                 if not heap:
                     return refused()
                 _, _, biggest = heapq.heappop(heap)
-                if biggest == host:
-                    if biggest not in held:  # the uploader would hold the most, with nothing stored to give up
+                if biggest not in held:
+                    if biggest == host:  # the uploader would hold the most, with nothing stored to give up
                         return refused()
-                elif biggest not in held or weight(biggest, kind) <= share[kind]:
-                    continue  # within its share (or emptied): it gives no more to others
+                    continue
                 path = heads[biggest]
                 added = self._entries[path].added
-                if now - added < self.min_age_s:  # its oldest is young, so are all its others
-                    young.append(added + self.min_age_s - now)
+                if biggest in kept and added >= kept[biggest]:  # all it has left is its newest upload, still young
+                    young.append(kept[biggest] + self.min_age_s - now)
                     if biggest == host:
                         return refused()
                     continue
