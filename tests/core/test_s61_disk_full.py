@@ -81,6 +81,39 @@ def test_train_that_cannot_save_its_training_state_names_it_and_keeps_no_lone_we
     assert _files(tmp_path / "runs/s/checkpoints") == []
 
 
+def test_a_checkpoint_saved_again_under_its_name_is_kept_whole_when_the_new_state_cannot_be_written(tmp_path,
+                                                                                                    monkeypatch):
+    """review 61: a resumed run saves again under a name it saved before (step and accuracy). The new weights were
+    put in place before the state, and a state the disk refused left them beside the earlier run's state, while
+    the line said "the checkpoints saved before are kept". Both files now move into place only when both are whole."""
+    import errno
+
+    import torch
+
+    from clipforge.disk_full import DiskFullError
+    from clipforge.models.configs import get_config
+    from clipforge.models.factory import create_model_from_config
+    from clipforge.train import checkpoint as checkpoint_module
+    from clipforge.train.checkpoint import CheckpointManager
+
+    torch.manual_seed(0)
+    model = create_model_from_config(get_config("test-vit-tiny"))
+    manager = CheckpointManager(tmp_path / "checkpoints")
+    manager.save("model-step-4", model, {"steps": 4}, {"step": 4, "epoch": 0})
+    before = {p.name: p.read_bytes() for p in (tmp_path / "checkpoints").iterdir()}
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)  # other weights, as a resumed run's
+
+    def full(state, file):
+        raise OSError(errno.EFBIG, "File too large")
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", full)
+    with pytest.raises(DiskFullError) as caught:
+        manager.save("model-step-4", model, {"steps": 4}, {"step": 4, "epoch": 0})
+    assert str(caught.value).startswith(f"could not write {tmp_path / 'checkpoints' / 'model-step-4.state.pt'}: ")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "checkpoints").iterdir()} == before
+
+
 def test_wise_ft_on_a_full_disk_names_its_output_and_leaves_nothing(tmp_path):
     done = _clipforge(tmp_path, "wise-ft", "--zeroshot", "clipforge-tiny", "--finetuned", "clipforge-tiny",
                       "--alpha", "0.5", "--out", "out/wk.safetensors", limit_bytes=10_000_000)

@@ -18,6 +18,7 @@ the pointer.
 
 from __future__ import annotations
 
+import errno
 import json
 import random
 import re
@@ -27,8 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from clipforge.atomic import remove_stale_temps, write_file_atomic, write_json_atomic
-from clipforge.disk_full import DiskFullError
+from clipforge.atomic import atomic_path, remove_stale_temps, write_file_atomic, write_json_atomic
+from clipforge.disk_full import DiskFullError, disk_full_error
 from clipforge.train.config import TrainConfigError
 from clipforge.train.state_fields import wrong_state_field
 
@@ -106,19 +107,22 @@ class CheckpointManager:
 
         self.directory.mkdir(parents=True, exist_ok=True)
         weights, state_path = self.directory / f"{name}.safetensors", self.directory / f"{name}{STATE_SUFFIX}"
-        fresh, stage = not state_path.exists(), "weights"
+        stage = weights
+        # Both files are written beside their names and moved into place only when both are whole: a resumed run
+        # saves again under a name it saved before (step and accuracy), and weights put in place before a state
+        # that could not be written sat beside the earlier run's state, a pair no run made.
         try:  # a full disk: one line naming the file and --resume latest (a 15-frame traceback named neither)
-            save_safetensors(model, weights, config=model_config(model))
-            stage = "state"
-            state = {**train_state, "train_config": json.dumps(config), "name": name}
-            write_file_atomic(state_path, lambda file: torch.save(state, file))  # its errno, not "unexpected pos"
-            stage = "records"
+            with atomic_path(weights) as weights_tmp:
+                save_safetensors(model, weights_tmp, config=model_config(model))
+                stage = state_path
+                state = {**train_state, "train_config": json.dumps(config), "name": name}
+                write_file_atomic(state_path, lambda file: torch.save(state, file))  # its errno, not "unexpected pos"
+            stage = self.directory / "latest.json"
             self._write_records(name, train_state, metrics, epoch)
         except DiskFullError as error:
-            if stage == "state" and fresh:  # weights without their training state are no checkpoint: not kept
-                weights.unlink(missing_ok=True)
-            raise error.advising("the checkpoints saved before are kept and nothing half-written was left",
-                                 "continue the run with --resume latest") from error.__cause__
+            raise disk_full_error(stage, error.errno or errno.EIO, kept="the checkpoints saved before are kept and "
+                                  "nothing half-written was left", then="continue the run with --resume latest",
+                                  why=error.why, fix=error.fix) from error.__cause__
         return weights
 
     def _write_records(self, name: str, train_state: dict[str, Any], metrics: dict[str, float] | None,
