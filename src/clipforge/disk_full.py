@@ -12,7 +12,8 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["DISK_FULL_ERRNOS", "DiskFullError", "disk_full", "disk_full_error", "full_errno", "naming_full_disk"]
+__all__ = ["DISK_FULL_ERRNOS", "DiskFullError", "disk_full", "disk_full_error", "full_errno", "naming_full_disk",
+           "refusal_words"]
 
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 """No room to write: a full disk, a used-up quota, a file-size limit (`ulimit -f`, a filesystem's largest file)."""
@@ -62,8 +63,9 @@ def disk_full(exc: BaseException) -> bool:
     return full_errno(exc) is not None
 
 
-def _refusal(code: int) -> tuple[str, str]:
-    """(what happened, what to do) for a refusal's errno, in the words `index add` and `embed` use."""
+def refusal_words(code: int) -> tuple[str, str]:
+    """(what happened, what to do) for a refusal's errno, in the words every writer uses (`index add`, `embed`,
+    `index rebuild`, the trainer)."""
     if code == errno.ENOSPC:
         return "the disk is full", "free some space"
     if code == errno.EFBIG:
@@ -84,7 +86,7 @@ def disk_full_error(path: str | os.PathLike[str], code: int, *, kept: str | None
     """The `DiskFullError` for a write of `path` refused with errno `code`: "could not write PATH: WHY; KEPT: FIX
     and THEN". `kept` defaults to what an atomic write leaves (nothing half-written), `then` to running the
     command again; `why` and `fix` to the errno's own words."""
-    own_why, own_fix = _refusal(code)
+    own_why, own_fix = refusal_words(code)
     why, fix = why or own_why, fix or own_fix
     kept = kept or "nothing half-written was left"
     error = DiskFullError(code, f"could not write {_shown(path)}: {why}; {kept}: {fix} and "

@@ -34,6 +34,7 @@ import numpy as np
 from clipforge.atomic import atomic_path, write_json_atomic
 from clipforge.data.base import BadImage
 from clipforge.data.files import EmbeddedBatch
+from clipforge.disk_full import DISK_FULL_ERRNOS, refusal_words
 from clipforge.library.dbfile import display_path, path_text
 from clipforge.library.export_whole import OUTPUT_BYTES, output_bytes
 
@@ -54,12 +55,8 @@ class ExportWriteError(OSError):
 def _refusal(exc: OSError) -> tuple[str, str]:
     """(why, what to do) for an OSError raised while writing: said as `index add` says it of its database."""
     code = exc.errno
-    if code == errno.ENOSPC:
-        return "the disk is full", "free some space"
-    if code == errno.EFBIG:
-        return "the file reached this process's file-size limit (`ulimit -f`)", "raise the limit"
-    if code == errno.EDQUOT:
-        return "the disk quota is used up", "free some space (or raise the quota)"
+    if code in DISK_FULL_ERRNOS:
+        return refusal_words(code)
     if code in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"this user may not write there ({exc.strerror or exc})", "give this user write access, or choose another --out"
     detail = exc.strerror or str(exc) or exc.__class__.__name__

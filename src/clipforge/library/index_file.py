@@ -16,6 +16,7 @@ import os
 import zlib
 from pathlib import Path
 
+from clipforge.disk_full import DISK_FULL_ERRNOS, refusal_words
 from clipforge.errors import UserError
 from clipforge.library.dbfile import LibraryWriteError, display_path
 
@@ -24,12 +25,6 @@ __all__ = ["IndexSaveError", "file_checksum", "save_failure", "unsaved_warning"]
 _KEPT = "the index was not saved (searches still work meanwhile, each building it in memory)"
 _AGAIN = "run `clipforge index rebuild` again"
 _DENIED = (errno.EACCES, errno.EPERM, errno.EROFS)
-# (what happened, what to do) for the refusals of a full disk, in the words `index add` and `embed` use
-_NO_ROOM = {
-    errno.ENOSPC: ("the disk is full", "free some space"),
-    errno.EFBIG: ("the file reached this process's file-size limit (`ulimit -f`)", "raise the limit"),
-    errno.EDQUOT: ("the disk quota is used up", "free some space (or raise the quota)"),
-}
 
 
 class IndexSaveError(UserError, OSError):
@@ -64,7 +59,7 @@ def _errno(exc: BaseException) -> int | None:
     text = str(exc)
     if "database or disk is full" in text:
         return errno.ENOSPC
-    for known in (*_NO_ROOM, *_DENIED):
+    for known in (*DISK_FULL_ERRNOS, *_DENIED):
         if f"({os.strerror(known)})" in text:
             return known
     return None
@@ -90,8 +85,8 @@ def save_failure(path: Path, exc: BaseException) -> Exception:
     if isinstance(exc, LibraryWriteError):
         return exc
     code = _errno(exc)
-    if code in _NO_ROOM:
-        why, fix = _NO_ROOM[code]
+    if code in DISK_FULL_ERRNOS:
+        why, fix = refusal_words(code)
     elif code in _DENIED:
         why, fix = f"this user may not write there ({os.strerror(code)})", "give this user write access to the library"
     else:
