@@ -10,29 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import resource
-import signal
 from pathlib import Path
 
 import pytest
 
-
-@contextlib.contextmanager
-def file_size_limit(max_file_bytes: int):
-    """RLIMIT_FSIZE for this process while the block runs (SIGXFSZ ignored, so the write fails instead of
-    killing the process); the test process is one pytest worker, and the limit is lifted before any assert."""
-    previous_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    previous = resource.getrlimit(resource.RLIMIT_FSIZE)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, previous[1]))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, previous)
-        signal.signal(signal.SIGXFSZ, previous_handler)
-
-
-def _tree(folder: Path) -> set[str]:
-    return {str(p.relative_to(folder)) for p in folder.rglob("*")} if folder.exists() else set()
+from tests.server.test_server_attack_disk import _tree, full_disk
 
 
 def _upload(kit, seed: int) -> bytes:
@@ -47,7 +29,7 @@ def test_an_upload_whose_database_write_the_disk_refuses_is_a_507_and_leaves_not
     data = _upload(kit, 61)
     before, count = _tree(library.paths.uploads_dir), library.stats()["images"]["ok"]
     caplog.set_level(logging.INFO)
-    with file_size_limit(len(data) + 64):  # a WAL frame is a page (4 KB) plus its header: past the limit
+    with full_disk(len(data) + 64):  # a WAL frame is a page (4 KB) plus its header: past the limit
         answer = client.post("/api/images", files={"file": ("blue.png", data, "image/png")})
     assert answer.status_code == 507, answer.text
     assert answer.json() == {"error": "insufficient_storage",
