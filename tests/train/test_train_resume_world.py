@@ -106,7 +106,7 @@ def _saved(batch_size: int, world_size: int | None, batch_in_epoch: int = 2, epo
 def _check(state: dict, batch_size: int, world_size: int, **kw) -> str | None:
     """The refusal's text, or None when the resume goes on."""
     # imported here, not at the top: the old code lacked the name, and the end-to-end tests show its behaviour
-    from clipforge.train.checkpoint import check_same_batches
+    from clipforge.train.resume_checks import check_same_batches
 
     config = TrainConfig(batch_size=batch_size, **kw)
     try:
@@ -148,7 +148,7 @@ def test_what_resumes_and_what_is_refused(saved, batch_size, world_size, expecte
 def test_a_stream_read_in_order_cannot_change_processes_mid_epoch():
     """Each process reads its own shards of an ordered stream: its place half-way through an epoch is not a place
     in another split. At an epoch end (or with resampled shards) the same global batch goes on."""
-    from clipforge.train.checkpoint import check_same_batches
+    from clipforge.train.resume_checks import check_same_batches
 
     config = TrainConfig(batch_size=2)
     path = Path("/runs/a/checkpoints/model-step-2.safetensors")

@@ -17,17 +17,14 @@ from typing import Any
 import torch
 
 from clipforge.train.build import family_tokenizer
-from clipforge.train.checkpoint import (
-    CheckpointError,
+from clipforge.train.checkpoint import CheckpointError, load_train_state, rng_state, set_rng_state
+from clipforge.train.distributed import all_reduce_mean
+from clipforge.train.resume_checks import (
     check_resumable,
     check_same_batches,
     freeze_difference,
-    load_train_state,
     refuse_finished_run,
-    rng_state,
-    set_rng_state,
 )
-from clipforge.train.distributed import all_reduce_mean
 from clipforge.train.same_run import agree_on_checkpoint
 from clipforge.train.schedule import cosine_with_warmup, resumed_warmup
 from clipforge.train.trainer_steps import UNKNOWN_EPOCH
