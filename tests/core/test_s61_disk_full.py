@@ -10,6 +10,7 @@ fails with EFBIG, as ENOSPC would, without filling a real disk.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import resource
@@ -64,11 +65,12 @@ def _resume_advice(path: str) -> str:
             "half-written was left: raise the limit and continue the run with --resume latest")
 
 
-def test_train_that_cannot_save_its_weights_says_so_in_one_line(tmp_path, cub):
-    """clipforge-tiny's weights are 35 MB: a 20 MB limit stops their write. (`--resume latest` after it starts the
-    run again, as after a kill before the first checkpoint: `train.checks.refuse_mixed_runs`, tested there.)"""
+def test_train_that_cannot_save_its_checkpoint_says_so_in_one_line(tmp_path, cub):
+    """clipforge-tiny's training state is 70 MB and its weights 35 MB; the state is written first (the pair moves
+    into place only when both are whole), so a 20 MB limit stops it. (`--resume latest` after it starts the run
+    again, as after a kill before the first checkpoint: `train.checks.refuse_mixed_runs`, tested there.)"""
     done = _train(tmp_path, cub, "runs/t", limit_bytes=20_000_000)
-    assert _one_line(done) == _resume_advice("runs/t/checkpoints/model-step-1.safetensors")
+    assert _one_line(done) == _resume_advice("runs/t/checkpoints/model-step-1.state.pt")
     assert _files(tmp_path / "runs/t/checkpoints") == []  # no temporary of ours, none of safetensors' (.tmpXXXXXX)
 
 
@@ -176,3 +178,35 @@ def test_the_refusal_says_what_each_errno_means():
     assert caught.value.filename == "x.onnx" and caught.value.__cause__.errno == errno.ENOSPC
     with pytest.raises(PermissionError), atomic.naming_full_disk("x.onnx"):
         raise PermissionError(errno.EACCES, "Permission denied")  # not for want of room: as it was
+
+
+def test_a_save_under_an_earlier_name_removes_the_earlier_state_before_new_weights_appear(tmp_path, monkeypatch):
+    """review 61 (revlate): a kill between the state's and the weights' renames left the new run's state beside
+    the earlier run's weights, and `--resume latest` went on with the pair. The earlier state is removed before
+    the new weights move in: whatever is killed, no weights stand beside a state from another save."""
+    import torch
+
+    from clipforge.models.configs import get_config
+    from clipforge.models.factory import create_model_from_config
+    from clipforge.train import checkpoint as checkpoint_module
+    from clipforge.train.checkpoint import CheckpointManager
+
+    torch.manual_seed(0)
+    model = create_model_from_config(get_config("test-vit-tiny"))
+    manager = CheckpointManager(tmp_path / "checkpoints")
+    manager.save("model-step-4", model, {"steps": 4}, {"step": 4, "epoch": 0})
+    state_path = tmp_path / "checkpoints" / "model-step-4.state.pt"
+    seen: list[bool] = []
+    real = checkpoint_module.atomic_path
+
+    @contextlib.contextmanager
+    def watched(target):
+        with real(target) as tmp:
+            yield tmp
+            if str(target).endswith(".safetensors"):  # just before the new weights move in
+                seen.append(state_path.exists())
+
+    monkeypatch.setattr(checkpoint_module, "atomic_path", watched)
+    manager.save("model-step-4", model, {"steps": 4}, {"step": 4, "epoch": 1})
+    assert seen == [False] and state_path.exists()
+    assert torch.load(state_path, weights_only=False)["epoch"] == 1

@@ -107,16 +107,22 @@ class CheckpointManager:
 
         self.directory.mkdir(parents=True, exist_ok=True)
         weights, state_path = self.directory / f"{name}.safetensors", self.directory / f"{name}{STATE_SUFFIX}"
-        stage = weights
-        # Both files are written beside their names and moved into place only when both are whole: a resumed run
-        # saves again under a name it saved before (step and accuracy), and weights put in place before a state
-        # that could not be written sat beside the earlier run's state, a pair no run made.
+        stage = state_path
+        # Both files are written beside their names first, and the pair is moved into place only when both are
+        # whole: the state written, then the weights, then any earlier state of this name removed, the weights
+        # moved in, the state moved in. A resumed run saves again under a name it saved before (step and
+        # accuracy), and a pair no run made (new weights beside the earlier run's state, or the reverse) was left
+        # by a refused state write, and by a kill between two renames; now such a kill leaves weights without a
+        # state, which no resume takes for a checkpoint.
         try:  # a full disk: one line naming the file and --resume latest (a 15-frame traceback named neither)
-            with atomic_path(weights) as weights_tmp:
-                save_safetensors(model, weights_tmp, config=model_config(model))
-                stage = state_path
+            with atomic_path(state_path) as state_tmp:
                 state = {**train_state, "train_config": json.dumps(config), "name": name}
-                write_file_atomic(state_path, lambda file: torch.save(state, file))  # its errno, not "unexpected pos"
+                write_file_atomic(state_tmp, lambda file: torch.save(state, file))  # its errno, not "unexpected pos"
+                stage = weights
+                with atomic_path(weights) as weights_tmp:
+                    save_safetensors(model, weights_tmp, config=model_config(model))
+                    state_path.unlink(missing_ok=True)
+                stage = state_path
             stage = self.directory / "latest.json"
             self._write_records(name, train_state, metrics, epoch)
         except DiskFullError as error:
