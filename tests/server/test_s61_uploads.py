@@ -116,6 +116,47 @@ def test_an_address_turns_its_older_uploads_over_at_once_and_keeps_its_newest_wh
                                                                               f"{both.folder}/other"]
 
 
+def test_an_address_with_an_upload_in_flight_keeps_no_newest_so_it_cannot_hold_the_space(tmp_path, monkeypatch):
+    """review 61 (revlate): one address kept a 1,000-file upload stored (its newest, kept while young) and another
+    always in flight (a slow last byte each): 2,000 files of 2,000, every other address refused (34 of 34 live).
+    While an address has an upload in flight its stored newest is not kept, and its uploads in flight hold at most
+    half the files."""
+    now = _clock(monkeypatch)
+    ledger = UploadLedger(str(tmp_path), max_bytes=10**9, max_files=2000, max_age_s=1800)
+    stored = ledger.reserve(1000, 1000, "203.0.113.9")
+    ledger.settle(stored, [(f"{ledger.folder}/a{k}", 1) for k in range(1000)], "attacker")
+    now[0] += 1.0
+    trickling = ledger.reserve(1000, 1000, "203.0.113.9")
+    assert trickling is not None and ledger.reserve(10, 1, "203.0.113.9") is None  # half the files in flight
+    assert ledger.wait_s is None  # refused for its own flight, with no other call's wait
+    assert _upload(ledger, "10.0.0.2", "victim.jpg", 100)
+    assert ledger.doomed() == [f"{ledger.folder}/a0"]
+
+
+def test_the_same_bytes_from_another_address_do_not_take_a_browsers_newest_protection(tmp_path, monkeypatch):
+    """review 61 (revlate): gradio names uploads by content, so a second address sending a file the first had sent
+    earlier refreshed the first's old entry, which became the first's newest, and the first's real newest photo
+    was evicted 14 s after it was made. The re-sent file is now the second address's newest upload."""
+    now = _clock(monkeypatch)
+    ledger = UploadLedger(str(tmp_path), max_bytes=1000, max_files=100, max_age_s=1800)
+
+    def upload(host: str, name: str, size: int) -> bool:  # no room for multipart headers: exact arithmetic
+        held = ledger.reserve(size, 1, host)
+        if held is not None:
+            ledger.settle(held, [(f"{ledger.folder}/{name}", size)], f"owner-{host}")
+        return held is not None
+
+    assert upload("10.0.0.1", "sample.jpg", 300)
+    now[0] += upload_space.MIN_AGE_S + 1
+    assert upload("10.0.0.1", "photo.jpg", 300)
+    now[0] += 5.0
+    assert upload("10.0.0.2", "sample.jpg", 300) and not ledger.doomed()  # the same bytes: the same path
+    assert ledger.owns(f"{ledger.folder}/sample.jpg", "owner-10.0.0.1")  # both browsers may still use it
+    now[0] += 5.0
+    assert not upload("10.0.0.3", "new.jpg", 450)  # room only by a newest upload, both young
+    assert not ledger.doomed() and ledger.owns(f"{ledger.folder}/photo.jpg", "owner-10.0.0.1")
+
+
 def test_the_minimum_age_covers_the_pages_event_window():
     """A page names its upload in an event that may wait its turn up to the UI's answer window before it opens
     the file: an upload is kept at least that long, and some more for the click."""

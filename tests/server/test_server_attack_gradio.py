@@ -749,12 +749,13 @@ def test_one_upload_request_of_many_files_counts_every_file(ui_env):
     assert many.status_code == 507 and many.json()["error"] == "insufficient_storage", many.text
     assert _files_under(upload_dir) == before and guard.ledger.files == 20 - room
     assert guard.ledger.reserved_files == 0 and guard.ledger.reserved_bytes == 0
+    half = min(room, 10)  # one address's uploads in flight hold at most half the files (review 61)
     fits = client.post(
         "/gradio_api/upload",
-        files=[("files", (f"f{i}.png", os.urandom(8), "image/png")) for i in range(room)],
+        files=[("files", (f"f{i}.png", os.urandom(8), "image/png")) for i in range(half)],
     )
-    assert fits.status_code == 200 and len(fits.json()) == room
-    assert guard.ledger.files == 20 and upload_bytes_used(upload_dir) >= 8 * room
+    assert fits.status_code == 200 and len(fits.json()) == half
+    assert guard.ledger.files == 20 - room + half and upload_bytes_used(upload_dir) >= 8 * half
 
 
 def test_a_client_that_fills_the_upload_space_does_not_lock_others_out(ui_env, monkeypatch):

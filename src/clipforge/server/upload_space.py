@@ -11,7 +11,8 @@ walking the folder on each upload (a walk over 40,000 tiny files took a second o
   takes its place in the budget as it arrives (`upload_form.UploadForm`, `UploadLedger.grow`), so a request
   cannot pass the file budget by arriving as one (six requests once left 6,000 files against 2,000).
 * **Age**: entries older than the maximum age are deleted, oldest first (insertion order).
-* **Uploads in flight**: one address's reservations may hold at most half the byte budget at once.
+* **Uploads in flight**: one address's reservations may hold at most half of the byte and of the file budget at
+  once (`_over_half`); while an address has an upload in flight, its newest stored upload is not kept (below).
 * **Fairness**: when the folder is full, room is made from the biggest holders first (bytes, or files when files
   are short, the uploader then counted with the files of its upload; among equals the address with the oldest
   upload), each its oldest upload first, again and again until the new upload fits; but no address gives its
@@ -106,6 +107,7 @@ class UploadLedger:
         self.bytes = self.files = 0
         self.reserved_bytes = self.reserved_files = 0
         self._reserved_by_host: dict[str, int] = {}  # bytes of uploads in flight, per address
+        self._reserved_files_by_host: dict[str, int] = {}  # files of uploads in flight, per address
         # once, at start: files from an earlier run, oldest first (each address's entries are kept in that order)
         for path, info in sorted(files_under(self.folder), key=lambda item: item[1].st_mtime):
             self._add(str(path), info.st_size, info.st_mtime, None)
@@ -121,7 +123,15 @@ class UploadLedger:
             held = self._held.setdefault(host, [0, 0])
             held[0] += size
             held[1] += 1
-        else:  # the same bytes under the same name again (gradio names folders by content): refresh
+        elif entry.host != host:  # the same bytes from another address (gradio names folders by content): the
+            # file is now that address's newest upload. Refreshed where it stood, it became the first address's
+            # newest, and that address's real newest lost its protection (evicted 14 s after it was made).
+            owners = entry.owners
+            self._forget(path)
+            self._add(path, size, added, None, host)
+            self._entries[path].owners |= owners
+            entry = self._entries[path]
+        else:  # the same bytes under the same name again from the same address: refresh
             self.bytes += size - entry.size
             self._held[entry.host][0] += size - entry.size
             entry.size, entry.added = size, added
@@ -191,7 +201,9 @@ class UploadLedger:
         queued = {h: iter(self._by_host[h]) for h in held}  # each holder's entries, oldest first
         heads = {h: next(queued[h]) for h in held}
         # when each holder stored its newest upload (its last entries share that time), while it is young
-        kept = {h: added for h in held
+        # (not while it has an upload in flight: that one is about to be its newest; one address kept a 1,000-file
+        # upload stored and another always in flight, and so held every file of the space for as long as it liked)
+        kept = {h: added for h in held if not self._in_flight(h)
                 if now - (added := self._entries[next(reversed(self._by_host[h]))].added) < self.min_age_s}
         holders = {*held, host}
         young: list[float] = []  # when the newest upload of each holder passed over for its age may go
@@ -259,29 +271,41 @@ class UploadLedger:
                 gone.append(path)
         return gone
 
+    def _over_half(self, host: str, nbytes: int, nfiles: int) -> bool:
+        """Whether `host`'s uploads in flight would hold more than half the budget, bytes or files (only stored
+        files can be evicted): uploads declaring 20 MB each and trickling in held the whole space; and 1,000-file
+        requests always one in flight, a slow last byte each, held the files budget (review 61)."""
+        return (2 * (self._reserved_by_host.get(host, 0) + nbytes) > self.max_bytes
+                or 2 * (self._reserved_files_by_host.get(host, 0) + nfiles) > self.max_files)
+
+    def _in_flight(self, host: str) -> bool:
+        return bool(self._reserved_by_host.get(host) or self._reserved_files_by_host.get(host))
+
     def reserve(self, nbytes: int, nfiles: int = 1, host: str = "") -> Reservation | None:
         """Hold room for an upload of `nbytes` from `host`, evicting as the module docstring says (the paths:
-        `doomed()`), or None when the folder would pass its budget all the same, or when `host`'s uploads in
-        flight would hold more than half of it (uploads declaring 20 MB each and trickling in held the whole
-        space, and nobody else could upload while they lasted: only stored files can be evicted)."""
+        `doomed()`), or None when the folder would pass its budget all the same, or when `host` would hold more
+        than half of it in flight (`_over_half`)."""
         with self._lock:
-            in_flight = self._reserved_by_host.get(host, 0)
-            if 2 * (in_flight + nbytes) > self.max_bytes or not self._make_room(nbytes, nfiles, host, nfiles):
+            self._refused.wait = None  # a refusal below says its own wait, never an earlier call's
+            if self._over_half(host, nbytes, nfiles) or not self._make_room(nbytes, nfiles, host, nfiles):
                 return None
             self.reserved_bytes += nbytes
             self.reserved_files += nfiles
-            self._reserved_by_host[host] = in_flight + nbytes
+            self._reserved_by_host[host] = self._reserved_by_host.get(host, 0) + nbytes
+            self._reserved_files_by_host[host] = self._reserved_files_by_host.get(host, 0) + nfiles
             return Reservation(nbytes, nfiles, host)
 
     def grow(self, reservation: Reservation, files: int) -> bool:
         """Raise an upload's reservation to `files` files as its parts arrive; False when they cannot fit."""
         with self._lock:
+            self._refused.wait = None
             more = files - reservation.files
             if more <= 0:
                 return True
-            if not self._make_room(0, more, reservation.host, files):
+            if self._over_half(reservation.host, 0, more) or not self._make_room(0, more, reservation.host, files):
                 return False
             self.reserved_files += more
+            self._reserved_files_by_host[reservation.host] = self._reserved_files_by_host.get(reservation.host, 0) + more
             reservation.files = files
             return True
 
@@ -298,6 +322,9 @@ class UploadLedger:
             left = self._reserved_by_host.pop(reservation.host, 0) - reservation.bytes
             if left > 0:
                 self._reserved_by_host[reservation.host] = left
+            left = self._reserved_files_by_host.pop(reservation.host, 0) - reservation.files
+            if left > 0:
+                self._reserved_files_by_host[reservation.host] = left
             for path, size in stored:
                 self._add(path, size, now, owner, reservation.host)
 
