@@ -263,6 +263,10 @@ class FamilyCLIP(CLIP):
         A transformers tower (`family_hf`) pools over the non-pad positions itself."""
         check_token_batch(text)
         if self.text is not None:
+            vocab = self.text.transformer.get_input_embeddings().num_embeddings
+            check_tokens_fit(text, text.shape[1], self.context_length, vocab)  # "index out of range in self" before
+            if not text.shape[0]:  # transformers' towers fail on an empty batch
+                return torch.zeros((0, self.embed_dim), device=text.device)
             features = self.text(text)
             return F.normalize(features, dim=-1) if normalize else features
         pos = self.text_pool_positions(text)
