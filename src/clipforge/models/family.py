@@ -264,7 +264,9 @@ class FamilyCLIP(CLIP):
         check_token_batch(text)
         if self.text is not None:
             vocab = self.text.transformer.get_input_embeddings().num_embeddings
-            check_tokens_fit(text, text.shape[1], self.context_length, vocab)  # "index out of range in self" before
+            read = (text != self.text.pad_id).any(dim=0).nonzero()  # padding past the context is masked: allowed
+            length = int(read[-1].item()) + 1 if read.numel() else 0
+            check_tokens_fit(text, length, self.context_length, vocab)  # "index out of range in self" before
             if not text.shape[0]:  # transformers' towers fail on an empty batch
                 return torch.zeros((0, self.embed_dim), device=text.device)
             features = self.text(text)
