@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
 
 from clipforge.evaluate.suite import run_suite
+from tests.evaluate.test_s57_suite_cells import _root  # the same tiny Rendered SST-2 folder
 
 ROWS = 8  # 4 test images a class, 2 classes
 
@@ -25,17 +25,6 @@ ROWS = 8  # 4 test images a class, 2 classes
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch, tmp_path):
     monkeypatch.setenv("CLIPFORGE_CACHE", str(tmp_path / "cache"))
-
-
-def _root(tmp_path: Path) -> Path:
-    root = tmp_path / "datasets"
-    for split in ("train", "test"):
-        for i in range(4):
-            for cls, colour in (("negative", (20 + i, 0, 0)), ("positive", (0, 200 - i, 0))):
-                path = root / "rendered-sst2" / split / cls / f"{cls[0]}{i}.png"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                Image.new("RGB", (8, 8), colour).save(path)
-    return root
 
 
 def _suite(tmp_path: Path, said: list[str] | None = None, out: Path | None = None) -> dict:
