@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import clipforge
 from clipforge.cli.main import main
@@ -210,3 +211,33 @@ def test_other_loader_errors_keep_their_own_words(text) -> None:
     from clipforge.data.sharing import refused_batch
 
     assert refused_batch(RuntimeError(text)) is None
+
+
+
+class _Four(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int) -> int:
+        return index
+
+
+def _raises(items: list[int]) -> None:
+    raise ValueError("a worker's own failure")
+
+
+def _refused(items: list[int]) -> None:
+    raise RuntimeError("unable to resize file </torch_1_2_3> to the right size: File too large (27)")
+
+
+@pytest.mark.parametrize(("collate", "said"), [(_raises, "a worker's own failure"), (_refused, FILE_SIZE[7:])])
+def test_a_workers_exception_ends_its_workers_before_it_is_raised(collate, said) -> None:
+    """Left to the garbage collector (torch's `reraise` holds the iterator in a traceback cycle), the workers
+    were waited for 5 s, then killed: they end, cleanly, before the caller sees the error."""
+    from clipforge.data.loader import make_loader
+
+    iterator = iter(make_loader(_Four(), batch_size=2, workers=1, collate_fn=collate))
+    with pytest.raises(Exception) as raised:
+        next(iterator)
+    assert said in str(raised.value)
+    assert [(w.is_alive(), w.exitcode) for w in iterator._workers] == [(False, 0)]  # was: (True, None), then -15

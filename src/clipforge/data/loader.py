@@ -85,7 +85,12 @@ class RampBatches(Sampler[list[int]]):
 
 
 class _Batches:
-    """A DataLoader's iterator whose shared-memory refusals are `sharing.SharedMemoryError` (one line)."""
+    """A DataLoader's iterator whose shared-memory refusals are `sharing.SharedMemoryError` (one line).
+
+    An exception from a worker ends the iteration (every job here stops on one): its workers are told to stop
+    before it is raised. Left to the garbage collector (torch's `reraise` holds the iterator in a traceback
+    cycle), torch's shutdown found the index queue's pipe already closed, waited 5 s for workers that never
+    heard it, then killed them, in whichever thread happened to collect."""
 
     def __init__(self, iterator: Any) -> None:
         self._iterator = iterator
@@ -99,10 +104,20 @@ class _Batches:
         except StopIteration:
             raise
         except Exception as exc:
+            self._end_workers()
             error = refused_batch(exc)
             if error is None or error is exc:
                 raise
-            raise error from exc
+            cause = exc
+        try:
+            raise error from cause
+        finally:
+            del error, cause  # no cycle through this frame: the error's traceback would hold it
+
+    def _end_workers(self) -> None:
+        shutdown = getattr(self._iterator, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
 
     def __len__(self) -> int:
         return len(self._iterator)
