@@ -87,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
     from clipforge.api import resolve_device
     from clipforge.cli.common import model_spec
     from clipforge.cli.main import report_error
+    from clipforge.library.dbfile import display_path
     from clipforge.library.export import check_output_apart, export_embeddings
 
     problem = _check_arguments(args)
@@ -104,9 +105,12 @@ def run(args: argparse.Namespace) -> int:
                                max_pixels=args.max_pixels)
     if args.json:
         print(json_text(report.to_dict()))
-        return 0
-    print(report.summary_line())
-    print_failures(report.failures, f"{args.out}/stats/stats_*.json")  # as `index add` names them
+    else:
+        print(report.summary_line())
+        print_failures(report.failures, f"{args.out}/stats/stats_*.json")  # as `index add` names them
+    if report.failed and not report.images:  # a script's `set -e` went on with an empty img_emb_0.npy
+        return report_error(f"no file could be embedded: all {report.failed} failed (the reasons are in "
+                            f"{display_path(args.out)}/stats/stats_*.json)")
     return 0
 
 

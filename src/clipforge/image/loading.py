@@ -132,6 +132,31 @@ def _check_stream(stream: IO[bytes], label: str) -> None:
         raise _fail(label, "file is empty (0 bytes)")
 
 
+_ARCHIVES = ((b"PK\x03\x04", "a zip archive"), (b"PK\x05\x06", "a zip archive"), (b"\x1f\x8b", "a gzip file"),
+             (b"7z\xbc\xaf\x27\x1c", "a 7z archive"), (b"Rar!\x1a\x07", "a RAR archive"),
+             (b"\xfd7zXZ\x00", "an xz file"), (b"\x28\xb5\x2f\xfd", "a zstd file"))
+
+
+def _unrecognised(source: str | IO[bytes], start: int) -> str:
+    """Why Pillow knew no format: an archive is said as one (a webdataset shard or a zip of photos handed to
+    `embed` or `index add` read as "unrecognised"), since unpacking it is what to do."""
+    try:
+        if isinstance(source, str):
+            with open(source, "rb") as f:
+                head = f.read(262)
+        else:
+            source.seek(start)
+            head = source.read(262)
+    except (OSError, ValueError):
+        head = b""
+    kind = next((name for magic, name in _ARCHIVES if head.startswith(magic)), None)
+    if kind is None and head[257:262] == b"ustar":
+        kind = "a tar archive"
+    if kind is not None:
+        return f"{kind}, not an image (archives are not read: unpack it and name its photos or their folder)"
+    return "not an image (unrecognised or unsupported format)"
+
+
 def _seekable(stream: IO[bytes]) -> bool:
     try:
         return bool(stream.seekable())
@@ -185,10 +210,11 @@ def _open(source: ImageSource, label: str) -> Image.Image:
     refused = source_refusal(opened)  # crafted to cost minutes (`costly`): refused before Pillow parses it
     if refused is not None:
         raise _fail(label, refused)
+    start = 0 if isinstance(opened, str) else opened.tell()
     try:
         return _pil_open(opened)
     except UnidentifiedImageError:
-        raise _fail(label, "not an image (unrecognised or unsupported format)") from None
+        raise _fail(label, _unrecognised(opened, start)) from None
     except FileNotFoundError:
         raise _fail(label, "file not found") from None
     except PermissionError:
