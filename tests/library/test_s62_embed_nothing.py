@@ -20,7 +20,7 @@ from clipforge.image.loading import ImageLoadError, load_image
 
 from .conftest import write_images
 
-UNPACK = "not an image (archives are not read: unpack it and name its photos or their folder)"
+UNPACK = "not an image (archives are not read: unpack it first)"
 
 
 def _archives(folder: Path, photo: Path) -> dict[str, str]:

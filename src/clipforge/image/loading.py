@@ -153,7 +153,7 @@ def _unrecognised(source: str | IO[bytes], start: int) -> str:
     if kind is None and head[257:262] == b"ustar":
         kind = "a tar archive"
     if kind is not None:
-        return f"{kind}, not an image (archives are not read: unpack it and name its photos or their folder)"
+        return f"{kind}, not an image (archives are not read: unpack it first)"
     return "not an image (unrecognised or unsupported format)"
 
 
