@@ -11,6 +11,7 @@ approximate index and immune to its missed neighbours.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -24,6 +25,8 @@ from clipforge.library.scan import file_identity
 from clipforge.library.store import ImageRecord, Store
 
 __all__ = ["SearchHit", "deleted_since_indexed", "search_vector", "second_names", "split_second_names"]
+
+log = logging.getLogger(__name__)
 
 
 def deleted_since_indexed(path: str) -> bool:
@@ -132,7 +135,28 @@ def search_vector(store: Store, manager: IndexManager, query: np.ndarray, top_k:
         order = np.argsort(-scores, kind="stable")[:top_k]
         ranked = [(int(ids[i]), float(scores[i])) for i in order]
         return _hits(store, model, ranked, set(int(i) for i in allowed_image_ids))
-    # Ask for a few extra: rows removed since the build are dropped when mapped to images.
-    scores, ids = manager.search(query[None, :], top_k + 8)
+    # Exactly top_k rows: an approximate index widens its search for a k past the one it was tuned for
+    # (`VectorIndex.knob_for`), so asking for spare rows widened every default search.
+    scores, ids = manager.search(query[None, :], top_k)
     ranked = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
-    return _hits(store, model, ranked, None)[:top_k]
+    hits = _hits(store, model, ranked, None)
+    if len(hits) < top_k and len(ranked) < store.embedding_count(model):
+        # Short while the library holds more: the index left slots empty (a graph region its search did not
+        # reach), or rows it holds lost their photos to another writer meanwhile. Not passed on as a short list.
+        log.info("the index answered %d of %d results; ranking them by exact search", len(hits), top_k)
+        hits = _hits(store, model, _exact_ranked(store, manager, query, top_k + 8), None)
+    return hits[:top_k]
+
+
+def _exact_ranked(store: Store, manager: IndexManager, query: np.ndarray, k: int) -> list[tuple[int, float]]:
+    """The exact top-k (embedding id, score) over the stored vectors, a chunk at a time (as the index is built)."""
+    best_ids = np.empty(0, dtype=np.int64)
+    best_scores = np.empty(0, dtype=np.float32)
+    for ids, vectors in store.iter_embeddings(manager.fingerprint, dim=manager.embed_dim):
+        best_ids = np.concatenate([best_ids, ids])
+        best_scores = np.concatenate([best_scores, vectors @ query])
+        if len(best_ids) > k:
+            keep = np.argpartition(-best_scores, k)[:k]
+            best_ids, best_scores = best_ids[keep], best_scores[keep]
+    order = np.lexsort((best_ids, -best_scores))[:k]  # by score, ties by id
+    return [(int(best_ids[i]), float(best_scores[i])) for i in order]
