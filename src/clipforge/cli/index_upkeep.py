@@ -35,12 +35,7 @@ def run_stats(args: argparse.Namespace) -> int:
         print(f"model     {stats['model']['name'] or '(object)'} fingerprint {stats['model']['fingerprint'][:12]} "
               f"dim {stats['model']['embed_dim']} {stats['model']['vector_dtype']}")
         index = stats["index"]
-        if index.get("fresh"):
-            state = "fresh"
-        elif index.get("exists") and not index.get("file_unchanged", True):
-            state = "file changed since it was saved (checked, and rebuilt if damaged, on next search)"
-        else:
-            state = "stale (rebuilt on next search)" if index.get("exists") else "not built yet"
+        state = index_state(index)
         recall = f", recall@{index.get('recall_k')} {index['recall_at_k']}" if index.get("recall_at_k") else ""
         print(f"index     {index.get('kind') or index['requested']} {state}{recall}")
     if stats.get("missing_vectors"):
@@ -59,6 +54,23 @@ def run_stats(args: argparse.Namespace) -> int:
     for failure in stats["failures"]:
         print(f"  failed: {one_line(failure['path'])}: {failure['reason']}")
     return 0
+
+
+def index_state(index: dict[str, Any]) -> str:
+    """The saved index's state in words, by what the next search does with it (`IndexManager.status`)."""
+    if index.get("fresh"):
+        return "fresh"
+    if not index.get("exists"):
+        return "not built yet"
+    following = index.get("next_search")
+    if following == "check_file" or (following is None and not index.get("file_unchanged", True)):
+        return "file changed since it was saved (checked, and rebuilt if damaged, on next search)"
+    newer = f"{count_noun(int(index.get('newer_vectors') or 0), 'vector')} newer than the saved index"
+    if following == "extend_in_memory":  # under the size a search saves at: added again by every process
+        return f"{newer} (added in memory at each search; `index rebuild` saves it)"
+    if following == "extend_and_save":
+        return f"{newer} (added and saved by the next search)"
+    return "stale (rebuilt on next search)"
 
 
 def run_drop_space(args: argparse.Namespace) -> int:

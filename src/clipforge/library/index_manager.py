@@ -53,6 +53,12 @@ _STATE_META_PREFIX = "index_state:"
 _IVF_RETRAIN_GROWTH = 2.0  # retrain IVF cells once the library has doubled since training
 
 
+def _worth_saving(unsaved: int, count: int) -> bool:
+    """Whether an index grown in place by `unsaved` of its `count` vectors is saved (a file short of a few is still
+    correct, and each search appends them in memory: saving a large index for every photo added would not be)."""
+    return bool(unsaved) and (unsaved >= 10_000 or unsaved >= 0.05 * max(1, count))
+
+
 class IndexManager:
     """Loads, validates, extends, rebuilds and saves the index of one model fingerprint."""
 
@@ -158,7 +164,13 @@ class IndexManager:
 
     def status(self) -> dict[str, Any]:
         """What is on disk and in memory, cheaply: no rebuilding, and no hashing - a file whose size or
-        mtime differs from the recorded ones is reported as changed (its bytes are checked on load)."""
+        mtime differs from the recorded ones is reported as changed (its bytes are checked on load).
+
+        `next_search` says what a process's next search does with the saved file: "none" (fresh), "build" (none
+        saved), "check_file" (changed on disk), "rebuild" (rows removed, another kind asked for), or appends the
+        `newer_vectors` added since it was saved, "extend_and_save" when they are enough to save (`_worth_saving`)
+        else "extend_in_memory": then every process's searches append them again and the file never becomes
+        fresh until `index rebuild` (it said "stale (rebuilt on next search)" however many searches ran)."""
         saved = self._read_saved()
         out: dict[str, Any] = {
             "path": str(self.index_path),
@@ -166,29 +178,37 @@ class IndexManager:
             "vectors_in_db": self.store.embedding_count(self.fingerprint),
             "last_action": self.last_action,
             "rebuild_reason": self.rebuild_reason,
+            "newer_vectors": 0,
         }
         try:
             on_disk = os.stat(self.index_path)
         except OSError:
             on_disk = None
         if saved is None or on_disk is None:
-            out.update({"exists": False, "fresh": False})
+            out.update({"exists": False, "fresh": False, "next_search": "build"})
             return out
         info = saved.get("info") or {}
         file_unchanged = (on_disk.st_size, on_disk.st_mtime_ns) == (
             saved.get("file_bytes"),
             saved.get("file_mtime_ns"),
         )
-        fresh = (
-            saved.get("count") == out["vectors_in_db"]
-            and saved.get("removals") == self.store.removals()
-            and saved.get("spec") == self.spec().to_dict()
-            and file_unchanged
-        )
+        same_rows = saved.get("removals") == self.store.removals() and saved.get("spec") == self.spec().to_dict()
+        count = saved.get("count")
+        fresh = same_rows and count == out["vectors_in_db"] and file_unchanged
+        if fresh:
+            next_search = "none"
+        elif not file_unchanged:
+            next_search = "check_file"
+        elif same_rows and type(count) is int and count < out["vectors_in_db"]:
+            out["newer_vectors"] = newer = out["vectors_in_db"] - count
+            next_search = "extend_and_save" if _worth_saving(newer, out["vectors_in_db"]) else "extend_in_memory"
+        else:
+            next_search = "rebuild"
         out.update(
             {
                 "exists": True,
                 "fresh": fresh,
+                "next_search": next_search,
                 "file_unchanged": file_unchanged,
                 "kind": saved.get("kind"),
                 "count": saved.get("count"),
@@ -227,7 +247,7 @@ class IndexManager:
     def _maybe_save(self) -> None:
         """Persist after a sizeable in-place growth (a stale file is still correct: it gets extended)."""
         unsaved = self._state.get("unsaved", 0)
-        if unsaved and (unsaved >= 10_000 or unsaved >= 0.05 * max(1, self._state["count"])):
+        if _worth_saving(unsaved, self._state["count"]):
             count, max_id, digest = self.store.content_digest(self.fingerprint, upto_id=self._state["max_id"])
             if count == self._state["count"]:  # nothing removed meanwhile
                 self._warn_unsaved(self._save(self._current, {**self._state, "content_hash": digest}))
