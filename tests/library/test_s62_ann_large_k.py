@@ -137,7 +137,7 @@ def test_library_search_for_top_k_returns_top_k(data, vector_library, kind, top_
     manager.rebuild(IndexSpec(kind=kind, recall_queries=200))
     assert manager.get().kind == kind
     recalls = []
-    for query in data[2]:
+    for query in data[2][::3]:  # 4 random directions, 4 near stored vectors
         hits = search_vector(store, manager, query, top_k)
         assert len(hits) == top_k and len({h.path for h in hits}) == top_k
         assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
