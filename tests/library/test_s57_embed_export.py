@@ -152,8 +152,10 @@ def test_a_folder_holding_only_a_fifo_is_not_nothing_to_embed(tmp_path, capsys) 
     photos = tmp_path / "only"
     photos.mkdir()
     os.mkfifo(photos / "pipe.png")
-    assert main(["embed", str(photos), "--out", str(tmp_path / "out"), *TINY]) == 0
-    assert capsys.readouterr().err == f"  failed: {photos}/pipe.png: not a regular file (a FIFO)\n"
+    assert main(["embed", str(photos), "--out", str(tmp_path / "out"), *TINY]) == 2  # every file failed (s62)
+    assert capsys.readouterr().err == (f"  failed: {photos}/pipe.png: not a regular file (a FIFO)\nerror: no file "
+                                       f"could be embedded: all 1 failed (the reasons are in {tmp_path}/out/stats/"
+                                       "stats_*.json)\n")
 
 
 def test_a_rewrite_stopped_between_its_two_files_never_reads_as_a_partition(tmp_path, images_factory, tiny_encoder,
