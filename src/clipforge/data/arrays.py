@@ -8,16 +8,22 @@ from __future__ import annotations
 
 import csv
 import gzip
+import math
 import struct
+import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
 
+from clipforge.image.loading import MAX_IMAGE_FILE_BYTES
+
 from .base import DatasetFormatError, DatasetLayoutError, LabelledDataset
 from .inmemory import ArrayDataset
 from .native import find_base, read_lines, split_choice
+from .regular import file_size_text
 
 __all__ = ["FER2013", "MNIST", "PCam", "STL10", "read_idx"]
 
@@ -27,6 +33,8 @@ FER_LAYOUT = "  ROOT/fer2013/fer2013.csv (emotion,pixels,Usage: Training | Publi
              "  or ROOT/fer2013/{train,test}.csv (emotion,pixels), or icml_face_data.csv"
 PCAM_LAYOUT = "  ROOT/pcam/camelyonpatch_level_2_split_{train,valid,test}_{x,y}.h5 (needs h5py)"
 
+_CHUNK = 1 << 20  # what an IDX file's data is read by: a header's size is never allocated before the bytes come
+
 FER_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 
 
@@ -35,18 +43,48 @@ def _gray_to_rgb(images: np.ndarray) -> np.ndarray:
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """An IDX file (MNIST's format: magic 0x0000 | dtype 0x08 | ndim, big-endian dims, data), gzipped or not."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise DatasetFormatError(f"{path}: not an unsigned-byte IDX file (magic {data[:4].hex()})")
-    ndim = data[3]
-    dims = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
-    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    if body.size != int(np.prod(dims)):
-        raise DatasetFormatError(f"{path}: header says {dims}, found {body.size} bytes of data")
-    return body.reshape(dims)
+    """An IDX file (MNIST's format: magic 0x0000 | dtype 0x08 | ndim, big-endian dims, data), gzipped or not.
+
+    Read no further than its header says it holds (audit 62): a `.gz` is inflated a chunk at a time and refused as
+    soon as more comes out, and a header that claims more than `MAX_IMAGE_FILE_BYTES` is refused before any data is
+    read (a small gzip inflated whole could fill the memory). A file that is not gzip names itself.
+    """
+    gz = path.suffix == ".gz"
+    with gzip.open(path, "rb") if gz else open(path, "rb") as f:
+        try:
+            return _read_idx(f, path)
+        except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+            if not gz:
+                raise
+            raise DatasetFormatError(f"{path}: cannot be read as gzip ({exc}); expected a gzipped IDX file "
+                                     "(MNIST's format)") from None
+
+
+def _read_idx(f: BinaryIO, path: Path) -> np.ndarray:
+    head = f.read(4)
+    if len(head) < 4 or head[:3] != b"\x00\x00\x08":
+        raise DatasetFormatError(f"{path}: not an unsigned-byte IDX file (magic {head.hex()})")
+    ndim = head[3]
+    raw_dims = f.read(4 * ndim)
+    if len(raw_dims) < 4 * ndim:
+        raise DatasetFormatError(f"{path}: IDX header cut short ({ndim} dimensions, {len(raw_dims)} bytes of them)")
+    dims = struct.unpack(f">{ndim}I", raw_dims)
+    size = math.prod(dims)
+    if size > MAX_IMAGE_FILE_BYTES:
+        raise DatasetFormatError(f"{path}: header says {dims}, {file_size_text(size)} of data, more than the "
+                                 f"{file_size_text(MAX_IMAGE_FILE_BYTES)} read at most")
+    said = f"{path}: header says {dims}, {size:,} bytes of data"
+    body = bytearray()
+    while len(body) <= size:  # a chunk at a time, one byte past the end: what the header says, or refused
+        chunk = f.read(min(_CHUNK, size + 1 - len(body)))
+        if not chunk:
+            break
+        body += chunk
+    if len(body) > size:
+        raise DatasetFormatError(f"{said}, but the file holds more")
+    if len(body) < size:
+        raise DatasetFormatError(f"{said}, but the file holds {len(body):,}")
+    return np.frombuffer(body, dtype=np.uint8).reshape(dims)
 
 
 class MNIST(ArrayDataset):
