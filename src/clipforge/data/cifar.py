@@ -8,7 +8,6 @@ DataLoader workers. CIFAR-100 uses the 100 fine labels.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -106,16 +105,35 @@ class CIFARPickle(ArrayDataset):
                          transform=transform, sources=sources, layout="pickle")
 
 
+_CLASSES = 'a list of class names or {"classes": [...]}'
+
+
 def read_class_order(*folders: Path) -> list[str] | None:
-    """Class order from the first classes.json found in `folders` (a list or {"classes": [...]})."""
+    """Class order from the first classes.json found in `folders` (a list or {"classes": [...]}).
+
+    A file that is not UTF-8 JSON, an empty list and a class named twice are each one line naming the file (audit
+    62): an empty list was reported as "no cifar10 data under ...", a duplicate as class folders missing from it.
+    """
+    from clipforge.text.labels import TextFileError, parse_json_file, read_text_file
+
     for folder in folders:
         path = folder / "classes.json"
         if path.is_file():
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
+            try:
+                data = parse_json_file(read_text_file(path, "class order file", _CLASSES), path, _CLASSES)
+            except TextFileError as exc:
+                raise DatasetFormatError(str(exc)) from None
             names = data.get("classes") if isinstance(data, dict) else data
             if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-                raise DatasetFormatError(f"{path}: expected a list of class names or {{\"classes\": [...]}}")
+                raise DatasetFormatError(f"{path}: expected {_CLASSES}")
+            if not names:
+                raise DatasetFormatError(f"{path}: the class list is empty; expected {_CLASSES}")
+            first: dict[str, int] = {}
+            for number, name in enumerate(names, 1):
+                if name in first:
+                    raise DatasetFormatError(f"{path}: {name!r} is listed twice (entries {first[name]} and {number}); "
+                                             "each class is listed once")
+                first[name] = number
             return names
     return None
 

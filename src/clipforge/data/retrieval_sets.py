@@ -10,7 +10,6 @@ captioned image is read and the dataset's split is "all", whatever split was ask
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,35 +29,103 @@ _JSON = {"flickr30k": "dataset_flickr30k.json", "mscoco": "dataset_coco.json"}
 _SPLITS = {"test": ("test",), "val": ("val",), "train": ("train", "restval")}
 
 
+_FILE = '{"images": [{"filename": ..., "split": ..., "sentences": [...]}, ...]}'
+_ENTRY = '{"filename": ..., "split": ..., "sentences": [{"raw": ...}, ...]}'
+
+
 def read_karpathy(path: Path, split: str, captions_per_image: int = 5) -> tuple[CaptionTable, list[str]]:
-    """(captions of `split`, each image's folder relative to the JSON's folder: COCO's filepath)."""
+    """(captions of `split`, each image's folder relative to the JSON's folder: COCO's filepath).
+
+    A file that is not UTF-8 JSON, or an entry that is not {filename, split, sentences} (audit 62: a KeyError or
+    AttributeError traceback, `failed: 'filename'` in a suite), is one `DatasetFormatError` line naming the file,
+    the entry's number and what was expected. An entry of the split with no sentence is a bad row, counted.
+    """
     if not path.is_file():
         raise DatasetLayoutError(f"missing file {path}\nexpected layout:\n{KARPATHY_LAYOUT}")
     if split not in _SPLITS:
         raise ValueError(f"Karpathy splits are {', '.join(_SPLITS)}; got {split!r}")
-    with open(path, encoding="utf-8") as f:
-        data = json.load(f)
+    from clipforge.text.labels import TextFileError, parse_json_file, read_text_file
+
+    try:
+        data = parse_json_file(read_text_file(path, "Karpathy split file", _FILE), path, _FILE)
+    except TextFileError as exc:
+        raise DatasetFormatError(str(exc)) from None
     images = data.get("images") if isinstance(data, dict) else None
     if not isinstance(images, list):
-        raise DatasetFormatError(f"{path}: expected {{\"images\": [{{filename, split, sentences}}, ...]}}")
+        raise DatasetFormatError(f"{path}: expected {_FILE}")
     table, folders = CaptionTable(path), []
-    for entry in images:
-        if entry.get("split") not in _SPLITS[split]:
+    for number, entry in enumerate(images, 1):
+        if _entry_split(entry, path, number) not in _SPLITS[split]:
             continue
-        name = f"{entry.get('filepath', '')}/{entry['filename']}".lstrip("/")
-        sentences = [s.get("raw", " ".join(s.get("tokens", []))).strip() for s in entry.get("sentences", [])]
+        folder, name, sentences = _entry(entry, path, number)
+        name = f"{folder}/{name}".lstrip("/")
         sentences = [s for s in sentences if s][:captions_per_image]
         if not sentences:
             table.bad_rows.append((len(table.images), f"{name}: no sentences"))
             continue
         table.images.append(name)
-        folders.append(entry.get("filepath", ""))
+        folders.append(folder)
         for sentence in sentences:
             table.captions.append(sentence)
             table.caption_image.append(len(table.images) - 1)
     if not table.images:
         raise DatasetFormatError(f"{path}: no image of split {split!r}")
     return table, folders
+
+
+def _kind(value: object) -> str:
+    """What a JSON value is, in JSON's words ("a string", "null")."""
+    if value is None:
+        return "null"
+    kinds = ((bool, "a boolean"), (int | float, "a number"), (str, "a string"), (list, "a list"), (dict, "an object"))
+    return next(name for kind, name in kinds if isinstance(value, kind))
+
+
+def _entry_error(path: Path, where: str, problem: str) -> DatasetFormatError:
+    return DatasetFormatError(f'{path}: "images" entry {where}{problem}; expected {_ENTRY}')
+
+
+def _entry_split(entry: object, path: Path, number: int) -> object:
+    """The split of entry `number` (from 1), which must be an object with a split, whichever split is read."""
+    if not isinstance(entry, dict):
+        raise _entry_error(path, f"{number}", f" is {_kind(entry)}, not an object")
+    if "split" not in entry:
+        named = f" ({entry['filename']})" if isinstance(entry.get("filename"), str) else ""
+        raise _entry_error(path, f"{number}{named}", " has no 'split'")
+    return entry["split"]
+
+
+def _entry(entry: dict, path: Path, number: int) -> tuple[str, str, list[str]]:
+    """(filepath, filename, stripped sentences) of entry `number`, each checked for its type."""
+    if "filename" not in entry:
+        raise _entry_error(path, f"{number}", " has no 'filename'")
+    name = entry["filename"]
+    if not isinstance(name, str):
+        raise _entry_error(path, f"{number}", f": 'filename' is {_kind(name)}, not a string")
+    where = f"{number} ({name})"
+    folder = entry.get("filepath", "")
+    if not isinstance(folder, str):
+        raise _entry_error(path, where, f": 'filepath' is {_kind(folder)}, not a string")
+    sentences = entry.get("sentences", [])
+    if not isinstance(sentences, list):
+        raise _entry_error(path, where, f": 'sentences' is {_kind(sentences)}, not a list")
+    out = []
+    for i, sentence in enumerate(sentences, 1):
+        if not isinstance(sentence, dict):
+            raise _entry_error(path, f"{where} sentence {i}", f" is {_kind(sentence)}, not an object")
+        if "raw" in sentence:
+            raw = sentence["raw"]
+            if not isinstance(raw, str):
+                raise _entry_error(path, f"{where} sentence {i}", f": 'raw' is {_kind(raw)}, not a string")
+            out.append(raw.strip())
+            continue
+        tokens = sentence.get("tokens", [])
+        odd = [t for t in tokens if not isinstance(t, str)] if isinstance(tokens, list) else [tokens]
+        if odd:
+            what = f"holds {_kind(odd[0])}" if isinstance(tokens, list) else f"is {_kind(tokens)}"
+            raise _entry_error(path, f"{where} sentence {i}", f": 'tokens' {what}, not a list of strings")
+        out.append(" ".join(tokens).strip())
+    return folder, name, out
 
 
 def open_karpathy_json(path: str | Path, images_dir: str | Path | None = None, split: str = "test",
