@@ -25,7 +25,13 @@ from .base import DatasetFormatError, DatasetLayoutError, LabelledDataset
 from .flickr_text import FLICKR8K_IMAGE_DIRS, is_token_file, read_token_file
 from .regular import special_kind
 
-__all__ = ["CAPTION_LAYOUT", "CaptionDataset", "CaptionTable", "read_caption_csv"]
+__all__ = ["CAPTION_LAYOUT", "MAX_CAPTION", "CaptionDataset", "CaptionTable", "read_caption_csv"]
+
+# The longest caption read: characters of a CSV field (csv's own field limit, which refuses a longer one, most often
+# an unbalanced quote that made the rest of the file one field) or of a token file's line, bytes of a WebDataset
+# shard's caption member. Training reads at most a context's tokens of a caption (77 for CLIP), a few hundred
+# characters: a longer "caption" is no caption, and read whole it cost 115x its size (audit 62 #6).
+MAX_CAPTION = 131_072
 
 CAPTION_LAYOUT = """\
   captions.csv with a header row naming an image column and a caption column:
@@ -163,7 +169,7 @@ def read_caption_csv(
     index: dict[str, int] = {}
     try:
         if image_column is None and caption_column is None and is_token_file(path):
-            rows, table.bad_rows = read_token_file(path)  # Flickr8k.token.txt: `<image>#<n><TAB><caption>`
+            rows, table.bad_rows = read_token_file(path, MAX_CAPTION)  # Flickr8k.token.txt: `<image>#<n><TAB><caption>`
             for image, caption in rows:
                 index.setdefault(image, len(index))
                 if index[image] == len(table.images):

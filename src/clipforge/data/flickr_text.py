@@ -8,14 +8,17 @@ the images unpack to `Flicker8k_Dataset/` (sic). Kaggle's copy turned this into 
 as a CSV whose "header" was its first caption.
 
 This module owns: telling a token file from a CSV by its first line, reading it into the same
-`CaptionTable` a CSV gives (the `#n` suffix dropped, bad lines counted by line number), and
-finding the split list and image folder of the original layout.
+`CaptionTable` a CSV gives (the `#n` suffix dropped, bad lines counted by line number; a line longer than a
+caption may be is a bad line, never held whole), and finding the split list and image folder of the original
+layout.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
 from .base import DatasetFormatError
 
@@ -49,12 +52,30 @@ def is_token_file(path: Path) -> bool:
     return False
 
 
-def read_token_file(path: Path) -> tuple[list[tuple[str, str]], list[tuple[int, str]]]:
-    """(image, caption) rows of a `.token` file in order, and (line number, reason) for lines that do not parse."""
+def _lines(f: TextIO, limit: int) -> Iterator[tuple[str, int]]:
+    """Each line of `f` and its length without the newline; a line longer than `limit` characters comes cut
+    there, read in pieces and never held whole."""
+    size = limit + 1  # a line of `limit` characters and its newline: read in one piece
+    while line := f.readline(size):
+        length = len(line) - line.endswith("\n")
+        piece = line
+        while len(piece) == size and not piece.endswith("\n"):  # the rest of a longer line, a piece at a time
+            piece = f.readline(size)
+            length += len(piece) - piece.endswith("\n")
+        yield (line if length <= limit else line[:limit]), length
+
+
+def read_token_file(path: Path, max_chars: int) -> tuple[list[tuple[str, str]], list[tuple[int, str]]]:
+    """(image, caption) rows of a `.token` file in order, and (line number, reason) for lines that do not parse
+    or are longer than `max_chars` (`clipforge.data.captions.MAX_CAPTION`): a 20 MB line was held whole and
+    tokenized whole at each draw of its image, 2 s a sample, for a caption training reads 77 tokens of."""
     rows: list[tuple[str, str]] = []
     bad: list[tuple[int, str]] = []
     with open(path, encoding="utf-8-sig") as f:
-        for lineno, line in enumerate(f, 1):
+        for lineno, (line, length) in enumerate(_lines(f, max_chars), 1):
+            if length > max_chars:
+                bad.append((lineno, f"a line of {length:,} characters, more than the {max_chars:,} a caption may hold"))
+                continue
             text = line.rstrip("\r\n")
             if not text.strip():
                 continue

@@ -1,7 +1,8 @@
 """Streaming image-text pairs from WebDataset tar shards (`<key>.jpg` + `<key>.txt`).
 
-Tar parsing and sample grouping come from the `webdataset` package; which shards a process
-reads is decided here, explicitly, so it can be tested without a process group:
+Sample grouping comes from the `webdataset` package, tar parsing from Python's `tarfile` as webdataset uses it
+(`_shard_files`, its `tar_file_expander` but for one bound); which shards a process reads is decided here,
+explicitly, so it can be tested without a process group:
 
 * without resampling, the (per-epoch shuffled, identically on every rank) shard list is dealt
   out round-robin: shard i goes to rank i % world_size, then to DataLoader worker
@@ -19,6 +20,11 @@ unreadable) ends with one `DamagedShard` (a `BadImage` naming the shard, the err
 from it before the error), which the trainer counts apart from the images (`clipforge.train.skipped`):
 how many samples its unreadable rest held is unknown. Before, webdataset's `warn_and_continue` printed
 the exception's repr once per epoch and the run's summary said 0 skipped.
+
+A caption member (`.txt`, `.text`, `.caption`) longer than `MAX_CAPTION` bytes (131,072; caption CSVs refuse a
+longer field) is not read: its sample is a `BadImage` saying so. webdataset reads every member whole, and a
+resampled stream's shuffle buffer (1,000 samples) held ~111 copies of a one-shard run's 20 MB caption: 2.9 GB of
+RSS for a caption of which training reads 77 tokens (audit 62 #6).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from __future__ import annotations
 import itertools
 import os
 import random
+import re
 import tarfile
 import warnings
 import zlib
@@ -38,6 +45,7 @@ import torch
 from torch.utils.data import IterableDataset
 
 from .base import DECODE_ERRORS, BadImage, DatasetLayoutError, error_reason
+from .captions import MAX_CAPTION
 from .imagetext import Tokenizer, apply_transform, sample_rng
 
 __all__ = ["DamagedShard", "WebDatasetImageText", "expand_shards", "rank_and_world"]
@@ -80,6 +88,18 @@ def _shard_error(exc: BaseException) -> str:
     """`ReadError: unexpected end of data` (webdataset appends the stream and url to the exception's args)."""
     first = str(exc.args[0]).split(" @ ")[0] if exc.args else ""  # some versions append " @ <stream>" here
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+@dataclass(frozen=True)
+class _LongCaption:
+    """What `_shard_files` yields in place of a caption member's bytes when it holds more than `MAX_CAPTION`."""
+
+    name: str
+    size: int
+
+    @property
+    def reason(self) -> str:
+        return f"caption {self.name} is {self.size:,} bytes, more than the {MAX_CAPTION:,} a caption may hold (not read)"
 
 
 def _first(sample: dict[str, Any], keys: Sequence[str]) -> Any:
@@ -175,6 +195,8 @@ class WebDatasetImageText(IterableDataset):
         if data is None or text is None:
             missing = "image (.jpg/.png/.webp)" if data is None else "caption (.txt)"
             return BadImage(source, f"sample has no {missing}; has {sorted(k for k in sample if not k.startswith('__'))}")
+        if isinstance(text, _LongCaption):
+            return BadImage(source, text.reason)
         try:
             caption = text.decode("utf-8").strip() if isinstance(text, bytes) else str(text).strip()
             rng = sample_rng(self.seed, self.epoch, source)
@@ -198,7 +220,7 @@ class WebDatasetImageText(IterableDataset):
 def _samples(urls: Iterator[str]) -> Iterator[dict[str, Any] | DamagedShard]:
     """The raw samples of each shard in turn (webdataset's tar reader); a shard whose reading fails (opening
     it, or a member: a truncated tar) stops there and is followed by one `DamagedShard` saying so."""
-    import webdataset as wds
+    from webdataset.tariterators import group_by_keys, url_opener
 
     for url in urls:
         failures: list[BaseException] = []
@@ -213,9 +235,46 @@ def _samples(urls: Iterator[str]) -> Iterator[dict[str, Any] | DamagedShard]:
             return True
 
         read = 0
-        for sample in wds.tarfile_to_samples(handler=stop)([{"url": url}]):
+        members = (m for opened in url_opener([{"url": url}], handler=stop)
+                   for m in _shard_files(opened["url"], opened["stream"], stop))
+        for sample in group_by_keys(members, handler=stop):  # webdataset's `tarfile_to_samples`, but for the bound
             read += 1
             yield sample
         if failures:
             error = _shard_error(failures[0])
             yield DamagedShard(url, f"damaged shard ({error})", samples_read=read, error=error)
+
+
+_META = re.compile(r"__[^/]*__($|/)")  # webdataset's `skip_meta`: members it never reads
+
+
+def _shard_files(url: str, stream: Any, handler: Callable[[BaseException], bool]) -> Iterator[dict[str, Any]]:
+    """The members of one opened shard as webdataset's `tar_file_expander` gives them (`{fname, data, __url__}`, then
+    `{}` at the shard's end; the same errors handed to `handler` at the same places, so a damaged shard gives the same
+    samples), except that a caption member over `MAX_CAPTION` bytes is skipped unread (tarfile's stream mode reads
+    past it in blocks) and a `_LongCaption` stands in for its bytes: webdataset has no bound on a member's size."""
+    from webdataset.tariterators import base_plus_ext
+
+    try:
+        with tarfile.open(fileobj=stream, mode="r|*") as tar:  # closes tarfile's reader, not `stream`
+            for info in tar:
+                try:
+                    name = info.name
+                    if not info.isreg() or not name or _META.match(name):
+                        continue
+                    if "/" not in name and name.startswith("__") and name.endswith("__"):
+                        continue
+                    suffix = base_plus_ext(name)[1]
+                    if suffix is not None and suffix.lower() in TEXT_KEYS and info.size > MAX_CAPTION:
+                        data: Any = _LongCaption(name, info.size)
+                    else:
+                        data = tar.extractfile(info).read()  # type: ignore[union-attr]  # a regular file's is never None
+                    yield {"fname": name, "data": data, "__url__": url}
+                    tar.members = []  # a stream's TarFile keeps every header it read (webdataset empties it likewise)
+                except Exception as exc:  # handed on as webdataset does: `handler` says whether the shard goes on
+                    if handler(exc):
+                        continue
+                    break
+        yield {}  # the shard's end: its last sample is complete
+    except Exception as exc:  # opening the tar or reading a header failed: the rest of the shard is unreadable
+        handler(exc)
