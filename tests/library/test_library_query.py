@@ -63,7 +63,7 @@ def test_existing_file_without_extension_is_image(tmp_path):
     ('"cat', "unterminated quote"),
     ('"cat" "dog"', "expected + or - between terms"),
     ('"cat" +', "expected a term after the operator"),
-    ('cat "dog"', "expected + or - before the quoted term"),
+    ('cat - "dog" food', "expected + or - between terms"),  # `cat "dog"` is the text, as with curly quotes
     ('"cat" + ""', "empty term"),
 ])
 def test_errors_point_at_the_problem(query, message):

@@ -96,8 +96,8 @@ def test_cli_search_in_a_folder_indexes_it_first(tmp_path, folders, capsys, imag
     out, err = capsys.readouterr()
     assert len(out.splitlines()) == 7 and "added 4" in err and "skipped 3 unchanged" in err
     assert main(["search", "a photo", "--in", str(folders / "my_photos"), "--no-index", *common]) == 0
-    assert capsys.readouterr().out.strip() == (f"no results: no indexed photo in {folders / 'my_photos'} (without "
-                                               "--no-index, search indexes the photos there first)")
+    assert capsys.readouterr() == ("", f"no results: no indexed photo in {folders / 'my_photos'} (without "
+                                   "--no-index, search indexes the photos there first)\n")  # a notice: stderr
     assert main(["search", "a photo", "--in", str(folders / "nowhere"), *common]) == 2
     assert capsys.readouterr().err.strip() == f"error: --in {folders / 'nowhere'}: no such folder"
     assert main(["search", "a photo", "--library", str(tmp_path / "none"), "--model", "test-vit-tiny"]) == 2

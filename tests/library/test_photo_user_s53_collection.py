@@ -154,7 +154,8 @@ def test_a_query_error_is_one_line_that_quotes_where(capsys):
         ('2:"cat" +', "expected a term after the operator at position 9 in query '2:\"cat\" +' (at its end)"),
         (
             '"cat" "dog"',
-            'expected + or - between terms at position 6 in query \'"cat" "dog"\' (at \'"dog"\')',
+            'expected + or - between terms at position 6 in query \'"cat" "dog"\' (at \'"dog"\'): put + or - '
+            'between terms, or search it all as one text with text:"..." (a photo: image:"..." or --image)',
         ),
     ]:
         with pytest.raises(QueryError) as error:

@@ -130,7 +130,7 @@ def test_an_older_build_of_the_same_name_is_moved_to_the_build_offered(kind, tmp
     code, out, _ = _run(capsys, "tag", "--list", *where)
     assert code == 0 and "new-a" in out and "old-a" not in out, out
     code, out, err = _run(capsys, "search", "a photo", *where, "--json")
-    assert code == 0 and len(json.loads(out)) == 3, (out, err)
+    assert code == 0 and len(json.loads(out)["results"]) == 3, (out, err)
 
     # the old build's space goes now; the library opens without a word, its default the build offered
     code, out, err = _run(capsys, "index", "drop-space", *where, OLD[:12])

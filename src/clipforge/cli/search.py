@@ -30,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     '\'"cat" + photo.jpg - "grass"\' and \'2:"cat" + "sofa"\'. Quoted = text; a bare word is text '
                     'too, unless it names an image: an image extension (photo.jpg) or an existing file\'s path '
                     '(./scan0001, ~/x). Prefixes decide: image:FILE (image:cat, image:"my photo.png") searches by '
-                    'that file, text:WORDS (text:photo.jpg) by the words.')
+                    'that file, text:WORDS (text:photo.jpg) by the words. Quotes among words are text (\'a painting called '
+                    '"Starry Night"\'); N: before a digit is text too (10:30 meeting, 16:9 screen).')
     parser.add_argument("query", nargs="*", default=None, action=_JoinedWords,
                         help="text or query arithmetic (several words without quotes are one text: "
                              "`clipforge search red car` searches \"red car\"); image:FILE and text:WORDS force "
@@ -230,7 +231,8 @@ def run(args: argparse.Namespace) -> int:
         images = [path_text(path) for path in [t.value for t in terms if t.kind == "image"] + args.image]
         # each result says whether its file is gone (a script read a deleted photo as result 1, nothing marked)
         results = [{**h.to_dict(), "missing": h.path in gone} for h in hits]
-        print(json_text({"query": args.query, "images": images, "results": results}))
+        # why nothing was found, as the REST answer's `reason` (the same `no_results_reason`); null with results
+        print(json_text({"query": args.query, "images": images, "results": results, "reason": empty or None}))
         return 0
     if args.paths:  # raw names (not `display_path`), so a pipe gets names that open, whatever their bytes
         # a file gone from disk is not piped (`xargs ls` failed on it; the notice above counts it, --json lists it)
@@ -251,8 +253,8 @@ def run(args: argparse.Namespace) -> int:
                   f"{'is' if len(copies) == 1 else 'are'} not listed, one name per content ({_shown(copies)}); "
                   "--json lists each result's `duplicates`", file=sys.stderr)
         return 0
-    if not hits:
-        print(f"no results: {empty}")
+    if not hits:  # a notice, not a result: a `while read rank score path` loop read it as one
+        print(f"no results: {empty}", file=sys.stderr)
     for rank, hit in enumerate(hits, 1):
         tag = f"  [{hit.tags[0][0]}]" if hit.tags else ""
         mark = "  (missing)" if hit.path in gone else ""

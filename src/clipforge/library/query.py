@@ -4,8 +4,8 @@ CLIP embeddings add meaningfully: "this photo, but more like a cat, less like gr
 weighted sum of unit vectors, renormalised. The grammar is small on purpose:
 
     query := [sign] term (sign term)*
-    sign  := "+" | "-"            (an operator stands alone: whitespace or a quote after it)
-    term  := [weight ":"] atom    (weight: a non-negative number such as 2 or 0.5)
+    sign  := "+" | "-"            (an operator stands alone: whitespace, a quote or a weight after it)
+    term  := [weight ":"] atom    (weight: a non-negative number such as 2 or 0.5, not before a digit)
     atom  := "quoted text" | 'quoted text' | image:PATH | text:WORDS | bare words
 
 Quoted atoms are text. A bare atom is an image only when it unmistakably names one: it ends in an image
@@ -19,8 +19,19 @@ the text (Chinese-CLIP's vocabulary has no “ or ”: they became [UNK]). Such 
 (``一只叫“咪咪”的猫``, ``“福”字灯笼``), followed by more words (``“Starry Night” painting``: an editor's curly
 quotes) are part of a text, as they are in writing. One that opens a term and is never closed (``“cat``,
 ``「猫``) is an unterminated quote, as ``"cat`` is; one left open before an operator (``“猫 - 狗``) stays text.
+ASCII quotes among words are text the same way (``a painting called "Starry Night"``, ``rock 'n' roll band``,
+``"Starry Night" painting``, a photo named ``with space & 'quote'.jpg``): they were refused ("expected + or -
+before the quoted term") where the curly ones were searched. An ASCII quote quotes a term where arithmetic is
+plainly meant: after an operator, a weight or a prefix (``- "grass"``, ``2:"cat"``, ``image:"my photo.jpg"``), or
+as the whole first term (``"cat" + ...``); a quoted pair among words keeps an operator inside it in the text (``a
+sign saying "rock - paper"``). What stays ambiguous (two quoted terms side by side, words after a quoted term that
+follows an operator, an unclosed quote) is refused in one line that names the ways out: ``text:"..."``,
+``image:"..."`` or ``--image``.
 ``image:"my photo.jpg"`` forces an image (paths with spaces), ``text:photo.jpg`` forces text.
-A hyphen inside words (``black-and-white``) is never an operator.
+A hyphen inside words (``black-and-white``) is never an operator. ``N:`` before a digit is text, not a weight: a
+time or a ratio (``10:30 meeting``, ``16:9 screen``) lost its first number as a weight, silently. A sign glued to
+a weight is an operator, as one glued to a quote is: ``-2:cat`` subtracts as ``cat - 2:dog`` does (it was the
+text "-2:cat").
 """
 
 from __future__ import annotations
@@ -36,11 +47,14 @@ from clipforge.errors import UserError
 
 __all__ = ["QueryError", "QueryTerm", "combine_terms", "looks_like_path", "parse_query"]
 
-_WEIGHT = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*:")
+_WEIGHT = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*:(?!\d)")  # `10:30`, `16:9`: a time, a ratio, not a weight
 _QUOTES = {'"': '"', "'": "'", "\u201c": "\u201d", "\u2018": "\u2019", "\u300c": "\u300d", "\u300e": "\u300f",
            "\uff02": "\uff02"}
 """Opening quote -> its closing one: ASCII, and what a Chinese input method types (“” ‘’ 「」 『』 ＂＂)."""
 _PREFIX = re.compile(r"(image|img|text):", re.IGNORECASE)
+_WAY_OUT = 'put + or - between terms, or search it all as one text with text:"..." (a photo: image:"..." or --image)'
+_UNCLOSED = 'close it, or search the words as typed with text:"..." (a photo: image:"..." or --image)'
+"""What an error about quotes ends with: the ways out of an ambiguous query (the line named none)."""
 
 
 class QueryError(UserError, ValueError):
@@ -66,19 +80,21 @@ def _default_is_image(value: str) -> bool:
     return is_image_path(value) or (looks_like_path(value) and os.path.isfile(value))
 
 
-def _fail(query: str, pos: int, what: str) -> QueryError:
+def _fail(query: str, pos: int, what: str, way_out: str = "") -> QueryError:
     """One line that quotes the query from the problem on: the caret under the query was a second and third
     line, which the CLI's one-line errors joined into `... '"cat" +' "cat" + ^` (the caret under nothing)."""
     rest = query[pos:]
     where = "at its end" if not rest.strip() else f"at {rest[:24]!r}" + (" ..." if len(rest) > 24 else "")
-    return QueryError(f"{what} at position {pos} in query {query!r} ({where})")
+    return QueryError(f"{what} at position {pos} in query {query!r} ({where})" + (f": {way_out}" if way_out else ""))
 
 
 def _is_operator(query: str, pos: int) -> bool:
-    """A +/- followed by whitespace, a quote, or the end of the query."""
+    """A +/- followed by whitespace, a quote, a weight (`-2:cat`, as `-"cat"`), or the end of the query."""
     if query[pos] not in "+-":
         return False
-    return pos + 1 == len(query) or query[pos + 1].isspace() or query[pos + 1] in _QUOTES
+    after = pos + 1
+    return (after == len(query) or query[after].isspace() or query[after] in _QUOTES
+            or _WEIGHT.match(query, after) is not None)
 
 
 def _read_quoted(query: str, pos: int) -> tuple[str, int]:
@@ -95,21 +111,36 @@ def _read_quoted(query: str, pos: int) -> tuple[str, int]:
             return "".join(out), i + 1
         out.append(ch)
         i += 1
-    raise _fail(query, pos, "unterminated quote")
+    raise _fail(query, pos, "unterminated quote", _UNCLOSED)
+
+
+def _quoted_words_end(query: str, pos: int) -> int | None:
+    """Where an ASCII-quoted stretch among words that opens at `pos` ends (after its closing quote), or None: it
+    opens at a word's start and closes at a word's end (`'n'`, `"rock - paper"`, `'quote'.jpg`), so an
+    apostrophe (`it's`, `dogs'`) opens or closes nothing, and an operator inside the stretch is text."""
+    if pos > 0 and query[pos - 1].isalnum():
+        return None
+    close = query.find(query[pos], pos + 1)
+    while close >= 0 and close + 1 < len(query) and query[close + 1].isalnum():
+        close = query.find(query[pos], close + 1)
+    return close + 1 if close >= 0 else None
 
 
 def _read_bare(query: str, pos: int) -> tuple[str, int]:
     """Words up to an operator that stands alone (whitespace before it) or the end."""
     i = pos
     while i < len(query):
+        if query[i] in "\"'":  # quoted words in a text, as curly ones: `a painting called "Starry Night"`
+            end = _quoted_words_end(query, i)
+            if end is not None:
+                i = end
+                continue
         if query[i].isspace():
             j = i
             while j < len(query) and query[j].isspace():
                 j += 1
             if j < len(query) and _is_operator(query, j):
                 break
-            if j < len(query) and query[j] in "\"'":
-                raise _fail(query, j, "expected + or - before the quoted term")
             i = j
             continue
         i += 1
@@ -127,12 +158,14 @@ def parse_query(query: str, is_image: Callable[[str], bool] | None = None) -> li
         if pos >= n:
             break
         sign = 1.0
+        arithmetic = bool(terms)  # an operator, a weight or a prefix before a quote: it quotes a term
         if terms:
             if query[pos] not in "+-":
-                raise _fail(query, pos, "expected + or - between terms")
+                raise _fail(query, pos, "expected + or - between terms", _WAY_OUT)
             sign = 1.0 if query[pos] == "+" else -1.0
             pos += 1
         elif _is_operator(query, pos):
+            arithmetic = True
             sign = 1.0 if query[pos] == "+" else -1.0
             pos += 1
         while pos < n and query[pos].isspace():
@@ -143,6 +176,7 @@ def parse_query(query: str, is_image: Callable[[str], bool] | None = None) -> li
         match = _WEIGHT.match(query, pos)
         if match:
             weight = float(match.group(1))
+            arithmetic = True
             pos = match.end()
             while pos < n and query[pos].isspace():
                 pos += 1
@@ -150,12 +184,20 @@ def parse_query(query: str, is_image: Callable[[str], bool] | None = None) -> li
         match = _PREFIX.match(query, pos)
         if match:
             forced = "text" if match.group(1).lower() == "text" else "image"
+            arithmetic = True
             pos = match.end()
         if pos >= n:
             raise _fail(query, pos, "expected a term")
         quoted = None
         if query[pos] in "\"'":
             quoted = _read_quoted(query, pos)
+            after = quoted[1]
+            while after < n and query[after].isspace():
+                after += 1
+            if not arithmetic and after < n and not _is_operator(query, after):  # the first words begin quoted
+                if query[after] in "\"'":  # `"cat" "dog"`: two quoted terms, no operator between
+                    raise _fail(query, after, "expected + or - between terms", _WAY_OUT)
+                quoted = None  # words follow (`"Starry Night" painting`): one text, as with curly quotes
         elif query[pos] in _QUOTES:  # a Chinese quote: a term when an operator or the end follows its close
             closing = query.find(_QUOTES[query[pos]], pos + 1)
             after = closing + 1
@@ -165,7 +207,7 @@ def parse_query(query: str, is_image: Callable[[str], bool] | None = None) -> li
                 quoted = _read_quoted(query, pos)  # else words follow (“福”字灯笼, “Starry Night” painting: typed
                 # as text, not as grammar) or it is left open before an operator: part of a text
             elif closing < 0 and _read_bare(query, pos)[1] == n:  # “cat: never closed, as "cat
-                raise _fail(query, pos, "unterminated quote")
+                raise _fail(query, pos, "unterminated quote", _UNCLOSED)
         if quoted is not None:
             value, pos = quoted
             kind = forced or "text"
