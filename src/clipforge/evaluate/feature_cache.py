@@ -186,6 +186,8 @@ def _load(path: Path, digest: str, features: str = "embedding") -> FeatureResult
             tensors = {k: f.get_tensor(k) for k in ("features", "labels", "indices")}
         if meta.get("digest") != digest or meta.get("features", "embedding") != features:  # before: embedding
             return None
+        if not bool(torch.isfinite(tensors["features"]).all()):  # a NaN model's, kept before they were refused:
+            return None  # recomputed, so the encoder refuses it by name (`inference.encoder.check_finite`)
         return FeatureResult(tensors["features"], tensors["labels"], tensors["indices"],
                              json.loads(meta.get("bad", "{}")), json.loads(meta.get("timing", "{}")))
     except Exception:  # a damaged cache entry is recomputed, never trusted

@@ -20,7 +20,7 @@ from clipforge.data.base import DatasetFormatError, DatasetLayoutError
 from clipforge.evaluate.common import default_split, open_eval_dataset, report_header, resolve_model
 from clipforge.evaluate.feature_cache import cached_features
 from clipforge.evaluate.features import check_feature_kind, describe_image_features, subset_indices
-from clipforge.evaluate.metrics import defined, mean_per_class_recall, topk_accuracy
+from clipforge.evaluate.metrics import defined, mean_per_class_recall, predictions, topk_accuracy
 from clipforge.evaluate.probe import (
     fewshot_split,
     fit_probe,
@@ -57,9 +57,9 @@ class NoTrainSplitError(DatasetLayoutError):
 
 def _scores(probs: np.ndarray, y: np.ndarray) -> dict[str, float | None]:
     """top1, top5 (None with fewer than 5 classes, CLIP_benchmark's NaN: not a trivial 100%) and mean per-class
-    recall of a probe's class probabilities."""
+    recall of a probe's class probabilities (a NaN probability is never a hit: `metrics`' non-finite rule)."""
     acc = topk_accuracy(probs, y, ks=(1, 5))
-    pred = probs.argmax(axis=1)
+    pred = predictions(probs).numpy()
     return {"top1": acc[1], "top5": defined(acc[5]),
             "mean_per_class_recall": mean_per_class_recall(y, pred, probs.shape[1])}
 

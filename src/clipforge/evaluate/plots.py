@@ -174,9 +174,9 @@ def probe_plots(sweep: dict | None, scores, labels, classnames: Sequence[str], f
             written.append(str(save_figure(fig, out_dir / f"{stem}_c_sweep.png",
                                            finish=lambda f: mark_figure(f, style))))
     if scores is not None:
-        from clipforge.evaluate.metrics import confusion_matrix, per_class_accuracy
+        from clipforge.evaluate.metrics import confusion_matrix, per_class_accuracy, predictions
 
-        pred = np.asarray(scores).argmax(axis=1)
+        pred = predictions(scores).numpy()  # the report's own top-1 (a row of NaN predicts no class)
         acc = per_class_accuracy(labels, pred, len(classnames))
         written.append(str(plot_per_class_accuracy([None if np.isnan(a) else float(a) for a in acc], classnames,
                                                    out_dir / f"{stem}_per_class.png",
