@@ -234,6 +234,7 @@ def load_model(spec: Spec, device: str | torch.device | None = None, *, pretrain
     if pretrained is None and (chinese := load_chinese_clip(spec, download_root, seed)) is not None:
         from clipforge.weights.preprocessing import preprocess_for
 
+        _remember_label(chinese[0], spec)
         return LoadedModel(chinese[0].to(target), preprocess_for(chinese[0]), chinese[1], chinese[2])
     source = resolve_spec(spec, pretrained=pretrained, download_root=download_root)
     identity = digest = None
@@ -290,7 +291,16 @@ def load_model(spec: Spec, device: str | torch.device | None = None, *, pretrain
         seed_from_file(model, source.checkpoint, identity, digest)
     from clipforge.weights.preprocessing import preprocess_for  # OpenAI's, or what the weights say they need
 
+    _remember_label(model, spec)
     return LoadedModel(model, preprocess_for(model), source.name, weights)
+
+
+def _remember_label(model: torch.nn.Module, spec: Spec) -> None:
+    """The spec as the user gave it, kept on the model for messages about it (a model whose weights hold NaN is
+    refused naming it: `clipforge.inference.encoder.check_finite`)."""
+    from clipforge.inference.encoder import remember_label
+
+    remember_label(model, os.fspath(spec))
 
 
 def _check_vocabulary(model: torch.nn.Module, path: Path) -> None:

@@ -30,6 +30,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from clipforge.data.base import DatasetFormatError
+from clipforge.inference.encoder import check_finite
 
 __all__ = ["FEATURE_KINDS", "FeatureResult", "NoReadableImagesError", "TimedDataset", "check_feature_kind",
            "describe_image_features", "extract_image_features", "image_encoder", "subset_indices"]
@@ -229,7 +230,8 @@ def extract_image_features(model: torch.nn.Module, dataset: Dataset, *, batch_si
             bad.add(batch.errors)
             if len(batch.indices):
                 m0 = time.perf_counter()
-                out = encode(batch.images.to(device, non_blocking=True)).float()
+                # NaN weights: refused naming the model, before a metric ranks NaN or the feature cache keeps it
+                out = check_finite(encode(batch.images.to(device, non_blocking=True)).float(), model)
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 model_s += time.perf_counter() - m0

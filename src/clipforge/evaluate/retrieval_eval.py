@@ -32,6 +32,7 @@ from clipforge.evaluate.report import (
     skipped_files,
     write_plots,
 )
+from clipforge.inference.encoder import check_finite
 from clipforge.models.modes import keeps_caller_mode
 from clipforge.zeroshot.embeddings import encode_texts
 
@@ -94,8 +95,8 @@ def evaluate_retrieval(model: str | torch.nn.Module, captions: str | Path | Any,
         if cut_notice:
             log.warning("%s", cut_notice)
         t0 = time.perf_counter()
-        text_features = encode_texts(ev.model, texts, batch_size=text_batch_size, device=ev.device,
-                                     progress=progress).cpu()
+        text_features = check_finite(encode_texts(ev.model, texts, batch_size=text_batch_size, device=ev.device,
+                                                  progress=progress).cpu(), ev.model)  # as the images were
         text_s = time.perf_counter() - t0
         image_features = result.features / result.features.norm(dim=-1, keepdim=True)
         metrics = retrieval_metrics(image_features, text_features, text_to_image, ks=ks)

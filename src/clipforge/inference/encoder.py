@@ -13,7 +13,14 @@ the server, the training evaluation hook) hands its batches to a `BatchEncoder`,
   multiplies bf16 natively (`Bf16UnsupportedError` otherwise) and on CUDA; ``None`` runs the
   model exactly as given (plain reference forward, e.g. under a caller's autocast);
 - **batch**: everything runs under `torch.inference_mode` on the model's device; outputs are
-  L2-normalised float32 on the CPU.
+  L2-normalised float32 on the CPU;
+- **finite**: every batch of vectors, image or text, passes `check_finite` on its way out (`BatchEncoder._unit`):
+  a model whose weights hold NaN or inf (a diverged training run) makes NaN vectors, which ranked first in every
+  metric, printed ``nan%`` and were committed to a library that then called its own database damaged. It is
+  refused, naming the model, before any caller writes or scores a vector: one `torch.isfinite(...).all()` per
+  batch of outputs, not a scan of the weights at load (measured on one core: 20 us for 32 x 256, 0.04% of
+  clipforge-tiny's batch; 35 us for 32 x 512, 0.001% of ViT-B/32's). The zero-shot logits
+  and the evaluation's own feature loops use the same check.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from clipforge.errors import UserError
 from clipforge.inference.precision import (
     Bf16UnsupportedError,
     enable_fast_forward,
@@ -33,7 +41,36 @@ from clipforge.inference.precision import (
     resolve_precision,
 )
 
-__all__ = ["BatchEncoder", "fast_model", "unit_rows"]
+__all__ = ["DIVERGED", "BatchEncoder", "NonFiniteModelError", "check_finite", "fast_model", "model_label", "remember_label",
+           "unit_rows"]
+
+_LABEL = "_cf_label"  # the spec a model was loaded from, in its __dict__ (a deep copy keeps it)
+DIVERGED = "its weights hold NaN or inf, as a diverged training run leaves them"
+
+
+class NonFiniteModelError(UserError, ValueError):
+    """A model made NaN or infinite numbers (embeddings, or a logit scale): its weights hold NaN or inf. Raised
+    before anything is written or scored, so its message can say so (no embedding written, no score given)."""
+
+    http_status = 503  # the server's model is broken, not the request: nothing a client sends differently helps
+
+
+def remember_label(model: nn.Module, label: str) -> None:
+    """Record the spec `model` was loaded from (`clipforge.api.load_model` calls it), for messages about it."""
+    model.__dict__[_LABEL] = str(label)
+
+
+def model_label(model: nn.Module) -> str:
+    """What a message calls `model`: the spec it was loaded from, else its class name (a caller's own module)."""
+    return model.__dict__.get(_LABEL) or type(model).__name__
+
+
+def check_finite(vectors: torch.Tensor, model: nn.Module) -> torch.Tensor:
+    """`vectors` when every value is finite; else `NonFiniteModelError` naming `model` (module docstring)."""
+    if not bool(torch.isfinite(vectors).all()):
+        raise NonFiniteModelError(f"model {model_label(model)} produced NaN or infinite embeddings ({DIVERGED}); "
+                                  "no embedding was written")
+    return vectors
 
 
 def unit_rows(features: torch.Tensor) -> torch.Tensor:
@@ -96,10 +133,14 @@ class BatchEncoder:
             pixels = pixels.unsqueeze(0)
         return pixels.to(self.device, dtype=torch.float32)
 
+    def _unit(self, features: torch.Tensor) -> torch.Tensor:
+        """The one way out of the encoder, images and texts alike: unit float32 rows on the CPU, all finite."""
+        return check_finite(unit_rows(features).cpu(), self.model)
+
     def image_features(self, pixels: torch.Tensor | np.ndarray) -> torch.Tensor:
         """Unit float32 [N, D] features on the CPU (a tensor, for callers that keep computing)."""
         with torch.inference_mode():
-            return unit_rows(self.model.encode_image(self.image_input(pixels))).cpu()
+            return self._unit(self.model.encode_image(self.image_input(pixels)))
 
     def images(self, pixels: torch.Tensor | np.ndarray) -> np.ndarray:
         """Unit float32 [N, D] image vectors."""
@@ -108,7 +149,7 @@ class BatchEncoder:
     def texts(self, tokens: torch.Tensor) -> np.ndarray:
         """Token ids [N, context] -> unit float32 [N, D] text vectors."""
         with torch.inference_mode():
-            return unit_rows(self.model.encode_text(tokens.to(self.device))).cpu().numpy()
+            return self._unit(self.model.encode_text(tokens.to(self.device))).numpy()
 
 
 def check_precision(precision: str) -> str:

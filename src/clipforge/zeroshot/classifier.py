@@ -3,6 +3,11 @@
 The class embeddings are built once (or read from the on-disk cache) when the classifier is
 made; after that classifying is one image forward pass and one matrix product, exactly the
 evaluation the CLIP paper describes.
+
+Every number that makes a logit is finite or refused (`clipforge.inference.encoder.check_finite`, naming the model):
+the class embeddings when built (before they are cached) or read, the image features and the logit scale and bias
+at each `logits` call. A model whose weights hold NaN or inf scored NaN, which `classify` printed as ``nan%`` and
+evaluation ranked first (audit 62).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 
 import torch
 
+from clipforge.inference.encoder import DIVERGED, NonFiniteModelError, check_finite, model_label
 from clipforge.models.modes import eval_mode
 from clipforge.zeroshot.embeddings import (
     build_class_embeddings,
@@ -144,10 +150,11 @@ class ZeroShotClassifier:
             if cached is not None:
                 self.cache_hit = True
                 self.cache_path = self.cache_dir / f"{key}.safetensors"
-                return cached.to(self.device)
+                return check_finite(cached, self.model).to(self.device)  # one cached before NaN was refused
         with eval_mode(self.model):  # the caller's training-mode model: encoded in eval, given back as it was
             embeddings = build_class_embeddings(self.model, self.classnames, self.templates,
                                                 batch_size=self.batch_size, device=self.device, progress=progress)
+        check_finite(embeddings, self.model)  # before the cache keeps them
         if key is not None:
             try:
                 self.cache_path = save_cached_embeddings(self.cache_dir, key, embeddings, metadata={
@@ -170,14 +177,29 @@ class ZeroShotClassifier:
         return self._preprocess
 
     def logits(self, image_features: torch.Tensor) -> torch.Tensor:
-        """Scaled cosine similarities [N, num_classes]; the features need not be normalised."""
-        features = image_features.to(self.class_embeddings.device).float()
+        """Scaled cosine similarities [N, num_classes]; the features need not be normalised. Non-finite
+        features, logit scale or bias are a `NonFiniteModelError` naming the model (module docstring)."""
+        features = check_finite(image_features.to(self.class_embeddings.device).float(), self.model)
         features = features / features.norm(dim=-1, keepdim=True)
         scale = self.model.logit_scale.exp().float().to(features.device) if hasattr(self.model, "logit_scale") \
             else torch.tensor(100.0, device=features.device)
         bias = getattr(self.model, "logit_bias", None)  # SigLIP: sigmoid scoring with a bias
+        self._check_scoring(scale, bias)
         out = scale * features @ self.class_embeddings.t()
         return out + bias.float().to(out.device) if bias is not None else out
+
+    def _check_scoring(self, scale: torch.Tensor, bias: torch.Tensor | None) -> None:
+        """A logit scale (exp of `logit_scale`: a value above ~88 overflows float32) or bias that is not finite
+        would make every score NaN or infinite: refused in one line naming the model."""
+        if not bool(torch.isfinite(scale).all()):
+            raw = float(self.model.logit_scale.detach().float().reshape(-1)[0])
+            what = f"a logit scale of {float(scale.detach().reshape(-1)[0]):g} (exp of its logit_scale {raw:g})"
+        elif bias is not None and not bool(torch.isfinite(bias.detach()).all()):
+            what = f"a logit bias of {float(bias.detach().float().reshape(-1)[0]):g}"
+        else:
+            return
+        raise NonFiniteModelError(f"model {model_label(self.model)} has {what}, not a finite number, so every score "
+                                  f"would be NaN or infinite ({DIVERGED}); no score was given")
 
     def _as_batch(self, images: Any) -> torch.Tensor:
         if isinstance(images, torch.Tensor):
