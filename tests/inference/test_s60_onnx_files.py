@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -90,9 +91,10 @@ def test_re_export_removes_the_files_the_previous_export_listed_and_only_those(t
     (out / "spiece.model").write_bytes(b"a SigLIP's tokenizer")
     (out / "notes.txt").write_text("mine")
     (tmp_path / "outside.txt").write_text("keep")
-    (out / "clipforge_onnx.json").write_text(json.dumps({
-        "image": {"file": "image_encoder.onnx", "external_data": "image_encoder.onnx.data"},
-        "text": {"file": "../outside.txt"}, "tokenizer": {"file": "spiece.model"}}))
+    (out / "clipforge_onnx.json").write_text(json.dumps({  # an export's own (audit 62: a foreign one deletes nothing)
+        "format": "clipforge-onnx-2", "image": {"file": "image_encoder.onnx", "external_data": "image_encoder.onnx.data"},
+        "text": {"file": "../outside.txt"},
+        "tokenizer": {"file": "spiece.model", "sha256": hashlib.sha256(b"a SigLIP's tokenizer").hexdigest()}}))
     (out / "image_encoder.onnx.data").write_bytes(b"old weights")
     assert main(["export", "onnx", "--model", "test-vit-tiny", "--out", str(out), "--no-verify"]) == 0
     assert sorted(os.listdir(out)) == ["clipforge_onnx.json", "image_encoder.onnx", "notes.txt", "text_encoder.onnx"]

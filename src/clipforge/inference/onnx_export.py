@@ -15,7 +15,8 @@ Layout written by `export_onnx(model, out_dir)`:
                                  context length, ids, file)
     out_dir/<tokenizer file>     a model family's own tokenizer file (``spiece.model``, ``tokenizer.json``,
                                  Chinese-CLIP's ``bert_chinese_vocab.txt``), when the model has one
-    out_dir/<graph>.onnx.data    a graph's tensors, for a graph over 2 GB (the JSON's ``external_data``)
+    out_dir/<graph>.onnx.data    a graph's tensors, for a graph over 2 GB (the JSON's ``external_data``, its size
+                                 ``external_data_bytes``)
 
 Output names keep one meaning each: HF's names (``image_embeds``/``text_embeds``) are normalised,
 as in `transformers`; raw features have their own names. Batch and sequence axes are dynamic:
@@ -182,10 +183,11 @@ def export_onnx(model: Any, out_dir: str | os.PathLike, *, opset: int = DEFAULT_
 
     Files appear atomically: everything is written to a staging folder inside `out_dir` in the final layout and
     moved in at the end (`onnx_files`: staging folders of dead exports are removed first, a >2 GB graph's tensors
-    go in one ``.data`` file moved with it, files an earlier export listed and this one does not write are
-    removed). With `verify`, both graphs are run through onnxruntime on random
-    inputs, the differences from PyTorch are recorded (`onnx_parity`) and each output must be within
-    `PARITY_RTOL` of its largest value (`parity_failures`), or nothing is written.
+    go in one ``.data`` file moved with it, files an earlier export of ours wrote and this one does not are
+    removed, each said on stderr, and anything else an earlier JSON names is kept, with a notice). With `verify`,
+    both graphs are run through onnxruntime on random inputs, the differences from PyTorch are recorded
+    (`onnx_parity`) and each output must be within `PARITY_RTOL` of its largest value (`parity_failures`), or
+    nothing is written.
     """
     from clipforge.inference.onnx_files import (
         listed_files,
@@ -232,8 +234,9 @@ def export_onnx(model: Any, out_dir: str | os.PathLike, *, opset: int = DEFAULT_
             with _naming(out_dir, file):
                 _export(wrapper, example, staging / tower / file, input_name, outputs, opset, dynamic)
                 data = single_data_file(staging / tower / file, staging / file)
-            if data is not None:
+            if data is not None:  # its size recorded: a later export into this folder removes it only unchanged
                 meta[tower]["external_data"] = data
+                meta[tower]["external_data_bytes"] = (staging / data).stat().st_size
                 files.append(data)
             shutil.rmtree(staging / tower)
         files += [IMAGE_FILE, TEXT_FILE]
@@ -253,10 +256,11 @@ def export_onnx(model: Any, out_dir: str | os.PathLike, *, opset: int = DEFAULT_
         with _naming(out_dir, META_FILE):
             (staging / META_FILE).write_text(json.dumps(meta, indent=2))
         files.append(META_FILE)
-        previous = listed_files(out_dir, META_FILE)
+        previous = listed_files(out_dir, META_FILE, {"image": IMAGE_FILE, "text": TEXT_FILE})
         for file in files:  # data files before their graphs, the JSON last
             os.replace(staging / file, out_dir / file)
-        remove_unlisted(out_dir, previous, files)  # e.g. a SigLIP's spiece.model under clipforge-tiny's graphs
+        # e.g. a SigLIP's spiece.model under clipforge-tiny's graphs; only files an export of ours wrote, each said
+        remove_unlisted(out_dir, previous, files, META_FILE)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return meta
