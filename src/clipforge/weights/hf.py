@@ -200,35 +200,36 @@ def from_hf(hf_state_dict: dict[str, Tensor], hf_config: dict[str, Any] | None =
     except (KeyError, IndexError, ValueError) as err:
         raise CheckpointFormatError(f"Hugging Face CLIPModel checkpoint is incomplete: {err!s} is missing "
                                     "or malformed") from None
-    if hf_config:
-        config = _apply_hf_config(config, hf_config)
+    if hf_config is not None:  # a folder's config.json, even an empty object: checked (`_apply_hf_config`)
+        config = _apply_hf_config(config, hf_config, hf_state_dict)
     return canonical_order(out, config), config
 
 
-def _apply_hf_config(config: dict[str, Any], hf_config: dict[str, Any]) -> dict[str, Any]:
+def _apply_hf_config(config: dict[str, Any], hf_config: dict[str, Any],
+                     hf_state_dict: dict[str, Tensor]) -> dict[str, Any]:
     """Take activation and head counts from HF's config; refuse what our CLIP would compute
-    differently; every value is checked before use (the file may come from anyone)."""
+    differently, and every size that contradicts the tensors `hf_state_dict` (`hf_config.check_config_sizes`);
+    every value is checked before use (the file may come from anyone)."""
     from clipforge.models import ConfigError, validate_config
+    from clipforge.weights.hf_config import CLIP_SIZES, check_config_sizes, field_name, tower_config
 
     if not isinstance(hf_config, dict):
         raise CheckpointFormatError("config.json must hold a JSON object")
-    subs = {}
+    subs, sections = {}, {}
     for label in ("text", "vision"):
-        sub = hf_config.get(f"{label}_config") or {}
-        if not isinstance(sub, dict):
-            raise CheckpointFormatError(f"config.json field '{label}_config' must be a JSON object, "
-                                        f"got {type(sub).__name__}")
-        subs[label] = sub
+        subs[label], sections[label] = tower_config(hf_config, label, required=True)
+    check_config_sizes(hf_state_dict, subs["text"], subs["vision"], sizes=CLIP_SIZES, top=hf_config,
+                       class_token=True, sections=sections)
     acts = {subs[t].get("hidden_act", "quick_gelu") for t in subs}
     if len(acts) != 1 or not acts <= {"quick_gelu", "gelu"}:
         raise CheckpointFormatError(f"config.json field 'hidden_act' is {sorted(map(str, acts))}; clipforge's CLIP "
                                     "runs quick_gelu or gelu, the same in both towers")
     config["activation"] = acts.pop()
     for label, sub in subs.items():
-        eps = sub.get("layer_norm_eps", 1e-5)
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or abs(float(eps) - 1e-5) > 1e-12:
-            raise CheckpointFormatError(f"config.json field '{label}_config.layer_norm_eps' is {brief(eps)}; "
-                                        "clipforge uses 1e-5")
+        eps = sub.get("layer_norm_eps", 1e-5)  # NaN passed `abs(eps - 1e-5) > 1e-12` (every comparison is False)
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not abs(float(eps) - 1e-5) <= 1e-12:
+            name = field_name(sections[label].get("layer_norm_eps", f"{label}_config"), "layer_norm_eps")
+            raise CheckpointFormatError(f"config.json field '{name}' is {brief(eps)}; clipforge uses 1e-5")
     text, vision = subs["text"], subs["vision"]
     if "num_attention_heads" in text:
         config["transformer_heads"] = text["num_attention_heads"]

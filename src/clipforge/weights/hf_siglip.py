@@ -17,72 +17,12 @@ import torch
 from torch import Tensor
 
 from clipforge.weights.errors import CheckpointFormatError
+from clipforge.weights.hf_config import check_config_sizes, config_number
 from clipforge.weights.hf_siglip_folder import GEMMA_VOCAB, folder_tokenizer
-from clipforge.weights.torch_pickle import brief
 
 __all__ = ["GEMMA_VOCAB", "check_config_sizes", "folder_tokenizer", "from_hf_siglip_state", "save_hf_siglip"]
 
 _ACT = {"gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh", "gelu": "gelu", "quick_gelu": "quick_gelu"}
-
-
-def _number(sub: dict[str, Any], key: str, default: Any, label: str) -> Any:
-    value = sub.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise CheckpointFormatError(f"config.json field '{label}_config.{key}' must be a number, got {value!r}")
-    return value
-
-
-_SIZES = {  # config.json field -> (the tensor that has that size, its dimension)
-    ("text", "vocab_size"): ("text_model.embeddings.token_embedding.weight", 0),
-    ("text", "hidden_size"): ("text_model.embeddings.token_embedding.weight", 1),
-    ("text", "intermediate_size"): ("text_model.encoder.layers.0.mlp.fc1.weight", 0),
-    ("text", "max_position_embeddings"): ("text_model.embeddings.position_embedding.weight", 0),
-    ("text", "projection_size"): ("text_model.head.weight", 0),
-    ("vision", "hidden_size"): ("vision_model.embeddings.patch_embedding.weight", 0),
-    ("vision", "num_channels"): ("vision_model.embeddings.patch_embedding.weight", 1),
-    ("vision", "patch_size"): ("vision_model.embeddings.patch_embedding.weight", 3),
-    ("vision", "intermediate_size"): ("vision_model.encoder.layers.0.mlp.fc1.weight", 0),
-}
-
-
-def _layers(sd: dict[str, Tensor], prefix: str) -> int:
-    return len({k[len(prefix):].split(".")[0] for k in sd if k.startswith(prefix)})
-
-
-def check_config_sizes(sd: dict[str, Tensor], text: dict[str, Any], vision: dict[str, Any]) -> int | None:
-    """Refuse a config.json whose sizes contradict the tensors, naming the field (transformers refuses such a
-    folder with "mismatched sizes"); fields the file leaves out are not checked. The tensors decide what is
-    built, so a wrong or mixed-up config.json went unnoticed. Returns ``vision_config.image_size`` (checked), or
-    None when the file leaves it out.
-
-    The image size fits the n x n position grid when ``image_size // patch_size == n``: the patch convolution
-    drops what is left over, so google/siglip-so400m-patch14-384's 27 x 27 positions take 384-pixel images (the
-    last 6 rows and columns unread), as transformers, open_clip and the registry's ViT-SO400M-14-SigLIP-384
-    feed them (it was refused, "cover 378 pixels")."""
-    found: dict[tuple[str, str], tuple[int, str]] = {}
-    for (label, key), (name, dim) in _SIZES.items():
-        if name in sd and sd[name].dim() > dim:
-            found[label, key] = int(sd[name].shape[dim]), f"{name} has {int(sd[name].shape[dim])}"
-    for label, prefix in (("text", "text_model.encoder.layers."), ("vision", "vision_model.encoder.layers.")):
-        count = _layers(sd, prefix)
-        found[label, "num_hidden_layers"] = count, f"the weights have {count} {label} layers"
-    for (label, key), (size, said) in found.items():
-        sub = text if label == "text" else vision
-        if key in sub and _number(sub, key, size, label) != size:
-            raise CheckpointFormatError(f"config.json field '{label}_config.{key}' = {brief(sub[key])} contradicts "
-                                        f"the tensors: {said}")
-    if "image_size" not in vision:
-        return None
-    size = _number(vision, "image_size", 0, "vision")
-    positions, patch = sd.get("vision_model.embeddings.position_embedding.weight"), found.get(("vision", "patch_size"))
-    if positions is None or patch is None or patch[0] < 1:
-        return None  # no grid to check it against: the layout converter has said what is missing
-    grid = round(positions.shape[0] ** 0.5)
-    if isinstance(size, float) and not size.is_integer() or int(size) // patch[0] != grid:
-        raise CheckpointFormatError(f"config.json field 'vision_config.image_size' = {brief(size)} contradicts the "
-                                    f"tensors: the {positions.shape[0]} position embeddings of patch {patch[0]} "
-                                    f"cover {grid * patch[0]} pixels")
-    return int(size)
 
 
 def from_hf_siglip_state(hf_state_dict: dict[str, Tensor], hf_config: dict[str, Any] | None
@@ -115,9 +55,10 @@ def from_hf_siglip_state(hf_state_dict: dict[str, Tensor], hf_config: dict[str, 
         config["text_activation"] = acts["text"]
     if image_size is not None:  # the tensors' grid at the size transformers feeds: 384 for so400m-patch14-384
         config["image_resolution"] = image_size
-    config["norm_eps"] = float(_number(vision, "layer_norm_eps", 1e-6, "vision"))
-    config["transformer_heads"] = int(_number(text, "num_attention_heads", config["transformer_heads"], "text"))
-    heads = int(_number(vision, "num_attention_heads", 12, "vision"))
+    config["norm_eps"] = float(config_number(vision, "layer_norm_eps", 1e-6, "vision_config"))
+    config["transformer_heads"] = int(config_number(text, "num_attention_heads", config["transformer_heads"],
+                                                    "text_config"))
+    heads = int(config_number(vision, "num_attention_heads", 12, "vision_config"))
     if heads < 1 or config["vision_width"] % heads:
         raise CheckpointFormatError(f"config.json field 'vision_config.num_attention_heads' = {heads} does not "
                                     f"divide the vision width {config['vision_width']}")

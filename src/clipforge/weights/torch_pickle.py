@@ -286,7 +286,31 @@ def tensor_dict(obj: Any, where: str | os.PathLike[str], expected: str = "") -> 
         if not isinstance(value, torch.Tensor):
             raise CheckpointFormatError(f"{where}: entry {brief(key)} is {with_article(type(value).__name__)}, not a "
                                         f"tensor; expected a state dict{expected}")
+        if (odd := _not_a_weight(value)) is not None:
+            raise CheckpointFormatError(f"{where}: entry {brief(key)} {odd}")
     return dict(obj)
+
+
+_REAL_FLOATS = "float32, float16, bfloat16 or float64"
+
+
+def _not_a_weight(tensor: torch.Tensor) -> str | None:
+    """What no CLIP weight can be, said after "entry NAME": a sparse (or other non-strided) tensor, which has no
+    storage to hash (the fingerprint's traceback) and no dense values to copy; complex numbers, whose imaginary
+    part the fp32 conversion dropped without a word; float8, whose values real float8 files scale by tensors of
+    their own that this loader does not apply; no elements at all, which left the shape reader's "tuple index out
+    of range" naming no entry. Integer dtypes (a TorchScript archive's sizes, HF's position_ids) stay allowed."""
+    if tensor.layout != torch.strided:
+        return (f"is {with_article(str(tensor.layout).removeprefix('torch.').lstrip('_'))} tensor, not a dense one: "
+                "expected a state dict of dense weights")
+    if tensor.is_complex():
+        return f"holds {str(tensor.dtype).removeprefix('torch.')} numbers: CLIP weights are real ({_REAL_FLOATS})"
+    if tensor.is_floating_point() and tensor.element_size() == 1:
+        return (f"holds {str(tensor.dtype).removeprefix('torch.')} numbers: clipforge reads {_REAL_FLOATS} weights "
+                "(float8 ones come with scales it does not apply)")
+    if tensor.numel() == 0 and tensor.dim() > 0:
+        return f"is an empty tensor (shape {tuple(tensor.shape)}): not a CLIP state dict"
+    return None
 
 
 ZIP_HEADS = (b"PK\x03\x04", b"PK\x05\x06")  # torch.save since 1.6 (an empty archive: the end record alone)

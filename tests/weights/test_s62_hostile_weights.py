@@ -1,0 +1,205 @@
+"""Hostile weights files (audit 62, fuzzer 7 and 10).
+
+7: a Hugging Face CLIP folder's config.json sizes were never compared with its tensors (100,000 text layers, patch
+   size 0, image size 1e6, vocab 10, 5 positions, a hidden size "128", no vision_config all loaded silently), and a
+   ``layer_norm_eps`` of NaN passed the "must be 1e-5" check (``abs(nan - 1e-5) > 1e-12`` is False).
+10: a checkpoint holding a sparse tensor was a traceback in the fingerprint; complex and float8 tensors loaded
+   silently (a complex weight's imaginary part dropped); an empty tensor said "not a CLIP state dict (tuple index
+   out of range)".
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from clipforge.cli.main import main
+from clipforge.weights import CheckpointFormatError, load_checkpoint
+from clipforge.weights.shipped import shipped_models
+
+
+@pytest.fixture(scope="module")
+def hf_good(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """test-vit-tiny as transformers writes it: text 2 layers x 128 wide, 49,408 ids, 77 positions; vision 2 layers
+    x 128, patch 8 at 32 px (17 positions: a class token and a 4 x 4 grid); projection 32."""
+    from clipforge.api import load_model
+    from clipforge.weights import save_hf
+
+    return save_hf(load_model("random:test-vit-tiny", device="cpu").model, tmp_path_factory.mktemp("hf") / "good")
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> str:
+    from PIL import Image
+
+    path = tmp_path_factory.mktemp("img") / "a.png"
+    Image.new("RGB", (16, 16), (120, 30, 200)).save(path)
+    return str(path)
+
+
+def _edited(good: Path, tmp_path: Path, edit: Any = None, raw: str | None = None) -> Path:
+    folder = tmp_path / "hf"
+    shutil.copytree(good, folder)
+    config = json.loads((good / "config.json").read_text())
+    if edit is not None:
+        edit(config)
+    (folder / "config.json").write_text(raw if raw is not None else json.dumps(config))
+    return folder
+
+
+def _error(image: str, model: str, capsys: pytest.CaptureFixture[str]) -> str:
+    """The one line `clipforge classify --model MODEL` prints (status 2, no traceback)."""
+    assert main(["classify", image, "--labels", "a,b", "--model", model, "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err.removesuffix("\n")
+
+
+def _set(section: str, key: str, value: Any):
+    def edit(config: dict) -> None:
+        (config.setdefault(section, {}) if section else config)[key] = value
+    return edit
+
+
+CONTRADICTS = "contradicts the tensors:"
+
+
+@pytest.mark.parametrize(("edit", "said"), [
+    (_set("text_config", "num_hidden_layers", 100_000),
+     f"config.json field 'text_config.num_hidden_layers' = 100000 {CONTRADICTS} the weights have 2 text layers"),
+    (_set("vision_config", "num_hidden_layers", 3),
+     f"config.json field 'vision_config.num_hidden_layers' = 3 {CONTRADICTS} the weights have 2 vision layers"),
+    (_set("vision_config", "patch_size", 0),
+     f"config.json field 'vision_config.patch_size' = 0 {CONTRADICTS} "
+     "vision_model.embeddings.patch_embedding.weight has 8"),
+    (_set("vision_config", "patch_size", 10**9),
+     f"config.json field 'vision_config.patch_size' = 1000000000 {CONTRADICTS} "
+     "vision_model.embeddings.patch_embedding.weight has 8"),
+    (_set("vision_config", "image_size", 10**6),
+     f"config.json field 'vision_config.image_size' = 1000000 {CONTRADICTS} the 17 position embeddings of patch 8 "
+     "cover 32 pixels"),
+    (_set("text_config", "vocab_size", 10),
+     f"config.json field 'text_config.vocab_size' = 10 {CONTRADICTS} "
+     "text_model.embeddings.token_embedding.weight has 49408"),
+    (_set("text_config", "max_position_embeddings", 5),
+     f"config.json field 'text_config.max_position_embeddings' = 5 {CONTRADICTS} "
+     "text_model.embeddings.position_embedding.weight has 77"),
+    (_set("text_config", "hidden_size", 256),
+     f"config.json field 'text_config.hidden_size' = 256 {CONTRADICTS} "
+     "text_model.embeddings.token_embedding.weight has 128"),
+    (_set("vision_config", "hidden_size", 64),
+     f"config.json field 'vision_config.hidden_size' = 64 {CONTRADICTS} "
+     "vision_model.embeddings.patch_embedding.weight has 128"),
+    (_set("text_config", "intermediate_size", 1024),
+     f"config.json field 'text_config.intermediate_size' = 1024 {CONTRADICTS} "
+     "text_model.encoder.layers.0.mlp.fc1.weight has 512"),
+    (_set("vision_config", "intermediate_size", 256),
+     f"config.json field 'vision_config.intermediate_size' = 256 {CONTRADICTS} "
+     "vision_model.encoder.layers.0.mlp.fc1.weight has 512"),
+    (_set("vision_config", "num_channels", 1),
+     f"config.json field 'vision_config.num_channels' = 1 {CONTRADICTS} "
+     "vision_model.embeddings.patch_embedding.weight has 3"),
+    (_set("", "projection_dim", 64),
+     f"config.json field 'projection_dim' = 64 {CONTRADICTS} visual_projection.weight has 32"),
+    (_set("text_config_dict", "num_hidden_layers", 4),  # transformers' override of text_config: checked as well
+     f"config.json field 'text_config_dict.num_hidden_layers' = 4 {CONTRADICTS} the weights have 2 text layers"),
+    (_set("text_config", "hidden_size", "128"),
+     "config.json field 'text_config.hidden_size' must be a finite number, got '128'"),
+    (_set("vision_config", "image_size", float("inf")),
+     "config.json field 'vision_config.image_size' must be a finite number, got inf"),
+    (_set("vision_config", "patch_size", float("nan")),
+     "config.json field 'vision_config.patch_size' must be a finite number, got nan"),
+    (_set("text_config", "layer_norm_eps", float("nan")),
+     "config.json field 'text_config.layer_norm_eps' is nan; clipforge uses 1e-5"),
+    (_set("vision_config", "layer_norm_eps", float("inf")),
+     "config.json field 'vision_config.layer_norm_eps' is inf; clipforge uses 1e-5"),
+    (lambda c: c.pop("vision_config"),
+     "config.json has no 'vision_config' object: a CLIPModel's config.json records each tower's sizes "
+     "(transformers would build its default tower)"),
+    (lambda c: c.pop("text_config"),
+     "config.json has no 'text_config' object: a CLIPModel's config.json records each tower's sizes "
+     "(transformers would build its default tower)"),
+], ids=["text-layers", "vision-layers", "patch0", "patch-huge", "image-huge", "vocab", "positions", "text-width",
+        "vision-width", "text-mlp", "vision-mlp", "channels", "projection", "config-dict", "width-str", "image-inf",
+        "patch-nan", "eps-nan", "eps-inf", "no-vision", "no-text"])
+def test_a_config_json_that_contradicts_its_tensors_is_one_line(hf_good: Path, tmp_path: Path, image: str, capsys,
+                                                                edit, said: str) -> None:
+    folder = _edited(hf_good, tmp_path, edit)
+    assert _error(image, str(folder), capsys) == f"error: {folder}: {said}"
+
+
+def test_the_folder_transformers_wrote_loads_and_omitted_sizes_are_the_tensors_to_decide(hf_good: Path,
+                                                                                          tmp_path: Path) -> None:
+    """Positive controls: the unchanged folder loads; so does one whose config.json leaves every size out, or
+    repeats them in transformers' ``*_config_dict`` overrides, and to the same model."""
+    good = load_checkpoint(hf_good)
+
+    def bare(config: dict) -> None:
+        for section in ("text_config", "vision_config"):
+            config[section] = {"hidden_act": config[section]["hidden_act"]}
+        config.pop("projection_dim")
+
+    def overrides(config: dict) -> None:
+        config["text_config_dict"] = {k: config["text_config"][k] for k in ("hidden_size", "num_hidden_layers")}
+        config["vision_config_dict"] = {k: config["vision_config"][k] for k in ("patch_size", "image_size")}
+
+    for name, edit in (("bare", bare), ("overrides", overrides)):
+        loaded = load_checkpoint(_edited(hf_good, tmp_path / name, edit))
+        assert loaded.config == good.config, name
+        assert loaded.state_dict.keys() == good.state_dict.keys()
+        assert all(torch.equal(loaded.state_dict[k], v) for k, v in good.state_dict.items())
+    assert good.config["transformer_layers"] == 2 and good.config["image_resolution"] == 32
+
+
+# ---- 10: tensors no CLIP weight can be --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_sd() -> dict[str, torch.Tensor]:
+    return load_file(str(shipped_models()["clipforge-tiny"]))
+
+
+@pytest.mark.parametrize(("change", "said"), [
+    (lambda t: t.to_sparse(), "entry 'text_projection' is a sparse_coo tensor, not a dense one: expected a state "
+                              "dict of dense weights"),
+    (lambda t: t.to_sparse_csr(), "entry 'text_projection' is a sparse_csr tensor, not a dense one: expected a "
+                                  "state dict of dense weights"),
+    (lambda t: t.to(torch.complex64), "entry 'text_projection' holds complex64 numbers: CLIP weights are real "
+                                      "(float32, float16, bfloat16 or float64)"),
+    (lambda t: t.to(torch.float8_e4m3fn), "entry 'text_projection' holds float8_e4m3fn numbers: clipforge reads "
+                                          "float32, float16, bfloat16 or float64 weights (float8 ones come with "
+                                          "scales it does not apply)"),
+    (lambda t: torch.empty(0), "entry 'text_projection' is an empty tensor (shape (0,)): not a CLIP state dict"),
+], ids=["sparse", "sparse-csr", "complex", "float8", "empty"])
+def test_a_tensor_no_clip_weight_can_be_is_named_in_one_line(tiny_sd, tmp_path: Path, image: str, capsys, change,
+                                                             said: str) -> None:
+    path = tmp_path / "bad.pt"
+    torch.save({**tiny_sd, "text_projection": change(tiny_sd["text_projection"])}, path)
+    assert _error(image, str(path), capsys) == f"error: {path}: {said}"
+
+
+def test_a_complex_tensor_in_a_safetensors_file_is_refused_too(tiny_sd, tmp_path: Path) -> None:
+    path = tmp_path / "bad.safetensors"
+    save_file({**tiny_sd, "ln_final.weight": tiny_sd["ln_final.weight"].to(torch.complex64)}, str(path))
+    with pytest.raises(CheckpointFormatError) as caught:
+        load_checkpoint(path)
+    assert str(caught.value) == (f"{path}: entry 'ln_final.weight' holds complex64 numbers: CLIP weights are real "
+                                 "(float32, float16, bfloat16 or float64)")
+
+
+def test_plain_fp16_and_transposed_files_still_load_equal(tiny_sd, tmp_path: Path, image: str, capsys) -> None:
+    """Positive controls: the same tensors as a .pt, in fp16, or stored non-contiguous (a transposed view) load."""
+    plain, half, strided = tmp_path / "plain.pt", tmp_path / "half.pt", tmp_path / "strided.pt"
+    torch.save(tiny_sd, plain)
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in tiny_sd.items()}, half)
+    projection = tiny_sd["text_projection"].t().contiguous().t()
+    assert not projection.is_contiguous()
+    torch.save({**tiny_sd, "text_projection": projection}, strided)
+    reference = load_checkpoint(plain).state_dict
+    assert all(torch.equal(load_checkpoint(strided).state_dict[k], v) for k, v in reference.items())
+    assert load_checkpoint(half).state_dict["text_projection"].dtype == torch.float32
+    assert main(["classify", image, "--labels", "a,b", "--model", str(strided), "-q"]) == 0
