@@ -275,7 +275,7 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     if old.get("dtype") != new["dtype"]:
         said.append(f"{old.get('dtype')} vectors there, {new['dtype']} now (--float32)")
     if old.get("shard_size") != new["shard_size"]:
-        said.append(f"--shard-size {old.get('shard_size')} there, {new['shard_size']} now")
+        said.append(f"--shard-size {old.get('shard_size')!r} there, {new['shard_size']} now")  # a record's "3": '3'
     if old.get("files") != new["files"] or old.get("files_sha256") != new["files_sha256"]:
         other = "" if old.get("files") != new["files"] else "other "
         said.append(
