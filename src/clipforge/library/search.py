@@ -136,7 +136,7 @@ def search_vector(store: Store, manager: IndexManager, query: np.ndarray, top_k:
         ranked = [(int(ids[i]), float(scores[i])) for i in order]
         return _hits(store, model, ranked, set(int(i) for i in allowed_image_ids))
     # Exactly top_k rows: an approximate index widens its search for a k past the one it was tuned for
-    # (`VectorIndex.knob_for`), so asking for spare rows widened every default search.
+    # (`VectorIndex.knob_for`; the default k of 20 already does), and spare rows would widen it further.
     scores, ids = manager.search(query[None, :], top_k)
     ranked = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
     hits = _hits(store, model, ranked, None)
