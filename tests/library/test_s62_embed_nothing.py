@@ -66,3 +66,20 @@ def test_embed_of_nothing_it_could_read_exits_2(tmp_path, capsys, json_output) -
     assert main(["embed", str(photo), str(shard), "--out", str(tmp_path / "some"), "--model", "clipforge-tiny",
                  "--workers", "0", "-q"]) == 0  # one photo embedded: the failures are counted, as ever
     assert "1 embeddings, 1 failed" in capsys.readouterr().out
+
+
+def test_a_resume_whose_last_partition_all_failed_finishes_the_job(tmp_path, capsys) -> None:
+    """A job whose first partition holds a vector, stopped before its second was finished (its one file fails): the
+    resume writes that partition and exits 0, as the same job run whole does (review 62: it said "no file could be
+    embedded" about a job that holds embeddings)."""
+    photos = tmp_path / "photos"
+    write_images(photos, 1)
+    (photos / "zz.jpg").write_bytes(b"not a photo at all\n" * 10)  # sorted last: the second partition
+    out = tmp_path / "out"
+    args = ["embed", str(photos), "--out", str(out), "--model", "clipforge-tiny", "--workers", "0", "-q",
+            "--shard-size", "1"]
+    assert main(args) == 0  # the whole job: one embedding, one failure
+    assert "1 embeddings, 1 failed" in capsys.readouterr().out
+    (out / "stats" / "stats_1.json").unlink()  # the second partition unfinished, as a kill leaves it
+    assert main(args) == 0
+    assert "wrote 1 of 2 partitions (1 already done" in capsys.readouterr().out
