@@ -103,9 +103,19 @@ def test_the_ways_out_work() -> None:
     assert _terms('2:"golden retriever" + dog') == [(2.0, "text", "golden retriever"), (1.0, "text", "dog")]
 
 
-@pytest.mark.parametrize("query", ["10:30 meeting", "16:9 screen", "3:30 pm clock", "12:30pm lunch", "-10:30 meeting"])
+@pytest.mark.parametrize("query", ["10:30 meeting", "16:9 screen", "3:30 pm clock", "12:30pm lunch", "-10:30 meeting",
+                                   "9:45 A.M. train", "4:3", "1:2.5 scale model"])
 def test_a_time_or_ratio_is_text(query: str) -> None:
     assert _terms(query) == [(1.0, "text", query)]
+
+
+@pytest.mark.parametrize(("query", "terms"), [
+    ("2:3d render", [(2.0, "text", "3d render")]), ("2:1980s car", [(2.0, "text", "1980s car")]),
+    ("cat - 2:3d render", [(1.0, "text", "cat"), (-2.0, "text", "3d render")]),
+])
+def test_a_weight_before_a_word_starting_with_a_digit_is_a_weight(query: str, terms: list) -> None:
+    """Review 62: the time/ratio rule took `2:3d render` for the text "2:3d render", its weight lost silently."""
+    assert _terms(query) == terms
 
 
 def test_a_weight_is_n_colon_before_a_term_and_a_glued_sign_takes_it() -> None:

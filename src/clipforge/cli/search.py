@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     'too, unless it names an image: an image extension (photo.jpg) or an existing file\'s path '
                     '(./scan0001, ~/x). Prefixes decide: image:FILE (image:cat, image:"my photo.png") searches by '
                     'that file, text:WORDS (text:photo.jpg) by the words. Quotes among words are text (\'a painting called '
-                    '"Starry Night"\'); N: before a digit is text too (10:30 meeting, 16:9 screen).')
+                    '"Starry Night"\'); N: before a lone number is text too (10:30 meeting, 16:9 screen), a weight before a word (2:3d render).')
     parser.add_argument("query", nargs="*", default=None, action=_JoinedWords,
                         help="text or query arithmetic (several words without quotes are one text: "
                              "`clipforge search red car` searches \"red car\"); image:FILE and text:WORDS force "

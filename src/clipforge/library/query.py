@@ -5,7 +5,7 @@ weighted sum of unit vectors, renormalised. The grammar is small on purpose:
 
     query := [sign] term (sign term)*
     sign  := "+" | "-"            (an operator stands alone: whitespace, a quote or a weight after it)
-    term  := [weight ":"] atom    (weight: a non-negative number such as 2 or 0.5, not before a digit)
+    term  := [weight ":"] atom    (weight: a non-negative number such as 2 or 0.5, not before a lone number)
     atom  := "quoted text" | 'quoted text' | image:PATH | text:WORDS | bare words
 
 Quoted atoms are text. A bare atom is an image only when it unmistakably names one: it ends in an image
@@ -28,8 +28,10 @@ sign saying "rock - paper"``). What stays ambiguous (two quoted terms side by si
 follows an operator, an unclosed quote) is refused in one line that names the ways out: ``text:"..."``,
 ``image:"..."`` or ``--image``.
 ``image:"my photo.jpg"`` forces an image (paths with spaces), ``text:photo.jpg`` forces text.
-A hyphen inside words (``black-and-white``) is never an operator. ``N:`` before a digit is text, not a weight: a
-time or a ratio (``10:30 meeting``, ``16:9 screen``) lost its first number as a weight, silently. A sign glued to
+A hyphen inside words (``black-and-white``) is never an operator. ``N:`` before a number standing alone is text,
+not a weight: a time or a ratio (``10:30 meeting``, ``12:30pm``, ``16:9 screen``) lost its first number as a weight,
+silently;
+before a word that starts with a digit it is a weight (``2:3d render``, ``2:1980s car``). A sign glued to
 a weight is an operator, as one glued to a quote is: ``-2:cat`` subtracts as ``cat - 2:dog`` does (it was the
 text "-2:cat").
 """
@@ -47,7 +49,9 @@ from clipforge.errors import UserError
 
 __all__ = ["QueryError", "QueryTerm", "combine_terms", "looks_like_path", "parse_query"]
 
-_WEIGHT = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*:(?!\d)")  # `10:30`, `16:9`: a time, a ratio, not a weight
+# `10:30`, `12:30pm`, `16:9`: a time, a ratio, not a weight; `2:3d render`, `2:1980s car`: a weight on a word that
+# starts with a digit (the number after the colon runs into letters other than am/pm)
+_WEIGHT = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*:(?!\d[\d.:]*(?:[aApP]\.?[mM]\.?)?(?!\w))")
 _QUOTES = {'"': '"', "'": "'", "\u201c": "\u201d", "\u2018": "\u2019", "\u300c": "\u300d", "\u300e": "\u300f",
            "\uff02": "\uff02"}
 """Opening quote -> its closing one: ASCII, and what a Chinese input method types (“” ‘’ 「」 『』 ＂＂)."""
