@@ -21,10 +21,19 @@ from it before the error), which the trainer counts apart from the images (`clip
 how many samples its unreadable rest held is unknown. Before, webdataset's `warn_and_continue` printed
 the exception's repr once per epoch and the run's summary said 0 skipped.
 
-A caption member (`.txt`, `.text`, `.caption`) longer than `MAX_CAPTION` bytes (131,072; caption CSVs refuse a
-longer field) is not read: its sample is a `BadImage` saying so. webdataset reads every member whole, and a
-resampled stream's shuffle buffer (1,000 samples) held ~111 copies of a one-shard run's 20 MB caption: 2.9 GB of
-RSS for a caption of which training reads 77 tokens (audit 62 #6).
+What a shard may make the reader hold is bounded (audit 62 #6, review 62 #1). webdataset read every member whole,
+and a resampled stream's shuffle buffer (1,000 samples) held ~111 copies of a one-shard run's samples: a 20 MB
+caption, `.json` or `.jpg` took `train` to 2.9 GB. So (`_shard_files`):
+
+* a member training never uses (not an image or caption key: `.json`, `.npy`, `.cls`, ...) is skipped unread; an
+  `_Unread` stands in for it, so "sample has no image; has [...]" still lists it;
+* a caption member (`.txt`, `.text`, `.caption`) over `MAX_CAPTION` bytes (131,072; caption CSVs refuse a longer
+  field) and an image member over `MAX_IMAGE_FILE_BYTES` (1 GiB, the file and zip readers' cap) are skipped unread,
+  and their sample is a `BadImage` saying so;
+* the shuffle buffer holds at most `MAX_SHUFFLE_BYTES` of member bytes as well as `shuffle_buffer` samples.
+
+A tar header that is corrupt or cut short after the shard's first is damage too: tarfile takes it for the archive's
+end, and a shard with one bad checksum gave 15 of its 250 samples and no record (review 62 #4).
 """
 
 from __future__ import annotations
@@ -44,6 +53,8 @@ from typing import Any
 import torch
 from torch.utils.data import IterableDataset
 
+from clipforge.image.loading import MAX_IMAGE_FILE_BYTES
+
 from .base import DECODE_ERRORS, BadImage, DatasetLayoutError, error_reason
 from .captions import MAX_CAPTION
 from .imagetext import Tokenizer, apply_transform, sample_rng
@@ -52,6 +63,11 @@ __all__ = ["DamagedShard", "WebDatasetImageText", "expand_shards", "rank_and_wor
 
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
 TEXT_KEYS = ("txt", "text", "caption")
+
+MAX_SHUFFLE_BYTES = 256 * 2**20
+"""Most member bytes a shuffle buffer holds (per DataLoader worker), whichever of it and `shuffle_buffer` comes first.
+1,000 LAION-style samples (~100-200 KB of jpg + caption) are 100-200 MB, so typical data never reaches it and shuffles
+as before; a short shard of 20 MB photos, resampled, fills the buffer with copies of itself, and is held to ~12."""
 
 
 def expand_shards(urls: str | Sequence[str]) -> list[str]:
@@ -91,15 +107,18 @@ def _shard_error(exc: BaseException) -> str:
 
 
 @dataclass(frozen=True)
-class _LongCaption:
-    """What `_shard_files` yields in place of a caption member's bytes when it holds more than `MAX_CAPTION`."""
+class _Unread:
+    """What `_shard_files` yields in place of a member's bytes when it does not read them: a member training never
+    uses (`limit` 0), or a caption or image member over its limit (`what`: "caption" / "image")."""
 
     name: str
     size: int
+    what: str = ""
+    limit: int = 0
 
     @property
     def reason(self) -> str:
-        return f"caption {self.name} is {self.size:,} bytes, more than the {MAX_CAPTION:,} a caption may hold (not read)"
+        return f"{self.what} {self.name} is {self.size:,} bytes, more than the {self.limit:,} {'a caption' if self.what == 'caption' else 'an image file'} may hold (not read)"
 
 
 def _first(sample: dict[str, Any], keys: Sequence[str]) -> Any:
@@ -175,11 +194,14 @@ class WebDatasetImageText(IterableDataset):
             yield from samples
             return
         buffer: list[dict] = []
+        held = 0  # member bytes in `buffer`: under the count bound alone, the order is what it was before
         for sample in samples:
             buffer.append(sample)
-            if len(buffer) >= self.shuffle_buffer:
+            held += _nbytes(sample)
+            while buffer and (len(buffer) >= self.shuffle_buffer or held > MAX_SHUFFLE_BYTES):
                 i = rng.randrange(len(buffer))
                 buffer[i], buffer[-1] = buffer[-1], buffer[i]
+                held -= _nbytes(buffer[-1])
                 yield buffer.pop()
         rng.shuffle(buffer)
         yield from buffer
@@ -195,8 +217,8 @@ class WebDatasetImageText(IterableDataset):
         if data is None or text is None:
             missing = "image (.jpg/.png/.webp)" if data is None else "caption (.txt)"
             return BadImage(source, f"sample has no {missing}; has {sorted(k for k in sample if not k.startswith('__'))}")
-        if isinstance(text, _LongCaption):
-            return BadImage(source, text.reason)
+        if isinstance(data, _Unread) or isinstance(text, _Unread):
+            return BadImage(source, (data if isinstance(data, _Unread) else text).reason)
         try:
             caption = text.decode("utf-8").strip() if isinstance(text, bytes) else str(text).strip()
             rng = sample_rng(self.seed, self.epoch, source)
@@ -215,6 +237,11 @@ class WebDatasetImageText(IterableDataset):
             per_worker = self.samples_per_epoch // num_workers + (worker < self.samples_per_epoch % num_workers)
             stream = itertools.islice(stream, per_worker)
         yield from stream
+
+
+def _nbytes(sample: Any) -> int:
+    """The member bytes a raw sample holds (a `DamagedShard` and `_Unread` members hold none)."""
+    return sum(len(v) for v in sample.values() if isinstance(v, bytes)) if isinstance(sample, dict) else 0
 
 
 def _samples(urls: Iterator[str]) -> Iterator[dict[str, Any] | DamagedShard]:
@@ -248,15 +275,42 @@ def _samples(urls: Iterator[str]) -> Iterator[dict[str, Any] | DamagedShard]:
 _META = re.compile(r"__[^/]*__($|/)")  # webdataset's `skip_meta`: members it never reads
 
 
+class _Header(tarfile.TarInfo):
+    """tarfile's header, but one that is corrupt or cut short after the archive's start is an error: tarfile ends the
+    archive there as if it were its end-of-archive blocks, and the shard's rest was lost without a record."""
+
+    @classmethod
+    def fromtarfile(cls, tar: tarfile.TarFile) -> tarfile.TarInfo:
+        try:
+            return super().fromtarfile(tar)
+        except (tarfile.InvalidHeaderError, tarfile.TruncatedHeaderError) as exc:
+            if tar.offset == 0:
+                raise  # not a tar at all: tarfile's own error, as before
+            raise tarfile.ReadError(f"{exc} (a corrupt header at byte {tar.offset:,})") from None
+
+
+def _member(tar: tarfile.TarFile, info: tarfile.TarInfo, suffix: str | None) -> Any:
+    """A member's bytes, or an `_Unread` for one training never uses or one over its kind's limit (tarfile's stream
+    mode reads past an unread member in blocks)."""
+    kind = suffix.lower() if suffix is not None else ""
+    if kind in TEXT_KEYS and info.size > MAX_CAPTION:
+        return _Unread(info.name, info.size, "caption", MAX_CAPTION)
+    if kind in IMAGE_KEYS and info.size > MAX_IMAGE_FILE_BYTES:
+        return _Unread(info.name, info.size, "image", MAX_IMAGE_FILE_BYTES)
+    if kind not in TEXT_KEYS and kind not in IMAGE_KEYS:
+        return _Unread(info.name, info.size)
+    return tar.extractfile(info).read()  # type: ignore[union-attr]  # a regular file's is never None
+
+
 def _shard_files(url: str, stream: Any, handler: Callable[[BaseException], bool]) -> Iterator[dict[str, Any]]:
     """The members of one opened shard as webdataset's `tar_file_expander` gives them (`{fname, data, __url__}`, then
     `{}` at the shard's end; the same errors handed to `handler` at the same places, so a damaged shard gives the same
-    samples), except that a caption member over `MAX_CAPTION` bytes is skipped unread (tarfile's stream mode reads
-    past it in blocks) and a `_LongCaption` stands in for its bytes: webdataset has no bound on a member's size."""
+    samples), except that what `_member` does not read is an `_Unread` (webdataset has no bound on a member's size)
+    and a corrupt header after the first is an error (`_Header`)."""
     from webdataset.tariterators import base_plus_ext
 
     try:
-        with tarfile.open(fileobj=stream, mode="r|*") as tar:  # closes tarfile's reader, not `stream`
+        with tarfile.open(fileobj=stream, mode="r|*", tarinfo=_Header) as tar:  # closes tarfile's reader, not `stream`
             for info in tar:
                 try:
                     name = info.name
@@ -264,12 +318,7 @@ def _shard_files(url: str, stream: Any, handler: Callable[[BaseException], bool]
                         continue
                     if "/" not in name and name.startswith("__") and name.endswith("__"):
                         continue
-                    suffix = base_plus_ext(name)[1]
-                    if suffix is not None and suffix.lower() in TEXT_KEYS and info.size > MAX_CAPTION:
-                        data: Any = _LongCaption(name, info.size)
-                    else:
-                        data = tar.extractfile(info).read()  # type: ignore[union-attr]  # a regular file's is never None
-                    yield {"fname": name, "data": data, "__url__": url}
+                    yield {"fname": name, "data": _member(tar, info, base_plus_ext(name)[1]), "__url__": url}
                     tar.members = []  # a stream's TarFile keeps every header it read (webdataset empties it likewise)
                 except Exception as exc:  # handed on as webdataset does: `handler` says whether the shard goes on
                     if handler(exc):
