@@ -258,7 +258,15 @@ def _model_words(job: dict[str, Any]) -> str:
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """How the recorded job `old` differs from this run's `new`, each as "<old> there, <new> now"."""
+    """How the recorded job `old` differs from this run's `new`, each as "<old> there, <new> now"; a recorded field
+    whose type is not the one clipforge writes is named as malformed instead (a string "3" printed as 3 said "3
+    there, 3 now" for shard_size, max_pixels, files and dim alike)."""
+    from clipforge.weights.torch_pickle import brief, with_article
+
+    for key, value in old.items():
+        if value is not None and new.get(key) is not None and type(value) is not type(new[key]):
+            return [f"a malformed record: its {key} is {brief(value)}, {with_article(type(value).__name__)} where "
+                    f"clipforge writes {with_article(type(new[key]).__name__)}"]
     said: list[str] = []
     if old.get("model_fingerprint") != new["model_fingerprint"] or old.get("dim") != new["dim"]:
         said.append(f"model {_model_words(old)} there, {_model_words(new)} now")
@@ -275,7 +283,7 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     if old.get("dtype") != new["dtype"]:
         said.append(f"{old.get('dtype')} vectors there, {new['dtype']} now (--float32)")
     if old.get("shard_size") != new["shard_size"]:
-        said.append(f"--shard-size {old.get('shard_size')!r} there, {new['shard_size']} now")  # a record's "3": '3'
+        said.append(f"--shard-size {old.get('shard_size')} there, {new['shard_size']} now")
     if old.get("files") != new["files"] or old.get("files_sha256") != new["files_sha256"]:
         other = "" if old.get("files") != new["files"] else "other "
         said.append(
