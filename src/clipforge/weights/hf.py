@@ -217,7 +217,7 @@ def _apply_hf_config(config: dict[str, Any], hf_config: dict[str, Any],
         raise CheckpointFormatError("config.json must hold a JSON object")
     subs, sections = {}, {}
     for label in ("text", "vision"):
-        subs[label], sections[label] = tower_config(hf_config, label, required=True)
+        subs[label], sections[label] = tower_config(hf_config, label)
     check_config_sizes(hf_state_dict, subs["text"], subs["vision"], sizes=CLIP_SIZES, top=hf_config,
                        class_token=True, sections=sections)
     acts = {subs[t].get("hidden_act", "quick_gelu") for t in subs}

@@ -1,11 +1,13 @@
-"""A transformers folder's ``config.json`` sizes, checked against its tensors (CLIPModel and SiglipModel folders).
+"""A transformers folder's ``config.json`` sizes, checked against its tensors (CLIPModel, SiglipModel and
+ChineseCLIPModel folders: one check, a table of which tensor holds each size per model type).
 
 The tensors decide what clipforge builds, so a config.json that disagrees with them changed nothing, and went
 unnoticed: a CLIP folder with 100,000 text layers, patch size 0, image size 1e6 or a vocabulary of 10 recorded
 loaded without a word, where transformers refuses it ("mismatched sizes"). Every size the file records is compared
 with what the tensors say, and a mismatch is one line naming the field, its value and the tensors' value; a value
 that is not a finite number is refused as such. A field the file leaves out is not checked: transformers' default
-for it is no fact about these weights, and real folders leave out what equals the default.
+for it is no fact about these weights, and real folders leave out what equals the default; so is a tower object
+the file leaves out or leaves empty (``{"model_type": "clip"}`` loads in transformers and in earlier releases).
 """
 
 from __future__ import annotations
@@ -18,12 +20,16 @@ from torch import Tensor
 from clipforge.weights.errors import CheckpointFormatError
 from clipforge.weights.torch_pickle import brief
 
-__all__ = ["CLIP_SIZES", "SIGLIP_SIZES", "check_config_sizes", "config_number", "field_name", "tower_config"]
+__all__ = ["CLIP_SIZES", "CN_CLIP_SIZES", "SIGLIP_SIZES", "check_config_sizes", "config_number", "field_name",
+           "tower_config"]
 
-Sizes = dict[tuple[str, str], tuple[str, int]]
-"""(section, field) -> (the tensor that has that size, its dimension); section "" is the top level."""
+Sizes = dict[tuple[str, str], tuple[str, int | None]]
+"""(section, field) -> (the tensor that has that size, its dimension); section "" is the top level. A dimension
+of None: the field is the number of layers numbered under that name prefix."""
 
 SIGLIP_SIZES: Sizes = {
+    ("text", "num_hidden_layers"): ("text_model.encoder.layers.", None),
+    ("vision", "num_hidden_layers"): ("vision_model.encoder.layers.", None),
     ("text", "vocab_size"): ("text_model.embeddings.token_embedding.weight", 0),
     ("text", "hidden_size"): ("text_model.embeddings.token_embedding.weight", 1),
     ("text", "intermediate_size"): ("text_model.encoder.layers.0.mlp.fc1.weight", 0),
@@ -40,6 +46,16 @@ CLIP_SIZES: Sizes = {
     # CLIPModel's projections are the top level's projection_dim; the towers' own `projection_dim` is read only by
     # the *WithProjection classes, and real folders carry transformers' default 512 there: not compared
     ("", "projection_dim"): ("visual_projection.weight", 0),
+}
+
+CN_CLIP_SIZES: Sizes = {  # ChineseCLIPModel: a BERT text tower beside CLIP's vision tower and projections
+    **{key: value for key, value in CLIP_SIZES.items() if key[0] != "text"},
+    ("text", "vocab_size"): ("text_model.embeddings.word_embeddings.weight", 0),
+    ("text", "hidden_size"): ("text_model.embeddings.word_embeddings.weight", 1),
+    ("text", "max_position_embeddings"): ("text_model.embeddings.position_embeddings.weight", 0),
+    ("text", "type_vocab_size"): ("text_model.embeddings.token_type_embeddings.weight", 0),
+    ("text", "intermediate_size"): ("text_model.encoder.layer.0.intermediate.dense.weight", 0),
+    ("text", "num_hidden_layers"): ("text_model.encoder.layer.", None),
 }
 
 
@@ -59,18 +75,15 @@ def config_number(sub: dict[str, Any], key: str, default: Any, label: str) -> An
     return value
 
 
-def tower_config(hf_config: dict[str, Any], tower: str, *, required: bool) -> tuple[dict[str, Any], dict[str, str]]:
+def tower_config(hf_config: dict[str, Any], tower: str) -> tuple[dict[str, Any], dict[str, str]]:
     """The ``<tower>_config`` object of `hf_config` with transformers' ``<tower>_config_dict`` override applied
     (older CLIP folders carry both: the override wins, as in ``CLIPConfig``), and each field's section name, for
-    the line that names it. `required`: a CLIPModel's config.json without the object is refused (transformers would
-    build its default tower, ViT-B/32's, and refuse these tensors); SigLIP's reader takes its absence."""
+    the line that names it. Neither there, or both empty: ``{}``, nothing to compare (the tensors decide; this was
+    refused as "no 'text_config' object", also for an empty one, where transformers loads the folder)."""
     main, override = hf_config.get(f"{tower}_config"), hf_config.get(f"{tower}_config_dict")
     for name, part in ((f"{tower}_config", main), (f"{tower}_config_dict", override)):
         if part is not None and not isinstance(part, dict):
             raise CheckpointFormatError(f"config.json field '{name}' must be a JSON object, got {type(part).__name__}")
-    if required and not main and not override:
-        raise CheckpointFormatError(f"config.json has no '{tower}_config' object: a CLIPModel's config.json records "
-                                    "each tower's sizes (transformers would build its default tower)")
     main, override = main or {}, override or {}
     return {**main, **override}, {key: f"{tower}_config_dict" if key in override else f"{tower}_config"
                                   for key in {**main, **override}}
@@ -85,7 +98,8 @@ def check_config_sizes(sd: dict[str, Tensor], text: dict[str, Any], vision: dict
                        sections: dict[str, dict[str, str]] | None = None) -> int | None:
     """Refuse a config.json whose sizes contradict the transformers-layout tensors `sd`, naming the field; fields
     the file leaves out are not checked. Returns ``vision_config.image_size`` (checked), or None when the file
-    leaves it out. `sizes`: which tensor dimension each field is (`SIGLIP_SIZES`, `CLIP_SIZES`); `top`: the
+    leaves it out. `sizes`: which tensor dimension each field is (`SIGLIP_SIZES`, `CLIP_SIZES`, `CN_CLIP_SIZES`);
+    `top`: the
     top-level object (its fields in `sizes` under section ""); `class_token`: the image tower's position table
     starts with a class token (CLIP's); `sections`: a tower's field -> the section it came from (`tower_config`).
 
@@ -101,11 +115,11 @@ def check_config_sizes(sd: dict[str, Tensor], text: dict[str, Any], vision: dict
 
     found: dict[tuple[str, str], tuple[int, str]] = {}
     for (tower, key), (name, dim) in sizes.items():
-        if name in sd and sd[name].dim() > dim:
+        if dim is None:
+            count = _layers(sd, name)
+            found[tower, key] = count, f"the weights have {count} {tower} layers"
+        elif name in sd and sd[name].dim() > dim:
             found[tower, key] = int(sd[name].shape[dim]), f"{name} has {int(sd[name].shape[dim])}"
-    for tower, prefix in (("text", "text_model.encoder.layers."), ("vision", "vision_model.encoder.layers.")):
-        count = _layers(sd, prefix)
-        found[tower, "num_hidden_layers"] = count, f"the weights have {count} {tower} layers"
     for (tower, key), (size, said) in found.items():
         sub = subs[tower]
         if key in sub and config_number(sub, key, size, label(tower, key)) != size:
