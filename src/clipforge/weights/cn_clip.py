@@ -27,7 +27,7 @@ import torch
 
 from clipforge.weights.cn_clip_data import PUBLISHED, TAG
 from clipforge.weights.registry import OPENAI_MEAN, OPENAI_STD, PRETRAINED, PretrainedWeights
-from clipforge.weights.torch_pickle import brief, with_article
+from clipforge.weights.torch_pickle import brief, odd_entry, with_article
 
 Tensor = torch.Tensor
 
@@ -58,8 +58,9 @@ def cn_clip_state_dict(checkpoint: Any) -> dict[str, Tensor]:
     """Our state dict (fp32) from a cn_clip checkpoint object or its ``state_dict``.
 
     Raises ValueError saying what the object is instead (a list, a bare tensor, a ``state_dict`` that is no
-    dict, a marking tensor that is a list): whatever ``torch.load`` returned reaches here, and callers put the
-    file's name in front (`CheckpointFormatError` where they read a file)."""
+    dict, a marking tensor that is a list, a sparse, complex, float8 or quantized entry: `odd_entry`): whatever
+    ``torch.load`` returned reaches here, and callers put the file's name in front (`CheckpointFormatError` where
+    they read a file)."""
     if not isinstance(checkpoint, Mapping):
         held = with_article(type(checkpoint).__name__)
         raise ValueError(f"not a Chinese-CLIP checkpoint: it holds {held}, not a dict of tensors (cn_clip's files "
@@ -72,6 +73,8 @@ def cn_clip_state_dict(checkpoint: Any) -> dict[str, Tensor]:
     for key, value in state.items():
         if not isinstance(key, str) or not isinstance(value, Tensor):  # an epoch count, a name: not a parameter
             continue
+        if (odd := odd_entry(key, value)) is not None:  # before `.float()`, which hid float8 and complex
+            raise ValueError(odd)
         key = key.removeprefix("module.")
         if _POOLER.match(key) or _BUFFERS.search(key):
             continue
@@ -339,8 +342,10 @@ def read_transformers_folder(directory: str | os.PathLike[str]) -> tuple[dict[st
     """(our state dict, constructor config) of a ChineseCLIPModel folder (safetensors or pytorch_model.bin).
 
     Everything read is checked before use, each refusal one `CheckpointFormatError` line naming the file and
-    field: config.json's towers and head counts, and that the weights file holds ChineseCLIPModel's tensors
-    (``torch.save`` of a list, a bare tensor, other names were AttributeError, KeyError or ZeroDivisionError)."""
+    field: config.json's towers, head counts and every size it records (against the tensors,
+    `hf_config.check_config_sizes`: 100,000 layers or patch size 0 loaded unnoticed), and that the weights file
+    holds ChineseCLIPModel's tensors (``torch.save`` of a list, a bare tensor, other names were AttributeError,
+    KeyError or ZeroDivisionError), each one a weight (`torch_pickle.tensor_dict`)."""
     from clipforge.weights.errors import CheckpointFormatError, json_object
 
     folder = Path(directory)
@@ -352,9 +357,13 @@ def read_transformers_folder(directory: str | os.PathLike[str]) -> tuple[dict[st
     if (folder / "model.safetensors").is_file():
         from safetensors.torch import load_file
 
+        from clipforge.weights.torch_pickle import tensor_dict
+
         weights = folder / "model.safetensors"
         try:
-            hf = load_file(str(weights))
+            hf = tensor_dict(load_file(str(weights)), weights)
+        except CheckpointFormatError:
+            raise
         except Exception as err:  # safetensors raises its own error types: said as the generic loader says it
             from clipforge.weights.damaged import safetensors_shortfall
 
@@ -368,6 +377,7 @@ def read_transformers_folder(directory: str | os.PathLike[str]) -> tuple[dict[st
     else:  # the generic Hugging Face reader's line (`clipforge.weights.hf`), not torch's "[Errno 2] ..."
         raise CheckpointFormatError(f"{folder} has config.json but no model.safetensors or pytorch_model.bin: "
                                     "no weights to load")
+    _check_sizes(hf, config, folder)
     try:
         converted = from_transformers(hf)
     except ValueError as err:
@@ -382,6 +392,20 @@ def read_transformers_folder(directory: str | os.PathLike[str]) -> tuple[dict[st
     if heads["text"]:
         ours["bert"]["num_attention_heads"] = heads["text"]
     return sd, ours
+
+
+def _check_sizes(hf: dict[str, Tensor], config: dict[str, Any], folder: Path) -> None:
+    """Refuse, naming `folder`, a config.json whose sizes contradict the ChineseCLIPModel tensors `hf`: the check
+    CLIP and SigLIP folders get, with the BERT text tower's table (`hf_config.CN_CLIP_SIZES`)."""
+    from clipforge.weights.errors import CheckpointFormatError
+    from clipforge.weights.hf_config import CN_CLIP_SIZES, check_config_sizes, tower_config
+
+    try:
+        (text, text_from), (vision, vision_from) = (tower_config(config, label) for label in ("text", "vision"))
+        check_config_sizes(hf, text, vision, sizes=CN_CLIP_SIZES, top=config, class_token=True,
+                           sections={"text": text_from, "vision": vision_from})
+    except CheckpointFormatError as err:
+        raise CheckpointFormatError(f"{folder}: {err}") from None
 
 
 def _heads(config: dict[str, Any], config_path: Path, label: str) -> int | None:

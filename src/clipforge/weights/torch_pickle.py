@@ -12,6 +12,7 @@ import re
 import reprlib
 import struct
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -206,7 +207,9 @@ def torch_load_safely(path: str | os.PathLike[str], *, mmap: bool = False) -> An
     if zipped:  # entries claiming more bytes than the file holds (~1000:1 deflate): refused before any is read
         check_zip_sizes(path)  # here, so no reader (a folder's pytorch_model.bin, cn-ARCH:PATH) inflates them first
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipped)
+        with warnings.catch_warnings():  # torch's own rebuild of a quantized tensor: not the user's to act on (the
+            warnings.filterwarnings("ignore", "TypedStorage is deprecated", UserWarning)  # file is then refused)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipped)
     except pickle.UnpicklingError as err:
         forbidden = _forbidden_global(path, err) or _scanned_forbidden(path)
         if forbidden is not None:
@@ -286,20 +289,30 @@ def tensor_dict(obj: Any, where: str | os.PathLike[str], expected: str = "") -> 
         if not isinstance(value, torch.Tensor):
             raise CheckpointFormatError(f"{where}: entry {brief(key)} is {with_article(type(value).__name__)}, not a "
                                         f"tensor; expected a state dict{expected}")
-        if (odd := _not_a_weight(value)) is not None:
-            raise CheckpointFormatError(f"{where}: entry {brief(key)} {odd}")
+        if (odd := odd_entry(key, value)) is not None:
+            raise CheckpointFormatError(f"{where}: {odd}")
     return dict(obj)
 
 
 _REAL_FLOATS = "float32, float16, bfloat16 or float64"
 
 
+def odd_entry(key: str, tensor: torch.Tensor) -> str | None:
+    """"entry KEY is/holds ..." when `tensor` is what no CLIP weight can be (`_not_a_weight`), else None: the one
+    check every reader runs over a file's entries before converting them (`tensor_dict`, and Chinese-CLIP's
+    `cn_clip_state_dict`, whose ``.float()`` turned float8 into fp32 unseen and dropped a complex part)."""
+    odd = _not_a_weight(tensor)
+    return None if odd is None else f"entry {brief(key)} {odd}"
+
+
 def _not_a_weight(tensor: torch.Tensor) -> str | None:
     """What no CLIP weight can be, said after "entry NAME": a sparse (or other non-strided) tensor, which has no
     storage to hash (the fingerprint's traceback) and no dense values to copy; complex numbers, whose imaginary
     part the fp32 conversion dropped without a word; float8, whose values real float8 files scale by tensors of
-    their own that this loader does not apply; no elements at all, which left the shape reader's "tuple index out
-    of range" naming no entry. Integer dtypes (a TorchScript archive's sizes, HF's position_ids) stay allowed."""
+    their own that this loader does not apply; a quantized tensor (qint8, quint8, ...), whose scale and zero point
+    it does not apply either (its copy failed as "dimensions [64, 256] vs [64, 256]"); no elements at all, which
+    left the shape reader's "tuple index out of range" naming no entry. Integer dtypes (a TorchScript archive's
+    sizes, HF's position_ids) stay allowed."""
     if tensor.layout != torch.strided:
         return (f"is {with_article(str(tensor.layout).removeprefix('torch.').lstrip('_'))} tensor, not a dense one: "
                 "expected a state dict of dense weights")
@@ -308,6 +321,9 @@ def _not_a_weight(tensor: torch.Tensor) -> str | None:
     if tensor.is_floating_point() and tensor.element_size() == 1:
         return (f"holds {str(tensor.dtype).removeprefix('torch.')} numbers: clipforge reads {_REAL_FLOATS} weights "
                 "(float8 ones come with scales it does not apply)")
+    if tensor.is_quantized:
+        return (f"is a quantized {str(tensor.dtype).removeprefix('torch.')} tensor: clipforge reads {_REAL_FLOATS} "
+                "weights (it does not apply a quantized tensor's scale and zero point)")
     if tensor.numel() == 0 and tensor.dim() > 0:
         return f"is an empty tensor (shape {tuple(tensor.shape)}): not a CLIP state dict"
     return None
