@@ -33,10 +33,16 @@ import stat
 import time
 from pathlib import Path
 
+try:
+    import resource
+except ImportError:  # not on Windows
+    resource = None  # type: ignore[assignment]
+
 from clipforge.disk_full import DiskFullError
+from clipforge.errors import UserError
 from clipforge.library.schema import SchemaError
 
-__all__ = ["DamagedLibraryError", "LibraryDiskFullError", "LibraryWriteError", "access_error", "check_database_file", "damage_error", "display_path",
+__all__ = ["DamagedLibraryError", "LibraryDiskFullError", "LibraryOutOfFilesError", "LibraryWriteError", "access_error", "check_database_file", "damage_error", "display_path",
            "file_stamp", "from_db", "not_writable", "open_read_only", "open_writable", "path_text", "read_only_part",
            "text_path", "to_db", "wal_path", "write_error"]
 
@@ -162,17 +168,71 @@ def write_error(path: Path, exc: sqlite3.Error) -> LibraryDiskFullError | None:
                                       "some space (or raise the limit) and run the command again", os.fspath(path))
 
 
-def access_error(path: Path, exc: sqlite3.Error, writing: bool = False) -> LibraryWriteError | None:
+class LibraryOutOfFilesError(UserError, OSError):
+    """SQLite could not open the library's files because this process may open no more (errno EMFILE or ENFILE):
+    one sentence (not "[Errno 24] ..."). Not an access error: the library stays writable, and the next request,
+    once descriptors are free again, opens it as before (`access_error`)."""
+
+    http_status = 503  # the server's environment, for a moment: not the request's fault
+    retry_after = 10.0
+    client_detail = "the server may open no more files for the moment: nothing was changed; try again shortly"
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+_SQLITE_FILES = 4
+"""Descriptors SQLite may need for one new connection (the database, its write-ahead log, its shared memory) and one
+to spare: a connection that got the first and not the next is closed again, freeing its descriptor before the check."""
+
+
+def _out_of_files() -> tuple[int, int | None] | None:
+    """(errno, this process's limit or None) when it may open (almost) no more files, else None. SQLite says only
+    "unable to open database file" (SQLITE_CANTOPEN) then, the same words as for a folder this user may not write."""
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0] if resource is not None else None
+    limit = None if limit is None or limit == getattr(resource, "RLIM_INFINITY", -1) else int(limit)
+    for listing in ("/proc/self/fd", "/dev/fd"):
+        try:
+            used = len(os.listdir(listing)) - 1  # less the listing's own descriptor
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                return exc.errno, limit
+            continue
+        return (errno.EMFILE, limit) if limit is not None and used + _SQLITE_FILES > limit else None
+    try:  # no listing of descriptors: can one more be opened?
+        os.close(os.open(os.devnull, os.O_RDONLY))
+    except OSError as exc:
+        if exc.errno in (errno.EMFILE, errno.ENFILE):
+            return exc.errno, limit
+    return None
+
+
+def access_error(path: Path, exc: sqlite3.Error, writing: bool = False) -> LibraryWriteError | LibraryOutOfFilesError | None:
     """The error to raise for `exc` when this user may not write the library (a read-only folder, file or
     disk). Such a library is still searched as it is (`Store` opens it read-only) unless its write-ahead log
     holds writes not yet copied into the file: SQLite reads those only through shared memory beside it.
     `writing`: `exc` ended a write (the library was read, so its log is no matter): the sentence names what is
-    read-only (the folder, the file, the disk) instead; a copy's write-ahead log was blamed for a read-only folder."""
+    read-only (the folder, the file, the disk) instead; a copy's write-ahead log was blamed for a read-only folder.
+
+    SQLite's "unable to open database file" while this process may open no more files is `LibraryOutOfFilesError`
+    instead: a server that had run out of descriptors was turned read-only for good and told its operator to fix
+    permissions that were fine."""
     name = str(getattr(exc, "sqlite_errorname", ""))
     text = str(exc)
     if not (name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM")) or "readonly database" in text
             or "unable to open database file" in text):
         return None
+    if name.startswith("SQLITE_CANTOPEN") or "unable to open database file" in text:
+        out = _out_of_files()
+        if out is not None:
+            code, limit = out
+            if code == errno.ENFILE:
+                why = f"this system may open no more files ({os.strerror(code)})"
+            else:
+                why = f"this process may open no more files (its limit, `ulimit -n`, is {limit or 'reached'})"
+            return LibraryOutOfFilesError(code, f"cannot open library database {display_path(os.fspath(path))}: {why}; "
+                                                "nothing in the library was changed: raise the limit or close what "
+                                                "holds them, and try again", os.fspath(path))
     folder = display_path(os.fspath(Path(path).parent))
     wal = wal_path(Path(path))
     if writing:

@@ -1,7 +1,9 @@
 """Connections to one library database: opened per thread, checked, and made read-only when they must be.
 
 sqlite3 objects must not be shared across threads, so each thread gets its own connection
-(autocommit mode); writes from this process are serialised by a lock, writes from other
+(autocommit mode), closed when the thread ends: a server's worker threads come and go (anyio ends one after 10 s
+idle), and each ended thread's connection kept its two descriptors open for good until the process could open no
+more (`conn`). Writes from this process are serialised by a lock, writes from other
 processes by SQLite itself (WAL mode: readers never block the writer). Every write is one
 `transaction()`, which yields the `Transaction` that owns all writes; a read of several statements that must
 see one moment of the database takes one read transaction (`snapshot`).
@@ -18,9 +20,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import sqlite3
 import threading
 import warnings
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +32,7 @@ from typing import Any, TypeVar
 
 from clipforge.library.dbfile import (
     DamagedLibraryError,
+    LibraryWriteError,
     access_error,
     check_database_file,
     damage_error,
@@ -75,11 +80,13 @@ class StoreConnection:
         self.read_only = False  # set when this user can read the library but not write it (`_open`)
         self._local = threading.local()
         self._lock = threading.RLock()
-        self._all: list[sqlite3.Connection] = []
+        self._all: dict[int, tuple[weakref.ref[threading.Thread], sqlite3.Connection]] = {}  # every open
+        # connection, by its thread's number here (`_own`): the thread it belongs to, and the connection
+        self._numbers = itertools.count()
         self._readers = 0  # `reads` calls running now, in every thread (`close` waits for them)
         self._idle = threading.Condition()
         self._closing = False  # set while `close` runs: a read starting then waits for it (see `reading`)
-        self._conns = threading.Lock()  # guards `_all` (not `_lock`: a read opening its connection during a
+        self._conns = threading.Lock()  # guards `_all`, `_numbers` (not `_lock`: a read opening its connection during a
         # close must not wait for the lock the close holds)
         self._mine = threading.local()  # this thread's share of `_readers`
         if pending is not None:
@@ -137,27 +144,58 @@ class StoreConnection:
                 conn = self._open()
             self._local.conn = conn
             self._local.stamp = file_stamp(self.path) if self.read_only else None
-            with self._conns:
-                self._all.append(conn)
+            self._own(conn)
         return conn
+
+    def _own(self, conn: sqlite3.Connection) -> None:
+        """Keep `conn` as this thread's connection until the thread ends, and close those of threads that have.
+
+        A thread's number is set in its thread-local data with a finaliser: when the thread ends, Python drops that
+        data and the finaliser closes the thread's connection (`_ended`). Opening a connection also closes any
+        other whose thread has ended (a backstop), so the store never holds more connections than live threads
+        that read it. Closing another thread's connection is safe only because that thread is gone: connections
+        are opened `check_same_thread=False` (`dbfile.open_writable`) for that, and for `close`."""
+        number = getattr(self._local, "number", None)
+        with self._conns:
+            if number is None:
+                number = self._local.number = next(self._numbers)
+                self._local.end = _ThreadEnd()
+                # not at exit: a daemon thread may still be reading (a connection closed under it crashed SQLite)
+                weakref.finalize(self._local.end, _ended, weakref.ref(self), number).atexit = False
+            ended = [n for n, (thread, _) in self._all.items() if n != number and not _alive(thread())]
+            gone = [self._all.pop(n)[1] for n in ended]
+            self._all[number] = (weakref.ref(threading.current_thread()), conn)
+        for old in gone:
+            with contextlib.suppress(sqlite3.Error):
+                old.close()
+
+    def _release(self, number: int) -> None:
+        """Close the connection of the thread numbered `number` here, which has ended (`_own`)."""
+        with self._conns:
+            held = self._all.pop(number, None)
+        if held is not None:
+            with contextlib.suppress(sqlite3.Error):
+                held[1].close()
 
     def _drop(self, conn: sqlite3.Connection) -> None:
         with self._conns:
-            if conn in self._all:
-                self._all.remove(conn)
+            number = getattr(self._local, "number", None)
+            if number in self._all and self._all[number][1] is conn:
+                del self._all[number]
         with contextlib.suppress(sqlite3.Error):
             conn.close()
         self._local.conn = None
 
     def _open(self) -> sqlite3.Connection:
         """A new connection: writable, or read-only for a library this user may read but not write (then
-        for good: `dbfile.open_read_only`)."""
+        for good: `dbfile.open_read_only`). A process that may open no more files is no such user: its error
+        (`dbfile.LibraryOutOfFilesError`, from `guard`) leaves the store writable, and the next call opens it anew."""
         if self.read_only:
             return open_read_only(self.path)
         try:
             return open_writable(self.path)
         except sqlite3.Error as exc:
-            if access_error(self.path, exc) is None or not self.path.is_file():
+            if not isinstance(access_error(self.path, exc), LibraryWriteError) or not self.path.is_file():
                 raise
         self.read_only = True  # a library this user may read but not write: search it as it is
         return open_read_only(self.path)
@@ -268,13 +306,29 @@ class StoreConnection:
                 with self._idle:
                     self._idle.wait_for(lambda: self._readers <= mine, timeout=wait_s)
                 with self._conns:
-                    for conn in self._all:
+                    for _thread, conn in self._all.values():
                         # ProgrammingError: closed from another thread already
                         with contextlib.suppress(sqlite3.ProgrammingError):
                             conn.close()
                     self._all.clear()
-                self._local = threading.local()
+                self._local = threading.local()  # (every thread's number goes with it: `_ended` finds none)
             finally:
                 with self._idle:
                     self._closing = False
                     self._idle.notify_all()
+
+
+class _ThreadEnd:
+    """Held in one thread's local data of one store: dropped when the thread ends, which closes its connection."""
+
+
+def _ended(store: weakref.ref[StoreConnection], number: int) -> None:
+    """The finaliser of a thread's `_ThreadEnd` (`StoreConnection._own`): run as the thread ends, or as `close`
+    drops every thread's local data (then nothing is left to close)."""
+    alive = store()
+    if alive is not None:
+        alive._release(number)
+
+
+def _alive(thread: threading.Thread | None) -> bool:
+    return thread is not None and thread.is_alive()
