@@ -29,7 +29,7 @@ def test_a_join_is_bounded_before_gradio_stores_its_values(ui_env, caplog):
     make, _, _, _ = ui_env
     client = make(ServerLimits(ui_sessions=50))
     blocks = _blocks(client)
-    assert blocks.state_session_capacity == 50  # gradio's default: 10,000
+    assert blocks.state_holder.capacity == 50  # what gradio evicts by (its default: 10,000)
     search = _fn_index(client, "search")
     session = uuid.uuid4().hex
     huge = "a photo of a cat " * 60_000  # 1,020,000 characters, the body just under the UI's 1 MiB

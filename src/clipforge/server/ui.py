@@ -284,6 +284,22 @@ def _forget_uploads(demo: gr.Blocks, paths: list[str], cache_files: int) -> None
         record.difference_update([p for p in list(record) if not os.path.lexists(p)])
 
 
+_TEMP_DIR_MODULES = ("gradio.route_utils", "gradio.routes", "gradio.screen_recording_utils", "gradio.mcp")
+"""gradio's modules holding `DEFAULT_TEMP_DIR`, computed from `$GRADIO_TEMP_DIR` when each was imported."""
+
+
+def _gradio_temp_dir(upload_dir: str) -> None:
+    """Point gradio's `DEFAULT_TEMP_DIR` at `upload_dir`, gradio's upload folder now.
+
+    gradio reads `$GRADIO_TEMP_DIR` for it once, at import, before `clipforge serve` chooses its private folder:
+    mounting then made `$TMPDIR/gradio/vibe_edit_history` (shared by every user of the machine), which outlived
+    the server. In the upload folder it goes when the server's folder does."""
+    for name in _TEMP_DIR_MODULES:
+        module = sys.modules.get(name)
+        if module is not None and hasattr(module, "DEFAULT_TEMP_DIR"):
+            module.DEFAULT_TEMP_DIR = upload_dir
+
+
 def mount_ui(app: Any, service: LibraryService) -> Any:
     """Mount the UI at `/` of `app` (after the API routes, so /api and /docs win).
 
@@ -295,9 +311,13 @@ def mount_ui(app: Any, service: LibraryService) -> Any:
 
     upload_dir = os.path.realpath(get_upload_folder())
     os.makedirs(upload_dir, mode=0o700, exist_ok=True)
+    _gradio_temp_dir(upload_dir)  # before the Blocks: each gradio app it makes makes a folder there
     demo = build_ui(service, upload_dir)
     limits = service.limits
     library_root = str(Path(service.library.paths.root).resolve())
+    # gradio keeps a state per session (inputs included) for up to 10,000 sessions (~75 KB each here); this page
+    # keeps one number. Before mounting: `StateHolder.set_blocks`, inside the mount, copies the capacity once.
+    demo.state_session_capacity = limits.ui_sessions
     app = gr.mount_gradio_app(
         app,
         demo,
@@ -319,8 +339,7 @@ def mount_ui(app: Any, service: LibraryService) -> Any:
     # A mounted app never "launches", and gradio skips its check that event inputs are files
     # uploaded to its folder until it has: mark it launched so the check runs on every event.
     demo.has_launched = True
-    # gradio keeps a state per session (inputs included) for up to 10,000 sessions; this page keeps one number
-    demo.state_session_capacity = limits.ui_sessions
+    demo.state_holder.capacity = limits.ui_sessions  # what gradio enforces (`StateHolder.update`)
     # gradio runs 40 events at once, first come; ours wait for their turn in `fair.FairGate` inside one
     demo.max_threads = demo._queue.max_thread_count = limits.ui_event_slots
     # gradio records the last 10,000 events for its monitoring dashboard (closed here: `ui_guard._UNUSED`) and

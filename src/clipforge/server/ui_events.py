@@ -40,6 +40,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from pydantic import TypeAdapter
+
 from clipforge.server.errors import RETRY_SOON_S, retry_after_seconds
 
 __all__ = ["MAX_UI_STRING_CHARS", "UNREAD_AGE_S", "Cancels", "JoinRules", "Refusal", "forget_unread", "json_refusal",
@@ -56,6 +58,8 @@ UNREAD_AGE_S = 60.0
 (a page reads each answer as it comes, over the `queue/data` stream it opens with its join)."""
 _SWEEP_ABOVE = 1000
 """Tables of sessions are swept of finished ones once they hold more entries than this."""
+_GRADIO_INT = TypeAdapter(int)
+"""How gradio's `CancelBody` reads a cancel's `fn_index` (pydantic's lax int: "6" and 6.0 are 6)."""
 
 
 class JoinRules:
@@ -303,6 +307,29 @@ class Cancels:
             return False
         self.sent.add(body["event_id"])
         return True
+
+    def refusal(self, queue: Any, body: Any) -> tuple[int, str, str] | None:
+        """400 when the cancel `body` names an event gradio holds for that session with another event's `fn_index`.
+
+        gradio cancels the tasks of `session_hash + fn_index` but completes `event_id`: a cancel of a waiting page
+        event naming the search's fn_index killed the session's search without an answer (its stream sent
+        heartbeats for good) and answered the page event twice. The fn_index compared is the one gradio recorded
+        for the event (`Event.fn._id`), read as gradio reads the body; a body gradio refuses itself goes on (its
+        422), and one naming no live event of the session is `forward`'s to answer."""
+        if not isinstance(body, dict) or not all(isinstance(body.get(k), str) for k in ("session_hash", "event_id")):
+            return None
+        event = queue.event_ids_to_events.get(body["event_id"])
+        if event is None or getattr(event, "session_hash", None) != body["session_hash"]:
+            return None
+        recorded = getattr(getattr(event, "fn", None), "_id", None)
+        try:
+            asked = _GRADIO_INT.validate_python(body.get("fn_index"))
+        except ValueError:  # pydantic's ValidationError: gradio answers its 422
+            return None
+        if recorded is None or asked == recorded:
+            return None
+        return 400, "bad_request", (f"this cancel names event {body['event_id']} with fn_index {asked}; that "
+                                    f"event's fn_index is {recorded}")
 
     def refused(self, body: Any) -> None:
         """gradio did not take the cancel `body` that `forward` sent (a 422 for its `fn_index`): not sent after all."""

@@ -264,6 +264,9 @@ class UIGuardMiddleware:
             return
         queue = getattr(_blocks(scope), "_queue", None)
         if queue is not None and get_route_path(scope).rstrip("/") == f"{_API}cancel":
+            if (refusal := self.cancels.refusal(queue, decoded)) is not None:  # another event's fn_index
+                await send_json(send, *refusal)
+                return
             if not self.cancels.forward(queue, decoded):
                 await _send_ok(send, b'{"success":true}')  # what gradio answers, without the message it would queue
                 return
