@@ -24,7 +24,6 @@ around that live here:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -38,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from clipforge.atomic import host_tag, left_behind
+from clipforge.weights.download import sha256_file
 from clipforge.weights.torch_pickle import brief
 
 __all__ = ["STAGING_PREFIX", "Listed", "data_file_name", "listed_files", "make_staging", "remove_stale_staging",
@@ -174,17 +174,9 @@ def _why_kept(path: Path, listed: Listed, meta_file: str) -> str | None:
             return f"it holds {held:,} bytes, the {meta_file} there recorded {listed.size:,}: changed since that export"
     if listed.hashed and not isinstance(listed.sha256, str):
         return f"the {meta_file} there lists it as {listed.what} without the sha256 an export records"
-    if isinstance(listed.sha256, str) and _sha256(path) != listed.sha256:
+    if isinstance(listed.sha256, str) and sha256_file(path) != listed.sha256:
         return f"its sha256 differs from the one the {meta_file} there recorded: changed since that export"
     return None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def remove_unlisted(out_dir: Path, previous: Mapping[str, Listed], written: list[str], meta_file: str) -> list[str]:

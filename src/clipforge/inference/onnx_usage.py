@@ -28,9 +28,10 @@ gives. Each of those is read from the same objects every command uses (the loade
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from pathlib import Path
 from typing import Any
+
+from clipforge.weights.download import sha256_file
 
 __all__ = ["full_context_only", "tokenizer_file", "usage_meta"]
 
@@ -187,7 +188,7 @@ def _tokenizer(tokenizer: Any, module: Any = None) -> dict[str, Any]:
         if _is_wordpiece(inner):
             vocab = tokenizer_file(tokenizer)
             return {"kind": "bert-wordpiece", "context_length": context, "file": vocab.name, "included": True,
-                    "sha256": _sha256(vocab), "cls_id": inner.cls_id, "sep_id": inner.sep_id,
+                    "sha256": sha256_file(vocab), "cls_id": inner.cls_id, "sep_id": inner.sep_id,
                     "pad_id": inner.pad_id, "unk_id": inner.unk_id, "lower_case": bool(inner.lower_case),
                     "clean": "BERT's basic tokenizer (cn_clip's): NUL, U+FFFD and control/format characters dropped, "
                              "whitespace to spaces, spaces around CJK ideographs, lower case with accents stripped "
@@ -203,7 +204,7 @@ def _tokenizer(tokenizer: Any, module: Any = None) -> dict[str, Any]:
     if kind == "openai-bpe":
         from clipforge.text.vocab import VOCAB_PATH
 
-        return out | _OPENAI_BPE | {"vocab_sha256": _sha256(VOCAB_PATH) if VOCAB_PATH.is_file() else None}
+        return out | _OPENAI_BPE | {"vocab_sha256": sha256_file(VOCAB_PATH) if VOCAB_PATH.is_file() else None}
     out |= {k: v for k, v in spec.items() if k != "kind"}  # file, clean, eos_id, pad_id...
     if "pad_id" not in out:  # the spec leaves it to the tokenizer file (hf-json, hf-transformers): ask it
         with contextlib.suppress(OSError, AttributeError):  # no file found (random weights, a model in memory)
@@ -213,15 +214,8 @@ def _tokenizer(tokenizer: Any, module: Any = None) -> dict[str, Any]:
     out["rows"] = _rows(module, out.get("pad_id")) if module is not None else "padded to the full context"
     found = tokenizer_file(tokenizer)
     if found is not None:
-        out |= {"file": found.name, "included": True, "sha256": _sha256(found)}
+        out |= {"file": found.name, "included": True, "sha256": sha256_file(found)}
     else:
         out["included"] = False  # random weights, or a model built in memory: no file was ever found
     return out
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
