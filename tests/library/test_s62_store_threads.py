@@ -177,3 +177,52 @@ def test_out_of_descriptors_is_said_and_the_store_stays_writable(tmp_path: Path,
         "read_only False",  # not taken for a library this user may not write
         "0 written read_only False",  # descriptors back: read and written on the next request
     ]
+
+
+def test_a_forked_child_closes_none_of_its_parents_connections(tmp_path: Path) -> None:
+    """Review 62: in a forked child (a DataLoader worker) Python drops the other threads' local data at once, and the
+    finaliser closed their connections there: one whose thread was inside SQLite at the fork waited for ever on a
+    lock no thread of the child holds (61 of 100 children stuck beside a reading thread). Here the reading thread is
+    idle at the fork (no hang either way); the child must leave its connection alone all the same."""
+    store = Store(tmp_path / "library.sqlite3")
+    store.meta_count("removals")
+    opened, stop = threading.Event(), threading.Event()
+
+    def reader() -> None:
+        store.meta_count("removals")
+        opened.set()
+        stop.wait(30)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    assert opened.wait(10)
+    held = len(store._all)
+    pid = os.fork()
+    if pid == 0:  # the child: report how many connections it still lists, then leave at once
+        os._exit(10 + len(store._all))
+    _, status = os.waitpid(pid, 0)
+    stop.set()
+    thread.join(10)
+    assert (held, os.waitstatus_to_exitcode(status)) == (2, 12)  # was 11: the reader's connection closed there
+    store.close()
+
+
+MAIN_AFTER_SHUTDOWN = textwrap.dedent("""
+    import sys, threading
+    from clipforge.library.store import Store
+    store = Store(sys.argv[1])
+    store.meta_count("removals")
+    threading._shutdown()  # what the CLI's fast exit runs: the main thread then says it is not alive
+    worker = threading.Thread(target=store.meta_count, args=("removals",))
+    worker.start()
+    worker.join()
+    print(store.meta_count("removals"))  # was: Cannot operate on a closed database
+""")
+
+
+def test_the_main_threads_connection_outlives_threading_shutdown(tmp_path: Path) -> None:
+    Store(tmp_path / "library.sqlite3").close()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    run = subprocess.run([sys.executable, "-c", MAIN_AFTER_SHUTDOWN, str(tmp_path / "library.sqlite3")],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert (run.returncode, run.stdout.strip()) == (0, "0"), run.stderr[-2000:]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import os
 import sqlite3
 import threading
 import warnings
@@ -41,6 +42,7 @@ from clipforge.library.dbfile import (
     file_stamp,
     open_read_only,
     open_writable,
+    read_only_part,
     write_error,
 )
 from clipforge.library.schema import migrate
@@ -83,6 +85,7 @@ class StoreConnection:
         self._all: dict[int, tuple[weakref.ref[threading.Thread], sqlite3.Connection]] = {}  # every open
         # connection, by its thread's number here (`_own`): the thread it belongs to, and the connection
         self._numbers = itertools.count()
+        self._pid = os.getpid()  # connections are closed only in the process that opened them (`_release`)
         self._readers = 0  # `reads` calls running now, in every thread (`close` waits for them)
         self._idle = threading.Condition()
         self._closing = False  # set while `close` runs: a read starting then waits for it (see `reading`)
@@ -157,6 +160,8 @@ class StoreConnection:
         are opened `check_same_thread=False` (`dbfile.open_writable`) for that, and for `close`."""
         number = getattr(self._local, "number", None)
         with self._conns:
+            if os.getpid() != self._pid:  # a forked child: the parent's connections are not its to close
+                return
             if number is None:
                 number = self._local.number = next(self._numbers)
                 self._local.end = _ThreadEnd()
@@ -170,7 +175,12 @@ class StoreConnection:
                 old.close()
 
     def _release(self, number: int) -> None:
-        """Close the connection of the thread numbered `number` here, which has ended (`_own`)."""
+        """Close the connection of the thread numbered `number` here, which has ended (`_own`). Not in a forked
+        child (a DataLoader worker): Python drops the other threads' local data there at once, and closing a
+        connection whose thread was inside SQLite at the fork waited for ever on a lock no thread of the child holds
+        (review 62: 61 of 100 children stuck beside a reading thread); the entry is kept, as closing it would be."""
+        if os.getpid() != self._pid:
+            return
         with self._conns:
             held = self._all.pop(number, None)
         if held is not None:
@@ -197,6 +207,8 @@ class StoreConnection:
         except sqlite3.Error as exc:
             if not isinstance(access_error(self.path, exc), LibraryWriteError) or not self.path.is_file():
                 raise
+            if read_only_part(self.path) is None:  # nothing here is read-only: out of descriptors a moment ago (the
+                raise  # check said otherwise as some were freed), not for good (review 62)
         self.read_only = True  # a library this user may read but not write: search it as it is
         return open_read_only(self.path)
 
@@ -331,4 +343,6 @@ def _ended(store: weakref.ref[StoreConnection], number: int) -> None:
 
 
 def _alive(thread: threading.Thread | None) -> bool:
-    return thread is not None and thread.is_alive()
+    """The main thread counts as alive for good: after `threading._shutdown` (the CLI's fast exit calls it) it says
+    it is not, and another thread's backstop closed its connection under it (review 62)."""
+    return thread is not None and (thread.is_alive() or thread is threading.main_thread())
