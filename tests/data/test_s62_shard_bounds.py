@@ -22,6 +22,7 @@ from clipforge.data import BadImage, webdata
 from clipforge.data.collate import skip_bad_collate
 from clipforge.data.webdata import DamagedShard, WebDatasetImageText, _samples
 from clipforge.image import build_preprocess
+from tests.data.test_s62_huge_caption import _shard
 
 
 def _jpeg(value: int, size: int = 8) -> bytes:
@@ -31,13 +32,6 @@ def _jpeg(value: int, size: int = 8) -> bytes:
     return buf.getvalue()
 
 
-def _shard(path, members: list[tuple[str, bytes]]) -> str:
-    with tarfile.open(path, "w") as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return str(path)
 
 
 def _pairs(prefix: str, count: int) -> list[tuple[str, bytes]]:
