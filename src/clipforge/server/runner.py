@@ -19,6 +19,7 @@ client that leaves before its answer is one line with status 499 (`access_log`).
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import ipaddress
 import logging
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from clipforge.errors import UserError
+from clipforge.server.accept_errors import install_accept_error_log
 from clipforge.server.access_log import AccessLogFilter, is_credential_name, redact_query, show_client_gone
 from clipforge.server.lan import lan_line
 from clipforge.server.limits import ServerLimits
@@ -269,12 +271,25 @@ def build_server(
         forwarded_allow_ips=proxies or None,
     )
     server = uvicorn.Server(config)
+    _log_accept_errors_briefly(server)
     config.load()  # configures uvicorn's loggers now, so the filter below is not replaced later
     access = logging.getLogger("uvicorn.access")
     if not any(isinstance(f, AccessLogFilter) for f in access.filters):
         access.addFilter(AccessLogFilter())  # tokens masked, each client-chosen field escaped and cut
     show_client_gone(access)  # a client that left before its answer: `499 Client Closed Request`
     return server
+
+
+def _log_accept_errors_briefly(server: Any) -> None:
+    """Have `server` install `AcceptErrorLog` on its loop as it starts: out of descriptors, asyncio logged a traceback
+    per failed accept (~3,800 a second), filling the disk with the log (`accept_errors`)."""
+    serve = server.serve
+
+    async def serve_with_brief_accept_errors(sockets: Any = None) -> None:
+        install_accept_error_log(asyncio.get_running_loop(), logging.getLogger("uvicorn.error"))
+        await serve(sockets=sockets)
+
+    server.serve = serve_with_brief_accept_errors
 
 
 def _private_upload_dir() -> str | None:

@@ -1,0 +1,114 @@
+"""A server out of file descriptors: one line a minute, not a traceback per failed accept.
+
+asyncio's accept loop reports every EMFILE through the loop's exception handler, up to the listen
+backlog (2048 for `serve`) times per readable event: ~3,800 tracebacks a second filled the log
+(stop 53's soak: ~790 MB in 5 minutes). The real server (`build_server`, the one `serve` runs) is
+started in a child process whose descriptor limit is low, and held connections exhaust it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+from clipforge.server.accept_errors import ACCEPT_OUT_OF_RESOURCE, AcceptErrorLog
+
+_CHILD = textwrap.dedent("""
+    import resource, sys
+    from clipforge.server.limits import ServerLimits
+    from clipforge.server.runner import bind_socket, build_server
+
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                else:
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    sock = bind_socket("127.0.0.1", 0)
+    server = build_server(app, ServerLimits(), log_level="warning")
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (48, hard))
+    print(sock.getsockname()[1], flush=True)
+    server.run(sockets=[sock])
+""")
+
+
+def test_a_server_out_of_descriptors_logs_one_line_not_a_flood():
+    child = subprocess.Popen([sys.executable, "-c", _CHILD], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    held: list[socket.socket] = []
+    try:
+        port = int(child.stdout.readline())
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # until the server answers: uvicorn has started
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=5) as probe:
+                    probe.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    if probe.recv(100).startswith(b"HTTP/1.1 200"):
+                        break
+            except OSError:
+                time.sleep(0.05)
+        for _ in range(80):  # past the child's 48 descriptors; the rest wait in the listen queue
+            held.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        time.sleep(2.5)  # asyncio retries accepting each second: two more rounds of failures
+    finally:
+        for sock in held:
+            sock.close()
+        child.terminate()
+        _, log = child.communicate(timeout=30)
+    lines = [line for line in log.splitlines() if "cannot accept new connections" in line]
+    assert "Traceback" not in log and ACCEPT_OUT_OF_RESOURCE not in log, log[:2000]
+    assert len(lines) == 1, log[:2000]
+    assert "Too many open files" in lines[0] and "`ulimit -n`, is 48" in lines[0]
+    assert len(log) < 2000, log[:2000]
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _accept_error(code: int = errno.EMFILE) -> dict:
+    return {"message": ACCEPT_OUT_OF_RESOURCE, "exception": OSError(code, "x"), "socket": None}
+
+
+def test_repeats_are_counted_into_one_line_a_minute_and_other_errors_pass_through(caplog):
+    clock, passed = _Clock(), []
+    handler = AcceptErrorLog(logging.getLogger("test.accept"), lambda loop, context: passed.append(context),
+                             clock=clock)
+    loop = asyncio.new_event_loop()
+    try:
+        with caplog.at_level(logging.ERROR, logger="test.accept"):
+            for _ in range(500):
+                handler(loop, _accept_error())
+            clock.now += 30
+            handler(loop, _accept_error(errno.ENFILE))
+            assert len(caplog.records) == 1  # the first only: the next 500 are within the minute
+            clock.now += 31
+            handler(loop, _accept_error())
+            other = {"message": "Task exception was never retrieved", "exception": ValueError("boom")}
+            handler(loop, other)
+            refused_otherwise = {"message": ACCEPT_OUT_OF_RESOURCE, "exception": OSError(errno.EBADF, "x")}
+            handler(loop, refused_otherwise)
+    finally:
+        loop.close()
+    said = [record.getMessage() for record in caplog.records]
+    assert len(said) == 2, said
+    assert said[0].startswith("cannot accept new connections: Too many open files (this process's descriptor")
+    assert said[1] == "cannot accept new connections: Too many open files; 501 failed accepts in the last 61 s"
+    assert passed == [other, refused_otherwise]  # not ours to count: asyncio's handler, as before
