@@ -87,13 +87,26 @@ UNCLOSED = 'close it, or search the words as typed with text:"..." (a photo: ima
     ('cat - "dog" food', f"""expected + or - between terms at position 12 in query 'cat - "dog" food' (at 'food'): """
                          f"{WAY_OUT}"),
     ('"cat', f"""unterminated quote at position 0 in query '"cat' (at '"cat'): {UNCLOSED}"""),
-    ("'tis the season", f"""unterminated quote at position 0 in query "'tis the season" (at "'tis the season"): """
-                        f"{UNCLOSED}"),
+    ("' cat", f"""unterminated quote at position 0 in query "' cat" (at "' cat"): {UNCLOSED}"""),
+    ("cat - 'tis' season", f"""expected + or - between terms at position 12 in query "cat - 'tis' season" """
+                           f"""(at 'season'): {WAY_OUT}"""),
 ])
 def test_a_query_still_ambiguous_names_the_way_out(query: str, line: str) -> None:
     with pytest.raises(QueryError) as error:
         _terms(query)
     assert str(error.value) == line
+
+
+@pytest.mark.parametrize("query, expected", [
+    ("'90s fashion", [(1.0, "text", "'90s fashion")]),
+    ("'tis the season", [(1.0, "text", "'tis the season")]),
+    ("'Tis", [(1.0, "text", "'Tis")]),
+    ("rock 'n roll - 'em", [(1.0, "text", "rock 'n roll"), (-1.0, "text", "'em")]),
+    ("2:'90s car", [(2.0, "text", "'90s car")]),
+])
+def test_an_apostrophe_no_quote_closes_is_text(query: str, expected: list) -> None:
+    """`'90s fashion` was refused as an unterminated quote (stop 53's switcher audit)."""
+    assert _terms(query) == expected
 
 
 def test_the_ways_out_work() -> None:

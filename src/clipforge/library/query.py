@@ -26,7 +26,8 @@ plainly meant: after an operator, a weight or a prefix (``- "grass"``, ``2:"cat"
 as the whole first term (``"cat" + ...``); a quoted pair among words keeps an operator inside it in the text (``a
 sign saying "rock - paper"``). What stays ambiguous (two quoted terms side by side, words after a quoted term that
 follows an operator, an unclosed quote) is refused in one line that names the ways out: ``text:"..."``,
-``image:"..."`` or ``--image``.
+``image:"..."`` or ``--image``. An apostrophe before a letter or digit that no later ``'`` closes opens nothing
+(``'90s fashion``, ``'tis the season``): it was refused as an unterminated quote.
 ``image:"my photo.jpg"`` forces an image (paths with spaces), ``text:photo.jpg`` forces text.
 A hyphen inside words (``black-and-white``) is never an operator. ``N:`` before a number standing alone is text,
 not a weight: a time or a ratio (``10:30 meeting``, ``12:30pm``, ``16:9 screen``) lost its first number as a weight,
@@ -130,6 +131,13 @@ def _quoted_words_end(query: str, pos: int) -> int | None:
     return close + 1 if close >= 0 else None
 
 
+def _is_elision(query: str, pos: int) -> bool:
+    """An apostrophe at `pos` that opens no quote: ``'90s fashion``, ``'tis the season``, ``rock 'n roll`` (a letter
+    or digit follows it and no ``'`` comes later in the query). These were refused as an unterminated quote."""
+    return (query[pos] == "'" and pos + 1 < len(query) and query[pos + 1].isalnum()
+            and query.find("'", pos + 1) < 0)
+
+
 def _read_bare(query: str, pos: int) -> tuple[str, int]:
     """Words up to an operator that stands alone (whitespace before it) or the end."""
     i = pos
@@ -193,7 +201,9 @@ def parse_query(query: str, is_image: Callable[[str], bool] | None = None) -> li
         if pos >= n:
             raise _fail(query, pos, "expected a term")
         quoted = None
-        if query[pos] in "\"'":
+        if _is_elision(query, pos):
+            pass  # words, read bare below
+        elif query[pos] in "\"'":
             quoted = _read_quoted(query, pos)
             after = quoted[1]
             while after < n and query[after].isspace():
