@@ -223,6 +223,14 @@ def run(args: argparse.Namespace) -> int:
         marked = "left out of --paths" if args.paths else "marked 'missing'"
         print(f"notice: {len(gone)} of these photos {'is' if len(gone) == 1 else 'are'} no longer on disk ({marked}); "
               "`clipforge index prune` forgets the library's photos whose files are gone", file=sys.stderr)
+    # Not here and neither is its folder: a folder moved or renamed, an unplugged drive, or a Milvus store's photos
+    # on another machine. Listed as before (not called deleted), but said: `--paths` piped names that did not open.
+    away = [hit.path for hit in hits if hit.path not in gone and not os.path.lexists(hit.path)]
+    if away and not args.quiet:
+        print(f"notice: {len(away)} of these photos {'is' if len(away) == 1 else 'are'} in a folder not found on this "
+              f"machine ({_shown(sorted({os.path.dirname(path) for path in away}))}): moved or renamed, or on a drive "
+              "not mounted; `clipforge index add NEW/FOLDER` finds a moved folder's photos again without embedding "
+              "them again", file=sys.stderr)
     if args.json:  # the images searched by: the query's image terms, then --image's
         from clipforge.library.dbfile import (
             path_text,  # a name that is not UTF-8 as b64:, as each result's path
@@ -257,6 +265,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"no results: {empty}", file=sys.stderr)
     for rank, hit in enumerate(hits, 1):
         tag = f"  [{hit.tags[0][0]}]" if hit.tags else ""
-        mark = "  (missing)" if hit.path in gone else ""
+        mark = "  (missing)" if hit.path in gone else "  (folder not found)" if hit.path in away else ""
         print(f"{rank:3d}  {hit.score:.4f}  {one_line(display_path(hit.path))}{tag}{mark}{_identical(hit)}")
     return 0
