@@ -15,12 +15,18 @@ can make the library store must be small and bounded:
   path lies inside the real thumbs folder, it is opened without following a link, it is a
   regular file with one name, and it starts like a JPEG; anything else is rebuilt from the
   photo (and replaced, when the folder is ours) or, outside the library, left alone.
+- *Nothing through a link.* A `thumbs` folder that is itself a link is not ours either: it was
+  written through (each shard's real path lies inside the *resolved* folder) but never counted
+  or evicted (the walk follows no link), so anonymous requests filled its target past the
+  budget, and `thumbs -> /tmp` put files outside the library. Like a linked shard folder, it is
+  neither read nor written: each thumbnail is made in memory, and the log says so once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import stat
 import threading
@@ -29,6 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from clipforge.atomic import remove_stale_temps, write_bytes_atomic
+from clipforge.library.dbfile import display_path
 
 __all__ = ["THUMB_CLASSES", "ThumbCache", "cache_budget_bytes", "size_class", "thumb_cache"]
 
@@ -36,6 +43,8 @@ THUMB_CLASSES = (64, 128, 256, 512, 1024, 2048)
 _DEFAULT_BUDGET_MB = 512
 _TOUCH_AFTER_S = 3600.0
 _JPEG_MAGIC = b"\xff\xd8\xff"
+
+log = logging.getLogger(__name__)
 
 
 def size_class(size: int) -> int:
@@ -68,6 +77,7 @@ class ThumbCache:
         self.folder = Path(folder)
         self._lock = threading.Lock()
         self._total: int | None = None  # bytes of cached files, counted on the first write
+        self._said_linked = False  # the log said once that a linked thumbs folder is not cached
 
     def path(self, sha256: str, klass: int) -> Path:
         return self.folder / sha256[:2] / f"{sha256}_{int(klass)}.jpg"
@@ -88,8 +98,21 @@ class ThumbCache:
         return os.path.realpath(self.folder)
 
     def _ours(self, target: Path) -> bool:
-        """Whether `target`'s folder really is inside the thumbs folder (no shard linked elsewhere)."""
+        """Whether `target`'s folder really is inside the thumbs folder, neither that folder nor its shard a link
+        (the one rule `_read`, `_store` and `_files` share: what is not ours is never read, written or counted)."""
+        if os.path.islink(self.folder):
+            self._say_linked()
+            return False
         return _inside(os.path.realpath(target.parent) + os.sep + "x", self._real_folder())
+
+    def _say_linked(self) -> None:
+        with self._lock:
+            if self._said_linked:
+                return
+            self._said_linked = True
+        log.warning("thumbnails are not cached: %s is a link, and nothing is written through one (make it a folder "
+                    "inside the library to cache them); each is made from its photo when asked for",
+                    display_path(os.fspath(self.folder)))
 
     def _read(self, target: Path) -> bytes | None:
         """The cached bytes, or None when absent or not a file this cache wrote (see module docstring)."""
@@ -115,7 +138,7 @@ class ThumbCache:
     # -- writing and the budget -------------------------------------------------------------
     def _store(self, target: Path, data: bytes) -> None:
         if not self._ours(target):
-            return  # a shard folder linked out of the library: never write through it
+            return  # a thumbs or shard folder that is a link: never write through it
         try:  # the rename replaces a planted link or hard link by our own file
             write_bytes_atomic(target, data)
         except OSError:  # a read-only library or a full disk still serves thumbnails, uncached
