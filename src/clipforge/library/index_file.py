@@ -7,6 +7,10 @@ next run saves the index. So those say one warning and go on from memory (`unsav
 exists only to write that file, so a save it could not make is its failure (`save_failure`): one line naming the
 file and the cause, exit status 2. It said "keeping it in memory only" and exited 0, leaving nothing on disk while
 scripts saw success.
+
+The index folder is made by the save itself (`atomic_path`'s mkdir, from `IndexManager._save`): an ``index/`` that is a
+file was said as the OS's "File exists", which named no culprit; now the path that is a file where a folder is
+expected (`_not_a_folder`).
 """
 
 from __future__ import annotations
@@ -65,8 +69,26 @@ def _errno(exc: BaseException) -> int | None:
     return None
 
 
+def _not_a_folder(exc: BaseException) -> tuple[str, str] | None:
+    """(what is in the way, its kind) when the save stopped at making the index folder because a path on the way is
+    not a folder (mkdir's FileExistsError or NotADirectoryError), else None."""
+    if not isinstance(exc, (FileExistsError, NotADirectoryError)) or exc.filename is None:
+        return None
+    made = Path(os.fsdecode(exc.filename))
+    for path in (made, *made.parents):
+        if os.path.lexists(path) and not path.is_dir():
+            kind = "file" if path.is_file() else "link" if path.is_symlink() else "special file"  # FIFO, device...
+            what = "a link to nothing" if kind == "link" else f"a {kind}"
+            return f"{display_path(os.fspath(path))} is {what} where a folder is expected", kind
+    return None
+
+
 def _reason(exc: BaseException) -> str:
-    """The cause in a few words: the errno's text, else the end of faiss's or SQLite's message."""
+    """The cause in a few words: what is in the way of the index folder, the errno's text, else the end of faiss's
+    or SQLite's message."""
+    blocked = _not_a_folder(exc)
+    if blocked is not None:
+        return blocked[0]
     code = _errno(exc)
     if code is not None:
         return os.strerror(code)
@@ -85,7 +107,10 @@ def save_failure(path: Path, exc: BaseException) -> Exception:
     if isinstance(exc, LibraryWriteError):
         return exc
     code = _errno(exc)
-    if code in DISK_FULL_ERRNOS:
+    blocked = _not_a_folder(exc)
+    if blocked is not None:
+        why, fix = blocked[0], f"move that {blocked[1]} aside"
+    elif code in DISK_FULL_ERRNOS:
         why, fix = refusal_words(code)
     elif code in _DENIED:
         why, fix = f"this user may not write there ({os.strerror(code)})", "give this user write access to the library"
