@@ -210,3 +210,17 @@ def test_the_json_reason_is_the_rest_answers(photo_library, tmp_path, capsys) ->
         rest = client.post("/api/search", json={"text": "cat", "top_k": 2, "tags": "giraffe"}).json()
     assert cli["results"] == rest["results"] == [] and cli["reason"] == rest["reason"]
     assert "no photo has tag 'giraffe'" in cli["reason"]
+
+
+@pytest.mark.parametrize("query, expected", [
+    ("２：猫", [(2.0, "text", "猫")]),
+    ("「猫」－「草」", [(1.0, "text", "猫"), (-1.0, "text", "草")]),
+    ('"猫" ＋ "犬"', [(1.0, "text", "猫"), (1.0, "text", "犬")]),
+    ("猫 －2：狗", [(1.0, "text", "猫"), (-2.0, "text", "狗")]),
+    ("text：猫", [(1.0, "text", "猫")]),
+    ("北京－上海", [(1.0, "text", "北京－上海")]),  # a full-width dash inside words is text, as "-" is
+    ("10：30 会议", [(1.0, "text", "10：30 会议")]),  # a time, as 10:30
+])
+def test_the_full_width_signs_an_input_method_types_are_the_ascii_ones(query: str, expected: list) -> None:
+    """`２：猫` was the text "２：猫" while `２:猫` weighed 猫 by 2 (stop 63's i18n audit, finding 7)."""
+    assert _terms(query) == expected

@@ -52,11 +52,15 @@ __all__ = ["QueryError", "QueryTerm", "combine_terms", "looks_like_path", "parse
 
 # `10:30`, `12:30pm`, `16:9`: a time, a ratio, not a weight; `2:3d render`, `2:1980s car`: a weight on a word that
 # starts with a digit (the number after the colon runs into letters other than am/pm)
-_WEIGHT = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*:(?!\d[\d.:]*(?:[aApP]\.?[mM]\.?)?(?!\w))")
+_WEIGHT = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*[:\uff1a](?!\d[\d.:\uff1a]*(?:[aApP]\.?[mM]\.?)?(?!\w))")
+_PLUS, _MINUS = "+\uff0b", "-\uff0d"
+"""The signs, ASCII and full-width (＋ －, as a Chinese or Japanese input method types them, with ： for a weight's
+colon and any script's digits): `２：猫` was searched as the text "２：猫" while `２:猫` was a weight."""
+_SIGNS = _PLUS + _MINUS
 _QUOTES = {'"': '"', "'": "'", "\u201c": "\u201d", "\u2018": "\u2019", "\u300c": "\u300d", "\u300e": "\u300f",
            "\uff02": "\uff02"}
 """Opening quote -> its closing one: ASCII, and what a Chinese input method types (“” ‘’ 「」 『』 ＂＂)."""
-_PREFIX = re.compile(r"(image|img|text):", re.IGNORECASE)
+_PREFIX = re.compile(r"(image|img|text)[:\uff1a]", re.IGNORECASE)
 _WAY_OUT = 'put + or - between terms, or search it all as one text with text:"..." (a photo: image:"..." or --image)'
 _UNCLOSED = 'close it, or search the words as typed with text:"..." (a photo: image:"..." or --image)'
 """What an error about quotes ends with: the ways out of an ambiguous query (the line named none)."""
@@ -95,7 +99,7 @@ def _fail(query: str, pos: int, what: str, way_out: str = "") -> QueryError:
 
 def _is_operator(query: str, pos: int) -> bool:
     """A +/- followed by whitespace, a quote, a weight (`-2:cat`, as `-"cat"`), or the end of the query."""
-    if query[pos] not in "+-":
+    if query[pos] not in _SIGNS:
         return False
     after = pos + 1
     return (after == len(query) or query[after].isspace() or query[after] in _QUOTES
@@ -172,13 +176,13 @@ def parse_query(query: str, is_image: Callable[[str], bool] | None = None) -> li
         sign = 1.0
         arithmetic = bool(terms)  # an operator, a weight or a prefix before a quote: it quotes a term
         if terms:
-            if query[pos] not in "+-":
+            if query[pos] not in _SIGNS:
                 raise _fail(query, pos, "expected + or - between terms", _WAY_OUT)
-            sign = 1.0 if query[pos] == "+" else -1.0
+            sign = 1.0 if query[pos] in _PLUS else -1.0
             pos += 1
         elif _is_operator(query, pos):
             arithmetic = True
-            sign = 1.0 if query[pos] == "+" else -1.0
+            sign = 1.0 if query[pos] in _PLUS else -1.0
             pos += 1
         while pos < n and query[pos].isspace():
             pos += 1
