@@ -247,9 +247,9 @@ def test_index_rebuild_that_cannot_write_the_index_for_another_reason_fails_too(
     assert main(["index", "rebuild", "--library", str(library)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: could not write the index {library}/index/")
-    assert err[0].endswith(".faiss: the write failed (File exists); the index was not saved (searches still work "
-                           "meanwhile, each building it in memory): check the library folder and run `clipforge "
-                           "index rebuild` again")
+    assert err[0].endswith(f".faiss: {library}/index is a file where a folder is expected; the index was not saved "
+                           "(searches still work meanwhile, each building it in memory): move that file aside and run "
+                           "`clipforge index rebuild` again")
 
 
 def test_a_search_that_cannot_save_the_index_warns_and_answers(tmp_path, images_factory, tiny_encoder,
@@ -265,4 +265,5 @@ def test_a_search_that_cannot_save_the_index_warns_and_answers(tmp_path, images_
     assert len(hits) == 2
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warned) == 1 and warned[0].startswith(f"could not save index {library}/index/")
-    assert warned[0].endswith(".faiss (File exists); keeping it in memory only")
+    assert warned[0].endswith(f".faiss ({library}/index is a file where a folder is expected); keeping it in memory "
+                              "only")

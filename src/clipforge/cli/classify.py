@@ -59,8 +59,10 @@ def run(args: argparse.Namespace) -> int:
         figure_target,
         indistinct_notice,
         model_spec,
+        one_line,
     )
     from clipforge.errors import UsageError
+    from clipforge.library.dbfile import display_path, path_text
     from clipforge.zeroshot.files import classify_files, parse_labels, read_labels_file
     from clipforge.zeroshot.label_notices import label_notice
 
@@ -75,12 +77,15 @@ def run(args: argparse.Namespace) -> int:
         read_labels_file(args.labels_file), args)
     images = expand_images(args.images)  # before the model loads: a typo costs one line
     if args.plot:
-        args.plot = figure_target(args.plot, "classify.png", inputs=[*images, *filter(None, [args.labels_file])])
+        args.plot = figure_target(args.plot, "classify.png",
+                                  inputs=[*images.files, *filter(None, [args.labels_file])])
     device = str(resolve_device(args.device))
-    out = classify_files(images, labels, model_spec(args), templates=args.templates, top_k=args.top_k,
+    out = classify_files(images.files, labels, model_spec(args), templates=args.templates, top_k=args.top_k,
                          plot=args.plot, device=device, progress=not (args.json or args.quiet),
                          precision=args.precision, draft=not args.exact_decode, batch_size=args.batch_size,
                          workers=args.workers, max_pixels=args.max_pixels)
+    # a folder's FIFOs, sockets and device files, never opened: skipped and named as the unreadable files are
+    out["errors"] = [*({"image": path, "error": reason} for path, reason in images.rejected), *out["errors"]]
     # labels in a script the loaded model was not trained for (asked of the model, not of the --model string: a
     # checkpoint file's name says nothing of its language); after the model resolved; --quiet: none
     notice = out.pop("notice", None)
@@ -93,11 +98,12 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet and out.get("indistinct"):
         print(indistinct_notice(out["indistinct"], out["model"], out.get("context_length", 0), "labels"),
               file=sys.stderr)
-    if args.json:
-        print(json_text(out))
+    if args.json:  # names as `search --json` writes them: one that is not UTF-8 as b64:..., lossless
+        print(json_text({**out, "results": [{**r, "image": path_text(r["image"])} for r in out["results"]],
+                         "errors": [{**e, "image": path_text(e["image"])} for e in out["errors"]]}))
     else:
-        for result in out["results"]:
-            print(result["image"])
+        for result in out["results"]:  # as `search` prints names: one line each, nothing a terminal acts on
+            print(one_line(display_path(result["image"])))
             for name, p in zip(result["labels"], result["probabilities"], strict=True):
                 print(f"  {p:7.2%}  {name}")
         if out.get("note"):
@@ -105,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         if out.get("plot"):
             print(f"plot written to {out['plot']}")
     for error in out["errors"]:
-        print(f"skipped {error['image']}: {error['error']}", file=sys.stderr)
+        print(f"skipped {one_line(display_path(error['image']))}: {error['error']}", file=sys.stderr)
     if out["errors"] and not out["results"]:  # nothing could be read: a fixable error, status 2 as in `similarity`
         from clipforge.cli.main import report_error
 

@@ -12,7 +12,7 @@ import json
 import re
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 # clipforge.api's defaults, named here because importing it loads torch and `clipforge --help` must
 # stay fast (tests/core/test_cli_language.py keeps the two equal).
@@ -148,29 +148,60 @@ def check_local_inputs(args: argparse.Namespace) -> None:
             raise FileNotFoundError(f"{flag} {value}: shard {missing[0]!r} of the '::' list does not exist")
 
 
-def expand_images(paths: list[str]) -> list[str]:
+class ImageArguments(NamedTuple):
+    """`expand_images`' answer: `files` to read, and `rejected`: (path, reason) of the entries met in folder walks
+    that must never be opened (a FIFO, a socket, a device file named like a photo), with the reason `index add`
+    records for them ("not a regular file (a FIFO)"), for the command to count and name as skipped."""
+
+    files: list[str]
+    rejected: list[tuple[str, str]]
+
+
+def expand_images(paths: list[str]) -> ImageArguments:
     """Image arguments as the user gave them, with folders walked like `index add` walks them (image
     files, recursively, hidden ones skipped); FileNotFoundError names paths that do not exist and
-    folders without images, before any model is loaded."""
+    folders without images, before any model is loaded. The entries of a walk that are not regular files are
+    handed back as `rejected` (`scan_paths` sets them aside unread): they were dropped without a word, and a folder
+    holding only such entries was said to hold no image files."""
     import os
 
-    from clipforge.library.scan import discover_files
+    from clipforge.library.scan import scan_paths
 
     out: list[str] = []
+    rejected: list[tuple[str, str]] = []
     missing: list[str] = []
     for path in paths:
         if os.path.isdir(path):
-            found = discover_files([path], recursive=True)
-            if not found:
-                raise FileNotFoundError(f"folder {path} holds no image files")
-            out.extend(found)
+            found = scan_paths([path], recursive=True)
+            refused = [(name, reason) for name, _size, _mtime, reason in found.rejected]
+            if not found.files:
+                raise FileNotFoundError(_no_images(path, refused))
+            out.extend(found.files)
+            rejected.extend(refused)
         elif os.path.lexists(path):
             out.append(path)
         else:
             missing.append(path)
     if missing:
         raise FileNotFoundError(f"no such file or folder: {', '.join(missing)}")
-    return out
+    return ImageArguments(out, rejected)
+
+
+def _no_images(folder: str, refused: list[tuple[str, str]]) -> str:
+    """The error for a walked `folder` with no image file to read, naming the entries it holds that are not regular
+    files (the first three, by their names in the folder), if any."""
+    import os
+
+    from clipforge.library.dbfile import display_path
+    from clipforge.library.scan import normalise_path
+
+    shown = one_line(display_path(folder))
+    if not refused:
+        return f"folder {shown} holds no image files"
+    named = ", ".join(f"{one_line(display_path(os.path.relpath(name, normalise_path(folder))))} is {reason}"
+                      for name, reason in refused[:3])
+    more = f", and {len(refused) - 3} more" if len(refused) > 3 else ""
+    return f"folder {shown} holds no image file that can be read: {named}{more}"
 
 
 FIGURE_TARGET_HELP = ("never one of the input files; an existing file is replaced only when it is a figure "

@@ -44,7 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from clipforge.cli.common import expand_images, figure_target, indistinct_notice, load_cli_model, one_line
     from clipforge.data.files import with_max_pixels
-    from clipforge.library.dbfile import display_path
+    from clipforge.image import ImageLoadError
+    from clipforge.library.dbfile import display_path, path_text
     from clipforge.similarity import compute_similarity, plot_similarity
 
     if args.max_pixels is not None and args.max_pixels < 1:  # index add's words for its own --max-pixels
@@ -52,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
                          f"got {args.max_pixels}")
     if not args.images:
         raise ValueError(_no_images(args.text))
-    args.images = expand_images(args.images)  # before the model loads: a typo costs one line
+    images = expand_images(args.images)  # before the model loads: a typo costs one line
+    args.images = images.files
     if args.plot:
         args.plot = figure_target(args.plot, "similarity.png", inputs=args.images)
     loaded = load_cli_model(args)
@@ -61,7 +63,18 @@ def run(args: argparse.Namespace) -> int:
         preprocess = copy.copy(preprocess)
         preprocess.draft = False
     preprocess = with_max_pixels(preprocess, args.max_pixels)  # a copy when it changes the limit
-    table = compute_similarity(loaded.model, preprocess, args.images, args.text, precision=args.precision)
+    skipped = list(images.rejected)  # a folder's FIFOs, sockets and device files, never opened
+
+    def say_skipped() -> None:  # as `classify` says it: the table has no row for these
+        for path, reason in skipped:
+            print(f"skipped {one_line(display_path(path))}: {reason}", file=sys.stderr)
+
+    try:
+        table = compute_similarity(loaded.model, preprocess, args.images, args.text, precision=args.precision)
+    except ImageLoadError:  # none of the files read: the error names the first, after what was skipped unread
+        say_skipped()
+        raise
+    skipped += [(str(bad.path), bad.reason) for bad in table.skipped]
     from clipforge.text.families import same_after_cut
     from clipforge.zeroshot.languages import text_notices
 
@@ -76,13 +89,13 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet and (same := same_after_cut(loaded.tokenizer, {text: [text] for text in args.text})):
         print(indistinct_notice(same, loaded.name, context, "texts"), file=sys.stderr)
     plot = str(plot_similarity(table, None, args.plot)) if args.plot else None
-    for bad in table.skipped:  # as `classify` says it: the table has no row for these
-        print(f"skipped {one_line(display_path(str(bad.path)))}: {bad.reason}", file=sys.stderr)
-    if args.json:
-        print(json_text({"model": loaded.name, "weights": loaded.weights, "images": table.image_paths,
-                         "texts": table.texts, "probabilities": table.probabilities.tolist(),
-                         "cosine": table.cosine.tolist(), "plot": plot,
-                         "errors": [{"image": str(b.path), "error": b.reason} for b in table.skipped]}))
+    say_skipped()
+    if args.json:  # names as `search --json` writes them: one that is not UTF-8 as b64:..., lossless
+        print(json_text({"model": loaded.name, "weights": loaded.weights,
+                         "images": [path_text(path) for path in table.image_paths], "texts": table.texts,
+                         "probabilities": table.probabilities.tolist(), "cosine": table.cosine.tolist(),
+                         "plot": plot, "errors": [{"image": path_text(path), "error": reason}
+                                                  for path, reason in skipped]}))
         return 0
     print(table.format(shown=lambda name: one_line(display_path(name))))  # as `search` prints paths
     if plot:

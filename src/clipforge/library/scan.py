@@ -37,9 +37,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clipforge.data.regular import read_regular_file, special_kind
+from clipforge.library.dbfile import display_path
 from clipforge.library.scan_notices import (
     NotUtf8NamesNotice,
     UnreadablePhotosNotice,
+    _printable,
     is_utf8_name,
     not_utf8_sentence,
     unreadable_sentence,
@@ -282,10 +284,13 @@ def _notify(result: ScanResult) -> None:
 
 
 def _warn_unreadable(errors: list[OSError]) -> None:
-    """One warning naming the folders a walk could not list (the CLI prints it as one ``warning:`` line)."""
+    """One warning naming the folders a walk could not list (the CLI prints it as one ``warning:`` line). Names are
+    shown as the notices show them (`display_path`, control characters escaped): a folder named ``no\\nperm\\e[2J``
+    split the line and cleared the screen, and one that is not UTF-8 was printed as ``\\udcff``."""
     import warnings
 
-    shown = "; ".join(f"{err.filename} ({(err.strerror or str(err)).lower()})" for err in errors[:3])
+    shown = "; ".join(f"{_printable(display_path(os.fsdecode(err.filename or '')))} "
+                      f"({(err.strerror or str(err)).lower()})" for err in errors[:3])
     more = f" and {len(errors) - 3} more" if len(errors) > 3 else ""
     warnings.warn(f"skipped {len(errors)} folder(s) that could not be read, with whatever photos they hold: "
                   f"{shown}{more}", UserWarning, stacklevel=3)
