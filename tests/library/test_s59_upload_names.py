@@ -28,6 +28,12 @@ from clipforge.library.media import clean_upload_name
     ("a\u0338b\U0001F67Cc\u2E4Ad.png", "a_b_c_d"),  # review: combining long solidus, heavy and dotted solidus
     ("photo\u202egnp.exe", "photo_gnp"),  # bidi override
     ("家\u200d庭.jpg", "家_庭"),  # zero-width joiner: unseen in a name
+    ("a\u200d\U0001F468.png", "a_\U0001F468"),  # ...also before an emoji that follows no symbol
+    ("x\u200d.png", "x"),
+    # audit 63 (i18n #10): inside an emoji sequence a ZWJ is seen (one glyph): kept, not "_" splitting 👨‍👩‍👧 in three
+    ("cafe\u0301 \U0001F468\u200d\U0001F469\u200d\U0001F467.png", "caf\u00e9 \U0001F468\u200d\U0001F469\u200d\U0001F467"),
+    ("\U0001F3F3\ufe0f\u200d\U0001F308.png", "\U0001F3F3\ufe0f\u200d\U0001F308"),  # after a variation selector
+    ("\U0001F44D\U0001F3FD\u200d\U0001F468.png", "\U0001F44D\U0001F3FD\u200d\U0001F468"),  # after a skin tone
     ("\u3000全角空格\u3000.png", "全角空格"),  # only the ASCII space is kept
     ("x%0d%0aSet-Cookie: a=b.png", "x_0d_0aSet-Cookie_ a_b"),
     ("'quote\".png", "quote"),

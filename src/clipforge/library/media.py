@@ -198,6 +198,20 @@ def _kept(char: str) -> bool:
     return unicodedata.category(char)[0] in "LNMP" or unicodedata.category(char) in ("So", "Sc", "Sk")
 
 
+_ZWJ = "\u200d"
+
+
+def _joins_emoji(text: str, i: int) -> bool:
+    """Whether `text[i]` is a zero-width joiner inside an emoji sequence (👨‍👩‍👧: a symbol, its variation selector
+    or skin tone, then ZWJ, then a symbol): shown as one glyph, not hidden, so kept (it was ``_``, splitting a
+    family emoji into three). A ZWJ anywhere else is still replaced."""
+    if text[i] != _ZWJ or i == 0 or i + 1 >= len(text):
+        return False
+    before, after = text[i - 1], text[i + 1]
+    emoji_before = unicodedata.category(before) in ("So", "Sk") or before == "\ufe0f"
+    return emoji_before and unicodedata.category(after) == "So"
+
+
 def clean_upload_name(filename: str | None) -> str | None:
     """The stem of a client's file name, safe to keep as a file name: its last path component, NFC, the
     characters `_kept` allows (any other, such as controls, separators and ASCII quotes, as ``_``), no leading
@@ -207,7 +221,7 @@ def clean_upload_name(filename: str | None) -> str | None:
         return None
     name = unicodedata.normalize("NFC", str(filename).replace("\\", "/").rsplit("/", 1)[-1])
     stem = os.path.splitext(name)[0] if "." in name.lstrip(".") else name
-    stem = "".join(c if _kept(c) else "_" for c in stem)
+    stem = "".join(c if _kept(c) or _joins_emoji(stem, i) else "_" for i, c in enumerate(stem))
     stem = stem.strip(" ._")
     # whole characters within the byte budget (no surrogate is left to encode: they are not printable)
     stem = stem.encode("utf-8")[:_NAME_BYTES].decode("utf-8", "ignore")
