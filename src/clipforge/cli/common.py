@@ -308,10 +308,15 @@ def json_text(data: Any, indent: int | None = 2, **kwargs: Any) -> str:
     """One JSON document for stdout, every command alike: text in any script as it is ("一只猫", not
     "\\u4e00\\u53ea\\u732b"; `search`, `index`, `tag`, `embed` and `models` escaped it while `classify` and
     `eval` did not), except lone surrogates (a file name whose bytes are not UTF-8, kept by Python's
-    surrogateescape), which stay ``\\udcXX`` escapes as before: printed raw they cannot be encoded at all.
+    surrogateescape), which stay ``\\udcXX`` escapes as before: printed raw they cannot be encoded at all. On a
+    stdout that cannot show some character (its encoding is not UTF-8: `stdout_text`), JSON's own ``\\uXXXX``
+    escapes for everything beyond ASCII: the same values for a script, where printing failed and nothing was out.
     """
+    from clipforge.cli.stdout_text import stdout_shows
+
     text = json.dumps(data, indent=indent, ensure_ascii=False, **kwargs)
-    return _LONE_SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+    text = _LONE_SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+    return text if stdout_shows(text) else json.dumps(data, indent=indent, ensure_ascii=True, **kwargs)
 
 
 def indistinct_notice(sets: list[list[str]], model: str, context: int, what: str) -> str:

@@ -32,7 +32,7 @@ from typing import NoReturn, TextIO
 
 import clipforge.cli as cli_package
 
-_NOT_COMMANDS = {"main", "common"}
+_NOT_COMMANDS = {"main", "common", "stdout_text"}
 
 # Top-level import names of the optional extras in pyproject.toml, and the extra that installs each.
 EXTRA_OF_MODULE: dict[str, str] = {
@@ -151,12 +151,17 @@ def main(argv: Sequence[str] | None = None, *, decode_ahead: bool = False) -> in
         parser.print_help()
         return 0 if args.command is None else 2
     ahead = _decode_ahead(args) if decode_ahead else None
+    from clipforge.cli.stdout_text import escape_unshowable_characters, escaped_notice
     from clipforge.errors import Notice  # a floor module of the standard library only
+
+    escape_unshowable_characters()  # a stdout that is not UTF-8: results escaped, never lost (`stdout_text`)
 
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
         warnings.simplefilter("ignore" if getattr(args, "quiet", False) else "always", Notice)  # --quiet: none
         code = _run(args)
+    if (notice := escaped_notice()) is not None and not getattr(args, "quiet", False):
+        print(notice, file=sys.stderr)
     if ahead is not None:
         _remember_preprocess(ahead)
     return code
