@@ -7,10 +7,15 @@ uses O_NONBLOCK and the type is checked on the open descriptor, so the check and
 the same file. A size bound is checked on that descriptor too, before anything is read: a 2 GB
 sparse file named ``x.jpg`` cost 4.4 GB of memory to index, and an indexed photo swapped for one
 cost every anonymous request for it 2 GB before the size check refused it.
+
+A socket cannot be opened at all (ENXIO, "No such device or address"): that refusal is reworded from the
+path's type too, so a socket is "not a regular file (a socket)" like the others. The image loader
+(`clipforge.image.loading`) reads every path it is given here, so `eval` and `load_image` say the same.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from typing import BinaryIO
@@ -24,12 +29,14 @@ _KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR,
 
 
 class NotRegularFileError(UserError, ValueError):
-    """`path` is a FIFO, socket, device or folder; `reason` says which ("not a regular file (a FIFO)")."""
+    """`path` is a FIFO, socket, device or folder; `reason` says which ("not a regular file (a FIFO)"), `kind`
+    what it is ("a FIFO", as `special_kind` says; None when not known) for a reader that words a folder its own way."""
 
-    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+    def __init__(self, path: str | os.PathLike[str], reason: str, kind: str | None = None) -> None:
         super().__init__(f"{os.fspath(path)} is {reason}")
         self.path = os.fspath(path)
         self.reason = reason
+        self.kind = kind
 
 
 class FileTooLargeError(UserError, ValueError):
@@ -56,22 +63,42 @@ def read_regular_file(path: str | os.PathLike[str], max_bytes: int | None = None
     """The bytes of `path`; `NotRegularFileError` for anything but a regular file, `FileTooLargeError` for
     one over `max_bytes` (its size on the open descriptor, and what is read: a file growing meanwhile is
     refused too), OSError as usual."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    with open(path, "rb", opener=_open_regular) as f:  # through `open`: a refusal simulated there reaches it too
+        size = os.fstat(f.fileno()).st_size
+        if max_bytes is not None and size > max_bytes:
+            raise FileTooLargeError(path, size, max_bytes)
+        if max_bytes is None:
+            return f.read()
+        return _read_at_most(f, size, max_bytes, path)
+
+
+def _open_regular(path: str | bytes, flags: int) -> int:
+    """The `open` opener of `read_regular_file`: O_NONBLOCK (a FIFO's open returns at once), and the type
+    checked on the descriptor before anything reads from it."""
     try:
-        info = os.fstat(fd)
-        kind = special_kind(info.st_mode)
+        fd = os.open(path, flags | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # a socket (or a device without its driver) cannot be opened: say which
+            _refuse_special(path, exc)
+        raise
+    try:
+        kind = special_kind(os.fstat(fd).st_mode)
         if kind is not None:
-            raise NotRegularFileError(path, f"not a regular file ({kind})")
-        if max_bytes is not None and info.st_size > max_bytes:
-            raise FileTooLargeError(path, info.st_size, max_bytes)
-        with os.fdopen(fd, "rb") as f:
-            fd = -1  # the file object owns it now
-            if max_bytes is None:
-                return f.read()
-            return _read_at_most(f, info.st_size, max_bytes, path)
-    finally:
-        if fd >= 0:
-            os.close(fd)
+            raise NotRegularFileError(path, f"not a regular file ({kind})", kind)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _refuse_special(path: str | bytes, cause: OSError) -> None:
+    """NotRegularFileError when `path` is no regular file (its type from a stat: it was not opened)."""
+    try:
+        kind = special_kind(os.stat(path).st_mode)
+    except OSError:
+        return
+    if kind is not None:
+        raise NotRegularFileError(path, f"not a regular file ({kind})", kind) from cause
 
 
 def _read_at_most(f: BinaryIO, expected: int, max_bytes: int, path: str | os.PathLike[str]) -> bytes:

@@ -7,6 +7,13 @@ count bad files by `ImageLoadError.reason` instead of crashing on the first one.
 The pixel limit is our own `max_pixels` argument, never Pillow's process-wide
 ``Image.MAX_IMAGE_PIXELS``: whatever another library set that global to, the same file loads (or
 is refused) the same way here.
+
+A path is read as every reader of user files reads one, `data.regular.read_regular_file` (opened without
+blocking, its type and size checked on the open descriptor, the read bounded), and Pillow decodes those
+bytes: no open of it by name can block or be raced (audit 63: it was stat-ed, then opened by name up to three
+times, so a file swapped for a FIFO meanwhile hung `eval` for ever, and a FIFO, a socket or a device was
+"file is empty (0 bytes)"). Pillow no longer memory-maps an uncompressed file: its map reopened the file by
+name, and a file truncated under a map kills the process (SIGBUS).
 """
 
 from __future__ import annotations
@@ -14,7 +21,6 @@ from __future__ import annotations
 import io
 import math
 import os
-import stat
 import threading
 import warnings
 from dataclasses import dataclass
@@ -23,6 +29,7 @@ from typing import IO
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from clipforge.data.regular import FileTooLargeError, NotRegularFileError, read_regular_file
 from clipforge.errors import UserError
 from clipforge.image import netpbm
 from clipforge.image.costly import source_refusal
@@ -101,22 +108,23 @@ def _fail(label: str, reason: str) -> ImageLoadError:
     return ImageLoadError(f"cannot load image {label}: {reason}", path=label, reason=reason)
 
 
-def _check_path(path: str, label: str) -> None:
+def _read_path(path: str, label: str) -> io.BytesIO:
+    """The file's bytes, read as `read_regular_file` reads (a FIFO, socket or device refused by its type, never
+    waited for; a file over `MAX_IMAGE_FILE_BYTES` refused before a byte is read), as a stream for Pillow."""
     try:
-        info = os.stat(path)
+        return io.BytesIO(read_regular_file(path, MAX_IMAGE_FILE_BYTES))
+    except NotRegularFileError as exc:
+        raise _fail(label, "is a directory, not an image file" if exc.kind == "a directory" else exc.reason) from None
+    except FileTooLargeError as exc:
+        raise _fail(label, exc.reason) from None
     except FileNotFoundError:
         raise _fail(label, "file not found") from None
     except PermissionError:
         raise _fail(label, "permission denied") from None
+    except IsADirectoryError:
+        raise _fail(label, "is a directory, not an image file") from None
     except OSError as exc:
         raise _fail(label, f"cannot access file ({exc.strerror or exc})") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise _fail(label, "is a directory, not an image file")
-    if info.st_size == 0:
-        raise _fail(label, "file is empty (0 bytes)")
-    if info.st_size > MAX_IMAGE_FILE_BYTES:  # its checks read it whole: refused before a byte is read
-        raise _fail(label, f"file is {info.st_size / 1e6:,.1f} MB, larger than the {MAX_IMAGE_FILE_BYTES / 1e6:,.1f} MB "
-                           "read at most")
 
 
 def _check_stream(stream: IO[bytes], label: str) -> None:
@@ -137,16 +145,12 @@ _ARCHIVES = ((b"PK\x03\x04", "a zip archive"), (b"PK\x05\x06", "a zip archive"),
              (b"\xfd7zXZ\x00", "an xz file"), (b"\x28\xb5\x2f\xfd", "a zstd file"))
 
 
-def _unrecognised(source: str | IO[bytes], start: int) -> str:
+def _unrecognised(source: IO[bytes], start: int) -> str:
     """Why Pillow knew no format: an archive is said as one (a webdataset shard or a zip of photos handed to
     `embed` or `index add` read as "unrecognised"), since unpacking it is what to do."""
     try:
-        if isinstance(source, str):
-            with open(source, "rb") as f:
-                head = f.read(262)
-        else:
-            source.seek(start)
-            head = source.read(262)
+        source.seek(start)
+        head = source.read(262)
     except (OSError, ValueError):
         head = b""
     kind = next((name for magic, name in _ARCHIVES if head.startswith(magic)), None)
@@ -164,10 +168,10 @@ def _seekable(stream: IO[bytes]) -> bool:
         return False
 
 
-def _pil_open(source: str | IO[bytes]) -> Image.Image:
+def _pil_open(source: IO[bytes]) -> Image.Image:
     """`_open_photo` with Pillow's global bomb check neutralised: warnings silenced, and a refusal
     retried with the global lifted (under a lock; header parsing only) so `max_pixels` decides."""
-    start = source.tell() if not isinstance(source, str) and source.seekable() else None
+    start = source.tell() if source.seekable() else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
@@ -184,7 +188,7 @@ def _pil_open(source: str | IO[bytes]) -> Image.Image:
                     Image.MAX_IMAGE_PIXELS = saved
 
 
-def _open_photo(source: str | IO[bytes], start: int | None) -> Image.Image:
+def _open_photo(source: IO[bytes], start: int | None) -> Image.Image:
     """``Image.open`` trying the photo formats' openers only (`formats.PHOTO_FORMATS`): those registered first,
     then, for a file none of them knows, every photo opener once Pillow has imported all its plugins."""
     try:
@@ -197,20 +201,15 @@ def _open_photo(source: str | IO[bytes], start: int | None) -> Image.Image:
     return Image.open(source, formats=photo_formats())
 
 
-def _open(source: ImageSource, label: str) -> Image.Image:
-    if isinstance(source, (str, os.PathLike)):
-        path = os.fspath(source)
-        _check_path(path, label)
-        opened: str | IO[bytes] = path
-    else:
-        opened = io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray)) else source
-        if not _seekable(opened):  # read whole, as Pillow would, so its structure can be checked first
-            opened = io.BytesIO(opened.read())
-        _check_stream(opened, label)
+def _open(source: bytes | bytearray | IO[bytes], label: str) -> Image.Image:
+    opened = io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray)) else source
+    if not _seekable(opened):  # read whole, as Pillow would, so its structure can be checked first
+        opened = io.BytesIO(opened.read())
+    _check_stream(opened, label)
     refused = source_refusal(opened)  # crafted to cost minutes (`costly`): refused before Pillow parses it
     if refused is not None:
         raise _fail(label, refused)
-    start = 0 if isinstance(opened, str) else opened.tell()
+    start = opened.tell()
     try:
         return _pil_open(opened)
     except UnidentifiedImageError:
@@ -243,6 +242,19 @@ def decode_image(
 ) -> Decoded:
     """`load_image` that also reports the draft geometry (see `Decoded`); used by `Preprocess.load`."""
     label = _label(source)
+    if isinstance(source, (str, os.PathLike)):
+        with _read_path(os.fspath(source), label) as stream:  # closed once decoded: no image keeps the file's bytes
+            return _decode(stream, label, max_pixels, draft_size, alpha_background)
+    return _decode(source, label, max_pixels, draft_size, alpha_background)
+
+
+def _decode(
+    source: bytes | bytearray | IO[bytes],
+    label: str,
+    max_pixels: int | None,
+    draft_size: int | None,
+    alpha_background: tuple[int, int, int] | None,
+) -> Decoded:
     image = _open(source, label)
     try:
         return _decode_opened(image, label, max_pixels, draft_size, alpha_background)
@@ -329,7 +341,9 @@ def load_image(
       properly) - several times faster for camera photos. Other formats are never drafted.
 
     Raises `ImageLoadError` (a ValueError) naming the file and the reason: file not found,
-    permission denied, empty file, not an image, truncated or corrupt data, too many pixels.
+    permission denied, empty file, "not a regular file (a FIFO)" (a socket, a device: a path is read
+    as `data.regular.read_regular_file` reads, never waiting on one), not an image, truncated or
+    corrupt data, too many pixels.
     A file object's ``name`` attribute, when present, is used as its label in messages.
     Truncated files are refused unless Pillow's ``ImageFile.LOAD_TRUNCATED_IMAGES`` is set.
     """
