@@ -18,7 +18,7 @@ LAYERS: dict[str, int] = {
     "data": 3,
     "inference": 2,
     "models": 1, "text": 1, "image": 1, "weights": 1,
-    "atomic": 0, "disk_full": 0, "figures": 0, "errors": 0, "pretrained": 0, "_lazy": 0, "cores": 0,
+    "atomic": 0, "disk_full": 0, "regular_file": 0, "figures": 0, "errors": 0, "pretrained": 0, "_lazy": 0, "cores": 0,
 }
 
 

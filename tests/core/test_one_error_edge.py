@@ -18,13 +18,13 @@ EDGE = {"cli/main.py", "__main__.py"}  # the edge itself, and `python -m clipfor
 def _family() -> list[tuple[type, type]]:
     """(error class, the base class callers caught before it joined the family)."""
     from clipforge.data.base import DatasetFormatError, DatasetLayoutError
-    from clipforge.data.regular import NotRegularFileError
     from clipforge.image.loading import ImageLoadError
     from clipforge.inference.precision import Bf16UnsupportedError
     from clipforge.library.library import ModelMismatchError
     from clipforge.library.query import QueryError
     from clipforge.library.schema import SchemaError
     from clipforge.models.validate import ConfigError
+    from clipforge.regular_file import NotRegularFileError
     from clipforge.server.runner import ServeError
     from clipforge.text.tokenizer import TextTooLongError
     from clipforge.train.config import TrainConfigError

@@ -1,4 +1,4 @@
-"""The image loader reads a path through `data.regular.read_regular_file` (audit 63, findings 2 and 3).
+"""The image loader reads a path through `regular_file.read_regular_file` (audit 63, findings 2 and 3).
 
 It used to `os.stat` the path and then open it by name with a blocking open (up to three times: the costly-file
 check, Pillow, Pillow's memory map): a file swapped for a FIFO in between hung `eval` (every folder dataset,

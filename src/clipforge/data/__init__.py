@@ -6,8 +6,8 @@ Training datasets yield `(image, token_ids)`. Bad images never crash a loader: t
 as `BadImage` and `make_loader`'s `skip_bad_collate` drops and reports them per batch
 (`Batch(images, labels, indices, errors)`); `BadSampleLog` tallies them for reports.
 
-The names below are imported on first use (PEP 562), so ``import clipforge.data.regular`` or
-`clipforge.data.prefetch` does not load torch: a command's decoding starts while torch is still importing.
+The names below are imported on first use (PEP 562), so ``import clipforge.data.prefetch``
+does not load torch: a command's decoding starts while torch is still importing.
 """
 
 from __future__ import annotations

@@ -24,8 +24,7 @@ from pathlib import Path
 from PIL import Image
 
 from clipforge.image.loading import MAX_IMAGE_FILE_BYTES
-
-from .regular import file_size_text
+from clipforge.regular_file import file_size_text
 
 __all__ = ["MAX_MEMBER_BYTES", "ZipReader", "load_bytes", "load_path"]
 

@@ -19,11 +19,11 @@ import numpy as np
 from PIL import Image
 
 from clipforge.image.loading import MAX_IMAGE_FILE_BYTES
+from clipforge.regular_file import file_size_text
 
 from .base import DatasetFormatError, DatasetLayoutError, LabelledDataset
 from .inmemory import ArrayDataset
 from .native import find_base, read_lines, split_choice
-from .regular import file_size_text
 
 __all__ = ["FER2013", "MNIST", "PCam", "STL10", "read_idx"]
 

@@ -21,9 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from clipforge.regular_file import special_kind
+
 from .base import DatasetFormatError, DatasetLayoutError, LabelledDataset
 from .flickr_text import FLICKR8K_IMAGE_DIRS, is_token_file, read_token_file
-from .regular import special_kind
 
 __all__ = ["CAPTION_LAYOUT", "MAX_CAPTION", "CaptionDataset", "CaptionTable", "read_caption_csv"]
 

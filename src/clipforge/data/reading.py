@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from clipforge.image.loading import MAX_IMAGE_FILE_BYTES
+from clipforge.regular_file import FileTooLargeError, NotRegularFileError, read_regular_file
 
 from .bad import DECODE_ERRORS, BadImage, error_reason
-from .regular import FileTooLargeError, NotRegularFileError, read_regular_file
 
 __all__ = ["DecodedFile", "decode_crop", "read_file"]
 

@@ -8,7 +8,7 @@ The pixel limit is our own `max_pixels` argument, never Pillow's process-wide
 ``Image.MAX_IMAGE_PIXELS``: whatever another library set that global to, the same file loads (or
 is refused) the same way here.
 
-A path is read as every reader of user files reads one, `data.regular.read_regular_file` (opened without
+A path is read as every reader of user files reads one, `regular_file.read_regular_file` (opened without
 blocking, its type and size checked on the open descriptor, the read bounded), and Pillow decodes those
 bytes: no open of it by name can block or be raced (audit 63: it was stat-ed, then opened by name up to three
 times, so a file swapped for a FIFO meanwhile hung `eval` for ever, and a FIFO, a socket or a device was
@@ -29,19 +29,19 @@ from typing import IO
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from clipforge.data.regular import FileTooLargeError, NotRegularFileError, read_regular_file
 from clipforge.errors import UserError
 from clipforge.image import netpbm
 from clipforge.image.costly import source_refusal
 from clipforge.image.formats import photo_formats
 from clipforge.image.geometry import exif_orientation, orientation_transpose, transpose_box, transposed_size
 from clipforge.image.modes import to_rgb
+from clipforge.regular_file import FileTooLargeError, NotRegularFileError, read_regular_file
 
 __all__ = ["DEFAULT_MAX_PIXELS", "MAX_IMAGE_FILE_BYTES", "DRAFT_MARGIN", "Decoded", "ImageLoadError", "ImageSource", "decode_image", "load_image"]
 
 MAX_IMAGE_FILE_BYTES = 1 << 30
 """Largest image file read (1 GiB): an uncompressed 16-bit RGB photo at the default pixel cap is 1.07 GB, a
-compressed one far less. Readers refuse a bigger file before reading a byte of it (`data.regular`: a 2 GB
+compressed one far less. Readers refuse a bigger file before reading a byte of it (`regular_file`: a 2 GB
 sparse file named ``x.jpg`` cost 4.4 GB of memory to index)."""
 
 # Pillow's own hard limit with its default settings (2 * 89,478,485): ~179 megapixels, ~540 MB as RGB.
@@ -342,7 +342,7 @@ def load_image(
 
     Raises `ImageLoadError` (a ValueError) naming the file and the reason: file not found,
     permission denied, empty file, "not a regular file (a FIFO)" (a socket, a device: a path is read
-    as `data.regular.read_regular_file` reads, never waiting on one), not an image, truncated or
+    as `regular_file.read_regular_file` reads, never waiting on one), not an image, truncated or
     corrupt data, too many pixels.
     A file object's ``name`` attribute, when present, is used as its label in messages.
     Truncated files are refused unless Pillow's ``ImageFile.LOAD_TRUNCATED_IMAGES`` is set.

@@ -200,8 +200,8 @@ def _same_bytes(path: str, sha256: str) -> bool:
     """Whether `path` holds now the bytes whose sha256 was recorded: read as the embedding reads it
     (`clipforge.data.reading.read_file`: never blocking on a FIFO, at most `MAX_IMAGE_FILE_BYTES`) and
     hashed as it hashes them; a file that cannot be read so holds no provable bytes."""
-    from clipforge.data.regular import read_regular_file
     from clipforge.image.loading import MAX_IMAGE_FILE_BYTES
+    from clipforge.regular_file import read_regular_file
 
     try:
         data = read_regular_file(path, MAX_IMAGE_FILE_BYTES)

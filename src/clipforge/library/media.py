@@ -34,11 +34,11 @@ from collections import OrderedDict
 from pathlib import Path
 
 from clipforge.atomic import write_bytes_atomic
-from clipforge.data.regular import FileTooLargeError, read_regular_file
 from clipforge.library.dbfile import not_writable
 from clipforge.library.paths import LibraryPaths
 from clipforge.library.store import ImageRecord
 from clipforge.library.thumbs import thumb_cache
+from clipforge.regular_file import FileTooLargeError, read_regular_file
 
 __all__ = ["THUMB_SIZES", "ChangedFileError", "clean_upload_name", "forget_verified", "image_bytes", "read_original",
            "store_upload", "thumbnail_bytes"]

@@ -36,7 +36,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clipforge.data.regular import read_regular_file, special_kind
 from clipforge.library.dbfile import display_path
 from clipforge.library.scan_notices import (
     NotUtf8NamesNotice,
@@ -46,6 +45,7 @@ from clipforge.library.scan_notices import (
     not_utf8_sentence,
     unreadable_sentence,
 )
+from clipforge.regular_file import read_regular_file, special_kind
 
 __all__ = ["SKIPPED_FOLDERS", "FolderFilter", "ScanResult", "skipped_folder_of", "discover_files", "file_identity", "folders_of", "is_under",
            "normalise_path", "read_regular_file", "scan_paths"]

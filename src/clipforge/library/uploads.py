@@ -154,7 +154,7 @@ def copy_upload(record: ImageRecord, paths: LibraryPaths) -> str | None:
     import hashlib
 
     from clipforge.atomic import write_bytes_atomic
-    from clipforge.data.regular import read_regular_file
+    from clipforge.regular_file import read_regular_file
 
     tail = upload_tail(record.path, record.sha256) if record.status == "ok" else None
     if tail is None:
