@@ -2,7 +2,8 @@
 
 The router is also the contract: every operation declares its parameters with their bounds,
 its request bodies (JSON and form, from `bodies`), each status code it can answer with the
-`{"error", "detail"}` schema, and its success schema, so `/openapi.json` says exactly what the
+`{"error", "detail"}` schema (its own, and those of the layers in front of it and of the turn it takes:
+`schemas.error_responses`), and its success schema, so `/openapi.json` says exactly what the
 server accepts and returns. Sync library calls (model inference, SQLite, JPEG encoding) run
 in the threadpool so the event loop keeps serving; model work and the decoding of a request's
 image run there in the client's turn (`fair.FairGate`). Methods a path does not list answer 405
@@ -35,19 +36,6 @@ from clipforge.server.uploads import client_file_name, sniff_image
 
 __all__ = ["build_router"]
 
-_WHY = {
-    400: "malformed request (an id that is not a positive integer, an unreadable body or form)",
-    401: "missing or wrong token",
-    403: "the library is read-only (its folder or disk cannot be written)",
-    404: "no image with this id, or its file is gone",
-    405: "method not allowed here (the Allow header lists the allowed ones)",
-    413: "file, body or pixel count over the limit",
-    429: "too many of this client's requests are running or waiting",
-    415: "not an image, or a body type this route does not take",
-    422: "a field is missing, has the wrong type, or is out of bounds",
-    503: "timed out",
-    507: "the library's disk is full: nothing was added",
-}
 # Kept by the browser, asked again each time (a 304 when its ETag, the content's sha256, still holds): an id can
 # be given to another photo after `index remove`, and an hour's unasked copy showed the old one.
 _IMAGE_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "private, no-cache"}
@@ -94,16 +82,19 @@ def _bytes_response(data: bytes, mime: str, tag: str, release: Callable[[], None
     return response
 
 
-def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    out: dict[int | str, dict[str, Any]] = {}
-    for code in (*codes, 405):
-        entry: dict[str, Any] = {"model": schemas.ErrorOut, "description": _WHY[code]}
-        if code == 405:
-            entry["headers"] = {
-                "Allow": {"description": "the methods this path allows", "schema": {"type": "string"}}
-            }
-        out[code] = entry
-    return out
+_errors = schemas.error_responses
+_REFUSED = (400, "a refusal from the library, named after its error class (e.g. `query_error`, `template_error`)")
+_BAD_ID = (400, "an image id that is not a positive integer (`invalid_id`)")
+_NO_IMAGE = (404, "no image with this id, or its file is gone")
+_SENDING = (429, "the answers being sent to this address hold more than its share of bytes (`too_many_requests`)")
+
+
+def _token(auth: list[Any]) -> list[tuple[int, str]]:
+    """A token's refusals, declared only when the server has a token (`security.TokenChecker`)."""
+    if not auth:
+        return []
+    return [(401, "missing or wrong token"),
+            (429, "too many wrong tokens from this address: it is locked out for a while (`too_many_requests`)")]
 
 
 def _prefix(request: Request) -> str:
@@ -158,7 +149,7 @@ def build_router(service: LibraryService) -> APIRouter:
         # The body has been read: `receive` now only completes when the client disconnects.
         return await (gate or service.gate).run(client, fn, *args, left=request.receive)
 
-    @router.get("/healthz", response_model=schemas.HealthOut, responses=_errors(), tags=["server"])
+    @router.get("/healthz", response_model=schemas.HealthOut, responses=_errors("GET", "/healthz"), tags=["server"])
     def healthz() -> schemas.HealthOut:
         """Liveness: the model is loaded and the server answers."""
         return schemas.HealthOut(
@@ -171,7 +162,8 @@ def build_router(service: LibraryService) -> APIRouter:
     @router.post(
         "/api/search",
         response_model=schemas.SearchOut,
-        responses=_errors(400, 413, 415, 422, 429, 503),
+        responses=_errors("POST", "/api/search", _REFUSED, (400, "nothing to search for once the text is cleaned "
+                          "(`empty_query`)"), body=True, gate=service.gate),
         tags=["search"],
         openapi_extra={"requestBody": bodies.search.openapi()},
     )
@@ -207,7 +199,9 @@ def build_router(service: LibraryService) -> APIRouter:
     @router.post(
         "/api/classify",
         response_model=schemas.ClassifyOut,
-        responses=_errors(400, 413, 415, 422, 429, 503),
+        responses=_errors("POST", "/api/classify", _REFUSED, (400, "no label left once the labels are cleaned "
+                          "(`no_labels`)"), (413, "more prompts (labels × templates) than a classify may encode "
+                          "(`too_many_prompts`)"), body=True, gate=service.gate),
         tags=["classify"],
         openapi_extra={"requestBody": bodies.classify.openapi()},
     )
@@ -240,7 +234,11 @@ def build_router(service: LibraryService) -> APIRouter:
         )
 
     @router.get(
-        "/api/images", response_model=schemas.ImageListOut, responses=_errors(400, 422, 503), tags=["images"]
+        "/api/images",
+        response_model=schemas.ImageListOut,
+        responses=_errors("GET", "/api/images", (422, "`limit` or `offset` is not an integer in its bounds"),
+                          gate=service.pages),
+        tags=["images"],
     )
     async def list_images(
         request: Request,
@@ -267,7 +265,9 @@ def build_router(service: LibraryService) -> APIRouter:
                 "model": schemas.UploadOut,
                 "description": "these bytes were already in the library: the existing image",
             },
-            **_errors(400, *([401] if auth else []), 403, 413, 415, 422, 429, 503, 507),
+            **_errors("POST", "/api/images", *_token(auth), (403, "the library is read-only (its folder or disk "
+                      "cannot be written)"), (503, "another process is writing the library (`library_busy`)"),
+                      (507, "the library's disk is full: nothing was added"), body=True, gate=service.gate),
         },
         tags=["images"],
         dependencies=auth,
@@ -305,9 +305,11 @@ def build_router(service: LibraryService) -> APIRouter:
         responses={
             200: {"description": "the original file", "content": image_types},
             304: _NOT_MODIFIED,
-            **_errors(400, 404, 422, 429, 503),
+            # a 422 is never sent here (a malformed id is a 400): listed so FastAPI adds no 422 of another shape
+            **_errors("GET", "/api/images/{image_id}", _BAD_ID, _NO_IMAGE, _SENDING,
+                      (422, "not sent here: a malformed id is a 400"), gate=service.reads),
         },
-    )  # 422 never happens here; listed so FastAPI adds no other
+    )
     async def get_image(request: Request, image_id: ImageId) -> Response:
         """The original file of an image, by id (its type is sniffed from its bytes)."""
         data, mime, tag = await in_turn(
@@ -327,7 +329,8 @@ def build_router(service: LibraryService) -> APIRouter:
                 "content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}},
             },
             304: _NOT_MODIFIED,
-            **_errors(400, 404, 422, 429, 503),
+            **_errors("GET", "/api/images/{image_id}/thumb", _BAD_ID, _NO_IMAGE, _SENDING,
+                      (422, "`size` is not an integer in its bounds"), gate=service.reads),
         },
     )
     async def get_thumbnail(
@@ -352,7 +355,12 @@ def build_router(service: LibraryService) -> APIRouter:
             data, "image/jpeg", tag, service.sending.hold(client_host(request.scope), len(data))
         )
 
-    @router.get("/api/stats", response_model=schemas.StatsOut, responses=_errors(503), tags=["server"])
+    @router.get(
+        "/api/stats",
+        response_model=schemas.StatsOut,
+        responses=_errors("GET", "/api/stats", gate=service.pages),
+        tags=["server"],
+    )
     async def stats(request: Request) -> dict[str, Any]:
         """Counts, model, index state, tags, recent failures and this server's limits."""
         return await in_turn(request, service.stats, gate=service.pages)  # counts scan the library's tables

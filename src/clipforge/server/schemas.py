@@ -12,9 +12,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from clipforge.library.dbfile import display_path
+from clipforge.server.origins import SAFE_METHODS
 
 __all__ = ["ClassifyOut", "ErrorOut", "HealthOut", "ImageListOut", "ImageOut", "LabelProbability", "SearchHitOut",
-           "SearchOut", "StatsOut", "TagOut", "UploadOut", "image_out", "hit_out"]
+           "SearchOut", "StatsOut", "TagOut", "UploadOut", "error_responses", "image_out", "hit_out"]
 
 
 class ErrorOut(BaseModel):
@@ -23,6 +24,71 @@ class ErrorOut(BaseModel):
     model_config = ConfigDict(extra="forbid")
     error: str = Field(description="short stable code, e.g. not_an_image, payload_too_large, unauthorized")
     detail: str = Field(description="what was wrong, for people")
+
+
+# Why an operation may answer each error status, by the layer that sends it (`app.create_app` stacks them); an
+# operation's declared errors are put together from what it does (`error_responses`), so `/openapi.json` lists the
+# answers of the layers in front of a route as well as its own: a listing's 429 and a body's 408 were sent and
+# never declared, and a generated client had no branch for them.
+_ANY_REQUEST = (  # `origins.BrowserOriginMiddleware`, `middleware.BodyLimitMiddleware`, `not_here`
+    (400, "a Host name this server does not answer to (`host_not_allowed`), or a Content-Length that is not a number"),
+    (405, "method not allowed here (the Allow header lists the allowed ones)"),
+)
+_BROWSER_WRITE = (  # `origins`: a method other than its SAFE_METHODS
+    (403, "a page of another site sent it from a browser (`cross_site_request`)"),
+)
+_BODY = (  # `body_parsing.parse_body`, and `middleware.BodyLimitMiddleware` while the body arrives
+    (400, "a multipart body whose framing cannot be read (its boundary, closing line or parts), or an empty image "
+          "file (`empty_file`)"),
+    (408, "the request body stopped arriving, or came too slowly (`request_timeout`)"),
+    (413, "the body, a file in it or an image's pixel count is over its limit"),
+    (415, "a body type this route does not take, a compressed body (any Content-Encoding but identity), or a file "
+          "that is not an image in an accepted format"),
+    (422, "the body is not valid JSON or not a JSON object, a field is missing, mistyped or out of bounds, or an "
+          "image cannot be decoded"),
+    (429, "this address's request bodies being read or answered are over its share (`too_many_requests`)"),
+    (503, "the request bodies this server is reading or answering are over its limit"),
+)
+_UNDER_API = (  # `request_time.TimeoutMiddleware` (under /api/), and the library's store
+    (503, "the request took longer than the time limit (`timeout`), or the library's store cannot serve it"),
+)
+_NOT_A_READ = (  # `request_time.StoppingMiddleware` (any method but GET and HEAD)
+    (503, "the server is stopping (`server_stopping`)"),
+)
+_RETRY_AFTER = {"description": "whole seconds to wait before asking again", "schema": {"type": "integer", "minimum": 1}}
+_ALLOW = {"description": "the methods this path allows", "schema": {"type": "string"}}
+
+
+def error_responses(method: str, path: str, *own: tuple[int, str], body: bool = False,
+                    gate: Any = None) -> dict[int | str, dict[str, Any]]:
+    """The error answers `method path` declares (FastAPI's `responses`): the route's `own` (status, why) and those of
+    the layers in front of it: every request's (a Host, a 405), a browser write's (any method not in
+    `origins.SAFE_METHODS`), a request body's (`body`: the operation reads one), the time limit's under /api/, and
+    `gate`'s 429 (the `fair.FairGate` the route takes its turn in, named by its own words) with `Retry-After`."""
+    reasons = [*_ANY_REQUEST, *own]
+    if method.upper() not in SAFE_METHODS:
+        reasons += _BROWSER_WRITE
+    if body:
+        reasons += _BODY
+    if path.startswith("/api/"):
+        reasons += _UNDER_API
+    if method.upper() not in ("GET", "HEAD"):
+        reasons += _NOT_A_READ
+    if gate is not None:
+        reasons.append((429, f"too many {gate.what} of this client are running or waiting (at most {gate.per_client}; "
+                             f"`too_many_requests`)"))
+    out: dict[int | str, dict[str, Any]] = {}
+    for status, why in sorted(reasons, key=lambda reason: reason[0]):
+        entry = out.setdefault(status, {"model": ErrorOut, "description": why})
+        if why not in entry["description"]:
+            entry["description"] += f"; {why}"
+    if 405 in out:
+        out[405]["headers"] = {"Allow": _ALLOW}
+    if 429 in out:  # every 429 says when to come back (`errors.with_retry_after`)
+        out[429]["headers"] = {"Retry-After": {**_RETRY_AFTER, "required": True}}
+    if 503 in out:  # where the wait is known: a store reconnecting, the server's share of bodies, its stop
+        out[503]["headers"] = {"Retry-After": {**_RETRY_AFTER, "required": False}}
+    return out
 
 
 class TagOut(BaseModel):
