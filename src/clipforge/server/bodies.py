@@ -195,7 +195,9 @@ def _template_type() -> Any:
     generic = (f"must contain '{{}}' exactly once (no other braces except '{{{{' and '}}}}', "
                f"no format specs) or be a template set name ({', '.join(sets[:6])}, ...)")
 
-    def refusal(value: str) -> str:  # the CLI's words for full-width braces (a Chinese input method's default)
+    def refusal(value: str) -> str:  # the CLI's words (`check_template`): its limit, its full-width braces
+        if len(value) > MAX_TEMPLATE_CHARS:  # the reason, not the braces (one `{}` in 1,001 characters was told both)
+            return f"has {len(value)} characters, more than the limit of {MAX_TEMPLATE_CHARS}"
         if "\uff5b" in value or "\uff5d" in value:
             return ("has full-width braces '｛｝', not the ASCII '{}' where the label goes, e.g. '一张{}的照片'")
         return generic

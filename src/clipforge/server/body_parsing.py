@@ -5,12 +5,14 @@ Each form is read so that one anonymous body cannot hold the event loop every cl
 structure is counted before it is parsed (`check_json_items`) and it is parsed in a worker thread, a urlencoded
 form is capped and split by the standard library in a worker thread too, and multipart file parts are read under the upload limit
 (`uploads.read_upload`). Text is UTF-8 in every form: a multipart field is no longer read as latin-1 when its bytes
-are not (`_Utf8Fields`), as a urlencoded form never was.
+are not (`_Utf8Fields`), as a urlencoded form never was. A body is read as it was sent: one in a content coding
+(`Content-Encoding: gzip`) is refused (415) before any of it is read, never decompressed.
 """
 
 import base64
 import binascii
 import json
+import re
 import sys
 from collections.abc import AsyncIterator
 from contextlib import aclosing, asynccontextmanager
@@ -26,7 +28,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
 from clipforge.server.bodies import JSON_TYPES, URLENCODED, BodyKind
-from clipforge.server.errors import APIError, validation_error
+from clipforge.server.errors import APIError, shown, validation_error
 from clipforge.server.limits import ServerLimits
 from clipforge.server.multipart_bound import (
     DelimiterCount,
@@ -57,8 +59,9 @@ async def parse_body(request: Any, kind: BodyKind, limits: ServerLimits) -> Pars
     if model is None:
         accepted = ", ".join(kind.models)
         raise APIError(
-            415, "unsupported_media_type", f"send the body as {accepted}, not {media or 'nothing'}"
+            415, "unsupported_media_type", f"send the body as {accepted}, not {shown(media) if media else 'nothing'}"
         )
+    _check_not_encoded(request.headers.getlist("content-encoding"))
     if media in JSON_TYPES:
         raw = await request.body()
         check_json_items(raw, limits.max_json_items)
@@ -81,34 +84,49 @@ async def parse_body(request: Any, kind: BodyKind, limits: ServerLimits) -> Pars
         for name, value in form.multi_items():
             if name in data:
                 raise _given_twice(name)
-            is_file = hasattr(value, "read")
-            if name in kind.files:
-                if not is_file:
-                    raise validation_error(
-                        [{"loc": ("body", name), "msg": "must be a file part", "type": "value_error"}]
-                    )
+            if name in kind.files:  # a file part (`_Utf8Fields` refused a plain part of this name)
                 file_names[name] = str(value.filename or "")
                 value = await read_upload(value, limits, kind.files[name])
-            elif is_file:
-                raise validation_error(
-                    [
-                        {
-                            "loc": ("body", name),
-                            "msg": "must be a plain field, not a file",
-                            "type": "value_error",
-                        }
-                    ]
-                )
+            elif hasattr(value, "read"):  # a file part of another name: a plain field's, or no field at all
+                words = "must be a plain field, not a file" if name in model.model_fields else _not_a_field(model)
+                raise validation_error([{"loc": ("body", _name(name)), "msg": words, "type": "value_error"}])
             data[name] = value
     return ParsedBody(_validate(model, data).model_dump(), file_names)
 
 
-class _NotUtf8(Exception):
-    """A plain multipart field (`name`) whose bytes are not UTF-8."""
+_NOT_DECOMPRESSED = ("request bodies are not decompressed: send the body without a Content-Encoding (or with "
+                     "Content-Encoding: identity)")
 
-    def __init__(self, name: str) -> None:
+
+def _check_not_encoded(encodings: list[str]) -> None:
+    """415 for a body in a content coding (RFC 9110 §8.4: a server answers 415 to one it does not take), with
+    `Accept-Encoding: identity` saying which it takes (§15.5.16), before any of it is read: a gzip JSON body was
+    read as its raw bytes ("not valid JSON"), and a plain one labelled gzip was searched."""
+    codings = [c.strip().lower() for value in encodings for c in value.split(",")]
+    if any(c and c != "identity" for c in codings):
+        raise APIError(415, "unsupported_media_type", _NOT_DECOMPRESSED, headers={"Accept-Encoding": "identity"})
+
+
+class _PartRefused(Exception):
+    """A multipart part refused by `_Utf8Fields` as it ends: `name`, and what is wrong with it."""
+
+    def __init__(self, name: str, why: str) -> None:
         super().__init__(name)
         self.name = name
+        self.why = why
+
+
+# RFC 5987's extended parameter: python-multipart reads a part that has it and no `filename=` as a plain field
+_STARRED = re.compile(rb";\s*filename\*\s*=", re.IGNORECASE)
+
+
+def _no_file_name(disposition: bytes) -> str:
+    """Why a part sent in a file field is not a file: its Content-Disposition has no `filename=` parameter ("must be
+    a file part" alone left a client that sent `filename*=`, or no name, to guess what makes a part a file)."""
+    if _STARRED.search(disposition or b""):
+        return ("must be a file part: its Content-Disposition has filename*= but no filename= parameter "
+                "(multipart/form-data names a file with filename=)")
+    return "must be a file part: its Content-Disposition has no filename= parameter"
 
 
 class _Utf8Fields(MultiPartParser):
@@ -116,9 +134,11 @@ class _Utf8Fields(MultiPartParser):
     decodes them with the body's charset and falls back to latin-1, so `text=caf\\xe9` searched for "café" where the
     same bytes in a urlencoded form were refused. `fields`: names of the request's text fields, the only parts
     checked (any other is refused by name: "not a field of this request", or "must be a file part" in a file
-    field, whatever its bytes; an unknown field of bytes that were not UTF-8 was reported as a bad encoding)."""
+    field, whatever its bytes; an unknown field of bytes that were not UTF-8 was reported as a bad encoding). `files`:
+    names of its file fields, where a part without `filename=` is refused as it ends (`_no_file_name`)."""
 
     fields: frozenset[str] = frozenset()
+    files: frozenset[str] = frozenset()
     parts = 0  # parts begun, for the refusals that name one
     ended = False  # the closing boundary line was read
 
@@ -132,11 +152,13 @@ class _Utf8Fields(MultiPartParser):
 
     def on_part_end(self) -> None:
         part = self._current_part
+        if part.file is None and part.field_name in self.files:
+            raise _PartRefused(part.field_name, _no_file_name(part.content_disposition))
         if part.file is None and part.field_name in self.fields:
             try:
                 value = bytes(part.data).decode("utf-8")  # whatever charset the header claims, as urlencoded
             except UnicodeDecodeError:
-                raise _NotUtf8(part.field_name) from None
+                raise _PartRefused(part.field_name, "expected UTF-8 text") from None
             self.items.append((part.field_name, value))
             return
         super().on_part_end()
@@ -147,12 +169,12 @@ async def _multipart_form(
     request: Request, fields: frozenset[str], files: frozenset[str], max_fields: int, preamble: Preamble
 ) -> AsyncIterator[FormData]:
     """`request.form(...)` as starlette reads it (400 for what it refuses, saying what was expected where), every
-    text field of `fields` UTF-8 (422 naming it); a body without its closing boundary line, or without a part, is
-    refused (starlette kept the parts before the cut: a search cut off inside its image part searched by its text
-    alone); the form's files are closed on the way out."""
+    text field of `fields` UTF-8 and every part of `files` a file (422 naming it); a body without its closing
+    boundary line, or without a part, is refused (starlette kept the parts before the cut: a search cut off inside
+    its image part searched by its text alone); the form's files are closed on the way out."""
     async with aclosing(request.stream()) as stream:
         parser = _Utf8Fields(request.headers, stream, max_files=len(files), max_fields=max_fields)
-        parser.fields = fields - files
+        parser.fields, parser.files = fields - files, files
         try:
             form = await parser.parse()
         except MultiPartException as exc:
@@ -163,9 +185,9 @@ async def _multipart_form(
                 raise APIError(400, "bad_request", f"{_BODY}: the multipart boundary its Content-Type names is "
                                                    f"refused ({str(why)[:200]})") from None
             raise APIError(400, "bad_request", exc.message) from None
-        except _NotUtf8 as exc:
+        except _PartRefused as exc:
             raise validation_error(
-                [{"loc": ("body", exc.name[:60]), "msg": "expected UTF-8 text", "type": "value_error"}]
+                [{"loc": ("body", _name(exc.name)), "msg": exc.why, "type": "value_error"}]
             ) from None
     try:
         if not parser.ended:
@@ -279,7 +301,13 @@ def _form_fields(items: list[tuple[str, str]], model: type[BaseModel], kind: Bod
 
 
 def _given_twice(name: str) -> APIError:
-    return validation_error([{"loc": ("body", name), "msg": "given more than once", "type": "value_error"}])
+    return validation_error([{"loc": ("body", _name(name)), "msg": "given more than once", "type": "value_error"}])
+
+
+def _name(name: Any) -> Any:
+    """A field name of the client's as a refusal names it: at most 60 characters (`errors.shown`); a JSON key of
+    1,900 characters came back whole."""
+    return shown(name, 60) if isinstance(name, str) else name
 
 
 def check_json_items(raw: bytes, limit: int) -> None:
@@ -315,11 +343,26 @@ def _parse_json(raw: bytes, model: type[BaseModel], kind: BodyKind) -> ParsedBod
         data = json.loads(raw)
     except (ValueError, RecursionError) as exc:
         raise APIError(422, "invalid_request", f"body: not valid JSON ({_json_error(exc)})"[:300]) from None
+    if not isinstance(data, dict):  # pydantic: "request: Input should be a valid dictionary or instance of SearchJSON"
+        raise APIError(422, "invalid_request", f"body: must be a JSON object ({_field_list(model)}), not "
+                                               f"{_JSON_KINDS.get(type(data), 'a number')}")
     fields = _validate(model, data).model_dump(exclude_unset=False)
     for name in kind.files:
         if fields.get(name) is not None:
             fields[name] = _decode_base64(fields[name], name)
     return ParsedBody(fields)
+
+
+_JSON_KINDS = {list: "an array", type(None): "null", str: "a string", bool: "true or false"}
+
+
+def _field_list(model: type[BaseModel]) -> str:
+    return f"its fields are {', '.join(model.model_fields)}"
+
+
+def _not_a_field(model: type[BaseModel]) -> str:
+    """What a body's part or key of a name `model` has no field for is told (a JSON key, a form field, a file part)."""
+    return f"not a field of this request; {_field_list(model)}"
 
 
 def _validate(model: type[BaseModel], data: Any) -> BaseModel:
@@ -332,9 +375,10 @@ def _validate(model: type[BaseModel], data: Any) -> BaseModel:
 def _named(error: Any, model: type[BaseModel]) -> dict[str, Any]:
     """pydantic's error, located in the body; an unknown field says which fields there are ("Extra inputs are
     not permitted" alone left `{"query": "fish"}` to guess that the field is `text`)."""
-    error = {**error, "loc": ("body", *error.get("loc", ()))}
+    loc = tuple(error.get("loc", ()))  # its first step is the client's key; the others, pydantic's union branches
+    error = {**error, "loc": ("body", *((_name(loc[0]), *loc[1:]) if loc else ()))}
     if error.get("type") == "extra_forbidden":
-        error["msg"] = f"not a field of this request; its fields are {', '.join(model.model_fields)}"
+        error["msg"] = _not_a_field(model)
     return error
 
 
