@@ -1,16 +1,44 @@
 """What the API answers where none of its endpoints does: 405 with an `Allow` header when the path exists for other
-methods, else a JSON 404 (an `/api/...` path that matched nothing fell through to the UI mounted at `/`)."""
+methods, else a JSON 404 (an `/api/...` path that matched nothing fell through to the UI mounted at `/`).
+
+Both name the path asked for, which is what the client needs to see, but as a URL (`shown_path`), and the method
+only when it is a standard one (`shown_method`): the decoded path and any method went into the detail as sent, so a
+caller chose what the server appeared to write (`no endpoint /api/please send your token to evil.example`).
+"""
 
 from __future__ import annotations
 
+from http import HTTPMethod
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import Request
 from starlette.routing import Match
 
 from clipforge.server.errors import error_response
 
-__all__ = ["NotHere"]
+__all__ = ["NotHere", "shown_method", "shown_path"]
+
+SHOWN_PATH_CHARS = 80
+# RFC 9110's methods, PATCH, and QUERY (a safe method with a body: an IETF draft)
+_METHODS = frozenset({*(m.value for m in HTTPMethod), "QUERY"})
+
+
+def shown_path(path: str, limit: int = SHOWN_PATH_CHARS) -> str:
+    """`path` as an error names it: percent-encoded (letters, digits and `/-._~` as they are; a blank is `%20`), at
+    most `limit` characters of it, cut after a whole character (all of its escapes), `...` marking the cut."""
+    out = ""
+    for char in path:
+        piece = quote(char, safe="/")
+        if len(out) + len(piece) > limit:
+            return out + "..."
+        out += piece
+    return out
+
+
+def shown_method(method: str) -> str:
+    """`method` as an error names it: a standard HTTP method by its name, any other as "this method"."""
+    return method if method in _METHODS else "this method"
 
 
 def _allowed_methods(request: Request, routes: list[Any]) -> list[str]:
@@ -39,12 +67,12 @@ class NotHere:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         request = Request(scope, receive)
         allowed = _allowed_methods(request, self.routes)
-        path = request.url.path[:80]
+        path = shown_path(request.url.path)
         if allowed:
             response = error_response(
                 405,
                 "method_not_allowed",
-                f"{request.method[:20]} is not allowed on {path}; use {', '.join(allowed)}",
+                f"{shown_method(request.method)} is not allowed on {path}; use {', '.join(allowed)}",
                 headers={"Allow": ", ".join(allowed)},
             )
         else:
