@@ -3,12 +3,15 @@
 One home for the rules, so `clipforge classify`, `clipforge tag`, search's tag filters, the REST API and
 the web UI read "猫，狗、鸟" the same way (they used to disagree about blanks, duplicates and separators):
 
-- A label string is split on the ASCII comma and on the two commas a Chinese input method types:
-  the full-width comma "，" (U+FF0C) and the enumeration comma "、" (U+3001). Only the string form is
+- A label string is split on the ASCII comma, on the two commas a Chinese or Japanese input method types:
+  the full-width comma "，" (U+FF0C) and the enumeration comma "、" (U+3001, or its half-width "､" U+FF64),
+  and on the Arabic comma "،" (U+060C, Arabic, Persian and Urdu keyboards). Only the string form is
   split; an item of a list (a JSON body, a stored vocabulary) is one label and may hold any comma.
 - Each label is stripped (Unicode blanks, the ideographic space included); an empty item between
   separators ("cat,,dog", a trailing comma) is ignored; a repeated label is dropped, first one kept:
-  a duplicate would split one class's probability in two.
+  a duplicate would split one class's probability in two. Repeats are compared in Unicode NFKC form:
+  "café" typed precomposed or as e + U+0301, "ｃａｔ" and "cat" are one label to a tokenizer (ftfy normalises
+  them), and were scored as two halves of one.
 - A string with no label at all is one clear error naming the flag or field (`LabelsError`).
 - A file of labels or templates is UTF-8, a leading byte-order mark ignored (Windows Notepad writes
   one), or UTF-16 with its byte-order mark (Notepad's "Unicode", Excel's "Unicode text": the mark names
@@ -25,6 +28,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -34,9 +38,11 @@ from clipforge.errors import UserError
 __all__ = ["LABEL_SEPARATORS", "LabelsError", "MissingTextFileError", "TextFileError", "gb18030_advice", "looks_like_gb18030",
            "parse_json_file", "read_text_file", "split_labels"]
 
-LABEL_SEPARATORS = (",", "\uff0c", "\u3001")
-"""What separates labels in a string: ",", the full-width "，" and the enumeration comma "、"."""
+LABEL_SEPARATORS = (",", "\uff0c", "\u3001", "\uff64", "\u060c")
+"""What separates labels in a string: ",", the full-width "，", the enumeration comma "、" (and its half-width
+"､"), the Arabic comma "،"."""
 _SEPARATOR = re.compile("[" + "".join(LABEL_SEPARATORS) + "]")
+_SEPARATOR_NAMES = ", ".join(map(repr, LABEL_SEPARATORS[:-1])) + f" or {LABEL_SEPARATORS[-1]!r}"
 _EXAMPLE = "'cat,dog,car' or '猫，狗，汽车'"
 
 
@@ -56,16 +62,21 @@ def split_labels(labels: str | Iterable[object] | None, what: str = "labels", *,
     """Unique, stripped, non-empty labels in their first order, from a separated string or a list.
 
     `what` names the flag or field in the error raised when there is no label and `required` is true;
-    with `required=False` no label gives ``[]`` (an optional filter). Duplicates are found with a dict,
-    so the cost stays linear in the number of items however long an anonymous request's string is.
+    with `required=False` no label gives ``[]`` (an optional filter). Duplicates are found with a dict keyed by
+    the NFKC form (the first spelling kept), so the cost stays linear in the number of items however long an
+    anonymous request's string is.
     """
     items = _SEPARATOR.split(labels) if isinstance(labels, str) else (str(item) for item in labels or ())
-    out = list(dict.fromkeys(label for item in items if (label := item.strip())))
+    first: dict[str, str] = {}
+    for item in items:
+        if label := item.strip():
+            first.setdefault(unicodedata.normalize("NFKC", label), label)
+    out = list(first.values())
     if not out and required:
         if isinstance(labels, str):
             shown = labels if len(labels) <= 60 else labels[:60] + "..."
             raise LabelsError(f"{what} {shown!r}: no label in it; expected comma-separated labels "
-                              f"(',', '，' or '、' between them), e.g. {_EXAMPLE}")
+                              f"({_SEPARATOR_NAMES} between them), e.g. {_EXAMPLE}")
         raise LabelsError(f"{what}: no label given; expected at least one non-blank label, e.g. {_EXAMPLE}")
     return out
 
