@@ -268,6 +268,13 @@ class CarriedTokenizer:
     def __call__(self, texts: str | Sequence[str], context_length: int | None = None) -> torch.Tensor:
         return self.tokenizer(texts, context_length=int(context_length or self.context_length), truncate=True)
 
+    def __getattr__(self, name: str) -> Any:
+        """The carried tokenizer's other attributes (WordPiece's `unknown_fraction`): `classify` and `similarity` never
+        gave Chinese-CLIP's [UNK] notice without them (audit 63). Not its own field or dunders (copy, pickle)."""
+        if name == "tokenizer" or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.tokenizer, name)
+
 
 def tokenizer_of(model: Any, search: Sequence[str | Path] = ()) -> ModelTokenizer:
     """The tokenizer a model's config names (``model.tokenizer_cfg``; none: OpenAI's BPE), its

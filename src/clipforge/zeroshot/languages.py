@@ -17,15 +17,17 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Sequence
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 __all__ = [
     "DEFAULT_LANGUAGES", "LANGUAGE_SETS", "MULTILINGUAL", "classnames_for", "default_template_set",
-    "is_language_set", "language_of", "language_templates", "model_languages", "set_language",
+    "is_language_set", "language_of", "language_templates", "model_languages", "script_counts", "script_of",
+    "set_language",
 ]
 
 DEFAULT_LANGUAGES: tuple[str, ...] = ("en",)
@@ -162,14 +164,104 @@ def default_template_set(dataset: str, languages: Sequence[str], english_default
     return f"{first}-simple"
 
 
-def language_of(text: str) -> str:
-    """A rough script tag for `text`: ``zh`` when it holds CJK ideographs, else ``en``."""
-    return "zh" if re.search(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]", text) else "en"
-
-
 MULTILINGUAL = "multilingual"
 """A model's language entry that covers every script (its notice never fires): SigLIP 2, MetaCLIP 2
 worldwide, the XLM-R/NLLB/mT5 towers (their architecture config says so: ``languages``)."""
+
+
+# A letter's script is the first word of the Unicode name of its NFKC form ("CYRILLIC SMALL LETTER KA"; ｃ, 𝐜 and
+# ª are Latin, µ Greek, ｱ katakana); these read as one script, and these name none (ʻ in Hawaiʻi: part of the word)
+_SCRIPT_ALIASES = {"CJK": "Han", "IDEOGRAPHIC": "Han", "BOPOMOFO": "Han", "HIRAGANA": "kana", "KATAKANA": "kana",
+                   "KATAKANA-HIRAGANA": "kana", "HENTAIGANA": "kana", "HANGUL": "Hangul"}
+_NO_SCRIPT = {"", "MODIFIER", "COMBINING", "CARON", "SPACE", "TURNED", "VERTICAL", "ROMAN", "MASU"}
+_PER_CHARACTER = {"Han", "kana"}  # written without spaces: each character is a word's worth ("猫 cat" is half Chinese)
+# script -> the tag `language_of` gives (the language most written in it); any other script: its name, lower case
+_SCRIPT_TAGS = {"Han": "zh", "Japanese": "ja", "Hangul": "ko", "Arabic": "ar", "Devanagari": "hi", "Cyrillic": "ru",
+                "Greek": "el", "Hebrew": "he", "Thai": "th", "Latin": "en", "": "en", "emoji": "emoji", "mixed": "mixed"}
+# script -> the language codes a model may declare that read it (beside MULTILINGUAL)
+_READ_BY = {"Han": {"zh", "yue", "ja"}, "Japanese": {"ja"}, "Hangul": {"ko"}, "Arabic": {"ar", "fa", "ur", "ps", "ku", "sd", "ug"},
+            "Devanagari": {"hi", "mr", "ne", "sa"}, "Greek": {"el"}, "Hebrew": {"he", "iw", "yi"}, "Thai": {"th"},
+            "Cyrillic": {"ru", "uk", "be", "bg", "sr", "mk", "kk", "ky", "mn", "tg"}}
+
+
+@lru_cache(maxsize=4096)
+def _script_of_letter(char: str) -> str:
+    word = (unicodedata.name(unicodedata.normalize("NFKC", char)[:1], "").split() or [""])[0]
+    return "" if word in _NO_SCRIPT else _SCRIPT_ALIASES.get(word, word.title())
+
+
+def script_counts(text: str) -> tuple[dict[str, int], bool]:
+    """({script: words in it}, whether `text` holds emoji), scripts in their first order. A word is a run of
+    letters (their marks included: बिल्ली is one) of one script, or one Han or kana character (Chinese and
+    Japanese put no spaces between words; `_chinese_template` weighs ideographs against Latin words likewise).
+    Kana make the Han characters beside them Japanese (三毛猫の子猫). Digits, punctuation and emoji are no words."""
+    counts: dict[str, int] = {}
+    emoji, run = False, ""
+    for char in text:
+        kind = unicodedata.category(char)
+        if kind[0] == "M":
+            continue  # a vowel sign, an accent, a variation selector: part of the word (or emoji) before it
+        if kind[0] != "L":
+            emoji = emoji or (kind == "So" and ord(char) >= 0x2190)  # arrows, symbols, dingbats, the emoji planes
+            run = ""
+            continue
+        script = "Latin" if char < "\u0250" else _script_of_letter(char)  # ASCII, Latin-1 (µ, ª) and Latin Extended
+        if not script:
+            continue
+        if script != run or script in _PER_CHARACTER:
+            counts[script] = counts.get(script, 0) + 1
+        run = script
+    if "kana" in counts:
+        counts["Japanese"] = counts.pop("kana") + counts.pop("Han", 0)
+    return counts, emoji
+
+
+def _ranked(counts: dict[str, int]) -> list[str]:
+    """Scripts by their words, most first; a tie goes to Han or kana ("猫 cat" is Chinese, as tests/chinese pin it),
+    then to Latin ("α-helix" is English), then to the script written first."""
+    return sorted(counts, key=lambda script: (-counts[script], script not in _PER_CHARACTER, script != "Latin"))
+
+
+def script_of(text: str) -> str:
+    """The script most of `text` is written in: one that holds at least half its words (``Latin``, ``Han``,
+    ``Japanese``, ``Hangul``, ``Cyrillic``, ...), ``mixed`` when none does, ``emoji`` for emoji and no words,
+    ``""`` for neither (digits, punctuation)."""
+    counts, emoji = script_counts(text)
+    return _main_script(counts, emoji)
+
+
+def _main_script(counts: dict[str, int], emoji: bool) -> str:
+    if not counts:
+        return "emoji" if emoji else ""
+    main = _ranked(counts)[0]
+    return main if 2 * counts[main] >= sum(counts.values()) else "mixed"
+
+
+def language_of(text: str) -> str:
+    """A rough language tag for `text`, by the script most of it is written in (`script_of`): ``zh`` (Han),
+    ``ja`` (kana, with any kanji), ``ko``, ``ar``, ``hi``, ``ru``, ``el``, ``he``, ``th``, ``en`` (Latin, or no
+    words), ``emoji``, ``mixed``, else the script's name. It had been ``zh`` for any ideograph and ``en`` for all
+    else: Korean, Arabic and Russian were "en", and Korean words with one ideograph "zh" (audit 63)."""
+    script = script_of(text)
+    return _SCRIPT_TAGS.get(script, script.lower())
+
+
+def _reads(languages: Sequence[str], script: str) -> bool:
+    """Whether a model trained for `languages` reads `script`: Latin always (every model here reads it: English
+    BPE, Chinese-CLIP's vocabulary too), every script when it is MULTILINGUAL, else a language written in it."""
+    codes = {str(code).lower().replace("_", "-").split("-")[0] for code in languages}
+    return script in ("Latin", "") or MULTILINGUAL in codes or bool(codes & _READ_BY.get(script, {script.lower()}))
+
+
+@cache
+def _multilingual_example() -> str | None:
+    """The first pretrained ``ARCH:TAG`` of the registry (as `clipforge models --all` lists it) whose text tower
+    is multilingual, for the notice's advice; None when the registry lists none."""
+    from clipforge.models.configs import ARCH_CONFIGS
+    from clipforge.weights.registry import PRETRAINED
+
+    return next((f"{arch}:{tag}" for arch, tag in PRETRAINED
+                 if MULTILINGUAL in ((ARCH_CONFIGS.get(arch) or {}).get("languages") or ())), None)
 
 
 def _config_languages(model: Any) -> tuple[str, ...] | None:
@@ -245,9 +337,10 @@ def templates_for_labels(templates: object, labels: Sequence[str]) -> object:
     set with a Chinese twin becomes the twin (``imagenet``, `tag`'s default -> ``zh-imagenet``, Chinese-CLIP's
     80; ``cifar10`` -> ``zh-cifar10``): "a bad photo of a 猫." is neither English nor Chinese. A set without a
     twin (``imagenet7``), a template or a file of one's own is kept as given. A one-template list stays a
-    list, so callers that report the templates they used report the Chinese one."""
+    list, so callers that report the templates they used report the Chinese one. Chinese as for templates
+    (`_chinese_template`): Japanese labels with kanji (三毛猫の子猫) had taken "一张{}的照片" (audit 63)."""
     simple = ("simple", "photo", "default", "a photo of a {}.")
-    chinese = bool(labels) and all(language_of(str(label)) == "zh" for label in labels)
+    chinese = bool(labels) and all(_chinese_template(str(label)) for label in labels)  # not 三毛猫の子猫
     if chinese and isinstance(templates, str) and templates.strip().lower() in simple:
         return "zh-simple"
     if (chinese and isinstance(templates, str) and "{" not in templates and not is_language_set(templates)
@@ -267,15 +360,34 @@ def query_notice(text: str, model: Any, what: str = "query") -> str | None:
     `what` names the text in the sentence: ``query`` (search, similarity), or a plural such as ``labels``
     (classify, tag: "the labels '猫, 狗' are written in zh ...": they had been called "the query"), ``class names``
     or ``templates`` (`eval zeroshot`: "the class names '鸟 猫 狗' are written in zh ...").
+
+    Said when the script most of it is written in (`script_of`) is one the model's languages do not read
+    (`_reads`), or, for text of mixed scripts, when half its words are, naming each script it does not read.
+    Chinese alone keeps its sentence and its advice (a Chinese model); any other script is advised a multilingual
+    model of the registry. Emoji without words are said to be no words. It had known Chinese only: Korean,
+    Japanese kana, Arabic, Hindi, Russian and emoji got no notice, and Korean with one ideograph was "zh" (audit 63).
     """
     languages = model_languages(model)
-    script = language_of(text)
+    counts, emoji = script_counts(text)
+    main = _main_script(counts, emoji)
+    unread = [script for script in _ranked(counts) if not _reads(languages, script)]
+    said = main in unread or (main == "mixed" and 2 * sum(counts[script] for script in unread) >= sum(counts.values()))
     plural = what.endswith("s")
-    if script != "en" and script not in languages and MULTILINGUAL not in languages:
-        name = getattr(model, "name", None) or (model if isinstance(model, str | Path) else type(model).__name__)
-        return (f"notice: the {what} {text[:40]!r} {'are' if plural else 'is'} written in {script} but model {name} "
-                f"was trained for {', '.join(languages)} only; its scores for {'them' if plural else 'this ' + what} "
-                f"are not meaningful (use a {script} model, e.g. clipforge-tiny-zh offline or cn-ViT-B-16)")
+    them, are = ("them", "are") if plural else (f"this {what}", "is")
+    name = getattr(model, "name", None) or (model if isinstance(model, str | Path) else type(model).__name__)
+    trained = f"model {name} was trained for {', '.join(languages)}"
+    if said and unread == ["Han"]:
+        return (f"notice: the {what} {text[:40]!r} {are} written in zh but {trained} only; its scores for {them} "
+                f"are not meaningful (use a zh model, e.g. clipforge-tiny-zh offline or cn-ViT-B-16)")
+    if said:
+        scripts = ", ".join(unread[:-1]) + (" and " if len(unread) > 1 else "") + unread[-1]
+        example = _multilingual_example()
+        advice = f" (use a multilingual model, e.g. {example})" if example else ""
+        return (f"notice: the {what} {text[:40]!r} {are} written in {scripts} script but {trained} only; its scores "
+                f"for {them} are not meaningful{advice}")
+    if main == "emoji" and not _reads(languages, main):
+        return (f"notice: the {what} {text[:40]!r} {are} emoji, not words; {trained} text only, so its scores for "
+                f"{them} are not meaningful (write them as words)")
     tokenizer = getattr(model, "tokenizer", None) or getattr(getattr(model, "model", None), "tokenizer", None)
     unknown = getattr(tokenizer, "unknown_fraction", None)
     if callable(unknown) and unknown(text) > 0:
