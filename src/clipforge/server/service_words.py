@@ -22,13 +22,14 @@ class RequestWords:
     limits: ServerLimits
     model_name: str
 
-    def language_notice(self, text: str | None) -> str | None:
-        """A sentence to show beside results when `text` (a query, or the labels joined) is in a language the
-        model was not trained for: a Chinese query to an English-only CLIP gets confident-looking but
-        meaningless scores. The CLI prints the same sentence (`zeroshot.languages.query_notice`)."""
+    def language_notice(self, text: str | None, what: str = "query") -> str | None:
+        """A sentence to show beside results when `text` (a query, or the labels joined: `what` is then
+        ``labels``) is in a language the model was not trained for: a Chinese query to an English-only CLIP gets
+        confident-looking but meaningless scores. The CLI prints the same sentence
+        (`zeroshot.languages.query_notice`); REST classify had called its labels "the query" (audit 63)."""
         from clipforge.zeroshot.languages import query_notice
 
-        notice = query_notice(text, self.library.encoder) if text and text.strip() else None
+        notice = query_notice(text, self.library.encoder, what) if text and text.strip() else None
         return notice.removeprefix("notice: ") if notice else None
 
     def classify_notice(self, labels: list[str]) -> str | None:
@@ -39,7 +40,7 @@ class RequestWords:
         from clipforge.zeroshot.label_notices import label_notice
 
         softmax = self.library.encoder.scoring().kind == "softmax"
-        notices = [label_notice(labels, softmax=softmax, flag=""), self.language_notice(", ".join(labels))]
+        notices = [label_notice(labels, softmax=softmax, flag=""), self.language_notice(", ".join(labels), "labels")]
         return " ".join(n.removeprefix("notice: ") for n in notices if n) or None
 
     def search_notice(self, text: str | None) -> str | None:

@@ -156,10 +156,10 @@ class Handlers:
         from clipforge.zeroshot.languages import MULTILINGUAL, language_of, model_languages, query_notice
 
         encoder = self.service.library.encoder
-        english = query_notice(text, encoder) if say != ENGLISH and text and text.strip() else None
+        english = query_notice(text, encoder, what) if say != ENGLISH and text and text.strip() else None
         sentence = english.removeprefix("notice: ") if english else ""
         languages, script = model_languages(encoder), language_of(text or "")
-        if not sentence or sentence not in notice or script == "en" or {script, MULTILINGUAL} & set(languages):
+        if not sentence or sentence not in notice or script != "zh" or {script, MULTILINGUAL} & set(languages):
             return plain(notice)  # none, or the other kind ([UNK] of a model that reads the script)
         before, _, after = notice.partition(sentence)
         worded = status_text(say, f"language_{what}", text=plain((text or "")[:40]), script=script,
