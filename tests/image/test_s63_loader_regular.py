@@ -205,3 +205,27 @@ def test_eval_zeroshot_names_a_fifo_in_a_folder_dataset(tmp_path, capsys):
     skipped = [line.split("clipforge.evaluate: ", 1)[1] for line in log.read_text().splitlines()
                if "bad image skipped" in line]
     assert skipped == [f"bad image skipped: {fifo}: not a regular file (a FIFO)"]
+
+
+@needs_fifo
+def test_a_fifo_named_outright_is_not_opened(tmp_path):
+    """Refused by its type before it is opened (review 63): opening it released a writer blocked in its own
+    open(), which closing it then killed with SIGPIPE; a device's open has effects too (a watchdog arms)."""
+    fifo = tmp_path / "w.jpg"
+    os.mkfifo(fifo)
+    released = threading.Event()
+
+    def writer() -> None:
+        with contextlib.suppress(OSError), open(fifo, "wb"):  # blocks until a reader opens the FIFO
+            released.set()
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    thread.join(0.3)  # let the writer reach its blocking open() (nothing else can tell us it has)
+    with pytest.raises(ImageLoadError, match=r"not a regular file \(a FIFO\)"):
+        load_image(fifo)
+    assert not released.wait(0.5), "the loader opened the FIFO: its writer was released"
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a reader of our own: the writer's open returns
+    thread.join(5)
+    os.close(reader)
+    assert released.is_set()
