@@ -141,3 +141,18 @@ def test_json_writes_a_name_that_is_not_utf8_as_b64(tmp_path, capsys) -> None:
     plain = _photo(tmp_path / "plain.jpg")
     assert main(["classify", plain, *CLASSIFY, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["results"][0]["image"] == plain
+
+
+@pytest.mark.parametrize("name, shown", [
+    ("写真\u30001.jpg", "写真\u30001.jpg"),  # an ideographic space, typed by a Japanese IME: shown (review 63)
+    ("\U0001F468\u200d\U0001F469\u200d\U0001F467.jpg", "\U0001F468\u200d\U0001F469\u200d\U0001F467.jpg"),  # joiners
+    ("nbsp\xa0x.jpg", "nbsp\xa0x.jpg"),
+    ("new\nline.jpg", "new\\nline.jpg"),
+    ("esc\x1b[31mred.jpg", "esc\\x1b[31mred.jpg"),
+    ("photo\u202egnp.exe", "photo\\u202egnp.exe"),  # a bidi override: shows exe.jpg
+    ("a\u2028b.jpg", "a\\u2028b.jpg"),  # a line separator
+])
+def test_one_line_escapes_what_a_terminal_acts_on_and_shows_the_rest(name: str, shown: str) -> None:
+    from clipforge.cli.common import one_line
+
+    assert one_line(name) == shown

@@ -103,6 +103,9 @@ def test_a_query_still_ambiguous_names_the_way_out(query: str, line: str) -> Non
     ("'Tis", [(1.0, "text", "'Tis")]),
     ("rock 'n roll - 'em", [(1.0, "text", "rock 'n roll"), (-1.0, "text", "'em")]),
     ("2:'90s car", [(2.0, "text", "'90s car")]),
+    ("\u2018tis the season", [(1.0, "text", "\u2018tis the season")]),  # the ‘ smart punctuation types (review 63)
+    ("cat - \u201890s", [(1.0, "text", "cat"), (-1.0, "text", "\u201890s")]),
+    ("\u2018cat\u2019 - dog", [(1.0, "text", "cat"), (-1.0, "text", "dog")]),  # closed: a quote, as before
 ])
 def test_an_apostrophe_no_quote_closes_is_text(query: str, expected: list) -> None:
     """`'90s fashion` was refused as an unterminated quote (stop 53's switcher audit)."""
@@ -219,6 +222,12 @@ def test_the_json_reason_is_the_rest_answers(photo_library, tmp_path, capsys) ->
     ("猫 －2：狗", [(1.0, "text", "猫"), (-2.0, "text", "狗")]),
     ("text：猫", [(1.0, "text", "猫")]),
     ("北京－上海", [(1.0, "text", "北京－上海")]),  # a full-width dash inside words is text, as "-" is
+    # review 63: between words a spaced full-width sign is a route, a range, a subtitle: text (it subtracted)
+    ("北京 － 上海 － 广州", [(1.0, "text", "北京 － 上海 － 广州")]),
+    ("ドラえもん － のび太の恐竜", [(1.0, "text", "ドラえもん － のび太の恐竜")]),
+    ("Ｔシャツ ＋ ジーンズ", [(1.0, "text", "Ｔシャツ ＋ ジーンズ")]),
+    ("猫 － 「草」", [(1.0, "text", "猫"), (-1.0, "text", "草")]),  # before a quote: arithmetic
+    ('"猫" － 狗', [(1.0, "text", "猫"), (-1.0, "text", "狗")]),  # after a quoted term: arithmetic
     ("10：30 会议", [(1.0, "text", "10：30 会议")]),  # a time, as 10:30
 ])
 def test_the_full_width_signs_an_input_method_types_are_the_ascii_ones(query: str, expected: list) -> None:

@@ -333,11 +333,12 @@ SHOWN_FAILURES = 20
 
 
 def one_line(name: str) -> str:
-    """`name` with its control characters escaped (a newline as \\n), so a row of a table or a list stays one
-    line (a name holding a newline printed its tail as a row of its own). --paths and --json keep names exact."""
-    if name.isprintable():
-        return name
-    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in name)
+    """`name` with what a terminal acts on escaped (a newline as \\n, an ESC, a bidi override), so a row of a table
+    or a list stays one line (a name holding a newline printed its tail as a row of its own) and shows what it is:
+    `scan_notices.printable_line`, the one rule. --paths and --json keep names exact."""
+    from clipforge.library.scan_notices import printable_line
+
+    return printable_line(name)
 
 
 def print_failures(failures: Sequence[tuple[str, str]], rest: str) -> None:

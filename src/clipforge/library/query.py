@@ -55,7 +55,9 @@ __all__ = ["QueryError", "QueryTerm", "combine_terms", "looks_like_path", "parse
 _WEIGHT = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*[:\uff1a](?!\d[\d.:\uff1a]*(?:[aApP]\.?[mM]\.?)?(?!\w))")
 _PLUS, _MINUS = "+\uff0b", "-\uff0d"
 """The signs, ASCII and full-width (＋ －, as a Chinese or Japanese input method types them, with ： for a weight's
-colon and any script's digits): `２：猫` was searched as the text "２：猫" while `２:猫` was a weight."""
+colon and any script's digits): `２：猫` was searched as the text "２：猫" while `２:猫` was a weight. A full-width
+sign is an operator only before a quote or a weight (`「猫」－「草」`, `猫 －2：狗`): between words it is how a
+route, a range or a subtitle is written (`北京 － 上海 － 广州`, `ドラえもん － のび太の恐竜`), text."""
 _SIGNS = _PLUS + _MINUS
 _QUOTES = {'"': '"', "'": "'", "\u201c": "\u201d", "\u2018": "\u2019", "\u300c": "\u300d", "\u300e": "\u300f",
            "\uff02": "\uff02"}
@@ -97,11 +99,16 @@ def _fail(query: str, pos: int, what: str, way_out: str = "") -> QueryError:
     return QueryError(f"{what} at position {pos} in query {query!r} ({where})" + (f": {way_out}" if way_out else ""))
 
 
-def _is_operator(query: str, pos: int) -> bool:
-    """A +/- followed by whitespace, a quote, a weight (`-2:cat`, as `-"cat"`), or the end of the query."""
+def _is_operator(query: str, pos: int, after_quote: bool = False) -> bool:
+    """A +/- followed by whitespace, a quote, a weight (`-2:cat`, as `-"cat"`), or the end of the query; a
+    full-width one (`_PLUS`) only before a quote or a weight, or `after_quote` (a quoted term before it)."""
     if query[pos] not in _SIGNS:
         return False
     after = pos + 1
+    if query[pos] not in "+-" and not after_quote:  # full-width: only where arithmetic is plain
+        while after < len(query) and query[after].isspace():
+            after += 1
+        return after < len(query) and (query[after] in _QUOTES or _WEIGHT.match(query, after) is not None)
     return (after == len(query) or query[after].isspace() or query[after] in _QUOTES
             or _WEIGHT.match(query, after) is not None)
 
@@ -137,9 +144,11 @@ def _quoted_words_end(query: str, pos: int) -> int | None:
 
 def _is_elision(query: str, pos: int) -> bool:
     """An apostrophe at `pos` that opens no quote: ``'90s fashion``, ``'tis the season``, ``rock 'n roll`` (a letter
-    or digit follows it and no ``'`` comes later in the query). These were refused as an unterminated quote."""
-    return (query[pos] == "'" and pos + 1 < len(query) and query[pos + 1].isalnum()
-            and query.find("'", pos + 1) < 0)
+    or digit follows it and nothing later closes it: no ``'``, or for the ``‘`` smart punctuation types there, no
+    ``’``). These were refused as an unterminated quote."""
+    closing = {"'": "'", "\u2018": "\u2019"}.get(query[pos])
+    return (closing is not None and pos + 1 < len(query) and query[pos + 1].isalnum()
+            and query.find(closing, pos + 1) < 0)
 
 
 def _read_bare(query: str, pos: int) -> tuple[str, int]:
@@ -212,7 +221,7 @@ def parse_query(query: str, is_image: Callable[[str], bool] | None = None) -> li
             after = quoted[1]
             while after < n and query[after].isspace():
                 after += 1
-            if not arithmetic and after < n and not _is_operator(query, after):  # the first words begin quoted
+            if not arithmetic and after < n and not _is_operator(query, after, after_quote=True):  # words begin quoted
                 if query[after] in "\"'":  # `"cat" "dog"`: two quoted terms, no operator between
                     raise _fail(query, after, "expected + or - between terms", _WAY_OUT)
                 quoted = None  # words follow (`"Starry Night" painting`): one text, as with curly quotes
@@ -221,7 +230,7 @@ def parse_query(query: str, is_image: Callable[[str], bool] | None = None) -> li
             after = closing + 1
             while 0 < after < n and query[after].isspace():
                 after += 1
-            if closing > 0 and (after == n or _is_operator(query, after)):
+            if closing > 0 and (after == n or _is_operator(query, after, after_quote=True)):
                 quoted = _read_quoted(query, pos)  # else words follow (“福”字灯笼, “Starry Night” painting: typed
                 # as text, not as grammar) or it is left open before an operator: part of a text
             elif closing < 0 and _read_bare(query, pos)[1] == n:  # “cat: never closed, as "cat

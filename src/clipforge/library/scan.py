@@ -40,9 +40,9 @@ from clipforge.library.dbfile import display_path
 from clipforge.library.scan_notices import (
     NotUtf8NamesNotice,
     UnreadablePhotosNotice,
-    _printable,
     is_utf8_name,
     not_utf8_sentence,
+    printable_line,
     unreadable_sentence,
 )
 from clipforge.regular_file import read_regular_file, special_kind
@@ -289,7 +289,7 @@ def _warn_unreadable(errors: list[OSError]) -> None:
     split the line and cleared the screen, and one that is not UTF-8 was printed as ``\\udcff``."""
     import warnings
 
-    shown = "; ".join(f"{_printable(display_path(os.fsdecode(err.filename or '')))} "
+    shown = "; ".join(f"{printable_line(display_path(os.fsdecode(err.filename or '')))} "
                       f"({(err.strerror or str(err)).lower()})" for err in errors[:3])
     more = f" and {len(errors) - 3} more" if len(errors) > 3 else ""
     warnings.warn(f"skipped {len(errors)} folder(s) that could not be read, with whatever photos they hold: "

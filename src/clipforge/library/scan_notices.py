@@ -14,13 +14,14 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 
 from clipforge.errors import Notice
 from clipforge.library.dbfile import is_utf8_name
 
-__all__ = ["NotUtf8NamesNotice", "UnreadablePhotosNotice", "is_utf8_name", "not_utf8_sentence",
+__all__ = ["NotUtf8NamesNotice", "UnreadablePhotosNotice", "is_utf8_name", "not_utf8_sentence", "printable_line",
            "unreadable_sentence"]
 
 
@@ -79,11 +80,24 @@ def _odd_part(path: str) -> str:
     return next((part for part in reversed(path.split(os.sep)) if not is_utf8_name(part)), os.path.basename(path))
 
 
-def _printable(text: str) -> str:
+_TERMINAL_ACTS_ON = frozenset("\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
+"""Beyond the control characters: the line and paragraph separators (a new line to some terminals and editors)
+and the bidi controls (an override shows ``gpj.exe`` as ``exe.jpg``)."""
+
+
+def printable_line(text: str) -> str:
     """`text` on one line with nothing a terminal acts on: a control character (an ESC colour code, a newline in a
-    name) is written as its escape (review: a GBK name holding `\\e[31m\\n` split the notice and coloured the terminal)."""
-    return text if text.isprintable() else "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
-                                                   for c in text)
+    name), a line separator or a bidi control is written as its escape (review: a GBK name holding `\\e[31m\\n`
+    split the notice and coloured the terminal). Every other character is shown as it is, spaces (an ideographic
+    space in a Japanese name, U+3000) and joiners (👨‍👩‍👧) included: `str.isprintable` refused those, and
+    `classify` showed ``写真\\u30001.jpg`` (review 63)."""
+    if text.isprintable():
+        return text
+    return "".join(c.encode("unicode_escape").decode("ascii") if _acts_on_terminal(c) else c for c in text)
+
+
+def _acts_on_terminal(char: str) -> bool:
+    return unicodedata.category(char) in ("Cc", "Cs", "Zl", "Zp") or char in _TERMINAL_ACTS_ON
 
 
 def not_utf8_sentence(names: Sequence[str]) -> str:
@@ -99,11 +113,11 @@ def not_utf8_sentence(names: Sequence[str]) -> str:
     folder = os.path.commonpath([os.path.dirname(name) for name in names])
     target = shlex.quote(folder) if is_utf8_name(folder) and folder.isprintable() else "FOLDER"  # typeable, or a stand-in
     head = (f"{count} file {'name is' if count == 1 else 'names are'} not UTF-8 (indexed all the same; shown with "
-            f"\\xNN escapes, e.g. {_printable(display_path(example))}; JSON writes them as b64:...)")
+            f"\\xNN escapes, e.g. {printable_line(display_path(example))}; JSON writes them as b64:...)")
     if guess is None:
         return f"{head}: `convmv -f ENCODING -t utf-8 -r --notest {target}` renames them"
     source = ("perhaps a zip made on Windows (`unzip -O GBK` unpacks one with the right names)" if encoding == "gbk"
               else "perhaps copied from an old Windows or Mac disk")
-    return (f"{head}: {source}; read as {guess[0].upper()}, {_printable(display_path(_odd_part(example)))} is "
-            f"{_printable(guess[1])}; "
+    return (f"{head}: {source}; read as {guess[0].upper()}, {printable_line(display_path(_odd_part(example)))} is "
+            f"{printable_line(guess[1])}; "
             f"`convmv -f {guess[0]} -t utf-8 -r --notest {target}` renames them")
