@@ -26,8 +26,8 @@ def test_a_renamed_folder_is_said_and_found_again(tmp_path, images_factory, caps
     code, out, err = _run(capsys, "search", "cat", *lib, "-k", "2")
     assert code == 0 and out.count("(folder not found)") == 2, out
     assert err == (f"notice: 2 of these photos are in a folder not found on this machine ({tmp_path / 'photos'}): "
-                   "moved or renamed, or on a drive not mounted; `clipforge index add NEW/FOLDER` finds a moved "
-                   "folder's photos again without embedding them again\n")
+                   "moved, renamed or deleted, or on a drive not mounted; `clipforge index add NEW/FOLDER` finds a "
+                   "moved folder's photos again without embedding them again\n")
     code, out, err = _run(capsys, "search", "cat", *lib, "-k", "2", "--paths")
     assert code == 0 and out.count(str(tmp_path / "photos")) == 2 and "not found on this machine" in err
     assert _run(capsys, "search", "cat", *lib, "-k", "2", "-q")[2] == ""  # --quiet: nothing said
@@ -46,3 +46,16 @@ def test_a_deleted_photo_is_still_missing_not_a_folder_not_found(tmp_path, image
     capsys.readouterr()
     code, out, err = _run(capsys, "search", "cat", *lib, "-k", "2")
     assert code == 0 and out.count("(missing)") == 1 and "folder not found" not in out + err, (out, err)
+
+
+def test_a_milvus_stores_photos_elsewhere_are_not_said(tmp_path, images_factory, capsys) -> None:
+    """A Milvus store's photos live on the machines that indexed them (review 63): a search from a machine that
+    does not see their folders marked every row and said so at every search, with advice to relink."""
+    images_factory(tmp_path / "photos", 2, formats=("png",))
+    lib = ["--store", f"milvus-lite:{tmp_path / 'm.db'}", "--library", str(tmp_path / "lib"), "--model", "test-vit-tiny"]
+    assert main(["index", "add", str(tmp_path / "photos"), *lib, *QUIET]) == 0
+    os.rename(tmp_path / "photos", tmp_path / "elsewhere")
+    capsys.readouterr()
+    code, out, err = _run(capsys, "search", "cat", *lib, "-k", "2")
+    assert code == 0 and out.count(str(tmp_path / "photos")) == 2, out
+    assert "not found" not in out + err, (out, err)

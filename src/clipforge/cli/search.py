@@ -225,12 +225,15 @@ def run(args: argparse.Namespace) -> int:
               "`clipforge index prune` forgets the library's photos whose files are gone", file=sys.stderr)
     # Not here and neither is its folder: a folder moved or renamed, an unplugged drive, or a Milvus store's photos
     # on another machine. Listed as before (not called deleted), but said: `--paths` piped names that did not open.
-    away = [hit.path for hit in hits if hit.path not in gone and not os.path.lexists(hit.path)]
+    # A Milvus store's photos live on the machines that indexed them: not said there (every row of every search from
+    # a laptop was marked, and relinking would put this machine's paths into the shared records).
+    local = getattr(getattr(library, "spec", None), "kind", "sqlite") == "sqlite"
+    away = [hit.path for hit in hits if local and hit.path not in gone and not os.path.lexists(hit.path)]
     if away and not args.quiet:
         print(f"notice: {len(away)} of these photos {'is' if len(away) == 1 else 'are'} in a folder not found on this "
-              f"machine ({_shown(sorted({os.path.dirname(path) for path in away}))}): moved or renamed, or on a drive "
-              "not mounted; `clipforge index add NEW/FOLDER` finds a moved folder's photos again without embedding "
-              "them again", file=sys.stderr)
+              f"machine ({_shown(sorted({os.path.dirname(path) for path in away}))}): moved, renamed or deleted, or on "
+              "a drive not mounted; `clipforge index add NEW/FOLDER` finds a moved folder's photos again without "
+              "embedding them again", file=sys.stderr)
     if args.json:  # the images searched by: the query's image terms, then --image's
         from clipforge.library.dbfile import (
             path_text,  # a name that is not UTF-8 as b64:, as each result's path
