@@ -60,3 +60,16 @@ def test_a_search_warns_in_the_same_words_and_answers(tmp_path, images_factory, 
     assert len(warned) == 1 and warned[0].startswith(f"could not save index {library}/index/"), warned
     assert warned[0].endswith(f".faiss ({library}/index is a file where a folder is expected); keeping it in memory "
                               "only"), warned  # was "(File exists)"
+
+
+def test_an_index_folder_that_is_a_fifo_is_named_as_one(tmp_path, images_factory, tiny_encoder, capsys) -> None:
+    """Named as `special_kind` names it everywhere else (review 63: "a special file")."""
+    import os
+
+    library = _library(tmp_path, images_factory, tiny_encoder)
+    os.mkfifo(library / "index")
+    assert main(["index", "rebuild", "--library", str(library)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith(f".faiss: {library}/index is a FIFO where a folder is expected; {_KEPT}: "
+                                             "move that special file aside and run `clipforge index rebuild` "
+                                             "again"), err

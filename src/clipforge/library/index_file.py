@@ -23,6 +23,7 @@ from pathlib import Path
 from clipforge.disk_full import DISK_FULL_ERRNOS, refusal_words
 from clipforge.errors import UserError
 from clipforge.library.dbfile import LibraryWriteError, display_path
+from clipforge.regular_file import special_kind
 
 __all__ = ["IndexSaveError", "file_checksum", "save_failure", "unsaved_warning"]
 
@@ -77,8 +78,11 @@ def _not_a_folder(exc: BaseException) -> tuple[str, str] | None:
     made = Path(os.fsdecode(exc.filename))
     for path in (made, *made.parents):
         if os.path.lexists(path) and not path.is_dir():
-            kind = "file" if path.is_file() else "link" if path.is_symlink() else "special file"  # FIFO, device...
-            what = "a link to nothing" if kind == "link" else f"a {kind}"
+            if path.is_symlink() and not path.exists():
+                kind, what = "link", "a link to nothing"
+            else:  # a file, a link to one, or what `special_kind` names everywhere else ("a FIFO", "a socket", ...)
+                kind = "file" if path.is_file() else "special file"
+                what = "a file" if kind == "file" else special_kind(os.stat(path).st_mode) or "a special file"
             return f"{display_path(os.fspath(path))} is {what} where a folder is expected", kind
     return None
 
