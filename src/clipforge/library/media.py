@@ -23,6 +23,7 @@ the format actually found.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -33,12 +34,13 @@ import unicodedata
 from collections import OrderedDict
 from pathlib import Path
 
-from clipforge.atomic import write_bytes_atomic
+from clipforge.atomic import remove_stale_temps, write_bytes_atomic
 from clipforge.library.dbfile import not_writable
+from clipforge.library.lock import library_lock
 from clipforge.library.paths import LibraryPaths
 from clipforge.library.store import ImageRecord
 from clipforge.library.thumbs import thumb_cache
-from clipforge.regular_file import FileTooLargeError, read_regular_file
+from clipforge.regular_file import FileTooLargeError, NotRegularFileError, read_regular_file
 
 __all__ = ["THUMB_SIZES", "ChangedFileError", "clean_upload_name", "forget_verified", "image_bytes", "read_original",
            "store_upload", "thumbnail_bytes"]
@@ -229,14 +231,33 @@ def clean_upload_name(filename: str | None) -> str | None:
     return stem or None
 
 
-def _existing_upload(folder: Path, sha: str) -> Path | None:
-    """The file already holding these bytes (either layout), if any."""
+def _holds(path: Path, data: bytes) -> bool:
+    """Whether `path` is a regular file (not a link) holding exactly `data`: one stat, then one read only when the
+    size matches. A partial file (a copy cut short, a file edited by hand) is not the upload."""
+    try:
+        if path.is_symlink() or not path.is_file() or path.stat().st_size != len(data):
+            return False
+        return read_regular_file(path, max_bytes=len(data)) == data
+    except (OSError, NotRegularFileError, FileTooLargeError):  # gone or swapped since the stat
+        return False
+
+
+def _existing_upload(folder: Path, sha: str, data: bytes) -> Path | None:
+    """The finished file already holding these bytes (either layout), if any. A hidden name is never one:
+    `clean_upload_name` strips leading dots, so it is a writer's temporary (`clipforge.atomic`), perhaps another
+    server's still being written, or one a `kill -9` left half written (it was taken for the upload: indexed under
+    its vanishing name, or answered "created" for good while the photo was never stored)."""
     named = folder / sha
+    candidates: list[Path] = []
     if named.is_dir() and not named.is_symlink():
-        found = next((p for p in sorted(named.iterdir()) if p.is_file() and not p.is_symlink()), None)
-        if found is not None:
-            return found
-    return next((p for p in sorted(folder.glob(f"{sha}.*")) if p.is_file() and not p.is_symlink()), None)
+        candidates += sorted(named.iterdir())
+    candidates += sorted(folder.glob(f"{sha}.*"))
+    return next((p for p in candidates if not p.name.startswith(".") and _holds(p, data)), None)
+
+
+_UPLOADS_LOCK = "uploads.lock"
+"""The lock file, beside the library's ``library.lock``, that writers of uploads take turns on (`store_upload`): not
+the library's lock, which an `index add` holds for its whole run, while an upload's turn lasts a lookup and a write."""
 
 
 def store_upload(paths: LibraryPaths, data: bytes, max_pixels: int | None = None,
@@ -246,7 +267,10 @@ def store_upload(paths: LibraryPaths, data: bytes, max_pixels: int | None = None
     The file is ``uploads/<sha[:2]>/<sha256>/<name><ext>``: the content hash keeps two uploads apart and
     finds the same bytes again, `name` is the client's `filename` cleaned by `clean_upload_name` (so the
     photo shows as ``holiday.png``, not a hash), and `ext` comes from the format actually decoded. Without
-    a usable name it is ``uploads/<sha[:2]>/<sha256><ext>``. Bytes already stored are not stored again.
+    a usable name it is ``uploads/<sha[:2]>/<sha256><ext>``. Bytes already stored are not stored again: the
+    finished file holding them is returned (never a writer's temporary, see `_existing_upload`), and writers
+    take turns on ``uploads.lock`` so two processes storing the same bytes at once store one file. The
+    temporaries of writers killed mid-upload (`atomic.remove_stale_temps`) go when an upload lands beside them.
     Raises `clipforge.image.ImageLoadError` (a ValueError) saying why when `data` is not an image, and
     `dbfile.LibraryWriteError` (an OSError, errno EACCES) naming what is read-only when this user may not write
     the library: the error a refused database write raises, which the REST answers 403 read_only_library.
@@ -266,16 +290,23 @@ def store_upload(paths: LibraryPaths, data: bytes, max_pixels: int | None = None
         extension = _EXTENSIONS.get(probe.format or "", ".img")
     sha = hashlib.sha256(data).hexdigest()
     folder = paths.uploads_dir / sha[:2]
-    existing = _existing_upload(folder, sha) if folder.is_dir() else None
-    if existing is not None:
-        return existing
     stem = clean_upload_name(filename)
     target = folder / sha / f"{stem}{extension}" if stem else folder / f"{sha}{extension}"
-    try:
-        write_bytes_atomic(target, data)  # the umask decides who may read it, as for any file we write
-    except OSError as exc:  # a read-only library: its own write error (a bare PermissionError named a folder)
-        refused = not_writable(paths.root, exc)
-        if refused is None:
-            raise
-        raise refused from exc
+    # Writers of uploads take turns (other processes too: two servers on one library), from the look for these
+    # bytes to the rename of the new file: the second finds the first's file instead of storing them again. (A
+    # read-only library is not locked: the write below says why it cannot be stored.)
+    with library_lock(paths.root / _UPLOADS_LOCK):
+        for where in (folder / sha, folder):  # what writers killed mid-upload left; a live writer's stays
+            with contextlib.suppress(OSError):
+                remove_stale_temps(where, hostless_by_pid=False)
+        existing = _existing_upload(folder, sha, data) if folder.is_dir() else None
+        if existing is not None:
+            return existing
+        try:
+            write_bytes_atomic(target, data)  # the umask decides who may read it, as for any file we write
+        except OSError as exc:  # a read-only library: its own write error (a bare PermissionError named a folder)
+            refused = not_writable(paths.root, exc)
+            if refused is None:
+                raise
+            raise refused from exc
     return target
