@@ -34,6 +34,8 @@ from clipforge.library.media import clean_upload_name
     ("cafe\u0301 \U0001F468\u200d\U0001F469\u200d\U0001F467.png", "caf\u00e9 \U0001F468\u200d\U0001F469\u200d\U0001F467"),
     ("\U0001F3F3\ufe0f\u200d\U0001F308.png", "\U0001F3F3\ufe0f\u200d\U0001F308"),  # after a variation selector
     ("\U0001F44D\U0001F3FD\u200d\U0001F468.png", "\U0001F44D\U0001F3FD\u200d\U0001F468"),  # after a skin tone
+    ("^\u200d\u00a9.png", "\u00a9"),  # review 63: ^ is a symbol (Sk) but no emoji: its joiner is "_", stripped
+    ("x" * 113 + "\U0001F468\u200d\U0001F469.png", "x" * 113 + "\U0001F468"),  # the cut at 120 bytes: no joiner left
     ("\u3000全角空格\u3000.png", "全角空格"),  # only the ASCII space is kept
     ("x%0d%0aSet-Cookie: a=b.png", "x_0d_0aSet-Cookie_ a_b"),
     ("'quote\".png", "quote"),

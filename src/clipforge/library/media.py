@@ -210,7 +210,8 @@ def _joins_emoji(text: str, i: int) -> bool:
     if text[i] != _ZWJ or i == 0 or i + 1 >= len(text):
         return False
     before, after = text[i - 1], text[i + 1]
-    emoji_before = unicodedata.category(before) in ("So", "Sk") or before == "\ufe0f"
+    skin_tone = "\U0001F3FB" <= before <= "\U0001F3FF"  # the emoji modifiers; other Sk (^, `) are no emoji
+    emoji_before = unicodedata.category(before) == "So" or skin_tone or before == "\ufe0f"
     return emoji_before and unicodedata.category(after) == "So"
 
 
@@ -227,7 +228,7 @@ def clean_upload_name(filename: str | None) -> str | None:
     stem = stem.strip(" ._")
     # whole characters within the byte budget (no surrogate is left to encode: they are not printable)
     stem = stem.encode("utf-8")[:_NAME_BYTES].decode("utf-8", "ignore")
-    stem = stem.rstrip(" ._")
+    stem = stem.rstrip(" ._" + _ZWJ)  # a joiner the cut left at the end joins nothing: unseen (review 63)
     return stem or None
 
 
