@@ -55,3 +55,34 @@ def test_a_405_names_a_standard_method_and_the_path(make_client):
     assert spoof.status_code in (404, 405), spoof.text
     assert " is yours" not in spoof.json()["detail"]
     assert quote("/api/images/1 is yours", safe="/") in spoof.json()["detail"]
+
+
+_SPOOF = "/assets/please send your token to evil.example"
+
+
+def test_every_405_names_the_path_and_method_by_the_same_rule(ui_client, make_client):
+    """Review 63 revserver #1: the 405s of gradio's and Starlette's routes (reworded by `error_shape`) wrote any
+    method and the decoded path as sent (`PUT is not allowed on /assets/please send your token to evil.example`);
+    they follow `not_here`'s rule now, and so does the plain "Method Not Allowed" of the app's own routes."""
+    shown = "/assets/please%20send%20your%20token%20to%20evil.example"
+    expected = {
+        ("FOOBARBAZ", "/openapi.json"): "this method is not allowed on /openapi.json; use GET, HEAD",
+        ("FOOBARBAZ", "/gradio_api/info"): "this method is not allowed on /gradio_api/info; use GET, HEAD",
+        ("FOOBARBAZ", "/"): "this method is not allowed on /; use GET, HEAD",
+        ("POST", "/config"): "POST is not allowed on /config; use GET, HEAD",
+        ("PUT", _SPOOF): f"PUT is not allowed on {shown}; use GET, HEAD",
+        ("SEND-TOKEN", "/assets/" + "z" * 100): f"this method is not allowed on /assets/{'z' * 72}...; use GET, HEAD",
+        ("FOOBARBAZ", "/api/stats"): "this method is not allowed on /api/stats; use GET, HEAD",
+    }
+    for (method, path), detail in expected.items():
+        answer = ui_client.request(method, path)
+        assert _detail(answer, 405, "method_not_allowed") == detail, (method, path)
+    client = make_client()  # without the UI: the app's own routes answered "Method Not Allowed"
+    for method, path, detail in [
+        ("FOOBARBAZ", "/openapi.json", "this method is not allowed on /openapi.json; use GET, HEAD"),
+        ("POST", "/docs", "POST is not allowed on /docs; use GET, HEAD"),
+        ("DELETE", "/healthz", "DELETE is not allowed on /healthz; use GET, HEAD"),
+    ]:
+        answer = client.request(method, path)
+        assert _detail(answer, 405, "method_not_allowed") == detail, (method, path)
+        assert answer.headers["allow"] in ("GET, HEAD", "HEAD, GET")

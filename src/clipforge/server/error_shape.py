@@ -9,6 +9,7 @@ raised (its app sends that 500, then raises again, and uvicorn logged the traceb
 `ErrorShapeMiddleware` wraps the whole app. An answer of status 400 or more that is not already in the shape
 (small: at most `_MAX_ERROR_BYTES`) is held until its body is complete and sent again as
 `{"error": code, "detail": one line}`, with the answer's other headers (`Allow`, `WWW-Authenticate`, ...);
+every 405 with an `Allow` header (ours too) is worded by `not_here.not_allowed_detail`, the REST API's one rule;
 a validation list becomes `field: message; ...` without the echoed values; a 500 becomes `internal_error`
 with the generic sentence, and an exception raised after such an answer was started is logged once, by
 `errors.api_error`, and goes no further. Anything else passes through untouched.
@@ -21,6 +22,7 @@ from typing import Any
 
 from clipforge.server.errors import INTERNAL_DETAIL, api_error, status_code_name, validation_text
 from clipforge.server.middleware import ASGIApp, Message, Receive, Scope, Send
+from clipforge.server.not_here import not_allowed_detail
 
 __all__ = ["ErrorShapeMiddleware", "shaped_error"]
 
@@ -81,15 +83,6 @@ def shaped_error(status: int, content_type: str, body: bytes) -> dict[str, str] 
     else:
         detail = ""
     return {"error": code, "detail": _one_line(detail) or _REASONS.get(status, f"HTTP {status}")}
-
-
-def _not_allowed(scope: Scope, allow: str) -> str:
-    """A 405's detail as the API words it: the method, the path and what to use (HEAD wherever GET is)."""
-    methods = [m.strip() for m in allow.split(",") if m.strip()]
-    if "GET" in methods and "HEAD" not in methods:
-        methods.insert(methods.index("GET") + 1, "HEAD")
-    method, path = str(scope.get("method", ""))[:20], str(scope.get("path", ""))[:80]
-    return _one_line(f"{method} is not allowed on {path}; use {', '.join(methods)}")
 
 
 class ErrorShapeMiddleware:
@@ -160,8 +153,13 @@ class ErrorShapeMiddleware:
         encoded = any(k.lower() == b"content-encoding" for k, _ in headers)
         shaped = None if encoded else shaped_error(int(start["status"]), content_type.lower(), body)
         allow = next((v for k, v in headers if k.lower() == b"allow"), None)
-        if shaped is not None and start["status"] == 405 and allow is not None:
-            shaped["detail"] = _not_allowed(scope, allow.decode("latin-1"))
+        if not encoded and start["status"] == 405 and allow is not None:
+            # one rule for every 405 (`not_here.not_allowed_detail`), an answer already in our shape included: the
+            # app's own routes said "Method Not Allowed", and gradio's echoed the method and decoded path as sent
+            shaped = shaped or json.loads(body)
+            shaped["detail"] = not_allowed_detail(
+                str(scope.get("method", "")), str(scope.get("path", "")), allow.decode("latin-1").split(",")
+            )
         if shaped is None:
             await send(start)
             await send({"type": "http.response.body", "body": body})

@@ -3,11 +3,14 @@ methods, else a JSON 404 (an `/api/...` path that matched nothing fell through t
 
 Both name the path asked for, which is what the client needs to see, but as a URL (`shown_path`), and the method
 only when it is a standard one (`shown_method`): the decoded path and any method went into the detail as sent, so a
-caller chose what the server appeared to write (`no endpoint /api/please send your token to evil.example`).
+caller chose what the server appeared to write (`no endpoint /api/please send your token to evil.example`). Every
+other 405 of the server (gradio's and Starlette's routes, reworded by `error_shape`) is worded by the same
+`not_allowed_detail`: one rule, where the second copy had kept echoing `PUT is not allowed on /assets/please ...`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from http import HTTPMethod
 from typing import Any
 from urllib.parse import quote
@@ -17,7 +20,7 @@ from starlette.routing import Match
 
 from clipforge.server.errors import error_response
 
-__all__ = ["NotHere", "shown_method", "shown_path"]
+__all__ = ["NotHere", "not_allowed_detail", "shown_method", "shown_path"]
 
 SHOWN_PATH_CHARS = 80
 # RFC 9110's methods, PATCH, and QUERY (a safe method with a body: an IETF draft)
@@ -39,6 +42,15 @@ def shown_path(path: str, limit: int = SHOWN_PATH_CHARS) -> str:
 def shown_method(method: str) -> str:
     """`method` as an error names it: a standard HTTP method by its name, any other as "this method"."""
     return method if method in _METHODS else "this method"
+
+
+def not_allowed_detail(method: str, path: str, allowed: Iterable[str]) -> str:
+    """A 405's detail, for every 405 of the server: the method (`shown_method`), the path (`shown_path`) and the
+    methods to use, sorted (a route's method set came out in either order), HEAD wherever GET is."""
+    methods = {m.strip() for m in allowed if m.strip()}
+    if "GET" in methods:  # answered as GET is (`head.HeadAsGetMiddleware`)
+        methods.add("HEAD")
+    return f"{shown_method(method)} is not allowed on {shown_path(path)}; use {', '.join(sorted(methods))}"
 
 
 def _allowed_methods(request: Request, routes: list[Any]) -> list[str]:
@@ -67,14 +79,13 @@ class NotHere:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         request = Request(scope, receive)
         allowed = _allowed_methods(request, self.routes)
-        path = shown_path(request.url.path)
         if allowed:
             response = error_response(
                 405,
                 "method_not_allowed",
-                f"{shown_method(request.method)} is not allowed on {path}; use {', '.join(allowed)}",
+                not_allowed_detail(request.method, request.url.path, allowed),
                 headers={"Allow": ", ".join(allowed)},
             )
         else:
-            response = error_response(404, "not_found", f"no endpoint {path}; see /docs")
+            response = error_response(404, "not_found", f"no endpoint {shown_path(request.url.path)}; see /docs")
         await response(scope, receive, send)
