@@ -112,3 +112,37 @@ def test_repeats_are_counted_into_one_line_a_minute_and_other_errors_pass_throug
     assert said[0].startswith("cannot accept new connections: Too many open files (this process's descriptor")
     assert said[1] == "cannot accept new connections: Too many open files; 501 failed accepts in the last 61 s"
     assert passed == [other, refused_otherwise]  # not ours to count: asyncio's handler, as before
+
+
+def test_a_gap_longer_than_the_interval_ends_an_episode_with_its_own_count(caplog):
+    """Review 63 revserver #5: the failures after an episode's last line were summed into the next episode's first
+    line, hours later ("5000 failed accepts in the last 10800 s"), without the first line's `ulimit -n` hint. A gap
+    longer than `interval_s` ends an episode: its remaining count is said with the time to its last failure, then
+    the new episode starts with the full first line."""
+    clock = _Clock()
+    handler = AcceptErrorLog(logging.getLogger("test.accept.gap"), clock=clock)
+    loop = asyncio.new_event_loop()
+    try:
+        with caplog.at_level(logging.ERROR, logger="test.accept.gap"):
+            for _ in range(5000):  # 50 s of failures, 100 a second
+                handler(loop, _accept_error())
+                clock.now += 0.01
+            clock.now = 100.0 + 3 * 3600  # three hours later, a new episode
+            handler(loop, _accept_error(errno.ENFILE))
+            clock.now += 30
+            handler(loop, _accept_error(errno.ENFILE))  # within the new episode's minute: counted
+            clock.now += 31
+            handler(loop, _accept_error(errno.ENFILE))
+            clock.now += 61  # a gap after a line that said every failure: nothing left to say
+            handler(loop, _accept_error())
+    finally:
+        loop.close()
+    said = [record.getMessage() for record in caplog.records]
+    first = "this process's descriptor limit, `ulimit -n`, is "
+    assert len(said) == 5, said
+    assert said[0].startswith("cannot accept new connections: Too many open files (" + first), said[0]
+    assert said[1] == ("cannot accept new connections: Too many open files; 4999 failed accepts in the 50 s "
+                       "to 10750 s ago, then none until now")
+    assert said[2].startswith("cannot accept new connections: Too many open files in system (" + first), said[2]
+    assert said[3] == "cannot accept new connections: Too many open files in system; 2 failed accepts in the last 61 s"
+    assert said[4].startswith("cannot accept new connections: Too many open files (" + first), said[4]

@@ -11,7 +11,10 @@ request that could not be accepted, and the operator needs one fact: the limit w
 `AcceptErrorLog` is installed as the loop's exception handler when the server starts
 (`runner.build_server`'s `Server.serve`): the first such error is one line naming the errno, the
 limit and what to do; the next ones are counted and summed up in one line at most every `interval_s`
-seconds while they last. Every other context goes to the handler that was there before (asyncio's
+seconds while they last. An error more than `interval_s` after the one before it starts a new
+episode: the old one's uncounted failures are said first, with the time up to its last failure, then
+the first line again, hint included (they were summed into the next episode, hours later, as one run
+"in the last 10800 s"). Every other context goes to the handler that was there before (asyncio's
 default), unchanged.
 """
 
@@ -52,7 +55,9 @@ class AcceptErrorLog:
         self.interval_s = interval_s
         self.clock = clock
         self.unsaid = 0  # accept errors since the last line
-        self.said_at: float | None = None
+        self.said_at: float | None = None  # when the last line was written; None: no episode yet
+        self.failed_at = 0.0  # when the last accept error came
+        self.reason = ""  # and its errno's words
 
     def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         error = context.get("exception")
@@ -63,10 +68,13 @@ class AcceptErrorLog:
                 loop.default_exception_handler(context)
             return
         now = self.clock()
+        if self.said_at is not None and now - self.failed_at > self.interval_s:
+            self._end_episode(now)
+        reason = os.strerror(error.errno) if error is not None else "out of resources"
         self.unsaid += 1
+        self.failed_at, self.reason = now, reason
         if self.said_at is not None and now - self.said_at < self.interval_s:
             return
-        reason = os.strerror(error.errno) if error is not None else "out of resources"
         if self.said_at is None:
             self.logger.error(
                 "cannot accept new connections: %s (this process's descriptor limit, `ulimit -n`, is %s); "
@@ -77,6 +85,16 @@ class AcceptErrorLog:
                               reason, self.unsaid, round(now - self.said_at))
         self.unsaid = 0
         self.said_at = now
+
+    def _end_episode(self, now: float) -> None:
+        """The episode whose last failure was `failed_at` is over: its failures since its last line, if any, in
+        one line with the time they took and how long ago they stopped; the next error starts a new one."""
+        if self.unsaid and self.said_at is not None:
+            self.logger.error("cannot accept new connections: %s; %d failed accepts in the %d s to %d s ago, then none "
+                              "until now", self.reason, self.unsaid, round(self.failed_at - self.said_at),
+                              round(now - self.failed_at))
+        self.unsaid = 0
+        self.said_at = None
 
 
 def install_accept_error_log(loop: asyncio.AbstractEventLoop, logger: logging.Logger) -> AcceptErrorLog:
