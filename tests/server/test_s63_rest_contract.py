@@ -138,3 +138,36 @@ def test_the_upload_declares_every_image_type_it_takes(make_client):
     Image.new("RGB", (64, 64), (30, 90, 200)).save(buffer, "AVIF")
     created = client.post("/api/images", files={"file": ("a.avif", buffer.getvalue(), "image/avif")})
     assert created.status_code == 201, created.text
+
+
+def test_a_declared_body_over_the_limit_is_a_declared_413_on_every_route(make_client, kit):
+    """Review 63 revserver #6: `BodyLimitMiddleware` answers 413 to any method whose declared Content-Length is over
+    the limit, a GET too, but no GET operation declared 413."""
+    client = make_client()
+    spec = client.get("/openapi.json").json()
+    requests = _requests(kit)
+    for (path, method), op in _operations(spec).items():
+        answer = client.request(method, requests[path, method]["url"], headers={"Content-Length": "999999999"})
+        _declares(op, 413, answer)
+        assert answer.json()["error"] == "payload_too_large", answer.text
+        assert "declared Content-Length over the body limit" in op["responses"]["413"]["description"], (path, method)
+
+
+def test_the_declared_429_names_the_per_address_cap_too(make_client, kit):
+    """Review 63 revserver #6: a gate's 429 is sent for one client's cap and for its address's (`fair.FairGate`:
+    "N requests from your address are running or waiting"); the declaration described only the first."""
+    client = make_client()
+    service = client.app.state.service
+    spec = client.get("/openapi.json").json()
+    requests = _requests(kit)
+    caps = {gate: gate.per_host for gate in (service.gate, service.reads, service.pages)}
+    for gate in caps:
+        gate.per_host = 0  # the address already holds all it may; the client itself holds nothing
+    for (path, method), op in _operations(spec).items():
+        if path == "/healthz":
+            continue
+        answer = _answered(client, method, requests[path, method])
+        _declares(op, 429, answer)
+        assert answer.json()["detail"] == "0 requests from your address are running or waiting; try again shortly"
+        described = op["responses"]["429"]["description"]
+        assert any(f"or {cap} requests from its address are" in described for cap in caps.values()), described

@@ -62,12 +62,14 @@ def test_spec_states_ids_bounds_bodies_and_errors(make_client):
     # Every status each route can answer, each error with the one error schema.
     expected = {("/api/search", "post"): {"200", "400", "403", "405", "408", "413", "415", "422", "429", "503"},
                 ("/api/classify", "post"): {"200", "400", "403", "405", "408", "413", "415", "422", "429", "503"},
-                ("/api/images", "get"): {"200", "400", "405", "422", "429", "503"},
+                ("/api/images", "get"): {"200", "400", "405", "413", "422", "429", "503"},
                 ("/api/images", "post"): {"200", "201", "400", "403", "405", "408", "413", "415", "422", "429", "503",
                                           "507"},
-                ("/api/images/{image_id}", "get"): {"200", "304", "400", "404", "405", "422", "429", "503"},
-                ("/api/images/{image_id}/thumb", "get"): {"200", "304", "400", "404", "405", "422", "429", "503"},
-                ("/api/stats", "get"): {"200", "400", "405", "429", "503"}, ("/healthz", "get"): {"200", "400", "405"}}
+                ("/api/images/{image_id}", "get"): {"200", "304", "400", "404", "405", "413", "422", "429", "503"},
+                ("/api/images/{image_id}/thumb", "get"): {"200", "304", "400", "404", "405", "413", "422", "429",
+                                                          "503"},
+                ("/api/stats", "get"): {"200", "400", "405", "413", "429", "503"},
+                ("/healthz", "get"): {"200", "400", "405", "413"}}  # 413: a declared Content-Length over the limit
     for (path, method), codes in expected.items():
         responses = paths[path][method]["responses"]
         assert set(responses) == codes, (path, method)

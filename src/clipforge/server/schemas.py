@@ -33,6 +33,8 @@ class ErrorOut(BaseModel):
 _ANY_REQUEST = (  # `origins.BrowserOriginMiddleware`, `middleware.BodyLimitMiddleware`, `not_here`
     (400, "a Host name this server does not answer to (`host_not_allowed`), or a Content-Length that is not a number"),
     (405, "method not allowed here (the Allow header lists the allowed ones)"),
+    # the body limit holds for every method: a GET declaring a body over it is refused before the route runs
+    (413, "a declared Content-Length over the body limit, whatever the method (`payload_too_large`)"),
 )
 _BROWSER_WRITE = (  # `origins`: a method other than its SAFE_METHODS
     (403, "a page of another site sent it from a browser (`cross_site_request`)"),
@@ -74,9 +76,9 @@ def error_responses(method: str, path: str, *own: tuple[int, str], body: bool = 
         reasons += _UNDER_API
     if method.upper() not in ("GET", "HEAD"):
         reasons += _NOT_A_READ
-    if gate is not None:
-        reasons.append((429, f"too many {gate.what} of this client are running or waiting (at most {gate.per_client}; "
-                             f"`too_many_requests`)"))
+    if gate is not None:  # its two caps, as `fair.FairGate._admit` words them: one client's, then one address's
+        reasons.append((429, f"too many {gate.what} of this client are running or waiting (at most {gate.per_client}), "
+                             f"or {gate.per_host} requests from its address are (`too_many_requests`)"))
     out: dict[int | str, dict[str, Any]] = {}
     for status, why in sorted(reasons, key=lambda reason: reason[0]):
         entry = out.setdefault(status, {"model": ErrorOut, "description": why})
