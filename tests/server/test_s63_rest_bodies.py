@@ -131,6 +131,27 @@ def test_a_compressed_body_is_refused_before_it_is_read(make_client, png, monkey
     assert _refused(classify, 415, "unsupported_media_type") == _NOT_DECOMPRESSED
 
 
+def test_a_charset_sent_as_the_content_encoding_is_told_where_it_belongs(make_client):
+    """Review 63 revserver #7: `Content-Encoding: UTF-8` on a plain JSON body (a known mistake: the charset in the
+    wrong header) was ignored before and is a 415 now; its detail says where a charset goes. Content codings, and
+    Python codecs that are not text encodings (zlib, base64), get the plain words."""
+    client = make_client()
+    body = json.dumps({"text": "fish", "top_k": 1}).encode()
+    hint = " (a charset belongs in Content-Type: application/json; charset=utf-8)"
+    for encoding in ("UTF-8", "utf8", "latin-1", "ISO-8859-1", "us-ascii", "windows-1252", "identity, utf-8"):
+        answer = client.post("/api/search", content=body,
+                             headers={"content-type": "application/json", "content-encoding": encoding})
+        assert _refused(answer, 415, "unsupported_media_type") == _NOT_DECOMPRESSED + hint, encoding
+        assert answer.headers["accept-encoding"] == "identity"
+    for encoding in ("gzip", "x-gzip", "compress", "deflate", "br", "zstd", "zlib", "base64", "rot13", "x"):
+        answer = client.post("/api/search", content=body,
+                             headers={"content-type": "application/json", "content-encoding": encoding})
+        assert _refused(answer, 415, "unsupported_media_type") == _NOT_DECOMPRESSED, encoding
+    fine = client.post("/api/search", content=body,
+                       headers={"content-type": "application/json; charset=utf-8", "content-encoding": "identity"})
+    assert fine.status_code == 200, fine.text
+
+
 # -- 7: a JSON body that is not an object ------------------------------------------------------------------------
 
 
