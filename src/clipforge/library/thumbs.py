@@ -15,11 +15,14 @@ can make the library store must be small and bounded:
   path lies inside the real thumbs folder, it is opened without following a link, it is a
   regular file with one name, and it starts like a JPEG; anything else is rebuilt from the
   photo (and replaced, when the folder is ours) or, outside the library, left alone.
-- *Nothing through a link.* A `thumbs` folder that is itself a link is not ours either: it was
-  written through (each shard's real path lies inside the *resolved* folder) but never counted
-  or evicted (the walk follows no link), so anonymous requests filled its target past the
-  budget, and `thumbs -> /tmp` put files outside the library. Like a linked shard folder, it is
-  neither read nor written: each thumbnail is made in memory, and the log says so once.
+- *Nothing where others can plant.* A `thumbs` folder that is itself a link was written through (each shard's
+  real path lies inside the *resolved* folder) but never counted or evicted (the walk followed no link), so
+  anonymous requests filled its target past the budget, and `thumbs -> /tmp` put files where other users could
+  plant or read them. Refusing every link made the ordinary "thumbs moved to a bigger disk" decode the original
+  on each request (60 ms for a 24-megapixel JPEG). A link is followed when its target is a folder of this user
+  that no other user can write into (`_not_private`): the cache reads, writes, counts and evicts under that
+  resolved folder, so the budget holds there. Any other target (`/tmp`, world- or group-writable, another user's,
+  missing) is neither read nor written: each thumbnail is made in memory, and the log says why once.
 """
 
 from __future__ import annotations
@@ -70,6 +73,28 @@ def _inside(path: str, folder: str) -> bool:
     return path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
+def _name(sha256: str, klass: int) -> str:
+    """A class file's path inside the cache folder: `ab/<sha256>_<class>.jpg`."""
+    return f"{sha256[:2]}/{sha256}_{int(klass)}.jpg"
+
+
+def _not_private(folder: str) -> str | None:
+    """Why the resolved folder of a linked `thumbs` is no place for the cache (the words of the log line), or None
+    when it is a folder of this user that no other user may write into: another user could plant a file at a
+    thumbnail's name (served as that photo's), or fill the folder, in one they may write."""
+    try:
+        info = os.stat(folder)
+    except OSError:
+        return "which is not a folder"
+    if not stat.S_ISDIR(info.st_mode):
+        return "which is not a folder"
+    if hasattr(os, "geteuid") and info.st_uid != os.geteuid():
+        return f"a folder of another user (uid {info.st_uid})"
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"a folder other users can write into (mode {stat.S_IMODE(info.st_mode):04o})"
+    return None
+
+
 class ThumbCache:
     """The thumbnails of one library folder (`thumb_cache(folder)` shares one per folder and process)."""
 
@@ -77,46 +102,54 @@ class ThumbCache:
         self.folder = Path(folder)
         self._lock = threading.Lock()
         self._total: int | None = None  # bytes of cached files, counted on the first write
+        self._counted = ""  # the real folder `_total` counts
         self._said_linked = False  # the log said once that a linked thumbs folder is not cached
 
     def path(self, sha256: str, klass: int) -> Path:
-        return self.folder / sha256[:2] / f"{sha256}_{int(klass)}.jpg"
+        return self.folder / _name(sha256, klass)
 
     def get(self, sha256: str, size: int, make: Callable[[int], bytes]) -> bytes:
         """JPEG bytes, longest side at most `size`: the class file (built by `make(klass)` when absent or not
         ours), resized in memory when `size` is not itself a class."""
         klass = size_class(size)
-        target = self.path(sha256, klass)
-        data = self._read(target)
+        home = self._home()
+        target = None if home is None else Path(home) / _name(sha256, klass)
+        data = None if target is None else self._read(target, home)
         if data is None:
             data = make(klass)
-            self._store(target, data)
+            if target is not None:
+                self._store(target, home, data)
         return data if klass == int(size) else _shrink(data, int(size))
 
     # -- reading ----------------------------------------------------------------------------
-    def _real_folder(self) -> str:
-        return os.path.realpath(self.folder)
-
-    def _ours(self, target: Path) -> bool:
-        """Whether `target`'s folder really is inside the thumbs folder, neither that folder nor its shard a link
-        (the one rule `_read`, `_store` and `_files` share: what is not ours is never read, written or counted)."""
-        if os.path.islink(self.folder):
-            self._say_linked()
-            return False
-        return _inside(os.path.realpath(target.parent) + os.sep + "x", self._real_folder())
-
-    def _say_linked(self) -> None:
+    def _home(self) -> str | None:
+        """The real folder the cache lives in: the thumbs folder's, or, when that is a link, the folder it resolves
+        to if this user owns it and no one else may write into it; None (the log says why, once) otherwise."""
+        real = os.path.realpath(self.folder)
+        if not os.path.islink(self.folder):
+            return real
+        why = _not_private(real)
+        if why is None:
+            return real
         with self._lock:
             if self._said_linked:
-                return
+                return None
             self._said_linked = True
-        log.warning("thumbnails are not cached: %s is a link, and nothing is written through one (make it a folder "
-                    "inside the library to cache them); each is made from its photo when asked for",
-                    display_path(os.fspath(self.folder)))
+        log.warning("thumbnails are not cached: %s is a link to %s, %s, and no thumbnail is written where another "
+                    "user could plant files (link it to a folder of your own that only you can write into to cache "
+                    "them); each is made from its photo when asked for",
+                    display_path(os.fspath(self.folder)), display_path(real), why)
+        return None
 
-    def _read(self, target: Path) -> bytes | None:
+    @staticmethod
+    def _ours(target: Path, home: str) -> bool:
+        """Whether `target`'s folder really is inside `home`, its shard no link elsewhere (the one rule `_read` and
+        `_store` share: what is not ours is never read or written; `_files` counts no link)."""
+        return _inside(os.path.realpath(target.parent) + os.sep + "x", home)
+
+    def _read(self, target: Path, home: str) -> bytes | None:
         """The cached bytes, or None when absent or not a file this cache wrote (see module docstring)."""
-        if not self._ours(target):
+        if not self._ours(target, home):
             return None
         flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
         try:
@@ -136,31 +169,33 @@ class ThumbCache:
         return data
 
     # -- writing and the budget -------------------------------------------------------------
-    def _store(self, target: Path, data: bytes) -> None:
-        if not self._ours(target):
-            return  # a thumbs or shard folder that is a link: never write through it
+    def _store(self, target: Path, home: str, data: bytes) -> None:
+        if not self._ours(target, home):
+            return  # a shard folder that is a link: never write through it
         try:  # the rename replaces a planted link or hard link by our own file
             write_bytes_atomic(target, data)
         except OSError:  # a read-only library or a full disk still serves thumbnails, uncached
             return
-        self._account(len(data))
+        self._account(home, len(data))
 
-    def _account(self, added: int) -> None:
+    def _account(self, home: str, added: int) -> None:
         budget = cache_budget_bytes()
         with self._lock:
-            if self._total is None:
-                self._total = sum(size for _, size, _ in self._files())
+            if self._total is None or self._counted != home:  # first write, or the link now leads elsewhere
+                self._total, self._counted = sum(size for _, size, _ in self._files(home)), home
             else:
                 self._total += added
             if self._total > budget:
-                self._total = self._evict(int(budget * 0.8))
+                self._total = self._evict(home, int(budget * 0.8))
 
-    def _files(self) -> list[tuple[float, int, Path]]:
-        """(mtime, bytes, path) of every cached file (links are not followed, temps of dead writers removed)."""
+    @staticmethod
+    def _files(home: str) -> list[tuple[float, int, Path]]:
+        """(mtime, bytes, path) of every cached file under `home` (links are not followed, temps of dead writers
+        removed)."""
         out: list[tuple[float, int, Path]] = []
-        if not os.path.isdir(self.folder) or os.path.islink(self.folder):
+        if not os.path.isdir(home):
             return out
-        for shard in os.scandir(self.folder):
+        for shard in os.scandir(home):
             if not shard.is_dir(follow_symlinks=False):
                 continue
             with contextlib.suppress(OSError):
@@ -171,9 +206,9 @@ class ThumbCache:
                         out.append((info.st_mtime, info.st_size, Path(entry.path)))
         return out
 
-    def _evict(self, keep: int) -> int:
-        """Delete least recently used files until at most `keep` bytes remain; returns the bytes left."""
-        files = sorted(self._files())
+    def _evict(self, home: str, keep: int) -> int:
+        """Delete least recently used files under `home` until at most `keep` bytes remain; returns the bytes left."""
+        files = sorted(self._files(home))
         total = sum(size for _, size, _ in files)
         for _, size, path in files:
             if total <= keep:
