@@ -147,7 +147,9 @@ def worker_context() -> Any:
     (the run hung until the test's 600 s timeout; gdb: the child in `__run_postfork_handlers` inside cygrpc).
     A forkserver is a fresh process that never held a gRPC thread; the workers fork from it, torch and the
     reader preloaded there once (a first start costs ~1 s; later ones are forks). The reader is pickled to them
-    (a list of paths and the preprocessing); what the command decoded ahead (`prefetch`) is decoded again."""
+    (a list of paths and the preprocessing); what the command decoded ahead (`prefetch`) is decoded again. The
+    workers' parent is the forkserver, not the command: they and the forkserver end with the command even after
+    its `kill -9` (`lifeline`)."""
     if not fork_is_unsafe():
         return None
     import multiprocessing

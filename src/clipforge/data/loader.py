@@ -7,12 +7,14 @@ intra-op threads oversubscribes small CPUs badly); persistent workers are off so
 CUDA exists; map-style datasets are wrapped so each batch carries the dataset indices of its
 samples, which evaluation needs to map predictions back to files. A batch shared memory refuses on its way from
 a worker (a full /dev/shm, `ulimit -f`) is one line, `sharing.SharedMemoryError`, never a batch lost and waited
-for (`sharing`'s docstring says how).
+for (`sharing`'s docstring says how). Workers end with their command, a forkserver's too (`lifeline`), and put
+their sockets in the command's temporary folder (`_share_temp_folder`).
 """
 
 from __future__ import annotations
 
 import functools
+import multiprocessing.util
 import random
 import threading
 from typing import Any
@@ -23,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
 from clipforge.cores import die_with_parent
 
+from . import lifeline
 from .collate import Indexed, skip_bad_collate
 from .sharing import guard_feeder, refused_batch
 
@@ -51,7 +54,9 @@ def worker_init(worker_id: int, tied: bool = False) -> None:
     """Give every worker one torch thread, distinct, reproducible python/numpy seeds, and a data queue that answers a
     batch it cannot send with the error (`sharing.guard_feeder`); `tied`: end it with its
     parent (`cores.die_with_parent`), for workers forked by the main thread (the signal follows the thread that
-    forked, and a pool thread ending while its process goes on would take them along)."""
+    forked, and a pool thread ending while its process goes on would take them along). A worker whose parent is
+    not the command (a forkserver's) ends with the command all the same (`lifeline.hold`)."""
+    lifeline.hold()
     if tied:
         die_with_parent()
     guard_feeder()  # a batch that cannot be sent is raised in the command, not lost (`sharing`)
@@ -59,6 +64,14 @@ def worker_init(worker_id: int, tied: bool = False) -> None:
     seed = torch.initial_seed() % 2**32  # DataLoader sets base_seed + worker_id per worker
     random.seed(seed)
     np.random.seed(seed)
+
+
+def _share_temp_folder() -> None:
+    """Make this process's multiprocessing temporary folder (/tmp/pymp-*) before its workers start: they inherit its
+    name and put their sockets there (each hands its batches' shared memory over one). A worker's own folder was left
+    behind whenever the worker ended by a signal (a service manager's SIGTERM to the group, torch's terminate of a
+    late worker); the command removes its folder, with what its workers put there, when it exits."""
+    multiprocessing.util.get_temp_dir()
 
 
 class RampBatches(Sampler[list[int]]):
@@ -170,6 +183,7 @@ def make_loader(
     generator.manual_seed(seed)
     kwargs: dict[str, Any] = {}
     if workers > 0:
+        _share_temp_folder()
         # started by the main thread (the commands): a `kill -9` of the command takes its workers along
         kwargs["worker_init_fn"] = functools.partial(worker_init, tied=threading.current_thread() is threading.main_thread())
         kwargs["persistent_workers"] = False
