@@ -11,6 +11,9 @@ among them: a FIFO or device named ``x.jpg``) are named on stderr as `index add`
 (the input folder itself, or a folder holding it) or PATHs holding no image file at all is one line and exit
 status 2 before the model loads or a file is written: an export of nothing used to exit 0 leaving
 ``job.json`` (a job of 0 files) in --out, so the next export into it was refused as another job.
+While a run writes --out it holds ``--out/.clipforge-embed.lock`` (`clipforge.library.export_job.embed_lock`): a second
+`embed` there (a resume, another job, --overwrite) is one line naming the running job and exit status 2, before the
+model loads or a file in --out is touched; the ranks of one torchrun job share it, and a killed run's lock dies with it.
 """
 
 from __future__ import annotations
@@ -89,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
     from clipforge.cli.main import report_error
     from clipforge.library.dbfile import display_path
     from clipforge.library.export import check_output_apart, export_embeddings
+    from clipforge.library.export_job import embed_lock
 
     problem = _check_arguments(args)
     if problem is not None:  # before the default-model notice, the model and any file in --out
@@ -97,12 +101,13 @@ def run(args: argparse.Namespace) -> int:
     nothing = _nothing_to_embed(args)
     if nothing is not None:  # before the model loads and before --out (or its job.json) exists
         return report_error(nothing)
-    report = export_embeddings(args.paths, args.out, model_spec(args), recursive=args.recursive,
-                               shard_size=args.shard_size, batch_size=args.batch_size, workers=args.workers,
-                               dtype="float32" if args.float32 else "float16", overwrite=args.overwrite,
-                               progress=not (args.json or args.quiet), precision=args.precision,
-                               draft=not args.exact_decode, device=str(resolve_device(args.device)),
-                               max_pixels=args.max_pixels)
+    with embed_lock(args.out):  # a run beside it on --out is one line, before the model loads (OutputInUse)
+        report = export_embeddings(args.paths, args.out, model_spec(args), recursive=args.recursive,
+                                   shard_size=args.shard_size, batch_size=args.batch_size, workers=args.workers,
+                                   dtype="float32" if args.float32 else "float16", overwrite=args.overwrite,
+                                   progress=not (args.json or args.quiet), precision=args.precision,
+                                   draft=not args.exact_decode, device=str(resolve_device(args.device)),
+                                   max_pixels=args.max_pixels)
     if args.json:
         print(json_text(report.to_dict()))
     else:
