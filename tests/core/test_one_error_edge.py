@@ -13,6 +13,8 @@ from clipforge.errors import UserError
 
 SRC = Path(clipforge.__file__).resolve().parent
 EDGE = {"cli/main.py", "__main__.py"}  # the edge itself, and `python -m clipforge` calling it
+NOT_A_STATUS = {"data/lifeline.py": ["73: calls os._exit"]}
+"""Process ends no one reads a status of: a decoding worker ending itself because its command died (review 63)."""
 
 
 def _family() -> list[tuple[type, type]]:
@@ -95,7 +97,8 @@ def test_only_the_cli_edge_turns_exceptions_into_exit_statuses():
         relative = path.relative_to(SRC).as_posix()
         if relative in EDGE:
             continue
-        found = _violations(path, command_module=relative.startswith("cli/"))
+        found = [f for f in _violations(path, command_module=relative.startswith("cli/"))
+                 if f not in NOT_A_STATUS.get(relative, [])]
         if found:
             bad[relative] = found
     assert bad == {}
