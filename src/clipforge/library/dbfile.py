@@ -42,7 +42,8 @@ from clipforge.disk_full import DiskFullError
 from clipforge.errors import UserError
 from clipforge.library.schema import SchemaError
 
-__all__ = ["DamagedLibraryError", "LibraryDiskFullError", "LibraryOutOfFilesError", "LibraryWriteError", "access_error", "check_database_file", "damage_error", "display_path",
+__all__ = ["BUSY_TIMEOUT_S", "DamagedLibraryError", "LibraryBusyError", "LibraryDiskFullError", "LibraryOutOfFilesError",
+           "LibraryWriteError", "access_error", "busy_error", "check_database_file", "damage_error", "display_path",
            "file_stamp", "from_db", "not_writable", "open_read_only", "open_writable", "path_text", "read_only_part",
            "text_path", "to_db", "wal_path", "write_error"]
 
@@ -69,6 +70,34 @@ class LibraryDiskFullError(LibraryWriteError, DiskFullError):
     disk-full test (`clipforge.disk_full.disk_full`) knows it. SQLite reports a write stopped by a file-size limit as
     "disk I/O error" (errno EIO here, not SQLITE_FULL): the server's test of the errno alone answered an upload
     refused so 500 with a traceback, not its 507, and kept the upload's file."""
+
+
+BUSY_TIMEOUT_S = 60.0
+"""How long a connection waits for another process's write lock on the database (SQLite's busy timeout)."""
+
+
+class LibraryBusyError(UserError, sqlite3.OperationalError):
+    """Another process held the library's database for writing past the busy timeout, so a write could not start
+    (or commit): one sentence, not a traceback, and nothing of that write kept (`busy_error`). An
+    `sqlite3.OperationalError` still: a caller that leaves a write for later when the database is locked
+    (`transaction(wait=False)`) catches it as before. The server answers an upload refused so 503 `library_busy`."""
+
+    http_status = 503  # the server's environment, for a while: not the request's fault
+    retry_after = 10.0
+    client_detail = "the library is being written by another process: nothing was changed; try again shortly"
+
+
+def busy_error(path: Path, exc: sqlite3.Error, waited_s: float, wrote_before: bool) -> LibraryBusyError | None:
+    """The error to raise for `exc` when it is SQLite's "database is locked" (another connection holds the write
+    lock): `waited_s` is how long this one waited for it, `wrote_before` whether this process committed writes to
+    the library before (an `index add` keeps its earlier batches), so the sentence says what is kept."""
+    if not (str(getattr(exc, "sqlite_errorname", "")).startswith("SQLITE_BUSY") or "database is locked" in str(exc)):
+        return None
+    held = f"has held its database for writing for {waited_s:g} s" if waited_s > 0 else "is writing its database"
+    kept = ("this write was not made (what this command wrote before it is kept)" if wrote_before
+            else "nothing was written by this command")
+    return LibraryBusyError(f"library {display_path(os.fspath(Path(path).parent))} is busy: another process {held}; "
+                            f"{kept}; try again when it finishes")
 
 
 def damaged(path: str | os.PathLike[str], what: str, fix: str | None = None) -> DamagedLibraryError:
@@ -277,14 +306,14 @@ def not_writable(root: Path, exc: OSError) -> LibraryWriteError | None:
 def open_writable(path: Path) -> sqlite3.Connection:
     """The library's connection for reading and writing (WAL, autocommit: writes go through transactions); an
     sqlite3.Error, the connection closed, when SQLite refuses it (`access_error` says whether for access)."""
-    conn = sqlite3.connect(path, timeout=60.0, isolation_level=None, check_same_thread=False)
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
     try:
         conn.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode: a process crash loses nothing committed; only a power cut can
         # lose the last transactions, and never corrupts the file.
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA busy_timeout=60000")
+        conn.execute(f"PRAGMA busy_timeout={round(BUSY_TIMEOUT_S * 1000)}")
     except sqlite3.Error:
         conn.close()
         raise
@@ -300,11 +329,11 @@ def open_read_only(path: Path) -> sqlite3.Connection:
     else this is the access error (`access_error`). Any write through it is SQLite's "readonly database"."""
     settled = _size(wal_path(path)) == 0
     uri = f"{path.resolve().as_uri()}?mode=ro{'&immutable=1' if settled else ''}"
-    conn = sqlite3.connect(uri, uri=True, timeout=60.0, isolation_level=None, check_same_thread=False)
+    conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
     try:
         conn.execute("PRAGMA foreign_keys=ON")
         if not settled:
-            conn.execute("PRAGMA busy_timeout=60000")
+            conn.execute(f"PRAGMA busy_timeout={round(BUSY_TIMEOUT_S * 1000)}")
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # reads the log now, or fails now
     except sqlite3.Error:
         conn.close()

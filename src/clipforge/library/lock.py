@@ -10,23 +10,33 @@ kernel drops it when the holder exits, even after a `kill -9`, so a stale lock f
 harmless, and - unlike `flock` - forked children (DataLoader workers) do not inherit it, so a
 worker that outlives its run cannot keep the library locked. A POSIX lock does not exclude
 other threads of the same process, so a per-file thread lock does that.
+
+The holder writes its pid and command words (`clipforge index prune`) into the lock file, as
+`hold_lock`'s holders do, so a writer that has to wait says for whom (`tell`: a ``notice:`` line);
+the kernel names the holding pid (`_holder`), so a record left by a dead holder misleads no one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
+import sys
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from clipforge.errors import Notice
 
 try:
     import fcntl
 except ImportError:  # not POSIX: writers are still serialised by SQLite, only the work may double
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["LockHeld", "hold_lock", "library_lock"]
+__all__ = ["LockHeld", "hold_lock", "library_lock", "tell"]
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +51,9 @@ def _thread_lock(path: Path) -> threading.Lock:
 
 @contextmanager
 def library_lock(path: Path | None) -> Iterator[None]:
-    """Hold the exclusive lock at `path` (None: no lock) for the block, waiting for another holder."""
+    """Hold the exclusive lock at `path` (None: no lock) for the block, waiting for another holder (one notice
+    names it: "waiting for another clipforge process (pid N: clipforge index prune) that is writing the library
+    X"). Its own pid and command are recorded in the file for the next waiter."""
     if path is None:
         yield
         return
@@ -59,12 +71,51 @@ def library_lock(path: Path | None) -> Iterator[None]:
             try:
                 fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:  # EAGAIN / EACCES: another process holds it
-                log.warning("another clipforge process is adding to the library %s; waiting for it to finish",
-                            path.parent)
+                from clipforge.library.dbfile import display_path
+
+                pid, record = _holder(fd, 0, 0)  # (an older clipforge's holder recorded nothing: its pid alone)
+                who = "" if pid is None else f" (pid {pid}: {record})" if record else f" (pid {pid})"
+                tell(f"waiting for another clipforge process{who} that is writing the library "
+                     f"{display_path(os.fspath(path.parent))}")
                 fcntl.lockf(fd, fcntl.LOCK_EX)
+            line = f"{os.getpid()}\t{_command()}\n".encode("utf-8", "backslashreplace")
+            with contextlib.suppress(OSError):  # a full disk: the next waiter names the pid alone
+                if os.pread(fd, _RECORD_TAIL, 0) != line:
+                    os.ftruncate(fd, 0)
+                    os.pwrite(fd, line, 0)
             yield
         finally:
             os.close(fd)  # releases the lock
+
+
+_COMMAND_WORD = re.compile(r"[a-z][a-z0-9-]*")
+
+
+def _command() -> str:
+    """This process's program and command words (`clipforge index prune`), as a waiter is told them: never the
+    other arguments, which every user who may read the library may read in its lock file (`serve --token T`)."""
+    argv = list(getattr(sys, "argv", None) or [""])
+    program = Path(argv[0])
+    name = program.parent.name if program.name == "__main__.py" else program.name  # `python -m clipforge`
+    if not name or name.startswith("-"):  # `python -c ...`, an interactive interpreter
+        name = "python"
+    words = []
+    for word in argv[1:3]:  # `index add`; a folder's name (`embed photos`) is no command word
+        if not _COMMAND_WORD.fullmatch(word) or os.path.exists(word):
+            break
+        words.append(word)
+    return "".join(c if c.isprintable() else "?" for c in " ".join([name, *words]))[:120]
+
+
+def tell(message: str) -> None:
+    """Say `message` to the person at the terminal as a `Notice` (the CLI prints a ``notice:`` line, `--quiet`
+    hides it, a program may filter it). Where warning filters make it an exception (``-W error``) it is printed as
+    that line instead: a remark that a write waits must not end the write."""
+    try:
+        warnings.warn(message, Notice, stacklevel=3)
+    except Notice:
+        print(f"notice: {message}", file=sys.stderr)
+
 
 class LockHeld(Exception):
     """`hold_lock` found the lock held: `pid` is the holder's process id (None: not known), `record` the line it

@@ -11,9 +11,10 @@ see one moment of the database takes one read transaction (`snapshot`).
 A user who may read a library but not write it gets read-only connections, for good, reopened
 whenever someone with write access changes the file. A damaged database (truncated,
 overwritten, emptied) is reported as `DamagedLibraryError` naming the file, never as a bare
-sqlite3 traceback (`guard`, and `reads` for each query method), and a disk that refuses a write
-as `LibraryWriteError`. A file left short by an interrupted checkpoint is judged by SQLite
-together with its write-ahead log before anything reads it.
+sqlite3 traceback (`guard`, and `reads` for each query method), a disk that refuses a write
+as `LibraryWriteError`, and a write that another process kept out past the busy timeout (60 s)
+as `LibraryBusyError` (`transaction`), after one notice that it waits. A file left short by an
+interrupted checkpoint is judged by SQLite together with its write-ahead log before anything reads it.
 """
 
 from __future__ import annotations
@@ -31,10 +32,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from clipforge.library import dbfile
 from clipforge.library.dbfile import (
     DamagedLibraryError,
+    LibraryBusyError,
     LibraryWriteError,
     access_error,
+    busy_error,
     check_database_file,
     damage_error,
     damaged,
@@ -45,13 +49,17 @@ from clipforge.library.dbfile import (
     read_only_part,
     write_error,
 )
+from clipforge.library.lock import tell
 from clipforge.library.schema import migrate
 from clipforge.library.transaction import Transaction
 
-__all__ = ["CLOSE_WAIT_S", "StoreConnection", "reads"]
+__all__ = ["CLOSE_WAIT_S", "StoreConnection", "WAIT_NOTICE_S", "reads"]
 
 CLOSE_WAIT_S = 30.0
 """How long `StoreConnection.close` waits for reads running in other threads before closing under them."""
+
+WAIT_NOTICE_S = 2.0
+"""How long a write waits for another process's write lock before it says that it is waiting (`_begin`)."""
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -92,6 +100,7 @@ class StoreConnection:
         self._conns = threading.Lock()  # guards `_all`, `_numbers` (not `_lock`: a read opening its connection during a
         # close must not wait for the lock the close holds)
         self._mine = threading.local()  # this thread's share of `_readers`
+        self._wrote = False  # a transaction of this process committed (what a busy write's sentence says is kept)
         if pending is not None:
             self._finish_interrupted_checkpoint(pending)
         with self.guard():
@@ -220,6 +229,8 @@ class StoreConnection:
         try:
             yield
         except sqlite3.DatabaseError as exc:
+            if isinstance(exc, LibraryBusyError):  # said already (its folder's name may hold "malformed")
+                raise
             error: Exception | None = (
                 damage_error(self.path, exc) or write_error(self.path, exc)
                 or access_error(self.path, exc, writing=writing)
@@ -232,27 +243,57 @@ class StoreConnection:
     def transaction(self, wait: bool = True) -> Iterator[Transaction]:
         """One atomic write: everything done through the yielded object commits together or not at all.
 
-        `wait=False`: do not wait for another process's write to end (the busy timeout is 0 for its start):
-        sqlite3.OperationalError ("database is locked") at once, for a write that may be left for later."""
+        It waits for another process's write to end at most `dbfile.BUSY_TIMEOUT_S` (60 s), then raises
+        `LibraryBusyError`, one sentence, nothing of it kept: SQLite's "database is locked" escaped every CLI writer
+        as a traceback (audit 63). `wait=False`: do not wait (for a write that may be left for later): the same
+        error at once, an sqlite3.OperationalError as before."""
         with self._lock, self.guard(writing=True):
             conn = self.conn()  # (a connection that cannot be opened is the reading sentence: its own guard)
-            if not wait:
-                (previous,) = conn.execute("PRAGMA busy_timeout").fetchone()
-                conn.execute("PRAGMA busy_timeout = 0")
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            finally:
-                if not wait:
-                    conn.execute(f"PRAGMA busy_timeout = {int(previous)}")
+            wait_s = float(dbfile.BUSY_TIMEOUT_S) if wait else 0.0
+            self._begin(conn, wait_s)
             try:
                 yield Transaction(conn)
-                conn.execute("COMMIT")
+                try:
+                    conn.execute("COMMIT")
+                except sqlite3.OperationalError as exc:
+                    busy = busy_error(self.path, exc, float(dbfile.BUSY_TIMEOUT_S), self._wrote)
+                    if busy is None:
+                        raise
+                    raise busy from exc
+                self._wrote = True
             except BaseException:
-                # A COMMIT the disk refused leaves the transaction open; an I/O error may have ended it.
+                # A COMMIT the disk refused (or another connection kept out) leaves the transaction open; an I/O
+                # error may have ended it.
                 if conn.in_transaction:
                     with contextlib.suppress(sqlite3.Error):
                         conn.execute("ROLLBACK")
                 raise
+
+    def _begin(self, conn: sqlite3.Connection, wait_s: float) -> None:
+        """BEGIN IMMEDIATE (take the write lock), waiting at most `wait_s` for another connection that holds it.
+
+        A first try waits `WAIT_NOTICE_S`; if the lock is still held, one notice says that this write waits, then a
+        second try waits the rest (a writer sat silent for up to 60 s). A BEGIN refused as busy starts no
+        transaction, so trying again is safe. The connection's own busy timeout is restored after."""
+        (previous,) = conn.execute("PRAGMA busy_timeout").fetchone()
+        first = min(WAIT_NOTICE_S, wait_s)
+        try:
+            for attempt, timeout in enumerate((first, wait_s - first)):
+                conn.execute(f"PRAGMA busy_timeout = {round(timeout * 1000)}")
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as exc:
+                    busy = busy_error(self.path, exc, wait_s, self._wrote)
+                    if busy is None:
+                        raise
+                    if attempt == 1 or wait_s <= first:
+                        raise busy from exc
+                tell(f"waiting for another process that is writing the library "
+                     f"{display_path(str(self.path.parent))} (SQLite's write lock on its database); giving up after "
+                     f"{wait_s:g} s")
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {int(previous)}")
 
     @contextmanager
     def reading(self) -> Iterator[None]:

@@ -54,8 +54,12 @@ def _decoding(image: SniffedImage | None) -> Iterator[None]:
 
 
 def _busy(exc: BaseException) -> bool:
-    """SQLite's answer when another connection held the write lock past the busy wait (60 s)."""
-    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc).lower()
+    """Another connection held the library's write lock past the busy wait (60 s): the store's `LibraryBusyError`
+    (an sqlite3.OperationalError), or SQLite's own "database is locked" from a write that did not go through it."""
+    from clipforge.library.dbfile import LibraryBusyError
+
+    return isinstance(exc, LibraryBusyError) or (
+        isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc).lower())
 
 
 OFFLINE_MODEL = "clipforge-tiny"
