@@ -10,7 +10,6 @@ after its first partition: the state `--overwrite` used to clear under a running
 from __future__ import annotations
 
 import os
-import shlex
 import signal
 import subprocess
 import sys
@@ -102,7 +101,7 @@ def test_a_running_embed_holds_its_out_and_a_kill_9_frees_it(tmp_path, images_fa
     argv = ["embed", str(tmp_path / "photos"), "--out", str(out), *TINY]
     child = _start_holder(tmp_path, argv, _plain_env())
     try:
-        command = shlex.join(["clipforge", *argv])
+        command = "clipforge embed"  # the command words only, as the library's lock records them
         before = _snapshot(out)
         said = (f"error: {out} is in use by a running embed job (pid {child.pid}: {command}): wait for it to end, "
                 f"or use another --out\n")
@@ -138,7 +137,7 @@ def test_the_ranks_of_one_job_share_out_and_shut_out_every_other_run(tmp_path, i
         monkeypatch.delenv(name, raising=False)
     try:
         said = (f"error: {out} is in use by a running embed job (pid {child.pid}: "
-                f"{shlex.join(['clipforge', *argv])}): wait for it to end, or use another --out\n")
+                f"clipforge embed): wait for it to end, or use another --out\n")
         monkeypatch.setenv("WORLD_SIZE", "2")
         monkeypatch.setenv("RANK", "1")
         assert main(argv) == 0  # rank 1 of the same job runs beside rank 0
@@ -232,3 +231,24 @@ def test_out_that_cannot_be_a_folder_is_one_line_and_a_failed_start_leaves_no_fo
     assert main([*argv[:-len(TINY)], *TINY[2:], "--model", "no-such-model-anywhere"]) == 2
     assert capsys.readouterr().err.startswith("error: model 'no-such-model-anywhere' is neither a known name")
     assert not (tmp_path / "new").exists()
+
+
+def test_the_python_api_holds_out_too(tmp_path, images_factory, monkeypatch):
+    """`export_embeddings` itself takes the lock (review 63: only the CLI did, so a script beside a running embed
+    mixed its output in), before its model loads."""
+    from clipforge.library.export import export_embeddings
+    from clipforge.library.export_job import LOCK_FILE, OutputInUse
+
+    photos = images_factory(tmp_path / "photos", 2)
+    out = tmp_path / "out"
+    out.mkdir()
+    child = subprocess.Popen([sys.executable, "-c", _PART_HOLDER, str(out / LOCK_FILE), "0"], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline() == "held\n", child.stderr.read()
+        monkeypatch.setattr("clipforge.library.export.resolve_encoder", _no_model)
+        with pytest.raises(OutputInUse, match=f"pid {child.pid}: the other process"):
+            export_embeddings([photos[0].parent], out, "test-vit-tiny", workers=0, progress=False)
+    finally:
+        _kill(child)
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE]

@@ -92,7 +92,6 @@ def run(args: argparse.Namespace) -> int:
     from clipforge.cli.main import report_error
     from clipforge.library.dbfile import display_path
     from clipforge.library.export import check_output_apart, export_embeddings
-    from clipforge.library.export_job import embed_lock
 
     problem = _check_arguments(args)
     if problem is not None:  # before the default-model notice, the model and any file in --out
@@ -101,13 +100,13 @@ def run(args: argparse.Namespace) -> int:
     nothing = _nothing_to_embed(args)
     if nothing is not None:  # before the model loads and before --out (or its job.json) exists
         return report_error(nothing)
-    with embed_lock(args.out):  # a run beside it on --out is one line, before the model loads (OutputInUse)
-        report = export_embeddings(args.paths, args.out, model_spec(args), recursive=args.recursive,
-                                   shard_size=args.shard_size, batch_size=args.batch_size, workers=args.workers,
-                                   dtype="float32" if args.float32 else "float16", overwrite=args.overwrite,
-                                   progress=not (args.json or args.quiet), precision=args.precision,
-                                   draft=not args.exact_decode, device=str(resolve_device(args.device)),
-                                   max_pixels=args.max_pixels)
+    # a run beside it on --out is one line, before the model loads (`embed_lock`, OutputInUse)
+    report = export_embeddings(args.paths, args.out, model_spec(args), recursive=args.recursive,
+                               shard_size=args.shard_size, batch_size=args.batch_size, workers=args.workers,
+                               dtype="float32" if args.float32 else "float16", overwrite=args.overwrite,
+                               progress=not (args.json or args.quiet), precision=args.precision,
+                               draft=not args.exact_decode, device=str(resolve_device(args.device)),
+                               max_pixels=args.max_pixels)
     if args.json:
         print(json_text(report.to_dict()))
     else:

@@ -58,6 +58,7 @@ from clipforge.library.export_job import (
     STAMPED,
     UNREADABLE,
     _claim_output,
+    embed_lock,
     files_stamp,
     job_identity,
     partition_state,
@@ -243,10 +244,9 @@ def export_embeddings(
     `model` is anything `resolve_encoder` accepts; `precision` ("fp32", "bf16"), `draft` (False:
     exact JPEG decode) and `device` apply when it is not already an `Encoder`. `workers=None`
     uses `clipforge.data.files.default_workers()`. A setting out of range (`check_export_settings`) or an
-    `out_dir` that would hide input photos (`check_output_apart`) is a `UsageError` before anything is written.
+    `out_dir` that would hide input photos (`check_output_apart`) is a `UsageError` before anything is written; a
+    run of another process writing `out_dir` is `OutputInUse` (`embed_lock`), before the model loads.
     """
-    from tqdm.auto import tqdm
-
     if dtype not in ("float16", "float32"):
         raise ValueError(f"dtype must be 'float16' or 'float32', got {dtype!r}")
     check_export_settings(shard_size, batch_size, workers)
@@ -261,6 +261,19 @@ def export_embeddings(
         from clipforge.image import DEFAULT_MAX_PIXELS
 
         max_pixels = DEFAULT_MAX_PIXELS
+    with embed_lock(out_dir, rank, world_size):  # before the model loads: a run beside it is refused (OutputInUse)
+        return _export_held(paths, Path(out_dir), model, recursive=recursive, shard_size=shard_size,
+                            batch_size=batch_size, workers=workers, rank=rank, world_size=world_size, dtype=dtype,
+                            max_pixels=max_pixels, overwrite=overwrite, progress=progress, precision=precision,
+                            draft=draft, device=device)
+
+
+def _export_held(paths: list[str | os.PathLike[str]], out_dir: Path, model: Any, *, recursive: bool, shard_size: int,
+                 batch_size: int, workers: int | None, rank: int, world_size: int, dtype: str, max_pixels: int,
+                 overwrite: bool, progress: bool, precision: str, draft: bool, device: str | None) -> ExportReport:
+    """`export_embeddings` once `out_dir` is held (`embed_lock`) and its settings are checked."""
+    from tqdm.auto import tqdm
+
     started = time.perf_counter()
     joined = _maybe_init_group(world_size)
     out = Path(out_dir)

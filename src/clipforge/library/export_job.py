@@ -395,18 +395,6 @@ class OutputInUse(UserError, RuntimeError):
     http_status = 409
 
 
-def _command_line() -> str:
-    """This process's command line as typed (``clipforge embed ...``; the console script or ``-m clipforge``)."""
-    import shlex
-    import sys
-
-    argv = list(sys.argv) or ["?"]
-    first = Path(argv[0])
-    if first.name == "clipforge" or (first.name == "__main__.py" and first.parent.name == "clipforge"):
-        argv[0] = "clipforge"
-    return shlex.join(argv)
-
-
 @contextmanager
 def embed_lock(out: str | os.PathLike[str], rank: int | None = None, world_size: int | None = None) -> Iterator[None]:
     """Hold `out` for this embed run, from before its model loads to its manifest, or raise `OutputInUse` at once.
@@ -414,7 +402,8 @@ def embed_lock(out: str | os.PathLike[str], rank: int | None = None, world_size:
     Without it an ``--overwrite`` (or a second resume) beside a running job cleared and rewrote the folder while
     the first kept writing: duplicated vectors, lost photos, a manifest and a job record that disagreed, both
     exiting 0. The lock is `clipforge.library.lock.hold_lock` on `LOCK_FILE` (dropped by the kernel when its holder
-    dies, so nothing stale blocks a resume), recording the holder's pid and command line for the refusal to name.
+    dies, so nothing stale blocks a resume), recording the holder's pid and command words (`clipforge embed`: never its other arguments, which anyone who
+    can read the folder reads) for the refusal to name.
     A one-process run (`world_size` 1) locks the whole file; rank r of a job of several ranks (RANK, WORLD_SIZE by
     default) locks only its part r, so the ranks of one job run together while each excludes any one-process run
     and the same rank of another; ranks that join torchrun's group also wait for each other before writing, so a
@@ -422,7 +411,7 @@ def embed_lock(out: str | os.PathLike[str], rank: int | None = None, world_size:
     from clipforge.atomic import NewFolders, folder_problem
     from clipforge.errors import UsageError
     from clipforge.library.dbfile import display_path
-    from clipforge.library.lock import LockHeld, hold_lock
+    from clipforge.library.lock import LockHeld, command_words, hold_lock
 
     rank = int(os.environ.get("RANK", "0")) if rank is None else rank
     world_size = int(os.environ.get("WORLD_SIZE", "1")) if world_size is None else world_size
@@ -435,7 +424,7 @@ def embed_lock(out: str | os.PathLike[str], rank: int | None = None, world_size:
     try:
         with ExitStack() as held:
             try:
-                held.enter_context(hold_lock(folder / LOCK_FILE, _command_line(), None if world_size <= 1 else rank))
+                held.enter_context(hold_lock(folder / LOCK_FILE, command_words(), None if world_size <= 1 else rank))
             except LockHeld as exc:
                 who = "pid unknown" if exc.pid is None else f"pid {exc.pid}"
                 raise OutputInUse(f"{shown} is in use by a running embed job ({who}"

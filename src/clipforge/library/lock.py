@@ -36,7 +36,7 @@ try:
 except ImportError:  # not POSIX: writers are still serialised by SQLite, only the work may double
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["LockHeld", "hold_lock", "library_lock", "tell"]
+__all__ = ["LockHeld", "command_words", "hold_lock", "library_lock", "tell"]
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def library_lock(path: Path | None) -> Iterator[None]:
                 tell(f"waiting for another clipforge process{who} that is writing the library "
                      f"{display_path(os.fspath(path.parent))}")
                 fcntl.lockf(fd, fcntl.LOCK_EX)
-            line = f"{os.getpid()}\t{_command()}\n".encode("utf-8", "backslashreplace")
+            line = f"{os.getpid()}\t{command_words()}\n".encode("utf-8", "backslashreplace")
             with contextlib.suppress(OSError):  # a full disk: the next waiter names the pid alone
                 if os.pread(fd, _RECORD_TAIL, 0) != line:
                     os.ftruncate(fd, 0)
@@ -91,7 +91,7 @@ def library_lock(path: Path | None) -> Iterator[None]:
 _COMMAND_WORD = re.compile(r"[a-z][a-z0-9-]*")
 
 
-def _command() -> str:
+def command_words() -> str:
     """This process's program and command words (`clipforge index prune`), as a waiter is told them: never the
     other arguments, which every user who may read the library may read in its lock file (`serve --token T`)."""
     argv = list(getattr(sys, "argv", None) or [""])
