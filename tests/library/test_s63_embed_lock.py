@@ -237,7 +237,7 @@ def test_the_python_api_holds_out_too(tmp_path, images_factory, monkeypatch):
     """`export_embeddings` itself takes the lock (review 63: only the CLI did, so a script beside a running embed
     mixed its output in), before its model loads."""
     from clipforge.library.export import export_embeddings
-    from clipforge.library.export_job import LOCK_FILE, OutputInUse
+    from clipforge.library.export_lock import LOCK_FILE, OutputInUse
 
     photos = images_factory(tmp_path / "photos", 2)
     out = tmp_path / "out"

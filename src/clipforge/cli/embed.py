@@ -11,7 +11,7 @@ among them: a FIFO or device named ``x.jpg``) are named on stderr as `index add`
 (the input folder itself, or a folder holding it) or PATHs holding no image file at all is one line and exit
 status 2 before the model loads or a file is written: an export of nothing used to exit 0 leaving
 ``job.json`` (a job of 0 files) in --out, so the next export into it was refused as another job.
-While a run writes --out it holds ``--out/.clipforge-embed.lock`` (`clipforge.library.export_job.embed_lock`): a second
+While a run writes --out it holds ``--out/.clipforge-embed.lock`` (`clipforge.library.export_lock.embed_lock`): a second
 `embed` there (a resume, another job, --overwrite) is one line naming the running job and exit status 2, before the
 model loads or a file in --out is touched; the ranks of one torchrun job share it, and a killed run's lock dies with it.
 """

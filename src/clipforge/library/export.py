@@ -58,7 +58,6 @@ from clipforge.library.export_job import (
     STAMPED,
     UNREADABLE,
     _claim_output,
-    embed_lock,
     files_stamp,
     job_identity,
     partition_state,
@@ -85,6 +84,7 @@ from clipforge.library.export_layout import _int32s as _int32s
 from clipforge.library.export_layout import _strings as _strings
 from clipforge.library.export_layout import load_export_manifest as load_export_manifest
 from clipforge.library.export_layout import read_export as read_export
+from clipforge.library.export_lock import embed_lock
 from clipforge.library.scan import scan_paths
 
 __all__ = [
