@@ -28,9 +28,11 @@ def test_a_search_with_an_undecodable_byte_runs_and_says_nothing_false(
     with Library(tmp_path / "lib", tiny_encoder) as library:
         library.add(tmp_path / "photos", workers=0, progress=False)
         assert LibraryService(library).search_notice("a \ud800 cat") is None
-    assert main(["search", "a \udcff cat", "--library", str(tmp_path / "lib"), "-k", "2", "--paths"]) == 0
+    # the CLI now refuses such a query before searching, naming the byte (audit 63 i18n #5: it searched U+FFFD)
+    assert main(["search", "a \udcff cat", "--library", str(tmp_path / "lib"), "-k", "2", "--paths"]) == 2
     out, err = capsys.readouterr()
-    assert len(out.splitlines()) == 2 and "surrogates" not in err
+    assert out == "" and err.startswith("error: QUERY: not valid UTF-8 (byte 0xff after 'a '); ")
+    assert "surrogates" not in err
 
 
 def test_a_failed_file_whose_name_holds_a_newline_is_one_failure_line(tmp_path, capsys) -> None:

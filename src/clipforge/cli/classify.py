@@ -63,9 +63,14 @@ def run(args: argparse.Namespace) -> int:
     )
     from clipforge.errors import UsageError
     from clipforge.library.dbfile import display_path, path_text
+    from clipforge.text.typed import check_argument
     from clipforge.zeroshot.files import classify_files, parse_labels, read_labels_file
     from clipforge.zeroshot.label_notices import label_notice
 
+    for value in args.labels or ():  # before the model loads: bytes that are not UTF-8 (`text.typed`)
+        check_argument(value, "--labels")
+    if args.templates and any(brace in args.templates for brace in "{}\uff5b\uff5d"):  # inline, not a file's name
+        check_argument(args.templates, "--templates")
     if args.top_k < 1:
         raise ValueError(f"--top-k must be at least 1, got {args.top_k}")
     if args.max_pixels is not None and args.max_pixels < 1:  # index add's words for its own --max-pixels

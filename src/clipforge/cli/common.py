@@ -320,12 +320,23 @@ def json_text(data: Any, indent: int | None = 2, **kwargs: Any) -> str:
 
 
 def indistinct_notice(sets: list[list[str]], model: str, context: int, what: str) -> str:
-    """The notice for `what` (labels, texts) that a model's context cuts to the same tokens
-    (`clipforge.text.families.same_after_cut`): they get the same scores, whatever they say."""
-    shown = "; ".join(" = ".join(repr(key[:40]) for key in same[:3]) + (" ..." if len(same) > 3 else "")
-                      for same in sets[:3])
-    return (f"notice: model {model} cannot tell these {what} apart: its {context}-token context cuts them to the "
-            f"same tokens, so they score the same ({shown}); shorten them")
+    """The notice for `what` (labels, texts) that a model reads as the same tokens
+    (`clipforge.text.families.same_after_cut`): they get the same scores, whatever they say. Shortening is advised
+    only where the context's cut is why (a `SameTokens`' `cut`); where the tokenizer reads them alike anyway
+    (Chinese-CLIP's [UNK] for Arabic and emoji: 'قطة' = '😺') the notice says so (it blamed the cut for every set).
+    Sets of both kinds give one line each."""
+    lines = []
+    for cut in (True, False):
+        chosen = [same for same in sets if bool(getattr(same, "cut", True)) == cut]
+        if not chosen:
+            continue
+        shown = "; ".join(" = ".join(repr(key[:40]) for key in same[:3]) + (" ..." if len(same) > 3 else "")
+                          for same in chosen[:3])
+        why = (f"its {context}-token context cuts them to the same tokens" if cut
+               else "its tokenizer reads them as the same tokens")
+        lines.append(f"notice: model {model} cannot tell these {what} apart: {why}, so they score the same "
+                     f"({shown})" + ("; shorten them" if cut else ""))
+    return "\n".join(lines)
 
 
 SHOWN_FAILURES = 20

@@ -157,9 +157,31 @@ def _no_results(library: object, args: argparse.Namespace) -> str:
     return f"no indexed photo in {where}{tagged}{hint}"
 
 
+def _text_arguments(args: argparse.Namespace) -> None:
+    """UsageError, before the library or model is opened, for a text of the query or a --tag that is not text to
+    search by (`text.typed.check_argument`): bytes that are not UTF-8 were searched as U+FFFD or failed in SQLite with
+    a bare codec message; invisible characters alone were searched as an empty prompt. The query's image terms are
+    file names, which may hold any bytes; a query that does not parse is said by the search itself."""
+    from clipforge.text.typed import check_argument
+
+    try:
+        terms = _terms(args.query)
+    except ValueError:
+        terms = []
+    for term in terms:
+        if term.kind == "text":
+            check_argument(term.value, "QUERY", words=True)
+    for tag in args.tag:
+        check_argument(tag, "--tag", words=True)
+
+
 def run(args: argparse.Namespace) -> int:
     if not args.query and not args.image:
         return fail("give a QUERY, --image IMG, or both")
+    try:
+        _text_arguments(args)
+    except ValueError as exc:
+        return fail(exc)
     if args.null and args.json:  # "give --paths too" sent the user to a pair argparse refuses (--json with --paths)
         return fail("--null is for --paths: --json already writes a name holding a newline as \\n (drop --null)")
     if args.null and not args.paths:

@@ -61,6 +61,15 @@ def run(args: argparse.Namespace) -> int:
         return run_list(args)
     if args.top_k < 1:
         return fail(f"--top-k must be at least 1 (labels kept per image), got {args.top_k}")
+    from clipforge.text.typed import check_argument
+
+    try:  # before the library opens: bytes that are not UTF-8 (`text.typed`) failed in SQLite once all was embedded
+        for value in args.labels:
+            check_argument(value, "--labels")
+        if args.templates and any(brace in args.templates for brace in "{}\uff5b\uff5d"):  # inline, not a file
+            check_argument(args.templates, "--templates")
+    except ValueError as exc:
+        return fail(exc)
     try:
         with open_library(args, create=False) as library:
             # --templates unnamed (None): the default, fitted to the model's context (`tagging.tag_templates`)

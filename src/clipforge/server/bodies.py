@@ -35,14 +35,18 @@ from pydantic import (
 from clipforge.server.limits import ServerLimits
 from clipforge.server.uploads import ACCEPTED_FORMATS
 from clipforge.text.labels import LABEL_SEPARATORS
+from clipforge.text.typed import invisible_class, invisible_problem, unicode_problem
 from clipforge.zeroshot.prompts import MAX_TEMPLATE_CHARS, TEMPLATE_PATTERN, list_template_sets
 
 __all__ = ["IMAGE_MEDIA_TYPES", "BodyKind", "Bodies", "build_bodies"]
 
 # Exactly the characters str.isspace() (and so str.strip()) treats as blank, as one regex class.
 _SPACE = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
-NONBLANK_LABEL = f"[^,{_SPACE}]"
-NONBLANK_TEXT = f"[^{_SPACE}]"
+# A text or label needs a visible character (`text.typed.has_visible`): blanks, and the control, format and other
+# invisible characters ("\u200d", "\u202e", "\x00" were searched as an empty prompt and answered hits, audit 63)
+_UNSEEN = _SPACE + invisible_class()
+NONBLANK_LABEL = f"[^,{_UNSEEN}]"
+NONBLANK_TEXT = f"[^{_UNSEEN}]"
 # A comma-separated form field is plain text: a JSON object or list sent in its place (which a form
 # can only carry as its JSON text, e.g. `{"a": 1}`) is refused instead of read as labels.
 NOT_JSON = r'^[^{}\[\]"]*$'
@@ -76,10 +80,8 @@ def _checked(rule: Callable[[str], bool], message: str | Callable[[str], str]) -
     """`message`: the refusal, or a function of the refused value that words it (a template's full-width braces)."""
 
     def check(value: str) -> str:
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError("must be valid Unicode text (it has a lone surrogate)") from None
+        if problem := unicode_problem(value):  # the words of the CLI's check (`text.typed`), a request's version
+            raise ValueError(problem)
         if not rule(value):
             raise ValueError(message(value) if callable(message) else message)
         return value
@@ -98,9 +100,10 @@ class _Query(BaseModel):
 
 
 def _text_type(limits: ServerLimits) -> Any:
-    # A query text needs a character other than blanks (str.isspace: spaces, tabs, U+3000 ...), as the CLI's
-    # `search "   "` refuses ("empty query"): "   " and "\u3000" were embedded as they were and answered 200 with
-    # hits for nothing asked. Leave `text` out to search by image alone.
+    # A query text needs a visible character, not only blanks (str.isspace: spaces, tabs, U+3000 ...) nor invisible
+    # ones (ZWJ, RLO, NUL: `text.typed.invisible_problem`), as the CLI's `search` refuses them: "   ", "\u3000" and
+    # "\u200d" were embedded as they were and answered 200 with hits for nothing asked. Leave `text` out to search by
+    # image alone.
     schema = {
         "type": "string",
         "minLength": 1,
@@ -114,9 +117,8 @@ def _text_type(limits: ServerLimits) -> Any:
         Field(min_length=1, max_length=limits.max_text_chars),
         WithJsonSchema(schema),
         _checked(
-            lambda v: re.search(NONBLANK_TEXT, v) is not None,  # after min_length: "" keeps pydantic's words
-            "only blanks (spaces, tabs or other white space): give some words, or leave text out to search by "
-            "image alone",
+            lambda v: invisible_problem(v) is None,  # after min_length: "" keeps pydantic's words
+            lambda v: f"{invisible_problem(v)}: give some words, or leave text out to search by image alone",
         ),
     ]
 
@@ -134,7 +136,7 @@ def _label_type(limits: ServerLimits) -> Any:
         WithJsonSchema(schema),
         _checked(
             lambda v: re.search(NONBLANK_LABEL, v) is not None,
-            "a label needs a character other than commas and blanks",
+            "a label needs a visible character other than commas and blanks",
         ),
     ]
 
@@ -144,7 +146,7 @@ def _comma_type(limits: ServerLimits, required: bool) -> Any:
     (max_labels - 1 separators) in max_labels_chars characters."""
     separators = "".join(LABEL_SEPARATORS)
     count = rf"^[^{separators}]*(?:[{separators}][^{separators}]*){{0,{limits.max_labels - 1}}}$"
-    nonblank = f"[^{separators}{_SPACE}]"
+    nonblank = f"[^{separators}{_UNSEEN}]"
     patterns = [{"pattern": count}, {"pattern": NOT_JSON}] + ([{"pattern": nonblank}] if required else [])
     schema = {
         "type": "string",

@@ -54,8 +54,9 @@ class RequestWords:
 
     # -- validation -------------------------------------------------------------------------
     def clean_text(self, text: str | None) -> str | None:
-        """The query text, trimmed; None when there is none or only blanks (str.isspace), as the CLI reads a query:
-        the REST body refuses blank text (`bodies`), and the UI's blank text beside an image searches by the image."""
+        """The query text, trimmed; None when there is none, or no visible character (blanks, or invisible ones such
+        as a zero-width joiner: `text.typed.has_visible`), as the CLI reads a query: the REST body refuses such text
+        (`bodies`), and the UI's blank text beside an image searches by the image."""
         text = text or ""
         if len(text) > self.limits.max_text_chars:
             raise APIError(
@@ -63,7 +64,10 @@ class RequestWords:
                 "text_too_long",
                 f"query text has {len(text)} characters, more than the limit of {self.limits.max_text_chars}",
             )
-        return text.strip() or None
+        from clipforge.text.typed import has_visible
+
+        text = text.strip()
+        return text if has_visible(text) else None
 
     def clean_labels(self, labels: str | list[str] | None, what: str = "labels") -> list[str]:
         """Labels by the one rule of `clipforge.text.labels.split_labels` (a string split on ",", "，" and "、";

@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["CarriedTokenizer", "ModelTokenizer", "TokenizerUnavailableError", "build_tokenizer", "clean", "cut_notice",
-           "cut_texts", "same_after_cut", "tokenize_for", "tokenizer_of", "unread_part"]
+__all__ = ["CarriedTokenizer", "ModelTokenizer", "SameTokens", "TokenizerUnavailableError", "build_tokenizer", "clean",
+           "cut_notice", "cut_texts", "same_after_cut", "tokenize_for", "tokenizer_of", "unread_part"]
 
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 
@@ -309,6 +309,14 @@ def _utf8_bytes(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
+class SameTokens(list):  # type: ignore[type-arg]  # a list of keys (str), as JSON writes it
+    """A set of keys `same_after_cut` found the same ids for, and why: `cut` when their texts read whole differ (the
+    context cut what tells them apart: shortening helps), false when the tokenizer reads them alike anyway
+    (Chinese-CLIP's WordPiece makes [UNK] of Arabic and emoji: 'قطة' = '😺'; shortening does not help)."""
+
+    cut: bool = True
+
+
 def same_after_cut(tokenizer: Any, groups: dict[str, list[str]]) -> list[list[str]]:
     """Keys whose texts `tokenizer` (a model's: `tokenizer_of`, `LoadedModel.tokenizer`) turns into the same ids.
 
@@ -316,7 +324,8 @@ def same_after_cut(tokenizer: Any, groups: dict[str, list[str]]) -> list[list[st
     can cut away what tells two texts apart: clipforge-tiny-zh's 16 BPE tokens hold about four Chinese
     characters after a template, and "一只在草地上奔跑的金毛寻回犬" and "...寻回猫" scored exactly the same. `groups`:
     a label -> its prompts (or a text -> [itself]); the answer lists each set of two or more keys that the
-    model cannot tell apart, so a command can say so. Any tokenizer kind: only its truncating call is used.
+    model cannot tell apart (a `SameTokens`, which says whether the cut is why), so a command can say so. Any
+    tokenizer kind: only its truncating call is used.
     """
     keys = [key for key, texts in groups.items() if texts]
     if len(keys) < 2:
@@ -324,14 +333,32 @@ def same_after_cut(tokenizer: Any, groups: dict[str, list[str]]) -> list[list[st
     context = getattr(tokenizer, "context_length", None)
     if context and all(len(_utf8_bytes(text)) + 4 <= int(context) for key in keys for text in groups[key]):
         return []  # nothing can be cut (no tokenizer makes more tokens than bytes, plus its markers): no 2nd pass
-    rows = tokenizer([text for key in keys for text in groups[key]])
+    seen = _keys_by_ids(tokenizer, groups, keys)
+    return [_why_same(tokenizer, groups, same) for same in seen.values() if len(same) > 1]
+
+
+def _keys_by_ids(tokenizer: Any, groups: dict[str, list[str]], keys: list[str], context: int | None = None,
+                 ) -> dict[bytes, list[str]]:
+    """`keys` grouped by the ids of their texts (`groups[key]`), tokenized in one call (at `context`, if given)."""
+    texts = [text for key in keys for text in groups[key]]
+    rows = tokenizer(texts) if context is None else tokenizer(texts, context)
     seen: dict[bytes, list[str]] = {}
     start = 0
     for key in keys:
         count = len(groups[key])
         seen.setdefault(rows[start:start + count].numpy().tobytes(), []).append(key)
         start += count
-    return [same for same in seen.values() if len(same) > 1]
+    return seen
+
+
+def _why_same(tokenizer: Any, groups: dict[str, list[str]], keys: list[str]) -> SameTokens:
+    """`keys` (the same ids at the context) as a `SameTokens`: `cut` when their texts differ read whole, at a context
+    long enough for each (as `unread_part` reads one). Only for the sets found: rare."""
+    same, context = SameTokens(keys), getattr(tokenizer, "context_length", None)
+    if context:
+        longest = max(len(_utf8_bytes(text)) for key in keys for text in groups[key])
+        same.cut = len(_keys_by_ids(tokenizer, groups, keys, int(context) + 4 * longest + 8)) > 1
+    return same
 
 
 def unread_part(tokenizer: Any, text: str) -> str:

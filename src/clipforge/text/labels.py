@@ -8,10 +8,12 @@ the web UI read "猫，狗、鸟" the same way (they used to disagree about blan
   and on the Arabic comma "،" (U+060C, Arabic, Persian and Urdu keyboards). Only the string form is
   split; an item of a list (a JSON body, a stored vocabulary) is one label and may hold any comma.
 - Each label is stripped (Unicode blanks, the ideographic space included); an empty item between
-  separators ("cat,,dog", a trailing comma) is ignored; a repeated label is dropped, first one kept:
+  separators ("cat,,dog", a trailing comma) is ignored, and so is one of invisible characters only (a zero-width
+  joiner, a bidi control, a NUL: `text.typed.has_visible`), which a model reads as an empty prompt; a repeated
+  label is dropped, first one kept:
   a duplicate would split one class's probability in two. Repeats are compared in Unicode NFKC form:
   "café" typed precomposed or as e + U+0301, "ｃａｔ" and "cat" are one label to a tokenizer (ftfy normalises
-  them), and were scored as two halves of one.
+  them), and were scored as two halves of one. `label_key` is that form, the one a tag filter compares too.
 - A string with no label at all is one clear error naming the flag or field (`LabelsError`).
 - A file of labels or templates is UTF-8, a leading byte-order mark ignored (Windows Notepad writes
   one), or UTF-16 with its byte-order mark (Notepad's "Unicode", Excel's "Unicode text": the mark names
@@ -20,7 +22,7 @@ the web UI read "猫，狗、鸟" the same way (they used to disagree about blan
   European file could be mis-read), but a file that reads as Chinese in GBK/GB18030, Chinese Windows'
   default, is said to look like it, with how to convert it (`looks_like_gb18030`).
 
-Standard library only (besides `clipforge.errors`): a floor every layer may import.
+Standard library only (besides `clipforge.errors` and `clipforge.text.typed`, as plain): a floor every layer may import.
 """
 
 from __future__ import annotations
@@ -29,14 +31,15 @@ import json
 import re
 import shlex
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from clipforge.errors import UserError
+from clipforge.text.typed import has_visible
 
-__all__ = ["LABEL_SEPARATORS", "LabelsError", "MissingTextFileError", "TextFileError", "gb18030_advice", "looks_like_gb18030",
-           "parse_json_file", "read_text_file", "split_labels"]
+__all__ = ["LABEL_SEPARATORS", "LabelsError", "MissingTextFileError", "TextFileError", "gb18030_advice", "label_key",
+           "looks_like_gb18030", "parse_json_file", "read_text_file", "split_labels", "stored_tag_forms"]
 
 LABEL_SEPARATORS = (",", "\uff0c", "\u3001", "\uff64", "\u060c")
 """What separates labels in a string: ",", the full-width "，", the enumeration comma "、" (and its half-width
@@ -69,8 +72,8 @@ def split_labels(labels: str | Iterable[object] | None, what: str = "labels", *,
     items = _SEPARATOR.split(labels) if isinstance(labels, str) else (str(item) for item in labels or ())
     first: dict[str, str] = {}
     for item in items:
-        if label := item.strip():
-            first.setdefault(unicodedata.normalize("NFKC", label), label)
+        if (label := item.strip()) and has_visible(label):
+            first.setdefault(label_key(label), label)
     out = list(first.values())
     if not out and required:
         if isinstance(labels, str):
@@ -79,6 +82,25 @@ def split_labels(labels: str | Iterable[object] | None, what: str = "labels", *,
                               f"({_SEPARATOR_NAMES} between them), e.g. {_EXAMPLE}")
         raise LabelsError(f"{what}: no label given; expected at least one non-blank label, e.g. {_EXAMPLE}")
     return out
+
+
+def label_key(label: str) -> str:
+    """The form two labels are one label in (Unicode NFKC): "café" precomposed or as e + U+0301, "ｃａｔ" and "cat"
+    are the same ids to a tokenizer. `split_labels` drops repeats by it; a tag filter matches stored tags by it
+    (`search --tag` with NFD "café" found nothing on a library tagged with the NFC one)."""
+    return unicodedata.normalize("NFKC", label.strip())
+
+
+def stored_tag_forms(labels: Sequence[str], stored: Iterable[str]) -> list[str]:
+    """A tag filter's `labels` as the stored tags spell them: every label of `stored` whose Unicode NFKC form
+    (`label_key`, the form label repeats are compared in) is one of theirs, then each label that has no
+    stored form, as typed (it matches nothing, and `no_results_reason` says so). `search --tag` with NFD "café" found
+    nothing on a library tagged with the NFC one, nor "cat" where "ｃａｔ" was stored; stored tags keep the spelling
+    typed (libraries tagged before included), so the query is mapped to them, not they to it."""
+    wanted = {label_key(label): label for label in labels}
+    forms = [label for label in dict.fromkeys(stored) if label_key(label) in wanted]
+    found = {label_key(label) for label in forms}
+    return forms + [label for key, label in wanted.items() if key not in found]
 
 
 def read_text_file(path: str | Path, what: str, expected: str) -> str:

@@ -137,7 +137,11 @@ def _validate_templates(templates: Sequence[str], origin: str) -> list[str]:
 
 def _read_template_file(path: Path) -> list[str]:
     """A templates file (UTF-8 text, one per line, or JSON), read by the rules of `clipforge.text.labels`:
-    a GBK file, a folder or broken JSON is one line naming the file, a BOM is not part of a template."""
+    a GBK file, a folder or broken JSON is one line naming the file, a BOM is not part of a template.
+
+    A line (or a JSON list's item) holding a control character other than a tab (`text.typed.control_character`:
+    a NUL, an ESC) is refused naming the file and the line: "a photo<NUL> of {}" went into every prompt. Lines
+    are counted as an editor counts them (LF, CRLF or CR ends one), so a form feed inside a line is named too."""
     from clipforge.text.labels import parse_json_file, read_text_file
 
     expected = "a JSON list of template strings or {\"templates\": [...]}"
@@ -148,9 +152,26 @@ def _read_template_file(path: Path) -> list[str]:
             data = data["templates"]
         if not isinstance(data, list):
             raise TemplateError(f"{path}: expected {expected}")
+        for number, item in enumerate(data, 1):
+            _no_control(item, path, f"template {number}")
         return _validate_templates(data, str(path))
-    lines = [line.strip() for line in text.splitlines()]
-    return _validate_templates([line for line in lines if line and not line.startswith("#")], str(path))
+    kept = []
+    for number, line in enumerate(re.split(r"\r\n|\r|\n", text), 1):
+        line = line.strip()
+        if line and not line.startswith("#"):
+            kept.append(_no_control(line, path, f"line {number}"))
+    return _validate_templates(kept, str(path))
+
+
+def _no_control(template: object, path: Path, where: str) -> object:
+    """`template` (read from `path` at `where`) unless it is a string holding a control character other than a tab."""
+    from clipforge.text.typed import control_character
+
+    if isinstance(template, str) and (char := control_character(template)):
+        shown = template if len(template) <= 80 else template[:77] + "..."
+        raise TemplateError(f"template file {path} {where}: {shown!r} holds a control character ({char}), which is "
+                            "no text; remove it")
+    return template
 
 
 def get_templates(name_or_list: str | Sequence[str]) -> list[str]:
