@@ -49,6 +49,13 @@ class MilvusCatalog(QueryMethods):
         ):  # nothing indexed with this model yet: a search answers nothing and creates no collection
             return []
         self._space = space
+        if filter_tags:  # as the space's tags spell them (NFKC forms: `stored_tag_forms`), as the embedded store
+            from clipforge.library.milvus_tags import Vocabularies
+            from clipforge.library.tagging import parse_labels, tag_vocabulary
+            from clipforge.text.labels import stored_tag_forms
+
+            vocabulary = tag_vocabulary(Vocabularies(self.milvus), space.fingerprint) or {}
+            filter_tags = stored_tag_forms(parse_labels(filter_tags), vocabulary.get("labels", []))
         hits = search_space(space, vector, top_k, filter_tags, tag_rank, min_tag_score, under)
         return [home_hit(self.paths, hit) for hit in hits]
 

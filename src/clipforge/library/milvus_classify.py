@@ -27,6 +27,7 @@ from clipforge.library.tagging import (
     tag_templates,
     tag_vocabulary,
 )
+from clipforge.text.labels import stored_tag_forms
 
 
 class MilvusClassify:
@@ -110,7 +111,7 @@ class MilvusClassify:
             return EMPTY_LIBRARY
         labels = parse_labels(filter_tags) if filter_tags else []
         counts = self.tag_counts()
-        if labels and not any(counts.get(label) for label in labels):
+        if labels and not any(counts.get(label) for label in stored_tag_forms(labels, counts)):  # NFKC forms
             return no_tag_sentence(labels, counts)
         return "no photo matched"
 

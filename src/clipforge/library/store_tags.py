@@ -8,11 +8,13 @@ Each query names `model`'s current tags by `current_tag_rows` (the rows `clipfor
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 from collections.abc import Sequence
 
 from clipforge.library.dbfile import damaged
 from clipforge.library.store_connection import StoreConnection, reads
 from clipforge.library.transaction import CHUNK, chunks, current_tag_rows
+from clipforge.text.labels import stored_tag_forms
 
 __all__ = ["TagReads"]
 
@@ -24,18 +26,36 @@ class TagReads(StoreConnection):
     def image_ids_with_tags(
         self, model: str, labels: Sequence[str], max_rank: int = 0, min_score: float = 0.0
     ) -> list[int]:
-        marks = ",".join("?" * len(labels))
-        key, params = current_tag_rows(model)
-        rows = (
-            self.conn()
-            .execute(
-                f"SELECT DISTINCT image_id FROM tags WHERE model = {key} AND label IN ({marks}) AND rank <= ?"
-                " AND score >= ?",
-                (*params, *labels, int(max_rank), float(min_score)),
-            )
-            .fetchall()
-        )
-        return [int(r[0]) for r in rows]
+        """The photos whose rank-`max_rank` (or better) tag is one of `labels`, compared in NFKC form
+        (`text.labels.label_key`): `--tag` with NFD "café" found nothing on a library tagged with the NFC one, nor
+        "cat" where "ｃａｔ" was stored. The stored tags keep the spelling typed (libraries tagged before included),
+        so the stored labels of those forms are found first (`text.labels.stored_tag_forms`), then their photos, in one
+        snapshot."""
+        with self.snapshot() as conn:
+            sql, params = current_tag_rows(model)
+            key = conn.execute(f"SELECT {sql}", params).fetchone()[0]
+            stored = stored_tag_forms(labels, self._stored_labels(conn, key))
+            found: set[int] = set()
+            for chunk in chunks(stored):
+                marks = ",".join("?" * len(chunk))
+                found.update(int(r[0]) for r in conn.execute(
+                    f"SELECT DISTINCT image_id FROM tags WHERE model = ? AND label IN ({marks}) AND rank <= ?"
+                    " AND score >= ?",
+                    (key, *chunk, int(max_rank), float(min_score)),
+                ))
+        return sorted(found)
+
+    @staticmethod
+    def _stored_labels(conn: sqlite3.Connection, key: str) -> list[str]:
+        """The distinct labels of the `tags.model` value `key`, one step of the (model, label, rank) index each (a
+        vocabulary's labels, not a scan of every photo's tags)."""
+        rows = conn.execute(
+            "WITH RECURSIVE d(label) AS (SELECT (SELECT MIN(label) FROM tags WHERE model = ?1) UNION ALL"
+            " SELECT (SELECT MIN(label) FROM tags WHERE model = ?1 AND label > d.label) FROM d"
+            " WHERE d.label IS NOT NULL) SELECT label FROM d WHERE label IS NOT NULL",
+            (key,),
+        ).fetchall()
+        return [r[0] for r in rows]
 
     @reads
     def tags_for_images(self, model: str, image_ids: Sequence[int]) -> dict[int, list[tuple[str, float]]]:
