@@ -69,12 +69,13 @@ def test_index_search_tag_cycle(tmp_path, images_factory, bad_files_factory, cap
     assert json.loads(capsys.readouterr().out)["kind"] == "flat"
     assert main(["index", "rebuild", "--index", "flat", "--library", lib]) == 0
     assert capsys.readouterr().out.startswith("rebuilt the flat index of 4 vectors in ")
-    # a folder this machine does not see (a Milvus store's photos on the machines that indexed them) is not
-    # "missing": only a file gone from a folder that is here
+    # a folder this machine does not see (moved, unmounted) is not "missing": only a file gone from a folder that
+    # is here; the embedded store's results say their folder is not found (s63; a Milvus store's do not)
     (tmp_path / "photos").rename(tmp_path / "elsewhere")
     assert main(["search", "a cat", "--library", lib, "--top-k", "3"]) == 0
     out, err = capsys.readouterr()
-    assert len(out.splitlines()) == 3 and "(missing)" not in out and "notice" not in err
+    assert len(out.splitlines()) == 3 and "(missing)" not in out and "no longer on disk" not in err
+    assert out.count("(folder not found)") == 3 and err.startswith("notice: 3 of these photos are in a folder not found")
 
 
 def test_cli_errors_are_one_line(tmp_path, images_factory, capsys):
