@@ -188,3 +188,24 @@ def test_a_library_reached_through_a_link_still_caches_within_its_budget(tmp_pat
     kept = _files(real / "thumbs")
     assert kept and all(p.suffix == ".jpg" and not p.is_symlink() for p in kept)
     assert sum(p.stat().st_size for p in kept) <= budget_mb * (1 << 20)
+
+
+def test_files_the_cache_did_not_write_are_never_counted_or_evicted(tmp_path, tiny_encoder, photos, monkeypatch):
+    """A `thumbs/` linked to a folder that holds other files (a photo folder, a disk's root): past the budget the
+    cache evicted the oldest ``*.jpg`` of every subfolder, the user's photos included (review 63, revfix #1)."""
+    monkeypatch.setenv("CLIPFORGE_THUMB_CACHE_MB", "0.01")
+    disk = tmp_path / "disk"
+    (disk / "2024").mkdir(parents=True)
+    disk.chmod(0o755)
+    (disk / "ab").mkdir()
+    theirs = [disk / "IMG_0001.jpg", disk / "2024" / "IMG_0002.jpg", disk / "ab" / "holiday.jpg",
+              disk / "ab" / ("ab" + "0" * 62 + "_64.JPG")]  # a name like ours but not one
+    for i, path in enumerate(theirs):
+        path.write_bytes(_jpeg((i * 40, 10, 10)) * 50)  # bigger than the whole budget
+        os.utime(path, (1, 1))  # older than anything the cache writes: the first to go
+    with _indexed(tmp_path / "lib", tiny_encoder, photos) as library:
+        _linked(library, disk)
+        assert _every_thumbnail(library) == 2 * 4 * len(_SIZES)
+    assert all(path.read_bytes() == _jpeg((i * 40, 10, 10)) * 50 for i, path in enumerate(theirs))
+    ours = [p for p in _files(disk) if p not in theirs]
+    assert ours and sum(p.stat().st_size for p in ours) <= 0.01 * (1 << 20)  # the budget still held for its own

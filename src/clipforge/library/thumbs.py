@@ -31,6 +31,7 @@ import contextlib
 import io
 import logging
 import os
+import re
 import stat
 import threading
 import time
@@ -71,6 +72,11 @@ def cache_budget_bytes() -> int:
 
 def _inside(path: str, folder: str) -> bool:
     return path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+_SHARD = re.compile(r"[0-9a-f]{2}")
+_CACHED = re.compile(r"[0-9a-f]{64}_[0-9]+\.jpg")
+"""The shard folders and file names `_name` makes: nothing else under the cache's folder is the cache's."""
 
 
 def _name(sha256: str, klass: int) -> str:
@@ -190,18 +196,21 @@ class ThumbCache:
 
     @staticmethod
     def _files(home: str) -> list[tuple[float, int, Path]]:
-        """(mtime, bytes, path) of every cached file under `home` (links are not followed, temps of dead writers
-        removed)."""
+        """(mtime, bytes, path) of every cached file under `home`: only names this cache writes (`_name`:
+        ``ab/<sha256>_<class>.jpg``), so a linked folder's other files are never counted or evicted (review 63: a
+        ``thumbs`` linked to a photo folder had its oldest ``IMG_*.jpg`` deleted past the budget); links are not
+        followed, temps of dead writers removed from the cache's shards alone."""
         out: list[tuple[float, int, Path]] = []
         if not os.path.isdir(home):
             return out
         for shard in os.scandir(home):
-            if not shard.is_dir(follow_symlinks=False):
+            if not (_SHARD.fullmatch(shard.name) and shard.is_dir(follow_symlinks=False)):
                 continue
             with contextlib.suppress(OSError):
                 remove_stale_temps(shard.path)
                 for entry in os.scandir(shard.path):
-                    if entry.is_file(follow_symlinks=False) and entry.name.endswith(".jpg"):
+                    if _CACHED.fullmatch(entry.name) and entry.name.startswith(shard.name) \
+                            and entry.is_file(follow_symlinks=False):
                         info = entry.stat(follow_symlinks=False)
                         out.append((info.st_mtime, info.st_size, Path(entry.path)))
         return out
