@@ -48,14 +48,36 @@ def test_a_deleted_photo_is_still_missing_not_a_folder_not_found(tmp_path, image
     assert code == 0 and out.count("(missing)") == 1 and "folder not found" not in out + err, (out, err)
 
 
-def test_a_milvus_stores_photos_elsewhere_are_not_said(tmp_path, images_factory, capsys) -> None:
-    """A Milvus store's photos live on the machines that indexed them (review 63): a search from a machine that
-    does not see their folders marked every row and said so at every search, with advice to relink."""
-    images_factory(tmp_path / "photos", 2, formats=("png",))
+def test_a_milvus_servers_photos_elsewhere_are_not_said_but_milvus_lites_are(tmp_path, images_factory, capsys,
+                                                                            monkeypatch) -> None:
+    """A Milvus server's photos live on the machines that indexed them (review 63): a search from a machine that does
+    not see their folders marked every row and said so at every search, with advice to relink (or, for a file gone
+    from a folder that is here, to prune other machines' photos). milvus-lite is a file of this machine: said."""
+    import contextlib
+    import dataclasses
+
+    import clipforge.cli.search as search_cli
+
+    photos = images_factory(tmp_path / "photos", 3, formats=("png",))
     lib = ["--store", f"milvus-lite:{tmp_path / 'm.db'}", "--library", str(tmp_path / "lib"), "--model", "test-vit-tiny"]
     assert main(["index", "add", str(tmp_path / "photos"), *lib, *QUIET]) == 0
-    os.rename(tmp_path / "photos", tmp_path / "elsewhere")
+    os.remove(photos[0])
     capsys.readouterr()
-    code, out, err = _run(capsys, "search", "cat", *lib, "-k", "2")
-    assert code == 0 and out.count(str(tmp_path / "photos")) == 2, out
-    assert "not found" not in out + err, (out, err)
+    code, out, err = _run(capsys, "search", "cat", *lib, "-k", "3")
+    assert code == 0 and out.count("(missing)") == 1 and "no longer on disk" in err, (out, err)
+    os.rename(tmp_path / "photos", tmp_path / "elsewhere")
+    code, out, err = _run(capsys, "search", "cat", *lib, "-k", "3")
+    assert code == 0 and out.count("(folder not found)") == 3 and "not found on this machine" in err, (out, err)
+
+    opened = search_cli.open_library
+
+    @contextlib.contextmanager
+    def as_a_server(*args, **kwargs):  # the same store, taken for a Milvus server's (spec.kind "milvus")
+        with opened(*args, **kwargs) as library:
+            library.spec = dataclasses.replace(library.spec, kind="milvus")
+            yield library
+
+    monkeypatch.setattr(search_cli, "open_library", as_a_server)
+    code, out, err = _run(capsys, "search", "cat", *lib, "-k", "3")
+    assert code == 0 and out.count(str(tmp_path / "photos")) == 3, out
+    assert "not found" not in out + err and "missing" not in out + err, (out, err)

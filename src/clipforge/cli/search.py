@@ -240,16 +240,17 @@ def run(args: argparse.Namespace) -> int:
     # them, whose folders are not here: those are not called missing.
     from clipforge.library.search import deleted_since_indexed  # the one rule of every "missing" mark
 
-    gone = {hit.path for hit in hits if deleted_since_indexed(hit.path)}
+    # A Milvus server's photos live on the machines that indexed them: neither mark is given there (every row of every
+    # search from a laptop was "folder not found"; "missing" sent it to `index prune`, which would forget other
+    # machines' photos; relinking would put this machine's paths into the shared records). milvus-lite is local.
+    local = getattr(getattr(library, "spec", None), "kind", "sqlite") != "milvus"
+    gone = {hit.path for hit in hits if local and deleted_since_indexed(hit.path)}
     if gone and not args.quiet:  # deleted since indexed: a `--paths | xargs` pipe would get names that do not open
         marked = "left out of --paths" if args.paths else "marked 'missing'"
         print(f"notice: {len(gone)} of these photos {'is' if len(gone) == 1 else 'are'} no longer on disk ({marked}); "
               "`clipforge index prune` forgets the library's photos whose files are gone", file=sys.stderr)
     # Not here and neither is its folder: a folder moved or renamed, an unplugged drive, or a Milvus store's photos
     # on another machine. Listed as before (not called deleted), but said: `--paths` piped names that did not open.
-    # A Milvus store's photos live on the machines that indexed them: not said there (every row of every search from
-    # a laptop was marked, and relinking would put this machine's paths into the shared records).
-    local = getattr(getattr(library, "spec", None), "kind", "sqlite") == "sqlite"
     away = [hit.path for hit in hits if local and hit.path not in gone and not os.path.lexists(hit.path)]
     if away and not args.quiet:
         print(f"notice: {len(away)} of these photos {'is' if len(away) == 1 else 'are'} in a folder not found on this "
