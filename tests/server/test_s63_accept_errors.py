@@ -146,3 +146,31 @@ def test_a_gap_longer_than_the_interval_ends_an_episode_with_its_own_count(caplo
     assert said[2].startswith("cannot accept new connections: Too many open files in system (" + first), said[2]
     assert said[3] == "cannot accept new connections: Too many open files in system; 2 failed accepts in the last 61 s"
     assert said[4].startswith("cannot accept new connections: Too many open files (" + first), said[4]
+
+
+def test_the_end_of_an_episode_is_said_when_it_ends(caplog):
+    """Review 63 revfix: an episode's end was said only when the next one began, hours later or never. The loop's
+    timer (`check_end`, `QUIET_S` after an error) says it once accepting works again, with the failures unsaid."""
+    from clipforge.server.accept_errors import QUIET_S
+
+    clock = _Clock()
+    handler = AcceptErrorLog(logging.getLogger("test.accept.end"), clock=clock)
+    loop = asyncio.new_event_loop()
+    try:
+        with caplog.at_level(logging.WARNING, logger="test.accept.end"):
+            for _ in range(300):  # 3 s of failures
+                handler(loop, _accept_error())
+                clock.now += 0.01
+            assert handler._watch is not None  # the check is on the loop's timer
+            clock.now += QUIET_S / 2
+            handler.check_end(loop)  # too soon after the last failure: looks again later
+            assert len(caplog.records) == 1 and handler._watch is not None
+            clock.now += QUIET_S
+            handler.check_end(loop)
+            handler.check_end(loop)  # said once
+    finally:
+        loop.close()
+    said = [record.getMessage() for record in caplog.records]
+    assert len(said) == 2, said
+    assert said[1] == "accepting new connections again (they failed for 3 s): 299 failed accepts since the last line"
+    assert handler.said_at is None  # the next error starts a new episode with the full first line

@@ -45,6 +45,10 @@ def _descriptor_limit() -> str:
     return "unlimited" if soft == getattr(resource, "RLIM_INFINITY", -1) else str(soft)
 
 
+QUIET_S = 3.0
+"""asyncio retries accepting each second: this long without a failure, accepting works again."""
+
+
 class AcceptErrorLog:
     """The loop exception handler described in the module docstring."""
 
@@ -58,6 +62,8 @@ class AcceptErrorLog:
         self.said_at: float | None = None  # when the last line was written; None: no episode yet
         self.failed_at = 0.0  # when the last accept error came
         self.reason = ""  # and its errno's words
+        self.started_at = 0.0  # when this episode's first error came
+        self._watch: asyncio.TimerHandle | None = None  # the check that says when accepting works again
 
     def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         error = context.get("exception")
@@ -73,9 +79,12 @@ class AcceptErrorLog:
         reason = os.strerror(error.errno) if error is not None else "out of resources"
         self.unsaid += 1
         self.failed_at, self.reason = now, reason
+        if self._watch is None:  # the end of the episode is said when it ends, not at the next one (review 63)
+            self._watch = loop.call_later(QUIET_S, self.check_end, loop)
         if self.said_at is not None and now - self.said_at < self.interval_s:
             return
         if self.said_at is None:
+            self.started_at = now
             self.logger.error(
                 "cannot accept new connections: %s (this process's descriptor limit, `ulimit -n`, is %s); "
                 "they wait in the listen queue and accepting is retried each second; raise the limit or "
@@ -85,6 +94,21 @@ class AcceptErrorLog:
                               reason, self.unsaid, round(now - self.said_at))
         self.unsaid = 0
         self.said_at = now
+
+    def check_end(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Run `QUIET_S` after an error (the loop's timer): no failure since then means accepting works again, said
+        in one line with the failures not said yet; else look again later."""
+        self._watch = None
+        if self.said_at is None:
+            return
+        now = self.clock()
+        if now - self.failed_at < QUIET_S:
+            self._watch = loop.call_later(QUIET_S, self.check_end, loop)
+            return
+        self.logger.warning("accepting new connections again (they failed for %d s): %d failed accepts since the last "
+                            "line", round(self.failed_at - self.started_at), self.unsaid)
+        self.unsaid = 0
+        self.said_at = None
 
     def _end_episode(self, now: float) -> None:
         """The episode whose last failure was `failed_at` is over: its failures since its last line, if any, in
