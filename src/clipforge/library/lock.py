@@ -36,7 +36,7 @@ try:
 except ImportError:  # not POSIX: writers are still serialised by SQLite, only the work may double
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["LockHeld", "command_words", "hold_lock", "library_lock", "tell"]
+__all__ = ["LockHeld", "LockWaitTimeout", "command_words", "hold_lock", "library_lock", "tell"]
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +49,20 @@ def _thread_lock(path: Path) -> threading.Lock:
         return _THREAD_LOCKS.setdefault(os.path.realpath(path), threading.Lock())
 
 
+class LockWaitTimeout(Exception):
+    """`library_lock(timeout_s=...)` waited that long for another holder: `pid` and `record` name it when known."""
+
+    def __init__(self, pid: int | None, record: str | None, waited_s: float) -> None:
+        super().__init__(f"held by pid {pid}" if pid is not None else "held by another process")
+        self.pid, self.record, self.waited_s = pid, record, waited_s
+
+
 @contextmanager
-def library_lock(path: Path | None) -> Iterator[None]:
+def library_lock(path: Path | None, timeout_s: float | None = None) -> Iterator[None]:
     """Hold the exclusive lock at `path` (None: no lock) for the block, waiting for another holder (one notice
     names it: "waiting for another clipforge process (pid N: clipforge index prune) that is writing the library
-    X"). Its own pid and command are recorded in the file for the next waiter."""
+    X"), for ever or at most `timeout_s` seconds (then `LockWaitTimeout`: a server's upload must not wait on a
+    holder that was suspended, review 63). Its own pid and command are recorded in the file for the next waiter."""
     if path is None:
         yield
         return
@@ -77,7 +86,10 @@ def library_lock(path: Path | None) -> Iterator[None]:
                 who = "" if pid is None else f" (pid {pid}: {record})" if record else f" (pid {pid})"
                 tell(f"waiting for another clipforge process{who} that is writing the library "
                      f"{display_path(os.fspath(path.parent))}")
-                fcntl.lockf(fd, fcntl.LOCK_EX)
+                if timeout_s is None:
+                    fcntl.lockf(fd, fcntl.LOCK_EX)
+                else:
+                    _wait_at_most(fd, timeout_s, pid, record)
             line = f"{os.getpid()}\t{command_words()}\n".encode("utf-8", "backslashreplace")
             with contextlib.suppress(OSError):  # a full disk: the next waiter names the pid alone
                 if os.pread(fd, _RECORD_TAIL, 0) != line:
@@ -86,6 +98,21 @@ def library_lock(path: Path | None) -> Iterator[None]:
             yield
         finally:
             os.close(fd)  # releases the lock
+
+
+def _wait_at_most(fd: int, timeout_s: float, pid: int | None, record: str | None) -> None:
+    """Take the lock on `fd` within `timeout_s` (tried every 50 ms), else `LockWaitTimeout`."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except OSError:
+            if time.monotonic() >= deadline:
+                raise LockWaitTimeout(pid, record, timeout_s) from None
+            time.sleep(0.05)
 
 
 _COMMAND_WORD = re.compile(r"[a-z][a-z0-9-]*")

@@ -32,17 +32,18 @@ import stat
 import threading
 import unicodedata
 from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
 
 from clipforge.atomic import remove_stale_temps, write_bytes_atomic
-from clipforge.library.dbfile import not_writable
+from clipforge.library.dbfile import display_path, not_writable
 from clipforge.library.lock import library_lock
 from clipforge.library.paths import LibraryPaths
 from clipforge.library.store import ImageRecord
 from clipforge.library.thumbs import thumb_cache
 from clipforge.regular_file import FileTooLargeError, NotRegularFileError, read_regular_file
 
-__all__ = ["THUMB_SIZES", "ChangedFileError", "clean_upload_name", "forget_verified", "image_bytes", "read_original",
+__all__ = ["THUMB_SIZES", "ChangedFileError", "clean_upload_name", "forget_verified", "image_bytes", "read_original", "uploads_lock",
            "store_upload", "thumbnail_bytes"]
 
 THUMB_SIZES = (16, 2048)  # inclusive bounds on the requested longest side
@@ -261,6 +262,23 @@ _UPLOADS_LOCK = "uploads.lock"
 the library's lock, which an `index add` holds for its whole run, while an upload's turn lasts a lookup and a write."""
 
 
+@contextlib.contextmanager
+def uploads_lock(paths: LibraryPaths) -> Iterator[None]:
+    """The turn of one writer of the uploads folder (`store_upload`, the server forgetting a failed upload's
+    files), across processes, waiting at most SQLite's busy timeout: a holder suspended (Ctrl-Z, a hung disk)
+    made a server's uploads and searches wait until it resumed (review 63). Past it, `LibraryBusyError` (503)."""
+    from clipforge.library.dbfile import BUSY_TIMEOUT_S, LibraryBusyError
+    from clipforge.library.lock import LockWaitTimeout
+
+    try:
+        with library_lock(paths.root / _UPLOADS_LOCK, timeout_s=BUSY_TIMEOUT_S):
+            yield
+    except LockWaitTimeout as exc:
+        who = "another process" if exc.pid is None else f"another process (pid {exc.pid}: {exc.record or '?'})"
+        raise LibraryBusyError(f"library {display_path(os.fspath(paths.root))} is busy: {who} has held its uploads "
+                               f"for {exc.waited_s:g} s; the image was not stored; try again when it finishes") from None
+
+
 def store_upload(paths: LibraryPaths, data: bytes, max_pixels: int | None = None,
                  filename: str | None = None) -> Path:
     """Check that `data` is a decodable image and keep it in the library's uploads folder.
@@ -296,7 +314,7 @@ def store_upload(paths: LibraryPaths, data: bytes, max_pixels: int | None = None
     # Writers of uploads take turns (other processes too: two servers on one library), from the look for these
     # bytes to the rename of the new file: the second finds the first's file instead of storing them again. (A
     # read-only library is not locked: the write below says why it cannot be stored.)
-    with library_lock(paths.root / _UPLOADS_LOCK):
+    with uploads_lock(paths):
         for where in (folder / sha, folder):  # what writers killed mid-upload left; a live writer's stays
             with contextlib.suppress(OSError):
                 remove_stale_temps(where, hostless_by_pid=False)

@@ -201,7 +201,7 @@ class LibraryService(RequestWords):
                         "disk cannot be written): the image was not added",
                     ) from None
                 if _busy(exc):  # another process (a `clipforge tag` of a large library) held it past the wait
-                    self._forget_partial_upload(sha256)
+                    # its file is whole and kept: a retry finds it, and another server may be using it (review 63)
                     raise APIError(
                         503,
                         "library_busy",
@@ -220,18 +220,25 @@ class LibraryService(RequestWords):
                 ) from None
 
     def _forget_partial_upload(self, sha256: str) -> None:
-        """Remove what a write stopped by a full disk left of this upload in the library's uploads folder
-        (`library.media.store_upload` names files `<sha[:2]>/<sha>.<ext>`) and its emptied folder. No image
-        of the library has these bytes (checked under the same lock), so no such file is in use."""
+        """Remove what a write stopped by a full disk (or a read-only library) left of this upload in the library's
+        uploads folder (`library.media.store_upload` names files `<sha[:2]>/<sha>.<ext>`) and its emptied folder.
+        In the uploads' turn (`media.uploads_lock`, across processes) and only while no image of the library has
+        these bytes: another server storing the same bytes meanwhile reused the file, answered 201, and lost it
+        to this cleanup (review 63). A lock that cannot be had in time leaves the files (they cost only disk)."""
+        from clipforge.library.media import uploads_lock
+
         folder = Path(self.library.paths.uploads_dir) / sha256[:2]
-        for leftover in folder.glob(f"*{sha256}*") if folder.is_dir() else ():
+        with contextlib.suppress(OSError, sqlite3.Error), uploads_lock(self.library.paths):
+            if self.library.store.images_with_sha(sha256):
+                return
+            for leftover in folder.glob(f"*{sha256}*") if folder.is_dir() else ():
+                with contextlib.suppress(OSError):
+                    if leftover.is_dir() and not leftover.is_symlink():
+                        shutil.rmtree(leftover)
+                    else:
+                        leftover.unlink()
             with contextlib.suppress(OSError):
-                if leftover.is_dir() and not leftover.is_symlink():
-                    shutil.rmtree(leftover)
-                else:
-                    leftover.unlink()
-        with contextlib.suppress(OSError):
-            folder.rmdir()  # only when empty
+                folder.rmdir()  # only when empty
 
     def list_images(self, limit: int, offset: int) -> tuple[list[Any], int | None]:
         if not 1 <= int(limit) <= self.limits.max_page_size:
