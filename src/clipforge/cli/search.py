@@ -251,7 +251,9 @@ def run(args: argparse.Namespace) -> int:
               "`clipforge index prune` forgets the library's photos whose files are gone", file=sys.stderr)
     # Not here and neither is its folder: a folder moved or renamed, an unplugged drive, or a Milvus store's photos
     # on another machine. Listed as before (not called deleted), but said: `--paths` piped names that did not open.
-    away = [hit.path for hit in hits if local and hit.path not in gone and not os.path.lexists(hit.path)]
+    said = [os.path.join(os.path.abspath(folder), "") for folder in absent]  # --in folders already said not there
+    away = [hit.path for hit in hits if local and hit.path not in gone and not os.path.lexists(hit.path)
+            and not any(hit.path.startswith(folder) for folder in said)]
     if away and not args.quiet:
         print(f"notice: {len(away)} of these photos {'is' if len(away) == 1 else 'are'} in a folder not found on this "
               f"machine ({_shown(sorted({os.path.dirname(path) for path in away}))}): moved, renamed or deleted, or on "
