@@ -228,6 +228,7 @@ def test_the_json_reason_is_the_rest_answers(photo_library, tmp_path, capsys) ->
     ("Ｔシャツ ＋ ジーンズ", [(1.0, "text", "Ｔシャツ ＋ ジーンズ")]),
     ("猫 － 「草」", [(1.0, "text", "猫"), (-1.0, "text", "草")]),  # before a quote: arithmetic
     ('"猫" － 狗', [(1.0, "text", "猫"), (-1.0, "text", "狗")]),  # after a quoted term: arithmetic
+    ("「猫」 － 草 － 花", [(1.0, "text", "猫"), (-1.0, "text", "草"), (-1.0, "text", "花")]),  # then each sign alike
     ("10：30 会议", [(1.0, "text", "10：30 会议")]),  # a time, as 10:30
 ])
 def test_the_full_width_signs_an_input_method_types_are_the_ascii_ones(query: str, expected: list) -> None:

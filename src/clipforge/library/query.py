@@ -151,8 +151,10 @@ def _is_elision(query: str, pos: int) -> bool:
             and query.find(closing, pos + 1) < 0)
 
 
-def _read_bare(query: str, pos: int) -> tuple[str, int]:
-    """Words up to an operator that stands alone (whitespace before it) or the end."""
+def _read_bare(query: str, pos: int, arithmetic: bool = False) -> tuple[str, int]:
+    """Words up to an operator that stands alone (whitespace before it) or the end; `arithmetic` (terms came
+    before): a full-width sign standing alone is an operator too, as the one before this term was (review 63:
+    `「猫」 － 草 － 花` subtracted 草 but kept "草 － 花" whole)."""
     i = pos
     while i < len(query):
         if query[i] in "\"'":  # quoted words in a text, as curly ones: `a painting called "Starry Night"`
@@ -164,7 +166,7 @@ def _read_bare(query: str, pos: int) -> tuple[str, int]:
             j = i
             while j < len(query) and query[j].isspace():
                 j += 1
-            if j < len(query) and _is_operator(query, j):
+            if j < len(query) and _is_operator(query, j, after_quote=arithmetic):
                 break
             i = j
             continue
@@ -239,7 +241,7 @@ def parse_query(query: str, is_image: Callable[[str], bool] | None = None) -> li
             value, pos = quoted
             kind = forced or "text"
         else:
-            value, pos = _read_bare(query, pos)
+            value, pos = _read_bare(query, pos, arithmetic=bool(terms))
             kind = forced or ("image" if is_image(os.path.expanduser(value)) else "text")
         if not value:
             raise _fail(query, pos, "empty term")
