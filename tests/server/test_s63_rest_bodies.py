@@ -137,7 +137,7 @@ def test_a_charset_sent_as_the_content_encoding_is_told_where_it_belongs(make_cl
     Python codecs that are not text encodings (zlib, base64), get the plain words."""
     client = make_client()
     body = json.dumps({"text": "fish", "top_k": 1}).encode()
-    hint = " (a charset belongs in Content-Type: application/json; charset=utf-8)"
+    hint = " (a charset belongs in Content-Type, e.g. application/json; charset=utf-8; a form names none)"
     for encoding in ("UTF-8", "utf8", "latin-1", "ISO-8859-1", "us-ascii", "windows-1252", "identity, utf-8"):
         answer = client.post("/api/search", content=body,
                              headers={"content-type": "application/json", "content-encoding": encoding})

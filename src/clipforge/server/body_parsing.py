@@ -98,7 +98,7 @@ async def parse_body(request: Any, kind: BodyKind, limits: ServerLimits) -> Pars
 
 _NOT_DECOMPRESSED = ("request bodies are not decompressed: send the body without a Content-Encoding (or with "
                      "Content-Encoding: identity)")
-_CHARSET_HINT = " (a charset belongs in Content-Type: application/json; charset=utf-8)"
+_CHARSET_HINT = " (a charset belongs in Content-Type, e.g. application/json; charset=utf-8; a form names none)"
 
 
 # Python's names of text encodings (`utf_8`, `latin_1`, `us_ascii`, ...) and their aliases, less its bytes-to-bytes
