@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import io
 import os
 import socket
 import threading
@@ -229,3 +230,22 @@ def test_a_fifo_named_outright_is_not_opened(tmp_path):
     thread.join(5)
     os.close(reader)
     assert released.is_set()
+
+
+def test_pillow_reads_the_checked_file_not_a_copy_of_its_bytes(tmp_path, monkeypatch):
+    """Review 63: the path's bytes were read whole into memory and kept alive through the decode (+138 MB of peak
+    for a 144 MB TIFF); Pillow is handed the checked, opened file instead, and it is closed once decoded."""
+    import clipforge.image.loading as loading
+
+    photo = _photo(tmp_path / "x.png", (40, 30))
+    seen = []
+    real = loading._pil_open
+
+    def recording(source):
+        seen.append(source)
+        return real(source)
+
+    monkeypatch.setattr(loading, "_pil_open", recording)
+    assert load_image(photo).size == (40, 30)
+    assert len(seen) == 1 and not isinstance(seen[0], io.BytesIO) and seen[0].name == str(photo)
+    assert seen[0].closed
