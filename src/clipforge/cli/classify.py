@@ -133,19 +133,24 @@ def _distinct(labels: list[str], args: argparse.Namespace) -> list[str]:
     nothing here: one line may be one label ("Washington, D.C."), and a JSON list in a .txt file stays whole."""
     import re
 
-    from clipforge.text.labels import LABEL_SEPARATORS
+    from clipforge.text.labels import LABEL_SEPARATORS, label_key
 
     wide = "".join(sep for sep in LABEL_SEPARATORS if not sep.isascii())  # "，" and "、": never inside a label
     line = labels[0] if len(labels) == 1 else ""
     parts = [part.strip() for part in re.split(f"[{re.escape(wide)}]", line) if part.strip()]
     if len(parts) > 1 and not str(args.labels_file).lower().endswith(".json"):
         if not args.quiet:
-            print(f"notice: {args.labels_file} holds one line; its labels separated by '，' or '、' are read as "
-                  f"{len(parts)} labels", file=sys.stderr)
+            print(f"notice: {args.labels_file} holds one line; its labels separated by "
+                  f"{', '.join(repr(sep) for sep in wide[:-1])} or {wide[-1]!r} are read as {len(parts)} labels",
+                  file=sys.stderr)
         labels = parts
-    kept = list(dict.fromkeys(labels))
+    first = {}  # one label per Unicode NFKC form, its first spelling (as `--labels` keeps them: `split_labels`)
+    for label in labels:
+        first.setdefault(label_key(label), label)
+    kept = list(first.values())
     if len(kept) < len(labels) and not args.quiet:
-        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        keys = [label_key(label) for label in labels]
+        repeated = sorted({first[key] for key in keys if keys.count(key) > 1})
         print(f"notice: {args.labels_file} repeats {len(labels) - len(kept)} label(s) ({', '.join(repeated[:5])}"
               f"{', ...' if len(repeated) > 5 else ''}); each is scored once", file=sys.stderr)
     return kept
