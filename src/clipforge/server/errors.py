@@ -35,6 +35,7 @@ from starlette.requests import ClientDisconnect
 
 from clipforge.errors import UserError, one_line
 from clipforge.server.limits import MAX_IMAGE_ID
+from clipforge.text.typed import REQUEST_UNICODE
 
 __all__ = [
     "INTERNAL_DETAIL",
@@ -194,7 +195,6 @@ def validation_error(errors: list[dict[str, Any]]) -> RequestValidationError:
     return RequestValidationError(errors)
 
 
-_UNICODE = "not valid Unicode text (an escaped lone surrogate such as \\ud800); send the text as UTF-8"
 _PYDANTIC_STEP = re.compile(r"[\w-]+\[.*\]")  # a union branch or validator in a loc: "list[...]", "function-after[...]"
 _PYDANTIC_TAGS = frozenset({"str", "int", "float", "bool", "bytes", "none", "dict", "list"})  # plain union branches
 
@@ -211,7 +211,7 @@ def _message(item: dict[str, Any]) -> str:
     if item.get("type") == "value_error" and error is not None:
         return str(error)
     if item.get("type") == "string_unicode":  # JSON's "\ud800": "unable to parse raw data as a unicode string"
-        return _UNICODE
+        return REQUEST_UNICODE  # the one sentence, `text.typed`'s (the CLI's and the body checks' too)
     return str(item.get("msg", "invalid"))
 
 
