@@ -15,6 +15,20 @@ import os
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 
+import hashlib
+import importlib.util
+import io
+import struct
+import sys
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+
 def _share_the_cores_between_workers() -> None:
     """Each pytest-xdist worker (and every process it starts) gets its share of the cores as torch's thread
     count, unless OMP_NUM_THREADS is already set. torch otherwise gives each of the two workers a thread per
@@ -32,19 +46,8 @@ def _share_the_cores_between_workers() -> None:
 
 _share_the_cores_between_workers()
 
-import hashlib
-import importlib.util
-import io
-import struct
-import sys
-import threading
-from collections.abc import Callable, Iterator, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from types import ModuleType
 
-import pytest
-import torch
+import torch  # noqa: E402  (after the thread count above is set)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"

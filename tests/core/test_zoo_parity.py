@@ -14,13 +14,13 @@ removes the stub again so nothing else ever sees it. The classes compared are th
 exactly open_clip's ``model.py`` / ``transformer.py`` / ``modified_resnet.py``, built from
 open_clip's own ``model_configs/*.json`` (which also checks our config table against theirs).
 
-Size: the GELU architectures no other test runs at full depth (ViT-B-32-256, ViT-B-16-plus-240)
-run at full size here; the others are cut in depth as `_reduced` says. ViT-H-14, ViT-g-14 and ViT-bigG-14 (1.0,
-1.4 and 2.5 billion parameters: two fp32 copies of bigG are 20 GB, more than this 24 GB, 2-core
-machine can spare beside the rest of the suite, and minutes of CPU). Those three keep their full
-width, heads, head width and MLP ratio with 2 blocks per tower: every tensor shape and code path
-of a block is exercised, only the repetition is cut. The `-quickgelu` twins are cut the same way
-(ResNets to two blocks a stage) to keep the suite's time down: each differs from its GELU twin only
+Size: every architecture keeps its full width, heads, head width, MLP ratio, resolution and context, and is cut
+to 2 blocks per tower (ResNets to two blocks a stage) as `_reduced` says: every tensor shape and code path of a
+block is exercised, only the repetition is cut. Full depth runs elsewhere: RN50, RN101, ViT-B/32 and ViT-B/16
+against OpenAI's reference (test_model_parity; the ViTs differ from open_clip's GELU twins only in the activation).
+ViT-H-14, ViT-g-14 and
+ViT-bigG-14 have 1.0, 1.4 and 2.5 billion parameters: two fp32 copies of bigG are 20 GB, more than this 24 GB,
+2-core machine can spare beside the rest of the suite. The `-quickgelu` twins differ from their GELU twins only
 in the activation, which every kept block runs. Both models are built
 on the meta device and given the same random tensors: no time goes into throwaway init.
 """
@@ -173,10 +173,12 @@ def _reduced(name: str) -> bool:
     """The giants, every `-quickgelu` twin (it differs from its GELU twin, tested here too, only in the
     activation, which every one of the kept blocks exercises), ViT-L/14 at both resolutions (OpenAI's,
     compared with OpenAI's own reference and transformers' at full width in test_model_parity and test_weights_hf;
-    here the config mapping is checked, which depth does not change: 18 s of the suite's budget saved), and the
+    here the config mapping is checked, which depth does not change: 18 s of the suite's budget saved), ViT-B-32-256
+    and ViT-B-16-plus-240 (ViT-B-32's and ViT-B-16's blocks at other resolutions and widths: every kept block runs
+    the full width and token count; 9 s saved), and the
     `FULL_DEPTH_ELSEWHERE` architectures."""
     return (name.removesuffix("-quickgelu") in GIANTS or name.endswith("-quickgelu")
-            or name in ("ViT-L-14", "ViT-L-14-336") or name in FULL_DEPTH_ELSEWHERE)
+            or name in ("ViT-L-14", "ViT-L-14-336", "ViT-B-32-256", "ViT-B-16-plus-240") or name in FULL_DEPTH_ELSEWHERE)
 
 
 def _configs(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
