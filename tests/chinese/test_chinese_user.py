@@ -199,7 +199,7 @@ def test_similarity_says_which_texts_are_cut(tmp_path: Path, capsys) -> None:
 
 def test_cut_point_of_every_tokenizer_kind(chinese_checkpoint: Path) -> None:
     from clipforge.api import load_model
-    from clipforge.text.families import unread_part
+    from clipforge.text.context_cut import unread_part
 
     tiny = load_model("clipforge-tiny-zh", device="cpu").tokenizer  # OpenAI's byte-level BPE, 16 tokens
     assert unread_part(tiny, "一只猫") == ""

@@ -31,7 +31,7 @@ def test_classify_says_when_its_prompts_are_cut(tmp_path: Path, capsys) -> None:
 
 def test_cut_texts_agrees_with_unread_part() -> None:
     import clipforge
-    from clipforge.text.families import cut_texts, unread_part
+    from clipforge.text.context_cut import cut_texts, unread_part
 
     tokenizer = clipforge.load_model("clipforge-tiny-zh", "cpu").tokenizer
     texts = ["猫", "一张猫的照片", "一只在沙发上睡觉的猫", "a photo of a cat.", "a bad photo of the big red cat.",

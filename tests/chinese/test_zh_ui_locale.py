@@ -134,7 +134,8 @@ def test_the_mounted_page_has_the_script_and_head_matches_get(zh_service, tmp_pa
 def test_the_chinese_example_query_fits_the_shipped_chinese_model(zh_service):
     """The served model says nothing about its own example: no cut (was: only '海滩上的一' searched), no language."""
     from clipforge.server.ui import model_examples
-    from clipforge.text.families import tokenizer_of, unread_part
+    from clipforge.text.context_cut import unread_part
+    from clipforge.text.families import tokenizer_of
 
     examples = model_examples(zh_service)
     assert zh_service.search_notice(examples["search"]) is None

@@ -3,7 +3,7 @@
 clipforge-tiny-zh reads 16 tokens: zh-imagenet's long templates lose the label in a third of ImageNet's prompts,
 and about a quarter of Flickr8k's captions are embedded by their beginning only; classify, tag and search say such
 things in one line. Now both evaluations count them in the report (``prompts_cut``, ``captions_cut``) and say them
-in one notice line, by the tests those commands use (`prompt_fit.templates_cut`, `text.families.cut_texts`).
+in one notice line, by the tests those commands use (`prompt_fit.templates_cut`, `text.context_cut.cut_texts`).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def classes(tmp_path: Path) -> tuple[Path, Path]:
 def _expected_lost(templates: str, names: list[str]) -> int:
     """Distinct prompts whose label clipforge-tiny-zh's context cuts, by the one-text test (`unread_part`)."""
     import clipforge
-    from clipforge.text.families import unread_part
+    from clipforge.text.context_cut import unread_part
     from clipforge.zeroshot.prompts import get_templates
 
     tokenizer = clipforge.load_model("clipforge-tiny-zh", "cpu").tokenizer
@@ -95,7 +95,7 @@ def test_captions_cut_tests_every_caption_past_the_trainers_sample(monkeypatch) 
     import clipforge
     import clipforge.train.captions_cut as captions_module
     from clipforge.evaluate.text_cut import captions_cut
-    from clipforge.text.families import unread_part
+    from clipforge.text.context_cut import unread_part
 
     model = clipforge.load_model("clipforge-tiny", "cpu")
     texts = [f"photo {i}" for i in range(5)] + [f"{LONG} number {i}" for i in range(4)] + [LONG2, "photo 0"]

@@ -9,7 +9,7 @@ from clipforge.cli.main import main
 from clipforge.library import Library
 from clipforge.server.service import LibraryService
 from clipforge.text import tokenizer_of
-from clipforge.text.families import cut_texts, unread_part
+from clipforge.text.context_cut import cut_texts, unread_part
 from clipforge.zeroshot.embeddings import cache_key
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from clipforge.text.families import CUT_TEXTS_IDS, cut_texts
+from clipforge.text.context_cut import CUT_TEXTS_IDS, cut_texts
 
 
 class _OneIdACharacter:

@@ -209,7 +209,8 @@ def test_rest_search_refuses_invisible_only_text_and_publishes_it(tmp_path: Path
 
 def test_the_notice_says_the_tokenizer_when_the_cut_is_not_the_cause() -> None:
     from clipforge.cli.common import indistinct_notice
-    from clipforge.text.families import CarriedTokenizer, same_after_cut
+    from clipforge.text.context_cut import same_after_cut
+    from clipforge.text.families import CarriedTokenizer
     from clipforge.text.wordpiece import tokenize_chinese
 
     tokenizer = CarriedTokenizer(tokenize_chinese, 52)  # Chinese-CLIP's WordPiece: Arabic and emoji are [UNK]

@@ -36,16 +36,16 @@ def names() -> list[str]:
 @pytest.fixture()
 def counted(monkeypatch) -> list[int]:
     """How many texts each `cut_texts` call is given (the tokenizer's work of every cut test)."""
-    import clipforge.text.families as families
+    import clipforge.text.context_cut as context_cut
 
     calls: list[int] = []
-    real = families.cut_texts
+    real = context_cut.cut_texts
 
     def counting(tokenizer, texts):
         calls.append(len(texts))
         return real(tokenizer, texts)
 
-    monkeypatch.setattr(families, "cut_texts", counting)
+    monkeypatch.setattr(context_cut, "cut_texts", counting)
     return calls
 
 
@@ -120,7 +120,7 @@ def test_eval_measures_a_class_named_like_its_template_where_it_stands() -> None
     """zh-imagenet has "漫画{}。" and ImageNet the class 漫画: the label is the second 漫画, not the first."""
     import clipforge
     from clipforge.evaluate.text_cut import prompts_cut
-    from clipforge.text.families import unread_part
+    from clipforge.text.context_cut import unread_part
 
     loaded = clipforge.load_model("clipforge-tiny-zh", "cpu")
     template = "漫画风格的一张很大很大的{}"
@@ -140,7 +140,7 @@ def test_captions_cut_is_exact_whatever_the_words(tmp_path: Path) -> None:
     """Each caption is tested whole: the start probe (128 characters for 16 tokens) read long words whole."""
     import clipforge
     from clipforge.evaluate.text_cut import captions_cut
-    from clipforge.text.families import unread_part
+    from clipforge.text.context_cut import unread_part
 
     loaded = clipforge.load_model("clipforge-tiny", "cpu")
     texts = ["photographs " * 20, "mountains " * 30, "a" + " " * 200 + " b c d e f g h i j k l m n o p q r s",

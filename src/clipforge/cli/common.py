@@ -321,7 +321,7 @@ def json_text(data: Any, indent: int | None = 2, **kwargs: Any) -> str:
 
 def indistinct_notice(sets: list[list[str]], model: str, context: int, what: str) -> str:
     """The notice for `what` (labels, texts) that a model reads as the same tokens
-    (`clipforge.text.families.same_after_cut`): they get the same scores, whatever they say. Shortening is advised
+    (`clipforge.text.context_cut.same_after_cut`): they get the same scores, whatever they say. Shortening is advised
     only where the context's cut is why (a `SameTokens`' `cut`); where the tokenizer reads them alike anyway
     (Chinese-CLIP's [UNK] for Arabic and emoji: 'قطة' = '😺') the notice says so (it blamed the cut for every set).
     Sets of both kinds give one line each."""

@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         say_skipped()
         raise
     skipped += [(str(bad.path), bad.reason) for bad in table.skipped]
-    from clipforge.text.families import same_after_cut
+    from clipforge.text.context_cut import same_after_cut
     from clipforge.zeroshot.languages import text_notices
 
     # a script the model was not trained for; each text its context cut

@@ -4,7 +4,7 @@ A model reads `context_length` tokens of a text and the rest is dropped (as open
 long prompt or caption is never an error; but `eval zeroshot --model clipforge-tiny-zh` (16 tokens) prompted
 ImageNet with the 80 zh-imagenet templates, a third of whose prompts lose their label to that cut, and
 `eval retrieval` on Flickr8k cut about a quarter of the captions, and neither said so, where `classify`, `tag` and
-`search` did. Both counts are `clipforge.text.families.cut_texts`, the test every command makes: on each prompt
+`search` did. Both counts are `clipforge.text.context_cut.cut_texts`, the test every command makes: on each prompt
 up to the end of its label (`zeroshot.prompt_fit.templates_cut`, its prompts tokenized once), and on each whole
 caption. The trainer's `train.captions_cut.cut_captions` tests a sample of captions by their first 8 characters
 per token of context, which is not a count: "photographs photographs ..." holds 128 characters in 14 tokens.
@@ -35,7 +35,8 @@ def captions_cut(texts: Sequence[str], model: Any, model_name: str) -> tuple[dic
     """(the report's ``captions_cut`` field, the notice or None): how many of the distinct captions `texts` are
     longer than `model`'s context and were embedded by their beginning only, each tested whole (`cut_texts`), the
     example the first such in `texts`' order."""
-    from clipforge.text.families import cut_texts, tokenizer_of
+    from clipforge.text.context_cut import cut_texts
+    from clipforge.text.families import tokenizer_of
     from clipforge.text.width import shorten
 
     tokenizer = tokenizer_of(model)

@@ -30,7 +30,7 @@ def _captions(dataset: Any) -> list[str]:
 
 class _AtContext:
     """A training tokenizer (a family's ``tokenizer(texts, context_length)``, or None: CLIP's BPE) read at the
-    model's context, in the shape `clipforge.text.families.cut_texts` takes (a ``context_length`` attribute)."""
+    model's context, in the shape `clipforge.text.context_cut.cut_texts` takes (a ``context_length`` attribute)."""
 
     def __init__(self, tokenizer: Any, context: int) -> None:
         self.tokenizer, self.context_length = tokenizer, context
@@ -47,7 +47,7 @@ def cut_captions(dataset: Any, tokenizer: Any, context: int) -> tuple[int, int, 
     """(captions cut, captions looked at, distinct captions, the first one cut) for `tokenizer` (a model's truncating
     ``tokenizer(texts, context_length)``; None: CLIP's BPE) at `context` tokens: the test `classify` and `search`
     apply to their texts (`cut_texts`), on a strided sample of `SAMPLE` distinct captions."""
-    from clipforge.text.families import cut_texts
+    from clipforge.text.context_cut import cut_texts
 
     texts = _captions(dataset)
     if not texts or context <= 0:

@@ -93,7 +93,8 @@ def classify_files(paths: str | Path | Sequence[str | Path], labels: str | Seque
         preprocess = preprocess_for(model, draft=draft)
     preprocess = with_max_pixels(preprocess, max_pixels)  # a copy when it changes the limit
     encoder = BatchEncoder(model, precision, normalizer=preprocess, copy_model=copy_model)
-    from clipforge.text.families import same_after_cut, tokenizer_of
+    from clipforge.text.context_cut import same_after_cut
+    from clipforge.text.families import tokenizer_of
     from clipforge.zeroshot.prompt_fit import choose_templates, templates_cut_notice
 
     choice = None

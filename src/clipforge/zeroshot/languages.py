@@ -311,11 +311,12 @@ def model_languages(model: Any) -> tuple[str, ...]:
 def text_notices(texts: Sequence[str], model: Any, name: str, tokenizer: Any = None, what: str = "query",
                  done: str = "searched") -> list[str]:
     """Every notice about texts a model embeds, one line each: a script it was not trained for (`query_notice`,
-    over them all), then each text whose end its context cut (`text.families.unread_part`: only the beginning
+    over them all), then each text whose end its context cut (`text.context_cut.unread_part`: only the beginning
     was embedded; clipforge-tiny-zh reads 16 tokens, about four Chinese characters). The one wording of the
     CLI's `search` and `similarity` and of the server's search. `tokenizer`: the model's (default: built from
     ``model.model``, a library's encoder, or `model`)."""
-    from clipforge.text.families import cut_notice, tokenizer_of, unread_part
+    from clipforge.text.context_cut import cut_notice, unread_part
+    from clipforge.text.families import tokenizer_of
 
     texts = [text for text in texts if text and text.strip()]
     if not texts:

@@ -7,7 +7,7 @@ for the ten CIFAR-10 labels lose their label that way (`tag`'s default for Chine
 photos tagged right, 82 with ``zh-cifar10``). This module owns four decisions:
 
 - what counts as cut: a prompt whose text *up to the end of its label* the context cuts (`templates_cut`; the test
-  `clipforge.text.families.cut_texts` makes for every command); a cut after the label ("一张猫的照" for
+  `clipforge.text.context_cut.cut_texts` makes for every command); a cut after the label ("一张猫的照" for
   "一张猫的照片") costs nothing and is not counted. The label's end is where the template puts it
   (`template_label_ends`), not its first occurrence: "漫画{}。" for the class 漫画 reads "漫画漫画";
 - which shipped set fits instead (`fitting_set`): the largest general-purpose set of the same language whose
@@ -120,7 +120,7 @@ def _longest_first(texts: Sequence[str], first: int) -> Iterator[list[str]]:
 
 def _cut(texts: Sequence[str], tokenizer: Any, stop: bool = False) -> set[str]:
     """The texts `tokenizer`'s context cuts (`cut_texts`), in bounded chunks; `stop`: at the first chunk with one."""
-    from clipforge.text.families import cut_texts
+    from clipforge.text.context_cut import cut_texts
 
     lost: set[str] = set()
     for chunk in _longest_first(texts, _FIRST_LOOK if stop else _CHUNK):
