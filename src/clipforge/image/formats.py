@@ -5,18 +5,26 @@ registers save-only or exotic formats such as PDF and EPS that must not be treat
 intersected with what this installation can actually decode, so a ``.heic`` file is only listed
 when pillow-heif is installed. Photos in a format this installation cannot read (an iPhone's ``.heic`` without
 pillow-heif) are not silently left out: `unreadable_extension` names them for the scanner, which counts them,
-and `reader_hint` says what would read them (`clipforge.library.scan` turns both into one notice).
+and `reader_hint` says what would read them (`clipforge.library.scan` turns both into one notice). Camera RAW
+files (`RAW_EXTENSIONS`) are named the same way: walks leave them out (the JPEG or HEIC a camera saves beside
+each is the photo), and the notice counts them (audit 64: a card of RAW files only said "no image files").
+
+A name is not the only clue: `iso_photo_format` reads an ISO-BMFF file's brand (HEIC/HEIF, AVIF), so a phone
+photo is called what it is by the loader and the server alike, whatever its name (an iPhone HEIC exported as
+``IMG_0004.JPG`` was "not an image" to the CLI), with `unreadable_photo_reason` saying what would read it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Set
 from functools import cached_property
+from typing import NamedTuple
 
 from PIL import Image, features
 
-__all__ = ["IMAGE_EXTENSIONS", "OPTIONAL_PLUGINS", "PHOTO_FORMATS", "is_image_path", "photo_formats", "reader_hint",
-           "unreadable_extension"]
+__all__ = ["IMAGE_EXTENSIONS", "ISO_PHOTOS", "OPTIONAL_PLUGINS", "PHOTO_FORMATS", "RAW_EXTENSIONS", "IsoPhoto",
+           "is_image_path", "is_raw_extension", "iso_photo_format", "photo_formats", "reader_hint",
+           "unreadable_extension", "unreadable_photo_reason"]
 
 _CANDIDATES = (
     ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".gif", ".webp", ".bmp", ".dib",
@@ -118,24 +126,84 @@ def is_image_path(path: object) -> bool:
 
 
 _HEIF = "`pip install pillow-heif` lets clipforge read them"
+_AVIF = "a Pillow built with libavif (11.3 or later), or `pip install pillow-avif-plugin`, reads them"
 _OPENJPEG = "a Pillow built with OpenJPEG reads them"
 _READERS = {
     ".heic": _HEIF, ".heif": _HEIF, ".hif": _HEIF,
-    ".avif": "a Pillow built with libavif (11.3 or later), or `pip install pillow-avif-plugin`, reads them",
+    ".avif": _AVIF,
     ".jp2": _OPENJPEG, ".j2k": _OPENJPEG, ".jpx": _OPENJPEG,
     ".jxl": "clipforge reads no JPEG XL yet: convert them, e.g. with `djxl IMG.jxl IMG.png`",
 }
-"""Photo extensions a phone or camera writes that this installation may be unable to read, and what reads them.
-Camera raw files (.cr2, .nef, .dng) are not here: they are the negatives beside the JPEGs, which rclip skips too."""
+"""Photo extensions a phone or camera writes that this installation may be unable to read, and what reads them."""
+
+RAW_EXTENSIONS = frozenset({
+    ".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".orf", ".rw2", ".rwl", ".raf", ".pef",
+    ".srw", ".3fr", ".iiq", ".x3f", ".mrw", ".erf", ".kdc", ".dcr",
+})
+"""Camera RAW files: the negatives beside the JPEGs (or HEICs) a camera saves, which rclip skips too. Walks leave
+them out and count them (`unreadable_extension`); clipforge decodes none (a DNG named outright is read as the
+TIFF it is, often its small preview)."""
+
+_RAW = "clipforge reads the JPEG/HEIC a camera saves beside them; export RAW-only shots to JPEG"
+
+
+def is_raw_extension(extension: str) -> bool:
+    """Whether `extension` (".cr2", any case) is a camera RAW file's (`RAW_EXTENSIONS`)."""
+    return extension.lower() in RAW_EXTENSIONS
 
 
 def unreadable_extension(path: object) -> str | None:
-    """The lower-case extension of a photo this installation cannot read (``.heic`` without pillow-heif: a folder
-    walk skipped half of an iPhone's photos without a word), else None (readable, or not a photo name)."""
+    """The lower-case extension of a photo a folder walk leaves out and says so: one this installation cannot read
+    (``.heic`` without pillow-heif: a walk skipped half of an iPhone's photos without a word) or a camera RAW file
+    (`RAW_EXTENSIONS`); else None (readable, or not a photo name)."""
     extension = _extension(path)
+    if extension in RAW_EXTENSIONS:
+        return extension
     return extension if extension in _READERS and extension not in IMAGE_EXTENSIONS else None
 
 
 def reader_hint(extension: str) -> str:
     """What would read photos with `extension` (one of `unreadable_extension`'s answers), as a clause of a notice."""
-    return _READERS.get(extension.lower(), "another image reader reads them")
+    extension = extension.lower()
+    return _RAW if extension in RAW_EXTENSIONS else _READERS.get(extension, "another image reader reads them")
+
+
+class IsoPhoto(NamedTuple):
+    """A phone photo format in an ISO-BMFF box that Pillow reads only with a plugin (or a build option)."""
+
+    name: str  # for people
+    article: str  # "a HEIC/HEIF photo", "an AVIF photo"
+    extension: str  # the one `reader_hint` knows
+    package: str  # what `pip install` brings
+
+
+ISO_PHOTOS = {
+    "AVIF": IsoPhoto("AVIF", "an", ".avif", "pillow-avif-plugin"),
+    "HEIF": IsoPhoto("HEIC/HEIF", "a", ".heic", "pillow-heif"),
+}
+"""Pillow's format name -> how people call it and what reads it: an iPhone's and many Android phones' camera
+default (HEIC/HEIF), and AVIF."""
+
+_AVIF_BRANDS = frozenset({b"avif", b"avis"})  # AVIF's win: libavif also writes `mif1`/`miaf`
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1",
+                          b"mif2", b"heif"})
+
+
+def iso_photo_format(data: bytes) -> str | None:
+    """"HEIF" or "AVIF" (a key of `ISO_PHOTOS`) when `data` starts with an ISO-BMFF `ftyp` box naming one of their
+    brands (major or compatible), else None (a Live Photo's .MOV, an MP4): read from the first box only, nothing
+    decoded. The loader and the server both ask it, so a photo is named by its bytes, not by its file name."""
+    if len(data) < 16 or data[4:8] != b"ftyp":
+        return None
+    size = int.from_bytes(data[:4], "big")
+    end = min(len(data), size if 16 <= size <= 4096 else 16)
+    brands = {data[8:12]} | {data[i:i + 4] for i in range(16, end - 3, 4)}
+    return "AVIF" if brands & _AVIF_BRANDS else "HEIF" if brands & _HEIF_BRANDS else None
+
+
+def unreadable_photo_reason(fmt: str, reader: str = "this installation") -> str:
+    """Why a photo of `fmt` (a key of `ISO_PHOTOS`) that `reader` has no opener for is not read, and what reads it:
+    one wording for the loader's failure reason and the server's 415 (``reader="this server"``)."""
+    photo = ISO_PHOTOS[fmt]
+    return (f"{photo.article} {photo.name} photo (a phone camera's format), which {reader} cannot read: "
+            f"{reader_hint(photo.extension)}")

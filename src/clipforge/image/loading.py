@@ -32,7 +32,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from clipforge.errors import UserError
 from clipforge.image import netpbm
 from clipforge.image.costly import source_refusal
-from clipforge.image.formats import photo_formats
+from clipforge.image.formats import iso_photo_format, photo_formats, unreadable_photo_reason
 from clipforge.image.geometry import exif_orientation, orientation_transpose, transpose_box, transposed_size
 from clipforge.image.modes import to_rgb
 from clipforge.regular_file import FileTooLargeError, NotRegularFileError, open_regular_file
@@ -148,12 +148,18 @@ _ARCHIVES = ((b"PK\x03\x04", "a zip archive"), (b"PK\x05\x06", "a zip archive"),
 
 def _unrecognised(source: IO[bytes], start: int) -> str:
     """Why Pillow knew no format: an archive is said as one (a webdataset shard or a zip of photos handed to
-    `embed` or `index add` read as "unrecognised"), since unpacking it is what to do."""
+    `embed` or `index add` read as "unrecognised"), since unpacking it is what to do; a phone photo in a format
+    no opener here reads (HEIC without pillow-heif) as what it is and what reads it, by its ISO-BMFF brand
+    (`formats.iso_photo_format`, the server's check too: an iPhone HEIC named ``IMG_0004.JPG``, or given to
+    `search --image`, was "not an image")."""
     try:
         source.seek(start)
-        head = source.read(262)
+        head = source.read(4096)
     except (OSError, ValueError):
         head = b""
+    photo = iso_photo_format(head)
+    if photo is not None and photo not in Image.OPEN:  # Pillow tried every photo opener it has (`_open_photo`)
+        return unreadable_photo_reason(photo)
     kind = next((name for magic, name in _ARCHIVES if head.startswith(magic)), None)
     if kind is None and head[257:262] == b"ustar":
         kind = "a tar archive"

@@ -7,6 +7,10 @@ shown half-decoded (``\\xb7羰\\xd5\\xd5Ƭ.jpg`` for 风景照片.jpg), with not
 Both are counted by `clipforge.library.scan.scan_paths` and said here as a `Notice` (one ``notice:`` line in the
 CLI; `--quiet` hides it), naming the extension and what reads it, or the likely encoding and the command that
 renames the files. Neither changes what is indexed: unreadable photos stay out, odd names stay in.
+
+Camera RAW files (``.dng``, ``.cr2``, ``.nef``, ...: `clipforge.image.formats.RAW_EXTENSIONS`) are counted by the
+same walk and said in the same notice, in a sentence of their own: a card of RAW files only said "no image files"
+(audit 64). They stay out of walks and are not failures; the JPEG or HEIC a camera saves beside each is the photo.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ __all__ = ["NotUtf8NamesNotice", "UnreadablePhotosNotice", "is_utf8_name", "not_
 
 
 class UnreadablePhotosNotice(Notice):
-    """A scan met photos (by extension) that this installation cannot read: skipped in folder walks."""
+    """A scan met photos (by extension) that this installation cannot read, or camera RAW files: skipped in folder
+    walks."""
 
 
 class NotUtf8NamesNotice(Notice):
@@ -40,20 +45,41 @@ def _files(count: int, extension: str) -> str:
 def unreadable_sentence(walked: Counter[str], named: Counter[str]) -> str:
     """One sentence for the photos a scan met in formats this installation cannot read: `walked` (extension ->
     files skipped in folder walks) and `named` (those named outright: they are tried anyway), grouped by what
-    would read them (`clipforge.image.formats.reader_hint`)."""
-    from clipforge.image.formats import reader_hint
+    would read them (`clipforge.image.formats.reader_hint`); camera RAW files in a clause of their own
+    (`_raw_clause`)."""
+    from clipforge.image.formats import is_raw_extension, reader_hint
 
+    raw = [Counter({e: n for e, n in counts.items() if is_raw_extension(e)}) for counts in (walked, named)]
+    walked, named = walked - raw[0], named - raw[1]
+    if not (walked or named):
+        return _raw_clause(*raw)
     groups: dict[str, list[str]] = {}
     for extension, count in sorted((walked + named).items(), key=lambda item: (-item[1], item[0])):
         groups.setdefault(reader_hint(extension), []).append(_files(count, extension))
     what = "; ".join(f"{', '.join(files)} ({hint})" for hint, files in groups.items())
     skipped, tried = sum(walked.values()), sum(named.values())
+    also = f"; and {_raw_clause(*raw)}" if any(raw) else ""
     if not skipped:
         return (f"{tried} {'photo' if tried == 1 else 'photos'} named {'is' if tried == 1 else 'are'} in a format "
-                f"this installation cannot read (tried anyway): {what}")
+                f"this installation cannot read (tried anyway): {what}{also}")
     more = f", and {tried} more named outright {'is' if tried == 1 else 'are'} tried anyway" if tried else ""
     return (f"skipped {skipped} {'photo' if skipped == 1 else 'photos'} in a format this installation cannot "
-            f"read{more}: {what}")
+            f"read{more}: {what}{also}")
+
+
+def _raw_clause(walked: Counter[str], named: Counter[str]) -> str:
+    """The camera RAW files of a scan: how many a walk skipped and how many named outright are tried anyway (a DNG
+    is a TIFF, often holding only a small preview), their extensions, and what to use instead."""
+    from clipforge.image.formats import reader_hint
+
+    skipped, tried = sum(walked.values()), sum(named.values())
+    extensions = ", ".join(sorted(walked + named))
+    files = "file" if (skipped or tried) == 1 else "files"
+    hint = reader_hint(".dng")
+    if not skipped:
+        return f"{tried} camera RAW {files} named ({extensions}) {'is' if tried == 1 else 'are'} tried anyway: {hint}"
+    more = f", and {tried} more named outright {'is' if tried == 1 else 'are'} tried anyway" if tried else ""
+    return f"skipped {skipped} camera RAW {files}{more} ({extensions}): {hint}"
 
 
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")

@@ -26,6 +26,7 @@ from PIL import Image, UnidentifiedImageError
 
 from clipforge.image import ImageLoadError
 from clipforge.image.costly import refusal as costly_refusal
+from clipforge.image.formats import ISO_PHOTOS, iso_photo_format, unreadable_photo_reason
 from clipforge.server.errors import APIError
 from clipforge.server.limits import ServerLimits
 
@@ -56,42 +57,17 @@ def _accepted_formats() -> tuple[str, ...]:
 ACCEPTED_FORMATS: tuple[str, ...] = _accepted_formats()
 
 
-# ISO-BMFF (`ftyp` box) brands of the phone photo formats Pillow reads only with a plugin: an iPhone's and many
-# Android phones' camera default (HEIC/HEIF), and AVIF. AVIF's brands win: libavif also writes `mif1`/`miaf`.
-_AVIF_BRANDS = frozenset({b"avif", b"avis"})
-_HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1",
-                          b"mif2", b"heif"})
-_PHOTO_PLUGINS = {  # format -> (its name for people, the extension `image.formats.reader_hint` knows, the package)
-    "AVIF": ("AVIF", ".avif", "pillow-avif-plugin"),
-    "HEIF": ("HEIC/HEIF", ".heic", "pillow-heif"),
-}
-
-
-def iso_photo_format(data: bytes) -> str | None:
-    """"HEIF" or "AVIF" when `data` starts with an ISO-BMFF `ftyp` box naming one of their brands (major or
-    compatible), else None: read from the first box only, nothing decoded."""
-    if len(data) < 16 or data[4:8] != b"ftyp":
-        return None
-    size = int.from_bytes(data[:4], "big")
-    end = min(len(data), size if 16 <= size <= 4096 else 16)
-    brands = {data[8:12]} | {data[i:i + 4] for i in range(16, end - 3, 4)}
-    return "AVIF" if brands & _AVIF_BRANDS else "HEIF" if brands & _HEIF_BRANDS else None
-
-
 class UnreadablePhoto(APIError):
     """415 for a phone photo in a format this installation cannot read (HEIC without pillow-heif): its detail says
     which and what the server's operator can do; `format`, `what` and `package` let the web page say it in the
     browser's language (`ui_handlers`). Still a `not_an_image` refusal for clients that branch on the code."""
 
     def __init__(self, what: str, fmt: str) -> None:
-        from clipforge.image.formats import reader_hint
-
-        name, extension, package = _PHOTO_PLUGINS[fmt]
+        photo = ISO_PHOTOS[fmt]  # the brand check and the wording are the image layer's, the loader's too
         super().__init__(415, "not_an_image",
-                         f"{what} is a {name} photo (a phone camera's format), which this server cannot read: "
-                         f"{reader_hint(extension)} (the server's operator installs it and restarts the server); "
-                         f"send it as a JPEG or PNG instead")
-        self.what, self.format, self.package = what, name, package
+                         f"{what} is {unreadable_photo_reason(fmt, 'this server')} (the server's operator installs "
+                         f"it and restarts the server); send it as a JPEG or PNG instead")
+        self.what, self.format, self.package = what, photo.name, photo.package
 
 
 @dataclass(frozen=True)
