@@ -229,10 +229,14 @@ def space_notice(library: Any, model: str | None, report: Any, fill: bool = Fals
     library already held (`Library.last_filled`); None otherwise. `fill`: the add named no path (`index add
     --model M`, every file the library holds): the embedded store counts the held files it read into the space as
     touched, not added, and the notice was left out of exactly the command README gives for a second space (a run
-    that embedded nothing only re-read files whose time changed: no fill)."""
+    that embedded nothing only re-read files whose time changed: no fill). With paths (`index add 照片 --model M`,
+    zh-CN.md's second model), the held files of those paths read into the space are the touched ones embedded
+    beyond the new and changed contents (they had gone without a word)."""
     from clipforge.library.library_writes import filled_sentence
 
-    filled = int(getattr(library, "last_filled", 0) or 0) + (int(report.touched) if fill and report.embedded else 0)
+    beyond_new = max(0, int(report.embedded) - int(report.added) - int(report.updated))
+    held = int(report.touched) if fill and report.embedded else min(int(report.touched), beyond_new)
+    filled = int(getattr(library, "last_filled", 0) or 0) + held
     name = library.encoder.name or model
     if not model or not (filled or report.added or report.updated or report.relinked):
         return f"notice: {filled_sentence(name, filled)}" if filled else None
