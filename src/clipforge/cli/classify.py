@@ -33,8 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help='class names separated by "," or the Chinese "，" and "、", e.g. "cat,dog,plane" or '
                              '"猫，狗、飞机" (repeatable: --labels cat --labels dog)')
     labels.add_argument("--labels-file", metavar="F",
-                        help="file with one label per line (or a JSON list, or one line of labels separated as "
-                             "--labels separates them)")
+                        help='file with one label per line (or a JSON list, or one line of labels separated by '
+                             'the wide commas "，" "、"; an ASCII comma stays part of its label: "Washington, D.C.")')
     add_templates_argument(parser, DEFAULT_TEMPLATES)
     parser.add_argument("--template", dest="templates", help=argparse.SUPPRESS)  # old spelling of --templates
     parser.set_defaults(templates=None)  # unnamed: the default, fitted to the model's context (classify_files)

@@ -149,7 +149,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          "default) or pre-projection (the image tower before visual.proj, as the CLIP paper's "
                          "appendix A.3 probed its ViTs: ln_post of the class token, 768-d for ViT-B/32; not for "
                          "ResNets or towers without a projection)")
-    lp.add_argument("--feature-cache", default=None, help="feature cache folder (default ~/.cache/clipforge)")
+    lp.add_argument("--feature-cache", default=None, help="feature cache folder (default features under $CLIPFORGE_CACHE, else ~/.cache/clipforge/features)")
     _plot_argument(lp, "C-sweep, per-class accuracy, confusion-matrix and few-shot")
     lp.set_defaults(func=run_linear_probe)
     _register_suite(tasks)

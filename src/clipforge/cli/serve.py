@@ -24,10 +24,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "browser's language: Chinese (zh-CN / zh-TW) for a Chinese browser, else English), REST API under /api with OpenAPI docs at "
                     "/docs. Binds 127.0.0.1 unless --host says otherwise.")
     parser.add_argument("--library", metavar="PATH", default=None,
-                        help="library folder (default $CLIPFORGE_LIBRARY, else ~/.local/share/clipforge/library)")
+                        help="library folder (default $CLIPFORGE_LIBRARY, else $XDG_DATA_HOME/clipforge/library "
+                             "= ~/.local/share/clipforge/library)")
     parser.add_argument("--store", metavar="STORE", default=os.environ.get("CLIPFORGE_STORE") or None,
                         help="milvus-lite:PATH.db or milvus://HOST:PORT/COLLECTION to serve a Milvus store "
-                             "(default: the embedded store in --library)")
+                             "(default $CLIPFORGE_STORE, else the embedded store in --library)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1, this machine only; 0.0.0.0 = every interface)")
     parser.add_argument("--create", action="store_true",
