@@ -40,7 +40,7 @@ from clipforge.library.dbfile import display_path, not_writable
 from clipforge.library.lock import library_lock
 from clipforge.library.paths import LibraryPaths
 from clipforge.library.store import ImageRecord
-from clipforge.library.thumbs import thumb_cache
+from clipforge.library.thumbs import embedded_icc_profile, thumb_cache, thumbnail_draft_size, thumbnail_jpeg
 from clipforge.regular_file import FileTooLargeError, NotRegularFileError, read_regular_file
 
 __all__ = ["THUMB_SIZES", "ChangedFileError", "clean_upload_name", "forget_verified", "image_bytes", "read_original", "uploads_lock",
@@ -159,15 +159,17 @@ def thumbnail_bytes(paths: LibraryPaths, record: ImageRecord, size: int = 256,
     def make(klass: int) -> bytes:
         from clipforge.image import load_image
 
-        # A big JPEG is decoded at a reduced DCT scale that keeps both sides >= 1.5 x the class (`draft_size`,
-        # the preprocessing's own margin), not whole: a 24-megapixel photo's 256-pixel thumbnail decodes 1/64
-        # of its pixels, 0.09 -> 0.04 s with reading and verifying the original, for a route anyone may call.
-        source = io.BytesIO(original if original is not None else read_original(record))
-        image = load_image(source, max_pixels, draft_size=klass) if max_pixels else load_image(source, draft_size=klass)
-        image.thumbnail((klass, klass))
-        buffer = io.BytesIO()
-        image.save(buffer, format="JPEG", quality=85)
-        return buffer.getvalue()
+        # A big JPEG is decoded at a reduced DCT scale, not whole (`thumbnail_draft_size`: both sides >= 1.5 x the
+        # class, the preprocessing's own margin; a panorama's about 3 x its thumbnail): a 24-megapixel photo's
+        # 256-pixel thumbnail decodes 1/64 of its pixels, 0.09 -> 0.04 s with reading and verifying the original,
+        # for a route anyone may call. Transparency is shown over white, as image viewers show it (the RGB under
+        # alpha 0 may be what someone erased; embeddings drop alpha, as the reference does), and the photo's colour
+        # profile is applied (`thumbnail_jpeg`).
+        data = original if original is not None else read_original(record)
+        draft = thumbnail_draft_size(klass, record.width, record.height)
+        limit = {"max_pixels": max_pixels} if max_pixels else {}
+        image = load_image(io.BytesIO(data), draft_size=draft, alpha_background=(255, 255, 255), **limit)
+        return thumbnail_jpeg(image, klass, embedded_icc_profile(data))
 
     return thumb_cache(paths.thumbs_dir).get(record.sha256, int(size), make)
 
