@@ -55,14 +55,20 @@ def compute_similarity(model: CLIP, preprocess: Preprocess, image_paths: Sequenc
     Images go through the one reader and encoder (`clipforge.data.files.encode_files`; `preprocess`
     decides draft decoding) with the model in `precision` (bf16 on a copy). Unreadable images are
     skipped and listed in `skipped`, as `classify` and `index add` skip them (a folder with one bad
-    file failed whole); `ImageLoadError` names the first when none could be read.
+    file failed whole); `ImageLoadError` names the first when none could be read. A logit scale or bias that is
+    not finite is `NonFiniteModelError`, as in `classify` (`zeroshot.classifier.check_scoring`).
     """
     from clipforge.data.files import encode_files
     from clipforge.image import ImageLoadError
     from clipforge.inference.encoder import BatchEncoder
+    from clipforge.zeroshot.classifier import check_scoring
 
     if not image_paths or not texts:
         raise ValueError("need at least one image and one text")
+    scoring = scoring_of(model)  # softmax over the texts, or SigLIP's independent sigmoids
+    # a scale or bias that is not finite makes every score NaN (a table of nan, exit 0): refused as `classify`
+    # refuses it, before any image is read
+    check_scoring(model, scoring.scale, None if scoring.sums_to_one else scoring.bias)
     encoder = BatchEncoder(model, precision, normalizer=preprocess, copy_model=True)
     encoded = encode_files(image_paths, encoder, workers=0, preprocess=preprocess)
     if encoded.bad and len(encoded.bad) == len(image_paths):
@@ -73,7 +79,6 @@ def compute_similarity(model: CLIP, preprocess: Preprocess, image_paths: Sequenc
     image_features = torch.from_numpy(encoded.vectors)
     text_features = torch.from_numpy(encoder.texts(tokens))
     cosine = image_features @ text_features.T
-    scoring = scoring_of(model)  # softmax over the texts, or SigLIP's independent sigmoids
     probabilities = scoring.probabilities(scoring.scale * cosine + scoring.bias)
     return SimilarityTable([Path(p).name for p in readable], list(texts), cosine, probabilities, scoring.note,
                            readable, list(encoded.bad))

@@ -165,6 +165,16 @@ def _export(module: nn.Module, example: torch.Tensor, path: Path, input_name: st
             do_constant_folding=True)
 
 
+@torch.inference_mode()
+def _check_finite(plain: nn.Module, model: nn.Module, images: torch.Tensor, tokens: torch.Tensor) -> None:
+    """Every command's NaN line (`encoder.check_finite`) for towers whose features of the export's examples are not
+    finite: the parity check said "differs from PyTorch by nan" in a traceback, and --no-verify wrote NaN graphs."""
+    from clipforge.inference.encoder import check_finite
+
+    check_finite(plain.encode_image(images), model)
+    check_finite(plain.encode_text(tokens), model)
+
+
 def _naming(out_dir: Path, file: str) -> Any:
     """A full disk while writing `file` (into the staging folder) as one line naming it as it would lie in
     `out_dir`: "[Errno 27] File too large" named no file and said nothing of what to do."""
@@ -187,7 +197,7 @@ def export_onnx(model: Any, out_dir: str | os.PathLike, *, opset: int = DEFAULT_
     removed, each said on stderr, and anything else an earlier JSON names is kept, with a notice). With `verify`,
     both graphs are run through onnxruntime on random inputs, the differences from PyTorch are recorded
     (`onnx_parity`) and each output must be within `PARITY_RTOL` of its largest value (`parity_failures`), or
-    nothing is written.
+    nothing is written. A model whose weights hold NaN or inf is `NonFiniteModelError` first (`_check_finite`).
     """
     from clipforge.inference.onnx_files import (
         listed_files,
@@ -201,11 +211,17 @@ def export_onnx(model: Any, out_dir: str | os.PathLike, *, opset: int = DEFAULT_
     module = model if isinstance(model, nn.Module) else model.model
     usage, tokenizer = usage_meta(model, module)  # preprocessing, scoring, tokenizer; its file to copy
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_staging(out_dir)  # what hard-killed exports left (`onnx_files`)
     plain = _plain_fp32(module).eval()
     resolution = int(plain.visual.input_resolution)
     context = int(plain.context_length)
+    tokens = torch.zeros(2, context, dtype=torch.long)
+    tokens[:, 0], tokens[:, 1:4], tokens[:, 4] = 49406, 320, 49407
+    if int(plain.vocab_size) != 49408:  # a model family's own vocabulary (SigLIP, MetaCLIP 2, Chinese-CLIP)
+        tokens = _family_ids(plain, 2, torch.Generator().manual_seed(0))
+    images = torch.randn(2, 3, resolution, resolution)
+    _check_finite(plain, module, images, tokens)  # before anything is written, with or without `verify`
+    out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(out_dir)  # what hard-killed exports left (`onnx_files`)
     # a tower that attends to its padding (SigLIP) gives other features on shorter rows: its sequence axis is fixed
     fixed = full_context_only(plain)
     meta: dict[str, Any] = {
@@ -221,11 +237,7 @@ def export_onnx(model: Any, out_dir: str | os.PathLike, *, opset: int = DEFAULT_
     staging = make_staging(out_dir)
     try:
         files = []
-        tokens = torch.zeros(2, context, dtype=torch.long)
-        tokens[:, 0], tokens[:, 1:4], tokens[:, 4] = 49406, 320, 49407
-        if int(plain.vocab_size) != 49408:  # a model family's own vocabulary (SigLIP, MetaCLIP 2, Chinese-CLIP)
-            tokens = _family_ids(plain, 2, torch.Generator().manual_seed(0))
-        towers = (("image", IMAGE_FILE, ImageTower(plain), torch.randn(2, 3, resolution, resolution), "pixel_values",
+        towers = (("image", IMAGE_FILE, ImageTower(plain), images, "pixel_values",
                    ("image_features", "image_embeds"), {0: "batch"}),
                   ("text", TEXT_FILE, TextTower(plain), tokens, "input_ids", ("text_features", "text_embeds"),
                    {0: "batch"} if fixed else {0: "batch", 1: "sequence"}))

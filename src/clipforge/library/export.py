@@ -57,7 +57,7 @@ from clipforge.library.export_job import (
     LEGACY_UNLISTED,
     STAMPED,
     UNREADABLE,
-    _claim_output,
+    claimed_output,
     files_stamp,
     job_identity,
     partition_state,
@@ -284,70 +284,70 @@ def _export_held(paths: list[str | os.PathLike[str]], out_dir: Path, model: Any,
     report = ExportReport(rank=rank, world_size=world_size, partitions=count)
     encoder = resolve_encoder(model, device=device, precision=precision, draft=draft, towers=("image",))
     job = job_identity(encoder, files, shard_size=shard_size, dtype=dtype, max_pixels=max_pixels)
-    _claim_output(out, job, overwrite, rank, world_size, joined)
-    mine = rank_partitions(count, rank, world_size)
-    todo = []
-    reasons = {STAMPED: report.stamped, CHANGED: report.changed, LEGACY_CHANGED: report.legacy_changed,
-               LEGACY_UNLISTED: report.legacy_unlisted, UNREADABLE: report.unreadable}
-    for i in mine:
-        state, damage = partition_state(out, partition_name(i, count), files[i * shard_size : (i + 1) * shard_size])
-        (report.skipped if state in (DONE, STAMPED) else todo).append(i)
-        if state in reasons:
-            reasons[state].append(i)
-        if state == DAMAGED:
-            report.damaged.append(i)
-            report.damage.append(str(damage))
-    if todo:  # a manifest from before says every partition is written: not true until this run is done
-        with writing(out / "manifest.json"):
-            (out / "manifest.json").unlink(missing_ok=True)
-    total = sum(len(files[i * shard_size : (i + 1) * shard_size]) for i in todo)
-    with tqdm(
-        total=total, unit="img", desc=f"embed rank {rank}", disable=not progress, dynamic_ncols=True
-    ) as bar:
-        for i in todo:
-            part = files[i * shard_size : (i + 1) * shard_size]
-            emb_file, meta_file, stats_file = _paths(out, partition_name(i, count))
-            with writing(stats_file):
-                # the old partition is no longer done once its rewrite starts; its vectors and rows go too, stats
-                # first: killed between writing the new npy and parquet, a rewrite had left the new vectors beside
-                # the old rows, which readers of npy + parquet took as one partition
-                for old in (stats_file, meta_file, emb_file):
-                    old.unlink(missing_ok=True)
-            stamp = files_stamp(part)  # before the files are read: an edit while reading shows on the next run
-            written = _embed_partition(encoder, part, batch_size, workers, max_pixels, dtype, bar, rejected)
-            vectors, rows, bad = written.vectors(), written.rows, written.bad
-            stats = {
-                "partition": i,
-                "partitions": count,
-                "rank": rank,
-                "world_size": world_size,
-                "files": len(part),
-                "embedded": len(vectors),
-                "failed": len(bad),
-                "failures": [failure_dict(b) for b in bad],
-                "files_stamp": stamp,
-                "dtype": dtype,
-                "model": encoder.name,
-                "model_fingerprint": encoder.fingerprint,
-                "dim": encoder.embed_dim,
-                "precision": encoder.precision,
-                "draft_decode": bool(getattr(encoder.preprocess, "draft", False)),
-            }
-            _write_partition(out, partition_name(i, count), vectors, rows, stats)
-            report.written.append(i)
-            report.images += len(vectors)
-            report.failed += len(bad)
-            report.bad += bad
-    report.seconds = time.perf_counter() - started
-    if joined:
-        _finish_group(out, report, job)
-    elif world_size == 1:
-        with writing(out / "manifest.json"):
-            write_json_atomic(
-                out / "manifest.json",
-                {"partitions": count, "files": len(files), "job": job, "ranks": [report.to_dict()]},
-            )
-    return report
+    with claimed_output(out, job, overwrite, rank, world_size, joined):  # a run that writes nothing leaves no record
+        mine = rank_partitions(count, rank, world_size)
+        todo = []
+        reasons = {STAMPED: report.stamped, CHANGED: report.changed, LEGACY_CHANGED: report.legacy_changed,
+                   LEGACY_UNLISTED: report.legacy_unlisted, UNREADABLE: report.unreadable}
+        for i in mine:
+            state, damage = partition_state(out, partition_name(i, count), files[i * shard_size : (i + 1) * shard_size])
+            (report.skipped if state in (DONE, STAMPED) else todo).append(i)
+            if state in reasons:
+                reasons[state].append(i)
+            if state == DAMAGED:
+                report.damaged.append(i)
+                report.damage.append(str(damage))
+        if todo:  # a manifest from before says every partition is written: not true until this run is done
+            with writing(out / "manifest.json"):
+                (out / "manifest.json").unlink(missing_ok=True)
+        total = sum(len(files[i * shard_size : (i + 1) * shard_size]) for i in todo)
+        with tqdm(
+            total=total, unit="img", desc=f"embed rank {rank}", disable=not progress, dynamic_ncols=True
+        ) as bar:
+            for i in todo:
+                part = files[i * shard_size : (i + 1) * shard_size]
+                emb_file, meta_file, stats_file = _paths(out, partition_name(i, count))
+                with writing(stats_file):
+                    # the old partition is no longer done once its rewrite starts; its vectors and rows go too, stats
+                    # first: killed between writing the new npy and parquet, a rewrite had left the new vectors beside
+                    # the old rows, which readers of npy + parquet took as one partition
+                    for old in (stats_file, meta_file, emb_file):
+                        old.unlink(missing_ok=True)
+                stamp = files_stamp(part)  # before the files are read: an edit while reading shows on the next run
+                written = _embed_partition(encoder, part, batch_size, workers, max_pixels, dtype, bar, rejected)
+                vectors, rows, bad = written.vectors(), written.rows, written.bad
+                stats = {
+                    "partition": i,
+                    "partitions": count,
+                    "rank": rank,
+                    "world_size": world_size,
+                    "files": len(part),
+                    "embedded": len(vectors),
+                    "failed": len(bad),
+                    "failures": [failure_dict(b) for b in bad],
+                    "files_stamp": stamp,
+                    "dtype": dtype,
+                    "model": encoder.name,
+                    "model_fingerprint": encoder.fingerprint,
+                    "dim": encoder.embed_dim,
+                    "precision": encoder.precision,
+                    "draft_decode": bool(getattr(encoder.preprocess, "draft", False)),
+                }
+                _write_partition(out, partition_name(i, count), vectors, rows, stats)
+                report.written.append(i)
+                report.images += len(vectors)
+                report.failed += len(bad)
+                report.bad += bad
+        report.seconds = time.perf_counter() - started
+        if joined:
+            _finish_group(out, report, job)
+        elif world_size == 1:
+            with writing(out / "manifest.json"):
+                write_json_atomic(
+                    out / "manifest.json",
+                    {"partitions": count, "files": len(files), "job": job, "ranks": [report.to_dict()]},
+                )
+        return report
 
 
 def _finish_group(out: Path, report: ExportReport, job: dict[str, Any]) -> None:

@@ -40,7 +40,8 @@ failure record (no wrong vector; touching the file, or ``--overwrite``, embeds i
 
 Owns the record (`job_identity`), the comparison that names each difference (`check_job`), the clearing
 order of ``overwrite=True`` (`clear_job`), the claim of the folder before the first partition
-(`_claim_output`), and whether a partition on disk is done, whole, and still describes its files
+(`claimed_output`, which takes back the record of a run that fails for its model before its first partition: a
+job that wrote nothing leaves nothing), and whether a partition on disk is done, whole, and still describes its files
 (`partition_state`). The lock a run holds on the folder while it runs is `export_lock.embed_lock`.
 """
 
@@ -49,6 +50,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -359,10 +362,30 @@ def clear_job(out: Path) -> None:
             path.unlink(missing_ok=True)
 
 
+@contextmanager
+def claimed_output(
+    out: Path, job: dict[str, Any], overwrite: bool, rank: int, world_size: int, joined: bool
+) -> Iterator[None]:
+    """`out` made this job's folder (`_claim_output`) for the block that writes its partitions.
+
+    A run that fails for its model (weights holding NaN) before its first partition takes back the record it wrote:
+    the next run comes with another model, which that empty record refused as "another embed job" (audit 64). A
+    refused write (an OSError) or an interrupt keeps it: the same command again resumes. A record from before the
+    run, one with a partition beside it, or one of a job of several ranks (another may write under it) stays."""
+    wrote = _claim_output(out, job, overwrite, rank, world_size, joined)
+    try:
+        yield
+    except Exception as exc:
+        if wrote and world_size == 1 and not isinstance(exc, OSError) and not _existing_partitions(out):
+            (out / JOB_FILE).unlink(missing_ok=True)
+        raise
+
+
 def _claim_output(
     out: Path, job: dict[str, Any], overwrite: bool, rank: int, world_size: int, joined: bool
-) -> None:
-    """Make `out` this job's folder before any partition is written: refuse, resume, start or replace."""
+) -> bool:
+    """Make `out` this job's folder before any partition is written: refuse, resume, start or replace. True when
+    this call wrote the job record (a fresh folder, or one `overwrite` cleared)."""
     if overwrite and world_size > 1 and not joined:
         raise ExportMismatch(
             f"--overwrite with WORLD_SIZE={world_size} needs torchrun's rendezvous "
@@ -377,6 +400,8 @@ def _claim_output(
         dist.barrier()  # rank 0 has cleared the old job; every rank now finds none, or rank 0's record
     for folder in (out, *(out / name for name, _ in _PARTITION_GLOBS)):
         remove_stale_temps(folder)  # what killed writers left; a live writer's temporaries stay
-    if not check_job(out, job):
-        with writing(out / JOB_FILE):
-            write_json_atomic(out / JOB_FILE, job)  # before the first partition: a killed run stays resumable
+    if check_job(out, job):
+        return False
+    with writing(out / JOB_FILE):
+        write_json_atomic(out / JOB_FILE, job)  # before the first partition: a killed run stays resumable
+    return True

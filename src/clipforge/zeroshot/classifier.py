@@ -33,7 +33,7 @@ from clipforge.zeroshot.embeddings import (
 )
 from clipforge.zeroshot.prompts import get_templates
 
-__all__ = ["ZeroShotClassifier"]
+__all__ = ["ZeroShotClassifier", "check_scoring"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,25 @@ def _model_class(model: torch.nn.Module) -> str:
     and `prepare` swap in (same weights, same numbers) count as the class they derive from."""
     cls = next(c for c in type(model).__mro__ if not c.__module__.startswith("clipforge.inference"))
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def check_scoring(model: torch.nn.Module, scale: torch.Tensor | float, bias: torch.Tensor | float | None) -> None:
+    """Refuse, in one line naming `model`, a logit scale (exp of `logit_scale`: a value above ~88 overflows
+    float32) or bias that is not finite: every score would be NaN or infinite. The one check of every command
+    that scores (`ZeroShotClassifier.logits`, `clipforge.similarity`): `similarity` printed a table of ``nan``
+    with exit status 0, and ``NaN`` in its --json, where `classify` refused (audit 64)."""
+    scale, bias = torch.as_tensor(scale).detach(), None if bias is None else torch.as_tensor(bias).detach()
+    if not bool(torch.isfinite(scale).all()):
+        raw_scale = getattr(model, "logit_scale", None)
+        raw = f" (exp of its logit_scale {float(raw_scale.detach().float().reshape(-1)[0]):g})" \
+            if raw_scale is not None else ""
+        what = f"a logit scale of {float(scale.float().reshape(-1)[0]):g}{raw}"
+    elif bias is not None and not bool(torch.isfinite(bias).all()):
+        what = f"a logit bias of {float(bias.float().reshape(-1)[0]):g}"
+    else:
+        return
+    raise NonFiniteModelError(f"model {model_label(model)} has {what}, not a finite number, so every score "
+                              f"would be NaN or infinite ({DIVERGED}); no score was given")
 
 
 _FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
@@ -184,22 +203,9 @@ class ZeroShotClassifier:
         scale = self.model.logit_scale.exp().float().to(features.device) if hasattr(self.model, "logit_scale") \
             else torch.tensor(100.0, device=features.device)
         bias = getattr(self.model, "logit_bias", None)  # SigLIP: sigmoid scoring with a bias
-        self._check_scoring(scale, bias)
+        check_scoring(self.model, scale, bias)
         out = scale * features @ self.class_embeddings.t()
         return out + bias.float().to(out.device) if bias is not None else out
-
-    def _check_scoring(self, scale: torch.Tensor, bias: torch.Tensor | None) -> None:
-        """A logit scale (exp of `logit_scale`: a value above ~88 overflows float32) or bias that is not finite
-        would make every score NaN or infinite: refused in one line naming the model."""
-        if not bool(torch.isfinite(scale).all()):
-            raw = float(self.model.logit_scale.detach().float().reshape(-1)[0])
-            what = f"a logit scale of {float(scale.detach().reshape(-1)[0]):g} (exp of its logit_scale {raw:g})"
-        elif bias is not None and not bool(torch.isfinite(bias.detach()).all()):
-            what = f"a logit bias of {float(bias.detach().float().reshape(-1)[0]):g}"
-        else:
-            return
-        raise NonFiniteModelError(f"model {model_label(self.model)} has {what}, not a finite number, so every score "
-                                  f"would be NaN or infinite ({DIVERGED}); no score was given")
 
     def _as_batch(self, images: Any) -> torch.Tensor:
         if isinstance(images, torch.Tensor):
