@@ -108,11 +108,18 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 
 def report_error(error: BaseException | str) -> int:
-    """Print one line ``error: ...`` on stderr and return the user-error exit status (2)."""
+    """Print one line ``error: ...`` on stderr and return the user-error exit status (2).
+
+    The message is made one line (`errors.one_line`: its line breaks, and the line separators Python counts as
+    whitespace, become spaces), then what a terminal acts on is escaped by the CLI's one rule (`cli.common.one_line`):
+    an error quotes text from inside files (a safetensors header's dtype string, a checkpoint's path), and one whose
+    ESC sequences went out raw set the terminal's title and cleared its screen (audit 64). Text in any script is
+    shown as it is."""
+    from clipforge.cli.common import one_line as printable
     from clipforge.errors import one_line
 
     text = one_line(error) if isinstance(error, BaseException) else " ".join(str(error).split())
-    print(f"error: {text}", file=sys.stderr)
+    print(f"error: {printable(text)}", file=sys.stderr)
     return EXIT_USER_ERROR
 
 
