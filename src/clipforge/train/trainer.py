@@ -41,7 +41,7 @@ from clipforge.train.build import (
     scale_lr_to_model,
 )
 from clipforge.train.captions_cut import cut_captions_line
-from clipforge.train.checkpoint import CheckpointManager, checkpoint_name, remove_killed_saves
+from clipforge.train.checkpoint import CheckpointManager, check_resume, checkpoint_name, remove_killed_saves
 from clipforge.train.checks import (
     check_config,
     refuse_inexact_micro_batch,
@@ -91,6 +91,8 @@ class Trainer(TrainerSteps, TrainerState, TrainerProgress):
             config.resume = None
             if self.dist.is_main:  # every rank decided before the group formed: only then is the log moved
                 warnings.warn(set_aside_unsaved_run(config.out_dir, unsaved), stacklevel=2)
+        if config.resume and not self.dist.distributed:  # under torchrun the ranks agree on it at the resume
+            check_resume(Path(config.out_dir) / "checkpoints", config.resume)  # before the model and the data
         self.device = self.dist.device
         torch.manual_seed(config.seed)
         self._threads_before = torch.get_num_threads()  # restored when fit() returns
