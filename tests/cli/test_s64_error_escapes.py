@@ -62,3 +62,16 @@ def test_report_error_escapes_a_message_and_keeps_it_one_line(capsys) -> None:
     assert capsys.readouterr().err == "error: bad file \\x9b31m\\u2066x\\u2069: 写真\n"
     assert report_error(f"--model {HOSTILE}: not found") == 2
     assert capsys.readouterr().err == f"error: --model {ESCAPED}: not found\n"
+
+
+def test_warning_and_notice_lines_are_escaped_too(capsys) -> None:
+    """A library warning names a checkpoint's path (an assumed activation, say): printed through the CLI's
+    warning hook, its ESC sequences are escaped as an error line's are (review 64)."""
+    from clipforge.cli.main import _show_warning
+    from clipforge.errors import Notice
+
+    _show_warning(UserWarning(f"no activation recorded in /tmp/{HOSTILE}.pt: assumed quick_gelu"), UserWarning,
+                  "x.py", 1)
+    _show_warning(f"写真 {HOSTILE}", Notice, "x.py", 1)
+    assert capsys.readouterr().err == (f"warning: no activation recorded in /tmp/{ESCAPED}.pt: assumed quick_gelu\n"
+                                       f"notice: 写真 {ESCAPED}\n")

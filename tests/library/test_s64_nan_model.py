@@ -160,3 +160,23 @@ def test_embed_of_a_nan_model_keeps_a_job_record_that_was_there(tmp_path, checkp
     argv = ["embed", str(photos), "--out", str(out), "--model", str(model), *QUIET]
     assert _refused(capsys, argv)[0] == _nan_line(model)  # not "another embed job": the record is this job's
     assert (out / "job.json").read_text() == record
+
+
+def test_export_onnx_of_nan_rows_its_examples_miss_is_the_nan_line_at_the_parity_check(tmp_path, capsys) -> None:
+    """NaN in token-embedding rows the export's own example prompt does not use (it holds ids 0, 320, 49406 and
+    49407) passes the first check; the parity check's random prompts meet them and say the NaN line, not
+    "differs from PyTorch by nan" in a traceback (review 64)."""
+    model = tmp_path / "nan_rows.safetensors"
+    model.write_bytes(TINY.read_bytes())
+    state = load_file(str(model))
+    with safe_open(str(model), "pt") as handle:
+        metadata = handle.metadata()
+    kept = torch.tensor([0, 320, 49406, 49407])
+    rows = state["token_embedding.weight"]
+    saved = rows[kept].clone()
+    rows[:] = float("nan")
+    rows[kept] = saved
+    save_file(state, str(model), metadata=metadata)
+    line, _ = _refused(capsys, ["export", "onnx", "--model", str(model), "--out", str(tmp_path / "onnx")])
+    assert line == _nan_line(model)
+    assert not (tmp_path / "onnx").exists()

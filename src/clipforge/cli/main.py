@@ -139,11 +139,13 @@ def _command_name(args: argparse.Namespace) -> str | None:
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                   file: TextIO | None = None, line: str | None = None) -> None:
     """Library warnings (e.g. an assumed activation) as one line in the CLI's wording, not Python's; a
-    `Notice` (a fallback the library took) as a ``notice:`` line, as the CLI's own notices."""
+    `Notice` (a fallback the library took) as a ``notice:`` line, as the CLI's own notices. What a terminal acts
+    on is escaped as in `report_error`: a warning names a checkpoint's path, which may hold ESC sequences."""
+    from clipforge.cli.common import one_line as printable
     from clipforge.errors import Notice
 
     kind = "notice" if issubclass(category, Notice) else "warning"
-    print(f"{kind}: {message}", file=file or sys.stderr)
+    print(f"{kind}: {printable(str(message))}", file=file or sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None, *, decode_ahead: bool = False) -> int:
