@@ -346,7 +346,7 @@ def read_transformers_folder(directory: str | os.PathLike[str]) -> tuple[dict[st
     `hf_config.check_config_sizes`: 100,000 layers or patch size 0 loaded unnoticed), and that the weights file
     holds ChineseCLIPModel's tensors (``torch.save`` of a list, a bare tensor, other names were AttributeError,
     KeyError or ZeroDivisionError), each one a weight (`torch_pickle.tensor_dict`)."""
-    from clipforge.weights.errors import CheckpointFormatError, json_object
+    from clipforge.weights.errors import CheckpointFormatError, json_object, member
 
     folder = Path(directory)
     config_path = folder / "config.json"
@@ -354,22 +354,14 @@ def read_transformers_folder(directory: str | os.PathLike[str]) -> tuple[dict[st
     if config.get("model_type") != "chinese_clip":
         raise ValueError(f"{config_path}: model_type is {brief(config.get('model_type'))}, expected chinese_clip")
     heads = {label: _heads(config, config_path, label) for label in ("vision", "text")}
-    if (folder / "model.safetensors").is_file():
-        from safetensors.torch import load_file
-
+    if member(folder / "model.safetensors"):  # a FIFO or a device is named, not taken for a missing file
+        from clipforge.weights.safetensors_file import read_safetensors
         from clipforge.weights.torch_pickle import tensor_dict
 
         weights = folder / "model.safetensors"
-        try:
-            hf = tensor_dict(load_file(str(weights)), weights)
-        except CheckpointFormatError:
-            raise
-        except Exception as err:  # safetensors raises its own error types: said as the generic loader says it
-            from clipforge.weights.damaged import safetensors_shortfall
-
-            raise CheckpointFormatError(safetensors_shortfall(weights) or f"cannot read {weights} as safetensors: "
-                                        f"{err}") from None
-    elif (folder / "pytorch_model.bin").is_file():
+        # the generic reader: damage and more tensors than any CLIP said as there, before any tensor is read
+        hf = tensor_dict(read_safetensors(weights)[0], weights)
+    elif member(folder / "pytorch_model.bin"):
         from clipforge.weights.torch_pickle import torch_load_safely, unwrap
 
         weights = folder / "pytorch_model.bin"

@@ -24,6 +24,7 @@ from clipforge.weights.cn_clip import (
     read_cn_torch_file,
     read_transformers_folder,
 )
+from clipforge.weights.errors import CheckpointFormatError, json_object
 
 # ---- the loader hook: what `clipforge.api.load_model` asks before its own resolution ---------------------
 _TORCH_FILES = (".pt", ".pth", ".bin")
@@ -37,14 +38,21 @@ def _read_torch(path: Path, strict: bool = False) -> Any:
     check reads one (`read_cn_torch_file`: TorchScript by the restricted reader), its refusal raised as it is,
     the generic loader's one line. Otherwise anything unreadable this way (TorchScript archives, a damaged or
     unsafe file) is not taken as a cn_clip checkpoint and is left to the project's own loader, which reads
-    it the same way and refuses it with the same line."""
-    from clipforge.weights.torch_pickle import torch_load_safely
+    it the same way and refuses it with the same line.
+
+    Only a file whose pickle names Chinese-CLIP's marking tensors is unpickled here (`names_all`: its strings read
+    with `pickletools`, nothing run): every other ``.pt`` was unpickled twice, here and by the generic loader,
+    and torch's warnings (a protocol 4 pickle's) printed twice."""
+    from clipforge.weights.cn_clip import _MARKS
+    from clipforge.weights.torch_pickle import names_all, torch_load_safely
     from clipforge.weights.torchscript import is_torchscript_archive
 
     if strict:
         return read_cn_torch_file(path)
     if is_torchscript_archive(path):  # OpenAI's files: never cn_clip's, and torch.load on one printed
         return {}  # "warning: ... dispatching to 'torch.jit.load'" (which would run the archive's code)
+    if not names_all(path, _MARKS):  # not Chinese-CLIP's: left unread, so the generic loader unpickles it once
+        return {}
     try:
         return torch_load_safely(path, mmap=True)
     except Exception:  # noqa: BLE001 - whatever it is, it is the main loader's to judge
@@ -61,18 +69,28 @@ def _read_safetensors(path: Path, arch: str | None = None) -> tuple[dict[str, to
     from clipforge.weights.save import CONFIG_KEY, MAX_CONFIG_CHARS
 
     if arch is not None:
-        from clipforge.weights.loading import _read_safetensors as read_whole
+        from clipforge.weights.safetensors_file import read_safetensors as read_whole
 
         state, metadata = read_whole(path)  # damage: the generic loader's one line
     else:
+        from clipforge.weights.damaged import safetensors_refusal, too_many_tensors
+
+        if (refusal := safetensors_refusal(path)) is not None:  # before safetensors parses the header: the
+            raise CheckpointFormatError(refusal)  # generic loader's line, without listing 900,000 names first
         try:
             with safe_open(str(path), framework="pt") as handle:
                 names = list(handle.keys())  # noqa: SIM118 - a safetensors handle is not a mapping
-                if not is_cn_clip_state_dict(dict.fromkeys(names)):
-                    return None
-                metadata = handle.metadata() or {}
-                state = {key: handle.get_tensor(key) for key in names}
+                refusal = too_many_tensors(path, len(names))  # a header that hid its count: raised below
+                if refusal is not None or not is_cn_clip_state_dict(dict.fromkeys(names)):
+                    names = None
+                else:
+                    metadata = handle.metadata() or {}
+                    state = {key: handle.get_tensor(key) for key in names}
         except Exception:  # noqa: BLE001 - not readable as safetensors: the main loader explains it
+            return None
+        if refusal is not None:
+            raise CheckpointFormatError(refusal)
+        if names is None:
             return None
     state = _cn_state(state, path, arch)
     shapes = cn_config(state, path)
@@ -168,12 +186,14 @@ def _read_local(path: Path, arch: str | None = None) -> tuple[dict[str, torch.Te
     """(state dict, constructor config, the file they came from) of a Chinese-CLIP file or folder at `path`, else
     None (another model's: the generic loader reads it). `arch` (``cn-*:PATH``): the user said it is one, so a
     file that is none is refused, naming what it holds."""
-    if path.is_dir() and (path / "config.json").is_file():
-        try:
-            config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-        except ValueError:
-            config = None
-        if arch is None and (not isinstance(config, dict) or config.get("model_type") != "chinese_clip"):
+    if path.is_dir() and (path / "config.json").exists():
+        try:  # the one reader (bounded, one line): a deeply nested config.json was a RecursionError traceback here
+            config = json_object(path / "config.json")
+        except CheckpointFormatError:
+            if arch is not None:
+                raise
+            return None  # unreadable (too large, no regular file, not JSON): the generic reader says so in one line
+        if arch is None and config.get("model_type") != "chinese_clip":
             return None
         state, ours = read_transformers_folder(path)
         return state, ours, path

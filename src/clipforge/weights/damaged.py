@@ -7,7 +7,12 @@ header length", "mmap can only be used with files saved with ...", "Unsupported 
 `torch_load_safely` once turned into a false alarm about a pickle that runs code). The generic
 reader (`clipforge.weights.loading`), the unpickler wrapper (`clipforge.weights.torch_pickle`) and
 Chinese-CLIP's download check (`clipforge.weights.cn_clip`) ask this module first, so every path
-names the real cause in one line, with the sizes that prove it. Standard library only.
+names the real cause in one line, with the sizes that prove it.
+
+A safetensors header listing more tensors than any CLIP (`MAX_TENSORS`) is plainly no checkpoint either: every
+reader asks `safetensors_refusal` before safetensors parses a header, and `too_many_tensors` once it has listed
+the names, so such a file is refused before any tensor is read. Standard library only (and the floor module
+`clipforge.regular_file`).
 """
 
 from __future__ import annotations
@@ -17,9 +22,54 @@ import os
 import struct
 from pathlib import Path
 
-__all__ = ["damage_of", "safetensors_shortfall"]
+__all__ = ["MAX_TENSORS", "damage_of", "safetensors_refusal", "safetensors_shortfall", "too_many_tensors"]
 
 _MAX_HEADER = 100_000_000  # safetensors' own limit on the JSON header
+MAX_TENSORS = 5_000
+"""Tensors a checkpoint clipforge reads may hold. Counted on the meta device: the largest CLIP clipforge builds,
+RN50x64, has 1,353 (its BatchNorm buffers among them), ViT-bigG-14 974 (about 1,300 in transformers' layout, whose
+attention is four tensors a layer, not two), SigLIP 2 gopt 828, SO400M 672, Chinese-CLIP ViT-H-14 783 (911 as a
+ChineseCLIPModel). A 69 MB file of 900,000 one-byte tensors cost 37 s and 1.5 GB before "not a CLIP state dict"."""
+_LARGEST = "the largest CLIP clipforge builds, RN50x64, has 1,353"
+_FIELD = b'"data_offsets"'  # once in every entry any safetensors writer makes
+
+
+def too_many_tensors(path: str | os.PathLike[str], count: int, subject: str = "its safetensors header lists"
+                     ) -> str | None:
+    """"PATH: `subject` N tensors, more than ..." when `count` passes `MAX_TENSORS`, else None."""
+    if count <= MAX_TENSORS:
+        return None
+    return (f"{path}: {subject} {count:,} tensors, more than the {MAX_TENSORS:,} a checkpoint clipforge reads may "
+            f"hold ({_LARGEST}): not a CLIP checkpoint")
+
+
+def safetensors_refusal(path: str | os.PathLike[str]) -> str | None:
+    """Why safetensors must not open `path`, else None: it is no regular file (a FIFO blocked the read for ever),
+    or its header lists more than `MAX_TENSORS` tensors. The count is of ``"data_offsets"`` in the header's bytes,
+    read a megabyte at a time (milliseconds where safetensors' parse of 900,000 entries took 3 s and 765 MB); a
+    header written to hide it (escaped names, entries as arrays) is counted by `too_many_tensors` once
+    safetensors has listed its names, still before any tensor is read."""
+    from clipforge.regular_file import NotRegularFileError, open_regular_file
+
+    count, carry = 0, b""
+    try:
+        with open_regular_file(path) as fh:
+            head = fh.read(8)
+            if len(head) < 8:
+                return None
+            (left,) = struct.unpack("<Q", head)
+            if left > _MAX_HEADER:
+                return None  # safetensors refuses it by its length
+            while left > 0 and (chunk := fh.read(min(left, 1 << 20))):
+                left -= len(chunk)
+                data = carry + chunk
+                count += data.count(_FIELD)
+                carry = data[1 - len(_FIELD):]  # a field cut by the chunk's end: too short to be counted twice
+    except NotRegularFileError as err:
+        return str(err)
+    except OSError:
+        return None  # the reader names it
+    return too_many_tensors(path, count)
 _AGAIN = "(an interrupted download or copy?): fetch or copy it again"
 
 

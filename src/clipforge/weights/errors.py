@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -63,14 +64,58 @@ def check_shapes(file_name: str, arch: str, got: Mapping[str, Any], expected: Ma
                                 f"{arch} has {want:,}; {first}")
 
 
-def json_object(path: Path, limit: int = 1_000_000) -> dict[str, Any]:
-    """The JSON object a config file of a weights folder holds (its first `limit` characters read), or one
-    `CheckpointFormatError` line naming the file: not JSON (nested past the decoder's depth included), or not an
-    object. The one reader of `config.json`, `tokenizer_config.json` and Chinese-CLIP's config."""
+CONFIG_LIMIT = 1_000_000
+"""Bytes read at most of a weights folder's config file (config.json, preprocessor_config.json,
+processor_config.json, languages.json): real ones are a few kilobytes."""
+
+
+def member(path: Path) -> bool:
+    """Whether a weights folder's member `path` is there: True for a regular file (a link to one included), False
+    when nothing is there (a dangling link too), else one `CheckpointFormatError` line "PATH is not a regular file
+    (a FIFO)". ``is_file()`` took a FIFO or a device for a missing file ("has config.json but no model.safetensors")
+    or passed it over (a FIFO tokenizer_config.json: the defaults used)."""
+    from clipforge.regular_file import special_kind
+
     try:
-        found = json.loads(Path(path).read_text(encoding="utf-8")[:limit])
-    except (OSError, ValueError, RecursionError) as err:
-        raise CheckpointFormatError(f"{path} is not valid JSON: {err}") from None
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return False
+    if (kind := special_kind(mode)) is not None:
+        raise CheckpointFormatError(f"{path} is not a regular file ({kind})")
+    return True
+
+
+def config_bytes(path: Path, limit: int) -> bytes:
+    """The bytes of a file of a weights folder, at most `limit` read: one `CheckpointFormatError` line for a file
+    longer than that (its size on the open descriptor, before anything is read: a 1.5 GB sparse config.json cost
+    3.3 GB of memory when it was read whole and sliced), for one that is no regular file (a FIFO waited for ever),
+    and for one that cannot be read. Through `clipforge.regular_file`, as every reader of user files."""
+    from clipforge.regular_file import FileTooLargeError, NotRegularFileError, read_regular_file
+
+    try:
+        return read_regular_file(path, limit)
+    except (FileTooLargeError, NotRegularFileError) as err:
+        raise CheckpointFormatError(str(err)) from None
+    except OSError as err:
+        raise CheckpointFormatError(f"cannot read {path}: {err.strerror or err}") from None
+
+
+def json_value(path: Path, limit: int = CONFIG_LIMIT, said: str = "is not valid JSON") -> Any:
+    """The JSON a file of a weights folder holds, read by `config_bytes` (at most `limit` bytes), or one
+    `CheckpointFormatError` line naming the file: "PATH `said`: why" when it is not UTF-8 JSON (nested past the
+    decoder's depth included)."""
+    raw = config_bytes(path, limit)
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError) as err:
+        raise CheckpointFormatError(f"{path} {said}: {err}") from None
+
+
+def json_object(path: Path, limit: int = CONFIG_LIMIT) -> dict[str, Any]:
+    """The JSON object a config file of a weights folder holds (at most `limit` bytes read, a longer file refused:
+    `config_bytes`), or one `CheckpointFormatError` line naming the file: too large, no regular file, not JSON, or
+    not an object. The one reader of `config.json`, `tokenizer_config.json` and Chinese-CLIP's config."""
+    found = json_value(path, limit)
     if not isinstance(found, dict):
         raise CheckpointFormatError(f"{path} must hold a JSON object, got {type(found).__name__}")
     return found

@@ -9,7 +9,6 @@ conversion is exact both ways. Only ViT image towers exist in HF's CLIPModel.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 
 import torch
 
-from clipforge.weights.errors import CheckpointFormatError, json_object
+from clipforge.weights.errors import CheckpointFormatError, json_object, json_value, member
 from clipforge.weights.layout import canonical_order
 from clipforge.weights.torch_pickle import brief
 
@@ -294,11 +293,14 @@ def save_hf(model_or_state_dict: Any, directory: str | os.PathLike[str],
 
 
 def read_hf_directory(directory: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """The raw HF state dict and config of a ``save_pretrained`` directory (sharded or not)."""
-    from safetensors.torch import load_file
+    """The raw HF state dict and config of a ``save_pretrained`` directory (sharded or not). A member that is no
+    regular file (a FIFO, a device) is named as such (`member`), not taken for a missing one; the shards hold at most
+    `damaged.MAX_TENSORS` tensors in all, as one file does."""
+    from clipforge.weights.damaged import too_many_tensors
+    from clipforge.weights.safetensors_file import read_safetensors
 
     config_path = directory / "config.json"
-    if not config_path.is_file():
+    if not member(config_path):
         raise CheckpointFormatError(f"{directory} is a directory without config.json: expected a Hugging "
                                     "Face CLIPModel checkpoint (config.json + model.safetensors or "
                                     "pytorch_model.bin)")
@@ -309,32 +311,30 @@ def read_hf_directory(directory: Path) -> tuple[dict[str, Tensor], dict[str, Any
     def read(path: Path) -> dict[str, Tensor]:
         from clipforge.weights.torch_pickle import torch_load_safely, unwrap
 
-        if path.suffix == ".safetensors":
-            if path.exists() and not path.is_file():  # a FIFO blocked safetensors' read for ever
-                raise CheckpointFormatError(f"{path} is not a regular file (a FIFO, socket or device): expected a "
-                                            "safetensors file")
-            try:
-                return load_file(str(path))
-            except Exception as err:  # safetensors raises its own error types: said as the generic loader says it
-                from clipforge.weights.damaged import safetensors_shortfall
-
-                raise CheckpointFormatError(safetensors_shortfall(path) or f"cannot read {path} as safetensors: "
-                                            f"{err}") from None
+        if path.suffix == ".safetensors":  # the generic reader: a FIFO, damage, too many tensors said as there
+            return read_safetensors(path)[0]
         # whatever torch.save wrote (a list, a bare tensor): said naming this file, not the folder
         return unwrap(torch_load_safely(path), path)
 
     for single in ("model.safetensors", "pytorch_model.bin"):
-        if (directory / single).is_file():
+        if member(directory / single):
             return read(directory / single), hf_config
     for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
-        if (directory / index).is_file():
+        if member(directory / index):
             weight_map = _weight_map(directory / index)
+            if (refusal := too_many_tensors(directory / index, len(weight_map), "its weight_map lists")) is not None:
+                raise CheckpointFormatError(refusal)
             state: dict[str, Tensor] = {}
+            held = 0
             for shard in sorted(set(weight_map.values())):
                 if not isinstance(shard, str) or Path(shard).name != shard:
                     raise CheckpointFormatError(f"{directory / index} names shard {brief(shard)} outside "
                                                 "its directory")
-                state.update(read(directory / shard))
+                part = read(directory / shard)
+                held += len(part)
+                if (refusal := too_many_tensors(directory / index, held, "the shards it names hold")) is not None:
+                    raise CheckpointFormatError(refusal)
+                state.update(part)
             return state, hf_config
     raise CheckpointFormatError(f"{directory} has config.json but no model.safetensors, pytorch_model.bin "
                                 "or sharded index: no weights to load")
@@ -354,12 +354,13 @@ def _unread_model_type(config_path: Path, model_type: Any) -> str:
     return f"{config_path} describes a {brief(model_type)} model, which clipforge does not run: it reads {_READ_FOLDERS}"
 
 
+_INDEX_LIMIT = 10_000_000
+
+
 def _weight_map(index: Path) -> dict[str, Any]:
-    """The ``weight_map`` (tensor name -> shard file) of a sharded folder's index file, checked to be one."""
-    try:
-        found = json.loads(index.read_text()[:50_000_000])
-    except (OSError, ValueError, RecursionError) as err:
-        raise CheckpointFormatError(f"{index} is not valid JSON: {err}") from None
+    """The ``weight_map`` (tensor name -> shard file) of a sharded folder's index file, checked to be one. At most
+    `_INDEX_LIMIT` bytes are read: the index of `damaged.MAX_TENSORS` tensors with 200-character names is 1.1 MB."""
+    found = json_value(index, _INDEX_LIMIT)
     weight_map = found.get("weight_map") if isinstance(found, dict) else None
     # every shard a file name: a list or a number among them was a TypeError traceback (set(), then sorted())
     if not isinstance(weight_map, dict) or not weight_map or not all(isinstance(v, str) for v in weight_map.values()):

@@ -28,12 +28,11 @@ processor's size (`read_hf_image_processor`), e.g. so400m-patch14-384's 384, who
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
-from clipforge.weights.errors import CheckpointFormatError
+from clipforge.weights.errors import CONFIG_LIMIT, CheckpointFormatError, json_value, member
 from clipforge.weights.preprocess_cfg import DEFAULT_PREPROCESS, PreprocessConfigError, validate_preprocess
 
 __all__ = ["image_processor_fields", "read_hf_image_processor", "read_hf_preprocess"]
@@ -134,10 +133,8 @@ def _fields(raw: Any, image_size: int | None, default: dict[str, Any] | None,
 
 
 def _load_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8")[:1_000_000])
-    except (OSError, ValueError, RecursionError) as err:
-        raise CheckpointFormatError(f"{path} is not a usable image processor config: {err}") from None
+    """An image processor config's JSON, at most `CONFIG_LIMIT` (1 MB) read: real ones are under 1 KB."""
+    return json_value(path, CONFIG_LIMIT, "is not a usable image processor config")
 
 
 def read_hf_preprocess(directory: str | Path, image_size: int | None = None,
@@ -159,11 +156,11 @@ def read_hf_image_processor(directory: str | Path, image_size: int | None = None
     side, the pixels transformers feeds (google/siglip-so400m-patch14-384: 384, its 27 x 27 grid covering 378)."""
     directory = Path(directory)
     path, where = directory / "preprocessor_config.json", ""
-    if path.is_file():
+    if member(path):  # a FIFO or a device is named, not passed over for the defaults
         raw = _load_json(path)
     else:
         path, where = directory / "processor_config.json", "image_processor."
-        if not path.is_file():
+        if not member(path):
             return None
         outer = _load_json(path)
         raw = outer.get("image_processor") if isinstance(outer, dict) else None

@@ -25,7 +25,7 @@ from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
-from clipforge.weights.errors import CheckpointFormatError, json_object
+from clipforge.weights.errors import CheckpointFormatError, config_bytes, json_object, member
 from clipforge.weights.torch_pickle import brief
 
 __all__ = ["GEMMA_VOCAB", "folder_languages", "folder_tokenizer"]
@@ -33,11 +33,16 @@ __all__ = ["GEMMA_VOCAB", "folder_languages", "folder_tokenizer"]
 GEMMA_VOCAB = 256_000  # SigLIP 2's Gemma tokenizer
 I18N_VOCAB = 250_000  # SigLIP's multilingual SentencePiece (ViT-B-16-SigLIP-i18n-256)
 _CONFIG = "tokenizer_config.json"
+TOKENIZER_JSON_LIMIT = 100_000_000
+"""Bytes of a ``tokenizer.json`` read at most: SigLIP 2's Gemma file, the largest real one, is about 34 MB."""
 
 
 def _tokenizer_config(directory: Path) -> dict[str, Any]:
+    """The folder's ``tokenizer_config.json`` (at most 5 MB read, a longer one refused: transformers' files list
+    their added tokens, a few thousand at most), {} when there is none; one that is no regular file is named, not
+    passed over for the defaults."""
     path = directory / _CONFIG
-    if not path.is_file():
+    if not member(path):
         return {}
     return json_object(path, 5_000_000)
 
@@ -53,7 +58,7 @@ def _token(config: dict[str, Any], key: str, default: str | None) -> str | None:
 def _kind(directory: Path, config: dict[str, Any], vocab_size: int | None) -> str:
     """One of the two files present decides; with both or neither, the ``tokenizer_class``, else the vocabulary."""
     cls = str(config.get("tokenizer_class") or "")
-    spiece, json_file = (directory / "spiece.model").is_file(), (directory / "tokenizer.json").is_file()
+    spiece, json_file = member(directory / "spiece.model"), member(directory / "tokenizer.json")
     if spiece != json_file:
         return "sentencepiece" if spiece else "hf-json"
     if cls.startswith("Gemma"):
@@ -141,8 +146,9 @@ def _json_vocabulary(path: Path) -> tuple[list[Any], dict[str, int] | list[Any]]
     SigLIP 2's Gemma ``tokenizer.json`` is 256,000 rows and some 500,000 merges (34 MB on the hub): building a
     `tokenizers.Tokenizer` from it only to count its ids and look up the pad token cost a whole second parse per
     load (0.6 s of a 17.8 MB file here), on top of the one the text tokenizer makes for the first text. The
-    merges, after the vocabulary in the file, are left to that one. ValueError when the file is not shaped so."""
-    text = path.read_bytes().decode("utf-8")
+    merges, after the vocabulary in the file, are left to that one. ValueError when the file is not shaped so; at
+    most `TOKENIZER_JSON_LIMIT` bytes are read, a longer file is one `CheckpointFormatError` line."""
+    text = config_bytes(path, TOKENIZER_JSON_LIMIT).decode("utf-8")
     decoder = json.JSONDecoder()
     added: Any = None
     top = _members(text, 0)
@@ -178,6 +184,8 @@ def _json_token_ids(path: Path) -> tuple[int, Callable[[str], int | None]]:
         special = {str(t["content"]): int(t["id"]) for t in added}
         pieces = vocab if isinstance(vocab, dict) else {str(row[0]): i for i, row in enumerate(vocab)}
         ids = [int(i) for i in pieces.values()]
+    except CheckpointFormatError:  # too large, no regular file: never handed to the tokenizers library whole
+        raise
     except (OSError, ValueError, TypeError, KeyError, IndexError, RecursionError):
         from tokenizers import Tokenizer
 
@@ -194,7 +202,7 @@ def _json_ids(directory: Path, config: dict[str, Any], vocab_size: int | None) -
     """The pad id ``tokenizer_config.json`` names in the folder's ``tokenizer.json`` (its post-processor adds
     the end token itself); nothing when the file is absent (its first text names it)."""
     path = directory / "tokenizer.json"
-    if not path.is_file():
+    if not member(path):
         return {}
     try:
         import tokenizers  # noqa: F401 - the text tokenizer's package: without it the first text says so
@@ -229,7 +237,7 @@ def folder_tokenizer(directory: Path, hf_config: dict[str, Any] | None = None,
         return {"kind": "hf-json", "file": "tokenizer.json", "clean": "canonicalize",
                 **_json_ids(directory, config, vocab_size)}
     spec = {"kind": "sentencepiece", "file": "spiece.model", "clean": "canonicalize", "eos_id": 1, "pad_id": 1}
-    if (directory / "spiece.model").is_file():
+    if member(directory / "spiece.model"):
         spec.update(_spiece_ids(directory, config, vocab_size))
     return spec  # no file: the first text says spiece.model is missing from the folder
 

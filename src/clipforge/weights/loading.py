@@ -27,6 +27,8 @@ import torch
 
 from clipforge.weights.errors import CheckpointFormatError, check_shapes
 from clipforge.weights.layout import canonical_order
+from clipforge.weights.safetensors_file import PREFIXES as _PREFIXES
+from clipforge.weights.safetensors_file import read_safetensors_parts
 from clipforge.weights.torch_pickle import (
     LEGACY_HEAD,
     ZIP_HEADS,
@@ -37,7 +39,6 @@ from clipforge.weights.torch_pickle import (
 
 __all__ = ["Checkpoint", "check_architecture", "load_checkpoint", "load_state_dict", "torch_load_safely"]
 
-_PREFIXES = ("module.", "_orig_mod.")
 PREPROCESS_FIELD = "__preprocess__"  # carries a file's preprocessing from the reader to `load_checkpoint`
 _NON_PARAMETER_KEYS = ("input_resolution", "context_length", "vocab_size")
 
@@ -76,65 +77,6 @@ def _looks_like_safetensors(head: bytes, size: int) -> bool:
     return 0 < header_len <= size - 8 and head[8:9] == b"{"
 
 
-_ST_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-              "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-              "BOOL": torch.bool}
-
-
-def stand_in(shape: tuple[int, ...] | list[int], dtype: torch.dtype) -> torch.Tensor:
-    """A tensor with `shape` that owns no memory (one element, expanded): for what is read only for its
-    shape (config inference, key order) and never built into a model."""
-    dtype = torch.float32 if dtype.is_floating_point else dtype  # what `_to_fp32` would make of it
-    return torch.zeros([1] * len(shape), dtype=dtype).expand(*shape) if shape else torch.zeros((), dtype=dtype)
-
-
-def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str] | None]:
-    tensors, metadata, _ = _read_safetensors_parts(path, None)
-    return tensors, metadata
-
-
-def _read_safetensors_parts(path: Path, skip: Callable[[str], bool] | None
-                            ) -> tuple[dict[str, torch.Tensor], dict[str, str] | None, frozenset[str]]:
-    """The file's tensors; names `skip` accepts are not read (their bytes stay on disk): a
-    shape-only `stand_in` takes their place and they are returned as the third item."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            metadata = fh.metadata()
-            keys = list(fh.keys())  # noqa: SIM118
-            names = [_strip_name(k) for k in keys]
-            if skip is None or not _plain_layout(names):
-                return {key: fh.get_tensor(key) for key in keys}, metadata, frozenset()
-            out, skipped = {}, set()
-            for key, name in zip(keys, names, strict=True):
-                if skip(name):
-                    part = fh.get_slice(key)
-                    out[key] = stand_in(part.get_shape(), _ST_DTYPES.get(part.get_dtype(), torch.float32))
-                    skipped.add(name)
-                else:
-                    out[key] = fh.get_tensor(key)
-            return out, metadata, frozenset(skipped)
-    except Exception as err:  # safetensors raises its own error types
-        from clipforge.weights.damaged import safetensors_shortfall
-
-        raise CheckpointFormatError(safetensors_shortfall(path) or f"cannot read {path} as safetensors: {err}") from err
-
-
-def _strip_name(key: str) -> str:
-    for prefix in _PREFIXES:
-        while key.startswith(prefix):
-            key = key[len(prefix):]
-    return key
-
-
-def _plain_layout(names: list[str]) -> bool:
-    """OpenAI/clipforge names already (no Hugging Face, timm or wrapper layout to convert): the only
-    files whose tensors can be left unread by name."""
-    return (any(n.startswith("visual.") for n in names) and "ln_final.weight" in names
-            and not any(n.startswith(("visual.trunk.", "text_model.", "vision_model.", "text.")) for n in names))
-
-
 def _strip_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     changed = True
     while changed:
@@ -160,16 +102,23 @@ def _own_model_file(folder: Path) -> Path | None:
     writes: a shipped model's folder, copied or downloaded), else None (a Hugging Face folder, anything else)."""
     from safetensors import SafetensorError, safe_open
 
+    from clipforge.weights.damaged import safetensors_refusal, too_many_tensors
+    from clipforge.weights.errors import member
     from clipforge.weights.save import CONFIG_KEY
 
     file = folder / "model.safetensors"
-    if not file.is_file():
+    if not member(file):  # a FIFO or a device is named here, not taken for a missing file
         return None
+    if (refusal := safetensors_refusal(file)) is not None:  # refused here, not parsed here and again below
+        raise CheckpointFormatError(refusal)
     try:
         with safe_open(str(file), framework="pt") as handle:
             metadata = handle.metadata() or {}
+            refusal = too_many_tensors(file, len(handle.keys()))  # a header that hid its count from the bytes
     except (OSError, SafetensorError):
         return None  # the Hugging Face reader names what is wrong with it
+    if refusal is not None:
+        raise CheckpointFormatError(refusal)
     return file if CONFIG_KEY in metadata else None
 
 
@@ -199,7 +148,7 @@ def _read_raw(path: Path, skip: Callable[[str], bool] | None = None
         raw, fmt = read_torch_file(path)
         return raw, None, fmt, frozenset()
     if _looks_like_safetensors(head, size):
-        tensors, metadata, skipped = _read_safetensors_parts(path, skip)
+        tensors, metadata, skipped = read_safetensors_parts(path, skip)
         config = config_from_metadata(metadata, path)
         preprocess = preprocess_from_metadata(metadata, path)
         if preprocess is not None and config is not None:

@@ -183,16 +183,22 @@ def file_languages(path: str | os.PathLike[str]) -> tuple[str, ...] | None:
 def recorded_languages(path: str | os.PathLike[str]) -> tuple[str, ...] | None:
     """The languages weights at `path` record: a clipforge ``.safetensors`` file's ``clipforge_languages``, else a
     ``languages.json`` (``{"languages": [...]}``) in the model's folder (the shipped clipforge-tiny-zh's); None when
-    neither says (the loader then leaves the model's languages to its family)."""
+    neither says (the loader then leaves the model's languages to its family). ``languages.json`` is read by the one
+    bounded reader (`errors.json_value`, at most 1 MB: a real one is under 100 bytes); one that cannot be read (too
+    large, a FIFO, nested past the decoder's depth) is passed over like any unusable record, never waited on."""
+    from clipforge.weights.errors import CheckpointFormatError, json_value
+
     path = Path(path)
     if not path.exists():  # a bare name (`clipforge-tiny`, `RN50`): a ./languages.json must not speak for it
         return None
     if recorded := file_languages(path):
         return recorded
     folder = path if path.is_dir() else path.parent
+    if not (folder / "languages.json").exists():
+        return None
     try:
-        data = json.loads((folder / "languages.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = json_value(folder / "languages.json")
+    except CheckpointFormatError:
         return None
     listed = data.get("languages") if isinstance(data, dict) else None
     return _checked_languages([str(code) for code in listed]) if isinstance(listed, list) else None
@@ -203,8 +209,11 @@ def read_metadata(path: Path) -> dict[str, str] | None:
     models' configs without importing it); a damaged file is one `CheckpointFormatError` line."""
     from safetensors import SafetensorError, safe_open
 
+    from clipforge.weights.damaged import safetensors_refusal
     from clipforge.weights.errors import CheckpointFormatError
 
+    if (refusal := safetensors_refusal(path)) is not None:  # a FIFO; more tensors than any CLIP, before the parse
+        raise CheckpointFormatError(refusal)
     try:
         with safe_open(str(path), framework="numpy") as fh:
             return fh.metadata()

@@ -144,6 +144,34 @@ def _scanned_forbidden(path: Path) -> str | None:
     return None
 
 
+def names_all(path: str | os.PathLike[str], names: tuple[str, ...]) -> bool:
+    """Whether the file's pickles push every one of `names` as a string (a ``module.`` before it allowed): read with
+    `pickletools` as `_scanned_forbidden` reads them, nothing imported or run, at most `_SCAN_LIMIT` bytes. A state
+    dict's names are strings its pickle pushes, so a file without them cannot hold those tensors: Chinese-CLIP's
+    probe asks this before it unpickles a file (every ``.pt`` was unpickled twice, and torch warned twice). False
+    when the file cannot be read so far (the generic loader then reads and names it)."""
+    import io
+    import pickletools
+
+    wanted, found = set(names), set()
+    try:
+        pickles = _pickle_bytes(Path(path))
+    except (OSError, struct.error):
+        return False
+    for data in pickles:
+        stream = io.BytesIO(data)
+        try:
+            for _ in range(8):  # as `_globals_in_pickle`: torch's legacy files hold five pickles
+                if stream.tell() >= len(data):
+                    break
+                for op, arg, _ in pickletools.genops(stream):
+                    if op.name in _PUSHES_STR and isinstance(arg, str) and arg.removeprefix("module.") in wanted:
+                        found.add(arg.removeprefix("module."))
+        except (ValueError, EOFError, KeyError, UnicodeDecodeError):  # damaged bytes: what was read so far stands
+            pass
+    return found >= wanted
+
+
 _UNPICKLER_SLIPS = (IndexError, KeyError, TypeError, AttributeError, struct.error)
 """What torch's weights-only unpickler raises on bytes it cannot follow (an opcode on an empty stack: "pop from
 empty list"), instead of an UnpicklingError."""
@@ -169,6 +197,9 @@ def _unreadable(path: Path, err: Exception) -> CheckpointFormatError:
         return CheckpointFormatError(f"cannot read {path} as a PyTorch checkpoint: its pickle data is damaged or "
                                      f"not a pickle ({reason})")
     first = message.strip().splitlines()[0] if message.strip() else type(err).__name__
+    if first.startswith("storage has wrong byte size"):  # torch's unformatted "expected %ld got %ld" template
+        return CheckpointFormatError(f"cannot read {path} as a PyTorch checkpoint: its storage sizes do not match its "
+                                     "data (damaged or crafted)")
     if isinstance(err, _UNPICKLER_SLIPS):  # the unpickler tripped over bytes that are no pickle it can follow
         return CheckpointFormatError(f"cannot read {path} as a PyTorch checkpoint: its pickle data is damaged or "
                                      f"not a pickle ({first})")
