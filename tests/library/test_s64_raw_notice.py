@@ -77,7 +77,7 @@ def test_raw_beside_heic_and_jpeg_is_one_notice(tmp_path, no_heif, capsys) -> No
     folder = tmp_path / "DCIM"
     folder.mkdir()
     Image.new("RGB", (40, 30), (200, 30, 30)).save(folder / "IMG_0001.JPG")
-    (folder / "IMG_0001.CR3").write_bytes(b"\x00\x00\x00\x18ftypcrx " + bytes(100))
+    (folder / "IMG_0003.CR3").write_bytes(b"\x00\x00\x00\x18ftypcrx " + bytes(100))  # a RAW-only shot
     (folder / "IMG_0002.HEIC").write_bytes(HEIC)
     assert main(["index", "add", str(folder), "--library", str(tmp_path / "lib"), "--model", "clipforge-tiny",
                  "--json"]) == 0
@@ -99,3 +99,21 @@ def test_a_raw_file_named_outright_is_still_read_as_before(tmp_path, capsys) -> 
     out, err = capsys.readouterr()
     assert json.loads(out)["added"] == 1
     assert f"notice: 1 camera RAW file named (.dng) is tried anyway: {HINT}" in err.splitlines(), err
+
+
+def test_raw_files_shot_beside_a_jpeg_are_not_said(tmp_path, capsys) -> None:
+    """A card shot RAW+JPEG: every shot is indexed by its JPEG, so nothing is said of the RAW twins (the notice's
+    "export RAW-only shots to JPEG" came on every run); only a RAW file without a photo of its name counts."""
+    folder = tmp_path / "DCIM"
+    folder.mkdir()
+    for stem in ("IMG_0001", "img_0002"):
+        Image.new("RGB", (40, 30), (200, 30, 30)).save(folder / f"{stem}.JPG")
+    (folder / "IMG_0001.CR2").write_bytes(b"II*\x00\x10\x00\x00\x00CR\x02\x00" + bytes(200))
+    (folder / "IMG_0002.CR2").write_bytes(b"II*\x00\x10\x00\x00\x00CR\x02\x00" + bytes(200))  # case differs
+    (folder / "IMG_0003.CR2").write_bytes(b"II*\x00\x10\x00\x00\x00CR\x02\x00" + bytes(200))  # RAW only
+    assert main(["index", "add", str(folder), "--library", str(tmp_path / "lib"), "--model", "clipforge-tiny",
+                 "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["added"] == 2
+    assert [line for line in err.splitlines() if line.startswith("notice:")] == [
+        f"notice: skipped 1 camera RAW file (.cr2): {HINT}"], err

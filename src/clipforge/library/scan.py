@@ -126,6 +126,20 @@ def _unreadable_extension(name: str) -> str | None:
     return unreadable_extension(name)
 
 
+def _raw_only(skipped: set[str], found: set[str]) -> set[str]:
+    """`skipped` less the camera RAW files whose shot the scan found as a photo beside them (``IMG_1.CR2`` next to
+    ``IMG_1.JPG``, any case): a card shot RAW+JPEG is indexed whole, and the RAW notice ("export RAW-only shots to
+    JPEG") was said on every run all the same (review 64). Only RAW-only shots are counted. One set of the found
+    photos' stems, made only when a RAW file was skipped."""
+    from clipforge.image.formats import is_raw_extension
+
+    raws = {p for p in skipped if is_raw_extension(os.path.splitext(p)[1])}
+    if not raws:
+        return skipped
+    stems = {os.path.splitext(p)[0].lower() for p in found}
+    return skipped - {p for p in raws if os.path.splitext(p)[0].lower() in stems}
+
+
 def _walk(root: str, recursive: bool, exclude: Sequence[str], unreadable: list[OSError],
           walked: _Trees | None = None, skipped: set[str] | None = None) -> Iterable[str]:
     """Image-named files under `root`; the folders the walk could not list go to `unreadable` (os.walk
@@ -257,7 +271,7 @@ def scan_paths(paths: Iterable[str | os.PathLike[str]], recursive: bool = False,
     if unreadable:
         _warn_unreadable(unreadable)
     result.unreadable_named.update(_unreadable_extension(p) or "" for p in named)
-    result.unreadable.update(_unreadable_extension(p) or "" for p in skipped - named
+    result.unreadable.update(_unreadable_extension(p) or "" for p in _raw_only(skipped - named, found)
                              if not any(_inside(p, ex) for ex in excluded))
     for path in sorted(found):
         odd = _not_regular(path)
