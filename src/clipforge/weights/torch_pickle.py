@@ -13,6 +13,7 @@ import reprlib
 import struct
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -85,21 +86,33 @@ def _globals_in_pickle(data: bytes) -> list[str]:
     up to where the bytes stop parsing: a pickle cut or damaged after a global still names it. Pickles that
     follow one another are all read: torch's legacy format is a magic-number pickle, two more, then the state
     dict's."""
-    import io
-    import pickletools
-
     found: list[str] = []
     pushed: list[object] = []  # the last values pushed, enough to name STACK_GLOBAL's module and name
     memo: dict[int, object] = {}
-    stream = io.BytesIO(data)
     try:
-        for _ in range(8):  # torch's legacy files hold five; a file of STOP bytes must not loop for long
-            if stream.tell() >= len(data):
-                break
-            _read_one(pickletools.genops(stream), found, pushed, memo)
-    except (ValueError, EOFError, KeyError, UnicodeDecodeError):  # damaged bytes: what was read so far stands
+        for ops in _each_pickle(data):
+            _read_one(ops, found, pushed, memo)
+    except _DAMAGED_PICKLE:  # damaged bytes: what was read so far stands
         pass
     return found
+
+
+_DAMAGED_PICKLE = (ValueError, EOFError, KeyError, UnicodeDecodeError)
+"""What `pickletools.genops` raises on bytes that stop parsing as a pickle."""
+
+
+def _each_pickle(data: bytes) -> Iterator[Iterator[tuple[Any, Any, Any]]]:
+    """The opcodes (`pickletools.genops`) of each pickle in `data`, one after another, nothing imported or run: at
+    most 8 (torch's legacy files hold five; a file of STOP bytes must not loop for long). A consumer catches
+    `_DAMAGED_PICKLE` where the bytes stop parsing."""
+    import io
+    import pickletools
+
+    stream = io.BytesIO(data)
+    for _ in range(8):
+        if stream.tell() >= len(data):
+            return
+        yield pickletools.genops(stream)
 
 
 def _read_one(ops: Any, found: list[str], pushed: list[object], memo: dict[int, object]) -> None:
@@ -150,24 +163,18 @@ def names_all(path: str | os.PathLike[str], names: tuple[str, ...]) -> bool:
     dict's names are strings its pickle pushes, so a file without them cannot hold those tensors: Chinese-CLIP's
     probe asks this before it unpickles a file (every ``.pt`` was unpickled twice, and torch warned twice). False
     when the file cannot be read so far (the generic loader then reads and names it)."""
-    import io
-    import pickletools
-
     wanted, found = set(names), set()
     try:
         pickles = _pickle_bytes(Path(path))
     except (OSError, struct.error):
         return False
     for data in pickles:
-        stream = io.BytesIO(data)
         try:
-            for _ in range(8):  # as `_globals_in_pickle`: torch's legacy files hold five pickles
-                if stream.tell() >= len(data):
-                    break
-                for op, arg, _ in pickletools.genops(stream):
+            for ops in _each_pickle(data):
+                for op, arg, _ in ops:
                     if op.name in _PUSHES_STR and isinstance(arg, str) and arg.removeprefix("module.") in wanted:
                         found.add(arg.removeprefix("module."))
-        except (ValueError, EOFError, KeyError, UnicodeDecodeError):  # damaged bytes: what was read so far stands
+        except _DAMAGED_PICKLE:  # damaged bytes: what was read so far stands
             pass
     return found >= wanted
 
