@@ -135,3 +135,24 @@ def fail_line(capfd) -> Callable[..., str]:
         return err
 
     return run
+
+
+def tiny_checkpoint_with(path: Path, source: Path | None = None, **changes: float) -> Path:
+    """The safetensors file `source` (default clipforge-tiny's weights) written to `path` (its metadata kept) with
+    each named tensor filled with one value (NaN, inf, a logit scale): the diverged and crafted checkpoints of the
+    NaN-model tests. `source` may be `path` itself (edited in place)."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    import clipforge
+
+    tiny = Path(clipforge.__file__).resolve().parent / "pretrained" / "clipforge-tiny" / "model.safetensors"
+    source = tiny if source is None else source
+    state = load_file(str(source))
+    with safe_open(str(source), "pt") as handle:
+        metadata = handle.metadata()
+    for name, value in changes.items():
+        state[name] = torch.full_like(state[name], value)
+    save_file(state, str(path), metadata=metadata)
+    return path

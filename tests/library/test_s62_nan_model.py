@@ -14,37 +14,21 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 
-import clipforge
 from clipforge.cli.main import main
 
-from .conftest import write_images
+from .conftest import tiny_checkpoint_with, write_images
 
-TINY = Path(clipforge.__file__).resolve().parent / "pretrained" / "clipforge-tiny" / "model.safetensors"
 QUIET = ["--workers", "0", "-q"]
 WHY = "(its weights hold NaN or inf, as a diverged training run leaves them)"
-
-
-def _tiny_with(path: Path, **changes: float) -> Path:
-    """clipforge-tiny's file (its metadata kept) with each named tensor filled with one value."""
-    state = load_file(str(TINY))
-    with safe_open(str(TINY), "pt") as handle:
-        metadata = handle.metadata()
-    for name, value in changes.items():
-        state[name] = torch.full_like(state[name], value)
-    save_file(state, str(path), metadata=metadata)
-    return path
 
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("ckpt")
-    return {"nan": _tiny_with(folder / "nan.safetensors", **{"visual.attnpool.c_proj.weight": float("nan")}),
-            "nan_text": _tiny_with(folder / "nan_text.safetensors", text_projection=float("nan")),
-            "inf_scale": _tiny_with(folder / "inf_scale.safetensors", logit_scale=float("inf"))}
+    return {"nan": tiny_checkpoint_with(folder / "nan.safetensors", **{"visual.attnpool.c_proj.weight": float("nan")}),
+            "nan_text": tiny_checkpoint_with(folder / "nan_text.safetensors", text_projection=float("nan")),
+            "inf_scale": tiny_checkpoint_with(folder / "inf_scale.safetensors", logit_scale=float("inf"))}
 
 
 def _refused(capsys, argv: list[str]) -> str:

@@ -19,36 +19,19 @@ from safetensors.torch import load_file, save_file
 import clipforge
 from clipforge.cli.main import main
 
-from .conftest import write_images
+from .conftest import tiny_checkpoint_with, write_images
 
 TINY = Path(clipforge.__file__).resolve().parent / "pretrained" / "clipforge-tiny" / "model.safetensors"
 QUIET = ["--workers", "0", "-q"]
 WHY = "(its weights hold NaN or inf, as a diverged training run leaves them)"
 
 
-def _tiny_with(path: Path, **changes: float) -> Path:
-    """clipforge-tiny's file (its metadata kept) with each named tensor filled with one value."""
-    path.write_bytes(TINY.read_bytes())
-    return _edit(path, **changes)
-
-
-def _edit(path: Path, **changes: float) -> Path:
-    """The safetensors file `path` (its metadata kept) with each named tensor filled with one value, in place."""
-    state = load_file(str(path))
-    with safe_open(str(path), "pt") as handle:
-        metadata = handle.metadata()
-    for name, value in changes.items():
-        state[name] = torch.full_like(state[name], value)
-    save_file(state, str(path), metadata=metadata)
-    return path
-
-
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("ckpt")
-    return {"nan": _tiny_with(folder / "nan.safetensors", **{"visual.attnpool.c_proj.weight": float("nan")}),
-            "inf_scale": _tiny_with(folder / "inf_scale.safetensors", logit_scale=float("inf")),
-            "big_scale": _tiny_with(folder / "big_scale.safetensors", logit_scale=100.0)}
+    return {"nan": tiny_checkpoint_with(folder / "nan.safetensors", **{"visual.attnpool.c_proj.weight": float("nan")}),
+            "inf_scale": tiny_checkpoint_with(folder / "inf_scale.safetensors", logit_scale=float("inf")),
+            "big_scale": tiny_checkpoint_with(folder / "big_scale.safetensors", logit_scale=100.0)}
 
 
 def _refused(capsys, argv: list[str]) -> tuple[str, str]:
@@ -88,7 +71,7 @@ def test_similarity_refuses_a_siglip_logit_bias_that_is_not_finite(tmp_path, cap
 
     photo = write_images(tmp_path / "photos", 1)[0]
     weights = save_family_checkpoint(tmp_path / "siglip", "test-siglip-tiny")
-    _edit(weights, logit_bias=float("nan"))
+    tiny_checkpoint_with(weights, source=weights, logit_bias=float("nan"))
     line, _ = _refused(capsys, ["classify", str(photo), "--labels", "cat,dog", "--model", str(weights), *QUIET])
     assert line == (f"error: model {weights} has a logit bias of nan, not a finite number, so every score would be "
                     f"NaN or infinite {WHY}; no score was given")
