@@ -78,7 +78,7 @@ def test_index_add_records_the_photo_as_heic_and_says_what_reads_it(tmp_path, no
     lib = ["--library", str(tmp_path / "lib")]
     assert main(["index", "add", str(folder), *lib, "--model", "clipforge-tiny", "--workers", "0"]) == 0
     out, err = capsys.readouterr()
-    assert "failed 1: 1 a HEIC/HEIF photo;" in out
+    assert "failed 1: a HEIC/HEIF photo (1);" in out
     assert f"  failed: {folder / 'IMG_0004.JPG'}: {HEIC_REASON}" in err.splitlines()
     assert main(["index", "list", "--failed", *lib]) == 0
     assert HEIC_REASON in capsys.readouterr().out

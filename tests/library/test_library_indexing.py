@@ -110,7 +110,7 @@ def test_bad_files_are_recorded_with_reasons_and_never_stop_the_run(tmp_path, ti
         status, error = rows[str(tmp_path / "photos" / name)]
         assert status == "failed" and word in error, (name, error)
     assert all(rows[str(p)] == ("ok", None) for p in photos)
-    assert "failed 4:" in report.summary_line() and "1 too many pixels" in report.summary_line()
+    assert "failed 4:" in report.summary_line() and "too many pixels (1)" in report.summary_line()
     # Failed files are not re-read while unchanged, unless asked.
     assert library.add(tmp_path / "photos", workers=0, progress=False).unchanged == 10
     retried = library.add(tmp_path / "photos", workers=0, progress=False, retry_failed=True)

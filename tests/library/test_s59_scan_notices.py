@@ -53,7 +53,7 @@ def test_photos_this_installation_cannot_read_are_counted_and_said(tmp_path, no_
     out, err = capsys.readouterr()
     assert ("notice: 1 photo named is in a format this installation cannot read (tried anyway): 1 .heic file "
             "(`pip install pillow-heif` lets clipforge read them)") in err.splitlines()
-    assert "failed 1: 1 a HEIC/HEIF photo;" in out  # named by its bytes since audit 64 (was "not an image")
+    assert "failed 1: a HEIC/HEIF photo (1);" in out  # named by its bytes since audit 64 (was "not an image")
     assert main(["embed", str(tmp_path / "iphone"), "--out", str(tmp_path / "emb"), "--workers", "0", "--json"]) == 0
     assert capsys.readouterr().err.count("skipped 2 photos in a format this installation cannot read") == 1
     # a folder of HEIC only: embed's refusal comes with the reason

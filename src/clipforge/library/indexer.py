@@ -101,7 +101,8 @@ class AddReport:
                      "--retry-failed reads them again)")
         line += f", failed {self.failed}"
         if self.failed:
-            line += ": " + ", ".join(f"{n} {reason}" for reason, n in self.reasons().most_common())
+            # "not an image (2)": a count before the reason read "2 a HEIC/HEIF photo"
+            line += ": " + ", ".join(f"{reason} ({n})" for reason, n in self.reasons().most_common())
         line += f"; embedded {self.embedded}, duplicates {self.duplicates}"  # new contents; added copies
         if self.same_file:  # not copies: deleting one "copy" deletes the only file
             line += (f", {self.same_file} second {'name' if self.same_file == 1 else 'names'} of files already "
