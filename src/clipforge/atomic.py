@@ -9,7 +9,8 @@ The result has the permissions a plain ``open(target, "w")`` would give it: the 
 a new file, the old file's for a replaced one (not ``mkstemp``'s 0600, which made reports
 and plots unreadable to the group that can read the log beside them).
 
-Temporary names carry the writer's pid and host (``.<name>.<pid>-<random>.tmp@<host><suffix>``), so
+Temporary names carry the writer's pid and host (``.<name>.<pid>-<random>.tmp@<host><suffix>``, `<name>` cut short
+with a hash where the whole would pass the 255 bytes a file name may have), so
 `remove_stale_temps` can delete what a killed process left behind without touching a
 write still in progress in another one: on another host (a shared folder: a suite's ``--out``, a
 training run's checkpoints on NFS) a pid means nothing here, so that host's temporaries go only once a
@@ -71,10 +72,32 @@ def host_tag() -> str:
     return tag
 
 
+NAME_MAX = 255
+"""Bytes a file name may have on the file systems clipforge writes to (ext4, XFS, btrfs, APFS, NTFS's UTF-16 aside)."""
+
+
+def _temp_stem(name: str, room: int) -> str:
+    """`name` as the first part of its temporary's name, in at most `room` bytes: whole when it fits, else cut (at a
+    character) and ended by ``~`` and a hash of the whole name, so two long names with one start stay apart."""
+    if len(os.fsencode(name)) <= room:
+        return name
+    digest = hashlib.blake2b(os.fsencode(name), digest_size=4).hexdigest()
+    cut = name
+    while cut and len(os.fsencode(cut)) > room - len(digest) - 1:
+        cut = cut[:-1]
+    return f"{cut}~{digest}"
+
+
 def _create_temp(target: Path, suffix: str) -> Path:
-    """A new empty file beside `target`, created with mode 0666 so the kernel applies the umask."""
+    """A new empty file beside `target`, created with mode 0666 so the kernel applies the umask.
+
+    Its name keeps within `NAME_MAX` bytes for any legal target name: the pid, random part, host and suffix add
+    25-60 bytes, and a target of 220-255 bytes (79 Chinese characters and ``.png``) could not be written at all
+    (ENAMETOOLONG); its target's name is then shortened (`_temp_stem`)."""
     while True:
-        tmp = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp@{host_tag()}{suffix}")
+        tail = f".{os.getpid()}-{secrets.token_hex(4)}.tmp@{host_tag()}{suffix}"
+        stem = _temp_stem(target.name, NAME_MAX - 1 - len(os.fsencode(tail)))
+        tmp = target.with_name(f".{stem}{tail}")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:

@@ -29,7 +29,7 @@ def _refusal(spec: str) -> str:
 
 @pytest.mark.parametrize("spec", ["C://models/x.pt", "c://x", "D:\\models\\x.pt", "runs/a://b.pt", "./a://b.pt"])
 def test_paths_that_look_like_urls_get_the_missing_file_line(spec: str) -> None:
-    assert _refusal(spec).startswith(f"model {spec!r} is neither a known name (")
+    assert _refusal(spec).startswith(f"model '{spec}' is neither a known name (")  # as typed: no repr
 
 
 def test_an_existing_path_containing_a_scheme_is_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -119,7 +119,7 @@ def _unknown(spec: str) -> FileNotFoundError:
     guess = closest_name(spec, [*names, *ARCH_CONFIGS])
     hint = f" Did you mean {guess}?" if guess else ""
     return FileNotFoundError(
-        f"model {spec!r} is neither a known name ({', '.join(names)}) nor an existing checkpoint "
+        f"model '{spec}' is neither a known name ({', '.join(names)}) nor an existing checkpoint "
         f"file or directory. For random weights pass a test config ({tests}) or random:<arch>, e.g. random:ViT-B/32.{hint}")
 
 

@@ -134,6 +134,8 @@ def check_local_inputs(args: argparse.Namespace) -> None:
         flag = "--" + name.replace("_", "-")
         pieces = value.split("::") if "::" in value else [value]  # `a.tar::b.tar`: a WebDataset shard list
         missing = [piece for piece in pieces if not os.path.exists(os.path.expanduser(piece))]
+        if missing == pieces and len(pieces) == 1 and (problem := lookup_problem(os.path.expanduser(value))):
+            raise FileNotFoundError(f"{flag} {value}: {problem}")
         if missing == pieces and len(pieces) == 1:
             if name == "root" and isinstance(getattr(args, "dataset", None), str):  # eval zeroshot | linear-probe
                 from clipforge.data.registry import registered_name
@@ -146,6 +148,30 @@ def check_local_inputs(args: argparse.Namespace) -> None:
             raise FileNotFoundError(f"{flag} {value}: no such file or folder")
         if missing:
             raise FileNotFoundError(f"{flag} {value}: shard {missing[0]!r} of the '::' list does not exist")
+
+
+def lookup_problem(path: str) -> str | None:
+    """Why `path` cannot even be looked up, in words, when the reason is not simply that it is missing (None then,
+    and when it is there): a name part over the 255 bytes a file name may have, or a whole path over the system's
+    limit (ENAMETOOLONG), or a folder on the way that cannot be searched. `os.path.exists` answers False for all
+    of these, and a 300-byte photo name was reported as "no such file or folder"."""
+    import errno
+    import os
+
+    from clipforge.atomic import NAME_MAX
+
+    try:
+        os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError, ValueError):  # missing; ValueError: unencodable (C locale)
+        return None
+    except OSError as error:
+        if error.errno != errno.ENAMETOOLONG:
+            return (error.strerror or type(error).__name__).lower()
+        longest = max(len(os.fsencode(part)) for part in path.split(os.sep))
+        if longest > NAME_MAX:
+            return f"file name too long ({longest} bytes; a file name may have at most {NAME_MAX})"
+        return f"path too long ({len(os.fsencode(path))} bytes)"
+    return None
 
 
 class ImageArguments(NamedTuple):
@@ -180,6 +206,8 @@ def expand_images(paths: list[str]) -> ImageArguments:
             rejected.extend(refused)
         elif os.path.lexists(path):
             out.append(path)
+        elif problem := lookup_problem(path):  # a name too long to exist: said so, not "no such file"
+            raise FileNotFoundError(f"{problem}: {path}")
         else:
             missing.append(path)
     if missing:
@@ -239,9 +267,11 @@ def figure_target(path: str, default_name: str, flag: str = "--plot", inputs: Se
                 raise ValueError(f"{flag} {path}: cannot write a {extension} figure; use .png (or "
                                  f"{', '.join('.' + f for f in sorted(formats) if f != 'png')})")
             target = path
-        if os.path.dirname(target):
-            _make_folder(os.path.dirname(target), flag, path)
+        # the working folder too (a bare `--plot c.png`): it was written after the whole run, then refused
+        _make_folder(os.path.dirname(target) or ".", flag, path)
     named = path if target == path else f"{path} ({target})"
+    if problem := lookup_problem(target):  # a name over 255 bytes: refused now, not after the run
+        raise ValueError(f"{flag} {named}: {problem}")
     if os.path.lexists(target):
         if any(_same_file(target, given) for given in inputs):
             raise ValueError(f"{flag} {named}: is one of the input files, which the figure would replace; "

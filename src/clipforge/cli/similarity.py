@@ -91,7 +91,11 @@ def run(args: argparse.Namespace) -> int:
     context = int(getattr(loaded.model, "context_length", 77))
     if not args.quiet and (same := same_after_cut(loaded.tokenizer, {text: [text] for text in args.text})):
         print(indistinct_notice(same, loaded.name, context, "texts"), file=sys.stderr)
-    plot = str(plot_similarity(table, None, args.plot)) if args.plot else None
+    plot, plot_failed = None, None
+    try:  # a plot that cannot be written (a full disk) does not lose the table: printed, then the one error line
+        plot = str(plot_similarity(table, None, args.plot)) if args.plot else None
+    except (OSError, ValueError) as error:
+        plot_failed = error
     say_skipped()
     if args.json:  # names as `search --json` writes them: one that is not UTF-8 as b64:..., lossless
         print(json_text({"model": loaded.name, "weights": loaded.weights,
@@ -99,10 +103,12 @@ def run(args: argparse.Namespace) -> int:
                          "probabilities": table.probabilities.tolist(), "cosine": table.cosine.tolist(),
                          "plot": plot, "errors": [{"image": path_text(path), "error": reason}
                                                   for path, reason in skipped]}))
-        return 0
-    print(table.format(shown=lambda name: one_line(display_path(name))))  # as `search` prints paths
-    if plot:
-        print(f"plot written to {plot}")
+    else:
+        print(table.format(shown=lambda name: one_line(display_path(name))))  # as `search` prints paths
+        if plot:
+            print(f"plot written to {plot}")
+    if plot_failed is not None:
+        raise plot_failed
     return 0
 
 

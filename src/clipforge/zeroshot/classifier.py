@@ -73,8 +73,9 @@ def _warn_unwritable(folder: Path, exc: OSError) -> None:
     logged one warning for every anonymous classify."""
     if str(folder) not in _UNWRITABLE:
         _UNWRITABLE.add(str(folder))
+        # the reason alone: the error names the writer's temporary file (".5f51....tmp@host.safetensors")
         log.warning("could not write class-embedding cache in %s: %s (said once; class embeddings are computed "
-                    "for each request meanwhile)", folder, exc)
+                    "for each request meanwhile)", folder, exc.strerror or exc)
 
 
 def _tokenizer_id(model: torch.nn.Module) -> str:
