@@ -18,7 +18,7 @@ import numpy as np
 from clipforge.data.base import BadImage
 from clipforge.data.files import default_workers
 from clipforge.errors import Notice
-from clipforge.library.dbfile import DamagedLibraryError, damaged, display_path
+from clipforge.library.dbfile import DamagedLibraryError, damaged, display_path, file_exists
 from clipforge.library.indexer import AddReport, count_unwalked, index_files
 from clipforge.library.library_base import META_DTYPE, LibraryBase
 from clipforge.library.lock import library_lock
@@ -307,8 +307,9 @@ class LibraryWrites(LibraryBase):
             records = self.store.list_images()
             held = {r.path for r in records}
             # gone: no file, and no copy here that is its own (a copy another record holds is that record's: a
-            # user's deleted photo whose bytes were also uploaded kept its record for good)
-            gone = [r.id for r in records if not os.path.exists(r.path)
+            # user's deleted photo whose bytes were also uploaded kept its record for good); a name the OS cannot
+            # be given is not gone but an error (`file_exists`): nothing is forgotten
+            gone = [r.id for r in records if not file_exists(r.path)
                     and (home_path(self.paths, r.path, r.sha256) or r.path) in held]
             if not gone:
                 return 0
