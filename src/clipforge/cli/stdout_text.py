@@ -8,7 +8,10 @@ holding a character it lacks: ``search``, ``classify``, ``index list`` and ``tag
 
 `escape_unshowable_characters` (called once by `cli.main.main`) sets such a stdout's error handler to one that
 writes ``\\uXXXX`` escapes (Python's ``backslashreplace``) and remembers that it did, so the command ends with
-one notice on stderr saying how to see the characters. JSON is never escaped that way: `json_text` asks
+one notice on stderr saying how to see the characters. In a C locale Python gives stdout the ``surrogateescape``
+handler, not ``strict``: it was left alone, so every result holding a Chinese name failed there as before (audit 65
+portability #2). Such a stream keeps writing a byte Python could not decode (a surrogate escape, U+DC80..U+DCFF)
+back as that byte, as it did, and escapes the rest. JSON is never escaped that way: `json_text` asks
 `stdout_shows` first and, where stdout cannot show the document, writes it with JSON's own ``\\uXXXX``
 escapes (``ensure_ascii``), so a script reads exactly the same values. A UTF-8 stdout is left alone.
 """
@@ -19,10 +22,13 @@ import codecs
 import sys
 from typing import TextIO
 
-__all__ = ["ESCAPES", "escape_unshowable_characters", "escaped_notice", "stdout_shows"]
+__all__ = ["ESCAPES", "ESCAPES_KEEPING_BYTES", "escape_unshowable_characters", "escaped_notice", "stdout_shows"]
 
 ESCAPES = "clipforge-escape-unshowable"
+ESCAPES_KEEPING_BYTES = "clipforge-escape-unshowable-keeping-bytes"
+"""The handler for a stream that was ``surrogateescape``: escaped bytes written back, the rest escaped."""
 _escaped: list[str] = []  # the encoding whose missing characters were escaped, once any was
+_HANDLERS = {"strict": ESCAPES, "surrogateescape": ESCAPES_KEEPING_BYTES}
 
 
 def _escape(error: UnicodeError) -> tuple[str, int]:
@@ -31,7 +37,22 @@ def _escape(error: UnicodeError) -> tuple[str, int]:
     return codecs.backslashreplace_errors(error)
 
 
+def _escape_keeping_bytes(error: UnicodeError) -> tuple[str | bytes, int]:
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    text, start = error.object, error.start
+    end = start
+    while end < error.end and 0xDC80 <= ord(text[end]) <= 0xDCFF:
+        end += 1
+    if end > start:  # bytes Python could not decode: the bytes themselves, as surrogateescape writes them
+        return bytes(ord(char) - 0xDC00 for char in text[start:end]), end
+    while end < error.end and not 0xDC80 <= ord(text[end]) <= 0xDCFF:
+        end += 1
+    return _escape(UnicodeEncodeError(error.encoding, text, start, end, error.reason))
+
+
 codecs.register_error(ESCAPES, _escape)
+codecs.register_error(ESCAPES_KEEPING_BYTES, _escape_keeping_bytes)
 
 
 def _is_utf8(stream: TextIO) -> bool:
@@ -47,9 +68,10 @@ def escape_unshowable_characters(stream: TextIO | None = None) -> None:
     stream = sys.stdout if stream is None else stream
     _escaped.clear()  # a notice per command (tests run many in one process)
     reconfigure = getattr(stream, "reconfigure", None)
-    if reconfigure is None or _is_utf8(stream) or getattr(stream, "errors", None) != "strict":
+    handler = _HANDLERS.get(getattr(stream, "errors", None) or "")
+    if reconfigure is None or handler is None or _is_utf8(stream):
         return
-    reconfigure(errors=ESCAPES)
+    reconfigure(errors=handler)
 
 
 def stdout_shows(text: str) -> bool:
