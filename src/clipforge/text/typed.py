@@ -5,7 +5,11 @@ Two things are not text to search or classify by, whatever the interface:
 - Bytes that are not UTF-8. Python hands a command-line argument typed in a Latin-1 or Shift-JIS terminal (or passed
   by a script in a legacy encoding) over as lone surrogates ("caf\\xe9" -> "caf\\udce9"), and JSON's "\\ud800" escape
   decodes to one. A model read them as U+FFFD ("caf�") and SQLite refused to store them with a bare codec message,
-  after a `tag` run had embedded every prompt (audit 63 i18n #5). `unicode_problem` names the byte.
+  after a `tag` run had embedded every prompt (audit 63 i18n #5). `unicode_problem` names the byte. Escaped bytes
+  that are valid UTF-8 are another matter: a C locale with ``PYTHONUTF8=0`` decodes the command line as ASCII, so
+  "猫" typed there arrives as three escaped bytes, which were refused as "not valid UTF-8" from a terminal "not
+  UTF-8" (audit 65 portability #2). `typed_text` reads them as UTF-8; until every caller takes the text
+  `check_argument` returns, such a value is refused with the true reason, the locale.
 - Text with no visible character: blanks (str.isspace), control characters (Cc: NUL, ESC), format characters (Cf:
   zero-width joiner and space, bidi overrides, the byte-order mark) and the other default-ignorable code points
   (variation selectors, Hangul fillers). A search for "\\u200d" embedded an empty prompt and answered ranked hits
@@ -19,13 +23,14 @@ models (`clipforge.server.bodies`) word the same problems with the same function
 from __future__ import annotations
 
 import re
+import sys
 import unicodedata
 from functools import cache
 
 from clipforge.errors import UsageError
 
 __all__ = ["check_argument", "control_character", "has_visible", "invisible_class", "invisible_problem",
-           "unicode_problem"]
+           "typed_text", "unicode_problem"]
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 REQUEST_UNICODE = "not valid Unicode text (an escaped lone surrogate such as \\ud800); send the text as UTF-8"
@@ -38,6 +43,19 @@ _TERMINAL = ("your terminal's (or script's) encoding is not UTF-8 (Latin-1, Shif
 # nothing (a "blank" name's usual trick)
 _IGNORABLE = re.compile("[\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u2800\u3164\ufe00-\ufe0f\uffa0"
                         "\U000e0000-\U000e0fff]")
+
+
+def typed_text(value: str) -> str:
+    """`value` with the bytes Python could not decode (surrogate escapes, U+DC80..U+DCFF) read as UTF-8 where they
+    are valid UTF-8: a command line (or a file name) decoded with a locale's codec that is not UTF-8, ASCII in a C
+    locale. Other escapes stay as they are (a Latin-1 "caf\\udce9"); in a UTF-8 locale nothing changes, since its
+    escapes are never valid UTF-8."""
+    if _SURROGATE.search(value) is None:
+        return value
+    try:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that is no escaped byte (JSON's "\\ud800"): `unicode_problem`
+        return value
 
 
 def unicode_problem(text: str, *, command_line: bool = False) -> str | None:
@@ -53,6 +71,10 @@ def unicode_problem(text: str, *, command_line: bool = False) -> str | None:
         return REQUEST_UNICODE
     before = text[:match.start()]
     where = f"after {('...' + before[-20:]) if len(before) > 20 else before!r}" if before else "at its start"
+    if 0xDC80 <= code <= 0xDCFF and _SURROGATE.search(utf8 := typed_text(text)) is None:  # the locale misread it
+        return (f"{utf8!r} is UTF-8 text, but Python read this command line as {sys.getfilesystemencoding()} (a "
+                "locale that is not UTF-8, such as LC_ALL=C with PYTHONUTF8=0): run it in a UTF-8 locale "
+                "(LC_ALL=C.UTF-8) or with PYTHONUTF8=1")
     if 0xDC80 <= code <= 0xDCFF:  # surrogateescape: the byte itself
         return f"not valid UTF-8 (byte 0x{code - 0xDC00:02x} {where}); {_TERMINAL}"
     return f"not valid Unicode text (a lone surrogate \\u{code:04x} {where}); {_TERMINAL}"
