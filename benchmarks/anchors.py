@@ -16,11 +16,18 @@ from types import ModuleType
 
 import torch
 
-__all__ = ["build_hf", "build_reference", "hf_available", "reference_module"]
+__all__ = ["HF_MISSING", "build_hf", "build_reference", "hf_available", "reference_module"]
+
+HF_MISSING = "transformers is not installed"
+"""Why a section's HF rows are missing (its `hf_skipped`); printed as "HF rows not measured: ..."."""
 
 
 def hf_available() -> bool:
-    return importlib.util.find_spec("transformers") is not None
+    """Whether transformers can be imported (False where it is not installed, or hidden as `sys.modules[...] = None`)."""
+    try:
+        return importlib.util.find_spec("transformers") is not None
+    except ValueError:  # in sys.modules without a spec
+        return "transformers" in sys.modules and sys.modules["transformers"] is not None
 
 
 def build_hf(model: torch.nn.Module, config: dict) -> torch.nn.Module:

@@ -1,8 +1,8 @@
 """Decode + preprocess throughput: exact decoding vs JPEG draft (DCT-domain) decoding.
 
 Measures images/s of ``Preprocess.load`` at 224 px, single process, on the real
-``../shared/data/imagenet_sample`` JPEGs and on generated 12-megapixel JPEGs, plus the cosine
-similarity (pixel space: the normalised input tensors) between the draft and the exact result.
+``../shared/data/imagenet_sample`` JPEGs (or ``$CLIPFORGE_BENCH_IMAGES``) and on generated 12-megapixel
+JPEGs, plus the cosine similarity (pixel space: the normalised input tensors) between the draft and the exact result.
 
     python -m benchmarks.bench_decode [--quick] [--json OUT.json]
 
@@ -24,10 +24,10 @@ import torch
 from PIL import Image, ImageChops
 from tqdm import tqdm
 
+from benchmarks.common import BENCH_IMAGES
 from clipforge.image import DRAFT_MARGIN, Preprocess
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-IMAGENET_SAMPLE = REPO_ROOT.parent / "shared" / "data" / "imagenet_sample" / "images"
+IMAGENET_SAMPLE = BENCH_IMAGES
 
 
 def synthetic_photo(width: int, height: int, seed: int) -> Image.Image:

@@ -17,7 +17,9 @@ For each architecture and batch size, all candidates are timed round-robin in on
 
 Accuracy: cosine similarity of each candidate's features to the fp32 features, per image
 (min and mean), on one fixed batch. GFLOP/s uses the FLOPs torch's FlopCounterMode counts
-for the full (unpruned) tower, i.e. the work the reference does.
+for the full (unpruned) tower, i.e. the work the reference does, attention products included
+(`benchmarks.common.count_flops`). Every candidate gets one untimed call at each batch size
+before the timed ones (new shapes: oneDNN primitives, larger activations), quick runs too.
 """
 
 from __future__ import annotations
@@ -26,20 +28,17 @@ import time
 from collections.abc import Callable
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
-from benchmarks.common import time_round_robin
+from benchmarks.common import count_flops, time_round_robin
 from benchmarks.zoo import Zoo
 
 __all__ = ["image_candidates", "run", "tower_flops"]
 
 
 def tower_flops(model: torch.nn.Module, resolution: int) -> float:
-    """FLOPs of one image through the plain image tower (matmuls, convolutions, attention)."""
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        model.encode_image(torch.randn(1, 3, resolution, resolution))
-    return float(counter.get_total_flops())
+    """FLOPs of one image through the plain image tower (matmuls, convolutions, attention products)."""
+    return count_flops(lambda: model.encode_image(torch.randn(1, 3, resolution, resolution)))
 
 
 def image_candidates(zoo: Zoo, full: bool = True, int8: bool = True) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
@@ -165,9 +164,8 @@ def run(quick: bool = False, models: tuple[str, ...] = ("ViT-B/32", "RN50"), bat
                 for label, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
                     calls[f"matmul-roof-{label}"], roofs[f"matmul-roof-{label}"] = _roof_call(dtype, 1.0)
             repeats = {1: 3, 8: 2, 32: 2}.get(batch, 2) if quick else {1: 12, 8: 5, 32: 4}.get(batch, 4)
-            warmup = 0 if quick and batch == max(batches) and batch > 1 else 1  # quick: b8 already warmed up
-            with torch.inference_mode():
-                timings = time_round_robin(calls, repeats=repeats, warmup=warmup,
+            with torch.inference_mode():  # one warm-up call each at this batch's new shapes, quick runs too
+                timings = time_round_robin(calls, repeats=repeats, warmup=1,
                                            min_seconds=(0.5 if quick else 1.5) if batch == 1 else 0.0)
             entry["batches"][str(batch)] = {
                 k: {"images_per_s": t.per_second(batch), "ms_per_batch": t.median_s * 1e3,

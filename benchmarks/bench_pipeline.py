@@ -1,4 +1,4 @@
-"""Decoding accuracy in embedding space, and files-on-disk -> stored embeddings end to end.
+"""Decoding accuracy in embedding space, and files on disk -> embeddings (in memory) end to end.
 
 Decode: `benchmarks.bench_decode` (the image package's benchmark) measures exact vs JPEG-draft
 decode speed and pixel-space similarity; here we add what users care about - the cosine
@@ -7,9 +7,12 @@ exactly decoded images. Images that are not drafted (smaller than 2x the model r
 not JPEG) decode to identical pixels and count as cosine 1.
 
 End to end: clipforge's pipeline (`clipforge.data.encode_image_files`: DataLoader
-workers, draft decode, uint8 transfer, batched encode on a prepared fp32 model) vs the plain
-loop a Hugging Face user writes (PIL open -> `CLIPImageProcessor` -> `CLIPModel`, batches of
-32, fp32), on the 1,000 real imagenet_sample JPEGs and on generated 12-megapixel JPEGs.
+workers, draft decode, uint8 transfer, batched encode on a prepared fp32 model; the embeddings
+are returned in memory, nothing is written) vs the plain loop a Hugging Face user writes (PIL
+open -> `CLIPImageProcessor` -> `CLIPModel`, batches of 32, fp32), on the 1,000 real
+imagenet_sample JPEGs (or $CLIPFORGE_BENCH_IMAGES) and on generated 12-megapixel JPEGs.
+clipforge's side runs with the best of 2-3 workers/threads settings, each probed on a short run
+first: the pipeline's own ceiling, not what a command picks (the commands section times those).
 transformers' default `CLIPImageProcessor` needs torchvision (absent here); the PIL/numpy
 implementation it falls back to, `CLIPImageProcessorPil`, is used explicitly.
 
@@ -33,11 +36,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from benchmarks.common import BENCH_IMAGES
 from benchmarks.zoo import Zoo
 
 __all__ = ["decode_embedding_similarity", "hf_encode_files", "run", "synthetic_set"]
 
-IMAGENET_SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imagenet_sample" / "images"
+IMAGENET_SAMPLE = BENCH_IMAGES
 
 
 def _spread(items: list, count: int) -> list:

@@ -20,12 +20,14 @@ asks for, at batch 32, fp32 and (where the CPU multiplies bf16 natively) bf16, e
 The BERT-shaped towers are fed rows without padding (a padded row's pads are skipped by the fast path
 but counted by the reference, which would overstate the share).
 
-GFLOP/s counts what the plain (reference) module does for the same input (torch's FlopCounterMode),
-as the image section does. The fast path skips most of the last block for the rows nobody reads
+GFLOP/s counts what the plain (reference) module does for the same input (torch's FlopCounterMode,
+attention products included: `benchmarks.common.count_flops`), as the image section does. The fast path skips most of the last block for the rows nobody reads
 (about 3/4 of a block), so that work is counted as done: the share is overstated by about 6% for a
 12-block tower and by up to ~20% for the 4-block ViT-H/14 rows (read those as an upper bound). The roof is the faster of MKL and oneDNN
 2048^3 matmuls, timed in the same round-robin group as each model's towers. Quick runs use batch 8
-for the B/16 and H/14 image towers (said in the row). Not covered, and why, is in `not_covered`.
+for the B/16 and H/14 image towers (said in the row). Not covered, and why, is in `not_covered`;
+without transformers the towers built from its classes (Chinese-CLIP, XLM-R, NLLB) are named in
+`hf_skipped` and the others are still measured.
 """
 
 from __future__ import annotations
@@ -37,9 +39,9 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.common import load_average, time_round_robin
+from benchmarks.anchors import HF_MISSING, hf_available
+from benchmarks.common import count_flops, load_average, time_round_robin
 
 __all__ = ["NOT_COVERED", "run"]
 
@@ -110,9 +112,7 @@ def _tokens(model: torch.nn.Module, batch: int, length: int | None) -> torch.Ten
 
 
 def _flops(fn: Callable[[], Any]) -> float:
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        fn()
-    return float(counter.get_total_flops())
+    return count_flops(fn)
 
 
 def _cases(label: str, model: torch.nn.Module, towers: tuple[str, ...], quick: bool, note: str
@@ -176,11 +176,18 @@ def run(quick: bool = False, progress: bool = True, models: tuple[str, ...] | No
     results: dict[str, Any] = {"load_average_start": load_average(), "rows": [], "roofs": {},
                                "bf16": "native" if bf16 else "not measured: this CPU emulates bf16",
                                "not_covered": NOT_COVERED}
+    without_hf: list[str] = []
     for label, config_name, overrides, towers, note in MODELS:
         if models is not None and label not in models:
             continue
         started = time.perf_counter()
-        rows, roof = _measure(label, config_name, overrides, towers, note, quick, bf16)
+        try:
+            rows, roof = _measure(label, config_name, overrides, towers, note, quick, bf16)
+        except ImportError:
+            if hf_available():
+                raise
+            without_hf.append(label)  # its tower is a transformers class: the other models are still measured
+            continue
         gc.collect()
         results["rows"] += rows
         results["roofs"][label] = roof
@@ -188,6 +195,8 @@ def run(quick: bool = False, progress: bool = True, models: tuple[str, ...] | No
             for row in rows:
                 print(f"    {_line(row)}", flush=True)
             print(f"    ({label}: {time.perf_counter() - started:.0f} s, load {load_average()})", flush=True)
+    if without_hf:
+        results["hf_skipped"] = f"{HF_MISSING} (towers built from its classes: {', '.join(without_hf)})"
     results["load_average_end"] = load_average()
     return results
 
@@ -204,6 +213,8 @@ def print_results(data: dict[str, Any]) -> None:
     if "skipped" in data:
         print(f"  skipped: {data['skipped']}")
         return
+    if data.get("hf_skipped"):
+        print(f"  HF rows not measured: {data['hf_skipped']}")
     for row in data["rows"]:
         print(f"  {_line(row)}")
     if data.get("bf16") != "native":

@@ -17,10 +17,17 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
-__all__ = ["Timing", "load_average", "machine_info", "matmul_kernels", "matmul_roof", "time_round_robin"]
+__all__ = ["BENCH_IMAGES", "Timing", "count_flops", "load_average", "machine_info", "matmul_kernels", "matmul_roof",
+           "time_round_robin"]
+
+BENCH_IMAGES = Path(os.environ.get("CLIPFORGE_BENCH_IMAGES",
+                                   Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet_sample" / "images"))
+"""The photos every section that reads photos uses (commands, startup, pipeline, the decode rows): the ImageNet
+sample in ../shared/data beside the checkout, or the folder $CLIPFORGE_BENCH_IMAGES names."""
 
 
 @dataclass
@@ -50,6 +57,43 @@ def compile_sources() -> None:
     import clipforge
 
     compileall.compile_dir(str(Path(clipforge.__file__).parent), quiet=1)
+
+
+def _attention_flops(query_shape: tuple[int, ...], key_shape: tuple[int, ...], value_shape: tuple[int, ...],
+                     *args: object, out_shape: object = None, **kwargs: object) -> int:
+    """FLOPs of one scaled-dot-product attention, q k^T and the weighted sum of v (torch's own `sdpa_flop_count`:
+    2 per multiply-add, a mask or causality not subtracted), for any leading dimensions and grouped key heads."""
+    *lead, length, dim = query_shape
+    keys, value_dim = key_shape[-2], value_shape[-1]
+    batch, heads = (int(torch.Size(lead[:-1]).numel()), lead[-1]) if lead else (1, 1)
+    try:
+        from torch.utils.flop_counter import sdpa_flop_count
+    except ImportError:  # an older torch: the same two products by hand
+        return 2 * batch * heads * length * keys * (dim + value_dim)
+    return int(sdpa_flop_count((batch, heads, length, dim), (batch, heads, keys, dim), (batch, heads, keys, value_dim)))
+
+
+def _cpu_attention_ops() -> dict[object, Callable[..., int]]:
+    """torch's CPU attention kernel, which `FlopCounterMode` leaves at 0 FLOPs (torch 2.13 registers the CUDA ones
+    only): `F.scaled_dot_product_attention` and `nn.MultiheadAttention` on CPU tensors of 4 dimensions end there
+    (3-dimensional ones run batched matmuls, which it counts)."""
+    cpu = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    return {cpu: _attention_flops} if cpu is not None else {}
+
+
+def count_flops(fn: Callable[[], object], *, autograd: bool = False) -> float:
+    """FLOPs of one call of `fn` as torch's `FlopCounterMode` counts them (2 per multiply-add, as the roof counts
+    them), attention products included: the only FLOP count the sections use, so every share of the roof is
+    counted the same way. Results before 2026-12-07 counted no CPU attention (shares 1-5% low).
+
+    `autograd=True` runs `fn` with autograd on: a clipforge model with the fast forward then runs its reference
+    modules, the work that is counted everywhere (the fast path's fused kernels are invisible to the counter)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    mode = torch.enable_grad() if autograd else torch.inference_mode()
+    with mode, FlopCounterMode(display=False, custom_mapping=_cpu_attention_ops()) as counter:
+        fn()
+    return float(counter.get_total_flops())
 
 
 def load_average() -> list[float]:

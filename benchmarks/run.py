@@ -4,7 +4,8 @@
                                         # in docs/performance.md (+ docs/performance.png)
     python -m benchmarks.run --quick    # < 10 min on 2 cores: smaller sets, fewer repeats;
                                         # writes benchmarks/results-quick.json, docs untouched
-    python -m benchmarks.run --only image,text
+    python -m benchmarks.run --only image,text   # some sections (quick or not): writes
+                                        # benchmarks/results-partial.json; results.json and the docs untouched
     python -m benchmarks.report [RESULTS.json]   # rewrite docs/performance.md's block from saved results (seconds)
 
 Sections: tokenizer, image (ViT-B/32 and RN50 towers, each row beside the matmul roof of its
@@ -104,8 +105,11 @@ def _print_commands(data: dict) -> None:
     if "skipped" in data:
         print(f"  skipped: {data['skipped']}")
         return
+    if data.get("hf_skipped"):
+        print(f"  HF rows not measured: {data['hf_skipped']}")
     if "startup_seconds" in data:
-        print(f"  start-up (import + load the checkpoint) {data['startup_seconds']:.1f} s; model only for "
+        loads = "the image tower, as the commands" if data.get("startup_loads") else "the whole checkpoint"
+        print(f"  start-up (import + load {loads}) {data['startup_seconds']:.1f} s; model only for "
               f"{data['images']} images: " + ", ".join(f"{k} {v:.1f} s" for k, v in data["model_only_seconds"].items())
               + (f"; first use of the weights file hashes them once: {data['fingerprint_first_use_seconds']:.2f} s"
                  if "fingerprint_first_use_seconds" in data else ""))
@@ -116,7 +120,8 @@ def _print_commands(data: dict) -> None:
         beside = (f"  {r['vs_startup_plus_model']:4.2f}x start-up + model-only ({r['model_only_seconds']:.1f} s)"
                   + (f", cpu {r['cpu_vs_startup_plus_model']:4.2f}x" if "cpu_vs_startup_plus_model" in r else "")
                   if "vs_startup_plus_model" in r else "")
-        print(f"  {name:15s} {r['seconds']:7.1f} s  {r['images_per_s']:6.2f} img/s  {r['vs_hf_loop']:5.2f}x HF loop "
+        hf = f"{r['vs_hf_loop']:5.2f}x HF loop " if "vs_hf_loop" in r else ""
+        print(f"  {name:15s} {r['seconds']:7.1f} s  {r['images_per_s']:6.2f} img/s  {hf}"
               f"(whole process, {data['images']} photos){beside}")
     for name, acc in data.get("accuracy", {}).items():
         print(f"  cosine {name}: " + ", ".join(f"{k} {v:.5f}" if isinstance(v, float) else f"{k} {v}"
@@ -153,9 +158,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="clipforge benchmark suite (ratios against HF and OpenAI)")
     parser.add_argument("--quick", action="store_true", help="smaller sets and fewer repeats (< 10 min on 2 cores)")
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
-    parser.add_argument("--out", type=Path, default=None, help="results JSON (default benchmarks/results[-quick].json)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="results JSON (default benchmarks/results.json; results-quick.json with --quick; "
+                             "results-partial.json with --only short of every section; results-tiny.json with --tiny)")
     parser.add_argument("--docs", action=argparse.BooleanOptionalAction, default=None,
-                        help="regenerate docs/performance.md (default: on for full runs, off for --quick)")
+                        help="regenerate docs/performance.md (default: only after a full run of every section, "
+                             "not --quick, --only or --tiny)")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--tiny", action="store_true",
                         help="smoke test of the suite itself on the tiny test architectures (figures meaningless)")
@@ -171,8 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown sections {unknown}; choose from {', '.join(SECTIONS)}")
     progress = not args.no_progress
-    out_path = args.out or ROOT / "benchmarks" / ("results-quick.json" if args.quick else "results.json")
-    write_docs = (not args.quick) if args.docs is None else args.docs
+    partial = set(only) != set(SECTIONS)
+    # only a full run on the real models replaces the committed results and the docs' block (unless asked)
+    kind = "tiny" if args.tiny else "partial" if partial else "quick" if args.quick else None
+    out_path = args.out or ROOT / "benchmarks" / (f"results-{kind}.json" if kind else "results.json")
+    write_docs = (kind is None) if args.docs is None else args.docs
 
     started = time.perf_counter()
     machine = machine_info()
@@ -183,7 +194,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"matmul roof: fp32 {roof['fp32_gflops']:.0f} GFLOP/s, bf16 {roof['bf16_gflops']:.0f} GFLOP/s "
           f"({'native' if roof['bf16_native'] else 'emulated: no AVX512-BF16/AMX'})", flush=True)
     results: dict = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "quick": args.quick,
-                     "machine": machine, "roof": roof, "sections": {}, "section_seconds": {}}
+                     "machine": machine, "roof": roof, "sections": {}, "section_seconds": {},
+                     "flops_include_attention": True}  # `common.count_flops` (counted without before 2026-12-07)
+    if partial:
+        results["only"] = [s for s in SECTIONS if s in only]
+    if args.tiny:
+        results["tiny"] = True
 
     from benchmarks.zoo import Zoo
 
@@ -264,6 +280,10 @@ def main(argv: list[str] | None = None) -> int:
 
     write_json_atomic(out_path, results)
     print(f"wrote {out_path} ({results['wall_seconds'] / 60:.1f} min, load at end {results['load_average_end']})")
+    if kind in ("partial", "tiny") and not write_docs:
+        what = f"partial run ({','.join(results['only'])})" if partial else "--tiny run"
+        print(f"{what}: benchmarks/results.json and docs/performance.md are left as they are "
+              "(--docs rewrites the docs block from this run)")
     if write_docs:
         docs = ROOT / "docs" / "performance.md"
         report.update_docs(docs, report.markdown(results))
