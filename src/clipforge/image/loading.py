@@ -6,7 +6,8 @@ count bad files by `ImageLoadError.reason` instead of crashing on the first one.
 
 The pixel limit is our own `max_pixels` argument, never Pillow's process-wide
 ``Image.MAX_IMAGE_PIXELS``: whatever another library set that global to, the same file loads (or
-is refused) the same way here.
+is refused) the same way here. Pillow's check of that global is not run on an open (`open_header`), so it
+neither refuses nor warns, and no warning filter is touched (a per-open ``catch_warnings`` raced between threads).
 
 A path is opened as every reader of user files opens one, `regular_file.open_regular_file` (a FIFO, socket or
 device refused by its type before it is opened, the open non-blocking, type and size checked again on the open
@@ -21,8 +22,9 @@ from __future__ import annotations
 import io
 import math
 import os
+import struct
 import threading
-import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -37,7 +39,8 @@ from clipforge.image.geometry import exif_orientation, orientation_transpose, tr
 from clipforge.image.modes import to_rgb
 from clipforge.regular_file import FileTooLargeError, NotRegularFileError, open_regular_file
 
-__all__ = ["DEFAULT_MAX_PIXELS", "MAX_IMAGE_FILE_BYTES", "DRAFT_MARGIN", "Decoded", "ImageLoadError", "ImageSource", "decode_image", "load_image"]
+__all__ = ["DEFAULT_MAX_PIXELS", "MAX_IMAGE_FILE_BYTES", "DRAFT_MARGIN", "Decoded", "ImageLoadError", "ImageSource", "decode_image",
+           "load_image", "open_header"]
 
 MAX_IMAGE_FILE_BYTES = 1 << 30
 """Largest image file read (1 GiB): an uncompressed 16-bit RGB photo at the default pixel cap is 1.07 GB, a
@@ -176,36 +179,70 @@ def _seekable(stream: IO[bytes]) -> bool:
 
 
 def _pil_open(source: IO[bytes]) -> Image.Image:
-    """`_open_photo` with Pillow's global bomb check neutralised: warnings silenced, and a refusal
-    retried with the global lifted (under a lock; header parsing only) so `max_pixels` decides."""
+    """`_open_photo`, where `max_pixels` decides, not Pillow's process-wide ``Image.MAX_IMAGE_PIXELS``: the open
+    runs no global check on the size it reads (`open_header`), and the rare opener that checks a size of its own
+    while opening (a GIF frame beyond its screen, an icon's picture) and refuses is retried with the global lifted
+    (under a lock; header parsing only)."""
     start = source.tell() if source.seekable() else None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    try:
+        return _open_photo(source, start)
+    except Image.DecompressionBombError:
+        if start is not None:
+            source.seek(start)
+        with _PIL_GLOBAL_LOCK:
+            saved = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = None
+            try:
+                return _open_photo(source, start)
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
+
+
+# what `Image.open` takes from an opener as "not my format", going on to the next one
+_NOT_THIS_FORMAT = (SyntaxError, IndexError, TypeError, struct.error)
+
+
+def open_header(source: IO[bytes], formats: Sequence[str]) -> Image.Image:
+    """``Image.open(source, formats=formats)`` for a seekable binary file object, without Pillow's process-wide
+    decompression-bomb check of the size it reads: every caller holds that size against its own limit.
+
+    Not ``Image.open`` inside ``warnings.catch_warnings()`` (to silence the check's DecompressionBombWarning), as
+    every open here was: before Python 3.14 that saves and restores the whole global filter list, and threads
+    opening images at once restored each other's lists (audit 65: an ``ignore DecompressionBombWarning`` filter
+    was left behind for good, silencing the application's own bomb warnings). The loop is `Image.open`'s own:
+    from the start of the file, each opener whose ``accept`` takes the first 16 bytes is tried in turn; the
+    errors Pillow reads as "not this format" go on to the next. Raises ``UnidentifiedImageError`` when none opens
+    it, and whatever else an opener raises. Openers that check a size themselves while opening still do so.
+    """
+    source.seek(0)  # as Image.open: an image starts at the start of its file object
+    prefix = source.read(16)
+    for name in formats:
+        name = name.upper()
+        if name not in Image.OPEN:
+            Image.init()
+        factory, accept = Image.OPEN.get(name, (None, None))
+        verdict = factory is not None and (not accept or accept(prefix))
+        if not verdict or isinstance(verdict, str):  # a str: "this format's reader is not installed"
+            continue
+        source.seek(0)
         try:
-            return _open_photo(source, start)
-        except Image.DecompressionBombError:
-            if start is not None:
-                source.seek(start)
-            with _PIL_GLOBAL_LOCK:
-                saved = Image.MAX_IMAGE_PIXELS
-                Image.MAX_IMAGE_PIXELS = None
-                try:
-                    return _open_photo(source, start)
-                finally:
-                    Image.MAX_IMAGE_PIXELS = saved
+            return factory(source, "")
+        except _NOT_THIS_FORMAT:
+            continue
+    raise UnidentifiedImageError(f"cannot identify image file {source!r}")
 
 
 def _open_photo(source: IO[bytes], start: int | None) -> Image.Image:
-    """``Image.open`` trying the photo formats' openers only (`formats.PHOTO_FORMATS`): those registered first,
+    """`open_header` trying the photo formats' openers only (`formats.PHOTO_FORMATS`): those registered first,
     then, for a file none of them knows, every photo opener once Pillow has imported all its plugins."""
     try:
-        return Image.open(source, formats=photo_formats())
+        return open_header(source, photo_formats())
     except UnidentifiedImageError:
         if not Image.init():  # every plugin was registered already: no other photo opener to try
             raise
     if start is not None:
         source.seek(start)
-    return Image.open(source, formats=photo_formats())
+    return open_header(source, photo_formats())
 
 
 def _open(source: bytes | bytearray | IO[bytes], label: str) -> Image.Image:

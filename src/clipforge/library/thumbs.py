@@ -37,7 +37,6 @@ import re
 import stat
 import threading
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -301,17 +300,15 @@ def embedded_icc_profile(data: bytes) -> bytes | None:
     decoded by `load_image`, whose structure checks bound what parsing it costs); None when there is none, or when
     the header cannot be read again. `load_image`'s image keeps it only in some modes (compositing over a
     background and 16-bit greyscale drop it)."""
-    from PIL import Image
-
     from clipforge.image.formats import photo_formats
+    from clipforge.image.loading import open_header
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:  # the openers `load_image` tried (all registered by now if it needed more than the common five)
-            with Image.open(io.BytesIO(data), formats=photo_formats()) as header:
-                profile = header.info.get("icc_profile")
-        except Exception:  # a header parser's own error type; the photo decoded, so this costs only the colours
-            return None
+    try:  # the openers `load_image` tried (all registered by now if it needed more than the common five), as it
+        # opens: no Pillow bomb warning to silence (a `catch_warnings` per call raced between threads, audit 65)
+        with open_header(io.BytesIO(data), photo_formats()) as header:
+            profile = header.info.get("icc_profile")
+    except Exception:  # a header parser's own error type; the photo decoded, so this costs only the colours
+        return None
     return profile if isinstance(profile, bytes) and profile else None
 
 

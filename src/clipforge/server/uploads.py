@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import io
 import re
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +26,7 @@ from PIL import Image, UnidentifiedImageError
 from clipforge.image import ImageLoadError
 from clipforge.image.costly import refusal as costly_refusal
 from clipforge.image.formats import ISO_PHOTOS, iso_photo_format, unreadable_photo_reason
+from clipforge.image.loading import open_header
 from clipforge.server.errors import APIError
 from clipforge.server.limits import ServerLimits
 
@@ -121,25 +121,26 @@ def _bomb_detail(exc: Exception, what: str, limits: ServerLimits) -> str:
 
 
 def _open_header(data: bytes, what: str, limits: ServerLimits) -> Image.Image:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            return Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
-        except UnidentifiedImageError:
-            fmt = iso_photo_format(data)
-            if fmt is not None and fmt not in ACCEPTED_FORMATS:  # never decoded: named, with what would read it
-                raise UnreadablePhoto(what, fmt) from None
-            raise APIError(415, "not_an_image",
-                           f"{what} is not an image in an accepted format ({', '.join(ACCEPTED_FORMATS)}); "
-                           f"the format is read from the bytes, not from the file name") from None
-        except Image.DecompressionBombError as exc:
-            raise APIError(413, "too_many_pixels", _bomb_detail(exc, what, limits)) from None
-        except Exception as exc:  # header parsers raise assorted types on garbage
-            if isinstance(exc, EOFError) or "truncat" in str(exc).lower():
-                reason = f"truncated ({type(exc).__name__}: {exc})"
-                raise ImageLoadError(f"{what} is {reason}", path=what, reason=reason) from None
-            reason = f"unreadable image header ({type(exc).__name__}: {exc})"
-            raise ImageLoadError(f"{what} has an {reason}", path=what, reason=reason) from None
+    """The upload's header, opened as the library's loader opens a file (`loading.open_header`): Pillow's global
+    bomb check is not run, so its warning needs no ``catch_warnings`` (which raced between the server's threads,
+    audit 65) and `sniff_image` holds the size against `limits.max_pixels`."""
+    try:
+        return open_header(io.BytesIO(data), ACCEPTED_FORMATS)
+    except UnidentifiedImageError:
+        fmt = iso_photo_format(data)
+        if fmt is not None and fmt not in ACCEPTED_FORMATS:  # never decoded: named, with what would read it
+            raise UnreadablePhoto(what, fmt) from None
+        raise APIError(415, "not_an_image",
+                       f"{what} is not an image in an accepted format ({', '.join(ACCEPTED_FORMATS)}); "
+                       f"the format is read from the bytes, not from the file name") from None
+    except Image.DecompressionBombError as exc:  # an opener's own check while opening (a GIF frame off its screen)
+        raise APIError(413, "too_many_pixels", _bomb_detail(exc, what, limits)) from None
+    except Exception as exc:  # header parsers raise assorted types on garbage
+        if isinstance(exc, EOFError) or "truncat" in str(exc).lower():
+            reason = f"truncated ({type(exc).__name__}: {exc})"
+            raise ImageLoadError(f"{what} is {reason}", path=what, reason=reason) from None
+        reason = f"unreadable image header ({type(exc).__name__}: {exc})"
+        raise ImageLoadError(f"{what} has an {reason}", path=what, reason=reason) from None
 
 
 def sniff_image(data: bytes, limits: ServerLimits, what: str = "image") -> SniffedImage:
