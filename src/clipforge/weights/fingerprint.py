@@ -9,8 +9,9 @@ every tensor, so a text search had to read the image tower too. Two memos make i
 the first time, without changing a single fingerprint (libraries stay keyed as before):
 
 - **per model**: the digest is kept on the module with a *stamp* of its tensors (name, storage,
-  in-place version counter, dtype, shape, device, first bytes); any change to a tensor changes
-  the stamp and the digest is computed again;
+  in-place version counter, dtype, shape, device, and 16 elements spread over it); any change to a tensor
+  changes the stamp and the digest is computed again, except a write through ``.data`` (which moves no
+  counter) that touches none of the 16 (README, "Python API");
 - **per file**: `clipforge.api.load_model` records which file a model came from
   (`seed_from_file`); the first full digest of a model still holding that file's tensors is
   written to ``<cache>/fingerprints/`` under the file's identity (path, inode, size, mtime,
@@ -22,6 +23,7 @@ the first time, without changing a single fingerprint (libraries stay keyed as b
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -68,19 +70,39 @@ def fingerprint_state_dict(state_dict: Mapping[str, torch.Tensor], length: int =
     return digest.hexdigest()[:length]
 
 
-def _head(tensor: torch.Tensor) -> bytes:
-    """The first few elements' bytes (bytes, not values: NaN != NaN)."""
+_SAMPLES = 16  # elements of each tensor a stamp reads: spread evenly over it, the first and the last among them
+
+
+@functools.lru_cache(maxsize=512)
+def _positions(numel: int, device: torch.device) -> torch.Tensor:
+    """`_SAMPLES` flat positions spread evenly over `numel` elements, from the first to the last."""
+    count = min(numel, _SAMPLES)
+    step = (numel - 1) / max(count - 1, 1)
+    return torch.tensor(sorted({round(i * step) for i in range(count)}), dtype=torch.long, device=device)
+
+
+def _sample(tensor: torch.Tensor) -> bytes:
+    """The bytes (not values: NaN != NaN) of `_SAMPLES` elements spread over the whole tensor, its last among them.
+
+    The first 4 elements only, as it was, missed a write through ``.data`` (no version counter) that left them
+    alone: ``m.text_projection.data[1:] *= -1`` kept the text tower's fingerprint, and `ZeroShotClassifier` read
+    the old class embeddings back from its cache (audit 65). A write that touches none of the samples is still
+    not seen (the README's trade-off); 16 gathered elements cost about what 4 sliced ones did."""
     if tensor.numel() == 0 or tensor.is_meta:
         return b""
-    flat = tensor.detach().reshape(-1) if tensor.is_contiguous() else tensor.detach()[(0,) * tensor.dim()].reshape(1)
-    return flat[:4].cpu().contiguous().view(torch.uint8).numpy().tobytes()
+    positions = _positions(tensor.numel(), tensor.device)
+    if tensor.is_contiguous():
+        values = tensor.reshape(-1).index_select(0, positions)
+    else:  # a strided view: its elements by their index, without a copy of the whole tensor
+        values = tensor[torch.unravel_index(positions, tensor.shape)]
+    return values.cpu().reshape(-1).view(torch.uint8).numpy().tobytes()
 
 
 def weights_stamp(model: torch.nn.Module) -> tuple[Any, ...]:
     """What changes whenever a tensor of `model.state_dict()` changes: a new storage (`.data =`,
     `.to()`, `load_state_dict(assign=True)`), an in-place write (its version counter: optimizer
-    steps, `copy_`, `load_state_dict`), a dtype, shape or device, or its first values. Cheap:
-    no pass over the weights."""
+    steps, `copy_`, `load_state_dict`), a dtype, shape or device, or one of 16 values spread over it
+    (`_sample`: what sees a write through ``.data``, which no counter records). Cheap: no pass over the weights."""
     out = []
     for name, t in model.state_dict(keep_vars=True).items():
         if not isinstance(t, torch.Tensor):  # `fingerprint_state_dict` says what it is
@@ -88,7 +110,8 @@ def weights_stamp(model: torch.nn.Module) -> tuple[Any, ...]:
             continue
         t = t.detach()
         version = 0 if t.is_inference() else t._version
-        out.append((name, t.data_ptr(), version, t.dtype, tuple(t.shape), tuple(t.stride()), str(t.device), _head(t)))
+        out.append((name, t.data_ptr(), version, t.dtype, tuple(t.shape), tuple(t.stride()), str(t.device),
+                    _sample(t)))
     return tuple(out)
 
 
