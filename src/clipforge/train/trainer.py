@@ -20,6 +20,7 @@ the stop rule, clocks and logs). `train` is the library entry point of `clipforg
 from __future__ import annotations
 
 import os
+import random
 import socket
 import sys
 import time
@@ -27,6 +28,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
@@ -61,7 +63,7 @@ from clipforge.train.same_run import check_same_run
 from clipforge.train.schedule import TimeBudget, cosine_with_warmup, warmup_notice
 from clipforge.train.skipped import SkippedImages, known_bad
 from clipforge.train.step import ContrastiveModel
-from clipforge.train.threads import configure_threads, too_many_workers
+from clipforge.train.threads import ThreadTuner, configure_threads, too_many_workers
 from clipforge.train.trainer_progress import TrainerProgress
 from clipforge.train.trainer_state import TrainerState
 from clipforge.train.trainer_steps import (
@@ -74,6 +76,26 @@ from clipforge.train.trainer_steps import (
 __all__ = ["MAX_LOGIT_SCALE", "NoTrainingDataError", "Trainer", "TrainingDivergedError", "train"]
 
 
+def _random_state() -> dict[str, Any]:
+    """The process's random generators as they stand: torch's, Python's, numpy's, and CUDA's once CUDA is started.
+
+    Not `checkpoint.rng_state` (a checkpoint's copy of them): that starts CUDA to read its generators, which under
+    torchrun, before each rank has picked its GPU, would open a context on the first GPU in every rank."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate(),
+                             "numpy": np.random.get_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_random_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 class Trainer(TrainerSteps, TrainerState, TrainerProgress):
     """One training run: built here from a `TrainConfig`, run by `fit` (see the module docstring)."""
 
@@ -83,6 +105,23 @@ class Trainer(TrainerSteps, TrainerState, TrainerProgress):
         dist_info: DistInfo | None = None,
         train_dataset: Any = None,
         eval_hooks: list[Any] | None = None,
+    ) -> None:
+        """Build the run (`_build`) from its seed without touching the caller's random state: the generators are
+        seeded for the model's initialisation, then the run's stream is kept for `fit` and the caller's put back
+        (torch.manual_seed here reseeded the notebook's generator for good, audit 65)."""
+        caller = _random_state()
+        try:
+            self._build(config, dist_info, train_dataset, eval_hooks)
+            self._run_rng = _random_state()  # where `fit` goes on drawing, as if nothing had run in between
+        finally:
+            _set_random_state(caller)
+
+    def _build(
+        self,
+        config: TrainConfig,
+        dist_info: DistInfo | None,
+        train_dataset: Any,
+        eval_hooks: list[Any] | None,
     ) -> None:
         self.config = check_config(config)
         unsaved = refuse_mixed_runs(config)  # the last step of a run in --out that saved no checkpoint, else None
@@ -95,8 +134,7 @@ class Trainer(TrainerSteps, TrainerState, TrainerProgress):
             check_resume(Path(config.out_dir) / "checkpoints", config.resume)  # before the model and the data
         self.device = self.dist.device
         torch.manual_seed(config.seed)
-        self._threads_before = torch.get_num_threads()  # restored when fit() returns
-        self.thread_tuner = configure_threads(config.threads)
+        self.thread_tuner: ThreadTuner | None = None  # the thread count is the run's only while `fit` runs
         if self.dist.is_main and (crowded := too_many_workers(config.workers)):
             warnings.warn(crowded, stacklevel=2)  # one line, in place of torch's (silenced in `_loader`)
         self.model = build_model(config).to(self.device)
@@ -185,8 +223,16 @@ class Trainer(TrainerSteps, TrainerState, TrainerProgress):
 
     def fit(self) -> dict[str, Any]:
         """Train to the end of the run; returns its summary. A run that fails (any error, Ctrl-C) removes
-        the folders it made and left empty (`NewFolders`): a new `--out` with nothing in it is no run."""
+        the folders it made and left empty (`NewFolders`): a new `--out` with nothing in it is no run.
+
+        The process-wide settings the run needs are its own while it runs and the caller's again when it ends, by
+        any route: torch's thread count (`config.threads`) and the random generators (the run's stream, seeded in
+        `__init__`, goes on where it stopped; the caller's is put back). An interrupted run used to leave a notebook
+        on the run's one thread, and its generator reseeded."""
+        caller_threads, caller_rng = torch.get_num_threads(), _random_state()
+        _set_random_state(self._run_rng)
         try:
+            self.thread_tuner = configure_threads(self.config.threads)
             return self._fit()
         except BaseException:
             if self.dist.is_main:
@@ -194,6 +240,10 @@ class Trainer(TrainerSteps, TrainerState, TrainerProgress):
                 self._forget_start_only_log()
                 self.new_folders.remove_unused()
             raise
+        finally:
+            self._run_rng = _random_state()
+            _set_random_state(caller_rng)
+            torch.set_num_threads(caller_threads)
 
     def _forget_start_only_log(self) -> None:
         """A log holding only this run's `run` record (it failed before its first step): removed, so a failed run
@@ -295,7 +345,6 @@ class Trainer(TrainerSteps, TrainerState, TrainerProgress):
         if self.dist.is_main:
             plot_curves(self.out_dir)
         self.logger.close()
-        torch.set_num_threads(self._threads_before)
         # every rank leaves together, so none tears down its process group while another still saves and plots
         barrier()
         # `metrics` are the returned checkpoint's own evaluation ({} when it had none, e.g. stop_after_steps),
