@@ -123,20 +123,21 @@ class Trainer(TrainerSteps, TrainerState, TrainerProgress):
         train_dataset: Any,
         eval_hooks: list[Any] | None,
     ) -> None:
+        """The run itself (see `__init__`); its warnings name the caller's line (stacklevel 3: past `__init__`)."""
         self.config = check_config(config)
         unsaved = refuse_mixed_runs(config)  # the last step of a run in --out that saved no checkpoint, else None
         self.dist = dist_info or init_distributed(config.device)
         if unsaved is not None:  # nothing to continue: started again, for --resume latest too (every rank)
             config.resume = None
             if self.dist.is_main:  # every rank decided before the group formed: only then is the log moved
-                warnings.warn(set_aside_unsaved_run(config.out_dir, unsaved), stacklevel=2)
+                warnings.warn(set_aside_unsaved_run(config.out_dir, unsaved), stacklevel=3)
         if config.resume and not self.dist.distributed:  # under torchrun the ranks agree on it at the resume
             check_resume(Path(config.out_dir) / "checkpoints", config.resume)  # before the model and the data
         self.device = self.dist.device
         torch.manual_seed(config.seed)
         self.thread_tuner: ThreadTuner | None = None  # the thread count is the run's only while `fit` runs
         if self.dist.is_main and (crowded := too_many_workers(config.workers)):
-            warnings.warn(crowded, stacklevel=2)  # one line, in place of torch's (silenced in `_loader`)
+            warnings.warn(crowded, stacklevel=3)  # one line, in place of torch's (silenced in `_loader`)
         self.model = build_model(config).to(self.device)
         # normalise as the weights were trained; checkpoints record it
         self.preprocess = preprocess_of(self.model)
@@ -154,7 +155,7 @@ class Trainer(TrainerSteps, TrainerState, TrainerProgress):
             )
         )
         if self.dist.is_main and (cut := cut_captions_line(self.dataset, tokenizer, context, config.root)):
-            warnings.warn(cut, stacklevel=2)  # a small context trains on each caption's start: said
+            warnings.warn(cut, stacklevel=3)  # a small context trains on each caption's start: said
         if self.dist.is_main and (epoch := epoch_line(self.dataset, config.root)):
             print(epoch, file=sys.stderr)  # a caption CSV's epoch is one sample per image, not per row: said
         # the nodes of a job are started by hand: the same settings, data and model everywhere, or one line now
@@ -184,7 +185,7 @@ class Trainer(TrainerSteps, TrainerState, TrainerProgress):
         self.scheduler = cosine_with_warmup(self.optimizer, self.total_steps, config.warmup_steps)
         if self.dist.is_main and not config.time_budget_s and (warm := warmup_notice(config.warmup_steps,
                                                                                      self.total_steps)):
-            warnings.warn(warm, stacklevel=2)  # a warmup as long as the run: 10% of it, said
+            warnings.warn(warm, stacklevel=3)  # a warmup as long as the run: 10% of it, said
         if config.budget_clock not in ("wall", "cpu"):
             raise ValueError(f"budget_clock must be 'wall' or 'cpu', got {config.budget_clock!r}")
         self.budget = (
