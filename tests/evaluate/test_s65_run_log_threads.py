@@ -42,6 +42,7 @@ def _run(path: Path, name: str, steps: list[tuple[threading.Event | None, thread
                 if wait is not None:
                     assert wait.wait(10), f"{name}: step {n} waited in vain"
                 log.info("%s line %d", name, n)
+                log.debug("%s debug %d", name, n)  # below the log's INFO, whatever the logger's level
                 logging.getLogger("clipforge.data").info("%s data %d", name, n)  # another clipforge module
                 if done is not None:
                     done.set()

@@ -223,6 +223,7 @@ def open_run_log(path: Path, name: str = "clipforge.evaluate"):
     run = object()
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO)  # INFO and up, whatever lower level the application gave the package logger
     handler.addFilter(_RunFilter(run))
     token = _OPEN_RUNS.set(_OPEN_RUNS.get() + (run,))
     _hold_info_level(package)
