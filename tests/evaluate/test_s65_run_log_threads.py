@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from clipforge.evaluate.report import open_run_log
+from clipforge.evaluate.run_log import open_run_log
 
 
 @pytest.fixture()

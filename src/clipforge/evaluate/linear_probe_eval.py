@@ -36,7 +36,6 @@ from clipforge.evaluate.report import (
     claim_run_files,
     finish_report,
     log_skipped,
-    open_run_log,
     peak_memory,
     plot_dir_for,
     reset_peak_memory,
@@ -44,6 +43,7 @@ from clipforge.evaluate.report import (
     write_plots,
 )
 from clipforge.evaluate.roots import check_root
+from clipforge.evaluate.run_log import open_run_log
 from clipforge.models.modes import keeps_caller_mode
 
 __all__ = ["NoTrainSplitError", "class_map", "evaluate_linear_probe", "open_probe_splits"]

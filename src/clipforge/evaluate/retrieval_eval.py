@@ -25,13 +25,13 @@ from clipforge.evaluate.report import (
     claim_run_files,
     finish_report,
     log_skipped,
-    open_run_log,
     peak_memory,
     plot_dir_for,
     reset_peak_memory,
     skipped_files,
     write_plots,
 )
+from clipforge.evaluate.run_log import open_run_log
 from clipforge.inference.encoder import check_finite
 from clipforge.models.modes import keeps_caller_mode
 from clipforge.zeroshot.embeddings import encode_texts

@@ -35,7 +35,6 @@ from clipforge.evaluate.report import (
     claim_run_files,
     finish_report,
     log_skipped,
-    open_run_log,
     peak_memory,
     plot_dir_for,
     reset_peak_memory,
@@ -43,6 +42,7 @@ from clipforge.evaluate.report import (
     write_plots,
 )
 from clipforge.evaluate.roots import check_root
+from clipforge.evaluate.run_log import open_run_log
 from clipforge.models.modes import keeps_caller_mode
 from clipforge.zeroshot import ZeroShotClassifier, get_templates
 from clipforge.zeroshot.languages import (
