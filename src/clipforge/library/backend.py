@@ -23,7 +23,9 @@ from pathlib import Path
 
 __all__ = ["StoreSpec", "lite_bytes", "parse_store", "read_token", "store_argument"]
 
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,200}$")
+# Used with `fullmatch`: `match` with `$` let a name end in a newline ("abc\n" from a file read into $CLIPFORGE_STORE),
+# and collections named "abc\n_spaces" were made that the same store spelled "abc" did not find.
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,200}")
 DEFAULT_COLLECTION = "clipforge"
 
 
@@ -47,7 +49,7 @@ class StoreSpec:
         return "sqlite"
 
 
-_ADDRESS = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[\w.-]+)(?::\d+)?$")
+_ADDRESS = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[\w.-]+)(?::\d+)?")  # with `fullmatch`, as `_NAME`
 
 
 def _address(uri: str) -> str:
@@ -57,7 +59,7 @@ def _address(uri: str) -> str:
     rest = uri.split("://", 1)[-1]
     authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
     address = authority.rpartition("@")[2]
-    if "@" in rest[len(authority) :] or not _ADDRESS.match(address):
+    if "@" in rest[len(authority) :] or not _ADDRESS.fullmatch(address):
         return "(address withheld)"
     return address
 
@@ -108,7 +110,7 @@ def parse_store(spec: str | None) -> StoreSpec:
         if not path.endswith(".db"):
             raise _bad(spec, "a milvus-lite path must end in .db")
         collection = collection or DEFAULT_COLLECTION
-        if not _NAME.match(collection):
+        if not _NAME.fullmatch(collection):
             raise _bad(
                 spec, f"collection {collection!r} must be letters, digits and _ (not starting with a digit)"
             )
@@ -132,7 +134,7 @@ def parse_store(spec: str | None) -> StoreSpec:
                     f"port {port} is not a TCP port (1-65535; Milvus listens on 19530 unless told otherwise)",
                 )
             collection = collection.strip("/") or DEFAULT_COLLECTION
-            if not _NAME.match(collection):
+            if not _NAME.fullmatch(collection):
                 raise _bad(
                     spec,
                     f"collection {collection!r} must be letters, digits and _ (not starting with a digit)",
