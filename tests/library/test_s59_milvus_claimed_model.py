@@ -81,8 +81,9 @@ def test_another_model_that_fills_the_store_first_takes_it_over_and_says_so(tmp_
     assert "it is not the library's default" not in err
     stats = _stats(capsys, store, tmp_path / "lib")
     assert stats["model"]["name"] == "test-rn-tiny"
+    # oldest first, as the embedded store lists its models (audit 65): the default is flagged, not moved first
     assert [(s["name"], s["images"], s["default"]) for s in stats["spaces"]] == [
-        ("test-rn-tiny", 2, True), ("test-vit-tiny", 0, False)]
+        ("test-vit-tiny", 0, False), ("test-rn-tiny", 2, True)]
     capsys.readouterr()
     assert main(["index", "add", str(tmp_path / "photos"), "--store", store, "--library", str(tmp_path / "lib"),
                  "--workers", "0"]) == 0  # said once: the default has its vectors now

@@ -142,9 +142,10 @@ class MilvusCatalog(QueryMethods):
             yield from (self._record(rows[p]) for p in chunk if p in rows)
 
     def spaces(self) -> list[dict[str, Any]]:
-        """Each model space: name, fingerprint, dim, vectors stored, whether it is the default."""
+        """Each model space: name, fingerprint, dim, vectors stored, whether it is the default; oldest first, as
+        the embedded store lists them (the default first made `index stats` differ between the stores)."""
         out = []
-        for i, space in enumerate(self.milvus.spaces()):
+        for space, default in self.milvus.spaces_by_age():
             self.milvus.space(space.fingerprint)
             out.append(
                 {
@@ -152,7 +153,7 @@ class MilvusCatalog(QueryMethods):
                     "fingerprint": space.fingerprint,
                     "embed_dim": space.dim,
                     "images": space.count('status == "ok"'),
-                    "default": i == 0,
+                    "default": default,
                     "collection": space.collection,
                 }
             )

@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from clipforge.library.milvus_retag import retag_space, row_chunks, tag_chunk
+from clipforge.library.milvus_stats import ranked_counts
 from clipforge.library.milvus_store import MAX_LABEL_BYTES, MAX_TAGS
 from clipforge.library.milvus_tags import Vocabularies, make_tagger
 from clipforge.library.tag_answers import EMPTY_LIBRARY, no_tag_sentence
@@ -84,7 +85,7 @@ class MilvusClassify:
                     space.upsert(chunk)
                 self._changed()  # the stats' top tags
         report.images = sum(counts.values())
-        report.top1_counts = dict(counts.most_common())
+        report.top1_counts = ranked_counts(counts)
         report.seconds = time.perf_counter() - started
         return report
 

@@ -92,13 +92,21 @@ class SpaceRegistry(VocabularyRecords, Generic[SpaceT]):
 
     def spaces(self) -> list[SpaceT]:
         """The model spaces, the default (first) one first; [] for a new store."""
+        return [space for space, _ in sorted(self.spaces_by_age(), key=lambda pair: not pair[1])]
+
+    def spaces_by_age(self) -> list[tuple[SpaceT, bool]]:
+        """Each model space and whether it is the default, oldest first: the order the embedded store lists its
+        models in (`index stats`, `MilvusLibrary.spaces`). The default is the flagged one (the oldest flagged, or the
+        oldest space when none is: a `set_default` killed between its two writes); [] for a new store."""
         if not self._has_registry():
             return []
         # A filter that every row passes: a 2.3 server refuses an empty one without a limit.
         rows = self.call(self.client.query, self.registry, filter='fingerprint != ""', output_fields=_REGISTRY_FIELDS,
                          **self.read)
-        rows = sorted(rows, key=lambda r: (not r["is_default"], r["created"]))
-        return [self.space_class(self, r["collection"], r["fingerprint"], r["name"], int(r["dim"])) for r in rows]
+        rows = sorted(rows, key=lambda r: (r["created"], r["fingerprint"]))
+        default = min(range(len(rows)), key=lambda i: not rows[i]["is_default"], default=None)
+        return [(self.space_class(self, r["collection"], r["fingerprint"], r["name"], int(r["dim"])), i == default)
+                for i, r in enumerate(rows)]
 
     def space(self, fingerprint: str) -> SpaceT | None:
         space = next((s for s in self.spaces() if s.fingerprint == fingerprint), None)

@@ -18,7 +18,7 @@ from clipforge.data.base import BadImage
 from clipforge.library.backend import StoreSpec, lite_bytes
 from clipforge.library.milvus_store import MilvusSpace
 
-__all__ = ["first_failures", "space_stats"]
+__all__ = ["first_failures", "ranked_counts", "space_stats"]
 
 _FAILED_READ = 16384  # Milvus's largest query result window
 
@@ -50,8 +50,15 @@ def space_stats(spec: StoreSpec, space: MilvusSpace | None, spaces: list[dict[st
     out["model"] = {"name": space.name or None, "fingerprint": space.fingerprint, "embed_dim": space.dim,
                     "vector_dtype": "float32"}
     out["index"] = {"kind": "milvus", "requested": "milvus", "fresh": True}
-    out["tags"] = dict(Counter(r["tags"][0] for r in rows if r["tags"]).most_common())
+    out["tags"] = ranked_counts(Counter(r["tags"][0] for r in rows if r["tags"]))
     return out
+
+
+def ranked_counts(counts: Counter[str]) -> dict[str, int]:
+    """label -> photos whose top tag it is, most first and equal counts by label: the embedded store's order
+    (`ORDER BY COUNT(*) DESC, label`, `Store.tag_counts`) for `index stats`, `tag --list` and the `tag` summary.
+    `most_common()` kept ties in the order the rows were met, which differs between stores and between runs."""
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
 
 def _distinct(space: MilvusSpace | None, rows: int) -> int:
