@@ -25,7 +25,7 @@ from clipforge.library.backend import StoreSpec
 __all__ = ["ENGINES", "CollectionMismatchError", "StoreConnectionError", "StoreDamagedError", "StoreLockedError",
            "StoreUnavailableError", "call_rebuilding_index", "check_lite_folder", "damage", "drop_index_files",
            "engine_reason", "index_unreadable", "interrupted", "is_engine_error", "lite_open_failure", "no_library",
-           "quiet_engine_logs"]
+           "not_loaded", "quiet_engine_logs"]
 
 
 class StoreUnavailableError(UserError, OSError):
@@ -163,6 +163,21 @@ def interrupted(exc: BaseException) -> bool:
     if getattr(code, "name", None) in _INTERRUPTED_CODES:
         return True
     return bool(_INTERRUPTED.search(getattr(exc, "message", None) or str(exc)))
+
+
+# The engine's words for a collection that is not in memory: a server's "collection not loaded" (code 101; "not fully
+# loaded" while a load runs; "was not loaded into memory" before 2.3) and milvus-lite's "Collection 'C' is in state
+# 'released'; call load() before search/get/query". Released by an admin freeing memory (`release_collection`), or
+# by a milvus-lite server's restart, which brings every collection back released.
+_NOT_LOADED = re.compile(r"not (?:fully )?loaded|not been loaded|in state 'released'", re.IGNORECASE)
+_NOT_LOADED_CODE = 101  # Milvus's ErrCollectionNotLoaded
+
+
+def not_loaded(exc: BaseException) -> bool:
+    """Whether an engine failure says the collection is released (not loaded): `MilvusStore.call` loads it and asks
+    once more, where it was a refusal a running `serve` repeated until some other process opened the store."""
+    return getattr(exc, "code", None) == _NOT_LOADED_CODE or bool(
+        _NOT_LOADED.search(getattr(exc, "message", None) or str(exc)))
 
 
 def engine_reason(exc: BaseException) -> str:

@@ -2,8 +2,10 @@
 
 Milvus ranks rows by inner product of unit vectors under a filter expression (status, tags, folders);
 a hit is then one distinct content: every stored path with the hit's sha256 (that passes the same
-filter) is read back, the first by path is the hit and the others its duplicates, as
-`clipforge.library.search` groups them in the embedded store.
+filter) is read back, oldest first (`added_at`, then path: the embedded store's id order, see `milvus_store`),
+and the hit is the one the embedded store shows (`search.representative`: the oldest whose file is still there),
+with its own row's tags; the others are its duplicates. It was the first by path, gone from disk or not: another
+copy than the embedded store's (with that row's tags), or a hit "missing" while an identical copy was on disk.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from clipforge.library.milvus_expr import quote, under_expr
 from clipforge.library.milvus_store import MilvusSpace
 from clipforge.library.milvus_writer import RECORD_FIELDS, record_from_row, tag_filter
 from clipforge.library.scan import FolderFilter, folders_of, is_under
-from clipforge.library.search import SearchHit
+from clipforge.library.search import SearchHit, representative
 from clipforge.library.store import ImageRecord
 from clipforge.library.tagging import parse_labels
 
@@ -48,15 +50,21 @@ def search_space(space: MilvusSpace, vector: np.ndarray, top_k: int, filter_tags
         tags[row["path"]] = row
     hits = []
     for row, score in found:
-        records = sorted(owners.get(row["sha256"], []), key=lambda r: r.path) or [record_from_row(row)]
+        records = sorted(owners.get(row["sha256"], []), key=_oldest_first) or [record_from_row(row)]
         if under is not None:  # `under_expr` may match a few more paths: the exact test is here
             records = [r for r in records if is_under(r.path, folders)]
             if not records:
                 continue
-        first = records[0]
+        first = representative(records)
         own = tags.get(first.path, row)
         hits.append(SearchHit(id=first.id, path=first.path, score=score, sha256=first.sha256 or "",
-                              width=first.width, height=first.height, duplicates=[r.path for r in records[1:]],
+                              width=first.width, height=first.height,
+                              duplicates=[r.path for r in records if r is not first],
                               tags=list(zip(own.get("tags") or [], map(float, own.get("tag_scores") or []),
                                             strict=False))))
     return hits
+
+
+def _oldest_first(record: ImageRecord) -> tuple[float, str]:
+    """The order of a content's records: first stored first, as the embedded store's ids give it."""
+    return record.added_at, record.path

@@ -25,14 +25,23 @@ line at the CLI); what was upserted stays, and the next run finishes the rest. A
 (`StoreUnavailableError`), a milvus-lite folder that another process holds (`StoreLockedError`), one whose files
 are damaged (`StoreDamagedError`) or a collection under one of the names above that clipforge did not make
 (`CollectionMismatchError`, checked before anything is written: `milvus_registry`) is one line naming the cause
-instead: re-running never helps there.
+instead: re-running never helps there. A collection found released (an admin freeing memory, a milvus-lite server
+restarted) is loaded again and the request made once more (`MilvusStore.call`).
+
+A row's `added_at` is when it was first stored, and it stands for the embedded store's image id: rows oldest
+first (`added_at`, then path) is the order the embedded store lists and groups its records in (`index list`, the
+copy a search hit shows: `milvus_search`). One process stamps every row later than the one before
+(`MilvusStore.stamp`): a batch's rows fell within one step of the clock and were ordered by path, not as written.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import math
 import os
 import re
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -58,6 +67,7 @@ from clipforge.library.milvus_engine import (
     is_engine_error,
     lite_open_failure,
     no_library,
+    not_loaded,
     quiet_engine_logs,
 )
 from clipforge.library.milvus_expr import like_prefix, quote  # where callers found them first
@@ -72,6 +82,8 @@ from clipforge.library.milvus_registry import SpaceRegistry
 __all__ = ["MAX_ERROR_BYTES", "MAX_LABEL_BYTES", "MAX_TAGS", "CollectionMismatchError", "MilvusSpace", "MilvusStore",
            "StoreConnectionError", "StoreDamagedError", "StoreLockedError", "StoreUnavailableError", "image_id",
            "key_path", "like_prefix", "no_library", "path_key", "quote"]
+
+log = logging.getLogger(__name__)
 
 _PAGE = 4096
 _MAX_TOPK = 16384  # Milvus's largest search limit
@@ -235,7 +247,8 @@ class MilvusSpace:
             return
         for row in rows:
             row["path"] = path_key(row["path"])
-            row.setdefault("added_at", time.time())
+            if "added_at" not in row:
+                row["added_at"] = self.store.stamp()
         with self.store.writes():  # not into rows a `tag` run is moving (`MilvusStore.writes`)
             self.store.call(self.client.upsert, self.collection, rows)
 
@@ -316,31 +329,62 @@ class MilvusStore(SpaceRegistry[MilvusSpace]):
         lite = spec.kind == "milvus-lite"
         self.read: dict[str, Any] = {} if lite else {"consistency_level": "Strong"}
         self.fast: dict[str, Any] = {} if lite else {"consistency_level": "Session"}
+        self._stamped, self._stamp_lock = 0.0, threading.Lock()
+
+    def stamp(self) -> float:
+        """Now, as a new row's `added_at`: later than every stamp this store gave before, so rows keep the order
+        they were written in (see the module docstring)."""
+        with self._stamp_lock:
+            self._stamped = max(time.time(), math.nextafter(self._stamped, math.inf))
+            return self._stamped
 
     def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """`fn(*args)`, with an engine failure as one StoreUnavailableError sentence.
 
+        A collection found released (`milvus_engine.not_loaded`: an admin's `release_collection`, a milvus-lite
+        server restarted) is loaded and the call made once more: only opening a space loaded it, so a running
+        `serve` answered every search and page with a 503 until another process opened the store. Still released
+        after that, it is the one-line failure; a server that does not answer the load is a StoreConnectionError.
         On milvus-lite an unreadable index file is repaired and the call made once more
         (`milvus_engine.call_rebuilding_index`); another unreadable file (or a collection that lost its files) is
         a StoreDamagedError naming it. A failure of the connection (`milvus_engine.interrupted`) is a
         StoreConnectionError, the one kind that a re-run gets past; the advice that a re-run finishes the rest is
         added to it by the writer (`MilvusLibrary.add`), the one place where it is true."""
+        collection = args[0] if args and isinstance(args[0], str) else None
         try:
             return fn(*args, **kwargs)
         except Exception as exc:
             if not is_engine_error(exc):
                 raise
-            reason = engine_reason(exc)
-            failed = StoreConnectionError if interrupted(exc) else StoreUnavailableError
-            if self.spec.kind != "milvus-lite":
-                raise failed(f"Milvus store {self.spec.describe()} failed ({reason})") from None
-            collection = args[0] if args and isinstance(args[0], str) else None
-            if index_unreadable(reason):  # derived files: rebuilt, and the call made once more
-                return call_rebuilding_index(Path(self.spec.uri), collection, reason, fn, *args, **kwargs)
-            broken = damage(Path(self.spec.uri), reason, collection)
-            if broken is not None:
-                raise StoreDamagedError(broken) from None
+            if collection is None or not not_loaded(exc) or fn == getattr(self.client, "load_collection", None):
+                return self._failed(exc, collection, fn, args, kwargs)
+        log.info("Milvus store %s: collection %s was released; loading it again", self.spec.describe(), collection)
+        self._once(self.client.load_collection, collection, (collection,), {})
+        return self._once(fn, collection, args, kwargs)
+
+    def _once(self, fn: Any, collection: str | None, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """`fn(*args)` with a failure said as `call` says it, and no further load."""
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            if not is_engine_error(exc):
+                raise
+            return self._failed(exc, collection, fn, args, kwargs)
+
+    def _failed(self, exc: Exception, collection: str | None, fn: Any, args: tuple[Any, ...],
+                kwargs: dict[str, Any]) -> Any:
+        """Raise the one-line error for an engine failure of `fn(*args)` on `collection` (see `call`), or return what
+        the call answers once a milvus-lite index file it could not read is rebuilt."""
+        reason = engine_reason(exc)
+        failed = StoreConnectionError if interrupted(exc) else StoreUnavailableError
+        if self.spec.kind != "milvus-lite":
             raise failed(f"Milvus store {self.spec.describe()} failed ({reason})") from None
+        if index_unreadable(reason):  # derived files: rebuilt, and the call made once more
+            return call_rebuilding_index(Path(self.spec.uri), collection, reason, fn, *args, **kwargs)
+        broken = damage(Path(self.spec.uri), reason, collection)
+        if broken is not None:
+            raise StoreDamagedError(broken) from None
+        raise failed(f"Milvus store {self.spec.describe()} failed ({reason})") from None
 
     def create_collection(self, name: str, schema: Any, index: Any) -> None:
         """Create `name`; another writer (a torchrun rank) creating it first is fine.

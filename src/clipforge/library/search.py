@@ -24,7 +24,8 @@ from clipforge.library.index_manager import IndexManager
 from clipforge.library.scan import file_identity
 from clipforge.library.store import ImageRecord, Store
 
-__all__ = ["SearchHit", "deleted_since_indexed", "search_vector", "second_names", "split_second_names"]
+__all__ = ["SearchHit", "deleted_since_indexed", "representative", "search_vector", "second_names",
+           "split_second_names"]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,16 @@ class SearchHit:
         return data
 
 
+def representative(records: Sequence[ImageRecord]) -> ImageRecord:
+    """Which of the records of one content (identical photos, given oldest first: by id here, by `added_at` on a
+    Milvus store) a hit shows: the oldest whose file is still on disk, else the oldest. The one rule of both stores.
+
+    A copy still on disk stands for the bytes: the lowest id's file deleted, the hit was shown "missing" (and
+    `--paths` piped a name that does not open) while the same photo sat under its other names. A link whose target
+    is gone does not open either (`exists`, not `lexists`, as `prune` judges)."""
+    return next((r for r in records if os.path.exists(r.path)), records[0])
+
+
 def _hits(store: Store, model: str, ranked: Sequence[tuple[int, float]],
           allowed: set[int] | None) -> list[SearchHit]:
     images = store.images_for_embeddings(model, [eid for eid, _ in ranked])
@@ -73,10 +84,7 @@ def _hits(store: Store, model: str, ranked: Sequence[tuple[int, float]],
             records = [r for r in records if r.id in allowed]
         if not records:  # removed by another writer since the index was built
             continue
-        # A copy still on disk stands for the bytes: the lowest id's file deleted, the hit was shown "missing"
-        # (and `--paths` piped a name that does not open) while the same photo sat under its other names. A link
-        # whose target is gone does not open either (`exists`, not `lexists`, as `prune` judges).
-        first = next((r for r in records if os.path.exists(r.path)), records[0])
+        first = representative(records)
         hits.append(SearchHit(id=first.id, path=first.path, score=float(score), sha256=first.sha256 or "",
                               width=first.width, height=first.height,
                               duplicates=[r.path for r in records if r is not first]))
