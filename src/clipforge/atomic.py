@@ -88,12 +88,19 @@ def _temp_stem(name: str, room: int) -> str:
     return f"{cut}~{digest}"
 
 
+_SUFFIX_MAX = 32
+"""Longest suffix a temporary keeps (``.safetensors`` is 12 bytes): `Path.suffix` of ``r.<80 Chinese characters>`` is
+everything after the dot, which left no room for the name (review 65); a format's suffix is never that long."""
+
+
 def _create_temp(target: Path, suffix: str) -> Path:
     """A new empty file beside `target`, created with mode 0666 so the kernel applies the umask.
 
     Its name keeps within `NAME_MAX` bytes for any legal target name: the pid, random part, host and suffix add
     25-60 bytes, and a target of 220-255 bytes (79 Chinese characters and ``.png``) could not be written at all
     (ENAMETOOLONG); its target's name is then shortened (`_temp_stem`)."""
+    if len(os.fsencode(suffix)) > _SUFFIX_MAX:  # "r.<80 Chinese characters>": a name's tail, not a format's suffix
+        suffix = ""
     while True:
         tail = f".{os.getpid()}-{secrets.token_hex(4)}.tmp@{host_tag()}{suffix}"
         stem = _temp_stem(target.name, NAME_MAX - 1 - len(os.fsencode(tail)))

@@ -10,7 +10,7 @@ their `run` functions so `clipforge --help` stays fast.
 ``error: ...`` on stderr and status 2 (`report_error`, which commands that keep going after a
 bad item call too), a missing optional extra names it ("pip install 'clipforge[app]'"), a closed
 stdout (`clipforge models --json | head`) ends quietly with 141, a stdout closed before the start (``>&-``) is
-refused in one line (a closed stderr goes to /dev/null: `_standard_streams`), Ctrl-C with ``interrupted`` and 130,
+refused in one line (a service's, and a closed stderr, go to /dev/null: `_standard_streams`), Ctrl-C with ``interrupted`` and 130,
 SIGTERM (a service manager's stop) the same way with ``terminated`` and 143; a command that can say what its
 run left adds it (``set_defaults(stop_note=...)``: `index add` keeps every committed batch and resumes when
 run again). Anything else is a bug and keeps its traceback. No other module calls `sys.exit` or chooses a
@@ -152,8 +152,9 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
 @contextlib.contextmanager
 def _log_records_as_lines() -> Iterator[None]:
     """Library log records that reach no handler (Python's `logging.lastResort`, which printed the bare message:
-    ``could not write class-embedding cache ...``) as `_show_warning`'s lines: ``warning: ...``, escaped. A handler
-    someone configured (an eval run's log file, a test's capture) gets the records as before."""
+    ``could not write class-embedding cache ...``) as `_show_warning`'s lines: ``warning: ...``, escaped, and a
+    record's traceback after it as lastResort printed it (a server's 500 is diagnosed from it). A handler someone
+    configured (an eval run's log file, a test's capture) gets the records as before."""
     import logging
 
     from clipforge.cli.common import one_line as printable
@@ -162,6 +163,9 @@ def _log_records_as_lines() -> Iterator[None]:
         def emit(self, record: logging.LogRecord) -> None:
             try:
                 print(f"{record.levelname.lower()}: {printable(record.getMessage())}", file=sys.stderr)
+                if record.exc_info:  # the cause of a server's 500 (`server.errors.api_error`): kept, line by line
+                    for line in logging.Formatter().formatException(record.exc_info).splitlines():
+                        print(printable(line), file=sys.stderr)
             except Exception:  # logging's rule: a record that cannot be shown never stops the program
                 self.handleError(record)
 
@@ -177,29 +181,41 @@ CLOSED_STDOUT = ("standard output is closed (>&-): clipforge writes its results 
                  "discard them, send them to /dev/null (>/dev/null)")
 
 
-def _standard_streams() -> str | None:
-    """A closed standard stream made safe, or the error when no command can run (audit 65).
+def _standard_streams(argv: Sequence[str] | None) -> str | None:
+    """A closed standard stream made safe, or the error when the command cannot run (audit 65).
 
     stderr closed (``2>&-``, ``sys.stderr`` None): progress bars (tqdm raised), notices and warnings (printed on
     stdout, in front of --json) go to /dev/null, which also takes descriptor 2, so no file opened later gets it and
     what C code or a child writes to "stderr". stdout closed (``>&-``): every command's results or summary go
-    there, so none starts: nothing done, rather than a run whose output is thrown away (`CLOSED_STDOUT`)."""
+    there, so none starts: nothing done, rather than a run whose output is thrown away (`CLOSED_STDOUT`); except a
+    service (`serve`, `milvus-server`: what a daemonizer starts with ``>&- 2>&-``), whose stdout is only its log
+    and goes to /dev/null the same way (review 65: uvicorn's log setup raised there before)."""
     if sys.stderr is None:
-        fd = os.open(os.devnull, os.O_WRONLY)
-        try:
-            os.fstat(2)
-        except OSError:  # free: /dev/null takes it
-            os.dup2(fd, 2)
-            os.close(fd)
-            fd = 2
-        sys.stderr = open(fd, "w", encoding="utf-8", errors="backslashreplace")  # noqa: SIM115 (the process's)
-    return CLOSED_STDOUT if sys.stdout is None else None
+        sys.stderr = _devnull_on(2)
+    if sys.stdout is None:
+        tokens = list(sys.argv[1:] if argv is None else argv)
+        if next((t for t in tokens if not t.startswith("-")), None) not in _OWN_SIGNALS:
+            return CLOSED_STDOUT
+        sys.stdout = _devnull_on(1)
+    return None
+
+
+def _devnull_on(descriptor: int) -> TextIO:
+    """/dev/null as a text stream, on `descriptor` when that is free (closed), so no file opened later takes it."""
+    fd = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.fstat(descriptor)
+    except OSError:  # free: /dev/null takes it
+        os.dup2(fd, descriptor)
+        os.close(fd)
+        fd = descriptor
+    return open(fd, "w", encoding="utf-8", errors="backslashreplace")  # noqa: SIM115 (the process's)
 
 
 def main(argv: Sequence[str] | None = None, *, decode_ahead: bool = False) -> int:
     """Run one command; `decode_ahead` (the console script) lets a command that reads photos start
     decoding them before torch is imported (`_decode_ahead`)."""
-    if (closed := _standard_streams()) is not None:
+    if (closed := _standard_streams(argv)) is not None:
         return report_error(closed)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)

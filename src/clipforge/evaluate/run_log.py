@@ -36,6 +36,38 @@ class _RunFilter(logging.Filter):
         return self.run in _OPEN_RUNS.get()
 
 
+class _OutsideRuns(logging.Handler):
+    """Records logged outside every open run, shown as if no run were open.
+
+    While a run's handler sits on the package logger, logging's last resort (stderr, or the CLI's one-line form)
+    is not used, since a handler exists; the run filters refuse a record of another thread, so a clipforge warning
+    logged there went nowhere (review 65). This handler, on the package logger while any run is open, hands such a
+    record to the last resort when no handler of the application would show it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if _OPEN_RUNS.get():  # a run's own record: its log has it, as before
+            return
+        last = logging.lastResort
+        if last is not None and record.levelno >= last.level and not _shown_elsewhere(record.name):
+            last.handle(record)
+
+
+def _shown_elsewhere(name: str) -> bool:
+    """Whether a handler other than the run logs' (the application's, a test's capture) takes records of `name`."""
+    logger: logging.Logger | None = logging.getLogger(name)
+    while logger is not None:
+        if any(not isinstance(h, _OutsideRuns) and not any(isinstance(f, _RunFilter) for f in h.filters)
+               for h in logger.handlers):
+            return True
+        if not logger.propagate:
+            return False
+        logger = logger.parent
+    return False
+
+
+_OUTSIDE_RUNS = _OutsideRuns()
+
+
 def _hold_info_level(package: logging.Logger) -> None:
     """Let INFO records through the package logger while any run log is open. Counted across the process: the
     level is set by the first run to open and put back by the last to close (per run, the run that closed first
@@ -47,6 +79,7 @@ def _hold_info_level(package: logging.Logger) -> None:
             new = logging.INFO if old == logging.NOTSET or old > logging.INFO else old
             package.setLevel(new)
             _level_saved = (old, new)
+            package.addHandler(_OUTSIDE_RUNS)
         _level_users += 1
 
 
@@ -55,6 +88,8 @@ def _release_info_level(package: logging.Logger) -> None:
     global _level_users, _level_saved
     with _LEVEL_LOCK:
         _level_users -= 1
+        if _level_users == 0:
+            package.removeHandler(_OUTSIDE_RUNS)
         if _level_users == 0 and _level_saved is not None:
             old, new = _level_saved
             if package.level == new:

@@ -8,6 +8,8 @@ The pixel limit is our own `max_pixels` argument, never Pillow's process-wide
 ``Image.MAX_IMAGE_PIXELS``: whatever another library set that global to, the same file loads (or
 is refused) the same way here. Pillow's check of that global is not run on an open (`open_header`), so it
 neither refuses nor warns, and no warning filter is touched (a per-open ``catch_warnings`` raced between threads).
+Two openers check a size of their own (a GIF frame beyond its screen, an icon's picture): a refusal there is
+retried with the global lifted, and a frame between 1x and 2x the global still gets Pillow's warning (rare).
 
 A path is opened as every reader of user files opens one, `regular_file.open_regular_file` (a FIFO, socket or
 device refused by its type before it is opened, the open non-blocking, type and size checked again on the open
@@ -221,11 +223,11 @@ def open_header(source: IO[bytes], formats: Sequence[str]) -> Image.Image:
         if name not in Image.OPEN:
             Image.init()
         factory, accept = Image.OPEN.get(name, (None, None))
-        verdict = factory is not None and (not accept or accept(prefix))
-        if not verdict or isinstance(verdict, str):  # a str: "this format's reader is not installed"
-            continue
-        source.seek(0)
-        try:
+        try:  # `accept` inside, as Image.open: DIB's reads 4 bytes, a 1-3 byte file is "not this format"
+            verdict = factory is not None and (not accept or accept(prefix))
+            if not verdict or isinstance(verdict, str):  # a str: "this format's reader is not installed"
+                continue
+            source.seek(0)
             return factory(source, "")
         except _NOT_THIS_FORMAT:
             continue

@@ -92,7 +92,7 @@ def _sample(tensor: torch.Tensor) -> bytes:
         return b""
     positions = _positions(tensor.numel(), tensor.device)
     if tensor.is_contiguous():
-        values = tensor.reshape(-1).index_select(0, positions)
+        values = tensor.reshape(-1)[positions]  # not index_select: torch has none for uint16/32/64
     else:  # a strided view: its elements by their index, without a copy of the whole tensor
         values = tensor[torch.unravel_index(positions, tensor.shape)]
     return values.cpu().reshape(-1).view(torch.uint8).numpy().tobytes()
