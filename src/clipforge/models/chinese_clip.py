@@ -99,7 +99,7 @@ class ChineseCLIP(nn.Module):
         return self.visual.input_resolution
 
     def encode_image(self, image: torch.Tensor) -> torch.Tensor:
-        check_image_batch(image)  # one line naming the shape, before the fast path's kernels (`tensor_checks`)
+        check_image_batch(image, tower=self.visual)  # one line naming the shape or size, before any kernel
         return self.visual(image.to(self.dtype))
 
     def encode_text(self, text: torch.Tensor) -> torch.Tensor:

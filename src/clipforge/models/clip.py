@@ -95,7 +95,9 @@ class CLIP(nn.Module):
 
     def encode_image(self, image: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         """Image features of a preprocessed float batch [batch, 3, H, W] (checked first: `tensor_checks`)."""
-        check_image_batch(image)  # the fast path's oneDNN kernels said gibberish for 1/4 channels or a 3-D tensor
+        # before the fast path's kernels (oneDNN said gibberish for 1/4 channels or a 3-D tensor) and the blocks (a size
+        # of another grid failed deep in them): one line naming the shape or the resolution, grad on or off
+        check_image_batch(image, tower=self.visual)
         features = self.visual(image.to(self.dtype))
         return F.normalize(features, dim=-1) if normalize else features
 

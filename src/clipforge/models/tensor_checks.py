@@ -9,8 +9,16 @@ touched and nothing is synchronised with a GPU; a trace (ONNX export, TorchScrip
 the example's, recorded as constants).
 
 Mistakes it names: a grayscale (1 channel) or RGBA (4 channel) image, an image without its batch dimension
-(``[3, H, W]``: ``image.unsqueeze(0)``), integer pixels, token ids without their batch dimension (``[77]``), a
-batch of tokenized batches (``[1, 2, 77]``), float "token ids", and a list of strings instead of tokens.
+(``[3, H, W]``: ``image.unsqueeze(0)``), integer pixels, images of another size than the model reads (a batch made
+by another model's preprocess: clipforge-tiny reads 32x32, most others 224x224), token ids without their batch
+dimension (``[77]``), a batch of tokenized batches (``[1, 2, 77]``), float "token ids", and a list of strings instead
+of tokens.
+
+The size is the image tower's own (`input_resolution`; `check_image_batch`'s `tower`), read as the tower reads it:
+what gives its grid of features is its size. A ViT's grid is a side // its patch (a few extra pixels are left
+unread by the strided convolution, as open_clip's, timm's and SigLIP-384's 378-of-384 pixels are), a ResNet's a
+side halved by its stride-2 stem (rounded up) then by 16 (an average pool and three strided stages). Another grid
+failed deep inside with "The size of tensor a (50) must match the size of tensor b (2)" (audit 65 citizen #1).
 """
 
 from __future__ import annotations
@@ -28,8 +36,17 @@ def _shape(x: torch.Tensor) -> str:
     return "[" + ", ".join(str(int(n)) for n in x.shape) + "]"
 
 
-def check_image_batch(image: Any, what: str = "encode_image", channels: int = 3) -> None:
-    """Raise a ValueError (TypeError for a non-tensor) unless `image` is a float tensor [batch, channels, H, W]."""
+def _grid(tower: torch.nn.Module, side: int) -> int:
+    """Rows (or columns) of features `tower` makes of `side` pixels (module docstring)."""
+    patch = getattr(tower, "patch_size", None)
+    return side // int(patch) if patch else (side + 1) // 2 // 16  # a ViT's patches; else a ModifiedResNet
+
+
+def check_image_batch(image: Any, what: str = "encode_image", channels: int = 3,
+                      tower: torch.nn.Module | None = None) -> None:
+    """Raise a ValueError (TypeError for a non-tensor) unless `image` is a float tensor [batch, channels, H, W] and,
+    given the image `tower`, of the size it reads: its `input_resolution` or another of the same grid (module
+    docstring), in the words the towers' own check uses (`layers.check_image_grid`, the fast ViT's)."""
     if torch.jit.is_tracing():  # a trace (ONNX, TorchScript) would record the comparison: its input is fixed
         return
     expected = f"{what} expects a float tensor [batch, {channels}, H, W]"
@@ -46,6 +63,12 @@ def check_image_batch(image: Any, what: str = "encode_image", channels: int = 3)
         raise ValueError(f"{expected}; got {_shape(image)}{hint}")
     if not image.is_floating_point():
         raise ValueError(f"{expected}; got {_shape(image)} of dtype {image.dtype} (preprocess gives normalised floats)")
+    side = getattr(tower, "input_resolution", None)
+    if side is not None:
+        height, width = int(image.shape[2]), int(image.shape[3])
+        grid = _grid(tower, int(side))
+        if _grid(tower, height) != grid or _grid(tower, width) != grid:
+            raise ValueError(f"expected images of {side}x{side}, got {height}x{width}")
 
 
 def check_token_batch(text: Any, what: str = "encode_text") -> None:
