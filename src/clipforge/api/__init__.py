@@ -24,6 +24,7 @@ them up here too.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from collections.abc import Sequence
@@ -43,6 +44,7 @@ from clipforge.api.sources import (
     _random_model,
     _Source,
     offline_test_configs,
+    seeded,
 )
 from clipforge.image import Preprocess
 from clipforge.models import CLIP, OPENAI_MODELS, canonical_name, create_model_from_config, get_config
@@ -231,7 +233,11 @@ def load_model(spec: Spec, device: str | torch.device | None = None, *, pretrain
     head, colon, tail = os.fspath(spec).partition(":")
     if colon and is_chinese_clip_name(head) and (error := _url_spec(tail)) is not None:  # cn-ARCH:https://...
         raise error
-    if pretrained is None and (chinese := load_chinese_clip(spec, download_root, seed)) is not None:
+    chinese = None
+    if pretrained is None:  # ``random:cn-*`` draws its weights in the hook: seeded there, the caller's state given back
+        with seeded(seed) if os.fspath(spec).startswith(RANDOM_PREFIX) else contextlib.nullcontext():
+            chinese = load_chinese_clip(spec, download_root, seed)
+    if chinese is not None:
         from clipforge.weights.preprocessing import preprocess_for
 
         _remember_label(chinese[0], spec)

@@ -1,7 +1,7 @@
 """What a model spec resolves to (`_Source`) and the small facts `clipforge.api.load_model` asks about one.
 
 Which weights a bare architecture name means (`_default_tag`), whether a tag is the registry's
-(`_is_registry_tag`), seeded random weights (`_random_model`), a file's cached fingerprint
+(`_is_registry_tag`), seeded random weights (`_random_model`, `seeded`), a file's cached fingerprint
 (`_known_fingerprint`) and where a family's downloaded tokenizer lies (`_cached_tokenizer_dirs`). None of
 them decides anything about a spec on its own: `clipforge.api.resolve_spec` and `load_model` do.
 """
@@ -9,6 +9,8 @@ them decides anything about a spec on its own: `clipforge.api.resolve_spec` and 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,14 +69,25 @@ def _is_registry_tag(arch: str, tag: str) -> bool:
     return tag in list_pretrained_tags_by_model(arch)
 
 
-def _random_model(arch: str, seed: int) -> CLIP:
-    """Seeded random weights without disturbing the caller's random state."""
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Torch's CPU generator seeded with `seed` inside, the caller's state given back after: random weights follow
+    the seed alone, and a notebook's later shuffles, dropout masks and samples are what they would have been. The
+    one save and restore of every random model (`_random_model`; Chinese-CLIP's ``random:cn-*``, drawn in the
+    loader hook `weights.cn_clip_load`, which reseeded the process for good: audit 65 citizen #4). Only the CPU
+    generator: models are built there, and `torch.manual_seed` would queue a reseed of every CUDA one too."""
     state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
+    torch.random.default_generator.manual_seed(seed)
     try:
-        return create_model_from_config(get_config(arch))
+        yield
     finally:
         torch.random.set_rng_state(state)
+
+
+def _random_model(arch: str, seed: int) -> CLIP:
+    """Seeded random weights without disturbing the caller's random state (`seeded`)."""
+    with seeded(seed):
+        return create_model_from_config(get_config(arch))
 
 
 def _known_fingerprint(path: Path) -> tuple[str | None, str | None]:

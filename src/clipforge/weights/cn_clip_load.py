@@ -148,7 +148,8 @@ def load_chinese_clip(spec: str | os.PathLike[str], download_root: str | os.Path
     """(model, name, weights) when `spec` is a Chinese-CLIP: ``cn-*`` (registry weights, downloaded and
     verified), ``random:cn-*``, ``cn-*:PATH`` (a file or folder of that architecture, as ``ARCH:PATH`` is for
     OpenAI's), a cn_clip checkpoint file, or a ChineseCLIPModel folder; else None, so `load_model` goes on with
-    its own resolution. Models come back fp32 in eval mode on the CPU.
+    its own resolution. Models come back fp32 in eval mode on the CPU. ``random:cn-*`` weights are drawn from torch's
+    generator as it stands: `load_model` calls this under `clipforge.api.sources.seeded` (`seed`, here the label).
 
     A file that is Chinese-CLIP's by its names (or by the ``cn-*`` before it) but holds something else (a list,
     a bare tensor, a ``state_dict`` that is no dict, missing or misshapen tensors) is one
@@ -157,8 +158,8 @@ def load_chinese_clip(spec: str | os.PathLike[str], download_root: str | os.Path
 
     text = os.fspath(spec)
     text = text.removesuffix(":cn_clip") if text.removesuffix(":cn_clip") in CN_CLIP_WEIGHTS else text  # ARCH:TAG
-    if text.startswith("random:") and text[7:] in CHINESE_CLIP_CONFIGS:
-        torch.manual_seed(seed)
+    if text.startswith("random:") and text[7:] in CHINESE_CLIP_CONFIGS:  # drawn from the generator `load_model`
+        # seeded with `seed` and gives back (`api.sources.seeded`): seeding it here reset the caller's for good
         return _finish(create_chinese_clip(text[7:])), text[7:], f"random (seed {seed})"
     if text in CN_CLIP_WEIGHTS:
         from clipforge.weights.cn_clip_data import TAG
