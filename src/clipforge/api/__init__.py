@@ -216,9 +216,12 @@ def load_model(spec: Spec, device: str | torch.device | None = None, *, pretrain
     run; otherwise the whole model is loaded as usual. Either way the model's fingerprint is that
     of the whole file.
 
-    Raises FileNotFoundError for a spec that names nothing, ValueError for a bad device or tag,
-    and the weights layer's CheckpointFormatError / UnsafeCheckpointError for a bad file.
+    Raises FileNotFoundError for a spec that names nothing, ValueError for a bad device or tag, TypeError for a
+    spec that is no str or path, and the weights layer's CheckpointFormatError / UnsafeCheckpointError for a bad file.
+    `towers` may name one tower as a string (``towers="text"`` is ``("text",)``, never its letters).
     """
+    _check_spec(spec, "spec")
+    towers = (towers,) if isinstance(towers, str) else towers
     unknown = sorted(set(towers or ()) - set(TOWERS))
     if unknown or (towers is not None and not towers):
         raise ValueError(f"towers must name some of {', '.join(TOWERS)}; got {list(towers or [])}")
@@ -301,6 +304,14 @@ def load_model(spec: Spec, device: str | torch.device | None = None, *, pretrain
     return LoadedModel(model, preprocess_for(model), source.name, weights)
 
 
+def _check_spec(spec: object, what: str) -> None:
+    """A TypeError naming the argument unless `spec` is a str or a path: `load(None)` and `load(123)` were
+    pathlib's "expected str, bytes or os.PathLike object, not NoneType", naming neither (audit 65 citizen #7)."""
+    if not isinstance(spec, (str, os.PathLike)):
+        raise TypeError(f"{what} must be a model name, random:ARCH or a checkpoint path (a str or os.PathLike), got "
+                        f"{type(spec).__name__}")
+
+
 def _remember_label(model: torch.nn.Module, spec: Spec) -> None:
     """The spec as the user gave it, kept on the model for messages about it (a model whose weights hold NaN is
     refused naming it: `clipforge.inference.encoder.check_finite`)."""
@@ -339,6 +350,7 @@ def load(name_or_path: Spec, device: str | torch.device | None = None, jit: bool
     and TorchScript is never executed: `jit=True` is accepted for compatibility and returns
     the eager model, which computes the same numbers.
     """
+    _check_spec(name_or_path, "name_or_path")
     if jit:
         warnings.warn("clipforge never executes TorchScript; jit=True returns the eager model",
                       stacklevel=2)

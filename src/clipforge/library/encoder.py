@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -102,33 +103,47 @@ class Encoder:
         """[N, 3, R, R] preprocessed batch (or uint8 [N, R, R, 3] crops) -> [N, D] unit float32 vectors."""
         return self.batch_encoder.images(pixels)
 
-    def encode_images(self, images: Sequence[Any], max_pixels: int | None = None) -> np.ndarray:
+    def encode_images(self, images: Any, max_pixels: int | None = None) -> np.ndarray:
         """PIL images, paths or raw bytes -> [N, D] unit vectors (decoding errors raise ImageLoadError).
 
         Paths and bytes (search-by-image queries) go through the same reader as indexed files, so a
-        query photo and the same photo in the library give the same vector.
+        query photo and the same photo in the library give the same vector. One path, one bytes object or
+        one PIL image is one image ([1, D]), as `encode_texts("a cat")` is one text: a str was read one
+        character per file ("1: file not found"), a Path was "'PosixPath' object is not iterable" (audit 65
+        citizen #7). An item of another type is a TypeError naming its position.
         """
         from clipforge.data.files import with_max_pixels
 
+        if isinstance(images, (str, os.PathLike, bytes, bytearray)) or hasattr(images, "convert"):
+            images = [images]
+        elif not isinstance(images, Iterable):
+            raise TypeError(f"images must be a path, image bytes, a PIL image or a list of those, got "
+                            f"{type(images).__name__}")
         preprocess = with_max_pixels(self.preprocess, max_pixels)
         rows = []
-        for item in images:
+        for i, item in enumerate(images):
             if hasattr(item, "convert"):  # already a PIL image
                 rows.append(self.encode_pixels(preprocess(item).unsqueeze(0))[0])
             elif isinstance(item, bytes | bytearray):
                 rows.append(self._encode_one(bytes(item), "<image bytes>", preprocess))
-            else:  # a path: the one file reader, as `index add` reads it
+            elif isinstance(item, (str, os.PathLike)):  # a path: the one file reader, as `index add` reads it
                 from clipforge.data.files import ImageFileReader
 
                 rows.append(self._encoded(ImageFileReader([item], preprocess)[0]))
+            else:
+                raise TypeError(f"images[{i}] must be a path, image bytes or a PIL image, got {type(item).__name__}")
         return np.stack(rows) if rows else np.zeros((0, self.embed_dim), np.float32)
 
     def encode_bytes(self, data: bytes, label: str = "<upload>") -> np.ndarray:
         """One uploaded image's bytes -> [D] unit vector, through the same reader as files.
 
-        Raises `clipforge.image.ImageLoadError` (a ValueError) naming `label` and the reason.
+        Raises `clipforge.image.ImageLoadError` (a ValueError) naming `label` and the reason; a TypeError for
+        data that is no bytes (a str was hashlib's "Strings must be encoded before hashing").
         """
-        return self._encode_one(data, label, self.preprocess)
+        if not isinstance(data, (bytes, bytearray)):
+            raise TypeError(f"encode_bytes takes an image file's bytes, got {type(data).__name__} (a path: "
+                            "encode_images([path]))")
+        return self._encode_one(bytes(data), label, self.preprocess)
 
     def _encode_one(self, data: bytes, label: str, preprocess: Any) -> np.ndarray:
         from clipforge.data.files import read_image_bytes

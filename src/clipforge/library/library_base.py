@@ -76,6 +76,8 @@ class LibraryBase:
     ) -> None:
         # Every keyword is checked before anything is made on disk: a refused call leaves no library behind
         # (`Library(path, vector_dtype="float64")` raised after creating an empty library.sqlite3).
+        if path is not None and not isinstance(path, (str, os.PathLike)):  # pathlib's "expected str, bytes or ..."
+            raise TypeError(f"path must be a library folder (a str or os.PathLike) or None, got {type(path).__name__}")
         check_max_pixels(max_pixels or None)  # 0 or None: the default limit
         if vector_dtype not in ("float32", "float16"):
             raise ValueError(f"vector_dtype must be 'float32' or 'float16', got {vector_dtype!r}")

@@ -25,7 +25,12 @@ __all__ = ["QueryMethods", "query_vector"]
 def query_vector(
     encoder: Encoder, max_pixels: int | None, query: str | None, text: str | Sequence[str] | None, image: Any
 ) -> np.ndarray:
-    """The unit query vector of a search (arithmetic `query`, `text`, `image`, or their sum): every store's."""
+    """The unit query vector of a search (arithmetic `query`, `text`, `image`, or their sum): every store's. A
+    `query` that is no str is one TypeError naming it (123 was "object of type 'int' has no len()")."""
+    if query is not None and not isinstance(query, str):
+        hint = "; several texts: search(text=[...])" if isinstance(query, (list, tuple)) else ""
+        raise TypeError(f"query must be a str (search arithmetic such as '\"cat\" - \"grass\"'), got "
+                        f"{type(query).__name__}{hint}")
     terms: list[QueryTerm] = parse_query(query) if query else []
     texts = [text] if isinstance(text, str) else list(text or [])
     terms += [QueryTerm(1.0, "text", t) for t in texts]
@@ -70,8 +75,10 @@ class QueryMethods:
         folders (one or several) and below them. A hit's `duplicates` are its copies (same bytes, another file);
         other names of the same file (links) are its `same_file`.
         """
-        if int(top_k) < 0:
-            raise ValueError(f"top_k must be 0 or more, got {top_k}")
+        # imported here: the classifier module's imports would slow every command's start
+        from clipforge.zeroshot.classifier import check_top_k
+
+        top_k = check_top_k(top_k, least=0)  # None, 2.7, "3" or True: one line naming it (0: no hits)
         vector = query_vector(self.encoder, self.max_pixels, query, text, image)
         hits = self.search_vector(
             vector,
