@@ -67,10 +67,10 @@ def run(args: argparse.Namespace) -> int:
     from clipforge.zeroshot.files import classify_files, parse_labels, read_labels_file
     from clipforge.zeroshot.label_notices import label_notice
 
-    for value in args.labels or ():  # before the model loads: bytes that are not UTF-8 (`text.typed`)
-        check_argument(value, "--labels")
+    if args.labels:  # before the model loads: bytes that are not UTF-8 (`text.typed`); the text it reads
+        args.labels = [check_argument(value, "--labels") for value in args.labels]
     if args.templates and any(brace in args.templates for brace in "{}\uff5b\uff5d"):  # inline, not a file's name
-        check_argument(args.templates, "--templates")
+        args.templates = check_argument(args.templates, "--templates")
     if args.top_k < 1:
         raise ValueError(f"--top-k must be at least 1, got {args.top_k}")
     if args.max_pixels is not None and args.max_pixels < 1:  # index add's words for its own --max-pixels

@@ -171,8 +171,7 @@ def _text_arguments(args: argparse.Namespace) -> None:
     for term in terms:
         if term.kind == "text":
             check_argument(term.value, "QUERY", words=True)
-    for tag in args.tag:
-        check_argument(tag, "--tag", words=True)
+    args.tag = [check_argument(tag, "--tag", words=True) for tag in args.tag]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -49,8 +49,8 @@ def run(args: argparse.Namespace) -> int:
     from clipforge.similarity import compute_similarity, plot_similarity
     from clipforge.text.typed import check_argument
 
-    for text in args.text:  # before the model loads: bytes that are not UTF-8, or nothing visible (`text.typed`)
-        check_argument(text, "--text", words=True)
+    # before the model loads: bytes that are not UTF-8, or nothing visible (`text.typed`); the text it reads
+    args.text = [check_argument(text, "--text", words=True) for text in args.text]
     if args.max_pixels is not None and args.max_pixels < 1:  # index add's words for its own --max-pixels
         raise ValueError(f"--max-pixels must be a positive number of pixels (the bomb guard, e.g. 178956970), "
                          f"got {args.max_pixels}")

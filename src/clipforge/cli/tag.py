@@ -64,10 +64,9 @@ def run(args: argparse.Namespace) -> int:
     from clipforge.text.typed import check_argument
 
     try:  # before the library opens: bytes that are not UTF-8 (`text.typed`) failed in SQLite once all was embedded
-        for value in args.labels:
-            check_argument(value, "--labels")
+        args.labels = [check_argument(value, "--labels") for value in args.labels]
         if args.templates and any(brace in args.templates for brace in "{}\uff5b\uff5d"):  # inline, not a file
-            check_argument(args.templates, "--templates")
+            args.templates = check_argument(args.templates, "--templates")
     except ValueError as exc:
         return fail(exc)
     try:

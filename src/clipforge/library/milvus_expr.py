@@ -23,7 +23,7 @@ from __future__ import annotations
 import base64
 import os
 
-from clipforge.library.dbfile import is_utf8_name
+from clipforge.library.dbfile import is_utf8_name, path_text
 
 __all__ = ["like_prefix", "quote", "under_expr"]
 
@@ -56,5 +56,5 @@ def b64_prefix(folder: str) -> str:
 
 def under_expr(folder: str) -> str:
     """A condition true for every stored path in `folder` and below (and maybe a few others: test exactly)."""
-    names = [f"path like {quote(like_prefix(folder))}"] if text_form(folder) else []
+    names = [f"path like {quote(like_prefix(path_text(folder)))}"] if text_form(folder) else []
     return "(" + " or ".join([*names, f"path like {quote(b64_prefix(folder))}"]) + ")"

@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from clipforge.errors import UserError
+from clipforge.text.typed import typed_text
 
 __all__ = ["QueryError", "QueryTerm", "combine_terms", "looks_like_path", "parse_query"]
 
@@ -247,6 +248,8 @@ def parse_query(query: str, is_image: Callable[[str], bool] | None = None) -> li
             raise _fail(query, pos, "empty term")
         if kind == "image":  # the shell leaves `~` alone inside the query's quotes: expand it here
             value = os.path.expanduser(value)
+        else:  # UTF-8 a C locale's command line left as escaped bytes is text (`text.typed.typed_text`)
+            value = typed_text(value)
         terms.append(QueryTerm(sign * weight, kind, value, bare=quoted is None and forced is None))
     if not terms:
         raise QueryError("empty query: give some text, an image, or both")

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 
 from clipforge.errors import Notice
 from clipforge.library.dbfile import is_utf8_name
+from clipforge.text.typed import typed_text
 
 __all__ = ["NotUtf8NamesNotice", "UnreadablePhotosNotice", "is_utf8_name", "not_utf8_sentence", "printable_line",
            "unreadable_sentence"]
@@ -119,6 +120,7 @@ def printable_line(text: str) -> str:
     `classify` showed ``写真\\u30001.jpg`` (review 63)."""
     if text.isprintable():
         return text
+    text = typed_text(text)  # bytes Python could not decode that are UTF-8 (a C locale's names): the text they are
     return "".join(c.encode("unicode_escape").decode("ascii") if _acts_on_terminal(c) else c for c in text)
 
 

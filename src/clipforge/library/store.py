@@ -21,7 +21,6 @@ statistics reads); `records` holds the values they return.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from typing import Any
@@ -219,9 +218,9 @@ class Store(TagReads, VectorReads):
         one for those stored as bytes (not UTF-8, see `dbfile.to_db`)."""
         prefix = folder.rstrip(os.sep) + os.sep
         ranges: list[tuple[str | bytes, str | bytes]] = []
-        with contextlib.suppress(UnicodeEncodeError):
-            prefix.encode("utf-8")
-            ranges.append((prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)))
+        stored = to_db(prefix)  # the text a name under it is stored as (its bytes' UTF-8, in every locale)
+        if isinstance(stored, str):
+            ranges.append((stored, stored[:-1] + chr(ord(stored[-1]) + 1)))
         raw = os.fsencode(prefix)
         ranges.append((raw, raw[:-1] + bytes([raw[-1] + 1])))
         rows: list[tuple[Any, ...]] = []

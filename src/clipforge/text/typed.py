@@ -8,8 +8,8 @@ Two things are not text to search or classify by, whatever the interface:
   after a `tag` run had embedded every prompt (audit 63 i18n #5). `unicode_problem` names the byte. Escaped bytes
   that are valid UTF-8 are another matter: a C locale with ``PYTHONUTF8=0`` decodes the command line as ASCII, so
   "猫" typed there arrives as three escaped bytes, which were refused as "not valid UTF-8" from a terminal "not
-  UTF-8" (audit 65 portability #2). `typed_text` reads them as UTF-8; until every caller takes the text
-  `check_argument` returns, such a value is refused with the true reason, the locale.
+  UTF-8" (audit 65 portability #2). `typed_text` reads them as UTF-8 first: `check_argument` returns that text,
+  which its callers use.
 - Text with no visible character: blanks (str.isspace), control characters (Cc: NUL, ESC), format characters (Cf:
   zero-width joiner and space, bidi overrides, the byte-order mark) and the other default-ignorable code points
   (variation selectors, Hangul fillers). A search for "\\u200d" embedded an empty prompt and answered ranked hits
@@ -23,7 +23,6 @@ models (`clipforge.server.bodies`) word the same problems with the same function
 from __future__ import annotations
 
 import re
-import sys
 import unicodedata
 from functools import cache
 
@@ -71,10 +70,6 @@ def unicode_problem(text: str, *, command_line: bool = False) -> str | None:
         return REQUEST_UNICODE
     before = text[:match.start()]
     where = f"after {('...' + before[-20:]) if len(before) > 20 else before!r}" if before else "at its start"
-    if 0xDC80 <= code <= 0xDCFF and _SURROGATE.search(utf8 := typed_text(text)) is None:  # the locale misread it
-        return (f"{utf8!r} is UTF-8 text, but Python read this command line as {sys.getfilesystemencoding()} (a "
-                "locale that is not UTF-8, such as LC_ALL=C with PYTHONUTF8=0): run it in a UTF-8 locale "
-                "(LC_ALL=C.UTF-8) or with PYTHONUTF8=1")
     if 0xDC80 <= code <= 0xDCFF:  # surrogateescape: the byte itself
         return f"not valid UTF-8 (byte 0x{code - 0xDC00:02x} {where}); {_TERMINAL}"
     return f"not valid Unicode text (a lone surrogate \\u{code:04x} {where}); {_TERMINAL}"
@@ -116,8 +111,10 @@ def control_character(text: str, allowed: str = "\t") -> str | None:
 
 
 def check_argument(value: str, flag: str, *, words: bool = False) -> str:
-    """`value` of the command-line `flag` when it is text (and, with `words`, holds a visible character: a query, a
-    text to compare, a tag to filter on), else a UsageError of one line naming the flag."""
+    """`value` of the command-line `flag` as text (`typed_text`: use what it returns) when it is text (and, with
+    `words`, holds a visible character: a query, a text to compare, a tag to filter on), else a UsageError of one
+    line naming the flag."""
+    value = typed_text(value)
     if problem := unicode_problem(value, command_line=True):
         raise UsageError(f"{flag}: {problem}")
     if words and (problem := invisible_problem(value)):
