@@ -163,15 +163,19 @@ COMMANDS = ("embed", "index-add", "embed-bf16", "index-add-bf16")
 
 # What every command pays before its first image: the imports and what `embed` and `index add` load, through the
 # function they call with the towers they ask for (`library/export.py`, `library_base.py`: `resolve_encoder(...,
-# towers=("image",))`, the image tower only once the fingerprint is known), fp32; then it ends as the commands do
-# (`cli.main.exit_without_teardown`: Python's own teardown, ~0.4 s, would make the anchor, not the commands,
-# longer). Loading both towers here (before 2026-12-07) made every "vs start-up + model-only" ratio read low.
-# argv: CKPT [DEVICE] (default cpu; `bench_cuda` passes cuda)
+# towers=("image",))`, the image tower only once the fingerprint is known), at the command's precision (a bf16
+# command casts its weights inside that call: ~0.4 s on the AMX Xeon, review 65, which an fp32 anchor counted as
+# the command's own work); then it ends as the commands do (`cli.main.exit_without_teardown`: Python's own
+# teardown, ~0.4 s, would make the anchor, not the commands, longer). Loading both towers here (before 2026-12-07)
+# made every "vs start-up + model-only" ratio read low.
+# argv: CKPT [DEVICE [PRECISION]] (default cpu, fp32; `bench_cuda` passes cuda)
 _STARTUP = ("import sys; from clipforge.library.encoder import resolve_encoder; "
             "from clipforge.cli.main import exit_without_teardown; "
-            "resolve_encoder(sys.argv[1], device=(sys.argv[2:] or ['cpu'])[0], towers=('image',)); "
+            "resolve_encoder(sys.argv[1], device=(sys.argv[2:] or ['cpu'])[0], "
+            "precision=(sys.argv[3:] or ['fp32'])[0], towers=('image',)); "
             "exit_without_teardown(0)")
-STARTUP_LOADS = "the image tower, as embed and index add load it (resolve_encoder towers=('image',)), fp32"
+STARTUP_LOADS = ("the image tower, as embed and index add load it (resolve_encoder towers=('image',)), at the "
+                 "command's precision")
 """What the start-up anchor loads, recorded with the results (`startup_loads`) so the report can say it."""
 # Model-only time, as its own process in the same round-robin as the commands (same load): the one
 # encoder (`BatchEncoder` of the commands' `Encoder`) on N uint8 crops at the commands' batch size, after
@@ -214,6 +218,8 @@ def _candidates(files: dict[str, Path], work: Path, bf16: bool, count: int = 300
         candidates["embed-bf16"] = lambda i: [*candidates["embed"](f"b{i}"), "--precision", "bf16"]
         candidates["index-add-bf16"] = lambda i: [*candidates["index-add"](f"b{i}"), "--precision", "bf16"]
     candidates["startup"] = lambda i: [sys.executable, "-c", _STARTUP, str(files["ckpt"])]
+    if bf16:
+        candidates["startup-bf16"] = lambda i: [sys.executable, "-c", _STARTUP, str(files["ckpt"]), "cpu", "bf16"]
     script = work / "model_only.py"
     script.write_text(_MODEL_ONLY)
     for precision in ["fp32", "bf16"] if bf16 else ["fp32"]:
@@ -237,9 +243,12 @@ def _summarise(results: dict[str, Any], seconds: dict[str, list[float]], cpus: d
             entry["vs_hf_loop"] = hf_s / entry["seconds"]
     else:
         results["hf_skipped"] = HF_MISSING
-    start = results["runs"].pop("startup")
-    startup, startup_cpu = start["seconds"], start["cpu_seconds"]
-    results["startup_seconds"], results["startup_cpu_seconds"] = startup, startup_cpu
+    starts = {p: results["runs"].pop("startup" if p == "fp32" else f"startup-{p}")
+              for p in precisions if p == "fp32" or f"startup-{p}" in results["runs"]}
+    startup = {p: v["seconds"] for p, v in starts.items()}
+    startup_cpu = {p: v["cpu_seconds"] for p, v in starts.items()}
+    results["startup_seconds"], results["startup_cpu_seconds"] = startup["fp32"], startup_cpu["fp32"]
+    results["startup_seconds_by_precision"] = startup
     results["startup_loads"] = STARTUP_LOADS
     only = {p: results["runs"].pop(f"model-only-{p}") for p in precisions}
     results["model_only_seconds"] = model_only = {p: v["seconds"] for p, v in only.items()}
@@ -248,10 +257,11 @@ def _summarise(results: dict[str, Any], seconds: dict[str, list[float]], cpus: d
         precision = "bf16" if name.endswith("bf16") else "fp32"
         if name != "hf-loop" and precision in model_only:
             entry["model_only_seconds"] = model_only[precision]
-            entry["vs_startup_plus_model"] = entry["seconds"] / (startup + model_only[precision])
+            entry["startup_seconds"] = startup.get(precision, startup["fp32"])
+            entry["vs_startup_plus_model"] = entry["seconds"] / (entry["startup_seconds"] + model_only[precision])
             # CPU time (decoding workers included) next to start-up + model-only CPU: holds up under load
             entry["cpu_vs_startup_plus_model"] = entry["cpu_seconds"] / (
-                startup_cpu + results["model_only_cpu_seconds"][precision])
+                startup_cpu.get(precision, startup_cpu["fp32"]) + results["model_only_cpu_seconds"][precision])
 
 
 def run(quick: bool = False, zoo: Any = None, progress: bool = True, count: int = 300) -> dict:
@@ -343,6 +353,7 @@ def run_on_device(device: torch.device, model: torch.nn.Module, count: int, prog
         dev = str(device)
         candidates = {
             "startup": [sys.executable, "-c", _STARTUP, str(ckpt), dev],
+            "startup-bf16": [sys.executable, "-c", _STARTUP, str(ckpt), dev, "bf16"],
             "model-only-fp32": [sys.executable, str(script), str(ckpt), "fp32", str(out["images"]), dev],
             "model-only-bf16": [sys.executable, str(script), str(ckpt), "bf16", str(out["images"]), dev],
             "embed": [*cf, "embed", str(images), "--model", str(ckpt), "--out", str(work / "e32"), "--float32",
@@ -372,9 +383,9 @@ def run_on_device(device: torch.device, model: torch.nn.Module, count: int, prog
         for name, ts in seconds.items():
             if ts:
                 out["runs"][name] = {"seconds": float(np.median(ts)), "all_seconds": ts}
-        startup = out["runs"].get("startup", {}).get("seconds")
         for name in ("embed", "embed-bf16"):
             precision = "bf16" if name.endswith("bf16") else "fp32"
+            startup = out["runs"].get("startup" if precision == "fp32" else "startup-bf16", {}).get("seconds")
             only = out["runs"].get(f"model-only-{precision}", {}).get("seconds")
             if startup and only and "seconds" in out["runs"].get(name, {}):
                 out["runs"][name]["vs_startup_plus_model"] = out["runs"][name]["seconds"] / (startup + only)

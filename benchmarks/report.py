@@ -339,14 +339,19 @@ def markdown(results: dict) -> str:
                   + (f" `--precision bf16` not measured: {commands['bf16_skipped']}." if commands.get("bf16_skipped")
                      else ""), ""]
         if "startup_seconds" in commands:
-            loads = ("what `embed` and `index add` load: the image tower, `resolve_encoder(..., towers=(\"image\",))`, "
-                     "fp32, fingerprint known; a bf16 command's cast of its weights counts as its own work"
+            loads = (("what `embed` and `index add` load: the image tower, `resolve_encoder(..., towers=(\"image\",))`, "
+                      "fingerprint known, at the command's precision (a bf16 command's anchor casts the weights as it "
+                      "does)" if "startup_seconds_by_precision" in commands else
+                      "what `embed` and `index add` load: the image tower, `resolve_encoder(..., towers=(\"image\",))`, "
+                      "fp32, fingerprint known; a bf16 command's cast of its weights counts as its own work")
                      if commands.get("startup_loads") else
                      "the whole checkpoint, both towers, where `embed` and `index add` load the image tower only, "
                      "so this run's \"vs start-up + model-only\" ratios read low; since 2026-12-07 the anchor loads "
                      "what the commands load")
             lines += [f"Start-up (a process that imports clipforge and loads {loads}): "
-                      f"{_fmt(commands['startup_seconds'])} s. Model only (the one encoder on {commands['images']} "
+                      + (", ".join(f"{k} {_fmt(v)} s" for k, v in commands["startup_seconds_by_precision"].items())
+                         if "startup_seconds_by_precision" in commands else f"{_fmt(commands['startup_seconds'])} s")
+                      + f". Model only (the one encoder on {commands['images']} "
                       "uint8 crops, batch 64 as the commands, its own process in the same round-robin): " + ", ".join(
                           f"{k} {_fmt(v)} s" for k, v in commands["model_only_seconds"].items())
                       + (f". The weights file's first use hashes it once: {_fmt(commands['fingerprint_first_use_seconds'])} s"

@@ -109,7 +109,9 @@ def _print_commands(data: dict) -> None:
         print(f"  HF rows not measured: {data['hf_skipped']}")
     if "startup_seconds" in data:
         loads = "the image tower, as the commands" if data.get("startup_loads") else "the whole checkpoint"
-        print(f"  start-up (import + load {loads}) {data['startup_seconds']:.1f} s; model only for "
+        starts = data.get("startup_seconds_by_precision") or {"": data["startup_seconds"]}
+        print(f"  start-up (import + load {loads}) " + ", ".join(f"{k} {v:.1f} s".strip() for k, v in starts.items())
+              + "; model only for "
               f"{data['images']} images: " + ", ".join(f"{k} {v:.1f} s" for k, v in data["model_only_seconds"].items())
               + (f"; first use of the weights file hashes them once: {data['fingerprint_first_use_seconds']:.2f} s"
                  if "fingerprint_first_use_seconds" in data else ""))

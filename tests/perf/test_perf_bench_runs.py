@@ -102,6 +102,24 @@ def test_startup_section_runs_every_process_in_its_own_cache(tmp_path: Path, mon
         assert cache.parent.name.startswith("clipforge-bench-startup-") and cache.parent.parent == work, argv
 
 
+def test_a_bf16_command_is_held_against_a_bf16_start_up(tmp_path: Path) -> None:
+    """Review 65: the anchor loaded fp32 for every row, so a bf16 command's cast of its weights (~0.4 s on the AMX
+    Xeon) counted as the command's own work. Each precision's rows now divide by that precision's start-up."""
+    files = {"ckpt": tmp_path / "w.safetensors", "images": tmp_path}
+    candidates = bench_commands._candidates(files, tmp_path, bf16=True)
+    assert candidates["startup-bf16"](0)[-3:] == [str(files["ckpt"]), "cpu", "bf16"]
+    assert len(candidates["startup"](0)) == 4  # fp32: the default precision
+    results: dict = {"images": 300, "runs": {}}
+    seconds = {"embed": [10.0], "embed-bf16": [6.0], "startup": [1.0], "startup-bf16": [1.5],
+               "model-only-fp32": [8.0], "model-only-bf16": [3.0]}
+    bench_commands._summarise(results, seconds, {k: [v[0]] for k, v in seconds.items()}, ["fp32", "bf16"])
+    assert results["startup_seconds_by_precision"] == {"fp32": 1.0, "bf16": 1.5}
+    assert results["runs"]["embed"]["vs_startup_plus_model"] == pytest.approx(10 / 9)
+    assert results["runs"]["embed-bf16"]["vs_startup_plus_model"] == pytest.approx(6 / 4.5)
+    assert results["runs"]["embed-bf16"]["cpu_vs_startup_plus_model"] == pytest.approx(6 / 4.5)
+    assert "startup-bf16" not in results["runs"]
+
+
 def _hide_transformers(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "transformers", None)  # as if not installed (the audit's repro)
 
