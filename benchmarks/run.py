@@ -284,8 +284,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {out_path} ({results['wall_seconds'] / 60:.1f} min, load at end {results['load_average_end']})")
     if kind in ("partial", "tiny") and not write_docs:
         what = f"partial run ({','.join(results['only'])})" if partial else "--tiny run"
-        print(f"{what}: benchmarks/results.json and docs/performance.md are left as they are "
-              "(--docs rewrites the docs block from this run)")
+        full = ROOT / "benchmarks" / "results.json"
+        if Path(out_path).resolve() == full.resolve():  # --out named it: say so, never that it was left alone
+            print(f"{what}: --out replaced the full run's benchmarks/results.json with this run; "
+                  "docs/performance.md is left as it is")
+        else:
+            print(f"{what}: benchmarks/results.json and docs/performance.md are left as they are "
+                  "(--docs rewrites the docs block from this run)")
     if write_docs:
         docs = ROOT / "docs" / "performance.md"
         report.update_docs(docs, report.markdown(results))
