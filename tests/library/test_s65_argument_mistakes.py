@@ -61,6 +61,7 @@ def test_encode_bytes_names_bytes(library) -> None:
     assert str(error.value) == "encode_bytes takes an image file's bytes, got str (a path: encode_images([path]))"
     assert lib.encoder.encode_bytes(photos[0].read_bytes()).shape == (lib.encoder.embed_dim,)
     assert lib.encoder.encode_bytes(bytearray(photos[0].read_bytes())).shape == (lib.encoder.embed_dim,)
+    assert lib.encoder.encode_bytes(memoryview(photos[0].read_bytes())).shape == (lib.encoder.embed_dim,)  # as before
 
 
 @pytest.mark.parametrize(("query", "said"), [
@@ -86,6 +87,8 @@ def test_valid_searches_still_answer(library) -> None:
     lib, photos = library
     assert len(lib.search("a cat", top_k=2)) == 2
     assert len(lib.search("a cat", top_k=np.int64(1))) == 1
+    assert len(lib.search("a cat", top_k=2.0)) == 2  # a whole float (a JSON number) worked before: kept
+    assert len(lib.search("a cat", top_k=np.float32(1))) == 1
     assert lib.search("a cat", top_k=0) == []
     assert len(lib.search(text=["a cat", "a dog"], top_k=3)) == 3
     assert lib.search(image=str(photos[1]), top_k=1)[0].path == str(photos[1])

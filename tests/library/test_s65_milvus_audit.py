@@ -258,3 +258,26 @@ def test_a_collection_name_ending_in_a_newline_is_refused(spec) -> None:
     assert str(refused.value) == (f"--store {spec!r}: collection 'abc\\n' must be letters, digits and _ (not "
                                   "starting with a digit) (expected milvus://HOST:PORT/COLLECTION or "
                                   "milvus-lite:PATH.db)")
+
+
+def test_milvus_pages_and_ids_are_checked_as_the_embedded_stores(tmp_path, tiny_encoder) -> None:
+    """Review 65 (revapi): the embedded store's checks of a page and an id did not reach the Milvus library:
+    `list_images(limit=-1)` gave every image but the last (a slice from the end), `offset=-5` the last five, and
+    `get_image(10**30)` Milvus's parse error said as a store that is down (StoreUnavailableError)."""
+    write_images(tmp_path / "photos", 3)
+    milvus = MilvusLibrary(f"milvus-lite:{tmp_path}/m.db", tmp_path / "mlib", tiny_encoder)
+    try:
+        milvus.add([str(tmp_path / "photos")], progress=False)
+        assert len(milvus.list_images()) == 3
+        for kwargs, said in (({"limit": -1}, "limit must be 0 or more (None: no limit), got -1"),
+                             ({"offset": -5}, "offset must be 0 or more, got -5")):
+            with pytest.raises(ValueError) as error:
+                milvus.list_images(**kwargs)
+            assert str(error.value) == said
+        assert milvus.get_image(10**30) is None
+        with pytest.raises(KeyError):
+            milvus.thumbnail(10**30)
+        first = milvus.list_images(limit=1)[0]
+        assert milvus.get_image(first.id).path == first.path  # a real id still found
+    finally:
+        milvus.close()

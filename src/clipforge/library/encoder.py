@@ -140,7 +140,7 @@ class Encoder:
         Raises `clipforge.image.ImageLoadError` (a ValueError) naming `label` and the reason; a TypeError for
         data that is no bytes (a str was hashlib's "Strings must be encoded before hashing").
         """
-        if not isinstance(data, (bytes, bytearray)):
+        if not isinstance(data, (bytes, bytearray, memoryview)):  # bytes-like, as before (review 65)
             raise TypeError(f"encode_bytes takes an image file's bytes, got {type(data).__name__} (a path: "
                             "encode_images([path]))")
         return self._encode_one(bytes(data), label, self.preprocess)

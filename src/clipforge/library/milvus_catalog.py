@@ -25,7 +25,7 @@ from clipforge.library.milvus_writer import RECORD_FIELDS, record_from_row
 from clipforge.library.queries import QueryMethods
 from clipforge.library.scan import FolderFilter
 from clipforge.library.search import SearchHit
-from clipforge.library.store import ImageRecord
+from clipforge.library.store import ImageRecord, check_page, stored_id
 from clipforge.library.uploads import home_hit, home_record
 
 
@@ -67,7 +67,10 @@ class MilvusCatalog(QueryMethods):
         return record
 
     def get_image(self, image_id: int) -> ImageRecord | None:
-        rows = self.space.query(f"id == {int(image_id)}", RECORD_FIELDS, limit=1)
+        key = stored_id(image_id)
+        if key is None:
+            return None
+        rows = self.space.query(f"id == {key}", RECORD_FIELDS, limit=1)
         return self._record(rows[0]) if rows else None
 
     def get_path(self, path: str) -> ImageRecord | None:
@@ -118,6 +121,7 @@ class MilvusCatalog(QueryMethods):
     def list_images(self, limit: int = 100, offset: int = 0, status: str | None = "ok") -> list[ImageRecord]:
         """A page of images, oldest first, by the order of `_order` (reused for `listing_ttl` seconds); the page's
         full rows are then read by key."""
+        check_page(limit, offset)
         order = self._listing(f"order:{self.space.fingerprint}:{status}", lambda: self._order(status))
         return self._records(order[int(offset) : int(offset) + int(limit)])
 

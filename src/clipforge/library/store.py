@@ -33,10 +33,30 @@ from clipforge.library.store_tags import TagReads
 from clipforge.library.store_vectors import VectorReads
 from clipforge.library.transaction import Transaction, checked_mark
 
-_SQLITE_MIN, _SQLITE_MAX = -(2**63), 2**63 - 1  # the ids an INTEGER column can hold
+_ID_MIN, _ID_MAX = -(2**63), 2**63 - 1  # the ids a store can hold: SQLite's INTEGER, Milvus's INT64
+
+
+def stored_id(image_id: int) -> int | None:
+    """`image_id` as an int, None where no store can hold it: an id past 64-bit integers names no row (it was
+    sqlite3's "OverflowError: Python int too large to convert to SQLite INTEGER", and Milvus's parse error,
+    said as a store that is down). Both stores' lookups take it (audit 65 citizen #7, review 65)."""
+    image_id = int(image_id)
+    return image_id if _ID_MIN <= image_id <= _ID_MAX else None
+
+
+def check_page(limit: int | None, offset: int) -> None:
+    """A negative page bound is a ValueError naming it: SQLite reads LIMIT -1 as no limit and a negative OFFSET as
+    0, and a Python slice counts them from the end, so `limit=-1` listed every image (or all but the last) without a
+    word (audit 65 citizen #7, review 65). Both stores' `list_images` take it."""
+    if limit is not None and int(limit) < 0:
+        raise ValueError(f"limit must be 0 or more (None: no limit), got {limit}")
+    if int(offset) < 0:
+        raise ValueError(f"offset must be 0 or more, got {offset}")
 
 __all__ = [
     "SCHEMA_VERSION",
+    "check_page",
+    "stored_id",
     "DamagedLibraryError",
     "FileState",
     "ImageRecord",
@@ -117,12 +137,12 @@ class Store(TagReads, VectorReads):
     def image(self, image_id: int) -> ImageRecord | None:
         """The record of `image_id`, None when there is none: an id past SQLite's 64-bit integers names no row (it
         was sqlite3's "OverflowError: Python int too large to convert to SQLite INTEGER")."""
-        image_id = int(image_id)
-        if not _SQLITE_MIN <= image_id <= _SQLITE_MAX:
+        key = stored_id(image_id)
+        if key is None:
             return None
         row = (
             self.conn()
-            .execute(f"SELECT {IMAGE_COLUMNS} FROM images WHERE id = ?", (image_id,))
+            .execute(f"SELECT {IMAGE_COLUMNS} FROM images WHERE id = ?", (key,))
             .fetchone()
         )
         return image_record(row) if row else None
@@ -152,10 +172,7 @@ class Store(TagReads, VectorReads):
         """A page of records by id: `limit` of them (None: all) after the first `offset`. A negative one is a
         ValueError naming it: SQLite reads LIMIT -1 as no limit and a negative OFFSET as 0, so `limit=-1` listed
         every image without a word (audit 65 citizen #7)."""
-        if limit is not None and int(limit) < 0:
-            raise ValueError(f"limit must be 0 or more (None: no limit), got {limit}")
-        if int(offset) < 0:
-            raise ValueError(f"offset must be 0 or more, got {offset}")
+        check_page(limit, offset)
         sql = f"SELECT {IMAGE_COLUMNS} FROM images"
         params: list[Any] = []
         if status is not None:

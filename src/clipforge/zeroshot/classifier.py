@@ -13,6 +13,7 @@ evaluation ranked first (audit 62).
 from __future__ import annotations
 
 import logging
+import numbers
 import operator
 import os
 import time
@@ -112,11 +113,12 @@ _NO_IMAGES = ("images: no image given; expected a path, a PIL image, a preproces
 
 def check_top_k(top_k: Any, least: int = 1) -> int:
     """`top_k` as an int of `least` or more, or one ValueError naming it: `predict`'s (1) and `Library.search`'s (0:
-    no hits), where None was int()'s own message and 2.7 gave two hits without a word (audit 65 citizen #7)."""
+    no hits), where None was int()'s own message and 2.7 gave two hits without a word (audit 65 citizen #7); a whole
+    float is its int (review 65)."""
     try:
         value = operator.index(top_k)  # ints and numpy ints; not 2.5, "5" or True
-    except TypeError:
-        value = None
+    except TypeError:  # a whole float (3.0, np.float64(3): a JSON number, a slider's value) worked before: kept
+        value = int(top_k) if isinstance(top_k, numbers.Real) and float(top_k).is_integer() else None
     if value is None or isinstance(top_k, bool) or value < least:
         raise ValueError(f"top_k must be an int of {least} or more, got {top_k!r}")
     return value
