@@ -40,3 +40,30 @@ def test_random_chinese_weights_still_follow_the_seed(cn_tiny: str) -> None:
     assert torch.equal(first, again)
     assert not torch.equal(first, other)
     assert load_model(cn_tiny, "cpu", seed=1).weights == "random (seed 1)"
+
+
+def test_random_models_built_in_threads_at_once_follow_their_seed_alone() -> None:
+    """Review 65 (revapi): `seeded` saved, seeded and restored the process's one generator with nothing held, so
+    random models built in threads at once drew from each other's streams (weights no longer the seed's)."""
+    import sys
+    import threading
+
+    reference = load_model("random:test-vit-tiny").model.state_dict()
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # interleave the builds' Python as often as the interpreter can
+    try:
+        built: list = []
+
+        def build() -> None:
+            built.append(load_model("random:test-vit-tiny").model.state_dict())
+
+        threads = [threading.Thread(target=build) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert len(built) == 4
+    for state in built:
+        assert all(torch.equal(state[k], reference[k]) for k in reference)

@@ -9,6 +9,7 @@ them decides anything about a spec on its own: `clipforge.api.resolve_spec` and 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -75,13 +76,19 @@ def seeded(seed: int) -> Iterator[None]:
     the seed alone, and a notebook's later shuffles, dropout masks and samples are what they would have been. The
     one save and restore of every random model (`_random_model`; Chinese-CLIP's ``random:cn-*``, drawn in the
     loader hook `weights.cn_clip_load`, which reseeded the process for good: audit 65 citizen #4). Only the CPU
-    generator: models are built there, and `torch.manual_seed` would queue a reseed of every CUDA one too."""
-    state = torch.random.get_rng_state()
-    torch.random.default_generator.manual_seed(seed)
-    try:
-        yield
-    finally:
-        torch.random.set_rng_state(state)
+    generator: models are built there, and `torch.manual_seed` would queue a reseed of every CUDA one too. Random
+    models built in threads at once take turns (`_SEEDING`): the generator is the process's, and two interleaved
+    builds drew from each other's streams (review 65); a caller's own draws in another thread meanwhile are its own."""
+    with _SEEDING:
+        state = torch.random.get_rng_state()
+        torch.random.default_generator.manual_seed(seed)
+        try:
+            yield
+        finally:
+            torch.random.set_rng_state(state)
+
+
+_SEEDING = threading.RLock()  # re-entrant: a random Chinese-CLIP's loader hook runs inside load_model's `seeded`
 
 
 def _random_model(arch: str, seed: int) -> CLIP:
