@@ -281,3 +281,89 @@ def test_milvus_pages_and_ids_are_checked_as_the_embedded_stores(tmp_path, tiny_
         assert milvus.get_image(first.id).path == first.path  # a real id still found
     finally:
         milvus.close()
+
+
+# -- review 65 (revmilvus): a space filled later, and a copy out of Milvus ----------------------------------------
+def test_a_space_filled_later_shows_the_copy_the_embedded_store_shows(tmp_path, tiny_encoder) -> None:
+    """Finding 1: a second model space stamped its own `added_at` in the order it was filled (path order), so its
+    hits showed the copy that sorts first; the embedded store's ids are per file, shared by every space. A file's
+    row in a later space now takes the time its row in another space holds."""
+    photos = write_images(tmp_path / "photos", 3)
+    copy = tmp_path / "a_copy" / photos[0].name  # identical bytes, sorting before photos/, added after them
+    copy.parent.mkdir()
+    shutil.copyfile(photos[0], copy)
+    other = resolve_encoder("test-rn-tiny")
+    seen = []
+    for kind in ("embedded", "milvus"):
+        root = tmp_path / kind
+        library = _open(kind, root, tiny_encoder)
+        try:
+            library.add(tmp_path / "photos", workers=0, progress=False)
+            library.add(tmp_path / "a_copy", workers=0, progress=False)
+        finally:
+            library.close()
+        library = _open(kind, root, other, new_space=True)
+        try:  # the later space filled in path order: the copy is written to it first
+            library.add([tmp_path / "a_copy", tmp_path / "photos"], workers=0, progress=False)
+            seen.append((_shown(library.search(image=str(photos[0]), top_k=1)),
+                         [r.path for r in library.list_images(status=None)]))
+        finally:
+            library.close()
+    assert seen[1] == seen[0]
+    assert seen[0] == ([(str(photos[0]), [str(copy)], [], [])], [*map(str, photos), str(copy)])
+
+
+def test_a_copy_out_of_milvus_numbers_its_records_oldest_first(tmp_path, tiny_encoder) -> None:
+    """Finding 2: `index copy` to an embedded library numbered the records in the order the collection returned
+    them (after a `tag` run on milvus-lite, not the order they were added), so the copy listed them, and showed
+    another of identical photos, unlike its source. It now writes them oldest first, `(added_at, path)`."""
+    from clipforge.library.transfer import copy_library
+
+    photos = write_images(tmp_path / "photos", 3)
+    copy = tmp_path / "a_copy" / photos[0].name
+    milvus = _open("milvus", tmp_path, tiny_encoder)
+    try:
+        milvus.add(tmp_path / "photos", workers=0, progress=False)
+        copy.parent.mkdir()
+        shutil.copyfile(photos[0], copy)
+        milvus.add(tmp_path / "a_copy", workers=0, progress=False)
+        milvus.classify(LABELS, top_k=2, progress=False)  # a `tag` run: the rows move to a new collection
+        source = (_shown(milvus.search(image=str(photos[0]), top_k=1)),
+                  [r.path for r in milvus.list_images(status=None)], [r.path for r in milvus.iter_images()])
+    finally:
+        milvus.close()
+    copy_library(f"milvus-lite:{tmp_path}/m.db", to_library=tmp_path / "copied", progress=False)
+    copied = Library(tmp_path / "copied", tiny_encoder)
+    try:
+        records = list(copied.iter_images())
+        assert [r.id for r in records] == [1, 2, 3, 4]
+        assert (_shown(copied.search(image=str(photos[0]), top_k=1)),
+                [r.path for r in copied.list_images(status=None)], [r.path for r in records]) == source
+    finally:
+        copied.close()
+    assert source[0][0][:3] == (str(photos[0]), [str(copy)], [])
+    assert source[1] == [*map(str, photos), str(copy)]
+
+
+def test_a_failed_file_keeps_its_time_and_place_as_the_embedded_store(tmp_path, tiny_encoder) -> None:
+    """Finding 3: a failed file's row was stamped anew by every rewrite (`--retry-failed`), moving it to the end
+    of `index list`, and a batch's failed rows were stamped after its photos; the embedded store writes a batch's
+    failures first and keeps a record's time. Both stores now list a_bad, b, c, before and after the retry."""
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "a_bad.jpg").write_bytes(b"junk")
+    write_images(tmp_path / "p", 1, prefix="b")
+    listed = []
+    for kind in ("embedded", "milvus"):
+        library = _open(kind, tmp_path / kind, tiny_encoder)
+        try:
+            library.add(tmp_path / "p", workers=0, progress=False)
+            write_images(tmp_path / "p", 1, seed=1, prefix="c")
+            library.add(tmp_path / "p", workers=0, progress=False)
+            first = [(r.path, r.status, r.added_at) for r in library.iter_images()]
+            library.add(tmp_path / "p", workers=0, progress=False, retry_failed=True)
+            assert [(r.path, r.status, r.added_at) for r in library.iter_images()] == first
+            listed.append([(Path(path).name, status) for path, status, _ in first])
+        finally:
+            library.close()
+        (tmp_path / "p" / "c000.png").unlink()
+    assert listed[1] == listed[0] == [("a_bad.jpg", "failed"), ("b000.png", "ok"), ("c000.png", "ok")]

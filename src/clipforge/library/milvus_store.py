@@ -28,10 +28,14 @@ are damaged (`StoreDamagedError`) or a collection under one of the names above t
 instead: re-running never helps there. A collection found released (an admin freeing memory, a milvus-lite server
 restarted) is loaded again and the request made once more (`MilvusStore.call`).
 
-A row's `added_at` is when it was first stored, and it stands for the embedded store's image id: rows oldest
-first (`added_at`, then path) is the order the embedded store lists and groups its records in (`index list`, the
-copy a search hit shows: `milvus_search`). One process stamps every row later than the one before
-(`MilvusStore.stamp`): a batch's rows fell within one step of the clock and were ordered by path, not as written.
+A row's `added_at` is when its file was first stored in the store, and it stands for the embedded store's image
+id: rows oldest first (`added_at`, then path) is the order the embedded store lists and groups its records in
+(`index list`, the copy a search hit shows: `milvus_search`). So every rewrite keeps it (a changed file, a failed
+one rewritten by `--retry-failed`, a moved one: `move_row`), a file new to a model space takes its time in another
+space (the embedded store's id is per file, shared by every model: `MilvusWriter`), a batch's failed rows are
+stamped before its photos (the embedded writer's order), and rows copied in by `index copy` keep the source's time.
+One process stamps every row later than the one before (`MilvusStore.stamp`): a batch's rows fell within one step
+of the clock and were ordered by path, not as written.
 """
 
 from __future__ import annotations

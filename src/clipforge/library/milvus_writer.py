@@ -103,8 +103,9 @@ class MilvusWriter:
 
     `tags`: where the space's tagger comes from, asked by each batch that has rows to tag (None: rows keep no
     tags; see the module docstring); `tagged` counts the rows it tagged (`MilvusLibrary.last_tagged`). `others`:
-    the store's other model spaces, asked for only when a moved file is relinked (its row moves in each of them
-    too, as the embedded store's one images table moves it for every model)."""
+    the store's other model spaces, the default first: a moved file is relinked in each of them too, as the embedded
+    store's one images table moves it for every model, and a file new to this space takes its `added_at` from them
+    (`_first_stored`)."""
 
     def __init__(self, space: MilvusSpace, report: AddReport, planned: dict[str, _Planned],
                  known: dict[str, FileState], held: set[str], tags: TagSource | None = None,
@@ -135,6 +136,24 @@ class MilvusWriter:
         self.known[new] = FileState(state.id, int(size), int(mtime_ns), "ok", state.sha256)
         return True
 
+    def _first_stored(self, paths: Sequence[str]) -> dict[str, float]:
+        """path -> `added_at` of its row in another model space (the default space first), for paths new to this
+        one: the embedded store's image id is per file, shared by every space, so a file's time must be too (a
+        space filled later by `index add --model B` stamped its rows in the order it wrote them, path order, and
+        showed another of identical photos than the embedded store). One query per other space holding any of
+        them, per batch."""
+        found: dict[str, float] = {}
+        if not paths:
+            return found
+        for space in self.others():
+            left = [p for p in paths if p not in found]
+            if not left:
+                break
+            for path, row in space.rows_for_paths(left, ["path", "added_at"]).items():
+                if row.get("added_at"):
+                    found[path] = float(row["added_at"])
+        return found
+
     def write(self, batch: EmbeddedBatch) -> None:
         """One batch, one upsert, under the store's write lock (see the module docstring)."""
         with self.space.store.writes():
@@ -146,8 +165,10 @@ class MilvusWriter:
         # Bytes the store holds are not decoded again (the reader skips them: no width or height), so
         # their size comes from a stored row of the same content, as their vector does.
         stored = self.space.contents_for_shas(missing) if missing else {}
-        previous = self.space.rows_for_paths([f.path for f in batch.files],
-                                             ["path", "sha256", "tags", "tag_scores", "width", "height", "added_at"])
+        paths = [f.path for f in batch.files] + [bad.path for bad in batch.bad]
+        previous = self.space.rows_for_paths(paths, ["path", "sha256", "tags", "tag_scores", "width", "height",
+                                                     "added_at"])
+        first = self._first_stored([p for p in paths if not (previous.get(p) or {}).get("added_at")])
         rows = []
         claimed: set[str] = set()
         for item in batch.files:
@@ -171,8 +192,7 @@ class MilvusWriter:
                 same = before if keep_tags and before is not None and before.get("width") else held
                 width, height = (same["width"], same["height"]) if same is not None else (0, 0)
             known = self.known.get(item.path)
-            # a re-written file keeps its first time, as the embedded store's row does (0: stamped on upsert)
-            added_at = float(before["added_at"]) if before is not None and before.get("added_at") else 0.0
+            added_at = _added_at(before, first, item.path)
             tags = list(zip(before["tags"], before["tag_scores"], strict=False)) if keep_tags else []
             record = ImageRecord(_id(item.path, known), item.path, item.sha256, item.size, plan.mtime_ns,
                                  width or None, height or None, added_at, "ok", None)
@@ -189,14 +209,16 @@ class MilvusWriter:
                 self.report.updated += 1
                 self.report.embedded += int(new_content)
                 self.report.rehash_changed += plan.rehash  # read by --rehash only: its bytes had changed
+        failed = []  # stored before the batch's photos, so stamped before them: the embedded writer's order
         for bad in batch.bad:
             plan = self.planned.get(bad.path, _Planned(bad.path, 0, 0))
             before_bad = self.known.get(bad.path)
             if plan.rehash and before_bad is not None and before_bad.status == "ok":  # a photo, broken now
                 self.report.rehash_changed += 1
             record = ImageRecord(_id(bad.path, self.known.get(bad.path)), bad.path, bad.sha256 or None, plan.size,
-                                 plan.mtime_ns, None, None, 0.0, "failed", bad.reason)
-            rows.append(row_from_record(record, None, self.space.dim))
+                                 plan.mtime_ns, None, None, _added_at(previous.get(bad.path), first, bad.path),
+                                 "failed", bad.reason)
+            failed.append(row_from_record(record, None, self.space.dim))
             self.report.add_failure(bad)
         untagged = [row for row in rows if row["status"] == "ok" and not row["tags"]]
         tag = self.tags() if self.tags is not None and untagged else None  # the vocabulary named now, not at start
@@ -205,8 +227,16 @@ class MilvusWriter:
             for row, (labels, scores) in zip(untagged, tag(vectors), strict=True):
                 row["tags"], row["tag_scores"] = labels, scores
             self.tagged += len(untagged)
-        self.space.upsert(rows)
+        self.space.upsert(failed + rows)
         self.held.update(fresh)
+
+
+def _added_at(before: dict[str, Any] | None, first: dict[str, float], path: str) -> float:
+    """A row's time: a re-written file (ok or failed) keeps its row's first time, as the embedded store's record
+    does; a file new to this space takes its time in another space (`_first_stored`); 0: stamped on upsert."""
+    if before is not None and before.get("added_at"):
+        return float(before["added_at"])
+    return first.get(path, 0.0)
 
 
 def _id(path: str, known: FileState | None) -> int:

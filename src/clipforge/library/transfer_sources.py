@@ -2,7 +2,7 @@
 
 Owns what a copy reads and in what shape: `SpaceInfo` (one model space), `Item` (one file of one space: its
 record, vector and tags), and the two sources, an embedded library read in keyset pages under its lock
-(`_SqliteSource`) and a Milvus store read space by space (`_MilvusSource`). Memory is bounded by the page size.
+(`_SqliteSource`) and a Milvus store read space by space, oldest row first (`_MilvusSource`). Memory is bounded by the page size.
 """
 
 from __future__ import annotations
@@ -143,20 +143,28 @@ class _MilvusSource:
         return contextlib.nullcontext()
 
     def batches(self, space: SpaceInfo, size: int) -> Iterator[list[Item]]:
+        """The space's rows oldest first, `(added_at, path)`, `size` at a time: an embedded destination numbers its
+        records in the order it is given them, and its ids decide which of identical photos a hit shows and the
+        order of `index list`, as `(added_at, path)` decides them here (`milvus_search`, `milvus_catalog`).
+        Collection order (physical on milvus-lite, which a `tag` run rewrites; path order on a server) gave a copy
+        that showed another photo than its source. The keys are read first (as `index list` reads them), then
+        each page's rows by path; a row removed meanwhile is left out."""
         from clipforge.library.milvus_writer import RECORD_FIELDS, record_from_row
 
-        page: list[Item] = []
-        for row in self._space(space).iter_rows(fields=[*RECORD_FIELDS, "vector"]):
-            record = record_from_row(row)
-            tags = list(zip(row.get("tags") or [], map(float, row.get("tag_scores") or []), strict=False))
-            page.append(
-                (record, np.asarray(row["vector"], np.float32) if record.status == "ok" else None, tags)
-            )
-            if len(page) >= size:
+        found = self._space(space)
+        keys = sorted((float(r.get("added_at") or 0.0), r["path"]) for r in found.iter_rows(fields=["path", "added_at"]))
+        for start in range(0, len(keys), max(1, int(size))):
+            chunk = [path for _, path in keys[start : start + max(1, int(size))]]
+            rows = found.rows_for_paths(chunk, [*RECORD_FIELDS, "vector"])
+            page: list[Item] = []
+            for row in (rows[p] for p in chunk if p in rows):
+                record = record_from_row(row)
+                tags = list(zip(row.get("tags") or [], map(float, row.get("tag_scores") or []), strict=False))
+                page.append(
+                    (record, np.asarray(row["vector"], np.float32) if record.status == "ok" else None, tags)
+                )
+            if page:
                 yield page
-                page = []
-        if page:
-            yield page
 
     def close(self) -> None:
         self.milvus.close()
