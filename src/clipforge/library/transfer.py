@@ -15,8 +15,10 @@ large collection not spent again), and back. What this module decides:
   `serve --store` answer as they do on the source.
 - **Reading.** The embedded source is read in keyset pages of image records (`Store.images_after`) with their
   page's vectors (`vectors_for_shas`) and tags (`tags_for_images`), holding the library's lock so that no
-  `index add` changes it meanwhile; a Milvus source through `MilvusSpace.iter_rows` (pages on a server; a
-  milvus-lite source, small by nature, in one query). Memory is bounded by `batch_size`, whatever the size.
+  `index add` changes it meanwhile; a Milvus source by every row's (added_at, path) first, sorted oldest first
+  (an embedded destination numbers its records in the source's order, so it shows the same copy of identical
+  photos and lists in the same order: review 65), then each page's full rows by path. Memory is bounded by
+  `batch_size` for an embedded source; a Milvus source also holds every row's path and time.
 - **Crash story.** Every write is keyed by path (a Milvus upsert; the embedded store's ``ON CONFLICT(path)``
   in one transaction per batch), so a copy killed at any point (``kill -9``) is finished by running it again,
   and a re-run leaves each file stored once. A copy adds and replaces, never deletes.
