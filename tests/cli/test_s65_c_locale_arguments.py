@@ -10,9 +10,6 @@ there is now exactly its output in a UTF-8 locale, with stdout's ``\\uXXXX`` esc
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +17,7 @@ import pytest
 from PIL import Image
 
 from clipforge.cli.main import main
-
-
-def _c_locale(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0"}
-    env.pop("PYTHONIOENCODING", None)
-    return subprocess.run([sys.executable, "-m", "clipforge", *args], capture_output=True, env=env, timeout=120)
+from tests.cli.test_s65_c_locale_stdout import _c_locale  # one way to run a command in a C locale
 
 
 @pytest.fixture(scope="module")

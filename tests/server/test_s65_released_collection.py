@@ -13,34 +13,23 @@ import importlib.util
 import pytest
 from fastapi.testclient import TestClient
 
-from clipforge.cli.main import main
+from tests.server.test_s60_store_lost import served_store  # noqa: F401 (the fixture: a served milvus-lite library)
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("milvus_lite") is None, reason="needs the milvus extra (milvus-lite)"
 )
 
 
-def test_serve_answers_again_after_its_collections_are_released(tmp_path, kit) -> None:
-    from clipforge.server.app import create_app
-    from clipforge.server.runner import open_server_library
-
-    photos = kit.write_photos(tmp_path / "photos")
-    store = f"milvus-lite:{tmp_path}/m.db"
-    where = ["--library", str(tmp_path / "lib"), "--store", store]
-    assert main(["index", "add", str(photos[0].parent), "--model", "test-vit-tiny", *where, "--workers", "0",
-                 "-q"]) == 0
-    library = open_server_library(tmp_path / "lib", "test-vit-tiny", store=store)
-    try:
-        with TestClient(create_app(library, ui=False), raise_server_exceptions=False) as client:
-            search = client.post("/api/search", json={"text": "a photo", "top_k": 2})
-            assert search.status_code == 200 and len(search.json()["results"]) == 2
-            milvus = library.milvus.client
-            for name in milvus.list_collections():
-                milvus.release_collection(name)
-            library._changed()  # past the 10 s cache of pages and stats
-            again = client.post("/api/search", json={"text": "a photo", "top_k": 2})
-            assert (again.status_code, again.json()["results"]) == (200, search.json()["results"])
-            page = client.get("/api/images", params={"limit": 2})
-            assert page.status_code == 200 and len(page.json()["images"]) == 2
-    finally:
-        library.close()
+def test_serve_answers_again_after_its_collections_are_released(served_store) -> None:  # noqa: F811 (the fixture)
+    library, app = served_store
+    with TestClient(app, raise_server_exceptions=False) as client:
+        search = client.post("/api/search", json={"text": "a photo", "top_k": 2})
+        assert search.status_code == 200 and len(search.json()["results"]) == 2
+        milvus = library.milvus.client
+        for name in milvus.list_collections():
+            milvus.release_collection(name)
+        library._changed()  # past the 10 s cache of pages and stats
+        again = client.post("/api/search", json={"text": "a photo", "top_k": 2})
+        assert (again.status_code, again.json()["results"]) == (200, search.json()["results"])
+        page = client.get("/api/images", params={"limit": 2})
+        assert page.status_code == 200 and len(page.json()["images"]) == 2
