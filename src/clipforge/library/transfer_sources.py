@@ -2,7 +2,8 @@
 
 Owns what a copy reads and in what shape: `SpaceInfo` (one model space), `Item` (one file of one space: its
 record, vector and tags), and the two sources, an embedded library read in keyset pages under its lock
-(`_SqliteSource`) and a Milvus store read space by space, oldest row first (`_MilvusSource`). Memory is bounded by the page size.
+(`_SqliteSource`) and a Milvus store read space by space, oldest row first (`_MilvusSource`). Memory is bounded by
+the page size (a Milvus source also holds every row's path and time, the order it reads them in).
 """
 
 from __future__ import annotations
