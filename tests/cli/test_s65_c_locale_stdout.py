@@ -11,6 +11,7 @@ is still written back as that byte, as the stream did.
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -78,3 +79,19 @@ def test_a_surrogateescape_stream_writes_undecodable_bytes_back_and_escapes_the_
     ascii_out.flush()
     assert ascii_out.buffer.getvalue() == b"caf\xe9 \\u91d1\xff!\n"
     assert stdout_text.escaped_notice() is not None
+
+
+def test_index_list_json_is_json_in_a_c_locale_past_the_basic_plane(tmp_path) -> None:
+    """`index list --json` printed `json.dumps(ensure_ascii=False)` itself, not the CLI's one `json_text`: in a C locale
+    the escaping of stdout wrote a character past U+FFFF (an emoji in a name) as ``\\U0001f41f``, which JSON has no
+    such escape for, so a script's `json.loads` failed on that line. Every --json goes through `json_text` now
+    (`eval --json` printed the same way)."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(np.zeros((24, 32, 3), dtype=np.uint8)).save(folder / "鱼🐟.png")
+    library = str(tmp_path / "lib")
+    assert main(["index", "add", str(folder), "--library", library, "--model", "test-vit-tiny", "-q"]) == 0
+    done = _c_locale("index", "list", "--library", library, "--json")
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in done.stdout.decode("ascii").splitlines()]
+    assert [row["path"] for row in rows] == [str(folder / "鱼🐟.png")]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from clipforge.cli.common import (
     add_output_arguments,
     add_speed_arguments,
     add_templates_argument,
+    json_text,
 )
 from clipforge.cores import usable_cores
 
@@ -221,7 +221,7 @@ def _finish(report: dict, keys: list[str], args: argparse.Namespace) -> int:
               f"{report['files']['report']})", file=sys.stderr)
     failed = not report.get("passed", True) or bool(report.get("plot_error"))
     if args.json:
-        print(json.dumps(report, indent=2, ensure_ascii=False, default=str))
+        print(json_text(report, default=str))
         return 1 if failed else 0
     metrics = report["metrics"]
     paper = report.get("paper_metric")
@@ -350,7 +350,7 @@ def run_suite_command(args: argparse.Namespace) -> int:
                         exact_decode=args.exact_decode, expect=expect, tolerance=args.tolerance, top_k=args.top_k,
                         progress=not quiet, echo=(lambda text: None) if quiet else None)
     if args.json:
-        print(json.dumps(summary, indent=2, ensure_ascii=False, default=str))
+        print(json_text(summary, default=str))
     else:
         print(Path(summary["files"]["markdown"]).read_text(encoding="utf-8"), end="")
         print("files: " + ", ".join(summary["files"].values()))

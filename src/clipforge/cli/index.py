@@ -287,7 +287,7 @@ def run_list(args: argparse.Namespace) -> int:
         with open_library(args, create=False) as library:
             for record in library.iter_images(status=status):
                 if args.json:
-                    print(json.dumps(record.to_dict(), ensure_ascii=False))
+                    print(json_text(record.to_dict(), indent=None))  # one line a record; escaped as every --json
                     continue
                 failed = f"  (failed: {one_line(record.error or '')})" if record.status == "failed" else ""
                 print(f"{record.id:>6}  {one_line(display_path(record.path))}{failed}")
