@@ -153,3 +153,28 @@ def test_similarity_json_says_no_plot_when_the_plot_fails(tmp_path, monkeypatch,
     document = json.loads(captured.out)
     assert (code, document["plot"], document["texts"]) == (2, None, ["red", "blue"])
     assert captured.err == f"error: [Errno 28] No space left on device: '{tmp_path / 's.png'}'\n"
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_classify_prints_its_results_before_a_plot_that_fails(tmp_path, monkeypatch, capsys, as_json) -> None:
+    """`classify` drew its plot inside `classify_files`, before printing: a plot that failed after the checks (a full
+    disk) lost every result. The results come out first now, as `similarity`'s table does, then the one line."""
+    import json
+
+    Image.new("RGB", (32, 32), (200, 10, 10)).save(tmp_path / "red.png")
+    import clipforge.zeroshot.plot as plot
+
+    def full(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "c.png"))
+
+    monkeypatch.setattr(plot, "plot_predictions", full)
+    code = main(["classify", str(tmp_path / "red.png"), "--labels", "red,blue", "--model", "clipforge-tiny",
+                 "--quiet", "--plot", str(tmp_path / "c.png"), *(["--json"] if as_json else [])])
+    captured = capsys.readouterr()
+    assert code == 2
+    if as_json:
+        document = json.loads(captured.out)
+        assert document["plot"] is None and [r["image"] for r in document["results"]] == [str(tmp_path / "red.png")]
+    else:
+        assert captured.out.splitlines()[0] == str(tmp_path / "red.png") and "plot written" not in captured.out
+    assert captured.err == f"error: [Errno 28] No space left on device: '{tmp_path / 'c.png'}'\n"

@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from clipforge.errors import UsageError
     from clipforge.library.dbfile import display_path, path_text
     from clipforge.text.typed import check_argument
-    from clipforge.zeroshot.files import classify_files, parse_labels, read_labels_file
+    from clipforge.zeroshot.files import classify_files, parse_labels, plot_classified, read_labels_file
     from clipforge.zeroshot.label_notices import label_notice
 
     if args.labels:  # before the model loads: bytes that are not UTF-8 (`text.typed`); the text it reads
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
                                   inputs=[*images.files, *filter(None, [args.labels_file])])
     device = str(resolve_device(args.device))
     out = classify_files(images.files, labels, model_spec(args), templates=args.templates, top_k=args.top_k,
-                         plot=args.plot, device=device, progress=not (args.json or args.quiet),
+                         plot=None, device=device, progress=not (args.json or args.quiet),
                          precision=args.precision, draft=not args.exact_decode, batch_size=args.batch_size,
                          workers=args.workers, max_pixels=args.max_pixels)
     # a folder's FIFOs, sockets and device files, never opened: skipped and named as the unreadable files are
@@ -103,6 +103,12 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet and out.get("indistinct"):
         print(indistinct_notice(out["indistinct"], out["model"], out.get("context_length", 0), "labels"),
               file=sys.stderr)
+    plot_failed = None
+    try:  # a plot that cannot be written (a full disk) does not lose the results: printed, then the one error line
+        if args.plot and out["results"]:
+            out["plot"] = plot_classified(out["results"], args.plot)
+    except (OSError, ValueError) as error:
+        plot_failed, out["plot"] = error, None
     if args.json:  # names as `search --json` writes them: one that is not UTF-8 as b64:..., lossless
         print(json_text({**out, "results": [{**r, "image": path_text(r["image"])} for r in out["results"]],
                          "errors": [{**e, "image": path_text(e["image"])} for e in out["errors"]]}))
@@ -122,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
 
         return report_error(f"none of the {len(out['errors'])} image(s) could be read (each named above): "
                             "nothing to classify")
+    if plot_failed is not None:
+        raise plot_failed
     return 0
 
 

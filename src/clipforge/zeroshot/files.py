@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from clipforge.text.labels import TextFileError, parse_json_file, read_text_file, split_labels
 from clipforge.zeroshot.classifier import ZeroShotClassifier
 
-__all__ = ["DEFAULT_TEMPLATES", "classify_files", "parse_labels", "read_labels_file"]
+__all__ = ["DEFAULT_TEMPLATES", "classify_files", "parse_labels", "plot_classified", "read_labels_file"]
 
 DEFAULT_TEMPLATES = "simple"
 """`classify`'s prompts when none are named: "a photo of a {}." ("一张{}的照片" for Chinese labels), as the web app's."""
@@ -77,7 +77,7 @@ def classify_files(paths: str | Path | Sequence[str | Path], labels: str | Seque
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     labels = class_names(labels, "labels")
     from clipforge.data.files import encode_files, with_max_pixels
-    from clipforge.image import Preprocess, load_image
+    from clipforge.image import Preprocess
     from clipforge.inference.encoder import BatchEncoder
     from clipforge.weights.preprocessing import preprocess_for
 
@@ -146,14 +146,21 @@ def classify_files(paths: str | Path | Sequence[str | Path], labels: str | Seque
                   or query_notice(" ".join(classifier.templates), speaker, "templates")):
         out["notice"] = notice
     if plot is not None and results:
-        from clipforge.zeroshot.plot import plot_predictions
-
-        shown = []
-        for r in results:
-            image = load_image(r["image"], draft_size=256)  # a big JPEG at a reduced DCT scale: only a thumbnail
-            image.thumbnail((256, 256))
-            shown.append(image)
-        out["plot"] = str(plot_predictions(shown, [r["labels"] for r in results],
-                                           [r["probabilities"] for r in results], plot,
-                                           titles=[Path(r["image"]).name for r in results]))
+        out["plot"] = plot_classified(results, plot)
     return out
+
+
+def plot_classified(results: list[dict[str, Any]], plot: str | Path) -> str:
+    """The grid of `classify_files`' results (each photo's thumbnail and top labels) written to `plot`; its path.
+    Apart from `classify_files` so the CLI can print the results before a plot that fails (a full disk) and not
+    lose them, as `similarity` does."""
+    from clipforge.image import load_image
+    from clipforge.zeroshot.plot import plot_predictions
+
+    shown = []
+    for r in results:
+        image = load_image(r["image"], draft_size=256)  # a big JPEG at a reduced DCT scale: only a thumbnail
+        image.thumbnail((256, 256))
+        shown.append(image)
+    return str(plot_predictions(shown, [r["labels"] for r in results], [r["probabilities"] for r in results], plot,
+                                titles=[Path(r["image"]).name for r in results]))
