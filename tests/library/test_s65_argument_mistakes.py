@@ -130,3 +130,22 @@ def test_a_library_path_that_is_no_path_names_it(path, tmp_path: Path, monkeypat
         Library(path)
     assert str(error.value) == f"path must be a library folder (a str or os.PathLike) or None, got {type(path).__name__}"
     assert list(tmp_path.iterdir()) == []  # refused before anything was made
+
+
+@pytest.mark.parametrize(("kwargs", "said"), [
+    ({"text": 123}, "text must be a str or a list of str, got int"),
+    ({"text": ["a cat", 5]}, "text must be a str or a list of str, got list"),
+    ({"image": 123}, "image must be a path, bytes or a PIL image, or a list of them; got int"),
+    ({"image": [b"x", 5]}, "image must be a path, bytes or a PIL image, or a list of them; got list"),
+])
+def test_search_names_its_own_text_and_image_arguments(library, kwargs, said) -> None:
+    """Review 65 (revapi): `search(text=123)` was Python's "'int' object is not iterable", `search(image=123)` named
+    "images[0]", an argument search has not."""
+    with pytest.raises(TypeError) as error:
+        library[0].search(**kwargs)
+    assert str(error.value) == said
+
+
+def test_a_path_given_as_the_query_points_at_image(library) -> None:
+    with pytest.raises(TypeError, match=r"got PosixPath; an image: search\(image=path\)$"):
+        library[0].search(Path("a.jpg"))

@@ -8,7 +8,8 @@ how a query becomes a vector or how one image is classified: those are here once
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,13 +29,19 @@ def query_vector(
     """The unit query vector of a search (arithmetic `query`, `text`, `image`, or their sum): every store's. A
     `query` that is no str is one TypeError naming it (123 was "object of type 'int' has no len()")."""
     if query is not None and not isinstance(query, str):
-        hint = "; several texts: search(text=[...])" if isinstance(query, (list, tuple)) else ""
+        hint = ("; several texts: search(text=[...])" if isinstance(query, (list, tuple)) else
+                "; an image: search(image=path)" if isinstance(query, os.PathLike) else "")
         raise TypeError(f"query must be a str (search arithmetic such as '\"cat\" - \"grass\"'), got "
                         f"{type(query).__name__}{hint}")
     terms: list[QueryTerm] = parse_query(query) if query else []
-    texts = [text] if isinstance(text, str) else list(text or [])
+    texts = [text] if isinstance(text, str) else list(text or []) if isinstance(text, Iterable) or not text else None
+    if texts is None or not all(isinstance(t, str) for t in texts):  # 123 was "'int' object is not iterable"
+        raise TypeError(f"text must be a str or a list of str, got {type(text).__name__}")
     terms += [QueryTerm(1.0, "text", t) for t in texts]
     images = list(image) if isinstance(image, (list, tuple)) else ([] if image is None else [image])
+    if not all(isinstance(i, (str, os.PathLike, bytes, bytearray)) or hasattr(i, "convert") for i in images):
+        # the encoder named the item "images[0]", an argument `search` has not
+        raise TypeError(f"image must be a path, bytes or a PIL image, or a list of them; got {type(image).__name__}")
     image_terms = [QueryTerm(1.0, "image", f"#{i}") for i in range(len(images))]
     if not terms and not images:
         raise ValueError("search needs a query, a text or an image")
