@@ -59,11 +59,16 @@ def test_the_classifier_takes_what_a_library_takes(photo: Path, tmp_path: Path) 
         torch.testing.assert_close(probs, want[1])
     paired = clipforge.ZeroShotClassifier((model, preprocess), "cat,dog", "simple", cache_dir=tmp_path, progress=False)
     assert paired.model is model and paired.preprocess is preprocess  # the pair's own, not loaded again
+    loaded = clipforge.load_model("clipforge-tiny")  # what load_model returns (review 65: an AttributeError)
+    whole = clipforge.ZeroShotClassifier(loaded, "cat,dog", "simple", cache_dir=tmp_path, progress=False)
+    assert whole.model is loaded.model and whole.preprocess is loaded.preprocess
+    labels, probs = whole.predict([str(photo)], top_k=2)
+    assert labels == want[0]
 
 
 @pytest.mark.parametrize("given", [None, 12, (1, 2, 3), ("clipforge-tiny", None, None)])
 def test_anything_else_is_a_type_error_naming_the_forms(given, tmp_path: Path) -> None:
     with pytest.raises(TypeError) as error:
         clipforge.ZeroShotClassifier(given, ["cat"], "simple", cache_dir=tmp_path, progress=False)
-    assert str(error.value) == ("model must be a CLIP module, a model name or checkpoint path, or a (model, "
-                                f"preprocess) pair; got {type(given).__name__}")
+    assert str(error.value) == ("model must be a CLIP module, a model name or checkpoint path, what load_model "
+                                f"returns, or a (model, preprocess) pair; got {type(given).__name__}")

@@ -149,3 +149,17 @@ def test_search_names_its_own_text_and_image_arguments(library, kwargs, said) ->
 def test_a_path_given_as_the_query_points_at_image(library) -> None:
     with pytest.raises(TypeError, match=r"got PosixPath; an image: search\(image=path\)$"):
         library[0].search(Path("a.jpg"))
+
+
+def test_a_library_takes_what_load_model_returns(tmp_path: Path) -> None:
+    """Review 65 (revapi): `Library(model=load_model(...))` was a TypeError; the one `api.loaded.unwrap_model` reads a
+    LoadedModel and a (model, preprocess) pair for the library and the classifier alike."""
+    import clipforge
+    from tests.library.conftest import write_images
+
+    loaded = clipforge.load_model("test-vit-tiny")
+    photos = write_images(tmp_path / "photos", 2)
+    with Library(tmp_path / "lib", model=loaded) as lib:
+        assert lib.encoder.model is not None
+        lib.add([str(p) for p in photos], progress=False)
+        assert lib.search(image=str(photos[0]), top_k=1)[0].path == str(photos[0])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from clipforge.models.scoring import Scoring
     from clipforge.text.families import ModelTokenizer
 
-__all__ = ["LoadedModel", "tokenizer_for"]
+__all__ = ["LoadedModel", "tokenizer_for", "unwrap_model"]
 
 
 @dataclass
@@ -78,3 +78,15 @@ def tokenizer_for(model: torch.nn.Module, search: Sequence[str | os.PathLike[str
     from clipforge.text.families import tokenizer_of
 
     return tokenizer_of(model, search)
+
+
+def unwrap_model(model: Any, preprocess: Any = None) -> tuple[Any, Any]:
+    """(model, preprocess) of what a task was given as its model: a `LoadedModel` (what `load_model` returns) or a
+    (model, preprocess) pair gives both (a `preprocess` passed beside it wins); anything else passes as it is, for
+    the task's own forms (a name, a path, a module, an Encoder). The one reading of those two forms for
+    `ZeroShotClassifier` and `Library` (review 65: each had its own, neither took a `LoadedModel`)."""
+    if isinstance(model, LoadedModel):
+        return model.model, preprocess if preprocess is not None else model.preprocess
+    if isinstance(model, tuple) and len(model) == 2:
+        return model[0], preprocess if preprocess is not None else model[1]
+    return model, preprocess

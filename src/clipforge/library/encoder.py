@@ -220,8 +220,9 @@ def resolve_encoder(model: Any, preprocess: Any = None, device: str | torch.devi
     """
     if isinstance(model, Encoder):
         return model
-    if isinstance(model, tuple) and len(model) == 2:
-        model, preprocess = model
+    from clipforge.api.loaded import unwrap_model
+
+    model, preprocess = unwrap_model(model, preprocess)  # a LoadedModel or a (model, preprocess) pair
     if isinstance(model, (str, Path)):
         from clipforge.api import load_model
 
@@ -233,6 +234,6 @@ def resolve_encoder(model: Any, preprocess: Any = None, device: str | torch.devi
         return Encoder(loaded.model, preprocess or loaded.preprocess, name=str(model), device=device,
                        precision=precision, copy_model=False)
     if not isinstance(model, torch.nn.Module) or not hasattr(model, "encode_image"):
-        raise TypeError(f"model must be a name, a checkpoint path, a CLIP module, (model, preprocess) or an "
-                        f"Encoder; got {type(model).__name__}")
+        raise TypeError(f"model must be a name, a checkpoint path, a CLIP module, what load_model returns, (model, "
+                        f"preprocess) or an Encoder; got {type(model).__name__}")
     return Encoder(model, preprocess, name=name, device=device, precision=precision, draft=draft)

@@ -124,7 +124,7 @@ def check_top_k(top_k: Any, least: int = 1) -> int:
     return value
 
 
-_MODEL_FORMS = "a CLIP module, a model name or checkpoint path, or a (model, preprocess) pair"
+_MODEL_FORMS = "a CLIP module, a model name or checkpoint path, what load_model returns, or a (model, preprocess) pair"
 
 
 def _model_argument(model: Any, preprocess: Any, device: str | torch.device | None) -> tuple[torch.nn.Module, Any]:
@@ -132,8 +132,9 @@ def _model_argument(model: Any, preprocess: Any, device: str | torch.device | No
     module; a name or checkpoint path, loaded by the one loader (`clipforge.api.load_model`) with its preprocess;
     or a (model, preprocess) pair. Anything else is one TypeError naming the forms: a name or a pair was
     "AttributeError: 'tuple' object has no attribute 'parameters'" (audit 65 citizen #7)."""
-    if isinstance(model, tuple) and len(model) == 2:
-        model, preprocess = model[0], preprocess if preprocess is not None else model[1]
+    from clipforge.api.loaded import unwrap_model
+
+    model, preprocess = unwrap_model(model, preprocess)  # a LoadedModel or a (model, preprocess) pair
     if isinstance(model, (str, os.PathLike)):
         from clipforge.api import load_model
 
