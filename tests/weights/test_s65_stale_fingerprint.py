@@ -94,3 +94,19 @@ def test_a_data_write_between_the_samples_is_the_documented_trade_off(tmp_path):
     with torch.no_grad():
         module.weight[32, 100] = 1.0  # the same write, tracked: its version counter moves
     assert model_fingerprint(module) == fingerprint_state_dict(module.state_dict()) != remembered
+
+
+def test_a_loaded_models_fingerprint_follows_an_edit_of_its_weights() -> None:
+    """Review 65: `LoadedModel.fingerprint` kept its first answer for good, so after any edit (even an optimizer step
+    the model's own fingerprint sees) it named the old weights."""
+    import clipforge
+
+    loaded = clipforge.load_model("clipforge-tiny")
+    before = loaded.fingerprint
+    assert loaded.fingerprint == before  # asked again, unchanged weights: the same
+    with torch.no_grad():
+        loaded.model.text_projection.mul_(2.0)
+    assert loaded.fingerprint != before
+    from clipforge.weights import model_fingerprint
+
+    assert loaded.fingerprint == model_fingerprint(loaded.model)

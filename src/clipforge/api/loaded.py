@@ -60,13 +60,15 @@ class LoadedModel:
 
     @property
     def fingerprint(self) -> str:
-        """`clipforge.weights.model_fingerprint` of the weights: remembered per weights file, so only a
-        file's first load pays the pass over every tensor (`clipforge.weights.fingerprint`)."""
-        if self.known_fingerprint is None:
-            from clipforge.weights import model_fingerprint
+        """`clipforge.weights.model_fingerprint` of the weights now: remembered per weights file, so only a
+        file's first load pays the pass over every tensor (`clipforge.weights.fingerprint`), and asked again each
+        time, so an edit of the weights after loading is seen (its memo is checked against the tensors' stamp;
+        this property kept its first answer for good: review 65). A `known_fingerprint` given is taken as is."""
+        if self.known_fingerprint is not None:
+            return self.known_fingerprint
+        from clipforge.weights import model_fingerprint
 
-            self.known_fingerprint = str(model_fingerprint(self.model))
-        return self.known_fingerprint
+        return str(model_fingerprint(self.model))
 
     @property
     def device(self) -> torch.device:
