@@ -34,6 +34,7 @@ import unicodedata
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from clipforge.atomic import remove_stale_temps, write_bytes_atomic
 from clipforge.library.dbfile import display_path, not_writable
@@ -42,6 +43,9 @@ from clipforge.library.paths import LibraryPaths
 from clipforge.library.store import ImageRecord
 from clipforge.library.thumbs import embedded_icc_profile, thumb_cache, thumbnail_draft_size, thumbnail_jpeg
 from clipforge.regular_file import FileTooLargeError, NotRegularFileError, read_regular_file
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 __all__ = ["THUMB_SIZES", "ChangedFileError", "clean_upload_name", "forget_verified", "image_bytes", "read_original", "uploads_lock",
            "store_upload", "thumbnail_bytes"]
@@ -128,6 +132,16 @@ def forget_verified() -> None:
         _verified.clear()
 
 
+def _probe(data: bytes) -> Image.Image:
+    """An image file's header, opened as the loader opens one (`image.loading.open_header`, photo formats): Pillow's
+    own `Image.open` warned DecompressionBombWarning on every original or upload of 89-179 megapixels (under
+    clipforge's cap) and refused one past twice a global another library lowered (review 65)."""
+    from clipforge.image.formats import photo_formats
+    from clipforge.image.loading import open_header
+
+    return open_header(io.BytesIO(data), photo_formats())
+
+
 def image_bytes(record: ImageRecord) -> tuple[bytes, str]:
     """(file bytes, MIME type) of an indexed image (see `read_original` for what is refused)."""
     from PIL import Image
@@ -137,8 +151,8 @@ def image_bytes(record: ImageRecord) -> tuple[bytes, str]:
     data = read_original(record)
     if refusal(data) is not None:  # indexed before such files were refused: its header alone costs seconds
         return data, "application/octet-stream"
-    try:
-        with Image.open(io.BytesIO(data)) as probe:
+    try:  # the header only, as the loader opens one (`open_header`): no Pillow bomb warning per request
+        with _probe(data) as probe:
             mime = Image.MIME.get(probe.format or "", "application/octet-stream")
     except Exception:
         mime = "application/octet-stream"
@@ -296,7 +310,6 @@ def store_upload(paths: LibraryPaths, data: bytes, max_pixels: int | None = None
     `dbfile.LibraryWriteError` (an OSError, errno EACCES) naming what is read-only when this user may not write
     the library: the error a refused database write raises, which the REST answers 403 read_only_library.
     """
-    from PIL import Image
 
     from clipforge.image import load_image
 
@@ -307,7 +320,7 @@ def store_upload(paths: LibraryPaths, data: bytes, max_pixels: int | None = None
         load_image(io.BytesIO(data), max_pixels=max_pixels, draft_size=_CHECK_DRAFT_SIZE)
     else:
         load_image(io.BytesIO(data), draft_size=_CHECK_DRAFT_SIZE)
-    with Image.open(io.BytesIO(data)) as probe:
+    with _probe(data) as probe:
         extension = _EXTENSIONS.get(probe.format or "", ".img")
     sha = hashlib.sha256(data).hexdigest()
     folder = paths.uploads_dir / sha[:2]
