@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from clipforge import atomic
+from clipforge.cli import _streams as streams
 from clipforge.cli import main as cli_main
 from clipforge.evaluate.run_log import open_run_log
 from clipforge.image.loading import ImageLoadError, load_image
@@ -28,7 +29,7 @@ from clipforge.weights.fingerprint import _sample
 def test_a_logged_error_keeps_its_traceback_on_the_terminal(capsys, monkeypatch):
     monkeypatch.setattr(logging.getLogger(), "handlers", [])  # pytest's capture is a handler: the last resort is not
     log = logging.getLogger("clipforge.server.errors")
-    with cli_main._log_records_as_lines():
+    with streams.log_records_as_lines():
         try:
             raise RuntimeError("bug inside handler")
         except RuntimeError as exc:
@@ -83,9 +84,9 @@ def test_a_legal_name_with_a_long_suffix_is_written(tmp_path, name):
 
 def test_a_service_runs_with_stdout_closed_and_other_commands_are_refused(monkeypatch):
     monkeypatch.setattr(sys, "stdout", None)
-    assert cli_main._standard_streams(["models"]) == cli_main.CLOSED_STDOUT
+    assert streams.standard_streams(["models"], cli_main._OWN_SIGNALS) == streams.CLOSED_STDOUT
     assert sys.stdout is None
-    assert cli_main._standard_streams(["serve", "--port", "0"]) is None
+    assert streams.standard_streams(["serve", "--port", "0"], cli_main._OWN_SIGNALS) is None
     stream = sys.stdout
     try:
         assert stream is not None and stream.name != 1  # /dev/null (descriptor 1 is the test's, not free)
