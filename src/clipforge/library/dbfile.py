@@ -1,4 +1,4 @@
-"""The library database as a file: is it whole, and how file names are written into it.
+"""The library database as a file: is it whole, and what a write it refuses means.
 
 A truncated, emptied or overwritten database must be reported as such - one sentence naming
 the file and what to do - and never be mistaken for a new, empty library (which would then
@@ -17,27 +17,16 @@ A write the disk refuses (SQLITE_FULL, or an I/O error when a file-size limit st
 is `LibraryWriteError`, an OSError with one sentence saying what to do: nothing committed
 before it is lost, and the library stays readable.
 
-File names are stored losslessly: as text when they are valid UTF-8, otherwise as their raw
-bytes (a BLOB in the same column), so a name like b"caf\\xe9.jpg" is indexed, found again by
-the next run, and shown escaped (``caf\\xe9.jpg``) wherever text is required.
-
-The stored text is the name's bytes read as UTF-8, in any locale (`to_db`, `path_text`), and gives those bytes
-back by UTF-8, then `os.fsdecode` (`from_db`, `text_path`). Handing the OS the text itself made Python encode it
-with the locale's codec (ASCII in a C locale with ``PYTHONUTF8=0``): `os.path.exists` answered False and `index
-prune` forgot every photo whose name was not ASCII (audit 65 portability #1). A name the OS cannot be given at all
-is `UnusableNameError` (`file_exists`), never a file that is gone.
+How file names are written into it (`to_db`, `from_db` and the rest) is `library.file_names`, re-exported here.
 """
 
 from __future__ import annotations
 
-import base64
-import codecs
 import contextlib
 import errno
 import os
 import sqlite3
 import stat
-import sys
 import time
 from pathlib import Path
 
@@ -48,12 +37,23 @@ except ImportError:  # not on Windows
 
 from clipforge.disk_full import DiskFullError
 from clipforge.errors import UserError
+from clipforge.library.file_names import (  # re-exported: the file-name half of the database's story
+    UnusableNameError,
+    display_path,
+    file_exists,
+    from_db,
+    is_utf8_name,
+    name_bytes,
+    path_text,
+    text_path,
+    to_db,
+)
 from clipforge.library.schema import SchemaError
 
 __all__ = ["BUSY_TIMEOUT_S", "DamagedLibraryError", "LibraryBusyError", "LibraryDiskFullError", "LibraryOutOfFilesError",
            "LibraryWriteError", "UnusableNameError", "access_error", "busy_error", "check_database_file",
-           "damage_error", "display_path", "file_exists", "file_stamp", "from_db", "name_bytes", "not_writable",
-           "open_read_only", "open_writable", "path_text", "read_only_part", "text_path", "to_db", "wal_path",
+           "damage_error", "display_path", "file_exists", "file_stamp", "from_db", "is_utf8_name", "name_bytes",
+           "not_writable", "open_read_only", "open_writable", "path_text", "read_only_part", "text_path", "to_db", "wal_path",
            "write_error"]
 
 _MAGIC = b"SQLite format 3\x00"
@@ -362,80 +362,3 @@ def file_stamp(path: Path) -> tuple[tuple[int, int, int] | None, ...]:
             continue
         stamps.append((info.st_ino, info.st_size, info.st_mtime_ns))
     return tuple(stamps)
-
-
-_FS_UTF8 = codecs.lookup(sys.getfilesystemencoding()).name == "utf-8"  # a stored text is then the OS's str as it is
-
-
-class UnusableNameError(UserError, ValueError):
-    """A file name holding a character this process's file-system encoding lacks: whether it is there is unknown."""
-
-    http_status = 500  # the server's locale, not the request
-    client_detail = "the server's locale cannot name a file of the library (not UTF-8): nothing was changed"
-
-
-def name_bytes(path: str) -> bytes:
-    """The bytes file name `path` stands for: `os.fsencode` (undecodable bytes as their surrogate escapes), or, for
-    a name holding a character this process's file-system encoding lacks (text in a C locale), its UTF-8."""
-    try:
-        return os.fsencode(path)
-    except UnicodeEncodeError:
-        return path.encode("utf-8", "surrogateescape")
-
-
-def _utf8(raw: bytes) -> str | None:
-    with contextlib.suppress(UnicodeDecodeError):
-        return raw.decode("utf-8")
-    return None
-
-
-def to_db(path: str) -> str | bytes:
-    """The value stored for a file name: its bytes read as UTF-8 text, or the raw bytes when they are not valid
-    UTF-8 (the same value in every locale)."""
-    raw = name_bytes(path)
-    return raw if (text := _utf8(raw)) is None else text
-
-
-def from_db(value: str | bytes) -> str:
-    """The file name as Python spells it in this process (undecodable bytes as surrogates, as `os.listdir` gives
-    them): a stored text is the name's UTF-8, whatever this locale's codec."""
-    if isinstance(value, bytes):
-        return os.fsdecode(value)
-    return value if _FS_UTF8 else os.fsdecode(value.encode("utf-8"))
-
-
-def is_utf8_name(path: str) -> bool:
-    """Whether `path` (as Python spells a file name: undecodable bytes as surrogates) is valid UTF-8."""
-    return _utf8(name_bytes(path)) is not None
-
-
-def path_text(path: str) -> str:
-    """A file name as lossless UTF-8 text, for what holds text only (a Milvus key, an export's parquet and JSON):
-    its bytes as UTF-8 text, or ``b64:`` + base64 of its bytes when they are not UTF-8 (a real name is a path,
-    never starting so). The same text in every locale."""
-    stored = to_db(path)
-    return stored if isinstance(stored, str) else "b64:" + base64.b64encode(stored).decode("ascii")
-
-
-def text_path(text: str) -> str:
-    """The file name `path_text` wrote, as Python spells it in this process (`from_db`)."""
-    return from_db(base64.b64decode(text[4:]) if text.startswith("b64:") else text)
-
-
-def file_exists(path: str) -> bool:
-    """Whether a file is at `path` (`os.path.exists`: a link to nothing is not), for deciding that a photo is gone.
-    A name this process cannot hand to the OS is `UnusableNameError`, one line: `os.path.exists` answered False for
-    it, and `index prune` forgot photos that were on disk."""
-    try:
-        os.fsencode(path)
-    except UnicodeEncodeError:
-        raise UnusableNameError(
-            f"cannot look for {display_path(path)} on disk: its name holds characters this process's file-system "
-            f"encoding ({sys.getfilesystemencoding()}) cannot write (a locale that is not UTF-8, such as LC_ALL=C "
-            "with PYTHONUTF8=0); run it in a UTF-8 locale (LC_ALL=C.UTF-8) or with PYTHONUTF8=1") from None
-    return os.path.exists(path)
-
-
-def display_path(path: str) -> str:
-    """`path` as printable UTF-8 text: its bytes read as UTF-8 (in any locale), undecodable bytes shown as \\xNN."""
-    return name_bytes(path).decode("utf-8", "backslashreplace")
