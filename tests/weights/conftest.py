@@ -1,4 +1,4 @@
-"""Fixtures of the weights tests."""
+"""Fixtures of the weights tests, and the one way they read the line `classify --model` prints for a bad model."""
 
 from __future__ import annotations
 
@@ -34,3 +34,23 @@ def marker_pickler(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     yield make
     for name in made:
         sys.modules.pop(name, None)
+
+
+@pytest.fixture()
+def image(tmp_path: Path) -> str:
+    """A small photo for `classify --model` to be asked about (files that need one per module define their own)."""
+    from PIL import Image
+
+    path = tmp_path / "red.png"
+    Image.new("RGB", (8, 8), (220, 20, 20)).save(path)
+    return str(path)
+
+
+def classify_error(image: str, model: str, capsys: pytest.CaptureFixture[str]) -> str:
+    """The one line `clipforge classify --model MODEL` prints (status 2, no traceback)."""
+    from clipforge.cli.main import main
+
+    assert main(["classify", image, "--labels", "a,b", "--model", model, "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err.removesuffix("\n")

@@ -12,31 +12,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
-from clipforge.cli.main import main
 from clipforge.weights.registry import get_pretrained
+from tests.weights.conftest import classify_error
 
 _NOT_LOADED = "clipforge does not load models from URLs directly"
 
 
-@pytest.fixture()
-def image(tmp_path: Path) -> str:
-    path = tmp_path / "red.png"
-    Image.new("RGB", (8, 8), (220, 20, 20)).save(path)
-    return str(path)
-
-
-def _error(image: str, model: str, capsys: pytest.CaptureFixture[str]) -> str:
-    assert main(["classify", image, "--labels", "a,b", "--model", model, "-q"]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "Traceback" not in err, err
-    return err.removesuffix("\n")
 
 
 @pytest.mark.parametrize("url", ["http://example.com/models/my-clip.pt", "https://example.com/models/my-clip.pt"])
 def test_a_url_says_to_download_the_file_and_pass_its_path(image: str, url: str, capsys) -> None:
-    assert _error(image, url, capsys) == (
+    assert classify_error(image, url, capsys) == (
         f"error: model {url!r} is a URL: {_NOT_LOADED}: it downloads only the registry's weights, whose sha256 it "
         f"checks; download the file yourself (e.g. curl -LO '{url}') and pass its path instead: ./my-clip.pt"
     )
@@ -52,7 +39,7 @@ def test_a_url_says_to_download_the_file_and_pass_its_path(image: str, url: str,
     ],
 )
 def test_a_url_of_registry_weights_names_their_spec(image: str, url: str, spec: str, capsys) -> None:
-    assert _error(image, url, capsys) == (
+    assert classify_error(image, url, capsys) == (
         f"error: model {url!r} is a URL: {_NOT_LOADED}; these are the registry's {spec} weights: pass {spec!r} "
         "instead, which downloads them and checks their sha256"
     )
@@ -61,11 +48,11 @@ def test_a_url_of_registry_weights_names_their_spec(image: str, url: str, spec: 
 def test_open_clips_hub_reference_is_named_as_such(image: str, capsys) -> None:
     known, unknown = "hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K", "hf-hub:someone/their-clip"
     head = "is a Hugging Face hub reference: clipforge does not load models from the hub directly"
-    assert _error(image, known, capsys) == (
+    assert classify_error(image, known, capsys) == (
         f"error: model {known!r} {head}; these are the registry's ViT-B-32:laion2b_s34b_b79k weights: pass "
         "'ViT-B-32:laion2b_s34b_b79k' instead, which downloads them and checks their sha256"
     )
-    assert _error(image, unknown, capsys) == (
+    assert classify_error(image, unknown, capsys) == (
         f"error: model {unknown!r} {head}, and no registry weights come from that repository "
         "(clipforge.list_pretrained() lists them as ARCH:TAG): download its files and pass their folder"
     )
@@ -73,13 +60,13 @@ def test_open_clips_hub_reference_is_named_as_such(image: str, capsys) -> None:
 
 def test_a_file_url_names_the_path(image: str, tmp_path: Path, capsys) -> None:
     url = f"file://{tmp_path}/my%20clip.pt"
-    assert _error(image, url, capsys) == (
+    assert classify_error(image, url, capsys) == (
         f"error: model {url!r} is a URL: {_NOT_LOADED}; pass the file's path instead: {tmp_path}/my clip.pt"
     )
 
 
 def test_an_unknown_name_keeps_its_line(image: str, capsys) -> None:
-    assert _error(image, "no-such-model", capsys).startswith("error: model 'no-such-model' is neither a known name")
+    assert classify_error(image, "no-such-model", capsys).startswith("error: model 'no-such-model' is neither a known name")
 
 
 @pytest.mark.parametrize("how", ["spec", "pretrained"])

@@ -22,6 +22,7 @@ from PIL import Image
 
 from clipforge.cli.main import main
 from clipforge.weights import CheckpointFormatError
+from tests.weights.conftest import classify_error
 
 _WRAPPED = " (wrappers tried: state_dict, model, model_state_dict, module)"
 _NOT_A_STATE_DICT = "does not hold a state dict (a mapping of names to tensors); found"
@@ -29,19 +30,6 @@ _BERT = "module.bert.embeddings.word_embeddings.weight"
 _DESCRIBED = "parameters where the model its shapes describe has 24,236,225"
 
 
-@pytest.fixture()
-def image(tmp_path: Path) -> str:
-    path = tmp_path / "red.png"
-    Image.new("RGB", (8, 8), (220, 20, 20)).save(path)
-    return str(path)
-
-
-def _error(image: str, model: str, capsys: pytest.CaptureFixture[str]) -> str:
-    """The one line `clipforge classify --model MODEL` prints (status 2, no traceback)."""
-    assert main(["classify", image, "--labels", "a,b", "--model", model, "-q"]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "Traceback" not in err, err
-    return err.removesuffix("\n")
 
 
 def _saved(path: Path, obj: Any) -> Path:
@@ -90,14 +78,14 @@ def test_the_chinese_clip_download_check_says_what_the_file_holds(tmp_path: Path
 # ---- a cn_clip-looking file given by path: the Chinese-CLIP hook of `load_model` -------------------------------
 def test_a_cn_clip_file_whose_marking_tensor_is_a_list_names_the_file(tmp_path: Path, image: str, capsys) -> None:
     path = _saved(tmp_path / "cn.pt", {"state_dict": {_BERT: [1.0], "module.text_projection": torch.zeros(2, 2)}})
-    assert _error(image, str(path), capsys) == (
+    assert classify_error(image, str(path), capsys) == (
         f"error: {path}: not a Chinese-CLIP checkpoint: its {_BERT!r} is a list, not a tensor")
 
 
 def test_a_cn_clip_file_with_only_its_marking_tensors_is_one_line(tmp_path: Path, image: str, capsys) -> None:
     path = _saved(tmp_path / "cn.pt", {"state_dict": {_BERT: torch.zeros(10, 8),
                                                       "module.text_projection": torch.zeros(8, 4)}})
-    assert _error(image, str(path), capsys) == (
+    assert classify_error(image, str(path), capsys) == (
         f"error: {path} is not a whole Chinese-CLIP checkpoint: it lacks "
         "bert.encoder.layer.0.intermediate.dense.weight")
 
@@ -117,7 +105,7 @@ def test_a_cn_clip_file_a_tensor_short_or_misshapen_is_one_line(tmp_path: Path, 
     else:
         state[key] = torch.zeros(3) if change == "reshape" else [1.0]
     path = _saved(tmp_path / "cn.pt", {"state_dict": state})
-    assert _error(image, str(path), capsys) == f"error: {path} is not a whole Chinese-CLIP checkpoint: {said}"
+    assert classify_error(image, str(path), capsys) == f"error: {path} is not a whole Chinese-CLIP checkpoint: {said}"
 
 
 def test_the_cached_registry_file_holding_a_list_names_it(tmp_path: Path, monkeypatch, image: str, capsys) -> None:
@@ -130,7 +118,7 @@ def test_the_cached_registry_file_holding_a_list_names_it(tmp_path: Path, monkey
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there: no download happens
     path = _saved(cache / "OFA-Sys--chinese-clip-rn50--clip_cn_rn50.pt", [torch.zeros(2)])
     (cache / f"{path.name}.sha256").write_text(sha256_file(path) + "\n", encoding="ascii")
-    assert _error(image, "cn-RN50", capsys) == (
+    assert classify_error(image, "cn-RN50", capsys) == (
         f"error: {path} does not hold cn-RN50 weights: not a Chinese-CLIP checkpoint: it holds a list, not a dict of "
         "tensors (cn_clip's files hold one under 'state_dict')")
 
@@ -149,7 +137,7 @@ def test_the_cached_registry_file_holding_a_list_names_it(tmp_path: Path, monkey
 def test_a_transformers_folders_weights_file_is_named(tmp_path: Path, image: str, capsys, model_type: str, obj: Any,
                                                       said: str) -> None:
     folder = _folder(tmp_path, model_type, obj)
-    assert _error(image, str(folder), capsys) == f"error: {folder / 'pytorch_model.bin'}{said}"
+    assert classify_error(image, str(folder), capsys) == f"error: {folder / 'pytorch_model.bin'}{said}"
 
 
 def test_a_sharded_index_whose_weight_map_is_a_list_is_one_line(tmp_path: Path, image: str, capsys) -> None:
@@ -158,7 +146,7 @@ def test_a_sharded_index_whose_weight_map_is_a_list_is_one_line(tmp_path: Path, 
     (folder / "config.json").write_text(json.dumps({"model_type": "clip"}), encoding="utf-8")
     index = folder / "pytorch_model.bin.index.json"
     index.write_text(json.dumps({"weight_map": ["pytorch_model-00001.bin"]}), encoding="utf-8")
-    assert _error(image, str(folder), capsys) == (
+    assert classify_error(image, str(folder), capsys) == (
         f"error: {index} must hold a JSON object with a 'weight_map' object (tensor names to shard files)")
 
 
@@ -172,7 +160,7 @@ def test_a_chinese_clip_folders_config_fields_are_checked(tmp_path: Path, image:
     """Before the weights are read: ``vision_config`` as a list was an AttributeError traceback, a head count
     "x" was int()'s "invalid literal" line naming no file."""
     folder = _folder(tmp_path, "chinese_clip", {"a": torch.zeros(1)}, {"model_type": "chinese_clip", **config})
-    assert _error(image, str(folder), capsys) == f"error: {folder / 'config.json'} {said}"
+    assert classify_error(image, str(folder), capsys) == f"error: {folder / 'config.json'} {said}"
 
 
 # ---- any file: a state dict entry named by something other than a string -----------------------------------------
@@ -180,7 +168,7 @@ def test_a_chinese_clip_folders_config_fields_are_checked(tmp_path: Path, image:
 def test_an_entry_named_by_an_int_is_one_line(tmp_path: Path, image: str, capsys, spec: str) -> None:
     """``.startswith`` on the int (prefix stripping) was an AttributeError traceback."""
     path = _saved(tmp_path / "ints.pt", {0: torch.zeros(2), "visual.proj": torch.zeros(2)})
-    assert _error(image, spec.format(path=path), capsys) == (
+    assert classify_error(image, spec.format(path=path), capsys) == (
         f"error: {path}: entry 0 is named by an int, not a string; expected a state dict{_WRAPPED}")
 
 

@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from clipforge.cli.main import main
 from clipforge.weights import CheckpointFormatError, load_checkpoint
 from clipforge.weights.shipped import shipped_models
+from tests.weights.conftest import classify_error
 
 
 @pytest.fixture(scope="module")
@@ -52,13 +53,6 @@ def _edited(good: Path, tmp_path: Path, edit: Any = None, raw: str | None = None
     (folder / "config.json").write_text(raw if raw is not None else json.dumps(config))
     return folder
 
-
-def _error(image: str, model: str, capsys: pytest.CaptureFixture[str]) -> str:
-    """The one line `clipforge classify --model MODEL` prints (status 2, no traceback)."""
-    assert main(["classify", image, "--labels", "a,b", "--model", model, "-q"]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "Traceback" not in err, err
-    return err.removesuffix("\n")
 
 
 def _set(section: str, key: str, value: Any):
@@ -125,7 +119,7 @@ CONTRADICTS = "contradicts the tensors:"
 def test_a_config_json_that_contradicts_its_tensors_is_one_line(hf_good: Path, tmp_path: Path, image: str, capsys,
                                                                 edit, said: str) -> None:
     folder = _edited(hf_good, tmp_path, edit)
-    assert _error(image, str(folder), capsys) == f"error: {folder}: {said}"
+    assert classify_error(image, str(folder), capsys) == f"error: {folder}: {said}"
 
 
 def test_the_folder_transformers_wrote_loads_and_omitted_sizes_are_the_tensors_to_decide(hf_good: Path,
@@ -198,7 +192,7 @@ def test_a_tensor_no_clip_weight_can_be_is_named_in_one_line(tiny_sd, tmp_path: 
                                                              said: str) -> None:
     path = tmp_path / "bad.pt"
     torch.save({**tiny_sd, "text_projection": change(tiny_sd["text_projection"])}, path)
-    assert _error(image, str(path), capsys) == f"error: {path}: {said}"
+    assert classify_error(image, str(path), capsys) == f"error: {path}: {said}"
 
 
 def test_a_complex_tensor_in_a_safetensors_file_is_refused_too(tiny_sd, tmp_path: Path) -> None:
@@ -241,7 +235,7 @@ def test_a_cn_clip_pt_file_with_a_tensor_no_weight_can_be_is_named_in_one_line(c
     change, said = ODD[odd]
     path = tmp_path / "cn.pt"
     torch.save({"state_dict": {**cn_sd, "text_projection": change(cn_sd["text_projection"])}}, path)
-    assert _error(image, str(path), capsys) == f"error: {path}: {said}"
+    assert classify_error(image, str(path), capsys) == f"error: {path}: {said}"
 
 
 @pytest.mark.parametrize("odd", ["complex", "float8"])
@@ -250,8 +244,8 @@ def test_a_cn_clip_safetensors_file_with_an_odd_tensor_is_refused(cn_sd, tmp_pat
     change, said = ODD[odd]
     path = tmp_path / "cn.safetensors"
     save_file({**cn_sd, "text_projection": change(cn_sd["text_projection"])}, str(path))
-    assert _error(image, str(path), capsys) == f"error: {path}: {said}"
-    assert _error(image, f"cn-ViT-B-16:{path}", capsys).startswith(f"error: {path}")  # named: refused as well
+    assert classify_error(image, str(path), capsys) == f"error: {path}: {said}"
+    assert classify_error(image, f"cn-ViT-B-16:{path}", capsys).startswith(f"error: {path}")  # named: refused as well
 
 
 def test_the_same_cn_clip_files_load_when_their_tensors_are_weights(cn_sd, tmp_path: Path, image: str) -> None:
@@ -305,7 +299,7 @@ def cn_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_a_cn_folder_config_json_that_contradicts_its_tensors_is_one_line(cn_folder: Path, tmp_path: Path,
                                                                           image: str, capsys, edit, said) -> None:
     folder = _edited(cn_folder, tmp_path, edit)
-    assert _error(image, str(folder), capsys) == f"error: {folder}: {said}"
+    assert classify_error(image, str(folder), capsys) == f"error: {folder}: {said}"
 
 
 def test_the_cn_folder_transformers_wrote_loads_and_so_do_empty_towers(cn_folder: Path, tmp_path: Path,

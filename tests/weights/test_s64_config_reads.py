@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from clipforge.cli.main import main
 from clipforge.weights import CheckpointFormatError
+from tests.weights.conftest import classify_error
 
 needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
 
@@ -51,13 +51,6 @@ def _copy(good: Path, tmp_path: Path) -> Path:
     return folder
 
 
-def _error(image: str, model: str, capsys: pytest.CaptureFixture[str]) -> str:
-    """The one line `clipforge classify --model MODEL` prints (status 2, no traceback)."""
-    assert main(["classify", image, "--labels", "a,b", "--model", model, "-q"]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "Traceback" not in err, err
-    return err.removesuffix("\n")
-
 
 def _sparse(path: Path, size: int, text: str = "{}") -> Path:
     """`text`, then NUL bytes up to `size` (a sparse file: nothing of it on disk)."""
@@ -82,7 +75,7 @@ def _peak(call) -> int:
 def test_a_deeply_nested_config_json_is_one_line_in_every_form(hf_good, tmp_path, image, capsys, spec) -> None:
     folder = _copy(hf_good, tmp_path)
     (folder / "config.json").write_text("[" * 200_000 + "]" * 200_000)
-    line = _error(image, spec.format(folder), capsys)
+    line = classify_error(image, spec.format(folder), capsys)
     assert line.startswith(f"error: {folder / 'config.json'} is not valid JSON: maximum recursion depth exceeded "), line
 
 
@@ -94,7 +87,7 @@ MB64 = 64 << 20  # a sparse 64 MiB file: what HEAD read whole (and decoded) befo
 def test_a_huge_config_json_is_refused_by_its_size_without_reading_it(hf_good, tmp_path, image, capsys) -> None:
     folder = _copy(hf_good, tmp_path)
     config = _sparse(folder / "config.json", MB64, (hf_good / "config.json").read_text())
-    assert _error(image, str(folder), capsys) == (
+    assert classify_error(image, str(folder), capsys) == (
         f"error: {config}: file is 67.1 MB, larger than the 1.0 MB read at most")
     from clipforge.weights.errors import json_object
 
@@ -104,7 +97,7 @@ def test_a_huge_config_json_is_refused_by_its_size_without_reading_it(hf_good, t
 def test_a_huge_preprocessor_config_is_refused_by_its_size(hf_good, tmp_path, image, capsys) -> None:
     folder = _copy(hf_good, tmp_path)
     config = _sparse(folder / "preprocessor_config.json", MB64)
-    assert _error(image, str(folder), capsys) == (
+    assert classify_error(image, str(folder), capsys) == (
         f"error: {config}: file is 67.1 MB, larger than the 1.0 MB read at most")
     from clipforge.weights.hf_preprocess import read_hf_preprocess
 
@@ -174,7 +167,7 @@ def test_a_fifo_member_of_a_clip_folder_is_named_as_not_a_regular_file(hf_good, 
     folder = _copy(hf_good, tmp_path)
     (folder / member).unlink()
     os.mkfifo(folder / member)
-    assert _error(image, str(folder), capsys) == f"error: {folder / member} is not a regular file (a FIFO)"
+    assert classify_error(image, str(folder), capsys) == f"error: {folder / member} is not a regular file (a FIFO)"
 
 
 @needs_fifo
@@ -182,7 +175,7 @@ def test_a_fifo_member_is_named_by_the_chinese_clip_form_too(hf_good, tmp_path, 
     folder = _copy(hf_good, tmp_path)
     (folder / "config.json").unlink()
     os.mkfifo(folder / "config.json")
-    assert _error(image, f"cn-ViT-B-16:{folder}", capsys) == (
+    assert classify_error(image, f"cn-ViT-B-16:{folder}", capsys) == (
         f"error: {folder / 'config.json'} is not a regular file (a FIFO)")
 
 

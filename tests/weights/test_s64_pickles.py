@@ -21,13 +21,6 @@ from PIL import Image
 from clipforge.cli.main import main
 
 
-@pytest.fixture()
-def image(tmp_path: Path) -> str:
-    path = tmp_path / "a.png"
-    Image.new("RGB", (8, 8), (220, 20, 20)).save(path)
-    return str(path)
-
-
 def _lying_legacy(path: Path) -> Path:
     """torch.save's legacy format of one 4-float tensor whose storage and view claim 5e9 elements."""
     buf = io.BytesIO()

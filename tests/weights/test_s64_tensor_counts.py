@@ -18,10 +18,9 @@ from pathlib import Path
 
 import pytest
 import safetensors
-from PIL import Image
 
-from clipforge.cli.main import main
 from clipforge.weights import CheckpointFormatError, load_checkpoint
+from tests.weights.conftest import classify_error
 
 TAIL = ("tensors, more than the 5,000 a checkpoint clipforge reads may hold (the largest CLIP clipforge builds, "
         "RN50x64, has 1,353): not a CLIP checkpoint")
@@ -71,31 +70,19 @@ def opened(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     return counts
 
 
-@pytest.fixture()
-def image(tmp_path: Path) -> str:
-    path = tmp_path / "a.png"
-    Image.new("RGB", (8, 8), (220, 20, 20)).save(path)
-    return str(path)
-
-
-def _error(image: str, model: str, capsys: pytest.CaptureFixture[str]) -> str:
-    assert main(["classify", image, "--labels", "a,b", "--model", model, "-q"]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "Traceback" not in err, err
-    return err.removesuffix("\n")
 
 
 @pytest.mark.parametrize("form", ["{}", "cn-ViT-B-16:{}", "ViT-B-32:{}"])
 def test_a_file_of_too_many_tensors_is_refused_before_safetensors_opens_it(tmp_path, image, capsys, opened,
                                                                           form) -> None:
     path = _many(tmp_path / "many.safetensors", 6_000)
-    assert _error(image, form.format(path), capsys) == f"error: {path}: its safetensors header lists 6,000 {TAIL}"
+    assert classify_error(image, form.format(path), capsys) == f"error: {path}: its safetensors header lists 6,000 {TAIL}"
     assert opened == {"open": 0, "read": 0}
 
 
 def test_a_header_hiding_its_count_is_refused_before_any_tensor_is_read(tmp_path, image, capsys, opened) -> None:
     path = _many(tmp_path / "hidden.safetensors", 6_000, hidden=True)
-    assert _error(image, str(path), capsys) == f"error: {path}: its safetensors header lists 6,000 {TAIL}"
+    assert classify_error(image, str(path), capsys) == f"error: {path}: its safetensors header lists 6,000 {TAIL}"
     assert opened["read"] == 0
 
 
