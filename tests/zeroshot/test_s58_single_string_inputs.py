@@ -72,3 +72,20 @@ def test_bytes_are_one_type_error_line(loaded, encoder) -> None:
         _classifier(loaded.model, b"cat,dog")
     with pytest.raises(TypeError, match=r"^texts must be a str or a list of str, got bytes$"):
         encoder.encode_texts(b"a cat")
+
+
+def test_none_and_other_non_lists_are_one_type_error_line(loaded, encoder) -> None:
+    """`encode_texts(None)`, `ZeroShotClassifier(m, None)` and `tokenize(None)` were Python's "'NoneType' object
+    is not iterable", naming no parameter (review 65, revapi)."""
+    for value, shown in ((None, "NoneType"), (3, "int")):
+        with pytest.raises(TypeError, match=rf"^classnames must be a list of class names or a comma-separated str, "
+                                            rf"got {shown}$"):
+            _classifier(loaded.model, value)
+        with pytest.raises(TypeError, match=rf"^texts must be a str or a list of str, got {shown}$"):
+            encoder.encode_texts(value)
+        with pytest.raises(TypeError, match=rf"^texts must be a str or a list of str, got {shown}$"):
+            encode_texts(loaded.model, value, progress=False)
+        with pytest.raises(TypeError, match=rf"^texts must be a str or a list of str, got {shown}$"):
+            clipforge.tokenize(value)
+        with pytest.raises(TypeError, match=rf"^texts must be a str or a list of str, got {shown}$"):
+            loaded.tokenize(value)

@@ -66,7 +66,9 @@ class LibraryWrites(LibraryBase):
     ) -> AddReport:
         """Index files and folders incrementally (see `clipforge.library.indexer`).
 
-        Folders are walked recursively unless `recursive=False` (as `export_embeddings` does).
+        Folders are walked recursively unless `recursive=False` (as `export_embeddings` does). ``paths=None``
+        names no new files: it fills this model's space with every file the library holds (what
+        ``clipforge index add --model M`` without a folder does), and refuses an empty library.
         Concurrent `add` runs on one library (other processes included) take turns, so the
         second one skips what the first embedded instead of embedding it again. `rehash`: read and hash every
         file, also those whose size and mtime are unchanged (files edited or swapped keeping both: a server

@@ -96,8 +96,9 @@ class ModelTokenizer:
         """Ids [N, context_length] (`truncate=False` raises for over-long texts with OpenAI's BPE)."""
         import torch
 
-        if isinstance(texts, str):
-            texts = [texts]
+        from clipforge.text.tokenizer import text_rows
+
+        texts = text_rows(texts)
         length = int(context_length or self.context_length)
         if self.kind == "openai-bpe":
             from clipforge.text import tokenize

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from itertools import chain
 from typing import TYPE_CHECKING
 
@@ -47,6 +47,19 @@ def _too_long(text: str, index: int, n_tokens: int, context_length: int) -> Text
     )
 
 
+def text_rows(texts: str | Sequence[str]) -> Sequence[str]:
+    """The texts a tokenizer reads: one string is one text; bytes, None and numbers are one TypeError naming
+    `texts` (bytes would be read as a list of ints, None as Python's "'NoneType' object is not iterable")."""
+    if isinstance(texts, str):
+        return [texts]
+    if isinstance(texts, bytes | bytearray):
+        raise TypeError(f"texts must be a str or a list of str, got {type(texts).__name__} "
+                        f"{bytes(texts)[:40]!r}: decode it first, e.g. texts.decode('utf-8')")
+    if not isinstance(texts, Iterable):
+        raise TypeError(f"texts must be a str or a list of str, got {type(texts).__name__}")
+    return texts if isinstance(texts, Sequence) else list(texts)
+
+
 def tokenize(
     texts: str | Sequence[str], context_length: int = 77, truncate: bool = False
 ) -> torch.LongTensor:
@@ -57,13 +70,7 @@ def tokenize(
     cut to context_length and its last position holds <|endoftext|>, because CLIP reads the
     text feature at the end marker (argmax of the ids) and needs it present.
     """
-    if isinstance(texts, str):
-        texts = [texts]
-    elif isinstance(texts, bytes | bytearray):  # else read as a list of ints: "texts[0] must be a str, got int: 98"
-        raise TypeError(f"texts must be a str or a list of str, got {type(texts).__name__} "
-                        f"{bytes(texts)[:40]!r}: decode it first, e.g. texts.decode('utf-8')")
-    elif not isinstance(texts, Sequence):
-        texts = list(texts)
+    texts = text_rows(texts)
     if isinstance(context_length, bool) or not isinstance(context_length, int) or context_length < 2:
         raise ValueError(
             f"context_length must be an int >= 2 (room for <|startoftext|> and <|endoftext|>), got {context_length!r}"

@@ -9,7 +9,8 @@ A `str` is a `Sequence[str]`, so ``ZeroShotClassifier(model, "cat,dog")`` was cl
   each item one class (ImageNet's names hold commas and one name twice), but a blank item is refused naming its
   position (``classnames[1] is blank ('')``): it was classified as a class named '', which no string can give.
 - **Texts** (`text_list`): a string is one text, as `clipforge.tokenize("a cat")` (and open_clip's) reads it.
-- Bytes are refused in one line naming the parameter (their items are numbers, not texts).
+- Bytes are refused in one line naming the parameter (their items are numbers, not texts), and so is anything
+  that is neither a string nor an iterable (None, a number).
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ __all__ = ["class_names", "text_list"]
 
 
 def _refuse_bytes(value: object, what: str, expected: str) -> None:
-    if isinstance(value, (bytes, bytearray, memoryview)):
+    """TypeError naming `what` for bytes (their items are numbers) and for anything that is not a str or an
+    iterable (None, a number: Python's own "'NoneType' object is not iterable" named no parameter)."""
+    if isinstance(value, (bytes, bytearray, memoryview)) or not isinstance(value, (str, Iterable)):
         raise TypeError(f"{what} must be {expected}, got {type(value).__name__}")
 
 
