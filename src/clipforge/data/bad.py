@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from clipforge.data.names import path_text
+
 __all__ = ["DECODE_ERRORS", "BadImage", "BadSample", "error_reason"]
 
 # What a corrupt, truncated or hostile image file can raise while being decoded or transformed.
@@ -47,15 +49,11 @@ class BadImage:
         return f"{self.path}: {self.reason}"
 
     def to_dict(self) -> dict[str, str]:
-        """The JSON form every report uses: the path as printable UTF-8 (undecodable bytes as \\xNN)."""
-        import os
-
-        try:
-            self.path.encode("utf-8")
-            path = self.path
-        except UnicodeEncodeError:
-            path = os.fsencode(self.path).decode("utf-8", "backslashreplace")
-        return {"path": path, "reason": self.reason}
+        """The JSON form every report uses (`index add`, `index stats`, `embed`, on either store): the path as
+        lossless text, `names.path_text` (a name that is not UTF-8 as ``b64:`` + base64 of its bytes, as `search`
+        and `index list` write it). Its ``\\xNN`` escapes were also the name of another file; lines for people
+        use `names.display_path`."""
+        return {"path": path_text(self.path), "reason": self.reason}
 
 
 class BadSample(BadImage):

@@ -75,7 +75,6 @@ from clipforge.library.export_layout import (
     _partition_count,
     _paths,
     _write_partition,
-    failure_dict,
     partition_name,
     rank_partitions,
     writing,
@@ -126,8 +125,9 @@ class ExportReport:
 
     @property
     def failures(self) -> list[tuple[str, str]]:
-        """(printable path, reason) of each failed file (read-only view of `bad`)."""
-        return [(b.to_dict()["path"], b.reason) for b in self.bad]
+        """(path, reason) of each failed file (read-only view of `bad`), as `AddReport.failures`: the lines people
+        read show it with `display_path`, the JSON with `BadImage.to_dict`."""
+        return [(b.path, b.reason) for b in self.bad]
 
     def summary_line(self) -> str:
         """One line for the terminal; "rank R/W: " first only when the job is one of several (torchrun)."""
@@ -168,7 +168,7 @@ class ExportReport:
             "damage": self.damage,
             "images": self.images,
             "failed": self.failed,
-            "failures": [failure_dict(b) for b in self.bad],
+            "failures": [b.to_dict() for b in self.bad],
             "seconds": round(self.seconds, 3),
         }
 
@@ -324,7 +324,7 @@ def _export_held(paths: list[str | os.PathLike[str]], out_dir: Path, model: Any,
                     "files": len(part),
                     "embedded": len(vectors),
                     "failed": len(bad),
-                    "failures": [failure_dict(b) for b in bad],
+                    "failures": [b.to_dict() for b in bad],
                     "files_stamp": stamp,
                     "dtype": dtype,
                     "model": encoder.name,

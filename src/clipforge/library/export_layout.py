@@ -6,11 +6,12 @@ files (`_paths`: npy vectors, parquet metadata rows, stats JSON), their atomic w
 `load_export_manifest`). The layout itself is described in `clipforge.library.export`.
 
 **File names in the output** (the parquet's ``image_path``, the ``path`` of each failure in the stats files, the
-manifest and ``embed --json``) are written losslessly (`path_text`): a name that is valid UTF-8 as itself, one that
-is not (raw bytes, as Linux allows) as ``b64:`` + the base64 of its bytes, the form the Milvus store keys such names
-by; `dbfile.text_path` reads either back. The ``\\xNN`` escapes of `display_path` (kept for the lines people read) gave
-``caf\\xe9.jpg`` to the byte name and to a file literally named so: two files, one string, neither openable.
-Exported names are absolute (they start with ``/``), so no real name is mistaken for a ``b64:`` form.
+manifest and ``embed --json``, `BadImage.to_dict`) are written losslessly (`path_text`): a name that is valid UTF-8
+as itself, one that is not (raw bytes, as Linux allows) as ``b64:`` + the base64 of its bytes, the form the Milvus
+store keys such names by; `dbfile.text_path` reads either back. The ``\\xNN`` escapes of `display_path` (kept for
+the lines people read) gave ``caf\\xe9.jpg`` to the byte name and to a file literally named so: two files, one
+string, neither openable. Exported names are absolute (they start with ``/``), so no real name is mistaken for a
+``b64:`` form.
 
 **A refused write** (a full disk, a file-size limit such as ``ulimit -f``, a quota, no permission) is
 `ExportWriteError`: one line naming the file and what to do (`writing`). numpy says "256000 requested and 153536
@@ -77,11 +78,6 @@ def writing(path: Path) -> Iterator[None]:
             exc.errno or errno.EIO,
             f"could not write {display_path(os.fspath(path))}: {why}; the partitions written before are kept: "
             f"{fix} and run the same command again to write the rest") from exc
-
-
-def failure_dict(bad: BadImage) -> dict[str, str]:
-    """A failed file as the export's files and `embed --json` record it: its lossless name and the reason."""
-    return {"path": path_text(bad.path), "reason": bad.reason}
 
 
 def partition_name(index: int, count: int) -> str:

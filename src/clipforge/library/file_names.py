@@ -9,16 +9,19 @@ back by UTF-8, then `os.fsdecode` (`from_db`, `text_path`). Handing the OS the t
 with the locale's codec (ASCII in a C locale with ``PYTHONUTF8=0``): `os.path.exists` answered False and `index
 prune` forgot every photo whose name was not ASCII (audit 65 portability #1). A name the OS cannot be given at all
 is `UnusableNameError` (`file_exists`), never a file that is gone.
+
+`name_bytes`, `path_text` (the ``b64:`` form of every --json report) and `display_path` live one layer down, in
+`clipforge.data.names`, so a `BadImage` (data) writes the JSON name the library writes; they are re-exported here.
 """
 
 from __future__ import annotations
 
 import base64
 import codecs
-import contextlib
 import os
 import sys
 
+from clipforge.data.names import display_path, name_bytes, path_text, utf8_name
 from clipforge.errors import UserError
 
 __all__ = ["UnusableNameError", "display_path", "file_exists", "from_db", "is_utf8_name", "name_bytes", "path_text",
@@ -34,26 +37,11 @@ class UnusableNameError(UserError, ValueError):
     client_detail = "the server's locale cannot name a file of the library (not UTF-8): nothing was changed"
 
 
-def name_bytes(path: str) -> bytes:
-    """The bytes file name `path` stands for: `os.fsencode` (undecodable bytes as their surrogate escapes), or, for
-    a name holding a character this process's file-system encoding lacks (text in a C locale), its UTF-8."""
-    try:
-        return os.fsencode(path)
-    except UnicodeEncodeError:
-        return path.encode("utf-8", "surrogateescape")
-
-
-def _utf8(raw: bytes) -> str | None:
-    with contextlib.suppress(UnicodeDecodeError):
-        return raw.decode("utf-8")
-    return None
-
-
 def to_db(path: str) -> str | bytes:
     """The value stored for a file name: its bytes read as UTF-8 text, or the raw bytes when they are not valid
     UTF-8 (the same value in every locale)."""
     raw = name_bytes(path)
-    return raw if (text := _utf8(raw)) is None else text
+    return raw if (text := utf8_name(raw)) is None else text
 
 
 def from_db(value: str | bytes) -> str:
@@ -66,15 +54,7 @@ def from_db(value: str | bytes) -> str:
 
 def is_utf8_name(path: str) -> bool:
     """Whether `path` (as Python spells a file name: undecodable bytes as surrogates) is valid UTF-8."""
-    return _utf8(name_bytes(path)) is not None
-
-
-def path_text(path: str) -> str:
-    """A file name as lossless UTF-8 text, for what holds text only (a Milvus key, an export's parquet and JSON):
-    its bytes as UTF-8 text, or ``b64:`` + base64 of its bytes when they are not UTF-8 (a real name is a path,
-    never starting so). The same text in every locale."""
-    stored = to_db(path)
-    return stored if isinstance(stored, str) else "b64:" + base64.b64encode(stored).decode("ascii")
+    return utf8_name(name_bytes(path)) is not None
 
 
 def text_path(text: str) -> str:
@@ -94,8 +74,3 @@ def file_exists(path: str) -> bool:
             f"encoding ({sys.getfilesystemencoding()}) cannot write (a locale that is not UTF-8, such as LC_ALL=C "
             "with PYTHONUTF8=0); run it in a UTF-8 locale (LC_ALL=C.UTF-8) or with PYTHONUTF8=1") from None
     return os.path.exists(path)
-
-
-def display_path(path: str) -> str:
-    """`path` as printable UTF-8 text: its bytes read as UTF-8 (in any locale), undecodable bytes shown as \\xNN."""
-    return name_bytes(path).decode("utf-8", "backslashreplace")

@@ -33,6 +33,7 @@ from clipforge.data.base import BadImage
 from clipforge.data.files import DecodedFile, EmbeddedBatch, ImageFileReader, embed_files, with_max_pixels
 from clipforge.errors import Notice
 from clipforge.library.encoder import Encoder
+from clipforge.library.file_names import path_text
 from clipforge.library.scan import file_identity, skipped_folder_of
 from clipforge.library.store import FileState, Store
 
@@ -122,10 +123,13 @@ class AddReport:
         return line
 
     def to_dict(self) -> dict[str, Any]:
+        """`index add --json`: names as every --json report writes them (`path_text`: one that is not UTF-8 as
+        ``b64:`` + base64 of its bytes; its ``\\xNN`` escapes were also the name of another file)."""
+        folder = self.unwalked_folder
         return {"added": self.added, "updated": self.updated, "relinked": self.relinked, "touched": self.touched,
                 "unchanged": self.unchanged, "failed": self.failed, "embedded": self.embedded,
                 "duplicates": self.duplicates, "gone": self.gone, "known_failed": self.known_failed,
-                "unwalked": self.unwalked, "unwalked_folder": self.unwalked_folder,
+                "unwalked": self.unwalked, "unwalked_folder": None if folder is None else path_text(folder),
                 "rehashed": self.rehashed, "rehash_changed": self.rehash_changed, "same_file": self.same_file,
                 "seconds": round(self.seconds, 3),
                 "failures": [b.to_dict() for b in self.bad],

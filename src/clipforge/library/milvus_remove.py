@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from clipforge.data.base import BadImage
+from clipforge.library.file_names import display_path
 from clipforge.library.milvus_expr import under_expr
 from clipforge.library.milvus_store import MilvusSpace
 from clipforge.library.scan import normalise_path
@@ -57,7 +57,7 @@ class MilvusRemoval:
                 continue
             under = set().union(*(self._under(space, path.rstrip(os.sep) + os.sep) for space in spaces))
             if not under:
-                unknown.append(BadImage(path, "").to_dict()["path"])
+                unknown.append(display_path(path))  # a line for people: \xNN escapes
             gone |= under
         if unknown and not missing_ok:
             raise ValueError(

@@ -24,7 +24,7 @@ from typing import Any
 from clipforge.disk_full import disk_full  # the one "no room to write" test (SQLite refusals too)
 from clipforge.errors import UserError
 from clipforge.image import ImageLoadError
-from clipforge.library.dbfile import display_path
+from clipforge.library.dbfile import display_path, text_path
 from clipforge.server.errors import APIError, shown, without_folders
 from clipforge.server.fair import FairGate
 from clipforge.server.limits import ServerLimits
@@ -307,7 +307,7 @@ class LibraryService(RequestWords):
         if isinstance(stats.get("index"), dict) and stats["index"].get("path"):
             stats["index"] = {**stats["index"], "path": os.path.basename(str(stats["index"]["path"]))}
         stats["failures"] = [
-            {"filename": display_path(os.path.basename(f["path"])), "reason": f["reason"]}
+            {"filename": display_path(os.path.basename(text_path(f["path"]))), "reason": f["reason"]}  # b64: undone
             for f in stats.get("failures", [])
         ]
         stats["server"] = {

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from clipforge.data.bad import BadImage
+from clipforge.data.names import display_path
 
 MISSING_REASON = "listed by the dataset but not on disk"
 SHOWN = 3  # names in the one-line summary; the JSON keeps up to 50 (BadSampleLog's examples)
@@ -84,7 +85,7 @@ class SkippedImages:
         from it, the rest could not be`."""
         read = shard.samples_read
         samples = f"{read} sample{'' if read == 1 else 's'} {'was' if read == 1 else 'were'} read from it"
-        return (f"{self.label}: shard {shard.to_dict()['path']} is damaged ({shard.error}): {samples}, the rest "
+        return (f"{self.label}: shard {display_path(shard.path)} is damaged ({shard.error}): {samples}, the rest "
                 "could not be" + (" (see log.jsonl)" if logged else ""))
 
     def untold_damaged(self) -> list[Any]:
