@@ -37,6 +37,7 @@ from clipforge.library.library_reads import LibraryReads
 from clipforge.library.library_writes import LibraryWrites
 from clipforge.library.lock import library_lock
 from clipforge.library.search import second_names
+from clipforge.library.stats_schema import index_status, new_stats
 
 __all__ = ["Library", "ModelMismatchError", "record_model", "same_file_names"]
 
@@ -136,22 +137,22 @@ class Library(LibraryWrites, LibraryReads):
         return space
 
     def stats(self, verify: bool = False) -> dict[str, Any]:
-        """Counts, model, index state, tags and recent failures, as plain JSON-able data.
+        """Counts, model, index state, tags and recent failures, as plain JSON-able data: the keys of
+        `stats_schema.new_stats`, those a Milvus store gives too (null where one does not apply).
 
-        `verify`: also count 'ok' images without a vector (`missing_vectors`; a scan of every row)."""
+        `verify`: also count 'ok' images without a vector (`missing_vectors`; a scan of every row; null without a
+        model). Failed files are named as every --json report names them (`BadImage.to_dict`: ``b64:`` for a name
+        that is not UTF-8)."""
         fingerprint = self.space_fingerprint
         db_bytes = sum(
             p.stat().st_size for p in self.paths.root.glob(self.paths.db.name + "*") if p.is_file()
         )
-        out: dict[str, Any] = {
-            "library": str(self.paths.root),
-            "schema_version": self.store.conn().execute("PRAGMA user_version").fetchone()[0],  # the file's
-            "images": self.store.status_counts(),
-            "model": None,
-            "distinct_contents": 0,
-            "db_bytes": db_bytes,
-            "failures": [BadImage(p, r).to_dict() for p, r in self.store.failures(20)],
-        }
+        schema = self.store.conn().execute("PRAGMA user_version").fetchone()[0]  # the file's
+        out = new_stats(str(self.paths.root), "sqlite", schema, db_bytes)
+        out["images"] = self.store.status_counts()
+        out["failures"] = [BadImage(p, r).to_dict() for p, r in self.store.failures(20)]
+        if verify:
+            out["missing_vectors"] = None  # no model: nothing to count against
         if fingerprint is not None:
             spaces = self.spaces()
             space = next((s for s in spaces if s["fingerprint"] == fingerprint), None)
@@ -172,7 +173,7 @@ class Library(LibraryWrites, LibraryReads):
             manager = self._manager
             if manager is None or manager.fingerprint != fingerprint:
                 manager = IndexManager(self.store, self.paths, fingerprint, dim)
-            out["index"] = manager.status()
+            out["index"] = index_status(manager.status())
             out["tags"] = self.store.tag_counts(fingerprint)
             if verify:
                 out["missing_vectors"] = (

@@ -207,8 +207,8 @@ class MilvusCatalog(QueryMethods):
         `verify` (`index stats`) adds `missing_vectors` as the embedded store does: always 0 here, where a row
         holds its file's record and vector together, so no scan is needed (scripts read the key on both)."""
         out = copy.deepcopy(self._listing("stats", self._stats))
-        if verify and out.get("model"):
-            out["missing_vectors"] = 0
+        if verify:
+            out["missing_vectors"] = 0 if out.get("model") else None  # null without a space, as the embedded store
         return out
 
     def _stats(self) -> dict[str, Any]:

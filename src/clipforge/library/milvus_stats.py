@@ -17,6 +17,7 @@ from typing import Any
 from clipforge.data.base import BadImage
 from clipforge.library.backend import StoreSpec, lite_bytes
 from clipforge.library.milvus_store import MilvusSpace
+from clipforge.library.stats_schema import milvus_index, new_stats
 
 __all__ = ["first_failures", "ranked_counts", "space_stats"]
 
@@ -24,12 +25,11 @@ _FAILED_READ = 16384  # Milvus's largest query result window
 
 
 def space_stats(spec: StoreSpec, space: MilvusSpace | None, spaces: list[dict[str, Any]]) -> dict[str, Any]:
-    """The stats dict `Library.stats` gives, for `space` (None: the store holds no space yet); `spaces`:
-    `MilvusLibrary.spaces()`, listed as they are."""
-    out: dict[str, Any] = {"library": spec.describe(), "store": spec.kind, "model": None,
-                           "images": {"ok": 0, "failed": 0}, "distinct_contents": 0,
-                           "db_bytes": lite_bytes(spec.uri) if spec.kind == "milvus-lite" else None,
-                           "failures": [], "spaces": spaces}
+    """The stats dict `Library.stats` gives, with its keys (`stats_schema`), for `space` (None: the store holds no
+    space yet); `spaces`: `MilvusLibrary.spaces()`, listed as they are. Failed files are named as every --json
+    report names them (`BadImage.to_dict`)."""
+    out = new_stats(spec.describe(), spec.kind, None, lite_bytes(spec.uri) if spec.kind == "milvus-lite" else None)
+    out["spaces"] = spaces  # `schema_version` is the SQLite file's: null here, as `index` while no space exists
     if space is None:
         return out
     # Distinct contents and the top tags need each stored image's sha256 and tags; the first 20 failures come
@@ -49,7 +49,7 @@ def space_stats(spec: StoreSpec, space: MilvusSpace | None, spaces: list[dict[st
     out["failures"] = first_failures(space, 20)
     out["model"] = {"name": space.name or None, "fingerprint": space.fingerprint, "embed_dim": space.dim,
                     "vector_dtype": "float32"}
-    out["index"] = {"kind": "milvus", "requested": "milvus", "fresh": True}
+    out["index"] = milvus_index()
     out["tags"] = ranked_counts(Counter(r["tags"][0] for r in rows if r["tags"]))
     return out
 
