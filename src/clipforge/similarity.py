@@ -55,11 +55,12 @@ def compute_similarity(model: CLIP, preprocess: Preprocess, image_paths: Sequenc
     Images go through the one reader and encoder (`clipforge.data.files.encode_files`; `preprocess`
     decides draft decoding) with the model in `precision` (bf16 on a copy). Unreadable images are
     skipped and listed in `skipped`, as `classify` and `index add` skip them (a folder with one bad
-    file failed whole); `ImageLoadError` names the first when none could be read. A logit scale or bias that is
+    file failed whole); when none could be read the table has no rows and `skipped` lists every file with its
+    reason, as `classify_files` returns no results and every error (an `ImageLoadError` named the first only, and
+    the CLI could print neither the others nor its --json). A logit scale or bias that is
     not finite is `NonFiniteModelError`, as in `classify` (`zeroshot.classifier.check_scoring`).
     """
     from clipforge.data.files import encode_files
-    from clipforge.image import ImageLoadError
     from clipforge.inference.encoder import BatchEncoder
     from clipforge.zeroshot.classifier import check_scoring
 
@@ -71,9 +72,9 @@ def compute_similarity(model: CLIP, preprocess: Preprocess, image_paths: Sequenc
     check_scoring(model, scoring.scale, None if scoring.sums_to_one else scoring.bias)
     encoder = BatchEncoder(model, precision, normalizer=preprocess, copy_model=True)
     encoded = encode_files(image_paths, encoder, workers=0, preprocess=preprocess)
-    if encoded.bad and len(encoded.bad) == len(image_paths):
-        bad = encoded.bad[0]
-        raise ImageLoadError(f"{bad.path}: {bad.reason}", path=bad.path, reason=bad.reason)
+    if encoded.bad and len(encoded.bad) == len(image_paths):  # no row: the caller says so, naming every file
+        empty = torch.zeros(0, len(texts))
+        return SimilarityTable([], list(texts), empty, empty.clone(), scoring.note, [], list(encoded.bad))
     readable = [str(p) for p in encoded.paths]  # the order of `encoded.vectors`
     tokens = tokenize_for(model, list(texts))  # the model's own tokenizer (BPE, SentencePiece, ...)
     image_features = torch.from_numpy(encoded.vectors)

@@ -113,7 +113,9 @@ def test_an_add_that_stores_no_vector_does_not_choose_the_default_model(tmp_path
         (tmp_path / "first" / "broken.jpg").write_text("not an image\n")
     images_factory(tmp_path / "photos", 2, formats=("png",))
     lib = ["--library", str(tmp_path / "lib")]
-    assert _run(capsys, "index", "add", str(tmp_path / "first"), "--model", "test-vit-tiny", *lib, *QUIET)[0] == 0
+    # a folder of broken files only: every file it tried failed, status 2 since audit 66 (as embed and classify)
+    assert _run(capsys, "index", "add", str(tmp_path / "first"), "--model", "test-vit-tiny", *lib,
+                *QUIET)[0] == (2 if first == "bad" else 0)
     code, _, err = _run(capsys, "index", "add", str(tmp_path / "photos"), "--model", "test-rn-tiny", *lib, *QUIET)
     assert code == 0 and "not the library's default" not in err, err
     stats = json.loads(_run(capsys, "index", "stats", "--json", *lib)[1])

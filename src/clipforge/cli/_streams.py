@@ -9,10 +9,11 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import TextIO
 
-__all__ = ["CLOSED_STDOUT", "log_records_as_lines", "standard_streams"]
+__all__ = ["CLOSED_STDOUT", "StdoutWriteError", "log_records_as_lines", "standard_streams", "stdout_failure",
+           "stdout_writes_named"]
 
 
 @contextlib.contextmanager
@@ -76,3 +77,62 @@ def _devnull_on(descriptor: int) -> TextIO:
         os.close(fd)
         fd = descriptor
     return open(fd, "w", encoding="utf-8", errors="backslashreplace")  # noqa: SIM115 (the process's)
+
+
+class StdoutWriteError(OSError):
+    """A write to standard output failed: a full disk under ``> report.json`` (``> /dev/full``), an I/O error, a quota.
+    Its own class so the error line can say that stdout is what failed, and what the command had already saved: it
+    was Python's bare ``error: [Errno 28] No space left on device`` after `index add` had committed every photo, and a
+    retrying script took it for nothing indexed (audit 66). A closed pipe stays `BrokenPipeError` (the quiet 141)."""
+
+
+class _NamedStream:
+    """A standard output whose failed writes raise `StdoutWriteError`; every other attribute is the stream's own
+    (encoding, reconfigure, fileno, isatty), and `buffer` (``--paths`` writes raw bytes) is wrapped the same way."""
+
+    def __init__(self, stream: object) -> None:
+        self._stream = stream
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._stream, name)
+
+    @property
+    def buffer(self) -> _NamedStream:
+        return _NamedStream(self._stream.buffer)  # type: ignore[attr-defined]
+
+    def write(self, data: object) -> object:
+        return _named(self._stream.write, data)  # type: ignore[attr-defined]
+
+    def writelines(self, lines: object) -> object:
+        return _named(self._stream.writelines, lines)  # type: ignore[attr-defined]
+
+    def flush(self) -> object:
+        return _named(self._stream.flush)  # type: ignore[attr-defined]
+
+
+def _named(call: Callable[..., object], *args: object) -> object:
+    try:
+        return call(*args)
+    except (BrokenPipeError, StdoutWriteError):
+        raise
+    except OSError as exc:
+        raise StdoutWriteError(exc.errno, exc.strerror or str(exc)) from exc
+
+
+@contextlib.contextmanager
+def stdout_writes_named() -> Iterator[None]:
+    """While a command runs, a failed write to stdout (``print``, ``sys.stdout.buffer.write``, the final flush) is a
+    `StdoutWriteError`, told apart from the command's own OSErrors (a photo that cannot be read)."""
+    stream = sys.stdout
+    sys.stdout = _NamedStream(stream)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        if isinstance(sys.stdout, _NamedStream):
+            sys.stdout = stream
+
+
+def stdout_failure(error: StdoutWriteError, saved: str | None = None) -> str:
+    """The error line's text: that writing to standard output failed and why, then what the command had already
+    saved (`saved`: a command sets ``args.saved`` once its work is committed, as `index add` does)."""
+    return f"could not write to standard output: {error.strerror or error}" + (f"; {saved}" if saved else "")

@@ -80,7 +80,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                          "reason, whichever model spaces hold them. The ids are what "
                                          "`index remove ID` takes.")
     listing.add_argument("--failed", action="store_true", help="only the files that failed, with their reasons")
-    listing.add_argument("--json", action="store_true", help="print JSON lines, one record each")
+    listing.add_argument("--json", action="store_true",
+                         help="print JSON Lines: one record a line, not one document (a large library streams); "
+                              "nothing for an empty library")
     add_library_arguments(listing, model=False)
     listing.set_defaults(func=run_list)
 
@@ -206,6 +208,7 @@ def run_add(args: argparse.Namespace) -> int:
     except user_errors() as exc:
         return fail(exc)
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    args.saved = _saved(report)  # said if the report cannot be written (`cli.main`: a full disk under `> report`)
     if args.json:
         print(json_text(report.to_dict()))
     else:
@@ -219,7 +222,23 @@ def run_add(args: argparse.Namespace) -> int:
         print_failures(report.failures, "`clipforge index list --failed`")
     if space:
         print(space, file=sys.stderr)
+    usable = report.added + report.updated + report.relinked + report.touched + report.unchanged - report.known_failed
+    if report.failed and not usable and world == 1:  # not one rank's share of a torchrun job (as `embed`)
+        # every file this run tried failed and none it names is indexed: status 2 as embed, classify and similarity
+        # (a cron `index add /mnt/camera` of a wrong mount looked like success to `set -e`; audit 66)
+        return fail(f"no file could be indexed: all {report.failed} failed (`clipforge index list --failed` lists "
+                    "them with their reasons)")
     return 0
+
+
+def _saved(report: Any) -> str:
+    """What an add left in the library, for the error line when its report cannot be written to stdout: a script
+    that retries on that error must know the photos were indexed (it read "error: [Errno 28] No space left on
+    device" alone). A failed file is recorded too, with its reason."""
+    if not (report.added or report.updated or report.relinked or report.touched or report.failed):
+        return "the library was already up to date (nothing added, updated or relinked)"
+    return (f"the library was updated all the same ({count_noun(report.added, 'file')} added, {report.updated} "
+            f"updated, {report.relinked} relinked, {report.failed} failed)")
 
 
 def space_notice(library: Any, model: str | None, report: Any, fill: bool = False) -> str | None:

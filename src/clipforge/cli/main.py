@@ -9,7 +9,8 @@ their `run` functions so `clipforge --help` stays fast.
 `clipforge.errors.UserError` (and the plain ValueError / OSError of bad input) becomes one line
 ``error: ...`` on stderr and status 2 (`report_error`, which commands that keep going after a
 bad item call too), a missing optional extra names it ("pip install 'clipforge[app]'"), a closed
-stdout (`clipforge models --json | head`) ends quietly with 141, a stdout closed before the start (``>&-``) is
+stdout (`clipforge models --json | head`) ends quietly with 141, a write to stdout that fails (a full disk under
+``> out.json``) is one line saying so and what the command had saved (``args.saved``), a stdout closed before the start (``>&-``) is
 refused in one line (a service's, and a closed stderr, go to /dev/null: `_streams`), Ctrl-C with ``interrupted`` and 130,
 SIGTERM (a service manager's stop) the same way with ``terminated`` and 143; a command that can say what its
 run left adds it (``set_defaults(stop_note=...)``: `index add` keeps every committed batch and resumes when
@@ -116,9 +117,13 @@ def report_error(error: BaseException | str) -> int:
     an error quotes text from inside files (a safetensors header's dtype string, a checkpoint's path), and one whose
     ESC sequences went out raw set the terminal's title and cleared its screen (audit 64). Text in any script is
     shown as it is."""
+    from clipforge.cli._streams import StdoutWriteError, stdout_failure
     from clipforge.cli.common import one_line as printable
     from clipforge.errors import one_line
 
+    if isinstance(error, StdoutWriteError):  # stdout named, and nothing more tried on it (as after a closed pipe)
+        _silence_stdout()
+        error = stdout_failure(error)
     text = one_line(error) if isinstance(error, BaseException) else " ".join(str(error).split())
     print(f"error: {printable(text)}", file=sys.stderr)
     return EXIT_USER_ERROR
@@ -152,7 +157,7 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
 def main(argv: Sequence[str] | None = None, *, decode_ahead: bool = False) -> int:
     """Run one command; `decode_ahead` (the console script) lets a command that reads photos start
     decoding them before torch is imported (`_decode_ahead`)."""
-    from clipforge.cli._streams import log_records_as_lines, standard_streams
+    from clipforge.cli._streams import log_records_as_lines, standard_streams, stdout_writes_named
 
     if (closed := standard_streams(argv, _OWN_SIGNALS)) is not None:
         return report_error(closed)
@@ -170,7 +175,7 @@ def main(argv: Sequence[str] | None = None, *, decode_ahead: bool = False) -> in
 
     escape_unshowable_characters()  # a stdout that is not UTF-8: results escaped, never lost (`stdout_text`)
 
-    with warnings.catch_warnings(), log_records_as_lines():
+    with warnings.catch_warnings(), log_records_as_lines(), stdout_writes_named():
         warnings.showwarning = _show_warning
         warnings.simplefilter("ignore" if getattr(args, "quiet", False) else "always", Notice)  # --quiet: none
         code = _run(args)
@@ -340,6 +345,11 @@ def _run_command(args: argparse.Namespace) -> int:
         message = missing_extra_message(exc, _command_name(args))
         if message is None and not isinstance(exc, user_errors()):
             raise
+        from clipforge.cli._streams import StdoutWriteError, stdout_failure
+
+        if isinstance(exc, StdoutWriteError):  # a full disk under `> report.json`: what the command saved is said
+            _silence_stdout()
+            message = stdout_failure(exc, getattr(args, "saved", None))
         return report_error(message or exc)
 
 

@@ -48,7 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-index", action="store_true",
                         help="with --in: search what is already indexed there, without indexing first")
     output = parser.add_mutually_exclusive_group()
-    output.add_argument("--json", action="store_true", help="print JSON")
+    output.add_argument("--json", action="store_true",
+                        help="print JSON (each result's \"missing\": its file deleted since indexed; "
+                             "\"folder_missing\": its folder not found on this machine)")
     output.add_argument("--paths", action="store_true",
                         help="print only the files, one per line, best first (for pipes: `... --paths | xargs feh`; "
                              "names as the file system spells them)")
@@ -146,6 +148,16 @@ def _not_there(folder: str) -> str:
     target = os.path.join(os.path.dirname(os.path.abspath(folder)), os.readlink(folder))
     return (f"a link to {one_line(display_path(os.path.normpath(target)))}, which is not there (a drive not mounted, or a "
             "folder moved?)")
+
+
+def _unopenable(paths: list[str]) -> str:
+    """`--paths --quiet`'s one line for the names it writes whose folder is not found here (moved, renamed, a drive
+    not mounted): the names are the library's and are written (a drive mounted again opens them), but a pipe cannot
+    open them now, and --quiet had left that unsaid (audit 66). Not a notice: --quiet does not silence it."""
+    count = f"{len(paths)} of these names {'is' if len(paths) == 1 else 'are'}"
+    return (f"warning: {count} in a folder not found on this machine "
+            f"({_shown(sorted({os.path.dirname(path) for path in paths}))}): they cannot be opened now "
+            "(--json marks them \"folder_missing\")")
 
 
 def _no_results(library: object, args: argparse.Namespace) -> str:
@@ -250,9 +262,9 @@ def run(args: argparse.Namespace) -> int:
               "`clipforge index prune` forgets the library's photos whose files are gone", file=sys.stderr)
     # Not here and neither is its folder: a folder moved or renamed, an unplugged drive, or a Milvus store's photos
     # on another machine. Listed as before (not called deleted), but said: `--paths` piped names that did not open.
+    unreachable = [hit.path for hit in hits if local and hit.path not in gone and not os.path.lexists(hit.path)]
     said = [os.path.join(os.path.abspath(folder), "") for folder in absent]  # --in folders already said not there
-    away = [hit.path for hit in hits if local and hit.path not in gone and not os.path.lexists(hit.path)
-            and not any(hit.path.startswith(folder) for folder in said)]
+    away = [path for path in unreachable if not any(path.startswith(folder) for folder in said)]
     if away and not args.quiet:
         print(f"notice: {len(away)} of these photos {'is' if len(away) == 1 else 'are'} in a folder not found on this "
               f"machine ({_shown(sorted({os.path.dirname(path) for path in away}))}): moved, renamed or deleted, or on "
@@ -264,8 +276,9 @@ def run(args: argparse.Namespace) -> int:
         )
 
         images = [path_text(path) for path in [t.value for t in terms if t.kind == "image"] + args.image]
-        # each result says whether its file is gone (a script read a deleted photo as result 1, nothing marked)
-        results = [{**h.to_dict(), "missing": h.path in gone} for h in hits]
+        # each result says whether its file is gone (a script read a deleted photo as result 1, nothing marked), and
+        # whether its folder is (the plain output's "folder not found": it was `"missing": false` alone, audit 66)
+        results = [{**h.to_dict(), "missing": h.path in gone, "folder_missing": h.path in unreachable} for h in hits]
         # why nothing was found, as the REST answer's `reason` (the same `no_results_reason`); null with results
         print(json_text({"query": args.query, "images": images, "results": results, "reason": empty or None}))
         return 0
@@ -276,6 +289,8 @@ def run(args: argparse.Namespace) -> int:
         if split and not args.null and not args.quiet:
             print(f"notice: {split} of these names {'holds' if split == 1 else 'hold'} a newline, which splits it "
                   "in a line-based pipe: add --null and read them with `xargs -0`", file=sys.stderr)
+        if args.quiet and unreachable:  # stdout cannot mark them, and --quiet silenced the notices that do
+            print(_unopenable(unreachable), file=sys.stderr)
         end = b"\0" if args.null else b"\n"
         sys.stdout.flush()
         sys.stdout.buffer.write(b"".join(os.fsencode(hit.path) + end for hit in hits))

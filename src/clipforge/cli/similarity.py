@@ -43,8 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from clipforge.cli.common import expand_images, figure_target, indistinct_notice, load_cli_model, one_line
+    from clipforge.cli.main import report_error
     from clipforge.data.files import with_max_pixels
-    from clipforge.image import ImageLoadError
     from clipforge.library.dbfile import display_path, path_text
     from clipforge.similarity import compute_similarity, plot_similarity
     from clipforge.text.typed import check_argument
@@ -72,11 +72,7 @@ def run(args: argparse.Namespace) -> int:
         for path, reason in skipped:
             print(f"skipped {one_line(display_path(path))}: {reason}", file=sys.stderr)
 
-    try:
-        table = compute_similarity(loaded.model, preprocess, args.images, args.text, precision=args.precision)
-    except ImageLoadError:  # none of the files read: the error names the first, after what was skipped unread
-        say_skipped()
-        raise
+    table = compute_similarity(loaded.model, preprocess, args.images, args.text, precision=args.precision)
     skipped += [(str(bad.path), bad.reason) for bad in table.skipped]
     from clipforge.text.context_cut import same_after_cut
     from clipforge.zeroshot.languages import text_notices
@@ -93,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         print(indistinct_notice(same, loaded.name, context, "texts"), file=sys.stderr)
     plot, plot_failed = None, None
     try:  # a plot that cannot be written (a full disk) does not lose the table: printed, then the one error line
-        plot = str(plot_similarity(table, None, args.plot)) if args.plot else None
+        plot = str(plot_similarity(table, None, args.plot)) if args.plot and table.image_paths else None
     except (OSError, ValueError) as error:
         plot_failed = error
     say_skipped()
@@ -103,10 +99,13 @@ def run(args: argparse.Namespace) -> int:
                          "probabilities": table.probabilities.tolist(), "cosine": table.cosine.tolist(),
                          "plot": plot, "errors": [{"image": path_text(path), "error": reason}
                                                   for path, reason in skipped]}))
-    else:
+    elif table.image_paths:  # no row, no table: the error line below says why
         print(table.format(shown=lambda name: one_line(display_path(name))))  # as `search` prints paths
         if plot:
             print(f"plot written to {plot}")
+    if not table.image_paths:  # none could be read: every file named above, then one line and status 2 (`classify`)
+        return report_error(f"none of the {len(skipped)} image(s) could be read (each named above): nothing to "
+                            "compare")
     if plot_failed is not None:
         raise plot_failed
     return 0

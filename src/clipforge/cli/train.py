@@ -9,6 +9,7 @@ Multi-process: `torchrun --nproc_per_node N -m clipforge train --recipe ...` (th
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from clipforge.cli.common import MODEL_HELP
 
@@ -27,7 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recipe", help="packaged recipe (see --list-recipes) or a JSON file")
     parser.add_argument("--list-recipes", action="store_true",
-                        help="print the packaged recipes, the model and data each is for, and the result to expect")
+                        help="print the packaged recipes, the model and data each is for, and the result to expect "
+                             "(with --json: one JSON document, {\"recipes\": [...]})")
     parser.add_argument("--model", help="what to train, as every command reads it: " + MODEL_HELP.split("; default")[0]
                         + ". ViT-B/32 means OpenAI's weights (downloaded); random:ARCH starts from random weights. "
                           "Replaces the recipe's model, model_config and pretrained unless --pretrained is given")
@@ -46,7 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config field, e.g. --set lock_image=true --set micro_batch=16")
     parser.add_argument("--json", action="store_true",
-                        help="print only the JSON summary on stdout (evaluation lines and progress go to stderr)")
+                        help="print only the JSON summary on stdout (evaluation lines and progress go to stderr); "
+                             "with --list-recipes, the recipes as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,11 +57,12 @@ def run(args: argparse.Namespace) -> int:
     import json
     import os
 
+    from clipforge.cli.common import json_text
     from clipforge.train.checks import build_run_config
     from clipforge.train.config import describe_recipes
 
     if args.list_recipes:
-        print(describe_recipes())
+        print(json_text({"recipes": _recipes()}) if args.json else describe_recipes())
         return 0
     config = build_run_config(args.recipe, args.overrides, **{k: getattr(args, k) for k in _FIELDS})
     from clipforge.train.trainer import train
@@ -79,3 +83,17 @@ def run(args: argparse.Namespace) -> int:
         trained = f"trained {span} (resumed at step {first})" if first else f"trained {count}"
         print(f"{trained}; checkpoint {summary['checkpoint']}" + (f"; {metrics}" if metrics else ""))
     return 0
+
+
+def _recipes() -> list[dict[str, Any]]:
+    """`--list-recipes --json`: what `describe_recipes` prints, as data (a CI step that discovers recipes with --json
+    parsed its prose, status 0; audit 66): each packaged recipe's name, the model, data and result it is for (null
+    where the recipe does not say), and its `lr_by_size` rules ([] when the lr is not scaled to the model's size)."""
+    from clipforge.train.config import list_recipes, load_recipe, recipe_info
+
+    recipes = []
+    for name in list_recipes():
+        target = recipe_info(name).get("for", {})
+        recipes.append({"name": name, **{key: target.get(key) for key in ("model", "data", "expect")},
+                        "lr_by_size": load_recipe(name).get("lr_by_size") or []})
+    return recipes
