@@ -51,8 +51,10 @@ def run_stats(args: argparse.Namespace) -> int:
         print("database  on the Milvus server")
     else:
         print(f"database  {stats['db_bytes'] / 1e6:.1f} MB")
-    for failure in stats["failures"]:
-        print(f"  failed: {one_line(failure['path'])}: {failure['reason']}")
+    from clipforge.library.dbfile import display_path, text_path
+
+    for failure in stats["failures"]:  # JSON names (b64: for a name that is not UTF-8), shown with \\xNN escapes
+        print(f"  failed: {one_line(display_path(text_path(failure['path'])))}: {failure['reason']}")
     return 0
 
 
