@@ -39,7 +39,7 @@ class SimilarityTable:
         texts, names = [shown(t) for t in self.texts], [shown(n) for n in self.image_names]
         # padded by terminal columns, not characters: a Chinese text or file name takes two per character
         width = max(12, *(display_width(t) for t in texts)) if texts else 12
-        name_width = max(5, *(display_width(n) for n in names))
+        name_width = max([5, *(display_width(n) for n in names)])  # no row (every image unreadable): the header
         lines = [" " * name_width + "  " + "  ".join(pad(t, width, ">") for t in texts)]
         for name, row in zip(names, self.probabilities.tolist(), strict=True):
             lines.append(pad(name, name_width) + "  " + "  ".join(f"{p:>{width}.4f}" for p in row))
@@ -93,6 +93,8 @@ def plot_similarity(table: SimilarityTable, image_paths: Sequence[str | Path] | 
     bytes are not UTF-8 is drawn as the table prints it (``bad_\\xff.jpg``, `display_path`): its undecodable bytes
     are no script, so no font draws them, and it was drawn as ``#<index>`` with advice to install a CJK font.
     """
+    if not table.image_names:  # every image unreadable: an empty heatmap said nothing (and matplotlib warned)
+        raise ValueError(f"no image could be read ({len(table.skipped)} skipped): no heatmap to draw")
     plt = pyplot()
     from clipforge.library.dbfile import display_path  # the table's spelling of a name that is not UTF-8
     from clipforge.zeroshot.fonts import drawn_labels, mark_figure

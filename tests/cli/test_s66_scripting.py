@@ -193,3 +193,19 @@ def test_a_real_full_device_names_standard_output_and_a_closed_pipe_stays_quiet(
         process.stdout.read(1)  # type: ignore[union-attr]  # `| head -c 1`
         process.stdout.close()  # type: ignore[union-attr]
         assert process.wait(timeout=120) == 141 and process.stderr.read() == b""  # type: ignore[union-attr]
+
+
+def test_an_empty_similarity_table_formats_its_header_and_refuses_a_heatmap(tmp_path) -> None:
+    """compute_similarity returns a table without rows when no image could be read (review 66): its format() was
+    "'int' object is not iterable" and plot_similarity drew an empty heatmap."""
+    import torch
+
+    from clipforge.data.base import BadImage
+    from clipforge.similarity import SimilarityTable, plot_similarity
+
+    empty = torch.zeros(0, 2)
+    table = SimilarityTable([], ["cat", "dog"], empty, empty.clone(), skipped=[BadImage("a.jpg", "file is empty")])
+    assert table.format().splitlines() == [" " * 5 + "  " + " " * 9 + "cat" + "  " + " " * 9 + "dog"]
+    with pytest.raises(ValueError, match=r"^no image could be read \(1 skipped\): no heatmap to draw$"):
+        plot_similarity(table, [], tmp_path / "plot.png")
+    assert not (tmp_path / "plot.png").exists()
