@@ -48,7 +48,7 @@ def search_space(space: MilvusSpace, vector: np.ndarray, top_k: int, filter_tags
     for row in space.query(condition, RECORD_FIELDS, strong=False):
         owners.setdefault(row["sha256"], []).append(record_from_row(row))
         tags[row["path"]] = row
-    hits = []
+    hits: list[tuple[tuple[float, float, str], SearchHit]] = []
     for row, score in found:
         records = sorted(owners.get(row["sha256"], []), key=_oldest_first) or [record_from_row(row)]
         if under is not None:  # `under_expr` may match a few more paths: the exact test is here
@@ -57,12 +57,13 @@ def search_space(space: MilvusSpace, vector: np.ndarray, top_k: int, filter_tags
                 continue
         first = representative(records)
         own = tags.get(first.path, row)
-        hits.append(SearchHit(id=first.id, path=first.path, score=score, sha256=first.sha256 or "",
-                              width=first.width, height=first.height,
-                              duplicates=[r.path for r in records if r is not first],
-                              tags=list(zip(own.get("tags") or [], map(float, own.get("tag_scores") or []),
-                                            strict=False))))
-    return hits
+        hit = SearchHit(id=first.id, path=first.path, score=score, sha256=first.sha256 or "",
+                        width=first.width, height=first.height, duplicates=[r.path for r in records if r is not first],
+                        tags=list(zip(own.get("tags") or [], map(float, own.get("tag_scores") or []), strict=False)))
+        hits.append(((-float(score), *_oldest_first(records[0])), hit))
+    # equal scores (one picture saved twice, its bytes differing) oldest content first, as the embedded store's ids
+    # order them (audit 66 determinism: its FAISS order was newest first)
+    return [hit for _, hit in sorted(hits, key=lambda pair: pair[0])]
 
 
 def _oldest_first(record: ImageRecord) -> tuple[float, str]:

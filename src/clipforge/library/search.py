@@ -147,6 +147,9 @@ def search_vector(store: Store, manager: IndexManager, query: np.ndarray, top_k:
     # (`VectorIndex.knob_for`; the default k of 20 already does), and spare rows would widen it further.
     scores, ids = manager.search(query[None, :], top_k)
     ranked = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+    # equal scores (one picture saved twice, its bytes differing) by id, as the exact paths order them: FAISS gave
+    # them newest first, so `-k 1` was not the first row of `-k 4` (audit 66 determinism)
+    ranked.sort(key=lambda pair: (-pair[1], pair[0]))
     hits = _hits(store, model, ranked, None)
     if len(hits) < top_k and len(ranked) < store.embedding_count(model):
         # Short while the library holds more: the index left slots empty (a graph region its search did not
@@ -163,8 +166,8 @@ def _exact_ranked(store: Store, manager: IndexManager, query: np.ndarray, k: int
     for ids, vectors in store.iter_embeddings(manager.fingerprint, dim=manager.embed_dim):
         best_ids = np.concatenate([best_ids, ids])
         best_scores = np.concatenate([best_scores, vectors @ query])
-        if len(best_ids) > k:
-            keep = np.argpartition(-best_scores, k)[:k]
+        if len(best_ids) > k:  # a tie cut at k keeps the lowest ids (argpartition kept any of them)
+            keep = np.lexsort((best_ids, -best_scores))[:k]
             best_ids, best_scores = best_ids[keep], best_scores[keep]
     order = np.lexsort((best_ids, -best_scores))[:k]  # by score, ties by id
     return [(int(best_ids[i]), float(best_scores[i])) for i in order]
