@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from clipforge.zeroshot.languages import set_language, templates_for_labels
-from clipforge.zeroshot.prompts import check_template, get_templates
+from clipforge.zeroshot.prompts import TemplateError, check_prompts, check_template, get_templates
 
 __all__ = ["GENERAL_SETS", "LabelCut", "TemplateChoice", "choose_templates", "default_templates", "fitting_set",
            "template_label_ends", "templates_cut", "templates_cut_notice"]
@@ -132,8 +132,11 @@ def _cut(texts: Sequence[str], tokenizer: Any, stop: bool = False) -> set[str]:
 
 def templates_cut(templates: Any, labels: Sequence[str], tokenizer: Any) -> LabelCut:
     """The prompts of `templates` (anything `get_templates` takes) for `labels` whose label `tokenizer`'s context
-    cuts, each distinct prompt counted once, the first in label order as the example: what every command says."""
-    ends, total = _ends(get_templates(templates), labels)
+    cuts, each distinct prompt counted once, the first in label order as the example: what every command says.
+    A label too long for a prompt is refused first (`check_prompts`), untokenized."""
+    resolved = get_templates(templates)
+    check_prompts(resolved, labels)
+    ends, total = _ends(resolved, labels)
     lost = _cut(list(ends), tokenizer)
     example = next((prompt for end, prompt in ends.items() if end in lost), None)
     return LabelCut(len(lost), total, int(getattr(tokenizer, "context_length", 0) or 0), example)
@@ -142,15 +145,26 @@ def templates_cut(templates: Any, labels: Sequence[str], tokenizer: Any) -> Labe
 def fitting_set(language: str, labels: Sequence[str], tokenizer: Any, cutting: Sequence[Any] = ()) -> str | None:
     """The largest set of `GENERAL_SETS[language]` whose prompts for `labels` all keep their label under
     `tokenizer`'s context, else None (no shipped set fits: the labels themselves are too long). `cutting`: sets
-    already known to cut a label (the default a command counted), not tokenized again."""
+    already known to cut a label (the default a command counted), not tokenized again. A set with a prompt longer
+    than the limit for some label (`check_prompts`) does not fit: it cannot be used."""
     known = {tuple(get_templates(spec)) for spec in cutting}
     by_size: dict[tuple[str, ...], str] = {}
     for name in GENERAL_SETS.get(language, ()):
         by_size.setdefault(tuple(get_templates(name)), name)  # equal sets: the first listed
     for templates, name in sorted(by_size.items(), key=lambda item: -len(item[0])):
-        if templates not in known and not _cut(list(_ends(templates, labels)[0]), tokenizer, stop=True):
+        if templates not in known and _fillable(templates, labels) and \
+                not _cut(list(_ends(templates, labels)[0]), tokenizer, stop=True):
             return name
     return None
+
+
+def _fillable(templates: Sequence[str], labels: Sequence[str]) -> bool:
+    """Whether every prompt of `templates` for `labels` is within the length limit (`check_prompts`)."""
+    try:
+        check_prompts(templates, labels)
+    except TemplateError:
+        return False
+    return True
 
 
 def _language(templates: Any) -> str:
