@@ -75,15 +75,15 @@ def test_classify_scores_in_row_blocks_with_the_whole_matrix_answer(tmp_path, mo
 
 def test_top_k_of_features_equals_the_whole_matrix_bit_for_bit(monkeypatch, tiny_vit):
     """`ZeroShotClassifier.top_k` (what `predict` and `classify` use) over 100 feature rows in blocks of at most 30
-    gives the exact tensors of topk over the whole 100 x 5 probability matrix: the tied "cat"s (classes 0 and 2) in
-    the same order."""
+    gives the exact tensors of a stable sort of the whole 100 x 5 probability matrix: the tied "cat"s (classes 0 and
+    2) in class order (audit 66 determinism: topk ordered them as its kernel happened to)."""
     from clipforge.models.scoring import scoring_of
 
     classifier = ZeroShotClassifier(tiny_vit, LABELS, "simple", device="cpu", use_cache=False, progress=False)
     features = torch.randn(100, int(tiny_vit.embed_dim), generator=torch.Generator().manual_seed(0))
     probs = scoring_of(tiny_vit).probabilities(classifier.logits(features))
-    values, indices = probs.topk(5, dim=-1)
-    assert all(abs(row.index(0) - row.index(2)) == 1 for row in indices.tolist())  # always side by side: a tie
+    values, indices = probs.sort(dim=-1, descending=True, stable=True)
+    assert all(row.index(2) - row.index(0) == 1 for row in indices.tolist())  # always side by side: a tie
     rows = _scored_rows(monkeypatch)
     monkeypatch.setattr(classifier_module, "SCORE_ELEMENTS", 30 * len(LABELS), raising=False)
     got_values, got_indices = classifier.top_k(features, 5)
@@ -203,3 +203,16 @@ def test_a_set_too_long_for_a_label_is_not_chosen_in_its_place(tmp_path):
     label = "x" * (4000 - len("a photo of a {}.") + 2)  # 3986: fits simple, too long for imagenet's longest
     assert fitting_set("en", [label], Whole()) == "simple"
     assert fitting_set("en", ["cat"], Whole()) == "imagenet"
+
+
+def test_a_tie_cut_at_k_keeps_the_lowest_class_and_equal_labels_come_in_their_order(tiny_vit):
+    """Labels equal to the tokenizer ("Cat", "cat", "CAT": it lowercases) score alike: `top_k` gives them in the
+    labels' order for every image, and a cut inside the tie keeps the first (as REST's classify and `tag`)."""
+    labels = ["Cat", "dog", "cat", "CAT"]
+    classifier = ZeroShotClassifier(tiny_vit, labels, "simple", device="cpu", use_cache=False, progress=False)
+    features = torch.randn(64, int(tiny_vit.embed_dim), generator=torch.Generator().manual_seed(1))
+    _, indices = classifier.top_k(features, 4)
+    assert all([i for i in row if i != 1] == [0, 2, 3] for row in indices.tolist())
+    for k in (1, 2, 3):
+        _, cut = classifier.top_k(features, k)
+        assert torch.equal(cut, indices[:, :k])

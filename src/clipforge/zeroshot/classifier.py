@@ -328,6 +328,32 @@ class ZeroShotClassifier:
         values = torch.empty(len(image_features), k, device=device)
         indices = torch.empty(len(image_features), k, dtype=torch.long, device=device)
         for start, stop in score_blocks(len(image_features), self.num_classes):
-            torch.topk(scoring.probabilities(self.logits(image_features[start:stop])), k, dim=-1,
-                       out=(values[start:stop], indices[start:stop]))
+            scores = scoring.probabilities(self.logits(image_features[start:stop]))
+            torch.topk(scores, k, dim=-1, out=(values[start:stop], indices[start:stop]))
+            _ties_by_class(scores, values[start:stop], indices[start:stop])
+            del scores
         return values, indices
+
+
+def _ties_by_class(scores: torch.Tensor, values: torch.Tensor, indices: torch.Tensor) -> None:
+    """Equal probabilities in class order, in place: `values`/`indices` ([N, k], `topk` of `scores` [N, C]) come
+    highest first with ties by class index, and a tie cut at k keeps the lowest indices.
+
+    `topk` orders equal values as its kernel happens to (labels equal but for case, which the tokenizer lowercases,
+    came back in another order from image to image, and which one a `-k` cut kept was arbitrary; audit 66
+    determinism), where REST's classify and `tag` keep the labels' order."""
+    order = indices.argsort(dim=1)
+    values.copy_(values.gather(1, order))
+    indices.copy_(indices.gather(1, order))
+    order = values.argsort(dim=1, descending=True, stable=True)
+    values.copy_(values.gather(1, order))
+    indices.copy_(indices.gather(1, order))
+    last = values[:, -1:]
+    for row in ((scores == last).sum(dim=1) > (values == last).sum(dim=1)).nonzero().flatten().tolist():
+        threshold = values[row, -1]  # more classes hold the last kept value than were kept: the lowest indices
+        above = (scores[row] > threshold).nonzero().flatten()
+        tied = (scores[row] == threshold).nonzero().flatten()[: values.shape[1] - len(above)]
+        chosen = torch.cat([above, tied])
+        order = scores[row, chosen].argsort(descending=True, stable=True)
+        values[row] = scores[row, chosen[order]]
+        indices[row] = chosen[order]
