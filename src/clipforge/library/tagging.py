@@ -153,18 +153,30 @@ def softmax_top_k(
 def scored_top_k(
     vectors: np.ndarray, classes: np.ndarray, scoring: Scoring, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(indices [n, k], probabilities [n, k]) of the k most likely classes, highest first, scored the
-    model's way (`Encoder.scoring()`): a softmax over the labels, or SigLIP's sigmoid with its bias."""
-    logits = scoring.scale * (vectors @ classes.T)
-    if scoring.sums_to_one:
-        logits -= logits.max(axis=1, keepdims=True)
-        probs = np.exp(logits)
-        probs /= probs.sum(axis=1, keepdims=True)
-    else:
-        probs = 1.0 / (1.0 + np.exp(-(logits + scoring.bias)))
+    """(indices [n, k], probabilities [n, k]) of the k most likely classes, highest first (ties by class index),
+    scored the model's way (`Encoder.scoring()`): a softmax over the labels, or SigLIP's sigmoid with its bias.
+
+    In row blocks of at most `zeroshot.classifier.SCORE_ELEMENTS` scores (`score_blocks`, as `classify` scores): a
+    block of `tag`'s 2,048 photos against 100,000 labels held its probabilities and their argsort whole, ~2.4 GB
+    (audit 66 memory). A run that fits is one block, computed as before."""
+    from clipforge.zeroshot.classifier import score_blocks
+
     k = min(k, classes.shape[0])
-    top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-    return top, np.take_along_axis(probs, top, axis=1)
+    top = np.empty((len(vectors), k), dtype=np.int64)
+    chosen = np.empty((len(vectors), k), dtype=np.result_type(vectors.dtype, classes.dtype, np.float32))
+    for start, stop in score_blocks(len(vectors), classes.shape[0]):
+        logits = scoring.scale * (vectors[start:stop] @ classes.T)
+        if scoring.sums_to_one:
+            logits -= logits.max(axis=1, keepdims=True)
+            probs = np.exp(logits)
+            probs /= probs.sum(axis=1, keepdims=True)
+        else:
+            probs = 1.0 / (1.0 + np.exp(-(logits + scoring.bias)))
+        order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        top[start:stop] = order
+        chosen[start:stop] = np.take_along_axis(probs, order, axis=1)
+        del logits, probs, order
+    return top, chosen
 
 
 def tag_library(
