@@ -21,7 +21,7 @@ the k best texts; a text query hits when its one image is among the k best image
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -29,7 +29,8 @@ import torch
 __all__ = [
     "average_precision_per_class", "binary_roc_auc", "classification_metrics", "confusion_matrix", "defined",
     "mean_average_precision", "mean_average_precision_11pt", "mean_per_class_recall", "per_class_accuracy",
-    "predictions", "retrieval_metrics", "retrieval_rank_lists", "retrieval_ranks", "target_ranks", "topk_accuracy",
+    "predictions", "recall_at_k", "retrieval_metrics", "retrieval_rank_lists", "retrieval_ranks", "similarity_blocks",
+    "target_ranks", "topk_accuracy",
 ]
 
 
@@ -124,63 +125,167 @@ def classification_metrics(scores, targets, ks: Sequence[int] = (1, 5)) -> dict:
     }
 
 
+SCORE_BLOCK = 1 << 22
+"""Most scores one block of a retrieval similarity holds (16 MiB of float32). Images x captions is never made whole:
+10,000 images x 50,000 captions is 1.9 GB, and with its mask and comparisons took 5.8 GB (audit 66)."""
+
+
+def _row_blocks(rows: int, width: int, chunk: int | None) -> list[slice]:
+    """Consecutive slices covering `rows` rows, at most `chunk` each (default: as many rows of `width` scores as
+    SCORE_BLOCK holds). Their sizes differ by at most one (15 rows in 8 + 7, not 14 + 1): a 1-row product takes
+    another BLAS path, whose last bits can differ from the rows of the whole product (MKL: matrix-vector)."""
+    most = chunk if chunk is not None else max(1, SCORE_BLOCK // max(width, 1))
+    if most < 1:
+        raise ValueError(f"chunk must be at least 1, got {most}")
+    count = -(-rows // most)
+    return [slice(i * rows // count, (i + 1) * rows // count) for i in range(count)]
+
+
+def _largest_block(rows: int, width: int, chunk: int | None) -> int:
+    """The scores in the largest of `_row_blocks`' blocks: the size of the buffers made once for all of them."""
+    return max((r.stop - r.start for r in _row_blocks(rows, width, chunk)), default=0) * width
+
+
+def similarity_blocks(image_features, text_features, chunk: int | None = None,
+                      by: str = "images") -> Iterator[tuple[slice, torch.Tensor]]:
+    """The image x text similarity ``image_features @ text_features.T`` one block at a time, never whole.
+
+    ``by="images"``: (image rows, [rows, texts] block); ``by="texts"``: (text rows, [rows, images] block), the
+    same product's columns (``image_features @ text_features[rows].T``, transposed), so both directions rank the
+    scores the whole product has. A block holds at most `chunk` rows (default: SCORE_BLOCK scores). Every block
+    is written into one buffer (copy a block to keep it past the next): a fresh block each time left the C heap
+    fragmented, 1.3 GB at 10,000 x 50,000 where the blocks are 16 MiB."""
+    img, txt = _scores(image_features), _scores(text_features)
+    if by not in ("images", "texts"):
+        raise ValueError(f"by must be 'images' or 'texts', got {by!r}")
+    queries, gallery = (img, txt) if by == "images" else (txt, img)
+    flat = torch.empty(_largest_block(len(queries), len(gallery), chunk))
+    for rows in _row_blocks(len(queries), len(gallery), chunk):
+        n = rows.stop - rows.start
+        if by == "images":
+            yield rows, torch.mm(img[rows], txt.t(), out=flat[:n * len(txt)].view(n, len(txt)))
+        else:
+            yield rows, torch.mm(img, txt[rows].t(), out=flat[:n * len(img)].view(len(img), n)).t()
+
+
+def _best_positive(block: torch.Tensor, query: torch.Tensor, item: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(best, usable) of each row of `block` whose positives are the pairs (query[p], item[p]): the positive with
+    the highest finite score, the lowest index among equals (what argmax of the masked row gives); usable is False
+    where no positive is finite (best is then 0). Works on the pairs, not on a [rows, gallery] mask."""
+    own = block[query, item]
+    finite = torch.isfinite(own)
+    top = torch.full((len(block),), float("-inf")).scatter_reduce(
+        0, query, own.masked_fill(~finite, float("-inf")), "amax")
+    tied = finite & (own == top[query])
+    best = torch.full((len(block),), block.shape[1], dtype=torch.long).scatter_reduce(
+        0, query[tied], item[tied], "amin")
+    usable = best < block.shape[1]
+    return best.masked_fill(~usable, 0), usable
+
+
+def _scratch(size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Flat buffers of `size` flags (two bool, one int32) for `_count_ahead`, made once per ranking and reused by
+    every block (see `similarity_blocks` on the heap)."""
+    return torch.empty(size, dtype=torch.bool), torch.empty(size, dtype=torch.bool), torch.empty(size, dtype=torch.int32)
+
+
+def _count_ahead(block: torch.Tensor, best: torch.Tensor, usable: torch.Tensor,
+                 scratch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """The tie rule's rank of ``block[r, best[r]]`` in each row: the scores strictly higher plus the equal ones at a
+    lower index (NaN is neither); the gallery's size where not `usable`. Every temporary the size of the block is
+    one of `scratch`'s, laid out as the block is (a text block is a transposed view). The flags are counted as
+    int32 copied into scratch: a bool or uint8 ``sum`` casts the whole block to a fresh int64 or int32 tensor
+    first, and the C heap kept those (+220 MB over 200 blocks of 4M scores, more at 10,000 x 50,000)."""
+    rows, width = block.shape
+    stride = (1, rows) if not block.is_contiguous() and block.t().is_contiguous() else (width, 1)
+    above, before, ints = (flat[:rows * width].as_strided((rows, width), stride) for flat in scratch)
+
+    def count(flags: torch.Tensor) -> torch.Tensor:
+        return ints.copy_(flags).sum(dim=1, dtype=torch.int32)
+
+    best_score = block.gather(1, best[:, None])
+    ahead = count(torch.gt(block, best_score, out=above))
+    torch.lt(torch.arange(width)[None, :], best[:, None], out=before)
+    ahead += count(torch.eq(block, best_score, out=above).logical_and_(before))
+    return ahead.long().masked_fill(~usable, width)
+
+
 def retrieval_ranks(scores, positives, chunk: int = 1024) -> torch.Tensor:
     """0-based rank of each query's best-ranked positive under the tie rule: the best positive with a finite
     score; the gallery's size (a miss at every k) when no positive has one (the non-finite rule).
 
     `scores` [Q, G]; `positives` either a bool mask [Q, G] or, when each query has one
     positive, a LongTensor [Q] of gallery indices. Work is chunked over queries so a
-    5k x 25k similarity matrix does not need a 5k x 25k mask at once.
+    5k x 25k similarity matrix does not need a 5k x 25k mask at once (`retrieval_rank_lists` does not make the
+    similarity whole either).
     """
     s = _scores(scores)
     single = not (isinstance(positives, torch.Tensor) and positives.dtype == torch.bool) and \
         np.asarray(positives).ndim == 1
+    targets = _labels(positives) if single else None
     out = []
-    gallery = torch.arange(s.shape[1])
+    scratch = _scratch(min(chunk, s.shape[0]) * s.shape[1])
     for start in range(0, s.shape[0], chunk):
         block = s[start:start + chunk]
-        if single:
-            pos_idx = _labels(positives)[start:start + chunk]
-            mask = torch.zeros_like(block, dtype=torch.bool)
-            mask[torch.arange(len(block)), pos_idx] = True
+        if targets is not None:  # the one positive is the best one; usable when its score is finite
+            best = targets[start:start + chunk]
+            usable = torch.isfinite(block.gather(1, best[:, None]))[:, 0]
         else:
             mask = torch.as_tensor(np.asarray(positives)[start:start + chunk], dtype=torch.bool)
-        if not bool(mask.any(dim=1).all()):
-            raise ValueError("every query needs at least one positive")
-        # The best positive is the one with the highest finite score, lowest index among equals:
-        # argmax returns the first maximum.
-        usable = mask & torch.isfinite(block)
-        best = block.masked_fill(~usable, float("-inf")).argmax(dim=1)
-        best_score = block.gather(1, best[:, None])
-        ahead = (block > best_score) | ((block == best_score) & (gallery[None, :] < best[:, None]))
-        out.append(ahead.sum(dim=1).masked_fill(~usable.any(dim=1), s.shape[1]))
+            if not bool(mask.any(dim=1).all()):
+                raise ValueError("every query needs at least one positive")
+            best, usable = _best_positive(block, *mask.nonzero().unbind(1))
+        out.append(_count_ahead(block, best, usable, scratch))
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
 
-def retrieval_rank_lists(image_features, text_features, text_to_image) -> tuple[torch.Tensor, torch.Tensor]:
-    """(image->text ranks [images], text->image ranks [texts]): 0-based rank of each query's best positive."""
+def retrieval_rank_lists(image_features, text_features, text_to_image,
+                         chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(image->text ranks [images], text->image ranks [texts]): 0-based rank of each query's best positive.
+
+    Ranked one `similarity_blocks` block at a time (image rows, then text rows), so memory is bounded by a block
+    (`chunk` rows x gallery; default SCORE_BLOCK scores), not images x texts; the ranks are the whole matrix's."""
     img, txt = _scores(image_features), _scores(text_features)
     t2i = _labels(text_to_image)
     if len(t2i) != len(txt):
         raise ValueError(f"text_to_image has {len(t2i)} entries for {len(txt)} captions")
-    sim = img @ txt.t()  # [images, texts]
-    i2t_mask = torch.zeros(sim.shape, dtype=torch.bool)
-    i2t_mask[t2i, torch.arange(len(t2i))] = True
-    return retrieval_ranks(sim, i2t_mask), retrieval_ranks(sim.t(), t2i)
+    if len(t2i) and (int(t2i.min()) < 0 or int(t2i.max()) >= len(img)):
+        raise ValueError(f"text_to_image must lie in 0..{len(img) - 1}")
+    if len(img) and int(torch.bincount(t2i, minlength=len(img)).min()) == 0:
+        raise ValueError("every query needs at least one positive")
+    by_image = torch.argsort(t2i, stable=True)  # captions in image order: a block's captions are one run of it
+    starts = torch.searchsorted(t2i[by_image], torch.arange(len(img) + 1)).tolist()
+    scratch = _scratch(max(_largest_block(len(img), len(txt), chunk), _largest_block(len(txt), len(img), chunk)))
+    i2t, t2i_ranks = [], []
+    for rows, block in similarity_blocks(img, txt, chunk, by="images"):
+        captions = by_image[starts[rows.start]:starts[rows.stop]]
+        i2t.append(_count_ahead(block, *_best_positive(block, t2i[captions] - rows.start, captions), scratch))
+    for rows, block in similarity_blocks(img, txt, chunk, by="texts"):
+        best = t2i[rows]
+        t2i_ranks.append(_count_ahead(block, best, torch.isfinite(block.gather(1, best[:, None]))[:, 0], scratch))
+    empty = torch.zeros(0, dtype=torch.long)
+    return torch.cat(i2t) if i2t else empty, torch.cat(t2i_ranks) if t2i_ranks else empty
 
 
-def retrieval_metrics(image_features, text_features, text_to_image, ks: Sequence[int] = (1, 5, 10)) -> dict:
-    """Image->text and text->image recall@k from (normalised) features and each caption's image index."""
-    img, txt = _scores(image_features), _scores(text_features)
-    i2t, t2i_ranks = retrieval_rank_lists(img, txt, text_to_image)
+def recall_at_k(image_to_text_ranks, text_to_image_ranks, ks: Sequence[int] = (1, 5, 10)) -> dict:
+    """Image->text and text->image recall@k from `retrieval_rank_lists`' ranks (the galleries are the other
+    direction's queries: every caption, every image)."""
+    i2t, t2i = _labels(image_to_text_ranks), _labels(text_to_image_ranks)
     out: dict = {}
     # a rank equal to the gallery's size is the non-finite rule's miss, also where k is larger than the gallery
     for k in ks:
-        out[f"image_to_text_R@{k}"] = int((i2t < min(k, txt.shape[0])).sum()) / len(i2t)
+        out[f"image_to_text_R@{k}"] = int((i2t < min(k, len(t2i))).sum()) / len(i2t)
     for k in ks:
-        out[f"text_to_image_R@{k}"] = int((t2i_ranks < min(k, img.shape[0])).sum()) / len(t2i_ranks)
-    out["num_images"], out["num_texts"] = int(img.shape[0]), int(txt.shape[0])
+        out[f"text_to_image_R@{k}"] = int((t2i < min(k, len(i2t))).sum()) / len(t2i)
+    out["num_images"], out["num_texts"] = len(i2t), len(t2i)
     return out
+
+
+def retrieval_metrics(image_features, text_features, text_to_image, ks: Sequence[int] = (1, 5, 10),
+                      chunk: int | None = None) -> dict:
+    """Image->text and text->image recall@k from (normalised) features and each caption's image index, ranked
+    block by block (`retrieval_rank_lists`)."""
+    return recall_at_k(*retrieval_rank_lists(image_features, text_features, text_to_image, chunk), ks)
 
 
 def average_precision_11pt(scores, positive, difficult=None) -> float:

@@ -10,7 +10,7 @@ best first under the metrics module's tie rule (lower class id first among equal
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +21,14 @@ from clipforge.atomic import atomic_path
 __all__ = ["read_predictions", "topk_rows", "write_predictions"]
 
 
-def topk_rows(scores: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(ids [N, k] int32, scores [N, k] float32), best first, ties to the lower class id."""
+def topk_rows(scores: torch.Tensor | Iterator[torch.Tensor], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids [N, k] int32, scores [N, k] float32), best first, ties to the lower class id. `scores` [N, C], or an
+    iterator of its consecutive row blocks (retrieval's `similarity_blocks`: images x captions is never whole)."""
+    if isinstance(scores, Iterator):
+        parts = [topk_rows(block, k) for block in scores]
+        if not parts:
+            return np.zeros((0, 0), dtype=np.int32), np.zeros((0, 0), dtype=np.float32)
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     s = torch.as_tensor(scores).detach().float().cpu()
     k = min(int(k), s.shape[1])
     order = torch.sort(s, dim=1, descending=True, stable=True).indices[:, :k]
@@ -30,10 +36,11 @@ def topk_rows(scores: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def write_predictions(path: str | Path, indices: Sequence[int] | torch.Tensor, sources: Sequence[str],
-                      labels: Sequence[int] | torch.Tensor, scores: torch.Tensor, k: int = 5,
-                      present: Sequence[Sequence[int]] | None = None) -> Path:
-    """`present`: a multi-label set's classes in each image (VOC 2007), written as ``labels`` (list<int32>) beside
-    ``label``, which is then only the first of them."""
+                      labels: Sequence[int] | torch.Tensor, scores: torch.Tensor | Iterator[torch.Tensor],
+                      k: int = 5, present: Sequence[Sequence[int]] | None = None) -> Path:
+    """`scores`: [N, C], or an iterator of its row blocks (`topk_rows`). `present`: a multi-label set's classes in
+    each image (VOC 2007), written as ``labels`` (list<int32>) beside ``label``, which is then only the first of
+    them."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 

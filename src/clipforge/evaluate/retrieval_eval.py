@@ -16,7 +16,7 @@ import torch
 
 from clipforge.evaluate.common import report_header, resolve_model
 from clipforge.evaluate.features import extract_image_features, subset_indices
-from clipforge.evaluate.metrics import retrieval_metrics
+from clipforge.evaluate.metrics import recall_at_k, retrieval_rank_lists, similarity_blocks
 from clipforge.evaluate.report import (
     canonical_expect,
     check_limit,
@@ -99,7 +99,9 @@ def evaluate_retrieval(model: str | torch.nn.Module, captions: str | Path | Any,
                                                   progress=progress).cpu(), ev.model)  # as the images were
         text_s = time.perf_counter() - t0
         image_features = result.features / result.features.norm(dim=-1, keepdim=True)
-        metrics = retrieval_metrics(image_features, text_features, text_to_image, ks=ks)
+        # ranked one block of rows at a time (memory: a block, not images x captions); --plot reuses the ranks
+        ranks = retrieval_rank_lists(image_features, text_features, text_to_image)
+        metrics = recall_at_k(*ranks, ks=ks)
         log.info("image->text R@1/5/10 %s; text->image %s",
                  [round(100 * metrics[f"image_to_text_R@{k}"], 2) for k in ks],
                  [round(100 * metrics[f"text_to_image_R@{k}"], 2) for k in ks])
@@ -130,12 +132,11 @@ def evaluate_retrieval(model: str | torch.nn.Module, captions: str | Path | Any,
             kept = result.indices.tolist()
             report["files"]["predictions"] = str(write_predictions(
                 predictions, kept, [ds.images[i] for i in kept], list(range(len(kept))),
-                image_features @ text_features.t(), top_k))
+                (block for _, block in similarity_blocks(image_features, text_features)), top_k))
         if plot_dir is not None:
-            from clipforge.evaluate.metrics import retrieval_rank_lists
             from clipforge.evaluate.plots import plot_recall_curves
 
-            i2t, t2i = retrieval_rank_lists(image_features, text_features, text_to_image)
+            i2t, t2i = ranks
             write_plots(report, log, lambda: [str(plot_recall_curves(i2t, t2i, plot_dir / f"{stem}_recall.png",
                                                                      title=f"{ev.name} on {name}"))])
         finish_report(report, metrics, expect, tolerance, json_path, log)
