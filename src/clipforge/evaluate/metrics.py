@@ -132,13 +132,11 @@ SCORE_BLOCK = 1 << 22
 
 def _row_blocks(rows: int, width: int, chunk: int | None) -> list[slice]:
     """Consecutive slices covering `rows` rows, at most `chunk` each (default: as many rows of `width` scores as
-    SCORE_BLOCK holds). Their sizes differ by at most one (15 rows in 8 + 7, not 14 + 1): a 1-row product takes
-    another BLAS path, whose last bits can differ from the rows of the whole product (MKL: matrix-vector)."""
-    most = chunk if chunk is not None else max(1, SCORE_BLOCK // max(width, 1))
-    if most < 1:
-        raise ValueError(f"chunk must be at least 1, got {most}")
-    count = -(-rows // most)
-    return [slice(i * rows // count, (i + 1) * rows // count) for i in range(count)]
+    SCORE_BLOCK holds), as even as the count allows (15 rows in 8 + 7, not 14 + 1): `zeroshot.classifier.score_blocks`,
+    the rule `classify` and `tag` score by."""
+    from clipforge.zeroshot.classifier import score_blocks
+
+    return [slice(start, stop) for start, stop in score_blocks(rows, width, most=chunk, budget=SCORE_BLOCK)]
 
 
 def _largest_block(rows: int, width: int, chunk: int | None) -> int:

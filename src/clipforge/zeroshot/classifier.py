@@ -131,14 +131,20 @@ only each one's top-k: 4,000 photos x 50,000 labels took 2.1 GB (audit 66). `tag
 of 2,048 (`tagging.tag_library`), a count of rows for SQLite's write lock, not a bound on scores."""
 
 
-def score_blocks(rows: int, classes: int) -> list[tuple[int, int]]:
-    """(start, stop) of the row blocks `rows` images are scored in against `classes` classes: as few as keep each
-    within `SCORE_ELEMENTS` scores (at least one row a block), of sizes as even as the count allows. A run that fits
-    is one block: the whole matrix, as before. Even sizes, so that no block is a short remainder: a BLAS multiplies
-    a few rows by another path (MKL: fewer than 16), whose last bits differ from a larger call's."""
+def score_blocks(rows: int, classes: int, most: int | None = None, budget: int | None = None) -> list[tuple[int, int]]:
+    """(start, stop) of the row blocks `rows` queries are scored in against `classes` classes (or a gallery): as few
+    as keep each within `budget` scores (default `SCORE_ELEMENTS`) or `most` rows when given (at least one row a
+    block), of sizes as even as the count allows. A run that fits is one block: the whole matrix, as before. Even
+    sizes, so that no block is a short remainder: a BLAS multiplies a few rows by another path (MKL: fewer than 16,
+    a single row as a matrix-vector product), whose last bits differ from a larger call's. The one rule of
+    `classify`, `tag` and the retrieval metrics (`evaluate.metrics`)."""
+    if most is None:
+        most = max(1, (SCORE_ELEMENTS if budget is None else budget) // max(1, classes))
+    if most < 1:
+        raise ValueError(f"chunk must be at least 1, got {most}")
     if rows <= 0:
         return []
-    count = -(-rows // max(1, SCORE_ELEMENTS // max(1, classes)))
+    count = -(-rows // most)
     return [(i * rows // count, (i + 1) * rows // count) for i in range(count)]
 
 
