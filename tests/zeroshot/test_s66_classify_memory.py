@@ -216,3 +216,16 @@ def test_a_tie_cut_at_k_keeps_the_lowest_class_and_equal_labels_come_in_their_or
     for k in (1, 2, 3):
         _, cut = classifier.top_k(features, k)
         assert torch.equal(cut, indices[:, :k])
+
+
+def test_tie_order_leaves_rows_with_nan_as_topk_gives_them():
+    """A row holding NaN probabilities (a broken model's) beside a tie at the cut raised a size mismatch (review 66):
+    `topk` ranks NaN above every number, the tie rule's `>` below; such a row keeps topk's answer."""
+    from clipforge.zeroshot.classifier import _ties_by_class
+
+    nan = float("nan")
+    scores = torch.tensor([[nan, nan, 0.2, 0.2, 0.1], [0.3, 0.1, 0.3, 0.3, 0.0]])
+    values, indices = scores.topk(3, dim=1)
+    _ties_by_class(scores, values, indices)
+    assert sorted(indices[0, :2].tolist()) == [0, 1] and indices[0, 2].item() in (2, 3)
+    assert indices[1].tolist() == [0, 2, 3] and torch.equal(values[1], torch.tensor([0.3, 0.3, 0.3]))

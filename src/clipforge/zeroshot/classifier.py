@@ -355,7 +355,10 @@ def _ties_by_class(scores: torch.Tensor, values: torch.Tensor, indices: torch.Te
     values.copy_(values.gather(1, order))
     indices.copy_(indices.gather(1, order))
     last = values[:, -1:]
-    for row in ((scores == last).sum(dim=1) > (values == last).sum(dim=1)).nonzero().flatten().tolist():
+    cut = torch.count_nonzero(scores == last, dim=1) > torch.count_nonzero(values == last, dim=1)
+    for row in cut.nonzero().flatten().tolist():
+        if scores[row].isnan().any():  # topk ranks NaN above every number, `>` below: that row keeps topk's answer
+            continue
         threshold = values[row, -1]  # more classes hold the last kept value than were kept: the lowest indices
         above = (scores[row] > threshold).nonzero().flatten()
         tied = (scores[row] == threshold).nonzero().flatten()[: values.shape[1] - len(above)]
